@@ -1,0 +1,49 @@
+/* The infer contract (docs/api.md): a JSON request for a batch of whole sequences, validated
+ * into flat arrays, computed by rnnd_net_forward(), and encoded as a JSON response.
+ *
+ * Three separate phases so the daemon can parse on a request thread, compute on a worker and
+ * encode on either: rnnd_infer_parse() -> rnnd_infer_run() -> rnnd_infer_encode(). */
+#ifndef RNND_INFER_H
+#define RNND_INFER_H
+
+#include <stddef.h>
+#include <jansson.h>
+#include "rnnd/rnn.h"
+#include "rnnd/buf.h"
+
+typedef struct rnnd_infer_limits {
+    size_t max_sequences;   /* 0 = unlimited */
+    size_t max_steps;       /* per sequence; 0 = unlimited */
+    size_t max_total_steps; /* over the batch; 0 = unlimited */
+} rnnd_infer_limits;
+
+typedef struct rnnd_infer_req rnnd_infer_req;
+
+/* Validate BODY (a decoded JSON object) against NET's model and LIMITS (NULL: none).
+ * Returns 0, RNND_ERR_INVALID (message names the field, sequence and step, e.g.
+ * "inputs[2][5]: expected 4 numbers, got 3"), RNND_ERR_LIMIT, or RNND_ERR_NOMEM.
+ * Refuses unknown top-level fields. */
+int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+                     rnnd_infer_req **out, char *err, size_t errlen);
+
+/* Compute. Returns 0, RNND_ERR_NUMERIC (NaN/Inf appeared), or another negative status. */
+int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen);
+
+/* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. */
+void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                       rnnd_buf *out);
+
+void rnnd_infer_req_free(rnnd_infer_req *req);  /* NULL is a no-op */
+
+/* Number of sequences and total steps of a parsed request (for batching and limits). */
+size_t rnnd_infer_req_sequences(const rnnd_infer_req *req);
+size_t rnnd_infer_req_steps(const rnnd_infer_req *req);
+
+/* The stable API error code for a status: "invalid_request", "limit_exceeded", ... (the list
+ * is in docs/api.md). */
+const char *rnnd_error_code(int status);
+
+/* Append {"error":{"code":CODE,"message":MSG}} to OUT. */
+void rnnd_error_json(rnnd_buf *out, const char *code, const char *message);
+
+#endif

@@ -1,0 +1,56 @@
+/* SIMD kernels behind one table of function pointers, chosen once from CPUID.
+ *
+ * Determinism contract (what batch invariance rests on): every kernel computes each output
+ * element with a fixed sequence of float operations that depends only on that element's own
+ * inputs, never on the batch size, the element's position, the row range, or vector tails.
+ * rnnd_gemv computes each output as ONE fused-multiply-add chain over k ascending, starting
+ * from the bias (or +0.0f), so all paths, scalar included, give bitwise identical sums.
+ * Elementwise activations: the avx2 and avx512 paths give bitwise identical results to each
+ * other; the scalar path (the reference, libm) may differ from them by a few ulp. */
+#ifndef RNND_KERNELS_H
+#define RNND_KERNELS_H
+
+#include <stddef.h>
+#include "rnnd/model.h"
+
+/* Rows are packed in panels of this many so that one panel is one AVX-512 register. */
+#define RNND_PANEL 16
+
+/* A matrix W [rows, cols] repacked for rnnd_gemv:
+ * data[(p * cols + k) * RNND_PANEL + r] = W[p * RNND_PANEL + r][k], zero past `rows`. */
+typedef struct rnnd_packed {
+    int rows, cols;
+    int panels;         /* ceil(rows / RNND_PANEL) */
+    float *data;        /* 64-byte aligned, panels * cols * RNND_PANEL floats */
+} rnnd_packed;
+
+/* Pack W (row-major [rows, cols]). Returns 0 or RNND_ERR_NOMEM. */
+int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
+void rnnd_pack_release(rnnd_packed *p);   /* frees data; a zeroed struct is a no-op */
+
+typedef struct rnnd_kernels {
+    const char *name;   /* "scalar", "avx2", "avx512" */
+
+    /* For b < B and row_begin <= j < row_end:
+     *   Y[b*ldy + j] = fma chain over k = 0..cols-1 of W[j][k] * X[b*ldx + k],
+     *                  starting from bias[j] (or +0.0f when bias is NULL).
+     * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. */
+    void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
+                 size_t B, float *Y, size_t ldy, int row_begin, int row_end);
+
+    /* x[i] = a(x[i]) for i < n, in place. */
+    void (*act)(const rnnd_activation *a, float *x, size_t n);
+} rnnd_kernels;
+
+/* The kernels for NAME ("scalar", "avx2", "avx512"), or NULL when unknown or when this CPU
+ * (or this build) cannot run them. */
+const rnnd_kernels *rnnd_kernels_by_name(const char *name);
+
+/* The best path this CPU supports, unless the environment variable RNND_ISA names one.
+ * Returns NULL and fills ERR when RNND_ISA names an unknown or unsupported path. */
+const rnnd_kernels *rnnd_kernels_select(char *err, size_t errlen);
+
+/* Names of the paths this machine can run, best last; NULL-terminated, static. */
+const char *const *rnnd_kernels_available(void);
+
+#endif

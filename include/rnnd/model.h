@@ -1,0 +1,124 @@
+/* A validated, memory-mapped rnnd model file (docs/model-format.md).
+ *
+ * The spec is public because the compute core, `rnnd inspect` and the API all read it; it is
+ * immutable after rnnd_model_open() returns. Weight pointers point into the read-only mapping
+ * and stay valid until the last rnnd_model_unref(). */
+#ifndef RNND_MODEL_H
+#define RNND_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define RNND_MAX_LAYERS 64
+#define RNND_MAX_DIM 65536
+
+enum rnnd_input_kind { RNND_INPUT_TOKENS = 0, RNND_INPUT_VECTORS = 1 };
+enum rnnd_cell { RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN };
+enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
+enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
+
+/* The ONNX recurrent activations. */
+enum rnnd_act {
+    RNND_ACT_SIGMOID = 0,
+    RNND_ACT_TANH,
+    RNND_ACT_RELU,
+    RNND_ACT_HARDSIGMOID,
+    RNND_ACT_LEAKYRELU,
+    RNND_ACT_THRESHOLDEDRELU,
+    RNND_ACT_SCALEDTANH,
+    RNND_ACT_AFFINE,
+    RNND_ACT_ELU,
+    RNND_ACT_SOFTSIGN,
+    RNND_ACT_SOFTPLUS,
+    RNND_ACT_COUNT
+};
+
+typedef struct rnnd_activation {
+    int kind;           /* enum rnnd_act */
+    float alpha, beta;  /* defaults already filled in by the loader */
+} rnnd_activation;
+
+/* Weights of one direction of one layer, row-major, pointing into the mapping. */
+typedef struct rnnd_dir_weights {
+    const float *W;     /* [G*H, in_dim] */
+    const float *R;     /* [G*H, out_dim] */
+    const float *Wb;    /* [G*H] */
+    const float *Rb;    /* [G*H] */
+    const float *P;     /* [3*H] peepholes i, o, f; NULL unless peepholes */
+    const float *proj;  /* [proj_size, H]; NULL unless proj_size > 0 */
+    const float *V;     /* [output_size, H]; jordan only */
+    const float *Vb;    /* [output_size]; jordan only */
+} rnnd_dir_weights;
+
+typedef struct rnnd_layer_spec {
+    int cell;               /* enum rnnd_cell */
+    int direction;          /* enum rnnd_direction */
+    int num_directions;     /* 1 or 2 */
+    int hidden;             /* H */
+    int gates;              /* G: rows of W/R are G*H */
+    int in_dim;             /* columns of W */
+    int out_dim;            /* per direction: size of h (the recurrent state and the output) */
+    int n_act;              /* activations per direction */
+    rnnd_activation act[2][3];
+    int has_clip;
+    float clip;
+    int input_forget;       /* lstm */
+    int peepholes;          /* lstm */
+    int forget_gate;        /* lstm: 0 = 1997 LSTM */
+    int proj_size;          /* lstm: 0 = none */
+    int linear_before_reset;/* gru */
+    int output_size;        /* jordan */
+    rnnd_dir_weights w[2];
+} rnnd_layer_spec;
+
+typedef struct rnnd_model_spec {
+    int input_kind;         /* enum rnnd_input_kind */
+    int vocab_size;         /* tokens: number of ids */
+    int input_dim;          /* tokens: embedding_dim; vectors: dim */
+    const float *embedding; /* [vocab_size, input_dim] for tokens */
+    int n_layers;
+    rnnd_layer_spec layers[RNND_MAX_LAYERS];
+    int has_head;
+    int head_in, head_out;
+    int head_norm;          /* enum rnnd_head_norm */
+    const float *head_W;    /* [head_out, head_in] */
+    const float *head_b;    /* [head_out] */
+    int n_vocab;            /* 0 or vocab_size */
+    char **vocab;           /* n_vocab NUL-terminated strings (owned by the model) */
+    char tokenizer[16];     /* "", "char" or "byte" */
+    char name[128];         /* from the architecture's "name", may be "" */
+} rnnd_model_spec;
+
+typedef struct rnnd_model rnnd_model;
+
+/* Map and validate PATH. On failure returns a negative rnnd_status, *out stays NULL and ERR
+ * holds one line "PATH: KEY: reason". The new model has one reference. */
+int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen);
+
+/* Validate an in-memory file image (copied; used by fuzzers and tests). LABEL names it in
+ * errors. */
+int rnnd_model_from_buffer(const void *data, size_t len, const char *label,
+                           rnnd_model **out, char *err, size_t errlen);
+
+rnnd_model *rnnd_model_ref(rnnd_model *m);
+void rnnd_model_unref(rnnd_model *m);   /* NULL is a no-op; frees on the last reference */
+
+const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m);
+
+/* Lowercase hex SHA-256 of the whole file (64 chars + NUL): identifies the exact weights. */
+const char *rnnd_model_digest(const rnnd_model *m);
+
+/* The raw architecture JSON text from the file header. */
+const char *rnnd_model_architecture_json(const rnnd_model *m);
+
+/* Derived sizes. */
+size_t rnnd_model_param_count(const rnnd_model *m);
+int rnnd_model_output_dim(const rnnd_model *m);     /* per step: head out or last layer out */
+size_t rnnd_model_state_floats(const rnnd_model *m);/* per session, see rnn.h for the layout */
+int rnnd_model_is_stateful(const rnnd_model *m);    /* every layer forward-only */
+
+const char *rnnd_act_name(int kind);
+const char *rnnd_cell_name(int cell);
+const char *rnnd_direction_name(int dir);
+
+#endif

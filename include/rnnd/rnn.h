@@ -1,0 +1,57 @@
+/* The recurrent-network core: a model's weights packed for the kernels, and forward passes.
+ *
+ * Session state layout (rnnd_net_state_floats() floats, contiguous): for each layer in order,
+ * for each direction (forward first): h [out_dim], then for lstm c [hidden]. This is also the
+ * order of the STATE JSON of the infer contract.
+ *
+ * Two ways to run:
+ * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and
+ *   chunk-invariant: a session's results are bitwise the same whatever else is in the batch
+ *   and however its steps are split across calls.
+ * - rnnd_net_forward(): whole sequences of different lengths, any direction. Uses OpenBLAS
+ *   for the input projections, so it equals the step path within float tolerance, not bitwise.
+ */
+#ifndef RNND_RNN_H
+#define RNND_RNN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "rnnd/model.h"
+#include "rnnd/kernels.h"
+
+typedef struct rnnd_net rnnd_net;
+
+/* Pack MODEL's weights for KERNELS. Takes its own reference on MODEL. */
+int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
+                 char *err, size_t errlen);
+void rnnd_net_free(rnnd_net *net);      /* NULL is a no-op */
+
+rnnd_model *rnnd_net_model(const rnnd_net *net);
+const rnnd_kernels *rnnd_net_kernels(const rnnd_net *net);
+size_t rnnd_net_state_floats(const rnnd_net *net);
+int rnnd_net_output_dim(const rnnd_net *net);
+
+/* Scratch for rnnd_net_step() with up to MAX_BATCH sessions; one per thread. */
+typedef struct rnnd_work rnnd_work;
+rnnd_work *rnnd_work_new(const rnnd_net *net, size_t max_batch);
+void rnnd_work_free(rnnd_work *w);
+
+/* Advance B sessions one step. Input: TOKENS (B ids) for token models, else VECTORS
+ * (B rows of input_dim floats). STATES[b] is session b's state block, updated in place.
+ * OUT, if not NULL, receives B rows of output_dim floats. Returns 0, RNND_ERR_INVALID (a token
+ * id out of range: nothing is changed), or RNND_ERR_UNSUPPORTED (model not forward-only). */
+int rnnd_net_step(const rnnd_net *net, rnnd_work *work, size_t B, const int32_t *tokens,
+                  const float *vectors, float *const *states, float *out,
+                  char *err, size_t errlen);
+
+/* Whole sequences. For b < B: sequence b has LENS[b] >= 1 steps given as TOKENS[b] (ids) or
+ * VECTORS[b] (LENS[b] rows of input_dim). INIT[b] is its initial state or NULL (zeros); INIT
+ * itself may be NULL. OUTPUTS[b] receives LENS[b] rows of output_dim floats. FINAL, if not
+ * NULL, FINAL[b] (if not NULL) receives the final state (a reverse direction's final state is
+ * its state after reading the first step). */
+int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,
+                     const int32_t *const *tokens, const float *const *vectors,
+                     const float *const *init, float *const *outputs, float *const *final,
+                     char *err, size_t errlen);
+
+#endif

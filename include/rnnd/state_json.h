@@ -1,0 +1,22 @@
+/* A session's state block <-> the STATE JSON of the infer contract:
+ *   {"layers": [{"h": [[...] per direction], "c": [[...] per direction]}, ...]}
+ * ("c" only for lstm layers). Layout of the block: see rnnd/rnn.h. */
+#ifndef RNND_STATE_JSON_H
+#define RNND_STATE_JSON_H
+
+#include <stddef.h>
+#include <jansson.h>
+#include "rnnd/model.h"
+#include "rnnd/buf.h"
+
+/* Parse STATE into DST (rnnd_model_state_floats() floats). Every layer, direction and element
+ * must be present with the right count and be a finite number that fits float32; unknown keys
+ * are refused. On error returns RNND_ERR_INVALID with a message naming the element
+ * (e.g. "state.layers[1].h[0][17]: expected a number"), and DST may be partly written. */
+int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
+                     char *err, size_t errlen);
+
+/* Append STATE JSON for SRC to OUT. */
+void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out);
+
+#endif

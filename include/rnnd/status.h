@@ -1,0 +1,20 @@
+/* One status code space for every module: 0 is success, negatives are failures. */
+#ifndef RNND_STATUS_H
+#define RNND_STATUS_H
+
+typedef enum rnnd_status {
+    RNND_OK = 0,
+    RNND_ERR_NOMEM = -1,      /* allocation failed */
+    RNND_ERR_IO = -2,         /* open/read/mmap/write failed */
+    RNND_ERR_FORMAT = -3,     /* a model or snapshot file is malformed */
+    RNND_ERR_INVALID = -4,    /* a request or argument is malformed */
+    RNND_ERR_UNSUPPORTED = -5,/* valid, but not something rnnd can do (e.g. step a reverse layer) */
+    RNND_ERR_LIMIT = -6,      /* a configured limit was exceeded */
+    RNND_ERR_NUMERIC = -7,    /* the computation produced NaN or Inf */
+    RNND_ERR_INTERNAL = -8
+} rnnd_status;
+
+/* A short constant name for a status ("ok", "nomem", ...). */
+const char *rnnd_status_str(int status);
+
+#endif

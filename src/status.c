@@ -1,0 +1,17 @@
+#include "rnnd/status.h"
+
+const char *rnnd_status_str(int status)
+{
+    switch (status) {
+    case RNND_OK: return "ok";
+    case RNND_ERR_NOMEM: return "out of memory";
+    case RNND_ERR_IO: return "i/o error";
+    case RNND_ERR_FORMAT: return "malformed file";
+    case RNND_ERR_INVALID: return "invalid input";
+    case RNND_ERR_UNSUPPORTED: return "unsupported";
+    case RNND_ERR_LIMIT: return "limit exceeded";
+    case RNND_ERR_NUMERIC: return "non-finite result";
+    case RNND_ERR_INTERNAL: return "internal error";
+    }
+    return "unknown status";
+}
