@@ -1,1 +1,517 @@
-/* placeholder */
+/* The infer contract (rnnd/infer.h, docs/api.md): parse a request into flat arrays, run
+ * rnnd_net_forward() over the batch, encode the response.
+ *
+ * The request is untrusted: every size is checked (limits first, then overflow-safe
+ * arithmetic) before anything is allocated, and every refusal names the exact element. */
+#include "rnnd/infer.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/state_json.h"
+#include "rnnd/status.h"
+
+struct rnnd_infer_req {
+    size_t n_seq;               /* B */
+    size_t total_steps;
+    int last;                   /* "outputs": "last" */
+    int return_state;
+    int ran;                    /* rnnd_infer_run() succeeded */
+    size_t *lens;               /* [B] */
+    int32_t *tok_flat;          /* token models: total_steps ids */
+    const int32_t **tokens;     /* [B] into tok_flat */
+    float *vec_flat;            /* vector models: total_steps * input_dim */
+    const float **vectors;      /* [B] into vec_flat */
+    float *init_flat;           /* with initial_state: B * state_floats */
+    const float **init;         /* [B] into init_flat, NULL for a null entry */
+    float *out_flat;            /* total_steps * output_dim */
+    float **outputs;            /* [B] into out_flat */
+    float *final_flat;          /* with return_state: B * state_floats */
+    float **finals;             /* [B] into final_flat */
+};
+
+static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+/* calloc(a * b) that refuses an overflowing product instead of wrapping. */
+static void *alloc_array(size_t a, size_t b)
+{
+    if (b && a > SIZE_MAX / b)
+        return NULL;
+    return calloc(a ? a : 1, b ? b : 1);
+}
+
+void rnnd_infer_req_free(rnnd_infer_req *req)
+{
+    if (!req)
+        return;
+    free(req->lens);
+    free(req->tok_flat);
+    free(req->tokens);
+    free(req->vec_flat);
+    free(req->vectors);
+    free(req->init_flat);
+    free(req->init);
+    free(req->out_flat);
+    free(req->outputs);
+    free(req->final_flat);
+    free(req->finals);
+    free(req);
+}
+
+size_t rnnd_infer_req_sequences(const rnnd_infer_req *req)
+{
+    return req->n_seq;
+}
+
+size_t rnnd_infer_req_steps(const rnnd_infer_req *req)
+{
+    return req->total_steps;
+}
+
+static const char *const known_fields[] = {"inputs", "outputs", "return_state", "initial_state"};
+#define N_KNOWN (sizeof known_fields / sizeof known_fields[0])
+
+static int is_known_field(const char *key)
+{
+    for (size_t i = 0; i < N_KNOWN; i++)
+        if (!strcmp(key, known_fields[i]))
+            return 1;
+    return 0;
+}
+
+/* Refuse unknown top-level fields, naming up to a few of them. */
+static int check_fields(const json_t *body, char *err, size_t errlen)
+{
+    char names[256] = "";
+    size_t used = 0, count = 0;
+    const char *key;
+    json_t *val;
+
+    json_object_foreach((json_t *)body, key, val) {
+        if (is_known_field(key))
+            continue;
+        if (count < 4 && used < sizeof names) {
+            int n = snprintf(names + used, sizeof names - used, "%s\"%.48s\"",
+                             count ? ", " : "", key);
+            if (n > 0)
+                used += (size_t)n;
+        }
+        count++;
+    }
+    if (!count)
+        return 0;
+    return fail(RNND_ERR_INVALID, err, errlen,
+                "unknown field%s %s%s (known: inputs, outputs, return_state, initial_state)",
+                count > 1 ? "s" : "", names, count > 4 ? ", ..." : "");
+}
+
+static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(body, "outputs");
+    if (v) {
+        const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+        if (s && !strcmp(s, "all") && strlen(s) == json_string_length(v))
+            req->last = 0;
+        else if (s && !strcmp(s, "last") && strlen(s) == json_string_length(v))
+            req->last = 1;
+        else if (s)
+            return fail(RNND_ERR_INVALID, err, errlen,
+                        "outputs: expected \"all\" or \"last\", got \"%.32s\"", s);
+        else
+            return fail(RNND_ERR_INVALID, err, errlen,
+                        "outputs: expected \"all\" or \"last\", got %s", rnnd_json_type_desc(v));
+    }
+    v = json_object_get(body, "return_state");
+    if (v) {
+        if (!json_is_boolean(v))
+            return fail(RNND_ERR_INVALID, err, errlen,
+                        "return_state: expected true or false, got %s", rnnd_json_type_desc(v));
+        req->return_state = json_is_true(v);
+    }
+    return 0;
+}
+
+/* First pass over "inputs": shapes and limits only, so an oversized request is refused
+ * before anything is allocated for it. */
+static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_infer_req *req,
+                       char *err, size_t errlen)
+{
+    if (!inputs)
+        return fail(RNND_ERR_INVALID, err, errlen,
+                    "inputs: missing (a list of sequences is required)");
+    if (!json_is_array(inputs))
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected a list of sequences, got %s",
+                    rnnd_json_type_desc(inputs));
+    size_t B = json_array_size(inputs);
+    if (!B)
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
+    if (lim && lim->max_sequences && B > lim->max_sequences)
+        return fail(RNND_ERR_LIMIT, err, errlen,
+                    "inputs: %zu sequences, more than the limit of %zu", B, lim->max_sequences);
+
+    size_t total = 0;
+    for (size_t b = 0; b < B; b++) {
+        const json_t *seq = json_array_get(inputs, b);
+        if (!json_is_array(seq))
+            return fail(RNND_ERR_INVALID, err, errlen,
+                        "inputs[%zu]: expected a list of steps, got %s", b,
+                        rnnd_json_type_desc(seq));
+        size_t n = json_array_size(seq);
+        if (!n)
+            return fail(RNND_ERR_INVALID, err, errlen,
+                        "inputs[%zu]: expected at least one step", b);
+        if (lim && lim->max_steps && n > lim->max_steps)
+            return fail(RNND_ERR_LIMIT, err, errlen,
+                        "inputs[%zu]: %zu steps, more than the limit of %zu per sequence", b, n,
+                        lim->max_steps);
+        total += n;     /* cannot wrap: each n counts distinct JSON values in memory */
+    }
+    if (lim && lim->max_total_steps && total > lim->max_total_steps)
+        return fail(RNND_ERR_LIMIT, err, errlen,
+                    "inputs: %zu steps in all, more than the limit of %zu per request", total,
+                    lim->max_total_steps);
+    req->n_seq = B;
+    req->total_steps = total;
+    return 0;
+}
+
+static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_infer_req *req,
+                        char *err, size_t errlen)
+{
+    size_t off = 0;
+
+    req->tok_flat = alloc_array(req->total_steps, sizeof *req->tok_flat);
+    req->tokens = alloc_array(req->n_seq, sizeof *req->tokens);
+    if (!req->tok_flat || !req->tokens)
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
+                    req->total_steps);
+    for (size_t b = 0; b < req->n_seq; b++) {
+        const json_t *seq = json_array_get(inputs, b);
+        size_t n = req->lens[b];
+        req->tokens[b] = req->tok_flat + off;
+        for (size_t t = 0; t < n; t++) {
+            const json_t *x = json_array_get(seq, t);
+            if (!json_is_integer(x)) {
+                if (json_is_real(x))
+                    return fail(RNND_ERR_INVALID, err, errlen,
+                                "inputs[%zu][%zu]: expected an integer token id in [0, %d), "
+                                "got %.17g", b, t, spec->vocab_size, json_real_value(x));
+                return fail(RNND_ERR_INVALID, err, errlen,
+                            "inputs[%zu][%zu]: expected an integer token id in [0, %d), got %s",
+                            b, t, spec->vocab_size, rnnd_json_type_desc(x));
+            }
+            json_int_t id = json_integer_value(x);
+            if (id < 0 || id >= spec->vocab_size)
+                return fail(RNND_ERR_INVALID, err, errlen,
+                            "inputs[%zu][%zu]: token id %" JSON_INTEGER_FORMAT
+                            " out of range [0, %d)", b, t, id, spec->vocab_size);
+            req->tok_flat[off + t] = (int32_t)id;
+        }
+        off += n;
+    }
+    return 0;
+}
+
+static int parse_vectors(const json_t *inputs, const rnnd_model_spec *spec, rnnd_infer_req *req,
+                         char *err, size_t errlen)
+{
+    size_t dim = (size_t)spec->input_dim, off = 0;
+
+    if (req->total_steps > SIZE_MAX / dim)
+        return fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+    req->vec_flat = alloc_array(req->total_steps * dim, sizeof *req->vec_flat);
+    req->vectors = alloc_array(req->n_seq, sizeof *req->vectors);
+    if (!req->vec_flat || !req->vectors)
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
+                    req->total_steps);
+    for (size_t b = 0; b < req->n_seq; b++) {
+        const json_t *seq = json_array_get(inputs, b);
+        size_t n = req->lens[b];
+        req->vectors[b] = req->vec_flat + off * dim;
+        for (size_t t = 0; t < n; t++) {
+            char path[64];
+            snprintf(path, sizeof path, "inputs[%zu][%zu]", b, t);
+            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim,
+                                      dim, path, err, errlen);
+            if (rc)
+                return rc;
+        }
+        off += n;
+    }
+    return 0;
+}
+
+static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_infer_req *req,
+                               char *err, size_t errlen)
+{
+    size_t S = rnnd_model_state_floats(model), B = req->n_seq;
+
+    if (!json_is_array(v))
+        return fail(RNND_ERR_INVALID, err, errlen,
+                    "initial_state: expected a list with one state (or null) per sequence, "
+                    "got %s", rnnd_json_type_desc(v));
+    if (json_array_size(v) != B)
+        return fail(RNND_ERR_INVALID, err, errlen,
+                    "initial_state: expected %zu entries (one per sequence), got %zu", B,
+                    json_array_size(v));
+    if (S && B > SIZE_MAX / S)
+        return fail(RNND_ERR_LIMIT, err, errlen, "initial_state: too large");
+    req->init = alloc_array(B, sizeof *req->init);
+    if (!req->init)
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
+    /* Only allocate the state blocks if some entry is not null. */
+    size_t given = 0;
+    for (size_t b = 0; b < B; b++)
+        given += !json_is_null(json_array_get(v, b));
+    if (!given)
+        return 0;
+    req->init_flat = alloc_array(B * S, sizeof *req->init_flat);
+    if (!req->init_flat)
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
+    for (size_t b = 0; b < B; b++) {
+        const json_t *st = json_array_get(v, b);
+        if (json_is_null(st))
+            continue;
+        char path[64];
+        snprintf(path, sizeof path, "initial_state[%zu]", b);
+        int rc = rnnd_state_parse_at(model, st, req->init_flat + b * S, path, err, errlen);
+        if (rc)
+            return rc;
+        req->init[b] = req->init_flat + b * S;
+    }
+    return 0;
+}
+
+int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+                     rnnd_infer_req **out, char *err, size_t errlen)
+{
+    const rnnd_model *model = rnnd_net_model(net);
+    const rnnd_model_spec *spec = rnnd_model_get_spec(model);
+    rnnd_infer_req *req;
+    int rc;
+
+    *out = NULL;
+    if (!json_is_object(body))
+        return fail(RNND_ERR_INVALID, err, errlen,
+                    "the request must be a JSON object {\"inputs\": [...], ...}, got %s",
+                    rnnd_json_type_desc(body));
+    req = calloc(1, sizeof *req);
+    if (!req)
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+
+    const json_t *inputs = json_object_get(body, "inputs");
+    const json_t *init = json_object_get(body, "initial_state");
+    rc = check_fields(body, err, errlen);
+    if (!rc)
+        rc = parse_options(body, req, err, errlen);
+    if (!rc)
+        rc = scan_inputs(inputs, limits, req, err, errlen);
+    if (!rc) {
+        /* The output must fit in memory arithmetic too, before the inputs are copied. */
+        size_t od = (size_t)rnnd_net_output_dim(net);
+        if (od && req->total_steps > SIZE_MAX / sizeof(float) / od)
+            rc = fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+    }
+    if (!rc) {
+        req->lens = alloc_array(req->n_seq, sizeof *req->lens);
+        if (!req->lens)
+            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        for (size_t b = 0; !rc && b < req->n_seq; b++)
+            req->lens[b] = json_array_size(json_array_get(inputs, b));
+    }
+    if (!rc)
+        rc = spec->input_kind == RNND_INPUT_TOKENS ? parse_tokens(inputs, spec, req, err, errlen)
+                                                   : parse_vectors(inputs, spec, req, err, errlen);
+    if (!rc && init)
+        rc = parse_initial_state(init, model, req, err, errlen);
+    if (rc) {
+        rnnd_infer_req_free(req);
+        return rc;
+    }
+    *out = req;
+    return 0;
+}
+
+/* The first non-finite value among N floats, or N. */
+static size_t first_nonfinite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return i;
+    return n;
+}
+
+int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen)
+{
+    size_t od = (size_t)rnnd_net_output_dim(net);
+    size_t S = rnnd_net_state_floats(net), B = req->n_seq;
+
+    req->ran = 0;
+    if (!req->out_flat) {
+        req->out_flat = alloc_array(req->total_steps * od, sizeof *req->out_flat);
+        req->outputs = alloc_array(B, sizeof *req->outputs);
+        if (!req->out_flat || !req->outputs)
+            return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the outputs");
+        size_t off = 0;
+        for (size_t b = 0; b < B; b++) {
+            req->outputs[b] = req->out_flat + off * od;
+            off += req->lens[b];
+        }
+    }
+    if (req->return_state && !req->final_flat) {
+        if (S && B > SIZE_MAX / S)
+            return fail(RNND_ERR_LIMIT, err, errlen, "the states are too large");
+        req->final_flat = alloc_array(B * S, sizeof *req->final_flat);
+        req->finals = alloc_array(B, sizeof *req->finals);
+        if (!req->final_flat || !req->finals)
+            return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the states");
+        for (size_t b = 0; b < B; b++)
+            req->finals[b] = req->final_flat + b * S;
+    }
+
+    int rc = rnnd_net_forward(net, B, req->lens, req->tokens, req->vectors, req->init,
+                              req->outputs, req->return_state ? req->finals : NULL,
+                              err, errlen);
+    if (rc)
+        return rc;
+
+    /* JSON cannot carry NaN or Inf: refuse rather than answer with nulls. */
+    for (size_t b = 0; b < B; b++) {
+        size_t n = req->lens[b] * od;
+        size_t i = first_nonfinite(req->outputs[b], n);
+        if (i < n)
+            return fail(RNND_ERR_NUMERIC, err, errlen,
+                        "outputs[%zu][%zu][%zu]: the result is not finite (NaN or Inf)",
+                        b, i / od, i % od);
+        if (req->return_state) {
+            i = first_nonfinite(req->finals[b], S);
+            if (i < S)
+                return fail(RNND_ERR_NUMERIC, err, errlen,
+                            "states[%zu]: the final state is not finite (NaN or Inf)", b);
+        }
+    }
+    req->ran = 1;
+    return 0;
+}
+
+void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                       rnnd_buf *out)
+{
+    size_t od = (size_t)rnnd_net_output_dim(net);
+
+    if (!req->ran) {
+        rnnd_error_json(out, "internal", "the request was encoded before it ran");
+        return;
+    }
+    rnnd_buf_puts(out, "{\"model\":");
+    rnnd_buf_json_string(out, model_name ? model_name : "");
+    rnnd_buf_puts(out, ",\"outputs\":[");
+    for (size_t b = 0; b < req->n_seq; b++) {
+        size_t n = req->lens[b];
+        if (b)
+            rnnd_buf_append(out, ",", 1);
+        if (req->last) {
+            rnnd_buf_floats(out, req->outputs[b] + (n - 1) * od, od);
+            continue;
+        }
+        rnnd_buf_append(out, "[", 1);
+        for (size_t t = 0; t < n; t++) {
+            if (t)
+                rnnd_buf_append(out, ",", 1);
+            rnnd_buf_floats(out, req->outputs[b] + t * od, od);
+        }
+        rnnd_buf_append(out, "]", 1);
+    }
+    rnnd_buf_append(out, "]", 1);
+    if (req->return_state) {
+        const rnnd_model *model = rnnd_net_model(net);
+        rnnd_buf_puts(out, ",\"states\":[");
+        for (size_t b = 0; b < req->n_seq; b++) {
+            if (b)
+                rnnd_buf_append(out, ",", 1);
+            rnnd_state_write(model, req->finals[b], out);
+        }
+        rnnd_buf_append(out, "]", 1);
+    }
+    rnnd_buf_append(out, "}", 1);
+}
+
+/* One table: the stable API error codes and the HTTP status each one is meant to get. */
+static const struct {
+    const char *code;
+    int http;
+} error_codes[] = {
+    {"invalid_json", 400},
+    {"invalid_request", 400},
+    {"numeric_error", 400},
+    {"not_found", 404},
+    {"method_not_allowed", 405},
+    {"unsupported", 409},
+    {"conflict", 409},
+    {"gone", 410},
+    {"limit_exceeded", 413},
+    {"unsupported_media_type", 415},
+    {"overloaded", 429},
+    {"internal", 500},
+    {"model_error", 503},
+    {"out_of_memory", 503},
+    {"unavailable", 503},
+};
+
+int rnnd_error_http_status(const char *code)
+{
+    for (size_t i = 0; code && i < sizeof error_codes / sizeof error_codes[0]; i++)
+        if (!strcmp(code, error_codes[i].code))
+            return error_codes[i].http;
+    return 500;
+}
+
+const char *rnnd_error_code(int status)
+{
+    switch (status) {
+    case RNND_ERR_INVALID: return "invalid_request";
+    case RNND_ERR_LIMIT: return "limit_exceeded";
+    case RNND_ERR_UNSUPPORTED: return "unsupported";
+    case RNND_ERR_NUMERIC: return "numeric_error";
+    case RNND_ERR_IO:
+    case RNND_ERR_FORMAT: return "model_error";
+    case RNND_ERR_NOMEM: return "out_of_memory";
+    default: return "internal";
+    }
+}
+
+void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)
+{
+    rnnd_buf_puts(out, "{\"error\":{\"code\":");
+    rnnd_buf_json_string(out, code);
+    rnnd_buf_puts(out, ",\"message\":");
+    rnnd_buf_json_string(out, message ? message : "");
+    rnnd_buf_puts(out, "}}");
+}
+
+int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+
+    *out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!*out)
+        return fail(RNND_ERR_INVALID, err, errlen, "line %d, column %d: %s", jerr.line,
+                    jerr.column, jerr.text);
+    return 0;
+}

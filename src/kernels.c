@@ -1,1 +1,146 @@
-/* placeholder */
+/* Weight packing and the choice of SIMD path (CPUID, RNND_ISA). */
+#include "config.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/kernels.h"
+#include "rnnd/status.h"
+#include "kernels_internal.h"
+
+int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (rows < 0 || cols < 0 || (W == NULL && rows > 0 && cols > 0))
+        return RNND_ERR_INVALID;
+
+    size_t panels = ((size_t)rows + RNND_PANEL - 1) / RNND_PANEL;
+    size_t per_panel = (size_t)cols * RNND_PANEL;
+    if (panels != 0 && per_panel > SIZE_MAX / sizeof(float) / panels)
+        return RNND_ERR_NOMEM;
+    size_t bytes = panels * per_panel * sizeof(float);
+    /* Never ask for 0 bytes: data stays a real pointer even for an empty matrix. */
+    size_t alloc = bytes ? bytes : 64;
+    alloc = (alloc + 63) & ~(size_t)63;
+    if (alloc < bytes)
+        return RNND_ERR_NOMEM;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, alloc) != 0)
+        return RNND_ERR_NOMEM;
+    float *d = mem;
+    memset(d, 0, alloc);
+
+    for (size_t p = 0; p < panels; p++) {
+        size_t r_end = (size_t)rows - p * RNND_PANEL;
+        if (r_end > RNND_PANEL)
+            r_end = RNND_PANEL;
+        float *dp = d + p * per_panel;
+        for (size_t r = 0; r < r_end; r++) {
+            const float *src = W + (p * RNND_PANEL + r) * (size_t)cols;
+            for (size_t k = 0; k < (size_t)cols; k++)
+                dp[k * RNND_PANEL + r] = src[k];
+        }
+    }
+    out->rows = rows;
+    out->cols = cols;
+    out->panels = (int)panels;
+    out->data = d;
+    return RNND_OK;
+}
+
+void rnnd_pack_release(rnnd_packed *p)
+{
+    if (p == NULL)
+        return;
+    free(p->data);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Every path this build knows, worst first. */
+static const rnnd_kernels *const all_paths[] = {
+    &rnnd_kern_table_scalar,
+#ifdef RNND_HAVE_X86
+    &rnnd_kern_table_avx2,
+    &rnnd_kern_table_avx512,
+#endif
+};
+#define N_PATHS (sizeof(all_paths) / sizeof(all_paths[0]))
+
+static int cpu_runs(const rnnd_kernels *k)
+{
+    if (k == &rnnd_kern_table_scalar)
+        return 1;
+#ifdef RNND_HAVE_X86
+    /* __builtin_cpu_supports also checks that the OS saves the YMM/ZMM/opmask state. */
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (k == &rnnd_kern_table_avx2)
+        return avx2;
+    if (k == &rnnd_kern_table_avx512)
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+               && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#endif
+    return 0;
+}
+
+const rnnd_kernels *rnnd_kernels_by_name(const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    for (size_t i = 0; i < N_PATHS; i++)
+        if (strcmp(all_paths[i]->name, name) == 0)
+            return cpu_runs(all_paths[i]) ? all_paths[i] : NULL;
+    return NULL;
+}
+
+const char *const *rnnd_kernels_available(void)
+{
+    /* Each path needs everything the one before it needs, so the runnable set is always a
+     * prefix of all_paths: one constant list per prefix length, no state to initialise. */
+    static const char *const lists[3][4] = {
+        { "scalar", NULL },
+        { "scalar", "avx2", NULL },
+        { "scalar", "avx2", "avx512", NULL },
+    };
+    size_t n = 1;
+    while (n < N_PATHS && cpu_runs(all_paths[n]))
+        n++;
+    return lists[n - 1];
+}
+
+static const rnnd_kernels *best_path(void)
+{
+    const rnnd_kernels *best = &rnnd_kern_table_scalar;
+    for (size_t i = 1; i < N_PATHS; i++)
+        if (cpu_runs(all_paths[i]))
+            best = all_paths[i];
+    return best;
+}
+
+const rnnd_kernels *rnnd_kernels_select(char *err, size_t errlen)
+{
+    const char *want = getenv("RNND_ISA");
+    if (want == NULL || want[0] == '\0' || strcmp(want, "auto") == 0)
+        return best_path();
+    const rnnd_kernels *k = rnnd_kernels_by_name(want);
+    if (k != NULL)
+        return k;
+
+    int known = 0;
+    for (size_t i = 0; i < N_PATHS; i++)
+        known |= strcmp(all_paths[i]->name, want) == 0;
+    char avail[64] = "";
+    for (const char *const *a = rnnd_kernels_available(); *a != NULL; a++) {
+        if (avail[0] != '\0')
+            strcat(avail, ", ");
+        strcat(avail, *a);
+    }
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "RNND_ISA=%s: %s; this machine can run: auto, %s", want,
+                 known ? "not supported by this CPU" :
+                 strcmp(want, "avx2") == 0 || strcmp(want, "avx512") == 0 ?
+                 "not built into this binary (not an x86-64 build)" :
+                 "unknown SIMD path (expected scalar, avx2 or avx512)", avail);
+    return NULL;
+}

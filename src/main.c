@@ -1,2 +1,48 @@
-/* placeholder */
-int main(void) { return 0; }
+/* rnnd: serve recurrent neural networks. main() only dispatches to a subcommand. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct command commands[] = {
+    {"serve", rnnd_cmd_serve, "serve models over HTTP/JSON (rnnd serve --help)"},
+    {"infer", rnnd_cmd_infer, "run a model on an infer request (JSON) and print the response"},
+    {"inspect", rnnd_cmd_inspect, "print a model file's architecture and sizes"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: rnnd COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n`rnnd COMMAND --help` describes each command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("rnnd %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "rnnd: unknown command '%s' (try rnnd --help)\n", argv[1]);
+    return 2;
+}

@@ -1,1 +1,57 @@
-/* placeholder */
+/* Shared between model.c (the safetensors container) and model_arch.c (the architecture JSON).
+ * Not part of the public interface. */
+#ifndef RNND_MODEL_INTERNAL_H
+#define RNND_MODEL_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "rnnd/model.h"
+
+#define RNND_MAX_HEADER_BYTES ((uint64_t)64 << 20)  /* the JSON header of the file */
+#define RNND_MAX_JSON_DEPTH 64                      /* header and architecture JSON */
+#define RNND_MAX_TENSOR_DIMS 8
+
+struct rnnd_model {
+    atomic_int refs;
+    unsigned char *base;    /* the whole file image: a mapping or a malloc'd copy */
+    size_t len;
+    int mapped;             /* 1: munmap(base), 0: free(base) */
+    char *arch_json;        /* copy of __metadata__.architecture */
+    size_t param_count;
+    char digest[65];
+    rnnd_model_spec spec;   /* spec.vocab is owned (one allocation) */
+};
+
+/* Fill ERR with "LABEL: KEY: reason" (control characters replaced so it stays one line) and
+ * return STATUS. */
+int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key, int status,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* 0 if the JSON TEXT nests at most MAX arrays/objects deep (brackets inside strings don't
+ * count), else -1. Run before the parser so hostile nesting never reaches it. */
+int rnnd_json_depth_ok(const char *text, size_t len, int max);
+
+/* Parse and validate the architecture JSON TEXT into SPEC (which the caller zeroed): every
+ * field but the weight pointers. Errors name the key path, "architecture.layers[1].type".
+ * On failure nothing stays allocated; on success release with rnnd_arch_release(). */
+int rnnd_arch_parse(const char *text, size_t len, rnnd_model_spec *spec, const char *label,
+                    char *err, size_t errlen);
+void rnnd_arch_release(rnnd_model_spec *spec);
+
+/* One tensor the architecture needs, and where its pointer goes. */
+typedef struct rnnd_req_tensor {
+    char name[32];
+    int ndim;
+    int64_t shape[2];
+    const float **dst;
+} rnnd_req_tensor;
+
+/* Upper bound of rnnd_arch_required()'s count: embedding, 8 per layer direction, head. */
+#define RNND_ARCH_MAX_TENSORS (1 + RNND_MAX_LAYERS * 2 * 8 + 2)
+
+/* List the tensors SPEC needs into OUT (room for RNND_ARCH_MAX_TENSORS); returns the count.
+ * The dst pointers point into SPEC. */
+size_t rnnd_arch_required(rnnd_model_spec *spec, rnnd_req_tensor *out);
+
+#endif

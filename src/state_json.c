@@ -1,1 +1,222 @@
-/* placeholder */
+/* A session's state block <-> STATE JSON (rnnd/state_json.h). The input is untrusted (it comes
+ * from HTTP clients), so every branch names the exact element it refuses. */
+#include "rnnd/state_json.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rnnd/status.h"
+
+/* Paths are short (a prefix and a few indices); a longer one is cut, never overrun. */
+#define PATH_MAX_LEN 256
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return RNND_ERR_INVALID;
+}
+
+const char *rnnd_json_type_desc(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "a list";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE: return "true";
+    case JSON_FALSE: return "false";
+    case JSON_NULL: return "null";
+    }
+    return "an unknown value";
+}
+
+/* The largest magnitude that rounds to FLT_MAX rather than to infinity: FLT_MAX plus half an
+ * ulp (2^103), exclusive. FLT_MAX printed with %.9g (3.40282347e+38) is above FLT_MAX and
+ * must still be accepted. */
+#define FLOAT_ROUND_LIMIT ((double)FLT_MAX + 0x1p103)
+
+int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, size_t errlen)
+{
+    double d;
+
+    if (json_is_real(v))
+        d = json_real_value(v);
+    else if (json_is_integer(v))
+        d = (double)json_integer_value(v);
+    else
+        return fail(err, errlen, "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
+    if (!isfinite(d))
+        return fail(err, errlen, "%s: the number is not finite", path);
+    if (fabs(d) >= FLOAT_ROUND_LIMIT)
+        return fail(err, errlen, "%s: %.9g does not fit in a 32-bit float", path, d);
+    *out = (float)d;
+    return 0;
+}
+
+int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
+                     char *err, size_t errlen)
+{
+    if (!json_is_array(v))
+        return fail(err, errlen, "%s: expected a list of %zu numbers, got %s", path, n,
+                    rnnd_json_type_desc(v));
+    size_t got = json_array_size(v);
+    if (got != n)
+        return fail(err, errlen, "%s: expected a list of %zu numbers, got %zu", path, n, got);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *x = json_array_get(v, i);
+        /* Fast path first; the path string is only built for an error. */
+        if (json_is_real(x)) {
+            double d = json_real_value(x);
+            if (isfinite(d) && fabs(d) < FLOAT_ROUND_LIMIT) {
+                dst[i] = (float)d;
+                continue;
+            }
+        }
+        char p[PATH_MAX_LEN];
+        snprintf(p, sizeof p, "%s[%zu]", path, i);
+        int rc = rnnd_json_float(x, &dst[i], p, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* The "h" or "c" member of one layer: a list of NDIR lists of N numbers each. DST advances
+ * by STRIDE per direction. */
+static int parse_per_direction(const json_t *layer, const char *key, int ndir, size_t n,
+                               float *dst, size_t stride, const char *lpath,
+                               char *err, size_t errlen)
+{
+    char p[PATH_MAX_LEN];
+    const json_t *v = json_object_get(layer, key);
+
+    if (!v)
+        return fail(err, errlen, "%s: missing \"%s\" (one list of %zu numbers per direction)",
+                    lpath, key, n);
+    if (!json_is_array(v))
+        return fail(err, errlen, "%s.%s: expected a list of %d direction(s), got %s", lpath,
+                    key, ndir, rnnd_json_type_desc(v));
+    if (json_array_size(v) != (size_t)ndir)
+        return fail(err, errlen, "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
+                    json_array_size(v));
+    for (int d = 0; d < ndir; d++) {
+        snprintf(p, sizeof p, "%s.%s[%d]", lpath, key, d);
+        int rc = rnnd_json_floats(json_array_get(v, (size_t)d), dst + (size_t)d * stride, n, p,
+                                  err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
+                        char *err, size_t errlen)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    char p[PATH_MAX_LEN];
+    const char *key;
+    json_t *val;
+
+    if (!json_is_object(state))
+        return fail(err, errlen, "%s: expected a state object {\"layers\": [...]}, got %s",
+                    path, rnnd_json_type_desc(state));
+    json_object_foreach((json_t *)state, key, val) {
+        if (strcmp(key, "layers"))
+            return fail(err, errlen, "%s: unknown field \"%.64s\" (a state has only \"layers\")",
+                        path, key);
+    }
+    const json_t *layers = json_object_get(state, "layers");
+    if (!layers)
+        return fail(err, errlen, "%s: missing \"layers\"", path);
+    if (!json_is_array(layers))
+        return fail(err, errlen, "%s.layers: expected a list of %d layers, got %s", path,
+                    spec->n_layers, rnnd_json_type_desc(layers));
+    if (json_array_size(layers) != (size_t)spec->n_layers)
+        return fail(err, errlen, "%s.layers: expected %d layers, got %zu", path,
+                    spec->n_layers, json_array_size(layers));
+
+    size_t off = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const rnnd_layer_spec *ls = &spec->layers[l];
+        const json_t *layer = json_array_get(layers, (size_t)l);
+        int lstm = ls->cell == RNND_CELL_LSTM;
+        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+
+        snprintf(p, sizeof p, "%s.layers[%d]", path, l);
+        if (!json_is_object(layer))
+            return fail(err, errlen, "%s: expected an object {\"h\": ...%s}, got %s", p,
+                        lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
+        json_object_foreach((json_t *)layer, key, val) {
+            if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")))
+                continue;
+            if (!strcmp(key, "c"))
+                return fail(err, errlen, "%s: \"c\" is only for lstm layers, this one is %s",
+                            p, rnnd_cell_name(ls->cell));
+            return fail(err, errlen, "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
+                        lstm ? " and \"c\"" : "");
+        }
+        int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
+                                     err, errlen);
+        if (rc)
+            return rc;
+        if (lstm) {
+            rc = parse_per_direction(layer, "c", ls->num_directions, c, dst + off + h, h + c, p,
+                                     err, errlen);
+            if (rc)
+                return rc;
+        }
+        off += (h + c) * (size_t)ls->num_directions;
+    }
+    return 0;
+}
+
+int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
+                     char *err, size_t errlen)
+{
+    return rnnd_state_parse_at(m, state, dst, "state", err, errlen);
+}
+
+void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    size_t off = 0;
+
+    rnnd_buf_puts(out, "{\"layers\":[");
+    for (int l = 0; l < spec->n_layers; l++) {
+        const rnnd_layer_spec *ls = &spec->layers[l];
+        int lstm = ls->cell == RNND_CELL_LSTM;
+        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+
+        rnnd_buf_puts(out, l ? ",{\"h\":[" : "{\"h\":[");
+        for (int d = 0; d < ls->num_directions; d++) {
+            if (d)
+                rnnd_buf_append(out, ",", 1);
+            rnnd_buf_floats(out, src + off + (size_t)d * (h + c), h);
+        }
+        rnnd_buf_append(out, "]", 1);
+        if (lstm) {
+            rnnd_buf_puts(out, ",\"c\":[");
+            for (int d = 0; d < ls->num_directions; d++) {
+                if (d)
+                    rnnd_buf_append(out, ",", 1);
+                rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h, c);
+            }
+            rnnd_buf_append(out, "]", 1);
+        }
+        rnnd_buf_append(out, "}", 1);
+        off += (h + c) * (size_t)ls->num_directions;
+    }
+    rnnd_buf_puts(out, "]}");
+}

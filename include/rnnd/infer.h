@@ -43,6 +43,14 @@ size_t rnnd_infer_req_steps(const rnnd_infer_req *req);
  * is in docs/api.md). */
 const char *rnnd_error_code(int status);
 
+/* The HTTP status a later HTTP layer answers with for CODE (docs/api.md); 500 when unknown. */
+int rnnd_error_http_status(const char *code);
+
+/* Decode a request body: JSON text of LEN bytes (need not be NUL-terminated), duplicate keys
+ * refused. Returns 0 with a new reference in *OUT, or RNND_ERR_INVALID with
+ * "line L, column C: reason" in ERR; the caller reports that with code "invalid_json". */
+int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_t errlen);
+
 /* Append {"error":{"code":CODE,"message":MSG}} to OUT. */
 void rnnd_error_json(rnnd_buf *out, const char *code, const char *message);
 

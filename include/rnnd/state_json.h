@@ -16,7 +16,25 @@
 int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
                      char *err, size_t errlen);
 
+/* The same, with PATH (e.g. "initial_state[1]") in front of every element name. */
+int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
+                        char *err, size_t errlen);
+
 /* Append STATE JSON for SRC to OUT. */
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out);
+
+/* Helpers shared with the infer request parser. */
+
+/* "an object", "a list", "a string", "an integer", "a number", "true", "false", "null". */
+const char *rnnd_json_type_desc(const json_t *v);
+
+/* V as a float32: 0, or RNND_ERR_INVALID with "PATH: reason" when V is not a number (booleans
+ * are not numbers) or is not finite or does not fit float32 once rounded. */
+int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, size_t errlen);
+
+/* V must be a list of exactly N numbers; they go to DST. Errors as above, naming
+ * "PATH: expected a list of N numbers, got M" or "PATH[i]: ...". */
+int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
+                     char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,444 @@
+/* The recurrent core: batch invariance of the step path (bitwise), step vs whole-sequence
+ * agreement, avx2 == avx512 end to end, and input errors that change nothing. Every test runs
+ * on every kernel path this machine has. */
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/kernels.h"
+#include "rnnd/model.h"
+#include "rnnd/rnn.h"
+#include "rnnd/status.h"
+#include "testutil.h"
+
+#define ACT(op) "{\"op\":\"" op "\"}"
+
+/* Stateful architectures covering every cell type and option. */
+static const char *const archs[] = {
+    /* 3-layer Elman with odd sizes and a softmax head */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"rnn\",\"hidden_size\":37,\"direction\":\"forward\"},"
+    "{\"type\":\"rnn\",\"hidden_size\":21,\"direction\":\"forward\","
+    "\"activations\":[[" ACT("Relu") "]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":37,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
+    /* token LSTM with peepholes, clip and a log-softmax head */
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
+    "\"embedding_dim\":13},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"peepholes\":true,"
+    "\"clip\":3.0},"
+    "{\"type\":\"lstm\",\"hidden_size\":40,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":50,\"in_dim\":40,\"norm\":\"log_softmax\"}}",
+    /* projected LSTM */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"proj_size\":11},"
+    "{\"type\":\"lstm\",\"hidden_size\":20,\"direction\":\"forward\",\"proj_size\":5}]}",
+    /* the 1997 LSTM, and the coupled input/forget gate */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":33,\"direction\":\"forward\",\"forget_gate\":false},"
+    "{\"type\":\"lstm\",\"hidden_size\":17,\"direction\":\"forward\",\"input_forget\":true}]}",
+    /* GRU both ways */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"gru\",\"hidden_size\":37,\"direction\":\"forward\",\"linear_before_reset\":0},"
+    "{\"type\":\"gru\",\"hidden_size\":29,\"direction\":\"forward\",\"linear_before_reset\":1,"
+    "\"clip\":2.5}],\"head\":{\"out_dim\":3,\"in_dim\":29,\"norm\":\"none\"}}",
+    /* Jordan */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"jordan\",\"hidden_size\":37,\"direction\":\"forward\",\"output_size\":7,"
+    "\"activations\":[[" ACT("Tanh") "," ACT("Sigmoid") "]]}]}",
+    /* every activation, one Elman layer each */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":6},\"layers\":["
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    ACT("Sigmoid") "]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    ACT("Relu") "]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"LeakyRelu\",\"alpha\":0.05}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"ThresholdedRelu\",\"alpha\":0.1}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"ScaledTanh\",\"alpha\":1.5,\"beta\":0.7}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    "{\"op\":\"Elu\",\"alpha\":0.9}]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    ACT("Softsign") "]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    ACT("Softplus") "]]},"
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+    ACT("Tanh") "]]}]}",
+};
+#define N_ARCHS (sizeof archs / sizeof archs[0])
+
+static const char *const bidir_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":9,\"direction\":\"bidirectional\"}]}";
+
+/* A small deterministic generator so failures reproduce. */
+static unsigned long long rng_state;
+static double urand(void)
+{
+    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (double)(rng_state >> 11) / 9007199254740992.0;
+}
+
+typedef struct fixture {
+    rnnd_model *model;
+    rnnd_net *net;
+    const rnnd_model_spec *spec;
+    size_t S, T, state_n, out_n;
+    int32_t *tok;       /* [S*T] */
+    float *vec;         /* [S*T*D] */
+} fixture;
+
+static void fixture_open(fixture *fx, const char *arch, unsigned seed, const rnnd_kernels *k,
+                         size_t S, size_t T)
+{
+    char path[512], err[512];
+    memset(fx, 0, sizeof *fx);
+    snprintf(path, sizeof path, "%s/rnn_%u.rnnd", tu_tmpdir(), seed);
+    ck_assert_int_eq(tu_write_random_model(path, arch, seed), 0);
+    int rc = rnnd_model_open(path, &fx->model, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    rc = rnnd_net_new(fx->model, k, &fx->net, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    fx->spec = rnnd_model_get_spec(fx->model);
+    fx->S = S;
+    fx->T = T;
+    fx->state_n = rnnd_net_state_floats(fx->net);
+    fx->out_n = (size_t)rnnd_net_output_dim(fx->net);
+    ck_assert_uint_eq(fx->state_n, rnnd_model_state_floats(fx->model));
+    size_t D = (size_t)fx->spec->input_dim;
+    fx->tok = malloc(S * T * sizeof *fx->tok);
+    fx->vec = malloc(S * T * D * sizeof *fx->vec);
+    rng_state = seed * 7919ULL + 1;
+    for (size_t i = 0; i < S * T; i++)
+        fx->tok[i] = (int32_t)(urand() * fx->spec->vocab_size);
+    for (size_t i = 0; i < S * T * D; i++)
+        fx->vec[i] = (float)(urand() * 4.0 - 2.0);
+}
+
+static void fixture_close(fixture *fx)
+{
+    rnnd_net_free(fx->net);
+    rnnd_model_unref(fx->model);
+    free(fx->tok);
+    free(fx->vec);
+}
+
+/* Run every session alone, one step per call: the reference the batched runs must equal. */
+static void run_solo(const fixture *fx, float *outs, float *states)
+{
+    char err[256];
+    size_t D = (size_t)fx->spec->input_dim;
+    rnnd_work *w = rnnd_work_new(fx->net, 1);
+    ck_assert_ptr_nonnull(w);
+    memset(states, 0, fx->S * fx->state_n * sizeof(float));
+    for (size_t s = 0; s < fx->S; s++) {
+        float *st = states + s * fx->state_n;
+        for (size_t t = 0; t < fx->T; t++) {
+            size_t i = s * fx->T + t;
+            int rc = rnnd_net_step(fx->net, w, 1, fx->tok + i, fx->vec + i * D, &st,
+                                   outs + i * fx->out_n, err, sizeof err);
+            ck_assert_msg(rc == 0, "%s", err);
+        }
+    }
+    rnnd_work_free(w);
+}
+
+/* Run all sessions with random batch compositions at every step: random order, random
+ * group sizes, so each session meets different neighbours and positions each step. */
+static void run_shuffled(const fixture *fx, float *outs, float *states)
+{
+    char err[256];
+    size_t S = fx->S, D = (size_t)fx->spec->input_dim;
+    rnnd_work *w = rnnd_work_new(fx->net, S);
+    size_t *perm = malloc(S * sizeof *perm);
+    float **sp = malloc(S * sizeof *sp);
+    int32_t *tok = malloc(S * sizeof *tok);
+    float *vec = malloc(S * D * sizeof *vec);
+    float *out = malloc(S * fx->out_n * sizeof *out);
+    memset(states, 0, S * fx->state_n * sizeof(float));
+    for (size_t t = 0; t < fx->T; t++) {
+        for (size_t i = 0; i < S; i++)
+            perm[i] = i;
+        for (size_t i = S; i > 1; i--) {
+            size_t j = (size_t)(urand() * i);
+            size_t x = perm[i - 1];
+            perm[i - 1] = perm[j];
+            perm[j] = x;
+        }
+        for (size_t g0 = 0; g0 < S;) {
+            size_t gn = 1 + (size_t)(urand() * (double)(S - g0));
+            if (t == 0)
+                gn = S - g0;    /* the whole batch at once at least once */
+            for (size_t i = 0; i < gn; i++) {
+                size_t s = perm[g0 + i], src = s * fx->T + t;
+                sp[i] = states + s * fx->state_n;
+                tok[i] = fx->tok[src];
+                memcpy(vec + i * D, fx->vec + src * D, D * sizeof(float));
+            }
+            int rc = rnnd_net_step(fx->net, w, gn, tok, vec, sp, out, err, sizeof err);
+            ck_assert_msg(rc == 0, "%s", err);
+            for (size_t i = 0; i < gn; i++) {
+                size_t s = perm[g0 + i];
+                memcpy(outs + (s * fx->T + t) * fx->out_n, out + i * fx->out_n,
+                       fx->out_n * sizeof(float));
+            }
+            g0 += gn;
+        }
+    }
+    free(perm);
+    free(sp);
+    free(tok);
+    free(vec);
+    free(out);
+    rnnd_work_free(w);
+}
+
+static void check_batch_invariance(const rnnd_kernels *k, const char *arch, unsigned seed,
+                                   size_t S, size_t T)
+{
+    fixture fx;
+    fixture_open(&fx, arch, seed, k, S, T);
+    float *o1 = malloc(S * T * fx.out_n * sizeof(float));
+    float *o2 = malloc(S * T * fx.out_n * sizeof(float));
+    float *s1 = malloc(S * fx.state_n * sizeof(float));
+    float *s2 = malloc(S * fx.state_n * sizeof(float));
+    run_solo(&fx, o1, s1);
+    run_shuffled(&fx, o2, s2);
+    for (size_t i = 0; i < S * T * fx.out_n; i++)
+        ck_assert_msg(!memcmp(&o1[i], &o2[i], sizeof(float)) && isfinite(o1[i]),
+                      "%s seed %u: output %zu differs: %.9g vs %.9g", k->name, seed, i,
+                      o1[i], o2[i]);
+    ck_assert_msg(!memcmp(s1, s2, S * fx.state_n * sizeof(float)),
+                  "%s seed %u: final states differ", k->name, seed);
+    free(o1);
+    free(o2);
+    free(s1);
+    free(s2);
+    fixture_close(&fx);
+}
+
+static const rnnd_kernels *path_for(int i)
+{
+    const char *const *names = rnnd_kernels_available();
+    const rnnd_kernels *k = rnnd_kernels_by_name(names[i]);
+    ck_assert_ptr_nonnull(k);
+    return k;
+}
+
+static int n_paths(void)
+{
+    int n = 0;
+    for (const char *const *p = rnnd_kernels_available(); *p; p++)
+        n++;
+    return n;
+}
+
+START_TEST(test_batch_invariance)
+{
+    int np = n_paths();
+    for (int p = 0; p < np; p++)
+        check_batch_invariance(path_for(p), archs[_i], 100 + (unsigned)_i, 24, 10);
+}
+END_TEST
+
+/* A session alone vs with 255 others: the brief's own words. */
+START_TEST(test_batch_invariance_256)
+{
+    int np = n_paths();
+    for (int p = 0; p < np; p++)
+        check_batch_invariance(path_for(p), archs[1], 7, 256, 5);
+}
+END_TEST
+
+/* The step path and the whole-sequence path agree within float tolerance. */
+START_TEST(test_step_vs_forward)
+{
+    int np = n_paths();
+    char err[256];
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t S = 5, T = 17, D;
+        fixture_open(&fx, archs[_i], 200 + (unsigned)_i, path_for(p), S, T);
+        D = (size_t)fx.spec->input_dim;
+        float *o1 = malloc(S * T * fx.out_n * sizeof(float));
+        float *s1 = malloc(S * fx.state_n * sizeof(float));
+        float *s2 = malloc(S * fx.state_n * sizeof(float));
+        float *o2 = malloc(S * T * fx.out_n * sizeof(float));
+        run_solo(&fx, o1, s1);
+        /* different lengths per sequence: a prefix of each session's steps */
+        size_t lens[5];
+        const int32_t *tp[5];
+        const float *vp[5];
+        float *op[5], *fp[5];
+        for (size_t s = 0; s < S; s++) {
+            lens[s] = T - 3 * s;
+            tp[s] = fx.tok + s * T;
+            vp[s] = fx.vec + s * T * D;
+            op[s] = o2 + s * T * fx.out_n;
+            fp[s] = s2 + s * fx.state_n;
+        }
+        int rc = rnnd_net_forward(fx.net, S, lens, tp, vp, NULL, op, fp, err, sizeof err);
+        ck_assert_msg(rc == 0, "%s", err);
+        for (size_t s = 0; s < S; s++)
+            for (size_t i = 0; i < lens[s] * fx.out_n; i++) {
+                float a = o1[s * T * fx.out_n + i], b = o2[s * T * fx.out_n + i];
+                ck_assert_msg(fabsf(a - b) <= 1e-4f + 1e-4f * fabsf(a),
+                              "arch %d %s seq %zu elem %zu: step %.9g forward %.9g", _i,
+                              fx.net ? rnnd_net_kernels(fx.net)->name : "", s, i, a, b);
+            }
+        /* the last sequence ran all T steps: its final state matches the solo run's */
+        for (size_t i = 0; i < fx.state_n; i++) {
+            float a = s1[i], b = s2[i];
+            ck_assert_msg(fabsf(a - b) <= 1e-4f + 1e-4f * fabsf(a), "state %zu", i);
+        }
+        free(o1);
+        free(o2);
+        free(s1);
+        free(s2);
+        fixture_close(&fx);
+    }
+}
+END_TEST
+
+/* The two SIMD paths share their polynomials and their reduction order: whole networks give
+ * bitwise identical results on either. */
+START_TEST(test_avx2_equals_avx512)
+{
+    const rnnd_kernels *a = rnnd_kernels_by_name("avx2"), *b = rnnd_kernels_by_name("avx512");
+    if (!a || !b)
+        return;     /* this CPU lacks one of them: nothing to compare */
+    fixture fa, fb;
+    fixture_open(&fa, archs[_i], 300 + (unsigned)_i, a, 6, 9);
+    fixture_open(&fb, archs[_i], 300 + (unsigned)_i, b, 6, 9);
+    size_t n = 6 * 9 * fa.out_n;
+    float *o1 = malloc(n * sizeof(float)), *o2 = malloc(n * sizeof(float));
+    float *s1 = malloc(6 * fa.state_n * sizeof(float)), *s2 = malloc(6 * fa.state_n * 4);
+    run_solo(&fa, o1, s1);
+    run_solo(&fb, o2, s2);
+    ck_assert_msg(!memcmp(o1, o2, n * sizeof(float)), "arch %d: avx2 and avx512 differ", _i);
+    ck_assert(!memcmp(s1, s2, 6 * fa.state_n * sizeof(float)));
+    free(o1);
+    free(o2);
+    free(s1);
+    free(s2);
+    fixture_close(&fa);
+    fixture_close(&fb);
+}
+END_TEST
+
+START_TEST(test_bad_token_changes_nothing)
+{
+    char err[256];
+    fixture fx;
+    fixture_open(&fx, archs[1], 11, path_for(0), 3, 1);
+    rnnd_work *w = rnnd_work_new(fx.net, 3);
+    float *st = calloc(3 * fx.state_n, sizeof(float));
+    float *sp[3] = {st, st + fx.state_n, st + 2 * fx.state_n};
+    for (size_t i = 0; i < 3 * fx.state_n; i++)
+        st[i] = 0.25f;
+    int32_t tok[3] = {1, 50, 2};
+    int rc = rnnd_net_step(fx.net, w, 3, tok, NULL, sp, NULL, err, sizeof err);
+    ck_assert_int_eq(rc, RNND_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(err, "50"));
+    for (size_t i = 0; i < 3 * fx.state_n; i++)
+        ck_assert(st[i] == 0.25f);
+    tok[1] = -1;
+    ck_assert_int_eq(rnnd_net_step(fx.net, w, 3, tok, NULL, sp, NULL, err, sizeof err),
+                     RNND_ERR_INVALID);
+    /* a whole-sequence call refuses it too */
+    size_t len = 3;
+    const int32_t *tp = tok;
+    float out[3 * 50];
+    float *op = out;
+    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, &tp, NULL, NULL, &op, NULL, err,
+                                      sizeof err), RNND_ERR_INVALID);
+    free(st);
+    rnnd_work_free(w);
+    fixture_close(&fx);
+}
+END_TEST
+
+START_TEST(test_bidirectional_refuses_step)
+{
+    char err[256];
+    fixture fx;
+    fixture_open(&fx, bidir_arch, 12, path_for(0), 2, 4);
+    ck_assert(!rnnd_model_is_stateful(fx.model));
+    rnnd_work *w = rnnd_work_new(fx.net, 1);
+    float *st = calloc(fx.state_n, sizeof(float));
+    ck_assert_int_eq(rnnd_net_step(fx.net, w, 1, NULL, fx.vec, &st, NULL, err, sizeof err),
+                     RNND_ERR_UNSUPPORTED);
+    /* but it runs on whole sequences: output is both directions, forward first */
+    size_t len = 4;
+    const float *vp = fx.vec;
+    float out[4 * 18], *op = out;
+    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, NULL, &vp, NULL, &op, NULL, err,
+                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_output_dim(fx.net), 18);
+    free(st);
+    rnnd_work_free(w);
+    fixture_close(&fx);
+}
+END_TEST
+
+/* 600 steps: no drift between the paths, nothing blows up. */
+START_TEST(test_long_sequence)
+{
+    int np = n_paths();
+    char err[256];
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t T = 600;
+        fixture_open(&fx, archs[1], 13, path_for(p), 1, T);
+        float *o1 = malloc(T * fx.out_n * sizeof(float)), *o2 = malloc(T * fx.out_n * 4);
+        float *s1 = malloc(fx.state_n * sizeof(float));
+        run_solo(&fx, o1, s1);
+        const int32_t *tp = fx.tok;
+        float *op = o2;
+        ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &T, &tp, NULL, NULL, &op, NULL, err,
+                                          sizeof err), 0);
+        for (size_t i = 0; i < T * fx.out_n; i++)
+            ck_assert_msg(isfinite(o1[i]) && fabsf(o1[i] - o2[i]) <= 1e-3f + 1e-3f *
+                          fabsf(o1[i]), "step %zu: %.9g vs %.9g", i / fx.out_n, o1[i], o2[i]);
+        free(o1);
+        free(o2);
+        free(s1);
+        fixture_close(&fx);
+    }
+}
+END_TEST
+
+static Suite *rnn_suite(void)
+{
+    Suite *s = suite_create("rnn");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, test_batch_invariance, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_batch_invariance_256);
+    tcase_add_loop_test(tc, test_step_vs_forward, 0, (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_avx2_equals_avx512, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_bad_token_changes_nothing);
+    tcase_add_test(tc, test_bidirectional_refuses_step);
+    tcase_add_test(tc, test_long_sequence);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(rnn_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
