@@ -1,1 +1,218 @@
-/* placeholder */
+/* The AVX2 + FMA path: one 16-row weight panel is two ymm registers (rows 0-7 and 8-15).
+ *
+ * Same scheme as the AVX-512 path with half the registers: a tile of NP panels x NB batch
+ * rows (2 * NP * NB <= 12 accumulators), each accumulator one fma chain over k ascending
+ * from the bias, bit-for-bit the scalar reference's chain. Activations share
+ * kernels_vmath.h with the AVX-512 path, so the two give identical bits. */
+#include "config.h"
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rnnd/kernels.h"
+#include "kernels_internal.h"
+
+/* ---- gemv --------------------------------------------------------------------------------- */
+
+typedef struct gemv_args {
+    const float *w;
+    size_t cols;
+    const float *bias;
+    const float *X;
+    size_t ldx;
+    float *Y;
+    size_t ldy;
+    int row_end;
+} gemv_args;
+
+#define MAX_NP 4
+#define MAX_NB 6
+#define PF_DIST 16
+
+/* Lane i of the result is all ones when i < n. */
+static inline __m256i lanes_below(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline __attribute__((always_inline)) void
+gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
+{
+    __m256 acc[MAX_NP][MAX_NB][2];
+    __m256i mlo[MAX_NP], mhi[MAX_NP];
+    const float *wp[MAX_NP];
+    const float *xp[MAX_NB];
+    const size_t pstride = g->cols * RNND_PANEL;
+
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++) {
+        int j0 = (int)(p0 + (size_t)p) * RNND_PANEL;
+        mlo[p] = lanes_below(g->row_end - j0);
+        mhi[p] = lanes_below(g->row_end - j0 - 8);
+        wp[p] = g->w + (p0 + (size_t)p) * pstride;
+        __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+        if (g->bias) {
+            lo = _mm256_maskload_ps(g->bias + j0, mlo[p]);
+            hi = _mm256_maskload_ps(g->bias + j0 + 8, mhi[p]);
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            acc[p][b][0] = lo;
+            acc[p][b][1] = hi;
+        }
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++)
+        xp[b] = g->X + (b0 + (size_t)b) * g->ldx;
+
+    const size_t cols = g->cols;
+    for (size_t k = 0; k < cols; k++) {
+        __m256 w[MAX_NP][2];
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; p++) {
+            const float *src = wp[p] + k * RNND_PANEL;
+            w[p][0] = _mm256_load_ps(src);
+            w[p][1] = _mm256_load_ps(src + 8);
+            _mm_prefetch((const char *)(src + PF_DIST * RNND_PANEL), _MM_HINT_T0);
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            __m256 xb = _mm256_broadcast_ss(xp[b] + k);
+#pragma GCC unroll 4
+            for (int p = 0; p < NP; p++) {
+                acc[p][b][0] = _mm256_fmadd_ps(w[p][0], xb, acc[p][b][0]);
+                acc[p][b][1] = _mm256_fmadd_ps(w[p][1], xb, acc[p][b][1]);
+            }
+        }
+    }
+
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        float *y = g->Y + (b0 + (size_t)b) * g->ldy + p0 * RNND_PANEL;
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; p++) {
+            _mm256_maskstore_ps(y + p * RNND_PANEL, mlo[p], acc[p][b][0]);
+            _mm256_maskstore_ps(y + p * RNND_PANEL + 8, mhi[p], acc[p][b][1]);
+        }
+    }
+}
+
+typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
+
+#define TILE(NP, NB) \
+    static void tile_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
+    { gemv_tile(g, p0, b0, NP, NB); }
+TILE(4, 1) TILE(2, 1) TILE(1, 1)
+TILE(2, 2) TILE(1, 2)
+TILE(2, 3) TILE(1, 3)
+TILE(1, 4) TILE(1, 5) TILE(1, 6)
+
+/* tiles[nb - 1][i] has 4 >> i panels; NULL where the tile would not fit in registers. */
+static const tile_fn tiles[MAX_NB][3] = {
+    { tile_4x1, tile_2x1, tile_1x1 },
+    { NULL, tile_2x2, tile_1x2 },
+    { NULL, tile_2x3, tile_1x3 },
+    { NULL, NULL, tile_1x4 },
+    { NULL, NULL, tile_1x5 },
+    { NULL, NULL, tile_1x6 },
+};
+
+static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const float *X,
+                               size_t ldx, size_t B, float *Y, size_t ldy,
+                               int row_begin, int row_end)
+{
+    if (B == 0 || row_end <= row_begin)
+        return;
+    const gemv_args g = {
+        .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
+        .Y = Y, .ldy = ldy, .row_end = row_end,
+    };
+    size_t p = (size_t)row_begin / RNND_PANEL;
+    const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
+    /* B = 1: 4 panels (8 chains); B <= 3: 2 panels; else 1 panel x up to 6 rows. */
+    const int first = B == 1 ? 0 : B <= 3 ? 1 : 2;
+    const size_t nb_max = B <= 3 ? B : MAX_NB;
+    while (p < p_end) {
+        int i = first;
+        while ((size_t)(4 >> i) > p_end - p)
+            i++;
+        for (size_t b = 0; b < B; b += nb_max) {
+            size_t nb = B - b < nb_max ? B - b : nb_max;
+            tiles[nb - 1][i](&g, p, b);
+        }
+        p += (size_t)(4 >> i);
+    }
+}
+
+/* ---- activations ------------------------------------------------------------------------- */
+
+typedef __m256 vf;
+typedef __m256i vi;
+typedef __m256 vmask;
+
+static inline vf vset1(float a) { return _mm256_set1_ps(a); }
+static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+static inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+static inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+static inline vf vand(vf a, vf b) { return _mm256_and_ps(a, b); }
+static inline vf vor(vf a, vf b) { return _mm256_or_ps(a, b); }
+static inline vf vandnot(vf a, vf b) { return _mm256_andnot_ps(a, b); }
+static inline vi vcasti(vf a) { return _mm256_castps_si256(a); }
+static inline vf vcastf(vi a) { return _mm256_castsi256_ps(a); }
+static inline vi viset1(int a) { return _mm256_set1_epi32(a); }
+static inline vi viadd(vi a, vi b) { return _mm256_add_epi32(a, b); }
+static inline vi visub(vi a, vi b) { return _mm256_sub_epi32(a, b); }
+static inline vi vislli23(vi a) { return _mm256_slli_epi32(a, 23); }
+static inline vi visrai1(vi a) { return _mm256_srai_epi32(a, 1); }
+static inline vmask vlt(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+static inline vmask vge(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+static inline vmask vgt_or_nan(vf a, vf b) { return _mm256_cmp_ps(a, b, _CMP_NLE_UQ); }
+static inline vf vsel(vmask m, vf t, vf f) { return _mm256_blendv_ps(f, t, m); }
+
+#include "kernels_vmath.h"
+
+/* Full vectors, then the tail through the same code with a masked load/store, so an
+ * element's result never depends on where it sits or on n. */
+#define ACT_LOOP(EXPR)                                                  \
+    do {                                                                \
+        size_t i_ = 0;                                                  \
+        for (; i_ + 8 <= n; i_ += 8) {                                  \
+            vf v = _mm256_loadu_ps(x + i_);                             \
+            _mm256_storeu_ps(x + i_, (EXPR));                           \
+        }                                                               \
+        if (i_ < n) {                                                   \
+            __m256i m_ = lanes_below((int)(n - i_));                    \
+            vf v = _mm256_maskload_ps(x + i_, m_);                      \
+            _mm256_maskstore_ps(x + i_, m_, (EXPR));                    \
+        }                                                               \
+    } while (0)
+
+static void kern_act_f32_avx2(const rnnd_activation *a, float *x, size_t n)
+{
+    const vf alpha = vset1(a->alpha), beta = vset1(a->beta);
+    switch (a->kind) {
+    case RNND_ACT_SIGMOID:         ACT_LOOP(vm_sigmoid(v)); break;
+    case RNND_ACT_TANH:            ACT_LOOP(vm_tanh(v)); break;
+    case RNND_ACT_RELU:            ACT_LOOP(vm_relu(v)); break;
+    case RNND_ACT_HARDSIGMOID:     ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
+    case RNND_ACT_LEAKYRELU:       ACT_LOOP(vm_leakyrelu(v, alpha)); break;
+    case RNND_ACT_THRESHOLDEDRELU: ACT_LOOP(vm_thresholdedrelu(v, alpha)); break;
+    case RNND_ACT_SCALEDTANH:      ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
+    case RNND_ACT_AFFINE:          ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
+    case RNND_ACT_ELU:             ACT_LOOP(vm_elu(v, alpha)); break;
+    case RNND_ACT_SOFTSIGN:        ACT_LOOP(vm_softsign(v)); break;
+    case RNND_ACT_SOFTPLUS:        ACT_LOOP(vm_softplus(v)); break;
+    default: break;
+    }
+}
+
+const rnnd_kernels rnnd_kern_table_avx2 = {
+    .name = "avx2",
+    .gemv = kern_gemv_f32_avx2,
+    .act = kern_act_f32_avx2,
+};

@@ -1,1 +1,210 @@
-/* placeholder */
+/* The AVX-512 path (avx512 f/vl/bw/dq): one 16-row weight panel is one zmm register.
+ *
+ * gemv keeps a tile of accumulators in registers, NP panels x NB batch rows, and runs the
+ * k loop once per tile: each k loads NP weight vectors and broadcasts NB inputs. Every
+ * accumulator is its own fma chain over k ascending from the bias, exactly the scalar
+ * reference's chain, so tile shapes, row ranges and the batch size never change a bit.
+ * Small batches use more panels per tile so that enough independent chains are in flight to
+ * hide the fma latency and keep many weight streams loading (B = 1 is memory bound). */
+#include "config.h"
+
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rnnd/kernels.h"
+#include "kernels_internal.h"
+
+/* ---- gemv --------------------------------------------------------------------------------- */
+
+typedef struct gemv_args {
+    const float *w;     /* packed data */
+    size_t cols;
+    const float *bias;
+    const float *X;
+    size_t ldx;
+    float *Y;
+    size_t ldy;
+    int row_end;
+} gemv_args;
+
+#define MAX_NP 8        /* panels per tile */
+#define MAX_NB 6        /* batch rows per tile; MAX_NP * NB <= 24 accumulators */
+#define PF_DIST 16      /* software prefetch, in k steps (64 bytes each) ahead per stream */
+
+static inline __mmask16 rows_mask(int j0, int row_end)
+{
+    int n = row_end - j0;
+    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+}
+
+/* One tile: panels p0..p0+NP-1, batch rows b0..b0+NB-1. NP and NB are constants after
+ * inlining, so acc[][] lives in registers. */
+static inline __attribute__((always_inline)) void
+gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
+{
+    __m512 acc[MAX_NP][MAX_NB];
+    __mmask16 m[MAX_NP];
+    const float *wp[MAX_NP];
+    const float *xp[MAX_NB];
+    const size_t pstride = g->cols * RNND_PANEL;
+
+#pragma GCC unroll 8
+    for (int p = 0; p < NP; p++) {
+        int j0 = (int)(p0 + (size_t)p) * RNND_PANEL;
+        m[p] = rows_mask(j0, g->row_end);
+        wp[p] = g->w + (p0 + (size_t)p) * pstride;
+        __m512 init = g->bias ? _mm512_maskz_loadu_ps(m[p], g->bias + j0) : _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++)
+            acc[p][b] = init;
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++)
+        xp[b] = g->X + (b0 + (size_t)b) * g->ldx;
+
+    const size_t cols = g->cols;
+    for (size_t k = 0; k < cols; k++) {
+        __m512 w[MAX_NP];
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; p++) {
+            w[p] = _mm512_load_ps(wp[p] + k * RNND_PANEL);
+            _mm_prefetch((const char *)(wp[p] + (k + PF_DIST) * RNND_PANEL), _MM_HINT_T0);
+        }
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            __m512 xb = _mm512_set1_ps(xp[b][k]);
+#pragma GCC unroll 8
+            for (int p = 0; p < NP; p++)
+                acc[p][b] = _mm512_fmadd_ps(w[p], xb, acc[p][b]);
+        }
+    }
+
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        float *y = g->Y + (b0 + (size_t)b) * g->ldy + p0 * RNND_PANEL;
+#pragma GCC unroll 8
+        for (int p = 0; p < NP; p++)
+            _mm512_mask_storeu_ps(y + p * RNND_PANEL, m[p], acc[p][b]);
+    }
+}
+
+typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
+
+#define TILE(NP, NB) \
+    static void tile_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
+    { gemv_tile(g, p0, b0, NP, NB); }
+#define TILES_FOR_NB(NB) TILE(8, NB) TILE(4, NB) TILE(2, NB) TILE(1, NB)
+TILES_FOR_NB(1) TILES_FOR_NB(2) TILES_FOR_NB(3)
+TILE(4, 4) TILE(2, 4) TILE(1, 4)
+TILE(4, 5) TILE(2, 5) TILE(1, 5)
+TILE(4, 6) TILE(2, 6) TILE(1, 6)
+
+/* tiles[nb - 1][i] has 8 >> i panels; NULL where the tile would not fit in registers. */
+static const tile_fn tiles[MAX_NB][4] = {
+    { tile_8x1, tile_4x1, tile_2x1, tile_1x1 },
+    { tile_8x2, tile_4x2, tile_2x2, tile_1x2 },
+    { tile_8x3, tile_4x3, tile_2x3, tile_1x3 },
+    { NULL, tile_4x4, tile_2x4, tile_1x4 },
+    { NULL, tile_4x5, tile_2x5, tile_1x5 },
+    { NULL, tile_4x6, tile_2x6, tile_1x6 },
+};
+
+static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const float *X,
+                                 size_t ldx, size_t B, float *Y, size_t ldy,
+                                 int row_begin, int row_end)
+{
+    if (B == 0 || row_end <= row_begin)
+        return;
+    const gemv_args g = {
+        .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
+        .Y = Y, .ldy = ldy, .row_end = row_end,
+    };
+    size_t p = (size_t)row_begin / RNND_PANEL;
+    const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
+    /* Up to 3 batch rows: 8 panels per tile (8..24 chains). More: 4 panels x 6 rows, and
+     * the weights of those 4 panels stay in cache while every batch tile reuses them. */
+    const int first = B <= 3 ? 0 : 1;
+    while (p < p_end) {
+        int i = first;
+        while ((size_t)(8 >> i) > p_end - p)
+            i++;
+        for (size_t b = 0; b < B; b += MAX_NB) {
+            size_t nb = B - b < MAX_NB ? B - b : MAX_NB;
+            tiles[nb - 1][i](&g, p, b);
+        }
+        p += (size_t)(8 >> i);
+    }
+}
+
+/* ---- activations ------------------------------------------------------------------------- */
+
+typedef __m512 vf;
+typedef __m512i vi;
+typedef __mmask16 vmask;
+
+static inline vf vset1(float a) { return _mm512_set1_ps(a); }
+static inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm512_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+static inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
+static inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+static inline vf vand(vf a, vf b) { return _mm512_and_ps(a, b); }
+static inline vf vor(vf a, vf b) { return _mm512_or_ps(a, b); }
+static inline vf vandnot(vf a, vf b) { return _mm512_andnot_ps(a, b); }
+static inline vi vcasti(vf a) { return _mm512_castps_si512(a); }
+static inline vf vcastf(vi a) { return _mm512_castsi512_ps(a); }
+static inline vi viset1(int a) { return _mm512_set1_epi32(a); }
+static inline vi viadd(vi a, vi b) { return _mm512_add_epi32(a, b); }
+static inline vi visub(vi a, vi b) { return _mm512_sub_epi32(a, b); }
+static inline vi vislli23(vi a) { return _mm512_slli_epi32(a, 23); }
+static inline vi visrai1(vi a) { return _mm512_srai_epi32(a, 1); }
+static inline vmask vlt(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+static inline vmask vge(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+static inline vmask vgt_or_nan(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
+static inline vf vsel(vmask m, vf t, vf f) { return _mm512_mask_blend_ps(m, f, t); }
+
+#include "kernels_vmath.h"
+
+/* Full vectors, then the tail through the same code with a masked load/store, so an
+ * element's result never depends on where it sits or on n. */
+#define ACT_LOOP(EXPR)                                                  \
+    do {                                                                \
+        size_t i_ = 0;                                                  \
+        for (; i_ + 16 <= n; i_ += 16) {                                \
+            vf v = _mm512_loadu_ps(x + i_);                             \
+            _mm512_storeu_ps(x + i_, (EXPR));                           \
+        }                                                               \
+        if (i_ < n) {                                                   \
+            __mmask16 m_ = (__mmask16)((1u << (n - i_)) - 1u);          \
+            vf v = _mm512_maskz_loadu_ps(m_, x + i_);                   \
+            _mm512_mask_storeu_ps(x + i_, m_, (EXPR));                  \
+        }                                                               \
+    } while (0)
+
+static void kern_act_f32_avx512(const rnnd_activation *a, float *x, size_t n)
+{
+    const vf alpha = vset1(a->alpha), beta = vset1(a->beta);
+    switch (a->kind) {
+    case RNND_ACT_SIGMOID:         ACT_LOOP(vm_sigmoid(v)); break;
+    case RNND_ACT_TANH:            ACT_LOOP(vm_tanh(v)); break;
+    case RNND_ACT_RELU:            ACT_LOOP(vm_relu(v)); break;
+    case RNND_ACT_HARDSIGMOID:     ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
+    case RNND_ACT_LEAKYRELU:       ACT_LOOP(vm_leakyrelu(v, alpha)); break;
+    case RNND_ACT_THRESHOLDEDRELU: ACT_LOOP(vm_thresholdedrelu(v, alpha)); break;
+    case RNND_ACT_SCALEDTANH:      ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
+    case RNND_ACT_AFFINE:          ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
+    case RNND_ACT_ELU:             ACT_LOOP(vm_elu(v, alpha)); break;
+    case RNND_ACT_SOFTSIGN:        ACT_LOOP(vm_softsign(v)); break;
+    case RNND_ACT_SOFTPLUS:        ACT_LOOP(vm_softplus(v)); break;
+    default: break;
+    }
+}
+
+const rnnd_kernels rnnd_kern_table_avx512 = {
+    .name = "avx512",
+    .gemv = kern_gemv_f32_avx512,
+    .act = kern_act_f32_avx512,
+};

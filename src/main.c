@@ -2,7 +2,9 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cmd.h"
 
@@ -26,8 +28,21 @@ static void usage(FILE *f)
     fprintf(f, "\n`rnnd COMMAND --help` describes each command's options.\n");
 }
 
+/* OpenBLAS picks its kernels from OPENBLAS_CORETYPE in a constructor that runs before main();
+ * these machines export OPENBLAS_CORETYPE=Haswell, which would make results and speed depend
+ * on the environment. So we drop the variable and re-execute once: OpenBLAS then detects the
+ * CPU itself. If the re-exec fails we carry on with what we have. */
+static void openblas_detect_cpu(char **argv)
+{
+    if (!getenv("OPENBLAS_CORETYPE"))
+        return;
+    unsetenv("OPENBLAS_CORETYPE");
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv)
 {
+    openblas_detect_cpu(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

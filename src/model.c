@@ -1,1 +1,510 @@
-/* placeholder */
+/* Reading a model file: map it, validate the safetensors container field by field before
+ * touching any weight (docs/model-format.md, "Validation"), point the spec at the weights.
+ * The architecture JSON itself is model_arch.c's job. */
+#include "model_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
+#include "rnnd/status.h"
+#include "sha256.h"
+
+/* Tensors are used in place as float arrays: the file's byte order must be the host's. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "rnnd maps little-endian float tensors in place: big-endian hosts are not supported"
+#endif
+
+int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key, int status,
+                    const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return status;
+    int n = snprintf(err, errlen, "%s: %s: ", label ? label : "(model)", key);
+    if (n >= 0 && (size_t)n < errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    /* keys and values come from the file: keep the message on one line */
+    for (char *p = err; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    return status;
+}
+
+int rnnd_json_depth_ok(const char *text, size_t len, int max)
+{
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;    /* skip the escaped character, which may be a quote */
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > max)
+                return -1;
+        } else if (ch == ']' || ch == '}') {
+            depth--;    /* unbalanced text is the parser's to reject */
+        }
+    }
+    return 0;
+}
+
+/* One entry of the header's tensor table, after its own checks. */
+typedef struct tentry {
+    const char *name;       /* owned by the header json_t */
+    int ndim;
+    int64_t shape[RNND_MAX_TENSOR_DIMS];
+    uint64_t count;         /* elements */
+    uint64_t begin, end;    /* relative to the data buffer */
+    int used;
+} tentry;
+
+typedef struct lctx {
+    const char *label;
+    char *err;
+    size_t errlen;
+} lctx;
+
+#define BAD(c, key, ...) rnnd_model_fail((c)->err, (c)->errlen, (c)->label, (key), \
+                                         RNND_ERR_FORMAT, __VA_ARGS__)
+#define NOMEM(c) rnnd_model_fail((c)->err, (c)->errlen, (c)->label, "memory", \
+                                 RNND_ERR_NOMEM, "out of memory")
+
+static const char *const entry_keys[] = {"dtype", "shape", "data_offsets"};
+
+static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data_len,
+                       tentry *t)
+{
+    t->name = name;
+    if (!json_is_object(v))
+        return BAD(c, name, "tensor entry is not an object");
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x) {
+        if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
+            return BAD(c, name, "unknown field \"%.40s\" in the tensor entry", k);
+    }
+    for (int i = 0; i < 3; i++)
+        if (!json_object_get(v, entry_keys[i]))
+            return BAD(c, name, "missing %s", entry_keys[i]);
+
+    const json_t *dtype = json_object_get(v, "dtype");
+    if (!json_is_string(dtype))
+        return BAD(c, name, "dtype is not a string");
+    if (strcmp(json_string_value(dtype), "F32") != 0)
+        return BAD(c, name, "dtype %.20s is not supported (only F32)",
+                   json_string_value(dtype));
+
+    const json_t *shape = json_object_get(v, "shape");
+    if (!json_is_array(shape))
+        return BAD(c, name, "shape is not an array");
+    if (json_array_size(shape) > RNND_MAX_TENSOR_DIMS)
+        return BAD(c, name, "shape has %zu dimensions (at most %d)", json_array_size(shape),
+                   RNND_MAX_TENSOR_DIMS);
+    t->ndim = (int)json_array_size(shape);
+    t->count = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        const json_t *d = json_array_get(shape, (size_t)i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0)
+            return BAD(c, name, "shape[%d] is not a non-negative integer", i);
+        t->shape[i] = json_integer_value(d);
+        if (__builtin_mul_overflow(t->count, (uint64_t)t->shape[i], &t->count))
+            return BAD(c, name, "shape's element count overflows");
+    }
+    uint64_t bytes;
+    if (__builtin_mul_overflow(t->count, (uint64_t)4, &bytes))
+        return BAD(c, name, "shape's byte size overflows");
+
+    const json_t *offs = json_object_get(v, "data_offsets");
+    if (!json_is_array(offs) || json_array_size(offs) != 2 ||
+        !json_is_integer(json_array_get(offs, 0)) || !json_is_integer(json_array_get(offs, 1)))
+        return BAD(c, name, "data_offsets is not an array of 2 integers");
+    json_int_t b = json_integer_value(json_array_get(offs, 0));
+    json_int_t e = json_integer_value(json_array_get(offs, 1));
+    if (b < 0 || e < 0)
+        return BAD(c, name, "data_offsets [%lld, %lld] has a negative offset", (long long)b,
+                   (long long)e);
+    t->begin = (uint64_t)b;
+    t->end = (uint64_t)e;
+    if (t->end < t->begin)
+        return BAD(c, name, "data_offsets end %llu < begin %llu",
+                   (unsigned long long)t->end, (unsigned long long)t->begin);
+    if (t->end > data_len)
+        return BAD(c, name, "data_offsets end %llu is past the end of the data (%llu bytes)",
+                   (unsigned long long)t->end, (unsigned long long)data_len);
+    if (t->begin % 4)
+        return BAD(c, name, "data_offsets begin %llu is not a multiple of 4",
+                   (unsigned long long)t->begin);
+    if (t->end - t->begin != bytes)
+        return BAD(c, name, "data_offsets span %llu bytes, but %llu F32 elements need %llu",
+                   (unsigned long long)(t->end - t->begin), (unsigned long long)t->count,
+                   (unsigned long long)bytes);
+    return 0;
+}
+
+static int by_begin(const void *a, const void *b)
+{
+    const tentry *x = *(tentry *const *)a, *y = *(tentry *const *)b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(tentry *const *)a)->name, (*(tentry *const *)b)->name);
+}
+
+static void shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    n += (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < len)
+        snprintf(buf + n, len - n, "]");
+}
+
+/* Match the tensor table T (N entries, all individually valid) against what the spec
+ * needs, and point the spec at the data. */
+static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsigned char *data)
+{
+    int rc = 0;
+    tentry **idx = malloc((n ? n : 1) * sizeof *idx);
+    rnnd_req_tensor *need = malloc(RNND_ARCH_MAX_TENSORS * sizeof *need);
+    if (!idx || !need) {
+        rc = NOMEM(c);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        idx[i] = &t[i];
+
+    /* overlaps: after sorting by begin, each non-empty range must start at or after the
+     * furthest end seen so far */
+    qsort(idx, n, sizeof *idx, by_begin);
+    const tentry *far = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (idx[i]->begin == idx[i]->end)
+            continue;
+        if (far && idx[i]->begin < far->end) {
+            rc = BAD(c, idx[i]->name, "data [%llu, %llu) overlaps %s [%llu, %llu)",
+                     (unsigned long long)idx[i]->begin, (unsigned long long)idx[i]->end,
+                     far->name, (unsigned long long)far->begin,
+                     (unsigned long long)far->end);
+            goto out;
+        }
+        if (!far || idx[i]->end > far->end)
+            far = idx[i];
+    }
+
+    qsort(idx, n, sizeof *idx, by_name);
+    size_t nneed = rnnd_arch_required(&m->spec, need);
+    for (size_t r = 0; r < nneed; r++) {
+        tentry key = {.name = need[r].name}, *kp = &key;
+        tentry **hit = n ? bsearch(&kp, idx, n, sizeof *idx, by_name) : NULL;
+        if (!hit) {
+            rc = BAD(c, need[r].name, "missing: the architecture needs this tensor");
+            goto out;
+        }
+        tentry *e = *hit;
+        int same = e->ndim == need[r].ndim;
+        for (int d = 0; same && d < e->ndim; d++)
+            same = e->shape[d] == need[r].shape[d];
+        if (!same) {
+            char got[96], want[64];
+            shape_str(got, sizeof got, e->shape, e->ndim);
+            shape_str(want, sizeof want, need[r].shape, need[r].ndim);
+            rc = BAD(c, e->name, "shape %s, but the architecture needs %s", got, want);
+            goto out;
+        }
+        e->used = 1;
+        *need[r].dst = (const float *)(const void *)(data + e->begin);
+        m->param_count += (size_t)e->count;
+    }
+    for (size_t i = 0; i < n; i++) {    /* header order, so the report is predictable */
+        if (!t[i].used) {
+            rc = BAD(c, t[i].name, "unknown tensor: the architecture does not use it");
+            goto out;
+        }
+    }
+out:
+    free(idx);
+    free(need);
+    return rc;
+}
+
+static int check_metadata(lctx *c, const json_t *hdr, const char **arch, size_t *arch_len)
+{
+    const json_t *meta = json_object_get(hdr, "__metadata__");
+    if (!meta)
+        return BAD(c, "__metadata__", "missing");
+    if (!json_is_object(meta))
+        return BAD(c, "__metadata__", "not an object");
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)meta, k, v) {
+        if (!json_is_string(v)) {
+            char key[96];
+            snprintf(key, sizeof key, "__metadata__.%s", k);
+            return BAD(c, key, "not a string (safetensors metadata maps strings to strings)");
+        }
+    }
+    const json_t *fmt = json_object_get(meta, "format");
+    if (!fmt)
+        return BAD(c, "__metadata__.format", "missing");
+    if (strcmp(json_string_value(fmt), "rnnd") != 0)
+        return BAD(c, "__metadata__.format", "\"%.40s\" is not \"rnnd\"",
+                   json_string_value(fmt));
+    const json_t *ver = json_object_get(meta, "format_version");
+    if (!ver)
+        return BAD(c, "__metadata__.format_version", "missing");
+    if (strcmp(json_string_value(ver), "1") != 0)
+        return BAD(c, "__metadata__.format_version",
+                   "unsupported version \"%.20s\" (this rnnd reads \"1\")",
+                   json_string_value(ver));
+    const json_t *a = json_object_get(meta, "architecture");
+    if (!a)
+        return BAD(c, "__metadata__.architecture", "missing");
+    *arch = json_string_value(a);
+    *arch_len = json_string_length(a);
+    return 0;
+}
+
+/* Validate M->base[0..M->len) and fill the rest of M. On failure the caller frees M. */
+static int load(rnnd_model *m, const char *label, char *err, size_t errlen)
+{
+    lctx c = {label, err, errlen};
+    if (m->len < 8)
+        return BAD(&c, "header_length", "file is %zu bytes, too short for the 8-byte header "
+                   "length", m->len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | m->base[i];
+    if (hlen > RNND_MAX_HEADER_BYTES)
+        return BAD(&c, "header_length", "%llu bytes is over the %llu-byte limit",
+                   (unsigned long long)hlen, (unsigned long long)RNND_MAX_HEADER_BYTES);
+    if (hlen > m->len - 8)
+        return BAD(&c, "header_length", "%llu bytes runs past the end of the file "
+                   "(%zu bytes)", (unsigned long long)hlen, m->len);
+    if ((8 + hlen) % 4)
+        return BAD(&c, "header_length", "data buffer starts at byte %llu, not a multiple "
+                   "of 4", (unsigned long long)(8 + hlen));
+    const char *text = (const char *)m->base + 8;
+    if (rnnd_json_depth_ok(text, hlen, RNND_MAX_JSON_DEPTH) != 0)
+        return BAD(&c, "header", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
+
+    json_error_t jerr;
+    json_t *hdr = json_loadb(text, hlen, JSON_REJECT_DUPLICATES, &jerr);
+    if (!hdr)
+        return BAD(&c, "header", "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+    int rc = 0;
+    tentry *t = NULL;
+    if (!json_is_object(hdr)) {
+        rc = BAD(&c, "header", "not a JSON object");
+        goto out;
+    }
+    const char *arch = NULL;
+    size_t arch_len = 0;
+    if ((rc = check_metadata(&c, hdr, &arch, &arch_len)))
+        goto out;
+    if ((rc = rnnd_arch_parse(arch, arch_len, &m->spec, label, err, errlen)))
+        goto out;
+    m->arch_json = malloc(arch_len + 1);
+    size_t n = json_object_size(hdr);
+    t = calloc(n ? n : 1, sizeof *t);
+    if (!m->arch_json || !t) {
+        rc = NOMEM(&c);
+        goto out;
+    }
+    memcpy(m->arch_json, arch, arch_len + 1);
+
+    uint64_t data_len = m->len - 8 - hlen;
+    size_t nt = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(hdr, k, v) {
+        if (strcmp(k, "__metadata__") == 0)
+            continue;
+        if ((rc = check_entry(&c, k, v, data_len, &t[nt])))
+            goto out;
+        nt++;
+    }
+    if ((rc = bind_tensors(&c, m, t, nt, m->base + 8 + hlen)))
+        goto out;
+    rnnd_sha256_hex(m->base, m->len, m->digest);
+out:
+    free(t);
+    json_decref(hdr);
+    return rc;
+}
+
+static void model_destroy(rnnd_model *m)
+{
+    if (!m)
+        return;
+    if (m->base) {
+        if (m->mapped)
+            munmap(m->base, m->len);
+        else
+            free(m->base);
+    }
+    rnnd_arch_release(&m->spec);
+    free(m->arch_json);
+    free(m);
+}
+
+static rnnd_model *model_alloc(void)
+{
+    rnnd_model *m = calloc(1, sizeof *m);
+    if (m)
+        atomic_init(&m->refs, 1);
+    return m;
+}
+
+int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return rnnd_model_fail(err, errlen, path, "file", errno == ENOMEM ? RNND_ERR_NOMEM :
+                               RNND_ERR_IO, "cannot open: %s", strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "cannot stat: %s",
+                               strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "not a regular file");
+    }
+    rnnd_model *m = model_alloc();
+    if (!m) {
+        close(fd);
+        return rnnd_model_fail(err, errlen, path, "memory", RNND_ERR_NOMEM, "out of memory");
+    }
+    m->len = (size_t)st.st_size;
+    if (m->len >= 8) {  /* mmap of 0 bytes fails; load() reports short files first */
+        void *p = mmap(NULL, m->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            free(m);
+            return rnnd_model_fail(err, errlen, path, "file", e == ENOMEM ? RNND_ERR_NOMEM :
+                                   RNND_ERR_IO, "cannot map: %s", strerror(e));
+        }
+        m->base = p;
+        m->mapped = 1;
+    }
+    close(fd);  /* the mapping keeps the file */
+    int rc = load(m, path, err, errlen);
+    if (rc) {
+        model_destroy(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+int rnnd_model_from_buffer(const void *data, size_t len, const char *label,
+                           rnnd_model **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!label)
+        label = "(buffer)";
+    rnnd_model *m = model_alloc();
+    void *copy = NULL;
+    /* 64-byte alignment: the floats inside are then as aligned as in a page mapping */
+    if (!m || posix_memalign(&copy, 64, len ? len : 1) != 0) {
+        free(m);
+        return rnnd_model_fail(err, errlen, label, "memory", RNND_ERR_NOMEM, "out of memory");
+    }
+    if (len)
+        memcpy(copy, data, len);
+    m->base = copy;
+    m->len = len;
+    int rc = load(m, label, err, errlen);
+    if (rc) {
+        model_destroy(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+rnnd_model *rnnd_model_ref(rnnd_model *m)
+{
+    if (m)
+        atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    return m;
+}
+
+void rnnd_model_unref(rnnd_model *m)
+{
+    /* release/acquire so every user's reads happen before the free */
+    if (m && atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) == 1)
+        model_destroy(m);
+}
+
+const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m)
+{
+    return &m->spec;
+}
+
+const char *rnnd_model_digest(const rnnd_model *m)
+{
+    return m->digest;
+}
+
+const char *rnnd_model_architecture_json(const rnnd_model *m)
+{
+    return m->arch_json;
+}
+
+size_t rnnd_model_param_count(const rnnd_model *m)
+{
+    return m->param_count;
+}
+
+int rnnd_model_output_dim(const rnnd_model *m)
+{
+    const rnnd_model_spec *s = &m->spec;
+    if (s->has_head)
+        return s->head_out;
+    const rnnd_layer_spec *L = &s->layers[s->n_layers - 1];
+    return L->out_dim * L->num_directions;
+}
+
+size_t rnnd_model_state_floats(const rnnd_model *m)
+{
+    size_t n = 0;
+    for (int l = 0; l < m->spec.n_layers; l++) {
+        const rnnd_layer_spec *L = &m->spec.layers[l];
+        size_t per = (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? (size_t)L->hidden : 0);
+        n += per * (size_t)L->num_directions;
+    }
+    return n;
+}
+
+int rnnd_model_is_stateful(const rnnd_model *m)
+{
+    for (int l = 0; l < m->spec.n_layers; l++)
+        if (m->spec.layers[l].direction != RNND_DIR_FORWARD)
+            return 0;
+    return 1;
+}

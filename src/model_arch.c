@@ -180,13 +180,13 @@ static int parse_act(actx *c, const json_t *v, const char *path, rnnd_activation
     char key[160];
     const json_t *x = json_object_get(v, "alpha");
     if (x && !json_is_null(x)) {
-        snprintf(key, sizeof key, "%s.alpha", path);
+        snprintf(key, sizeof key, "%.140s.alpha", path);
         if ((rc = get_float(c, x, key, &a->alpha)))
             return rc;
     }
     x = json_object_get(v, "beta");
     if (x && !json_is_null(x)) {
-        snprintf(key, sizeof key, "%s.beta", path);
+        snprintf(key, sizeof key, "%.140s.beta", path);
         if ((rc = get_float(c, x, key, &a->beta)))
             return rc;
     }

@@ -1,0 +1,80 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+void rnnd_log_init(rnnd_log *log, int level, FILE *f)
+{
+    log->level = level;
+    log->f = f;
+}
+
+const char *rnnd_log_level_name(int level)
+{
+    switch (level) {
+    case RNND_LOG_DEBUG: return "debug";
+    case RNND_LOG_INFO: return "info";
+    case RNND_LOG_WARN: return "warn";
+    case RNND_LOG_ERROR: return "error";
+    }
+    return "unknown";
+}
+
+void rnnd_log_write(const rnnd_log *log, int level, const char *event, const char *fmt, ...)
+{
+    if (level < log->level || !log->f)
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line,
+                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, rnnd_log_level_name(level), event);
+    if (n < 0)
+        return;
+    size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+    if (fmt && *fmt && len + 2 < sizeof line) {
+        line[len++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + len, sizeof line - len, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            len += (size_t)m < sizeof line - len ? (size_t)m : sizeof line - len - 1;
+    }
+    if (len > sizeof line - 2)
+        len = sizeof line - 2;
+    line[len++] = '\n';
+    /* one fwrite per line: stdio locks the stream per call, so lines never interleave */
+    fwrite(line, 1, len, log->f);
+    fflush(log->f);
+}
+
+char *rnnd_log_quote(char *dst, size_t n, const char *s)
+{
+    size_t j = 0;
+    if (n < 3) {
+        if (n)
+            dst[0] = '\0';
+        return dst;
+    }
+    dst[j++] = '"';
+    for (; s && *s && j + 3 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            dst[j++] = '\\';
+            dst[j++] = (char)c;
+        } else if (c < 0x20) {
+            dst[j++] = ' ';
+        } else {
+            dst[j++] = (char)c;
+        }
+    }
+    dst[j++] = '"';
+    dst[j] = '\0';
+    return dst;
+}
