@@ -6,5 +6,6 @@
 int rnnd_cmd_infer(int argc, char **argv);
 int rnnd_cmd_inspect(int argc, char **argv);
 int rnnd_cmd_serve(int argc, char **argv);
+int rnnd_cmd_bench(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* Weight packing and the choice of SIMD path (CPUID, RNND_ISA). */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,11 +22,11 @@ int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out)
     if (panels != 0 && per_panel > SIZE_MAX / sizeof(float) / panels)
         return RNND_ERR_NOMEM;
     size_t bytes = panels * per_panel * sizeof(float);
+    if (bytes > PTRDIFF_MAX - 64)   /* no object may be larger; also keeps ASan from aborting */
+        return RNND_ERR_NOMEM;
     /* Never ask for 0 bytes: data stays a real pointer even for an empty matrix. */
     size_t alloc = bytes ? bytes : 64;
     alloc = (alloc + 63) & ~(size_t)63;
-    if (alloc < bytes)
-        return RNND_ERR_NOMEM;
     void *mem = NULL;
     if (posix_memalign(&mem, 64, alloc) != 0)
         return RNND_ERR_NOMEM;

@@ -17,6 +17,7 @@ struct command {
 static const struct command commands[] = {
     {"serve", rnnd_cmd_serve, "serve models over HTTP/JSON (rnnd serve --help)"},
     {"infer", rnnd_cmd_infer, "run a model on an infer request (JSON) and print the response"},
+    {"bench", rnnd_cmd_bench, "time the core on random weights (rnnd bench --help)"},
     {"inspect", rnnd_cmd_inspect, "print a model file's architecture and sizes"},
 };
 

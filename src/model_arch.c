@@ -300,8 +300,6 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (clip && !json_is_null(clip)) {
         char key[96];
         snprintf(key, sizeof key, "%s.clip", path);
-        if (L->cell == RNND_CELL_JORDAN)
-            return BAD(c, key, "not used by a jordan layer: leave it out");
         if ((rc = get_float(c, clip, key, &L->clip)))
             return rc;
         if (!(L->clip > 0))
@@ -312,7 +310,6 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     int lstm = L->cell == RNND_CELL_LSTM;
     if (!lstm && ((rc = unused_key(c, v, path, "input_forget", !L->input_forget)) ||
                   (rc = unused_key(c, v, path, "peepholes", !L->peepholes)) ||
-                  (rc = unused_key(c, v, path, "forget_gate", L->forget_gate)) ||
                   (rc = unused_key(c, v, path, "proj_size", L->proj_size == 0))))
         return rc;
     if (L->cell != RNND_CELL_GRU &&
@@ -332,6 +329,8 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         return BAD(c, key, "needs a forget gate (forget_gate is false)");
     }
 
+    if (!lstm)
+        L->forget_gate = 1;     /* "false" reads as neutral too; the field is lstm's */
     L->num_directions = L->direction == RNND_DIR_BIDIRECTIONAL ? 2 : 1;
     L->in_dim = in_dim;
     switch (L->cell) {
@@ -567,7 +566,7 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
         int64_t gh = (int64_t)L->gates * L->hidden;
         for (int d = 0; d < L->num_directions; d++) {
             rnnd_dir_weights *w = &L->w[d];
-            char nm[32];
+            char nm[48];
 #define NM(x) (snprintf(nm, sizeof nm, "layers.%d.%d.%s", l, d, x), nm)
             req(&out[n++], NM("W"), gh, L->in_dim, 2, &w->W);
             req(&out[n++], NM("R"), gh, L->out_dim, 2, &w->R);

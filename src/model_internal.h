@@ -41,7 +41,7 @@ void rnnd_arch_release(rnnd_model_spec *spec);
 
 /* One tensor the architecture needs, and where its pointer goes. */
 typedef struct rnnd_req_tensor {
-    char name[32];
+    char name[48];
     int ndim;
     int64_t shape[2];
     const float **dst;

@@ -100,6 +100,11 @@ int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen
 int rnnd_model_from_buffer(const void *data, size_t len, const char *label,
                            rnnd_model **out, char *err, size_t errlen);
 
+/* A model for ARCH_JSON with weights uniform in [-SCALE, SCALE) from SEED, through the same
+ * validation as a file (for benchmarks). */
+int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_model **out,
+                      char *err, size_t errlen);
+
 rnnd_model *rnnd_model_ref(rnnd_model *m);
 void rnnd_model_unref(rnnd_model *m);   /* NULL is a no-op; frees on the last reference */
 

@@ -1,1 +1,44 @@
-# placeholder
+"""rnnd_convert: write rnnd model files (.rnnd, docs/model-format.md) from ONNX, TorchScript,
+a native JSON + .npz spec, or a live torch.nn.Module. See docs/convert.md.
+
+    python3 -m rnnd_convert model.onnx -o model.rnnd
+
+    import rnnd_convert
+    rnnd_convert.from_module(net, "model.rnnd")
+"""
+from .arch import ConvertError, Layer, Model  # noqa: F401
+from .cli import convert  # noqa: F401
+
+__all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_model"]
+
+
+def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
+                tokenizer=None):
+    """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
+    nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
+
+    input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
+    int (the vector size, checked) or the nn.Embedding to use.
+    head: None (the one nn.Linear, if any), the nn.Linear (or its name) to use, or False.
+    norm: None (from an nn.Softmax / nn.LogSoftmax submodule), "none", "softmax",
+    "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte").
+    Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
+    import os
+    from .arch import apply_options, read_vocab
+    from .torch_import import model_from_module
+    from .writer import write
+    model = model_from_module(module, input=input, head=head, norm=norm)
+    if name is None:
+        name = os.path.splitext(os.path.basename(path))[0]
+    if isinstance(vocab, str):
+        vocab = read_vocab(vocab)
+    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer)
+    write(model, path)
+    return model
+
+
+def write_model(model, path):
+    """Validate and write a Model built by hand (see arch.Layer / arch.Model)."""
+    from .writer import write
+    write(model, path)
+    return model

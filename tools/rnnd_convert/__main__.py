@@ -1,1 +1,5 @@
-# placeholder
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,1 +1,434 @@
-# placeholder
+"""The in-memory model every importer builds, and its checks (docs/model-format.md).
+
+An importer fills a Model (architecture plus float32 weights); validate() checks it the way
+rnnd's loader will, so a file that the converter writes is one that rnnd accepts.
+"""
+import math
+
+import numpy as np
+
+FORMAT_VERSION = 1
+MAX_DIM = 65536
+MAX_LAYERS = 64
+
+
+class ConvertError(Exception):
+    """A reason the input cannot be converted: printed as one line, `rnnd-convert: FILE: msg`.
+
+    PATH, when set, names the file at fault if it is not the input (e.g. a weights file)."""
+
+    def __init__(self, msg, path=None):
+        super().__init__(msg)
+        self.path = path
+
+
+# name -> (takes alpha, takes beta, default alpha, default beta)
+ACTIVATIONS = {
+    "Sigmoid": (False, False, 0.0, 0.0),
+    "Tanh": (False, False, 0.0, 0.0),
+    "Relu": (False, False, 0.0, 0.0),
+    "HardSigmoid": (True, True, 0.2, 0.5),
+    "LeakyRelu": (True, False, 0.01, 0.0),
+    "ThresholdedRelu": (True, False, 1.0, 0.0),
+    "ScaledTanh": (True, True, 1.0, 1.0),
+    "Affine": (True, True, 1.0, 0.0),
+    "Elu": (True, False, 1.0, 0.0),
+    "Softsign": (False, False, 0.0, 0.0),
+    "Softplus": (False, False, 0.0, 0.0),
+}
+_ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
+
+CELL_TYPES = ("rnn", "lstm", "gru", "jordan")
+DIRECTIONS = ("forward", "reverse", "bidirectional")
+NORMS = ("none", "softmax", "log_softmax")
+TOKENIZERS = ("char", "byte")
+
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2}
+DEFAULT_ACTS = {
+    "rnn": ["Tanh"],
+    "lstm": ["Sigmoid", "Tanh", "Tanh"],
+    "gru": ["Sigmoid", "Tanh"],
+    "jordan": ["Tanh", "Affine"],
+}
+
+COMMON_KEYS = ("type", "hidden_size", "direction", "activations", "clip")
+TYPE_KEYS = {
+    "rnn": (),
+    "lstm": ("input_forget", "peepholes", "forget_gate", "proj_size"),
+    "gru": ("linear_before_reset",),
+    "jordan": ("output_size",),
+}
+# The neutral value of every type-specific key (what it must be on a type that ignores it).
+NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
+           "linear_before_reset": 0, "output_size": 0}
+# forget_gate's neutral value is true, but on a non-lstm layer false/absent is also accepted.
+
+
+def canonical_activation(name):
+    """The canonical spelling of an activation name (ONNX names are case-insensitive in ONNX
+    Runtime), or None if unknown."""
+    if not isinstance(name, str):
+        return None
+    return _ACT_BY_LOWER.get(name.lower())
+
+
+def make_act(op, alpha=None, beta=None):
+    """An activation dict with alpha and beta always filled in (0 where the op takes none)."""
+    takes_a, takes_b, da, db = ACTIVATIONS[op]
+    return {"op": op,
+            "alpha": float(alpha if (takes_a and alpha is not None) else (da if takes_a else 0.0)),
+            "beta": float(beta if (takes_b and beta is not None) else (db if takes_b else 0.0))}
+
+
+class Layer:
+    """One recurrent layer: architecture fields plus weights[d] = {tensor suffix: array}."""
+
+    def __init__(self, type, hidden_size, direction="forward", activations=None, clip=None,
+                 input_forget=False, peepholes=False, forget_gate=True, proj_size=0,
+                 linear_before_reset=0, output_size=0):
+        self.type = type
+        self.hidden_size = hidden_size
+        self.direction = direction
+        self.activations = activations     # None = defaults; else one list per direction
+        self.clip = clip
+        self.input_forget = input_forget
+        self.peepholes = peepholes
+        self.forget_gate = forget_gate
+        self.proj_size = proj_size
+        self.linear_before_reset = linear_before_reset
+        self.output_size = output_size
+        self.weights = []                   # per direction: dict W, R, Wb, Rb, P, proj, V, Vb
+
+    @property
+    def num_directions(self):
+        return 2 if self.direction == "bidirectional" else 1
+
+    @property
+    def gates(self):
+        if self.type == "lstm":
+            return 4 if self.forget_gate else 3
+        return 3 if self.type == "gru" else 1
+
+    @property
+    def out_dim(self):
+        if self.type == "jordan":
+            return self.output_size
+        if self.type == "lstm" and self.proj_size > 0:
+            return self.proj_size
+        return self.hidden_size
+
+    def resolved_activations(self):
+        if self.activations is None:
+            return [[make_act(op) for op in DEFAULT_ACTS[self.type]]
+                    for _ in range(self.num_directions)]
+        return self.activations
+
+    def to_json(self):
+        d = {"type": self.type, "hidden_size": int(self.hidden_size),
+             "direction": self.direction,
+             "activations": [[_json_act(a) for a in acts]
+                             for acts in self.resolved_activations()],
+             "clip": None if self.clip is None else _short_float(self.clip)}
+        for k in TYPE_KEYS[self.type]:
+            v = getattr(self, k)
+            d[k] = bool(v) if isinstance(NEUTRAL[k], bool) else int(v)
+        return d
+
+
+class Model:
+    """A whole model: input, layers, optional head, optional vocabulary."""
+
+    def __init__(self):
+        self.name = ""
+        self.input_kind = "vectors"         # or "tokens"
+        self.vocab_size = 0
+        self.input_dim = 0                  # embedding_dim or dim
+        self.embedding = None               # [vocab_size, embedding_dim]
+        self.layers = []
+        self.head_W = None                  # [out_dim, in_dim] or None
+        self.head_b = None
+        self.head_norm = "none"
+        self.vocab = None
+        self.tokenizer = None
+
+    def layer_in_dim(self, l):
+        if l == 0:
+            return self.input_dim
+        p = self.layers[l - 1]
+        return p.out_dim * p.num_directions
+
+    def output_dim(self):
+        if self.head_W is not None:
+            return self.head_W.shape[0]
+        last = self.layers[-1]
+        return last.out_dim * last.num_directions
+
+    def arch_json(self):
+        if self.input_kind == "tokens":
+            inp = {"kind": "tokens", "vocab_size": int(self.vocab_size),
+                   "embedding_dim": int(self.input_dim)}
+        else:
+            inp = {"kind": "vectors", "dim": int(self.input_dim)}
+        head = None
+        if self.head_W is not None:
+            head = {"out_dim": int(self.head_W.shape[0]), "in_dim": int(self.head_W.shape[1]),
+                    "norm": self.head_norm}
+        return {"format_version": FORMAT_VERSION, "name": self.name, "input": inp,
+                "layers": [L.to_json() for L in self.layers], "head": head,
+                "vocab": None if self.vocab is None else list(self.vocab),
+                "tokenizer": self.tokenizer}
+
+    def expected_tensors(self):
+        """[(name, shape)] of every tensor the architecture needs, in file order."""
+        out = []
+        if self.input_kind == "tokens":
+            out.append(("embedding.weight", (self.vocab_size, self.input_dim)))
+        for l, L in enumerate(self.layers):
+            ind, H, G = self.layer_in_dim(l), L.hidden_size, L.gates
+            for d in range(L.num_directions):
+                p = "layers.%d.%d." % (l, d)
+                out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.out_dim)),
+                        (p + "Wb", (G * H,)), (p + "Rb", (G * H,))]
+                if L.type == "lstm" and L.peepholes:
+                    out.append((p + "P", (3 * H,)))
+                if L.type == "lstm" and L.proj_size > 0:
+                    out.append((p + "proj", (L.proj_size, H)))
+                if L.type == "jordan":
+                    out += [(p + "V", (L.output_size, H)), (p + "Vb", (L.output_size,))]
+        if self.head_W is not None:
+            o, i = self.head_W.shape
+            out += [("head.weight", (o, i)), ("head.bias", (o,))]
+        return out
+
+    def tensors(self):
+        """{name: float32 array} as they will be written."""
+        t = {}
+        if self.embedding is not None:
+            t["embedding.weight"] = self.embedding
+        for l, L in enumerate(self.layers):
+            for d, w in enumerate(L.weights):
+                for k, v in w.items():
+                    if v is not None:
+                        t["layers.%d.%d.%s" % (l, d, k)] = v
+        if self.head_W is not None:
+            t["head.weight"] = self.head_W
+            if self.head_b is not None:
+                t["head.bias"] = self.head_b
+        return t
+
+
+def _json_act(a):
+    m = make_act(a["op"], a.get("alpha"), a.get("beta"))
+    m["alpha"] = _short_float(m["alpha"])
+    m["beta"] = _short_float(m["beta"])
+    return m
+
+
+def _short_float(x):
+    """The shortest decimal that reads back as the same float32 (rnnd stores floats)."""
+    return float(np.format_float_positional(np.float32(x), unique=True, trim="0"))
+
+
+def _dim_ok(v):
+    return isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIM
+
+
+FLT_MAX = 3.4028234663852886e38
+
+
+def _is_num(v):
+    """A finite number that fits a float (rnnd stores alpha, beta and clip as floats)."""
+    return (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            and abs(v) <= FLT_MAX)
+
+
+def validate(model):
+    """Raise ConvertError unless MODEL is something rnnd will load and serve."""
+    if not isinstance(model.name, str) or len(model.name.encode("utf-8")) > 127:
+        raise ConvertError("name: must be a string of at most 127 bytes")
+    if model.input_kind not in ("tokens", "vectors"):
+        raise ConvertError("input.kind: must be tokens or vectors")
+    if not _dim_ok(model.input_dim):
+        raise ConvertError("input: dimension %r out of range 1..%d" % (model.input_dim, MAX_DIM))
+    if model.input_kind == "tokens" and not _dim_ok(model.vocab_size):
+        raise ConvertError("input.vocab_size: %r out of range 1..%d"
+                           % (model.vocab_size, MAX_DIM))
+    if not 1 <= len(model.layers) <= MAX_LAYERS:
+        raise ConvertError("layers: %d layers; rnnd takes 1 to %d"
+                           % (len(model.layers), MAX_LAYERS))
+    for l, L in enumerate(model.layers):
+        _validate_layer("layers[%d]" % l, L)
+    if model.head_W is not None:
+        if model.head_W.ndim != 2:
+            raise ConvertError("head.weight: must be 2-D")
+        o, i = model.head_W.shape
+        if not _dim_ok(int(o)) or not _dim_ok(int(i)):
+            raise ConvertError("head: sizes %dx%d out of range" % (o, i))
+        last = model.layers[-1]
+        if i != last.out_dim * last.num_directions:
+            raise ConvertError("head: in_dim %d but the last layer outputs %d"
+                               % (i, last.out_dim * last.num_directions))
+        if model.head_norm not in NORMS:
+            raise ConvertError("head.norm: %r is not one of %s" % (model.head_norm, NORMS))
+    elif model.head_norm != "none":
+        raise ConvertError("head.norm: a normalisation needs a head")
+    _validate_vocab(model)
+    _validate_tensors(model)
+
+
+def _validate_layer(where, L):
+    if L.type not in CELL_TYPES:
+        raise ConvertError("%s.type: %r is not one of %s" % (where, L.type, CELL_TYPES))
+    if not _dim_ok(L.hidden_size):
+        raise ConvertError("%s.hidden_size: %r out of range 1..%d"
+                           % (where, L.hidden_size, MAX_DIM))
+    if L.direction not in DIRECTIONS:
+        raise ConvertError("%s.direction: %r is not one of %s" % (where, L.direction, DIRECTIONS))
+    if L.clip is not None and not (_is_num(L.clip) and L.clip > 0):
+        raise ConvertError("%s.clip: must be a positive number, got %r" % (where, L.clip))
+    acts = L.resolved_activations()
+    if len(acts) != L.num_directions:
+        raise ConvertError("%s.activations: %d lists for %d directions"
+                           % (where, len(acts), L.num_directions))
+    for d, lst in enumerate(acts):
+        if len(lst) != N_ACT[L.type]:
+            raise ConvertError("%s.activations[%d]: %s takes %d activations, got %d"
+                               % (where, d, L.type, N_ACT[L.type], len(lst)))
+        for a in lst:
+            if a.get("op") not in ACTIVATIONS:
+                raise ConvertError("%s.activations[%d]: unknown activation %r"
+                                   % (where, d, a.get("op")))
+            for k in ("alpha", "beta"):
+                if a.get(k) is not None and not _is_num(a[k]):
+                    raise ConvertError("%s.activations[%d]: %s %s must be a finite float"
+                                       % (where, d, a["op"], k))
+    if L.type == "lstm":
+        if not isinstance(L.proj_size, int) or not 0 <= L.proj_size <= MAX_DIM:
+            raise ConvertError("%s.proj_size: %r out of range 0..%d"
+                           % (where, L.proj_size, MAX_DIM))
+        if L.input_forget and not L.forget_gate:
+            raise ConvertError("%s: input_forget needs the forget gate (forget_gate is false)"
+                               % where)
+    if L.type == "gru" and L.linear_before_reset not in (0, 1):
+        raise ConvertError("%s.linear_before_reset: must be 0 or 1" % where)
+    if L.type == "jordan" and not _dim_ok(L.output_size):
+        raise ConvertError("%s.output_size: %r out of range 1..%d"
+                           % (where, L.output_size, MAX_DIM))
+    if len(L.weights) != L.num_directions:
+        raise ConvertError("%s: weights for %d directions, expected %d"
+                           % (where, len(L.weights), L.num_directions))
+
+
+def _validate_vocab(model):
+    if model.vocab is not None:
+        if model.input_kind != "tokens":
+            raise ConvertError("vocab: a vocabulary needs token input (this model reads vectors)")
+        if not all(isinstance(s, str) for s in model.vocab):
+            raise ConvertError("vocab: every token must be a string")
+        for i, s in enumerate(model.vocab):
+            if "\0" in s:
+                raise ConvertError("vocab: token %d contains a NUL character" % i)
+        if len(model.vocab) != model.vocab_size:
+            raise ConvertError("vocab: %d tokens but the embedding has %d rows"
+                               % (len(model.vocab), model.vocab_size))
+    if model.tokenizer is not None:
+        if model.tokenizer not in TOKENIZERS:
+            raise ConvertError("tokenizer: %r is not one of %s" % (model.tokenizer, TOKENIZERS))
+        if model.input_kind != "tokens":
+            raise ConvertError("tokenizer: a tokenizer needs token input")
+        if model.tokenizer == "char":
+            if model.vocab is None:
+                raise ConvertError("tokenizer: char needs a vocabulary (--vocab)")
+            if len(set(model.vocab)) != len(model.vocab):
+                raise ConvertError("vocab: duplicate tokens; the char tokenizer needs unique ones")
+        if model.tokenizer == "byte" and model.vocab_size < 256:
+            raise ConvertError("tokenizer: byte needs vocab_size >= 256, got %d"
+                               % model.vocab_size)
+
+
+def _validate_tensors(model):
+    have = model.tensors()
+    want = model.expected_tensors()
+    for name, shape in want:
+        if name not in have:
+            raise ConvertError("%s: missing" % name)
+        a = have[name]
+        if tuple(a.shape) != tuple(shape):
+            raise ConvertError("%s: shape %s, expected %s" % (name, list(a.shape), list(shape)))
+        if a.dtype != np.float32:
+            raise ConvertError("%s: dtype %s, expected float32" % (name, a.dtype))
+        if not np.all(np.isfinite(a)):
+            raise ConvertError("%s: contains NaN or Inf" % name)
+    extra = sorted(set(have) - {n for n, _ in want})
+    if extra:
+        raise ConvertError("%s: not used by the architecture" % extra[0])
+
+
+def f32(a):
+    """A C-contiguous float32 copy of A."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def fill_biases(layer):
+    """Zeros for absent biases, so the file always has Wb, Rb (and Vb for jordan)."""
+    gh = layer.gates * layer.hidden_size
+    for w in layer.weights:
+        for k in ("Wb", "Rb"):
+            if w.get(k) is None:
+                w[k] = np.zeros(gh, np.float32)
+        if layer.type == "jordan" and w.get("Vb") is None:
+            w["Vb"] = np.zeros(layer.output_size, np.float32)
+
+
+def apply_options(model, name=None, vocab=None, tokenizer=None, norm=None):
+    """Settings given on the command line or to from_module() override the source's."""
+    if name is not None:
+        model.name = name
+    if vocab is not None:
+        model.vocab = list(vocab)
+    if tokenizer is not None:
+        model.tokenizer = tokenizer
+    if norm is not None:
+        if norm not in NORMS:
+            raise ConvertError("norm: %r is not one of %s" % (norm, ", ".join(NORMS)))
+        if model.head_W is None and norm != "none":
+            # softmax straight over the last layer: an identity head is exact
+            last = model.layers[-1]
+            n = last.out_dim * last.num_directions
+            model.head_W = np.eye(n, dtype=np.float32)
+            model.head_b = np.zeros(n, np.float32)
+        model.head_norm = norm
+
+
+def read_vocab(path):
+    """Tokens from PATH: a JSON list of strings, or one token per line (a line's text without
+    its newline, so a line holding one space is the space token)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConvertError("vocabulary file not found", path=path)
+    except OSError as e:
+        raise ConvertError("cannot read vocabulary: %s" % e.strerror, path=path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConvertError("vocabulary is not UTF-8", path=path)
+    if text.lstrip().startswith("["):
+        import json
+        try:
+            v = json.loads(text)
+        except ValueError as e:
+            raise ConvertError("vocabulary is not a valid JSON list: %s" % e, path=path)
+        if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+            raise ConvertError("vocabulary JSON must be a list of strings", path=path)
+        return v
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    lines = [s[:-1] if s.endswith("\r") else s for s in lines]
+    for i, s in enumerate(lines):
+        if s == "":
+            raise ConvertError("vocabulary line %d is empty (use a JSON list for such tokens)"
+                               % (i + 1), path=path)
+    return lines

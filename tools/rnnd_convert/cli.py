@@ -1,1 +1,112 @@
-# placeholder
+"""Command line: rnnd-convert INPUT -o OUTPUT.rnnd [options]."""
+import argparse
+import os
+import sys
+
+from .arch import ConvertError, apply_options, read_vocab
+
+PROG = "rnnd-convert"
+FORMATS = ("onnx", "torchscript", "native")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # one line, like every other failure
+        sys.stderr.write("%s: %s\n" % (PROG, message))
+        sys.exit(2)
+
+
+def _parser():
+    p = _Parser(prog=PROG, description="Convert an ONNX, TorchScript or native (JSON + .npz) "
+                "recurrent model to rnnd's .rnnd format (docs/convert.md).")
+    p.add_argument("input", metavar="INPUT", help=".onnx, .pt/.pth (TorchScript) or .json")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="the .rnnd to write")
+    p.add_argument("--name", help="the model's name (default: OUTPUT's base name)")
+    p.add_argument("--vocab", metavar="FILE",
+                   help="vocabulary: one token per line, or a JSON list of strings")
+    p.add_argument("--tokenizer", choices=("char", "byte"), help="how rnnd splits text")
+    p.add_argument("--weights", metavar="FILE", help="native input: the .npz of tensors")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: by extension)")
+    p.add_argument("--norm", choices=("none", "softmax", "log_softmax"),
+                   help="override the head's normalisation")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    return p
+
+
+def detect_format(path):
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".onnx":
+        return "onnx"
+    if ext in (".pt", ".pth", ".ptl", ".jit", ".torchscript"):
+        return "torchscript"
+    if ext == ".json":
+        return "native"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return "onnx"           # the loader reports the missing file
+    if head.startswith(b"PK"):
+        return "torchscript"
+    if head.lstrip().startswith(b"{"):
+        return "native"
+    return "onnx"
+
+
+def load_model(path, fmt, weights=None):
+    if not os.path.exists(path):
+        raise ConvertError("file not found")
+    if weights is not None and fmt != "native":
+        raise ConvertError("--weights is only for native (.json) input")
+    if fmt == "onnx":
+        from . import onnx_import
+        return onnx_import.load(path)
+    if fmt == "torchscript":
+        from . import torch_import
+        return torch_import.load_torchscript(path)
+    from . import native
+    return native.load(path, weights)
+
+
+def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
+            weights=None, norm=None):
+    """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError."""
+    from .writer import write
+    model = load_model(input_path, fmt or detect_format(input_path), weights)
+    if name is None and not model.name:
+        name = os.path.splitext(os.path.basename(output_path))[0]
+    if isinstance(vocab, str):
+        vocab = read_vocab(vocab)
+    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm)
+    write(model, output_path)
+    return model
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        m = convert(args.input, args.output, fmt=args.format, name=args.name, vocab=args.vocab,
+                    tokenizer=args.tokenizer, weights=args.weights, norm=args.norm)
+    except ConvertError as e:
+        sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:      # a bug: still one line, unless asked for the traceback
+        if os.environ.get("RNND_CONVERT_DEBUG"):
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        sys.stderr.write("%s: %s: internal error: %s: %s\n"
+                         % (PROG, args.input, type(e).__name__, msg))
+        return 1
+    if not args.quiet:
+        kinds = ", ".join("%s%s%s" % (L.type, "" if L.direction == "forward"
+                                      else "/" + L.direction, "(H=%d)" % L.hidden_size)
+                          for L in m.layers)
+        n = sum(int(a.size) for a in m.tensors().values())
+        print("%s: %s input, layers %s, %s, %d parameters"
+              % (args.output, m.input_kind, kinds,
+                 "head %d%s" % (m.head_W.shape[0], "" if m.head_norm == "none"
+                                else " + " + m.head_norm) if m.head_W is not None else "no head",
+                 n))
+    return 0

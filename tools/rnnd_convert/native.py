@@ -1,1 +1,230 @@
-# placeholder
+"""The native spec: an architecture JSON (the format's own keys) plus an .npz of tensors named
+as in the format (`layers.0.0.W`, ...). This is how to write what ONNX and PyTorch cannot
+express: Jordan networks, the 1997 LSTM without a forget gate, any activation mix."""
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DIRECTIONS,
+                   FORMAT_VERSION, Layer, Model, NEUTRAL, N_ACT, NORMS, TYPE_KEYS,
+                   canonical_activation, f32, fill_biases)
+
+TOP_KEYS = ("format_version", "name", "input", "layers", "head", "vocab", "tokenizer", "weights")
+
+
+def _int(where, v, lo=1, hi=65536):
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ConvertError("%s: expected an integer %d..%d, got %s"
+                           % (where, lo, hi, json.dumps(v)))
+    return v
+
+
+def _bool(where, v):
+    if not isinstance(v, bool):
+        raise ConvertError("%s: expected true or false, got %s" % (where, json.dumps(v)))
+    return v
+
+
+def _num(where, v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConvertError("%s: expected a number, got %s" % (where, json.dumps(v)))
+    return float(v)
+
+
+def _obj(where, v, keys):
+    if not isinstance(v, dict):
+        raise ConvertError("%s: expected an object" % where)
+    for k in v:
+        if k not in keys:
+            raise ConvertError("%s.%s: unknown key" % (where, k))
+    return v
+
+
+def parse_activation(where, a):
+    if isinstance(a, str):
+        a = {"op": a}
+    _obj(where, a, ("op", "alpha", "beta"))
+    op = canonical_activation(a.get("op"))
+    if op is None:
+        raise ConvertError("%s: unknown activation %s (known: %s)"
+                           % (where, json.dumps(a.get("op")), ", ".join(ACTIVATIONS)))
+    out = {"op": op}
+    for k in ("alpha", "beta"):
+        if a.get(k) is not None:
+            out[k] = _num("%s.%s" % (where, k), a[k])
+    return out
+
+
+def parse_layer(where, j):
+    if not isinstance(j, dict):
+        raise ConvertError("%s: expected an object" % where)
+    t = j.get("type")
+    if t not in CELL_TYPES:
+        raise ConvertError("%s.type: %s is not one of %s"
+                           % (where, json.dumps(t), ", ".join(CELL_TYPES)))
+    for k, v in j.items():
+        if k in COMMON_KEYS or k in TYPE_KEYS[t]:
+            continue
+        if k not in NEUTRAL:
+            raise ConvertError("%s.%s: unknown key" % (where, k))
+        if v is not None and v != NEUTRAL[k] and not (k == "forget_gate" and v is False):
+            raise ConvertError("%s.%s: a %s layer does not use it (must be %s)"
+                               % (where, k, t, json.dumps(NEUTRAL[k])))
+    L = Layer(t, _int(where + ".hidden_size", j.get("hidden_size")))
+    L.direction = j.get("direction", "forward")
+    if L.direction not in DIRECTIONS:
+        raise ConvertError("%s.direction: %s is not one of %s"
+                           % (where, json.dumps(L.direction), ", ".join(DIRECTIONS)))
+    if j.get("clip") is not None:
+        L.clip = _num(where + ".clip", j["clip"])
+        if not L.clip > 0:
+            raise ConvertError("%s.clip: must be positive" % where)
+    acts = j.get("activations")
+    if acts is not None:
+        if not isinstance(acts, list) or len(acts) != L.num_directions:
+            raise ConvertError("%s.activations: expected %d list(s), one per direction"
+                               % (where, L.num_directions))
+        L.activations = []
+        for d, lst in enumerate(acts):
+            w = "%s.activations[%d]" % (where, d)
+            if not isinstance(lst, list) or len(lst) != N_ACT[t]:
+                raise ConvertError("%s: a %s layer takes %d activations" % (w, t, N_ACT[t]))
+            L.activations.append([parse_activation("%s[%d]" % (w, i), a)
+                                  for i, a in enumerate(lst)])
+    if t == "lstm":
+        L.input_forget = _bool(where + ".input_forget", j.get("input_forget", False))
+        L.peepholes = _bool(where + ".peepholes", j.get("peepholes", False))
+        L.forget_gate = _bool(where + ".forget_gate", j.get("forget_gate", True))
+        L.proj_size = _int(where + ".proj_size", j.get("proj_size", 0), 0)
+    elif t == "gru":
+        lbr = j.get("linear_before_reset", 0)
+        if lbr not in (0, 1) or isinstance(lbr, bool):
+            raise ConvertError("%s.linear_before_reset: must be 0 or 1" % where)
+        L.linear_before_reset = lbr
+    elif t == "jordan":
+        L.output_size = _int(where + ".output_size", j.get("output_size"))
+    return L
+
+
+def model_from_arch(j):
+    """A Model (no weights yet) from an architecture object."""
+    _obj("architecture", j, TOP_KEYS)
+    fv = j.get("format_version", FORMAT_VERSION)
+    if fv != FORMAT_VERSION or isinstance(fv, bool):
+        raise ConvertError("format_version: %s is not %d" % (json.dumps(fv), FORMAT_VERSION))
+    m = Model()
+    name = j.get("name")
+    if name is not None:
+        if not isinstance(name, str):
+            raise ConvertError("name: expected a string")
+        m.name = name
+    inp = j.get("input")
+    if not isinstance(inp, dict):
+        raise ConvertError("input: expected an object")
+    if inp.get("kind") == "tokens":
+        _obj("input", inp, ("kind", "vocab_size", "embedding_dim"))
+        m.input_kind = "tokens"
+        m.vocab_size = _int("input.vocab_size", inp.get("vocab_size"))
+        m.input_dim = _int("input.embedding_dim", inp.get("embedding_dim"))
+    elif inp.get("kind") == "vectors":
+        _obj("input", inp, ("kind", "dim"))
+        m.input_dim = _int("input.dim", inp.get("dim"))
+    else:
+        raise ConvertError("input.kind: must be \"tokens\" or \"vectors\"")
+    layers = j.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise ConvertError("layers: expected a non-empty list")
+    m.layers = [parse_layer("layers[%d]" % i, x) for i, x in enumerate(layers)]
+    head = j.get("head")
+    m.head_spec = None
+    if head is not None:
+        _obj("head", head, ("out_dim", "in_dim", "norm"))
+        m.head_spec = (_int("head.out_dim", head.get("out_dim")),
+                       _int("head.in_dim", head.get("in_dim")))
+        m.head_norm = head.get("norm", "none")
+        if m.head_norm not in NORMS:
+            raise ConvertError("head.norm: %s is not one of %s"
+                               % (json.dumps(m.head_norm), ", ".join(NORMS)))
+    if j.get("vocab") is not None:
+        if not isinstance(j["vocab"], list):
+            raise ConvertError("vocab: expected a list of strings")
+        m.vocab = j["vocab"]
+    m.tokenizer = j.get("tokenizer")
+    return m
+
+
+def load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise ConvertError("weights file not found", path=path)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ConvertError("cannot read weights (.npz expected): %s" % e, path=path)
+
+
+def attach_weights(m, tensors, label="weights"):
+    """Move TENSORS (format names -> arrays) into M. Biases may be absent (zeros)."""
+    t = dict(tensors)
+    for name, a in t.items():
+        if not np.issubdtype(np.asarray(a).dtype, np.floating):
+            raise ConvertError("%s: %s has dtype %s, expected floats"
+                               % (label, name, np.asarray(a).dtype))
+    if m.input_kind == "tokens":
+        m.embedding = _take(t, "embedding.weight")
+    for l, L in enumerate(m.layers):
+        L.weights = []
+        for d in range(L.num_directions):
+            p = "layers.%d.%d." % (l, d)
+            w = {k: _take(t, p + k) for k in ("W", "R", "Wb", "Rb")}
+            if L.type == "lstm" and L.peepholes:
+                w["P"] = _take(t, p + "P")
+            if L.type == "lstm" and L.proj_size > 0:
+                w["proj"] = _take(t, p + "proj")
+            if L.type == "jordan":
+                w["V"] = _take(t, p + "V")
+                w["Vb"] = _take(t, p + "Vb")
+            L.weights.append(w)
+        fill_biases(L)
+    if getattr(m, "head_spec", None) is not None:
+        m.head_W = _take(t, "head.weight")
+        if m.head_W is None:
+            raise ConvertError("%s: head.weight missing (the architecture has a head)" % label)
+        m.head_b = _take(t, "head.bias")
+        if m.head_b is None:
+            m.head_b = np.zeros(m.head_W.shape[0], np.float32)
+        if tuple(m.head_W.shape) != m.head_spec:
+            raise ConvertError("head.weight: shape %s but the architecture says [%d, %d]"
+                               % (list(m.head_W.shape), m.head_spec[0], m.head_spec[1]))
+    if t:
+        raise ConvertError("%s: tensor %s is not used by the architecture"
+                           % (label, sorted(t)[0]))
+
+
+def _take(t, name):
+    a = t.pop(name, None)
+    return None if a is None else f32(a)
+
+
+def load(path, weights=None):
+    """Model from a native spec at PATH; WEIGHTS overrides the JSON's "weights" key."""
+    try:
+        with open(path, "rb") as f:
+            j = json.loads(f.read().decode("utf-8"))
+    except OSError as e:
+        raise ConvertError("cannot read: %s" % e.strerror)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError("not valid JSON: %s" % e)
+    if not isinstance(j, dict):
+        raise ConvertError("expected a JSON object (the architecture)")
+    m = model_from_arch(j)
+    if weights is None:
+        w = j.get("weights")
+        if not isinstance(w, str) or not w:
+            raise ConvertError("no weights: give a \"weights\" key (an .npz path) or --weights")
+        weights = os.path.join(os.path.dirname(os.path.abspath(path)), w)
+    tensors = load_npz(weights)
+    attach_weights(m, tensors, os.path.basename(weights))
+    return m

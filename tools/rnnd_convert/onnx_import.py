@@ -1,1 +1,925 @@
-# placeholder
+"""ONNX input: trace the data path of a graph from its input to its output.
+
+Every tensor gets an abstract value (Val): a constant (initializers, Constant nodes and what
+folds from them), a shape computed from the data (Shape, Gather, Concat, ...), an all-zero
+tensor (ConstantOfShape 0, the initial states torch writes), a final state (Y_h, Y_c), or the
+DATA itself. DATA carries its axes as lists of symbolic atoms, so transposes, squeezes and
+reshapes between layers are followed exactly, and every op that reads DATA must be one rnnd
+can compute: Gather on an embedding, LSTM/GRU/RNN, affine maps (MatMul, Gemm, Add, Sub, Mul,
+Div: folded into a head or the next layer), Softmax/LogSoftmax. Anything else is refused with
+the node's name and op_type, never dropped.
+"""
+import numpy as np
+
+from .arch import (ConvertError, DEFAULT_ACTS, Layer, Model, N_ACT, canonical_activation,
+                   f32, fill_biases, make_act)
+
+# Kinds of abstract values.
+CONST, SHAPE, ZERO, FILL, DATA, STATE, EXTRA = ("const", "shape", "zero", "fill", "data",
+                                                "state", "extra")
+
+RECURRENT = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "RNN": ("rnn", 1)}
+RECURRENT_ATTRS = {"activations", "activation_alpha", "activation_beta", "clip", "direction",
+                   "hidden_size", "input_forget", "linear_before_reset", "layout",
+                   "output_sequence"}
+LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Cast",
+              "Dropout")
+
+
+class Atom:
+    """One symbolic dimension (time, batch, features, directions). Compared by identity."""
+    __slots__ = ("name", "size", "unit")
+
+    def __init__(self, name, size, unit=False):
+        self.name, self.size, self.unit = name, size, unit
+
+    def __repr__(self):
+        return "%s=%s" % (self.name, "?" if self.size is None else self.size)
+
+
+def _unit():
+    return (Atom("1", 1, unit=True),)
+
+
+def nonunit(axis):
+    return tuple(a for a in axis if not a.unit)
+
+
+def axis_size(axis):
+    n = 1
+    for a in axis:
+        if a.size is None:
+            return None
+        n *= a.size
+    return n
+
+
+class Val:
+    def __init__(self, kind, **kw):
+        self.kind = kind
+        self.value = None       # CONST
+        self.entries = None     # SHAPE: list of int | axis | None; None = unknown length
+        self.scalar = False     # SHAPE
+        self.axes = None        # DATA: list of axes (tuples of atoms)
+        self.tokens = False     # DATA: raw token ids
+        self.stage = 0
+        self.feat = None        # DATA: the non-unit atoms of the feature axis
+        self.affine = None      # DATA: pending (A, a) over the stage's features
+        self.norm = None        # DATA: "softmax" / "log_softmax" applied
+        self.origin = None      # EXTRA / STATE: where it comes from
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def but(self, **kw):
+        v = Val(self.kind)
+        v.__dict__.update(self.__dict__)
+        for k, x in kw.items():
+            setattr(v, k, x)
+        return v
+
+
+def _attrs(node):
+    import onnx
+    out = {}
+    for a in node.attribute:
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, list) and v and isinstance(v[0], bytes):
+            v = [x.decode("utf-8", "replace") for x in v]
+        elif isinstance(v, onnx.TensorProto):
+            v = _tensor(v)
+        out[a.name] = v
+    return out
+
+
+def _tensor(t):
+    from onnx import numpy_helper
+    return numpy_helper.to_array(t)
+
+
+def _np_dtype(onnx_type):
+    import onnx
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(onnx_type)
+    except AttributeError:
+        return onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[onnx_type]
+
+
+class Importer:
+    def __init__(self, model_proto):
+        self.proto = model_proto
+        self.graph = model_proto.graph
+        self.opset = 1
+        for o in model_proto.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                self.opset = o.version
+        self.vals = {}
+        self.stage = 0              # the latest stage: every new stage must read it
+        self.seq = self.batch = None
+        self.in_feat = None         # the input's feature atom, bound by its first reader
+        self.input_name = None
+        self.model = Model()
+        self.node = None
+        self.idx = 0
+
+    # ---- errors -------------------------------------------------------------------------
+    def label(self, node=None):
+        node = node or self.node
+        name = node.name or "#%d" % self.idx
+        return "node '%s' (%s)" % (name, node.op_type)
+
+    def fail(self, msg):
+        raise ConvertError("%s: %s" % (self.label(), msg))
+
+    # ---- set-up -------------------------------------------------------------------------
+    def run(self):
+        g = self.graph
+        for t in g.initializer:
+            self.vals[t.name] = Val(CONST, value=_tensor(t))
+        for t in getattr(g, "sparse_initializer", []):
+            raise ConvertError("sparse initializer '%s': not supported" % t.values.name)
+        inputs = [i for i in g.input if i.name not in self.vals]
+        if not inputs:
+            raise ConvertError("the graph has no input")
+        self.setup_input(inputs[0])
+        for i in inputs[1:]:
+            self.vals[i.name] = Val(EXTRA, origin=i.name)
+        for self.idx, node in enumerate(g.node):
+            self.node = node
+            self.visit(node)
+        return self.finish()
+
+    def setup_input(self, vi):
+        import onnx
+        self.input_name = vi.name
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            raise ConvertError("graph input '%s': no tensor shape; rnnd needs [batch, time, ...]"
+                               % vi.name)
+        axes = []
+        for k, d in enumerate(tt.shape.dim):
+            size = d.dim_value if d.HasField("dim_value") else None
+            axes.append((Atom("%s[%d]" % (vi.name, k), size),))
+        ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16,
+                onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.UINT16,
+                onnx.TensorProto.UINT32, onnx.TensorProto.UINT64)
+        floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                  onnx.TensorProto.BFLOAT16)
+        if tt.elem_type in ints:
+            tokens = True
+            self.model.input_kind = "tokens"
+        elif tt.elem_type in floats:
+            tokens = False
+        else:
+            raise ConvertError("graph input '%s': element type %d is neither ids nor floats"
+                               % (vi.name, tt.elem_type))
+        self.vals[vi.name] = Val(DATA, axes=axes, tokens=tokens, stage=0)
+
+    # ---- dispatch -----------------------------------------------------------------------
+    def get(self, name):
+        if name == "":
+            return None
+        v = self.vals.get(name)
+        if v is None:
+            self.fail("input '%s' is not produced by any earlier node or initializer" % name)
+        return v
+
+    def visit(self, node):
+        if node.domain not in ("", "ai.onnx"):
+            self.fail("operator domain '%s' is not supported by rnnd" % node.domain)
+        op = node.op_type
+        ins = [self.get(n) for n in node.input]
+        present = [v for v in ins if v is not None]
+        for k, v in enumerate(ins):
+            if v is not None and v.kind == EXTRA and op not in RECURRENT:
+                self.fail("reads graph input '%s'; rnnd's only input is '%s'"
+                          % (v.origin, self.input_name))
+        if op == "Constant":
+            outs = [Val(CONST, value=self.constant_value(node))]
+        elif all(v.kind == CONST for v in present) and op not in RECURRENT:
+            outs = [Val(CONST, value=x) for x in self.fold(node, [None if v is None else v.value
+                                                                  for v in ins])]
+        elif any(v.kind == DATA for v in present) or op in RECURRENT:
+            outs = self.visit_data(node, ins)
+        elif any(v.kind == STATE for v in present):
+            outs = self.visit_state(node, ins)
+        elif any(v.kind in (ZERO, FILL) for v in present) and op != "Shape":
+            outs = self.visit_zero(node, ins)
+        else:
+            outs = self.visit_shape(node, ins)
+        for name, v in zip(node.output, outs):
+            if name:
+                self.vals[name] = v
+
+    def constant_value(self, node):
+        a = _attrs(node)
+        for k in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if k in a:
+                v = a[k]
+                return np.asarray(v, dtype=np.float32 if "float" in k else
+                                  (np.int64 if "int" in k else None))
+        self.fail("a Constant without a numeric value (%s)" % (", ".join(a) or "none"))
+
+    # ---- constant folding ---------------------------------------------------------------
+    def axes_arg(self, node, a, vals, pos):
+        if "axes" in a:
+            return list(a["axes"])
+        if len(vals) > pos and vals[pos] is not None:
+            return [int(x) for x in np.asarray(vals[pos]).ravel()]
+        return None
+
+    def fold(self, node, vals):
+        op, a = node.op_type, _attrs(node)
+        x = vals[0] if vals else None
+        try:
+            if op in ("Identity", "Dropout"):
+                return [x]
+            if op == "Cast":
+                return [x.astype(_np_dtype(a["to"]))]
+            if op == "Unsqueeze":
+                axes = self.axes_arg(node, a, vals, 1)
+                r = x.ndim + len(axes)
+                for ax in sorted(k % r for k in axes):
+                    x = np.expand_dims(x, ax)
+                return [x]
+            if op == "Squeeze":
+                axes = self.axes_arg(node, a, vals, 1)
+                if axes is None:
+                    return [np.squeeze(x)]
+                return [np.squeeze(x, axis=tuple(k % x.ndim for k in axes))]
+            if op == "Concat":
+                return [np.concatenate([v for v in vals if v is not None], axis=a["axis"])]
+            if op == "Reshape":
+                shape = [int(s) for s in vals[1]]
+                if not a.get("allowzero", 0):
+                    shape = [x.shape[k] if s == 0 else s for k, s in enumerate(shape)]
+                return [x.reshape(shape)]
+            if op == "Transpose":
+                return [np.transpose(x, a.get("perm"))]
+            if op == "Flatten":
+                k = a.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
+                return [x.reshape(int(np.prod(x.shape[:k])), -1)]
+            if op == "Slice":
+                return [self.fold_slice(a, vals)]
+            if op == "Gather":
+                return [np.take(x, vals[1], axis=a.get("axis", 0))]
+            if op in ("Add", "Sub", "Mul", "Div", "Equal", "Pow"):
+                f = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Equal": np.equal,
+                     "Pow": np.power}.get(op)
+                if op == "Div":
+                    if np.issubdtype(x.dtype, np.integer):
+                        return [(x // vals[1]).astype(x.dtype)]
+                    return [x / vals[1]]
+                return [f(x, vals[1]).astype(np.result_type(x, vals[1]) if op != "Equal"
+                                             else bool)]
+            if op in ("Neg", "Sqrt", "Exp", "Abs", "Reciprocal"):
+                return [{"Neg": np.negative, "Sqrt": np.sqrt, "Exp": np.exp, "Abs": np.abs,
+                         "Reciprocal": np.reciprocal}[op](x)]
+            if op == "Where":
+                return [np.where(vals[0], vals[1], vals[2])]
+            if op == "Shape":
+                s = np.array(x.shape, dtype=np.int64)
+                return [s[a.get("start", 0):a.get("end", None)]]
+            if op == "ConstantOfShape":
+                fill = a.get("value", np.zeros(1, np.float32))
+                return [np.full([int(s) for s in x], fill.ravel()[0], dtype=fill.dtype)]
+            if op == "Expand":
+                return [x * np.ones([int(s) for s in vals[1]], dtype=x.dtype)]
+            if op == "MatMul":
+                return [np.matmul(x, vals[1])]
+            if op == "Range":
+                return [np.arange(vals[0], vals[1], vals[2])]
+            if op == "Split":
+                axis = a.get("axis", 0)
+                split = a.get("split")
+                if split is None and len(vals) > 1 and vals[1] is not None:
+                    split = [int(s) for s in vals[1]]
+                if split is None:
+                    return np.split(x, len(node.output), axis=axis)
+                return np.split(x, np.cumsum(split)[:-1], axis=axis)
+        except ConvertError:
+            raise
+        except Exception as e:      # a malformed constant expression
+            self.fail("cannot evaluate on constants: %s" % e)
+        self.fail("operator not supported by rnnd")
+
+    def fold_slice(self, a, vals):
+        x = vals[0]
+        if "starts" in a:
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            starts, ends = [int(v) for v in vals[1]], [int(v) for v in vals[2]]
+            axes = [int(v) for v in vals[3]] if len(vals) > 3 and vals[3] is not None else None
+            steps = [int(v) for v in vals[4]] if len(vals) > 4 and vals[4] is not None else None
+        axes = axes if axes is not None else list(range(len(starts)))
+        steps = steps if steps is not None else [1] * len(starts)
+        sl = [slice(None)] * x.ndim
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            sl[ax % x.ndim] = slice(_clamp(s), _clamp(e), st)
+        return x[tuple(sl)]
+
+    # ---- shapes (values computed from the data's shape) ---------------------------------
+    def entries(self, v):
+        """(entries, scalar) of a shape-like value (CONST ints or SHAPE)."""
+        if v.kind == CONST:
+            arr = np.asarray(v.value)
+            if not np.issubdtype(arr.dtype, np.integer):
+                return None, False
+            return [int(x) for x in arr.ravel()], arr.ndim == 0
+        if v.kind == SHAPE:
+            return v.entries, v.scalar
+        return None, False
+
+    def visit_shape(self, node, ins):
+        op, a = node.op_type, _attrs(node)
+        x = ins[0]
+        if op == "Shape":
+            if x.kind == DATA:
+                ent = list(x.axes)
+            else:
+                ent = None
+            if ent is not None:
+                ent = ent[a.get("start", 0):a.get("end", None)]
+            return [Val(SHAPE, entries=ent)]
+        if x is None or x.kind not in (SHAPE, CONST):
+            self.fail("operator not supported by rnnd")
+        ent, scalar = self.entries(x)
+        if op in ("Identity", "Cast"):
+            return [x.but()]
+        if op in ("Expand", "Tile") and x.kind == CONST:
+            # a constant broadcast to a shape from the data: torch's zero initial states
+            return [Val(FILL if np.any(x.value) else ZERO)]
+        if op == "ConstantOfShape":
+            fill = a.get("value", np.zeros(1, np.float32))
+            return [Val(FILL if np.any(fill) else ZERO)]
+        if op == "Gather":
+            idx = ins[1]
+            if idx.kind != CONST or ent is None:
+                return [Val(SHAPE, entries=None)]
+            ix = np.asarray(idx.value)
+            picked = [ent[int(k)] for k in ix.ravel()]
+            return [Val(SHAPE, entries=picked, scalar=ix.ndim == 0)]
+        if op == "Unsqueeze":
+            return [Val(SHAPE, entries=ent if not scalar else ent, scalar=False)]
+        if op == "Squeeze":
+            return [Val(SHAPE, entries=ent, scalar=ent is not None and len(ent) == 1)]
+        if op == "Concat":
+            out = []
+            for v in ins:
+                e, _ = self.entries(v)
+                if e is None:
+                    return [Val(SHAPE, entries=None)]
+                out += e
+            return [Val(SHAPE, entries=out)]
+        if op == "Slice":
+            if ent is None or any(v is not None and v.kind != CONST for v in ins[1:]):
+                return [Val(SHAPE, entries=None)]
+            vals = [np.arange(len(ent))] + [None if v is None else v.value for v in ins[1:]]
+            picked = self.fold_slice(a, vals)
+            return [Val(SHAPE, entries=[ent[int(k)] for k in picked])]
+        if op in ("Add", "Sub", "Mul", "Div", "Equal", "Where", "Expand", "Neg", "Range",
+                  "Max", "Min", "Abs", "Not", "Less", "Greater", "Reshape",
+                  "Floor", "Ceil", "Mod", "Sqrt"):
+            # Arithmetic on sizes: fine as long as nothing needs the result (Reshape refuses
+            # an unknown target with a clear message).
+            return [Val(SHAPE, entries=None) for _ in node.output]
+        self.fail("operator not supported by rnnd")
+
+    # ---- zero tensors and final states --------------------------------------------------
+    def visit_zero(self, node, ins):
+        op = node.op_type
+        kinds = {v.kind for v in ins if v is not None}
+        if op in LAYOUT_OPS + ("Slice", "Gather", "Concat", "Expand", "Tile"):
+            zero = all(v.kind == ZERO or (v.kind == CONST and not np.any(v.value))
+                       for v in ins[:1 if op != "Concat" else len(ins)] if v is not None)
+            return [Val(ZERO if zero else FILL)]
+        if op == "Mul" and ZERO in kinds:
+            return [Val(ZERO)]
+        self.fail("operator not supported by rnnd on an initial-state tensor")
+
+    def visit_state(self, node, ins):
+        op = node.op_type
+        src = next(v.origin for v in ins if v is not None and v.kind == STATE)
+        if op in LAYOUT_OPS + ("Slice", "Gather", "Concat"):
+            return [Val(STATE, origin=src)]
+        self.fail("computes on the final state of %s; rnnd serves the per-step output Y "
+                  "(a model that reads its final state is not supported)" % src)
+
+    # ---- the data path ------------------------------------------------------------------
+    def visit_data(self, node, ins):
+        op = node.op_type
+        if op in RECURRENT:
+            return self.recurrent(node, ins)
+        d = [v for v in ins if v is not None and v.kind == DATA]
+        if len(d) > 1:
+            self.fail("combines the data with itself (a branch or residual connection); "
+                      "rnnd runs one chain of layers")
+        x = ins[0]
+        if op in ("Identity", "Dropout", "Cast"):
+            if op == "Dropout" and len(ins) > 2 and ins[2] is not None and (
+                    ins[2].kind != CONST or bool(np.asarray(ins[2].value))):
+                self.fail("dropout in training mode")
+            return [x] + [Val(FILL) for _ in node.output[1:]]
+        if op == "Shape":
+            return self.visit_shape(node, ins)
+        if x is None or x.kind != DATA:
+            if op in ("Add", "Mul") and ins[1] is not None and ins[1].kind == DATA:
+                ins = [ins[1], ins[0]]
+                x = ins[0]
+            elif op == "Sub" and ins[1] is not None and ins[1].kind == DATA:
+                return [self.affine_op(node, ins[1], ins[0], "rsub")]
+            elif op == "Gather" and ins[1] is not None and ins[1].kind == DATA:
+                return [self.embedding(node, ins[0], ins[1])]
+            else:
+                self.fail("operator not supported by rnnd on the data path")
+        a = _attrs(node)
+        if op == "Transpose":
+            perm = a.get("perm", list(range(len(x.axes)))[::-1])
+            return [x.but(axes=[x.axes[p] for p in perm])]
+        if op == "Squeeze":
+            axes = self.data_axes(node, a, ins, 1)
+            if axes is None:
+                keep = [ax for ax in x.axes if axis_size(ax) != 1]
+            else:
+                rm = {k % len(x.axes) for k in axes}
+                for k in rm:
+                    if axis_size(x.axes[k]) != 1:
+                        self.fail("squeezes axis %d, which is not known to be of size 1" % k)
+                keep = [ax for k, ax in enumerate(x.axes) if k not in rm]
+            return [x.but(axes=keep)]
+        if op == "Unsqueeze":
+            axes = self.data_axes(node, a, ins, 1)
+            if axes is None:
+                self.fail("Unsqueeze without axes")
+            out = list(x.axes)
+            r = len(out) + len(axes)
+            for k in sorted(k % r for k in axes):
+                out.insert(k, _unit())
+            return [x.but(axes=out)]
+        if op == "Flatten":
+            k = a.get("axis", 1) % (len(x.axes) + 1)
+            return [x.but(axes=[_merge(x.axes[:k]), _merge(x.axes[k:])])]
+        if op == "Reshape":
+            tgt = ins[1]
+            ent, _ = self.entries(tgt)
+            if ent is None:
+                self.fail("reshapes the data to a shape computed in a way rnnd cannot follow")
+            return [x.but(axes=self.reshape(x.axes, ent, a.get("allowzero", 0)))]
+        if op in ("MatMul", "Gemm", "Add", "Sub", "Mul", "Div"):
+            other = ins[1] if len(ins) > 1 else None
+            if other is None or other.kind != CONST:
+                self.fail("the second operand is not a constant (only affine maps with "
+                          "constant weights fold into rnnd's layers and head)")
+            if op == "Gemm":
+                return [self.gemm(node, x, ins)]
+            return [self.affine_op(node, x, other, op.lower())]
+        if op in ("Softmax", "LogSoftmax"):
+            return [self.softmax(node, x, a)]
+        if op == "Gather":
+            self.fail("selects steps or items of the data; rnnd outputs every step of every "
+                      "sequence")
+        if op == "Slice":
+            self.fail("slices the data; rnnd outputs every step of every sequence")
+        self.fail("operator not supported by rnnd on the data path")
+
+    def data_axes(self, node, a, ins, pos):
+        if "axes" in a:
+            return list(a["axes"])
+        if len(ins) > pos and ins[pos] is not None:
+            if ins[pos].kind != CONST:
+                self.fail("axes are not a constant")
+            return [int(k) for k in np.asarray(ins[pos].value).ravel()]
+        return None
+
+    def reshape(self, axes, target, allowzero):
+        """Follow a Reshape of the data: each target entry takes a run of the input's atoms
+        (so merged axes can be split again where the entries say where)."""
+        flat, starts = [], []
+        for ax in axes:
+            starts.append(len(flat))
+            flat.extend(ax)
+        ent = []
+        for j, e in enumerate(target):
+            if isinstance(e, int) and e == 0 and not allowzero:
+                if j >= len(axes):
+                    self.fail("Reshape copies dimension %d of a rank-%d tensor" % (j, len(axes)))
+                ent.append(("copy", j))
+            elif e is None or (isinstance(e, int) and e < -1):
+                self.fail("reshapes the data to a shape rnnd cannot follow")
+            else:
+                ent.append(e)
+        if sum(1 for e in ent if isinstance(e, int) and e == -1) > 1:
+            self.fail("Reshape with more than one -1")
+        k = next((j for j, e in enumerate(ent) if isinstance(e, int) and e == -1), None)
+        pre, suf = (ent, []) if k is None else (ent[:k], ent[k + 1:])
+        out, i = [], 0
+        for e in pre:
+            n = self._run(flat, starts, axes, i, e, True)
+            out.append(tuple(flat[i:i + n]) or _unit())
+            i += n
+        tail, r = [], len(flat)
+        for e in reversed(suf):
+            n = self._run(flat, starts, axes, r, e, False)
+            tail.insert(0, tuple(flat[r - n:r]) or _unit())
+            r -= n
+        if r < i:
+            self.fail("reshapes the data to a shape rnnd cannot follow")
+        if k is None:
+            if any(a.size != 1 for a in flat[i:r]):
+                self.fail("reshapes the data to a shape rnnd cannot follow")
+            return out + tail
+        return out + [tuple(flat[i:r]) or _unit()] + tail
+
+    def _run(self, flat, starts, axes, pos, e, fwd):
+        """How many atoms target entry E takes from POS on (FWD) or back from POS."""
+        seq = flat[pos:] if fwd else flat[:pos][::-1]
+        bad = "reshapes the data to a shape rnnd cannot follow"
+        if isinstance(e, tuple) and e and e[0] == "copy":
+            j = e[1]
+            if (pos != starts[j]) if fwd else (pos != starts[j] + len(axes[j])):
+                self.fail(bad)
+            return len(axes[j])
+        if isinstance(e, tuple):            # an axis read back through Shape
+            want = list(nonunit(e))
+            if not fwd:
+                want.reverse()
+            if not want:
+                return 1 if seq and seq[0].size == 1 else 0
+            got = []
+            for cnt, atom in enumerate(seq):
+                if not atom.unit:
+                    got.append(atom)
+                    if got != want[:len(got)]:
+                        break
+                    if len(got) == len(want):
+                        return cnt + 1
+            self.fail(bad)
+        if e == 1:
+            return 1 if seq and seq[0].size == 1 else 0
+        prod = 1
+        for cnt, atom in enumerate(seq):
+            if atom.size is None:
+                break
+            prod *= atom.size
+            if prod == e:
+                return cnt + 1
+            if prod > e:
+                break
+        self.fail("%s (size %d)" % (bad, e))
+
+    # ---- stages -------------------------------------------------------------------------
+    def new_stage(self, x):
+        if x.stage != self.stage:
+            self.fail("reads an earlier stage of the data than the latest one (a branch); "
+                      "rnnd runs one chain of layers")
+        self.stage += 1
+        return self.stage
+
+    def feature_atoms(self, x, axis):
+        """Check that AXIS of X holds exactly the data's features; bind the input's."""
+        got = nonunit(x.axes[axis])
+        if x.feat is None and self.in_feat is None and not x.tokens and x.stage == 0:
+            if len(got) != 1 or got[0] in (self.seq, self.batch):
+                self.fail("cannot tell which axis of the input holds its features")
+            self.in_feat = got[0]
+        want = x.feat if x.feat is not None else (self.in_feat,)
+        if got != want:
+            self.fail("the feature axis is not where this operator reads it (layout %s)"
+                      % ([list(ax) for ax in x.axes],))
+        return int(np.prod([a.size for a in want])) if all(a.size for a in want) else None
+
+    def embedding(self, node, table, ids):
+        a = _attrs(node)
+        if table.kind != CONST or np.asarray(table.value).ndim != 2 or a.get("axis", 0) != 0:
+            self.fail("only an embedding lookup (Gather of a constant 2-D table, axis 0) may "
+                      "read the token ids")
+        if not ids.tokens or ids.stage != 0:
+            self.fail("a table lookup on data that is not the input's token ids")
+        self.new_stage(ids)
+        emb = np.asarray(table.value)
+        self.model.embedding = f32(emb)
+        self.model.vocab_size, self.model.input_dim = int(emb.shape[0]), int(emb.shape[1])
+        e = Atom("embedding", int(emb.shape[1]))
+        return Val(DATA, axes=list(ids.axes) + [(e,)], stage=self.stage, feat=(e,))
+
+    def _affine_start(self, x):
+        if x.tokens:
+            self.fail("arithmetic on token ids")
+        if x.norm:
+            self.fail("an affine map after %s; rnnd's head normalises last" % x.norm)
+        n = self.feature_atoms(x, len(x.axes) - 1)
+        if n is None:
+            self.fail("the feature size is unknown")
+        if x.affine is None:
+            return np.eye(n), np.zeros(n), n
+        A, b = x.affine
+        return A, b, n
+
+    def _feature_vector(self, c, n, rank):
+        c = np.asarray(c, dtype=np.float64)
+        if c.ndim > rank or any(s != 1 for s in c.shape[:-1]) or (
+                c.ndim and c.shape[-1] not in (1, n)):
+            self.fail("the constant operand (shape %s) does not act on the features alone"
+                      % list(c.shape))
+        return np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)).astype(np.float64)
+
+    def affine_op(self, node, x, other, op):
+        A, b, n = self._affine_start(x)
+        c = np.asarray(other.value, dtype=np.float64)
+        if op == "matmul":
+            if c.ndim != 2 or c.shape[0] != n:
+                self.fail("MatMul weight of shape %s does not take %d features"
+                          % (list(c.shape), n))
+            A, b = c.T @ A, c.T @ b
+        else:
+            v = self._feature_vector(c, n, len(x.axes))
+            if op == "add":
+                b = b + v
+            elif op == "sub":
+                b = b - v
+            elif op == "rsub":
+                A, b = -A, v - b
+            elif op == "mul":
+                A, b = v[:, None] * A, v * b
+            elif op == "div":
+                if np.any(v == 0):
+                    self.fail("division by zero")
+                A, b = A / v[:, None], b / v
+        return self._affine_out(x, A, b)
+
+    def gemm(self, node, x, ins):
+        a = _attrs(node)
+        if len(x.axes) != 2 or a.get("transA", 0):
+            self.fail("Gemm on the data needs a 2-D [rows, features] input without transA")
+        A, b, n = self._affine_start(x)
+        B = np.asarray(ins[1].value, dtype=np.float64)
+        if a.get("transB", 0):
+            B = B.T
+        if B.ndim != 2 or B.shape[0] != n:
+            self.fail("Gemm weight of shape %s does not take %d features" % (list(B.shape), n))
+        alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+        A, b = alpha * (B.T @ A), alpha * (B.T @ b)
+        if len(ins) > 2 and ins[2] is not None:
+            if ins[2].kind != CONST:
+                self.fail("Gemm bias is not a constant")
+            b = b + beta * self._feature_vector(ins[2].value, B.shape[1], 2)
+        return self._affine_out(x, A, b)
+
+    def _affine_out(self, x, A, b):
+        st = self.new_stage(x)
+        o = Atom("affine%d" % st, int(A.shape[0]))
+        return x.but(axes=list(x.axes[:-1]) + [(o,)], stage=st, feat=(o,), affine=(A, b))
+
+    def softmax(self, node, x, a):
+        if x.tokens or x.norm:
+            self.fail("a second normalisation" if x.norm else "softmax of token ids")
+        r = len(x.axes)
+        if self.opset >= 13:
+            k = a.get("axis", -1) % r
+            covered = [k]
+        else:
+            k = a.get("axis", 1) % r
+            covered = list(range(k, r))
+        atoms = nonunit(_merge([x.axes[i] for i in covered]))
+        want = x.feat if x.feat is not None else (self.in_feat,)
+        if atoms != want:
+            self.fail("normalises over axis %d, which is not the feature axis" % k)
+        st = self.new_stage(x)
+        return x.but(stage=st, norm="softmax" if node.op_type == "Softmax" else "log_softmax")
+
+    # ---- recurrent nodes ----------------------------------------------------------------
+    def const_input(self, ins, k, what, required=True):
+        v = ins[k] if len(ins) > k else None
+        if v is None:
+            if required:
+                self.fail("input %s is missing" % what)
+            return None
+        if v.kind == EXTRA:
+            self.fail("%s comes from graph input '%s'; weights must be initializers or "
+                      "constants" % (what, v.origin))
+        if v.kind != CONST:
+            self.fail("%s is not a constant (initializer or Constant node)" % what)
+        return np.asarray(v.value, dtype=np.float64)
+
+    def zero_input(self, ins, k, what):
+        v = ins[k] if len(ins) > k else None
+        if v is None or v.kind == ZERO or (v.kind == CONST and not np.any(v.value)):
+            return
+        if v.kind == EXTRA:
+            self.fail("%s comes from graph input '%s'; rnnd starts every sequence from zeros "
+                      "(or a session's saved state), so the initial state must be absent or "
+                      "zero" % (what, v.origin))
+        if v.kind == STATE:
+            self.fail("%s is the final state of %s (an encoder-decoder); rnnd starts from "
+                      "zeros" % (what, v.origin))
+        self.fail("%s is not zero; rnnd starts every sequence from zeros (or a session's "
+                  "saved state)" % what)
+
+    def recurrent(self, node, ins):
+        kind, G = RECURRENT[node.op_type]
+        a = _attrs(node)
+        for k in a:
+            if k not in RECURRENT_ATTRS or (k == "input_forget" and kind != "lstm") or (
+                    k == "linear_before_reset" and kind != "gru"):
+                self.fail("attribute '%s' is not supported" % k)
+        x = ins[0] if ins else None
+        if x is None or x.kind != DATA:
+            self.fail("input X is not the data path from the graph input")
+        if x.tokens:
+            self.fail("reads token ids directly; an embedding (Gather) must come first")
+        if x.norm:
+            self.fail("reads the output of a %s; rnnd cannot normalise between layers" % x.norm)
+        seqlen = ins[4] if len(ins) > 4 else None
+        if seqlen is not None:
+            if seqlen.kind == EXTRA:
+                self.fail("sequence_lens comes from graph input '%s'; rnnd takes each sequence "
+                          "whole, so sequence_lens must be absent" % seqlen.origin)
+            self.fail("sequence_lens is given; rnnd takes each sequence whole, so it must be "
+                      "absent")
+        direction = a.get("direction", "forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            self.fail("unknown direction '%s'" % direction)
+        nd = 2 if direction == "bidirectional" else 1
+        layout = a.get("layout", 0)
+        if layout not in (0, 1):
+            self.fail("unknown layout %r" % layout)
+        if len(x.axes) != 3:
+            self.fail("X has rank %d, expected 3" % len(x.axes))
+        sa, ba = (0, 1) if layout == 0 else (1, 0)
+        for ax, role in ((sa, "seq"), (ba, "batch")):
+            atoms = nonunit(x.axes[ax])
+            bound = getattr(self, role)
+            if len(atoms) != 1 or (bound is not None and atoms[0] is not bound):
+                self.fail("X's %s axis is not the input's %s axis (layout %s)"
+                          % ("time" if role == "seq" else "batch",
+                             "time" if role == "seq" else "batch",
+                             [list(a_) for a_ in x.axes]))
+            setattr(self, role, atoms[0])
+        if self.seq is self.batch:
+            self.fail("X's time and batch axes are the same")
+        W = self.const_input(ins, 1, "W")
+        R = self.const_input(ins, 2, "R")
+        B = self.const_input(ins, 3, "B", required=False)
+        self.zero_input(ins, 5, "initial_h")
+        P = None
+        if kind == "lstm":
+            self.zero_input(ins, 6, "initial_c")
+            P = self.const_input(ins, 7, "P", required=False)
+        if W.ndim != 3 or R.ndim != 3:
+            self.fail("W and R must be 3-D, got %s and %s" % (list(W.shape), list(R.shape)))
+        H = int(a.get("hidden_size", R.shape[2]))
+        I = W.shape[2]
+        want = {"W": (nd, G * H, I), "R": (nd, G * H, H)}
+        if B is not None:
+            want["B"] = (nd, 2 * G * H)
+        if P is not None:
+            want["P"] = (nd, 3 * H)
+        for nm, arr in (("W", W), ("R", R), ("B", B), ("P", P)):
+            if arr is not None and tuple(arr.shape) != want[nm]:
+                self.fail("%s has shape %s, expected %s (direction %s, hidden_size %d)"
+                          % (nm, list(arr.shape), list(want[nm]), direction, H))
+        nfeat = self.feature_atoms(x, 2)
+        first = not self.model.layers
+        A = b = None
+        if x.affine is not None:
+            A, b = x.affine
+        if nfeat is not None and nfeat != I:
+            self.fail("W takes %d inputs but X has %d features" % (I, nfeat))
+        if first and self.model.input_kind == "vectors":
+            self.model.input_dim = int(I if A is None else A.shape[1])
+            if self.in_feat is not None and self.in_feat.size not in (None, self.model.input_dim):
+                self.fail("W takes %d inputs but the graph input has %d features"
+                          % (self.model.input_dim, self.in_feat.size))
+
+        L = Layer(kind, H, direction)
+        L.activations = self.activations(kind, a, nd)
+        if "clip" in a:
+            if not a["clip"] > 0:
+                self.fail("clip must be positive, got %r" % a["clip"])
+            L.clip = float(a["clip"])
+        if kind == "lstm":
+            L.input_forget = bool(a.get("input_forget", 0))
+            L.peepholes = P is not None and bool(np.any(P))
+        if kind == "gru":
+            L.linear_before_reset = int(a.get("linear_before_reset", 0))
+            if L.linear_before_reset not in (0, 1):
+                self.fail("linear_before_reset must be 0 or 1")
+        for d in range(nd):
+            w = {"W": W[d], "R": R[d]}
+            if B is not None:
+                w["Wb"], w["Rb"] = B[d, :G * H], B[d, G * H:]
+            else:
+                w["Wb"], w["Rb"] = np.zeros(G * H), np.zeros(G * H)
+            if A is not None:
+                if first and self.model.input_kind == "tokens":
+                    pass            # folded into the embedding below
+                else:
+                    w["Wb"] = w["Wb"] + w["W"] @ b
+                    w["W"] = w["W"] @ A
+            if L.peepholes:
+                w["P"] = P[d]
+            L.weights.append({k: f32(v) for k, v in w.items()})
+        if A is not None and first and self.model.input_kind == "tokens":
+            emb = self.model.embedding.astype(np.float64) @ A.T + b
+            self.model.embedding = f32(emb)
+            self.model.input_dim = int(A.shape[0])
+        fill_biases(L)
+        self.model.layers.append(L)
+        st = self.new_stage(x)
+        dat = Atom("dir%d" % st, nd, unit=(nd == 1))
+        hat = Atom("hidden%d" % st, H)
+        axes = [None, None, (dat,), (hat,)]
+        if layout == 0:
+            axes[0], axes[2], axes[1] = x.axes[0], x.axes[1], (dat,)
+        else:
+            axes[0], axes[1] = x.axes[0], x.axes[1]
+        feat = nonunit((dat, hat))
+        y = Val(DATA, axes=axes, stage=st, feat=feat)
+        src = self.label()
+        return [y] + [Val(STATE, origin=src) for _ in node.output[1:]]
+
+    def activations(self, kind, a, nd):
+        n = N_ACT[kind]
+        names = a.get("activations")
+        if names is None:
+            names = DEFAULT_ACTS[kind]
+        if isinstance(names, str):
+            names = [names]
+        if kind == "rnn" and nd == 1 and len(names) == 2:
+            names = names[:1]       # ONNX's RNN default lists Tanh twice; ONNX Runtime too
+        if len(names) not in (n, n * nd):
+            self.fail("%d activations given; a %s takes %d per direction"
+                      % (len(names), kind, n))
+        alphas = list(a.get("activation_alpha", []))
+        betas = list(a.get("activation_beta", []))
+        resolved = []
+        for nm in names:
+            op = canonical_activation(nm)
+            if op is None:
+                self.fail("unknown activation '%s'" % nm)
+            from .arch import ACTIVATIONS
+            takes_a, takes_b = ACTIVATIONS[op][:2]
+            # ONNX Runtime: the lists are consumed in order by the activations that take them
+            al = alphas.pop(0) if takes_a and alphas else None
+            be = betas.pop(0) if takes_b and betas else None
+            resolved.append(make_act(op, al, be))
+        if len(resolved) == n and nd == 2:
+            resolved = resolved + [dict(r) for r in resolved]
+        return [resolved[d * n:(d + 1) * n] for d in range(nd)]
+
+    # ---- the end ------------------------------------------------------------------------
+    def finish(self):
+        outs = [(o.name, self.vals.get(o.name)) for o in self.graph.output]
+        data = [(n, v) for n, v in outs if v is not None and v.kind == DATA]
+        if not self.model.layers:
+            raise ConvertError("no recurrent node (LSTM, GRU or RNN) on the path from the "
+                               "graph input to its output")
+        main = [(n, v) for n, v in data if v.stage == self.stage]
+        if not main:
+            states = [n for n, v in outs if v is not None and v.kind == STATE]
+            if states:
+                raise ConvertError("graph output '%s' is a final state; rnnd serves the "
+                                   "per-step output Y of the last layer" % states[0])
+            raise ConvertError("no graph output carries the result of the last stage of the "
+                               "data path")
+        name, y = main[0]
+        present = set()
+        for ax in y.axes:
+            present.update(nonunit(ax))
+        for atom, role in ((self.seq, "time"), (self.batch, "batch")):
+            if atom not in present:
+                raise ConvertError("graph output '%s' has no %s axis" % (name, role))
+        m = self.model
+        if y.affine is not None or y.norm:
+            if y.affine is not None:
+                A, b = y.affine
+            else:
+                n = m.layers[-1].out_dim * m.layers[-1].num_directions
+                A, b = np.eye(n), np.zeros(n)
+            m.head_W, m.head_b = f32(A), f32(b)
+            m.head_norm = y.norm or "none"
+        return m
+
+
+def _merge(axes):
+    out = ()
+    for ax in axes:
+        out = out + tuple(ax)
+    return out if out else _unit()
+
+
+def _clamp(v):
+    # ONNX writes INT64_MAX/MIN for open slice ends; Python slices take any int
+    return int(v)
+
+
+def load(path):
+    import onnx
+    try:
+        proto = onnx.load(path)
+    except FileNotFoundError:
+        raise ConvertError("file not found")
+    except Exception as e:
+        raise ConvertError("not a readable ONNX model: %s" % (str(e).splitlines() or [e])[0])
+    return Importer(proto).run()

@@ -1,1 +1,332 @@
-# placeholder
+"""PyTorch input: a TorchScript file (torch.jit.save) or a live torch.nn.Module.
+
+The model is read from its submodules, in registration order: at most one nn.Embedding, then
+nn.RNN / nn.LSTM / nn.GRU modules (each contributing num_layers layers), then at most one
+nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyTorch's gate orders are
+rearranged to the format's: LSTM i,f,g,o -> i,o,f,c and GRU r,z,n -> z,r,h (PyTorch's GRU is
+linear_before_reset=1). torch is imported only here, only when needed.
+"""
+import numpy as np
+
+from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
+
+_KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
+          "Linear": "linear", "Softmax": "softmax", "LogSoftmax": "log_softmax",
+          "Dropout": "dropout", "Identity": "identity"}
+# Parameterless modules that compute something rnnd cannot place in its chain.
+_REFUSED = {"ReLU", "ReLU6", "Tanh", "Sigmoid", "GELU", "ELU", "SELU", "CELU", "LeakyReLU",
+            "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish",
+            "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
+            "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
+            "MultiheadAttention", "Transformer"}
+# Graph operators (TorchScript) that put computation outside rnnd's chain.
+_REFUSED_OPS = ("aten::conv", "aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu",
+                "aten::layer_norm", "aten::batch_norm", "aten::group_norm", "aten::elu",
+                "aten::leaky_relu", "aten::silu", "aten::softplus", "aten::hardtanh",
+                "aten::max_pool", "aten::avg_pool", "aten::adaptive_", "aten::bmm",
+                "aten::matmul", "aten::mm", "aten::embedding_renorm", "aten::_native_multi_head",
+                "aten::scaled_dot_product", "aten::instance_norm")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError("PyTorch (python3-torch) is needed for TorchScript or module input")
+    return torch
+
+
+def _type_name(mod):
+    torch = _torch()
+    if isinstance(mod, torch.jit.ScriptModule):
+        return getattr(mod, "original_name", type(mod).__name__)
+    nn = torch.nn
+    for cls, name in ((nn.LSTM, "LSTM"), (nn.GRU, "GRU"), (nn.RNN, "RNN"),
+                      (nn.Embedding, "Embedding"), (nn.Linear, "Linear"),
+                      (nn.Softmax, "Softmax"), (nn.LogSoftmax, "LogSoftmax"),
+                      (nn.Dropout, "Dropout"), (nn.Identity, "Identity")):
+        if isinstance(mod, cls):
+            return name
+    return type(mod).__name__
+
+
+def _np(t):
+    return t.detach().to("cpu").double().numpy()
+
+
+def _graph_kinds(mod):
+    """Operator kinds of a TorchScript module's forward, or None for a plain module."""
+    torch = _torch()
+    if not isinstance(mod, torch.jit.ScriptModule):
+        return None
+    try:
+        return [n for n in mod.inlined_graph.nodes()]
+    except Exception:
+        return None
+
+
+def _all_nodes(graph_nodes):
+    out = []
+    for n in graph_nodes:
+        out.append(n)
+        for b in n.blocks():
+            out += _all_nodes(b.nodes())
+    return out
+
+
+def _rnn_nonlinearity(mod, label):
+    v = getattr(mod, "nonlinearity", None)
+    if v in ("tanh", "relu"):
+        return v
+    nodes = _graph_kinds(mod)
+    if nodes is not None:
+        kinds = {n.kind() for n in _all_nodes(nodes)}
+        if "aten::rnn_relu" in kinds and "aten::rnn_tanh" not in kinds:
+            return "relu"
+        if "aten::rnn_tanh" in kinds and "aten::rnn_relu" not in kinds:
+            return "tanh"
+    raise ConvertError("%s: cannot tell whether the RNN uses tanh or relu" % label)
+
+
+def _recurrent_layers(mod, kind, label):
+    p = {k: _np(v) for k, v in mod.named_parameters(recurse=False)}
+    if "weight_ih_l0" not in p:
+        raise ConvertError("%s: no weight_ih_l0 parameter" % label)
+    nd = 2 if "weight_ih_l0_reverse" in p else 1
+    nonlin = _rnn_nonlinearity(mod, label) if kind == "rnn" else None
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    layers = []
+    k = 0
+    used = set()
+    while "weight_ih_l%d" % k in p:
+        L = None
+        for d, sfx in enumerate(("", "_reverse")[:nd]):
+            names = {n: "%s_l%d%s" % (n, k, sfx)
+                     for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")}
+            if names["weight_hh"] not in p:
+                raise ConvertError("%s: %s missing" % (label, names["weight_hh"]))
+            used.update(n for n in names.values() if n in p)
+            Wih, Whh = p[names["weight_ih"]], p[names["weight_hh"]]
+            Whr = p.get(names["weight_hr"])
+            H = Whr.shape[1] if Whr is not None else Whh.shape[1]
+            if Whr is not None and kind != "lstm":
+                raise ConvertError("%s: %s on a %s" % (label, names["weight_hr"], kind))
+            if Wih.shape[0] != G * H or Whh.shape[0] != G * H:
+                raise ConvertError("%s: %s has %d rows, expected %d (%d gates x hidden %d)"
+                                   % (label, names["weight_ih"], Wih.shape[0], G * H, G, H))
+            bih = p.get(names["bias_ih"], np.zeros(G * H))
+            bhh = p.get(names["bias_hh"], np.zeros(G * H))
+            if kind == "lstm":
+                order = np.r_[0:H, 3 * H:4 * H, H:2 * H, 2 * H:3 * H]        # i,f,g,o -> i,o,f,c
+            elif kind == "gru":
+                order = np.r_[H:2 * H, 0:H, 2 * H:3 * H]                     # r,z,n -> z,r,h
+            else:
+                order = np.arange(H)
+            if L is None:
+                L = Layer(kind, int(H), "bidirectional" if nd == 2 else "forward")
+                if kind == "gru":
+                    L.linear_before_reset = 1
+                if kind == "lstm" and Whr is not None:
+                    L.proj_size = int(Whr.shape[0])
+                if kind == "rnn":
+                    L.activations = [[make_act("Relu" if nonlin == "relu" else "Tanh")]
+                                     for _ in range(nd)]
+            w = {"W": f32(Wih[order]), "R": f32(Whh[order]), "Wb": f32(bih[order]),
+                 "Rb": f32(bhh[order])}
+            if Whr is not None:
+                w["proj"] = f32(Whr)
+            L.weights.append(w)
+        fill_biases(L)
+        layers.append(L)
+        k += 1
+    extra = sorted(set(p) - used)
+    if extra:
+        raise ConvertError("%s: parameter %s is not understood" % (label, extra[0]))
+    return layers, p["weight_ih_l0"].shape[1]
+
+
+def _find(module, what, label_of):
+    """(name, module) of WHAT: a submodule, or its name in MODULE."""
+    if isinstance(what, str):
+        for n, m in module.named_modules():
+            if n == what:
+                return n, m
+        raise ConvertError("no submodule named %r" % what)
+    for n, m in module.named_modules():
+        if m is what:
+            return n, m
+    return label_of(what), what
+
+
+def model_from_module(module, input=None, head=None, norm=None):
+    """A Model from MODULE (an nn.Module or a loaded TorchScript module).
+
+    input: None (an nn.Embedding means tokens, else vectors), "tokens", "vectors", an int
+    (vectors of that size, checked), or the nn.Embedding (or its name) to use.
+    head: None (the one nn.Linear, if any), an nn.Linear or its name, or False (no head:
+    Linear submodules are left out). norm: None (from an nn.Softmax/nn.LogSoftmax submodule or
+    a softmax in a TorchScript graph), "none", "softmax" or "log_softmax"."""
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        raise ConvertError("expected a torch.nn.Module, got %s" % type(module).__name__)
+
+    def label(n, m=None):
+        return "module '%s' (%s)" % (n or "<top>", _type_name(m) if m is not None else "?")
+
+    embs, recs, lins, norms = [], [], [], []
+    for n, m in module.named_modules():
+        t = _type_name(m)
+        kind = _KINDS.get(t)
+        own = [k for k, _ in m.named_parameters(recurse=False)]
+        if kind in ("lstm", "gru", "rnn"):
+            recs.append((n, m, kind))
+        elif kind == "embedding":
+            embs.append((n, m))
+        elif kind == "linear":
+            lins.append((n, m))
+        elif kind in ("softmax", "log_softmax"):
+            norms.append((n, m, kind))
+        elif t in _REFUSED:
+            raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
+                               % label(n, m))
+        elif own:
+            raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
+                               "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
+    if not recs:
+        raise ConvertError("no nn.RNN, nn.LSTM or nn.GRU module found")
+
+    model = Model()
+    for n, m, kind in recs:
+        layers, in_dim = _recurrent_layers(m, kind, label(n, m))
+        if model.layers:
+            prev = model.layers[-1]
+            if in_dim != prev.out_dim * prev.num_directions:
+                raise ConvertError("%s takes %d inputs but the layer before it outputs %d"
+                                   % (label(n, m), in_dim, prev.out_dim * prev.num_directions))
+        else:
+            model.input_dim = int(in_dim)
+        model.layers += layers
+    if len(model.layers) > 64:
+        raise ConvertError("%d recurrent layers; rnnd takes at most 64" % len(model.layers))
+
+    # the input
+    emb = None
+    if input is not None and not isinstance(input, (str, int)) or (
+            isinstance(input, str) and input not in ("tokens", "vectors")):
+        emb = _find(module, input, lambda m: "embedding")
+    elif isinstance(input, int) and not isinstance(input, bool):
+        if embs:
+            raise ConvertError("input=%d (vectors) but the module has an Embedding %r"
+                               % (input, embs[0][0]))
+        if input != model.input_dim:
+            raise ConvertError("input=%d but the first layer takes %d inputs"
+                               % (input, model.input_dim))
+    elif input == "vectors":
+        if embs:
+            raise ConvertError("input='vectors' but the module has an Embedding %r"
+                               % embs[0][0])
+    else:
+        if len(embs) > 1:
+            raise ConvertError("%d Embedding modules (%s); pass input= to choose"
+                               % (len(embs), ", ".join(n for n, _ in embs)))
+        if embs:
+            emb = embs[0]
+        elif input == "tokens":
+            raise ConvertError("input='tokens' but the module has no nn.Embedding")
+    if emb is not None:
+        n, m = emb
+        if getattr(m, "max_norm", None) is not None:
+            raise ConvertError("%s: max_norm renormalises rows at lookup; not supported"
+                               % label(n, m))
+        W = _np(m.weight)
+        if W.shape[1] != model.input_dim:
+            raise ConvertError("%s: embedding_dim %d but the first layer takes %d inputs"
+                               % (label(n, m), W.shape[1], model.input_dim))
+        model.input_kind = "tokens"
+        model.embedding = f32(W)
+        model.vocab_size = int(W.shape[0])
+
+    # the head
+    if head is False:
+        lin = None
+    elif head is not None:
+        lin = _find(module, head, lambda m: "head")
+    else:
+        if len(lins) > 1:
+            raise ConvertError("%d Linear modules (%s); rnnd has one head: pass head= to "
+                               "choose" % (len(lins), ", ".join(n for n, _ in lins)))
+        lin = lins[0] if lins else None
+    if lin is not None:
+        n, m = lin
+        model.head_W = f32(_np(m.weight))
+        b = getattr(m, "bias", None)
+        model.head_b = f32(_np(b)) if b is not None else np.zeros(model.head_W.shape[0],
+                                                                  np.float32)
+
+    # normalisation
+    if norm is None:
+        if len(norms) > 1:
+            raise ConvertError("%d softmax modules; pass norm=" % len(norms))
+        if norms:
+            n, m, kind = norms[0]
+            dim = getattr(m, "dim", -1)
+            if dim not in (-1, 2):
+                raise ConvertError("%s: normalises over dim %r; rnnd normalises the features "
+                                   "(dim -1)" % (label(n, m), dim))
+            norm = kind
+        else:
+            norm = _graph_norm(module)
+    if norm not in (None, "none"):
+        if model.head_W is None:
+            last = model.layers[-1]
+            k = last.out_dim * last.num_directions
+            model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
+        model.head_norm = norm
+    _check_graph(module)
+    return model
+
+
+def _graph_norm(module):
+    nodes = _graph_kinds(module)
+    if nodes is None:
+        return None
+    found = [n for n in _all_nodes(nodes) if n.kind() in ("aten::softmax", "aten::log_softmax")]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ConvertError("the TorchScript graph has %d softmax operators; rnnd normalises "
+                           "once, at the head" % len(found))
+    n = found[0]
+    dim = None
+    src = list(n.inputs())[1].node()
+    if src.kind() == "prim::Constant":
+        try:
+            dim = src.i("value")
+        except Exception:
+            dim = None
+    if dim not in (-1, 2):
+        raise ConvertError("the TorchScript graph's %s normalises over dim %r; rnnd normalises "
+                           "the features (dim -1)" % (n.kind()[6:], dim))
+    return "softmax" if n.kind() == "aten::softmax" else "log_softmax"
+
+
+def _check_graph(module):
+    nodes = _graph_kinds(module)
+    if nodes is None:
+        return
+    for n in _all_nodes(nodes):
+        k = n.kind()
+        if any(k.startswith(p) for p in _REFUSED_OPS):
+            raise ConvertError("the TorchScript graph computes %s, which rnnd cannot serve "
+                               "(it runs Embedding -> recurrent layers -> Linear -> softmax)"
+                               % k)
+
+
+def load_torchscript(path):
+    torch = _torch()
+    try:
+        mod = torch.jit.load(path, map_location="cpu")
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConvertError("not a TorchScript file (torch.jit.load: %s)" % first)
+    return model_from_module(mod)

@@ -1,1 +1,62 @@
-# placeholder
+"""Write a validated Model as an .rnnd file (a safetensors container, docs/model-format.md)."""
+import json
+import os
+import struct
+import tempfile
+
+import numpy as np
+
+from .arch import ConvertError, FORMAT_VERSION, validate
+
+# The data buffer must start 4-byte aligned; 8 also suits safetensors readers that want it.
+ALIGN = 8
+
+
+def build_header(model):
+    """(header bytes padded with spaces, [(name, float32 array)] in data order)."""
+    arch = json.dumps(model.arch_json(), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+    tensors = model.tensors()
+    order = [name for name, _ in model.expected_tensors()]
+    header = {"__metadata__": {"format": "rnnd", "format_version": str(FORMAT_VERSION),
+                               "architecture": arch}}
+    offset = 0
+    items = []
+    for name in order:
+        a = np.ascontiguousarray(tensors[name], dtype="<f4")
+        n = a.size * 4
+        header[name] = {"dtype": "F32", "shape": [int(s) for s in a.shape],
+                        "data_offsets": [offset, offset + n]}
+        items.append((name, a))
+        offset += n             # a multiple of 4: every begin offset stays 4-byte aligned
+    text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    pad = (-(8 + len(text))) % ALIGN
+    return text + b" " * pad, items
+
+
+def write(model, path):
+    """Validate MODEL and write it to PATH atomically (a temporary file renamed into place),
+    so a failure never leaves a truncated model where rnnd might load it."""
+    validate(model)
+    header, items = build_header(model)
+    d = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rnnd-convert-", dir=d)
+    except OSError as e:
+        raise ConvertError("cannot write: %s" % e.strerror, path=path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(header)))
+            f.write(header)
+            for _, a in items:
+                f.write(a.tobytes())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)      # mkstemp makes 0600; give it a normal file's mode
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ConvertError("cannot write: %s" % e.strerror, path=path)

@@ -1,0 +1,198 @@
+/* `rnnd bench`: random weights through the serving code path (loader, packing, kernels,
+ * rnnd_net_step / rnnd_net_forward), one JSON line of results. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cmd.h"
+#include "rnnd/kernels.h"
+#include "rnnd/model.h"
+#include "rnnd/rnn.h"
+
+typedef struct bench_opts {
+    const char *cell, *mode, *weights;
+    int hidden, input, threads;
+    size_t batch, steps;
+    double seconds;
+} bench_opts;
+
+static void bench_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rnnd bench [OPTIONS]\n"
+            "Runs a one-layer model with random weights through the serving code path and\n"
+            "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
+            "us_per_step (per call), gflops.\n\n"
+            "  --cell lstm|gru|rnn   cell type (default lstm)\n"
+            "  --hidden H            hidden size (default 512)\n"
+            "  --input I             input size (default: H)\n"
+            "  --batch B             sessions per step / sequences per call (default 1)\n"
+            "  --mode stream|seq     stream: B sessions advance one step per call, states\n"
+            "                        carried; seq: B sequences of T steps per call\n"
+            "  --steps T             sequence length for seq mode (default 100)\n"
+            "  --threads N           worker threads (only 1 so far)\n"
+            "  --seconds S           measuring time after a warm-up (default 2)\n"
+            "  --weights f32         weight type (only f32 so far)\n"
+            "The kernel path is the best for this CPU unless RNND_ISA names one.\n");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int parse_opts(int argc, char **argv, bench_opts *o)
+{
+    static const struct option longopts[] = {
+        {"cell", required_argument, NULL, 'c'}, {"hidden", required_argument, NULL, 'H'},
+        {"input", required_argument, NULL, 'I'}, {"batch", required_argument, NULL, 'B'},
+        {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
+        {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
+        {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (bench_opts){"lstm", "stream", "f32", 512, 0, 1, 1, 100, 2.0};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o->cell = optarg; break;
+        case 'H': o->hidden = atoi(optarg); break;
+        case 'I': o->input = atoi(optarg); break;
+        case 'B': o->batch = (size_t)strtoul(optarg, NULL, 10); break;
+        case 'm': o->mode = optarg; break;
+        case 'T': o->steps = (size_t)strtoul(optarg, NULL, 10); break;
+        case 'n': o->threads = atoi(optarg); break;
+        case 's': o->seconds = atof(optarg); break;
+        case 'w': o->weights = optarg; break;
+        case 'h': bench_usage(stdout); return 1;
+        default: bench_usage(stderr); return 2;
+        }
+    }
+    if (!o->input)
+        o->input = o->hidden;
+    const char *bad = NULL;
+    if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn"))
+        bad = "--cell must be lstm, gru or rnn";
+    else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
+        bad = "--hidden and --input must be 1..16384";
+    else if (o->batch < 1 || o->batch > 4096)
+        bad = "--batch must be 1..4096";
+    else if (strcmp(o->mode, "stream") && strcmp(o->mode, "seq"))
+        bad = "--mode must be stream or seq";
+    else if (o->steps < 1 || o->steps > 100000)
+        bad = "--steps must be 1..100000";
+    else if (o->threads != 1)
+        bad = "--threads: only 1 thread is implemented so far";
+    else if (strcmp(o->weights, "f32"))
+        bad = "--weights: only f32 is implemented so far";
+    else if (!(o->seconds > 0 && o->seconds < 3600))
+        bad = "--seconds must be in (0, 3600)";
+    if (bad) {
+        fprintf(stderr, "rnnd bench: %s\n", bad);
+        return 2;
+    }
+    return 0;
+}
+
+int rnnd_cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+
+    char arch[512], err[512];
+    snprintf(arch, sizeof arch,
+             "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
+             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"}]}",
+             o.input, o.cell, o.hidden);
+    const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
+    if (!k) {
+        fprintf(stderr, "rnnd bench: %s\n", err);
+        return 1;
+    }
+    rnnd_model *m = NULL;
+    rnnd_net *net = NULL;
+    /* small weights keep the activations out of saturation, like a trained model */
+    float scale = 1.0f / (float)o.hidden;
+    if (rnnd_model_random(arch, 1, scale, &m, err, sizeof err) ||
+        rnnd_net_new(m, k, &net, err, sizeof err)) {
+        fprintf(stderr, "rnnd bench: %s\n", err);
+        rnnd_model_unref(m);
+        return 1;
+    }
+    rnnd_model_unref(m);
+
+    int seq = !strcmp(o.mode, "seq");
+    size_t B = o.batch, T = seq ? o.steps : 1, I = (size_t)o.input;
+    size_t sn = rnnd_net_state_floats(net), on = (size_t)rnnd_net_output_dim(net);
+    float *x = malloc(B * T * I * sizeof(float));
+    float *states = calloc(B * sn, sizeof(float));
+    float *out = malloc(B * T * on * sizeof(float));
+    float **sp = malloc(B * sizeof *sp);
+    size_t *lens = malloc(B * sizeof *lens);
+    const float **xp = malloc(B * sizeof *xp);
+    float **op = malloc(B * sizeof *op);
+    rnnd_work *w = rnnd_work_new(net, B);
+    if (!x || !states || !out || !sp || !lens || !xp || !op || !w) {
+        fprintf(stderr, "rnnd bench: out of memory\n");
+        rc = 1;
+        goto done;
+    }
+    for (size_t i = 0; i < B * T * I; i++)
+        x[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
+    for (size_t b = 0; b < B; b++) {
+        sp[b] = states + b * sn;
+        lens[b] = T;
+        xp[b] = x + b * T * I;
+        op[b] = out + b * T * on;
+    }
+
+    double t0 = 0, elapsed = 0;
+    size_t calls = 0;
+    for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
+        double limit = phase ? o.seconds : o.seconds / 5;
+        calls = 0;
+        t0 = now_s();
+        do {
+            if (seq)
+                rc = rnnd_net_forward(net, B, lens, NULL, xp, NULL, op, NULL, err, sizeof err);
+            else
+                rc = rnnd_net_step(net, w, B, NULL, x, sp, out, err, sizeof err);
+            if (rc) {
+                fprintf(stderr, "rnnd bench: %s\n", err);
+                rc = 1;
+                goto done;
+            }
+            calls++;
+            elapsed = now_s() - t0;
+        } while (elapsed < limit);
+    }
+    int G = !strcmp(o.cell, "lstm") ? 4 : !strcmp(o.cell, "gru") ? 3 : 1;
+    double steps = (double)calls * (double)B * (double)T;
+    double flops = 2.0 * G * o.hidden * (double)(o.input + o.hidden) * steps;
+    printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
+           "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
+           "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",
+           o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
+           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9);
+    rc = 0;
+done:
+    rnnd_work_free(w);
+    free(x);
+    free(states);
+    free(out);
+    free(sp);
+    free(lens);
+    free(xp);
+    free(op);
+    rnnd_net_free(net);
+    return rc;
+}

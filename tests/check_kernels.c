@@ -1,0 +1,782 @@
+/* The kernel layer: every path this machine runs against the scalar reference (bitwise for
+ * gemv), against float64 for accuracy, and the avx2/avx512 activations against each other
+ * (bitwise); packing; the choice of path by RNND_ISA. */
+#include "config.h"
+
+#include <check.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/kernels.h"
+#include "rnnd/model.h"
+#include "rnnd/status.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rng_u32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+/* Uniform in [-1, 1). */
+static float rng_f(void)
+{
+    return (float)((double)rng_u32() / 2147483648.0 - 1.0);
+}
+
+static void fill(float *a, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = rng_f();
+}
+
+static uint32_t bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* The paths this machine runs, scalar first; returns how many. */
+static int get_paths(const rnnd_kernels *out[3])
+{
+    int n = 0;
+    for (const char *const *a = rnnd_kernels_available(); *a != NULL; a++) {
+        out[n] = rnnd_kernels_by_name(*a);
+        ck_assert_ptr_nonnull(out[n]);
+        ck_assert_str_eq(out[n]->name, *a);
+        n++;
+    }
+    ck_assert_int_ge(n, 1);
+    ck_assert_str_eq(out[0]->name, "scalar");
+    return n;
+}
+
+/* Y is filled with this NaN pattern before a call, so writes outside the range show. */
+#define SENTINEL 0x7fc0beefu
+
+static float *sentinel_buf(size_t n)
+{
+    float *y = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        y[i] = from_bits(SENTINEL);
+    return y;
+}
+
+/* Y[b*ldy + j] is sentinel for j outside [rb, re) (and every b). */
+static void assert_outside_untouched(const float *Y, size_t B, size_t ldy, int rb, int re,
+                                     const char *what)
+{
+    for (size_t b = 0; b < B; b++)
+        for (size_t j = 0; j < ldy; j++)
+            if ((int)j < rb || (int)j >= re)
+                ck_assert_msg(bits(Y[b * ldy + j]) == SENTINEL,
+                              "%s: wrote Y[%zu][%zu] outside rows [%d,%d)", what, b, j, rb, re);
+}
+
+/* ---- fmaf and packing ----------------------------------------------------------------------- */
+
+START_TEST(test_fmaf_is_fused)
+{
+    /* (1 + 2^-13)^2 = 1 + 2^-12 + 2^-26: a float product loses the 2^-26, a fused op keeps
+     * it. volatile keeps the compiler from folding the call at build time. */
+    volatile float a = 1.0f + 0x1p-13f, c = -(1.0f + 0x1p-12f);
+    ck_assert(fmaf(a, a, c) == 0x1p-26f);
+    /* One rounding of the exact sum, not two (as float64 arithmetic then a cast would do):
+     * a*b + c = 1 + 2^-23 + 2^-24 - 2^-70 is just below a tie, so it rounds down; rounded
+     * to double first it becomes the tie and rounds to even, up. */
+    volatile float x = 1.0f + 0x1p-23f, y = 0x1p-24f - 0x1p-47f, z = 1.0f + 0x1p-23f;
+    ck_assert(fmaf(x, y, z) == 1.0f + 0x1p-23f);
+    /* The same through the path tables: a 1x1 gemv is one fma. */
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    float w = a, xv = a, bias = c;
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack(&w, 1, 1, &P), 0);
+    for (int i = 0; i < np; i++) {
+        float yv = 1.0f;
+        k[i]->gemv(&P, &bias, &xv, 1, 1, &yv, 1, 0, 1);
+        ck_assert_msg(yv == 0x1p-26f, "%s: gemv is not fused", k[i]->name);
+    }
+    rnnd_pack_release(&P);
+}
+END_TEST
+
+START_TEST(test_pack_layout)
+{
+    static const int shapes[][2] = { { 1, 1 }, { 5, 3 }, { 16, 7 }, { 17, 1 }, { 37, 13 },
+                                     { 33, 64 } };
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        float *W = xmalloc((size_t)rows * cols * sizeof(float));
+        fill(W, (size_t)rows * cols);
+        rnnd_packed P;
+        ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+        ck_assert_int_eq(P.rows, rows);
+        ck_assert_int_eq(P.cols, cols);
+        ck_assert_int_eq(P.panels, (rows + 15) / 16);
+        ck_assert_uint_eq((uintptr_t)P.data % 64, 0);
+        for (int p = 0; p < P.panels; p++)
+            for (int k = 0; k < cols; k++)
+                for (int r = 0; r < RNND_PANEL; r++) {
+                    int j = p * RNND_PANEL + r;
+                    float got = P.data[((size_t)p * cols + k) * RNND_PANEL + r];
+                    float want = j < rows ? W[(size_t)j * cols + k] : 0.0f;
+                    ck_assert_uint_eq(bits(got), bits(want));
+                }
+        rnnd_pack_release(&P);
+        ck_assert_ptr_null(P.data);
+        rnnd_pack_release(&P);      /* a released (zeroed) struct is a no-op */
+        free(W);
+    }
+
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack(NULL, 0, 5, &P), RNND_OK);
+    ck_assert_int_eq(P.panels, 0);
+    rnnd_pack_release(&P);
+    ck_assert_int_eq(rnnd_pack(NULL, 3, 0, &P), RNND_OK);
+    ck_assert_int_eq(P.panels, 1);
+    rnnd_pack_release(&P);
+    /* 2^31 x 2^31 floats cannot be allocated: NOMEM, no crash, nothing read from W. */
+    float dummy = 0.0f;
+    ck_assert_int_eq(rnnd_pack(&dummy, INT32_MAX, INT32_MAX, &P), RNND_ERR_NOMEM);
+    ck_assert_ptr_null(P.data);
+    ck_assert_int_eq(rnnd_pack(&dummy, -1, 3, &P), RNND_ERR_INVALID);
+}
+END_TEST
+
+/* ---- gemv ----------------------------------------------------------------------------------- */
+
+static const int g_rows[] = { 1, 5, 16, 17, 37, 100, 257 };
+static const int g_cols[] = { 1, 3, 13, 64, 129 };
+static const size_t g_B[] = { 1, 2, 7, 64, 257 };
+#define NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Every path bitwise equal to scalar on every shape, with and without bias, with strides
+ * larger than the data, and no write outside the rows asked for. */
+START_TEST(test_gemv_bitwise_vs_scalar)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    for (size_t ir = 0; ir < NELEM(g_rows); ir++)
+        for (size_t ic = 0; ic < NELEM(g_cols); ic++) {
+            int rows = g_rows[ir], cols = g_cols[ic];
+            float *W = xmalloc((size_t)rows * cols * sizeof(float));
+            float *bias = xmalloc((size_t)rows * sizeof(float));
+            fill(W, (size_t)rows * cols);
+            fill(bias, (size_t)rows);
+            rnnd_packed P;
+            ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+            for (size_t ib = 0; ib < NELEM(g_B); ib++) {
+                size_t B = g_B[ib];
+                size_t ldx = (size_t)cols + (ib & 1) * 3;    /* odd strides too */
+                size_t ldy = (size_t)rows + (ib & 1) * 5;
+                float *X = xmalloc(B * ldx * sizeof(float));
+                fill(X, B * ldx);
+                for (int wb = 0; wb < 2; wb++) {
+                    const float *bb = wb ? bias : NULL;
+                    float *ref = sentinel_buf(B * ldy);
+                    k[0]->gemv(&P, bb, X, ldx, B, ref, ldy, 0, rows);
+                    assert_outside_untouched(ref, B, ldy, 0, rows, "scalar");
+                    for (int i = 1; i < np; i++) {
+                        float *Y = sentinel_buf(B * ldy);
+                        k[i]->gemv(&P, bb, X, ldx, B, Y, ldy, 0, rows);
+                        ck_assert_msg(memcmp(Y, ref, B * ldy * sizeof(float)) == 0,
+                                      "%s: gemv differs from scalar: rows %d cols %d B %zu "
+                                      "bias %d", k[i]->name, rows, cols, B, wb);
+                        free(Y);
+                    }
+                    free(ref);
+                }
+                free(X);
+            }
+            rnnd_pack_release(&P);
+            free(W);
+            free(bias);
+        }
+}
+END_TEST
+
+/* A row range gives bitwise the rows of the full range and writes nothing else. */
+START_TEST(test_gemv_row_ranges)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const int rows = 257, cols = 29;
+    const size_t Bs[] = { 1, 3, 9 };
+    float *W = xmalloc((size_t)rows * cols * sizeof(float));
+    float *bias = xmalloc((size_t)rows * sizeof(float));
+    fill(W, (size_t)rows * cols);
+    fill(bias, rows);
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+    for (size_t ib = 0; ib < NELEM(Bs); ib++) {
+        size_t B = Bs[ib], ldx = cols, ldy = rows;
+        float *X = xmalloc(B * ldx * sizeof(float));
+        fill(X, B * ldx);
+        for (int i = 0; i < np; i++) {
+            float *full = sentinel_buf(B * ldy);
+            k[i]->gemv(&P, bias, X, ldx, B, full, ldy, 0, rows);
+            for (int rb = 0; rb < rows; rb += 16)
+                for (int re = rb; re <= rows; re += (re - rb < 40 ? 1 : 23)) {
+                    float *Y = sentinel_buf(B * ldy);
+                    k[i]->gemv(&P, bias, X, ldx, B, Y, ldy, rb, re);
+                    assert_outside_untouched(Y, B, ldy, rb, re, k[i]->name);
+                    for (size_t b = 0; b < B; b++)
+                        ck_assert_msg(memcmp(Y + b * ldy + rb, full + b * ldy + rb,
+                                             (size_t)(re - rb) * sizeof(float)) == 0,
+                                      "%s: range [%d,%d) B %zu differs from the full range",
+                                      k[i]->name, rb, re, B);
+                    free(Y);
+                }
+            free(full);
+        }
+        free(X);
+    }
+    rnnd_pack_release(&P);
+    free(W);
+    free(bias);
+}
+END_TEST
+
+/* Row b of a B = 257 call equals a B = 1 call on that row alone, on every path. */
+START_TEST(test_gemv_batch_invariance)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const int rows = 100, cols = 77;
+    const size_t B = 257;
+    float *W = xmalloc((size_t)rows * cols * sizeof(float));
+    float *bias = xmalloc((size_t)rows * sizeof(float));
+    float *X = xmalloc(B * cols * sizeof(float));
+    float *Y = xmalloc(B * rows * sizeof(float));
+    fill(W, (size_t)rows * cols);
+    fill(bias, rows);
+    fill(X, B * cols);
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+    for (int i = 0; i < np; i++) {
+        k[i]->gemv(&P, bias, X, cols, B, Y, rows, 0, rows);
+        for (size_t b = 0; b < B; b++) {
+            float y1[100];
+            k[i]->gemv(&P, bias, X + b * cols, cols, 1, y1, rows, 0, rows);
+            ck_assert_msg(memcmp(y1, Y + b * rows, sizeof(y1)) == 0,
+                          "%s: row %zu of B=257 differs from B=1", k[i]->name, b);
+            /* and inside a batch of other sizes, at another position */
+            size_t B2 = 1 + b % 11;
+            float *X2 = xmalloc(B2 * cols * sizeof(float));
+            float *Y2 = xmalloc(B2 * rows * sizeof(float));
+            fill(X2, B2 * cols);
+            memcpy(X2 + (B2 - 1) * cols, X + b * cols, cols * sizeof(float));
+            k[i]->gemv(&P, bias, X2, cols, B2, Y2, rows, 0, rows);
+            ck_assert_msg(memcmp(y1, Y2 + (B2 - 1) * rows, sizeof(y1)) == 0,
+                          "%s: row %zu differs as row %zu of B=%zu", k[i]->name, b, B2 - 1,
+                          B2);
+            free(X2);
+            free(Y2);
+        }
+    }
+    rnnd_pack_release(&P);
+    free(W);
+    free(bias);
+    free(X);
+    free(Y);
+}
+END_TEST
+
+/* Against float64 within the error bound of an n-term fma chain. */
+START_TEST(test_gemv_vs_f64)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const int rows = 37, cols = 513;
+    const size_t B = 5;
+    float *W = xmalloc((size_t)rows * cols * sizeof(float));
+    float *bias = xmalloc((size_t)rows * sizeof(float));
+    float *X = xmalloc(B * cols * sizeof(float));
+    float *Y = xmalloc(B * rows * sizeof(float));
+    fill(W, (size_t)rows * cols);
+    fill(bias, rows);
+    fill(X, B * cols);
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+    for (int i = 0; i < np; i++) {
+        k[i]->gemv(&P, bias, X, cols, B, Y, rows, 0, rows);
+        for (size_t b = 0; b < B; b++)
+            for (int j = 0; j < rows; j++) {
+                double s = bias[j], mag = fabs(bias[j]);
+                for (int c = 0; c < cols; c++) {
+                    double t = (double)W[(size_t)j * cols + c] * X[b * cols + c];
+                    s += t;
+                    mag += fabs(t);
+                }
+                double bound = (cols + 1) * (double)FLT_EPSILON / 2 * mag * 1.01 + 1e-30;
+                double err = fabs(Y[b * rows + j] - s);
+                ck_assert_msg(err <= bound, "%s: gemv row %d: error %g > bound %g",
+                              k[i]->name, j, err, bound);
+            }
+    }
+    rnnd_pack_release(&P);
+    free(W);
+    free(bias);
+    free(X);
+    free(Y);
+}
+END_TEST
+
+/* ---- activations ---------------------------------------------------------------------------- */
+
+typedef struct act_case {
+    int kind;
+    float alpha, beta;
+} act_case;
+
+/* Every kind with its ONNX defaults, plus a few other parameters. */
+static const act_case act_cases[] = {
+    { RNND_ACT_SIGMOID, 0, 0 },
+    { RNND_ACT_TANH, 0, 0 },
+    { RNND_ACT_RELU, 0, 0 },
+    { RNND_ACT_HARDSIGMOID, 0.2f, 0.5f },
+    { RNND_ACT_HARDSIGMOID, 0.7f, -0.1f },
+    { RNND_ACT_LEAKYRELU, 0.01f, 0 },
+    { RNND_ACT_LEAKYRELU, 1.5f, 0 },
+    { RNND_ACT_THRESHOLDEDRELU, 1.0f, 0 },
+    { RNND_ACT_THRESHOLDEDRELU, -0.25f, 0 },
+    { RNND_ACT_SCALEDTANH, 1.0f, 1.0f },
+    { RNND_ACT_SCALEDTANH, 1.7159f, 0.6667f },
+    { RNND_ACT_AFFINE, 1.0f, 0.0f },
+    { RNND_ACT_AFFINE, -0.3f, 2.5f },
+    { RNND_ACT_ELU, 1.0f, 0 },
+    { RNND_ACT_ELU, 0.3f, 0 },
+    { RNND_ACT_SOFTSIGN, 0, 0 },
+    { RNND_ACT_SOFTPLUS, 0, 0 },
+};
+
+/* float64 reference, straight from the ONNX definitions. */
+static double act_f64(const act_case *c, double x)
+{
+    double a = c->alpha, b = c->beta;
+    switch (c->kind) {
+    case RNND_ACT_SIGMOID:
+        return 1.0 / (1.0 + exp(-x));
+    case RNND_ACT_TANH:
+        return tanh(x);
+    case RNND_ACT_RELU:
+        return x > 0 ? x : 0;
+    case RNND_ACT_HARDSIGMOID:
+        return fmin(1.0, fmax(0.0, a * x + b));
+    case RNND_ACT_LEAKYRELU:
+        return x >= 0 ? x : a * x;
+    case RNND_ACT_THRESHOLDEDRELU:
+        return x > a ? x : 0;
+    case RNND_ACT_SCALEDTANH:
+        return a * tanh(b * x);
+    case RNND_ACT_AFFINE:
+        return a * x + b;
+    case RNND_ACT_ELU:
+        return x >= 0 ? x : a * expm1(x);
+    case RNND_ACT_SOFTSIGN:
+        return x / (1 + fabs(x));
+    case RNND_ACT_SOFTPLUS:
+        return x > 30 ? x + log1p(exp(-x)) : log1p(exp(x));
+    }
+    return NAN;
+}
+
+/* The size of one float ulp at the magnitude of V (subnormal spacing below FLT_MIN). */
+static double ulp_of(double v)
+{
+    v = fabs(v);
+    if (v < FLT_MIN)
+        return 0x1p-149;
+    int e;
+    frexp(v, &e);   /* v = m * 2^e, m in [0.5, 1) */
+    return ldexp(1.0, e - 24);
+}
+
+/* The error allowed for one result, in ulps of the reference; a few kinds whose float
+ * formula itself rounds intermediates (alpha*x+beta, beta*x) get a relative bound on the
+ * terms instead. Returns the error measure and its bound via *bound. */
+static double act_err(const act_case *c, float x, float y, double ref, double *bound)
+{
+    double err = fabs((double)y - ref);
+    switch (c->kind) {
+    case RNND_ACT_HARDSIGMOID:
+    case RNND_ACT_AFFINE: {
+        /* two roundings of terms up to |alpha x| + |beta|, whatever the cancellation */
+        double mag = fabs((double)c->alpha * x) + fabs((double)c->beta);
+        *bound = 2.0 * (double)FLT_EPSILON * mag + 0x1p-149;
+        return err;
+    }
+    case RNND_ACT_SCALEDTANH:
+        /* beta*x and alpha*tanh each round: two ulps more than tanh */
+        *bound = 6.0;
+        return err / ulp_of(ref);
+    case RNND_ACT_SIGMOID:
+    case RNND_ACT_TANH:
+    case RNND_ACT_ELU:
+    case RNND_ACT_SOFTPLUS:
+        *bound = 4.0;
+        return err / ulp_of(ref);
+    case RNND_ACT_SOFTSIGN:
+        *bound = 2.0;   /* 1 + |x| and the division round */
+        return err / ulp_of(ref);
+    default:
+        *bound = 1.0;   /* one rounding at most */
+        return err / ulp_of(ref);
+    }
+}
+
+static void run_act(const rnnd_kernels *k, const act_case *c, float *x, size_t n)
+{
+    rnnd_activation a = { c->kind, c->alpha, c->beta };
+    k->act(&a, x, n);
+}
+
+/* Every path, every kind, a dense sweep of [-20, 20] and log-spaced points out to the
+ * overflow range, against float64. */
+START_TEST(test_act_vs_f64)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    size_t n = 0, cap = 600000;
+    float *in = xmalloc(cap * sizeof(float));
+    for (int i = -200000; i <= 200000; i++)
+        in[n++] = (float)i * 1e-4f;
+    for (float v = 1e-30f; v < 100.0f; v *= 1.01f) {
+        in[n++] = v;
+        in[n++] = -v;
+    }
+    ck_assert_uint_le(n, cap);
+    float *y = xmalloc(n * sizeof(float));
+    for (int i = 0; i < np; i++)
+        for (size_t ci = 0; ci < NELEM(act_cases); ci++) {
+            const act_case *c = &act_cases[ci];
+            memcpy(y, in, n * sizeof(float));
+            run_act(k[i], c, y, n);
+            double worst = 0, worst_x = 0;
+            for (size_t j = 0; j < n; j++) {
+                double bound, ref = act_f64(c, in[j]);
+                /* results past float's range are checked by test_act_special_values */
+                if (fabs(ref) > FLT_MAX)
+                    continue;
+                double e = act_err(c, in[j], y[j], ref, &bound);
+                ck_assert_msg(e <= bound, "%s %s(alpha %g beta %g): x = %a: got %a want %a "
+                              "(error %g > %g)", k[i]->name, rnnd_act_name(c->kind),
+                              c->alpha, c->beta, in[j], y[j], ref, e, bound);
+                if (e / bound > worst)
+                    worst = e / bound, worst_x = in[j];
+            }
+            if (getenv("RNND_TEST_VERBOSE"))
+                printf("%-7s %-16s alpha %-7g beta %-7g worst error %.3f of bound at %g\n",
+                       k[i]->name, rnnd_act_name(c->kind), c->alpha, c->beta, worst, worst_x);
+        }
+    free(in);
+    free(y);
+}
+END_TEST
+
+/* Sigmoid and tanh within 4 ulp on [-20, 20], every path, on every 97th float of the
+ * range (about 23 million inputs per function). */
+START_TEST(test_act_sigmoid_tanh_sweep)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    enum { CHUNK = 4096 };
+    float *x = xmalloc(CHUNK * sizeof(float)), *y = xmalloc(CHUNK * sizeof(float));
+    double *ref = xmalloc(CHUNK * sizeof(double));
+    const act_case cs[2] = { { RNND_ACT_SIGMOID, 0, 0 }, { RNND_ACT_TANH, 0, 0 } };
+    const uint64_t lim = bits(20.0f);
+    for (int ci = 0; ci < 2; ci++) {
+        double worst[3] = { 0, 0, 0 };
+        for (uint64_t u = 0; u <= 2 * lim;) {
+            size_t n = 0;
+            for (; n < CHUNK && u <= 2 * lim; u += 97, n++) {
+                /* u <= lim: the positive floats up to 20; beyond: the negative ones */
+                uint32_t v = (uint32_t)(u <= lim ? u : (u - lim) | 0x80000000u);
+                x[n] = from_bits(v);
+                ref[n] = act_f64(&cs[ci], x[n]);
+            }
+            for (int i = 0; i < np; i++) {
+                memcpy(y, x, n * sizeof(float));
+                run_act(k[i], &cs[ci], y, n);
+                for (size_t j = 0; j < n; j++) {
+                    double e = fabs((double)y[j] - ref[j]) / ulp_of(ref[j]);
+                    if (e > worst[i])
+                        worst[i] = e;
+                    ck_assert_msg(e <= 4.0, "%s %s(%a) = %a, want %a: %.2f ulp", k[i]->name,
+                                  rnnd_act_name(cs[ci].kind), x[j], y[j], ref[j], e);
+                }
+            }
+        }
+        if (getenv("RNND_TEST_VERBOSE"))
+            for (int i = 0; i < np; i++)
+                printf("%-7s %-8s worst %.3f ulp on [-20, 20]\n", k[i]->name,
+                       rnnd_act_name(cs[ci].kind), worst[i]);
+    }
+    free(x);
+    free(y);
+    free(ref);
+}
+END_TEST
+
+/* +-0, +-inf, NaN, subnormals and huge values give the mathematically right result. */
+START_TEST(test_act_special_values)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const float inf = INFINITY;
+    const float xs[] = { 0.0f, -0.0f, inf, -inf, NAN, -NAN, FLT_MAX, -FLT_MAX, 1e30f, -1e30f,
+                         0x1p-149f, -0x1p-149f, 0x1p-130f, -0x1p-130f, 88.8f, -88.8f, 100.f,
+                         -100.f, 104.f, -104.f, 200.f, -200.f };
+    const size_t n = NELEM(xs);
+    for (int i = 0; i < np; i++)
+        for (size_t ci = 0; ci < NELEM(act_cases); ci++) {
+            const act_case *c = &act_cases[ci];
+            float y[NELEM(xs)];
+            memcpy(y, xs, sizeof(xs));
+            run_act(k[i], c, y, n);
+            for (size_t j = 0; j < n; j++) {
+                double ref = act_f64(c, xs[j]);
+                const char *nm = rnnd_act_name(c->kind);
+                if (isnan(xs[j])) {
+                    ck_assert_msg(isnan(y[j]), "%s %s(NaN) = %a, want NaN", k[i]->name, nm,
+                                  y[j]);
+                    continue;
+                }
+                if (isinf(ref) || fabs(ref) > FLT_MAX) {
+                    ck_assert_msg(isinf(y[j]) && (y[j] > 0) == (ref > 0),
+                                  "%s %s(%a) = %a, want %g", k[i]->name, nm, xs[j], y[j], ref);
+                    continue;
+                }
+                double bound, e = act_err(c, xs[j], y[j], ref, &bound);
+                /* subnormal results (exp underflow) may lose a couple of bits */
+                if (fabs(ref) < FLT_MIN)
+                    bound = fmax(bound, 4.0);
+                ck_assert_msg(!isnan(y[j]) && e <= bound, "%s %s(alpha %g)(%a) = %a, want %a",
+                              k[i]->name, nm, c->alpha, xs[j], y[j], ref);
+            }
+        }
+    /* exact values that matter */
+    for (int i = 0; i < np; i++) {
+        float y[4] = { 0.0f, -0.0f, inf, -inf };
+        run_act(k[i], &(act_case){ RNND_ACT_SIGMOID, 0, 0 }, y, 4);
+        ck_assert(y[0] == 0.5f && y[1] == 0.5f && y[2] == 1.0f && y[3] == 0.0f);
+        float t[4] = { 0.0f, -0.0f, inf, -inf };
+        run_act(k[i], &(act_case){ RNND_ACT_TANH, 0, 0 }, t, 4);
+        ck_assert(bits(t[0]) == 0 && bits(t[1]) == 0x80000000u && t[2] == 1.0f && t[3] == -1.0f);
+    }
+}
+END_TEST
+
+/* avx2 and avx512 give bitwise identical activations: every 4099th bit pattern of the whole
+ * float range (all classes: zeros, subnormals, normals, infinities, NaNs) plus [-20, 20]. */
+START_TEST(test_act_simd_paths_agree)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    size_t n = 0, cap = (1ull << 32) / 4099 + 450000;
+    float *x = xmalloc(cap * sizeof(float));
+    for (uint64_t u = 0; u < (1ull << 32); u += 4099)
+        x[n++] = from_bits((uint32_t)u);
+    const uint32_t special[] = { 0, 0x80000000u, 1, 0x80000001u, 0x007fffffu, 0x807fffffu,
+                                 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
+                                 0x7f800001u, 0x7f7fffffu, 0xff7fffffu };
+    for (size_t i = 0; i < NELEM(special); i++)
+        x[n++] = from_bits(special[i]);
+    for (int i = -200000; i <= 200000; i++)
+        x[n++] = (float)i * 1e-4f;
+    ck_assert_uint_le(n, cap);
+    float *a = xmalloc(n * sizeof(float)), *b = xmalloc(n * sizeof(float));
+    int compared = 0;
+    for (int p = 1; p < np; p++)
+        for (int q = p + 1; q < np; q++)
+            for (size_t ci = 0; ci < NELEM(act_cases); ci++) {
+                memcpy(a, x, n * sizeof(float));
+                memcpy(b, x, n * sizeof(float));
+                run_act(k[p], &act_cases[ci], a, n);
+                run_act(k[q], &act_cases[ci], b, n);
+                for (size_t j = 0; j < n; j++)
+                    ck_assert_msg(bits(a[j]) == bits(b[j]), "%s(%a): %s gives %a, %s gives %a",
+                                  rnnd_act_name(act_cases[ci].kind), x[j], k[p]->name, a[j],
+                                  k[q]->name, b[j]);
+                compared++;
+            }
+#ifdef RNND_HAVE_X86
+    /* On an x86 machine with both SIMD paths, this test must have compared something. */
+    if (rnnd_kernels_by_name("avx512") != NULL)
+        ck_assert_int_eq(compared, (int)NELEM(act_cases));
+#endif
+    free(x);
+    free(a);
+    free(b);
+}
+END_TEST
+
+/* An element's result depends on nothing but its value: not its offset, not n. */
+START_TEST(test_act_position_invariance)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    enum { N = 67 };
+    float base[N];
+    for (int j = 0; j < N; j++)
+        base[j] = rng_f() * 12.0f;
+    for (int i = 0; i < np; i++)
+        for (size_t ci = 0; ci < NELEM(act_cases); ci++) {
+            float ref[N];
+            memcpy(ref, base, sizeof(ref));
+            run_act(k[i], &act_cases[ci], ref, N);
+            for (int off = 0; off < 17; off++)
+                for (int n = 0; off + n <= N; n++) {
+                    float buf[N + 2];
+                    buf[0] = from_bits(SENTINEL);
+                    memcpy(buf + 1, base, sizeof(base));
+                    buf[N + 1] = from_bits(SENTINEL);
+                    run_act(k[i], &act_cases[ci], buf + 1 + off, (size_t)n);
+                    for (int j = 0; j < N; j++) {
+                        float want = (j >= off && j < off + n) ? ref[j] : base[j];
+                        ck_assert_msg(bits(buf[1 + j]) == bits(want),
+                                      "%s %s: element %d differs with offset %d n %d",
+                                      k[i]->name, rnnd_act_name(act_cases[ci].kind), j, off, n);
+                    }
+                    ck_assert(bits(buf[0]) == SENTINEL && bits(buf[N + 1]) == SENTINEL);
+                }
+        }
+}
+END_TEST
+
+/* ---- selection ------------------------------------------------------------------------------ */
+
+START_TEST(test_select)
+{
+    char err[256];
+    const char *const *avail = rnnd_kernels_available();
+    const char *best = NULL;
+    int n_avail = 0;
+    for (const char *const *a = avail; *a != NULL; a++, n_avail++)
+        best = *a;
+    ck_assert_int_ge(n_avail, 1);
+    ck_assert_str_eq(avail[0], "scalar");
+
+    /* by_name agrees with the available list */
+    const char *all[] = { "scalar", "avx2", "avx512" };
+    for (size_t i = 0; i < NELEM(all); i++) {
+        int listed = 0;
+        for (const char *const *a = avail; *a != NULL; a++)
+            listed |= strcmp(*a, all[i]) == 0;
+        const rnnd_kernels *k = rnnd_kernels_by_name(all[i]);
+        ck_assert_int_eq(k != NULL, listed);
+    }
+#ifdef RNND_HAVE_X86
+    ck_assert_int_eq(rnnd_kernels_by_name("avx2") != NULL,
+                     __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+    ck_assert_int_eq(rnnd_kernels_by_name("avx512") != NULL,
+                     __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+                     && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                     && __builtin_cpu_supports("avx512bw")
+                     && __builtin_cpu_supports("avx512dq"));
+#else
+    ck_assert_ptr_null(rnnd_kernels_by_name("avx2"));
+    ck_assert_ptr_null(rnnd_kernels_by_name("avx512"));
+#endif
+    ck_assert_ptr_null(rnnd_kernels_by_name("AVX2"));
+    ck_assert_ptr_null(rnnd_kernels_by_name(""));
+    ck_assert_ptr_null(rnnd_kernels_by_name(NULL));
+
+    /* unset, empty and auto: the best path */
+    unsetenv("RNND_ISA");
+    const rnnd_kernels *k = rnnd_kernels_select(err, sizeof(err));
+    ck_assert_ptr_nonnull(k);
+    ck_assert_str_eq(k->name, best);
+    setenv("RNND_ISA", "", 1);
+    ck_assert_ptr_eq(rnnd_kernels_select(err, sizeof(err)), k);
+    setenv("RNND_ISA", "auto", 1);
+    ck_assert_ptr_eq(rnnd_kernels_select(err, sizeof(err)), k);
+
+    /* each name forces its path, or fails with a message when this machine lacks it */
+    for (size_t i = 0; i < NELEM(all); i++) {
+        setenv("RNND_ISA", all[i], 1);
+        err[0] = '\0';
+        const rnnd_kernels *f = rnnd_kernels_select(err, sizeof(err));
+        if (rnnd_kernels_by_name(all[i]) != NULL) {
+            ck_assert_ptr_nonnull(f);
+            ck_assert_str_eq(f->name, all[i]);
+        } else {
+            ck_assert_ptr_null(f);
+            ck_assert_ptr_nonnull(strstr(err, "RNND_ISA"));
+            ck_assert_ptr_nonnull(strstr(err, all[i]));
+        }
+    }
+
+    /* an unknown name: NULL, and a message naming the variable, the value and the choices */
+    setenv("RNND_ISA", "sse9", 1);
+    err[0] = '\0';
+    ck_assert_ptr_null(rnnd_kernels_select(err, sizeof(err)));
+    ck_assert_ptr_nonnull(strstr(err, "RNND_ISA"));
+    ck_assert_ptr_nonnull(strstr(err, "sse9"));
+    for (const char *const *a = avail; *a != NULL; a++)
+        ck_assert_msg(strstr(err, *a) != NULL, "message lacks %s: %s", *a, err);
+    /* a short buffer is truncated, not overrun; NULL err is allowed */
+    char small[8];
+    memset(small, 'x', sizeof(small));
+    ck_assert_ptr_null(rnnd_kernels_select(small, 4));
+    ck_assert_int_eq(small[3], '\0');
+    ck_assert_int_eq(small[4], 'x');
+    ck_assert_ptr_null(rnnd_kernels_select(NULL, 0));
+    unsetenv("RNND_ISA");
+}
+END_TEST
+
+static Suite *kernels_suite(void)
+{
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_fmaf_is_fused);
+    tcase_add_test(tc, test_pack_layout);
+    tcase_add_test(tc, test_gemv_bitwise_vs_scalar);
+    tcase_add_test(tc, test_gemv_row_ranges);
+    tcase_add_test(tc, test_gemv_batch_invariance);
+    tcase_add_test(tc, test_gemv_vs_f64);
+    tcase_add_test(tc, test_act_vs_f64);
+    tcase_add_test(tc, test_act_sigmoid_tanh_sweep);
+    tcase_add_test(tc, test_act_special_values);
+    tcase_add_test(tc, test_act_simd_paths_agree);
+    tcase_add_test(tc, test_act_position_invariance);
+    tcase_add_test(tc, test_select);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(kernels_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

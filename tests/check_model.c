@@ -1,0 +1,1278 @@
+/* The model loader: valid files of every layer type and option load with the right spec;
+ * every validation branch rejects its malformed file with the right status, key and reason;
+ * SHA-256 against published vectors and sha256sum. */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "rnnd/model.h"
+#include "rnnd/status.h"
+#include "sha256.h"
+#include "testutil.h"
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static char *tmp_path(const char *name)
+{
+    static char buf[4][4096];
+    static int next;
+    const char *dir = tu_tmpdir();
+    ck_assert_ptr_nonnull(dir);
+    char *p = buf[next++ % 4];
+    snprintf(p, sizeof buf[0], "%s/check_model_%ld_%s.rnnd", dir, (long)getpid(), name);
+    return p;
+}
+
+static void write_bytes(const char *path, const void *data, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(data, 1, len, fp), len);
+    ck_assert_int_eq(fclose(fp), 0);
+}
+
+/* An image from a raw header text (not padded: the caller controls alignment) and DATA_LEN
+ * bytes of data. HLEN_OVERRIDE, if not -1, is written as the header length instead. */
+static unsigned char *raw_image(const char *header, size_t data_len, long long hlen_override,
+                                size_t *len)
+{
+    size_t n = strlen(header);
+    *len = 8 + n + data_len;
+    unsigned char *img = calloc(1, *len);
+    ck_assert_ptr_nonnull(img);
+    unsigned long long h = hlen_override == -1 ? n : (unsigned long long)hlen_override;
+    for (int i = 0; i < 8; i++)
+        img[i] = (unsigned char)(h >> (8 * i));
+    memcpy(img + 8, header, n);
+    return img;
+}
+
+/* Open IMG both as a file and as a buffer; both must fail with STATUS and a one-line message
+ * "LABEL: KEY: ...REASON...". */
+static void expect_fail_img(const char *tag, const unsigned char *img, size_t len, int status,
+                            const char *key, const char *reason)
+{
+    char *path = tmp_path(tag);
+    write_bytes(path, img, len);
+    char err[512] = "";
+    rnnd_model *m = (rnnd_model *)1;
+    int rc = rnnd_model_open(path, &m, err, sizeof err);
+    ck_assert_msg(rc == status, "%s: status %d, want %d (%s)", tag, rc, status, err);
+    ck_assert_ptr_null(m);
+    char want[512];
+    snprintf(want, sizeof want, "%s: %s: ", path, key);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s: got \"%s\", want prefix \"%s\"",
+                  tag, err, want);
+    ck_assert_msg(strstr(err + strlen(want), reason), "%s: got \"%s\", want reason \"%s\"",
+                  tag, err, reason);
+    ck_assert_msg(!strchr(err, '\n'), "%s: message spans lines", tag);
+    unlink(path);
+
+    m = (rnnd_model *)1;
+    rc = rnnd_model_from_buffer(img, len, "buf", &m, err, sizeof err);
+    ck_assert_msg(rc == status, "%s (buffer): status %d, want %d (%s)", tag, rc, status, err);
+    ck_assert_ptr_null(m);
+    snprintf(want, sizeof want, "buf: %s: ", key);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0 && strstr(err, reason),
+                  "%s (buffer): got \"%s\"", tag, err);
+}
+
+static void expect_fail_header(const char *tag, const char *header, size_t data_len,
+                               const char *key, const char *reason)
+{
+    /* pad so the data buffer is aligned: that check is not the one under test */
+    char *h = malloc(strlen(header) + 4);
+    ck_assert_ptr_nonnull(h);
+    strcpy(h, header);
+    while ((8 + strlen(h)) % 4)
+        strcat(h, " ");
+    size_t len;
+    unsigned char *img = raw_image(h, data_len, -1, &len);
+    expect_fail_img(tag, img, len, RNND_ERR_FORMAT, key, reason);
+    free(img);
+    free(h);
+}
+
+static void expect_fail_file(const char *tag, const tu_file *f, const char *key,
+                             const char *reason)
+{
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    expect_fail_img(tag, img, len, RNND_ERR_FORMAT, key, reason);
+    free(img);
+}
+
+/* An architecture error: the file has no tensors, since the architecture is checked first. */
+static void expect_fail_arch(const char *tag, const char *arch, const char *key,
+                             const char *reason)
+{
+    tu_file *f = tu_file_new(arch);
+    expect_fail_file(tag, f, key, reason);
+    tu_file_free(f);
+}
+
+/* A tiny valid model: vectors dim 3, one rnn layer of 2. Tensors in order
+ * W [2,3] @0..24, R [2,2] @24..40, Wb [2] @40..48, Rb [2] @48..56. */
+static const char *small_arch =
+    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+    " \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}]}";
+
+/* The small model's image with tensor entry NAME replaced by ENTRY_JSON (NULL: removed). */
+static unsigned char *small_mutated(const char *name, const char *entry_json, size_t *len)
+{
+    tu_file *f = tu_random_model(small_arch, 1);
+    ck_assert_ptr_nonnull(f);
+    size_t blen;
+    unsigned char *base = tu_file_bytes(f, &blen);
+    tu_file_free(f);
+    size_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | base[i];
+    json_error_t jerr;
+    json_t *hdr = json_loadb((const char *)base + 8, hlen, 0, &jerr);
+    ck_assert_ptr_nonnull(hdr);
+    if (entry_json) {
+        json_t *e = json_loads(entry_json, 0, &jerr);
+        ck_assert_msg(e != NULL, "bad test JSON %s", entry_json);
+        json_object_set_new(hdr, name, e);
+    } else {
+        ck_assert_int_eq(json_object_del(hdr, name), 0);
+    }
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    json_decref(hdr);
+    size_t n = strlen(text), padded = (n + 7) & ~(size_t)7;
+    size_t data_len = blen - 8 - hlen;
+    *len = 8 + padded + data_len;
+    unsigned char *img = malloc(*len);
+    ck_assert_ptr_nonnull(img);
+    for (int i = 0; i < 8; i++)
+        img[i] = (unsigned char)((unsigned long long)padded >> (8 * i));
+    memcpy(img + 8, text, n);
+    memset(img + 8 + n, ' ', padded - n);
+    memcpy(img + 8 + padded, base + 8 + hlen, data_len);
+    free(text);
+    free(base);
+    return img;
+}
+
+static void expect_fail_entry(const char *tag, const char *name, const char *entry_json,
+                              const char *key, const char *reason)
+{
+    size_t len;
+    unsigned char *img = small_mutated(name, entry_json, &len);
+    expect_fail_img(tag, img, len, RNND_ERR_FORMAT, key, reason);
+    free(img);
+}
+
+/* Load IMG; on failure the test fails with the loader's message. */
+static rnnd_model *load_img(const unsigned char *img, size_t len)
+{
+    char err[512] = "";
+    rnnd_model *m = NULL;
+    int rc = rnnd_model_from_buffer(img, len, "test", &m, err, sizeof err);
+    ck_assert_msg(rc == 0, "load failed (%d): %s", rc, err);
+    ck_assert_ptr_nonnull(m);
+    return m;
+}
+
+/* Where the spec should point for tensor NAME (parsed from the name, independently of the
+ * loader's own list). */
+static const float *spec_ptr(const rnnd_model_spec *s, const char *name)
+{
+    int l, d, n = 0;
+    char what[16];
+    if (strcmp(name, "embedding.weight") == 0)
+        return s->embedding;
+    if (strcmp(name, "head.weight") == 0)
+        return s->head_W;
+    if (strcmp(name, "head.bias") == 0)
+        return s->head_b;
+    if (sscanf(name, "layers.%d.%d.%15s%n", &l, &d, what, &n) != 3 || name[n] != '\0')
+        return NULL;
+    ck_assert(l >= 0 && l < s->n_layers && d >= 0 && d < 2);
+    const rnnd_dir_weights *w = &s->layers[l].w[d];
+    if (!strcmp(what, "W")) return w->W;
+    if (!strcmp(what, "R")) return w->R;
+    if (!strcmp(what, "Wb")) return w->Wb;
+    if (!strcmp(what, "Rb")) return w->Rb;
+    if (!strcmp(what, "P")) return w->P;
+    if (!strcmp(what, "proj")) return w->proj;
+    if (!strcmp(what, "V")) return w->V;
+    if (!strcmp(what, "Vb")) return w->Vb;
+    return NULL;
+}
+
+/* Read IMG's header here, and check that every tensor it lists is what the spec points at
+ * (same floats) and that the parameter count is the sum of the tensors. Returns the number
+ * of tensors. */
+static size_t check_bindings(const rnnd_model *m, const unsigned char *img, size_t len)
+{
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    size_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | img[i];
+    json_error_t jerr;
+    json_t *hdr = json_loadb((const char *)img + 8, hlen, 0, &jerr);
+    ck_assert_ptr_nonnull(hdr);
+    const unsigned char *data = img + 8 + hlen;
+    size_t total = 0, ntensors = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(hdr, k, v) {
+        if (!strcmp(k, "__metadata__"))
+            continue;
+        size_t count = 1;
+        json_t *shape = json_object_get(v, "shape");
+        for (size_t i = 0; i < json_array_size(shape); i++)
+            count *= (size_t)json_integer_value(json_array_get(shape, i));
+        size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(v,
+                                                                  "data_offsets"), 0));
+        ck_assert(begin + count * 4 <= len - 8 - hlen);
+        const float *p = spec_ptr(s, k);
+        ck_assert_msg(p != NULL, "%s: the spec has no pointer for it", k);
+        ck_assert_msg(memcmp(p, data + begin, count * 4) == 0, "%s: wrong data", k);
+        ck_assert_msg(((uintptr_t)p & 3) == 0, "%s: misaligned", k);
+        total += count;
+        ntensors++;
+    }
+    json_decref(hdr);
+    ck_assert_uint_eq(rnnd_model_param_count(m), total);
+    return ntensors;
+}
+
+/* Write a random model for ARCH, open it from the file, cross-check it against the bytes. */
+static rnnd_model *open_random(const char *tag, const char *arch, unsigned char **img_out,
+                               size_t *len_out)
+{
+    char *path = tmp_path(tag);
+    ck_assert_int_eq(tu_write_random_model(path, arch, 7), 0);
+    char err[512] = "";
+    rnnd_model *m = NULL;
+    int rc = rnnd_model_open(path, &m, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s: %s", tag, err);
+    tu_file *f = tu_random_model(arch, 7);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    check_bindings(m, img, len);
+    ck_assert_str_eq(rnnd_model_architecture_json(m), arch);
+
+    /* digest: sha256sum of the file, and the same through the buffer path */
+    char cmd[4200], line[128] = "";
+    snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    ck_assert_ptr_nonnull(fgets(line, sizeof line, p));
+    pclose(p);
+    ck_assert_int_eq(strncmp(line, rnnd_model_digest(m), 64), 0);
+    ck_assert_uint_eq(strlen(rnnd_model_digest(m)), 64);
+    rnnd_model *b = load_img(img, len);
+    ck_assert_str_eq(rnnd_model_digest(b), rnnd_model_digest(m));
+    rnnd_model_unref(b);
+    unlink(path);
+    if (img_out) {
+        *img_out = img;
+        *len_out = len;
+    } else {
+        free(img);
+    }
+    return m;
+}
+
+static void assert_act(const rnnd_activation *a, int kind, float alpha, float beta)
+{
+    ck_assert_msg(a->kind == kind, "activation %s, want %s", rnnd_act_name(a->kind),
+                  rnnd_act_name(kind));
+    ck_assert_float_eq(a->alpha, alpha);
+    ck_assert_float_eq(a->beta, beta);
+}
+
+/* ---- valid files ------------------------------------------------------------------------ */
+
+START_TEST(valid_rnn_vectors)
+{
+    rnnd_model *m = open_random("rnn", small_arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->input_kind, RNND_INPUT_VECTORS);
+    ck_assert_int_eq(s->input_dim, 3);
+    ck_assert_int_eq(s->n_layers, 1);
+    const rnnd_layer_spec *L = &s->layers[0];
+    ck_assert_int_eq(L->cell, RNND_CELL_RNN);
+    ck_assert_int_eq(L->direction, RNND_DIR_FORWARD);
+    ck_assert_int_eq(L->num_directions, 1);
+    ck_assert_int_eq(L->hidden, 2);
+    ck_assert_int_eq(L->gates, 1);
+    ck_assert_int_eq(L->in_dim, 3);
+    ck_assert_int_eq(L->out_dim, 2);
+    ck_assert_int_eq(L->n_act, 1);
+    assert_act(&L->act[0][0], RNND_ACT_TANH, 0, 0);
+    ck_assert_int_eq(L->has_clip, 0);
+    ck_assert_ptr_null(L->w[0].P);
+    ck_assert_ptr_null(L->w[0].proj);
+    ck_assert_ptr_null(L->w[0].V);
+    ck_assert_ptr_null(s->embedding);
+    ck_assert_int_eq(s->has_head, 0);
+    ck_assert_int_eq(s->n_vocab, 0);
+    ck_assert_ptr_null(s->vocab);
+    ck_assert_str_eq(s->tokenizer, "");
+    ck_assert_str_eq(s->name, "");
+    ck_assert_uint_eq(rnnd_model_param_count(m), 6 + 4 + 2 + 2);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 2);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 2);
+    ck_assert_int_eq(rnnd_model_is_stateful(m), 1);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+/* Explicit weights: the spec must point at exactly these floats. */
+START_TEST(valid_explicit_weights)
+{
+    tu_file *f = tu_file_new(small_arch);
+    float W[6] = {1, 2, 3, 4, 5, 6}, R[4] = {-1, -2, -3, -4}, Wb[2] = {0.5f, 0.25f},
+          Rb[2] = {1e-3f, -7};
+    int64_t sW[2] = {2, 3}, sR[2] = {2, 2}, sb[1] = {2};
+    tu_file_add(f, "layers.0.0.Rb", sb, 1, Rb);    /* order in the file does not matter */
+    tu_file_add(f, "layers.0.0.W", sW, 2, W);
+    tu_file_add(f, "layers.0.0.Wb", sb, 1, Wb);
+    tu_file_add(f, "layers.0.0.R", sR, 2, R);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    rnnd_model *m = load_img(img, len);
+    free(img);  /* the model holds its own copy */
+    const rnnd_dir_weights *w = &rnnd_model_get_spec(m)->layers[0].w[0];
+    for (int i = 0; i < 6; i++)
+        ck_assert_float_eq(w->W[i], W[i]);
+    for (int i = 0; i < 4; i++)
+        ck_assert_float_eq(w->R[i], R[i]);
+    for (int i = 0; i < 2; i++) {
+        ck_assert_float_eq(w->Wb[i], Wb[i]);
+        ck_assert_float_eq(w->Rb[i], Rb[i]);
+    }
+    rnnd_model_unref(m);
+}
+END_TEST
+
+START_TEST(valid_lstm_bidir_options)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"name\": \"opts\","
+        " \"input\": {\"kind\": \"vectors\", \"dim\": 5},"
+        " \"layers\": ["
+        "  {\"type\": \"lstm\", \"hidden_size\": 6, \"direction\": \"bidirectional\","
+        "   \"peepholes\": true, \"proj_size\": 3, \"clip\": 2.5, \"input_forget\": false,"
+        "   \"forget_gate\": true, \"linear_before_reset\": 0, \"output_size\": null,"
+        "   \"activations\": [[{\"op\": \"HardSigmoid\"}, {\"op\": \"LeakyRelu\", \"alpha\": 0.3},"
+        "                      {\"op\": \"ScaledTanh\", \"beta\": 2}],"
+        "                     [{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"}, {\"op\": \"Elu\"}]]},"
+        "  {\"type\": \"gru\", \"hidden_size\": 4, \"linear_before_reset\": 1}],"
+        " \"head\": {\"out_dim\": 7, \"in_dim\": 4, \"norm\": \"log_softmax\"}}";
+    rnnd_model *m = open_random("lstm_bidir", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_str_eq(s->name, "opts");
+    ck_assert_int_eq(s->n_layers, 2);
+    const rnnd_layer_spec *L = &s->layers[0];
+    ck_assert_int_eq(L->cell, RNND_CELL_LSTM);
+    ck_assert_int_eq(L->direction, RNND_DIR_BIDIRECTIONAL);
+    ck_assert_int_eq(L->num_directions, 2);
+    ck_assert_int_eq(L->gates, 4);
+    ck_assert_int_eq(L->in_dim, 5);
+    ck_assert_int_eq(L->out_dim, 3);
+    ck_assert_int_eq(L->proj_size, 3);
+    ck_assert_int_eq(L->peepholes, 1);
+    ck_assert_int_eq(L->forget_gate, 1);
+    ck_assert_int_eq(L->input_forget, 0);
+    ck_assert_int_eq(L->has_clip, 1);
+    ck_assert_float_eq(L->clip, 2.5f);
+    ck_assert_int_eq(L->n_act, 3);
+    assert_act(&L->act[0][0], RNND_ACT_HARDSIGMOID, 0.2f, 0.5f);
+    assert_act(&L->act[0][1], RNND_ACT_LEAKYRELU, 0.3f, 0.0f);
+    assert_act(&L->act[0][2], RNND_ACT_SCALEDTANH, 1.0f, 2.0f);
+    assert_act(&L->act[1][0], RNND_ACT_SIGMOID, 0, 0);
+    assert_act(&L->act[1][1], RNND_ACT_TANH, 0, 0);
+    assert_act(&L->act[1][2], RNND_ACT_ELU, 1.0f, 0.0f);
+    ck_assert_ptr_nonnull(L->w[1].P);
+    ck_assert_ptr_nonnull(L->w[1].proj);
+    ck_assert_ptr_null(L->w[1].V);
+    const rnnd_layer_spec *G = &s->layers[1];
+    ck_assert_int_eq(G->cell, RNND_CELL_GRU);
+    ck_assert_int_eq(G->in_dim, 6);
+    ck_assert_int_eq(G->gates, 3);
+    ck_assert_int_eq(G->out_dim, 4);
+    ck_assert_int_eq(G->linear_before_reset, 1);
+    ck_assert_int_eq(G->n_act, 2);
+    assert_act(&G->act[0][0], RNND_ACT_SIGMOID, 0, 0);
+    assert_act(&G->act[0][1], RNND_ACT_TANH, 0, 0);
+    ck_assert_int_eq(s->has_head, 1);
+    ck_assert_int_eq(s->head_in, 4);
+    ck_assert_int_eq(s->head_out, 7);
+    ck_assert_int_eq(s->head_norm, RNND_NORM_LOG_SOFTMAX);
+    /* lstm: 2 x (W 24x5 + R 24x3 + Wb 24 + Rb 24 + P 18 + proj 3x6); gru: W 12x6 + R 12x4
+     * + 24; head 7x4 + 7 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 2 * (120 + 72 + 24 + 24 + 18 + 18) +
+                      (72 + 48 + 24) + 35);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 7);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 2 * (3 + 6) + 4);
+    ck_assert_int_eq(rnnd_model_is_stateful(m), 0);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+START_TEST(valid_lstm_variants)
+{
+    /* the 1997 LSTM (3 gates) reversed, then a coupled-gate LSTM, then a plain reverse rnn */
+    const char *arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 2},"
+        " \"layers\": ["
+        "  {\"type\": \"lstm\", \"hidden_size\": 3, \"forget_gate\": false,"
+        "   \"direction\": \"reverse\"},"
+        "  {\"type\": \"lstm\", \"hidden_size\": 5, \"input_forget\": true, \"clip\": 1},"
+        "  {\"type\": \"rnn\", \"hidden_size\": 2, \"activations\": [[{\"op\": \"Relu\"}]],"
+        "   \"direction\": \"forward\", \"clip\": 3}]}";
+    rnnd_model *m = open_random("lstm_var", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->layers[0].gates, 3);
+    ck_assert_int_eq(s->layers[0].forget_gate, 0);
+    ck_assert_int_eq(s->layers[0].direction, RNND_DIR_REVERSE);
+    ck_assert_int_eq(s->layers[0].num_directions, 1);
+    assert_act(&s->layers[0].act[0][0], RNND_ACT_SIGMOID, 0, 0);
+    assert_act(&s->layers[0].act[0][1], RNND_ACT_TANH, 0, 0);
+    assert_act(&s->layers[0].act[0][2], RNND_ACT_TANH, 0, 0);
+    ck_assert_int_eq(s->layers[1].gates, 4);
+    ck_assert_int_eq(s->layers[1].input_forget, 1);
+    ck_assert_int_eq(s->layers[1].in_dim, 3);
+    ck_assert_float_eq(s->layers[1].clip, 1.0f);
+    ck_assert_int_eq(s->layers[2].in_dim, 5);
+    assert_act(&s->layers[2].act[0][0], RNND_ACT_RELU, 0, 0);
+    ck_assert_int_eq(s->layers[2].has_clip, 1);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 2);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), (3 + 3) + (5 + 5) + 2);
+    ck_assert_int_eq(rnnd_model_is_stateful(m), 0);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+START_TEST(valid_tokens_jordan_vocab)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"name\": \"charlm\","
+        " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 4, \"embedding_dim\": 3},"
+        " \"layers\": ["
+        "  {\"type\": \"rnn\", \"hidden_size\": 5, \"forget_gate\": false,"
+        "   \"peepholes\": false, \"proj_size\": 0, \"linear_before_reset\": 0,"
+        "   \"output_size\": 0, \"input_forget\": null},"
+        "  {\"type\": \"jordan\", \"hidden_size\": 4, \"output_size\": 2, \"clip\": 0.5}],"
+        " \"head\": {\"out_dim\": 4, \"in_dim\": 2, \"norm\": \"softmax\"},"
+        " \"vocab\": [\"a\", \"b\", \"\\u00e9\", \"\\n\"], \"tokenizer\": \"char\"}";
+    rnnd_model *m = open_random("tokens", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->input_kind, RNND_INPUT_TOKENS);
+    ck_assert_int_eq(s->vocab_size, 4);
+    ck_assert_int_eq(s->input_dim, 3);
+    ck_assert_ptr_nonnull(s->embedding);
+    ck_assert_int_eq(s->n_vocab, 4);
+    ck_assert_str_eq(s->vocab[0], "a");
+    ck_assert_str_eq(s->vocab[1], "b");
+    ck_assert_str_eq(s->vocab[2], "\xc3\xa9");
+    ck_assert_str_eq(s->vocab[3], "\n");
+    ck_assert_str_eq(s->tokenizer, "char");
+    ck_assert_str_eq(s->name, "charlm");
+    ck_assert_int_eq(s->layers[0].forget_gate, 1);   /* neutral values of other types */
+    ck_assert_int_eq(s->layers[0].proj_size, 0);
+    const rnnd_layer_spec *J = &s->layers[1];
+    ck_assert_int_eq(J->has_clip, 1);
+    ck_assert_float_eq(J->clip, 0.5f);
+    ck_assert_int_eq(J->cell, RNND_CELL_JORDAN);
+    ck_assert_int_eq(J->in_dim, 5);
+    ck_assert_int_eq(J->gates, 1);
+    ck_assert_int_eq(J->out_dim, 2);
+    ck_assert_int_eq(J->output_size, 2);
+    ck_assert_int_eq(J->n_act, 2);
+    assert_act(&J->act[0][0], RNND_ACT_TANH, 0, 0);
+    assert_act(&J->act[0][1], RNND_ACT_AFFINE, 1.0f, 0.0f);
+    ck_assert_ptr_nonnull(J->w[0].V);
+    ck_assert_ptr_nonnull(J->w[0].Vb);
+    ck_assert_int_eq(s->head_norm, RNND_NORM_SOFTMAX);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 4);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 5 + 2);
+    ck_assert_int_eq(rnnd_model_is_stateful(m), 1);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+START_TEST(valid_gru_bidir_byte_tokens)
+{
+    const char *arch =
+        "{\"format_version\": 1,"
+        " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 256, \"embedding_dim\": 2},"
+        " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 3, \"direction\": \"bidirectional\","
+        "   \"activations\": [[{\"op\": \"Affine\", \"alpha\": 2, \"beta\": -1},"
+        "                      {\"op\": \"ThresholdedRelu\"}],"
+        "                     [{\"op\": \"Softsign\"}, {\"op\": \"Softplus\"}]]},"
+        "  {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3,"
+        "   \"direction\": \"bidirectional\"}],"
+        " \"head\": null, \"vocab\": null, \"tokenizer\": \"byte\"}";
+    rnnd_model *m = open_random("gru_bidir", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->n_vocab, 0);
+    ck_assert_str_eq(s->tokenizer, "byte");
+    const rnnd_layer_spec *L = &s->layers[0];
+    assert_act(&L->act[0][0], RNND_ACT_AFFINE, 2.0f, -1.0f);
+    assert_act(&L->act[0][1], RNND_ACT_THRESHOLDEDRELU, 1.0f, 0.0f);
+    assert_act(&L->act[1][0], RNND_ACT_SOFTSIGN, 0, 0);
+    assert_act(&L->act[1][1], RNND_ACT_SOFTPLUS, 0, 0);
+    ck_assert_int_eq(s->layers[1].in_dim, 6);
+    ck_assert_int_eq(s->has_head, 0);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 6);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 2 * 3 + 2 * 3);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+/* Every layer type x direction, one to three layers: the spec binds every tensor. */
+START_TEST(valid_all_types_directions)
+{
+    static const char *types[] = {"rnn", "lstm", "gru", "jordan"};
+    static const char *dirs[] = {"forward", "reverse", "bidirectional"};
+    for (int t = 0; t < 4; t++) {
+        for (int d = 0; d < 3; d++) {
+            char arch[1024], extra[64] = "";
+            if (t == 3)
+                snprintf(extra, sizeof extra, ", \"output_size\": %d", 2 + d);
+            snprintf(arch, sizeof arch,
+                     "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+                     " \"layers\": [{\"type\": \"%s\", \"hidden_size\": %d,"
+                     " \"direction\": \"%s\"%s}, {\"type\": \"%s\", \"hidden_size\": 3%s}],"
+                     " \"head\": {\"out_dim\": 2, \"in_dim\": %d}}",
+                     types[t], 4 + t, dirs[d], extra, types[t], t == 3 ? ", \"output_size\": 1"
+                     : "", t == 3 ? 1 : 3);
+            rnnd_model *m = open_random("all", arch, NULL, NULL);
+            const rnnd_model_spec *s = rnnd_model_get_spec(m);
+            ck_assert_int_eq(s->layers[0].cell, t);
+            ck_assert_int_eq(s->layers[0].direction, d);
+            int out0 = t == 3 ? 2 + d : 4 + t;
+            ck_assert_int_eq(s->layers[1].in_dim, out0 * (d == 2 ? 2 : 1));
+            ck_assert_int_eq(rnnd_model_is_stateful(m), d == 0);
+            ck_assert_int_eq(s->head_norm, RNND_NORM_NONE);
+            rnnd_model_unref(m);
+        }
+    }
+}
+END_TEST
+
+START_TEST(refcount)
+{
+    tu_file *f = tu_random_model(small_arch, 3);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    rnnd_model *m = load_img(img, len);
+    free(img);
+    ck_assert_ptr_eq(rnnd_model_ref(m), m);
+    ck_assert_ptr_eq(rnnd_model_ref(m), m);
+    rnnd_model_unref(m);
+    rnnd_model_unref(m);
+    /* still alive: the spec is readable */
+    ck_assert_int_eq(rnnd_model_get_spec(m)->layers[0].hidden, 2);
+    ck_assert_float_eq(rnnd_model_get_spec(m)->layers[0].w[0].W[0],
+                       rnnd_model_get_spec(m)->layers[0].w[0].W[0]);
+    rnnd_model_unref(m);    /* the last: ASan would report a leak or a double free */
+    rnnd_model_unref(NULL);
+    ck_assert_ptr_null(rnnd_model_ref(NULL));
+}
+END_TEST
+
+START_TEST(names)
+{
+    ck_assert_str_eq(rnnd_act_name(RNND_ACT_SIGMOID), "Sigmoid");
+    ck_assert_str_eq(rnnd_act_name(RNND_ACT_HARDSIGMOID), "HardSigmoid");
+    ck_assert_str_eq(rnnd_act_name(RNND_ACT_THRESHOLDEDRELU), "ThresholdedRelu");
+    ck_assert_str_eq(rnnd_act_name(RNND_ACT_SOFTPLUS), "Softplus");
+    ck_assert_str_eq(rnnd_act_name(RNND_ACT_COUNT), "unknown");
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_LSTM), "lstm");
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_JORDAN), "jordan");
+    ck_assert_str_eq(rnnd_cell_name(-1), "unknown");
+    ck_assert_str_eq(rnnd_direction_name(RNND_DIR_FORWARD), "forward");
+    ck_assert_str_eq(rnnd_direction_name(RNND_DIR_BIDIRECTIONAL), "bidirectional");
+    ck_assert_str_eq(rnnd_direction_name(7), "unknown");
+}
+END_TEST
+
+/* ---- the container ---------------------------------------------------------------------- */
+
+START_TEST(bad_open_missing)
+{
+    char err[512];
+    rnnd_model *m = (rnnd_model *)1;
+    const char *path = tmp_path("does_not_exist");
+    unlink(path);
+    ck_assert_int_eq(rnnd_model_open(path, &m, err, sizeof err), RNND_ERR_IO);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(err, path) == err && strstr(err, ": file: cannot open: "), "%s", err);
+}
+END_TEST
+
+START_TEST(bad_open_directory)
+{
+    char err[512];
+    rnnd_model *m = (rnnd_model *)1;
+    ck_assert_int_eq(rnnd_model_open(tu_tmpdir(), &m, err, sizeof err), RNND_ERR_IO);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(err, ": file: not a regular file"), "%s", err);
+}
+END_TEST
+
+START_TEST(bad_empty)
+{
+    expect_fail_img("empty", (const unsigned char *)"", 0, RNND_ERR_FORMAT, "header_length",
+                    "file is 0 bytes, too short");
+}
+END_TEST
+
+START_TEST(bad_truncated)
+{
+    expect_fail_img("trunc", (const unsigned char *)"\x10\0\0\0\0", 5, RNND_ERR_FORMAT,
+                    "header_length", "file is 5 bytes, too short");
+}
+END_TEST
+
+START_TEST(bad_header_past_eof)
+{
+    size_t len;
+    unsigned char *img = raw_image("{}  ", 0, 1000, &len);
+    expect_fail_img("past_eof", img, len, RNND_ERR_FORMAT, "header_length",
+                    "1000 bytes runs past the end of the file (12 bytes)");
+    free(img);
+}
+END_TEST
+
+START_TEST(bad_header_huge)
+{
+    size_t len;
+    unsigned char *img = raw_image("{}  ", 0, (long long)(~0ULL >> 1), &len);
+    expect_fail_img("huge_hdr", img, len, RNND_ERR_FORMAT, "header_length",
+                    "9223372036854775807 bytes is over the 67108864-byte limit");
+    free(img);
+    img = raw_image("{}  ", 0, (64 << 20) + 4, &len);
+    expect_fail_img("huge_hdr2", img, len, RNND_ERR_FORMAT, "header_length",
+                    "is over the 67108864-byte limit");
+    free(img);
+}
+END_TEST
+
+START_TEST(bad_data_misaligned)
+{
+    size_t len;
+    unsigned char *img = raw_image("{}   ", 0, -1, &len);
+    expect_fail_img("misaligned_data", img, len, RNND_ERR_FORMAT, "header_length",
+                    "data buffer starts at byte 13, not a multiple of 4");
+    free(img);
+}
+END_TEST
+
+START_TEST(bad_json)
+{
+    expect_fail_header("bad_json", "{\"a\": ", 2, "header", "invalid JSON");
+    expect_fail_header("bad_json2", "{\"__metadata__\": {}} x  ", 0, "header", "invalid JSON");
+    expect_fail_header("bad_utf8", "{\"\xff\": 1}", 2, "header", "invalid JSON");
+}
+END_TEST
+
+START_TEST(bad_json_deep)
+{
+    size_t n = 20000;
+    char *h = malloc(n + 1);
+    for (size_t i = 0; i < n / 2; i++) {
+        h[i] = '[';
+        h[n - 1 - i] = ']';
+    }
+    h[n] = '\0';
+    expect_fail_header("deep", h, 0, "header", "JSON nested deeper than 64 levels");
+    /* brackets inside strings do not count */
+    memset(h, '[', n);
+    memcpy(h, "{\"", 2);
+    memcpy(h + n - 4, "\":1}", 4);
+    expect_fail_header("deep_str", h, 0, "__metadata__", "missing");
+    free(h);
+}
+END_TEST
+
+START_TEST(bad_duplicate_keys)
+{
+    expect_fail_header("dup", "{\"__metadata__\": {}, \"x\": 1, \"x\": 2} ", 0, "header",
+                       "duplicate");
+}
+END_TEST
+
+START_TEST(bad_not_object)
+{
+    expect_fail_header("array", "[1, 2]", 2, "header", "not a JSON object");
+}
+END_TEST
+
+START_TEST(bad_metadata)
+{
+    expect_fail_header("no_meta", "{}  ", 0, "__metadata__", "missing");
+    expect_fail_header("meta_str", "{\"__metadata__\": \"x\"} ", 0, "__metadata__",
+                       "not an object");
+    expect_fail_header("meta_int", "{\"__metadata__\": {\"format\": 1}}  ", 0,
+                       "__metadata__.format", "not a string");
+    expect_fail_header("no_format", "{\"__metadata__\": {}}", 0, "__metadata__.format",
+                       "missing");
+    expect_fail_header("format", "{\"__metadata__\": {\"format\": \"pt\"}}", 0,
+                       "__metadata__.format", "\"pt\" is not \"rnnd\"");
+    expect_fail_header("no_version", "{\"__metadata__\": {\"format\": \"rnnd\"}}   ", 0,
+                       "__metadata__.format_version", "missing");
+    expect_fail_header("no_arch",
+                       "{\"__metadata__\": {\"format\": \"rnnd\", \"format_version\": \"1\"}}",
+                       0, "__metadata__.architecture", "missing");
+}
+END_TEST
+
+START_TEST(bad_format_version)
+{
+    expect_fail_header("version",
+                       "{\"__metadata__\": {\"format\": \"rnnd\", \"format_version\": \"2\","
+                       " \"architecture\": \"{}\"}} ", 0, "__metadata__.format_version",
+                       "unsupported version \"2\"");
+}
+END_TEST
+
+/* ---- tensor entries --------------------------------------------------------------------- */
+
+START_TEST(bad_missing_tensor)
+{
+    expect_fail_entry("missing", "layers.0.0.R", NULL, "layers.0.0.R",
+                      "missing: the architecture needs this tensor");
+}
+END_TEST
+
+START_TEST(bad_wrong_shape)
+{
+    expect_fail_entry("shape", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [3, 2], \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "shape [3, 2], but the architecture needs [2, 3]");
+    expect_fail_entry("shape_rank", "layers.0.0.Wb",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 1], \"data_offsets\": [40, 48]}",
+                      "layers.0.0.Wb", "shape [2, 1], but the architecture needs [2]");
+}
+END_TEST
+
+START_TEST(bad_dtype)
+{
+    expect_fail_entry("f16", "layers.0.0.W",
+                      "{\"dtype\": \"F16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]}",
+                      "layers.0.0.W", "dtype F16 is not supported (only F32)");
+    expect_fail_entry("i32", "layers.0.0.R",
+                      "{\"dtype\": \"I32\", \"shape\": [2, 2], \"data_offsets\": [24, 40]}",
+                      "layers.0.0.R", "dtype I32 is not supported");
+    expect_fail_entry("dtype_int", "layers.0.0.R",
+                      "{\"dtype\": 4, \"shape\": [2, 2], \"data_offsets\": [24, 40]}",
+                      "layers.0.0.R", "dtype is not a string");
+}
+END_TEST
+
+START_TEST(bad_unknown_tensor)
+{
+    expect_fail_entry("extra", "extra.weight",
+                      "{\"dtype\": \"F32\", \"shape\": [0, 3], \"data_offsets\": [56, 56]}",
+                      "extra.weight", "unknown tensor: the architecture does not use it");
+    /* a control character in a name must not break the one-line message */
+    expect_fail_entry("extra_nl", "bad\nname",
+                      "{\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}",
+                      "bad?name", "unknown tensor");
+}
+END_TEST
+
+START_TEST(bad_overlap)
+{
+    expect_fail_entry("overlap", "layers.0.0.R",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 2], \"data_offsets\": [16, 32]}",
+                      "layers.0.0.R", "data [16, 32) overlaps layers.0.0.W [0, 24)");
+    /* the same bytes used twice */
+    expect_fail_entry("alias", "layers.0.0.Rb",
+                      "{\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [40, 48]}",
+                      "layers.0.0.Rb", "overlaps layers.0.0.Wb [40, 48)");
+}
+END_TEST
+
+START_TEST(bad_offsets)
+{
+    expect_fail_entry("past_end", "layers.0.0.Rb",
+                      "{\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [56, 64]}",
+                      "layers.0.0.Rb", "end 64 is past the end of the data (56 bytes)");
+    expect_fail_entry("misaligned", "layers.0.0.Wb",
+                      "{\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [42, 50]}",
+                      "layers.0.0.Wb", "begin 42 is not a multiple of 4");
+    expect_fail_entry("end_lt_begin", "layers.0.0.Wb",
+                      "{\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [48, 40]}",
+                      "layers.0.0.Wb", "end 40 < begin 48");
+    expect_fail_entry("span", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 20]}",
+                      "layers.0.0.W", "span 20 bytes, but 6 F32 elements need 24");
+    expect_fail_entry("negative_off", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [-24, 0]}",
+                      "layers.0.0.W", "negative offset");
+    expect_fail_entry("offs_type", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0]}",
+                      "layers.0.0.W", "data_offsets is not an array of 2 integers");
+}
+END_TEST
+
+START_TEST(bad_shape_values)
+{
+    expect_fail_entry("neg_dim", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [-2, -3], \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "shape[0] is not a non-negative integer");
+    expect_fail_entry("overflow", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [4611686018427387904, 8],"
+                      " \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "element count overflows");
+    expect_fail_entry("overflow_bytes", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [4611686018427387905],"
+                      " \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "byte size overflows");
+    expect_fail_entry("rank9", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [1,1,1,1,1,1,1,1,6],"
+                      " \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "shape has 9 dimensions (at most 8)");
+}
+END_TEST
+
+START_TEST(bad_entry_fields)
+{
+    expect_fail_entry("entry_extra", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24],"
+                      " \"x\": 1}", "layers.0.0.W", "unknown field \"x\"");
+    expect_fail_entry("entry_noshape", "layers.0.0.W",
+                      "{\"dtype\": \"F32\", \"data_offsets\": [0, 24]}", "layers.0.0.W",
+                      "missing shape");
+    expect_fail_entry("entry_notobj", "layers.0.0.W", "[0, 24]", "layers.0.0.W",
+                      "tensor entry is not an object");
+}
+END_TEST
+
+/* ---- the architecture ------------------------------------------------------------------- */
+
+#define A_HEAD "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}, "
+
+START_TEST(bad_arch_json)
+{
+    expect_fail_arch("arch_json", "{\"format_version\": 1,", "architecture", "invalid JSON");
+    expect_fail_arch("arch_dup", A_HEAD "\"layers\": [], \"layers\": []}", "architecture",
+                     "duplicate");
+    expect_fail_arch("arch_array", "[1]", "architecture", "expected a JSON object");
+    char deep[300];
+    memset(deep, '[', 200);
+    memset(deep + 200, ']', 99);
+    deep[299] = '\0';
+    expect_fail_arch("arch_deep", deep, "architecture", "nested deeper than 64");
+}
+END_TEST
+
+START_TEST(bad_arch_version)
+{
+    expect_fail_arch("arch_ver", "{\"format_version\": 2}", "architecture.format_version",
+                     "unsupported version");
+    expect_fail_arch("arch_nover", "{\"layers\": []}", "architecture.format_version",
+                     "missing");
+}
+END_TEST
+
+START_TEST(bad_arch_unknown_key)
+{
+    expect_fail_arch("arch_key", A_HEAD "\"layer\": []}", "architecture.layer", "unknown key");
+    expect_fail_arch("layer_key", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"hiden\": 3}]}", "architecture.layers[0].hiden", "unknown key");
+    expect_fail_arch("input_key", "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
+                     " \"dim\": 3, \"vocab_size\": 3}, \"layers\": []}",
+                     "architecture.input.vocab_size", "unknown key");
+    expect_fail_arch("act_key", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"Tanh\", \"gamma\": 1}]]}]}",
+                     "architecture.layers[0].activations[0][0].gamma", "unknown key");
+}
+END_TEST
+
+START_TEST(bad_arch_layer_type)
+{
+    expect_fail_arch("type", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
+                     " {\"type\": \"transformer\", \"hidden_size\": 2}]}",
+                     "architecture.layers[1].type", "unknown value \"transformer\"");
+    expect_fail_arch("no_type", A_HEAD "\"layers\": [{\"hidden_size\": 2}]}",
+                     "architecture.layers[0].type", "missing");
+    expect_fail_arch("dir", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"direction\": \"sideways\"}]}", "architecture.layers[0].direction",
+                     "unknown value");
+}
+END_TEST
+
+START_TEST(bad_arch_sizes)
+{
+    expect_fail_arch("neg", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
+                     " {\"type\": \"gru\", \"hidden_size\": -4}]}",
+                     "architecture.layers[1].hidden_size", "-4 is out of range 1 to 65536");
+    expect_fail_arch("zero", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 0}]}",
+                     "architecture.layers[0].hidden_size", "out of range");
+    expect_fail_arch("huge", A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                     " \"hidden_size\": 9223372036854775807}]}",
+                     "architecture.layers[0].hidden_size", "out of range 1 to 65536");
+    expect_fail_arch("big", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 65537}]}",
+                     "architecture.layers[0].hidden_size", "out of range");
+    expect_fail_arch("real", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2.0}]}",
+                     "architecture.layers[0].hidden_size", "expected an integer");
+    expect_fail_arch("no_hidden", A_HEAD "\"layers\": [{\"type\": \"rnn\"}]}",
+                     "architecture.layers[0].hidden_size", "missing");
+    expect_fail_arch("dim", "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
+                     " \"dim\": 0}, \"layers\": []}", "architecture.input.dim", "out of range");
+    expect_fail_arch("no_input", "{\"format_version\": 1, \"layers\": []}",
+                     "architecture.input", "missing");
+    expect_fail_arch("kind", "{\"format_version\": 1, \"input\": {\"kind\": \"images\"}}",
+                     "architecture.input.kind", "unknown value");
+    expect_fail_arch("proj", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"proj_size\": -1}]}", "architecture.layers[0].proj_size",
+                     "out of range");
+    expect_fail_arch("jordan_out", A_HEAD "\"layers\": [{\"type\": \"jordan\","
+                     " \"hidden_size\": 2}]}", "architecture.layers[0].output_size", "missing");
+}
+END_TEST
+
+START_TEST(bad_arch_layers)
+{
+    expect_fail_arch("no_layers", A_HEAD "\"layers\": []}", "architecture.layers",
+                     "0 layers, must be 1 to 64");
+    char big[8192];
+    int n = snprintf(big, sizeof big, A_HEAD "\"layers\": [");
+    for (int i = 0; i < 65; i++)
+        n += snprintf(big + n, sizeof big - (size_t)n, "%s{\"type\": \"rnn\", \"hidden_size\": 3}",
+                      i ? ", " : "");
+    snprintf(big + n, sizeof big - (size_t)n, "]}");
+    expect_fail_arch("65_layers", big, "architecture.layers", "65 layers, must be 1 to 64");
+    expect_fail_arch("layers_obj", A_HEAD "\"layers\": {}}", "architecture.layers",
+                     "expected an array");
+    expect_fail_arch("layer_int", A_HEAD "\"layers\": [1]}", "architecture.layers[0]",
+                     "expected an object");
+}
+END_TEST
+
+START_TEST(bad_arch_options)
+{
+    expect_fail_arch("peep_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"peepholes\": true}]}", "architecture.layers[0].peepholes",
+                     "not used by a gru layer");
+    expect_fail_arch("lbr_lstm", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"linear_before_reset\": 1}]}",
+                     "architecture.layers[0].linear_before_reset", "not used by a lstm layer");
+    expect_fail_arch("fg_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"forget_gate\": 1}]}", "architecture.layers[0].forget_gate",
+                     "expected true or false");
+    expect_fail_arch("if_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"input_forget\": true}]}", "architecture.layers[0].input_forget",
+                     "not used by a rnn layer");
+    expect_fail_arch("proj_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"proj_size\": 1}]}", "architecture.layers[0].proj_size",
+                     "not used by a gru layer");
+    expect_fail_arch("out_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"output_size\": 2}]}", "architecture.layers[0].output_size",
+                     "not used by a rnn layer");
+    expect_fail_arch("lbr_2", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"linear_before_reset\": 2}]}",
+                     "architecture.layers[0].linear_before_reset", "out of range 0 to 1");
+    expect_fail_arch("peep_str", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"peepholes\": \"yes\"}]}", "architecture.layers[0].peepholes",
+                     "expected true or false");
+    expect_fail_arch("cifg_nofg", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"input_forget\": true, \"forget_gate\": false}]}",
+                     "architecture.layers[0].input_forget", "needs a forget gate");
+    expect_fail_arch("clip_neg", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"clip\": -1}]}", "architecture.layers[0].clip", "must be positive");
+    expect_fail_arch("clip_zero", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"clip\": 0.0}]}", "architecture.layers[0].clip", "must be positive");
+    expect_fail_arch("clip_str", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"clip\": \"1\"}]}", "architecture.layers[0].clip",
+                     "expected a number");
+    expect_fail_arch("clip_big", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"clip\": 1e300}]}", "architecture.layers[0].clip",
+                     "does not fit a float");
+}
+END_TEST
+
+START_TEST(bad_arch_activations)
+{
+    expect_fail_arch("act_count", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"}]]}]}",
+                     "architecture.layers[0].activations[0]",
+                     "2 activations, a lstm layer takes 3");
+    expect_fail_arch("act_dirs", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"direction\": \"bidirectional\","
+                     " \"activations\": [[{\"op\": \"Tanh\"}]]}]}",
+                     "architecture.layers[0].activations", "1 lists for 2 direction(s)");
+    expect_fail_arch("act_unknown", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Gelu\"}]]}]}",
+                     "architecture.layers[0].activations[0][1].op", "unknown value \"Gelu\"");
+    expect_fail_arch("act_case", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"tanh\"}]]}]}",
+                     "architecture.layers[0].activations[0][0].op", "unknown value \"tanh\"");
+    expect_fail_arch("act_str", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"activations\": [[\"Tanh\"]]}]}",
+                     "architecture.layers[0].activations[0][0]", "expected an object");
+    expect_fail_arch("act_alpha", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": \"x\"}]]}]}",
+                     "architecture.layers[0].activations[0][0].alpha", "expected a number");
+    expect_fail_arch("act_flat", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                     " \"activations\": [{\"op\": \"Tanh\"}]}]}",
+                     "architecture.layers[0].activations[0]", "expected an array");
+}
+END_TEST
+
+#define T_HEAD "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": 3," \
+               " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], "
+
+START_TEST(bad_arch_vocab)
+{
+    expect_fail_arch("vocab_count", T_HEAD "\"vocab\": [\"a\", \"b\"]}", "architecture.vocab",
+                     "2 strings, but input.vocab_size is 3");
+    expect_fail_arch("vocab_type", T_HEAD "\"vocab\": [\"a\", 2, \"c\"]}",
+                     "architecture.vocab[1]", "expected a string");
+    expect_fail_arch("vocab_obj", T_HEAD "\"vocab\": \"abc\"}", "architecture.vocab",
+                     "expected an array");
+    expect_fail_arch("vocab_vectors", A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                     " \"hidden_size\": 4}], \"vocab\": [\"a\"]}", "architecture.vocab",
+                     "only a tokens input has a vocabulary");
+    expect_fail_arch("vocab_nul", T_HEAD "\"vocab\": [\"a\", \"\\u0000\", \"c\"]}",
+                     "architecture", "invalid JSON");
+    expect_fail_arch("tokenizer", T_HEAD "\"tokenizer\": \"word\"}", "architecture.tokenizer",
+                     "unknown value \"word\"");
+    expect_fail_arch("tokenizer_char", T_HEAD "\"tokenizer\": \"char\"}",
+                     "architecture.tokenizer", "\"char\" needs a vocab");
+    expect_fail_arch("tokenizer_vec", A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                     " \"hidden_size\": 4}], \"tokenizer\": \"byte\"}", "architecture.tokenizer",
+                     "only a tokens input has a tokenizer");
+    expect_fail_arch("name_long", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"name\": \"0123456789012345678901234567890123456789012345678901234567"
+                     "890123456789012345678901234567890123456789012345678901234567890123456789\"}",
+                     "architecture.name", "longer than 127 bytes");
+}
+END_TEST
+
+START_TEST(bad_arch_head)
+{
+    expect_fail_arch("head_in", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                     " \"direction\": \"bidirectional\"}], \"head\": {\"out_dim\": 2,"
+                     " \"in_dim\": 4}}", "architecture.head.in_dim",
+                     "4, but the last layer outputs 8");
+    expect_fail_arch("head_norm", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"head\": {\"out_dim\": 2, \"in_dim\": 4, \"norm\": \"sigmoid\"}}",
+                     "architecture.head.norm", "unknown value");
+    expect_fail_arch("head_out", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"head\": {\"in_dim\": 4}}", "architecture.head.out_dim", "missing");
+    expect_fail_arch("head_arr", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"head\": []}", "architecture.head", "expected an object or null");
+}
+END_TEST
+
+/* A valid file for one architecture plus a tensor that only a variant uses. */
+START_TEST(bad_tensors_for_other_arch)
+{
+    tu_file *f = tu_random_model(A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}]}",
+                                 1);
+    ck_assert_ptr_nonnull(f);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    rnnd_model_unref(load_img(img, len));   /* valid as it is */
+    free(img);
+    int64_t s[1] = {12};
+    tu_file_add(f, "layers.0.0.P", s, 1, NULL);    /* peepholes, which it does not declare */
+    expect_fail_file("peep_extra", f, "layers.0.0.P", "unknown tensor");
+    tu_file_free(f);
+}
+END_TEST
+
+/* Random byte flips and truncations of a valid file: every result is a loaded model or a
+ * FORMAT error with a one-line message; under ASan this also proves no read goes astray. */
+START_TEST(mutations)
+{
+    const char *arch = T_HEAD "\"head\": {\"out_dim\": 3, \"in_dim\": 4},"
+                       " \"vocab\": [\"x\", \"y\", \"z\"], \"tokenizer\": \"char\"}";
+    tu_file *f = tu_random_model(arch, 5);
+    ck_assert_ptr_nonnull(f);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    unsigned char *mut = malloc(len);
+    uint64_t st = 12345;
+    int ok = 0, bad = 0;
+    for (int it = 0; it < 3000; it++) {
+        memcpy(mut, img, len);
+        size_t n = len;
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        if (it % 4 == 0) {
+            n = (size_t)(st >> 33) % len;     /* truncated */
+        } else {
+            for (int k = 0; k <= it % 3; k++) {
+                st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+                size_t pos = (size_t)(st >> 33) % len;
+                /* mostly inside the header, where the structure is */
+                if (it % 2)
+                    pos %= len < 600 ? len : 600;
+                mut[pos] ^= (unsigned char)(1u << ((st >> 20) & 7));
+            }
+        }
+        char err[512] = "";
+        rnnd_model *m = NULL;
+        int rc = rnnd_model_from_buffer(mut, n, "mut", &m, err, sizeof err);
+        if (rc == 0) {
+            ck_assert_ptr_nonnull(m);
+            ck_assert_int_eq(rnnd_model_get_spec(m)->n_layers, 1);
+            rnnd_model_unref(m);
+            ok++;
+        } else {
+            ck_assert_msg(rc == RNND_ERR_FORMAT, "status %d: %s", rc, err);
+            ck_assert_ptr_null(m);
+            ck_assert_msg(strncmp(err, "mut: ", 5) == 0 && !strchr(err, '\n'), "%s", err);
+            bad++;
+        }
+    }
+    ck_assert_int_gt(ok, 0);    /* flips inside weights still load */
+    ck_assert_int_gt(bad, 0);
+    free(mut);
+    free(img);
+}
+END_TEST
+
+/* ---- SHA-256 ---------------------------------------------------------------------------- */
+
+START_TEST(sha256_vectors)
+{
+    char hex[65];
+    rnnd_sha256_hex("", 0, hex);
+    ck_assert_str_eq(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    rnnd_sha256_hex("abc", 3, hex);
+    ck_assert_str_eq(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *m2 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    rnnd_sha256_hex(m2, strlen(m2), hex);
+    ck_assert_str_eq(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    const char *m3 = "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnop"
+                     "jklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+    rnnd_sha256_hex(m3, strlen(m3), hex);
+    ck_assert_str_eq(hex, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+    /* one million 'a', fed in uneven pieces */
+    char *a = malloc(1000000);
+    memset(a, 'a', 1000000);
+    rnnd_sha256 c;
+    unsigned char d[32];
+    rnnd_sha256_init(&c);
+    size_t off = 0, step = 1;
+    while (off < 1000000) {
+        size_t n = step < 1000000 - off ? step : 1000000 - off;
+        rnnd_sha256_update(&c, a + off, n);
+        off += n;
+        step = step * 3 % 997 + 1;
+    }
+    rnnd_sha256_final(&c, d);
+    for (int i = 0; i < 32; i++)
+        sprintf(hex + 2 * i, "%02x", d[i]);
+    ck_assert_str_eq(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    free(a);
+}
+END_TEST
+
+/* Lengths around the padding boundaries, against the system's sha256sum. */
+START_TEST(sha256_boundaries)
+{
+    static const size_t lens[] = {1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000};
+    unsigned char buf[1000];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (unsigned char)(i * 7 + 3);
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        char *path = tmp_path("sha");
+        write_bytes(path, buf, lens[k]);
+        char cmd[4200], line[128] = "", hex[65];
+        snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
+        FILE *p = popen(cmd, "r");
+        ck_assert_ptr_nonnull(p);
+        ck_assert_ptr_nonnull(fgets(line, sizeof line, p));
+        pclose(p);
+        unlink(path);
+        rnnd_sha256_hex(buf, lens[k], hex);
+        ck_assert_msg(strncmp(line, hex, 64) == 0, "length %zu: %s vs %.64s", lens[k], hex,
+                      line);
+    }
+}
+END_TEST
+
+static Suite *model_suite(void)
+{
+    Suite *s = suite_create("model");
+    TCase *tc = tcase_create("valid");
+    tcase_add_test(tc, valid_rnn_vectors);
+    tcase_add_test(tc, valid_explicit_weights);
+    tcase_add_test(tc, valid_lstm_bidir_options);
+    tcase_add_test(tc, valid_lstm_variants);
+    tcase_add_test(tc, valid_tokens_jordan_vocab);
+    tcase_add_test(tc, valid_gru_bidir_byte_tokens);
+    tcase_add_test(tc, valid_all_types_directions);
+    tcase_add_test(tc, refcount);
+    tcase_add_test(tc, names);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("container");
+    tcase_add_test(tc, bad_open_missing);
+    tcase_add_test(tc, bad_open_directory);
+    tcase_add_test(tc, bad_empty);
+    tcase_add_test(tc, bad_truncated);
+    tcase_add_test(tc, bad_header_past_eof);
+    tcase_add_test(tc, bad_header_huge);
+    tcase_add_test(tc, bad_data_misaligned);
+    tcase_add_test(tc, bad_json);
+    tcase_add_test(tc, bad_json_deep);
+    tcase_add_test(tc, bad_duplicate_keys);
+    tcase_add_test(tc, bad_not_object);
+    tcase_add_test(tc, bad_metadata);
+    tcase_add_test(tc, bad_format_version);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("tensors");
+    tcase_add_test(tc, bad_missing_tensor);
+    tcase_add_test(tc, bad_wrong_shape);
+    tcase_add_test(tc, bad_dtype);
+    tcase_add_test(tc, bad_unknown_tensor);
+    tcase_add_test(tc, bad_overlap);
+    tcase_add_test(tc, bad_offsets);
+    tcase_add_test(tc, bad_shape_values);
+    tcase_add_test(tc, bad_entry_fields);
+    tcase_add_test(tc, bad_tensors_for_other_arch);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("architecture");
+    tcase_add_test(tc, bad_arch_json);
+    tcase_add_test(tc, bad_arch_version);
+    tcase_add_test(tc, bad_arch_unknown_key);
+    tcase_add_test(tc, bad_arch_layer_type);
+    tcase_add_test(tc, bad_arch_sizes);
+    tcase_add_test(tc, bad_arch_layers);
+    tcase_add_test(tc, bad_arch_options);
+    tcase_add_test(tc, bad_arch_activations);
+    tcase_add_test(tc, bad_arch_vocab);
+    tcase_add_test(tc, bad_arch_head);
+    tcase_add_test(tc, mutations);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("sha256");
+    tcase_add_test(tc, sha256_vectors);
+    tcase_add_test(tc, sha256_boundaries);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(model_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,791 @@
+#!/usr/bin/env python3
+"""Tests of rnnd-convert (tools/rnnd_convert): the files it writes and what it refuses.
+
+- every golden case: converted through the command line; header layout (alignment, padding,
+  offsets), metadata, tensor names and shapes, architecture keys, and weights against the
+  ONNX initializers they come from;
+- hand-built ONNX graphs using the operator's attributes (activations with alpha/beta consumed
+  as ONNX Runtime does, clip, reverse, layout=1, peepholes, zero initial states);
+- fresh torch.onnx.export graphs, TorchScript (script and trace) and from_module() round
+  trips, checked against PyTorch's own output through tools/rnnd_convert/reference.py;
+- native specs (Jordan, forget_gate false), vocabularies, the installed launcher;
+- refusals: exit status and a single line `rnnd-convert: FILE: reason`.
+
+Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP, RNND_SRCDIR (optional).
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import rnnd_convert
+from rnnd_convert import cli, reference
+from rnnd_convert.arch import ConvertError
+
+warnings.filterwarnings("ignore")
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("RNND_SRCDIR", os.path.dirname(HERE))
+GOLDEN = os.environ.get("RNND_GOLDEN_DIR") or os.path.join(SRCDIR, "tests", "golden")
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "convert")
+PY = os.environ.get("PYTHON3") or sys.executable
+shutil.rmtree(TMP, ignore_errors=True)
+os.makedirs(TMP)
+
+failures = []
+n_checks = 0
+
+
+def check(cond, what):
+    global n_checks
+    n_checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL: " + what)
+
+
+def tmp(name):
+    return os.path.join(TMP, name)
+
+
+def run_cli(*args):
+    """(rc, stdout, stderr) of `python3 -m rnnd_convert ARGS` in a child process."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(SRCDIR, "tools") + os.pathsep + env.get("PYTHONPATH", "")
+    p = subprocess.run([PY, "-m", "rnnd_convert"] + list(args), capture_output=True, text=True,
+                       env=env)
+    return p.returncode, p.stdout, p.stderr
+
+
+def main_inproc(*args):
+    """(rc, stderr) of cli.main(ARGS) in this process (fast: no re-import of torch)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue()
+
+
+def parse_file(path):
+    """Parse an .rnnd file by hand and check the container rules of docs/model-format.md."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    raw = data[8:8 + n]
+    text = raw.decode("utf-8")
+    check((8 + n) % 4 == 0, "%s: data buffer starts 4-byte aligned" % path)
+    check(text == text.rstrip(" ") + " " * (len(text) - len(text.rstrip(" "))),
+          "%s: header padded with spaces only" % path)
+    header = json.loads(text)
+    meta = header.pop("__metadata__")
+    check(all(isinstance(v, str) for v in meta.values()), "%s: metadata are strings" % path)
+    check(meta.get("format") == "rnnd" and meta.get("format_version") == "1",
+          "%s: format rnnd version 1" % path)
+    arch = json.loads(meta["architecture"])
+    spans = []
+    for name, t in header.items():
+        check(set(t) == {"dtype", "shape", "data_offsets"}, "%s: %s entry keys" % (path, name))
+        check(t["dtype"] == "F32", "%s: %s is F32" % (path, name))
+        b, e = t["data_offsets"]
+        check(b % 4 == 0, "%s: %s begins 4-byte aligned" % (path, name))
+        check(e - b == 4 * int(np.prod(t["shape"], dtype=np.int64)),
+              "%s: %s byte count matches its shape" % (path, name))
+        spans.append((b, e))
+    spans.sort()
+    check(all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)),
+          "%s: no two tensors overlap" % path)
+    check(8 + n + (spans[-1][1] if spans else 0) == len(data), "%s: file size" % path)
+    tensors = {}
+    for name, t in header.items():
+        b, e = t["data_offsets"]
+        tensors[name] = np.frombuffer(data, "<f4", (e - b) // 4, 8 + n + b).reshape(t["shape"])
+    shapes = {k: list(v["shape"]) for k, v in header.items()}
+    return arch, shapes, tensors
+
+
+LAYER_KEYS = {
+    "rnn": {"type", "hidden_size", "direction", "activations", "clip"},
+    "lstm": {"type", "hidden_size", "direction", "activations", "clip", "input_forget",
+             "peepholes", "forget_gate", "proj_size"},
+    "gru": {"type", "hidden_size", "direction", "activations", "clip", "linear_before_reset"},
+    "jordan": {"type", "hidden_size", "direction", "activations", "clip", "output_size"},
+}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2}
+
+
+def check_arch_complete(arch, path):
+    check(set(arch) == {"format_version", "name", "input", "layers", "head", "vocab",
+                        "tokenizer"}, "%s: architecture top-level keys" % path)
+    for L in arch["layers"]:
+        check(set(L) == LAYER_KEYS[L["type"]], "%s: every %s key written" % (path, L["type"]))
+        nd = 2 if L["direction"] == "bidirectional" else 1
+        acts = L["activations"]
+        check(len(acts) == nd and all(len(a) == N_ACT[L["type"]] for a in acts),
+              "%s: activations explicit per direction" % path)
+        check(all(set(a) == {"op", "alpha", "beta"} for d in acts for a in d),
+              "%s: activations carry op, alpha and beta" % path)
+
+
+def expected_names(arch):
+    """{tensor name: shape} that the architecture requires, computed from the format doc."""
+    out = {}
+    inp = arch["input"]
+    if inp["kind"] == "tokens":
+        out["embedding.weight"] = [inp["vocab_size"], inp["embedding_dim"]]
+        in_dim = inp["embedding_dim"]
+    else:
+        in_dim = inp["dim"]
+    for l, L in enumerate(arch["layers"]):
+        H = L["hidden_size"]
+        G = {"rnn": 1, "gru": 3, "jordan": 1}.get(L["type"], 4 if L.get("forget_gate", True)
+                                                  else 3)
+        od = (L["output_size"] if L["type"] == "jordan" else
+              (L.get("proj_size") or H) if L["type"] == "lstm" else H)
+        nd = 2 if L["direction"] == "bidirectional" else 1
+        for d in range(nd):
+            p = "layers.%d.%d." % (l, d)
+            out[p + "W"], out[p + "R"] = [G * H, in_dim], [G * H, od]
+            out[p + "Wb"], out[p + "Rb"] = [G * H], [G * H]
+            if L.get("peepholes"):
+                out[p + "P"] = [3 * H]
+            if L.get("proj_size"):
+                out[p + "proj"] = [L["proj_size"], H]
+            if L["type"] == "jordan":
+                out[p + "V"], out[p + "Vb"] = [od, H], [od]
+        in_dim = od * nd
+    if arch["head"]:
+        out["head.weight"] = [arch["head"]["out_dim"], arch["head"]["in_dim"]]
+        out["head.bias"] = [arch["head"]["out_dim"]]
+    return out
+
+
+# ---- 1. the golden cases ----------------------------------------------------------------
+# What each case is, from its description in case.json (not from our output).
+GOLDEN_EXPECT = {
+    "gru2_tokens_head": dict(input=("tokens", 30, 8), layers=[("gru", 16, "forward")] * 2,
+                             head=(30, 16), extra={"linear_before_reset": 1}),
+    "gru_vectors": dict(input=("vectors", 4), layers=[("gru", 8, "forward")],
+                        extra={"linear_before_reset": 1}),
+    "lstm2_tokens_head": dict(input=("tokens", 30, 8), layers=[("lstm", 16, "forward")] * 2,
+                              head=(30, 16)),
+    "lstm_bidir_vectors": dict(input=("vectors", 4), layers=[("lstm", 6, "bidirectional")]),
+    "lstm_vectors": dict(input=("vectors", 4), layers=[("lstm", 8, "forward")]),
+    "onnx_gru_reset_before": dict(input=("vectors", 3), layers=[("gru", 5, "forward")],
+                                  extra={"linear_before_reset": 0}),
+    "onnx_lstm_cifg": dict(input=("vectors", 3), layers=[("lstm", 5, "forward")],
+                           extra={"input_forget": True, "peepholes": False}),
+    "onnx_lstm_clip_hardsigmoid": dict(
+        input=("vectors", 3), layers=[("lstm", 5, "forward")],
+        extra={"clip": 0.7, "activations": [[{"op": "HardSigmoid", "alpha": 0.2, "beta": 0.5},
+                                             {"op": "Tanh", "alpha": 0.0, "beta": 0.0},
+                                             {"op": "Tanh", "alpha": 0.0, "beta": 0.0}]]}),
+    "onnx_lstm_peephole": dict(input=("vectors", 3), layers=[("lstm", 5, "forward")],
+                               extra={"peepholes": True, "input_forget": False}),
+    "onnx_lstm_reverse": dict(input=("vectors", 3), layers=[("lstm", 5, "reverse")]),
+    "rnn_relu_vectors": dict(input=("vectors", 3), layers=[("rnn", 5, "forward")],
+                             extra={"activations": [[{"op": "Relu", "alpha": 0.0,
+                                                      "beta": 0.0}]]}),
+    "rnn_tanh_vectors": dict(input=("vectors", 3), layers=[("rnn", 5, "forward")],
+                             extra={"activations": [[{"op": "Tanh", "alpha": 0.0,
+                                                      "beta": 0.0}]]}),
+}
+
+
+def test_golden():
+    cases = sorted(d for d in os.listdir(GOLDEN) if os.path.isdir(os.path.join(GOLDEN, d)))
+    check(set(GOLDEN_EXPECT) <= set(cases), "all 12 golden cases present in %s" % GOLDEN)
+    for c in cases:
+        src = os.path.join(GOLDEN, c, "model.onnx")
+        out = tmp(c + ".rnnd")
+        rc, so, se = run_cli(src, "-o", out, "--name", c)
+        check(rc == 0 and se == "", "golden %s converts (rc %d, stderr %r)" % (c, rc, se))
+        if rc != 0:
+            continue
+        arch, shapes, tensors = parse_file(out)
+        check_arch_complete(arch, c)
+        check(arch["name"] == c, "%s: --name written" % c)
+        check(shapes == expected_names(arch), "%s: tensor names and shapes %s" % (c, shapes))
+        exp = GOLDEN_EXPECT.get(c)
+        if exp is None:
+            continue
+        inp = arch["input"]
+        if exp["input"][0] == "tokens":
+            check(inp == {"kind": "tokens", "vocab_size": exp["input"][1],
+                          "embedding_dim": exp["input"][2]}, "%s: input %s" % (c, inp))
+        else:
+            check(inp == {"kind": "vectors", "dim": exp["input"][1]}, "%s: input %s" % (c, inp))
+        got = [(L["type"], L["hidden_size"], L["direction"]) for L in arch["layers"]]
+        check(got == exp["layers"], "%s: layers %s" % (c, got))
+        head = arch["head"]
+        if "head" in exp:
+            check(head == {"out_dim": exp["head"][0], "in_dim": exp["head"][1], "norm": "none"},
+                  "%s: head %s" % (c, head))
+        else:
+            check(head is None, "%s: no head" % c)
+        for k, v in exp.get("extra", {}).items():
+            for L in arch["layers"]:
+                got = L[k]
+                if k == "clip":
+                    got = round(got, 6)
+                check(got == v, "%s: %s = %r, expected %r" % (c, k, got, v))
+        check_golden_weights(c, src, tensors, arch)
+
+
+def check_golden_weights(c, src, tensors, arch):
+    """The written weights are the ONNX initializers, split as the format says."""
+    g = onnx.load(src).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    nodes = [n for n in g.node if n.op_type in ("LSTM", "GRU", "RNN")]
+    for l, node in enumerate(nodes):
+        W, R = inits[node.input[1]], inits[node.input[2]]
+        B = inits[node.input[3]] if len(node.input) > 3 and node.input[3] else None
+        GH = W.shape[1]
+        for d in range(W.shape[0]):
+            p = "layers.%d.%d." % (l, d)
+            check(np.array_equal(tensors[p + "W"], W[d]), "%s: %sW = W[%d]" % (c, p, d))
+            check(np.array_equal(tensors[p + "R"], R[d]), "%s: %sR = R[%d]" % (c, p, d))
+            if B is not None:
+                check(np.array_equal(tensors[p + "Wb"], B[d, :GH]) and
+                      np.array_equal(tensors[p + "Rb"], B[d, GH:]), "%s: %sWb/Rb split B" % (c, p))
+        if len(node.input) > 7 and node.input[7]:
+            P = inits[node.input[7]]
+            check(np.array_equal(tensors["layers.%d.0.P" % l], P[0]), "%s: P" % c)
+    if "embedding.weight" in tensors:
+        emb = [n for n in g.node if n.op_type == "Gather" and n.input[0] in inits][0]
+        check(np.array_equal(tensors["embedding.weight"], inits[emb.input[0]]),
+              "%s: embedding.weight" % c)
+    if "head.weight" in tensors:
+        mm = [n for n in g.node if n.op_type == "MatMul"][0]
+        check(np.array_equal(tensors["head.weight"], inits[mm.input[1]].T),
+              "%s: head.weight is the MatMul weight transposed" % c)
+
+
+# ---- 2. hand-built ONNX graphs ----------------------------------------------------------
+def f32(a):
+    return np.asarray(a, dtype=np.float32)
+
+
+def save_graph(path, nodes, inits, inputs, outputs, opset=14):
+    g = helper.make_graph(nodes, "g", inputs, outputs,
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def vin(name, shape, t=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, t, shape)
+
+
+def rec_graph(path, op="LSTM", H=4, I=3, nd=1, attrs=None, P=None, B=True, h0=None,
+              extra_inputs=(), seqlens=None, outputs=("Y",), layout=0, Wshape=None, rng=None):
+    """A single recurrent node X -> Y (plus optional pieces)."""
+    rng = rng or np.random.default_rng(1)
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    inits = {"W": f32(rng.normal(size=Wshape or (nd, G * H, I))),
+             "R": f32(rng.normal(size=(nd, G * H, H)))}
+    ins = ["X", "W", "R"]
+    ins.append("B" if B else "")
+    if B:
+        inits["B"] = f32(rng.normal(size=(nd, 2 * G * H)))
+    ins.append(seqlens or "")
+    ins.append(h0 if isinstance(h0, str) else "h0" if h0 is not None else "")
+    if h0 is not None and not isinstance(h0, str):
+        inits["h0"] = f32(h0)
+    if op == "LSTM":
+        ins.append("")
+        if P is not None:
+            inits["P"] = f32(P)
+            ins.append("P")
+    while ins and ins[-1] == "":
+        ins.pop()
+    a = dict(hidden_size=H)
+    a.update(attrs or {})
+    if layout:
+        a["layout"] = 1
+    outs = [o if o in outputs else "" for o in ("Y", "Y_h", "Y_c")[:3 if op == "LSTM" else 2]]
+    node = helper.make_node(op, ins, outs, name="rec", **a)
+    xs = ["T", "N", I] if not layout else ["N", "T", I]
+    gin = [vin("X", xs)] + [vin(n, None, t) for n, t in extra_inputs]
+    gout = [vin(o, None) for o in outputs]
+    save_graph(path, [node], inits, gin, gout)
+    return inits
+
+
+def test_hand_built():
+    # activations with alpha/beta consumed in order by the activations that take them
+    acts = ["HardSigmoid", "LeakyRelu", "ScaledTanh", "sigmoid", "Affine", "Elu"]
+    path = tmp("acts.onnx")
+    inits = rec_graph(path, "LSTM", H=3, I=2, nd=2, P=np.ones((2, 9)), attrs=dict(
+        direction="bidirectional", activations=acts, activation_alpha=[0.3, 0.05, 1.5, 0.7, 0.9],
+        activation_beta=[0.6, 0.8, 0.1], clip=2.5, input_forget=1))
+    rc, err = main_inproc(path, "-o", tmp("acts.rnnd"))
+    check(rc == 0, "LSTM with every attribute converts: %s" % err)
+    arch, shapes, t = parse_file(tmp("acts.rnnd"))
+    L = arch["layers"][0]
+    want = [[{"op": "HardSigmoid", "alpha": 0.3, "beta": 0.6},
+             {"op": "LeakyRelu", "alpha": 0.05, "beta": 0.0},
+             {"op": "ScaledTanh", "alpha": 1.5, "beta": 0.8}],
+            [{"op": "Sigmoid", "alpha": 0.0, "beta": 0.0},
+             {"op": "Affine", "alpha": 0.7, "beta": 0.1},
+             {"op": "Elu", "alpha": 0.9, "beta": 0.0}]]
+    check(L["activations"] == want, "alpha/beta consumed in ONNX Runtime order: %s"
+          % L["activations"])
+    check(L["clip"] == 2.5 and L["input_forget"] is True and L["peepholes"] is True and
+          L["direction"] == "bidirectional", "clip, input_forget, peepholes, bidirectional")
+    check(np.array_equal(t["layers.0.1.P"], np.ones(9, np.float32)) and
+          np.array_equal(t["layers.0.1.W"], inits["W"][1]), "backward direction weights")
+
+    # one set of activations for two directions is used for both; a default fills in alpha
+    rec_graph(path, "GRU", H=3, I=2, nd=2, attrs=dict(
+        direction="bidirectional", activations=["HardSigmoid", "Tanh"], linear_before_reset=1))
+    rc, err = main_inproc(path, "-o", tmp("g.rnnd"))
+    arch = parse_file(tmp("g.rnnd"))[0]
+    a = arch["layers"][0]["activations"]
+    check(rc == 0 and a[0] == a[1] and a[0][0] == {"op": "HardSigmoid", "alpha": 0.2,
+                                                   "beta": 0.5},
+          "bidirectional GRU with one activation list: %s %s" % (err, a))
+    check(arch["layers"][0]["linear_before_reset"] == 1, "linear_before_reset 1 kept")
+
+    # reverse RNN without bias, zero initial_h initializer, RNN's two-activation default
+    rec_graph(path, "RNN", H=4, I=3, B=False, h0=np.zeros((1, 1, 4)),
+              attrs=dict(direction="reverse", activations=["Relu", "Tanh"]))
+    rc, err = main_inproc(path, "-o", tmp("r.rnnd"))
+    arch, shapes, t = parse_file(tmp("r.rnnd"))
+    L = arch["layers"][0]
+    check(rc == 0 and L["direction"] == "reverse" and L["activations"][0][0]["op"] == "Relu",
+          "reverse RNN, zero initial_h accepted: %s" % err)
+    check(not t["layers.0.0.Wb"].any() and not t["layers.0.0.Rb"].any() and
+          shapes["layers.0.0.Wb"] == [4], "Wb and Rb written as zeros without a bias")
+
+    # layout=1 (batch-first X and Y)
+    rec_graph(path, "LSTM", H=4, I=3, layout=1)
+    rc, err = main_inproc(path, "-o", tmp("l.rnnd"))
+    check(rc == 0, "layout=1 accepted: %s" % err)
+
+    # an all-zero P is no peephole at all
+    rec_graph(path, "LSTM", H=4, I=3, P=np.zeros((1, 12)))
+    rc, err = main_inproc(path, "-o", tmp("p0.rnnd"))
+    arch, shapes, _ = parse_file(tmp("p0.rnnd"))
+    check(rc == 0 and arch["layers"][0]["peepholes"] is False and
+          "layers.0.0.P" not in shapes, "an all-zero P becomes peepholes false")
+
+    # the converted hand-built LSTM computes what the ONNX equations say (checked in float64
+    # by a literal transcription of the ONNX LSTM spec, for one direction)
+    rng = np.random.default_rng(5)
+    inits = rec_graph(path, "LSTM", H=3, I=2, P=rng.normal(size=(1, 9)),
+                      attrs=dict(activations=["Sigmoid", "Softsign", "Softplus"], clip=1.2))
+    rc, err = main_inproc(path, "-o", tmp("s.rnnd"))
+    xs = rng.normal(size=(7, 2))
+    got = reference.run(tmp("s.rnnd"), [xs])[0][0]
+    want = onnx_lstm_spec(xs, inits["W"][0], inits["R"][0], inits["B"][0], inits["P"][0], 1.2)
+    check(rc == 0 and np.allclose(got, want, atol=1e-5),
+          "hand-built LSTM (Softsign, Softplus, clip, peepholes) computes the ONNX equations")
+
+
+def onnx_lstm_spec(xs, W, R, B, P, clip):
+    """ONNX LSTM, forward, activations Sigmoid/Softsign/Softplus, written from the ONNX doc."""
+    H = R.shape[1]
+    Wi, Wo, Wf, Wc = np.split(W.astype(np.float64), 4)
+    Ri, Ro, Rf, Rc = np.split(R.astype(np.float64), 4)
+    Wbi, Wbo, Wbf, Wbc, Rbi, Rbo, Rbf, Rbc = np.split(B.astype(np.float64), 8)
+    Pi, Po, Pf = np.split(P.astype(np.float64), 3)
+    h, c = np.zeros(H), np.zeros(H)
+    sig = lambda v: 1 / (1 + np.exp(-v))            # noqa: E731
+    g = lambda v: v / (1 + np.abs(v))               # noqa: E731
+    hh = lambda v: np.log(1 + np.exp(v))            # noqa: E731
+    cl = lambda v: np.clip(v, -clip, clip)          # noqa: E731
+    out = []
+    for x in xs:
+        it = sig(cl(Wi @ x + Ri @ h + Pi * c + Wbi + Rbi))
+        ft = sig(cl(Wf @ x + Rf @ h + Pf * c + Wbf + Rbf))
+        ct = g(cl(Wc @ x + Rc @ h + Wbc + Rbc))
+        c = ft * c + it * ct
+        ot = sig(cl(Wo @ x + Ro @ h + Po * c + Wbo + Rbo))
+        h = ot * hh(c)
+        out.append(h)
+    return np.array(out)
+
+
+# ---- 3. PyTorch: export, TorchScript, from_module ---------------------------------------
+def test_torch():
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self, cell, tokens=True, head=True, soft=None, I=13, H=37, flat=False,
+                     **kw):
+            super().__init__()
+            self.tokens, self.flat = tokens, flat
+            # a module, so that a scripted forward holds one normalisation, not both branches
+            self.out = {None: nn.Identity(), "softmax": nn.Softmax(dim=-1),
+                        "log_softmax": nn.LogSoftmax(dim=-1)}[soft]
+            self.batch_first = kw.get("batch_first", False)
+            if tokens:
+                self.emb = nn.Embedding(29, I)
+            self.rnn = cell(I, H, **kw)
+            nd = 2 if kw.get("bidirectional") else 1
+            self.fc = nn.Linear((kw.get("proj_size") or H) * nd, 7) if head else None
+
+        def forward(self, x):
+            if self.tokens:
+                x = self.emb(x)
+            y, _ = self.rnn(x)
+            if self.fc is not None:
+                if self.flat:
+                    s = y.shape
+                    y = self.fc(y.reshape(-1, s[-1])).reshape(s[0], s[1], -1)
+                else:
+                    y = self.fc(y)
+            return self.out(y)
+
+    class FNet(Net):
+        """Functional log_softmax: found in a traced graph, not among the submodules."""
+        def forward(self, x):
+            return torch.log_softmax(super().forward(x), -1)
+
+    def compare(what, path, net, x):
+        with torch.no_grad():
+            y = net(x).numpy()
+        if not net.batch_first:
+            x, y = x.transpose(0, 1), y.transpose(1, 0, 2)
+        seqs = [s.tolist() if net.tokens else s.numpy() for s in x]
+        got = reference.run(path, seqs)[0]
+        err = max(float(np.abs(got[b] - y[b]).max()) for b in range(len(seqs)))
+        check(err < 1e-5, "%s: matches PyTorch (max error %.2g)" % (what, err))
+
+    # ONNX as torch.onnx.export writes it: bidirectional 2-layer LSTM, time-major, softmax;
+    # a GRU with a Linear on flattened rows (Gemm + Reshape) at opset 11
+    for what, net, opset, bf in (
+            ("onnx export lstm bidir x2 softmax",
+             Net(nn.LSTM, soft="softmax", num_layers=2, bidirectional=True), 14, False),
+            ("onnx export gru flat Gemm head opset 11",
+             Net(nn.GRU, tokens=False, flat=True, batch_first=True, num_layers=2), 11, True)):
+        net.eval()
+        x = torch.randint(0, 29, (3, 8)) if net.tokens else torch.randn(3, 8, 13)
+        path = tmp("export.onnx")
+        torch.onnx.export(net, (x,), path, input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "a", 1: "b"}}, opset_version=opset)
+        rc, err = main_inproc(path, "-o", tmp("export.rnnd"))
+        check(rc == 0, "%s converts: %s" % (what, err))
+        if rc == 0:
+            arch = parse_file(tmp("export.rnnd"))[0]
+            check(arch["head"] is not None, "%s: head found" % what)
+            compare(what, tmp("export.rnnd"), net, x)
+
+    # TorchScript (scripted and traced) and from_module
+    cases = (
+        ("lstm proj bidir x2 + log_softmax", "script",
+         Net(nn.LSTM, soft="log_softmax", num_layers=2, bidirectional=True, proj_size=5,
+             batch_first=True), "log_softmax"),
+        ("gru x2, functional log_softmax", "trace", FNet(nn.GRU, num_layers=2, batch_first=True),
+         "log_softmax"),
+        ("rnn relu bidir", "script",
+         Net(nn.RNN, nonlinearity="relu", bidirectional=True, batch_first=True), "none"),
+        ("rnn relu traced", "trace", Net(nn.RNN, nonlinearity="relu", batch_first=True), "none"),
+        ("lstm module", "module", Net(nn.LSTM, num_layers=3, proj_size=4, batch_first=True),
+         "none"),
+        ("gru bidir module, vectors", "module",
+         Net(nn.GRU, tokens=False, bidirectional=True, batch_first=True), "none"),
+    )
+    for what, how, net, norm in cases:
+        net.eval()
+        x = torch.randint(0, 29, (3, 9)) if net.tokens else torch.randn(3, 9, 13)
+        out = tmp("torch.rnnd")
+        if how == "module":
+            m = rnnd_convert.from_module(net, out)
+            check(m.head_W is not None, "%s: from_module found the head" % what)
+        else:
+            sm = torch.jit.script(net) if how == "script" else torch.jit.trace(net, (x,))
+            sm.save(tmp("m.pt"))
+            rc, err = main_inproc(tmp("m.pt"), "-o", out)
+            check(rc == 0, "%s (%s) converts: %s" % (what, how, err))
+            if rc != 0:
+                continue
+        arch, shapes, t = parse_file(out)
+        check_arch_complete(arch, what)
+        check(arch["head"]["norm"] == norm, "%s: head norm %s" % (what, arch["head"]["norm"]))
+        check(shapes == expected_names(arch), "%s: tensor names and shapes" % what)
+        compare("%s (%s)" % (what, how), out, net, x)
+
+    # gate reordering, checked on the tensors themselves
+    lstm = nn.LSTM(3, 2)
+    rnnd_convert.from_module(lstm, tmp("bare.rnnd"))
+    arch, shapes, t = parse_file(tmp("bare.rnnd"))
+    wi = lstm.weight_ih_l0.detach().numpy()
+    check(np.array_equal(t["layers.0.0.W"], np.concatenate([wi[0:2], wi[6:8], wi[2:4],
+                                                            wi[4:6]])),
+          "LSTM gates i,f,g,o become i,o,f,c")
+    check(arch["input"] == {"kind": "vectors", "dim": 3} and arch["head"] is None,
+          "a bare nn.LSTM is a vectors model without head")
+    gru = nn.GRU(3, 2)
+    rnnd_convert.from_module(gru, tmp("bare.rnnd"))
+    t = parse_file(tmp("bare.rnnd"))[2]
+    wh = gru.bias_hh_l0.detach().numpy()
+    check(np.array_equal(t["layers.0.0.Rb"], np.concatenate([wh[2:4], wh[0:2], wh[4:6]])),
+          "GRU gates r,z,n become z,r,h")
+
+    # refusals on the torch side
+    class Bad(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.LSTM(3, 4)
+            self.act = nn.ReLU()
+            self.b = nn.LSTM(4, 4)
+
+        def forward(self, x):
+            return self.b(self.act(self.a(x)[0]))[0]
+    torch.jit.script(Bad()).save(tmp("bad.pt"))
+    rc, err = main_inproc(tmp("bad.pt"), "-o", tmp("bad.rnnd"))
+    one_line_error("TorchScript with a ReLU module", rc, err, tmp("bad.pt"), "'act' (ReLU)")
+
+    class TwoHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.f1, self.f2 = nn.GRU(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
+    try:
+        rnnd_convert.from_module(TwoHeads(), tmp("two.rnnd"))
+        check(False, "from_module refuses two Linear modules")
+    except ConvertError as e:
+        check("2 Linear modules" in str(e), "from_module refuses two Linear modules: %s" % e)
+    m = rnnd_convert.from_module(TwoHeads(), tmp("two.rnnd"), head="f2", norm="softmax")
+    check(m.head_W.shape == (2, 4) and parse_file(tmp("two.rnnd"))[0]["head"]["norm"] ==
+          "softmax", "from_module head= and norm= choose the head")
+
+
+# ---- 4. native specs and vocabularies ---------------------------------------------------
+def write_native(name, arch, tensors, weights_key=True):
+    npz = tmp(name + ".npz")
+    np.savez(npz, **tensors)
+    if weights_key:
+        arch = dict(arch, weights=name + ".npz")
+    with open(tmp(name + ".json"), "w") as f:
+        json.dump(arch, f)
+    return tmp(name + ".json")
+
+
+def test_native():
+    rng = np.random.default_rng(3)
+    arch = {"name": "jordan-1997", "input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "jordan", "hidden_size": 5, "output_size": 2},
+                       {"type": "lstm", "hidden_size": 4, "forget_gate": False,
+                        "peepholes": True, "direction": "reverse"}],
+            "head": {"out_dim": 3, "in_dim": 4, "norm": "softmax"}}
+    t = {"layers.0.0.W": rng.normal(size=(5, 3)), "layers.0.0.R": rng.normal(size=(5, 2)),
+         "layers.0.0.Wb": rng.normal(size=5), "layers.0.0.V": rng.normal(size=(2, 5)),
+         "layers.1.0.W": rng.normal(size=(12, 2)), "layers.1.0.R": rng.normal(size=(12, 4)),
+         "layers.1.0.P": rng.normal(size=12), "head.weight": rng.normal(size=(3, 4)),
+         "head.bias": rng.normal(size=3)}
+    path = write_native("jordan", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("jordan.rnnd"))
+    check(rc == 0 and se == "", "native Jordan + 1997 LSTM converts: %s" % se)
+    a, shapes, got = parse_file(tmp("jordan.rnnd"))
+    check_arch_complete(a, "native")
+    check(shapes == expected_names(a), "native: tensor names and shapes")
+    J, L = a["layers"]
+    check(J["activations"] == [[{"op": "Tanh", "alpha": 0.0, "beta": 0.0},
+                                {"op": "Affine", "alpha": 1.0, "beta": 0.0}]],
+          "jordan default activations written explicitly: %s" % J["activations"])
+    check(L["forget_gate"] is False and L["peepholes"] is True and shapes["layers.1.0.W"] ==
+          [12, 2], "forget_gate false: 3 gate blocks")
+    check(not got["layers.0.0.Rb"].any() and not got["layers.0.0.Vb"].any() and
+          np.allclose(got["layers.0.0.Wb"], t["layers.0.0.Wb"]),
+          "absent biases become zeros, present ones are kept")
+    check(np.allclose(got["layers.1.0.P"], t["layers.1.0.P"]) and a["name"] == "jordan-1997",
+          "native weights and name carried over")
+
+    # --weights instead of a "weights" key; vocabulary from lines and from a JSON list
+    arch = {"input": {"kind": "tokens", "vocab_size": 4, "embedding_dim": 2},
+            "layers": [{"type": "gru", "hidden_size": 3, "linear_before_reset": 1}],
+            "head": None}
+    t = {"embedding.weight": rng.normal(size=(4, 2)), "layers.0.0.W": rng.normal(size=(9, 2)),
+         "layers.0.0.R": rng.normal(size=(9, 3))}
+    path = write_native("tok", arch, t, weights_key=False)
+    with open(tmp("vocab.txt"), "w") as f:
+        f.write("a\n \nb\nc\n")
+    rc, err = main_inproc(path, "--weights", tmp("tok.npz"), "-o", tmp("tok.rnnd"),
+                          "--vocab", tmp("vocab.txt"), "--tokenizer", "char")
+    a = parse_file(tmp("tok.rnnd"))[0]
+    check(rc == 0 and a["vocab"] == ["a", " ", "b", "c"] and a["tokenizer"] == "char",
+          "--weights, --vocab (lines, a space token) and --tokenizer: %s %s" % (err, a["vocab"]))
+    check(a["name"] == "tok", "the default name is the output's base name")
+    with open(tmp("vocab.json"), "w") as f:
+        json.dump(["\n", "x", "y", "z"], f)
+    rc, err = main_inproc(path, "--weights", tmp("tok.npz"), "-o", tmp("tok.rnnd"),
+                          "--vocab", tmp("vocab.json"))
+    check(rc == 0 and parse_file(tmp("tok.rnnd"))[0]["vocab"][0] == "\n",
+          "--vocab as a JSON list: %s" % err)
+
+
+def test_launcher():
+    """The installed launcher (tools/rnnd-convert.in as make installs it) runs cli.main()."""
+    src = os.path.join(SRCDIR, "tools", "rnnd-convert.in")
+    share = tmp("share")
+    os.makedirs(os.path.join(share, "python"))
+    os.symlink(os.path.join(SRCDIR, "tools", "rnnd_convert"),
+               os.path.join(share, "python", "rnnd_convert"))
+    bindir = tmp("bin")
+    os.makedirs(bindir)
+    with open(src) as f:
+        text = f.read().replace("@PYTHON3@", PY).replace("@pkgdatadir@", share)
+    launcher = os.path.join(bindir, "rnnd-convert")
+    with open(launcher, "w") as f:
+        f.write(text)
+    os.chmod(launcher, 0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    p = subprocess.run([launcher, os.path.join(GOLDEN, "lstm_vectors", "model.onnx"), "-o",
+                        tmp("launch.rnnd")], capture_output=True, text=True, env=env)
+    check(p.returncode == 0 and os.path.exists(tmp("launch.rnnd")),
+          "installed launcher converts: %s" % p.stderr)
+    p = subprocess.run([launcher, tmp("nope.onnx"), "-o", tmp("x.rnnd")], capture_output=True,
+                       text=True, env=env)
+    check(p.returncode != 0 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr,
+          "installed launcher: one-line error: %r" % p.stderr)
+
+
+# ---- 5. refusals ------------------------------------------------------------------------
+def one_line_error(what, rc, err, path, needle):
+    lines = err.splitlines()
+    prefix = "rnnd-convert: %s: " % path
+    ok = (rc not in (0, None) and len(lines) == 1 and lines[0].startswith(prefix) and
+          needle in lines[0])
+    check(ok, "refused %s: rc %s, stderr %r (want one line with %r)" % (what, rc, err, needle))
+
+
+def refuse(what, args, path, needle, child=False):
+    out = tmp("refused.rnnd")
+    if os.path.exists(out):
+        os.unlink(out)
+    if child:
+        rc, _, err = run_cli(*(list(args) + ["-o", out]))
+    else:
+        rc, err = main_inproc(*(list(args) + ["-o", out]))
+    one_line_error(what, rc, err, path, needle)
+    check(not os.path.exists(out), "refused %s: no output file left behind" % what)
+
+
+def test_refusals():
+    rng = np.random.default_rng(7)
+    # a Conv on the data path
+    W, R = f32(rng.normal(size=(1, 16, 3))), f32(rng.normal(size=(1, 16, 4)))
+    conv = helper.make_node("Conv", ["X3", "K"], ["C"], name="the_conv")
+    tr = helper.make_node("Transpose", ["C"], ["X"], perm=[2, 0, 1])
+    tr0 = helper.make_node("Transpose", ["Xin"], ["X3"], perm=[1, 2, 0])
+    lstm = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=4)
+    p = save_graph(tmp("conv.onnx"), [tr0, conv, tr, lstm],
+                   {"W": W, "R": R, "K": f32(rng.normal(size=(3, 3, 1)))},
+                   [vin("Xin", ["T", "N", 3])], [vin("Y", None)])
+    refuse("a Conv", [p], p, "node 'the_conv' (Conv)", child=True)
+
+    # residual: the data added to itself
+    lstm = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=4, name="l")
+    sq = helper.make_node("Squeeze", ["Y", "one"], ["Ys"], name="sq")
+    add = helper.make_node("Add", ["Ys", "Ys"], ["Z"], name="res")
+    p = save_graph(tmp("res.onnx"), [lstm, sq, add],
+                   {"W": f32(rng.normal(size=(1, 16, 4))), "R": R,
+                    "one": np.array([1], np.int64)},
+                   [vin("X", ["T", "N", 4])], [vin("Z", None)])
+    refuse("a residual Add", [p], p, "node 'res' (Add): combines the data with itself")
+
+    p = tmp("h0.onnx")
+    rec_graph(p, "LSTM", h0=np.ones((1, 1, 4)))
+    refuse("a non-zero initial_h", [p], p, "node 'rec' (LSTM): initial_h is not zero")
+
+    rec_graph(p, "GRU", seqlens="lens", extra_inputs=[("lens", TensorProto.INT32)])
+    refuse("sequence_lens as a graph input", [p], p,
+           "sequence_lens comes from graph input 'lens'")
+
+    rec_graph(p, "LSTM", h0="h0in", extra_inputs=[("h0in", TensorProto.FLOAT)])
+    refuse("initial_h as a graph input", [p], p, "initial_h comes from graph input 'h0in'")
+
+    rec_graph(p, "RNN", attrs=dict(activations=["Swish"]))
+    refuse("an unknown activation", [p], p, "node 'rec' (RNN): unknown activation 'Swish'")
+
+    rec_graph(p, "LSTM", H=4, I=3, Wshape=(1, 17, 3))
+    refuse("a W of the wrong shape", [p], p, "W has shape [1, 17, 3], expected [1, 16, 3]")
+
+    rec_graph(p, "LSTM", outputs=("Y_h",))
+    refuse("a final-state output", [p], p, "graph output 'Y_h' is a final state")
+
+    rec_graph(p, "LSTM", attrs=dict(clip=-1.0))
+    refuse("a negative clip", [p], p, "clip must be positive")
+
+    with open(tmp("junk.onnx"), "wb") as f:
+        f.write(b"\x00not a model at all" * 10)
+    refuse("a file that is not ONNX", [tmp("junk.onnx")], tmp("junk.onnx"),
+           "not a readable ONNX model")
+    refuse("a missing input", [tmp("missing.onnx")], tmp("missing.onnx"), "file not found",
+           child=True)
+
+    # native
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "rnn", "hidden_size": 4}], "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(4, 3)), "layers.0.0.R": rng.normal(size=(4, 4))}
+    p = write_native("nat", dict(arch, weights="gone.npz"), t, weights_key=False)
+    refuse("a missing weights file", [p], tmp("gone.npz"), "weights file not found",
+           child=True)
+    p = write_native("nat", arch, dict(t, **{"layers.0.0.R": rng.normal(size=(4, 5))}))
+    refuse("a bad tensor shape", [p], p, "layers.0.0.R: shape [4, 5], expected [4, 4]")
+    p = write_native("nat", arch, dict(t, extra=np.zeros(2)))
+    refuse("an unused tensor", [p], p, "extra is not used by the architecture")
+    p = write_native("nat", dict(arch, layers=[{"type": "rnn", "hidden_size": 4,
+                                                "colour": "red"}]), t)
+    refuse("an unknown layer key", [p], p, "layers[0].colour: unknown key")
+    p = write_native("nat", dict(arch, layers=[{"type": "rnn", "hidden_size": 4,
+                                                "activations": [["Gelu"]]}]), t)
+    refuse("an unknown native activation", [p], p, "unknown activation \"Gelu\"")
+    p = write_native("nat", dict(arch, layers=[{"type": "gru", "hidden_size": 4,
+                                                "proj_size": 3}]), t)
+    refuse("an lstm key on a gru", [p], p, "layers[0].proj_size: a gru layer does not use it")
+    p = write_native("nat", dict(arch, layers=[{"type": "lstm", "hidden_size": 1,
+                                                "forget_gate": False, "input_forget": True}]),
+                     {"layers.0.0.W": np.zeros((3, 3)), "layers.0.0.R": np.zeros((3, 1))})
+    refuse("input_forget without a forget gate", [p], p, "input_forget needs the forget gate")
+
+    # vocabulary problems
+    g = os.path.join(GOLDEN, "lstm2_tokens_head", "model.onnx")
+    with open(tmp("v3.txt"), "w") as f:
+        f.write("a\nb\nc\n")
+    refuse("a vocabulary of the wrong size", [g, "--vocab", tmp("v3.txt")], g,
+           "vocab: 3 tokens but the embedding has 30 rows")
+    v = os.path.join(GOLDEN, "lstm_vectors", "model.onnx")
+    with open(tmp("v30.txt"), "w") as f:
+        f.write("".join("t%d\n" % i for i in range(30)))
+    refuse("a vocabulary on a vectors model", [v, "--vocab", tmp("v30.txt")], v,
+           "vocab: a vocabulary needs token input")
+    refuse("the byte tokenizer with 30 tokens", [g, "--tokenizer", "byte"], g,
+           "byte needs vocab_size >= 256")
+    with open(tmp("vnul.json"), "w") as f:
+        json.dump(["a\u0000"] + ["t%d" % i for i in range(29)], f)
+    refuse("a NUL in a token", [g, "--vocab", tmp("vnul.json")], g,
+           "vocab: token 0 contains a NUL character")
+    p = write_native("nat", dict(arch, layers=[{"type": "rnn", "hidden_size": 4, "activations":
+                                                [[{"op": "Affine", "alpha": 1e39}]]}]), t)
+    refuse("an alpha beyond float range", [p], p, "Affine alpha must be a finite float")
+    rc, _, err = run_cli(g)
+    check(rc != 0 and len(err.splitlines()) == 1 and "-o" in err,
+          "a missing -o is a one-line usage error: %r" % err)
+
+
+def main():
+    test_golden()
+    test_hand_built()
+    test_native()
+    test_launcher()
+    test_refusals()
+    test_torch()
+    print("test_convert: %d checks, %d failed" % (n_checks, len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""A plain NumPy (float64) forward pass of an .rnnd file, written straight from the equations
+of docs/model-format.md. It shares no code with the converter or with rnnd, so tests can hold
+either against it.
+
+    outputs, finals = run("model.rnnd", sequences, initial_states=None)
+
+SEQUENCES: one entry per sequence: a list of token ids (token models) or a [T, dim] array.
+INITIAL_STATES: None, or one entry per sequence: None (zeros) or a flat array in the state
+layout of include/rnnd/rnn.h (per layer, per direction: h [out_dim], then c [hidden] for lstm).
+Returns outputs[b] as a [T, output_dim] array and finals[b] as a flat array in that layout
+(a reverse direction's final state is its state after reading the first step).
+"""
+import json
+import struct
+
+import numpy as np
+
+_DEFAULT_ALPHA_BETA = {
+    "HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, 0.0), "ThresholdedRelu": (1.0, 0.0),
+    "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, 0.0),
+}
+_DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"],
+                 "gru": ["Sigmoid", "Tanh"], "jordan": ["Tanh", "Affine"]}
+
+
+def activation(op, x, alpha=None, beta=None):
+    """f(x) for an ONNX recurrent activation, element-wise in float64."""
+    da, db = _DEFAULT_ALPHA_BETA.get(op, (0.0, 0.0))
+    a = da if alpha is None else float(alpha)
+    b = db if beta is None else float(beta)
+    x = np.asarray(x, dtype=np.float64)
+    if op == "Sigmoid":
+        return 0.5 * (1.0 + np.tanh(0.5 * x))          # = 1/(1+e^-x), without overflow
+    if op == "Tanh":
+        return np.tanh(x)
+    if op == "Relu":
+        return np.maximum(x, 0.0)
+    if op == "HardSigmoid":
+        return np.minimum(1.0, np.maximum(0.0, a * x + b))
+    if op == "LeakyRelu":
+        return np.where(x >= 0, x, a * x)
+    if op == "ThresholdedRelu":
+        return np.where(x > a, x, 0.0)
+    if op == "ScaledTanh":
+        return a * np.tanh(b * x)
+    if op == "Affine":
+        return a * x + b
+    if op == "Elu":
+        return np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0.0)))
+    if op == "Softsign":
+        return x / (1.0 + np.abs(x))
+    if op == "Softplus":
+        return np.logaddexp(0.0, x)
+    raise ValueError("unknown activation %r" % op)
+
+
+def read(path):
+    """(architecture dict, {tensor name: float64 array}) of an .rnnd file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    base = 8 + n
+    if base % 4:
+        raise ValueError("%s: data buffer not 4-byte aligned" % path)
+    meta = header.pop("__metadata__")
+    if meta.get("format") != "rnnd" or meta.get("format_version") != "1":
+        raise ValueError("%s: not an rnnd format 1 file" % path)
+    arch = json.loads(meta["architecture"])
+    tensors = {}
+    for name, t in header.items():
+        if t["dtype"] != "F32":
+            raise ValueError("%s: %s: dtype %s" % (path, name, t["dtype"]))
+        b, e = t["data_offsets"]
+        if b % 4:
+            raise ValueError("%s: %s: begin offset not aligned" % (path, name))
+        a = np.frombuffer(data, dtype="<f4", count=(e - b) // 4, offset=base + b)
+        tensors[name] = a.reshape(t["shape"]).astype(np.float64)
+    return arch, tensors
+
+
+class Model:
+    def __init__(self, path):
+        self.arch, self.t = read(path)
+        self.layers = self.arch["layers"]
+
+    def ndir(self, L):
+        return 2 if L["direction"] == "bidirectional" else 1
+
+    def out_dim(self, L):
+        if L["type"] == "jordan":
+            return L["output_size"]
+        if L["type"] == "lstm" and L.get("proj_size", 0) > 0:
+            return L["proj_size"]
+        return L["hidden_size"]
+
+    def state_size(self):
+        n = 0
+        for L in self.layers:
+            per = self.out_dim(L) + (L["hidden_size"] if L["type"] == "lstm" else 0)
+            n += per * self.ndir(L)
+        return n
+
+    def acts(self, L, d):
+        lst = L.get("activations")
+        if lst is None:
+            return [(op, None, None) for op in _DEFAULT_ACTS[L["type"]]]
+        return [(a["op"], a.get("alpha"), a.get("beta")) for a in lst[d]]
+
+    def run_one(self, seq, init):
+        inp = self.arch["input"]
+        if inp["kind"] == "tokens":
+            ids = [int(i) for i in seq]
+            if not ids or min(ids) < 0 or max(ids) >= inp["vocab_size"]:
+                raise ValueError("token id out of range or empty sequence")
+            x = self.t["embedding.weight"][ids]
+        else:
+            x = np.asarray(seq, dtype=np.float64).reshape(-1, inp["dim"])
+            if len(x) == 0:
+                raise ValueError("empty sequence")
+        state = np.zeros(self.state_size()) if init is None else \
+            np.asarray(init, dtype=np.float64).ravel()
+        if state.size != self.state_size():
+            raise ValueError("initial state has %d floats, expected %d"
+                             % (state.size, self.state_size()))
+        final = []
+        pos = 0
+        for l, L in enumerate(self.layers):
+            H, O = L["hidden_size"], self.out_dim(L)
+            outs = []
+            for d in range(self.ndir(L)):
+                h0 = state[pos:pos + O]
+                pos += O
+                c0 = None
+                if L["type"] == "lstm":
+                    c0 = state[pos:pos + H]
+                    pos += H
+                reverse = L["direction"] == "reverse" or d == 1
+                w = {k[len("layers.%d.%d." % (l, d)):]: v for k, v in self.t.items()
+                     if k.startswith("layers.%d.%d." % (l, d))}
+                ys, h, c = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse)
+                outs.append(ys)
+                final.append(h)
+                if c is not None:
+                    final.append(c)
+            x = np.concatenate(outs, axis=1)
+        head = self.arch.get("head")
+        if head is not None:
+            x = x @ self.t["head.weight"].T + self.t["head.bias"]
+            norm = head.get("norm", "none")
+            if norm in ("softmax", "log_softmax"):
+                m = x.max(axis=1, keepdims=True)
+                lse = m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
+                x = np.exp(x - lse) if norm == "softmax" else x - lse
+        return x, np.concatenate(final)
+
+
+def run_direction(L, acts, w, xs, h, c, reverse):
+    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c)."""
+    typ, H = L["type"], L["hidden_size"]
+    clipv = L.get("clip")
+
+    def clip(v):
+        return v if clipv is None else np.clip(v, -clipv, clipv)
+
+    def f(k, v):
+        op, a, b = acts[k]
+        return activation(op, v, a, b)
+
+    W, R, Wb, Rb = w["W"], w["R"], w["Wb"], w["Rb"]
+    T = len(xs)
+    ys = np.zeros((T, len(h)))
+    h = h.copy()
+    c = None if c is None else c.copy()
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        x = xs[t]
+        if typ == "rnn":
+            h = f(0, clip(W @ x + Wb + R @ h + Rb))
+        elif typ == "jordan":
+            u = f(0, clip(W @ x + Wb + R @ h + Rb))
+            h = f(1, w["V"] @ u + w["Vb"])
+        elif typ == "gru":
+            gx = W @ x + Wb
+            z = f(0, clip(gx[:H] + R[:H] @ h + Rb[:H]))
+            r = f(0, clip(gx[H:2 * H] + R[H:2 * H] @ h + Rb[H:2 * H]))
+            Rh, Rbh = R[2 * H:], Rb[2 * H:]
+            if L.get("linear_before_reset", 0):
+                n = f(1, clip(gx[2 * H:] + r * (Rh @ h + Rbh)))
+            else:
+                n = f(1, clip(gx[2 * H:] + Rh @ (r * h) + Rbh))
+            h = (1.0 - z) * n + z * h
+        elif typ == "lstm":
+            pre = W @ x + Wb + R @ h + Rb
+            fg = L.get("forget_gate", True)
+            pi, po = pre[:H], pre[H:2 * H]
+            pf = pre[2 * H:3 * H] if fg else None
+            pc = pre[3 * H:] if fg else pre[2 * H:]
+            P = w.get("P") if L.get("peepholes", False) else None
+            if P is not None:
+                pi = pi + P[:H] * c
+                if fg:
+                    pf = pf + P[2 * H:] * c
+            i = f(0, clip(pi))
+            if not fg:
+                fv = 1.0
+            elif L.get("input_forget", False):
+                fv = 1.0 - i
+            else:
+                fv = f(0, clip(pf))
+            g = f(1, clip(pc))
+            c = fv * c + i * g
+            if P is not None:
+                po = po + P[H:2 * H] * c
+            o = f(0, clip(po))
+            h = o * f(2, c)
+            if L.get("proj_size", 0) > 0:
+                h = w["proj"] @ h
+        else:
+            raise ValueError("unknown layer type %r" % typ)
+        ys[t] = h
+    return ys, h, c
+
+
+def load(path):
+    return Model(path)
+
+
+def run(path, sequences, initial_states=None):
+    """See the module docstring. PATH may also be a loaded Model."""
+    m = path if isinstance(path, Model) else Model(path)
+    outputs, finals = [], []
+    for b, seq in enumerate(sequences):
+        init = None if initial_states is None else initial_states[b]
+        y, s = m.run_one(seq, init)
+        outputs.append(y)
+        finals.append(s)
+    return outputs, finals
