@@ -38,6 +38,7 @@ struct rnnd_net {
     size_t *state_off;          /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
     int max_in, max_gates, max_hidden, max_out;
+    int use_openblas;           /* whole-sequence products through OpenBLAS */
 };
 
 struct rnnd_work {
@@ -176,6 +177,8 @@ void rnnd_net_free(rnnd_net *n)
     rnnd_model_unref(n->model);
     free(n);
 }
+
+void rnnd_net_use_openblas(rnnd_net *n, int on) { n->use_openblas = on; }
 
 rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
@@ -518,11 +521,20 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx)
     return x < y ? -1 : (x > y);
 }
 
-/* X [N, in] -> GX [N, G*H] = X W^T + Wb: one big product, where OpenBLAS is at its best. */
-static void input_projection(const rnnd_layer_spec *L, const rnnd_dir_weights *w,
-                             const float *X, size_t N, float *GX)
+/* X [N, in] -> GX [N, G*H] = X W^T + Wb: one product over every step of every sequence. Our
+ * own kernel gives each element exactly the sum the step path computes, so whole sequences
+ * equal step-by-step runs bit for bit; OpenBLAS (opt-in) is a little faster on big products
+ * but rounds differently. */
+static void input_projection(const rnnd_net *n, int l, int d, const float *X, size_t N,
+                             float *GX)
 {
+    const rnnd_layer_spec *L = &n->spec->layers[l];
+    const rnnd_dir_weights *w = &L->w[d];
     int GH = L->gates * L->hidden;
+    if (!n->use_openblas) {
+        n->k->gemv(&n->packs[l][d].W, w->Wb, X, (size_t)L->in_dim, N, GX, (size_t)GH, 0, GH);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, GH, L->in_dim, 1.0f, X,
                 L->in_dim, w->W, L->in_dim, 0.0f, GX, GH);
     for (size_t r = 0; r < N; r++) {
@@ -530,6 +542,24 @@ static void input_projection(const rnnd_layer_spec *L, const rnnd_dir_weights *w
         for (int j = 0; j < GH; j++)
             g[j] = g[j] + w->Wb[j];
     }
+}
+
+/* The head over N rows of the last layer's output, the same way. */
+static void head_projection(const rnnd_net *n, const float *X, size_t N, float *Y)
+{
+    const rnnd_model_spec *s = n->spec;
+    size_t K = (size_t)s->head_out;
+    if (!n->use_openblas) {
+        n->k->gemv(&n->head, s->head_b, X, (size_t)s->head_in, N, Y, K, 0, s->head_out);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, s->head_out, s->head_in,
+                    1.0f, X, s->head_in, s->head_W, s->head_in, 0.0f, Y, s->head_out);
+        for (size_t r = 0; r < N; r++)
+            for (size_t j = 0; j < K; j++)
+                Y[r * K + j] = Y[r * K + j] + s->head_b[j];
+    }
+    for (size_t r = 0; r < N; r++)
+        normalize_row(s->head_norm, Y + r * K, s->head_out);
 }
 
 typedef struct seq_bufs {
@@ -547,7 +577,7 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
     int lstm = L->cell == RNND_CELL_LSTM;
     int reversed = L->direction == RNND_DIR_REVERSE || d == 1;
 
-    input_projection(L, &L->w[d], X, sp->N, bf->gx_all);
+    input_projection(n, l, d, X, sp->N, bf->gx_all);
     for (size_t i = 0; i < sp->B; i++) {
         size_t b = sp->order[i];
         const float *st = init && init[b] ? init[b] + soff : NULL;
@@ -692,15 +722,7 @@ int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
     /* X now holds the last layer's output [N, ldx] */
     if (s->has_head) {
         size_t K = (size_t)s->head_out;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)sp.N, s->head_out,
-                    s->head_in, 1.0f, X, s->head_in, s->head_W, s->head_in, 0.0f, Y,
-                    s->head_out);
-        for (size_t r = 0; r < sp.N; r++) {
-            float *v = Y + r * K;
-            for (size_t j = 0; j < K; j++)
-                v[j] = v[j] + s->head_b[j];
-            normalize_row(s->head_norm, v, s->head_out);
-        }
+        head_projection(n, X, sp.N, Y);
         for (size_t b = 0; b < B; b++)
             memcpy(outputs[b], Y + sp.off[b] * K, lens[b] * K * sizeof(float));
     } else {

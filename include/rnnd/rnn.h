@@ -8,8 +8,11 @@
  * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and
  *   chunk-invariant: a session's results are bitwise the same whatever else is in the batch
  *   and however its steps are split across calls.
- * - rnnd_net_forward(): whole sequences of different lengths, any direction. Uses OpenBLAS
- *   for the input projections, so it equals the step path within float tolerance, not bitwise.
+ * - rnnd_net_forward(): whole sequences of different lengths, any direction. The input
+ *   projection of every step of every sequence is one matrix product; each element is summed
+ *   exactly as the step path sums it, so for forward-only models a sequence's results are
+ *   bitwise those of feeding it step by step (from the same initial state), whatever else is
+ *   in the call. rnnd_net_use_openblas() trades that for OpenBLAS's sgemm.
  */
 #ifndef RNND_RNN_H
 #define RNND_RNN_H
@@ -25,6 +28,11 @@ typedef struct rnnd_net rnnd_net;
 int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
                  char *err, size_t errlen);
 void rnnd_net_free(rnnd_net *net);      /* NULL is a no-op */
+
+/* Route rnnd_net_forward()'s big products (input projections, head) through OpenBLAS: a
+ * little faster on large batches, but then results equal the step path only within float
+ * tolerance. Off by default. Call before the net is shared between threads. */
+void rnnd_net_use_openblas(rnnd_net *net, int on);
 
 rnnd_model *rnnd_net_model(const rnnd_net *net);
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *net);
