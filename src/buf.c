@@ -117,6 +117,12 @@ void rnnd_buf_float(rnnd_buf *b, float v)
         b->failed = 1;
         return;
     }
+    if (v == 0.0f && signbit(v)) {
+        /* "-0" reads back as the integer 0 in most JSON parsers (jansson, Python) and loses
+         * its sign; "-0.0" is a real everywhere. */
+        rnnd_buf_append(b, "-0.0", 4);
+        return;
+    }
     char tmp[32];
     int n = snprintf(tmp, sizeof tmp, "%.9g", (double)v);
     if (n <= 0 || (size_t)n >= sizeof tmp) {

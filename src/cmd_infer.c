@@ -1,7 +1,5 @@
 /* `rnnd infer`: one infer request (docs/api.md) against one model file, from the command line.
  * The same parse/run/encode path the daemon uses, without HTTP. */
-#include "config.h"
-
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -96,14 +94,14 @@ static int run(const char *model_path, const char *input_path)
     rnnd_buf_init(&in);
     rnnd_buf_init(&out);
 
-    rc = rnnd_model_open(model_path, &model, err, sizeof err);
-    if (rc) {
-        report(rnnd_error_code(rc), err);
-        goto done;
-    }
     k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         report("unsupported", err);
+        goto done;
+    }
+    rc = rnnd_model_open(model_path, &model, err, sizeof err);
+    if (rc) {
+        report(rnnd_error_code(rc), err);
         goto done;
     }
     rc = rnnd_net_new(model, k, &net, err, sizeof err);

@@ -28,7 +28,9 @@ typedef struct gemv_args {
 
 #define MAX_NP 4
 #define MAX_NB 6
-#define PF_DIST 16
+#ifndef PF_DIST
+#define PF_DIST 16      /* as in kernels_avx512.c */
+#endif
 
 /* Lane i of the result is all ones when i < n. */
 static inline __m256i lanes_below(int n)

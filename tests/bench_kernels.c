@@ -66,6 +66,9 @@ int main(int argc, char **argv)
     float *bias = rand_buf((size_t)rows);
     float *X = rand_buf(maxB * (size_t)cols);
     float *Y = rand_buf(maxB * (size_t)rows);
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    openblas_set_num_threads(1);    /* the kernels run on one thread: compare like with like */
+#endif
     rnnd_packed P;
     if (rnnd_pack(W, rows, cols, &P) != 0) {
         fprintf(stderr, "pack failed\n");

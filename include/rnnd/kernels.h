@@ -24,7 +24,8 @@ typedef struct rnnd_packed {
     float *data;        /* 64-byte aligned, panels * cols * RNND_PANEL floats */
 } rnnd_packed;
 
-/* Pack W (row-major [rows, cols]). Returns 0 or RNND_ERR_NOMEM. */
+/* Pack W (row-major [rows, cols]). Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID for negative
+ * sizes. On failure *out is zeroed. */
 int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
 void rnnd_pack_release(rnnd_packed *p);   /* frees data; a zeroed struct is a no-op */
 
@@ -34,11 +35,13 @@ typedef struct rnnd_kernels {
     /* For b < B and row_begin <= j < row_end:
      *   Y[b*ldy + j] = fma chain over k = 0..cols-1 of W[j][k] * X[b*ldx + k],
      *                  starting from bias[j] (or +0.0f when bias is NULL).
-     * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. */
+     * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. Y must not overlap X or
+     * bias. Nothing else of Y is written; no allocation. */
     void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
                  size_t B, float *Y, size_t ldy, int row_begin, int row_end);
 
-    /* x[i] = a(x[i]) for i < n, in place. */
+    /* x[i] = a(x[i]) for i < n, in place. NaN in gives NaN out for every kind (ThresholdedRelu
+     * included). */
     void (*act)(const rnnd_activation *a, float *x, size_t n);
 } rnnd_kernels;
 

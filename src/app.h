@@ -1,0 +1,30 @@
+/* The daemon's shared objects, built by `rnnd serve` (cmd_serve.c) in start-up order and
+ * handed to the HTTP layer and every API handler. Nothing here is global: tests and the
+ * command each own one. Read-only after start-up except where noted. */
+#ifndef RNND_APP_H
+#define RNND_APP_H
+
+#include <stdatomic.h>
+
+#include "batcher.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "registry.h"
+#include "rnnd/infer.h"
+#include "session.h"
+#include "settings.h"
+
+typedef struct rnnd_app {
+    const rnnd_config *cfg;
+    rnnd_log log;
+    rnnd_registry reg;
+    rnnd_batcher **batchers;        /* one per registry entry, same index */
+    rnnd_pool *pool;
+    rnnd_session_table *sessions;
+    rnnd_metrics metrics;
+    rnnd_infer_limits infer_limits;
+    atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
+} rnnd_app;
+
+#endif

@@ -1,0 +1,355 @@
+/* Cross-session batching (see batcher.h). */
+#include "batcher.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rnnd/status.h"
+
+struct rnnd_batcher {
+    const rnnd_net *net;
+    size_t index;
+    rnnd_pool *pool;
+    size_t max_batch;
+    long wait_us;
+    int tokens;             /* token input (else vectors) */
+    size_t in_dim, out_dim;
+
+    pthread_mutex_t mu;     /* guards the queue and the flags */
+    pthread_cond_t more;    /* a job entered the ready queue */
+    rnnd_step_job *head, *tail;
+    size_t n_ready;
+    int scheduled;          /* a round is queued on the pool or gathering */
+    int stopped;
+    rnnd_task task;         /* the one queued round (scheduled guards it) */
+
+    atomic_uint_least64_t *hist;    /* [max_batch + 1] */
+    atomic_uint_least64_t batches, steps;
+};
+
+struct scratch {
+    rnnd_work *work;
+    int32_t *tokens;
+    float *vectors, *out;
+    float **states;
+    rnnd_step_job **jobs;
+};
+
+static void round_run(rnnd_task *task, void *wctx);
+static void round_cancel(rnnd_task *task);
+
+int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
+                     long max_batch_wait_us, rnnd_batcher **out)
+{
+    *out = NULL;
+    rnnd_batcher *b = calloc(1, sizeof *b);
+    if (!b)
+        return RNND_ERR_NOMEM;
+    b->hist = calloc(max_batch + 1, sizeof *b->hist);
+    if (!b->hist) {
+        free(b);
+        return RNND_ERR_NOMEM;
+    }
+    const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
+    b->net = net;
+    b->index = index;
+    b->pool = pool;
+    b->max_batch = max_batch;
+    b->wait_us = max_batch_wait_us;
+    b->tokens = spec->input_kind == RNND_INPUT_TOKENS;
+    b->in_dim = (size_t)spec->input_dim;
+    b->out_dim = (size_t)rnnd_net_output_dim(net);
+    b->task.run = round_run;
+    b->task.cancel = round_cancel;
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->more, &ca);
+    pthread_condattr_destroy(&ca);
+    *out = b;
+    return RNND_OK;
+}
+
+void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool)
+{
+    b->pool = pool;
+}
+
+void rnnd_batcher_free(rnnd_batcher *b)
+{
+    if (!b)
+        return;
+    pthread_cond_destroy(&b->more);
+    pthread_mutex_destroy(&b->mu);
+    free(b->hist);
+    free(b);
+}
+
+void rnnd_batcher_scratch_free(void *p)
+{
+    struct scratch *s = p;
+    if (!s)
+        return;
+    rnnd_work_free(s->work);
+    free(s->tokens);
+    free(s->vectors);
+    free(s->out);
+    free(s->states);
+    free(s->jobs);
+    free(s);
+}
+
+void *rnnd_batcher_scratch_new(const rnnd_batcher *b)
+{
+    struct scratch *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    size_t B = b->max_batch;
+    s->work = rnnd_work_new(b->net, B);
+    s->tokens = calloc(B, sizeof *s->tokens);
+    s->vectors = calloc(B * (b->tokens ? 1 : b->in_dim), sizeof *s->vectors);
+    s->out = calloc(B * b->out_dim, sizeof *s->out);
+    s->states = calloc(B, sizeof *s->states);
+    s->jobs = calloc(B, sizeof *s->jobs);
+    if (!s->work || !s->tokens || !s->vectors || !s->out || !s->states || !s->jobs) {
+        rnnd_batcher_scratch_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+size_t rnnd_batcher_max_batch(const rnnd_batcher *b) { return b->max_batch; }
+uint64_t rnnd_batcher_batches(const rnnd_batcher *b) { return atomic_load(&b->batches); }
+uint64_t rnnd_batcher_steps(const rnnd_batcher *b) { return atomic_load(&b->steps); }
+
+uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size)
+{
+    return size <= b->max_batch ? atomic_load(&b->hist[size]) : 0;
+}
+
+/* Finish each job of the list (linked by rnext) with OUTCOME. No lock held. */
+static void fail_list(rnnd_step_job *list, int outcome)
+{
+    while (list) {
+        rnnd_step_job *next = list->rnext;
+        list->rnext = NULL;
+        list->outcome = outcome;
+        list->steps = rnnd_session_steps(list->job.session);
+        rnnd_session_job_done(&list->job);
+        list = next;
+    }
+}
+
+/* Schedule a round if work is waiting and none is scheduled. Called with b->mu held; returns
+ * the ready jobs to fail when the pool refuses (it stopped). */
+static rnnd_step_job *schedule_locked(rnnd_batcher *b)
+{
+    if (!b->n_ready || b->scheduled)
+        return NULL;
+    if (b->pool && rnnd_pool_post(b->pool, &b->task) == RNND_OK) {
+        b->scheduled = 1;
+        return NULL;
+    }
+    b->stopped = 1;
+    rnnd_step_job *list = b->head;
+    b->head = b->tail = NULL;
+    b->n_ready = 0;
+    return list;
+}
+
+static void append_locked(rnnd_batcher *b, rnnd_step_job *j)
+{
+    j->rnext = NULL;
+    if (b->tail)
+        b->tail->rnext = j;
+    else
+        b->head = j;
+    b->tail = j;
+    b->n_ready++;
+}
+
+/* The job reached the head of its session's queue. */
+static int step_start(rnnd_job *job)
+{
+    rnnd_step_job *j = (rnnd_step_job *)job;
+    rnnd_batcher *b = j->batcher;
+    uint64_t steps = rnnd_session_steps(job->session);
+    if (j->if_steps >= 0 && (uint64_t)j->if_steps != steps) {
+        j->outcome = RNND_STEP_CONFLICT;
+        j->steps = steps;
+        return RNND_JOB_DONE;
+    }
+    pthread_mutex_lock(&b->mu);
+    if (b->stopped) {
+        pthread_mutex_unlock(&b->mu);
+        j->outcome = RNND_STEP_STOPPED;
+        j->steps = steps;
+        return RNND_JOB_DONE;
+    }
+    append_locked(b, j);
+    pthread_cond_signal(&b->more);
+    rnnd_step_job *refused = schedule_locked(b);
+    pthread_mutex_unlock(&b->mu);
+    /* our own job may be among the refused: it is then finished through the session */
+    fail_list(refused, RNND_STEP_STOPPED);
+    return RNND_JOB_PENDING;
+}
+
+void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b)
+{
+    job->batcher = b;
+    job->job.start = step_start;
+    job->outcome = RNND_STEP_OK;
+    job->status = RNND_OK;
+    job->err[0] = '\0';
+    job->done = 0;
+    job->steps = 0;
+    job->first_nonfinite = -1;
+    job->rnext = NULL;
+}
+
+static void deadline_after(struct timespec *ts, long us)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_nsec += (us % 1000000) * 1000;
+    ts->tv_sec += us / 1000000 + ts->tv_nsec / 1000000000;
+    ts->tv_nsec %= 1000000000;
+}
+
+static int row_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return 0;
+    return 1;
+}
+
+static void round_run(rnnd_task *task, void *wctx)
+{
+    rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, task));
+    struct scratch *s = ((void **)wctx)[b->index];
+    size_t D = b->in_dim, O = b->out_dim;
+
+    pthread_mutex_lock(&b->mu);
+    /* Fill the batch a little, but only while others compute: their sessions come back soon.
+     * With every other worker idle, waiting would only add latency. */
+    if (b->n_ready < b->max_batch && b->wait_us > 0 && !b->stopped && b->pool &&
+        rnnd_pool_busy(b->pool) > 1) {
+        struct timespec until;
+        deadline_after(&until, b->wait_us);
+        while (b->n_ready < b->max_batch && !b->stopped &&
+               pthread_cond_timedwait(&b->more, &b->mu, &until) == 0)
+            ;
+    }
+    size_t k = 0;
+    while (b->head && k < b->max_batch) {
+        rnnd_step_job *j = b->head;
+        b->head = j->rnext;
+        j->rnext = NULL;
+        s->jobs[k++] = j;
+    }
+    if (!b->head)
+        b->tail = NULL;
+    b->n_ready -= k;
+    b->scheduled = 0;
+    rnnd_step_job *refused = schedule_locked(b);    /* more than one batch waiting */
+    pthread_mutex_unlock(&b->mu);
+    fail_list(refused, RNND_STEP_STOPPED);
+    if (!k)
+        return;
+
+    for (size_t i = 0; i < k; i++) {
+        rnnd_step_job *j = s->jobs[i];
+        if (b->tokens)
+            s->tokens[i] = j->tokens[j->done];
+        else
+            memcpy(s->vectors + i * D, j->vectors + j->done * D, D * sizeof(float));
+        s->states[i] = rnnd_session_state(j->job.session);
+    }
+    char err[256] = "";
+    int rc = rnnd_net_step(b->net, s->work, k, b->tokens ? s->tokens : NULL,
+                           b->tokens ? NULL : s->vectors, s->states, s->out, err, sizeof err);
+    atomic_fetch_add(&b->hist[k], 1);
+    atomic_fetch_add(&b->batches, 1);
+
+    rnnd_step_job *again = NULL, **again_tail = &again, *finished = NULL;
+    for (size_t i = 0; i < k; i++) {
+        rnnd_step_job *j = s->jobs[i];
+        if (rc) {
+            j->outcome = RNND_STEP_FAILED;
+            j->status = rc;
+            snprintf(j->err, sizeof j->err, "%s", err);
+        } else {
+            const float *row = s->out + i * O;
+            memcpy(j->out + (j->last_only ? 0 : j->done * O), row, O * sizeof(float));
+            if (j->first_nonfinite < 0 && !row_finite(row, O))
+                j->first_nonfinite = (long)j->done;
+            j->done++;
+            rnnd_session_add_steps(j->job.session, 1);
+        }
+        if (rc || j->done == j->n_steps) {
+            j->rnext = finished;
+            finished = j;
+        } else {
+            *again_tail = j;
+            again_tail = &j->rnext;
+        }
+    }
+    if (!rc)
+        atomic_fetch_add(&b->steps, k);
+
+    if (again) {
+        pthread_mutex_lock(&b->mu);
+        if (b->stopped) {
+            refused = again;
+        } else {
+            for (rnnd_step_job *j = again, *next; j; j = next) {
+                next = j->rnext;
+                append_locked(b, j);
+            }
+            refused = schedule_locked(b);
+        }
+        pthread_mutex_unlock(&b->mu);
+        fail_list(refused, RNND_STEP_STOPPED);
+    }
+    /* last: finishing a job may start the session's next one, which may enqueue here */
+    while (finished) {
+        rnnd_step_job *next = finished->rnext;
+        finished->rnext = NULL;
+        finished->steps = rnnd_session_steps(finished->job.session);
+        rnnd_session_job_done(&finished->job);
+        finished = next;
+    }
+}
+
+/* The pool stopped with our round queued: nobody will run it. */
+static void round_cancel(rnnd_task *task)
+{
+    rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, task));
+    pthread_mutex_lock(&b->mu);
+    b->scheduled = 0;
+    b->stopped = 1;
+    rnnd_step_job *list = b->head;
+    b->head = b->tail = NULL;
+    b->n_ready = 0;
+    pthread_mutex_unlock(&b->mu);
+    fail_list(list, RNND_STEP_STOPPED);
+}
+
+void rnnd_batcher_stop(rnnd_batcher *b)
+{
+    pthread_mutex_lock(&b->mu);
+    b->stopped = 1;
+    rnnd_step_job *list = b->head;
+    b->head = b->tail = NULL;
+    b->n_ready = 0;
+    pthread_cond_broadcast(&b->more);
+    pthread_mutex_unlock(&b->mu);
+    fail_list(list, RNND_STEP_STOPPED);
+}

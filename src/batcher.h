@@ -1,0 +1,84 @@
+/* Cross-session batching for one model: the pending steps of many sessions run together as
+ * one rnnd_net_step() call on a worker.
+ *
+ * A step job (a request of n steps on one session) enters the batcher's ready queue when it
+ * reaches the head of its session's queue, so a session is in the ready queue at most once and
+ * its requests run in arrival order. A batch round takes up to max_batch jobs, advances each by
+ * ONE step, and puts the unfinished ones back at the tail: a long request shares the workers
+ * with short ones, and since rnnd_net_step() is batch- and chunk-invariant, how requests are
+ * batched or split never changes a result.
+ *
+ * A worker that finds fewer than max_batch jobs waits up to max_batch_wait_us for more, but
+ * only while other workers are busy (their sessions are about to come back); with the others
+ * idle it runs at once.
+ *
+ * Worker scratch: the pool's worker context is an array of pointers indexed by batcher index,
+ * each made by rnnd_batcher_scratch_new() (one rnnd_work sized max_batch, input and output
+ * rows), so a round never allocates. */
+#ifndef RNND_BATCHER_H
+#define RNND_BATCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pool.h"
+#include "rnnd/rnn.h"
+#include "session.h"
+
+typedef struct rnnd_batcher rnnd_batcher;
+typedef struct rnnd_step_job rnnd_step_job;
+
+enum rnnd_step_outcome {
+    RNND_STEP_OK = 0,
+    RNND_STEP_CONFLICT,     /* if_steps did not match; nothing ran */
+    RNND_STEP_STOPPED,      /* the daemon is stopping; nothing (more) ran */
+    RNND_STEP_FAILED,       /* the core refused (status, err); this round changed nothing */
+};
+
+struct rnnd_step_job {
+    rnnd_job job;           /* first member; job.finish is the caller's, job.start is ours */
+    rnnd_batcher *batcher;
+    size_t n_steps;         /* >= 1 */
+    const int32_t *tokens;  /* n_steps ids (token models), already range-checked */
+    const float *vectors;   /* n_steps rows of input_dim (vector models) */
+    int last_only;          /* keep only the last step's output */
+    float *out;             /* n_steps or 1 rows of output_dim */
+    int64_t if_steps;       /* < 0: no check */
+
+    /* results, valid in job.finish */
+    int outcome;            /* enum rnnd_step_outcome */
+    int status;             /* the core's status for RNND_STEP_FAILED */
+    char err[256];
+    size_t done;            /* steps applied */
+    uint64_t steps;         /* the session's step count after (or, on conflict, at) the job */
+    long first_nonfinite;   /* index of the first step with a NaN/Inf output, or -1 */
+
+    rnnd_step_job *rnext;   /* ready queue (batcher-private) */
+};
+
+/* One batcher per model; INDEX is its slot in the workers' scratch arrays. */
+int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
+                     long max_batch_wait_us, rnnd_batcher **out);
+void rnnd_batcher_free(rnnd_batcher *b);    /* after the pool stopped; NULL is a no-op */
+
+/* The pool is late: batchers are made before the pool, whose workers need their scratch. */
+void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool);
+
+void *rnnd_batcher_scratch_new(const rnnd_batcher *b);
+void rnnd_batcher_scratch_free(void *scratch);
+
+/* Prepare JOB (caller fills the inputs, out, if_steps and job.finish) for
+ * rnnd_session_submit(). */
+void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b);
+
+/* Refuse new work and fail every queued job with RNND_STEP_STOPPED (their finish runs on this
+ * thread). Jobs in a running round complete. */
+void rnnd_batcher_stop(rnnd_batcher *b);
+
+/* Statistics: batches of each size 1..max_batch, total batches and steps. */
+size_t rnnd_batcher_max_batch(const rnnd_batcher *b);
+uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size);
+uint64_t rnnd_batcher_batches(const rnnd_batcher *b);
+uint64_t rnnd_batcher_steps(const rnnd_batcher *b);
+
+#endif

@@ -1,0 +1,63 @@
+/* The HTTP layer on libmicrohttpd: its own thread pool on epoll, a route table, per-request
+ * state, the body size limit (413 as soon as it is exceeded), JSON decoding with a nesting
+ * limit, and suspend/resume so request threads never wait on computation.
+ *
+ * A handler runs on a request thread with the body already decoded. It either replies at
+ * once (rnnd_reply_*), or calls rnnd_req_defer(), hands the work on, and returns; whoever
+ * finishes the work sets the reply and calls rnnd_req_complete() from any thread, which
+ * resumes the (suspended) connection. After rnnd_req_complete() the request must not be
+ * touched: it may already be freed. */
+#ifndef RNND_HTTP_H
+#define RNND_HTTP_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "app.h"
+#include "rnnd/buf.h"
+
+typedef struct rnnd_http rnnd_http;
+typedef struct rnnd_req rnnd_req;
+
+enum rnnd_method { RNND_GET = 1, RNND_HEAD = 2, RNND_POST = 4, RNND_PUT = 8, RNND_DELETE = 16 };
+
+/* Bind and start serving APP. Logs "event=listening addr=A port=P". */
+int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen);
+uint16_t rnnd_http_port(const rnnd_http *h);
+/* Stop accepting connections (open ones are still served). */
+void rnnd_http_quiesce(rnnd_http *h);
+/* Requests received and not yet fully answered. */
+size_t rnnd_http_active(rnnd_http *h);
+/* Close everything and free. No request may be deferred any more. NULL is a no-op. */
+void rnnd_http_stop(rnnd_http *h);
+
+/* ---- for handlers ---- */
+int rnnd_req_method(const rnnd_req *r);
+/* The I-th '*' segment of the route ("/v1/sessions/{id}/step": 0 is the id). */
+const char *rnnd_req_param(const rnnd_req *r, int i);
+/* A query argument (request thread only), or NULL. */
+const char *rnnd_req_query(rnnd_req *r, const char *key);
+/* The decoded body (an object), or NULL when the body was empty. Owned by the request. */
+json_t *rnnd_req_body(const rnnd_req *r);
+rnnd_app *rnnd_req_app(const rnnd_req *r);
+
+/* Reply STATUS with BODY (JSON; its data is taken over, BODY is left empty). A failed buffer
+ * becomes a 503 out_of_memory error. */
+void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);
+/* Reply STATUS with no body (204). */
+void rnnd_reply_empty(rnnd_req *r, unsigned status);
+/* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE. */
+void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Add a response header (copied). At most a few per request. */
+void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);
+
+/* The reply will come later from another thread. Call before handing the work on. */
+void rnnd_req_defer(rnnd_req *r);
+/* The deferred reply is set: send it. Any thread; R must not be used afterwards. */
+void rnnd_req_complete(rnnd_req *r);
+/* Run FN(ARG) when the request is freed (after its reply was sent or the client left). */
+void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg);
+
+#endif

@@ -1,0 +1,26 @@
+/* Counters for GET /metrics (Prometheus text format): HTTP responses by status, and per model
+ * the batch-size histogram and step counts kept by each batcher. Counters are atomics bumped
+ * on the hot path and summed only when scraped. */
+#ifndef RNND_METRICS_H
+#define RNND_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rnnd/buf.h"
+
+#define RNND_METRICS_STATUS_MAX 600
+
+typedef struct rnnd_metrics {
+    atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX];  /* by HTTP status */
+    atomic_uint_least64_t infer_requests, infer_sequences, infer_steps;
+} rnnd_metrics;
+
+void rnnd_metrics_init(rnnd_metrics *m);
+void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
+
+struct rnnd_app;
+/* Append every metric of APP in Prometheus text format 0.0.4. */
+void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out);
+
+#endif

@@ -1,0 +1,39 @@
+/* The compute workers: N threads taking tasks from one FIFO. Each worker owns a context made
+ * once at start (its scratch: one rnnd_work per model), so computing never allocates.
+ * Start-up waits on a barrier until every worker has built its context. */
+#ifndef RNND_POOL_H
+#define RNND_POOL_H
+
+#include <stddef.h>
+
+typedef struct rnnd_pool rnnd_pool;
+typedef struct rnnd_task rnnd_task;
+
+struct rnnd_task {
+    rnnd_task *next;                            /* the pool's queue (pool-private) */
+    void (*run)(rnnd_task *task, void *wctx);   /* on a worker, with its context */
+    void (*cancel)(rnnd_task *task);            /* the pool stopped before running it */
+};
+
+/* Builds worker INDEX's context (NULL = failure, which fails rnnd_pool_new). */
+typedef void *(*rnnd_worker_init_fn)(void *arg, size_t index);
+typedef void (*rnnd_worker_fini_fn)(void *arg, void *wctx);
+
+/* Start N threads; returns when all have built their contexts. */
+int rnnd_pool_new(size_t n, rnnd_worker_init_fn init, rnnd_worker_fini_fn fini, void *arg,
+                  rnnd_pool **out, char *err, size_t errlen);
+
+/* Queue TASK. Returns 0, or RNND_ERR_UNSUPPORTED after rnnd_pool_stop() (TASK untouched). */
+int rnnd_pool_post(rnnd_pool *p, rnnd_task *task);
+
+size_t rnnd_pool_size(const rnnd_pool *p);
+size_t rnnd_pool_busy(rnnd_pool *p);     /* workers running a task right now */
+
+/* Stop taking tasks: cancel every queued task (their cancel() runs on this thread), let
+ * running tasks finish, and join the workers. Idempotent. */
+void rnnd_pool_stop(rnnd_pool *p);
+
+/* Stops (if not yet) and frees. NULL is a no-op. */
+void rnnd_pool_free(rnnd_pool *p);
+
+#endif

@@ -1,0 +1,140 @@
+/* The session table: sessions by 128-bit random id, each with its state block, its step count
+ * and a FIFO of jobs; idle expiry, limits (count and state memory, reject or LRU eviction)
+ * and tombstones, so that an expired or evicted id answers "gone" for a while rather than
+ * "never existed".
+ *
+ * Concurrency: the table is split in stripes, each a mutex over a hash of sessions and
+ * tombstones; a session has its own mutex over its job queue, counters and times. Lock order:
+ * stripe, then session, then the table's accounting mutex. No lock is held while a job runs.
+ *
+ * Jobs: every operation that reads or writes a session's state is a job queued on the session.
+ * Jobs of one session run one at a time, in the order they were submitted; the job at the head
+ * of the queue owns the state block. So two requests on one session never run at once. */
+#ifndef RNND_SESSION_H
+#define RNND_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rng.h"
+
+typedef struct rnnd_session rnnd_session;
+typedef struct rnnd_session_table rnnd_session_table;
+typedef struct rnnd_job rnnd_job;
+
+/* rnnd_job.start's results */
+enum { RNND_JOB_DONE = 0, RNND_JOB_PENDING = 1 };
+
+struct rnnd_job {
+    rnnd_job *next;             /* the session's queue (table-private) */
+    rnnd_session *session;      /* set by rnnd_session_submit; the submitter keeps it alive */
+    /* Called (outside every lock) when the job reaches the head of the queue, on the thread
+     * that made it the head. Returns RNND_JOB_DONE when it finished inline, or
+     * RNND_JOB_PENDING when someone will call rnnd_session_job_done() later. */
+    int (*start)(rnnd_job *job);
+    /* Called once after the job left the queue: deliver the result. It may free the job
+     * and drop the submitter's session reference. */
+    void (*finish)(rnnd_job *job);
+};
+
+/* Why an id has no live session. */
+enum rnnd_lookup {
+    RNND_SESSION_FOUND = 0,
+    RNND_SESSION_MISSING,       /* never existed, deleted, or its tombstone is gone: 404 */
+    RNND_SESSION_EXPIRED,       /* idle past its ttl: 410 */
+    RNND_SESSION_EVICTED,       /* evicted to make room (session_evict = lru): 410 */
+};
+
+typedef struct rnnd_session_limits {
+    size_t max_sessions;
+    size_t max_state_bytes;
+    double ttl_s;               /* default idle expiry */
+    double ttl_max_s;           /* largest per-session ttl */
+    int evict_lru;              /* when full: 0 = refuse (RNND_ERR_LIMIT), 1 = evict LRU idle */
+    double tombstone_s;         /* how long an expired/evicted id stays "gone" */
+    size_t max_tombstones;
+} rnnd_session_limits;
+
+/* Monotonic seconds; tests pass a fake clock. NULL = CLOCK_MONOTONIC. */
+typedef double (*rnnd_clock_fn)(void *arg);
+
+rnnd_session_table *rnnd_session_table_new(const rnnd_session_limits *limits,
+                                           rnnd_clock_fn clock, void *clock_arg);
+/* Unlinks every session and drops the table's references. Call when no request is in
+ * flight; a session still referenced elsewhere must be released before this. */
+void rnnd_session_table_free(rnnd_session_table *t);
+
+double rnnd_session_table_now(const rnnd_session_table *t);
+
+/* Create a session of MODEL (opaque to the table) with a state block of STATE_FLOATS floats,
+ * copied from INIT or zero, a step count STEPS, and an idle ttl TTL_S (<= 0: the default).
+ * Returns 0 with *OUT holding one reference for the caller (the table keeps its own),
+ * RNND_ERR_LIMIT when max_sessions or max_state_bytes is reached and nothing can be evicted,
+ * RNND_ERR_INVALID for a ttl above the maximum, RNND_ERR_NOMEM or RNND_ERR_IO (no
+ * randomness). Takes the accounting mutex and, when evicting, stripe locks. */
+int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
+                        const float *init, uint64_t steps, double ttl_s,
+                        rnnd_session **out, char *err, size_t errlen);
+
+/* Look ID up. RNND_SESSION_FOUND gives *OUT one reference. A session found idle past its ttl
+ * is expired on the spot (so expiry is exact, whatever the sweep interval). */
+int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out);
+
+/* Unlink ID (DELETE): it answers 404 from now on. Queued jobs still run and reply. Returns a
+ * rnnd_lookup value. */
+int rnnd_session_remove(rnnd_session_table *t, const char *id);
+
+/* Expire every idle session past its ttl and forget old tombstones. Returns how many
+ * sessions expired. */
+size_t rnnd_session_expire(rnnd_session_table *t);
+
+rnnd_session *rnnd_session_ref(rnnd_session *s);
+void rnnd_session_unref(rnnd_session *s);     /* NULL is a no-op; frees on the last */
+
+/* Queue JOB on S. Returns RNND_SESSION_FOUND, or the reason S left the table (the job is not
+ * queued and nothing is called). When the queue was empty JOB starts on this thread. */
+int rnnd_session_submit(rnnd_session *s, rnnd_job *job);
+
+/* The head job JOB of its session is finished: it leaves the queue, its finish() is called,
+ * and the next job (if any) starts on this thread. */
+void rnnd_session_job_done(rnnd_job *job);
+
+/* Accessors. The state block belongs to the head job; the rest are safe anywhere. */
+const char *rnnd_session_id(const rnnd_session *s);
+void *rnnd_session_model(const rnnd_session *s);
+float *rnnd_session_state(rnnd_session *s);
+size_t rnnd_session_state_floats(const rnnd_session *s);
+uint64_t rnnd_session_steps(rnnd_session *s);
+void rnnd_session_set_steps(rnnd_session *s, uint64_t steps);   /* head job only */
+void rnnd_session_add_steps(rnnd_session *s, uint64_t n);       /* head job only */
+double rnnd_session_ttl(const rnnd_session *s);
+
+typedef struct rnnd_session_info {
+    char id[RNND_ID_LEN + 1];
+    void *model;
+    uint64_t steps;
+    int64_t created;            /* unix seconds */
+    double idle_s;              /* 0 while a job is queued or running */
+    double expires_in;          /* seconds until idle expiry (ttl while busy) */
+    double ttl_s;
+    int busy;
+} rnnd_session_info;
+
+void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info);
+
+/* Up to LIMIT sessions with ids greater than AFTER ("" or NULL: from the start) in id order,
+ * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries) and *MORE (whether further
+ * sessions follow). Returns the number filled, or (size_t)-1 when out of memory. */
+size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
+                         size_t limit, rnnd_session_info *out, int *more);
+
+typedef struct rnnd_session_stats {
+    size_t sessions;            /* in the table */
+    size_t state_bytes;         /* allocated state blocks (including unlinked, still busy) */
+    size_t tombstones;
+    uint64_t created, expired, evicted, deleted, rejected;
+} rnnd_session_stats;
+
+void rnnd_session_table_stats(rnnd_session_table *t, rnnd_session_stats *st);
+
+#endif

@@ -1,0 +1,452 @@
+/* The settings table and everything it drives: defaults, conf file, flags, help, printing. */
+#include "settings.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/status.h"
+
+enum ctype { CT_INT, CT_SIZE, CT_STRING, CT_LIST, CT_ENUM };
+
+struct setting {
+    const char *name;
+    enum ctype type;
+    size_t offset;
+    const char *def;            /* default as text, parsed by the same code as user input */
+    int64_t min, max;           /* numbers only */
+    const char *const *names;   /* enum only, NULL-terminated; value = index */
+    const char *arg;            /* placeholder in --help */
+    const char *help;
+};
+
+static const char *const evict_names[] = {"reject", "lru", NULL};
+static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+
+#define OFF(f) offsetof(rnnd_config, f)
+#define KI ((int64_t)1024)
+
+static const struct setting settings[] = {
+    {"listen", CT_STRING, OFF(listen), "127.0.0.1:8080", 0, 0, NULL, "ADDR:PORT",
+     "address and TCP port to listen on (IPv6 as [ADDR]:PORT); port 0 picks a free port and "
+     "logs it (event=listening)"},
+    {"models", CT_STRING, OFF(models), "", 0, 0, NULL, "DIR",
+     "folder whose *.rnnd files are all loaded, each named by its file stem; empty = none"},
+    {"model", CT_LIST, OFF(model), "", 0, 0, NULL, "NAME=FILE",
+     "load FILE as model NAME; repeatable"},
+    {"http_threads", CT_INT, OFF(http_threads), "4", 1, 256, NULL, "N",
+     "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
+     "never compute"},
+    {"workers", CT_INT, OFF(workers), "0", 0, 1024, NULL, "N",
+     "compute threads; 0 = the number of online cores"},
+    {"max_batch", CT_INT, OFF(max_batch), "64", 1, 4096, NULL, "N",
+     "most sessions advanced together in one batched step"},
+    {"max_batch_wait_us", CT_INT, OFF(max_batch_wait_us), "200", 0, 1000000, NULL, "US",
+     "longest a worker waits for a batch to fill, only while other workers are busy"},
+    {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI * KI, NULL, "BYTES",
+     "largest request body (suffix K, M or G); larger bodies get 413"},
+    {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL,
+     "N", "most steps in one session step request"},
+    {"max_sequences", CT_INT, OFF(max_sequences), "256", 1, 1000000, NULL, "N",
+     "most sequences in one infer request"},
+    {"max_infer_steps", CT_INT, OFF(max_infer_steps), "65536", 1, 100000000, NULL, "N",
+     "most steps over all sequences of one infer request"},
+    {"max_json_depth", CT_INT, OFF(max_json_depth), "32", 2, 1000, NULL, "N",
+     "deepest nesting of arrays and objects accepted in a request body"},
+    {"max_sessions", CT_INT, OFF(max_sessions), "10000", 1, 100000000, NULL, "N",
+     "most open sessions; then 429 (session_evict = reject) or eviction (lru)"},
+    {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI * KI * KI, NULL,
+     "BYTES", "cap on the state memory of all sessions together (suffix K, M or G)"},
+    {"session_ttl_s", CT_INT, OFF(session_ttl_s), "600", 1, 31536000, NULL, "S",
+     "a session idle this long expires (a session's own ttl_s overrides)"},
+    {"session_ttl_max_s", CT_INT, OFF(session_ttl_max_s), "86400", 1, 31536000, NULL, "S",
+     "largest ttl_s a client may ask for"},
+    {"session_evict", CT_ENUM, OFF(session_evict), "reject", 0, 1, evict_names, "POLICY",
+     "when max_sessions or max_state_bytes is reached: reject (429 with Retry-After) or lru "
+     "(evict the least recently used idle session)"},
+    {"tombstone_s", CT_INT, OFF(tombstone_s), "3600", 0, 31536000, NULL, "S",
+     "how long an expired or evicted session id answers 410 Gone (then 404)"},
+    {"max_tombstones", CT_INT, OFF(max_tombstones), "100000", 0, 100000000, NULL, "N",
+     "most remembered expired/evicted ids; the oldest are forgotten first"},
+    {"retry_after_s", CT_INT, OFF(retry_after_s), "1", 0, 3600, NULL, "S",
+     "Retry-After sent with 429 and 503"},
+    {"sessions_page_max", CT_INT, OFF(sessions_page_max), "1000", 1, 1000000, NULL, "N",
+     "largest page of GET /v1/sessions (?limit=, default 100 or this if smaller)"},
+    {"request_timeout_s", CT_INT, OFF(request_timeout_s), "30", 1, 3600, NULL, "S",
+     "a connection idle this long (including while receiving a body) is closed"},
+    {"shutdown_timeout_s", CT_INT, OFF(shutdown_timeout_s), "10", 0, 3600, NULL, "S",
+     "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting"},
+    {"max_connections", CT_INT, OFF(max_connections), "1024", 1, 65536, NULL, "N",
+     "most simultaneous client connections"},
+    {"log_level", CT_ENUM, OFF(log_level), "info", 0, 3, level_names, "LEVEL",
+     "debug, info, warn or error"},
+};
+
+#define N_SETTINGS (sizeof settings / sizeof settings[0])
+
+size_t rnnd_config_count(void) { return N_SETTINGS; }
+const char *rnnd_config_key(size_t i) { return i < N_SETTINGS ? settings[i].name : NULL; }
+const char *rnnd_config_default(size_t i) { return i < N_SETTINGS ? settings[i].def : NULL; }
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* '-' and '_' are the same in keys, so --max-batch and max_batch both work. */
+static const struct setting *find_setting(const char *key, size_t keylen)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *n = settings[i].name;
+        if (strlen(n) != keylen)
+            continue;
+        size_t j = 0;
+        for (; j < keylen; j++) {
+            char a = key[j] == '-' ? '_' : key[j];
+            if (a != n[j])
+                break;
+        }
+        if (j == keylen)
+            return &settings[i];
+    }
+    return NULL;
+}
+
+static int parse_int(const struct setting *s, const char *v, int64_t *out,
+                     char *err, size_t errlen)
+{
+    errno = 0;
+    char *end;
+    while (isspace((unsigned char)*v))
+        v++;
+    if (!*v || *v == '+') {
+        seterr(err, errlen, "%s: expected a number, got \"%s\"", s->name, v);
+        return RNND_ERR_INVALID;
+    }
+    long long x = strtoll(v, &end, 10);
+    if (errno == ERANGE) {
+        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
+               s->min, s->max);
+        return RNND_ERR_INVALID;
+    }
+    int64_t mult = 1;
+    if (s->type == CT_SIZE && *end) {
+        switch (toupper((unsigned char)*end)) {
+        case 'K': mult = KI; end++; break;
+        case 'M': mult = KI * KI; end++; break;
+        case 'G': mult = KI * KI * KI; end++; break;
+        default: break;
+        }
+        if (mult > 1 && (*end == 'B' || *end == 'b'))
+            end++;  /* accept "16M" and "16MB" */
+    }
+    if (*end || end == v) {
+        seterr(err, errlen, "%s: expected %s, got \"%s\"", s->name,
+               s->type == CT_SIZE ? "a size such as 16M" : "an integer", v);
+        return RNND_ERR_INVALID;
+    }
+    if (x > 0 && x > INT64_MAX / mult) {
+        seterr(err, errlen, "%s: %s is out of range", s->name, v);
+        return RNND_ERR_INVALID;
+    }
+    int64_t val = (int64_t)x * mult;
+    if (val < s->min || val > s->max) {
+        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
+               s->min, s->max);
+        return RNND_ERR_INVALID;
+    }
+    *out = val;
+    return RNND_OK;
+}
+
+static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
+                 char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch (s->type) {
+    case CT_INT:
+    case CT_SIZE:
+        return parse_int(s, v, (int64_t *)(base + s->offset), err, errlen);
+    case CT_ENUM:
+        for (size_t i = 0; s->names[i]; i++) {
+            if (!strcmp(v, s->names[i])) {
+                *(int64_t *)(base + s->offset) = (int64_t)i;
+                return RNND_OK;
+            }
+        }
+        {
+            char list[128] = "";
+            for (size_t i = 0; s->names[i]; i++) {
+                if (i)
+                    strncat(list, ", ", sizeof list - strlen(list) - 1);
+                strncat(list, s->names[i], sizeof list - strlen(list) - 1);
+            }
+            seterr(err, errlen, "%s: \"%s\" is not one of %s", s->name, v, list);
+        }
+        return RNND_ERR_INVALID;
+    case CT_STRING: {
+        char *copy = strdup(v);
+        if (!copy)
+            return RNND_ERR_NOMEM;
+        char **slot = (char **)(base + s->offset);
+        free(*slot);
+        *slot = copy;
+        return RNND_OK;
+    }
+    case CT_LIST: {
+        if (!*v)
+            return RNND_OK;     /* the empty default */
+        const char *eq = strchr(v, '=');
+        if (!eq || eq == v || !eq[1]) {
+            seterr(err, errlen, "%s: expected NAME=FILE, got \"%s\"", s->name, v);
+            return RNND_ERR_INVALID;
+        }
+        char ***list = (char ***)(base + s->offset);
+        size_t *n = &cfg->n_model;
+        char **grown = realloc(*list, (*n + 1) * sizeof *grown);
+        if (!grown)
+            return RNND_ERR_NOMEM;
+        *list = grown;
+        if (!(grown[*n] = strdup(v)))
+            return RNND_ERR_NOMEM;
+        (*n)++;
+        return RNND_OK;
+    }
+    }
+    return RNND_ERR_INTERNAL;
+}
+
+int rnnd_config_init(rnnd_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    char err[256];
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        int rc = apply(cfg, &settings[i], settings[i].def, err, sizeof err);
+        if (rc) {
+            rnnd_config_free(cfg);
+            return rc;
+        }
+    }
+    return RNND_OK;
+}
+
+void rnnd_config_free(rnnd_config *cfg)
+{
+    if (!cfg)
+        return;
+    free(cfg->listen);
+    free(cfg->models);
+    for (size_t i = 0; i < cfg->n_model; i++)
+        free(cfg->model[i]);
+    free(cfg->model);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
+                    char *err, size_t errlen)
+{
+    const struct setting *s = find_setting(key, strlen(key));
+    if (!s) {
+        seterr(err, errlen, "unknown setting \"%s\" (rnnd serve --help lists them)", key);
+        return RNND_ERR_INVALID;
+    }
+    return apply(cfg, s, value, err, errlen);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return RNND_ERR_IO;
+    }
+    char line[8192];
+    int lineno = 0, rc = RNND_OK;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            seterr(err, errlen, "%s:%d: line too long", path, lineno);
+            rc = RNND_ERR_INVALID;
+            break;
+        }
+        char *t = trim(line);
+        if (!*t || *t == '#')
+            continue;
+        char *eq = strchr(t, '=');
+        if (!eq) {
+            seterr(err, errlen, "%s:%d: expected key = value", path, lineno);
+            rc = RNND_ERR_INVALID;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(t), *value = trim(eq + 1);
+        char msg[512];
+        rc = rnnd_config_set(cfg, key, value, msg, sizeof msg);
+        if (rc) {
+            seterr(err, errlen, "%s:%d: %s", path, lineno, msg);
+            break;
+        }
+    }
+    if (!rc && ferror(f)) {
+        seterr(err, errlen, "%s: read error", path);
+        rc = RNND_ERR_IO;
+    }
+    fclose(f);
+    return rc;
+}
+
+int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
+                          char *err, size_t errlen)
+{
+    *action = RNND_CONFIG_RUN;
+    /* first pass: --help, --print-config and --config, so flags override the file */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            *action = RNND_CONFIG_HELP;
+            return RNND_OK;
+        }
+        if (!strcmp(a, "--print-config")) {
+            *action = RNND_CONFIG_PRINT;
+        } else if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
+            const char *path = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!path) {
+                seterr(err, errlen, "--config needs a FILE");
+                return RNND_ERR_INVALID;
+            }
+            int rc = rnnd_config_load_file(cfg, path, err, errlen);
+            if (rc)
+                return rc;
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--print-config"))
+            continue;
+        if (!strcmp(a, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strncmp(a, "--config=", 9))
+            continue;
+        if (strncmp(a, "--", 2) || !a[2]) {
+            seterr(err, errlen, "unexpected argument \"%s\" (rnnd serve --help)", a);
+            return RNND_ERR_INVALID;
+        }
+        const char *key = a + 2, *eq = strchr(key, '='), *value;
+        size_t keylen = eq ? (size_t)(eq - key) : strlen(key);
+        const struct setting *s = find_setting(key, keylen);
+        if (!s) {
+            seterr(err, errlen, "unknown option \"%.*s\" (rnnd serve --help)",
+                   (int)(keylen + 2), a);
+            return RNND_ERR_INVALID;
+        }
+        if (eq) {
+            value = eq + 1;
+        } else if (i + 1 < argc) {
+            value = argv[++i];
+        } else {
+            seterr(err, errlen, "--%s needs a value (%s)", s->name, s->arg);
+            return RNND_ERR_INVALID;
+        }
+        int rc = apply(cfg, s, value, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return RNND_OK;
+}
+
+static void flag_name(const struct setting *s, char *out, size_t n)
+{
+    snprintf(out, n, "--%s", s->name);
+    for (char *p = out + 2; *p; p++)
+        if (*p == '_')
+            *p = '-';
+}
+
+void rnnd_config_help(FILE *f)
+{
+    fprintf(f,
+            "usage: rnnd serve [--config FILE] [--models DIR] [--model NAME=FILE]...\n"
+            "                  [--listen ADDR:PORT] [--SETTING VALUE]...\n"
+            "\n"
+            "Serve recurrent models over HTTP/JSON (docs/api.md). Settings come from their\n"
+            "defaults, then the --config file (key = value lines, see conf/rnnd.conf), then\n"
+            "flags. Every setting is a flag: --max-batch 32, --max_batch=32.\n"
+            "\n"
+            "  --config FILE          read settings from FILE\n"
+            "  --print-config         print the effective settings as a conf file and exit\n"
+            "  --help                 this text\n"
+            "\nsettings:\n");
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        char flag[64], head[128];
+        flag_name(s, flag, sizeof flag);
+        snprintf(head, sizeof head, "%s %s", flag, s->arg);
+        fprintf(f, "  %-30s %s\n", head, s->help);
+        fprintf(f, "  %-30s (key %s; default \"%s\"", "", s->name, s->def);
+        if (s->type == CT_INT || s->type == CT_SIZE)
+            fprintf(f, "; %" PRId64 "..%" PRId64, s->min, s->max);
+        fprintf(f, ")\n");
+    }
+}
+
+static void print_size(FILE *f, int64_t v)
+{
+    if (v && v % (KI * KI * KI) == 0)
+        fprintf(f, "%" PRId64 "G\n", v / (KI * KI * KI));
+    else if (v && v % (KI * KI) == 0)
+        fprintf(f, "%" PRId64 "M\n", v / (KI * KI));
+    else if (v && v % KI == 0)
+        fprintf(f, "%" PRId64 "K\n", v / KI);
+    else
+        fprintf(f, "%" PRId64 "\n", v);
+}
+
+void rnnd_config_print(const rnnd_config *cfg, FILE *f)
+{
+    const char *base = (const char *)cfg;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        const void *p = base + s->offset;
+        switch (s->type) {
+        case CT_INT:
+            fprintf(f, "%s = %" PRId64 "\n", s->name, *(const int64_t *)p);
+            break;
+        case CT_SIZE:
+            fprintf(f, "%s = ", s->name);
+            print_size(f, *(const int64_t *)p);
+            break;
+        case CT_ENUM:
+            fprintf(f, "%s = %s\n", s->name, s->names[*(const int64_t *)p]);
+            break;
+        case CT_STRING:
+            fprintf(f, "%s = %s\n", s->name, *(char *const *)p ? *(char *const *)p : "");
+            break;
+        case CT_LIST:
+            for (size_t j = 0; j < cfg->n_model; j++)
+                fprintf(f, "%s = %s\n", s->name, cfg->model[j]);
+            break;
+        }
+    }
+}

@@ -1,0 +1,75 @@
+/* Every setting of `rnnd serve` in one table (settings.c): name, type, default, bounds and help.
+ * The table drives the conf file parser, the command-line flags, `--help` and
+ * `--print-config`, so a setting is declared once. conf/rnnd.conf documents each key with its
+ * default; a test checks the two agree. */
+#ifndef RNND_SETTINGS_H
+#define RNND_SETTINGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+enum rnnd_evict { RNND_EVICT_REJECT = 0, RNND_EVICT_LRU = 1 };
+
+typedef struct rnnd_config {
+    char *listen;                   /* ADDR:PORT */
+    char *models;                   /* folder of *.rnnd files, "" = none */
+    char **model;                   /* NAME=FILE entries */
+    size_t n_model;
+    int64_t http_threads;
+    int64_t workers;                /* 0 = online cores */
+    int64_t max_batch;
+    int64_t max_batch_wait_us;
+    int64_t max_body_bytes;
+    int64_t max_steps_per_request;
+    int64_t max_sequences;
+    int64_t max_infer_steps;
+    int64_t max_json_depth;
+    int64_t max_sessions;
+    int64_t max_state_bytes;
+    int64_t session_ttl_s;
+    int64_t session_ttl_max_s;
+    int64_t session_evict;          /* enum rnnd_evict */
+    int64_t tombstone_s;
+    int64_t max_tombstones;
+    int64_t retry_after_s;
+    int64_t sessions_page_max;
+    int64_t request_timeout_s;
+    int64_t shutdown_timeout_s;
+    int64_t max_connections;
+    int64_t log_level;              /* enum rnnd_log_level */
+} rnnd_config;
+
+/* Fill CFG with every default. Returns 0 or RNND_ERR_NOMEM. */
+int rnnd_config_init(rnnd_config *cfg);
+void rnnd_config_free(rnnd_config *cfg);
+
+/* Set one setting from text (conf file value or flag argument), checking type and bounds.
+ * Returns 0 or RNND_ERR_INVALID with ERR naming the key and the reason. A list setting
+ * ("model") appends. */
+int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
+                    char *err, size_t errlen);
+
+/* Read a conf file: "key = value" lines, '#' starts a comment line, blank lines ignored.
+ * Errors name the file and line. */
+int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t errlen);
+
+/* The command line of `rnnd serve` (ARGV[0] is "serve"): defaults, then --config FILE, then
+ * every other flag (--key VALUE, --key=VALUE; '-' and '_' are the same in keys).
+ * *ACTION is set to RNND_CONFIG_RUN, _HELP or _PRINT. Returns 0 or RNND_ERR_INVALID. */
+enum { RNND_CONFIG_RUN = 0, RNND_CONFIG_HELP, RNND_CONFIG_PRINT };
+int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
+                          char *err, size_t errlen);
+
+/* `rnnd serve --help`: usage and every setting with its type, default, bounds and help. */
+void rnnd_config_help(FILE *f);
+
+/* The effective settings in conf file syntax (parses back to the same config). */
+void rnnd_config_print(const rnnd_config *cfg, FILE *f);
+
+/* Introspection of the table (for tests and docs). */
+size_t rnnd_config_count(void);
+const char *rnnd_config_key(size_t i);
+const char *rnnd_config_default(size_t i);  /* as text, exactly as in conf/rnnd.conf */
+
+#endif

@@ -1,0 +1,193 @@
+"""Golden conformance through the command line: every case in $RNND_GOLDEN_DIR is converted
+from ONNX with `$PYTHON3 -m rnnd_convert`, then run with `$RNND_BIN infer` on every SIMD path
+this CPU supports (RNND_ISA=scalar|avx2|avx512). Each response must match the case's
+`expected` outputs and `final_h` within |got - exp| <= atol + rtol * |exp|, and a request for
+"outputs": "last" must give the last step of each sequence. `rnnd inspect --json` must agree
+with the case on whether the model is stateful.
+
+Prints one line per case per path with the largest errors; exits 1 on any mismatch, missing
+case, or path that should run on this CPU but does not.
+"""
+import json
+import os
+import platform
+import subprocess
+import sys
+
+PYTHON3 = os.environ.get("PYTHON3", sys.executable)
+RNND_BIN = os.environ["RNND_BIN"]
+GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden")
+
+ISAS = ("scalar", "avx2", "avx512")
+# CPU flags each path needs (what src/kernels.c checks through CPUID).
+ISA_FLAGS = {
+    "scalar": set(),
+    "avx2": {"avx2", "fma", "f16c"},
+    "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq", "fma", "f16c"},
+}
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL " + msg)
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def run_infer(model, request, isa):
+    """(exit status, parsed stdout or None, parsed stderr or raw text)."""
+    env = dict(os.environ, RNND_ISA=isa)
+    p = subprocess.run([RNND_BIN, "infer", "--model", model], input=json.dumps(request),
+                       capture_output=True, text=True, env=env, timeout=120)
+    out = json.loads(p.stdout) if p.returncode == 0 else None
+    try:
+        err = json.loads(p.stderr) if p.stderr.strip() else None
+    except ValueError:
+        err = p.stderr
+    return p.returncode, out, err
+
+
+def max_violation(got, exp, atol, rtol, where):
+    """Largest |got-exp| over two equally shaped nested lists; records shape or tolerance
+    failures. Returns (max abs error, number of elements compared)."""
+    if isinstance(exp, list):
+        if not isinstance(got, list) or len(got) != len(exp):
+            fail("%s: shape: expected %d values, got %s" % (
+                where, len(exp), len(got) if isinstance(got, list) else type(got).__name__))
+            return float("inf"), 0
+        worst, n = 0.0, 0
+        for i, (g, e) in enumerate(zip(got, exp)):
+            w, k = max_violation(g, e, atol, rtol, "%s[%d]" % (where, i))
+            worst, n = max(worst, w), n + k
+        return worst, n
+    if not isinstance(got, (int, float)) or isinstance(got, bool):
+        fail("%s: expected a number, got %r" % (where, got))
+        return float("inf"), 0
+    err = abs(got - exp)
+    if not err <= atol + rtol * abs(exp):
+        fail("%s: got %.9g, expected %.9g (|diff| %.3g > %.3g)" % (
+            where, got, exp, err, atol + rtol * abs(exp)))
+    return err, 1
+
+
+def flat_h(state):
+    """A STATE's h vectors in the order of final_h: layer 0 fwd, layer 0 bwd, layer 1 ..."""
+    return [h for layer in state["layers"] for h in layer["h"]]
+
+
+def available_isas():
+    """Paths to test: those this CPU must run (from its flags) plus any others that run."""
+    flags = cpu_flags()
+    x86 = platform.machine() in ("x86_64", "AMD64", "amd64")
+    required = [i for i in ISAS if i == "scalar" or (x86 and ISA_FLAGS[i] <= flags)]
+    print("cpu: %s; paths this CPU must run: %s" % (platform.machine(), ", ".join(required)))
+    return required
+
+
+def check_case(name, case_dir, isas):
+    with open(os.path.join(case_dir, "case.json")) as f:
+        case = json.load(f)
+    onnx = os.path.join(case_dir, case.get("model", "model.onnx"))
+    model = os.path.join(TMP, name + ".rnnd")
+    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", onnx, "-o", model],
+                       capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        fail("%s: conversion failed: %s" % (name, (p.stderr or p.stdout).strip()))
+        return
+
+    p = subprocess.run([RNND_BIN, "inspect", "--json", model], capture_output=True, text=True,
+                       timeout=60)
+    if p.returncode != 0:
+        fail("%s: rnnd inspect failed: %s" % (name, p.stderr.strip()))
+    else:
+        info = json.loads(p.stdout)
+        if info["stateful"] != case["stateful"]:
+            fail("%s: inspect says stateful=%s, the case says %s" % (
+                name, info["stateful"], case["stateful"]))
+
+    atol, rtol = case["atol"], case["rtol"]
+    seqs = case["sequences"]
+    for isa in isas:
+        rc, resp, err = run_infer(model, {"inputs": seqs, "return_state": True}, isa)
+        if rc != 0:
+            fail("%s [%s]: rnnd infer exited %d: %s" % (name, isa, rc, err))
+            continue
+        if resp.get("model") != name:
+            fail("%s [%s]: response names model %r" % (name, isa, resp.get("model")))
+        e_out, n_out = max_violation(resp["outputs"], case["expected"], atol, rtol,
+                                     "%s [%s] outputs" % (name, isa))
+        states = resp.get("states")
+        if not isinstance(states, list) or len(states) != len(seqs):
+            fail("%s [%s]: expected %d states" % (name, isa, len(seqs)))
+            continue
+        e_h, n_h = max_violation([flat_h(s) for s in states], case["final_h"], atol, rtol,
+                                 "%s [%s] final_h" % (name, isa))
+
+        rc, last, err = run_infer(model, {"inputs": seqs, "outputs": "last"}, isa)
+        if rc != 0:
+            fail("%s [%s]: \"last\" request exited %d: %s" % (name, isa, rc, err))
+        elif last["outputs"] != [o[-1] for o in resp["outputs"]]:
+            fail("%s [%s]: \"outputs\": \"last\" differs from the last step of \"all\"" % (
+                name, isa))
+        elif "states" in last:
+            fail("%s [%s]: states returned without return_state" % (name, isa))
+        # The "last" answer must match the expectation too, not just our own "all".
+        if last is not None:
+            max_violation(last["outputs"], [e[-1] for e in case["expected"]], atol, rtol,
+                          "%s [%s] last" % (name, isa))
+        print("case %-28s %-7s max|err| outputs %.3g (%d values), final_h %.3g (%d values)" % (
+            name, isa, e_out, n_out, e_h, n_h))
+
+
+def main():
+    os.makedirs(TMP, exist_ok=True)
+    if not os.path.isdir(GOLDEN_DIR):
+        fail("no golden directory %s" % GOLDEN_DIR)
+        return 1
+    cases = sorted(d for d in os.listdir(GOLDEN_DIR)
+                   if os.path.isdir(os.path.join(GOLDEN_DIR, d)))
+    if not cases:
+        fail("no golden cases in %s" % GOLDEN_DIR)
+    isas = available_isas()
+
+    # Every path the CPU supports must actually run (check_case); the others must be refused
+    # cleanly.
+    for isa in ISAS:
+        if isa in isas:
+            continue
+        # Not supported by this CPU: rnnd must say so with code "unsupported".
+        rc, _, err = run_infer("/nonexistent.rnnd", {"inputs": [[0]]}, isa)
+        code = err.get("error", {}).get("code") if isinstance(err, dict) else None
+        if rc != 1 or code != "unsupported":
+            fail("RNND_ISA=%s on a CPU without it: exit %d, %r" % (isa, rc, err))
+        else:
+            print("path %s: not supported by this CPU, refused as expected" % isa)
+    for name in cases:
+        case_dir = os.path.join(GOLDEN_DIR, name)
+        if not os.path.isfile(os.path.join(case_dir, "case.json")):
+            fail("%s: missing case.json" % name)
+            continue
+        check_case(name, case_dir, isas)
+    print("ran paths: %s; %d cases" % (", ".join(isas), len(cases)))
+    if failures:
+        print("%d failure(s)" % len(failures))
+        return 1
+    print("all golden cases match on every path")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
