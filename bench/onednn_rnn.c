@@ -376,7 +376,8 @@ static int run_check(bench *b, const opts *o)
     long H = b->H, calls = 3;
     float *h = calloc((size_t)(b->B * H), sizeof(float));
     float *c = calloc((size_t)(b->B * H), sizeof(float));
-    float *g = malloc((size_t)(4 * H) * sizeof(float)), *gh = malloc((size_t)(4 * H) * sizeof(float));
+    float *g = malloc((size_t)(4 * H) * sizeof(float));
+    float *gh = malloc((size_t)(4 * H) * sizeof(float));
     float *cs = malloc((size_t)H * sizeof(float));
     double maxerr = 0;
     if (!h || !c || !g || !gh || !cs) {

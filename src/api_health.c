@@ -1,0 +1,38 @@
+/* Liveness, readiness and metrics. */
+#include <stdatomic.h>
+
+#include "api.h"
+
+void rnnd_api_healthz(rnnd_req *r)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"status\":\"ok\"}");
+    rnnd_reply(r, 200, &b);
+}
+
+void rnnd_api_readyz(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    if (atomic_load(&app->draining)) {
+        rnnd_reply_error(r, "unavailable", "draining: the server is shutting down");
+        return;
+    }
+    if (!app->reg.n) {
+        rnnd_reply_error(r, "unavailable", "no model is loaded");
+        return;
+    }
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu}", app->reg.n);
+    rnnd_reply(r, 200, &b);
+}
+
+void rnnd_api_metrics(rnnd_req *r)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_metrics_render(rnnd_req_app(r), &b);
+    rnnd_reply(r, 200, &b);
+    rnnd_reply_header(r, "Content-Type", "text/plain; version=0.0.4");
+}

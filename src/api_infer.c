@@ -1,0 +1,95 @@
+/* POST /v1/models/{model}/infer: the infer contract (docs/api.md), parsed on the request
+ * thread, computed on a worker, encoded there, and sent by resuming the connection. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api.h"
+#include "rnnd/infer.h"
+#include "rnnd/status.h"
+
+struct infer_task {
+    rnnd_task task;             /* first member */
+    rnnd_req *r;
+    const rnnd_entry *e;
+    rnnd_infer_req *ir;
+};
+
+static void infer_free(void *arg)
+{
+    struct infer_task *t = arg;
+    rnnd_infer_req_free(t->ir);
+    free(t);
+}
+
+static void infer_run(rnnd_task *task, void *wctx)
+{
+    (void)wctx;
+    struct infer_task *t = (struct infer_task *)task;
+    rnnd_app *app = rnnd_req_app(t->r);
+    char err[512] = "";
+    int rc = rnnd_infer_run(t->e->net, t->ir, err, sizeof err);
+    if (rc) {
+        rnnd_reply_error(t->r, rnnd_error_code(rc), "%s", err);
+    } else {
+        rnnd_buf b;
+        rnnd_buf_init(&b);
+        rnnd_infer_encode(t->e->net, t->ir, t->e->name, &b);
+        if (b.nonfinite) {
+            rnnd_buf_free(&b);
+            rnnd_reply_error(t->r, "numeric_error", "the computation produced NaN or Inf");
+        } else {
+            rnnd_reply(t->r, 200, &b);
+        }
+        atomic_fetch_add(&app->metrics.infer_requests, 1);
+        atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(t->ir));
+        atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(t->ir));
+    }
+    rnnd_req_complete(t->r);
+}
+
+static void infer_cancel(rnnd_task *task)
+{
+    struct infer_task *t = (struct infer_task *)task;
+    rnnd_reply_error(t->r, "unavailable", "the server is shutting down");
+    rnnd_req_complete(t->r);
+}
+
+void rnnd_api_infer(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = rnnd_registry_find(&app->reg, rnnd_req_param(r, 0));
+    if (!e) {
+        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", rnnd_req_param(r, 0));
+        return;
+    }
+    json_t *body = rnnd_req_body(r);
+    if (!body) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"inputs\": [SEQUENCE, ...]}");
+        return;
+    }
+    char err[512] = "";
+    rnnd_infer_req *ir = NULL;
+    int rc = rnnd_infer_parse(e->net, body, &app->infer_limits, &ir, err, sizeof err);
+    if (rc) {
+        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+        return;
+    }
+    struct infer_task *t = calloc(1, sizeof *t);
+    if (!t) {
+        rnnd_infer_req_free(ir);
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return;
+    }
+    t->task.run = infer_run;
+    t->task.cancel = infer_cancel;
+    t->r = r;
+    t->e = e;
+    t->ir = ir;
+    rnnd_req_on_free(r, infer_free, t);
+    rnnd_req_defer(r);
+    if (rnnd_pool_post(app->pool, &t->task)) {
+        rnnd_reply_error(r, "unavailable", "the server is shutting down");
+        rnnd_req_complete(r);
+    }
+}

@@ -1,0 +1,633 @@
+/* libmicrohttpd glue: routing, per-request state, body limits, suspend/resume (see http.h). */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "rnnd/infer.h"
+#include "rnnd/status.h"
+
+#define MAX_PARAMS 2
+#define MAX_SEGMENT 128
+#define MAX_HEADERS 4
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+struct route {
+    const char *pattern;    /* '*' matches one path segment */
+    rnnd_handler get, post, put, del;
+};
+
+static const struct route routes[] = {
+    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL},
+    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL},
+    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL},
+    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL},
+    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL},
+    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL},
+    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL},
+    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete},
+    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL},
+    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL},
+    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL},
+    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL},
+};
+
+/* ---- state ------------------------------------------------------------------------------- */
+
+struct rnnd_http {
+    struct MHD_Daemon *d;
+    rnnd_app *app;
+    atomic_size_t active;
+    uint16_t port;
+    MHD_socket quiesced;        /* the listening socket once quiesced: ours to close */
+};
+
+enum { F_DONE = 1, F_SUSPENDED = 2 };
+
+struct rnnd_req {
+    rnnd_http *http;
+    struct MHD_Connection *conn;
+    const struct route *route;
+    rnnd_handler handler;
+    int method;
+    char params[MAX_PARAMS][MAX_SEGMENT + 1];
+    char path[160];                 /* for the access log */
+
+    char *body;
+    size_t len, cap;
+    int too_large;                  /* the body passed max_body_bytes: 413 */
+    json_t *json;
+
+    int replied;                    /* status/data below are set */
+    unsigned status;
+    char *data;
+    size_t dlen;
+    int nheaders;
+    char hname[MAX_HEADERS][32];
+    char hvalue[MAX_HEADERS][160];
+
+    int deferred;
+    atomic_int flags;
+    int queued;                     /* handed to MHD */
+
+    void (*on_free)(void *);
+    void *on_free_arg;
+    struct timespec t0;
+};
+
+/* ---- replies ----------------------------------------------------------------------------- */
+
+void rnnd_reply_header(rnnd_req *r, const char *name, const char *value)
+{
+    if (r->nheaders >= MAX_HEADERS)
+        return;
+    snprintf(r->hname[r->nheaders], sizeof r->hname[0], "%s", name);
+    snprintf(r->hvalue[r->nheaders], sizeof r->hvalue[0], "%s", value);
+    r->nheaders++;
+}
+
+static void set_reply(rnnd_req *r, unsigned status, char *data, size_t len)
+{
+    free(r->data);
+    r->status = status;
+    r->data = data;
+    r->dlen = len;
+    r->replied = 1;
+}
+
+/* The one reply that needs no allocation. */
+static const char oom_body[] =
+    "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+
+void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body)
+{
+    if (rnnd_buf_failed(body)) {
+        rnnd_buf_free(body);
+        set_reply(r, 503, NULL, 0);     /* data NULL: oom_body is sent */
+        return;
+    }
+    size_t len;
+    char *data = rnnd_buf_steal(body, &len);
+    if (!data)
+        set_reply(r, 503, NULL, 0);
+    else
+        set_reply(r, status, data, len);
+}
+
+void rnnd_reply_empty(rnnd_req *r, unsigned status)
+{
+    char *data = malloc(1);
+    set_reply(r, status, data, 0);
+    if (!data)
+        r->status = 503;
+}
+
+void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int status = rnnd_error_http_status(code);
+    if (status == 429 || status == 503) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%lld", (long long)r->http->app->cfg->retry_after_s);
+        rnnd_reply_header(r, "Retry-After", ra);
+    }
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_error_json(&b, code, msg);
+    rnnd_reply(r, (unsigned)status, &b);
+}
+
+/* ---- handler API ------------------------------------------------------------------------- */
+
+int rnnd_req_method(const rnnd_req *r) { return r->method; }
+const char *rnnd_req_param(const rnnd_req *r, int i)
+{
+    return i >= 0 && i < MAX_PARAMS ? r->params[i] : "";
+}
+json_t *rnnd_req_body(const rnnd_req *r) { return r->json; }
+rnnd_app *rnnd_req_app(const rnnd_req *r) { return r->http->app; }
+
+const char *rnnd_req_query(rnnd_req *r, const char *key)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
+void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg)
+{
+    r->on_free = fn;
+    r->on_free_arg = arg;
+}
+
+void rnnd_req_defer(rnnd_req *r)
+{
+    r->deferred = 1;
+}
+
+void rnnd_req_complete(rnnd_req *r)
+{
+    struct MHD_Connection *conn = r->conn;
+    /* Whoever comes second of (this, the request thread parking the connection) resumes it;
+     * after the exchange R may be freed at any moment. */
+    if (atomic_fetch_or(&r->flags, F_DONE) & F_SUSPENDED)
+        MHD_resume_connection(conn);
+}
+
+/* ---- request processing ------------------------------------------------------------------ */
+
+static int parse_method(const char *m)
+{
+    if (!strcmp(m, "GET")) return RNND_GET;
+    if (!strcmp(m, "HEAD")) return RNND_HEAD;
+    if (!strcmp(m, "POST")) return RNND_POST;
+    if (!strcmp(m, "PUT")) return RNND_PUT;
+    if (!strcmp(m, "DELETE")) return RNND_DELETE;
+    return 0;
+}
+
+/* Match URL against PATTERN, capturing '*' segments into R's params. */
+static int match(const char *pattern, const char *url, rnnd_req *r)
+{
+    int np = 0;
+    const char *p = pattern, *u = url;
+    while (*p && *u) {
+        if (*p == '*') {
+            const char *end = strchr(u, '/');
+            size_t n = end ? (size_t)(end - u) : strlen(u);
+            if (!n || n > MAX_SEGMENT || np >= MAX_PARAMS)
+                return 0;
+            memcpy(r->params[np], u, n);
+            r->params[np][n] = '\0';
+            np++;
+            p++;
+            u += n;
+        } else if (*p == *u) {
+            p++;
+            u++;
+        } else {
+            return 0;
+        }
+    }
+    return !*p && !*u;
+}
+
+static void allow_header(rnnd_req *r, const struct route *rt)
+{
+    char allow[64] = "";
+    if (rt->get)
+        strcat(allow, "GET, HEAD");
+    if (rt->post)
+        strcat(allow, *allow ? ", POST" : "POST");
+    if (rt->put)
+        strcat(allow, *allow ? ", PUT" : "PUT");
+    if (rt->del)
+        strcat(allow, *allow ? ", DELETE" : "DELETE");
+    rnnd_reply_header(r, "Allow", allow);
+}
+
+static int is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof want - 1;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, want, n))
+        return 0;
+    ct += n;
+    while (*ct == ' ')
+        ct++;
+    return !*ct || *ct == ';';
+}
+
+/* The first call: headers are in, the body is not. Decide everything that does not need the
+ * body, so a bad request is refused without buffering it. Returns 1 to answer right now. */
+static int begin(rnnd_req *r, const char *url, const char *method)
+{
+    rnnd_app *app = r->http->app;
+    snprintf(r->path, sizeof r->path, "%s", url);
+    r->method = parse_method(method);
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (match(routes[i].pattern, url, r)) {
+            r->route = &routes[i];
+            break;
+        }
+    }
+    if (atomic_load(&app->draining) && !(r->route && r->route->get == rnnd_api_healthz)) {
+        rnnd_reply_header(r, "Connection", "close");
+        rnnd_reply_error(r, "unavailable", "the server is shutting down");
+        return 0;
+    }
+    if (!r->route) {
+        rnnd_reply_error(r, "not_found", "no such resource: %s", url);
+        return 0;
+    }
+    const struct route *rt = r->route;
+    switch (r->method) {
+    case RNND_GET:
+    case RNND_HEAD: r->handler = rt->get; break;
+    case RNND_POST: r->handler = rt->post; break;
+    case RNND_PUT: r->handler = rt->put; break;
+    case RNND_DELETE: r->handler = rt->del; break;
+    default: r->handler = NULL; break;
+    }
+    if (!r->handler) {
+        allow_header(r, rt);
+        rnnd_reply_error(r, "method_not_allowed", "%s is not allowed on %s", method, url);
+        return 0;
+    }
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end == '\0' && n > (unsigned long long)app->cfg->max_body_bytes) {
+            /* libmicrohttpd closes the connection after this reply: the body is never read */
+            rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
+                             "max_body_bytes (%lld)", n, (long long)app->cfg->max_body_bytes);
+            return 1;
+        }
+    }
+    if (r->method == RNND_POST || r->method == RNND_PUT) {
+        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        int has_body = (cl && strcmp(cl, "0")) ||
+                       MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                   MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        if ((ct && !is_json_type(ct)) || (!ct && has_body)) {
+            rnnd_reply_error(r, "unsupported_media_type",
+                             "the request body must be Content-Type: application/json");
+            return 0;
+        }
+    }
+    return 0;
+}
+
+static void receive(rnnd_req *r, const char *data, size_t n)
+{
+    if (r->replied)
+        return;     /* refused already: the rest of the body is read and dropped */
+    size_t max = (size_t)r->http->app->cfg->max_body_bytes;
+    if (n > max - r->len) {
+        r->too_large = 1;
+        rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
+                         max);
+        free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return;
+    }
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        char *g = realloc(r->body, cap);
+        if (!g) {
+            rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
+            return;
+        }
+        r->body = g;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+}
+
+/* Nesting depth of JSON text, counting [ and { outside strings; stops past MAX. */
+static int json_depth_ok(const char *s, size_t n, long max)
+{
+    long depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                return 0;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 1;
+}
+
+/* The whole body is in: decode it and run the handler. */
+static void dispatch(rnnd_req *r)
+{
+    rnnd_app *app = r->http->app;
+    if (r->len) {
+        if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
+            rnnd_reply_error(r, "invalid_json", "JSON nested deeper than max_json_depth (%lld)",
+                             (long long)app->cfg->max_json_depth);
+            return;
+        }
+        char err[256];
+        if (rnnd_infer_load(r->body, r->len, &r->json, err, sizeof err)) {
+            rnnd_reply_error(r, "invalid_json", "%s", err);
+            return;
+        }
+        if (!json_is_object(r->json)) {
+            rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object");
+            return;
+        }
+        free(r->body);  /* the decoded form is all handlers need */
+        r->body = NULL;
+        r->cap = 0;
+    }
+    r->handler(r);
+    if (!r->deferred && !r->replied)
+        rnnd_reply_error(r, "internal", "the handler gave no reply");
+}
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static enum MHD_Result send_reply(rnnd_req *r)
+{
+    struct MHD_Response *resp;
+    if (r->data) {
+        resp = MHD_create_response_from_buffer(r->dlen, r->data, MHD_RESPMEM_MUST_FREE);
+        if (resp)
+            r->data = NULL;
+    } else {
+        r->status = 503;
+        resp = MHD_create_response_from_buffer(sizeof oom_body - 1, (void *)oom_body,
+                                               MHD_RESPMEM_PERSISTENT);
+    }
+    if (!resp)
+        return MHD_NO;
+    int typed = 0;
+    for (int i = 0; i < r->nheaders; i++)
+        typed |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (r->status != 204 && !typed)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->hname[i], r->hvalue[i]);
+    enum MHD_Result ok = MHD_queue_response(r->conn, r->status, resp);
+    MHD_destroy_response(resp);
+    r->queued = 1;
+    rnnd_app *app = r->http->app;
+    rnnd_metrics_response(&app->metrics, r->status);
+    RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=%u ms=%.3f", r->path,
+             r->status, elapsed_ms(&r->t0));
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    rnnd_http *h = cls;
+    rnnd_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;  /* closes the connection: nothing better to do without memory */
+        *con_cls = r;
+        atomic_fetch_add(&h->active, 1);
+        r->http = h;
+        r->conn = conn;
+        atomic_init(&r->flags, 0);
+        clock_gettime(CLOCK_MONOTONIC, &r->t0);
+        if (begin(r, url, method))
+            return send_reply(r);
+        return MHD_YES;
+    }
+    if (r->queued)
+        return MHD_YES;
+    if (*upload_data_size) {
+        receive(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (!r->replied && !r->deferred)
+        dispatch(r);
+    if (r->deferred) {
+        int f = atomic_load(&r->flags);
+        if (!(f & F_DONE)) {
+            if (f & F_SUSPENDED)
+                return MHD_YES;     /* not expected: resumed before done */
+            MHD_suspend_connection(conn);
+            if (atomic_fetch_or(&r->flags, F_SUSPENDED) & F_DONE)
+                MHD_resume_connection(conn);    /* it finished meanwhile */
+            return MHD_YES;
+        }
+    }
+    return send_reply(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    rnnd_http *h = cls;
+    rnnd_req *r = *con_cls;
+    if (!r)
+        return;
+    *con_cls = NULL;
+    if (r->on_free)
+        r->on_free(r->on_free_arg);
+    json_decref(r->json);
+    free(r->body);
+    free(r->data);
+    free(r);
+    atomic_fetch_sub(&h->active, 1);
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    rnnd_http *h = cls;
+    char msg[512], q[600];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    RNND_LOG(&h->app->log, RNND_LOG_WARN, "http", "msg=%s", rnnd_log_quote(q, sizeof q, msg));
+}
+
+/* ---- start / stop ------------------------------------------------------------------------ */
+
+/* "HOST:PORT" or "[V6]:PORT" into ADDR. */
+static int parse_listen(const char *spec, struct sockaddr_storage *addr, socklen_t *alen,
+                        char *host, size_t hostlen, char *err, size_t errlen)
+{
+    const char *colon = strrchr(spec, ':');
+    if (!colon || colon == spec) {
+        snprintf(err, errlen, "listen: expected ADDR:PORT, got \"%s\"", spec);
+        return RNND_ERR_INVALID;
+    }
+    size_t hn = (size_t)(colon - spec);
+    const char *hs = spec;
+    if (hs[0] == '[' && hn >= 2 && hs[hn - 1] == ']') {
+        hs++;
+        hn -= 2;
+    }
+    if (hn >= hostlen) {
+        snprintf(err, errlen, "listen: address too long");
+        return RNND_ERR_INVALID;
+    }
+    memcpy(host, hs, hn);
+    host[hn] = '\0';
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (!colon[1] || *end || port > 65535) {
+        snprintf(err, errlen, "listen: bad port in \"%s\"", spec);
+        return RNND_ERR_INVALID;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE}, *res = NULL;
+    int gai = getaddrinfo(hn ? host : NULL, NULL, &hints, &res);
+    if (gai || !res) {
+        snprintf(err, errlen, "listen: cannot resolve \"%s\": %s", host, gai_strerror(gai));
+        return RNND_ERR_INVALID;
+    }
+    memcpy(addr, res->ai_addr, res->ai_addrlen);
+    *alen = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (addr->ss_family == AF_INET)
+        ((struct sockaddr_in *)addr)->sin_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in6 *)addr)->sin6_port = htons((uint16_t)port);
+    return RNND_OK;
+}
+
+int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const rnnd_config *cfg = app->cfg;
+    struct sockaddr_storage addr;
+    socklen_t alen;
+    char host[256];
+    int rc = parse_listen(cfg->listen, &addr, &alen, host, sizeof host, err, errlen);
+    if (rc)
+        return rc;
+    rnnd_http *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
+        return RNND_ERR_NOMEM;
+    }
+    h->app = app;
+    h->quiesced = MHD_INVALID_SOCKET;
+    atomic_init(&h->active, 0);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    if (addr.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
+                 cfg->listen);
+        free(h);
+        return RNND_ERR_IO;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : 0;
+    RNND_LOG(&app->log, RNND_LOG_INFO, "listening", "addr=%s port=%u http_threads=%lld",
+             host, (unsigned)h->port, (long long)cfg->http_threads);
+    *out = h;
+    return RNND_OK;
+}
+
+uint16_t rnnd_http_port(const rnnd_http *h)
+{
+    return h->port;
+}
+
+void rnnd_http_quiesce(rnnd_http *h)
+{
+    /* with MHD_USE_ITC this stops accepting in every pool thread; the socket becomes ours
+     * to close, after MHD_stop_daemon() */
+    if (h->quiesced == MHD_INVALID_SOCKET)
+        h->quiesced = MHD_quiesce_daemon(h->d);
+}
+
+size_t rnnd_http_active(rnnd_http *h)
+{
+    return atomic_load(&h->active);
+}
+
+void rnnd_http_stop(rnnd_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->d);
+    if (h->quiesced != MHD_INVALID_SOCKET)
+        close(h->quiesced);
+    free(h);
+}

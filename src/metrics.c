@@ -1,0 +1,95 @@
+/* Prometheus text for GET /metrics. */
+#include "metrics.h"
+
+#include "app.h"
+
+void rnnd_metrics_init(rnnd_metrics *m)
+{
+    for (int i = 0; i < RNND_METRICS_STATUS_MAX; i++)
+        atomic_init(&m->responses[i], 0);
+    atomic_init(&m->infer_requests, 0);
+    atomic_init(&m->infer_sequences, 0);
+    atomic_init(&m->infer_steps, 0);
+}
+
+void rnnd_metrics_response(rnnd_metrics *m, unsigned status)
+{
+    if (status < RNND_METRICS_STATUS_MAX)
+        atomic_fetch_add_explicit(&m->responses[status], 1, memory_order_relaxed);
+}
+
+static void batch_histogram(rnnd_buf *out, const char *model, const rnnd_batcher *b)
+{
+    size_t max = rnnd_batcher_max_batch(b);
+    uint64_t cum = 0, sum = 0;
+    size_t le = 1;
+    for (size_t k = 1; k <= max; k++) {
+        uint64_t n = rnnd_batcher_hist(b, k);
+        cum += n;
+        sum += n * k;
+        /* buckets at powers of two and at max_batch */
+        if (k == le || k == max) {
+            rnnd_buf_printf(out, "rnnd_batch_size_bucket{model=\"%s\",le=\"%zu\"} %llu\n",
+                            model, k, (unsigned long long)cum);
+            while (le <= k)
+                le *= 2;
+        }
+    }
+    rnnd_buf_printf(out, "rnnd_batch_size_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", model,
+                    (unsigned long long)cum);
+    rnnd_buf_printf(out, "rnnd_batch_size_sum{model=\"%s\"} %llu\n", model,
+                    (unsigned long long)sum);
+    rnnd_buf_printf(out, "rnnd_batch_size_count{model=\"%s\"} %llu\n", model,
+                    (unsigned long long)cum);
+}
+
+void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
+{
+    rnnd_metrics *m = &app->metrics;
+    rnnd_buf_puts(out, "# HELP rnnd_http_responses_total HTTP responses sent, by status.\n"
+                       "# TYPE rnnd_http_responses_total counter\n");
+    for (unsigned s = 100; s < RNND_METRICS_STATUS_MAX; s++) {
+        uint64_t n = atomic_load_explicit(&m->responses[s], memory_order_relaxed);
+        if (n)
+            rnnd_buf_printf(out, "rnnd_http_responses_total{code=\"%u\"} %llu\n", s,
+                            (unsigned long long)n);
+    }
+    rnnd_buf_puts(out, "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
+                       "# TYPE rnnd_batch_size histogram\n");
+    for (size_t i = 0; i < app->reg.n; i++)
+        batch_histogram(out, app->reg.entries[i].name, app->batchers[i]);
+    rnnd_buf_puts(out, "# HELP rnnd_session_steps_total Session steps computed.\n"
+                       "# TYPE rnnd_session_steps_total counter\n");
+    for (size_t i = 0; i < app->reg.n; i++)
+        rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n",
+                        app->reg.entries[i].name,
+                        (unsigned long long)rnnd_batcher_steps(app->batchers[i]));
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_infer_requests_total Whole-sequence infer requests run.\n"
+                    "# TYPE rnnd_infer_requests_total counter\n"
+                    "rnnd_infer_requests_total %llu\n"
+                    "# HELP rnnd_infer_steps_total Steps of whole-sequence infer requests.\n"
+                    "# TYPE rnnd_infer_steps_total counter\n"
+                    "rnnd_infer_steps_total %llu\n",
+                    (unsigned long long)atomic_load(&m->infer_requests),
+                    (unsigned long long)atomic_load(&m->infer_steps));
+    rnnd_session_stats st;
+    rnnd_session_table_stats(app->sessions, &st);
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_sessions Open sessions.\n"
+                    "# TYPE rnnd_sessions gauge\n"
+                    "rnnd_sessions %zu\n"
+                    "# HELP rnnd_session_state_bytes Memory of all session state blocks.\n"
+                    "# TYPE rnnd_session_state_bytes gauge\n"
+                    "rnnd_session_state_bytes %zu\n"
+                    "# HELP rnnd_sessions_total Sessions by how they ended (or began).\n"
+                    "# TYPE rnnd_sessions_total counter\n"
+                    "rnnd_sessions_total{event=\"created\"} %llu\n"
+                    "rnnd_sessions_total{event=\"expired\"} %llu\n"
+                    "rnnd_sessions_total{event=\"evicted\"} %llu\n"
+                    "rnnd_sessions_total{event=\"deleted\"} %llu\n"
+                    "rnnd_sessions_total{event=\"rejected\"} %llu\n",
+                    st.sessions, st.state_bytes, (unsigned long long)st.created,
+                    (unsigned long long)st.expired, (unsigned long long)st.evicted,
+                    (unsigned long long)st.deleted, (unsigned long long)st.rejected);
+}
