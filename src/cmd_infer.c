@@ -34,8 +34,8 @@ static void usage(FILE *f)
             "  RNND_ISA=scalar|avx2|avx512   force a kernel path (default: the best this CPU\n"
             "                                runs)\n"
             "\n"
-            "On failure prints {\"error\": {\"code\": ..., \"message\": ...}} on stderr and exits\n"
-            "with status 1; a usage error exits with status 2.\n");
+            "On failure prints {\"error\": {\"code\": ..., \"message\": ...}} on stderr\n"
+            "and exits with status 1; a usage error exits with status 2.\n");
 }
 
 /* Print the error JSON on stderr; returns the exit status 1. */

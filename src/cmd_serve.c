@@ -1,11 +1,238 @@
-/* placeholder until the daemon lands (issue 3) */
+/* `rnnd serve`: start-up and shutdown order of the daemon.
+ *
+ * Start: settings, log, kernels, models, session table, batchers, compute workers, HTTP.
+ * Signals: SIGTERM/SIGINT are blocked in every thread and taken by this thread with
+ * sigtimedwait(), which also times the sweep of expired sessions, so no handler and no global
+ * state exist. Stop: refuse new requests (503) and new connections, let in-flight requests
+ * finish for up to shutdown_timeout_s, fail what is left with 503, then tear down in reverse. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
 #include "cmd.h"
+#include "http.h"
+#include "rnnd/kernels.h"
+#include "rnnd/status.h"
+
+#define SWEEP_INTERVAL_S 1
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void *worker_init(void *arg, size_t index)
+{
+    (void)index;
+    rnnd_app *app = arg;
+    void **scratch = calloc(app->reg.n ? app->reg.n : 1, sizeof *scratch);
+    if (!scratch)
+        return NULL;
+    for (size_t i = 0; i < app->reg.n; i++) {
+        if (!(scratch[i] = rnnd_batcher_scratch_new(app->batchers[i]))) {
+            for (size_t j = 0; j < i; j++)
+                rnnd_batcher_scratch_free(scratch[j]);
+            free(scratch);
+            return NULL;
+        }
+    }
+    return scratch;
+}
+
+static void worker_fini(void *arg, void *wctx)
+{
+    rnnd_app *app = arg;
+    void **scratch = wctx;
+    for (size_t i = 0; i < app->reg.n; i++)
+        rnnd_batcher_scratch_free(scratch[i]);
+    free(scratch);
+}
+
+/* Wait until no request is in flight or DEADLINE passes. Returns 1 when none is left. */
+static int wait_idle(rnnd_http *h, double deadline)
+{
+    while (rnnd_http_active(h)) {
+        if (now_s() >= deadline)
+            return 0;
+        usleep(5000);
+    }
+    return 1;
+}
+
+static void teardown(rnnd_app *app)
+{
+    rnnd_pool_free(app->pool);
+    app->pool = NULL;
+    for (size_t i = 0; app->batchers && i < app->reg.n; i++)
+        rnnd_batcher_free(app->batchers[i]);
+    free(app->batchers);
+    app->batchers = NULL;
+    rnnd_session_table_free(app->sessions);
+    app->sessions = NULL;
+    rnnd_registry_free(&app->reg);
+}
+
+/* Everything after the settings; returns the exit status. */
+static int serve(rnnd_app *app, const sigset_t *sigs)
+{
+    const rnnd_config *cfg = app->cfg;
+    char err[1024] = "";
+    const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
+    if (!k) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"%s\"", err);
+        return 1;
+    }
+    if (rnnd_registry_load(&app->reg, cfg->models, cfg->model, cfg->n_model, k, err,
+                           sizeof err)) {
+        char q[1100];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        return 1;
+    }
+    for (size_t i = 0; i < app->reg.n; i++) {
+        const rnnd_entry *e = &app->reg.entries[i];
+        RNND_LOG(&app->log, RNND_LOG_INFO, "model_loaded",
+                 "model=%s path=%s stateful=%d state_bytes=%zu digest=%s", e->name, e->path,
+                 e->stateful, e->state_floats * sizeof(float), e->digest);
+    }
+
+    rnnd_session_limits lim = {
+        .max_sessions = (size_t)cfg->max_sessions,
+        .max_state_bytes = (size_t)cfg->max_state_bytes,
+        .ttl_s = (double)cfg->session_ttl_s,
+        .ttl_max_s = (double)cfg->session_ttl_max_s,
+        .evict_lru = cfg->session_evict == RNND_EVICT_LRU,
+        .tombstone_s = (double)cfg->tombstone_s,
+        .max_tombstones = (size_t)cfg->max_tombstones,
+    };
+    app->sessions = rnnd_session_table_new(&lim, NULL, NULL);
+    app->batchers = calloc(app->reg.n ? app->reg.n : 1, sizeof *app->batchers);
+    if (!app->sessions || !app->batchers) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
+        teardown(app);
+        return 1;
+    }
+    for (size_t i = 0; i < app->reg.n; i++) {
+        if (rnnd_batcher_new(app->reg.entries[i].net, i, NULL, (size_t)cfg->max_batch,
+                             (long)cfg->max_batch_wait_us, &app->batchers[i])) {
+            RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
+            teardown(app);
+            return 1;
+        }
+    }
+    long workers = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers < 1)
+        workers = 1;
+    if (rnnd_pool_new((size_t)workers, worker_init, worker_fini, app, &app->pool, err,
+                      sizeof err)) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"%s\"", err);
+        teardown(app);
+        return 1;
+    }
+    for (size_t i = 0; i < app->reg.n; i++)
+        rnnd_batcher_set_pool(app->batchers[i], app->pool);
+
+    rnnd_http *h;
+    if (rnnd_http_start(app, &h, err, sizeof err)) {
+        char q[1100];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        teardown(app);
+        return 1;
+    }
+    RNND_LOG(&app->log, RNND_LOG_INFO, "ready", "models=%zu workers=%ld kernels=%s",
+             app->reg.n, workers, k->name);
+
+    int sig = 0;
+    while (!sig) {
+        struct timespec tick = {SWEEP_INTERVAL_S, 0};
+        siginfo_t info;
+        int got = sigtimedwait(sigs, &info, &tick);
+        if (got > 0) {
+            sig = got;
+        } else if (got < 0 && errno != EAGAIN && errno != EINTR) {
+            RNND_LOG(&app->log, RNND_LOG_ERROR, "signals", "msg=\"%s\"", strerror(errno));
+            sig = SIGTERM;
+        } else {
+            size_t n = rnnd_session_expire(app->sessions);
+            if (n)
+                RNND_LOG(&app->log, RNND_LOG_DEBUG, "sessions_expired", "count=%zu", n);
+        }
+    }
+
+    RNND_LOG(&app->log, RNND_LOG_INFO, "draining", "signal=%s in_flight=%zu",
+             sig == SIGINT ? "SIGINT" : "SIGTERM", rnnd_http_active(h));
+    atomic_store(&app->draining, 1);
+    rnnd_http_quiesce(h);
+    double deadline = now_s() + (double)cfg->shutdown_timeout_s;
+    int clean = wait_idle(h, deadline);
+    if (!clean) {
+        /* out of time: what is still queued gets 503, running rounds complete */
+        for (size_t i = 0; i < app->reg.n; i++)
+            rnnd_batcher_stop(app->batchers[i]);
+        rnnd_pool_stop(app->pool);
+        wait_idle(h, now_s() + 1.0);
+    }
+    /* every deferred request has been resumed: libmicrohttpd may stop now */
+    rnnd_pool_stop(app->pool);
+    rnnd_http_stop(h);
+    teardown(app);
+    RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean);
+    return 0;
+}
 
 int rnnd_cmd_serve(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "rnnd serve: not built yet\n");
-    return 1;
+    rnnd_config cfg;
+    char err[1024];
+    int action;
+    if (rnnd_config_init(&cfg)) {
+        fprintf(stderr, "rnnd serve: out of memory\n");
+        return 1;
+    }
+    if (rnnd_config_from_args(&cfg, argc, argv, &action, err, sizeof err)) {
+        fprintf(stderr, "rnnd serve: %s\n", err);
+        rnnd_config_free(&cfg);
+        return 2;
+    }
+    if (action == RNND_CONFIG_HELP || action == RNND_CONFIG_PRINT) {
+        if (action == RNND_CONFIG_HELP)
+            rnnd_config_help(stdout);
+        else
+            rnnd_config_print(&cfg, stdout);
+        rnnd_config_free(&cfg);
+        return 0;
+    }
+
+    /* blocked before any thread starts, so every thread inherits the mask */
+    sigset_t sigs, old;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigset_t blocked = sigs;
+    sigaddset(&blocked, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &blocked, &old);
+
+    rnnd_app app;
+    memset(&app, 0, sizeof app);
+    app.cfg = &cfg;
+    rnnd_log_init(&app.log, (int)cfg.log_level, stderr);
+    rnnd_metrics_init(&app.metrics);
+    atomic_init(&app.draining, 0);
+    app.infer_limits.max_sequences = (size_t)cfg.max_sequences;
+    app.infer_limits.max_steps = (size_t)cfg.max_infer_steps;
+    app.infer_limits.max_total_steps = (size_t)cfg.max_infer_steps;
+
+    int status = serve(&app, &sigs);
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    rnnd_config_free(&cfg);
+    return status;
 }

@@ -1,0 +1,724 @@
+/* The /v1/sessions resource: create, list, inspect, delete, step, reset, fork, export and
+ * import state. Everything that reads or writes a session's state is a job on the session
+ * (session.h), so it runs in request order and never alongside another request on the same
+ * session; steps go through the model's batcher (batcher.h). */
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "rnnd/state_json.h"
+#include "rnnd/status.h"
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+/* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
+static int check_fields(rnnd_req *r, const json_t *body, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)body, key, val) {
+        int ok = 0;
+        for (size_t i = 0; allowed[i] && !ok; i++)
+            ok = !strcmp(key, allowed[i]);
+        if (!ok) {
+            char list[256] = "";
+            for (size_t i = 0; allowed[i]; i++) {
+                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+            }
+            rnnd_reply_error(r, "invalid_request", "unknown field \"%.64s\" (allowed: %s)",
+                             key, list);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* An optional integer field in [lo, hi]; *out untouched when absent. */
+static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t lo,
+                     int64_t hi, int64_t *out)
+{
+    const json_t *v = json_object_get(body, name);
+    if (!v)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        rnnd_reply_error(r, "invalid_request", "%s: expected an integer in %" PRId64
+                         "..%" PRId64 ", got %s", name, lo, hi,
+                         json_is_integer(v) ? "one out of range" : rnnd_json_type_desc(v));
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static const rnnd_entry *entry_of(rnnd_session *s)
+{
+    return rnnd_session_model(s);
+}
+
+/* Look the {id} of the path up, or reply 404/410. */
+static rnnd_session *lookup(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const char *id = rnnd_req_param(r, 0);
+    rnnd_session *s = NULL;
+    switch (rnnd_session_get(app->sessions, id, &s)) {
+    case RNND_SESSION_FOUND:
+        return s;
+    case RNND_SESSION_EXPIRED:
+        rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
+                         "lost", id);
+        return NULL;
+    case RNND_SESSION_EVICTED:
+        rnnd_reply_error(r, "gone", "session %s was evicted to make room; its state is lost",
+                         id);
+        return NULL;
+    default:
+        rnnd_reply_error(r, "not_found", "no session %.64s", id);
+        return NULL;
+    }
+}
+
+/* The reply for a job refused because its session left the table meanwhile. */
+static void reply_left(rnnd_req *r, int why)
+{
+    if (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED)
+        rnnd_reply_error(r, "gone", "session %s %s; its state is lost", rnnd_req_param(r, 0),
+                         why == RNND_SESSION_EXPIRED ? "expired" : "was evicted");
+    else
+        rnnd_reply_error(r, "not_found", "no session %.64s", rnnd_req_param(r, 0));
+}
+
+static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
+{
+    const rnnd_entry *e = info->model;
+    rnnd_buf_printf(b, "{\"id\":\"%s\",\"model\":", info->id);
+    rnnd_buf_json_string(b, e->name);
+    rnnd_buf_printf(b, ",\"steps\":%" PRIu64 ",\"created\":%" PRId64 ",\"idle_s\":%.3f"
+                    ",\"expires_in\":%.3f,\"ttl_s\":%.0f,\"busy\":%s}", info->steps,
+                    info->created, info->idle_s, info->expires_in, info->ttl_s,
+                    info->busy ? "true" : "false");
+}
+
+/* Parse an optional STATE field into a new block (NULL when absent). Replies on error. */
+static int state_field(rnnd_req *r, const json_t *body, const char *name,
+                       const rnnd_entry *e, float **out)
+{
+    *out = NULL;
+    const json_t *v = json_object_get(body, name);
+    if (!v)
+        return 0;
+    float *st = malloc((e->state_floats ? e->state_floats : 1) * sizeof *st);
+    if (!st) {
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return -1;
+    }
+    char err[512];
+    if (rnnd_state_parse_at(e->model, v, st, name, err, sizeof err)) {
+        free(st);
+        rnnd_reply_error(r, "invalid_request", "%s", err);
+        return -1;
+    }
+    *out = st;
+    return 0;
+}
+
+/* Create a session and reply 201 (or 429/400/503). */
+static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init,
+                             uint64_t steps, double ttl, const char *parent)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_session *s;
+    char err[256];
+    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, init, steps, ttl,
+                                 &s, err, sizeof err);
+    if (rc == RNND_ERR_LIMIT) {
+        rnnd_reply_error(r, "overloaded", "%s", err);
+        return;
+    }
+    if (rc) {
+        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_request" : "unavailable", "%s",
+                         err);
+        return;
+    }
+    rnnd_session_info info;
+    rnnd_session_get_info(s, &info);
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_printf(&b, "{\"id\":\"%s\",\"model\":", info.id);
+    rnnd_buf_json_string(&b, e->name);
+    rnnd_buf_printf(&b, ",\"expires_in\":%.0f,\"ttl_s\":%.0f,\"steps\":%" PRIu64,
+                    info.expires_in, info.ttl_s, info.steps);
+    if (parent)
+        rnnd_buf_printf(&b, ",\"parent\":\"%s\"", parent);
+    rnnd_buf_puts(&b, "}");
+    char loc[64];
+    snprintf(loc, sizeof loc, "/v1/sessions/%s", info.id);
+    rnnd_reply_header(r, "Location", loc);
+    rnnd_reply(r, 201, &b);
+    rnnd_session_unref(s);
+}
+
+/* ---- POST /v1/sessions ------------------------------------------------------------------- */
+
+void rnnd_api_sessions_create(rnnd_req *r)
+{
+    static const char *const fields[] = {"model", "ttl_s", "state", NULL};
+    rnnd_app *app = rnnd_req_app(r);
+    json_t *body = rnnd_req_body(r);
+    if (!body) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"model\": NAME}");
+        return;
+    }
+    if (check_fields(r, body, fields))
+        return;
+    const json_t *m = json_object_get(body, "model");
+    if (!json_is_string(m)) {
+        rnnd_reply_error(r, "invalid_request", "model: expected a model name (string), got %s",
+                         m ? rnnd_json_type_desc(m) : "nothing");
+        return;
+    }
+    const rnnd_entry *e = rnnd_registry_find(&app->reg, json_string_value(m));
+    if (!e) {
+        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", json_string_value(m));
+        return;
+    }
+    if (!e->stateful) {
+        rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
+                         "it cannot be fed step by step: use POST /v1/models/%s/infer",
+                         e->name, e->name);
+        return;
+    }
+    int64_t ttl = app->cfg->session_ttl_s;
+    if (int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
+        return;
+    float *init;
+    if (state_field(r, body, "state", e, &init))
+        return;
+    create_and_reply(r, e, init, 0, (double)ttl, NULL);
+    free(init);
+}
+
+/* ---- GET /v1/sessions -------------------------------------------------------------------- */
+
+void rnnd_api_sessions_list(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    int64_t max = app->cfg->sessions_page_max, limit = max < 100 ? max : 100;
+    const char *q = rnnd_req_query(r, "limit");
+    if (q) {
+        char *end;
+        long long v = strtoll(q, &end, 10);
+        if (!*q || *end || v < 1 || v > max) {
+            rnnd_reply_error(r, "invalid_request", "limit: expected an integer in 1..%" PRId64,
+                             max);
+            return;
+        }
+        limit = v;
+    }
+    const char *after = rnnd_req_query(r, "after");
+    if (after && *after && !rnnd_id_valid(after)) {
+        rnnd_reply_error(r, "invalid_request", "after: expected a session id");
+        return;
+    }
+    const rnnd_entry *model = NULL;
+    const char *mq = rnnd_req_query(r, "model");
+    if (mq && !(model = rnnd_registry_find(&app->reg, mq))) {
+        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", mq);
+        return;
+    }
+    rnnd_session_info *infos = malloc((size_t)limit * sizeof *infos);
+    int more = 0;
+    size_t n = infos ? rnnd_session_list(app->sessions, after, model, (size_t)limit, infos,
+                                         &more) : (size_t)-1;
+    if (n == (size_t)-1) {
+        free(infos);
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return;
+    }
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"sessions\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            rnnd_buf_puts(&b, ",");
+        session_summary(&b, &infos[i]);
+    }
+    rnnd_buf_puts(&b, "],\"next\":");
+    if (more && n)
+        rnnd_buf_printf(&b, "\"%s\"", infos[n - 1].id);
+    else
+        rnnd_buf_puts(&b, "null");
+    rnnd_buf_puts(&b, "}");
+    free(infos);
+    rnnd_reply(r, 200, &b);
+}
+
+/* ---- GET / DELETE /v1/sessions/{id} ------------------------------------------------------ */
+
+void rnnd_api_session_get(rnnd_req *r)
+{
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    rnnd_session_info info;
+    rnnd_session_get_info(s, &info);
+    rnnd_session_unref(s);
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    session_summary(&b, &info);
+    rnnd_reply(r, 200, &b);
+}
+
+void rnnd_api_session_delete(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    int why = rnnd_session_remove(app->sessions, rnnd_req_param(r, 0));
+    if (why == RNND_SESSION_FOUND)
+        rnnd_reply_empty(r, 204);
+    else
+        reply_left(r, why);
+}
+
+/* ---- POST /v1/sessions/{id}/step --------------------------------------------------------- */
+
+struct step_req {
+    rnnd_step_job sj;           /* first member */
+    rnnd_req *r;
+    rnnd_session *s;            /* one reference */
+    int32_t *tokens;
+    float *vectors, *out;
+};
+
+static void step_free(void *arg)
+{
+    struct step_req *q = arg;
+    rnnd_session_unref(q->s);
+    free(q->tokens);
+    free(q->vectors);
+    free(q->out);
+    free(q);
+}
+
+/* The step job left its session's queue: encode the reply and send it. Any thread. */
+static void step_finish(rnnd_job *job)
+{
+    struct step_req *q = (struct step_req *)job;
+    rnnd_step_job *j = &q->sj;
+    rnnd_req *r = q->r;
+    const rnnd_entry *e = entry_of(q->s);
+    switch (j->outcome) {
+    case RNND_STEP_CONFLICT: {
+        char msg[160];
+        snprintf(msg, sizeof msg, "if_steps is %" PRId64 " but the session has %" PRIu64
+                 " steps; nothing was run", j->if_steps, j->steps);
+        rnnd_buf b;
+        rnnd_buf_init(&b);
+        rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
+        rnnd_buf_json_string(&b, msg);
+        rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}}", j->steps);
+        rnnd_reply(r, 409, &b);
+        break;
+    }
+    case RNND_STEP_STOPPED:
+        rnnd_reply_error(r, "unavailable", "the server is shutting down; %zu of %zu steps were "
+                         "applied (the session has %" PRIu64 " steps)", j->done, j->n_steps,
+                         j->steps);
+        break;
+    case RNND_STEP_FAILED:
+        rnnd_reply_error(r, rnnd_error_code(j->status), "%s", j->err);
+        break;
+    default:
+        if (j->first_nonfinite >= 0) {
+            rnnd_reply_error(r, "numeric_error", "inputs[%ld]: the output is NaN or infinite; "
+                             "the session advanced to %" PRIu64 " steps", j->first_nonfinite,
+                             j->steps);
+        } else {
+            size_t O = (size_t)e->output_dim;
+            rnnd_buf b;
+            rnnd_buf_init(&b);
+            rnnd_buf_puts(&b, "{\"outputs\":");
+            if (j->last_only) {
+                rnnd_buf_floats(&b, j->out, O);
+            } else {
+                rnnd_buf_puts(&b, "[");
+                for (size_t i = 0; i < j->n_steps; i++) {
+                    if (i)
+                        rnnd_buf_puts(&b, ",");
+                    rnnd_buf_floats(&b, j->out + i * O, O);
+                }
+                rnnd_buf_puts(&b, "]");
+            }
+            rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}", j->steps);
+            rnnd_reply(r, 200, &b);
+        }
+        break;
+    }
+    rnnd_req_complete(r);
+}
+
+/* Validate "inputs" into flat arrays of Q. Replies on error. */
+static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
+                        struct step_req *q, size_t *n_out)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    if (!json_is_array(inputs)) {
+        rnnd_reply_error(r, "invalid_request", "inputs: expected a list of steps, got %s",
+                         inputs ? rnnd_json_type_desc(inputs) : "nothing");
+        return -1;
+    }
+    size_t n = json_array_size(inputs);
+    if (!n) {
+        rnnd_reply_error(r, "invalid_request", "inputs: empty; give at least one step");
+        return -1;
+    }
+    if (n > (size_t)app->cfg->max_steps_per_request) {
+        rnnd_reply_error(r, "limit_exceeded", "inputs: %zu steps, more than "
+                         "max_steps_per_request (%lld)", n,
+                         (long long)app->cfg->max_steps_per_request);
+        return -1;
+    }
+    size_t O = (size_t)e->output_dim;
+    if (spec->input_kind == RNND_INPUT_TOKENS) {
+        q->tokens = malloc(n * sizeof *q->tokens);
+        if (!q->tokens)
+            goto oom;
+        for (size_t i = 0; i < n; i++) {
+            const json_t *v = json_array_get(inputs, i);
+            if (!json_is_integer(v)) {
+                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: expected a token id "
+                                 "(integer), got %s", i, rnnd_json_type_desc(v));
+                return -1;
+            }
+            json_int_t id = json_integer_value(v);
+            if (id < 0 || id >= spec->vocab_size) {
+                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: token id %" JSON_INTEGER_FORMAT
+                                 " is out of range 0..%d", i, id, spec->vocab_size - 1);
+                return -1;
+            }
+            q->tokens[i] = (int32_t)id;
+        }
+    } else {
+        size_t D = (size_t)spec->input_dim;
+        q->vectors = malloc(n * D * sizeof *q->vectors);
+        if (!q->vectors)
+            goto oom;
+        for (size_t i = 0; i < n; i++) {
+            char path[48], err[256];
+            snprintf(path, sizeof path, "inputs[%zu]", i);
+            if (rnnd_json_floats(json_array_get(inputs, i), q->vectors + i * D, D, path, err,
+                                 sizeof err)) {
+                rnnd_reply_error(r, "invalid_request", "%s", err);
+                return -1;
+            }
+        }
+    }
+    q->out = malloc((O ? O : 1) * n * sizeof *q->out);
+    if (!q->out)
+        goto oom;
+    *n_out = n;
+    return 0;
+oom:
+    rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+    return -1;
+}
+
+void rnnd_api_session_step(rnnd_req *r)
+{
+    static const char *const fields[] = {"inputs", "outputs", "if_steps", NULL};
+    rnnd_app *app = rnnd_req_app(r);
+    json_t *body = rnnd_req_body(r);
+    if (!body) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"inputs\": [STEP, ...]}");
+        return;
+    }
+    if (check_fields(r, body, fields))
+        return;
+    int last_only = 0;
+    const json_t *o = json_object_get(body, "outputs");
+    if (o) {
+        const char *os = json_string_value(o);
+        if (!os || (strcmp(os, "all") && strcmp(os, "last"))) {
+            rnnd_reply_error(r, "invalid_request", "outputs: expected \"all\" or \"last\"");
+            return;
+        }
+        last_only = !strcmp(os, "last");
+    }
+    int64_t if_steps = -1;
+    if (int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
+        return;
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    const rnnd_entry *e = entry_of(s);
+    struct step_req *q = calloc(1, sizeof *q);
+    if (!q) {
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return;
+    }
+    q->s = s;
+    q->r = r;
+    rnnd_req_on_free(r, step_free, q);  /* from here on the request owns Q and the ref */
+    size_t n;
+    if (parse_inputs(r, json_object_get(body, "inputs"), e, q, &n))
+        return;
+    rnnd_step_job_init(&q->sj, app->batchers[e->index]);
+    q->sj.job.finish = step_finish;
+    q->sj.n_steps = n;
+    q->sj.tokens = q->tokens;
+    q->sj.vectors = q->vectors;
+    q->sj.last_only = last_only;
+    q->sj.out = q->out;
+    q->sj.if_steps = if_steps;
+    rnnd_req_defer(r);
+    int why = rnnd_session_submit(s, &q->sj.job);
+    if (why != RNND_SESSION_FOUND) {
+        reply_left(r, why);
+        rnnd_req_complete(r);
+    }
+}
+
+/* ---- reset, fork, state: jobs that run inline when they reach the head ------------------- */
+
+enum ctl_kind { CTL_RESET, CTL_FORK, CTL_EXPORT, CTL_IMPORT };
+
+struct ctl_req {
+    rnnd_job job;               /* first member */
+    int kind;
+    rnnd_req *r;
+    rnnd_session *s;            /* one reference */
+    float *state;               /* reset/import: the new state, NULL = zeros */
+    uint64_t steps;             /* import: the new step count */
+    int64_t if_steps;           /* reset: < 0 none */
+    int64_t ttl;                /* fork */
+};
+
+static void ctl_free(void *arg)
+{
+    struct ctl_req *c = arg;
+    rnnd_session_unref(c->s);
+    free(c->state);
+    free(c);
+}
+
+static int ctl_start(rnnd_job *job)
+{
+    struct ctl_req *c = (struct ctl_req *)job;
+    rnnd_session *s = c->s;
+    const rnnd_entry *e = entry_of(s);
+    float *state = rnnd_session_state(s);
+    size_t bytes = e->state_floats * sizeof(float);
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    switch (c->kind) {
+    case CTL_RESET:
+    case CTL_IMPORT: {
+        uint64_t now = rnnd_session_steps(s);
+        if (c->if_steps >= 0 && (uint64_t)c->if_steps != now) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "if_steps is %" PRId64 " but the session has %" PRIu64
+                     " steps; nothing was changed", c->if_steps, now);
+            rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
+            rnnd_buf_json_string(&b, msg);
+            rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}}", now);
+            rnnd_reply(c->r, 409, &b);
+            break;
+        }
+        if (c->state)
+            memcpy(state, c->state, bytes);
+        else
+            memset(state, 0, bytes);
+        uint64_t steps = c->kind == CTL_IMPORT ? c->steps : 0;
+        rnnd_session_set_steps(s, steps);
+        rnnd_buf_printf(&b, "{\"id\":\"%s\",\"model\":", rnnd_session_id(s));
+        rnnd_buf_json_string(&b, e->name);
+        rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}", steps);
+        rnnd_reply(c->r, 200, &b);
+        break;
+    }
+    case CTL_EXPORT:
+        rnnd_buf_printf(&b, "{\"id\":\"%s\",\"model\":", rnnd_session_id(s));
+        rnnd_buf_json_string(&b, e->name);
+        rnnd_buf_printf(&b, ",\"digest\":\"%s\",\"steps\":%" PRIu64 ",\"state\":", e->digest,
+                        rnnd_session_steps(s));
+        rnnd_state_write(e->model, state, &b);
+        rnnd_buf_puts(&b, "}");
+        if (b.nonfinite) {
+            rnnd_buf_free(&b);
+            rnnd_reply_error(c->r, "numeric_error", "the session's state holds NaN or Inf");
+        } else {
+            rnnd_reply(c->r, 200, &b);
+        }
+        break;
+    case CTL_FORK:
+        create_and_reply(c->r, e, state, rnnd_session_steps(s), (double)c->ttl,
+                         rnnd_session_id(s));
+        break;
+    }
+    return RNND_JOB_DONE;
+}
+
+static void ctl_finish(rnnd_job *job)
+{
+    rnnd_req_complete(((struct ctl_req *)job)->r);
+}
+
+/* Look the session up, check its model matches what was parsed, and queue C. */
+static void ctl_submit(rnnd_req *r, struct ctl_req *c)
+{
+    c->job.start = ctl_start;
+    c->job.finish = ctl_finish;
+    c->r = r;
+    rnnd_req_on_free(r, ctl_free, c);
+    rnnd_req_defer(r);
+    int why = rnnd_session_submit(c->s, &c->job);
+    if (why != RNND_SESSION_FOUND) {
+        reply_left(r, why);
+        rnnd_req_complete(r);
+    }
+}
+
+static struct ctl_req *ctl_new(rnnd_req *r, int kind, rnnd_session *s)
+{
+    struct ctl_req *c = calloc(1, sizeof *c);
+    if (!c) {
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return NULL;
+    }
+    c->kind = kind;
+    c->s = s;
+    c->if_steps = -1;
+    return c;
+}
+
+void rnnd_api_session_reset(rnnd_req *r)
+{
+    static const char *const fields[] = {"state", "if_steps", NULL};
+    json_t *body = rnnd_req_body(r);
+    if (body && check_fields(r, body, fields))
+        return;
+    int64_t if_steps = -1;
+    if (body && int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
+        return;
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    float *state = NULL;
+    if (body && state_field(r, body, "state", entry_of(s), &state)) {
+        rnnd_session_unref(s);
+        return;
+    }
+    struct ctl_req *c = ctl_new(r, CTL_RESET, s);
+    if (!c) {
+        free(state);
+        return;
+    }
+    c->state = state;
+    c->if_steps = if_steps;
+    ctl_submit(r, c);
+}
+
+void rnnd_api_session_fork(rnnd_req *r)
+{
+    static const char *const fields[] = {"ttl_s", NULL};
+    rnnd_app *app = rnnd_req_app(r);
+    json_t *body = rnnd_req_body(r);
+    if (body && check_fields(r, body, fields))
+        return;
+    int64_t ttl = 0;    /* the default ttl, not the parent's */
+    if (body && int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
+        return;
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    struct ctl_req *c = ctl_new(r, CTL_FORK, s);
+    if (!c)
+        return;
+    c->ttl = ttl;
+    ctl_submit(r, c);
+}
+
+void rnnd_api_state_get(rnnd_req *r)
+{
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    struct ctl_req *c = ctl_new(r, CTL_EXPORT, s);
+    if (c)
+        ctl_submit(r, c);
+}
+
+void rnnd_api_state_put(rnnd_req *r)
+{
+    /* "id" is accepted (and ignored) so an exported document can be PUT back as it is */
+    static const char *const fields[] = {"state", "digest", "model", "steps", "id",
+                                         "if_steps", NULL};
+    json_t *body = rnnd_req_body(r);
+    if (!body) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"digest\": ..., \"state\": STATE} as GET .../state gives");
+        return;
+    }
+    if (check_fields(r, body, fields))
+        return;
+    const json_t *d = json_object_get(body, "digest");
+    if (!json_is_string(d)) {
+        rnnd_reply_error(r, "invalid_request", "digest: expected the model digest (string), "
+                         "got %s", d ? rnnd_json_type_desc(d) : "nothing");
+        return;
+    }
+    const json_t *m = json_object_get(body, "model");
+    if (m && !json_is_string(m)) {
+        rnnd_reply_error(r, "invalid_request", "model: expected a string, got %s",
+                         rnnd_json_type_desc(m));
+        return;
+    }
+    const json_t *id = json_object_get(body, "id");
+    if (id && !json_is_string(id)) {
+        rnnd_reply_error(r, "invalid_request", "id: expected a string, got %s",
+                         rnnd_json_type_desc(id));
+        return;
+    }
+    if (!json_object_get(body, "state")) {
+        rnnd_reply_error(r, "invalid_request", "state: missing");
+        return;
+    }
+    int64_t steps = 0, if_steps = -1;
+    if (int_field(r, body, "steps", 0, INT64_MAX, &steps) ||
+        int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
+        return;
+    rnnd_session *s = lookup(r);
+    if (!s)
+        return;
+    const rnnd_entry *e = entry_of(s);
+    if (strcmp(json_string_value(d), e->digest)) {
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, "conflict", "the state is from a model with digest %.64s, but this "
+                         "session's model %s has digest %s", json_string_value(d), e->name,
+                         e->digest);
+        return;
+    }
+    float *state;
+    if (state_field(r, body, "state", e, &state)) {
+        rnnd_session_unref(s);
+        return;
+    }
+    struct ctl_req *c = ctl_new(r, CTL_IMPORT, s);
+    if (!c) {
+        free(state);
+        return;
+    }
+    c->state = state;
+    c->steps = (uint64_t)steps;
+    c->if_steps = if_steps;
+    ctl_submit(r, c);
+}
