@@ -373,6 +373,16 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
         if (rc)
             return rc;
     }
+    return rnnd_config_check(cfg, err, errlen);
+}
+
+int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->session_ttl_s > cfg->session_ttl_max_s) {
+        seterr(err, errlen, "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64
+               ")", cfg->session_ttl_s, cfg->session_ttl_max_s);
+        return RNND_ERR_INVALID;
+    }
     return RNND_OK;
 }
 

@@ -61,6 +61,10 @@ enum { RNND_CONFIG_RUN = 0, RNND_CONFIG_HELP, RNND_CONFIG_PRINT };
 int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
                           char *err, size_t errlen);
 
+/* Checks between settings (session_ttl_s <= session_ttl_max_s); run by
+ * rnnd_config_from_args(). Returns 0 or RNND_ERR_INVALID. */
+int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen);
+
 /* `rnnd serve --help`: usage and every setting with its type, default, bounds and help. */
 void rnnd_config_help(FILE *f);
 

@@ -162,6 +162,10 @@ START_TEST(test_args)
     char *argv5[] = {"serve", "--max-batch", "2", "--help", NULL};
     ck_assert_int_eq(rnnd_config_from_args(&c, 4, argv5, &action, err, sizeof err), 0);
     ck_assert_int_eq(action, RNND_CONFIG_HELP);
+    char *argv7[] = {"serve", "--session-ttl-s", "100", "--session-ttl-max-s", "99", NULL};
+    ck_assert_int_eq(rnnd_config_from_args(&c, 5, argv7, &action, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert(strstr(err, "session_ttl_max_s"));
     char *argv6[] = {"serve", "--config", "/nonexistent.conf", NULL};
     ck_assert_int_ne(rnnd_config_from_args(&c, 3, argv6, &action, err, sizeof err), 0);
     ck_assert(strstr(err, "/nonexistent.conf"));

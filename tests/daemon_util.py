@@ -1,0 +1,229 @@
+"""Helpers for the HTTP integration tests (tests/test_http_*.py): start the real `rnnd serve`
+on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with the standard
+library only, and stop it with SIGTERM (checking it exits 0 in time).
+
+Not a test itself. Every wait is bounded.
+"""
+import http.client
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+PYTHON3 = os.environ.get("PYTHON3", sys.executable)
+RNND_BIN = os.environ["RNND_BIN"]
+GOLDEN_DIR = os.environ.get("RNND_GOLDEN_DIR", "")
+TMP_ROOT = os.environ.get("RNND_TEST_TMP", "/tmp")
+
+
+def tmpdir(name):
+    d = os.path.join(TMP_ROOT, name)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def convert(onnx_path, out_path):
+    """Convert an ONNX file with the project's converter (once per output path)."""
+    if not os.path.exists(out_path):
+        subprocess.run([PYTHON3, "-m", "rnnd_convert", onnx_path, "-o", out_path],
+                       check=True, capture_output=True, timeout=120)
+    return out_path
+
+
+def golden_cases():
+    """[(name, case dict, onnx path)] of every golden case, sorted by name."""
+    out = []
+    for name in sorted(os.listdir(GOLDEN_DIR)):
+        case_path = os.path.join(GOLDEN_DIR, name, "case.json")
+        if os.path.exists(case_path):
+            with open(case_path) as f:
+                out.append((name, json.load(f), os.path.join(GOLDEN_DIR, name, "model.onnx")))
+    return out
+
+
+def golden_model(name, workdir):
+    """The converted .rnnd of golden case NAME."""
+    return convert(os.path.join(GOLDEN_DIR, name, "model.onnx"),
+                   os.path.join(workdir, name + ".rnnd"))
+
+
+class Daemon:
+    """`rnnd serve` on an ephemeral port. Use as a context manager: always stopped."""
+
+    def __init__(self, models, *args, ready_timeout=30):
+        cmd = [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
+        for name, path in models.items():
+            cmd += ["--model", "%s=%s" % (name, path)]
+        cmd += [str(a) for a in args]
+        self.cmd = cmd
+        self.log = []
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.port = None
+        deadline = time.monotonic() + ready_timeout
+        buf = b""
+        try:
+            while self.port is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError("daemon did not log its port in time")
+                r, _, _ = select.select([self.proc.stderr], [], [], left)
+                if not r:
+                    continue
+                chunk = os.read(self.proc.stderr.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError("daemon exited early (status %s): %s"
+                                       % (self.proc.wait(5), buf.decode(errors="replace")))
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    self._line(line.decode(errors="replace"))
+        except BaseException:
+            self.kill()
+            raise
+        # keep draining stderr so the daemon never blocks on a full pipe
+        self._reader = threading.Thread(target=self._drain, args=(buf,), daemon=True)
+        self._reader.start()
+
+    def _line(self, line):
+        self.log.append(line)
+        if self.port is None and "event=listening" in line:
+            for field in line.split():
+                if field.startswith("port="):
+                    self.port = int(field[5:])
+
+    def _drain(self, buf):
+        while True:
+            chunk = os.read(self.proc.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                self._line(line.decode(errors="replace"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.kill()
+        return False
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout=20):
+        """SIGTERM; returns (exit status, seconds taken)."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = None
+        if getattr(self, "_reader", None):
+            self._reader.join(5)
+        return rc, time.monotonic() - t0
+
+    def conn(self, timeout=60):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None, raw=None):
+        """(status, headers dict (lowercase names), parsed JSON body or text or None).
+        BODY is encoded as JSON unless RAW (bytes) is given."""
+        hdrs = {}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        hdrs.update(headers or {})
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}  # None: leave the header out
+        own = conn is None
+        c = conn or self.conn()
+        try:
+            c.request(method, path, body=data, headers=hdrs)
+            resp = c.getresponse()
+            payload = resp.read()
+            rh = {k.lower(): v for k, v in resp.getheaders()}
+        finally:
+            if own:
+                c.close()
+        parsed = None
+        if payload:
+            if rh.get("content-type", "").startswith("application/json"):
+                parsed = json.loads(payload)
+            else:
+                parsed = payload.decode(errors="replace")
+        return resp.status, rh, parsed
+
+    def metrics(self):
+        status, _, text = self.request("GET", "/metrics")
+        assert status == 200, status
+        return text
+
+
+def batch_histogram(metrics_text, model):
+    """{le: cumulative count} of rnnd_batch_size for MODEL, plus 'count' and 'sum'."""
+    out = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or 'model="%s"' % model not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        if name.startswith("rnnd_batch_size_bucket"):
+            le = name.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = int(value)
+        elif name.startswith("rnnd_batch_size_count"):
+            out["count"] = int(value)
+        elif name.startswith("rnnd_batch_size_sum"):
+            out["sum"] = int(value)
+    return out
+
+
+class Checker:
+    """Counts checks and failures; exit() ends the script with the right status."""
+
+    def __init__(self):
+        self.n = 0
+        self.failures = []
+
+    def check(self, cond, what):
+        self.n += 1
+        if not cond:
+            self.failures.append(what)
+            print("FAIL " + what, flush=True)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+    def error(self, resp, status, code, what):
+        """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
+        st, hdrs, body = resp
+        ok = (st == status and isinstance(body, dict) and isinstance(body.get("error"), dict)
+              and body["error"].get("code") == code
+              and isinstance(body["error"].get("message"), str)
+              and len(body["error"]["message"]) > 0)
+        return self.check(ok, "%s: want %d %s, got %d %r" % (what, status, code, st, body))
+
+    def exit(self):
+        print("%d checks, %d failures" % (self.n, len(self.failures)))
+        sys.exit(1 if self.failures else 0)
+
+
+def close(a, b, atol, rtol):
+    """Element-wise |a - b| <= atol + rtol * |b| over nested lists."""
+    if isinstance(b, list):
+        return isinstance(a, list) and len(a) == len(b) and all(
+            close(x, y, atol, rtol) for x, y in zip(a, b))
+    return isinstance(a, (int, float)) and abs(a - b) <= atol + rtol * abs(b)
