@@ -256,12 +256,23 @@ static int is_json_type(const char *ct)
 }
 
 /* The first call: headers are in, the body is not. Decide everything that does not need the
- * body, so a bad request is refused without buffering it. Returns 1 to answer right now. */
+ * body, so a bad request is refused without buffering it. Returns 1 to answer right now
+ * (libmicrohttpd then closes the connection without reading the body): done when the body is
+ * over the limit; other refusals read and drop the body first so the connection survives. */
 static int begin(rnnd_req *r, const char *url, const char *method)
 {
     rnnd_app *app = r->http->app;
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    unsigned long long clen = 0;
+    int too_big = 0;
+    if (cl) {
+        char *end;
+        clen = strtoull(cl, &end, 10);
+        too_big = *end == '\0' && clen > (unsigned long long)app->cfg->max_body_bytes;
+    }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (match(routes[i].pattern, url, r)) {
             r->route = &routes[i];
@@ -271,11 +282,11 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     if (atomic_load(&app->draining) && !(r->route && r->route->get == rnnd_api_healthz)) {
         rnnd_reply_header(r, "Connection", "close");
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
-        return 0;
+        return too_big;
     }
     if (!r->route) {
         rnnd_reply_error(r, "not_found", "no such resource: %s", url);
-        return 0;
+        return too_big;
     }
     const struct route *rt = r->route;
     switch (r->method) {
@@ -289,24 +300,17 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     if (!r->handler) {
         allow_header(r, rt);
         rnnd_reply_error(r, "method_not_allowed", "%s is not allowed on %s", method, url);
-        return 0;
+        return too_big;
     }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (*end == '\0' && n > (unsigned long long)app->cfg->max_body_bytes) {
-            /* libmicrohttpd closes the connection after this reply: the body is never read */
-            rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
-                             "max_body_bytes (%lld)", n, (long long)app->cfg->max_body_bytes);
-            return 1;
-        }
+    if (too_big) {
+        rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
+                         "max_body_bytes (%lld)", clen, (long long)app->cfg->max_body_bytes);
+        return 1;
     }
     if (r->method == RNND_POST || r->method == RNND_PUT) {
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
-        int has_body = (cl && strcmp(cl, "0")) ||
+        int has_body = (cl && clen > 0) ||
                        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_TRANSFER_ENCODING);
         if ((ct && !is_json_type(ct)) || (!ct && has_body)) {

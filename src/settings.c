@@ -394,6 +394,26 @@ static void flag_name(const struct setting *s, char *out, size_t n)
             *p = '-';
 }
 
+/* Print TEXT word-wrapped to WIDTH columns, every line indented by INDENT. */
+static void wrap(FILE *f, const char *text, int indent, int width)
+{
+    const char *p = text;
+    while (*p) {
+        int room = width - indent, n = (int)strlen(p);
+        if (n > room) {
+            n = room;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0)
+                n = room;
+        }
+        fprintf(f, "%*s%.*s\n", indent, "", n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 void rnnd_config_help(FILE *f)
 {
     fprintf(f,
@@ -410,14 +430,16 @@ void rnnd_config_help(FILE *f)
             "\nsettings:\n");
     for (size_t i = 0; i < N_SETTINGS; i++) {
         const struct setting *s = &settings[i];
-        char flag[64], head[128];
+        char flag[64], text[768];
         flag_name(s, flag, sizeof flag);
-        snprintf(head, sizeof head, "%s %s", flag, s->arg);
-        fprintf(f, "  %-30s %s\n", head, s->help);
-        fprintf(f, "  %-30s (key %s; default \"%s\"", "", s->name, s->def);
-        if (s->type == CT_INT || s->type == CT_SIZE)
-            fprintf(f, "; %" PRId64 "..%" PRId64, s->min, s->max);
-        fprintf(f, ")\n");
+        fprintf(f, "  %s %s\n", flag, s->arg);
+        int n = snprintf(text, sizeof text, "%s (key %s, default \"%s\"", s->help, s->name,
+                         s->def);
+        if (n > 0 && (size_t)n < sizeof text && (s->type == CT_INT || s->type == CT_SIZE))
+            snprintf(text + n, sizeof text - (size_t)n, ", %" PRId64 "..%" PRId64, s->min,
+                     s->max);
+        strncat(text, ")", sizeof text - strlen(text) - 1);
+        wrap(f, text, 8, 90);
     }
 }
 

@@ -181,6 +181,18 @@ START_TEST(test_help_and_print)
     FILE *f = open_memstream(&buf, &len);
     rnnd_config_help(f);
     fclose(f);
+    /* undo the word wrapping: every newline and its indentation becomes one space */
+    char *w = buf;
+    for (char *q = buf; *q; q++) {
+        if (*q == '\n') {
+            while (q[1] == ' ')
+                q++;
+            *w++ = ' ';
+        } else {
+            *w++ = *q;
+        }
+    }
+    *w = '\0';
     for (size_t i = 0; i < rnnd_config_count(); i++) {
         char flag[80];
         snprintf(flag, sizeof flag, "--%s ", rnnd_config_key(i));
@@ -188,8 +200,9 @@ START_TEST(test_help_and_print)
             if (*q == '_')
                 *q = '-';
         ck_assert_msg(strstr(buf, flag), "help lacks %s", flag);
-        char key[80];
-        snprintf(key, sizeof key, "key %s;", rnnd_config_key(i));
+        char key[160];
+        snprintf(key, sizeof key, "(key %s, default \"%s\"", rnnd_config_key(i),
+                 rnnd_config_default(i));
         ck_assert_msg(strstr(buf, key), "help lacks %s", key);
     }
     free(buf);

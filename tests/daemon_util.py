@@ -133,6 +133,10 @@ class Daemon:
             rc = None
         if getattr(self, "_reader", None):
             self._reader.join(5)
+        if rc != 0:
+            print("daemon exit status %s; its last log lines:" % rc)
+            for line in self.log[-30:]:
+                print("  " + line)
         return rc, time.monotonic() - t0
 
     def conn(self, timeout=60):

@@ -324,6 +324,62 @@ def check_shutdown():
         s.close()
 
 
+def check_cli():
+    """`rnnd serve --help`, --print-config, and start-up failures."""
+    import os
+    import subprocess
+    from daemon_util import RNND_BIN
+    p = subprocess.run([RNND_BIN, "serve", "--help"], capture_output=True, text=True,
+                       timeout=30)
+    C.eq(p.returncode, 0, "serve --help exit status")
+    conf = os.path.join(os.environ["RNND_SRCDIR"], "conf", "rnnd.conf")
+    keys = re.findall(r"^# (\w+) =", open(conf).read(), re.M)
+    C.check(len(keys) >= 20, "conf/rnnd.conf documents the settings")
+    for k in keys:
+        C.check("--" + k.replace("_", "-") + " " in p.stdout, "--help lists " + k)
+    # docs/api.md's settings table lists every key with the default the conf file gives
+    conf_defaults = dict(re.findall(r"^# (\w+) = ?(.*)$", open(conf).read(), re.M))
+    api = open(os.path.join(os.environ["RNND_SRCDIR"], "docs", "api.md")).read()
+    table = api.split("### 4.9 Settings", 1)[1]
+    doc = {k: ("" if v in ("(empty)", "(none)") else v.strip("`"))
+           for k, v in re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", table, re.M)}
+    C.eq(doc, conf_defaults, "docs/api.md settings table = conf/rnnd.conf defaults")
+    p = subprocess.run([RNND_BIN, "serve", "--print-config", "--max-batch", "7"],
+                       capture_output=True, text=True, timeout=30)
+    C.check(p.returncode == 0 and "max_batch = 7\n" in p.stdout, "--print-config")
+    p = subprocess.run([RNND_BIN, "serve", "--max-batch", "0"], capture_output=True,
+                       text=True, timeout=30)
+    C.check(p.returncode == 2 and "max_batch" in p.stderr, "bad setting: exit 2 naming it")
+    p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--model",
+                        "x=/nonexistent/x.rnnd"], capture_output=True, text=True, timeout=30)
+    C.check(p.returncode == 1 and "/nonexistent/x.rnnd" in p.stderr,
+            "missing model file: exit 1 naming it")
+    # --models DIR loads every *.rnnd by its stem; a name given twice stops start-up
+    with Daemon({}, "--models", WORK) as d:
+        st, _, body = d.request("GET", "/v1/models")
+        C.eq(sorted(m["name"] for m in body["models"]), sorted(MODELS), "--models DIR names")
+        d.stop()
+    p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--models", WORK,
+                        "--model", "lstm_vectors=" + MODELS["lstm_vectors"]],
+                       capture_output=True, text=True, timeout=30)
+    C.check(p.returncode == 1 and "already used" in p.stderr, "duplicate model name: exit 1")
+    # --config FILE, and a flag overriding it
+    cfg = os.path.join(WORK, "test.conf")
+    with open(cfg, "w") as f:
+        f.write("# test\nmax_sessions = 1\nretry_after_s = 9\n")
+    with Daemon({"m": MODELS["lstm_vectors"]}, "--config", cfg, "--retry-after-s", 4) as d:
+        C.eq(d.request("POST", "/v1/sessions", {"model": "m"})[0], 201, "--config: first")
+        st, hdrs, _ = d.request("POST", "/v1/sessions", {"model": "m"})
+        C.eq((st, hdrs.get("retry-after")), (429, "4"), "--config max_sessions, flag wins")
+        d.stop()
+    with Daemon({"m": MODELS["lstm_vectors"]}) as d:
+        p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:%d" % d.port],
+                           capture_output=True, text=True, timeout=30)
+        C.check(p.returncode == 1 and "cannot listen" in p.stderr, "port in use: exit 1")
+        d.stop()
+
+
+check_cli()
 with Daemon(MODELS) as d:
     check_models(d)
     check_infer(d)

@@ -15,11 +15,13 @@ or `.u8` suffix) except `ascii-art` (pictures, not English), read in sorted file
 and concatenated. Fortunes stay separated by lines holding only `%`, as in the files, so the
 model learns to end a fortune with "\\n%\\n" (a useful stop string). Each file is cleaned so
 that only printable ASCII (0x20-0x7e) and newline remain (see clean_text): overstrike
-sequences "x\\b" (the files' underlining and bold) are deleted, tabs are expanded to 8-column
-stops, typographic quotes, dashes and the ellipsis become their ASCII spelling, accented
-letters lose their accent (Unicode NFKD, combining marks dropped), and any other character is
-deleted. The vocabulary is the sorted set of the characters that remain; nothing else (no
-padding, unknown or end-of-text token).
+sequences "x\\b" (the files' underlining and bold) are deleted, in each line every run of
+blanks (spaces, tabs) becomes one space and leading and trailing blanks are removed (the
+indentation and column layout of the files is lost; long blank runs made the model emit
+endless blanks), typographic quotes, dashes and the ellipsis become their ASCII spelling,
+accented letters lose their accent (Unicode NFKD, combining marks dropped), and any other
+character is deleted. The vocabulary is the sorted set of the characters that remain;
+nothing else (no padding, unknown or end-of-text token).
 
 The last 5% of the corpus is held out for a validation loss. Training is truncated
 back-propagation through time: the training text is cut into BATCH parallel streams, each
@@ -92,7 +94,9 @@ def clean_text(raw):
         if i < 0:
             break
         text = text[:max(i - 1, 0)] + text[i + 1:]
-    text = "\n".join(line.expandtabs(8) for line in text.split("\n"))
+    # Blank runs only teach a small model to emit more blanks (greedy output would end in an
+    # endless run of indentation): keep words, not layout.
+    text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
     out = []
     for ch in text:
         if ch == "\n" or " " <= ch <= "~":

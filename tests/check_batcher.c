@@ -1,0 +1,355 @@
+/* The batcher on a real pool and session table: many sessions stepped concurrently, in
+ * chunks, several requests queued per session, give outputs bitwise equal to stepping each
+ * session alone one step at a time; batches really hold several sessions; if_steps and stop
+ * behave. Models are random (tests/testutil.c). */
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batcher.h"
+#include "pool.h"
+#include "rnnd/kernels.h"
+#include "rnnd/model.h"
+#include "rnnd/rnn.h"
+#include "rnnd/status.h"
+#include "session.h"
+#include "testutil.h"
+
+static const char *const tok_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":23,"
+    "\"embedding_dim\":7},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":19,\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":13,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":23,\"in_dim\":13,\"norm\":\"log_softmax\"}}";
+
+static const char *const vec_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\"},"
+    "{\"type\":\"jordan\",\"hidden_size\":9,\"direction\":\"forward\",\"output_size\":4}]}";
+
+typedef struct fixture {
+    rnnd_net *net;
+    rnnd_batcher *b;
+    rnnd_pool *pool;
+    rnnd_session_table *t;
+    int tokens;
+    size_t in_dim, out_dim, state_floats;
+} fixture;
+
+static void *wctx_new(void *arg, size_t i)
+{
+    (void)i;
+    fixture *f = arg;
+    void **slots = calloc(1, sizeof *slots);
+    if (slots && !(slots[0] = rnnd_batcher_scratch_new(f->b))) {
+        free(slots);
+        return NULL;
+    }
+    return slots;
+}
+
+static void wctx_free(void *arg, void *w)
+{
+    (void)arg;
+    void **slots = w;
+    rnnd_batcher_scratch_free(slots[0]);
+    free(slots);
+}
+
+static void setup(fixture *f, const char *arch, size_t max_batch, long wait_us, size_t workers)
+{
+    memset(f, 0, sizeof *f);
+    char path[512], err[512] = "";
+    snprintf(path, sizeof path, "%s/check_batcher_%ld.rnnd", tu_tmpdir(), (long)getpid());
+    ck_assert_int_eq(tu_write_random_model(path, arch, 11), 0);
+    rnnd_model *m;
+    ck_assert_msg(rnnd_model_open(path, &m, err, sizeof err) == 0, "%s", err);
+    unlink(path);
+    const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
+    ck_assert_ptr_nonnull(k);
+    ck_assert_msg(rnnd_net_new(m, k, &f->net, err, sizeof err) == 0, "%s", err);
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    f->tokens = spec->input_kind == RNND_INPUT_TOKENS;
+    f->in_dim = f->tokens ? (size_t)spec->vocab_size : (size_t)spec->input_dim;
+    f->out_dim = (size_t)rnnd_net_output_dim(f->net);
+    f->state_floats = rnnd_net_state_floats(f->net);
+    rnnd_model_unref(m);
+    ck_assert_int_eq(rnnd_batcher_new(f->net, 0, NULL, max_batch, wait_us, &f->b), 0);
+    ck_assert_int_eq(rnnd_pool_new(workers, wctx_new, wctx_free, f, &f->pool, err,
+                                   sizeof err), 0);
+    rnnd_batcher_set_pool(f->b, f->pool);
+    rnnd_session_limits lim = {.max_sessions = 1000, .max_state_bytes = 1 << 30,
+                               .ttl_s = 600, .ttl_max_s = 600, .tombstone_s = 60,
+                               .max_tombstones = 100};
+    f->t = rnnd_session_table_new(&lim, NULL, NULL);
+}
+
+static void teardown(fixture *f)
+{
+    rnnd_pool_free(f->pool);
+    rnnd_batcher_free(f->b);
+    rnnd_session_table_free(f->t);
+    rnnd_net_free(f->net);
+}
+
+/* ---- jobs ---- */
+
+typedef struct tjob {
+    rnnd_step_job sj;
+    int32_t *tokens;
+    float *vectors, *out;
+    atomic_int *done;
+} tjob;
+
+static void tjob_finish(rnnd_job *job)
+{
+    tjob *j = (tjob *)job;
+    atomic_fetch_add(j->done, 1);
+}
+
+static tjob *tjob_new(fixture *f, const int32_t *tokens, const float *vectors, size_t n,
+                      int64_t if_steps, atomic_int *done)
+{
+    tjob *j = calloc(1, sizeof *j);
+    if (f->tokens) {
+        j->tokens = malloc(n * sizeof *j->tokens);
+        memcpy(j->tokens, tokens, n * sizeof *j->tokens);
+    } else {
+        j->vectors = malloc(n * f->in_dim * sizeof *j->vectors);
+        memcpy(j->vectors, vectors, n * f->in_dim * sizeof *j->vectors);
+    }
+    j->out = calloc(n * f->out_dim, sizeof *j->out);
+    rnnd_step_job_init(&j->sj, f->b);
+    j->sj.job.finish = tjob_finish;
+    j->sj.n_steps = n;
+    j->sj.tokens = j->tokens;
+    j->sj.vectors = j->vectors;
+    j->sj.out = j->out;
+    j->sj.if_steps = if_steps;
+    j->done = done;
+    return j;
+}
+
+static void tjob_free(tjob *j)
+{
+    free(j->tokens);
+    free(j->vectors);
+    free(j->out);
+    free(j);
+}
+
+static void wait_done(atomic_int *done, int want)
+{
+    for (int i = 0; i < 20000 && atomic_load(done) < want; i++)
+        usleep(500);
+    ck_assert_int_eq(atomic_load(done), want);
+}
+
+/* ---- the concurrency test ---- */
+
+#define N_SESS 32
+#define LEN 30
+#define N_THREADS 4
+
+typedef struct sess_plan {
+    rnnd_session *s;
+    int32_t tokens[LEN];
+    float vectors[LEN * 8];
+    size_t chunks[LEN];
+    size_t n_chunks;
+    tjob *jobs[LEN];
+} sess_plan;
+
+typedef struct client_arg {
+    fixture *f;
+    sess_plan *plans;
+    int first, count;
+    atomic_int *done;
+} client_arg;
+
+/* Submit every chunk of this thread's sessions at once: several requests queue per session. */
+static void *client(void *p)
+{
+    client_arg *a = p;
+    for (size_t c = 0; c < LEN; c++) {
+        for (int k = a->first; k < a->first + a->count; k++) {
+            sess_plan *sp = &a->plans[k];
+            if (c >= sp->n_chunks)
+                continue;
+            size_t pos = 0;
+            for (size_t i = 0; i < c; i++)
+                pos += sp->chunks[i];
+            sp->jobs[c] = tjob_new(a->f, sp->tokens + pos, sp->vectors + pos * a->f->in_dim,
+                                   sp->chunks[c], -1, a->done);
+            ck_assert_int_eq(rnnd_session_submit(sp->s, &sp->jobs[c]->sj.job),
+                             RNND_SESSION_FOUND);
+        }
+    }
+    return NULL;
+}
+
+static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
+{
+    fixture f;
+    setup(&f, arch, max_batch, wait_us, 2);
+    static sess_plan plans[N_SESS];
+    memset(plans, 0, sizeof plans);
+    unsigned seed = 5;
+    int total_jobs = 0;
+    char err[256];
+    for (int k = 0; k < N_SESS; k++) {
+        sess_plan *sp = &plans[k];
+        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &sp->s,
+                                             err, sizeof err), 0);
+        for (int i = 0; i < LEN; i++)
+            sp->tokens[i] = (int32_t)(rand_r(&seed) % f.in_dim);
+        for (size_t i = 0; !f.tokens && i < LEN * f.in_dim; i++)
+            sp->vectors[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
+        size_t left = LEN;
+        while (left) {
+            size_t n = 1 + (size_t)rand_r(&seed) % 7;
+            n = n < left ? n : left;
+            sp->chunks[sp->n_chunks++] = n;
+            left -= n;
+        }
+        total_jobs += (int)sp->n_chunks;
+    }
+    atomic_int done = 0;
+    pthread_t th[N_THREADS];
+    client_arg args[N_THREADS];
+    for (int i = 0; i < N_THREADS; i++) {
+        args[i] = (client_arg){&f, plans, i * (N_SESS / N_THREADS), N_SESS / N_THREADS, &done};
+        pthread_create(&th[i], NULL, client, &args[i]);
+    }
+    for (int i = 0; i < N_THREADS; i++)
+        pthread_join(th[i], NULL);
+    wait_done(&done, total_jobs);
+
+    /* the reference: each session alone, one step per call, on this thread */
+    rnnd_work *w = rnnd_work_new(f.net, 1);
+    float *state = calloc(f.state_floats, sizeof *state), *out = calloc(f.out_dim, sizeof *out);
+    for (int k = 0; k < N_SESS; k++) {
+        sess_plan *sp = &plans[k];
+        memset(state, 0, f.state_floats * sizeof *state);
+        size_t pos = 0;
+        for (size_t c = 0; c < sp->n_chunks; c++) {
+            tjob *j = sp->jobs[c];
+            ck_assert_int_eq(j->sj.outcome, RNND_STEP_OK);
+            ck_assert_uint_eq(j->sj.done, sp->chunks[c]);
+            for (size_t i = 0; i < sp->chunks[c]; i++, pos++) {
+                float *states[1] = {state};
+                ck_assert_int_eq(rnnd_net_step(f.net, w, 1, f.tokens ? &sp->tokens[pos] : NULL,
+                                               f.tokens ? NULL : sp->vectors + pos * f.in_dim,
+                                               states, out, err, sizeof err), 0);
+                ck_assert_msg(!memcmp(out, j->out + i * f.out_dim, f.out_dim * sizeof *out),
+                              "session %d step %zu differs from stepping alone", k, pos);
+            }
+            ck_assert_uint_eq(j->sj.steps, pos);    /* the count after this request */
+            tjob_free(j);
+        }
+        ck_assert(!memcmp(state, rnnd_session_state(sp->s), f.state_floats * sizeof *state));
+        ck_assert_uint_eq(rnnd_session_steps(sp->s), LEN);
+        rnnd_session_unref(sp->s);
+    }
+    free(state);
+    free(out);
+    rnnd_work_free(w);
+
+    /* every step counted once; batches really held several sessions, never > max_batch */
+    uint64_t batches = rnnd_batcher_batches(f.b), sum = 0, multi = 0;
+    for (size_t k = 1; k <= max_batch; k++) {
+        sum += k * rnnd_batcher_hist(f.b, k);
+        if (k > 1)
+            multi += rnnd_batcher_hist(f.b, k);
+    }
+    ck_assert_uint_eq(sum, N_SESS * LEN);
+    ck_assert_uint_eq(rnnd_batcher_steps(f.b), N_SESS * LEN);
+    ck_assert_uint_eq(rnnd_batcher_hist(f.b, max_batch + 1), 0);
+    ck_assert_msg(multi > 0, "no batch of more than one session in %llu batches",
+                  (unsigned long long)batches);
+    teardown(&f);
+}
+
+START_TEST(test_concurrent_tokens)
+{
+    run_concurrency(tok_arch, 8, 0);
+}
+END_TEST
+
+START_TEST(test_concurrent_vectors_wait)
+{
+    run_concurrency(vec_arch, 64, 300);
+}
+END_TEST
+
+START_TEST(test_if_steps_and_stop)
+{
+    fixture f;
+    setup(&f, tok_arch, 4, 0, 1);
+    rnnd_session *s;
+    char err[256];
+    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s, err,
+                                         sizeof err), 0);
+    atomic_int done = 0;
+    int32_t toks[3] = {1, 2, 3};
+    tjob *a = tjob_new(&f, toks, NULL, 3, 0, &done);
+    tjob *b = tjob_new(&f, toks, NULL, 1, 5, &done);    /* stale: the count will be 3 */
+    tjob *c = tjob_new(&f, toks, NULL, 2, 3, &done);
+    rnnd_session_submit(s, &a->sj.job);
+    rnnd_session_submit(s, &b->sj.job);
+    rnnd_session_submit(s, &c->sj.job);
+    wait_done(&done, 3);
+    ck_assert_int_eq(a->sj.outcome, RNND_STEP_OK);
+    ck_assert_int_eq(b->sj.outcome, RNND_STEP_CONFLICT);
+    ck_assert_uint_eq(b->sj.steps, 3);
+    ck_assert_uint_eq(b->sj.done, 0);
+    ck_assert_int_eq(c->sj.outcome, RNND_STEP_OK);
+    ck_assert_uint_eq(c->sj.steps, 5);
+    ck_assert_uint_eq(rnnd_session_steps(s), 5);
+    /* "last" keeps only the last step's output, equal to the "all" run's last row */
+    tjob *d = tjob_new(&f, toks, NULL, 3, -1, &done);
+    d->sj.last_only = 1;
+    rnnd_session *s2;
+    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s2, err,
+                                         sizeof err), 0);
+    rnnd_session_submit(s2, &d->sj.job);
+    wait_done(&done, 4);
+    ck_assert(!memcmp(d->out, a->out + 2 * f.out_dim, f.out_dim * sizeof(float)));
+    /* after stop nothing runs: the job is finished as STOPPED */
+    rnnd_batcher_stop(f.b);
+    tjob *e = tjob_new(&f, toks, NULL, 1, -1, &done);
+    rnnd_session_submit(s, &e->sj.job);
+    wait_done(&done, 5);
+    ck_assert_int_eq(e->sj.outcome, RNND_STEP_STOPPED);
+    ck_assert_uint_eq(rnnd_session_steps(s), 5);
+    tjob_free(a);
+    tjob_free(b);
+    tjob_free(c);
+    tjob_free(d);
+    tjob_free(e);
+    rnnd_session_unref(s);
+    rnnd_session_unref(s2);
+    teardown(&f);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("batcher");
+    TCase *tc = tcase_create("batcher");
+    tcase_add_test(tc, test_concurrent_tokens);
+    tcase_add_test(tc, test_concurrent_vectors_wait);
+    tcase_add_test(tc, test_if_steps_and_stop);
+    tcase_set_timeout(tc, 120);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
