@@ -1,5 +1,6 @@
 /* POST /v1/models/{model}/infer: the infer contract (docs/api.md), parsed on the request
- * thread, computed on a worker, encoded there, and sent by resuming the connection. */
+ * thread, computed on a worker together with other waiting requests for the model (batcher.h),
+ * encoded there, and sent by resuming the connection. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,32 +9,34 @@
 #include "rnnd/status.h"
 
 struct infer_task {
-    rnnd_task task;             /* first member */
+    rnnd_infer_job job;         /* first member */
     rnnd_req *r;
     const rnnd_entry *e;
-    rnnd_infer_req *ir;
 };
 
 static void infer_free(void *arg)
 {
     struct infer_task *t = arg;
-    rnnd_infer_req_free(t->ir);
+    rnnd_infer_req_free(t->job.req);
     free(t);
 }
 
-static void infer_run(rnnd_task *task, void *wctx)
+/* On the worker that ran the request's batch (or on the stopping thread). */
+static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
 {
-    (void)wctx;
-    struct infer_task *t = (struct infer_task *)task;
+    (void)batch_requests;
+    struct infer_task *t = (struct infer_task *)job;
     rnnd_app *app = rnnd_req_app(t->r);
     char err[512] = "";
-    int rc = rnnd_infer_run(t->e->net, t->ir, err, sizeof err);
-    if (rc) {
+    int rc = job->stopped ? 0 : rnnd_infer_req_status(job->req, err, sizeof err);
+    if (job->stopped) {
+        rnnd_reply_error(t->r, "unavailable", "the server is shutting down");
+    } else if (rc) {
         rnnd_reply_error(t->r, rnnd_error_code(rc), "%s", err);
     } else {
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_infer_encode(t->e->net, t->ir, t->e->name, &b);
+        rnnd_infer_encode(t->e->net, job->req, t->e->name, &b);
         if (b.nonfinite) {
             rnnd_buf_free(&b);
             rnnd_reply_error(t->r, "numeric_error", "the computation produced NaN or Inf");
@@ -41,16 +44,9 @@ static void infer_run(rnnd_task *task, void *wctx)
             rnnd_reply(t->r, 200, &b);
         }
         atomic_fetch_add(&app->metrics.infer_requests, 1);
-        atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(t->ir));
-        atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(t->ir));
+        atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(job->req));
+        atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(job->req));
     }
-    rnnd_req_complete(t->r);
-}
-
-static void infer_cancel(rnnd_task *task)
-{
-    struct infer_task *t = (struct infer_task *)task;
-    rnnd_reply_error(t->r, "unavailable", "the server is shutting down");
     rnnd_req_complete(t->r);
 }
 
@@ -81,14 +77,14 @@ void rnnd_api_infer(rnnd_req *r)
         rnnd_reply_error(r, "out_of_memory", "out of memory");
         return;
     }
-    t->task.run = infer_run;
-    t->task.cancel = infer_cancel;
+    t->job.req = ir;
+    t->job.finish = infer_finish;
     t->r = r;
     t->e = e;
-    t->ir = ir;
     rnnd_req_on_free(r, infer_free, t);
     rnnd_req_defer(r);
-    if (rnnd_pool_post(app->pool, &t->task)) {
+    /* the model's batcher runs it together with the model's other waiting infer requests */
+    if (rnnd_batcher_infer(app->batchers[e->index], &t->job)) {
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
         rnnd_req_complete(r);
     }

@@ -28,8 +28,17 @@ struct rnnd_batcher {
     int stopped;
     rnnd_task task;         /* the one queued round (scheduled guards it) */
 
+    pthread_cond_t infer_more;      /* an infer job was queued */
+    rnnd_infer_job *ihead, *itail;
+    size_t infer_steps;             /* queued steps */
+    size_t infer_max_steps;
+    int infer_scheduled;
+    rnnd_task infer_task;
+
     atomic_uint_least64_t *hist;    /* [max_batch + 1] */
     atomic_uint_least64_t batches, steps;
+    atomic_uint_least64_t infer_hist[RNND_INFER_HIST_BUCKETS];
+    atomic_uint_least64_t infer_rounds, infer_requests;
 };
 
 struct scratch {
@@ -42,6 +51,8 @@ struct scratch {
 
 static void round_run(rnnd_task *task, void *wctx);
 static void round_cancel(rnnd_task *task);
+static void infer_round_run(rnnd_task *task, void *wctx);
+static void infer_round_cancel(rnnd_task *task);
 
 int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
                      long max_batch_wait_us, rnnd_batcher **out)
@@ -66,11 +77,15 @@ int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t 
     b->out_dim = (size_t)rnnd_net_output_dim(net);
     b->task.run = round_run;
     b->task.cancel = round_cancel;
+    b->infer_task.run = infer_round_run;
+    b->infer_task.cancel = infer_round_cancel;
+    b->infer_max_steps = 65536;
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&b->more, &ca);
+    pthread_cond_init(&b->infer_more, &ca);
     pthread_condattr_destroy(&ca);
     *out = b;
     return RNND_OK;
@@ -86,6 +101,7 @@ void rnnd_batcher_free(rnnd_batcher *b)
     if (!b)
         return;
     pthread_cond_destroy(&b->more);
+    pthread_cond_destroy(&b->infer_more);
     pthread_mutex_destroy(&b->mu);
     free(b->hist);
     free(b);
@@ -127,6 +143,26 @@ void *rnnd_batcher_scratch_new(const rnnd_batcher *b)
 size_t rnnd_batcher_max_batch(const rnnd_batcher *b) { return b->max_batch; }
 uint64_t rnnd_batcher_batches(const rnnd_batcher *b) { return atomic_load(&b->batches); }
 uint64_t rnnd_batcher_steps(const rnnd_batcher *b) { return atomic_load(&b->steps); }
+
+uint64_t rnnd_batcher_infer_rounds(const rnnd_batcher *b)
+{
+    return atomic_load(&b->infer_rounds);
+}
+
+uint64_t rnnd_batcher_infer_requests(const rnnd_batcher *b)
+{
+    return atomic_load(&b->infer_requests);
+}
+
+uint64_t rnnd_batcher_infer_hist(const rnnd_batcher *b, size_t bucket)
+{
+    return bucket < RNND_INFER_HIST_BUCKETS ? atomic_load(&b->infer_hist[bucket]) : 0;
+}
+
+void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps)
+{
+    b->infer_max_steps = max_steps ? max_steps : 1;
+}
 
 uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size)
 {
@@ -328,6 +364,27 @@ static void round_run(rnnd_task *task, void *wctx)
     }
 }
 
+/* The whole infer queue, emptied. Called with b->mu held. */
+static rnnd_infer_job *take_infer_locked(rnnd_batcher *b)
+{
+    rnnd_infer_job *list = b->ihead;
+    b->ihead = b->itail = NULL;
+    b->infer_steps = 0;
+    return list;
+}
+
+/* Finish each infer job of the list as not run. No lock held. */
+static void stop_infer_list(rnnd_infer_job *list)
+{
+    while (list) {
+        rnnd_infer_job *next = list->next;
+        list->next = NULL;
+        list->stopped = 1;
+        list->finish(list, 0);
+        list = next;
+    }
+}
+
 /* The pool stopped with our round queued: nobody will run it. */
 static void round_cancel(rnnd_task *task)
 {
@@ -338,8 +395,132 @@ static void round_cancel(rnnd_task *task)
     rnnd_step_job *list = b->head;
     b->head = b->tail = NULL;
     b->n_ready = 0;
+    rnnd_infer_job *ilist = take_infer_locked(b);
     pthread_mutex_unlock(&b->mu);
     fail_list(list, RNND_STEP_STOPPED);
+    stop_infer_list(ilist);
+}
+
+/* Schedule an infer round if requests wait and none is scheduled. Called with b->mu held;
+ * returns the queue to finish as stopped when the pool refuses. */
+static rnnd_infer_job *schedule_infer_locked(rnnd_batcher *b)
+{
+    if (!b->ihead || b->infer_scheduled)
+        return NULL;
+    if (b->pool && rnnd_pool_post(b->pool, &b->infer_task) == RNND_OK) {
+        b->infer_scheduled = 1;
+        return NULL;
+    }
+    b->stopped = 1;
+    return take_infer_locked(b);
+}
+
+int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job)
+{
+    job->stopped = 0;
+    job->next = NULL;
+    pthread_mutex_lock(&b->mu);
+    if (b->stopped) {
+        pthread_mutex_unlock(&b->mu);
+        return RNND_ERR_UNSUPPORTED;
+    }
+    if (b->itail)
+        b->itail->next = job;
+    else
+        b->ihead = job;
+    b->itail = job;
+    b->infer_steps += rnnd_infer_req_steps(job->req);
+    pthread_cond_signal(&b->infer_more);
+    rnnd_infer_job *refused = schedule_infer_locked(b);
+    pthread_mutex_unlock(&b->mu);
+    stop_infer_list(refused);   /* may include JOB: it was accepted, then stopped */
+    return RNND_OK;
+}
+
+static size_t infer_bucket(size_t k)
+{
+    size_t i = 0;
+    while (i + 1 < RNND_INFER_HIST_BUCKETS && ((size_t)1 << i) < k)
+        i++;
+    return i;
+}
+
+static void infer_round_run(rnnd_task *task, void *wctx)
+{
+    (void)wctx;
+    rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, infer_task));
+
+    pthread_mutex_lock(&b->mu);
+    /* As for steps: fill a little, but only while other workers compute. */
+    if (b->infer_steps < b->infer_max_steps && b->wait_us > 0 && !b->stopped && b->pool &&
+        rnnd_pool_busy(b->pool) > 1) {
+        struct timespec until;
+        deadline_after(&until, b->wait_us);
+        while (b->infer_steps < b->infer_max_steps && !b->stopped &&
+               pthread_cond_timedwait(&b->infer_more, &b->mu, &until) == 0)
+            ;
+    }
+    /* Take from the head while the steps fit; the first job always goes. */
+    rnnd_infer_job *list = NULL, **tail = &list;
+    size_t k = 0, steps = 0;
+    while (b->ihead) {
+        size_t n = rnnd_infer_req_steps(b->ihead->req);
+        if (k && n > b->infer_max_steps - steps)
+            break;
+        rnnd_infer_job *j = b->ihead;
+        b->ihead = j->next;
+        j->next = NULL;
+        *tail = j;
+        tail = &j->next;
+        steps += n > b->infer_max_steps ? b->infer_max_steps : n;
+        b->infer_steps -= n;
+        k++;
+    }
+    if (!b->ihead)
+        b->itail = NULL;
+    b->infer_scheduled = 0;
+    rnnd_infer_job *refused = schedule_infer_locked(b);    /* more than one round waiting */
+    pthread_mutex_unlock(&b->mu);
+    stop_infer_list(refused);
+    if (!k)
+        return;
+
+    /* Each request's outcome is kept in it; the returned first failure is not needed. */
+    char err[256];
+    size_t per_call = k;
+    rnnd_infer_req **reqs = malloc(k * sizeof *reqs);
+    if (reqs) {
+        size_t i = 0;
+        for (rnnd_infer_job *j = list; j; j = j->next)
+            reqs[i++] = j->req;
+        rnnd_infer_run_many(b->net, reqs, k, err, sizeof err);
+        free(reqs);
+    } else {
+        /* no room for the table: one by one, which gives the same results */
+        per_call = 1;
+        for (rnnd_infer_job *j = list; j; j = j->next)
+            rnnd_infer_run(b->net, j->req, err, sizeof err);
+    }
+    atomic_fetch_add(&b->infer_hist[infer_bucket(per_call)], k / per_call);
+    atomic_fetch_add(&b->infer_rounds, k / per_call);
+    atomic_fetch_add(&b->infer_requests, k);
+    while (list) {
+        rnnd_infer_job *next = list->next;
+        list->next = NULL;
+        list->finish(list, per_call);
+        list = next;
+    }
+}
+
+static void infer_round_cancel(rnnd_task *task)
+{
+    rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, infer_task));
+    pthread_mutex_lock(&b->mu);
+    b->infer_scheduled = 0;
+    b->stopped = 1;
+    rnnd_infer_job *list = take_infer_locked(b);
+    pthread_mutex_unlock(&b->mu);
+    stop_infer_list(list);
 }
 
 void rnnd_batcher_stop(rnnd_batcher *b)
@@ -349,7 +530,10 @@ void rnnd_batcher_stop(rnnd_batcher *b)
     rnnd_step_job *list = b->head;
     b->head = b->tail = NULL;
     b->n_ready = 0;
+    rnnd_infer_job *ilist = take_infer_locked(b);
     pthread_cond_broadcast(&b->more);
+    pthread_cond_broadcast(&b->infer_more);
     pthread_mutex_unlock(&b->mu);
     fail_list(list, RNND_STEP_STOPPED);
+    stop_infer_list(ilist);
 }

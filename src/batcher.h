@@ -12,6 +12,11 @@
  * only while other workers are busy (their sessions are about to come back); with the others
  * idle it runs at once.
  *
+ * Whole-sequence infer requests of the model queue here too (rnnd_batcher_infer()): an infer
+ * round takes every waiting request up to max_infer_batch_steps steps in all (at least one)
+ * and runs them as one rnnd_infer_run_many() call, which is batch-invariant as well. It waits
+ * for more under the same rule as a step round (max_batch_wait_us, only while others compute).
+ *
  * Worker scratch: the pool's worker context is an array of pointers indexed by batcher index,
  * each made by rnnd_batcher_scratch_new() (one rnnd_work sized max_batch, input and output
  * rows), so a round never allocates. */
@@ -22,6 +27,7 @@
 #include <stdint.h>
 
 #include "pool.h"
+#include "rnnd/infer.h"
 #include "rnnd/rnn.h"
 #include "session.h"
 
@@ -56,6 +62,17 @@ struct rnnd_step_job {
     rnnd_step_job *rnext;   /* ready queue (batcher-private) */
 };
 
+typedef struct rnnd_infer_job rnnd_infer_job;
+
+struct rnnd_infer_job {
+    rnnd_infer_req *req;        /* parsed for the batcher's net; its outcome is in it */
+    /* Called once with the request run (or, with STOPPED set, not run because the daemon is
+     * stopping), on a worker or on the stopping thread. No batcher lock held. */
+    void (*finish)(rnnd_infer_job *job, size_t batch_requests);
+    int stopped;
+    rnnd_infer_job *next;       /* the infer queue (batcher-private) */
+};
+
 /* One batcher per model; INDEX is its slot in the workers' scratch arrays. */
 int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
                      long max_batch_wait_us, rnnd_batcher **out);
@@ -64,6 +81,13 @@ void rnnd_batcher_free(rnnd_batcher *b);    /* after the pool stopped; NULL is a
 /* The pool is late: batchers are made before the pool, whose workers need their scratch. */
 void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool);
 
+/* Most steps (over all requests) one infer round takes; default 65536. Before the pool runs. */
+void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps);
+
+/* Queue JOB (caller fills req and finish). Returns 0, or RNND_ERR_UNSUPPORTED once the batcher
+ * stopped (JOB untouched, finish not called). */
+int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job);
+
 void *rnnd_batcher_scratch_new(const rnnd_batcher *b);
 void rnnd_batcher_scratch_free(void *scratch);
 
@@ -71,8 +95,8 @@ void rnnd_batcher_scratch_free(void *scratch);
  * rnnd_session_submit(). */
 void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b);
 
-/* Refuse new work and fail every queued job with RNND_STEP_STOPPED (their finish runs on this
- * thread). Jobs in a running round complete. */
+/* Refuse new work and fail every queued job with RNND_STEP_STOPPED, every queued infer job with
+ * STOPPED set (their finish runs on this thread). Jobs in a running round complete. */
 void rnnd_batcher_stop(rnnd_batcher *b);
 
 /* Statistics: batches of each size 1..max_batch, total batches and steps. */
@@ -80,5 +104,12 @@ size_t rnnd_batcher_max_batch(const rnnd_batcher *b);
 uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size);
 uint64_t rnnd_batcher_batches(const rnnd_batcher *b);
 uint64_t rnnd_batcher_steps(const rnnd_batcher *b);
+
+/* Infer rounds by requests run together: bucket i counts rounds of at most 2^i requests
+ * (and more than 2^(i-1)); the last bucket counts all larger ones. */
+#define RNND_INFER_HIST_BUCKETS 8
+uint64_t rnnd_batcher_infer_hist(const rnnd_batcher *b, size_t bucket);
+uint64_t rnnd_batcher_infer_rounds(const rnnd_batcher *b);
+uint64_t rnnd_batcher_infer_requests(const rnnd_batcher *b);
 
 #endif

@@ -126,6 +126,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
             teardown(app);
             return 1;
         }
+        rnnd_batcher_set_infer_max_steps(app->batchers[i], (size_t)cfg->max_infer_batch_steps);
     }
     long workers = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
     if (workers < 1)

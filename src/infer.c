@@ -21,6 +21,8 @@ struct rnnd_infer_req {
     int last;                   /* "outputs": "last" */
     int return_state;
     int ran;                    /* rnnd_infer_run() succeeded */
+    int status;                 /* of the last run; err says why when negative */
+    char err[256];
     size_t *lens;               /* [B] */
     int32_t *tok_flat;          /* token models: total_steps ids */
     const int32_t **tokens;     /* [B] into tok_flat */
@@ -357,12 +359,12 @@ static size_t first_nonfinite(const float *v, size_t n)
     return n;
 }
 
-int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen)
+/* Give REQ its output rows and, with return_state, its final-state blocks (once). */
+static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen)
 {
     size_t od = (size_t)rnnd_net_output_dim(net);
     size_t S = rnnd_net_state_floats(net), B = req->n_seq;
 
-    req->ran = 0;
     if (!req->out_flat) {
         req->out_flat = alloc_array(req->total_steps * od, sizeof *req->out_flat);
         req->outputs = alloc_array(B, sizeof *req->outputs);
@@ -384,15 +386,17 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
         for (size_t b = 0; b < B; b++)
             req->finals[b] = req->final_flat + b * S;
     }
+    return 0;
+}
 
-    int rc = rnnd_net_forward(net, B, req->lens, req->tokens, req->vectors, req->init,
-                              req->outputs, req->return_state ? req->finals : NULL,
-                              err, errlen);
-    if (rc)
-        return rc;
+/* JSON cannot carry NaN or Inf: refuse rather than answer with nulls. */
+static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *err,
+                        size_t errlen)
+{
+    size_t od = (size_t)rnnd_net_output_dim(net);
+    size_t S = rnnd_net_state_floats(net);
 
-    /* JSON cannot carry NaN or Inf: refuse rather than answer with nulls. */
-    for (size_t b = 0; b < B; b++) {
+    for (size_t b = 0; b < req->n_seq; b++) {
         size_t n = req->lens[b] * od;
         size_t i = first_nonfinite(req->outputs[b], n);
         if (i < n)
@@ -406,8 +410,83 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
                             "states[%zu]: the final state is not finite (NaN or Inf)", b);
         }
     }
-    req->ran = 1;
     return 0;
+}
+
+/* Record RC (and, when it failed, MSG) as REQ's outcome. */
+static void set_outcome(rnnd_infer_req *req, int rc, const char *msg)
+{
+    req->status = rc;
+    req->ran = !rc;
+    snprintf(req->err, sizeof req->err, "%s", rc ? msg : "");
+}
+
+int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
+                        char *err, size_t errlen)
+{
+    char msg[256] = "";
+    size_t total = 0;       /* sequences over all requests */
+    int rc = 0;
+
+    for (size_t i = 0; !rc && i < n; i++) {
+        rc = alloc_results(net, reqs[i], msg, sizeof msg);
+        total += reqs[i]->n_seq;
+    }
+
+    /* One forward call over every sequence of every request: pointer tables into each
+     * request's own arrays (a request without a table gives NULL entries). The core is
+     * batch-invariant, so each request gets exactly what it would get alone. */
+    size_t *lens = rc ? NULL : alloc_array(total, sizeof *lens);
+    const int32_t **tokens = rc ? NULL : alloc_array(total, sizeof *tokens);
+    const float **vectors = rc ? NULL : alloc_array(total, sizeof *vectors);
+    const float **init = rc ? NULL : alloc_array(total, sizeof *init);
+    float **outputs = rc ? NULL : alloc_array(total, sizeof *outputs);
+    float **finals = rc ? NULL : alloc_array(total, sizeof *finals);
+    if (!rc && (!lens || !tokens || !vectors || !init || !outputs || !finals))
+        rc = fail(RNND_ERR_NOMEM, msg, sizeof msg, "out of memory for the batch");
+    for (size_t i = 0, k = 0; !rc && i < n; i++) {
+        const rnnd_infer_req *q = reqs[i];
+        for (size_t b = 0; b < q->n_seq; b++, k++) {
+            lens[k] = q->lens[b];
+            tokens[k] = q->tokens ? q->tokens[b] : NULL;
+            vectors[k] = q->vectors ? q->vectors[b] : NULL;
+            init[k] = q->init ? q->init[b] : NULL;
+            outputs[k] = q->outputs[b];
+            finals[k] = q->return_state ? q->finals[b] : NULL;
+        }
+    }
+    if (!rc)
+        rc = rnnd_net_forward(net, total, lens, tokens, vectors, init, outputs, finals,
+                              msg, sizeof msg);
+    free(lens);
+    free(tokens);
+    free(vectors);
+    free(init);
+    free(outputs);
+    free(finals);
+
+    /* A failed call fails every request; otherwise each one is checked on its own. */
+    int ret = 0;
+    for (size_t i = 0; i < n; i++) {
+        char own[256] = "";
+        int r = rc ? rc : check_finite(net, reqs[i], own, sizeof own);
+        set_outcome(reqs[i], r, rc ? msg : own);
+        if (r && !ret)
+            ret = fail(r, err, errlen, "%s", reqs[i]->err);
+    }
+    return ret;
+}
+
+int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen)
+{
+    if (req->status)
+        fail(req->status, err, errlen, "%s", req->err);
+    return req->status;
+}
+
+int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen)
+{
+    return rnnd_infer_run_many(net, &req, 1, err, errlen);
 }
 
 void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,

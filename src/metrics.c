@@ -43,6 +43,23 @@ static void batch_histogram(rnnd_buf *out, const char *model, const rnnd_batcher
                     (unsigned long long)cum);
 }
 
+static void infer_histogram(rnnd_buf *out, const char *model, const rnnd_batcher *b)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i < RNND_INFER_HIST_BUCKETS; i++) {
+        cum += rnnd_batcher_infer_hist(b, i);
+        if (i + 1 < RNND_INFER_HIST_BUCKETS)
+            rnnd_buf_printf(out, "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"%zu\"} "
+                            "%llu\n", model, (size_t)1 << i, (unsigned long long)cum);
+    }
+    rnnd_buf_printf(out, "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"+Inf\"} %llu\n",
+                    model, (unsigned long long)cum);
+    rnnd_buf_printf(out, "rnnd_infer_batch_requests_sum{model=\"%s\"} %llu\n", model,
+                    (unsigned long long)rnnd_batcher_infer_requests(b));
+    rnnd_buf_printf(out, "rnnd_infer_batch_requests_count{model=\"%s\"} %llu\n", model,
+                    (unsigned long long)rnnd_batcher_infer_rounds(b));
+}
+
 void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
 {
     rnnd_metrics *m = &app->metrics;
@@ -73,6 +90,10 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     "rnnd_infer_steps_total %llu\n",
                     (unsigned long long)atomic_load(&m->infer_requests),
                     (unsigned long long)atomic_load(&m->infer_steps));
+    rnnd_buf_puts(out, "# HELP rnnd_infer_batch_requests Infer requests run together per call.\n"
+                       "# TYPE rnnd_infer_batch_requests histogram\n");
+    for (size_t i = 0; i < app->reg.n; i++)
+        infer_histogram(out, app->reg.entries[i].name, app->batchers[i]);
     rnnd_session_stats st;
     rnnd_session_table_stats(app->sessions, &st);
     rnnd_buf_printf(out,

@@ -46,6 +46,8 @@ static const struct setting settings[] = {
      "most sessions advanced together in one batched step"},
     {"max_batch_wait_us", CT_INT, OFF(max_batch_wait_us), "200", 0, 1000000, NULL, "US",
      "longest a worker waits for a batch to fill, only while other workers are busy"},
+    {"max_infer_batch_steps", CT_INT, OFF(max_infer_batch_steps), "65536", 1, 100000000, NULL,
+     "N", "most steps (over all requests) of waiting infer requests run together in one call"},
     {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI * KI, NULL, "BYTES",
      "largest request body (suffix K, M or G); larger bodies get 413"},
     {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL,

@@ -20,6 +20,7 @@ typedef struct rnnd_config {
     int64_t workers;                /* 0 = online cores */
     int64_t max_batch;
     int64_t max_batch_wait_us;
+    int64_t max_infer_batch_steps;
     int64_t max_body_bytes;
     int64_t max_steps_per_request;
     int64_t max_sequences;

@@ -1166,6 +1166,105 @@ START_TEST(run_numeric_error)
 }
 END_TEST
 
+/* The encoded response of a request that ran (or its error), malloc'd. */
+static char *encode_text(const rnnd_net *net, const rnnd_infer_req *req)
+{
+    rnnd_buf out;
+    rnnd_buf_init(&out);
+    rnnd_infer_encode(net, req, "m", &out);
+    ck_assert(!rnnd_buf_failed(&out));
+    char *s = strdup(out.data);
+    rnnd_buf_free(&out);
+    return s;
+}
+
+/* Requests of different sizes and options run as one batch answer, byte for byte, what each
+ * answers alone. */
+START_TEST(run_many_matches_alone)
+{
+    enum { N = 5 };
+    rnnd_net *net = open_net(run_archs[_i], 90 + (unsigned)_i, "many");
+    const rnnd_model_spec *s = rnnd_model_get_spec(rnnd_net_model(net));
+    static batch bt;
+    rnnd_infer_req *alone[N], *many[N];
+    char err[512] = "";
+
+    for (size_t i = 0; i < N; i++) {
+        json_t *body = random_batch(s, 1 + i % 4, &bt);
+        if (i % 3 == 1)
+            json_object_set_new(body, "outputs", json_string("last"));
+        if (i % 2 == 0)
+            json_object_set_new(body, "return_state", json_true());
+        int rc = rnnd_infer_parse(net, body, NULL, &alone[i], err, sizeof err);
+        ck_assert_msg(rc == 0, "parse: %s", err);
+        rc = rnnd_infer_parse(net, body, NULL, &many[i], err, sizeof err);
+        ck_assert_msg(rc == 0, "parse: %s", err);
+        json_decref(body);
+        rc = rnnd_infer_run(net, alone[i], err, sizeof err);
+        ck_assert_msg(rc == 0, "run: %s", err);
+    }
+    int rc = rnnd_infer_run_many(net, many, N, err, sizeof err);
+    ck_assert_msg(rc == 0, "run_many: %s", err);
+    for (size_t i = 0; i < N; i++) {
+        ck_assert_int_eq(rnnd_infer_req_status(many[i], err, sizeof err), 0);
+        char *a = encode_text(net, alone[i]), *b = encode_text(net, many[i]);
+        ck_assert_msg(!strncmp(a, "{\"model\"", 8), "request %zu: %.200s", i, a);
+        ck_assert_msg(!strcmp(a, b), "request %zu differs in a batch", i);
+        free(a);
+        free(b);
+        rnnd_infer_req_free(alone[i]);
+        rnnd_infer_req_free(many[i]);
+    }
+    rnnd_net_free(net);
+}
+END_TEST
+
+/* A request whose inputs overflow fails alone; the others of its batch still answer. */
+START_TEST(run_many_numeric_error_alone)
+{
+    rnnd_net *net = open_net(
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["
+        "{\"type\":\"rnn\",\"hidden_size\":8,\"direction\":\"forward\",\"activations\":[["
+        "{\"op\":\"Affine\",\"alpha\":3e38,\"beta\":0}]]}]}", 82, "many_numeric");
+    /* y = 3e38 * z: finite for one step from zeros (|z| < 1), Inf for large inputs */
+    static const char *const texts[] = {
+        "{\"inputs\":[[[0,0,0,0]],[[0,0,0,0]]]}",
+        "{\"inputs\":[[[100,-100,100,-100]]],\"return_state\":true}",
+        "{\"inputs\":[[[0,0,0,0]]],\"return_state\":true}",
+    };
+    enum { N = 3 };
+    rnnd_infer_req *alone[N], *many[N];
+    int alone_rc[N];
+    char err[256] = "";
+    for (size_t i = 0; i < N; i++) {
+        ck_assert_int_eq(parse_text(net, texts[i], NULL, &alone[i], err, sizeof err), 0);
+        ck_assert_int_eq(parse_text(net, texts[i], NULL, &many[i], err, sizeof err), 0);
+        alone_rc[i] = rnnd_infer_run(net, alone[i], err, sizeof err);
+    }
+    /* the premise: only the middle request overflows */
+    ck_assert_int_eq(alone_rc[0], 0);
+    ck_assert_int_eq(alone_rc[1], RNND_ERR_NUMERIC);
+    ck_assert_int_eq(alone_rc[2], 0);
+
+    int rc = rnnd_infer_run_many(net, many, N, err, sizeof err);
+    ck_assert_int_eq(rc, RNND_ERR_NUMERIC);
+    ck_assert_msg(strstr(err, "not finite"), "%s", err);
+    for (size_t i = 0; i < N; i++) {
+        char own[256] = "";
+        ck_assert_int_eq(rnnd_infer_req_status(many[i], own, sizeof own), alone_rc[i]);
+        char *a = encode_text(net, alone[i]), *b = encode_text(net, many[i]);
+        ck_assert_msg(!strcmp(a, b), "request %zu: %.200s vs %.200s", i, a, b);
+        if (i == 1)
+            ck_assert_msg(strstr(b, "\"error\"") && strstr(own, "not finite"), "%s", own);
+        free(a);
+        free(b);
+        rnnd_infer_req_free(alone[i]);
+        rnnd_infer_req_free(many[i]);
+    }
+    rnnd_net_free(net);
+}
+END_TEST
+
 static Suite *infer_suite(void)
 {
     Suite *s = suite_create("infer");
@@ -1195,6 +1294,8 @@ static Suite *infer_suite(void)
     tcase_add_loop_test(tc, run_split_halves, 0, 3);
     tcase_add_test(tc, run_initial_state_null_and_nonzero);
     tcase_add_test(tc, run_numeric_error);
+    tcase_add_loop_test(tc, run_many_matches_alone, 0, (int)N_RUN_ARCHS);
+    tcase_add_test(tc, run_many_numeric_error_alone);
     suite_add_tcase(s, tc);
     return s;
 }

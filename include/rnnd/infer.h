@@ -26,8 +26,20 @@ typedef struct rnnd_infer_req rnnd_infer_req;
 int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen);
 
-/* Compute. Returns 0, RNND_ERR_NUMERIC (NaN/Inf appeared), or another negative status. */
+/* Compute. Returns 0, RNND_ERR_NUMERIC (NaN/Inf appeared), or another negative status.
+ * rnnd_infer_run_many(net, &req, 1, ...). */
 int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen);
+
+/* Compute N requests (all parsed for NET) as one rnnd_net_forward() call over all their
+ * sequences. The core is batch-invariant, so each request's results are bitwise those of
+ * running it alone. Each request gets its own outcome (rnnd_infer_req_status()): a NaN/Inf
+ * fails only the request it appeared in; a failure of the call itself fails all. Returns 0 when
+ * every request succeeded, else the first failure's status with its message in ERR. */
+int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
+                        char *err, size_t errlen);
+
+/* The outcome of REQ's last run: 0, or its negative status with the message in ERR. */
+int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen);
 
 /* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. */
 void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
