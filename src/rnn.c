@@ -39,6 +39,7 @@ struct rnnd_net {
     int out_dim;
     int max_in, max_gates, max_hidden, max_out;
     int use_openblas;           /* whole-sequence products through OpenBLAS */
+    int stateful;               /* every layer forward-only: steppable */
 };
 
 struct rnnd_work {
@@ -155,6 +156,7 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_out = imax(n->max_out, s->head_out);
     }
     n->out_dim = rnnd_model_output_dim(model);
+    n->stateful = rnnd_model_is_stateful(model);
     *out = n;
     return RNND_OK;
 oom:
@@ -431,7 +433,7 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
                   char *err, size_t errlen)
 {
     const rnnd_model_spec *s = n->spec;
-    if (!rnnd_model_is_stateful(n->model)) {
+    if (!n->stateful) {
         snprintf(err, errlen, "the model has reverse or bidirectional layers: it runs only "
                  "on whole sequences");
         return RNND_ERR_UNSUPPORTED;
