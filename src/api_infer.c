@@ -66,7 +66,8 @@ void rnnd_api_infer(rnnd_req *r)
     }
     char err[512] = "";
     rnnd_infer_req *ir = NULL;
-    int rc = rnnd_infer_parse(e->net, body, &app->infer_limits, &ir, err, sizeof err);
+    int rc = rnnd_infer_parse_text(e->net, e->tokenizer, body, &app->infer_limits, &ir, err,
+                                   sizeof err);
     if (rc) {
         rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
         return;

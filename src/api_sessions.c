@@ -10,33 +10,12 @@
 #include <string.h>
 
 #include "api.h"
+#include "rnnd/sample.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
+#include "rnnd/tokenizer.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-/* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
-static int check_fields(rnnd_req *r, const json_t *body, const char *const *allowed)
-{
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)body, key, val) {
-        int ok = 0;
-        for (size_t i = 0; allowed[i] && !ok; i++)
-            ok = !strcmp(key, allowed[i]);
-        if (!ok) {
-            char list[256] = "";
-            for (size_t i = 0; allowed[i]; i++) {
-                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
-            }
-            rnnd_reply_error(r, "invalid_request", "unknown field \"%.64s\" (allowed: %s)",
-                             key, list);
-            return -1;
-        }
-    }
-    return 0;
-}
 
 /* An optional integer field in [lo, hi]; *out untouched when absent. */
 static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t lo,
@@ -58,39 +37,6 @@ static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t 
 static const rnnd_entry *entry_of(rnnd_session *s)
 {
     return rnnd_session_model(s);
-}
-
-/* Look the {id} of the path up, or reply 404/410. */
-static rnnd_session *lookup(rnnd_req *r)
-{
-    rnnd_app *app = rnnd_req_app(r);
-    const char *id = rnnd_req_param(r, 0);
-    rnnd_session *s = NULL;
-    switch (rnnd_session_get(app->sessions, id, &s)) {
-    case RNND_SESSION_FOUND:
-        return s;
-    case RNND_SESSION_EXPIRED:
-        rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
-                         "lost", id);
-        return NULL;
-    case RNND_SESSION_EVICTED:
-        rnnd_reply_error(r, "gone", "session %s was evicted to make room; its state is lost",
-                         id);
-        return NULL;
-    default:
-        rnnd_reply_error(r, "not_found", "no session %.64s", id);
-        return NULL;
-    }
-}
-
-/* The reply for a job refused because its session left the table meanwhile. */
-static void reply_left(rnnd_req *r, int why)
-{
-    if (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED)
-        rnnd_reply_error(r, "gone", "session %s %s; its state is lost", rnnd_req_param(r, 0),
-                         why == RNND_SESSION_EXPIRED ? "expired" : "was evicted");
-    else
-        rnnd_reply_error(r, "not_found", "no session %.64s", rnnd_req_param(r, 0));
 }
 
 static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
@@ -128,14 +74,20 @@ static int state_field(rnnd_req *r, const json_t *body, const char *name,
 }
 
 /* Create a session and reply 201 (or 429/400/503). */
+/* DEFAULTS (generation defaults, may be NULL) is taken over. */
 static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init,
-                             uint64_t steps, double ttl, const char *parent)
+                             uint64_t steps, double ttl, const char *parent,
+                             rnnd_gen_params *defaults)
 {
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
     int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, init, steps, ttl,
                                  &s, err, sizeof err);
+    if (rc)
+        free(defaults);
+    else if (defaults)
+        rnnd_session_set_ext(s, defaults, free);
     if (rc == RNND_ERR_LIMIT) {
         rnnd_reply_error(r, "overloaded", "%s", err);
         return;
@@ -167,7 +119,7 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
 
 void rnnd_api_sessions_create(rnnd_req *r)
 {
-    static const char *const fields[] = {"model", "ttl_s", "state", NULL};
+    static const char *const fields[] = {"model", "ttl_s", "state", "generate", NULL};
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
@@ -175,7 +127,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
                          "{\"model\": NAME}");
         return;
     }
-    if (check_fields(r, body, fields))
+    if (rnnd_api_check_fields(r, body, fields))
         return;
     const json_t *m = json_object_get(body, "model");
     if (!json_is_string(m)) {
@@ -200,7 +152,12 @@ void rnnd_api_sessions_create(rnnd_req *r)
     float *init;
     if (state_field(r, body, "state", e, &init))
         return;
-    create_and_reply(r, e, init, 0, (double)ttl, NULL);
+    rnnd_gen_params *defaults;
+    if (rnnd_api_gen_defaults(r, e, json_object_get(body, "generate"), &defaults)) {
+        free(init);
+        return;
+    }
+    create_and_reply(r, e, init, 0, (double)ttl, NULL, defaults);
     free(init);
 }
 
@@ -263,7 +220,7 @@ void rnnd_api_sessions_list(rnnd_req *r)
 
 void rnnd_api_session_get(rnnd_req *r)
 {
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     rnnd_session_info info;
@@ -282,7 +239,7 @@ void rnnd_api_session_delete(rnnd_req *r)
     if (why == RNND_SESSION_FOUND)
         rnnd_reply_empty(r, 204);
     else
-        reply_left(r, why);
+        rnnd_api_reply_left(r, why);
 }
 
 /* ---- POST /v1/sessions/{id}/step --------------------------------------------------------- */
@@ -293,6 +250,8 @@ struct step_req {
     rnnd_session *s;            /* one reference */
     int32_t *tokens;
     float *vectors, *out;
+    int logits;                 /* include the raw outputs */
+    size_t top_k;               /* 0: no top-k lists */
 };
 
 static void step_free(void *arg)
@@ -303,6 +262,66 @@ static void step_free(void *arg)
     free(q->vectors);
     free(q->out);
     free(q);
+}
+
+/* ROWS rows of O outputs: one list when LAST_ONLY, else a list per step. */
+static void rows_json(rnnd_buf *b, const float *out, size_t rows, size_t O, int last_only)
+{
+    if (last_only) {
+        rnnd_buf_floats(b, out, O);
+        return;
+    }
+    rnnd_buf_puts(b, "[");
+    for (size_t i = 0; i < rows; i++) {
+        if (i)
+            rnnd_buf_puts(b, ",");
+        rnnd_buf_floats(b, out + i * O, O);
+    }
+    rnnd_buf_puts(b, "]");
+}
+
+/* "top_k": the k most likely next tokens of each row with their probabilities (and text when
+ * the model has a tokenizer), in the same shape as "outputs". Returns -1 out of memory. */
+static int top_k_json(rnnd_buf *b, const struct step_req *q, const rnnd_entry *e, size_t rows,
+                      int comma)
+{
+    size_t O = (size_t)e->output_dim, k = q->top_k;
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    int norm = spec->has_head ? spec->head_norm : RNND_NORM_NONE;
+    rnnd_sampler *sm = rnnd_sampler_new(O);
+    int32_t *ids = malloc(k * sizeof *ids);
+    float *probs = malloc(k * sizeof *probs);
+    if (!sm || !ids || !probs) {
+        rnnd_sampler_free(sm);
+        free(ids);
+        free(probs);
+        return -1;
+    }
+    rnnd_buf_puts(b, comma ? ",\"top_k\":" : "\"top_k\":");
+    if (!q->sj.last_only)
+        rnnd_buf_puts(b, "[");
+    for (size_t i = 0; i < rows; i++) {
+        size_t got = rnnd_top_k(sm, q->out + i * O, O, norm, k, ids, probs);
+        rnnd_buf_puts(b, i ? ",[" : "[");
+        for (size_t t = 0; t < got; t++) {
+            rnnd_buf_printf(b, "%s{\"token\":%" PRId32 ",\"p\":", t ? "," : "", ids[t]);
+            rnnd_buf_float(b, probs[t]);
+            if (e->tokenizer) {
+                size_t len;
+                const char *piece = rnnd_tokenizer_piece(e->tokenizer, ids[t], &len);
+                rnnd_buf_puts(b, ",\"text\":");
+                rnnd_buf_json_stringn(b, piece, len);
+            }
+            rnnd_buf_puts(b, "}");
+        }
+        rnnd_buf_puts(b, "]");
+    }
+    if (!q->sj.last_only)
+        rnnd_buf_puts(b, "]");
+    rnnd_sampler_free(sm);
+    free(ids);
+    free(probs);
+    return 0;
 }
 
 /* The step job left its session's queue: encode the reply and send it. Any thread. */
@@ -342,19 +361,19 @@ static void step_finish(rnnd_job *job)
             size_t O = (size_t)e->output_dim;
             rnnd_buf b;
             rnnd_buf_init(&b);
-            rnnd_buf_puts(&b, "{\"outputs\":");
-            if (j->last_only) {
-                rnnd_buf_floats(&b, j->out, O);
-            } else {
-                rnnd_buf_puts(&b, "[");
-                for (size_t i = 0; i < j->n_steps; i++) {
-                    if (i)
-                        rnnd_buf_puts(&b, ",");
-                    rnnd_buf_floats(&b, j->out + i * O, O);
-                }
-                rnnd_buf_puts(&b, "]");
+            size_t rows = j->last_only ? 1 : j->n_steps;
+            rnnd_buf_puts(&b, "{");
+            if (q->logits) {
+                rnnd_buf_puts(&b, "\"outputs\":");
+                rows_json(&b, j->out, rows, O, j->last_only);
             }
-            rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}", j->steps);
+            if (q->top_k && top_k_json(&b, q, e, rows, q->logits)) {
+                rnnd_buf_free(&b);
+                rnnd_reply_error(r, "out_of_memory", "out of memory");
+                break;
+            }
+            rnnd_buf_printf(&b, "%s\"steps\":%" PRIu64 "}", q->logits || q->top_k ? "," : "",
+                            j->steps);
             rnnd_reply(r, 200, &b);
         }
         break;
@@ -431,7 +450,8 @@ oom:
 
 void rnnd_api_session_step(rnnd_req *r)
 {
-    static const char *const fields[] = {"inputs", "outputs", "if_steps", NULL};
+    static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
+                                         "if_steps", NULL};
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
@@ -439,7 +459,25 @@ void rnnd_api_session_step(rnnd_req *r)
                          "{\"inputs\": [STEP, ...]}");
         return;
     }
-    if (check_fields(r, body, fields))
+    const json_t *text = json_object_get(body, "text");
+    if (text && json_object_get(body, "inputs")) {
+        rnnd_reply_error(r, "invalid_request", "give either inputs or text, not both");
+        return;
+    }
+    if (text && !json_is_string(text)) {
+        rnnd_reply_error(r, "invalid_request", "text: expected a string, got %s",
+                         rnnd_json_type_desc(text));
+        return;
+    }
+    const json_t *lg = json_object_get(body, "logits");
+    if (lg && !json_is_boolean(lg)) {
+        rnnd_reply_error(r, "invalid_request", "logits: expected true or false");
+        return;
+    }
+    int64_t top_k = 0;
+    if (int_field(r, body, "top_k", 1, 65536, &top_k))
+        return;
+    if (rnnd_api_check_fields(r, body, fields))
         return;
     int last_only = 0;
     const json_t *o = json_object_get(body, "outputs");
@@ -454,7 +492,7 @@ void rnnd_api_session_step(rnnd_req *r)
     int64_t if_steps = -1;
     if (int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
         return;
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     const rnnd_entry *e = entry_of(s);
@@ -466,10 +504,30 @@ void rnnd_api_session_step(rnnd_req *r)
     }
     q->s = s;
     q->r = r;
+    q->logits = !json_is_false(lg);
     rnnd_req_on_free(r, step_free, q);  /* from here on the request owns Q and the ref */
+    if (top_k) {
+        const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+        if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
+            rnnd_reply_error(r, "invalid_request", "top_k: model %s's output is not a "
+                             "distribution over its vocabulary", e->name);
+            return;
+        }
+        q->top_k = (size_t)top_k < (size_t)e->output_dim ? (size_t)top_k
+                                                           : (size_t)e->output_dim;
+    }
     size_t n;
-    if (parse_inputs(r, json_object_get(body, "inputs"), e, q, &n))
+    if (text) {
+        if (rnnd_api_tokens(r, e, text, "text", &q->tokens, &n))
+            return;
+        q->out = malloc((size_t)e->output_dim * n * sizeof *q->out);
+        if (!q->out) {
+            rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+            return;
+        }
+    } else if (parse_inputs(r, json_object_get(body, "inputs"), e, q, &n)) {
         return;
+    }
     rnnd_step_job_init(&q->sj, app->batchers[e->index]);
     q->sj.job.finish = step_finish;
     q->sj.n_steps = n;
@@ -481,7 +539,7 @@ void rnnd_api_session_step(rnnd_req *r)
     rnnd_req_defer(r);
     int why = rnnd_session_submit(s, &q->sj.job);
     if (why != RNND_SESSION_FOUND) {
-        reply_left(r, why);
+        rnnd_api_reply_left(r, why);
         rnnd_req_complete(r);
     }
 }
@@ -558,10 +616,19 @@ static int ctl_start(rnnd_job *job)
             rnnd_reply(c->r, 200, &b);
         }
         break;
-    case CTL_FORK:
+    case CTL_FORK: {
+        const rnnd_gen_params *pd = rnnd_session_ext(s);
+        rnnd_gen_params *defaults = pd ? malloc(sizeof *defaults) : NULL;
+        if (pd && !defaults) {
+            rnnd_reply_error(c->r, "out_of_memory", "out of memory");
+            break;
+        }
+        if (pd)
+            *defaults = *pd;
         create_and_reply(c->r, e, state, rnnd_session_steps(s), (double)c->ttl,
-                         rnnd_session_id(s));
+                         rnnd_session_id(s), defaults);
         break;
+    }
     }
     return RNND_JOB_DONE;
 }
@@ -581,7 +648,7 @@ static void ctl_submit(rnnd_req *r, struct ctl_req *c)
     rnnd_req_defer(r);
     int why = rnnd_session_submit(c->s, &c->job);
     if (why != RNND_SESSION_FOUND) {
-        reply_left(r, why);
+        rnnd_api_reply_left(r, why);
         rnnd_req_complete(r);
     }
 }
@@ -604,12 +671,12 @@ void rnnd_api_session_reset(rnnd_req *r)
 {
     static const char *const fields[] = {"state", "if_steps", NULL};
     json_t *body = rnnd_req_body(r);
-    if (body && check_fields(r, body, fields))
+    if (body && rnnd_api_check_fields(r, body, fields))
         return;
     int64_t if_steps = -1;
     if (body && int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
         return;
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     float *state = NULL;
@@ -632,12 +699,12 @@ void rnnd_api_session_fork(rnnd_req *r)
     static const char *const fields[] = {"ttl_s", NULL};
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
-    if (body && check_fields(r, body, fields))
+    if (body && rnnd_api_check_fields(r, body, fields))
         return;
     int64_t ttl = 0;    /* the default ttl, not the parent's */
     if (body && int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
         return;
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     struct ctl_req *c = ctl_new(r, CTL_FORK, s);
@@ -649,7 +716,7 @@ void rnnd_api_session_fork(rnnd_req *r)
 
 void rnnd_api_state_get(rnnd_req *r)
 {
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     struct ctl_req *c = ctl_new(r, CTL_EXPORT, s);
@@ -668,7 +735,7 @@ void rnnd_api_state_put(rnnd_req *r)
                          "{\"digest\": ..., \"state\": STATE} as GET .../state gives");
         return;
     }
-    if (check_fields(r, body, fields))
+    if (rnnd_api_check_fields(r, body, fields))
         return;
     const json_t *d = json_object_get(body, "digest");
     if (!json_is_string(d)) {
@@ -696,7 +763,7 @@ void rnnd_api_state_put(rnnd_req *r)
     if (int_field(r, body, "steps", 0, INT64_MAX, &steps) ||
         int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
         return;
-    rnnd_session *s = lookup(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
     const rnnd_entry *e = entry_of(s);

@@ -247,6 +247,7 @@ void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b)
     job->done = 0;
     job->steps = 0;
     job->first_nonfinite = -1;
+    job->after_step = NULL;
     job->rnext = NULL;
 }
 
@@ -328,6 +329,8 @@ static void round_run(rnnd_task *task, void *wctx)
                 j->first_nonfinite = (long)j->done;
             j->done++;
             rnnd_session_add_steps(j->job.session, 1);
+            if (j->after_step)
+                j->after_step(j, row);
         }
         if (rc || j->done == j->n_steps) {
             j->rnext = finished;

@@ -50,6 +50,11 @@ struct rnnd_step_job {
     int last_only;          /* keep only the last step's output */
     float *out;             /* n_steps or 1 rows of output_dim */
     int64_t if_steps;       /* < 0: no check */
+    /* Optional, for jobs that choose their next input from an output (generation): called on
+     * the worker after each step (done already counts it, the session's step count too) with
+     * the step's output row. It may append inputs (tokens[n_steps++] = id; the buffer is the
+     * caller's) or end the job early (n_steps = done). */
+    void (*after_step)(rnnd_step_job *j, const float *row);
 
     /* results, valid in job.finish */
     int outcome;            /* enum rnnd_step_outcome */

@@ -185,8 +185,12 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 
 void rnnd_buf_json_string(rnnd_buf *b, const char *s)
 {
+    rnnd_buf_json_stringn(b, s, strlen(s));
+}
+
+void rnnd_buf_json_stringn(rnnd_buf *b, const char *s, size_t n)
+{
     const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
     size_t i = 0;
 
     rnnd_buf_append(b, "\"", 1);

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -37,12 +38,27 @@ static const struct route routes[] = {
     {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL},
     {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL},
     {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL},
+    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL},
     {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL},
     {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete},
     {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL},
     {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL},
     {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL},
+    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL},
     {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL},
+    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL},
+    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL},
+    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL},
+    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
+    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
+    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
+    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
+    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
+    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
+    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
+    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
+    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
+    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
 };
 
 /* ---- state ------------------------------------------------------------------------------- */
@@ -53,6 +69,28 @@ struct rnnd_http {
     atomic_size_t active;
     uint16_t port;
     MHD_socket quiesced;        /* the listening socket once quiesced: ours to close */
+
+    /* attached streams, for the pinger; lock order: smu, then a stream's mu */
+    pthread_mutex_t smu;
+    pthread_cond_t swake;
+    rnnd_stream *streams;
+    int pinger_on, pinger_stop;
+    pthread_t pinger;
+};
+
+struct rnnd_stream {
+    pthread_mutex_t mu;
+    int refs;
+    char *buf;
+    size_t off, len, cap;       /* bytes [off, len) wait to be sent */
+    int closed;                 /* the producer ended the body */
+    int gone;                   /* the connection finished or the client left */
+    int parked;                 /* the connection is suspended waiting for data */
+    struct MHD_Connection *conn;
+    int fd;                     /* the client socket while the connection lives, else -1 */
+    double last_write;          /* monotonic seconds */
+    rnnd_http *http;            /* set when attached */
+    rnnd_stream *prev, *next;   /* http->streams */
 };
 
 enum { F_DONE = 1, F_SUSPENDED = 2 };
@@ -86,6 +124,9 @@ struct rnnd_req {
     void (*on_free)(void *);
     void *on_free_arg;
     struct timespec t0;
+
+    rnnd_stream *stream;            /* attached: the reply is this stream (one reference) */
+    char stream_type[64];
 };
 
 /* ---- replies ----------------------------------------------------------------------------- */
@@ -175,6 +216,16 @@ void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg)
     r->on_free_arg = arg;
 }
 
+int rnnd_req_gone(rnnd_req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 void rnnd_req_defer(rnnd_req *r)
 {
     r->deferred = 1;
@@ -187,6 +238,248 @@ void rnnd_req_complete(rnnd_req *r)
      * after the exchange R may be freed at any moment. */
     if (atomic_fetch_or(&r->flags, F_DONE) & F_SUSPENDED)
         MHD_resume_connection(conn);
+}
+
+/* ---- streams ----------------------------------------------------------------------------- */
+
+static double elapsed_ms(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+rnnd_stream *rnnd_stream_new(void)
+{
+    rnnd_stream *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    st->refs = 1;
+    st->fd = -1;
+    st->last_write = mono_s();
+    return st;
+}
+
+void rnnd_stream_unref(rnnd_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    int last = --st->refs == 0;
+    pthread_mutex_unlock(&st->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&st->mu);
+    free(st->buf);
+    free(st);
+}
+
+/* Wake the parked connection so MHD reads what was queued. Called with st->mu held: the
+ * connection cannot finish meanwhile, since it is suspended until this resume. */
+static void stream_wake_locked(rnnd_stream *st)
+{
+    if (st->parked && st->conn) {
+        st->parked = 0;
+        MHD_resume_connection(st->conn);
+    }
+}
+
+static int stream_append_locked(rnnd_stream *st, const char *data, size_t len)
+{
+    if (st->off && st->off == st->len)
+        st->off = st->len = 0;
+    if (st->len + len > st->cap) {
+        if (st->off) {      /* reclaim what was sent before growing */
+            memmove(st->buf, st->buf + st->off, st->len - st->off);
+            st->len -= st->off;
+            st->off = 0;
+        }
+        size_t cap = st->cap ? st->cap : 1024;
+        while (cap < st->len + len)
+            cap *= 2;
+        if (cap > st->cap) {
+            char *g = realloc(st->buf, cap);
+            if (!g)
+                return -1;
+            st->buf = g;
+            st->cap = cap;
+        }
+    }
+    memcpy(st->buf + st->len, data, len);
+    st->len += len;
+    st->last_write = mono_s();
+    stream_wake_locked(st);
+    return 0;
+}
+
+int rnnd_stream_write(rnnd_stream *st, const char *data, size_t len)
+{
+    pthread_mutex_lock(&st->mu);
+    int rc = st->gone || st->closed ? -1 : stream_append_locked(st, data, len);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int rnnd_stream_gone(rnnd_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    if (!st->gone && st->fd >= 0) {
+        /* a parked connection is not polled by MHD: look at the socket ourselves. The fd is
+         * valid while st->fd says so (cleared under st->mu when the connection finishes). */
+        struct pollfd p = {.fd = st->fd, .events = POLLRDHUP};
+        if (poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)))
+            st->gone = 1;
+    }
+    int gone = st->gone;
+    pthread_mutex_unlock(&st->mu);
+    return gone;
+}
+
+void rnnd_stream_close(rnnd_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->closed = 1;
+    stream_wake_locked(st);
+    pthread_mutex_unlock(&st->mu);
+    rnnd_stream_unref(st);
+}
+
+rnnd_stream *rnnd_stream_ref(rnnd_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->refs++;
+    pthread_mutex_unlock(&st->mu);
+    return st;
+}
+
+void rnnd_req_stream(rnnd_req *r, rnnd_stream *st, const char *content_type)
+{
+    pthread_mutex_lock(&st->mu);
+    st->refs++;         /* the MHD response's; the caller's becomes the request's */
+    pthread_mutex_unlock(&st->mu);
+    r->stream = st;
+    snprintf(r->stream_type, sizeof r->stream_type, "%s", content_type);
+}
+
+/* MHD wants body bytes. Nothing queued: park the connection until a write or the close. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    rnnd_stream *st = cls;
+    ssize_t n;
+    pthread_mutex_lock(&st->mu);
+    if (st->len > st->off) {
+        size_t k = st->len - st->off < max ? st->len - st->off : max;
+        memcpy(buf, st->buf + st->off, k);
+        st->off += k;
+        n = (ssize_t)k;
+    } else if (st->closed) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else {
+        MHD_suspend_connection(st->conn);
+        st->parked = 1;
+        n = 0;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return n;
+}
+
+/* The connection stopped using the stream (sent, or the client left). */
+static void stream_detach(rnnd_stream *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->gone = 1;
+    st->conn = NULL;
+    st->fd = -1;
+    st->parked = 0;
+    pthread_mutex_unlock(&st->mu);
+}
+
+static void stream_response_free(void *cls)
+{
+    rnnd_stream *st = cls;
+    rnnd_http *h = st->http;
+    pthread_mutex_lock(&h->smu);
+    if (st->prev)
+        st->prev->next = st->next;
+    else if (h->streams == st)
+        h->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->prev = st->next = NULL;
+    pthread_mutex_unlock(&h->smu);
+    stream_detach(st);
+    rnnd_stream_unref(st);
+}
+
+/* Comment lines on idle streams, so that proxies and clients keep them open. */
+static void *pinger_main(void *arg)
+{
+    rnnd_http *h = arg;
+    double every = (double)h->app->cfg->sse_ping_s;
+    static const char ping[] = ": ping\n\n";
+    pthread_mutex_lock(&h->smu);
+    while (!h->pinger_stop) {
+        struct timespec until;      /* a quarter second: pings within 25% of the interval */
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 250000000;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&h->swake, &h->smu, &until);
+        double now = mono_s();
+        for (rnnd_stream *st = h->streams; st; st = st->next) {
+            pthread_mutex_lock(&st->mu);
+            if (!st->closed && !st->gone && now - st->last_write >= every)
+                stream_append_locked(st, ping, sizeof ping - 1);
+            pthread_mutex_unlock(&st->mu);
+        }
+    }
+    pthread_mutex_unlock(&h->smu);
+    return NULL;
+}
+
+static enum MHD_Result send_stream(rnnd_req *r)
+{
+    rnnd_stream *st = r->stream;
+    rnnd_http *h = r->http;
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_response_free);
+    if (!resp) {
+        rnnd_stream_unref(st);   /* the response's reference: it will never be freed */
+        return MHD_NO;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    pthread_mutex_lock(&h->smu);
+    pthread_mutex_lock(&st->mu);
+    st->conn = r->conn;
+    st->fd = ci ? ci->connect_fd : -1;
+    st->http = h;
+    st->next = h->streams;
+    if (h->streams)
+        h->streams->prev = st;
+    h->streams = st;
+    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&h->smu);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->stream_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    for (int i = 0; i < r->nheaders; i++)
+        MHD_add_response_header(resp, r->hname[i], r->hvalue[i]);
+    enum MHD_Result ok = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->queued = 1;
+    rnnd_app *app = h->app;
+    rnnd_metrics_response(&app->metrics, 200);
+    RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=200 stream=1 ms=%.3f",
+             r->path, elapsed_ms(&r->t0));
+    return ok;
 }
 
 /* ---- request processing ------------------------------------------------------------------ */
@@ -402,15 +695,8 @@ static void dispatch(rnnd_req *r)
         r->cap = 0;
     }
     r->handler(r);
-    if (!r->deferred && !r->replied)
+    if (!r->deferred && !r->replied && !r->stream)
         rnnd_reply_error(r, "internal", "the handler gave no reply");
-}
-
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 static enum MHD_Result send_reply(rnnd_req *r)
@@ -476,6 +762,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!r->replied && !r->deferred)
         dispatch(r);
+    if (r->stream && !r->replied)
+        return send_stream(r);
     if (r->deferred) {
         int f = atomic_load(&r->flags);
         if (!(f & F_DONE)) {
@@ -500,6 +788,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
+    if (r->stream) {
+        stream_detach(r->stream);
+        rnnd_stream_unref(r->stream);
+    }
     if (r->on_free)
         r->on_free(r->on_free_arg);
     json_decref(r->json);
@@ -582,6 +874,12 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     h->app = app;
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->active, 0);
+    pthread_mutex_init(&h->smu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->swake, &ca);
+    pthread_condattr_destroy(&ca);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
@@ -597,9 +895,13 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     if (!h->d) {
         snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
                  cfg->listen);
+        pthread_cond_destroy(&h->swake);
+        pthread_mutex_destroy(&h->smu);
         free(h);
         return RNND_ERR_IO;
     }
+    if (cfg->sse_ping_s > 0)
+        h->pinger_on = pthread_create(&h->pinger, NULL, pinger_main, h) == 0;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
     RNND_LOG(&app->log, RNND_LOG_INFO, "listening", "addr=%s port=%u http_threads=%lld",
@@ -630,7 +932,16 @@ void rnnd_http_stop(rnnd_http *h)
 {
     if (!h)
         return;
+    if (h->pinger_on) {
+        pthread_mutex_lock(&h->smu);
+        h->pinger_stop = 1;
+        pthread_cond_signal(&h->swake);
+        pthread_mutex_unlock(&h->smu);
+        pthread_join(h->pinger, NULL);
+    }
     MHD_stop_daemon(h->d);
+    pthread_cond_destroy(&h->swake);
+    pthread_mutex_destroy(&h->smu);
     if (h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);
     free(h);

@@ -57,7 +57,34 @@ void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);
 void rnnd_req_defer(rnnd_req *r);
 /* The deferred reply is set: send it. Any thread; R must not be used afterwards. */
 void rnnd_req_complete(rnnd_req *r);
+/* Nonzero when the client of a deferred request has closed its connection (its socket reads
+ * end-of-file). Only between rnnd_req_defer() and rnnd_req_complete(). */
+int rnnd_req_gone(rnnd_req *r);
 /* Run FN(ARG) when the request is freed (after its reply was sent or the client left). */
 void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg);
+
+/* ---- streamed replies (server-sent events) ----
+ * A stream is a reply body written piece by piece from any thread while it is being sent.
+ * The handler makes one (rnnd_stream_new: one reference), gives the producer a reference of
+ * its own (rnnd_stream_ref), starts the work, and then either attaches the stream to the
+ * request (rnnd_req_stream, which takes over the handler's reference: the reply is then 200
+ * with CONTENT_TYPE, chunked) or, when the work could not start, drops both references and
+ * replies as usual. The producer may write before the attach; the body ends when the
+ * producer calls rnnd_stream_close(). */
+typedef struct rnnd_stream rnnd_stream;
+
+rnnd_stream *rnnd_stream_new(void);     /* NULL when out of memory */
+rnnd_stream *rnnd_stream_ref(rnnd_stream *st);
+void rnnd_stream_unref(rnnd_stream *st);
+/* Request thread, in the handler: the reply is ST (the caller's reference is taken over). */
+void rnnd_req_stream(rnnd_req *r, rnnd_stream *st, const char *content_type);
+/* Queue LEN bytes. Returns 0, or -1 when the client is gone or memory ran out (dropped). */
+int rnnd_stream_write(rnnd_stream *st, const char *data, size_t len);
+/* Nonzero once the client has gone: its connection closed, or its socket reads end-of-file
+ * (checked on each call, so a producer polling this notices a disconnect while the
+ * connection is parked and nothing is being written). */
+int rnnd_stream_gone(rnnd_stream *st);
+/* End the body and drop the producer's reference. ST must not be used afterwards. */
+void rnnd_stream_close(rnnd_stream *st);
 
 #endif

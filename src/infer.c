@@ -14,6 +14,7 @@
 
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
+#include "rnnd/tokenizer.h"
 
 struct rnnd_infer_req {
     size_t n_seq;               /* B */
@@ -149,10 +150,57 @@ static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, siz
     return 0;
 }
 
-/* First pass over "inputs": shapes and limits only, so an oversized request is refused
- * before anything is allocated for it. */
-static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_infer_req *req,
+/* Text sequences of a token model (docs/text.md): encoded while scanning, since only the
+ * encoding tells their length; copied into the request by parse_tokens(). */
+typedef struct text_ctx {
+    const rnnd_model *model;
+    const rnnd_tokenizer *tok;  /* the caller's, or OWN built when the first string is met */
+    rnnd_tokenizer *own;
+    int32_t **enc;              /* [B], NULL for a list sequence */
+} text_ctx;
+
+static void text_ctx_free(text_ctx *tx, size_t B)
+{
+    for (size_t b = 0; tx->enc && b < B; b++)
+        free(tx->enc[b]);
+    free(tx->enc);
+    rnnd_tokenizer_free(tx->own);
+}
+
+/* Encode the string SEQ (sequence B of N_SEQ) into tx->enc[B], its token count in *N. */
+static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq, size_t *n,
                        char *err, size_t errlen)
+{
+    char msg[192];
+    size_t len = json_string_length(seq);
+    int rc;
+
+    if (!len)
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu]: expected at least one step", b);
+    if (!tx->tok) {
+        rc = rnnd_tokenizer_new(tx->model, &tx->own, msg, sizeof msg);
+        if (rc)
+            return fail(rc == RNND_ERR_NOMEM ? rc : RNND_ERR_INVALID, err, errlen,
+                        "inputs[%zu]: %s", b, msg);
+        tx->tok = tx->own;
+    }
+    if (!tx->enc && !(tx->enc = alloc_array(n_seq, sizeof *tx->enc)))
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    /* a token takes at least one byte: LEN ids always suffice, and the body that holds the
+     * string is already that large */
+    if (!(tx->enc[b] = alloc_array(len, sizeof **tx->enc)))
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for inputs[%zu]", b);
+    rc = rnnd_tokenizer_encode(tx->tok, json_string_value(seq), len, tx->enc[b], len, n, msg,
+                               sizeof msg);
+    if (rc)
+        return fail(rc, err, errlen, "inputs[%zu]: %s", b, msg);
+    return 0;
+}
+
+/* First pass over "inputs": shapes and limits only, so an oversized request is refused
+ * before anything is allocated for it (text is encoded here: its length is the encoding's). */
+static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_infer_req *req,
+                       text_ctx *tx, char *err, size_t errlen)
 {
     if (!inputs)
         return fail(RNND_ERR_INVALID, err, errlen,
@@ -167,14 +215,24 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
         return fail(RNND_ERR_LIMIT, err, errlen,
                     "inputs: %zu sequences, more than the limit of %zu", B, lim->max_sequences);
 
+    if (!(req->lens = alloc_array(B, sizeof *req->lens)))
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    int tokens = rnnd_model_get_spec(tx->model)->input_kind == RNND_INPUT_TOKENS;
     size_t total = 0;
     for (size_t b = 0; b < B; b++) {
         const json_t *seq = json_array_get(inputs, b);
-        if (!json_is_array(seq))
+        size_t n;
+        if (tokens && json_is_string(seq)) {
+            int rc = encode_text(tx, b, B, seq, &n, err, errlen);
+            if (rc)
+                return rc;
+        } else if (!json_is_array(seq)) {
             return fail(RNND_ERR_INVALID, err, errlen,
                         "inputs[%zu]: expected a list of steps, got %s", b,
                         rnnd_json_type_desc(seq));
-        size_t n = json_array_size(seq);
+        } else {
+            n = json_array_size(seq);
+        }
         if (!n)
             return fail(RNND_ERR_INVALID, err, errlen,
                         "inputs[%zu]: expected at least one step", b);
@@ -182,7 +240,8 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
             return fail(RNND_ERR_LIMIT, err, errlen,
                         "inputs[%zu]: %zu steps, more than the limit of %zu per sequence", b, n,
                         lim->max_steps);
-        total += n;     /* cannot wrap: each n counts distinct JSON values in memory */
+        req->lens[b] = n;
+        total += n;     /* cannot wrap: each n counts distinct JSON values or bytes in memory */
     }
     if (lim && lim->max_total_steps && total > lim->max_total_steps)
         return fail(RNND_ERR_LIMIT, err, errlen,
@@ -194,7 +253,7 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
 }
 
 static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_infer_req *req,
-                        char *err, size_t errlen)
+                        const text_ctx *tx, char *err, size_t errlen)
 {
     size_t off = 0;
 
@@ -207,6 +266,11 @@ static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_
         const json_t *seq = json_array_get(inputs, b);
         size_t n = req->lens[b];
         req->tokens[b] = req->tok_flat + off;
+        if (tx->enc && tx->enc[b]) {
+            memcpy(req->tok_flat + off, tx->enc[b], n * sizeof *req->tok_flat);
+            off += n;
+            continue;
+        }
         for (size_t t = 0; t < n; t++) {
             const json_t *x = json_array_get(seq, t);
             if (!json_is_integer(x)) {
@@ -303,8 +367,16 @@ static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_in
 int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen)
 {
+    return rnnd_infer_parse_text(net, NULL, body, limits, out, err, errlen);
+}
+
+int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const json_t *body,
+                          const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                          size_t errlen)
+{
     const rnnd_model *model = rnnd_net_model(net);
     const rnnd_model_spec *spec = rnnd_model_get_spec(model);
+    text_ctx tx = {model, tok, NULL, NULL};
     rnnd_infer_req *req;
     int rc;
 
@@ -323,23 +395,18 @@ int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_l
     if (!rc)
         rc = parse_options(body, req, err, errlen);
     if (!rc)
-        rc = scan_inputs(inputs, limits, req, err, errlen);
+        rc = scan_inputs(inputs, limits, req, &tx, err, errlen);
     if (!rc) {
         /* The output must fit in memory arithmetic too, before the inputs are copied. */
         size_t od = (size_t)rnnd_net_output_dim(net);
         if (od && req->total_steps > SIZE_MAX / sizeof(float) / od)
             rc = fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
     }
-    if (!rc) {
-        req->lens = alloc_array(req->n_seq, sizeof *req->lens);
-        if (!req->lens)
-            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
-        for (size_t b = 0; !rc && b < req->n_seq; b++)
-            req->lens[b] = json_array_size(json_array_get(inputs, b));
-    }
     if (!rc)
-        rc = spec->input_kind == RNND_INPUT_TOKENS ? parse_tokens(inputs, spec, req, err, errlen)
-                                                   : parse_vectors(inputs, spec, req, err, errlen);
+        rc = spec->input_kind == RNND_INPUT_TOKENS
+                 ? parse_tokens(inputs, spec, req, &tx, err, errlen)
+                 : parse_vectors(inputs, spec, req, err, errlen);
+    text_ctx_free(&tx, json_array_size(inputs));
     if (!rc && init)
         rc = parse_initial_state(init, model, req, err, errlen);
     if (rc) {

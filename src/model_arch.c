@@ -515,6 +515,10 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
             return BAD(c, "architecture.tokenizer", "only a tokens input has a tokenizer");
         if (t == 0 && !json_is_array(json_object_get(a, "vocab")))
             return BAD(c, "architecture.tokenizer", "\"char\" needs a vocab");
+        /* byte ids are the byte values: every one must be a valid id */
+        if (t == 1 && s->vocab_size < 256)
+            return BAD(c, "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256"
+                       " (input.vocab_size is %d)", s->vocab_size);
         snprintf(s->tokenizer, sizeof s->tokenizer, "%s", toks[t]);
     }
     return parse_vocab(c, json_object_get(a, "vocab"), s);

@@ -63,7 +63,17 @@ static int add(rnnd_registry *reg, const char *name, size_t namelen, const char 
     int rc = rnnd_model_open(path, &e->model, err, errlen);
     if (!rc)
         rc = rnnd_net_new(e->model, kernels, &e->net, err, errlen);
+    if (!rc && rnnd_model_get_spec(e->model)->tokenizer[0]) {
+        rc = rnnd_tokenizer_new(e->model, &e->tokenizer, err, errlen);
+        if (rc) {
+            /* name the file like the other failures here; the loader makes this rare */
+            char why[256];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "%s: %s", path, why);
+        }
+    }
     if (rc) {
+        rnnd_tokenizer_free(e->tokenizer);
         rnnd_net_free(e->net);
         rnnd_model_unref(e->model);
         free(e->path);
@@ -161,6 +171,7 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
 void rnnd_registry_free(rnnd_registry *reg)
 {
     for (size_t i = 0; i < reg->n; i++) {
+        rnnd_tokenizer_free(reg->entries[i].tokenizer);
         rnnd_net_free(reg->entries[i].net);
         rnnd_model_unref(reg->entries[i].model);
         free(reg->entries[i].path);

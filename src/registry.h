@@ -9,6 +9,7 @@
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/rnn.h"
+#include "rnnd/tokenizer.h"
 
 #define RNND_MODEL_NAME_MAX 64
 
@@ -22,6 +23,7 @@ typedef struct rnnd_entry {
     int stateful;               /* sessions allowed (every layer forward-only) */
     size_t state_floats;
     int output_dim;
+    rnnd_tokenizer *tokenizer;  /* NULL when the model has no tokenizer */
 } rnnd_entry;
 
 typedef struct rnnd_registry {

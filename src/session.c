@@ -29,6 +29,8 @@ struct rnnd_session {
     uint64_t steps;
     double last_used;
     int gone;                   /* 0 while in the table, else the rnnd_lookup reason */
+    void *ext;                  /* rnnd_session_set_ext() */
+    void (*ext_free)(void *);
 
     rnnd_session *hnext;        /* stripe hash chain, under the stripe lock */
 };
@@ -130,8 +132,30 @@ static void session_free(rnnd_session *s)
     t->bytes -= s->state_floats * sizeof(float);
     pthread_mutex_unlock(&t->acct);
     pthread_mutex_destroy(&s->mu);
+    if (s->ext_free)
+        s->ext_free(s->ext);
     free(s->state);
     free(s);
+}
+
+void rnnd_session_set_ext(rnnd_session *s, void *ext, void (*ext_free)(void *))
+{
+    pthread_mutex_lock(&s->mu);
+    void *old = s->ext;
+    void (*old_free)(void *) = s->ext_free;
+    s->ext = ext;
+    s->ext_free = ext_free;
+    pthread_mutex_unlock(&s->mu);
+    if (old_free)
+        old_free(old);
+}
+
+const void *rnnd_session_ext(rnnd_session *s)
+{
+    pthread_mutex_lock(&s->mu);
+    const void *ext = s->ext;
+    pthread_mutex_unlock(&s->mu);
+    return ext;
 }
 
 rnnd_session *rnnd_session_ref(rnnd_session *s)

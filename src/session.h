@@ -109,6 +109,13 @@ void rnnd_session_set_steps(rnnd_session *s, uint64_t steps);   /* head job only
 void rnnd_session_add_steps(rnnd_session *s, uint64_t n);       /* head job only */
 double rnnd_session_ttl(const rnnd_session *s);
 
+/* One attachment per session for its users (the generation defaults given at creation),
+ * freed with EXT_FREE when the session is freed. Set it once, right after creation, before
+ * the id is handed out: the pointer returned by rnnd_session_ext() stays valid as long as
+ * the caller's reference, and its contents must not change. */
+void rnnd_session_set_ext(rnnd_session *s, void *ext, void (*ext_free)(void *));
+const void *rnnd_session_ext(rnnd_session *s);
+
 typedef struct rnnd_session_info {
     char id[RNND_ID_LEN + 1];
     void *model;

@@ -23,6 +23,8 @@ typedef struct rnnd_config {
     int64_t max_infer_batch_steps;
     int64_t max_body_bytes;
     int64_t max_steps_per_request;
+    int64_t max_generate_tokens;
+    int64_t sse_ping_s;
     int64_t max_sequences;
     int64_t max_infer_steps;
     int64_t max_json_depth;

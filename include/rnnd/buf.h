@@ -28,5 +28,7 @@ void rnnd_buf_float(rnnd_buf *b, float v);
 void rnnd_buf_floats(rnnd_buf *b, const float *v, size_t n);
 /* A JSON string literal with escapes, from UTF-8 text. */
 void rnnd_buf_json_string(rnnd_buf *b, const char *s);
+/* The same for N bytes that may hold NUL (written as \u0000). */
+void rnnd_buf_json_stringn(rnnd_buf *b, const char *s, size_t n);
 
 #endif

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include "rnnd/rnn.h"
 #include "rnnd/buf.h"
+#include "rnnd/tokenizer.h"
 
 typedef struct rnnd_infer_limits {
     size_t max_sequences;   /* 0 = unlimited */
@@ -25,6 +26,16 @@ typedef struct rnnd_infer_req rnnd_infer_req;
  * Refuses unknown top-level fields. */
 int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen);
+
+/* The same, where a sequence of a token model may also be a JSON string: its text encoded
+ * with TOK (docs/text.md), e.g. "inputs": ["To be", [53, 73]]. An empty string is an empty
+ * sequence. Errors name the sequence and the byte: "inputs[1]: byte 3: no token for \"é\"
+ * (U+00E9)". TOK NULL: a tokenizer is built from NET's model when the first string is met
+ * (a model without one: "inputs[0]: model has no tokenizer: give token ids");
+ * rnnd_infer_parse() is this with TOK NULL. TOK must be the tokenizer of NET's model. */
+int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
+                          const json_t *body, const rnnd_infer_limits *limits,
+                          rnnd_infer_req **out, char *err, size_t errlen);
 
 /* Compute. Returns 0, RNND_ERR_NUMERIC (NaN/Inf appeared), or another negative status.
  * rnnd_infer_run_many(net, &req, 1, ...). */

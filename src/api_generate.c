@@ -1,0 +1,408 @@
+/* POST /v1/sessions/{id}/generate and POST /v1/models/{model}/generate: validate, start the
+ * generation engine (generate.h), and deliver its tokens either as one JSON reply or as
+ * server-sent events (sse.h). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "generate.h"
+#include "sse.h"
+#include "rnnd/state_json.h"
+#include "rnnd/status.h"
+#include "rnnd/tokenizer.h"
+
+static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
+
+struct genreq {
+    rnnd_app *app;
+    const rnnd_entry *e;
+    rnnd_req *r;                /* a JSON reply: the deferred request */
+    rnnd_stream *st;            /* an event stream: the producer's reference */
+    rnnd_session *tmp;          /* models/{m}/generate: the temporary session (a reference) */
+    rnnd_gen_params p;
+};
+
+/* ---- validation -------------------------------------------------------------------------- */
+
+/* Can E's model generate? Replies 409 when not. */
+static int gen_capable(rnnd_req *r, const rnnd_entry *e)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
+        rnnd_reply_error(r, "unsupported", "model %s cannot generate: it needs token input and "
+                         "an output over its vocabulary (it has %s input and %d outputs)",
+                         e->name, spec->input_kind == RNND_INPUT_TOKENS ? "token" : "vector",
+                         e->output_dim);
+        return -1;
+    }
+    if (!e->stateful) {
+        rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
+                         "it cannot generate", e->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The sampling fields of V over *P (holding the defaults). Replies on error. */
+static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_gen_params *p)
+{
+    char err[256];
+    int rc = rnnd_gen_params_parse(v, rnnd_req_app(r)->cfg->max_generate_tokens, p, err,
+                                   sizeof err);
+    if (rc) {
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "limit_exceeded" : "invalid_request", "%s",
+                         err);
+        return -1;
+    }
+    if (p->n_stop && !e->tokenizer) {
+        rnnd_reply_error(r, "invalid_request", "stop: model %s has no tokenizer, so its output "
+                         "has no text to match", e->name);
+        return -1;
+    }
+    return 0;
+}
+
+int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
+                          rnnd_gen_params **out)
+{
+    static const char *const fields[] = {"max_tokens", "temperature", "top_k", "top_p", "seed",
+                                         "stop", NULL};
+    *out = NULL;
+    if (!v)
+        return 0;
+    if (!json_is_object(v)) {
+        rnnd_reply_error(r, "invalid_request", "generate: expected an object of sampling "
+                         "defaults, got %s", rnnd_json_type_desc(v));
+        return -1;
+    }
+    if (gen_capable(r, e) || rnnd_api_check_fields(r, v, fields))
+        return -1;
+    rnnd_gen_params *p = malloc(sizeof *p);
+    if (!p) {
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return -1;
+    }
+    rnnd_gen_params_default(p);
+    if (parse_params(r, e, v, p)) {
+        free(p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const char *name,
+                    int32_t **ids, size_t *n)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    size_t max = (size_t)app->cfg->max_steps_per_request;
+    *ids = NULL;
+    *n = 0;
+    if (json_is_string(v)) {
+        if (!e->tokenizer) {
+            rnnd_reply_error(r, "invalid_request", "%s: model %s has no tokenizer: give token "
+                             "ids", name, e->name);
+            return -1;
+        }
+        size_t len = json_string_length(v);
+        int32_t *t = malloc((len ? len : 1) * sizeof *t);
+        if (!t) {
+            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            return -1;
+        }
+        char err[256];
+        int rc = rnnd_tokenizer_encode(e->tokenizer, json_string_value(v), len, t,
+                                       len < max ? len : max, n, err, sizeof err);
+        if (rc) {
+            free(t);
+            if (rc == RNND_ERR_LIMIT)
+                rnnd_reply_error(r, "limit_exceeded", "%s: more than max_steps_per_request "
+                                 "(%zu) tokens", name, max);
+            else
+                rnnd_reply_error(r, "invalid_request", "%s: %s", name, err);
+            return -1;
+        }
+        *ids = t;
+    } else if (json_is_array(v)) {
+        size_t k = json_array_size(v);
+        if (k > max) {
+            rnnd_reply_error(r, "limit_exceeded", "%s: %zu tokens, more than "
+                             "max_steps_per_request (%zu)", name, k, max);
+            return -1;
+        }
+        int32_t *t = malloc((k ? k : 1) * sizeof *t);
+        if (!t) {
+            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            return -1;
+        }
+        for (size_t i = 0; i < k; i++) {
+            const json_t *x = json_array_get(v, i);
+            if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+                json_integer_value(x) >= spec->vocab_size) {
+                free(t);
+                rnnd_reply_error(r, "invalid_request", "%s[%zu]: expected a token id from 0 to "
+                                 "%d", name, i, spec->vocab_size - 1);
+                return -1;
+            }
+            t[i] = (int32_t)json_integer_value(x);
+        }
+        *ids = t;
+        *n = k;
+    } else {
+        rnnd_reply_error(r, "invalid_request", "%s: expected text (a string) or a list of token "
+                         "ids, got %s", name, v ? rnnd_json_type_desc(v) : "nothing");
+        return -1;
+    }
+    if (!*n) {
+        free(*ids);
+        *ids = NULL;
+        rnnd_reply_error(r, "invalid_request", "%s: empty; give at least one token (the "
+                         "session keeps no output to continue from)", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- delivery ---------------------------------------------------------------------------- */
+
+static void usage_json(rnnd_buf *b, const rnnd_gen_result *res)
+{
+    rnnd_buf_printf(b, "\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%zu,"
+                    "\"total_tokens\":%zu}", res->prompt_tokens, res->completion_tokens,
+                    res->prompt_tokens + res->completion_tokens);
+}
+
+/* The fields every end carries: finish_reason, stop, usage, steps (sessions only), seed. */
+static void end_fields(rnnd_buf *b, const struct genreq *q, const rnnd_gen_result *res)
+{
+    rnnd_buf_printf(b, "\"finish_reason\":\"%s\"", finish_names[res->finish]);
+    if (res->stop_index >= 0) {
+        rnnd_buf_puts(b, ",\"stop\":");
+        rnnd_buf_json_string(b, q->p.stop[res->stop_index]);
+    }
+    rnnd_buf_puts(b, ",");
+    usage_json(b, res);
+    if (!q->tmp)
+        rnnd_buf_printf(b, ",\"steps\":%" PRIu64, res->steps);
+    rnnd_buf_printf(b, ",\"seed\":%" PRIu64, res->seed);
+}
+
+static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,
+                     uint64_t step)
+{
+    struct genreq *q = arg;
+    if (!q->st)
+        return;     /* a JSON reply takes the tokens from the result */
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_printf(&b, "{\"token\":%" PRId32 ",\"text\":", id);
+    rnnd_buf_json_stringn(&b, text, len);
+    rnnd_buf_printf(&b, ",\"index\":%zu", index);
+    if (!q->tmp)
+        rnnd_buf_printf(&b, ",\"step\":%" PRIu64, step);
+    rnnd_buf_puts(&b, "}");
+    rnnd_sse_event(q->st, NULL, &b);
+    rnnd_buf_free(&b);
+}
+
+static int on_cancelled(void *arg)
+{
+    struct genreq *q = arg;
+    return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
+}
+
+static void genreq_free(struct genreq *q)
+{
+    if (q->tmp) {
+        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
+        rnnd_session_unref(q->tmp);
+    }
+    free(q);
+}
+
+static void reply_done(struct genreq *q, const rnnd_gen_result *res)
+{
+    rnnd_req *r = q->r;
+    if (res->finish == RNND_GEN_ERROR) {
+        if (q->tmp)
+            rnnd_reply_error(r, res->code, "%s", res->message);
+        else
+            rnnd_reply_error(r, res->code, "%s (the session has %" PRIu64 " steps)",
+                             res->message, res->steps);
+        return;
+    }
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"model\":");
+    rnnd_buf_json_string(&b, q->e->name);
+    rnnd_buf_puts(&b, ",\"text\":");
+    rnnd_buf_json_stringn(&b, res->text, res->text_len);
+    rnnd_buf_puts(&b, ",\"tokens\":[");
+    for (size_t i = 0; i < res->completion_tokens; i++)
+        rnnd_buf_printf(&b, i ? ",%" PRId32 : "%" PRId32, res->tokens[i]);
+    rnnd_buf_puts(&b, "],");
+    end_fields(&b, q, res);
+    rnnd_buf_puts(&b, "}");
+    rnnd_reply(r, 200, &b);
+}
+
+static void stream_done(struct genreq *q, const rnnd_gen_result *res)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    if (res->finish == RNND_GEN_ERROR) {
+        rnnd_buf_puts(&b, "{\"error\":{\"code\":");
+        rnnd_buf_json_string(&b, res->code);
+        rnnd_buf_puts(&b, ",\"message\":");
+        rnnd_buf_json_string(&b, res->message);
+        rnnd_buf_puts(&b, "}");
+        if (!q->tmp)
+            rnnd_buf_printf(&b, ",\"steps\":%" PRIu64, res->steps);
+        rnnd_buf_puts(&b, "}");
+        rnnd_sse_event(q->st, "error", &b);
+    } else {
+        rnnd_buf_puts(&b, "{");
+        end_fields(&b, q, res);
+        rnnd_buf_puts(&b, "}");
+        rnnd_sse_event(q->st, NULL, &b);
+    }
+    rnnd_buf_free(&b);
+    rnnd_sse_done(q->st);
+    rnnd_stream_close(q->st);
+}
+
+static void on_done(void *arg, const rnnd_gen_result *res)
+{
+    struct genreq *q = arg;
+    if (q->st) {
+        stream_done(q, res);
+    } else {
+        reply_done(q, res);
+        rnnd_req_complete(q->r);
+    }
+    genreq_free(q);
+}
+
+/* ---- the handlers ------------------------------------------------------------------------ */
+
+/* Common to both endpoints: parse BODY, start the generation on S (our reference is kept
+ * while the engine runs; TMP says S is a temporary session to remove at the end), reply. */
+static void generate(rnnd_req *r, rnnd_session *s, int tmp)
+{
+    static const char *const fields[] = {"prompt", "max_tokens", "temperature", "top_k",
+                                         "top_p", "seed", "stop", "stream", NULL};
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = rnnd_session_model(s);
+    json_t *body = rnnd_req_body(r);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    struct genreq *q = calloc(1, sizeof *q);
+    if (!q) {
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        goto fail;
+    }
+    q->app = app;
+    q->e = e;
+    const rnnd_gen_params *defaults = rnnd_session_ext(s);
+    if (defaults)
+        q->p = *defaults;
+    else
+        rnnd_gen_params_default(&q->p);
+    if (rnnd_api_check_fields(r, body, fields) || parse_params(r, e, body, &q->p) ||
+        rnnd_api_tokens(r, e, json_object_get(body, "prompt"), "prompt", &ids, &n))
+        goto fail;
+    const json_t *sv = json_object_get(body, "stream");
+    if (sv && !json_is_boolean(sv)) {
+        rnnd_reply_error(r, "invalid_request", "stream: expected true or false");
+        goto fail;
+    }
+    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
+    rnnd_stream *st = NULL;
+    if (json_is_true(sv)) {
+        if (!(st = rnnd_stream_new())) {
+            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            goto fail;
+        }
+        q->st = rnnd_stream_ref(st);
+    } else {
+        q->r = r;
+        rnnd_req_defer(r);
+    }
+    if (tmp)
+        q->tmp = rnnd_session_ref(s);
+    char err[256];
+    int why = rnnd_generate(app, s, ids, n, &q->p, &sink, err, sizeof err);
+    free(ids);
+    ids = NULL;
+    if (why == RNND_SESSION_FOUND) {
+        if (st)
+            rnnd_req_stream(r, st, RNND_SSE_TYPE);
+        rnnd_session_unref(s);
+        return;
+    }
+    if (st) {
+        rnnd_stream_unref(q->st);
+        rnnd_stream_unref(st);
+    }
+    if (why < 0)
+        rnnd_reply_error(r, "out_of_memory", "%s", err);
+    else
+        rnnd_api_reply_left(r, why);
+    if (!st)
+        rnnd_req_complete(r);
+    genreq_free(q);
+    rnnd_session_unref(s);
+    return;
+fail:
+    free(ids);
+    if (tmp)
+        rnnd_session_remove(app->sessions, rnnd_session_id(s));
+    free(q);
+    rnnd_session_unref(s);
+}
+
+void rnnd_api_session_generate(rnnd_req *r)
+{
+    if (!rnnd_req_body(r)) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"prompt\": TEXT or [ids], ...}");
+        return;
+    }
+    rnnd_session *s = rnnd_api_session_lookup(r);
+    if (!s)
+        return;
+    if (gen_capable(r, rnnd_session_model(s))) {
+        rnnd_session_unref(s);
+        return;
+    }
+    generate(r, s, 0);
+}
+
+void rnnd_api_model_generate(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    if (!rnnd_req_body(r)) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"prompt\": TEXT or [ids], ...}");
+        return;
+    }
+    const rnnd_entry *e = rnnd_registry_find(&app->reg, rnnd_req_param(r, 0));
+    if (!e) {
+        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", rnnd_req_param(r, 0));
+        return;
+    }
+    if (gen_capable(r, e))
+        return;
+    rnnd_session *s;
+    char err[256];
+    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, NULL, 0, 0, &s,
+                                 err, sizeof err);
+    if (rc) {
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "overloaded" : "unavailable", "%s", err);
+        return;
+    }
+    generate(r, s, 1);
+}

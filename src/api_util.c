@@ -1,0 +1,61 @@
+/* Pieces shared by the API handlers: field checks and session lookups with their replies. */
+#include <string.h>
+
+#include "api.h"
+
+/* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
+int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)body, key, val) {
+        int ok = 0;
+        for (size_t i = 0; allowed[i] && !ok; i++)
+            ok = !strcmp(key, allowed[i]);
+        if (!ok) {
+            char list[256] = "";
+            for (size_t i = 0; allowed[i]; i++) {
+                strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
+                strncat(list, allowed[i], sizeof list - strlen(list) - 1);
+            }
+            rnnd_reply_error(r, "invalid_request", "unknown field \"%.64s\" (allowed: %s)",
+                             key, list);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Look the {id} of the path up, or reply 404/410. */
+rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const char *id = rnnd_req_param(r, 0);
+    rnnd_session *s = NULL;
+    switch (rnnd_session_get(app->sessions, id, &s)) {
+    case RNND_SESSION_FOUND:
+        return s;
+    case RNND_SESSION_EXPIRED:
+        rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
+                         "lost", id);
+        return NULL;
+    case RNND_SESSION_EVICTED:
+        rnnd_reply_error(r, "gone", "session %s was evicted to make room; its state is lost",
+                         id);
+        return NULL;
+    default:
+        rnnd_reply_error(r, "not_found", "no session %.64s", id);
+        return NULL;
+    }
+}
+
+/* The reply for a job refused because its session left the table meanwhile. */
+void rnnd_api_reply_left(rnnd_req *r, int why)
+{
+    if (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED)
+        rnnd_reply_error(r, "gone", "session %s %s; its state is lost", rnnd_req_param(r, 0),
+                         why == RNND_SESSION_EXPIRED ? "expired" : "was evicted");
+    else
+        rnnd_reply_error(r, "not_found", "no session %.64s", rnnd_req_param(r, 0));
+}
+

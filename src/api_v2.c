@@ -1,0 +1,860 @@
+/* The KServe v2 / Triton REST protocol (docs/v2.md): health, server and model metadata, and
+ * infer, mapped onto the v1 machinery so both protocols give bitwise the same numbers.
+ *
+ * Stateless infer builds the equivalent v1 request and runs it through rnnd_infer_parse()
+ * and the model's batcher, exactly like POST /v1/models/{m}/infer. Infer with Triton's
+ * sequence parameters runs a step job on the session that v2_seq.h maps the sequence to,
+ * exactly like POST /v1/sessions/{id}/step. Errors are Triton's {"error": "..."} with
+ * Triton's status codes, never the v1 error object. */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "rnnd/infer.h"
+#include "rnnd/state_json.h"
+#include "rnnd/status.h"
+#include "v2_seq.h"
+
+#define V2_INPUT "INPUT"
+#define V2_OUTPUT "OUTPUT"
+
+/* ---- errors and lookups (shared with api_v2_generate.c through api.h) ------------------ */
+
+unsigned rnnd_v2_status(const char *code)
+{
+    if (!strcmp(code, "unavailable") || !strcmp(code, "overloaded") ||
+        !strcmp(code, "out_of_memory"))
+        return 503;     /* Triton's UNAVAILABLE: retry later */
+    if (!strcmp(code, "internal") || !strcmp(code, "model_error"))
+        return 500;
+    return 400;         /* Triton answers INVALID_ARG, unknown models included, with 400 */
+}
+
+void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (status == 503) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%lld", (long long)rnnd_req_app(r)->cfg->retry_after_s);
+        rnnd_reply_header(r, "Retry-After", ra);
+    }
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"error\":");
+    rnnd_buf_json_string(&b, msg);
+    rnnd_buf_puts(&b, "}");
+    rnnd_reply(r, status, &b);
+}
+
+const rnnd_entry *rnnd_v2_model(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const char *name = rnnd_req_param(r, 0), *version = rnnd_req_param(r, 1);
+    const rnnd_entry *e = rnnd_registry_find(&app->reg, name);
+    if (!e) {
+        rnnd_v2_error(r, 400, "Request for unknown model: '%.64s' is not found", name);
+        return NULL;
+    }
+    /* "" is the route without /versions/{v}; every model has exactly version "1" */
+    if (*version && strcmp(version, "1")) {
+        rnnd_v2_error(r, 400, "Request for unknown model: '%s' version %.32s is not found "
+                      "(rnnd serves version 1 of every model)", e->name, version);
+        return NULL;
+    }
+    return e;
+}
+
+/* ---- health and metadata ----------------------------------------------------------------- */
+
+void rnnd_api_v2_server_meta(rnnd_req *r)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"name\":\"rnnd\",\"version\":");
+    rnnd_buf_json_string(&b, PACKAGE_VERSION);
+    rnnd_buf_puts(&b, ",\"extensions\":[" RNND_V2_EXTENSIONS "]}");
+    rnnd_reply(r, 200, &b);
+}
+
+/* The protocol's health answers are the status alone: 200 true, 400 false, empty body. */
+void rnnd_api_v2_live(rnnd_req *r)
+{
+    rnnd_reply_empty(r, 200);
+}
+
+void rnnd_api_v2_ready(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_reply_empty(r, atomic_load(&app->draining) || !app->reg.n ? 400 : 200);
+}
+
+void rnnd_api_v2_model_ready(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    if (!rnnd_v2_model(r))
+        return;
+    if (atomic_load(&app->draining))
+        rnnd_v2_error(r, 400, "Model version not ready: the server is shutting down");
+    else
+        rnnd_reply_empty(r, 200);
+}
+
+void rnnd_api_v2_model_meta(rnnd_req *r)
+{
+    const rnnd_entry *e = rnnd_v2_model(r);
+    if (!e)
+        return;
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"name\":");
+    rnnd_buf_json_string(&b, e->name);
+    rnnd_buf_puts(&b, ",\"versions\":[\"1\"],\"platform\":\"rnnd\",\"inputs\":[{\"name\":\""
+                  V2_INPUT "\",");
+    if (spec->input_kind == RNND_INPUT_TOKENS)
+        rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}]");
+    else
+        rnnd_buf_printf(&b, "\"datatype\":\"FP32\",\"shape\":[-1,-1,%d]}]", spec->input_dim);
+    rnnd_buf_printf(&b, ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
+                    "\"shape\":[-1,-1,%d]}]}", e->output_dim);
+    rnnd_reply(r, 200, &b);
+}
+
+/* ---- the infer request ------------------------------------------------------------------- */
+
+/* An infer request checked and flattened: B sequences of T steps each. */
+struct v2_infer {
+    const rnnd_entry *e;
+    const char *id;             /* the request's "id" (in the body), or NULL */
+    int batched;                /* the shape had a batch dimension: echo it */
+    size_t B, T;
+    int32_t *tokens;            /* B*T ids, range-checked (token models) */
+    float *vectors;             /* B*T*D (vector models) */
+    int in_seq;                 /* Triton sequence parameters given */
+    int seq_start, seq_end;
+    rnnd_v2_seq_key key;
+};
+
+static void v2_infer_clear(struct v2_infer *in)
+{
+    free(in->tokens);
+    free(in->vectors);
+    in->tokens = NULL;
+    in->vectors = NULL;
+}
+
+/* Count the scalars of DATA (a list, flat or nested) into *N; collect them into OUT when
+ * not NULL. Non-lists are scalars. */
+static void leaves(const json_t *data, const json_t **out, size_t *n)
+{
+    if (!json_is_array(data)) {
+        if (out)
+            out[*n] = data;
+        (*n)++;
+        return;
+    }
+    for (size_t i = 0; i < json_array_size(data); i++)
+        leaves(json_array_get(data, i), out, n);
+}
+
+/* The optional "parameters" object of the request: Triton's sequence extension. Replies on
+ * error. Other parameters (priority, timeout, binary_data_output, custom ones) are ignored,
+ * as Triton ignores those a model does not use. */
+static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
+{
+    const json_t *params = json_object_get(body, "parameters");
+    if (!params)
+        return 0;
+    if (!json_is_object(params)) {
+        rnnd_v2_error(r, 400, "parameters: expected an object, got %s",
+                      rnnd_json_type_desc(params));
+        return -1;
+    }
+    const json_t *id = json_object_get(params, "sequence_id");
+    const json_t *st = json_object_get(params, "sequence_start");
+    const json_t *en = json_object_get(params, "sequence_end");
+    if ((st && !json_is_boolean(st)) || (en && !json_is_boolean(en))) {
+        rnnd_v2_error(r, 400, "%s: expected true or false", st && !json_is_boolean(st) ?
+                      "sequence_start" : "sequence_end");
+        return -1;
+    }
+    in->seq_start = st && json_is_true(st);
+    in->seq_end = en && json_is_true(en);
+    memset(&in->key, 0, sizeof in->key);
+    in->key.model = in->e->index;
+    if (json_is_integer(id)) {
+        if (json_integer_value(id) < 0) {
+            rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, "
+                          "got %" JSON_INTEGER_FORMAT, json_integer_value(id));
+            return -1;
+        }
+        in->key.num = (uint64_t)json_integer_value(id);
+        in->in_seq = in->key.num != 0;
+    } else if (json_is_string(id)) {
+        size_t len = json_string_length(id);
+        if (len > RNND_V2_SEQ_STR_MAX || strlen(json_string_value(id)) != len) {
+            rnnd_v2_error(r, 400, "sequence_id: a string id must be at most %d bytes, "
+                          "without NUL", RNND_V2_SEQ_STR_MAX);
+            return -1;
+        }
+        in->key.is_str = 1;
+        memcpy(in->key.str, json_string_value(id), len + 1);
+        in->in_seq = len != 0;
+    } else if (id) {
+        rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, got %s",
+                      rnnd_json_type_desc(id));
+        return -1;
+    }
+    /* 0 and "" mean "not part of a sequence" (Triton's sequence extension) */
+    if (!in->in_seq && (in->seq_start || in->seq_end)) {
+        rnnd_v2_error(r, 400, "sequence_start and sequence_end need a non-zero or non-empty "
+                      "sequence_id");
+        return -1;
+    }
+    if (in->in_seq && !in->e->stateful) {
+        rnnd_v2_error(r, 400, "model '%s' has reverse or bidirectional layers, so it cannot "
+                      "keep a sequence's state: send whole sequences without sequence_id",
+                      in->e->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* "outputs": only OUTPUT exists. Output parameters (binary_data) are ignored: the answer is
+ * always JSON, which every client reads. */
+static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
+{
+    const json_t *outs = json_object_get(body, "outputs");
+    if (!outs)
+        return 0;
+    if (!json_is_array(outs)) {
+        rnnd_v2_error(r, 400, "outputs: expected a list, got %s", rnnd_json_type_desc(outs));
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(outs); i++) {
+        const json_t *o = json_array_get(outs, i);
+        const json_t *name = json_object_get(o, "name");
+        if (!json_is_object(o) || !json_is_string(name)) {
+            rnnd_v2_error(r, 400, "outputs[%zu]: expected {\"name\": \"" V2_OUTPUT "\"}", i);
+            return -1;
+        }
+        if (strcmp(json_string_value(name), V2_OUTPUT)) {
+            rnnd_v2_error(r, 400, "unexpected inference output '%.64s' for model '%s'",
+                          json_string_value(name), e->name);
+            return -1;
+        }
+        const json_t *op = json_object_get(o, "parameters");
+        if (json_is_object(op) && json_object_get(op, "classification")) {
+            rnnd_v2_error(r, 400, "outputs[%zu]: the classification extension is not "
+                          "supported", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The shape: [B, T] or [T] (tokens), [B, T, D] or [T, D] (vectors). Replies on error. */
+static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
+                       struct v2_infer *in, size_t *count)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
+    int tokens = spec->input_kind == RNND_INPUT_TOKENS;
+    size_t rank = json_array_size(shape), want = tokens ? 2 : 3;
+    const char *form = tokens ? "[batch, steps] or [steps]" : "[batch, steps, dim] or "
+                       "[steps, dim]";
+    if (!json_is_array(shape) || (rank != want && rank != want - 1)) {
+        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': "
+                      "%s tensors of this model are %s", in->e->name, dtype, form);
+        return -1;
+    }
+    uint64_t dims[3];
+    for (size_t i = 0; i < rank; i++) {
+        const json_t *d = json_array_get(shape, i);
+        if (!json_is_integer(d) || json_integer_value(d) < 0) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "': shape[%zu] must be an integer >= 0",
+                          i);
+            return -1;
+        }
+        dims[i] = (uint64_t)json_integer_value(d);
+    }
+    in->batched = rank == want;
+    in->B = in->batched ? dims[0] : 1;
+    in->T = dims[in->batched ? 1 : 0];
+    if (!tokens && dims[rank - 1] != (uint64_t)spec->input_dim) {
+        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': "
+                      "the last dimension must be %d, got %" PRIu64, in->e->name,
+                      spec->input_dim, dims[rank - 1]);
+        return -1;
+    }
+    if (!in->B || !in->T) {
+        rnnd_v2_error(r, 400, "input '" V2_INPUT "': every sequence needs at least one step "
+                      "(shape has a 0)");
+        return -1;
+    }
+    /* each element costs at least two bytes of JSON, so a true count is below the body
+     * limit; anything larger is a lie we refuse before multiplying further */
+    uint64_t cap = (uint64_t)rnnd_req_app(r)->cfg->max_body_bytes, n = 1;
+    for (size_t i = 0; i < rank; i++) {
+        if (dims[i] > cap || (n *= dims[i]) > cap) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "': the shape holds more elements than "
+                          "a request body can carry");
+            return -1;
+        }
+    }
+    *count = (size_t)n;
+    return 0;
+}
+
+/* Read DATA's N scalars as DTYPE into IN's arrays. Replies on error. */
+static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t n,
+                      struct v2_infer *in)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
+    size_t got = 0;
+    leaves(data, NULL, &got);
+    if (!json_is_array(data) || got != n) {
+        rnnd_v2_error(r, 400, "unexpected number of elements in input '" V2_INPUT "' for "
+                      "model '%s': the shape says %zu, data has %zu", in->e->name, n,
+                      json_is_array(data) ? got : 0);
+        return -1;
+    }
+    const json_t **v = malloc(n * sizeof *v);
+    if (!v) {
+        rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
+        return -1;
+    }
+    got = 0;
+    leaves(data, v, &got);
+    int rc = 0;
+    if (spec->input_kind == RNND_INPUT_TOKENS) {
+        int64_t lo = 0, hi = spec->vocab_size;
+        in->tokens = malloc(n * sizeof *in->tokens);
+        for (size_t i = 0; in->tokens && i < n && !rc; i++) {
+            if (!json_is_integer(v[i])) {
+                rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: expected an integer "
+                              "(%s), got %s", i, dtype, rnnd_json_type_desc(v[i]));
+                rc = -1;
+            } else if (json_integer_value(v[i]) < lo || json_integer_value(v[i]) >= hi) {
+                rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu (sequence %zu, step "
+                              "%zu): token id %" JSON_INTEGER_FORMAT " out of range [0, %d)",
+                              i, i / in->T, i % in->T, json_integer_value(v[i]),
+                              spec->vocab_size);
+                rc = -1;
+            } else {
+                in->tokens[i] = (int32_t)json_integer_value(v[i]);
+            }
+        }
+        if (!in->tokens)
+            goto oom;
+    } else {
+        in->vectors = malloc(n * sizeof *in->vectors);
+        for (size_t i = 0; in->vectors && i < n && !rc; i++) {
+            char path[64], err[256];
+            snprintf(path, sizeof path, "input '" V2_INPUT "' element %zu", i);
+            if (rnnd_json_float(v[i], &in->vectors[i], path, err, sizeof err)) {
+                rnnd_v2_error(r, 400, "%s", err);
+                rc = -1;
+            }
+        }
+        if (!in->vectors)
+            goto oom;
+    }
+    free(v);
+    return rc;
+oom:
+    free(v);
+    rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
+    return -1;
+}
+
+/* A BYTES tensor of shape [B] or [B, 1] for a model with a tokenizer: one string per
+ * sequence, encoded into ids. Every string must give the same number of tokens, since the
+ * output tensor [B, T, O] is rectangular. Replies on error. */
+static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
+{
+    const json_t *shape = json_object_get(t, "shape"), *data = json_object_get(t, "data");
+    size_t rank = json_array_size(shape);
+    const json_t *d0 = json_array_get(shape, 0), *d1 = json_array_get(shape, 1);
+    if (!json_is_array(shape) || !(rank == 1 || (rank == 2 && json_is_integer(d1) &&
+                                                 json_integer_value(d1) == 1)) ||
+        !json_is_integer(d0) || json_integer_value(d0) < 1) {
+        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': BYTES "
+                      "tensors are [batch] or [batch, 1], one text per sequence", in->e->name);
+        return -1;
+    }
+    size_t B = (size_t)json_integer_value(d0), got = 0;
+    if (json_is_array(data))
+        leaves(data, NULL, &got);
+    if (got != B) {
+        rnnd_v2_error(r, 400, "unexpected number of elements in input '" V2_INPUT "' for "
+                      "model '%s': the shape says %zu, data has %zu", in->e->name, B, got);
+        return -1;
+    }
+    const json_t **v = malloc(B * sizeof *v);
+    size_t total = 0;
+    if (!v) {
+        rnnd_v2_error(r, 503, "out of memory");
+        return -1;
+    }
+    got = 0;
+    leaves(data, v, &got);
+    for (size_t b = 0; b < B; b++) {
+        if (!json_is_string(v[b])) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: expected a string (BYTES), "
+                          "got %s", b, rnnd_json_type_desc(v[b]));
+            free(v);
+            return -1;
+        }
+        total += json_string_length(v[b]);
+    }
+    /* a text of LEN bytes never gives more than LEN tokens */
+    in->tokens = malloc((total ? total : 1) * sizeof *in->tokens);
+    if (!in->tokens) {
+        free(v);
+        rnnd_v2_error(r, 503, "out of memory");
+        return -1;
+    }
+    size_t at = 0;
+    for (size_t b = 0; b < B; b++) {
+        size_t len = json_string_length(v[b]), n = 0;
+        char err[256];
+        if (rnnd_tokenizer_encode(in->e->tokenizer, json_string_value(v[b]), len,
+                                  in->tokens + at, len, &n, err, sizeof err)) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b, err);
+            free(v);
+            return -1;
+        }
+        if (!n || (b && n != in->T)) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b, !n ?
+                          "the text gives no tokens; every sequence needs at least one step" :
+                          "the texts give different numbers of tokens; send them in separate "
+                          "requests (the output tensor is [batch, steps, dim])");
+            free(v);
+            return -1;
+        }
+        in->T = n;
+        at += n;
+    }
+    free(v);
+    in->B = B;
+    in->batched = 1;
+    return 0;
+}
+
+/* The whole request into IN. Replies on error. */
+static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
+    if (!body) {
+        rnnd_v2_error(r, 400, "the request body is empty: expected {\"inputs\": [...]}");
+        return -1;
+    }
+    const json_t *id = json_object_get(body, "id");
+    if (id && !json_is_string(id)) {
+        rnnd_v2_error(r, 400, "id: expected a string, got %s", rnnd_json_type_desc(id));
+        return -1;
+    }
+    in->id = id ? json_string_value(id) : NULL;
+    if (parse_sequence(r, body, in) || parse_outputs(r, body, in->e))
+        return -1;
+    const json_t *inputs = json_object_get(body, "inputs");
+    if (!json_is_array(inputs) || json_array_size(inputs) != 1) {
+        rnnd_v2_error(r, 400, "expected 1 inputs but got %zu inputs for model '%s'",
+                      json_array_size(inputs), in->e->name);
+        return -1;
+    }
+    const json_t *t = json_array_get(inputs, 0);
+    const json_t *name = json_object_get(t, "name"), *dt = json_object_get(t, "datatype");
+    if (!json_is_object(t) || !json_is_string(name) || !json_is_string(dt) ||
+        !json_object_get(t, "shape")) {
+        rnnd_v2_error(r, 400, "inputs[0]: expected {\"name\", \"shape\", \"datatype\", "
+                      "\"data\"}");
+        return -1;
+    }
+    if (strcmp(json_string_value(name), V2_INPUT)) {
+        rnnd_v2_error(r, 400, "unexpected inference input '%.64s' for model '%s' (its input "
+                      "is '" V2_INPUT "')", json_string_value(name), in->e->name);
+        return -1;
+    }
+    const json_t *tp = json_object_get(t, "parameters");
+    if (json_is_object(tp) && json_object_get(tp, "binary_data_size")) {
+        rnnd_v2_error(r, 400, "input '" V2_INPUT "': the binary data extension is not "
+                      "supported; send the tensor as JSON \"data\"");
+        return -1;
+    }
+    const char *dtype = json_string_value(dt);
+    int tokens = spec->input_kind == RNND_INPUT_TOKENS;
+    int text = tokens && in->e->tokenizer && !strcmp(dtype, "BYTES");
+    int ok = text || (tokens ? !strcmp(dtype, "INT32") || !strcmp(dtype, "INT64")
+                             : !strcmp(dtype, "FP32"));
+    if (!ok) {
+        rnnd_v2_error(r, 400, "inference input '" V2_INPUT "' data-type is '%.16s', but "
+                      "model '%s' expects %s", dtype, in->e->name, !tokens ? "'FP32'" :
+                      in->e->tokenizer ? "'INT32' or 'INT64' (token ids) or 'BYTES' (text)" :
+                      "'INT32' or 'INT64' (token ids; it has no tokenizer for BYTES)");
+        return -1;
+    }
+    const json_t *data = json_object_get(t, "data");
+    if (!data) {
+        rnnd_v2_error(r, 400, "input '" V2_INPUT "': missing \"data\"");
+        return -1;
+    }
+    size_t n;
+    if (text ? parse_text(r, t, in) : parse_shape(r, json_object_get(t, "shape"), dtype, in,
+                                                  &n) || parse_data(r, data, dtype, n, in))
+        return -1;
+    if (in->in_seq && in->B != 1) {
+        rnnd_v2_error(r, 400, "a request of a sequence (sequence_id set) must have batch "
+                      "size 1, got %zu", in->B);
+        return -1;
+    }
+    if (in->in_seq && in->T > (size_t)rnnd_req_app(r)->cfg->max_steps_per_request) {
+        rnnd_v2_error(r, 400, "input '" V2_INPUT "': %zu steps, more than "
+                      "max_steps_per_request (%lld)", in->T,
+                      (long long)rnnd_req_app(r)->cfg->max_steps_per_request);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- the response ------------------------------------------------------------------------ */
+
+/* {"model_name":..,"model_version":"1",["id":..,]"outputs":[{..."data": — the caller
+ * appends the data, then "}]}". */
+static void response_head(rnnd_buf *b, const struct v2_infer *in)
+{
+    rnnd_buf_puts(b, "{\"model_name\":");
+    rnnd_buf_json_string(b, in->e->name);
+    rnnd_buf_puts(b, ",\"model_version\":\"1\"");
+    if (in->id) {
+        rnnd_buf_puts(b, ",\"id\":");
+        rnnd_buf_json_string(b, in->id);
+    }
+    rnnd_buf_puts(b, ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
+                  "\"shape\":[");
+    if (in->batched)
+        rnnd_buf_printf(b, "%zu,", in->B);
+    rnnd_buf_printf(b, "%zu,%d],\"data\":", in->T, in->e->output_dim);
+}
+
+/* ---- stateless infer: the v1 infer path -------------------------------------------------- */
+
+struct v2_task {
+    rnnd_infer_job job;         /* first member */
+    rnnd_req *r;
+    struct v2_infer in;
+};
+
+static void task_free(void *arg)
+{
+    struct v2_task *t = arg;
+    rnnd_infer_req_free(t->job.req);
+    v2_infer_clear(&t->in);
+    free(t);
+}
+
+/* The v1 response's "outputs" ([[[..] per step] per sequence]) as one flat list: the same
+ * %.9g text of the same floats, brackets dropped. */
+static void flatten_v1(rnnd_buf *b, const char *v1, size_t len)
+{
+    static const char key[] = "\"outputs\":";
+    const char *p = memmem(v1, len, key, sizeof key - 1);
+    const char *end = v1 + len - 1;     /* the closing brace; no "states" was asked for */
+    rnnd_buf_puts(b, "[");
+    for (p = p ? p + sizeof key - 1 : end; p < end; p++) {
+        const char *q = p;
+        while (q < end && *q != '[' && *q != ']')
+            q++;
+        rnnd_buf_append(b, p, (size_t)(q - p));
+        p = q;
+    }
+    rnnd_buf_puts(b, "]");
+}
+
+static void task_finish(rnnd_infer_job *job, size_t batch_requests)
+{
+    (void)batch_requests;
+    struct v2_task *t = (struct v2_task *)job;
+    rnnd_app *app = rnnd_req_app(t->r);
+    char err[512] = "";
+    int rc = job->stopped ? 0 : rnnd_infer_req_status(job->req, err, sizeof err);
+    if (job->stopped) {
+        rnnd_v2_error(t->r, 503, "the server is shutting down");
+    } else if (rc) {
+        rnnd_v2_error(t->r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+    } else {
+        rnnd_buf v1;
+        rnnd_buf_init(&v1);
+        rnnd_infer_encode(t->in.e->net, job->req, t->in.e->name, &v1);
+        if (v1.nonfinite) {
+            rnnd_v2_error(t->r, 400, "the computation produced NaN or Inf");
+        } else if (rnnd_buf_failed(&v1) || !v1.len) {
+            rnnd_v2_error(t->r, 503, "out of memory for the response");
+        } else {
+            rnnd_buf b;
+            rnnd_buf_init(&b);
+            response_head(&b, &t->in);
+            flatten_v1(&b, v1.data, v1.len);
+            rnnd_buf_puts(&b, "}]}");
+            rnnd_reply(t->r, 200, &b);
+        }
+        rnnd_buf_free(&v1);
+        atomic_fetch_add(&app->metrics.infer_requests, 1);
+        atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(job->req));
+        atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(job->req));
+    }
+    rnnd_req_complete(t->r);
+}
+
+/* IN as the equivalent v1 request {"inputs": [[step, ...] per sequence]}. NULL when out of
+ * memory. */
+static json_t *v1_request(const struct v2_infer *in)
+{
+    size_t D = (size_t)rnnd_model_get_spec(in->e->model)->input_dim;
+    json_t *seqs = json_array(), *body = json_object();
+    int fail = !seqs || !body;
+    for (size_t b = 0; b < in->B && !fail; b++) {
+        json_t *seq = json_array();
+        fail |= json_array_append_new(seqs, seq);
+        for (size_t t = 0; t < in->T && !fail; t++) {
+            size_t k = b * in->T + t;
+            if (in->tokens) {
+                fail |= json_array_append_new(seq, json_integer(in->tokens[k]));
+                continue;
+            }
+            json_t *row = json_array();
+            fail |= json_array_append_new(seq, row);
+            for (size_t d = 0; d < D && !fail; d++)
+                fail |= json_array_append_new(row, json_real(in->vectors[k * D + d]));
+        }
+    }
+    if (!fail && !json_object_set_new(body, "inputs", seqs))
+        return body;
+    json_decref(seqs);
+    json_decref(body);
+    return NULL;
+}
+
+static void infer_stateless(rnnd_req *r, struct v2_task *t)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = t->in.e;
+    json_t *v1 = v1_request(&t->in);
+    if (!v1) {
+        rnnd_v2_error(r, 503, "out of memory");
+        return;
+    }
+    char err[512] = "";
+    int rc = rnnd_infer_parse(e->net, v1, &app->infer_limits, &t->job.req, err, sizeof err);
+    json_decref(v1);
+    if (rc) {
+        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        return;
+    }
+    t->job.finish = task_finish;
+    t->r = r;
+    rnnd_req_defer(r);
+    if (rnnd_batcher_infer(app->batchers[e->index], &t->job)) {
+        rnnd_v2_error(r, 503, "the server is shutting down");
+        rnnd_req_complete(r);
+    }
+}
+
+/* ---- infer in a sequence: the v1 session step path --------------------------------------- */
+
+struct v2_step {
+    rnnd_step_job sj;           /* first member */
+    rnnd_req *r;
+    rnnd_session *s;            /* one reference */
+    rnnd_v2_seq *map;
+    struct v2_infer in;
+    float *out;
+};
+
+static void step_free(void *arg)
+{
+    struct v2_step *q = arg;
+    rnnd_session_unref(q->s);
+    v2_infer_clear(&q->in);
+    free(q->out);
+    free(q);
+}
+
+/* Where the map lives: see rnnd_v2_seq_shared(). */
+static rnnd_v2_seq *seq_map(rnnd_app *app)
+{
+    return rnnd_v2_seq_shared(app->sessions, (size_t)app->cfg->max_sessions);
+}
+
+static void reply_unknown_sequence(rnnd_req *r, const struct v2_infer *in, int why)
+{
+    char k[RNND_V2_SEQ_STR_MAX + 24];
+    rnnd_v2_seq_key_str(&in->key, k, sizeof k);
+    rnnd_v2_error(r, 400, "inference request for sequence %s to model '%s' must specify the "
+                  "START flag on the first request of the sequence%s", k, in->e->name,
+                  why == RNND_SESSION_EXPIRED ? " (its state expired: idle past the session "
+                  "ttl)" : why == RNND_SESSION_EVICTED ? " (its state was evicted to make "
+                  "room)" : "");
+}
+
+/* End the sequence: its session and its entry go. */
+static void end_sequence(rnnd_app *app, struct v2_step *q)
+{
+    const char *sid = rnnd_session_id(q->s);
+    rnnd_v2_seq_remove(q->map, &q->in.key, sid);
+    rnnd_session_remove(app->sessions, sid);
+}
+
+static void step_finish(rnnd_job *job)
+{
+    struct v2_step *q = (struct v2_step *)job;
+    rnnd_step_job *j = &q->sj;
+    rnnd_req *r = q->r;
+    rnnd_app *app = rnnd_req_app(r);
+    switch (j->outcome) {
+    case RNND_STEP_STOPPED:
+        rnnd_v2_error(r, 503, "the server is shutting down; %zu of %zu steps were applied",
+                      j->done, j->n_steps);
+        break;
+    case RNND_STEP_OK:
+        if (j->first_nonfinite < 0) {
+            rnnd_buf b;
+            rnnd_buf_init(&b);
+            response_head(&b, &q->in);
+            rnnd_buf_floats(&b, j->out, j->n_steps * (size_t)q->in.e->output_dim);
+            rnnd_buf_puts(&b, "}]}");
+            rnnd_reply(r, 200, &b);
+            break;
+        }
+        rnnd_v2_error(r, 400, "step %ld: the output is NaN or infinite; the sequence advanced "
+                      "to %" PRIu64 " steps", j->first_nonfinite, j->steps);
+        break;
+    default:    /* no if_steps is set, so never a conflict */
+        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(j->status)), "%s", j->err);
+        break;
+    }
+    if (q->in.seq_end)
+        end_sequence(app, q);
+    rnnd_req_complete(r);
+}
+
+/* The session of IN's sequence: a fresh one on sequence_start, else the mapped one. Replies
+ * on error. */
+static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struct v2_infer *in)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = in->e;
+    rnnd_session *s = NULL;
+    char sid[RNND_ID_LEN + 1], old[RNND_ID_LEN + 1], err[256];
+    if (!in->seq_start) {
+        if (rnnd_v2_seq_get(map, &in->key, sid)) {
+            reply_unknown_sequence(r, in, RNND_SESSION_MISSING);
+            return NULL;
+        }
+        int why = rnnd_session_get(app->sessions, sid, &s);
+        if (why != RNND_SESSION_FOUND) {
+            rnnd_v2_seq_remove(map, &in->key, sid);
+            reply_unknown_sequence(r, in, why);
+            return NULL;
+        }
+        return s;
+    }
+    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, NULL, 0, 0, &s,
+                                 err, sizeof err);
+    if (rc) {
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
+                      err);
+        return NULL;
+    }
+    rc = rnnd_v2_seq_put(map, &in->key, rnnd_session_id(s), old);
+    if (rc) {
+        rnnd_session_remove(app->sessions, rnnd_session_id(s));
+        rnnd_session_unref(s);
+        rnnd_v2_error(r, 503, "cannot start the sequence: %s", rc == RNND_ERR_LIMIT ?
+                      "max_sessions sequences are open" : "out of memory");
+        return NULL;
+    }
+    if (*old)   /* a restarted sequence: its old state is dropped */
+        rnnd_session_remove(app->sessions, old);
+    return s;
+}
+
+static void infer_sequence(rnnd_req *r, struct v2_step *q)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = q->in.e;
+    q->map = seq_map(app);
+    if (!q->map) {
+        rnnd_v2_error(r, 503, "out of memory for the sequence map");
+        return;
+    }
+    q->out = malloc(q->in.T * (size_t)(e->output_dim ? e->output_dim : 1) * sizeof *q->out);
+    if (!q->out) {
+        rnnd_v2_error(r, 503, "out of memory for %zu steps", q->in.T);
+        return;
+    }
+    q->s = sequence_session(r, q->map, &q->in);
+    if (!q->s)
+        return;
+    rnnd_step_job_init(&q->sj, app->batchers[e->index]);
+    q->sj.job.finish = step_finish;
+    q->sj.n_steps = q->in.T;
+    q->sj.tokens = q->in.tokens;
+    q->sj.vectors = q->in.vectors;
+    q->sj.last_only = 0;
+    q->sj.out = q->out;
+    q->sj.if_steps = -1;
+    q->r = r;
+    rnnd_req_defer(r);
+    int why = rnnd_session_submit(q->s, &q->sj.job);
+    if (why != RNND_SESSION_FOUND) {
+        rnnd_v2_seq_remove(q->map, &q->in.key, rnnd_session_id(q->s));
+        reply_unknown_sequence(r, &q->in, why);
+        rnnd_req_complete(r);
+    }
+}
+
+/* ---- POST /v2/models/{m}[/versions/{v}]/infer -------------------------------------------- */
+
+void rnnd_api_v2_infer(rnnd_req *r)
+{
+    const rnnd_entry *e = rnnd_v2_model(r);
+    if (!e)
+        return;
+    struct v2_infer in = {.e = e};
+    if (parse_infer(r, rnnd_req_body(r), &in)) {
+        v2_infer_clear(&in);
+        return;
+    }
+    if (in.in_seq) {
+        struct v2_step *q = calloc(1, sizeof *q);
+        if (!q) {
+            v2_infer_clear(&in);
+            rnnd_v2_error(r, 503, "out of memory");
+            return;
+        }
+        q->in = in;
+        rnnd_req_on_free(r, step_free, q);  /* the request owns Q from here on */
+        infer_sequence(r, q);
+    } else {
+        struct v2_task *t = calloc(1, sizeof *t);
+        if (!t) {
+            v2_infer_clear(&in);
+            rnnd_v2_error(r, 503, "out of memory");
+            return;
+        }
+        t->in = in;
+        rnnd_req_on_free(r, task_free, t);
+        infer_stateless(r, t);
+    }
+}

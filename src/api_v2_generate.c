@@ -1,0 +1,256 @@
+/* Triton's generate extension (docs/v2.md): POST /v2/models/{m}[/versions/{v}]/generate and
+ * .../generate_stream. The text_input is encoded with the model's tokenizer and generated
+ * from on a temporary session by the generation engine (generate.h), so the tokens are the
+ * ones POST /v1/models/{m}/generate gives for the same prompt, sampling fields and seed. The
+ * answer is one {"model_name", "model_version", "text_output"} object, or with
+ * generate_stream one such server-sent event per token. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "generate.h"
+#include "sse.h"
+#include "rnnd/state_json.h"
+#include "rnnd/status.h"
+#include "rnnd/tokenizer.h"
+
+static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
+
+struct v2gen {
+    rnnd_app *app;
+    const rnnd_entry *e;
+    rnnd_req *r;                /* /generate: the deferred request */
+    rnnd_stream *st;            /* /generate_stream: the producer's reference */
+    rnnd_session *tmp;          /* the temporary session (one reference) */
+    rnnd_gen_params p;
+};
+
+static void v2gen_free(struct v2gen *q)
+{
+    if (q->tmp) {
+        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
+        rnnd_session_unref(q->tmp);
+    }
+    free(q);
+}
+
+/* {"model_name":..,"model_version":"1","text_output": — the caller goes on. */
+static void head(rnnd_buf *b, const rnnd_entry *e)
+{
+    rnnd_buf_puts(b, "{\"model_name\":");
+    rnnd_buf_json_string(b, e->name);
+    rnnd_buf_puts(b, ",\"model_version\":\"1\",\"text_output\":");
+}
+
+static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,
+                     uint64_t step)
+{
+    (void)id;
+    (void)index;
+    (void)step;
+    struct v2gen *q = arg;
+    if (!q->st)
+        return;     /* /generate takes the whole text from the result */
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    head(&b, q->e);
+    rnnd_buf_json_stringn(&b, text, len);
+    rnnd_buf_puts(&b, "}");
+    rnnd_sse_event(q->st, NULL, &b);
+    rnnd_buf_free(&b);
+}
+
+static int on_cancelled(void *arg)
+{
+    struct v2gen *q = arg;
+    return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
+}
+
+static void on_done(void *arg, const rnnd_gen_result *res)
+{
+    struct v2gen *q = arg;
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    if (res->finish == RNND_GEN_ERROR) {
+        if (q->st) {    /* after the 200: Triton's error object as an event */
+            rnnd_buf_puts(&b, "{\"error\":");
+            rnnd_buf_json_string(&b, res->message);
+            rnnd_buf_puts(&b, "}");
+        } else {
+            rnnd_v2_error(q->r, rnnd_v2_status(res->code), "%s", res->message);
+        }
+    } else {
+        head(&b, q->e);
+        if (q->st)
+            rnnd_buf_puts(&b, "\"\"");     /* the text went out token by token */
+        else
+            rnnd_buf_json_stringn(&b, res->text, res->text_len);
+        rnnd_buf_printf(&b, ",\"finish_reason\":\"%s\"}", finish_names[res->finish]);
+    }
+    if (q->st) {
+        rnnd_sse_event(q->st, NULL, &b);
+        rnnd_buf_free(&b);
+        rnnd_stream_close(q->st);  /* drops the producer's reference */
+    } else {
+        if (res->finish != RNND_GEN_ERROR)
+            rnnd_reply(q->r, 200, &b);
+        rnnd_req_complete(q->r);
+    }
+    v2gen_free(q);
+}
+
+/* The sampling fields, at the top level and then in "parameters" (which wins). Fields the
+ * engine does not know are ignored, as Triton leaves them to the model. Replies on error. */
+static int parse_sampling(rnnd_req *r, const json_t *body, struct v2gen *q)
+{
+    const json_t *params = json_object_get(body, "parameters");
+    if (params && !json_is_object(params)) {
+        rnnd_v2_error(r, 400, "parameters: expected an object, got %s",
+                      rnnd_json_type_desc(params));
+        return -1;
+    }
+    const json_t *objs[2] = {body, params};
+    char err[256];
+    rnnd_gen_params_default(&q->p);
+    for (int i = 0; i < 2; i++) {
+        if (objs[i] && rnnd_gen_params_parse(objs[i], q->app->cfg->max_generate_tokens, &q->p,
+                                             err, sizeof err)) {
+            rnnd_v2_error(r, 400, "%s%s", i ? "parameters." : "", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* text_input as token ids in a new array. Replies on error. */
+static int prompt_ids(rnnd_req *r, const json_t *body, const rnnd_entry *e, int32_t **ids,
+                      size_t *n)
+{
+    const json_t *v = json_object_get(body, "text_input");
+    if (!json_is_string(v)) {
+        rnnd_v2_error(r, 400, "text_input: expected a string, got %s",
+                      v ? rnnd_json_type_desc(v) : "nothing");
+        return -1;
+    }
+    size_t len = json_string_length(v);
+    size_t max = (size_t)rnnd_req_app(r)->cfg->max_steps_per_request;
+    size_t cap = len < max ? len : max;
+    *ids = malloc((cap ? cap : 1) * sizeof **ids);
+    if (!*ids) {
+        rnnd_v2_error(r, 503, "out of memory");
+        return -1;
+    }
+    char err[256];
+    int rc = rnnd_tokenizer_encode(e->tokenizer, json_string_value(v), len, *ids, cap, n, err,
+                                   sizeof err);
+    if (rc || !*n) {
+        if (rc == RNND_ERR_LIMIT)
+            rnnd_v2_error(r, 400, "text_input: more than max_steps_per_request (%zu) tokens",
+                          max);
+        else
+            rnnd_v2_error(r, 400, "text_input: %s", rc ? err : "empty; give at least one "
+                          "character to continue from");
+        free(*ids);
+        *ids = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* Can E generate text? Replies 400 when not. */
+static int text_capable(rnnd_req *r, const rnnd_entry *e)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    const char *why = NULL;
+    if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size)
+        why = "it needs token input and an output over its vocabulary";
+    else if (!e->stateful)
+        why = "it has reverse or bidirectional layers";
+    else if (!e->tokenizer)
+        why = "it has no tokenizer to read text_input";
+    if (why)
+        rnnd_v2_error(r, 400, "model '%s' cannot generate: %s", e->name, why);
+    return why ? -1 : 0;
+}
+
+static void generate(rnnd_req *r, int stream)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    const rnnd_entry *e = rnnd_v2_model(r);
+    if (!e)
+        return;
+    json_t *body = rnnd_req_body(r);
+    if (!body) {
+        rnnd_v2_error(r, 400, "the request body is empty: expected {\"text_input\": TEXT}");
+        return;
+    }
+    if (text_capable(r, e))
+        return;
+    struct v2gen *q = calloc(1, sizeof *q);
+    int32_t *ids = NULL;
+    size_t n = 0;
+    if (!q) {
+        rnnd_v2_error(r, 503, "out of memory");
+        return;
+    }
+    q->app = app;
+    q->e = e;
+    if (parse_sampling(r, body, q) || prompt_ids(r, body, e, &ids, &n)) {
+        free(q);
+        return;
+    }
+    char err[256];
+    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, NULL, 0, 0,
+                                 &q->tmp, err, sizeof err);
+    if (rc) {
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
+        free(ids);
+        free(q);
+        return;
+    }
+    rnnd_stream *st = NULL;
+    if (stream) {
+        if (!(st = rnnd_stream_new())) {
+            rnnd_v2_error(r, 503, "out of memory");
+            free(ids);
+            v2gen_free(q);
+            return;
+        }
+        q->st = rnnd_stream_ref(st);
+    } else {
+        q->r = r;
+        rnnd_req_defer(r);
+    }
+    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
+    int why = rnnd_generate(app, q->tmp, ids, n, &q->p, &sink, err, sizeof err);
+    free(ids);
+    if (why == RNND_SESSION_FOUND) {
+        if (st)
+            rnnd_req_stream(r, st, RNND_SSE_TYPE);
+        return;
+    }
+    /* not started: no callback comes */
+    if (why < 0)
+        rnnd_v2_error(r, 503, "%s", err);
+    else
+        rnnd_v2_error(r, 503, "the temporary session was evicted before it started");
+    if (st) {
+        rnnd_stream_unref(q->st);
+        rnnd_stream_unref(st);
+    } else {
+        rnnd_req_complete(r);
+    }
+    v2gen_free(q);
+}
+
+void rnnd_api_v2_generate(rnnd_req *r)
+{
+    generate(r, 0);
+}
+
+void rnnd_api_v2_generate_stream(rnnd_req *r)
+{
+    generate(r, 1);
+}

@@ -1,0 +1,342 @@
+/* Generation on a session (see generate.h): one step job whose after_step hook chooses the
+ * next token from each output and appends it to the job's own inputs, so the job goes back
+ * into the batcher's ready queue like any multi-step request and shares every round with the
+ * other sessions of the model. */
+#include "generate.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rng.h"
+#include "rnnd/status.h"
+#include "rnnd/tokenizer.h"
+
+struct gen {
+    rnnd_step_job sj;           /* first member: the batcher hands this back */
+    rnnd_session *s;            /* one reference */
+    const rnnd_tokenizer *tok;  /* NULL: ids only */
+    int norm;
+    size_t vocab;
+    int32_t *tokens;            /* the prompt, then the completion */
+    size_t n_prompt;
+    float *out;                 /* the job's last output row */
+    rnnd_gen_params p;
+    uint64_t seed;
+    rnnd_prng prng;
+    rnnd_sampler *sampler;
+    rnnd_utf8_stream u;
+    char *piece;                /* rnnd_utf8_stream_put output, max_piece + 8 bytes */
+    char *text;                 /* the completion so far (NUL-terminated) */
+    size_t text_len, text_cap;
+    size_t n_gen;               /* tokens chosen */
+    int finish;                 /* enum rnnd_gen_finish once decided, else -1 */
+    int stop_index;
+    const char *code;
+    char message[256];
+    rnnd_gen_sink sink;
+};
+
+void rnnd_gen_params_default(rnnd_gen_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->max_tokens = 64;
+    p->sampling.temperature = 1.0;
+    p->sampling.top_k = 0;
+    p->sampling.top_p = 1.0;
+}
+
+static int number_field(const json_t *obj, const char *name, double *out, char *err,
+                        size_t errlen)
+{
+    const json_t *v = json_object_get(obj, name);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_number(v)) {
+        snprintf(err, errlen, "%s: expected a number", name);
+        return RNND_ERR_INVALID;
+    }
+    *out = json_number_value(v);
+    return 0;
+}
+
+int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p,
+                          char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(obj, "max_tokens");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            snprintf(err, errlen, "max_tokens: expected an integer of at least 1");
+            return RNND_ERR_INVALID;
+        }
+        if (json_integer_value(v) > max_tokens) {
+            snprintf(err, errlen, "max_tokens: %" JSON_INTEGER_FORMAT " is more than "
+                     "max_generate_tokens (%" PRId64 ")", json_integer_value(v), max_tokens);
+            return RNND_ERR_LIMIT;
+        }
+        p->max_tokens = json_integer_value(v);
+    }
+    int rc;
+    double t = p->sampling.temperature, tp = p->sampling.top_p;
+    if ((rc = number_field(obj, "temperature", &t, err, errlen)) ||
+        (rc = number_field(obj, "top_p", &tp, err, errlen)))
+        return rc;
+    p->sampling.temperature = t;
+    p->sampling.top_p = tp;
+    v = json_object_get(obj, "top_k");
+    if (v && !json_is_null(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > INT32_MAX) {
+            snprintf(err, errlen, "top_k: expected an integer of at least 0 (0: no limit)");
+            return RNND_ERR_INVALID;
+        }
+        p->sampling.top_k = (int32_t)json_integer_value(v);
+    }
+    if ((rc = rnnd_sampling_check(&p->sampling, err, errlen)))
+        return rc;
+    v = json_object_get(obj, "seed");
+    if (v && !json_is_null(v)) {
+        /* jansson reads integers as signed 64-bit: 2^63..2^64-1 arrive as reals, refused */
+        if (!json_is_integer(v) || json_integer_value(v) < 0) {
+            snprintf(err, errlen, "seed: expected an integer from 0 to 2^63-1");
+            return RNND_ERR_INVALID;
+        }
+        p->has_seed = 1;
+        p->seed = (uint64_t)json_integer_value(v);
+    }
+    v = json_object_get(obj, "stop");
+    if (v && !json_is_null(v)) {
+        size_t n = json_is_string(v) ? 1 : json_is_array(v) ? json_array_size(v) : 0;
+        if (!json_is_string(v) && !json_is_array(v)) {
+            snprintf(err, errlen, "stop: expected a string or a list of strings");
+            return RNND_ERR_INVALID;
+        }
+        if (n > RNND_GEN_MAX_STOP) {
+            snprintf(err, errlen, "stop: %zu strings, at most %d", n, RNND_GEN_MAX_STOP);
+            return RNND_ERR_INVALID;
+        }
+        p->n_stop = 0;
+        for (size_t i = 0; i < n; i++) {
+            const json_t *e = json_is_string(v) ? v : json_array_get(v, i);
+            size_t len = json_is_string(e) ? json_string_length(e) : 0;
+            if (!json_is_string(e) || len == 0 || len > RNND_GEN_STOP_BYTES ||
+                memchr(json_string_value(e), 0, len)) {
+                snprintf(err, errlen, "stop[%zu]: expected a non-empty string of at most %d "
+                         "bytes", i, RNND_GEN_STOP_BYTES);
+                return RNND_ERR_INVALID;
+            }
+            memcpy(p->stop[i], json_string_value(e), len + 1);
+            p->n_stop++;
+        }
+    }
+    return RNND_OK;
+}
+
+static void gen_free(struct gen *g)
+{
+    rnnd_session_unref(g->s);
+    rnnd_sampler_free(g->sampler);
+    free(g->tokens);
+    free(g->out);
+    free(g->piece);
+    free(g->text);
+    free(g);
+}
+
+static int text_append(struct gen *g, const char *s, size_t n)
+{
+    if (g->text_len + n + 1 > g->text_cap) {
+        size_t cap = g->text_cap * 2;
+        while (cap < g->text_len + n + 1)
+            cap *= 2;
+        char *t = realloc(g->text, cap);
+        if (!t)
+            return -1;
+        g->text = t;
+        g->text_cap = cap;
+    }
+    memcpy(g->text + g->text_len, s, n);
+    g->text_len += n;
+    g->text[g->text_len] = '\0';
+    return 0;
+}
+
+/* A stop string that ends within the last NEW bytes of the text: its index, or -1. */
+static int stop_match(const struct gen *g, size_t added)
+{
+    for (size_t i = 0; i < g->p.n_stop; i++) {
+        size_t sl = strlen(g->p.stop[i]);
+        if (sl > g->text_len)
+            continue;
+        size_t from = g->text_len - added;
+        from = from >= sl - 1 ? from - (sl - 1) : 0;
+        if (memmem(g->text + from, g->text_len - from, g->p.stop[i], sl))
+            return (int)i;
+    }
+    return -1;
+}
+
+static void end_with_error(struct gen *g, const char *code, const char *fmt, uint64_t arg)
+{
+    g->finish = RNND_GEN_ERROR;
+    g->code = code;
+    snprintf(g->message, sizeof g->message, fmt, arg);
+}
+
+/* After each step of the job: on the worker, the session's state block ours. */
+static void gen_after_step(rnnd_step_job *j, const float *row)
+{
+    struct gen *g = (struct gen *)j;
+    j->n_steps = j->done;       /* ends here unless a token is chosen below */
+    if (g->finish >= 0)         /* decided when the last token was chosen; it is now fed */
+        return;
+    if (g->sink.cancelled && g->sink.cancelled(g->sink.arg)) {
+        g->finish = RNND_GEN_CANCELLED;
+        return;
+    }
+    if (j->done < g->n_prompt) {
+        j->n_steps = g->n_prompt;
+        return;
+    }
+    int32_t id = rnnd_sample(g->sampler, row, g->vocab, g->norm, &g->p.sampling, &g->prng);
+    if (id < 0) {
+        end_with_error(g, "numeric_error", "the model's output is NaN or infinite after step "
+                       "%" PRIu64 "; the session keeps that state", rnnd_session_steps(j->job.session));
+        return;
+    }
+    g->tokens[j->n_steps++] = id;
+    size_t index = g->n_gen++;
+    size_t plen = 0, tlen = 0;
+    if (g->tok) {
+        const char *piece = rnnd_tokenizer_piece(g->tok, id, &plen);
+        tlen = rnnd_utf8_stream_put(&g->u, piece, plen, g->piece);
+        if (text_append(g, g->piece, tlen)) {
+            g->tokens[--j->n_steps] = 0;
+            g->n_gen--;
+            end_with_error(g, "out_of_memory", "out of memory for the text after %" PRIu64
+                           " tokens", (uint64_t)g->n_gen);
+            return;
+        }
+        int si = stop_match(g, tlen);
+        if (si >= 0) {
+            g->finish = RNND_GEN_STOP;
+            g->stop_index = si;
+        }
+    }
+    if (g->finish < 0 && g->n_gen == (size_t)g->p.max_tokens)
+        g->finish = RNND_GEN_LENGTH;
+    if (g->sink.token)
+        g->sink.token(g->sink.arg, id, g->piece, tlen, index,
+                      rnnd_session_steps(j->job.session) + 1);
+}
+
+/* The job left the session's queue: report and free. */
+static void gen_finish(rnnd_job *job)
+{
+    struct gen *g = (struct gen *)job;
+    rnnd_step_job *j = &g->sj;
+    if (j->outcome == RNND_STEP_STOPPED) {
+        g->finish = RNND_GEN_ERROR;
+        g->code = "unavailable";
+        snprintf(g->message, sizeof g->message, "the server is shutting down");
+    } else if (j->outcome == RNND_STEP_FAILED) {
+        g->finish = RNND_GEN_ERROR;
+        g->code = rnnd_error_code(j->status);
+        snprintf(g->message, sizeof g->message, "%s", j->err);
+    } else if (g->finish < 0) {
+        g->finish = RNND_GEN_LENGTH;    /* not reached: every path decides */
+    }
+    if (g->tok) {
+        char tail[8];
+        size_t n = rnnd_utf8_stream_flush(&g->u, tail);
+        if (n)
+            text_append(g, tail, n);    /* on failure the text just lacks the U+FFFD */
+    }
+    rnnd_gen_result res = {
+        .finish = g->finish,
+        .code = g->code,
+        .prompt_tokens = j->done < g->n_prompt ? j->done : g->n_prompt,
+        .completion_tokens = j->done > g->n_prompt ? j->done - g->n_prompt : 0,
+        .steps = j->steps,
+        .seed = g->seed,
+        .stop_index = g->finish == RNND_GEN_STOP ? g->stop_index : -1,
+        .text = g->text,
+        .text_len = g->text_len,
+        .tokens = g->tokens + g->n_prompt,
+    };
+    snprintf(res.message, sizeof res.message, "%s", g->message);
+    g->sink.done(g->sink.arg, &res);
+    gen_free(g);
+}
+
+int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
+                  const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
+                  size_t errlen)
+{
+    const rnnd_entry *e = rnnd_session_model(s);
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    struct gen *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    g->s = rnnd_session_ref(s);
+    g->tok = e->tokenizer;
+    g->norm = spec->has_head ? spec->head_norm : RNND_NORM_NONE;
+    g->vocab = (size_t)e->output_dim;
+    g->n_prompt = n_prompt;
+    g->p = *p;
+    g->finish = -1;
+    g->stop_index = -1;
+    g->sink = *sink;
+    g->text_cap = 256;
+    size_t max_piece = 1;
+    if (g->tok) {
+        for (int i = 0; i < spec->vocab_size; i++) {
+            size_t n;
+            rnnd_tokenizer_piece(g->tok, i, &n);
+            if (n > max_piece)
+                max_piece = n;
+        }
+    }
+    g->tokens = malloc((n_prompt + (size_t)p->max_tokens) * sizeof *g->tokens);
+    g->out = malloc(g->vocab * sizeof *g->out);
+    g->piece = malloc(max_piece + 8);
+    g->text = malloc(g->text_cap);
+    g->sampler = rnnd_sampler_new(g->vocab);
+    if (!g->tokens || !g->out || !g->piece || !g->text || !g->sampler) {
+        gen_free(g);
+        snprintf(err, errlen, "out of memory for a generation of %" PRId64 " tokens",
+                 p->max_tokens);
+        return -1;
+    }
+    g->text[0] = '\0';
+    g->piece[0] = '\0';
+    rnnd_utf8_stream_init(&g->u);
+    memcpy(g->tokens, prompt, n_prompt * sizeof *prompt);
+    g->seed = p->seed;
+    if (!p->has_seed && rnnd_random_bytes(&g->seed, sizeof g->seed)) {
+        gen_free(g);
+        snprintf(err, errlen, "no randomness for a seed");
+        return -1;
+    }
+    g->seed &= INT64_MAX;       /* reported seeds can be sent back (JSON integers are signed) */
+    rnnd_prng_seed(&g->prng, g->seed);
+
+    rnnd_step_job_init(&g->sj, app->batchers[e->index]);
+    g->sj.job.finish = gen_finish;
+    g->sj.n_steps = n_prompt;
+    g->sj.tokens = g->tokens;
+    g->sj.last_only = 1;
+    g->sj.out = g->out;
+    g->sj.if_steps = -1;
+    g->sj.after_step = gen_after_step;
+    int why = rnnd_session_submit(s, &g->sj.job);
+    if (why != RNND_SESSION_FOUND) {
+        gen_free(g);
+        return why;
+    }
+    return RNND_SESSION_FOUND;
+}
