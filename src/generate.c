@@ -16,6 +16,7 @@
 
 struct gen {
     rnnd_step_job sj;           /* first member: the batcher hands this back */
+    rnnd_metrics *metrics;
     rnnd_session *s;            /* one reference */
     const rnnd_tokenizer *tok;  /* NULL: ids only */
     int norm;
@@ -267,6 +268,9 @@ static void gen_finish(rnnd_job *job)
         .tokens = g->tokens + g->n_prompt,
     };
     snprintf(res.message, sizeof res.message, "%s", g->message);
+    atomic_fetch_add(&g->metrics->generations[g->finish], 1);
+    atomic_fetch_add(&g->metrics->generated_tokens, g->n_gen);
+    atomic_fetch_sub(&g->metrics->generations_active, 1);
     g->sink.done(g->sink.arg, &res);
     gen_free(g);
 }
@@ -333,8 +337,11 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     g->sj.out = g->out;
     g->sj.if_steps = -1;
     g->sj.after_step = gen_after_step;
+    g->metrics = &app->metrics;
+    atomic_fetch_add(&app->metrics.generations_active, 1);
     int why = rnnd_session_submit(s, &g->sj.job);
     if (why != RNND_SESSION_FOUND) {
+        atomic_fetch_sub(&app->metrics.generations_active, 1);
         gen_free(g);
         return why;
     }

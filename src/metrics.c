@@ -113,4 +113,19 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     st.sessions, st.state_bytes, (unsigned long long)st.created,
                     (unsigned long long)st.expired, (unsigned long long)st.evicted,
                     (unsigned long long)st.deleted, (unsigned long long)st.rejected);
+    static const char *const finish[] = {"length", "stop", "cancelled", "error"};
+    rnnd_buf_puts(out, "# HELP rnnd_generations_total Generations ended, by finish reason.\n"
+                       "# TYPE rnnd_generations_total counter\n");
+    for (size_t i = 0; i < 4; i++)
+        rnnd_buf_printf(out, "rnnd_generations_total{finish_reason=\"%s\"} %llu\n", finish[i],
+                        (unsigned long long)atomic_load(&app->metrics.generations[i]));
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_generated_tokens_total Tokens chosen by generations.\n"
+                    "# TYPE rnnd_generated_tokens_total counter\n"
+                    "rnnd_generated_tokens_total %llu\n"
+                    "# HELP rnnd_generations_active Generations under way.\n"
+                    "# TYPE rnnd_generations_active gauge\n"
+                    "rnnd_generations_active %lld\n",
+                    (unsigned long long)atomic_load(&app->metrics.generated_tokens),
+                    (long long)atomic_load(&app->metrics.generations_active));
 }

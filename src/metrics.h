@@ -14,6 +14,9 @@
 typedef struct rnnd_metrics {
     atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX];  /* by HTTP status */
     atomic_uint_least64_t infer_requests, infer_sequences, infer_steps;
+    atomic_uint_least64_t generations[4];       /* ended, by enum rnnd_gen_finish */
+    atomic_uint_least64_t generated_tokens;
+    atomic_int_least64_t generations_active;
 } rnnd_metrics;
 
 void rnnd_metrics_init(rnnd_metrics *m);

@@ -1265,6 +1265,130 @@ START_TEST(run_many_numeric_error_alone)
 }
 END_TEST
 
+/* ---- text inputs (docs/text.md) ----------------------------------------------------------- */
+
+/* A char model: "a", "b", "ab", "é", " ", "\n" (6 ids) -> rnn 5 -> head 6. */
+static const char *const text_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":6,"
+    "\"embedding_dim\":3},\"layers\":[{\"type\":\"rnn\",\"hidden_size\":5}],"
+    "\"head\":{\"out_dim\":6,\"in_dim\":5,\"norm\":\"none\"},"
+    "\"vocab\":[\"a\",\"b\",\"ab\",\"\\u00e9\",\" \",\"\\n\"],\"tokenizer\":\"char\"}";
+
+/* Parse (with TOK, or NULL), run and encode REQ_TEXT for NET. */
+static char *run_text(const rnnd_net *net, const rnnd_tokenizer *tok, const char *req_text)
+{
+    char err[256] = "";
+    rnnd_infer_req *req = NULL;
+    json_t *body = load(req_text);
+    int rc = rnnd_infer_parse_text(net, tok, body, NULL, &req, err, sizeof err);
+    json_decref(body);
+    ck_assert_msg(rc == 0, "%s: %s", req_text, err);
+    rc = rnnd_infer_run(net, req, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s: %s", req_text, err);
+    char *out = encode_text(net, req);
+    rnnd_infer_req_free(req);
+    return out;
+}
+
+START_TEST(text_inputs)
+{
+    rnnd_net *net = open_net(text_arch, 91, "text");
+    rnnd_tokenizer *tok = NULL;
+    char err[256] = "";
+    ck_assert_int_eq(rnnd_tokenizer_new(rnnd_net_model(net), &tok, err, sizeof err), 0);
+
+    /* a string is its ids, whether the tokenizer is given or built by the parser; mixed
+     * with lists in one batch */
+    static const struct {
+        const char *text, *ids;
+    } same[] = {
+        {"{\"inputs\":[\"ab a\",[0,1]],\"return_state\":true}",
+         "{\"inputs\":[[2,4,0],[0,1]],\"return_state\":true}"},
+        {"{\"inputs\":[\"\\u00e9\\nbab\"],\"outputs\":\"last\"}",
+         "{\"inputs\":[[3,5,1,2]],\"outputs\":\"last\"}"},
+        {"{\"inputs\":[[5],\"b\",\"aab\"]}", "{\"inputs\":[[5],[1],[0,2]]}"},
+    };
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        char *want = run_text(net, NULL, same[i].ids);
+        char *a = run_text(net, tok, same[i].text), *b = run_text(net, NULL, same[i].text);
+        ck_assert_msg(!strcmp(a, want) && !strcmp(b, want), "case %zu: %.100s vs %.100s", i,
+                      a, want);
+        free(want);
+        free(a);
+        free(b);
+    }
+
+    rnnd_net *plain = open_net(tok_arch, 92, "text_plain");
+    rnnd_net *vec = open_net(vec_arch, 93, "text_vec");
+    rnnd_infer_limits lim = {.max_sequences = 3, .max_steps = 4, .max_total_steps = 6};
+    static const struct {
+        int net;            /* 0 text, 1 no tokenizer, 2 vectors */
+        int limited;
+        const char *req;
+        int status;
+        const char *msg;    /* the whole message */
+    } bad[] = {
+        {0, 0, "{\"inputs\":[[0],\"ab\\u00e8\"]}", RNND_ERR_INVALID,
+         "inputs[1]: byte 2: no token for \"\xc3\xa8\" (U+00E8)"},
+        {0, 0, "{\"inputs\":[\"a\\tb\"]}", RNND_ERR_INVALID,
+         "inputs[0]: byte 1: no token for U+0009"},
+        {0, 0, "{\"inputs\":[\"\"]}", RNND_ERR_INVALID, "inputs[0]: expected at least one step"},
+        {0, 0, "{\"inputs\":[[1],[]]}", RNND_ERR_INVALID,
+         "inputs[1]: expected at least one step"},
+        {0, 1, "{\"inputs\":[\"a b a\"]}", RNND_ERR_LIMIT,
+         "inputs[0]: 5 steps, more than the limit of 4 per sequence"},
+        {0, 1, "{\"inputs\":[\"abab a\",\"ab a\"]}", RNND_ERR_LIMIT,
+         "inputs: 7 steps in all, more than the limit of 6 per request"},
+        {1, 0, "{\"inputs\":[\"ab\"]}", RNND_ERR_INVALID,
+         "inputs[0]: model has no tokenizer: give token ids"},
+        {1, 0, "{\"inputs\":[[1],\"\"]}", RNND_ERR_INVALID,
+         "inputs[1]: expected at least one step"},
+        {2, 0, "{\"inputs\":[\"ab\"]}", RNND_ERR_INVALID,
+         "inputs[0]: expected a list of steps, got a string"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const rnnd_net *n = bad[i].net == 0 ? net : bad[i].net == 1 ? plain : vec;
+        for (int given = 0; given < 1 + (bad[i].net == 0); given++) {
+            rnnd_infer_req *req = (rnnd_infer_req *)&err;
+            json_t *body = load(bad[i].req);
+            err[0] = '\0';
+            int rc = rnnd_infer_parse_text(n, given ? tok : NULL, body,
+                                           bad[i].limited ? &lim : NULL, &req, err,
+                                           sizeof err);
+            json_decref(body);
+            ck_assert_msg(rc == bad[i].status, "case %zu: status %d, want %d (%s)", i, rc,
+                          bad[i].status, err);
+            ck_assert_ptr_null(req);
+            ck_assert_msg(!strcmp(err, bad[i].msg), "case %zu: \"%s\", want \"%s\"", i, err,
+                          bad[i].msg);
+        }
+    }
+    /* the limits count tokens, not bytes: 6 bytes, 3 tokens */
+    rnnd_infer_req *req = NULL;
+    json_t *body = load("{\"inputs\":[\"ababab\",\"abab\"]}");
+    ck_assert_int_eq(rnnd_infer_parse_text(net, tok, body, &lim, &req, err, sizeof err), 0);
+    ck_assert_uint_eq(rnnd_infer_req_steps(req), 5);
+    rnnd_infer_req_free(req);
+    json_decref(body);
+
+    rnnd_tokenizer_free(tok);
+    rnnd_net_free(plain);
+    rnnd_net_free(vec);
+    rnnd_net_free(net);
+
+    /* a byte model: UTF-8 bytes are the ids */
+    net = open_net("{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":258,"
+                   "\"embedding_dim\":3},\"layers\":[{\"type\":\"gru\",\"hidden_size\":4}],"
+                   "\"tokenizer\":\"byte\"}", 94, "text_byte");
+    char *want = run_text(net, NULL, "{\"inputs\":[[104,195,169,240,159,152,128,0]]}");
+    char *got = run_text(net, NULL, "{\"inputs\":[\"h\\u00e9\\ud83d\\ude00\\u0000\"]}");
+    ck_assert_str_eq(got, want);
+    free(want);
+    free(got);
+    rnnd_net_free(net);
+}
+END_TEST
+
 static Suite *infer_suite(void)
 {
     Suite *s = suite_create("infer");
@@ -1296,6 +1420,7 @@ static Suite *infer_suite(void)
     tcase_add_test(tc, run_numeric_error);
     tcase_add_loop_test(tc, run_many_matches_alone, 0, (int)N_RUN_ARCHS);
     tcase_add_test(tc, run_many_numeric_error_alone);
+    tcase_add_test(tc, text_inputs);
     suite_add_tcase(s, tc);
     return s;
 }

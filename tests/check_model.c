@@ -504,6 +504,25 @@ START_TEST(valid_tokens_jordan_vocab)
 }
 END_TEST
 
+/* A char vocabulary may repeat a string and hold empty strings (docs/model-format.md). */
+START_TEST(valid_vocab_duplicates_and_empty)
+{
+    const char *arch =
+        "{\"format_version\": 1,"
+        " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 4, \"embedding_dim\": 2},"
+        " \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 3}],"
+        " \"vocab\": [\"ab\", \"\", \"ab\", \"\"], \"tokenizer\": \"char\"}";
+    rnnd_model *m = open_random("vocab_dup", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->n_vocab, 4);
+    ck_assert_str_eq(s->vocab[0], "ab");
+    ck_assert_str_eq(s->vocab[1], "");
+    ck_assert_str_eq(s->vocab[2], "ab");
+    ck_assert_str_eq(s->vocab[3], "");
+    rnnd_model_unref(m);
+}
+END_TEST
+
 START_TEST(valid_gru_bidir_byte_tokens)
 {
     const char *arch =
@@ -1051,6 +1070,13 @@ START_TEST(bad_arch_vocab)
     expect_fail_arch("tokenizer_vec", A_HEAD "\"layers\": [{\"type\": \"rnn\","
                      " \"hidden_size\": 4}], \"tokenizer\": \"byte\"}", "architecture.tokenizer",
                      "only a tokens input has a tokenizer");
+    /* byte ids are byte values: all 256 must be ids */
+    expect_fail_arch("tokenizer_byte_3", T_HEAD "\"tokenizer\": \"byte\"}",
+                     "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256");
+    expect_fail_arch("tokenizer_byte_255", "{\"format_version\": 1, \"input\": {\"kind\":"
+                     " \"tokens\", \"vocab_size\": 255, \"embedding_dim\": 2}, \"layers\":"
+                     " [{\"type\": \"rnn\", \"hidden_size\": 4}], \"tokenizer\": \"byte\"}",
+                     "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256");
     expect_fail_arch("name_long", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
                      " \"name\": \"0123456789012345678901234567890123456789012345678901234567"
                      "890123456789012345678901234567890123456789012345678901234567890123456789\"}",
@@ -1213,6 +1239,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_lstm_bidir_options);
     tcase_add_test(tc, valid_lstm_variants);
     tcase_add_test(tc, valid_tokens_jordan_vocab);
+    tcase_add_test(tc, valid_vocab_duplicates_and_empty);
     tcase_add_test(tc, valid_gru_bidir_byte_tokens);
     tcase_add_test(tc, valid_all_types_directions);
     tcase_add_test(tc, refcount);

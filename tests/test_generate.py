@@ -358,8 +358,16 @@ def check_concurrent_same_text(d):
             "(%.1fx)" % (t_32 / t_one))
 
 
+def metric(d, name):
+    for line in d.metrics().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return None
+
+
 def check_disconnect(d):
     """[3] Closing the connection stops the generation within a step or so."""
+    cancelled0 = metric(d, 'rnnd_generations_total{finish_reason="cancelled"}')
     for stream in (True, False):
         sid = new_session(d, "slow")
         path = "/v1/sessions/%s/generate" % sid
@@ -394,6 +402,9 @@ def check_disconnect(d):
         del t_close
     st, _, _ = d.request("GET", "/healthz")
     C.eq(st, 200, "the daemon keeps serving after disconnects")
+    C.eq(metric(d, 'rnnd_generations_total{finish_reason="cancelled"}') - cancelled0, 2,
+         "both generations ended as cancelled (metrics)")
+    C.eq(metric(d, "rnnd_generations_active"), 0, "no generation left running")
 
 
 def check_ping(d):

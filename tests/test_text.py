@@ -1,2 +1,176 @@
-# placeholder
-print("placeholder")
+"""Text inputs over HTTP (docs/text.md): `rnnd serve` with the bundled char model
+(models/charlm.rnnd), a small random byte-tokenizer LSTM built here with PyTorch and the
+converter, and a golden token model without tokenizer.
+
+Checked:
+- a sequence given as a string answers exactly (byte for byte) what its token ids answer,
+  the ids computed here from the vocabulary that GET /v1/models/{m} returns (greedy longest
+  match, written here) or from the UTF-8 bytes; strings and id lists mix in one batch;
+- the byte model's outputs for multi-byte UTF-8 text equal PyTorch's for the bytes;
+- refusals: a character without token (the message names sequence, byte offset and code
+  point), a model without tokenizer, an empty string, a vector model, the steps limit;
+- `rnnd inspect` still describes both text models.
+Exits 1 on any failure.
+"""
+import json
+import os
+import subprocess
+
+import torch
+from torch import nn
+
+import rnnd_convert
+from daemon_util import (Checker, Daemon, RNND_BIN, close, golden_model, tmpdir)
+
+C = Checker()
+WORK = tmpdir("text")
+SRCDIR = os.environ.get("RNND_SRCDIR", ".")
+CHARLM = os.path.join(SRCDIR, "models", "charlm.rnnd")
+
+
+class ByteLM(nn.Module):
+    """Embedding(256) -> LSTM(8, 16) -> Linear(16, 256): a random byte-level model."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(256, 8)
+        self.rnn = nn.LSTM(8, 16, batch_first=True)
+        self.head = nn.Linear(16, 256)
+
+    def forward(self, x):
+        return self.head(self.rnn(self.emb(x))[0])
+
+
+def make_byte_model():
+    torch.manual_seed(1234)
+    net = ByteLM().eval()
+    path = os.path.join(WORK, "bytelm.rnnd")
+    rnnd_convert.from_module(net, path, name="bytelm", tokenizer="byte")
+    return net, path
+
+
+def greedy_ids(vocab, text):
+    """Greedy longest match of TEXT over VOCAB (lowest id among equal strings), as ids; the
+    UTF-8 bytes are compared, as rnnd does."""
+    data = text.encode("utf-8")
+    pieces = {}
+    for i, s in enumerate(vocab):
+        b = s.encode("utf-8")
+        if b and b not in pieces:
+            pieces[b] = i
+    longest = max(len(b) for b in pieces)
+    ids, i = [], 0
+    while i < len(data):
+        for n in range(min(longest, len(data) - i), 0, -1):
+            if data[i:i + n] in pieces:
+                ids.append(pieces[data[i:i + n]])
+                i += n
+                break
+        else:
+            raise ValueError("no token at byte %d" % i)
+    return ids
+
+
+def post(d, model, body):
+    """(status, raw bytes) of an infer request."""
+    c = d.conn()
+    try:
+        c.request("POST", "/v1/models/%s/infer" % model, body=json.dumps(body).encode(),
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def same_as_ids(d, model, text_body, ids_body, what):
+    st1, a = post(d, model, text_body)
+    st2, b = post(d, model, ids_body)
+    C.check(st1 == 200 and st2 == 200 and a == b,
+            "%s: text %d %.200r vs ids %d %.200r" % (what, st1, a, st2, b))
+
+
+def refused(d, model, body, status, code, message, what):
+    st, raw = post(d, model, body)
+    try:
+        err = json.loads(raw)["error"]
+    except (ValueError, KeyError, TypeError):
+        err = {}
+    C.check(st == status and err.get("code") == code and err.get("message") == message,
+            "%s: want %d %s %r, got %d %r" % (what, status, code, message, st, raw[:300]))
+
+
+def main():
+    bnet, bpath = make_byte_model()
+    plain = golden_model("gru2_tokens_head", WORK)     # tokens, no tokenizer
+    vectors = golden_model("gru_vectors", WORK)
+    models = {"charlm": CHARLM, "bytelm": bpath, "plain": plain, "vec": vectors}
+    with Daemon(models, "--max-infer-steps", 200) as d:
+        st, _, info = d.request("GET", "/v1/models/charlm")
+        C.eq(st, 200, "GET /v1/models/charlm")
+        vocab = info["vocab"]
+        C.eq(info["tokenizer"], "char", "charlm tokenizer")
+        C.eq(len(vocab), info["vocab_size"], "charlm vocab size")
+
+        # --- charlm: text == ids from the vocabulary
+        texts = ["To be, or not to be: that is the question.",
+                 "%\nQ: Why did the chicken cross the road?\nA: ~{[|]}~ \"quoted\" \\ done",
+                 "x", " " * 7]
+        for t in texts:
+            ids = greedy_ids(vocab, t)
+            C.eq(len(ids), len(t), "charlm: one token per character of %r" % t[:20])
+            same_as_ids(d, "charlm", {"inputs": [t]}, {"inputs": [ids]}, "charlm %r" % t[:20])
+        body_t = {"inputs": ["To be", [53, 73], "or not"], "outputs": "last",
+                  "return_state": True}
+        body_i = {"inputs": [greedy_ids(vocab, "To be"), [53, 73], greedy_ids(vocab, "or not")],
+                  "outputs": "last", "return_state": True}
+        same_as_ids(d, "charlm", body_t, body_i, "charlm mixed batch")
+
+        # --- bytelm: UTF-8 bytes are the ids, multi-byte characters included
+        st, _, binfo = d.request("GET", "/v1/models/bytelm")
+        C.eq((binfo["tokenizer"], binfo["vocab_size"]), ("byte", 256), "bytelm tokenizer")
+        utf = ["h\u00e9llo w\u00f6rld \u2014 \u20ac5 \U0001F600!", "\u65e5\u672c\u8a9e",
+               "plain ascii", "\U0001F600" * 3]
+        for t in utf:
+            ids = list(t.encode("utf-8"))
+            same_as_ids(d, "bytelm", {"inputs": [t]}, {"inputs": [ids]}, "bytelm %r" % t)
+        st, raw = post(d, "bytelm", {"inputs": utf})
+        C.eq(st, 200, "bytelm batch of texts")
+        if st == 200:
+            outs = json.loads(raw)["outputs"]
+            for t, got in zip(utf, outs):
+                x = torch.tensor([list(t.encode("utf-8"))])
+                with torch.no_grad():
+                    want = bnet(x)[0].tolist()
+                C.check(close(got, want, 1e-5, 1e-4), "bytelm %r equals torch" % t)
+
+        # --- refusals
+        refused(d, "charlm", {"inputs": [[1, 2], "caf\u00e9 au lait"]}, 400, "invalid_request",
+                'inputs[1]: byte 3: no token for "\u00e9" (U+00E9)', "charlm: no token")
+        refused(d, "charlm", {"inputs": ["tab\there"]}, 400, "invalid_request",
+                "inputs[0]: byte 3: no token for U+0009", "charlm: no token for a tab")
+        refused(d, "charlm", {"inputs": [""]}, 400, "invalid_request",
+                "inputs[0]: expected at least one step", "charlm: empty string")
+        refused(d, "charlm", {"inputs": ["a" * 201]}, 413, "limit_exceeded",
+                "inputs[0]: 201 steps, more than the limit of 200 per sequence",
+                "charlm: steps limit")
+        refused(d, "plain", {"inputs": ["abc"]}, 400, "invalid_request",
+                "inputs[0]: model has no tokenizer: give token ids", "no tokenizer")
+        refused(d, "vec", {"inputs": ["abc"]}, 400, "invalid_request",
+                "inputs[0]: expected a list of steps, got a string", "vector model")
+        C.check(d.alive(), "daemon alive")
+        rc, _ = d.stop()
+        C.eq(rc, 0, "daemon exit status")
+
+    # --- rnnd inspect describes both text models
+    for path, want in ((CHARLM, "vocab:       96 strings, tokenizer char"),
+                       (bpath, "tokenizer byte")):
+        r = subprocess.run([RNND_BIN, "inspect", path], capture_output=True, text=True,
+                           timeout=60)
+        C.check(r.returncode == 0 and want in r.stdout,
+                "rnnd inspect %s: rc %d, %r" % (os.path.basename(path), r.returncode,
+                                                r.stdout[-400:] + r.stderr[-200:]))
+    C.exit()
+
+
+main()
