@@ -277,6 +277,8 @@ static void stream_done(struct genreq *q, const rnnd_gen_result *res)
 static void on_done(void *arg, const rnnd_gen_result *res)
 {
     struct genreq *q = arg;
+    if (q->tmp)     /* gone before the client hears the end */
+        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
     if (q->st) {
         stream_done(q, res);
     } else {

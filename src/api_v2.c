@@ -4,8 +4,9 @@
  * Stateless infer builds the equivalent v1 request and runs it through rnnd_infer_parse()
  * and the model's batcher, exactly like POST /v1/models/{m}/infer. Infer with Triton's
  * sequence parameters runs a step job on the session that v2_seq.h maps the sequence to,
- * exactly like POST /v1/sessions/{id}/step. Errors are Triton's {"error": "..."} with
- * Triton's status codes, never the v1 error object. */
+ * exactly like POST /v1/sessions/{id}/step. The errors answered here are Triton's
+ * {"error": "..."} with Triton's status codes (the HTTP layer's own refusals, before a
+ * handler runs, keep the v1 form). */
 #include "config.h"
 
 #include <inttypes.h>
@@ -690,10 +691,9 @@ static void step_free(void *arg)
     free(q);
 }
 
-/* Where the map lives: see rnnd_v2_seq_shared(). */
 static rnnd_v2_seq *seq_map(rnnd_app *app)
 {
-    return rnnd_v2_seq_shared(app->sessions, (size_t)app->cfg->max_sessions);
+    return app->v2_seq;
 }
 
 static void reply_unknown_sequence(rnnd_req *r, const struct v2_infer *in, int why)

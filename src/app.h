@@ -22,6 +22,7 @@ typedef struct rnnd_app {
     rnnd_batcher **batchers;        /* one per registry entry, same index */
     rnnd_pool *pool;
     rnnd_session_table *sessions;
+    struct rnnd_v2_seq *v2_seq;     /* Triton sequence ids -> sessions (v2_seq.h) */
     rnnd_metrics metrics;
     rnnd_infer_limits infer_limits;
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */

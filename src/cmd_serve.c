@@ -18,6 +18,7 @@
 #include "http.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "v2_seq.h"
 
 #define SWEEP_INTERVAL_S 1
 
@@ -74,6 +75,8 @@ static void teardown(rnnd_app *app)
         rnnd_batcher_free(app->batchers[i]);
     free(app->batchers);
     app->batchers = NULL;
+    rnnd_v2_seq_free(app->v2_seq);
+    app->v2_seq = NULL;
     rnnd_session_table_free(app->sessions);
     app->sessions = NULL;
     rnnd_registry_free(&app->reg);
@@ -114,7 +117,9 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
     };
     app->sessions = rnnd_session_table_new(&lim, NULL, NULL);
     app->batchers = calloc(app->reg.n ? app->reg.n : 1, sizeof *app->batchers);
-    if (!app->sessions || !app->batchers) {
+    if (app->sessions)
+        app->v2_seq = rnnd_v2_seq_new(app->sessions, (size_t)cfg->max_sessions);
+    if (!app->sessions || !app->batchers || !app->v2_seq) {
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
         teardown(app);
         return 1;

@@ -29,7 +29,7 @@ struct gen {
     rnnd_prng prng;
     rnnd_sampler *sampler;
     rnnd_utf8_stream u;
-    char *piece;                /* rnnd_utf8_stream_put output, max_piece + 8 bytes */
+    char *piece;                /* rnnd_utf8_stream_put output, 3 * max_piece + 8 bytes */
     char *text;                 /* the completion so far (NUL-terminated) */
     size_t text_len, text_cap;
     size_t n_gen;               /* tokens chosen */
@@ -307,7 +307,7 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     }
     g->tokens = malloc((n_prompt + (size_t)p->max_tokens) * sizeof *g->tokens);
     g->out = malloc(g->vocab * sizeof *g->out);
-    g->piece = malloc(max_piece + 8);
+    g->piece = malloc(3 * max_piece + 8);
     g->text = malloc(g->text_cap);
     g->sampler = rnnd_sampler_new(g->vocab);
     if (!g->tokens || !g->out || !g->piece || !g->text || !g->sampler) {

@@ -191,7 +191,14 @@ void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, code, msg);
+    if (!strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/')) {
+        /* the KServe v2 protocol's error shape, for refusals made before a v2 handler ran */
+        rnnd_buf_puts(&b, "{\"error\":");
+        rnnd_buf_json_string(&b, msg);
+        rnnd_buf_puts(&b, "}");
+    } else {
+        rnnd_error_json(&b, code, msg);
+    }
     rnnd_reply(r, (unsigned)status, &b);
 }
 
@@ -572,7 +579,8 @@ static int begin(rnnd_req *r, const char *url, const char *method)
             break;
         }
     }
-    if (atomic_load(&app->draining) && !(r->route && r->route->get == rnnd_api_healthz)) {
+    if (atomic_load(&app->draining) && !(r->route && (r->route->get == rnnd_api_healthz ||
+                                                       r->route->get == rnnd_api_v2_live))) {
         rnnd_reply_header(r, "Connection", "close");
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
         return too_big;
@@ -606,7 +614,10 @@ static int begin(rnnd_req *r, const char *url, const char *method)
         int has_body = (cl && clen > 0) ||
                        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_TRANSFER_ENCODING);
-        if ((ct && !is_json_type(ct)) || (!ct && has_body)) {
+        /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
+         * the v2 routes take any type and let the JSON decoder judge the body */
+        int v2 = !strncmp(url, "/v2/", 4);
+        if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             rnnd_reply_error(r, "unsupported_media_type",
                              "the request body must be Content-Type: application/json");
             return 0;

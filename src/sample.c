@@ -217,7 +217,8 @@ int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm,
     size_t m = n;                                               /* step 3 */
     if (p->top_k > 0 && (size_t)p->top_k < n)
         m = (size_t)p->top_k;
-    select_best(c, n, m);
+    if (m < n || p->top_p < 1)  /* without truncation the id order serves: no sort */
+        select_best(c, n, m);
 
     double S = 0;                                               /* step 4 */
     for (size_t j = 0; j < m; j++) {

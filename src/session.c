@@ -390,9 +390,11 @@ static void unreserve(rnnd_session_table *t, size_t bytes)
     pthread_mutex_unlock(&t->acct);
 }
 
-int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
-                        const float *init, uint64_t steps, double ttl_s,
-                        rnnd_session **out, char *err, size_t errlen)
+/* rnnd_session_create with a given ID (NULL: a fresh random one), creation time CREATED
+ * (< 0: now) and idle time IDLE_S already spent. */
+static int create(rnnd_session_table *t, const char *id, void *model, size_t state_floats,
+                  const float *init, uint64_t steps, double ttl_s, int64_t created,
+                  double idle_s, rnnd_session **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (ttl_s <= 0)
@@ -423,12 +425,34 @@ int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
     s->table = t;
     s->ttl_s = ttl_s;
     s->steps = steps;
-    s->created = (int64_t)time(NULL);
-    s->last_used = t->clock(t->clock_arg);
+    s->created = created >= 0 ? created : (int64_t)time(NULL);
+    s->last_used = t->clock(t->clock_arg) - idle_s;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->refs, 2);   /* the table's and the caller's */
 
     for (int tries = 0;; tries++) {
+        if (id) {
+            snprintf(s->id, sizeof s->id, "%s", id);
+            uint64_t h = id_hash(s->id);
+            struct stripe *st = stripe_of(t, h);
+            pthread_mutex_lock(&st->mu);
+            rnnd_session **pp = find_slot_locked(st, h, s->id);
+            if (*pp) {
+                pthread_mutex_unlock(&st->mu);
+                session_free(s);
+                unreserve(t, 0);
+                snprintf(err, errlen, "session %s exists already", id);
+                return RNND_ERR_INVALID;
+            }
+            if (st->n >= st->nb * 2) {
+                grow_locked(st);
+                pp = find_slot_locked(st, h, s->id);
+            }
+            *pp = s;
+            st->n++;
+            pthread_mutex_unlock(&st->mu);
+            break;
+        }
         if (rnnd_random_id(s->id)) {
             /* not "out of memory": the kernel refused randomness */
             session_free(s);
@@ -458,6 +482,27 @@ int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
     pthread_mutex_unlock(&t->acct);
     *out = s;
     return RNND_OK;
+}
+
+int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
+                        const float *init, uint64_t steps, double ttl_s,
+                        rnnd_session **out, char *err, size_t errlen)
+{
+    return create(t, NULL, model, state_floats, init, steps, ttl_s, -1, 0, out, err, errlen);
+}
+
+int rnnd_session_restore(rnnd_session_table *t, const char *id, void *model,
+                         size_t state_floats, const float *state, uint64_t steps,
+                         double ttl_s, int64_t created, double idle_s, rnnd_session **out,
+                         char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!rnnd_id_valid(id)) {
+        snprintf(err, errlen, "bad session id");
+        return RNND_ERR_INVALID;
+    }
+    return create(t, id, model, state_floats, state, steps, ttl_s, created, idle_s, out, err,
+                  errlen);
 }
 
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)

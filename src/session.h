@@ -76,6 +76,14 @@ int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
                         const float *init, uint64_t steps, double ttl_s,
                         rnnd_session **out, char *err, size_t errlen);
 
+/* Re-create a saved session (a snapshot, after a restart) under its old ID, with its
+ * creation time and IDLE_S seconds of its ttl already spent. As rnnd_session_create, plus
+ * RNND_ERR_INVALID when ID is malformed or in use. */
+int rnnd_session_restore(rnnd_session_table *t, const char *id, void *model,
+                         size_t state_floats, const float *state, uint64_t steps,
+                         double ttl_s, int64_t created, double idle_s, rnnd_session **out,
+                         char *err, size_t errlen);
+
 /* Look ID up. RNND_SESSION_FOUND gives *OUT one reference. A session found idle past its ttl
  * is expired on the spot (so expiry is exact, whatever the sweep interval). */
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out);

@@ -186,16 +186,3 @@ const char *rnnd_v2_seq_key_str(const rnnd_v2_seq_key *key, char *buf, size_t le
     return buf;
 }
 
-/* See the header: the one piece of process-wide state, to go once rnnd_app holds the map. */
-static pthread_mutex_t shared_mu = PTHREAD_MUTEX_INITIALIZER;
-static rnnd_v2_seq *shared_map;
-
-rnnd_v2_seq *rnnd_v2_seq_shared(rnnd_session_table *sessions, size_t max)
-{
-    pthread_mutex_lock(&shared_mu);
-    if (!shared_map)
-        shared_map = rnnd_v2_seq_new(sessions, max);
-    rnnd_v2_seq *m = shared_map && shared_map->sessions == sessions ? shared_map : NULL;
-    pthread_mutex_unlock(&shared_mu);
-    return m;
-}

@@ -50,12 +50,6 @@ int rnnd_v2_seq_remove(rnnd_v2_seq *m, const rnnd_v2_seq_key *key, const char *s
 /* Entries in the map. */
 size_t rnnd_v2_seq_count(rnnd_v2_seq *m);
 
-/* STOPGAP until rnnd_app carries the map (it has no field for it yet, and app.h and
- * cmd_serve.c are not this module's to change): one map per process, made on first use for
- * SESSIONS with bound MAX, and kept until exit. A later call with another table gets NULL.
- * Replace with app->v2_seq made in cmd_serve.c next to the session table. */
-rnnd_v2_seq *rnnd_v2_seq_shared(rnnd_session_table *sessions, size_t max);
-
 /* KEY's sequence id as Triton writes it in messages ("42", "abc"), into BUF. */
 const char *rnnd_v2_seq_key_str(const rnnd_v2_seq_key *key, char *buf, size_t len);
 

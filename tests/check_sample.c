@@ -284,14 +284,21 @@ static int32_t ref_sample(const float *row, size_t n, int norm, const rnnd_sampl
         free(c);
         return -1;
     }
-    qsort(c, n, sizeof *c, ref_cmp);
-    double xmax = c[0].x;
-    int32_t out = c[0].id;
+    size_t m = p->top_k > 0 && (size_t)p->top_k < n ? (size_t)p->top_k : n;
+    /* step 3: sorted only when something is cut; else id order */
+    ref_cand *sorted = malloc(n * sizeof *sorted);
+    ck_assert_ptr_nonnull(sorted);
+    memcpy(sorted, c, n * sizeof *c);
+    qsort(sorted, n, sizeof *sorted, ref_cmp);
+    double xmax = sorted[0].x;
+    int32_t out = sorted[0].id;
+    if (m < n || p->top_p < 1)
+        memcpy(c, sorted, n * sizeof *c);
+    free(sorted);
     if (p->temperature == 0) {
         free(c);
         return out;
     }
-    size_t m = p->top_k > 0 && (size_t)p->top_k < n ? (size_t)p->top_k : n;
     double S = 0;
     for (size_t j = 0; j < m; j++) {
         c[j].x = exp((c[j].x - xmax) / p->temperature);

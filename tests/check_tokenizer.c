@@ -173,8 +173,10 @@ START_TEST(char_single_characters)
     ck_assert(!memcmp(p, "\xf0\x9f\x98\x80", 4));
 
     /* no token: the byte offset and the character, with its code point */
-    expect_fail(t, "ab\xc3\xa8", 4, RNND_ERR_INVALID, "byte 2: no token for \"\xc3\xa8\" (U+00E8)");
-    expect_fail(t, "a\xe2\x82\xac" "c", 5, RNND_ERR_INVALID, "byte 4: no token for \"c\" (U+0063)");
+    expect_fail(t, "ab\xc3\xa8", 4, RNND_ERR_INVALID,
+                "byte 2: no token for \"\xc3\xa8\" (U+00E8)");
+    expect_fail(t, "a\xe2\x82\xac" "c", 5, RNND_ERR_INVALID,
+                "byte 4: no token for \"c\" (U+0063)");
     expect_fail(t, "\xf0\x9f\x98\x81", 4, RNND_ERR_INVALID,
                 "byte 0: no token for \"\xf0\x9f\x98\x81\" (U+1F601)");
     expect_fail(t, "a\tb", 3, RNND_ERR_INVALID, "byte 1: no token for U+0009");

@@ -82,9 +82,11 @@ def sample(row, temperature, top_k, top_p, prng):
                 best = i
         return best
     order = sorted(range(len(x)), key=lambda i: (-x[i], i))
-    if top_k > 0:
-        order = order[:top_k]
     xmax = x[order[0]]
+    if 0 < top_k < len(x):
+        order = order[:top_k]
+    elif top_p == 1:
+        order = list(range(len(x)))     # no truncation: id order
     w = [math.exp((x[i] - xmax) / temperature) for i in order]
     total = 0.0
     for v in w:

@@ -125,6 +125,7 @@ def main():
         body_i = {"inputs": [greedy_ids(vocab, "To be"), [53, 73], greedy_ids(vocab, "or not")],
                   "outputs": "last", "return_state": True}
         same_as_ids(d, "charlm", body_t, body_i, "charlm mixed batch")
+        print("charlm: %d texts and a mixed batch answer what their ids answer" % len(texts))
 
         # --- bytelm: UTF-8 bytes are the ids, multi-byte characters included
         st, _, binfo = d.request("GET", "/v1/models/bytelm")
@@ -143,6 +144,7 @@ def main():
                 with torch.no_grad():
                     want = bnet(x)[0].tolist()
                 C.check(close(got, want, 1e-5, 1e-4), "bytelm %r equals torch" % t)
+        print("bytelm: %d UTF-8 texts answer what their bytes answer, and equal torch" % len(utf))
 
         # --- refusals
         refused(d, "charlm", {"inputs": [[1, 2], "caf\u00e9 au lait"]}, 400, "invalid_request",
@@ -158,18 +160,21 @@ def main():
                 "inputs[0]: model has no tokenizer: give token ids", "no tokenizer")
         refused(d, "vec", {"inputs": ["abc"]}, 400, "invalid_request",
                 "inputs[0]: expected a list of steps, got a string", "vector model")
+        print("refusals: no token, tab, empty, limit, no tokenizer, vector model")
         C.check(d.alive(), "daemon alive")
         rc, _ = d.stop()
         C.eq(rc, 0, "daemon exit status")
 
-    # --- rnnd inspect describes both text models
+    # --- rnnd inspect still describes both text models (it prints no vocabulary line for a
+    # byte model without vocabulary strings)
     for path, want in ((CHARLM, "vocab:       96 strings, tokenizer char"),
-                       (bpath, "tokenizer byte")):
+                       (bpath, "input:       tokens, vocab_size 256, embedding_dim 8")):
         r = subprocess.run([RNND_BIN, "inspect", path], capture_output=True, text=True,
                            timeout=60)
         C.check(r.returncode == 0 and want in r.stdout,
                 "rnnd inspect %s: rc %d, %r" % (os.path.basename(path), r.returncode,
                                                 r.stdout[-400:] + r.stderr[-200:]))
+    print("rnnd inspect: charlm and bytelm")
     C.exit()
 
 

@@ -326,6 +326,27 @@ def check_sequences(d, cl):
 
 # ---- errors -----------------------------------------------------------------------------------
 
+def check_client_headers(cl):
+    """What tritonclient.http sends: JSON with no Content-Type (geventhttpclient), or as
+    application/octet-stream (the aio client); both are served. Refusals made by the HTTP
+    layer on /v2 paths have the v2 error shape too."""
+    name, case = next((n, c) for n, c, _ in CASES if c["input"]["kind"] == "vectors")
+    dim = case["input"]["dim"]
+    body = json.dumps(cl.infer_body("INPUT", [1, 2, dim], "FP32", [0.25] * (2 * dim)))
+    want = cl.post("v2/models/%s/infer" % name, json.loads(body))
+    for what, headers in (("no Content-Type", {}),
+                          ("application/octet-stream", {"Content-Type":
+                                                        "application/octet-stream"})):
+        r = cl.s.post(cl.base + "v2/models/%s/infer" % name, data=body.encode(),
+                      headers=headers, timeout=60)
+        C.eq((r.status_code, r.content), (200, want.content), "infer with %s" % what)
+    C.check(is_v2_error(cl.get("v2/nosuch"), 404), "unknown /v2 path: 404 {\"error\": ...}")
+    r = cl.s.delete(cl.base + "v2/health/live", timeout=60)
+    C.check(is_v2_error(r, 405), "wrong method on a v2 route: 405 {\"error\": ...}")
+    r = cl.s.post(cl.base + "v2/models/%s/infer" % name, data=b"{not json", timeout=60)
+    C.check(is_v2_error(r, 400), "malformed JSON on a v2 route: 400 {\"error\": ...}")
+
+
 def check_errors(cl):
     vec = next((n, c) for n, c, _ in CASES if c["input"]["kind"] == "vectors" and c["stateful"])
     tok = next((n, c) for n, c, _ in CASES if c["input"]["kind"] == "tokens")
@@ -477,6 +498,33 @@ def check_text(d, cl):
                     % (ep, what, r.status_code, r.text[:200]))
 
 
+def check_capacity(d, cl, name, case):
+    """With max_sessions 2: a third sequence is refused with 503; a sequence whose session is
+    deleted (here through v1) is unknown from then on, and its entry no longer takes room."""
+    seq = case["sequences"][0]
+    ref = v1_session_steps(d, name, seq[:1])
+    for seq_id in (1, "b"):
+        r = seq_request(cl, name, case, seq_id, seq[:1], True, False)
+        C.check(r.status_code == 200 and output(r)[1]["data"] == ref[0],
+                "capacity: sequence %r started" % (seq_id,))
+    r = seq_request(cl, name, case, "c", seq[:1], True, False)
+    C.check(is_v2_error(r, 503) and r.headers.get("Retry-After"),
+            "capacity: a third sequence over max_sessions 2: 503 with Retry-After (%d %s)"
+            % (r.status_code, r.text))
+    st, _, listed = d.request("GET", "/v1/sessions")
+    C.check(st == 200 and len(listed["sessions"]) == 2, "capacity: the sequences are v1 sessions")
+    st, _, _ = d.request("DELETE", "/v1/sessions/%s" % listed["sessions"][0]["id"])
+    C.eq(st, 204, "capacity: one sequence's session deleted through v1")
+    answers = [seq_request(cl, name, case, seq_id, seq[1:2], False, False)
+               for seq_id in (1, "b")]
+    C.check(sorted(a.status_code for a in answers) == [200, 400] and
+            any(is_v2_error(a, 400) and "START" in a.json()["error"] for a in answers),
+            "capacity: the sequence whose session went is unknown, the other goes on")
+    r = seq_request(cl, name, case, "c", seq[:1], True, True)
+    C.check(r.status_code == 200 and output(r)[1]["data"] == ref[0],
+            "capacity: a new sequence fits in the room the deleted one left")
+
+
 models = {name: golden_model(name, WORK) for name, _, _ in CASES}
 models["charlm"] = CHARLM
 with Daemon(models) as d:
@@ -486,10 +534,18 @@ with Daemon(models) as d:
             ("stateless infer against v1 infer and the golden cases", check_stateless, (d, cl)),
             ("sequences against v1 sessions (acceptance 4)", check_sequences, (d, cl)),
             ("error answers", check_errors, (cl,)),
+            ("what Triton's clients send", check_client_headers, (cl,)),
             ("text, generate and generate_stream", check_text, (d, cl))]:
         before = C.n
         fn(*args)
         print("%s: %d checks" % (what, C.n - before), flush=True)
+    rc, _ = d.stop()
+    C.eq(rc, 0, "exit status")
+small = next((n, c) for n, c, _ in CASES if c["stateful"] and len(c["sequences"][0]) > 1)
+with Daemon({small[0]: models[small[0]]}, "--max-sessions", 2) as d:
+    before = C.n
+    check_capacity(d, V2Client(d.port), *small)
+    print("sequences and max_sessions: %d checks" % (C.n - before))
     rc, _ = d.stop()
     C.eq(rc, 0, "exit status")
 C.exit()

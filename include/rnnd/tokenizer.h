@@ -45,8 +45,9 @@ typedef struct rnnd_utf8_stream {
 } rnnd_utf8_stream;
 
 void rnnd_utf8_stream_init(rnnd_utf8_stream *s);
-/* Feed LEN bytes; writes the text completed so far to OUT, which must hold LEN + 8 bytes.
- * Returns the bytes written (no NUL is added). */
+/* Feed LEN bytes; writes the text completed so far to OUT, which must hold 3 * LEN + 3
+ * bytes in general (every invalid byte may become a 3-byte U+FFFD), LEN + 8 for valid UTF-8
+ * or one byte at a time. Returns the bytes written (no NUL is added). */
 size_t rnnd_utf8_stream_put(rnnd_utf8_stream *s, const char *in, size_t len, char *out);
 /* End of text: a held incomplete character becomes U+FFFD. OUT holds 8 bytes. */
 size_t rnnd_utf8_stream_flush(rnnd_utf8_stream *s, char *out);
