@@ -16,6 +16,7 @@
 #include "app.h"
 #include "cmd.h"
 #include "http.h"
+#include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
 #include "v2_seq.h"
@@ -145,6 +146,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
     for (size_t i = 0; i < app->reg.n; i++)
         rnnd_batcher_set_pool(app->batchers[i], app->pool);
 
+    rnnd_persist_restore(app);
+
     rnnd_http *h;
     if (rnnd_http_start(app, &h, err, sizeof err)) {
         char q[1100];
@@ -157,6 +160,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
              app->reg.n, workers, k->name);
 
     int sig = 0;
+    double next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
     while (!sig) {
         struct timespec tick = {SWEEP_INTERVAL_S, 0};
         siginfo_t info;
@@ -170,6 +174,10 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
             size_t n = rnnd_session_expire(app->sessions);
             if (n)
                 RNND_LOG(&app->log, RNND_LOG_DEBUG, "sessions_expired", "count=%zu", n);
+        }
+        if (cfg->snapshot_interval_s > 0 && now_s() >= next_snapshot) {
+            rnnd_persist_save(app, 1);
+            next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
         }
     }
 
@@ -189,9 +197,11 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
     /* every deferred request has been resumed: libmicrohttpd may stop now */
     rnnd_pool_stop(app->pool);
     rnnd_http_stop(h);
+    /* nothing runs any more: every session's state is final */
+    int saved = rnnd_persist_save(app, 0);
     teardown(app);
     RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean);
-    return 0;
+    return saved ? 1 : 0;
 }
 
 int rnnd_cmd_serve(int argc, char **argv)

@@ -128,4 +128,26 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     "rnnd_generations_active %lld\n",
                     (unsigned long long)atomic_load(&app->metrics.generated_tokens),
                     (long long)atomic_load(&app->metrics.generations_active));
+    const rnnd_metrics *sm = &app->metrics;
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_snapshots_total Session snapshots written.\n"
+                    "# TYPE rnnd_snapshots_total counter\n"
+                    "rnnd_snapshots_total %llu\n"
+                    "# HELP rnnd_snapshot_failures_total Session snapshots that failed.\n"
+                    "# TYPE rnnd_snapshot_failures_total counter\n"
+                    "rnnd_snapshot_failures_total %llu\n"
+                    "# HELP rnnd_snapshot_bytes Size of the last snapshot.\n"
+                    "# TYPE rnnd_snapshot_bytes gauge\n"
+                    "rnnd_snapshot_bytes %llu\n"
+                    "# HELP rnnd_snapshot_sessions Sessions in the last snapshot.\n"
+                    "# TYPE rnnd_snapshot_sessions gauge\n"
+                    "rnnd_snapshot_sessions %llu\n"
+                    "# HELP rnnd_snapshot_duration_seconds Time the last snapshot took.\n"
+                    "# TYPE rnnd_snapshot_duration_seconds gauge\n"
+                    "rnnd_snapshot_duration_seconds %.6f\n",
+                    (unsigned long long)atomic_load(&sm->snapshots),
+                    (unsigned long long)atomic_load(&sm->snapshot_failures),
+                    (unsigned long long)atomic_load(&sm->snapshot_bytes),
+                    (unsigned long long)atomic_load(&sm->snapshot_sessions),
+                    atomic_load(&sm->snapshot_usec) / 1e6);
 }

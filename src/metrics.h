@@ -17,6 +17,8 @@ typedef struct rnnd_metrics {
     atomic_uint_least64_t generations[4];       /* ended, by enum rnnd_gen_finish */
     atomic_uint_least64_t generated_tokens;
     atomic_int_least64_t generations_active;
+    atomic_uint_least64_t snapshots, snapshot_failures;     /* written, failed */
+    atomic_uint_least64_t snapshot_bytes, snapshot_sessions, snapshot_usec;   /* the last */
 } rnnd_metrics;
 
 void rnnd_metrics_init(rnnd_metrics *m);

@@ -740,6 +740,38 @@ static int info_cmp(const void *a, const void *b)
     return strcmp(((const rnnd_session_info *)a)->id, ((const rnnd_session_info *)b)->id);
 }
 
+int rnnd_session_collect(rnnd_session_table *t, rnnd_session ***out, size_t *n_out)
+{
+    size_t cap = 0, n = 0;
+    rnnd_session **all = NULL;
+    *out = NULL;
+    *n_out = 0;
+    for (int i = 0; i < N_STRIPES; i++) {
+        struct stripe *st = &t->stripes[i];
+        pthread_mutex_lock(&st->mu);
+        if (n + st->n > cap) {
+            size_t ncap = (n + st->n) * 2 + 16;
+            rnnd_session **g = realloc(all, ncap * sizeof *g);
+            if (!g) {
+                pthread_mutex_unlock(&st->mu);
+                for (size_t k = 0; k < n; k++)
+                    rnnd_session_unref(all[k]);
+                free(all);
+                return RNND_ERR_NOMEM;
+            }
+            all = g;
+            cap = ncap;
+        }
+        for (size_t b = 0; b < st->nb; b++)
+            for (rnnd_session *s = st->buckets[b]; s; s = s->hnext)
+                all[n++] = rnnd_session_ref(s);
+        pthread_mutex_unlock(&st->mu);
+    }
+    *out = all;
+    *n_out = n;
+    return RNND_OK;
+}
+
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more)
 {

@@ -143,6 +143,10 @@ void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info);
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more);
 
+/* A reference to every session in the table now, in no particular order (for snapshots):
+ * *OUT (free it, and unref each) holds *N. Returns 0 or RNND_ERR_NOMEM. */
+int rnnd_session_collect(rnnd_session_table *t, rnnd_session ***out, size_t *n);
+
 typedef struct rnnd_session_stats {
     size_t sessions;            /* in the table */
     size_t state_bytes;         /* allocated state blocks (including unlinked, still busy) */

@@ -37,6 +37,12 @@ static const struct setting settings[] = {
      "folder whose *.rnnd files are all loaded, each named by its file stem; empty = none"},
     {"model", CT_LIST, OFF(model), "", 0, 0, NULL, "NAME=FILE",
      "load FILE as model NAME; repeatable"},
+    {"state_dir", CT_STRING, OFF(state_dir), "", 0, 0, NULL, "DIR",
+     "folder where sessions are saved on shutdown (and every snapshot_interval_s) and "
+     "restored from at start; empty = sessions do not survive a restart"},
+    {"snapshot_interval_s", CT_INT, OFF(snapshot_interval_s), "0", 0, 86400, NULL, "S",
+     "also save all sessions this often while serving, bounding what a crash loses; 0 = only "
+     "on shutdown"},
     {"http_threads", CT_INT, OFF(http_threads), "4", 1, 256, NULL, "N",
      "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
      "never compute"},

@@ -16,6 +16,8 @@ typedef struct rnnd_config {
     char *models;                   /* folder of *.rnnd files, "" = none */
     char **model;                   /* NAME=FILE entries */
     size_t n_model;
+    char *state_dir;                /* "" = no snapshots */
+    int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers;                /* 0 = online cores */
     int64_t max_batch;

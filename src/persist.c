@@ -1,0 +1,248 @@
+/* Sessions that survive restarts (see persist.h). */
+#include "persist.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rnnd/status.h"
+#include "snapshot.h"
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* REC from session S as it is now; INFO was taken before any job of ours was queued, so its
+ * idle time is the client's, not the snapshot's. The state belongs to the caller. */
+static void fill(rnnd_snap_rec *rec, rnnd_session *s, const rnnd_session_info *info)
+{
+    const rnnd_entry *e = rnnd_session_model(s);
+    memset(rec, 0, sizeof *rec);
+    snprintf(rec->id, sizeof rec->id, "%s", info->id);
+    snprintf(rec->model, sizeof rec->model, "%s", e->name);
+    snprintf(rec->digest, sizeof rec->digest, "%s", e->digest);
+    rec->steps = rnnd_session_steps(s);
+    rec->created = info->created;
+    rec->ttl_s = info->ttl_s;
+    rec->idle_s = info->idle_s;
+    const rnnd_gen_params *gen = rnnd_session_ext(s);
+    if (gen) {
+        rec->has_gen = 1;
+        rec->gen = *gen;
+    }
+    rec->state = rnnd_session_state(s);
+    rec->n_floats = e->state_floats;
+}
+
+/* ---- a live snapshot: one job per session ------------------------------------------------ */
+
+struct live {
+    pthread_mutex_t mu;
+    pthread_cond_t done;
+    size_t pending;
+    rnnd_snap_writer *w;
+    int failed;
+};
+
+struct snapjob {
+    rnnd_job job;               /* first member */
+    struct live *lv;
+    rnnd_session_info info;
+};
+
+/* At the head of the session's queue: the state is ours to read. */
+static int snap_start(rnnd_job *job)
+{
+    struct snapjob *j = (struct snapjob *)job;
+    rnnd_snap_rec rec;
+    fill(&rec, job->session, &j->info);
+    pthread_mutex_lock(&j->lv->mu);
+    if (rnnd_snap_writer_add(j->lv->w, &rec))
+        j->lv->failed = 1;
+    pthread_mutex_unlock(&j->lv->mu);
+    return RNND_JOB_DONE;
+}
+
+static void live_done(struct live *lv)
+{
+    pthread_mutex_lock(&lv->mu);
+    if (--lv->pending == 0)
+        pthread_cond_signal(&lv->done);
+    pthread_mutex_unlock(&lv->mu);
+}
+
+static void snap_finish(rnnd_job *job)
+{
+    struct snapjob *j = (struct snapjob *)job;
+    struct live *lv = j->lv;
+    free(j);
+    live_done(lv);
+}
+
+/* Queue a snapshot job on each of the N sessions and wait for all. */
+static void save_live(rnnd_session **all, size_t n, struct live *lv)
+{
+    pthread_mutex_init(&lv->mu, NULL);
+    pthread_cond_init(&lv->done, NULL);
+    lv->pending = n + 1;        /* + 1: ours, so no job's finish signals before the end */
+    for (size_t i = 0; i < n; i++) {
+        struct snapjob *j = calloc(1, sizeof *j);
+        if (!j) {
+            pthread_mutex_lock(&lv->mu);
+            lv->failed = 1;
+            pthread_mutex_unlock(&lv->mu);
+            live_done(lv);
+            continue;
+        }
+        j->lv = lv;
+        j->job.start = snap_start;
+        j->job.finish = snap_finish;
+        rnnd_session_get_info(all[i], &j->info);
+        if (rnnd_session_submit(all[i], &j->job) != RNND_SESSION_FOUND) {
+            free(j);            /* it left the table meanwhile: nothing to save */
+            live_done(lv);
+        }
+    }
+    pthread_mutex_lock(&lv->mu);
+    lv->pending--;
+    while (lv->pending)
+        pthread_cond_wait(&lv->done, &lv->mu);
+    pthread_mutex_unlock(&lv->mu);
+    pthread_cond_destroy(&lv->done);
+    pthread_mutex_destroy(&lv->mu);
+}
+
+int rnnd_persist_save(rnnd_app *app, int live)
+{
+    const char *dir = app->cfg->state_dir;
+    if (!dir || !*dir)
+        return RNND_OK;
+    double t0 = mono_s();
+    char err[512];
+    rnnd_snap_writer *w;
+    int rc = rnnd_snap_writer_open(dir, &w, err, sizeof err);
+    rnnd_session **all = NULL;
+    size_t n = 0;
+    if (!rc && (rc = rnnd_session_collect(app->sessions, &all, &n)))
+        snprintf(err, sizeof err, "out of memory listing the sessions");
+    if (!rc) {
+        if (live) {
+            struct live lv = {.w = w};
+            save_live(all, n, &lv);
+            if (lv.failed)
+                rc = RNND_ERR_IO;
+        } else {
+            for (size_t i = 0; i < n && !rc; i++) {
+                rnnd_session_info info;
+                rnnd_snap_rec rec;
+                rnnd_session_get_info(all[i], &info);
+                fill(&rec, all[i], &info);
+                rc = rnnd_snap_writer_add(w, &rec);
+            }
+        }
+        if (rc)
+            snprintf(err, sizeof err, "%s/%s.tmp: write failed", dir, RNND_SNAPSHOT_FILE);
+    }
+    for (size_t i = 0; i < n; i++)
+        rnnd_session_unref(all[i]);
+    free(all);
+    size_t records = 0, bytes = 0;
+    if (!rc)
+        rc = rnnd_snap_writer_commit(w, &records, &bytes, err, sizeof err);
+    else
+        rnnd_snap_writer_abort(w);
+    double secs = mono_s() - t0;
+    rnnd_metrics *m = &app->metrics;
+    if (rc) {
+        atomic_fetch_add(&m->snapshot_failures, 1);
+        char q[600];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        return rc;
+    }
+    atomic_fetch_add(&m->snapshots, 1);
+    atomic_store(&m->snapshot_bytes, bytes);
+    atomic_store(&m->snapshot_sessions, records);
+    atomic_store(&m->snapshot_usec, (uint64_t)(secs * 1e6));
+    RNND_LOG(&app->log, live ? RNND_LOG_DEBUG : RNND_LOG_INFO, "snapshot",
+             "sessions=%zu bytes=%zu ms=%.1f live=%d", records, bytes, secs * 1e3, live);
+    return RNND_OK;
+}
+
+/* ---- restore ----------------------------------------------------------------------------- */
+
+/* Why REC cannot come back, or NULL when it can (E set). */
+static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
+{
+    *e = rnnd_registry_find(&app->reg, rec->model);
+    if (!*e)
+        return "model_gone";
+    if (strcmp((*e)->digest, rec->digest))
+        return "model_changed";
+    if (!(*e)->stateful || rec->n_floats != (*e)->state_floats)
+        return "state_mismatch";
+    if (!(rec->idle_s >= 0) || rec->idle_s >= rec->ttl_s)
+        return "expired";
+    return NULL;
+}
+
+size_t rnnd_persist_restore(rnnd_app *app)
+{
+    const char *dir = app->cfg->state_dir;
+    if (!dir || !*dir)
+        return 0;
+    double t0 = mono_s();
+    char err[512], q[600];
+    rnnd_snap *snap;
+    int rc = rnnd_snap_load(dir, &snap, err, sizeof err);
+    if (rc == 1) {
+        RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
+        return 0;
+    }
+    if (rc) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_skipped", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        return 0;
+    }
+    size_t restored = 0, dropped = 0;
+    double ttl_max = (double)app->cfg->session_ttl_max_s;
+    for (size_t i = 0; i < rnnd_snap_count(snap); i++) {
+        rnnd_snap_rec rec;
+        const rnnd_entry *e;
+        rnnd_snap_get(snap, i, &rec);
+        const char *why = check_rec(app, &rec, &e);
+        rnnd_session *s = NULL;
+        if (!why) {
+            double ttl = rec.ttl_s > ttl_max ? ttl_max : rec.ttl_s;
+            if (rnnd_session_restore(app->sessions, rec.id, (void *)e, e->state_floats,
+                                     rec.state, rec.steps, ttl, rec.created, rec.idle_s, &s,
+                                     err, sizeof err))
+                why = "refused";
+        }
+        if (why) {
+            dropped++;
+            RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped",
+                     "session=%s model=%s reason=%s", rec.id,
+                     rnnd_log_quote(q, sizeof q, rec.model), why);
+            continue;
+        }
+        if (rec.has_gen) {
+            rnnd_gen_params *gen = malloc(sizeof *gen);
+            if (gen) {
+                *gen = rec.gen;
+                rnnd_session_set_ext(s, gen, free);
+            }
+        }
+        rnnd_session_unref(s);
+        restored++;
+    }
+    RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=%zu dropped=%zu bytes=%zu ms=%.1f",
+             restored, dropped, rnnd_snap_bytes(snap), (mono_s() - t0) * 1e3);
+    rnnd_snap_free(snap);
+    return restored;
+}

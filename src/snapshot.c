@@ -1,0 +1,442 @@
+/* The sessions snapshot file (see snapshot.h; format in docs/state.md). Integers and floats
+ * are written in the host's byte order, which the header's marker checks: a snapshot is for
+ * restarting the daemon on the same machine, not for moving state between machines (the
+ * JSON state export is for that). */
+#include "snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rnnd/status.h"
+#include "sha256.h"
+
+static const char head_magic[8] = {'R', 'N', 'N', 'D', 'S', 'N', 'A', 'P'};
+static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
+#define VERSION 1u
+#define ENDIAN 0x01020304u
+#define HEAD_BYTES 24
+#define TAIL_BYTES 48       /* magic, count, sha256 */
+
+struct rnnd_snap_writer {
+    char *tmp, *final, *dir;
+    FILE *f;
+    rnnd_sha256 sha;
+    size_t off, count;
+    int failed;
+};
+
+static int wr(rnnd_snap_writer *w, const void *p, size_t n)
+{
+    if (w->failed)
+        return -1;
+    if (n && fwrite(p, 1, n, w->f) != n) {
+        w->failed = errno ? errno : EIO;
+        return -1;
+    }
+    rnnd_sha256_update(&w->sha, p, n);
+    w->off += n;
+    return 0;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+void rnnd_snap_writer_abort(rnnd_snap_writer *w)
+{
+    if (!w)
+        return;
+    if (w->f)
+        fclose(w->f);
+    if (w->tmp)
+        unlink(w->tmp);
+    free(w->tmp);
+    free(w->final);
+    free(w->dir);
+    free(w);
+}
+
+int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    rnnd_snap_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->tmp = path_join(dir, RNND_SNAPSHOT_FILE ".tmp")) ||
+        !(w->final = path_join(dir, RNND_SNAPSHOT_FILE)) || !(w->dir = strdup(dir))) {
+        rnnd_snap_writer_abort(w);
+        snprintf(err, errlen, "%s: out of memory", dir);
+        return RNND_ERR_NOMEM;
+    }
+    int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || !(w->f = fdopen(fd, "wb"))) {
+        snprintf(err, errlen, "%s: %s", w->tmp, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        free(w->tmp);
+        w->tmp = NULL;      /* nothing of ours to remove */
+        rnnd_snap_writer_abort(w);
+        return RNND_ERR_IO;
+    }
+    rnnd_sha256_init(&w->sha);
+    uint32_t version = VERSION, endian = ENDIAN;
+    int64_t now = (int64_t)time(NULL);
+    wr(w, head_magic, 8);
+    wr(w, &version, 4);
+    wr(w, &endian, 4);
+    wr(w, &now, 8);
+    *out = w;
+    return RNND_OK;
+}
+
+/* The size of REC's payload (after its length word), with the padding that puts the floats at
+ * a multiple of 4 when the payload starts at file offset OFF + 4. */
+static size_t payload_size(const rnnd_snap_rec *r, size_t off, size_t *pad)
+{
+    size_t n = 32 + 1 + strlen(r->model) + 64 + 8 + 8 + 8 + 8 + 1;
+    if (r->has_gen) {
+        n += 8 + 8 + 4 + 8 + 1 + 8 + 1;
+        for (size_t i = 0; i < r->gen.n_stop; i++)
+            n += 1 + strlen(r->gen.stop[i]);
+    }
+    n += 8;
+    *pad = (4 - (off + 4 + n) % 4) % 4;
+    return n + *pad + r->n_floats * sizeof(float);
+}
+
+int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *r)
+{
+    size_t pad, len = payload_size(r, w->off, &pad);
+    size_t name_len = strlen(r->model);
+    if (len > UINT32_MAX || name_len > 255 || strlen(r->id) != 32 || strlen(r->digest) != 64) {
+        w->failed = EINVAL;
+        return RNND_ERR_IO;
+    }
+    uint32_t len32 = (uint32_t)len;
+    uint8_t nl = (uint8_t)name_len, has_gen = r->has_gen ? 1 : 0;
+    uint64_t nf = r->n_floats;
+    static const char zeros[4] = {0};
+    wr(w, &len32, 4);
+    wr(w, r->id, 32);
+    wr(w, &nl, 1);
+    wr(w, r->model, name_len);
+    wr(w, r->digest, 64);
+    wr(w, &r->steps, 8);
+    wr(w, &r->created, 8);
+    wr(w, &r->ttl_s, 8);
+    wr(w, &r->idle_s, 8);
+    wr(w, &has_gen, 1);
+    if (r->has_gen) {
+        uint8_t has_seed = r->gen.has_seed ? 1 : 0, n_stop = (uint8_t)r->gen.n_stop;
+        wr(w, &r->gen.max_tokens, 8);
+        wr(w, &r->gen.sampling.temperature, 8);
+        wr(w, &r->gen.sampling.top_k, 4);
+        wr(w, &r->gen.sampling.top_p, 8);
+        wr(w, &has_seed, 1);
+        wr(w, &r->gen.seed, 8);
+        wr(w, &n_stop, 1);
+        for (size_t i = 0; i < r->gen.n_stop; i++) {
+            uint8_t sl = (uint8_t)strlen(r->gen.stop[i]);
+            wr(w, &sl, 1);
+            wr(w, r->gen.stop[i], sl);
+        }
+    }
+    wr(w, &nf, 8);
+    wr(w, zeros, pad);
+    wr(w, r->state, r->n_floats * sizeof(float));
+    if (w->failed)
+        return RNND_ERR_IO;
+    w->count++;
+    return RNND_OK;
+}
+
+int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes, char *err,
+                            size_t errlen)
+{
+    uint64_t count = w->count;
+    wr(w, tail_magic, 8);
+    wr(w, &count, 8);
+    unsigned char hash[32];
+    rnnd_sha256_final(&w->sha, hash);
+    if (!w->failed && fwrite(hash, 1, 32, w->f) != 32)
+        w->failed = errno ? errno : EIO;
+    size_t size = w->off + 32;
+    if (!w->failed && (fflush(w->f) || fsync(fileno(w->f))))
+        w->failed = errno ? errno : EIO;
+    if (!w->failed) {
+        int rc = fclose(w->f);
+        w->f = NULL;
+        if (rc)
+            w->failed = errno ? errno : EIO;
+    }
+    if (!w->failed && rename(w->tmp, w->final))
+        w->failed = errno ? errno : EIO;
+    if (w->failed) {
+        snprintf(err, errlen, "%s: %s", w->tmp, strerror(w->failed));
+        rnnd_snap_writer_abort(w);
+        return RNND_ERR_IO;
+    }
+    /* the rename is durable once the folder is */
+    int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(w->tmp);
+    w->tmp = NULL;
+    rnnd_snap_writer_abort(w);
+    if (records)
+        *records = count;
+    if (bytes)
+        *bytes = size;
+    return RNND_OK;
+}
+
+/* ---- reading ----------------------------------------------------------------------------- */
+
+struct rnnd_snap {
+    unsigned char *map;
+    size_t size;
+    size_t n;
+    size_t *offs;       /* each record's payload offset */
+};
+
+void rnnd_snap_free(rnnd_snap *s)
+{
+    if (!s)
+        return;
+    if (s->map)
+        munmap(s->map, s->size);
+    free(s->offs);
+    free(s);
+}
+
+size_t rnnd_snap_count(const rnnd_snap *s) { return s->n; }
+size_t rnnd_snap_bytes(const rnnd_snap *s) { return s->size; }
+
+/* A bounds-checked reader over [p, end). */
+struct cur {
+    const unsigned char *p, *end;
+    int bad;
+};
+
+static const unsigned char *take(struct cur *c, size_t n)
+{
+    if (c->bad || (size_t)(c->end - c->p) < n) {
+        c->bad = 1;
+        return NULL;
+    }
+    const unsigned char *at = c->p;
+    c->p += n;
+    return at;
+}
+
+static void get(struct cur *c, void *out, size_t n)
+{
+    const unsigned char *at = take(c, n);
+    if (at)
+        memcpy(out, at, n);
+    else
+        memset(out, 0, n);
+}
+
+static int hex_ok(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Parse the payload at C into REC. Returns 0 or -1. */
+static int parse_rec(struct cur *c, rnnd_snap_rec *r)
+{
+    memset(r, 0, sizeof *r);
+    char *id = r->id, *model = r->model, *digest = r->digest;
+    const unsigned char *p = take(c, 32);
+    if (!p || !hex_ok(p, 32))
+        return -1;
+    memcpy(id, p, 32);
+    id[32] = '\0';
+    uint8_t nl = 0;
+    get(c, &nl, 1);
+    if (!(p = take(c, nl)) || !nl || memchr(p, 0, nl))
+        return -1;
+    memcpy(model, p, nl);
+    model[nl] = '\0';
+    if (!(p = take(c, 64)) || !hex_ok(p, 64))
+        return -1;
+    memcpy(digest, p, 64);
+    digest[64] = '\0';
+    get(c, &r->steps, 8);
+    get(c, &r->created, 8);
+    get(c, &r->ttl_s, 8);
+    get(c, &r->idle_s, 8);
+    uint8_t has_gen = 0;
+    get(c, &has_gen, 1);
+    if (has_gen > 1)
+        return -1;
+    r->has_gen = has_gen;
+    if (has_gen) {
+        uint8_t has_seed = 0, n_stop = 0;
+        get(c, &r->gen.max_tokens, 8);
+        get(c, &r->gen.sampling.temperature, 8);
+        get(c, &r->gen.sampling.top_k, 4);
+        get(c, &r->gen.sampling.top_p, 8);
+        get(c, &has_seed, 1);
+        get(c, &r->gen.seed, 8);
+        get(c, &n_stop, 1);
+        if (has_seed > 1 || n_stop > RNND_GEN_MAX_STOP)
+            return -1;
+        r->gen.has_seed = has_seed;
+        r->gen.n_stop = n_stop;
+        for (size_t i = 0; i < n_stop; i++) {
+            uint8_t sl = 0;
+            get(c, &sl, 1);
+            if (!sl || sl > RNND_GEN_STOP_BYTES || !(p = take(c, sl)))
+                return -1;
+            memcpy(r->gen.stop[i], p, sl);
+            r->gen.stop[i][sl] = '\0';
+        }
+    }
+    uint64_t nf = 0;
+    get(c, &nf, 8);
+    if (c->bad)
+        return -1;
+    size_t pad = (size_t)(c->end - c->p);
+    if (nf > pad / sizeof(float))
+        return -1;
+    pad -= (size_t)nf * sizeof(float);
+    if (pad > 3 || !take(c, pad))
+        return -1;
+    r->state = (const float *)(const void *)c->p;
+    r->n_floats = (size_t)nf;
+    c->p = c->end;
+    return c->bad ? -1 : 0;
+}
+
+int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    char *path = path_join(dir, RNND_SNAPSHOT_FILE);
+    if (!path) {
+        snprintf(err, errlen, "%s: out of memory", dir);
+        return RNND_ERR_NOMEM;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        free(path);
+        return e == ENOENT ? 1 : RNND_ERR_IO;
+    }
+    struct stat st;
+    rnnd_snap *s = calloc(1, sizeof *s);
+    int rc = RNND_ERR_INVALID;
+    if (!s || fstat(fd, &st)) {
+        snprintf(err, errlen, "%s: %s", path, s ? strerror(errno) : "out of memory");
+        rc = s ? RNND_ERR_IO : RNND_ERR_NOMEM;
+        goto fail;
+    }
+    if ((size_t)st.st_size < HEAD_BYTES + TAIL_BYTES) {
+        snprintf(err, errlen, "%s: truncated (%lld bytes)", path, (long long)st.st_size);
+        goto fail;
+    }
+    s->size = (size_t)st.st_size;
+    s->map = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (s->map == MAP_FAILED) {
+        s->map = NULL;
+        snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
+        rc = RNND_ERR_IO;
+        goto fail;
+    }
+    uint32_t version, endian;
+    memcpy(&version, s->map + 8, 4);
+    memcpy(&endian, s->map + 12, 4);
+    if (memcmp(s->map, head_magic, 8)) {
+        snprintf(err, errlen, "%s: not an rnnd snapshot", path);
+        goto fail;
+    }
+    if (version != VERSION || endian != ENDIAN) {
+        snprintf(err, errlen, "%s: snapshot version %u (byte order %08x) is not this build's "
+                 "(%u)", path, version, endian, VERSION);
+        goto fail;
+    }
+    unsigned char hash[32];
+    rnnd_sha256 sha;
+    rnnd_sha256_init(&sha);
+    rnnd_sha256_update(&sha, s->map, s->size - 32);
+    rnnd_sha256_final(&sha, hash);
+    const unsigned char *tail = s->map + s->size - TAIL_BYTES;
+    if (memcmp(tail, tail_magic, 8) || memcmp(hash, s->map + s->size - 32, 32)) {
+        snprintf(err, errlen, "%s: checksum mismatch (truncated or corrupt)", path);
+        goto fail;
+    }
+    uint64_t count;
+    memcpy(&count, tail + 8, 8);
+    if (count > s->size / 4) {
+        snprintf(err, errlen, "%s: bad record count", path);
+        goto fail;
+    }
+    s->offs = malloc((count ? count : 1) * sizeof *s->offs);
+    if (!s->offs) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        rc = RNND_ERR_NOMEM;
+        goto fail;
+    }
+    /* walk and check every record now, so that rnnd_snap_get cannot fail */
+    size_t off = HEAD_BYTES, end = s->size - TAIL_BYTES;
+    for (uint64_t i = 0; i < count; i++) {
+        uint32_t len;
+        if (end - off < 4) {
+            snprintf(err, errlen, "%s: record %llu: truncated", path, (unsigned long long)i);
+            goto fail;
+        }
+        memcpy(&len, s->map + off, 4);
+        if (end - off - 4 < len) {
+            snprintf(err, errlen, "%s: record %llu: truncated", path, (unsigned long long)i);
+            goto fail;
+        }
+        struct cur c = {s->map + off + 4, s->map + off + 4 + len, 0};
+        rnnd_snap_rec rec;
+        if (parse_rec(&c, &rec) ||
+            ((uintptr_t)rec.state % sizeof(float))) {
+            snprintf(err, errlen, "%s: record %llu: malformed", path, (unsigned long long)i);
+            goto fail;
+        }
+        s->offs[i] = off + 4;
+        off += 4 + (size_t)len;
+    }
+    if (off != end) {
+        snprintf(err, errlen, "%s: %zu bytes after the last record", path, end - off);
+        goto fail;
+    }
+    s->n = (size_t)count;
+    close(fd);
+    free(path);
+    *out = s;
+    return RNND_OK;
+fail:
+    close(fd);
+    free(path);
+    rnnd_snap_free(s);
+    return rc;
+}
+
+void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec)
+{
+    uint32_t len;
+    memcpy(&len, s->map + s->offs[i] - 4, 4);
+    struct cur c = {s->map + s->offs[i], s->map + s->offs[i] + len, 0};
+    parse_rec(&c, rec);     /* checked by rnnd_snap_load: cannot fail */
+}

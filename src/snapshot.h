@@ -1,0 +1,57 @@
+/* The sessions snapshot file: every live session's id, model name and digest, step count,
+ * times, generation defaults and state, in one file written atomically (a temporary file,
+ * fsync, rename, fsync of the folder) and checked whole on reading (SHA-256 of everything
+ * before the trailer's hash). docs/state.md describes the format and the guarantees.
+ *
+ * Writing streams records as they come (no copy of all states in memory); reading maps the
+ * file and hands out records that point into the map. */
+#ifndef RNND_SNAPSHOT_H
+#define RNND_SNAPSHOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "generate.h"
+
+#define RNND_SNAPSHOT_FILE "sessions.snap"
+
+typedef struct rnnd_snap_rec {
+    char id[33];                /* 32 hex digits */
+    char model[256];            /* the model's name */
+    char digest[65];            /* the model's digest (64 hex digits) */
+    uint64_t steps;
+    int64_t created;            /* unix seconds */
+    double ttl_s;
+    double idle_s;              /* of the ttl, already spent */
+    int has_gen;                /* generation defaults present */
+    rnnd_gen_params gen;
+    const float *state;
+    size_t n_floats;
+} rnnd_snap_rec;
+
+typedef struct rnnd_snap_writer rnnd_snap_writer;
+
+/* Start DIR/sessions.snap.tmp. Returns 0 or RNND_ERR_IO / RNND_ERR_NOMEM with ERR naming the
+ * file and the reason. */
+int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, size_t errlen);
+/* Append one record. Returns 0 or RNND_ERR_IO (the writer is then failed: commit refuses). */
+int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *rec);
+/* Finish: trailer, fsync, rename over DIR/sessions.snap, fsync DIR. Frees W either way.
+ * *BYTES (may be NULL) gets the file size. Returns 0 or RNND_ERR_IO with ERR. */
+int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes, char *err,
+                            size_t errlen);
+/* Give up: the temporary file is removed, the last snapshot stays. NULL is a no-op. */
+void rnnd_snap_writer_abort(rnnd_snap_writer *w);
+
+typedef struct rnnd_snap rnnd_snap;
+
+/* Map and check DIR/sessions.snap. Returns 0; 1 when there is no snapshot; or
+ * RNND_ERR_INVALID (corrupt, truncated, wrong version: ERR says which) / RNND_ERR_IO. */
+int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen);
+size_t rnnd_snap_count(const rnnd_snap *s);
+size_t rnnd_snap_bytes(const rnnd_snap *s);
+/* Record I (its state points into the map, valid until rnnd_snap_free). */
+void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec);
+void rnnd_snap_free(rnnd_snap *s);     /* NULL is a no-op */
+
+#endif

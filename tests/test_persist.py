@@ -1,0 +1,172 @@
+"""Sessions survive restarts (docs/state.md; issue 5, acceptance 2).
+
+- 100 sessions of two models (the bundled text model and a vector golden model), each fed a
+  random number of random steps, some with generation defaults; SIGTERM; restart on the same
+  state_dir: every session is back with its id, step count, ttl and defaults, and continues
+  bit for bit like the same session in a second daemon that was never interrupted.
+- A truncated or corrupted snapshot is skipped with a log line, and the daemon serves.
+- A session whose model changed (same name, other weights) or disappeared is dropped with a
+  log line, never restored onto other weights.
+- Periodic snapshots (snapshot_interval_s): after SIGKILL the sessions come back as of the last
+  snapshot.
+Prints what it checked; exits 1 on any failure.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import time
+
+from daemon_util import Checker, Daemon, golden_cases, golden_model, tmpdir
+
+C = Checker()
+WORK = tmpdir("persist")
+STATE = os.path.join(WORK, "state")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+CASES = {name: case for name, case, _ in golden_cases()}
+VEC = next(n for n, c in sorted(CASES.items())
+           if c["input"]["kind"] == "vectors" and c["stateful"])
+VEC_DIM = CASES[VEC]["input"]["dim"]
+RNG = random.Random(5)
+
+
+def rand_steps(model, n):
+    if model == "charlm":
+        return {"text": "".join(RNG.choice("abcdefghij klmnop") for _ in range(n))}
+    return {"inputs": [[RNG.uniform(-1, 1) for _ in range(VEC_DIM)] for _ in range(n)]}
+
+
+def step(d, sid, body):
+    st, _, b = d.request("POST", "/v1/sessions/%s/step" % sid, body)
+    assert st == 200, (st, b)
+    return b
+
+
+def log_has(d, *words):
+    return any(all(w in line for w in words) for line in d.log)
+
+
+def snapshot_path():
+    return os.path.join(STATE, "sessions.snap")
+
+
+def main():
+    shutil.rmtree(STATE, ignore_errors=True)
+    os.makedirs(STATE)
+    vec_path = golden_model(VEC, WORK)
+    models = {"charlm": CHARLM, "vec": vec_path}
+
+    # ---- 100 sessions, SIGTERM, restart: bitwise continuation ----
+    plan = []       # (model, ttl, defaults, [bodies before], [bodies after])
+    for i in range(100):
+        model = "charlm" if i % 2 == 0 else "vec"
+        defaults = {"temperature": 0, "max_tokens": 7} if model == "charlm" and i % 4 == 0 \
+            else None
+        before = [rand_steps(model, RNG.randint(1, 20)) for _ in range(RNG.randint(1, 3))]
+        after = [rand_steps(model, RNG.randint(1, 10)) for _ in range(2)]
+        plan.append((model, 100 + i, defaults, before, after))
+
+    ids = []
+    with Daemon(models, "--state-dir", STATE) as a, Daemon(models) as twin:
+        twin_ids = []
+        for model, ttl, defaults, before, _ in plan:
+            body = {"model": model, "ttl_s": ttl}
+            if defaults:
+                body["generate"] = defaults
+            sid = a.request("POST", "/v1/sessions", body)[2]["id"]
+            tid = twin.request("POST", "/v1/sessions", body)[2]["id"]
+            for b in before:
+                x, y = step(a, sid, b), step(twin, tid, b)
+                assert x == y
+            ids.append(sid)
+            twin_ids.append(tid)
+        _, _, listed = a.request("GET", "/v1/sessions?limit=1000")
+        steps_before = {s["id"]: s["steps"] for s in listed["sessions"]}
+        rc, secs = a.stop()
+        C.eq(rc, 0, "SIGTERM: exit status 0")
+        C.check(log_has(a, "event=snapshot", "sessions=100"), "shutdown logs a snapshot of 100")
+        C.check(os.path.exists(snapshot_path()), "the snapshot file exists")
+        C.check(not os.path.exists(snapshot_path() + ".tmp"), "no temporary file is left")
+
+        with Daemon(models, "--state-dir", STATE) as b:
+            C.check(log_has(b, "event=restore", "sessions=100", "dropped=0"),
+                    "restart logs 100 sessions restored")
+            _, _, listed = b.request("GET", "/v1/sessions?limit=1000")
+            got = {s["id"]: s for s in listed["sessions"]}
+            C.eq(sorted(got), sorted(ids), "every session id is back")
+            C.check(all(got[i]["steps"] == steps_before[i] for i in ids if i in got),
+                    "every session has its step count")
+            C.check(all(got[i]["ttl_s"] == p[1] for i, p in zip(ids, plan) if i in got),
+                    "every session keeps its ttl")
+            same = True
+            for sid, tid, (model, _, defaults, _, after) in zip(ids, twin_ids, plan):
+                for body in after:
+                    same &= step(b, sid, body) == step(twin, tid, body)
+                if defaults:
+                    g1 = b.request("POST", "/v1/sessions/%s/generate" % sid, {"prompt": "a"})
+                    g2 = twin.request("POST", "/v1/sessions/%s/generate" % tid,
+                                      {"prompt": "a"})
+                    same &= g1[2]["tokens"] == g2[2]["tokens"] and len(g1[2]["tokens"]) == 7
+            C.check(same, "every restored session continues bit for bit like the "
+                    "uninterrupted twin (steps and generation defaults)")
+            rc, _ = b.stop()
+            C.eq(rc, 0, "second stop: exit status 0")
+        twin.stop()
+
+    # ---- a truncated or corrupted snapshot is skipped ----
+    good = open(snapshot_path(), "rb").read()
+    for what, data in (("truncated", good[:len(good) // 2]),
+                       ("one byte flipped", good[:1000] + bytes([good[1000] ^ 1]) + good[1001:]),
+                       ("empty", b""), ("not a snapshot", b"hello" * 100)):
+        with open(snapshot_path(), "wb") as f:
+            f.write(data)
+        with Daemon(models, "--state-dir", STATE) as d:
+            C.check(log_has(d, "event=snapshot_skipped"), "%s snapshot: skipped with a log "
+                    "line" % what)
+            st, _, listed = d.request("GET", "/v1/sessions")
+            C.eq((st, len(listed["sessions"])), (200, 0), "%s snapshot: serving, no sessions"
+                 % what)
+            C.eq(d.request("GET", "/readyz")[0], 200, "%s snapshot: ready" % what)
+            d.kill()    # no shutdown snapshot: keep the corrupt file for the next case
+
+    # ---- changed or missing models: sessions dropped, never restored onto other weights ----
+    with open(snapshot_path(), "wb") as f:
+        f.write(good)
+    other = golden_model(next(n for n, c in sorted(CASES.items())
+                              if n != VEC and c["input"]["kind"] == "vectors" and c["stateful"]
+                              and c["input"]["dim"] == VEC_DIM), WORK)
+    with Daemon({"charlm": CHARLM, "vec": other}, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=session_dropped", "reason=model_changed"),
+                "a session of a changed model is dropped with a log line")
+        C.check(log_has(d, "event=restore", "sessions=50", "dropped=50"),
+                "the 50 sessions of the unchanged model are restored")
+        d.kill()
+    with Daemon({"charlm": CHARLM}, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=session_dropped", "reason=model_gone"),
+                "a session of a removed model is dropped with a log line")
+        d.kill()
+
+    # ---- periodic snapshots bound what SIGKILL loses ----
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE, "--snapshot-interval-s", "1") as d:
+        sid = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+        step(d, sid, {"text": "abc"})
+        time.sleep(2.5)     # at least one snapshot after the steps
+        state = d.request("GET", "/v1/sessions/%s/state" % sid)[2]
+        metrics = d.metrics()
+        C.check(any(line.startswith("rnnd_snapshots_total ") and float(line.split()[1]) >= 1
+                    for line in metrics.splitlines()), "rnnd_snapshots_total counts snapshots")
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+    with Daemon(models, "--state-dir", STATE) as d:
+        got = d.request("GET", "/v1/sessions/%s/state" % sid)
+        C.eq(got[0], 200, "after SIGKILL the session is back from the periodic snapshot")
+        C.eq(json.dumps(got[2]), json.dumps(state), "with the state of the last snapshot")
+        d.stop()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
