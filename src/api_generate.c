@@ -391,11 +391,9 @@ void rnnd_api_model_generate(rnnd_req *r)
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
-    const rnnd_entry *e = rnnd_registry_find(&app->reg, rnnd_req_param(r, 0));
-    if (!e) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", rnnd_req_param(r, 0));
+    const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
+    if (!e)
         return;
-    }
     if (gen_capable(r, e))
         return;
     rnnd_session *s;

@@ -18,13 +18,14 @@ void rnnd_api_readyz(rnnd_req *r)
         rnnd_reply_error(r, "unavailable", "draining: the server is shutting down");
         return;
     }
-    if (!app->reg.n) {
+    size_t n = rnnd_catalog_count(&app->models);
+    if (!n) {
         rnnd_reply_error(r, "unavailable", "no model is loaded");
         return;
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu}", app->reg.n);
+    rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu}", n);
     rnnd_reply(r, 200, &b);
 }
 

@@ -53,11 +53,9 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
 void rnnd_api_infer(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = rnnd_registry_find(&app->reg, rnnd_req_param(r, 0));
-    if (!e) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", rnnd_req_param(r, 0));
+    const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
+    if (!e)
         return;
-    }
     json_t *body = rnnd_req_body(r);
     if (!body) {
         rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
@@ -85,7 +83,7 @@ void rnnd_api_infer(rnnd_req *r)
     rnnd_req_on_free(r, infer_free, t);
     rnnd_req_defer(r);
     /* the model's batcher runs it together with the model's other waiting infer requests */
-    if (rnnd_batcher_infer(app->batchers[e->index], &t->job)) {
+    if (rnnd_batcher_infer(e->batcher, &t->job)) {
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
         rnnd_req_complete(r);
     }

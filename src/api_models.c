@@ -27,26 +27,29 @@ static void model_fields(rnnd_buf *b, const rnnd_entry *e)
 void rnnd_api_models_list(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
+    rnnd_registry set;
+    if (rnnd_catalog_copy(&app->models, &set)) {
+        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        return;
+    }
     rnnd_buf b;
     rnnd_buf_init(&b);
     rnnd_buf_puts(&b, "{\"models\":[");
-    for (size_t i = 0; i < app->reg.n; i++) {
+    for (size_t i = 0; i < set.n; i++) {
         rnnd_buf_puts(&b, i ? ",{" : "{");
-        model_fields(&b, &app->reg.entries[i]);
+        model_fields(&b, set.entries[i]);
         rnnd_buf_puts(&b, "}");
     }
     rnnd_buf_puts(&b, "]}");
+    rnnd_registry_free(&set);
     rnnd_reply(r, 200, &b);
 }
 
 void rnnd_api_model_get(rnnd_req *r)
 {
-    rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = rnnd_registry_find(&app->reg, rnnd_req_param(r, 0));
-    if (!e) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", rnnd_req_param(r, 0));
+    const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
+    if (!e)
         return;
-    }
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     rnnd_buf b;
     rnnd_buf_init(&b);

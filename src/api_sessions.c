@@ -135,11 +135,9 @@ void rnnd_api_sessions_create(rnnd_req *r)
                          m ? rnnd_json_type_desc(m) : "nothing");
         return;
     }
-    const rnnd_entry *e = rnnd_registry_find(&app->reg, json_string_value(m));
-    if (!e) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", json_string_value(m));
+    const rnnd_entry *e = rnnd_api_model(r, json_string_value(m));
+    if (!e)
         return;
-    }
     if (!e->stateful) {
         rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
                          "it cannot be fed step by step: use POST /v1/models/%s/infer",
@@ -185,10 +183,8 @@ void rnnd_api_sessions_list(rnnd_req *r)
     }
     const rnnd_entry *model = NULL;
     const char *mq = rnnd_req_query(r, "model");
-    if (mq && !(model = rnnd_registry_find(&app->reg, mq))) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", mq);
+    if (mq && !(model = rnnd_api_model(r, mq)))
         return;
-    }
     rnnd_session_info *infos = malloc((size_t)limit * sizeof *infos);
     int more = 0;
     size_t n = infos ? rnnd_session_list(app->sessions, after, model, (size_t)limit, infos,
@@ -452,7 +448,6 @@ void rnnd_api_session_step(rnnd_req *r)
 {
     static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
                                          "if_steps", NULL};
-    rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
         rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
@@ -528,7 +523,7 @@ void rnnd_api_session_step(rnnd_req *r)
     } else if (parse_inputs(r, json_object_get(body, "inputs"), e, q, &n)) {
         return;
     }
-    rnnd_step_job_init(&q->sj, app->batchers[e->index]);
+    rnnd_step_job_init(&q->sj, e->batcher);
     q->sj.job.finish = step_finish;
     q->sj.n_steps = n;
     q->sj.tokens = q->tokens;

@@ -59,3 +59,14 @@ void rnnd_api_reply_left(rnnd_req *r, int why)
         rnnd_reply_error(r, "not_found", "no session %.64s", rnnd_req_param(r, 0));
 }
 
+
+rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
+{
+    rnnd_entry *e = rnnd_catalog_get(&rnnd_req_app(r)->models, name);
+    if (!e) {
+        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", name);
+        return NULL;
+    }
+    rnnd_req_hold(r, rnnd_entry_unref_v, e);
+    return e;
+}

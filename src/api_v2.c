@@ -61,15 +61,19 @@ const rnnd_entry *rnnd_v2_model(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
     const char *name = rnnd_req_param(r, 0), *version = rnnd_req_param(r, 1);
-    const rnnd_entry *e = rnnd_registry_find(&app->reg, name);
+    rnnd_entry *e = rnnd_catalog_get(&app->models, name);
     if (!e) {
         rnnd_v2_error(r, 400, "Request for unknown model: '%.64s' is not found", name);
         return NULL;
     }
-    /* "" is the route without /versions/{v}; every model has exactly version "1" */
-    if (*version && strcmp(version, "1")) {
+    rnnd_req_hold(r, rnnd_entry_unref_v, e);     /* a reload may retire it meanwhile */
+    /* "" is the route without /versions/{v}; a model's version counts its reloads (1 at
+     * start) and only the current one is served */
+    char cur[16];
+    snprintf(cur, sizeof cur, "%d", e->version);
+    if (*version && strcmp(version, cur)) {
         rnnd_v2_error(r, 400, "Request for unknown model: '%s' version %.32s is not found "
-                      "(rnnd serves version 1 of every model)", e->name, version);
+                      "(the version served is %s)", e->name, version, cur);
         return NULL;
     }
     return e;
@@ -96,7 +100,7 @@ void rnnd_api_v2_live(rnnd_req *r)
 void rnnd_api_v2_ready(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    rnnd_reply_empty(r, atomic_load(&app->draining) || !app->reg.n ? 400 : 200);
+    rnnd_reply_empty(r, atomic_load(&app->draining) || !rnnd_catalog_count(&app->models) ? 400 : 200);
 }
 
 void rnnd_api_v2_model_ready(rnnd_req *r)
@@ -120,8 +124,8 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
     rnnd_buf_init(&b);
     rnnd_buf_puts(&b, "{\"name\":");
     rnnd_buf_json_string(&b, e->name);
-    rnnd_buf_puts(&b, ",\"versions\":[\"1\"],\"platform\":\"rnnd\",\"inputs\":[{\"name\":\""
-                  V2_INPUT "\",");
+    rnnd_buf_printf(&b, ",\"versions\":[\"%d\"],\"platform\":\"rnnd\",\"inputs\":[{\"name\":\""
+                    V2_INPUT "\",", e->version);
     if (spec->input_kind == RNND_INPUT_TOKENS)
         rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}]");
     else
@@ -192,7 +196,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     in->seq_start = st && json_is_true(st);
     in->seq_end = en && json_is_true(en);
     memset(&in->key, 0, sizeof in->key);
-    in->key.model = in->e->index;
+    snprintf(in->key.model, sizeof in->key.model, "%s", in->e->name);
     if (json_is_integer(id)) {
         if (json_integer_value(id) < 0) {
             rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, "
@@ -530,13 +534,13 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
 
 /* ---- the response ------------------------------------------------------------------------ */
 
-/* {"model_name":..,"model_version":"1",["id":..,]"outputs":[{..."data": — the caller
+/* {"model_name":..,"model_version":"V",["id":..,]"outputs":[{..."data": — the caller
  * appends the data, then "}]}". */
 static void response_head(rnnd_buf *b, const struct v2_infer *in)
 {
     rnnd_buf_puts(b, "{\"model_name\":");
     rnnd_buf_json_string(b, in->e->name);
-    rnnd_buf_puts(b, ",\"model_version\":\"1\"");
+    rnnd_buf_printf(b, ",\"model_version\":\"%d\"", in->e->version);
     if (in->id) {
         rnnd_buf_puts(b, ",\"id\":");
         rnnd_buf_json_string(b, in->id);
@@ -665,7 +669,7 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
     t->job.finish = task_finish;
     t->r = r;
     rnnd_req_defer(r);
-    if (rnnd_batcher_infer(app->batchers[e->index], &t->job)) {
+    if (rnnd_batcher_infer(e->batcher, &t->job)) {
         rnnd_v2_error(r, 503, "the server is shutting down");
         rnnd_req_complete(r);
     }
@@ -806,7 +810,17 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
     q->s = sequence_session(r, q->map, &q->in);
     if (!q->s)
         return;
-    rnnd_step_job_init(&q->sj, app->batchers[e->index]);
+    /* a sequence keeps the model version it started on; a reload since may have changed
+     * the sizes the request was checked against */
+    const rnnd_entry *se = rnnd_session_model(q->s);
+    const rnnd_model_spec *a = rnnd_model_get_spec(se->model), *b = rnnd_model_get_spec(e->model);
+    if (se != e && (a->input_kind != b->input_kind || a->input_dim != b->input_dim ||
+                    a->vocab_size != b->vocab_size || se->output_dim != e->output_dim)) {
+        rnnd_v2_error(r, 400, "model '%s' was reloaded with other input or output sizes since "
+                      "this sequence started: start it again", e->name);
+        return;
+    }
+    rnnd_step_job_init(&q->sj, se->batcher);
     q->sj.job.finish = step_finish;
     q->sj.n_steps = q->in.T;
     q->sj.tokens = q->in.tokens;

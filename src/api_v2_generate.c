@@ -36,12 +36,12 @@ static void v2gen_free(struct v2gen *q)
     free(q);
 }
 
-/* {"model_name":..,"model_version":"1","text_output": — the caller goes on. */
+/* {"model_name":..,"model_version":"V","text_output": — the caller goes on. */
 static void head(rnnd_buf *b, const rnnd_entry *e)
 {
     rnnd_buf_puts(b, "{\"model_name\":");
     rnnd_buf_json_string(b, e->name);
-    rnnd_buf_puts(b, ",\"model_version\":\"1\",\"text_output\":");
+    rnnd_buf_printf(b, ",\"model_version\":\"%d\",\"text_output\":", e->version);
 }
 
 static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,

@@ -18,8 +18,9 @@
 typedef struct rnnd_app {
     const rnnd_config *cfg;
     rnnd_log log;
-    rnnd_registry reg;
-    rnnd_batcher **batchers;        /* one per registry entry, same index */
+    rnnd_catalog models;            /* the current set of models; swapped by reloads */
+    const rnnd_kernels *kernels;
+    size_t workers;                 /* compute threads */
     rnnd_pool *pool;
     rnnd_session_table *sessions;
     struct rnnd_v2_seq *v2_seq;     /* Triton sequence ids -> sessions (v2_seq.h) */

@@ -11,9 +11,14 @@
 
 #include "rnnd/status.h"
 
+struct scratch;
+
 struct rnnd_batcher {
     const rnnd_net *net;
-    size_t index;
+    size_t workers;
+    struct scratch **scratch;   /* [workers], each made by its worker on first use */
+    void (*hold)(void *), (*release)(void *);
+    void *owner;
     rnnd_pool *pool;
     size_t max_batch;
     long wait_us;
@@ -54,7 +59,7 @@ static void round_cancel(rnnd_task *task);
 static void infer_round_run(rnnd_task *task, void *wctx);
 static void infer_round_cancel(rnnd_task *task);
 
-int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
+int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_t max_batch,
                      long max_batch_wait_us, rnnd_batcher **out)
 {
     *out = NULL;
@@ -62,13 +67,16 @@ int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t 
     if (!b)
         return RNND_ERR_NOMEM;
     b->hist = calloc(max_batch + 1, sizeof *b->hist);
-    if (!b->hist) {
+    b->scratch = calloc(workers ? workers : 1, sizeof *b->scratch);
+    if (!b->hist || !b->scratch) {
+        free(b->hist);
+        free(b->scratch);
         free(b);
         return RNND_ERR_NOMEM;
     }
+    b->workers = workers;
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     b->net = net;
-    b->index = index;
     b->pool = pool;
     b->max_batch = max_batch;
     b->wait_us = max_batch_wait_us;
@@ -96,10 +104,23 @@ void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool)
     b->pool = pool;
 }
 
+void rnnd_batcher_set_owner(rnnd_batcher *b, void (*hold)(void *), void (*release)(void *),
+                            void *owner)
+{
+    b->hold = hold;
+    b->release = release;
+    b->owner = owner;
+}
+
+static void scratch_free(struct scratch *s);
+
 void rnnd_batcher_free(rnnd_batcher *b)
 {
     if (!b)
         return;
+    for (size_t i = 0; i < b->workers; i++)
+        scratch_free(b->scratch[i]);
+    free(b->scratch);
     pthread_cond_destroy(&b->more);
     pthread_cond_destroy(&b->infer_more);
     pthread_mutex_destroy(&b->mu);
@@ -107,9 +128,8 @@ void rnnd_batcher_free(rnnd_batcher *b)
     free(b);
 }
 
-void rnnd_batcher_scratch_free(void *p)
+static void scratch_free(struct scratch *s)
 {
-    struct scratch *s = p;
     if (!s)
         return;
     rnnd_work_free(s->work);
@@ -121,7 +141,7 @@ void rnnd_batcher_scratch_free(void *p)
     free(s);
 }
 
-void *rnnd_batcher_scratch_new(const rnnd_batcher *b)
+static struct scratch *scratch_new(const rnnd_batcher *b)
 {
     struct scratch *s = calloc(1, sizeof *s);
     if (!s)
@@ -134,7 +154,7 @@ void *rnnd_batcher_scratch_new(const rnnd_batcher *b)
     s->states = calloc(B, sizeof *s->states);
     s->jobs = calloc(B, sizeof *s->jobs);
     if (!s->work || !s->tokens || !s->vectors || !s->out || !s->states || !s->jobs) {
-        rnnd_batcher_scratch_free(s);
+        scratch_free(s);
         return NULL;
     }
     return s;
@@ -267,11 +287,50 @@ static int row_finite(const float *v, size_t n)
     return 1;
 }
 
+/* This worker's scratch, made on its first round here. NULL when out of memory. */
+static struct scratch *my_scratch(rnnd_batcher *b, void *wctx)
+{
+    size_t w = *(const size_t *)wctx;
+    if (w >= b->workers)
+        return NULL;
+    if (!b->scratch[w])
+        b->scratch[w] = scratch_new(b);
+    return b->scratch[w];
+}
+
+static void round_body(rnnd_batcher *b, struct scratch *s);
+
 static void round_run(rnnd_task *task, void *wctx)
 {
     rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, task));
-    struct scratch *s = ((void **)wctx)[b->index];
+    /* the queued jobs keep the owner alive until here; the hold keeps it past their end */
+    void (*release)(void *) = b->release;
+    void *owner = b->owner;
+    if (b->hold)
+        b->hold(owner);
+    round_body(b, my_scratch(b, wctx));
+    if (release)
+        release(owner);     /* may free B: nothing after this */
+}
+
+static void round_body(rnnd_batcher *b, struct scratch *s)
+{
     size_t D = b->in_dim, O = b->out_dim;
+    if (!s) {
+        /* no memory for this worker's scratch: fail what is ready rather than spin */
+        pthread_mutex_lock(&b->mu);
+        rnnd_step_job *list = b->head;
+        b->head = b->tail = NULL;
+        b->n_ready = 0;
+        b->scheduled = 0;
+        pthread_mutex_unlock(&b->mu);
+        for (rnnd_step_job *j = list; j; j = j->rnext) {
+            j->status = RNND_ERR_NOMEM;
+            snprintf(j->err, sizeof j->err, "out of memory for a worker's scratch");
+        }
+        fail_list(list, RNND_STEP_FAILED);
+        return;
+    }
 
     pthread_mutex_lock(&b->mu);
     /* Fill the batch a little, but only while others compute: their sessions come back soon.
@@ -448,10 +507,23 @@ static size_t infer_bucket(size_t k)
     return i;
 }
 
+static void infer_round_body(rnnd_batcher *b);
+
 static void infer_round_run(rnnd_task *task, void *wctx)
 {
     (void)wctx;
     rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, infer_task));
+    void (*release)(void *) = b->release;
+    void *owner = b->owner;
+    if (b->hold)
+        b->hold(owner);
+    infer_round_body(b);
+    if (release)
+        release(owner);     /* may free B: nothing after this */
+}
+
+static void infer_round_body(rnnd_batcher *b)
+{
 
     pthread_mutex_lock(&b->mu);
     /* As for steps: fill a little, but only while other workers compute. */

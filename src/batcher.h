@@ -17,9 +17,15 @@
  * and runs them as one rnnd_infer_run_many() call, which is batch-invariant as well. It waits
  * for more under the same rule as a step round (max_batch_wait_us, only while others compute).
  *
- * Worker scratch: the pool's worker context is an array of pointers indexed by batcher index,
- * each made by rnnd_batcher_scratch_new() (one rnnd_work sized max_batch, input and output
- * rows), so a round never allocates. */
+ * Worker scratch: the pool's worker context must point to the worker's index (a size_t,
+ * below the WORKERS given at creation); the batcher keeps one scratch block per worker (one
+ * rnnd_work sized max_batch, input and output rows), made on that worker's first round of
+ * this batcher, so later rounds never allocate and models loaded after start-up need no
+ * change to the workers.
+ *
+ * Owner: a batcher belongs to a model version that may be retired by a reload while rounds
+ * run; rnnd_batcher_set_owner() gives it hold/release functions it calls around each round,
+ * so the owner (and the batcher with it) is never freed under a running round. */
 #ifndef RNND_BATCHER_H
 #define RNND_BATCHER_H
 
@@ -78,13 +84,16 @@ struct rnnd_infer_job {
     rnnd_infer_job *next;       /* the infer queue (batcher-private) */
 };
 
-/* One batcher per model; INDEX is its slot in the workers' scratch arrays. */
-int rnnd_batcher_new(const rnnd_net *net, size_t index, rnnd_pool *pool, size_t max_batch,
+/* One batcher per model version, for a pool of WORKERS workers (POOL may come later). */
+int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_t max_batch,
                      long max_batch_wait_us, rnnd_batcher **out);
-void rnnd_batcher_free(rnnd_batcher *b);    /* after the pool stopped; NULL is a no-op */
+/* Nothing may be queued or running (its owner's last reference is gone, or the pool
+ * stopped). NULL is a no-op. */
+void rnnd_batcher_free(rnnd_batcher *b);
 
-/* The pool is late: batchers are made before the pool, whose workers need their scratch. */
 void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool);
+void rnnd_batcher_set_owner(rnnd_batcher *b, void (*hold)(void *), void (*release)(void *),
+                            void *owner);
 
 /* Most steps (over all requests) one infer round takes; default 65536. Before the pool runs. */
 void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps);
@@ -92,9 +101,6 @@ void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps);
 /* Queue JOB (caller fills req and finish). Returns 0, or RNND_ERR_UNSUPPORTED once the batcher
  * stopped (JOB untouched, finish not called). */
 int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job);
-
-void *rnnd_batcher_scratch_new(const rnnd_batcher *b);
-void rnnd_batcher_scratch_free(void *scratch);
 
 /* Prepare JOB (caller fills the inputs, out, if_steps and job.finish) for
  * rnnd_session_submit(). */

@@ -1,9 +1,9 @@
 /* `rnnd serve`: start-up and shutdown order of the daemon.
  *
- * Start: settings, log, kernels, models, session table, batchers, compute workers, HTTP.
- * Signals: SIGTERM/SIGINT are blocked in every thread and taken by this thread with
- * sigtimedwait(), which also times the sweep of expired sessions, so no handler and no global
- * state exist. Stop: refuse new requests (503) and new connections, let in-flight requests
+ * Start: settings, log, kernels, models, session table, compute workers, batchers, HTTP.
+ * Signals: SIGTERM/SIGINT/SIGHUP are blocked in every thread and taken by this thread with
+ * sigtimedwait(), which also times the sweep of expired sessions and the periodic snapshots,
+ * so no handler and no global state exist. SIGHUP reloads the models (registry.h). Stop: refuse new requests (503) and new connections, let in-flight requests
  * finish for up to shutdown_timeout_s, fail what is left with 503, then tear down in reverse. */
 #include <errno.h>
 #include <signal.h>
@@ -30,31 +30,96 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* A worker's context is its index: batchers keep their scratch per worker (batcher.h). */
 static void *worker_init(void *arg, size_t index)
 {
-    (void)index;
-    rnnd_app *app = arg;
-    void **scratch = calloc(app->reg.n ? app->reg.n : 1, sizeof *scratch);
-    if (!scratch)
-        return NULL;
-    for (size_t i = 0; i < app->reg.n; i++) {
-        if (!(scratch[i] = rnnd_batcher_scratch_new(app->batchers[i]))) {
-            for (size_t j = 0; j < i; j++)
-                rnnd_batcher_scratch_free(scratch[j]);
-            free(scratch);
-            return NULL;
-        }
-    }
-    return scratch;
+    (void)arg;
+    size_t *w = malloc(sizeof *w);
+    if (w)
+        *w = index;
+    return w;
 }
 
 static void worker_fini(void *arg, void *wctx)
 {
+    (void)arg;
+    free(wctx);
+}
+
+/* Give every entry of REG without one a batcher. Returns 0 or RNND_ERR_NOMEM. */
+static int attach_batchers(rnnd_app *app, rnnd_registry *reg)
+{
+    const rnnd_config *cfg = app->cfg;
+    for (size_t i = 0; i < reg->n; i++) {
+        rnnd_entry *e = reg->entries[i];
+        if (e->batcher)
+            continue;
+        if (rnnd_batcher_new(e->net, app->workers, app->pool, (size_t)cfg->max_batch,
+                             (long)cfg->max_batch_wait_us, &e->batcher))
+            return RNND_ERR_NOMEM;
+        rnnd_batcher_set_owner(e->batcher, rnnd_entry_ref_v, rnnd_entry_unref_v, e);
+        rnnd_batcher_set_infer_max_steps(e->batcher, (size_t)cfg->max_infer_batch_steps);
+    }
+    return RNND_OK;
+}
+
+static void log_model(rnnd_app *app, const char *event, const rnnd_entry *e)
+{
+    RNND_LOG(&app->log, RNND_LOG_INFO, event,
+             "model=%s version=%d path=%s stateful=%d state_bytes=%zu digest=%s", e->name,
+             e->version, e->path, e->stateful, e->state_floats * sizeof(float), e->digest);
+}
+
+static void report_reload(void *arg, const char *msg)
+{
     rnnd_app *app = arg;
-    void **scratch = wctx;
-    for (size_t i = 0; i < app->reg.n; i++)
-        rnnd_batcher_scratch_free(scratch[i]);
-    free(scratch);
+    char q[1100];
+    RNND_LOG(&app->log, RNND_LOG_ERROR, "model_not_loaded", "msg=%s",
+             rnnd_log_quote(q, sizeof q, msg));
+}
+
+/* SIGHUP: read the settings again (only the model sources take effect) and the models;
+ * swap in the new set. A model file that fails keeps its old version. */
+static void reload(rnnd_app *app, int argc, char **argv)
+{
+    char err[1024];
+    rnnd_config fresh;
+    int action;
+    RNND_LOG(&app->log, RNND_LOG_INFO, "reloading", "models=%zu",
+             rnnd_catalog_count(&app->models));
+    if (rnnd_config_init(&fresh) ||
+        rnnd_config_from_args(&fresh, argc, argv, &action, err, sizeof err)) {
+        char q[1100];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "reload_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        rnnd_config_free(&fresh);
+        return;
+    }
+    rnnd_registry old, next;
+    if (rnnd_catalog_copy(&app->models, &old) ||
+        rnnd_registry_reload(&old, &next, fresh.models, fresh.model, fresh.n_model,
+                             app->kernels, report_reload, app, err, sizeof err) ||
+        attach_batchers(app, &next)) {
+        char q[1100];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "reload_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        rnnd_registry_free(&next);
+        rnnd_registry_free(&old);
+        rnnd_config_free(&fresh);
+        return;
+    }
+    for (size_t i = 0; i < next.n; i++)
+        if (rnnd_registry_find(&old, next.entries[i]->name) != next.entries[i])
+            log_model(app, "model_loaded", next.entries[i]);
+    for (size_t i = 0; i < old.n; i++)
+        if (!rnnd_registry_find(&next, old.entries[i]->name))
+            log_model(app, "model_removed", old.entries[i]);
+    size_t n = next.n;
+    rnnd_catalog_swap(&app->models, &next);     /* NEXT now holds the set swapped out */
+    rnnd_registry_free(&next);
+    rnnd_registry_free(&old);
+    rnnd_config_free(&fresh);
+    RNND_LOG(&app->log, RNND_LOG_INFO, "reloaded", "models=%zu", n);
 }
 
 /* Wait until no request is in flight or DEADLINE passes. Returns 1 when none is left. */
@@ -70,21 +135,30 @@ static int wait_idle(rnnd_http *h, double deadline)
 
 static void teardown(rnnd_app *app)
 {
-    rnnd_pool_free(app->pool);
+    rnnd_pool_free(app->pool);      /* first: batchers are freed with their last model ref */
     app->pool = NULL;
-    for (size_t i = 0; app->batchers && i < app->reg.n; i++)
-        rnnd_batcher_free(app->batchers[i]);
-    free(app->batchers);
-    app->batchers = NULL;
     rnnd_v2_seq_free(app->v2_seq);
     app->v2_seq = NULL;
     rnnd_session_table_free(app->sessions);
     app->sessions = NULL;
-    rnnd_registry_free(&app->reg);
+    rnnd_catalog_destroy(&app->models);
+}
+
+/* Stop every batcher of the current set (retired versions' queued work is cancelled by the
+ * pool's stop). */
+static void stop_batchers(rnnd_app *app)
+{
+    rnnd_registry cur;
+    if (rnnd_catalog_copy(&app->models, &cur))
+        return;
+    for (size_t i = 0; i < cur.n; i++)
+        if (cur.entries[i]->batcher)
+            rnnd_batcher_stop(cur.entries[i]->batcher);
+    rnnd_registry_free(&cur);
 }
 
 /* Everything after the settings; returns the exit status. */
-static int serve(rnnd_app *app, const sigset_t *sigs)
+static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
 {
     const rnnd_config *cfg = app->cfg;
     char err[1024] = "";
@@ -93,19 +167,17 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"%s\"", err);
         return 1;
     }
-    if (rnnd_registry_load(&app->reg, cfg->models, cfg->model, cfg->n_model, k, err,
-                           sizeof err)) {
+    app->kernels = k;
+    rnnd_registry reg;
+    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
         return 1;
     }
-    for (size_t i = 0; i < app->reg.n; i++) {
-        const rnnd_entry *e = &app->reg.entries[i];
-        RNND_LOG(&app->log, RNND_LOG_INFO, "model_loaded",
-                 "model=%s path=%s stateful=%d state_bytes=%zu digest=%s", e->name, e->path,
-                 e->stateful, e->state_floats * sizeof(float), e->digest);
-    }
+    for (size_t i = 0; i < reg.n; i++)
+        log_model(app, "model_loaded", reg.entries[i]);
+    rnnd_catalog_init(&app->models, &reg);
 
     rnnd_session_limits lim = {
         .max_sessions = (size_t)cfg->max_sessions,
@@ -117,34 +189,30 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
         .max_tombstones = (size_t)cfg->max_tombstones,
     };
     app->sessions = rnnd_session_table_new(&lim, NULL, NULL);
-    app->batchers = calloc(app->reg.n ? app->reg.n : 1, sizeof *app->batchers);
-    if (app->sessions)
+    if (app->sessions) {
+        rnnd_session_table_set_model_refs(app->sessions, rnnd_entry_ref_v, rnnd_entry_unref_v);
         app->v2_seq = rnnd_v2_seq_new(app->sessions, (size_t)cfg->max_sessions);
-    if (!app->sessions || !app->batchers || !app->v2_seq) {
+    }
+    if (!app->sessions || !app->v2_seq) {
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
         teardown(app);
         return 1;
     }
-    for (size_t i = 0; i < app->reg.n; i++) {
-        if (rnnd_batcher_new(app->reg.entries[i].net, i, NULL, (size_t)cfg->max_batch,
-                             (long)cfg->max_batch_wait_us, &app->batchers[i])) {
-            RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
-            teardown(app);
-            return 1;
-        }
-        rnnd_batcher_set_infer_max_steps(app->batchers[i], (size_t)cfg->max_infer_batch_steps);
-    }
     long workers = cfg->workers ? (long)cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
     if (workers < 1)
         workers = 1;
+    app->workers = (size_t)workers;
     if (rnnd_pool_new((size_t)workers, worker_init, worker_fini, app, &app->pool, err,
                       sizeof err)) {
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"%s\"", err);
         teardown(app);
         return 1;
     }
-    for (size_t i = 0; i < app->reg.n; i++)
-        rnnd_batcher_set_pool(app->batchers[i], app->pool);
+    if (attach_batchers(app, &app->models.reg)) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=\"out of memory\"");
+        teardown(app);
+        return 1;
+    }
 
     rnnd_persist_restore(app);
 
@@ -157,7 +225,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
         return 1;
     }
     RNND_LOG(&app->log, RNND_LOG_INFO, "ready", "models=%zu workers=%ld kernels=%s",
-             app->reg.n, workers, k->name);
+             rnnd_catalog_count(&app->models), workers, k->name);
 
     int sig = 0;
     double next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
@@ -165,7 +233,9 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
         struct timespec tick = {SWEEP_INTERVAL_S, 0};
         siginfo_t info;
         int got = sigtimedwait(sigs, &info, &tick);
-        if (got > 0) {
+        if (got == SIGHUP) {
+            reload(app, argc, argv);
+        } else if (got > 0) {
             sig = got;
         } else if (got < 0 && errno != EAGAIN && errno != EINTR) {
             RNND_LOG(&app->log, RNND_LOG_ERROR, "signals", "msg=\"%s\"", strerror(errno));
@@ -189,8 +259,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs)
     int clean = wait_idle(h, deadline);
     if (!clean) {
         /* out of time: what is still queued gets 503, running rounds complete */
-        for (size_t i = 0; i < app->reg.n; i++)
-            rnnd_batcher_stop(app->batchers[i]);
+        stop_batchers(app);
         rnnd_pool_stop(app->pool);
         wait_idle(h, now_s() + 1.0);
     }
@@ -232,6 +301,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
     sigset_t blocked = sigs;
     sigaddset(&blocked, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &blocked, &old);
@@ -246,7 +316,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     app.infer_limits.max_steps = (size_t)cfg.max_infer_steps;
     app.infer_limits.max_total_steps = (size_t)cfg.max_infer_steps;
 
-    int status = serve(&app, &sigs);
+    int status = serve(&app, &sigs, argc, argv);
 
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     rnnd_config_free(&cfg);

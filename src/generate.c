@@ -329,7 +329,7 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     g->seed &= INT64_MAX;       /* reported seeds can be sent back (JSON integers are signed) */
     rnnd_prng_seed(&g->prng, g->seed);
 
-    rnnd_step_job_init(&g->sj, app->batchers[e->index]);
+    rnnd_step_job_init(&g->sj, e->batcher);
     g->sj.job.finish = gen_finish;
     g->sj.n_steps = n_prompt;
     g->sj.tokens = g->tokens;

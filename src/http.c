@@ -126,6 +126,8 @@ struct rnnd_req {
     struct timespec t0;
 
     rnnd_stream *stream;            /* attached: the reply is this stream (one reference) */
+    void (*release[2])(void *);     /* rnnd_req_hold() */
+    void *held[2];
     char stream_type[64];
 };
 
@@ -231,6 +233,18 @@ int rnnd_req_gone(rnnd_req *r)
         return 0;
     struct pollfd p = {.fd = ci->connect_fd, .events = POLLRDHUP};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+void rnnd_req_hold(rnnd_req *r, void (*release)(void *), void *obj)
+{
+    for (int i = 0; i < 2; i++) {
+        if (!r->release[i]) {
+            r->release[i] = release;
+            r->held[i] = obj;
+            return;
+        }
+    }
+    release(obj);
 }
 
 void rnnd_req_defer(rnnd_req *r)
@@ -805,6 +819,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->on_free)
         r->on_free(r->on_free_arg);
+    for (int i = 0; i < 2; i++)
+        if (r->release[i])
+            r->release[i](r->held[i]);
     json_decref(r->json);
     free(r->body);
     free(r->data);

@@ -62,6 +62,10 @@ void rnnd_req_complete(rnnd_req *r);
 int rnnd_req_gone(rnnd_req *r);
 /* Run FN(ARG) when the request is freed (after its reply was sent or the client left). */
 void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg);
+/* Keep OBJ until the request is freed, then RELEASE(OBJ) (after on_free's function): for
+ * references the whole request needs, such as its model's. At most two per request;
+ * a third is released at once (callers hold at most one). */
+void rnnd_req_hold(rnnd_req *r, void (*release)(void *), void *obj);
 
 /* ---- streamed replies (server-sent events) ----
  * A stream is a reply body written piece by piece from any thread while it is being sent.

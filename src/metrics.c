@@ -73,14 +73,17 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
     }
     rnnd_buf_puts(out, "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
                        "# TYPE rnnd_batch_size histogram\n");
-    for (size_t i = 0; i < app->reg.n; i++)
-        batch_histogram(out, app->reg.entries[i].name, app->batchers[i]);
+    rnnd_registry set;
+    if (rnnd_catalog_copy(&app->models, &set))
+        set.n = 0;
+    for (size_t i = 0; i < set.n; i++)
+        batch_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
     rnnd_buf_puts(out, "# HELP rnnd_session_steps_total Session steps computed.\n"
                        "# TYPE rnnd_session_steps_total counter\n");
-    for (size_t i = 0; i < app->reg.n; i++)
+    for (size_t i = 0; i < set.n; i++)
         rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n",
-                        app->reg.entries[i].name,
-                        (unsigned long long)rnnd_batcher_steps(app->batchers[i]));
+                        set.entries[i]->name,
+                        (unsigned long long)rnnd_batcher_steps(set.entries[i]->batcher));
     rnnd_buf_printf(out,
                     "# HELP rnnd_infer_requests_total Whole-sequence infer requests run.\n"
                     "# TYPE rnnd_infer_requests_total counter\n"
@@ -92,8 +95,9 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     (unsigned long long)atomic_load(&m->infer_steps));
     rnnd_buf_puts(out, "# HELP rnnd_infer_batch_requests Infer requests run together per call.\n"
                        "# TYPE rnnd_infer_batch_requests histogram\n");
-    for (size_t i = 0; i < app->reg.n; i++)
-        infer_histogram(out, app->reg.entries[i].name, app->batchers[i]);
+    for (size_t i = 0; i < set.n; i++)
+        infer_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
+    rnnd_registry_free(&set);
     rnnd_session_stats st;
     rnnd_session_table_stats(app->sessions, &st);
     rnnd_buf_printf(out,

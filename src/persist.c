@@ -179,7 +179,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
 /* Why REC cannot come back, or NULL when it can (E set). */
 static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
 {
-    *e = rnnd_registry_find(&app->reg, rec->model);
+    *e = rnnd_registry_find(&app->models.reg, rec->model);    /* start-up: no reload yet */
     if (!*e)
         return "model_gone";
     if (strcmp((*e)->digest, rec->digest))

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batcher.h"
 #include "rnnd/status.h"
 
 int rnnd_model_name_valid(const char *name, size_t len)
@@ -21,45 +22,53 @@ int rnnd_model_name_valid(const char *name, size_t len)
     return 1;
 }
 
-const rnnd_entry *rnnd_registry_find(const rnnd_registry *reg, const char *name)
+/* ---- entries ----------------------------------------------------------------------------- */
+
+rnnd_entry *rnnd_entry_ref(rnnd_entry *e)
 {
-    for (size_t i = 0; i < reg->n; i++)
-        if (!strcmp(reg->entries[i].name, name))
-            return &reg->entries[i];
-    return NULL;
+    atomic_fetch_add_explicit(&e->refs, 1, memory_order_relaxed);
+    return e;
 }
 
-static int add(rnnd_registry *reg, const char *name, size_t namelen, const char *path,
-               const rnnd_kernels *kernels, char *err, size_t errlen)
+static void entry_free(rnnd_entry *e)
 {
+    rnnd_batcher_free(e->batcher);
+    rnnd_tokenizer_free(e->tokenizer);
+    rnnd_net_free(e->net);
+    rnnd_model_unref(e->model);
+    free(e->path);
+    free(e);
+}
+
+void rnnd_entry_unref(rnnd_entry *e)
+{
+    if (e && atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1)
+        entry_free(e);
+}
+
+void rnnd_entry_ref_v(void *e) { rnnd_entry_ref(e); }
+void rnnd_entry_unref_v(void *e) { rnnd_entry_unref(e); }
+
+/* Load PATH as NAME into a new entry (one reference). */
+static int entry_load(const char *name, size_t namelen, const char *path,
+                      const rnnd_kernels *kernels, rnnd_entry **out, char *err, size_t errlen)
+{
+    *out = NULL;
     if (!rnnd_model_name_valid(name, namelen)) {
         snprintf(err, errlen, "%s: model name \"%.*s\" must be 1-%d characters of "
                  "A-Z a-z 0-9 _ - . (not starting with '.')", path, (int)namelen, name,
                  RNND_MODEL_NAME_MAX);
         return RNND_ERR_INVALID;
     }
-    for (size_t i = 0; i < reg->n; i++) {
-        if (strlen(reg->entries[i].name) == namelen &&
-            !memcmp(reg->entries[i].name, name, namelen)) {
-            snprintf(err, errlen, "%s: model name \"%.*s\" is already used by %s", path,
-                     (int)namelen, name, reg->entries[i].path);
-            return RNND_ERR_INVALID;
-        }
-    }
-    rnnd_entry *grown = realloc(reg->entries, (reg->n + 1) * sizeof *grown);
-    if (!grown) {
+    rnnd_entry *e = calloc(1, sizeof *e);
+    if (!e || !(e->path = strdup(path))) {
+        free(e);
         snprintf(err, errlen, "out of memory");
         return RNND_ERR_NOMEM;
     }
-    reg->entries = grown;
-    rnnd_entry *e = &reg->entries[reg->n];
-    memset(e, 0, sizeof *e);
     memcpy(e->name, name, namelen);
-    e->index = reg->n;
-    if (!(e->path = strdup(path))) {
-        snprintf(err, errlen, "out of memory");
-        return RNND_ERR_NOMEM;
-    }
+    e->version = 1;
+    atomic_init(&e->refs, 1);
     int rc = rnnd_model_open(path, &e->model, err, errlen);
     if (!rc)
         rc = rnnd_net_new(e->model, kernels, &e->net, err, errlen);
@@ -73,27 +82,55 @@ static int add(rnnd_registry *reg, const char *name, size_t namelen, const char 
         }
     }
     if (rc) {
-        rnnd_tokenizer_free(e->tokenizer);
-        rnnd_net_free(e->net);
-        rnnd_model_unref(e->model);
-        free(e->path);
+        entry_free(e);
         return rc;
     }
     e->digest = rnnd_model_digest(e->model);
     e->stateful = rnnd_model_is_stateful(e->model);
     e->state_floats = rnnd_net_state_floats(e->net);
     e->output_dim = rnnd_net_output_dim(e->net);
-    reg->n++;
+    *out = e;
     return RNND_OK;
 }
+
+/* ---- sets -------------------------------------------------------------------------------- */
+
+rnnd_entry *rnnd_registry_find(const rnnd_registry *reg, const char *name)
+{
+    for (size_t i = 0; i < reg->n; i++)
+        if (!strcmp(reg->entries[i]->name, name))
+            return reg->entries[i];
+    return NULL;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    return strcmp((*(rnnd_entry *const *)a)->name, (*(rnnd_entry *const *)b)->name);
+}
+
+/* Append E (its reference taken over). */
+static int push(rnnd_registry *reg, rnnd_entry *e)
+{
+    rnnd_entry **g = realloc(reg->entries, (reg->n + 1) * sizeof *g);
+    if (!g)
+        return RNND_ERR_NOMEM;
+    reg->entries = g;
+    reg->entries[reg->n++] = e;
+    return RNND_OK;
+}
+
+/* One source of a set: NAME (NAMELEN bytes) from PATH. */
+struct src {
+    char *name, *path;
+};
 
 static int name_cmp(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int load_dir(rnnd_registry *reg, const char *dir, const rnnd_kernels *kernels,
-                    char *err, size_t errlen)
+/* The *.rnnd files of DIR, sorted, as NAME/PATH pairs appended to *SRCS. */
+static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, size_t errlen)
 {
     DIR *d = opendir(dir);
     if (!d) {
@@ -102,14 +139,14 @@ static int load_dir(rnnd_registry *reg, const char *dir, const rnnd_kernels *ker
     }
     /* sorted, so model order (and the listing) does not depend on the file system */
     char **names = NULL;
-    size_t n = 0, cap = 0;
+    size_t k = 0, cap = 0;
     int rc = RNND_OK;
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
         if (len <= 5 || strcmp(de->d_name + len - 5, ".rnnd") || de->d_name[0] == '.')
             continue;
-        if (n == cap) {
+        if (k == cap) {
             cap = cap ? cap * 2 : 16;
             char **g = realloc(names, cap * sizeof *g);
             if (!g) {
@@ -118,42 +155,50 @@ static int load_dir(rnnd_registry *reg, const char *dir, const rnnd_kernels *ker
             }
             names = g;
         }
-        if (!(names[n] = strdup(de->d_name))) {
+        if (!(names[k] = strdup(de->d_name))) {
             rc = RNND_ERR_NOMEM;
             break;
         }
-        n++;
+        k++;
     }
     closedir(d);
-    if (rc)
-        snprintf(err, errlen, "out of memory");
-    else if (n)
-        qsort(names, n, sizeof *names, name_cmp);
-    for (size_t i = 0; i < n && !rc; i++) {
-        size_t len = strlen(dir) + strlen(names[i]) + 2;
-        char *path = malloc(len);
+    if (k)
+        qsort(names, k, sizeof *names, name_cmp);
+    for (size_t i = 0; i < k && !rc; i++) {
+        struct src *g = realloc(*srcs, (*n + 1) * sizeof *g);
+        size_t plen = strlen(dir) + strlen(names[i]) + 2;
+        char *path = g ? malloc(plen) : NULL;
+        if (g)
+            *srcs = g;
         if (!path) {
             rc = RNND_ERR_NOMEM;
-            snprintf(err, errlen, "out of memory");
             break;
         }
-        snprintf(path, len, "%s/%s", dir, names[i]);
-        rc = add(reg, names[i], strlen(names[i]) - 5, path, kernels, err, errlen);
-        free(path);
+        snprintf(path, plen, "%s/%s", dir, names[i]);
+        char *name = strndup(names[i], strlen(names[i]) - 5);
+        if (!name) {
+            free(path);
+            rc = RNND_ERR_NOMEM;
+            break;
+        }
+        (*srcs)[*n].name = name;
+        (*srcs)[(*n)++].path = path;
     }
-    for (size_t i = 0; i < n; i++)
+    if (rc == RNND_ERR_NOMEM)
+        snprintf(err, errlen, "out of memory");
+    for (size_t i = 0; i < k; i++)
         free(names[i]);
     free(names);
     return rc;
 }
 
-int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, size_t nspecs,
-                       const rnnd_kernels *kernels, char *err, size_t errlen)
+/* Every source of DIR and SPECS. */
+static int sources(const char *dir, char *const *specs, size_t nspecs, struct src **out,
+                   size_t *n, char *err, size_t errlen)
 {
-    memset(reg, 0, sizeof *reg);
-    int rc = RNND_OK;
-    if (dir && *dir)
-        rc = load_dir(reg, dir, kernels, err, errlen);
+    *out = NULL;
+    *n = 0;
+    int rc = dir && *dir ? list_dir(dir, out, n, err, errlen) : RNND_OK;
     for (size_t i = 0; i < nspecs && !rc; i++) {
         const char *eq = strchr(specs[i], '=');
         if (!eq) {
@@ -161,21 +206,167 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
             rc = RNND_ERR_INVALID;
             break;
         }
-        rc = add(reg, specs[i], (size_t)(eq - specs[i]), eq + 1, kernels, err, errlen);
+        struct src *g = realloc(*out, (*n + 1) * sizeof *g);
+        if (g)
+            *out = g;
+        char *name = g ? strndup(specs[i], (size_t)(eq - specs[i])) : NULL;
+        char *path = name ? strdup(eq + 1) : NULL;
+        if (!path) {
+            free(name);
+            snprintf(err, errlen, "out of memory");
+            rc = RNND_ERR_NOMEM;
+            break;
+        }
+        g[*n].name = name;
+        g[(*n)++].path = path;
     }
+    return rc;
+}
+
+static void free_sources(struct src *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(s[i].name);
+        free(s[i].path);
+    }
+    free(s);
+}
+
+static int duplicate(const rnnd_registry *reg, const struct src *s, char *err, size_t errlen)
+{
+    const rnnd_entry *e = rnnd_registry_find(reg, s->name);
+    if (!e)
+        return 0;
+    snprintf(err, errlen, "%s: model name \"%s\" is already used by %s", s->path, s->name,
+             e->path);
+    return 1;
+}
+
+int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, size_t nspecs,
+                       const rnnd_kernels *kernels, char *err, size_t errlen)
+{
+    memset(reg, 0, sizeof *reg);
+    struct src *srcs;
+    size_t n;
+    int rc = sources(dir, specs, nspecs, &srcs, &n, err, errlen);
+    for (size_t i = 0; i < n && !rc; i++) {
+        rnnd_entry *e;
+        if (duplicate(reg, &srcs[i], err, errlen))
+            rc = RNND_ERR_INVALID;
+        else if (!(rc = entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels,
+                                   &e, err, errlen)) && (rc = push(reg, e))) {
+            rnnd_entry_unref(e);
+            snprintf(err, errlen, "out of memory");
+        }
+    }
+    free_sources(srcs, n);
     if (rc)
         rnnd_registry_free(reg);
+    else if (reg->n)
+        qsort(reg->entries, reg->n, sizeof *reg->entries, entry_cmp);
+    return rc;
+}
+
+int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const char *dir,
+                         char *const *specs, size_t nspecs, const rnnd_kernels *kernels,
+                         void (*report)(void *arg, const char *msg), void *arg, char *err,
+                         size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    struct src *srcs;
+    size_t n;
+    int rc = sources(dir, specs, nspecs, &srcs, &n, err, errlen);
+    char why[1024];
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (duplicate(out, &srcs[i], why, sizeof why)) {
+            report(arg, why);
+            continue;
+        }
+        rnnd_entry *prev = rnnd_registry_find(old, srcs[i].name), *e = NULL;
+        if (entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels, &e, why,
+                       sizeof why)) {
+            report(arg, why);
+            e = prev ? rnnd_entry_ref(prev) : NULL;     /* the old version stays */
+        } else if (prev && !strcmp(prev->digest, e->digest)) {
+            rnnd_entry_unref(e);                        /* unchanged: keep the old one */
+            e = rnnd_entry_ref(prev);
+        } else if (prev) {
+            e->version = prev->version + 1;
+        }
+        if (e && (rc = push(out, e))) {
+            rnnd_entry_unref(e);
+            snprintf(err, errlen, "out of memory");
+        }
+    }
+    free_sources(srcs, n);
+    if (rc)
+        rnnd_registry_free(out);
+    else if (out->n)
+        qsort(out->entries, out->n, sizeof *out->entries, entry_cmp);
     return rc;
 }
 
 void rnnd_registry_free(rnnd_registry *reg)
 {
-    for (size_t i = 0; i < reg->n; i++) {
-        rnnd_tokenizer_free(reg->entries[i].tokenizer);
-        rnnd_net_free(reg->entries[i].net);
-        rnnd_model_unref(reg->entries[i].model);
-        free(reg->entries[i].path);
-    }
+    for (size_t i = 0; i < reg->n; i++)
+        rnnd_entry_unref(reg->entries[i]);
     free(reg->entries);
     memset(reg, 0, sizeof *reg);
+}
+
+/* ---- the current set ----------------------------------------------------------------------- */
+
+void rnnd_catalog_init(rnnd_catalog *c, rnnd_registry *reg)
+{
+    pthread_rwlock_init(&c->lock, NULL);
+    c->reg = *reg;
+    memset(reg, 0, sizeof *reg);
+}
+
+void rnnd_catalog_destroy(rnnd_catalog *c)
+{
+    rnnd_registry_free(&c->reg);
+    pthread_rwlock_destroy(&c->lock);
+}
+
+rnnd_entry *rnnd_catalog_get(rnnd_catalog *c, const char *name)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    rnnd_entry *e = rnnd_registry_find(&c->reg, name);
+    if (e)
+        rnnd_entry_ref(e);
+    pthread_rwlock_unlock(&c->lock);
+    return e;
+}
+
+int rnnd_catalog_copy(rnnd_catalog *c, rnnd_registry *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&c->lock);
+    size_t n = c->reg.n;
+    out->entries = malloc((n ? n : 1) * sizeof *out->entries);
+    if (out->entries) {
+        for (size_t i = 0; i < n; i++)
+            out->entries[i] = rnnd_entry_ref(c->reg.entries[i]);
+        out->n = n;
+    }
+    pthread_rwlock_unlock(&c->lock);
+    return out->entries ? RNND_OK : RNND_ERR_NOMEM;
+}
+
+void rnnd_catalog_swap(rnnd_catalog *c, rnnd_registry *reg)
+{
+    pthread_rwlock_wrlock(&c->lock);
+    rnnd_registry old = c->reg;
+    c->reg = *reg;
+    pthread_rwlock_unlock(&c->lock);
+    *reg = old;
+}
+
+size_t rnnd_catalog_count(rnnd_catalog *c)
+{
+    pthread_rwlock_rdlock(&c->lock);
+    size_t n = c->reg.n;
+    pthread_rwlock_unlock(&c->lock);
+    return n;
 }

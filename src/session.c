@@ -54,6 +54,7 @@ struct stripe {
 
 struct rnnd_session_table {
     rnnd_session_limits lim;
+    void (*model_ref)(void *), (*model_unref)(void *);
     rnnd_clock_fn clock;
     void *clock_arg;
     size_t tombs_per_stripe;
@@ -70,6 +71,13 @@ static double mono_now(void *arg)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),
+                                       void (*unref)(void *))
+{
+    t->model_ref = ref;
+    t->model_unref = unref;
 }
 
 double rnnd_session_table_now(const rnnd_session_table *t)
@@ -132,6 +140,8 @@ static void session_free(rnnd_session *s)
     t->bytes -= s->state_floats * sizeof(float);
     pthread_mutex_unlock(&t->acct);
     pthread_mutex_destroy(&s->mu);
+    if (t->model_unref)
+        t->model_unref(s->model);
     if (s->ext_free)
         s->ext_free(s->ext);
     free(s->state);
@@ -420,6 +430,8 @@ static int create(rnnd_session_table *t, const char *id, void *model, size_t sta
     if (init && state_floats)
         memcpy(state, init, bytes);
     s->model = model;
+    if (t->model_ref)
+        t->model_ref(model);
     s->state_floats = state_floats;
     s->state = state;
     s->table = t;

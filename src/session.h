@@ -66,6 +66,11 @@ void rnnd_session_table_free(rnnd_session_table *t);
 
 double rnnd_session_table_now(const rnnd_session_table *t);
 
+/* Every session holds a reference to its model: REF is called when one is made, UNREF when
+ * it is freed (NULL: models are not counted). Set before the first session. */
+void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),
+                                       void (*unref)(void *));
+
 /* Create a session of MODEL (opaque to the table) with a state block of STATE_FLOATS floats,
  * copied from INIT or zero, a step count STEPS, and an idle ttl TTL_S (<= 0: the default).
  * Returns 0 with *OUT holding one reference for the caller (the table keeps its own),

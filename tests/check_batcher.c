@@ -41,24 +41,20 @@ typedef struct fixture {
     size_t in_dim, out_dim, state_floats;
 } fixture;
 
+/* batcher.h: a worker's context is its index */
 static void *wctx_new(void *arg, size_t i)
 {
-    (void)i;
-    fixture *f = arg;
-    void **slots = calloc(1, sizeof *slots);
-    if (slots && !(slots[0] = rnnd_batcher_scratch_new(f->b))) {
-        free(slots);
-        return NULL;
-    }
-    return slots;
+    (void)arg;
+    size_t *w = malloc(sizeof *w);
+    if (w)
+        *w = i;
+    return w;
 }
 
 static void wctx_free(void *arg, void *w)
 {
     (void)arg;
-    void **slots = w;
-    rnnd_batcher_scratch_free(slots[0]);
-    free(slots);
+    free(w);
 }
 
 static void setup(fixture *f, const char *arch, size_t max_batch, long wait_us, size_t workers)
@@ -79,7 +75,7 @@ static void setup(fixture *f, const char *arch, size_t max_batch, long wait_us, 
     f->out_dim = (size_t)rnnd_net_output_dim(f->net);
     f->state_floats = rnnd_net_state_floats(f->net);
     rnnd_model_unref(m);
-    ck_assert_int_eq(rnnd_batcher_new(f->net, 0, NULL, max_batch, wait_us, &f->b), 0);
+    ck_assert_int_eq(rnnd_batcher_new(f->net, workers, NULL, max_batch, wait_us, &f->b), 0);
     ck_assert_int_eq(rnnd_pool_new(workers, wctx_new, wctx_free, f, &f->pool, err,
                                    sizeof err), 0);
     rnnd_batcher_set_pool(f->b, f->pool);

@@ -32,7 +32,7 @@ static rnnd_v2_seq_key num_key(size_t model, uint64_t n)
 {
     rnnd_v2_seq_key k;
     memset(&k, 0, sizeof k);
-    k.model = model;
+    snprintf(k.model, sizeof k.model, "m%zu", model);
     k.num = n;
     return k;
 }
@@ -41,7 +41,7 @@ static rnnd_v2_seq_key str_key(size_t model, const char *s)
 {
     rnnd_v2_seq_key k;
     memset(&k, 0, sizeof k);
-    k.model = model;
+    snprintf(k.model, sizeof k.model, "m%zu", model);
     k.is_str = 1;
     snprintf(k.str, sizeof k.str, "%s", s);
     return k;
