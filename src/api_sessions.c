@@ -44,6 +44,7 @@ static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
     const rnnd_entry *e = info->model;
     rnnd_buf_printf(b, "{\"id\":\"%s\",\"model\":", info->id);
     rnnd_buf_json_string(b, e->name);
+    rnnd_buf_printf(b, ",\"model_version\":%d", e->version);
     rnnd_buf_printf(b, ",\"steps\":%" PRIu64 ",\"created\":%" PRId64 ",\"idle_s\":%.3f"
                     ",\"expires_in\":%.3f,\"ttl_s\":%.0f,\"busy\":%s}", info->steps,
                     info->created, info->idle_s, info->expires_in, info->ttl_s,
