@@ -161,6 +161,17 @@ static struct scratch *scratch_new(const rnnd_batcher *b)
 }
 
 size_t rnnd_batcher_max_batch(const rnnd_batcher *b) { return b->max_batch; }
+
+void rnnd_batcher_queued(rnnd_batcher *b, size_t *steps, size_t *infers)
+{
+    pthread_mutex_lock(&b->mu);
+    *steps = b->n_ready;
+    size_t n = 0;
+    for (const rnnd_infer_job *j = b->ihead; j; j = j->next)
+        n++;
+    *infers = n;
+    pthread_mutex_unlock(&b->mu);
+}
 uint64_t rnnd_batcher_batches(const rnnd_batcher *b) { return atomic_load(&b->batches); }
 uint64_t rnnd_batcher_steps(const rnnd_batcher *b) { return atomic_load(&b->steps); }
 

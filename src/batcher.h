@@ -110,6 +110,9 @@ void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b);
  * STOPPED set (their finish runs on this thread). Jobs in a running round complete. */
 void rnnd_batcher_stop(rnnd_batcher *b);
 
+/* Queue depth now: sessions waiting for a step round, infer requests waiting. */
+void rnnd_batcher_queued(rnnd_batcher *b, size_t *steps, size_t *infers);
+
 /* Statistics: batches of each size 1..max_batch, total batches and steps. */
 size_t rnnd_batcher_max_batch(const rnnd_batcher *b);
 uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size);

@@ -61,6 +61,11 @@ static const struct route routes[] = {
     {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
 };
 
+const char *rnnd_http_route_name(size_t i)
+{
+    return i < sizeof routes / sizeof routes[0] ? routes[i].pattern : NULL;
+}
+
 /* ---- state ------------------------------------------------------------------------------- */
 
 struct rnnd_http {
@@ -101,6 +106,7 @@ struct rnnd_req {
     const struct route *route;
     rnnd_handler handler;
     int method;
+    char method_name[8];
     char params[MAX_PARAMS][MAX_SEGMENT + 1];
     char path[160];                 /* for the access log */
 
@@ -496,6 +502,7 @@ static enum MHD_Result send_stream(rnnd_req *r)
     enum MHD_Result ok = MHD_queue_response(r->conn, 200, resp);
     MHD_destroy_response(resp);
     r->queued = 1;
+    r->status = 200;
     rnnd_app *app = h->app;
     rnnd_metrics_response(&app->metrics, 200);
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=200 stream=1 ms=%.3f",
@@ -578,6 +585,7 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     rnnd_app *app = r->http->app;
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
+    snprintf(r->method_name, sizeof r->method_name, "%s", r->method ? method : "other");
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long clen = 0;
@@ -803,16 +811,38 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return send_reply(r);
 }
 
+/* Metrics and the access log of a finished request. */
+static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode toe)
+{
+    rnnd_app *app = h->app;
+    size_t route = r->route ? (size_t)(r->route - routes) : RNND_METRICS_ROUTES - 1;
+    unsigned status = r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->status : 0;
+    double secs = elapsed_ms(&r->t0) / 1e3;
+    rnnd_metrics_request(&app->metrics, route, r->method, status, secs);
+    if (!app->cfg->access_log || RNND_LOG_INFO < app->log.level)
+        return;
+    /* the route pattern, not the path: session ids are capabilities and stay out of logs */
+    const char *model = "";
+    if (r->route && (!strncmp(r->route->pattern, "/v1/models/*", 12) ||
+                     !strncmp(r->route->pattern, "/v2/models/*", 12)))
+        model = r->params[0];
+    char q[200];
+    RNND_LOG(&app->log, RNND_LOG_INFO, "access",
+             "method=%s endpoint=%s model=%s status=%u ms=%.3f", r->method_name,
+             r->route ? r->route->pattern : "-", rnnd_log_quote(q, sizeof q, model),
+             status ? status : (r->queued ? r->status : 0), secs * 1e3);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
     (void)conn;
-    (void)toe;
     rnnd_http *h = cls;
     rnnd_req *r = *con_cls;
     if (!r)
         return;
     *con_cls = NULL;
+    account(h, r, toe);
     if (r->stream) {
         stream_detach(r->stream);
         rnnd_stream_unref(r->stream);

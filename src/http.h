@@ -27,6 +27,9 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen);
 uint16_t rnnd_http_port(const rnnd_http *h);
 /* Stop accepting connections (open ones are still served). */
 void rnnd_http_quiesce(rnnd_http *h);
+/* The I-th route's pattern (a star stands for each path parameter), NULL past the last:
+ * the endpoint label of the request metrics. */
+const char *rnnd_http_route_name(size_t i);
 /* Requests received and not yet fully answered. */
 size_t rnnd_http_active(rnnd_http *h);
 /* Close everything and free. No request may be deferred any more. NULL is a no-op. */

@@ -1,7 +1,18 @@
 /* Prometheus text for GET /metrics. */
+#include "config.h"
 #include "metrics.h"
 
+#include <stdio.h>
+
 #include "app.h"
+#include "http.h"
+
+static const unsigned codes[RNND_METRICS_CODES] = {
+    0, 200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 415, 429, 500, 503};
+static const double latency_le[RNND_METRICS_LATENCY - 1] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const char *const method_names[RNND_METRICS_METHODS] = {
+    "GET", "HEAD", "POST", "PUT", "DELETE", "other"};
 
 void rnnd_metrics_init(rnnd_metrics *m)
 {
@@ -16,6 +27,86 @@ void rnnd_metrics_response(rnnd_metrics *m, unsigned status)
 {
     if (status < RNND_METRICS_STATUS_MAX)
         atomic_fetch_add_explicit(&m->responses[status], 1, memory_order_relaxed);
+}
+
+static size_t method_index(int method)
+{
+    for (size_t i = 0; i < RNND_METRICS_METHODS - 1; i++)
+        if (method == 1 << i)
+            return i;
+    return RNND_METRICS_METHODS - 1;
+}
+
+void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned status,
+                          double seconds)
+{
+    if (route >= RNND_METRICS_ROUTES)
+        route = RNND_METRICS_ROUTES - 1;
+    size_t c = 0;       /* "other", and "closed" for status 0: told apart when rendered */
+    for (size_t i = 1; i < RNND_METRICS_CODES; i++)
+        if (codes[i] == status)
+            c = i;
+    atomic_fetch_add_explicit(&m->requests[route][method_index(method)][c], 1,
+                              memory_order_relaxed);
+    size_t b = 0;
+    while (b < RNND_METRICS_LATENCY - 1 && seconds > latency_le[b])
+        b++;
+    atomic_fetch_add_explicit(&m->latency[route][b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->latency_us[route], (uint64_t)(seconds * 1e6),
+                              memory_order_relaxed);
+}
+
+static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
+{
+    rnnd_buf_puts(out, "# HELP rnnd_http_requests_total HTTP requests finished, by endpoint "
+                       "(route pattern), method and status (other: any other status or the "
+                       "client left first).\n"
+                       "# TYPE rnnd_http_requests_total counter\n");
+    for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
+        const char *name = r + 1 < RNND_METRICS_ROUTES ? rnnd_http_route_name(r) : "other";
+        if (!name)
+            continue;
+        for (size_t k = 0; k < RNND_METRICS_METHODS; k++)
+            for (size_t c = 0; c < RNND_METRICS_CODES; c++) {
+                uint64_t n = atomic_load(&m->requests[r][k][c]);
+                if (!n)
+                    continue;
+                char code[16];
+                if (codes[c])
+                    snprintf(code, sizeof code, "%u", codes[c]);
+                else
+                    snprintf(code, sizeof code, "other");
+                rnnd_buf_printf(out, "rnnd_http_requests_total{endpoint=\"%s\",method=\"%s\","
+                                "code=\"%s\"} %llu\n", name, method_names[k], code,
+                                (unsigned long long)n);
+            }
+    }
+    rnnd_buf_puts(out, "# HELP rnnd_http_request_duration_seconds Time from a request's "
+                       "arrival to the end of its reply, by endpoint.\n"
+                       "# TYPE rnnd_http_request_duration_seconds histogram\n");
+    for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
+        const char *name = r + 1 < RNND_METRICS_ROUTES ? rnnd_http_route_name(r) : "other";
+        uint64_t cum = 0, counts[RNND_METRICS_LATENCY];
+        for (size_t b = 0; b < RNND_METRICS_LATENCY; b++)
+            cum += counts[b] = atomic_load(&m->latency[r][b]);
+        if (!name || !cum)
+            continue;
+        cum = 0;
+        for (size_t b = 0; b < RNND_METRICS_LATENCY; b++) {
+            cum += counts[b];
+            char le[16];
+            if (b + 1 < RNND_METRICS_LATENCY)
+                snprintf(le, sizeof le, "%g", latency_le[b]);
+            else
+                snprintf(le, sizeof le, "+Inf");
+            rnnd_buf_printf(out, "rnnd_http_request_duration_seconds_bucket{endpoint=\"%s\","
+                            "le=\"%s\"} %llu\n", name, le, (unsigned long long)cum);
+        }
+        rnnd_buf_printf(out, "rnnd_http_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n"
+                        "rnnd_http_request_duration_seconds_count{endpoint=\"%s\"} %llu\n",
+                        name, atomic_load(&m->latency_us[r]) / 1e6, name,
+                        (unsigned long long)cum);
+    }
 }
 
 static void batch_histogram(rnnd_buf *out, const char *model, const rnnd_batcher *b)
@@ -71,6 +162,20 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
             rnnd_buf_printf(out, "rnnd_http_responses_total{code=\"%u\"} %llu\n", s,
                             (unsigned long long)n);
     }
+    http_metrics(m, out);
+    rnnd_buf_printf(out, "# HELP rnnd_build_info The running build.\n"
+                         "# TYPE rnnd_build_info gauge\n"
+                         "rnnd_build_info{version=\"%s\",kernels=\"%s\"} 1\n",
+                    PACKAGE_VERSION, app->kernels ? app->kernels->name : "");
+    if (app->pool)
+        rnnd_buf_printf(out, "# HELP rnnd_worker_busy_seconds_total Time the compute workers "
+                             "spent computing, all workers together.\n"
+                             "# TYPE rnnd_worker_busy_seconds_total counter\n"
+                             "rnnd_worker_busy_seconds_total %.6f\n"
+                             "# HELP rnnd_workers Compute workers.\n"
+                             "# TYPE rnnd_workers gauge\n"
+                             "rnnd_workers %zu\n",
+                        rnnd_pool_busy_seconds(app->pool), app->workers);
     rnnd_buf_puts(out, "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
                        "# TYPE rnnd_batch_size histogram\n");
     rnnd_registry set;
@@ -97,6 +202,24 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                        "# TYPE rnnd_infer_batch_requests histogram\n");
     for (size_t i = 0; i < set.n; i++)
         infer_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
+    rnnd_buf_puts(out, "# HELP rnnd_queue_depth Work waiting for a worker: sessions waiting for "
+                       "a step round, infer requests waiting.\n"
+                       "# TYPE rnnd_queue_depth gauge\n");
+    for (size_t i = 0; i < set.n; i++) {
+        size_t steps, infers;
+        rnnd_batcher_queued(set.entries[i]->batcher, &steps, &infers);
+        rnnd_buf_printf(out, "rnnd_queue_depth{model=\"%s\",kind=\"step\"} %zu\n"
+                        "rnnd_queue_depth{model=\"%s\",kind=\"infer\"} %zu\n",
+                        set.entries[i]->name, steps, set.entries[i]->name, infers);
+    }
+    rnnd_buf_printf(out, "# HELP rnnd_models Models loaded (current versions).\n"
+                         "# TYPE rnnd_models gauge\n"
+                         "rnnd_models %zu\n"
+                         "# HELP rnnd_model_info The current version of each model.\n"
+                         "# TYPE rnnd_model_info gauge\n", set.n);
+    for (size_t i = 0; i < set.n; i++)
+        rnnd_buf_printf(out, "rnnd_model_info{model=\"%s\",version=\"%d\",digest=\"%s\"} 1\n",
+                        set.entries[i]->name, set.entries[i]->version, set.entries[i]->digest);
     rnnd_registry_free(&set);
     rnnd_session_stats st;
     rnnd_session_table_stats(app->sessions, &st);

@@ -10,9 +10,18 @@
 #include "rnnd/buf.h"
 
 #define RNND_METRICS_STATUS_MAX 600
+#define RNND_METRICS_ROUTES 48      /* the last one counts requests that matched no route */
+#define RNND_METRICS_METHODS 6      /* GET HEAD POST PUT DELETE other */
+#define RNND_METRICS_CODES 16       /* the statuses the daemon sends, and "other" */
+#define RNND_METRICS_LATENCY 15     /* latency histogram buckets, +Inf included */
 
 typedef struct rnnd_metrics {
     atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX];  /* by HTTP status */
+    /* by route (http.c's table order), method and status; latency by route */
+    atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS]
+                                  [RNND_METRICS_CODES];
+    atomic_uint_least64_t latency[RNND_METRICS_ROUTES][RNND_METRICS_LATENCY];
+    atomic_uint_least64_t latency_us[RNND_METRICS_ROUTES];      /* sum, microseconds */
     atomic_uint_least64_t infer_requests, infer_sequences, infer_steps;
     atomic_uint_least64_t generations[4];       /* ended, by enum rnnd_gen_finish */
     atomic_uint_least64_t generated_tokens;
@@ -23,6 +32,10 @@ typedef struct rnnd_metrics {
 
 void rnnd_metrics_init(rnnd_metrics *m);
 void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
+/* A request finished: ROUTE (< RNND_METRICS_ROUTES), METHOD (enum rnnd_method bit, or 0),
+ * its STATUS (0: the client left before a reply) and its time from arrival to the end. */
+void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned status,
+                          double seconds);
 
 struct rnnd_app;
 /* Append every metric of APP in Prometheus text format 0.0.4. */

@@ -1,6 +1,8 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdint.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@ struct rnnd_pool {
     pthread_cond_t ready;       /* start-up barrier */
     rnnd_task *head, *tail;
     size_t n, busy, n_ready, n_failed;
+    uint64_t busy_ns;           /* time spent running tasks, all workers */
     int stopping, joined;
     struct worker *workers;
     rnnd_worker_init_fn init;
@@ -55,8 +58,13 @@ static void *worker_main(void *arg)
         p->busy++;
         pthread_mutex_unlock(&p->mu);
         t->next = NULL;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         t->run(t, w->ctx);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
         pthread_mutex_lock(&p->mu);
+        p->busy_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
+                                 (t1.tv_nsec - t0.tv_nsec));
         p->busy--;
     }
     pthread_mutex_unlock(&p->mu);
@@ -128,6 +136,14 @@ int rnnd_pool_post(rnnd_pool *p, rnnd_task *task)
 size_t rnnd_pool_size(const rnnd_pool *p)
 {
     return p->n;
+}
+
+double rnnd_pool_busy_seconds(rnnd_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    uint64_t ns = p->busy_ns;
+    pthread_mutex_unlock(&p->mu);
+    return ns / 1e9;
 }
 
 size_t rnnd_pool_busy(rnnd_pool *p)

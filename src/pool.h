@@ -28,6 +28,7 @@ int rnnd_pool_post(rnnd_pool *p, rnnd_task *task);
 
 size_t rnnd_pool_size(const rnnd_pool *p);
 size_t rnnd_pool_busy(rnnd_pool *p);     /* workers running a task right now */
+double rnnd_pool_busy_seconds(rnnd_pool *p);    /* time all workers spent running tasks */
 
 /* Stop taking tasks: cancel every queued task (their cancel() runs on this thread), let
  * running tasks finish, and join the workers. Idempotent. */

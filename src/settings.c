@@ -25,6 +25,7 @@ struct setting {
 
 static const char *const evict_names[] = {"reject", "lru", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
+static const char *const onoff_names[] = {"off", "on", NULL};
 
 #define OFF(f) offsetof(rnnd_config, f)
 #define KI ((int64_t)1024)
@@ -95,6 +96,9 @@ static const struct setting settings[] = {
      "most simultaneous client connections"},
     {"log_level", CT_ENUM, OFF(log_level), "info", 0, 3, level_names, "LEVEL",
      "debug, info, warn or error"},
+    {"access_log", CT_ENUM, OFF(access_log), "on", 0, 1, onoff_names, "on|off",
+     "one info line per finished request (endpoint pattern, model, status, time; never "
+     "session ids, bodies or state)"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -258,6 +262,7 @@ void rnnd_config_free(rnnd_config *cfg)
         return;
     free(cfg->listen);
     free(cfg->models);
+    free(cfg->state_dir);
     for (size_t i = 0; i < cfg->n_model; i++)
         free(cfg->model[i]);
     free(cfg->model);

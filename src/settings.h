@@ -43,6 +43,7 @@ typedef struct rnnd_config {
     int64_t shutdown_timeout_s;
     int64_t max_connections;
     int64_t log_level;              /* enum rnnd_log_level */
+    int64_t access_log;             /* 0 off, 1 on */
 } rnnd_config;
 
 /* Fill CFG with every default. Returns 0 or RNND_ERR_NOMEM. */
