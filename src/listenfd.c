@@ -111,18 +111,19 @@ static int check_socket(int fd, char *err, size_t errlen)
     return RNND_OK;
 }
 
-int rnnd_listen_fd(char *err, size_t errlen)
+int rnnd_listen_fd(int *fd, char *err, size_t errlen)
 {
+    *fd = -1;
     int n = passed_count(err, errlen);
-    if (n < 0)
+    if (n <= 0)
         return n;
-    if (n == 0)
-        return -1;
     if (n > 1) {
         snprintf(err, errlen, "socket activation: %d sockets passed (LISTEN_FDS=%d); rnnd "
                  "serves on exactly one: give rnnd.socket a single ListenStream=", n, n);
         return RNND_ERR_INVALID;
     }
     int rc = check_socket(FIRST_FD, err, errlen);
-    return rc ? rc : FIRST_FD;
+    if (!rc)
+        *fd = FIRST_FD;
+    return rc;
 }

@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <jansson.h>
@@ -356,12 +355,7 @@ static void model_destroy(rnnd_model *m)
 {
     if (!m)
         return;
-    if (m->base) {
-        if (m->mapped)
-            munmap(m->base, m->len);
-        else
-            free(m->base);
-    }
+    free(m->base);
     rnnd_arch_release(&m->spec);
     free(m->arch_json);
     free(m);
@@ -398,20 +392,34 @@ int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen
         close(fd);
         return rnnd_model_fail(err, errlen, path, "memory", RNND_ERR_NOMEM, "out of memory");
     }
-    m->len = (size_t)st.st_size;
-    if (m->len >= 8) {  /* mmap of 0 bytes fails; load() reports short files first */
-        void *p = mmap(NULL, m->len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (p == MAP_FAILED) {
+    /* Read, not mapped: the model must not change under the daemon when its file is
+     * rewritten or truncated in place (a reload then sees the new file; loaded versions keep
+     * their bytes), and validation and digest see exactly the bytes that are used. */
+    size_t want = (size_t)st.st_size;
+    m->base = malloc(want ? want : 1);
+    if (!m->base) {
+        close(fd);
+        free(m);
+        return rnnd_model_fail(err, errlen, path, "memory", RNND_ERR_NOMEM, "out of memory");
+    }
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = read(fd, (char *)m->base + got, want - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
             int e = errno;
             close(fd);
-            free(m);
-            return rnnd_model_fail(err, errlen, path, "file", e == ENOMEM ? RNND_ERR_NOMEM :
-                                   RNND_ERR_IO, "cannot map: %s", strerror(e));
+            model_destroy(m);
+            return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "cannot read: %s",
+                                   strerror(e));
         }
-        m->base = p;
-        m->mapped = 1;
+        if (n == 0)
+            break;      /* shrunk meanwhile: load() judges what is there */
+        got += (size_t)n;
     }
-    close(fd);  /* the mapping keeps the file */
+    m->len = got;
+    close(fd);
     int rc = load(m, path, err, errlen);
     if (rc) {
         model_destroy(m);

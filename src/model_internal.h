@@ -14,9 +14,8 @@
 
 struct rnnd_model {
     atomic_int refs;
-    unsigned char *base;    /* the whole file image: a mapping or a malloc'd copy */
+    unsigned char *base;    /* the whole file image, read into memory */
     size_t len;
-    int mapped;             /* 1: munmap(base), 0: free(base) */
     char *arch_json;        /* copy of __metadata__.architecture */
     size_t param_count;
     char digest[65];
