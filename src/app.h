@@ -27,6 +27,7 @@ typedef struct rnnd_app {
     rnnd_metrics metrics;
     rnnd_infer_limits infer_limits;
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
+    int listen_fd;                  /* a socket passed by systemd (listenfd.h), or -1 */
 } rnnd_app;
 
 #endif

@@ -16,12 +16,15 @@
 #include "app.h"
 #include "cmd.h"
 #include "http.h"
+#include "listenfd.h"
+#include "notify.h"
 #include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
 #include "v2_seq.h"
 
 #define SWEEP_INTERVAL_S 1
+#define STATUS_INTERVAL_S 5
 
 static double now_s(void)
 {
@@ -122,6 +125,15 @@ static void reload(rnnd_app *app, int argc, char **argv)
     RNND_LOG(&app->log, RNND_LOG_INFO, "reloaded", "models=%zu", n);
 }
 
+/* STATUS= for systemctl status: what the daemon serves now. */
+static void notify_status(rnnd_app *app, const char *what)
+{
+    rnnd_session_stats st;
+    rnnd_session_table_stats(app->sessions, &st);
+    rnnd_notify_status("%s: models=%zu sessions=%zu", what, rnnd_catalog_count(&app->models),
+                       st.sessions);
+}
+
 /* Wait until no request is in flight or DEADLINE passes. Returns 1 when none is left. */
 static int wait_idle(rnnd_http *h, double deadline)
 {
@@ -214,7 +226,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         return 1;
     }
 
-    rnnd_persist_restore(app);
+    size_t restored = rnnd_persist_restore(app);
 
     rnnd_http *h;
     if (rnnd_http_start(app, &h, err, sizeof err)) {
@@ -226,15 +238,35 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     }
     RNND_LOG(&app->log, RNND_LOG_INFO, "ready", "models=%zu workers=%ld kernels=%s",
              rnnd_catalog_count(&app->models), workers, k->name);
+    char status[128];
+    snprintf(status, sizeof status, "serving: models=%zu sessions=%zu",
+             rnnd_catalog_count(&app->models), restored);
+    rnnd_notify_ready(status);
 
+    /* the main loop wakes at least every second, and often enough for the watchdog */
+    double wd = rnnd_notify_watchdog_usec() / 1e6;
+    double tick_s = wd > 0 && wd / 4 < SWEEP_INTERVAL_S ? wd / 4 : SWEEP_INTERVAL_S;
+    double next_wd = now_s(), next_status = now_s() + STATUS_INTERVAL_S;
     int sig = 0;
     double next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
     while (!sig) {
-        struct timespec tick = {SWEEP_INTERVAL_S, 0};
+        struct timespec tick = {(time_t)tick_s, (long)((tick_s - (time_t)tick_s) * 1e9)};
         siginfo_t info;
         int got = sigtimedwait(sigs, &info, &tick);
+        double now = now_s();
+        if (wd > 0 && now >= next_wd) {
+            rnnd_notify_watchdog();
+            next_wd = now + wd / 2;
+        }
+        if (now >= next_status) {
+            notify_status(app, "serving");
+            next_status = now + STATUS_INTERVAL_S;
+        }
         if (got == SIGHUP) {
+            rnnd_notify_reloading();
             reload(app, argc, argv);
+            notify_status(app, "reloaded");
+            rnnd_notify_ready(NULL);
         } else if (got > 0) {
             sig = got;
         } else if (got < 0 && errno != EAGAIN && errno != EINTR) {
@@ -247,9 +279,12 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         }
         if (cfg->snapshot_interval_s > 0 && now_s() >= next_snapshot) {
             rnnd_persist_save(app, 1);
+            if (wd > 0)
+                rnnd_notify_watchdog();     /* a long snapshot must not look like a hang */
             next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
         }
     }
+    rnnd_notify_stopping();
 
     RNND_LOG(&app->log, RNND_LOG_INFO, "draining", "signal=%s in_flight=%zu",
              sig == SIGINT ? "SIGINT" : "SIGTERM", rnnd_http_active(h));
@@ -267,6 +302,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     rnnd_pool_stop(app->pool);
     rnnd_http_stop(h);
     /* nothing runs any more: every session's state is final */
+    rnnd_notify_status("stopping: saving sessions");
     int saved = rnnd_persist_save(app, 0);
     teardown(app);
     RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean);
@@ -296,6 +332,14 @@ int rnnd_cmd_serve(int argc, char **argv)
         return 0;
     }
 
+    /* socket activation: the environment is read (and cleared) before any thread starts */
+    int listen_fd;
+    if (rnnd_listen_fd(&listen_fd, err, sizeof err)) {
+        fprintf(stderr, "rnnd serve: %s\n", err);
+        rnnd_config_free(&cfg);
+        return 1;
+    }
+
     /* blocked before any thread starts, so every thread inherits the mask */
     sigset_t sigs, old;
     sigemptyset(&sigs);
@@ -312,6 +356,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     rnnd_log_init(&app.log, (int)cfg.log_level, stderr);
     rnnd_metrics_init(&app.metrics);
     atomic_init(&app.draining, 0);
+    app.listen_fd = listen_fd;
     app.infer_limits.max_sequences = (size_t)cfg.max_sequences;
     app.infer_limits.max_steps = (size_t)cfg.max_infer_steps;
     app.infer_limits.max_total_steps = (size_t)cfg.max_infer_steps;

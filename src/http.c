@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -921,9 +922,23 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     struct sockaddr_storage addr;
     socklen_t alen;
     char host[256];
-    int rc = parse_listen(cfg->listen, &addr, &alen, host, sizeof host, err, errlen);
-    if (rc)
+    int rc = RNND_OK;
+    if (app->listen_fd >= 0) {
+        /* socket activation: serve on the socket we were given; its address is the truth */
+        alen = sizeof addr;
+        if (getsockname(app->listen_fd, (struct sockaddr *)&addr, &alen)) {
+            snprintf(err, errlen, "the socket passed by the service manager: %s",
+                     strerror(errno));
+            return RNND_ERR_IO;
+        }
+        if (addr.ss_family == AF_UNIX ||
+            getnameinfo((struct sockaddr *)&addr, alen, host, sizeof host, NULL, 0,
+                        NI_NUMERICHOST))
+            snprintf(host, sizeof host, "unix");
+    } else if ((rc = parse_listen(cfg->listen, &addr, &alen, host, sizeof host, err,
+                                  errlen))) {
         return rc;
+    }
     rnnd_http *h = calloc(1, sizeof *h);
     if (!h) {
         snprintf(err, errlen, "out of memory");
@@ -942,9 +957,16 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* where to listen: our own address, or the socket systemd passed */
+    struct MHD_OptionItem where[2] = {
+        {MHD_OPTION_SOCK_ADDR, 0, &addr},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (app->listen_fd >= 0)
+        where[0] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, app->listen_fd, NULL};
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_ARRAY, where,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->http_threads,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
@@ -962,8 +984,15 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         h->pinger_on = pthread_create(&h->pinger, NULL, pinger_main, h) == 0;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
-    RNND_LOG(&app->log, RNND_LOG_INFO, "listening", "addr=%s port=%u http_threads=%lld",
-             host, (unsigned)h->port, (long long)cfg->http_threads);
+    if (app->listen_fd >= 0) {
+        if (addr.ss_family == AF_INET)
+            h->port = ntohs(((struct sockaddr_in *)&addr)->sin_port);
+        else if (addr.ss_family == AF_INET6)
+            h->port = ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+    }
+    RNND_LOG(&app->log, RNND_LOG_INFO, "listening",
+             "addr=%s port=%u http_threads=%lld socket_activated=%d", host, (unsigned)h->port,
+             (long long)cfg->http_threads, app->listen_fd >= 0);
     *out = h;
     return RNND_OK;
 }

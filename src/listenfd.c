@@ -47,31 +47,33 @@ static long parse_count(const char *s, long max)
     return (long)v;
 }
 
-/* The protocol of sd_listen_fds(3), for builds without libsystemd. */
+/* The protocol of sd_listen_fds(3), for builds without libsystemd, checked in its order. */
 static int passed_count(char *err, size_t errlen)
 {
     const char *pid_s = getenv("LISTEN_PID"), *fds_s = getenv("LISTEN_FDS");
     int rc = 0;
-    if (pid_s && fds_s) {
-        long pid = parse_count(pid_s, LONG_MAX), n = parse_count(fds_s, INT_MAX - FIRST_FD);
-        if (pid < 0 || n < 0) {
-            snprintf(err, errlen, "socket activation: bad LISTEN_PID=\"%.20s\" or "
-                     "LISTEN_FDS=\"%.20s\"", pid_s, fds_s);
-            rc = RNND_ERR_INVALID;
-        } else if (pid == (long)getpid()) {
-            for (int fd = FIRST_FD; fd < FIRST_FD + n; fd++) {
-                int flags = fcntl(fd, F_GETFD);
-                if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
-                    snprintf(err, errlen, "socket activation: fd %d: %s", fd,
-                             strerror(errno));
-                    rc = RNND_ERR_INVALID;
-                    break;
-                }
+    long pid = pid_s ? parse_count(pid_s, LONG_MAX) : 0;
+    long n = fds_s ? parse_count(fds_s, INT_MAX - FIRST_FD) : 0;
+    if (!pid_s || !fds_s) {
+        rc = 0;
+    } else if (pid < 0) {
+        snprintf(err, errlen, "socket activation: bad LISTEN_PID=\"%.20s\"", pid_s);
+        rc = RNND_ERR_INVALID;
+    } else if (pid != (long)getpid()) {
+        rc = 0;     /* the variables were meant for a parent; none is ours */
+    } else if (n <= 0) {
+        snprintf(err, errlen, "socket activation: bad LISTEN_FDS=\"%.20s\"", fds_s);
+        rc = RNND_ERR_INVALID;
+    } else {
+        rc = (int)n;
+        for (int fd = FIRST_FD; fd < FIRST_FD + n; fd++) {
+            int flags = fcntl(fd, F_GETFD);
+            if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+                snprintf(err, errlen, "socket activation: fd %d: %s", fd, strerror(errno));
+                rc = RNND_ERR_INVALID;
+                break;
             }
-            if (!rc)
-                rc = (int)n;
         }
-        /* another PID: the variables were meant for a parent; none is ours */
     }
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");

@@ -29,21 +29,29 @@ static void usage(FILE *f)
     fprintf(f, "\n`rnnd COMMAND --help` describes each command's options.\n");
 }
 
-/* OpenBLAS picks its kernels from OPENBLAS_CORETYPE in a constructor that runs before main();
- * these machines export OPENBLAS_CORETYPE=Haswell, which would make results and speed depend
- * on the environment. So we drop the variable and re-execute once: OpenBLAS then detects the
- * CPU itself. If the re-exec fails we carry on with what we have. */
-static void openblas_detect_cpu(char **argv)
+/* OpenBLAS reads its environment in a constructor that runs before main():
+ * - OPENBLAS_CORETYPE picks its kernels; these machines export OPENBLAS_CORETYPE=Haswell,
+ *   which would make results and speed depend on the environment, so we drop it and OpenBLAS
+ *   detects the CPU itself;
+ * - it starts its own thread pool (one thread per core) unless OPENBLAS_NUM_THREADS is 1.
+ *   rnnd computes on its own workers, and those threads would not block the signals the
+ *   daemon waits for with sigtimedwait(): a SIGTERM delivered to one of them would kill the
+ *   process instead of shutting it down cleanly. So we ask for no OpenBLAS threads.
+ * Both take effect only at start-up, so we re-execute once with the corrected environment.
+ * If the re-exec fails we carry on with what we have. */
+static void openblas_environment(char **argv)
 {
-    if (!getenv("OPENBLAS_CORETYPE"))
+    const char *threads = getenv("OPENBLAS_NUM_THREADS");
+    if (!getenv("OPENBLAS_CORETYPE") && threads && !strcmp(threads, "1"))
         return;
     unsetenv("OPENBLAS_CORETYPE");
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
     execv("/proc/self/exe", argv);
 }
 
 int main(int argc, char **argv)
 {
-    openblas_detect_cpu(argv);
+    openblas_environment(argv);
     if (argc < 2) {
         usage(stderr);
         return 2;

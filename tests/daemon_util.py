@@ -54,7 +54,8 @@ def golden_model(name, workdir):
 class Daemon:
     """`rnnd serve` on an ephemeral port. Use as a context manager: always stopped."""
 
-    def __init__(self, models, *args, ready_timeout=30):
+    def __init__(self, models, *args, ready_timeout=30, env=None):
+        """ENV: the daemon's whole environment (default: this process's)."""
         cmd = [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
         for name, path in models.items():
             cmd += ["--model", "%s=%s" % (name, path)]
@@ -62,7 +63,7 @@ class Daemon:
         self.cmd = cmd
         self.log = []
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, env=env)
         self.port = None
         deadline = time.monotonic() + ready_timeout
         buf = b""
