@@ -11,7 +11,8 @@
 2. Socket activation (with or without libsystemd): a listening TCP socket this test bound is
    passed as fd 3 with LISTEN_FDS=1 and LISTEN_PID = the daemon's pid; the daemon must serve
    on it (its own `listen`, an address it could not bind, is ignored), and a second daemon
-   serves on the same socket after the first stopped (what systemd does on restart).
+   serves on the same socket after the first stopped (what systemd does on restart); the
+   same with a UNIX stream socket.
    LISTEN_PID of another process: the socket is not ours, the daemon binds its own. Two
    sockets, a socket that is not listening, a datagram socket: start-up fails with exit
    status 1 and a message naming the problem.
@@ -273,6 +274,29 @@ def test_activation(ck):
                  "activated daemon %d logs the passed socket's port %d" % (round_, port))
         ck.eq(readyz(port), 200, "activated daemon %d serves on the passed socket" % round_)
         ck.eq(stop(p), 0, "activated daemon %d: exit status after SIGTERM" % round_)
+
+    # a local (AF_UNIX) socket, as `ListenStream=/run/rnnd.sock` gives (abstract name here)
+    usock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    usock.bind("\0rnnd-test-activation-%d" % os.getpid())
+    usock.listen(16)
+    p = activated([usock], "--listen", "192.0.2.1:9")
+    found, text = wait_line(p, "event=ready")
+    if ck.check(found, "activated on a UNIX socket: starts: %s" % text[-300:]):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.settimeout(10)
+        c.connect("\0rnnd-test-activation-%d" % os.getpid())
+        c.sendall(b"GET /readyz HTTP/1.1\r\nHost: rnnd\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        c.close()
+        ck.check(reply.startswith(b"HTTP/1.1 200 "), "activated on a UNIX socket: /readyz %r"
+                 % reply[:60])
+    ck.eq(stop(p), 0, "activated on a UNIX socket: exit status after SIGTERM")
+    usock.close()
 
     # LISTEN_PID of another process: not ours, bind --listen as usual
     env = dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")
