@@ -1,13 +1,38 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+
+/* Is F the stream systemd connected to the journal? ($JOURNAL_STREAM is "DEV:INODE" of it.) */
+static int is_journal(FILE *f)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    struct stat st;
+    unsigned long long dev, ino;
+    if (!f || !js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(fileno(f), &st))
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
 
 void rnnd_log_init(rnnd_log *log, int level, FILE *f)
 {
     log->level = level;
     log->f = f;
+    log->journal = is_journal(f);
+}
+
+/* sd-daemon(3) priority prefixes: the journal then files each line at its level. */
+static const char *journal_prefix(int level)
+{
+    switch (level) {
+    case RNND_LOG_DEBUG: return "<7>";
+    case RNND_LOG_INFO: return "<6>";
+    case RNND_LOG_WARN: return "<4>";
+    default: return "<3>";
+    }
 }
 
 const char *rnnd_log_level_name(int level)
@@ -31,8 +56,8 @@ void rnnd_log_write(const rnnd_log *log, int level, const char *event, const cha
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line,
-                     "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     "%sts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                     log->journal ? journal_prefix(level) : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, rnnd_log_level_name(level), event);
     if (n < 0)
         return;

@@ -10,6 +10,7 @@ enum rnnd_log_level { RNND_LOG_DEBUG = 0, RNND_LOG_INFO, RNND_LOG_WARN, RNND_LOG
 typedef struct rnnd_log {
     int level;      /* lines below this level are dropped */
     FILE *f;        /* usually stderr */
+    int journal;    /* F is systemd's journal stream: lines get <N> priority prefixes */
 } rnnd_log;
 
 void rnnd_log_init(rnnd_log *log, int level, FILE *f);
