@@ -83,8 +83,8 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, init, steps, ttl,
-                                 &s, err, sizeof err);
+    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
+                                     e->state_floats, init, steps, ttl, &s, err, sizeof err);
     if (rc)
         free(defaults);
     else if (defaults)
@@ -188,8 +188,10 @@ void rnnd_api_sessions_list(rnnd_req *r)
         return;
     rnnd_session_info *infos = malloc((size_t)limit * sizeof *infos);
     int more = 0;
-    size_t n = infos ? rnnd_session_list(app->sessions, after, model, (size_t)limit, infos,
-                                         &more) : (size_t)-1;
+    uint64_t owner = rnnd_req_owner(r);
+    size_t n = infos ? rnnd_session_list_for(app->sessions, after, model,
+                                             rnnd_req_admin(r) ? NULL : &owner, (size_t)limit,
+                                             infos, &more) : (size_t)-1;
     if (n == (size_t)-1) {
         free(infos);
         rnnd_reply_error(r, "out_of_memory", "out of memory");
@@ -232,6 +234,10 @@ void rnnd_api_session_get(rnnd_req *r)
 void rnnd_api_session_delete(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
+    rnnd_session *s = rnnd_api_session_lookup(r);     /* another key's: 404 */
+    if (!s)
+        return;
+    rnnd_session_unref(s);
     int why = rnnd_session_remove(app->sessions, rnnd_req_param(r, 0));
     if (why == RNND_SESSION_FOUND)
         rnnd_reply_empty(r, 204);

@@ -34,7 +34,12 @@ rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
     rnnd_session *s = NULL;
     switch (rnnd_session_get(app->sessions, id, &s)) {
     case RNND_SESSION_FOUND:
-        return s;
+        if (rnnd_req_admin(r) || rnnd_session_owner(s) == rnnd_req_owner(r))
+            return s;
+        /* another key's session: exactly as if it did not exist */
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, "not_found", "no session %.64s", id);
+        return NULL;
     case RNND_SESSION_EXPIRED:
         rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
                          "lost", id);

@@ -197,6 +197,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     in->seq_end = en && json_is_true(en);
     memset(&in->key, 0, sizeof in->key);
     snprintf(in->key.model, sizeof in->key.model, "%s", in->e->name);
+    in->key.owner = rnnd_req_owner(r);     /* each API key has its own sequence ids */
     if (json_is_integer(id)) {
         if (json_integer_value(id) < 0) {
             rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, "
@@ -773,8 +774,8 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         }
         return s;
     }
-    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, NULL, 0, 0, &s,
-                                 err, sizeof err);
+    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
+                                     e->state_floats, NULL, 0, 0, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
                       err);

@@ -202,8 +202,8 @@ static void generate(rnnd_req *r, int stream)
         return;
     }
     char err[256];
-    int rc = rnnd_session_create(app->sessions, (void *)e, e->state_floats, NULL, 0, 0,
-                                 &q->tmp, err, sizeof err);
+    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
+                                     e->state_floats, NULL, 0, 0, &q->tmp, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
         free(ids);

@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 
+#include "auth.h"
 #include "batcher.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,7 @@ typedef struct rnnd_app {
     struct rnnd_v2_seq *v2_seq;     /* Triton sequence ids -> sessions (v2_seq.h) */
     rnnd_metrics metrics;
     rnnd_infer_limits infer_limits;
+    rnnd_auth auth;                 /* API keys; n == 0: authentication off */
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
     int listen_fd;                  /* a socket passed by systemd (listenfd.h), or -1 */
 } rnnd_app;

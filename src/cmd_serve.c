@@ -154,6 +154,7 @@ static void teardown(rnnd_app *app)
     rnnd_session_table_free(app->sessions);
     app->sessions = NULL;
     rnnd_catalog_destroy(&app->models);
+    rnnd_auth_free(&app->auth);
 }
 
 /* Stop every batcher of the current set (retired versions' queued work is cancelled by the
@@ -180,11 +181,20 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         return 1;
     }
     app->kernels = k;
+    if (rnnd_auth_load(&app->auth, cfg->api_keys_file, err, sizeof err)) {
+        char q[1100];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        return 1;
+    }
+    if (app->auth.n)
+        RNND_LOG(&app->log, RNND_LOG_INFO, "api_keys", "keys=%zu", app->auth.n);
     rnnd_registry reg;
     if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
+        rnnd_auth_free(&app->auth);
         return 1;
     }
     for (size_t i = 0; i < reg.n; i++)

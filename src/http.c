@@ -132,6 +132,7 @@ struct rnnd_req {
     void *on_free_arg;
     struct timespec t0;
 
+    const rnnd_key *key;            /* the caller's API key; NULL when keys are off */
     rnnd_stream *stream;            /* attached: the reply is this stream (one reference) */
     void (*release[2])(void *);     /* rnnd_req_hold() */
     void *held[2];
@@ -214,6 +215,9 @@ void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
 /* ---- handler API ------------------------------------------------------------------------- */
 
 int rnnd_req_method(const rnnd_req *r) { return r->method; }
+uint64_t rnnd_req_owner(const rnnd_req *r) { return r->key ? r->key->owner : 0; }
+int rnnd_req_admin(const rnnd_req *r) { return !r->key || r->key->admin; }
+const char *rnnd_req_key_name(const rnnd_req *r) { return r->key ? r->key->name : ""; }
 const char *rnnd_req_param(const rnnd_req *r, int i)
 {
     return i >= 0 && i < MAX_PARAMS ? r->params[i] : "";
@@ -608,11 +612,23 @@ static int begin(rnnd_req *r, const char *url, const char *method)
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
         return too_big;
     }
+    const struct route *rt = r->route;
+    int open_route = rt && (rt->get == rnnd_api_healthz || rt->get == rnnd_api_readyz ||
+                            rt->get == rnnd_api_v2_live || rt->get == rnnd_api_v2_ready);
+    if (app->auth.n && !open_route) {
+        r->key = rnnd_auth_check(&app->auth, MHD_lookup_connection_value(
+                                     r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+        if (!r->key) {
+            rnnd_reply_header(r, "WWW-Authenticate", "Bearer realm=\"rnnd\"");
+            rnnd_reply_error(r, "unauthorized", "a valid API key is required: "
+                             "Authorization: Bearer KEY");
+            return too_big;
+        }
+    }
     if (!r->route) {
         rnnd_reply_error(r, "not_found", "no such resource: %s", url);
         return too_big;
     }
-    const struct route *rt = r->route;
     switch (r->method) {
     case RNND_GET:
     case RNND_HEAD: r->handler = rt->get; break;
@@ -829,9 +845,10 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
         model = r->params[0];
     char q[200];
     RNND_LOG(&app->log, RNND_LOG_INFO, "access",
-             "method=%s endpoint=%s model=%s status=%u ms=%.3f", r->method_name,
+             "method=%s endpoint=%s model=%s key=%s status=%u ms=%.3f", r->method_name,
              r->route ? r->route->pattern : "-", rnnd_log_quote(q, sizeof q, model),
-             status ? status : (r->queued ? r->status : 0), secs * 1e3);
+             r->key ? r->key->name : "-", status ? status : (r->queued ? r->status : 0),
+             secs * 1e3);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

@@ -37,6 +37,11 @@ void rnnd_http_stop(rnnd_http *h);
 
 /* ---- for handlers ---- */
 int rnnd_req_method(const rnnd_req *r);
+/* The caller's API key (auth.h): its owner id (0 when keys are off), whether it may see
+ * everything (admin scope, or keys off), its name for logs ("" when keys are off). */
+uint64_t rnnd_req_owner(const rnnd_req *r);
+int rnnd_req_admin(const rnnd_req *r);
+const char *rnnd_req_key_name(const rnnd_req *r);
 /* The I-th '*' segment of the route ("/v1/sessions/{id}/step": 0 is the id). */
 const char *rnnd_req_param(const rnnd_req *r, int i);
 /* A query argument (request thread only), or NULL. */

@@ -606,6 +606,8 @@ static const struct {
     {"invalid_json", 400},
     {"invalid_request", 400},
     {"numeric_error", 400},
+    {"unauthorized", 401},
+    {"forbidden", 403},
     {"not_found", 404},
     {"method_not_allowed", 405},
     {"unsupported", 409},

@@ -26,6 +26,7 @@ static void fill(rnnd_snap_rec *rec, rnnd_session *s, const rnnd_session_info *i
     snprintf(rec->id, sizeof rec->id, "%s", info->id);
     snprintf(rec->model, sizeof rec->model, "%s", e->name);
     snprintf(rec->digest, sizeof rec->digest, "%s", e->digest);
+    rec->owner = rnnd_session_owner(s);
     rec->steps = rnnd_session_steps(s);
     rec->created = info->created;
     rec->ttl_s = info->ttl_s;
@@ -219,7 +220,8 @@ size_t rnnd_persist_restore(rnnd_app *app)
         rnnd_session *s = NULL;
         if (!why) {
             double ttl = rec.ttl_s > ttl_max ? ttl_max : rec.ttl_s;
-            if (rnnd_session_restore(app->sessions, rec.id, (void *)e, e->state_floats,
+            if (rnnd_session_restore(app->sessions, rec.id, rec.owner, (void *)e,
+                                     e->state_floats,
                                      rec.state, rec.steps, ttl, rec.created, rec.idle_s, &s,
                                      err, sizeof err))
                 why = "refused";

@@ -10,6 +10,7 @@
 
 #include <cblas.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <math.h>
 #include <stdio.h>
@@ -28,6 +29,19 @@ typedef struct dir_pack {
     rnnd_packed V;      /* jordan: [O, H] */
 } dir_pack;
 
+/* Whole-sequence workspaces kept between calls, so a call allocates nothing once the sizes
+ * it needs have been seen (fresh big blocks from malloc are fresh mappings: page faults on
+ * every call). At most WS_CACHE_N are kept, none over WS_KEEP_BYTES. */
+#define WS_CACHE_N 2
+#define WS_KEEP_BYTES ((size_t)256 << 20)
+typedef struct seq_ws seq_ws;
+typedef struct ws_cache {
+    pthread_mutex_t mu;
+    seq_ws *free[WS_CACHE_N];
+    size_t n_free;
+} ws_cache;
+static void seq_ws_free(seq_ws *ws);
+
 struct rnnd_net {
     rnnd_model *model;
     const rnnd_model_spec *spec;
@@ -40,6 +54,7 @@ struct rnnd_net {
     int max_in, max_gates, max_hidden, max_out;
     int use_openblas;           /* whole-sequence products through OpenBLAS */
     int stateful;               /* every layer forward-only: steppable */
+    ws_cache *cache;            /* mutable behind a const net; has its own lock */
 };
 
 struct rnnd_work {
@@ -134,8 +149,10 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
     n->k = kernels;
     n->packs = calloc((size_t)s->n_layers, sizeof *n->packs);
     n->state_off = calloc((size_t)s->n_layers * 2, sizeof *n->state_off);
-    if (!n->packs || !n->state_off)
+    n->cache = calloc(1, sizeof *n->cache);
+    if (!n->packs || !n->state_off || !n->cache)
         goto oom;
+    pthread_mutex_init(&n->cache->mu, NULL);
     n->max_in = s->input_dim;
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
@@ -174,6 +191,12 @@ void rnnd_net_free(rnnd_net *n)
             for (int d = 0; d < 2; d++)
                 release_pack(&n->packs[l][d]);
     rnnd_pack_release(&n->head);
+    if (n->cache) {
+        for (size_t i = 0; i < n->cache->n_free; i++)
+            seq_ws_free(n->cache->free[i]);
+        pthread_mutex_destroy(&n->cache->mu);
+        free(n->cache);
+    }
     free(n->packs);
     free(n->state_off);
     rnnd_model_unref(n->model);
@@ -187,186 +210,353 @@ const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
 size_t rnnd_net_state_floats(const rnnd_net *n) { return n->state_floats; }
 int rnnd_net_output_dim(const rnnd_net *n) { return n->out_dim; }
 
+/* ---- parallel stages -------------------------------------------------------------------
+ * A layer's step is a few stages; each stage splits its work into NT parts (row panels of a
+ * weight matrix, or ranges of hidden units for the elementwise math) that the caller's
+ * rnnd_parallel runs at once. No part splits a reduction: every element is computed by one
+ * part exactly as with one thread, so the results do not depend on NT. */
+
+typedef void (*stage_fn)(void *arg, size_t i);
+
+static size_t par_threads(const rnnd_parallel *par)
+{
+    return par && par->run && par->threads > 1 ? par->threads : 1;
+}
+
+static void run_stage(const rnnd_parallel *par, size_t nt, stage_fn fn, void *arg)
+{
+    if (nt <= 1)
+        fn(arg, 0);
+    else
+        par->run(par->ctx, fn, arg, nt);
+}
+
+/* Part I of NT of [0, n), cut at multiples of UNIT. */
+static void part(size_t n, size_t unit, size_t i, size_t nt, size_t *b, size_t *e)
+{
+    size_t units = (n + unit - 1) / unit;
+    size_t ub = units * i / nt, ue = units * (i + 1) / nt;
+    *b = ub * unit < n ? ub * unit : n;
+    *e = ue * unit < n ? ue * unit : n;
+}
+
+/* The gemv of W's row panels in part I of NT; [*r0, *r1) are the rows written. */
+static void gemv_part(const rnnd_kernels *k, const rnnd_packed *W, const float *bias,
+                      const float *X, size_t ldx, size_t B, float *Y, size_t ldy,
+                      size_t i, size_t nt, size_t *r0, size_t *r1)
+{
+    part((size_t)W->rows, RNND_PANEL, i, nt, r0, r1);
+    if (*r1 > *r0)
+        k->gemv(W, bias, X, ldx, B, Y, ldy, (int)*r0, (int)*r1);
+}
+
 /* ---- cells ----------------------------------------------------------------------------
- * Each cell function advances NB rows one step. GX holds the input projection (bias Wb
- * included) with row stride LDGX; HP/CP the previous h and c of each row (strides LDH/LDC);
- * the new h and c are written to HN/CN (may alias HP/CP row-wise only after reading: the
- * functions read all of a row's previous state before writing it). GH, T1, T2 are scratch. */
+ * A cell advances NB rows one step. GX holds the input projection (bias Wb included) with
+ * row stride LDGX, or, when X is set, the first stage computes it from X (step path); HP/CP
+ * are the previous h and c of each row (strides LDHP/LDCP); the new h and c go to HN/CN. CN
+ * may be CP (each element of c is read before it is written); HN never aliases HP. GH, T1, T2
+ * are scratch. */
 
 typedef struct cell_io {
     size_t nb;
-    const float *gx; size_t ldgx;
+    float *gx; size_t ldgx;
+    const float *x; size_t ldx;
     const float *hp; size_t ldhp;
     const float *cp; size_t ldcp;
     float *hn; size_t ldhn;
     float *cn; size_t ldcn;
 } cell_io;
 
-static void cell_rnn(const rnnd_net *n, const rnnd_layer_spec *L, const dir_pack *p, int d,
-                     const rnnd_dir_weights *w, const cell_io *io, float *gh)
+typedef struct cell_job {
+    const rnnd_net *n;
+    const rnnd_layer_spec *L;
+    const dir_pack *p;
+    const rnnd_dir_weights *w;
+    int d;
+    cell_io io;
+    float *gh, *t1, *t2;
+    size_t nt;
+} cell_job;
+
+/* Stage 1 of every cell: the input projection (if asked) and R h, rows of part I. */
+static void gates_part(const cell_job *c, const rnnd_packed *R, size_t ldgh, size_t i,
+                       size_t *r0, size_t *r1)
 {
-    int H = L->hidden;
-    n->k->gemv(&p->R, w->Rb, io->hp, io->ldhp, io->nb, gh, (size_t)H, 0, H);
+    const rnnd_kernels *k = c->n->k;
+    const cell_io *io = &c->io;
+    if (io->x)
+        gemv_part(k, &c->p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
+                  r0, r1);
+    gemv_part(k, R, c->w->Rb, io->hp, io->ldhp, io->nb, c->gh, ldgh, i, c->nt, r0, r1);
+}
+
+/* Elman and Jordan stage 1: gates and activation of rows [r0, r1) (W and R have H rows and
+ * are cut alike). Elman writes h. */
+static void rnn_stage1(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    size_t H = (size_t)c->L->hidden, r0, r1;
+    gates_part(c, &c->p->R, H, i, &r0, &r1);
     for (size_t b = 0; b < io->nb; b++) {
         const float *gx = io->gx + b * io->ldgx;
-        float *g = gh + b * (size_t)H;
-        for (int j = 0; j < H; j++)
+        float *g = c->gh + b * H;
+        for (size_t j = r0; j < r1; j++)
             g[j] = gx[j] + g[j];
-        clip_inplace(L, g, (size_t)H);
-        n->k->act(&L->act[d][0], g, (size_t)H);
-        memcpy(io->hn + b * io->ldhn, g, (size_t)H * sizeof(float));
+        clip_inplace(c->L, g + r0, r1 - r0);
+        c->n->k->act(&c->L->act[c->d][0], g + r0, r1 - r0);
+        if (c->L->cell == RNND_CELL_RNN)
+            memcpy(io->hn + b * io->ldhn + r0, g + r0, (r1 - r0) * sizeof(float));
     }
 }
 
-static void cell_jordan(const rnnd_net *n, const rnnd_layer_spec *L, const dir_pack *p, int d,
-                        const rnnd_dir_weights *w, const cell_io *io, float *gh, float *t1)
+/* Jordan stage 2: y = act2(V h + Vb), rows [r0, r1) of O. */
+static void jordan_stage2(void *arg, size_t i)
 {
-    int H = L->hidden, O = L->output_size;
-    n->k->gemv(&p->R, w->Rb, io->hp, io->ldhp, io->nb, gh, (size_t)H, 0, H);
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    size_t H = (size_t)c->L->hidden, O = (size_t)c->L->output_size, r0, r1;
+    gemv_part(c->n->k, &c->p->V, c->w->Vb, c->gh, H, io->nb, c->t1, O, i, c->nt, &r0, &r1);
     for (size_t b = 0; b < io->nb; b++) {
-        const float *gx = io->gx + b * io->ldgx;
-        float *g = gh + b * (size_t)H;
-        for (int j = 0; j < H; j++)
-            g[j] = gx[j] + g[j];
-        clip_inplace(L, g, (size_t)H);
-        n->k->act(&L->act[d][0], g, (size_t)H);
-    }
-    n->k->gemv(&p->V, w->Vb, gh, (size_t)H, io->nb, t1, (size_t)O, 0, O);
-    for (size_t b = 0; b < io->nb; b++) {
-        float *y = t1 + b * (size_t)O;
-        n->k->act(&L->act[d][1], y, (size_t)O);
-        memcpy(io->hn + b * io->ldhn, y, (size_t)O * sizeof(float));
+        float *y = c->t1 + b * O;
+        c->n->k->act(&c->L->act[c->d][1], y + r0, r1 - r0);
+        memcpy(io->hn + b * io->ldhn + r0, y + r0, (r1 - r0) * sizeof(float));
     }
 }
 
-static void cell_gru(const rnnd_net *n, const rnnd_layer_spec *L, const dir_pack *p, int d,
-                     const rnnd_dir_weights *w, const cell_io *io, float *gh, float *t1,
-                     float *t2)
+/* GRU stage 1: W x, the z and r rows of R h, and (lbr 1) Rh h + Rbh into T1. */
+static void gru_stage1(void *arg, size_t i)
 {
-    int H = L->hidden;
-    size_t ld = (size_t)2 * H;
-    const rnnd_activation *af = &L->act[d][0], *ag = &L->act[d][1];
-    /* z and r */
-    n->k->gemv(&p->R, w->Rb, io->hp, io->ldhp, io->nb, gh, ld, 0, 2 * H);
-    for (size_t b = 0; b < io->nb; b++) {
-        const float *gx = io->gx + b * io->ldgx;
-        float *g = gh + b * ld;
-        for (int j = 0; j < 2 * H; j++)
-            g[j] = gx[j] + g[j];
-        clip_inplace(L, g, ld);
-        n->k->act(af, g, ld);
-    }
-    /* the candidate's recurrent term: Rh h + Rbh (lbr 1) or Rh (r * h) + Rbh (lbr 0) */
-    if (L->linear_before_reset) {
-        n->k->gemv(&p->Rh, w->Rb + 2 * H, io->hp, io->ldhp, io->nb, t1, (size_t)H, 0, H);
-        for (size_t b = 0; b < io->nb; b++) {
-            const float *r = gh + b * ld + H;
-            float *t = t1 + b * (size_t)H;
-            for (int j = 0; j < H; j++)
-                t[j] = r[j] * t[j];
-        }
-    } else {
-        for (size_t b = 0; b < io->nb; b++) {
-            const float *r = gh + b * ld + H;
-            const float *h = io->hp + b * io->ldhp;
-            float *t = t2 + b * (size_t)H;
-            for (int j = 0; j < H; j++)
-                t[j] = r[j] * h[j];
-        }
-        n->k->gemv(&p->Rh, w->Rb + 2 * H, t2, (size_t)H, io->nb, t1, (size_t)H, 0, H);
-    }
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    size_t H = (size_t)c->L->hidden, r0, r1;
+    gates_part(c, &c->p->R, 2 * H, i, &r0, &r1);
+    if (c->L->linear_before_reset)
+        gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, io->hp, io->ldhp, io->nb, c->t1, H,
+                  i, c->nt, &r0, &r1);
+}
+
+/* GRU: the candidate and the new h of hidden units [j0, j1); T1 holds its recurrent term. */
+static void gru_finish(const cell_job *c, size_t j0, size_t j1)
+{
+    const cell_io *io = &c->io;
+    size_t H = (size_t)c->L->hidden, ld = 2 * H;
     for (size_t b = 0; b < io->nb; b++) {
         const float *gx = io->gx + b * io->ldgx + 2 * H;
-        float *t = t1 + b * (size_t)H;
-        for (int j = 0; j < H; j++)
+        float *t = c->t1 + b * H;
+        for (size_t j = j0; j < j1; j++)
             t[j] = gx[j] + t[j];
-        clip_inplace(L, t, (size_t)H);
-        n->k->act(ag, t, (size_t)H);
-        const float *z = gh + b * ld;
+        clip_inplace(c->L, t + j0, j1 - j0);
+        c->n->k->act(&c->L->act[c->d][1], t + j0, j1 - j0);
+        const float *z = c->gh + b * ld;
         const float *h = io->hp + b * io->ldhp;
         float *hn = io->hn + b * io->ldhn;
-        for (int j = 0; j < H; j++)
+        for (size_t j = j0; j < j1; j++)
             hn[j] = (1.0f - z[j]) * t[j] + z[j] * h[j];
     }
 }
 
-static void peep_add(float *g, const float *p, const float *c, int H)
+/* GRU stage 2, hidden units of part I: z and r; then r * (Rh h + Rbh) and the new h (lbr 1),
+ * or r * h into T2 for stage 3 (lbr 0). */
+static void gru_stage2(void *arg, size_t i)
 {
-    for (int j = 0; j < H; j++)
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_activation *af = &c->L->act[c->d][0];
+    size_t H = (size_t)c->L->hidden, ld = 2 * H, j0, j1;
+    part(H, RNND_PANEL, i, c->nt, &j0, &j1);
+    for (size_t b = 0; b < io->nb; b++) {
+        const float *gx = io->gx + b * io->ldgx;
+        float *g = c->gh + b * ld;
+        for (size_t blk = 0; blk < 2; blk++) {
+            size_t a = blk * H + j0, e = blk * H + j1;
+            for (size_t j = a; j < e; j++)
+                g[j] = gx[j] + g[j];
+            clip_inplace(c->L, g + a, e - a);
+            c->n->k->act(af, g + a, e - a);
+        }
+        const float *r = g + H;
+        if (c->L->linear_before_reset) {
+            float *t = c->t1 + b * H;
+            for (size_t j = j0; j < j1; j++)
+                t[j] = r[j] * t[j];
+        } else {
+            const float *h = io->hp + b * io->ldhp;
+            float *t = c->t2 + b * H;
+            for (size_t j = j0; j < j1; j++)
+                t[j] = r[j] * h[j];
+        }
+    }
+    if (c->L->linear_before_reset)
+        gru_finish(c, j0, j1);
+}
+
+/* GRU (lbr 0) stage 3: Rh (r * h) + Rbh, then the new h of the same rows. */
+static void gru_stage3(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    size_t H = (size_t)c->L->hidden, r0, r1;
+    gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, c->t2, H, c->io.nb, c->t1, H, i, c->nt,
+              &r0, &r1);
+    gru_finish(c, r0, r1);
+}
+
+static void lstm_stage1(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    size_t GH = (size_t)c->L->gates * c->L->hidden, r0, r1;
+    gates_part(c, &c->p->R, GH, i, &r0, &r1);
+}
+
+static void peep_add(float *g, const float *p, const float *c, size_t j0, size_t j1)
+{
+    for (size_t j = j0; j < j1; j++)
         g[j] = g[j] + p[j] * c[j];
 }
 
-static void cell_lstm(const rnnd_net *n, const rnnd_layer_spec *L, const dir_pack *p, int d,
-                      const rnnd_dir_weights *w, const cell_io *io, float *gh, float *t1)
+/* LSTM stage 2: the gates, c and h of hidden units [j0, j1) of part I. */
+static void lstm_stage2(void *arg, size_t i)
 {
-    int H = L->hidden, G = L->gates;
-    size_t ld = (size_t)G * H;
-    const rnnd_activation *af = &L->act[d][0], *ag = &L->act[d][1], *ah = &L->act[d][2];
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_layer_spec *L = c->L;
+    const rnnd_dir_weights *w = c->w;
+    const rnnd_kernels *k = c->n->k;
+    size_t H = (size_t)L->hidden, ld = (size_t)L->gates * H, j0, j1;
+    const rnnd_activation *af = &L->act[c->d][0], *ag = &L->act[c->d][1],
+                          *ah = &L->act[c->d][2];
     /* gate blocks: i, o, f, c (no forget gate: i, o, c) */
-    int oi = 0, oo = H, of = L->forget_gate ? 2 * H : -1, oc = L->forget_gate ? 3 * H : 2 * H;
-    int P = L->proj_size;
-
-    n->k->gemv(&p->R, w->Rb, io->hp, io->ldhp, io->nb, gh, ld, 0, (int)ld);
+    size_t oi = 0, oo = H, of = 2 * H, oc = L->forget_gate ? 3 * H : 2 * H;
+    int has_f = L->forget_gate, P = L->proj_size;
+    part(H, RNND_PANEL, i, c->nt, &j0, &j1);
+    size_t nj = j1 - j0;
+    if (nj == 0)
+        return;
     for (size_t b = 0; b < io->nb; b++) {
         const float *gx = io->gx + b * io->ldgx;
         const float *cp = io->cp + b * io->ldcp;
-        float *g = gh + b * ld;
-        for (size_t j = 0; j < ld; j++)
-            g[j] = gx[j] + g[j];
+        float *g = c->gh + b * ld;
+        for (size_t blk = 0; blk < (size_t)L->gates; blk++)
+            for (size_t j = blk * H + j0; j < blk * H + j1; j++)
+                g[j] = gx[j] + g[j];
         float *gi = g + oi, *go = g + oo, *gc = g + oc;
-        float *gf = of >= 0 ? g + of : NULL;
+        float *gf = has_f ? g + of : NULL;
         if (L->peepholes) {
-            peep_add(gi, w->P, cp, H);
+            peep_add(gi, w->P, cp, j0, j1);
             if (gf)
-                peep_add(gf, w->P + 2 * H, cp, H);
+                peep_add(gf, w->P + 2 * H, cp, j0, j1);
         }
-        clip_inplace(L, gi, (size_t)H);
-        n->k->act(af, gi, (size_t)H);
+        clip_inplace(L, gi + j0, nj);
+        k->act(af, gi + j0, nj);
         if (gf && !L->input_forget) {
-            clip_inplace(L, gf, (size_t)H);
-            n->k->act(af, gf, (size_t)H);
+            clip_inplace(L, gf + j0, nj);
+            k->act(af, gf + j0, nj);
         }
-        clip_inplace(L, gc, (size_t)H);
-        n->k->act(ag, gc, (size_t)H);
+        clip_inplace(L, gc + j0, nj);
+        k->act(ag, gc + j0, nj);
         float *cn = io->cn + b * io->ldcn;
         if (!gf) {
-            for (int j = 0; j < H; j++)
+            for (size_t j = j0; j < j1; j++)
                 cn[j] = cp[j] + gi[j] * gc[j];
         } else if (L->input_forget) {
-            for (int j = 0; j < H; j++)
+            for (size_t j = j0; j < j1; j++)
                 cn[j] = (1.0f - gi[j]) * cp[j] + gi[j] * gc[j];
         } else {
-            for (int j = 0; j < H; j++)
+            for (size_t j = j0; j < j1; j++)
                 cn[j] = gf[j] * cp[j] + gi[j] * gc[j];
         }
         if (L->peepholes)
-            peep_add(go, w->P + H, cn, H);
-        clip_inplace(L, go, (size_t)H);
-        n->k->act(af, go, (size_t)H);
+            peep_add(go, w->P + H, cn, j0, j1);
+        clip_inplace(L, go + j0, nj);
+        k->act(af, go + j0, nj);
         /* h(c) into the c block of the scratch (no longer needed) */
-        memcpy(gc, cn, (size_t)H * sizeof(float));
-        n->k->act(ah, gc, (size_t)H);
-        float *dst = P > 0 ? t1 + b * (size_t)H : io->hn + b * io->ldhn;
-        for (int j = 0; j < H; j++)
+        memcpy(gc + j0, cn + j0, nj * sizeof(float));
+        k->act(ah, gc + j0, nj);
+        float *dst = P > 0 ? c->t1 + b * H : io->hn + b * io->ldhn;
+        for (size_t j = j0; j < j1; j++)
             dst[j] = go[j] * gc[j];
-    }
-    if (P > 0) {
-        /* hn rows are strided; gemv writes with a row stride, so project straight into them */
-        n->k->gemv(&p->proj, NULL, t1, (size_t)H, io->nb, io->hn, io->ldhn, 0, P);
     }
 }
 
+/* LSTM with proj_size, stage 3: hn = proj h (hn rows are strided; gemv writes with a row
+ * stride, so project straight into them). */
+static void lstm_stage3(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    size_t r0, r1;
+    gemv_part(c->n->k, &c->p->proj, NULL, c->t1, (size_t)c->L->hidden, c->io.nb, c->io.hn,
+              c->io.ldhn, i, c->nt, &r0, &r1);
+}
+
 static void run_cell(const rnnd_net *n, int l, int d, const cell_io *io, float *gh, float *t1,
-                     float *t2)
+                     float *t2, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
-    const dir_pack *p = &n->packs[l][d];
-    const rnnd_dir_weights *w = &L->w[d];
+    cell_job c = {
+        .n = n, .L = L, .p = &n->packs[l][d], .w = &L->w[d], .d = d, .io = *io,
+        .gh = gh, .t1 = t1, .t2 = t2, .nt = par_threads(par),
+    };
     switch (L->cell) {
-    case RNND_CELL_RNN: cell_rnn(n, L, p, d, w, io, gh); break;
-    case RNND_CELL_LSTM: cell_lstm(n, L, p, d, w, io, gh, t1); break;
-    case RNND_CELL_GRU: cell_gru(n, L, p, d, w, io, gh, t1, t2); break;
-    case RNND_CELL_JORDAN: cell_jordan(n, L, p, d, w, io, gh, t1); break;
+    case RNND_CELL_RNN:
+        run_stage(par, c.nt, rnn_stage1, &c);
+        break;
+    case RNND_CELL_JORDAN:
+        run_stage(par, c.nt, rnn_stage1, &c);
+        run_stage(par, c.nt, jordan_stage2, &c);
+        break;
+    case RNND_CELL_GRU:
+        run_stage(par, c.nt, gru_stage1, &c);
+        run_stage(par, c.nt, gru_stage2, &c);
+        if (!L->linear_before_reset)
+            run_stage(par, c.nt, gru_stage3, &c);
+        break;
+    case RNND_CELL_LSTM:
+        run_stage(par, c.nt, lstm_stage1, &c);
+        run_stage(par, c.nt, lstm_stage2, &c);
+        if (L->proj_size > 0)
+            run_stage(par, c.nt, lstm_stage3, &c);
+        break;
+    }
+}
+
+/* Y [N, rows] = X W^T + bias over N rows, split by row panels; then each row normalized. */
+typedef struct proj_job {
+    const rnnd_kernels *k;
+    const rnnd_packed *W;
+    const float *bias, *X;
+    size_t ldx, N, ldy, nt;
+    float *Y;
+    int norm;
+} proj_job;
+
+static void proj_stage(void *arg, size_t i)
+{
+    const proj_job *j = arg;
+    size_t r0, r1;
+    gemv_part(j->k, j->W, j->bias, j->X, j->ldx, j->N, j->Y, j->ldy, i, j->nt, &r0, &r1);
+}
+
+static void norm_stage(void *arg, size_t i)
+{
+    const proj_job *j = arg;
+    size_t b0, b1;
+    part(j->N, 1, i, j->nt, &b0, &b1);
+    for (size_t b = b0; b < b1; b++)
+        normalize_row(j->norm, j->Y + b * j->ldy, j->W->rows);
+}
+
+static void project(const rnnd_net *n, const rnnd_packed *W, const float *bias, const float *X,
+                    size_t ldx, size_t N, float *Y, size_t ldy, int norm,
+                    const rnnd_parallel *par)
+{
+    proj_job j = {
+        .k = n->k, .W = W, .bias = bias, .X = X, .ldx = ldx, .N = N, .ldy = ldy, .Y = Y,
+        .norm = norm, .nt = par_threads(par),
+    };
+    run_stage(par, j.nt, proj_stage, &j);
+    if (norm != RNND_NORM_NONE) {
+        j.nt = j.nt < N ? j.nt : N;
+        run_stage(par, j.nt, norm_stage, &j);
     }
 }
 
@@ -432,6 +622,13 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
                   const float *vectors, float *const *states, float *out,
                   char *err, size_t errlen)
 {
+    return rnnd_net_step_par(n, w, B, tokens, vectors, states, out, NULL, err, errlen);
+}
+
+int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *tokens,
+                      const float *vectors, float *const *states, float *out,
+                      const rnnd_parallel *par, char *err, size_t errlen)
+{
     const rnnd_model_spec *s = n->spec;
     if (!n->stateful) {
         snprintf(err, errlen, "the model has reverse or bidirectional layers: it runs only "
@@ -460,11 +657,10 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
         const rnnd_layer_spec *L = &s->layers[l];
         size_t O = (size_t)L->out_dim, GH = (size_t)L->gates * L->hidden;
         size_t off = n->state_off[l * 2];
-        n->k->gemv(&n->packs[l][0].W, L->w[0].Wb, x, ldx, B, w->gx, GH, 0, (int)GH);
         for (size_t b = 0; b < B; b++)
             memcpy(w->h + b * O, states[b] + off, O * sizeof(float));
         cell_io io = {
-            .nb = B, .gx = w->gx, .ldgx = GH, .hp = w->h, .ldhp = O,
+            .nb = B, .gx = w->gx, .ldgx = GH, .x = x, .ldx = ldx, .hp = w->h, .ldhp = O,
             .hn = ybuf, .ldhn = O,
         };
         if (L->cell == RNND_CELL_LSTM) {
@@ -477,7 +673,7 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
             io.cn = w->t2;
             io.ldcn = H;
         }
-        run_cell(n, l, 0, &io, w->gh, w->t1, w->t2);
+        run_cell(n, l, 0, &io, w->gh, w->t1, w->t2, par);
         for (size_t b = 0; b < B; b++) {
             memcpy(states[b] + off, ybuf + b * O, O * sizeof(float));
             if (L->cell == RNND_CELL_LSTM)
@@ -492,10 +688,8 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
     }
     if (out) {
         if (s->has_head) {
-            n->k->gemv(&n->head, s->head_b, x, ldx, B, out, (size_t)s->head_out, 0,
-                       s->head_out);
-            for (size_t b = 0; b < B; b++)
-                normalize_row(s->head_norm, out + b * (size_t)s->head_out, s->head_out);
+            project(n, &n->head, s->head_b, x, ldx, B, out, (size_t)s->head_out, s->head_norm,
+                    par);
         } else {
             for (size_t b = 0; b < B; b++)
                 memcpy(out + b * ldx, x + b * ldx, ldx * sizeof(float));
@@ -504,15 +698,125 @@ int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *toke
     return RNND_OK;
 }
 
-/* ---- the whole-sequence path ----------------------------------------------------------- */
+/* ---- the whole-sequence path -----------------------------------------------------------
+ * Rows are laid out time-major: sequences sorted longest first (slot i), and the rows of
+ * step t are start[t] .. start[t] + nb(t) - 1, one per sequence still running at t (always
+ * slots 0 .. nb(t) - 1, since the running ones are a prefix of the sorted order). So a
+ * forward direction reads its step's input projection, its previous h and writes its new h
+ * in place, rows already contiguous: nothing is gathered or scattered per step. */
+
+struct seq_ws {
+    size_t cap_b, cap_n, cap_t;
+    float *X, *Y, *gx_all;          /* [N, wide], [N, wide], [N, max_gates] */
+    float *gxb, *gh, *hcur, *hnew;  /* [B, max_gates] x 2, [B, wide] x 2 */
+    float *ccur, *t1, *t2;          /* [B, max_hidden] */
+    size_t *order;                  /* [B] sequence of slot i */
+    size_t *start;                  /* [maxlen + 1] first row of step t */
+    size_t bytes;
+};
+
+static void seq_ws_free(seq_ws *ws)
+{
+    if (!ws)
+        return;
+    free(ws->X);
+    free(ws->Y);
+    free(ws->gx_all);
+    free(ws->gxb);
+    free(ws->gh);
+    free(ws->hcur);
+    free(ws->hnew);
+    free(ws->ccur);
+    free(ws->t1);
+    free(ws->t2);
+    free(ws->order);
+    free(ws->start);
+    free(ws);
+}
+
+/* Replace *P by room for A * B floats (contents not kept); 0 or -1. */
+static int regrow(float **p, size_t a, size_t b)
+{
+    size_t n;
+    if (__builtin_mul_overflow(a, b ? b : 1, &n) || n > SIZE_MAX / sizeof(float))
+        return -1;
+    free(*p);
+    *p = malloc((n ? n : 1) * sizeof(float));
+    return *p ? 0 : -1;
+}
+
+/* Make WS hold B sequences, N rows and T steps. */
+static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, size_t T)
+{
+    size_t wide = (size_t)imax(imax(n->max_in, n->max_out), 1);
+    size_t gates = (size_t)imax(n->max_gates, 1), hid = (size_t)imax(n->max_hidden, 1);
+    if (N > ws->cap_n) {
+        ws->cap_n = 0;
+        if (regrow(&ws->X, N, wide) || regrow(&ws->Y, N, wide) ||
+            regrow(&ws->gx_all, N, gates))
+            return -1;
+        ws->cap_n = N;
+    }
+    if (B > ws->cap_b) {
+        ws->cap_b = 0;
+        free(ws->order);
+        if (regrow(&ws->gxb, B, gates) || regrow(&ws->gh, B, gates) ||
+            regrow(&ws->hcur, B, wide) || regrow(&ws->hnew, B, wide) ||
+            regrow(&ws->ccur, B, hid) || regrow(&ws->t1, B, hid) ||
+            regrow(&ws->t2, B, hid) || !(ws->order = malloc(B * sizeof *ws->order)))
+            return -1;
+        ws->cap_b = B;
+    }
+    if (T + 1 > ws->cap_t) {
+        free(ws->start);
+        ws->cap_t = 0;
+        if (!(ws->start = malloc((T + 1) * sizeof *ws->start)))
+            return -1;
+        ws->cap_t = T + 1;
+    }
+    ws->bytes = (ws->cap_n * (2 * wide + gates) + ws->cap_b * (2 * gates + 2 * wide + 3 * hid))
+                * sizeof(float);
+    return 0;
+}
+
+/* A workspace from the net's cache, or a new empty one (NULL when out of memory). */
+static seq_ws *seq_ws_get(const rnnd_net *n)
+{
+    seq_ws *ws = NULL;
+    pthread_mutex_lock(&n->cache->mu);
+    if (n->cache->n_free > 0)
+        ws = n->cache->free[--n->cache->n_free];
+    pthread_mutex_unlock(&n->cache->mu);
+    return ws ? ws : calloc(1, sizeof *ws);
+}
+
+/* Back to the cache, unless the cache is full or WS is too big to keep around. */
+static void seq_ws_put(const rnnd_net *n, seq_ws *ws)
+{
+    if (!ws)
+        return;
+    if (ws->bytes <= WS_KEEP_BYTES) {
+        pthread_mutex_lock(&n->cache->mu);
+        if (n->cache->n_free < WS_CACHE_N) {
+            n->cache->free[n->cache->n_free++] = ws;
+            ws = NULL;
+        }
+        pthread_mutex_unlock(&n->cache->mu);
+    }
+    seq_ws_free(ws);
+}
 
 typedef struct seq_plan {
-    size_t B, N;            /* sequences, total steps */
+    size_t B, N, maxlen;
     const size_t *lens;
-    size_t *off;            /* [B] row of step 0 of sequence b in the [N, ...] buffers */
-    size_t *order;          /* [B] sequences by length, longest first */
-    size_t maxlen;
+    const size_t *order;    /* slot -> sequence */
+    const size_t *start;    /* step -> first row */
 } seq_plan;
+
+static size_t plan_nb(const seq_plan *sp, size_t t)
+{
+    return sp->start[t + 1] - sp->start[t];
+}
 
 static int cmp_len_desc(const void *a, const void *b, void *ctx)
 {
@@ -528,13 +832,14 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx)
  * equal step-by-step runs bit for bit; OpenBLAS (opt-in) is a little faster on big products
  * but rounds differently. */
 static void input_projection(const rnnd_net *n, int l, int d, const float *X, size_t N,
-                             float *GX)
+                             float *GX, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     const rnnd_dir_weights *w = &L->w[d];
     int GH = L->gates * L->hidden;
     if (!n->use_openblas) {
-        n->k->gemv(&n->packs[l][d].W, w->Wb, X, (size_t)L->in_dim, N, GX, (size_t)GH, 0, GH);
+        project(n, &n->packs[l][d].W, w->Wb, X, (size_t)L->in_dim, N, GX, (size_t)GH,
+                RNND_NORM_NONE, par);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, GH, L->in_dim, 1.0f, X,
@@ -547,30 +852,27 @@ static void input_projection(const rnnd_net *n, int l, int d, const float *X, si
 }
 
 /* The head over N rows of the last layer's output, the same way. */
-static void head_projection(const rnnd_net *n, const float *X, size_t N, float *Y)
+static void head_projection(const rnnd_net *n, const float *X, size_t N, float *Y,
+                            const rnnd_parallel *par)
 {
     const rnnd_model_spec *s = n->spec;
     size_t K = (size_t)s->head_out;
     if (!n->use_openblas) {
-        n->k->gemv(&n->head, s->head_b, X, (size_t)s->head_in, N, Y, K, 0, s->head_out);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, s->head_out, s->head_in,
-                    1.0f, X, s->head_in, s->head_W, s->head_in, 0.0f, Y, s->head_out);
-        for (size_t r = 0; r < N; r++)
-            for (size_t j = 0; j < K; j++)
-                Y[r * K + j] = Y[r * K + j] + s->head_b[j];
+        project(n, &n->head, s->head_b, X, (size_t)s->head_in, N, Y, K, s->head_norm, par);
+        return;
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, s->head_out, s->head_in,
+                1.0f, X, s->head_in, s->head_W, s->head_in, 0.0f, Y, s->head_out);
+    for (size_t r = 0; r < N; r++)
+        for (size_t j = 0; j < K; j++)
+            Y[r * K + j] = Y[r * K + j] + s->head_b[j];
     for (size_t r = 0; r < N; r++)
         normalize_row(s->head_norm, Y + r * K, s->head_out);
 }
 
-typedef struct seq_bufs {
-    float *gx_all, *gxb, *hcur, *hnew, *ccur, *gh, *t1, *t2;
-} seq_bufs;
-
 static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
                           const float *X, float *Y, const float *const *init,
-                          float *const *final, seq_bufs *bf)
+                          float *const *final, seq_ws *ws, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = (size_t)L->gates * L->hidden;
@@ -578,41 +880,56 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
     size_t soff = n->state_off[l * 2 + d];
     int lstm = L->cell == RNND_CELL_LSTM;
     int reversed = L->direction == RNND_DIR_REVERSE || d == 1;
+    float *Yd = Y + (size_t)d * O;
 
-    input_projection(n, l, d, X, sp->N, bf->gx_all);
+    input_projection(n, l, d, X, sp->N, ws->gx_all, par);
     for (size_t i = 0; i < sp->B; i++) {
         size_t b = sp->order[i];
         const float *st = init && init[b] ? init[b] + soff : NULL;
         if (st) {
-            memcpy(bf->hcur + i * O, st, O * sizeof(float));
+            memcpy(ws->hcur + i * O, st, O * sizeof(float));
             if (lstm)
-                memcpy(bf->ccur + i * H, st + O, H * sizeof(float));
+                memcpy(ws->ccur + i * H, st + O, H * sizeof(float));
         } else {
-            memset(bf->hcur + i * O, 0, O * sizeof(float));
+            memset(ws->hcur + i * O, 0, O * sizeof(float));
             if (lstm)
-                memset(bf->ccur + i * H, 0, H * sizeof(float));
+                memset(ws->ccur + i * H, 0, H * sizeof(float));
         }
     }
-    size_t nb = sp->B;
     for (size_t t = 0; t < sp->maxlen; t++) {
-        while (nb > 0 && sp->lens[sp->order[nb - 1]] <= t)
-            nb--;
-        for (size_t i = 0; i < nb; i++) {
-            size_t b = sp->order[i];
-            size_t pos = reversed ? sp->lens[b] - 1 - t : t;
-            memcpy(bf->gxb + i * GH, bf->gx_all + (sp->off[b] + pos) * GH, GH * sizeof(float));
-        }
+        size_t nb = plan_nb(sp, t);
         cell_io io = {
-            .nb = nb, .gx = bf->gxb, .ldgx = GH, .hp = bf->hcur, .ldhp = O,
-            .cp = bf->ccur, .ldcp = H, .hn = bf->hnew, .ldhn = O, .cn = bf->ccur, .ldcn = H,
+            .nb = nb, .cp = ws->ccur, .ldcp = H, .cn = ws->ccur, .ldcn = H,
         };
-        run_cell(n, l, d, &io, bf->gh, bf->t1, bf->t2);
-        memcpy(bf->hcur, bf->hnew, nb * O * sizeof(float));
+        if (!reversed) {
+            /* in place: this step's rows, the previous step's rows for h */
+            io.gx = ws->gx_all + sp->start[t] * GH;
+            io.ldgx = GH;
+            io.hp = t ? Yd + sp->start[t - 1] * ldy : ws->hcur;
+            io.ldhp = t ? ldy : O;
+            io.hn = Yd + sp->start[t] * ldy;
+            io.ldhn = ldy;
+            run_cell(n, l, d, &io, ws->gh, ws->t1, ws->t2, par);
+            continue;
+        }
+        /* reversed: sequence i is at position len - 1 - t, a different step for each
+         * length, so its rows are gathered and its outputs scattered */
         for (size_t i = 0; i < nb; i++) {
-            size_t b = sp->order[i];
-            size_t pos = reversed ? sp->lens[b] - 1 - t : t;
-            memcpy(Y + (sp->off[b] + pos) * ldy + (size_t)d * O, bf->hnew + i * O,
-                   O * sizeof(float));
+            size_t pos = sp->lens[sp->order[i]] - 1 - t;
+            memcpy(ws->gxb + i * GH, ws->gx_all + (sp->start[pos] + i) * GH,
+                   GH * sizeof(float));
+        }
+        io.gx = ws->gxb;
+        io.ldgx = GH;
+        io.hp = ws->hcur;
+        io.ldhp = O;
+        io.hn = ws->hnew;
+        io.ldhn = O;
+        run_cell(n, l, d, &io, ws->gh, ws->t1, ws->t2, par);
+        memcpy(ws->hcur, ws->hnew, nb * O * sizeof(float));
+        for (size_t i = 0; i < nb; i++) {
+            size_t pos = sp->lens[sp->order[i]] - 1 - t;
+            memcpy(Yd + (sp->start[pos] + i) * ldy, ws->hnew + i * O, O * sizeof(float));
         }
     }
     if (!final)
@@ -621,30 +938,13 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         size_t b = sp->order[i];
         if (!final[b])
             continue;
-        memcpy(final[b] + soff, bf->hcur + i * O, O * sizeof(float));
+        /* forward: the h of the last step is that step's output row */
+        const float *h = reversed ? ws->hcur + i * O
+                                  : Yd + (sp->start[sp->lens[b] - 1] + i) * ldy;
+        memcpy(final[b] + soff, h, O * sizeof(float));
         if (lstm)
-            memcpy(final[b] + soff + O, bf->ccur + i * H, H * sizeof(float));
+            memcpy(final[b] + soff + O, ws->ccur + i * H, H * sizeof(float));
     }
-}
-
-static void free_bufs(seq_bufs *bf)
-{
-    free(bf->gx_all);
-    free(bf->gxb);
-    free(bf->hcur);
-    free(bf->hnew);
-    free(bf->ccur);
-    free(bf->gh);
-    free(bf->t1);
-    free(bf->t2);
-}
-
-static float *alloc_floats(size_t a, size_t b)
-{
-    size_t n;
-    if (__builtin_mul_overflow(a, b, &n) || n > SIZE_MAX / sizeof(float))
-        return NULL;
-    return malloc((n ? n : 1) * sizeof(float));
 }
 
 int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
@@ -652,11 +952,19 @@ int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
                      const float *const *init, float *const *outputs, float *const *final,
                      char *err, size_t errlen)
 {
+    return rnnd_net_forward_par(n, B, lens, tokens, vectors, init, outputs, final, NULL, err,
+                                errlen);
+}
+
+int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
+                         const int32_t *const *tokens, const float *const *vectors,
+                         const float *const *init, float *const *outputs,
+                         float *const *final, const rnnd_parallel *par,
+                         char *err, size_t errlen)
+{
     const rnnd_model_spec *s = n->spec;
     seq_plan sp = {.B = B, .lens = lens};
-    seq_bufs bf = {0};
-    float *X = NULL, *Y = NULL;
-    int rc = RNND_ERR_NOMEM;
+    int rc;
 
     if (B == 0)
         return RNND_OK;
@@ -681,62 +989,62 @@ int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
         snprintf(err, errlen, "too many steps in one call (%zu)", sp.N);
         return RNND_ERR_LIMIT;
     }
-    sp.off = malloc(B * sizeof *sp.off);
-    sp.order = malloc(B * sizeof *sp.order);
-    size_t wide = (size_t)imax(imax(n->max_in, n->max_out), 1);
-    X = alloc_floats(sp.N, wide);
-    Y = alloc_floats(sp.N, wide);
-    bf.gx_all = alloc_floats(sp.N, (size_t)imax(n->max_gates, 1));
-    bf.gxb = alloc_floats(B, (size_t)imax(n->max_gates, 1));
-    bf.gh = alloc_floats(B, (size_t)imax(n->max_gates, 1));
-    bf.hcur = alloc_floats(B, wide);
-    bf.hnew = alloc_floats(B, wide);
-    bf.ccur = alloc_floats(B, (size_t)imax(n->max_hidden, 1));
-    bf.t1 = alloc_floats(B, (size_t)imax(n->max_hidden, 1));
-    bf.t2 = alloc_floats(B, (size_t)imax(n->max_hidden, 1));
-    if (!sp.off || !sp.order || !X || !Y || !bf.gx_all || !bf.gxb || !bf.gh || !bf.hcur ||
-        !bf.hnew || !bf.ccur || !bf.t1 || !bf.t2) {
+    seq_ws *ws = seq_ws_get(n);
+    if (!ws || seq_ws_reserve(n, ws, B, sp.N, sp.maxlen) != 0) {
+        seq_ws_free(ws);
         snprintf(err, errlen, "out of memory for %zu steps", sp.N);
-        goto out;
+        return RNND_ERR_NOMEM;
     }
-    size_t D = (size_t)s->input_dim, row = 0;
-    for (size_t b = 0; b < B; b++) {
-        sp.off[b] = row;
-        sp.order[b] = b;
-        if (s->input_kind == RNND_INPUT_TOKENS)
-            embed(s, lens[b], tokens[b], X + row * D);
-        else
-            memcpy(X + row * D, vectors[b], lens[b] * D * sizeof(float));
-        row += lens[b];
+    size_t *order = ws->order, *start = ws->start;
+    for (size_t b = 0; b < B; b++)
+        order[b] = b;
+    qsort_r(order, B, sizeof *order, cmp_len_desc, (void *)lens);
+    /* start[t]: rows before step t; slot i runs at t while lens[order[i]] > t */
+    size_t nb = B;
+    start[0] = 0;
+    for (size_t t = 0; t < sp.maxlen; t++) {
+        while (nb > 0 && lens[order[nb - 1]] <= t)
+            nb--;
+        start[t + 1] = start[t] + nb;
     }
-    qsort_r(sp.order, B, sizeof *sp.order, cmp_len_desc, (void *)lens);
+    sp.order = order;
+    sp.start = start;
+
+    float *X = ws->X, *Y = ws->Y;
+    size_t D = (size_t)s->input_dim;
+    for (size_t i = 0; i < B; i++) {
+        size_t b = order[i];
+        for (size_t t = 0; t < lens[b]; t++) {
+            float *row = X + (start[t] + i) * D;
+            if (s->input_kind == RNND_INPUT_TOKENS)
+                embed(s, 1, tokens[b] + t, row);
+            else
+                memcpy(row, vectors[b] + t * D, D * sizeof(float));
+        }
+    }
 
     size_t ldx = D;
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
         for (int d = 0; d < L->num_directions; d++)
-            run_direction(n, l, d, &sp, X, Y, init, final, &bf);
+            run_direction(n, l, d, &sp, X, Y, init, final, ws, par);
         ldx = (size_t)L->out_dim * L->num_directions;
         float *t = X;
         X = Y;
         Y = t;
     }
     /* X now holds the last layer's output [N, ldx] */
+    size_t K = ldx;
     if (s->has_head) {
-        size_t K = (size_t)s->head_out;
-        head_projection(n, X, sp.N, Y);
-        for (size_t b = 0; b < B; b++)
-            memcpy(outputs[b], Y + sp.off[b] * K, lens[b] * K * sizeof(float));
-    } else {
-        for (size_t b = 0; b < B; b++)
-            memcpy(outputs[b], X + sp.off[b] * ldx, lens[b] * ldx * sizeof(float));
+        K = (size_t)s->head_out;
+        head_projection(n, X, sp.N, Y, par);
+        X = Y;
     }
-    rc = RNND_OK;
-out:
-    free(sp.off);
-    free(sp.order);
-    free(X);
-    free(Y);
-    free_bufs(&bf);
-    return rc;
+    for (size_t i = 0; i < B; i++) {
+        size_t b = order[i];
+        for (size_t t = 0; t < lens[b]; t++)
+            memcpy(outputs[b] + t * K, X + (start[t] + i) * K, K * sizeof(float));
+    }
+    seq_ws_put(n, ws);
+    return RNND_OK;
 }

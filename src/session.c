@@ -29,6 +29,7 @@ struct rnnd_session {
     uint64_t steps;
     double last_used;
     int gone;                   /* 0 while in the table, else the rnnd_lookup reason */
+    uint64_t owner;             /* the API key that made it (auth.h), 0 without keys */
     void *ext;                  /* rnnd_session_set_ext() */
     void (*ext_free)(void *);
 
@@ -402,9 +403,10 @@ static void unreserve(rnnd_session_table *t, size_t bytes)
 
 /* rnnd_session_create with a given ID (NULL: a fresh random one), creation time CREATED
  * (< 0: now) and idle time IDLE_S already spent. */
-static int create(rnnd_session_table *t, const char *id, void *model, size_t state_floats,
-                  const float *init, uint64_t steps, double ttl_s, int64_t created,
-                  double idle_s, rnnd_session **out, char *err, size_t errlen)
+static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
+                  size_t state_floats, const float *init, uint64_t steps, double ttl_s,
+                  int64_t created, double idle_s, rnnd_session **out, char *err,
+                  size_t errlen)
 {
     *out = NULL;
     if (ttl_s <= 0)
@@ -430,6 +432,7 @@ static int create(rnnd_session_table *t, const char *id, void *model, size_t sta
     if (init && state_floats)
         memcpy(state, init, bytes);
     s->model = model;
+    s->owner = owner;
     if (t->model_ref)
         t->model_ref(model);
     s->state_floats = state_floats;
@@ -500,10 +503,24 @@ int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
                         const float *init, uint64_t steps, double ttl_s,
                         rnnd_session **out, char *err, size_t errlen)
 {
-    return create(t, NULL, model, state_floats, init, steps, ttl_s, -1, 0, out, err, errlen);
+    return create(t, NULL, 0, model, state_floats, init, steps, ttl_s, -1, 0, out, err,
+                  errlen);
 }
 
-int rnnd_session_restore(rnnd_session_table *t, const char *id, void *model,
+int rnnd_session_create_for(rnnd_session_table *t, uint64_t owner, void *model,
+                            size_t state_floats, const float *init, uint64_t steps,
+                            double ttl_s, rnnd_session **out, char *err, size_t errlen)
+{
+    return create(t, NULL, owner, model, state_floats, init, steps, ttl_s, -1, 0, out, err,
+                  errlen);
+}
+
+uint64_t rnnd_session_owner(const rnnd_session *s)
+{
+    return s->owner;
+}
+
+int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
                          size_t state_floats, const float *state, uint64_t steps,
                          double ttl_s, int64_t created, double idle_s, rnnd_session **out,
                          char *err, size_t errlen)
@@ -513,8 +530,8 @@ int rnnd_session_restore(rnnd_session_table *t, const char *id, void *model,
         snprintf(err, errlen, "bad session id");
         return RNND_ERR_INVALID;
     }
-    return create(t, id, model, state_floats, state, steps, ttl_s, created, idle_s, out, err,
-                  errlen);
+    return create(t, id, owner, model, state_floats, state, steps, ttl_s, created, idle_s, out,
+                  err, errlen);
 }
 
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)
@@ -787,6 +804,13 @@ int rnnd_session_collect(rnnd_session_table *t, rnnd_session ***out, size_t *n_o
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more)
 {
+    return rnnd_session_list_for(t, after, model, NULL, limit, out, more);
+}
+
+size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const void *model,
+                             const uint64_t *owner, size_t limit, rnnd_session_info *out,
+                             int *more)
+{
     *more = 0;
     if (!after)
         after = "";
@@ -809,7 +833,8 @@ size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *m
         }
         for (size_t b = 0; b < st->nb; b++) {
             for (rnnd_session *s = st->buckets[b]; s; s = s->hnext) {
-                if (strcmp(s->id, after) <= 0 || (model && s->model != model))
+                if (strcmp(s->id, after) <= 0 || (model && s->model != model) ||
+                    (owner && s->owner != *owner))
                     continue;
                 pthread_mutex_lock(&s->mu);
                 info_locked(s, now, &all[n++]);

@@ -81,10 +81,16 @@ int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
                         const float *init, uint64_t steps, double ttl_s,
                         rnnd_session **out, char *err, size_t errlen);
 
+/* The same, owned by API key OWNER (auth.h; 0: no keys). */
+int rnnd_session_create_for(rnnd_session_table *t, uint64_t owner, void *model,
+                            size_t state_floats, const float *init, uint64_t steps,
+                            double ttl_s, rnnd_session **out, char *err, size_t errlen);
+uint64_t rnnd_session_owner(const rnnd_session *s);
+
 /* Re-create a saved session (a snapshot, after a restart) under its old ID, with its
  * creation time and IDLE_S seconds of its ttl already spent. As rnnd_session_create, plus
  * RNND_ERR_INVALID when ID is malformed or in use. */
-int rnnd_session_restore(rnnd_session_table *t, const char *id, void *model,
+int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
                          size_t state_floats, const float *state, uint64_t steps,
                          double ttl_s, int64_t created, double idle_s, rnnd_session **out,
                          char *err, size_t errlen);
@@ -147,6 +153,10 @@ void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info);
  * sessions follow). Returns the number filled, or (size_t)-1 when out of memory. */
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more);
+/* The same, only sessions of OWNER unless OWNER is NULL. */
+size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const void *model,
+                             const uint64_t *owner, size_t limit, rnnd_session_info *out,
+                             int *more);
 
 /* A reference to every session in the table now, in no particular order (for snapshots):
  * *OUT (free it, and unref each) holds *N. Returns 0 or RNND_ERR_NOMEM. */

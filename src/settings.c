@@ -44,6 +44,9 @@ static const struct setting settings[] = {
     {"snapshot_interval_s", CT_INT, OFF(snapshot_interval_s), "0", 0, 86400, NULL, "S",
      "also save all sessions this often while serving, bounding what a crash loses; 0 = only "
      "on shutdown"},
+    {"api_keys_file", CT_STRING, OFF(api_keys_file), "", 0, 0, NULL, "FILE",
+     "API keys, one per line as KEY [NAME [infer|admin]]; every request but the health checks "
+     "then needs Authorization: Bearer KEY; empty = no authentication"},
     {"http_threads", CT_INT, OFF(http_threads), "4", 1, 256, NULL, "N",
      "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
      "never compute"},
@@ -263,6 +266,7 @@ void rnnd_config_free(rnnd_config *cfg)
     free(cfg->listen);
     free(cfg->models);
     free(cfg->state_dir);
+    free(cfg->api_keys_file);
     for (size_t i = 0; i < cfg->n_model; i++)
         free(cfg->model[i]);
     free(cfg->model);

@@ -17,6 +17,7 @@ typedef struct rnnd_config {
     char **model;                   /* NAME=FILE entries */
     size_t n_model;
     char *state_dir;                /* "" = no snapshots */
+    char *api_keys_file;            /* "" = no authentication */
     int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers;                /* 0 = online cores */

@@ -19,7 +19,7 @@
 
 static const char head_magic[8] = {'R', 'N', 'N', 'D', 'S', 'N', 'A', 'P'};
 static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
-#define VERSION 1u
+#define VERSION 2u          /* 2: records carry their owner */
 #define ENDIAN 0x01020304u
 #define HEAD_BYTES 24
 #define TAIL_BYTES 48       /* magic, count, sha256 */
@@ -103,7 +103,7 @@ int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, si
  * a multiple of 4 when the payload starts at file offset OFF + 4. */
 static size_t payload_size(const rnnd_snap_rec *r, size_t off, size_t *pad)
 {
-    size_t n = 32 + 1 + strlen(r->model) + 64 + 8 + 8 + 8 + 8 + 1;
+    size_t n = 32 + 1 + strlen(r->model) + 64 + 8 + 8 + 8 + 8 + 8 + 1;
     if (r->has_gen) {
         n += 8 + 8 + 4 + 8 + 1 + 8 + 1;
         for (size_t i = 0; i < r->gen.n_stop; i++)
@@ -131,6 +131,7 @@ int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *r)
     wr(w, &nl, 1);
     wr(w, r->model, name_len);
     wr(w, r->digest, 64);
+    wr(w, &r->owner, 8);
     wr(w, &r->steps, 8);
     wr(w, &r->created, 8);
     wr(w, &r->ttl_s, 8);
@@ -278,6 +279,7 @@ static int parse_rec(struct cur *c, rnnd_snap_rec *r)
         return -1;
     memcpy(digest, p, 64);
     digest[64] = '\0';
+    get(c, &r->owner, 8);
     get(c, &r->steps, 8);
     get(c, &r->created, 8);
     get(c, &r->ttl_s, 8);

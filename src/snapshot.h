@@ -19,6 +19,7 @@ typedef struct rnnd_snap_rec {
     char id[33];                /* 32 hex digits */
     char model[256];            /* the model's name */
     char digest[65];            /* the model's digest (64 hex digits) */
+    uint64_t owner;             /* the API key that owns it (auth.h), 0 without keys */
     uint64_t steps;
     int64_t created;            /* unix seconds */
     double ttl_s;

@@ -64,7 +64,7 @@ void rnnd_v2_seq_free(rnnd_v2_seq *m)
 static size_t hash_key(const rnnd_v2_seq_key *k)
 {
     uint64_t h = 1469598103934665603ull;
-    uint64_t words[2] = {(uint64_t)k->is_str, k->is_str ? 0 : k->num};
+    uint64_t words[3] = {(uint64_t)k->is_str, k->is_str ? 0 : k->num, k->owner};
     const unsigned char *p = (const unsigned char *)words;
     for (size_t i = 0; i < sizeof words; i++)
         h = (h ^ p[i]) * 1099511628211ull;
@@ -78,7 +78,7 @@ static size_t hash_key(const rnnd_v2_seq_key *k)
 
 static int key_eq(const rnnd_v2_seq_key *a, const rnnd_v2_seq_key *b)
 {
-    if (strcmp(a->model, b->model) || a->is_str != b->is_str)
+    if (strcmp(a->model, b->model) || a->is_str != b->is_str || a->owner != b->owner)
         return 0;
     return a->is_str ? !strcmp(a->str, b->str) : a->num == b->num;
 }

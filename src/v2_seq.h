@@ -25,6 +25,7 @@ typedef struct rnnd_v2_seq rnnd_v2_seq;
 /* A sequence id as Triton sends it: a uint64 (never 0) or a non-empty string. */
 typedef struct rnnd_v2_seq_key {
     char model[RNND_MODEL_NAME_MAX + 1];     /* the model's name */
+    uint64_t owner;                 /* the API key's owner id (auth.h), 0 without keys */
     int is_str;
     uint64_t num;                   /* when !is_str */
     char str[RNND_V2_SEQ_STR_MAX + 1];  /* when is_str, NUL-terminated */

@@ -5,6 +5,7 @@
 
 #include <check.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,6 +427,165 @@ START_TEST(test_long_sequence)
 }
 END_TEST
 
+/* ---- threads: any split gives the bits of one thread ---------------------------------- */
+
+typedef struct par_item {
+    void (*fn)(void *arg, size_t i);
+    void *arg;
+    size_t i;
+} par_item;
+
+static void *par_item_main(void *a)
+{
+    par_item *it = a;
+    it->fn(it->arg, it->i);
+    return NULL;
+}
+
+/* rnnd_parallel for the tests. ctx 0: every item on the caller, last first (parts must not
+ * depend on each other's order); ctx 1: item 0 on the caller, each other item on a thread of
+ * its own, all at once. */
+typedef struct test_par {
+    int threaded;
+    size_t max_n, calls;
+} test_par;
+
+static void test_par_run(void *ctx, void (*fn)(void *arg, size_t i), void *arg, size_t n)
+{
+    test_par *tp = ctx;
+    ck_assert_uint_ge(n, 1);
+    ck_assert_uint_le(n, tp->max_n);    /* never more items than threads */
+    tp->calls++;
+    if (!tp->threaded) {
+        for (size_t i = n; i-- > 0;)
+            fn(arg, i);
+        return;
+    }
+    pthread_t th[8];
+    par_item it[8];
+    ck_assert_uint_le(n, 8);
+    for (size_t i = 1; i < n; i++) {
+        it[i] = (par_item){fn, arg, i};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, par_item_main, &it[i]), 0);
+    }
+    fn(arg, 0);
+    for (size_t i = 1; i < n; i++)
+        pthread_join(th[i], NULL);
+}
+
+/* S sessions stepped together T times (PAR NULL: one thread). */
+static void run_batched(const fixture *fx, const rnnd_parallel *par, float *outs, float *states)
+{
+    char err[256];
+    size_t S = fx->S, D = (size_t)fx->spec->input_dim;
+    rnnd_work *w = rnnd_work_new(fx->net, S);
+    float **sp = malloc(S * sizeof *sp);
+    int32_t *tok = malloc(S * sizeof *tok);
+    float *vec = malloc(S * D * sizeof *vec);
+    memset(states, 0, S * fx->state_n * sizeof(float));
+    for (size_t s = 0; s < S; s++)
+        sp[s] = states + s * fx->state_n;
+    for (size_t t = 0; t < fx->T; t++) {
+        for (size_t s = 0; s < S; s++) {
+            tok[s] = fx->tok[s * fx->T + t];
+            memcpy(vec + s * D, fx->vec + (s * fx->T + t) * D, D * sizeof(float));
+        }
+        int rc = rnnd_net_step_par(fx->net, w, S, tok, vec, sp, outs + t * S * fx->out_n, par,
+                                   err, sizeof err);
+        ck_assert_msg(rc == 0, "%s", err);
+    }
+    free(sp);
+    free(tok);
+    free(vec);
+    rnnd_work_free(w);
+}
+
+/* Whole sequences of different lengths (PAR NULL: one thread). */
+static void run_whole(const fixture *fx, const rnnd_parallel *par, float *outs, float *finals)
+{
+    char err[256];
+    size_t S = fx->S, T = fx->T, D = (size_t)fx->spec->input_dim;
+    size_t *lens = malloc(S * sizeof *lens);
+    const int32_t **tp = malloc(S * sizeof *tp);
+    const float **vp = malloc(S * sizeof *vp);
+    float **op = malloc(S * sizeof *op), **fp = malloc(S * sizeof *fp);
+    for (size_t s = 0; s < S; s++) {
+        lens[s] = T - (s * 5) % T;
+        tp[s] = fx->tok + s * T;
+        vp[s] = fx->vec + s * T * D;
+        op[s] = outs + s * T * fx->out_n;
+        fp[s] = finals + s * fx->state_n;
+    }
+    memset(outs, 0, S * T * fx->out_n * sizeof(float));
+    int rc = rnnd_net_forward_par(fx->net, S, lens, tp, vp, NULL, op, fp, par, err,
+                                  sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    free(lens);
+    free(tp);
+    free(vp);
+    free(op);
+    free(fp);
+}
+
+static void check_threads(const char *arch, unsigned seed, int stateful)
+{
+    int np = n_paths();
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t S = 7, T = 6;
+        fixture_open(&fx, arch, seed, path_for(p), S, T);
+        size_t no = S * T * fx.out_n, ns = S * fx.state_n;
+        float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
+        float *s1 = malloc(ns * sizeof(float)), *s2 = malloc(ns * sizeof(float));
+        for (int mode = 0; mode < 2; mode++) {
+            if (stateful)
+                run_batched(&fx, NULL, o1, s1);
+            else
+                run_whole(&fx, NULL, o1, s1);
+            for (size_t nt = 1; nt <= 3; nt++) {
+                test_par tp = {.threaded = 1, .max_n = nt};
+                rnnd_parallel par = {test_par_run, &tp, nt};
+                if (stateful) {
+                    run_batched(&fx, &par, o2, s2);
+                    ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)) &&
+                                  !memcmp(s1, s2, ns * sizeof(float)),
+                                  "%s %s: step with %zu threads differs", arch,
+                                  path_for(p)->name, nt);
+                }
+                tp.threaded = 0;
+                run_whole(&fx, NULL, o1, s1);
+                run_whole(&fx, &par, o2, s2);
+                ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)) &&
+                              !memcmp(s1, s2, ns * sizeof(float)),
+                              "%s %s: whole sequences with %zu threads differ", arch,
+                              path_for(p)->name, nt);
+                /* more than one thread really ran stages through the team */
+                ck_assert(nt == 1 ? tp.calls == 0 : tp.calls > 0);
+                if (stateful)
+                    run_batched(&fx, NULL, o1, s1);
+            }
+            (void)mode;
+        }
+        free(o1);
+        free(o2);
+        free(s1);
+        free(s2);
+        fixture_close(&fx);
+    }
+}
+
+START_TEST(test_threads_bitwise)
+{
+    check_threads(archs[_i], 400 + (unsigned)_i, 1);
+}
+END_TEST
+
+START_TEST(test_threads_bitwise_bidir)
+{
+    check_threads(bidir_arch, 499, 0);
+}
+END_TEST
+
 static Suite *rnn_suite(void)
 {
     Suite *s = suite_create("rnn");
@@ -438,6 +598,8 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
+    tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_threads_bitwise_bidir);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -12,7 +12,14 @@
  *   projection of every step of every sequence is one matrix product; each element is summed
  *   exactly as the step path sums it, so for forward-only models a sequence's results are
  *   bitwise those of feeding it step by step (from the same initial state), whatever else is
- *   in the call. rnnd_net_use_openblas() trades that for OpenBLAS's sgemm.
+ *   in the call. rnnd_net_use_openblas() trades that for OpenBLAS's sgemm. Its scratch is
+ *   kept in the net between calls (a small cache with its own lock), so repeated calls of
+ *   similar sizes allocate nothing.
+ *
+ * Threads: the _par variants split each stage of a step (a weight matrix's row panels, or the
+ * hidden units of the elementwise gate math) across the threads PAR provides. No reduction is
+ * ever split, so every element is computed exactly as with one thread: results are bitwise
+ * the same for any thread count.
  */
 #ifndef RNND_RNN_H
 #define RNND_RNN_H
@@ -23,6 +30,16 @@
 #include "rnnd/kernels.h"
 
 typedef struct rnnd_net rnnd_net;
+
+/* A team of threads lent to one call. run(ctx, fn, arg, n) must call fn(arg, i) once for
+ * every i < n, on any threads (the caller's included), and return when all calls returned;
+ * n is at most THREADS. A call makes several run() calls (a few per layer and step). NULL, or
+ * THREADS <= 1, runs everything on the calling thread. */
+typedef struct rnnd_parallel {
+    void (*run)(void *ctx, void (*fn)(void *arg, size_t i), void *arg, size_t n);
+    void *ctx;
+    size_t threads;
+} rnnd_parallel;
 
 /* Pack MODEL's weights for KERNELS. Takes its own reference on MODEL. */
 int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
@@ -52,6 +69,12 @@ int rnnd_net_step(const rnnd_net *net, rnnd_work *work, size_t B, const int32_t 
                   const float *vectors, float *const *states, float *out,
                   char *err, size_t errlen);
 
+/* rnnd_net_step() with its work split across PAR's threads (NULL: one thread). WORK is used
+ * by all of them for this call: one rnnd_work per concurrent call, not per thread. */
+int rnnd_net_step_par(const rnnd_net *net, rnnd_work *work, size_t B, const int32_t *tokens,
+                      const float *vectors, float *const *states, float *out,
+                      const rnnd_parallel *par, char *err, size_t errlen);
+
 /* Whole sequences. For b < B: sequence b has LENS[b] >= 1 steps given as TOKENS[b] (ids) or
  * VECTORS[b] (LENS[b] rows of input_dim). INIT[b] is its initial state or NULL (zeros); INIT
  * itself may be NULL. OUTPUTS[b] receives LENS[b] rows of output_dim floats. FINAL, if not
@@ -61,5 +84,12 @@ int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,
                      const int32_t *const *tokens, const float *const *vectors,
                      const float *const *init, float *const *outputs, float *const *final,
                      char *err, size_t errlen);
+
+/* rnnd_net_forward() with its work split across PAR's threads (NULL: one thread). */
+int rnnd_net_forward_par(const rnnd_net *net, size_t B, const size_t *lens,
+                         const int32_t *const *tokens, const float *const *vectors,
+                         const float *const *init, float *const *outputs,
+                         float *const *final, const rnnd_parallel *par,
+                         char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,339 @@
+/* Fuzz target: the HTTP layer in-process, through the real route table.
+ *
+ * On the first input the harness assembles a daemon in its own process the way
+ * src/cmd_serve.c does (settings defaults plus a few small limits, two models, session table,
+ * sequence map, compute pool, batchers, rnnd_http_start on 127.0.0.1 port 0). Each input is
+ * raw bytes a client sends: the harness connects, writes them, shuts down its write side and
+ * reads the reply until the server closes or a short timeout.
+ *
+ * Session ids are random, so a fuzzer can never guess one: an input may say SID_TOK and
+ * SID_VEC (each padded with '_' to 32 bytes, the length of an id), which the harness replaces
+ * with the id of a fresh session of that model, opened before the input and closed after it.
+ *
+ * Findings: sanitizer reports or a crash in any daemon thread, a reply that is not HTTP, a
+ * 500 (docs/api.md: nothing a client sends leads to a 5xx other than 503), or a daemon that
+ * stops accepting connections. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "fuzz_common.h"
+#include "http.h"
+#include "rnnd/kernels.h"
+#include "rnnd/status.h"
+#include "v2_seq.h"
+
+#define SID_TOK "SID_TOK_________________________"
+#define SID_VEC "SID_VEC_________________________"
+#define SID_LEN 32
+#define READ_TIMEOUT_MS 3000
+
+typedef struct fz_daemon {
+    rnnd_config cfg;
+    rnnd_app app;
+    rnnd_http *http;
+    uint16_t port;
+} fz_daemon;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+/* ---- the daemon: the start-up of cmd_serve.c's serve(), copied (it is static there) ---- */
+
+static void *worker_init(void *arg, size_t index)
+{
+    (void)arg;
+    size_t *w = malloc(sizeof *w);
+    if (w)
+        *w = index;
+    return w;
+}
+
+static void worker_fini(void *arg, void *wctx)
+{
+    (void)arg;
+    free(wctx);
+}
+
+static int attach_batchers(rnnd_app *app, rnnd_registry *reg)
+{
+    const rnnd_config *cfg = app->cfg;
+    for (size_t i = 0; i < reg->n; i++) {
+        rnnd_entry *e = reg->entries[i];
+        if (e->batcher)
+            continue;
+        if (rnnd_batcher_new(e->net, app->workers, app->pool, (size_t)cfg->max_batch,
+                             (long)cfg->max_batch_wait_us, &e->batcher))
+            return RNND_ERR_NOMEM;
+        rnnd_batcher_set_owner(e->batcher, rnnd_entry_ref_v, rnnd_entry_unref_v, e);
+        rnnd_batcher_set_infer_max_steps(e->batcher, (size_t)cfg->max_infer_batch_steps);
+    }
+    return RNND_OK;
+}
+
+static void setting(rnnd_config *cfg, const char *key, const char *value)
+{
+    char err[512];
+    if (rnnd_config_set(cfg, key, value, err, sizeof err)) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+}
+
+static void write_model(const char *name, const char *arch, unsigned seed, rnnd_config *cfg)
+{
+    char path[4200], spec[4300];
+    size_t len;
+    unsigned char *img = fz_model_bytes(arch, seed, &len);
+    snprintf(path, sizeof path, "%s/%s.rnnd", fz_tmpdir(), name);
+    fz_write_file(path, img, len);
+    free(img);
+    snprintf(spec, sizeof spec, "%s=%s", name, path);
+    setting(cfg, "model", spec);
+}
+
+static fz_daemon *daemon_start(void)
+{
+    static fz_daemon d;
+    char err[1024] = "";
+    /* as in rnnd_cmd_serve: no thread may die of SIGPIPE from a client that left */
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+
+    rnnd_config *cfg = &d.cfg;
+    FZ_CHECK(rnnd_config_init(cfg) == 0, "settings defaults");
+    setting(cfg, "listen", "127.0.0.1:0");
+    setting(cfg, "http_threads", "2");
+    setting(cfg, "workers", "2");
+    setting(cfg, "max_body_bytes", "64K");
+    setting(cfg, "max_steps_per_request", "64");
+    setting(cfg, "max_generate_tokens", "16");
+    setting(cfg, "max_sequences", "8");
+    setting(cfg, "max_infer_steps", "256");
+    setting(cfg, "max_sessions", "64");
+    setting(cfg, "session_evict", "lru");
+    setting(cfg, "sessions_page_max", "16");
+    setting(cfg, "request_timeout_s", "5");
+    setting(cfg, "shutdown_timeout_s", "1");
+    setting(cfg, "sse_ping_s", "0");
+    setting(cfg, "log_level", "error");
+    setting(cfg, "access_log", "off");
+    write_model("tok", FZ_ARCH_TOK, 1, cfg);
+    write_model("vec", FZ_ARCH_VEC, 2, cfg);
+    FZ_CHECK(rnnd_config_check(cfg, err, sizeof err) == 0, "settings check");
+
+    rnnd_app *app = &d.app;
+    memset(app, 0, sizeof *app);
+    app->cfg = cfg;
+    rnnd_log_init(&app->log, (int)cfg->log_level, stderr);
+    rnnd_metrics_init(&app->metrics);
+    atomic_init(&app->draining, 0);
+    app->listen_fd = -1;
+    app->infer_limits.max_sequences = (size_t)cfg->max_sequences;
+    app->infer_limits.max_steps = (size_t)cfg->max_infer_steps;
+    app->infer_limits.max_total_steps = (size_t)cfg->max_infer_steps;
+
+    const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
+    FZ_CHECK(k != NULL, "kernels");
+    app->kernels = k;
+    rnnd_registry reg;
+    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+    rnnd_catalog_init(&app->models, &reg);
+    rnnd_session_limits lim = {
+        .max_sessions = (size_t)cfg->max_sessions,
+        .max_state_bytes = (size_t)cfg->max_state_bytes,
+        .ttl_s = (double)cfg->session_ttl_s,
+        .ttl_max_s = (double)cfg->session_ttl_max_s,
+        .evict_lru = cfg->session_evict == RNND_EVICT_LRU,
+        .tombstone_s = (double)cfg->tombstone_s,
+        .max_tombstones = (size_t)cfg->max_tombstones,
+    };
+    app->sessions = rnnd_session_table_new(&lim, NULL, NULL);
+    FZ_CHECK(app->sessions != NULL, "session table");
+    rnnd_session_table_set_model_refs(app->sessions, rnnd_entry_ref_v, rnnd_entry_unref_v);
+    app->v2_seq = rnnd_v2_seq_new(app->sessions, (size_t)cfg->max_sessions);
+    FZ_CHECK(app->v2_seq != NULL, "sequence map");
+    app->workers = (size_t)cfg->workers;
+    if (rnnd_pool_new(app->workers, worker_init, worker_fini, app, &app->pool, err,
+                      sizeof err)) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+    FZ_CHECK(attach_batchers(app, &app->models.reg) == 0, "batchers");
+    if (rnnd_http_start(app, &d.http, err, sizeof err)) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+    d.port = rnnd_http_port(d.http);
+    /* The daemon runs until the process exits: libFuzzer ends with exit(), and tearing the
+     * daemon down from an atexit handler would race the threads libFuzzer leaves running. */
+    return &d;
+}
+
+/* ---- the client ---- */
+
+static int dial(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    FZ_CHECK(fd >= 0, "socket");
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    FZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0,
+             "the daemon no longer accepts connections");
+    return fd;
+}
+
+/* Write LEN bytes (until the server stops reading), half-close, read the reply into OUT
+ * (at most CAP - 1 bytes kept, NUL-terminated). Returns the bytes kept. */
+static size_t exchange(uint16_t port, const void *data, size_t len, char *out, size_t cap)
+{
+    int fd = dial(port);
+    const char *p = data;
+    size_t off = 0, got = 0;
+    double deadline = now_ms() + READ_TIMEOUT_MS;
+    while (off < len) {
+        ssize_t w = send(fd, p + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && now_ms() < deadline) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            poll(&pf, 1, 50);
+            continue;
+        }
+        break;      /* the server closed, or stopped reading: read what it said */
+    }
+    shutdown(fd, SHUT_WR);
+    for (;;) {
+        double left = deadline - now_ms();
+        if (left <= 0)
+            break;
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r = poll(&pf, 1, (int)left + 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        char buf[4096];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        size_t keep = (size_t)n < cap - 1 - got ? (size_t)n : cap - 1 - got;
+        memcpy(out + got, buf, keep);
+        got += keep;
+    }
+    out[got] = '\0';
+    close(fd);
+    return got;
+}
+
+/* The first response's status, or 0 when REPLY does not start with an HTTP status line. */
+static int status_of(const char *reply)
+{
+    unsigned code;
+    char sp;
+    if (strncmp(reply, "HTTP/1.", 7) || sscanf(reply + 8, "%c%3u", &sp, &code) != 2 ||
+        sp != ' ')
+        return 0;
+    return (int)code;
+}
+
+static int request(uint16_t port, const char *method, const char *path, const char *body,
+                   char *reply, size_t cap)
+{
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: fuzz\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     method, path, body ? strlen(body) : 0, body ? body : "");
+    FZ_CHECK(n > 0 && (size_t)n < sizeof req, "request too long");
+    exchange(port, req, (size_t)n, reply, cap);
+    return status_of(reply);
+}
+
+/* Open a session of MODEL; its id goes to ID (33 bytes). */
+static void open_session(uint16_t port, const char *model, char *id)
+{
+    char body[128], reply[8192];
+    snprintf(body, sizeof body, "{\"model\": \"%s\"}", model);
+    int st = request(port, "POST", "/v1/sessions", body, reply, sizeof reply);
+    const char *at = strstr(reply, "\"id\":\"");
+    FZ_CHECK(st == 201 && at && strlen(at + 6) > SID_LEN && at[6 + SID_LEN] == '"',
+             "the harness could not open a session");
+    memcpy(id, at + 6, SID_LEN);
+    id[SID_LEN] = '\0';
+}
+
+static void close_session(uint16_t port, const char *id)
+{
+    char path[64], reply[4096];
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    request(port, "DELETE", path, NULL, reply, sizeof reply);
+}
+
+/* Replace every PLACEHOLDER in BUF by a session of MODEL, opened on first need. */
+static int substitute(unsigned char *buf, size_t len, const char *placeholder,
+                      const char *model, uint16_t port, char *id)
+{
+    int found = 0;
+    for (size_t i = 0; i + SID_LEN <= len; i++) {
+        if (memcmp(buf + i, placeholder, SID_LEN))
+            continue;
+        if (!found)
+            open_session(port, model, id);
+        found = 1;
+        memcpy(buf + i, id, SID_LEN);
+    }
+    return found;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static fz_daemon *d;
+    if (!d)
+        d = daemon_start();
+    unsigned char *buf = malloc(size ? size : 1);
+    FZ_CHECK(buf != NULL, "out of memory");
+    if (size)
+        memcpy(buf, data, size);
+    char tok_id[SID_LEN + 1], vec_id[SID_LEN + 1];
+    int has_tok = substitute(buf, size, SID_TOK, "tok", d->port, tok_id);
+    int has_vec = substitute(buf, size, SID_VEC, "vec", d->port, vec_id);
+
+    static char reply[1 << 16];
+    size_t n = exchange(d->port, buf, size, reply, sizeof reply);
+    free(buf);
+    if (n) {
+        int st = status_of(reply);
+        FZ_CHECK(st >= 100 && st <= 599, "the reply does not start with an HTTP status line");
+        FZ_CHECK(st != 500, "a client's request led to 500");
+    }
+    if (has_tok)
+        close_session(d->port, tok_id);
+    if (has_vec)
+        close_session(d->port, vec_id);
+    return 0;
+}
