@@ -527,6 +527,8 @@ static void run_whole(const fixture *fx, const rnnd_parallel *par, float *outs, 
     free(fp);
 }
 
+/* Every thread count, on real threads and in reverse order on one, gives the bits of no
+ * team at all: stepping (stateful models) and whole sequences of different lengths. */
 static void check_threads(const char *arch, unsigned seed, int stateful)
 {
     int np = n_paths();
@@ -534,37 +536,32 @@ static void check_threads(const char *arch, unsigned seed, int stateful)
         fixture fx;
         size_t S = 7, T = 6;
         fixture_open(&fx, arch, seed, path_for(p), S, T);
+        const char *isa = path_for(p)->name;
         size_t no = S * T * fx.out_n, ns = S * fx.state_n;
         float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
         float *s1 = malloc(ns * sizeof(float)), *s2 = malloc(ns * sizeof(float));
-        for (int mode = 0; mode < 2; mode++) {
-            if (stateful)
-                run_batched(&fx, NULL, o1, s1);
+        for (int whole = !stateful; whole < 2; whole++) {
+            if (whole)
+                run_whole(&fx, NULL, o1, s1);
             else
-                run_whole(&fx, NULL, o1, s1);
-            for (size_t nt = 1; nt <= 3; nt++) {
-                test_par tp = {.threaded = 1, .max_n = nt};
-                rnnd_parallel par = {test_par_run, &tp, nt};
-                if (stateful) {
-                    run_batched(&fx, &par, o2, s2);
-                    ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)) &&
-                                  !memcmp(s1, s2, ns * sizeof(float)),
-                                  "%s %s: step with %zu threads differs", arch,
-                                  path_for(p)->name, nt);
+                run_batched(&fx, NULL, o1, s1);
+            for (size_t nt = 1; nt <= 3; nt++)
+                for (int threaded = 0; threaded < 2; threaded++) {
+                    test_par tp = {.threaded = threaded, .max_n = nt};
+                    rnnd_parallel par = {test_par_run, &tp, nt};
+                    if (whole)
+                        run_whole(&fx, &par, o2, s2);
+                    else
+                        run_batched(&fx, &par, o2, s2);
+                    ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)),
+                                  "%s %s: %s, %zu threads: outputs differ", arch, isa,
+                                  whole ? "whole" : "step", nt);
+                    ck_assert_msg(!memcmp(s1, s2, ns * sizeof(float)),
+                                  "%s %s: %s, %zu threads: states differ", arch, isa,
+                                  whole ? "whole" : "step", nt);
+                    /* with more than one thread the stages really went through the team */
+                    ck_assert(nt == 1 ? tp.calls == 0 : tp.calls > 0);
                 }
-                tp.threaded = 0;
-                run_whole(&fx, NULL, o1, s1);
-                run_whole(&fx, &par, o2, s2);
-                ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)) &&
-                              !memcmp(s1, s2, ns * sizeof(float)),
-                              "%s %s: whole sequences with %zu threads differ", arch,
-                              path_for(p)->name, nt);
-                /* more than one thread really ran stages through the team */
-                ck_assert(nt == 1 ? tp.calls == 0 : tp.calls > 0);
-                if (stateful)
-                    run_batched(&fx, NULL, o1, s1);
-            }
-            (void)mode;
         }
         free(o1);
         free(o2);

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "rnnd/kernels.h"
-#include "testutil.h"
+#include "../testutil.h"
 
 void fz_fail(const char *file, int line, const char *what)
 {
