@@ -40,6 +40,8 @@ struct rnnd_batcher {
     int infer_scheduled;
     rnnd_task infer_task;
 
+    size_t split_min;               /* rounds this big split their step; 0 never */
+    atomic_uint_least64_t split_rounds, split_helped;
     atomic_uint_least64_t *hist;    /* [max_batch + 1] */
     atomic_uint_least64_t batches, steps;
     atomic_uint_least64_t infer_hist[RNND_INFER_HIST_BUCKETS];
@@ -88,6 +90,7 @@ int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_
     b->infer_task.run = infer_round_run;
     b->infer_task.cancel = infer_round_cancel;
     b->infer_max_steps = 65536;
+    b->split_min = RNND_BATCHER_SPLIT_MIN;
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -188,6 +191,18 @@ uint64_t rnnd_batcher_infer_requests(const rnnd_batcher *b)
 uint64_t rnnd_batcher_infer_hist(const rnnd_batcher *b, size_t bucket)
 {
     return bucket < RNND_INFER_HIST_BUCKETS ? atomic_load(&b->infer_hist[bucket]) : 0;
+}
+
+void rnnd_batcher_set_split_min(rnnd_batcher *b, size_t min) { b->split_min = min; }
+
+uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b)
+{
+    return atomic_load(&b->split_rounds);
+}
+
+uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b)
+{
+    return atomic_load(&b->split_helped);
 }
 
 void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps)
@@ -311,6 +326,18 @@ static struct scratch *my_scratch(rnnd_batcher *b, void *wctx)
 
 static void round_body(rnnd_batcher *b, struct scratch *s);
 
+/* rnnd_parallel over the pool: the calling worker and whichever workers are idle. */
+typedef struct pool_par {
+    rnnd_pool *pool;
+    size_t helped;
+} pool_par;
+
+static void pool_par_run(void *ctx, void (*fn)(void *arg, size_t i), void *arg, size_t n)
+{
+    pool_par *pp = ctx;
+    pp->helped += rnnd_pool_parallel(pp->pool, n - 1, fn, arg, n);
+}
+
 static void round_run(rnnd_task *task, void *wctx)
 {
     rnnd_batcher *b = (rnnd_batcher *)((char *)task - offsetof(rnnd_batcher, task));
@@ -380,8 +407,21 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         s->states[i] = rnnd_session_state(j->job.session);
     }
     char err[256] = "";
-    int rc = rnnd_net_step(b->net, s->work, k, b->tokens ? s->tokens : NULL,
-                           b->tokens ? NULL : s->vectors, s->states, s->out, err, sizeof err);
+    /* a big round: its stages are shared with idle workers (parts are planned for the whole
+     * pool, capped; the parts of absent helpers run here) */
+    size_t threads = b->pool ? rnnd_pool_size(b->pool) : 1;
+    if (threads > RNND_POOL_MAX_HELPERS + 1)
+        threads = RNND_POOL_MAX_HELPERS + 1;
+    pool_par pp = {b->pool, 0};
+    rnnd_parallel par = {pool_par_run, &pp, threads};
+    int split = b->split_min > 0 && k >= b->split_min && threads > 1;
+    int rc = rnnd_net_step_par(b->net, s->work, k, b->tokens ? s->tokens : NULL,
+                               b->tokens ? NULL : s->vectors, s->states, s->out,
+                               split ? &par : NULL, err, sizeof err);
+    if (split) {
+        atomic_fetch_add(&b->split_rounds, 1);
+        atomic_fetch_add(&b->split_helped, pp.helped);
+    }
     atomic_fetch_add(&b->hist[k], 1);
     atomic_fetch_add(&b->batches, 1);
 

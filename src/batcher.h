@@ -23,6 +23,12 @@
  * this batcher, so later rounds never allocate and models loaded after start-up need no
  * change to the workers.
  *
+ * Splitting a round: a step round of at least split_min sessions (default
+ * RNND_BATCHER_SPLIT_MIN) runs its step with rnnd_net_step_par() on the pool
+ * (rnnd_pool_parallel): the worker that took the round and any workers idle at that moment
+ * share each stage of the step. Below that a step is too short to pay for waking another
+ * worker. Results are bitwise the same either way (rnnd_net_step_par's contract).
+ *
  * Owner: a batcher belongs to a model version that may be retired by a reload while rounds
  * run; rnnd_batcher_set_owner() gives it hold/release functions it calls around each round,
  * so the owner (and the batcher with it) is never freed under a running round. */
@@ -94,6 +100,15 @@ void rnnd_batcher_free(rnnd_batcher *b);
 void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool);
 void rnnd_batcher_set_owner(rnnd_batcher *b, void (*hold)(void *), void (*release)(void *),
                             void *owner);
+
+#define RNND_BATCHER_SPLIT_MIN 16
+
+/* Rounds of at least MIN sessions split their step across idle workers (0: never). Before the
+ * pool runs. */
+void rnnd_batcher_set_split_min(rnnd_batcher *b, size_t min);
+/* Step rounds that were split; stage parts that ran on a helping worker. */
+uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b);
+uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b);
 
 /* Most steps (over all requests) one infer round takes; default 65536. Before the pool runs. */
 void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps);

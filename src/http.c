@@ -23,7 +23,7 @@
 
 #define MAX_PARAMS 2
 #define MAX_SEGMENT 128
-#define MAX_HEADERS 4
+#define MAX_HEADERS 8
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
@@ -82,6 +82,7 @@ struct rnnd_http {
     rnnd_stream *streams;
     int pinger_on, pinger_stop;
     pthread_t pinger;
+    char *tls_cert, *tls_key;       /* PEM text while TLS is on */
 };
 
 struct rnnd_stream {
@@ -122,7 +123,7 @@ struct rnnd_req {
     size_t dlen;
     int nheaders;
     char hname[MAX_HEADERS][32];
-    char hvalue[MAX_HEADERS][160];
+    char hvalue[MAX_HEADERS][256];
 
     int deferred;
     atomic_int flags;
@@ -553,9 +554,42 @@ static int match(const char *pattern, const char *url, rnnd_req *r)
     return !*p && !*u;
 }
 
-static void allow_header(rnnd_req *r, const struct route *rt)
+/* Is ORIGIN in the comma-separated allow-list LIST (or is LIST "*")? */
+static int origin_allowed(const char *list, const char *origin)
 {
-    char allow[64] = "";
+    if (!*list || !origin || !*origin)
+        return 0;
+    size_t on = strlen(origin);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",");
+        size_t m = n;
+        while (m && p[m - 1] == ' ')
+            m--;
+        if ((m == 1 && *p == '*') || (m == on && !strncmp(p, origin, on)))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* CORS: a browser's request from an allowed origin may read the reply. Returns 1 when the
+ * origin is allowed (and the headers are set). */
+static int cors_headers(rnnd_req *r)
+{
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!origin_allowed(r->http->app->cfg->cors_origins, origin))
+        return 0;
+    rnnd_reply_header(r, "Access-Control-Allow-Origin", origin);
+    rnnd_reply_header(r, "Vary", "Origin");
+    rnnd_reply_header(r, "Access-Control-Expose-Headers", "Location, Retry-After");
+    return 1;
+}
+
+static void allow_list(const struct route *rt, char allow[64])
+{
+    allow[0] = '\0';
     if (rt->get)
         strcat(allow, "GET, HEAD");
     if (rt->post)
@@ -564,6 +598,12 @@ static void allow_header(rnnd_req *r, const struct route *rt)
         strcat(allow, *allow ? ", PUT" : "PUT");
     if (rt->del)
         strcat(allow, *allow ? ", DELETE" : "DELETE");
+}
+
+static void allow_header(rnnd_req *r, const struct route *rt)
+{
+    char allow[64];
+    allow_list(rt, allow);
     rnnd_reply_header(r, "Allow", allow);
 }
 
@@ -605,6 +645,20 @@ static int begin(rnnd_req *r, const char *url, const char *method)
             r->route = &routes[i];
             break;
         }
+    }
+    int cors = cors_headers(r);
+    if (!strcmp(method, "OPTIONS") && r->route) {
+        /* a CORS preflight (it carries no credentials) or a plain OPTIONS: the methods */
+        allow_header(r, r->route);
+        if (cors) {
+            char allow[64];
+            allow_list(r->route, allow);
+            rnnd_reply_header(r, "Access-Control-Allow-Methods", allow);
+            rnnd_reply_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+            rnnd_reply_header(r, "Access-Control-Max-Age", "600");
+        }
+        rnnd_reply_empty(r, 204);
+        return too_big;
     }
     if (atomic_load(&app->draining) && !(r->route && (r->route->get == rnnd_api_healthz ||
                                                        r->route->get == rnnd_api_v2_live))) {
@@ -932,6 +986,52 @@ static int parse_listen(const char *spec, struct sockaddr_storage *addr, socklen
     return RNND_OK;
 }
 
+/* The whole of PATH as a NUL-terminated string (PEM), or NULL with ERR. */
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    if (!f) {
+        snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *g = cap <= (1u << 20) ? realloc(buf, cap) : NULL;
+            if (!g) {
+                snprintf(err, errlen, "%s %s: too large or out of memory", what, path);
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = g;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (!n)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || !len) {
+        snprintf(err, errlen, "%s %s: %s", what, path, bad ? "read error" : "empty file");
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        memset(s, 0, strlen(s));
+        free(s);
+    }
+}
+
 int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -972,15 +1072,41 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    int tls = *cfg->tls_cert != '\0';
+    if (tls) {
+        int bad = RNND_OK;
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, errlen, "tls_cert: this libmicrohttpd was built without TLS");
+            bad = RNND_ERR_UNSUPPORTED;
+        } else if (!(h->tls_cert = read_pem("tls_cert", cfg->tls_cert, err, errlen)) ||
+                   !(h->tls_key = read_pem("tls_key", cfg->tls_key, err, errlen))) {
+            bad = RNND_ERR_IO;
+        }
+        if (bad) {
+            free(h->tls_cert);
+            pthread_cond_destroy(&h->swake);
+            pthread_mutex_destroy(&h->smu);
+            free(h);
+            return bad;
+        }
+        flags |= MHD_USE_TLS;
+    }
     if (addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* where to listen: our own address, or the socket systemd passed */
-    struct MHD_OptionItem where[2] = {
+    struct MHD_OptionItem where[5] = {
         {MHD_OPTION_SOCK_ADDR, 0, &addr},
         {MHD_OPTION_END, 0, NULL},
     };
     if (app->listen_fd >= 0)
         where[0] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, app->listen_fd, NULL};
+    if (tls) {
+        where[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
+        where[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+        where[3] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                            (void *)cfg->tls_priorities};
+        where[4] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_ARRAY, where,
@@ -990,8 +1116,15 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_END);
     if (!h->d) {
-        snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
-                 cfg->listen);
+        if (tls)
+            snprintf(err, errlen, "cannot start HTTPS on %s: check tls_cert, tls_key (a PEM "
+                     "certificate and its key) and tls_priorities, and that the address is "
+                     "free", cfg->listen);
+        else
+            snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
+                     cfg->listen);
+        free(h->tls_cert);
+        free_secret(h->tls_key);
         pthread_cond_destroy(&h->swake);
         pthread_mutex_destroy(&h->smu);
         free(h);
@@ -1008,8 +1141,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
             h->port = ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
     }
     RNND_LOG(&app->log, RNND_LOG_INFO, "listening",
-             "addr=%s port=%u http_threads=%lld socket_activated=%d", host, (unsigned)h->port,
-             (long long)cfg->http_threads, app->listen_fd >= 0);
+             "addr=%s port=%u http_threads=%lld socket_activated=%d tls=%d", host,
+             (unsigned)h->port, (long long)cfg->http_threads, app->listen_fd >= 0, tls);
     *out = h;
     return RNND_OK;
 }
@@ -1044,6 +1177,8 @@ void rnnd_http_stop(rnnd_http *h)
         pthread_join(h->pinger, NULL);
     }
     MHD_stop_daemon(h->d);
+    free(h->tls_cert);
+    free_secret(h->tls_key);
     pthread_cond_destroy(&h->swake);
     pthread_mutex_destroy(&h->smu);
     if (h->quiesced != MHD_INVALID_SOCKET)

@@ -1,6 +1,8 @@
 #include "pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 #include <stdio.h>
@@ -131,6 +133,127 @@ int rnnd_pool_post(rnnd_pool *p, rnnd_task *task)
     pthread_cond_signal(&p->work);
     pthread_mutex_unlock(&p->mu);
     return RNND_OK;
+}
+
+/* ---- parallel for ---- */
+
+typedef struct par_run par_run;
+
+typedef struct par_task {
+    rnnd_task task;     /* first member */
+    par_run *run;
+} par_task;
+
+struct par_run {
+    rnnd_pool *pool;
+    void (*fn)(void *arg, size_t i);
+    void *arg;
+    size_t n;
+    atomic_size_t next;         /* the next item to claim */
+    atomic_size_t helped;       /* items run by helpers */
+    size_t outstanding;         /* helper tasks neither finished nor withdrawn; under pool mu */
+    pthread_cond_t done;        /* outstanding reached 0 */
+    par_task tasks[RNND_POOL_MAX_HELPERS];
+};
+
+/* Run items until none is left; returns how many this thread ran. */
+static size_t par_claim(par_run *r)
+{
+    size_t i, ran = 0;
+    while ((i = atomic_fetch_add(&r->next, 1)) < r->n) {
+        r->fn(r->arg, i);
+        ran++;
+    }
+    return ran;
+}
+
+static void par_task_end(par_run *r)
+{
+    pthread_mutex_lock(&r->pool->mu);
+    if (--r->outstanding == 0)
+        pthread_cond_signal(&r->done);
+    pthread_mutex_unlock(&r->pool->mu);
+}
+
+static void par_task_run(rnnd_task *task, void *wctx)
+{
+    (void)wctx;
+    par_run *r = ((par_task *)task)->run;
+    atomic_fetch_add(&r->helped, par_claim(r));
+    par_task_end(r);    /* R lives on the caller's stack: nothing after this */
+}
+
+static void par_task_cancel(rnnd_task *task)
+{
+    par_task_end(((par_task *)task)->run);
+}
+
+/* Take TASK out of the queue if it is still there. Called with p->mu held. */
+static int withdraw_locked(rnnd_pool *p, rnnd_task *task)
+{
+    rnnd_task *prev = NULL;
+    for (rnnd_task *t = p->head; t; prev = t, t = t->next) {
+        if (t != task)
+            continue;
+        if (prev)
+            prev->next = t->next;
+        else
+            p->head = t->next;
+        if (p->tail == t)
+            p->tail = prev;
+        t->next = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i),
+                          void *arg, size_t n)
+{
+    if (helpers > RNND_POOL_MAX_HELPERS)
+        helpers = RNND_POOL_MAX_HELPERS;
+    if (helpers > n - (n > 0))
+        helpers = n - (n > 0);
+    par_run r = {.pool = p, .fn = fn, .arg = arg, .n = n};
+    atomic_init(&r.next, 0);
+    atomic_init(&r.helped, 0);
+    size_t posted = 0;
+    if (helpers > 0) {
+        pthread_cond_init(&r.done, NULL);
+        pthread_mutex_lock(&p->mu);
+        /* only workers that are idle now: a queued task means none is */
+        size_t idle = p->n - p->busy;
+        if (p->stopping || p->head)
+            idle = 0;
+        for (; posted < helpers && posted < idle; posted++) {
+            par_task *t = &r.tasks[posted];
+            t->task = (rnnd_task){.run = par_task_run, .cancel = par_task_cancel};
+            t->run = &r;
+            if (p->tail)
+                p->tail->next = &t->task;
+            else
+                p->head = &t->task;
+            p->tail = &t->task;
+        }
+        r.outstanding = posted;
+        if (posted > 1)
+            pthread_cond_broadcast(&p->work);
+        else if (posted == 1)
+            pthread_cond_signal(&p->work);
+        pthread_mutex_unlock(&p->mu);
+    }
+    par_claim(&r);
+    if (helpers > 0) {
+        pthread_mutex_lock(&p->mu);
+        for (size_t i = 0; i < posted; i++)
+            if (withdraw_locked(p, &r.tasks[i].task))
+                r.outstanding--;
+        while (r.outstanding > 0)
+            pthread_cond_wait(&r.done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+        pthread_cond_destroy(&r.done);
+    }
+    return atomic_load(&r.helped);
 }
 
 size_t rnnd_pool_size(const rnnd_pool *p)

@@ -30,6 +30,15 @@ size_t rnnd_pool_size(const rnnd_pool *p);
 size_t rnnd_pool_busy(rnnd_pool *p);     /* workers running a task right now */
 double rnnd_pool_busy_seconds(rnnd_pool *p);    /* time all workers spent running tasks */
 
+/* Parallel for: fn(arg, i) for every i < n, run by the caller and by up to HELPERS workers
+ * that are idle right now (none are waited for: helper tasks are queued only when no task is
+ * waiting, and any still queued when the caller has run out of items are withdrawn). Returns
+ * when all n calls have returned; the number of calls that ran on helpers. Allocates nothing.
+ * Callable from a task (the caller is then a worker itself) or from any other thread. */
+#define RNND_POOL_MAX_HELPERS 8
+size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i),
+                          void *arg, size_t n);
+
 /* Stop taking tasks: cancel every queued task (their cancel() runs on this thread), let
  * running tasks finish, and join the workers. Idempotent. */
 void rnnd_pool_stop(rnnd_pool *p);

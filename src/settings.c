@@ -47,6 +47,17 @@ static const struct setting settings[] = {
     {"api_keys_file", CT_STRING, OFF(api_keys_file), "", 0, 0, NULL, "FILE",
      "API keys, one per line as KEY [NAME [infer|admin]]; every request but the health checks "
      "then needs Authorization: Bearer KEY; empty = no authentication"},
+    {"tls_cert", CT_STRING, OFF(tls_cert), "", 0, 0, NULL, "FILE",
+     "PEM certificate (chain) to serve HTTPS with; needs tls_key; empty = plain HTTP"},
+    {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE",
+     "PEM private key of tls_cert"},
+    {"tls_priorities", CT_STRING, OFF(tls_priorities),
+     "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", 0, 0, NULL, "STRING",
+     "GnuTLS priority string: protocol versions and ciphers offered (default: TLS 1.2 and 1.3 "
+     "with GnuTLS's normal cipher list)"},
+    {"cors_origins", CT_STRING, OFF(cors_origins), "", 0, 0, NULL, "LIST",
+     "comma-separated origins (https://app.example.com) browsers may call from, or *; empty "
+     "= no CORS headers (browsers refuse cross-origin calls)"},
     {"http_threads", CT_INT, OFF(http_threads), "4", 1, 256, NULL, "N",
      "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
      "never compute"},
@@ -267,6 +278,10 @@ void rnnd_config_free(rnnd_config *cfg)
     free(cfg->models);
     free(cfg->state_dir);
     free(cfg->api_keys_file);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->tls_priorities);
+    free(cfg->cors_origins);
     for (size_t i = 0; i < cfg->n_model; i++)
         free(cfg->model[i]);
     free(cfg->model);
@@ -402,6 +417,10 @@ int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
     if (cfg->session_ttl_s > cfg->session_ttl_max_s) {
         seterr(err, errlen, "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64
                ")", cfg->session_ttl_s, cfg->session_ttl_max_s);
+        return RNND_ERR_INVALID;
+    }
+    if (!*cfg->tls_cert != !*cfg->tls_key) {
+        seterr(err, errlen, "tls_cert and tls_key go together: set both for HTTPS, or neither");
         return RNND_ERR_INVALID;
     }
     return RNND_OK;

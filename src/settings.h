@@ -18,6 +18,9 @@ typedef struct rnnd_config {
     size_t n_model;
     char *state_dir;                /* "" = no snapshots */
     char *api_keys_file;            /* "" = no authentication */
+    char *tls_cert, *tls_key;       /* "" = plain HTTP */
+    char *tls_priorities;
+    char *cors_origins;             /* "" = no CORS */
     int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers;                /* 0 = online cores */

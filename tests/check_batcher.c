@@ -334,6 +334,126 @@ START_TEST(test_if_steps_and_stop)
 }
 END_TEST
 
+/* ---- split rounds: a big round shares its step with an idle worker ---- */
+
+static const char *const big_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":40,"
+    "\"embedding_dim\":24},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":200,\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":72,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":40,\"in_dim\":72,\"norm\":\"softmax\"}}";
+
+/* A task that holds its worker until released, so jobs can queue up behind it. */
+typedef struct blocker {
+    rnnd_task task;
+    atomic_int started, release;
+} blocker;
+
+static void blocker_run(rnnd_task *t, void *wctx)
+{
+    (void)wctx;
+    blocker *bl = (blocker *)t;
+    atomic_fetch_add(&bl->started, 1);
+    while (!atomic_load(&bl->release))
+        usleep(200);
+}
+
+#define SPLIT_SESS 32
+#define SPLIT_LEN 12
+
+/* SPLIT_SESS sessions, one request of SPLIT_LEN steps each, all queued before any round runs:
+ * every round then holds all of them. OUT receives [SPLIT_SESS][SPLIT_LEN][out_dim]. */
+static void run_split(size_t workers, float *out, size_t out_dim, uint64_t *split_rounds,
+                      uint64_t *helped)
+{
+    fixture f;
+    setup(&f, big_arch, 64, 0, workers);
+    ck_assert_uint_eq(f.out_dim, out_dim);
+    blocker bl[2];
+    for (size_t i = 0; i < workers; i++) {
+        memset(&bl[i], 0, sizeof bl[i]);
+        bl[i].task.run = blocker_run;
+        ck_assert_int_eq(rnnd_pool_post(f.pool, &bl[i].task), 0);
+    }
+    for (size_t i = 0; i < workers; i++)
+        while (!atomic_load(&bl[i].started))
+            usleep(100);
+    rnnd_session *s[SPLIT_SESS];
+    tjob *j[SPLIT_SESS];
+    atomic_int done = 0;
+    char err[256];
+    unsigned seed = 9;
+    for (int k = 0; k < SPLIT_SESS; k++) {
+        int32_t toks[SPLIT_LEN];
+        for (int i = 0; i < SPLIT_LEN; i++)
+            toks[i] = (int32_t)(rand_r(&seed) % f.in_dim);
+        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[k], err,
+                                             sizeof err), 0);
+        j[k] = tjob_new(&f, toks, NULL, SPLIT_LEN, -1, &done);
+        ck_assert_int_eq(rnnd_session_submit(s[k], &j[k]->sj.job), RNND_SESSION_FOUND);
+    }
+    for (size_t i = 0; i < workers; i++)
+        atomic_store(&bl[i].release, 1);
+    wait_done(&done, SPLIT_SESS);
+    for (int k = 0; k < SPLIT_SESS; k++) {
+        ck_assert_int_eq(j[k]->sj.outcome, RNND_STEP_OK);
+        memcpy(out + (size_t)k * SPLIT_LEN * out_dim, j[k]->out,
+               SPLIT_LEN * out_dim * sizeof(float));
+        tjob_free(j[k]);
+        rnnd_session_unref(s[k]);
+    }
+    /* every round held every session */
+    ck_assert_uint_eq(rnnd_batcher_hist(f.b, SPLIT_SESS), SPLIT_LEN);
+    *split_rounds = rnnd_batcher_split_rounds(f.b);
+    *helped = rnnd_batcher_split_helped(f.b);
+    teardown(&f);
+}
+
+START_TEST(test_split_round_bitwise)
+{
+    size_t out_dim = 40, n = (size_t)SPLIT_SESS * SPLIT_LEN * out_dim;
+    float *one = malloc(n * sizeof(float)), *two = malloc(n * sizeof(float));
+    uint64_t rounds1, helped1, rounds2, helped2 = 0, tries = 0;
+    run_split(1, one, out_dim, &rounds1, &helped1);
+    ck_assert_uint_eq(rounds1, 0);      /* one worker: nobody to share with */
+    /* two workers: every round is split; the idle one joins as soon as it wakes, which on a
+     * loaded machine may take a while, so allow a few runs for it to help at least once */
+    while (helped2 == 0 && tries++ < 5) {
+        run_split(2, two, out_dim, &rounds2, &helped2);
+        ck_assert_uint_eq(rounds2, SPLIT_LEN);
+        ck_assert_msg(!memcmp(one, two, n * sizeof(float)),
+                      "a round split across 2 workers differs from 1 worker");
+    }
+    ck_assert_msg(helped2 > 0, "the second worker never helped in %d runs", (int)tries - 1);
+    printf("split rounds: %llu, stage parts run by the helping worker: %llu\n",
+           (unsigned long long)rounds2, (unsigned long long)helped2);
+    /* and the reference is right: stepping each session alone gives the same bits */
+    fixture f;
+    setup(&f, big_arch, 64, 0, 1);
+    rnnd_work *w = rnnd_work_new(f.net, 1);
+    float *st = calloc(f.state_floats, sizeof *st), out[40];
+    unsigned seed = 9;
+    char err[256];
+    for (int k = 0; k < SPLIT_SESS; k++) {
+        int32_t toks[SPLIT_LEN];
+        for (int i = 0; i < SPLIT_LEN; i++)
+            toks[i] = (int32_t)(rand_r(&seed) % f.in_dim);
+        memset(st, 0, f.state_floats * sizeof *st);
+        for (int i = 0; i < SPLIT_LEN; i++) {
+            float *sp[1] = {st};
+            ck_assert_int_eq(rnnd_net_step(f.net, w, 1, &toks[i], NULL, sp, out, err,
+                                           sizeof err), 0);
+            ck_assert(!memcmp(out, one + ((size_t)k * SPLIT_LEN + i) * out_dim, sizeof out));
+        }
+    }
+    free(st);
+    rnnd_work_free(w);
+    teardown(&f);
+    free(one);
+    free(two);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("batcher");
@@ -341,6 +461,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_tokens);
     tcase_add_test(tc, test_concurrent_vectors_wait);
     tcase_add_test(tc, test_if_steps_and_stop);
+    tcase_add_test(tc, test_split_round_bitwise);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@
 #define SID_VEC "SID_VEC_________________________"
 #define SID_LEN 32
 #define READ_TIMEOUT_MS 3000
+#define REPLY_WAIT_MS 200
 
 typedef struct fz_daemon {
     rnnd_config cfg;
@@ -201,8 +203,41 @@ static int dial(uint16_t port)
     return fd;
 }
 
-/* Write LEN bytes (until the server stops reading), half-close, read the reply into OUT
- * (at most CAP - 1 bytes kept, NUL-terminated). Returns the bytes kept. */
+/* Case-insensitive search for header NAME (with its colon) in the LEN bytes of a header
+ * block; its value, or NULL. */
+static const char *header(const char *h, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i + n <= len; i++)
+        if ((i == 0 || h[i - 1] == '\n') && strncasecmp(h + i, name, n) == 0)
+            return h + i + n;
+    return NULL;
+}
+
+/* Whether BUF (LEN bytes) holds a whole HTTP message: head, then as much body as its
+ * Content-Length says, or a chunked body's last chunk. Good enough to know when to stop
+ * waiting; a wrong guess only costs time. */
+static int message_complete(const char *buf, size_t len, int reply)
+{
+    const char *end = memmem(buf, len, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t head = (size_t)(end - buf) + 4;
+    const char *v;
+    if ((v = header(buf, head, "transfer-encoding:")) != NULL)
+        return len - head >= 5 && memcmp(buf + len - 5, "0\r\n\r\n", 5) == 0;
+    if ((v = header(buf, head, "content-length:")) != NULL)
+        return len - head >= strtoull(v, NULL, 10);
+    /* a request without a body, or a reply that ends when the server closes */
+    return !reply || strncmp(buf + 9, "204", 3) == 0 || strncmp(buf + 9, "304", 3) == 0;
+}
+
+/* Send LEN bytes and read the reply into OUT (at most CAP - 1 bytes kept, NUL-terminated);
+ * returns the bytes kept. When the input holds a whole request, the harness waits for a whole
+ * reply (up to REPLY_WAIT_MS after the last byte received) before shutting down its write
+ * side: a deferred request whose client already half-closed may be taken for a client that
+ * left, and then its reply (the encoders) would go untested. Then it reads until the server
+ * closes, or READ_TIMEOUT_MS in all. */
 static size_t exchange(uint16_t port, const void *data, size_t len, char *out, size_t cap)
 {
     int fd = dial(port);
@@ -224,26 +259,46 @@ static size_t exchange(uint16_t port, const void *data, size_t len, char *out, s
         }
         break;      /* the server closed, or stopped reading: read what it said */
     }
-    shutdown(fd, SHUT_WR);
-    for (;;) {
-        double left = deadline - now_ms();
-        if (left <= 0)
-            break;
+    int half_closed = 0, eof = 0;
+    double wait_until = now_ms() + REPLY_WAIT_MS;
+    if (off < len || !message_complete(p, len, 0)) {
+        shutdown(fd, SHUT_WR);
+        half_closed = 1;
+    }
+    while (!eof) {
+        double t = now_ms();
+        if (!half_closed && (t >= wait_until || message_complete(out, got, 1))) {
+            shutdown(fd, SHUT_WR);
+            half_closed = 1;
+        }
+        double until = half_closed || wait_until > deadline ? deadline : wait_until;
+        double left = until - t;
+        if (left <= 0) {
+            if (half_closed)
+                break;
+            continue;
+        }
         struct pollfd pf = {.fd = fd, .events = POLLIN};
         int r = poll(&pf, 1, (int)left + 1);
         if (r < 0 && errno == EINTR)
             continue;
-        if (r <= 0)
+        if (r < 0)
             break;
+        if (r == 0)
+            continue;
         char buf[4096];
         ssize_t n = recv(fd, buf, sizeof buf, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0)
+        if (n <= 0) {
+            eof = 1;
             break;
+        }
         size_t keep = (size_t)n < cap - 1 - got ? (size_t)n : cap - 1 - got;
         memcpy(out + got, buf, keep);
         got += keep;
+        out[got] = '\0';
+        wait_until = now_ms() + REPLY_WAIT_MS;
     }
     out[got] = '\0';
     close(fd);
@@ -326,6 +381,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static char reply[1 << 16];
     size_t n = exchange(d->port, buf, size, reply, sizeof reply);
     free(buf);
+    if (getenv("RNND_FUZZ_VERBOSE"))
+        fprintf(stderr, "fuzz_http: %zu bytes in, %zu out: %.*s\n", size, n,
+                (int)strcspn(reply, "\r\n"), reply);
     if (n) {
         int st = status_of(reply);
         FZ_CHECK(st >= 100 && st <= 599, "the reply does not start with an HTTP status line");

@@ -1,0 +1,166 @@
+"""TLS (tls_cert / tls_key / tls_priorities) and CORS (cors_origins); docs/security.md.
+
+- A certificate made here with openssl; the daemon serves HTTPS: models, a session step and a
+  streamed generation over TLS, verified against that certificate; plain HTTP on the port
+  fails; TLS 1.1 is refused by the default priorities; API keys work over TLS.
+- Missing or bad certificate/key files, or one without the other, stop the start with a
+  message.
+- CORS: no headers without cors_origins; with it, an allowed origin gets Allow-Origin on
+  replies and a preflight (OPTIONS, no credentials, even with API keys on) gets the methods
+  and headers; another origin gets none.
+Prints what it checked; exits 1 on any failure.
+"""
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+
+from daemon_util import Checker, Daemon, RNND_BIN, tmpdir
+
+C = Checker()
+WORK = tmpdir("tls")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+CERT = os.path.join(WORK, "cert.pem")
+KEY = os.path.join(WORK, "key.pem")
+API_KEY = "tls-test-key-0123456789"
+
+
+def make_cert():
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", KEY, "-out", CERT,
+                    "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True, timeout=60)
+
+
+def https(port, method, path, body=None, headers=None, ctx=None):
+    ctx = ctx or ssl.create_default_context(cafile=CERT)
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
+    hdrs = dict(headers or {})
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    try:
+        c.request(method, path, body=data, headers=hdrs)
+        r = c.getresponse()
+        payload = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+    finally:
+        c.close()
+
+
+def check_tls():
+    keys = os.path.join(WORK, "keys")
+    with open(keys, "w") as f:
+        f.write(API_KEY + " tester\n")
+    auth = {"Authorization": "Bearer " + API_KEY}
+    with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY,
+                "--api-keys-file", keys) as d:
+        C.check(any("event=listening" in l and "tls=1" in l for l in d.log), "logs tls=1")
+        st, _, b = https(d.port, "GET", "/v1/models", headers=auth)
+        C.check(st == 200 and json.loads(b)["models"][0]["name"] == "charlm",
+                "GET /v1/models over HTTPS, verified against the test certificate")
+        C.eq(https(d.port, "GET", "/v1/models")[0], 401, "API keys are checked over TLS")
+        st, _, b = https(d.port, "POST", "/v1/sessions", {"model": "charlm"}, headers=auth)
+        sid = json.loads(b)["id"]
+        st, _, b = https(d.port, "POST", "/v1/sessions/%s/step" % sid,
+                         {"text": "Hi", "outputs": "last"}, headers=auth)
+        C.check(st == 200 and json.loads(b)["steps"] == 2, "a session step over HTTPS")
+        st, h, b = https(d.port, "POST", "/v1/sessions/%s/generate" % sid,
+                         {"prompt": "!", "max_tokens": 20, "stream": True, "seed": 1},
+                         headers=auth)
+        events = [l[6:] for l in b.decode().split("\n") if l.startswith("data: ")]
+        C.check(st == 200 and h.get("content-type", "").startswith("text/event-stream") and
+                len(events) == 22 and events[-1] == "[DONE]",
+                "a streamed generation over HTTPS: 20 tokens, final event, [DONE]")
+        # plain HTTP to the TLS port gets no HTTP answer
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            reply = s.recv(100)
+        except OSError:
+            reply = b""
+        s.close()
+        C.check(not reply.startswith(b"HTTP/1.1 200"), "plain HTTP is not served on the TLS port")
+        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        old.load_verify_locations(CERT)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+        try:
+            st = https(d.port, "GET", "/healthz", ctx=old)[0]
+        except (ssl.SSLError, OSError):
+            st = None
+        C.eq(st, None, "TLS 1.1 is refused by the default priorities")
+        strict = ssl.create_default_context()     # the system CAs: our cert is untrusted
+        try:
+            st = https(d.port, "GET", "/healthz", ctx=strict)[0]
+        except ssl.SSLError:
+            st = None
+        C.eq(st, None, "a client that does not trust the certificate refuses it")
+        rc, _ = d.stop()
+        C.eq(rc, 0, "exit status")
+
+    junk = os.path.join(WORK, "junk.pem")
+    with open(junk, "w") as f:
+        f.write("not a certificate\n")
+    for what, args, status, want in (
+            ("cert without key", ["--tls-cert", CERT], 2, "tls_cert and tls_key go together"),
+            ("missing key file", ["--tls-cert", CERT, "--tls-key", WORK + "/nope.pem"], 1,
+             "nope.pem"),
+            ("junk certificate", ["--tls-cert", junk, "--tls-key", KEY], 1,
+             "cannot start HTTPS")):
+        p = subprocess.run([RNND_BIN, "serve", "--model", "charlm=" + CHARLM, "--listen",
+                            "127.0.0.1:0"] + args, capture_output=True, timeout=60)
+        err = p.stderr.decode(errors="replace")
+        C.check(p.returncode == status and want in err,
+                "%s: exit %d with %r: got %d %s" % (what, status, want, p.returncode,
+                                                    err.strip()[-200:]))
+
+
+def check_cors():
+    with Daemon({"charlm": CHARLM}) as d:
+        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
+        C.check(st == 200 and "access-control-allow-origin" not in h,
+                "no cors_origins: no CORS headers")
+        d.stop()
+    keys = os.path.join(WORK, "keys2")
+    with open(keys, "w") as f:
+        f.write(API_KEY + "\n")
+    with Daemon({"charlm": CHARLM}, "--cors-origins", "https://a.example, https://b.example",
+                "--api-keys-file", keys) as d:
+        pre = {"Origin": "https://b.example", "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "authorization, content-type"}
+        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=pre)
+        C.check(st == 204 and h.get("access-control-allow-origin") == "https://b.example" and
+                "POST" in h.get("access-control-allow-methods", "") and
+                "Authorization" in h.get("access-control-allow-headers", ""),
+                "a preflight from an allowed origin, without credentials: 204 with methods "
+                "and headers (got %s %r)" % (st, h))
+        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=dict(pre, Origin="https://x.ex"))
+        C.check("access-control-allow-origin" not in h,
+                "a preflight from another origin gets no CORS headers")
+        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example",
+                                                           "Authorization": "Bearer " + API_KEY})
+        C.check(st == 200 and h.get("access-control-allow-origin") == "https://a.example" and
+                h.get("vary") == "Origin", "an allowed origin's request: Allow-Origin, Vary")
+        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
+        C.check(st == 401 and h.get("access-control-allow-origin") == "https://a.example",
+                "a refused request from an allowed origin is readable by the page (401)")
+        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://evil.example",
+                                                           "Authorization": "Bearer " + API_KEY})
+        C.check("access-control-allow-origin" not in h, "another origin: no CORS headers")
+        d.stop()
+
+
+def main():
+    make_cert()
+    check_tls()
+    check_cors()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
