@@ -37,6 +37,9 @@ int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *al
 /* The session named by the path's first parameter (one reference), or NULL after replying
  * 404 / 410. */
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r);
+/* Admit a compute request (step, infer, generate) under max_pending_requests until it is
+ * freed, or reply 429 overloaded (with Retry-After) and return -1. */
+int rnnd_api_admit(rnnd_req *r);
 /* The current version of model NAME, kept alive until the request is freed (a reload may
  * retire it meanwhile), or NULL after replying 404. */
 rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name);

@@ -368,6 +368,8 @@ fail:
 
 void rnnd_api_session_generate(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     if (!rnnd_req_body(r)) {
         rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
@@ -385,6 +387,8 @@ void rnnd_api_session_generate(rnnd_req *r)
 
 void rnnd_api_model_generate(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     rnnd_app *app = rnnd_req_app(r);
     if (!rnnd_req_body(r)) {
         rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "

@@ -52,6 +52,8 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
 
 void rnnd_api_infer(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     rnnd_app *app = rnnd_req_app(r);
     const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
     if (!e)

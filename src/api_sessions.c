@@ -453,6 +453,8 @@ oom:
 
 void rnnd_api_session_step(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
                                          "if_steps", NULL};
     json_t *body = rnnd_req_body(r);

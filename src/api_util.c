@@ -65,6 +65,25 @@ void rnnd_api_reply_left(rnnd_req *r, int why)
 }
 
 
+static void release_pending(void *arg)
+{
+    atomic_fetch_sub(&((rnnd_app *)arg)->pending, 1);
+}
+
+int rnnd_api_admit(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    long max = (long)app->cfg->max_pending_requests;
+    if (atomic_fetch_add(&app->pending, 1) >= max) {
+        atomic_fetch_sub(&app->pending, 1);
+        rnnd_reply_error(r, "overloaded", "%ld compute requests are queued or running "
+                         "(max_pending_requests); retry later", max);
+        return -1;
+    }
+    rnnd_req_hold(r, release_pending, app);
+    return 0;
+}
+
 rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
 {
     rnnd_entry *e = rnnd_catalog_get(&rnnd_req_app(r)->models, name);

@@ -843,6 +843,8 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
 
 void rnnd_api_v2_infer(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     const rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;

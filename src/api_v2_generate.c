@@ -247,10 +247,14 @@ static void generate(rnnd_req *r, int stream)
 
 void rnnd_api_v2_generate(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     generate(r, 0);
 }
 
 void rnnd_api_v2_generate_stream(rnnd_req *r)
 {
+    if (rnnd_api_admit(r))
+        return;
     generate(r, 1);
 }

@@ -29,6 +29,7 @@ typedef struct rnnd_app {
     rnnd_infer_limits infer_limits;
     rnnd_auth auth;                 /* API keys; n == 0: authentication off */
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
+    atomic_long pending;            /* compute requests admitted and not yet freed */
     int listen_fd;                  /* a socket passed by systemd (listenfd.h), or -1 */
 } rnnd_app;
 

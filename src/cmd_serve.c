@@ -203,6 +203,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
 
     rnnd_session_limits lim = {
         .max_sessions = (size_t)cfg->max_sessions,
+        .max_per_owner = (size_t)cfg->max_sessions_per_key,
         .max_state_bytes = (size_t)cfg->max_state_bytes,
         .ttl_s = (double)cfg->session_ttl_s,
         .ttl_max_s = (double)cfg->session_ttl_max_s,

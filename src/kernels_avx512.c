@@ -135,9 +135,13 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
         int i = first;
         while ((size_t)(8 >> i) > p_end - p)
             i++;
-        for (size_t b = 0; b < B; b += MAX_NB) {
-            size_t nb = B - b < MAX_NB ? B - b : MAX_NB;
+        /* as few batch tiles as fit, of balanced sizes (B = 8: 4 + 4, not 6 + 2: a 2-row
+         * tile has too few chains to hide the fma latency) */
+        size_t left_tiles = (B + MAX_NB - 1) / MAX_NB;
+        for (size_t b = 0; b < B; left_tiles--) {
+            size_t nb = (B - b + left_tiles - 1) / left_tiles;
             tiles[nb - 1][i](&g, p, b);
+            b += nb;
         }
         p += (size_t)(8 >> i);
     }

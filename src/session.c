@@ -53,6 +53,11 @@ struct stripe {
     struct tomb *qhead, *qtail;
 };
 
+struct owner_slot {
+    uint64_t owner;             /* 0: empty slot */
+    size_t n;
+};
+
 struct rnnd_session_table {
     rnnd_session_limits lim;
     void (*model_ref)(void *), (*model_unref)(void *);
@@ -63,6 +68,8 @@ struct rnnd_session_table {
 
     pthread_mutex_t acct;       /* guards the counters below */
     size_t count, bytes;
+    struct owner_slot *owners;  /* open sessions per owner (open addressing; keys are few) */
+    size_t owners_cap, owners_used;
     uint64_t n_created, n_expired, n_evicted, n_deleted, n_rejected;
 };
 
@@ -281,6 +288,8 @@ static void tomb_purge_locked(struct stripe *st, double now)
         tomb_drop_oldest_locked(st);
 }
 
+static void owner_dec_locked(rnnd_session_table *t, uint64_t owner);
+
 /* Unlink *PP (a session of stripe ST) for REASON; the caller holds the stripe lock and the
  * session's lock. The table's reference is handed to the caller through *DROP. */
 static void unlink_locked(rnnd_session_table *t, struct stripe *st, rnnd_session **pp,
@@ -295,6 +304,7 @@ static void unlink_locked(rnnd_session_table *t, struct stripe *st, rnnd_session
         tomb_add_locked(t, st, s->id, reason, now);
     pthread_mutex_lock(&t->acct);
     t->count--;
+    owner_dec_locked(t, s->owner);
     if (reason == RNND_SESSION_EXPIRED)
         t->n_expired++;
     else if (reason == RNND_SESSION_EVICTED)
@@ -358,7 +368,79 @@ static int evict_lru(rnnd_session_table *t)
 }
 
 /* Reserve room for one more session of BYTES, evicting when allowed. */
-static int reserve(rnnd_session_table *t, size_t bytes, char *err, size_t errlen)
+static int reserve_global(rnnd_session_table *t, size_t bytes, char *err, size_t errlen);
+
+/* OWNER's count of open sessions (never 0 OWNER), made when missing; NULL when out of
+ * memory. Called with t->acct held. */
+static size_t *owner_count_locked(rnnd_session_table *t, uint64_t owner)
+{
+    if (t->owners_used * 2 >= t->owners_cap) {
+        size_t cap = t->owners_cap ? t->owners_cap * 2 : 16;
+        struct owner_slot *g = calloc(cap, sizeof *g);
+        if (!g)
+            return NULL;
+        for (size_t i = 0; i < t->owners_cap; i++) {
+            if (!t->owners[i].owner)
+                continue;
+            size_t k = t->owners[i].owner & (cap - 1);
+            while (g[k].owner)
+                k = (k + 1) & (cap - 1);
+            g[k] = t->owners[i];
+        }
+        free(t->owners);
+        t->owners = g;
+        t->owners_cap = cap;
+    }
+    size_t k = owner & (t->owners_cap - 1);
+    while (t->owners[k].owner && t->owners[k].owner != owner)
+        k = (k + 1) & (t->owners_cap - 1);
+    if (!t->owners[k].owner) {
+        t->owners[k].owner = owner;
+        t->owners_used++;
+    }
+    return &t->owners[k].n;
+}
+
+static void owner_dec_locked(rnnd_session_table *t, uint64_t owner)
+{
+    if (!owner)
+        return;
+    size_t *n = owner_count_locked(t, owner);
+    if (n && *n)
+        (*n)--;
+}
+
+static int reserve(rnnd_session_table *t, uint64_t owner, size_t bytes, char *err,
+                   size_t errlen)
+{
+    if (owner) {
+        pthread_mutex_lock(&t->acct);
+        size_t *n = owner_count_locked(t, owner);
+        int over = !n || (t->lim.max_per_owner && *n >= t->lim.max_per_owner);
+        if (over)
+            t->n_rejected++;
+        else
+            (*n)++;     /* taken back by unreserve if the rest fails */
+        pthread_mutex_unlock(&t->acct);
+        if (over) {
+            if (n)
+                snprintf(err, errlen, "this API key has max_sessions_per_key (%zu) sessions "
+                         "open", t->lim.max_per_owner);
+            else
+                snprintf(err, errlen, "out of memory");
+            return n ? RNND_ERR_LIMIT : RNND_ERR_NOMEM;
+        }
+    }
+    int rc = reserve_global(t, bytes, err, errlen);
+    if (rc && owner) {
+        pthread_mutex_lock(&t->acct);
+        owner_dec_locked(t, owner);
+        pthread_mutex_unlock(&t->acct);
+    }
+    return rc;
+}
+
+static int reserve_global(rnnd_session_table *t, size_t bytes, char *err, size_t errlen)
 {
     if (bytes > t->lim.max_state_bytes) {
         snprintf(err, errlen, "one session's state (%zu bytes) exceeds max_state_bytes", bytes);
@@ -393,11 +475,12 @@ static int reserve(rnnd_session_table *t, size_t bytes, char *err, size_t errlen
     }
 }
 
-static void unreserve(rnnd_session_table *t, size_t bytes)
+static void unreserve(rnnd_session_table *t, uint64_t owner, size_t bytes)
 {
     pthread_mutex_lock(&t->acct);
     t->count--;
     t->bytes -= bytes;
+    owner_dec_locked(t, owner);
     pthread_mutex_unlock(&t->acct);
 }
 
@@ -417,7 +500,7 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
         return RNND_ERR_INVALID;
     }
     size_t bytes = state_floats * sizeof(float);
-    int rc = reserve(t, bytes, err, errlen);
+    int rc = reserve(t, owner, bytes, err, errlen);
     if (rc)
         return rc;
     rnnd_session *s = calloc(1, sizeof *s);
@@ -425,7 +508,7 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
     if (!s || !state) {
         free(s);
         free(state);
-        unreserve(t, bytes);
+        unreserve(t, owner, bytes);
         snprintf(err, errlen, "out of memory");
         return RNND_ERR_NOMEM;
     }
@@ -455,7 +538,7 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
             if (*pp) {
                 pthread_mutex_unlock(&st->mu);
                 session_free(s);
-                unreserve(t, 0);
+                unreserve(t, owner, 0);
                 snprintf(err, errlen, "session %s exists already", id);
                 return RNND_ERR_INVALID;
             }
@@ -471,7 +554,7 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
         if (rnnd_random_id(s->id)) {
             /* not "out of memory": the kernel refused randomness */
             session_free(s);
-            unreserve(t, 0);
+            unreserve(t, owner, 0);
             snprintf(err, errlen, "no random source for session ids");
             return RNND_ERR_IO;
         }
@@ -648,6 +731,7 @@ void rnnd_session_table_free(rnnd_session_table *t)
         pthread_mutex_destroy(&st->mu);
     }
     pthread_mutex_destroy(&t->acct);
+    free(t->owners);
     free(t);
 }
 

@@ -47,6 +47,7 @@ enum rnnd_lookup {
 
 typedef struct rnnd_session_limits {
     size_t max_sessions;
+    size_t max_per_owner;       /* open sessions of one owner (API key); 0 = no such limit */
     size_t max_state_bytes;
     double ttl_s;               /* default idle expiry */
     double ttl_max_s;           /* largest per-session ttl */

@@ -85,6 +85,8 @@ static const struct setting settings[] = {
      "deepest nesting of arrays and objects accepted in a request body"},
     {"max_sessions", CT_INT, OFF(max_sessions), "10000", 1, 100000000, NULL, "N",
      "most open sessions; then 429 (session_evict = reject) or eviction (lru)"},
+    {"max_sessions_per_key", CT_INT, OFF(max_sessions_per_key), "0", 0, 100000000, NULL, "N",
+     "most open sessions of one API key (then 429); 0 = only max_sessions applies"},
     {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI * KI * KI, NULL,
      "BYTES", "cap on the state memory of all sessions together (suffix K, M or G)"},
     {"session_ttl_s", CT_INT, OFF(session_ttl_s), "600", 1, 31536000, NULL, "S",
@@ -108,6 +110,14 @@ static const struct setting settings[] = {
      "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting"},
     {"max_connections", CT_INT, OFF(max_connections), "1024", 1, 65536, NULL, "N",
      "most simultaneous client connections"},
+    {"max_connections_per_ip", CT_INT, OFF(max_connections_per_ip), "128", 1, 65536, NULL,
+     "N", "most simultaneous connections from one client address; more are closed at once"},
+    {"max_header_bytes", CT_SIZE, OFF(max_header_bytes), "32K", 8 * KI, KI * KI, NULL, "BYTES",
+     "memory for one request's line and headers (libmicrohttpd's connection memory); more "
+     "gets 431 or 414"},
+    {"max_pending_requests", CT_INT, OFF(max_pending_requests), "4096", 1, 10000000, NULL,
+     "N", "most compute requests (steps, infer, generate) queued or running at once; more get "
+     "429 with Retry-After instead of waiting"},
     {"log_level", CT_ENUM, OFF(log_level), "info", 0, 3, level_names, "LEVEL",
      "debug, info, warn or error"},
     {"access_log", CT_ENUM, OFF(access_log), "on", 0, 1, onoff_names, "on|off",

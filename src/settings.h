@@ -46,6 +46,10 @@ typedef struct rnnd_config {
     int64_t request_timeout_s;
     int64_t shutdown_timeout_s;
     int64_t max_connections;
+    int64_t max_connections_per_ip;
+    int64_t max_header_bytes;
+    int64_t max_pending_requests;
+    int64_t max_sessions_per_key;
     int64_t log_level;              /* enum rnnd_log_level */
     int64_t access_log;             /* 0 off, 1 on */
 } rnnd_config;

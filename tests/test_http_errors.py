@@ -134,7 +134,7 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
         ("wrong method on step", "GET", step, None, {}, 405, "method_not_allowed"),
         ("wrong method on models", "POST", "/v1/models", b"{}", J, 405, "method_not_allowed"),
         ("PUT on a session", "PUT", "/v1/sessions/" + sid, b"{}", J, 405, "method_not_allowed"),
-        ("OPTIONS", "OPTIONS", "/v1/sessions", None, {}, 405, "method_not_allowed"),
+        ("PATCH", "PATCH", "/v1/sessions", b"{}", J, 405, "method_not_allowed"),
         ("form content type", "POST", step, b'inputs=1',
          {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
         ("no content type", "POST", step, b'{"inputs": [[1,2,3,4]]}', {"Content-Type": None}, 415,
@@ -161,6 +161,13 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
             print("ok   %-34s %d %s" % (name, status, code))
         C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
                 "%s: daemon still serving" % name)
+
+    # OPTIONS lists a route's methods (and answers CORS preflights: tests/test_tls.py)
+    st, hdrs, _ = d.request("OPTIONS", "/v1/sessions")
+    C.check(st == 204 and hdrs.get("allow") == "GET, HEAD, POST",
+            "OPTIONS: 204 with Allow (got %s %r)" % (st, hdrs.get("allow")))
+    st, _, _ = d.request("OPTIONS", "/v1/nowhere")
+    C.eq(st, 404, "OPTIONS on an unknown path: 404")
 
     # HTTP-level garbage and truncation, on raw sockets
     out = raw_exchange(d.port, b"GARBAGE\r\n\r\n")

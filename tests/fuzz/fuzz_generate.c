@@ -138,11 +138,13 @@ static void check_stream(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    /* a tokenizer does not own its model: both live until exit */
+    static rnnd_model *mc, *mb;
     static rnnd_tokenizer *tok_char, *tok_byte;
     if (!tok_char) {
         char err[256];
-        /* the models stay referenced by their tokenizers' users until exit */
-        rnnd_model *mc = fz_model(FZ_ARCH_TOK, 1), *mb = fz_model(FZ_ARCH_BYTE, 4);
+        mc = fz_model(FZ_ARCH_TOK, 1);
+        mb = fz_model(FZ_ARCH_BYTE, 4);
         FZ_CHECK(rnnd_tokenizer_new(mc, &tok_char, err, sizeof err) == 0, "char tokenizer");
         FZ_CHECK(rnnd_tokenizer_new(mb, &tok_byte, err, sizeof err) == 0, "byte tokenizer");
     }

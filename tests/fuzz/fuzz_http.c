@@ -379,11 +379,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int has_vec = substitute(buf, size, SID_VEC, "vec", d->port, vec_id);
 
     static char reply[1 << 16];
+    double t0 = now_ms();
     size_t n = exchange(d->port, buf, size, reply, sizeof reply);
     free(buf);
     if (getenv("RNND_FUZZ_VERBOSE"))
-        fprintf(stderr, "fuzz_http: %zu bytes in, %zu out: %.*s\n", size, n,
-                (int)strcspn(reply, "\r\n"), reply);
+        fprintf(stderr, "fuzz_http: %zu bytes in, %zu out in %.1f ms: %.*s\n", size, n,
+                now_ms() - t0, (int)strcspn(reply, "\r\n"), reply);
     if (n) {
         int st = status_of(reply);
         FZ_CHECK(st >= 100 && st <= 599, "the reply does not start with an HTTP status line");
