@@ -1,6 +1,8 @@
 """Connection and load limits (docs/security.md), each hit on purpose:
 - max_connections_per_ip: connections over the limit from one address are closed at once,
-  while the ones within it keep working;
+  while the ones within it keep working; over max_connections (all addresses) they wait in
+  the listen backlog until a connection closes;
+- request_timeout_s: a client that stalls mid-request (slowloris) is disconnected;
 - max_header_bytes: a request whose headers do not fit is refused (4xx), the daemon serves on;
 - max_pending_requests: compute requests over the limit get 429 overloaded with Retry-After
   while the admitted ones finish normally;
@@ -64,6 +66,47 @@ def check_per_ip():
             s.close()
         time.sleep(0.3)
         C.eq(d.request("GET", "/healthz")[0], 200, "after they close, new connections work")
+        d.stop()
+
+
+def check_total_and_idle():
+    """max_connections over all addresses, and request_timeout_s against slowloris."""
+    # one request thread: libmicrohttpd splits max_connections evenly over its threads
+    with Daemon({"charlm": CHARLM}, "--max-connections", "3", "--request-timeout-s", "2",
+                "--max-connections-per-ip", "100", "--http-threads", "1") as d:
+        held = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(3)]
+        time.sleep(0.2)
+        extra = socket.create_connection(("127.0.0.1", d.port), timeout=0.5)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = extra.recv(100)
+        except socket.timeout:
+            got = None
+        C.eq(got, None, "a connection over max_connections is not served while the others "
+             "are open (it waits in the listen backlog)")
+        # slowloris: request lines that never end; the idle timeout closes them
+        t0 = time.monotonic()
+        for s in held:
+            s.sendall(b"GET /heal")
+        closed = 0
+        for s in held:
+            try:
+                closed += s.recv(100) == b""
+            except OSError:
+                closed += 1
+        waited = time.monotonic() - t0
+        C.check(closed == 3 and waited < 5, "stalled requests are closed after "
+                "request_timeout_s (%d closed after %.1f s)" % (closed, waited))
+        extra.settimeout(5)
+        try:
+            got = extra.recv(100)
+        except OSError:
+            got = b""
+        C.check(got.startswith(b"HTTP/1.1 200"), "then the waiting connection is served")
+        extra.close()
+        for s in held:
+            s.close()
+        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on after both")
         d.stop()
 
 
@@ -137,6 +180,7 @@ def check_per_key():
 
 def main():
     check_per_ip()
+    check_total_and_idle()
     check_header_bytes()
     check_pending()
     check_per_key()
