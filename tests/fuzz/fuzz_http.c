@@ -9,6 +9,7 @@
  * Session ids are random, so a fuzzer can never guess one: an input may say SID_TOK and
  * SID_VEC (each padded with '_' to 32 bytes, the length of an id), which the harness replaces
  * with the id of a fresh session of that model, opened before the input and closed after it.
+ * API keys are on: KEY_INFER (which owns those sessions) and KEY_ADMIN.
  *
  * Findings: sanitizer reports or a crash in any daemon thread, a reply that is not HTTP, a
  * 500 (docs/api.md: nothing a client sends leads to a 5xx other than 503), or a daemon that
@@ -36,8 +37,11 @@
 #define SID_TOK "SID_TOK_________________________"
 #define SID_VEC "SID_VEC_________________________"
 #define SID_LEN 32
+/* the API keys of the daemon (tests/fuzz/http.dict and the seeds use them) */
+#define KEY_INFER "fuzz-infer-key-0123456789"
+#define KEY_ADMIN "fuzz-admin-key-0123456789"
 #define READ_TIMEOUT_MS 3000
-#define REPLY_WAIT_MS 200
+#define REPLY_WAIT_MS 100
 
 typedef struct fz_daemon {
     rnnd_config cfg;
@@ -130,11 +134,22 @@ static fz_daemon *daemon_start(void)
     setting(cfg, "max_sessions", "64");
     setting(cfg, "session_evict", "lru");
     setting(cfg, "sessions_page_max", "16");
-    setting(cfg, "request_timeout_s", "5");
+    /* libmicrohttpd keeps a connection whose client half-closed inside the header block
+     * until request_timeout_s: short, and room for many, so that fuzzing at a hundred
+     * inputs a second does not hit the connection limits */
+    setting(cfg, "request_timeout_s", "1");
+    setting(cfg, "max_connections", "8192");
+    setting(cfg, "max_connections_per_ip", "8192");
     setting(cfg, "shutdown_timeout_s", "1");
     setting(cfg, "sse_ping_s", "0");
     setting(cfg, "log_level", "error");
     setting(cfg, "access_log", "off");
+    /* API keys on, so that authentication and per-key session ownership are fuzzed too */
+    char keys[4200];
+    snprintf(keys, sizeof keys, "%s/api-keys", fz_tmpdir());
+    const char *key_lines = "# fuzz_http\n" KEY_INFER " user infer\n" KEY_ADMIN " root admin\n";
+    fz_write_file(keys, key_lines, strlen(key_lines));
+    setting(cfg, "api_keys_file", keys);
     write_model("tok", FZ_ARCH_TOK, 1, cfg);
     write_model("vec", FZ_ARCH_VEC, 2, cfg);
     FZ_CHECK(rnnd_config_check(cfg, err, sizeof err) == 0, "settings check");
@@ -153,6 +168,10 @@ static fz_daemon *daemon_start(void)
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     FZ_CHECK(k != NULL, "kernels");
     app->kernels = k;
+    if (rnnd_auth_load(&app->auth, cfg->api_keys_file, err, sizeof err)) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
     rnnd_registry reg;
     if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
@@ -161,6 +180,7 @@ static fz_daemon *daemon_start(void)
     rnnd_catalog_init(&app->models, &reg);
     rnnd_session_limits lim = {
         .max_sessions = (size_t)cfg->max_sessions,
+        .max_per_owner = (size_t)cfg->max_sessions_per_key,
         .max_state_bytes = (size_t)cfg->max_state_bytes,
         .ttl_s = (double)cfg->session_ttl_s,
         .ttl_max_s = (double)cfg->session_ttl_max_s,
@@ -237,7 +257,7 @@ static int message_complete(const char *buf, size_t len, int reply)
  * reply (up to REPLY_WAIT_MS after the last byte received) before shutting down its write
  * side: a deferred request whose client already half-closed may be taken for a client that
  * left, and then its reply (the encoders) would go untested. Then it reads until the server
- * closes, or READ_TIMEOUT_MS in all. */
+ * closes, REPLY_WAIT_MS pass without a byte, or READ_TIMEOUT_MS in all. */
 static size_t exchange(uint16_t port, const void *data, size_t len, char *out, size_t cap)
 {
     int fd = dial(port);
@@ -270,9 +290,11 @@ static size_t exchange(uint16_t port, const void *data, size_t len, char *out, s
         if (!half_closed && (t >= wait_until || message_complete(out, got, 1))) {
             shutdown(fd, SHUT_WR);
             half_closed = 1;
+            wait_until = t + REPLY_WAIT_MS;
         }
-        double until = half_closed || wait_until > deadline ? deadline : wait_until;
-        double left = until - t;
+        /* after the half-close, too, silence ends the exchange: libmicrohttpd keeps a
+         * half-closed connection with a partial request open until request_timeout_s */
+        double left = (wait_until < deadline ? wait_until : deadline) - t;
         if (left <= 0) {
             if (half_closed)
                 break;
@@ -322,6 +344,7 @@ static int request(uint16_t port, const char *method, const char *path, const ch
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.1\r\nHost: fuzz\r\nContent-Type: application/json\r\n"
+                     "Authorization: Bearer " KEY_INFER "\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                      method, path, body ? strlen(body) : 0, body ? body : "");
     FZ_CHECK(n > 0 && (size_t)n < sizeof req, "request too long");
@@ -329,17 +352,20 @@ static int request(uint16_t port, const char *method, const char *path, const ch
     return status_of(reply);
 }
 
-/* Open a session of MODEL; its id goes to ID (33 bytes). */
-static void open_session(uint16_t port, const char *model, char *id)
+/* Open a session of MODEL; its id goes to ID (33 bytes). Returns 0, or -1 when the daemon
+ * refused (earlier inputs may have filled the table with busy sessions: a 429 is no bug). */
+static int open_session(uint16_t port, const char *model, char *id)
 {
     char body[128], reply[8192];
     snprintf(body, sizeof body, "{\"model\": \"%s\"}", model);
     int st = request(port, "POST", "/v1/sessions", body, reply, sizeof reply);
+    FZ_CHECK(st != 500 && st != 0, "the daemon failed to open a session");
     const char *at = strstr(reply, "\"id\":\"");
-    FZ_CHECK(st == 201 && at && strlen(at + 6) > SID_LEN && at[6 + SID_LEN] == '"',
-             "the harness could not open a session");
+    if (st != 201 || !at || strlen(at + 6) <= SID_LEN || at[6 + SID_LEN] != '"')
+        return -1;
     memcpy(id, at + 6, SID_LEN);
     id[SID_LEN] = '\0';
+    return 0;
 }
 
 static void close_session(uint16_t port, const char *id)
@@ -349,20 +375,21 @@ static void close_session(uint16_t port, const char *id)
     request(port, "DELETE", path, NULL, reply, sizeof reply);
 }
 
-/* Replace every PLACEHOLDER in BUF by a session of MODEL, opened on first need. */
+/* Replace every PLACEHOLDER in BUF by a session of MODEL, opened on first need. Returns 1
+ * when a session was opened (for the caller to close). */
 static int substitute(unsigned char *buf, size_t len, const char *placeholder,
                       const char *model, uint16_t port, char *id)
 {
-    int found = 0;
+    int opened = 0;
     for (size_t i = 0; i + SID_LEN <= len; i++) {
         if (memcmp(buf + i, placeholder, SID_LEN))
             continue;
-        if (!found)
-            open_session(port, model, id);
-        found = 1;
+        if (!opened && open_session(port, model, id))
+            return 0;
+        opened = 1;
         memcpy(buf + i, id, SID_LEN);
     }
-    return found;
+    return opened;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
