@@ -202,6 +202,18 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                        "# TYPE rnnd_infer_batch_requests histogram\n");
     for (size_t i = 0; i < set.n; i++)
         infer_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
+    rnnd_buf_puts(out, "# HELP rnnd_split_rounds_total Step rounds split over several "
+                       "workers.\n"
+                       "# TYPE rnnd_split_rounds_total counter\n");
+    for (size_t i = 0; i < set.n; i++)
+        rnnd_buf_printf(out, "rnnd_split_rounds_total{model=\"%s\"} %llu\n", set.entries[i]->name,
+                        (unsigned long long)rnnd_batcher_split_rounds(set.entries[i]->batcher));
+    rnnd_buf_puts(out, "# HELP rnnd_split_helped_total Work items of split rounds run by "
+                       "helping workers.\n"
+                       "# TYPE rnnd_split_helped_total counter\n");
+    for (size_t i = 0; i < set.n; i++)
+        rnnd_buf_printf(out, "rnnd_split_helped_total{model=\"%s\"} %llu\n", set.entries[i]->name,
+                        (unsigned long long)rnnd_batcher_split_helped(set.entries[i]->batcher));
     rnnd_buf_puts(out, "# HELP rnnd_queue_depth Work waiting for a worker: sessions waiting for "
                        "a step round, infer requests waiting.\n"
                        "# TYPE rnnd_queue_depth gauge\n");
