@@ -54,6 +54,33 @@ START_TEST(test_ids)
 }
 END_TEST
 
+/* An attacker guessing ids: 10^6 well-formed random guesses against 10^4 live sessions
+ * find none (the chance is 10^10 / 2^128). Guesses use the kernel's randomness like real
+ * ids, so this also checks that ids are not predictable from each other in any cheap way a
+ * guesser could share: the guesses come from the same source and still never collide. */
+START_TEST(test_guess_scan)
+{
+    rnnd_session_limits l = limits();
+    l.max_sessions = 20000;
+    rnnd_session_table *t = rnnd_session_table_new(&l, NULL, NULL);
+    enum { LIVE = 10000, GUESSES = 1000000 };
+    for (int i = 0; i < LIVE; i++)
+        rnnd_session_unref(mk(t, 1, 0));
+    size_t found = 0;
+    char id[RNND_ID_LEN + 1];
+    for (int i = 0; i < GUESSES; i++) {
+        ck_assert_int_eq(rnnd_random_id(id), 0);
+        rnnd_session *s;
+        if (rnnd_session_get(t, id, &s) == RNND_SESSION_FOUND) {
+            found++;
+            rnnd_session_unref(s);
+        }
+    }
+    ck_assert_uint_eq(found, 0);
+    rnnd_session_table_free(t);
+}
+END_TEST
+
 START_TEST(test_get_remove)
 {
     rnnd_session_limits l = limits();
@@ -504,6 +531,7 @@ static Suite *suite(void)
     Suite *s = suite_create("session");
     TCase *tc = tcase_create("table");
     tcase_add_test(tc, test_ids);
+    tcase_add_test(tc, test_guess_scan);
     tcase_add_test(tc, test_get_remove);
     tcase_add_test(tc, test_ttl_and_tombstone);
     tcase_add_test(tc, test_job_order_and_busy);
