@@ -18,6 +18,8 @@ PYTHON3 = os.environ.get("PYTHON3", sys.executable)
 RNND_BIN = os.environ["RNND_BIN"]
 GOLDEN_DIR = os.environ.get("RNND_GOLDEN_DIR", "")
 TMP_ROOT = os.environ.get("RNND_TEST_TMP", "/tmp")
+# A command the daemon runs under, e.g. valgrind (tests/test_valgrind.sh sets it).
+WRAPPER = os.environ.get("RNND_DAEMON_WRAPPER", "").split()
 
 
 def tmpdir(name):
@@ -56,12 +58,20 @@ class Daemon:
 
     def __init__(self, models, *args, ready_timeout=30, env=None):
         """ENV: the daemon's whole environment (default: this process's)."""
-        cmd = [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
+        cmd = WRAPPER + [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
         for name, path in models.items():
             cmd += ["--model", "%s=%s" % (name, path)]
         cmd += [str(a) for a in args]
         self.cmd = cmd
         self.log = []
+        if WRAPPER:
+            # rnnd re-executes itself through /proc/self/exe to fix OpenBLAS's environment
+            # (src/main.c); under valgrind that path is valgrind's own tool binary, so hand
+            # it the environment it would have set and no re-exec happens.
+            env = dict(env if env is not None else os.environ)
+            env.pop("OPENBLAS_CORETYPE", None)
+            env["OPENBLAS_NUM_THREADS"] = "1"
+            ready_timeout = max(ready_timeout, 120)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=env)
         self.port = None
@@ -126,6 +136,8 @@ class Daemon:
     def stop(self, timeout=20):
         """SIGTERM; returns (exit status, seconds taken)."""
         t0 = time.monotonic()
+        if WRAPPER:
+            timeout = max(timeout, 120)   # valgrind's leak check runs at exit
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout)
