@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "batcher.h"
 #include "rnnd/status.h"
@@ -119,9 +120,11 @@ static int push(rnnd_registry *reg, rnnd_entry *e)
     return RNND_OK;
 }
 
-/* One source of a set: NAME (NAMELEN bytes) from PATH. */
+/* One source of a set: NAME from PATH; DIR is the models folder it was found in, or NULL
+ * for a `model = NAME=FILE` setting (the operator named that file). */
 struct src {
     char *name, *path;
+    const char *dir;
 };
 
 static int name_cmp(const void *a, const void *b)
@@ -182,6 +185,7 @@ static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, si
             break;
         }
         (*srcs)[*n].name = name;
+        (*srcs)[*n].dir = dir;
         (*srcs)[(*n)++].path = path;
     }
     if (rc == RNND_ERR_NOMEM)
@@ -218,6 +222,7 @@ static int sources(const char *dir, char *const *specs, size_t nspecs, struct sr
             break;
         }
         g[*n].name = name;
+        g[*n].dir = NULL;
         g[(*n)++].path = path;
     }
     return rc;
@@ -230,6 +235,24 @@ static void free_sources(struct src *s, size_t n)
         free(s[i].path);
     }
     free(s);
+}
+
+/* A file of the models folder must not be a symbolic link that leads out of it: whoever may
+ * write in the folder must not be able to make the daemon read any file it can open. */
+static int confined(const struct src *s, char *err, size_t errlen)
+{
+    struct stat st;
+    if (!s->dir || lstat(s->path, &st) != 0 || !S_ISLNK(st.st_mode))
+        return 0;       /* a plain file, or one the loader will report as missing */
+    char *real = realpath(s->path, NULL), *base = realpath(s->dir, NULL);
+    size_t blen = base ? strlen(base) : 0;
+    int inside = real && base && !strncmp(real, base, blen) && real[blen] == '/';
+    if (!inside)
+        snprintf(err, errlen, "%s: a symbolic link that leads out of the models folder (to %s);"
+                 " refused", s->path, real ? real : "a missing file");
+    free(real);
+    free(base);
+    return inside ? 0 : RNND_ERR_INVALID;
 }
 
 static int duplicate(const rnnd_registry *reg, const struct src *s, char *err, size_t errlen)
@@ -253,7 +276,8 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
             rc = RNND_ERR_INVALID;
-        else if (!(rc = entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels,
+        else if (!(rc = confined(&srcs[i], err, errlen)) &&
+                 !(rc = entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels,
                                    &e, err, errlen)) && (rc = push(reg, e))) {
             rnnd_entry_unref(e);
             snprintf(err, errlen, "out of memory");
@@ -283,7 +307,8 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
             continue;
         }
         rnnd_entry *prev = rnnd_registry_find(old, srcs[i].name), *e = NULL;
-        if (entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels, &e, why,
+        if (confined(&srcs[i], why, sizeof why) ||
+            entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels, &e, why,
                        sizeof why)) {
             report(arg, why);
             e = prev ? rnnd_entry_ref(prev) : NULL;     /* the old version stays */

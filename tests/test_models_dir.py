@@ -1,0 +1,80 @@
+"""The models folder is the only place model files come from (issue 7, Security): a file in
+it that is a symbolic link leading out of the folder is refused, at start (the daemon does
+not start, and says which file and why) and on reload (reported, not served), while a link
+to another file inside the folder is served. Settings that name a file (`--model N=FILE`)
+are the operator's own choice and are not restricted.
+Prints what it checked; exits 1 on any failure.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from daemon_util import Checker, Daemon, RNND_BIN, tmpdir
+
+C = Checker()
+WORK = tmpdir("models-dir")
+MODELS = os.path.join(WORK, "models")
+OUTSIDE = os.path.join(WORK, "outside")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+
+
+def reset():
+    for d in (MODELS, OUTSIDE):
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+    shutil.copyfile(CHARLM, os.path.join(MODELS, "a.rnnd"))
+    shutil.copyfile(CHARLM, os.path.join(OUTSIDE, "secret.rnnd"))
+
+
+def served(d):
+    status, _, body = d.request("GET", "/v1/models")
+    assert status == 200, status
+    return sorted(m["name"] for m in body["models"])
+
+
+def main():
+    # a link inside the folder is fine; a relative link that climbs out is not
+    reset()
+    os.symlink("a.rnnd", os.path.join(MODELS, "alias.rnnd"))
+    with Daemon({}, "--models", MODELS) as d:
+        C.eq(served(d), ["a", "alias"], "a link to a file inside the folder is served")
+        d.stop()
+
+    reset()
+    os.symlink("../outside/secret.rnnd", os.path.join(MODELS, "b.rnnd"))
+    p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--models", MODELS],
+                       capture_output=True, text=True, timeout=60)
+    last = (p.stderr.strip().splitlines() or [""])[-1]
+    C.check(p.returncode != 0, "start with an escaping link fails (status %d)" % p.returncode)
+    C.check("b.rnnd" in last and "leads out of the models folder" in last
+            and "secret.rnnd" in last, "the log names the file, the reason and the target: "
+            + last)
+
+    # absolute link to an outside file, added while serving, then SIGHUP
+    reset()
+    with Daemon({}, "--models", MODELS) as d:
+        os.symlink(os.path.join(OUTSIDE, "secret.rnnd"), os.path.join(MODELS, "c.rnnd"))
+        d.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("event=reloaded" in l for l in d.log):
+            time.sleep(0.05)
+        C.check(any("event=reloaded" in l for l in d.log), "the reload finished")
+        C.check(any("c.rnnd" in l and "leads out of the models folder" in l for l in d.log),
+                "the reload reports the escaping link")
+        C.eq(served(d), ["a"], "the escaping link is not served after the reload")
+        status, _, body = d.request("POST", "/v1/models/c/infer", {"inputs": [[1]]})
+        C.eq(status, 404, "infer on it: 404")
+        rc, _ = d.stop()
+        C.eq(rc, 0, "exit status")
+
+    # the operator may name any file explicitly
+    with Daemon({"x": os.path.join(OUTSIDE, "secret.rnnd")}) as d:
+        C.eq(served(d), ["x"], "--model NAME=FILE outside any folder is served")
+        d.stop()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
