@@ -12,6 +12,7 @@
 #include "api.h"
 #include "rnnd/sample.h"
 #include "rnnd/state_json.h"
+#include "rnnd/step_scan.h"
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
 
@@ -451,51 +452,54 @@ oom:
     return -1;
 }
 
-void rnnd_api_session_step(rnnd_req *r)
+/* The inputs SC scanned (rnnd/step_scan.h) into Q, when they are what parse_inputs would
+ * accept for E's model. Returns 1 when taken, 0 when they do not fit (the jansson path then
+ * says why), -1 after replying out of memory. */
+static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e,
+                        struct step_req *q)
 {
-    if (rnnd_api_admit(r))
-        return;
-    static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
-                                         "if_steps", NULL};
-    json_t *body = rnnd_req_body(r);
-    if (!body) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
-                         "{\"inputs\": [STEP, ...]}");
-        return;
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    size_t n = sc->n_steps;
+    if (n > (size_t)rnnd_req_app(r)->cfg->max_steps_per_request)
+        return 0;
+    if (spec->input_kind == RNND_INPUT_TOKENS) {
+        if (sc->width)
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (sc->ids[i] < 0 || sc->ids[i] >= spec->vocab_size)
+                return 0;
+        q->tokens = malloc(n * sizeof *q->tokens);
+        if (!q->tokens)
+            goto oom;
+        for (size_t i = 0; i < n; i++)
+            q->tokens[i] = (int32_t)sc->ids[i];
+    } else {
+        if (sc->width != (size_t)spec->input_dim)
+            return 0;
+        q->vectors = sc->vectors;   /* taken over */
+        sc->vectors = NULL;
     }
-    const json_t *text = json_object_get(body, "text");
-    if (text && json_object_get(body, "inputs")) {
-        rnnd_reply_error(r, "invalid_request", "give either inputs or text, not both");
-        return;
-    }
-    if (text && !json_is_string(text)) {
-        rnnd_reply_error(r, "invalid_request", "text: expected a string, got %s",
-                         rnnd_json_type_desc(text));
-        return;
-    }
-    const json_t *lg = json_object_get(body, "logits");
-    if (lg && !json_is_boolean(lg)) {
-        rnnd_reply_error(r, "invalid_request", "logits: expected true or false");
-        return;
-    }
-    int64_t top_k = 0;
-    if (int_field(r, body, "top_k", 1, 65536, &top_k))
-        return;
-    if (rnnd_api_check_fields(r, body, fields))
-        return;
-    int last_only = 0;
-    const json_t *o = json_object_get(body, "outputs");
-    if (o) {
-        const char *os = json_string_value(o);
-        if (!os || (strcmp(os, "all") && strcmp(os, "last"))) {
-            rnnd_reply_error(r, "invalid_request", "outputs: expected \"all\" or \"last\"");
-            return;
-        }
-        last_only = !strcmp(os, "last");
-    }
-    int64_t if_steps = -1;
-    if (int_field(r, body, "if_steps", 0, INT64_MAX, &if_steps))
-        return;
+    size_t O = (size_t)e->output_dim;
+    q->out = malloc((O ? O : 1) * n * sizeof *q->out);
+    if (!q->out)
+        goto oom;
+    return 1;
+oom:
+    rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+    return -1;
+}
+
+/* What a step body asks for, from the scanner or from the decoded JSON. */
+struct step_args {
+    rnnd_step_scan *sc;         /* scanned inputs, or NULL: INPUTS/TEXT of the JSON body */
+    const json_t *inputs, *text;
+    int last_only, logits;
+    int64_t top_k, if_steps;
+};
+
+/* Look the session up and queue the step job. Replies on error. */
+static void step_submit(rnnd_req *r, const struct step_args *a)
+{
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
@@ -508,44 +512,130 @@ void rnnd_api_session_step(rnnd_req *r)
     }
     q->s = s;
     q->r = r;
-    q->logits = !json_is_false(lg);
+    q->logits = a->logits;
     rnnd_req_on_free(r, step_free, q);  /* from here on the request owns Q and the ref */
-    if (top_k) {
+    if (a->top_k) {
         const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
         if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
             rnnd_reply_error(r, "invalid_request", "top_k: model %s's output is not a "
                              "distribution over its vocabulary", e->name);
             return;
         }
-        q->top_k = (size_t)top_k < (size_t)e->output_dim ? (size_t)top_k
-                                                           : (size_t)e->output_dim;
+        q->top_k = (size_t)a->top_k < (size_t)e->output_dim ? (size_t)a->top_k
+                                                              : (size_t)e->output_dim;
     }
-    size_t n;
-    if (text) {
-        if (rnnd_api_tokens(r, e, text, "text", &q->tokens, &n))
+    size_t n = 0;
+    int taken = a->sc ? take_scanned(r, a->sc, e, q) : 0;
+    if (taken < 0)
+        return;
+    if (taken) {
+        n = a->sc->n_steps;
+    } else if (a->text) {
+        if (rnnd_api_tokens(r, e, a->text, "text", &q->tokens, &n))
             return;
         q->out = malloc((size_t)e->output_dim * n * sizeof *q->out);
         if (!q->out) {
             rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
             return;
         }
-    } else if (parse_inputs(r, json_object_get(body, "inputs"), e, q, &n)) {
-        return;
+    } else {
+        const json_t *inputs = a->inputs;
+        if (a->sc) {
+            /* scanned, but not right for this model: the JSON path words the error */
+            if (rnnd_req_decode(r))
+                return;
+            inputs = json_object_get(rnnd_req_body(r), "inputs");
+        }
+        if (parse_inputs(r, inputs, e, q, &n))
+            return;
     }
     rnnd_step_job_init(&q->sj, e->batcher);
     q->sj.job.finish = step_finish;
     q->sj.n_steps = n;
     q->sj.tokens = q->tokens;
     q->sj.vectors = q->vectors;
-    q->sj.last_only = last_only;
+    q->sj.last_only = a->last_only;
     q->sj.out = q->out;
-    q->sj.if_steps = if_steps;
+    q->sj.if_steps = a->if_steps;
     rnnd_req_defer(r);
     int why = rnnd_session_submit(s, &q->sj.job);
     if (why != RNND_SESSION_FOUND) {
         rnnd_api_reply_left(r, why);
         rnnd_req_complete(r);
     }
+}
+
+/* The fields of a decoded body into A. Replies on error. */
+static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
+{
+    static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
+                                         "if_steps", NULL};
+    if (!body) {
+        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+                         "{\"inputs\": [STEP, ...]}");
+        return -1;
+    }
+    const json_t *text = json_object_get(body, "text");
+    if (text && json_object_get(body, "inputs")) {
+        rnnd_reply_error(r, "invalid_request", "give either inputs or text, not both");
+        return -1;
+    }
+    if (text && !json_is_string(text)) {
+        rnnd_reply_error(r, "invalid_request", "text: expected a string, got %s",
+                         rnnd_json_type_desc(text));
+        return -1;
+    }
+    const json_t *lg = json_object_get(body, "logits");
+    if (lg && !json_is_boolean(lg)) {
+        rnnd_reply_error(r, "invalid_request", "logits: expected true or false");
+        return -1;
+    }
+    if (int_field(r, body, "top_k", 1, 65536, &a->top_k))
+        return -1;
+    if (rnnd_api_check_fields(r, body, fields))
+        return -1;
+    const json_t *o = json_object_get(body, "outputs");
+    if (o) {
+        const char *os = json_string_value(o);
+        if (!os || (strcmp(os, "all") && strcmp(os, "last"))) {
+            rnnd_reply_error(r, "invalid_request", "outputs: expected \"all\" or \"last\"");
+            return -1;
+        }
+        a->last_only = !strcmp(os, "last");
+    }
+    if (int_field(r, body, "if_steps", 0, INT64_MAX, &a->if_steps))
+        return -1;
+    a->text = text;
+    a->inputs = json_object_get(body, "inputs");
+    a->logits = !json_is_false(lg);
+    return 0;
+}
+
+void rnnd_api_session_step(rnnd_req *r)
+{
+    /* The common body goes through the scanner; anything it declines, and every error, takes
+     * the JSON path, so both give the same result (tests/check_step_scan.c). */
+    rnnd_app *app = rnnd_req_app(r);
+    struct step_args a = {.logits = 1, .if_steps = -1};
+    rnnd_step_scan sc;
+    size_t len;
+    const char *raw = rnnd_req_raw_body(r, &len);
+    if (raw && !rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
+                                     (size_t)app->cfg->max_steps_per_request, &sc)) {
+        if (rnnd_api_admit(r) == 0) {
+            a.sc = &sc;
+            a.last_only = sc.last_only;
+            a.if_steps = sc.if_steps;
+            step_submit(r, &a);
+        }
+        rnnd_step_scan_clear(&sc);
+        return;
+    }
+    if (rnnd_req_decode(r) || rnnd_api_admit(r))
+        return;
+    if (step_fields(r, rnnd_req_body(r), &a))
+        return;
+    step_submit(r, &a);
 }
 
 /* ---- reset, fork, state: jobs that run inline when they reach the head ------------------- */

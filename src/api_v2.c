@@ -570,7 +570,7 @@ static void task_free(void *arg)
 }
 
 /* The v1 response's "outputs" ([[[..] per step] per sequence]) as one flat list: the same
- * %.9g text of the same floats, brackets dropped. */
+ * float text of the same floats, brackets dropped. */
 static void flatten_v1(rnnd_buf *b, const char *v1, size_t len)
 {
     static const char key[] = "\"outputs\":";

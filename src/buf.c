@@ -1,6 +1,8 @@
 /* A growable text buffer for JSON responses (rnnd/buf.h). */
 #include "rnnd/buf.h"
 
+#include "rnnd/fmtfloat.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -117,28 +119,19 @@ void rnnd_buf_float(rnnd_buf *b, float v)
         b->failed = 1;
         return;
     }
-    if (v == 0.0f && signbit(v)) {
-        /* "-0" reads back as the integer 0 in most JSON parsers (jansson, Python) and loses
-         * its sign; "-0.0" is a real everywhere. */
-        rnnd_buf_append(b, "-0.0", 4);
+    /* Shortest text that reads back as V; "-0.0" for negative zero (fmtfloat.h). No printf:
+     * a response carries thousands of floats, and the locale cannot put a comma in. */
+    if (reserve(b, RNND_FMT_FLOAT_MAX))
         return;
-    }
-    char tmp[32];
-    int n = snprintf(tmp, sizeof tmp, "%.9g", (double)v);
-    if (n <= 0 || (size_t)n >= sizeof tmp) {
-        b->failed = 1;
-        return;
-    }
-    /* A locale with a decimal comma would break JSON; rnnd never calls setlocale(), but a
-     * library it is linked into might. */
-    for (int i = 0; i < n; i++)
-        if (tmp[i] == ',')
-            tmp[i] = '.';
-    rnnd_buf_append(b, tmp, (size_t)n);
+    b->len += rnnd_fmt_float(v, b->data + b->len);
 }
 
 void rnnd_buf_floats(rnnd_buf *b, const float *v, size_t n)
 {
+    /* room for typical texts up front (most are 9-11 characters with the comma): one
+     * realloc instead of doubling from 256 bytes through a 512-float reply */
+    if (n <= (SIZE_MAX - 2) / 12 && reserve(b, n * 12 + 2))
+        return;
     rnnd_buf_append(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
         if (i)

@@ -775,29 +775,53 @@ static int json_depth_ok(const char *s, size_t n, long max)
     return 1;
 }
 
-/* The whole body is in: decode it and run the handler. */
-static void dispatch(rnnd_req *r)
+/* Decode the body (there is one, not yet decoded). Replies and returns -1 on error. */
+static int decode_body(rnnd_req *r)
 {
     rnnd_app *app = r->http->app;
-    if (r->len) {
-        if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
-            rnnd_reply_error(r, "invalid_json", "JSON nested deeper than max_json_depth (%lld)",
-                             (long long)app->cfg->max_json_depth);
-            return;
-        }
-        char err[256];
-        if (rnnd_infer_load(r->body, r->len, &r->json, err, sizeof err)) {
-            rnnd_reply_error(r, "invalid_json", "%s", err);
-            return;
-        }
-        if (!json_is_object(r->json)) {
-            rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object");
-            return;
-        }
-        free(r->body);  /* the decoded form is all handlers need */
-        r->body = NULL;
-        r->cap = 0;
+    if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
+        rnnd_reply_error(r, "invalid_json", "JSON nested deeper than max_json_depth (%lld)",
+                         (long long)app->cfg->max_json_depth);
+        return -1;
     }
+    char err[256];
+    if (rnnd_infer_load(r->body, r->len, &r->json, err, sizeof err)) {
+        rnnd_reply_error(r, "invalid_json", "%s", err);
+        return -1;
+    }
+    if (!json_is_object(r->json)) {
+        rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object");
+        return -1;
+    }
+    free(r->body);  /* the decoded form is all handlers need */
+    r->body = NULL;
+    r->cap = 0;
+    return 0;
+}
+
+/* Handlers that look at the raw body first and decode it themselves (rnnd_req_decode): the
+ * step endpoint scans its common body shape without a JSON DOM (rnnd/step_scan.h). */
+static int lazy_body(rnnd_handler h)
+{
+    return h == rnnd_api_session_step;
+}
+
+int rnnd_req_decode(rnnd_req *r)
+{
+    return r->len && r->body && !r->json ? decode_body(r) : 0;
+}
+
+const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
+{
+    *len = r->body && !r->json ? r->len : 0;
+    return *len ? r->body : NULL;
+}
+
+/* The whole body is in: decode it (unless the handler does) and run the handler. */
+static void dispatch(rnnd_req *r)
+{
+    if (r->len && !lazy_body(r->handler) && decode_body(r))
+        return;
     r->handler(r);
     if (!r->deferred && !r->replied && !r->stream)
         rnnd_reply_error(r, "internal", "the handler gave no reply");

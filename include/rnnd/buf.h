@@ -22,7 +22,7 @@ int rnnd_buf_failed(const rnnd_buf *b);     /* nonzero after OOM or a non-finite
 void rnnd_buf_append(rnnd_buf *b, const char *s, size_t n);
 void rnnd_buf_puts(rnnd_buf *b, const char *s);
 void rnnd_buf_printf(rnnd_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A float with %.9g, which parses back to the same float32. */
+/* A float as the shortest text that parses back to the same float32 (rnnd/fmtfloat.h). */
 void rnnd_buf_float(rnnd_buf *b, float v);
 /* "[v0,v1,...]" */
 void rnnd_buf_floats(rnnd_buf *b, const float *v, size_t n);
