@@ -39,7 +39,9 @@ static void bench_usage(FILE *f)
             "  --steps T             sequence length for seq mode (default 100)\n"
             "  --threads N           threads that split each step (default 1, at most 64)\n"
             "  --seconds S           measuring time after a warm-up (default 2)\n"
-            "  --weights f32         weight type (only f32 so far)\n"
+            "  --weights f32|bf16|f16  weight matrices' element type (default f32); half\n"
+            "                        types are rounded from the random floats, compute stays\n"
+            "                        float (docs/model-format.md, \"Half-size weights\")\n"
             "The kernel path is the best for this CPU unless RNND_ISA names one.\n");
 }
 
@@ -193,8 +195,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         bad = "--steps must be 1..100000";
     else if (o->threads < 1 || o->threads > 64)
         bad = "--threads must be 1..64";
-    else if (strcmp(o->weights, "f32"))
-        bad = "--weights: only f32 is implemented so far";
+    else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") &&
+             strcmp(o->weights, "f16"))
+        bad = "--weights must be f32, bf16 or f16";
     else if (!(o->seconds > 0 && o->seconds < 3600))
         bad = "--seconds must be in (0, 3600)";
     if (bad) {
@@ -213,9 +216,10 @@ int rnnd_cmd_bench(int argc, char **argv)
 
     char arch[512], err[512];
     snprintf(arch, sizeof arch,
-             "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
+             "{\"format_version\":1,\"weights\":\"%s\","
+             "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
              "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"}]}",
-             o.input, o.cell, o.hidden);
+             o.weights, o.input, o.cell, o.hidden);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);

@@ -16,8 +16,9 @@ static void usage(FILE *f)
             "\n"
             "Validate a model file and print its architecture (input, every layer with its\n"
             "type, direction, sizes, options and activations, the head, the vocabulary),\n"
-            "parameter count, state size per session, output size, whether it can be fed\n"
-            "step by step (stateful), and the SHA-256 digest of the file.\n"
+            "parameter count, weight type (f32, bf16, f16), state size per session, output\n"
+            "size, whether it can be fed step by step (stateful), and the SHA-256 digest of\n"
+            "the file.\n"
             "\n"
             "options:\n"
             "  --json       print one JSON object instead of text\n"
@@ -143,6 +144,8 @@ static void print_text(const char *path, const rnnd_model *m)
     else if (s->input_kind == RNND_INPUT_TOKENS)
         printf("vocab:       none (token ids only)\n");
     printf("parameters:  %zu\n", rnnd_model_param_count(m));
+    printf("weights:     %s%s\n", rnnd_weights_name(s->weights),
+           s->weights == RNND_WEIGHTS_F32 ? "" : " (matrices half-size; compute in float)");
     printf("output dim:  %d\n", rnnd_model_output_dim(m));
     printf("state:       %zu floats (%zu bytes) per session\n", state, state * sizeof(float));
     printf("stateful:    %s\n", rnnd_model_is_stateful(m) ? "yes" : "no");
@@ -245,6 +248,7 @@ static json_t *model_json(const char *path, const rnnd_model *m)
     put(o, "vocab_size", json_integer(s->n_vocab));
     put(o, "tokenizer", s->tokenizer[0] ? json_string(s->tokenizer) : json_null());
     put(o, "parameters", json_integer((json_int_t)rnnd_model_param_count(m)));
+    put(o, "weights", json_string(rnnd_weights_name(s->weights)));
     put(o, "output_dim", json_integer(rnnd_model_output_dim(m)));
     put(o, "state_floats", json_integer((json_int_t)state));
     put(o, "state_bytes", json_integer((json_int_t)(state * sizeof(float))));

@@ -7,21 +7,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifdef RNND_HAVE_X86
+#include <cpuid.h>
+#endif
+
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "half.h"
 #include "kernels_internal.h"
 
 int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out)
 {
+    return rnnd_pack_as(W, rows, cols, RNND_WEIGHTS_F32, out);
+}
+
+int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out)
+{
     memset(out, 0, sizeof(*out));
     if (rows < 0 || cols < 0 || (W == NULL && rows > 0 && cols > 0))
         return RNND_ERR_INVALID;
+    if (type != RNND_WEIGHTS_F32 && type != RNND_WEIGHTS_BF16 && type != RNND_WEIGHTS_F16)
+        return RNND_ERR_INVALID;
+    const size_t esize = type == RNND_WEIGHTS_F32 ? sizeof(float) : sizeof(uint16_t);
 
     size_t panels = ((size_t)rows + RNND_PANEL - 1) / RNND_PANEL;
     size_t per_panel = (size_t)cols * RNND_PANEL;
-    if (panels != 0 && per_panel > SIZE_MAX / sizeof(float) / panels)
+    if (panels != 0 && per_panel > SIZE_MAX / esize / panels)
         return RNND_ERR_NOMEM;
-    size_t bytes = panels * per_panel * sizeof(float);
+    size_t bytes = panels * per_panel * esize;
     if (bytes > PTRDIFF_MAX - 64)   /* no object may be larger; also keeps ASan from aborting */
         return RNND_ERR_NOMEM;
     /* Never ask for 0 bytes: data stays a real pointer even for an empty matrix. */
@@ -30,24 +43,39 @@ int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out)
     void *mem = NULL;
     if (posix_memalign(&mem, 64, alloc) != 0)
         return RNND_ERR_NOMEM;
-    float *d = mem;
-    memset(d, 0, alloc);
+    memset(mem, 0, alloc);
 
     for (size_t p = 0; p < panels; p++) {
         size_t r_end = (size_t)rows - p * RNND_PANEL;
         if (r_end > RNND_PANEL)
             r_end = RNND_PANEL;
-        float *dp = d + p * per_panel;
         for (size_t r = 0; r < r_end; r++) {
             const float *src = W + (p * RNND_PANEL + r) * (size_t)cols;
-            for (size_t k = 0; k < (size_t)cols; k++)
-                dp[k * RNND_PANEL + r] = src[k];
+            size_t at = p * per_panel + r;
+            for (size_t k = 0; k < (size_t)cols; k++, at += RNND_PANEL) {
+                if (type == RNND_WEIGHTS_F32) {
+                    ((float *)mem)[at] = src[k];
+                    continue;
+                }
+                uint16_t h = type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(src[k])
+                                                       : rnnd_f32_to_f16(src[k]);
+                float back = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(h)
+                                                       : rnnd_f16_to_f32(h);
+                /* finite in, inf out: beyond the type's range */
+                if ((rnnd_f32_bits(back) & 0x7fffffffu) == 0x7f800000u &&
+                    (rnnd_f32_bits(src[k]) & 0x7fffffffu) != 0x7f800000u) {
+                    free(mem);
+                    return RNND_ERR_INVALID;
+                }
+                ((uint16_t *)mem)[at] = h;
+            }
         }
     }
     out->rows = rows;
     out->cols = cols;
     out->panels = (int)panels;
-    out->data = d;
+    out->type = type;
+    out->data = mem;
     return RNND_OK;
 }
 
@@ -69,13 +97,25 @@ static const rnnd_kernels *const all_paths[] = {
 };
 #define N_PATHS (sizeof(all_paths) / sizeof(all_paths[0]))
 
+#ifdef RNND_HAVE_X86
+/* CPUID leaf 1, ECX bit 29. Not __builtin_cpu_supports("f16c"): clang 14 (the fuzz build)
+ * does not know that name. F16C uses the YMM state that the avx2 check already covers. */
+static int cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 static int cpu_runs(const rnnd_kernels *k)
 {
     if (k == &rnnd_kern_table_scalar)
         return 1;
 #ifdef RNND_HAVE_X86
     /* __builtin_cpu_supports also checks that the OS saves the YMM/ZMM/opmask state. */
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* f16c: vcvtph2ps for float16 weights (every AVX2 CPU has it; checked all the same) */
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               cpu_has_f16c();
     if (k == &rnnd_kern_table_avx2)
         return avx2;
     if (k == &rnnd_kern_table_avx512)

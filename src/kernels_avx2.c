@@ -3,7 +3,11 @@
  * Same scheme as the AVX-512 path with half the registers: a tile of NP panels x NB batch
  * rows (2 * NP * NB <= 12 accumulators), each accumulator one fma chain over k ascending
  * from the bias, bit-for-bit the scalar reference's chain. Activations share
- * kernels_vmath.h with the AVX-512 path, so the two give identical bits. */
+ * kernels_vmath.h with the AVX-512 path, so the two give identical bits.
+ *
+ * Half-size weights: each 8-weight half of a panel line (16 bytes) is widened exactly to a
+ * ymm of floats (bf16: zero-extend and shift left 16; f16: F16C vcvtph2ps) before the same
+ * fma. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -16,7 +20,7 @@
 /* ---- gemv --------------------------------------------------------------------------------- */
 
 typedef struct gemv_args {
-    const float *w;
+    const void *w;      /* packed data, elements of the tile's type */
     size_t cols;
     const float *bias;
     const float *X;
@@ -38,21 +42,34 @@ static inline __m256i lanes_below(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* 8 weights at P, elements of type T, as floats. */
+static inline __attribute__((always_inline)) __m256
+load8(const char *p, const int T)
+{
+    if (T == RNND_WEIGHTS_F32)
+        return _mm256_load_ps((const float *)p);
+    __m128i h = _mm_load_si128((const __m128i *)p);
+    if (T == RNND_WEIGHTS_F16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
 static inline __attribute__((always_inline)) void
-gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
+gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, const int T)
 {
     __m256 acc[MAX_NP][MAX_NB][2];
     __m256i mlo[MAX_NP], mhi[MAX_NP];
-    const float *wp[MAX_NP];
+    const char *wp[MAX_NP];     /* each panel's start */
     const float *xp[MAX_NB];
     const size_t pstride = g->cols * RNND_PANEL;
+    const size_t esize = T == RNND_WEIGHTS_F32 ? 4 : 2;
 
 #pragma GCC unroll 4
     for (int p = 0; p < NP; p++) {
         int j0 = (int)(p0 + (size_t)p) * RNND_PANEL;
         mlo[p] = lanes_below(g->row_end - j0);
         mhi[p] = lanes_below(g->row_end - j0 - 8);
-        wp[p] = g->w + (p0 + (size_t)p) * pstride;
+        wp[p] = (const char *)g->w + (p0 + (size_t)p) * pstride * esize;
         __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
         if (g->bias) {
             lo = _mm256_maskload_ps(g->bias + j0, mlo[p]);
@@ -73,10 +90,10 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
         __m256 w[MAX_NP][2];
 #pragma GCC unroll 4
         for (int p = 0; p < NP; p++) {
-            const float *src = wp[p] + k * RNND_PANEL;
-            w[p][0] = _mm256_load_ps(src);
-            w[p][1] = _mm256_load_ps(src + 8);
-            _mm_prefetch((const char *)(src + PF_DIST * RNND_PANEL), _MM_HINT_T0);
+            const char *src = wp[p] + k * RNND_PANEL * esize;
+            w[p][0] = load8(src, T);
+            w[p][1] = load8(src + 8 * esize, T);
+            _mm_prefetch(src + PF_DIST * RNND_PANEL * esize, _MM_HINT_T0);
         }
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) {
@@ -102,22 +119,34 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
-#define TILE(NP, NB) \
-    static void tile_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
-    { gemv_tile(g, p0, b0, NP, NB); }
-TILE(4, 1) TILE(2, 1) TILE(1, 1)
-TILE(2, 2) TILE(1, 2)
-TILE(2, 3) TILE(1, 3)
-TILE(1, 4) TILE(1, 5) TILE(1, 6)
+/* One function per tile shape and weight type; T is f32, bf16 or f16. */
+#define TILE(T, NP, NB) \
+    static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
+    { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
+#define TILES(T) \
+    TILE(T, 4, 1) TILE(T, 2, 1) TILE(T, 1, 1) \
+    TILE(T, 2, 2) TILE(T, 1, 2) \
+    TILE(T, 2, 3) TILE(T, 1, 3) \
+    TILE(T, 1, 4) TILE(T, 1, 5) TILE(T, 1, 6)
+#define TYPE_f32 RNND_WEIGHTS_F32
+#define TYPE_bf16 RNND_WEIGHTS_BF16
+#define TYPE_f16 RNND_WEIGHTS_F16
+TILES(f32) TILES(bf16) TILES(f16)
 
-/* tiles[nb - 1][i] has 4 >> i panels; NULL where the tile would not fit in registers. */
-static const tile_fn tiles[MAX_NB][3] = {
-    { tile_4x1, tile_2x1, tile_1x1 },
-    { NULL, tile_2x2, tile_1x2 },
-    { NULL, tile_2x3, tile_1x3 },
-    { NULL, NULL, tile_1x4 },
-    { NULL, NULL, tile_1x5 },
-    { NULL, NULL, tile_1x6 },
+/* tiles[type][nb - 1][i] has 4 >> i panels; NULL where the tile would not fit in
+ * registers. */
+#define TILE_TABLE(T) { \
+    { tile_##T##_4x1, tile_##T##_2x1, tile_##T##_1x1 }, \
+    { NULL, tile_##T##_2x2, tile_##T##_1x2 }, \
+    { NULL, tile_##T##_2x3, tile_##T##_1x3 }, \
+    { NULL, NULL, tile_##T##_1x4 }, \
+    { NULL, NULL, tile_##T##_1x5 }, \
+    { NULL, NULL, tile_##T##_1x6 }, \
+}
+static const tile_fn tiles_by_type[3][MAX_NB][3] = {
+    [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
+    [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
+    [RNND_WEIGHTS_F16] = TILE_TABLE(f16),
 };
 
 static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const float *X,
@@ -130,6 +159,7 @@ static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const fl
         .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
         .Y = Y, .ldy = ldy, .row_end = row_end,
     };
+    const tile_fn (*tiles)[3] = tiles_by_type[W->type];
     size_t p = (size_t)row_begin / RNND_PANEL;
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     /* B = 1: 4 panels (8 chains); B <= 3: 2 panels; else 1 panel x up to 6 rows. */

@@ -5,7 +5,12 @@
  * accumulator is its own fma chain over k ascending from the bias, exactly the scalar
  * reference's chain, so tile shapes, row ranges and the batch size never change a bit.
  * Small batches use more panels per tile so that enough independent chains are in flight to
- * hide the fma latency and keep many weight streams loading (B = 1 is memory bound). */
+ * hide the fma latency and keep many weight streams loading (B = 1 is memory bound).
+ *
+ * Half-size weights (bfloat16, float16) use the same tiles: a panel line of 16 halves (32
+ * bytes) is widened exactly to one zmm of floats (bf16: zero-extend and shift left 16;
+ * f16: vcvtph2ps) before the same fma, so the chain and its bits do not change. Not
+ * vdpbf16ps: it would round the inputs to bf16 too and sum in another order. */
 #include "config.h"
 
 #include <immintrin.h>
@@ -18,7 +23,7 @@
 /* ---- gemv --------------------------------------------------------------------------------- */
 
 typedef struct gemv_args {
-    const float *w;     /* packed data */
+    const void *w;      /* packed data, elements of the tile's type */
     size_t cols;
     const float *bias;
     const float *X;
@@ -43,22 +48,35 @@ static inline __mmask16 rows_mask(int j0, int row_end)
     return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
 }
 
-/* One tile: panels p0..p0+NP-1, batch rows b0..b0+NB-1. NP and NB are constants after
- * inlining, so acc[][] lives in registers. */
+/* The 16 weights of one panel line at P, elements of type T, as floats. */
+static inline __attribute__((always_inline)) __m512
+load_line(const char *p, const int T)
+{
+    if (T == RNND_WEIGHTS_F32)
+        return _mm512_load_ps((const float *)p);
+    __m256i h = _mm256_load_si256((const __m256i *)p);
+    if (T == RNND_WEIGHTS_F16)
+        return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* One tile: panels p0..p0+NP-1, batch rows b0..b0+NB-1, weights of type T. NP, NB and T are
+ * constants after inlining, so acc[][] lives in registers. */
 static inline __attribute__((always_inline)) void
-gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
+gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, const int T)
 {
     __m512 acc[MAX_NP][MAX_NB];
     __mmask16 m[MAX_NP];
-    const float *wp[MAX_NP];
+    const char *wp[MAX_NP];     /* each panel's start */
     const float *xp[MAX_NB];
     const size_t pstride = g->cols * RNND_PANEL;
+    const size_t esize = T == RNND_WEIGHTS_F32 ? 4 : 2;
 
 #pragma GCC unroll 8
     for (int p = 0; p < NP; p++) {
         int j0 = (int)(p0 + (size_t)p) * RNND_PANEL;
         m[p] = rows_mask(j0, g->row_end);
-        wp[p] = g->w + (p0 + (size_t)p) * pstride;
+        wp[p] = (const char *)g->w + (p0 + (size_t)p) * pstride * esize;
         __m512 init = g->bias ? _mm512_maskz_loadu_ps(m[p], g->bias + j0) : _mm512_setzero_ps();
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
@@ -73,9 +91,9 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
         __m512 w[MAX_NP];
 #pragma GCC unroll 8
         for (int p = 0; p < NP; p++) {
-            w[p] = _mm512_load_ps(wp[p] + k * RNND_PANEL);
+            w[p] = load_line(wp[p] + k * RNND_PANEL * esize, T);
             if (PF_DIST > 0)
-                _mm_prefetch((const char *)(wp[p] + (k + PF_DIST) * RNND_PANEL), _MM_HINT_T0);
+                _mm_prefetch(wp[p] + (k + PF_DIST) * RNND_PANEL * esize, _MM_HINT_T0);
         }
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) {
@@ -97,23 +115,35 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB)
 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
-#define TILE(NP, NB) \
-    static void tile_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
-    { gemv_tile(g, p0, b0, NP, NB); }
-#define TILES_FOR_NB(NB) TILE(8, NB) TILE(4, NB) TILE(2, NB) TILE(1, NB)
-TILES_FOR_NB(1) TILES_FOR_NB(2) TILES_FOR_NB(3)
-TILE(4, 4) TILE(2, 4) TILE(1, 4)
-TILE(4, 5) TILE(2, 5) TILE(1, 5)
-TILE(4, 6) TILE(2, 6) TILE(1, 6)
+/* One function per tile shape and weight type; T is f32, bf16 or f16. */
+#define TILE(T, NP, NB) \
+    static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
+    { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
+#define TILES_FOR_NB(T, NB) TILE(T, 8, NB) TILE(T, 4, NB) TILE(T, 2, NB) TILE(T, 1, NB)
+#define TILES(T) \
+    TILES_FOR_NB(T, 1) TILES_FOR_NB(T, 2) TILES_FOR_NB(T, 3) \
+    TILE(T, 4, 4) TILE(T, 2, 4) TILE(T, 1, 4) \
+    TILE(T, 4, 5) TILE(T, 2, 5) TILE(T, 1, 5) \
+    TILE(T, 4, 6) TILE(T, 2, 6) TILE(T, 1, 6)
+#define TYPE_f32 RNND_WEIGHTS_F32
+#define TYPE_bf16 RNND_WEIGHTS_BF16
+#define TYPE_f16 RNND_WEIGHTS_F16
+TILES(f32) TILES(bf16) TILES(f16)
 
-/* tiles[nb - 1][i] has 8 >> i panels; NULL where the tile would not fit in registers. */
-static const tile_fn tiles[MAX_NB][4] = {
-    { tile_8x1, tile_4x1, tile_2x1, tile_1x1 },
-    { tile_8x2, tile_4x2, tile_2x2, tile_1x2 },
-    { tile_8x3, tile_4x3, tile_2x3, tile_1x3 },
-    { NULL, tile_4x4, tile_2x4, tile_1x4 },
-    { NULL, tile_4x5, tile_2x5, tile_1x5 },
-    { NULL, tile_4x6, tile_2x6, tile_1x6 },
+/* tiles[type][nb - 1][i] has 8 >> i panels; NULL where the tile would not fit in
+ * registers. */
+#define TILE_TABLE(T) { \
+    { tile_##T##_8x1, tile_##T##_4x1, tile_##T##_2x1, tile_##T##_1x1 }, \
+    { tile_##T##_8x2, tile_##T##_4x2, tile_##T##_2x2, tile_##T##_1x2 }, \
+    { tile_##T##_8x3, tile_##T##_4x3, tile_##T##_2x3, tile_##T##_1x3 }, \
+    { NULL, tile_##T##_4x4, tile_##T##_2x4, tile_##T##_1x4 }, \
+    { NULL, tile_##T##_4x5, tile_##T##_2x5, tile_##T##_1x5 }, \
+    { NULL, tile_##T##_4x6, tile_##T##_2x6, tile_##T##_1x6 }, \
+}
+static const tile_fn tiles_by_type[3][MAX_NB][4] = {
+    [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
+    [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
+    [RNND_WEIGHTS_F16] = TILE_TABLE(f16),
 };
 
 static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const float *X,
@@ -126,6 +156,7 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
         .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
         .Y = Y, .ldy = ldy, .row_end = row_end,
     };
+    const tile_fn (*tiles)[4] = tiles_by_type[W->type];
     size_t p = (size_t)row_begin / RNND_PANEL;
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     /* Up to 3 batch rows: 8 panels per tile (8..24 chains). More: 4 panels x 6 rows, and

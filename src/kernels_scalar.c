@@ -7,26 +7,56 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "rnnd/kernels.h"
+#include "half.h"
 #include "kernels_internal.h"
 
-static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const float *X,
-                                 size_t ldx, size_t B, float *Y, size_t ldy,
-                                 int row_begin, int row_end)
+/* Element idx of packed data as a float: half types widen exactly. TYPE is a constant
+ * where this is inlined, so each loop below is specialised to one element type. */
+static inline float w_at(const void *data, size_t idx, const int type)
+{
+    if (type == RNND_WEIGHTS_BF16)
+        return rnnd_bf16_to_f32(((const uint16_t *)data)[idx]);
+    if (type == RNND_WEIGHTS_F16)
+        return rnnd_f16_to_f32(((const uint16_t *)data)[idx]);
+    return ((const float *)data)[idx];
+}
+
+static inline __attribute__((always_inline)) void
+gemv_typed(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B,
+           float *Y, size_t ldy, int row_begin, int row_end, const int type)
 {
     const size_t cols = (size_t)W->cols;
     for (size_t b = 0; b < B; b++) {
         const float *x = X + b * ldx;
         float *y = Y + b * ldy;
         for (int j = row_begin; j < row_end; j++) {
-            const float *w = W->data + (size_t)(j / RNND_PANEL) * cols * RNND_PANEL
-                             + (size_t)(j % RNND_PANEL);
+            size_t w0 = (size_t)(j / RNND_PANEL) * cols * RNND_PANEL
+                        + (size_t)(j % RNND_PANEL);
             float acc = bias ? bias[j] : 0.0f;
             for (size_t k = 0; k < cols; k++)
-                acc = fmaf(w[k * RNND_PANEL], x[k], acc);
+                acc = fmaf(w_at(W->data, w0 + k * RNND_PANEL, type), x[k], acc);
             y[j] = acc;
         }
+    }
+}
+
+static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const float *X,
+                                 size_t ldx, size_t B, float *Y, size_t ldy,
+                                 int row_begin, int row_end)
+{
+    switch (W->type) {
+    case RNND_WEIGHTS_BF16:
+        gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_BF16);
+        break;
+    case RNND_WEIGHTS_F16:
+        gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_F16);
+        break;
+    default:
+        gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_F32);
+        break;
     }
 }
 

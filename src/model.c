@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 #include <jansson.h>
 #include "rnnd/status.h"
+#include "half.h"
 #include "sha256.h"
 
 /* Tensors are used in place as float arrays: the file's byte order must be the host's. */
@@ -67,6 +69,7 @@ typedef struct tentry {
     int ndim;
     int64_t shape[RNND_MAX_TENSOR_DIMS];
     uint64_t count;         /* elements */
+    int dtype;              /* enum rnnd_weights: F32, BF16 or F16 */
     uint64_t begin, end;    /* relative to the data buffer */
     int used;
 } tentry;
@@ -83,6 +86,9 @@ typedef struct lctx {
                                  RNND_ERR_NOMEM, "out of memory")
 
 static const char *const entry_keys[] = {"dtype", "shape", "data_offsets"};
+/* safetensors' names, indexed by enum rnnd_weights */
+static const char *const dtype_names[] = {"F32", "BF16", "F16"};
+static const char *const half_names[] = {"float32", "bfloat16", "float16"};
 
 static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data_len,
                        tentry *t)
@@ -103,9 +109,14 @@ static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data
     const json_t *dtype = json_object_get(v, "dtype");
     if (!json_is_string(dtype))
         return BAD(c, name, "dtype is not a string");
-    if (strcmp(json_string_value(dtype), "F32") != 0)
-        return BAD(c, name, "dtype %.20s is not supported (only F32)",
+    t->dtype = -1;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(json_string_value(dtype), dtype_names[i]) == 0)
+            t->dtype = i;
+    if (t->dtype < 0)
+        return BAD(c, name, "dtype %.20s is not supported (F32, BF16 or F16)",
                    json_string_value(dtype));
+    const uint64_t esize = t->dtype == RNND_WEIGHTS_F32 ? 4 : 2;
 
     const json_t *shape = json_object_get(v, "shape");
     if (!json_is_array(shape))
@@ -124,7 +135,7 @@ static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data
             return BAD(c, name, "shape's element count overflows");
     }
     uint64_t bytes;
-    if (__builtin_mul_overflow(t->count, (uint64_t)4, &bytes))
+    if (__builtin_mul_overflow(t->count, esize, &bytes))
         return BAD(c, name, "shape's byte size overflows");
 
     const json_t *offs = json_object_get(v, "data_offsets");
@@ -144,13 +155,13 @@ static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data
     if (t->end > data_len)
         return BAD(c, name, "data_offsets end %llu is past the end of the data (%llu bytes)",
                    (unsigned long long)t->end, (unsigned long long)data_len);
-    if (t->begin % 4)
-        return BAD(c, name, "data_offsets begin %llu is not a multiple of 4",
-                   (unsigned long long)t->begin);
+    if (t->begin % esize)
+        return BAD(c, name, "data_offsets begin %llu is not a multiple of %llu",
+                   (unsigned long long)t->begin, (unsigned long long)esize);
     if (t->end - t->begin != bytes)
-        return BAD(c, name, "data_offsets span %llu bytes, but %llu F32 elements need %llu",
+        return BAD(c, name, "data_offsets span %llu bytes, but %llu %s elements need %llu",
                    (unsigned long long)(t->end - t->begin), (unsigned long long)t->count,
-                   (unsigned long long)bytes);
+                   dtype_names[t->dtype], (unsigned long long)bytes);
     return 0;
 }
 
@@ -178,6 +189,52 @@ static void shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
         snprintf(buf + n, len - n, "]");
 }
 
+/* Half-size weights: every matrix NEED marks, stored as F32 (rounded here, to nearest even)
+ * or in the architecture's half type (widened, exactly), into one float buffer the model
+ * owns; the spec points there. A finite value the type cannot hold is refused, never
+ * saturated: the model would silently compute something else. */
+static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *const *bound,
+                 size_t nneed, const unsigned char *data)
+{
+    const int wt = m->spec.weights;
+    size_t total = 0;
+    for (size_t r = 0; r < nneed; r++)
+        if (need[r].matrix)
+            total += (size_t)bound[r]->count;  /* each fits the file: no overflow */
+    void *mem = NULL;
+    if (total > SIZE_MAX / sizeof(float) - 64 ||
+        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+        return NOMEM(c);
+    m->halved = mem;
+    float *dst = m->halved;
+    for (size_t r = 0; r < nneed; r++) {
+        if (!need[r].matrix)
+            continue;
+        const tentry *e = bound[r];
+        const unsigned char *src = data + e->begin;
+        for (size_t i = 0; i < (size_t)e->count; i++) {
+            if (e->dtype == RNND_WEIGHTS_F32) {
+                float v;
+                memcpy(&v, src + 4 * i, sizeof v);
+                float h = wt == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(rnnd_f32_to_bf16(v))
+                                                  : rnnd_f16_to_f32(rnnd_f32_to_f16(v));
+                if (isinf(h) && !isinf(v))
+                    return BAD(c, e->name, "element %zu: value %.9g out of %s range (largest "
+                               "finite %.9g)", i, (double)v, half_names[wt],
+                               wt == RNND_WEIGHTS_BF16 ? 3.38953139e38 : 65504.0);
+                dst[i] = h;
+            } else {
+                uint16_t u;
+                memcpy(&u, src + 2 * i, sizeof u);
+                dst[i] = wt == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(u) : rnnd_f16_to_f32(u);
+            }
+        }
+        *need[r].dst = dst;
+        dst += e->count;
+    }
+    return 0;
+}
+
 /* Match the tensor table T (N entries, all individually valid) against what the spec
  * needs, and point the spec at the data. */
 static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsigned char *data)
@@ -185,7 +242,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
     int rc = 0;
     tentry **idx = malloc((n ? n : 1) * sizeof *idx);
     rnnd_req_tensor *need = malloc(RNND_ARCH_MAX_TENSORS * sizeof *need);
-    if (!idx || !need) {
+    tentry **bound = malloc(RNND_ARCH_MAX_TENSORS * sizeof *bound);
+    if (!idx || !need || !bound) {
         rc = NOMEM(c);
         goto out;
     }
@@ -230,7 +288,19 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             rc = BAD(c, e->name, "shape %s, but the architecture needs %s", got, want);
             goto out;
         }
+        if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
+            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, "
+                     "head.weight) may be half-size; this tensor must be F32",
+                     dtype_names[e->dtype]);
+            goto out;
+        }
+        if (e->dtype != RNND_WEIGHTS_F32 && e->dtype != m->spec.weights) {
+            rc = BAD(c, e->name, "dtype %s does not match the architecture's weights \"%s\"",
+                     dtype_names[e->dtype], rnnd_weights_name(m->spec.weights));
+            goto out;
+        }
         e->used = 1;
+        bound[r] = e;
         *need[r].dst = (const float *)(const void *)(data + e->begin);
         m->param_count += (size_t)e->count;
     }
@@ -240,9 +310,12 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             goto out;
         }
     }
+    if (m->spec.weights != RNND_WEIGHTS_F32)
+        rc = halve(c, m, need, bound, nneed, data);
 out:
     free(idx);
     free(need);
+    free(bound);
     return rc;
 }
 
@@ -356,6 +429,7 @@ static void model_destroy(rnnd_model *m)
     if (!m)
         return;
     free(m->base);
+    free(m->halved);
     rnnd_arch_release(&m->spec);
     free(m->arch_json);
     free(m);

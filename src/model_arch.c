@@ -38,6 +38,7 @@ static const float act_defaults[RNND_ACT_COUNT][2] = {
 static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan"};
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
+static const char *const weights_names[] = {"f32", "bf16", "f16"};
 
 const char *rnnd_act_name(int kind)
 {
@@ -52,6 +53,11 @@ const char *rnnd_cell_name(int cell)
 const char *rnnd_direction_name(int dir)
 {
     return dir >= 0 && dir < 3 ? dir_names[dir] : "unknown";
+}
+
+const char *rnnd_weights_name(int weights)
+{
+    return weights >= 0 && weights < 3 ? weights_names[weights] : "unknown";
 }
 
 static const char *type_name(const json_t *v)
@@ -454,7 +460,7 @@ static int parse_vocab(actx *c, const json_t *v, rnnd_model_spec *s)
 }
 
 static const char *const top_keys[] = {
-    "format_version", "name", "input", "layers", "head", "vocab", "tokenizer", NULL,
+    "format_version", "name", "input", "layers", "head", "vocab", "tokenizer", "weights", NULL,
 };
 
 static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
@@ -479,6 +485,19 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
         if (json_string_length(name) >= sizeof s->name)
             return BAD(c, "architecture.name", "longer than %zu bytes", sizeof s->name - 1);
         memcpy(s->name, json_string_value(name), json_string_length(name) + 1);
+    }
+
+    const json_t *wt = json_object_get(a, "weights");
+    if (wt && !json_is_null(wt)) {
+        if (!json_is_string(wt))
+            return BAD(c, "architecture.weights", "expected a string, got %s", type_name(wt));
+        s->weights = -1;
+        for (int i = 0; i < 3; i++)
+            if (strcmp(json_string_value(wt), weights_names[i]) == 0)
+                s->weights = i;
+        if (s->weights < 0)
+            return BAD(c, "architecture.weights", "unknown value \"%.40s\" (expected f32, bf16 "
+                       "or f16)", json_string_value(wt));
     }
 
     if ((rc = parse_input(c, json_object_get(a, "input"), s)))
@@ -554,10 +573,18 @@ static void req(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, int 
                 const float **dst)
 {
     snprintf(t->name, sizeof t->name, "%s", name);
+    t->matrix = 0;      /* matrices: set by mat() */
     t->ndim = ndim;
     t->shape[0] = a;
     t->shape[1] = b;
     t->dst = dst;
+}
+
+/* A matrix the gemv kernels read: it may be stored half-size. */
+static void mat(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, const float **dst)
+{
+    req(t, name, a, b, 2, dst);
+    t->matrix = 1;
 }
 
 size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
@@ -572,23 +599,23 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             rnnd_dir_weights *w = &L->w[d];
             char nm[48];
 #define NM(x) (snprintf(nm, sizeof nm, "layers.%d.%d.%s", l, d, x), nm)
-            req(&out[n++], NM("W"), gh, L->in_dim, 2, &w->W);
-            req(&out[n++], NM("R"), gh, L->out_dim, 2, &w->R);
+            mat(&out[n++], NM("W"), gh, L->in_dim, &w->W);
+            mat(&out[n++], NM("R"), gh, L->out_dim, &w->R);
             req(&out[n++], NM("Wb"), gh, 0, 1, &w->Wb);
             req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);
             if (L->cell == RNND_CELL_LSTM && L->peepholes)
                 req(&out[n++], NM("P"), 3 * (int64_t)L->hidden, 0, 1, &w->P);
             if (L->cell == RNND_CELL_LSTM && L->proj_size > 0)
-                req(&out[n++], NM("proj"), L->proj_size, L->hidden, 2, &w->proj);
+                mat(&out[n++], NM("proj"), L->proj_size, L->hidden, &w->proj);
             if (L->cell == RNND_CELL_JORDAN) {
-                req(&out[n++], NM("V"), L->output_size, L->hidden, 2, &w->V);
+                mat(&out[n++], NM("V"), L->output_size, L->hidden, &w->V);
                 req(&out[n++], NM("Vb"), L->output_size, 0, 1, &w->Vb);
             }
 #undef NM
         }
     }
     if (s->has_head) {
-        req(&out[n++], "head.weight", s->head_out, s->head_in, 2, &s->head_W);
+        mat(&out[n++], "head.weight", s->head_out, s->head_in, &s->head_W);
         req(&out[n++], "head.bias", s->head_out, 0, 1, &s->head_b);
     }
     return n;

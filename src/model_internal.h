@@ -19,6 +19,7 @@ struct rnnd_model {
     char *arch_json;        /* copy of __metadata__.architecture */
     size_t param_count;
     char digest[65];
+    float *halved;          /* half-size weights: the matrices as floats (spec points here) */
     rnnd_model_spec spec;   /* spec.vocab is owned (one allocation) */
 };
 
@@ -43,6 +44,7 @@ typedef struct rnnd_req_tensor {
     char name[48];
     int ndim;
     int64_t shape[2];
+    int matrix;             /* read by the gemv kernels: may be stored half-size */
     const float **dst;
 } rnnd_req_tensor;
 

@@ -114,21 +114,23 @@ static void release_pack(dir_pack *p)
     rnnd_pack_release(&p->V);
 }
 
-static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, dir_pack *p)
+/* Every matrix in the model's weight type T (the loader already rounded the values to it,
+ * so packing them is exact). */
+static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     int H = L->hidden, GH = L->gates * L->hidden;
-    int rc = rnnd_pack(w->W, GH, L->in_dim, &p->W);
+    int rc = rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
     if (rc == 0 && L->cell == RNND_CELL_GRU) {
-        rc = rnnd_pack(w->R, 2 * H, L->out_dim, &p->R);
+        rc = rnnd_pack_as(w->R, 2 * H, L->out_dim, T, &p->R);
         if (rc == 0)
-            rc = rnnd_pack(w->R + (size_t)2 * H * L->out_dim, H, L->out_dim, &p->Rh);
+            rc = rnnd_pack_as(w->R + (size_t)2 * H * L->out_dim, H, L->out_dim, T, &p->Rh);
     } else if (rc == 0) {
-        rc = rnnd_pack(w->R, GH, L->out_dim, &p->R);
+        rc = rnnd_pack_as(w->R, GH, L->out_dim, T, &p->R);
     }
     if (rc == 0 && L->cell == RNND_CELL_LSTM && L->proj_size > 0)
-        rc = rnnd_pack(w->proj, L->proj_size, H, &p->proj);
+        rc = rnnd_pack_as(w->proj, L->proj_size, H, T, &p->proj);
     if (rc == 0 && L->cell == RNND_CELL_JORDAN)
-        rc = rnnd_pack(w->V, L->output_size, H, &p->V);
+        rc = rnnd_pack_as(w->V, L->output_size, H, T, &p->V);
     return rc;
 }
 
@@ -157,7 +159,7 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
         for (int d = 0; d < L->num_directions; d++) {
-            if (pack_dir(L, &L->w[d], &n->packs[l][d]) != 0)
+            if (pack_dir(L, &L->w[d], s->weights, &n->packs[l][d]) != 0)
                 goto oom;
             n->state_off[l * 2 + d] = n->state_floats;
             n->state_floats += layer_state_floats(L);
@@ -168,7 +170,7 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_out = imax(n->max_out, L->out_dim * L->num_directions);
     }
     if (s->has_head) {
-        if (rnnd_pack(s->head_W, s->head_out, s->head_in, &n->head) != 0)
+        if (rnnd_pack_as(s->head_W, s->head_out, s->head_in, s->weights, &n->head) != 0)
             goto oom;
         n->max_out = imax(n->max_out, s->head_out);
     }

@@ -14,6 +14,7 @@
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/status.h"
+#include "half.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -151,7 +152,7 @@ START_TEST(test_pack_layout)
             for (int k = 0; k < cols; k++)
                 for (int r = 0; r < RNND_PANEL; r++) {
                     int j = p * RNND_PANEL + r;
-                    float got = P.data[((size_t)p * cols + k) * RNND_PANEL + r];
+                    float got = ((const float *)P.data)[((size_t)p * cols + k) * RNND_PANEL + r];
                     float want = j < rows ? W[(size_t)j * cols + k] : 0.0f;
                     expect(bits(got) == bits(want), "pack %dx%d: panel %d k %d r %d",
                            rows, cols, p, k, r);
@@ -184,8 +185,195 @@ static const int g_cols[] = { 1, 3, 13, 64, 129 };
 static const size_t g_B[] = { 1, 2, 7, 64, 257 };
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
+/* ---- half-size weights --------------------------------------------------------------------- */
+
+/* Round-to-nearest-even of X to a float format with MANT explicit mantissa bits and least
+ * normal exponent EMIN (2^EMIN), in float64: X / quantum is exact, nearbyint rounds it to
+ * even in the default mode. Past MAXV the result is inf. Written from the definition, not
+ * from src/half.h's bit manipulation. */
+static float round_ref(float x, int mant, int emin, double maxv)
+{
+    if (isnan(x) || isinf(x) || x == 0.0f)
+        return x;
+    int e;
+    frexp((double)x, &e);                       /* |x| = m 2^e, m in [0.5, 1) */
+    int q = e - 1 < emin ? emin - mant : e - 1 - mant;
+    double r = ldexp(nearbyint(ldexp((double)x, -q)), q);
+    /* the tie at maxv + half a quantum rounds to even, which is up: inf */
+    if (fabs(r) > maxv)
+        return x < 0 ? -INFINITY : INFINITY;
+    return (float)r;
+}
+
+static float bf16_ref(float x) { return round_ref(x, 7, -126, 0x1.fep127); }
+static float f16_ref(float x) { return round_ref(x, 10, -14, 65504.0); }
+
+/* One float through the type and back, with src/half.h */
+static float through(int type, float x)
+{
+    if (type == RNND_WEIGHTS_BF16)
+        return rnnd_bf16_to_f32(rnnd_f32_to_bf16(x));
+    return rnnd_f16_to_f32(rnnd_f32_to_f16(x));
+}
+
+static void check_round(int type, float x)
+{
+    float got = through(type, x);
+    float want = type == RNND_WEIGHTS_BF16 ? bf16_ref(x) : f16_ref(x);
+    if (isnan(x))
+        expect(isnan(got), "type %d: NaN 0x%08x did not stay NaN", type, bits(x));
+    else
+        expect(bits(got) == bits(want), "type %d: %a (0x%08x) rounds to %a, want %a", type,
+               (double)x, bits(x), (double)got, (double)want);
+}
+
+/* The conversions against the float64 definition: every half value, the midpoint to its
+ * neighbour and one float either side of it (where ties to even shows), and a stride
+ * through all 2^32 float bit patterns. */
+START_TEST(test_half_conversions)
+{
+    for (int type = RNND_WEIGHTS_BF16; type <= RNND_WEIGHTS_F16; type++) {
+        for (uint32_t h = 0; h < 0x10000; h++) {
+            float v = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32((uint16_t)h)
+                                                : rnnd_f16_to_f32((uint16_t)h);
+            if (isnan(v))
+                continue;
+            /* widening is exact and narrowing gives the pattern back */
+            uint16_t back = type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(v)
+                                                      : rnnd_f32_to_f16(v);
+            expect(back == h, "type %d: 0x%04x -> %a -> 0x%04x", type, h, (double)v, back);
+            if (isinf(v))
+                continue;
+            float next = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32((uint16_t)(h + 1))
+                                                   : rnnd_f16_to_f32((uint16_t)(h + 1));
+            if ((h & 0x7fff) == 0x7fff || isnan(next))
+                continue;
+            float mid = (float)(((double)v + (double)next) / 2);   /* exact in float */
+            check_round(type, mid);
+            check_round(type, nextafterf(mid, INFINITY));
+            check_round(type, nextafterf(mid, -INFINITY));
+        }
+        for (uint64_t u = 0; u < 0x100000000ull; u += 4099)
+            check_round(type, from_bits((uint32_t)u));
+        check_round(type, FLT_MAX);
+        check_round(type, -FLT_MAX);
+        check_round(type, 65519.996f);
+        check_round(type, 65520.0f);
+        check_round(type, 0x1p-25f);
+        check_round(type, 0x1.000002p-25f);
+        check_round(type, FLT_MIN);
+        check_round(type, 0x1p-149f);
+    }
+    /* the values the format doc names: out of float16 range, in bfloat16's */
+    ck_assert(isinf(through(RNND_WEIGHTS_F16, 65520.0f)));
+    ck_assert(through(RNND_WEIGHTS_F16, 65519.0f) == 65504.0f);
+    ck_assert(through(RNND_WEIGHTS_BF16, 1e5f) == 99840.0f);
+}
+END_TEST
+
+/* rnnd_pack_as: the panel layout with 2-byte elements, each the rounded weight; values out
+ * of the type's range and unknown types refused. */
+START_TEST(test_pack_half)
+{
+    static const int shapes[][2] = { { 1, 1 }, { 17, 3 }, { 37, 13 } };
+    for (int type = RNND_WEIGHTS_BF16; type <= RNND_WEIGHTS_F16; type++)
+        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+            int rows = shapes[s][0], cols = shapes[s][1];
+            float *W = xmalloc((size_t)rows * cols * sizeof(float));
+            fill(W, (size_t)rows * cols);
+            rnnd_packed P;
+            ck_assert_int_eq(rnnd_pack_as(W, rows, cols, type, &P), RNND_OK);
+            ck_assert_int_eq(P.type, type);
+            ck_assert_uint_eq((uintptr_t)P.data % 64, 0);
+            const uint16_t *d = P.data;
+            for (int p = 0; p < P.panels; p++)
+                for (int k = 0; k < cols; k++)
+                    for (int r = 0; r < RNND_PANEL; r++) {
+                        int j = p * RNND_PANEL + r;
+                        uint16_t got = d[((size_t)p * cols + k) * RNND_PANEL + r];
+                        float gf = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(got)
+                                                             : rnnd_f16_to_f32(got);
+                        float want = 0.0f;
+                        if (j < rows)
+                            want = type == RNND_WEIGHTS_BF16 ? bf16_ref(W[(size_t)j * cols + k])
+                                                             : f16_ref(W[(size_t)j * cols + k]);
+                        expect(bits(gf) == bits(want), "pack type %d %dx%d: p %d k %d r %d",
+                               type, rows, cols, p, k, r);
+                    }
+            rnnd_pack_release(&P);
+            free(W);
+        }
+    rnnd_packed P;
+    float big[2] = { 1.0f, 1e5f };
+    ck_assert_int_eq(rnnd_pack_as(big, 1, 2, RNND_WEIGHTS_F16, &P), RNND_ERR_INVALID);
+    ck_assert_ptr_null(P.data);
+    ck_assert_int_eq(rnnd_pack_as(big, 1, 2, RNND_WEIGHTS_BF16, &P), RNND_OK);
+    rnnd_pack_release(&P);
+    float huge = FLT_MAX;
+    ck_assert_int_eq(rnnd_pack_as(&huge, 1, 1, RNND_WEIGHTS_BF16, &P), RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_pack_as(big, 1, 2, 3, &P), RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_pack_as(big, 1, 2, -1, &P), RNND_ERR_INVALID);
+}
+END_TEST
+
+/* Half-size weights on every path: bitwise the fma chain over the independently rounded
+ * weights (so scalar == avx2 == avx512 and each equals the definition), and different from
+ * the float chain (so the half type is really used). */
+START_TEST(test_gemv_half_reference)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const int type = _i == 0 ? RNND_WEIGHTS_BF16 : RNND_WEIGHTS_F16;
+    const int rows = 53, cols = 131;
+    const size_t Bs[] = { 1, 2, 3, 5, 8 };
+    float *W = xmalloc((size_t)rows * cols * sizeof(float));
+    float *Wr = xmalloc((size_t)rows * cols * sizeof(float));
+    float *bias = xmalloc((size_t)rows * sizeof(float));
+    fill(W, (size_t)rows * cols);
+    fill(bias, rows);
+    for (size_t i = 0; i < (size_t)rows * cols; i++)
+        Wr[i] = type == RNND_WEIGHTS_BF16 ? bf16_ref(W[i]) : f16_ref(W[i]);
+    rnnd_packed P, P32;
+    ck_assert_int_eq(rnnd_pack_as(W, rows, cols, type, &P), RNND_OK);
+    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P32), RNND_OK);
+    for (size_t ib = 0; ib < NELEM(Bs); ib++) {
+        size_t B = Bs[ib];
+        float *X = xmalloc(B * cols * sizeof(float));
+        float *ref = xmalloc(B * rows * sizeof(float));
+        float *Y = xmalloc(B * rows * sizeof(float));
+        float *Y32 = xmalloc(B * rows * sizeof(float));
+        fill(X, B * cols);
+        for (size_t b = 0; b < B; b++)
+            for (int j = 0; j < rows; j++) {
+                float acc = bias[j];
+                for (int c = 0; c < cols; c++)
+                    acc = fmaf(Wr[(size_t)j * cols + c], X[b * cols + c], acc);
+                ref[b * rows + j] = acc;
+            }
+        for (int i = 0; i < np; i++) {
+            k[i]->gemv(&P, bias, X, cols, B, Y, rows, 0, rows);
+            expect(memcmp(Y, ref, B * rows * sizeof(float)) == 0,
+                   "%s: type %d B %zu: not the fma chain over the rounded weights",
+                   k[i]->name, type, B);
+            k[i]->gemv(&P32, bias, X, cols, B, Y32, rows, 0, rows);
+            expect(memcmp(Y, Y32, B * rows * sizeof(float)) != 0,
+                   "%s: type %d gives the float result", k[i]->name, type);
+        }
+        free(X);
+        free(ref);
+        free(Y);
+        free(Y32);
+    }
+    rnnd_pack_release(&P);
+    rnnd_pack_release(&P32);
+    free(W);
+    free(Wr);
+    free(bias);
+}
+END_TEST
+
 /* Every path bitwise equal to scalar on every shape, with and without bias, with strides
- * larger than the data, and no write outside the rows asked for. */
+ * larger than the data, and no write outside the rows asked for. Loop index: weight type. */
 START_TEST(test_gemv_bitwise_vs_scalar)
 {
     const rnnd_kernels *k[3];
@@ -198,7 +386,7 @@ START_TEST(test_gemv_bitwise_vs_scalar)
             fill(W, (size_t)rows * cols);
             fill(bias, (size_t)rows);
             rnnd_packed P;
-            ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+            ck_assert_int_eq(rnnd_pack_as(W, rows, cols, _i, &P), RNND_OK);
             for (size_t ib = 0; ib < NELEM(g_B); ib++) {
                 size_t B = g_B[ib];
                 size_t ldx = (size_t)cols + (ib & 1) * 3;    /* odd strides too */
@@ -241,7 +429,7 @@ START_TEST(test_gemv_row_ranges)
     fill(W, (size_t)rows * cols);
     fill(bias, rows);
     rnnd_packed P;
-    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+    ck_assert_int_eq(rnnd_pack_as(W, rows, cols, _i, &P), RNND_OK);
     for (size_t ib = 0; ib < NELEM(Bs); ib++) {
         size_t B = Bs[ib], ldx = cols, ldy = rows;
         float *X = xmalloc(B * ldx * sizeof(float));
@@ -286,7 +474,7 @@ START_TEST(test_gemv_batch_invariance)
     fill(bias, rows);
     fill(X, B * cols);
     rnnd_packed P;
-    ck_assert_int_eq(rnnd_pack(W, rows, cols, &P), RNND_OK);
+    ck_assert_int_eq(rnnd_pack_as(W, rows, cols, _i, &P), RNND_OK);
     for (int i = 0; i < np; i++) {
         k[i]->gemv(&P, bias, X, cols, B, Y, rows, 0, rows);
         for (size_t b = 0; b < B; b++) {
@@ -768,9 +956,12 @@ static Suite *kernels_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_fmaf_is_fused);
     tcase_add_test(tc, test_pack_layout);
-    tcase_add_test(tc, test_gemv_bitwise_vs_scalar);
-    tcase_add_test(tc, test_gemv_row_ranges);
-    tcase_add_test(tc, test_gemv_batch_invariance);
+    tcase_add_test(tc, test_half_conversions);
+    tcase_add_test(tc, test_pack_half);
+    tcase_add_loop_test(tc, test_gemv_half_reference, 0, 2);    /* bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_bitwise_vs_scalar, 0, 3);   /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_row_ranges, 0, 3);   /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_batch_invariance, 0, 3);   /* f32, bf16, f16 */
     tcase_add_test(tc, test_gemv_vs_f64);
     tcase_add_test(tc, test_act_vs_f64);
     tcase_add_test(tc, test_act_sigmoid_tanh_sweep);

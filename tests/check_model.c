@@ -2,6 +2,7 @@
  * every validation branch rejects its malformed file with the right status, key and reason;
  * SHA-256 against published vectors and sha256sum. */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -618,6 +619,246 @@ START_TEST(names)
     ck_assert_str_eq(rnnd_direction_name(RNND_DIR_FORWARD), "forward");
     ck_assert_str_eq(rnnd_direction_name(RNND_DIR_BIDIRECTIONAL), "bidirectional");
     ck_assert_str_eq(rnnd_direction_name(7), "unknown");
+    ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_F32), "f32");
+    ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_BF16), "bf16");
+    ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_F16), "f16");
+    ck_assert_str_eq(rnnd_weights_name(3), "unknown");
+}
+END_TEST
+
+/* ---- half-size weights ------------------------------------------------------------------ */
+
+/* One tensor of a hand-built image: its dtype string and raw little-endian bytes. */
+typedef struct htensor {
+    const char *name, *dtype;
+    int64_t shape[2];
+    int ndim;
+    const void *data;
+    size_t bytes;
+} htensor;
+
+/* An image of ARCH (verbatim) and tensors T in order, each at the next multiple of 4 (the
+ * gaps are unused bytes, which the format allows), the data buffer 8-aligned. Written here
+ * byte by byte, independently of the loader and of testutil's F32-only writer. */
+static unsigned char *half_image(const char *arch, const htensor *t, size_t n, size_t *len)
+{
+    json_t *hdr = json_object();
+    json_object_set_new(hdr, "__metadata__", json_pack("{s:s,s:s,s:s}", "format", "rnnd",
+                                                       "format_version", "1",
+                                                       "architecture", arch));
+    size_t off = 0;
+    size_t *at = calloc(n ? n : 1, sizeof *at);
+    ck_assert_ptr_nonnull(at);
+    for (size_t i = 0; i < n; i++) {
+        json_t *shape = json_array();
+        for (int d = 0; d < t[i].ndim; d++)
+            json_array_append_new(shape, json_integer(t[i].shape[d]));
+        at[i] = off;
+        json_object_set_new(hdr, t[i].name, json_pack("{s:s,s:o,s:[I,I]}", "dtype",
+                                                      t[i].dtype, "shape", shape,
+                                                      "data_offsets", (json_int_t)off,
+                                                      (json_int_t)(off + t[i].bytes)));
+        off = (off + t[i].bytes + 3) & ~(size_t)3;
+    }
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    json_decref(hdr);
+    size_t hn = strlen(text), padded = (hn + 7) & ~(size_t)7;
+    *len = 8 + padded + off;
+    unsigned char *img = calloc(1, *len);
+    ck_assert_ptr_nonnull(img);
+    for (int i = 0; i < 8; i++)
+        img[i] = (unsigned char)((unsigned long long)padded >> (8 * i));
+    memcpy(img + 8, text, hn);
+    memset(img + 8 + hn, ' ', padded - hn);
+    for (size_t i = 0; i < n; i++)
+        memcpy(img + 8 + padded + at[i], t[i].data, t[i].bytes);
+    free(at);
+    free(text);
+    return img;
+}
+
+#define HALF_ARCH(W) "{\"format_version\": 1, " W "\"input\": {\"kind\": \"vectors\", " \
+                     "\"dim\": 3}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}]}"
+
+static const float hW[6] = {0.1f, 1.0f + 0x1p-9f, -3.0f, 1e-6f, 1000.7f, 0.33333334f};
+static const float hR[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 65519.0f, -2.5f};
+static const float hWb[2] = {0.1f, 1.0f + 0x1p-20f}, hRb[2] = {-0.3f, 7.0f};
+
+/* small_arch's tensors, W and R with the given dtypes and data */
+static unsigned char *small_half(const char *arch, const char *wdt, const void *w, size_t wb,
+                                 const char *rdt, const void *r, size_t rb, size_t *len)
+{
+    htensor t[4] = {
+        {"layers.0.0.W", wdt, {2, 3}, 2, w, wb},
+        {"layers.0.0.R", rdt, {2, 2}, 2, r, rb},
+        {"layers.0.0.Wb", "F32", {2, 0}, 1, hWb, sizeof hWb},
+        {"layers.0.0.Rb", "F32", {2, 0}, 1, hRb, sizeof hRb},
+    };
+    return half_image(arch, t, 4, len);
+}
+
+static void assert_bits(const float *got, const float *want, int n, const char *what)
+{
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(memcmp(&got[i], &want[i], sizeof(float)) == 0, "%s[%d]: %a, want %a",
+                      what, i, (double)got[i], (double)want[i]);
+}
+
+/* "weights" with F32 tensors: the matrices are rounded to nearest even at load (the expected
+ * values worked out by hand), biases untouched, digest over the file bytes. */
+START_TEST(valid_half_rounded_at_load)
+{
+    /* bf16 keeps 8 significant bits; f16 11, and its range ends at 65504 */
+    static const float bW[6] = {0x1.9ap-4f, 1.0f, -3.0f, 0x1.0cp-20f, 1000.0f, 0x1.56p-2f};
+    static const float bR[4] = {1.0f, 1.0f + 0x4p-8f, 65536.0f, -2.5f};
+    static const float fW[6] = {0x1.998p-4f, 1.0f + 0x1p-9f, -3.0f, 0x11p-24f, 1000.5f,
+                                0x1.554p-2f};
+    static const float fR[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 65504.0f, -2.5f};
+    static const char *archs[] = {HALF_ARCH("\"weights\": \"bf16\", "),
+                                  HALF_ARCH("\"weights\": \"f16\", ")};
+    for (int t = 0; t < 2; t++) {
+        size_t len;
+        unsigned char *img = small_half(archs[t], "F32", hW, sizeof hW, "F32", hR, sizeof hR,
+                                        &len);
+        rnnd_model *m = load_img(img, len);
+        const rnnd_model_spec *s = rnnd_model_get_spec(m);
+        ck_assert_int_eq(s->weights, t ? RNND_WEIGHTS_F16 : RNND_WEIGHTS_BF16);
+        ck_assert_str_eq(rnnd_weights_name(s->weights), t ? "f16" : "bf16");
+        assert_bits(s->layers[0].w[0].W, t ? fW : bW, 6, "W");
+        assert_bits(s->layers[0].w[0].R, t ? fR : bR, 4, "R");
+        assert_bits(s->layers[0].w[0].Wb, hWb, 2, "Wb");  /* not representable: kept */
+        assert_bits(s->layers[0].w[0].Rb, hRb, 2, "Rb");
+        ck_assert_uint_eq(rnnd_model_param_count(m), 14);
+        char hex[65];
+        rnnd_sha256_hex(img, len, hex);
+        ck_assert_str_eq(rnnd_model_digest(m), hex);
+        rnnd_model_unref(m);
+        free(img);
+    }
+    /* no "weights", or "f32", or null: floats as stored */
+    static const char *f32_archs[] = {HALF_ARCH(""), HALF_ARCH("\"weights\": \"f32\", "),
+                                      HALF_ARCH("\"weights\": null, ")};
+    for (int t = 0; t < 3; t++) {
+        size_t len;
+        unsigned char *img = small_half(f32_archs[t], "F32", hW, sizeof hW, "F32", hR,
+                                        sizeof hR, &len);
+        rnnd_model *m = load_img(img, len);
+        ck_assert_int_eq(rnnd_model_get_spec(m)->weights, RNND_WEIGHTS_F32);
+        assert_bits(rnnd_model_get_spec(m)->layers[0].w[0].W, hW, 6, "W");
+        assert_bits(rnnd_model_get_spec(m)->layers[0].w[0].R, hR, 4, "R");
+        rnnd_model_unref(m);
+        free(img);
+    }
+}
+END_TEST
+
+/* BF16 / F16 tensors: widened exactly (bit patterns and values by hand: normal, subnormal,
+ * largest finite, negative), 2-byte elements at 2-aligned offsets; a matrix may also stay
+ * F32 next to a half one. */
+START_TEST(valid_half_stored)
+{
+    static const uint16_t bw[6] = {0x3f80, 0x4049, 0xbe00, 0x0001, 0x7f7f, 0x8000};
+    static const float bwv[6] = {1.0f, 3.140625f, -0.125f, 0x1p-133f, 0x1.fep127f, -0.0f};
+    static const uint16_t fw[6] = {0x3c00, 0x3555, 0xb400, 0x0001, 0x7bff, 0x03ff};
+    static const float fwv[6] = {1.0f, 0.333251953125f, -0.25f, 0x1p-24f, 65504.0f,
+                                 0x3ffp-24f};
+    static const uint16_t r16[4] = {0x4000, 0xc000, 0x0000, 0x3c00};  /* 2, -2, 0, 1 (f16) */
+    size_t len;
+    unsigned char *img = small_half(HALF_ARCH("\"weights\": \"bf16\", "), "BF16", bw,
+                                    sizeof bw, "F32", hR, sizeof hR, &len);
+    rnnd_model *m = load_img(img, len);
+    const rnnd_dir_weights *w = &rnnd_model_get_spec(m)->layers[0].w[0];
+    assert_bits(w->W, bwv, 6, "bf16 W");
+    static const float bR[4] = {1.0f, 1.0f + 0x4p-8f, 65536.0f, -2.5f};
+    assert_bits(w->R, bR, 4, "bf16 R (F32 in the file)");
+    assert_bits(w->Wb, hWb, 2, "Wb");
+    ck_assert_uint_eq(rnnd_model_param_count(m), 14);
+    rnnd_model_unref(m);
+    free(img);
+
+    img = small_half(HALF_ARCH("\"weights\": \"f16\", "), "F16", fw, sizeof fw, "F16",
+                     r16, sizeof r16, &len);
+    /* the file is smaller: 12 + 8 bytes of matrices instead of 24 + 16 */
+    m = load_img(img, len);
+    w = &rnnd_model_get_spec(m)->layers[0].w[0];
+    assert_bits(w->W, fwv, 6, "f16 W");
+    static const float r16v[4] = {2.0f, -2.0f, 0.0f, 1.0f};
+    assert_bits(w->R, r16v, 4, "f16 R");
+    assert_bits(w->Rb, hRb, 2, "Rb");
+    char hex[65];
+    rnnd_sha256_hex(img, len, hex);
+    ck_assert_str_eq(rnnd_model_digest(m), hex);
+    rnnd_model_unref(m);
+    free(img);
+}
+END_TEST
+
+static void expect_fail_half(const char *tag, const char *arch, const char *wdt, const void *w,
+                             size_t wb, const char *rdt, const void *r, size_t rb,
+                             const char *key, const char *reason)
+{
+    size_t len;
+    unsigned char *img = small_half(arch, wdt, w, wb, rdt, r, rb, &len);
+    expect_fail_img(tag, img, len, RNND_ERR_FORMAT, key, reason);
+    free(img);
+}
+
+/* Every refusal of half-size weights: one per branch. */
+START_TEST(bad_half)
+{
+    static const uint16_t h6[6] = {0x3f80, 0x3f80, 0x3f80, 0x3f80, 0x3f80, 0x3f80};
+    static const uint16_t h4[4] = {0x3c00, 0x3c00, 0x3c00, 0x3c00};
+    const char *bf = HALF_ARCH("\"weights\": \"bf16\", ");
+    const char *f16 = HALF_ARCH("\"weights\": \"f16\", ");
+    /* dtype against "weights" */
+    expect_fail_half("bf16_in_f32", HALF_ARCH(""), "BF16", h6, sizeof h6, "F32", hR, sizeof hR,
+                     "layers.0.0.W", "dtype BF16 does not match the architecture's weights "
+                     "\"f32\"");
+    expect_fail_half("f16_in_bf16", bf, "F32", hW, sizeof hW, "F16", h4, sizeof h4,
+                     "layers.0.0.R", "dtype F16 does not match the architecture's weights "
+                     "\"bf16\"");
+    expect_fail_half("bf16_in_f16", f16, "BF16", h6, sizeof h6, "F16", h4, sizeof h4,
+                     "layers.0.0.W", "dtype BF16 does not match the architecture's weights "
+                     "\"f16\"");
+    /* values beyond float16: hR[2] = 65519 rounds to 65504, 65520 does not fit */
+    float big[4] = {1.0f, -65520.0f, 2.0f, 3.0f};
+    expect_fail_half("f16_overflow", f16, "F32", hW, sizeof hW, "F32", big, sizeof big,
+                     "layers.0.0.R", "element 1: value -65520 out of float16 range (largest "
+                     "finite 65504)");
+    float w5[6] = {0, 0, 0, 0, 0, 1e5f};
+    expect_fail_half("f16_1e5", f16, "F32", w5, sizeof w5, "F32", hR, sizeof hR,
+                     "layers.0.0.W", "element 5: value 100000 out of float16 range");
+    float fmax[6] = {FLT_MAX, 0, 0, 0, 0, 0};
+    expect_fail_half("bf16_overflow", bf, "F32", fmax, sizeof fmax, "F32", hR, sizeof hR,
+                     "layers.0.0.W", "element 0: value 3.40282347e+38 out of bfloat16 range");
+    /* only the matrices may be half-size */
+    {
+        htensor t[4] = {
+            {"layers.0.0.W", "F32", {2, 3}, 2, hW, sizeof hW},
+            {"layers.0.0.R", "F32", {2, 2}, 2, hR, sizeof hR},
+            {"layers.0.0.Wb", "BF16", {2, 0}, 1, h4, 4},
+            {"layers.0.0.Rb", "F32", {2, 0}, 1, hRb, sizeof hRb},
+        };
+        size_t len;
+        unsigned char *img = half_image(bf, t, 4, &len);
+        expect_fail_img("bias_half", img, len, RNND_ERR_FORMAT, "layers.0.0.Wb",
+                        "dtype BF16: only the weight matrices (W, R, proj, V, head.weight) may "
+                        "be half-size; this tensor must be F32");
+        free(img);
+    }
+    /* 2-byte elements: sizes and alignment counted in 2 bytes */
+    expect_fail_half("half_span", bf, "BF16", h6, 10, "F32", hR, sizeof hR, "layers.0.0.W",
+                     "span 10 bytes, but 6 BF16 elements need 12");
+    expect_fail_entry("half_odd", "layers.0.0.W",
+                      "{\"dtype\": \"BF16\", \"shape\": [2, 3], \"data_offsets\": [1, 13]}",
+                      "layers.0.0.W", "begin 1 is not a multiple of 2");
+    /* the architecture's field */
+    expect_fail_arch("weights_f8", HALF_ARCH("\"weights\": \"f8\", "),
+                     "architecture.weights", "unknown value \"f8\" (expected f32, bf16 or f16)");
+    expect_fail_arch("weights_num", HALF_ARCH("\"weights\": 16, "), "architecture.weights",
+                     "expected a string, got");
+    expect_fail_arch("weights_case", HALF_ARCH("\"weights\": \"BF16\", "),
+                     "architecture.weights", "unknown value \"BF16\"");
 }
 END_TEST
 
@@ -783,9 +1024,14 @@ END_TEST
 
 START_TEST(bad_dtype)
 {
+    /* a half-size tensor in a model whose architecture says f32 (the default) */
     expect_fail_entry("f16", "layers.0.0.W",
                       "{\"dtype\": \"F16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]}",
-                      "layers.0.0.W", "dtype F16 is not supported (only F32)");
+                      "layers.0.0.W", "dtype F16 does not match the architecture's weights "
+                      "\"f32\"");
+    expect_fail_entry("f64", "layers.0.0.W",
+                      "{\"dtype\": \"F64\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}",
+                      "layers.0.0.W", "dtype F64 is not supported (F32, BF16 or F16)");
     expect_fail_entry("i32", "layers.0.0.R",
                       "{\"dtype\": \"I32\", \"shape\": [2, 2], \"data_offsets\": [24, 40]}",
                       "layers.0.0.R", "dtype I32 is not supported");
@@ -1244,6 +1490,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_all_types_directions);
     tcase_add_test(tc, refcount);
     tcase_add_test(tc, names);
+    tcase_add_test(tc, valid_half_rounded_at_load);
+    tcase_add_test(tc, valid_half_stored);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("container");
@@ -1272,6 +1520,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, bad_shape_values);
     tcase_add_test(tc, bad_entry_fields);
     tcase_add_test(tc, bad_tensors_for_other_arch);
+    tcase_add_test(tc, bad_half);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("architecture");

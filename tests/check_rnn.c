@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include "rnnd/model.h"
 #include "rnnd/rnn.h"
 #include "rnnd/status.h"
+#include "half.h"
 #include "testutil.h"
 
 #define ACT(op) "{\"op\":\"" op "\"}"
@@ -99,16 +101,14 @@ typedef struct fixture {
     float *vec;         /* [S*T*D] */
 } fixture;
 
-static void fixture_open(fixture *fx, const char *arch, unsigned seed, const rnnd_kernels *k,
+/* A fixture around MODEL (whose reference it takes over). */
+static void fixture_from(fixture *fx, rnnd_model *model, unsigned seed, const rnnd_kernels *k,
                          size_t S, size_t T)
 {
-    char path[512], err[512];
+    char err[512];
     memset(fx, 0, sizeof *fx);
-    snprintf(path, sizeof path, "%s/rnn_%u.rnnd", tu_tmpdir(), seed);
-    ck_assert_int_eq(tu_write_random_model(path, arch, seed), 0);
-    int rc = rnnd_model_open(path, &fx->model, err, sizeof err);
-    ck_assert_msg(rc == 0, "%s", err);
-    rc = rnnd_net_new(fx->model, k, &fx->net, err, sizeof err);
+    fx->model = model;
+    int rc = rnnd_net_new(fx->model, k, &fx->net, err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
     fx->spec = rnnd_model_get_spec(fx->model);
     fx->S = S;
@@ -124,6 +124,18 @@ static void fixture_open(fixture *fx, const char *arch, unsigned seed, const rnn
         fx->tok[i] = (int32_t)(urand() * fx->spec->vocab_size);
     for (size_t i = 0; i < S * T * D; i++)
         fx->vec[i] = (float)(urand() * 4.0 - 2.0);
+}
+
+static void fixture_open(fixture *fx, const char *arch, unsigned seed, const rnnd_kernels *k,
+                         size_t S, size_t T)
+{
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/rnn_%u.rnnd", tu_tmpdir(), seed);
+    ck_assert_int_eq(tu_write_random_model(path, arch, seed), 0);
+    rnnd_model *m = NULL;
+    int rc = rnnd_model_open(path, &m, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    fixture_from(fx, m, seed, k, S, T);
 }
 
 static void fixture_close(fixture *fx)
@@ -583,6 +595,167 @@ START_TEST(test_threads_bitwise_bidir)
 }
 END_TEST
 
+/* ---- half-size weights ------------------------------------------------------------------ */
+
+/* ARCH with "weights": TYPE added (every arch above starts {"format_version":1,). */
+static const char *half_arch(const char *arch, const char *type)
+{
+    static char buf[2][8192];
+    static int next;
+    char *b = buf[next++ % 2];
+    const char *prefix = "{\"format_version\":1,";
+    ck_assert(strncmp(arch, prefix, strlen(prefix)) == 0);
+    int n = snprintf(b, sizeof buf[0], "%s\"weights\":\"%s\",%s", prefix, type,
+                     arch + strlen(prefix));
+    ck_assert(n > 0 && (size_t)n < sizeof buf[0]);
+    return b;
+}
+
+#define HALF_TYPE(i) ((i) % 2 ? "f16" : "bf16")
+#define HALF_ARCH_OF(i) half_arch(archs[(i) / 2], HALF_TYPE(i))
+
+/* The random model of ARCH and SEED; with ROUND_TO (bf16 / f16, or 0) its weight matrices
+ * (names ending .W .R .proj .V, and head.weight: what the kernels read) rounded in the image
+ * by src/half.h, which check_kernels holds against the definition. */
+static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
+{
+    tu_file *f = tu_random_model(arch, seed);
+    ck_assert_ptr_nonnull(f);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    if (round_to) {
+        size_t hlen = 0;
+        for (int i = 7; i >= 0; i--)
+            hlen = hlen << 8 | img[i];
+        json_error_t jerr;
+        json_t *hdr = json_loadb((const char *)img + 8, hlen, 0, &jerr);
+        ck_assert_ptr_nonnull(hdr);
+        const char *name;
+        json_t *v;
+        size_t rounded = 0;
+        json_object_foreach(hdr, name, v) {
+            size_t nl = strlen(name);
+            int is_matrix = !strcmp(name, "head.weight") ||
+                            (nl > 2 && (!strcmp(name + nl - 2, ".W") ||
+                                        !strcmp(name + nl - 2, ".R") ||
+                                        !strcmp(name + nl - 2, ".V"))) ||
+                            (nl > 5 && !strcmp(name + nl - 5, ".proj"));
+            if (!is_matrix)
+                continue;
+            json_t *offs = json_object_get(v, "data_offsets");
+            size_t b = (size_t)json_integer_value(json_array_get(offs, 0));
+            size_t e = (size_t)json_integer_value(json_array_get(offs, 1));
+            for (size_t at = b; at < e; at += 4) {
+                float x;
+                memcpy(&x, img + 8 + hlen + at, 4);
+                x = round_to == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(rnnd_f32_to_bf16(x))
+                                                  : rnnd_f16_to_f32(rnnd_f32_to_f16(x));
+                memcpy(img + 8 + hlen + at, &x, 4);
+            }
+            rounded++;
+        }
+        ck_assert_uint_gt(rounded, 0);
+        json_decref(hdr);
+    }
+    char err[512];
+    rnnd_model *m = NULL;
+    int rc = rnnd_model_from_buffer(img, len, "random", &m, err, sizeof err);
+    ck_assert_msg(rc == 0, "%s", err);
+    free(img);
+    return m;
+}
+
+/* A bf16 / f16 model computes bitwise what a float model with the same weight matrices
+ * rounded beforehand computes (so: exactly those tensors are rounded, to nearest even, and
+ * the kernels widen exactly), on every path, stepping and whole sequences; and not what the
+ * unrounded model computes. Loop index: arch * 2 + (0 bf16, 1 f16). */
+START_TEST(test_half_equals_prerounded)
+{
+    const char *arch = archs[_i / 2];
+    int type = _i % 2 ? RNND_WEIGHTS_F16 : RNND_WEIGHTS_BF16;
+    unsigned seed = 600 + (unsigned)_i;
+    size_t S = 5, T = 7;
+    int np = n_paths();
+    for (int p = 0; p < np; p++) {
+        fixture fh, fr, f0;
+        fixture_from(&fh, random_model(HALF_ARCH_OF(_i), seed, 0), seed, path_for(p), S, T);
+        fixture_from(&fr, random_model(arch, seed, type), seed, path_for(p), S, T);
+        fixture_from(&f0, random_model(arch, seed, 0), seed, path_for(p), S, T);
+        ck_assert_int_eq(fh.spec->weights, type);
+        size_t no = S * T * fh.out_n, ns = S * fh.state_n;
+        float *oh = malloc(no * sizeof(float)), *orr = malloc(no * sizeof(float));
+        float *o0 = malloc(no * sizeof(float));
+        float *sh = malloc(ns * sizeof(float)), *sr = malloc(ns * sizeof(float));
+        float *s0 = malloc(ns * sizeof(float));
+        run_solo(&fh, oh, sh);
+        run_solo(&fr, orr, sr);
+        run_solo(&f0, o0, s0);
+        ck_assert_msg(!memcmp(oh, orr, no * sizeof(float)) && !memcmp(sh, sr, ns * 4),
+                      "arch %d %s %s: step path differs from the prerounded float model",
+                      _i / 2, HALF_TYPE(_i), path_for(p)->name);
+        ck_assert_msg(memcmp(oh, o0, no * sizeof(float)) != 0,
+                      "arch %d %s %s: same as unrounded", _i / 2, HALF_TYPE(_i),
+                      path_for(p)->name);
+        run_whole(&fh, NULL, oh, sh);
+        run_whole(&fr, NULL, orr, sr);
+        ck_assert_msg(!memcmp(oh, orr, no * sizeof(float)) && !memcmp(sh, sr, ns * 4),
+                      "arch %d %s %s: whole sequences differ from the prerounded model",
+                      _i / 2, HALF_TYPE(_i), path_for(p)->name);
+        free(oh);
+        free(orr);
+        free(o0);
+        free(sh);
+        free(sr);
+        free(s0);
+        fixture_close(&fh);
+        fixture_close(&fr);
+        fixture_close(&f0);
+    }
+}
+END_TEST
+
+START_TEST(test_half_batch_invariance)
+{
+    int np = n_paths();
+    for (int p = 0; p < np; p++)
+        check_batch_invariance(path_for(p), HALF_ARCH_OF(_i), 700 + (unsigned)_i, 24, 6);
+}
+END_TEST
+
+START_TEST(test_half_threads_bitwise)
+{
+    check_threads(HALF_ARCH_OF(_i), 800 + (unsigned)_i, 1);
+}
+END_TEST
+
+/* avx2 == avx512 with half weights, end to end (the gemv tiles widen differently: 8 vs 16
+ * halves per load). */
+START_TEST(test_half_avx2_equals_avx512)
+{
+    const rnnd_kernels *a = rnnd_kernels_by_name("avx2"), *b = rnnd_kernels_by_name("avx512");
+    if (!a || !b)
+        return;     /* this CPU lacks one of them: nothing to compare */
+    fixture fa, fb;
+    unsigned seed = 900 + (unsigned)_i;
+    fixture_from(&fa, random_model(HALF_ARCH_OF(_i), seed, 0), seed, a, 6, 9);
+    fixture_from(&fb, random_model(HALF_ARCH_OF(_i), seed, 0), seed, b, 6, 9);
+    size_t n = 6 * 9 * fa.out_n, ns = 6 * fa.state_n;
+    float *o1 = malloc(n * sizeof(float)), *o2 = malloc(n * sizeof(float));
+    float *s1 = malloc(ns * sizeof(float)), *s2 = malloc(ns * sizeof(float));
+    run_solo(&fa, o1, s1);
+    run_solo(&fb, o2, s2);
+    ck_assert_msg(!memcmp(o1, o2, n * sizeof(float)) && !memcmp(s1, s2, ns * sizeof(float)),
+                  "arch %d %s: avx2 and avx512 differ", _i / 2, HALF_TYPE(_i));
+    free(o1);
+    free(o2);
+    free(s1);
+    free(s2);
+    fixture_close(&fa);
+    fixture_close(&fb);
+}
+END_TEST
+
 static Suite *rnn_suite(void)
 {
     Suite *s = suite_create("rnn");
@@ -597,6 +770,11 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_long_sequence);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);
+    /* half-size weights: every arch, bf16 and f16 */
+    tcase_add_loop_test(tc, test_half_equals_prerounded, 0, 2 * (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_half_batch_invariance, 0, 2 * (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_half_threads_bitwise, 0, 2 * (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_half_avx2_equals_avx512, 0, 2 * (int)N_ARCHS);
     suite_add_tcase(s, tc);
     return s;
 }

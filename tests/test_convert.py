@@ -776,10 +776,132 @@ def test_refusals():
           "a missing -o is a one-line usage error: %r" % err)
 
 
+# ---- 6. half-size weights -----------------------------------------------------------------
+def bf16_nearest(x):
+    """x rounded to bfloat16, nearest, ties to even: of the two bfloat16 neighbours (the
+    float truncated to its top 16 bits, and the next one up in magnitude) the closer, in
+    float64; on a tie the one with an even last bit."""
+    x = np.asarray(x, dtype=np.float32).ravel()
+    u = x.view(np.uint32)
+    lo = (u & np.uint32(0xFFFF0000)).view(np.float32).astype(np.float64)
+    hi = ((u & np.uint32(0xFFFF0000)) + np.uint32(0x10000)).view(np.float32).astype(np.float64)
+    d_lo, d_hi = np.abs(x - lo), np.abs(hi - x)
+    even_lo = ((u >> 16) & 1) == 0
+    return np.where((d_lo < d_hi) | ((d_lo == d_hi) & even_lo), lo, hi)
+
+
+def read_any(path):
+    """(architecture, {name: (dtype, float64 values)}, data bytes) of an .rnnd file, half
+    dtypes widened; checks that every tensor begins 4-byte aligned and none overlaps."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    arch = json.loads(header.pop("__metadata__")["architecture"])
+    out, spans = {}, []
+    for name, t in header.items():
+        b, e = t["data_offsets"]
+        raw = data[8 + n + b:8 + n + e]
+        if t["dtype"] == "F32":
+            v = np.frombuffer(raw, "<f4").astype(np.float64)
+        elif t["dtype"] == "F16":
+            v = np.frombuffer(raw, "<f2").astype(np.float64)
+        else:
+            v = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+            v = v.astype(np.float64)
+        check(v.size == int(np.prod(t["shape"])) and b % 4 == 0,
+              "%s: %s %s: size and 4-byte aligned begin" % (path, name, t["dtype"]))
+        out[name] = (t["dtype"], v)
+        spans.append((b, e))
+    spans.sort()
+    check(all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)),
+          "%s: tensors do not overlap" % path)
+    return arch, out, len(data) - 8 - n     # the data buffer's size
+
+
+def test_half_weights():
+    rng = np.random.default_rng(5)
+    arch = {"input": {"kind": "tokens", "vocab_size": 7, "embedding_dim": 3},
+            "layers": [{"type": "jordan", "hidden_size": 5, "output_size": 3},
+                       {"type": "lstm", "hidden_size": 4, "proj_size": 2, "peepholes": True}],
+            "head": {"out_dim": 3, "in_dim": 2}}
+    shapes = {"embedding.weight": (7, 3), "layers.0.0.W": (5, 3), "layers.0.0.R": (5, 3),
+              "layers.0.0.Wb": (5,), "layers.0.0.V": (3, 5), "layers.0.0.Vb": (3,),
+              "layers.1.0.W": (16, 3), "layers.1.0.R": (16, 2), "layers.1.0.Wb": (16,),
+              "layers.1.0.P": (12,), "layers.1.0.proj": (2, 4), "head.weight": (3, 2),
+              "head.bias": (3,)}
+    t = {k: rng.normal(size=s).astype(np.float32) * 3 for k, s in shapes.items()}
+    t["layers.0.0.W"][0, 0] = 1.0 + 2.0 ** -8        # a bf16 tie: rounds to even, 1.0
+    t["layers.0.0.R"][0, 0] = 65519.0                # f16: 65504; bf16: 65536
+    matrices = {"layers.0.0.W", "layers.0.0.R", "layers.0.0.V", "layers.1.0.W",
+                "layers.1.0.R", "layers.1.0.proj", "head.weight"}
+    src = write_native("half", arch, t)
+    rc, _, err = run_cli(src, "-o", tmp("half.f32.rnnd"))
+    check(rc == 0, "half: f32 conversion: %s" % err)
+    a32, t32, size32 = read_any(tmp("half.f32.rnnd"))
+    check("weights" not in a32 and all(d == "F32" for d, _ in t32.values()),
+          "f32 (the default) writes no \"weights\" key and only F32 tensors")
+    seqs = [[1, 2, 3, 4, 5, 6, 0], [3, 3]]
+    for wt, dt in (("bf16", "BF16"), ("f16", "F16")):
+        out = tmp("half.%s.rnnd" % wt)
+        rc, so, err = run_cli(src, "-o", out, "--weight-type", wt)
+        check(rc == 0 and ("%s weight matrices" % wt) in so,
+              "--weight-type %s converts and says so: %s%s" % (wt, so.strip(), err))
+        a, got, size = read_any(out)
+        check(a.get("weights") == wt, "%s: architecture weights %r" % (wt, a.get("weights")))
+        for name, x in t.items():
+            dtype, v = got[name]
+            if name in matrices:
+                want = bf16_nearest(x) if wt == "bf16" else \
+                    x.astype(np.float16).astype(np.float64).ravel()
+                check(dtype == dt and np.array_equal(v, want),
+                      "%s: %s stored as %s, rounded to nearest even" % (wt, name, dtype))
+            else:
+                check(dtype == "F32" and np.array_equal(v, x.astype(np.float64).ravel()),
+                      "%s: %s stays F32, unchanged" % (wt, name))
+        nmat = sum(int(np.prod(shapes[m])) for m in matrices)
+        # 2 bytes saved per matrix element, less at most 2 bytes of padding per matrix
+        check(2 * nmat - 2 * len(matrices) <= size32 - size <= 2 * nmat,
+              "%s: data %d bytes, f32 %d: %d matrix elements at 2 bytes" % (
+                  wt, size, size32, nmat))
+        # the reference reads the half file as the float model of the rounded matrices
+        rt = {k: (got[k][1].reshape(shapes[k]).astype(np.float32)) for k in t}
+        rsrc = write_native("half_rounded_" + wt, arch, rt)
+        rc, _, err = run_cli(rsrc, "-o", tmp("half_rounded_%s.rnnd" % wt))
+        o1, f1 = reference.run(out, seqs)
+        o2, f2 = reference.run(tmp("half_rounded_%s.rnnd" % wt), seqs)
+        check(rc == 0 and all(np.array_equal(x, y) for x, y in zip(o1 + f1, o2 + f2)),
+              "%s: reference on the half file = reference on the float file of the rounded "
+              "values" % wt)
+    check(got["layers.0.0.R"][1][0] == 65504.0, "f16: 65519 rounds to 65504")
+    # refusals: beyond float16, an unknown type
+    big = dict(t)
+    big["head.weight"] = t["head.weight"].copy()
+    big["head.weight"][1, 1] = -1e5
+    p = write_native("half_big", arch, big)
+    rc, err = main_inproc(p, "-o", tmp("half_big.rnnd"), "--weight-type", "f16")
+    check(rc == 1 and "head.weight: value -100000 out of float16 range" in err and
+          not os.path.exists(tmp("half_big.rnnd")),
+          "f16 overflow refused, nothing written: %s" % err.strip())
+    rc, err = main_inproc(p, "-o", tmp("half_big.rnnd"), "--weight-type", "bf16")
+    check(rc == 0, "the same weight fits bfloat16: %s" % err.strip())
+    rc, _, err = run_cli(src, "-o", tmp("half_x.rnnd"), "--weight-type", "fp8")
+    check(rc == 2 and "--weight-type" in err, "an unknown --weight-type is a usage error")
+    # the Python API
+    import torch
+    torch.manual_seed(0)
+    m = rnnd_convert.from_module(torch.nn.LSTM(3, 4), tmp("half_mod.rnnd"), input=3,
+                                 weights="f16")
+    a, got, _ = read_any(tmp("half_mod.rnnd"))
+    check(m.weights == "f16" and a["weights"] == "f16" and got["layers.0.0.W"][0] == "F16" and
+          got["layers.0.0.Wb"][0] == "F32", "from_module(weights=\"f16\") writes F16 matrices")
+
+
 def main():
     test_golden()
     test_hand_built()
     test_native()
+    test_half_weights()
     test_launcher()
     test_refusals()
     test_torch()

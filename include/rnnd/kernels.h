@@ -17,16 +17,24 @@
 #define RNND_PANEL 16
 
 /* A matrix W [rows, cols] repacked for rnnd_gemv:
- * data[(p * cols + k) * RNND_PANEL + r] = W[p * RNND_PANEL + r][k], zero past `rows`. */
+ * data[(p * cols + k) * RNND_PANEL + r] = W[p * RNND_PANEL + r][k], zero past `rows`.
+ * Elements are float, or for half-size weights uint16_t bfloat16 / float16 bit patterns in
+ * the same layout (a panel's k-th line is then 32 bytes instead of 64). */
 typedef struct rnnd_packed {
     int rows, cols;
     int panels;         /* ceil(rows / RNND_PANEL) */
-    float *data;        /* 64-byte aligned, panels * cols * RNND_PANEL floats */
+    int type;           /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16 or _F16 */
+    void *data;         /* 64-byte aligned, panels * cols * RNND_PANEL elements */
 } rnnd_packed;
 
-/* Pack W (row-major [rows, cols]). Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID for negative
- * sizes. On failure *out is zeroed. */
+/* Pack W (row-major [rows, cols]) as floats. Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID
+ * for negative sizes. On failure *out is zeroed. */
 int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
+
+/* Pack W with elements of TYPE (enum rnnd_weights), each rounded to nearest even (exact for
+ * values the type holds). RNND_ERR_INVALID also for an unknown TYPE or a finite value beyond
+ * the type's range (no saturation). */
+int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out);
 void rnnd_pack_release(rnnd_packed *p);   /* frees data; a zeroed struct is a no-op */
 
 typedef struct rnnd_kernels {
@@ -35,6 +43,8 @@ typedef struct rnnd_kernels {
     /* For b < B and row_begin <= j < row_end:
      *   Y[b*ldy + j] = fma chain over k = 0..cols-1 of W[j][k] * X[b*ldx + k],
      *                  starting from bias[j] (or +0.0f when bias is NULL).
+     * Half-size W elements are widened to float exactly before their fma, so the chain and
+     * its bits are the same on every path for every W->type.
      * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. Y must not overlap X or
      * bias. Nothing else of Y is written; no allocation. */
     void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,

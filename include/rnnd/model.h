@@ -17,6 +17,10 @@ enum rnnd_cell { RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JOR
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
 
+/* The element type of the weight matrices the kernels read (docs/model-format.md,
+ * "Half-size weights"): compute is float either way, a half weight widened exactly. */
+enum rnnd_weights { RNND_WEIGHTS_F32 = 0, RNND_WEIGHTS_BF16, RNND_WEIGHTS_F16 };
+
 /* The ONNX recurrent activations. */
 enum rnnd_act {
     RNND_ACT_SIGMOID = 0,
@@ -72,6 +76,11 @@ typedef struct rnnd_layer_spec {
 } rnnd_layer_spec;
 
 typedef struct rnnd_model_spec {
+    /* enum rnnd_weights. When not F32, every matrix the kernels read (layer W, R, proj, V and
+     * head_W) holds values exactly representable in that type (rounded to nearest even at
+     * load, or widened from a half tensor), in memory the model owns; everything else (the
+     * embedding, biases, peepholes) is float as stored. */
+    int weights;
     int input_kind;         /* enum rnnd_input_kind */
     int vocab_size;         /* tokens: number of ids */
     int input_dim;          /* tokens: embedding_dim; vectors: dim */
@@ -125,5 +134,6 @@ int rnnd_model_is_stateful(const rnnd_model *m);    /* every layer forward-only 
 const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
 const char *rnnd_direction_name(int dir);
+const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
 
 #endif

@@ -13,7 +13,7 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 
 
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
-                tokenizer=None):
+                tokenizer=None, weights=None):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
     nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
 
@@ -21,7 +21,8 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     int (the vector size, checked) or the nn.Embedding to use.
     head: None (the one nn.Linear, if any), the nn.Linear (or its name) to use, or False.
     norm: None (from an nn.Softmax / nn.LogSoftmax submodule), "none", "softmax",
-    "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte").
+    "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
+    weights ("f32" | "bf16" | "f16": the weight matrices' stored type).
     Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
     import os
     from .arch import apply_options, read_vocab
@@ -32,7 +33,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
-    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer)
+    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
     write(model, path)
     return model
 

@@ -10,6 +10,9 @@ import numpy as np
 FORMAT_VERSION = 1
 MAX_DIM = 65536
 MAX_LAYERS = 64
+# the architecture's "weights": the element type of the weight matrices (docs/model-format.md)
+WEIGHT_TYPES = ("f32", "bf16", "f16")
+HALF_DTYPES = {"bf16": "BF16", "f16": "F16"}
 
 
 class ConvertError(Exception):
@@ -150,6 +153,7 @@ class Model:
         self.head_norm = "none"
         self.vocab = None
         self.tokenizer = None
+        self.weights = "f32"                # or "bf16" / "f16": matrices stored half-size
 
     def layer_in_dim(self, l):
         if l == 0:
@@ -173,10 +177,13 @@ class Model:
         if self.head_W is not None:
             head = {"out_dim": int(self.head_W.shape[0]), "in_dim": int(self.head_W.shape[1]),
                     "norm": self.head_norm}
-        return {"format_version": FORMAT_VERSION, "name": self.name, "input": inp,
-                "layers": [L.to_json() for L in self.layers], "head": head,
-                "vocab": None if self.vocab is None else list(self.vocab),
-                "tokenizer": self.tokenizer}
+        d = {"format_version": FORMAT_VERSION, "name": self.name, "input": inp,
+             "layers": [L.to_json() for L in self.layers], "head": head,
+             "vocab": None if self.vocab is None else list(self.vocab),
+             "tokenizer": self.tokenizer}
+        if self.weights != "f32":       # absent means f32: float files stay byte-identical
+            d["weights"] = self.weights
+        return d
 
     def expected_tensors(self):
         """[(name, shape)] of every tensor the architecture needs, in file order."""
@@ -272,6 +279,9 @@ def validate(model):
             raise ConvertError("head.norm: %r is not one of %s" % (model.head_norm, NORMS))
     elif model.head_norm != "none":
         raise ConvertError("head.norm: a normalisation needs a head")
+    if model.weights not in WEIGHT_TYPES:
+        raise ConvertError("weights: %r is not one of %s" % (model.weights,
+                                                             ", ".join(WEIGHT_TYPES)))
     _validate_vocab(model)
     _validate_tensors(model)
 
@@ -364,6 +374,49 @@ def _validate_tensors(model):
         raise ConvertError("%s: not used by the architecture" % extra[0])
 
 
+def is_matrix(name):
+    """Whether tensor NAME is a weight matrix the kernels read (W, R, proj, V, head.weight):
+    the tensors a bf16 / f16 model stores half-size. Embedding, biases, peepholes stay F32."""
+    return name == "head.weight" or (name.startswith("layers.") and
+                                     name.rsplit(".", 1)[1] in ("W", "R", "proj", "V"))
+
+
+def half_bits(a, weights, name="tensor"):
+    """The uint16 bit patterns of float32 array A rounded to nearest even to WEIGHTS ("bf16" or
+    "f16"), as rnnd rounds at load. A finite value beyond the type's range is an error."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if weights == "f16":
+        with np.errstate(over="ignore"):
+            h = a.astype(np.float16)
+        bad = np.isinf(h) & np.isfinite(a)
+        kind, top = "float16", 65504.0
+        bits = h.view(np.uint16)
+    elif weights == "bf16":
+        u = a.view(np.uint32).astype(np.uint64)
+        r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+        nan = np.isnan(a)
+        r[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)     # stays NaN, quiet
+        bits = r
+        back = (bits.astype(np.uint32) << 16).view(np.float32)
+        bad = np.isinf(back) & np.isfinite(a)
+        kind, top = "bfloat16", 3.3895313892515355e38
+    else:
+        raise ConvertError("weights: %r is not a half type" % (weights,))
+    if bad.any():
+        i = int(np.flatnonzero(bad.ravel())[0])
+        raise ConvertError("%s: value %.9g out of %s range (largest finite %.9g)"
+                           % (name, float(a.ravel()[i]), kind, top))
+    return bits
+
+
+def half_to_f32(bits, weights):
+    """float32 values of uint16 patterns BITS of type WEIGHTS (exact)."""
+    bits = np.asarray(bits, dtype=np.uint16)
+    if weights == "f16":
+        return bits.view(np.float16).astype(np.float32)
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
 def f32(a):
     """A C-contiguous float32 copy of A."""
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
@@ -380,8 +433,13 @@ def fill_biases(layer):
             w["Vb"] = np.zeros(layer.output_size, np.float32)
 
 
-def apply_options(model, name=None, vocab=None, tokenizer=None, norm=None):
+def apply_options(model, name=None, vocab=None, tokenizer=None, norm=None, weights=None):
     """Settings given on the command line or to from_module() override the source's."""
+    if weights is not None:
+        if weights not in WEIGHT_TYPES:
+            raise ConvertError("weights: %r is not one of %s" % (weights,
+                                                                 ", ".join(WEIGHT_TYPES)))
+        model.weights = weights
     if name is not None:
         model.name = name
     if vocab is not None:

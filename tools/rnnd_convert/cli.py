@@ -26,6 +26,10 @@ def _parser():
                    help="vocabulary: one token per line, or a JSON list of strings")
     p.add_argument("--tokenizer", choices=("char", "byte"), help="how rnnd splits text")
     p.add_argument("--weights", metavar="FILE", help="native input: the .npz of tensors")
+    p.add_argument("--weight-type", choices=("f32", "bf16", "f16"),
+                   help="store the weight matrices as bfloat16 or float16 (rounded to "
+                   "nearest even; about half the file and half the bytes read per step; "
+                   "compute stays float). Default f32")
     p.add_argument("--format", choices=FORMATS, help="input format (default: by extension)")
     p.add_argument("--norm", choices=("none", "softmax", "log_softmax"),
                    help="override the head's normalisation")
@@ -69,7 +73,7 @@ def load_model(path, fmt, weights=None):
 
 
 def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
-            weights=None, norm=None):
+            weights=None, norm=None, weight_type=None):
     """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError."""
     from .writer import write
     model = load_model(input_path, fmt or detect_format(input_path), weights)
@@ -77,7 +81,8 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
         name = os.path.splitext(os.path.basename(output_path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
-    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm)
+    apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm,
+                  weights=weight_type)
     write(model, output_path)
     return model
 
@@ -86,7 +91,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     try:
         m = convert(args.input, args.output, fmt=args.format, name=args.name, vocab=args.vocab,
-                    tokenizer=args.tokenizer, weights=args.weights, norm=args.norm)
+                    tokenizer=args.tokenizer, weights=args.weights, norm=args.norm,
+                    weight_type=args.weight_type)
     except ConvertError as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
         return 1
@@ -104,9 +110,9 @@ def main(argv=None):
                                       else "/" + L.direction, "(H=%d)" % L.hidden_size)
                           for L in m.layers)
         n = sum(int(a.size) for a in m.tensors().values())
-        print("%s: %s input, layers %s, %s, %d parameters"
+        print("%s: %s input, layers %s, %s, %d parameters%s"
               % (args.output, m.input_kind, kinds,
                  "head %d%s" % (m.head_W.shape[0], "" if m.head_norm == "none"
                                 else " + " + m.head_norm) if m.head_W is not None else "no head",
-                 n))
+                 n, "" if m.weights == "f32" else ", %s weight matrices" % m.weights))
     return 0

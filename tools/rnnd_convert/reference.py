@@ -67,16 +67,46 @@ def read(path):
     if meta.get("format") != "rnnd" or meta.get("format_version") != "1":
         raise ValueError("%s: not an rnnd format 1 file" % path)
     arch = json.loads(meta["architecture"])
+    weights = arch.get("weights") or "f32"
     tensors = {}
     for name, t in header.items():
-        if t["dtype"] != "F32":
-            raise ValueError("%s: %s: dtype %s" % (path, name, t["dtype"]))
         b, e = t["data_offsets"]
-        if b % 4:
-            raise ValueError("%s: %s: begin offset not aligned" % (path, name))
-        a = np.frombuffer(data, dtype="<f4", count=(e - b) // 4, offset=base + b)
-        tensors[name] = a.reshape(t["shape"]).astype(np.float64)
+        if t["dtype"] == "F32":
+            if b % 4:
+                raise ValueError("%s: %s: begin offset not aligned" % (path, name))
+            a = np.frombuffer(data, dtype="<f4", count=(e - b) // 4, offset=base + b)
+            a = a.astype(np.float64)
+            if weights != "f32" and _is_matrix(name):
+                a = _round_half(a, weights, name)
+        elif t["dtype"] in ("BF16", "F16") and t["dtype"].lower() == weights:
+            u = np.frombuffer(data, dtype="<u2", count=(e - b) // 2, offset=base + b)
+            if weights == "bf16":
+                a = (u.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+            else:
+                a = u.view("<f2").astype(np.float64)
+        else:
+            raise ValueError("%s: %s: dtype %s" % (path, name, t["dtype"]))
+        tensors[name] = a.reshape(t["shape"])
     return arch, tensors
+
+
+def _is_matrix(name):
+    """The weight matrices the format lets a bf16 / f16 model store half-size."""
+    return name == "head.weight" or name.split(".")[-1] in ("W", "R", "proj", "V")
+
+
+def _round_half(a, weights, name):
+    """A rounded to nearest, ties to even, to bfloat16 (8 significant bits, exponent range
+    of float) or float16 (11 bits, normal from 2^-14, largest 65504), in float64:
+    a / quantum is exact and np.rint rounds half to even."""
+    mant, emin, top = (7, -126, 3.3895313892515355e38) if weights == "bf16" else \
+        (10, -14, 65504.0)
+    _, e = np.frexp(a)                      # |a| = m 2^e, m in [0.5, 1)
+    q = np.where(e - 1 < emin, emin - mant, e - 1 - mant)
+    r = np.ldexp(np.rint(np.ldexp(a, -q)), q)
+    if np.any(np.abs(r) > top):
+        raise ValueError("%s: a value is out of %s range" % (name, weights))
+    return r
 
 
 class Model:

@@ -6,14 +6,16 @@ import tempfile
 
 import numpy as np
 
-from .arch import ConvertError, FORMAT_VERSION, validate
+from .arch import ConvertError, FORMAT_VERSION, HALF_DTYPES, half_bits, is_matrix, validate
 
 # The data buffer must start 4-byte aligned; 8 also suits safetensors readers that want it.
 ALIGN = 8
 
 
 def build_header(model):
-    """(header bytes padded with spaces, [(name, float32 array)] in data order)."""
+    """(header bytes padded with spaces, [(name, array)] in data order). The arrays are
+    little-endian float32, or for a bf16 / f16 model's weight matrices uint16 patterns of
+    the rounded values (stored as BF16 / F16: half the bytes)."""
     arch = json.dumps(model.arch_json(), ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False)
     tensors = model.tensors()
@@ -24,11 +26,20 @@ def build_header(model):
     items = []
     for name in order:
         a = np.ascontiguousarray(tensors[name], dtype="<f4")
-        n = a.size * 4
-        header[name] = {"dtype": "F32", "shape": [int(s) for s in a.shape],
+        dtype = "F32"
+        if model.weights != "f32" and is_matrix(name):
+            shape = a.shape
+            a = half_bits(a, model.weights, name).astype("<u2").reshape(shape)
+            dtype = HALF_DTYPES[model.weights]
+        n = a.size * a.itemsize
+        header[name] = {"dtype": dtype, "shape": [int(s) for s in a.shape],
                         "data_offsets": [offset, offset + n]}
         items.append((name, a))
-        offset += n             # a multiple of 4: every begin offset stays 4-byte aligned
+        # the next tensor begins 4-byte aligned (F32 needs it); the gap is unused bytes
+        pad = (-n) % 4
+        if pad:
+            items.append((None, np.zeros(pad, np.uint8)))
+        offset += n + pad
     text = json.dumps(header, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     pad = (-(8 + len(text))) % ALIGN
     return text + b" " * pad, items

@@ -1,0 +1,285 @@
+"""Half-size weights (bf16 / f16) end to end: converter, loader, `rnnd inspect`, `rnnd infer`.
+
+1. Every golden case ($RNND_GOLDEN_DIR) is converted from ONNX with `--weight-type bf16` and
+   `--weight-type f16`. The file stores exactly the weight matrices (W, R, proj, V,
+   head.weight) as BF16 / F16, everything else F32, and is smaller than the f32 file by
+   2 bytes per matrix element; `rnnd inspect --json` reports the type.
+2. Correctness: `rnnd infer` on every SIMD path this CPU runs matches the float64 NumPy
+   reference (tools/rnnd_convert/reference.py, which reads the half tensors itself) within the
+   case's own float tolerance: the half model is computed right. avx2 and avx512 give the
+   same bits.
+3. Accuracy: the same outputs against the case's fp32 golden `expected` within
+   |got - exp| <= TOL * (1 + |exp|), TOL per type below: the price of rounding the weights.
+   The worst error per case is printed (docs/performance.md, "Half-size weights", has the
+   table) and the bound is asserted.
+4. The same model stored as F32 with "weights" set in the architecture (rounded at load)
+   gives bitwise the outputs of the BF16 / F16 file.
+5. Refusals: the converter refuses a weight beyond float16's range naming the tensor, and
+   rnnd refuses a file whose architecture names an unknown weight type.
+
+Exits 0 when everything holds, 1 otherwise; prints what it checked.
+"""
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+
+from rnnd_convert import reference
+
+PYTHON3 = os.environ.get("PYTHON3", sys.executable)
+RNND_BIN = os.environ["RNND_BIN"]
+GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "half")
+
+# Bounds on |got - expected| / (1 + |expected|) against the fp32 golden outputs: about twice
+# the worst measured over the cases (bf16 2.2e-3, f16 2.6e-4, both rnn_*_vectors; bf16 keeps
+# 8 significant bits, f16 11). They describe these small models: bigger or longer-running
+# ones can accumulate more.
+TOL = {"bf16": 5e-3, "f16": 5e-4}
+MATRICES = ("W", "R", "proj", "V")
+
+failures = []
+
+
+def fail(msg):
+    failures.append(msg)
+    print("FAIL " + msg)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def convert(onnx, out, wtype):
+    cmd = [PYTHON3, "-m", "rnnd_convert", onnx, "-o", out, "-q"]
+    if wtype != "f32":
+        cmd += ["--weight-type", wtype]
+    return run(cmd)
+
+
+def header(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]), len(data)
+
+
+def is_matrix(name):
+    return name == "head.weight" or (name.startswith("layers.")
+                                     and name.split(".")[-1] in MATRICES)
+
+
+def infer(model, seqs, isa):
+    p = run([RNND_BIN, "infer", "--model", model], input=json.dumps({"inputs": seqs}),
+            env=dict(os.environ, RNND_ISA=isa))
+    if p.returncode != 0:
+        return None, p.stderr.strip()
+    return json.loads(p.stdout)["outputs"], None
+
+
+def isas():
+    out = []
+    for isa in ("scalar", "avx2", "avx512"):
+        p = run([RNND_BIN, "infer", "--model", "/nonexistent.rnnd"], input="{}",
+                env=dict(os.environ, RNND_ISA=isa))
+        if "unsupported" not in p.stderr:
+            out.append(isa)
+    return out
+
+
+def check_file(name, path, f32_path, wtype):
+    """The half file's layout against the f32 file's."""
+    h, size = header(path)
+    h32, size32 = header(f32_path)
+    arch = json.loads(h["__metadata__"]["architecture"])
+    if arch.get("weights") != wtype:
+        fail("%s %s: architecture weights %r" % (name, wtype, arch.get("weights")))
+    saved = 0
+    for t, e in h.items():
+        if t == "__metadata__":
+            continue
+        want = {"bf16": "BF16", "f16": "F16"}[wtype] if is_matrix(t) else "F32"
+        if e["dtype"] != want:
+            fail("%s %s: %s stored as %s, want %s" % (name, wtype, t, e["dtype"], want))
+        if e["shape"] != h32[t]["shape"]:
+            fail("%s %s: %s shape %s" % (name, wtype, t, e["shape"]))
+        if is_matrix(t):
+            saved += 2 * int(np.prod(e["shape"]))
+    # the headers differ a little (dtype strings, padding): allow 64 bytes either way
+    if not abs((size32 - size) - saved) <= 64 or saved == 0:
+        fail("%s %s: file %d bytes, f32 %d: expected about %d bytes less" % (
+            name, wtype, size, size32, saved))
+    p = run([RNND_BIN, "inspect", "--json", path])
+    if p.returncode != 0 or json.loads(p.stdout).get("weights") != wtype:
+        fail("%s %s: rnnd inspect: %s" % (name, wtype, p.stdout or p.stderr))
+
+
+def rel_err(got, exp):
+    g = np.asarray(got, dtype=np.float64)
+    e = np.asarray(exp, dtype=np.float64)
+    return float(np.max(np.abs(g - e) / (1.0 + np.abs(e))))
+
+
+def as_float32_file(src, dst):
+    """SRC (a half file) rewritten with every tensor F32 (the half values widened, exactly),
+    the architecture still naming the half type: the loader rounds them at load."""
+    with open(src, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    h = json.loads(data[8:8 + n])
+    base = 8 + n
+    wtype = json.loads(h["__metadata__"]["architecture"])["weights"]
+    out = {"__metadata__": h["__metadata__"]}
+    blobs, off = [], 0
+    for t, e in h.items():
+        if t == "__metadata__":
+            continue
+        b, end = e["data_offsets"]
+        if e["dtype"] == "F32":
+            a = np.frombuffer(data[base + b:base + end], dtype="<f4")
+        else:
+            u = np.frombuffer(data[base + b:base + end], dtype="<u2")
+            a = (u.astype(np.uint32) << 16).view(np.float32) if wtype == "bf16" else \
+                u.view("<f2").astype(np.float32)
+        raw = a.astype("<f4").tobytes()
+        out[t] = {"dtype": "F32", "shape": e["shape"], "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    text = json.dumps(out).encode()
+    text += b" " * ((-(8 + len(text))) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+def check_case(name, case_dir, paths, worst):
+    with open(os.path.join(case_dir, "case.json")) as f:
+        case = json.load(f)
+    onnx = os.path.join(case_dir, case.get("model", "model.onnx"))
+    seqs = case["sequences"]
+    f32 = os.path.join(TMP, name + ".f32.rnnd")
+    p = convert(onnx, f32, "f32")
+    if p.returncode != 0:
+        fail("%s: f32 conversion: %s" % (name, p.stderr.strip()))
+        return
+    for wtype in ("bf16", "f16"):
+        path = os.path.join(TMP, "%s.%s.rnnd" % (name, wtype))
+        p = convert(onnx, path, wtype)
+        if p.returncode != 0:
+            fail("%s %s: conversion: %s" % (name, wtype, p.stderr.strip()))
+            continue
+        check_file(name, path, f32, wtype)
+        ref, _ = reference.run(path, [np.asarray(s) if case["input"]["kind"] == "vectors"
+                                      else s for s in seqs])
+        outs = {}
+        for isa in paths:
+            got, err = infer(path, seqs, isa)
+            if got is None:
+                fail("%s %s [%s]: rnnd infer: %s" % (name, wtype, isa, err))
+                continue
+            outs[isa] = got
+            # computed right: the float64 reference of the same half weights
+            for b, (g, r) in enumerate(zip(got, ref)):
+                g = np.asarray(g)
+                if g.shape != r.shape or not np.all(
+                        np.abs(g - r) <= case["atol"] + case["rtol"] * np.abs(r)):
+                    fail("%s %s [%s]: sequence %d differs from the reference of the half "
+                         "model (max %.3g)" % (name, wtype, isa, b, float(np.max(np.abs(
+                             g - r))) if g.shape == r.shape else float("inf")))
+            # accurate: against the fp32 golden outputs
+            e = max(rel_err(g, x) for g, x in zip(got, case["expected"]))
+            worst[wtype][name] = max(worst[wtype].get(name, 0.0), e)
+            if not e <= TOL[wtype]:
+                fail("%s %s [%s]: error %.3g against the fp32 golden outputs > %.3g" % (
+                    name, wtype, isa, e, TOL[wtype]))
+        if "avx2" in outs and "avx512" in outs and outs["avx2"] != outs["avx512"]:
+            fail("%s %s: avx2 and avx512 differ" % (name, wtype))
+        # the same weights stored F32, rounded at load: the same bits
+        alt = os.path.join(TMP, "%s.%s.asf32.rnnd" % (name, wtype))
+        as_float32_file(path, alt)
+        isa = paths[-1]
+        got, err = infer(alt, seqs, isa)
+        if got is None or got != outs.get(isa):
+            fail("%s %s: F32-stored file with weights=%s: %s" % (
+                name, wtype, wtype, err or "outputs differ from the half file"))
+        print("case %-28s %-4s max |err|/(1+|exp|) vs fp32 golden %.3g; reference and "
+              "F32-stored copy match on %s" % (name, wtype, worst[wtype][name],
+                                               ", ".join(paths)))
+
+
+def check_refusals():
+    # a native model with one weight beyond float16's range
+    spec = {"format_version": 1, "input": {"kind": "vectors", "dim": 2},
+            "layers": [{"type": "rnn", "hidden_size": 2}], "weights": "w.npz"}
+    W = np.array([[1.0, 2.0], [3.0, 70000.0]], np.float32)
+    np.savez(os.path.join(TMP, "w.npz"), **{"layers.0.0.W": W,
+                                            "layers.0.0.R": np.eye(2, dtype=np.float32)})
+    with open(os.path.join(TMP, "big.json"), "w") as f:
+        json.dump(spec, f)
+    out = os.path.join(TMP, "big.rnnd")
+    p = convert(os.path.join(TMP, "big.json"), out, "f16")
+    if p.returncode != 1 or "layers.0.0.W: value 70000 out of float16 range" not in p.stderr:
+        fail("f16 overflow: converter exit %d: %s" % (p.returncode, p.stderr.strip()))
+    else:
+        print("converter refuses f16 overflow: " + p.stderr.strip())
+    p = convert(os.path.join(TMP, "big.json"), out, "bf16")     # in bfloat16's range
+    if p.returncode != 0:
+        fail("bf16 of 70000: %s" % p.stderr.strip())
+    else:
+        got, err = infer(out, [[[1.0, 1.0]]], "auto")
+        # W rounds to [[1, 2], [3, 70144]]: h = tanh(W x + R h0) with zero biases
+        want = np.tanh(np.array([3.0, 70147.0]))
+        if got is None or not np.allclose(got[0][0], want, rtol=1e-6):
+            fail("bf16 native model: %s" % (err or got))
+    # an unknown weight type in the architecture
+    src = os.path.join(TMP, "lstm_vectors.f32.rnnd")
+    if os.path.exists(src):
+        with open(src, "rb") as f:
+            data = f.read()
+        (n,) = struct.unpack("<Q", data[:8])
+        h = json.loads(data[8:8 + n])
+        a = json.loads(h["__metadata__"]["architecture"])
+        a["weights"] = "fp8"
+        h["__metadata__"]["architecture"] = json.dumps(a)
+        text = json.dumps(h).encode()
+        text += b" " * ((-(8 + len(text))) % 8)
+        path = os.path.join(TMP, "fp8.rnnd")
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(text)) + text + data[8 + n:])
+        p = run([RNND_BIN, "inspect", path])
+        if p.returncode != 1 or "architecture.weights: unknown value \"fp8\"" not in p.stderr:
+            fail("unknown weights: inspect exit %d: %s" % (p.returncode, p.stderr.strip()))
+        else:
+            print("rnnd refuses an unknown weight type: " + p.stderr.strip())
+    else:
+        fail("no lstm_vectors golden case to edit")
+
+
+def main():
+    os.makedirs(TMP, exist_ok=True)
+    cases = sorted(d for d in os.listdir(GOLDEN_DIR)
+                   if os.path.isfile(os.path.join(GOLDEN_DIR, d, "case.json")))
+    if not cases:
+        fail("no golden cases in %s" % GOLDEN_DIR)
+    paths = isas()
+    print("paths: %s" % ", ".join(paths))
+    worst = {"bf16": {}, "f16": {}}
+    for name in cases:
+        check_case(name, os.path.join(GOLDEN_DIR, name), paths, worst)
+    check_refusals()
+    print("| case | bf16 | f16 |")
+    print("|---|---:|---:|")
+    for name in cases:
+        print("| %s | %.2e | %.2e |" % (name, worst["bf16"].get(name, float("nan")),
+                                        worst["f16"].get(name, float("nan"))))
+    if failures:
+        print("%d failure(s)" % len(failures))
+        return 1
+    print("half-size weights: %d cases, bf16 and f16, all checks hold" % len(cases))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
