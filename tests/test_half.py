@@ -257,6 +257,30 @@ def check_refusals():
         fail("no lstm_vectors golden case to edit")
 
 
+def check_served(cases):
+    """The daemon serves a half model: /v1/models reports its weight type, and a session fed
+    step by step gives bitwise the outputs of `rnnd infer` on the same file."""
+    from daemon_util import Daemon
+    name = next(n for n in cases if json.load(open(os.path.join(GOLDEN_DIR, n, "case.json")))
+                ["stateful"])
+    case = json.load(open(os.path.join(GOLDEN_DIR, name, "case.json")))
+    seq = case["sequences"][0]
+    models = {w: os.path.join(TMP, "%s.%s.rnnd" % (name, w)) for w in ("f32", "bf16", "f16")}
+    with Daemon(models) as d:
+        listed = {m["name"]: m["weights"] for m in d.request("GET", "/v1/models")[2]["models"]}
+        if listed != {"f32": "f32", "bf16": "bf16", "f16": "f16"}:
+            fail("served: /v1/models weights %r" % listed)
+        for w in ("bf16", "f16"):
+            want, err = infer(models[w], [seq], "avx2")
+            sid = d.request("POST", "/v1/sessions", {"model": w})[2]["id"]
+            got = [d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": [x]})[2]
+                   ["outputs"][0] for x in seq]
+            if want is None or got != want[0]:
+                fail("served %s %s: session steps differ from rnnd infer (%s)" % (name, w, err))
+        d.stop()
+    print("served: %s in f32/bf16/f16, weights reported, session steps == rnnd infer" % name)
+
+
 def main():
     os.makedirs(TMP, exist_ok=True)
     cases = sorted(d for d in os.listdir(GOLDEN_DIR)
@@ -269,6 +293,7 @@ def main():
     for name in cases:
         check_case(name, os.path.join(GOLDEN_DIR, name), paths, worst)
     check_refusals()
+    check_served(cases)
     print("| case | bf16 | f16 |")
     print("|---|---:|---:|")
     for name in cases:

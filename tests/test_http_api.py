@@ -58,6 +58,7 @@ def check_models(d):
         want = state_floats_from_arch(detail["architecture"])
         C.eq(detail["state_bytes"], 4 * want, m["name"] + " state_bytes")
         C.eq(detail["digest"], m["digest"], m["name"] + " digest in detail")
+        C.eq(m["weights"], detail["architecture"].get("weights", "f32"), m["name"] + " weights")
         C.eq(len(detail["layer_types"]), len(detail["architecture"]["layers"]),
              m["name"] + " layers")
     C.error(d.request("GET", "/v1/models/nope"), 404, "not_found", "unknown model")
