@@ -275,7 +275,10 @@ static int step_start(rnnd_job *job)
         return RNND_JOB_DONE;
     }
     append_locked(b, j);
-    pthread_cond_signal(&b->more);
+    /* a gathering round waits only for a full batch: waking it for less is a wasted
+     * context switch per request */
+    if (b->n_ready >= b->max_batch)
+        pthread_cond_signal(&b->more);
     rnnd_step_job *refused = schedule_locked(b);
     pthread_mutex_unlock(&b->mu);
     /* our own job may be among the refused: it is then finished through the session */
@@ -462,6 +465,8 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
                 next = j->rnext;
                 append_locked(b, j);
             }
+            if (b->n_ready >= b->max_batch)
+                pthread_cond_signal(&b->more);
             refused = schedule_locked(b);
         }
         pthread_mutex_unlock(&b->mu);
@@ -543,7 +548,8 @@ int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job)
         b->ihead = job;
     b->itail = job;
     b->infer_steps += rnnd_infer_req_steps(job->req);
-    pthread_cond_signal(&b->infer_more);
+    if (b->infer_steps >= b->infer_max_steps)   /* as for steps: only a full round wakes */
+        pthread_cond_signal(&b->infer_more);
     rnnd_infer_job *refused = schedule_infer_locked(b);
     pthread_mutex_unlock(&b->mu);
     stop_infer_list(refused);   /* may include JOB: it was accepted, then stopped */

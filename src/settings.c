@@ -58,9 +58,9 @@ static const struct setting settings[] = {
     {"cors_origins", CT_STRING, OFF(cors_origins), "", 0, 0, NULL, "LIST",
      "comma-separated origins (https://app.example.com) browsers may call from, or *; empty "
      "= no CORS headers (browsers refuse cross-origin calls)"},
-    {"http_threads", CT_INT, OFF(http_threads), "4", 1, 256, NULL, "N",
+    {"http_threads", CT_INT, OFF(http_threads), "0", 0, 256, NULL, "N",
      "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
-     "never compute"},
+     "never compute; 0 = one per online core, at most 4"},
     {"workers", CT_INT, OFF(workers), "0", 0, 1024, NULL, "N",
      "compute threads; 0 = the number of online cores"},
     {"max_batch", CT_INT, OFF(max_batch), "64", 1, 4096, NULL, "N",

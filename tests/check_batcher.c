@@ -454,6 +454,59 @@ START_TEST(test_split_round_bitwise)
 }
 END_TEST
 
+/* A round gathering while another worker is busy stops waiting as soon as the batch is full,
+ * not at max_batch_wait_us (arrivals below a full batch do not wake it; the one that fills it
+ * must). */
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+START_TEST(test_gather_ends_when_full)
+{
+    enum { FULL = 4 };
+    const long wait_us = 10 * 1000 * 1000;
+    fixture f;
+    setup(&f, tok_arch, FULL, wait_us, 2);
+    blocker bl;
+    memset(&bl, 0, sizeof bl);
+    bl.task.run = blocker_run;
+    ck_assert_int_eq(rnnd_pool_post(f.pool, &bl.task), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&bl.started); i++)
+        usleep(1000);
+    ck_assert(atomic_load(&bl.started));    /* one worker busy: the other's round gathers */
+    atomic_int done = 0;
+    char err[256];
+    rnnd_session *s[FULL];
+    tjob *j[FULL];
+    int32_t tok = 1;
+    double t0 = mono_s();
+    for (int i = 0; i < FULL; i++) {
+        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[i], err,
+                                             sizeof err), 0);
+        j[i] = tjob_new(&f, &tok, NULL, 1, -1, &done);
+        ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
+        usleep(20000);  /* the first job's round is waiting before the next arrives */
+    }
+    for (int i = 0; i < 10000 && atomic_load(&done) < FULL; i++)
+        usleep(500);
+    double secs = mono_s() - t0;
+    ck_assert_int_eq(atomic_load(&done), FULL);
+    ck_assert_msg(secs < wait_us / 2e6, "the full batch waited %.3f s", secs);
+    ck_assert_uint_eq(rnnd_batcher_hist(f.b, FULL), 1);    /* one round took all four */
+    ck_assert_uint_eq(rnnd_batcher_batches(f.b), 1);
+    atomic_store(&bl.release, 1);
+    for (int i = 0; i < FULL; i++) {
+        ck_assert_int_eq(j[i]->sj.outcome, RNND_STEP_OK);
+        tjob_free(j[i]);
+        rnnd_session_unref(s[i]);
+    }
+    teardown(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("batcher");
@@ -462,6 +515,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_vectors_wait);
     tcase_add_test(tc, test_if_steps_and_stop);
     tcase_add_test(tc, test_split_round_bitwise);
+    tcase_add_test(tc, test_gather_ends_when_full);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
