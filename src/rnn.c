@@ -338,12 +338,13 @@ static void gru_stage1(void *arg, size_t i)
                   i, c->nt, &r0, &r1);
 }
 
-/* GRU: the candidate and the new h of hidden units [j0, j1); T1 holds its recurrent term. */
-static void gru_finish(const cell_job *c, size_t j0, size_t j1)
+/* GRU: the candidate and the new h of rows [b0, b1), hidden units [j0, j1); T1 holds its
+ * recurrent term. */
+static void gru_finish(const cell_job *c, size_t b0, size_t b1, size_t j0, size_t j1)
 {
     const cell_io *io = &c->io;
     size_t H = (size_t)c->L->hidden, ld = 2 * H;
-    for (size_t b = 0; b < io->nb; b++) {
+    for (size_t b = b0; b < b1; b++) {
         const float *gx = io->gx + b * io->ldgx + 2 * H;
         float *t = c->t1 + b * H;
         for (size_t j = j0; j < j1; j++)
@@ -358,16 +359,34 @@ static void gru_finish(const cell_job *c, size_t j0, size_t j1)
     }
 }
 
-/* GRU stage 2, hidden units of part I: z and r; then r * (Rh h + Rbh) and the new h (lbr 1),
- * or r * h into T2 for stage 3 (lbr 0). */
+/* Part I of a gate stage: rows [*b0, *b1) x hidden units [*j0, *j1). By rows when every
+ * thread gets one: a thread then reads whole rows of gates, not the slices of them that the
+ * other threads' gemv parts wrote. Each element's arithmetic is the same either way. */
+static void gate_part(const cell_job *c, size_t i, size_t *b0, size_t *b1, size_t *j0,
+                      size_t *j1)
+{
+    size_t H = (size_t)c->L->hidden;
+    if (c->io.nb >= c->nt) {
+        part(c->io.nb, 1, i, c->nt, b0, b1);
+        *j0 = 0;
+        *j1 = H;
+    } else {
+        *b0 = 0;
+        *b1 = c->io.nb;
+        part(H, RNND_PANEL, i, c->nt, j0, j1);
+    }
+}
+
+/* GRU stage 2, part I: z and r; then r * (Rh h + Rbh) and the new h (lbr 1), or r * h into
+ * T2 for stage 3 (lbr 0). */
 static void gru_stage2(void *arg, size_t i)
 {
     const cell_job *c = arg;
     const cell_io *io = &c->io;
     const rnnd_activation *af = &c->L->act[c->d][0];
-    size_t H = (size_t)c->L->hidden, ld = 2 * H, j0, j1;
-    part(H, RNND_PANEL, i, c->nt, &j0, &j1);
-    for (size_t b = 0; b < io->nb; b++) {
+    size_t H = (size_t)c->L->hidden, ld = 2 * H, b0, b1, j0, j1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
+    for (size_t b = b0; b < b1; b++) {
         const float *gx = io->gx + b * io->ldgx;
         float *g = c->gh + b * ld;
         for (size_t blk = 0; blk < 2; blk++) {
@@ -390,17 +409,28 @@ static void gru_stage2(void *arg, size_t i)
         }
     }
     if (c->L->linear_before_reset)
-        gru_finish(c, j0, j1);
+        gru_finish(c, b0, b1, j0, j1);
 }
 
-/* GRU (lbr 0) stage 3: Rh (r * h) + Rbh, then the new h of the same rows. */
+/* GRU (lbr 0) stage 3: Rh (r * h) + Rbh into T1. */
 static void gru_stage3(void *arg, size_t i)
 {
     const cell_job *c = arg;
     size_t H = (size_t)c->L->hidden, r0, r1;
     gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, c->t2, H, c->io.nb, c->t1, H, i, c->nt,
               &r0, &r1);
-    gru_finish(c, r0, r1);
+    if (c->nt == 1)
+        gru_finish(c, 0, c->io.nb, r0, r1);
+}
+
+/* GRU (lbr 0) stage 4, with a team: the new h of part I (gate_part), a stage of its own so
+ * that it reads whole rows rather than the other threads' slices of T1 and of z. */
+static void gru_stage4(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    size_t b0, b1, j0, j1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
+    gru_finish(c, b0, b1, j0, j1);
 }
 
 static void lstm_stage1(void *arg, size_t i)
@@ -416,7 +446,7 @@ static void peep_add(float *g, const float *p, const float *c, size_t j0, size_t
         g[j] = g[j] + p[j] * c[j];
 }
 
-/* LSTM stage 2: the gates, c and h of hidden units [j0, j1) of part I. */
+/* LSTM stage 2: the gates, c and h of part I (gate_part). */
 static void lstm_stage2(void *arg, size_t i)
 {
     const cell_job *c = arg;
@@ -430,11 +460,12 @@ static void lstm_stage2(void *arg, size_t i)
     /* gate blocks: i, o, f, c (no forget gate: i, o, c) */
     size_t oi = 0, oo = H, of = 2 * H, oc = L->forget_gate ? 3 * H : 2 * H;
     int has_f = L->forget_gate, P = L->proj_size;
-    part(H, RNND_PANEL, i, c->nt, &j0, &j1);
+    size_t b0, b1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
     size_t nj = j1 - j0;
     if (nj == 0)
         return;
-    for (size_t b = 0; b < io->nb; b++) {
+    for (size_t b = b0; b < b1; b++) {
         const float *gx = io->gx + b * io->ldgx;
         const float *cp = io->cp + b * io->ldcp;
         float *g = c->gh + b * ld;
@@ -509,8 +540,11 @@ static void run_cell(const rnnd_net *n, int l, int d, const cell_io *io, float *
     case RNND_CELL_GRU:
         run_stage(par, c.nt, gru_stage1, &c);
         run_stage(par, c.nt, gru_stage2, &c);
-        if (!L->linear_before_reset)
+        if (!L->linear_before_reset) {
             run_stage(par, c.nt, gru_stage3, &c);
+            if (c.nt > 1)
+                run_stage(par, c.nt, gru_stage4, &c);
+        }
         break;
     case RNND_CELL_LSTM:
         run_stage(par, c.nt, lstm_stage1, &c);
