@@ -41,6 +41,22 @@ static void skip_ws(struct scanner *s)
         s->p++;
 }
 
+/* After a list element (whitespace skipped): 1 at ',' (consumed, with the whitespace after
+ * it), 0 at CLOSE (consumed), -1 at anything else. */
+static int list_next(struct scanner *s, char close)
+{
+    if (s->p < s->end && *s->p == ',') {
+        s->p++;
+        skip_ws(s);
+        return 1;
+    }
+    if (s->p < s->end && *s->p == close) {
+        s->p++;
+        return 0;
+    }
+    return -1;
+}
+
 static int is_digit(char c)
 {
     return c >= '0' && c <= '9';
@@ -221,16 +237,11 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
                     goto out;
                 w++;
                 skip_ws(s);
-                if (s->p < s->end && *s->p == ',') {
-                    s->p++;
-                    skip_ws(s);
-                    continue;
-                }
-                if (s->p < s->end && *s->p == ']') {
-                    s->p++;
+                int more = list_next(s, ']');
+                if (more < 0)
+                    goto out;
+                if (!more)
                     break;
-                }
-                goto out;
             }
             if (steps == 1)
                 width = w;
@@ -247,16 +258,11 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
                 goto out;
         }
         skip_ws(s);
-        if (s->p < s->end && *s->p == ',') {
-            s->p++;
-            skip_ws(s);
-            continue;
-        }
-        if (s->p < s->end && *s->p == ']') {
-            s->p++;
+        int more = list_next(s, ']');
+        if (more < 0)
+            goto out;
+        if (!more)
             break;
-        }
-        goto out;
     }
     out->n_steps = steps;
     out->width = width;
@@ -338,16 +344,11 @@ int rnnd_step_scan_parse(const char *data, size_t len, long max_depth, size_t ma
                 goto fail;
         }
         skip_ws(&s);
-        if (s.p < s.end && *s.p == ',') {
-            s.p++;
-            skip_ws(&s);
-            continue;
-        }
-        if (s.p < s.end && *s.p == '}') {
-            s.p++;
+        int more = list_next(&s, '}');
+        if (more < 0)
+            goto fail;
+        if (!more)
             break;
-        }
-        goto fail;
     }
     skip_ws(&s);
     if (s.p != s.end || !seen[0])
