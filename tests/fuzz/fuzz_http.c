@@ -212,15 +212,41 @@ static fz_daemon *daemon_start(void)
 
 /* ---- the client ---- */
 
+/* Connect to the daemon. libFuzzer's -timeout alarm (SIGALRM, installed without SA_RESTART)
+ * may land while connect() waits for the handshake on a loaded machine: the connection then
+ * completes in the background, so wait for it rather than take EINTR for a dead daemon. A
+ * machine that briefly runs out of ephemeral ports (EADDRNOTAVAIL) gets a few retries. */
 static int dial(uint16_t port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FZ_CHECK(fd >= 0, "socket");
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    FZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0,
-             "the daemon no longer accepts connections");
-    return fd;
+    int e = 0;
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        FZ_CHECK(fd >= 0, "socket");
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0)
+            return fd;
+        e = errno;
+        if (e == EINTR || e == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int r;
+            do
+                r = poll(&pf, 1, READ_TIMEOUT_MS);
+            while (r < 0 && errno == EINTR);
+            socklen_t elen = sizeof e;
+            if (r == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &elen) == 0 && e == 0)
+                return fd;
+            if (r == 0)
+                e = ETIMEDOUT;
+        }
+        close(fd);
+        if (e != EADDRNOTAVAIL && e != EAGAIN)
+            break;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    fprintf(stderr, "fuzz_http: connect to 127.0.0.1:%u: %s\n", (unsigned)port, strerror(e));
+    fz_fail(__FILE__, __LINE__, "the daemon no longer accepts connections");
 }
 
 /* Case-insensitive search for header NAME (with its colon) in the LEN bytes of a header
