@@ -208,6 +208,21 @@ static inline vf vsel(vmask m, vf t, vf f) { return _mm256_blendv_ps(f, t, m); }
 
 #include "kernels_vmath.h"
 
+#define VLEN 8
+static inline vf vld(const float *p, size_t n)
+{
+    return n == VLEN ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes_below((int)n));
+}
+static inline void vst(float *p, vf v, size_t n)
+{
+    if (n == VLEN)
+        _mm256_storeu_ps(p, v);
+    else
+        _mm256_maskstore_ps(p, lanes_below((int)n), v);
+}
+
+#include "kernels_cells.h"
+
 /* Full vectors, then the tail through the same code with a masked load/store, so an
  * element's result never depends on where it sits or on n. */
 #define ACT_LOOP(EXPR)                                                  \
@@ -247,4 +262,7 @@ const rnnd_kernels rnnd_kern_table_avx2 = {
     .name = "avx2",
     .gemv = kern_gemv_f32_avx2,
     .act = kern_act_f32_avx2,
+    .lstm_row = cells_lstm_row,
+    .gru_gates = cells_gru_gates,
+    .gru_finish = cells_gru_finish,
 };

@@ -33,8 +33,8 @@ typedef struct gemv_args {
     int row_end;
 } gemv_args;
 
-#define MAX_NP 8        /* panels per tile: 8 up to B = 3, else 4 */
-#define MAX_NB 6        /* batch rows per tile; NP * NB <= 24 accumulators */
+#define MAX_NP 8        /* panels per tile: 8 up to B = 3, 4 up to 6 rows, 3 for 7-8 */
+#define MAX_NB 8        /* batch rows per tile; NP * NB <= 24 accumulators */
 /* Software prefetch, in k steps (64 bytes each) ahead in every panel stream. Measured on a
  * Zen 5 EPYC: a few percent better than none when the weights come from DRAM, no change
  * from L3; 16 panels in flight for B = 1 was slower than 8 (more streams). */
@@ -119,32 +119,42 @@ typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 #define TILE(T, NP, NB) \
     static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
     { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
-#define TILES_FOR_NB(T, NB) TILE(T, 8, NB) TILE(T, 4, NB) TILE(T, 2, NB) TILE(T, 1, NB)
+#define TILES_8(T, NB) TILE(T, 8, NB) TILE(T, 4, NB) TILE(T, 2, NB) TILE(T, 1, NB)
+#define TILES_4(T, NB) TILE(T, 4, NB) TILE(T, 2, NB) TILE(T, 1, NB)
+#define TILES_3(T, NB) TILE(T, 3, NB) TILE(T, 2, NB) TILE(T, 1, NB)
 #define TILES(T) \
-    TILES_FOR_NB(T, 1) TILES_FOR_NB(T, 2) TILES_FOR_NB(T, 3) \
-    TILE(T, 4, 4) TILE(T, 2, 4) TILE(T, 1, 4) \
-    TILE(T, 4, 5) TILE(T, 2, 5) TILE(T, 1, 5) \
-    TILE(T, 4, 6) TILE(T, 2, 6) TILE(T, 1, 6)
+    TILES_8(T, 1) TILES_8(T, 2) TILES_8(T, 3) \
+    TILES_4(T, 4) TILES_4(T, 5) TILES_4(T, 6) \
+    TILES_3(T, 7) TILES_3(T, 8)
 #define TYPE_f32 RNND_WEIGHTS_F32
 #define TYPE_bf16 RNND_WEIGHTS_BF16
 #define TYPE_f16 RNND_WEIGHTS_F16
 TILES(f32) TILES(bf16) TILES(f16)
 
-/* tiles[type][nb - 1][i] has 8 >> i panels; NULL where the tile would not fit in
- * registers. */
+/* The tiles of one height (batch rows), widest first; a row of panels is cut into as many
+ * of the widest as fit, then narrower ones for what is left. */
+typedef struct tile_row {
+    int np[4];          /* panels per tile, descending, 0-terminated */
+    tile_fn fn[4];
+} tile_row;
+
+#define ROW_8(T, NB) {{8, 4, 2, 1}, \
+    {tile_##T##_8x##NB, tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
+#define ROW_4(T, NB) {{4, 2, 1, 0}, {tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
+#define ROW_3(T, NB) {{3, 2, 1, 0}, {tile_##T##_3x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
 #define TILE_TABLE(T) { \
-    { tile_##T##_8x1, tile_##T##_4x1, tile_##T##_2x1, tile_##T##_1x1 }, \
-    { tile_##T##_8x2, tile_##T##_4x2, tile_##T##_2x2, tile_##T##_1x2 }, \
-    { tile_##T##_8x3, tile_##T##_4x3, tile_##T##_2x3, tile_##T##_1x3 }, \
-    { NULL, tile_##T##_4x4, tile_##T##_2x4, tile_##T##_1x4 }, \
-    { NULL, tile_##T##_4x5, tile_##T##_2x5, tile_##T##_1x5 }, \
-    { NULL, tile_##T##_4x6, tile_##T##_2x6, tile_##T##_1x6 }, \
+    ROW_8(T, 1), ROW_8(T, 2), ROW_8(T, 3), ROW_4(T, 4), ROW_4(T, 5), ROW_4(T, 6), \
+    ROW_3(T, 7), ROW_3(T, 8), \
 }
-static const tile_fn tiles_by_type[3][MAX_NB][4] = {
+static const tile_row tiles_by_type[3][MAX_NB] = {
     [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
     [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
     [RNND_WEIGHTS_F16] = TILE_TABLE(f16),
 };
+
+#ifndef TILE_NB
+#define TILE_NB MAX_NB
+#endif
 
 static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const float *X,
                                  size_t ldx, size_t B, float *Y, size_t ldy,
@@ -156,25 +166,29 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
         .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
         .Y = Y, .ldy = ldy, .row_end = row_end,
     };
-    const tile_fn (*tiles)[4] = tiles_by_type[W->type];
-    size_t p = (size_t)row_begin / RNND_PANEL;
+    const tile_row *rows = tiles_by_type[W->type];
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
-    /* Up to 3 batch rows: 8 panels per tile (8..24 chains). More: 4 panels x 6 rows, and
-     * the weights of those 4 panels stay in cache while every batch tile reuses them. */
-    const int first = B <= 3 ? 0 : 1;
-    while (p < p_end) {
-        int i = first;
-        while ((size_t)(8 >> i) > p_end - p)
-            i++;
-        /* as few batch tiles as fit, of balanced sizes (B = 8: 4 + 4, not 6 + 2: a 2-row
-         * tile has too few chains to hide the fma latency) */
-        size_t left_tiles = (B + MAX_NB - 1) / MAX_NB;
+    /* As few batch tiles as fit, of balanced sizes (B = 10: 5 + 5, not 8 + 2: a 2-row tile
+     * has too few chains to hide the fma latency): each panel line is loaded once per batch
+     * tile. The panels go in groups as wide as the tallest tile's; every batch tile runs
+     * over one group before the next, so the group's weights stay in cache while they are
+     * reused. */
+    const size_t n_tiles = (B + TILE_NB - 1) / TILE_NB;
+    const size_t group = (size_t)rows[(B + n_tiles - 1) / n_tiles - 1].np[0];
+    for (size_t p0 = (size_t)row_begin / RNND_PANEL; p0 < p_end; p0 += group) {
+        size_t pg = p_end - p0 < group ? p_end - p0 : group;
+        size_t left_tiles = n_tiles;
         for (size_t b = 0; b < B; left_tiles--) {
             size_t nb = (B - b + left_tiles - 1) / left_tiles;
-            tiles[nb - 1][i](&g, p, b);
+            const tile_row *tr = &rows[nb - 1];
+            int i = 0;
+            for (size_t p = p0; p < p0 + pg; p += (size_t)tr->np[i]) {
+                while ((size_t)tr->np[i] > p0 + pg - p)
+                    i++;
+                tr->fn[i](&g, p, b);
+            }
             b += nb;
         }
-        p += (size_t)(8 >> i);
     }
 }
 
@@ -208,6 +222,21 @@ static inline vmask vgt_or_nan(vf a, vf b) { return _mm512_cmp_ps_mask(a, b, _CM
 static inline vf vsel(vmask m, vf t, vf f) { return _mm512_mask_blend_ps(m, f, t); }
 
 #include "kernels_vmath.h"
+
+#define VLEN 16
+static inline vf vld(const float *p, size_t n)
+{
+    return n == VLEN ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+}
+static inline void vst(float *p, vf v, size_t n)
+{
+    if (n == VLEN)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+}
+
+#include "kernels_cells.h"
 
 /* Full vectors, then the tail through the same code with a masked load/store, so an
  * element's result never depends on where it sits or on n. */
@@ -248,4 +277,7 @@ const rnnd_kernels rnnd_kern_table_avx512 = {
     .name = "avx512",
     .gemv = kern_gemv_f32_avx512,
     .act = kern_act_f32_avx512,
+    .lstm_row = cells_lstm_row,
+    .gru_gates = cells_gru_gates,
+    .gru_finish = cells_gru_finish,
 };

@@ -117,8 +117,81 @@ static void kern_act_f32_scalar(const rnnd_activation *a, float *x, size_t n)
         x[i] = act_one(a->kind, x[i], a->alpha, a->beta);
 }
 
+static inline float act_of(const rnnd_activation *a, float x)
+{
+    return act_one(a->kind, x, a->alpha, a->beta);
+}
+
+static inline float clip_of(int has_clip, float clip, float x)
+{
+    if (!has_clip)
+        return x;
+    return x > clip ? clip : (x < -clip ? -clip : x);
+}
+
+/* The reference of rnnd_kernels.lstm_row; kernels_cells.h does the same per vector. */
+static void kern_lstm_row_scalar(const rnnd_lstm_math *m, const float *gx, const float *g,
+                                 const float *cp, float *cn, float *h, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    const size_t oo = H, of = 2 * H, oc = m->forget_gate ? 3 * H : 2 * H;
+    const float *P = m->P;
+    for (size_t j = j0; j < j1; j++) {
+        const float c = cp[j];
+        float gi = gx[j] + g[j];
+        if (P)
+            gi = gi + P[j] * c;
+        gi = act_of(m->af, clip_of(m->has_clip, m->clip, gi));
+        float cc = act_of(m->ag, clip_of(m->has_clip, m->clip, gx[oc + j] + g[oc + j]));
+        float c_new;
+        if (!m->forget_gate) {
+            c_new = c + gi * cc;
+        } else if (m->input_forget) {
+            c_new = (1.0f - gi) * c + gi * cc;
+        } else {
+            float gf = gx[of + j] + g[of + j];
+            if (P)
+                gf = gf + P[2 * H + j] * c;
+            gf = act_of(m->af, clip_of(m->has_clip, m->clip, gf));
+            c_new = gf * c + gi * cc;
+        }
+        float go = gx[oo + j] + g[oo + j];
+        if (P)
+            go = go + P[H + j] * c_new;
+        go = act_of(m->af, clip_of(m->has_clip, m->clip, go));
+        cn[j] = c_new;
+        h[j] = go * act_of(m->ah, c_new);
+    }
+}
+
+static void kern_gru_gates_scalar(const rnnd_gru_math *m, const float *gx, float *g,
+                                  const float *hp, float *t, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    for (size_t j = j0; j < j1; j++) {
+        float z = act_of(m->af, clip_of(m->has_clip, m->clip, gx[j] + g[j]));
+        float r = act_of(m->af, clip_of(m->has_clip, m->clip, gx[H + j] + g[H + j]));
+        g[j] = z;
+        g[H + j] = r;
+        t[j] = r * (m->linear_before_reset ? t[j] : hp[j]);
+    }
+}
+
+static void kern_gru_finish_scalar(const rnnd_gru_math *m, const float *gxh, const float *z,
+                                   const float *t, const float *hp, float *hn, size_t j0,
+                                   size_t j1)
+{
+    for (size_t j = j0; j < j1; j++) {
+        float c = act_of(m->ag, clip_of(m->has_clip, m->clip, gxh[j] + t[j]));
+        hn[j] = (1.0f - z[j]) * c + z[j] * hp[j];
+    }
+}
+
 const rnnd_kernels rnnd_kern_table_scalar = {
     .name = "scalar",
     .gemv = kern_gemv_f32_scalar,
     .act = kern_act_f32_scalar,
+    .lstm_row = kern_lstm_row_scalar,
+    .gru_gates = kern_gru_gates_scalar,
+    .gru_finish = kern_gru_finish_scalar,
 };

@@ -338,25 +338,27 @@ static void gru_stage1(void *arg, size_t i)
                   i, c->nt, &r0, &r1);
 }
 
+static rnnd_gru_math gru_math(const cell_job *c)
+{
+    const rnnd_layer_spec *L = c->L;
+    return (rnnd_gru_math){
+        .H = (size_t)L->hidden, .linear_before_reset = L->linear_before_reset,
+        .has_clip = L->has_clip, .clip = L->clip,
+        .af = &L->act[c->d][0], .ag = &L->act[c->d][1],
+    };
+}
+
 /* GRU: the candidate and the new h of rows [b0, b1), hidden units [j0, j1); T1 holds its
  * recurrent term. */
 static void gru_finish(const cell_job *c, size_t b0, size_t b1, size_t j0, size_t j1)
 {
     const cell_io *io = &c->io;
-    size_t H = (size_t)c->L->hidden, ld = 2 * H;
-    for (size_t b = b0; b < b1; b++) {
-        const float *gx = io->gx + b * io->ldgx + 2 * H;
-        float *t = c->t1 + b * H;
-        for (size_t j = j0; j < j1; j++)
-            t[j] = gx[j] + t[j];
-        clip_inplace(c->L, t + j0, j1 - j0);
-        c->n->k->act(&c->L->act[c->d][1], t + j0, j1 - j0);
-        const float *z = c->gh + b * ld;
-        const float *h = io->hp + b * io->ldhp;
-        float *hn = io->hn + b * io->ldhn;
-        for (size_t j = j0; j < j1; j++)
-            hn[j] = (1.0f - z[j]) * t[j] + z[j] * h[j];
-    }
+    const rnnd_gru_math m = gru_math(c);
+    size_t H = m.H;
+    for (size_t b = b0; b < b1; b++)
+        c->n->k->gru_finish(&m, io->gx + b * io->ldgx + 2 * H, c->gh + b * 2 * H,
+                            c->t1 + b * H, io->hp + b * io->ldhp, io->hn + b * io->ldhn,
+                            j0, j1);
 }
 
 /* Part I of a gate stage: rows [*b0, *b1) x hidden units [*j0, *j1). By rows when every
@@ -383,32 +385,14 @@ static void gru_stage2(void *arg, size_t i)
 {
     const cell_job *c = arg;
     const cell_io *io = &c->io;
-    const rnnd_activation *af = &c->L->act[c->d][0];
-    size_t H = (size_t)c->L->hidden, ld = 2 * H, b0, b1, j0, j1;
+    const rnnd_gru_math m = gru_math(c);
+    size_t H = m.H, b0, b1, j0, j1;
     gate_part(c, i, &b0, &b1, &j0, &j1);
-    for (size_t b = b0; b < b1; b++) {
-        const float *gx = io->gx + b * io->ldgx;
-        float *g = c->gh + b * ld;
-        for (size_t blk = 0; blk < 2; blk++) {
-            size_t a = blk * H + j0, e = blk * H + j1;
-            for (size_t j = a; j < e; j++)
-                g[j] = gx[j] + g[j];
-            clip_inplace(c->L, g + a, e - a);
-            c->n->k->act(af, g + a, e - a);
-        }
-        const float *r = g + H;
-        if (c->L->linear_before_reset) {
-            float *t = c->t1 + b * H;
-            for (size_t j = j0; j < j1; j++)
-                t[j] = r[j] * t[j];
-        } else {
-            const float *h = io->hp + b * io->ldhp;
-            float *t = c->t2 + b * H;
-            for (size_t j = j0; j < j1; j++)
-                t[j] = r[j] * h[j];
-        }
-    }
-    if (c->L->linear_before_reset)
+    float *t = m.linear_before_reset ? c->t1 : c->t2;
+    for (size_t b = b0; b < b1; b++)
+        c->n->k->gru_gates(&m, io->gx + b * io->ldgx, c->gh + b * 2 * H,
+                           io->hp + b * io->ldhp, t + b * H, j0, j1);
+    if (m.linear_before_reset)
         gru_finish(c, b0, b1, j0, j1);
 }
 
@@ -440,74 +424,26 @@ static void lstm_stage1(void *arg, size_t i)
     gates_part(c, &c->p->R, GH, i, &r0, &r1);
 }
 
-static void peep_add(float *g, const float *p, const float *c, size_t j0, size_t j1)
-{
-    for (size_t j = j0; j < j1; j++)
-        g[j] = g[j] + p[j] * c[j];
-}
-
-/* LSTM stage 2: the gates, c and h of part I (gate_part). */
+/* LSTM stage 2: the gates, c and h of part I (gate_part), in the kernels' fused row. */
 static void lstm_stage2(void *arg, size_t i)
 {
     const cell_job *c = arg;
     const cell_io *io = &c->io;
     const rnnd_layer_spec *L = c->L;
-    const rnnd_dir_weights *w = c->w;
-    const rnnd_kernels *k = c->n->k;
-    size_t H = (size_t)L->hidden, ld = (size_t)L->gates * H, j0, j1;
-    const rnnd_activation *af = &L->act[c->d][0], *ag = &L->act[c->d][1],
-                          *ah = &L->act[c->d][2];
-    /* gate blocks: i, o, f, c (no forget gate: i, o, c) */
-    size_t oi = 0, oo = H, of = 2 * H, oc = L->forget_gate ? 3 * H : 2 * H;
-    int has_f = L->forget_gate, P = L->proj_size;
-    size_t b0, b1;
+    size_t H = (size_t)L->hidden, ld = (size_t)L->gates * H, b0, b1, j0, j1;
+    const rnnd_lstm_math m = {
+        .H = H, .forget_gate = L->forget_gate, .input_forget = L->input_forget,
+        .has_clip = L->has_clip, .clip = L->clip,
+        .P = L->peepholes ? c->w->P : NULL,
+        .af = &L->act[c->d][0], .ag = &L->act[c->d][1], .ah = &L->act[c->d][2],
+    };
     gate_part(c, i, &b0, &b1, &j0, &j1);
-    size_t nj = j1 - j0;
-    if (nj == 0)
+    if (j1 == j0)
         return;
     for (size_t b = b0; b < b1; b++) {
-        const float *gx = io->gx + b * io->ldgx;
-        const float *cp = io->cp + b * io->ldcp;
-        float *g = c->gh + b * ld;
-        for (size_t blk = 0; blk < (size_t)L->gates; blk++)
-            for (size_t j = blk * H + j0; j < blk * H + j1; j++)
-                g[j] = gx[j] + g[j];
-        float *gi = g + oi, *go = g + oo, *gc = g + oc;
-        float *gf = has_f ? g + of : NULL;
-        if (L->peepholes) {
-            peep_add(gi, w->P, cp, j0, j1);
-            if (gf)
-                peep_add(gf, w->P + 2 * H, cp, j0, j1);
-        }
-        clip_inplace(L, gi + j0, nj);
-        k->act(af, gi + j0, nj);
-        if (gf && !L->input_forget) {
-            clip_inplace(L, gf + j0, nj);
-            k->act(af, gf + j0, nj);
-        }
-        clip_inplace(L, gc + j0, nj);
-        k->act(ag, gc + j0, nj);
-        float *cn = io->cn + b * io->ldcn;
-        if (!gf) {
-            for (size_t j = j0; j < j1; j++)
-                cn[j] = cp[j] + gi[j] * gc[j];
-        } else if (L->input_forget) {
-            for (size_t j = j0; j < j1; j++)
-                cn[j] = (1.0f - gi[j]) * cp[j] + gi[j] * gc[j];
-        } else {
-            for (size_t j = j0; j < j1; j++)
-                cn[j] = gf[j] * cp[j] + gi[j] * gc[j];
-        }
-        if (L->peepholes)
-            peep_add(go, w->P + H, cn, j0, j1);
-        clip_inplace(L, go + j0, nj);
-        k->act(af, go + j0, nj);
-        /* h(c) into the c block of the scratch (no longer needed) */
-        memcpy(gc + j0, cn + j0, nj * sizeof(float));
-        k->act(ah, gc + j0, nj);
-        float *dst = P > 0 ? c->t1 + b * H : io->hn + b * io->ldhn;
-        for (size_t j = j0; j < j1; j++)
-            dst[j] = go[j] * gc[j];
+        float *dst = L->proj_size > 0 ? c->t1 + b * H : io->hn + b * io->ldhn;
+        c->n->k->lstm_row(&m, io->gx + b * io->ldgx, c->gh + b * ld, io->cp + b * io->ldcp,
+                          io->cn + b * io->ldcn, dst, j0, j1);
     }
 }
 

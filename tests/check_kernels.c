@@ -867,6 +867,254 @@ START_TEST(test_act_position_invariance)
 }
 END_TEST
 
+/* ---- the fused LSTM row ------------------------------------------------------------------- */
+
+/* What rnnd_kernels.lstm_row documents, built from K's own activation kernel one element at
+ * a time (position does not matter to it) and plain C float arithmetic (-ffp-contract=off). */
+static float act1(const rnnd_kernels *k, const rnnd_activation *a, float x)
+{
+    k->act(a, &x, 1);
+    return x;
+}
+
+static float clip1_(int has_clip, float c, float x)
+{
+    return !has_clip ? x : x > c ? c : x < -c ? -c : x;
+}
+
+static float clip1(const rnnd_lstm_math *m, float x)
+{
+    return clip1_(m->has_clip, m->clip, x);
+}
+
+static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, const float *gx,
+                              const float *g, const float *cp, float *cn, float *h,
+                              size_t j0, size_t j1)
+{
+    size_t H = m->H, oc = m->forget_gate ? 3 * H : 2 * H;
+    for (size_t j = j0; j < j1; j++) {
+        float c = cp[j], pi = 0, pf = 0, po = 0;
+        float i = gx[j] + g[j];
+        if (m->P) {
+            pi = m->P[j];
+            po = m->P[H + j];
+            pf = m->P[2 * H + j];
+            i = i + pi * c;
+        }
+        i = act1(k, m->af, clip1(m, i));
+        float cc = act1(k, m->ag, clip1(m, gx[oc + j] + g[oc + j]));
+        float cnew;
+        if (!m->forget_gate) {
+            cnew = c + i * cc;
+        } else if (m->input_forget) {
+            cnew = (1.0f - i) * c + i * cc;
+        } else {
+            float f = gx[2 * H + j] + g[2 * H + j];
+            if (m->P)
+                f = f + pf * c;
+            f = act1(k, m->af, clip1(m, f));
+            cnew = f * c + i * cc;
+        }
+        float o = gx[H + j] + g[H + j];
+        if (m->P)
+            o = o + po * cnew;
+        o = act1(k, m->af, clip1(m, o));
+        cn[j] = cnew;
+        h[j] = o * act1(k, m->ah, cnew);
+    }
+}
+
+/* Every path's fused row equals the documented formula on its own activations bit for bit,
+ * over every unit range [j0, j1) (so tails and offsets change nothing) and writes nothing
+ * outside it; the SIMD paths agree with each other bit for bit; CN may be CP. */
+START_TEST(test_lstm_row)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
+        hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f}, relu = {RNND_ACT_RELU, 0, 0},
+        elu = {RNND_ACT_ELU, 1.0f, 0}, stanh = {RNND_ACT_SCALEDTANH, 1.5f, 0.7f};
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int variants = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (int v = 0; v < 6; v++) {
+            size_t H = Hs[hi], G = v == 4 ? 3 : 4;
+            rnnd_lstm_math m = {.H = H, .forget_gate = v != 4, .input_forget = v == 3,
+                                .has_clip = v == 2 || v == 5, .clip = 1.5f,
+                                .af = &sig, .ag = &tnh, .ah = &tnh};
+            float *P = xmalloc(3 * H * sizeof(float));
+            fill(P, 3 * H);
+            if (v == 1 || v == 5)
+                m.P = P;
+            if (v == 5) {
+                m.af = &hsig;
+                m.ag = &relu;
+                m.ah = &elu;
+            } else if (v == 2) {
+                m.ah = &stanh;
+            }
+            float *gx = xmalloc(G * H * sizeof(float)), *g = xmalloc(G * H * sizeof(float));
+            float *cp = xmalloc(H * sizeof(float));
+            for (size_t j = 0; j < G * H; j++) {
+                gx[j] = rng_f() * 4.0f;
+                g[j] = rng_f() * 4.0f;
+            }
+            for (size_t j = 0; j < H; j++)
+                cp[j] = rng_f() * 3.0f;
+            if (H > 3) {
+                gx[0] = from_bits(0x7fc00000u);         /* NaN flows through to c and h */
+                cp[1] = 0x1p100f;
+            }
+            float *simd_c = NULL, *simd_h = NULL;
+            for (int p = 0; p < np; p++) {
+                float *wc = xmalloc(H * sizeof(float)), *wh = xmalloc(H * sizeof(float));
+                lstm_row_composed(k[p], &m, gx, g, cp, wc, wh, 0, H);
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *cn = sentinel_buf(H), *h = sentinel_buf(H);
+                        k[p]->lstm_row(&m, gx, g, cp, cn, h, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            expect(bits(cn[j]) == (in ? bits(wc[j]) : SENTINEL) &&
+                                   bits(h[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                   "%s variant %d H %zu [%zu,%zu): unit %zu c %a h %a, "
+                                   "want %a %a", k[p]->name, v, H, j0, j1, j, cn[j], h[j],
+                                   in ? wc[j] : NAN, in ? wh[j] : NAN);
+                        }
+                        free(cn);
+                        free(h);
+                    }
+                /* in place: CN = CP */
+                float *c2 = xmalloc(H * sizeof(float)), *h2 = xmalloc(H * sizeof(float));
+                memcpy(c2, cp, H * sizeof(float));
+                k[p]->lstm_row(&m, gx, g, c2, c2, h2, 0, H);
+                expect(memcmp(c2, wc, H * sizeof(float)) == 0 &&
+                       memcmp(h2, wh, H * sizeof(float)) == 0,
+                       "%s variant %d: CN = CP differs", k[p]->name, v);
+                free(c2);
+                free(h2);
+                if (p >= 1 && simd_c) {
+                    expect(memcmp(simd_c, wc, H * sizeof(float)) == 0 &&
+                           memcmp(simd_h, wh, H * sizeof(float)) == 0,
+                           "variant %d H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
+                    free(wc);
+                    free(wh);
+                } else if (p >= 1) {
+                    simd_c = wc;
+                    simd_h = wh;
+                } else {
+                    free(wc);
+                    free(wh);
+                }
+            }
+            free(simd_c);
+            free(simd_h);
+            free(gx);
+            free(g);
+            free(cp);
+            free(P);
+            variants++;
+        }
+    ck_assert_int_eq(variants, 6 * (int)NELEM(Hs));
+}
+END_TEST
+
+/* The GRU halves, against the documented formulas on each path's own activations, over
+ * every unit range, writing nothing outside it; SIMD paths agree bit for bit. */
+START_TEST(test_gru_rows)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
+        hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f}, elu = {RNND_ACT_ELU, 1.0f, 0};
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int checked = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (int v = 0; v < 4; v++) {
+            size_t H = Hs[hi];
+            rnnd_gru_math m = {.H = H, .linear_before_reset = v & 1, .has_clip = v >= 2,
+                               .clip = 1.25f, .af = &sig, .ag = &tnh};
+            if (v == 3) {
+                m.af = &hsig;
+                m.ag = &elu;
+            }
+            float *gx = xmalloc(3 * H * sizeof(float)), *g0 = xmalloc(2 * H * sizeof(float));
+            float *hp = xmalloc(H * sizeof(float)), *t0 = xmalloc(H * sizeof(float));
+            for (size_t j = 0; j < 3 * H; j++)
+                gx[j] = rng_f() * 4.0f;
+            for (size_t j = 0; j < 2 * H; j++)
+                g0[j] = rng_f() * 4.0f;
+            for (size_t j = 0; j < H; j++) {
+                hp[j] = rng_f();
+                t0[j] = rng_f() * 3.0f;
+            }
+            float *first_g = NULL, *first_h = NULL;
+            for (int p = 0; p < np; p++) {
+                /* the documented values, with this path's activations */
+                float *wg = xmalloc(2 * H * sizeof(float)), *wt = xmalloc(H * sizeof(float));
+                float *wh = xmalloc(H * sizeof(float));
+                for (size_t j = 0; j < H; j++) {
+                    float z = act1(k[p], m.af, clip1_(m.has_clip, m.clip, gx[j] + g0[j]));
+                    float r = act1(k[p], m.af,
+                                   clip1_(m.has_clip, m.clip, gx[H + j] + g0[H + j]));
+                    wg[j] = z;
+                    wg[H + j] = r;
+                    wt[j] = r * (m.linear_before_reset ? t0[j] : hp[j]);
+                    float c = act1(k[p], m.ag, clip1_(m.has_clip, m.clip, gx[2 * H + j] + wt[j]));
+                    wh[j] = (1.0f - z) * c + z * hp[j];
+                }
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *g = xmalloc(2 * H * sizeof(float)), *t = sentinel_buf(H);
+                        float *hn = sentinel_buf(H);
+                        memcpy(g, g0, 2 * H * sizeof(float));
+                        if (m.linear_before_reset)
+                            memcpy(t, t0, H * sizeof(float));
+                        k[p]->gru_gates(&m, gx, g, hp, t, j0, j1);
+                        k[p]->gru_finish(&m, gx + 2 * H, g, t, hp, hn, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            uint32_t want_t = in ? bits(wt[j])
+                                : m.linear_before_reset ? bits(t0[j]) : SENTINEL;
+                            expect(bits(g[j]) == bits(in ? wg[j] : g0[j]) &&
+                                   bits(g[H + j]) == bits(in ? wg[H + j] : g0[H + j]) &&
+                                   bits(t[j]) == want_t &&
+                                   bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                   "%s variant %d H %zu [%zu,%zu): unit %zu: z %a r %a t %a "
+                                   "h %a", k[p]->name, v, H, j0, j1, j, g[j], g[H + j], t[j],
+                                   hn[j]);
+                        }
+                        free(g);
+                        free(t);
+                        free(hn);
+                    }
+                if (p >= 1 && first_g) {
+                    expect(memcmp(first_g, wg, 2 * H * sizeof(float)) == 0 &&
+                           memcmp(first_h, wh, H * sizeof(float)) == 0,
+                           "variant %d H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
+                    free(wg);
+                    free(wh);
+                } else if (p >= 1) {
+                    first_g = wg;
+                    first_h = wh;
+                } else {
+                    free(wg);
+                    free(wh);
+                }
+                free(wt);
+            }
+            free(first_g);
+            free(first_h);
+            free(gx);
+            free(g0);
+            free(hp);
+            free(t0);
+            checked++;
+        }
+    ck_assert_int_eq(checked, 4 * (int)NELEM(Hs));
+}
+END_TEST
+
 /* ---- selection ------------------------------------------------------------------------------ */
 
 START_TEST(test_select)
@@ -968,6 +1216,8 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_act_special_values);
     tcase_add_test(tc, test_act_simd_paths_agree);
     tcase_add_test(tc, test_act_position_invariance);
+    tcase_add_test(tc, test_lstm_row);
+    tcase_add_test(tc, test_gru_rows);
     tcase_add_test(tc, test_select);
     suite_add_tcase(s, tc);
     return s;

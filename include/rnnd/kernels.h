@@ -37,6 +37,26 @@ int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
 int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out);
 void rnnd_pack_release(rnnd_packed *p);   /* frees data; a zeroed struct is a no-op */
 
+/* What the LSTM gate math of one layer direction needs besides the data (ONNX LSTM). */
+typedef struct rnnd_lstm_math {
+    size_t H;               /* hidden units; the gate blocks are H apart */
+    int forget_gate;        /* blocks i, o, f, c; 0: i, o, c (and c = c_prev + i * c~) */
+    int input_forget;       /* coupled gates: f = 1 - i (the f block is not read) */
+    int has_clip;
+    float clip;             /* pre-activations clipped to [-clip, clip] when has_clip */
+    const float *P;         /* peepholes [3 H]: i, o, f; or NULL */
+    const rnnd_activation *af, *ag, *ah;   /* gates, candidate, output (ONNX f, g, h) */
+} rnnd_lstm_math;
+
+/* What the GRU gate math of one layer direction needs besides the data (ONNX GRU). */
+typedef struct rnnd_gru_math {
+    size_t H;               /* hidden units; the gate blocks z, r, h are H apart */
+    int linear_before_reset;
+    int has_clip;
+    float clip;
+    const rnnd_activation *af, *ag;     /* gates, candidate (ONNX f, g) */
+} rnnd_gru_math;
+
 typedef struct rnnd_kernels {
     const char *name;   /* "scalar", "avx2", "avx512" */
 
@@ -53,6 +73,29 @@ typedef struct rnnd_kernels {
     /* x[i] = a(x[i]) for i < n, in place. NaN in gives NaN out for every kind (ThresholdedRelu
      * included). */
     void (*act)(const rnnd_activation *a, float *x, size_t n);
+
+    /* The gates, new c and h of one LSTM batch row, hidden units j0 <= j < j1. GX and G
+     * hold the input and recurrent pre-activations (biases included), gate blocks i, o, f,
+     * c of H each; CP the previous c. Per unit, in this order and with one rounding each:
+     *   i = af(clip(gx_i + g_i [+ P_i * cp])), c~ = ag(clip(gx_c + g_c)),
+     *   c = f * cp + i * c~ with f = af(clip(gx_f + g_f [+ P_f * cp]))
+     *       (or (1 - i) * cp + i * c~ with input_forget, cp + i * c~ without a forget gate),
+     *   o = af(clip(gx_o + g_o [+ P_o * c])), h = o * ah(c).
+     * Writes CN[j] and H[j] only; CN may be CP. No allocation. */
+    void (*lstm_row)(const rnnd_lstm_math *m, const float *gx, const float *g,
+                     const float *cp, float *cn, float *h, size_t j0, size_t j1);
+
+    /* GRU, first half of one batch row, units j0 <= j < j1: z = af(clip(gx_z + g_z)) into
+     * G[j], r = af(clip(gx_r + g_r)) into G[H + j]; then T[j] = r * T[j] with
+     * linear_before_reset (T holds Rh h + Rbh), else T[j] = r * HP[j]. */
+    void (*gru_gates)(const rnnd_gru_math *m, const float *gx, float *g, const float *hp,
+                      float *t, size_t j0, size_t j1);
+
+    /* GRU, second half: c~ = ag(clip(GXH[j] + T[j])) (GXH: the h block of the input
+     * pre-activations; T: the recurrent term), HN[j] = (1 - z) * c~ + z * HP[j] with
+     * z = Z[j]. Writes HN[j] only. */
+    void (*gru_finish)(const rnnd_gru_math *m, const float *gxh, const float *z,
+                       const float *t, const float *hp, float *hn, size_t j0, size_t j1);
 } rnnd_kernels;
 
 /* The kernels for NAME ("scalar", "avx2", "avx512"), or NULL when unknown or when this CPU
