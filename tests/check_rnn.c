@@ -540,15 +540,17 @@ static void run_whole(const fixture *fx, const rnnd_parallel *par, float *outs, 
 }
 
 /* Every thread count, on real threads and in reverse order on one, gives the bits of no
- * team at all: stepping (stateful models) and whole sequences of different lengths. */
+ * team at all: stepping (stateful models) and whole sequences of different lengths. 7
+ * sessions: each stage split among the threads; 50: 16 or more rows per thread, so the
+ * team splits the cell by batch rows (run_cell in src/rnn.c). */
 static void check_threads(const char *arch, unsigned seed, int stateful)
 {
     int np = n_paths();
-    for (int p = 0; p < np; p++) {
+    for (int p = 0; p < 2 * np; p++) {
         fixture fx;
-        size_t S = 7, T = 6;
-        fixture_open(&fx, arch, seed, path_for(p), S, T);
-        const char *isa = path_for(p)->name;
+        size_t S = p < np ? 7 : 50, T = 6;
+        fixture_open(&fx, arch, seed, path_for(p % np), S, T);
+        const char *isa = path_for(p % np)->name;
         size_t no = S * T * fx.out_n, ns = S * fx.state_n;
         float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
         float *s1 = malloc(ns * sizeof(float)), *s2 = malloc(ns * sizeof(float));
