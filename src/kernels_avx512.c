@@ -155,6 +155,37 @@ static const tile_row tiles_by_type[3][MAX_NB] = {
 #ifndef TILE_NB
 #define TILE_NB MAX_NB
 #endif
+#ifndef X_BLOCK_BYTES
+#define X_BLOCK_BYTES (256u << 10)     /* inputs of one batch block: a quarter of L2 */
+#endif
+
+/* Batch rows [b_begin, b_end) of a gemv: as few batch tiles as fit, of balanced sizes (B =
+ * 10: 5 + 5, not 8 + 2: a 2-row tile has too few chains to hide the fma latency); each panel
+ * line is loaded once per batch tile. The panels go in groups as wide as the tallest tile's;
+ * every batch tile runs over one group before the next, so the group's weights stay in cache
+ * while they are reused. */
+static void gemv_rows(const gemv_args *g, const tile_row *rows, int row_begin, size_t p_end,
+                      size_t b_begin, size_t b_end)
+{
+    const size_t B = b_end - b_begin;
+    const size_t n_tiles = (B + TILE_NB - 1) / TILE_NB;
+    const size_t group = (size_t)rows[(B + n_tiles - 1) / n_tiles - 1].np[0];
+    for (size_t p0 = (size_t)row_begin / RNND_PANEL; p0 < p_end; p0 += group) {
+        size_t pg = p_end - p0 < group ? p_end - p0 : group;
+        size_t left_tiles = n_tiles;
+        for (size_t b = 0; b < B; left_tiles--) {
+            size_t nb = (B - b + left_tiles - 1) / left_tiles;
+            const tile_row *tr = &rows[nb - 1];
+            int i = 0;
+            for (size_t p = p0; p < p0 + pg; p += (size_t)tr->np[i]) {
+                while ((size_t)tr->np[i] > p0 + pg - p)
+                    i++;
+                tr->fn[i](g, p, b_begin + b);
+            }
+            b += nb;
+        }
+    }
+}
 
 static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const float *X,
                                  size_t ldx, size_t B, float *Y, size_t ldy,
@@ -168,27 +199,14 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
     };
     const tile_row *rows = tiles_by_type[W->type];
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
-    /* As few batch tiles as fit, of balanced sizes (B = 10: 5 + 5, not 8 + 2: a 2-row tile
-     * has too few chains to hide the fma latency): each panel line is loaded once per batch
-     * tile. The panels go in groups as wide as the tallest tile's; every batch tile runs
-     * over one group before the next, so the group's weights stay in cache while they are
-     * reused. */
-    const size_t n_tiles = (B + TILE_NB - 1) / TILE_NB;
-    const size_t group = (size_t)rows[(B + n_tiles - 1) / n_tiles - 1].np[0];
-    for (size_t p0 = (size_t)row_begin / RNND_PANEL; p0 < p_end; p0 += group) {
-        size_t pg = p_end - p0 < group ? p_end - p0 : group;
-        size_t left_tiles = n_tiles;
-        for (size_t b = 0; b < B; left_tiles--) {
-            size_t nb = (B - b + left_tiles - 1) / left_tiles;
-            const tile_row *tr = &rows[nb - 1];
-            int i = 0;
-            for (size_t p = p0; p < p0 + pg; p += (size_t)tr->np[i]) {
-                while ((size_t)tr->np[i] > p0 + pg - p)
-                    i++;
-                tr->fn[i](&g, p, b);
-            }
-            b += nb;
-        }
+    /* Many batch rows (the input projection of whole sequences: B = batch x steps) go in
+     * blocks whose inputs stay in L2 while every panel group passes over them; otherwise
+     * the inputs would stream from memory once per panel group. */
+    const size_t blk_rows = X_BLOCK_BYTES / (g.cols * sizeof(float) + 1) / TILE_NB * TILE_NB;
+    const size_t blk = blk_rows > TILE_NB ? blk_rows : TILE_NB;
+    for (size_t bb = 0; bb < B; bb += blk) {
+        size_t be = B - bb < blk ? B : bb + blk;
+        gemv_rows(&g, rows, row_begin, p_end, bb, be);
     }
 }
 

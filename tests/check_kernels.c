@@ -418,6 +418,40 @@ START_TEST(test_gemv_bitwise_vs_scalar)
 END_TEST
 
 /* A row range gives bitwise the rows of the full range and writes nothing else. */
+/* A batch far larger than a step's: the input projection of whole sequences, which the
+ * SIMD paths cut into blocks of rows (several blocks and a partial one here). */
+START_TEST(test_gemv_large_batch)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    const int rows = 100, cols = 300;
+    const size_t B = 1000, ldx = (size_t)cols + 3, ldy = (size_t)rows + 1;
+    float *W = xmalloc((size_t)rows * cols * sizeof(float));
+    float *bias = xmalloc((size_t)rows * sizeof(float));
+    float *X = xmalloc(B * ldx * sizeof(float));
+    fill(W, (size_t)rows * cols);
+    fill(bias, (size_t)rows);
+    fill(X, B * ldx);
+    rnnd_packed P;
+    ck_assert_int_eq(rnnd_pack_as(W, rows, cols, _i, &P), RNND_OK);
+    float *ref = sentinel_buf(B * ldy);
+    k[0]->gemv(&P, bias, X, ldx, B, ref, ldy, 0, rows);
+    for (int i = 1; i < np; i++) {
+        float *Y = sentinel_buf(B * ldy);
+        k[i]->gemv(&P, bias, X, ldx, B, Y, ldy, 16, rows);
+        k[i]->gemv(&P, bias, X, ldx, B, Y, ldy, 0, 16);
+        expect(memcmp(Y, ref, B * ldy * sizeof(float)) == 0,
+               "%s: gemv of %zu rows differs from scalar", k[i]->name, B);
+        free(Y);
+    }
+    free(ref);
+    rnnd_pack_release(&P);
+    free(W);
+    free(bias);
+    free(X);
+}
+END_TEST
+
 START_TEST(test_gemv_row_ranges)
 {
     const rnnd_kernels *k[3];
@@ -1209,6 +1243,7 @@ static Suite *kernels_suite(void)
     tcase_add_loop_test(tc, test_gemv_half_reference, 0, 2);    /* bf16, f16 */
     tcase_add_loop_test(tc, test_gemv_bitwise_vs_scalar, 0, 3);   /* f32, bf16, f16 */
     tcase_add_loop_test(tc, test_gemv_row_ranges, 0, 3);   /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_large_batch, 0, 3);   /* f32, bf16, f16 */
     tcase_add_loop_test(tc, test_gemv_batch_invariance, 0, 3);   /* f32, bf16, f16 */
     tcase_add_test(tc, test_gemv_vs_f64);
     tcase_add_test(tc, test_act_vs_f64);
