@@ -32,6 +32,9 @@ typedef struct gemv_args {
 
 #define MAX_NP 4
 #define MAX_NB 6
+#ifndef X_BLOCK_BYTES
+#define X_BLOCK_BYTES (256u << 10)     /* inputs of one batch block: a quarter of L2 */
+#endif
 #ifndef PF_DIST
 #define PF_DIST 16      /* as in kernels_avx512.c */
 #endif
@@ -160,20 +163,27 @@ static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const fl
         .Y = Y, .ldy = ldy, .row_end = row_end,
     };
     const tile_fn (*tiles)[3] = tiles_by_type[W->type];
-    size_t p = (size_t)row_begin / RNND_PANEL;
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     /* B = 1: 4 panels (8 chains); B <= 3: 2 panels; else 1 panel x up to 6 rows. */
     const int first = B == 1 ? 0 : B <= 3 ? 1 : 2;
     const size_t nb_max = B <= 3 ? B : MAX_NB;
-    while (p < p_end) {
-        int i = first;
-        while ((size_t)(4 >> i) > p_end - p)
-            i++;
-        for (size_t b = 0; b < B; b += nb_max) {
-            size_t nb = B - b < nb_max ? B - b : nb_max;
-            tiles[nb - 1][i](&g, p, b);
+    /* Many batch rows (whole-sequence input projections) go in blocks whose inputs stay in
+     * L2 while every panel passes over them, as in kernels_avx512.c. */
+    const size_t blk_rows = X_BLOCK_BYTES / (g.cols * sizeof(float) + 1) / nb_max * nb_max;
+    const size_t blk = blk_rows > nb_max ? blk_rows : nb_max;
+    for (size_t bb = 0; bb < B; bb += blk) {
+        const size_t be = B - bb < blk ? B : bb + blk;
+        size_t p = (size_t)row_begin / RNND_PANEL;
+        while (p < p_end) {
+            int i = first;
+            while ((size_t)(4 >> i) > p_end - p)
+                i++;
+            for (size_t b = bb; b < be; b += nb_max) {
+                size_t nb = be - b < nb_max ? be - b : nb_max;
+                tiles[nb - 1][i](&g, p, b);
+            }
+            p += (size_t)(4 >> i);
         }
-        p += (size_t)(4 >> i);
     }
 }
 
