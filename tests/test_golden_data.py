@@ -1,0 +1,111 @@
+"""The golden cases of tests/golden are what their generator writes, and right.
+
+1. `generate.py --check tests/golden`: the NumPy reference of the ONNX operators recomputes
+   every case's `expected` and `final_h` from its model.onnx (PyTorch computed the torch
+   cases, so this also checks the reference against PyTorch).
+2. `generate.py --out TMP`: regenerating gives the same cases: the same files, every
+   model.onnx byte for byte, every case.json field equal (the computed numbers within 2e-6
+   relative: PyTorch's kernels may differ in the last bit between CPUs).
+3. A case edited by hand (one expected number nudged by 1e-4) fails the check: the check can
+   fail.
+
+Env: PYTHON3, RNND_SRCDIR, RNND_TEST_TMP.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))
+GOLDEN = os.path.join(SRCDIR, "tests", "golden")
+GEN = os.path.join(GOLDEN, "generate.py")
+PY = os.environ.get("PYTHON3", sys.executable)
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden_data")
+TOL = 2e-6
+
+failures = []
+
+
+def check(cond, what):
+    print("%s: %s" % ("ok" if cond else "FAIL", what))
+    if not cond:
+        failures.append(what)
+
+
+def run(*args):
+    p = subprocess.run([PY, GEN] + list(args), capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+def cases(root):
+    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "case.json")))
+
+
+def close(a, b):
+    """Equal structure; numbers within TOL relative (1 + |b|)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return abs(a - b) <= TOL * (1.0 + abs(b))
+    return a == b
+
+
+def test_check_committed():
+    rc, out = run("--check", GOLDEN)
+    print(out, end="")
+    check(rc == 0, "generate.py --check tests/golden passes")
+    check(len(cases(GOLDEN)) == 12, "12 cases in tests/golden (%d)" % len(cases(GOLDEN)))
+
+
+def test_regenerate():
+    out_dir = os.path.join(TMP, "regen")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.makedirs(out_dir)
+    rc, out = run("--out", out_dir)
+    check(rc == 0, "generate.py --out runs (%s)" % out.strip()[-300:])
+    check(cases(out_dir) == cases(GOLDEN), "the same case names")
+    for name in cases(GOLDEN):
+        with open(os.path.join(GOLDEN, name, "model.onnx"), "rb") as f:
+            want = f.read()
+        with open(os.path.join(out_dir, name, "model.onnx"), "rb") as f:
+            got = f.read()
+        check(got == want, "%s: model.onnx regenerates byte for byte" % name)
+        with open(os.path.join(GOLDEN, name, "case.json")) as f:
+            want = json.load(f)
+        with open(os.path.join(out_dir, name, "case.json")) as f:
+            got = json.load(f)
+        check(sorted(got) == sorted(want), "%s: case.json has the same fields" % name)
+        for k in want:
+            check(close(got.get(k), want[k]), "%s: case.json field %s regenerates" % (name, k))
+
+
+def test_check_can_fail():
+    bad = os.path.join(TMP, "edited")
+    shutil.rmtree(bad, ignore_errors=True)
+    shutil.copytree(GOLDEN, bad)
+    path = os.path.join(bad, "lstm_vectors", "case.json")
+    with open(path) as f:
+        case = json.load(f)
+    case["expected"][2][5][3] += 1e-4
+    with open(path, "w") as f:
+        json.dump(case, f)
+    rc, out = run("--check", bad)
+    check(rc != 0 and "lstm_vectors" in out and "FAIL" in out,
+          "a nudged expected number fails the check")
+
+
+def main():
+    test_check_committed()
+    test_regenerate()
+    test_check_can_fail()
+    if failures:
+        print("%d failure(s)" % len(failures))
+        return 1
+    print("golden data: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
