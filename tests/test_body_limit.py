@@ -1,0 +1,203 @@
+"""Bodies over max_body_bytes reach every client as 413 (docs/security.md, "Lingering close"):
+- http.client and requests, which write the whole body before reading, send 24 MB to the
+  default 16 MB limit (Content-Length) and read the 413 with its JSON error, Connection: close;
+- a chunked body that grows past the limit gets the same 413, and the connection closes after
+  it (no keep-alive);
+- the rest of a refused body is read and dropped within bounds: a client that keeps sending
+  past 64 MiB is disconnected (Content-Length and chunked), one that stops sending is closed
+  after 5 s, and the daemon's memory does not grow with the bytes it drops;
+- the daemon serves normally afterwards.
+Prints what it checked; exits 1 on any failure.
+"""
+import http.client
+import os
+import socket
+import threading
+import time
+
+import requests
+
+from daemon_util import Checker, Daemon
+
+C = Checker()
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+INFER = "/v1/models/charlm/infer"
+MIB = 1 << 20
+LINGER_BYTES = 64 * MIB     # what the daemon drops at most (max_body_bytes is smaller here)
+LINGER_IDLE_S = 5
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def is_413(status, headers, body, what):
+    ok = (status == 413 and body.startswith(b"{") and b'"code":"limit_exceeded"' in body
+          and b'"message":"' in body)
+    C.check(ok, "%s: want 413 limit_exceeded, got %s %r" % (what, status, body[:100]))
+    C.eq(headers.get("connection", "").lower(), "close", "%s: Connection header" % what)
+
+
+def check_write_then_read(d):
+    """The acceptance case: write 24 MB, then read."""
+    body = b"x" * (24 * 1000 * 1000)
+    for attempt in range(3):    # three times: a lucky race must not pass for a fix
+        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+        try:
+            c.request("POST", INFER, body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            got = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        except OSError as e:
+            got = (repr(e), {}, b"")
+        finally:
+            c.close()
+        is_413(*got, what="http.client, 24 MB with Content-Length (try %d)" % (attempt + 1))
+    try:
+        r = requests.post("http://127.0.0.1:%d%s" % (d.port, INFER), data=body,
+                          headers={"Content-Type": "application/json"}, timeout=30)
+        got = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+    except requests.RequestException as e:
+        got = (repr(e), {}, b"")
+    is_413(*got, what="requests, 24 MB with Content-Length")
+
+
+def check_chunked(d):
+    """A chunked body passes the limit: 413, and the connection is not kept."""
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode())
+    chunk = b"%x\r\n" % MIB + b"x" * MIB + b"\r\n"
+    for _ in range(24):
+        s.sendall(chunk)
+    s.sendall(b"0\r\n\r\n")
+    out = b""
+    closed = False
+    s.settimeout(10)
+    try:
+        while True:
+            k = s.recv(65536)
+            if not k:
+                closed = True
+                break
+            out += k
+    except OSError:
+        pass
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1]) if lines[0].startswith(b"HTTP/1.1 ") else 0
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower().decode()] = v.strip().decode()
+    is_413(status, headers, body, "chunked, 24 MB")
+    C.check(closed, "chunked, 24 MB: the daemon closes the connection after the 413")
+
+
+def flood(port, head, piece, cap):
+    """Send HEAD, then PIECE over and over, up to CAP bytes, without reading. Returns (bytes
+    sent, whether the daemon cut the connection, seconds)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    t0 = time.monotonic()
+    sent = 0
+    cut = False
+    try:
+        s.sendall(head)
+        while sent < cap:
+            s.sendall(piece)
+            sent += len(piece)
+    except OSError:
+        cut = True
+    finally:
+        s.close()
+    return sent, cut, time.monotonic() - t0
+
+
+def check_bounded(d):
+    """Clients that never stop: cut off after the byte bound; memory stays flat."""
+    before = rss_kib(d.proc.pid)
+    cap = 4 * LINGER_BYTES
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (INFER.encode(), 1 << 40))
+    sent, cut, secs = flood(d.port, head, b"0" * MIB, cap)
+    print("Content-Length 1 TiB: %d MiB sent in %.1f s, cut=%s" % (sent // MIB, secs, cut))
+    C.check(cut, "Content-Length flood: the daemon cuts the connection")
+    C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
+            "Content-Length flood: cut after the %d MiB bound, not before (sent %d MiB)"
+            % (LINGER_BYTES // MIB, sent // MIB))
+    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode())
+    piece = b"%x\r\n" % MIB + b"0" * MIB + b"\r\n"
+    sent, cut, secs = flood(d.port, head, piece, cap)
+    print("chunked: %d MiB sent in %.1f s, cut=%s" % (sent // MIB, secs, cut))
+    C.check(cut, "chunked flood: the daemon cuts the connection")
+    C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
+            "chunked flood: cut after the limit and the %d MiB bound (sent %d MiB)"
+            % (LINGER_BYTES // MIB, sent // MIB))
+    grown = rss_kib(d.proc.pid) - before
+    print("daemon RSS grew by %d KiB" % grown)
+    C.check(grown < 16 * 1024, "the dropped bytes are not kept (RSS grew by %d KiB)" % grown)
+
+
+def idle_close(port, head, extra, out):
+    """Send HEAD and EXTRA, then nothing: seconds until the daemon closes (None: not in 20 s)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        s.sendall(head + extra)
+        t0 = time.monotonic()
+        while True:
+            if not s.recv(65536):
+                out.append(time.monotonic() - t0)
+                return
+    except OSError:
+        out.append(None)
+    finally:
+        s.close()
+
+
+def check_idle(d):
+    """Clients that stop sending: closed after the idle bound, not request_timeout_s (30 s)."""
+    cl = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Content-Length: %d\r\n\r\n" % (INFER.encode(), 64 * MIB), b"0" * 1000)
+    ch = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode(),
+          b"%x\r\n" % (2 * MIB) + b"0" * (2 * MIB) + b"\r\n")
+    results = {}
+    threads = []
+    for name, (head, extra) in (("Content-Length", cl), ("chunked", ch)):
+        results[name] = []
+        t = threading.Thread(target=idle_close, args=(d.port, head, extra, results[name]))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(30)
+    for name, got in results.items():
+        secs = got[0] if got else None
+        print("%s, then silence: closed after %s s" % (name, secs and "%.1f" % secs))
+        C.check(secs is not None and LINGER_IDLE_S - 1 <= secs <= LINGER_IDLE_S + 5,
+                "%s, then silence: closed after about %d s (got %r)"
+                % (name, LINGER_IDLE_S, secs))
+
+
+def main():
+    with Daemon({"charlm": CHARLM}) as d:
+        check_write_then_read(d)
+        check_chunked(d)
+        check_idle(d)
+    with Daemon({"charlm": CHARLM}, "--max-body-bytes", "1M") as d:
+        check_bounded(d)
+        C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
+                "the daemon serves after the floods")
+        st, _, body = d.request("POST", INFER, {"inputs": ["ab"]})
+        C.check(st == 200, "an ordinary request after the floods: %s %r" % (st, body))
+        rc, _ = d.stop()
+        C.eq(rc, 0, "daemon exit status")
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
