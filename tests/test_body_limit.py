@@ -35,6 +35,13 @@ def rss_kib(pid):
     return 0
 
 
+def request_head(chunked, length=0):
+    """The request line and headers of an infer request with a chunked or LENGTH-byte body."""
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            % INFER.encode() + (b"Transfer-Encoding: chunked\r\n\r\n" if chunked
+                                else b"Content-Length: %d\r\n\r\n" % length))
+
+
 def is_413(status, headers, body, what):
     ok = (status == 413 and body.startswith(b"{") and b'"code":"limit_exceeded"' in body
           and b'"message":"' in body)
@@ -68,8 +75,7 @@ def check_write_then_read(d):
 def check_chunked(d):
     """A chunked body passes the limit: 413, and the connection is not kept."""
     s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
-    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode())
+    s.sendall(request_head(True))
     chunk = b"%x\r\n" % MIB + b"x" * MIB + b"\r\n"
     for _ in range(24):
         s.sendall(chunk)
@@ -121,19 +127,15 @@ def check_bounded(d):
     """Clients that never stop: cut off after the byte bound; memory stays flat."""
     before = rss_kib(d.proc.pid)
     cap = 4 * LINGER_BYTES
-    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (INFER.encode(), 1 << 40))
-    sent, cut, secs = flood(d.port, head, b"0" * MIB, cap)
-    print("Content-Length 1 TiB: %d MiB sent in %.1f s, cut=%s" % (sent // MIB, secs, cut))
+    sent, cut, secs = flood(d.port, request_head(False, 1 << 40), b"0" * MIB, cap)
+    print("Content-Length 1 TiB: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
     C.check(cut, "Content-Length flood: the daemon cuts the connection")
     C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
             "Content-Length flood: cut after the %d MiB bound, not before (sent %d MiB)"
             % (LINGER_BYTES // MIB, sent // MIB))
-    head = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode())
     piece = b"%x\r\n" % MIB + b"0" * MIB + b"\r\n"
-    sent, cut, secs = flood(d.port, head, piece, cap)
-    print("chunked: %d MiB sent in %.1f s, cut=%s" % (sent // MIB, secs, cut))
+    sent, cut, secs = flood(d.port, request_head(True), piece, cap)
+    print("chunked: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
     C.check(cut, "chunked flood: the daemon cuts the connection")
     C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
             "chunked flood: cut after the limit and the %d MiB bound (sent %d MiB)"
@@ -143,16 +145,51 @@ def check_bounded(d):
     C.check(grown < 16 * 1024, "the dropped bytes are not kept (RSS grew by %d KiB)" % grown)
 
 
-def idle_close(port, head, extra, out):
-    """Send HEAD and EXTRA, then nothing: seconds until the daemon closes (None: not in 20 s)."""
+def still_open(s):
+    """Send a little on S, whose read side has seen the daemon's reply and end of stream: the
+    daemon still reading it drops the bytes; a closed socket answers them with a reset."""
+    try:
+        s.sendall(b"0" * 1000)
+        time.sleep(0.3)
+        s.sendall(b"0" * 1000)
+        time.sleep(0.3)
+        return s.recv(1) == b""
+    except OSError:
+        return False
+
+
+def idle_declared(port, out):
+    """Content-Length over the limit: the 413 comes at once with the end of the stream, and the
+    daemon goes on reading (and dropping) until the client is silent for the idle bound."""
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     try:
-        s.sendall(head + extra)
-        t0 = time.monotonic()
+        s.sendall(request_head(False, 64 * MIB) + b"0" * 1000)
+        reply = b""
         while True:
-            if not s.recv(65536):
-                out.append(time.monotonic() - t0)
-                return
+            k = s.recv(65536)
+            if not k:
+                break
+            reply += k
+        out.append(reply.startswith(b"HTTP/1.1 413"))
+        time.sleep(2)
+        out.append(still_open(s))       # 2 s of silence: still lingering
+        time.sleep(LINGER_IDLE_S + 2)
+        out.append(still_open(s))       # the idle bound passed: closed
+    except OSError:
+        out.append(None)
+    finally:
+        s.close()
+
+
+def idle_chunked(port, out):
+    """A chunked body past the limit, then silence: seconds until the daemon closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    try:
+        s.sendall(request_head(True) + b"%x\r\n" % (2 * MIB) + b"0" * (2 * MIB) + b"\r\n")
+        t0 = time.monotonic()
+        while s.recv(65536):
+            pass
+        out.append(time.monotonic() - t0)
     except OSError:
         out.append(None)
     finally:
@@ -161,34 +198,30 @@ def idle_close(port, head, extra, out):
 
 def check_idle(d):
     """Clients that stop sending: closed after the idle bound, not request_timeout_s (30 s)."""
-    cl = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-          b"Content-Length: %d\r\n\r\n" % (INFER.encode(), 64 * MIB), b"0" * 1000)
-    ch = (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-          b"Transfer-Encoding: chunked\r\n\r\n" % INFER.encode(),
-          b"%x\r\n" % (2 * MIB) + b"0" * (2 * MIB) + b"\r\n")
-    results = {}
-    threads = []
-    for name, (head, extra) in (("Content-Length", cl), ("chunked", ch)):
-        results[name] = []
-        t = threading.Thread(target=idle_close, args=(d.port, head, extra, results[name]))
-        t.start()
-        threads.append(t)
+    declared, chunked = [], []
+    threads = [threading.Thread(target=idle_declared, args=(d.port, declared)),
+               threading.Thread(target=idle_chunked, args=(d.port, chunked))]
     for t in threads:
-        t.join(30)
-    for name, got in results.items():
-        secs = got[0] if got else None
-        print("%s, then silence: closed after %s s" % (name, secs and "%.1f" % secs))
-        C.check(secs is not None and LINGER_IDLE_S - 1 <= secs <= LINGER_IDLE_S + 5,
-                "%s, then silence: closed after about %d s (got %r)"
-                % (name, LINGER_IDLE_S, secs))
+        t.start()
+    for t in threads:
+        t.join(40)
+    print("Content-Length, then silence: 413 read, open at 2 s, open after the idle bound: %s"
+          % declared)
+    C.eq(declared, [True, True, False], "Content-Length over the limit, then silence: the 413 "
+         "at once, then the socket lingers until %d s of silence" % LINGER_IDLE_S)
+    secs = chunked[0] if chunked else None
+    print("chunked, then silence: closed after %s s" % (secs and "%.1f" % secs))
+    C.check(secs is not None and LINGER_IDLE_S - 1 <= secs <= LINGER_IDLE_S + 5,
+            "chunked past the limit, then silence: closed after about %d s (got %r)"
+            % (LINGER_IDLE_S, secs))
 
 
 def main():
     with Daemon({"charlm": CHARLM}) as d:
         check_write_then_read(d)
         check_chunked(d)
-        check_idle(d)
     with Daemon({"charlm": CHARLM}, "--max-body-bytes", "1M") as d:
+        check_idle(d)
         check_bounded(d)
         C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
                 "the daemon serves after the floods")
