@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "linger.h"
 #include "rnnd/infer.h"
 #include "rnnd/status.h"
 
@@ -83,6 +85,8 @@ struct rnnd_http {
     int pinger_on, pinger_stop;
     pthread_t pinger;
     char *tls_cert, *tls_key;       /* PEM text while TLS is on */
+    rnnd_linger *linger;            /* sockets of early replies, their bodies being dropped */
+    rnnd_linger_limits linger_limits;
 };
 
 struct rnnd_stream {
@@ -114,7 +118,11 @@ struct rnnd_req {
 
     char *body;
     size_t len, cap;
-    int too_large;                  /* the body passed max_body_bytes: 413 */
+    size_t seen;                    /* body bytes received, kept or not */
+    int early;                      /* replied before the body was read: linger after */
+    int closing;                    /* the body passed max_body_bytes: close after the reply */
+    double closing_t0;              /* when it did (monotonic seconds) */
+    uint64_t dropped;               /* body bytes dropped since */
     json_t *json;
 
     int replied;                    /* status/data below are set */
@@ -623,8 +631,9 @@ static int is_json_type(const char *ct)
 
 /* The first call: headers are in, the body is not. Decide everything that does not need the
  * body, so a bad request is refused without buffering it. Returns 1 to answer right now
- * (libmicrohttpd then closes the connection without reading the body): done when the body is
- * over the limit; other refusals read and drop the body first so the connection survives. */
+ * (libmicrohttpd then stops reading and closes the connection; the lingering close drops the
+ * rest of the body): done when the body is declared over the limit; other refusals read and
+ * drop the body first so the connection survives. */
 static int begin(rnnd_req *r, const char *url, const char *method)
 {
     rnnd_app *app = r->http->app;
@@ -719,20 +728,43 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     return 0;
 }
 
-static void receive(rnnd_req *r, const char *data, size_t n)
+/* The body passed max_body_bytes. libmicrohttpd 0.9.75 cannot reply while a body is still
+ * arriving (MHD_queue_response refuses), so the rest is read and dropped, within the
+ * lingering bounds (linger.h), and the reply closes the connection. */
+static void start_closing(rnnd_req *r)
 {
-    if (r->replied)
-        return;     /* refused already: the rest of the body is read and dropped */
-    size_t max = (size_t)r->http->app->cfg->max_body_bytes;
-    if (n > max - r->len) {
-        r->too_large = 1;
-        rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
-                         max);
-        free(r->body);
-        r->body = NULL;
-        r->len = r->cap = 0;
-        return;
+    r->closing = 1;
+    r->closing_t0 = mono_s();
+    free(r->body);
+    r->body = NULL;
+    r->len = r->cap = 0;
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)r->http->linger_limits.idle_s);
+}
+
+/* N more bytes of the body. Returns -1 when the connection must close at once: the body went
+ * on past the lingering bounds. */
+static int receive(rnnd_req *r, const char *data, size_t n)
+{
+    rnnd_http *h = r->http;
+    size_t max = (size_t)h->app->cfg->max_body_bytes;
+    if (!r->closing && n > max - r->seen) {
+        if (!r->replied)
+            rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
+                             max);
+        start_closing(r);
     }
+    if (r->closing) {
+        r->dropped += n;
+        if (!rnnd_linger_spent(&h->linger_limits, mono_s() - r->closing_t0, 0, r->dropped))
+            return 0;
+        RNND_LOG(&h->app->log, RNND_LOG_INFO, "body_cut", "endpoint=%s dropped=%llu",
+                 r->route ? r->route->pattern : "-", (unsigned long long)r->dropped);
+        return -1;
+    }
+    r->seen += n;
+    if (r->replied)
+        return 0;     /* refused already: the rest of the body is read and dropped */
     if (r->len + n + 1 > r->cap) {
         size_t cap = r->cap ? r->cap : 4096;
         while (cap < r->len + n + 1)
@@ -742,13 +774,14 @@ static void receive(rnnd_req *r, const char *data, size_t n)
         char *g = realloc(r->body, cap);
         if (!g) {
             rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
-            return;
+            return 0;
         }
         r->body = g;
         r->cap = cap;
     }
     memcpy(r->body + r->len, data, n);
     r->len += n;
+    return 0;
 }
 
 /* Nesting depth of JSON text, counting [ and { outside strings; stops past MAX. */
@@ -841,11 +874,15 @@ static enum MHD_Result send_reply(rnnd_req *r)
     }
     if (!resp)
         return MHD_NO;
-    int typed = 0;
-    for (int i = 0; i < r->nheaders; i++)
+    int typed = 0, closes = 0;
+    for (int i = 0; i < r->nheaders; i++) {
         typed |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONTENT_TYPE);
+        closes |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONNECTION);
+    }
     if (r->status != 204 && !typed)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if ((r->early || r->closing) && !closes)    /* the body is not read to its end */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     for (int i = 0; i < r->nheaders; i++)
         MHD_add_response_header(resp, r->hname[i], r->hvalue[i]);
@@ -877,16 +914,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         atomic_init(&r->flags, 0);
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
-        if (begin(r, url, method))
+        if (begin(r, url, method)) {
+            r->early = 1;
             return send_reply(r);
+        }
         return MHD_YES;
     }
     if (r->queued)
         return MHD_YES;
     if (*upload_data_size) {
-        receive(r, upload_data, *upload_data_size);
+        int cut = receive(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
-        return MHD_YES;
+        return cut ? MHD_NO : MHD_YES;
     }
     if (!r->replied && !r->deferred)
         dispatch(r);
@@ -929,15 +968,27 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
              secs * 1e3);
 }
 
+/* Hand the socket of an early reply, its body unread, to the lingering close (linger.h).
+ * libmicrohttpd closes its own descriptor after this; the duplicate keeps the socket open. */
+static void linger(rnnd_http *h, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd >= 0)
+        rnnd_linger_add(h->linger, fd);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     rnnd_http *h = cls;
     rnnd_req *r = *con_cls;
     if (!r)
         return;
     *con_cls = NULL;
+    if (r->early && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        linger(h, conn);
     account(h, r, toe);
     if (r->stream) {
         stream_detach(r->stream);
@@ -1056,6 +1107,17 @@ static void free_secret(char *s)
     }
 }
 
+/* What rnnd_http_start made besides the libmicrohttpd daemon, which is stopped already. */
+static void free_http(rnnd_http *h)
+{
+    rnnd_linger_free(h->linger);    /* after the daemon: closing connections hand it sockets */
+    free(h->tls_cert);
+    free_secret(h->tls_key);
+    pthread_cond_destroy(&h->swake);
+    pthread_mutex_destroy(&h->smu);
+    free(h);
+}
+
 /* http_threads, 0 resolved. Request threads beyond the cores only add context switches:
  * under bench/e2e's step load on 2 cores, 4 threads cost 1.0 switches and ~9% more server
  * CPU per request than 2 threads (0.7 switches). They never compute, so a few are enough. */
@@ -1119,10 +1181,7 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
             bad = RNND_ERR_IO;
         }
         if (bad) {
-            free(h->tls_cert);
-            pthread_cond_destroy(&h->swake);
-            pthread_mutex_destroy(&h->smu);
-            free(h);
+            free_http(h);
             return bad;
         }
         flags |= MHD_USE_TLS;
@@ -1143,6 +1202,13 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
                                             (void *)cfg->tls_priorities};
         where[4] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
+    rnnd_linger_limits_default(&h->linger_limits, (uint64_t)cfg->max_body_bytes,
+                               (double)cfg->request_timeout_s);
+    if ((rc = rnnd_linger_new(&h->linger_limits, (size_t)cfg->max_connections, &h->linger,
+                              err, errlen))) {
+        free_http(h);
+        return rc;
+    }
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_ARRAY, where,
@@ -1162,11 +1228,7 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         else
             snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
                      cfg->listen);
-        free(h->tls_cert);
-        free_secret(h->tls_key);
-        pthread_cond_destroy(&h->swake);
-        pthread_mutex_destroy(&h->smu);
-        free(h);
+        free_http(h);
         return RNND_ERR_IO;
     }
     if (cfg->sse_ping_s > 0)
@@ -1216,11 +1278,7 @@ void rnnd_http_stop(rnnd_http *h)
         pthread_join(h->pinger, NULL);
     }
     MHD_stop_daemon(h->d);
-    free(h->tls_cert);
-    free_secret(h->tls_key);
-    pthread_cond_destroy(&h->swake);
-    pthread_mutex_destroy(&h->smu);
     if (h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);
-    free(h);
+    free_http(h);
 }

@@ -1,6 +1,7 @@
 /* The HTTP layer on libmicrohttpd: its own thread pool on epoll, a route table, per-request
- * state, the body size limit (413 as soon as it is exceeded), JSON decoding with a nesting
- * limit, and suspend/resume so request threads never wait on computation.
+ * state, the body size limit (413 as soon as it is exceeded, the rest of the body dropped
+ * within the bounds of linger.h), JSON decoding with a nesting limit, and suspend/resume so
+ * request threads never wait on computation.
  *
  * A handler runs on a request thread with the body already decoded. It either replies at
  * once (rnnd_reply_*), or calls rnnd_req_defer(), hands the work on, and returns; whoever

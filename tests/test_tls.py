@@ -2,7 +2,9 @@
 
 - A certificate made here with openssl; the daemon serves HTTPS: models, a session step and a
   streamed generation over TLS, verified against that certificate; plain HTTP on the port
-  fails; TLS 1.1 is refused by the default priorities; API keys work over TLS.
+  fails; TLS 1.1 is refused by the default priorities; API keys work over TLS; bodies over
+  max_body_bytes (declared, or chunked) get their 413 over TLS too, even from a client that
+  writes the whole body before reading (the lingering close, docs/security.md).
 - Missing or bad certificate/key files, or one without the other, stop the start with a
   message.
 - CORS: no headers without cors_origins; with it, an allowed origin gets Allow-Origin on
@@ -52,13 +54,35 @@ def https(port, method, path, body=None, headers=None, ctx=None):
         c.close()
 
 
+def https_raw(port, data, headers, chunked):
+    """(status, headers, body) of POST infer with DATA, written whole before reading (as
+    http.client does), sent with Content-Length or in 64 KiB chunks; status is the exception
+    when the exchange fails."""
+    c = http.client.HTTPSConnection("127.0.0.1", port, timeout=30,
+                                    context=ssl.create_default_context(cafile=CERT))
+    hdrs = dict(headers, **{"Content-Type": "application/json"})
+    body = data
+    if chunked:
+        body = (data[i:i + 65536] for i in range(0, len(data), 65536))
+        hdrs["Transfer-Encoding"] = "chunked"
+    try:
+        c.request("POST", "/v1/models/charlm/infer", body=body, headers=hdrs,
+                  encode_chunked=chunked)
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    except OSError as e:
+        return repr(e), {}, b""
+    finally:
+        c.close()
+
+
 def check_tls():
     keys = os.path.join(WORK, "keys")
     with open(keys, "w") as f:
         f.write(API_KEY + " tester\n")
     auth = {"Authorization": "Bearer " + API_KEY}
     with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY,
-                "--api-keys-file", keys) as d:
+                "--api-keys-file", keys, "--max-body-bytes", "1M") as d:
         C.check(any("event=listening" in l and "tls=1" in l for l in d.log), "logs tls=1")
         st, _, b = https(d.port, "GET", "/v1/models", headers=auth)
         C.check(st == 200 and json.loads(b)["models"][0]["name"] == "charlm",
@@ -76,6 +100,14 @@ def check_tls():
         C.check(st == 200 and h.get("content-type", "").startswith("text/event-stream") and
                 len(events) == 22 and events[-1] == "[DONE]",
                 "a streamed generation over HTTPS: 20 tokens, final event, [DONE]")
+        for chunked in (False, True):
+            what = "a %s body over max_body_bytes over HTTPS" % (
+                "chunked" if chunked else "4 MB")
+            st, h, b = https_raw(d.port, b"x" * (4 << 20), auth, chunked)
+            C.check(st == 413 and b'"code":"limit_exceeded"' in b and
+                    h.get("connection") == "close",
+                    "%s: 413 limit_exceeded, Connection: close (got %s %r)" % (what, st, b[:80]))
+        C.eq(https(d.port, "GET", "/healthz")[0], 200, "served after the refused bodies")
         # plain HTTP to the TLS port gets no HTTP answer
         s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
