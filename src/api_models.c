@@ -9,7 +9,8 @@ static void model_fields(rnnd_buf *b, const rnnd_entry *e)
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     rnnd_buf_puts(b, "\"name\":");
     rnnd_buf_json_string(b, e->name);
-    rnnd_buf_printf(b, ",\"version\":%d,\"digest\":\"%s\"", e->version, e->digest);
+    rnnd_buf_printf(b, ",\"version\":%d,\"digest\":\"%s\",\"file_digest\":\"%s\"", e->version,
+                    e->digest, e->file_digest);
     rnnd_buf_printf(b, ",\"input_kind\":\"%s\",\"input_dim\":%d",
                     spec->input_kind == RNND_INPUT_TOKENS ? "tokens" : "vectors",
                     spec->input_dim);

@@ -52,12 +52,20 @@ static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
                     info->busy ? "true" : "false");
 }
 
-/* Parse an optional STATE field into a new block (NULL when absent). Replies on error. */
-static int state_field(rnnd_req *r, const json_t *body, const char *name,
-                       const rnnd_entry *e, float **out)
+/* Parse the body's optional "state" into a new block (NULL when absent), after checking its
+ * "digest": checked whenever given, required with a state (rnnd_state_digest_check, the one
+ * check of every path that accepts a state). Replies on error. */
+static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, float **out)
 {
     *out = NULL;
-    const json_t *v = json_object_get(body, name);
+    const json_t *v = json_object_get(body, "state");
+    char err[512];
+    int rc = rnnd_state_digest_check(e->model, json_object_get(body, "digest"), v != NULL, err,
+                                     sizeof err);
+    if (rc) {
+        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+        return -1;
+    }
     if (!v)
         return 0;
     float *st = malloc((e->state_floats ? e->state_floats : 1) * sizeof *st);
@@ -65,8 +73,7 @@ static int state_field(rnnd_req *r, const json_t *body, const char *name,
         rnnd_reply_error(r, "out_of_memory", "out of memory");
         return -1;
     }
-    char err[512];
-    if (rnnd_state_parse_at(e->model, v, st, name, err, sizeof err)) {
+    if (rnnd_state_parse_at(e->model, v, st, "state", err, sizeof err)) {
         free(st);
         rnnd_reply_error(r, "invalid_request", "%s", err);
         return -1;
@@ -121,7 +128,8 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
 
 void rnnd_api_sessions_create(rnnd_req *r)
 {
-    static const char *const fields[] = {"model", "ttl_s", "state", "generate", NULL};
+    static const char *const fields[] = {"model", "ttl_s", "state", "digest", "generate",
+                                         NULL};
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
@@ -150,7 +158,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
     if (int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
         return;
     float *init;
-    if (state_field(r, body, "state", e, &init))
+    if (state_field(r, body, e, &init))
         return;
     rnnd_gen_params *defaults;
     if (rnnd_api_gen_defaults(r, e, json_object_get(body, "generate"), &defaults)) {
@@ -763,7 +771,7 @@ static struct ctl_req *ctl_new(rnnd_req *r, int kind, rnnd_session *s)
 
 void rnnd_api_session_reset(rnnd_req *r)
 {
-    static const char *const fields[] = {"state", "if_steps", NULL};
+    static const char *const fields[] = {"state", "digest", "if_steps", NULL};
     json_t *body = rnnd_req_body(r);
     if (body && rnnd_api_check_fields(r, body, fields))
         return;
@@ -774,7 +782,7 @@ void rnnd_api_session_reset(rnnd_req *r)
     if (!s)
         return;
     float *state = NULL;
-    if (body && state_field(r, body, "state", entry_of(s), &state)) {
+    if (body && state_field(r, body, entry_of(s), &state)) {
         rnnd_session_unref(s);
         return;
     }
@@ -831,12 +839,6 @@ void rnnd_api_state_put(rnnd_req *r)
     }
     if (rnnd_api_check_fields(r, body, fields))
         return;
-    const json_t *d = json_object_get(body, "digest");
-    if (!json_is_string(d)) {
-        rnnd_reply_error(r, "invalid_request", "digest: expected the model digest (string), "
-                         "got %s", d ? rnnd_json_type_desc(d) : "nothing");
-        return;
-    }
     const json_t *m = json_object_get(body, "model");
     if (m && !json_is_string(m)) {
         rnnd_reply_error(r, "invalid_request", "model: expected a string, got %s",
@@ -860,16 +862,8 @@ void rnnd_api_state_put(rnnd_req *r)
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
-    const rnnd_entry *e = entry_of(s);
-    if (strcmp(json_string_value(d), e->digest)) {
-        rnnd_session_unref(s);
-        rnnd_reply_error(r, "conflict", "the state is from a model with digest %.64s, but this "
-                         "session's model %s has digest %s", json_string_value(d), e->name,
-                         e->digest);
-        return;
-    }
     float *state;
-    if (state_field(r, body, "state", e, &state)) {
+    if (state_field(r, body, entry_of(s), &state)) {
         rnnd_session_unref(s);
         return;
     }

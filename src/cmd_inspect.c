@@ -17,7 +17,8 @@ static void usage(FILE *f)
             "Validate a model file and print its architecture (input, every layer with its\n"
             "type, direction, sizes, options and activations, the head, the vocabulary),\n"
             "parameter count, weight type (f32, bf16, f16), state size per session, output\n"
-            "size, whether it can be fed step by step (stateful), and the SHA-256 digest of\n"
+            "size, whether it can be fed step by step (stateful), its digest (what a session\n"
+            "state of it means: architecture and weights, docs/state.md) and the SHA-256 of\n"
             "the file.\n"
             "\n"
             "options:\n"
@@ -109,6 +110,7 @@ static void print_text(const char *path, const rnnd_model *m)
     printf("file:        %s\n", path);
     printf("name:        %s\n", s->name[0] ? s->name : "(none)");
     printf("digest:      sha256:%s\n", rnnd_model_digest(m));
+    printf("file digest: sha256:%s\n", rnnd_model_file_digest(m));
     if (s->input_kind == RNND_INPUT_TOKENS)
         printf("input:       tokens, vocab_size %d, embedding_dim %d\n", s->vocab_size,
                s->input_dim);
@@ -222,6 +224,7 @@ static json_t *model_json(const char *path, const rnnd_model *m)
     put(o, "file", json_string(path));
     put(o, "name", json_string(s->name));
     put(o, "digest", json_string(rnnd_model_digest(m)));
+    put(o, "file_digest", json_string(rnnd_model_file_digest(m)));
     json_t *in = json_object();
     if (s->input_kind == RNND_INPUT_TOKENS) {
         put(in, "kind", json_string("tokens"));

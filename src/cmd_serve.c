@@ -69,8 +69,9 @@ static int attach_batchers(rnnd_app *app, rnnd_registry *reg)
 static void log_model(rnnd_app *app, const char *event, const rnnd_entry *e)
 {
     RNND_LOG(&app->log, RNND_LOG_INFO, event,
-             "model=%s version=%d path=%s stateful=%d state_bytes=%zu digest=%s", e->name,
-             e->version, e->path, e->stateful, e->state_floats * sizeof(float), e->digest);
+             "model=%s version=%d path=%s stateful=%d state_bytes=%zu digest=%s file_digest=%s",
+             e->name, e->version, e->path, e->stateful, e->state_floats * sizeof(float),
+             e->digest, e->file_digest);
 }
 
 static void report_reload(void *arg, const char *msg)

@@ -87,7 +87,8 @@ size_t rnnd_infer_req_steps(const rnnd_infer_req *req)
     return req->total_steps;
 }
 
-static const char *const known_fields[] = {"inputs", "outputs", "return_state", "initial_state"};
+static const char *const known_fields[] = {"inputs", "outputs", "return_state", "initial_state",
+                                           "digest"};
 #define N_KNOWN (sizeof known_fields / sizeof known_fields[0])
 
 static int is_known_field(const char *key)
@@ -120,7 +121,8 @@ static int check_fields(const json_t *body, char *err, size_t errlen)
     if (!count)
         return 0;
     return fail(RNND_ERR_INVALID, err, errlen,
-                "unknown field%s %s%s (known: inputs, outputs, return_state, initial_state)",
+                "unknown field%s %s%s (known: inputs, outputs, return_state, initial_state, "
+                "digest)",
                 count > 1 ? "s" : "", names, count > 4 ? ", ..." : "");
 }
 
@@ -407,6 +409,10 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
                  ? parse_tokens(inputs, spec, req, &tx, err, errlen)
                  : parse_vectors(inputs, spec, req, err, errlen);
     text_ctx_free(&tx, json_array_size(inputs));
+    /* optional here: infer's states are plain STATE objects, and older clients send them
+     * without a digest; given, it is checked like on every other path */
+    if (!rc)
+        rc = rnnd_state_digest_check(model, json_object_get(body, "digest"), 0, err, errlen);
     if (!rc && init)
         rc = parse_initial_state(init, model, req, err, errlen);
     if (rc) {
@@ -587,7 +593,7 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
     rnnd_buf_append(out, "]", 1);
     if (req->return_state) {
         const rnnd_model *model = rnnd_net_model(net);
-        rnnd_buf_puts(out, ",\"states\":[");
+        rnnd_buf_printf(out, ",\"digest\":\"%s\",\"states\":[", rnnd_model_digest(model));
         for (size_t b = 0; b < req->n_seq; b++) {
             if (b)
                 rnnd_buf_append(out, ",", 1);
@@ -636,6 +642,7 @@ const char *rnnd_error_code(int status)
     case RNND_ERR_INVALID: return "invalid_request";
     case RNND_ERR_LIMIT: return "limit_exceeded";
     case RNND_ERR_UNSUPPORTED: return "unsupported";
+    case RNND_ERR_CONFLICT: return "conflict";
     case RNND_ERR_NUMERIC: return "numeric_error";
     case RNND_ERR_IO:
     case RNND_ERR_FORMAT: return "model_error";

@@ -230,8 +230,9 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                          "# HELP rnnd_model_info The current version of each model.\n"
                          "# TYPE rnnd_model_info gauge\n", set.n);
     for (size_t i = 0; i < set.n; i++)
-        rnnd_buf_printf(out, "rnnd_model_info{model=\"%s\",version=\"%d\",digest=\"%s\"} 1\n",
-                        set.entries[i]->name, set.entries[i]->version, set.entries[i]->digest);
+        rnnd_buf_printf(out, "rnnd_model_info{model=\"%s\",version=\"%d\",digest=\"%s\","
+                        "file_digest=\"%s\"} 1\n", set.entries[i]->name, set.entries[i]->version,
+                        set.entries[i]->digest, set.entries[i]->file_digest);
     rnnd_registry_free(&set);
     rnnd_session_stats st;
     rnnd_session_table_stats(app->sessions, &st);

@@ -417,7 +417,11 @@ static int load(rnnd_model *m, const char *label, char *err, size_t errlen)
     }
     if ((rc = bind_tensors(&c, m, t, nt, m->base + 8 + hlen)))
         goto out;
-    rnnd_sha256_hex(m->base, m->len, m->digest);
+    if (rnnd_model_state_digest_compute(&m->spec, m->digest)) {
+        rc = NOMEM(&c);
+        goto out;
+    }
+    rnnd_sha256_hex(m->base, m->len, m->file_digest);
 out:
     free(t);
     json_decref(hdr);
@@ -551,6 +555,11 @@ const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m)
 const char *rnnd_model_digest(const rnnd_model *m)
 {
     return m->digest;
+}
+
+const char *rnnd_model_file_digest(const rnnd_model *m)
+{
+    return m->file_digest;
 }
 
 const char *rnnd_model_architecture_json(const rnnd_model *m)

@@ -18,7 +18,8 @@ struct rnnd_model {
     size_t len;
     char *arch_json;        /* copy of __metadata__.architecture */
     size_t param_count;
-    char digest[65];
+    char digest[65];        /* the state digest (model_digest.c) */
+    char file_digest[65];   /* SHA-256 of the file's bytes */
     float *halved;          /* half-size weights: the matrices as floats (spec points here) */
     rnnd_model_spec spec;   /* spec.vocab is owned (one allocation) */
 };
@@ -54,5 +55,9 @@ typedef struct rnnd_req_tensor {
 /* List the tensors SPEC needs into OUT (room for RNND_ARCH_MAX_TENSORS); returns the count.
  * The dst pointers point into SPEC. */
 size_t rnnd_arch_required(rnnd_model_spec *spec, rnnd_req_tensor *out);
+
+/* SPEC's state digest (docs/state.md, "The digest") into OUT, 64 lowercase hex digits + NUL.
+ * SPEC's weight pointers must be bound. Returns 0 or RNND_ERR_NOMEM. */
+int rnnd_model_state_digest_compute(rnnd_model_spec *spec, char out[65]);
 
 #endif

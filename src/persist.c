@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "rnnd/state_json.h"
 #include "rnnd/status.h"
 #include "snapshot.h"
 
@@ -183,7 +184,10 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     *e = rnnd_registry_find(&app->models.reg, rec->model);    /* start-up: no reload yet */
     if (!*e)
         return "model_gone";
-    if (strcmp((*e)->digest, rec->digest))
+    /* A version 2 snapshot holds file digests: the same file is the same state digest, and
+     * any other file (even one whose states would fit) is refused as before the upgrade. */
+    if (rec->file_digest ? strcmp((*e)->file_digest, rec->digest) != 0
+                         : rnnd_state_digest_match((*e)->model, rec->digest, NULL, 0) != 0)
         return "model_changed";
     if (!(*e)->stateful || rec->n_floats != (*e)->state_floats)
         return "state_mismatch";
@@ -243,8 +247,9 @@ size_t rnnd_persist_restore(rnnd_app *app)
         rnnd_session_unref(s);
         restored++;
     }
-    RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=%zu dropped=%zu bytes=%zu ms=%.1f",
-             restored, dropped, rnnd_snap_bytes(snap), (mono_s() - t0) * 1e3);
+    RNND_LOG(&app->log, RNND_LOG_INFO, "restore",
+             "sessions=%zu dropped=%zu bytes=%zu ms=%.1f snapshot_version=%u", restored, dropped,
+             rnnd_snap_bytes(snap), (mono_s() - t0) * 1e3, rnnd_snap_version(snap));
     rnnd_snap_free(snap);
     return restored;
 }

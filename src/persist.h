@@ -1,6 +1,7 @@
 /* Sessions that survive restarts: the daemon's side of the snapshot file (snapshot.h).
  * rnnd_persist_save() writes every live session to the state_dir; rnnd_persist_restore()
- * brings them back at start-up, onto the same model only (name and digest must match).
+ * brings them back at start-up, onto the same model only (name and state digest must match;
+ * a version 2 snapshot's file digest, the same file).
  * docs/state.md states the guarantees. */
 #ifndef RNND_PERSIST_H
 #define RNND_PERSIST_H

@@ -87,6 +87,7 @@ static int entry_load(const char *name, size_t namelen, const char *path,
         return rc;
     }
     e->digest = rnnd_model_digest(e->model);
+    e->file_digest = rnnd_model_file_digest(e->model);
     e->stateful = rnnd_model_is_stateful(e->model);
     e->state_floats = rnnd_net_state_floats(e->net);
     e->output_dim = rnnd_net_output_dim(e->net);
@@ -312,8 +313,10 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
                        sizeof why)) {
             report(arg, why);
             e = prev ? rnnd_entry_ref(prev) : NULL;     /* the old version stays */
-        } else if (prev && !strcmp(prev->digest, e->digest)) {
-            rnnd_entry_unref(e);                        /* unchanged: keep the old one */
+        } else if (prev && !strcmp(prev->file_digest, e->file_digest)) {
+            /* the same file; a new name or vocabulary with the same weights is a new version
+             * (the text APIs change), though its states stay exchangeable */
+            rnnd_entry_unref(e);
             e = rnnd_entry_ref(prev);
         } else if (prev) {
             e->version = prev->version + 1;

@@ -3,9 +3,9 @@
  * An entry is one version of one model file, reference-counted: the current set holds one
  * reference, every session of it holds one, every request using it holds one while it runs.
  * A reload (SIGHUP) builds a new set from the models folder and the NAME=FILE settings,
- * keeping the entries whose file content did not change, and swaps it in: sessions opened
- * before keep the version they started with until they end, new requests get the new one, and
- * a retired version is freed with its last reference. */
+ * keeping the entries whose file content did not change (file_digest), and swaps it in:
+ * sessions opened before keep the version they started with until they end, new requests get
+ * the new one, and a retired version is freed with its last reference. */
 #ifndef RNND_REGISTRY_H
 #define RNND_REGISTRY_H
 
@@ -28,7 +28,8 @@ typedef struct rnnd_entry {
     int version;                /* 1, then +1 for each changed file a reload picked up */
     rnnd_model *model;          /* one reference */
     rnnd_net *net;
-    const char *digest;         /* rnnd_model_digest() */
+    const char *digest;         /* rnnd_model_digest(): what its states mean */
+    const char *file_digest;    /* rnnd_model_file_digest(): which file it was read from */
     int stateful;               /* sessions allowed (every layer forward-only) */
     size_t state_floats;
     int output_dim;
@@ -56,7 +57,7 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
                        const rnnd_kernels *kernels, char *err, size_t errlen);
 
 /* The same for a reload: build *OUT from DIR and SPECS, where an unchanged file (same name
- * and digest) keeps OLD's entry, a changed one gets a new entry of the next version, and a
+ * and file digest) keeps OLD's entry, a changed one gets a new entry of the next version, and a
  * file that fails to load keeps OLD's entry of that name (if any) and is passed to REPORT
  * (one line naming the file and the reason). Fails only when the folder cannot be read or
  * memory runs out (*OUT is then empty and OLD stays as it is). */

@@ -107,17 +107,22 @@ void rnnd_sha256_final(rnnd_sha256 *c, unsigned char out[32])
     }
 }
 
-void rnnd_sha256_hex(const void *data, size_t len, char out[65])
+void rnnd_sha256_final_hex(rnnd_sha256 *c, char out[65])
 {
     static const char hex[] = "0123456789abcdef";
-    rnnd_sha256 c;
     unsigned char d[32];
-    rnnd_sha256_init(&c);
-    rnnd_sha256_update(&c, data, len);
-    rnnd_sha256_final(&c, d);
+    rnnd_sha256_final(c, d);
     for (int i = 0; i < 32; i++) {
         out[2 * i] = hex[d[i] >> 4];
         out[2 * i + 1] = hex[d[i] & 15];
     }
     out[64] = '\0';
+}
+
+void rnnd_sha256_hex(const void *data, size_t len, char out[65])
+{
+    rnnd_sha256 c;
+    rnnd_sha256_init(&c);
+    rnnd_sha256_update(&c, data, len);
+    rnnd_sha256_final_hex(&c, out);
 }

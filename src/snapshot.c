@@ -19,7 +19,8 @@
 
 static const char head_magic[8] = {'R', 'N', 'N', 'D', 'S', 'N', 'A', 'P'};
 static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
-#define VERSION 2u          /* 2: records carry their owner */
+#define VERSION 3u          /* 2: records carry their owner; 3: the model's state digest */
+#define FILE_DIGEST_VERSION 2u  /* the oldest read: its records carry the model file's SHA-256 */
 #define ENDIAN 0x01020304u
 #define HEAD_BYTES 24
 #define TAIL_BYTES 48       /* magic, count, sha256 */
@@ -208,6 +209,7 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
 struct rnnd_snap {
     unsigned char *map;
     size_t size;
+    uint32_t version;
     size_t n;
     size_t *offs;       /* each record's payload offset */
 };
@@ -224,6 +226,7 @@ void rnnd_snap_free(rnnd_snap *s)
 
 size_t rnnd_snap_count(const rnnd_snap *s) { return s->n; }
 size_t rnnd_snap_bytes(const rnnd_snap *s) { return s->size; }
+unsigned rnnd_snap_version(const rnnd_snap *s) { return s->version; }
 
 /* A bounds-checked reader over [p, end). */
 struct cur {
@@ -369,11 +372,12 @@ int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
         snprintf(err, errlen, "%s: not an rnnd snapshot", path);
         goto fail;
     }
-    if (version != VERSION || endian != ENDIAN) {
-        snprintf(err, errlen, "%s: snapshot version %u (byte order %08x) is not this build's "
-                 "(%u)", path, version, endian, VERSION);
+    if (version < FILE_DIGEST_VERSION || version > VERSION || endian != ENDIAN) {
+        snprintf(err, errlen, "%s: snapshot version %u (byte order %08x) is not one this build "
+                 "reads (%u to %u)", path, version, endian, FILE_DIGEST_VERSION, VERSION);
         goto fail;
     }
+    s->version = version;
     unsigned char hash[32];
     rnnd_sha256 sha;
     rnnd_sha256_init(&sha);
@@ -441,4 +445,5 @@ void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec)
     memcpy(&len, s->map + s->offs[i] - 4, 4);
     struct cur c = {s->map + s->offs[i], s->map + s->offs[i] + len, 0};
     parse_rec(&c, rec);     /* checked by rnnd_snap_load: cannot fail */
+    rec->file_digest = s->version == FILE_DIGEST_VERSION;
 }

@@ -1,4 +1,4 @@
-/* The sessions snapshot file: every live session's id, model name and digest, step count,
+/* The sessions snapshot file: every live session's id, model name and state digest, step count,
  * times, generation defaults and state, in one file written atomically (a temporary file,
  * fsync, rename, fsync of the folder) and checked whole on reading (SHA-256 of everything
  * before the trailer's hash). docs/state.md describes the format and the guarantees.
@@ -18,7 +18,9 @@
 typedef struct rnnd_snap_rec {
     char id[33];                /* 32 hex digits */
     char model[256];            /* the model's name */
-    char digest[65];            /* the model's digest (64 hex digits) */
+    char digest[65];            /* the model's digest (64 hex digits), rnnd_model_digest() */
+    int file_digest;            /* read from a version 2 snapshot: DIGEST is the model file's
+                                 * SHA-256 (rnnd_model_file_digest()) instead */
     uint64_t owner;             /* the API key that owns it (auth.h), 0 without keys */
     uint64_t steps;
     int64_t created;            /* unix seconds */
@@ -46,11 +48,13 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w);
 
 typedef struct rnnd_snap rnnd_snap;
 
-/* Map and check DIR/sessions.snap. Returns 0; 1 when there is no snapshot; or
- * RNND_ERR_INVALID (corrupt, truncated, wrong version: ERR says which) / RNND_ERR_IO. */
+/* Map and check DIR/sessions.snap (this build's version 3, or version 2 from before state
+ * digests). Returns 0; 1 when there is no snapshot; or RNND_ERR_INVALID (corrupt, truncated,
+ * unknown version: ERR says which) / RNND_ERR_IO. */
 int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen);
 size_t rnnd_snap_count(const rnnd_snap *s);
 size_t rnnd_snap_bytes(const rnnd_snap *s);
+unsigned rnnd_snap_version(const rnnd_snap *s);
 /* Record I (its state points into the map, valid until rnnd_snap_free). */
 void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec);
 void rnnd_snap_free(rnnd_snap *s);     /* NULL is a no-op */

@@ -188,6 +188,32 @@ int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
     return rnnd_state_parse_at(m, state, dst, "state", err, errlen);
 }
 
+int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required,
+                            char *err, size_t errlen)
+{
+    if (!digest && !required)
+        return 0;
+    if (!digest)
+        return fail(err, errlen, "digest: missing: a state goes with the digest of the model it "
+                    "was taken from (GET /v1/sessions/{id}/state gives both)");
+    if (!json_is_string(digest))
+        return fail(err, errlen, "digest: expected the model digest (a string), got %s",
+                    rnnd_json_type_desc(digest));
+    return rnnd_state_digest_match(m, json_string_value(digest), err, errlen);
+}
+
+int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, size_t errlen)
+{
+    const char *want = rnnd_model_digest(m);
+    if (strcmp(digest, want) == 0)
+        return 0;
+    if (err && errlen)
+        snprintf(err, errlen, "digest: the state is for a model with digest %.64s, but this "
+                 "model's digest is %s: a state means nothing to another architecture or "
+                 "other weights", digest, want);
+    return RNND_ERR_CONFLICT;
+}
+
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);

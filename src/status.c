@@ -12,6 +12,7 @@ const char *rnnd_status_str(int status)
     case RNND_ERR_LIMIT: return "limit exceeded";
     case RNND_ERR_NUMERIC: return "non-finite result";
     case RNND_ERR_INTERNAL: return "internal error";
+    case RNND_ERR_CONFLICT: return "conflict";
     }
     return "unknown status";
 }

@@ -612,6 +612,12 @@ START_TEST(parse_errors)
         {0, 0, "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
          "6,7,8]],\"c\":[]}," LST "]}]}", RNND_ERR_INVALID,
          "initial_state[0].layers[0]: \"c\" is only for lstm layers"},
+        /* a digest, when given, is the model's: checked before the states' shapes */
+        {0, 0, "{\"inputs\":[[" STEP "]],\"digest\":\"ab\",\"initial_state\":[3]}",
+         RNND_ERR_CONFLICT, "digest: the state is for a model with digest ab, but this model's "
+         "digest is "},
+        {0, 0, "{\"inputs\":[[" STEP "]],\"digest\":null}", RNND_ERR_INVALID,
+         "digest: expected the model digest (a string), got null"},
         /* limits */
         {1, 1, "{\"inputs\":[[1],[1],[1],[1]]}", RNND_ERR_LIMIT,
          "inputs: 4 sequences, more than the limit of 3"},
@@ -963,7 +969,10 @@ START_TEST(run_matches_forward)
 
     json_t *resp = infer_json(net, body, "my \"model\"");
     ck_assert_str_eq(json_string_value(json_object_get(resp, "model")), "my \"model\"");
-    ck_assert_uint_eq(json_object_size(resp), 3);
+    ck_assert_uint_eq(json_object_size(resp), 4);
+    /* the states come with the digest that lets them be given back anywhere */
+    ck_assert_str_eq(json_string_value(json_object_get(resp, "digest")),
+                     rnnd_model_digest(rnnd_net_model(net)));
     json_t *outputs = json_object_get(resp, "outputs"), *states = json_object_get(resp, "states");
     ck_assert_uint_eq(json_array_size(outputs), bt.B);
     ck_assert_uint_eq(json_array_size(states), bt.B);

@@ -262,16 +262,18 @@ static rnnd_model *open_random(const char *tag, const char *arch, unsigned char 
     check_bindings(m, img, len);
     ck_assert_str_eq(rnnd_model_architecture_json(m), arch);
 
-    /* digest: sha256sum of the file, and the same through the buffer path */
+    /* file digest: sha256sum of the file, and the same through the buffer path */
     char cmd[4200], line[128] = "";
     snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
     FILE *p = popen(cmd, "r");
     ck_assert_ptr_nonnull(p);
     ck_assert_ptr_nonnull(fgets(line, sizeof line, p));
     pclose(p);
-    ck_assert_int_eq(strncmp(line, rnnd_model_digest(m), 64), 0);
+    ck_assert_int_eq(strncmp(line, rnnd_model_file_digest(m), 64), 0);
+    ck_assert_uint_eq(strlen(rnnd_model_file_digest(m)), 64);
     ck_assert_uint_eq(strlen(rnnd_model_digest(m)), 64);
     rnnd_model *b = load_img(img, len);
+    ck_assert_str_eq(rnnd_model_file_digest(b), rnnd_model_file_digest(m));
     ck_assert_str_eq(rnnd_model_digest(b), rnnd_model_digest(m));
     rnnd_model_unref(b);
     unlink(path);
@@ -705,7 +707,7 @@ static void assert_bits(const float *got, const float *want, int n, const char *
 }
 
 /* "weights" with F32 tensors: the matrices are rounded to nearest even at load (the expected
- * values worked out by hand), biases untouched, digest over the file bytes. */
+ * values worked out by hand), biases untouched, file digest over the file bytes. */
 START_TEST(valid_half_rounded_at_load)
 {
     /* bf16 keeps 8 significant bits; f16 11, and its range ends at 65504 */
@@ -731,7 +733,7 @@ START_TEST(valid_half_rounded_at_load)
         ck_assert_uint_eq(rnnd_model_param_count(m), 14);
         char hex[65];
         rnnd_sha256_hex(img, len, hex);
-        ck_assert_str_eq(rnnd_model_digest(m), hex);
+        ck_assert_str_eq(rnnd_model_file_digest(m), hex);
         rnnd_model_unref(m);
         free(img);
     }
@@ -787,9 +789,73 @@ START_TEST(valid_half_stored)
     assert_bits(w->Rb, hRb, 2, "Rb");
     char hex[65];
     rnnd_sha256_hex(img, len, hex);
-    ck_assert_str_eq(rnnd_model_digest(m), hex);
+    ck_assert_str_eq(rnnd_model_file_digest(m), hex);
     rnnd_model_unref(m);
     free(img);
+}
+END_TEST
+
+/* The state digest of ARCH's random model with SEED into OUT; also its file digest. */
+static void digests_of(const char *arch, unsigned seed, char out[65], char file[65])
+{
+    tu_file *f = tu_random_model(arch, seed);
+    ck_assert_ptr_nonnull(f);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    tu_file_free(f);
+    rnnd_model *m = load_img(img, len);
+    memcpy(out, rnnd_model_digest(m), 65);
+    memcpy(file, rnnd_model_file_digest(m), 65);
+    rnnd_model_unref(m);
+    free(img);
+}
+
+/* docs/state.md, "The digest": what a state means, not how the file names or stores it. The
+ * base: tokens, an lstm with a clip and explicit activations, a gru, a jordan, a head. */
+#define DIGEST_ARCH(name, text, lstm, gru, head)                                              \
+    "{\"format_version\": 1, " name " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 4,"    \
+    " \"embedding_dim\": 3}, " text " \"layers\": ["                                          \
+    " {\"type\": \"lstm\", \"hidden_size\": 3, \"clip\": 0.5, " lstm "},"                     \
+    " {\"type\": \"gru\", \"hidden_size\": 2" gru "},"                                       \
+    " {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 2}],"                       \
+    " \"head\": {\"out_dim\": 4, \"in_dim\": 2, \"norm\": \"" head "\"}}"
+#define LSTM_ACTS(alpha) "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": " alpha "}," \
+    " {\"op\": \"Tanh\"}, {\"op\": \"Tanh\"}]]"
+
+START_TEST(state_digest_what_counts)
+{
+    static const char *base = DIGEST_ARCH("", "", LSTM_ACTS("0.1"), "", "softmax");
+    static const char *same[] = {
+        DIGEST_ARCH("\"name\": \"another\",", "", LSTM_ACTS("0.1"), "", "softmax"),
+        DIGEST_ARCH("", "\"vocab\": [\"a\", \"b\", \"c\", \"d\"], \"tokenizer\": \"char\",",
+                    LSTM_ACTS("0.1"), "", "softmax"),
+        /* a parameter Tanh does not have; options a gru does not have, at neutral values */
+        DIGEST_ARCH("", "", "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": 0.1},"
+                    " {\"op\": \"Tanh\", \"alpha\": 3}, {\"op\": \"Tanh\", \"beta\": 2}]]",
+                    ", \"forget_gate\": false, \"peepholes\": false", "softmax"),
+        DIGEST_ARCH("\"weights\": \"f32\",", "", LSTM_ACTS("0.1"), ", \"direction\": \"forward\"",
+                    "softmax"),
+    };
+    static const char *other[] = {
+        DIGEST_ARCH("", "", LSTM_ACTS("0.2"), "", "softmax"),
+        DIGEST_ARCH("", "", LSTM_ACTS("0.1") ", \"input_forget\": true", "", "softmax"),
+        DIGEST_ARCH("", "", LSTM_ACTS("0.1"), ", \"linear_before_reset\": 1", "softmax"),
+        DIGEST_ARCH("", "", LSTM_ACTS("0.1"), ", \"clip\": 4", "softmax"),
+        DIGEST_ARCH("", "", LSTM_ACTS("0.1"), "", "log_softmax"),
+    };
+    char want[65], wfile[65], got[65], file[65];
+    digests_of(base, 7, want, wfile);
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        digests_of(same[i], 7, got, file);
+        ck_assert_msg(!strcmp(got, want), "same meaning %zu: digest %s, want %s", i, got, want);
+        ck_assert_msg(strcmp(file, wfile), "same meaning %zu: another file", i);
+    }
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        digests_of(other[i], 7, got, file);
+        ck_assert_msg(strcmp(got, want), "other meaning %zu: the base's digest", i);
+    }
+    digests_of(base, 8, got, file);
+    ck_assert_msg(strcmp(got, want), "other weights: the base's digest");
 }
 END_TEST
 
@@ -1492,6 +1558,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, names);
     tcase_add_test(tc, valid_half_rounded_at_load);
     tcase_add_test(tc, valid_half_stored);
+    tcase_add_test(tc, state_digest_what_counts);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("container");

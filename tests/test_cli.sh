@@ -85,14 +85,14 @@ if run "inspect text" 0 "$RNND_BIN" inspect "$M"; then
                  "layer 1:" "lstm forward" "hidden 16" "in 8" "out 16" "activations:" \
                  "Sigmoid, Tanh, Tanh" "options:" "forget_gate=yes" "head:" "16 -> 30" \
                  "parameters:" "output dim:  30" "state:       64 floats (256 bytes)" \
-                 "stateful:    yes" "digest:"; do
+                 "stateful:    yes" "digest:" "file digest:"; do
         grep -qF -- "$field" "$T/out" || fail "inspect text lacks \"$field\""
     done
     ok "inspect text has every field"
 fi
 
 # The JSON version, checked against a second reading of the file: the parameter count is the
-# sum of the tensor sizes in the safetensors header, the digest is SHA-256 of the bytes, and
+# sum of the tensor sizes in the safetensors header, the file digest is SHA-256 of the bytes, and
 # the sizes follow docs/model-format.md for this architecture.
 if run "inspect --json" 0 "$RNND_BIN" inspect --json "$M"; then
     py "inspect --json lstm2" '
@@ -109,7 +109,8 @@ for k, v in header.items():
             size *= d
         params += size
 assert info["parameters"] == params, (info["parameters"], params)
-assert info["digest"] == hashlib.sha256(raw).hexdigest()
+assert info["file_digest"] == hashlib.sha256(raw).hexdigest()
+assert len(info["digest"]) == 64 and info["digest"] != info["file_digest"]
 assert info["input"] == {"kind": "tokens", "vocab_size": 30, "embedding_dim": 8}, info["input"]
 assert [l["type"] for l in info["layers"]] == ["lstm", "lstm"]
 assert [l["hidden_size"] for l in info["layers"]] == [16, 16]

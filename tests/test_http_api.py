@@ -162,13 +162,14 @@ def check_sessions(d):
     st, _, again = step(d, sid, seq[:3])
     C.eq(again["outputs"], r1["outputs"], "after reset the outputs repeat bitwise")
     # reset to a given state (the export) then the continuation matches the import
-    st, _, rs = d.request("POST", "/v1/sessions/%s/reset" % sid, {"state": exp["state"]})
+    st, _, rs = d.request("POST", "/v1/sessions/%s/reset" % sid,
+                          {"state": exp["state"], "digest": exp["digest"]})
     C.eq(st, 200, "reset to a state")
     st, _, c2 = step(d, sid, seq[6:8])
     C.eq(c2["outputs"], a["outputs"], "reset to exported state continues bitwise")
 
     # create with an initial state
-    sid3 = new_session(d, "lstm_vectors", state=exp["state"])
+    sid3 = new_session(d, "lstm_vectors", state=exp["state"], digest=exp["digest"])
     st, _, c3 = step(d, sid3, seq[6:8])
     C.eq(c3["outputs"], a["outputs"], "create with state continues bitwise")
 

@@ -57,6 +57,7 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
     # a reference the battery must not disturb
     probe = [[0.5, -0.25, 1.0, 2.0], [1, 2, 3, 4]]
     st, _, ref = d.request("POST", "/v1/models/vec/infer", {"inputs": [probe]})
+    vdig = d.request("GET", "/v1/models/vec")[2]["digest"].encode()    # states need it
 
     step = "/v1/sessions/%s/step" % sid
     tstep = "/v1/sessions/%s/step" % tid
@@ -116,10 +117,13 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
         ("ttl_s huge", "POST", "/v1/sessions", b'{"model": "vec", "ttl_s": 1e12}', J, 400,
          "invalid_request"),
         ("initial state wrong shape", "POST", "/v1/sessions",
-         b'{"model": "vec", "state": {"layers": [{"h": [[1]], "c": [[1]]}]}}', J, 400,
-         "invalid_request"),
+         b'{"model": "vec", "digest": "%s", "state": {"layers": [{"h": [[1]], "c": [[1]]}]}}'
+         % vdig, J, 400, "invalid_request"),
+        ("initial state without digest", "POST", "/v1/sessions",
+         b'{"model": "vec", "state": {"layers": []}}', J, 400, "invalid_request"),
         ("state with unknown key", "POST", "/v1/sessions/%s/reset" % sid,
-         b'{"state": {"layers": [], "x": 1}}', J, 400, "invalid_request"),
+         b'{"digest": "%s", "state": {"layers": [], "x": 1}}' % vdig, J, 400,
+         "invalid_request"),
         ("import without digest", "PUT", "/v1/sessions/%s/state" % sid,
          b'{"state": {"layers": []}}', J, 400, "invalid_request"),
         ("import with wrong digest", "PUT", "/v1/sessions/%s/state" % sid,

@@ -9,13 +9,20 @@
   log line, never restored onto other weights.
 - Periodic snapshots (snapshot_interval_s): after SIGKILL the sessions come back as of the last
   snapshot.
+- Records hold the model's state digest: a model file rewritten with the same weights under
+  another name keeps its sessions. A version 2 snapshot (from before state digests: records
+  hold the model file's SHA-256) restores its sessions onto the same files, and drops with a
+  log line those whose file changed.
 Prints what it checked; exits 1 on any failure.
 """
+import hashlib
 import json
 import os
 import random
 import shutil
 import signal
+import struct
+import subprocess
 import time
 
 from daemon_util import Checker, Daemon, golden_cases, golden_model, tmpdir
@@ -49,6 +56,78 @@ def log_has(d, *words):
 
 def snapshot_path():
     return os.path.join(STATE, "sessions.snap")
+
+
+def rewrite_snapshot(version, digests):
+    """Rewrite the snapshot (docs/state.md, "File format") as VERSION with each record's digest
+    replaced by DIGESTS[model name], and a new trailer hash."""
+    raw = open(snapshot_path(), "rb").read()
+    head = bytearray(raw[:24])
+    struct.pack_into("=I", head, 8, version)
+    body, off, end = bytearray(head), 24, len(raw) - 48
+    while off < end:
+        (n,) = struct.unpack_from("=I", raw, off)
+        rec = bytearray(raw[off:off + 4 + n])
+        nl = rec[4 + 32]
+        name = rec[4 + 33:4 + 33 + nl].decode()
+        rec[4 + 33 + nl:4 + 33 + nl + 64] = digests[name].encode()
+        body += rec
+        off += 4 + n
+    body += raw[end:end + 16]
+    with open(snapshot_path(), "wb") as f:
+        f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+
+
+def file_sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def check_digests(models):
+    """Snapshots keep what a state means: the state digest, and version 2's file digest."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    renamed = os.path.join(WORK, "vec_renamed.rnnd")
+    subprocess.run([os.environ.get("PYTHON3", "python3"), "-m", "rnnd_convert",
+                    os.path.join(os.environ["RNND_GOLDEN_DIR"], VEC, "model.onnx"), "-o",
+                    renamed, "-q", "--name", "the same weights, renamed"], check=True,
+                   timeout=120)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": m})[2]["id"]
+                for m in ("charlm", "vec")]
+        step(d, sids[0], rand_steps("charlm", 5))
+        step(d, sids[1], rand_steps("vec", 5))
+        states = [d.request("GET", "/v1/sessions/%s/state" % s)[2] for s in sids]
+        d.stop()
+    saved = open(snapshot_path(), "rb").read()
+    C.eq(struct.unpack_from("=I", saved, 8)[0], 3, "snapshots are written as version 3")
+
+    def back(d, what):
+        got = [d.request("GET", "/v1/sessions/%s/state" % s) for s in sids]
+        C.eq([(g[0], g[2].get("steps"), g[2].get("state")) for g in got],
+             [(200, s["steps"], s["state"]) for s in states], what)
+
+    with Daemon({"charlm": CHARLM, "vec": renamed}, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=0", "snapshot_version=3"),
+                "a model rewritten under another name keeps its sessions (same state digest)")
+        back(d, "and their states")
+        d.kill()
+
+    with open(snapshot_path(), "wb") as f:
+        f.write(saved)
+    rewrite_snapshot(2, {"charlm": file_sha(CHARLM), "vec": file_sha(models["vec"])})
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=0", "snapshot_version=2"),
+                "a version 2 snapshot restores onto the files it was written with")
+        back(d, "with their states")
+        d.kill()
+    rewrite_snapshot(2, {"charlm": file_sha(CHARLM), "vec": file_sha(renamed)})
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=session_dropped", "session=" + sids[1], "reason=model_changed")
+                and log_has(d, "event=restore", "sessions=1", "dropped=1"),
+                "a version 2 record of another file is dropped with a log line")
+        C.eq(d.request("GET", "/v1/sessions/%s/state" % sids[0])[2].get("state"),
+             states[0]["state"], "and the other session is restored")
+        d.kill()
 
 
 def main():
@@ -165,6 +244,8 @@ def main():
         C.eq(got[0], 200, "after SIGKILL the session is back from the periodic snapshot")
         C.eq(json.dumps(got[2]), json.dumps(state), "with the state of the last snapshot")
         d.stop()
+
+    check_digests(models)
     C.exit()
 
 

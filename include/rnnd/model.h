@@ -119,8 +119,13 @@ void rnnd_model_unref(rnnd_model *m);   /* NULL is a no-op; frees on the last re
 
 const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m);
 
-/* Lowercase hex SHA-256 of the whole file (64 chars + NUL): identifies the exact weights. */
+/* The state digest (64 lowercase hex chars + NUL; docs/state.md, "The digest"): SHA-256 of
+ * the architecture and weight values a session's state depends on, not of names, vocabulary
+ * text or storage. Equal digests: a state of one model means the same in the other. */
 const char *rnnd_model_digest(const rnnd_model *m);
+
+/* Lowercase hex SHA-256 of the whole file: identifies the exact file (reloads use it). */
+const char *rnnd_model_file_digest(const rnnd_model *m);
 
 /* The raw architecture JSON text from the file header. */
 const char *rnnd_model_architecture_json(const rnnd_model *m);

@@ -20,6 +20,19 @@ int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
 int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
                         char *err, size_t errlen);
 
+/* The "digest" that goes with a state (docs/state.md, "The digest"): DIGEST, the request's
+ * value or NULL when absent, must be M's rnnd_model_digest(). Every path that accepts a state
+ * checks it here, so all of them answer alike. REQUIRED: a missing digest is refused too.
+ * Returns 0; RNND_ERR_INVALID (missing but required, or not a string) or RNND_ERR_CONFLICT
+ * (another model's digest: the state would mean something else here), with ERR saying which
+ * and naming both digests. */
+int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required,
+                            char *err, size_t errlen);
+
+/* Its core, for states that come with their digest as text (snapshot records): 0 when DIGEST
+ * is M's, else RNND_ERR_CONFLICT with the same message. */
+int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, size_t errlen);
+
 /* Append STATE JSON for SRC to OUT. */
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out);
 

@@ -11,7 +11,8 @@ typedef enum rnnd_status {
     RNND_ERR_UNSUPPORTED = -5,/* valid, but not something rnnd can do (e.g. step a reverse layer) */
     RNND_ERR_LIMIT = -6,      /* a configured limit was exceeded */
     RNND_ERR_NUMERIC = -7,    /* the computation produced NaN or Inf */
-    RNND_ERR_INTERNAL = -8
+    RNND_ERR_INTERNAL = -8,
+    RNND_ERR_CONFLICT = -9    /* valid, but not for this resource (a state of another model) */
 } rnnd_status;
 
 /* A short constant name for a status ("ok", "nomem", ...). */

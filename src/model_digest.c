@@ -1,0 +1,94 @@
+/* A model's state digest (docs/state.md, "The digest"): SHA-256 over a canonical record of
+ * what a session's state means - the architecture as the kernels see it and the weight values
+ * they compute with - and nothing else, so the same weights under another name, vocabulary
+ * text or storage type give the same digest and can exchange states. Another tool must be
+ * able to recompute it from the docs alone: any change here is a new record version there. */
+#include "model_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include "rnnd/status.h"
+#include "sha256.h"
+
+/* Bumped with any change to the record below (and docs/state.md with it). */
+static const char record_magic[12] = {'r', 'n', 'n', 'd', '-', 's', 't', 'a', 't', 'e', '-',
+                                      '1'};
+
+/* Which of alpha and beta each op reads (docs/model-format.md's table); the others are
+ * written as 0, so a value given for a parameter the op ignores changes nothing. */
+static const unsigned char act_uses[RNND_ACT_COUNT][2] = {
+    [RNND_ACT_HARDSIGMOID] = {1, 1},
+    [RNND_ACT_LEAKYRELU] = {1, 0},
+    [RNND_ACT_THRESHOLDEDRELU] = {1, 0},
+    [RNND_ACT_SCALEDTANH] = {1, 1},
+    [RNND_ACT_AFFINE] = {1, 1},
+    [RNND_ACT_ELU] = {1, 0},
+};
+
+static void put_u32(rnnd_sha256 *h, uint32_t v)
+{
+    unsigned char b[4] = {(unsigned char)v, (unsigned char)(v >> 8), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 24)};
+    rnnd_sha256_update(h, b, 4);
+}
+
+static void put_f32(rnnd_sha256 *h, float f)
+{
+    uint32_t v;
+    memcpy(&v, &f, 4);
+    put_u32(h, v);
+}
+
+static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
+{
+    int lstm = L->cell == RNND_CELL_LSTM;
+    put_u32(h, (uint32_t)L->cell);
+    put_u32(h, (uint32_t)L->direction);
+    put_u32(h, (uint32_t)L->hidden);
+    put_u32(h, L->has_clip ? 1 : 0);
+    put_f32(h, L->has_clip ? L->clip : 0.0f);
+    put_u32(h, lstm ? (uint32_t)L->input_forget : 0);
+    put_u32(h, lstm ? (uint32_t)L->peepholes : 0);
+    put_u32(h, lstm ? (uint32_t)L->forget_gate : 0);
+    put_u32(h, lstm ? (uint32_t)L->proj_size : 0);
+    put_u32(h, L->cell == RNND_CELL_GRU ? (uint32_t)L->linear_before_reset : 0);
+    put_u32(h, L->cell == RNND_CELL_JORDAN ? (uint32_t)L->output_size : 0);
+    for (int d = 0; d < L->num_directions; d++) {
+        for (int k = 0; k < L->n_act; k++) {
+            const rnnd_activation *a = &L->act[d][k];
+            put_u32(h, (uint32_t)a->kind);
+            put_f32(h, act_uses[a->kind][0] ? a->alpha : 0.0f);
+            put_f32(h, act_uses[a->kind][1] ? a->beta : 0.0f);
+        }
+    }
+}
+
+int rnnd_model_state_digest_compute(rnnd_model_spec *s, char out[65])
+{
+    rnnd_req_tensor *t = malloc(RNND_ARCH_MAX_TENSORS * sizeof *t);
+    if (!t)
+        return RNND_ERR_NOMEM;
+    rnnd_sha256 h;
+    rnnd_sha256_init(&h);
+    rnnd_sha256_update(&h, record_magic, sizeof record_magic);
+    int tokens = s->input_kind == RNND_INPUT_TOKENS;
+    put_u32(&h, tokens ? 0 : 1);
+    put_u32(&h, tokens ? (uint32_t)s->vocab_size : 0);
+    put_u32(&h, (uint32_t)s->input_dim);
+    put_u32(&h, (uint32_t)s->n_layers);
+    for (int l = 0; l < s->n_layers; l++)
+        put_layer(&h, &s->layers[l]);
+    put_u32(&h, s->has_head ? 1 : 0);
+    put_u32(&h, s->has_head ? (uint32_t)s->head_out : 0);
+    put_u32(&h, s->has_head ? (uint32_t)s->head_norm : 0);
+    /* The values the kernels read, after any half rounding: the host is little-endian
+     * (model.c refuses others), so the floats' bytes are already the record's. */
+    size_t n = rnnd_arch_required(s, t);
+    for (size_t i = 0; i < n; i++) {
+        size_t count = (size_t)t[i].shape[0] * (t[i].ndim == 2 ? (size_t)t[i].shape[1] : 1);
+        rnnd_sha256_update(&h, *t[i].dst, count * sizeof(float));
+    }
+    free(t);
+    rnnd_sha256_final_hex(&h, out);
+    return RNND_OK;
+}
