@@ -189,8 +189,7 @@ called() { grep -qxF "$1" "$T/calls"; }
 line_of() { grep -nxF "$1" "$T/calls" | head -1 | cut -d: -f1; }
 
 check "postinst configure (fresh install) runs" run_script 1 postinst configure
-adduser_call='adduser --system --group --quiet --home /var/lib/rnnd --no-create-home'
-adduser_call="$adduser_call --gecos rnnd daemon rnnd"
+adduser_call='adduser --system --group --quiet --home /var/lib/rnnd --no-create-home rnnd'
 override_call='dpkg-statoverride --update --add rnnd rnnd 0700 /var/lib/rnnd'
 enable_call="deb-systemd-helper enable rnnd.service"
 check "postinst creates the system user rnnd" called "$adduser_call"
