@@ -30,7 +30,7 @@
 unsigned rnnd_v2_status(const char *code)
 {
     if (!strcmp(code, "unavailable") || !strcmp(code, "overloaded") ||
-        !strcmp(code, "out_of_memory"))
+        !strcmp(code, "out_of_memory") || !strcmp(code, "no_models"))
         return 503;     /* Triton's UNAVAILABLE: retry later */
     if (!strcmp(code, "internal") || !strcmp(code, "model_error"))
         return 500;

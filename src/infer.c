@@ -620,6 +620,7 @@ static const struct {
     {"model_error", 503},
     {"out_of_memory", 503},
     {"unavailable", 503},
+    {"no_models", 503},
 };
 
 int rnnd_error_http_status(const char *code)
