@@ -139,15 +139,13 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
             return -1;
         }
         for (size_t i = 0; i < k; i++) {
-            const json_t *x = json_array_get(v, i);
-            if (!json_is_integer(x) || json_integer_value(x) < 0 ||
-                json_integer_value(x) >= spec->vocab_size) {
+            char why[128];
+            if (rnnd_json_token(json_array_get(v, i), spec->vocab_size, &t[i], why,
+                                sizeof why)) {
                 free(t);
-                rnnd_reply_error(r, "invalid_request", "%s[%zu]: expected a token id from 0 to "
-                                 "%d", name, i, spec->vocab_size - 1);
+                rnnd_reply_error(r, "invalid_request", "%s[%zu]: %s", name, i, why);
                 return -1;
             }
-            t[i] = (int32_t)json_integer_value(x);
         }
         *ids = t;
         *n = k;

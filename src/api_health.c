@@ -20,7 +20,8 @@ void rnnd_api_readyz(rnnd_req *r)
     }
     size_t n = rnnd_catalog_count(&app->models);
     if (!n) {
-        rnnd_reply_error(r, "unavailable", "no model is loaded");
+        rnnd_reply_error(r, "no_models", "no model is loaded: add a model file and reload "
+                         "(SIGHUP)");
         return;
     }
     rnnd_buf b;

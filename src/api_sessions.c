@@ -421,19 +421,12 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
         if (!q->tokens)
             goto oom;
         for (size_t i = 0; i < n; i++) {
-            const json_t *v = json_array_get(inputs, i);
-            if (!json_is_integer(v)) {
-                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: expected a token id "
-                                 "(integer), got %s", i, rnnd_json_type_desc(v));
+            char why[128];
+            if (rnnd_json_token(json_array_get(inputs, i), spec->vocab_size, &q->tokens[i],
+                                why, sizeof why)) {
+                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: %s", i, why);
                 return -1;
             }
-            json_int_t id = json_integer_value(v);
-            if (id < 0 || id >= spec->vocab_size) {
-                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: token id %" JSON_INTEGER_FORMAT
-                                 " is out of range 0..%d", i, id, spec->vocab_size - 1);
-                return -1;
-            }
-            q->tokens[i] = (int32_t)id;
         }
     } else {
         size_t D = (size_t)spec->input_dim;

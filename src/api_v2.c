@@ -30,7 +30,7 @@
 unsigned rnnd_v2_status(const char *code)
 {
     if (!strcmp(code, "unavailable") || !strcmp(code, "overloaded") ||
-        !strcmp(code, "out_of_memory"))
+        !strcmp(code, "out_of_memory") || !strcmp(code, "no_models"))
         return 503;     /* Triton's UNAVAILABLE: retry later */
     if (!strcmp(code, "internal") || !strcmp(code, "model_error"))
         return 500;
@@ -343,21 +343,13 @@ static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t
     leaves(data, v, &got);
     int rc = 0;
     if (spec->input_kind == RNND_INPUT_TOKENS) {
-        int64_t lo = 0, hi = spec->vocab_size;
         in->tokens = malloc(n * sizeof *in->tokens);
         for (size_t i = 0; in->tokens && i < n && !rc; i++) {
-            if (!json_is_integer(v[i])) {
-                rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: expected an integer "
-                              "(%s), got %s", i, dtype, rnnd_json_type_desc(v[i]));
-                rc = -1;
-            } else if (json_integer_value(v[i]) < lo || json_integer_value(v[i]) >= hi) {
+            char why[128];
+            if (rnnd_json_token(v[i], spec->vocab_size, &in->tokens[i], why, sizeof why)) {
                 rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu (sequence %zu, step "
-                              "%zu): token id %" JSON_INTEGER_FORMAT " out of range [0, %d)",
-                              i, i / in->T, i % in->T, json_integer_value(v[i]),
-                              spec->vocab_size);
+                              "%zu): %s", i, i / in->T, i % in->T, why);
                 rc = -1;
-            } else {
-                in->tokens[i] = (int32_t)json_integer_value(v[i]);
             }
         }
         if (!in->tokens)

@@ -74,6 +74,22 @@ static void log_model(rnnd_app *app, const char *event, const rnnd_entry *e)
              e->digest, e->file_digest);
 }
 
+/* A daemon with no model is ready for nothing (/readyz stays 503 no_models), and an empty
+ * models folder is usually a wrong path or a model not yet installed: say which folder and
+ * what was looked for, at start and on every reload that finds none. */
+static void warn_no_models(rnnd_app *app, const char *dir, const rnnd_registry *reg)
+{
+    char q[1100];
+    if (dir && *dir && !reg->dir_files)
+        RNND_LOG(&app->log, RNND_LOG_WARN, "no_models",
+                 "dir=%s pattern=\"" RNND_MODELS_PATTERN "\" models=%zu "
+                 "msg=\"the models folder holds no model file\"",
+                 rnnd_log_quote(q, sizeof q, dir), reg->n);
+    else if (!reg->n && (!dir || !*dir))
+        RNND_LOG(&app->log, RNND_LOG_WARN, "no_models",
+                 "msg=\"no model to serve: neither models nor model is set\"");
+}
+
 static void report_reload(void *arg, const char *msg)
 {
     rnnd_app *app = arg;
@@ -118,6 +134,7 @@ static void reload(rnnd_app *app, int argc, char **argv)
     for (size_t i = 0; i < old.n; i++)
         if (!rnnd_registry_find(&next, old.entries[i]->name))
             log_model(app, "model_removed", old.entries[i]);
+    warn_no_models(app, fresh.models, &next);
     size_t n = next.n;
     rnnd_catalog_swap(&app->models, &next);     /* NEXT now holds the set swapped out */
     rnnd_registry_free(&next);
@@ -200,6 +217,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     }
     for (size_t i = 0; i < reg.n; i++)
         log_model(app, "model_loaded", reg.entries[i]);
+    warn_no_models(app, cfg->models, &reg);
     rnnd_catalog_init(&app->models, &reg);
 
     rnnd_session_limits lim = {

@@ -274,22 +274,10 @@ static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_
             continue;
         }
         for (size_t t = 0; t < n; t++) {
-            const json_t *x = json_array_get(seq, t);
-            if (!json_is_integer(x)) {
-                if (json_is_real(x))
-                    return fail(RNND_ERR_INVALID, err, errlen,
-                                "inputs[%zu][%zu]: expected an integer token id in [0, %d), "
-                                "got %.17g", b, t, spec->vocab_size, json_real_value(x));
-                return fail(RNND_ERR_INVALID, err, errlen,
-                            "inputs[%zu][%zu]: expected an integer token id in [0, %d), got %s",
-                            b, t, spec->vocab_size, rnnd_json_type_desc(x));
-            }
-            json_int_t id = json_integer_value(x);
-            if (id < 0 || id >= spec->vocab_size)
-                return fail(RNND_ERR_INVALID, err, errlen,
-                            "inputs[%zu][%zu]: token id %" JSON_INTEGER_FORMAT
-                            " out of range [0, %d)", b, t, id, spec->vocab_size);
-            req->tok_flat[off + t] = (int32_t)id;
+            char why[128];
+            if (rnnd_json_token(json_array_get(seq, t), spec->vocab_size,
+                                &req->tok_flat[off + t], why, sizeof why))
+                return fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu][%zu]: %s", b, t, why);
         }
         off += n;
     }
@@ -626,6 +614,7 @@ static const struct {
     {"model_error", 503},
     {"out_of_memory", 503},
     {"unavailable", 503},
+    {"no_models", 503},
 };
 
 int rnnd_error_http_status(const char *code)

@@ -148,6 +148,7 @@ static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, si
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
+        /* RNND_MODELS_PATTERN */
         if (len <= 5 || strcmp(de->d_name + len - 5, ".rnnd") || de->d_name[0] == '.')
             continue;
         if (k == cap) {
@@ -197,13 +198,14 @@ static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, si
     return rc;
 }
 
-/* Every source of DIR and SPECS. */
+/* Every source of DIR and SPECS; *NDIR of them come from DIR. */
 static int sources(const char *dir, char *const *specs, size_t nspecs, struct src **out,
-                   size_t *n, char *err, size_t errlen)
+                   size_t *n, size_t *ndir, char *err, size_t errlen)
 {
     *out = NULL;
     *n = 0;
     int rc = dir && *dir ? list_dir(dir, out, n, err, errlen) : RNND_OK;
+    *ndir = *n;
     for (size_t i = 0; i < nspecs && !rc; i++) {
         const char *eq = strchr(specs[i], '=');
         if (!eq) {
@@ -272,7 +274,7 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
     memset(reg, 0, sizeof *reg);
     struct src *srcs;
     size_t n;
-    int rc = sources(dir, specs, nspecs, &srcs, &n, err, errlen);
+    int rc = sources(dir, specs, nspecs, &srcs, &n, &reg->dir_files, err, errlen);
     for (size_t i = 0; i < n && !rc; i++) {
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
@@ -300,7 +302,7 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
     memset(out, 0, sizeof *out);
     struct src *srcs;
     size_t n;
-    int rc = sources(dir, specs, nspecs, &srcs, &n, err, errlen);
+    int rc = sources(dir, specs, nspecs, &srcs, &n, &out->dir_files, err, errlen);
     char why[1024];
     for (size_t i = 0; i < n && !rc; i++) {
         if (duplicate(out, &srcs[i], why, sizeof why)) {

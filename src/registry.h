@@ -44,15 +44,20 @@ void rnnd_entry_unref(rnnd_entry *e);      /* NULL is a no-op; frees on the last
 void rnnd_entry_ref_v(void *e);
 void rnnd_entry_unref_v(void *e);
 
+/* The files of a models folder that are model files (hidden files aside). */
+#define RNND_MODELS_PATTERN "*.rnnd"
+
 /* A set of entries, sorted by name, one reference each. */
 typedef struct rnnd_registry {
     rnnd_entry **entries;
     size_t n;
+    size_t dir_files;   /* RNND_MODELS_PATTERN files the folder held, loaded or not */
 } rnnd_registry;
 
 /* Load every *.rnnd of DIR (NULL or "": none; name = file stem) and every "NAME=FILE" of
  * SPECS, packing each for KERNELS. Names must be 1-64 of [A-Za-z0-9_.-] and unique. Any
- * failure stops with ERR naming the file and the reason. */
+ * failure stops with ERR naming the file and the reason. An empty folder is no failure:
+ * REG->dir_files says how many model files it held. */
 int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, size_t nspecs,
                        const rnnd_kernels *kernels, char *err, size_t errlen);
 

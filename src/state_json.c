@@ -65,6 +65,22 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
     return 0;
 }
 
+int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen)
+{
+    if (json_is_real(v))
+        return fail(err, errlen, "expected an integer token id in [0, %d), got %.17g", vocab,
+                    json_real_value(v));
+    if (!json_is_integer(v))
+        return fail(err, errlen, "expected an integer token id in [0, %d), got %s", vocab,
+                    rnnd_json_type_desc(v));
+    json_int_t id = json_integer_value(v);
+    if (id < 0 || id >= vocab)
+        return fail(err, errlen, "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
+                    vocab);
+    *out = (int32_t)id;
+    return 0;
+}
+
 int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
                      char *err, size_t errlen)
 {

@@ -868,6 +868,7 @@ START_TEST(error_codes)
         {"conflict", 409}, {"gone", 410}, {"limit_exceeded", 413},
         {"unsupported_media_type", 415}, {"overloaded", 429}, {"internal", 500},
         {"model_error", 503}, {"out_of_memory", 503}, {"unavailable", 503},
+        {"no_models", 503},
         {"no_such_code", 500},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

@@ -201,6 +201,27 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
               if l.startswith('rnnd_http_responses_total{code="5')]
     C.check(not fivexx, "no 5xx was ever sent: %s" % fivexx)
 
+    # one wording for a bad token id wherever ids come in (issue 12): infer, step, a
+    # generate prompt, v2 infer
+    where = [("infer", "/v1/models/tok/infer", lambda ids: {"inputs": [ids]},
+              lambda i: "inputs[0][%d]" % i),
+             ("step", tstep, lambda ids: {"inputs": ids}, lambda i: "inputs[%d]" % i),
+             ("generate prompt", "/v1/models/tok/generate", lambda ids: {"prompt": ids},
+              lambda i: "prompt[%d]" % i)]
+    for bad, why in ((30, "token id 30 out of range [0, 30)"),
+                     (-1, "token id -1 out of range [0, 30)"),
+                     (1.5, "expected an integer token id in [0, 30), got 1.5"),
+                     ("a", "expected an integer token id in [0, 30), got a string")):
+        for name, path, body, at in where:
+            st, _, got = d.request("POST", path, body([3, bad]))
+            msg = got.get("error", {}).get("message") if isinstance(got, dict) else got
+            C.eq((st, msg), (400, "%s: %s" % (at(1), why)), "%s, token %r: message" % (name, bad))
+        v2 = {"inputs": [{"name": "INPUT", "shape": [1, 2], "datatype": "INT32",
+                          "data": [3, bad]}]}
+        st, _, got = d.request("POST", "/v2/models/tok/infer", v2)
+        C.eq((st, got), (400, {"error": "input 'INPUT' element 1 (sequence 0, step 1): "
+                                        + why}), "v2 infer, token %r: message" % (bad,))
+
     # the sessions still work, and nothing above touched their state
     st, _, a = d.request("POST", step, {"inputs": probe})
     C.eq((st, a and a.get("steps")), (200, 2), "valid step after the battery")

@@ -3,6 +3,9 @@ it that is a symbolic link leading out of the folder is refused, at start (the d
 not start, and says which file and why) and on reload (reported, not served), while a link
 to another file inside the folder is served. Settings that name a file (`--model N=FILE`)
 are the operator's own choice and are not restricted.
+An empty models folder (issue 12): the daemon starts, logs a warning naming the folder and the
+pattern it looked for, and /readyz answers 503 no_models until a reload finds a model; a
+reload that empties the folder again warns again and makes /readyz 503 again.
 Prints what it checked; exits 1 on any failure.
 """
 import os
@@ -34,7 +37,56 @@ def served(d):
     return sorted(m["name"] for m in body["models"])
 
 
+def reload_and_wait(d):
+    """SIGHUP, then wait for this reload's event=reloaded."""
+    before = sum("event=reloaded" in l for l in d.log)
+    d.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sum("event=reloaded" in l for l in d.log) > before:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def empty_warnings(d):
+    return [l for l in d.log if "level=warn" in l and "event=no_models" in l]
+
+
+def check_empty_folder():
+    shutil.rmtree(MODELS, ignore_errors=True)
+    os.makedirs(MODELS)
+    with open(os.path.join(MODELS, "notes.txt"), "w") as f:
+        f.write("not a model\n")       # a file that does not match the pattern
+    with Daemon({}, "--models", MODELS) as d:
+        warned = empty_warnings(d)
+        C.check(len(warned) == 1 and 'dir="%s"' % MODELS in warned[0]
+                and 'pattern="*.rnnd"' in warned[0],
+                "start: one warning naming the folder and the pattern: %r" % warned)
+        st, hdrs, body = d.request("GET", "/readyz")
+        C.error((st, hdrs, body), 503, "no_models", "/readyz with no model")
+        C.check("retry-after" in hdrs, "/readyz 503 carries Retry-After")
+        C.eq(d.request("GET", "/healthz")[0], 200, "/healthz is 200 all the same")
+
+        shutil.copyfile(CHARLM, os.path.join(MODELS, "a.rnnd"))
+        C.check(reload_and_wait(d), "reload after adding a model")
+        st, _, body = d.request("GET", "/readyz")
+        C.eq((st, body), (200, {"status": "ready", "models": 1}), "/readyz once a model loaded")
+        C.eq(len(empty_warnings(d)), 1, "a reload that finds a model does not warn")
+
+        os.remove(os.path.join(MODELS, "a.rnnd"))
+        C.check(reload_and_wait(d), "reload after removing it")
+        C.error(d.request("GET", "/readyz"), 503, "no_models", "/readyz after the folder emptied")
+        warned = empty_warnings(d)
+        C.check(len(warned) == 2 and 'dir="%s"' % MODELS in warned[1],
+                "the reload that empties the folder warns again: %r" % warned)
+        rc, _ = d.stop()
+        C.eq(rc, 0, "exit status")
+
+
 def main():
+    check_empty_folder()
+
     # a link inside the folder is fine; a relative link that climbs out is not
     reset()
     os.symlink("a.rnnd", os.path.join(MODELS, "alias.rnnd"))

@@ -32,6 +32,10 @@ model here; never from constants. Prints what it checked; exits 1 on any failure
 import json
 import os
 import random
+import re
+import signal
+import socket
+import time
 import uuid
 
 import requests
@@ -541,6 +545,88 @@ with Daemon(models) as d:
         print("%s: %d checks" % (what, C.n - before), flush=True)
     rc, _ = d.stop()
     C.eq(rc, 0, "exit status")
+def read_reply(s):
+    """(status, headers lower-cased, body) of one reply read from socket S."""
+    out = b""
+    while True:
+        head, sep, body = out.partition(b"\r\n\r\n")
+        m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        if sep and m and len(body) >= int(m.group(1)):
+            break
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    lines = head.decode(errors="replace").split("\r\n")
+    hdrs = dict((k.strip().lower(), v.strip()) for k, _, v in
+                (l.partition(":") for l in lines[1:]))
+    return int(lines[0].split()[1]) if lines[0] else 0, hdrs, body
+
+
+def v2_error_body(status, body, want_status):
+    try:
+        j = json.loads(body)
+    except ValueError:
+        return False
+    return (status == want_status and isinstance(j, dict) and list(j) == ["error"]
+            and isinstance(j["error"], str) and j["error"] != "")
+
+
+def check_http_layer(d, name):
+    """The refusals the HTTP layer makes on /v2 paths are in the v2 form too, and no
+    Content-Type is refused there (docs/v2.md, Errors): text/plain is served on /v2 and
+    refused with v1's 415 on /v1; a body over max_body_bytes is 413 {"error": "..."}; while
+    shutting down /v2 requests get 503 {"error": "..."} with Retry-After, and
+    /v2/health/live stays 200 (liveness, like /healthz)."""
+    cl = V2Client(d.port)
+    body = json.dumps(cl.infer_body("INPUT", [1, 2], "INT32", [3, 4])).encode()
+    want = cl.post("v2/models/%s/infer" % name, json.loads(body))
+    r = cl.s.post(cl.base + "v2/models/%s/infer" % name, data=body,
+                  headers={"Content-Type": "text/plain"}, timeout=60)
+    C.eq((r.status_code, r.content), (200, want.content), "v2 infer sent as text/plain: served")
+    st, _, v1 = d.request("POST", "/v1/models/%s/infer" % name, raw=b'{"inputs": [[3, 4]]}',
+                          headers={"Content-Type": "text/plain"})
+    C.error((st, {}, v1), 415, "unsupported_media_type", "v1 infer sent as text/plain: 415")
+
+    # the headers alone announce the size, so nothing is left unread when the daemon closes
+    s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    s.sendall(b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n"
+              b"\r\n" % name.encode())
+    st, _, raw = read_reply(s)
+    s.close()
+    C.check(v2_error_body(st, raw, 413),
+            "v2 body over max_body_bytes: 413 {\"error\": ...} (%d %r)" % (st, raw))
+
+    # shutting down: connections opened before stay, a request in flight finishes
+    keep, live = d.conn(), d.conn()
+    C.eq(d.request("GET", "/v2/health/ready", conn=keep)[0], 200, "ready before the drain")
+    C.eq(d.request("GET", "/v2/health/live", conn=live)[0], 200, "live before the drain")
+    half = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    half.sendall(b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                 b"\r\n" % (name.encode(), len(body)) + body[:5])
+    time.sleep(0.3)
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    st, hdrs, j = d.request("GET", "/v2/models/%s" % name, conn=keep)
+    C.check(st == 503 and isinstance(j, dict) and list(j) == ["error"]
+            and isinstance(j["error"], str) and "retry-after" in hdrs,
+            "v2 request while shutting down: 503 {\"error\": ...} with Retry-After (%d %r)"
+            % (st, j))
+    C.eq(d.request("GET", "/v2/health/live", conn=live)[0], 200,
+         "/v2/health/live while shutting down: still 200")
+    keep.close()
+    live.close()
+    half.sendall(body[5:])
+    st, _, raw = read_reply(half)
+    half.close()
+    C.eq((st, raw), (200, want.content), "the request in flight when the drain began finishes")
+    C.eq(d.proc.wait(20), 0, "exit status after the drain")
+
+
+with Daemon({"charlm": CHARLM}, "--max-body-bytes", "1K", "--shutdown-timeout-s", 5) as d:
+    before = C.n
+    check_http_layer(d, "charlm")
+    print("the HTTP layer's answers on /v2: %d checks" % (C.n - before))
 small = next((n, c) for n, c, _ in CASES if c["stateful"] and len(c["sequences"][0]) > 1)
 with Daemon({small[0]: models[small[0]]}, "--max-sessions", 2) as d:
     before = C.n

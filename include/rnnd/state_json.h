@@ -5,6 +5,7 @@
 #define RNND_STATE_JSON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 #include "rnnd/model.h"
 #include "rnnd/buf.h"
@@ -44,6 +45,12 @@ const char *rnnd_json_type_desc(const json_t *v);
 /* V as a float32: 0, or RNND_ERR_INVALID with "PATH: reason" when V is not a number (booleans
  * are not numbers) or is not finite or does not fit float32 once rounded. */
 int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, size_t errlen);
+
+/* V as a token id of a model with VOCAB ids, into *OUT: 0, or RNND_ERR_INVALID with the
+ * reason, without a path, in ERR: "token id 99 out of range [0, 96)" or "expected an integer
+ * token id in [0, 96), got 1.5". Every parser of token ids words its errors with it, the
+ * caller putting the place in front ("inputs[0][3]: ..."). */
+int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen);
 
 /* V must be a list of exactly N numbers; they go to DST. Errors as above, naming
  * "PATH: expected a list of N numbers, got M" or "PATH[i]: ...". */
