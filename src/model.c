@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include "rnnd/status.h"
 #include "half.h"
+#include "model_sniff.h"
 #include "sha256.h"
 
 /* Tensors are used in place as float arrays: the file's byte order must be the host's. */
@@ -357,7 +358,7 @@ static int check_metadata(lctx *c, const json_t *hdr, const char **arch, size_t 
 }
 
 /* Validate M->base[0..M->len) and fill the rest of M. On failure the caller frees M. */
-static int load(rnnd_model *m, const char *label, char *err, size_t errlen)
+static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
 {
     lctx c = {label, err, errlen};
     if (m->len < 8)
@@ -425,6 +426,17 @@ static int load(rnnd_model *m, const char *label, char *err, size_t errlen)
 out:
     free(t);
     json_decref(hdr);
+    return rc;
+}
+
+/* A file of another format fails above on a field it does not have (a header length made of
+ * ONNX or zip bytes); then name the format instead. Only refused files are sniffed, so a
+ * valid model can never be taken for something else. */
+static int load(rnnd_model *m, const char *label, char *err, size_t errlen)
+{
+    int rc = load_rnnd(m, label, err, errlen);
+    if (rc == RNND_ERR_FORMAT)
+        rnnd_model_sniff(m->base, m->len, label, err, errlen);
     return rc;
 }
 

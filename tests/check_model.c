@@ -1,6 +1,7 @@
 /* The model loader: valid files of every layer type and option load with the right spec;
  * every validation branch rejects its malformed file with the right status, key and reason;
- * SHA-256 against published vectors and sha256sum. */
+ * files of other formats (ONNX, PyTorch, pickles, .npz, safetensors) are named as such, and
+ * look-alike .rnnd files are not; SHA-256 against published vectors and sha256sum. */
 #include <check.h>
 #include <float.h>
 #include <math.h>
@@ -1481,6 +1482,328 @@ START_TEST(mutations)
 }
 END_TEST
 
+/* ---- files of other formats (src/model_sniff.c) ------------------------------------------ */
+
+/* IMG loaded under LABEL fails as a file of another format: status format, one line
+ * "LABEL: file: ..." holding each of WANT (NULL-terminated). */
+static void expect_foreign(const char *tag, const void *img, size_t len, const char *label,
+                           const char *const *want)
+{
+    char err[1024] = "";
+    rnnd_model *m = (rnnd_model *)1;
+    int rc = rnnd_model_from_buffer(img, len, label, &m, err, sizeof err);
+    ck_assert_msg(rc == RNND_ERR_FORMAT, "%s: status %d (%s)", tag, rc, err);
+    ck_assert_ptr_null(m);
+    char prefix[512];
+    snprintf(prefix, sizeof prefix, "%s: file: ", label);
+    ck_assert_msg(strncmp(err, prefix, strlen(prefix)) == 0, "%s: got \"%s\"", tag, err);
+    ck_assert_msg(!strchr(err, '\n'), "%s: message spans lines", tag);
+    for (; *want; want++)
+        ck_assert_msg(strstr(err, *want), "%s: got \"%s\", want \"%s\"", tag, err, *want);
+}
+
+#define WANT(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* IMG is not taken for another format: the loader's own message, KEY and REASON, stands. */
+static void expect_own(const char *tag, const void *img, size_t len, const char *key,
+                       const char *reason)
+{
+    expect_fail_img(tag, img, len, RNND_ERR_FORMAT, key, reason);
+}
+
+static size_t put(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+    return (size_t)n;
+}
+
+typedef struct zentry {
+    const char *name;
+    const char *data;   /* stored as is; METHOD is only recorded */
+    size_t len;
+    int method;
+} zentry;
+
+/* A zip archive of the N entries E, the way PyTorch writes one (names under a folder, data
+ * stored), ending in a zip64 end record when ZIP64 is set (PyTorch's large files). */
+static unsigned char *zip_image(const zentry *e, int n, int zip64, size_t *len)
+{
+    unsigned char *p = calloc(1, 65536);
+    ck_assert_ptr_nonnull(p);
+    size_t pos = 0, local[16];
+    for (int i = 0; i < n; i++) {
+        size_t nl = strlen(e[i].name);
+        local[i] = pos;
+        memcpy(p + pos, "PK\x03\x04", 4);
+        put(p + pos + 8, (uint64_t)e[i].method, 2);
+        put(p + pos + 18, e[i].len, 4);
+        put(p + pos + 22, e[i].len, 4);
+        put(p + pos + 26, nl, 2);
+        memcpy(p + pos + 30, e[i].name, nl);
+        memcpy(p + pos + 30 + nl, e[i].data, e[i].len);
+        pos += 30 + nl + e[i].len;
+    }
+    size_t cd = pos;
+    for (int i = 0; i < n; i++) {
+        size_t nl = strlen(e[i].name);
+        memcpy(p + pos, "PK\x01\x02", 4);
+        put(p + pos + 10, (uint64_t)e[i].method, 2);
+        put(p + pos + 20, e[i].len, 4);
+        put(p + pos + 24, e[i].len, 4);
+        put(p + pos + 28, nl, 2);
+        put(p + pos + 42, local[i], 4);
+        memcpy(p + pos + 46, e[i].name, nl);
+        pos += 46 + nl;
+    }
+    size_t cd_size = pos - cd;
+    if (zip64) {
+        size_t z = pos;
+        memcpy(p + pos, "PK\x06\x06", 4);
+        put(p + pos + 4, 44, 8);
+        put(p + pos + 24, (uint64_t)n, 8);
+        put(p + pos + 32, (uint64_t)n, 8);
+        put(p + pos + 40, cd_size, 8);
+        put(p + pos + 48, cd, 8);
+        pos += 56;
+        memcpy(p + pos, "PK\x06\x07", 4);
+        put(p + pos + 8, z, 8);
+        put(p + pos + 16, 1, 4);
+        pos += 20;
+    }
+    memcpy(p + pos, "PK\x05\x06", 4);
+    put(p + pos + 8, zip64 ? 0xffff : (uint64_t)n, 2);
+    put(p + pos + 10, zip64 ? 0xffff : (uint64_t)n, 2);
+    put(p + pos + 12, zip64 ? 0xffffffff : cd_size, 4);
+    put(p + pos + 16, zip64 ? 0xffffffff : cd, 4);
+    *len = pos + 22;
+    return p;
+}
+
+#define ZE(name, lit) {(name), (lit), sizeof(lit) - 1, 0}
+
+/* torch.save's data.pkl openings (protocol 2, its default; 4 on request) */
+static const char pkl_state_dict[] = "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01.";
+static const char pkl_module[] = "\x80\x02" "c__main__\nNet\nq\x00)\x81q\x01}q\x02" "b.";
+static const char pkl_module4[] = "\x80\x04\x95\x16\0\0\0\0\0\0\0" "\x8c\x08" "__main__\x94"
+                                  "\x8c\x03" "Net\x94\x93\x94)\x81\x94.";
+static const char pkl_dict[] = "\x80\x02}q\x00.";
+
+START_TEST(foreign_onnx)
+{
+    /* ir_version 8, producer "pytorch", a graph, opset_import {version 14} */
+    static const char onnx[] = "\x08\x08\x12\x07pytorch\x3a\x04\x0a\x02" "ab\x42\x02\x10\x0e";
+    expect_foreign("onnx", onnx, sizeof onnx - 1, "m/x.onnx",
+                   WANT("an ONNX model, not an .rnnd file; convert it: "
+                        "rnnd-convert m/x.onnx -o m/x.rnnd"));
+    /* the file form too, with a reason that does not hold the path */
+    expect_own("onnx_file", (const unsigned char *)onnx, sizeof onnx - 1, "file",
+               "an ONNX model, not an .rnnd file");
+
+    /* a graph is required, and the whole file must walk as fields */
+    static const char nograph[] = "\x08\x08\x12\x07pytorch";
+    expect_own("onnx_nograph", (const unsigned char *)nograph, sizeof nograph - 1,
+               "header_length", "is over the");
+    static const char trailing[] = "\x08\x08\x3a\x02" "ab\x00\x00";
+    expect_own("onnx_trailing", (const unsigned char *)trailing, sizeof trailing - 1,
+               "header_length", "is over the");
+}
+END_TEST
+
+START_TEST(foreign_onnx_lookalike)
+{
+    /* an .rnnd header length whose low byte is 0x08 (field 1, varint) is not ONNX */
+    char h[265];
+    memset(h, ' ', 264);
+    h[264] = '\0';
+    memcpy(h, "{}", 2);
+    size_t len;
+    unsigned char *img = raw_image(h, 0, -1, &len);
+    ck_assert_uint_eq(img[0], 0x08);
+    expect_own("lookalike_0x08", img, len, "__metadata__", "missing");
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_torchscript)
+{
+    const zentry e[] = {ZE("m/data.pkl", pkl_module), ZE("m/constants.pkl", "\x80\x02)."),
+                        ZE("m/code/__torch__/m.py", "class Net: pass\n")};
+    size_t len;
+    unsigned char *img = zip_image(e, 3, 0, &len);
+    expect_foreign("torchscript", img, len, "m.pt",
+                   WANT("a TorchScript model (torch.jit.save), not an .rnnd file; convert it: "
+                        "rnnd-convert m.pt -o m.rnnd"));
+    free(img);
+    const zentry code_only[] = {ZE("m/data.pkl", pkl_module), ZE("m/code/m.py", "x\n")};
+    img = zip_image(code_only, 2, 0, &len);
+    expect_foreign("torchscript_code", img, len, "m.pt", WANT("a TorchScript model"));
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_state_dict)
+{
+    const zentry e[] = {ZE("sd/data.pkl", pkl_state_dict), ZE("sd/data/0", "\0\0\0\0"),
+                        ZE("sd/version", "3\n")};
+    const char *const want[] = {
+        "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())), not an .rnnd "
+        "file: weights without the model; in Python: model.load_state_dict(torch.load("
+        "\"sd.pt\")); rnnd_convert.from_module(model, \"sd.rnnd\") (docs/convert.md)", NULL};
+    size_t len;
+    unsigned char *img = zip_image(e, 3, 0, &len);
+    expect_foreign("state_dict", img, len, "sd.pt", want);
+    free(img);
+    img = zip_image(e, 3, 1, &len);     /* found through the zip64 end record */
+    expect_foreign("state_dict_zip64", img, len, "sd.pt", want);
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_module)
+{
+    const char *const want[] = {
+        "a PyTorch checkpoint of a whole module (torch.save(model), class __main__.Net), not "
+        "an .rnnd file; in Python: rnnd_convert.from_module(torch.load(\"w.pt\", "
+        "weights_only=False), \"w.rnnd\")", NULL};
+    const zentry p2[] = {ZE("w/data.pkl", pkl_module), ZE("w/version", "3\n")};
+    size_t len;
+    unsigned char *img = zip_image(p2, 2, 0, &len);
+    expect_foreign("module", img, len, "w.pt", want);
+    free(img);
+    const zentry p4[] = {ZE("w/data.pkl", pkl_module4)};
+    img = zip_image(p4, 1, 0, &len);
+    expect_foreign("module_protocol4", img, len, "w.pt", want);
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_checkpoint)
+{
+    const char *const want[] = {
+        "a PyTorch checkpoint (torch.save), not an .rnnd file; load it into its "
+        "torch.nn.Module in Python, then rnnd_convert.from_module(model, \"c.rnnd\")", NULL};
+    /* a plain dict: a training checkpoint, say */
+    const zentry d[] = {ZE("c/data.pkl", pkl_dict)};
+    size_t len;
+    unsigned char *img = zip_image(d, 1, 0, &len);
+    expect_foreign("dict", img, len, "c.pt", want);
+    free(img);
+    /* a compressed data.pkl cannot be read here: still a checkpoint */
+    zentry z = ZE("c/data.pkl", pkl_state_dict);
+    z.method = 8;
+    img = zip_image(&z, 1, 0, &len);
+    expect_foreign("deflated", img, len, "c.pt", want);
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_legacy)
+{
+    static const char legacy[] = "\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19."
+                                 "\x80\x02M\xe9\x03.";
+    expect_foreign("legacy", legacy, sizeof legacy - 1, "old.pth",
+                   WANT("a PyTorch checkpoint (torch.save, format before PyTorch 1.6), not an "
+                        ".rnnd file", "rnnd_convert.from_module(model, \"old.rnnd\")"));
+}
+END_TEST
+
+START_TEST(foreign_pickle)
+{
+    const char *const want[] = {"a Python pickle, not an .rnnd file; rnnd-convert reads ONNX, "
+                                "TorchScript and JSON + .npz", NULL};
+    expect_foreign("pickle2", pkl_dict, sizeof pkl_dict - 1, "p.pkl", want);
+    static const char p4[] = "\x80\x04\x95\x03\0\0\0\0\0\0\0}\x94.";
+    expect_foreign("pickle4", p4, sizeof p4 - 1, "p.pkl", want);
+
+    /* .rnnd header lengths 0x280 and 0x480 open like protocols 2 and 4; not pickles */
+    size_t len;
+    unsigned char *img = raw_image("{}  ", 0, 0x280, &len);
+    img[len - 1] = '.';
+    expect_own("lookalike_p2", img, len, "header_length", "640 bytes runs past the end");
+    free(img);
+    img = raw_image("{}  ", 0, 0x480, &len);
+    img[len - 1] = '.';
+    expect_own("lookalike_p4", img, len, "header_length", "1152 bytes runs past the end");
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_zips)
+{
+    const zentry npz[] = {ZE("W.npy", "\x93NUMPY"), ZE("R.npy", "\x93NUMPY")};
+    size_t len;
+    unsigned char *img = zip_image(npz, 2, 0, &len);
+    expect_foreign("npz", img, len, "w.npz",
+                   WANT("a NumPy .npz archive, not an .rnnd file; as the weights of a native "
+                        "spec: rnnd-convert SPEC.json --weights w.npz -o w.rnnd"));
+    free(img);
+    const zentry other[] = {ZE("readme.txt", "hello\n")};
+    img = zip_image(other, 1, 0, &len);
+    expect_foreign("zip", img, len, "a.zip",
+                   WANT("a zip archive but no PyTorch or NumPy file, not an .rnnd file"));
+    free(img);
+    /* cut short: no central directory */
+    const zentry sd[] = {ZE("sd/data.pkl", pkl_state_dict)};
+    img = zip_image(sd, 1, 0, &len);
+    expect_foreign("truncated", img, len / 2, "sd.pt",
+                   WANT("a zip archive whose directory cannot be read (truncated?)"));
+    free(img);
+}
+END_TEST
+
+START_TEST(foreign_safetensors)
+{
+    const char *t = "\"w\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}";
+    char h[512];
+    snprintf(h, sizeof h, "{%s}", t);
+    size_t len;
+    unsigned char *img = raw_image(h, 4, -1, &len);
+    expect_foreign("safetensors", img, len, "w.safetensors",
+                   WANT("a safetensors file without rnnd's metadata (weights, no "
+                        "architecture), not an .rnnd file; in Python: model.load_state_dict("
+                        "safetensors.torch.load_file(\"w.safetensors\")); "
+                        "rnnd_convert.from_module(model, \"w.rnnd\")"));
+    free(img);
+    snprintf(h, sizeof h, "{\"__metadata__\": {\"format\": \"pt\"}, %s}", t);
+    img = raw_image(h, 4, -1, &len);
+    expect_foreign("safetensors_pt", img, len, "w.safetensors",
+                   WANT("(weights, no architecture; format \"pt\")"));
+    free(img);
+
+    /* with an architecture, or format "rnnd", it is a damaged .rnnd: the loader's message */
+    snprintf(h, sizeof h, "{\"__metadata__\": {\"format\": \"x\", \"architecture\": \"{}\"},"
+             " %s}", t);
+    expect_fail_header("st_arch", h, 4, "__metadata__.format", "\"x\" is not \"rnnd\"");
+    snprintf(h, sizeof h, "{\"__metadata__\": {\"format\": \"rnnd\"}, %s}", t);
+    expect_fail_header("st_rnnd", h, 4, "__metadata__.format_version", "missing");
+}
+END_TEST
+
+START_TEST(foreign_command_words)
+{
+    static const char onnx[] = "\x08\x08\x3a\x02" "ab";
+    /* a path the shell would split is quoted; the output swaps the extension, or adds one */
+    expect_foreign("quoted", onnx, sizeof onnx - 1, "my dir/it's.onnx",
+                   WANT("rnnd-convert 'my dir/it'\\''s.onnx' -o 'my dir/it'\\''s.rnnd'"));
+    expect_foreign("no_ext", onnx, sizeof onnx - 1, "dir.v2/model",
+                   WANT("rnnd-convert dir.v2/model -o dir.v2/model.rnnd"));
+    expect_foreign("dotfile", onnx, sizeof onnx - 1, ".model",
+                   WANT("rnnd-convert .model -o .model.rnnd"));
+    /* a foreign file named .rnnd (in a models folder) is converted onto itself */
+    expect_foreign("in_place", onnx, sizeof onnx - 1, "models/a.rnnd",
+                   WANT("rnnd-convert models/a.rnnd -o models/a.rnnd"));
+    /* Python string literals escape quotes and backslashes */
+    const zentry e[] = {ZE("sd/data.pkl", pkl_state_dict)};
+    size_t len;
+    unsigned char *img = zip_image(e, 1, 0, &len);
+    expect_foreign("py_str", img, len, "a\"b\\c.pt",
+                   WANT("torch.load(\"a\\\"b\\\\c.pt\")", "from_module(model, "
+                        "\"a\\\"b\\\\c.rnnd\")"));
+    free(img);
+}
+END_TEST
+
 /* ---- SHA-256 ---------------------------------------------------------------------------- */
 
 START_TEST(sha256_vectors)
@@ -1602,6 +1925,20 @@ static Suite *model_suite(void)
     tcase_add_test(tc, bad_arch_vocab);
     tcase_add_test(tc, bad_arch_head);
     tcase_add_test(tc, mutations);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("foreign");
+    tcase_add_test(tc, foreign_onnx);
+    tcase_add_test(tc, foreign_onnx_lookalike);
+    tcase_add_test(tc, foreign_torchscript);
+    tcase_add_test(tc, foreign_state_dict);
+    tcase_add_test(tc, foreign_module);
+    tcase_add_test(tc, foreign_checkpoint);
+    tcase_add_test(tc, foreign_legacy);
+    tcase_add_test(tc, foreign_pickle);
+    tcase_add_test(tc, foreign_zips);
+    tcase_add_test(tc, foreign_safetensors);
+    tcase_add_test(tc, foreign_command_words);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sha256");

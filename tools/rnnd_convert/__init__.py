@@ -6,8 +6,8 @@ a native JSON + .npz spec, or a live torch.nn.Module. See docs/convert.md.
     import rnnd_convert
     rnnd_convert.from_module(net, "model.rnnd")
 """
-from .arch import ConvertError, Layer, Model  # noqa: F401
 from .cli import convert  # noqa: F401
+from .errors import ConvertError  # noqa: F401
 
 __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_model"]
 
@@ -36,6 +36,15 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
     write(model, path)
     return model
+
+
+def __getattr__(name):
+    # Layer and Model need numpy: imported on first use, so that the command line (which
+    # imports this package) can report a missing numpy in one line
+    if name in ("Layer", "Model"):
+        from . import arch
+        return getattr(arch, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def write_model(model, path):

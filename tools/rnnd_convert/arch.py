@@ -7,22 +7,14 @@ import math
 
 import numpy as np
 
+from .errors import ConvertError
+
 FORMAT_VERSION = 1
 MAX_DIM = 65536
 MAX_LAYERS = 64
 # the architecture's "weights": the element type of the weight matrices (docs/model-format.md)
 WEIGHT_TYPES = ("f32", "bf16", "f16")
 HALF_DTYPES = {"bf16": "BF16", "f16": "F16"}
-
-
-class ConvertError(Exception):
-    """A reason the input cannot be converted: printed as one line, `rnnd-convert: FILE: msg`.
-
-    PATH, when set, names the file at fault if it is not the input (e.g. a weights file)."""
-
-    def __init__(self, msg, path=None):
-        super().__init__(msg)
-        self.path = path
 
 
 # name -> (takes alpha, takes beta, default alpha, default beta)

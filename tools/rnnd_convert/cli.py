@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from .arch import ConvertError, apply_options, read_vocab
+from .errors import ConvertError, missing_module
 
 PROG = "rnnd-convert"
 FORMATS = ("onnx", "torchscript", "native")
@@ -75,8 +75,15 @@ def load_model(path, fmt, weights=None):
 def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
             weights=None, norm=None, weight_type=None):
     """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError."""
+    # numpy and the importers are imported here, not at the top, so that main() can report
+    # a missing module in one line
+    from . import sniff
+    from .arch import apply_options, read_vocab
     from .writer import write
-    model = load_model(input_path, fmt or detect_format(input_path), weights)
+    fmt = fmt or detect_format(input_path)
+    if fmt != "native":
+        sniff.check(input_path, output_path)
+    model = load_model(input_path, fmt, weights)
     if name is None and not model.name:
         name = os.path.splitext(os.path.basename(output_path))[0]
     if isinstance(vocab, str):
@@ -95,6 +102,11 @@ def main(argv=None):
                     weight_type=args.weight_type)
     except ConvertError as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
+        if e.hint:
+            sys.stderr.write(e.hint + "\n")
+        return 1
+    except ImportError as e:
+        sys.stderr.write("%s: %s: %s\n" % (PROG, args.input, missing_module(e)))
         return 1
     except KeyboardInterrupt:
         return 130

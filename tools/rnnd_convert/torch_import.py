@@ -9,6 +9,7 @@ linear_before_reset=1). torch is imported only here, only when needed.
 import numpy as np
 
 from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
+from .errors import missing_module
 
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
           "Linear": "linear", "Softmax": "softmax", "LogSoftmax": "log_softmax",
@@ -31,8 +32,8 @@ _REFUSED_OPS = ("aten::conv", "aten::relu", "aten::tanh", "aten::sigmoid", "aten
 def _torch():
     try:
         import torch
-    except ImportError:
-        raise ConvertError("PyTorch (python3-torch) is needed for TorchScript or module input")
+    except ImportError as e:
+        raise ConvertError(missing_module(e))
     return torch
 
 
