@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -87,6 +88,25 @@ struct rnnd_http {
     char *tls_cert, *tls_key;       /* PEM text while TLS is on */
     rnnd_linger *linger;            /* sockets of early replies, their bodies being dropped */
     rnnd_linger_limits linger_limits;
+
+    /* every open connection, for the request deadlines and the address reserve; lock order:
+     * cmu alone (nothing else is taken under it) */
+    pthread_mutex_t cmu;
+    pthread_cond_t cwake;
+    struct conn_rec *conns;
+    size_t nconns;
+    int watch_on, watch_stop;
+    pthread_t watch;
+};
+
+/* One connection, from accept to close (libmicrohttpd's socket context). */
+struct conn_rec {
+    int fd;                         /* valid until on_connection(CLOSED) unlinks the record */
+    struct sockaddr_storage addr;
+    int reading;                    /* a request is arriving: its deadline runs */
+    double t0;                      /* since the connection opened or the last reply went */
+    uint64_t body;                  /* body bytes of this request so far */
+    struct conn_rec *prev, *next;
 };
 
 struct rnnd_stream {
@@ -120,6 +140,7 @@ struct rnnd_req {
     size_t len, cap;
     size_t seen;                    /* body bytes received, kept or not */
     int early;                      /* replied before the body was read: linger after */
+    int on_socket;                  /* replied by reply_on_socket(), not through MHD */
     int closing;                    /* the body passed max_body_bytes: close after the reply */
     double closing_t0;              /* when it did (monotonic seconds) */
     uint64_t dropped;               /* body bytes dropped since */
@@ -524,6 +545,151 @@ static enum MHD_Result send_stream(rnnd_req *r)
     return ok;
 }
 
+/* ---- deadlines and the address reserve ----------------------------------------------------- */
+
+/* libmicrohttpd's timeout (request_timeout_s) counts only silence, so a client sending a byte
+ * a second holds a connection forever (slowloris). Here a request has a deadline instead:
+ * its headers must be in within request_timeout_s of the connection's start or of the last
+ * reply on it, and its body gets one more second per min_body_rate bytes received. A
+ * request past its deadline has its socket shut down, which makes MHD close it. */
+
+static struct conn_rec *conn_rec_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* A request on CONN starts arriving (AT_START) or has arrived (0); BODY bytes more of it. */
+static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading, size_t body)
+{
+    struct conn_rec *c = conn_rec_of(conn);
+    if (!c)
+        return;
+    pthread_mutex_lock(&h->cmu);
+    if (reading && !c->reading) {
+        c->t0 = mono_s();
+        c->body = 0;
+    }
+    c->reading = reading;
+    c->body += body;
+    pthread_mutex_unlock(&h->cmu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    rnnd_http *h = cls;
+    struct conn_rec *c = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *fd =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *addr =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (!fd || !(c = calloc(1, sizeof *c)))
+            return;     /* unwatched: MHD's idle timeout still closes it */
+        c->fd = fd->connect_fd;
+        if (addr && addr->client_addr)
+            memcpy(&c->addr, addr->client_addr, addr->client_addr->sa_family == AF_INET6 ?
+                   sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+        c->reading = 1;
+        c->t0 = mono_s();
+        pthread_mutex_lock(&h->cmu);
+        c->next = h->conns;
+        if (h->conns)
+            h->conns->prev = c;
+        h->conns = c;
+        h->nconns++;
+        pthread_mutex_unlock(&h->cmu);
+        *socket_context = c;
+    } else if (c) {
+        /* MHD closes the descriptor after this: unlinked, the watchdog no longer touches it */
+        pthread_mutex_lock(&h->cmu);
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        h->nconns--;
+        pthread_mutex_unlock(&h->cmu);
+        free(c);
+        *socket_context = NULL;
+    }
+}
+
+static void *watch_main(void *arg)
+{
+    rnnd_http *h = arg;
+    double grace = (double)h->app->cfg->request_timeout_s;
+    double rate = (double)h->app->cfg->min_body_rate;
+    pthread_mutex_lock(&h->cmu);
+    while (!h->watch_stop) {
+        struct timespec until;      /* a quarter second: deadlines within 0.25 s */
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_nsec += 250000000;
+        until.tv_sec += until.tv_nsec / 1000000000;
+        until.tv_nsec %= 1000000000;
+        pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
+        double now = mono_s();
+        for (struct conn_rec *c = h->conns; c; c = c->next) {
+            if (!c->reading || now - c->t0 <= grace + (double)c->body / rate)
+                continue;
+            c->reading = 0;
+            shutdown(c->fd, SHUT_RDWR);
+            RNND_LOG(&h->app->log, RNND_LOG_INFO, "request_cut",
+                     "reason=deadline seconds=%.1f body_bytes=%llu", now - c->t0,
+                     (unsigned long long)c->body);
+        }
+    }
+    pthread_mutex_unlock(&h->cmu);
+    return NULL;
+}
+
+static int same_address(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return 0;
+    if (b->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (b->sa_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    return 1;   /* a Unix socket (socket activation): one address */
+}
+
+/* The last quarter of max_connections is kept for addresses that hold no connection yet, so
+ * that a few addresses cannot take every slot (max_connections_per_ip alone lets
+ * max_connections / max_connections_per_ip addresses do it). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    rnnd_http *h = cls;
+    size_t max = (size_t)h->app->cfg->max_connections;
+    enum MHD_Result ok = MHD_YES;
+    pthread_mutex_lock(&h->cmu);
+    if (h->nconns >= max - max / 4) {
+        for (struct conn_rec *c = h->conns; c && ok == MHD_YES; c = c->next)
+            if (same_address(&c->addr, addr))
+                ok = MHD_NO;
+    }
+    pthread_mutex_unlock(&h->cmu);
+    return ok;
+}
+
+static void watch_stop(rnnd_http *h)
+{
+    if (!h->watch_on)
+        return;
+    pthread_mutex_lock(&h->cmu);
+    h->watch_stop = 1;
+    pthread_cond_signal(&h->cwake);
+    pthread_mutex_unlock(&h->cmu);
+    pthread_join(h->watch, NULL);
+    h->watch_on = 0;
+}
+
 /* ---- request processing ------------------------------------------------------------------ */
 
 static int parse_method(const char *m)
@@ -595,6 +761,54 @@ static int cors_headers(rnnd_req *r)
     return 1;
 }
 
+/* What framing_error() learns from the request's headers. */
+struct framing {
+    int lengths;            /* Content-Length fields */
+    int encodings;          /* Transfer-Encoding fields */
+    int hosts;              /* Host fields */
+    int bad_length;         /* a Content-Length that is not plain digits */
+    int bad_encoding;       /* a Transfer-Encoding other than "chunked" */
+};
+
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    struct framing *f = cls;
+    (void)key_size;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
+        f->lengths++;
+        f->bad_length |= !value || !*value || strspn(value, "0123456789") != value_size;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        f->encodings++;
+        f->bad_encoding |= !value || strcasecmp(value, "chunked");
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
+        f->hosts++;
+    }
+    return MHD_YES;
+}
+
+/* Request smuggling (RFC 9112 6.3): a proxy in front of us and libmicrohttpd 0.9.75 may frame
+ * an ambiguous request differently (MHD takes the first of two Content-Lengths, and lets one
+ * sit beside chunked), so anything ambiguous is refused and the connection closed. Returns
+ * the reason, or NULL when the framing is sound. */
+static const char *framing_error(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_field, &f);
+    if (f.lengths > 1)
+        return "more than one Content-Length";
+    if (f.bad_length)
+        return "Content-Length must be a decimal number";
+    if (f.encodings && f.lengths)
+        return "Content-Length together with Transfer-Encoding";
+    if (f.encodings > 1 || f.bad_encoding)
+        return "the only Transfer-Encoding accepted is a single \"chunked\"";
+    if (!strcmp(version, MHD_HTTP_VERSION_1_1) && f.hosts != 1)
+        return "HTTP/1.1 requires exactly one Host header";
+    return NULL;
+}
+
 static void allow_list(const struct route *rt, char allow[64])
 {
     allow[0] = '\0';
@@ -632,14 +846,23 @@ static int is_json_type(const char *ct)
 /* The first call: headers are in, the body is not. Decide everything that does not need the
  * body, so a bad request is refused without buffering it. Returns 1 to answer right now
  * (libmicrohttpd then stops reading and closes the connection; the lingering close drops the
- * rest of the body): done when the body is declared over the limit; other refusals read and
- * drop the body first so the connection survives. */
-static int begin(rnnd_req *r, const char *url, const char *method)
+ * rest of the body): done for ambiguous framing, when the body is declared over the limit,
+ * and for any refusal of a chunked body, whose size nobody knows; other refusals read and
+ * drop their declared body first so the connection survives. */
+static int begin(rnnd_req *r, const char *url, const char *method, const char *version)
 {
     rnnd_app *app = r->http->app;
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
     snprintf(r->method_name, sizeof r->method_name, "%s", r->method ? method : "other");
+    const char *framing = framing_error(r->conn, version);
+    if (framing) {
+        rnnd_reply_error(r, "invalid_request", "%s", framing);
+        return 1;
+    }
+    /* a chunked body may be endless: refusing it means closing, not reading it to its end */
+    int chunked = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                              MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long clen = 0;
@@ -667,13 +890,13 @@ static int begin(rnnd_req *r, const char *url, const char *method)
             rnnd_reply_header(r, "Access-Control-Max-Age", "600");
         }
         rnnd_reply_empty(r, 204);
-        return too_big;
+        return too_big || chunked;
     }
     if (atomic_load(&app->draining) && !(r->route && (r->route->get == rnnd_api_healthz ||
                                                        r->route->get == rnnd_api_v2_live))) {
         rnnd_reply_header(r, "Connection", "close");
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
-        return too_big;
+        return too_big || chunked;
     }
     const struct route *rt = r->route;
     int open_route = rt && (rt->get == rnnd_api_healthz || rt->get == rnnd_api_readyz ||
@@ -685,12 +908,12 @@ static int begin(rnnd_req *r, const char *url, const char *method)
             rnnd_reply_header(r, "WWW-Authenticate", "Bearer realm=\"rnnd\"");
             rnnd_reply_error(r, "unauthorized", "a valid API key is required: "
                              "Authorization: Bearer KEY");
-            return too_big;
+            return too_big || chunked;
         }
     }
     if (!r->route) {
         rnnd_reply_error(r, "not_found", "no such resource: %s", url);
-        return too_big;
+        return too_big || chunked;
     }
     switch (r->method) {
     case RNND_GET:
@@ -703,7 +926,7 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     if (!r->handler) {
         allow_header(r, rt);
         rnnd_reply_error(r, "method_not_allowed", "%s is not allowed on %s", method, url);
-        return too_big;
+        return too_big || chunked;
     }
     if (too_big) {
         rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
@@ -713,24 +936,53 @@ static int begin(rnnd_req *r, const char *url, const char *method)
     if (r->method == RNND_POST || r->method == RNND_PUT) {
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_TYPE);
-        int has_body = (cl && clen > 0) ||
-                       MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                   MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        int has_body = (cl && clen > 0) || chunked;
         /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
          * the v2 routes take any type and let the JSON decoder judge the body */
         int v2 = !strncmp(url, "/v2/", 4);
         if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             rnnd_reply_error(r, "unsupported_media_type",
                              "the request body must be Content-Type: application/json");
-            return 0;
+            return chunked;
         }
     }
     return 0;
 }
 
+/* Answer CONN with STATUS and the JSON BODY written straight on its socket, behind
+ * libmicrohttpd's back, and hand a duplicate of the socket to the lingering close (linger.h).
+ * For the moments when MHD cannot answer: while a body arrives (MHD_queue_response refuses
+ * then) or before the headers are parsed. The caller then makes MHD close its side, which
+ * ends the stream (FIN); the duplicate keeps reading and dropping what the client still
+ * sends. Plain HTTP only: a TLS socket carries records that only MHD's session can write.
+ * Returns 0 when the whole reply went out. */
+static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned status,
+                           const char *body, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || h->tls_cert)
+        return -1;
+    char head[256];
+    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n"
+                     "\r\n", status, MHD_get_reason_phrase_for(status), len);
+    struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    /* the send buffer is empty (no reply is under way), so a reply this small fits at once */
+    ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent != (ssize_t)((size_t)n + len))
+        return -1;
+    int fd = fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0)
+        rnnd_linger_add(h->linger, fd);
+    return 0;
+}
+
 /* The body passed max_body_bytes. libmicrohttpd 0.9.75 cannot reply while a body is still
- * arriving (MHD_queue_response refuses), so the rest is read and dropped, within the
- * lingering bounds (linger.h), and the reply closes the connection. */
+ * arriving (MHD_queue_response refuses): over plain HTTP the 413 is written on the socket
+ * (reply_on_socket); over TLS the rest is read and dropped, within the lingering bounds
+ * (linger.h), and the reply, which closes the connection, goes out when the body ends. */
 static void start_closing(rnnd_req *r)
 {
     r->closing = 1;
@@ -753,6 +1005,11 @@ static int receive(rnnd_req *r, const char *data, size_t n)
             rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
                              max);
         start_closing(r);
+        if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
+            r->on_socket = 1;
+            rnnd_metrics_response(&h->app->metrics, r->status);
+            return -1;      /* answered: MHD closes its side, the lingering close drops */
+        }
     }
     if (r->closing) {
         r->dropped += n;
@@ -901,7 +1158,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version;
     rnnd_http *h = cls;
     rnnd_req *r = *con_cls;
     if (!r) {
@@ -914,7 +1170,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         atomic_init(&r->flags, 0);
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
-        if (begin(r, url, method)) {
+        if (begin(r, url, method, version)) {
             r->early = 1;
             return send_reply(r);
         }
@@ -923,10 +1179,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->queued)
         return MHD_YES;
     if (*upload_data_size) {
+        conn_progress(h, conn, 1, *upload_data_size);
         int cut = receive(r, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return cut ? MHD_NO : MHD_YES;
     }
+    conn_progress(h, conn, 0, 0);     /* the whole request is in: no deadline while answering */
     if (!r->replied && !r->deferred)
         dispatch(r);
     if (r->stream && !r->replied)
@@ -950,7 +1208,8 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
 {
     rnnd_app *app = h->app;
     size_t route = r->route ? (size_t)(r->route - routes) : RNND_METRICS_ROUTES - 1;
-    unsigned status = r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->status : 0;
+    unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
+                      r->on_socket ? r->status : 0;
     double secs = elapsed_ms(&r->t0) / 1e3;
     rnnd_metrics_request(&app->metrics, route, r->method, status, secs);
     if (!app->cfg->access_log || RNND_LOG_INFO < app->log.level)
@@ -964,7 +1223,8 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
     RNND_LOG(&app->log, RNND_LOG_INFO, "access",
              "method=%s endpoint=%s model=%s key=%s status=%u ms=%.3f", r->method_name,
              r->route ? r->route->pattern : "-", rnnd_log_quote(q, sizeof q, model),
-             r->key ? r->key->name : "-", status ? status : (r->queued ? r->status : 0),
+             r->key ? r->key->name : "-",
+             status ? status : (r->queued || r->on_socket ? r->status : 0),
              secs * 1e3);
 }
 
@@ -987,6 +1247,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
+    conn_progress(h, conn, 1, 0);     /* the next request's deadline runs from here */
     if (r->early && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         linger(h, conn);
     account(h, r, toe);
@@ -1004,6 +1265,48 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->data);
     free(r);
     atomic_fetch_sub(&h->active, 1);
+}
+
+/* Query arguments a request may carry. libmicrohttpd 0.9.75 keeps each in the connection's
+ * memory pool (~56 bytes) and, when the pool runs out while it parses them, neither answers
+ * nor closes until the client does: a 4 KB query of 600 arguments held a connection. At one
+ * argument per 256 bytes of max_header_bytes, the arguments and the headers together fit
+ * in the pool; no route takes more than a few. */
+static size_t max_query_args(const rnnd_config *cfg)
+{
+    return (size_t)cfg->max_header_bytes / 256;
+}
+
+/* libmicrohttpd calls this once the request line is in, before it parses the query: refuse
+ * a query of too many arguments here, with 414, before MHD fills its pool with them.
+ * Shutting the socket's read side wakes MHD, which then closes the connection. Over TLS the
+ * connection is closed without an answer (reply_on_socket). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    rnnd_http *h = cls;
+    const char *q = strchr(uri, '?');
+    size_t args = q && q[1] ? 1 : 0, max = max_query_args(h->app->cfg);
+    for (const char *p = q; p && *p && args <= max; p++)
+        args += *p == '&';
+    if (args <= max)
+        return NULL;
+    char msg[128];
+    snprintf(msg, sizeof msg, "more than %zu query arguments (max_header_bytes / 256)", max);
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_error_json(&b, "limit_exceeded", msg);
+    size_t len;
+    char *body = rnnd_buf_failed(&b) ? NULL : rnnd_buf_steal(&b, &len);
+    rnnd_buf_free(&b);
+    if (body && !reply_on_socket(h, conn, 414, body, len))
+        rnnd_metrics_response(&h->app->metrics, 414);
+    free(body);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        shutdown(ci->connect_fd, SHUT_RD);
+    RNND_LOG(&h->app->log, RNND_LOG_INFO, "uri_refused", "reason=query_args max=%zu", max);
+    return NULL;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -1115,6 +1418,8 @@ static void free_http(rnnd_http *h)
     free_secret(h->tls_key);
     pthread_cond_destroy(&h->swake);
     pthread_mutex_destroy(&h->smu);
+    pthread_cond_destroy(&h->cwake);
+    pthread_mutex_destroy(&h->cmu);
     free(h);
 }
 
@@ -1167,7 +1472,9 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&h->swake, &ca);
+    pthread_cond_init(&h->cwake, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&h->cmu, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     int tls = *cfg->tls_cert != '\0';
@@ -1209,7 +1516,7 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         free_http(h);
         return rc;
     }
-    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+    h->d = MHD_start_daemon(flags, 0, on_accept, h, on_request, h,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_ARRAY, where,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
@@ -1219,6 +1526,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header_bytes,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
                             MHD_OPTION_END);
     if (!h->d) {
         if (tls)
@@ -1233,6 +1542,13 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     }
     if (cfg->sse_ping_s > 0)
         h->pinger_on = pthread_create(&h->pinger, NULL, pinger_main, h) == 0;
+    if (pthread_create(&h->watch, NULL, watch_main, h)) {
+        MHD_stop_daemon(h->d);
+        free_http(h);
+        snprintf(err, errlen, "cannot start the request deadline thread");
+        return RNND_ERR_NOMEM;
+    }
+    h->watch_on = 1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : 0;
     if (app->listen_fd >= 0) {
@@ -1277,6 +1593,7 @@ void rnnd_http_stop(rnnd_http *h)
         pthread_mutex_unlock(&h->smu);
         pthread_join(h->pinger, NULL);
     }
+    watch_stop(h);      /* before MHD closes the connections it shuts down */
     MHD_stop_daemon(h->d);
     if (h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);

@@ -44,6 +44,7 @@ typedef struct rnnd_config {
     int64_t retry_after_s;
     int64_t sessions_page_max;
     int64_t request_timeout_s;
+    int64_t min_body_rate;
     int64_t shutdown_timeout_s;
     int64_t max_connections;
     int64_t max_connections_per_ip;
