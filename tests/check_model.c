@@ -1632,7 +1632,8 @@ START_TEST(foreign_torchscript)
     size_t len;
     unsigned char *img = zip_image(e, 3, 0, &len);
     expect_foreign("torchscript", img, len, "m.pt",
-                   WANT("a TorchScript model (torch.jit.save), not an .rnnd file; convert it: "
+                   WANT("a TorchScript model (torch.jit.save), not an .rnnd file; loading it "
+                        "runs code from the file, so if you trust it, convert it: "
                         "rnnd-convert m.pt -o m.rnnd"));
     free(img);
     const zentry code_only[] = {ZE("m/data.pkl", pkl_module), ZE("m/code/m.py", "x\n")};
@@ -1649,7 +1650,8 @@ START_TEST(foreign_state_dict)
     const char *const want[] = {
         "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())), not an .rnnd "
         "file: weights without the model; in Python: model.load_state_dict(torch.load("
-        "\"sd.pt\")); rnnd_convert.from_module(model, \"sd.rnnd\") (docs/convert.md)", NULL};
+        "\"sd.pt\", weights_only=True)); rnnd_convert.from_module(model, \"sd.rnnd\") "
+        "(docs/convert.md)", NULL};
     size_t len;
     unsigned char *img = zip_image(e, 3, 0, &len);
     expect_foreign("state_dict", img, len, "sd.pt", want);
@@ -1664,8 +1666,9 @@ START_TEST(foreign_module)
 {
     const char *const want[] = {
         "a PyTorch checkpoint of a whole module (torch.save(model), class __main__.Net), not "
-        "an .rnnd file; in Python: rnnd_convert.from_module(torch.load(\"w.pt\", "
-        "weights_only=False), \"w.rnnd\")", NULL};
+        "an .rnnd file; loading it runs code from the file, so only if you trust it, in "
+        "Python: rnnd_convert.from_module(torch.load(\"w.pt\", weights_only=False), "
+        "\"w.rnnd\")", NULL};
     const zentry p2[] = {ZE("w/data.pkl", pkl_module), ZE("w/version", "3\n")};
     size_t len;
     unsigned char *img = zip_image(p2, 2, 0, &len);
@@ -1675,6 +1678,38 @@ START_TEST(foreign_module)
     img = zip_image(p4, 1, 0, &len);
     expect_foreign("module_protocol4", img, len, "w.pt", want);
     free(img);
+}
+END_TEST
+
+/* Pickles that call posix.system: after opening as a state_dict; as the root (protocol 2);
+ * through a memoised global; through STACK_GLOBAL of memoised strings (protocol 4). None is
+ * called a checkpoint, and no advice to load them is given. */
+static const char pkl_sd_call[] = "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01"
+                                  "cposix\nsystem\nq\x02X\x02\0\0\0id\x85R0.";
+static const char pkl_root_call[] = "\x80\x02" "cposix\nsystem\nq\x00X\x02\0\0\0id\x85R.";
+static const char pkl_memo_call[] = "\x80\x02" "cposix\nsystem\nq\x07" "0"
+                                    "ccollections\nOrderedDict\n)Rh\x07X\x02\0\0\0id\x85R0.";
+static const char pkl_stack_call[] = "\x80\x04" "\x8c\x05posix\x94\x8c\x06system\x94"
+                                     "\x8c\x0b" "collections\x94\x8c\x0bOrderedDict\x94\x93)R"
+                                     "h\x00h\x01\x93\x8c\x02id\x85R0.";
+
+START_TEST(foreign_calls)
+{
+    const char *want = "a pickle that calls posix.system (not a PyTorch checkpoint); loading "
+                       "it would run code";
+    const char *const w[] = {want, NULL};
+    const char *pkls[] = {pkl_sd_call, pkl_root_call, pkl_memo_call, pkl_stack_call};
+    size_t lens[] = {sizeof pkl_sd_call - 1, sizeof pkl_root_call - 1,
+                     sizeof pkl_memo_call - 1, sizeof pkl_stack_call - 1};
+    for (int i = 0; i < 4; i++) {
+        zentry e = {"e/data.pkl", pkls[i], lens[i], 0};
+        size_t len;
+        unsigned char *img = zip_image(&e, 1, 0, &len);
+        expect_foreign("calls", img, len, "e.pt", w);
+        free(img);
+    }
+    /* a plain pickle too */
+    expect_foreign("calls_plain", pkl_root_call, sizeof pkl_root_call - 1, "e.pkl", w);
 }
 END_TEST
 
@@ -1798,7 +1833,7 @@ START_TEST(foreign_command_words)
     size_t len;
     unsigned char *img = zip_image(e, 1, 0, &len);
     expect_foreign("py_str", img, len, "a\"b\\c.pt",
-                   WANT("torch.load(\"a\\\"b\\\\c.pt\")", "from_module(model, "
+                   WANT("torch.load(\"a\\\"b\\\\c.pt\", weights_only=True)", "from_module(model, "
                         "\"a\\\"b\\\\c.rnnd\")"));
     free(img);
 }
@@ -1932,6 +1967,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, foreign_onnx_lookalike);
     tcase_add_test(tc, foreign_torchscript);
     tcase_add_test(tc, foreign_state_dict);
+    tcase_add_test(tc, foreign_calls);
     tcase_add_test(tc, foreign_module);
     tcase_add_test(tc, foreign_checkpoint);
     tcase_add_test(tc, foreign_legacy);

@@ -126,7 +126,8 @@ def outputs_match(path, net, what):
 RNND_CASES = {
     "model.onnx": ("an ONNX model, not an .rnnd file; convert it: "
                    "rnnd-convert model.onnx -o model.rnnd", "command"),
-    "script.pt": ("a TorchScript model (torch.jit.save), not an .rnnd file; convert it: "
+    "script.pt": ("a TorchScript model (torch.jit.save), not an .rnnd file; loading it runs "
+                  "code from the file, so if you trust it, convert it: "
                   "rnnd-convert script.pt -o script.rnnd", "command"),
     "traced.pt": ("a TorchScript model (torch.jit.save)", "command"),
     "sd.pt": ("a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())), not an "
@@ -240,8 +241,9 @@ CONVERT_CASES = {
     "sd.pt": "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())): weights "
              "without the model",
     "whole.pt": "a PyTorch checkpoint of a whole module (torch.save(model), class "
-                "__main__.Net), not TorchScript; in Python, where the script that loads it "
-                "defines or imports Net",
+                "__main__.Net), not TorchScript; loading it runs code from the file, so only "
+                "if you trust it, in Python, where the script that loads it defines or imports "
+                "Net",
     "legacy.pt": "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict()), in the "
                  "format before PyTorch 1.6)",
     "train.pt": "a PyTorch checkpoint of a dict (torch.save): a state_dict, or a training "

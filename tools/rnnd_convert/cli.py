@@ -33,6 +33,9 @@ def _parser():
     p.add_argument("--format", choices=FORMATS, help="input format (default: by extension)")
     p.add_argument("--norm", choices=("none", "softmax", "log_softmax"),
                    help="override the head's normalisation")
+    p.add_argument("--trust-code", action="store_true",
+                   help="load TorchScript whose code defines __setstate__ or calls from_file: "
+                   "loading runs that code, so only for a file you trust")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return p
 
@@ -73,8 +76,9 @@ def load_model(path, fmt, weights=None):
 
 
 def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
-            weights=None, norm=None, weight_type=None):
-    """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError."""
+            weights=None, norm=None, weight_type=None, trust_code=False):
+    """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError.
+    TRUST_CODE loads TorchScript whose code runs when it is loaded (docs/convert.md)."""
     # numpy and the importers are imported here, not at the top, so that main() can report
     # a missing module in one line
     from . import sniff
@@ -82,7 +86,7 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
     from .writer import write
     fmt = fmt or detect_format(input_path)
     if fmt != "native":
-        sniff.check(input_path, output_path)
+        sniff.check(input_path, output_path, trust_code)
     model = load_model(input_path, fmt, weights)
     if name is None and not model.name:
         name = os.path.splitext(os.path.basename(output_path))[0]
@@ -99,7 +103,7 @@ def main(argv=None):
     try:
         m = convert(args.input, args.output, fmt=args.format, name=args.name, vocab=args.vocab,
                     tokenizer=args.tokenizer, weights=args.weights, norm=args.norm,
-                    weight_type=args.weight_type)
+                    weight_type=args.weight_type, trust_code=args.trust_code)
     except ConvertError as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
         if e.hint:

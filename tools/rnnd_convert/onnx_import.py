@@ -915,9 +915,13 @@ def _clamp(v):
 
 
 def load(path):
+    import warnings
     import onnx
     try:
-        proto = onnx.load(path)
+        # protobuf warns on stderr about a file that is not one; the error below says it
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            proto = onnx.load(path)
     except FileNotFoundError:
         raise ConvertError("file not found")
     except Exception as e:

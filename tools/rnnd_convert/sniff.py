@@ -3,12 +3,16 @@ state_dict, or a whole pickled module), a pickle, a safetensors file of weights.
 the model's code or architecture, so the error says what the file is and prints the few lines
 of Python that make it convertible (docs/convert.md, "Common mistakes").
 
-Standard library only, and nothing is unpickled: the root object's class is read from the
-pickle's opening opcodes, so this works without torch and runs no code from the file.
+Standard library only, and nothing is unpickled: the pickle's opcodes (its first PREFIX
+bytes) are followed on a symbolic stack, so this works without torch and runs no code from
+the file. A pickle that calls more than a checkpoint does is named for that call, and a
+TorchScript file whose code runs when loaded is refused without --trust-code.
 """
+import io
 import json
 import os
 import pickletools
+import re
 import struct
 import zipfile
 
@@ -17,40 +21,174 @@ from .errors import ConvertError
 # torch.save before PyTorch 1.6 opens with a pickled magic number (LONG1 0x1950a86a20f9469cfc6c)
 LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 MAX_HEADER = 64 << 20       # rnnd's limit for a safetensors header (docs/model-format.md)
-_STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-            "BINSTRING", "STRING")
-_NOOPS = ("PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT")
+# Every read is bounded: a zip member inflates without limit, and a pickle string can declare
+# any length. The root object and the calls that build a checkpoint come first.
+PREFIX = 64 << 10
+MAX_CODE = 16 << 20         # TorchScript source read to look for code that runs at load
+_STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8")    # STACK_GLOBAL's operands
+_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+_GETS = ("GET", "BINGET", "LONG_BINGET")
+# What a checkpoint of tensors calls while it is unpickled (torch's own weights_only list,
+# less what it only instantiates). Calling anything else is not a checkpoint.
+SAFE_CALLS = {
+    "collections.OrderedDict", "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor",
+    "torch._tensor._rebuild_from_type_v2", "torch.nn.parameter.Parameter", "torch.Size",
+    "torch.device", "torch.serialization._get_layout", "builtins.set", "builtins.frozenset",
+    "builtins.complex", "builtins.slice", "builtins.bytearray", "__builtin__.set",
+    "__builtin__.frozenset", "__builtin__.complex", "__builtin__.slice", "__builtin__.bytearray"}
+# TorchScript that torch.jit.load runs, or that reads and writes files
+_CODE_RISKS = (("__setstate__", "defines __setstate__, which torch.jit.load runs"),
+               ("from_file", "calls from_file, which maps a file"))
 
 
-def _root(f):
-    """What the pickle at F's position holds: ("dict", None), ("class", "module.Name") or
-    (None, None), from the opcodes that build its root object."""
-    strings = []
+def safe_call(name):
+    return name in SAFE_CALLS or (name.startswith("torch.") and name.endswith("Storage") and
+                                  name.count(".") == 1)
+
+
+class _Scan:
+    """What a pickle's first opcodes do, from a symbolic stack: no object is built.
+    Values are None (anything), "mark", "dict", ("str", TEXT), ("global", NAME),
+    ("new", NAME) for an instance made with NEWOBJ, ("call", NAME) for a call's result.
+    src/model_sniff.c (pickle_scan) reads pickles the same way."""
+
+    def __init__(self):
+        self.stack, self.memo = [], {}
+        self.call = None        # the first call of something outside SAFE_CALLS
+        self.root = None        # the bottom of the stack: the object pickled
+
+    def _pop_mark(self):
+        while self.stack and self.stack.pop() != "mark":
+            pass
+
+    def _called(self, f, result):
+        name = f[1] if isinstance(f, tuple) and f[0] == "global" else "an unknown callable"
+        if result == "call" and not safe_call(name) and self.call is None:
+            self.call = name
+        self.stack.append((result, name))
+
+    def step(self, op, arg):
+        n, st = op.name, self.stack
+        if n in _STRINGS:
+            st.append(("str", arg))
+        elif n == "MARK":
+            st.append("mark")
+        elif n == "GLOBAL":
+            st.append(("global", arg.replace(" ", ".", 1)))
+        elif n == "INST":
+            self._pop_mark()
+            self._called(("global", arg.replace(" ", ".", 1)), "call")
+        elif n == "STACK_GLOBAL":
+            mod, name = ([None, None] + st[-2:])[-2:]
+            del st[-2:]
+            ok = all(isinstance(v, tuple) and v[0] == "str" for v in (mod, name))
+            st.append(("global", "%s.%s" % (mod[1], name[1]) if ok else "an unknown callable"))
+        elif n.startswith("EXT"):
+            st.append(("global", "an extension-registry callable"))
+        elif n in ("REDUCE", "NEWOBJ"):
+            f = st[-2] if len(st) >= 2 else None
+            del st[-2:]
+            self._called(f, "call" if n == "REDUCE" else "new")
+        elif n == "NEWOBJ_EX":
+            f = st[-3] if len(st) >= 3 else None
+            del st[-3:]
+            self._called(f, "new")
+        elif n == "OBJ":
+            i = len(st) - 1 - st[::-1].index("mark") if "mark" in st else 0
+            f = st[i + 1] if i + 1 < len(st) else None
+            del st[i:]
+            self._called(f, "call")
+        elif n in _PUTS or n == "MEMOIZE":
+            self.memo[len(self.memo) if n == "MEMOIZE" else arg] = st[-1] if st else None
+        elif n in _GETS:
+            st.append(self.memo.get(arg, ("global", "an unknown callable")))
+        elif n == "DUP":
+            st.append(st[-1] if st else None)
+        elif n == "EMPTY_DICT":
+            st.append("dict")
+        else:
+            self._generic(op)
+        if st and st[0] != "mark":
+            self.root = st[0]
+
+    def _generic(self, op):
+        """Any other opcode, by its documented stack effect; one that returns its first
+        operand (APPEND, SETITEMS, BUILD, ...) keeps it, so the root stays known."""
+        before, after, st = op.stack_before, op.stack_after, self.stack
+        keep = None
+        if pickletools.markobject in before:
+            self._pop_mark()
+            k = before.index(pickletools.markobject)
+        else:
+            k = len(before)
+        if k and after and after[0] is before[0] and len(st) >= k:
+            keep = st[-k]
+        del st[max(0, len(st) - k):]
+        st.extend([keep] + [None] * (len(after) - 1) if after else [])
+
+
+def _scan(data):
+    """A _Scan of the pickle that opens DATA (bytes; at most PREFIX of them are read)."""
+    s = _Scan()
     try:
-        for op, arg, _ in pickletools.genops(f):
-            if op.name in _NOOPS:
-                continue
-            if op.name == "EMPTY_DICT":
-                return "dict", None
-            if op.name == "GLOBAL":
-                return "class", arg.replace(" ", ".", 1)
-            if op.name in _STRINGS and len(strings) < 2:
-                strings.append(arg)
-                continue
-            if op.name == "STACK_GLOBAL" and len(strings) == 2:
-                return "class", "%s.%s" % tuple(strings)
-            break
-    except Exception:       # a damaged pickle: say "checkpoint" without the details
+        for op, arg, _ in pickletools.genops(io.BytesIO(data[:PREFIX])):
+            if op.name == "STOP":
+                break
+            s.step(op, arg)
+    except Exception:       # damaged, or cut at PREFIX: what was read stands
         pass
+    return s
+
+
+def _root(s):
+    """("dict", None), ("class", NAME), ("state_dict", None) or (None, None) for a _Scan."""
+    r = s.root
+    if r == "dict":
+        return "dict", None
+    if isinstance(r, tuple) and r[0] == "call" and r[1] == "collections.OrderedDict":
+        return "state_dict", None
+    if isinstance(r, tuple) and r[0] == "new":
+        return "class", r[1]
     return None, None
 
 
-def _skip_pickle(f):
-    for _ in pickletools.genops(f):
-        pass
+def _calls(path, s):
+    if s.call is not None:
+        raise ConvertError("a pickle that calls %s (not a PyTorch checkpoint); loading it "
+                           "would run code" % s.call)
 
 
-def _torch_root(path, head):
+def _read(f, limit):
+    """At most LIMIT bytes from F, read in pieces."""
+    out = bytearray()
+    while len(out) < limit:
+        b = f.read(min(1 << 16, limit - len(out)))
+        if not b:
+            break
+        out += b
+    return bytes(out)
+
+
+def _code_risk(z, names):
+    """Why a TorchScript archive's code would run or touch files when loaded, or None."""
+    left = MAX_CODE
+    for n in names:
+        if "/code/" not in n or not n.endswith(".py"):
+            continue
+        with z.open(n) as f:
+            text = _read(f, left + 1)
+        left -= len(text)
+        if left < 0:
+            return "has more code than rnnd-convert checks (%d MiB)" % (MAX_CODE >> 20)
+        for needle, why in _CODE_RISKS:
+            if re.search(br"\b" + needle.encode() + br"\b", text):
+                return why
+    return None
+
+
+def _torch_root(path, head, trust_code):
     """(kind, class) of a torch.save file, or None if PATH is no such file (TorchScript is
     not: it has code, and torch.jit.load reads it)."""
     if head.startswith(b"PK\x03\x04"):
@@ -58,28 +196,46 @@ def _torch_root(path, head):
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
                 if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+                    why = None if trust_code else _code_risk(z, names)
+                    if why:
+                        raise ConvertError(
+                            "a TorchScript file whose code %s; loading TorchScript runs code "
+                            "from the file: convert it with --trust-code only if you trust it"
+                            % why)
                     return None
                 data = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
                 if not data:
                     return None
                 with z.open(data[0]) as f:
-                    return _root(f)
-        except (OSError, zipfile.BadZipFile):
+                    s = _scan(_read(f, PREFIX))
+        except zipfile.BadZipFile:
             return None
+        except (OSError, RuntimeError, NotImplementedError, ValueError, EOFError) as e:
+            # encrypted, an unknown compression method, a damaged stream
+            raise ConvertError("a zip archive rnnd-convert cannot read: %s"
+                               % (str(e).splitlines() or [type(e).__name__])[0])
+        _calls(path, s)
+        return _root(s)
     if head.startswith(LEGACY_MAGIC):
         with open(path, "rb") as f:
-            try:
-                for _ in range(3):      # the magic number, the protocol version, sys_info
-                    _skip_pickle(f)
-            except Exception:
-                return None, None
-            return _root(f)
+            data = f.read(PREFIX)
+        try:
+            f = io.BytesIO(data)
+            for _ in range(3):      # the magic number, the protocol version, sys_info
+                for op, _, _ in pickletools.genops(f):
+                    pass
+        except Exception:
+            return None, None
+        s = _scan(data[f.tell():])
+        _calls(path, s)
+        return _root(s)
     return None
 
 
 def _safetensors(path, head):
     """The "format" of a safetensors file holding tensors without rnnd's architecture ("" if
-    it has none), else None."""
+    it has none), else None. A header over PREFIX is not parsed (a JSON tree takes many
+    times its size): its opening is searched for the keys instead."""
     if len(head) < 10 or head[8:9] != b"{":
         return None
     n = struct.unpack("<Q", head[:8])[0]
@@ -87,10 +243,17 @@ def _safetensors(path, head):
         return None
     with open(path, "rb") as f:
         f.seek(8)
-        try:
-            h = json.loads(f.read(n))
-        except ValueError:
+        text = f.read(min(n, PREFIX))
+    if n > PREFIX:
+        if b'"dtype"' not in text or b'"data_offsets"' not in text or \
+                b'"architecture"' in text or re.search(rb'"format"\s*:\s*"rnnd"', text):
             return None
+        m = re.search(rb'"format"\s*:\s*"([^"\\]{0,60})"', text)
+        return m.group(1).decode("utf-8", "replace") if m else ""
+    try:
+        h = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
     if not isinstance(h, dict):
         return None
     meta = h.get("__metadata__")
@@ -116,21 +279,23 @@ def _lines(load_lines, path, output):
                       "  " + _script_line(path, output)])
 
 
-def check(path, output):
+def check(path, output, trust_code=False):
     """Raise ConvertError, with the Python that makes it convertible, if PATH is one of the
-    files above; return None otherwise."""
+    files above, or TorchScript whose code runs when loaded (unless TRUST_CODE); return None
+    otherwise."""
     try:
         with open(path, "rb") as f:
             head = f.read(64)
     except OSError:
         return None             # the importer reports it
     new_model = "    model = MyModel()    # your model's class, built as in training"
-    root = _torch_root(path, head)
+    root = _torch_root(path, head, trust_code)
     if root is not None:
         kind, cls = root
         old = ", in the format before PyTorch 1.6" if head.startswith(LEGACY_MAGIC) else ""
-        load = "torch.load(%r, map_location='cpu')" % path
-        if kind == "class" and cls == "collections.OrderedDict":
+        # weights_only=True: torch's unpickler that builds tensors and calls nothing else
+        load = "torch.load(%r, map_location='cpu', weights_only=True)" % path
+        if kind == "state_dict":
             raise ConvertError(
                 "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())%s): "
                 "weights without the model, which rnnd-convert cannot rebuild; in Python, "
@@ -150,7 +315,8 @@ def check(path, output):
                      else "the module %s can be imported" % cls.rsplit(".", 1)[0])
             raise ConvertError(
                 "a PyTorch checkpoint of a whole module (torch.save(model), class %s%s), not "
-                "TorchScript; in Python, where %s:" % (cls, old, where),
+                "TorchScript; loading it runs code from the file, so only if you trust it, "
+                "in Python, where %s:" % (cls, old, where),
                 hint=_lines(["    model = torch.load(%r, map_location='cpu', "
                              "weights_only=False)" % path], path, output))
         raise ConvertError(
@@ -164,18 +330,20 @@ def check(path, output):
             "rnnd-convert cannot rebuild; in Python, with your model's class:"
             % ("; format %r" % fmt if fmt else ""),
             hint=_lines(["    from safetensors.torch import load_file", new_model,
-                                "    model.load_state_dict(load_file(%r))" % path], path,
-                               output))
+                         "    model.load_state_dict(load_file(%r))" % path], path, output))
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         with open(path, "rb") as f:
-            kind, cls = _root(f)
+            s = _scan(f.read(PREFIX))
+        _calls(path, s)
+        kind, cls = _root(s)
         if kind == "class":
             raise ConvertError(
                 "a Python pickle of %s, not a model file rnnd-convert reads; if it is a "
-                "torch.nn.Module, in Python, where %s can be imported:" % (cls, cls),
+                "torch.nn.Module, and you trust the file (pickle.load runs code from the "
+                "file), in Python, where %s can be imported:" % (cls, cls),
                 hint=_lines(["    import pickle", "    with open(%r, 'rb') as f:" % path,
-                                    "        model = pickle.load(f)"], path, output))
-        if kind is not None:
+                             "        model = pickle.load(f)"], path, output))
+        if s.root is not None:
             raise ConvertError("a Python pickle, not a model file: rnnd-convert reads ONNX, "
                                "TorchScript and JSON + .npz (docs/convert.md)")
     return None
