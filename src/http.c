@@ -2,6 +2,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <microhttpd.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <time.h>
@@ -27,6 +29,12 @@
 #define MAX_PARAMS 2
 #define MAX_SEGMENT 128
 #define MAX_HEADERS 8
+/* Descriptors the daemon keeps for itself besides those open when it starts serving: per
+ * request thread, libmicrohttpd's epoll and wake-up descriptors (3, one to spare); and the
+ * listening socket, the lingering thread's pipe, model files during a reload, a snapshot
+ * being written, with room to spare. */
+#define FDS_PER_THREAD 4
+#define FDS_SPARE 40
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
@@ -88,6 +96,8 @@ struct rnnd_http {
     char *tls_cert, *tls_key;       /* PEM text while TLS is on */
     rnnd_linger *linger;            /* sockets of early replies, their bodies being dropped */
     rnnd_linger_limits linger_limits;
+    rnnd_fd_budget budget;          /* connections and lingering sockets that fit */
+    rnnd_log_limit loglimit;        /* warnings that can come once per connection */
 
     /* every open connection, for the request deadlines and the address reserve; lock order:
      * cmu alone (nothing else is taken under it) */
@@ -646,32 +656,20 @@ static void *watch_main(void *arg)
     return NULL;
 }
 
-static int same_address(const struct sockaddr_storage *a, const struct sockaddr *b)
-{
-    if (a->ss_family != b->sa_family)
-        return 0;
-    if (b->sa_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (b->sa_family == AF_INET6)
-        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
-    return 1;   /* a Unix socket (socket activation): one address */
-}
-
-/* The last quarter of max_connections is kept for addresses that hold no connection yet, so
- * that a few addresses cannot take every slot (max_connections_per_ip alone lets
- * max_connections / max_connections_per_ip addresses do it). */
+/* The last quarter of max_connections (as lowered to fit the descriptors) is kept for
+ * addresses that hold no connection yet, so that a few addresses cannot take every slot
+ * (max_connections_per_ip alone lets max_connections / max_connections_per_ip addresses do
+ * it). */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)addrlen;
     rnnd_http *h = cls;
-    size_t max = (size_t)h->app->cfg->max_connections;
+    size_t max = h->budget.connections;
     enum MHD_Result ok = MHD_YES;
     pthread_mutex_lock(&h->cmu);
     if (h->nconns >= max - max / 4) {
         for (struct conn_rec *c = h->conns; c && ok == MHD_YES; c = c->next)
-            if (same_address(&c->addr, addr))
+            if (rnnd_same_host(&c->addr, addr))
                 ok = MHD_NO;
     }
     pthread_mutex_unlock(&h->cmu);
@@ -949,6 +947,27 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     return 0;
 }
 
+/* A warning at most once a second of its KIND (a constant string), with the count of those
+ * held back since the last one. */
+static void warn_limited(rnnd_http *h, const char *kind, const char *event, const char *msg)
+{
+    unsigned long held;
+    char q[600];
+    if (rnnd_log_limit_pass(&h->loglimit, kind, &held))
+        RNND_LOG(&h->app->log, RNND_LOG_WARN, event, "msg=%s suppressed=%lu",
+                 rnnd_log_quote(q, sizeof q, msg), held);
+}
+
+/* Hand a duplicate of CONN's socket to the lingering close. When it is full (for all, or for
+ * the client's address) the socket closes at once and the client may see a reset. */
+static void hand_to_linger(rnnd_http *h, int connect_fd)
+{
+    static const char full[] = "lingering close full: a refused body's socket closed at once";
+    int fd = fcntl(connect_fd, F_DUPFD_CLOEXEC, 0);
+    if (fd >= 0 && rnnd_linger_add(h->linger, fd) == RNND_ERR_LIMIT)
+        warn_limited(h, full, "linger_full", full);
+}
+
 /* Answer CONN with STATUS and the JSON BODY written straight on its socket, behind
  * libmicrohttpd's back, and hand a duplicate of the socket to the lingering close (linger.h).
  * For the moments when MHD cannot answer: while a body arrives (MHD_queue_response refuses
@@ -973,9 +992,7 @@ static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned s
     ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (sent != (ssize_t)((size_t)n + len))
         return -1;
-    int fd = fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0);
-    if (fd >= 0)
-        rnnd_linger_add(h->linger, fd);
+    hand_to_linger(h, ci->connect_fd);
     return 0;
 }
 
@@ -1234,9 +1251,8 @@ static void linger(rnnd_http *h, struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    int fd = ci ? fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 0) : -1;
-    if (fd >= 0)
-        rnnd_linger_add(h->linger, fd);
+    if (ci)
+        hand_to_linger(h, ci->connect_fd);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
@@ -1309,13 +1325,15 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     return NULL;
 }
 
+/* libmicrohttpd's messages, one a second of each: FMT, a literal in libmicrohttpd, tells
+ * the kinds apart. Some come once per connection or accept ("Too many open files"). */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     rnnd_http *h = cls;
-    char msg[512], q[600];
+    char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    RNND_LOG(&h->app->log, RNND_LOG_WARN, "http", "msg=%s", rnnd_log_quote(q, sizeof q, msg));
+    warn_limited(h, fmt, "http", msg);
 }
 
 /* ---- start / stop ------------------------------------------------------------------------ */
@@ -1420,7 +1438,61 @@ static void free_http(rnnd_http *h)
     pthread_mutex_destroy(&h->smu);
     pthread_cond_destroy(&h->cwake);
     pthread_mutex_destroy(&h->cmu);
+    rnnd_log_limit_destroy(&h->loglimit);
     free(h);
+}
+
+/* Descriptors open now: the daemon's own before it serves. */
+static size_t open_descriptors(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    size_t n = 0;
+    if (!d) {
+        for (int fd = 0; fd < 1024; fd++)
+            n += fcntl(fd, F_GETFD) != -1;
+        return n;
+    }
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n > 3 ? n - 3 : 0;     /* ".", ".." and the folder's own descriptor */
+}
+
+/* Fit max_connections and the lingering sockets under RLIMIT_NOFILE (linger.h). The soft
+ * limit is raised towards the hard one first: systemd leaves the soft one at 1024 for
+ * programs that use select(), and rnnd does not (libmicrohttpd runs on epoll). What still
+ * does not fit lowers the number of connections, with a warning. */
+static int plan_descriptors(rnnd_http *h, unsigned threads, char *err, size_t errlen)
+{
+    const rnnd_config *cfg = h->app->cfg;
+    size_t own = open_descriptors() + FDS_PER_THREAD * threads + FDS_SPARE;
+    size_t max = (size_t)cfg->max_connections, per_ip = (size_t)cfg->max_connections_per_ip;
+    rnnd_fd_budget_plan(UINT64_MAX, own, max, per_ip, &h->budget, err, errlen);
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        rl.rlim_cur = rl.rlim_max = RLIM_INFINITY;
+    rlim_t was = rl.rlim_cur, need = (rlim_t)h->budget.need;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+        struct rlimit up = {rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need :
+                            rl.rlim_max, rl.rlim_max};
+        if (!setrlimit(RLIMIT_NOFILE, &up))
+            rl.rlim_cur = up.rlim_cur;
+    }
+    uint64_t limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
+    int rc = rnnd_fd_budget_plan(limit, own, max, per_ip, &h->budget, err, errlen);
+    if (rc)
+        return rc;
+    int lowered = h->budget.connections < max;
+    char from[48] = "";
+    if (was != rl.rlim_cur)
+        snprintf(from, sizeof from, " raised_from=%llu", (unsigned long long)was);
+    RNND_LOG(&h->app->log, lowered ? RNND_LOG_WARN : RNND_LOG_INFO, "fd_budget",
+             "rlimit_nofile=%llu%s need=%llu own=%zu max_connections=%zu linger=%zu "
+             "linger_per_addr=%zu%s", (unsigned long long)limit, from,
+             (unsigned long long)h->budget.need, own, h->budget.connections, h->budget.linger,
+             h->budget.linger_per_addr, lowered ? " msg=\"max_connections lowered to fit "
+             "RLIMIT_NOFILE: raise it (ulimit -n, LimitNOFILE=)\"" : "");
+    return RNND_OK;
 }
 
 /* http_threads, 0 resolved. Request threads beyond the cores only add context switches:
@@ -1475,6 +1547,7 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     pthread_cond_init(&h->cwake, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->cmu, NULL);
+    rnnd_log_limit_init(&h->loglimit);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                      MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     int tls = *cfg->tls_cert != '\0';
@@ -1511,8 +1584,9 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     }
     rnnd_linger_limits_default(&h->linger_limits, (uint64_t)cfg->max_body_bytes,
                                (double)cfg->request_timeout_s);
-    if ((rc = rnnd_linger_new(&h->linger_limits, (size_t)cfg->max_connections, &h->linger,
-                              err, errlen))) {
+    if ((rc = plan_descriptors(h, threads, err, errlen)) ||
+        (rc = rnnd_linger_new(&h->linger_limits, h->budget.linger, h->budget.linger_per_addr,
+                              &h->linger, err, errlen))) {
         free_http(h);
         return rc;
     }
@@ -1520,7 +1594,7 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
                             MHD_OPTION_ARRAY, where,
                             MHD_OPTION_THREAD_POOL_SIZE, threads,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->budget.connections,
                             MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                             (unsigned)cfg->max_connections_per_ip,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header_bytes,

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 
 struct lsock {
     int fd;
+    struct sockaddr_storage addr;   /* the client's, for the per-host bound */
     double t0, last;        /* handed over; last data (monotonic seconds) */
     uint64_t bytes;         /* dropped */
     int done;               /* the client closed, an error, or past the byte bound */
@@ -31,7 +33,7 @@ struct rnnd_linger {
     rnnd_linger_limits lim;
     pthread_mutex_t mu;     /* guards n, stop and socks[n..max); the thread alone removes */
     struct lsock *socks;
-    size_t n, max;
+    size_t n, max, per_addr;
     int stop;
     struct pollfd *pfd;     /* the thread's: the wake pipe, then socks[0..n) */
     int wake[2];            /* a pipe: an add or the stop interrupts the thread's poll */
@@ -57,6 +59,40 @@ int rnnd_linger_spent(const rnnd_linger_limits *lim, double elapsed_s, double id
                       uint64_t bytes)
 {
     return elapsed_s >= lim->time_s || idle_s >= lim->idle_s || bytes > lim->bytes;
+}
+
+int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections,
+                        size_t max_per_ip, rnnd_fd_budget *b, char *err, size_t errlen)
+{
+    b->need = (uint64_t)own + max_connections + max_connections / 4;
+    b->connections = max_connections;
+    if (limit < b->need) {
+        /* c + c / 4 <= what is left after the daemon's own */
+        b->connections = limit > own ? (size_t)((limit - own) * 4 / 5) : 0;
+        if (b->connections < RNND_FD_MIN_CONNECTIONS) {
+            snprintf(err, errlen, "RLIMIT_NOFILE is %llu descriptors: the daemon needs %zu of "
+                     "its own and %d for connections (raise it: ulimit -n, LimitNOFILE=)",
+                     (unsigned long long)limit, own, RNND_FD_MIN_CONNECTIONS * 5 / 4);
+            return RNND_ERR_LIMIT;
+        }
+    }
+    b->linger = b->connections / 4;
+    size_t of = max_per_ip < b->linger ? max_per_ip : b->linger;
+    b->linger_per_addr = of / 4 ? of / 4 : 1;
+    return RNND_OK;
+}
+
+int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+    if (a->ss_family != b->sa_family)
+        return 0;
+    if (b->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (b->sa_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    return 1;   /* a Unix socket (socket activation): one host */
 }
 
 /* Read and drop what S has for us. Returns 1 when S is done: the client closed, an error, or
@@ -138,8 +174,8 @@ static void *linger_main(void *arg)
     return NULL;
 }
 
-int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, rnnd_linger **out, char *err,
-                    size_t errlen)
+int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, size_t per_addr,
+                    rnnd_linger **out, char *err, size_t errlen)
 {
     *out = NULL;
     int rc = RNND_ERR_NOMEM;
@@ -151,6 +187,7 @@ int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, rnnd_linger **out
     }
     l->lim = *lim;
     l->max = max;
+    l->per_addr = per_addr;
     rc = RNND_ERR_IO;
     if (pipe2(l->wake, O_NONBLOCK | O_CLOEXEC)) {
         snprintf(err, errlen, "lingering close: pipe: %s", strerror(errno));
@@ -176,13 +213,26 @@ fail:
     return rc;
 }
 
+/* Whether ADDR's host may have one more socket lingering. */
+static int host_room_locked(const rnnd_linger *l, const struct sockaddr_storage *addr)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < l->n && n < l->per_addr; i++)
+        n += rnnd_same_host(&l->socks[i].addr, (const struct sockaddr *)addr);
+    return n < l->per_addr;
+}
+
 int rnnd_linger_add(rnnd_linger *l, int fd)
 {
-    double now = mono_s();
+    struct lsock s = {.fd = fd, .t0 = mono_s()};
+    s.last = s.t0;
+    socklen_t alen = sizeof s.addr;
+    if (getpeername(fd, (struct sockaddr *)&s.addr, &alen))
+        s.addr.ss_family = AF_UNSPEC;   /* gone already: the thread sees the end at once */
     pthread_mutex_lock(&l->mu);
-    int room = !l->stop && l->n < l->max;
+    int room = !l->stop && l->n < l->max && host_room_locked(l, &s.addr);
     if (room)
-        l->socks[l->n++] = (struct lsock){.fd = fd, .t0 = now, .last = now};
+        l->socks[l->n++] = s;
     pthread_mutex_unlock(&l->mu);
     if (!room) {
         close(fd);

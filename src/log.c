@@ -103,3 +103,52 @@ char *rnnd_log_quote(char *dst, size_t n, const char *s)
     dst[j] = '\0';
     return dst;
 }
+
+void rnnd_log_limit_init(rnnd_log_limit *lim)
+{
+    memset(lim, 0, sizeof *lim);
+    pthread_mutex_init(&lim->mu, NULL);
+}
+
+void rnnd_log_limit_destroy(rnnd_log_limit *lim)
+{
+    pthread_mutex_destroy(&lim->mu);
+}
+
+/* KIND's slot; a free one, or failing that the one idle longest, for a new kind. */
+static size_t limit_slot(const rnnd_log_limit *lim, const void *kind)
+{
+    size_t pick = 0;
+    for (size_t i = 0; i < RNND_LOG_KINDS; i++) {
+        if (lim->slot[i].kind == kind)
+            return i;
+        if (lim->slot[pick].kind && (!lim->slot[i].kind ||
+                                     lim->slot[i].next < lim->slot[pick].next))
+            pick = i;
+    }
+    return pick;
+}
+
+int rnnd_log_limit_pass(rnnd_log_limit *lim, const void *kind, unsigned long *held)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    pthread_mutex_lock(&lim->mu);
+    size_t i = limit_slot(lim, kind);
+    if (lim->slot[i].kind != kind) {
+        lim->slot[i].kind = kind;
+        lim->slot[i].next = 0;
+        lim->slot[i].held = 0;
+    }
+    int pass = now >= lim->slot[i].next;
+    if (pass) {
+        *held = lim->slot[i].held;
+        lim->slot[i].held = 0;
+        lim->slot[i].next = now + 1;
+    } else {
+        lim->slot[i].held++;
+    }
+    pthread_mutex_unlock(&lim->mu);
+    return pass;
+}

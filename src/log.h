@@ -3,6 +3,7 @@
 #ifndef RNND_LOG_H
 #define RNND_LOG_H
 
+#include <pthread.h>
 #include <stdio.h>
 
 enum rnnd_log_level { RNND_LOG_DEBUG = 0, RNND_LOG_INFO, RNND_LOG_WARN, RNND_LOG_ERROR };
@@ -31,5 +32,27 @@ void rnnd_log_write(const rnnd_log *log, int level, const char *event, const cha
 char *rnnd_log_quote(char *dst, size_t n, const char *s);
 
 const char *rnnd_log_level_name(int level);
+
+/* Warnings that can repeat as fast as clients connect (libmicrohttpd's, a full lingering
+ * close) go out at most once a second per kind; the others are counted, and the next line
+ * of that kind says how many were held back. 25,643 lines in 3 s drowned the audit's log. */
+#define RNND_LOG_KINDS 16
+
+typedef struct rnnd_log_limit {
+    pthread_mutex_t mu;
+    struct {
+        const void *kind;       /* NULL: a free slot */
+        double next;            /* monotonic seconds: the next line may go out then */
+        unsigned long held;     /* lines held back since the last one */
+    } slot[RNND_LOG_KINDS];
+} rnnd_log_limit;
+
+void rnnd_log_limit_init(rnnd_log_limit *lim);
+void rnnd_log_limit_destroy(rnnd_log_limit *lim);
+
+/* 1 when a line of KIND (a pointer that stays the same for the kind, e.g. its format
+ * string) may go out now, with *HELD set to the lines of KIND held back since the last one
+ * that went out; 0 when it is to be held back (and is counted). Any thread. */
+int rnnd_log_limit_pass(rnnd_log_limit *lim, const void *kind, unsigned long *held);
 
 #endif

@@ -29,7 +29,7 @@ static rnnd_linger *start(double time_s, double idle_s, uint64_t bytes, size_t m
     rnnd_linger_limits lim = {.time_s = time_s, .idle_s = idle_s, .bytes = bytes};
     rnnd_linger *l = NULL;
     char err[256] = "";
-    ck_assert_int_eq(rnnd_linger_new(&lim, max, &l, err, sizeof err), RNND_OK);
+    ck_assert_int_eq(rnnd_linger_new(&lim, max, max, &l, err, sizeof err), RNND_OK);
     ck_assert_ptr_nonnull(l);
     return l;
 }
@@ -234,6 +234,58 @@ START_TEST(many_at_once)
 }
 END_TEST
 
+/* One host (a Unix socketpair's peers are all one) gets PER_ADDR sockets; the next is closed
+ * at once although the total has room. */
+START_TEST(per_host_bound)
+{
+    rnnd_linger_limits lim = {.time_s = 30, .idle_s = 30, .bytes = 1 << 20};
+    rnnd_linger *l = NULL;
+    char err[256] = "";
+    ck_assert_int_eq(rnnd_linger_new(&lim, 8, 2, &l, err, sizeof err), RNND_OK);
+    int sv[3][2];
+    for (int i = 0; i < 3; i++)
+        pair(sv[i]);
+    ck_assert_int_eq(rnnd_linger_add(l, sv[0][0]), RNND_OK);
+    ck_assert_int_eq(rnnd_linger_add(l, sv[1][0]), RNND_OK);
+    ck_assert_int_eq(rnnd_linger_add(l, sv[2][0]), RNND_ERR_LIMIT);
+    ck_assert_uint_eq(rnnd_linger_count(l), 2);
+    double secs = wait_closed(sv[2][1], 5);
+    ck_assert_msg(secs >= 0 && secs < 1, "the refused socket closed after %.3f s", secs);
+    for (int i = 0; i < 3; i++)
+        close(sv[i][1]);
+    rnnd_linger_free(l);
+}
+END_TEST
+
+/* The arithmetic of docs/security.md, "Descriptors". */
+START_TEST(budget_shares_the_limit)
+{
+    rnnd_fd_budget b;
+    char err[256] = "";
+    /* room: max_connections kept, a quarter to linger, a quarter of per-ip per address */
+    ck_assert_int_eq(rnnd_fd_budget_plan(65536, 60, 1024, 128, &b, err, sizeof err), RNND_OK);
+    ck_assert_uint_eq(b.need, 60 + 1024 + 256);
+    ck_assert_uint_eq(b.connections, 1024);
+    ck_assert_uint_eq(b.linger, 256);
+    ck_assert_uint_eq(b.linger_per_addr, 32);
+    /* 256 descriptors, 50 the daemon's: 164 connections, 41 lingering, 10 per address */
+    ck_assert_int_eq(rnnd_fd_budget_plan(256, 50, 1024, 128, &b, err, sizeof err), RNND_OK);
+    ck_assert_uint_eq(b.connections, 164);
+    ck_assert_uint_eq(b.linger, 41);
+    ck_assert_uint_eq(b.linger_per_addr, 10);
+    ck_assert_uint_le(50 + b.connections + b.linger, 256);
+    /* a tiny per-address limit still lets one socket linger */
+    ck_assert_int_eq(rnnd_fd_budget_plan(256, 50, 40, 2, &b, err, sizeof err), RNND_OK);
+    ck_assert_uint_eq(b.linger_per_addr, 1);
+    /* under RNND_FD_MIN_CONNECTIONS: refused, naming the limit */
+    ck_assert_int_eq(rnnd_fd_budget_plan(55, 50, 1024, 128, &b, err, sizeof err),
+                     RNND_ERR_LIMIT);
+    ck_assert_ptr_nonnull(strstr(err, "RLIMIT_NOFILE is 55"));
+    ck_assert_int_eq(rnnd_fd_budget_plan(20, 50, 1024, 128, &b, err, sizeof err),
+                     RNND_ERR_LIMIT);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("linger");
@@ -248,6 +300,8 @@ static Suite *suite(void)
     tcase_add_test(tc, full_closes_at_once);
     tcase_add_test(tc, free_closes_every_socket);
     tcase_add_test(tc, many_at_once);
+    tcase_add_test(tc, per_host_bound);
+    tcase_add_test(tc, budget_shares_the_limit);
     suite_add_tcase(s, tc);
     return s;
 }

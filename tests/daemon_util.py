@@ -56,8 +56,9 @@ def golden_model(name, workdir):
 class Daemon:
     """`rnnd serve` on an ephemeral port. Use as a context manager: always stopped."""
 
-    def __init__(self, models, *args, ready_timeout=30, env=None):
-        """ENV: the daemon's whole environment (default: this process's)."""
+    def __init__(self, models, *args, ready_timeout=30, env=None, preexec_fn=None):
+        """ENV: the daemon's whole environment (default: this process's). PREEXEC_FN runs in
+        the child before rnnd starts (e.g. to lower its resource limits)."""
         cmd = WRAPPER + [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
         for name, path in models.items():
             cmd += ["--model", "%s=%s" % (name, path)]
@@ -73,7 +74,7 @@ class Daemon:
             env["OPENBLAS_NUM_THREADS"] = "1"
             ready_timeout = max(ready_timeout, 120)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, env=env)
+                                     stderr=subprocess.PIPE, env=env, preexec_fn=preexec_fn)
         self.port = None
         deadline = time.monotonic() + ready_timeout
         buf = b""
