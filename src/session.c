@@ -826,10 +826,14 @@ void rnnd_session_add_steps(rnnd_session *s, uint64_t n)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* INFO's model is a reference of its own: a listing reads it after every lock is gone, when a
+ * DELETE may have freed the session and, with it, the last reference to a retired model. */
 static void info_locked(rnnd_session *s, double now, rnnd_session_info *info)
 {
     memcpy(info->id, s->id, sizeof info->id);
     info->model = s->model;
+    if (s->table->model_ref)
+        s->table->model_ref(s->model);
     info->steps = s->steps;
     info->created = s->created;
     info->busy = s->head != NULL;
@@ -846,6 +850,15 @@ void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info)
     pthread_mutex_lock(&s->mu);
     info_locked(s, now, info);
     pthread_mutex_unlock(&s->mu);
+}
+
+void rnnd_session_info_release(rnnd_session_table *t, rnnd_session_info *info, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t->model_unref && info[i].model)
+            t->model_unref(info[i].model);
+        info[i].model = NULL;
+    }
 }
 
 static int info_cmp(const void *a, const void *b)
@@ -909,6 +922,7 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
             rnnd_session_info *g = realloc(all, ncap * sizeof *g);
             if (!g) {
                 pthread_mutex_unlock(&st->mu);
+                rnnd_session_info_release(t, all, n);
                 free(all);
                 return (size_t)-1;
             }
@@ -933,6 +947,7 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
     if (k)
         memcpy(out, all, k * sizeof *out);
     *more = n > k;
+    rnnd_session_info_release(t, all + k, n - k);    /* the caller holds the first K */
     free(all);
     return k;
 }

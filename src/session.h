@@ -138,7 +138,7 @@ const void *rnnd_session_ext(rnnd_session *s);
 
 typedef struct rnnd_session_info {
     char id[RNND_ID_LEN + 1];
-    void *model;
+    void *model;                /* one reference (the table's model REF): release the info */
     uint64_t steps;
     int64_t created;            /* unix seconds */
     double idle_s;              /* 0 while a job is queued or running */
@@ -147,11 +147,16 @@ typedef struct rnnd_session_info {
     int busy;
 } rnnd_session_info;
 
+/* INFO about S now. Its model holds a reference, so it stays readable after S is gone:
+ * release it with rnnd_session_info_release. */
 void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info);
+/* Drop the model references of N infos (the table's model UNREF; outside every lock). */
+void rnnd_session_info_release(rnnd_session_table *t, rnnd_session_info *info, size_t n);
 
 /* Up to LIMIT sessions with ids greater than AFTER ("" or NULL: from the start) in id order,
- * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries) and *MORE (whether further
- * sessions follow). Returns the number filled, or (size_t)-1 when out of memory. */
+ * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries, each holding a model
+ * reference: rnnd_session_info_release them) and *MORE (whether further sessions follow).
+ * Returns the number filled, or (size_t)-1 when out of memory. */
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more);
 /* The same, only sessions of OWNER unless OWNER is NULL. */
