@@ -182,6 +182,18 @@ int rnnd_persist_save(rnnd_app *app, int live)
 
 /* ---- restore ----------------------------------------------------------------------------- */
 
+/* The name of the key that owns a session, for logs that must not hold the session's id:
+ * "-" without keys, "removed" for a key no longer in the file. */
+static const char *owner_name(const rnnd_app *app, uint64_t owner)
+{
+    if (!owner)
+        return "-";
+    for (size_t i = 0; i < app->auth.n; i++)
+        if (app->auth.keys[i].owner == owner)
+            return app->auth.keys[i].name;
+    return "removed";
+}
+
 /* Why REC cannot come back, or NULL when it can (E set). */
 static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
 {
@@ -236,8 +248,9 @@ size_t rnnd_persist_restore(rnnd_app *app)
         }
         if (why) {
             dropped++;
+            /* never the id (docs/security.md): its record number and key say which */
             RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped",
-                     "session=%s model=%s reason=%s", rec.id,
+                     "record=%zu key=%s model=%s reason=%s", i, owner_name(app, rec.owner),
                      rnnd_log_quote(q, sizeof q, rec.model), why);
             continue;
         }

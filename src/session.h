@@ -99,6 +99,11 @@ int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, 
 /* Look ID up. RNND_SESSION_FOUND gives *OUT one reference. A session found idle past its ttl
  * is expired on the spot (so expiry is exact, whatever the sweep interval). */
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out);
+/* The same as OWNER sees it (NULL: any owner): another owner's session, and the tombstone of
+ * another owner's expired or evicted session, answer RNND_SESSION_MISSING, so that an id
+ * reveals nothing about sessions that are not the caller's. */
+int rnnd_session_get_as(rnnd_session_table *t, const char *id, const uint64_t *owner,
+                        rnnd_session **out);
 
 /* Unlink ID (DELETE): it answers 404 from now on. Queued jobs still run and reply. Returns a
  * rnnd_lookup value. */
