@@ -114,6 +114,7 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
     rnnd_buf_json_string(&b, e->name);
     rnnd_buf_printf(&b, ",\"expires_in\":%.0f,\"ttl_s\":%.0f,\"steps\":%" PRIu64,
                     info.expires_in, info.ttl_s, info.steps);
+    rnnd_session_info_release(app->sessions, &info, 1);
     if (parent)
         rnnd_buf_printf(&b, ",\"parent\":\"%s\"", parent);
     rnnd_buf_puts(&b, "}");
@@ -220,6 +221,7 @@ void rnnd_api_sessions_list(rnnd_req *r)
     else
         rnnd_buf_puts(&b, "null");
     rnnd_buf_puts(&b, "}");
+    rnnd_session_info_release(app->sessions, infos, n);
     free(infos);
     rnnd_reply(r, 200, &b);
 }
@@ -233,10 +235,11 @@ void rnnd_api_session_get(rnnd_req *r)
         return;
     rnnd_session_info info;
     rnnd_session_get_info(s, &info);
-    rnnd_session_unref(s);
+    rnnd_session_unref(s);      /* the info holds the model it names */
     rnnd_buf b;
     rnnd_buf_init(&b);
     session_summary(&b, &info);
+    rnnd_session_info_release(rnnd_req_app(r)->sessions, &info, 1);
     rnnd_reply(r, 200, &b);
 }
 

@@ -26,20 +26,17 @@ int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *al
     return 0;
 }
 
-/* Look the {id} of the path up, or reply 404/410. */
+/* Look the {id} of the path up, or reply 404/410. Another key's session, live or gone,
+ * answers 404 exactly as an id that never existed. */
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
     const char *id = rnnd_req_param(r, 0);
     rnnd_session *s = NULL;
-    switch (rnnd_session_get(app->sessions, id, &s)) {
+    uint64_t owner = rnnd_req_owner(r);
+    switch (rnnd_session_get_as(app->sessions, id, rnnd_req_admin(r) ? NULL : &owner, &s)) {
     case RNND_SESSION_FOUND:
-        if (rnnd_req_admin(r) || rnnd_session_owner(s) == rnnd_req_owner(r))
-            return s;
-        /* another key's session: exactly as if it did not exist */
-        rnnd_session_unref(s);
-        rnnd_reply_error(r, "not_found", "no session %.64s", id);
-        return NULL;
+        return s;
     case RNND_SESSION_EXPIRED:
         rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
                          "lost", id);

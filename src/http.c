@@ -877,16 +877,14 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         }
     }
     int cors = cors_headers(r);
-    if (!strcmp(method, "OPTIONS") && r->route) {
-        /* a CORS preflight (it carries no credentials) or a plain OPTIONS: the methods */
-        allow_header(r, r->route);
-        if (cors) {
-            char allow[64];
-            allow_list(r->route, allow);
-            rnnd_reply_header(r, "Access-Control-Allow-Methods", allow);
-            rnnd_reply_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
-            rnnd_reply_header(r, "Access-Control-Max-Age", "600");
-        }
+    int options = !strcmp(method, "OPTIONS");
+    if (options && cors && MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                       "Access-Control-Request-Method")) {
+        /* A preflight carries no credentials, and its Origin is anyone's to claim: the same
+         * answer on every path, known or not, so that it tells nothing about the routes. */
+        rnnd_reply_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE");
+        rnnd_reply_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+        rnnd_reply_header(r, "Access-Control-Max-Age", "600");
         rnnd_reply_empty(r, 204);
         return too_big || chunked;
     }
@@ -912,6 +910,11 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     if (!r->route) {
         rnnd_reply_error(r, "not_found", "no such resource: %s", url);
         return too_big || chunked;
+    }
+    if (options) {      /* behind the key check, as every route is */
+        allow_header(r, rt);
+        rnnd_reply_empty(r, 204);
+        return too_big;
     }
     switch (r->method) {
     case RNND_GET:

@@ -48,6 +48,7 @@ struct live {
     pthread_cond_t done;
     size_t pending;
     rnnd_snap_writer *w;
+    rnnd_session_table *sessions;
     int failed;
 };
 
@@ -82,6 +83,7 @@ static void snap_finish(rnnd_job *job)
 {
     struct snapjob *j = (struct snapjob *)job;
     struct live *lv = j->lv;
+    rnnd_session_info_release(lv->sessions, &j->info, 1);
     free(j);
     live_done(lv);
 }
@@ -106,6 +108,7 @@ static void save_live(rnnd_session **all, size_t n, struct live *lv)
         j->job.finish = snap_finish;
         rnnd_session_get_info(all[i], &j->info);
         if (rnnd_session_submit(all[i], &j->job) != RNND_SESSION_FOUND) {
+            rnnd_session_info_release(lv->sessions, &j->info, 1);
             free(j);            /* it left the table meanwhile: nothing to save */
             live_done(lv);
         }
@@ -134,7 +137,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
         snprintf(err, sizeof err, "out of memory listing the sessions");
     if (!rc) {
         if (live) {
-            struct live lv = {.w = w};
+            struct live lv = {.w = w, .sessions = app->sessions};
             save_live(all, n, &lv);
             if (lv.failed)
                 rc = RNND_ERR_IO;
@@ -144,6 +147,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
                 rnnd_snap_rec rec;
                 rnnd_session_get_info(all[i], &info);
                 fill(&rec, all[i], &info);
+                rnnd_session_info_release(app->sessions, &info, 1);
                 rc = rnnd_snap_writer_add(w, &rec);
             }
         }
@@ -177,6 +181,18 @@ int rnnd_persist_save(rnnd_app *app, int live)
 }
 
 /* ---- restore ----------------------------------------------------------------------------- */
+
+/* The name of the key that owns a session, for logs that must not hold the session's id:
+ * "-" without keys, "removed" for a key no longer in the file. */
+static const char *owner_name(const rnnd_app *app, uint64_t owner)
+{
+    if (!owner)
+        return "-";
+    for (size_t i = 0; i < app->auth.n; i++)
+        if (app->auth.keys[i].owner == owner)
+            return app->auth.keys[i].name;
+    return "removed";
+}
 
 /* Why REC cannot come back, or NULL when it can (E set). */
 static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
@@ -232,8 +248,9 @@ size_t rnnd_persist_restore(rnnd_app *app)
         }
         if (why) {
             dropped++;
+            /* never the id (docs/security.md): its record number and key say which */
             RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped",
-                     "session=%s model=%s reason=%s", rec.id,
+                     "record=%zu key=%s model=%s reason=%s", i, owner_name(app, rec.owner),
                      rnnd_log_quote(q, sizeof q, rec.model), why);
             continue;
         }

@@ -39,6 +39,7 @@ struct rnnd_session {
 struct tomb {
     char id[RNND_ID_LEN + 1];
     int reason;
+    uint64_t owner;             /* the session's: another owner is told "never existed" */
     double until;
     struct tomb *hnext;         /* hash chain */
     struct tomb *qnext;         /* age order, oldest first */
@@ -256,7 +257,7 @@ static void tomb_grow_locked(struct stripe *st)
 }
 
 static void tomb_add_locked(rnnd_session_table *t, struct stripe *st, const char *id,
-                            int reason, double now)
+                            uint64_t owner, int reason, double now)
 {
     if (!t->tombs_per_stripe || t->lim.tombstone_s <= 0)
         return;
@@ -269,6 +270,7 @@ static void tomb_add_locked(rnnd_session_table *t, struct stripe *st, const char
         tomb_grow_locked(st);
     memcpy(x->id, id, sizeof x->id);
     x->reason = reason;
+    x->owner = owner;
     x->until = now + t->lim.tombstone_s;
     size_t k = id_hash(id) & (st->tnb - 1);
     x->hnext = st->tbuckets[k];
@@ -301,7 +303,7 @@ static void unlink_locked(rnnd_session_table *t, struct stripe *st, rnnd_session
     st->n--;
     s->gone = reason;
     if (reason == RNND_SESSION_EXPIRED || reason == RNND_SESSION_EVICTED)
-        tomb_add_locked(t, st, s->id, reason, now);
+        tomb_add_locked(t, st, s->id, s->owner, reason, now);
     pthread_mutex_lock(&t->acct);
     t->count--;
     owner_dec_locked(t, s->owner);
@@ -322,10 +324,47 @@ static int idle_expired_locked(const rnnd_session *s, double now)
 
 /* ---- create / lookup / remove ------------------------------------------------------------ */
 
-/* Evict the least recently used idle session. Returns 1 when one was evicted. */
-static int evict_lru(rnnd_session_table *t)
+static int u64_cmp(const void *a, const void *b)
 {
-    for (int attempt = 0; attempt < EVICT_TRIES; attempt++) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The owners that hold more than their fair share of the table: max_sessions divided by the
+ * number of owners with sessions open. *OVER (sorted; free it) gets *N of them. Returns 0, or
+ * -1 when out of memory. Takes the accounting mutex. */
+static int owners_over_share(rnnd_session_table *t, uint64_t **over, size_t *n)
+{
+    pthread_mutex_lock(&t->acct);
+    size_t active = 0, k = 0;
+    for (size_t i = 0; i < t->owners_cap; i++)
+        active += t->owners[i].owner && t->owners[i].n;
+    size_t share = active ? t->lim.max_sessions / active : t->lim.max_sessions;
+    uint64_t *o = malloc((active ? active : 1) * sizeof *o);
+    for (size_t i = 0; o && i < t->owners_cap; i++)
+        if (t->owners[i].owner && t->owners[i].n > share)
+            o[k++] = t->owners[i].owner;
+    pthread_mutex_unlock(&t->acct);
+    if (!o)
+        return -1;
+    qsort(o, k, sizeof *o, u64_cmp);
+    *over = o;
+    *n = k;
+    return 0;
+}
+
+/* Evict the least recently used idle session that a creation by CREATOR may take: one of its
+ * own, or one of an owner over its fair share, so that one API key's creations never push
+ * out the sessions of a key within its share (without keys every session is owner 0, and
+ * this is plain LRU). Returns 1 when one was evicted. */
+static int evict_lru(rnnd_session_table *t, uint64_t creator)
+{
+    uint64_t *over;
+    size_t n_over;
+    if (owners_over_share(t, &over, &n_over))
+        return 0;
+    int evicted = 0;
+    for (int attempt = 0; attempt < EVICT_TRIES && !evicted; attempt++) {
         char best[RNND_ID_LEN + 1] = "";
         double best_used = 0;
         for (int i = 0; i < N_STRIPES; i++) {
@@ -333,6 +372,9 @@ static int evict_lru(rnnd_session_table *t)
             pthread_mutex_lock(&st->mu);
             for (size_t b = 0; b < st->nb; b++) {
                 for (rnnd_session *s = st->buckets[b]; s; s = s->hnext) {
+                    if (s->owner != creator &&
+                        !bsearch(&s->owner, over, n_over, sizeof *over, u64_cmp))
+                        continue;
                     pthread_mutex_lock(&s->mu);
                     if (!s->head && (!best[0] || s->last_used < best_used)) {
                         best_used = s->last_used;
@@ -344,7 +386,7 @@ static int evict_lru(rnnd_session_table *t)
             pthread_mutex_unlock(&st->mu);
         }
         if (!best[0])
-            return 0;
+            break;
         uint64_t h = id_hash(best);
         struct stripe *st = stripe_of(t, h);
         rnnd_session *drop = NULL;
@@ -361,14 +403,16 @@ static int evict_lru(rnnd_session_table *t)
         pthread_mutex_unlock(&st->mu);
         if (drop) {
             rnnd_session_unref(drop);
-            return 1;
+            evicted = 1;
         }
     }
-    return 0;
+    free(over);
+    return evicted;
 }
 
 /* Reserve room for one more session of BYTES, evicting when allowed. */
-static int reserve_global(rnnd_session_table *t, size_t bytes, char *err, size_t errlen);
+static int reserve_global(rnnd_session_table *t, uint64_t owner, size_t bytes, char *err,
+                          size_t errlen);
 
 /* OWNER's count of open sessions (never 0 OWNER), made when missing; NULL when out of
  * memory. Called with t->acct held. */
@@ -431,7 +475,7 @@ static int reserve(rnnd_session_table *t, uint64_t owner, size_t bytes, char *er
             return n ? RNND_ERR_LIMIT : RNND_ERR_NOMEM;
         }
     }
-    int rc = reserve_global(t, bytes, err, errlen);
+    int rc = reserve_global(t, owner, bytes, err, errlen);
     if (rc && owner) {
         pthread_mutex_lock(&t->acct);
         owner_dec_locked(t, owner);
@@ -440,7 +484,8 @@ static int reserve(rnnd_session_table *t, uint64_t owner, size_t bytes, char *er
     return rc;
 }
 
-static int reserve_global(rnnd_session_table *t, size_t bytes, char *err, size_t errlen)
+static int reserve_global(rnnd_session_table *t, uint64_t owner, size_t bytes, char *err,
+                          size_t errlen)
 {
     if (bytes > t->lim.max_state_bytes) {
         snprintf(err, errlen, "one session's state (%zu bytes) exceeds max_state_bytes", bytes);
@@ -465,11 +510,13 @@ static int reserve_global(rnnd_session_table *t, size_t bytes, char *err, size_t
             return RNND_ERR_LIMIT;
         }
         pthread_mutex_unlock(&t->acct);
-        if (!evict_lru(t)) {
+        if (!evict_lru(t, owner)) {
             pthread_mutex_lock(&t->acct);
             t->n_rejected++;
             pthread_mutex_unlock(&t->acct);
-            snprintf(err, errlen, "too many sessions and none is idle to evict");
+            snprintf(err, errlen, owner ? "too many sessions, and none that this API key may "
+                     "evict (its own, or a key's over its fair share) is idle"
+                     : "too many sessions and none is idle to evict");
             return RNND_ERR_LIMIT;
         }
     }
@@ -619,6 +666,12 @@ int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, 
 
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)
 {
+    return rnnd_session_get_as(t, id, NULL, out);
+}
+
+int rnnd_session_get_as(rnnd_session_table *t, const char *id, const uint64_t *owner,
+                        rnnd_session **out)
+{
     *out = NULL;
     if (!rnnd_id_valid(id))
         return RNND_SESSION_MISSING;
@@ -634,7 +687,9 @@ int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)
         pthread_mutex_lock(&s->mu);
         if (idle_expired_locked(s, now)) {
             unlink_locked(t, st, pp, RNND_SESSION_EXPIRED, now, &drop);
-            result = RNND_SESSION_EXPIRED;
+            result = owner && s->owner != *owner ? RNND_SESSION_MISSING : RNND_SESSION_EXPIRED;
+        } else if (owner && s->owner != *owner) {
+            result = RNND_SESSION_MISSING;
         } else {
             *out = rnnd_session_ref(s);
             result = RNND_SESSION_FOUND;
@@ -643,6 +698,8 @@ int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)
     } else {
         struct tomb **tp = find_tomb_locked(st, h, id);
         result = *tp && (*tp)->until > now ? (*tp)->reason : RNND_SESSION_MISSING;
+        if (*tp && owner && (*tp)->owner != *owner)
+            result = RNND_SESSION_MISSING;
         tomb_purge_locked(st, now);
     }
     pthread_mutex_unlock(&st->mu);
@@ -826,10 +883,14 @@ void rnnd_session_add_steps(rnnd_session *s, uint64_t n)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* INFO's model is a reference of its own: a listing reads it after every lock is gone, when a
+ * DELETE may have freed the session and, with it, the last reference to a retired model. */
 static void info_locked(rnnd_session *s, double now, rnnd_session_info *info)
 {
     memcpy(info->id, s->id, sizeof info->id);
     info->model = s->model;
+    if (s->table->model_ref)
+        s->table->model_ref(s->model);
     info->steps = s->steps;
     info->created = s->created;
     info->busy = s->head != NULL;
@@ -846,6 +907,15 @@ void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info)
     pthread_mutex_lock(&s->mu);
     info_locked(s, now, info);
     pthread_mutex_unlock(&s->mu);
+}
+
+void rnnd_session_info_release(rnnd_session_table *t, rnnd_session_info *info, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (t->model_unref && info[i].model)
+            t->model_unref(info[i].model);
+        info[i].model = NULL;
+    }
 }
 
 static int info_cmp(const void *a, const void *b)
@@ -909,6 +979,7 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
             rnnd_session_info *g = realloc(all, ncap * sizeof *g);
             if (!g) {
                 pthread_mutex_unlock(&st->mu);
+                rnnd_session_info_release(t, all, n);
                 free(all);
                 return (size_t)-1;
             }
@@ -933,6 +1004,7 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
     if (k)
         memcpy(out, all, k * sizeof *out);
     *more = n > k;
+    rnnd_session_info_release(t, all + k, n - k);    /* the caller holds the first K */
     free(all);
     return k;
 }

@@ -99,6 +99,11 @@ int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, 
 /* Look ID up. RNND_SESSION_FOUND gives *OUT one reference. A session found idle past its ttl
  * is expired on the spot (so expiry is exact, whatever the sweep interval). */
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out);
+/* The same as OWNER sees it (NULL: any owner): another owner's session, and the tombstone of
+ * another owner's expired or evicted session, answer RNND_SESSION_MISSING, so that an id
+ * reveals nothing about sessions that are not the caller's. */
+int rnnd_session_get_as(rnnd_session_table *t, const char *id, const uint64_t *owner,
+                        rnnd_session **out);
 
 /* Unlink ID (DELETE): it answers 404 from now on. Queued jobs still run and reply. Returns a
  * rnnd_lookup value. */
@@ -138,7 +143,7 @@ const void *rnnd_session_ext(rnnd_session *s);
 
 typedef struct rnnd_session_info {
     char id[RNND_ID_LEN + 1];
-    void *model;
+    void *model;                /* one reference (the table's model REF): release the info */
     uint64_t steps;
     int64_t created;            /* unix seconds */
     double idle_s;              /* 0 while a job is queued or running */
@@ -147,11 +152,16 @@ typedef struct rnnd_session_info {
     int busy;
 } rnnd_session_info;
 
+/* INFO about S now. Its model holds a reference, so it stays readable after S is gone:
+ * release it with rnnd_session_info_release. */
 void rnnd_session_get_info(rnnd_session *s, rnnd_session_info *info);
+/* Drop the model references of N infos (the table's model UNREF; outside every lock). */
+void rnnd_session_info_release(rnnd_session_table *t, rnnd_session_info *info, size_t n);
 
 /* Up to LIMIT sessions with ids greater than AFTER ("" or NULL: from the start) in id order,
- * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries) and *MORE (whether further
- * sessions follow). Returns the number filled, or (size_t)-1 when out of memory. */
+ * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries, each holding a model
+ * reference: rnnd_session_info_release them) and *MORE (whether further sessions follow).
+ * Returns the number filled, or (size_t)-1 when out of memory. */
 size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
                          size_t limit, rnnd_session_info *out, int *more);
 /* The same, only sessions of OWNER unless OWNER is NULL. */

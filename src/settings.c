@@ -95,7 +95,8 @@ static const struct setting settings[] = {
      "largest ttl_s a client may ask for"},
     {"session_evict", CT_ENUM, OFF(session_evict), "reject", 0, 1, evict_names, "POLICY",
      "when max_sessions or max_state_bytes is reached: reject (429 with Retry-After) or lru "
-     "(evict the least recently used idle session)"},
+     "(evict the least recently used idle session of the same API key or of a key over its "
+     "fair share)"},
     {"tombstone_s", CT_INT, OFF(tombstone_s), "3600", 0, 31536000, NULL, "S",
      "how long an expired or evicted session id answers 410 Gone (then 404)"},
     {"max_tombstones", CT_INT, OFF(max_tombstones), "100000", 0, 100000000, NULL, "N",

@@ -1,0 +1,165 @@
+"""What one API key can learn about another's sessions, and about the routes without a key
+(issue 13.8; docs/security.md).
+
+- Another key's expired or evicted session answers 404, exactly as an id that never existed;
+  its own key (and an admin key) get 410 `gone`. Both orders: the other key asks first (the
+  lookup itself expires the session) or second (the tombstone answers).
+- OPTIONS needs a key like every other request (401 without); with a key it answers 204 with
+  Allow on a route and 404 elsewhere. A CORS preflight (no credentials) gets the same answer on
+  every path, known or not, and no Allow.
+- session_evict = lru: a key's creations evict its own sessions, or those of a key holding
+  more than its fair share (max_sessions / keys with sessions open), never the sessions of a
+  key within its share.
+- No log line holds a session id, including `event=session_dropped` at a restore (which names
+  the record and the key instead).
+Prints what it checked; exits 1 on any failure.
+"""
+import os
+import time
+
+from daemon_util import Checker, Daemon, tmpdir
+
+C = Checker()
+WORK = tmpdir("isolation")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+KEY_A = "alice-0123456789abcdef"
+KEY_B = "bob-fedcba9876543210xyz"
+KEY_ADMIN = "root-AAAAAAAAAAAAAAAAAAAA"
+SIDS = []       # every session id made here: none may appear in a log
+
+
+def keys_file():
+    path = os.path.join(WORK, "keys")
+    with open(path, "w") as f:
+        f.write("%s alice\n%s bob\n%s ops admin\n" % (KEY_A, KEY_B, KEY_ADMIN))
+    os.chmod(path, 0o600)
+    return path
+
+
+def auth(key):
+    return {"Authorization": "Bearer " + key}
+
+
+def create(d, key, **body):
+    st, _, b = d.request("POST", "/v1/sessions", dict(body, model="charlm"), headers=auth(key))
+    C.eq(st, 201, "create a session")
+    SIDS.append(b["id"])
+    return b["id"]
+
+
+def status(d, sid, key):
+    return d.request("GET", "/v1/sessions/" + sid, headers=auth(key))[0]
+
+
+def no_ids_logged(d, what):
+    leaked = [l for l in d.log if any(s in l for s in SIDS)]
+    C.check(not leaked, "%s: no log line holds a session id (got %r)" % (what, leaked[:2]))
+
+
+def check_tombstones(keys):
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
+        first_other, first_own = create(d, KEY_A, ttl_s=1), create(d, KEY_A, ttl_s=1)
+        time.sleep(1.3)
+        C.eq(status(d, first_other, KEY_B), 404, "expired, asked first by another key: 404")
+        C.eq(status(d, first_other, KEY_A), 410, "then by its own key: 410")
+        C.eq(status(d, first_own, KEY_A), 410, "expired, asked first by its own key: 410")
+        C.eq(status(d, first_own, KEY_B), 404, "then by another key: 404 (the tombstone)")
+        C.eq(status(d, first_own, KEY_ADMIN), 410, "and by an admin key: 410")
+        for method, path in (("DELETE", ""), ("POST", "/step"), ("GET", "/state")):
+            body = {"text": "a"} if method == "POST" else None
+            st = d.request(method, "/v1/sessions/" + first_own + path, body,
+                           headers=auth(KEY_B))[0]
+            C.eq(st, 404, "another key's expired session, %s %s: 404" % (method, path))
+        no_ids_logged(d, "tombstones")
+        C.eq(d.stop()[0], 0, "clean exit")
+
+
+def check_options(keys):
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys,
+                "--cors-origins", "https://app.example") as d:
+        for path in ("/v1/sessions", "/v1/models/charlm/infer", "/metrics", "/nowhere"):
+            st, h, b = d.request("OPTIONS", path)
+            C.check(st == 401 and "allow" not in h and "www-authenticate" in h,
+                    "OPTIONS %s without a key: 401, no Allow (got %s %r)" % (path, st, h))
+        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=auth(KEY_A))
+        C.check(st == 204 and "POST" in h.get("allow", ""),
+                "OPTIONS with a key: 204 with Allow (got %s %r)" % (st, h.get("allow")))
+        C.eq(d.request("OPTIONS", "/nowhere", headers=auth(KEY_A))[0], 404,
+             "OPTIONS on an unknown path with a key: 404")
+        pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+        answers = []
+        for path in ("/v1/sessions", "/v1/models/charlm/infer", "/nowhere", "/v9/x/y"):
+            st, h, b = d.request("OPTIONS", path, headers=pre)
+            h.pop("date", None)
+            answers.append((st, sorted(h.items()), b))
+            C.check(st == 204 and "allow" not in h and
+                    "POST" in h.get("access-control-allow-methods", ""),
+                    "preflight on %s: 204 with the CORS methods, no Allow (got %s %r)"
+                    % (path, st, h))
+        C.check(all(a == answers[0] for a in answers),
+                "a preflight answers the same on every path (got %r)" % answers)
+        C.eq(d.stop()[0], 0, "clean exit")
+
+
+def check_fair_eviction(keys):
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--max-sessions", "4",
+                "--session-evict", "lru") as d:
+        b1 = create(d, KEY_B)
+        time.sleep(0.02)
+        b2 = create(d, KEY_B)
+        time.sleep(0.02)
+        b3 = create(d, KEY_B)
+        time.sleep(0.02)
+        a1 = create(d, KEY_A)
+        time.sleep(0.02)
+        # full; bob holds 3 of 4, over his share of 2: his least recently used goes
+        a2 = create(d, KEY_A)
+        C.eq(status(d, b1, KEY_B), 410, "a key over its fair share loses its LRU session")
+        C.eq(status(d, b1, KEY_A), 404, "which another key is told never existed")
+        time.sleep(0.02)
+        # full; bob holds 2, his share: alice's creation evicts her own oldest, not his
+        create(d, KEY_A)
+        C.eq([status(d, s, KEY_B) for s in (b2, b3)], [200, 200],
+             "a key within its fair share keeps its sessions (LRU among the creator's)")
+        C.eq(status(d, a1, KEY_A), 410, "the creator's own LRU session was evicted")
+        C.eq(status(d, a2, KEY_A), 200, "and only that one")
+        time.sleep(0.02)
+        # bob within his share may evict his own
+        create(d, KEY_B)
+        C.eq(status(d, b2, KEY_B), 410, "bob's creation evicts his own LRU session")
+        C.eq(status(d, a2, KEY_A), 200, "not alice's (within her share)")
+        no_ids_logged(d, "eviction")
+        C.eq(d.stop()[0], 0, "clean exit")
+
+
+def check_dropped_log(keys):
+    state = os.path.join(WORK, "state")
+    os.makedirs(state, exist_ok=True)
+    for n in os.listdir(state):
+        os.remove(os.path.join(state, n))
+    with Daemon({"charlm": CHARLM, "other": CHARLM}, "--api-keys-file", keys,
+                "--state-dir", state) as d:
+        st, _, b = d.request("POST", "/v1/sessions", {"model": "other"}, headers=auth(KEY_A))
+        C.eq(st, 201, "a session of model other")
+        SIDS.append(b["id"])
+        C.eq(d.stop()[0], 0, "clean exit (writes the snapshot)")
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--state-dir", state) as d:
+        lines = [l for l in d.log if "event=session_dropped" in l]
+        C.check(len(lines) == 1 and "record=0" in lines[0] and "key=alice" in lines[0] and
+                "reason=model_gone" in lines[0],
+                "a dropped session is logged by record and key (got %r)" % lines)
+        no_ids_logged(d, "restore")
+        C.eq(d.stop()[0], 0, "clean exit")
+
+
+def main():
+    keys = keys_file()
+    check_tombstones(keys)
+    check_options(keys)
+    check_fair_eviction(keys)
+    check_dropped_log(keys)
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
