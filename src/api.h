@@ -40,6 +40,10 @@ rnnd_session *rnnd_api_session_lookup(rnnd_req *r);
 /* Admit a compute request (step, infer, generate) under max_pending_requests until it is
  * freed, or reply 429 overloaded (with Retry-After) and return -1. */
 int rnnd_api_admit(rnnd_req *r);
+
+/* The daemon's infer limits, with the request's memory budget as their admit callback: a
+ * parsed request is charged to R's hold before its arrays are allocated (membudget.h). */
+void rnnd_api_infer_limits(rnnd_req *r, rnnd_infer_limits *out);
 /* The current version of model NAME, kept alive until the request is freed (a reload may
  * retire it meanwhile), or NULL after replying 404. */
 rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name);

@@ -54,7 +54,6 @@ void rnnd_api_infer(rnnd_req *r)
 {
     if (rnnd_api_admit(r))
         return;
-    rnnd_app *app = rnnd_req_app(r);
     const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
     if (!e)
         return;
@@ -66,8 +65,9 @@ void rnnd_api_infer(rnnd_req *r)
     }
     char err[512] = "";
     rnnd_infer_req *ir = NULL;
-    int rc = rnnd_infer_parse_text(e->net, e->tokenizer, body, &app->infer_limits, &ir, err,
-                                   sizeof err);
+    rnnd_infer_limits lim;
+    rnnd_api_infer_limits(r, &lim);
+    int rc = rnnd_infer_parse_text(e->net, e->tokenizer, body, &lim, &ir, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
         return;

@@ -81,6 +81,18 @@ int rnnd_api_admit(rnnd_req *r)
     return 0;
 }
 
+static int admit_memory(void *ctx, size_t bytes, char *err, size_t errlen)
+{
+    return rnnd_mem_charge(ctx, bytes, err, errlen);
+}
+
+void rnnd_api_infer_limits(rnnd_req *r, rnnd_infer_limits *out)
+{
+    *out = rnnd_req_app(r)->infer_limits;
+    out->admit = admit_memory;
+    out->admit_ctx = rnnd_req_mem(r);
+}
+
 rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
 {
     rnnd_entry *e = rnnd_catalog_get(&rnnd_req_app(r)->models, name);

@@ -645,7 +645,6 @@ static json_t *v1_request(const struct v2_infer *in)
 
 static void infer_stateless(rnnd_req *r, struct v2_task *t)
 {
-    rnnd_app *app = rnnd_req_app(r);
     const rnnd_entry *e = t->in.e;
     json_t *v1 = v1_request(&t->in);
     if (!v1) {
@@ -653,7 +652,9 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
         return;
     }
     char err[512] = "";
-    int rc = rnnd_infer_parse(e->net, v1, &app->infer_limits, &t->job.req, err, sizeof err);
+    rnnd_infer_limits lim;
+    rnnd_api_infer_limits(r, &lim);
+    int rc = rnnd_infer_parse(e->net, v1, &lim, &t->job.req, err, sizeof err);
     json_decref(v1);
     if (rc) {
         rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);

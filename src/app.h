@@ -9,6 +9,7 @@
 #include "auth.h"
 #include "batcher.h"
 #include "log.h"
+#include "membudget.h"
 #include "metrics.h"
 #include "pool.h"
 #include "registry.h"
@@ -27,6 +28,7 @@ typedef struct rnnd_app {
     struct rnnd_v2_seq *v2_seq;     /* Triton sequence ids -> sessions (v2_seq.h) */
     rnnd_metrics metrics;
     rnnd_infer_limits infer_limits;
+    rnnd_membudget mem;             /* memory of requests in flight (membudget.h) */
     rnnd_auth auth;                 /* API keys; n == 0: authentication off */
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
     atomic_long pending;            /* compute requests admitted and not yet freed */

@@ -31,6 +31,7 @@ struct rnnd_batcher {
     size_t n_ready;
     int scheduled;          /* a round is queued on the pool or gathering */
     int stopped;
+    atomic_int halt;                /* set by rnnd_batcher_stop(): a running round gives up */
     rnnd_task task;         /* the one queued round (scheduled guards it) */
 
     pthread_cond_t infer_more;      /* an infer job was queued */
@@ -89,6 +90,7 @@ int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_
     b->task.cancel = round_cancel;
     b->infer_task.run = infer_round_run;
     b->infer_task.cancel = infer_round_cancel;
+    atomic_init(&b->halt, 0);
     b->infer_max_steps = 65536;
     b->split_min = RNND_BATCHER_SPLIT_MIN;
     pthread_mutex_init(&b->mu, NULL);
@@ -416,7 +418,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
     if (threads > RNND_POOL_MAX_HELPERS + 1)
         threads = RNND_POOL_MAX_HELPERS + 1;
     pool_par pp = {b->pool, 0};
-    rnnd_parallel par = {pool_par_run, &pp, threads};
+    rnnd_parallel par = {pool_par_run, &pp, threads, NULL};
     int split = b->split_min > 0 && k >= b->split_min && threads > 1;
     int rc = rnnd_net_step_par(b->net, s->work, k, b->tokens ? s->tokens : NULL,
                                b->tokens ? NULL : s->vectors, s->states, s->out,
@@ -620,18 +622,19 @@ static void infer_round_body(rnnd_batcher *b)
     /* Each request's outcome is kept in it; the returned first failure is not needed. */
     char err[256];
     size_t per_call = k;
+    rnnd_parallel par = {.stop = &b->halt};     /* one thread, but interruptible */
     rnnd_infer_req **reqs = malloc(k * sizeof *reqs);
     if (reqs) {
         size_t i = 0;
         for (rnnd_infer_job *j = list; j; j = j->next)
             reqs[i++] = j->req;
-        rnnd_infer_run_many(b->net, reqs, k, err, sizeof err);
+        rnnd_infer_run_many_par(b->net, reqs, k, &par, err, sizeof err);
         free(reqs);
     } else {
         /* no room for the table: one by one, which gives the same results */
         per_call = 1;
         for (rnnd_infer_job *j = list; j; j = j->next)
-            rnnd_infer_run(b->net, j->req, err, sizeof err);
+            rnnd_infer_run_many_par(b->net, &j->req, 1, &par, err, sizeof err);
     }
     atomic_fetch_add(&b->infer_hist[infer_bucket(per_call)], k / per_call);
     atomic_fetch_add(&b->infer_rounds, k / per_call);
@@ -657,6 +660,7 @@ static void infer_round_cancel(rnnd_task *task)
 
 void rnnd_batcher_stop(rnnd_batcher *b)
 {
+    atomic_store(&b->halt, 1);
     pthread_mutex_lock(&b->mu);
     b->stopped = 1;
     rnnd_step_job *list = b->head;

@@ -122,7 +122,8 @@ int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job);
 void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b);
 
 /* Refuse new work and fail every queued job with RNND_STEP_STOPPED, every queued infer job with
- * STOPPED set (their finish runs on this thread). Jobs in a running round complete. */
+ * STOPPED set (their finish runs on this thread). Step jobs in a running round complete; a
+ * running infer round gives up at its next step and its requests fail with RNND_ERR_STOPPED. */
 void rnnd_batcher_stop(rnnd_batcher *b);
 
 /* Queue depth now: sessions waiting for a step round, infer requests waiting. */

@@ -70,6 +70,26 @@ static int reserve(rnnd_buf *b, size_t n)
     return 0;
 }
 
+int rnnd_buf_reserve(rnnd_buf *b, size_t n)
+{
+    /* exactly: a caller that knows its size wants no doubling slack on top */
+    if (b->failed || n > SIZE_MAX - b->len - 1) {
+        b->failed = 1;
+        return -1;
+    }
+    size_t need = b->len + n + 1;
+    if (need <= b->cap)
+        return 0;
+    char *d = realloc(b->data, need);
+    if (!d) {
+        b->failed = 1;
+        return -1;
+    }
+    b->data = d;
+    b->cap = need;
+    return 0;
+}
+
 void rnnd_buf_append(rnnd_buf *b, const char *s, size_t n)
 {
     if (reserve(b, n))

@@ -249,7 +249,7 @@ int rnnd_cmd_bench(int argc, char **argv)
     float **op = malloc(B * sizeof *op);
     rnnd_work *w = rnnd_work_new(net, B);
     team *tm = o.threads > 1 ? team_new((size_t)o.threads) : NULL;
-    rnnd_parallel par = {team_run, tm, (size_t)o.threads};
+    rnnd_parallel par = {team_run, tm, (size_t)o.threads, NULL};
     if (!x || !states || !out || !sp || !lens || !xp || !op || !w || (o.threads > 1 && !tm)) {
         fprintf(stderr, "rnnd bench: out of memory\n");
         rc = 1;

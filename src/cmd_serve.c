@@ -323,7 +323,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     double deadline = now_s() + (double)cfg->shutdown_timeout_s;
     int clean = wait_idle(h, deadline);
     if (!clean) {
-        /* out of time: what is still queued gets 503, running rounds complete */
+        /* out of time: what is still queued gets 503, running infer rounds stop at their
+         * next step (503 too), running step rounds complete (one step each) */
         stop_batchers(app);
         rnnd_pool_stop(app->pool);
         wait_idle(h, now_s() + 1.0);
@@ -390,6 +391,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     app.infer_limits.max_sequences = (size_t)cfg.max_sequences;
     app.infer_limits.max_steps = (size_t)cfg.max_infer_steps;
     app.infer_limits.max_total_steps = (size_t)cfg.max_infer_steps;
+    rnnd_membudget_init(&app.mem, (size_t)cfg.memory_budget, (size_t)cfg.max_request_memory);
 
     int status = serve(&app, &sigs, argc, argv);
 

@@ -155,6 +155,7 @@ struct rnnd_req {
     double closing_t0;              /* when it did (monotonic seconds) */
     uint64_t dropped;               /* body bytes dropped since */
     json_t *json;
+    rnnd_memhold mem;               /* what this request holds of the memory budget */
 
     int replied;                    /* status/data below are set */
     unsigned status;
@@ -263,6 +264,7 @@ const char *rnnd_req_param(const rnnd_req *r, int i)
     return i >= 0 && i < MAX_PARAMS ? r->params[i] : "";
 }
 json_t *rnnd_req_body(const rnnd_req *r) { return r->json; }
+rnnd_memhold *rnnd_req_mem(rnnd_req *r) { return &r->mem; }
 rnnd_app *rnnd_req_app(const rnnd_req *r) { return r->http->app; }
 
 const char *rnnd_req_query(rnnd_req *r, const char *key)
@@ -1094,9 +1096,15 @@ static int decode_body(rnnd_req *r)
                          (long long)app->cfg->max_json_depth);
         return -1;
     }
+    /* the body and what it decodes to are charged before they are built (membudget.h) */
     char err[256];
-    if (rnnd_infer_load(r->body, r->len, &r->json, err, sizeof err)) {
-        rnnd_reply_error(r, "invalid_json", "%s", err);
+    size_t body_bytes = r->cap;
+    int rc = rnnd_mem_charge(&r->mem, body_bytes, err, sizeof err);
+    if (!rc)
+        rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
+    if (rc) {
+        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_json" : rnnd_error_code(rc),
+                         "%s", err);
         return -1;
     }
     if (!json_is_object(r->json)) {
@@ -1106,6 +1114,7 @@ static int decode_body(rnnd_req *r)
     free(r->body);  /* the decoded form is all handlers need */
     r->body = NULL;
     r->cap = 0;
+    rnnd_mem_uncharge(&r->mem, body_bytes);
     return 0;
 }
 
@@ -1188,6 +1197,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         atomic_fetch_add(&h->active, 1);
         r->http = h;
         r->conn = conn;
+        r->mem.mb = &h->app->mem;
         atomic_init(&r->flags, 0);
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         if (begin(r, url, method, version)) {
@@ -1282,6 +1292,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     json_decref(r->json);
     free(r->body);
     free(r->data);
+    rnnd_mem_release(&r->mem);
     free(r);
     atomic_fetch_sub(&h->active, 1);
 }

@@ -56,6 +56,9 @@ json_t *rnnd_req_body(const rnnd_req *r);
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len);
 int rnnd_req_decode(rnnd_req *r);
 rnnd_app *rnnd_req_app(const rnnd_req *r);
+/* The request's share of the memory budget (membudget.h): a handler charges it before it
+ * allocates; it is given back when the request is freed. */
+struct rnnd_memhold *rnnd_req_mem(rnnd_req *r);
 
 /* Reply STATUS with BODY (JSON; its data is taken over, BODY is left empty). A failed buffer
  * becomes a 503 out_of_memory error. */

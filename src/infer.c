@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rnnd/fmtfloat.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
@@ -19,6 +20,8 @@
 struct rnnd_infer_req {
     size_t n_seq;               /* B */
     size_t total_steps;
+    size_t max_len;             /* the longest sequence */
+    int has_init;               /* "initial_state" given */
     int last;                   /* "outputs": "last" */
     int return_state;
     int ran;                    /* rnnd_infer_run() succeeded */
@@ -243,6 +246,8 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
                         "inputs[%zu]: %zu steps, more than the limit of %zu per sequence", b, n,
                         lim->max_steps);
         req->lens[b] = n;
+        if (n > req->max_len)
+            req->max_len = n;
         total += n;     /* cannot wrap: each n counts distinct JSON values or bytes in memory */
     }
     if (lim && lim->max_total_steps && total > lim->max_total_steps)
@@ -354,6 +359,60 @@ static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_in
     return 0;
 }
 
+/* Saturating size arithmetic for estimates: SIZE_MAX stays SIZE_MAX. */
+static size_t sat_mul(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+static size_t sat_add(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/* Longest float text (fmtfloat.h: 15 characters) with its comma. */
+#define FLOAT_TEXT 16
+/* The JSON around one state's floats (per layer: {"h":[..],"c":[..]} and commas), and around
+ * the whole response (model name, digest, keys): generous, fixed bounds. */
+#define STATE_LAYER_TEXT 32
+#define RESPONSE_FRAME 1024
+
+/* The longest text rnnd_infer_encode() can write for REQ (a model name of up to 256 bytes). */
+static size_t response_bytes(const rnnd_net *net, const rnnd_infer_req *req)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
+    size_t od = (size_t)rnnd_net_output_dim(net), S = rnnd_net_state_floats(net);
+    size_t B = req->n_seq, rows = req->last ? B : req->total_steps;
+    /* each row: its floats, "[", "]" and a comma; each sequence: "[", "]" and a comma */
+    size_t text = sat_add(sat_mul(sat_mul(rows, od), FLOAT_TEXT), sat_mul(rows + B, 3));
+    if (req->return_state) {
+        size_t one = sat_add(sat_mul(S, FLOAT_TEXT),
+                             sat_mul((size_t)spec->n_layers + 1, STATE_LAYER_TEXT));
+        text = sat_add(text, sat_mul(B, one));
+    }
+    return sat_add(text, RESPONSE_FRAME + RNND_FMT_FLOAT_MAX);
+}
+
+size_t rnnd_infer_bytes(const rnnd_net *net, const rnnd_infer_req *req)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
+    size_t B = req->n_seq, N = req->total_steps;
+    size_t od = (size_t)rnnd_net_output_dim(net), S = rnnd_net_state_floats(net);
+    size_t in = spec->input_kind == RNND_INPUT_TOKENS ? 1 : (size_t)spec->input_dim;
+    /* lens, the per-sequence pointer tables here and in rnnd_infer_run_many() */
+    size_t bytes = sat_mul(B, 12 * sizeof(void *));
+    bytes = sat_add(bytes, sat_mul(sat_mul(N, in), sizeof(float)));
+    bytes = sat_add(bytes, sat_mul(sat_mul(N, od), sizeof(float)));
+    if (req->has_init)
+        bytes = sat_add(bytes, sat_mul(sat_mul(B, S), sizeof(float)));
+    if (req->return_state)
+        bytes = sat_add(bytes, sat_mul(sat_mul(B, S), sizeof(float)));
+    bytes = sat_add(bytes, rnnd_net_forward_bytes(net, B, N, req->max_len));
+    return sat_add(bytes, response_bytes(net, req));
+}
+
 int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen)
 {
@@ -392,6 +451,9 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
         if (od && req->total_steps > SIZE_MAX / sizeof(float) / od)
             rc = fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
     }
+    req->has_init = init != NULL;
+    if (!rc && limits && limits->admit)
+        rc = limits->admit(limits->admit_ctx, rnnd_infer_bytes(net, req), err, errlen);
     if (!rc)
         rc = spec->input_kind == RNND_INPUT_TOKENS
                  ? parse_tokens(inputs, spec, req, &tx, err, errlen)
@@ -485,6 +547,12 @@ static void set_outcome(rnnd_infer_req *req, int rc, const char *msg)
 int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
                         char *err, size_t errlen)
 {
+    return rnnd_infer_run_many_par(net, reqs, n, NULL, err, errlen);
+}
+
+int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
+                            const rnnd_parallel *par, char *err, size_t errlen)
+{
     char msg[256] = "";
     size_t total = 0;       /* sequences over all requests */
     int rc = 0;
@@ -517,8 +585,8 @@ int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t
         }
     }
     if (!rc)
-        rc = rnnd_net_forward(net, total, lens, tokens, vectors, init, outputs, finals,
-                              msg, sizeof msg);
+        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals,
+                                  par, msg, sizeof msg);
     free(lens);
     free(tokens);
     free(vectors);
@@ -559,6 +627,9 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
         rnnd_error_json(out, "internal", "the request was encoded before it ran");
         return;
     }
+    /* all at once: the buffer never doubles past what rnnd_infer_bytes() counted */
+    if (rnnd_buf_reserve(out, response_bytes(net, req)))
+        return;
     rnnd_buf_puts(out, "{\"model\":");
     rnnd_buf_json_string(out, model_name ? model_name : "");
     rnnd_buf_puts(out, ",\"outputs\":[");
@@ -636,6 +707,8 @@ const char *rnnd_error_code(int status)
     case RNND_ERR_IO:
     case RNND_ERR_FORMAT: return "model_error";
     case RNND_ERR_NOMEM: return "out_of_memory";
+    case RNND_ERR_BUSY: return "overloaded";
+    case RNND_ERR_STOPPED: return "unavailable";
     default: return "internal";
     }
 }

@@ -785,6 +785,30 @@ static int regrow(float **p, size_t a, size_t b)
     return *p ? 0 : -1;
 }
 
+/* A * B + C * D (in floats) in bytes, or SIZE_MAX on overflow. */
+static size_t floats_bytes(size_t a, size_t b, size_t c, size_t d)
+{
+    size_t x, y, z;
+    if (__builtin_mul_overflow(a, b, &x) || __builtin_mul_overflow(c, d, &y) ||
+        __builtin_add_overflow(x, y, &z) || __builtin_mul_overflow(z, sizeof(float), &z))
+        return SIZE_MAX;
+    return z;
+}
+
+size_t rnnd_net_forward_bytes(const rnnd_net *n, size_t B, size_t N, size_t T)
+{
+    /* what seq_ws_reserve() allocates for these sizes */
+    size_t wide = (size_t)imax(imax(n->max_in, n->max_out), 1);
+    size_t gates = (size_t)imax(n->max_gates, 1), hid = (size_t)imax(n->max_hidden, 1);
+    size_t rows = floats_bytes(N, 2 * wide + gates, B, 2 * gates + 2 * wide + 3 * hid);
+    size_t idx, all;
+    if (rows == SIZE_MAX || __builtin_add_overflow(B, T, &idx) ||
+        __builtin_mul_overflow(idx + 1, sizeof(size_t), &idx) ||
+        __builtin_add_overflow(rows, idx, &all))
+        return SIZE_MAX;
+    return all;
+}
+
 /* Make WS hold B sequences, N rows and T steps. */
 static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, size_t T)
 {
@@ -910,9 +934,15 @@ static void head_projection(const rnnd_net *n, const float *X, size_t N, float *
         normalize_row(s->head_norm, Y + r * K, s->head_out);
 }
 
-static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
-                          const float *X, float *Y, const float *const *init,
-                          float *const *final, seq_ws *ws, const rnnd_parallel *par)
+static int stopping(const rnnd_parallel *par)
+{
+    return par && par->stop && atomic_load_explicit(par->stop, memory_order_relaxed);
+}
+
+/* One direction of layer L over every sequence; RNND_ERR_STOPPED when PAR says stop. */
+static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
+                         const float *X, float *Y, const float *const *init,
+                         float *const *final, seq_ws *ws, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = (size_t)L->gates * L->hidden;
@@ -937,6 +967,8 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         }
     }
     for (size_t t = 0; t < sp->maxlen; t++) {
+        if (stopping(par))
+            return RNND_ERR_STOPPED;
         size_t nb = plan_nb(sp, t);
         cell_io io = {
             .nb = nb, .cp = ws->ccur, .ldcp = H, .cn = ws->ccur, .ldcn = H,
@@ -973,7 +1005,7 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         }
     }
     if (!final)
-        return;
+        return RNND_OK;
     for (size_t i = 0; i < sp->B; i++) {
         size_t b = sp->order[i];
         if (!final[b])
@@ -985,6 +1017,7 @@ static void run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         if (lstm)
             memcpy(final[b] + soff + O, ws->ccur + i * H, H * sizeof(float));
     }
+    return RNND_OK;
 }
 
 int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
@@ -1066,8 +1099,13 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     size_t ldx = D;
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
-        for (int d = 0; d < L->num_directions; d++)
-            run_direction(n, l, d, &sp, X, Y, init, final, ws, par);
+        for (int d = 0; d < L->num_directions; d++) {
+            if (run_direction(n, l, d, &sp, X, Y, init, final, ws, par)) {
+                seq_ws_put(n, ws);
+                snprintf(err, errlen, "stopped part way: the server is shutting down");
+                return RNND_ERR_STOPPED;
+            }
+        }
         ldx = (size_t)L->out_dim * L->num_directions;
         float *t = X;
         X = Y;

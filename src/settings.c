@@ -89,6 +89,13 @@ static const struct setting settings[] = {
      "most open sessions of one API key (then 429); 0 = only max_sessions applies"},
     {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI * KI * KI, NULL,
      "BYTES", "cap on the state memory of all sessions together (suffix K, M or G)"},
+    {"max_request_memory", CT_SIZE, OFF(max_request_memory), "256M", KI * KI,
+     1024 * KI * KI * KI, NULL, "BYTES",
+     "most memory one request may hold: its body, decoded JSON, arrays, work space and "
+     "response (suffix K, M or G); a request that needs more gets 413 before it allocates"},
+    {"memory_budget", CT_SIZE, OFF(memory_budget), "1G", KI * KI, 4096 * KI * KI * KI, NULL,
+     "BYTES", "most memory all requests in flight may hold together (suffix K, M or G); one "
+     "that does not fit now gets 429 with Retry-After"},
     {"session_ttl_s", CT_INT, OFF(session_ttl_s), "600", 1, 31536000, NULL, "S",
      "a session idle this long expires (a session's own ttl_s overrides)"},
     {"session_ttl_max_s", CT_INT, OFF(session_ttl_max_s), "86400", 1, 31536000, NULL, "S",

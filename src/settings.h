@@ -36,6 +36,8 @@ typedef struct rnnd_config {
     int64_t max_json_depth;
     int64_t max_sessions;
     int64_t max_state_bytes;
+    int64_t max_request_memory;
+    int64_t memory_budget;
     int64_t session_ttl_s;
     int64_t session_ttl_max_s;
     int64_t session_evict;          /* enum rnnd_evict */

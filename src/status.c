@@ -13,6 +13,8 @@ const char *rnnd_status_str(int status)
     case RNND_ERR_NUMERIC: return "non-finite result";
     case RNND_ERR_INTERNAL: return "internal error";
     case RNND_ERR_CONFLICT: return "conflict";
+    case RNND_ERR_BUSY: return "busy";
+    case RNND_ERR_STOPPED: return "stopped";
     }
     return "unknown status";
 }

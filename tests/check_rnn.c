@@ -562,7 +562,7 @@ static void check_threads(const char *arch, unsigned seed, int stateful)
             for (size_t nt = 1; nt <= 3; nt++)
                 for (int threaded = 0; threaded < 2; threaded++) {
                     test_par tp = {.threaded = threaded, .max_n = nt};
-                    rnnd_parallel par = {test_par_run, &tp, nt};
+                    rnnd_parallel par = {test_par_run, &tp, nt, NULL};
                     if (whole)
                         run_whole(&fx, &par, o2, s2);
                     else

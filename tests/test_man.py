@@ -84,7 +84,8 @@ def main():
                 ok = ("Default %s." % want) in para
             ck.check(ok, "rnnd.8 gives %s's default %r: %r" % (flag, want, para[-120:]))
         b = re.search(r"(\d+)\.\.(\d+)\)", text)
-        if b and flag not in ("--max-body-bytes", "--max-state-bytes", "--max-header-bytes"):
+        if b and flag not in ("--max-body-bytes", "--max-state-bytes", "--max-header-bytes",
+                              "--max-request-memory", "--memory-budget"):
             ck.check("(%s..%s" % b.groups() in para or "%s..%s)" % b.groups() in para,
                      "rnnd.8 gives %s's bounds %s..%s" % ((flag,) + b.groups()))
     for flag in ("--config", "--print-config", "--help"):

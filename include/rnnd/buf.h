@@ -18,6 +18,9 @@ void rnnd_buf_init(rnnd_buf *b);
 void rnnd_buf_free(rnnd_buf *b);            /* frees data, leaves an empty buffer */
 char *rnnd_buf_steal(rnnd_buf *b, size_t *len); /* hands over data (caller frees) */
 int rnnd_buf_failed(const rnnd_buf *b);     /* nonzero after OOM or a non-finite float */
+/* Make room for N more bytes (and the NUL) now, so appends up to that size never reallocate.
+ * Returns 0, or -1 with the buffer failed. */
+int rnnd_buf_reserve(rnnd_buf *b, size_t n);
 
 void rnnd_buf_append(rnnd_buf *b, const char *s, size_t n);
 void rnnd_buf_puts(rnnd_buf *b, const char *s);

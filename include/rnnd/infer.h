@@ -16,6 +16,11 @@ typedef struct rnnd_infer_limits {
     size_t max_sequences;   /* 0 = unlimited */
     size_t max_steps;       /* per sequence; 0 = unlimited */
     size_t max_total_steps; /* over the batch; 0 = unlimited */
+    /* Called once the request's shape is known and before its arrays are allocated, with
+     * every byte it will need until it is answered (rnnd_infer_bytes()); nonzero refuses
+     * the request with that status and ADMIT's message in ERR. NULL: no budget. */
+    int (*admit)(void *ctx, size_t bytes, char *err, size_t errlen);
+    void *admit_ctx;
 } rnnd_infer_limits;
 
 typedef struct rnnd_infer_req rnnd_infer_req;
@@ -37,6 +42,12 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
                           const json_t *body, const rnnd_infer_limits *limits,
                           rnnd_infer_req **out, char *err, size_t errlen);
 
+/* The memory REQ needs from parsing to its encoded response: its input and output arrays,
+ * rnnd_net_forward()'s scratch for it, and the longest response text it can have
+ * (rnnd_infer_encode() reserves that up front, so the buffer never grows past it).
+ * Saturates at SIZE_MAX. */
+size_t rnnd_infer_bytes(const rnnd_net *net, const rnnd_infer_req *req);
+
 /* Compute. Returns 0, RNND_ERR_NUMERIC (NaN/Inf appeared), or another negative status.
  * rnnd_infer_run_many(net, &req, 1, ...). */
 int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t errlen);
@@ -48,6 +59,11 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
  * every request succeeded, else the first failure's status with its message in ERR. */
 int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
                         char *err, size_t errlen);
+
+/* The same with PAR (rnnd_net_forward_par()): its stop flag makes every request of the call
+ * fail with RNND_ERR_STOPPED between two steps. */
+int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
+                            const rnnd_parallel *par, char *err, size_t errlen);
 
 /* The outcome of REQ's last run: 0, or its negative status with the message in ERR. */
 int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen);

@@ -24,6 +24,7 @@
 #ifndef RNND_RNN_H
 #define RNND_RNN_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "rnnd/model.h"
@@ -39,6 +40,9 @@ typedef struct rnnd_parallel {
     void (*run)(void *ctx, void (*fn)(void *arg, size_t i), void *arg, size_t n);
     void *ctx;
     size_t threads;
+    /* rnnd_net_forward_par() checks it between steps: once nonzero it gives up with
+     * RNND_ERR_STOPPED (a server stopping must not wait for a long sequence). NULL: never. */
+    const atomic_int *stop;
 } rnnd_parallel;
 
 /* Pack MODEL's weights for KERNELS. Takes its own reference on MODEL. */
@@ -85,11 +89,17 @@ int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,
                      const float *const *init, float *const *outputs, float *const *final,
                      char *err, size_t errlen);
 
-/* rnnd_net_forward() with its work split across PAR's threads (NULL: one thread). */
+/* rnnd_net_forward() with its work split across PAR's threads (NULL: one thread); when
+ * PAR->stop becomes nonzero it returns RNND_ERR_STOPPED at the next step, outputs unfinished. */
 int rnnd_net_forward_par(const rnnd_net *net, size_t B, const size_t *lens,
                          const int32_t *const *tokens, const float *const *vectors,
                          const float *const *init, float *const *outputs,
                          float *const *final, const rnnd_parallel *par,
                          char *err, size_t errlen);
+
+/* The bytes of scratch rnnd_net_forward() allocates for B sequences of N steps in all, the
+ * longest T: known before the call, so a server can refuse work that does not fit its
+ * memory budget instead of allocating it. SIZE_MAX when the sizes overflow. */
+size_t rnnd_net_forward_bytes(const rnnd_net *net, size_t B, size_t N, size_t T);
 
 #endif

@@ -12,7 +12,9 @@ typedef enum rnnd_status {
     RNND_ERR_LIMIT = -6,      /* a configured limit was exceeded */
     RNND_ERR_NUMERIC = -7,    /* the computation produced NaN or Inf */
     RNND_ERR_INTERNAL = -8,
-    RNND_ERR_CONFLICT = -9    /* valid, but not for this resource (a state of another model) */
+    RNND_ERR_CONFLICT = -9,   /* valid, but not for this resource (a state of another model) */
+    RNND_ERR_BUSY = -10,      /* would fit alone, but not now: a shared budget is spent */
+    RNND_ERR_STOPPED = -11    /* given up part way because the server is stopping */
 } rnnd_status;
 
 /* A short constant name for a status ("ok", "nomem", ...). */

@@ -127,6 +127,9 @@ static fz_daemon *daemon_start(void)
     setting(cfg, "http_threads", "2");
     setting(cfg, "workers", "2");
     setting(cfg, "max_body_bytes", "64K");
+    /* small enough that a fuzzed body can reach both refusals (413, 429) */
+    setting(cfg, "max_request_memory", "2M");
+    setting(cfg, "memory_budget", "4M");
     setting(cfg, "max_steps_per_request", "64");
     setting(cfg, "max_generate_tokens", "16");
     setting(cfg, "max_sequences", "8");
@@ -164,6 +167,7 @@ static fz_daemon *daemon_start(void)
     app->infer_limits.max_sequences = (size_t)cfg->max_sequences;
     app->infer_limits.max_steps = (size_t)cfg->max_infer_steps;
     app->infer_limits.max_total_steps = (size_t)cfg->max_infer_steps;
+    rnnd_membudget_init(&app->mem, (size_t)cfg->memory_budget, (size_t)cfg->max_request_memory);
 
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     FZ_CHECK(k != NULL, "kernels");

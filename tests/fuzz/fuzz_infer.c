@@ -68,7 +68,7 @@ static void run(const rnnd_net *net, rnnd_infer_req *req)
 static void parse_run(const rnnd_net *net, const rnnd_tokenizer *tok, int text,
                       const json_t *body)
 {
-    static const rnnd_infer_limits lim = {MAX_SEQ, MAX_STEPS, MAX_TOTAL};
+    static const rnnd_infer_limits lim = {MAX_SEQ, MAX_STEPS, MAX_TOTAL, NULL, NULL};
     char err[512] = "";
     rnnd_infer_req *req = NULL;
     int rc = text ? rnnd_infer_parse_text(net, tok, body, &lim, &req, err, sizeof err)

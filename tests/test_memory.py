@@ -1,0 +1,270 @@
+"""The memory budget (docs/security.md, "Memory"): issue 13's amplification attacks, each run
+against a daemon with small settings, measuring the daemon's peak RSS (VmHWM, reset through
+/proc/PID/clear_refs before each attack) and asserting it stays within the budget:
+- a body of empty objects {"inputs":[{},{},...]}, which jansson turns into ~80x its size,
+  alone and two at once (the parse is metered: it stops at max_request_memory);
+- 65,536 steps on charlm (a 400 MB work space) and 1,024 steps on a model with 16,384 hidden
+  units and proj_size 1 (256 MB): refused with 413 before anything is allocated;
+- 30 keep-alive clients that never read their 11 MB responses: the requests in flight hold
+  at most memory_budget, the others get 429 with Retry-After;
+and that a long infer round stops at shutdown_timeout_s instead of running to its end.
+Prints each peak; exits 1 on any failure."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from daemon_util import PYTHON3, Checker, Daemon, tmpdir
+
+C = Checker()
+WORK = tmpdir("memory")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+MIB = 1 << 20
+PER_REQUEST = 48 * MIB
+BUDGET = 128 * MIB
+SETTINGS = ["--max-request-memory", "48M", "--memory-budget", "128M", "--max-body-bytes", "4M",
+            "--workers", "2", "--http-threads", "4"]
+
+
+def asan_build():
+    out = subprocess.run(["ldd", os.environ["RNND_BIN"]], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
+ASAN = asan_build()
+# Under ASan each block carries redzones, shadow memory and a quarantine: bounds are looser.
+SLACK = (160 if ASAN else 24) * MIB
+FACTOR = 3 if ASAN else 1
+
+
+def env():
+    e = dict(os.environ)
+    if ASAN:
+        e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16").lstrip(":")
+    return e
+
+
+def write_model(name, arch, seed=1):
+    """A native spec with random weights, converted by the project's converter."""
+    out = os.path.join(WORK, name + ".rnnd")
+    if os.path.exists(out):
+        return out
+    rng = np.random.default_rng(seed)
+    t, in_dim = {}, arch["input"]["dim"]
+    for li, L in enumerate(arch["layers"]):
+        H, G = L["hidden_size"], {"rnn": 1, "lstm": 4}[L["type"]]
+        o = L.get("proj_size", 0) or H
+        p = "layers.%d.0." % li
+        t[p + "W"] = rng.uniform(-0.5, 0.5, (G * H, in_dim))
+        t[p + "R"] = rng.uniform(-0.5, 0.5, (G * H, o))
+        t[p + "Wb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        t[p + "Rb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        if L.get("proj_size"):
+            t[p + "proj"] = rng.uniform(-0.01, 0.01, (o, H))
+        in_dim = o
+    if arch.get("head"):
+        arch["head"]["in_dim"] = in_dim
+        t["head.weight"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"], in_dim))
+        t["head.bias"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"],))
+    npz = os.path.join(WORK, name + ".npz")
+    np.savez(npz, **{k: v.astype(np.float32) for k, v in t.items()})
+    arch = dict(arch, format_version=1, weights=os.path.basename(npz))
+    spec = os.path.join(WORK, name + ".json")
+    with open(spec, "w") as f:
+        json.dump(arch, f)
+    subprocess.run([PYTHON3, "-m", "rnnd_convert", spec, "-o", out], check=True,
+                   capture_output=True, timeout=120)
+    return out
+
+
+def layer(kind, hidden, **kw):
+    return dict({"type": kind, "hidden_size": hidden, "direction": "forward"}, **kw)
+
+
+def vec(dim):
+    return {"kind": "vectors", "dim": dim}
+
+
+def hwm_reset(pid):
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")    # resets VmHWM to the current RSS
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def raw_request(port, path, body, rcvbuf=None):
+    """Send a POST without reading; returns the socket."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", port))
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+    return s
+
+
+def read_status(s):
+    """The status code of the reply on S (reads the head only)."""
+    data = b""
+    while b"\r\n" not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ")[1]) if data.startswith(b"HTTP/1.1 ") else 0
+
+
+def code_of(j):
+    return j.get("error", {}).get("code") if isinstance(j, dict) else None
+
+
+def attack(d, name, fn, bound):
+    """Run FN against D; check the peak RSS growth stays under BOUND bytes."""
+    pid = d.proc.pid
+    time.sleep(0.3)
+    base = status_kib(pid, "VmRSS")
+    hwm_reset(pid)
+    t0 = time.monotonic()
+    fn()
+    peak = status_kib(pid, "VmHWM")
+    grew = (peak - base) * 1024
+    print("%s: RSS %d MiB before, peak %d MiB (+%d MiB) in %.1f s; bound +%d MiB"
+          % (name, base // 1024, peak // 1024, grew // MIB, time.monotonic() - t0,
+             bound // MIB))
+    C.check(grew <= bound, "%s: peak RSS growth %d MiB within %d MiB"
+            % (name, grew // MIB, bound // MIB))
+    s, _, _ = d.request("GET", "/healthz")
+    C.eq(s, 200, "%s: the daemon serves on" % name)
+
+
+def empty_objects():
+    n = (4 * MIB - 16) // 3
+    return b'{"inputs":[' + b",".join([b"{}"] * n) + b"]}"
+
+
+def check_json_amplification():
+    body = empty_objects()
+    with Daemon({"charlm": CHARLM}, *SETTINGS, env=env()) as d:
+        def one():
+            s, h, j = d.request("POST", "/v1/models/charlm/infer", raw=body)
+            C.eq((s, code_of(j)), (413, "limit_exceeded"),
+                 "empty objects: 413 limit_exceeded")
+            C.check("max_request_memory" in str(j), "the message names "
+                    "max_request_memory: %s" % str(j)[:200])
+        attack(d, "4 MB of {} (one)", one, FACTOR * PER_REQUEST + SLACK)
+
+        def two():
+            got = []
+
+            def run():
+                s, _, j = d.request("POST", "/v1/models/charlm/infer", raw=body)
+                got.append((s, code_of(j)))
+            ts = [threading.Thread(target=run) for _ in range(2)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            C.check(len(got) == 2 and all(g in ((413, "limit_exceeded"), (429, "overloaded"))
+                                          for g in got), "two at once: 413 or 429 (%s)" % got)
+        attack(d, "4 MB of {} (two at once)", two, FACTOR * 2 * PER_REQUEST + SLACK)
+
+
+def check_work_space():
+    wide = write_model("wide", {"input": vec(1), "layers": [layer("lstm", 16384, proj_size=1)]})
+    with Daemon({"charlm": CHARLM, "wide": wide}, *SETTINGS, env=env()) as d:
+        def long_charlm():
+            body = json.dumps({"inputs": [[1] * 65536], "outputs": "last"}).encode()
+            s, _, j = d.request("POST", "/v1/models/charlm/infer", raw=body)
+            C.eq((s, code_of(j)), (413, "limit_exceeded"), "65,536 steps: 413")
+        attack(d, "65,536 steps on charlm", long_charlm, FACTOR * PER_REQUEST + SLACK)
+
+        def wide_model():
+            body = json.dumps({"inputs": [[[0.5]] * 1024], "outputs": "last"}).encode()
+            s, _, j = d.request("POST", "/v1/models/wide/infer", raw=body)
+            C.eq((s, code_of(j)), (413, "limit_exceeded"), "H = 16384: 413")
+        attack(d, "1,024 steps, H = 16384, proj 1", wide_model, FACTOR * PER_REQUEST + SLACK)
+
+        s, _, j = d.request("POST", "/v1/models/charlm/infer", {"inputs": [[1, 2, 3]]})
+        C.eq(s, 200, "a small infer still answers 200")
+        s, _, j = d.request("POST", "/v1/models/wide/infer", {"inputs": [[[0.5]] * 8]})
+        C.eq(s, 200, "a short sequence on the wide model answers 200")
+
+
+def check_unread_responses():
+    fat = write_model("fat", {"input": vec(1), "layers": [layer("rnn", 4)],
+                              "head": {"out_dim": 1024, "norm": "none"}})
+    body = json.dumps({"inputs": [[[0.5]] * 1000]}).encode()
+    with Daemon({"fat": fat}, *SETTINGS, env=env()) as d:
+        s, _, j = d.request("POST", "/v1/models/fat/infer", raw=body)
+        C.eq(s, 200, "one 1,000-step infer with 1,024 outputs a step answers 200")
+        size = len(json.dumps(j))
+        print("a response is %.1f MiB" % (size / MIB))
+        socks = []
+
+        def flood():
+            for _ in range(30):
+                socks.append(raw_request(d.port, "/v1/models/fat/infer", body, rcvbuf=4096))
+            time.sleep(3)       # every request parsed, computed or refused by now
+        attack(d, "30 clients not reading 11 MB responses", flood, FACTOR * BUDGET + SLACK)
+        codes = []
+        for s in socks:
+            s.settimeout(1)
+            try:
+                codes.append(read_status(s))
+            except OSError:
+                codes.append(0)
+            s.close()
+        print("statuses: %s" % sorted(codes))
+        C.check(codes.count(429) >= 20, "most of them got 429 (%d)" % codes.count(429))
+        C.check(codes.count(200) >= 1, "some got 200 (%d)" % codes.count(200))
+
+
+def check_shutdown():
+    slow = write_model("slow", {"input": vec(1), "layers": [layer("lstm", 1024)]})
+    with Daemon({"slow": slow}, "--shutdown-timeout-s", "1", "--max-infer-steps", "1000000",
+                "--max-request-memory", "1G", env=env()) as d:
+        # calibrate: a round of STEPS steps that lasts at least 4 s on this machine
+        t0 = time.monotonic()
+        s, _, _ = d.request("POST", "/v1/models/slow/infer",
+                            {"inputs": [[[0.5]] * 200], "outputs": "last"})
+        per_step = (time.monotonic() - t0) / 200
+        steps = min(200000, max(2000, int(6.0 / max(per_step, 1e-6))))
+        body = json.dumps({"inputs": [[[0.5]] * steps], "outputs": "last"}).encode()
+        print("shutdown: %.3f ms a step, a round of %d steps (~%.1f s)"
+              % (per_step * 1e3, steps, per_step * steps))
+        sock = raw_request(d.port, "/v1/models/slow/infer", body)
+        time.sleep(0.5)
+        rc, took = d.stop(timeout=30)
+        try:
+            code = read_status(sock)
+        except OSError:
+            code = 0
+        sock.close()
+        print("shutdown took %.1f s, the infer got %d" % (took, code))
+        C.eq(rc, 0, "clean exit")
+        C.check(took < 3.0, "stopped within shutdown_timeout_s + 2 s (%.1f s)" % took)
+        C.eq(code, 503, "the interrupted infer got 503")
+
+
+def main():
+    check_json_amplification()
+    check_work_space()
+    check_unread_responses()
+    check_shutdown()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
