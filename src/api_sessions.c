@@ -35,6 +35,27 @@ static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t 
     return 0;
 }
 
+/* "ttl_s" of BODY, when present, into *OUT: an integer that rnnd_session_ttl_check (the
+ * snapshot restore's check too) accepts. */
+static int ttl_field(rnnd_req *r, const json_t *body, int64_t max, int64_t *out)
+{
+    const json_t *v = json_object_get(body, "ttl_s");
+    if (!v)
+        return 0;
+    char why[160];
+    if (!json_is_integer(v)) {
+        rnnd_reply_error(r, "invalid_request", "ttl_s: expected an integer in 1..%" PRId64
+                         ", got %s", max, rnnd_json_type_desc(v));
+        return -1;
+    }
+    if (rnnd_session_ttl_check((double)json_integer_value(v), max, why, sizeof why)) {
+        rnnd_reply_error(r, "invalid_request", "%s", why);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
 static const rnnd_entry *entry_of(rnnd_session *s)
 {
     return rnnd_session_model(s);
@@ -156,7 +177,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
         return;
     }
     int64_t ttl = app->cfg->session_ttl_s;
-    if (int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
+    if (ttl_field(r, body, app->cfg->session_ttl_max_s, &ttl))
         return;
     float *init;
     if (state_field(r, body, e, &init))
@@ -800,7 +821,7 @@ void rnnd_api_session_fork(rnnd_req *r)
     if (body && rnnd_api_check_fields(r, body, fields))
         return;
     int64_t ttl = 0;    /* the default ttl, not the parent's */
-    if (body && int_field(r, body, "ttl_s", 1, app->cfg->session_ttl_max_s, &ttl))
+    if (body && ttl_field(r, body, app->cfg->session_ttl_max_s, &ttl))
         return;
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)

@@ -63,20 +63,69 @@ static int number_field(const json_t *obj, const char *name, double *out, char *
     return 0;
 }
 
+int rnnd_gen_max_tokens_check(int64_t v, int64_t max, char *err, size_t errlen)
+{
+    if (v < 1) {
+        snprintf(err, errlen, "max_tokens: expected an integer of at least 1");
+        return RNND_ERR_INVALID;
+    }
+    if (v > max) {
+        snprintf(err, errlen, "max_tokens: %" PRId64 " is more than max_generate_tokens (%"
+                 PRId64 ")", v, max);
+        return RNND_ERR_LIMIT;
+    }
+    return RNND_OK;
+}
+
+int rnnd_gen_seed_check(uint64_t seed, char *err, size_t errlen)
+{
+    /* jansson reads integers as signed 64-bit: 2^63..2^64-1 arrive as reals, refused */
+    if (seed > INT64_MAX) {
+        snprintf(err, errlen, "seed: expected an integer from 0 to 2^63-1");
+        return RNND_ERR_INVALID;
+    }
+    return RNND_OK;
+}
+
+int rnnd_gen_stop_check(const char *s, size_t len, size_t index, char *err, size_t errlen)
+{
+    if (len == 0 || len > RNND_GEN_STOP_BYTES || memchr(s, 0, len)) {
+        snprintf(err, errlen, "stop[%zu]: expected a non-empty string of at most %d bytes",
+                 index, RNND_GEN_STOP_BYTES);
+        return RNND_ERR_INVALID;
+    }
+    return RNND_OK;
+}
+
+int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err,
+                          size_t errlen)
+{
+    int rc;
+    if ((rc = rnnd_gen_max_tokens_check(p->max_tokens, max_tokens, err, errlen)) ||
+        (rc = rnnd_sampling_check(&p->sampling, err, errlen)) ||
+        (p->has_seed && (rc = rnnd_gen_seed_check(p->seed, err, errlen))))
+        return rc;
+    if (p->n_stop > RNND_GEN_MAX_STOP) {
+        snprintf(err, errlen, "stop: %zu strings, at most %d", p->n_stop, RNND_GEN_MAX_STOP);
+        return RNND_ERR_INVALID;
+    }
+    for (size_t i = 0; i < p->n_stop; i++)
+        if ((rc = rnnd_gen_stop_check(p->stop[i], strnlen(p->stop[i], sizeof p->stop[i]), i,
+                                      err, errlen)))
+            return rc;
+    return RNND_OK;
+}
+
 int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p,
                           char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, "max_tokens");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 1) {
-            snprintf(err, errlen, "max_tokens: expected an integer of at least 1");
-            return RNND_ERR_INVALID;
-        }
-        if (json_integer_value(v) > max_tokens) {
-            snprintf(err, errlen, "max_tokens: %" JSON_INTEGER_FORMAT " is more than "
-                     "max_generate_tokens (%" PRId64 ")", json_integer_value(v), max_tokens);
-            return RNND_ERR_LIMIT;
-        }
+        int rc = json_is_integer(v) ? rnnd_gen_max_tokens_check(json_integer_value(v),
+                                                                max_tokens, err, errlen)
+                                    : rnnd_gen_max_tokens_check(0, max_tokens, err, errlen);
+        if (rc)
+            return rc;
         p->max_tokens = json_integer_value(v);
     }
     int rc;
@@ -99,11 +148,8 @@ int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params
         return rc;
     v = json_object_get(obj, "seed");
     if (v && !json_is_null(v)) {
-        /* jansson reads integers as signed 64-bit: 2^63..2^64-1 arrive as reals, refused */
-        if (!json_is_integer(v) || json_integer_value(v) < 0) {
-            snprintf(err, errlen, "seed: expected an integer from 0 to 2^63-1");
-            return RNND_ERR_INVALID;
-        }
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+            return rnnd_gen_seed_check(UINT64_MAX, err, errlen);
         p->has_seed = 1;
         p->seed = (uint64_t)json_integer_value(v);
     }
@@ -122,12 +168,9 @@ int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params
         for (size_t i = 0; i < n; i++) {
             const json_t *e = json_is_string(v) ? v : json_array_get(v, i);
             size_t len = json_is_string(e) ? json_string_length(e) : 0;
-            if (!json_is_string(e) || len == 0 || len > RNND_GEN_STOP_BYTES ||
-                memchr(json_string_value(e), 0, len)) {
-                snprintf(err, errlen, "stop[%zu]: expected a non-empty string of at most %d "
-                         "bytes", i, RNND_GEN_STOP_BYTES);
-                return RNND_ERR_INVALID;
-            }
+            if ((rc = rnnd_gen_stop_check(json_is_string(e) ? json_string_value(e) : "", len, i,
+                                          err, errlen)))
+                return rc;
             memcpy(p->stop[i], json_string_value(e), len + 1);
             p->n_stop++;
         }

@@ -37,6 +37,19 @@ typedef struct rnnd_gen_params {
 /* The built-in defaults: max_tokens 64, temperature 1, top_k 0, top_p 1, no seed, no stop. */
 void rnnd_gen_params_default(rnnd_gen_params *p);
 
+/* The checks of each generation field, shared by the API (rnnd_gen_params_parse) and the
+ * snapshot restore (rnnd_gen_params_check), so a value is accepted from a file exactly when a
+ * request could have set it. Each returns 0 or RNND_ERR_INVALID with ERR naming the field;
+ * max_tokens above MAX is RNND_ERR_LIMIT (the setting max_generate_tokens). */
+int rnnd_gen_max_tokens_check(int64_t v, int64_t max, char *err, size_t errlen);
+int rnnd_gen_seed_check(uint64_t seed, char *err, size_t errlen);
+int rnnd_gen_stop_check(const char *s, size_t len, size_t index, char *err, size_t errlen);
+
+/* Every field of P (max_tokens against MAX_TOKENS, the sampling, the seed, the stop strings)
+ * with the checks above. Returns 0, RNND_ERR_LIMIT (max_tokens only) or RNND_ERR_INVALID. */
+int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err,
+                          size_t errlen);
+
 /* Read the sampling fields of OBJ ("max_tokens", "temperature", "top_k", "top_p", "seed",
  * "stop"; others are ignored: the caller checks unknown fields) over *P, which holds the
  * defaults on entry. max_tokens must be 1..MAX_TOKENS; seed an integer 0..2^64-1; stop a

@@ -462,44 +462,49 @@ static rnnd_model *model_alloc(void)
 int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading must not wait for a writer (the main thread
+     * loads models, and a reload would block signals and the expiry sweep); it has no effect
+     * on the regular file read_fd insists on */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return rnnd_model_fail(err, errlen, path, "file", errno == ENOMEM ? RNND_ERR_NOMEM :
                                RNND_ERR_IO, "cannot open: %s", strerror(errno));
+    int rc = rnnd_model_read_fd(fd, path, out, err, errlen);
+    close(fd);
+    return rc;
+}
+
+int rnnd_model_read_fd(int fd, const char *label, rnnd_model **out, char *err, size_t errlen)
+{
+    const char *path = label;
+    *out = NULL;
+    /* every check is on the open file itself, so a path swapped after the open cannot
+     * change what is read */
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
+    if (fstat(fd, &st) != 0)
         return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "cannot stat: %s",
-                               strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
+                               strerror(errno));
+    if (!S_ISREG(st.st_mode))
         return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "not a regular file");
-    }
     rnnd_model *m = model_alloc();
-    if (!m) {
-        close(fd);
+    if (!m)
         return rnnd_model_fail(err, errlen, path, "memory", RNND_ERR_NOMEM, "out of memory");
-    }
     /* Read, not mapped: the model must not change under the daemon when its file is
      * rewritten or truncated in place (a reload then sees the new file; loaded versions keep
      * their bytes), and validation and digest see exactly the bytes that are used. */
     size_t want = (size_t)st.st_size;
     m->base = malloc(want ? want : 1);
     if (!m->base) {
-        close(fd);
         free(m);
         return rnnd_model_fail(err, errlen, path, "memory", RNND_ERR_NOMEM, "out of memory");
     }
     size_t got = 0;
     while (got < want) {
-        ssize_t n = read(fd, (char *)m->base + got, want - got);
+        ssize_t n = pread(fd, (char *)m->base + got, want - got, (off_t)got);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             int e = errno;
-            close(fd);
             model_destroy(m);
             return rnnd_model_fail(err, errlen, path, "file", RNND_ERR_IO, "cannot read: %s",
                                    strerror(e));
@@ -509,7 +514,6 @@ int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen
         got += (size_t)n;
     }
     m->len = got;
-    close(fd);
     int rc = load(m, path, err, errlen);
     if (rc) {
         model_destroy(m);

@@ -1,6 +1,7 @@
 /* Sessions that survive restarts (see persist.h). */
 #include "persist.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,30 @@ static const char *owner_name(const rnnd_app *app, uint64_t owner)
     return "removed";
 }
 
+/* REC's own fields, with the checks the API applies to the same fields (a crafted or corrupt
+ * snapshot must not hand the engine a value no request could set: max_tokens 0 overflowed
+ * generate's buffers, a NaN ttl never expired). A value only above a setting lowered since
+ * it was saved is lowered to it, as the ttl always was. Returns 0 or RNND_ERR_INVALID with
+ * ERR naming the field. */
+static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size_t errlen)
+{
+    int64_t ttl_max = app->cfg->session_ttl_max_s, gen_max = app->cfg->max_generate_tokens;
+    int rc = rnnd_session_ttl_check(rec->ttl_s, ttl_max, err, errlen);
+    if (rc == RNND_ERR_LIMIT)
+        rec->ttl_s = (double)ttl_max;
+    else if (rc)
+        return RNND_ERR_INVALID;
+    if (!isfinite(rec->idle_s) || rec->idle_s < 0) {
+        snprintf(err, errlen, "idle_s: expected a finite number >= 0, got %g", rec->idle_s);
+        return RNND_ERR_INVALID;
+    }
+    if (!rec->has_gen)
+        return RNND_OK;
+    if (rnnd_gen_params_check(&rec->gen, gen_max, err, errlen) == RNND_ERR_LIMIT)
+        rec->gen.max_tokens = gen_max;
+    return rnnd_gen_params_check(&rec->gen, gen_max, err, errlen) ? RNND_ERR_INVALID : RNND_OK;
+}
+
 /* Why REC cannot come back, or NULL when it can (E set). */
 static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
 {
@@ -207,7 +232,7 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
         return "model_changed";
     if (!(*e)->stateful || rec->n_floats != (*e)->state_floats)
         return "state_mismatch";
-    if (!(rec->idle_s >= 0) || rec->idle_s >= rec->ttl_s)
+    if (rec->idle_s >= rec->ttl_s)
         return "expired";
     return NULL;
 }
@@ -231,27 +256,26 @@ size_t rnnd_persist_restore(rnnd_app *app)
         return 0;
     }
     size_t restored = 0, dropped = 0;
-    double ttl_max = (double)app->cfg->session_ttl_max_s;
     for (size_t i = 0; i < rnnd_snap_count(snap); i++) {
         rnnd_snap_rec rec;
         const rnnd_entry *e;
         rnnd_snap_get(snap, i, &rec);
-        const char *why = check_rec(app, &rec, &e);
+        char bad[256] = "";
+        const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
+                                                                   : check_rec(app, &rec, &e);
         rnnd_session *s = NULL;
-        if (!why) {
-            double ttl = rec.ttl_s > ttl_max ? ttl_max : rec.ttl_s;
-            if (rnnd_session_restore(app->sessions, rec.id, rec.owner, (void *)e,
-                                     e->state_floats,
-                                     rec.state, rec.steps, ttl, rec.created, rec.idle_s, &s,
-                                     err, sizeof err))
-                why = "refused";
-        }
+        if (!why && rnnd_session_restore(app->sessions, rec.id, rec.owner, (void *)e,
+                                         e->state_floats, rec.state, rec.steps, rec.ttl_s,
+                                         rec.created, rec.idle_s, &s, err, sizeof err))
+            why = "refused";
         if (why) {
+            char qm[300];
             dropped++;
             /* never the id (docs/security.md): its record number and key say which */
             RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped",
-                     "record=%zu key=%s model=%s reason=%s", i, owner_name(app, rec.owner),
-                     rnnd_log_quote(q, sizeof q, rec.model), why);
+                     "record=%zu key=%s model=%s reason=%s%s%s", i, owner_name(app, rec.owner),
+                     rnnd_log_quote(q, sizeof q, rec.model), why, bad[0] ? " msg=" : "",
+                     bad[0] ? rnnd_log_quote(qm, sizeof qm, bad) : "");
             continue;
         }
         if (rec.has_gen) {

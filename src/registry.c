@@ -2,10 +2,12 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "batcher.h"
 #include "rnnd/status.h"
@@ -50,8 +52,8 @@ void rnnd_entry_unref(rnnd_entry *e)
 void rnnd_entry_ref_v(void *e) { rnnd_entry_ref(e); }
 void rnnd_entry_unref_v(void *e) { rnnd_entry_unref(e); }
 
-/* Load PATH as NAME into a new entry (one reference). */
-static int entry_load(const char *name, size_t namelen, const char *path,
+/* Load the file open at FD, PATH, as NAME into a new entry (one reference). */
+static int entry_load(const char *name, size_t namelen, int fd, const char *path,
                       const rnnd_kernels *kernels, rnnd_entry **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -70,7 +72,7 @@ static int entry_load(const char *name, size_t namelen, const char *path,
     memcpy(e->name, name, namelen);
     e->version = 1;
     atomic_init(&e->refs, 1);
-    int rc = rnnd_model_open(path, &e->model, err, errlen);
+    int rc = rnnd_model_read_fd(fd, path, &e->model, err, errlen);
     if (!rc)
         rc = rnnd_net_new(e->model, kernels, &e->net, err, errlen);
     if (!rc && rnnd_model_get_spec(e->model)->tokenizer[0]) {
@@ -121,11 +123,12 @@ static int push(rnnd_registry *reg, rnnd_entry *e)
     return RNND_OK;
 }
 
-/* One source of a set: NAME from PATH; DIR is the models folder it was found in, or NULL
- * for a `model = NAME=FILE` setting (the operator named that file). */
+/* One source of a set: NAME from PATH. IN_DIR: a file of the models folder, opened relative
+ * to the folder's descriptor; else a `model = NAME=FILE` setting (the operator named that
+ * file). */
 struct src {
     char *name, *path;
-    const char *dir;
+    int in_dir;
 };
 
 static int name_cmp(const void *a, const void *b)
@@ -133,12 +136,16 @@ static int name_cmp(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The *.rnnd files of DIR, sorted, as NAME/PATH pairs appended to *SRCS. */
-static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, size_t errlen)
+/* The *.rnnd files of DIR (open at DFD), sorted, as NAME/PATH pairs appended to *SRCS. */
+static int list_dir(int dfd, const char *dir, struct src **srcs, size_t *n, char *err,
+                    size_t errlen)
 {
-    DIR *d = opendir(dir);
+    int lfd = dup(dfd);     /* closedir closes it; DFD stays for the opens */
+    DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
     if (!d) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        if (lfd >= 0)
+            close(lfd);
         return RNND_ERR_IO;
     }
     /* sorted, so model order (and the listing) does not depend on the file system */
@@ -187,7 +194,7 @@ static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, si
             break;
         }
         (*srcs)[*n].name = name;
-        (*srcs)[*n].dir = dir;
+        (*srcs)[*n].in_dir = 1;
         (*srcs)[(*n)++].path = path;
     }
     if (rc == RNND_ERR_NOMEM)
@@ -198,13 +205,27 @@ static int list_dir(const char *dir, struct src **srcs, size_t *n, char *err, si
     return rc;
 }
 
-/* Every source of DIR and SPECS; *NDIR of them come from DIR. */
-static int sources(const char *dir, char *const *specs, size_t nspecs, struct src **out,
-                   size_t *n, size_t *ndir, char *err, size_t errlen)
+/* Open the models folder DIR (none: *DFD = -1). The folder itself may be reached through
+ * links: the operator chose its path. */
+static int open_dir(const char *dir, int *dfd, char *err, size_t errlen)
+{
+    *dfd = -1;
+    if (!dir || !*dir)
+        return RNND_OK;
+    if ((*dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return RNND_ERR_IO;
+    }
+    return RNND_OK;
+}
+
+/* Every source of the folder DIR (open at DFD, or -1) and SPECS; *NDIR come from DIR. */
+static int sources(int dfd, const char *dir, char *const *specs, size_t nspecs,
+                   struct src **out, size_t *n, size_t *ndir, char *err, size_t errlen)
 {
     *out = NULL;
     *n = 0;
-    int rc = dir && *dir ? list_dir(dir, out, n, err, errlen) : RNND_OK;
+    int rc = dfd >= 0 ? list_dir(dfd, dir, out, n, err, errlen) : RNND_OK;
     *ndir = *n;
     for (size_t i = 0; i < nspecs && !rc; i++) {
         const char *eq = strchr(specs[i], '=');
@@ -225,7 +246,7 @@ static int sources(const char *dir, char *const *specs, size_t nspecs, struct sr
             break;
         }
         g[*n].name = name;
-        g[*n].dir = NULL;
+        g[*n].in_dir = 0;
         g[(*n)++].path = path;
     }
     return rc;
@@ -240,22 +261,58 @@ static void free_sources(struct src *s, size_t n)
     free(s);
 }
 
-/* A file of the models folder must not be a symbolic link that leads out of it: whoever may
- * write in the folder must not be able to make the daemon read any file it can open. */
-static int confined(const struct src *s, char *err, size_t errlen)
+/* Open FILE of the folder open at DFD (PATH in messages) into *FD. Whoever may write in the
+ * folder must not make the daemon read any other file it can open, so the open itself
+ * decides: relative to the folder's descriptor, O_NOFOLLOW, and a symbolic link is followed
+ * by hand only when its target is another name of the folder itself (no '/'). The opened
+ * file is then what the loader checks (a regular file) and reads: nothing is looked up by
+ * path twice, so swapping the file for a link meanwhile changes nothing. */
+static int open_in_dir(int dfd, const char *file, const char *path, int *fd, char *err,
+                       size_t errlen)
 {
-    struct stat st;
-    if (!s->dir || lstat(s->path, &st) != 0 || !S_ISLNK(st.st_mode))
-        return 0;       /* a plain file, or one the loader will report as missing */
-    char *real = realpath(s->path, NULL), *base = realpath(s->dir, NULL);
-    size_t blen = base ? strlen(base) : 0;
-    int inside = real && base && !strncmp(real, base, blen) && real[blen] == '/';
-    if (!inside)
-        snprintf(err, errlen, "%s: a symbolic link that leads out of the models folder (to %s);"
-                 " refused", s->path, real ? real : "a missing file");
-    free(real);
-    free(base);
-    return inside ? 0 : RNND_ERR_INVALID;
+    char name[256], target[256];
+    snprintf(name, sizeof name, "%s", file);
+    for (int hops = 0; hops < 8; hops++) {
+        /* O_NONBLOCK: a FIFO must not wait for a writer (read_fd then refuses it) */
+        *fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+        if (*fd >= 0)
+            return RNND_OK;
+        ssize_t n = errno == ELOOP ? readlinkat(dfd, name, target, sizeof target - 1) : -1;
+        if (n < 0) {
+            snprintf(err, errlen, "%s: file: cannot open: %s", path, strerror(errno));
+            return RNND_ERR_IO;
+        }
+        target[n] = '\0';
+        if (!n || memchr(target, '/', (size_t)n) || !strcmp(target, ".") ||
+            !strcmp(target, "..")) {
+            snprintf(err, errlen, "%s: a symbolic link to \"%s\", which is not a file of the "
+                     "models folder itself (a link is followed only to a name without '/');"
+                     " refused", path, target);
+            return RNND_ERR_INVALID;
+        }
+        memcpy(name, target, (size_t)n + 1);
+    }
+    snprintf(err, errlen, "%s: file: cannot open: %s", path, strerror(ELOOP));
+    return RNND_ERR_IO;
+}
+
+/* Load source S (of the folder open at DFD when it is one of its files) as a new entry. */
+static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels,
+                    rnnd_entry **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int fd, rc;
+    if (s->in_dir) {
+        const char *file = strrchr(s->path, '/') + 1;  /* list_dir made PATH "DIR/FILE" */
+        if ((rc = open_in_dir(dfd, file, s->path, &fd, err, errlen)))
+            return rc;
+    } else if ((fd = open(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen, "%s: file: cannot open: %s", s->path, strerror(errno));
+        return errno == ENOMEM ? RNND_ERR_NOMEM : RNND_ERR_IO;
+    }
+    rc = entry_load(s->name, strlen(s->name), fd, s->path, kernels, out, err, errlen);
+    close(fd);
+    return rc;
 }
 
 static int duplicate(const rnnd_registry *reg, const struct src *s, char *err, size_t errlen)
@@ -272,21 +329,24 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
                        const rnnd_kernels *kernels, char *err, size_t errlen)
 {
     memset(reg, 0, sizeof *reg);
-    struct src *srcs;
-    size_t n;
-    int rc = sources(dir, specs, nspecs, &srcs, &n, &reg->dir_files, err, errlen);
+    struct src *srcs = NULL;
+    size_t n = 0;
+    int dfd, rc = open_dir(dir, &dfd, err, errlen);
+    if (!rc)
+        rc = sources(dfd, dir, specs, nspecs, &srcs, &n, &reg->dir_files, err, errlen);
     for (size_t i = 0; i < n && !rc; i++) {
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
             rc = RNND_ERR_INVALID;
-        else if (!(rc = confined(&srcs[i], err, errlen)) &&
-                 !(rc = entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels,
-                                   &e, err, errlen)) && (rc = push(reg, e))) {
+        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)) &&
+                 (rc = push(reg, e))) {
             rnnd_entry_unref(e);
             snprintf(err, errlen, "out of memory");
         }
     }
     free_sources(srcs, n);
+    if (dfd >= 0)
+        close(dfd);
     if (rc)
         rnnd_registry_free(reg);
     else if (reg->n)
@@ -300,9 +360,11 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
                          size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    struct src *srcs;
-    size_t n;
-    int rc = sources(dir, specs, nspecs, &srcs, &n, &out->dir_files, err, errlen);
+    struct src *srcs = NULL;
+    size_t n = 0;
+    int dfd, rc = open_dir(dir, &dfd, err, errlen);
+    if (!rc)
+        rc = sources(dfd, dir, specs, nspecs, &srcs, &n, &out->dir_files, err, errlen);
     char why[1024];
     for (size_t i = 0; i < n && !rc; i++) {
         if (duplicate(out, &srcs[i], why, sizeof why)) {
@@ -310,9 +372,7 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
             continue;
         }
         rnnd_entry *prev = rnnd_registry_find(old, srcs[i].name), *e = NULL;
-        if (confined(&srcs[i], why, sizeof why) ||
-            entry_load(srcs[i].name, strlen(srcs[i].name), srcs[i].path, kernels, &e, why,
-                       sizeof why)) {
+        if (src_load(dfd, &srcs[i], kernels, &e, why, sizeof why)) {
             report(arg, why);
             e = prev ? rnnd_entry_ref(prev) : NULL;     /* the old version stays */
         } else if (prev && !strcmp(prev->file_digest, e->file_digest)) {
@@ -329,6 +389,8 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
         }
     }
     free_sources(srcs, n);
+    if (dfd >= 0)
+        close(dfd);
     if (rc)
         rnnd_registry_free(out);
     else if (out->n)

@@ -1,6 +1,8 @@
 /* The session table (see session.h for the locking and job rules). */
 #include "session.h"
 
+#include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1027,4 +1029,19 @@ void rnnd_session_table_stats(rnnd_session_table *t, rnnd_session_stats *st)
     st->deleted = t->n_deleted;
     st->rejected = t->n_rejected;
     pthread_mutex_unlock(&t->acct);
+}
+
+int rnnd_session_ttl_check(double ttl_s, int64_t max, char *err, size_t errlen)
+{
+    if (!(ttl_s >= 1) || !isfinite(ttl_s) || ttl_s != floor(ttl_s)) {
+        snprintf(err, errlen, "ttl_s: expected an integer in 1..%" PRId64 ", got %g", max,
+                 ttl_s);
+        return RNND_ERR_INVALID;
+    }
+    if (ttl_s > (double)max) {
+        snprintf(err, errlen, "ttl_s: expected an integer in 1..%" PRId64 ", got %.0f", max,
+                 ttl_s);
+        return RNND_ERR_LIMIT;
+    }
+    return RNND_OK;
 }

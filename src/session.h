@@ -72,6 +72,11 @@ double rnnd_session_table_now(const rnnd_session_table *t);
 void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),
                                        void (*unref)(void *));
 
+/* The check of a session's ttl, shared by the API (create, fork) and the snapshot restore:
+ * 0 for a whole number of seconds in 1..MAX; RNND_ERR_LIMIT above MAX; RNND_ERR_INVALID for
+ * anything else (below 1, a fraction, NaN, infinite). ERR names the field ttl_s. */
+int rnnd_session_ttl_check(double ttl_s, int64_t max, char *err, size_t errlen);
+
 /* Create a session of MODEL (opaque to the table) with a state block of STATE_FLOATS floats,
  * copied from INIT or zero, a step count STEPS, and an idle ttl TTL_S (<= 0: the default).
  * Returns 0 with *OUT holding one reference for the caller (the table keeps its own),

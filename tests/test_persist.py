@@ -13,6 +13,8 @@
   another name keeps its sessions. A version 2 snapshot (from before state digests: records
   hold the model file's SHA-256) restores its sessions onto the same files, and drops with a
   log line those whose file changed.
+- Every restored field is checked as the API checks it (issue 13.7): crafted max_tokens and
+  NaN ttl_s / temperature lose their record, the listing stays JSON.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -76,6 +78,70 @@ def rewrite_snapshot(version, digests):
     body += raw[end:end + 16]
     with open(snapshot_path(), "wb") as f:
         f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+
+
+def edit_records(edit):
+    """Rewrite the snapshot with EDIT(record id, record bytearray, offset of its owner field)
+    applied to each record, and a new trailer hash."""
+    raw = open(snapshot_path(), "rb").read()
+    body, off, end = bytearray(raw[:24]), 24, len(raw) - 48
+    while off < end:
+        (n,) = struct.unpack_from("=I", raw, off)
+        rec = bytearray(raw[off:off + 4 + n])
+        nl = rec[4 + 32]
+        edit(rec[4:4 + 32].decode(), rec, 4 + 33 + nl + 64)
+        body += rec
+        off += 4 + n
+    body += raw[end:end + 16]
+    with open(snapshot_path(), "wb") as f:
+        f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+
+
+def check_restored_fields(models):
+    """Issue 13.7: every restored field is checked as the API checks it. A snapshot whose
+    generation defaults say max_tokens 0 or -1, or whose ttl_s or temperature is NaN, loses
+    that record (reason=invalid, the field named); max_tokens 2^62 is only above the setting,
+    so it is lowered to max_generate_tokens; the listing stays JSON."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        body = {"model": "charlm", "ttl_s": 600, "generate": {"max_tokens": 5}}
+        sids = [d.request("POST", "/v1/sessions", body)[2]["id"] for _ in range(6)]
+        d.stop()
+    # owner, steps, created, ttl_s, idle_s, has_gen, then max_tokens and temperature
+    edits = {0: ("=q", 41, 0), 1: ("=q", 41, -1), 2: ("=q", 41, 2 ** 62),
+             3: ("=d", 24, float("nan")), 4: ("=d", 49, float("nan"))}
+
+    def edit(rid, rec, at):
+        i = sids.index(rid)
+        if i in edits:
+            fmt, delta, value = edits[i]
+            struct.pack_into(fmt, rec, at + delta, value)
+    edit_records(edit)
+    with Daemon(models, "--state-dir", STATE, "--max-generate-tokens", "7") as d:
+        for i, field in ((0, "max_tokens"), (1, "max_tokens"), (3, "ttl_s"),
+                         (4, "temperature")):
+            C.check(log_has(d, "event=session_dropped", sids[i], "reason=invalid",
+                            "msg=\"" + field),
+                    "record %d (%s) is dropped as invalid, naming the field" % (i, field))
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=4"),
+                "the two valid records are restored")
+        try:
+            st, _, body = d.request("GET", "/v1/sessions")
+            listed = sorted(s["id"] for s in body["sessions"])
+        except ValueError as e:
+            st, listed = "not JSON: %s" % e, None
+        C.eq((st, listed), (200, sorted([sids[2], sids[5]])), "the listing is JSON and holds "
+             "the restored sessions only")
+        st, _, got = d.request("POST", "/v1/sessions/%s/generate" % sids[2],
+                               {"prompt": "ab", "temperature": 0})
+        C.eq((st, got.get("usage", {}).get("completion_tokens") if st == 200 else got),
+             (200, 7), "max_tokens 2^62 was lowered to max_generate_tokens")
+        st, _, got = d.request("POST", "/v1/sessions/%s/generate" % sids[5],
+                               {"prompt": "ab", "temperature": 0})
+        C.eq((st, got.get("usage", {}).get("completion_tokens") if st == 200 else got),
+             (200, 5), "an untouched record keeps its defaults")
+        d.kill()
 
 
 def file_sha(path):
@@ -247,6 +313,7 @@ def main():
         d.stop()
 
     check_digests(models)
+    check_restored_fields(models)
     C.exit()
 
 

@@ -100,9 +100,15 @@ typedef struct rnnd_model_spec {
 
 typedef struct rnnd_model rnnd_model;
 
-/* Map and validate PATH. On failure returns a negative rnnd_status, *out stays NULL and ERR
- * holds one line "PATH: KEY: reason". The new model has one reference. */
+/* Read and validate PATH (a FIFO or device is refused without waiting on it). On failure
+ * returns a negative rnnd_status, *out stays NULL and ERR holds one line "PATH: KEY: reason".
+ * The new model has one reference. */
 int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen);
+
+/* The same for the file open at FD (which stays the caller's), named LABEL in errors. It
+ * must be a regular file (fstat); its bytes from offset 0 are read. A caller that must know
+ * which file it loads opens it itself (the models folder: registry.c) and hands it here. */
+int rnnd_model_read_fd(int fd, const char *label, rnnd_model **out, char *err, size_t errlen);
 
 /* Validate an in-memory file image (copied; used by fuzzers and tests). LABEL names it in
  * errors. */
