@@ -3,15 +3,18 @@
 # the source tree; dpkg-buildpackage writes its results beside the copy). Then:
 # - its files (dpkg-deb -c): daemon, converter with every module of tools/rnnd_convert, the
 #   units, the conf file in /etc/rnnd (a conffile), man pages, the bundled model, the models
-#   folder /var/lib/rnnd/models, and nothing else out of place;
+#   folder /var/lib/rnnd/models, root's like /var/lib/rnnd, and nothing else out of place;
 # - its control fields (dpkg-deb -I): version = rnnd --version, the dependencies;
-# - the installed unit and conf file: the service runs as the system user rnnd, systemd-analyze
-#   verify is silent and security rates it 2.0 or lower; the conf file serves the models folder
+# - the installed unit and conf file: the service runs as the system user rnnd and may write
+#   only its state folder /var/lib/rnnd/state, systemd-analyze verify is silent and security
+#   rates it 2.0 or lower; the conf file serves the models folder
 #   and the bundled model; the packaged programs run from the unpacked tree, and are not a
 #   sanitizer build even when this build is one (the package configures itself);
-# - the maintainer scripts, run with every command they call replaced by a recorder: configure
-#   creates the user, hands it /var/lib/rnnd and enables rnnd.service only; purge removes the
-#   saved sessions and the stat override;
+# - the maintainer scripts, run on a fake root with every command they call replaced by a
+#   recorder: configure creates the user and enables rnnd.service only, and hands the user
+#   nothing on a fresh install; an upgrade from the first layout (/var/lib/rnnd the user's)
+#   gives /var/lib/rnnd back to root and moves the snapshot into the state folder; purge
+#   removes the saved sessions, the state folder and the stat override;
 # - lintian reports no error (its other tags are printed).
 # The package is built without its own test run (DEB_BUILD_OPTIONS=nocheck). Needs dpkg-dev,
 # debhelper, lintian and the package's build dependencies (tools/setup installs them). Run by
@@ -90,8 +93,12 @@ for f in "$RNND_SRCDIR"/tools/rnnd_convert/*.py; do
     p=/usr/share/rnnd/python/rnnd_convert/$(basename "$f")
     check "the package holds $p" has "$p"
 done
-check "/var/lib/rnnd/models is a folder" \
-    grep -qE '^d[rwx-]{9} root/root .* \./var/lib/rnnd/models/$' "$T/contents"
+# The service user owns nothing the package ships: /var/lib/rnnd and its models folder are
+# root's, so it can neither replace the folder nor put a model in it.
+check "/var/lib/rnnd is root/root, mode 0755" \
+    grep -qE '^drwxr-xr-x root/root .* \./var/lib/rnnd/$' "$T/contents"
+check "/var/lib/rnnd/models is a folder, root/root, mode 0755" \
+    grep -qE '^drwxr-xr-x root/root .* \./var/lib/rnnd/models/$' "$T/contents"
 check "the programs are executable" \
     sh -c "grep -qE '^-rwxr-xr-x .* \./usr/bin/rnnd$' '$T/contents' &&
            grep -qE '^-rwxr-xr-x .* \./usr/bin/rnnd-convert$' '$T/contents'"
@@ -120,11 +127,17 @@ dpkg-deb -x "$deb" "$x"
 unit="$x/lib/systemd/system/rnnd.service"
 exec_start='ExecStart=/usr/bin/rnnd serve --config /etc/rnnd/rnnd.conf'
 exec_start="$exec_start"' --state-dir ${STATE_DIRECTORY}'
-for line in 'User=rnnd' 'Group=rnnd' 'StateDirectory=rnnd' 'StateDirectoryMode=0700' \
-            'Type=notify' "$exec_start"; do
+for line in 'User=rnnd' 'Group=rnnd' 'StateDirectory=rnnd/state' 'StateDirectoryMode=0700' \
+            'ProtectSystem=strict' 'Type=notify' "$exec_start"; do
     check "the packaged rnnd.service has '$line'" grep -qxF "$line" "$unit"
 done
 check "the packaged rnnd.service has no DynamicUser=" sh -c "! grep -q '^DynamicUser=' '$unit'"
+# Under ProtectSystem=strict the service writes only the folders these lines name: the state
+# folder must be the only one, and not the folder that holds the models.
+writable='ProtectSystem|ReadWritePaths|(State|Runtime|Cache|Logs)Directory'
+grep -E "^($writable)=" "$unit" | sort >"$T/writable"
+check "the service may write /var/lib/rnnd/state only (no ReadWritePaths=, no other folder)" \
+    test "$(cat "$T/writable")" = "$(printf 'ProtectSystem=strict\nStateDirectory=rnnd/state')"
 mkdir -p "$T/units"
 sed "s|^ExecStart=/usr/bin/rnnd |ExecStart=$x/usr/bin/rnnd |" "$unit" >"$T/units/rnnd.service"
 cp "$x/lib/systemd/system/rnnd.socket" "$T/units/rnnd.socket"
@@ -159,58 +172,151 @@ check "the packaged rnnd is not a sanitizer build" \
 for s in preinst postinst prerm postrm; do
     if [ -f "$T/ctl/$s" ]; then check "$s is valid sh" sh -n "$T/ctl/$s"; fi
 done
-# Every command the scripts may call is a recorder on an otherwise empty PATH: nothing touches
-# this machine, and a command the test does not know fails the script. The recorders answer as
-# on a fresh install: deb-systemd-helper's was-enabled is true and debian-installed false;
-# dpkg-statoverride --list answers $OVERRIDDEN.
+# The scripts run on a copy whose /var/lib/rnnd and /run/systemd/system lie under the fake
+# root $F, each time laid out as the case needs, so that what they leave there is checked
+# and nothing touches this machine. Every command they may call is a recorder on an otherwise
+# empty PATH (a command the test does not know fails the script): mkdir, mv, rm, rmdir and
+# chmod also run, on $F; chown only records (the user rnnd does not exist here). The
+# recorders answer as on a fresh install: deb-systemd-helper's was-enabled is true and
+# debian-installed false; dpkg-statoverride --list prints $OVERRIDE, and fails if it is empty.
+F="$T/fakeroot"
+scripts="$T/scripts"
 stubs="$T/stubs"
-mkdir -p "$stubs"
+mkdir -p "$scripts" "$stubs"
+for s in postinst postrm; do
+    sed -e "s|/var/lib/rnnd|$F&|g" -e "s|/run/systemd/system|$F&|g" "$T/ctl/$s" >"$scripts/$s"
+done
 for c in adduser deluser delgroup userdel groupdel dpkg-statoverride deb-systemd-helper \
-         deb-systemd-invoke systemctl rm rmdir chown chmod; do
+         deb-systemd-invoke systemctl chown; do
     cat >"$stubs/$c" <<EOF
 #!/bin/sh
 echo "\${0##*/} \$*" >>"$T/calls"
 case "\${0##*/} \$*" in
-    "dpkg-statoverride --list"*) exit "\$OVERRIDDEN" ;;
+    "dpkg-statoverride --list"*) [ -n "\$OVERRIDE" ] || exit 1; echo "\$OVERRIDE"; exit 0 ;;
     *debian-installed*) exit 1 ;;
 esac
 exit 0
 EOF
     chmod +x "$stubs/$c"
 done
-run_script() {   # run_script OVERRIDDEN SCRIPT ARGS...: the calls go to $T/calls
+for c in mkdir mv rm rmdir chmod; do
+    printf '#!/bin/sh\necho "${0##*/} $*" >>"%s"\nexec %s "$@"\n' \
+        "$T/calls" "$(command -v "$c")" >"$stubs/$c"
+    chmod +x "$stubs/$c"
+done
+lib="$F/var/lib/rnnd"
+old_override='rnnd rnnd 700 /var/lib/rnnd'
+lay_out() {   # lay_out old|new: $F as the first package (and its service) or this one left it
+    chmod -R u+w "$F" 2>/dev/null
+    rm -rf "$F"
+    mkdir -p "$lib/models" "$F/run/systemd/system"
+    if [ "$1" = old ]; then
+        chmod 0700 "$lib"
+        echo saved >"$lib/sessions.snap"
+        echo partial >"$lib/sessions.snap.tmp"
+    else
+        mkdir -m 0700 "$lib/state"
+        echo saved >"$lib/state/sessions.snap"
+    fi
+}
+run_script() {   # run_script OVERRIDE SCRIPT ARGS...: the calls, $F taken out, go to $T/calls
     ov=$1
     shift
     : >"$T/calls"
-    (cd "$T" && PATH="$stubs" OVERRIDDEN=$ov /bin/sh "$T/ctl/$@") >"$T/script.log" 2>&1 ||
+    (cd "$T" && PATH="$stubs" OVERRIDE=$ov /bin/sh "$scripts/$@") >"$T/script.log" 2>&1 ||
         { cat "$T/script.log"; return 1; }
+    sed -i "s|$F||g" "$T/calls"
 }
 called() { grep -qxF "$1" "$T/calls"; }
 line_of() { grep -nxF "$1" "$T/calls" | head -1 | cut -d: -f1; }
+before() { [ "$(line_of "$1")" -lt "$(line_of "$2")" ] 2>/dev/null; }
+mode_of() { stat -c %a "$1"; }
 
-check "postinst configure (fresh install) runs" run_script 1 postinst configure
+lay_out new
+rm -r "$lib/state"
+check "postinst configure (fresh install) runs" run_script '' postinst configure
 adduser_call='adduser --system --group --quiet --home /var/lib/rnnd --no-create-home rnnd'
-override_call='dpkg-statoverride --update --add rnnd rnnd 0700 /var/lib/rnnd'
 enable_call="deb-systemd-helper enable rnnd.service"
 check "postinst creates the system user rnnd" called "$adduser_call"
-check "postinst gives /var/lib/rnnd to rnnd, mode 0700 (stat override)" called "$override_call"
 check "postinst enables rnnd.service" called "$enable_call"
-check "postinst creates the user before it hands over /var/lib/rnnd and enables the service" \
-    sh -c "[ $(line_of "$adduser_call") -lt $(line_of "$override_call") ] &&
-           [ $(line_of "$override_call") -lt $(line_of "$enable_call") ]"
+check "postinst creates the user before it enables the service" \
+    before "$adduser_call" "$enable_call"
 check "postinst does not enable rnnd.socket" sh -c "! grep -q 'enable rnnd.socket' '$T/calls'"
-check "postinst configure with an override in place runs" run_script 0 postinst configure 0.1.0
-check "postinst keeps an existing stat override" \
-    sh -c "! grep -q 'dpkg-statoverride --update' '$T/calls'"
-check "postrm purge runs" run_script 0 postrm purge
-check "postrm purge removes the saved sessions" \
-    called 'rm -f /var/lib/rnnd/sessions.snap /var/lib/rnnd/sessions.snap.tmp'
-check "postrm purge removes the stat override" called 'dpkg-statoverride --remove /var/lib/rnnd'
+check "postinst (fresh install) hands rnnd nothing: no stat override, chown, chmod or move" \
+    sh -c "! grep -qE '^(dpkg-statoverride --(add|update|remove)|chown|chmod|mkdir|mv) ' \
+           '$T/calls'"
+
+# An upgrade from the first layout: /var/lib/rnnd was rnnd's (the stat override), with the
+# snapshot in it. The service is stopped first (it writes the snapshot as it stops), the
+# folder becomes root's before anything in it moves, and the snapshot moves to state/.
+lay_out old
+stop_call='deb-systemd-invoke stop rnnd.service'
+unoverride_call='dpkg-statoverride --remove /var/lib/rnnd'
+root_call='chown root:root /var/lib/rnnd'
+state_call='chown rnnd:rnnd /var/lib/rnnd/state'
+move_call='mv -f /var/lib/rnnd/sessions.snap /var/lib/rnnd/state/sessions.snap'
+restart_call='deb-systemd-invoke restart rnnd.service'
+check "postinst configure (upgrade from the first layout) runs" \
+    run_script "$old_override" postinst configure 0.1.0
+check "postinst stops rnnd.service before it changes /var/lib/rnnd" \
+    before "$stop_call" "$unoverride_call"
+check "postinst removes the stat override that gave /var/lib/rnnd to rnnd" \
+    called "$unoverride_call"
+check "postinst gives /var/lib/rnnd to root, mode 0755" \
+    sh -c "grep -qxF '$root_call' '$T/calls' && [ $(mode_of "$lib") = 755 ]"
+check "postinst makes /var/lib/rnnd root's before it creates the state folder" \
+    before "$root_call" "mkdir -p /var/lib/rnnd/state"
+check "postinst gives /var/lib/rnnd/state to rnnd, mode 0700" \
+    sh -c "grep -qxF '$state_call' '$T/calls' && [ -d '$lib/state' ] &&
+           [ $(mode_of "$lib/state" 2>/dev/null) = 700 ]"
+check "postinst creates the user before it hands it the state folder" \
+    before "$adduser_call" "$state_call"
+check "postinst moves the saved sessions to /var/lib/rnnd/state" \
+    sh -c "[ \"\$(cat '$lib/state/sessions.snap' 2>/dev/null)\" = saved ] &&
+           [ ! -e '$lib/sessions.snap' ] && [ ! -e '$lib/sessions.snap.tmp' ]"
+check "postinst leaves the models folder" test -d "$lib/models"
+check "postinst starts the service again after the move" before "$move_call" "$restart_call"
+
+# The first layout let the service user put a link at state/, to have postinst chown where
+# it points: the link is removed, never followed.
+lay_out old
+mkdir -m 0755 "$F/elsewhere"
+ln -s "$F/elsewhere" "$lib/state"
+check "postinst configure (upgrade, a link at /var/lib/rnnd/state) runs" \
+    run_script "$old_override" postinst configure 0.1.0
+check "postinst replaces a link at /var/lib/rnnd/state by a folder, and leaves its target" \
+    sh -c "[ ! -L '$lib/state' ] && [ -d '$lib/state' ] && [ $(mode_of "$F/elsewhere") = 755 ] &&
+           [ ! -e '$F/elsewhere/sessions.snap' ]"
+
+lay_out new
+check "postinst configure (upgrade on this layout) runs" run_script '' postinst configure 0.1.0
+check "postinst (upgrade on this layout) changes nothing in /var/lib/rnnd" \
+    sh -c "! grep -qE '^(dpkg-statoverride --(add|update|remove)|chown|chmod|mkdir|mv|rm) ' \
+           '$T/calls'"
+lay_out new
+check "postinst configure with the administrator's stat override runs" \
+    run_script 'root adm 750 /var/lib/rnnd' postinst configure 0.1.0
+check "postinst keeps a stat override that does not give /var/lib/rnnd to rnnd" \
+    sh -c "! grep -qE '^(dpkg-statoverride --(add|update|remove)|chown|chmod) ' '$T/calls'"
+
+lay_out new
+touch "$lib/models/en.rnnd"
+check "postrm purge runs" run_script '' postrm purge
+check "postrm purge removes the saved sessions and the state folder" test ! -e "$lib/state"
+check "postrm purge keeps the models you put in /var/lib/rnnd/models" \
+    test -f "$lib/models/en.rnnd"
 check "postrm purge leaves the user rnnd" \
     sh -c "! grep -qE '^(deluser|delgroup|userdel|groupdel) ' '$T/calls'"
-check "postrm remove runs" run_script 0 postrm remove
+lay_out old
+check "postrm purge (the first layout, never configured) runs" \
+    run_script "$old_override" postrm purge
+check "postrm purge removes the stat override and the whole of /var/lib/rnnd" \
+    sh -c "grep -qxF '$unoverride_call' '$T/calls' && [ ! -e '$lib' ]"
+lay_out new
+check "postrm remove runs" run_script '' postrm remove
 check "postrm remove keeps the saved sessions and the stat override" \
-    sh -c "! grep -qE '^(rm|rmdir|dpkg-statoverride --remove) ' '$T/calls'"
+    sh -c "! grep -qE '^(rm|rmdir|dpkg-statoverride --remove) ' '$T/calls' &&
+           [ -f '$lib/state/sessions.snap' ]"
 check "prerm stops both units on removal" \
     sh -c "grep -q \"stop 'rnnd.service'\" '$T/ctl/prerm' &&
            grep -q \"stop 'rnnd.socket'\" '$T/ctl/prerm'"
