@@ -24,6 +24,7 @@
 #include "api.h"
 #include "linger.h"
 #include "rnnd/infer.h"
+#include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
 #define MAX_PARAMS 2
@@ -1108,7 +1109,8 @@ static int decode_body(rnnd_req *r)
         return -1;
     }
     if (!json_is_object(r->json)) {
-        rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object");
+        rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object, got %s",
+                         rnnd_json_type_desc(r->json));
         return -1;
     }
     free(r->body);  /* the decoded form is all handlers need */

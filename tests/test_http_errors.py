@@ -173,6 +173,12 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
     st, _, _ = d.request("OPTIONS", "/v1/nowhere")
     C.eq(st, 404, "OPTIONS on an unknown path: 404")
 
+    # a body that is JSON but not an object: the message of docs/api.md's validation table
+    st, _, j = d.request("POST", "/v1/models/vec/infer", raw=b"[1]", headers=J)
+    C.check(st == 400 and j.get("error", {}).get("message") ==
+            "the request body must be a JSON object, got a list",
+            "a list body: 400 with the documented message (got %s %r)" % (st, j))
+
     # HTTP-level garbage and truncation, on raw sockets
     out = raw_exchange(d.port, b"GARBAGE\r\n\r\n")
     C.check(out.startswith(b"HTTP/1.1 400") or out == b"", "garbage request line: %r" % out[:30])
