@@ -112,8 +112,11 @@ def check_restored_fields(models):
     edits = {0: ("=q", 41, 0), 1: ("=q", 41, -1), 2: ("=q", 41, 2 ** 62),
              3: ("=d", 24, float("nan")), 4: ("=d", 49, float("nan"))}
 
+    order = []     # record number in the file of each session: logs name records, not ids
+
     def edit(rid, rec, at):
         i = sids.index(rid)
+        order.append(i)
         if i in edits:
             fmt, delta, value = edits[i]
             struct.pack_into(fmt, rec, at + delta, value)
@@ -121,7 +124,8 @@ def check_restored_fields(models):
     with Daemon(models, "--state-dir", STATE, "--max-generate-tokens", "7") as d:
         for i, field in ((0, "max_tokens"), (1, "max_tokens"), (3, "ttl_s"),
                          (4, "temperature")):
-            C.check(log_has(d, "event=session_dropped", sids[i], "reason=invalid",
+            C.check(log_has(d, "event=session_dropped", "record=%d " % order.index(i),
+                            "reason=invalid",
                             "msg=\"" + field),
                     "record %d (%s) is dropped as invalid, naming the field" % (i, field))
         C.check(log_has(d, "event=restore", "sessions=2", "dropped=4"),
