@@ -301,6 +301,11 @@ def test_convert_checkpoints(net):
     C.check(rc == 1 and err.startswith("rnnd-convert: plain.pkl: a Python pickle, not a model "
                                        "file") and len(err.splitlines()) == 1,
             "a plain pickle: one line: %r" % err)
+    rc, _, err = run([CONVERT, "weights.npz", "-o", "x.rnnd"])
+    C.check(rc == 1 and err == "rnnd-convert: weights.npz: a NumPy .npz archive of tensors, not "
+            "a model; give it as the weights of a native spec (docs/convert.md): rnnd-convert "
+            "SPEC.json --weights weights.npz -o OUT.rnnd\n",
+            "a NumPy .npz: one line naming the native spec: %r" % err)
 
 
 def fake_missing(module):
@@ -327,8 +332,9 @@ def test_missing_modules():
             ok = (rc == 1 and len(err.splitlines()) == 1 and "Traceback" not in err and
                   err.startswith("rnnd-convert: %s: needs the Python module %s, which "
                                  % (name, module)) and
-                  err.endswith(" cannot import: install the Debian package python3-%s\n"
-                               % module))
+                  err.endswith(" cannot import: install the Debian package python3-%s and "
+                               "run it with Debian's /usr/bin/python3 (the rnnd-convert "
+                               "launcher does)\n" % module))
             C.check(ok, "%s without %s, on %s: one line naming python3-%s: %r"
                     % (how, module, name, module, err))
             C.check(not os.path.exists("missing.rnnd"), "without %s: nothing written" % module)

@@ -28,4 +28,5 @@ def missing_module(e):
         return "a Python module failed to import: %s" % (str(e).splitlines() or [""])[0]
     package = DEBIAN_PACKAGES.get(name, "python3-" + name.replace("_", "-").lower())
     return ("needs the Python module %s, which %s cannot import: install the Debian package %s"
+            " and run it with Debian's /usr/bin/python3 (the rnnd-convert launcher does)"
             % (name, sys.executable, package))

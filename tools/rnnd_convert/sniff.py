@@ -204,6 +204,11 @@ def _torch_root(path, head, trust_code):
                             % why)
                     return None
                 data = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
+                if names and all(n.endswith(".npy") for n in names):
+                    raise ConvertError(
+                        "a NumPy .npz archive of tensors, not a model; give it as the weights "
+                        "of a native spec (docs/convert.md): rnnd-convert SPEC.json --weights "
+                        "%s -o OUT.rnnd" % path)
                 if not data:
                     return None
                 with z.open(data[0]) as f:
