@@ -589,6 +589,17 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
     pthread_mutex_unlock(&h->cmu);
 }
 
+/* Only as many bytes as the family has: a Unix socket's client address (socket activation)
+ * is just its family, two bytes long. */
+static void copy_client_addr(struct sockaddr_storage *to, const struct sockaddr *from)
+{
+    size_t n = from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+               : from->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+               : sizeof from->sa_family;
+    memset(to, 0, sizeof *to);
+    memcpy(to, from, n);
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
@@ -603,8 +614,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             return;     /* unwatched: MHD's idle timeout still closes it */
         c->fd = fd->connect_fd;
         if (addr && addr->client_addr)
-            memcpy(&c->addr, addr->client_addr, addr->client_addr->sa_family == AF_INET6 ?
-                   sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+            copy_client_addr(&c->addr, addr->client_addr);
         c->reading = 1;
         c->t0 = mono_s();
         pthread_mutex_lock(&h->cmu);
