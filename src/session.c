@@ -1006,7 +1006,8 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
     if (k)
         memcpy(out, all, k * sizeof *out);
     *more = n > k;
-    rnnd_session_info_release(t, all + k, n - k);    /* the caller holds the first K */
+    if (n > k)      /* the caller holds the first K; ALL is NULL when nothing matched */
+        rnnd_session_info_release(t, all + k, n - k);
     free(all);
     return k;
 }
