@@ -6,6 +6,12 @@
   models) or runs `rnnd infer` / `rnnd inspect`, and prints a diff and exits 1 when a block
   differs. `make doc-examples` rewrites them.
 - docs/convert.md gives `from_module`'s signature exactly as tools/rnnd_convert defines it.
+- docs/security.md names a test beside every claim (issue 13): each paragraph, list item and
+  row of a table with a "test" column names a file of tests/; every file named exists, and
+  every test function named (`FILE: name`, or a backquoted `check_x` / `test_x`, taken from
+  the nearest file named before it) is defined in that file. The one paragraph under the
+  title, which only says what the document is, is left out. Each default it gives as
+  "`setting` (DEFAULT)" is the one `rnnd serve --print-config` prints.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -40,9 +46,129 @@ def check_from_module_signature():
         C.eq(" ".join(shown[0].split()), want, "docs/convert.md's from_module signature")
 
 
+# a file of tests/, named with or without its folder; a folder of tests/ (tests/fuzz/)
+TEST_FILE = re.compile(r"(?:\btests/)?\b((?:fuzz/)?(?:test_\w+\.(?:py|sh)|check_\w+\.c|\w+\.md)"
+                       r"|tests/[\w/]+/)")
+# "FILE: name, name" or "FILE `name`" (a test's name has an underscore: "FILE: a 6 s round" is
+# no name)
+NAMED_FN = re.compile(r"(?:\btests/)?\b((?:fuzz/)?(?:test_\w+\.(?:py|sh)|check_\w+\.c))"
+                      r"(?::\s+| `)([a-z]\w*_\w+(?:,\s+[a-z]\w*_\w+)*)")
+QUOTED_FN = re.compile(r"`((?:check|test)_\w+)`")
+
+
+def doc_units(text):
+    """[(line number, kind, text)] of docs/security.md: paragraphs ("para"), list items
+    ("item") and table rows ("row", or "row+test" when the table has a test column), without
+    headings, code blocks and the paragraph under the title."""
+    units, cur = [], []
+    kind, start, in_code, table, section = None, 0, False, None, 0
+
+    def flush():
+        if cur and not (section == 1 and kind == "para"):
+            units.append((start, kind, " ".join(cur)))
+        cur.clear()
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.startswith("|"):
+            table = None
+        if line.startswith("```"):
+            flush()
+            in_code = not in_code
+        elif in_code:
+            pass
+        elif not line.strip():
+            flush()
+        elif line.startswith("#"):
+            flush()
+            section = 1 if line.startswith("# ") else 2
+        elif line.startswith("|"):
+            flush()
+            cells = [c.strip().lower() for c in line.strip().strip("|").split("|")]
+            if table is None:
+                table = "row+test" if "test" in cells else "row"
+            elif not all(set(c) <= set("-: ") for c in cells):
+                units.append((n, table, line))
+        else:
+            if line.startswith("- "):
+                flush()
+            if not cur:
+                kind, start = ("item" if line.startswith("- ") else "para"), n
+            cur.append(line.strip())
+    flush()
+    return units
+
+
+def fn_defined(path, name):
+    with open(path, encoding="utf-8") as f:
+        src = f.read()
+    if path.endswith(".py"):
+        return re.search(r"^\s*def %s\(" % re.escape(name), src, re.M) is not None
+    if path.endswith(".c"):
+        return re.search(r"(START_TEST\(%s\)|\b%s\s*\()" % ((re.escape(name),) * 2),
+                         src) is not None
+    return re.search(r"\b%s\b" % re.escape(name), src) is not None
+
+
+def check_security_claims():
+    with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
+        units = doc_units(f.read())
+    tests = os.path.join(SRCDIR, "tests")
+    C.check(len(units) > 50, "docs/security.md read in units (%d)" % len(units))
+    last_file = None
+    for n, kind, text in units:
+        where = "docs/security.md:%d" % n
+        files = [m.group(1) for m in TEST_FILE.finditer(text)]
+        files = [f for f in files if f.startswith("tests/") or not f.endswith(".md")
+                 or os.path.exists(os.path.join(tests, f))]
+        if kind == "row":
+            # a row of a table without a test column: its lead-in or its text names the test
+            continue
+        C.check(files or QUOTED_FN.search(text),
+                "%s names a test: %s" % (where, text[:100]))
+        for f in files:
+            rel = f[len("tests/"):] if f.startswith("tests/") else f
+            C.check(os.path.exists(os.path.join(tests, rel)),
+                    "%s: tests/%s exists" % (where, rel))
+        for m in NAMED_FN.finditer(text):
+            path = os.path.join(tests, m.group(1))
+            for name in re.split(r",\s+", m.group(2)):
+                C.check(os.path.exists(path) and fn_defined(path, name),
+                        "%s: %s is defined in tests/%s" % (where, name, m.group(1)))
+        # a backquoted test name belongs to the nearest file named before it
+        for m in QUOTED_FN.finditer(text):
+            before = [f for f in TEST_FILE.findall(text[:m.start()]) if not f.endswith(".md")]
+            owner = before[-1] if before else last_file
+            owner = owner[len("tests/"):] if owner and owner.startswith("tests/") else owner
+            C.check(owner is not None and
+                    os.path.exists(os.path.join(tests, owner)) and
+                    fn_defined(os.path.join(tests, owner), m.group(1)),
+                    "%s: `%s` is defined in tests/%s" % (where, m.group(1), owner))
+        named = [f for f in files if not f.endswith(".md") and not f.endswith("/")]
+        if named:
+            last_file = named[-1]
+
+
+def check_security_defaults():
+    p = subprocess.run([RNND_BIN, "serve", "--print-config"], capture_output=True, text=True,
+                       timeout=60)
+    defaults = dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l)
+    C.check(p.returncode == 0 and "max_body_bytes" in defaults, "rnnd serve --print-config")
+    with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
+        doc = f.read()
+    seen = 0
+    for m in re.finditer(r"`(\w+)` \(([^ ,;)]+)", doc):
+        if m.group(1) in defaults:
+            seen += 1
+            C.eq(m.group(2), defaults[m.group(1)],
+                 "docs/security.md gives %s's default" % m.group(1))
+    C.check(seen >= 15, "docs/security.md gives defaults (%d)" % seen)
+
+
 def main():
     check_examples()
     check_from_module_signature()
+    check_security_claims()
+    check_security_defaults()
     C.exit()
 
 
