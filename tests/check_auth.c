@@ -13,6 +13,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -123,6 +124,10 @@ static int probe(size_t n, long readable)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
+        /* the expected fault is no error: keep a sanitizer's report of it out of the log */
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0)
+            dup2(null, 2);
         rnnd_auth a = {.keys = keys, .n = n};
         _exit(rnnd_auth_check(&a, HEADER) == &keys[0] ? 0 : 2);
     }
