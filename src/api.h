@@ -44,6 +44,10 @@ int rnnd_api_admit(rnnd_req *r);
 /* The daemon's infer limits, with the request's memory budget as their admit callback: a
  * parsed request is charged to R's hold before its arrays are allocated (membudget.h). */
 void rnnd_api_infer_limits(rnnd_req *r, rnnd_infer_limits *out);
+/* Charge BYTES, what the request will hold until its reply is sent, to R's memory hold
+ * (membudget.h) before allocating it, or reply 413 limit_exceeded / 429 overloaded and
+ * return -1. The hold is given back when the request is freed. */
+int rnnd_api_charge(rnnd_req *r, size_t bytes);
 /* The current version of model NAME, kept alive until the request is freed (a reload may
  * retire it meanwhile), or NULL after replying 404. */
 rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name);
@@ -79,6 +83,9 @@ unsigned rnnd_v2_status(const char *code);
 /* Reply STATUS with Triton's error object {"error": MESSAGE} (Retry-After with 503). */
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* rnnd_api_charge() for the v2 routes: Triton's 400 (past max_request_memory) or 503 with
+ * Retry-After (memory_budget spent for now), as v2 infer answers the same refusals. */
+int rnnd_v2_charge(rnnd_req *r, size_t bytes);
 /* The model of the path ({m}, and {v} when the route has one), or NULL after replying 400
  * as Triton does for an unknown model or version. */
 const rnnd_entry *rnnd_v2_model(rnnd_req *r);

@@ -288,6 +288,11 @@ static void on_done(void *arg, const rnnd_gen_result *res)
 
 /* ---- the handlers ------------------------------------------------------------------------ */
 
+/* A token's share of the reply besides its text: an SSE event's keys and numbers
+ * (data: {"token":N,"text":"","index":N,"step":N}), or its id in the JSON "tokens" list. */
+#define SSE_TOKEN_FRAME 96
+#define JSON_TOKEN_FRAME 12
+
 /* Common to both endpoints: parse BODY, start the generation on S (our reference is kept
  * while the engine runs; TMP says S is a temporary session to remove at the end), reply. */
 static void generate(rnnd_req *r, rnnd_session *s, int tmp)
@@ -319,6 +324,12 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         rnnd_reply_error(r, "invalid_request", "stream: expected true or false");
         goto fail;
     }
+    /* the engine's buffers and the reply (a stream buffers the events a client has not read)
+     * are charged before the engine makes them; the charge goes with the request, after the
+     * last byte is sent */
+    if (rnnd_api_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, json_is_true(sv) ?
+                                          SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
+        goto fail;
     rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
     rnnd_stream *st = NULL;
     if (json_is_true(sv)) {

@@ -439,7 +439,6 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
                          (long long)app->cfg->max_steps_per_request);
         return -1;
     }
-    size_t O = (size_t)e->output_dim;
     if (spec->input_kind == RNND_INPUT_TOKENS) {
         q->tokens = malloc(n * sizeof *q->tokens);
         if (!q->tokens)
@@ -467,14 +466,38 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
             }
         }
     }
-    q->out = malloc((O ? O : 1) * n * sizeof *q->out);
-    if (!q->out)
-        goto oom;
     *n_out = n;
     return 0;
 oom:
     rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
     return -1;
+}
+
+/* The JSON around a step reply's rows ("outputs", "steps", brackets): a generous bound. */
+#define STEP_FRAME 1024
+/* One top-k entry's text besides its piece: {"token":N,"p":F,"text":""} and a comma. */
+#define TOP_K_TEXT 64
+
+/* What a step request of N steps holds until its reply is sent (membudget.h): its inputs
+ * (token ids also as the scanner's 64-bit values), its output rows, and its reply's text. */
+static size_t step_bytes(const rnnd_entry *e, size_t n, int last_only, int logits,
+                         size_t top_k)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    size_t O = e->output_dim ? (size_t)e->output_dim : 1, rows = last_only ? 1 : n;
+    size_t in = spec->input_kind == RNND_INPUT_TOKENS ? sizeof(int32_t) + sizeof(int64_t)
+                                                      : (size_t)spec->input_dim * sizeof(float);
+    size_t bytes = rnnd_sat_mul(n, in);
+    bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rnnd_sat_mul(rows, O), sizeof(float)));
+    if (logits)     /* each float's text, and each row's brackets and comma */
+        bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rows, rnnd_sat_add(rnnd_sat_mul(O,
+                                                 RNND_FLOAT_TEXT), 3)));
+    if (top_k) {    /* the sampler's candidates, and each entry's text (a piece escaped) */
+        size_t entry = rnnd_sat_add(TOP_K_TEXT, rnnd_sat_mul(6, rnnd_gen_max_piece(e)));
+        bytes = rnnd_sat_add(bytes, rnnd_sat_mul(O, 16));
+        bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rnnd_sat_mul(rows, top_k), entry));
+    }
+    return rnnd_sat_add(bytes, STEP_FRAME);
 }
 
 /* The inputs SC scanned (rnnd/step_scan.h) into Q, when they are what parse_inputs would
@@ -504,10 +527,6 @@ static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e,
         q->vectors = sc->vectors;   /* taken over */
         sc->vectors = NULL;
     }
-    size_t O = (size_t)e->output_dim;
-    q->out = malloc((O ? O : 1) * n * sizeof *q->out);
-    if (!q->out)
-        goto oom;
     return 1;
 oom:
     rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
@@ -558,11 +577,6 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     } else if (a->text) {
         if (rnnd_api_tokens(r, e, a->text, "text", &q->tokens, &n))
             return;
-        q->out = malloc((size_t)e->output_dim * n * sizeof *q->out);
-        if (!q->out) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
-            return;
-        }
     } else {
         const json_t *inputs = a->inputs;
         if (a->sc) {
@@ -573,6 +587,16 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
         }
         if (parse_inputs(r, inputs, e, q, &n))
             return;
+    }
+    /* the inputs are bounded by the body; the output rows and the reply are not (a 28 KB
+     * body of 4,096 steps asked for a 212 MB reply), so they are charged before they exist */
+    if (rnnd_api_charge(r, step_bytes(e, n, a->last_only, q->logits, q->top_k)))
+        return;
+    size_t rows = a->last_only ? 1 : n;
+    q->out = malloc((e->output_dim ? (size_t)e->output_dim : 1) * rows * sizeof *q->out);
+    if (!q->out) {
+        rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+        return;
     }
     rnnd_step_job_init(&q->sj, e->batcher);
     q->sj.job.finish = step_finish;
@@ -833,11 +857,26 @@ void rnnd_api_session_fork(rnnd_req *r)
     ctl_submit(r, c);
 }
 
+/* The JSON around one layer's state ({"h":[..],"c":[..]} and commas) and around the whole
+ * export (id, model name, digest, keys): generous bounds. */
+#define STATE_LAYER_TEXT 32
+#define EXPORT_FRAME 1024
+
 void rnnd_api_state_get(rnnd_req *r)
 {
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
+    /* the state as text is ~4x its floats: charged before the job writes it */
+    const rnnd_entry *e = entry_of(s);
+    size_t layers = (size_t)rnnd_model_get_spec(e->model)->n_layers + 1;
+    size_t text = rnnd_sat_add(rnnd_sat_mul(e->state_floats, RNND_FLOAT_TEXT),
+                               rnnd_sat_add(rnnd_sat_mul(layers, STATE_LAYER_TEXT),
+                                            EXPORT_FRAME + strlen(e->name)));
+    if (rnnd_api_charge(r, text)) {
+        rnnd_session_unref(s);
+        return;
+    }
     struct ctl_req *c = ctl_new(r, CTL_EXPORT, s);
     if (c)
         ctl_submit(r, c);

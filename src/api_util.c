@@ -86,6 +86,15 @@ static int admit_memory(void *ctx, size_t bytes, char *err, size_t errlen)
     return rnnd_mem_charge(ctx, bytes, err, errlen);
 }
 
+int rnnd_api_charge(rnnd_req *r, size_t bytes)
+{
+    char err[256];
+    int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
+    if (rc)
+        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+    return rc ? -1 : 0;
+}
+
 void rnnd_api_infer_limits(rnnd_req *r, rnnd_infer_limits *out)
 {
     *out = rnnd_req_app(r)->infer_limits;

@@ -57,6 +57,15 @@ void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
     rnnd_reply(r, status, &b);
 }
 
+int rnnd_v2_charge(rnnd_req *r, size_t bytes)
+{
+    char err[256];
+    int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
+    if (rc)
+        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+    return rc ? -1 : 0;
+}
+
 const rnnd_entry *rnnd_v2_model(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -787,6 +796,9 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
     return s;
 }
 
+/* The JSON around a v2 reply's data (names, version, id, shape): a generous bound. */
+#define V2_RESPONSE_FRAME 1024
+
 static void infer_sequence(rnnd_req *r, struct v2_step *q)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -796,7 +808,13 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
         rnnd_v2_error(r, 503, "out of memory for the sequence map");
         return;
     }
-    q->out = malloc(q->in.T * (size_t)(e->output_dim ? e->output_dim : 1) * sizeof *q->out);
+    /* the output rows and the reply's text, charged before they exist as the same request
+     * without sequence_id charges them */
+    size_t O = e->output_dim ? (size_t)e->output_dim : 1;
+    size_t bytes = rnnd_sat_mul(rnnd_sat_mul(q->in.T, O), sizeof(float) + RNND_FLOAT_TEXT);
+    if (rnnd_v2_charge(r, rnnd_sat_add(bytes, V2_RESPONSE_FRAME + strlen(e->name))))
+        return;
+    q->out = malloc(q->in.T * O * sizeof *q->out);
     if (!q->out) {
         rnnd_v2_error(r, 503, "out of memory for %zu steps", q->in.T);
         return;

@@ -175,6 +175,10 @@ static int text_capable(rnnd_req *r, const rnnd_entry *e)
     return why ? -1 : 0;
 }
 
+/* A streamed token's event besides its text and the model name:
+ * data: {"model_name":"","model_version":"N","text_output":""} */
+#define EVENT_FRAME 96
+
 static void generate(rnnd_req *r, int stream)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -198,6 +202,14 @@ static void generate(rnnd_req *r, int stream)
     q->app = app;
     q->e = e;
     if (parse_sampling(r, body, q) || prompt_ids(r, body, e, &ids, &n)) {
+        free(q);
+        return;
+    }
+    /* the engine's buffers and the reply, charged before they are made (a stream's events
+     * stay charged until they are sent) */
+    size_t token_reply = stream ? EVENT_FRAME + strlen(e->name) : 0;
+    if (rnnd_v2_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, token_reply))) {
+        free(ids);
         free(q);
         return;
     }

@@ -318,6 +318,42 @@ static void gen_finish(rnnd_job *job)
     gen_free(g);
 }
 
+size_t rnnd_gen_max_piece(const rnnd_entry *e)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
+    size_t max_piece = 1;
+    if (e->tokenizer) {
+        for (int i = 0; i < spec->vocab_size; i++) {
+            size_t n;
+            rnnd_tokenizer_piece(e->tokenizer, i, &n);
+            if (n > max_piece)
+                max_piece = n;
+        }
+    }
+    return max_piece;
+}
+
+/* Sizes of the engine's fixed pieces and of the reply's frame: generous bounds. */
+#define SAMPLER_CAND 16
+#define GEN_FRAME 2048
+
+size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
+                      size_t token_reply)
+{
+    size_t T = max_tokens > 0 ? (size_t)max_tokens : 0, V = (size_t)e->output_dim;
+    /* what one token can add to the text: its piece, each byte possibly made U+FFFD */
+    size_t piece = rnnd_sat_add(rnnd_sat_mul(3, rnnd_gen_max_piece(e)), 8);
+    size_t bytes = rnnd_sat_mul(rnnd_sat_add(n_prompt, T), sizeof(int32_t));   /* ids */
+    bytes = rnnd_sat_add(bytes, rnnd_sat_mul(V, sizeof(float) + SAMPLER_CAND));
+    bytes = rnnd_sat_add(bytes, piece);
+    /* the text, grown by doubling */
+    bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rnnd_sat_mul(2, T), piece));
+    /* the reply: each token's text escaped (up to 6 bytes a byte) and its own frame */
+    size_t per = rnnd_sat_add(token_reply, rnnd_sat_mul(6, piece));
+    bytes = rnnd_sat_add(bytes, rnnd_sat_mul(T, per));
+    return rnnd_sat_add(bytes, GEN_FRAME);
+}
+
 int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
                   const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
                   size_t errlen)
@@ -339,15 +375,7 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     g->stop_index = -1;
     g->sink = *sink;
     g->text_cap = 256;
-    size_t max_piece = 1;
-    if (g->tok) {
-        for (int i = 0; i < spec->vocab_size; i++) {
-            size_t n;
-            rnnd_tokenizer_piece(g->tok, i, &n);
-            if (n > max_piece)
-                max_piece = n;
-        }
-    }
+    size_t max_piece = rnnd_gen_max_piece(e);
     g->tokens = malloc((n_prompt + (size_t)p->max_tokens) * sizeof *g->tokens);
     g->out = malloc(g->vocab * sizeof *g->out);
     g->piece = malloc(3 * max_piece + 8);

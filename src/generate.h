@@ -93,6 +93,16 @@ typedef struct rnnd_gen_sink {
     void *arg;
 } rnnd_gen_sink;
 
+/* The longest piece of E's tokenizer in bytes (1 without one). Walks the vocabulary. */
+size_t rnnd_gen_max_piece(const rnnd_entry *e);
+
+/* What a generation of up to MAX_TOKENS tokens after N_PROMPT prompt tokens holds until its
+ * reply is sent (membudget.h): the engine's token ids, output row, sampler and text, and the
+ * reply with TOKEN_REPLY bytes of frame per token beside the token's escaped text (an SSE
+ * event's keys, or an id in a JSON list). Saturates at SIZE_MAX. */
+size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
+                      size_t token_reply);
+
 /* Queue a generation on session S (a session of ENTRY's model; the engine takes its own
  * reference) with PROMPT (N_PROMPT >= 1 ids, copied). Returns RNND_SESSION_FOUND (0) when
  * queued: the sink gets done() later; or the rnnd_session_submit() reason S left the table,

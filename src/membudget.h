@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct rnnd_membudget {
     atomic_size_t used;         /* bytes held by all requests */
@@ -37,6 +38,23 @@ void rnnd_mem_uncharge(rnnd_memhold *h, size_t bytes);
 
 /* Give everything H holds back (the request is done). */
 void rnnd_mem_release(rnnd_memhold *h);
+
+/* Saturating size arithmetic for the estimates handlers charge: SIZE_MAX stays SIZE_MAX,
+ * and a charge of SIZE_MAX is refused (413) rather than wrapped to a small number. */
+static inline size_t rnnd_sat_add(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+static inline size_t rnnd_sat_mul(size_t a, size_t b)
+{
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/* The longest text of a float in a reply (fmtfloat.h: 15 characters) with its comma. */
+#define RNND_FLOAT_TEXT 16
 
 /* json_loadb (duplicate keys refused) with every allocation jansson makes while parsing
  * charged to H as it happens: a body that decodes to more than fits stops at the first

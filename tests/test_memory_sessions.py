@@ -1,0 +1,343 @@
+"""The memory budget on the routes besides infer (docs/security.md, "Memory"): session steps
+(the scanned and the JSON body), v2 infer in a sequence, generation (v1 on a model and on a
+session, v2, streamed or not) and state export each charge what they will hold before they
+allocate it, and keep it until their reply is sent. Each attack runs against a daemon with
+small settings and measures the daemon's peak RSS (VmHWM) as tests/test_memory.py does:
+- one step request of 4,096 steps whose reply would be ~170 MB (4,096 outputs a step);
+- the same steps as a v2 infer in a sequence (sequence_id), refused as stateless infer is;
+- 20 keep-alive clients that never read the replies of 1,000-step requests (~40 MB each):
+  RSS stays near memory_budget, the rest get 429;
+- generations of 5,000,000 tokens (max_generate_tokens raised to allow them);
+- a state export whose text (131,074 floats) passes max_request_memory (1M).
+Prints each peak; exits 1 on any failure."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import time
+
+import numpy as np
+
+from daemon_util import PYTHON3, Checker, Daemon, tmpdir
+
+C = Checker()
+WORK = tmpdir("memory_sessions")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+MIB = 1 << 20
+PER_REQUEST = 48 * MIB
+SMALL = ["--max-request-memory", "48M", "--memory-budget", "128M", "--max-body-bytes", "4M",
+         "--workers", "2", "--http-threads", "4"]
+
+
+def asan_build():
+    out = subprocess.run(["ldd", os.environ["RNND_BIN"]], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
+ASAN = asan_build()
+SLACK = (160 if ASAN else 24) * MIB
+FACTOR = 3 if ASAN else 1
+
+
+def env():
+    e = dict(os.environ)
+    if ASAN:
+        e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16").lstrip(":")
+    return e
+
+
+def write_model(name, arch, seed=1):
+    """A native spec with random weights, converted by the project's converter."""
+    out = os.path.join(WORK, name + ".rnnd")
+    if os.path.exists(out):
+        return out
+    rng = np.random.default_rng(seed)
+    t, in_dim = {}, arch["input"]["dim"]
+    for li, L in enumerate(arch["layers"]):
+        H, G = L["hidden_size"], {"rnn": 1, "lstm": 4}[L["type"]]
+        o = L.get("proj_size", 0) or H
+        p = "layers.%d.0." % li
+        t[p + "W"] = rng.uniform(-0.5, 0.5, (G * H, in_dim))
+        t[p + "R"] = rng.uniform(-0.5, 0.5, (G * H, o))
+        t[p + "Wb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        t[p + "Rb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        if L.get("proj_size"):
+            t[p + "proj"] = rng.uniform(-0.01, 0.01, (o, H))
+        in_dim = o
+    if arch.get("head"):
+        arch["head"]["in_dim"] = in_dim
+        t["head.weight"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"], in_dim))
+        t["head.bias"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"],))
+    npz = os.path.join(WORK, name + ".npz")
+    np.savez(npz, **{k: v.astype(np.float32) for k, v in t.items()})
+    arch = dict(arch, format_version=1, weights=os.path.basename(npz))
+    spec = os.path.join(WORK, name + ".json")
+    with open(spec, "w") as f:
+        json.dump(arch, f)
+    subprocess.run([PYTHON3, "-m", "rnnd_convert", spec, "-o", out], check=True,
+                   capture_output=True, timeout=120)
+    return out
+
+
+def wide_out():
+    """4,096 outputs a step from a cheap cell: the reply, not the compute, is the cost."""
+    return write_model("wide_out", {"input": {"kind": "vectors", "dim": 1},
+                                    "layers": [{"type": "rnn", "hidden_size": 4,
+                                                "direction": "forward"}],
+                                    "head": {"out_dim": 4096, "norm": "none"}})
+
+
+def hwm_reset(pid):
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")    # resets VmHWM to the current RSS
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def code_of(j):
+    return j.get("error", {}).get("code") if isinstance(j, dict) else None
+
+
+def attack(d, name, fn, bound):
+    """Run FN against D; check the peak RSS growth stays under BOUND bytes."""
+    pid = d.proc.pid
+    time.sleep(0.3)
+    base = status_kib(pid, "VmRSS")
+    hwm_reset(pid)
+    t0 = time.monotonic()
+    fn()
+    peak = status_kib(pid, "VmHWM")
+    grew = (peak - base) * 1024
+    print("%s: RSS %d MiB before, peak %d MiB (+%d MiB) in %.1f s; bound +%d MiB"
+          % (name, base // 1024, peak // 1024, grew // MIB, time.monotonic() - t0,
+             bound // MIB))
+    C.check(grew <= bound, "%s: peak RSS growth %d MiB within %d MiB"
+            % (name, grew // MIB, bound // MIB))
+    s, _, _ = d.request("GET", "/healthz")
+    C.eq(s, 200, "%s: the daemon serves on" % name)
+
+
+def request(d, method, path, body=None, timeout=20, raw=None):
+    """A request with a deadline for the whole reply, a stream's included: (status, headers,
+    parsed body), or (0, {}, why) when no reply came, or (status, headers, why) when the
+    reply was still coming at the deadline (the connection is then closed)."""
+    deadline = time.monotonic() + timeout
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=timeout)
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    try:
+        conn.request(method, path, body=data,
+                     headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        hdrs = {k.lower(): v for k, v in resp.getheaders()}
+        payload = b""
+        while True:
+            if time.monotonic() > deadline:
+                return resp.status, hdrs, "still sending after %d s" % timeout
+            chunk = resp.read1(65536)
+            if not chunk:
+                break
+            payload += chunk
+    except (OSError, http.client.HTTPException) as exc:
+        return 0, {}, "no answer in %d s (%s)" % (timeout, type(exc).__name__)
+    finally:
+        conn.close()
+    if hdrs.get("content-type", "").startswith("application/json") and payload:
+        return resp.status, hdrs, json.loads(payload)
+    return resp.status, hdrs, payload.decode(errors="replace")
+
+
+def post_raw(d, path, body, timeout=20):
+    return request(d, "POST", path, raw=body, timeout=timeout)
+
+
+def refused(got, v2, what):
+    """GOT is the budget's refusal: 413 limit_exceeded (v1) or Triton's 400 (v2), naming
+    max_request_memory."""
+    s, _, j = got
+    if v2:
+        C.check(s == 400 and "max_request_memory" in str(j),
+                "%s: 400 naming max_request_memory (%s %s)" % (what, s, str(j)[:160]))
+    else:
+        C.check((s, code_of(j)) == (413, "limit_exceeded") and "max_request_memory" in str(j),
+                "%s: 413 limit_exceeded naming max_request_memory (%s %s)"
+                % (what, s, str(j)[:160]))
+
+
+def new_session(d, model):
+    s, _, j = d.request("POST", "/v1/sessions", {"model": model})
+    C.eq(s, 201, "session on %s created" % model)
+    return j["id"]
+
+
+def check_one_step_request():
+    with Daemon({"wide": wide_out()}, *SMALL, env=env()) as d:
+        sid = new_session(d, "wide")
+        steps = [[0.5]] * 4096
+        scanned = json.dumps({"inputs": steps}).encode()    # the scanner's shape
+        print("a 4,096-step body is %.1f KB" % (len(scanned) / 1024))
+
+        def scan():
+            refused(post_raw(d, "/v1/sessions/%s/step" % sid, scanned), False,
+                    "4,096 steps, scanned body")
+        attack(d, "4,096 steps x 4,096 outputs (scanned)", scan, FACTOR * PER_REQUEST + SLACK)
+
+        def decoded():
+            refused(request(d, "POST", "/v1/sessions/%s/step" % sid,
+                            {"inputs": steps, "logits": True}), False,
+                    "4,096 steps, decoded body")
+        attack(d, "4,096 steps x 4,096 outputs (JSON)", decoded, FACTOR * PER_REQUEST + SLACK)
+
+        s, _, j = request(d, "GET", "/v1/sessions/%s" % sid)
+        C.eq((s, j.get("steps") if isinstance(j, dict) else None), (200, 0),
+             "the refused steps changed nothing")
+
+        def last_only():
+            s, _, j = request(d, "POST", "/v1/sessions/%s/step" % sid,
+                              {"inputs": steps, "outputs": "last"})
+            C.eq((s, j.get("steps") if isinstance(j, dict) else None), (200, 4096),
+                 "4,096 steps with outputs last: 200 (%s)" % str(j)[:160])
+        attack(d, "4,096 steps, outputs last", last_only, FACTOR * PER_REQUEST + SLACK)
+
+        s, _, j = request(d, "POST", "/v1/sessions/%s/step" % sid, {"inputs": [[0.5]] * 8})
+        C.eq(s, 200, "8 steps answer 200")
+
+
+def v2_body(steps, seq=None):
+    b = {"inputs": [{"name": "INPUT", "datatype": "FP32", "shape": [1, steps, 1],
+                     "data": [0.5] * steps}]}
+    if seq is not None:
+        b["parameters"] = {"sequence_id": seq, "sequence_start": True}
+    return b
+
+
+def check_v2_sequence():
+    with Daemon({"wide": wide_out()}, *SMALL, env=env()) as d:
+        def stateless():
+            refused(request(d, "POST", "/v2/models/wide/infer", v2_body(4096)), True,
+                    "v2 stateless 4,096 steps")
+        attack(d, "v2 infer 4,096 steps x 4,096 outputs", stateless,
+               FACTOR * PER_REQUEST + SLACK)
+
+        def sequence():
+            refused(request(d, "POST", "/v2/models/wide/infer", v2_body(4096, seq=7)), True,
+                    "v2 sequence 4,096 steps")
+        attack(d, "v2 sequence 4,096 steps x 4,096 outputs", sequence,
+               FACTOR * PER_REQUEST + SLACK)
+
+        s, _, j = request(d, "POST", "/v2/models/wide/infer", v2_body(8, seq=8))
+        C.eq(s, 200, "a short sequence request answers 200 (%s)" % str(j)[:120])
+
+
+def check_unread_steps():
+    body = json.dumps({"inputs": [[0.5]] * 1000}).encode()
+    budget = 256 * MIB
+    with Daemon({"wide": wide_out()}, "--max-request-memory", "96M", "--memory-budget", "256M",
+                "--workers", "2", "--http-threads", "4", env=env()) as d:
+        sids = [new_session(d, "wide") for _ in range(20)]
+        s, _, j = post_raw(d, "/v1/sessions/%s/step" % sids[0], body)
+        C.eq(s, 200, "one 1,000-step request answers 200")
+        print("a reply is %.1f MiB" % (len(json.dumps(j)) / MIB))
+        socks = []
+
+        def flood():
+            for sid in sids:
+                sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sk.settimeout(30)
+                sk.connect(("127.0.0.1", d.port))
+                sk.sendall(b"POST /v1/sessions/%s/step HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                           % (sid.encode(), len(body)) + body)
+                socks.append(sk)
+            time.sleep(4)       # every request parsed, computed or refused by now
+        attack(d, "20 clients not reading 1,000-step replies", flood,
+               FACTOR * budget + SLACK)
+        codes = []
+        for sk in socks:
+            sk.settimeout(2)
+            data = b""
+            try:
+                while b"\r\n" not in data:
+                    chunk = sk.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError:
+                pass
+            codes.append(int(data.split(b" ")[1]) if data.startswith(b"HTTP/1.1 ") else 0)
+            sk.close()
+        print("statuses: %s" % sorted(codes))
+        C.check(codes.count(429) >= 10, "most of them got 429 (%d)" % codes.count(429))
+        C.check(codes.count(200) >= 1, "some got 200 (%d)" % codes.count(200))
+
+
+def check_generate():
+    huge = 5000000
+    with Daemon({"charlm": CHARLM}, *SMALL, "--max-generate-tokens", str(huge),
+                env=env()) as d:
+        sid = new_session(d, "charlm")
+        cases = [
+            ("v1 model generate", "/v1/models/charlm/generate",
+             {"prompt": "hello", "max_tokens": huge}, False),
+            ("v1 model generate, stream", "/v1/models/charlm/generate",
+             {"prompt": "hello", "max_tokens": huge, "stream": True}, False),
+            ("session generate", "/v1/sessions/%s/generate" % sid,
+             {"prompt": "hello", "max_tokens": huge}, False),
+            ("session generate, stream", "/v1/sessions/%s/generate" % sid,
+             {"prompt": "hello", "max_tokens": huge, "stream": True}, False),
+            ("v2 generate", "/v2/models/charlm/generate",
+             {"text_input": "hello", "max_tokens": huge}, True),
+            ("v2 generate_stream", "/v2/models/charlm/generate_stream",
+             {"text_input": "hello", "max_tokens": huge}, True),
+        ]
+        for name, path, body, v2 in cases:
+            def one():
+                refused(request(d, "POST", path, body, timeout=8), v2, name)
+            attack(d, "%s of %d tokens" % (name, huge), one, FACTOR * PER_REQUEST + SLACK)
+        s, _, j = request(d, "GET", "/v1/sessions/%s" % sid)
+        C.eq((s, j.get("steps") if isinstance(j, dict) else None), (200, 0),
+             "the refused generations fed nothing")
+        s, _, j = request(d, "POST", "/v1/sessions/%s/generate" % sid,
+                          {"prompt": "hello", "max_tokens": 16, "seed": 1})
+        C.eq((s, j.get("usage", {}).get("completion_tokens") if isinstance(j, dict) else None),
+             (200, 16), "a 16-token generation answers 200")
+
+
+def check_export():
+    big = write_model("big_state", {"input": {"kind": "vectors", "dim": 1},
+                                    "layers": [{"type": "lstm", "hidden_size": 65536,
+                                                "proj_size": 1, "direction": "forward"}] * 2})
+    with Daemon({"big": big}, "--max-request-memory", "1M", "--memory-budget", "128M",
+                env=env()) as d:
+        sid = new_session(d, "big")
+        s, _, j = request(d, "POST", "/v1/sessions/%s/step" % sid, {"inputs": [[0.5]]})
+        C.eq(s, 200, "a step of the 131,074-float state answers 200 (%s)" % str(j)[:120])
+
+        def export():
+            refused(request(d, "GET", "/v1/sessions/%s/state" % sid), False,
+                    "export of 131,074 floats at max_request_memory 1M")
+        attack(d, "state export of 131,074 floats", export, FACTOR * 1 * MIB + SLACK)
+    with Daemon({"big": big}, "--max-request-memory", "8M", env=env()) as d:
+        sid = new_session(d, "big")
+        s, _, j = request(d, "GET", "/v1/sessions/%s/state" % sid)
+        C.eq(s, 200, "the same export at max_request_memory 8M answers 200")
+
+
+def main():
+    check_one_step_request()
+    check_v2_sequence()
+    check_unread_steps()
+    check_generate()
+    check_export()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
