@@ -5,8 +5,8 @@ allocate it, and keep it until their reply is sent. Each attack runs against a d
 small settings and measures the daemon's peak RSS (VmHWM) as tests/test_memory.py does:
 - one step request of 4,096 steps whose reply would be ~170 MB (4,096 outputs a step);
 - the same steps as a v2 infer in a sequence (sequence_id), refused as stateless infer is;
-- 20 keep-alive clients that never read the replies of 1,000-step requests (~40 MB each):
-  RSS stays near memory_budget, the rest get 429;
+- 20 keep-alive clients that never read the replies of 1,000-step requests (~48 MB each):
+  RSS stays near memory_budget, the rest get 429 (and a v2 sequence request 503);
 - generations of 5,000,000 tokens (max_generate_tokens raised to allow them);
 - a state export whose text (131,074 floats) passes max_request_memory (1M).
 Prints each peak; exits 1 on any failure."""
@@ -259,6 +259,15 @@ def check_unread_steps():
             time.sleep(4)       # every request parsed, computed or refused by now
         attack(d, "20 clients not reading 1,000-step replies", flood,
                FACTOR * budget + SLACK)
+        # the unread replies hold the budget: more of the same waits, on v1 and on v2
+        s, h, j = post_raw(d, "/v1/sessions/%s/step" % new_session(d, "wide"), body)
+        C.check((s, code_of(j)) == (429, "overloaded") and "retry-after" in h,
+                "a step while the budget is held: 429 overloaded with Retry-After (%s %s)"
+                % (s, str(j)[:120]))
+        s, h, j = request(d, "POST", "/v2/models/wide/infer", v2_body(1000, seq=9))
+        C.check(s == 503 and "retry-after" in h and "memory_budget" in str(j),
+                "a v2 sequence request while the budget is held: 503 with Retry-After (%s %s)"
+                % (s, str(j)[:120]))
         codes = []
         for sk in socks:
             sk.settimeout(2)
