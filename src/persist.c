@@ -1,6 +1,7 @@
 /* Sessions that survive restarts (see persist.h). */
 #include "persist.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +12,9 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 #include "snapshot.h"
+
+/* how far ahead of this clock a restored creation time may be (a clock stepped back) */
+#define CREATED_AHEAD_S 3600
 
 static double mono_s(void)
 {
@@ -212,6 +216,27 @@ static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size
         snprintf(err, errlen, "idle_s: expected a finite number >= 0, got %g", rec->idle_s);
         return RNND_ERR_INVALID;
     }
+    /* a creation time before 1970 or from the future would print as nonsense in the listing
+     * and age the session wrongly; an hour ahead allows for a clock stepped back */
+    int64_t now = (int64_t)time(NULL);
+    if (rec->created < 0 || rec->created > now + CREATED_AHEAD_S) {
+        snprintf(err, errlen, "created: expected unix seconds from 0 to %" PRId64 " (now + "
+                 "%d), got %" PRId64, now + CREATED_AHEAD_S, CREATED_AHEAD_S, rec->created);
+        return RNND_ERR_INVALID;
+    }
+    /* the state import takes steps as a JSON integer (int64); listings print them as one */
+    if (rec->steps > (uint64_t)INT64_MAX) {
+        snprintf(err, errlen, "steps: expected an integer from 0 to %" PRId64 ", got %" PRIu64,
+                 INT64_MAX, rec->steps);
+        return RNND_ERR_INVALID;
+    }
+    /* the state import refuses NaN and Inf: a restored state may not hold what no request
+     * could put there */
+    for (size_t i = 0; i < rec->n_floats; i++)
+        if (!isfinite(rec->state[i])) {
+            snprintf(err, errlen, "state[%zu]: the number is not finite", i);
+            return RNND_ERR_INVALID;
+        }
     if (!rec->has_gen)
         return RNND_OK;
     if (rnnd_gen_params_check(&rec->gen, gen_max, err, errlen) == RNND_ERR_LIMIT)

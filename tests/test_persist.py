@@ -14,7 +14,8 @@
   hold the model file's SHA-256) restores its sessions onto the same files, and drops with a
   log line those whose file changed.
 - Every restored field is checked as the API checks it (issue 13.7): crafted max_tokens and
-  NaN ttl_s / temperature lose their record, the listing stays JSON.
+  NaN ttl_s / temperature lose their record, the listing stays JSON; so do a creation time
+  before 1970 or over an hour ahead, steps above 2^63-1, and NaN or Inf in a state.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -145,6 +146,55 @@ def check_restored_fields(models):
                                {"prompt": "ab", "temperature": 0})
         C.eq((st, got.get("usage", {}).get("completion_tokens") if st == 200 else got),
              (200, 5), "an untouched record keeps its defaults")
+        d.kill()
+
+
+def check_restored_numbers(models):
+    """Issue 13.7: restored numbers are checked as the state import checks them. A record
+    created at 2^63-1 or before 1970, with 2^64-1 steps, or with NaN or Inf in its state is
+    dropped (reason=invalid, the field named); one created half an hour ahead (a clock stepped
+    back) is restored with its values."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(7)]
+        for sid in sids:
+            step(d, sid, {"text": "abc"})
+        d.stop()
+    ahead = int(time.time()) + 1800
+    # owner +0, steps +8, created +16; the state is the record's last bytes
+    edits = {0: ("created", lambda rec, at: struct.pack_into("=q", rec, at + 16, 2 ** 63 - 1)),
+             1: ("created", lambda rec, at: struct.pack_into("=q", rec, at + 16, -1)),
+             2: ("steps", lambda rec, at: struct.pack_into("=Q", rec, at + 8, 2 ** 64 - 1)),
+             3: ("state", lambda rec, at: struct.pack_into("=f", rec, len(rec) - 4,
+                                                           float("nan"))),
+             4: ("state", lambda rec, at: struct.pack_into("=f", rec, len(rec) - 8,
+                                                           float("-inf"))),
+             5: (None, lambda rec, at: struct.pack_into("=qQ", rec, at + 8, 2 ** 63 - 1,
+                                                        ahead))}
+    order = []
+
+    def edit(rid, rec, at):
+        i = sids.index(rid)
+        order.append(i)
+        if i in edits:
+            edits[i][1](rec, at)
+    edit_records(edit)
+    with Daemon(models, "--state-dir", STATE) as d:
+        for i, (field, _) in edits.items():
+            if field:
+                C.check(log_has(d, "event=session_dropped", "record=%d " % order.index(i),
+                                "reason=invalid", "msg=\"" + field),
+                        "record %d (%s) is dropped as invalid, naming the field" % (i, field))
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=5"),
+                "the two valid records are restored")
+        st, _, body = d.request("GET", "/v1/sessions")
+        C.eq((st, sorted(s["id"] for s in body.get("sessions", []))),
+             (200, sorted([sids[5], sids[6]])), "the listing holds the valid records only")
+        got = d.request("GET", "/v1/sessions/%s" % sids[5])[2]
+        C.eq((got.get("steps"), got.get("created")), (2 ** 63 - 1, ahead),
+             "the largest steps and a creation half an hour ahead are kept")
         d.kill()
 
 
@@ -318,6 +368,7 @@ def main():
 
     check_digests(models)
     check_restored_fields(models)
+    check_restored_numbers(models)
     C.exit()
 
 
