@@ -135,7 +135,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
     double t0 = mono_s();
     char err[512];
     rnnd_snap_writer *w;
-    int rc = rnnd_snap_writer_open(dir, &w, err, sizeof err);
+    int rc = rnnd_snap_writer_open(dir, app->snap_key, &w, err, sizeof err);
     rnnd_session **all = NULL;
     size_t n = 0;
     if (!rc && (rc = rnnd_session_collect(app->sessions, &all, &n)))
@@ -262,6 +262,19 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
+/* A snapshot that is not this key's: none of it is restored, and it is renamed aside, so
+ * that the next snapshot does not overwrite what an operator may want to look at (one file:
+ * a later refusal replaces it). */
+static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
+{
+    char from[4200], to[4200], q[600], qk[4300];
+    snprintf(from, sizeof from, "%s/%s", dir, RNND_SNAPSHOT_FILE);
+    snprintf(to, sizeof to, "%s/%s.refused", dir, RNND_SNAPSHOT_FILE);
+    int kept = rename(from, to) == 0;
+    RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_refused", "reason=%s kept=%s msg=%s", reason,
+             kept ? rnnd_log_quote(qk, sizeof qk, to) : "-", rnnd_log_quote(q, sizeof q, err));
+}
+
 size_t rnnd_persist_restore(rnnd_app *app)
 {
     const char *dir = app->cfg->state_dir;
@@ -270,9 +283,15 @@ size_t rnnd_persist_restore(rnnd_app *app)
     double t0 = mono_s();
     char err[512], q[600];
     rnnd_snap *snap;
-    int rc = rnnd_snap_load(dir, &snap, err, sizeof err);
+    const char *reason = NULL;
+    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, &snap, &reason, err,
+                            sizeof err);
     if (rc == 1) {
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
+        return 0;
+    }
+    if (rc == RNND_ERR_AUTH) {
+        refuse(app, dir, reason, err);
         return 0;
     }
     if (rc) {
