@@ -200,6 +200,8 @@ static int load_snap_key(rnnd_app *app)
     char *path = NULL;
     int rc = rnnd_snapkey_path(cfg->state_dir, cfg->snapshot_key_file, &path, err, sizeof err);
     if (!rc)
+        rc = rnnd_snapkey_check_outside(path, cfg->state_dir, err, sizeof err);
+    if (!rc)
         rc = rnnd_snapkey_load(path, app->snap_key, &app->snap_key_created, err, sizeof err);
     if (rc) {
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",

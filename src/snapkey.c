@@ -94,6 +94,32 @@ int rnnd_snapkey_path(const char *state_dir, const char *setting, char **out, ch
     return RNND_OK;
 }
 
+int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *err,
+                               size_t errlen)
+{
+    char *copy = strdup(path);
+    if (!copy) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        return RNND_ERR_NOMEM;
+    }
+    char *slash = strrchr(copy, '/');
+    const char *dir = !slash ? "." : slash == copy ? "/" : (*slash = '\0', copy);
+    char *kdir = realpath(dir, NULL), *sdir = realpath(state_dir, NULL);
+    int rc = RNND_OK;
+    if (kdir && sdir) {
+        size_t n = strlen(sdir);
+        if (!strncmp(kdir, sdir, n) && (kdir[n] == '\0' || kdir[n] == '/' || n == 1)) {
+            snprintf(err, errlen, "%s: inside state_dir %s; keep the snapshot key outside it "
+                     "(snapshot_key_file)", path, state_dir);
+            rc = RNND_ERR_INVALID;
+        }
+    }
+    free(kdir);
+    free(sdir);
+    free(copy);
+    return rc;
+}
+
 /* Make the key file: O_EXCL, so that a file that appears meanwhile (or a link planted there)
  * is never written through; fsync, so that a crash cannot leave a short key behind. */
 static int create_key(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], char *err,

@@ -6,7 +6,8 @@
  * test_key_file: a missing key file is created with 32 bytes, mode 0600, and read back the
  * same at the next start; a file of another size, one that group or others may read, a
  * symbolic link (even to a good key) and a FIFO are refused with "PATH: reason".
- * test_key_path: the default is the state folder's path + ".key" (beside it, not in it).
+ * test_key_path: the default is the state folder's path + ".key" (beside it, not in it); a key
+ * inside the state folder (at any depth, through a link) is refused.
  * test_signed: a snapshot written with a key loads with it; with another key, with one byte
  * flipped anywhere (header, record, hash, MAC) or with its MAC cut short, it is refused with
  * RNND_ERR_AUTH and reason bad_mac; an unsigned version 3 file loads only when unsigned files
@@ -194,6 +195,30 @@ START_TEST(test_key_path)
     ck_assert_int_eq(rnnd_snapkey_path("/", "", &p, err, sizeof err), RNND_ERR_INVALID);
     ck_assert_ptr_null(p);
     ck_assert(strstr(err, "snapshot_key_file") != NULL);
+
+    /* inside state_dir, at any depth or through a link, is refused; beside it is not */
+    make_dir();
+    char state[128], other[160], link[160];
+    snprintf(state, sizeof state, "%s/state", dir);
+    ck_assert_int_eq(mkdir(state, 0700), 0);
+    snprintf(other, sizeof other, "%s/sub", state);
+    ck_assert_int_eq(mkdir(other, 0700), 0);
+    snprintf(link, sizeof link, "%s/link", dir);
+    ck_assert_int_eq(symlink(state, link), 0);
+    const char *inside[] = {"/state/snap.key", "/state/sub/snap.key", "/link/snap.key",
+                            "/state/../state/k"};
+    for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++) {
+        snprintf(other, sizeof other, "%s%s", dir, inside[i]);
+        ck_assert_msg(rnnd_snapkey_check_outside(other, state, err, sizeof err) ==
+                      RNND_ERR_INVALID && strstr(err, "inside state_dir"), "%s", other);
+    }
+    snprintf(other, sizeof other, "%s/state.key", dir);
+    ck_assert_int_eq(rnnd_snapkey_check_outside(other, state, err, sizeof err), 0);
+    snprintf(other, sizeof other, "%s/stateful", dir);  /* a prefix of it, not the folder */
+    ck_assert_int_eq(mkdir(other, 0700), 0);
+    strcat(other, "/k");
+    ck_assert_int_eq(rnnd_snapkey_check_outside(other, state, err, sizeof err), 0);
+    remove_dir();
 }
 END_TEST
 

@@ -239,7 +239,8 @@ def check_authentication(models):
     byte, a cut trailer, or signed with another key is refused whole (reason=bad_mac, no
     session, the file renamed aside to sessions.snap.refused); an unsigned version 3 file is
     refused once the key exists (reason=unsigned) and restored at the start that creates the
-    key; a bad key file stops the start with FILE: reason and exit 1."""
+    key; a bad key file (wrong size or mode, a symlink, inside state_dir) stops the start
+    with FILE: reason and exit 1."""
     shutil.rmtree(STATE)
     os.makedirs(STATE)
     if os.path.exists(key_path()):
@@ -311,7 +312,10 @@ def check_authentication(models):
         f.write(b"x" * 31)
     for what, path, mode, want in (("wrong size", other, 0o600, "31 bytes"),
                                    ("wrong mode", key_path(), 0o644, "mode 0644"),
-                                   ("a symlink", other + ".link", None, "symbolic link")):
+                                   ("a symlink", other + ".link", None, "symbolic link"),
+                                   ("a place inside state_dir",
+                                    os.path.join(STATE, "snap.key"), None,
+                                    "inside state_dir")):
         if mode is not None:
             os.chmod(path, mode)
         rc, err = serve_fails(*sum((["--model", "%s=%s" % kv] for kv in models.items()), []),
@@ -320,6 +324,7 @@ def check_authentication(models):
                 "a key file of %s stops the start: exit 1, FILE: reason (%s)"
                 % (what, err.strip().splitlines()[-1:] if err else rc))
     os.chmod(key_path(), 0o600)
+    C.check(not os.path.exists(os.path.join(STATE, "snap.key")), "and none is made in it")
 
 
 def file_sha(path):
