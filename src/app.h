@@ -16,6 +16,7 @@
 #include "rnnd/infer.h"
 #include "session.h"
 #include "settings.h"
+#include "snapkey.h"
 
 typedef struct rnnd_app {
     const rnnd_config *cfg;
@@ -30,6 +31,8 @@ typedef struct rnnd_app {
     rnnd_infer_limits infer_limits;
     rnnd_membudget mem;             /* memory of requests in flight (membudget.h) */
     rnnd_auth auth;                 /* API keys; n == 0: authentication off */
+    unsigned char snap_key[RNND_SNAPKEY_BYTES]; /* signs snapshots; with a state_dir only */
+    int snap_key_created;           /* made at this start: unsigned snapshots still restore */
     atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
     atomic_long pending;            /* compute requests admitted and not yet freed */
     int listen_fd;                  /* a socket passed by systemd (listenfd.h), or -1 */

@@ -173,6 +173,7 @@ static void teardown(rnnd_app *app)
     app->sessions = NULL;
     rnnd_catalog_destroy(&app->models);
     rnnd_auth_free(&app->auth);
+    memset(app->snap_key, 0, sizeof app->snap_key);
 }
 
 /* Stop every batcher of the current set (retired versions' queued work is cancelled by the
@@ -186,6 +187,34 @@ static void stop_batchers(rnnd_app *app)
         if (cur.entries[i]->batcher)
             rnnd_batcher_stop(cur.entries[i]->batcher);
     rnnd_registry_free(&cur);
+}
+
+/* The snapshot key (snapkey.h), with a state_dir only; a bad key file stops the start, as a
+ * bad API keys file does. Returns 0 or 1. */
+static int load_snap_key(rnnd_app *app)
+{
+    const rnnd_config *cfg = app->cfg;
+    if (!cfg->state_dir || !*cfg->state_dir)
+        return 0;
+    char err[1024] = "", q[1100];
+    char *path = NULL;
+    int rc = rnnd_snapkey_path(cfg->state_dir, cfg->snapshot_key_file, &path, err, sizeof err);
+    if (!rc)
+        rc = rnnd_snapkey_check_outside(path, cfg->state_dir, err, sizeof err);
+    if (!rc)
+        rc = rnnd_snapkey_load(path, app->snap_key, &app->snap_key_created, err, sizeof err);
+    if (rc) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+        rnnd_auth_free(&app->auth);
+        free(path);
+        return 1;
+    }
+    if (app->snap_key_created)
+        RNND_LOG(&app->log, RNND_LOG_INFO, "snapshot_key_created", "path=%s",
+                 rnnd_log_quote(q, sizeof q, path));
+    free(path);
+    return 0;
 }
 
 /* Everything after the settings; returns the exit status. */
@@ -207,6 +236,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     }
     if (app->auth.n)
         RNND_LOG(&app->log, RNND_LOG_INFO, "api_keys", "keys=%zu", app->auth.n);
+    if (load_snap_key(app))
+        return 1;
     rnnd_registry reg;
     if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
         char q[1100];

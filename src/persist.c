@@ -1,6 +1,7 @@
 /* Sessions that survive restarts (see persist.h). */
 #include "persist.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +12,9 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 #include "snapshot.h"
+
+/* how far ahead of this clock a restored creation time may be (a clock stepped back) */
+#define CREATED_AHEAD_S 3600
 
 static double mono_s(void)
 {
@@ -131,7 +135,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
     double t0 = mono_s();
     char err[512];
     rnnd_snap_writer *w;
-    int rc = rnnd_snap_writer_open(dir, &w, err, sizeof err);
+    int rc = rnnd_snap_writer_open(dir, app->snap_key, &w, err, sizeof err);
     rnnd_session **all = NULL;
     size_t n = 0;
     if (!rc && (rc = rnnd_session_collect(app->sessions, &all, &n)))
@@ -212,6 +216,27 @@ static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size
         snprintf(err, errlen, "idle_s: expected a finite number >= 0, got %g", rec->idle_s);
         return RNND_ERR_INVALID;
     }
+    /* a creation time before 1970 or from the future would print as nonsense in the listing
+     * and age the session wrongly; an hour ahead allows for a clock stepped back */
+    int64_t now = (int64_t)time(NULL);
+    if (rec->created < 0 || rec->created > now + CREATED_AHEAD_S) {
+        snprintf(err, errlen, "created: expected unix seconds from 0 to %" PRId64 " (now + "
+                 "%d), got %" PRId64, now + CREATED_AHEAD_S, CREATED_AHEAD_S, rec->created);
+        return RNND_ERR_INVALID;
+    }
+    /* the state import takes steps as a JSON integer (int64); listings print them as one */
+    if (rec->steps > (uint64_t)INT64_MAX) {
+        snprintf(err, errlen, "steps: expected an integer from 0 to %" PRId64 ", got %" PRIu64,
+                 INT64_MAX, rec->steps);
+        return RNND_ERR_INVALID;
+    }
+    /* the state import refuses NaN and Inf: a restored state may not hold what no request
+     * could put there */
+    for (size_t i = 0; i < rec->n_floats; i++)
+        if (!isfinite(rec->state[i])) {
+            snprintf(err, errlen, "state[%zu]: the number is not finite", i);
+            return RNND_ERR_INVALID;
+        }
     if (!rec->has_gen)
         return RNND_OK;
     if (rnnd_gen_params_check(&rec->gen, gen_max, err, errlen) == RNND_ERR_LIMIT)
@@ -237,6 +262,19 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
+/* A snapshot that is not this key's: none of it is restored, and it is renamed aside, so
+ * that the next snapshot does not overwrite what an operator may want to look at (one file:
+ * a later refusal replaces it). */
+static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
+{
+    char from[4200], to[4200], q[600], qk[4300];
+    snprintf(from, sizeof from, "%s/%s", dir, RNND_SNAPSHOT_FILE);
+    snprintf(to, sizeof to, "%s/%s.refused", dir, RNND_SNAPSHOT_FILE);
+    int kept = rename(from, to) == 0;
+    RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_refused", "reason=%s kept=%s msg=%s", reason,
+             kept ? rnnd_log_quote(qk, sizeof qk, to) : "-", rnnd_log_quote(q, sizeof q, err));
+}
+
 size_t rnnd_persist_restore(rnnd_app *app)
 {
     const char *dir = app->cfg->state_dir;
@@ -245,9 +283,15 @@ size_t rnnd_persist_restore(rnnd_app *app)
     double t0 = mono_s();
     char err[512], q[600];
     rnnd_snap *snap;
-    int rc = rnnd_snap_load(dir, &snap, err, sizeof err);
+    const char *reason = NULL;
+    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, &snap, &reason, err,
+                            sizeof err);
     if (rc == 1) {
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
+        return 0;
+    }
+    if (rc == RNND_ERR_AUTH) {
+        refuse(app, dir, reason, err);
         return 0;
     }
     if (rc) {

@@ -41,6 +41,9 @@ static const struct setting settings[] = {
     {"state_dir", CT_STRING, OFF(state_dir), "", 0, 0, NULL, "DIR",
      "folder where sessions are saved on shutdown (and every snapshot_interval_s) and "
      "restored from at start; empty = sessions do not survive a restart"},
+    {"snapshot_key_file", CT_STRING, OFF(snapshot_key_file), "", 0, 0, NULL, "FILE",
+     "32-byte key that signs the snapshots (HMAC-SHA256), created 0600 at the first start; "
+     "keep it outside state_dir; empty = the state_dir path + \".key\", beside the folder"},
     {"snapshot_interval_s", CT_INT, OFF(snapshot_interval_s), "0", 0, 86400, NULL, "S",
      "also save all sessions this often while serving, bounding what a crash loses; 0 = only "
      "on shutdown"},
@@ -298,6 +301,7 @@ void rnnd_config_free(rnnd_config *cfg)
     free(cfg->listen);
     free(cfg->models);
     free(cfg->state_dir);
+    free(cfg->snapshot_key_file);
     free(cfg->api_keys_file);
     free(cfg->tls_cert);
     free(cfg->tls_key);

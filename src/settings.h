@@ -17,6 +17,7 @@ typedef struct rnnd_config {
     char **model;                   /* NAME=FILE entries */
     size_t n_model;
     char *state_dir;                /* "" = no snapshots */
+    char *snapshot_key_file;        /* "" = state_dir + ".key" */
     char *api_keys_file;            /* "" = no authentication */
     char *tls_cert, *tls_key;       /* "" = plain HTTP */
     char *tls_priorities;

@@ -16,19 +16,23 @@
 
 #include "rnnd/status.h"
 #include "sha256.h"
+#include "snapkey.h"
 
 static const char head_magic[8] = {'R', 'N', 'N', 'D', 'S', 'N', 'A', 'P'};
 static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
-#define VERSION 3u          /* 2: records carry their owner; 3: the model's state digest */
+#define VERSION 4u          /* 2: records carry their owner; 3: the model's state digest;
+                             * 4: an HMAC-SHA256 trailer with the snapshot key */
 #define FILE_DIGEST_VERSION 2u  /* the oldest read: its records carry the model file's SHA-256 */
+#define SIGNED_VERSION 4u   /* the first with the HMAC trailer */
 #define ENDIAN 0x01020304u
 #define HEAD_BYTES 24
-#define TAIL_BYTES 48       /* magic, count, sha256 */
+#define TAIL_BYTES 48       /* magic, count, sha256 (then, from version 4, the HMAC) */
 
 struct rnnd_snap_writer {
     char *tmp, *final, *dir;
     FILE *f;
     rnnd_sha256 sha;
+    rnnd_hmac mac;
     size_t off, count;
     int failed;
 };
@@ -42,6 +46,7 @@ static int wr(rnnd_snap_writer *w, const void *p, size_t n)
         return -1;
     }
     rnnd_sha256_update(&w->sha, p, n);
+    rnnd_hmac_update(&w->mac, p, n);
     w->off += n;
     return 0;
 }
@@ -66,10 +71,12 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     free(w->tmp);
     free(w->final);
     free(w->dir);
+    memset(w, 0, sizeof *w);    /* the HMAC state holds the key */
     free(w);
 }
 
-int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, size_t errlen)
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
+                          char *err, size_t errlen)
 {
     *out = NULL;
     rnnd_snap_writer *w = calloc(1, sizeof *w);
@@ -90,6 +97,7 @@ int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, si
         return RNND_ERR_IO;
     }
     rnnd_sha256_init(&w->sha);
+    rnnd_hmac_init(&w->mac, key, RNND_SNAPKEY_BYTES);
     uint32_t version = VERSION, endian = ENDIAN;
     int64_t now = (int64_t)time(NULL);
     wr(w, head_magic, 8);
@@ -168,11 +176,13 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
     uint64_t count = w->count;
     wr(w, tail_magic, 8);
     wr(w, &count, 8);
-    unsigned char hash[32];
+    unsigned char hash[32], mac[RNND_HMAC_BYTES];
     rnnd_sha256_final(&w->sha, hash);
-    if (!w->failed && fwrite(hash, 1, 32, w->f) != 32)
+    wr(w, hash, 32);
+    rnnd_hmac_final(&w->mac, mac);
+    if (!w->failed && fwrite(mac, 1, sizeof mac, w->f) != sizeof mac)
         w->failed = errno ? errno : EIO;
-    size_t size = w->off + 32;
+    size_t size = w->off + sizeof mac;
     if (!w->failed && (fflush(w->f) || fsync(fileno(w->f))))
         w->failed = errno ? errno : EIO;
     if (!w->failed) {
@@ -330,9 +340,11 @@ static int parse_rec(struct cur *c, rnnd_snap_rec *r)
     return c->bad ? -1 : 0;
 }
 
-int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
+int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
+                   rnnd_snap **out, const char **reason, char *err, size_t errlen)
 {
     *out = NULL;
+    *reason = NULL;
     char *path = path_join(dir, RNND_SNAPSHOT_FILE);
     if (!path) {
         snprintf(err, errlen, "%s: out of memory", dir);
@@ -353,7 +365,7 @@ int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
         rc = s ? RNND_ERR_IO : RNND_ERR_NOMEM;
         goto fail;
     }
-    if ((size_t)st.st_size < HEAD_BYTES + TAIL_BYTES) {
+    if ((size_t)st.st_size < HEAD_BYTES) {
         snprintf(err, errlen, "%s: truncated (%lld bytes)", path, (long long)st.st_size);
         goto fail;
     }
@@ -378,19 +390,48 @@ int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
         goto fail;
     }
     s->version = version;
+    /* Authenticate before anything else of the file is believed: a file that is not this
+     * key's (another key's, forged, or cut short) is refused whole. */
+    size_t body = s->size;
+    if (version >= SIGNED_VERSION) {
+        unsigned char mac[RNND_HMAC_BYTES];
+        int ok = s->size >= HEAD_BYTES + TAIL_BYTES + RNND_HMAC_BYTES;
+        if (ok) {
+            body = s->size - RNND_HMAC_BYTES;
+            rnnd_hmac_sha256(key, RNND_SNAPKEY_BYTES, s->map, body, mac);
+            ok = rnnd_hmac_equal(mac, s->map + body, sizeof mac);
+        }
+        if (!ok) {
+            snprintf(err, errlen, "%s: the snapshot key's MAC does not match (written with "
+                     "another key, altered or truncated)", path);
+            *reason = "bad_mac";
+            rc = RNND_ERR_AUTH;
+            goto fail;
+        }
+    } else if (!accept_unsigned) {
+        snprintf(err, errlen, "%s: an unsigned version %u snapshot, accepted only at the "
+                 "start that creates the snapshot key", path, version);
+        *reason = "unsigned";
+        rc = RNND_ERR_AUTH;
+        goto fail;
+    }
+    if (body < HEAD_BYTES + TAIL_BYTES) {
+        snprintf(err, errlen, "%s: truncated (%zu bytes)", path, s->size);
+        goto fail;
+    }
     unsigned char hash[32];
     rnnd_sha256 sha;
     rnnd_sha256_init(&sha);
-    rnnd_sha256_update(&sha, s->map, s->size - 32);
+    rnnd_sha256_update(&sha, s->map, body - 32);
     rnnd_sha256_final(&sha, hash);
-    const unsigned char *tail = s->map + s->size - TAIL_BYTES;
-    if (memcmp(tail, tail_magic, 8) || memcmp(hash, s->map + s->size - 32, 32)) {
+    const unsigned char *tail = s->map + body - TAIL_BYTES;
+    if (memcmp(tail, tail_magic, 8) || memcmp(hash, s->map + body - 32, 32)) {
         snprintf(err, errlen, "%s: checksum mismatch (truncated or corrupt)", path);
         goto fail;
     }
     uint64_t count;
     memcpy(&count, tail + 8, 8);
-    if (count > s->size / 4) {
+    if (count > body / 4) {
         snprintf(err, errlen, "%s: bad record count", path);
         goto fail;
     }
@@ -401,7 +442,7 @@ int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen)
         goto fail;
     }
     /* walk and check every record now, so that rnnd_snap_get cannot fail */
-    size_t off = HEAD_BYTES, end = s->size - TAIL_BYTES;
+    size_t off = HEAD_BYTES, end = body - TAIL_BYTES;
     for (uint64_t i = 0; i < count; i++) {
         uint32_t len;
         if (end - off < 4) {

@@ -1,7 +1,8 @@
 /* The sessions snapshot file: every live session's id, model name and state digest, step count,
  * times, generation defaults and state, in one file written atomically (a temporary file,
- * fsync, rename, fsync of the folder) and checked whole on reading (SHA-256 of everything
- * before the trailer's hash). docs/state.md describes the format and the guarantees.
+ * fsync, rename, fsync of the folder) and checked whole on reading: an HMAC-SHA256 with the
+ * snapshot key (snapkey.h) over everything before it, then the SHA-256 of everything before
+ * the trailer's hash. docs/state.md describes the format and the guarantees.
  *
  * Writing streams records as they come (no copy of all states in memory); reading maps the
  * file and hands out records that point into the map. */
@@ -34,9 +35,10 @@ typedef struct rnnd_snap_rec {
 
 typedef struct rnnd_snap_writer rnnd_snap_writer;
 
-/* Start DIR/sessions.snap.tmp. Returns 0 or RNND_ERR_IO / RNND_ERR_NOMEM with ERR naming the
+/* Start DIR/sessions.snap.tmp, signed with KEY (RNND_SNAPKEY_BYTES). Returns 0 or RNND_ERR_IO / RNND_ERR_NOMEM with ERR naming the
  * file and the reason. */
-int rnnd_snap_writer_open(const char *dir, rnnd_snap_writer **out, char *err, size_t errlen);
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
+                          char *err, size_t errlen);
 /* Append one record. Returns 0 or RNND_ERR_IO (the writer is then failed: commit refuses). */
 int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *rec);
 /* Finish: trailer, fsync, rename over DIR/sessions.snap, fsync DIR. Frees W either way.
@@ -48,10 +50,14 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w);
 
 typedef struct rnnd_snap rnnd_snap;
 
-/* Map and check DIR/sessions.snap (this build's version 3, or version 2 from before state
- * digests). Returns 0; 1 when there is no snapshot; or RNND_ERR_INVALID (corrupt, truncated,
- * unknown version: ERR says which) / RNND_ERR_IO. */
-int rnnd_snap_load(const char *dir, rnnd_snap **out, char *err, size_t errlen);
+/* Map and check DIR/sessions.snap: this build's version 4, whose MAC must be KEY's
+ * (RNND_SNAPKEY_BYTES); or, only with ACCEPT_UNSIGNED (the start that created the key),
+ * an unsigned version 3 or version 2 (from before state digests). Returns 0; 1 when there is
+ * no snapshot; RNND_ERR_AUTH with *REASON "bad_mac" (another key's, altered, truncated) or
+ * "unsigned"; or RNND_ERR_INVALID (corrupt, unknown version: ERR says which) / RNND_ERR_IO.
+ * ERR says why in every case. */
+int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
+                   rnnd_snap **out, const char **reason, char *err, size_t errlen);
 size_t rnnd_snap_count(const rnnd_snap *s);
 size_t rnnd_snap_bytes(const rnnd_snap *s);
 unsigned rnnd_snap_version(const rnnd_snap *s);

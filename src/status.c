@@ -15,6 +15,7 @@ const char *rnnd_status_str(int status)
     case RNND_ERR_CONFLICT: return "conflict";
     case RNND_ERR_BUSY: return "busy";
     case RNND_ERR_STOPPED: return "stopped";
+    case RNND_ERR_AUTH: return "not authenticated";
     }
     return "unknown status";
 }

@@ -49,6 +49,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.session_ttl_s, 600);
     ck_assert_int_eq(c.session_evict, RNND_EVICT_REJECT);
     ck_assert_int_eq(c.workers, 0);
+    ck_assert_str_eq(c.snapshot_key_file, "");     /* state_dir + ".key" (snapkey.h) */
     rnnd_config_free(&c);
 }
 END_TEST
@@ -96,6 +97,9 @@ START_TEST(test_set)
     ck_assert_int_eq(rnnd_config_set(&c, "model", "=x", err, sizeof err), RNND_ERR_INVALID);
     ck_assert_uint_eq(c.n_model, 2);
     ck_assert_str_eq(c.model[1], "b=/x/b.rnnd");
+    ck_assert_int_eq(rnnd_config_set(&c, "snapshot-key-file", "/k/snap.key", err, sizeof err),
+                     0);
+    ck_assert_str_eq(c.snapshot_key_file, "/k/snap.key");
     rnnd_config_free(&c);
 }
 END_TEST

@@ -6,7 +6,8 @@
 #   folder /var/lib/rnnd/models, root's like /var/lib/rnnd, and nothing else out of place;
 # - its control fields (dpkg-deb -I): version = rnnd --version, the dependencies;
 # - the installed unit and conf file: the service runs as the system user rnnd and may write
-#   only its state folder /var/lib/rnnd/state, systemd-analyze verify is silent and security
+#   only its state folder /var/lib/rnnd/state and its snapshot key folder /var/lib/rnnd/key,
+#   systemd-analyze verify is silent and security
 #   rates it 2.0 or lower; the conf file serves the models folder
 #   and the bundled model; the packaged programs run from the unpacked tree, and are not a
 #   sanitizer build even when this build is one (the package configures itself);
@@ -14,7 +15,8 @@
 #   recorder: configure creates the user and enables rnnd.service only, and hands the user
 #   nothing on a fresh install; an upgrade from the first layout (/var/lib/rnnd the user's)
 #   gives /var/lib/rnnd back to root and moves the snapshot into the state folder; purge
-#   removes the saved sessions, the state folder and the stat override;
+#   removes the saved sessions, the state folder, the snapshot key with its folder and the
+#   stat override;
 # - lintian reports no error (its other tags are printed).
 # The package is built without its own test run (DEB_BUILD_OPTIONS=nocheck). Needs dpkg-dev,
 # debhelper, lintian and the package's build dependencies (tools/setup installs them). Run by
@@ -126,8 +128,9 @@ x="$T/root"
 dpkg-deb -x "$deb" "$x"
 unit="$x/lib/systemd/system/rnnd.service"
 exec_start='ExecStart=/usr/bin/rnnd serve --config /etc/rnnd/rnnd.conf'
-exec_start="$exec_start"' --state-dir ${STATE_DIRECTORY}'
-for line in 'User=rnnd' 'Group=rnnd' 'StateDirectory=rnnd/state' 'StateDirectoryMode=0700' \
+exec_start="$exec_start"' --state-dir %S/rnnd/state --snapshot-key-file %S/rnnd/key/snapshot.key'
+for line in 'User=rnnd' 'Group=rnnd' 'StateDirectory=rnnd/state rnnd/key' \
+            'StateDirectoryMode=0700' \
             'ProtectSystem=strict' 'Type=notify' "$exec_start"; do
     check "the packaged rnnd.service has '$line'" grep -qxF "$line" "$unit"
 done
@@ -136,8 +139,9 @@ check "the packaged rnnd.service has no DynamicUser=" sh -c "! grep -q '^Dynamic
 # folder must be the only one, and not the folder that holds the models.
 writable='ProtectSystem|ReadWritePaths|(State|Runtime|Cache|Logs)Directory'
 grep -E "^($writable)=" "$unit" | sort >"$T/writable"
-check "the service may write /var/lib/rnnd/state only (no ReadWritePaths=, no other folder)" \
-    test "$(cat "$T/writable")" = "$(printf 'ProtectSystem=strict\nStateDirectory=rnnd/state')"
+check "the service may write /var/lib/rnnd/state and key only (no ReadWritePaths=, no other)" \
+    test "$(cat "$T/writable")" = \
+         "$(printf 'ProtectSystem=strict\nStateDirectory=rnnd/state rnnd/key')"
 mkdir -p "$T/units"
 sed "s|^ExecStart=/usr/bin/rnnd |ExecStart=$x/usr/bin/rnnd |" "$unit" >"$T/units/rnnd.service"
 cp "$x/lib/systemd/system/rnnd.socket" "$T/units/rnnd.socket"
@@ -215,8 +219,9 @@ lay_out() {   # lay_out old|new: $F as the first package (and its service) or th
         echo saved >"$lib/sessions.snap"
         echo partial >"$lib/sessions.snap.tmp"
     else
-        mkdir -m 0700 "$lib/state"
+        mkdir -m 0700 "$lib/state" "$lib/key"
         echo saved >"$lib/state/sessions.snap"
+        echo key >"$lib/key/snapshot.key"
     fi
 }
 run_script() {   # run_script OVERRIDE SCRIPT ARGS...: the calls, $F taken out, go to $T/calls
@@ -303,6 +308,7 @@ lay_out new
 touch "$lib/models/en.rnnd"
 check "postrm purge runs" run_script '' postrm purge
 check "postrm purge removes the saved sessions and the state folder" test ! -e "$lib/state"
+check "postrm purge removes the snapshot key and its folder" test ! -e "$lib/key"
 check "postrm purge keeps the models you put in /var/lib/rnnd/models" \
     test -f "$lib/models/en.rnnd"
 check "postrm purge leaves the user rnnd" \

@@ -14,10 +14,12 @@
   hold the model file's SHA-256) restores its sessions onto the same files, and drops with a
   log line those whose file changed.
 - Every restored field is checked as the API checks it (issue 13.7): crafted max_tokens and
-  NaN ttl_s / temperature lose their record, the listing stays JSON.
+  NaN ttl_s / temperature lose their record, the listing stays JSON; so do a creation time
+  before 1970 or over an hour ahead, steps above 2^63-1, and NaN or Inf in a state.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
+import hmac
 import json
 import os
 import random
@@ -60,13 +62,35 @@ def snapshot_path():
     return os.path.join(STATE, "sessions.snap")
 
 
+def key_path():
+    """The snapshot key's default place: beside state_dir, not in it."""
+    return STATE + ".key"
+
+
+def trailer(body, version, key=None):
+    """BODY (header, records, "RNNDEND1", count) with its SHA-256, and from version 4 the
+    HMAC-SHA256 of all that with KEY (default: the key file's)."""
+    body = bytes(body) + hashlib.sha256(bytes(body)).digest()
+    if version >= 4:
+        if key is None:
+            key = open(key_path(), "rb").read()
+        body += hmac.new(key, body, hashlib.sha256).digest()
+    return body
+
+
+def split(raw):
+    """A snapshot's (version, end of its records): version 4 ends in a 32-byte MAC."""
+    version = struct.unpack_from("=I", raw, 8)[0]
+    return version, len(raw) - 48 - (32 if version >= 4 else 0)
+
+
 def rewrite_snapshot(version, digests):
     """Rewrite the snapshot (docs/state.md, "File format") as VERSION with each record's digest
     replaced by DIGESTS[model name], and a new trailer hash."""
     raw = open(snapshot_path(), "rb").read()
     head = bytearray(raw[:24])
     struct.pack_into("=I", head, 8, version)
-    body, off, end = bytearray(head), 24, len(raw) - 48
+    body, (off, end) = bytearray(head), (24, split(raw)[1])
     while off < end:
         (n,) = struct.unpack_from("=I", raw, off)
         rec = bytearray(raw[off:off + 4 + n])
@@ -77,14 +101,15 @@ def rewrite_snapshot(version, digests):
         off += 4 + n
     body += raw[end:end + 16]
     with open(snapshot_path(), "wb") as f:
-        f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+        f.write(trailer(body, version))
 
 
 def edit_records(edit):
     """Rewrite the snapshot with EDIT(record id, record bytearray, offset of its owner field)
-    applied to each record, and a new trailer hash."""
+    applied to each record, and a new trailer hash and MAC (the key file's)."""
     raw = open(snapshot_path(), "rb").read()
-    body, off, end = bytearray(raw[:24]), 24, len(raw) - 48
+    version, end = split(raw)
+    body, off = bytearray(raw[:24]), 24
     while off < end:
         (n,) = struct.unpack_from("=I", raw, off)
         rec = bytearray(raw[off:off + 4 + n])
@@ -94,7 +119,7 @@ def edit_records(edit):
         off += 4 + n
     body += raw[end:end + 16]
     with open(snapshot_path(), "wb") as f:
-        f.write(bytes(body) + hashlib.sha256(bytes(body)).digest())
+        f.write(trailer(body, version))
 
 
 def check_restored_fields(models):
@@ -148,6 +173,160 @@ def check_restored_fields(models):
         d.kill()
 
 
+def check_restored_numbers(models):
+    """Issue 13.7: restored numbers are checked as the state import checks them. A record
+    created at 2^63-1 or before 1970, with 2^64-1 steps, or with NaN or Inf in its state is
+    dropped (reason=invalid, the field named); one created half an hour ahead (a clock stepped
+    back) is restored with its values."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(7)]
+        for sid in sids:
+            step(d, sid, {"text": "abc"})
+        d.stop()
+    ahead = int(time.time()) + 1800
+    # owner +0, steps +8, created +16; the state is the record's last bytes
+    edits = {0: ("created", lambda rec, at: struct.pack_into("=q", rec, at + 16, 2 ** 63 - 1)),
+             1: ("created", lambda rec, at: struct.pack_into("=q", rec, at + 16, -1)),
+             2: ("steps", lambda rec, at: struct.pack_into("=Q", rec, at + 8, 2 ** 64 - 1)),
+             3: ("state", lambda rec, at: struct.pack_into("=f", rec, len(rec) - 4,
+                                                           float("nan"))),
+             4: ("state", lambda rec, at: struct.pack_into("=f", rec, len(rec) - 8,
+                                                           float("-inf"))),
+             5: (None, lambda rec, at: struct.pack_into("=qQ", rec, at + 8, 2 ** 63 - 1,
+                                                        ahead))}
+    order = []
+
+    def edit(rid, rec, at):
+        i = sids.index(rid)
+        order.append(i)
+        if i in edits:
+            edits[i][1](rec, at)
+    edit_records(edit)
+    with Daemon(models, "--state-dir", STATE) as d:
+        for i, (field, _) in edits.items():
+            if field:
+                C.check(log_has(d, "event=session_dropped", "record=%d " % order.index(i),
+                                "reason=invalid", "msg=\"" + field),
+                        "record %d (%s) is dropped as invalid, naming the field" % (i, field))
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=5"),
+                "the two valid records are restored")
+        st, _, body = d.request("GET", "/v1/sessions")
+        C.eq((st, sorted(s["id"] for s in body.get("sessions", []))),
+             (200, sorted([sids[5], sids[6]])), "the listing holds the valid records only")
+        got = d.request("GET", "/v1/sessions/%s" % sids[5])[2]
+        C.eq((got.get("steps"), got.get("created")), (2 ** 63 - 1, ahead),
+             "the largest steps and a creation half an hour ahead are kept")
+        d.kill()
+
+
+def serve_fails(*args):
+    """`rnnd serve ARGS` that must not start: (exit status, its stderr)."""
+    try:
+        p = subprocess.run([os.environ["RNND_BIN"], "serve", "--listen", "127.0.0.1:0"]
+                           + [str(a) for a in args], capture_output=True, text=True,
+                           timeout=30)
+    except subprocess.TimeoutExpired:
+        return None, "it started and served"
+    return p.returncode, p.stderr
+
+
+def check_authentication(models):
+    """Issue 13.7: snapshots are signed (version 4, HMAC-SHA256) with a key kept beside
+    state_dir. The first start creates the key (0600, 32 bytes); a snapshot with a flipped
+    byte, a cut trailer, or signed with another key is refused whole (reason=bad_mac, no
+    session, the file renamed aside to sessions.snap.refused); an unsigned version 3 file is
+    refused once the key exists (reason=unsigned) and restored at the start that creates the
+    key; a bad key file (wrong size or mode, a symlink, inside state_dir) stops the start
+    with FILE: reason and exit 1."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    if os.path.exists(key_path()):
+        os.unlink(key_path())
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_key_created", key_path()),
+                "the first start creates the key and says where")
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(3)]
+        for sid in sids:
+            step(d, sid, {"text": "abc"})
+        d.stop()
+    st = os.lstat(key_path())
+    C.eq((oct(st.st_mode), st.st_size), (oct(0o100600), 32),
+         "the key is a regular file of 32 bytes, mode 0600")
+    C.eq(sorted(os.listdir(STATE)), ["sessions.snap"], "the key is not in state_dir")
+    good = open(snapshot_path(), "rb").read()
+    key = open(key_path(), "rb").read()
+    version, end = split(good)
+    C.eq(version, 4, "the snapshot is version 4")
+    C.eq(good[-32:], hmac.new(key, good[:-32], hashlib.sha256).digest(),
+         "its last 32 bytes are the HMAC-SHA256 of the rest with the key")
+    body = good[:end + 16]
+    v3 = bytearray(body)
+    struct.pack_into("=I", v3, 8, 3)
+    cases = (("a flipped byte", good[:200] + bytes([good[200] ^ 4]) + good[201:], "bad_mac"),
+             ("a truncated trailer", good[:-10], "bad_mac"),
+             ("another key", trailer(body, 4, os.urandom(32)), "bad_mac"),
+             ("an unsigned version 3 after the key exists", trailer(v3, 3), "unsigned"))
+    for what, data, reason in cases:
+        with open(snapshot_path(), "wb") as f:
+            f.write(data)
+        with Daemon(models, "--state-dir", STATE) as d:
+            C.check(log_has(d, "event=snapshot_refused", "reason=" + reason),
+                    "%s: refused whole (reason=%s)" % (what, reason))
+            st_, _, listed = d.request("GET", "/v1/sessions")
+            C.eq((st_, len(listed.get("sessions", [])), d.request("GET", "/readyz")[0]),
+                 (200, 0, 200), "%s: ready, with no sessions" % what)
+            d.kill()
+        C.eq((os.path.exists(snapshot_path()),
+              open(snapshot_path() + ".refused", "rb").read() == data),
+             (False, True), "%s: the file is renamed aside, unchanged" % what)
+        os.unlink(snapshot_path() + ".refused")
+    # the upgrade: an unsigned version 3 restores at the start that creates the key
+    os.unlink(key_path())
+    with open(snapshot_path(), "wb") as f:
+        f.write(trailer(v3, 3))
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_key_created") and
+                log_has(d, "event=restore", "sessions=3", "snapshot_version=3"),
+                "an unsigned version 3 is restored at the key's creation")
+        d.stop()
+    new = open(snapshot_path(), "rb").read()
+    C.eq((split(new)[0], new[-32:]),
+         (4, hmac.new(open(key_path(), "rb").read(), new[:-32], hashlib.sha256).digest()),
+         "and the next snapshot is version 4, signed with the new key")
+    # an explicit key file; bad ones stop the start
+    other = os.path.join(WORK, "other.key")
+    for p in (other, other + ".link"):
+        if os.path.lexists(p):
+            os.unlink(p)
+    with Daemon(models, "--state-dir", STATE, "--snapshot-key-file", other) as d:
+        C.check(log_has(d, "event=snapshot_key_created", other) and
+                log_has(d, "event=snapshot_refused", "reason=bad_mac"),
+                "snapshot_key_file: that key is made and used (the old snapshot is refused)")
+        d.kill()
+    os.symlink(key_path(), other + ".link")
+    with open(other, "wb") as f:
+        f.write(b"x" * 31)
+    for what, path, mode, want in (("wrong size", other, 0o600, "31 bytes"),
+                                   ("wrong mode", key_path(), 0o644, "mode 0644"),
+                                   ("a symlink", other + ".link", None, "symbolic link"),
+                                   ("a place inside state_dir",
+                                    os.path.join(STATE, "snap.key"), None,
+                                    "inside state_dir")):
+        if mode is not None:
+            os.chmod(path, mode)
+        rc, err = serve_fails(*sum((["--model", "%s=%s" % kv] for kv in models.items()), []),
+                              "--state-dir", STATE, "--snapshot-key-file", path)
+        C.check(rc == 1 and ("msg=\"%s: " % path) in err and want in err,
+                "a key file of %s stops the start: exit 1, FILE: reason (%s)"
+                % (what, err.strip().splitlines()[-1:] if err else rc))
+    os.chmod(key_path(), 0o600)
+    C.check(not os.path.exists(os.path.join(STATE, "snap.key")), "and none is made in it")
+
+
 def file_sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -169,7 +348,7 @@ def check_digests(models):
         states = [d.request("GET", "/v1/sessions/%s/state" % s)[2] for s in sids]
         d.stop()
     saved = open(snapshot_path(), "rb").read()
-    C.eq(struct.unpack_from("=I", saved, 8)[0], 3, "snapshots are written as version 3")
+    C.eq(struct.unpack_from("=I", saved, 8)[0], 4, "snapshots are written as version 4")
 
     def back(d, what):
         got = [d.request("GET", "/v1/sessions/%s/state" % s) for s in sids]
@@ -177,7 +356,7 @@ def check_digests(models):
              [(200, s["steps"], s["state"]) for s in states], what)
 
     with Daemon({"charlm": CHARLM, "vec": renamed}, "--state-dir", STATE) as d:
-        C.check(log_has(d, "event=restore", "sessions=2", "dropped=0", "snapshot_version=3"),
+        C.check(log_has(d, "event=restore", "sessions=2", "dropped=0", "snapshot_version=4"),
                 "a model rewritten under another name keeps its sessions (same state digest)")
         back(d, "and their states")
         d.kill()
@@ -185,12 +364,14 @@ def check_digests(models):
     with open(snapshot_path(), "wb") as f:
         f.write(saved)
     rewrite_snapshot(2, {"charlm": file_sha(CHARLM), "vec": file_sha(models["vec"])})
+    os.unlink(key_path())   # an upgrade: unsigned snapshots restore at the key's creation
     with Daemon(models, "--state-dir", STATE) as d:
         C.check(log_has(d, "event=restore", "sessions=2", "dropped=0", "snapshot_version=2"),
                 "a version 2 snapshot restores onto the files it was written with")
         back(d, "with their states")
         d.kill()
     rewrite_snapshot(2, {"charlm": file_sha(CHARLM), "vec": file_sha(renamed)})
+    os.unlink(key_path())
     with Daemon(models, "--state-dir", STATE) as d:
         C.check(log_has(d, "event=session_dropped", 'model="vec"', "reason=model_changed")
                 and log_has(d, "event=restore", "sessions=1", "dropped=1")
@@ -264,16 +445,18 @@ def main():
             C.eq(rc, 0, "second stop: exit status 0")
         twin.stop()
 
-    # ---- a truncated or corrupted snapshot is skipped ----
+    # ---- a truncated or corrupted snapshot is refused (its MAC) or skipped ----
     good = open(snapshot_path(), "rb").read()
-    for what, data in (("truncated", good[:len(good) // 2]),
-                       ("one byte flipped", good[:1000] + bytes([good[1000] ^ 1]) + good[1001:]),
-                       ("empty", b""), ("not a snapshot", b"hello" * 100)):
+    for what, data, event in (
+            ("truncated", good[:len(good) // 2], "event=snapshot_refused"),
+            ("one byte flipped", good[:1000] + bytes([good[1000] ^ 1]) + good[1001:],
+             "event=snapshot_refused"),
+            ("empty", b"", "event=snapshot_skipped"),
+            ("not a snapshot", b"hello" * 100, "event=snapshot_skipped")):
         with open(snapshot_path(), "wb") as f:
             f.write(data)
         with Daemon(models, "--state-dir", STATE) as d:
-            C.check(log_has(d, "event=snapshot_skipped"), "%s snapshot: skipped with a log "
-                    "line" % what)
+            C.check(log_has(d, event), "%s snapshot: %s" % (what, event))
             st, _, listed = d.request("GET", "/v1/sessions")
             C.eq((st, len(listed["sessions"])), (200, 0), "%s snapshot: serving, no sessions"
                  % what)
@@ -318,6 +501,8 @@ def main():
 
     check_digests(models)
     check_restored_fields(models)
+    check_restored_numbers(models)
+    check_authentication(models)
     C.exit()
 
 

@@ -9,7 +9,8 @@
 - check_keys_read_at_start: a reload (SIGHUP) does not reread the key file: the old key
   still works and a new one does not, until a restart.
 - check_default_name: a key without NAME is logged as key<LINE>, and never the key.
-- check_state_dir_only: with sessions, snapshots every second, a reload and a shutdown, the
+- check_state_dir_only: the first start creates the snapshot key beside `state_dir` (0600)
+  and nothing else; then with sessions, snapshots every second, a reload and a shutdown, the
   daemon writes nothing outside `state_dir` (its working folder, TMPDIR, HOME, the models
   folder, the key file's folder are unchanged), and a missing `state_dir` is not created.
 - check_nul_in_header: libmicrohttpd ends a header value at its first NUL, so
@@ -181,7 +182,19 @@ def check_state_dir_only():
     shutil.copyfile(CHARLM, os.path.join(dirs["models"], "charlm.rnnd"))
     keys = write(os.path.join(root, "keys"), "%s alice\n" % KEY_A)
     env = dict(os.environ, TMPDIR=dirs["tmp"], HOME=dirs["home"])
+    # the first start with a state_dir creates the snapshot key beside it, its one file
+    # outside state_dir (docs/state.md); from then on nothing outside is written
     before = tree(root, state)
+    with Daemon({}, "--models", dirs["models"], "--state-dir", state, env=env,
+                preexec_fn=lambda: os.chdir(dirs["cwd"])) as d:
+        d.kill()
+    made = tree(root, state)
+    key = state + ".key"
+    C.eq((sorted(set(made) - set(before)), oct(os.lstat(key).st_mode), made[key][0]),
+         ([key], oct(0o100600), 32), "the first start makes the key beside state_dir (0600)")
+    C.eq({p: v for p, v in made.items() if p not in (key, dirs["var"])},
+         {p: v for p, v in before.items() if p != dirs["var"]}, "and changes nothing else")
+    before = made
     with Daemon({}, "--models", dirs["models"], "--api-keys-file", keys, "--state-dir", state,
                 "--snapshot-interval-s", "1", env=env,
                 preexec_fn=lambda: os.chdir(dirs["cwd"])) as d:

@@ -55,15 +55,17 @@ check "TimeoutStopSec ($stop_timeout) is above shutdown_timeout_s's default ($sh
     test "${stop_timeout:-0}" -gt "${shutdown_default:-99999}"
 for line in 'Type=notify' 'NotifyAccess=main' 'ExecReload=kill -HUP $MAINPID' \
             'DynamicUser=yes' \
-            'StateDirectory=rnnd' 'ConfigurationDirectory=rnnd' 'Restart=on-failure' \
+            'StateDirectory=rnnd rnnd-key' 'ConfigurationDirectory=rnnd' 'Restart=on-failure' \
             'ProtectSystem=strict' 'NoNewPrivileges=yes' 'MemoryDenyWriteExecute=yes' \
             'CapabilityBoundingSet=' 'SystemCallFilter=@system-service' \
             'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX' 'LimitNOFILE=65536'; do
     check "rnnd.service has '$line'" grep -qxF "$line" "$unit"
 done
 check "WatchdogSec is set" grep -qE '^WatchdogSec=[1-9][0-9]*$' "$unit"
-check "ExecStart runs rnnd serve with --state-dir \${STATE_DIRECTORY}" \
-    grep -qE "^ExecStart=$bindir/rnnd serve .*--state-dir \\$\\{STATE_DIRECTORY\\}" "$unit"
+# the snapshot key in a state folder of its own, not in the sessions' (docs/state.md)
+key_flags='--state-dir %S/rnnd --snapshot-key-file %S/rnnd-key/snapshot.key'
+check "ExecStart runs rnnd serve with --state-dir %S/rnnd and the key in %S/rnnd-key" \
+    grep -qE "^ExecStart=$bindir/rnnd serve .*$key_flags\$" "$unit"
 # every ExecStart flag is one rnnd serve knows
 flags=$(sed -n 's/^ExecStart=[^ ]* serve //p' "$unit" | tr ' ' '\n' | grep '^--' | sed 's/^--//')
 for f in $flags; do

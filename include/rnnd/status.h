@@ -14,7 +14,8 @@ typedef enum rnnd_status {
     RNND_ERR_INTERNAL = -8,
     RNND_ERR_CONFLICT = -9,   /* valid, but not for this resource (a state of another model) */
     RNND_ERR_BUSY = -10,      /* would fit alone, but not now: a shared budget is spent */
-    RNND_ERR_STOPPED = -11    /* given up part way because the server is stopping */
+    RNND_ERR_STOPPED = -11,   /* given up part way because the server is stopping */
+    RNND_ERR_AUTH = -12       /* a file is not authenticated by its key (a snapshot's MAC) */
 } rnnd_status;
 
 /* A short constant name for a status ("ok", "nomem", ...). */

@@ -50,6 +50,10 @@ rnnd_model *fz_model(const char *arch, unsigned seed);
 /* A net for M with the kernels RNND_ISA (or the CPU) selects. Aborts on failure. */
 rnnd_net *fz_net(rnnd_model *m);
 
+/* The snapshot key every snapshot seed is signed with and fuzz_snapshot checks against
+ * (RNND_SNAPKEY_BYTES): a constant, so that the fuzzer's inputs reach the parser. */
+#define FZ_SNAPSHOT_KEY "rnnd fuzz snapshot key, 32 bytes"
+
 /* A folder of our own under $TMPDIR (or /tmp), created on the first call, removed with its
  * files at exit. Aborts when it cannot be made. */
 const char *fz_tmpdir(void);

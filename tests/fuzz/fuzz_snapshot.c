@@ -1,10 +1,12 @@
 /* Fuzz target: the sessions snapshot loader (src/snapshot.h, docs/state.md "File format").
  *
  * The first input byte is a mode, the rest is the file DIR/sessions.snap. A snapshot ends in
- * a SHA-256 of everything before it, which random bytes never match; with mode bit 0 set the
- * harness writes the right hash over the last 32 bytes, so the fuzzer reaches the record
- * parser. The file is loaded and every record walked with rnnd_snap_get, reading every field
- * and every state float (so a record pointing outside the map is caught by ASan). */
+ * a SHA-256 of everything before it and (version 4) an HMAC-SHA256 with the snapshot key,
+ * which random bytes never match; with mode bit 0 set the harness writes the right hash and
+ * MAC (with FZ_SNAPSHOT_KEY, which it loads with), so the fuzzer reaches the record parser.
+ * Mode bit 1 accepts unsigned snapshots (versions 2 and 3), as the start that creates the
+ * key does. The file is loaded and every record walked with rnnd_snap_get, reading every
+ * field and every state float (so a record pointing outside the map is caught by ASan). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,23 +14,33 @@
 #include "fuzz_common.h"
 #include "rnnd/status.h"
 #include "sha256.h"
+#include "snapkey.h"
 #include "snapshot.h"
+
+_Static_assert(sizeof FZ_SNAPSHOT_KEY - 1 == RNND_SNAPKEY_BYTES, "the test key's size");
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    int fix_hash = data[0] & 1;
+    int fix_hash = data[0] & 1, accept_unsigned = (data[0] >> 1) & 1;
+    const unsigned char *key = (const unsigned char *)FZ_SNAPSHOT_KEY;
     data++, size--;
     unsigned char *file = malloc(size ? size : 1);
     FZ_CHECK(file != NULL, "out of memory");
     if (size)
         memcpy(file, data, size);
-    if (fix_hash && size >= 32) {
+    uint32_t version = 0;
+    if (size >= 12)
+        memcpy(&version, file + 8, 4);
+    size_t mac = version >= 4 ? RNND_HMAC_BYTES : 0;     /* version 4 ends in the MAC */
+    if (fix_hash && size >= 32 + mac) {
         rnnd_sha256 sha;
         rnnd_sha256_init(&sha);
-        rnnd_sha256_update(&sha, file, size - 32);
-        rnnd_sha256_final(&sha, file + size - 32);
+        rnnd_sha256_update(&sha, file, size - 32 - mac);
+        rnnd_sha256_final(&sha, file + size - 32 - mac);
+        if (mac)
+            rnnd_hmac_sha256(key, RNND_SNAPKEY_BYTES, file, size - mac, file + size - mac);
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", fz_tmpdir(), RNND_SNAPSHOT_FILE);
@@ -37,9 +49,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     rnnd_snap *s = NULL;
     char err[512] = "";
-    int rc = rnnd_snap_load(fz_tmpdir(), &s, err, sizeof err);
-    FZ_CHECK(rc == 0 || rc == RNND_ERR_INVALID || rc == RNND_ERR_NOMEM,
+    const char *reason = NULL;
+    int rc = rnnd_snap_load(fz_tmpdir(), key, accept_unsigned, &s, &reason, err, sizeof err);
+    FZ_CHECK(rc == 0 || rc == RNND_ERR_INVALID || rc == RNND_ERR_NOMEM || rc == RNND_ERR_AUTH,
              "unexpected snapshot load status");
+    FZ_CHECK((rc == RNND_ERR_AUTH) == (reason != NULL), "a refusal without its reason");
     FZ_CHECK((rc == 0) == (s != NULL), "load status and snapshot disagree");
     if (rc) {
         FZ_CHECK(err[0] != '\0', "a refusal without a message");

@@ -8,6 +8,7 @@
 
 #include "fuzz_common.h"
 #include "rnnd/model.h"
+#include "snapkey.h"
 #include "snapshot.h"
 
 static void put(const char *dir, const char *sub, const char *name, const void *d, size_t n)
@@ -67,7 +68,8 @@ static int snapshot_seed(const char *dir, int records)
     const char *tmp = fz_tmpdir();
     char err[512];
     rnnd_snap_writer *w;
-    if (rnnd_snap_writer_open(tmp, &w, err, sizeof err)) {
+    if (rnnd_snap_writer_open(tmp, (const unsigned char *)FZ_SNAPSHOT_KEY, &w, err,
+                              sizeof err)) {
         fprintf(stderr, "mkseeds: %s\n", err);
         return -1;
     }
@@ -112,14 +114,20 @@ static int snapshot_seed(const char *dir, int records)
     }
     fclose(f);
     char name[64];
-    buf[0] = 1;             /* the harness rewrites the hash: reaches the records */
+    buf[0] = 1;             /* the harness rewrites the hash and MAC: reaches the records */
     snprintf(name, sizeof name, "snap_%d_records", records);
     put(dir, "snapshot", name, buf, bytes + 1);
     if (records == 2) {
-        buf[0] = 0;         /* the hash checked as written */
+        buf[0] = 0;         /* the hash and MAC checked as written */
         put(dir, "snapshot", "snap_2_records_nofix", buf, bytes + 1);
-        buf[1 + 30] ^= 1;   /* one flipped byte: checksum mismatch */
+        buf[1 + 30] ^= 1;   /* one flipped byte: MAC mismatch */
         put(dir, "snapshot", "snap_corrupt", buf, bytes + 1);
+        buf[1 + 30] ^= 1;
+        /* the same as an unsigned version 3, read as at the key's creation (mode bit 1) */
+        uint32_t v3 = 3;
+        memcpy(buf + 1 + 8, &v3, 4);
+        buf[0] = 3;
+        put(dir, "snapshot", "snap_2_records_v3", buf, bytes + 1 - RNND_HMAC_BYTES);
     }
     free(buf);
     free(state);
