@@ -8,7 +8,11 @@ docs/security.md), each attack made over a real socket:
   Transfer-Encoding other than chunked and HTTP/1.1 without Host each get one 400 with Connection: close, and nothing after it is answered;
 - chunked bodies: the 413 goes out as soon as the chunks pass max_body_bytes, and the 401 of
   a request without a key goes out before its chunked body is read;
-- a query string of 600 arguments is answered at once.
+- a query string of 600 arguments is answered at once;
+- header syntax: a field name that is not a token (whitespace before the colon), a control
+  character in a value, a folded framing field, and HTTP/1.x (x >= 1) without exactly one
+  Host each get one 400 and the close; HTTP/2.0, 3.0 and 0.9 get libmicrohttpd's own answers;
+- about 250 request heads around the connection pool each get one whole answer in 2 s.
 Prints what it checked; exits 1 on any failure.
 """
 import json
@@ -18,7 +22,10 @@ import socket
 import threading
 import time
 
-from daemon_util import Checker, Daemon, tmpdir
+from concurrent.futures import ThreadPoolExecutor
+
+from daemon_util import (Checker, Daemon, head_bytes, head_shapes, read_http_response,
+                         tmpdir)
 
 C = Checker()
 WORK = tmpdir("frontdoor")
@@ -267,6 +274,129 @@ def check_many_args():
         d.stop()
 
 
+def check_header_syntax():
+    """Re-test of issue 13.4: libmicrohttpd keeps "Content-Length : 70" as a field of another
+    name, so that POST had no body for it and the DELETE hidden in its body was executed
+    (400, then 204). Every field name must be a token, values hold no control characters,
+    and a framing field may not be folded over lines; each is one 400, then the close."""
+    with Daemon({"charlm": CHARLM}) as d:
+        st, _, b = d.request("POST", "/v1/sessions", {"model": "charlm"})
+        sid = b["id"]
+        hidden = b"DELETE /v1/sessions/%s HTTP/1.1\r\nHost: x\r\n\r\n" % sid.encode()
+        post = b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        smuggle(d.port, post + b"Content-Length : %d\r\n\r\n" % len(hidden), hidden,
+                "whitespace before the colon of Content-Length")
+        C.eq(d.request("GET", "/v1/sessions/" + sid)[0], 200,
+             "the DELETE hidden in the body was not executed")
+        get = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+        for what, head in (
+                ("a tab before the colon", get + b"X-A\t: 1\r\n\r\n"),
+                ("a name with a parenthesis", get + b"X(A): 1\r\n\r\n"),
+                ("a name with a slash", get + b"X/A: 1\r\n\r\n"),
+                ("a first field line that starts with a space",
+                 b"GET /v1/models HTTP/1.1\r\n Host: x\r\n\r\n"),
+                ("a control character in a value", get + b"X-A: a\x01b\r\n\r\n"),
+                ("DEL in a value", get + b"X-A: a\x7fb\r\n\r\n"),
+                ("a bare CR in a value", get + b"X-A: a\rb\r\n\r\n"),
+                ("a folded Content-Length", post + b"Content-Length: 1\r\n 8\r\n\r\n"),
+                ("a folded Transfer-Encoding",
+                 post + b"Transfer-Encoding: chunked\r\n x\r\n\r\n"),
+                ("a folded Host", b"GET /v1/models HTTP/1.0\r\nHost: x\r\n y\r\n\r\n")):
+            smuggle(d.port, head, b'{"model":"charlm"}' if head.startswith(b"POST") else b"",
+                    what)
+        s = connect(d.port)
+        s.sendall(get + b"X-A: a\tb \t\r\nX-B: caf\xc3\xa9\r\n\r\n")
+        got, _ = read_for(s, 2)
+        s.close()
+        C.eq(statuses(got), [200], "a tab inside a value and UTF-8 (obs-text) are served")
+        C.eq(d.request("GET", "/v1/sessions/" + sid)[0], 200, "the session is untouched")
+        d.stop()
+
+
+def check_versions():
+    """Re-test of issue 13.4: HTTP/1.2 without Host was served (the rule checked only
+    "HTTP/1.1"). libmicrohttpd answers HTTP/2.0 and 3.0 with its own 505, and a request line
+    without a version (HTTP/0.9) or a two-digit minor version with its own 400."""
+    with Daemon({"charlm": CHARLM}) as d:
+        for version in (b"HTTP/1.1", b"HTTP/1.2", b"HTTP/1.9"):
+            smuggle(d.port, b"GET /v1/models " + version + b"\r\n\r\n", b"",
+                    "%s without Host" % version.decode())
+            smuggle(d.port, b"GET /v1/models " + version + b"\r\nHost: a\r\nHost: b\r\n\r\n",
+                    b"", "%s with two Host fields" % version.decode())
+            s = connect(d.port)
+            s.sendall(b"GET /v1/models " + version + b"\r\nHost: x\r\n\r\n")
+            got, _ = read_for(s, 2)
+            s.close()
+            C.eq(statuses(got), [200], "%s with one Host is served" % version.decode())
+        s = connect(d.port)
+        s.sendall(b"GET /v1/models HTTP/1.0\r\n\r\n")
+        got, _ = read_for(s, 2)
+        s.close()
+        C.eq(statuses(got), [200], "HTTP/1.0 without Host is served")
+        for line, want in ((b"GET /v1/models HTTP/2.0", 505), (b"GET /v1/models HTTP/3.0", 505),
+                           (b"GET /v1/models", 400), (b"GET /v1/models HTTP/1.10", 400),
+                           (b"GET /v1/models HTTP/0.9", 505)):
+            s = connect(d.port)
+            s.sendall(line + b"\r\nHost: x\r\n\r\n" + SMUGGLED)
+            got, closed = read_for(s, 2)
+            s.close()
+            C.check(statuses(got) == [want] and closed,
+                    "%r: libmicrohttpd's own %d, then the close (got %s, closed %s)"
+                    % (line, want, statuses(got), closed))
+        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
+        d.stop()
+
+
+def probe_head(port, shape, wrap=None):
+    """SHAPE's request on a new connection: (status, complete, extra, seconds), EXTRA being
+    what came after the first response within 0.3 s (a second answer)."""
+    s = connect(port)
+    try:
+        if wrap:
+            s = wrap(s)
+        t0 = time.monotonic()
+        try:
+            s.sendall(head_bytes(*shape))
+        except OSError:
+            pass
+        st, complete, _ = read_http_response(s, 2.0)
+        took = time.monotonic() - t0
+        extra = b""
+        if complete:
+            extra, _ = read_for(s, 0.3)
+        return st, complete, extra, took
+    finally:
+        s.close()
+
+
+def check_long_requests():
+    """Re-test of issue 13.9: 128 query arguments of 200 bytes (a 26 KB request line, under
+    max_header_bytes 32K) got no answer: libmicrohttpd's pool had no room left for one.
+    Every head is answered now, once, within 2 s: 200, or 414 for the URI, or 431."""
+    with Daemon({"charlm": CHARLM}) as d:
+        shapes = head_shapes()
+        with ThreadPoolExecutor(8) as ex:
+            got = list(ex.map(lambda sh: probe_head(d.port, sh), shapes))
+        bad = [(sh, st, complete, extra[:40], round(took, 2))
+               for sh, (st, complete, extra, took) in zip(shapes, got)
+               if not complete or took > 2 or extra or st not in (200, 414, 431)]
+        C.check(not bad, "%d request heads (args x arg bytes x fields x field bytes) each "
+                "get one whole answer within 2 s (200, 414 or 431): %d do not, e.g. %s"
+                % (len(shapes), len(bad), bad[:4]))
+        st, complete, _, _ = probe_head(d.port, (128, 200, 0, 20))
+        C.check(st == 414 and complete, "128 arguments of 200 bytes: 414 (got %s)" % st)
+        st, complete, _, _ = probe_head(d.port, (0, 1, 40, 740))
+        C.check(st == 431 and complete, "40 fields of 740 bytes in a 32K pool: 431 (got %s)"
+                % st)
+        C.check({st for st, _, _, _ in got} == {200, 414, 431},
+                "the shapes span served, 414 and 431")
+        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
+        d.stop()
+
+
+check_header_syntax()
+check_versions()
+check_long_requests()
 check_smuggling()
 check_chunked_early()
 check_many_args()
