@@ -268,8 +268,9 @@ def read_http_response(sock, seconds):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        r, _, _ = select.select([sock], [], [], left)
-        if not r:
+        # a TLS socket may hold decrypted bytes that select() cannot see
+        pending = getattr(sock, "pending", lambda: 0)()
+        if not pending and not select.select([sock], [], [], left)[0]:
             break
         try:
             chunk = sock.recv(65536)
