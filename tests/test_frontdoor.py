@@ -328,6 +328,8 @@ def check_versions():
             got, _ = read_for(s, 2)
             s.close()
             C.eq(statuses(got), [200], "%s with one Host is served" % version.decode())
+        smuggle(d.port, b"GET /v1/models HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", b"",
+                "HTTP/1.0 with two Host fields")
         s = connect(d.port)
         s.sendall(b"GET /v1/models HTTP/1.0\r\n\r\n")
         got, _ = read_for(s, 2)
@@ -340,8 +342,8 @@ def check_versions():
             s.sendall(line + b"\r\nHost: x\r\n\r\n" + SMUGGLED)
             got, closed = read_for(s, 2)
             s.close()
-            C.check(statuses(got) == [want] and closed,
-                    "%r: libmicrohttpd's own %d, then the close (got %s, closed %s)"
+            C.check(statuses(got) == [want] and closed and b"<html>" in got,
+                    "%r: libmicrohttpd's own %d (HTML), then the close (got %s, closed %s)"
                     % (line, want, statuses(got), closed))
         C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
         d.stop()
@@ -390,6 +392,22 @@ def check_long_requests():
                 % st)
         C.check({st for st, _, _, _ in got} == {200, 414, 431},
                 "the shapes span served, 414 and 431")
+        # blanks that libmicrohttpd skips (after a colon, in the request line) took pool room
+        # unseen: heads padded with them just under the pool got no answer
+        for what, pad in (("after a colon", lambda n: b"GET /v1/models HTTP/1.1\r\nHost: x"
+                                                      b"\r\nX-Pad:" + b" " * n + b"v\r\n\r\n"),
+                          ("in the request line", lambda n: b"GET" + b" " * n +
+                           b"/v1/models HTTP/1.1\r\nHost: x\r\n\r\n")):
+            none = []
+            for n in range(32256, 32768, 16):
+                s = connect(d.port)
+                s.sendall(pad(n))
+                st, complete, _ = read_http_response(s, 2.0)
+                s.close()
+                if not complete or st not in (200, 414, 431):
+                    none.append((n, st))
+            C.check(not none, "heads padded with blanks %s near the pool are answered, 200, "
+                    "414 or 431 (not: %s)" % (what, none))
         C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
         d.stop()
 
