@@ -55,7 +55,28 @@ struct head {
     const char *folded;     /* the framing field that a folded line ran into */
     size_t records;         /* fields, arguments and cookies in the pool */
     size_t bytes;           /* their names and values, with ": " and CRLF */
+    const char *head_end;   /* the end of the head in MHD's read buffer, or NULL */
+    const char *line_end;   /* the end of the last line seen there */
+    int hidden;             /* bytes the fields do not show: a NUL in a value, a fold */
 };
+
+/* libmicrohttpd 0.9.75 parses the head in place, in arrival order, and turns each line's CR
+ * and LF into NULs; a value ends at its first NUL, and a folded line is appended to the
+ * field's name elsewhere in the pool. So between the end of one line's value and the next
+ * name lie one or two NULs (LF, CRLF), and after the last value up to the head's end two to
+ * four, unless the value held NULs, and maybe bytes after them (dropped without a word:
+ * "Bearer KEY<NUL>junk" read as "Bearer KEY"), or a folded line sits there. Returns 1 when
+ * [FROM, TO) is not 1 to MAX NULs. A single NUL before a bare LF reads as a CRLF: it hides
+ * nothing but itself. */
+static int shows_hidden(const char *from, const char *to, size_t max)
+{
+    if (to <= from || (size_t)(to - from) > max)
+        return 1;
+    for (; from < to; from++)
+        if (*from)
+            return 1;
+    return 0;
+}
 
 /* libmicrohttpd 0.9.75 appends a folded line (obs-fold) to the field's NAME: "Host: a\r\n b"
  * becomes a field "Hostb". A name that starts with a framing field's name and goes on is
@@ -73,21 +94,6 @@ static const char *folded_framing(const char *key, size_t key_size)
     return NULL;
 }
 
-/* The spaces and tabs between a field's colon and its value, which libmicrohttpd 0.9.75
- * skips without a trace, yet which took room in the pool: padded with them, a head slipped
- * past the estimate and got no answer. MHD parses in place: the name, its colon (now a NUL),
- * the skipped blanks and the value lie in that order in its read buffer. Anything else
- * (a name moved by a folded line) counts 0. */
-static size_t skipped_blanks(const char *key, size_t key_size, const char *value)
-{
-    const char *p = key + key_size + 1;
-    if (!value || value < p)
-        return 0;
-    while (p < value && (*p == ' ' || *p == '\t'))
-        p++;
-    return p == value ? (size_t)(value - (key + key_size + 1)) : 0;
-}
-
 static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char *key,
                                   size_t key_size, const char *value, size_t value_size)
 {
@@ -96,7 +102,14 @@ static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char
     f->bytes += key_size + value_size + 4;
     if (kind != MHD_HEADER_KIND)
         return MHD_YES;
-    f->bytes += skipped_blanks(key, key_size, value);
+    if (f->head_end && !f->hidden) {
+        f->hidden = key < f->line_end || key >= f->head_end ||
+                    shows_hidden(f->line_end, key, 2);
+        if (!f->hidden && value && value >= key && value + value_size <= f->head_end)
+            f->line_end = value + value_size;
+        else
+            f->hidden = 1;
+    }
     for (size_t i = 0; i < key_size && !f->bad_name; i++)
         if (!is_tchar((unsigned char)key[i]))
             f->bad_name = key;
@@ -119,20 +132,6 @@ static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
-/* The request line's length. Blanks between its parts are skipped without a trace too
- * (skipped_blanks): METHOD and VERSION lie in MHD's read buffer, in place, so the span from
- * one to the end of the other is the line as it arrived; when they do not, the parts. */
-static size_t request_line(const char *method, size_t uri_len, const char *version,
-                           size_t max_header_bytes)
-{
-    size_t parts = strlen(method) + uri_len + strlen(version) + 4;
-    const char *end = version + strlen(version);
-    if (end > method && (size_t)(end - method) + 2 > parts &&
-        (size_t)(end - method) < max_header_bytes)
-        return (size_t)(end - method) + 2;
-    return parts;
-}
-
 /* a name for a message: printable, and short */
 static const char *shown(const char *name, char *buf, size_t len)
 {
@@ -149,11 +148,23 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
 {
     struct head f = {0};
     char name[48];
+    /* the head as it arrived: the blanks MHD skips took pool room too (padded with them, a
+     * head slipped past a sum of the parts and got no answer) */
+    const union MHD_ConnectionInfo *hi =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t head = hi ? hi->header_size : 0;
+    const char *line_end = version + strlen(version);
+    if (head && line_end > method && (size_t)(line_end - method) < head) {
+        f.head_end = method + head;
+        f.line_end = line_end;
+    }
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
                                 MHD_COOKIE_KIND, head_field, &f);
-    /* the request line, the fields, the blank line, and a record for each */
-    size_t used = request_line(method, uri_len, version, max_header_bytes) + f.bytes + 2 +
-                  RNND_FRONTDOOR_RECORD * f.records;
+    if (f.head_end && !f.hidden)
+        f.hidden = shows_hidden(f.line_end, f.head_end, 4);
+    /* the head, and a record for each field, argument and cookie */
+    size_t parts = strlen(method) + uri_len + strlen(version) + 4 + f.bytes + 2;
+    size_t used = (head > parts ? head : parts) + RNND_FRONTDOOR_RECORD * f.records;
     size_t room = max_header_bytes - RNND_FRONTDOOR_RESERVE;
     if (used > room) {
         snprintf(err, errlen, "the request head takes about %zu bytes with its %zu fields and "
@@ -170,6 +181,10 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
     if (f.bad_value) {
         snprintf(err, errlen, "the value of %s holds a control character",
                  shown(f.bad_value, name, sizeof name));
+        return RNND_ERR_INVALID;
+    }
+    if (f.hidden) {
+        snprintf(err, errlen, "a field value holds a NUL, or a field is folded over lines");
         return RNND_ERR_INVALID;
     }
     if (f.folded) {

@@ -27,9 +27,12 @@ int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size
  * (URI_LEN), VERSION, and the fields and query arguments of CONN. Returns 0; RNND_ERR_LIMIT
  * when the head with its records leaves less than RNND_FRONTDOOR_RESERVE of
  * MAX_HEADER_BYTES (answer 431); RNND_ERR_INVALID when a field name is not a token, a value
- * holds a control character, a framing field (Content-Length, Transfer-Encoding, Host) is
- * line-folded, the framing is ambiguous, or an HTTP/1.x other than 1.0 has not exactly one
- * Host (answer 400). Either way ERR says why, and the connection must close. */
+ * holds a control character or a NUL (MHD drops what follows a NUL), a field is folded over
+ * lines, the framing is ambiguous, or an HTTP/1.x other than 1.0 has not exactly one Host,
+ * or any request two (answer 400). Either way ERR says why, and the connection must close.
+ * The head's size and the NUL check read MHD's read buffer, which 0.9.75 parses in place
+ * (frontdoor.c says how); when it does not look so, they fall back to the parts' sum and
+ * skip the NUL check. */
 int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t uri_len,
                         const char *version, size_t max_header_bytes, char *err,
                         size_t errlen);

@@ -12,6 +12,7 @@ docs/security.md), each attack made over a real socket:
 - header syntax: a field name that is not a token (whitespace before the colon), a control
   character in a value, a folded framing field, and HTTP/1.x (x >= 1) without exactly one
   Host each get one 400 and the close; HTTP/2.0, 3.0 and 0.9 get libmicrohttpd's own answers;
+- a NUL in a header value (libmicrohttpd drops what follows it) is one 400 and the close;
 - about 250 request heads around the connection pool each get one whole answer in 2 s.
 Prints what it checked; exits 1 on any failure.
 """
@@ -301,7 +302,11 @@ def check_header_syntax():
                 ("a folded Content-Length", post + b"Content-Length: 1\r\n 8\r\n\r\n"),
                 ("a folded Transfer-Encoding",
                  post + b"Transfer-Encoding: chunked\r\n x\r\n\r\n"),
-                ("a folded Host", b"GET /v1/models HTTP/1.0\r\nHost: x\r\n y\r\n\r\n")):
+                ("a folded Host", b"GET /v1/models HTTP/1.0\r\nHost: x\r\n y\r\n\r\n"),
+                ("a name that runs on from Content-Length",
+                 post + b"Content-Length0: 18\r\n\r\n"),
+                ("a name that runs on from Transfer-Encoding",
+                 post + b"Transfer-Encodingchunked: x\r\n\r\n")):
             smuggle(d.port, head, b'{"model":"charlm"}' if head.startswith(b"POST") else b"",
                     what)
         s = connect(d.port)
@@ -310,6 +315,46 @@ def check_header_syntax():
         s.close()
         C.eq(statuses(got), [200], "a tab inside a value and UTF-8 (obs-text) are served")
         C.eq(d.request("GET", "/v1/sessions/" + sid)[0], 200, "the session is untouched")
+        d.stop()
+
+
+def check_nul_in_value():
+    """Issue 13.4: libmicrohttpd 0.9.75 ends a value at its first NUL and drops the rest
+    without a word, so `Authorization: Bearer KEY<NUL>junk` authenticated as `Bearer KEY`.
+    A value with a NUL is one 400 and the close, before the key is looked at; so is a
+    folded line of any field. A single NUL right before a bare LF reads as a CRLF and is
+    served: it hides nothing but itself."""
+    keys = os.path.join(WORK, "keys-nul")
+    with open(keys, "w") as f:
+        f.write("%s tester admin\n" % KEY)
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
+        get = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n"
+        auth = b"Authorization: Bearer " + KEY.encode()
+        for what, head in (
+                ("the key, a NUL, junk", get + auth + b"\x00junk\r\n\r\n"),
+                ("the key, a NUL, junk, then another field",
+                 get + auth + b"\x00junk\r\nX-A: 1\r\n\r\n"),
+                ("a wrong key, a NUL, the key",
+                 get + b"Authorization: Bearer " + b"x" * 20 + b"\x00" + KEY.encode() +
+                 b"\r\n\r\n"),
+                ("the key, then a NUL before CRLF", get + auth + b"\x00\r\n\r\n"),
+                ("the key, four NULs, junk", get + auth + b"\x00" * 4 + b"junk\r\n\r\n"),
+                ("a NUL in the Host value", b"GET /v1/models HTTP/1.1\r\nHost: x\x00y\r\n" +
+                 auth + b"\r\n\r\n"),
+                ("a folded field", get + auth + b"\r\nX-A: a\r\n b\r\n\r\n")):
+            smuggle(d.port, head, b"", what)
+        for what, head in (("bare LF line ends", b"GET /v1/models HTTP/1.1\nHost: x\n" + auth +
+                            b"\n\n"),
+                           ("a NUL right before a bare LF", b"GET /v1/models HTTP/1.1\nHost: x\n"
+                            + auth + b"\x00\n\n"),
+                           ("blanks around a value, an empty value, cookies",
+                            get + b"X-A:   v  \r\nX-E:\r\nCookie: a=b; c=d\r\n" + auth +
+                            b"\r\n\r\n")):
+            s = connect(d.port)
+            s.sendall(head)
+            got, _ = read_for(s, 2)
+            s.close()
+            C.eq(statuses(got), [200], "%s: served" % what)
         d.stop()
 
 
@@ -413,6 +458,7 @@ def check_long_requests():
 
 
 check_header_syntax()
+check_nul_in_value()
 check_versions()
 check_long_requests()
 check_smuggling()
