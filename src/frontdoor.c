@@ -55,6 +55,7 @@ struct head {
     const char *folded;     /* the framing field that a folded line ran into */
     size_t records;         /* fields, arguments and cookies in the pool */
     size_t bytes;           /* their names and values, with ": " and CRLF */
+    size_t copies;          /* bytes MHD copied into the pool (cookies) */
     const char *head_end;   /* the end of the head in MHD's read buffer, or NULL */
     const char *line_end;   /* the end of the last line seen there */
     int hidden;             /* bytes the fields do not show: a NUL in a value, a fold */
@@ -100,6 +101,8 @@ static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char
     struct head *f = cls;
     f->records++;
     f->bytes += key_size + value_size + 4;
+    if (kind == MHD_COOKIE_KIND)
+        f->copies += key_size + value_size + 2;
     if (kind != MHD_HEADER_KIND)
         return MHD_YES;
     if (f->head_end && !f->hidden) {
@@ -162,9 +165,9 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
                                 MHD_COOKIE_KIND, head_field, &f);
     if (f.head_end && !f.hidden)
         f.hidden = shows_hidden(f.line_end, f.head_end, 4);
-    /* the head, and a record for each field, argument and cookie */
+    /* the head, a record for each field, argument and cookie, and the cookies' copy */
     size_t parts = strlen(method) + uri_len + strlen(version) + 4 + f.bytes + 2;
-    size_t used = (head > parts ? head : parts) + RNND_FRONTDOOR_RECORD * f.records;
+    size_t used = (head > parts ? head : parts) + RNND_FRONTDOOR_RECORD * f.records + f.copies;
     size_t room = max_header_bytes - RNND_FRONTDOOR_RESERVE;
     if (used > room) {
         snprintf(err, errlen, "the request head takes about %zu bytes with its %zu fields and "

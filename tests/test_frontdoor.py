@@ -453,6 +453,20 @@ def check_long_requests():
                     none.append((n, st))
             C.check(not none, "heads padded with blanks %s near the pool are answered, 200, "
                     "414 or 431 (not: %s)" % (what, none))
+        # Open: libmicrohttpd parses a Cookie field before rnnd sees the request, and with
+        # the pool nearly full it has no room for that nor for its own 431
+        unanswered = []
+        for n in range(20000, 32768, 32):
+            s = connect(d.port)
+            s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nCookie: a=" + b"v" * n +
+                      b"\r\n\r\n")
+            st, complete, _ = read_http_response(s, 2.0)
+            s.close()
+            if not complete:
+                unanswered.append(n + 48)
+        C.check(all(n > 32768 - 400 for n in unanswered),
+                "a head with a Cookie is answered unless it is within 400 bytes of "
+                "max_header_bytes (unanswered: %s bytes)" % unanswered)
         C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
         d.stop()
 
