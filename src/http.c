@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "frontdoor.h"
 #include "linger.h"
 #include "rnnd/infer.h"
 #include "rnnd/state_json.h"
@@ -117,6 +118,8 @@ struct conn_rec {
     int reading;                    /* a request is arriving: its deadline runs */
     double t0;                      /* since the connection opened or the last reply went */
     uint64_t body;                  /* body bytes of this request so far */
+    size_t uri_len;                 /* the request-target as it arrived (on_uri) */
+    int uri_refused;                /* on_uri answered 414: nothing more is answered */
     struct conn_rec *prev, *next;
 };
 
@@ -772,54 +775,6 @@ static int cors_headers(rnnd_req *r)
     return 1;
 }
 
-/* What framing_error() learns from the request's headers. */
-struct framing {
-    int lengths;            /* Content-Length fields */
-    int encodings;          /* Transfer-Encoding fields */
-    int hosts;              /* Host fields */
-    int bad_length;         /* a Content-Length that is not plain digits */
-    int bad_encoding;       /* a Transfer-Encoding other than "chunked" */
-};
-
-static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     size_t key_size, const char *value, size_t value_size)
-{
-    (void)kind;
-    struct framing *f = cls;
-    (void)key_size;
-    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) {
-        f->lengths++;
-        f->bad_length |= !value || !*value || strspn(value, "0123456789") != value_size;
-    } else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
-        f->encodings++;
-        f->bad_encoding |= !value || strcasecmp(value, "chunked");
-    } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
-        f->hosts++;
-    }
-    return MHD_YES;
-}
-
-/* Request smuggling (RFC 9112 6.3): a proxy in front of us and libmicrohttpd 0.9.75 may frame
- * an ambiguous request differently (MHD takes the first of two Content-Lengths, and lets one
- * sit beside chunked), so anything ambiguous is refused and the connection closed. Returns
- * the reason, or NULL when the framing is sound. */
-static const char *framing_error(struct MHD_Connection *conn, const char *version)
-{
-    struct framing f = {0};
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, framing_field, &f);
-    if (f.lengths > 1)
-        return "more than one Content-Length";
-    if (f.bad_length)
-        return "Content-Length must be a decimal number";
-    if (f.encodings && f.lengths)
-        return "Content-Length together with Transfer-Encoding";
-    if (f.encodings > 1 || f.bad_encoding)
-        return "the only Transfer-Encoding accepted is a single \"chunked\"";
-    if (!strcmp(version, MHD_HTTP_VERSION_1_1) && f.hosts != 1)
-        return "HTTP/1.1 requires exactly one Host header";
-    return NULL;
-}
-
 static void allow_list(const struct route *rt, char allow[64])
 {
     allow[0] = '\0';
@@ -866,9 +821,19 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
     snprintf(r->method_name, sizeof r->method_name, "%s", r->method ? method : "other");
-    const char *framing = framing_error(r->conn, version);
-    if (framing) {
-        rnnd_reply_error(r, "invalid_request", "%s", framing);
+    struct conn_rec *c = conn_rec_of(r->conn);
+    char why[320];
+    int bad = rnnd_frontdoor_head(r->conn, method, c && c->uri_len ? c->uri_len : strlen(url),
+                                  version, (size_t)app->cfg->max_header_bytes, why, sizeof why);
+    if (bad == RNND_ERR_LIMIT) {
+        rnnd_buf b;
+        rnnd_buf_init(&b);
+        rnnd_error_json(&b, "limit_exceeded", why);
+        rnnd_reply(r, 431, &b);
+        return 1;
+    }
+    if (bad) {
+        rnnd_reply_error(r, "invalid_request", "%s", why);
         return 1;
     }
     /* a chunked body may be endless: refusing it means closing, not reading it to its end */
@@ -1202,6 +1167,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rnnd_http *h = cls;
     rnnd_req *r = *con_cls;
     if (!r) {
+        struct conn_rec *c = conn_rec_of(conn);
+        if (c && c->uri_refused)
+            return MHD_NO;      /* answered 414 already: close */
         r = calloc(1, sizeof *r);
         if (!r)
             return MHD_NO;  /* closes the connection: nothing better to do without memory */
@@ -1214,6 +1182,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         clock_gettime(CLOCK_MONOTONIC, &r->t0);
         if (begin(r, url, method, version)) {
             r->early = 1;
+            /* a head that nearly fills the pool leaves MHD no room for the reply's head */
+            if (r->status == 431 && r->data &&
+                !reply_on_socket(h, conn, r->status, r->data, r->dlen)) {
+                r->on_socket = 1;
+                rnnd_metrics_response(&h->app->metrics, r->status);
+                return MHD_NO;
+            }
             return send_reply(r);
         }
         return MHD_YES;
@@ -1309,31 +1284,26 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&h->active, 1);
 }
 
-/* Query arguments a request may carry. libmicrohttpd 0.9.75 keeps each in the connection's
- * memory pool (~56 bytes) and, when the pool runs out while it parses them, neither answers
- * nor closes until the client does: a 4 KB query of 600 arguments held a connection. At one
- * argument per 256 bytes of max_header_bytes, the arguments and the headers together fit
- * in the pool; no route takes more than a few. */
-static size_t max_query_args(const rnnd_config *cfg)
-{
-    return (size_t)cfg->max_header_bytes / 256;
-}
-
-/* libmicrohttpd calls this once the request line is in, before it parses the query: refuse
- * a query of too many arguments here, with 414, before MHD fills its pool with them.
- * Shutting the socket's read side wakes MHD, which then closes the connection. Over TLS the
- * connection is closed without an answer (reply_on_socket). */
+/* libmicrohttpd calls this once the request line is in, before it parses the query: a URI
+ * too long or of too many arguments for the connection's pool (frontdoor.h) is refused here,
+ * with 414 written on the socket, before MHD fills its pool with the arguments and, finding
+ * no room for any reply, closes without one (a 26 KB query of 128 arguments did). The socket
+ * is then shut both ways: MHD sees the end of the stream and closes, and nothing it may still
+ * try to write (its own 431) gets out, so the 414 is the only answer. Over TLS the connection
+ * is closed without an answer (reply_on_socket). */
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     rnnd_http *h = cls;
-    const char *q = strchr(uri, '?');
-    size_t args = q && q[1] ? 1 : 0, max = max_query_args(h->app->cfg);
-    for (const char *p = q; p && *p && args <= max; p++)
-        args += *p == '&';
-    if (args <= max)
+    struct conn_rec *c = conn_rec_of(conn);
+    if (c) {
+        c->uri_len = strlen(uri);
+        c->uri_refused = 0;
+    }
+    char msg[320];
+    if (!rnnd_frontdoor_uri(uri, (size_t)h->app->cfg->max_header_bytes, msg, sizeof msg))
         return NULL;
-    char msg[128];
-    snprintf(msg, sizeof msg, "more than %zu query arguments (max_header_bytes / 256)", max);
+    if (c)
+        c->uri_refused = 1;
     rnnd_buf b;
     rnnd_buf_init(&b);
     rnnd_error_json(&b, "limit_exceeded", msg);
@@ -1346,8 +1316,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci)
-        shutdown(ci->connect_fd, SHUT_RD);
-    RNND_LOG(&h->app->log, RNND_LOG_INFO, "uri_refused", "reason=query_args max=%zu", max);
+        shutdown(ci->connect_fd, SHUT_RDWR);
+    RNND_LOG(&h->app->log, RNND_LOG_INFO, "uri_refused", "uri_bytes=%zu", strlen(uri));
     return NULL;
 }
 

@@ -245,3 +245,59 @@ def close(a, b, atol, rtol):
         return isinstance(a, list) and len(a) == len(b) and all(
             close(x, y, atol, rtol) for x, y in zip(a, b))
     return isinstance(a, (int, float)) and abs(a - b) <= atol + rtol * abs(b)
+
+
+def read_http_response(sock, seconds):
+    """One whole HTTP response read from SOCK within SECONDS, by its Content-Length.
+    Returns (status, complete, data); status is None when no status line came."""
+    data = b""
+    deadline = time.monotonic() + seconds
+    while True:
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            lines = data[:end].decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+            n = 0
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                if k.strip().lower() == "content-length":
+                    n = int(v.strip())
+            if len(data) - end - 4 >= n:
+                return status, True, data
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        # a TLS socket may hold decrypted bytes that select() cannot see
+        pending = getattr(sock, "pending", lambda: 0)()
+        if not pending and not select.select([sock], [], [], left)[0]:
+            break
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    parts = data.split(b"\r\n", 1)[0].split(b" ")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None), False, data
+
+
+def head_shapes():
+    """About 250 request heads (nargs, arg_len, nfields, field_len) around libmicrohttpd's
+    per-connection pool at max_header_bytes 32K: query arguments and header fields, few or
+    many, short or long."""
+    out = []
+    for nargs in (0, 1, 32, 100, 128, 129, 400):
+        for alen in (1, 60, 150, 200, 1000):
+            for nh in (0, 8, 40):
+                for hlen in ((20,) if nh == 0 else (20, 300, 900)):
+                    out.append((nargs, alen, nh, hlen))
+    return out
+
+
+def head_bytes(nargs, alen, nh, hlen, path=b"/v1/models"):
+    """The request a head_shapes() entry stands for."""
+    q = b"&".join(b"a%d=%s" % (i, b"v" * alen) for i in range(nargs))
+    line = b"GET " + path + (b"?" + q if q else b"") + b" HTTP/1.1\r\nHost: x\r\n"
+    return line + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"h" * hlen) for i in range(nh)) + b"\r\n"
