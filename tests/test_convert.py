@@ -557,7 +557,9 @@ def test_torch():
         check(False, "from_module refuses two Linear modules")
     except ConvertError as e:
         check("2 Linear modules" in str(e), "from_module refuses two Linear modules: %s" % e)
-    m = rnnd_convert.from_module(TwoHeads(), tmp("two.rnnd"), head="f2", norm="softmax")
+    # TwoHeads has no forward(): nothing to run, so the check at conversion is skipped
+    m = rnnd_convert.from_module(TwoHeads(), tmp("two.rnnd"), head="f2", norm="softmax",
+                                 verify=False)
     check(m.head_W.shape == (2, 4) and parse_file(tmp("two.rnnd"))[0]["head"]["norm"] ==
           "softmax", "from_module head= and norm= choose the head")
 

@@ -13,7 +13,7 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 
 
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
-                tokenizer=None, weights=None):
+                tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
     nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
 
@@ -23,18 +23,25 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     norm: None (from an nn.Softmax / nn.LogSoftmax submodule), "none", "softmax",
     "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
     weights ("f32" | "bf16" | "f16": the weight matrices' stored type).
-    Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
+    verify: run MODULE (eval mode, no gradients) and the converted model on the same random
+    inputs and refuse when they differ (docs/convert.md "Verification"); the figures go into
+    the file. verify=False skips it, for a module whose forward() cannot be called on one
+    input. Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
     import os
     from .arch import apply_options, read_vocab
-    from .torch_import import model_from_module
+    from .torch_import import model_from_module, source_runner
     from .writer import write
     model = model_from_module(module, input=input, head=head, norm=norm)
+    figures = None
+    if verify:
+        from .verify import metadata_value, verify as check
+        figures = metadata_value(check(model, source_runner(module), "module", path))
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
-    write(model, path)
+    write(model, path, verification=figures)
     return model
 
 

@@ -884,6 +884,7 @@ class Importer:
             raise ConvertError("no graph output carries the result of the last stage of the "
                                "data path")
         name, y = main[0]
+        self.out_name, self.out_axes = name, y.axes     # for onnx_run (the check)
         present = set()
         for ax in y.axes:
             present.update(nonunit(ax))
@@ -915,6 +916,11 @@ def _clamp(v):
 
 
 def load(path):
+    return Importer(read(path)).run()
+
+
+def read(path):
+    """The ModelProto at PATH, or ConvertError."""
     import warnings
     import onnx
     try:
@@ -926,4 +932,4 @@ def load(path):
         raise ConvertError("file not found")
     except Exception as e:
         raise ConvertError("not a readable ONNX model: %s" % (str(e).splitlines() or [e])[0])
-    return Importer(proto).run()
+    return proto

@@ -330,4 +330,86 @@ def load_torchscript(path):
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConvertError("not a TorchScript file (torch.jit.load: %s)" % first)
-    return model_from_module(mod)
+    return model_from_module(mod), mod
+
+
+def _batch_first(module):
+    """Whether MODULE's forward takes [batch, time, ...]: the batch_first of its first
+    recurrent operator (in a TorchScript graph, the operator's last argument; a traced module
+    keeps no attribute) or module; PyTorch's default, time first, when there is none."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        nodes = _graph_kinds(module) or []
+        for n in _all_nodes(nodes):
+            if n.kind() in ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"):
+                src = list(n.inputs())[-1].node()
+                if src.kind() == "prim::Constant":
+                    try:
+                        return bool(src.i("value"))
+                    except Exception:
+                        pass
+                break
+    for _, m in module.named_modules():
+        if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn"):
+            try:
+                return bool(getattr(m, "batch_first"))
+            except Exception:
+                return False
+    return False
+
+
+def source_runner(module):
+    """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
+    float64 array, computed by torch in eval mode without gradients. The forward may return
+    a tuple (its first element is the output), time- or batch-major per the recurrent
+    module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out])."""
+    torch = _torch()
+    bf = _batch_first(module)
+    calls = [module]
+    if isinstance(module, torch.jit.ScriptModule) and not hasattr(module, "forward"):
+        # a scripted nn.LSTM / GRU / RNN keeps only its overloads (tensor, PackedSequence)
+        try:
+            calls = [getattr(module, n) for n in module._c._method_names()
+                     if n.startswith("forward__")] or calls
+        except Exception:
+            pass
+
+    def call(t):
+        first = None
+        for f in calls:
+            try:
+                return f(t)
+            except Exception as e:
+                first = first or e
+        raise first
+
+    def run(x):
+        B, T = x.shape[0], x.shape[1]
+        t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
+        was = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                y = call(t)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ConvertError("verification: running the source's forward() failed (%s: "
+                               "%s); make forward(x) run on one input, or skip the check "
+                               "(--no-verify, from_module(..., verify=False))"
+                               % (type(e).__name__, first))
+        finally:
+            module.train(was)
+        if isinstance(y, (tuple, list)) and y:
+            y = y[0]
+        if not isinstance(y, torch.Tensor):
+            raise ConvertError("verification: the source's forward() returns %s, not a tensor"
+                               % type(y).__name__)
+        y = y.detach().to("cpu").double().numpy()
+        if y.ndim == 2 and y.shape[0] == B * T:
+            y = y.reshape((B, T, -1) if bf else (T, B, -1))
+        elif y.ndim == 3 and y.shape[:2] == ((B, T) if bf else (T, B)):
+            pass
+        else:
+            return y            # compare() reports the shape
+        return y if bf else np.swapaxes(y, 0, 1)
+    return run
