@@ -32,16 +32,17 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .torch_import import model_from_module, source_runner
     from .writer import write
     model = model_from_module(module, input=input, head=head, norm=norm)
+    from .verify import metadata_value
     figures = None
     if verify:
-        from .verify import metadata_value, verify as check
-        figures = metadata_value(check(model, source_runner(module), "module", path))
+        from .verify import verify as check
+        figures = check(model, source_runner(module), "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
-    write(model, path, verification=figures)
+    write(model, path, verification=metadata_value(figures, model))
     return model
 
 

@@ -99,17 +99,18 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
     if fmt != "native":
         sniff.check(input_path, output_path, trust_code)
     model, run_source, kind = load_model(input_path, fmt, weights)
+    from .verify import metadata_value
     figures = None
     if verify and run_source is not None:
-        from .verify import metadata_value, verify as check
-        figures = metadata_value(check(model, run_source, kind, output_path))
+        from .verify import verify as check
+        figures = check(model, run_source, kind, output_path)
     if name is None and not model.name:
         name = os.path.splitext(os.path.basename(output_path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm,
                   weights=weight_type)
-    write(model, output_path, verification=figures)
+    write(model, output_path, verification=metadata_value(figures, model))
     return model
 
 

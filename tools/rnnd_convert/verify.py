@@ -18,6 +18,9 @@ BATCH = 3
 SEED = 20240514
 # |rnnd - source| <= TOLERANCE * max(1, |source|), element by element
 TOLERANCE = 1e-5
+_WAY_OUT = ("the source computes something the converted model does not (an operation "
+            "outside Embedding -> recurrent layers -> Linear -> softmax), or the converter "
+            "mis-read it; --no-verify (verify=False in from_module) writes it anyway")
 
 
 def sample_inputs(model, T):
@@ -44,10 +47,8 @@ def compare(model, rnnd_path, run_source, source_kind):
         if src.shape != got.shape:
             raise ConvertError(
                 "verification failed: the source gives outputs of shape %s for %d sequences "
-                "of %d steps, the converted model %s (one output of %d per step); the "
-                "converter mis-read the model (--no-verify, or verify=False in from_module, "
-                "writes it anyway)"
-                % (list(src.shape), BATCH, T, list(got.shape), got.shape[-1]))
+                "of %d steps, the converted model %s (one output of %d per step): %s"
+                % (list(src.shape), BATCH, T, list(got.shape), got.shape[-1], _WAY_OUT))
         if not np.all(np.isfinite(src)):
             raise ConvertError("verification failed: the source's outputs are not all finite "
                                "(length %d); nothing to compare" % T)
@@ -70,14 +71,20 @@ def compare(model, rnnd_path, run_source, source_kind):
         raise ConvertError(
             "verification failed: the converted model differs from the %s source: max abs "
             "error %.3g, max rel error %.3g (tolerance %g) at length %d, batch row %d, step %d, "
-            "output %d (source %.6g, converted %.6g); the converter mis-read the model: "
-            "please report it (--no-verify, or verify=False in from_module, writes it anyway)"
-            % (source_kind, worst_abs, worst_rel, TOLERANCE, T, b, t, k, s, g))
+            "output %d (source %.6g, converted %.6g): %s"
+            % (source_kind, worst_abs, worst_rel, TOLERANCE, T, b, t, k, s, g, _WAY_OUT))
     return figures
 
 
-def metadata_value(figures):
-    """The __metadata__.verification string (docs/model-format.md)."""
+def metadata_value(figures, model):
+    """The __metadata__.verification string for FIGURES (None: no check, no record) as
+    written with MODEL (docs/model-format.md); a bf16 / f16 MODEL says its weights were
+    checked as float32, before rounding."""
+    if figures is None:
+        return None
+    figures = dict(figures)
+    if model.weights != "f32":
+        figures["weights_checked"] = "f32"
     return json.dumps(figures, separators=(",", ":"), allow_nan=False)
 
 
