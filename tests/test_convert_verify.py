@@ -5,10 +5,10 @@ rnnd-convert runs the source and the file it wrote on the same random inputs and
 writing nothing, when they differ by more than 1e-5 * max(1, |source|):
 - a correct conversion (from_module, TorchScript, ONNX) records its figures in
   __metadata__.verification, outside the digest;
-- a broken converter path (a weight perturbed inside the importer, for torch and ONNX) and
-  models the converter used to write wrongly (relu after the head via from_module, a scaled
-  output in TorchScript, a mean over steps) exit 1 with the error and where, and leave no
-  file, not even a temporary one;
+- a broken converter path (a weight perturbed inside the importer, for torch and ONNX)
+  exits 1 with the error and where, and leaves no file, not even a temporary one; models
+  the converter used to write wrongly (relu after the head via from_module, a scaled output
+  in TorchScript, a mean over steps) are refused by the analysis of forward() first;
 - --no-verify / verify=False write them anyway, without a record;
 - `rnnd inspect` prints a `verified:` line and --json a `verification` object; the loader
   refuses a malformed record, naming the key.
@@ -216,29 +216,31 @@ def test_refused():
     torch.manual_seed(2)
     figures = ("verification failed", "max abs error", "max rel error", "at length",
                "batch row", "step", "output")
-    # torch.relu(fc(y)) through from_module: written silently wrong before (issue 14)
+    # models the old converter wrote silently wrong (issue 14) are now refused before the
+    # check, by the analysis of forward() (torch_graph.py), naming the operator
     out = tmp("relu.rnnd")
     expect_refusal("from_module relu after the head",
-                   api(lambda: rnnd_convert.from_module(Relu(), out)), out, figures)
-    m = rnnd_convert.from_module(Relu(), out, verify=False)
-    check(os.path.exists(out) and "verification" not in metadata(out),
-          "verify=False writes it, without a record")
-
-    # y * 2 in TorchScript: aten::mul passed the old blocklist
+                   api(lambda: rnnd_convert.from_module(Relu(), out)), out,
+                   ("aten::relu", "test_convert_verify.py"))
     torch.jit.script(Scale()).save(tmp("scale.pt"))
     out = tmp("scale.rnnd")
     expect_refusal("TorchScript y * 2", main_inproc(tmp("scale.pt"), "-o", out), out,
-                   figures + ("rnnd-convert: ", "--no-verify"))
-    rc, err = main_inproc(tmp("scale.pt"), "-o", out, "--no-verify")
-    check(rc == 0 and os.path.exists(out), "--no-verify writes it: %s" % err)
-    r, o, _ = inspect(out)
-    check(r == 0 and "verified:    no" in o, "inspect: the --no-verify file is not verified")
-
-    # a mean over steps: one output per sequence, not per step
+                   ("rnnd-convert: ", "aten::mul"))
     torch.jit.script(Mean()).save(tmp("mean.pt"))
     out = tmp("mean.rnnd")
     expect_refusal("TorchScript mean over steps", main_inproc(tmp("mean.pt"), "-o", out), out,
-                   ("verification failed", "outputs of shape [3, 5]", "per step"))
+                   ("aten::mean", "pools"))
+
+    # a source with one output per sequence, not per step
+    m = torch_import.model_from_module(Net())
+    try:
+        verify.verify(m, lambda x: np.zeros((x.shape[0], 5) if x.shape[1] > 1 else
+                                            (x.shape[0], 1, 5)), "module", tmp("pool.rnnd"))
+        check(False, "one output per sequence is refused")
+    except ConvertError as e:
+        check("the source gives outputs of shape [3, 5] for 3 sequences of 7 steps, the "
+              "converted model [3, 7, 5]" in str(e), "one output per sequence: %s" % e)
+    check(not leftovers(), "no temporary file after a failed check")
 
     # a module whose forward() cannot run on one input: the error, and the way out
     class NoForward(nn.Module):
@@ -266,7 +268,17 @@ def test_refused():
         torch.jit.script(Net()).save(tmp("ok.pt"))
         out = tmp("broken_ts.rnnd")
         expect_refusal("perturbed weight (TorchScript)", main_inproc(tmp("ok.pt"), "-o", out),
-                       out, figures)
+                       out, figures + ("rnnd-convert: ", "--no-verify"))
+        # --no-verify / verify=False write it anyway, without a record
+        rc, err = main_inproc(tmp("ok.pt"), "-o", out, "--no-verify")
+        check(rc == 0 and os.path.exists(out) and "verification" not in metadata(out),
+              "--no-verify writes it, without a record: %s" % err)
+        r, o, _ = inspect(out)
+        check(r == 0 and "verified:    no" in o, "inspect: the --no-verify file is not verified")
+        out = tmp("broken_mod.rnnd")
+        rnnd_convert.from_module(Net(), out, verify=False)
+        check(os.path.exists(out) and "verification" not in metadata(out),
+              "verify=False writes it, without a record")
     finally:
         torch_import._recurrent_layers = orig
 
