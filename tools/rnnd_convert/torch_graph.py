@@ -152,6 +152,12 @@ class Analysis:
             raise ConvertError("forward() runs no LSTM / GRU / RNN on its input")
         return self
 
+    def is_state(self, v):
+        """V is a state, or a tuple of states ((h_n, c_n) of an LSTM), or not data at all."""
+        if v in self.elems:
+            return all(self.is_state(p) for p in self.elems[v])
+        return self.taint.get(v) in ("state", "hidden", None)
+
     def check_output(self, v):
         t = self.taint.get(v)
         if t == "data":
@@ -159,7 +165,7 @@ class Analysis:
         parts = self.elems.get(v)
         if parts is not None:
             if parts and self.taint.get(parts[0]) == "data" and all(
-                    self.taint.get(p) in ("state", "hidden", None) for p in parts[1:]):
+                    self.is_state(p) for p in parts[1:]):
                 return
         raise ConvertError("forward() does not return the per-step output (or a tuple whose "
                            "first element is it, as (output, hidden)); rnnd computes %s" % CHAIN)
@@ -218,7 +224,9 @@ class Analysis:
         if "data" not in kinds:
             if "state" in kinds:
                 self.refuse(n, "%s on the final state (h_n / c_n)" % k)
-            self.refuse(n, "%s on the initial state given as an input" % k)
+            self.refuse(n, "%s on a second input of forward() (rnnd takes one input "
+                        "sequence; a second argument may only be the recurrent module's "
+                        "initial state, as in forward(input, hidden))" % k)
         if any(self.taint.get(v) in ("state", "hidden") for v in ins):
             self.refuse(n, "%s mixing the data with a state" % k)
         x = ins[1] if k == "aten::embedding" else ins[0]    # embedding(weight, ids, ...)
@@ -246,8 +254,8 @@ class Analysis:
                 nr = None
             self.mark(out, nr)
         elif k == "aten::transpose":
-            ok0, d0 = _const(ins[1])
-            ok1, d1 = _const(ins[2])
+            ok0, d0 = self.const(ins[1])
+            ok1, d1 = self.const(ins[2])
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
             self.mark(out, r)
@@ -259,14 +267,14 @@ class Analysis:
             self.stage = 3
             self.mark(out, r)
         elif k in ("aten::softmax", "aten::log_softmax"):
-            ok, d = _const(ins[1])
+            ok, d = self.const(ins[1])
             if self.stage < 2 or self.norm is not None:
                 self.refuse(n, "%s %s" % (k[6:], "before the recurrent layers"
                                           if self.stage < 2 else "twice"))
             if not ok or not (d == -1 or (r is not None and d == r - 1)):
                 self.refuse(n, "%s over dim %s of a rank-%s tensor (rnnd normalises the "
                             "features, the last dim)" % (k[6:], d, r))
-            if len(ins) > 2 and not _const(ins[2]) == (True, None):
+            if len(ins) > 2 and not self.const(ins[2]) == (True, None):
                 self.refuse(n, "%s with a dtype" % k[6:])
             self.norm = "softmax" if k == "aten::softmax" else "log_softmax"
             self.stage = 4
@@ -278,8 +286,20 @@ class Analysis:
         """(True, value) for a constant or an attribute of the module (self.flag), else
         (False, None)."""
         ok, val = _const(v)
-        if ok or self.module is None:
+        if ok:
             return ok, val
+        n = v.node()
+        if n.kind() == "prim::unchecked_cast":     # Optional[int] refined to int
+            return self.const(n.input())
+        if n.kind() == "prim::If":
+            # a value chosen by a known condition (F.log_softmax's `if dim is None`)
+            cond = _static_cond(list(n.inputs())[0], self.const)
+            if cond is not None:
+                i = list(n.outputs()).index(v)
+                return self.const(list(list(n.blocks())[0 if cond else 1].outputs())[i])
+            return False, None
+        if self.module is None:
+            return False, None
         path = []
         while v.node().kind() == "prim::GetAttr":
             path.append(v.node().s("name"))
@@ -322,7 +342,7 @@ class Analysis:
                 self.copy(o, p)
             return
         if k == "prim::TupleIndex" and parts is not None:
-            ok, i = _const(ins[1])
+            ok, i = self.const(ins[1])
             if ok and isinstance(i, int) and -len(parts) <= i < len(parts):
                 return self.copy(outs[0], parts[i])
         # a mix the graph does not resolve: each element may be any of them
