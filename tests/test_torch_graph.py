@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The allowlist analysis of forward() (tools/rnnd_convert/torch_graph.py; issue 14 item 1).
 
-Must convert exactly, through from_module and torch.jit.script: PyTorch's
+Must convert exactly, through from_module, torch.jit.script and ONNX (opsets 9, 14, 17):
+PyTorch's
 word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
 a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
 line: relu after the head, a mean over steps, a classifier on cat(h_n[-2], h_n[-1]) of a
@@ -142,6 +143,23 @@ def test_word_language_model():
     check(rc == 0, "word_language_model via torch.jit.script converts")
     if rc == 0:
         wlm_matches(tmp("wlm_ts.rnnd"), net2, "word_language_model (torch.jit.script)")
+    # ONNX, as torch.onnx.export writes it: `hidden` becomes graph inputs, sliced per layer
+    # into the LSTM's initial_h / initial_c; they are rnnd's initial state
+    net.eval()
+    x = torch.randint(0, 40, (7, 3))
+    for opset in (9, 14, 17):
+        path = tmp("wlm%d.onnx" % opset)
+        torch.onnx.export(net, (x, net.init_hidden(3)), path, input_names=["input", "h0", "c0"],
+                          output_names=["output", "hn", "cn"],
+                          dynamic_axes={"input": {0: "time", 1: "batch"},
+                                        "h0": {1: "batch"}, "c0": {1: "batch"}},
+                          opset_version=opset)
+        out = tmp("wlm_onnx%d.rnnd" % opset)
+        rc = cli.main([path, "-o", out, "-q"])
+        check(rc == 0, "word_language_model via ONNX opset %d converts" % opset)
+        if rc == 0:
+            wlm_matches(out, net, "word_language_model (ONNX opset %d)" % opset)
+
     for rnn_type in ("GRU", "RNN_TANH"):
         net3 = RNNModel(rnn_type, 30, 8, 12, 1)
         m = rnnd_convert.from_module(net3, tmp("wlm3.rnnd"))
