@@ -20,13 +20,15 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
     head: None (the one nn.Linear, if any), the nn.Linear (or its name) to use, or False.
-    norm: None (from an nn.Softmax / nn.LogSoftmax submodule), "none", "softmax",
-    "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
+    norm: None (the softmax / log_softmax forward() applies; a softmax submodule's when
+    forward() cannot be scripted or traced), "none", "softmax", "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
     weights ("f32" | "bf16" | "f16": the weight matrices' stored type).
     verify: run MODULE (eval mode, no gradients) and the converted model on the same random
     inputs and refuse when they differ (docs/convert.md "Verification"); the figures go into
     the file. verify=False skips it, for a module whose forward() cannot be called on one
-    input. Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
+    input. Before that, forward() is scripted (or traced) and its graph checked against the
+    patterns rnnd serves (torch_graph.py).
+    Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
     import os
     from .arch import apply_options, read_vocab
     from .torch_import import model_from_module, source_runner
