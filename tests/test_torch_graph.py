@@ -237,6 +237,18 @@ class CellLoop(nn.Module):
         return self.fc(torch.stack(ys, 1))
 
 
+class Unused(Base):
+    """A second LSTM that forward() never calls (the old converter stacked it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spare = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y)
+
+
 def refused(what, fn, needles):
     try:
         fn()
@@ -265,6 +277,9 @@ def test_refusals():
         refused(what + " (TorchScript)",
                 lambda: rnnd_convert.convert(path, tmp("x.rnnd")), needles[:1])
         check(not os.path.exists(tmp("x.rnnd")), "%s: nothing written" % what)
+    refused("an LSTM forward() never calls",
+            lambda: rnnd_convert.from_module(Unused(), tmp("x.rnnd")),
+            ("forward() runs 1 recurrent module call(s), but the module holds 2", "spare"))
     # an nn.LSTMCell loop: scripting fails on nothing, the loop is the refusal (the module
     # check refuses an LSTMCell's parameters first when it is not scripted)
     refused("an nn.LSTMCell loop", lambda: rnnd_convert.from_module(CellLoop(), tmp("x.rnnd")),

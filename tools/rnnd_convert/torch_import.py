@@ -259,6 +259,11 @@ def model_from_module(module, input=None, head=None, norm=None):
     from .torch_graph import analyse
     gm = _graph_module(module, model)
     analysis = analyse(gm, model.input_kind) if gm is not None else None
+    if analysis is not None and analysis.counts["recurrent"] != len(recs):
+        raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
+                           "%d (%s); rnnd chains every one it holds, in registration order"
+                           % (analysis.counts["recurrent"], len(recs),
+                              ", ".join(n or "<top>" for n, _, _ in recs)))
 
     # normalisation: a softmax on forward()'s data path, else a softmax submodule
     if norm is None and analysis is None:
