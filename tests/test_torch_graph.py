@@ -283,7 +283,11 @@ def test_refusals():
     # an nn.LSTMCell loop: scripting fails on nothing, the loop is the refusal (the module
     # check refuses an LSTMCell's parameters first when it is not scripted)
     refused("an nn.LSTMCell loop", lambda: rnnd_convert.from_module(CellLoop(), tmp("x.rnnd")),
-            ("LSTMCell",))
+            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)", "weight_ih_l0", "whole sequence"))
+    torch.jit.script(CellLoop()).save(tmp("cell.pt"))
+    refused("an nn.LSTMCell loop (TorchScript)",
+            lambda: rnnd_convert.convert(tmp("cell.pt"), tmp("x.rnnd")),
+            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)"))
 
 
 def main():

@@ -181,6 +181,14 @@ def model_from_module(module, input=None, head=None, norm=None):
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
+        elif t in ("LSTMCell", "GRUCell", "RNNCell"):
+            # a loop over a cell is a layer: the same weights under the layer's names
+            layer = t[:-4]
+            raise ConvertError("%s: rnnd runs whole layers, not a loop over a cell; use "
+                               "nn.%s(%d, %d) and load the cell's weights as weight_ih_l0, "
+                               "weight_hh_l0, bias_ih_l0, bias_hh_l0, then call it on the "
+                               "whole sequence" % (label(n, m), layer, m.input_size,
+                                                   m.hidden_size))
         elif own:
             raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
                                "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
