@@ -186,6 +186,10 @@ def test_correct():
     r, out, _ = inspect(tmp("onnx_nv.rnnd"))
     check("verified:    no (" in out, "inspect says an unverified file is unverified")
 
+    # a float64 module is fed float64 inputs (and float64 zero states)
+    rnnd_convert.from_module(nn.GRU(3, 5, batch_first=True).double(), tmp("f64.rnnd"))
+    check_figures(tmp("f64.rnnd"), "module", "a float64 nn.GRU")
+
     # bf16 weights: the check runs on the float32 reading, then the matrices are rounded
     rnnd_convert.from_module(Net(), tmp("bf16.rnnd"), weights="bf16")
     v = check_figures(tmp("bf16.rnnd"), "module", "from_module bf16")

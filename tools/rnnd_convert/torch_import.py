@@ -307,9 +307,10 @@ def _zero_state(module, batch):
     nd = 2 if getattr(m, "bidirectional", False) else 1
     L, H = m.num_layers, m.hidden_size
     P = getattr(m, "proj_size", 0) or H
-    h = torch.zeros(L * nd, batch, P)
+    dt = m.weight_ih_l0.dtype
+    h = torch.zeros(L * nd, batch, P, dtype=dt)
     if _type_name(m) == "LSTM":
-        return (h, torch.zeros(L * nd, batch, H))
+        return (h, torch.zeros(L * nd, batch, H, dtype=dt))
     return h
 
 
@@ -424,6 +425,7 @@ def source_runner(module):
             pass
 
     needs_state = _required_args(module) == 2
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
     def call(t):
         args = (t,)
@@ -443,6 +445,8 @@ def source_runner(module):
     def run(x):
         B, T = x.shape[0], x.shape[1]
         t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
+        if t.is_floating_point() and dtype is not None:
+            t = t.to(dtype)         # a float64 (or half) module takes its own type
         was = module.training
         module.eval()
         try:
