@@ -19,7 +19,8 @@ static void usage(FILE *f)
             "parameter count, weight type (f32, bf16, f16), state size per session, output\n"
             "size, whether it can be fed step by step (stateful), its digest (what a session\n"
             "state of it means: architecture and weights, docs/state.md) and the SHA-256 of\n"
-            "the file.\n"
+            "the file, and whether rnnd-convert verified it against its source (the errors\n"
+            "it measured, docs/convert.md).\n"
             "\n"
             "options:\n"
             "  --json       print one JSON object instead of text\n"
@@ -151,6 +152,18 @@ static void print_text(const char *path, const rnnd_model *m)
     printf("output dim:  %d\n", rnnd_model_output_dim(m));
     printf("state:       %zu floats (%zu bytes) per session\n", state, state * sizeof(float));
     printf("stateful:    %s\n", rnnd_model_is_stateful(m) ? "yes" : "no");
+    const rnnd_verification *v = rnnd_model_verification(m);
+    if (v) {
+        printf("verified:    yes, against the %s source: max abs error %.3g, max rel error "
+               "%.3g (tolerance %g), lengths", v->source, v->max_abs_error, v->max_rel_error,
+               v->tolerance);
+        for (int i = 0; i < v->n_lengths; i++)
+            printf("%s%d", i ? ", " : " ", v->lengths[i]);
+        printf(", batch %d\n", v->batch);
+    } else {
+        /* --no-verify, a native spec, or a converter older than the check */
+        printf("verified:    no (no record of a check against its source)\n");
+    }
 }
 
 /* Set KEY on OBJ, taking the reference of V (a NULL V, from a failed allocation, is
@@ -215,6 +228,24 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
     return o;
 }
 
+/* The verification record, or JSON null for a file without one. */
+static json_t *verification_json(const rnnd_verification *v)
+{
+    if (!v)
+        return json_null();
+    json_t *o = json_object();
+    put(o, "source", json_string(v->source));
+    put(o, "tolerance", json_real(v->tolerance));
+    put(o, "max_abs_error", json_real(v->max_abs_error));
+    put(o, "max_rel_error", json_real(v->max_rel_error));
+    json_t *ls = json_array();
+    for (int i = 0; i < v->n_lengths; i++)
+        json_array_append_new(ls, json_integer(v->lengths[i]));
+    put(o, "lengths", ls);
+    put(o, "batch", json_integer(v->batch));
+    return o;
+}
+
 static json_t *model_json(const char *path, const rnnd_model *m)
 {
     const rnnd_model_spec *s = rnnd_model_get_spec(m);
@@ -256,6 +287,7 @@ static json_t *model_json(const char *path, const rnnd_model *m)
     put(o, "state_floats", json_integer((json_int_t)state));
     put(o, "state_bytes", json_integer((json_int_t)(state * sizeof(float))));
     put(o, "stateful", json_boolean(rnnd_model_is_stateful(m)));
+    put(o, "verification", verification_json(rnnd_model_verification(m)));
     return o;
 }
 

@@ -320,7 +320,8 @@ out:
     return rc;
 }
 
-static int check_metadata(lctx *c, const json_t *hdr, const char **arch, size_t *arch_len)
+static int check_metadata(lctx *c, rnnd_model *m, const json_t *hdr, const char **arch,
+                          size_t *arch_len)
 {
     const json_t *meta = json_object_get(hdr, "__metadata__");
     if (!meta)
@@ -354,6 +355,14 @@ static int check_metadata(lctx *c, const json_t *hdr, const char **arch, size_t 
         return BAD(c, "__metadata__.architecture", "missing");
     *arch = json_string_value(a);
     *arch_len = json_string_length(a);
+    const json_t *vr = json_object_get(meta, "verification");
+    if (vr) {
+        int rc = rnnd_verification_parse(json_string_value(vr), json_string_length(vr),
+                                         &m->verification, c->label, c->err, c->errlen);
+        if (rc)
+            return rc;
+        m->verified = 1;
+    }
     return 0;
 }
 
@@ -392,7 +401,7 @@ static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
     }
     const char *arch = NULL;
     size_t arch_len = 0;
-    if ((rc = check_metadata(&c, hdr, &arch, &arch_len)))
+    if ((rc = check_metadata(&c, m, hdr, &arch, &arch_len)))
         goto out;
     if ((rc = rnnd_arch_parse(arch, arch_len, &m->spec, label, err, errlen)))
         goto out;
@@ -571,6 +580,11 @@ const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m)
 const char *rnnd_model_digest(const rnnd_model *m)
 {
     return m->digest;
+}
+
+const rnnd_verification *rnnd_model_verification(const rnnd_model *m)
+{
+    return m->verified ? &m->verification : NULL;
 }
 
 const char *rnnd_model_file_digest(const rnnd_model *m)

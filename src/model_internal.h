@@ -21,6 +21,8 @@ struct rnnd_model {
     char digest[65];        /* the state digest (model_digest.c) */
     char file_digest[65];   /* SHA-256 of the file's bytes */
     float *halved;          /* half-size weights: the matrices as floats (spec points here) */
+    int verified;           /* the file has __metadata__.verification, parsed below */
+    rnnd_verification verification;
     rnnd_model_spec spec;   /* spec.vocab is owned (one allocation) */
 };
 
@@ -32,6 +34,11 @@ int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key
 /* 0 if the JSON TEXT nests at most MAX arrays/objects deep (brackets inside strings don't
  * count), else -1. Run before the parser so hostile nesting never reaches it. */
 int rnnd_json_depth_ok(const char *text, size_t len, int max);
+
+/* Parse and validate __metadata__.verification TEXT into OUT (model_verification.c). Errors
+ * name the key, "__metadata__.verification.lengths". Allocates nothing. */
+int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out,
+                            const char *label, char *err, size_t errlen);
 
 /* Parse and validate the architecture JSON TEXT into SPEC (which the caller zeroed): every
  * field but the weight pointers. Errors name the key path, "architecture.layers[1].type".

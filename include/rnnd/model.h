@@ -133,6 +133,24 @@ const char *rnnd_model_digest(const rnnd_model *m);
 /* Lowercase hex SHA-256 of the whole file: identifies the exact file (reloads use it). */
 const char *rnnd_model_file_digest(const rnnd_model *m);
 
+#define RNND_VERIFY_MAX_LENGTHS 8
+
+/* What rnnd-convert measured when it ran the file and its source on the same inputs
+ * (__metadata__.verification, docs/model-format.md). Not part of the digest. */
+typedef struct rnnd_verification {
+    char source[32];            /* "module", "torchscript", "onnx" */
+    double tolerance;           /* |rnnd - src| <= tolerance * max(1, |src|) was required */
+    double max_abs_error;
+    double max_rel_error;
+    int lengths[RNND_VERIFY_MAX_LENGTHS];
+    int n_lengths;
+    int batch;
+} rnnd_verification;
+
+/* The file's verification record, or NULL when it has none (converted with --no-verify, from
+ * a native spec, or by an older converter). Valid while M is referenced. */
+const rnnd_verification *rnnd_model_verification(const rnnd_model *m);
+
 /* The raw architecture JSON text from the file header. */
 const char *rnnd_model_architecture_json(const rnnd_model *m);
 

@@ -13,28 +13,38 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 
 
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
-                tokenizer=None, weights=None):
+                tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
     nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
     head: None (the one nn.Linear, if any), the nn.Linear (or its name) to use, or False.
-    norm: None (from an nn.Softmax / nn.LogSoftmax submodule), "none", "softmax",
-    "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
+    norm: None (the softmax / log_softmax forward() applies; a softmax submodule's when
+    forward() cannot be scripted or traced), "none", "softmax", "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
     weights ("f32" | "bf16" | "f16": the weight matrices' stored type).
+    verify: run MODULE (eval mode, no gradients) and the converted model on the same random
+    inputs and refuse when they differ (docs/convert.md "Verification"); the figures go into
+    the file. verify=False skips it, for a module whose forward() cannot be called on one
+    input. Before that, forward() is scripted (or traced) and its graph checked against the
+    patterns rnnd serves (torch_graph.py).
     Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
     import os
     from .arch import apply_options, read_vocab
-    from .torch_import import model_from_module
+    from .torch_import import model_from_module, source_runner
     from .writer import write
     model = model_from_module(module, input=input, head=head, norm=norm)
+    from .verify import metadata_value
+    figures = None
+    if verify:
+        from .verify import verify as check
+        figures = check(model, source_runner(module), "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
-    write(model, path)
+    write(model, path, verification=metadata_value(figures, model))
     return model
 
 

@@ -36,6 +36,9 @@ def _parser():
     p.add_argument("--trust-code", action="store_true",
                    help="load TorchScript whose code defines __setstate__ or calls from_file: "
                    "loading runs that code, so only for a file you trust")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the check that the written model computes what the source "
+                   "computes (ONNX and TorchScript input; docs/convert.md \"Verification\")")
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return p
 
@@ -61,24 +64,32 @@ def detect_format(path):
 
 
 def load_model(path, fmt, weights=None):
+    """(Model, run_source, source kind): RUN_SOURCE runs the input itself for the check at
+    conversion (verify.py), None for a native spec, which has no source apart from the file."""
     if not os.path.exists(path):
         raise ConvertError("file not found")
     if weights is not None and fmt != "native":
         raise ConvertError("--weights is only for native (.json) input")
     if fmt == "onnx":
-        from . import onnx_import
-        return onnx_import.load(path)
+        from . import onnx_import, onnx_run
+        proto = onnx_import.read(path)
+        imp = onnx_import.Importer(proto)
+        model = imp.run()
+        return model, onnx_run.source_runner(proto, imp), "onnx"
     if fmt == "torchscript":
         from . import torch_import
-        return torch_import.load_torchscript(path)
+        model, module = torch_import.load_torchscript(path)
+        return model, torch_import.source_runner(module), "torchscript"
     from . import native
-    return native.load(path, weights)
+    return native.load(path, weights), None, "native"
 
 
 def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
-            weights=None, norm=None, weight_type=None, trust_code=False):
+            weights=None, norm=None, weight_type=None, trust_code=False, verify=True):
     """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError.
-    TRUST_CODE loads TorchScript whose code runs when it is loaded (docs/convert.md)."""
+    TRUST_CODE loads TorchScript whose code runs when it is loaded (docs/convert.md).
+    VERIFY runs the source and the converted model on the same inputs first and refuses
+    when they differ (verify.py); nothing is written then."""
     # numpy and the importers are imported here, not at the top, so that main() can report
     # a missing module in one line
     from . import sniff
@@ -87,14 +98,19 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
     fmt = fmt or detect_format(input_path)
     if fmt != "native":
         sniff.check(input_path, output_path, trust_code)
-    model = load_model(input_path, fmt, weights)
+    model, run_source, kind = load_model(input_path, fmt, weights)
+    from .verify import metadata_value
+    figures = None
+    if verify and run_source is not None:
+        from .verify import verify as check
+        figures = check(model, run_source, kind, output_path)
     if name is None and not model.name:
         name = os.path.splitext(os.path.basename(output_path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm,
                   weights=weight_type)
-    write(model, output_path)
+    write(model, output_path, verification=metadata_value(figures, model))
     return model
 
 
@@ -103,7 +119,8 @@ def main(argv=None):
     try:
         m = convert(args.input, args.output, fmt=args.format, name=args.name, vocab=args.vocab,
                     tokenizer=args.tokenizer, weights=args.weights, norm=args.norm,
-                    weight_type=args.weight_type, trust_code=args.trust_code)
+                    weight_type=args.weight_type, trust_code=args.trust_code,
+                    verify=not args.no_verify)
     except ConvertError as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
         if e.hint:

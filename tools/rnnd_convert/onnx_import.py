@@ -22,6 +22,9 @@ RECURRENT = {"LSTM": ("lstm", 4), "GRU": ("gru", 3), "RNN": ("rnn", 1)}
 RECURRENT_ATTRS = {"activations", "activation_alpha", "activation_beta", "clip", "direction",
                    "hidden_size", "input_forget", "linear_before_reset", "layout",
                    "output_sequence"}
+# what may carry an initial state from a graph input to a recurrent node
+EXTRA_PASS = ("Identity", "Slice", "Gather", "Squeeze", "Unsqueeze", "Reshape", "Transpose",
+              "Cast")
 LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Cast",
               "Dropout")
 
@@ -119,6 +122,7 @@ class Importer:
         self.seq = self.batch = None
         self.in_feat = None         # the input's feature atom, bound by its first reader
         self.input_name = None
+        self.state_inputs = set()   # graph inputs that only feed initial states
         self.model = Model()
         self.node = None
         self.idx = 0
@@ -191,10 +195,19 @@ class Importer:
         op = node.op_type
         ins = [self.get(n) for n in node.input]
         present = [v for v in ins if v is not None]
-        for k, v in enumerate(ins):
-            if v is not None and v.kind == EXTRA and op not in RECURRENT:
-                self.fail("reads graph input '%s'; rnnd's only input is '%s'"
-                          % (v.origin, self.input_name))
+        extra = [v for v in present if v.kind == EXTRA]
+        if extra and op not in RECURRENT:
+            # an initial state given as a graph input (word_language_model's `hidden`): torch
+            # slices it per layer; it may only reach a recurrent node's initial_h / initial_c
+            if op in EXTRA_PASS and len(extra) == 1 and ins[0] is extra[0] and all(
+                    v.kind == CONST for v in present[1:]):
+                for name in node.output:
+                    if name:
+                        self.vals[name] = Val(EXTRA, origin=extra[0].origin)
+                return
+            self.fail("reads graph input '%s'; rnnd's only input is '%s' (a second input may "
+                      "only be a recurrent node's initial state)" % (extra[0].origin,
+                                                                      self.input_name))
         if op == "Constant":
             outs = [Val(CONST, value=self.constant_value(node))]
         elif all(v.kind == CONST for v in present) and op not in RECURRENT:
@@ -706,10 +719,13 @@ class Importer:
         v = ins[k] if len(ins) > k else None
         if v is None or v.kind == ZERO or (v.kind == CONST and not np.any(v.value)):
             return
+        if v.kind == EXTRA and what in ("initial_h", "initial_c"):
+            # the graph's state input is rnnd's initial state: zeros, or a session's state
+            self.state_inputs.add(v.origin)
+            return
         if v.kind == EXTRA:
-            self.fail("%s comes from graph input '%s'; rnnd starts every sequence from zeros "
-                      "(or a session's saved state), so the initial state must be absent or "
-                      "zero" % (what, v.origin))
+            self.fail("%s comes from graph input '%s'; rnnd takes each sequence whole"
+                      % (what, v.origin))
         if v.kind == STATE:
             self.fail("%s is the final state of %s (an encoder-decoder); rnnd starts from "
                       "zeros" % (what, v.origin))
@@ -884,6 +900,7 @@ class Importer:
             raise ConvertError("no graph output carries the result of the last stage of the "
                                "data path")
         name, y = main[0]
+        self.out_name, self.out_axes = name, y.axes     # for onnx_run (the check)
         present = set()
         for ax in y.axes:
             present.update(nonunit(ax))
@@ -915,6 +932,11 @@ def _clamp(v):
 
 
 def load(path):
+    return Importer(read(path)).run()
+
+
+def read(path):
+    """The ModelProto at PATH, or ConvertError."""
     import warnings
     import onnx
     try:
@@ -926,4 +948,4 @@ def load(path):
         raise ConvertError("file not found")
     except Exception as e:
         raise ConvertError("not a readable ONNX model: %s" % (str(e).splitlines() or [e])[0])
-    return Importer(proto).run()
+    return proto

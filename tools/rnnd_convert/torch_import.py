@@ -20,15 +20,6 @@ _REFUSED = {"ReLU", "ReLU6", "Tanh", "Sigmoid", "GELU", "ELU", "SELU", "CELU", "
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
             "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
             "MultiheadAttention", "Transformer"}
-# Graph operators (TorchScript) that put computation outside rnnd's chain.
-_REFUSED_OPS = ("aten::conv", "aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu",
-                "aten::layer_norm", "aten::batch_norm", "aten::group_norm", "aten::elu",
-                "aten::leaky_relu", "aten::silu", "aten::softplus", "aten::hardtanh",
-                "aten::max_pool", "aten::avg_pool", "aten::adaptive_", "aten::bmm",
-                "aten::matmul", "aten::mm", "aten::embedding_renorm", "aten::_native_multi_head",
-                "aten::scaled_dot_product", "aten::instance_norm")
-
-
 def _torch():
     try:
         import torch
@@ -190,6 +181,14 @@ def model_from_module(module, input=None, head=None, norm=None):
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
+        elif t in ("LSTMCell", "GRUCell", "RNNCell"):
+            # a loop over a cell is a layer: the same weights under the layer's names
+            layer = t[:-4]
+            raise ConvertError("%s: rnnd runs whole layers, not a loop over a cell; use "
+                               "nn.%s(%d, %d) and load the cell's weights as weight_ih_l0, "
+                               "weight_hh_l0, bias_ih_l0, bias_hh_l0, then call it on the "
+                               "whole sequence" % (label(n, m), layer, m.input_size,
+                                                   m.hidden_size))
         elif own:
             raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
                                "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
@@ -264,8 +263,18 @@ def model_from_module(module, input=None, head=None, norm=None):
         model.head_b = f32(_np(b)) if b is not None else np.zeros(model.head_W.shape[0],
                                                                   np.float32)
 
-    # normalisation
-    if norm is None:
+    # forward() itself: one allowlist analysis of its graph (torch_graph.py)
+    from .torch_graph import analyse
+    gm = _graph_module(module, model)
+    analysis = analyse(gm, model.input_kind) if gm is not None else None
+    if analysis is not None and analysis.counts["recurrent"] != len(recs):
+        raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
+                           "%d (%s); rnnd chains every one it holds, in registration order"
+                           % (analysis.counts["recurrent"], len(recs),
+                              ", ".join(n or "<top>" for n, _, _ in recs)))
+
+    # normalisation: a softmax on forward()'s data path, else a softmax submodule
+    if norm is None and analysis is None:
         if len(norms) > 1:
             raise ConvertError("%d softmax modules; pass norm=" % len(norms))
         if norms:
@@ -275,52 +284,93 @@ def model_from_module(module, input=None, head=None, norm=None):
                 raise ConvertError("%s: normalises over dim %r; rnnd normalises the features "
                                    "(dim -1)" % (label(n, m), dim))
             norm = kind
-        else:
-            norm = _graph_norm(module)
+    if norm is None and analysis is not None:
+        norm = analysis.norm
     if norm not in (None, "none"):
         if model.head_W is None:
             last = model.layers[-1]
             k = last.out_dim * last.num_directions
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
-    _check_graph(module)
     return model
 
 
-def _graph_norm(module):
-    nodes = _graph_kinds(module)
-    if nodes is None:
+def _zero_state(module, batch):
+    """Zeros in the layout of the initial state its single recurrent module takes, for a
+    forward(input, hidden) without a default: (h0, c0) for an LSTM, else h0."""
+    torch = _torch()
+    recs = [m for _, m in module.named_modules()
+            if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn")]
+    if len(recs) != 1:
         return None
-    found = [n for n in _all_nodes(nodes) if n.kind() in ("aten::softmax", "aten::log_softmax")]
-    if not found:
-        return None
-    if len(found) > 1:
-        raise ConvertError("the TorchScript graph has %d softmax operators; rnnd normalises "
-                           "once, at the head" % len(found))
-    n = found[0]
-    dim = None
-    src = list(n.inputs())[1].node()
-    if src.kind() == "prim::Constant":
-        try:
-            dim = src.i("value")
-        except Exception:
-            dim = None
-    if dim not in (-1, 2):
-        raise ConvertError("the TorchScript graph's %s normalises over dim %r; rnnd normalises "
-                           "the features (dim -1)" % (n.kind()[6:], dim))
-    return "softmax" if n.kind() == "aten::softmax" else "log_softmax"
+    m = recs[0]
+    nd = 2 if getattr(m, "bidirectional", False) else 1
+    L, H = m.num_layers, m.hidden_size
+    P = getattr(m, "proj_size", 0) or H
+    dt = m.weight_ih_l0.dtype
+    h = torch.zeros(L * nd, batch, P, dtype=dt)
+    if _type_name(m) == "LSTM":
+        return (h, torch.zeros(L * nd, batch, H, dtype=dt))
+    return h
 
 
-def _check_graph(module):
-    nodes = _graph_kinds(module)
-    if nodes is None:
-        return
-    for n in _all_nodes(nodes):
-        k = n.kind()
-        if any(k.startswith(p) for p in _REFUSED_OPS):
-            raise ConvertError("the TorchScript graph computes %s, which rnnd cannot serve "
-                               "(it runs Embedding -> recurrent layers -> Linear -> softmax)"
-                               % k)
+def _required_args(module):
+    """How many arguments forward() needs beyond self (None when unknown)."""
+    torch = _torch()
+    try:
+        if isinstance(module, torch.jit.ScriptModule):
+            args = module.forward.schema.arguments[1:]
+            return sum(1 for a in args if a.default_value is None and
+                       not str(a.type).startswith("Optional"))
+        import inspect
+        sig = inspect.signature(module.forward)
+        return sum(1 for p in sig.parameters.values()
+                   if p.default is inspect.Parameter.empty and
+                   p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+    except Exception:
+        return None
+
+
+def _example(module, model):
+    """Arguments to trace MODULE with: a small batch in its layout, and zero initial states
+    when forward() requires them."""
+    torch = _torch()
+    B, T = 2, 5
+    if model.input_kind == "tokens":
+        x = torch.randint(0, model.vocab_size, (B, T))
+    else:
+        x = torch.randn(B, T, model.input_dim)
+    if not _batch_first(module):
+        x = x.transpose(0, 1).contiguous()
+    if _required_args(module) == 2:
+        h = _zero_state(module, B)
+        if h is not None:
+            return (x, h)
+    return (x,)
+
+
+def _graph_module(module, model):
+    """MODULE as a ScriptModule whose forward() graph can be analysed: itself, its
+    torch.jit.script, or failing that its torch.jit.trace; None when torch can do neither
+    (the check at conversion still runs forward())."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return module
+    try:
+        return torch.jit.script(module)
+    except Exception:
+        pass
+    import warnings
+    was = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # TracerWarnings about Python values
+            return torch.jit.trace(module, _example(module, model), check_trace=False)
+    except Exception:
+        return None
+    finally:
+        module.train(was)
 
 
 def load_torchscript(path):
@@ -330,4 +380,97 @@ def load_torchscript(path):
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConvertError("not a TorchScript file (torch.jit.load: %s)" % first)
-    return model_from_module(mod)
+    return model_from_module(mod), mod
+
+
+def _batch_first(module):
+    """Whether MODULE's forward takes [batch, time, ...]: the batch_first of its first
+    recurrent operator (in a TorchScript graph, the operator's last argument; a traced module
+    keeps no attribute) or module; PyTorch's default, time first, when there is none."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        nodes = _graph_kinds(module) or []
+        for n in _all_nodes(nodes):
+            if n.kind() in ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu"):
+                src = list(n.inputs())[-1].node()
+                if src.kind() == "prim::Constant":
+                    try:
+                        return bool(src.i("value"))
+                    except Exception:
+                        pass
+                break
+    for _, m in module.named_modules():
+        if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn"):
+            try:
+                return bool(getattr(m, "batch_first"))
+            except Exception:
+                return False
+    return False
+
+
+def source_runner(module):
+    """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
+    float64 array, computed by torch in eval mode without gradients. The forward may return
+    a tuple (its first element is the output), time- or batch-major per the recurrent
+    module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out])."""
+    torch = _torch()
+    bf = _batch_first(module)
+    calls = [module]
+    if isinstance(module, torch.jit.ScriptModule) and not hasattr(module, "forward"):
+        # a scripted nn.LSTM / GRU / RNN keeps only its overloads (tensor, PackedSequence)
+        try:
+            calls = [getattr(module, n) for n in module._c._method_names()
+                     if n.startswith("forward__")] or calls
+        except Exception:
+            pass
+
+    needs_state = _required_args(module) == 2
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+
+    def call(t):
+        args = (t,)
+        if needs_state:
+            # forward(input, hidden): the initial state rnnd starts from, zeros
+            h = _zero_state(module, t.shape[0 if bf else 1])
+            if h is not None:
+                args = (t, h)
+        first = None
+        for f in calls:
+            try:
+                return f(*args)
+            except Exception as e:
+                first = first or e
+        raise first
+
+    def run(x):
+        B, T = x.shape[0], x.shape[1]
+        t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
+        if t.is_floating_point() and dtype is not None:
+            t = t.to(dtype)         # a float64 (or half) module takes its own type
+        was = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                y = call(t)
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ConvertError("verification: running the source's forward() failed (%s: "
+                               "%s); make forward(x) run on one input, or skip the check "
+                               "(--no-verify, from_module(..., verify=False))"
+                               % (type(e).__name__, first))
+        finally:
+            module.train(was)
+        if isinstance(y, (tuple, list)) and y:
+            y = y[0]
+        if not isinstance(y, torch.Tensor):
+            raise ConvertError("verification: the source's forward() returns %s, not a tensor"
+                               % type(y).__name__)
+        y = y.detach().to("cpu").double().numpy()
+        if y.ndim == 2 and y.shape[0] == B * T:
+            y = y.reshape((B, T, -1) if bf else (T, B, -1))
+        elif y.ndim == 3 and y.shape[:2] == ((B, T) if bf else (T, B)):
+            pass
+        else:
+            return y            # compare() reports the shape
+        return y if bf else np.swapaxes(y, 0, 1)
+    return run

@@ -12,16 +12,19 @@ from .arch import ConvertError, FORMAT_VERSION, HALF_DTYPES, half_bits, is_matri
 ALIGN = 8
 
 
-def build_header(model):
+def build_header(model, verification=None):
     """(header bytes padded with spaces, [(name, array)] in data order). The arrays are
     little-endian float32, or for a bf16 / f16 model's weight matrices uint16 patterns of
-    the rounded values (stored as BF16 / F16: half the bytes)."""
+    the rounded values (stored as BF16 / F16: half the bytes). VERIFICATION, when given, is
+    the __metadata__.verification string (verify.py); the digest does not cover it."""
     arch = json.dumps(model.arch_json(), ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False)
     tensors = model.tensors()
     order = [name for name, _ in model.expected_tensors()]
     header = {"__metadata__": {"format": "rnnd", "format_version": str(FORMAT_VERSION),
                                "architecture": arch}}
+    if verification is not None:
+        header["__metadata__"]["verification"] = verification
     offset = 0
     items = []
     for name in order:
@@ -45,11 +48,11 @@ def build_header(model):
     return text + b" " * pad, items
 
 
-def write(model, path):
+def write(model, path, verification=None):
     """Validate MODEL and write it to PATH atomically (a temporary file renamed into place),
     so a failure never leaves a truncated model where rnnd might load it."""
     validate(model)
-    header, items = build_header(model)
+    header, items = build_header(model, verification)
     d = os.path.dirname(os.path.abspath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=".rnnd-convert-", dir=d)

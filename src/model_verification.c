@@ -1,0 +1,88 @@
+/* __metadata__.verification of a model file (docs/model-format.md): what rnnd-convert
+ * measured when it checked the file against its source. Information for people; it plays no
+ * part in computing, and the digest does not cover it. Every check names the key. */
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <jansson.h>
+#include "rnnd/status.h"
+
+#define BAD(key, ...) rnnd_model_fail(err, errlen, label, "__metadata__.verification" key, \
+                                      RNND_ERR_FORMAT, __VA_ARGS__)
+
+/* A finite number >= 0 from O[KEY] into *OUT; 0 or -1 when absent or not one. */
+static int nonneg(const json_t *o, const char *key, double *out)
+{
+    const json_t *v = json_object_get(o, key);
+    if (!json_is_number(v))
+        return -1;
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < 0)
+        return -1;
+    *out = d;
+    return 0;
+}
+
+int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out,
+                            const char *label, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (rnnd_json_depth_ok(text, len, RNND_MAX_JSON_DEPTH) != 0)
+        return BAD("", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
+    json_error_t jerr;
+    json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    int rc = 0;
+    if (!o)
+        return BAD("", "invalid JSON at byte %d: %s", jerr.position, jerr.text);
+    if (!json_is_object(o)) {
+        rc = BAD("", "not a JSON object");
+        goto out;
+    }
+    const json_t *src = json_object_get(o, "source");
+    if (!json_is_string(src) || json_string_length(src) == 0 ||
+        json_string_length(src) >= sizeof out->source) {
+        rc = BAD(".source", "expected a string of 1 to %zu bytes", sizeof out->source - 1);
+        goto out;
+    }
+    snprintf(out->source, sizeof out->source, "%s", json_string_value(src));
+    if (nonneg(o, "tolerance", &out->tolerance)) {
+        rc = BAD(".tolerance", "expected a finite number >= 0");
+        goto out;
+    }
+    if (nonneg(o, "max_abs_error", &out->max_abs_error)) {
+        rc = BAD(".max_abs_error", "expected a finite number >= 0");
+        goto out;
+    }
+    if (nonneg(o, "max_rel_error", &out->max_rel_error)) {
+        rc = BAD(".max_rel_error", "expected a finite number >= 0");
+        goto out;
+    }
+    const json_t *b = json_object_get(o, "batch");
+    if (!json_is_integer(b) || json_integer_value(b) < 1 || json_integer_value(b) > 65536) {
+        rc = BAD(".batch", "expected an integer 1..65536");
+        goto out;
+    }
+    out->batch = (int)json_integer_value(b);
+    const json_t *ls = json_object_get(o, "lengths");
+    size_t n = json_array_size(ls);
+    if (!json_is_array(ls) || n < 1 || n > RNND_VERIFY_MAX_LENGTHS) {
+        rc = BAD(".lengths", "expected a list of 1 to %d sequence lengths",
+                 RNND_VERIFY_MAX_LENGTHS);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *v = json_array_get(ls, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 1000000) {
+            rc = BAD(".lengths", "item %zu: expected an integer 1..1000000", i);
+            goto out;
+        }
+        out->lengths[i] = (int)json_integer_value(v);
+    }
+    out->n_lengths = (int)n;
+out:
+    json_decref(o);
+    return rc;
+}

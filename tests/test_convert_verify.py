@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""Verification at conversion (issue 14 item 2, docs/convert.md "Verification").
+
+rnnd-convert runs the source and the file it wrote on the same random inputs and refuses,
+writing nothing, when they differ by more than 1e-5 * max(1, |source|):
+- a correct conversion (from_module, TorchScript, ONNX) records its figures in
+  __metadata__.verification, outside the digest;
+- a broken converter path (a weight perturbed inside the importer, for torch and ONNX)
+  exits 1 with the error and where, and leaves no file, not even a temporary one; models
+  the converter used to write wrongly (relu after the head via from_module, a scaled output
+  in TorchScript, a mean over steps) are refused by the analysis of forward() first;
+- --no-verify / verify=False write them anyway, without a record;
+- `rnnd inspect` prints a `verified:` line and --json a `verification` object; the loader
+  refuses a malformed record, naming the key.
+
+Env: PYTHON3, PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
+"""
+import contextlib
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import rnnd_convert
+from rnnd_convert import cli, onnx_import, torch_import, verify
+from rnnd_convert.arch import ConvertError
+
+warnings.filterwarnings("ignore")
+RNND = os.environ.get("RNND_BIN", "rnnd")
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "convert_verify")
+shutil.rmtree(TMP, ignore_errors=True)
+os.makedirs(TMP)
+
+failures = []
+n_checks = 0
+
+
+def check(cond, what):
+    global n_checks
+    n_checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL: " + what)
+
+
+def tmp(name):
+    return os.path.join(TMP, name)
+
+
+def main_inproc(*args):
+    """(rc, stderr) of cli.main(ARGS) in this process."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue()
+
+
+def metadata(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n])["__metadata__"]
+
+
+def inspect(*args):
+    p = subprocess.run([RNND, "inspect"] + list(args), capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def leftovers():
+    """Temporary files the converter left in TMP."""
+    return [n for n in os.listdir(TMP) if n.startswith(".rnnd-")]
+
+
+class Net(nn.Module):
+    """Embedding -> LSTM -> Linear; the subclasses add an operation after the head that
+    rnnd's chain cannot express (the old converter dropped it silently). Subclasses, not a
+    flag, so that a scripted graph holds only the operation of its own class (and base(), as
+    TorchScript has no super())."""
+
+    def __init__(self, batch_first=True):
+        super().__init__()
+        self.emb = nn.Embedding(23, 6)
+        self.rnn = nn.LSTM(6, 10, num_layers=2, batch_first=batch_first)
+        self.fc = nn.Linear(10, 5)
+
+    def base(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y)
+
+    def forward(self, x):
+        return self.base(x)
+
+
+class Relu(Net):
+    def forward(self, x):
+        return torch.relu(self.base(x))
+
+
+class Scale(Net):
+    def forward(self, x):
+        return self.base(x) * 2.0
+
+
+class Mean(Net):
+    def forward(self, x):
+        return self.base(x).mean(dim=1)
+
+
+def check_figures(path, source, what):
+    if not os.path.exists(path):
+        check(False, "%s: written" % what)
+        return None
+    meta = metadata(path)
+    v = json.loads(meta.get("verification", "null") or "null")
+    check(isinstance(v, dict), "%s: __metadata__.verification written" % what)
+    if not isinstance(v, dict):
+        return None
+    check(v["source"] == source and v["tolerance"] == 1e-5 and v["lengths"] == [1, 7, 19] and
+          v["batch"] == 3, "%s: source %s, tolerance, lengths, batch: %r" % (what, source, v))
+    check(0 <= v["max_rel_error"] <= 1e-5 and 0 <= v["max_abs_error"] < 1e-4,
+          "%s: the recorded errors are within the tolerance: %r" % (what, v))
+    return v
+
+
+def test_correct():
+    torch.manual_seed(1)
+    net = Net()
+    m = rnnd_convert.from_module(net, tmp("mod.rnnd"))
+    check(m.head_W is not None, "from_module converts the plain model")
+    check_figures(tmp("mod.rnnd"), "module", "from_module")
+    check(net.training, "from_module leaves the module's training flag as it was")
+
+    # TorchScript, time-major (batch_first=False): the check follows the module's layout
+    net2 = Net(batch_first=False)
+    torch.jit.script(net2).save(tmp("tm.pt"))
+    rc, err = main_inproc(tmp("tm.pt"), "-o", tmp("tm.rnnd"))
+    check(rc == 0, "scripted time-major model converts: %s" % err)
+    check_figures(tmp("tm.rnnd"), "torchscript", "torchscript time-major")
+    # traced: the traced graph keeps batch_first as the recurrent operator's argument
+    x = torch.randint(0, 23, (3, 5))
+    torch.jit.trace(Net().eval(), (x,)).save(tmp("tr.pt"))
+    rc, err = main_inproc(tmp("tr.pt"), "-o", tmp("tr.rnnd"))
+    check(rc == 0, "traced model converts: %s" % err)
+    check_figures(tmp("tr.rnnd"), "torchscript", "traced")
+
+    # ONNX, run by onnx_run
+    net3 = Net().eval()
+    torch.onnx.export(net3, (x,), tmp("m.onnx"), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 1: "t"}}, opset_version=14)
+    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("onnx.rnnd"))
+    check(rc == 0, "ONNX export converts: %s" % err)
+    check_figures(tmp("onnx.rnnd"), "onnx", "onnx")
+
+    # the record is outside the digest: the same model without it has the same digest
+    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("onnx_nv.rnnd"), "--no-verify")
+    check(rc == 0 and "verification" not in metadata(tmp("onnx_nv.rnnd")),
+          "--no-verify writes no record: %s" % err)
+    r1, o1, e1 = inspect("--json", tmp("onnx.rnnd"))
+    r2, o2, e2 = inspect("--json", tmp("onnx_nv.rnnd"))
+    check(r1 == 0 and r2 == 0, "rnnd inspect reads both: %s %s" % (e1, e2))
+    if r1 == 0 and r2 == 0:
+        j1, j2 = json.loads(o1), json.loads(o2)
+        check(j1["digest"] == j2["digest"] and j1["file_digest"] != j2["file_digest"],
+              "the verification record changes the file digest, not the model digest")
+        rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+        v = j1["verification"]
+        check(v is not None and v["source"] == "onnx" and v["lengths"] == [1, 7, 19] and
+              v["batch"] == 3 and v["tolerance"] == 1e-5 and
+              abs(v["max_rel_error"] - rec["max_rel_error"]) <= 1e-9 * (1 + rec["max_rel_error"]),
+              "inspect --json: the verification object: %r" % (v,))
+        check(j2["verification"] is None, "inspect --json: verification null without a record")
+    r, out, _ = inspect(tmp("onnx.rnnd"))
+    line = [l for l in out.splitlines() if l.startswith("verified:")]
+    check(len(line) == 1 and "yes, against the onnx source" in line[0] and
+          "max rel error" in line[0] and "tolerance 1e-05" in line[0] and
+          "lengths 1, 7, 19, batch 3" in line[0], "inspect prints the verified line: %r" % line)
+    r, out, _ = inspect(tmp("onnx_nv.rnnd"))
+    check("verified:    no (" in out, "inspect says an unverified file is unverified")
+
+    # a float64 module is fed float64 inputs (and float64 zero states)
+    rnnd_convert.from_module(nn.GRU(3, 5, batch_first=True).double(), tmp("f64.rnnd"))
+    check_figures(tmp("f64.rnnd"), "module", "a float64 nn.GRU")
+
+    # bf16 weights: the check runs on the float32 reading, then the matrices are rounded
+    rnnd_convert.from_module(Net(), tmp("bf16.rnnd"), weights="bf16")
+    v = check_figures(tmp("bf16.rnnd"), "module", "from_module bf16")
+    check(v is not None and v.get("weights_checked") == "f32",
+          "a bf16 file records that float32 weights were checked")
+    check(not leftovers(), "no temporary files left after successful conversions: %s"
+          % leftovers())
+
+
+def expect_refusal(what, rc_err, out, needles):
+    rc, err = rc_err
+    check(rc == 1, "%s: exit 1 (got %s): %s" % (what, rc, err))
+    check(all(n in err for n in needles), "%s: message names %s: %r" % (what, needles, err))
+    check(not os.path.exists(out), "%s: no output file" % what)
+    check(not leftovers(), "%s: no temporary file left: %s" % (what, leftovers()))
+
+
+def api(fn):
+    """(1, message) when FN raises ConvertError, else (0, '')."""
+    try:
+        fn()
+    except ConvertError as e:
+        return 1, str(e)
+    return 0, ""
+
+
+def test_refused():
+    torch.manual_seed(2)
+    figures = ("verification failed", "max abs error", "max rel error", "at length",
+               "batch row", "step", "output")
+    # models the old converter wrote silently wrong (issue 14) are now refused before the
+    # check, by the analysis of forward() (torch_graph.py), naming the operator
+    out = tmp("relu.rnnd")
+    expect_refusal("from_module relu after the head",
+                   api(lambda: rnnd_convert.from_module(Relu(), out)), out,
+                   ("aten::relu", "test_convert_verify.py"))
+    torch.jit.script(Scale()).save(tmp("scale.pt"))
+    out = tmp("scale.rnnd")
+    expect_refusal("TorchScript y * 2", main_inproc(tmp("scale.pt"), "-o", out), out,
+                   ("rnnd-convert: ", "aten::mul"))
+    torch.jit.script(Mean()).save(tmp("mean.pt"))
+    out = tmp("mean.rnnd")
+    expect_refusal("TorchScript mean over steps", main_inproc(tmp("mean.pt"), "-o", out), out,
+                   ("aten::mean", "pools"))
+
+    # a source with one output per sequence, not per step
+    m = torch_import.model_from_module(Net())
+    try:
+        verify.verify(m, lambda x: np.zeros((x.shape[0], 5) if x.shape[1] > 1 else
+                                            (x.shape[0], 1, 5)), "module", tmp("pool.rnnd"))
+        check(False, "one output per sequence is refused")
+    except ConvertError as e:
+        check("the source gives outputs of shape [3, 5] for 3 sequences of 7 steps, the "
+              "converted model [3, 7, 5]" in str(e), "one output per sequence: %s" % e)
+    check(not leftovers(), "no temporary file after a failed check")
+
+    # a module whose forward() cannot run on one input: the error, and the way out
+    class NoForward(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = nn.GRU(3, 4), nn.Linear(4, 2)
+    out = tmp("nofwd.rnnd")
+    expect_refusal("a module without forward()",
+                   api(lambda: rnnd_convert.from_module(NoForward(), out)), out,
+                   ("running the source's forward() failed", "NotImplementedError",
+                    "verify=False"))
+
+    # a broken importer: one weight perturbed while reading the torch module
+    orig = torch_import._recurrent_layers
+
+    def broken(*a, **kw):
+        layers, n = orig(*a, **kw)
+        layers[0].weights[0]["W"][0, 0] += 0.05
+        return layers, n
+    torch_import._recurrent_layers = broken
+    try:
+        out = tmp("broken_torch.rnnd")
+        expect_refusal("perturbed weight (from_module)",
+                       api(lambda: rnnd_convert.from_module(Net(), out)), out, figures)
+        torch.jit.script(Net()).save(tmp("ok.pt"))
+        out = tmp("broken_ts.rnnd")
+        expect_refusal("perturbed weight (TorchScript)", main_inproc(tmp("ok.pt"), "-o", out),
+                       out, figures + ("rnnd-convert: ", "--no-verify"))
+        # --no-verify / verify=False write it anyway, without a record
+        rc, err = main_inproc(tmp("ok.pt"), "-o", out, "--no-verify")
+        check(rc == 0 and os.path.exists(out) and "verification" not in metadata(out),
+              "--no-verify writes it, without a record: %s" % err)
+        r, o, _ = inspect(out)
+        check(r == 0 and "verified:    no" in o, "inspect: the --no-verify file is not verified")
+        out = tmp("broken_mod.rnnd")
+        rnnd_convert.from_module(Net(), out, verify=False)
+        check(os.path.exists(out) and "verification" not in metadata(out),
+              "verify=False writes it, without a record")
+    finally:
+        torch_import._recurrent_layers = orig
+
+    # a broken ONNX importer: the head's bias shifted
+    orig_finish = onnx_import.Importer.finish
+
+    def broken_finish(self):
+        m = orig_finish(self)
+        m.head_b = m.head_b + np.float32(0.01)
+        return m
+    onnx_import.Importer.finish = broken_finish
+    try:
+        x = torch.randint(0, 23, (3, 5))
+        torch.onnx.export(Net().eval(), (x,), tmp("b.onnx"), input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}},
+                          opset_version=14)
+        out = tmp("broken_onnx.rnnd")
+        expect_refusal("shifted head bias (ONNX)", main_inproc(tmp("b.onnx"), "-o", out), out,
+                       figures + ("onnx source",))
+    finally:
+        onnx_import.Importer.finish = orig_finish
+
+    # the tolerance is relative above 1: an error of 0.5e-5 * |src| passes where |src| > 1
+    check(verify.TOLERANCE == 1e-5, "the documented tolerance")
+
+
+def with_record(src, dst, record):
+    """Copy the .rnnd SRC to DST with __metadata__.verification = RECORD (a string)."""
+    with open(src, "rb") as f:
+        data = f.read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"]["verification"] = record
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * ((-(8 + len(text))) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data[8 + n:])
+
+
+def test_loader():
+    """A malformed record is refused by the loader, naming the key."""
+    good = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+    cases = (
+        ("not JSON", "{", "__metadata__.verification: invalid JSON"),
+        ("not an object", "[]", "__metadata__.verification: not a JSON object"),
+        ("no source", dict(good, source=None), "__metadata__.verification.source"),
+        ("negative error", dict(good, max_abs_error=-1), "__metadata__.verification.max_abs"),
+        ("tolerance text", dict(good, tolerance="1e-5"), "__metadata__.verification.tolerance"),
+        ("rel error", dict(good, max_rel_error=None), "__metadata__.verification.max_rel"),
+        ("no lengths", dict(good, lengths=[]), "__metadata__.verification.lengths"),
+        ("length 0", dict(good, lengths=[1, 0]), "__metadata__.verification.lengths"),
+        ("batch 0", dict(good, batch=0), "__metadata__.verification.batch"),
+    )
+    for what, rec, needle in cases:
+        text = rec if isinstance(rec, str) else json.dumps(rec)
+        path = tmp("badrec.rnnd")
+        with_record(tmp("onnx.rnnd"), path, text)
+        r, o, e = inspect(path)
+        check(r == 1 and needle in e and e.count("\n") == 1,
+              "a record with %s is refused naming %s: %r" % (what, needle, e))
+    path = tmp("goodrec.rnnd")
+    with_record(tmp("onnx.rnnd"), path, json.dumps(dict(good, extra="ignored")))
+    r, o, e = inspect(path)
+    check(r == 0 and "verified:    yes" in o, "an unknown key in the record is ignored: %s" % e)
+
+
+def main():
+    test_correct()
+    test_refused()
+    test_loader()
+    print("test_convert_verify: %d checks, %d failed" % (n_checks, len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

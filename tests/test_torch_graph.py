@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""The allowlist analysis of forward() (tools/rnnd_convert/torch_graph.py; issue 14 item 1).
+
+Must convert exactly, through from_module, torch.jit.script and ONNX (opsets 9, 14, 17):
+PyTorch's
+word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
+a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
+line: relu after the head, a mean over steps, a classifier on cat(h_n[-2], h_n[-1]) of a
+bidirectional GRU, a two-input encoder / decoder, an nn.LSTMCell loop, the last step y[:, -1].
+
+Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
+"""
+import os
+import shutil
+import sys
+import warnings
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+import rnnd_convert
+from rnnd_convert import cli, reference
+from rnnd_convert.arch import ConvertError
+
+warnings.filterwarnings("ignore")
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "torch_graph")
+shutil.rmtree(TMP, ignore_errors=True)
+os.makedirs(TMP)
+HERE = os.path.basename(__file__)
+
+failures = []
+n_checks = 0
+
+
+def check(cond, what):
+    global n_checks
+    n_checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAIL: " + what)
+
+
+def tmp(name):
+    return os.path.join(TMP, name)
+
+
+# ---- PyTorch's examples/word_language_model/model.py, RNNModel, as published -------------
+class RNNModel(nn.Module):
+    """Container module with an encoder, a recurrent module, and a decoder."""
+
+    def __init__(self, rnn_type, ntoken, ninp, nhid, nlayers, dropout=0.5, tie_weights=False):
+        super(RNNModel, self).__init__()
+        self.ntoken = ntoken
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.Embedding(ntoken, ninp)
+        if rnn_type in ['LSTM', 'GRU']:
+            self.rnn = getattr(nn, rnn_type)(ninp, nhid, nlayers, dropout=dropout)
+        else:
+            try:
+                nonlinearity = {'RNN_TANH': 'tanh', 'RNN_RELU': 'relu'}[rnn_type]
+            except KeyError as e:
+                raise ValueError("""An invalid option for `--model` was supplied,
+                                 options are ['LSTM', 'GRU', 'RNN_TANH' or 'RNN_RELU']""") from e
+            self.rnn = nn.RNN(ninp, nhid, nlayers, nonlinearity=nonlinearity, dropout=dropout)
+        self.decoder = nn.Linear(nhid, ntoken)
+
+        # "Using the Output Embedding to Improve Language Models" (Press & Wolf 2016)
+        if tie_weights:
+            if nhid != ninp:
+                raise ValueError('When using the tied flag, nhid must be equal to emsize')
+            self.decoder.weight = self.encoder.weight
+
+        self.init_weights()
+
+        self.rnn_type = rnn_type
+        self.nhid = nhid
+        self.nlayers = nlayers
+
+    def init_weights(self):
+        initrange = 0.1
+        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+        nn.init.zeros_(self.decoder.bias)
+        nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+    def forward(self, input, hidden):
+        emb = self.drop(self.encoder(input))
+        output, hidden = self.rnn(emb, hidden)
+        output = self.drop(output)
+        decoded = self.decoder(output)
+        decoded = decoded.view(-1, self.ntoken)
+        return F.log_softmax(decoded, dim=1), hidden
+
+    def init_hidden(self, bsz):
+        weight = next(self.parameters())
+        if self.rnn_type == 'LSTM':
+            return (weight.new_zeros(self.nlayers, bsz, self.nhid),
+                    weight.new_zeros(self.nlayers, bsz, self.nhid))
+        else:
+            return weight.new_zeros(self.nlayers, bsz, self.nhid)
+
+
+class ScriptableRNNModel(RNNModel):
+    """The same, with the one change torch.jit.script needs: `hidden` typed (TorchScript
+    takes an unannotated argument for a Tensor, and the LSTM's state is a tuple)."""
+
+    def forward(self, input: Tensor, hidden: Tuple[Tensor, Tensor]):
+        emb = self.drop(self.encoder(input))
+        output, hidden = self.rnn(emb, hidden)
+        output = self.drop(output)
+        decoded = self.decoder(output)
+        decoded = decoded.view(-1, self.ntoken)
+        return F.log_softmax(decoded, dim=1), hidden
+
+
+def wlm_matches(path, net, what):
+    """rnnd's reference forward of PATH equals NET (time-major, zero state) on 3 lengths."""
+    net.eval()
+    for T in (1, 6, 17):
+        x = torch.randint(0, net.ntoken, (T, 3))
+        with torch.no_grad():
+            y = net(x, net.init_hidden(3))[0].view(T, 3, -1).numpy()
+        got = reference.run(path, [x[:, b].tolist() for b in range(3)])[0]
+        err = max(float(np.abs(got[b] - y[:, b]).max()) for b in range(3))
+        check(err < 1e-5, "%s: equals PyTorch at length %d (max error %.2g)" % (what, T, err))
+
+
+def test_word_language_model():
+    torch.manual_seed(0)
+    net = RNNModel("LSTM", 40, 16, 16, 2, dropout=0.2, tie_weights=True)
+    m = rnnd_convert.from_module(net, tmp("wlm.rnnd"))
+    check(m.head_norm == "log_softmax" and m.input_kind == "tokens" and len(m.layers) == 2,
+          "word_language_model via from_module: tokens, 2 LSTM layers, log_softmax head")
+    check(np.array_equal(m.head_W, m.embedding), "tied weights: the head is the embedding")
+    wlm_matches(tmp("wlm.rnnd"), net, "word_language_model (from_module)")
+
+    net2 = ScriptableRNNModel("LSTM", 40, 16, 16, 2, dropout=0.2, tie_weights=True)
+    torch.jit.script(net2).save(tmp("wlm.pt"))
+    rc = cli.main([tmp("wlm.pt"), "-o", tmp("wlm_ts.rnnd"), "-q"])
+    check(rc == 0, "word_language_model via torch.jit.script converts")
+    if rc == 0:
+        wlm_matches(tmp("wlm_ts.rnnd"), net2, "word_language_model (torch.jit.script)")
+    # ONNX, as torch.onnx.export writes it: `hidden` becomes graph inputs, sliced per layer
+    # into the LSTM's initial_h / initial_c; they are rnnd's initial state
+    net.eval()
+    x = torch.randint(0, 40, (7, 3))
+    for opset in (9, 14, 17):
+        path = tmp("wlm%d.onnx" % opset)
+        torch.onnx.export(net, (x, net.init_hidden(3)), path, input_names=["input", "h0", "c0"],
+                          output_names=["output", "hn", "cn"],
+                          dynamic_axes={"input": {0: "time", 1: "batch"},
+                                        "h0": {1: "batch"}, "c0": {1: "batch"}},
+                          opset_version=opset)
+        out = tmp("wlm_onnx%d.rnnd" % opset)
+        rc = cli.main([path, "-o", out, "-q"])
+        check(rc == 0, "word_language_model via ONNX opset %d converts" % opset)
+        if rc == 0:
+            wlm_matches(out, net, "word_language_model (ONNX opset %d)" % opset)
+
+    for rnn_type in ("GRU", "RNN_TANH"):
+        net3 = RNNModel(rnn_type, 30, 8, 12, 1)
+        m = rnnd_convert.from_module(net3, tmp("wlm3.rnnd"))
+        check(m.head_norm == "log_softmax", "word_language_model %s converts" % rnn_type)
+        wlm_matches(tmp("wlm3.rnnd"), net3, "word_language_model %s" % rnn_type)
+
+
+# ---- models that must be refused --------------------------------------------------------
+class Base(nn.Module):
+    def __init__(self, bidirectional=False, cell=nn.LSTM):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.rnn = cell(6, 8, batch_first=True, bidirectional=bidirectional)
+        self.fc = nn.Linear(16 if bidirectional else 8, 4)
+
+
+class ReluHead(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return torch.relu(self.fc(y))
+
+
+class MeanSteps(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y.mean(dim=1))
+
+
+class LastStep(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y[:, -1])
+
+
+class BiGRUClassifier(Base):
+    def __init__(self):
+        super().__init__(bidirectional=True, cell=nn.GRU)
+
+    def forward(self, x):
+        _, h = self.rnn(self.emb(x))
+        return self.fc(torch.cat((h[-2], h[-1]), dim=1))
+
+
+class Seq2Seq(nn.Module):
+    """Encoder / decoder: the decoder starts from the encoder's final state."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.enc = nn.GRU(8, 8, batch_first=True)
+        self.dec = nn.GRU(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 20)
+
+    def forward(self, src, tgt):
+        _, h = self.enc(self.emb(src))
+        y, _ = self.dec(self.emb(tgt), h)
+        return self.fc(y)
+
+
+class CellLoop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.cell = nn.LSTMCell(6, 8)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        e = self.emb(x)
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            h, c = self.cell(e[:, t], (h, c))
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+class Unused(Base):
+    """A second LSTM that forward() never calls (the old converter stacked it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.spare = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y)
+
+
+def refused(what, fn, needles):
+    try:
+        fn()
+        check(False, "%s is refused" % what)
+    except ConvertError as e:
+        msg = str(e)
+        check(all(n in msg for n in needles), "%s: refused naming %s: %r" % (what, needles, msg))
+
+
+def test_refusals():
+    torch.manual_seed(1)
+    cases = (
+        ("relu after the head", ReluHead, ("aten::relu", HERE, "torch.relu(self.fc(y))",
+                                           "fold it into the Linear")),
+        ("mean over steps", MeanSteps, ("aten::mean", HERE, "y.mean(dim=1)", "pool the reply")),
+        ("the last step", LastStep, ("aten::slice", HERE, "y[:, -1]", "last step")),
+        ("cat(h_n[-2], h_n[-1])", BiGRUClassifier, ("final state", HERE)),
+        ("a two-input seq2seq", Seq2Seq, ("second input of forward()", "aten::embedding")),
+    )
+    for what, cls, needles in cases:
+        refused(what + " (from_module)",
+                lambda: rnnd_convert.from_module(cls(), tmp("x.rnnd")), needles)
+        path = tmp("x.pt")
+        torch.jit.script(cls()).save(path)
+        # a TorchScript file's source lines are its serialized code, not this file
+        refused(what + " (TorchScript)",
+                lambda: rnnd_convert.convert(path, tmp("x.rnnd")), needles[:1])
+        check(not os.path.exists(tmp("x.rnnd")), "%s: nothing written" % what)
+    refused("an LSTM forward() never calls",
+            lambda: rnnd_convert.from_module(Unused(), tmp("x.rnnd")),
+            ("forward() runs 1 recurrent module call(s), but the module holds 2", "spare"))
+    # an nn.LSTMCell loop: scripting fails on nothing, the loop is the refusal (the module
+    # check refuses an LSTMCell's parameters first when it is not scripted)
+    refused("an nn.LSTMCell loop", lambda: rnnd_convert.from_module(CellLoop(), tmp("x.rnnd")),
+            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)", "weight_ih_l0", "whole sequence"))
+    torch.jit.script(CellLoop()).save(tmp("cell.pt"))
+    refused("an nn.LSTMCell loop (TorchScript)",
+            lambda: rnnd_convert.convert(tmp("cell.pt"), tmp("x.rnnd")),
+            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)"))
+
+
+def main():
+    test_word_language_model()
+    test_refusals()
+    print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""A plain NumPy (float64) interpreter of exactly the ONNX operators onnx_import accepts, so
+the check at conversion (verify.py) can run an ONNX graph without ONNX Runtime.
+
+It follows the ONNX operator specification, not onnx_import: the LSTM / GRU / RNN operators
+are computed from the spec's equations in the spec's gate orders (iofc, zrh), so a mistake in
+the importer's rearrangement shows up as a difference. Only the activation alpha / beta
+lists are read the way ONNX Runtime reads them (in order, by the activations that take
+parameters), as the importer documents.
+"""
+import numpy as np
+
+from .arch import ACTIVATIONS, DEFAULT_ACTS, ConvertError, canonical_activation
+from .onnx_import import _attrs, _np_dtype, _tensor
+from .reference import activation
+
+
+class _Graph:
+    def __init__(self, proto):
+        self.graph = proto.graph
+        self.opset = 1
+        for o in proto.opset_import:
+            if o.domain in ("", "ai.onnx"):
+                self.opset = o.version
+
+    def run(self, feeds):
+        env = {t.name: _tensor(t) for t in self.graph.initializer}
+        env.update(feeds)
+        for node in self.graph.node:
+            fn = getattr(self, "op_" + node.op_type, None)
+            if fn is None:
+                raise ConvertError("verification: onnx_run has no operator %s (node '%s')"
+                                   % (node.op_type, node.name))
+            ins = [env[n] if n else None for n in node.input]
+            if node.input and node.input[0] and ins[0] is None:
+                # an absent initial state, sliced per layer on its way: still absent
+                outs = [None] * len(node.output)
+            else:
+                outs = fn(ins, _attrs(node), len(node.output))
+            if not isinstance(outs, (list, tuple)):
+                outs = [outs]
+            for name, v in zip(node.output, outs):
+                if name:
+                    env[name] = v
+        return env
+
+    # ---- data movement ------------------------------------------------------------------
+    def op_Constant(self, ins, a, n):
+        for k in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+            if k in a:
+                return np.asarray(a[k])
+        raise ConvertError("verification: Constant without a value")
+
+    def op_Identity(self, ins, a, n):
+        return ins[0]
+
+    def op_Dropout(self, ins, a, n):
+        return [ins[0], np.ones(ins[0].shape, bool)][:n]
+
+    def op_Cast(self, ins, a, n):
+        return ins[0].astype(_np_dtype(a["to"]))
+
+    def _axes(self, ins, a, k=1):
+        if len(ins) > k and ins[k] is not None:
+            return [int(v) for v in np.asarray(ins[k]).ravel()]
+        return list(a.get("axes", []))
+
+    def op_Unsqueeze(self, ins, a, n):
+        x = ins[0]
+        axes = self._axes(ins, a)
+        r = x.ndim + len(axes)
+        for ax in sorted(v % r for v in axes):
+            x = np.expand_dims(x, ax)
+        return x
+
+    def op_Squeeze(self, ins, a, n):
+        axes = self._axes(ins, a)
+        if not axes:
+            return np.squeeze(ins[0])
+        return np.squeeze(ins[0], axis=tuple(v % ins[0].ndim for v in axes))
+
+    def op_Concat(self, ins, a, n):
+        return np.concatenate([x for x in ins if x is not None], axis=a["axis"])
+
+    def op_Reshape(self, ins, a, n):
+        x, shape = ins[0], [int(v) for v in ins[1]]
+        if not a.get("allowzero", 0):
+            shape = [x.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+        return x.reshape(shape)
+
+    def op_Transpose(self, ins, a, n):
+        return np.transpose(ins[0], a.get("perm"))
+
+    def op_Flatten(self, ins, a, n):
+        x = ins[0]
+        ax = a.get("axis", 1) % (x.ndim + 1) if x.ndim else 0
+        return x.reshape(int(np.prod(x.shape[:ax])), -1)
+
+    def op_Slice(self, ins, a, n):
+        x = ins[0]
+        if self.opset < 10:
+            starts, ends = a["starts"], a["ends"]
+            axes = a.get("axes", list(range(len(starts))))
+            steps = [1] * len(starts)
+        else:
+            starts, ends = list(ins[1].ravel()), list(ins[2].ravel())
+            axes = list(ins[3].ravel()) if len(ins) > 3 and ins[3] is not None else \
+                list(range(len(starts)))
+            steps = list(ins[4].ravel()) if len(ins) > 4 and ins[4] is not None else \
+                [1] * len(starts)
+        sl = [slice(None)] * x.ndim
+        for s, e, ax, st in zip(starts, ends, axes, steps):
+            dim = x.shape[int(ax)]
+            s, e, st = int(s), int(e), int(st)
+            # clamp as the spec does (INT64_MAX / MIN mean "to the end")
+            s = max(-dim - 1, min(dim, s))
+            e = max(-dim - 1, min(dim, e))
+            if st < 0 and e == -dim - 1:
+                e = None
+            sl[int(ax) % x.ndim] = slice(s, e, st)
+        return x[tuple(sl)]
+
+    def op_Gather(self, ins, a, n):
+        x, idx = ins[0], np.asarray(ins[1]).astype(np.int64)
+        return np.take(x, idx, axis=a.get("axis", 0))
+
+    def op_Shape(self, ins, a, n):
+        s = np.array(ins[0].shape, dtype=np.int64)
+        return s[a.get("start", 0):a.get("end", None)]
+
+    def op_ConstantOfShape(self, ins, a, n):
+        v = a.get("value", np.zeros(1, np.float32))
+        return np.full([int(d) for d in ins[0]], np.asarray(v).ravel()[0],
+                       dtype=np.asarray(v).dtype)
+
+    def op_Expand(self, ins, a, n):
+        shape = [int(v) for v in ins[1]]
+        return ins[0] * np.ones(shape, dtype=ins[0].dtype)
+
+    def op_Tile(self, ins, a, n):
+        return np.tile(ins[0], [int(v) for v in ins[1]])
+
+    def op_Range(self, ins, a, n):
+        return np.arange(ins[0].item(), ins[1].item(), ins[2].item()).astype(ins[0].dtype)
+
+    def op_Split(self, ins, a, n):
+        x, ax = ins[0], a.get("axis", 0)
+        split = list(ins[1]) if len(ins) > 1 and ins[1] is not None else a.get("split")
+        if not split:
+            split = [x.shape[ax] // n] * n
+        return np.split(x, np.cumsum(split)[:-1], axis=ax)
+
+    def op_Where(self, ins, a, n):
+        return np.where(ins[0], ins[1], ins[2])
+
+    # ---- arithmetic ---------------------------------------------------------------------
+    def _bin(f):
+        return lambda self, ins, a, n: f(ins[0], ins[1])
+
+    op_Add = _bin(np.add)
+    op_Sub = _bin(np.subtract)
+    op_Mul = _bin(np.multiply)
+    op_Pow = _bin(np.power)
+    op_Equal = _bin(np.equal)
+    op_Greater = _bin(np.greater)
+    op_Less = _bin(np.less)
+    op_Mod = _bin(np.mod)
+
+    def op_Div(self, ins, a, n):
+        x, y = ins
+        if np.issubdtype(np.asarray(x).dtype, np.integer):
+            return np.asarray(np.trunc(x / y)).astype(np.asarray(x).dtype)
+        return x / y
+
+    def op_Max(self, ins, a, n):
+        return np.maximum.reduce(ins)
+
+    def op_Min(self, ins, a, n):
+        return np.minimum.reduce(ins)
+
+    def _un(f):
+        return lambda self, ins, a, n: f(ins[0])
+
+    op_Neg = _un(np.negative)
+    op_Sqrt = _un(np.sqrt)
+    op_Exp = _un(np.exp)
+    op_Abs = _un(np.abs)
+    op_Reciprocal = _un(np.reciprocal)
+    op_Ceil = _un(np.ceil)
+    op_Floor = _un(np.floor)
+    op_Not = _un(np.logical_not)
+
+    def op_MatMul(self, ins, a, n):
+        return np.matmul(ins[0], ins[1])
+
+    def op_Gemm(self, ins, a, n):
+        A, B = ins[0], ins[1]
+        if a.get("transA", 0):
+            A = A.T
+        if a.get("transB", 0):
+            B = B.T
+        y = a.get("alpha", 1.0) * (A @ B)
+        if len(ins) > 2 and ins[2] is not None:
+            y = y + a.get("beta", 1.0) * ins[2]
+        return y
+
+    def _norm(self, x, a, log):
+        x = np.asarray(x, np.float64)
+        if self.opset < 13:
+            # coerced to 2-D at AXIS (default 1), normalised over the second dimension
+            ax = a.get("axis", 1) % x.ndim
+            shape = x.shape
+            x2 = x.reshape(int(np.prod(shape[:ax])), -1)
+            return self._norm_last(x2, log).reshape(shape)
+        ax = a.get("axis", -1) % x.ndim
+        return np.moveaxis(self._norm_last(np.moveaxis(x, ax, -1), log), -1, ax)
+
+    @staticmethod
+    def _norm_last(x, log):
+        m = x.max(axis=-1, keepdims=True)
+        lse = m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+        return x - lse if log else np.exp(x - lse)
+
+    def op_Softmax(self, ins, a, n):
+        return self._norm(ins[0], a, False)
+
+    def op_LogSoftmax(self, ins, a, n):
+        return self._norm(ins[0], a, True)
+
+    # ---- recurrent operators (ONNX spec equations) --------------------------------------
+    def _acts(self, kind, a, nd):
+        names = a.get("activations") or DEFAULT_ACTS[kind]
+        if isinstance(names, str):
+            names = [names]
+        per = len(DEFAULT_ACTS[kind])
+        if kind == "rnn" and nd == 1 and len(names) == 2:
+            names = names[:1]
+        alphas = list(a.get("activation_alpha", []))
+        betas = list(a.get("activation_beta", []))
+        out = []
+        for nm in names:
+            op = canonical_activation(nm)
+            takes_a, takes_b = ACTIVATIONS[op][:2]
+            al = alphas.pop(0) if takes_a and alphas else None
+            be = betas.pop(0) if takes_b and betas else None
+            out.append((op, al, be))
+        if len(out) == per:
+            out = out * nd
+        return [out[d * per:(d + 1) * per] for d in range(nd)]
+
+    def _recurrent(self, kind, G, ins, a, n):
+        X, W, R = (np.asarray(v, np.float64) for v in ins[:3])
+        layout = a.get("layout", 0)
+        if layout:
+            X = np.swapaxes(X, 0, 1)
+        T, Bsz = X.shape[0], X.shape[1]
+        nd = W.shape[0]
+        H = R.shape[-1]
+        Bias = ins[3] if len(ins) > 3 and ins[3] is not None else np.zeros((nd, 2 * G * H))
+        seq_lens = ins[4] if len(ins) > 4 and ins[4] is not None else None
+        if seq_lens is not None and np.any(np.asarray(seq_lens) != T):
+            raise ConvertError("verification: sequence_lens shorter than the input")
+        h0 = ins[5] if len(ins) > 5 and ins[5] is not None else np.zeros((nd, Bsz, H))
+        c0 = ins[6] if kind == "lstm" and len(ins) > 6 and ins[6] is not None else \
+            np.zeros((nd, Bsz, H))
+        P = ins[7] if kind == "lstm" and len(ins) > 7 and ins[7] is not None else None
+        clip = a.get("clip")
+        acts = self._acts(kind, a, nd)
+        direction = a.get("direction", "forward")
+        Y = np.zeros((T, nd, Bsz, H))
+        Yh = np.zeros((nd, Bsz, H))
+        Yc = np.zeros((nd, Bsz, H))
+
+        def cl(v):
+            return v if clip is None else np.clip(v, -clip, clip)
+
+        for d in range(nd):
+            rev = direction == "reverse" or d == 1
+            f = [lambda v, s=s: activation(s[0], v, s[1], s[2]) for s in acts[d]]
+            Wd, Rd = W[d], R[d]
+            Wb, Rb = np.asarray(Bias[d][:G * H], np.float64), np.asarray(Bias[d][G * H:],
+                                                                          np.float64)
+            h = np.asarray(h0[d], np.float64)
+            c = np.asarray(c0[d], np.float64)
+            for t in (range(T - 1, -1, -1) if rev else range(T)):
+                x = X[t]
+                if kind == "rnn":
+                    h = f[0](cl(x @ Wd.T + h @ Rd.T + Wb + Rb))
+                elif kind == "gru":
+                    gx = x @ Wd.T + Wb
+                    z = f[0](cl(gx[:, :H] + h @ Rd[:H].T + Rb[:H]))
+                    r = f[0](cl(gx[:, H:2 * H] + h @ Rd[H:2 * H].T + Rb[H:2 * H]))
+                    if a.get("linear_before_reset", 0):
+                        hh = f[1](cl(gx[:, 2 * H:] + r * (h @ Rd[2 * H:].T + Rb[2 * H:])))
+                    else:
+                        hh = f[1](cl(gx[:, 2 * H:] + (r * h) @ Rd[2 * H:].T + Rb[2 * H:]))
+                    h = (1 - z) * hh + z * h
+                else:
+                    g = x @ Wd.T + h @ Rd.T + Wb + Rb          # i, o, f, c
+                    pi, po, pf, pc = (g[:, k * H:(k + 1) * H] for k in range(4))
+                    if P is not None:
+                        pi = pi + P[d][:H] * c
+                        pf = pf + P[d][2 * H:] * c
+                    i = f[0](cl(pi))
+                    fg = 1 - i if a.get("input_forget", 0) else f[0](cl(pf))
+                    c = fg * c + i * f[1](cl(pc))
+                    if P is not None:
+                        po = po + P[d][H:2 * H] * c
+                    h = f[0](cl(po)) * f[2](c)
+                Y[t, d] = h
+            Yh[d], Yc[d] = h, c
+        if layout:
+            Y = np.transpose(Y, (2, 0, 1, 3))
+            Yh, Yc = np.swapaxes(Yh, 0, 1), np.swapaxes(Yc, 0, 1)
+        return [Y, Yh, Yc][:n]
+
+    def op_LSTM(self, ins, a, n):
+        return self._recurrent("lstm", 4, ins, a, n)
+
+    def op_GRU(self, ins, a, n):
+        return self._recurrent("gru", 3, ins, a, n)
+
+    def op_RNN(self, ins, a, n):
+        return self._recurrent("rnn", 1, ins, a, n)
+
+
+def source_runner(proto, importer):
+    """x ([B, T] ids or [B, T, dim] vectors) -> the graph's output as [B, T, out], using the
+    axes IMPORTER (an onnx_import.Importer that has run) found for time, batch and features
+    of the graph's input and of the output it chose."""
+    g = _Graph(proto)
+    in_atoms = [ax[0] for ax in importer.vals[importer.input_name].axes]
+    in_name = importer.input_name
+    out_name, out_axes = importer.out_name, importer.out_axes
+    vi = [i for i in proto.graph.input if i.name == in_name][0]
+    dtype = _np_dtype(vi.type.tensor_type.elem_type)
+
+    def run(x):
+        B, T = x.shape[0], x.shape[1]
+        # put the sample's (batch, time, features) where the graph's input has them
+        order = []
+        for atom in in_atoms:
+            if atom is importer.batch:
+                order.append(0)
+            elif atom is importer.seq:
+                order.append(1)
+            else:
+                order.append(2)
+        if x.ndim == 2:
+            order = [k for k in order if k != 2]
+            if len(order) != 2:
+                raise ConvertError("verification: the input's token axes are not [batch, "
+                                   "time] in some order")
+        xin = np.transpose(x, order).astype(dtype)
+        # a graph input of initial states is fed "absent": zeros, as rnnd starts
+        feeds = {in_name: xin}
+        feeds.update({name: None for name in importer.state_inputs})
+        y = np.asarray(g.run(feeds)[out_name], np.float64)
+        sizes, roles = [], []
+        for ax in out_axes:
+            for atom in ax:
+                roles.append(atom)
+                sizes.append(B if atom is importer.batch else T if atom is importer.seq
+                             else (atom.size if atom.size is not None else -1))
+        y = y.reshape(sizes)
+        b = roles.index(importer.batch)
+        t = roles.index(importer.seq)
+        rest = [k for k in range(len(roles)) if k not in (b, t)]
+        return np.transpose(y, [b, t] + rest).reshape(B, T, -1)
+    return run

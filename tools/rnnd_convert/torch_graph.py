@@ -1,0 +1,386 @@
+"""The one analysis of a PyTorch model's forward(): an allowlist over its TorchScript graph.
+
+from_module() scripts the module (or traces it when scripting fails) and a TorchScript file
+is loaded; either way the inlined graph of forward() is walked here. Every node that reads
+the model's input data, directly or through earlier such nodes, must belong to a pattern
+rnnd's chain can express: an embedding lookup, the recurrent operators, dropout (identity in
+eval mode), one Linear head, one softmax / log_softmax over the features, reshapes and views,
+transposes of the batch and time axes (batch_first), and tuple plumbing. Nodes that only
+compute on shapes, constants and parameters (the checks inlined from nn.LSTM, say) are not
+data and pass. A branch whose condition is known (`dim is None` with a constant dim, as in an
+inlined F.log_softmax) is followed on its taken side only. Anything else on the data path is
+refused, naming the operator, its source line and what would make the model convertible.
+"""
+from .arch import ConvertError
+
+RECURRENT_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+DROPOUT_OPS = ("aten::dropout", "aten::feature_dropout", "aten::alpha_dropout",
+               "aten::feature_alpha_dropout")
+LAYOUT_OPS = ("aten::view", "aten::reshape", "aten::contiguous", "aten::unsqueeze",
+              "aten::squeeze")
+PLUMBING = ("prim::TupleConstruct", "prim::TupleUnpack", "prim::TupleIndex",
+            "prim::ListConstruct", "prim::ListUnpack", "prim::unchecked_cast")
+# reading the data for its shape, type or device yields no data
+SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::len",
+             "aten::__is__", "aten::__isnot__", "prim::shape", "aten::numel")
+CHAIN = "Embedding -> LSTM/GRU/RNN layers -> Linear -> softmax / log_softmax, per step"
+
+# what would make it convertible, by the kind of operator refused
+_ADVICE = (
+    (("aten::select", "aten::slice", "aten::index", "aten::gather", "aten::narrow"),
+     "it takes part of the steps or of a state (y[:, -1], h_n[-1]); rnnd's infer returns "
+     "every step's output: return the per-step output and read the last step of the reply"),
+    (("aten::mean", "aten::sum", "aten::max", "aten::amax", "aten::min", "aten::amin",
+      "aten::avg_pool", "aten::max_pool", "aten::adaptive_"),
+     "it pools over steps or features; rnnd returns every step's output: return the "
+     "per-step output and pool the reply"),
+    (("aten::cat", "aten::stack", "aten::hstack", "aten::vstack"),
+     "it joins tensors (e.g. cat(h_n[-2], h_n[-1])); rnnd runs one chain"),
+    (("aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu", "aten::elu", "aten::silu",
+      "aten::leaky_relu", "aten::hardtanh", "aten::softplus", "aten::layer_norm",
+      "aten::batch_norm", "aten::mul", "aten::add", "aten::sub", "aten::div"),
+     "it computes on the outputs between or after the layers; rnnd's head is one Linear "
+     "and a softmax: drop it from forward() or fold it into the Linear"),
+    (("prim::Loop",),
+     "a loop over steps (an nn.LSTMCell / GRUCell / RNNCell loop): use nn.LSTM / nn.GRU / "
+     "nn.RNN with the cell's weights"),
+)
+
+
+def _advice(kind):
+    for kinds, text in _ADVICE:
+        if any(kind == k or kind.startswith(k) for k in kinds):
+            return text
+    return "rnnd computes %s" % CHAIN
+
+
+def where(node):
+    """' at FILE:LINE: CODE' from NODE's source range, or '' where the graph has none."""
+    try:
+        text = node.sourceRange()
+    except Exception:
+        return ""
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    lines = text.splitlines()
+    head = lines[0].strip()
+    code = ""
+    for k, line in enumerate(lines):
+        if "<--- HERE" in line and k > 0:
+            code = lines[k - 1].strip()
+            break
+    loc = ""
+    if head.startswith("File "):
+        parts = head.split('"')
+        if len(parts) >= 3:
+            loc = "%s:%s" % (parts[1], parts[2].replace(", line", "").strip())
+    out = " at %s" % loc if loc else ""
+    return out + (": %s" % code if code else "")
+
+
+def _const(v):
+    """(True, value) for a constant Value (prim::Constant, None included), else (False, None)."""
+    n = v.node()
+    if n.kind() != "prim::Constant":
+        return False, None
+    try:
+        return True, n.output().toIValue()
+    except Exception:
+        pass
+    if not n.attributeNames():
+        return True, None
+    try:
+        return True, n.i("value")
+    except Exception:
+        return False, None
+
+
+def _static_cond(v, const=_const):
+    """The value of an If condition when it is known without running: a constant bool, or
+    `x is None` / `x is not None` with x a constant (CONST resolves a Value)."""
+    ok, val = const(v)
+    if ok and isinstance(val, bool):
+        return val
+    n = v.node()
+    if n.kind() in ("aten::__is__", "aten::__isnot__"):
+        a, b = list(n.inputs())
+        (oka, va), (okb, vb) = const(a), const(b)
+        if oka and okb and (va is None or vb is None):
+            same = va is None and vb is None
+            return same if n.kind() == "aten::__is__" else not same
+    if n.kind() == "aten::__not__":
+        inner = _static_cond(list(n.inputs())[0], const)
+        return None if inner is None else not inner
+    return None
+
+
+class Analysis:
+    """Walk GRAPH (forward()'s inlined graph). INPUT_RANK: 2 for token ids, 3 for vectors.
+    After run(): norm ("softmax" / "log_softmax" / None), heads, embeddings, recurrent."""
+
+    def __init__(self, graph, input_rank, module=None):
+        self.graph = graph
+        self.module = module    # resolves self.flag attributes in conditions
+        self.taint = {}         # Value -> "data" | "state" | "hidden"
+        self.rank = {}          # data Value -> its rank where known
+        self.elems = {}         # tuple / list Value -> the Values it holds
+        self.norm = None
+        self.stage = 0          # 0 input, 1 embedded, 2 recurrent, 3 head, 4 normalised
+        self.counts = {"embedding": 0, "recurrent": 0, "head": 0}
+        self.input_rank = input_rank
+
+    def refuse(self, node, what=None):
+        raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
+                           % (what or node.kind(), where(node), _advice(node.kind())))
+
+    def run(self):
+        ins = list(self.graph.inputs())[1:]         # the first is self
+        if not ins:
+            raise ConvertError("forward() takes no input")
+        self.taint[ins[0]] = "data"
+        self.rank[ins[0]] = self.input_rank
+        for v in ins[1:]:
+            # a second input is the initial state (word_language_model's forward(input,
+            # hidden)); rnnd starts a sequence from zeros or a session's state
+            self.taint[v] = "hidden"
+        self.block(self.graph.nodes())
+        outs = list(self.graph.outputs())
+        if len(outs) != 1:
+            raise ConvertError("forward() has %d outputs" % len(outs))
+        self.check_output(outs[0])
+        if self.counts["recurrent"] == 0:
+            raise ConvertError("forward() runs no LSTM / GRU / RNN on its input")
+        return self
+
+    def is_state(self, v):
+        """V is a state, or a tuple of states ((h_n, c_n) of an LSTM), or not data at all."""
+        if v in self.elems:
+            return all(self.is_state(p) for p in self.elems[v])
+        return self.taint.get(v) in ("state", "hidden", None)
+
+    def check_output(self, v):
+        t = self.taint.get(v)
+        if t == "data":
+            return
+        parts = self.elems.get(v)
+        if parts is not None:
+            if parts and self.taint.get(parts[0]) == "data" and all(
+                    self.is_state(p) for p in parts[1:]):
+                return
+        raise ConvertError("forward() does not return the per-step output (or a tuple whose "
+                           "first element is it, as (output, hidden)); rnnd computes %s" % CHAIN)
+
+    def block(self, nodes):
+        for n in nodes:
+            self.node(n)
+
+    def node(self, n):
+        k = n.kind()
+        ins = list(n.inputs())
+        kinds = {self.taint[v] for v in ins if v in self.taint}
+        if k == "prim::If":
+            cond = _static_cond(ins[0], self.const)
+            blocks = list(n.blocks())
+            if cond is not None:
+                taken = [blocks[0] if cond else blocks[1]]
+                self.block(taken[0].nodes())
+            else:
+                # both sides may run: each must be convertible and reach the same point
+                taken = blocks
+                start = (self.stage, dict(self.counts), self.norm)
+                ends = []
+                for b in blocks:
+                    self.stage, self.counts, self.norm = start[0], dict(start[1]), start[2]
+                    self.block(b.nodes())
+                    ends.append((self.stage, dict(self.counts), self.norm))
+                if ends[0] != ends[1]:
+                    raise ConvertError(
+                        "forward() branches on a value known only when it runs%s, and its "
+                        "two sides compute different things; rnnd computes %s: make the "
+                        "condition a constant (a torch.jit.Final attribute) or remove the "
+                        "branch" % (where(n), CHAIN))
+            for i, out in enumerate(n.outputs()):
+                for b in taken:
+                    self.copy(out, list(b.outputs())[i])
+            return
+        if not kinds:
+            if k == "prim::Loop":
+                # a loop that never touches the data (none in practice): look inside anyway
+                for b in n.blocks():
+                    self.block(b.nodes())
+            return
+        if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
+            return
+        if k in PLUMBING:
+            return self.plumbing(n, k, ins, kinds)
+        if k in RECURRENT_OPS:
+            return self.recurrent(n, ins)
+        if "data" not in kinds and k in LAYOUT_OPS + ("aten::index_select",):
+            # nn.LSTM's own handling of its states (unbatched input, sorted batches)
+            t = "state" if "state" in kinds else "hidden"
+            for out in n.outputs():
+                self.taint[out] = t
+            return
+        if "data" not in kinds:
+            if "state" in kinds:
+                self.refuse(n, "%s on the final state (h_n / c_n)" % k)
+            self.refuse(n, "%s on a second input of forward() (rnnd takes one input "
+                        "sequence; a second argument may only be the recurrent module's "
+                        "initial state, as in forward(input, hidden))" % k)
+        if any(self.taint.get(v) in ("state", "hidden") for v in ins):
+            self.refuse(n, "%s mixing the data with a state" % k)
+        x = ins[1] if k == "aten::embedding" else ins[0]    # embedding(weight, ids, ...)
+        if self.taint.get(x) != "data" or sum(self.taint.get(v) == "data" for v in ins) > 1:
+            self.refuse(n)
+        r = self.rank.get(x)
+        out = n.output() if n.outputsSize() == 1 else None
+        if k == "aten::embedding":
+            if self.stage != 0 or self.counts["embedding"]:
+                self.refuse(n, "a second embedding lookup")
+            self.counts["embedding"] += 1
+            self.stage = 1
+            self.mark(out, None if r is None else r + 1)
+        elif k in DROPOUT_OPS:
+            self.mark(out, r)
+        elif k in LAYOUT_OPS:
+            nr = r
+            if k in ("aten::view", "aten::reshape"):
+                shape = ins[1].node()
+                nr = len(list(shape.inputs())) if shape.kind() == "prim::ListConstruct" \
+                    else None
+            elif k == "aten::unsqueeze":
+                nr = None if r is None else r + 1
+            elif k == "aten::squeeze":
+                nr = None
+            self.mark(out, nr)
+        elif k == "aten::transpose":
+            ok0, d0 = self.const(ins[1])
+            ok1, d1 = self.const(ins[2])
+            if not (ok0 and ok1) or {d0, d1} != {0, 1}:
+                self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
+            self.mark(out, r)
+        elif k == "aten::linear":
+            if self.stage != 2 or self.counts["head"]:
+                self.refuse(n, "a Linear %s" % ("before the recurrent layers" if self.stage < 2
+                                                else "after the head"))
+            self.counts["head"] += 1
+            self.stage = 3
+            self.mark(out, r)
+        elif k in ("aten::softmax", "aten::log_softmax"):
+            ok, d = self.const(ins[1])
+            if self.stage < 2 or self.norm is not None:
+                self.refuse(n, "%s %s" % (k[6:], "before the recurrent layers"
+                                          if self.stage < 2 else "twice"))
+            if not ok or not (d == -1 or (r is not None and d == r - 1)):
+                self.refuse(n, "%s over dim %s of a rank-%s tensor (rnnd normalises the "
+                            "features, the last dim)" % (k[6:], d, r))
+            if len(ins) > 2 and not self.const(ins[2]) == (True, None):
+                self.refuse(n, "%s with a dtype" % k[6:])
+            self.norm = "softmax" if k == "aten::softmax" else "log_softmax"
+            self.stage = 4
+            self.mark(out, r)
+        else:
+            self.refuse(n)
+
+    def const(self, v):
+        """(True, value) for a constant or an attribute of the module (self.flag), else
+        (False, None)."""
+        ok, val = _const(v)
+        if ok:
+            return ok, val
+        n = v.node()
+        if n.kind() == "prim::unchecked_cast":     # Optional[int] refined to int
+            return self.const(n.input())
+        if n.kind() == "prim::If":
+            # a value chosen by a known condition (F.log_softmax's `if dim is None`)
+            cond = _static_cond(list(n.inputs())[0], self.const)
+            if cond is not None:
+                i = list(n.outputs()).index(v)
+                return self.const(list(list(n.blocks())[0 if cond else 1].outputs())[i])
+            return False, None
+        if self.module is None:
+            return False, None
+        path = []
+        while v.node().kind() == "prim::GetAttr":
+            path.append(v.node().s("name"))
+            v = v.node().input()
+        if not path or v is not list(self.graph.inputs())[0]:
+            return False, None
+        obj = self.module
+        try:
+            for name in reversed(path):
+                obj = getattr(obj, name)
+        except Exception:
+            return False, None
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return True, obj
+        return True, obj        # a submodule: not None
+
+    def copy(self, dst, src):
+        """DST carries what SRC carries (taint, rank, tuple elements)."""
+        if src in self.taint:
+            self.taint[dst] = self.taint[src]
+        if src in self.rank:
+            self.rank[dst] = self.rank[src]
+        if src in self.elems:
+            self.elems[dst] = self.elems[src]
+
+    def plumbing(self, n, k, ins, kinds):
+        """Tuples and lists: elements keep their own meaning where the graph says which is
+        which, so (output, hidden) = rnn(x) separates the data from the state."""
+        outs = list(n.outputs())
+        if k in ("prim::TupleConstruct", "prim::ListConstruct"):
+            self.elems[outs[0]] = ins
+            self.taint[outs[0]] = "tuple"
+            return
+        if k == "prim::unchecked_cast":
+            return self.copy(outs[0], ins[0])
+        parts = self.elems.get(ins[0])
+        if k in ("prim::TupleUnpack", "prim::ListUnpack") and parts is not None and \
+                len(parts) == len(outs):
+            for o, p in zip(outs, parts):
+                self.copy(o, p)
+            return
+        if k == "prim::TupleIndex" and parts is not None:
+            ok, i = self.const(ins[1])
+            if ok and isinstance(i, int) and -len(parts) <= i < len(parts):
+                return self.copy(outs[0], parts[i])
+        # a mix the graph does not resolve: each element may be any of them
+        t = "state" if kinds - {"data", "tuple"} else "data"
+        if "data" in kinds and t != "data":
+            self.refuse(n, "%s mixing the data with a state" % k)
+        for o in outs:
+            self.taint[o] = t
+
+    def mark(self, v, rank):
+        self.taint[v] = "data"
+        if rank is not None:
+            self.rank[v] = rank
+
+    def recurrent(self, n, ins):
+        if self.taint.get(ins[0]) != "data":
+            self.refuse(n, "%s whose input is not the data" % n.kind())
+        if self.stage > 2:
+            self.refuse(n, "%s after the head" % n.kind())
+        for v in ins[1:]:
+            if self.taint.get(v) == "data":
+                self.refuse(n, "%s reading the data as its state" % n.kind())
+            if self.taint.get(v) == "state":
+                self.refuse(n, "%s starting from another layer's final state (an encoder / "
+                            "decoder)" % n.kind())
+        self.counts["recurrent"] += 1
+        self.stage = 2
+        outs = list(n.outputs())
+        self.mark(outs[0], 3)
+        for o in outs[1:]:
+            self.taint[o] = "state"
+
+
+def analyse(module, input_kind):
+    """The Analysis of MODULE's forward() (a ScriptModule), or None for a scripted bare
+    recurrent module, which has no forward() of its own (its overloads are PyTorch's)."""
+    try:
+        graph = module.inlined_graph
+    except Exception:
+        return None
+    return Analysis(graph, 2 if input_kind == "tokens" else 3, module).run()

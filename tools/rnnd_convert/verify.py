@@ -1,0 +1,114 @@
+"""Verification at conversion: run the source and the written .rnnd on the same random inputs
+and refuse to finish when they differ (docs/convert.md "Verification").
+
+The source is run by what made it (torch for a module or TorchScript, onnx_run for an ONNX
+graph); the .rnnd by reference.py, the project's own NumPy forward, which shares no code with
+the importers. A converter that mis-reads a model therefore cannot write it silently.
+"""
+import json
+import os
+
+import numpy as np
+
+from . import reference
+from .errors import ConvertError
+
+LENGTHS = (1, 7, 19)
+BATCH = 3
+SEED = 20240514
+# |rnnd - source| <= TOLERANCE * max(1, |source|), element by element
+TOLERANCE = 1e-5
+_WAY_OUT = ("the source computes something the converted model does not (an operation "
+            "outside Embedding -> recurrent layers -> Linear -> softmax), or the converter "
+            "mis-read it; --no-verify (verify=False in from_module) writes it anyway")
+
+
+def sample_inputs(model, T):
+    """[BATCH, T] int64 token ids or [BATCH, T, dim] float32 vectors, the same for a given
+    model and T (a fixed seed)."""
+    rng = np.random.default_rng(SEED + T)
+    if model.input_kind == "tokens":
+        return rng.integers(0, model.vocab_size, size=(BATCH, T), dtype=np.int64)
+    return rng.standard_normal((BATCH, T, model.input_dim)).astype(np.float32)
+
+
+def compare(model, rnnd_path, run_source, source_kind):
+    """Run RUN_SOURCE(x) (-> [BATCH, T, out] array, batch-major) and the .rnnd at RNND_PATH
+    on the inputs of every length; return the figures (a dict) or raise ConvertError naming
+    the worst element when the two differ beyond TOLERANCE."""
+    ref = reference.load(rnnd_path)
+    worst_abs = worst_rel = 0.0
+    where = None
+    for T in LENGTHS:
+        x = sample_inputs(model, T)
+        src = np.asarray(run_source(x), dtype=np.float64)
+        seqs = [row.tolist() for row in x] if model.input_kind == "tokens" else list(x)
+        got = np.stack(reference.run(ref, seqs)[0])
+        if src.shape != got.shape:
+            raise ConvertError(
+                "verification failed: the source gives outputs of shape %s for %d sequences "
+                "of %d steps, the converted model %s (one output of %d per step): %s"
+                % (list(src.shape), BATCH, T, list(got.shape), got.shape[-1], _WAY_OUT))
+        if not np.all(np.isfinite(src)):
+            raise ConvertError("verification failed: the source's outputs are not all finite "
+                               "(length %d); nothing to compare" % T)
+        diff = np.abs(got - src)
+        rel = diff / np.maximum(1.0, np.abs(src))
+        bad = ~np.isfinite(got)
+        if bad.any():
+            rel = np.where(bad, np.inf, rel)
+            diff = np.where(bad, np.inf, diff)
+        i = np.unravel_index(int(np.argmax(rel)), rel.shape)
+        worst_abs = max(worst_abs, float(diff.max()))
+        if where is None or rel[i] > worst_rel:
+            worst_rel = float(rel[i])
+            where = (T,) + tuple(int(k) for k in i) + (float(src[i]), float(got[i]))
+    figures = {"source": source_kind, "tolerance": TOLERANCE, "max_abs_error": worst_abs,
+               "max_rel_error": worst_rel, "lengths": list(LENGTHS), "batch": BATCH,
+               "seed": SEED}
+    if worst_rel > TOLERANCE:
+        T, b, t, k, s, g = where
+        raise ConvertError(
+            "verification failed: the converted model differs from the %s source: max abs "
+            "error %.3g, max rel error %.3g (tolerance %g) at length %d, batch row %d, step %d, "
+            "output %d (source %.6g, converted %.6g): %s"
+            % (source_kind, worst_abs, worst_rel, TOLERANCE, T, b, t, k, s, g, _WAY_OUT))
+    return figures
+
+
+def metadata_value(figures, model):
+    """The __metadata__.verification string for FIGURES (None: no check, no record) as
+    written with MODEL (docs/model-format.md); a bf16 / f16 MODEL says its weights were
+    checked as float32, before rounding."""
+    if figures is None:
+        return None
+    figures = dict(figures)
+    if model.weights != "f32":
+        figures["weights_checked"] = "f32"
+    return json.dumps(figures, separators=(",", ":"), allow_nan=False)
+
+
+def verify(model, run_source, source_kind, near):
+    """Check MODEL, as the importer read it, against RUN_SOURCE; return the figures or raise
+    ConvertError. It is written as float32 to a temporary file in NEAR's directory (removed
+    afterwards), so the caller writes the real output only once the check has passed; options
+    applied after the importer (--norm, bf16 / f16 rounding) are not part of the check."""
+    import copy
+    import tempfile
+    from .writer import write
+    d = os.path.dirname(os.path.abspath(near))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".rnnd-verify-", suffix=".rnnd", dir=d)
+        os.close(fd)
+    except OSError as e:
+        raise ConvertError("cannot write: %s" % e.strerror, path=near)
+    try:
+        plain = copy.copy(model)
+        plain.weights = "f32"
+        write(plain, tmp)
+        return compare(plain, tmp, run_source, source_kind)
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
