@@ -15,12 +15,16 @@ import numpy as np
 
 from rnnd_convert import reference
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from isa import available_isas  # noqa: E402
+
+PATHS = available_isas()
+
 PY = os.environ.get("PYTHON3", "/usr/bin/python3")
 RNND = os.environ["RNND_BIN"]
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp/rnnd-test"), "arch")
 os.makedirs(TMP, exist_ok=True)
 
-PATHS = ["scalar", "avx2", "avx512"]
 
 
 def act(op, alpha=None, beta=None):

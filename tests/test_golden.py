@@ -10,22 +10,16 @@ case, or path that should run on this CPU but does not.
 """
 import json
 import os
-import platform
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from isa import ISAS, available_isas  # noqa: E402
 
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
 RNND_BIN = os.environ["RNND_BIN"]
 GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden")
-
-ISAS = ("scalar", "avx2", "avx512")
-# CPU flags each path needs (what src/kernels.c checks through CPUID).
-ISA_FLAGS = {
-    "scalar": set(),
-    "avx2": {"avx2", "fma", "f16c"},
-    "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq", "fma", "f16c"},
-}
 
 failures = []
 
@@ -33,18 +27,6 @@ failures = []
 def fail(msg):
     failures.append(msg)
     print("FAIL " + msg)
-
-
-def cpu_flags():
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def run_infer(model, request, isa):
@@ -86,15 +68,6 @@ def max_violation(got, exp, atol, rtol, where):
 def flat_h(state):
     """A STATE's h vectors in the order of final_h: layer 0 fwd, layer 0 bwd, layer 1 ..."""
     return [h for layer in state["layers"] for h in layer["h"]]
-
-
-def available_isas():
-    """Paths to test: those this CPU must run (from its flags) plus any others that run."""
-    flags = cpu_flags()
-    x86 = platform.machine() in ("x86_64", "AMD64", "amd64")
-    required = [i for i in ISAS if i == "scalar" or (x86 and ISA_FLAGS[i] <= flags)]
-    print("cpu: %s; paths this CPU must run: %s" % (platform.machine(), ", ".join(required)))
-    return required
 
 
 def check_case(name, case_dir, isas):
