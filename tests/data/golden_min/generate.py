@@ -191,7 +191,9 @@ def write(out, spec):
         "name": spec["name"], "description": spec["description"],
         "source": "tests/data/golden_min/generate.py: float64 NumPy reference of the "
                   "issue 16 equations",
-        "model": "model.json", "input": arch["input"], "sequences": seqs,
+        "model": "model.json", "sequences": seqs,
+        "input": ({"kind": "tokens", "vocab": spec["vocab"]} if "vocab" in spec
+                  else {"kind": "vectors", "dim": spec["dim"]}),
         "expected": expected, "final_h": final_h, "stateful": True,
         "atol": ATOL, "rtol": RTOL,
     }
