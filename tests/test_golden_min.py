@@ -127,7 +127,32 @@ def noise(d, model, case, steps, errors):
             return
 
 
+def check_nan():
+    """minlstm's h = (f / (f + i)) h_prev + ...: gates both exactly 0 (HardSigmoid) make 0/0,
+    and the answer is numeric_error, as docs/model-format.md says, not a NaN in the output."""
+    import numpy as np
+    spec = os.path.join(WORK, "nan.json")
+    with open(spec, "w") as f:
+        json.dump({"format_version": 1, "input": {"kind": "vectors", "dim": 2},
+                   "layers": [{"type": "minlstm", "hidden_size": 3, "activations": [
+                       [{"op": "HardSigmoid"}, {"op": "Affine"}]]}],
+                   "weights": "nan.npz"}, f)
+    np.savez(os.path.join(WORK, "nan.npz"), **{
+        "layers.0.0.W": np.zeros((9, 2), np.float32),
+        "layers.0.0.Wb": np.full(9, -10.0, np.float32)})
+    model = os.path.join(WORK, "nan.rnnd")
+    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", spec, "-o", model, "-q"],
+                       capture_output=True, text=True, timeout=120)
+    C.check(p.returncode == 0, "nan model: conversion: %s" % p.stderr.strip())
+    p = subprocess.run([RNND_BIN, "infer", "--model", model], input='{"inputs": [[[1, 2]]]}',
+                       capture_output=True, text=True, timeout=60)
+    code = json.loads(p.stderr)["error"]["code"] if p.stderr.strip().startswith("{") else None
+    C.check(p.returncode == 1 and code == "numeric_error",
+            "minlstm 0/0: exit %d, %s" % (p.returncode, p.stderr.strip()))
+
+
 def main():
+    check_nan()
     p = subprocess.run([PYTHON3, os.path.join(MIN_DIR, "generate.py"), "--check", MIN_DIR],
                        capture_output=True, text=True, timeout=300)
     print(p.stdout, end="")
