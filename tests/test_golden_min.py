@@ -4,7 +4,8 @@ own float64 reference, and, on every SIMD path this CPU runs, each sequence fed 
 session in random chunks, concurrently with sessions of the other cases and of noise, its
 state exported part way, the session closed and a new one opened from the export. Every
 output must equal `rnnd infer`'s for that step bit for bit (the same path: sessions step,
-infer runs whole sequences) and the case's expectation within its tolerance.
+infer runs whole sequences) and the case's expectation within its tolerance. Also: the
+documented 0/0 of minlstm is a numeric_error, and `rnnd bench --cell` runs both types.
 """
 import json
 import os
@@ -151,8 +152,30 @@ def check_nan():
             "minlstm 0/0: exit %d, %s" % (p.returncode, p.stderr.strip()))
 
 
+def check_bench():
+    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R)."""
+    for cell, G in (("mingru", 2), ("minlstm", 3)):
+        for mode in ("stream", "seq"):
+            p = subprocess.run([RNND_BIN, "bench", "--cell", cell, "--hidden", "13", "--input",
+                                "7", "--mode", mode, "--steps", "9", "--seconds", "0.05"],
+                               capture_output=True, text=True, timeout=60)
+            ok = p.returncode == 0
+            if ok:
+                r = json.loads(p.stdout)
+                # gflops = 2 G H I steps_per_s / 1e9
+                want = 2.0 * G * 13 * 7 * r["steps_per_s"] * 1e-9
+                ok = (r["cell"] == cell and r["mode"] == mode and r["steps_per_s"] > 0
+                      and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
+            C.check(ok, "bench --cell %s --mode %s: %s %s" % (cell, mode, p.stdout, p.stderr))
+    p = subprocess.run([RNND_BIN, "bench", "--cell", "mingru2"], capture_output=True,
+                       text=True, timeout=60)
+    C.check(p.returncode == 2 and "mingru or minlstm" in p.stderr,
+            "bench --cell mingru2: %d %s" % (p.returncode, p.stderr))
+
+
 def main():
     check_nan()
+    check_bench()
     p = subprocess.run([PYTHON3, os.path.join(MIN_DIR, "generate.py"), "--check", MIN_DIR],
                        capture_output=True, text=True, timeout=300)
     print(p.stdout, end="")
