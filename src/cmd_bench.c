@@ -30,7 +30,7 @@ static void bench_usage(FILE *f)
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
             "us_per_step (per call), gflops.\n\n"
-            "  --cell lstm|gru|rnn   cell type (default lstm)\n"
+            "  --cell NAME           lstm, gru, rnn, mingru or minlstm (default lstm)\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
             "  --batch B             sessions per step / sequences per call (default 1)\n"
@@ -183,8 +183,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     if (!o->input)
         o->input = o->hidden;
     const char *bad = NULL;
-    if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn"))
-        bad = "--cell must be lstm, gru or rnn";
+    if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
+        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm"))
+        bad = "--cell must be lstm, gru, rnn, mingru or minlstm";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
@@ -286,9 +287,12 @@ int rnnd_cmd_bench(int argc, char **argv)
             elapsed = now_s() - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") ? 4 : !strcmp(o.cell, "gru") ? 3 : 1;
+    int G = !strcmp(o.cell, "lstm") ? 4 : !strcmp(o.cell, "gru") ? 3
+          : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
+    /* the min cells have no R: their products are W x alone */
+    int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
-    double flops = 2.0 * G * o.hidden * (double)(o.input + o.hidden) * steps;
+    double flops = 2.0 * G * o.hidden * (double)(o.input + (recurrent ? o.hidden : 0)) * steps;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
            "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",

@@ -82,6 +82,10 @@ static void print_act(const rnnd_activation *a)
 static void print_layer_options(const rnnd_layer_spec *ls)
 {
     printf("             options:");
+    if (rnnd_cell_is_min(ls->cell)) {
+        printf(" none (the gates read only the input)\n");
+        return;
+    }
     char c[32];
     if (ls->has_clip)
         printf(" clip=%s", (short_float(ls->clip, c, sizeof c), c));

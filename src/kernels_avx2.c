@@ -275,4 +275,5 @@ const rnnd_kernels rnnd_kern_table_avx2 = {
     .lstm_row = cells_lstm_row,
     .gru_gates = cells_gru_gates,
     .gru_finish = cells_gru_finish,
+    .min_row = cells_min_row,
 };

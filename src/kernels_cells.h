@@ -1,4 +1,4 @@
-/* The gate math of one LSTM or GRU batch row, shared by the avx2 and avx512 paths.
+/* The gate math of one LSTM, GRU or minGRU / minLSTM batch row, shared by the avx2 and avx512 paths.
  *
  * Included by each ISA file after kernels_vmath.h; the ISA layer also defines VLEN (floats
  * per vector) and vld(p, n) / vst(p, v, n), which load and store n <= VLEN floats (zero
@@ -99,6 +99,30 @@ static void cells_gru_finish(const rnnd_gru_math *m, const float *gxh, const flo
         c = vm_act(m->ag, vm_clip(m->has_clip, m->clip, c));
         vf zz = vld(z + j, n);
         vst(hn + j, vadd(vmul(vsub(one, zz), c), vmul(zz, vld(hp + j, n))), n);
+    }
+}
+
+static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *hp,
+                          float *hn, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    const vf one = vset1(1.0f);
+    for (size_t j = j0; j < j1; j += VLEN) {
+        const size_t n = j1 - j < VLEN ? j1 - j : VLEN;
+        const vf h = vld(hp + j, n);
+        vf out;
+        if (!m->lstm) {
+            vf z = vm_act(m->af, vld(gx + j, n));
+            vf c = vm_act(m->ag, vld(gx + H + j, n));
+            out = vadd(vmul(vsub(one, z), h), vmul(z, c));
+        } else {
+            vf f = vm_act(m->af, vld(gx + j, n));
+            vf i = vm_act(m->af, vld(gx + H + j, n));
+            vf c = vm_act(m->ag, vld(gx + 2 * H + j, n));
+            vf s = vadd(f, i);
+            out = vadd(vmul(vdiv(f, s), h), vmul(vdiv(i, s), c));
+        }
+        vst(hn + j, out, n);
     }
 }
 

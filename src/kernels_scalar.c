@@ -187,6 +187,26 @@ static void kern_gru_finish_scalar(const rnnd_gru_math *m, const float *gxh, con
     }
 }
 
+/* The reference of rnnd_kernels.min_row; kernels_cells.h does the same per vector. */
+static void kern_min_row_scalar(const rnnd_min_math *m, const float *gx, const float *hp,
+                                float *hn, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    for (size_t j = j0; j < j1; j++) {
+        if (!m->lstm) {
+            float z = act_of(m->af, gx[j]);
+            float n = act_of(m->ag, gx[H + j]);
+            hn[j] = (1.0f - z) * hp[j] + z * n;
+        } else {
+            float f = act_of(m->af, gx[j]);
+            float i = act_of(m->af, gx[H + j]);
+            float n = act_of(m->ag, gx[2 * H + j]);
+            float s = f + i;
+            hn[j] = (f / s) * hp[j] + (i / s) * n;
+        }
+    }
+}
+
 const rnnd_kernels rnnd_kern_table_scalar = {
     .name = "scalar",
     .gemv = kern_gemv_f32_scalar,
@@ -194,4 +214,5 @@ const rnnd_kernels rnnd_kern_table_scalar = {
     .lstm_row = kern_lstm_row_scalar,
     .gru_gates = kern_gru_gates_scalar,
     .gru_finish = kern_gru_finish_scalar,
+    .min_row = kern_min_row_scalar,
 };

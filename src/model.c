@@ -307,7 +307,16 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
     }
     for (size_t i = 0; i < n; i++) {    /* header order, so the report is predictable */
         if (!t[i].used) {
-            rc = BAD(c, t[i].name, "unknown tensor: the architecture does not use it");
+            int l, d, end = 0;
+            char what[4];
+            if (sscanf(t[i].name, "layers.%d.%d.%3[Rb]%n", &l, &d, what, &end) == 3 &&
+                t[i].name[end] == '\0' && (!strcmp(what, "R") || !strcmp(what, "Rb")) &&
+                l >= 0 && l < m->spec.n_layers && rnnd_cell_is_min(m->spec.layers[l].cell))
+                rc = BAD(c, t[i].name, "unknown tensor: a %s layer has no recurrent weights "
+                         "(its gates read only the input: W and Wb)",
+                         rnnd_cell_name(m->spec.layers[l].cell));
+            else
+                rc = BAD(c, t[i].name, "unknown tensor: the architecture does not use it");
             goto out;
         }
     }

@@ -35,7 +35,8 @@ static const float act_defaults[RNND_ACT_COUNT][2] = {
     [RNND_ACT_ELU] = {1.0f, 0.0f},
 };
 
-static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan"};
+static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm"};
+_Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
 static const char *const weights_names[] = {"f32", "bf16", "f16"};
@@ -47,7 +48,12 @@ const char *rnnd_act_name(int kind)
 
 const char *rnnd_cell_name(int cell)
 {
-    return cell >= 0 && cell < 4 ? cell_names[cell] : "unknown";
+    return cell >= 0 && cell < RNND_CELL_COUNT ? cell_names[cell] : "unknown";
+}
+
+int rnnd_cell_is_min(int cell)
+{
+    return cell == RNND_CELL_MINGRU || cell == RNND_CELL_MINLSTM;
 }
 
 const char *rnnd_direction_name(int dir)
@@ -222,6 +228,11 @@ static void default_acts(rnnd_layer_spec *L)
             L->act[d][0] = tnh;
             L->act[d][1] = ident;
             break;
+        case RNND_CELL_MINGRU:
+        case RNND_CELL_MINLSTM:
+            L->act[d][0] = sig;
+            L->act[d][1] = ident;
+            break;
         }
     }
 }
@@ -282,7 +293,7 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         return BAD(c, path, "expected an object, got %s", type_name(v));
     int rc = check_keys(c, v, path, layer_keys);
     if (!rc)
-        rc = get_enum(c, v, path, "type", cell_names, 4, -1, &L->cell);
+        rc = get_enum(c, v, path, "type", cell_names, RNND_CELL_COUNT, -1, &L->cell);
     if (!rc)
         rc = get_int(c, v, path, "hidden_size", 1, RNND_MAX_DIM, 0, &L->hidden);
     if (!rc)
@@ -324,6 +335,12 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (L->cell != RNND_CELL_JORDAN &&
         (rc = unused_key(c, v, path, "output_size", L->output_size == 0)))
         return rc;
+    /* the min cells' equations have no clip (their pre-activations are x's alone) */
+    if (rnnd_cell_is_min(L->cell) && L->has_clip) {
+        char key[96];
+        snprintf(key, sizeof key, "%s.clip", path);
+        return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
+    }
     if (L->cell == RNND_CELL_JORDAN && L->output_size == 0) {
         char key[96];
         snprintf(key, sizeof key, "%s.output_size", path);
@@ -359,6 +376,16 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         L->gates = 1;
         L->n_act = 2;
         L->out_dim = L->output_size;
+        break;
+    case RNND_CELL_MINGRU:      /* rows z, h */
+        L->gates = 2;
+        L->n_act = 2;
+        L->out_dim = L->hidden;
+        break;
+    case RNND_CELL_MINLSTM:     /* rows f, i, h */
+        L->gates = 3;
+        L->n_act = 2;
+        L->out_dim = L->hidden;
         break;
     }
     default_acts(L);
@@ -599,10 +626,13 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             rnnd_dir_weights *w = &L->w[d];
             char nm[48];
 #define NM(x) (snprintf(nm, sizeof nm, "layers.%d.%d.%s", l, d, x), nm)
+            int recurrent = !rnnd_cell_is_min(L->cell);
             mat(&out[n++], NM("W"), gh, L->in_dim, &w->W);
-            mat(&out[n++], NM("R"), gh, L->out_dim, &w->R);
+            if (recurrent)
+                mat(&out[n++], NM("R"), gh, L->out_dim, &w->R);
             req(&out[n++], NM("Wb"), gh, 0, 1, &w->Wb);
-            req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);
+            if (recurrent)
+                req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);
             if (L->cell == RNND_CELL_LSTM && L->peepholes)
                 req(&out[n++], NM("P"), 3 * (int64_t)L->hidden, 0, 1, &w->P);
             if (L->cell == RNND_CELL_LSTM && L->proj_size > 0)

@@ -120,6 +120,8 @@ static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, 
 {
     int H = L->hidden, GH = L->gates * L->hidden;
     int rc = rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
+    if (rnnd_cell_is_min(L->cell))
+        return rc;                      /* no R */
     if (rc == 0 && L->cell == RNND_CELL_GRU) {
         rc = rnnd_pack_as(w->R, 2 * H, L->out_dim, T, &p->R);
         if (rc == 0)
@@ -457,6 +459,35 @@ static void lstm_stage3(void *arg, size_t i)
               c->io.ldhn, i, c->nt, &r0, &r1);
 }
 
+/* minGRU / minLSTM stage 1 (step path only): the input projection, rows of part I. */
+static void min_stage1(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    size_t r0, r1;
+    gemv_part(c->n->k, &c->p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
+              &r0, &r1);
+}
+
+/* minGRU / minLSTM stage 2: the new h of part I (gate_part); the gates read only GX. */
+static void min_stage2(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_layer_spec *L = c->L;
+    const rnnd_min_math m = {
+        .H = (size_t)L->hidden, .lstm = L->cell == RNND_CELL_MINLSTM,
+        .af = &L->act[c->d][0], .ag = &L->act[c->d][1],
+    };
+    size_t b0, b1, j0, j1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
+    if (j1 == j0)
+        return;
+    for (size_t b = b0; b < b1; b++)
+        c->n->k->min_row(&m, io->gx + b * io->ldgx, io->hp + b * io->ldhp,
+                         io->hn + b * io->ldhn, j0, j1);
+}
+
 /* The stages of cell job C, each split into C->nt parts (PAR may be NULL when nt is 1). */
 static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 {
@@ -477,6 +508,12 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
             if (c->nt > 1)
                 run_stage(par, c->nt, gru_stage4, c);
         }
+        break;
+    case RNND_CELL_MINGRU:
+    case RNND_CELL_MINLSTM:
+        if (c->io.x)
+            run_stage(par, c->nt, min_stage1, c);
+        run_stage(par, c->nt, min_stage2, c);
         break;
     case RNND_CELL_LSTM:
         run_stage(par, c->nt, lstm_stage1, c);

@@ -1,5 +1,6 @@
-/* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR, fed one
- * step per call, alone and batched with the case's other sequences, on every kernel path.
+/* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR and of
+ * tests/data/golden_min (minGRU / minLSTM), fed one step per call, alone and batched with the
+ * case's other sequences, on every kernel path.
  * (tests/test_golden.py covers every case through `rnnd infer`.) */
 #include "config.h"
 
@@ -27,14 +28,15 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* Convert DIR/model.onnx with the project's converter into the scratch directory. */
-static rnnd_model *convert_and_open(const char *dir, const char *name)
+/* Convert DIR/SRC (model.onnx, or a native spec's model.json) with the project's converter
+ * into the scratch directory. */
+static rnnd_model *convert_and_open(const char *dir, const char *src, const char *name)
 {
     const char *py = getenv("PYTHON3");
     char out[1024], cmd[4096], err[512];
     snprintf(out, sizeof out, "%s/golden_step_%s.rnnd", tu_tmpdir(), name);
-    snprintf(cmd, sizeof cmd, "'%s' -m rnnd_convert '%s/model.onnx' -o '%s'",
-             py ? py : "/usr/bin/python3", dir, out);
+    snprintf(cmd, sizeof cmd, "'%s' -m rnnd_convert '%s/%s' -o '%s'",
+             py ? py : "/usr/bin/python3", dir, src, out);
     ck_assert_msg(system(cmd) == 0, "converter failed: %s", cmd);
     rnnd_model *m = NULL;
     int rc = rnnd_model_open(out, &m, err, sizeof err);
@@ -42,38 +44,52 @@ static rnnd_model *convert_and_open(const char *dir, const char *name)
     return m;
 }
 
-static int load_cases(golden **out)
+/* The case folders of ROOT (sorted) appended to NAMES (paths), N of them so far. */
+static int list_cases(const char *root, char **names, int n, int max)
 {
-    const char *root = getenv("RNND_GOLDEN_DIR");
-    ck_assert_msg(root && *root, "RNND_GOLDEN_DIR is not set");
     DIR *d = opendir(root);
     ck_assert_msg(d != NULL, "cannot open golden dir %s", root);
-    char *names[256];
-    int n = 0;
+    int first = n;
     struct dirent *e;
-    while ((e = readdir(d)) && n < 256) {
+    while ((e = readdir(d)) && n < max) {
         char p[1024];
         snprintf(p, sizeof p, "%s/%s/case.json", root, e->d_name);
         FILE *f = fopen(p, "r");
         if (!f)
             continue;
         fclose(f);
-        names[n++] = strdup(e->d_name);
+        snprintf(p, sizeof p, "%s/%s", root, e->d_name);
+        names[n++] = strdup(p);
     }
     closedir(d);
-    ck_assert_msg(n > 0, "no golden cases in %s", root);
-    qsort(names, (size_t)n, sizeof *names, cmp_names);
+    ck_assert_msg(n > first, "no golden cases in %s", root);
+    qsort(names + first, (size_t)(n - first), sizeof *names, cmp_names);
+    return n;
+}
+
+/* The cases of $RNND_GOLDEN_DIR, then the minGRU / minLSTM native-spec cases of
+ * tests/data/golden_min (its sibling ../data/golden_min). */
+static int load_cases(golden **out)
+{
+    const char *root = getenv("RNND_GOLDEN_DIR");
+    ck_assert_msg(root && *root, "RNND_GOLDEN_DIR is not set");
+    char min_root[1024];
+    snprintf(min_root, sizeof min_root, "%s/../data/golden_min", root);
+    char *names[256];
+    int n = list_cases(root, names, 0, 256);
+    n = list_cases(min_root, names, n, 256);
     golden *g = calloc((size_t)n, sizeof *g);
     for (int i = 0; i < n; i++) {
-        char dir[1024], p[1100];
+        char p[1100];
         json_error_t je;
-        snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
+        const char *dir = names[i], *base = strrchr(dir, '/') + 1;
         snprintf(p, sizeof p, "%s/case.json", dir);
-        snprintf(g[i].name, sizeof g[i].name, "%s", names[i]);
+        snprintf(g[i].name, sizeof g[i].name, "%s", base);
         g[i].c = json_load_file(p, 0, &je);
         ck_assert_msg(g[i].c != NULL, "%s: %s", p, je.text);
+        const char *src = json_string_value(json_object_get(g[i].c, "model"));
         if (json_is_true(json_object_get(g[i].c, "stateful")))
-            g[i].model = convert_and_open(dir, names[i]);
+            g[i].model = convert_and_open(dir, src ? src : "model.onnx", base);
         free(names[i]);
     }
     *out = g;

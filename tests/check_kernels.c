@@ -1149,6 +1149,82 @@ START_TEST(test_gru_rows)
 }
 END_TEST
 
+/* minGRU / minLSTM rows: every path computes the formula of rnnd/kernels.h with its own
+ * activations, over every unit range (tails, offsets), writes nothing outside it, and avx2
+ * and avx512 agree bit for bit. Large pre-activations drive the gates to 0 and 1. */
+START_TEST(test_min_rows)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
+        ident = {RNND_ACT_AFFINE, 1.0f, 0.0f}, hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f};
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int checked = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (int v = 0; v < 4; v++) {
+            size_t H = Hs[hi];
+            rnnd_min_math m = {.H = H, .lstm = v & 1, .af = &sig, .ag = &ident};
+            if (v >= 2) {
+                m.af = &hsig;
+                m.ag = &tnh;
+            }
+            size_t G = m.lstm ? 3 : 2;
+            float *gx = xmalloc(G * H * sizeof(float)), *hp = xmalloc(H * sizeof(float));
+            for (size_t j = 0; j < G * H; j++)
+                gx[j] = rng_f() * (j % 5 == 0 ? 40.0f : 4.0f);
+            for (size_t j = 0; j < H; j++)
+                hp[j] = rng_f() * 2.0f;
+            float *first = NULL;
+            for (int p = 0; p < np; p++) {
+                float *wh = xmalloc(H * sizeof(float));
+                for (size_t j = 0; j < H; j++) {
+                    if (!m.lstm) {
+                        float z = act1(k[p], m.af, gx[j]), n = act1(k[p], m.ag, gx[H + j]);
+                        wh[j] = (1.0f - z) * hp[j] + z * n;
+                    } else {
+                        float f = act1(k[p], m.af, gx[j]), i = act1(k[p], m.af, gx[H + j]);
+                        float n = act1(k[p], m.ag, gx[2 * H + j]), s = f + i;
+                        wh[j] = (f / s) * hp[j] + (i / s) * n;
+                    }
+                }
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *hn = sentinel_buf(H);
+                        k[p]->min_row(&m, gx, hp, hn, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            expect(bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                   "%s variant %d H %zu [%zu,%zu): unit %zu: h %a want %a",
+                                   k[p]->name, v, H, j0, j1, j, hn[j], wh[j]);
+                        }
+                        free(hn);
+                    }
+                /* in place (HN == HP), as the kernels' contract allows */
+                float *h2 = xmalloc(H * sizeof(float));
+                memcpy(h2, hp, H * sizeof(float));
+                k[p]->min_row(&m, gx, h2, h2, 0, H);
+                expect(memcmp(h2, wh, H * sizeof(float)) == 0, "%s variant %d H %zu: in place",
+                       k[p]->name, v, H);
+                free(h2);
+                if (p >= 1 && first) {
+                    expect(memcmp(first, wh, H * sizeof(float)) == 0,
+                           "variant %d H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
+                    free(wh);
+                } else if (p >= 1) {
+                    first = wh;
+                } else {
+                    free(wh);
+                }
+            }
+            free(first);
+            free(gx);
+            free(hp);
+            checked++;
+        }
+    ck_assert_int_eq(checked, 4 * (int)NELEM(Hs));
+}
+END_TEST
+
 /* ---- selection ------------------------------------------------------------------------------ */
 
 START_TEST(test_select)
@@ -1253,6 +1329,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_act_position_invariance);
     tcase_add_test(tc, test_lstm_row);
     tcase_add_test(tc, test_gru_rows);
+    tcase_add_test(tc, test_min_rows);
     tcase_add_test(tc, test_select);
     suite_add_tcase(s, tc);
     return s;

@@ -587,6 +587,113 @@ START_TEST(valid_all_types_directions)
 }
 END_TEST
 
+#define A_HEAD "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}, "
+
+/* minGRU and minLSTM (issue 16): W [G*H, in] and Wb only, activations Sigmoid and the
+ * identity by default, state h alone. */
+START_TEST(valid_min_cells)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+        " \"layers\": [{\"type\": \"mingru\", \"hidden_size\": 5},"
+        "  {\"type\": \"minlstm\", \"hidden_size\": 4, \"direction\": \"bidirectional\","
+        "   \"activations\": [[{\"op\": \"HardSigmoid\"}, {\"op\": \"Tanh\"}],"
+        "                     [{\"op\": \"Sigmoid\"}, {\"op\": \"Affine\", \"alpha\": 2}]]},"
+        "  {\"type\": \"minlstm\", \"hidden_size\": 3}],"
+        " \"head\": {\"out_dim\": 2, \"in_dim\": 3}}";
+    rnnd_model *m = open_random("min", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    const rnnd_layer_spec *G = &s->layers[0], *L = &s->layers[1];
+    ck_assert_int_eq(G->cell, RNND_CELL_MINGRU);
+    ck_assert_int_eq(G->gates, 2);
+    ck_assert_int_eq(G->n_act, 2);
+    ck_assert_int_eq(G->out_dim, 5);
+    assert_act(&G->act[0][0], RNND_ACT_SIGMOID, 0, 0);
+    assert_act(&G->act[0][1], RNND_ACT_AFFINE, 1.0f, 0.0f);
+    ck_assert_ptr_nonnull(G->w[0].W);
+    ck_assert_ptr_nonnull(G->w[0].Wb);
+    ck_assert_ptr_null(G->w[0].R);
+    ck_assert_ptr_null(G->w[0].Rb);
+    ck_assert_int_eq(L->cell, RNND_CELL_MINLSTM);
+    ck_assert_int_eq(L->gates, 3);
+    ck_assert_int_eq(L->in_dim, 5);
+    assert_act(&L->act[0][0], RNND_ACT_HARDSIGMOID, 0.2f, 0.5f);
+    assert_act(&L->act[0][1], RNND_ACT_TANH, 0, 0);
+    assert_act(&L->act[1][1], RNND_ACT_AFFINE, 2.0f, 0.0f);
+    ck_assert_int_eq(s->layers[2].in_dim, 8);
+    assert_act(&s->layers[2].act[0][1], RNND_ACT_AFFINE, 1.0f, 0.0f);
+    /* W + Wb per direction: 10*3+10, 2*(12*5+12), 9*8+9, head 2*3+2 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 40 + 144 + 81 + 8);
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 5 + 2 * 4 + 3);
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_MINGRU), "mingru");
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_MINLSTM), "minlstm");
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_COUNT), "unknown");
+    rnnd_model_unref(m);
+}
+END_TEST
+
+/* Every wrong min-cell file gets an error naming the key or tensor and why. */
+START_TEST(bad_min_cells)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+        " \"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2}]}";
+    /* R or Rb present, as a recurrent layer would have them */
+    for (int k = 0; k < 2; k++) {
+        tu_file *f = tu_random_model(arch, 1);
+        ck_assert_ptr_nonnull(f);
+        int64_t shape[2] = {4, 2};
+        tu_file_add(f, k ? "layers.0.0.Rb" : "layers.0.0.R", shape, k ? 1 : 2, NULL);
+        expect_fail_file(k ? "min_Rb" : "min_R", f, k ? "layers.0.0.Rb" : "layers.0.0.R",
+                         "unknown tensor: a mingru layer has no recurrent weights");
+        tu_file_free(f);
+    }
+    /* wrong shapes: W with the rows of another cell, Wb too short */
+    const char *lstm_arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+        " \"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2}]}";
+    tu_file *f = tu_file_new(lstm_arch);
+    int64_t w_gru[2] = {4, 3}, wb[1] = {6};
+    tu_file_add(f, "layers.0.0.W", w_gru, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", wb, 1, NULL);
+    expect_fail_file("min_W_shape", f, "layers.0.0.W",
+                     "shape [4, 3], but the architecture needs [6, 3]");
+    tu_file_free(f);
+    f = tu_file_new(arch);
+    int64_t w_ok[2] = {4, 3}, wb_short[1] = {2};
+    tu_file_add(f, "layers.0.0.W", w_ok, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", wb_short, 1, NULL);
+    expect_fail_file("min_Wb_shape", f, "layers.0.0.Wb",
+                     "shape [2], but the architecture needs [4]");
+    tu_file_free(f);
+    f = tu_file_new(arch);
+    tu_file_add(f, "layers.0.0.W", w_ok, 2, NULL);
+    expect_fail_file("min_no_Wb", f, "layers.0.0.Wb", "missing: the architecture needs");
+    tu_file_free(f);
+    /* activations: two per direction, not the three of an lstm or one of an rnn */
+    expect_fail_arch("min_acts3", A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"},"
+                     " {\"op\": \"Tanh\"}]]}]}", "architecture.layers[0].activations[0]",
+                     "3 activations, a minlstm layer takes 2");
+    expect_fail_arch("min_acts1", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                     " \"activations\": [[{\"op\": \"Sigmoid\"}]]}]}",
+                     "architecture.layers[0].activations[0]",
+                     "1 activations, a mingru layer takes 2");
+    /* options of other types, and clip, which these equations do not have */
+    expect_fail_arch("min_clip", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                     " \"clip\": 3}]}", "architecture.layers[0].clip",
+                     "not used by a mingru layer");
+    expect_fail_arch("min_lbr", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                     " \"linear_before_reset\": 1}]}",
+                     "architecture.layers[0].linear_before_reset", "not used by a mingru layer");
+    expect_fail_arch("min_peep", A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
+                     " \"peepholes\": true}]}", "architecture.layers[0].peepholes",
+                     "not used by a minlstm layer");
+    expect_fail_arch("min_case", A_HEAD "\"layers\": [{\"type\": \"minGRU\", \"hidden_size\": 2}]}",
+                     "architecture.layers[0].type", "unknown value \"minGRU\"");
+}
+END_TEST
+
 START_TEST(refcount)
 {
     tu_file *f = tu_random_model(small_arch, 3);
@@ -1912,6 +2019,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_vocab_duplicates_and_empty);
     tcase_add_test(tc, valid_gru_bidir_byte_tokens);
     tcase_add_test(tc, valid_all_types_directions);
+    tcase_add_test(tc, valid_min_cells);
+    tcase_add_test(tc, bad_min_cells);
     tcase_add_test(tc, refcount);
     tcase_add_test(tc, names);
     tcase_add_test(tc, valid_half_rounded_at_load);

@@ -77,6 +77,22 @@ static const char *const archs[] = {
     ACT("Softplus") "]]},"
     "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
     ACT("Tanh") "]]}]}",
+    /* minGRU: odd sizes, the identity and tanh candidates, a softmax head */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"mingru\",\"hidden_size\":37,\"direction\":\"forward\"},"
+    "{\"type\":\"mingru\",\"hidden_size\":21,\"direction\":\"forward\","
+    "\"activations\":[[" ACT("Sigmoid") "," ACT("Tanh") "]]},"
+    "{\"type\":\"mingru\",\"hidden_size\":37,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
+    /* token minLSTM beside an LSTM, a log-softmax head */
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
+    "\"embedding_dim\":13},\"layers\":["
+    "{\"type\":\"minlstm\",\"hidden_size\":37,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"minlstm\",\"hidden_size\":29,\"direction\":\"forward\","
+    "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
+    "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
+    "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 

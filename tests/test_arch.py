@@ -1,7 +1,8 @@
 """Every architecture rnnd supports, through `rnnd infer` on every kernel path, against the
 float64 NumPy reference (tools/rnnd_convert/reference.py), including what the golden cases do
 not reach: odd sizes (SIMD tails), 500+ step sequences, 3+ layers, every activation,
-proj_size, the 1997 LSTM, coupled gates, Jordan networks, reverse and bidirectional stacks,
+proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM (reverse and
+bidirectional too), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
 Models are written as native specs (architecture JSON + .npz) with weights drawn here from a
@@ -54,7 +55,8 @@ def tensors_for(arch, rng, scale):
     for li, L in enumerate(arch["layers"]):
         H = L["hidden_size"]
         kind = L["type"]
-        G = {"rnn": 1, "gru": 3, "jordan": 1}.get(kind, 4)
+        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3}.get(kind, 4)
+        recurrent = kind not in ("mingru", "minlstm")     # those have W and Wb only
         if kind == "lstm" and L.get("forget_gate", True) is False:
             G = 3
         out = H
@@ -66,9 +68,10 @@ def tensors_for(arch, rng, scale):
         for d in range(ndir):
             p = "layers.%d.%d." % (li, d)
             t[p + "W"] = rng.uniform(-scale, scale, (G * H, in_dim))
-            t[p + "R"] = rng.uniform(-scale, scale, (G * H, out))
             t[p + "Wb"] = rng.uniform(-scale, scale, (G * H,))
-            t[p + "Rb"] = rng.uniform(-scale, scale, (G * H,))
+            if recurrent:
+                t[p + "R"] = rng.uniform(-scale, scale, (G * H, out))
+                t[p + "Rb"] = rng.uniform(-scale, scale, (G * H,))
             if L.get("peepholes"):
                 t[p + "P"] = rng.uniform(-scale, scale, (3 * H,))
             if kind == "lstm" and L.get("proj_size", 0):
@@ -117,6 +120,11 @@ CASES = [
      [30, 12]),
     ("every_activation", {"input": vec_input(6), "layers": [
         layer("rnn", 17, activations=[[a]]) for a in EVERY_ACT]}, [12, 5]),
+    ("min_cells", {"input": vec_input(13), "layers": [
+        layer("mingru", 37), layer("minlstm", 21, "bidirectional"),
+        layer("mingru", 9, "reverse", activations=[[act("Sigmoid"), act("Tanh")]]),
+        layer("minlstm", 13, activations=[[act("HardSigmoid", 0.3, 0.6), act("Softsign")]])],
+        "head": {"out_dim": 5, "norm": "log_softmax"}}, [530, 2, 17]),
     ("bidir_reverse_stack", {"input": vec_input(13), "layers": [
         layer("lstm", 21, "bidirectional"), layer("gru", 11, "reverse"),
         layer("rnn", 9, "bidirectional")], "head": {"out_dim": 4, "norm": "none"}},

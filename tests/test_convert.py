@@ -116,8 +116,10 @@ LAYER_KEYS = {
              "peepholes", "forget_gate", "proj_size"},
     "gru": {"type", "hidden_size", "direction", "activations", "clip", "linear_before_reset"},
     "jordan": {"type", "hidden_size", "direction", "activations", "clip", "output_size"},
+    "mingru": {"type", "hidden_size", "direction", "activations", "clip"},
+    "minlstm": {"type", "hidden_size", "direction", "activations", "clip"},
 }
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
 
 
 def check_arch_complete(arch, path):
@@ -144,15 +146,16 @@ def expected_names(arch):
         in_dim = inp["dim"]
     for l, L in enumerate(arch["layers"]):
         H = L["hidden_size"]
-        G = {"rnn": 1, "gru": 3, "jordan": 1}.get(L["type"], 4 if L.get("forget_gate", True)
-                                                  else 3)
+        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3}.get(
+            L["type"], 4 if L.get("forget_gate", True) else 3)
         od = (L["output_size"] if L["type"] == "jordan" else
               (L.get("proj_size") or H) if L["type"] == "lstm" else H)
         nd = 2 if L["direction"] == "bidirectional" else 1
         for d in range(nd):
             p = "layers.%d.%d." % (l, d)
-            out[p + "W"], out[p + "R"] = [G * H, in_dim], [G * H, od]
-            out[p + "Wb"], out[p + "Rb"] = [G * H], [G * H]
+            out[p + "W"], out[p + "Wb"] = [G * H, in_dim], [G * H]
+            if L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
+                out[p + "R"], out[p + "Rb"] = [G * H, od], [G * H]
             if L.get("peepholes"):
                 out[p + "P"] = [3 * H]
             if L.get("proj_size"):
@@ -628,6 +631,38 @@ def test_native():
           "--vocab as a JSON list: %s" % err)
 
 
+def test_native_min():
+    """mingru / minlstm from a native spec: W and Wb only (absent Wb zeros), defaults Sigmoid
+    and the identity written out; R, Rb or clip refused with a message naming them."""
+    rng = np.random.default_rng(16)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "mingru", "hidden_size": 5},
+                       {"type": "minlstm", "hidden_size": 4, "direction": "bidirectional",
+                        "activations": [[{"op": "Sigmoid"}, {"op": "Tanh"}]] * 2}],
+            "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(10, 3)), "layers.0.0.Wb": rng.normal(size=10),
+         "layers.1.0.W": rng.normal(size=(12, 5)), "layers.1.1.W": rng.normal(size=(12, 5))}
+    path = write_native("min", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("min.rnnd"))
+    check(rc == 0 and se == "", "native mingru + minlstm converts: %s" % se)
+    a, shapes, got = parse_file(tmp("min.rnnd"))
+    check_arch_complete(a, "native min")
+    check(shapes == expected_names(a), "native min: tensor names and shapes %s" % shapes)
+    check(a["layers"][0]["activations"] == [[{"op": "Sigmoid", "alpha": 0.0, "beta": 0.0},
+                                             {"op": "Affine", "alpha": 1.0, "beta": 0.0}]],
+          "mingru default activations written explicitly: %s" % a["layers"][0]["activations"])
+    check(not got["layers.1.1.Wb"].any() and np.allclose(got["layers.0.0.Wb"],
+                                                         t["layers.0.0.Wb"]),
+          "absent Wb become zeros, present ones are kept")
+    bad = dict(t, **{"layers.0.0.R": rng.normal(size=(10, 5))})
+    rc, so, se = run_cli(write_native("min_R", arch, bad), "-o", tmp("min_R.rnnd"))
+    check(rc != 0 and "layers.0.0.R" in se, "a mingru R is refused by name: %s" % se)
+    clipped = json.loads(json.dumps(arch))
+    clipped["layers"][0]["clip"] = 2.0
+    rc, so, se = run_cli(write_native("min_clip", clipped, t), "-o", tmp("min_clip.rnnd"))
+    check(rc != 0 and "clip" in se, "a mingru clip is refused: %s" % se)
+
+
 def test_launcher():
     """The installed launcher (tools/rnnd-convert.in as make installs it) runs cli.main()."""
     src = os.path.join(SRCDIR, "tools", "rnnd-convert.in")
@@ -912,6 +947,7 @@ def main():
     test_golden()
     test_hand_built()
     test_native()
+    test_native_min()
     test_half_weights()
     test_launcher()
     test_refusals()

@@ -1,5 +1,6 @@
-"""Golden conformance through the command line: every case in $RNND_GOLDEN_DIR is converted
-from ONNX with `$PYTHON3 -m rnnd_convert`, then run with `$RNND_BIN infer` on every SIMD path
+"""Golden conformance through the command line: every case in $RNND_GOLDEN_DIR (and the
+minGRU / minLSTM cases of tests/data/golden_min) is converted from ONNX (or its native spec)
+with `$PYTHON3 -m rnnd_convert`, then run with `$RNND_BIN infer` on every SIMD path
 this CPU supports (RNND_ISA=scalar|avx2|avx512). Each response must match the case's
 `expected` outputs and `final_h` within |got - exp| <= atol + rtol * |exp|, and a request for
 "outputs": "last" must give the last step of each sequence. `rnnd inspect --json` must agree
@@ -19,6 +20,9 @@ from isa import ISAS, available_isas  # noqa: E402
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
 RNND_BIN = os.environ["RNND_BIN"]
 GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
+# The minGRU / minLSTM cases: native specs (model.json + weights.npz), since ONNX has no such
+# cells (tests/data/golden_min/generate.py).
+MIN_DIR = os.path.join(os.path.dirname(os.path.abspath(GOLDEN_DIR)), "data", "golden_min")
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden")
 
 failures = []
@@ -130,10 +134,12 @@ def main():
     if not os.path.isdir(GOLDEN_DIR):
         fail("no golden directory %s" % GOLDEN_DIR)
         return 1
-    cases = sorted(d for d in os.listdir(GOLDEN_DIR)
-                   if os.path.isdir(os.path.join(GOLDEN_DIR, d)))
-    if not cases:
-        fail("no golden cases in %s" % GOLDEN_DIR)
+    cases = []
+    for root in (GOLDEN_DIR, MIN_DIR):
+        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if not found:
+            fail("no golden cases in %s" % root)
+        cases += [(d, os.path.join(root, d)) for d in found]
     isas = available_isas()
 
     # Every path the CPU supports must actually run (check_case); the others must be refused
@@ -148,8 +154,7 @@ def main():
             fail("RNND_ISA=%s on a CPU without it: exit %d, %r" % (isa, rc, err))
         else:
             print("path %s: not supported by this CPU, refused as expected" % isa)
-    for name in cases:
-        case_dir = os.path.join(GOLDEN_DIR, name)
+    for name, case_dir in cases:
         if not os.path.isfile(os.path.join(case_dir, "case.json")):
             fail("%s: missing case.json" % name)
             continue

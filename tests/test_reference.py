@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks of tools/rnnd_convert/reference.py, the NumPy forward pass other tests trust.
 
-(a) every golden case: converted, run from zero states, compared with `expected` and
+(a) every golden case (and the mingru / minlstm ones of tests/data/golden_min): converted, run from zero states, compared with `expected` and
     `final_h` within the case's tolerance;
 (b) PyTorch on random data: nn.LSTM (proj_size, multi-layer, bidirectional), nn.GRU, nn.RNN
     (tanh, relu), odd sizes (input 13, hidden 37), sequences of different lengths, random
@@ -29,6 +29,7 @@ warnings.filterwarnings("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("RNND_SRCDIR", os.path.dirname(HERE))
 GOLDEN = os.environ.get("RNND_GOLDEN_DIR") or os.path.join(SRCDIR, "tests", "golden")
+MIN_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_min")    # native specs
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "reference")
 shutil.rmtree(TMP, ignore_errors=True)
 os.makedirs(TMP)
@@ -68,12 +69,16 @@ def split_state(m, flat):
 
 # ---- (a) golden -------------------------------------------------------------------------
 def test_golden():
-    cases = sorted(d for d in os.listdir(GOLDEN) if os.path.isdir(os.path.join(GOLDEN, d)))
+    cases = sorted((GOLDEN, d) for d in os.listdir(GOLDEN)
+                   if os.path.isdir(os.path.join(GOLDEN, d)))
     check(len(cases) >= 12, "at least 12 golden cases in %s" % GOLDEN)
-    for c in cases:
-        case = json.load(open(os.path.join(GOLDEN, c, "case.json")))
+    mins = sorted((MIN_GOLDEN, d) for d in os.listdir(MIN_GOLDEN)
+                  if os.path.isdir(os.path.join(MIN_GOLDEN, d)))
+    check(len(mins) >= 3, "at least 3 mingru / minlstm cases in %s" % MIN_GOLDEN)
+    for root, c in cases + mins:
+        case = json.load(open(os.path.join(root, c, "case.json")))
         path = tmp(c + ".rnnd")
-        rnnd_convert.convert(os.path.join(GOLDEN, c, case.get("model", "model.onnx")), path)
+        rnnd_convert.convert(os.path.join(root, c, case.get("model", "model.onnx")), path)
         m = reference.load(path)
         outs, finals = reference.run(m, case["sequences"])
         atol, rtol = case["atol"], case["rtol"]
@@ -82,8 +87,9 @@ def test_golden():
             e = np.array(case["expected"][b])
             check(outs[b].shape == e.shape, "%s[%d]: output shape %s" % (c, b, outs[b].shape))
             worst = max(worst, float(np.max(np.abs(outs[b] - e) / (atol + rtol * np.abs(e)))))
-            hs = np.array([h for h, _ in split_state(m, finals[b])])
-            fh = np.array(case["final_h"][b])
+            # layers may differ in size: compare every layer's h, concatenated
+            hs = np.concatenate([h for h, _ in split_state(m, finals[b])])
+            fh = np.concatenate([np.asarray(h, dtype=np.float64) for h in case["final_h"][b]])
             check(hs.shape == fh.shape, "%s[%d]: final_h shape" % (c, b))
             worst = max(worst, float(np.max(np.abs(hs - fh) / (atol + rtol * np.abs(fh)))))
         check(worst <= 1.0, "golden %s within tolerance (worst %.3g of it)" % (c, worst))

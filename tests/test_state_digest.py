@@ -36,7 +36,7 @@ SEQ = CASES[VEC][0]["sequences"][0]
 
 # ---- docs/state.md, "The digest", written out a second time --------------------------------
 
-TYPES = ["rnn", "lstm", "gru", "jordan"]
+TYPES = ["rnn", "lstm", "gru", "jordan", "mingru", "minlstm"]
 DIRS = ["forward", "reverse", "bidirectional"]
 NORMS = ["none", "softmax", "log_softmax"]
 OPS = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
@@ -45,7 +45,8 @@ OPS = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu",
 PARAMS = {"HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, None), "ThresholdedRelu": (1.0, None),
           "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, None)}
 DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
-                "jordan": ["Tanh", "Affine"]}
+                "jordan": ["Tanh", "Affine"], "mingru": ["Sigmoid", "Affine"],
+                "minlstm": ["Sigmoid", "Affine"]}
 
 
 def opt(obj, key, default):
@@ -88,7 +89,9 @@ def layer_bytes(L, l):
             if isinstance(a, str):
                 a = {"op": a}
             rec += act_bytes(a["op"], a.get("alpha"), a.get("beta"))
-        names += ["layers.%d.%d.%s" % (l, d, k) for k in ("W", "R", "Wb", "Rb")]
+        mins = typ in ("mingru", "minlstm")
+        names += ["layers.%d.%d.%s" % (l, d, k)
+                  for k in (("W", "Wb") if mins else ("W", "R", "Wb", "Rb"))]
         if lstm and opt(L, "peepholes", False):
             names.append("layers.%d.%d.P" % (l, d))
         if lstm and opt(L, "proj_size", 0) > 0:
@@ -338,6 +341,11 @@ def main():
                                            rename_charlm)
     for name in CASES:
         files["golden_" + name] = golden_model(name, WORK)
+    min_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_min")
+    for name in sorted(os.listdir(min_dir)):     # mingru / minlstm, from native specs
+        if os.path.isdir(os.path.join(min_dir, name)):
+            files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
+                                              os.path.join(WORK, name + ".rnnd"))
 
     with Daemon(files) as d:
         served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}

@@ -289,8 +289,11 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
             get_int(layer, "peepholes", 0, &peep) || get_int(layer, "output_size", 0, &osz))
             goto fail;
         long long G, out = H;
-        int jordan = 0, lstm = 0;
-        if (strcmp(type, "rnn") == 0) {
+        int jordan = 0, lstm = 0, recurrent = 1;
+        if (strcmp(type, "mingru") == 0 || strcmp(type, "minlstm") == 0) {
+            G = type[3] == 'g' ? 2 : 3;     /* rows z, h / f, i, h; no R, Rb */
+            recurrent = 0;
+        } else if (strcmp(type, "rnn") == 0) {
             G = 1;
         } else if (strcmp(type, "gru") == 0) {
             G = 3;
@@ -311,9 +314,11 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
             char name[64];
 #define TU_NAME(s) (snprintf(name, sizeof name, "layers.%zu.%d.%s", l, d, s), name)
             add2(f, TU_NAME("W"), G * H, in);
-            add2(f, TU_NAME("R"), G * H, out);
+            if (recurrent)
+                add2(f, TU_NAME("R"), G * H, out);
             add1(f, TU_NAME("Wb"), G * H);
-            add1(f, TU_NAME("Rb"), G * H);
+            if (recurrent)
+                add1(f, TU_NAME("Rb"), G * H);
             if (lstm && peep)
                 add1(f, TU_NAME("P"), 3 * H);
             if (lstm && proj > 0)

@@ -57,6 +57,13 @@ typedef struct rnnd_gru_math {
     const rnnd_activation *af, *ag;     /* gates, candidate (ONNX f, g) */
 } rnnd_gru_math;
 
+/* What the minGRU / minLSTM math of one layer direction needs besides the data. */
+typedef struct rnnd_min_math {
+    size_t H;               /* hidden units; the gate blocks are H apart */
+    int lstm;               /* 0: mingru (blocks z, h); 1: minlstm (blocks f, i, h) */
+    const rnnd_activation *af, *ag;     /* gates, candidate */
+} rnnd_min_math;
+
 typedef struct rnnd_kernels {
     const char *name;   /* "scalar", "avx2", "avx512" */
 
@@ -96,6 +103,16 @@ typedef struct rnnd_kernels {
      * z = Z[j]. Writes HN[j] only. */
     void (*gru_finish)(const rnnd_gru_math *m, const float *gxh, const float *z,
                        const float *t, const float *hp, float *hn, size_t j0, size_t j1);
+
+    /* minGRU / minLSTM, one batch row, units j0 <= j < j1. GX holds the gate
+     * pre-activations W x + Wb (blocks of H); HP the previous h. Per unit, in this order
+     * and with one rounding each:
+     *   mingru:  z = af(gx_z), n = ag(gx_h), h = (1 - z) * hp + z * n
+     *   minlstm: f = af(gx_f), i = af(gx_i), n = ag(gx_h), s = f + i,
+     *            h = (f / s) * hp + (i / s) * n
+     * Writes HN[j] only; HN may be HP. No allocation. */
+    void (*min_row)(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
+                    size_t j0, size_t j1);
 } rnnd_kernels;
 
 /* The kernels for NAME ("scalar", "avx2", "avx512"), or NULL when unknown or when this CPU

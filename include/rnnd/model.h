@@ -13,7 +13,11 @@
 #define RNND_MAX_DIM 65536
 
 enum rnnd_input_kind { RNND_INPUT_TOKENS = 0, RNND_INPUT_VECTORS = 1 };
-enum rnnd_cell { RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN };
+/* mingru / minlstm (Feng et al. 2024): gates read only x, so W and Wb and no R, Rb. */
+enum rnnd_cell {
+    RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN,
+    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_COUNT
+};
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
 
@@ -45,9 +49,9 @@ typedef struct rnnd_activation {
 /* Weights of one direction of one layer, row-major, pointing into the mapping. */
 typedef struct rnnd_dir_weights {
     const float *W;     /* [G*H, in_dim] */
-    const float *R;     /* [G*H, out_dim] */
+    const float *R;     /* [G*H, out_dim]; NULL for mingru / minlstm */
     const float *Wb;    /* [G*H] */
-    const float *Rb;    /* [G*H] */
+    const float *Rb;    /* [G*H]; NULL for mingru / minlstm */
     const float *P;     /* [3*H] peepholes i, o, f; NULL unless peepholes */
     const float *proj;  /* [proj_size, H]; NULL unless proj_size > 0 */
     const float *V;     /* [output_size, H]; jordan only */
@@ -162,6 +166,8 @@ int rnnd_model_is_stateful(const rnnd_model *m);    /* every layer forward-only 
 
 const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
+/* mingru or minlstm: gates that read only the input (no R, Rb; the state is h alone). */
+int rnnd_cell_is_min(int cell);
 const char *rnnd_direction_name(int dir);
 const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
 

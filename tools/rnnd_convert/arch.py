@@ -33,17 +33,21 @@ ACTIVATIONS = {
 }
 _ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
 
-CELL_TYPES = ("rnn", "lstm", "gru", "jordan")
+CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm")
+# the minGRU / minLSTM of Feng et al. 2024: gates read only the input, so W, Wb and no R, Rb
+MIN_TYPES = ("mingru", "minlstm")
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 NORMS = ("none", "softmax", "log_softmax")
 TOKENIZERS = ("char", "byte")
 
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
 DEFAULT_ACTS = {
     "rnn": ["Tanh"],
     "lstm": ["Sigmoid", "Tanh", "Tanh"],
     "gru": ["Sigmoid", "Tanh"],
     "jordan": ["Tanh", "Affine"],
+    "mingru": ["Sigmoid", "Affine"],
+    "minlstm": ["Sigmoid", "Affine"],
 }
 
 COMMON_KEYS = ("type", "hidden_size", "direction", "activations", "clip")
@@ -52,6 +56,8 @@ TYPE_KEYS = {
     "lstm": ("input_forget", "peepholes", "forget_gate", "proj_size"),
     "gru": ("linear_before_reset",),
     "jordan": ("output_size",),
+    "mingru": (),
+    "minlstm": (),
 }
 # The neutral value of every type-specific key (what it must be on a type that ignores it).
 NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
@@ -102,7 +108,9 @@ class Layer:
     def gates(self):
         if self.type == "lstm":
             return 4 if self.forget_gate else 3
-        return 3 if self.type == "gru" else 1
+        if self.type == "mingru":
+            return 2
+        return 3 if self.type in ("gru", "minlstm") else 1
 
     @property
     def out_dim(self):
@@ -186,8 +194,11 @@ class Model:
             ind, H, G = self.layer_in_dim(l), L.hidden_size, L.gates
             for d in range(L.num_directions):
                 p = "layers.%d.%d." % (l, d)
-                out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.out_dim)),
-                        (p + "Wb", (G * H,)), (p + "Rb", (G * H,))]
+                if L.type in MIN_TYPES:
+                    out += [(p + "W", (G * H, ind)), (p + "Wb", (G * H,))]
+                else:
+                    out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.out_dim)),
+                            (p + "Wb", (G * H,)), (p + "Rb", (G * H,))]
                 if L.type == "lstm" and L.peepholes:
                     out.append((p + "P", (3 * H,)))
                 if L.type == "lstm" and L.proj_size > 0:
@@ -286,6 +297,8 @@ def _validate_layer(where, L):
                            % (where, L.hidden_size, MAX_DIM))
     if L.direction not in DIRECTIONS:
         raise ConvertError("%s.direction: %r is not one of %s" % (where, L.direction, DIRECTIONS))
+    if L.clip is not None and L.type in MIN_TYPES:
+        raise ConvertError("%s.clip: a %s layer has no clip" % (where, L.type))
     if L.clip is not None and not (_is_num(L.clip) and L.clip > 0):
         raise ConvertError("%s.clip: must be a positive number, got %r" % (where, L.clip))
     acts = L.resolved_activations()
@@ -415,10 +428,11 @@ def f32(a):
 
 
 def fill_biases(layer):
-    """Zeros for absent biases, so the file always has Wb, Rb (and Vb for jordan)."""
+    """Zeros for absent biases, so the file always has Wb, Rb (and Vb for jordan; mingru and
+    minlstm have Wb alone)."""
     gh = layer.gates * layer.hidden_size
     for w in layer.weights:
-        for k in ("Wb", "Rb"):
+        for k in (("Wb",) if layer.type in MIN_TYPES else ("Wb", "Rb")):
             if w.get(k) is None:
                 w[k] = np.zeros(gh, np.float32)
         if layer.type == "jordan" and w.get("Vb") is None:

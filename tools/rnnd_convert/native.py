@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 
 from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DIRECTIONS,
-                   FORMAT_VERSION, Layer, Model, NEUTRAL, N_ACT, NORMS, TYPE_KEYS,
+                   FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, TYPE_KEYS,
                    canonical_activation, f32, fill_biases)
 
 TOP_KEYS = ("format_version", "name", "input", "layers", "head", "vocab", "tokenizer", "weights")
@@ -178,7 +178,8 @@ def attach_weights(m, tensors, label="weights"):
         L.weights = []
         for d in range(L.num_directions):
             p = "layers.%d.%d." % (l, d)
-            w = {k: _take(t, p + k) for k in ("W", "R", "Wb", "Rb")}
+            names = ("W", "Wb") if L.type in MIN_TYPES else ("W", "R", "Wb", "Rb")
+            w = {k: _take(t, p + k) for k in names}
             if L.type == "lstm" and L.peepholes:
                 w["P"] = _take(t, p + "P")
             if L.type == "lstm" and L.proj_size > 0:

@@ -20,7 +20,8 @@ _DEFAULT_ALPHA_BETA = {
     "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, 0.0),
 }
 _DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"],
-                 "gru": ["Sigmoid", "Tanh"], "jordan": ["Tanh", "Affine"]}
+                 "gru": ["Sigmoid", "Tanh"], "jordan": ["Tanh", "Affine"],
+                 "mingru": ["Sigmoid", "Affine"], "minlstm": ["Sigmoid", "Affine"]}
 
 
 def activation(op, x, alpha=None, beta=None):
@@ -197,7 +198,8 @@ def run_direction(L, acts, w, xs, h, c, reverse):
         op, a, b = acts[k]
         return activation(op, v, a, b)
 
-    W, R, Wb, Rb = w["W"], w["R"], w["Wb"], w["Rb"]
+    W, Wb = w["W"], w["Wb"]
+    R, Rb = w.get("R"), w.get("Rb")     # mingru / minlstm have none
     T = len(xs)
     ys = np.zeros((T, len(h)))
     h = h.copy()
@@ -245,6 +247,14 @@ def run_direction(L, acts, w, xs, h, c, reverse):
             h = o * f(2, c)
             if L.get("proj_size", 0) > 0:
                 h = w["proj"] @ h
+        elif typ == "mingru":           # rows z, h; the gates read only x
+            gx = W @ x + Wb
+            z = f(0, gx[:H])
+            h = (1.0 - z) * h + z * f(1, gx[H:])
+        elif typ == "minlstm":          # rows f, i, h
+            gx = W @ x + Wb
+            fv, i = f(0, gx[:H]), f(0, gx[H:2 * H])
+            h = (fv / (fv + i)) * h + (i / (fv + i)) * f(1, gx[2 * H:])
         else:
             raise ValueError("unknown layer type %r" % typ)
         ys[t] = h

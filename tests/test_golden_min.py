@@ -1,0 +1,222 @@
+"""The minGRU / minLSTM golden cases (tests/data/golden_min) beyond `rnnd infer`
+(test_golden.py runs them there): their stored numbers recomputed by the case generator's
+own float64 reference, and, on every SIMD path this CPU runs, each sequence fed to a daemon
+session in random chunks, concurrently with sessions of the other cases and of noise, its
+state exported part way, the session closed and a new one opened from the export. Every
+output must equal `rnnd infer`'s for that step bit for bit (the same path: sessions step,
+infer runs whole sequences) and the case's expectation within its tolerance. Also: the
+documented 0/0 of minlstm is a numeric_error, and `rnnd bench --cell` runs both types.
+"""
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import zlib
+
+from daemon_util import Checker, Daemon, PYTHON3, RNND_BIN, close, tmpdir
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MIN_DIR = os.path.join(HERE, "data", "golden_min")
+WORK = tmpdir("golden_min")
+C = Checker()
+rng = random.Random(1616)
+
+
+def cases():
+    out = {}
+    for name in sorted(os.listdir(MIN_DIR)):
+        p = os.path.join(MIN_DIR, name, "case.json")
+        if os.path.isfile(p):
+            with open(p) as f:
+                out[name] = json.load(f)
+    return out
+
+
+def convert(name, case):
+    out = os.path.join(WORK, name + ".rnnd")
+    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", os.path.join(MIN_DIR, name,
+                        case["model"]), "-o", out], capture_output=True, text=True,
+                       timeout=120)
+    C.check(p.returncode == 0, "%s: conversion: %s" % (name, p.stderr.strip()))
+    return out
+
+
+def infer(model, seqs, isa):
+    env = dict(os.environ, RNND_ISA=isa)
+    p = subprocess.run([RNND_BIN, "infer", "--model", model], input=json.dumps(
+        {"inputs": seqs}), capture_output=True, text=True, env=env, timeout=120)
+    C.check(p.returncode == 0, "infer [%s]: %s" % (isa, p.stderr.strip()))
+    return json.loads(p.stdout)["outputs"] if p.returncode == 0 else None
+
+
+def isas():
+    flags = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    out = ["scalar"]
+    if {"avx2", "fma", "f16c"} <= flags:
+        out.append("avx2")
+    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
+        out.append("avx512")
+    return out
+
+
+def drive(d, model, seq, what, got, errors):
+    """Feed SEQ to a session of MODEL in random chunks, exporting the state part way and
+    continuing in a new session opened from it; outputs into GOT."""
+    r = random.Random(zlib.crc32(what.encode()))
+    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
+    if st != 201:
+        errors.append("%s: open: %d %r" % (what, st, body))
+        return
+    sid = body["id"]
+    cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
+    i = 0
+    while i < len(seq):
+        n = min(r.randint(1, 17), len(seq) - i)
+        if i < cut < i + n:
+            n = cut - i
+        st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                {"inputs": seq[i:i + n], "if_steps": i})
+        if st != 200:
+            errors.append("%s: step at %d: %d %r" % (what, i, st, body))
+            return
+        got.extend(body["outputs"])
+        i += n
+        if i == cut:
+            st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+            if st != 200 or exp.get("steps") != i:
+                errors.append("%s: export: %d %r" % (what, st, exp))
+                return
+            d.request("DELETE", "/v1/sessions/%s" % sid)
+            st, _, body = d.request("POST", "/v1/sessions", {
+                "model": model, "state": exp["state"], "digest": exp["digest"]})
+            if st != 201:
+                errors.append("%s: reopen from export: %d %r" % (what, st, body))
+                return
+            sid = body["id"]
+            st, _, body = d.request("PUT", "/v1/sessions/%s/state" % sid, exp)
+            if st != 200 or body.get("steps") != i:    # the step count comes back too
+                errors.append("%s: import: %d %r" % (what, st, body))
+                return
+    d.request("DELETE", "/v1/sessions/%s" % sid)
+
+
+def noise(d, model, case, steps, errors):
+    """A session of MODEL fed random inputs: batch company for the others."""
+    r = random.Random(steps)
+    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
+    if st != 201:
+        errors.append("noise %s: %d" % (model, st))
+        return
+    sid = body["id"]
+    inp = case["input"]
+    for _ in range(steps):
+        n = r.randint(1, 9)
+        if inp["kind"] == "tokens":
+            x = [r.randrange(inp["vocab"]) for _ in range(n)]
+        else:
+            x = [[r.uniform(-3, 3) for _ in range(inp["dim"])] for _ in range(n)]
+        st, _, reply = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": x})
+        if st != 200:
+            errors.append("noise %s: step %d %r" % (model, st, reply))
+            return
+
+
+def check_nan():
+    """minlstm's h = (f / (f + i)) h_prev + ...: gates both exactly 0 (HardSigmoid) make 0/0,
+    and the answer is numeric_error, as docs/model-format.md says, not a NaN in the output."""
+    import numpy as np
+    spec = os.path.join(WORK, "nan.json")
+    with open(spec, "w") as f:
+        json.dump({"format_version": 1, "input": {"kind": "vectors", "dim": 2},
+                   "layers": [{"type": "minlstm", "hidden_size": 3, "activations": [
+                       [{"op": "HardSigmoid"}, {"op": "Affine"}]]}],
+                   "weights": "nan.npz"}, f)
+    np.savez(os.path.join(WORK, "nan.npz"), **{
+        "layers.0.0.W": np.zeros((9, 2), np.float32),
+        "layers.0.0.Wb": np.full(9, -10.0, np.float32)})
+    model = os.path.join(WORK, "nan.rnnd")
+    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", spec, "-o", model, "-q"],
+                       capture_output=True, text=True, timeout=120)
+    C.check(p.returncode == 0, "nan model: conversion: %s" % p.stderr.strip())
+    p = subprocess.run([RNND_BIN, "infer", "--model", model], input='{"inputs": [[[1, 2]]]}',
+                       capture_output=True, text=True, timeout=60)
+    code = json.loads(p.stderr)["error"]["code"] if p.stderr.strip().startswith("{") else None
+    C.check(p.returncode == 1 and code == "numeric_error",
+            "minlstm 0/0: exit %d, %s" % (p.returncode, p.stderr.strip()))
+
+
+def check_bench():
+    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R)."""
+    for cell, G in (("mingru", 2), ("minlstm", 3)):
+        for mode in ("stream", "seq"):
+            p = subprocess.run([RNND_BIN, "bench", "--cell", cell, "--hidden", "13", "--input",
+                                "7", "--mode", mode, "--steps", "9", "--seconds", "0.05"],
+                               capture_output=True, text=True, timeout=60)
+            ok = p.returncode == 0
+            if ok:
+                r = json.loads(p.stdout)
+                # gflops = 2 G H I steps_per_s / 1e9
+                want = 2.0 * G * 13 * 7 * r["steps_per_s"] * 1e-9
+                ok = (r["cell"] == cell and r["mode"] == mode and r["steps_per_s"] > 0
+                      and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
+            C.check(ok, "bench --cell %s --mode %s: %s %s" % (cell, mode, p.stdout, p.stderr))
+    p = subprocess.run([RNND_BIN, "bench", "--cell", "mingru2"], capture_output=True,
+                       text=True, timeout=60)
+    C.check(p.returncode == 2 and "mingru or minlstm" in p.stderr,
+            "bench --cell mingru2: %d %s" % (p.returncode, p.stderr))
+
+
+def main():
+    check_nan()
+    check_bench()
+    p = subprocess.run([PYTHON3, os.path.join(MIN_DIR, "generate.py"), "--check", MIN_DIR],
+                       capture_output=True, text=True, timeout=300)
+    print(p.stdout, end="")
+    C.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+
+    cs = cases()
+    C.check(len(cs) >= 3, "golden_min cases: %s" % sorted(cs))
+    models = {name: convert(name, c) for name, c in cs.items()}
+    for isa in isas():
+        want = {name: infer(models[name], c["sequences"], isa) for name, c in cs.items()}
+        env = dict(os.environ, RNND_ISA=isa)
+        with Daemon(models, env=env) as d:
+            jobs, errors, got = [], [], {}
+            for name, c in cs.items():
+                for b, seq in enumerate(c["sequences"]):
+                    got[(name, b)] = []
+                    jobs.append(threading.Thread(target=drive, args=(
+                        d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)], errors)))
+                jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
+            rng.shuffle(jobs)
+            for j in jobs:
+                j.start()
+            for j in jobs:
+                j.join(300)
+            for e in errors:
+                C.check(False, e)
+            for (name, b), outs in sorted(got.items()):
+                c = cs[name]
+                what = "%s seq %d [%s]" % (name, b, isa)
+                exp = c["expected"][b]
+                C.eq(len(outs), len(exp), what + ": steps")
+                if want[name] is not None:
+                    C.check(outs == want[name][b],
+                            what + ": session outputs differ bitwise from rnnd infer's")
+                C.check(close(outs, exp, c["atol"], c["rtol"]),
+                        what + ": outside the tolerance of the expectation")
+            rc, _ = d.stop()
+            C.check(rc == 0, "daemon [%s] exit status %s" % (isa, rc))
+        print("path %s: %d sequences in random chunks with an export/import each, beside "
+              "%d noise sessions" % (isa, len(got), len(cs)))
+    C.exit()
+
+
+main()
