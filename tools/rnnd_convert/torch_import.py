@@ -187,8 +187,8 @@ def model_from_module(module, input=None, head=None, norm=None):
             raise ConvertError("%s: rnnd runs whole layers, not a loop over a cell; use "
                                "nn.%s(%d, %d) and load the cell's weights as weight_ih_l0, "
                                "weight_hh_l0, bias_ih_l0, bias_hh_l0, then call it on the "
-                               "whole sequence" % (label(n, m), layer, m.input_size,
-                                                   m.hidden_size))
+                               "whole sequence" % (label(n, m), layer, m.weight_ih.shape[1],
+                                                   m.weight_hh.shape[1]))
         elif own:
             raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
                                "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
@@ -304,10 +304,13 @@ def _zero_state(module, batch):
     if len(recs) != 1:
         return None
     m = recs[0]
-    nd = 2 if getattr(m, "bidirectional", False) else 1
-    L, H = m.num_layers, m.hidden_size
-    P = getattr(m, "proj_size", 0) or H
-    dt = m.weight_ih_l0.dtype
+    # from the parameters: a traced module keeps them but not num_layers, hidden_size, ...
+    p = dict(m.named_parameters(recurse=False))
+    nd = 2 if "weight_ih_l0_reverse" in p else 1
+    L = sum(1 for k in p if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
+    G = {"LSTM": 4, "GRU": 3}.get(_type_name(m), 1)
+    H, P = p["weight_hh_l0"].shape[0] // G, p["weight_hh_l0"].shape[1]
+    dt = p["weight_ih_l0"].dtype
     h = torch.zeros(L * nd, batch, P, dtype=dt)
     if _type_name(m) == "LSTM":
         return (h, torch.zeros(L * nd, batch, H, dtype=dt))
