@@ -605,7 +605,12 @@ class CellLoop(nn.Module):
         return self.fc(torch.stack(ys, 1))
 
 
-@case("lstmcell_loop", {"onnx": "refused: ", "torch": "refused: LSTMCell"})
+CELL_ONNX = "refused: unrolled"
+CELL_TRACE = "refused: torch.jit.trace unrolls"
+CELL = {"onnx": CELL_ONNX, "trace": CELL_TRACE, "torch": "ok"}
+
+
+@case("lstmcell_loop", CELL)
 class LstmCellLoop(CellLoop):
     """a loop over nn.LSTMCell, batch_first"""
 
@@ -619,16 +624,137 @@ class LstmCellLoop(CellLoop):
         return self.fc(torch.stack(ys, 1))
 
 
-@case("grucell_loop", {"onnx": "refused: ", "torch": "refused: GRUCell"})
+@case("grucell_loop", CELL)
 class GruCellLoop(CellLoop):
-    """a loop over nn.GRUCell"""
+    """a loop over nn.GRUCell, batch_first"""
     cell_type = "GRUCell"
 
 
-@case("rnncell_loop", {"onnx": "refused: ", "torch": "refused: RNNCell"})
+@case("rnncell_loop", CELL)
 class RnnCellLoop(CellLoop):
-    """a loop over nn.RNNCell"""
+    """a loop over nn.RNNCell (tanh), batch_first"""
     cell_type = "RNNCell"
+
+
+@case("rnncell_relu_tm", CELL)
+class RnnCellReluTm(nn.Module):
+    """a loop over nn.RNNCell (relu), time-major x[t], no head"""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.RNNCell(D, H, nonlinearity="relu")
+        self.hidden = H
+
+    def forward(self, x):
+        h = torch.zeros(x.size(1), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(0)):
+            h = self.cell(x[t], h)
+            ys.append(h)
+        return torch.stack(ys, 0)
+
+
+@case("emb_lstmcell_logsoftmax", {"onnx": "refused: unrolled", "trace": CELL_TRACE,
+                                  "torch": "ok"}, tokens=True)
+class EmbCellLoop(nn.Module):
+    """Embedding, a loop over nn.LSTMCell, Linear, log_softmax (a decoder written by hand)"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, 5)
+        self.cell = nn.LSTMCell(5, H)
+        self.fc = nn.Linear(H, V)
+        self.hidden = H
+
+    def forward(self, x):
+        e = self.emb(x)
+        h = torch.zeros(x.size(0), self.hidden)
+        c = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h, c = self.cell(e[:, t], (h, c))
+            ys.append(h)
+        return F.log_softmax(self.fc(torch.stack(ys, 1)), dim=-1)
+
+
+@case("stacked_grucells", CELL)
+class StackedCells(nn.Module):
+    """two nn.GRUCells stacked in one loop: two layers"""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.GRUCell(D, H)
+        self.c2 = nn.GRUCell(H, 5)
+        self.fc = nn.Linear(5, 3)
+        self.sizes = (H, 5)
+
+    def forward(self, x):
+        h1 = torch.zeros(x.size(0), self.sizes[0])
+        h2 = torch.zeros(x.size(0), self.sizes[1])
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h1 = self.c1(x[:, t], h1)
+            h2 = self.c2(h1, h2)
+            ys.append(h2)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_ones", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                         "torch": "refused: not zeros"})
+class CellOnes(CellLoop):
+    """a loop over nn.GRUCell starting from ones"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.ones(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_reversed", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                             "torch": "refused: trip count"})
+class CellReversed(CellLoop):
+    """a loop over nn.GRUCell from the last step back"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1) - 1, -1, -1):
+            h = self.cell(x[:, t], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_final_state", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                                "torch": "refused: does not append"})
+class CellFinal(CellLoop):
+    """a loop over nn.GRUCell, a classifier on the final state"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+        return self.fc(h)
+
+
+@case("cell_loop_stale", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                          "torch": "refused: aten::append"})
+class CellStale(CellLoop):
+    """a loop over nn.GRUCell that appends the state before the step"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            ys.append(h)
+            h = self.cell(x[:, t], h)
+        return self.fc(torch.stack(ys, 1))
 
 
 # ---- running a pair ---------------------------------------------------------------------
