@@ -729,6 +729,22 @@ class CellReversed(CellLoop):
         return self.fc(torch.stack(ys, 1))
 
 
+@case("cell_loop_transposed", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                               "torch": "refused: transposed input"})
+class CellTransposed(CellLoop):
+    """a loop over nn.GRUCell on x.transpose(0, 1)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        x = x.transpose(0, 1)
+        h = torch.zeros(x.size(1), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(0)):
+            h = self.cell(x[t], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 0)).transpose(0, 1)
+
+
 @case("cell_loop_final_state", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
                                 "torch": "refused: does not append"})
 class CellFinal(CellLoop):

@@ -136,6 +136,7 @@ class Analysis:
         self.input_rank = input_rank
         self.steps = {}         # list Value of a cell loop's per-step outputs -> time dim
         self.time_dim = None    # of a cell loop: 0 time-major, 1 batch-first
+        self.transposed = False  # the data's batch and time axes are swapped
 
     def refuse(self, node, what=None):
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -281,6 +282,7 @@ class Analysis:
             ok1, d1 = self.const(ins[2])
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
+            self.transposed = not self.transposed
             self.mark(out, r)
         elif k == "aten::linear":
             if self.stage != 2 or self.counts["head"]:
@@ -320,12 +322,13 @@ class Analysis:
         ok, d = (False, None)
         if size.kind() == "aten::size" and self.taint.get(list(size.inputs())[0]) == "data":
             ok, d = self.const(list(size.inputs())[1])
-        r = self.rank.get(list(size.inputs())[0]) if size.kind() == "aten::size" else None
-        if ok and isinstance(d, int) and d < 0 and r is not None:
-            d += r
         if not ok or d not in (0, 1):
             self.refuse(n, "a loop whose trip count is not the number of steps (x.size(0) or "
                         "x.size(1))")
+        if self.transposed:
+            # the layout is read from d (loop_time_dim): it must be the input's own
+            self.refuse(n, "a loop over cells on a transposed input; loop over x.size(1) with "
+                        "x[:, t] for batch-first data instead")
         # the carried values: cells' states, from zeros
         carried_in, carried = ins[2:], list(body.inputs())[1:]
         for v in carried_in:
