@@ -492,7 +492,8 @@ class LastStep(Rec):
         return self.fc(y[:, -1])
 
 
-@case("h_n_last", {"onnx": "refused: final state", "torch": "refused: aten::select on the final state"})
+@case("h_n_last", {"onnx": "refused: final state",
+                   "torch": "refused: aten::select on the final state"})
 class HnLast(Rec):
     """fc(h_n[-1])"""
     kind, layers = "GRU", 2
