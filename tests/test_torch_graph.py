@@ -6,7 +6,8 @@ PyTorch's
 word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
 a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
 line: relu after the head, a mean over steps, a classifier on cat(h_n[-2], h_n[-1]) of a
-bidirectional GRU, a two-input encoder / decoder, an nn.LSTMCell loop, the last step y[:, -1].
+bidirectional GRU, a two-input encoder / decoder, a traced nn.LSTMCell loop, the last step
+y[:, -1]; an nn.LSTMCell loop through from_module / torch.jit.script converts.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
 """
@@ -280,14 +281,31 @@ def test_refusals():
     refused("an LSTM forward() never calls",
             lambda: rnnd_convert.from_module(Unused(), tmp("x.rnnd")),
             ("forward() runs 1 recurrent module call(s), but the module holds 2", "spare"))
-    # an nn.LSTMCell loop: scripting fails on nothing, the loop is the refusal (the module
-    # check refuses an LSTMCell's parameters first when it is not scripted)
-    refused("an nn.LSTMCell loop", lambda: rnnd_convert.from_module(CellLoop(), tmp("x.rnnd")),
-            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)", "weight_ih_l0", "whole sequence"))
+    # an nn.LSTMCell loop (issue 14 item 3) converts to one LSTM layer through from_module
+    # and torch.jit.script (verified at conversion); traced, the loop is unrolled and refused
+    # with the advice to script it (tests/test_convert_corpus.py has the rest)
+    net = CellLoop()
+    m = rnnd_convert.from_module(net, tmp("cell.rnnd"))
+    check(len(m.layers) == 1 and m.layers[0].type == "lstm" and m.input_kind == "tokens",
+          "an nn.LSTMCell loop converts to one LSTM layer")
+    net.eval()
+    x = torch.randint(0, 20, (3, 9))
+    with torch.no_grad():
+        y = net(x).numpy()
+    got = reference.run(tmp("cell.rnnd"), x.tolist())[0]
+    err = max(float(np.abs(got[b] - y[b]).max()) for b in range(3))
+    check(err < 1e-5, "the converted LSTMCell loop equals PyTorch (max error %.2g)" % err)
     torch.jit.script(CellLoop()).save(tmp("cell.pt"))
-    refused("an nn.LSTMCell loop (TorchScript)",
-            lambda: rnnd_convert.convert(tmp("cell.pt"), tmp("x.rnnd")),
-            ("'cell' (LSTMCell)", "nn.LSTM(6, 8)"))
+    try:
+        m2 = rnnd_convert.convert(tmp("cell.pt"), tmp("cell_ts.rnnd"))
+        check(len(m2.layers) == 1 and m2.layers[0].type == "lstm",
+              "a scripted nn.LSTMCell loop converts to one LSTM layer")
+    except ConvertError as e:
+        check(False, "a scripted nn.LSTMCell loop converts: %s" % e)
+    torch.jit.trace(CellLoop().eval(), (x,)).save(tmp("cell_tr.pt"))
+    refused("a traced nn.LSTMCell loop",
+            lambda: rnnd_convert.convert(tmp("cell_tr.pt"), tmp("x.rnnd")),
+            ("'cell' (LSTMCell)", "torch.jit.trace unrolls", "script the module"))
 
 
 def main():

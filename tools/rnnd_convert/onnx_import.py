@@ -149,10 +149,40 @@ class Importer:
         self.setup_input(inputs[0])
         for i in inputs[1:]:
             self.vals[i.name] = Val(EXTRA, origin=i.name)
-        for self.idx, node in enumerate(g.node):
-            self.node = node
-            self.visit(node)
-        return self.finish()
+        try:
+            for self.idx, node in enumerate(g.node):
+                self.node = node
+                self.visit(node)
+            return self.finish()
+        except ConvertError as e:
+            unrolled = self.unrolled_loop()
+            if unrolled is None:
+                raise
+            raise ConvertError("%s; %s" % (e, unrolled))
+
+    def unrolled_loop(self):
+        """Advice when the graph looks like a loop over a cell unrolled by the export (the
+        same weight matrix multiplied in at several places and no recurrent node), else
+        None: an exported loop runs as many steps as the example had, and rnnd cannot tell
+        the steps apart."""
+        g = self.graph
+        if any(n.op_type in ("LSTM", "GRU", "RNN") for n in g.node):
+            return None
+        inits = {t.name for t in g.initializer}
+        uses = {}
+        for n in g.node:
+            if n.op_type in ("Gemm", "MatMul"):
+                for name in n.input[:2]:
+                    if name in inits:
+                        uses[name] = uses.get(name, 0) + 1
+        name, count = max(uses.items(), key=lambda kv: kv[1], default=(None, 0))
+        if count < 2:
+            return None
+        return ("the graph multiplies by '%s' at %d places and holds no LSTM / GRU / RNN "
+                "node: a loop over an nn.LSTMCell / GRUCell / RNNCell that the export "
+                "unrolled for the example's length; convert the PyTorch module instead "
+                "(rnnd_convert.from_module, or torch.jit.script and rnnd-convert), where the "
+                "loop becomes one layer" % (name, count))
 
     def setup_input(self, vi):
         import onnx

@@ -14,6 +14,8 @@ refused, naming the operator, its source line and what would make the model conv
 from .arch import ConvertError
 
 RECURRENT_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+CELL_OPS = ("aten::lstm_cell", "aten::gru_cell", "aten::rnn_tanh_cell", "aten::rnn_relu_cell")
+ZERO_OPS = ("aten::zeros", "aten::zeros_like", "aten::new_zeros")
 DROPOUT_OPS = ("aten::dropout", "aten::feature_dropout", "aten::alpha_dropout",
                "aten::feature_alpha_dropout")
 LAYOUT_OPS = ("aten::view", "aten::reshape", "aten::contiguous", "aten::unsqueeze",
@@ -42,8 +44,12 @@ _ADVICE = (
      "it computes on the outputs between or after the layers; rnnd's head is one Linear "
      "and a softmax: drop it from forward() or fold it into the Linear"),
     (("prim::Loop",),
-     "a loop over steps (an nn.LSTMCell / GRUCell / RNNCell loop): use nn.LSTM / nn.GRU / "
-     "nn.RNN with the cell's weights"),
+     "a loop over steps: rnnd converts a loop over the steps that calls nn.LSTMCell / "
+     "GRUCell / RNNCell on x[:, t] (or x[t]) from zero states and stacks the cells' outputs; "
+     "else use nn.LSTM / nn.GRU / nn.RNN with the cell's weights"),
+    (CELL_OPS,
+     "script the module (torch.jit.script, or from_module, which scripts first) so that the "
+     "loop stays a loop; rnnd converts it to one layer"),
 )
 
 
@@ -128,6 +134,9 @@ class Analysis:
         self.stage = 0          # 0 input, 1 embedded, 2 recurrent, 3 head, 4 normalised
         self.counts = {"embedding": 0, "recurrent": 0, "head": 0}
         self.input_rank = input_rank
+        self.steps = {}         # list Value of a cell loop's per-step outputs -> time dim
+        self.time_dim = None    # of a cell loop: 0 time-major, 1 batch-first
+        self.transposed = False  # the data's batch and time axes are swapped
 
     def refuse(self, node, what=None):
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -139,6 +148,12 @@ class Analysis:
             raise ConvertError("forward() takes no input")
         self.taint[ins[0]] = "data"
         self.rank[ins[0]] = self.input_rank
+        unrolled = [n for n in self.graph.nodes() if n.kind() in CELL_OPS]
+        if unrolled:
+            # a traced loop: one cell call per step of the example, a fixed length
+            self.refuse(unrolled[0], "%s called %d times outside a loop (torch.jit.trace "
+                        "unrolls a loop over the steps of the example into one call per step)"
+                        % (unrolled[0].kind(), len(unrolled)))
         for v in ins[1:]:
             # a second input is the initial state (word_language_model's forward(input,
             # hidden)); rnnd starts a sequence from zeros or a session's state
@@ -203,12 +218,21 @@ class Analysis:
                 for b in taken:
                     self.copy(out, list(b.outputs())[i])
             return
+        if k == "aten::stack" and ins[0] in self.steps:
+            return self.stack_steps(n, ins)
         if not kinds:
             if k == "prim::Loop":
+                if _cells_in(n):
+                    return self.cell_loop(n)
                 # a loop that never touches the data (none in practice): look inside anyway
                 for b in n.blocks():
                     self.block(b.nodes())
             return
+        if k == "prim::Loop" and _cells_in(n):
+            return self.cell_loop(n)
+        if k in CELL_OPS:
+            self.refuse(n, "%s outside a loop over the steps (torch.jit.trace unrolls such a "
+                        "loop into one call per step of the example)" % k)
         if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
             return
         if k in PLUMBING:
@@ -258,6 +282,7 @@ class Analysis:
             ok1, d1 = self.const(ins[2])
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
+            self.transposed = not self.transposed
             self.mark(out, r)
         elif k == "aten::linear":
             if self.stage != 2 or self.counts["head"]:
@@ -281,6 +306,146 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def cell_loop(self, n):
+        """A loop over the steps calling cells (nn.LSTMCell / GRUCell / RNNCell), as
+        `for t in range(x.size(1)): h = cell(x[:, t], h); ys.append(h)`: one layer per cell,
+        in the order the loop calls them, each fed the step or the previous cell's output.
+        Anything else the loop computes on the data is refused."""
+        ins = list(n.inputs())
+        body = list(n.blocks())[0]
+        if self.stage > 2:
+            self.refuse(n, "a loop over cells after the head")
+        self._appends = []
+        # the trip count: the number of steps of the data
+        size = ins[0].node()
+        ok, d = (False, None)
+        if size.kind() == "aten::size" and self.taint.get(list(size.inputs())[0]) == "data":
+            ok, d = self.const(list(size.inputs())[1])
+        if not ok or d not in (0, 1):
+            self.refuse(n, "a loop whose trip count is not the number of steps (x.size(0) or "
+                        "x.size(1))")
+        if self.transposed:
+            # the layout is read from d (loop_time_dim): it must be the input's own
+            self.refuse(n, "a loop over cells on a transposed input; loop over x.size(1) with "
+                        "x[:, t] for batch-first data instead")
+        # the carried values: cells' states, from zeros
+        carried_in, carried = ins[2:], list(body.inputs())[1:]
+        for v in carried_in:
+            ok0, val = self.const(v)
+            if (ok0 and val is None) or v.node().kind() in ZERO_OPS:
+                continue
+            if self.taint.get(v) is not None or str(v.type()).startswith("Tensor"):
+                self.refuse(n, "a loop over cells starting from %s, not zeros (rnnd starts "
+                            "every sequence from zeros or a session's state)"
+                            % v.node().kind())
+        counter = list(body.inputs())[0]
+        inner = {v: "state" for v in carried}
+        cells = []
+        self.loop_walk(body.nodes(), inner, counter, d, cells)
+        if not cells:
+            self.refuse(n, "a loop that calls no cell on the step")
+        # the list the last cell's output is appended to, read after the loop by stack
+        appended = [lst for lst, who in self._appends if who is cells[-1]]
+        if len(appended) != 1 or len(self._appends) != 1:
+            self.refuse(n, "a loop over cells that does not append the last cell's output to "
+                        "one list")
+        self.steps[appended[0]] = d
+        self.time_dim = d
+        self.counts["recurrent"] += len(cells)
+        for o, b in zip(n.outputs(), list(body.outputs())[1:]):
+            self.taint[o] = "state" if inner.get(b) else None
+            if self.taint[o] is None:
+                del self.taint[o]
+
+    def loop_walk(self, nodes, inner, counter, d, cells):
+        """Taint the loop body: INNER maps Values to "step" (the step x[:, t], and what
+        the previous cell output), "state" or ("cell", node). Collects CELLS in order and
+        the appends in self._appends."""
+        if not hasattr(self, "_appends"):
+            self._appends = []
+        for m in nodes:
+            k = m.kind()
+            mins = list(m.inputs())
+            data_in = [v for v in mins if self.taint.get(v) == "data"]
+            tin = [v for v in mins if v in inner]
+            if k == "prim::If":
+                for b in m.blocks():
+                    self.loop_walk(b.nodes(), inner, counter, d, cells)
+                for i, o in enumerate(m.outputs()):
+                    for b in m.blocks():
+                        src = list(b.outputs())[i]
+                        if src in inner:
+                            inner[o] = inner[src]
+                continue
+            if not data_in and not tin:
+                if k in CELL_OPS:
+                    self.refuse(m, "%s on something other than the step" % k)
+                continue
+            if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn",
+                                       "aten::__contains__", "aten::eq", "aten::__not__"):
+                continue
+            if k == "aten::slice" and data_in and mins[0] in data_in:
+                okd, dim = self.const(mins[1])
+                bounds = [self.const(v) for v in mins[2:4]]
+                if d == 1 and okd and dim == 0 and all(b == (True, None) for b in bounds):
+                    inner[m.output()] = "view"      # x[:, ...]: all of the batch
+                    continue
+                self.refuse(m, "aten::slice of the data inside a loop over cells")
+            if k == "aten::select" and (mins[0] in data_in or inner.get(mins[0]) == "view"):
+                okd, dim = self.const(mins[1])
+                if okd and dim == d and mins[2] is counter:
+                    inner[m.output()] = "step"
+                    continue
+                self.refuse(m, "aten::select of the data other than step t of the loop")
+            if k in CELL_OPS:
+                x = mins[0]
+                want = "step" if not cells else ("cell", cells[-1])
+                if inner.get(x) != want:
+                    self.refuse(m, "%s whose input is not %s" % (
+                        k, "the loop's step x[:, t] / x[t]" if not cells
+                        else "the previous cell's output"))
+                for v in mins[1:]:
+                    if inner.get(v) in ("step", "view") or isinstance(inner.get(v), tuple):
+                        self.refuse(m, "%s reading the data as its state" % k)
+                cells.append(m)
+                outs = list(m.outputs())
+                inner[outs[0]] = ("cell", m)
+                for o in outs[1:]:
+                    inner[o] = "state"
+                continue
+            if k == "aten::append":
+                lst, v = mins[0], mins[1]
+                if isinstance(inner.get(v), tuple) and lst.node().kind() == \
+                        "prim::ListConstruct" and not list(lst.node().inputs()):
+                    self._appends.append((lst, inner[v][1]))
+                    continue
+                self.refuse(m, "aten::append of something other than a cell's output to an "
+                            "empty list")
+            if k in PLUMBING or k in DROPOUT_OPS or k in ("aten::unsqueeze", "aten::squeeze"):
+                if k in ("prim::TupleIndex", "prim::TupleUnpack", "prim::ListUnpack") and \
+                        isinstance(inner.get(mins[0]), tuple):
+                    # (h, c) of an LSTM cell: its first element is the output
+                    outs = list(m.outputs())
+                    src = inner[mins[0]]
+                    for i, o in enumerate(outs):
+                        inner[o] = src if i == 0 else "state"
+                    continue
+                t = [inner.get(v) for v in mins if v in inner]
+                kind = t[0] if t else "step"
+                for o in m.outputs():
+                    inner[o] = kind
+                continue
+            self.refuse(m, "%s inside a loop over cells" % k)
+
+    def stack_steps(self, n, ins):
+        d = self.steps[ins[0]]
+        ok, dim = self.const(ins[1])
+        if not ok or dim != d:
+            self.refuse(n, "aten::stack of the loop's outputs over dim %s, not the loop's "
+                        "time dim %d" % (dim, d))
+        self.stage = 2
+        self.mark(n.output(), 3)
 
     def const(self, v):
         """(True, value) for a constant or an attribute of the module (self.flag), else
@@ -374,6 +539,31 @@ class Analysis:
         self.mark(outs[0], 3)
         for o in outs[1:]:
             self.taint[o] = "state"
+
+
+def _cells_in(loop):
+    """Whether a prim::Loop calls a cell anywhere in its body."""
+    def walk(nodes):
+        for m in nodes:
+            if m.kind() in CELL_OPS:
+                return True
+            if any(walk(b.nodes()) for b in m.blocks()):
+                return True
+        return False
+    return any(walk(b.nodes()) for b in loop.blocks())
+
+
+def loop_time_dim(graph):
+    """The time dim (0 or 1) of the first cell loop in GRAPH, read from its trip count
+    (x.size(d)), or None."""
+    for n in graph.nodes():
+        if n.kind() == "prim::Loop" and _cells_in(n):
+            size = list(n.inputs())[0].node()
+            if size.kind() == "aten::size":
+                ok, d = _const(list(size.inputs())[1])
+                if ok and d in (0, 1):
+                    return d
+    return None
 
 
 def analyse(module, input_kind):

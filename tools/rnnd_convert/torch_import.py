@@ -12,6 +12,7 @@ from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
 from .errors import missing_module
 
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
+          "LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn",
           "Linear": "linear", "Softmax": "softmax", "LogSoftmax": "log_softmax",
           "Dropout": "dropout", "Identity": "identity"}
 # Parameterless modules that compute something rnnd cannot place in its chain.
@@ -66,26 +67,34 @@ def _all_nodes(graph_nodes):
     return out
 
 
-def _rnn_nonlinearity(mod, label):
+def _rnn_nonlinearity(mod, label, root=None):
     v = getattr(mod, "nonlinearity", None)
     if v in ("tanh", "relu"):
         return v
     nodes = _graph_kinds(mod)
+    if root is not None and _type_name(mod).endswith("Cell"):
+        nodes = _graph_kinds(root)     # a traced cell's calls are inlined in its caller
     if nodes is not None:
         kinds = {n.kind() for n in _all_nodes(nodes)}
-        if "aten::rnn_relu" in kinds and "aten::rnn_tanh" not in kinds:
+        relu = {"aten::rnn_relu", "aten::rnn_relu_cell"} & kinds
+        tanh = {"aten::rnn_tanh", "aten::rnn_tanh_cell"} & kinds
+        if relu and not tanh:
             return "relu"
-        if "aten::rnn_tanh" in kinds and "aten::rnn_relu" not in kinds:
+        if tanh and not relu:
             return "tanh"
     raise ConvertError("%s: cannot tell whether the RNN uses tanh or relu" % label)
 
 
-def _recurrent_layers(mod, kind, label):
+def _recurrent_layers(mod, kind, label, root=None):
     p = {k: _np(v) for k, v in mod.named_parameters(recurse=False)}
+    if _type_name(mod).endswith("Cell"):
+        # a cell called in a loop over the steps is one layer: its weights under the layer's
+        # names (the loop itself is checked by torch_graph.py)
+        p = {k + "_l0": v for k, v in p.items()}
     if "weight_ih_l0" not in p:
         raise ConvertError("%s: no weight_ih_l0 parameter" % label)
     nd = 2 if "weight_ih_l0_reverse" in p else 1
-    nonlin = _rnn_nonlinearity(mod, label) if kind == "rnn" else None
+    nonlin = _rnn_nonlinearity(mod, label, root) if kind == "rnn" else None
     G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
     layers = []
     k = 0
@@ -181,23 +190,18 @@ def model_from_module(module, input=None, head=None, norm=None):
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
-        elif t in ("LSTMCell", "GRUCell", "RNNCell"):
-            # a loop over a cell is a layer: the same weights under the layer's names
-            layer = t[:-4]
-            raise ConvertError("%s: rnnd runs whole layers, not a loop over a cell; use "
-                               "nn.%s(%d, %d) and load the cell's weights as weight_ih_l0, "
-                               "weight_hh_l0, bias_ih_l0, bias_hh_l0, then call it on the "
-                               "whole sequence" % (label(n, m), layer, m.input_size,
-                                                   m.hidden_size))
         elif own:
             raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
                                "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
     if not recs:
         raise ConvertError("no nn.RNN, nn.LSTM or nn.GRU module found")
+    cells = [(n, m) for n, m, _ in recs if _type_name(m).endswith("Cell")]
+    if cells and isinstance(module, torch.jit.ScriptModule):
+        _check_cell_loop(module, cells, label)
 
     model = Model()
     for n, m, kind in recs:
-        layers, in_dim = _recurrent_layers(m, kind, label(n, m))
+        layers, in_dim = _recurrent_layers(m, kind, label(n, m), module)
         if model.layers:
             prev = model.layers[-1]
             if in_dim != prev.out_dim * prev.num_directions:
@@ -266,7 +270,17 @@ def model_from_module(module, input=None, head=None, norm=None):
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
     gm = _graph_module(module, model)
+    if cells and gm is not None and gm is not module:
+        _check_cell_loop(gm, cells, label)
     analysis = analyse(gm, model.input_kind) if gm is not None else None
+    if cells and analysis is None:
+        n, m = cells[0]
+        t = _type_name(m)
+        raise ConvertError("%s: a cell converts only in a loop over the steps of a forward() "
+                           "that torch.jit.script can compile; else use nn.%s(%d, %d) with the "
+                           "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
+                           "bias_hh_l0, called on the whole sequence"
+                           % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
                            "%d (%s); rnnd chains every one it holds, in registration order"
@@ -295,6 +309,25 @@ def model_from_module(module, input=None, head=None, norm=None):
     return model
 
 
+def _check_cell_loop(gm, cells, label):
+    """Refuse cells that GM's graph does not call in a loop: a traced loop over the steps
+    is unrolled into one call per step of the example (a fixed length), and torch.jit.trace
+    inlines each call as its arithmetic, so no cell is left to convert."""
+    from .torch_graph import CELL_OPS
+    try:
+        nodes = _all_nodes(gm.inlined_graph.nodes())
+    except Exception:
+        return
+    if any(n.kind() in CELL_OPS for n in nodes):
+        return          # torch_graph.py checks the loop
+    n, m = cells[0]
+    raise ConvertError("%s: forward()'s graph calls the cell outside a loop over the steps "
+                       "(torch.jit.trace unrolls such a loop into one call per step of the "
+                       "example); script the module (torch.jit.script, or from_module, which "
+                       "scripts first) so that the loop stays a loop: rnnd converts it to one "
+                       "layer" % label(n, m))
+
+
 def _zero_state(module, batch):
     """Zeros in the layout of the initial state its single recurrent module takes, for a
     forward(input, hidden) without a default: (h0, c0) for an LSTM, else h0."""
@@ -304,10 +337,13 @@ def _zero_state(module, batch):
     if len(recs) != 1:
         return None
     m = recs[0]
-    nd = 2 if getattr(m, "bidirectional", False) else 1
-    L, H = m.num_layers, m.hidden_size
-    P = getattr(m, "proj_size", 0) or H
-    dt = m.weight_ih_l0.dtype
+    # from the parameters: a traced module keeps them but not num_layers, hidden_size, ...
+    p = dict(m.named_parameters(recurse=False))
+    nd = 2 if "weight_ih_l0_reverse" in p else 1
+    L = sum(1 for k in p if k.startswith("weight_ih_l") and not k.endswith("_reverse"))
+    G = {"LSTM": 4, "GRU": 3}.get(_type_name(m), 1)
+    H, P = p["weight_hh_l0"].shape[0] // G, p["weight_hh_l0"].shape[1]
+    dt = p["weight_ih_l0"].dtype
     h = torch.zeros(L * nd, batch, P, dtype=dt)
     if _type_name(m) == "LSTM":
         return (h, torch.zeros(L * nd, batch, H, dtype=dt))
@@ -388,6 +424,14 @@ def _batch_first(module):
     recurrent operator (in a TorchScript graph, the operator's last argument; a traced module
     keeps no attribute) or module; PyTorch's default, time first, when there is none."""
     torch = _torch()
+    from .torch_graph import loop_time_dim
+    if not isinstance(module, torch.jit.ScriptModule) and any(
+            _type_name(m).endswith("Cell") for m in module.modules()):
+        # a loop over cells: its layout is in forward()'s code
+        try:
+            module = torch.jit.script(module)
+        except Exception:
+            pass
     if isinstance(module, torch.jit.ScriptModule):
         nodes = _graph_kinds(module) or []
         for n in _all_nodes(nodes):
@@ -399,8 +443,16 @@ def _batch_first(module):
                     except Exception:
                         pass
                 break
+        else:
+            try:
+                d = loop_time_dim(module.inlined_graph)
+            except Exception:
+                d = None
+            if d is not None:
+                return d == 1
     for _, m in module.named_modules():
-        if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn"):
+        if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn") and \
+                not _type_name(m).endswith("Cell"):
             try:
                 return bool(getattr(m, "batch_first"))
             except Exception:
