@@ -5,7 +5,9 @@ docs/security.md), each attack made over a real socket:
   connection is never idle; and trickling clients from a few addresses cannot take the last
   quarter of max_connections from an address that has none;
 - request smuggling: two Content-Length fields, Content-Length with Transfer-Encoding, a
-  Transfer-Encoding other than chunked and HTTP/1.1 without Host each get one 400 with Connection: close, and nothing after it is answered;
+  Transfer-Encoding other than chunked, HTTP/1.1 without Host and two Authorization fields
+  (whichever holds the key, refused before authentication) each get one 400 with
+  Connection: close, and nothing after it is answered;
 - chunked bodies: the 413 goes out as soon as the chunks pass max_body_bytes, and the 401 of
   a request without a key goes out before its chunked body is read;
 - a query string of 600 arguments is answered at once;
@@ -194,6 +196,20 @@ def check_smuggling():
                 "Transfer-Encoding other than chunked")
         smuggle(d.port, b"GET /v1/models HTTP/1.1\r\n" + auth + b"\r\n", b"",
                 "HTTP/1.1 without Host")
+        # two Authorization fields: MHD hands over the first; refused before authentication
+        body_cl = b"Content-Length: %d\r\n\r\n" % len(body)
+        wrong = b"Authorization: Bearer not-the-key-0123456789\r\n"
+        for what, auths in (("a valid key then a wrong one", auth + wrong),
+                            ("a wrong key then a valid one", wrong + auth),
+                            ("two wrong keys", wrong + wrong),
+                            ("the valid key twice", auth + auth)):
+            smuggle(d.port, post + auths + body_cl, body, "two Authorization: " + what)
+        s = connect(d.port)
+        s.sendall(post + auth + wrong + body_cl + body)
+        got, _ = read_for(s, 3)
+        s.close()
+        C.check(b"more than one Authorization header" in got,
+                "the 400 says why (got %r)" % got[-200:])
         s = connect(d.port)
         s.sendall(b"GET /v1/models HTTP/1.0\r\n" + auth + b"\r\n")
         got, _ = read_for(s, 3)
