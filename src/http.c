@@ -950,8 +950,13 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
          * the v2 routes take any type and let the JSON decoder judge the body */
         int v2 = !strncmp(url, "/v2/", 4);
         if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
-            rnnd_reply_error(r, "unsupported_media_type",
-                             "the request body must be Content-Type: application/json");
+            if (ct)
+                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                                 "Content-Type: application/json, not \"%.100s\"", ct);
+            else
+                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                                 "Content-Type: application/json; the request has no "
+                                 "Content-Type");
             return chunked;
         }
     }
