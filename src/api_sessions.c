@@ -768,8 +768,10 @@ static int ctl_start(rnnd_job *job)
         }
         if (pd)
             *defaults = *pd;
-        create_and_reply(c->r, e, state, rnnd_session_steps(s), (double)c->ttl,
-                         rnnd_session_id(s), defaults);
+        /* without a ttl_s of its own a fork keeps its parent's, as it keeps the defaults */
+        double ttl = c->ttl > 0 ? (double)c->ttl : rnnd_session_ttl(s);
+        create_and_reply(c->r, e, state, rnnd_session_steps(s), ttl, rnnd_session_id(s),
+                         defaults);
         break;
     }
     }
@@ -844,7 +846,7 @@ void rnnd_api_session_fork(rnnd_req *r)
     json_t *body = rnnd_req_body(r);
     if (body && rnnd_api_check_fields(r, body, fields))
         return;
-    int64_t ttl = 0;    /* the default ttl, not the parent's */
+    int64_t ttl = 0;    /* none given: the parent's (ctl_start) */
     if (body && ttl_field(r, body, app->cfg->session_ttl_max_s, &ttl))
         return;
     rnnd_session *s = rnnd_api_session_lookup(r);

@@ -189,8 +189,9 @@ static void stop_batchers(rnnd_app *app)
     rnnd_registry_free(&cur);
 }
 
-/* The snapshot key (snapkey.h), with a state_dir only; a bad key file stops the start, as a
- * bad API keys file does. Returns 0 or 1. */
+/* The state_dir and then the snapshot key (snapkey.h), with a state_dir only: a state_dir
+ * that cannot hold snapshots, or a bad key file, stops the start, as a bad API keys file
+ * does; the folder first, so a misspelt one does not leave a key file behind. Returns 0 or 1. */
 static int load_snap_key(rnnd_app *app)
 {
     const rnnd_config *cfg = app->cfg;
@@ -198,7 +199,9 @@ static int load_snap_key(rnnd_app *app)
         return 0;
     char err[1024] = "", q[1100];
     char *path = NULL;
-    int rc = rnnd_snapkey_path(cfg->state_dir, cfg->snapshot_key_file, &path, err, sizeof err);
+    int rc = rnnd_persist_check_dir(cfg->state_dir, err, sizeof err);
+    if (!rc)
+        rc = rnnd_snapkey_path(cfg->state_dir, cfg->snapshot_key_file, &path, err, sizeof err);
     if (!rc)
         rc = rnnd_snapkey_check_outside(path, cfg->state_dir, err, sizeof err);
     if (!rc)
@@ -367,7 +370,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     rnnd_notify_status("stopping: saving sessions");
     int saved = rnnd_persist_save(app, 0);
     teardown(app);
-    RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean);
+    /* sessions lost to a failed final snapshot make the stop unclean (snapshot_failed says why) */
+    RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean && !saved);
     return saved ? 1 : 0;
 }
 

@@ -48,6 +48,7 @@ struct head {
     int lengths;            /* Content-Length fields */
     int encodings;          /* Transfer-Encoding fields */
     int hosts;              /* Host fields */
+    int auths;              /* Authorization fields */
     int bad_length;         /* a Content-Length that is not plain digits */
     int bad_encoding;       /* a Transfer-Encoding other than "chunked" */
     const char *bad_name;   /* a field name that is not a token */
@@ -131,6 +132,8 @@ static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char
         f->bad_encoding |= !value || strcasecmp(value, "chunked");
     } else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST)) {
         f->hosts++;
+    } else if (!strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION)) {
+        f->auths++;
     }
     return MHD_YES;
 }
@@ -218,6 +221,11 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
      * itself; what reaches here is HTTP/1.0 to HTTP/1.9 */
     if (f.hosts > 1) {
         snprintf(err, errlen, "more than one Host header");
+        return RNND_ERR_INVALID;
+    }
+    /* MHD hands over the first of two; a proxy that checked the other would be fooled */
+    if (f.auths > 1) {
+        snprintf(err, errlen, "more than one Authorization header");
         return RNND_ERR_INVALID;
     }
     if (strcmp(version, MHD_HTTP_VERSION_1_0) && !f.hosts) {

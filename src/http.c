@@ -320,6 +320,35 @@ void rnnd_req_complete(rnnd_req *r)
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
+/* The path for a debug log line. A session id is a capability and stays out of logs, so the
+ * segment after any "sessions" segment becomes {id}, whether or not the path is a route;
+ * quoted, as the rest is the client's. */
+static const char *log_path(const rnnd_req *r, char *out, size_t n)
+{
+    char tmp[sizeof r->path + 8];
+    size_t j = 0;
+    int after_sessions = 0;
+    for (const char *p = r->path; *p && j + 5 < sizeof tmp;) {
+        if (*p == '/') {
+            tmp[j++] = *p++;
+            continue;
+        }
+        size_t len = strcspn(p, "/");
+        if (after_sessions) {
+            memcpy(tmp + j, "{id}", 4);
+            j += 4;
+        } else {
+            size_t room = sizeof tmp - 1 - j;
+            memcpy(tmp + j, p, len < room ? len : room);
+            j += len < room ? len : room;
+        }
+        after_sessions = len == 8 && !strncmp(p, "sessions", 8);
+        p += len;
+    }
+    tmp[j] = '\0';
+    return rnnd_log_quote(out, n, tmp);
+}
+
 static double elapsed_ms(const struct timespec *t0)
 {
     struct timespec t1;
@@ -556,8 +585,9 @@ static enum MHD_Result send_stream(rnnd_req *r)
     r->status = 200;
     rnnd_app *app = h->app;
     rnnd_metrics_response(&app->metrics, 200);
+    char lp[sizeof r->path + 16];
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=200 stream=1 ms=%.3f",
-             r->path, elapsed_ms(&r->t0));
+             log_path(r, lp, sizeof lp), elapsed_ms(&r->t0));
     return ok;
 }
 
@@ -920,8 +950,13 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
          * the v2 routes take any type and let the JSON decoder judge the body */
         int v2 = !strncmp(url, "/v2/", 4);
         if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
-            rnnd_reply_error(r, "unsupported_media_type",
-                             "the request body must be Content-Type: application/json");
+            if (ct)
+                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                                 "Content-Type: application/json, not \"%.100s\"", ct);
+            else
+                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                                 "Content-Type: application/json; the request has no "
+                                 "Content-Type");
             return chunked;
         }
     }
@@ -1154,8 +1189,9 @@ static enum MHD_Result send_reply(rnnd_req *r)
     r->queued = 1;
     rnnd_app *app = r->http->app;
     rnnd_metrics_response(&app->metrics, r->status);
-    RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=%u ms=%.3f", r->path,
-             r->status, elapsed_ms(&r->t0));
+    char lp[sizeof r->path + 16];
+    RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=%u ms=%.3f",
+             log_path(r, lp, sizeof lp), r->status, elapsed_ms(&r->t0));
     return ok;
 }
 

@@ -218,7 +218,8 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
         return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
     if (lim && lim->max_sequences && B > lim->max_sequences)
         return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu sequences, more than the limit of %zu", B, lim->max_sequences);
+                    "inputs: %zu sequences, more than max_sequences (%zu)", B,
+                    lim->max_sequences);
 
     if (!(req->lens = alloc_array(B, sizeof *req->lens)))
         return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
@@ -243,7 +244,7 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
                         "inputs[%zu]: expected at least one step", b);
         if (lim && lim->max_steps && n > lim->max_steps)
             return fail(RNND_ERR_LIMIT, err, errlen,
-                        "inputs[%zu]: %zu steps, more than the limit of %zu per sequence", b, n,
+                        "inputs[%zu]: %zu steps, more than max_infer_steps (%zu) per sequence", b, n,
                         lim->max_steps);
         req->lens[b] = n;
         if (n > req->max_len)
@@ -252,7 +253,7 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
     }
     if (lim && lim->max_total_steps && total > lim->max_total_steps)
         return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu steps in all, more than the limit of %zu per request", total,
+                    "inputs: %zu steps in all, more than max_infer_steps (%zu) per request", total,
                     lim->max_total_steps);
     req->n_seq = B;
     req->total_steps = total;
@@ -722,6 +723,13 @@ void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)
     rnnd_buf_puts(out, "}}");
 }
 
+const char *rnnd_json_error_text(const char *text)
+{
+    if (strstr(text, "JSON_ALLOW_NUL"))
+        return "a string holds \\u0000 (NUL), which is not allowed";
+    return text;
+}
+
 int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_t errlen)
 {
     json_error_t jerr;
@@ -729,6 +737,6 @@ int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_
     *out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!*out)
         return fail(RNND_ERR_INVALID, err, errlen, "line %d, column %d: %s", jerr.line,
-                    jerr.column, jerr.text);
+                    jerr.column, rnnd_json_error_text(jerr.text));
     return 0;
 }

@@ -1,6 +1,7 @@
 /* rnnd: serve recurrent neural networks. main() only dispatches to a subcommand. */
 #include "config.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,8 @@ static void usage(FILE *f)
  *   daemon waits for with sigtimedwait(): a SIGTERM delivered to one of them would kill the
  *   process instead of shutting it down cleanly. So we ask for no OpenBLAS threads.
  * Both take effect only at start-up, so we re-execute once with the corrected environment.
+ * We execute the path /proc/self/exe resolves to, not the link itself: the kernel names the
+ * process after the file executed, and "exe" would hide the daemon from `pgrep -x rnnd`.
  * If the re-exec fails we carry on with what we have. */
 static void openblas_environment(char **argv)
 {
@@ -46,6 +49,12 @@ static void openblas_environment(char **argv)
         return;
     unsetenv("OPENBLAS_CORETYPE");
     setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        execv(self, argv);      /* fails when the file was replaced or removed since */
+    }
     execv("/proc/self/exe", argv);
 }
 

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "rnnd/infer.h"
 #include "rnnd/status.h"
 
 void rnnd_membudget_init(rnnd_membudget *mb, size_t total, size_t per_request)
@@ -139,7 +140,8 @@ int rnnd_mem_json_load(rnnd_memhold *h, const char *data, size_t len, json_t **o
     }
     if (!*out) {
         rnnd_mem_uncharge(h, m.charged);
-        snprintf(err, errlen, "line %d, column %d: %s", jerr.line, jerr.column, jerr.text);
+        snprintf(err, errlen, "line %d, column %d: %s", jerr.line, jerr.column,
+                 rnnd_json_error_text(jerr.text));
         return RNND_ERR_INVALID;
     }
     /* keep what the document holds; the parser's own buffers are gone */

@@ -1,13 +1,17 @@
 /* Sessions that survive restarts (see persist.h). */
 #include "persist.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
@@ -44,6 +48,22 @@ static void fill(rnnd_snap_rec *rec, rnnd_session *s, const rnnd_session_info *i
     }
     rec->state = rnnd_session_state(s);
     rec->n_floats = e->state_floats;
+}
+
+int rnnd_persist_check_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    const char *why = NULL;
+    if (stat(dir, &st))
+        why = strerror(errno);
+    else if (!S_ISDIR(st.st_mode))
+        why = "not a directory";
+    else if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS))
+        why = errno == EACCES ? "not writable by this user" : strerror(errno);
+    if (!why)
+        return RNND_OK;
+    snprintf(err, errlen, "%s: %s (state_dir)", dir, why);
+    return RNND_ERR_IO;
 }
 
 /* ---- a live snapshot: one job per session ------------------------------------------------ */

@@ -8,6 +8,12 @@
 
 #include "app.h"
 
+/* Whether DIR can hold snapshots: it exists, is a directory, and this process may create files
+ * in it. Checked at start, so that a misspelt or unwritable state_dir stops the daemon before
+ * it serves, not at shutdown when every session would be lost. Returns 0, or RNND_ERR_IO with
+ * "DIR: reason" in ERR. */
+int rnnd_persist_check_dir(const char *dir, char *err, size_t errlen);
+
 /* Write every session to app->cfg->state_dir (nothing when it is ""). LIVE: the daemon is
  * serving, so each session's state is read by a job queued on it (a snapshot never holds
  * half a request's steps, and waits for the requests before it); else nothing may run on any

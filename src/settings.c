@@ -40,7 +40,8 @@ static const struct setting settings[] = {
      "load FILE as model NAME; repeatable"},
     {"state_dir", CT_STRING, OFF(state_dir), "", 0, 0, NULL, "DIR",
      "folder where sessions are saved on shutdown (and every snapshot_interval_s) and "
-     "restored from at start; empty = sessions do not survive a restart"},
+     "restored from at start; it must exist and be writable; empty = sessions do not "
+     "survive a restart"},
     {"snapshot_key_file", CT_STRING, OFF(snapshot_key_file), "", 0, 0, NULL, "FILE",
      "32-byte key that signs the snapshots (HMAC-SHA256), created 0600 at the first start; "
      "keep it outside state_dir; empty = the state_dir path + \".key\", beside the folder"},

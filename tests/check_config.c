@@ -120,6 +120,15 @@ START_TEST(test_file)
     ck_assert_int_eq(rnnd_config_load_file(&c, p, err, sizeof err), RNND_ERR_INVALID);
     ck_assert(strstr(err, ":3: expected key = value"));
     remove(p);
+    /* only whole lines are comments (conf/rnnd.conf says so): a '#' after a value is kept */
+    p = tmpfile_with("  # an indented comment\nlisten = 127.0.0.1:1 # here\n");
+    ck_assert_int_eq(rnnd_config_load_file(&c, p, err, sizeof err), 0);
+    ck_assert_str_eq(c.listen, "127.0.0.1:1 # here");
+    remove(p);
+    p = tmpfile_with("max_batch = 3 # three\n");
+    ck_assert_int_eq(rnnd_config_load_file(&c, p, err, sizeof err), RNND_ERR_INVALID);
+    ck_assert(strstr(err, ":1: max_batch"));
+    remove(p);
     p = tmpfile_with("workers = -1\n");
     ck_assert_int_eq(rnnd_config_load_file(&c, p, err, sizeof err), RNND_ERR_INVALID);
     ck_assert(strstr(err, ":1: workers"));

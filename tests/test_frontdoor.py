@@ -5,7 +5,9 @@ docs/security.md), each attack made over a real socket:
   connection is never idle; and trickling clients from a few addresses cannot take the last
   quarter of max_connections from an address that has none;
 - request smuggling: two Content-Length fields, Content-Length with Transfer-Encoding, a
-  Transfer-Encoding other than chunked and HTTP/1.1 without Host each get one 400 with Connection: close, and nothing after it is answered;
+  Transfer-Encoding other than chunked, HTTP/1.1 without Host and two Authorization fields
+  (whichever holds the key, refused before authentication) each get one 400 with
+  Connection: close, and nothing after it is answered;
 - chunked bodies: the 413 goes out as soon as the chunks pass max_body_bytes, and the 401 of
   a request without a key goes out before its chunked body is read;
 - a query string of 600 arguments is answered at once;
@@ -194,6 +196,20 @@ def check_smuggling():
                 "Transfer-Encoding other than chunked")
         smuggle(d.port, b"GET /v1/models HTTP/1.1\r\n" + auth + b"\r\n", b"",
                 "HTTP/1.1 without Host")
+        # two Authorization fields: MHD hands over the first; refused before authentication
+        body_cl = b"Content-Length: %d\r\n\r\n" % len(body)
+        wrong = b"Authorization: Bearer not-the-key-0123456789\r\n"
+        for what, auths in (("a valid key then a wrong one", auth + wrong),
+                            ("a wrong key then a valid one", wrong + auth),
+                            ("two wrong keys", wrong + wrong),
+                            ("the valid key twice", auth + auth)):
+            smuggle(d.port, post + auths + body_cl, body, "two Authorization: " + what)
+        s = connect(d.port)
+        s.sendall(post + auth + wrong + body_cl + body)
+        got, _ = read_for(s, 3)
+        s.close()
+        C.check(b"more than one Authorization header" in got,
+                "the 400 says why (got %r)" % got[-200:])
         s = connect(d.port)
         s.sendall(b"GET /v1/models HTTP/1.0\r\n" + auth + b"\r\n")
         got, _ = read_for(s, 3)
@@ -419,7 +435,9 @@ def probe_head(port, shape, wrap=None):
 def check_long_requests():
     """Re-test of issue 13.9: 128 query arguments of 200 bytes (a 26 KB request line, under
     max_header_bytes 32K) got no answer: libmicrohttpd's pool had no room left for one.
-    Every head is answered now, once, within 2 s: 200, or 414 for the URI, or 431."""
+    Every head is answered now, once, within 2 s: 200, or 414 for the URI, or 431. The 414
+    and 431 rnnd writes have JSON error bodies; a head past the pool gets libmicrohttpd's
+    HTML."""
     with Daemon({"charlm": CHARLM}) as d:
         shapes = head_shapes()
         with ThreadPoolExecutor(8) as ex:
@@ -437,6 +455,32 @@ def check_long_requests():
                 % st)
         C.check({st for st, _, _, _ in got} == {200, 414, 431},
                 "the shapes span served, 414 and 431")
+        # the 414 and 431 rnnd writes are JSON errors; a head past the pool (max_header_bytes)
+        # gets libmicrohttpd's own HTML page, as docs/api.md section 4 says
+        for shape, what, want, kind in (
+                ((128, 200, 0, 20), "128 arguments of 200 bytes", 414, "json"),
+                ((0, 1, 40, 740), "40 fields of 740 bytes", 431, "json"),
+                ((1, 40000, 0, 1), "a 40 KB URI", 414, "html"),
+                ((0, 1, 1, 40000), "a 40 KB field", 431, "html")):
+            s = connect(d.port)
+            try:
+                s.sendall(head_bytes(*shape))
+            except OSError:
+                pass
+            st, complete, data = read_http_response(s, 2.0)
+            s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            if kind == "json":
+                try:
+                    err = json.loads(body)["error"]
+                    ok = err["code"] == "limit_exceeded" and bool(err["message"]) and \
+                        b"content-type: application/json" in head.lower()
+                except (ValueError, KeyError, TypeError):
+                    ok = False
+            else:
+                ok = body.startswith(b"<html>")
+            C.check(st == want and complete and ok, "%s: %d with a %s body (got %s %r)"
+                    % (what, want, kind.upper(), st, body[:120]))
         # blanks that libmicrohttpd skips (after a colon, in the request line) took pool room
         # unseen: heads padded with them just under the pool got no answer
         for what, pad in (("after a colon", lambda n: b"GET /v1/models HTTP/1.1\r\nHost: x"

@@ -145,6 +145,14 @@ def check_sessions(d):
     C.error(d.request("PUT", "/v1/sessions/%s/state" % sid2, bad), 409, "conflict",
             "import with a wrong digest")
 
+    # a fork keeps its parent's ttl_s unless it gives its own
+    st, _, p = d.request("POST", "/v1/sessions", {"model": "lstm_vectors", "ttl_s": 120})
+    st, _, f1 = d.request("POST", "/v1/sessions/%s/fork" % p["id"])
+    st2, _, f2 = d.request("POST", "/v1/sessions/%s/fork" % p["id"], {"ttl_s": 30})
+    C.eq((st, f1.get("ttl_s"), st2, f2.get("ttl_s")), (201, 120, 201, 30),
+         "a fork inherits the parent's ttl_s (120), or takes its own (30)")
+    for x in (p, f1, f2):
+        d.request("DELETE", "/v1/sessions/" + x["id"])
     # fork: two independent sessions from one state
     st, hdrs, fk = d.request("POST", "/v1/sessions/%s/fork" % sid)
     C.eq((st, fk["steps"], fk["parent"]), (201, 8, sid), "fork")

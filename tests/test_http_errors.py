@@ -179,6 +179,24 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
             "the request body must be a JSON object, got a list",
             "a list body: 400 with the documented message (got %s %r)" % (st, j))
 
+    # messages that say what was wrong in the client's terms (issue 13 follow-up)
+    def message(method, path, raw, hdrs):
+        st, _, j = d.request(method, path, raw=raw, headers=hdrs)
+        return st, j.get("error", {}).get("message") if isinstance(j, dict) else j
+    C.eq(message("POST", "/v1/sessions", b'{"model":"char\\u0000lm"}', J),
+         (400, "line 1, column 23: a string holds \\u0000 (NUL), which is not allowed"),
+         "a \\u0000 in a string: the message names no jansson flag")
+    C.eq(message("POST", "/v1/models/vec/infer",
+                 json.dumps({"inputs": [[[0, 0, 0, 0]]] * 9}).encode(), J),
+         (413, "inputs: 9 sequences, more than max_sequences (8)"),
+         "too many sequences: the message names the setting")
+    C.eq(message("POST", step, b"inputs=1", {"Content-Type": "text/plain; charset=x"}),
+         (415, 'the request body must be Content-Type: application/json, not '
+               '"text/plain; charset=x"'), "415 says what Content-Type came")
+    C.eq(message("POST", step, b"{}", {"Content-Type": None}),
+         (415, "the request body must be Content-Type: application/json; the request has "
+               "no Content-Type"), "415 says no Content-Type came")
+
     # HTTP-level garbage and truncation, on raw sockets
     out = raw_exchange(d.port, b"GARBAGE\r\n\r\n")
     C.check(out.startswith(b"HTTP/1.1 400") or out == b"", "garbage request line: %r" % out[:30])

@@ -11,7 +11,9 @@
   more than its fair share (max_sessions / keys with sessions open), never the sessions of a
   key within its share.
 - No log line holds a session id, including `event=session_dropped` at a restore (which names
-  the record and the key instead).
+  the record and the key instead), nor an API key nor a v2 sequence id, even at
+  `--log-level debug` over every session route (whose `event=request` lines name the path
+  with the id replaced by `{id}`).
 Prints what it checked; exits 1 on any failure.
 """
 import os
@@ -152,8 +154,44 @@ def check_dropped_log(keys):
         C.eq(d.stop()[0], 0, "clean exit")
 
 
+def check_debug_log(keys):
+    seq = "seq-secret-5f3a9c"
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--log-level", "debug",
+                "--access-log", "on") as d:
+        sid = create(d, KEY_A)
+        base = "/v1/sessions/" + sid
+        calls = [("GET", "/v1/sessions", None, 200), ("GET", base, None, 200),
+                 ("POST", base + "/step", {"text": "ab"}, 200),
+                 ("POST", base + "/generate", {"prompt": "a", "max_tokens": 2}, 200),
+                 ("GET", base + "/state", None, 200),
+                 ("POST", base + "/reset", {}, 200),
+                 ("POST", base + "/fork", {}, 201),
+                 ("GET", base + "/nowhere", None, 404),
+                 ("POST", base + "x/nowhere", {}, 404),
+                 ("DELETE", base, None, 204)]
+        for method, path, body, want in calls:
+            st, _, b = d.request(method, path, body, headers=auth(KEY_A))
+            C.eq(st, want, "%s %s" % (method, path.replace(sid, "{id}")))
+            if path.endswith("/fork") and st == 201:
+                SIDS.append(b["id"])
+                d.request("DELETE", "/v1/sessions/" + b["id"], headers=auth(KEY_A))
+        v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+              "parameters": {"sequence_id": seq, "sequence_start": True}}
+        C.eq(d.request("POST", "/v2/models/charlm/infer", v2, headers=auth(KEY_A))[0], 200,
+             "v2 infer in a string sequence")
+        C.check(any("event=request" in l and "/v1/sessions/{id}/step" in l for l in d.log),
+                "debug logging names the step route with {id} (got %r)"
+                % [l for l in d.log if "event=request" in l][:3])
+        no_ids_logged(d, "debug log")
+        secrets = [KEY_A, KEY_B, KEY_ADMIN, seq]
+        leaked = [l for l in d.log if any(s in l for s in secrets)]
+        C.check(not leaked, "debug log: no key or sequence id (got %r)" % leaked[:2])
+        C.eq(d.stop()[0], 0, "clean exit")
+
+
 def main():
     keys = keys_file()
+    check_debug_log(keys)
     check_tombstones(keys)
     check_options(keys)
     check_fair_eviction(keys)

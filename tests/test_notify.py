@@ -16,6 +16,9 @@
    LISTEN_PID of another process: the socket is not ours, the daemon binds its own. Two
    sockets, a socket that is not listening, a datagram socket: start-up fails with exit
    status 1 and a message naming the problem.
+3. The process name: rnnd re-executes itself once to fix OpenBLAS's environment; the daemon
+   is still named `rnnd` afterwards (/proc/PID/comm), so `pgrep -x rnnd` finds it (it was
+   `exe`, from /proc/self/exe).
 """
 import http.client
 import os
@@ -331,12 +334,31 @@ def test_activation(ck):
         s.close()
 
 
+def test_process_name(ck):
+    # OPENBLAS_CORETYPE set and OPENBLAS_NUM_THREADS unset: the daemon re-executes itself
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    with Daemon({"charlm": MODEL}, env=env) as d:
+        pid = d.proc.pid
+        with open("/proc/%d/comm" % pid) as f:
+            comm = f.read().strip()
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            reexec = b"OPENBLAS_NUM_THREADS=1\0" in f.read() + b"\0"
+        found = subprocess.run(["pgrep", "-x", "rnnd"], capture_output=True,
+                               text=True).stdout.split()
+        ck.check(reexec and comm == "rnnd" and str(pid) in found,
+                 "after its re-exec the daemon is named rnnd and pgrep -x rnnd finds it "
+                 "(re-executed %s, comm %r, pgrep %r)" % (reexec, comm, found))
+        ck.eq(d.stop()[0], 0, "clean exit")
+
+
 def main():
     ck = Checker()
     with_sd = have_libsystemd()
     print("built with libsystemd: %s" % with_sd)
     test_notify(ck, with_sd)
     test_activation(ck)
+    test_process_name(ck)
     ck.exit()
 
 

@@ -233,6 +233,39 @@ def serve_fails(*args):
     return p.returncode, p.stderr
 
 
+def check_state_dir_at_start(models):
+    """Issue 13 follow-up: a state_dir that is missing or not a folder stops the start
+    ("PATH: reason", exit 1) before the snapshot key is made beside it, instead of failing
+    at shutdown; a final snapshot that fails (the folder removed while serving) makes the
+    stop unclean: exit 1 and `event=stopped clean=0`, never clean=1."""
+    flags = sum((["--model", "%s=%s" % kv] for kv in models.items()), [])
+    missing = os.path.join(WORK, "nostate")
+    shutil.rmtree(missing, ignore_errors=True)
+    if os.path.exists(missing + ".key"):
+        os.remove(missing + ".key")
+    rc, err = serve_fails(*flags, "--state-dir", missing)
+    C.check(rc == 1 and missing + ": No such file or directory" in err,
+            "a missing state_dir stops the start with PATH: reason (got %s %r)"
+            % (rc, err[-300:]))
+    C.check(not os.path.exists(missing + ".key"), "and no snapshot key is made beside it")
+    afile = os.path.join(WORK, "statefile")
+    with open(afile, "w") as f:
+        f.write("x")
+    rc, err = serve_fails(*flags, "--state-dir", afile)
+    C.check(rc == 1 and afile + ": not a directory" in err,
+            "a state_dir that is a file stops the start (got %s %r)" % (rc, err[-300:]))
+    gone = os.path.join(WORK, "vanishing")
+    shutil.rmtree(gone, ignore_errors=True)
+    os.makedirs(gone)
+    with Daemon(models, "--state-dir", gone) as d:
+        C.eq(d.request("POST", "/v1/sessions", {"model": "charlm"})[0], 201, "a session")
+        shutil.rmtree(gone)
+        rc, _ = d.stop()
+        C.check(rc == 1 and log_has(d, "event=snapshot_failed") and
+                log_has(d, "event=stopped", "clean=0") and not log_has(d, "clean=1"),
+                "a failed final snapshot: exit 1 and clean=0 (got %s %r)" % (rc, d.log[-3:]))
+
+
 def check_authentication(models):
     """Issue 13.7: snapshots are signed (version 4, HMAC-SHA256) with a key kept beside
     state_dir. The first start creates the key (0600, 32 bytes); a snapshot with a flipped
@@ -503,6 +536,7 @@ def main():
     check_restored_fields(models)
     check_restored_numbers(models)
     check_authentication(models)
+    check_state_dir_at_start(models)
     C.exit()
 
 

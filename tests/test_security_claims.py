@@ -12,7 +12,8 @@
 - check_state_dir_only: the first start creates the snapshot key beside `state_dir` (0600)
   and nothing else; then with sessions, snapshots every second, a reload and a shutdown, the
   daemon writes nothing outside `state_dir` (its working folder, TMPDIR, HOME, the models
-  folder, the key file's folder are unchanged), and a missing `state_dir` is not created.
+  folder, the key file's folder are unchanged), and a missing `state_dir` stops the start
+  and is not created (nor a key beside it).
 - check_nul_in_header: libmicrohttpd ends a header value at its first NUL; rnnd refuses
   such a value (400) before the key is looked at, so `Bearer KEY<NUL>junk` no longer
   authenticates as `Bearer KEY` (docs/security.md's front door, issue 13.4).
@@ -215,13 +216,15 @@ def check_state_dir_only():
             not any("snapshot_failed" in l for l in d.log), "snapshots written")
     C.eq(tree(root, state), before, "nothing outside state_dir was created or changed")
     C.eq(sorted(os.listdir(state)), ["sessions.snap"], "state_dir holds the snapshot only")
-    # a state_dir that does not exist is not created (the snapshot fails, said in the log)
+    # a state_dir that does not exist stops the start and is not created, nor its key
     missing = os.path.join(dirs["var"], "missing")
-    with Daemon({"charlm": CHARLM}, "--state-dir", missing) as d:
-        d.request("POST", "/v1/sessions", {"model": "charlm"})
-        d.stop()
-    C.check(not os.path.exists(missing), "a missing state_dir is not created")
-    C.check(any("snapshot_failed" in l for l in d.log), "the failed snapshot is logged")
+    p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--model",
+                        "charlm=" + CHARLM, "--state-dir", missing], capture_output=True,
+                       text=True, timeout=30)
+    C.check(p.returncode == 1 and missing + ": No such file or directory" in p.stderr,
+            "a missing state_dir stops the start (got %s %r)" % (p.returncode, p.stderr[-200:]))
+    C.check(not os.path.exists(missing) and not os.path.exists(missing + ".key"),
+            "a missing state_dir is not created, nor a key beside it")
 
 
 def raw_status(port, request):

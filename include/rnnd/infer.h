@@ -85,6 +85,10 @@ const char *rnnd_error_code(int status);
 /* The HTTP status a later HTTP layer answers with for CODE (docs/api.md); 500 when unknown. */
 int rnnd_error_http_status(const char *code);
 
+/* A jansson parse error's TEXT as a user should read it: jansson names its own flag for a
+ * \u0000 in a string ("...without JSON_ALLOW_NUL"), which means nothing to a client. */
+const char *rnnd_json_error_text(const char *text);
+
 /* Decode a request body: JSON text of LEN bytes (need not be NUL-terminated), duplicate keys
  * refused. Returns 0 with a new reference in *OUT, or RNND_ERR_INVALID with
  * "line L, column C: reason" in ERR; the caller reports that with code "invalid_json". */
