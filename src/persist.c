@@ -262,7 +262,7 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
-/* A snapshot that is not this key's: none of it is restored, and it is renamed aside, so
+/* A snapshot that is not this key's, or not a regular file: none of it is restored, and it is renamed aside, so
  * that the next snapshot does not overwrite what an operator may want to look at (one file:
  * a later refusal replaces it). */
 static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
@@ -290,7 +290,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
         return 0;
     }
-    if (rc == RNND_ERR_AUTH) {
+    if (rc && reason) {
         refuse(app, dir, reason, err);
         return 0;
     }

@@ -188,6 +188,10 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
         rc = RNND_ERR_IO;
     } else if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
+    } else if (st.st_uid != geteuid()) {
+        /* a key someone else owns is one they could have chosen (a shared parent folder) */
+        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
+                 (unsigned long)st.st_uid, (unsigned long)geteuid());
     } else if (st.st_mode & 077) {
         snprintf(err, errlen, "%s: mode %04o lets others read or write the key; expected 0600 "
                  "or 0400", path, (unsigned)(st.st_mode & 07777));

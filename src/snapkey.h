@@ -39,7 +39,8 @@ int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *er
 
 /* Read the key at PATH into KEY; when there is no file, create it (O_EXCL, O_NOFOLLOW, mode
  * 0600) with 32 bytes from getrandom and set *CREATED. The file must be a regular file (not
- * a symbolic link) of exactly 32 bytes that neither group nor others may read or write.
+ * a symbolic link) of exactly 32 bytes, owned by the effective uid, that neither group nor
+ * others may read or write.
  * Returns 0 or RNND_ERR_INVALID / RNND_ERR_IO with ERR as "PATH: reason". */
 int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], int *created,
                       char *err, size_t errlen);
