@@ -16,6 +16,8 @@
 - Every restored field is checked as the API checks it (issue 13.7): crafted max_tokens and
   NaN ttl_s / temperature lose their record, the listing stays JSON; so do a creation time
   before 1970 or over an hour ahead, steps above 2^63-1, and NaN or Inf in a state.
+- Names planted in state_dir (a symlink or FIFO at sessions.snap or sessions.snap.tmp) are
+  never followed and never block the start or the shutdown.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -25,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import time
@@ -327,6 +330,57 @@ def check_authentication(models):
     C.check(not os.path.exists(os.path.join(STATE, "snap.key")), "and none is made in it")
 
 
+def check_hostile_names(models):
+    """Adversary findings on 13.7: names planted in state_dir are never followed and never
+    block. A symlink at sessions.snap.tmp pointing at the key: the shutdown snapshot replaces
+    the link, the key is untouched and the next start restores. A FIFO at sessions.snap: the
+    start does not block, refuses it (reason=not_regular, renamed aside) and serves; a FIFO at
+    sessions.snap.tmp does not stall the shutdown snapshot; a symlink at sessions.snap is
+    refused (reason=symlink)."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        d.request("POST", "/v1/sessions", {"model": "charlm"})
+        d.stop()
+    key = open(key_path(), "rb").read()
+    tmp = snapshot_path() + ".tmp"
+    os.symlink(key_path(), tmp)
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=1"), "planted .tmp link: restored")
+        rc, _ = d.stop()
+    C.eq((rc, open(key_path(), "rb").read() == key, os.path.lexists(tmp),
+          os.path.islink(snapshot_path())), (0, True, False, False),
+         "a symlink at sessions.snap.tmp to the key: exit 0, the key untouched, link gone")
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=1"), "and the next start restores")
+        d.kill()
+    good = open(snapshot_path(), "rb").read()
+    os.unlink(snapshot_path())
+    os.mkfifo(snapshot_path())
+    os.mkfifo(tmp)
+    with Daemon(models, "--state-dir", STATE, ready_timeout=15) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=not_regular"),
+                "a FIFO at sessions.snap: refused (reason=not_regular), the start not blocked")
+        C.eq(d.request("GET", "/readyz")[0], 200, "a FIFO at sessions.snap: ready")
+        rc, secs = d.stop()
+    C.check(rc == 0 and secs < 10 and os.path.isfile(snapshot_path()) and
+            not os.path.lexists(tmp) and
+            stat.S_ISFIFO(os.lstat(snapshot_path() + ".refused").st_mode),
+            "a FIFO at sessions.snap.tmp: the shutdown snapshot is written (exit %s, %.1f s), "
+            "the refused FIFO kept aside" % (rc, secs))
+    os.unlink(snapshot_path() + ".refused")
+    other = os.path.join(WORK, "elsewhere.snap")
+    with open(other, "wb") as f:
+        f.write(good)
+    os.unlink(snapshot_path())
+    os.symlink(other, snapshot_path())
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=symlink"),
+                "a symlink at sessions.snap (to a good snapshot): refused (reason=symlink)")
+        d.kill()
+    os.unlink(snapshot_path() + ".refused")
+
+
 def file_sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -385,6 +439,9 @@ def check_digests(models):
 def main():
     shutil.rmtree(STATE, ignore_errors=True)
     os.makedirs(STATE)
+    for p in (key_path(),):
+        if os.path.lexists(p):
+            os.unlink(p)    # a run of an older build may have left a clobbered one
     vec_path = golden_model(VEC, WORK)
     models = {"charlm": CHARLM, "vec": vec_path}
 
@@ -503,6 +560,7 @@ def main():
     check_restored_fields(models)
     check_restored_numbers(models)
     check_authentication(models)
+    check_hostile_names(models)
     C.exit()
 
 
