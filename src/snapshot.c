@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "rnnd/status.h"
@@ -79,8 +78,8 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     free(w);
 }
 
-int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
-                          char *err, size_t errlen)
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
+                          rnnd_snap_writer **out, char *err, size_t errlen)
 {
     *out = NULL;
     rnnd_snap_writer *w = calloc(1, sizeof *w);
@@ -111,11 +110,10 @@ int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_w
     rnnd_sha256_init(&w->sha);
     rnnd_hmac_init(&w->mac, key, RNND_SNAPKEY_BYTES);
     uint32_t version = VERSION, endian = ENDIAN;
-    int64_t now = (int64_t)time(NULL);
     wr(w, head_magic, 8);
     wr(w, &version, 4);
     wr(w, &endian, 4);
-    wr(w, &now, 8);
+    wr(w, &serial, 8);
     *out = w;
     return RNND_OK;
 }
@@ -244,6 +242,13 @@ void rnnd_snap_free(rnnd_snap *s)
 size_t rnnd_snap_count(const rnnd_snap *s) { return s->n; }
 size_t rnnd_snap_bytes(const rnnd_snap *s) { return s->size; }
 unsigned rnnd_snap_version(const rnnd_snap *s) { return s->version; }
+
+int64_t rnnd_snap_serial(const rnnd_snap *s)
+{
+    int64_t serial;
+    memcpy(&serial, s->map + 16, 8);
+    return serial;
+}
 
 /* A bounds-checked reader over [p, end). */
 struct cur {

@@ -35,12 +35,13 @@ typedef struct rnnd_snap_rec {
 
 typedef struct rnnd_snap_writer rnnd_snap_writer;
 
-/* Start DIR/sessions.snap.tmp, signed with KEY (RNND_SNAPKEY_BYTES): whatever is at that name
+/* Start DIR/sessions.snap.tmp, signed with KEY (RNND_SNAPKEY_BYTES), its header's serial
+ * SERIAL (the caller keeps it rising: snapkey.h, the rollback guard): whatever is at that name
  * is removed and the file created anew (O_EXCL, O_NOFOLLOW, mode 0600), relative to DIR, so
  * that a planted link or FIFO is never written through nor blocks. Returns 0 or RNND_ERR_IO /
  * RNND_ERR_NOMEM with ERR naming the file and the reason. */
-int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
-                          char *err, size_t errlen);
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
+                          rnnd_snap_writer **out, char *err, size_t errlen);
 /* Append one record. Returns 0 or RNND_ERR_IO (the writer is then failed: commit refuses). */
 int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *rec);
 /* Finish: trailer, fsync, rename over DIR/sessions.snap (a link there is replaced, not
@@ -66,6 +67,9 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
 size_t rnnd_snap_count(const rnnd_snap *s);
 size_t rnnd_snap_bytes(const rnnd_snap *s);
 unsigned rnnd_snap_version(const rnnd_snap *s);
+/* The header's serial: the unix time it was written, raised above the previous snapshot's
+ * when the clock is not ahead of it (before the rollback guard: the time alone). */
+int64_t rnnd_snap_serial(const rnnd_snap *s);
 /* Record I (its state points into the map, valid until rnnd_snap_free). */
 void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec);
 void rnnd_snap_free(rnnd_snap *s);     /* NULL is a no-op */

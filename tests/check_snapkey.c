@@ -237,7 +237,7 @@ static size_t write_snapshot(const unsigned char *key)
     static const float state[5] = {1, -2, 3.5f, 0, 1e-3f};
     rnnd_snap_writer *w;
     char err[512];
-    ck_assert_int_eq(rnnd_snap_writer_open(dir, key, &w, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_snap_writer_open(dir, key, 1795430348, &w, err, sizeof err), 0);
     for (int r = 0; r < 2; r++) {
         rnnd_snap_rec rec;
         memset(&rec, 0, sizeof rec);

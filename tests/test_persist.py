@@ -18,6 +18,8 @@
   before 1970 or over an hour ahead, steps above 2^63-1, and NaN or Inf in a state.
 - Names planted in state_dir (a symlink or FIFO at sessions.snap or sessions.snap.tmp) are
   never followed and never block the start or the shutdown.
+- An older signed snapshot put back (a replay) is refused: its serial is below the last one
+  written, kept beside the key.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -381,6 +383,63 @@ def check_hostile_names(models):
     os.unlink(snapshot_path() + ".refused")
 
 
+def check_rollback(models):
+    """Adversary finding on 13.7: a replayed older signed snapshot must not bring deleted
+    sessions back. Every snapshot's header holds a serial that only rises, and the last one
+    written is kept beside the key (KEY.serial, 0600); a signed snapshot below it is refused
+    (reason=rolled_back, renamed aside, no sessions), the latest one restores, and a serial
+    file of another user stops the start."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    serial = key_path() + ".serial"
+    for p in (key_path(), serial):
+        if os.path.lexists(p):
+            os.unlink(p)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(2)]
+        d.stop()
+    old = open(snapshot_path(), "rb").read()
+    first = struct.unpack_from("=q", old, 16)[0]
+    st = os.lstat(serial)
+    C.eq((open(serial).read(), oct(st.st_mode)), ("%d\n" % first, oct(0o100600)),
+         "the shutdown snapshot's serial is recorded beside the key, mode 0600")
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.eq(d.request("DELETE", "/v1/sessions/%s" % sids[0])[0], 204, "a session deleted")
+        d.stop()
+    new = open(snapshot_path(), "rb").read()
+    second = struct.unpack_from("=q", new, 16)[0]
+    C.check(second > first and open(serial).read() == "%d\n" % second,
+            "the next snapshot's serial is above (%d > %d, even within a second) and recorded"
+            % (second, first))
+    with open(snapshot_path(), "wb") as f:
+        f.write(old)
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=rolled_back"),
+                "the older signed snapshot put back: refused (reason=rolled_back)")
+        st_, _, listed = d.request("GET", "/v1/sessions")
+        C.eq((st_, len(listed.get("sessions", [])), d.request("GET", "/readyz")[0]),
+             (200, 0, 200), "rolled back: ready, the deleted session not resurrected")
+        d.kill()
+    C.eq(open(snapshot_path() + ".refused", "rb").read() == old, True,
+         "the replayed file is renamed aside")
+    os.unlink(snapshot_path() + ".refused")
+    with open(snapshot_path(), "wb") as f:
+        f.write(new)
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.eq([x["id"] for x in listed.get("sessions", [])], [sids[1]],
+             "the latest snapshot restores (the remaining session only)")
+        d.kill()
+    os.chown(serial, 4242, 4242)
+    rc, err = serve_fails(*sum((["--model", "%s=%s" % kv] for kv in models.items()), []),
+                          "--state-dir", STATE)
+    C.check(rc == 1 and ("%s: owned by uid 4242" % serial) in err,
+            "a serial file of another user stops the start (%s)"
+            % (err.strip().splitlines()[-1:] if err else rc))
+    os.chown(serial, os.geteuid(), os.getegid())
+
+
 def file_sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -439,7 +498,7 @@ def check_digests(models):
 def main():
     shutil.rmtree(STATE, ignore_errors=True)
     os.makedirs(STATE)
-    for p in (key_path(),):
+    for p in (key_path(), key_path() + ".serial"):
         if os.path.lexists(p):
             os.unlink(p)    # a run of an older build may have left a clobbered one
     vec_path = golden_model(VEC, WORK)
@@ -561,6 +620,7 @@ def main():
     check_restored_numbers(models)
     check_authentication(models)
     check_hostile_names(models)
+    check_rollback(models)
     C.exit()
 
 
