@@ -17,7 +17,11 @@
  * test_hostile_names: names planted in the state folder are never followed nor block: a
  * symbolic link or a FIFO at sessions.snap.tmp, a link at sessions.snap (the writer replaces
  * the link, the target is untouched); the reader refuses a link ("symlink") and a FIFO or a
- * folder ("not_regular") at sessions.snap at once. */
+ * folder ("not_regular") at sessions.snap at once.
+ * test_serial: the rollback guard's file (KEY.serial): none reads as 0; written and read
+ * back; replaced atomically (no temporary file left, a link planted at the temporary name
+ * not followed); a link, a FIFO, junk, 0 or a negative number, a group-writable file are
+ * refused with "PATH: reason". */
 #include "config.h"
 
 #include <check.h>
@@ -430,6 +434,55 @@ START_TEST(test_hostile_names)
 }
 END_TEST
 
+START_TEST(test_serial)
+{
+    make_dir();
+    char key[128], path[160], tmp[160], victim[128], err[512] = "";
+    snprintf(key, sizeof key, "%s/snap.key", dir);
+    snprintf(path, sizeof path, "%s.serial", key);
+    snprintf(tmp, sizeof tmp, "%s.serial.tmp", key);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    int64_t serial = 7;
+    ck_assert_int_eq(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_int_eq(serial, 0);
+    write_file(victim, "victim", 6, 0644);
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+    ck_assert_int_eq(rnnd_snapserial_write(key, 1795430348, err, sizeof err), 0);
+    ck_assert(file_is(victim, "victim"));
+    ck_assert(file_is(path, "1795430348\n"));
+    struct stat st;
+    ck_assert_int_eq(lstat(tmp, &st), -1);
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0600);
+    ck_assert_int_eq(rnnd_snapserial_write(key, 1795430349, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_int_eq(serial, 1795430349);
+
+    static const struct {
+        const char *text;
+        mode_t mode;
+        const char *want;
+    } bad[] = {{"abc\n", 0600, "not a snapshot serial"}, {"0\n", 0600, "not a snapshot serial"},
+               {"-5\n", 0600, "not a snapshot serial"}, {"12\n34\n", 0600, "not a snapshot"},
+               {"", 0600, "not a snapshot serial"}, {"12\n", 0620, "mode 0620"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(path, bad[i].text, strlen(bad[i].text), bad[i].mode);
+        ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+        ck_assert_msg(!strncmp(err, path, strlen(path)) && strstr(err, bad[i].want),
+                      "\"%s\": message \"%s\", expected \"%s\"", bad[i].text, err, bad[i].want);
+    }
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(symlink(victim, path), 0);
+    ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("snapkey");
@@ -440,6 +493,7 @@ int main(void)
     tcase_add_test(tc, test_signed);
     tcase_add_test(tc, test_key_owner);
     tcase_add_test(tc, test_hostile_names);
+    tcase_add_test(tc, test_serial);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
