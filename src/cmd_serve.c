@@ -249,6 +249,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
         rnnd_auth_free(&app->auth);
+        free(app->snap_key_path);
+        app->snap_key_path = NULL;
         return 1;
     }
     for (size_t i = 0; i < reg.n; i++)
