@@ -174,6 +174,8 @@ static void teardown(rnnd_app *app)
     rnnd_catalog_destroy(&app->models);
     rnnd_auth_free(&app->auth);
     memset(app->snap_key, 0, sizeof app->snap_key);
+    free(app->snap_key_path);
+    app->snap_key_path = NULL;
 }
 
 /* Stop every batcher of the current set (retired versions' queued work is cancelled by the
@@ -206,6 +208,9 @@ static int load_snap_key(rnnd_app *app)
         rc = rnnd_snapkey_check_outside(path, cfg->state_dir, err, sizeof err);
     if (!rc)
         rc = rnnd_snapkey_load(path, app->snap_key, &app->snap_key_created, err, sizeof err);
+    /* a new key starts a new series: a serial left by the old one guards nothing of it */
+    if (!rc && !app->snap_key_created)
+        rc = rnnd_snapserial_read(path, &app->snap_serial, err, sizeof err);
     if (rc) {
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
@@ -216,7 +221,7 @@ static int load_snap_key(rnnd_app *app)
     if (app->snap_key_created)
         RNND_LOG(&app->log, RNND_LOG_INFO, "snapshot_key_created", "path=%s",
                  rnnd_log_quote(q, sizeof q, path));
-    free(path);
+    app->snap_key_path = path;
     return 0;
 }
 
@@ -247,6 +252,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
         rnnd_auth_free(&app->auth);
+        free(app->snap_key_path);
+        app->snap_key_path = NULL;
         return 1;
     }
     for (size_t i = 0; i < reg.n; i++)

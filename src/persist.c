@@ -155,7 +155,10 @@ int rnnd_persist_save(rnnd_app *app, int live)
     double t0 = mono_s();
     char err[512];
     rnnd_snap_writer *w;
-    int rc = rnnd_snap_writer_open(dir, app->snap_key, &w, err, sizeof err);
+    /* the serial only rises, even when the clock steps back or two snapshots share a second */
+    int64_t now = (int64_t)time(NULL);
+    int64_t serial = now > app->snap_serial ? now : app->snap_serial + 1;
+    int rc = rnnd_snap_writer_open(dir, app->snap_key, serial, &w, err, sizeof err);
     rnnd_session **all = NULL;
     size_t n = 0;
     if (!rc && (rc = rnnd_session_collect(app->sessions, &all, &n)))
@@ -195,6 +198,15 @@ int rnnd_persist_save(rnnd_app *app, int live)
         RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_failed", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
         return rc;
+    }
+    /* After the rename: a crash between the two leaves a snapshot above the recorded serial,
+     * which is accepted; the reverse order would refuse the last good snapshot. */
+    app->snap_serial = serial;
+    if (app->snap_key_path &&
+        rnnd_snapserial_write(app->snap_key_path, serial, err, sizeof err)) {
+        char q[600];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_serial_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
     }
     atomic_fetch_add(&m->snapshots, 1);
     atomic_store(&m->snapshot_bytes, bytes);
@@ -282,7 +294,7 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
-/* A snapshot that is not this key's: none of it is restored, and it is renamed aside, so
+/* A snapshot that is not this key's, or not a regular file: none of it is restored, and it is renamed aside, so
  * that the next snapshot does not overwrite what an operator may want to look at (one file:
  * a later refusal replaces it). */
 static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
@@ -310,7 +322,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
         return 0;
     }
-    if (rc == RNND_ERR_AUTH) {
+    if (rc && reason) {
         refuse(app, dir, reason, err);
         return 0;
     }
@@ -319,6 +331,20 @@ size_t rnnd_persist_restore(rnnd_app *app)
                  rnnd_log_quote(q, sizeof q, err));
         return 0;
     }
+    /* signed, but older than the last snapshot written: one put back to bring deleted
+     * sessions (or old states) back */
+    int64_t serial = rnnd_snap_serial(snap);
+    if (serial < app->snap_serial) {
+        snprintf(err, sizeof err, "%s/%s: serial %" PRId64 " is below the last snapshot "
+                 "written (%" PRId64 ", %s.serial): an older snapshot put back", dir,
+                 RNND_SNAPSHOT_FILE, serial, app->snap_serial,
+                 app->snap_key_path ? app->snap_key_path : "-");
+        rnnd_snap_free(snap);
+        refuse(app, dir, "rolled_back", err);
+        return 0;
+    }
+    if (serial > app->snap_serial)
+        app->snap_serial = serial;
     size_t restored = 0, dropped = 0;
     for (size_t i = 0; i < rnnd_snap_count(snap); i++) {
         rnnd_snap_rec rec;

@@ -2,6 +2,7 @@
 #include "snapkey.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +121,24 @@ int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *er
     return rc;
 }
 
+/* fsync the folder that holds PATH (best effort). */
+static void fsync_folder(const char *path)
+{
+    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (!dir)
+        return;
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    free(dir);
+}
+
 /* Make the key file: O_EXCL, so that a file that appears meanwhile (or a link planted there)
  * is never written through; fsync, so that a crash cannot leave a short key behind. */
 static int create_key(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], char *err,
@@ -144,20 +163,7 @@ static int create_key(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], c
         return RNND_ERR_IO;
     }
     close(fd);
-    /* the new name is durable once its folder is */
-    char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
-    if (dir) {
-        if (slash == dir)
-            slash[1] = '\0';
-        else if (slash)
-            *slash = '\0';
-        int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
+    fsync_folder(path);     /* the new name is durable once its folder is */
     return RNND_OK;
 }
 
@@ -188,6 +194,10 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
         rc = RNND_ERR_IO;
     } else if (!S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: not a regular file", path);
+    } else if (st.st_uid != geteuid()) {
+        /* a key someone else owns is one they could have chosen (a shared parent folder) */
+        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
+                 (unsigned long)st.st_uid, (unsigned long)geteuid());
     } else if (st.st_mode & 077) {
         snprintf(err, errlen, "%s: mode %04o lets others read or write the key; expected 0600 "
                  "or 0400", path, (unsigned)(st.st_mode & 07777));
@@ -207,5 +217,106 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
     close(fd);
     if (rc)
         memset(key, 0, RNND_SNAPKEY_BYTES);
+    return rc;
+}
+
+static char *serial_path(const char *key_path, const char *suffix)
+{
+    size_t n = strlen(key_path) + strlen(suffix) + 1;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%s%s", key_path, suffix);
+    return p;
+}
+
+int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_t errlen)
+{
+    *serial = 0;
+    char *path = serial_path(key_path, ".serial");
+    if (!path) {
+        snprintf(err, errlen, "%s.serial: out of memory", key_path);
+        return RNND_ERR_NOMEM;
+    }
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "%s: %s", path, e == ELOOP ? "a symbolic link" : strerror(e));
+        free(path);
+        return e == ENOENT ? RNND_OK : e == ELOOP ? RNND_ERR_INVALID : RNND_ERR_IO;
+    }
+    struct stat st;
+    char buf[32] = "";
+    int rc = RNND_ERR_INVALID;
+    ssize_t got = 0;
+    if (fstat(fd, &st)) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        rc = RNND_ERR_IO;
+    } else if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+    } else if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
+                 (unsigned long)st.st_uid, (unsigned long)geteuid());
+    } else if (st.st_mode & 022) {
+        snprintf(err, errlen, "%s: mode %04o lets others write it; expected 0600", path,
+                 (unsigned)(st.st_mode & 07777));
+    } else if ((got = pread(fd, buf, sizeof buf - 1, 0)) < 0) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        rc = RNND_ERR_IO;
+    } else {
+        buf[got] = '\0';
+        char *end;
+        errno = 0;
+        long long v = strtoll(buf, &end, 10);
+        if (end != buf && (*end == '\0' || (*end == '\n' && end[1] == '\0')) && !errno &&
+            v > 0) {
+            *serial = (int64_t)v;
+            rc = RNND_OK;
+        } else {
+            snprintf(err, errlen, "%s: not a snapshot serial (a decimal number above 0)", path);
+        }
+    }
+    close(fd);
+    free(path);
+    return rc;
+}
+
+int rnnd_snapserial_write(const char *key_path, int64_t serial, char *err, size_t errlen)
+{
+    char *path = serial_path(key_path, ".serial"), *tmp = serial_path(key_path, ".serial.tmp");
+    int rc = RNND_ERR_IO;
+    if (!path || !tmp) {
+        snprintf(err, errlen, "%s.serial: out of memory", key_path);
+        rc = RNND_ERR_NOMEM;
+        goto out;
+    }
+    char text[32];
+    int n = snprintf(text, sizeof text, "%" PRId64 "\n", serial);
+    int fd = -1;
+    if (unlink(tmp) == 0 || errno == ENOENT)
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        goto out;
+    }
+    ssize_t w = write(fd, text, (size_t)n);
+    int e = errno;
+    if (w != n || fsync(fd)) {
+        e = w == n ? errno : w < 0 ? e : ENOSPC;
+        close(fd);
+        unlink(tmp);
+        snprintf(err, errlen, "%s: cannot write: %s", tmp, strerror(e));
+        goto out;
+    }
+    close(fd);
+    if (rename(tmp, path)) {
+        snprintf(err, errlen, "%s: cannot rename: %s", tmp, strerror(errno));
+        unlink(tmp);
+        goto out;
+    }
+    fsync_folder(path);
+    rc = RNND_OK;
+out:
+    free(path);
+    free(tmp);
     return rc;
 }

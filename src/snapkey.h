@@ -5,6 +5,7 @@
 #define RNND_SNAPKEY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sha256.h"
 
@@ -39,9 +40,23 @@ int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *er
 
 /* Read the key at PATH into KEY; when there is no file, create it (O_EXCL, O_NOFOLLOW, mode
  * 0600) with 32 bytes from getrandom and set *CREATED. The file must be a regular file (not
- * a symbolic link) of exactly 32 bytes that neither group nor others may read or write.
+ * a symbolic link) of exactly 32 bytes, owned by the effective uid, that neither group nor
+ * others may read or write.
  * Returns 0 or RNND_ERR_INVALID / RNND_ERR_IO with ERR as "PATH: reason". */
 int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], int *created,
                       char *err, size_t errlen);
+
+/* The rollback guard (docs/state.md, "Authentication"): the serial of the last snapshot
+ * written, a decimal number in KEY_PATH + ".serial", beside the key and as far from
+ * state_dir's writers. A signed snapshot whose serial is below it is an older one put back.
+ *
+ * Read it into *SERIAL (0 when there is no file). The file must be a regular file (not a
+ * link), owned by the effective uid, that group and others may not write. Returns 0 or
+ * RNND_ERR_INVALID / RNND_ERR_IO / RNND_ERR_NOMEM with ERR as "PATH: reason". */
+int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_t errlen);
+/* Replace it with SERIAL: KEY_PATH.serial.tmp (whatever is there removed first, then
+ * O_EXCL|O_NOFOLLOW, 0600), fsync, rename, fsync of the folder. Returns 0 or a negative
+ * status with ERR. */
+int rnnd_snapserial_write(const char *key_path, int64_t serial, char *err, size_t errlen);
 
 #endif

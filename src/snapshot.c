@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "rnnd/status.h"
@@ -28,8 +27,12 @@ static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
 #define HEAD_BYTES 24
 #define TAIL_BYTES 48       /* magic, count, sha256 (then, from version 4, the HMAC) */
 
+#define TMP_NAME RNND_SNAPSHOT_FILE ".tmp"
+
 struct rnnd_snap_writer {
-    char *tmp, *final, *dir;
+    char *dir;
+    int dfd;                    /* state_dir: every name below is opened relative to it */
+    int made;                   /* TMP_NAME is ours to remove */
     FILE *f;
     rnnd_sha256 sha;
     rnnd_hmac mac;
@@ -66,44 +69,51 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
         return;
     if (w->f)
         fclose(w->f);
-    if (w->tmp)
-        unlink(w->tmp);
-    free(w->tmp);
-    free(w->final);
+    if (w->made)
+        unlinkat(w->dfd, TMP_NAME, 0);
+    if (w->dfd >= 0)
+        close(w->dfd);
     free(w->dir);
     memset(w, 0, sizeof *w);    /* the HMAC state holds the key */
     free(w);
 }
 
-int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
-                          char *err, size_t errlen)
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
+                          rnnd_snap_writer **out, char *err, size_t errlen)
 {
     *out = NULL;
     rnnd_snap_writer *w = calloc(1, sizeof *w);
-    if (!w || !(w->tmp = path_join(dir, RNND_SNAPSHOT_FILE ".tmp")) ||
-        !(w->final = path_join(dir, RNND_SNAPSHOT_FILE)) || !(w->dir = strdup(dir))) {
+    if (w)
+        w->dfd = -1;
+    if (!w || !(w->dir = strdup(dir))) {
         rnnd_snap_writer_abort(w);
         snprintf(err, errlen, "%s: out of memory", dir);
         return RNND_ERR_NOMEM;
     }
-    int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* Whatever sits at the temporary name (a planted link, a FIFO, a stale file) is removed
+     * first, and the new file is created exclusively without following links: the snapshot
+     * never writes through a name someone else put in state_dir, and never blocks on one. */
+    w->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = -1;
+    if (w->dfd >= 0 && (unlinkat(w->dfd, TMP_NAME, 0) == 0 || errno == ENOENT))
+        fd = openat(w->dfd, TMP_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+    if (fd >= 0)
+        w->made = 1;
     if (fd < 0 || !(w->f = fdopen(fd, "wb"))) {
-        snprintf(err, errlen, "%s: %s", w->tmp, strerror(errno));
-        if (fd >= 0)
+        snprintf(err, errlen, "%s/%s: %s", dir, TMP_NAME, strerror(errno));
+        if (fd >= 0 && !w->f)
             close(fd);
-        free(w->tmp);
-        w->tmp = NULL;      /* nothing of ours to remove */
         rnnd_snap_writer_abort(w);
         return RNND_ERR_IO;
     }
     rnnd_sha256_init(&w->sha);
     rnnd_hmac_init(&w->mac, key, RNND_SNAPKEY_BYTES);
     uint32_t version = VERSION, endian = ENDIAN;
-    int64_t now = (int64_t)time(NULL);
     wr(w, head_magic, 8);
     wr(w, &version, 4);
     wr(w, &endian, 4);
-    wr(w, &now, 8);
+    wr(w, &serial, 8);
     *out = w;
     return RNND_OK;
 }
@@ -191,21 +201,16 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
         if (rc)
             w->failed = errno ? errno : EIO;
     }
-    if (!w->failed && rename(w->tmp, w->final))
+    /* a link at the final name is replaced itself, never followed */
+    if (!w->failed && renameat(w->dfd, TMP_NAME, w->dfd, RNND_SNAPSHOT_FILE))
         w->failed = errno ? errno : EIO;
     if (w->failed) {
-        snprintf(err, errlen, "%s: %s", w->tmp, strerror(w->failed));
+        snprintf(err, errlen, "%s/%s: %s", w->dir, TMP_NAME, strerror(w->failed));
         rnnd_snap_writer_abort(w);
         return RNND_ERR_IO;
     }
-    /* the rename is durable once the folder is */
-    int dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        fsync(dfd);
-        close(dfd);
-    }
-    free(w->tmp);
-    w->tmp = NULL;
+    w->made = 0;
+    fsync(w->dfd);      /* the rename is durable once the folder is */
     rnnd_snap_writer_abort(w);
     if (records)
         *records = count;
@@ -237,6 +242,13 @@ void rnnd_snap_free(rnnd_snap *s)
 size_t rnnd_snap_count(const rnnd_snap *s) { return s->n; }
 size_t rnnd_snap_bytes(const rnnd_snap *s) { return s->size; }
 unsigned rnnd_snap_version(const rnnd_snap *s) { return s->version; }
+
+int64_t rnnd_snap_serial(const rnnd_snap *s)
+{
+    int64_t serial;
+    memcpy(&serial, s->map + 16, 8);
+    return serial;
+}
 
 /* A bounds-checked reader over [p, end). */
 struct cur {
@@ -350,11 +362,19 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         snprintf(err, errlen, "%s: out of memory", dir);
         return RNND_ERR_NOMEM;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* No link is followed and nothing but a regular file is read: a FIFO put there would
+     * block the start (O_NONBLOCK: the open returns at once, fstat then refuses it). */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        snprintf(err, errlen, "%s: %s", path, strerror(e));
         free(path);
+        if (e == ELOOP) {
+            snprintf(err, errlen, "%s/%s: a symbolic link; the snapshot must be a regular file",
+                     dir, RNND_SNAPSHOT_FILE);
+            *reason = "symlink";
+            return RNND_ERR_INVALID;
+        }
+        snprintf(err, errlen, "%s/%s: %s", dir, RNND_SNAPSHOT_FILE, strerror(e));
         return e == ENOENT ? 1 : RNND_ERR_IO;
     }
     struct stat st;
@@ -363,6 +383,11 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
     if (!s || fstat(fd, &st)) {
         snprintf(err, errlen, "%s: %s", path, s ? strerror(errno) : "out of memory");
         rc = s ? RNND_ERR_IO : RNND_ERR_NOMEM;
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        *reason = "not_regular";
         goto fail;
     }
     if ((size_t)st.st_size < HEAD_BYTES) {

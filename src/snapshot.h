@@ -35,13 +35,17 @@ typedef struct rnnd_snap_rec {
 
 typedef struct rnnd_snap_writer rnnd_snap_writer;
 
-/* Start DIR/sessions.snap.tmp, signed with KEY (RNND_SNAPKEY_BYTES). Returns 0 or RNND_ERR_IO / RNND_ERR_NOMEM with ERR naming the
- * file and the reason. */
-int rnnd_snap_writer_open(const char *dir, const unsigned char *key, rnnd_snap_writer **out,
-                          char *err, size_t errlen);
+/* Start DIR/sessions.snap.tmp, signed with KEY (RNND_SNAPKEY_BYTES), its header's serial
+ * SERIAL (the caller keeps it rising: snapkey.h, the rollback guard): whatever is at that name
+ * is removed and the file created anew (O_EXCL, O_NOFOLLOW, mode 0600), relative to DIR, so
+ * that a planted link or FIFO is never written through nor blocks. Returns 0 or RNND_ERR_IO /
+ * RNND_ERR_NOMEM with ERR naming the file and the reason. */
+int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
+                          rnnd_snap_writer **out, char *err, size_t errlen);
 /* Append one record. Returns 0 or RNND_ERR_IO (the writer is then failed: commit refuses). */
 int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *rec);
-/* Finish: trailer, fsync, rename over DIR/sessions.snap, fsync DIR. Frees W either way.
+/* Finish: trailer, fsync, rename over DIR/sessions.snap (a link there is replaced, not
+ * followed), fsync DIR. Frees W either way.
  * *BYTES (may be NULL) gets the file size. Returns 0 or RNND_ERR_IO with ERR. */
 int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes, char *err,
                             size_t errlen);
@@ -54,13 +58,18 @@ typedef struct rnnd_snap rnnd_snap;
  * (RNND_SNAPKEY_BYTES); or, only with ACCEPT_UNSIGNED (the start that created the key),
  * an unsigned version 3 or version 2 (from before state digests). Returns 0; 1 when there is
  * no snapshot; RNND_ERR_AUTH with *REASON "bad_mac" (another key's, altered, truncated) or
- * "unsigned"; or RNND_ERR_INVALID (corrupt, unknown version: ERR says which) / RNND_ERR_IO.
- * ERR says why in every case. */
+ * "unsigned"; RNND_ERR_INVALID with *REASON "symlink" or "not_regular" (a FIFO, a folder:
+ * never opened for reading, never blocks); or RNND_ERR_INVALID (corrupt, unknown version:
+ * ERR says which, *REASON NULL) / RNND_ERR_IO. ERR says why in every case. *REASON set means
+ * the file is to be refused, not merely skipped. */
 int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
                    rnnd_snap **out, const char **reason, char *err, size_t errlen);
 size_t rnnd_snap_count(const rnnd_snap *s);
 size_t rnnd_snap_bytes(const rnnd_snap *s);
 unsigned rnnd_snap_version(const rnnd_snap *s);
+/* The header's serial: the unix time it was written, raised above the previous snapshot's
+ * when the clock is not ahead of it (before the rollback guard: the time alone). */
+int64_t rnnd_snap_serial(const rnnd_snap *s);
 /* Record I (its state points into the map, valid until rnnd_snap_free). */
 void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec);
 void rnnd_snap_free(rnnd_snap *s);     /* NULL is a no-op */

@@ -11,7 +11,17 @@
  * test_signed: a snapshot written with a key loads with it; with another key, with one byte
  * flipped anywhere (header, record, hash, MAC) or with its MAC cut short, it is refused with
  * RNND_ERR_AUTH and reason bad_mac; an unsigned version 3 file loads only when unsigned files
- * are accepted (the start that creates the key), and is refused as "unsigned" otherwise. */
+ * are accepted (the start that creates the key), and is refused as "unsigned" otherwise.
+ * test_key_owner: a key file owned by another uid (a key planted in a shared parent folder) is
+ * refused with "PATH: owned by uid N, not the daemon's user M".
+ * test_hostile_names: names planted in the state folder are never followed nor block: a
+ * symbolic link or a FIFO at sessions.snap.tmp, a link at sessions.snap (the writer replaces
+ * the link, the target is untouched); the reader refuses a link ("symlink") and a FIFO or a
+ * folder ("not_regular") at sessions.snap at once.
+ * test_serial: the rollback guard's file (KEY.serial): none reads as 0; written and read
+ * back; replaced atomically (no temporary file left, a link planted at the temporary name
+ * not followed); a link, a FIFO, junk, 0 or a negative number, a group-writable file are
+ * refused with "PATH: reason". */
 #include "config.h"
 
 #include <check.h>
@@ -231,7 +241,7 @@ static size_t write_snapshot(const unsigned char *key)
     static const float state[5] = {1, -2, 3.5f, 0, 1e-3f};
     rnnd_snap_writer *w;
     char err[512];
-    ck_assert_int_eq(rnnd_snap_writer_open(dir, key, &w, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_snap_writer_open(dir, key, 1795430348, &w, err, sizeof err), 0);
     for (int r = 0; r < 2; r++) {
         rnnd_snap_rec rec;
         memset(&rec, 0, sizeof rec);
@@ -338,6 +348,141 @@ START_TEST(test_signed)
 }
 END_TEST
 
+START_TEST(test_key_owner)
+{
+    make_dir();
+    char path[128], err[512] = "";
+    unsigned char key[RNND_SNAPKEY_BYTES];
+    int created;
+    snprintf(path, sizeof path, "%s/snap.key", dir);
+    ck_assert_int_eq(rnnd_snapkey_load(path, key, &created, err, sizeof err), 0);
+    char want[128];
+    if (geteuid() == 0) {
+        /* root's daemon must not take a key another user could have written */
+        ck_assert_int_eq(chown(path, 4242, 4242), 0);
+        snprintf(want, sizeof want, "owned by uid 4242, not the daemon's user 0");
+        refused(path, want);
+        ck_assert_int_eq(chown(path, 0, 0), 0);
+        ck_assert_int_eq(rnnd_snapkey_load(path, key, &created, err, sizeof err), 0);
+    } else {
+        /* not root: a file root owns is another user's (checked before mode and size) */
+        snprintf(want, sizeof want, "owned by uid 0, not the daemon's user %lu",
+                 (unsigned long)geteuid());
+        refused("/etc/passwd", want);
+    }
+    remove_dir();
+}
+END_TEST
+
+static int file_is(const char *path, const char *text)
+{
+    char buf[64] = "";
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return !strcmp(buf, text);
+}
+
+START_TEST(test_hostile_names)
+{
+    make_dir();
+    char snap[128], tmp[128], victim[128], copy[128];
+    snprintf(snap, sizeof snap, "%s/%s", dir, RNND_SNAPSHOT_FILE);
+    snprintf(tmp, sizeof tmp, "%s/%s.tmp", dir, RNND_SNAPSHOT_FILE);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    write_file(victim, "victim", 6, 0644);
+    struct stat st;
+    const char *why;
+
+    /* a link at the temporary name: removed, never written through */
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+    write_snapshot(KEY_A);
+    ck_assert(file_is(victim, "victim"));
+    ck_assert_int_eq(lstat(tmp, &st), -1);
+    ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    /* a FIFO there: removed, the snapshot does not block on it */
+    ck_assert_int_eq(mkfifo(tmp, 0600), 0);
+    write_snapshot(KEY_A);
+    ck_assert_int_eq(lstat(tmp, &st), -1);
+    ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    /* a link at the final name: the rename replaces the link, the target is untouched */
+    ck_assert_int_eq(unlink(snap), 0);
+    ck_assert_int_eq(symlink(victim, snap), 0);
+    write_snapshot(KEY_A);
+    ck_assert(file_is(victim, "victim"));
+    ck_assert_int_eq(lstat(snap, &st), 0);
+    ck_assert(S_ISREG(st.st_mode));
+
+    /* reading: a link (even to a good snapshot), a FIFO, a folder are refused at once */
+    snprintf(copy, sizeof copy, "%s/copy.snap", dir);
+    ck_assert_int_eq(rename(snap, copy), 0);
+    ck_assert_int_eq(symlink(copy, snap), 0);
+    ck_assert_int_eq(load(KEY_A, 0, &why), RNND_ERR_INVALID);
+    ck_assert_str_eq(why, "symlink");
+    ck_assert_int_eq(unlink(snap), 0);
+    ck_assert_int_eq(mkfifo(snap, 0600), 0);
+    ck_assert_int_eq(load(KEY_A, 0, &why), RNND_ERR_INVALID);
+    ck_assert_str_eq(why, "not_regular");
+    ck_assert_int_eq(unlink(snap), 0);
+    ck_assert_int_eq(mkdir(snap, 0700), 0);
+    ck_assert_int_eq(load(KEY_A, 0, &why), RNND_ERR_INVALID);
+    ck_assert_str_eq(why, "not_regular");
+    remove_dir();
+}
+END_TEST
+
+START_TEST(test_serial)
+{
+    make_dir();
+    char key[128], path[160], tmp[160], victim[128], err[512] = "";
+    snprintf(key, sizeof key, "%s/snap.key", dir);
+    snprintf(path, sizeof path, "%s.serial", key);
+    snprintf(tmp, sizeof tmp, "%s.serial.tmp", key);
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    int64_t serial = 7;
+    ck_assert_int_eq(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_int_eq(serial, 0);
+    write_file(victim, "victim", 6, 0644);
+    ck_assert_int_eq(symlink(victim, tmp), 0);
+    ck_assert_int_eq(rnnd_snapserial_write(key, 1795430348, err, sizeof err), 0);
+    ck_assert(file_is(victim, "victim"));
+    ck_assert(file_is(path, "1795430348\n"));
+    struct stat st;
+    ck_assert_int_eq(lstat(tmp, &st), -1);
+    ck_assert_int_eq(lstat(path, &st), 0);
+    ck_assert_int_eq(st.st_mode & 07777, 0600);
+    ck_assert_int_eq(rnnd_snapserial_write(key, 1795430349, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_int_eq(serial, 1795430349);
+
+    static const struct {
+        const char *text;
+        mode_t mode;
+        const char *want;
+    } bad[] = {{"abc\n", 0600, "not a snapshot serial"}, {"0\n", 0600, "not a snapshot serial"},
+               {"-5\n", 0600, "not a snapshot serial"}, {"12\n34\n", 0600, "not a snapshot"},
+               {"", 0600, "not a snapshot serial"}, {"12\n", 0620, "mode 0620"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(path, bad[i].text, strlen(bad[i].text), bad[i].mode);
+        ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+        ck_assert_msg(!strncmp(err, path, strlen(path)) && strstr(err, bad[i].want),
+                      "\"%s\": message \"%s\", expected \"%s\"", bad[i].text, err, bad[i].want);
+    }
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(symlink(victim, path), 0);
+    ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "symbolic link"));
+    ck_assert_int_eq(unlink(path), 0);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+    remove_dir();
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("snapkey");
@@ -346,6 +491,9 @@ int main(void)
     tcase_add_test(tc, test_key_file);
     tcase_add_test(tc, test_key_path);
     tcase_add_test(tc, test_signed);
+    tcase_add_test(tc, test_key_owner);
+    tcase_add_test(tc, test_hostile_names);
+    tcase_add_test(tc, test_serial);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

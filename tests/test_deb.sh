@@ -222,6 +222,7 @@ lay_out() {   # lay_out old|new: $F as the first package (and its service) or th
         mkdir -m 0700 "$lib/state" "$lib/key"
         echo saved >"$lib/state/sessions.snap"
         echo key >"$lib/key/snapshot.key"
+        echo 1795430348 >"$lib/key/snapshot.key.serial"
     fi
 }
 run_script() {   # run_script OVERRIDE SCRIPT ARGS...: the calls, $F taken out, go to $T/calls

@@ -16,6 +16,10 @@
 - Every restored field is checked as the API checks it (issue 13.7): crafted max_tokens and
   NaN ttl_s / temperature lose their record, the listing stays JSON; so do a creation time
   before 1970 or over an hour ahead, steps above 2^63-1, and NaN or Inf in a state.
+- Names planted in state_dir (a symlink or FIFO at sessions.snap or sessions.snap.tmp) are
+  never followed and never block the start or the shutdown.
+- An older signed snapshot put back (a replay) is refused: its serial is below the last one
+  written, kept beside the key.
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -25,6 +29,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import time
@@ -360,6 +365,114 @@ def check_authentication(models):
     C.check(not os.path.exists(os.path.join(STATE, "snap.key")), "and none is made in it")
 
 
+def check_hostile_names(models):
+    """Adversary findings on 13.7: names planted in state_dir are never followed and never
+    block. A symlink at sessions.snap.tmp pointing at the key: the shutdown snapshot replaces
+    the link, the key is untouched and the next start restores. A FIFO at sessions.snap: the
+    start does not block, refuses it (reason=not_regular, renamed aside) and serves; a FIFO at
+    sessions.snap.tmp does not stall the shutdown snapshot; a symlink at sessions.snap is
+    refused (reason=symlink)."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        d.request("POST", "/v1/sessions", {"model": "charlm"})
+        d.stop()
+    key = open(key_path(), "rb").read()
+    tmp = snapshot_path() + ".tmp"
+    os.symlink(key_path(), tmp)
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=1"), "planted .tmp link: restored")
+        rc, _ = d.stop()
+    C.eq((rc, open(key_path(), "rb").read() == key, os.path.lexists(tmp),
+          os.path.islink(snapshot_path())), (0, True, False, False),
+         "a symlink at sessions.snap.tmp to the key: exit 0, the key untouched, link gone")
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=restore", "sessions=1"), "and the next start restores")
+        d.kill()
+    good = open(snapshot_path(), "rb").read()
+    os.unlink(snapshot_path())
+    os.mkfifo(snapshot_path())
+    os.mkfifo(tmp)
+    with Daemon(models, "--state-dir", STATE, ready_timeout=15) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=not_regular"),
+                "a FIFO at sessions.snap: refused (reason=not_regular), the start not blocked")
+        C.eq(d.request("GET", "/readyz")[0], 200, "a FIFO at sessions.snap: ready")
+        rc, secs = d.stop()
+    C.check(rc == 0 and secs < 10 and os.path.isfile(snapshot_path()) and
+            not os.path.lexists(tmp) and
+            stat.S_ISFIFO(os.lstat(snapshot_path() + ".refused").st_mode),
+            "a FIFO at sessions.snap.tmp: the shutdown snapshot is written (exit %s, %.1f s), "
+            "the refused FIFO kept aside" % (rc, secs))
+    os.unlink(snapshot_path() + ".refused")
+    other = os.path.join(WORK, "elsewhere.snap")
+    with open(other, "wb") as f:
+        f.write(good)
+    os.unlink(snapshot_path())
+    os.symlink(other, snapshot_path())
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=symlink"),
+                "a symlink at sessions.snap (to a good snapshot): refused (reason=symlink)")
+        d.kill()
+    os.unlink(snapshot_path() + ".refused")
+
+
+def check_rollback(models):
+    """Adversary finding on 13.7: a replayed older signed snapshot must not bring deleted
+    sessions back. Every snapshot's header holds a serial that only rises, and the last one
+    written is kept beside the key (KEY.serial, 0600); a signed snapshot below it is refused
+    (reason=rolled_back, renamed aside, no sessions), the latest one restores, and a serial
+    file of another user stops the start."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    serial = key_path() + ".serial"
+    for p in (key_path(), serial):
+        if os.path.lexists(p):
+            os.unlink(p)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(2)]
+        d.stop()
+    old = open(snapshot_path(), "rb").read()
+    first = struct.unpack_from("=q", old, 16)[0]
+    st = os.lstat(serial)
+    C.eq((open(serial).read(), oct(st.st_mode)), ("%d\n" % first, oct(0o100600)),
+         "the shutdown snapshot's serial is recorded beside the key, mode 0600")
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.eq(d.request("DELETE", "/v1/sessions/%s" % sids[0])[0], 204, "a session deleted")
+        d.stop()
+    new = open(snapshot_path(), "rb").read()
+    second = struct.unpack_from("=q", new, 16)[0]
+    C.check(second > first and open(serial).read() == "%d\n" % second,
+            "the next snapshot's serial is above (%d > %d, even within a second) and recorded"
+            % (second, first))
+    with open(snapshot_path(), "wb") as f:
+        f.write(old)
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_refused", "reason=rolled_back"),
+                "the older signed snapshot put back: refused (reason=rolled_back)")
+        st_, _, listed = d.request("GET", "/v1/sessions")
+        C.eq((st_, len(listed.get("sessions", [])), d.request("GET", "/readyz")[0]),
+             (200, 0, 200), "rolled back: ready, the deleted session not resurrected")
+        d.kill()
+    C.eq(open(snapshot_path() + ".refused", "rb").read() == old, True,
+         "the replayed file is renamed aside")
+    os.unlink(snapshot_path() + ".refused")
+    with open(snapshot_path(), "wb") as f:
+        f.write(new)
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.eq([x["id"] for x in listed.get("sessions", [])], [sids[1]],
+             "the latest snapshot restores (the remaining session only)")
+        d.kill()
+    os.chown(serial, 4242, 4242)
+    rc, err = serve_fails(*sum((["--model", "%s=%s" % kv] for kv in models.items()), []),
+                          "--state-dir", STATE)
+    C.check(rc == 1 and ("%s: owned by uid 4242" % serial) in err,
+            "a serial file of another user stops the start (%s)"
+            % (err.strip().splitlines()[-1:] if err else rc))
+    os.chown(serial, os.geteuid(), os.getegid())
+
+
 def file_sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -418,6 +531,9 @@ def check_digests(models):
 def main():
     shutil.rmtree(STATE, ignore_errors=True)
     os.makedirs(STATE)
+    for p in (key_path(), key_path() + ".serial"):
+        if os.path.lexists(p):
+            os.unlink(p)    # a run of an older build may have left a clobbered one
     vec_path = golden_model(VEC, WORK)
     models = {"charlm": CHARLM, "vec": vec_path}
 
@@ -537,6 +653,8 @@ def main():
     check_restored_numbers(models)
     check_authentication(models)
     check_state_dir_at_start(models)
+    check_hostile_names(models)
+    check_rollback(models)
     C.exit()
 
 

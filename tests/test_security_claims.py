@@ -11,9 +11,9 @@
 - check_default_name: a key without NAME is logged as key<LINE>, and never the key.
 - check_state_dir_only: the first start creates the snapshot key beside `state_dir` (0600)
   and nothing else; then with sessions, snapshots every second, a reload and a shutdown, the
-  daemon writes nothing outside `state_dir` (its working folder, TMPDIR, HOME, the models
-  folder, the key file's folder are unchanged), and a missing `state_dir` stops the start
-  and is not created (nor a key beside it).
+  daemon writes nothing outside `state_dir` but the last snapshot's serial beside the key
+  (KEY.serial, 0600; its working folder, TMPDIR, HOME, the models folder are unchanged), and
+  a missing `state_dir` stops the start and is not created (nor a key beside it).
 - check_nul_in_header: libmicrohttpd ends a header value at its first NUL; rnnd refuses
   such a value (400) before the key is looked at, so `Bearer KEY<NUL>junk` no longer
   authenticates as `Bearer KEY` (docs/security.md's front door, issue 13.4).
@@ -214,7 +214,12 @@ def check_state_dir_only():
         C.eq(rc, 0, "exit status")
     C.check(any("event=snapshot" in l for l in d.log) and
             not any("snapshot_failed" in l for l in d.log), "snapshots written")
-    C.eq(tree(root, state), before, "nothing outside state_dir was created or changed")
+    after, serial = tree(root, state), key + ".serial"
+    C.eq((sorted(set(after) - set(before)), oct(os.lstat(serial).st_mode)),
+         ([serial], oct(0o100600)), "the snapshots record their serial beside the key (0600)")
+    C.eq({p: v for p, v in after.items() if p not in (serial, dirs["var"])},
+         {p: v for p, v in before.items() if p != dirs["var"]},
+         "nothing else outside state_dir was created or changed")
     C.eq(sorted(os.listdir(state)), ["sessions.snap"], "state_dir holds the snapshot only")
     # a state_dir that does not exist stops the start and is not created, nor its key
     missing = os.path.join(dirs["var"], "missing")

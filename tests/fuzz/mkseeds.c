@@ -68,8 +68,8 @@ static int snapshot_seed(const char *dir, int records)
     const char *tmp = fz_tmpdir();
     char err[512];
     rnnd_snap_writer *w;
-    if (rnnd_snap_writer_open(tmp, (const unsigned char *)FZ_SNAPSHOT_KEY, &w, err,
-                              sizeof err)) {
+    if (rnnd_snap_writer_open(tmp, (const unsigned char *)FZ_SNAPSHOT_KEY, 1795430348, &w,
+                              err, sizeof err)) {
         fprintf(stderr, "mkseeds: %s\n", err);
         return -1;
     }
