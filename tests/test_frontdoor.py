@@ -18,6 +18,7 @@ Prints what it checked; exits 1 on any failure.
 """
 import json
 import os
+import re
 import select
 import socket
 import threading
@@ -471,6 +472,104 @@ def check_long_requests():
         d.stop()
 
 
+def one_conn(port, data, seconds=2):
+    """DATA on a new connection: (statuses, everything received, closed)."""
+    s = connect(port)
+    s.sendall(data)
+    got, closed = read_for(s, seconds)
+    s.close()
+    return statuses(got), got, closed
+
+
+def check_request_line():
+    """Issue 13, round 3, item 1: libmicrohttpd routes on the percent-decoded path, so
+    `GET /v1/sessions/ID%2fstate` exported the state, `DELETE /v1%2fsessions%2fID` and
+    `DELETE /v1/sessions/ID%00zz` deleted ID, `GET /health%7a` was healthz; and a NUL in the
+    request line hid what follows it: `GET /v1/sessions/ID<NUL>zz` was 200, `GE<NUL>T` 405,
+    the connection kept. A '%' in the path is a 400 invalid_request (the connection serves
+    on); a NUL in the request line is one 400 and the close. The query keeps its decoding."""
+    with Daemon({"charlm": CHARLM}) as d:
+        sid = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"].encode()
+        for line in (b"GET /v1/sessions/" + sid + b"%2fstate",
+                     b"DELETE /v1%2fsessions%2f" + sid,
+                     b"DELETE /v1/sessions/" + sid + b"%00zz",
+                     b"DELETE /v1/sessions/" + sid + b"%2F",
+                     b"GET /health%7a",
+                     b"GET /%76%31/models?a=%41"):
+            _, got, closed = one_conn(d.port, line + b" HTTP/1.1\r\nHost: x\r\n\r\n" +
+                                      SMUGGLED)
+            st = [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
+            body = got.split(b"\r\n\r\n", 1)[-1]
+            C.check(st == [400, 200] and b'"invalid_request"' in body and b"'%'" in body,
+                    "%r: 400 invalid_request naming the '%%', then the next request on the "
+                    "connection is served (got %s)" % (line, st))
+        C.eq(d.request("GET", "/v1/sessions/" + sid.decode())[0], 200,
+             "the session survived the percent-encoded DELETEs")
+        st, _, _ = one_conn(d.port, b"GET /v1/models?a=%41&b=%00 HTTP/1.1\r\nHost: x\r\n\r\n")
+        C.eq(st, [200], "a percent-encoded query is served")
+        for what, head in (
+                ("a NUL in the path", b"GET /v1/sessions/" + sid + b"\x00zz HTTP/1.1\r\n"),
+                ("a NUL in the path of a DELETE",
+                 b"DELETE /v1/sessions/" + sid + b"\x00zz HTTP/1.1\r\n"),
+                ("a NUL in the method", b"GE\x00T /healthz HTTP/1.1\r\n"),
+                ("a NUL after the method", b"GET\x00 /healthz HTTP/1.1\r\n"),
+                ("a NUL in the query", b"GET /v1/models?a\x00b HTTP/1.1\r\n"),
+                ("a NUL before the version", b"GET /healthz\x00 HTTP/1.1\r\n")):
+            smuggle(d.port, head + b"Host: x\r\n\r\n", b"", what)
+        st, _, closed = one_conn(d.port, b"GET /healthz HTTP/1.1\x00x\r\nHost: x\r\n\r\n" +
+                                 SMUGGLED)
+        C.check(st == [400] and closed, "a NUL after the version: libmicrohttpd's own 400, "
+                "then the close (got %s, closed %s)" % (st, closed))
+        C.eq(d.request("GET", "/v1/sessions/" + sid.decode())[0], 200,
+             "the session survived the DELETE with a NUL")
+        st, _, _ = one_conn(d.port, b"GET  /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        C.eq(st, [200], "two spaces after the method are still served")
+        d.stop()
+
+
+def check_trailers():
+    """Issue 13, round 3, item 2: trailer fields of a chunked body went unchecked (a NUL, a
+    fold, `X y: 1`, a bare CR, `Content-Length : 5`, `Content-Length: 50`,
+    `Transfer-Encoding: chunked`: each 200, the connection kept). rnnd reads no trailers: a
+    request with any is one 400 and the close, and is not executed."""
+    with Daemon({"charlm": CHARLM}) as d:
+        sid = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"].encode()
+        for trailer in (b"X-A: 1", b"X-A: a\x00b", b"X-A: a\r\n b", b"X y: 1", b"X-A: a\rb",
+                        b"Content-Length : 5", b"Content-Length: 50",
+                        b"Transfer-Encoding: chunked"):
+            head = (b"DELETE /v1/sessions/" + sid + b" HTTP/1.1\r\nHost: x\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n")
+            smuggle(d.port, head, b"0\r\n" + trailer + b"\r\n\r\n",
+                    "a chunked DELETE with the trailer %r" % trailer)
+            C.eq(d.request("GET", "/v1/sessions/" + sid.decode())[0], 200,
+                 "the DELETE with the trailer %r was not executed" % trailer)
+        st, _, _ = one_conn(d.port, b"DELETE /v1/sessions/" + sid + b" HTTP/1.1\r\nHost: x\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + SMUGGLED)
+        C.eq(st, [204, 200], "a chunked DELETE without trailers is served, and the next one")
+        d.stop()
+
+
+def check_host():
+    """Issue 13, round 3, item 3: `Host: u:p@x:99` was served. A Host value must be
+    uri-host [":" port] (RFC 9110 7.2): others are one 400 and the close."""
+    with Daemon({"charlm": CHARLM}) as d:
+        for host in (b"u:p@x:99", b"u@x", b"x y", b"x/y", b"x:9a", b"x:1:2", b"[::1",
+                     b"[]", b"x?y", b"x#y", b"x\\y", b"x%zz"):
+            smuggle(d.port, b"GET /v1/models HTTP/1.1\r\nHost: " + host + b"\r\n\r\n", b"",
+                    "Host: %r" % host)
+        smuggle(d.port, b"GET /v1/models HTTP/1.0\r\nHost: u:p@x\r\n\r\n", b"",
+                "HTTP/1.0 with Host: u:p@x")
+        for host in (b"x", b"example.com:8080", b"127.0.0.1:80", b"[::1]:9000", b"[::1]",
+                     b"x:", b"a-b_c~d.e!$&'()*+,;=", b"caf%C3%A9", b""):
+            st, _, _ = one_conn(d.port, b"GET /v1/models HTTP/1.1\r\nHost: " + host +
+                                b"\r\n\r\n")
+            C.eq(st, [200], "Host: %r is served" % host)
+        d.stop()
+
+
+check_request_line()
+check_trailers()
+check_host()
 check_header_syntax()
 check_nul_in_value()
 check_versions()
