@@ -234,3 +234,101 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
     }
     return RNND_OK;
 }
+
+/* ---- the request line, Host and trailers (issue 13, round 3) ---------------------------- */
+
+int rnnd_frontdoor_path(const char *uri, char *err, size_t errlen)
+{
+    /* libmicrohttpd routes on the percent-decoded path: "/v1%2fsessions%2fID" reached the
+     * session route, "ID%00zz" the session ID, so a proxy's path rules could be walked
+     * around. No rnnd path needs a '%' (ids and model names are [A-Za-z0-9._-]). */
+    size_t path = strcspn(uri, "?");
+    const char *pct = memchr(uri, '%', path);
+    if (pct) {
+        snprintf(err, errlen, "the path holds a '%%' at byte %zu: percent-encoding is not "
+                 "accepted in the path (only in the query)", (size_t)(pct - uri));
+        return RNND_ERR_INVALID;
+    }
+    return RNND_OK;
+}
+
+int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len,
+                        const char *version)
+{
+    /* 0.9.75 splits the line in place at its first space (the method's end) and its last
+     * (the version's start), turning both into NULs; a NUL anywhere else shortens the
+     * method or the URI that C strings show, while the line's bytes still run on. */
+    const char *m_end = method + strlen(method);
+    if (!uri || uri <= m_end || uri >= version)
+        return RNND_OK;     /* not laid out as 0.9.75 does: nothing to compare */
+    for (const char *p = m_end + 1; p < uri; p++)
+        if (*p != ' ')
+            return RNND_ERR_INVALID;
+    if (uri + uri_len + 1 != version)
+        return RNND_ERR_INVALID;
+    return RNND_OK;
+}
+
+/* RFC 3986 3.2.2: unreserved, sub-delims, and (here only as "%" HEXDIG HEXDIG) pct-encoded */
+static int is_reg_name(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-._~!$&'()*+,;=", c));
+}
+
+static int is_hex(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int rnnd_frontdoor_host(const char *host, char *err, size_t errlen)
+{
+    if (!host)
+        return RNND_OK;     /* HTTP/1.0 without one: rnnd_frontdoor_head() decides */
+    const char *p = host;
+    if (*p == '[') {        /* IP-literal: IPv6address or IPvFuture, loosely */
+        for (p++; *p && *p != ']'; p++)
+            if (!is_reg_name((unsigned char)*p) && *p != ':')
+                break;
+        if (*p != ']' || p == host + 1)
+            goto bad;
+        p++;
+    } else {
+        for (; *p && *p != ':'; p++) {
+            if (*p == '%' && is_hex((unsigned char)p[1]) && is_hex((unsigned char)p[2]))
+                p += 2;
+            else if (!is_reg_name((unsigned char)*p))
+                goto bad;
+        }
+    }
+    if (*p == ':')
+        p += 1 + strspn(p + 1, "0123456789");
+    if (!*p)
+        return RNND_OK;
+bad:
+    snprintf(err, errlen, "the Host value must be a host with an optional \":\" port "
+             "(RFC 9110 7.2, RFC 3986 3.2.2: no userinfo, path or spaces)");
+    return RNND_ERR_INVALID;
+}
+
+static enum MHD_Result count_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind, (void)key, (void)key_size, (void)value, (void)value_size;
+    (*(size_t *)cls)++;
+    return MHD_YES;
+}
+
+int rnnd_frontdoor_trailers(struct MHD_Connection *conn, char *err, size_t errlen)
+{
+    /* libmicrohttpd keeps trailer fields without any of the head's checks (a NUL, a fold,
+     * "Content-Length: 50" all passed), and no route reads one */
+    size_t n = 0;
+    MHD_get_connection_values_n(conn, MHD_FOOTER_KIND, count_field, &n);
+    if (n) {
+        snprintf(err, errlen, "the chunked body ends with %zu trailer field%s: rnnd accepts "
+                 "none", n, n == 1 ? "" : "s");
+        return RNND_ERR_INVALID;
+    }
+    return RNND_OK;
+}

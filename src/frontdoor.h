@@ -37,4 +37,25 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
                         const char *version, size_t max_header_bytes, char *err,
                         size_t errlen);
 
+/* The path part (before any '?') of the request-target URI as it arrived, before
+ * libmicrohttpd decodes it: RNND_ERR_INVALID with a message when it holds a '%' (answer
+ * 400). The query keeps its percent-decoding. */
+int rnnd_frontdoor_path(const char *uri, char *err, size_t errlen);
+
+/* The request line as libmicrohttpd 0.9.75 split it in its read buffer: METHOD and VERSION
+ * as handed to the request handler, URI the request-target where the URI log callback saw
+ * it, URI_LEN its strlen() there. Returns RNND_ERR_INVALID when a NUL hides bytes of the
+ * method or the URI (answer 400 and close); 0 when not, or when the pointers do not lie in
+ * one line as 0.9.75 leaves them. */
+int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len,
+                        const char *version);
+
+/* HOST, the value of the one Host field (or NULL): RNND_ERR_INVALID with a message unless it
+ * is uri-host [":" port] (RFC 9110 7.2), e.g. "u:p@x:99" (answer 400 and close). */
+int rnnd_frontdoor_host(const char *host, char *err, size_t errlen);
+
+/* The trailer fields of CONN's chunked body: RNND_ERR_INVALID with a message when there are
+ * any (answer 400 and close, without executing the request). */
+int rnnd_frontdoor_trailers(struct MHD_Connection *conn, char *err, size_t errlen);
+
 #endif

@@ -120,6 +120,8 @@ struct conn_rec {
     uint64_t body;                  /* body bytes of this request so far */
     size_t uri_len;                 /* the request-target as it arrived (on_uri) */
     int uri_refused;                /* on_uri answered 414: nothing more is answered */
+    const char *uri_at;             /* where on_uri saw it in MHD's read buffer */
+    char path_err[128];             /* why its path is refused (a '%'), or "" */
     struct conn_rec *prev, *next;
 };
 
@@ -839,6 +841,31 @@ static int is_json_type(const char *ct)
     return !*ct || *ct == ';';
 }
 
+/* The request line and Host beyond rnnd_frontdoor_head(): a NUL in the line, a Host that is
+ * not host[:port]. Returns 0, or RNND_ERR_INVALID with WHY filled. */
+static int check_line(rnnd_req *r, const struct conn_rec *c, const char *method,
+                      const char *version, char *why, size_t whylen)
+{
+    if (c && rnnd_frontdoor_line(method, c->uri_at, c->uri_len, version)) {
+        snprintf(why, whylen, "the request line holds a NUL");
+        return RNND_ERR_INVALID;
+    }
+    return rnnd_frontdoor_host(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                           MHD_HTTP_HEADER_HOST), why, whylen);
+}
+
+/* The last call of a chunked request: trailer fields, which no route reads and MHD does not
+ * check, refuse it before it runs, and close (whatever was already decided is replaced). */
+static void check_trailers(rnnd_req *r)
+{
+    char why[160];
+    if (!rnnd_frontdoor_trailers(r->conn, why, sizeof why))
+        return;
+    r->nheaders = 0;
+    rnnd_reply_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    rnnd_reply_error(r, "invalid_request", "%s", why);
+}
+
 /* The first call: headers are in, the body is not. Decide everything that does not need the
  * body, so a bad request is refused without buffering it. Returns 1 to answer right now
  * (libmicrohttpd then stops reading and closes the connection; the lingering close drops the
@@ -862,6 +889,8 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply(r, 431, &b);
         return 1;
     }
+    if (!bad)
+        bad = check_line(r, c, method, version, why, sizeof why);
     if (bad) {
         rnnd_reply_error(r, "invalid_request", "%s", why);
         return 1;
@@ -877,6 +906,10 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         char *end;
         clen = strtoull(cl, &end, 10);
         too_big = *end == '\0' && clen > (unsigned long long)app->cfg->max_body_bytes;
+    }
+    if (c && c->path_err[0]) {
+        rnnd_reply_error(r, "invalid_request", "%s", c->path_err);
+        return too_big || chunked;
     }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (match(routes[i].pattern, url, r)) {
@@ -1238,6 +1271,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return cut ? MHD_NO : MHD_YES;
     }
     conn_progress(h, conn, 0, 0);     /* the whole request is in: no deadline while answering */
+    if (!r->deferred && !r->stream && !r->closing)
+        check_trailers(r);
     if (!r->replied && !r->deferred)
         dispatch(r);
     if (r->stream && !r->replied)
@@ -1334,6 +1369,9 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     if (c) {
         c->uri_len = strlen(uri);
         c->uri_refused = 0;
+        c->uri_at = uri;
+        c->path_err[0] = '\0';
+        rnnd_frontdoor_path(uri, c->path_err, sizeof c->path_err);
     }
     char msg[320];
     if (!rnnd_frontdoor_uri(uri, (size_t)h->app->cfg->max_header_bytes, msg, sizeof msg))
