@@ -258,7 +258,62 @@ def check_shutdown():
         C.eq(code, 503, "the interrupted infer got 503")
 
 
+def check_v2_text():
+    """Issue 13 adversary: one 15 MB BYTES string on charlm without sequence_id was encoded
+    whole and copied into one jansson integer per token (~48 B) before the step limit
+    (max_infer_steps) refused it: +644 MiB for one, +1292 MiB for three at once."""
+    text = json.dumps({"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES",
+                                   "data": ["a" * 15000000]}]}).encode()
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M"]), env=env()) as d:
+        def one():
+            s, _, j = d.request("POST", "/v2/models/charlm/infer", raw=text)
+            C.check(s in (400, 429, 503), "a 15 MB BYTES string: 400, 429 or 503 (%d %s)"
+                    % (s, str(j)[:200]))
+        attack(d, "v2 BYTES 15 MB (one)", one, FACTOR * PER_REQUEST + SLACK)
+
+        def three():
+            got = []
+
+            def run():
+                s, _, j = d.request("POST", "/v2/models/charlm/infer", raw=text)
+                got.append(s)
+            ts = [threading.Thread(target=run) for _ in range(3)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            C.check(len(got) == 3 and all(g in (400, 429, 503) for g in got),
+                    "three 15 MB BYTES strings: 400, 429 or 503 (%s)" % got)
+        attack(d, "v2 BYTES 15 MB (three at once)", three, FACTOR * BUDGET + SLACK)
+        s, _, j = d.request("POST", "/v2/models/charlm/infer", {"inputs": [
+            {"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]})
+        C.eq(s, 200, "a short text still answers 200 (%s)" % str(j)[:200])
+
+
+def check_step_scan_wide():
+    """Issue 13 adversary: one row of 7.5 million zeros {"inputs":[[0,0,...]]} to a session
+    step on charlm (a token model). The step scanner filled 30 MB of floats before it knew
+    the model, outside the budget, and the JSON path then decoded the body again."""
+    body = b'{"inputs":[[' + b",".join([b"0"] * 7500000) + b']]}'
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M"]), env=env()) as d:
+        s, _, j = d.request("POST", "/v1/sessions", {"model": "charlm"})
+        C.eq(s, 201, "a session (%s)" % str(j)[:200])
+        path = "/v1/sessions/%s/step" % j["id"]
+
+        def one():
+            s, _, j = d.request("POST", path, raw=body)
+            C.check(s in (400, 413, 429), "a 15 MB wide row: refused (%d %s)"
+                    % (s, str(j)[:200]))
+        # the body (15 MB) and its metered decoding: fixed, +44 MiB; before, +72 MiB
+        attack(d, "step scanner, one 15 MB row", one,
+               FACTOR * PER_REQUEST + (SLACK if ASAN else 8 * MIB))
+        s, _, j = d.request("POST", path, {"inputs": [1, 2, 3]})
+        C.eq(s, 200, "a small step still answers 200 (%s)" % str(j)[:200])
+
+
 def main():
+    check_step_scan_wide()
+    check_v2_text()
     check_json_amplification()
     check_work_space()
     check_unread_responses()
