@@ -675,21 +675,20 @@ static void *watch_main(void *arg)
 /* The last quarter of max_connections (as lowered to fit the descriptors) is kept for
  * addresses that hold no connection yet, so that a few addresses cannot take every slot
  * (max_connections_per_ip alone lets max_connections / max_connections_per_ip addresses do
- * it). */
+ * it). Both count hosts as rnnd_same_host() does: libmicrohttpd's own per-address limit
+ * keys IPv6 by all 128 bits, and a client holds a whole /64. */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)addrlen;
     rnnd_http *h = cls;
-    size_t max = h->budget.connections;
-    enum MHD_Result ok = MHD_YES;
+    size_t max = h->budget.connections, per_ip = (size_t)h->app->cfg->max_connections_per_ip;
+    size_t held = 0;
     pthread_mutex_lock(&h->cmu);
-    if (h->nconns >= max - max / 4) {
-        for (struct conn_rec *c = h->conns; c && ok == MHD_YES; c = c->next)
-            if (rnnd_same_host(&c->addr, addr))
-                ok = MHD_NO;
-    }
+    for (struct conn_rec *c = h->conns; c && held < per_ip; c = c->next)
+        held += rnnd_same_host(&c->addr, addr);
+    int reserve = h->nconns >= max - max / 4;
     pthread_mutex_unlock(&h->cmu);
-    return ok;
+    return held >= per_ip || (reserve && held) ? MHD_NO : MHD_YES;
 }
 
 static void watch_stop(rnnd_http *h)
