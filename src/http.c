@@ -118,6 +118,8 @@ struct conn_rec {
     int reading;                    /* a request is arriving: its deadline runs */
     double t0;                      /* since the connection opened or the last reply went */
     uint64_t body;                  /* body bytes of this request so far */
+    double w0;                      /* the current rate window began (after the first) */
+    uint64_t w0_body;               /* BODY when it began */
     size_t uri_len;                 /* the request-target as it arrived (on_uri) */
     int uri_refused;                /* on_uri answered 414: nothing more is answered */
     struct conn_rec *prev, *next;
@@ -566,8 +568,10 @@ static enum MHD_Result send_stream(rnnd_req *r)
 /* libmicrohttpd's timeout (request_timeout_s) counts only silence, so a client sending a byte
  * a second holds a connection forever (slowloris). Here a request has a deadline instead:
  * its headers must be in within request_timeout_s of the connection's start or of the last
- * reply on it, and its body gets one more second per min_body_rate bytes received. A
- * request past its deadline has its socket shut down, which makes MHD close it. */
+ * reply on it, and its body gets one more second per min_body_rate bytes received. Bytes
+ * sent early must not buy hours of trickling after them, so past the first request_timeout_s
+ * every window of that length must also carry min_body_rate bytes a second. A request past
+ * its deadline has its socket shut down, which makes MHD close it. */
 
 static struct conn_rec *conn_rec_of(struct MHD_Connection *conn)
 {
@@ -586,6 +590,8 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
     if (reading && !c->reading) {
         c->t0 = mono_s();
         c->body = 0;
+        c->w0 = 0;
+        c->w0_body = 0;
     }
     c->reading = reading;
     c->body += body;
@@ -659,13 +665,24 @@ static void *watch_main(void *arg)
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
         double now = mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
-            if (!c->reading || now - c->t0 <= grace + (double)c->body / rate)
+            if (!c->reading)
+                continue;
+            int slow = 0;
+            if (!c->w0 && now - c->t0 >= grace) {
+                c->w0 = now;            /* the first window is the old rule's alone */
+                c->w0_body = c->body;
+            } else if (c->w0 && now - c->w0 >= grace) {
+                slow = (double)(c->body - c->w0_body) < rate * grace;
+                c->w0 = now;
+                c->w0_body = c->body;
+            }
+            if (!slow && now - c->t0 <= grace + (double)c->body / rate)
                 continue;
             c->reading = 0;
             shutdown(c->fd, SHUT_RDWR);
             RNND_LOG(&h->app->log, RNND_LOG_INFO, "request_cut",
-                     "reason=deadline seconds=%.1f body_bytes=%llu", now - c->t0,
-                     (unsigned long long)c->body);
+                     "reason=%s seconds=%.1f body_bytes=%llu", slow ? "rate" : "deadline",
+                     now - c->t0, (unsigned long long)c->body);
         }
     }
     pthread_mutex_unlock(&h->cmu);
