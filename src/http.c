@@ -1003,6 +1003,7 @@ static void start_closing(rnnd_req *r)
     r->closing_t0 = mono_s();
     free(r->body);
     r->body = NULL;
+    rnnd_mem_uncharge(&r->mem, r->cap);
     r->len = r->cap = 0;
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)r->http->linger_limits.idle_s);
@@ -1014,10 +1015,25 @@ static int receive(rnnd_req *r, const char *data, size_t n)
 {
     rnnd_http *h = r->http;
     size_t max = (size_t)h->app->cfg->max_body_bytes;
-    if (!r->closing && n > max - r->seen) {
-        if (!r->replied)
+    char err[256] = "";
+    int over = !r->closing && n > max - r->seen, rc = 0;
+    size_t cap = r->cap;
+    if (!r->closing && !over && !r->replied && r->len + n + 1 > r->cap) {
+        cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        /* a body is charged as it is buffered: bodies still arriving count towards the
+         * budget, and one that cannot fit beside the others is refused and closed */
+        rc = rnnd_mem_charge(&r->mem, cap - r->cap, err, sizeof err);
+    }
+    if (over || rc) {
+        if (!r->replied && over)
             rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
                              max);
+        else if (!r->replied)
+            rnnd_reply_error(r, rnnd_error_code(rc), "the request body: %s", err);
         start_closing(r);
         if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
             r->on_socket = 1;
@@ -1036,14 +1052,10 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     r->seen += n;
     if (r->replied)
         return 0;     /* refused already: the rest of the body is read and dropped */
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        if (cap > max + 1)
-            cap = max + 1;
+    if (cap > r->cap) {
         char *g = realloc(r->body, cap);
         if (!g) {
+            rnnd_mem_uncharge(&r->mem, cap - r->cap);
             rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
             return 0;
         }
@@ -1088,12 +1100,11 @@ static int decode_body(rnnd_req *r)
                          (long long)app->cfg->max_json_depth);
         return -1;
     }
-    /* the body and what it decodes to are charged before they are built (membudget.h) */
+    /* the body was charged as it arrived (receive); what it decodes to is charged as it is
+     * built (membudget.h) */
     char err[256];
     size_t body_bytes = r->cap;
-    int rc = rnnd_mem_charge(&r->mem, body_bytes, err, sizeof err);
-    if (!rc)
-        rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
+    int rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_json" : rnnd_error_code(rc),
                          "%s", err);

@@ -267,6 +267,7 @@ def check_v2_text():
     with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M"]), env=env()) as d:
         def one():
             s, _, j = d.request("POST", "/v2/models/charlm/infer", raw=text)
+            print("a 15 MB BYTES string: %d %s" % (s, str(j)[:120]))
             C.check(s in (400, 429, 503), "a 15 MB BYTES string: 400, 429 or 503 (%d %s)"
                     % (s, str(j)[:200]))
         attack(d, "v2 BYTES 15 MB (one)", one, FACTOR * PER_REQUEST + SLACK)
@@ -282,6 +283,7 @@ def check_v2_text():
                 t.start()
             for t in ts:
                 t.join(60)
+            print("three 15 MB BYTES strings: %s" % sorted(got))
             C.check(len(got) == 3 and all(g in (400, 429, 503) for g in got),
                     "three 15 MB BYTES strings: 400, 429 or 503 (%s)" % got)
         attack(d, "v2 BYTES 15 MB (three at once)", three, FACTOR * BUDGET + SLACK)
@@ -302,7 +304,8 @@ def check_step_scan_wide():
 
         def one():
             s, _, j = d.request("POST", path, raw=body)
-            C.check(s in (400, 413, 429), "a 15 MB wide row: refused (%d %s)"
+            print("a 15 MB wide row: %d" % s)
+            C.check(s in (413, 429), "a 15 MB wide row: refused (%d %s)"
                     % (s, str(j)[:200]))
         # the body (15 MB) and its metered decoding: fixed, +44 MiB; before, +72 MiB
         attack(d, "step scanner, one 15 MB row", one,
@@ -311,7 +314,51 @@ def check_step_scan_wide():
         C.eq(s, 200, "a small step still answers 200 (%s)" % str(j)[:200])
 
 
+def check_bodies_arriving():
+    """Issue 13 adversary: bodies still arriving were outside the budget. 40 connections each
+    sending all but the last byte of a 15,000,000-byte body held +574 MiB at
+    memory_budget = 128M. A body is now charged as it is buffered: those that do not fit
+    beside the others get 429 and the close."""
+    n = 15000000
+    chunk = b" " * (1 << 20)
+    head = (b"POST /v1/models/charlm/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % n)
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M",
+                                                  "--request-timeout-s", "60"]),
+                env=env()) as d:
+        socks = []
+
+        def flood():
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+                socks.append(s)
+                try:
+                    s.sendall(head)
+                    left = n - 1
+                    while left:
+                        k = min(left, len(chunk))
+                        s.sendall(chunk[:k])
+                        left -= k
+                except OSError:
+                    pass
+            time.sleep(1)
+        attack(d, "20 bodies of 15 MB arriving", flood, FACTOR * BUDGET + SLACK)
+        codes = []
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                codes.append(read_status(s))
+            except OSError:
+                codes.append(0)
+            s.close()
+        print("statuses: %s" % sorted(codes))
+        C.check(codes.count(429) >= 10, "most bodies got 429 (%s)" % sorted(codes))
+        C.check(codes.count(0) >= 5, "some are still arriving, unanswered (%s)"
+                % sorted(codes))
+
+
 def main():
+    check_bodies_arriving()
     check_step_scan_wide()
     check_v2_text()
     check_json_amplification()
