@@ -287,6 +287,16 @@ def check_v2_text():
             C.check(len(got) == 3 and all(g in (400, 429, 503) for g in got),
                     "three 15 MB BYTES strings: 400, 429 or 503 (%s)" % got)
         attack(d, "v2 BYTES 15 MB (three at once)", three, FACTOR * BUDGET + SLACK)
+        v1 = json.dumps({"inputs": ["a" * 15000000], "outputs": "last"}).encode()
+
+        def v1_text():
+            s, _, j = d.request("POST", "/v1/models/charlm/infer", raw=v1)
+            C.eq((s, code_of(j)), (413, "limit_exceeded"), "v1: a 15 MB text: 413 (%s)"
+                 % str(j)[:200])
+        # the body, its string, and ids for at most max_infer_steps tokens: +44 MiB; before,
+        # 4 bytes of ids a byte of text: +101 MiB
+        attack(d, "v1 text 15 MB (one)", v1_text,
+               FACTOR * PER_REQUEST + (SLACK if ASAN else 8 * MIB))
         s, _, j = d.request("POST", "/v2/models/charlm/infer", {"inputs": [
             {"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]})
         C.eq(s, 200, "a short text still answers 200 (%s)" % str(j)[:200])
