@@ -132,6 +132,7 @@ def check_banked_body():
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % n)
         lasted = trickle_until_closed(s, head + b" " * (n - 100), b" ", 2, 15)
         s.close()
+        print("2 MB at once, then a byte every 2 s: lasted %s s" % lasted)
         # the window [3 s, 6 s] carries 2 bytes of the 3,072 it needs: cut at 6 s
         C.check(lasted is not None and lasted < 8,
                 "2 MB at once, then a byte every 2 s: cut within two windows of "
