@@ -343,6 +343,9 @@ static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t
                       json_is_array(data) ? got : 0);
         return -1;
     }
+    /* the element pointers and the ids or floats, before they exist */
+    if (rnnd_v2_charge(r, rnnd_sat_mul(n, sizeof(json_t *) + sizeof(float))))
+        return -1;
     const json_t **v = malloc(n * sizeof *v);
     if (!v) {
         rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
