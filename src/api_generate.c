@@ -108,7 +108,8 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
             return -1;
         }
         size_t len = json_string_length(v);
-        int32_t *t = malloc((len ? len : 1) * sizeof *t);
+        /* room for the ids the limit allows, not one per byte of a text that is refused */
+        int32_t *t = malloc((len ? (len < max ? len : max) : 1) * sizeof *t);
         if (!t) {
             rnnd_reply_error(r, "out_of_memory", "out of memory");
             return -1;

@@ -660,6 +660,17 @@ static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
     return 0;
 }
 
+/* At most what rnnd_step_scan_parse() allocates for a body of LEN bytes: a number takes at
+ * least two bytes with its comma, so at most LEN / 2 + 1 of them, 4 bytes each as floats,
+ * 8 as ids (of which at most MAX_STEPS); the array grows by doubling from 1,024. */
+static size_t scan_cost(size_t len, size_t max_steps)
+{
+    size_t n = len / 2 + 1, ids = n < max_steps ? n : max_steps;
+    size_t floats = rnnd_sat_mul(n, 2 * sizeof(float));
+    size_t idb = rnnd_sat_mul(ids, 2 * sizeof(int64_t));
+    return rnnd_sat_add(floats > idb ? floats : idb, 1024 * sizeof(int64_t));
+}
+
 void rnnd_api_session_step(rnnd_req *r)
 {
     /* The common body goes through the scanner; anything it declines, and every error, takes
@@ -669,8 +680,17 @@ void rnnd_api_session_step(rnnd_req *r)
     rnnd_step_scan sc;
     size_t len;
     const char *raw = rnnd_req_raw_body(r, &len);
-    if (raw && !rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
-                                     (size_t)app->cfg->max_steps_per_request, &sc)) {
+    /* the scanner's arrays are charged before it runs, from the body's length since the
+     * model (its input width) is not known yet; a body whose bound does not fit takes the
+     * JSON path, whose decoding is metered as it goes */
+    size_t cost = raw ? scan_cost(len, (size_t)app->cfg->max_steps_per_request) : 0;
+    int scanned = raw && !rnnd_mem_charge(rnnd_req_mem(r), cost, NULL, 0);
+    if (scanned && rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
+                                        (size_t)app->cfg->max_steps_per_request, &sc)) {
+        rnnd_mem_uncharge(rnnd_req_mem(r), cost);
+        scanned = 0;
+    }
+    if (scanned) {
         if (rnnd_api_admit(r) == 0) {
             a.sc = &sc;
             a.last_only = sc.last_only;

@@ -343,6 +343,9 @@ static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t
                       json_is_array(data) ? got : 0);
         return -1;
     }
+    /* the element pointers and the ids or floats, before they exist */
+    if (rnnd_v2_charge(r, rnnd_sat_mul(n, sizeof(json_t *) + sizeof(float))))
+        return -1;
     const json_t **v = malloc(n * sizeof *v);
     if (!v) {
         rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
@@ -407,6 +410,11 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
                       "model '%s': the shape says %zu, data has %zu", in->e->name, B, got);
         return -1;
     }
+    rnnd_app *app = rnnd_req_app(r);
+    size_t cap = in->in_seq ? (size_t)app->cfg->max_steps_per_request
+                            : app->infer_limits.max_steps;
+    if (!cap)
+        cap = SIZE_MAX;
     const json_t **v = malloc(B * sizeof *v);
     size_t total = 0;
     if (!v) {
@@ -422,9 +430,17 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
             free(v);
             return -1;
         }
-        total += json_string_length(v[b]);
+        /* a text of LEN bytes never gives more than LEN tokens, nor may it give more than
+         * the step limit: room for the smaller is all the encoding needs */
+        size_t len = json_string_length(v[b]);
+        total += len < cap ? len : cap;
     }
-    /* a text of LEN bytes never gives more than LEN tokens */
+    /* charged before it exists: a 15 MB text would otherwise be encoded whole (60 MB of ids)
+     * before the step limit refuses it */
+    if (rnnd_v2_charge(r, rnnd_sat_mul(total ? total : 1, sizeof *in->tokens))) {
+        free(v);
+        return -1;
+    }
     in->tokens = malloc((total ? total : 1) * sizeof *in->tokens);
     if (!in->tokens) {
         free(v);
@@ -435,8 +451,17 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     for (size_t b = 0; b < B; b++) {
         size_t len = json_string_length(v[b]), n = 0;
         char err[256];
-        if (rnnd_tokenizer_encode(in->e->tokenizer, json_string_value(v[b]), len,
-                                  in->tokens + at, len, &n, err, sizeof err)) {
+        int rc = rnnd_tokenizer_encode(in->e->tokenizer, json_string_value(v[b]), len,
+                                       in->tokens + at, len < cap ? len : cap, &n, err,
+                                       sizeof err);
+        if (rc == RNND_ERR_LIMIT) {
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: more than %zu steps, the "
+                          "limit of %s", b, cap, in->in_seq ? "max_steps_per_request" :
+                          "max_infer_steps");
+            free(v);
+            return -1;
+        }
+        if (rc) {
             rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b, err);
             free(v);
             return -1;
@@ -652,19 +677,45 @@ static json_t *v1_request(const struct v2_infer *in)
     return NULL;
 }
 
+/* What v1_request() allocates for IN, from jansson's sizes on 64-bit glibc: an integer or
+ * real is a 32-byte block, an array slot 8 bytes that growth may double, a row's array 64. */
+#define V1_SCALAR_COST 48
+#define V1_ROW_COST 64
+
+static size_t v1_request_cost(const struct v2_infer *in)
+{
+    size_t steps = rnnd_sat_mul(in->B, in->T);
+    if (in->tokens)
+        return rnnd_sat_mul(steps, V1_SCALAR_COST);
+    size_t D = (size_t)rnnd_model_get_spec(in->e->model)->input_dim;
+    return rnnd_sat_mul(steps, rnnd_sat_add(V1_ROW_COST, rnnd_sat_mul(D, V1_SCALAR_COST)));
+}
+
 static void infer_stateless(rnnd_req *r, struct v2_task *t)
 {
     const rnnd_entry *e = t->in.e;
+    char err[512] = "";
+    rnnd_infer_limits lim;
+    rnnd_api_infer_limits(r, &lim);
+    /* the step limits first, from the sizes alone: the v1 copy of a refused request is
+     * never built */
+    if ((lim.max_steps && t->in.T > lim.max_steps) ||
+        (lim.max_total_steps && rnnd_sat_mul(t->in.B, t->in.T) > lim.max_total_steps)) {
+        rnnd_v2_error(r, 400, "input '" V2_INPUT "': %zu sequences of %zu steps, more than "
+                      "the limit of max_infer_steps (%zu)", t->in.B, t->in.T, lim.max_steps);
+        return;
+    }
+    size_t cost = v1_request_cost(&t->in);
+    if (rnnd_v2_charge(r, cost))
+        return;
     json_t *v1 = v1_request(&t->in);
     if (!v1) {
         rnnd_v2_error(r, 503, "out of memory");
         return;
     }
-    char err[512] = "";
-    rnnd_infer_limits lim;
-    rnnd_api_infer_limits(r, &lim);
     int rc = rnnd_infer_parse(e->net, v1, &lim, &t->job.req, err, sizeof err);
     json_decref(v1);
+    rnnd_mem_uncharge(rnnd_req_mem(r), cost);
     if (rc) {
         rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
         return;

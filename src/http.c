@@ -118,6 +118,8 @@ struct conn_rec {
     int reading;                    /* a request is arriving: its deadline runs */
     double t0;                      /* since the connection opened or the last reply went */
     uint64_t body;                  /* body bytes of this request so far */
+    double w0;                      /* the current rate window began (after the first) */
+    uint64_t w0_body;               /* BODY when it began */
     size_t uri_len;                 /* the request-target as it arrived (on_uri) */
     int uri_refused;                /* on_uri answered 414: nothing more is answered */
     const char *uri_at;             /* where on_uri saw it in MHD's read buffer */
@@ -598,8 +600,10 @@ static enum MHD_Result send_stream(rnnd_req *r)
 /* libmicrohttpd's timeout (request_timeout_s) counts only silence, so a client sending a byte
  * a second holds a connection forever (slowloris). Here a request has a deadline instead:
  * its headers must be in within request_timeout_s of the connection's start or of the last
- * reply on it, and its body gets one more second per min_body_rate bytes received. A
- * request past its deadline has its socket shut down, which makes MHD close it. */
+ * reply on it, and its body gets one more second per min_body_rate bytes received. Bytes
+ * sent early must not buy hours of trickling after them, so past the first request_timeout_s
+ * every window of that length must also carry min_body_rate bytes a second. A request past
+ * its deadline has its socket shut down, which makes MHD close it. */
 
 static struct conn_rec *conn_rec_of(struct MHD_Connection *conn)
 {
@@ -618,6 +622,8 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
     if (reading && !c->reading) {
         c->t0 = mono_s();
         c->body = 0;
+        c->w0 = 0;
+        c->w0_body = 0;
     }
     c->reading = reading;
     c->body += body;
@@ -691,13 +697,24 @@ static void *watch_main(void *arg)
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
         double now = mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
-            if (!c->reading || now - c->t0 <= grace + (double)c->body / rate)
+            if (!c->reading)
+                continue;
+            int slow = 0;
+            if (!c->w0 && now - c->t0 >= grace) {
+                c->w0 = now;            /* the first window is the old rule's alone */
+                c->w0_body = c->body;
+            } else if (c->w0 && now - c->w0 >= grace) {
+                slow = (double)(c->body - c->w0_body) < rate * grace;
+                c->w0 = now;
+                c->w0_body = c->body;
+            }
+            if (!slow && now - c->t0 <= grace + (double)c->body / rate)
                 continue;
             c->reading = 0;
             shutdown(c->fd, SHUT_RDWR);
             RNND_LOG(&h->app->log, RNND_LOG_INFO, "request_cut",
-                     "reason=deadline seconds=%.1f body_bytes=%llu", now - c->t0,
-                     (unsigned long long)c->body);
+                     "reason=%s seconds=%.1f body_bytes=%llu", slow ? "rate" : "deadline",
+                     now - c->t0, (unsigned long long)c->body);
         }
     }
     pthread_mutex_unlock(&h->cmu);
@@ -707,21 +724,20 @@ static void *watch_main(void *arg)
 /* The last quarter of max_connections (as lowered to fit the descriptors) is kept for
  * addresses that hold no connection yet, so that a few addresses cannot take every slot
  * (max_connections_per_ip alone lets max_connections / max_connections_per_ip addresses do
- * it). */
+ * it). Both count hosts as rnnd_same_host() does: libmicrohttpd's own per-address limit
+ * keys IPv6 by all 128 bits, and a client holds a whole /64. */
 static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
 {
     (void)addrlen;
     rnnd_http *h = cls;
-    size_t max = h->budget.connections;
-    enum MHD_Result ok = MHD_YES;
+    size_t max = h->budget.connections, per_ip = (size_t)h->app->cfg->max_connections_per_ip;
+    size_t held = 0;
     pthread_mutex_lock(&h->cmu);
-    if (h->nconns >= max - max / 4) {
-        for (struct conn_rec *c = h->conns; c && ok == MHD_YES; c = c->next)
-            if (rnnd_same_host(&c->addr, addr))
-                ok = MHD_NO;
-    }
+    for (struct conn_rec *c = h->conns; c && held < per_ip; c = c->next)
+        held += rnnd_same_host(&c->addr, addr);
+    int reserve = h->nconns >= max - max / 4;
     pthread_mutex_unlock(&h->cmu);
-    return ok;
+    return held >= per_ip || (reserve && held) ? MHD_NO : MHD_YES;
 }
 
 static void watch_stop(rnnd_http *h)
@@ -1055,6 +1071,7 @@ static void start_closing(rnnd_req *r)
     r->closing_t0 = mono_s();
     free(r->body);
     r->body = NULL;
+    rnnd_mem_uncharge(&r->mem, r->cap);
     r->len = r->cap = 0;
     MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
                               (unsigned)r->http->linger_limits.idle_s);
@@ -1066,10 +1083,25 @@ static int receive(rnnd_req *r, const char *data, size_t n)
 {
     rnnd_http *h = r->http;
     size_t max = (size_t)h->app->cfg->max_body_bytes;
-    if (!r->closing && n > max - r->seen) {
-        if (!r->replied)
+    char err[256] = "";
+    int over = !r->closing && n > max - r->seen, rc = 0;
+    size_t cap = r->cap;
+    if (!r->closing && !over && !r->replied && r->len + n + 1 > r->cap) {
+        cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        /* a body is charged as it is buffered: bodies still arriving count towards the
+         * budget, and one that cannot fit beside the others is refused and closed */
+        rc = rnnd_mem_charge(&r->mem, cap - r->cap, err, sizeof err);
+    }
+    if (over || rc) {
+        if (!r->replied && over)
             rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
                              max);
+        else if (!r->replied)
+            rnnd_reply_error(r, rnnd_error_code(rc), "the request body: %s", err);
         start_closing(r);
         if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
             r->on_socket = 1;
@@ -1088,14 +1120,10 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     r->seen += n;
     if (r->replied)
         return 0;     /* refused already: the rest of the body is read and dropped */
-    if (r->len + n + 1 > r->cap) {
-        size_t cap = r->cap ? r->cap : 4096;
-        while (cap < r->len + n + 1)
-            cap *= 2;
-        if (cap > max + 1)
-            cap = max + 1;
+    if (cap > r->cap) {
         char *g = realloc(r->body, cap);
         if (!g) {
+            rnnd_mem_uncharge(&r->mem, cap - r->cap);
             rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
             return 0;
         }
@@ -1140,12 +1168,11 @@ static int decode_body(rnnd_req *r)
                          (long long)app->cfg->max_json_depth);
         return -1;
     }
-    /* the body and what it decodes to are charged before they are built (membudget.h) */
+    /* the body was charged as it arrived (receive); what it decodes to is charged as it is
+     * built (membudget.h) */
     char err[256];
     size_t body_bytes = r->cap;
-    int rc = rnnd_mem_charge(&r->mem, body_bytes, err, sizeof err);
-    if (!rc)
-        rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
+    int rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_json" : rnnd_error_code(rc),
                          "%s", err);

@@ -172,9 +172,10 @@ static void text_ctx_free(text_ctx *tx, size_t B)
     rnnd_tokenizer_free(tx->own);
 }
 
-/* Encode the string SEQ (sequence B of N_SEQ) into tx->enc[B], its token count in *N. */
-static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq, size_t *n,
-                       char *err, size_t errlen)
+/* Encode the string SEQ (sequence B of N_SEQ) into tx->enc[B], its token count in *N; more
+ * than MAX_STEPS tokens (0: no limit) is RNND_ERR_LIMIT, found while encoding. */
+static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq,
+                       size_t max_steps, size_t *n, char *err, size_t errlen)
 {
     char msg[192];
     size_t len = json_string_length(seq);
@@ -191,12 +192,16 @@ static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq, 
     }
     if (!tx->enc && !(tx->enc = alloc_array(n_seq, sizeof *tx->enc)))
         return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
-    /* a token takes at least one byte: LEN ids always suffice, and the body that holds the
-     * string is already that large */
-    if (!(tx->enc[b] = alloc_array(len, sizeof **tx->enc)))
+    /* a token takes at least one byte: LEN ids always suffice, and more than the step limit
+     * is refused anyway, so a 15 MB text does not get 60 MB of ids before its refusal */
+    size_t cap = max_steps && max_steps < len ? max_steps : len;
+    if (!(tx->enc[b] = alloc_array(cap, sizeof **tx->enc)))
         return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for inputs[%zu]", b);
-    rc = rnnd_tokenizer_encode(tx->tok, json_string_value(seq), len, tx->enc[b], len, n, msg,
+    rc = rnnd_tokenizer_encode(tx->tok, json_string_value(seq), len, tx->enc[b], cap, n, msg,
                                sizeof msg);
+    if (rc == RNND_ERR_LIMIT)
+        return fail(rc, err, errlen, "inputs[%zu]: more than max_infer_steps (%zu) steps per "
+                    "sequence", b, max_steps);
     if (rc)
         return fail(rc, err, errlen, "inputs[%zu]: %s", b, msg);
     return 0;
@@ -229,7 +234,7 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
         const json_t *seq = json_array_get(inputs, b);
         size_t n;
         if (tokens && json_is_string(seq)) {
-            int rc = encode_text(tx, b, B, seq, &n, err, errlen);
+            int rc = encode_text(tx, b, B, seq, lim ? lim->max_steps : 0, &n, err, errlen);
             if (rc)
                 return rc;
         } else if (!json_is_array(seq)) {

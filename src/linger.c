@@ -89,9 +89,14 @@ int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
     if (b->sa_family == AF_INET)
         return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
                ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    if (b->sa_family == AF_INET6)
-        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    if (b->sa_family == AF_INET6) {
+        /* one IPv6 host holds a whole /64 (SLAAC, privacy addresses): its 2^64 addresses
+         * are one host here; an IPv4 address mapped into IPv6 is its own host */
+        const struct in6_addr *x = &((const struct sockaddr_in6 *)a)->sin6_addr;
+        const struct in6_addr *y = &((const struct sockaddr_in6 *)b)->sin6_addr;
+        size_t n = IN6_IS_ADDR_V4MAPPED(x) || IN6_IS_ADDR_V4MAPPED(y) ? sizeof *x : 8;
+        return !memcmp(x, y, n);
+    }
     return 1;   /* a Unix socket (socket activation): one host */
 }
 

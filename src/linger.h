@@ -52,8 +52,9 @@ typedef struct rnnd_fd_budget {
 int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections,
                         size_t max_per_ip, rnnd_fd_budget *b, char *err, size_t errlen);
 
-/* 1 when A and B are the same client host: the same IPv4 or IPv6 address, whatever the
- * port; every other family (a Unix socket) is one host. */
+/* 1 when A and B are the same client host, whatever the port: the same IPv4 address (also
+ * when mapped into IPv6), or IPv6 addresses in the same /64; every other family (a Unix
+ * socket) is one host. */
 int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b);
 
 typedef struct rnnd_linger rnnd_linger;

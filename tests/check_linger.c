@@ -5,11 +5,13 @@
 #include "config.h"
 
 #include <check.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +69,46 @@ static size_t settle(rnnd_linger *l, double limit_s)
         usleep(10000);
     return rnnd_linger_count(l);
 }
+
+static struct sockaddr_storage addr_of(const char *text)
+{
+    struct sockaddr_storage a;
+    memset(&a, 0, sizeof a);
+    if (strchr(text, ':')) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a;
+        v6->sin6_family = AF_INET6;
+        ck_assert_int_eq(inet_pton(AF_INET6, text, &v6->sin6_addr), 1);
+    } else {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&a;
+        v4->sin_family = AF_INET;
+        ck_assert_int_eq(inet_pton(AF_INET, text, &v4->sin_addr), 1);
+    }
+    return a;
+}
+
+static int same(const char *x, const char *y)
+{
+    struct sockaddr_storage a = addr_of(x), b = addr_of(y);
+    return rnnd_same_host(&a, (const struct sockaddr *)&b);
+}
+
+/* One IPv6 host usually holds a whole /64 (SLAAC, privacy addresses), so an address per
+ * connection must not buy a connection limit per address; IPv4, and IPv4 mapped into IPv6,
+ * stay one address each. */
+START_TEST(ipv6_hosts_are_their_64)
+{
+    ck_assert(same("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe"));
+    ck_assert(same("2001:db8:1:2::1", "2001:db8:1:2::1"));
+    ck_assert(!same("2001:db8:1:2::1", "2001:db8:1:3::1"));
+    ck_assert(!same("2001:db8:1:2::1", "2001:db9:1:2::1"));
+    ck_assert(same("::1", "::1"));
+    ck_assert(!same("::ffff:192.0.2.1", "::ffff:192.0.2.2"));
+    ck_assert(same("::ffff:192.0.2.1", "::ffff:192.0.2.1"));
+    ck_assert(same("192.0.2.1", "192.0.2.1"));
+    ck_assert(!same("192.0.2.1", "192.0.2.2"));
+    ck_assert(!same("192.0.2.1", "::ffff:192.0.2.1"));
+}
+END_TEST
 
 START_TEST(defaults_follow_nginx)
 {
@@ -292,6 +334,7 @@ static Suite *suite(void)
     TCase *tc = tcase_create("linger");
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, defaults_follow_nginx);
+    tcase_add_test(tc, ipv6_hosts_are_their_64);
     tcase_add_test(tc, spent_at_each_bound);
     tcase_add_test(tc, closes_when_the_client_does);
     tcase_add_test(tc, cut_after_the_byte_bound);

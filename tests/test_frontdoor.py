@@ -122,6 +122,28 @@ def check_deadlines():
         d.stop()
 
 
+def check_banked_body():
+    """Issue 13 adversary: the body deadline allowed one second per min_body_rate bytes
+    already received, so 2 MB sent at once bought ~2,000 s of one byte every 2 s (held past
+    20 s at request_timeout_s = 3). Now every window of request_timeout_s after the first
+    must carry min_body_rate bytes a second: the bytes sent early buy one window at most."""
+    with Daemon({"charlm": CHARLM}, "--request-timeout-s", "3", "--max-body-bytes",
+                "4M") as d:
+        n = 2000000
+        s = connect(d.port)
+        head = (b"POST /v1/models/charlm/infer HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % n)
+        lasted = trickle_until_closed(s, head + b" " * (n - 100), b" ", 2, 15)
+        s.close()
+        print("2 MB at once, then a byte every 2 s: lasted %s s" % lasted)
+        # the window [3 s, 6 s] carries 2 bytes of the 3,072 it needs: cut at 6 s
+        C.check(lasted is not None and lasted < 8,
+                "2 MB at once, then a byte every 2 s: cut within two windows of "
+                "request_timeout_s (3 s): lasted %s" % lasted)
+        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
+        d.stop()
+
+
 def check_reserve():
     """Issue 13.3: 4 addresses x 10 trickling connections held all 40 slots and a fifth
     address got no answer."""
@@ -671,4 +693,5 @@ check_chunked_early()
 check_many_args()
 check_reserve()
 check_deadlines()
+check_banked_body()
 C.exit()

@@ -258,7 +258,119 @@ def check_shutdown():
         C.eq(code, 503, "the interrupted infer got 503")
 
 
+def check_v2_text():
+    """Issue 13 adversary: one 15 MB BYTES string on charlm without sequence_id was encoded
+    whole and copied into one jansson integer per token (~48 B) before the step limit
+    (max_infer_steps) refused it: +644 MiB for one, +1292 MiB for three at once."""
+    text = json.dumps({"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES",
+                                   "data": ["a" * 15000000]}]}).encode()
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M"]), env=env()) as d:
+        def one():
+            s, _, j = d.request("POST", "/v2/models/charlm/infer", raw=text)
+            print("a 15 MB BYTES string: %d %s" % (s, str(j)[:120]))
+            C.check(s in (400, 429, 503), "a 15 MB BYTES string: 400, 429 or 503 (%d %s)"
+                    % (s, str(j)[:200]))
+        attack(d, "v2 BYTES 15 MB (one)", one, FACTOR * PER_REQUEST + SLACK)
+
+        def three():
+            got = []
+
+            def run():
+                s, _, j = d.request("POST", "/v2/models/charlm/infer", raw=text)
+                got.append(s)
+            ts = [threading.Thread(target=run) for _ in range(3)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(60)
+            print("three 15 MB BYTES strings: %s" % sorted(got))
+            C.check(len(got) == 3 and all(g in (400, 429, 503) for g in got),
+                    "three 15 MB BYTES strings: 400, 429 or 503 (%s)" % got)
+        attack(d, "v2 BYTES 15 MB (three at once)", three, FACTOR * BUDGET + SLACK)
+        v1 = json.dumps({"inputs": ["a" * 15000000], "outputs": "last"}).encode()
+
+        def v1_text():
+            s, _, j = d.request("POST", "/v1/models/charlm/infer", raw=v1)
+            C.eq((s, code_of(j)), (413, "limit_exceeded"), "v1: a 15 MB text: 413 (%s)"
+                 % str(j)[:200])
+        # the body, its string, and ids for at most max_infer_steps tokens: +44 MiB; before,
+        # 4 bytes of ids a byte of text: +101 MiB
+        attack(d, "v1 text 15 MB (one)", v1_text,
+               FACTOR * PER_REQUEST + (SLACK if ASAN else 8 * MIB))
+        s, _, j = d.request("POST", "/v2/models/charlm/infer", {"inputs": [
+            {"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]})
+        C.eq(s, 200, "a short text still answers 200 (%s)" % str(j)[:200])
+
+
+def check_step_scan_wide():
+    """Issue 13 adversary: one row of 7.5 million zeros {"inputs":[[0,0,...]]} to a session
+    step on charlm (a token model). The step scanner filled 30 MB of floats before it knew
+    the model, outside the budget, and the JSON path then decoded the body again."""
+    body = b'{"inputs":[[' + b",".join([b"0"] * 7500000) + b']]}'
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M"]), env=env()) as d:
+        s, _, j = d.request("POST", "/v1/sessions", {"model": "charlm"})
+        C.eq(s, 201, "a session (%s)" % str(j)[:200])
+        path = "/v1/sessions/%s/step" % j["id"]
+
+        def one():
+            s, _, j = d.request("POST", path, raw=body)
+            print("a 15 MB wide row: %d" % s)
+            C.check(s in (413, 429), "a 15 MB wide row: refused (%d %s)"
+                    % (s, str(j)[:200]))
+        # the body (15 MB) and its metered decoding: fixed, +44 MiB; before, +72 MiB
+        attack(d, "step scanner, one 15 MB row", one,
+               FACTOR * PER_REQUEST + (SLACK if ASAN else 8 * MIB))
+        s, _, j = d.request("POST", path, {"inputs": [1, 2, 3]})
+        C.eq(s, 200, "a small step still answers 200 (%s)" % str(j)[:200])
+
+
+def check_bodies_arriving():
+    """Issue 13 adversary: bodies still arriving were outside the budget. 40 connections each
+    sending all but the last byte of a 15,000,000-byte body held +574 MiB at
+    memory_budget = 128M. A body is now charged as it is buffered: those that do not fit
+    beside the others get 429 and the close."""
+    n = 15000000
+    chunk = b" " * (1 << 20)
+    head = (b"POST /v1/models/charlm/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % n)
+    with Daemon({"charlm": CHARLM}, *(SETTINGS + ["--max-body-bytes", "16M",
+                                                  "--request-timeout-s", "60"]),
+                env=env()) as d:
+        socks = []
+
+        def flood():
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+                socks.append(s)
+                try:
+                    s.sendall(head)
+                    left = n - 1
+                    while left:
+                        k = min(left, len(chunk))
+                        s.sendall(chunk[:k])
+                        left -= k
+                except OSError:
+                    pass
+            time.sleep(1)
+        attack(d, "20 bodies of 15 MB arriving", flood, FACTOR * BUDGET + SLACK)
+        codes = []
+        for s in socks:
+            s.settimeout(0.5)
+            try:
+                codes.append(read_status(s))
+            except OSError:
+                codes.append(0)
+            s.close()
+        print("statuses: %s" % sorted(codes))
+        C.check(codes.count(429) >= 10, "most bodies got 429 (%s)" % sorted(codes))
+        C.check(codes.count(0) >= 5, "some are still arriving, unanswered (%s)"
+                % sorted(codes))
+
+
 def main():
+    check_bodies_arriving()
+    check_step_scan_wide()
+    check_v2_text()
     check_json_amplification()
     check_work_space()
     check_unread_responses()

@@ -154,7 +154,7 @@ def main():
         refused(d, "charlm", {"inputs": [""]}, 400, "invalid_request",
                 "inputs[0]: expected at least one step", "charlm: empty string")
         refused(d, "charlm", {"inputs": ["a" * 201]}, 413, "limit_exceeded",
-                "inputs[0]: 201 steps, more than max_infer_steps (200) per sequence",
+                "inputs[0]: more than max_infer_steps (200) steps per sequence",
                 "charlm: steps limit")
         refused(d, "plain", {"inputs": ["abc"]}, 400, "invalid_request",
                 "inputs[0]: model has no tokenizer: give token ids", "no tokenizer")
