@@ -118,9 +118,10 @@ static const struct setting settings[] = {
      "largest page of GET /v1/sessions (?limit=, default 100 or this if smaller)"},
     {"request_timeout_s", CT_INT, OFF(request_timeout_s), "30", 1, 3600, NULL, "S",
      "a connection idle this long is closed, and so is a request whose headers take longer "
-     "(its body gets one more second per min_body_rate bytes)"},
+     "(after that, its body must keep min_body_rate)"},
     {"min_body_rate", CT_SIZE, OFF(min_body_rate), "1K", 1, 1024 * KI * KI, NULL, "BYTES",
-     "slowest a request body may arrive, in bytes per second, after request_timeout_s"},
+     "slowest a request body may arrive, in bytes per second, after request_timeout_s, "
+     "in every window of request_timeout_s"},
     {"shutdown_timeout_s", CT_INT, OFF(shutdown_timeout_s), "10", 0, 3600, NULL, "S",
      "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting"},
     {"max_connections", CT_INT, OFF(max_connections), "1024", 1, 65536, NULL, "N",
