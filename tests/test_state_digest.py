@@ -101,6 +101,9 @@ def layer_bytes(L, l):
     return rec, names
 
 
+POOLS = ["none", "last", "final_state", "mean", "max"]
+
+
 def doc_digest(path):
     arch, tensors = reference.read(path)    # the values the model computes with
     inp = arch["input"]
@@ -122,6 +125,9 @@ def doc_digest(path):
         names += ["head.weight", "head.bias"]
     else:
         out.append(u32(0, 0, 0))
+    pool = arch.get("pool") or "none"
+    if pool != "none":      # only when set: older digests stay as they were
+        out.append(b"pool" + u32(POOLS.index(pool)))
     for n in names:
         out.append(np.ascontiguousarray(tensors[n], dtype="<f4").tobytes())
     return hashlib.sha256(b"".join(out)).hexdigest()
@@ -211,6 +217,8 @@ def check_what_counts(served):
          "the same digest")
     C.check(d["flipped"] != d["alpha"], "one weight bit flipped: another digest")
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
+    C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
+            "another pool, the same weights: another digest")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -333,6 +341,10 @@ def main():
     files["flipped"] = flip_weight(files["alpha"], os.path.join(WORK, "flipped.rnnd"))
     files["clipped"] = rewrite_arch(files["alpha"], os.path.join(WORK, "clipped.rnnd"),
                                     lambda a: a["layers"][0].update(clip=50.0))
+    for pool in ("mean", "max"):
+        files["pooled_" + pool] = rewrite_arch(files["alpha"],
+                                               os.path.join(WORK, "pooled_%s.rnnd" % pool),
+                                               lambda a, p=pool: a.update(pool=p))
 
     def rename_charlm(a):
         a["name"] = "another name"
