@@ -300,6 +300,8 @@ def model_from_module(module, input=None, head=None, norm=None):
             norm = kind
     if norm is None and analysis is not None:
         norm = analysis.norm
+    if analysis is not None and analysis.pool is not None:
+        model.pool = analysis.pool
     if norm not in (None, "none"):
         if model.head_W is None:
             last = model.layers[-1]
