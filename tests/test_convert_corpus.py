@@ -461,7 +461,7 @@ class LayerNormed(Rec):
         return self.fc(self.ln(y))
 
 
-@case("mean_steps", {"onnx": "refused: ReduceMean", "torch": "ok"})
+@case("mean_steps", "ok")
 class MeanSteps(Rec):
     """mean over the steps, then the head"""
     bf = True
@@ -471,7 +471,7 @@ class MeanSteps(Rec):
         return self.fc(y.mean(dim=1))
 
 
-@case("max_steps", {"onnx": "refused: ReduceMax", "torch": "ok"})
+@case("max_steps", "ok")
 class MaxSteps(Rec):
     """max over the steps, then the head"""
     bf, kind = True, "GRU"
@@ -481,7 +481,7 @@ class MaxSteps(Rec):
         return self.fc(y.max(dim=1)[0])
 
 
-@case("last_step", {"onnx9": "refused: Slice", "onnx": "refused: Gather", "torch": "ok"})
+@case("last_step", "ok")
 class LastStep(Rec):
     """fc(y[:, -1]), the last step"""
     bf = True

@@ -69,6 +69,7 @@ class Val:
         self.feat = None        # DATA: the non-unit atoms of the feature axis
         self.affine = None      # DATA: pending (A, a) over the stage's features
         self.norm = None        # DATA: "softmax" / "log_softmax" applied
+        self.pooled = None      # DATA: "last" / "mean" / "max": the steps pooled
         self.origin = None      # EXTRA / STATE: where it comes from
         for k, v in kw.items():
             setattr(self, k, v)
@@ -519,12 +520,55 @@ class Importer:
             return [self.affine_op(node, x, other, op.lower())]
         if op in ("Softmax", "LogSoftmax"):
             return [self.softmax(node, x, a)]
-        if op == "Gather":
-            self.fail("selects steps or items of the data; rnnd outputs every step of every "
-                      "sequence")
-        if op == "Slice":
-            self.fail("slices the data; rnnd outputs every step of every sequence")
+        if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
+            return [self.pool(node, op, x, ins, a)]
         self.fail("operator not supported by rnnd on the data path")
+
+    def pool(self, node, op, x, ins, a):
+        """The last recurrent layer's output pooled over its time axis: ReduceMean /
+        ReduceMax, or the last step (Gather index -1, Slice -1:), before the head."""
+        what = {"ReduceMean": "a mean", "ReduceMax": "a max"}.get(op, "the last step")
+        if x.stage != getattr(self, "rec_stage", None) or x.affine is not None or x.norm or \
+                x.pooled:
+            self.fail("%s over the data other than of the last recurrent layer's output "
+                      "before the head; rnnd pools that once (last step, mean or max over "
+                      "the time axis)" % op)
+        time = [k for k, ax in enumerate(x.axes) if nonunit(ax) == (self.seq,)]
+        if op.startswith("Reduce"):
+            axes = self.data_axes(node, a, ins, 1)
+            keep = a.get("keepdims", 1)
+            if axes is None or len(axes) != 1 or [k % len(x.axes) for k in axes] != time:
+                self.fail("%s over axes %s, not the time axis alone" % (op, axes))
+            pooled = "mean" if op == "ReduceMean" else "max"
+        elif op == "Gather":
+            idx = ins[1]
+            k = a.get("axis", 0) % len(x.axes)
+            if idx is None or idx.kind != CONST or [k] != time or \
+                    np.asarray(idx.value).size != 1 or int(np.asarray(idx.value).ravel()[0]) != -1:
+                self.fail("selects steps or items of the data; rnnd takes only the last step "
+                          "(index -1 of the time axis)")
+            keep = np.asarray(idx.value).ndim == 1
+            pooled = "last"
+        else:
+            if self.opset < 10:
+                starts, ends, axes = a.get("starts"), a.get("ends"), a.get("axes")
+                steps = None
+            else:
+                vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
+                if any(v is not None and v.kind != CONST for v in vals):
+                    self.fail("slices the data with bounds that are not constants")
+                starts, ends, axes, steps = [None if v is None else
+                                             [int(e) for e in np.asarray(v.value).ravel()]
+                                             for v in vals]
+            axes = axes if axes is not None else list(range(len(starts or [])))
+            if starts != [-1] or not ends or ends[0] < 2 ** 31 - 1 or \
+                    [k % len(x.axes) for k in axes] != time or steps not in (None, [1]):
+                self.fail("slices the data; rnnd takes only the last step (a slice -1: of "
+                          "the time axis)")
+            keep, pooled = True, "last"
+        out = [ax for k, ax in enumerate(x.axes) if k != time[0]] if not keep else \
+            [(_unit() if k == time[0] else ax) for k, ax in enumerate(x.axes)]
+        return x.but(axes=out, pooled=pooled)
 
     def data_axes(self, node, a, ins, pos):
         if "axes" in a:
@@ -776,6 +820,8 @@ class Importer:
             self.fail("reads token ids directly; an embedding (Gather) must come first")
         if x.norm:
             self.fail("reads the output of a %s; rnnd cannot normalise between layers" % x.norm)
+        if x.pooled:
+            self.fail("reads the steps pooled (%s); rnnd pools after the last layer" % x.pooled)
         seqlen = ins[4] if len(ins) > 4 else None
         if seqlen is not None:
             if seqlen.kind == EXTRA:
@@ -882,6 +928,7 @@ class Importer:
             axes[0], axes[1] = x.axes[0], x.axes[1]
         feat = nonunit((dat, hat))
         y = Val(DATA, axes=axes, stage=st, feat=feat)
+        self.rec_stage = st
         src = self.label()
         return [y] + [Val(STATE, origin=src) for _ in node.output[1:]]
 
@@ -934,7 +981,10 @@ class Importer:
         present = set()
         for ax in y.axes:
             present.update(nonunit(ax))
+        self.pooled = y.pooled
         for atom, role in ((self.seq, "time"), (self.batch, "batch")):
+            if atom is self.seq and y.pooled:
+                continue        # pooled: one row per sequence
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
         m = self.model
@@ -946,6 +996,8 @@ class Importer:
                 A, b = np.eye(n), np.zeros(n)
             m.head_W, m.head_b = f32(A), f32(b)
             m.head_norm = y.norm or "none"
+        if y.pooled:
+            m.pool = y.pooled
         return m
 
 
