@@ -491,7 +491,7 @@ class LastStep(Rec):
         return self.fc(y[:, -1])
 
 
-@case("h_n_last", {"onnx": "refused: final state", "torch": "ok"})
+@case("h_n_last", "ok")
 class HnLast(Rec):
     """fc(h_n[-1])"""
     kind, layers = "GRU", 2
@@ -501,7 +501,7 @@ class HnLast(Rec):
         return self.fc(h[-1])
 
 
-@case("h_n_bidir_cat", {"onnx": "refused: final state", "torch": "ok"})
+@case("h_n_bidir_cat", "ok")
 class HnCat(Rec):
     """fc(cat(h_n[-2], h_n[-1])) of a bidirectional GRU"""
     kind, bidir = "GRU", True

@@ -70,6 +70,7 @@ class Val:
         self.affine = None      # DATA: pending (A, a) over the stage's features
         self.norm = None        # DATA: "softmax" / "log_softmax" applied
         self.pooled = None      # DATA: "last" / "mean" / "max": the steps pooled
+        self.rows = None        # STATE of Y_h (or a Concat of them): [(stage, direction)]
         self.origin = None      # EXTRA / STATE: where it comes from
         for k, v in kw.items():
             setattr(self, k, v)
@@ -442,13 +443,57 @@ class Importer:
             return [Val(ZERO)]
         self.fail("operator not supported by rnnd on an initial-state tensor")
 
+    def final_state(self, node, ins):
+        """h_n[-1] of a one-direction last layer (Gather -1 of Y_h, or of the Concat of every
+        layer's Y_h), cat((h_n[-2], h_n[-1]), 1) of a bidirectional one: pool final_state.
+        None where NODE is not one of those steps."""
+        op, a = node.op_type, _attrs(node)
+        last = [(self.rec_stage, d) for d in range(self.rec_nd)] if \
+            getattr(self, "rec_stage", None) else []
+        if op == "Concat" and a.get("axis") == 0 and all(
+                v is not None and v.kind == STATE and v.rows for v in ins):
+            return Val(STATE, origin=ins[0].origin, rows=[r for v in ins for r in v.rows])
+        if op == "Slice" and ins[0].rows and self.opset < 10 and a.get("axes") == [0]:
+            s, e = a["starts"][0], a["ends"][0]     # opset 9's h_n[-1]: Slice -1:, Squeeze
+            rows = ins[0].rows[s:e if e < 2 ** 31 - 1 else None]
+            return Val(STATE, origin=ins[0].origin, rows=rows, sliced=True) if rows else None
+        one = None
+        if op == "Gather" and a.get("axis", 0) == 0 and ins[0].rows and ins[1] is not None \
+                and ins[1].kind == CONST and np.asarray(ins[1].value).ndim == 0:
+            one = ins[0].rows[int(ins[1].value) % len(ins[0].rows)]
+        if op == "Squeeze" and getattr(ins[0], "sliced", False) and len(ins[0].rows) == 1 \
+                and (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+            one = ins[0].rows[0]
+        if one is not None:
+            row = one
+            if row not in last:
+                return None
+            if self.rec_nd == 1:
+                return self.final_data()
+            return Val(STATE, origin=ins[0].origin, rows=[row], sel=True)
+        if op == "Concat" and a.get("axis") in (1, -1) and len(ins) == 2 and all(
+                v is not None and v.kind == STATE and getattr(v, "sel", False) for v in ins) \
+                and [v.rows[0] for v in ins] == last:
+            return self.final_data()
+        return None
+
+    def final_data(self):
+        dat, hat = self.rec_atoms
+        return Val(DATA, axes=[(self.batch,), (dat, hat)], stage=self.rec_stage,
+                   feat=nonunit((dat, hat)), pooled="final_state")
+
     def visit_state(self, node, ins):
         op = node.op_type
+        if any(v is not None and v.rows for v in ins):
+            v = self.final_state(node, ins)
+            if v is not None:
+                return [v]
         src = next(v.origin for v in ins if v is not None and v.kind == STATE)
         if op in LAYOUT_OPS + ("Slice", "Gather", "Concat"):
             return [Val(STATE, origin=src)]
-        self.fail("computes on the final state of %s; rnnd serves the per-step output Y "
-                  "(a model that reads its final state is not supported)" % src)
+        self.fail("computes on the final state of %s; rnnd serves the per-step output Y, or "
+                  "pools the last layer's final state only as h_n[-1] (Gather -1 of Y_h) or, "
+                  "bidirectional, cat((h_n[-2], h_n[-1]), 1)" % src)
 
     # ---- the data path ------------------------------------------------------------------
     def visit_data(self, node, ins):
@@ -928,9 +973,12 @@ class Importer:
             axes[0], axes[1] = x.axes[0], x.axes[1]
         feat = nonunit((dat, hat))
         y = Val(DATA, axes=axes, stage=st, feat=feat)
-        self.rec_stage = st
+        self.rec_stage, self.rec_nd, self.rec_atoms = st, nd, (dat, hat)
         src = self.label()
-        return [y] + [Val(STATE, origin=src) for _ in node.output[1:]]
+        states = [Val(STATE, origin=src) for _ in node.output[1:]]
+        if states:
+            states[0].rows = [(st, d) for d in range(nd)]   # Y_h: h_n of this layer
+        return [y] + states
 
     def activations(self, kind, a, nd):
         n = N_ACT[kind]
