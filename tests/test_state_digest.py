@@ -241,12 +241,19 @@ def export(d, sid):
     return b
 
 
-def check_pooled(d, served):
+def check_pooled(d, served, files):
     """A pooled rewrite of alpha (docs/model-format.md, "Pooling"): /v1/models says its pool;
     infer answers one row per sequence, for "last" the last step's row of alpha; a session
     keeps per-step outputs, bitwise alpha's."""
     C.eq((served["alpha"]["pool"], served["pooled_last"]["pool"]), ("none", "last"),
          "/v1/models: pool")
+    C.eq((inspect_json(files["alpha"]).get("pool"),
+          inspect_json(files["pooled_max"]).get("pool")), ("none", "max"),
+         "rnnd inspect --json: pool")
+    p = subprocess.run([RNND_BIN, "inspect", files["pooled_mean"]], capture_output=True,
+                       text=True, timeout=60)
+    C.check("pool:        mean (infer: one output row per sequence)" in p.stdout,
+            "rnnd inspect: a pool line")
     body = {"inputs": [SEQ[:4], SEQ[:1]]}
     st, _, plain = d.request("POST", "/v1/models/alpha/infer", body)
     st2, _, pooled = d.request("POST", "/v1/models/pooled_last/infer", body)
@@ -397,7 +404,7 @@ def main():
         check_definition(files, served)
         check_what_counts(served)
         check_exchange(d)
-        check_pooled(d, served)
+        check_pooled(d, served, files)
         check_refused(d)
     C.exit()
 
