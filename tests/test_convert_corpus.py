@@ -461,6 +461,7 @@ class LayerNormed(Rec):
         return self.fc(self.ln(y))
 
 
+# ---- pooled classifiers: refused before the format's "pool", converted since -------------
 @case("mean_steps", "ok")
 class MeanSteps(Rec):
     """mean over the steps, then the head"""
@@ -511,6 +512,7 @@ class HnCat(Rec):
         return self.fc(torch.cat((h[-2], h[-1]), dim=1))
 
 
+# ---- models that must be refused (today), continued --------------------------------------
 @case("attention", {"onnx": "refused: MatMul", "torch": "refused: aten::transpose(1, 2)"})
 class Attention(Rec):
     """dot-product self-attention over the LSTM's outputs"""
