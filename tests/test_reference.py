@@ -208,6 +208,17 @@ def rnnd_infer(path, seqs):
     return np.array(json.loads(p.stdout)["outputs"]) if p.returncode == 0 else None
 
 
+def test_pool_refused():
+    """A native spec with an unknown pool is refused, naming the key."""
+    arch, tensors = reference.read(tmp("pool_base.rnnd"))
+    arch = {k: v for k, v in arch.items() if v is not None}
+    try:
+        native("pool_bad", dict(arch, pool="sum"), tensors)
+        check(False, "pool \"sum\" is refused")
+    except rnnd_convert.ConvertError as e:
+        check("pool:" in str(e) and "sum" in str(e), "pool \"sum\" refused: %s" % e)
+
+
 def test_pooling():
     """A 2-layer bidirectional GRU pooled four ways: the reference and `rnnd infer` equal
     y[-1], cat(h_n[-2], h_n[-1]), y.mean(0) and y.max(0) of PyTorch (before the head,
@@ -251,6 +262,14 @@ def test_pooling():
               % (pool, ref.shape,))
         check(np.abs(ref[:, 0] - want).max() < 2e-5, "%s: reference = PyTorch (%.2g)"
               % (pool, np.abs(ref[:, 0] - want).max()))
+        # the same through a native spec (architecture JSON + weights)
+        arch, tensors = reference.read(tmp("pool_base.rnnd"))
+        arch = {k: v for k, v in arch.items() if v is not None}
+        path, _ = native("pool_native_" + pool, dict(arch, pool=pool), tensors)
+        check(reference.read(path)[0].get("pool") == pool, "%s: a native spec keeps the pool"
+              % pool)
+        check(np.array_equal(np.stack(reference.run(path, seqs)[0]), ref),
+              "%s: the native spec's file computes the same" % pool)
         for path, w in ((bare, want), (headed, want_h)):
             got = rnnd_infer(path, seqs)
             if got is not None:
@@ -434,6 +453,7 @@ def main():
     test_chunks()
     torch_cases()
     test_pooling()
+    test_pool_refused()
     print("test_reference: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 
