@@ -23,7 +23,8 @@ static void model_fields(rnnd_buf *b, const rnnd_entry *e)
                     e->output_dim, e->stateful ? "true" : "false", e->state_floats,
                     e->state_floats * sizeof(float), rnnd_model_param_count(e->model),
                     spec->n_layers);
-    rnnd_buf_printf(b, ",\"weights\":\"%s\"", rnnd_weights_name(spec->weights));
+    rnnd_buf_printf(b, ",\"weights\":\"%s\",\"pool\":\"%s\"", rnnd_weights_name(spec->weights),
+                    rnnd_pool_name(spec->pool));
 }
 
 void rnnd_api_models_list(rnnd_req *r)

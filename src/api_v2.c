@@ -139,8 +139,10 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
         rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}]");
     else
         rnnd_buf_printf(&b, "\"datatype\":\"FP32\",\"shape\":[-1,-1,%d]}]", spec->input_dim);
+    /* stateless infer of a pooled model: one row per sequence, no step axis */
     rnnd_buf_printf(&b, ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
-                    "\"shape\":[-1,-1,%d]}]}", e->output_dim);
+                    "\"shape\":[-1,%s%d]}]}", spec->pool != RNND_POOL_NONE ? "" : "-1,",
+                    e->output_dim);
     rnnd_reply(r, 200, &b);
 }
 
@@ -563,7 +565,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
 
 /* {"model_name":..,"model_version":"V",["id":..,]"outputs":[{..."data": — the caller
  * appends the data, then "}]}". */
-static void response_head(rnnd_buf *b, const struct v2_infer *in)
+static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled)
 {
     rnnd_buf_puts(b, "{\"model_name\":");
     rnnd_buf_json_string(b, in->e->name);
@@ -576,7 +578,9 @@ static void response_head(rnnd_buf *b, const struct v2_infer *in)
                   "\"shape\":[");
     if (in->batched)
         rnnd_buf_printf(b, "%zu,", in->B);
-    rnnd_buf_printf(b, "%zu,%d],\"data\":", in->T, in->e->output_dim);
+    if (!pooled)    /* a pooled model's stateless infer has no step axis */
+        rnnd_buf_printf(b, "%zu,", in->T);
+    rnnd_buf_printf(b, "%d],\"data\":", in->e->output_dim);
 }
 
 /* ---- stateless infer: the v1 infer path -------------------------------------------------- */
@@ -635,7 +639,8 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
         } else {
             rnnd_buf b;
             rnnd_buf_init(&b);
-            response_head(&b, &t->in);
+            response_head(&b, &t->in,
+                          rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE);
             flatten_v1(&b, v1.data, v1.len);
             rnnd_buf_puts(&b, "}]}");
             rnnd_reply(t->r, 200, &b);
@@ -788,7 +793,7 @@ static void step_finish(rnnd_job *job)
         if (j->first_nonfinite < 0) {
             rnnd_buf b;
             rnnd_buf_init(&b);
-            response_head(&b, &q->in);
+            response_head(&b, &q->in, 0);
             rnnd_buf_floats(&b, j->out, j->n_steps * (size_t)q->in.e->output_dim);
             rnnd_buf_puts(&b, "}]}");
             rnnd_reply(r, 200, &b);

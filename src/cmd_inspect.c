@@ -140,6 +140,9 @@ static void print_text(const char *path, const rnnd_model *m)
             printf("\n");
         }
     }
+    if (s->pool != RNND_POOL_NONE)   /* infer then answers one row per sequence */
+        printf("pool:        %s (infer: one output row per sequence)\n",
+               rnnd_pool_name(s->pool));
     if (s->has_head)
         printf("head:        linear %d -> %d, norm %s\n", s->head_in, s->head_out,
                norm_name(s->head_norm));
@@ -274,6 +277,7 @@ static json_t *model_json(const char *path, const rnnd_model *m)
     for (int l = 0; l < s->n_layers; l++)
         json_array_append_new(layers, layer_json(&s->layers[l]));
     put(o, "layers", layers);
+    put(o, "pool", json_string(rnnd_pool_name(s->pool)));
     if (s->has_head) {
         json_t *h = json_object();
         put(h, "in_dim", json_integer(s->head_in));

@@ -382,6 +382,12 @@ static size_t sat_add(size_t a, size_t b)
 #define FLOAT_TEXT 16
 /* The JSON around one state's floats (per layer: {"h":[..],"c":[..]} and commas), and around
  * the whole response (model name, digest, keys): generous, fixed bounds. */
+/* A pooled model (architecture "pool") answers one row per sequence. */
+static int net_pools(const rnnd_net *net)
+{
+    return rnnd_model_get_spec(rnnd_net_model(net))->pool != RNND_POOL_NONE;
+}
+
 #define STATE_LAYER_TEXT 32
 #define RESPONSE_FRAME 1024
 
@@ -390,7 +396,7 @@ static size_t response_bytes(const rnnd_net *net, const rnnd_infer_req *req)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     size_t od = (size_t)rnnd_net_output_dim(net), S = rnnd_net_state_floats(net);
-    size_t B = req->n_seq, rows = req->last ? B : req->total_steps;
+    size_t B = req->n_seq, rows = req->last || net_pools(net) ? B : req->total_steps;
     /* each row: its floats, "[", "]" and a comma; each sequence: "[", "]" and a comma */
     size_t text = sat_add(sat_mul(sat_mul(rows, od), FLOAT_TEXT), sat_mul(rows + B, 3));
     if (req->return_state) {
@@ -502,7 +508,7 @@ static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, si
         size_t off = 0;
         for (size_t b = 0; b < B; b++) {
             req->outputs[b] = req->out_flat + off * od;
-            off += req->lens[b];
+            off += net_pools(net) ? 1 : req->lens[b];
         }
     }
     if (req->return_state && !req->final_flat) {
@@ -526,8 +532,11 @@ static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *er
     size_t S = rnnd_net_state_floats(net);
 
     for (size_t b = 0; b < req->n_seq; b++) {
-        size_t n = req->lens[b] * od;
+        size_t n = (net_pools(net) ? 1 : req->lens[b]) * od;
         size_t i = first_nonfinite(req->outputs[b], n);
+        if (i < n && net_pools(net))
+            return fail(RNND_ERR_NUMERIC, err, errlen,
+                        "outputs[%zu][%zu]: the result is not finite (NaN or Inf)", b, i);
         if (i < n)
             return fail(RNND_ERR_NUMERIC, err, errlen,
                         "outputs[%zu][%zu][%zu]: the result is not finite (NaN or Inf)",
@@ -643,8 +652,8 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
         size_t n = req->lens[b];
         if (b)
             rnnd_buf_append(out, ",", 1);
-        if (req->last) {
-            rnnd_buf_floats(out, req->outputs[b] + (n - 1) * od, od);
+        if (req->last || net_pools(net)) {
+            rnnd_buf_floats(out, req->outputs[b] + (net_pools(net) ? 0 : n - 1) * od, od);
             continue;
         }
         rnnd_buf_append(out, "[", 1);

@@ -40,6 +40,8 @@ _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one n
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
 static const char *const weights_names[] = {"f32", "bf16", "f16"};
+static const char *const pool_names[RNND_POOL_COUNT] = {"none", "last", "final_state", "mean",
+                                                        "max"};
 
 const char *rnnd_act_name(int kind)
 {
@@ -59,6 +61,11 @@ int rnnd_cell_is_min(int cell)
 const char *rnnd_direction_name(int dir)
 {
     return dir >= 0 && dir < 3 ? dir_names[dir] : "unknown";
+}
+
+const char *rnnd_pool_name(int pool)
+{
+    return pool >= 0 && pool < RNND_POOL_COUNT ? pool_names[pool] : "unknown";
 }
 
 const char *rnnd_weights_name(int weights)
@@ -487,7 +494,8 @@ static int parse_vocab(actx *c, const json_t *v, rnnd_model_spec *s)
 }
 
 static const char *const top_keys[] = {
-    "format_version", "name", "input", "layers", "head", "vocab", "tokenizer", "weights", NULL,
+    "format_version", "name", "input", "layers", "pool", "head", "vocab", "tokenizer", "weights",
+    NULL,
 };
 
 static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
@@ -548,6 +556,20 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
         in = L->out_dim * L->num_directions;
     }
 
+    const json_t *pool = json_object_get(a, "pool");
+    if (pool && !json_is_null(pool)) {
+        if (!json_is_string(pool))
+            return BAD(c, "architecture.pool", "expected a string or null, got %s",
+                       type_name(pool));
+        s->pool = -1;
+        for (int i = 0; i < RNND_POOL_COUNT; i++)
+            if (strcmp(json_string_value(pool), pool_names[i]) == 0)
+                s->pool = i;
+        if (s->pool < 0)
+            return BAD(c, "architecture.pool", "unknown value \"%.40s\" (expected none, last, "
+                       "final_state, mean or max)", json_string_value(pool));
+    }
+    /* every pool keeps the width of a step's output, so the head reads the same in_dim */
     if ((rc = parse_head(c, json_object_get(a, "head"), in, s)))
         return rc;
 

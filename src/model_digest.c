@@ -81,6 +81,12 @@ int rnnd_model_state_digest_compute(rnnd_model_spec *s, char out[65])
     put_u32(&h, s->has_head ? 1 : 0);
     put_u32(&h, s->has_head ? (uint32_t)s->head_out : 0);
     put_u32(&h, s->has_head ? (uint32_t)s->head_norm : 0);
+    /* Pooling came later: written only when set, so every digest of a model without it
+     * stays what it was. */
+    if (s->pool != RNND_POOL_NONE) {
+        rnnd_sha256_update(&h, "pool", 4);
+        put_u32(&h, (uint32_t)s->pool);
+    }
     /* The values the kernels read, after any half rounding: the host is little-endian
      * (model.c refuses others), so the floats' bytes are already the record's. */
     size_t n = rnnd_arch_required(s, t);

@@ -971,6 +971,53 @@ static void head_projection(const rnnd_net *n, const float *X, size_t N, float *
         normalize_row(s->head_norm, Y + r * K, s->head_out);
 }
 
+/* Pool each sequence's rows of X [N, ldx] into P [B, ldx] (slot i in row i). Each element
+ * is reduced over the steps in step order, whatever the batch, so a sequence's pooled row is
+ * bitwise the same alone or in any batch. final_state takes, per direction, the output of
+ * the last step that direction reads: step len-1 forward, step 0 reverse. */
+static void pool_rows(const rnnd_model_spec *s, const seq_plan *sp, const float *X, size_t ldx,
+                      float *P)
+{
+    const rnnd_layer_spec *L = &s->layers[s->n_layers - 1];
+    size_t O = (size_t)L->out_dim;
+    for (size_t i = 0; i < sp->B; i++) {
+        size_t len = sp->lens[sp->order[i]];
+        float *p = P + i * ldx;
+        const float *first = X + (sp->start[0] + i) * ldx;
+        const float *last = X + (sp->start[len - 1] + i) * ldx;
+        switch (s->pool) {
+        case RNND_POOL_LAST:
+            memcpy(p, last, ldx * sizeof(float));
+            break;
+        case RNND_POOL_FINAL_STATE:
+            for (int d = 0; d < L->num_directions; d++) {
+                int rev = L->direction == RNND_DIR_REVERSE || d == 1;
+                memcpy(p + (size_t)d * O, (rev ? first : last) + (size_t)d * O,
+                       O * sizeof(float));
+            }
+            break;
+        case RNND_POOL_MEAN:
+        case RNND_POOL_MAX:
+            memcpy(p, first, ldx * sizeof(float));
+            for (size_t t = 1; t < len; t++) {
+                const float *x = X + (sp->start[t] + i) * ldx;
+                for (size_t j = 0; j < ldx; j++) {
+                    if (s->pool == RNND_POOL_MEAN)
+                        p[j] += x[j];
+                    else if (x[j] > p[j] || isnan(x[j]))
+                        p[j] = x[j];    /* NaN propagates, as torch.max does */
+                }
+            }
+            if (s->pool == RNND_POOL_MEAN)
+                for (size_t j = 0; j < ldx; j++)
+                    p[j] /= (float)len;
+            break;
+        default:
+            break;
+        }
+    }
+}
+
 static int stopping(const rnnd_parallel *par)
 {
     return par && par->stop && atomic_load_explicit(par->stop, memory_order_relaxed);
@@ -1149,14 +1196,25 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
         Y = t;
     }
     /* X now holds the last layer's output [N, ldx] */
-    size_t K = ldx;
+    size_t K = ldx, rows = sp.N;
+    if (s->pool != RNND_POOL_NONE) {
+        pool_rows(s, &sp, X, ldx, Y);   /* B rows, slot order, into the free buffer */
+        float *t = X;
+        X = Y;
+        Y = t;
+        rows = B;
+    }
     if (s->has_head) {
         K = (size_t)s->head_out;
-        head_projection(n, X, sp.N, Y, par);
+        head_projection(n, X, rows, Y, par);
         X = Y;
     }
     for (size_t i = 0; i < B; i++) {
         size_t b = order[i];
+        if (s->pool != RNND_POOL_NONE) {
+            memcpy(outputs[b], X + i * K, K * sizeof(float));
+            continue;
+        }
         for (size_t t = 0; t < lens[b]; t++)
             memcpy(outputs[b] + t * K, X + (start[t] + i) * K, K * sizeof(float));
     }

@@ -1177,6 +1177,54 @@ START_TEST(run_numeric_error)
 }
 END_TEST
 
+/* A pooled model answers one row per sequence (the shape of "outputs": "last"); pool "last"
+ * gives exactly what the same weights without pooling give with "outputs": "last", whatever
+ * the request's own "outputs" says, and the final states are unchanged. */
+#define POOLED(pool)                                                                      \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":2},\"layers\":["      \
+    "{\"type\":\"gru\",\"hidden_size\":3}]" pool ",\"head\":{\"out_dim\":2,\"in_dim\":3," \
+    "\"norm\":\"softmax\"}}"
+START_TEST(run_pooled)
+{
+    rnnd_net *plain = open_net(POOLED(""), 17, "plain");
+    rnnd_net *last = open_net(POOLED(",\"pool\":\"last\""), 17, "plast");
+    rnnd_net *mean = open_net(POOLED(",\"pool\":\"mean\""), 17, "pmean");
+    json_t *all = load("{\"inputs\":[[[1,2],[3,-4],[0.5,0]],[[2,2]]],\"return_state\":true}");
+    json_t *lst = load("{\"inputs\":[[[1,2],[3,-4],[0.5,0]],[[2,2]]],\"return_state\":true,"
+                       "\"outputs\":\"last\"}");
+    json_t *want = infer_json(plain, lst, "m");
+    json_t *got = infer_json(last, all, "m");
+    ck_assert(json_equal(json_object_get(want, "outputs"), json_object_get(got, "outputs")));
+    ck_assert(json_equal(json_object_get(want, "states"), json_object_get(got, "states")));
+    json_decref(got);
+    got = infer_json(last, lst, "m");
+    ck_assert(json_equal(json_object_get(want, "outputs"), json_object_get(got, "outputs")));
+    json_decref(got);
+    /* mean: one row of 2 per sequence, a distribution, not the last step's */
+    got = infer_json(mean, all, "m");
+    const json_t *o = json_object_get(got, "outputs");
+    ck_assert_uint_eq(json_array_size(o), 2);
+    for (size_t b = 0; b < 2; b++) {
+        const json_t *row = json_array_get(o, b);
+        ck_assert_uint_eq(json_array_size(row), 2);
+        float p0 = jf(json_array_get(row, 0)), p1 = jf(json_array_get(row, 1));
+        ck_assert_float_eq_tol(p0 + p1, 1.0f, 1e-6f);
+    }
+    /* one step: the mean is that step */
+    ck_assert(json_equal(json_array_get(o, 1),
+                         json_array_get(json_object_get(want, "outputs"), 1)));
+    ck_assert(!json_equal(json_array_get(o, 0),
+                          json_array_get(json_object_get(want, "outputs"), 0)));
+    json_decref(got);
+    json_decref(want);
+    json_decref(all);
+    json_decref(lst);
+    rnnd_net_free(plain);
+    rnnd_net_free(last);
+    rnnd_net_free(mean);
+}
+END_TEST
+
 /* The encoded response of a request that ran (or its error), malloc'd. */
 static char *encode_text(const rnnd_net *net, const rnnd_infer_req *req)
 {
@@ -1429,6 +1477,7 @@ static Suite *infer_suite(void)
     tcase_add_loop_test(tc, run_split_halves, 0, 3);
     tcase_add_test(tc, run_initial_state_null_and_nonzero);
     tcase_add_test(tc, run_numeric_error);
+    tcase_add_test(tc, run_pooled);
     tcase_add_loop_test(tc, run_many_matches_alone, 0, (int)N_RUN_ARCHS);
     tcase_add_test(tc, run_many_numeric_error_alone);
     tcase_add_test(tc, text_inputs);

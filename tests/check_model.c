@@ -943,6 +943,7 @@ START_TEST(state_digest_what_counts)
                     ", \"forget_gate\": false, \"peepholes\": false", "softmax"),
         DIGEST_ARCH("\"weights\": \"f32\",", "", LSTM_ACTS("0.1"), ", \"direction\": \"forward\"",
                     "softmax"),
+        DIGEST_ARCH("\"pool\": \"none\",", "", LSTM_ACTS("0.1"), "", "softmax"),
     };
     static const char *other[] = {
         DIGEST_ARCH("", "", LSTM_ACTS("0.2"), "", "softmax"),
@@ -950,6 +951,8 @@ START_TEST(state_digest_what_counts)
         DIGEST_ARCH("", "", LSTM_ACTS("0.1"), ", \"linear_before_reset\": 1", "softmax"),
         DIGEST_ARCH("", "", LSTM_ACTS("0.1"), ", \"clip\": 4", "softmax"),
         DIGEST_ARCH("", "", LSTM_ACTS("0.1"), "", "log_softmax"),
+        DIGEST_ARCH("\"pool\": \"mean\",", "", LSTM_ACTS("0.1"), "", "softmax"),
+        DIGEST_ARCH("\"pool\": \"max\",", "", LSTM_ACTS("0.1"), "", "softmax"),
     };
     char want[65], wfile[65], got[65], file[65];
     digests_of(base, 7, want, wfile);
@@ -1520,6 +1523,45 @@ START_TEST(bad_arch_head)
 }
 END_TEST
 
+/* "pool": each value loads; anything else names the key and the choices. */
+START_TEST(pool_values)
+{
+    static const char *pools[] = {"none", "last", "final_state", "mean", "max"};
+    char arch[512];
+    for (int i = 0; i < 5; i++) {
+        snprintf(arch, sizeof arch, A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 3,"
+                 " \"direction\": \"bidirectional\"}], \"pool\": \"%s\", \"head\":"
+                 " {\"out_dim\": 2, \"in_dim\": 6}}", pools[i]);
+        tu_file *f = tu_random_model(arch, 1);
+        ck_assert_ptr_nonnull(f);
+        size_t len;
+        unsigned char *img = tu_file_bytes(f, &len);
+        rnnd_model *m = load_img(img, len);
+        ck_assert_int_eq(rnnd_model_get_spec(m)->pool, i);
+        ck_assert_str_eq(rnnd_pool_name(rnnd_model_get_spec(m)->pool), pools[i]);
+        ck_assert_int_eq(rnnd_model_output_dim(m), 2);
+        rnnd_model_unref(m);
+        free(img);
+        tu_file_free(f);
+    }
+}
+END_TEST
+
+START_TEST(bad_arch_pool)
+{
+    expect_fail_arch("pool_name", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"pool\": \"sum\"}", "architecture.pool",
+                     "unknown value \"sum\" (expected none, last, final_state, mean or max)");
+    expect_fail_arch("pool_type", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                     " \"pool\": 1}", "architecture.pool", "expected a string or null, got");
+    /* pooling keeps the step width: a head must still read the last layer's width */
+    expect_fail_arch("pool_head", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4,"
+                     " \"direction\": \"bidirectional\"}], \"pool\": \"final_state\","
+                     " \"head\": {\"out_dim\": 2, \"in_dim\": 4}}", "architecture.head.in_dim",
+                     "4, but the last layer outputs 8");
+}
+END_TEST
+
 /* A valid file for one architecture plus a tensor that only a variant uses. */
 START_TEST(bad_tensors_for_other_arch)
 {
@@ -2068,6 +2110,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, bad_arch_activations);
     tcase_add_test(tc, bad_arch_vocab);
     tcase_add_test(tc, bad_arch_head);
+    tcase_add_test(tc, bad_arch_pool);
+    tcase_add_test(tc, pool_values);
     tcase_add_test(tc, mutations);
     suite_add_tcase(s, tc);
 

@@ -774,6 +774,98 @@ START_TEST(test_half_avx2_equals_avx512)
 }
 END_TEST
 
+/* "pool": a bidirectional lstm's output pooled over the steps. Loop index = the pool (1 last,
+ * 2 final_state, 3 mean, 4 max). Without a head the pooled row is bitwise the reduction, in
+ * step order, of the unpooled model's rows (final_state: the FINAL states' h); in a batch of
+ * other lengths it is bitwise what the sequence gets alone; with a head it is the head of
+ * the pooled row. */
+#define POOL_ARCH(pool, head)                                                                \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["         \
+    "{\"type\":\"lstm\",\"hidden_size\":3,\"direction\":\"bidirectional\"}]" pool head "}"
+START_TEST(test_pooling)
+{
+    static const char *pools[] = {"", ",\"pool\":\"last\"", ",\"pool\":\"final_state\"",
+                                  ",\"pool\":\"mean\"", ",\"pool\":\"max\""};
+    char arch[512], ahead[512];
+    snprintf(arch, sizeof arch, POOL_ARCH("%s", ""), pools[_i]);
+    snprintf(ahead, sizeof ahead, POOL_ARCH("%s", ",\"head\":{\"out_dim\":2,\"in_dim\":6,"
+             "\"norm\":\"log_softmax\"}"), pools[_i]);
+    const rnnd_kernels *k = path_for(0);
+    rnnd_model *m0 = random_model(POOL_ARCH("", ""), 5, 0);
+    rnnd_model *mp = random_model(arch, 5, 0);
+    rnnd_model *mh = random_model(ahead, 5, 0);
+    rnnd_net *n0, *np, *nh;
+    char err[256];
+    ck_assert_int_eq(rnnd_net_new(m0, k, &n0, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_new(mp, k, &np, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_new(mh, k, &nh, err, sizeof err), 0);
+    enum { B = 3, TM = 7, D = 4, W = 6, S = 2 * (3 + 3) };
+    size_t lens[B] = {4, 1, 7};
+    float in[B][TM * D], all[B][TM * W], fin[B][S], pooled[B][W], alone[W], head[B][2];
+    const float *vec[B];
+    float *outs[B], *pouts[B], *fins[B], *houts[B];
+    rng_state = 99;
+    for (int b = 0; b < B; b++) {
+        for (int i = 0; i < TM * D; i++)
+            in[b][i] = (float)(urand() * 4.0 - 2.0);
+        vec[b] = in[b];
+        outs[b] = all[b];
+        pouts[b] = pooled[b];
+        fins[b] = fin[b];
+        houts[b] = head[b];
+    }
+    ck_assert_int_eq(rnnd_net_forward(n0, B, lens, NULL, vec, NULL, outs, fins, err,
+                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_forward(np, B, lens, NULL, vec, NULL, pouts, NULL, err,
+                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_forward(nh, B, lens, NULL, vec, NULL, houts, NULL, err,
+                                      sizeof err), 0);
+    for (int b = 0; b < B; b++) {
+        size_t n = lens[b];
+        float want[W];
+        for (int j = 0; j < W; j++) {
+            float v = all[b][j];
+            if (_i == 1)
+                v = all[b][(n - 1) * W + j];
+            else if (_i == 2)   /* h of each direction: state [h 3, c 3] per direction */
+                v = fin[b][(j / 3) * 6 + j % 3];
+            for (size_t t = 1; t < n && _i >= 3; t++) {
+                float x = all[b][t * W + j];
+                v = _i == 3 ? v + x : (x > v ? x : v);
+            }
+            want[j] = _i == 3 ? v / (float)n : v;
+        }
+        ck_assert_msg(!memcmp(want, pooled[b], sizeof want), "pool %d seq %d", _i, b);
+        /* alone */
+        const float *v1[1] = {in[b]};
+        float *o1[1] = {alone};
+        ck_assert_int_eq(rnnd_net_forward(np, 1, &lens[b], NULL, v1, NULL, o1, NULL, err,
+                                          sizeof err), 0);
+        ck_assert_msg(!memcmp(alone, pooled[b], sizeof alone), "pool %d seq %d alone", _i, b);
+        /* the head of the pooled row */
+        const rnnd_model_spec *hs = rnnd_model_get_spec(mh);
+        double z[2], mx = -1e30, sum = 0;
+        for (int r = 0; r < 2; r++) {
+            z[r] = hs->head_b[r];
+            for (int j = 0; j < W; j++)
+                z[r] += (double)hs->head_W[r * W + j] * want[j];
+            mx = z[r] > mx ? z[r] : mx;
+        }
+        for (int r = 0; r < 2; r++)
+            sum += exp(z[r] - mx);
+        for (int r = 0; r < 2; r++)
+            ck_assert_msg(fabs(head[b][r] - (z[r] - mx - log(sum))) < 1e-5,
+                          "pool %d seq %d head %d: %g", _i, b, r, head[b][r]);
+    }
+    rnnd_net_free(n0);
+    rnnd_net_free(np);
+    rnnd_net_free(nh);
+    rnnd_model_unref(m0);
+    rnnd_model_unref(mp);
+    rnnd_model_unref(mh);
+}
+END_TEST
+
 static Suite *rnn_suite(void)
 {
     Suite *s = suite_create("rnn");
@@ -786,6 +878,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
+    tcase_add_loop_test(tc, test_pooling, 1, 5);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);
     /* half-size weights: every arch, bf16 and f16 */

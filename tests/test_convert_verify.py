@@ -8,7 +8,8 @@ writing nothing, when they differ by more than 1e-5 * max(1, |source|):
 - a broken converter path (a weight perturbed inside the importer, for torch and ONNX)
   exits 1 with the error and where, and leaves no file, not even a temporary one; models
   the converter used to write wrongly (relu after the head via from_module, a scaled output
-  in TorchScript, a mean over steps) are refused by the analysis of forward() first;
+  in TorchScript, a mean over steps after the head) are refused by the analysis of
+  forward() first;
 - --no-verify / verify=False write them anyway, without a record;
 - `rnnd inspect` prints a `verified:` line and --json a `verification` object; the loader
   refuses a malformed record, naming the key.

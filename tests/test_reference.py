@@ -9,7 +9,9 @@
 (c) what PyTorch lacks, against scalar Python transcriptions of docs/model-format.md: all 11
     activations, Jordan, the 1997 LSTM without forget gate (with peepholes and clip), GRU
     linear_before_reset 0 with clip;
-(d) splitting a sequence and carrying the final state gives the same result as one run.
+(d) splitting a sequence and carrying the final state gives the same result as one run;
+(e) pooled models ("pool"): the reference and `rnnd infer` against PyTorch's y[-1], h_n,
+    mean and max over the steps, with and without a softmax head.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP.
 """
@@ -177,6 +179,103 @@ def torch_cases():
         worst = max(worst, float(np.abs(outs[b] - y).max()))
     check(worst < 2e-5, "embedding + bidir proj LSTM + head + log_softmax = PyTorch (%.2g)"
           % worst)
+
+
+# ---- (e) pooling: the reference and rnnd's own forward against PyTorch ----------------------
+def with_pool(src, dst, pool):
+    """DST: the .rnnd SRC with "pool": POOL added to its architecture (tensors untouched)."""
+    data = open(src, "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    arch = json.loads(header["__metadata__"]["architecture"])
+    arch["pool"] = pool
+    header["__metadata__"]["architecture"] = json.dumps(arch)
+    text = json.dumps(header).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    with open(dst, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return dst
+
+
+def rnnd_infer(path, seqs):
+    """`rnnd infer` (the C forward) on SEQS: its "outputs"."""
+    import subprocess
+    body = json.dumps({"inputs": [np.asarray(x).tolist() for x in seqs]})
+    p = subprocess.run([os.environ.get("RNND_BIN", os.path.join(SRCDIR, "rnnd")), "infer",
+                        "--model", path], input=body, capture_output=True, text=True,
+                       timeout=60)
+    check(p.returncode == 0, "rnnd infer %s: %s" % (path, p.stderr.strip()))
+    return np.array(json.loads(p.stdout)["outputs"]) if p.returncode == 0 else None
+
+
+def test_pool_refused():
+    """A native spec with an unknown pool is refused, naming the key."""
+    arch, tensors = reference.read(tmp("pool_base.rnnd"))
+    arch = {k: v for k, v in arch.items() if v is not None}
+    try:
+        native("pool_bad", dict(arch, pool="sum"), tensors)
+        check(False, "pool \"sum\" is refused")
+    except rnnd_convert.ConvertError as e:
+        check("pool:" in str(e) and "sum" in str(e), "pool \"sum\" refused: %s" % e)
+
+
+def test_pooling():
+    """A 2-layer bidirectional GRU pooled four ways: the reference and `rnnd infer` equal
+    y[-1], cat(h_n[-2], h_n[-1]), y.mean(0) and y.max(0) of PyTorch (before the head,
+    then through a softmax head), one row per sequence."""
+    import torch
+    import torch.nn as nn
+    torch.manual_seed(7)
+    rng = np.random.default_rng(7)
+    gru = nn.GRU(5, 6, num_layers=2, bidirectional=True).eval()
+    fc = nn.Linear(12, 3).eval()
+    rnnd_convert.from_module(gru, tmp("pool_base.rnnd"))
+
+    class Head(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = gru, fc
+
+        def forward(self, x):
+            return torch.softmax(self.fc(self.rnn(x)[0]), dim=-1)
+    rnnd_convert.from_module(Head().eval(), tmp("pool_head.rnnd"))
+    seqs = [rng.normal(size=(T, 5)).astype(np.float32) for T in (1, 6, 17)]
+    pools = {
+        "last": lambda y, h: y[-1],
+        "final_state": lambda y, h: torch.cat((h[-2], h[-1]), dim=-1),
+        "mean": lambda y, h: y.mean(dim=0),
+        "max": lambda y, h: y.max(dim=0).values,
+    }
+    for pool, f in pools.items():
+        bare = with_pool(tmp("pool_base.rnnd"), tmp("pool_%s.rnnd" % pool), pool)
+        headed = with_pool(tmp("pool_head.rnnd"), tmp("pool_h_%s.rnnd" % pool), pool)
+        want, want_h = [], []
+        for x in seqs:
+            with torch.no_grad():
+                y, h = gru(torch.tensor(x[:, None, :]))
+                p = f(y[:, 0], h[:, 0])
+                want.append(p.numpy())
+                want_h.append(torch.softmax(fc(p), dim=-1).numpy())
+        want, want_h = np.array(want), np.array(want_h)
+        ref = np.stack(reference.run(bare, seqs)[0])
+        check(ref.shape == (3, 1, 12), "%s: the reference gives one row (%s)"
+              % (pool, ref.shape,))
+        check(np.abs(ref[:, 0] - want).max() < 2e-5, "%s: reference = PyTorch (%.2g)"
+              % (pool, np.abs(ref[:, 0] - want).max()))
+        # the same through a native spec (architecture JSON + weights)
+        arch, tensors = reference.read(tmp("pool_base.rnnd"))
+        arch = {k: v for k, v in arch.items() if v is not None}
+        path, _ = native("pool_native_" + pool, dict(arch, pool=pool), tensors)
+        check(reference.read(path)[0].get("pool") == pool, "%s: a native spec keeps the pool"
+              % pool)
+        check(np.array_equal(np.stack(reference.run(path, seqs)[0]), ref),
+              "%s: the native spec's file computes the same" % pool)
+        for path, w in ((bare, want), (headed, want_h)):
+            got = rnnd_infer(path, seqs)
+            if got is not None:
+                check(got.shape == w.shape and np.abs(got - w).max() < 2e-5,
+                      "%s: rnnd infer %s = PyTorch (shape %s, want %s)"
+                      % (pool, os.path.basename(path), got.shape, w.shape))
 
 
 # ---- (c) scalar transcriptions of the format's equations ---------------------------------
@@ -353,6 +452,8 @@ def main():
     test_gru_lbr0()
     test_chunks()
     torch_cases()
+    test_pooling()
+    test_pool_refused()
     print("test_reference: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

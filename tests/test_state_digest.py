@@ -101,6 +101,9 @@ def layer_bytes(L, l):
     return rec, names
 
 
+POOLS = ["none", "last", "final_state", "mean", "max"]
+
+
 def doc_digest(path):
     arch, tensors = reference.read(path)    # the values the model computes with
     inp = arch["input"]
@@ -122,6 +125,9 @@ def doc_digest(path):
         names += ["head.weight", "head.bias"]
     else:
         out.append(u32(0, 0, 0))
+    pool = arch.get("pool") or "none"
+    if pool != "none":      # only when set: older digests stay as they were
+        out.append(b"pool" + u32(POOLS.index(pool)))
     for n in names:
         out.append(np.ascontiguousarray(tensors[n], dtype="<f4").tobytes())
     return hashlib.sha256(b"".join(out)).hexdigest()
@@ -211,6 +217,8 @@ def check_what_counts(served):
          "the same digest")
     C.check(d["flipped"] != d["alpha"], "one weight bit flipped: another digest")
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
+    C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
+            "another pool, the same weights: another digest")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -231,6 +239,46 @@ def export(d, sid):
     st, _, b = d.request("GET", "/v1/sessions/%s/state" % sid)
     assert st == 200, (st, b)
     return b
+
+
+def check_pooled(d, served, files):
+    """A pooled rewrite of alpha (docs/model-format.md, "Pooling"): /v1/models says its pool;
+    infer answers one row per sequence, for "last" the last step's row of alpha; a session
+    keeps per-step outputs, bitwise alpha's."""
+    C.eq((served["alpha"]["pool"], served["pooled_last"]["pool"]), ("none", "last"),
+         "/v1/models: pool")
+    C.eq((inspect_json(files["alpha"]).get("pool"),
+          inspect_json(files["pooled_max"]).get("pool")), ("none", "max"),
+         "rnnd inspect --json: pool")
+    p = subprocess.run([RNND_BIN, "inspect", files["pooled_mean"]], capture_output=True,
+                       text=True, timeout=60)
+    C.check("pool:        mean (infer: one output row per sequence)" in p.stdout,
+            "rnnd inspect: a pool line")
+    body = {"inputs": [SEQ[:4], SEQ[:1]]}
+    st, _, plain = d.request("POST", "/v1/models/alpha/infer", body)
+    st2, _, pooled = d.request("POST", "/v1/models/pooled_last/infer", body)
+    C.eq((st, st2), (200, 200), "infer on alpha and pooled_last")
+    if st == st2 == 200:
+        C.eq(pooled["outputs"], [plain["outputs"][0][-1], plain["outputs"][1][-1]],
+             "pool last: one row per sequence, the last step's")
+    st, _, mean = d.request("POST", "/v1/models/pooled_mean/infer", body)
+    C.eq((st, len(mean.get("outputs", [])), len(mean.get("outputs", [[]])[0])),
+         (200, 2, served["alpha"]["output_dim"]), "pool mean: one row per sequence")
+    # v2: no step axis in a pooled model's stateless OUTPUT, nor in its metadata
+    K = served["alpha"]["output_dim"]
+    st, _, meta = d.request("GET", "/v2/models/pooled_last")
+    C.eq((st, meta.get("outputs", [{}])[0].get("shape")), (200, [-1, K]),
+         "v2 metadata of a pooled model: OUTPUT [-1, O]")
+    flat = [v for row in SEQ[:4] for v in row]
+    st, _, r = d.request("POST", "/v2/models/pooled_last/infer", {"inputs": [
+        {"name": "INPUT", "datatype": "FP32", "shape": [1, 4, DIM], "data": flat}]})
+    out = r.get("outputs", [{}])[0]
+    C.eq((st, out.get("shape"), out.get("data")),
+         (200, [1, K], plain["outputs"][0][-1] if plain else None),
+         "v2 infer of a pooled model: OUTPUT [B, O], v1's row")
+    a, p = new_session(d, "alpha"), new_session(d, "pooled_mean")
+    C.eq(step(d, p, SEQ[:3]), step(d, a, SEQ[:3]),
+         "a pooled model's session step returns every step's output, bitwise the unpooled")
 
 
 def check_exchange(d):
@@ -333,6 +381,10 @@ def main():
     files["flipped"] = flip_weight(files["alpha"], os.path.join(WORK, "flipped.rnnd"))
     files["clipped"] = rewrite_arch(files["alpha"], os.path.join(WORK, "clipped.rnnd"),
                                     lambda a: a["layers"][0].update(clip=50.0))
+    for pool in ("mean", "max", "last"):
+        files["pooled_" + pool] = rewrite_arch(files["alpha"],
+                                               os.path.join(WORK, "pooled_%s.rnnd" % pool),
+                                               lambda a, p=pool: a.update(pool=p))
 
     def rename_charlm(a):
         a["name"] = "another name"
@@ -352,6 +404,7 @@ def main():
         check_definition(files, served)
         check_what_counts(served)
         check_exchange(d)
+        check_pooled(d, served, files)
         check_refused(d)
     C.exit()
 

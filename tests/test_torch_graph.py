@@ -5,9 +5,12 @@ Must convert exactly, through from_module, torch.jit.script and ONNX (opsets 9, 
 PyTorch's
 word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
 a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
-line: relu after the head, a mean over steps, a classifier on cat(h_n[-2], h_n[-1]) of a
-bidirectional GRU, a two-input encoder / decoder, a traced nn.LSTMCell loop, the last step
-y[:, -1]; an nn.LSTMCell loop through from_module / torch.jit.script converts.
+line: relu after the head, a two-input encoder / decoder, a traced nn.LSTMCell loop, the
+first step y[:, 0], h_n[-1] of a bidirectional layer alone, a mean over the features, a
+pooling after the head; an nn.LSTMCell loop through from_module / torch.jit.script converts.
+Pooled classifiers convert exactly (from_module and TorchScript) with the file's "pool": a
+mean and a max over steps, the last step y[:, -1], h_n[-1], cat(h_n[-2], h_n[-1]) of a
+bidirectional GRU.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
 """
@@ -204,6 +207,49 @@ class BiGRUClassifier(Base):
         return self.fc(torch.cat((h[-2], h[-1]), dim=1))
 
 
+class MaxSteps(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return F.log_softmax(self.fc(y.max(dim=1).values), dim=-1)
+
+
+class LastHidden(Base):
+    def __init__(self):
+        super().__init__(cell=nn.GRU)
+
+    def forward(self, x):
+        _, h = self.rnn(self.emb(x))
+        return self.fc(h[-1])
+
+
+class FirstStep(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y[:, 0])
+
+
+class BiOneDirection(Base):
+    def __init__(self):
+        super().__init__(bidirectional=True, cell=nn.GRU)
+        self.fc = nn.Linear(8, 20)
+
+    def forward(self, x):
+        _, h = self.rnn(self.emb(x))
+        return self.fc(h[-1])
+
+
+class MeanFeatures(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y).mean(dim=-1)
+
+
+class PoolAfterHead(Base):
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return self.fc(y).mean(dim=1)
+
+
 class Seq2Seq(nn.Module):
     """Encoder / decoder: the decoder starts from the encoder's final state."""
 
@@ -259,14 +305,49 @@ def refused(what, fn, needles):
         check(all(n in msg for n in needles), "%s: refused naming %s: %r" % (what, needles, msg))
 
 
+def test_pooled():
+    """Each pooled classifier converts through from_module and a TorchScript file, the file
+    says its pool, and the reference equals PyTorch (one row per sequence)."""
+    torch.manual_seed(3)
+    cases = (("a mean over steps", MeanSteps, "mean"), ("a max over steps", MaxSteps, "max"),
+             ("the last step y[:, -1]", LastStep, "last"), ("h_n[-1]", LastHidden, "final_state"),
+             ("cat(h_n[-2], h_n[-1])", BiGRUClassifier, "final_state"))
+    x = torch.randint(0, 20, (3, 6))
+    for what, cls, pool in cases:
+        net = cls().eval()
+        with torch.no_grad():
+            want = net(x).numpy()
+        for door in ("from_module", "TorchScript"):
+            out = tmp("pooled.rnnd")
+            if os.path.exists(out):
+                os.unlink(out)
+            try:
+                if door == "from_module":
+                    m = rnnd_convert.from_module(net, out)
+                else:
+                    torch.jit.script(net).save(tmp("pooled.pt"))
+                    m = rnnd_convert.convert(tmp("pooled.pt"), out)
+            except ConvertError as e:
+                check(False, "%s (%s) converts: %s" % (what, door, e))
+                continue
+            check(m.pool == pool, "%s (%s): pool %s, want %s" % (what, door, m.pool, pool))
+            got = np.stack(reference.run(out, x.tolist())[0])[:, 0]
+            err = float(np.abs(got - want).max())
+            check(got.shape == want.shape and err < 1e-5,
+                  "%s (%s): the file equals PyTorch (max error %.2g)" % (what, door, err))
+
+
 def test_refusals():
     torch.manual_seed(1)
     cases = (
         ("relu after the head", ReluHead, ("aten::relu", HERE, "torch.relu(self.fc(y))",
                                            "fold it into the Linear")),
-        ("mean over steps", MeanSteps, ("aten::mean", HERE, "y.mean(dim=1)", "pool the reply")),
-        ("the last step", LastStep, ("aten::slice", HERE, "y[:, -1]", "last step")),
-        ("cat(h_n[-2], h_n[-1])", BiGRUClassifier, ("final state", HERE)),
+        ("the first step", FirstStep, ("aten::select(dim 1, index 0)", HERE, "y[:, 0]",
+                                       "y[:, -1]")),
+        ("h_n[-1] of a bidirectional layer", BiOneDirection,
+         ("h_n[-1] of a bidirectional last layer", "cat((h_n[-2], h_n[-1]), dim=1)")),
+        ("a mean over the features", MeanFeatures, ("aten::mean", HERE, "mean(dim=-1)")),
+        ("a mean after the head", PoolAfterHead, ("aten::mean", "after the head", HERE)),
         ("a two-input seq2seq", Seq2Seq, ("second input of forward()", "aten::embedding")),
     )
     for what, cls, needles in cases:
@@ -311,6 +392,7 @@ def test_refusals():
 def main():
     test_word_language_model()
     test_refusals()
+    test_pooled()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -20,6 +20,13 @@ enum rnnd_cell {
 };
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
+/* Whole-sequence pooling of the last layer's output before the head (infer only; sessions
+ * keep per-step outputs). FINAL_STATE is PyTorch's h_n of the last layer: per direction, the
+ * output of the last step that direction reads (a reverse direction's is at step 0). */
+enum rnnd_seq_pool {
+    RNND_POOL_NONE = 0, RNND_POOL_LAST, RNND_POOL_FINAL_STATE, RNND_POOL_MEAN, RNND_POOL_MAX,
+    RNND_POOL_COUNT
+};
 
 /* The element type of the weight matrices the kernels read (docs/model-format.md,
  * "Half-size weights"): compute is float either way, a half weight widened exactly. */
@@ -96,6 +103,7 @@ typedef struct rnnd_model_spec {
     int head_norm;          /* enum rnnd_head_norm */
     const float *head_W;    /* [head_out, head_in] */
     const float *head_b;    /* [head_out] */
+    int pool;               /* enum rnnd_seq_pool: infer gives one row per sequence when set */
     int n_vocab;            /* 0 or vocab_size */
     char **vocab;           /* n_vocab NUL-terminated strings (owned by the model) */
     char tokenizer[16];     /* "", "char" or "byte" */
@@ -170,5 +178,6 @@ const char *rnnd_cell_name(int cell);
 int rnnd_cell_is_min(int cell);
 const char *rnnd_direction_name(int dir);
 const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
+const char *rnnd_pool_name(int pool);   /* "none", "last", "final_state", "mean", "max" */
 
 #endif

@@ -81,7 +81,8 @@ int rnnd_net_step_par(const rnnd_net *net, rnnd_work *work, size_t B, const int3
 
 /* Whole sequences. For b < B: sequence b has LENS[b] >= 1 steps given as TOKENS[b] (ids) or
  * VECTORS[b] (LENS[b] rows of input_dim). INIT[b] is its initial state or NULL (zeros); INIT
- * itself may be NULL. OUTPUTS[b] receives LENS[b] rows of output_dim floats. FINAL, if not
+ * itself may be NULL. OUTPUTS[b] receives LENS[b] rows of output_dim floats, or one row when the
+ * model pools (spec.pool: the pooled last-layer output through the head). FINAL, if not
  * NULL, FINAL[b] (if not NULL) receives the final state (a reverse direction's final state is
  * its state after reading the first step). */
 int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,

@@ -38,7 +38,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     figures = None
     if verify:
         from .verify import verify as check
-        figures = check(model, source_runner(module), "module", path)
+        figures = check(model, source_runner(module, model.pool != "none"), "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):

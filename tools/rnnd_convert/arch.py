@@ -38,6 +38,7 @@ CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm")
 MIN_TYPES = ("mingru", "minlstm")
 DIRECTIONS = ("forward", "reverse", "bidirectional")
 NORMS = ("none", "softmax", "log_softmax")
+POOLS = ("none", "last", "final_state", "mean", "max")
 TOKENIZERS = ("char", "byte")
 
 N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
@@ -151,6 +152,7 @@ class Model:
         self.head_W = None                  # [out_dim, in_dim] or None
         self.head_b = None
         self.head_norm = "none"
+        self.pool = "none"                  # POOLS: whole-sequence pooling before the head
         self.vocab = None
         self.tokenizer = None
         self.weights = "f32"                # or "bf16" / "f16": matrices stored half-size
@@ -183,6 +185,8 @@ class Model:
              "tokenizer": self.tokenizer}
         if self.weights != "f32":       # absent means f32: float files stay byte-identical
             d["weights"] = self.weights
+        if self.pool != "none":         # likewise: files without pooling are unchanged
+            d["pool"] = self.pool
         return d
 
     def expected_tensors(self):
@@ -282,6 +286,8 @@ def validate(model):
             raise ConvertError("head.norm: %r is not one of %s" % (model.head_norm, NORMS))
     elif model.head_norm != "none":
         raise ConvertError("head.norm: a normalisation needs a head")
+    if model.pool not in POOLS:
+        raise ConvertError("pool: %r is not one of %s" % (model.pool, ", ".join(POOLS)))
     if model.weights not in WEIGHT_TYPES:
         raise ConvertError("weights: %r is not one of %s" % (model.weights,
                                                              ", ".join(WEIGHT_TYPES)))

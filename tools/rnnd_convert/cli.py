@@ -79,7 +79,7 @@ def load_model(path, fmt, weights=None):
     if fmt == "torchscript":
         from . import torch_import
         model, module = torch_import.load_torchscript(path)
-        return model, torch_import.source_runner(module), "torchscript"
+        return model, torch_import.source_runner(module, model.pool != "none"), "torchscript"
     from . import native
     return native.load(path, weights), None, "native"
 

@@ -8,10 +8,12 @@ import zipfile
 import numpy as np
 
 from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DIRECTIONS,
-                   FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, TYPE_KEYS,
+                   FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, POOLS,
+                   TYPE_KEYS,
                    canonical_activation, f32, fill_biases)
 
-TOP_KEYS = ("format_version", "name", "input", "layers", "head", "vocab", "tokenizer", "weights")
+TOP_KEYS = ("format_version", "name", "input", "layers", "pool", "head", "vocab", "tokenizer",
+            "weights")
 
 
 def _int(where, v, lo=1, hi=65536):
@@ -147,6 +149,11 @@ def model_from_arch(j):
         if m.head_norm not in NORMS:
             raise ConvertError("head.norm: %s is not one of %s"
                                % (json.dumps(m.head_norm), ", ".join(NORMS)))
+    pool = j.get("pool")
+    if pool is not None:
+        if pool not in POOLS:
+            raise ConvertError("pool: %s is not one of %s" % (json.dumps(pool), ", ".join(POOLS)))
+        m.pool = pool
     if j.get("vocab") is not None:
         if not isinstance(j["vocab"], list):
             raise ConvertError("vocab: expected a list of strings")

@@ -69,6 +69,8 @@ class Val:
         self.feat = None        # DATA: the non-unit atoms of the feature axis
         self.affine = None      # DATA: pending (A, a) over the stage's features
         self.norm = None        # DATA: "softmax" / "log_softmax" applied
+        self.pooled = None      # DATA: "last" / "mean" / "max": the steps pooled
+        self.rows = None        # STATE of Y_h (or a Concat of them): [(stage, direction)]
         self.origin = None      # EXTRA / STATE: where it comes from
         for k, v in kw.items():
             setattr(self, k, v)
@@ -441,13 +443,57 @@ class Importer:
             return [Val(ZERO)]
         self.fail("operator not supported by rnnd on an initial-state tensor")
 
+    def final_state(self, node, ins):
+        """h_n[-1] of a one-direction last layer (Gather -1 of Y_h, or of the Concat of every
+        layer's Y_h), cat((h_n[-2], h_n[-1]), 1) of a bidirectional one: pool final_state.
+        None where NODE is not one of those steps."""
+        op, a = node.op_type, _attrs(node)
+        last = [(self.rec_stage, d) for d in range(self.rec_nd)] if \
+            getattr(self, "rec_stage", None) else []
+        if op == "Concat" and a.get("axis") == 0 and all(
+                v is not None and v.kind == STATE and v.rows for v in ins):
+            return Val(STATE, origin=ins[0].origin, rows=[r for v in ins for r in v.rows])
+        if op == "Slice" and ins[0].rows and self.opset < 10 and a.get("axes") == [0]:
+            s, e = a["starts"][0], a["ends"][0]     # opset 9's h_n[-1]: Slice -1:, Squeeze
+            rows = ins[0].rows[s:e if e < 2 ** 31 - 1 else None]
+            return Val(STATE, origin=ins[0].origin, rows=rows, sliced=True) if rows else None
+        one = None
+        if op == "Gather" and a.get("axis", 0) == 0 and ins[0].rows and ins[1] is not None \
+                and ins[1].kind == CONST and np.asarray(ins[1].value).ndim == 0:
+            one = ins[0].rows[int(ins[1].value) % len(ins[0].rows)]
+        if op == "Squeeze" and getattr(ins[0], "sliced", False) and len(ins[0].rows) == 1 \
+                and (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+            one = ins[0].rows[0]
+        if one is not None:
+            row = one
+            if row not in last:
+                return None
+            if self.rec_nd == 1:
+                return self.final_data()
+            return Val(STATE, origin=ins[0].origin, rows=[row], sel=True)
+        if op == "Concat" and a.get("axis") in (1, -1) and len(ins) == 2 and all(
+                v is not None and v.kind == STATE and getattr(v, "sel", False) for v in ins) \
+                and [v.rows[0] for v in ins] == last:
+            return self.final_data()
+        return None
+
+    def final_data(self):
+        dat, hat = self.rec_atoms
+        return Val(DATA, axes=[(self.batch,), (dat, hat)], stage=self.rec_stage,
+                   feat=nonunit((dat, hat)), pooled="final_state")
+
     def visit_state(self, node, ins):
         op = node.op_type
+        if any(v is not None and v.rows for v in ins):
+            v = self.final_state(node, ins)
+            if v is not None:
+                return [v]
         src = next(v.origin for v in ins if v is not None and v.kind == STATE)
         if op in LAYOUT_OPS + ("Slice", "Gather", "Concat"):
             return [Val(STATE, origin=src)]
-        self.fail("computes on the final state of %s; rnnd serves the per-step output Y "
-                  "(a model that reads its final state is not supported)" % src)
+        self.fail("computes on the final state of %s; rnnd serves the per-step output Y, or "
+                  "pools the last layer's final state only as h_n[-1] (Gather -1 of Y_h) or, "
+                  "bidirectional, cat((h_n[-2], h_n[-1]), 1)" % src)
 
     # ---- the data path ------------------------------------------------------------------
     def visit_data(self, node, ins):
@@ -519,12 +565,55 @@ class Importer:
             return [self.affine_op(node, x, other, op.lower())]
         if op in ("Softmax", "LogSoftmax"):
             return [self.softmax(node, x, a)]
-        if op == "Gather":
-            self.fail("selects steps or items of the data; rnnd outputs every step of every "
-                      "sequence")
-        if op == "Slice":
-            self.fail("slices the data; rnnd outputs every step of every sequence")
+        if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
+            return [self.pool(node, op, x, ins, a)]
         self.fail("operator not supported by rnnd on the data path")
+
+    def pool(self, node, op, x, ins, a):
+        """The last recurrent layer's output pooled over its time axis: ReduceMean /
+        ReduceMax, or the last step (Gather index -1, Slice -1:), before the head."""
+        what = {"ReduceMean": "a mean", "ReduceMax": "a max"}.get(op, "the last step")
+        if x.stage != getattr(self, "rec_stage", None) or x.affine is not None or x.norm or \
+                x.pooled:
+            self.fail("%s over the data other than of the last recurrent layer's output "
+                      "before the head; rnnd pools that once (last step, mean or max over "
+                      "the time axis)" % op)
+        time = [k for k, ax in enumerate(x.axes) if nonunit(ax) == (self.seq,)]
+        if op.startswith("Reduce"):
+            axes = self.data_axes(node, a, ins, 1)
+            keep = a.get("keepdims", 1)
+            if axes is None or len(axes) != 1 or [k % len(x.axes) for k in axes] != time:
+                self.fail("%s over axes %s, not the time axis alone" % (op, axes))
+            pooled = "mean" if op == "ReduceMean" else "max"
+        elif op == "Gather":
+            idx = ins[1]
+            k = a.get("axis", 0) % len(x.axes)
+            if idx is None or idx.kind != CONST or [k] != time or \
+                    np.asarray(idx.value).size != 1 or int(np.asarray(idx.value).ravel()[0]) != -1:
+                self.fail("selects steps or items of the data; rnnd takes only the last step "
+                          "(index -1 of the time axis)")
+            keep = np.asarray(idx.value).ndim == 1
+            pooled = "last"
+        else:
+            if self.opset < 10:
+                starts, ends, axes = a.get("starts"), a.get("ends"), a.get("axes")
+                steps = None
+            else:
+                vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
+                if any(v is not None and v.kind != CONST for v in vals):
+                    self.fail("slices the data with bounds that are not constants")
+                starts, ends, axes, steps = [None if v is None else
+                                             [int(e) for e in np.asarray(v.value).ravel()]
+                                             for v in vals]
+            axes = axes if axes is not None else list(range(len(starts or [])))
+            if starts != [-1] or not ends or ends[0] < 2 ** 31 - 1 or \
+                    [k % len(x.axes) for k in axes] != time or steps not in (None, [1]):
+                self.fail("slices the data; rnnd takes only the last step (a slice -1: of "
+                          "the time axis)")
+            keep, pooled = True, "last"
+        out = [ax for k, ax in enumerate(x.axes) if k != time[0]] if not keep else \
+            [(_unit() if k == time[0] else ax) for k, ax in enumerate(x.axes)]
+        return x.but(axes=out, pooled=pooled)
 
     def data_axes(self, node, a, ins, pos):
         if "axes" in a:
@@ -776,6 +865,8 @@ class Importer:
             self.fail("reads token ids directly; an embedding (Gather) must come first")
         if x.norm:
             self.fail("reads the output of a %s; rnnd cannot normalise between layers" % x.norm)
+        if x.pooled:
+            self.fail("reads the steps pooled (%s); rnnd pools after the last layer" % x.pooled)
         seqlen = ins[4] if len(ins) > 4 else None
         if seqlen is not None:
             if seqlen.kind == EXTRA:
@@ -882,8 +973,12 @@ class Importer:
             axes[0], axes[1] = x.axes[0], x.axes[1]
         feat = nonunit((dat, hat))
         y = Val(DATA, axes=axes, stage=st, feat=feat)
+        self.rec_stage, self.rec_nd, self.rec_atoms = st, nd, (dat, hat)
         src = self.label()
-        return [y] + [Val(STATE, origin=src) for _ in node.output[1:]]
+        states = [Val(STATE, origin=src) for _ in node.output[1:]]
+        if states:
+            states[0].rows = [(st, d) for d in range(nd)]   # Y_h: h_n of this layer
+        return [y] + states
 
     def activations(self, kind, a, nd):
         n = N_ACT[kind]
@@ -934,7 +1029,10 @@ class Importer:
         present = set()
         for ax in y.axes:
             present.update(nonunit(ax))
+        self.pooled = y.pooled
         for atom, role in ((self.seq, "time"), (self.batch, "batch")):
+            if atom is self.seq and y.pooled:
+                continue        # pooled: one row per sequence
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
         m = self.model
@@ -946,6 +1044,8 @@ class Importer:
                 A, b = np.eye(n), np.zeros(n)
             m.head_W, m.head_b = f32(A), f32(b)
             m.head_norm = y.norm or "none"
+        if y.pooled:
+            m.pool = y.pooled
         return m
 
 

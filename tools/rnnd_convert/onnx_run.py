@@ -119,6 +119,19 @@ class _Graph:
             sl[int(ax) % x.ndim] = slice(s, e, st)
         return x[tuple(sl)]
 
+    def _reduce(self, ins, a, f):
+        axes = a.get("axes")
+        if axes is None and len(ins) > 1 and ins[1] is not None:
+            axes = [int(k) for k in np.asarray(ins[1]).ravel()]
+        axes = tuple(axes) if axes is not None else None
+        return f(ins[0], axis=axes, keepdims=bool(a.get("keepdims", 1)))
+
+    def op_ReduceMean(self, ins, a, n):
+        return self._reduce(ins, a, np.mean)
+
+    def op_ReduceMax(self, ins, a, n):
+        return self._reduce(ins, a, np.max)
+
     def op_Gather(self, ins, a, n):
         x, idx = ins[0], np.asarray(ins[1]).astype(np.int64)
         return np.take(x, idx, axis=a.get("axis", 0))
@@ -363,6 +376,9 @@ def source_runner(proto, importer):
                              else (atom.size if atom.size is not None else -1))
         y = y.reshape(sizes)
         b = roles.index(importer.batch)
+        if getattr(importer, "pooled", None):
+            rest = [k for k in range(len(roles)) if k != b]
+            return np.transpose(y, [b] + rest).reshape(B, -1)     # one row per sequence
         t = roles.index(importer.seq)
         rest = [k for k in range(len(roles)) if k not in (b, t)]
         return np.transpose(y, [b, t] + rest).reshape(B, T, -1)

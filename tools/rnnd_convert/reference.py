@@ -138,6 +138,26 @@ class Model:
             return [(op, None, None) for op in _DEFAULT_ACTS[L["type"]]]
         return [(a["op"], a.get("alpha"), a.get("beta")) for a in lst[d]]
 
+    def pool(self, y):
+        """The last layer's rows [T, W] pooled to [1, W] (docs/model-format.md, "Pooling"), or
+        Y unchanged without a pool."""
+        pool = self.arch.get("pool") or "none"
+        if pool == "none":
+            return y
+        if pool == "last":
+            return y[-1:]
+        if pool == "mean":
+            return y.mean(axis=0, keepdims=True)
+        if pool == "max":
+            return y.max(axis=0, keepdims=True)
+        L = self.layers[-1]
+        O = self.out_dim(L)
+        parts = []
+        for d in range(self.ndir(L)):
+            reverse = L["direction"] == "reverse" or d == 1
+            parts.append(y[0 if reverse else -1, d * O:(d + 1) * O])
+        return np.concatenate(parts)[None, :]
+
     def run_one(self, seq, init):
         inp = self.arch["input"]
         if inp["kind"] == "tokens":
@@ -175,6 +195,7 @@ class Model:
                 if c is not None:
                     final.append(c)
             x = np.concatenate(outs, axis=1)
+        x = self.pool(x)
         head = self.arch.get("head")
         if head is not None:
             x = x @ self.t["head.weight"].T + self.t["head.bias"]

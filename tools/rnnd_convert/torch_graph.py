@@ -4,7 +4,9 @@ from_module() scripts the module (or traces it when scripting fails) and a Torch
 is loaded; either way the inlined graph of forward() is walked here. Every node that reads
 the model's input data, directly or through earlier such nodes, must belong to a pattern
 rnnd's chain can express: an embedding lookup, the recurrent operators, dropout (identity in
-eval mode), one Linear head, one softmax / log_softmax over the features, reshapes and views,
+eval mode), one pooling of the last layer over the steps (y[:, -1], h_n[-1],
+cat(h_n[-2], h_n[-1]) of a bidirectional layer, mean or max over the time axis), one Linear
+head, one softmax / log_softmax over the features, reshapes and views,
 transposes of the batch and time axes (batch_first), and tuple plumbing. Nodes that only
 compute on shapes, constants and parameters (the checks inlined from nn.LSTM, say) are not
 data and pass. A branch whose condition is known (`dim is None` with a constant dim, as in an
@@ -25,17 +27,21 @@ PLUMBING = ("prim::TupleConstruct", "prim::TupleUnpack", "prim::TupleIndex",
 # reading the data for its shape, type or device yields no data
 SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::len",
              "aten::__is__", "aten::__isnot__", "prim::shape", "aten::numel")
-CHAIN = "Embedding -> LSTM/GRU/RNN layers -> Linear -> softmax / log_softmax, per step"
+CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
+         "cat(h_n[-2], h_n[-1]), mean or max) -> Linear -> softmax / log_softmax")
 
 # what would make it convertible, by the kind of operator refused
 _ADVICE = (
     (("aten::select", "aten::slice", "aten::index", "aten::gather", "aten::narrow"),
-     "it takes part of the steps or of a state (y[:, -1], h_n[-1]); rnnd's infer returns "
-     "every step's output: return the per-step output and read the last step of the reply"),
+     "it takes part of the steps or of a state; rnnd pools the last recurrent layer's output "
+     "as y[:, -1] (y[-1] time-major), h_n[-1] or cat((h_n[-2], h_n[-1]), 1) of a "
+     "bidirectional layer, before the head: take one of those, or return the per-step "
+     "output"),
     (("aten::mean", "aten::sum", "aten::max", "aten::amax", "aten::min", "aten::amin",
       "aten::avg_pool", "aten::max_pool", "aten::adaptive_"),
-     "it pools over steps or features; rnnd returns every step's output: return the "
-     "per-step output and pool the reply"),
+     "it pools over steps or features; rnnd pools once, the last recurrent layer's output "
+     "over the time axis with mean or max (y.mean(dim=t), y.max(dim=t).values, amax), "
+     "before the head: use one of those, or return the per-step output"),
     (("aten::cat", "aten::stack", "aten::hstack", "aten::vstack"),
      "it joins tensors (e.g. cat(h_n[-2], h_n[-1])); rnnd runs one chain"),
     (("aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu", "aten::elu", "aten::silu",
@@ -137,6 +143,9 @@ class Analysis:
         self.steps = {}         # list Value of a cell loop's per-step outputs -> time dim
         self.time_dim = None    # of a cell loop: 0 time-major, 1 batch-first
         self.transposed = False  # the data's batch and time axes are swapped
+        self.pool = None        # "last" / "final_state" / "mean" / "max" once pooled
+        self.y_time = None      # the time axis of the recurrent output where known
+        self.bidir = False      # the last recurrent op is bidirectional
 
     def refuse(self, node, what=None):
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -171,7 +180,8 @@ class Analysis:
         """V is a state, or a tuple of states ((h_n, c_n) of an LSTM), or not data at all."""
         if v in self.elems:
             return all(self.is_state(p) for p in self.elems[v])
-        return self.taint.get(v) in ("state", "hidden", None)
+        return self.taint.get(v) in ("state", "hidden", None) or \
+            isinstance(self.taint.get(v), tuple)
 
     def check_output(self, v):
         t = self.taint.get(v)
@@ -237,15 +247,28 @@ class Analysis:
             return
         if k in PLUMBING:
             return self.plumbing(n, k, ins, kinds)
+        if k in ("aten::select", "aten::cat") and ins and (
+                isinstance(self.taint.get(ins[0]), tuple) or any(
+                    isinstance(self.taint.get(p), tuple) for p in self.elems.get(ins[0], ()))):
+            return self.final_state(n, k, ins)
         if k in RECURRENT_OPS:
             return self.recurrent(n, ins)
         if "data" not in kinds and k in LAYOUT_OPS + ("aten::index_select",):
             # nn.LSTM's own handling of its states (unbatched input, sorted batches)
             t = "state" if "state" in kinds else "hidden"
+            tags = [t for t in kinds if isinstance(t, tuple)]
+            if tags:
+                t = tags[0]     # h_n through nn.LSTM's own reordering keeps its meaning
             for out in n.outputs():
                 self.taint[out] = t
             return
         if "data" not in kinds:
+            tags = [t for t in kinds if isinstance(t, tuple)]
+            if tags:
+                self.refuse(n, "%s on %s of a bidirectional last layer (one direction's final "
+                            "state, or h_n itself); rnnd takes both directions as "
+                            "cat((h_n[-2], h_n[-1]), dim=1)"
+                            % (k, "h_n[%d]" % tags[0][1] if len(tags[0]) > 1 else "h_n"))
             if "state" in kinds:
                 self.refuse(n, "%s on the final state (h_n / c_n)" % k)
             self.refuse(n, "%s on a second input of forward() (rnnd takes one input "
@@ -276,6 +299,8 @@ class Analysis:
                 nr = None if r is None else r + 1
             elif k == "aten::squeeze":
                 nr = None
+            if k in ("aten::view", "aten::reshape"):
+                self.y_time = None  # a reshape: which axis is time is no longer known
             self.mark(out, nr)
         elif k == "aten::transpose":
             ok0, d0 = self.const(ins[1])
@@ -283,7 +308,13 @@ class Analysis:
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
             self.transposed = not self.transposed
+            if self.y_time is not None:
+                self.y_time = 1 - self.y_time
             self.mark(out, r)
+        elif k == "aten::slice" and self.full_slice(ins):
+            self.mark(out, r)       # x[:, ...]: every element, the same tensor
+        elif k in ("aten::select", "aten::mean", "aten::max", "aten::amax"):
+            self.pool_steps(n, k, ins, r)
         elif k == "aten::linear":
             if self.stage != 2 or self.counts["head"]:
                 self.refuse(n, "a Linear %s" % ("before the recurrent layers" if self.stage < 2
@@ -306,6 +337,85 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def full_slice(self, ins):
+        """aten::slice(x, dim, start, end, step) that keeps every element (x[:, ...])."""
+        vals = [self.const(v) for v in ins[2:5]]
+        if not all(ok for ok, _ in vals):
+            return False
+        start, end, step = (v for _, v in vals)
+        return start in (None, 0) and (end is None or end >= 2 ** 62) and step == 1
+
+    def set_pool(self, n, pool, out):
+        if self.stage != 2 or self.pool is not None:
+            self.refuse(n, "%s, a pooling over the steps %s" % (n.kind(),
+                "after another" if self.pool else "before the recurrent layers"
+                if self.stage < 2 else "after the head"))
+        self.pool = pool
+        self.mark(out, 2)
+
+    def is_time_axis(self, n, d, r):
+        """Whether D (a constant dim of a rank-R tensor) is the recurrent output's time axis;
+        refuses when that axis is not known."""
+        if self.y_time is None or r not in (None, 3):
+            self.refuse(n, "%s over the steps of an output whose time axis is not known (a "
+                        "reshape or an unbatched input between the layer and it)" % n.kind())
+        return isinstance(d, int) and not isinstance(d, bool) and d % 3 == self.y_time
+
+    def pool_steps(self, n, k, ins, r):
+        """y[:, -1] / y[-1] (last), y.mean(dim=t), y.max(dim=t).values, y.amax(t)."""
+        out = list(n.outputs())[0]
+        if k == "aten::select":
+            ok_d, d = self.const(ins[1])
+            ok_i, i = self.const(ins[2])
+            if not (ok_d and ok_i) or not self.is_time_axis(n, d, r) or i != -1:
+                self.refuse(n, "aten::select(dim %s, index %s) of the output (rnnd takes the "
+                            "last step, index -1 of the time axis)" % (d, i))
+            return self.set_pool(n, "last", out)
+        ok_d, d = self.const(ins[1])
+        if k in ("aten::mean", "aten::amax") and ins[1].node().kind() == "prim::ListConstruct":
+            items = [self.const(v) for v in ins[1].node().inputs()]
+            ok_d = all(ok for ok, _ in items)
+            d = [v for _, v in items]
+        if isinstance(d, (list, tuple)):
+            d = d[0] if len(d) == 1 else None
+        ok_k, keep = self.const(ins[2]) if len(ins) > 2 else (True, False)
+        extra = k == "aten::mean" and len(ins) > 3 and self.const(ins[3]) != (True, None)
+        if k == "aten::max" and n.outputsSize() != 2:
+            self.refuse(n, "aten::max of two tensors or of all elements (rnnd pools the steps "
+                        "with y.max(dim=t).values)")
+        if not ok_d or not self.is_time_axis(n, d, r) or not ok_k or keep or extra:
+            self.refuse(n, "%s over dim %s (keepdim %s) of the output (rnnd pools over the "
+                        "time axis, keepdim False)" % (k, d, keep))
+        self.set_pool(n, "mean" if k == "aten::mean" else "max", out)
+
+    def final_state(self, n, k, ins):
+        """h_n[-1] of a one-direction last layer, cat((h_n[-2], h_n[-1]), 1) of a
+        bidirectional one: the final states of the last layer, i.e. pool final_state."""
+        out = n.output()
+        if k == "aten::select":
+            ok_d, d = self.const(ins[1])
+            ok_i, i = self.const(ins[2])
+            if not (ok_d and ok_i and d == 0 and i in (-1, -2)) or \
+                    self.taint[ins[0]] != ("hn",):
+                self.refuse(n, "aten::select(dim %s, index %s) of h_n (rnnd takes the last "
+                            "layer's: h_n[-1], or h_n[-2] and h_n[-1] of a bidirectional one)"
+                            % (d, i))
+            if not self.bidir:
+                if i != -1:
+                    self.refuse(n, "h_n[-2] of a one-direction layer (another layer's final "
+                                "state; rnnd takes the last layer's, h_n[-1])")
+                return self.set_pool(n, "final_state", out)
+            self.taint[out] = ("hn", i)     # one direction of a bidirectional last layer
+            return
+        parts = self.elems.get(ins[0], ())
+        ok_d, d = self.const(ins[1])
+        tags = [self.taint.get(p) for p in parts]
+        if tags != [("hn", -2), ("hn", -1)] or not ok_d or d not in (1, -1):
+            self.refuse(n, "aten::cat of %s (rnnd joins the final states of a bidirectional "
+                        "last layer as cat((h_n[-2], h_n[-1]), dim=1))"
+                        % ", ".join(str(t) for t in tags))
+        self.set_pool(n, "final_state", out)
 
     def cell_loop(self, n):
         """A loop over the steps calling cells (nn.LSTMCell / GRUCell / RNNCell), as
@@ -533,12 +643,24 @@ class Analysis:
             if self.taint.get(v) == "state":
                 self.refuse(n, "%s starting from another layer's final state (an encoder / "
                             "decoder)" % n.kind())
+        if self.pool is not None:
+            self.refuse(n, "%s after a pooling over the steps" % n.kind())
         self.counts["recurrent"] += 1
         self.stage = 2
         outs = list(n.outputs())
         self.mark(outs[0], 3)
+        # aten::lstm / gru / rnn_*(input, hx, params, has_biases, num_layers, dropout, train,
+        # bidirectional, batch_first): the output's time axis and its directions
+        okb, bf = self.const(ins[-1]) if len(ins) == 9 else (False, None)
+        okd, bd = self.const(ins[-2]) if len(ins) == 9 else (False, None)
+        self.y_time = (1 if bf else 0) if okb and isinstance(bf, bool) else None
+        self.bidir = bool(bd) if okd else None
+        for v, t in list(self.taint.items()):
+            if isinstance(t, tuple):
+                self.taint[v] = "state"     # an earlier layer's h_n: not the last layer's
         for o in outs[1:]:
             self.taint[o] = "state"
+        self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
 
 
 def _cells_in(loop):

@@ -300,6 +300,8 @@ def model_from_module(module, input=None, head=None, norm=None):
             norm = kind
     if norm is None and analysis is not None:
         norm = analysis.norm
+    if analysis is not None and analysis.pool is not None:
+        model.pool = analysis.pool
     if norm not in (None, "none"):
         if model.head_W is None:
             last = model.layers[-1]
@@ -460,11 +462,12 @@ def _batch_first(module):
     return False
 
 
-def source_runner(module):
+def source_runner(module, pooled=False):
     """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
     float64 array, computed by torch in eval mode without gradients. The forward may return
     a tuple (its first element is the output), time- or batch-major per the recurrent
-    module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out])."""
+    module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out]). POOLED
+    (the model pools over the steps): the output is [B, out], one row per sequence, as is."""
     torch = _torch()
     bf = _batch_first(module)
     calls = [module]
@@ -518,6 +521,8 @@ def source_runner(module):
             raise ConvertError("verification: the source's forward() returns %s, not a tensor"
                                % type(y).__name__)
         y = y.detach().to("cpu").double().numpy()
+        if pooled:
+            return y            # [B, out]; with T == 1 it would pass for [B*T, out] below
         if y.ndim == 2 and y.shape[0] == B * T:
             y = y.reshape((B, T, -1) if bf else (T, B, -1))
         elif y.ndim == 3 and y.shape[:2] == ((B, T) if bf else (T, B)):

@@ -33,15 +33,18 @@ def sample_inputs(model, T):
 
 
 def compare(model, rnnd_path, run_source, source_kind):
-    """Run RUN_SOURCE(x) (-> [BATCH, T, out] array, batch-major) and the .rnnd at RNND_PATH
-    on the inputs of every length; return the figures (a dict) or raise ConvertError naming
-    the worst element when the two differ beyond TOLERANCE."""
+    """Run RUN_SOURCE(x) (-> [BATCH, T, out] array, batch-major; [BATCH, out] for a pooled
+    model) and the .rnnd at RNND_PATH on the inputs of every length; return the figures (a
+    dict) or raise ConvertError naming the worst element when the two differ beyond
+    TOLERANCE."""
     ref = reference.load(rnnd_path)
     worst_abs = worst_rel = 0.0
     where = None
     for T in LENGTHS:
         x = sample_inputs(model, T)
         src = np.asarray(run_source(x), dtype=np.float64)
+        if getattr(model, "pool", "none") != "none" and src.ndim == 2:
+            src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
         seqs = [row.tolist() for row in x] if model.input_kind == "tokens" else list(x)
         got = np.stack(reference.run(ref, seqs)[0])
         if src.shape != got.shape:
