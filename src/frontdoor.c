@@ -217,6 +217,14 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
         snprintf(err, errlen, "the only Transfer-Encoding accepted is a single \"chunked\"");
         return RNND_ERR_INVALID;
     }
+    /* RFC 9112 6.1: HTTP/1.0 has no chunked coding, so a 1.0 proxy frames this request with
+     * no body and reads the chunks, and what follows, as the next request (MHD dechunked it
+     * and answered both) */
+    if (f.encodings && !strcmp(version, MHD_HTTP_VERSION_1_0)) {
+        snprintf(err, errlen, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: its "
+                 "framing is faulty)");
+        return RNND_ERR_INVALID;
+    }
     /* libmicrohttpd answers HTTP/2 and 3 with 505 and a request without a version with 400
      * itself; what reaches here is HTTP/1.0 to HTTP/1.9 */
     if (f.hosts > 1) {

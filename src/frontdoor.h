@@ -28,8 +28,10 @@ int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size
  * when the head with its records leaves less than RNND_FRONTDOOR_RESERVE of
  * MAX_HEADER_BYTES (answer 431); RNND_ERR_INVALID when a field name is not a token, a value
  * holds a control character or a NUL (MHD drops what follows a NUL), a field is folded over
- * lines, the framing is ambiguous, or an HTTP/1.x other than 1.0 has not exactly one Host,
- * or any request two, or more than one Authorization (answer 400). Either way ERR says why, and the connection must close.
+ * lines, the framing is ambiguous (in any version), an HTTP/1.0 request has a
+ * Transfer-Encoding, an HTTP/1.x other than 1.0 has not exactly one Host, or any request two,
+ * or more than one Authorization (answer 400). Either way ERR says why, and the connection
+ * must close.
  * The head's size and the NUL check read MHD's read buffer, which 0.9.75 parses in place
  * (frontdoor.c says how); when it does not look so, they fall back to the parts' sum and
  * skip the NUL check. */

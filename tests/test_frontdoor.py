@@ -7,7 +7,8 @@ docs/security.md), each attack made over a real socket:
 - request smuggling: two Content-Length fields, Content-Length with Transfer-Encoding, a
   Transfer-Encoding other than chunked, HTTP/1.1 without Host and two Authorization fields
   (whichever holds the key, refused before authentication) each get one 400 with
-  Connection: close, and nothing after it is answered;
+  Connection: close, and nothing after it is answered; so do those framing faults in
+  HTTP/1.0, and any Transfer-Encoding in HTTP/1.0 (RFC 9112 6.1);
 - chunked bodies: the 413 goes out as soon as the chunks pass max_body_bytes, and the 401 of
   a request without a key goes out before its chunked body is read;
 - a query string of 600 arguments is answered at once;
@@ -63,9 +64,9 @@ def read_for(s, seconds):
 
 
 def statuses(data):
-    """The status codes of every response in DATA, in order."""
-    return [int(line.split(b" ")[1]) for line in data.split(b"\r\n")
-            if line.startswith(b"HTTP/1.1 ")]
+    """The status codes of every response in DATA, in order. A pipelined response starts
+    right after the previous body, not on a line of its own (splitting at CRLF missed it)."""
+    return [int(code) for code in re.findall(rb"HTTP/1\.[01] ([0-9]{3}) ", data)]
 
 
 def trickle_until_closed(s, first, byte, every, limit):
@@ -247,6 +248,52 @@ def check_smuggling():
         s.close()
         C.eq(statuses(got) + statuses(got2), [201, 200], "a well-formed chunked request is "
              "served, and the next one on the connection too")
+        d.stop()
+
+
+def check_http10_framing():
+    """Issue 13, round 4, item 1: HTTP/1.0 with `Transfer-Encoding: chunked` was dechunked and
+    the connection kept (400 keep-alive, then 200 for the GET after the chunks): a 1.0 proxy
+    knows no chunked coding, reads no body and takes the chunks and the GET as the next
+    request. RFC 9112 6.1: such a 1.0 message has faulty framing, 400 and close. The other
+    framing checks hold for 1.0 as for 1.1."""
+    keys = os.path.join(WORK, "keys10")
+    with open(keys, "w") as f:
+        f.write("%s tester admin\n" % KEY)
+    auth = b"Authorization: Bearer " + KEY.encode() + b"\r\n"
+    get10 = b"GET /v1/sessions HTTP/1.0\r\n" + auth + b"\r\n"
+    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
+        body = b'{"model":"charlm"}'
+        post = (b"POST /v1/sessions HTTP/1.0\r\nConnection: keep-alive\r\n"
+                b"Content-Type: application/json\r\n" + auth)
+        chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        for what, head, data in (
+                ("HTTP/1.0 with Transfer-Encoding: chunked (the report's request)",
+                 post + b"Transfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n" + get10),
+                ("HTTP/1.0 with Transfer-Encoding: chunked and a body",
+                 post + b"Transfer-Encoding: chunked\r\n\r\n", chunked + get10),
+                ("HTTP/1.0 with Transfer-Encoding: CHUNKED",
+                 post + b"Transfer-Encoding: CHUNKED\r\n\r\n", chunked + get10),
+                ("HTTP/1.0 GET with Transfer-Encoding: chunked",
+                 b"GET /v1/sessions HTTP/1.0\r\nConnection: keep-alive\r\n" + auth +
+                 b"Transfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n" + get10),
+                ("HTTP/1.0 with two Content-Length",
+                 post + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+                 % (len(body), len(body)), body + get10),
+                ("HTTP/1.0 with Content-Length and Transfer-Encoding",
+                 post + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 % len(chunked), chunked + get10),
+                ("HTTP/1.0 with Transfer-Encoding: gzip, chunked",
+                 post + b"Transfer-Encoding: gzip, chunked\r\n\r\n", chunked + get10)):
+            smuggle(d.port, head, data, what)
+        st, got, _ = one_conn(d.port, post + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        C.check(b"Transfer-Encoding in an HTTP/1.0 request" in got,
+                "the 400 says why (got %r)" % got[-200:])
+        st, got, _ = one_conn(d.port, post + b"Content-Length: %d\r\n\r\n" % len(body) + body
+                              + get10)
+        C.eq(st, [201, 200], "HTTP/1.0 keep-alive with one Content-Length is served, and the "
+             "next request too")
+        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
         d.stop()
 
 
@@ -689,6 +736,7 @@ check_nul_in_value()
 check_versions()
 check_long_requests()
 check_smuggling()
+check_http10_framing()
 check_chunked_early()
 check_many_args()
 check_reserve()
