@@ -24,6 +24,7 @@
 #include "api.h"
 #include "frontdoor.h"
 #include "linger.h"
+#include "rng.h"
 #include "rnnd/infer.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
@@ -324,9 +325,12 @@ void rnnd_req_complete(rnnd_req *r)
 
 /* ---- streams ----------------------------------------------------------------------------- */
 
-/* The path for a debug log line. A session id is a capability and stays out of logs, so the
- * segment after any "sessions" segment becomes {id}, whether or not the path is a route;
- * quoted, as the rest is the client's. */
+/* The path for a debug log line. A session id is a capability and stays out of logs: the
+ * segment after any "sessions" segment (in any case) becomes {id}, whether or not the path
+ * is a route, and so does anything shaped like an id anywhere else (rnnd_log_quote_ids():
+ * "/v1/sessionsX/ID", "/ID", "/v1/sessions/x/../ID" were logged whole). A path cut to fit
+ * r->path may end inside an id: a hex run at its end is dropped too. Quoted, as the rest is
+ * the client's. */
 static const char *log_path(const rnnd_req *r, char *out, size_t n)
 {
     char tmp[sizeof r->path + 8];
@@ -346,11 +350,21 @@ static const char *log_path(const rnnd_req *r, char *out, size_t n)
             memcpy(tmp + j, p, len < room ? len : room);
             j += len < room ? len : room;
         }
-        after_sessions = len == 8 && !strncmp(p, "sessions", 8);
+        after_sessions = len == 8 && !strncasecmp(p, "sessions", 8);
         p += len;
     }
+    if (strlen(r->path) + 1 >= sizeof r->path) {
+        size_t k = j;
+        while (k && strchr("0123456789abcdefABCDEF", tmp[k - 1]))
+            k--;
+        if (k < j && j - k < RNND_ID_LEN) {
+            k = k < sizeof tmp - 5 ? k : sizeof tmp - 5;
+            memcpy(tmp + k, "{id}", 4);
+            j = k + 4;
+        }
+    }
     tmp[j] = '\0';
-    return rnnd_log_quote(out, n, tmp);
+    return rnnd_log_quote_ids(out, n, tmp);
 }
 
 static double elapsed_ms(const struct timespec *t0)
@@ -1020,7 +1034,7 @@ static void warn_limited(rnnd_http *h, const char *kind, const char *event, cons
     char q[600];
     if (rnnd_log_limit_pass(&h->loglimit, kind, &held))
         RNND_LOG(&h->app->log, RNND_LOG_WARN, event, "msg=%s suppressed=%lu",
-                 rnnd_log_quote(q, sizeof q, msg), held);
+                 rnnd_log_quote_ids(q, sizeof q, msg), held);
 }
 
 /* Hand a duplicate of CONN's socket to the lingering close. When it is full (for all, or for
@@ -1337,7 +1351,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
     char q[200];
     RNND_LOG(&app->log, RNND_LOG_INFO, "access",
              "method=%s endpoint=%s model=%s key=%s status=%u ms=%.3f", r->method_name,
-             r->route ? r->route->pattern : "-", rnnd_log_quote(q, sizeof q, model),
+             r->route ? r->route->pattern : "-", rnnd_log_quote_ids(q, sizeof q, model),
              r->key ? r->key->name : "-",
              status ? status : (r->queued || r->on_socket ? r->status : 0),
              secs * 1e3);

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "rng.h"
+
 /* Is F the stream systemd connected to the journal? ($JOURNAL_STREAM is "DEV:INODE" of it.) */
 static int is_journal(FILE *f)
 {
@@ -79,8 +81,9 @@ void rnnd_log_write(const rnnd_log *log, int level, const char *event, const cha
     fflush(log->f);
 }
 
-char *rnnd_log_quote(char *dst, size_t n, const char *s)
+static char *quote(char *dst, size_t n, const char *s, int ids)
 {
+    static const char hex[] = "0123456789abcdefABCDEF";
     size_t j = 0;
     if (n < 3) {
         if (n)
@@ -90,6 +93,16 @@ char *rnnd_log_quote(char *dst, size_t n, const char *s)
     dst[j++] = '"';
     for (; s && *s && j + 3 < n; s++) {
         unsigned char c = (unsigned char)*s;
+        size_t run = ids && strchr(hex, c) ? strspn(s, hex) : 0;
+        if (run >= RNND_ID_LEN) {
+            /* the whole run or nothing of it: a cut run would still show most of an id */
+            if (j + 4 + 2 > n)
+                break;
+            memcpy(dst + j, "{id}", 4);
+            j += 4;
+            s += run - 1;
+            continue;
+        }
         if (c == '"' || c == '\\') {
             dst[j++] = '\\';
             dst[j++] = (char)c;
@@ -102,6 +115,16 @@ char *rnnd_log_quote(char *dst, size_t n, const char *s)
     dst[j++] = '"';
     dst[j] = '\0';
     return dst;
+}
+
+char *rnnd_log_quote(char *dst, size_t n, const char *s)
+{
+    return quote(dst, n, s, 0);
+}
+
+char *rnnd_log_quote_ids(char *dst, size_t n, const char *s)
+{
+    return quote(dst, n, s, 1);
 }
 
 void rnnd_log_limit_init(rnnd_log_limit *lim)

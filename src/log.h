@@ -31,6 +31,11 @@ void rnnd_log_write(const rnnd_log *log, int level, const char *event, const cha
  * escaped, truncated to fit. Returns DST. */
 char *rnnd_log_quote(char *dst, size_t n, const char *s);
 
+/* rnnd_log_quote() for text a client chose (a path, a model name): a session id is a
+ * capability, so every run of RNND_ID_LEN or more hex digits (either case) becomes {id},
+ * wherever it stands, whether or not it names a session. */
+char *rnnd_log_quote_ids(char *dst, size_t n, const char *s);
+
 const char *rnnd_log_level_name(int level);
 
 /* Warnings that can repeat as fast as clients connect (libmicrohttpd's, a full lingering

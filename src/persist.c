@@ -364,8 +364,8 @@ size_t rnnd_persist_restore(rnnd_app *app)
             /* never the id (docs/security.md): its record number and key say which */
             RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped",
                      "record=%zu key=%s model=%s reason=%s%s%s", i, owner_name(app, rec.owner),
-                     rnnd_log_quote(q, sizeof q, rec.model), why, bad[0] ? " msg=" : "",
-                     bad[0] ? rnnd_log_quote(qm, sizeof qm, bad) : "");
+                     rnnd_log_quote_ids(q, sizeof q, rec.model), why, bad[0] ? " msg=" : "",
+                     bad[0] ? rnnd_log_quote_ids(qm, sizeof qm, bad) : "");
             continue;
         }
         if (rec.has_gen) {

@@ -13,7 +13,9 @@
 - No log line holds a session id, including `event=session_dropped` at a restore (which names
   the record and the key instead), nor an API key nor a v2 sequence id, even at
   `--log-level debug` over every session route (whose `event=request` lines name the path
-  with the id replaced by `{id}`).
+  with the id replaced by `{id}`), nor anything shaped like an id (32 hex digits) in a path
+  or a model name, wherever it stands (`/v1/Sessions/ID`, `/ID`, `GET /v1/models/ID`), nor
+  16 digits of an id in a row.
 Prints what it checked; exits 1 on any failure.
 """
 import os
@@ -54,7 +56,10 @@ def status(d, sid, key):
 
 
 def no_ids_logged(d, what):
-    leaked = [l for l in d.log if any(s in l for s in SIDS)]
+    # any 16 digits of an id in a row: a path cut to fit the log's buffer once ended inside one
+    parts = {sid[i:i + 16] for sid in SIDS for i in range(len(sid) - 15)}
+    parts |= {p.upper() for p in parts}
+    leaked = [l for l in d.log if any(p in l for p in parts)]
     C.check(not leaked, "%s: no log line holds a session id (got %r)" % (what, leaked[:2]))
 
 
@@ -175,6 +180,27 @@ def check_debug_log(keys):
             if path.endswith("/fork") and st == 201:
                 SIDS.append(b["id"])
                 d.request("DELETE", "/v1/sessions/" + b["id"], headers=auth(KEY_A))
+        # Issue 13, round 4, item 2: only the segment after a literal "sessions" was redacted,
+        # so each of these logged the id whole (or, cut to fit, 17 of its digits)
+        for path in ("/v1/Sessions/" + sid, "/v1/sessionsX/" + sid, "/" + sid,
+                     base + "/../" + sid, "/v1/models/" + sid, "/v1/models/" + sid.upper(),
+                     "/v1/models/" + sid + "/infer", "/v2/models/" + sid,
+                     "/v1/models/x" + sid + "y", "/" + "z" * 140 + "/" + sid):
+            method = "POST" if path.endswith("/infer") else "GET"
+            st, _, _ = d.request(method, path, {} if method == "POST" else None,
+                                 headers=auth(KEY_A))
+            C.check(st in (400, 404), "%s %s: refused (%d)"
+                    % (method, path.replace(sid, "{id}"), st))
+        C.check(any('path="/v1/Sessions/{id}"' in l for l in d.log) and
+                any('path="/v1/sessionsX/{id}"' in l for l in d.log) and
+                any('path="/v1/sessions/{id}/../{id}"' in l for l in d.log) and
+                any('path="/' + "z" * 140 + '/{id}"' in l for l in d.log),
+                "the debug log names those paths with {id} (got %r)"
+                % [l for l in d.log if "event=request " in l and "Sessions" in l][:2])
+        C.check(any("event=access" in l and 'model="{id}"' in l for l in d.log) and
+                any("event=access" in l and 'model="x{id}y"' in l for l in d.log),
+                "the access log names a model that looks like an id as {id} (got %r)"
+                % [l for l in d.log if "event=access" in l and "models/*" in l][:2])
         v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
               "parameters": {"sequence_id": seq, "sequence_start": True}}
         C.eq(d.request("POST", "/v2/models/charlm/infer", v2, headers=auth(KEY_A))[0], 200,
