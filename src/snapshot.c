@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,12 +28,14 @@ static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
 #define HEAD_BYTES 24
 #define TAIL_BYTES 48       /* magic, count, sha256 (then, from version 4, the HMAC) */
 
-#define TMP_NAME RNND_SNAPSHOT_FILE ".tmp"
+#define TMP_PREFIX RNND_SNAPSHOT_FILE ".tmp-"
+#define TMP_TRIES 16
 
 struct rnnd_snap_writer {
     char *dir;
     int dfd;                    /* state_dir: every name below is opened relative to it */
-    int made;                   /* TMP_NAME is ours to remove */
+    int made;                   /* TMP is ours to remove */
+    char tmp[sizeof TMP_PREFIX + 16];   /* TMP_PREFIX + 16 random hex digits */
     FILE *f;
     rnnd_sha256 sha;
     rnnd_hmac mac;
@@ -70,7 +73,7 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     if (w->f)
         fclose(w->f);
     if (w->made)
-        unlinkat(w->dfd, TMP_NAME, 0);
+        unlinkat(w->dfd, w->tmp, 0);
     if (w->dfd >= 0)
         close(w->dfd);
     free(w->dir);
@@ -90,18 +93,26 @@ int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t ser
         snprintf(err, errlen, "%s: out of memory", dir);
         return RNND_ERR_NOMEM;
     }
-    /* Whatever sits at the temporary name (a planted link, a FIFO, a stale file) is removed
-     * first, and the new file is created exclusively without following links: the snapshot
-     * never writes through a name someone else put in state_dir, and never blocks on one. */
+    /* A fresh unpredictable name, created exclusively without following links: nothing
+     * someone else put in state_dir is written through, blocks the snapshot, or has to be
+     * removable (a folder at a fixed name once made every snapshot fail). */
     w->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int fd = -1;
-    if (w->dfd >= 0 && (unlinkat(w->dfd, TMP_NAME, 0) == 0 || errno == ENOENT))
-        fd = openat(w->dfd, TMP_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+    snprintf(w->tmp, sizeof w->tmp, "%s", TMP_PREFIX);
+    for (int i = 0; w->dfd >= 0 && fd < 0 && i < TMP_TRIES; i++) {
+        uint64_t r;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            break;
+        snprintf(w->tmp, sizeof w->tmp, "%s%016llx", TMP_PREFIX, (unsigned long long)r);
+        fd = openat(w->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd >= 0)
         w->made = 1;
     if (fd < 0 || !(w->f = fdopen(fd, "wb"))) {
-        snprintf(err, errlen, "%s/%s: %s", dir, TMP_NAME, strerror(errno));
+        snprintf(err, errlen, "%s/%s: %s", dir, w->tmp, strerror(errno));
         if (fd >= 0 && !w->f)
             close(fd);
         rnnd_snap_writer_abort(w);
@@ -202,10 +213,15 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
             w->failed = errno ? errno : EIO;
     }
     /* a link at the final name is replaced itself, never followed */
-    if (!w->failed && renameat(w->dfd, TMP_NAME, w->dfd, RNND_SNAPSHOT_FILE))
+    if (!w->failed && renameat(w->dfd, w->tmp, w->dfd, RNND_SNAPSHOT_FILE)) {
         w->failed = errno ? errno : EIO;
+        snprintf(err, errlen, "%s/%s: rename to %s: %s", w->dir, w->tmp, RNND_SNAPSHOT_FILE,
+                 strerror(w->failed));
+        rnnd_snap_writer_abort(w);
+        return RNND_ERR_IO;
+    }
     if (w->failed) {
-        snprintf(err, errlen, "%s/%s: %s", w->dir, TMP_NAME, strerror(w->failed));
+        snprintf(err, errlen, "%s/%s: %s", w->dir, w->tmp, strerror(w->failed));
         rnnd_snap_writer_abort(w);
         return RNND_ERR_IO;
     }

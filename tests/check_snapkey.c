@@ -15,7 +15,8 @@
  * test_key_owner: a key file owned by another uid (a key planted in a shared parent folder) is
  * refused with "PATH: owned by uid N, not the daemon's user M".
  * test_hostile_names: names planted in the state folder are never followed nor block: a
- * symbolic link or a FIFO at sessions.snap.tmp, a link at sessions.snap (the writer replaces
+ * symbolic link, a FIFO or a non-empty folder at sessions.snap.tmp (the writer's temporary
+ * name is random; none is left), a link at sessions.snap (the writer replaces
  * the link, the target is untouched); the reader refuses a link ("symlink") and a FIFO or a
  * folder ("not_regular") at sessions.snap at once.
  * test_serial: the rollback guard's file (KEY.serial): none reads as 0; written and read
@@ -25,6 +26,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -386,6 +388,19 @@ static int file_is(const char *path, const char *text)
     return !strcmp(buf, text);
 }
 
+/* The writer's temporary files (RNND_SNAPSHOT_FILE ".tmp" and a suffix) left in DIR. */
+static int temp_files(void)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += !strncmp(e->d_name, RNND_SNAPSHOT_FILE ".tmp", strlen(RNND_SNAPSHOT_FILE) + 4);
+    closedir(d);
+    return n;
+}
+
 START_TEST(test_hostile_names)
 {
     make_dir();
@@ -397,17 +412,27 @@ START_TEST(test_hostile_names)
     struct stat st;
     const char *why;
 
-    /* a link at the temporary name: removed, never written through */
+    /* The writer's temporary file has a fresh random name each time: nothing planted at the
+     * old fixed name (a link, a FIFO, a folder with something in it, which unlinkat could not
+     * remove and which made every snapshot fail) is opened, followed or needed. */
     ck_assert_int_eq(symlink(victim, tmp), 0);
     write_snapshot(KEY_A);
     ck_assert(file_is(victim, "victim"));
-    ck_assert_int_eq(lstat(tmp, &st), -1);
     ck_assert_int_eq(load(KEY_A, 0, &why), 0);
-    /* a FIFO there: removed, the snapshot does not block on it */
+    ck_assert_int_eq(unlink(tmp), 0);
     ck_assert_int_eq(mkfifo(tmp, 0600), 0);
     write_snapshot(KEY_A);
-    ck_assert_int_eq(lstat(tmp, &st), -1);
     ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    ck_assert_int_eq(unlink(tmp), 0);
+    char sub[160];
+    ck_assert_int_eq(mkdir(tmp, 0700), 0);
+    snprintf(sub, sizeof sub, "%s/x", tmp);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    write_snapshot(KEY_A);
+    ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(rmdir(tmp), 0);
+    ck_assert_int_eq(temp_files(), 0);
     /* a link at the final name: the rename replaces the link, the target is untouched */
     ck_assert_int_eq(unlink(snap), 0);
     ck_assert_int_eq(symlink(victim, snap), 0);
