@@ -298,7 +298,8 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
-/* A snapshot that is not this key's, or not a regular file: none of it is restored, and it is renamed aside, so
+/* A snapshot that is not this key's, not a regular file, not the daemon user's or too large:
+ * none of it is restored, and it is renamed aside, so
  * that the next snapshot does not overwrite what an operator may want to look at (one file:
  * a later refusal replaces it). */
 static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
@@ -320,8 +321,10 @@ size_t rnnd_persist_restore(rnnd_app *app)
     char err[512], q[600];
     rnnd_snap *snap;
     const char *reason = NULL;
-    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, &snap, &reason, err,
-                            sizeof err);
+    size_t cap = rnnd_snap_max_bytes((size_t)app->cfg->max_sessions,
+                                     (size_t)app->cfg->max_state_bytes);
+    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, cap, &snap, &reason,
+                            err, sizeof err);
     if (rc == 1) {
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
         return 0;

@@ -5,11 +5,11 @@
 #include "snapshot.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -238,7 +238,7 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
 /* ---- reading ----------------------------------------------------------------------------- */
 
 struct rnnd_snap {
-    unsigned char *map;
+    unsigned char *map;     /* the whole file, read into memory (malloc) */
     size_t size;
     uint32_t version;
     size_t n;
@@ -249,8 +249,7 @@ void rnnd_snap_free(rnnd_snap *s)
 {
     if (!s)
         return;
-    if (s->map)
-        munmap(s->map, s->size);
+    free(s->map);
     free(s->offs);
     free(s);
 }
@@ -368,8 +367,23 @@ static int parse_rec(struct cur *c, rnnd_snap_rec *r)
     return c->bad ? -1 : 0;
 }
 
+/* the most bytes one record can take: its length word, the fixed fields with the longest
+ * model name, generation defaults with every stop string, padding; the state not counted */
+#define REC_MAX_BYTES (4 + 32 + 1 + 255 + 64 + 5 * 8 + 1 + (8 + 8 + 4 + 8 + 1 + 8 + 1) + \
+                       RNND_GEN_MAX_STOP * (1 + RNND_GEN_STOP_BYTES) + 8 + 3)
+
+size_t rnnd_snap_max_bytes(size_t max_sessions, size_t max_state_bytes)
+{
+    size_t fixed = HEAD_BYTES + TAIL_BYTES + RNND_HMAC_BYTES;
+    if (max_sessions > (SIZE_MAX - fixed) / REC_MAX_BYTES)
+        return SIZE_MAX;
+    size_t n = fixed + max_sessions * REC_MAX_BYTES;
+    return max_state_bytes > SIZE_MAX - n ? SIZE_MAX : n + max_state_bytes;
+}
+
 int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
-                   rnnd_snap **out, const char **reason, char *err, size_t errlen)
+                   size_t max_bytes, rnnd_snap **out, const char **reason, char *err,
+                   size_t errlen)
 {
     *out = NULL;
     *reason = NULL;
@@ -406,17 +420,43 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         *reason = "not_regular";
         goto fail;
     }
+    /* Another user's file was not written by this daemon (and a large one would be read
+     * and hashed before the daemon listens): refused before any of it is read. */
+    if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s: owned by uid %u, not the daemon's user %u", path,
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        *reason = "not_owner";
+        goto fail;
+    }
+    if ((uintmax_t)st.st_size > max_bytes) {
+        snprintf(err, errlen, "%s: %lld bytes, above the most a snapshot can hold (%zu: "
+                 "max_sessions records and max_state_bytes of states)", path,
+                 (long long)st.st_size, max_bytes);
+        *reason = "too_large";
+        goto fail;
+    }
     if ((size_t)st.st_size < HEAD_BYTES) {
         snprintf(err, errlen, "%s: truncated (%lld bytes)", path, (long long)st.st_size);
         goto fail;
     }
+    /* read, not mapped: a file cut short meanwhile is a short read, not a SIGBUS */
     s->size = (size_t)st.st_size;
-    s->map = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (s->map == MAP_FAILED) {
-        s->map = NULL;
-        snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
-        rc = RNND_ERR_IO;
+    if (!(s->map = malloc(s->size))) {
+        snprintf(err, errlen, "%s: out of memory (%zu bytes)", path, s->size);
+        rc = RNND_ERR_NOMEM;
         goto fail;
+    }
+    for (size_t got = 0; got < s->size;) {
+        ssize_t r = read(fd, s->map + got, s->size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            snprintf(err, errlen, "%s: %s after %zu of %zu bytes", path,
+                     r ? strerror(errno) : "truncated while read", got, s->size);
+            rc = r ? RNND_ERR_IO : RNND_ERR_INVALID;
+            goto fail;
+        }
+        got += (size_t)r;
     }
     uint32_t version, endian;
     memcpy(&version, s->map + 8, 4);

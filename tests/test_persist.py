@@ -20,6 +20,8 @@
   never followed and never block the start or the shutdown.
 - An older signed snapshot put back (a replay) is refused: its serial is below the last one
   written, kept beside the key.
+- A snapshot above the cap (max_sessions, max_state_bytes) or of another uid is refused
+  before it is read: no stall, no SIGBUS.
 - A save that fails (a folder swapped in at sessions.snap) leaves no older snapshot that is
   accepted: the serial is raised before the rename; a folder at sessions.snap.tmp does not
   make saves fail (the temporary name is random).
@@ -529,6 +531,43 @@ def check_failed_save(models):
     os.unlink(snapshot_path() + ".refused")
 
 
+def check_planted_snapshot(models):
+    """Adversary findings round 3: a planted huge snapshot stalled the start (the whole file
+    was mapped and hashed before the daemon listened: a 4 GiB sparse file took 24 s) and one
+    truncated during the restore killed the daemon (SIGBUS). A snapshot above the cap
+    (max_sessions records + max_state_bytes of states) is refused at once (reason=too_large,
+    renamed aside) and the daemon serves; so is a good signed snapshot owned by another uid
+    (reason=not_owner), which this daemon did not write."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        d.request("POST", "/v1/sessions", {"model": "charlm"})
+        d.stop()
+    good = open(snapshot_path(), "rb").read()
+    with open(snapshot_path(), "r+b") as f:
+        f.truncate(4 << 30)     # sparse: no disk used
+    t0 = time.monotonic()
+    with Daemon(models, "--state-dir", STATE, ready_timeout=60) as d:
+        secs = time.monotonic() - t0
+        C.check(log_has(d, "event=snapshot_refused", "reason=too_large") and secs < 10 and
+                d.request("GET", "/readyz")[0] == 200,
+                "a 4 GiB snapshot (default limits): refused (reason=too_large), ready in "
+                "%.1f s" % secs)
+        d.kill()
+    C.eq(os.path.getsize(snapshot_path() + ".refused"), 4 << 30, "and renamed aside")
+    os.unlink(snapshot_path() + ".refused")
+    with open(snapshot_path(), "wb") as f:
+        f.write(good)
+    os.chown(snapshot_path(), 4242, 4242)
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.check(log_has(d, "event=snapshot_refused", "reason=not_owner", "owned by uid 4242")
+                and listed.get("sessions") == [],
+                "a signed snapshot owned by another uid: refused (reason=not_owner)")
+        d.kill()
+    os.unlink(snapshot_path() + ".refused")
+
+
 def file_sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -712,6 +751,7 @@ def main():
     check_hostile_names(models)
     check_rollback(models)
     check_failed_save(models)
+    check_planted_snapshot(models)
     C.exit()
 
 
