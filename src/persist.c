@@ -321,6 +321,13 @@ size_t rnnd_persist_restore(rnnd_app *app)
     char err[512], q[600];
     rnnd_snap *snap;
     const char *reason = NULL;
+    /* a crash during a snapshot leaves its temporary file, under a new name each time */
+    size_t stale = 0;
+    if (rnnd_snap_remove_stale(dir, &stale, err, sizeof err))
+        RNND_LOG(&app->log, RNND_LOG_WARN, "snapshot_stale_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+    else if (stale)
+        RNND_LOG(&app->log, RNND_LOG_INFO, "snapshot_stale_removed", "files=%zu", stale);
     size_t cap = rnnd_snap_max_bytes((size_t)app->cfg->max_sessions,
                                      (size_t)app->cfg->max_state_bytes);
     int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, cap, &snap, &reason,

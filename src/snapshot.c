@@ -4,6 +4,7 @@
  * JSON state export is for that). */
 #include "snapshot.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
@@ -79,6 +80,33 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     free(w->dir);
     memset(w, 0, sizeof *w);    /* the HMAC state holds the key */
     free(w);
+}
+
+int rnnd_snap_remove_stale(const char *dir, size_t *removed, char *err, size_t errlen)
+{
+    *removed = 0;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return RNND_ERR_IO;
+    }
+    size_t plen = strlen(TMP_PREFIX);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, TMP_PREFIX, plen) || strlen(n) != plen + 16 ||
+            strspn(n + plen, "0123456789abcdef") != 16)
+            continue;
+        /* unlinkat without AT_REMOVEDIR: a file or a link goes (never followed), a folder
+         * planted under such a name stays, and is harmless: the next name is random */
+        if (unlinkat(dfd, n, 0) == 0)
+            (*removed)++;
+    }
+    closedir(d);
+    return RNND_OK;
 }
 
 int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,

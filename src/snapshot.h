@@ -44,6 +44,10 @@ typedef struct rnnd_snap_writer rnnd_snap_writer;
  * RNND_ERR_NOMEM with ERR naming the file and the reason. */
 int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
                           rnnd_snap_writer **out, char *err, size_t errlen);
+/* Remove the temporary files a crashed writer left in DIR (names of exactly the writer's
+ * form; no link followed). Call before any writer runs (start-up). *REMOVED gets the count.
+ * Returns 0 or RNND_ERR_IO with ERR. */
+int rnnd_snap_remove_stale(const char *dir, size_t *removed, char *err, size_t errlen);
 /* Append one record. Returns 0 or RNND_ERR_IO (the writer is then failed: commit refuses). */
 int rnnd_snap_writer_add(rnnd_snap_writer *w, const rnnd_snap_rec *rec);
 /* Finish: trailer, fsync, rename over DIR/sessions.snap (a link there is replaced, not

@@ -493,7 +493,8 @@ def check_failed_save(models):
     written and the deleted session stays deleted. sessions.snap swapped for a folder while
     the daemon runs, and put back before the next start: the shutdown snapshot fails, but the
     guard (KEY.serial) was raised before the rename, so the old file is refused
-    (reason=rolled_back) and the deleted session does not come back."""
+    (reason=rolled_back) and the deleted session does not come back. A crashed writer's
+    temporary file (its random name) is removed at the next start, nothing else."""
     shutil.rmtree(STATE)
     os.makedirs(STATE)
     with Daemon(models, "--state-dir", STATE) as d:
@@ -529,6 +530,21 @@ def check_failed_save(models):
         d.kill()
     C.eq(temp_files(), [], "no temporary file is left after the failed save")
     os.unlink(snapshot_path() + ".refused")
+    # a crashed writer's leftovers (its random names) are removed at the next start; a
+    # folder of such a name stays, and another name is never touched
+    stale = os.path.join(STATE, "sessions.snap.tmp-0123456789abcdef")
+    open(stale, "wb").write(b"x" * 100)
+    os.makedirs(os.path.join(STATE, "sessions.snap.tmp-fedcba9876543210", "x"))
+    open(os.path.join(STATE, "sessions.snap.tmp-other"), "wb").close()
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_stale_removed", "files=1"),
+                "a crashed writer's temporary file: removed at start (logged)")
+        d.kill()
+    C.eq(sorted(n for n in os.listdir(STATE) if n.startswith("sessions.snap.tmp-")),
+         ["sessions.snap.tmp-fedcba9876543210",
+          "sessions.snap.tmp-other"], "only the stale temporary file went")
+    shutil.rmtree(os.path.join(STATE, "sessions.snap.tmp-fedcba9876543210"))
+    os.unlink(os.path.join(STATE, "sessions.snap.tmp-other"))
 
 
 def check_planted_snapshot(models):
