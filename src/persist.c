@@ -158,6 +158,18 @@ int rnnd_persist_save(rnnd_app *app, int live)
     /* the serial only rises, even when the clock steps back or two snapshots share a second */
     int64_t now = (int64_t)time(NULL);
     int64_t serial = now > app->snap_serial ? now : app->snap_serial + 1;
+    /* The rollback guard is raised to this snapshot's serial BEFORE the file is written: a
+     * save that then fails (a folder planted at sessions.snap, a full disk) or a crash before
+     * the rename leaves the previous snapshot below the guard, refused at the next start,
+     * rather than an older one that brings deleted sessions back. The price: a failed save
+     * loses the previous snapshot's sessions (it is renamed aside, not deleted). */
+    app->snap_serial = serial;
+    if (app->snap_key_path &&
+        rnnd_snapserial_write(app->snap_key_path, serial, err, sizeof err)) {
+        char q[600];
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_serial_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+    }
     int rc = rnnd_snap_writer_open(dir, app->snap_key, serial, &w, err, sizeof err);
     rnnd_session **all = NULL;
     size_t n = 0;
@@ -180,7 +192,8 @@ int rnnd_persist_save(rnnd_app *app, int live)
             }
         }
         if (rc)
-            snprintf(err, sizeof err, "%s/%s.tmp: write failed", dir, RNND_SNAPSHOT_FILE);
+            snprintf(err, sizeof err, "%s/%s: a temporary file's write failed", dir,
+                     RNND_SNAPSHOT_FILE);
     }
     for (size_t i = 0; i < n; i++)
         rnnd_session_unref(all[i]);
@@ -198,15 +211,6 @@ int rnnd_persist_save(rnnd_app *app, int live)
         RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_failed", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
         return rc;
-    }
-    /* After the rename: a crash between the two leaves a snapshot above the recorded serial,
-     * which is accepted; the reverse order would refuse the last good snapshot. */
-    app->snap_serial = serial;
-    if (app->snap_key_path &&
-        rnnd_snapserial_write(app->snap_key_path, serial, err, sizeof err)) {
-        char q[600];
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_serial_failed", "msg=%s",
-                 rnnd_log_quote(q, sizeof q, err));
     }
     atomic_fetch_add(&m->snapshots, 1);
     atomic_store(&m->snapshot_bytes, bytes);
@@ -294,7 +298,8 @@ static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd
     return NULL;
 }
 
-/* A snapshot that is not this key's, or not a regular file: none of it is restored, and it is renamed aside, so
+/* A snapshot that is not this key's, not a regular file, not the daemon user's or too large:
+ * none of it is restored, and it is renamed aside, so
  * that the next snapshot does not overwrite what an operator may want to look at (one file:
  * a later refusal replaces it). */
 static void refuse(rnnd_app *app, const char *dir, const char *reason, const char *err)
@@ -316,8 +321,17 @@ size_t rnnd_persist_restore(rnnd_app *app)
     char err[512], q[600];
     rnnd_snap *snap;
     const char *reason = NULL;
-    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, &snap, &reason, err,
-                            sizeof err);
+    /* a crash during a snapshot leaves its temporary file, under a new name each time */
+    size_t stale = 0;
+    if (rnnd_snap_remove_stale(dir, &stale, err, sizeof err))
+        RNND_LOG(&app->log, RNND_LOG_WARN, "snapshot_stale_failed", "msg=%s",
+                 rnnd_log_quote(q, sizeof q, err));
+    else if (stale)
+        RNND_LOG(&app->log, RNND_LOG_INFO, "snapshot_stale_removed", "files=%zu", stale);
+    size_t cap = rnnd_snap_max_bytes((size_t)app->cfg->max_sessions,
+                                     (size_t)app->cfg->max_state_bytes);
+    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, cap, &snap, &reason,
+                            err, sizeof err);
     if (rc == 1) {
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
         return 0;

@@ -18,7 +18,9 @@ int rnnd_persist_check_dir(const char *dir, char *err, size_t errlen);
  * serving, so each session's state is read by a job queued on it (a snapshot never holds
  * half a request's steps, and waits for the requests before it); else nothing may run on any
  * session during the call (shutdown, after the workers stopped). Logs one line and updates
- * the snapshot metrics. Returns 0 or a negative status (the previous snapshot then stays). */
+ * the snapshot metrics. The rollback guard (snapkey.h) is raised to the new serial first, so
+ * on failure the previous snapshot stays but is refused at the next start. Returns 0 or a
+ * negative status. */
 int rnnd_persist_save(rnnd_app *app, int live);
 
 /* Restore the sessions of app->cfg->state_dir's snapshot into the (empty) session table.

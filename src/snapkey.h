@@ -47,7 +47,7 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
                       char *err, size_t errlen);
 
 /* The rollback guard (docs/state.md, "Authentication"): the serial of the last snapshot
- * written, a decimal number in KEY_PATH + ".serial", beside the key and as far from
+ * begun (recorded before the file is written), a decimal number in KEY_PATH + ".serial", beside the key and as far from
  * state_dir's writers. A signed snapshot whose serial is below it is an older one put back.
  *
  * Read it into *SERIAL (0 when there is no file). The file must be a regular file (not a

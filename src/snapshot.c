@@ -4,12 +4,14 @@
  * JSON state export is for that). */
 #include "snapshot.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,12 +29,14 @@ static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
 #define HEAD_BYTES 24
 #define TAIL_BYTES 48       /* magic, count, sha256 (then, from version 4, the HMAC) */
 
-#define TMP_NAME RNND_SNAPSHOT_FILE ".tmp"
+#define TMP_PREFIX RNND_SNAPSHOT_FILE ".tmp-"
+#define TMP_TRIES 16
 
 struct rnnd_snap_writer {
     char *dir;
     int dfd;                    /* state_dir: every name below is opened relative to it */
-    int made;                   /* TMP_NAME is ours to remove */
+    int made;                   /* TMP is ours to remove */
+    char tmp[sizeof TMP_PREFIX + 16];   /* TMP_PREFIX + 16 random hex digits */
     FILE *f;
     rnnd_sha256 sha;
     rnnd_hmac mac;
@@ -70,12 +74,39 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     if (w->f)
         fclose(w->f);
     if (w->made)
-        unlinkat(w->dfd, TMP_NAME, 0);
+        unlinkat(w->dfd, w->tmp, 0);
     if (w->dfd >= 0)
         close(w->dfd);
     free(w->dir);
     memset(w, 0, sizeof *w);    /* the HMAC state holds the key */
     free(w);
+}
+
+int rnnd_snap_remove_stale(const char *dir, size_t *removed, char *err, size_t errlen)
+{
+    *removed = 0;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return RNND_ERR_IO;
+    }
+    size_t plen = strlen(TMP_PREFIX);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, TMP_PREFIX, plen) || strlen(n) != plen + 16 ||
+            strspn(n + plen, "0123456789abcdef") != 16)
+            continue;
+        /* unlinkat without AT_REMOVEDIR: a file or a link goes (never followed), a folder
+         * planted under such a name stays, and is harmless: the next name is random */
+        if (unlinkat(dfd, n, 0) == 0)
+            (*removed)++;
+    }
+    closedir(d);
+    return RNND_OK;
 }
 
 int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t serial,
@@ -90,18 +121,26 @@ int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t ser
         snprintf(err, errlen, "%s: out of memory", dir);
         return RNND_ERR_NOMEM;
     }
-    /* Whatever sits at the temporary name (a planted link, a FIFO, a stale file) is removed
-     * first, and the new file is created exclusively without following links: the snapshot
-     * never writes through a name someone else put in state_dir, and never blocks on one. */
+    /* A fresh unpredictable name, created exclusively without following links: nothing
+     * someone else put in state_dir is written through, blocks the snapshot, or has to be
+     * removable (a folder at a fixed name once made every snapshot fail). */
     w->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int fd = -1;
-    if (w->dfd >= 0 && (unlinkat(w->dfd, TMP_NAME, 0) == 0 || errno == ENOENT))
-        fd = openat(w->dfd, TMP_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+    snprintf(w->tmp, sizeof w->tmp, "%s", TMP_PREFIX);
+    for (int i = 0; w->dfd >= 0 && fd < 0 && i < TMP_TRIES; i++) {
+        uint64_t r;
+        if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+            break;
+        snprintf(w->tmp, sizeof w->tmp, "%s%016llx", TMP_PREFIX, (unsigned long long)r);
+        fd = openat(w->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd >= 0)
         w->made = 1;
     if (fd < 0 || !(w->f = fdopen(fd, "wb"))) {
-        snprintf(err, errlen, "%s/%s: %s", dir, TMP_NAME, strerror(errno));
+        snprintf(err, errlen, "%s/%s: %s", dir, w->tmp, strerror(errno));
         if (fd >= 0 && !w->f)
             close(fd);
         rnnd_snap_writer_abort(w);
@@ -202,10 +241,15 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
             w->failed = errno ? errno : EIO;
     }
     /* a link at the final name is replaced itself, never followed */
-    if (!w->failed && renameat(w->dfd, TMP_NAME, w->dfd, RNND_SNAPSHOT_FILE))
+    if (!w->failed && renameat(w->dfd, w->tmp, w->dfd, RNND_SNAPSHOT_FILE)) {
         w->failed = errno ? errno : EIO;
+        snprintf(err, errlen, "%s/%s: rename to %s: %s", w->dir, w->tmp, RNND_SNAPSHOT_FILE,
+                 strerror(w->failed));
+        rnnd_snap_writer_abort(w);
+        return RNND_ERR_IO;
+    }
     if (w->failed) {
-        snprintf(err, errlen, "%s/%s: %s", w->dir, TMP_NAME, strerror(w->failed));
+        snprintf(err, errlen, "%s/%s: %s", w->dir, w->tmp, strerror(w->failed));
         rnnd_snap_writer_abort(w);
         return RNND_ERR_IO;
     }
@@ -222,7 +266,7 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
 /* ---- reading ----------------------------------------------------------------------------- */
 
 struct rnnd_snap {
-    unsigned char *map;
+    unsigned char *map;     /* the whole file, read into memory (malloc) */
     size_t size;
     uint32_t version;
     size_t n;
@@ -233,8 +277,7 @@ void rnnd_snap_free(rnnd_snap *s)
 {
     if (!s)
         return;
-    if (s->map)
-        munmap(s->map, s->size);
+    free(s->map);
     free(s->offs);
     free(s);
 }
@@ -352,8 +395,23 @@ static int parse_rec(struct cur *c, rnnd_snap_rec *r)
     return c->bad ? -1 : 0;
 }
 
+/* the most bytes one record can take: its length word, the fixed fields with the longest
+ * model name, generation defaults with every stop string, padding; the state not counted */
+#define REC_MAX_BYTES (4 + 32 + 1 + 255 + 64 + 5 * 8 + 1 + (8 + 8 + 4 + 8 + 1 + 8 + 1) + \
+                       RNND_GEN_MAX_STOP * (1 + RNND_GEN_STOP_BYTES) + 8 + 3)
+
+size_t rnnd_snap_max_bytes(size_t max_sessions, size_t max_state_bytes)
+{
+    size_t fixed = HEAD_BYTES + TAIL_BYTES + RNND_HMAC_BYTES;
+    if (max_sessions > (SIZE_MAX - fixed) / REC_MAX_BYTES)
+        return SIZE_MAX;
+    size_t n = fixed + max_sessions * REC_MAX_BYTES;
+    return max_state_bytes > SIZE_MAX - n ? SIZE_MAX : n + max_state_bytes;
+}
+
 int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
-                   rnnd_snap **out, const char **reason, char *err, size_t errlen)
+                   size_t max_bytes, rnnd_snap **out, const char **reason, char *err,
+                   size_t errlen)
 {
     *out = NULL;
     *reason = NULL;
@@ -390,17 +448,43 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         *reason = "not_regular";
         goto fail;
     }
+    /* Another user's file was not written by this daemon (and a large one would be read
+     * and hashed before the daemon listens): refused before any of it is read. */
+    if (st.st_uid != geteuid()) {
+        snprintf(err, errlen, "%s: owned by uid %u, not the daemon's user %u", path,
+                 (unsigned)st.st_uid, (unsigned)geteuid());
+        *reason = "not_owner";
+        goto fail;
+    }
+    if ((uintmax_t)st.st_size > max_bytes) {
+        snprintf(err, errlen, "%s: %lld bytes, above the most a snapshot can hold (%zu: "
+                 "max_sessions records and max_state_bytes of states)", path,
+                 (long long)st.st_size, max_bytes);
+        *reason = "too_large";
+        goto fail;
+    }
     if ((size_t)st.st_size < HEAD_BYTES) {
         snprintf(err, errlen, "%s: truncated (%lld bytes)", path, (long long)st.st_size);
         goto fail;
     }
+    /* read, not mapped: a file cut short meanwhile is a short read, not a SIGBUS */
     s->size = (size_t)st.st_size;
-    s->map = mmap(NULL, s->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (s->map == MAP_FAILED) {
-        s->map = NULL;
-        snprintf(err, errlen, "%s: mmap: %s", path, strerror(errno));
-        rc = RNND_ERR_IO;
+    if (!(s->map = malloc(s->size))) {
+        snprintf(err, errlen, "%s: out of memory (%zu bytes)", path, s->size);
+        rc = RNND_ERR_NOMEM;
         goto fail;
+    }
+    for (size_t got = 0; got < s->size;) {
+        ssize_t r = read(fd, s->map + got, s->size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            snprintf(err, errlen, "%s: %s after %zu of %zu bytes", path,
+                     r ? strerror(errno) : "truncated while read", got, s->size);
+            rc = r ? RNND_ERR_IO : RNND_ERR_INVALID;
+            goto fail;
+        }
+        got += (size_t)r;
     }
     uint32_t version, endian;
     memcpy(&version, s->map + 8, 4);

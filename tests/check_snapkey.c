@@ -15,9 +15,12 @@
  * test_key_owner: a key file owned by another uid (a key planted in a shared parent folder) is
  * refused with "PATH: owned by uid N, not the daemon's user M".
  * test_hostile_names: names planted in the state folder are never followed nor block: a
- * symbolic link or a FIFO at sessions.snap.tmp, a link at sessions.snap (the writer replaces
+ * symbolic link, a FIFO or a non-empty folder at sessions.snap.tmp (the writer's temporary
+ * name is random; none is left), a link at sessions.snap (the writer replaces
  * the link, the target is untouched); the reader refuses a link ("symlink") and a FIFO or a
  * folder ("not_regular") at sessions.snap at once.
+ * test_limits: a snapshot above the cap (rnnd_snap_max_bytes; a sparse 4 GiB file) is
+ * refused as "too_large" without being read, one of another uid as "not_owner" (as root).
  * test_serial: the rollback guard's file (KEY.serial): none reads as 0; written and read
  * back; replaced atomically (no temporary file left, a link planted at the temporary name
  * not followed); a link, a FIFO, junk, 0 or a negative number, a group-writable file are
@@ -25,6 +28,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -286,7 +290,7 @@ static int load(const unsigned char *key, int accept_unsigned, const char **reas
     rnnd_snap *s = NULL;
     char err[512] = "";
     *reason = NULL;
-    int rc = rnnd_snap_load(dir, key, accept_unsigned, &s, reason, err, sizeof err);
+    int rc = rnnd_snap_load(dir, key, accept_unsigned, SIZE_MAX, &s, reason, err, sizeof err);
     if (!rc) {
         ck_assert_int_eq(rnnd_snap_count(s), 2);
         rnnd_snap_rec rec;
@@ -386,6 +390,57 @@ static int file_is(const char *path, const char *text)
     return !strcmp(buf, text);
 }
 
+/* The writer's temporary files (RNND_SNAPSHOT_FILE ".tmp" and a suffix) left in DIR. */
+static int temp_files(void)
+{
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += !strncmp(e->d_name, RNND_SNAPSHOT_FILE ".tmp", strlen(RNND_SNAPSHOT_FILE) + 4);
+    closedir(d);
+    return n;
+}
+
+/* test_limits: the cap and the owner check come before any byte is read. */
+START_TEST(test_limits)
+{
+    make_dir();
+    size_t size = write_snapshot(KEY_A);
+    char snap[128], err[512];
+    snprintf(snap, sizeof snap, "%s/%s", dir, RNND_SNAPSHOT_FILE);
+    /* two records of 5 floats fit the cap of 2 sessions and 40 bytes of state, exactly or
+     * less: the cap is the largest file such a daemon can write */
+    size_t cap = rnnd_snap_max_bytes(2, 2 * 5 * sizeof(float));
+    ck_assert_uint_ge(cap, size);
+    ck_assert_uint_lt(cap, size + 2 * 700);
+    ck_assert_uint_eq(rnnd_snap_max_bytes(SIZE_MAX / 2, 1), SIZE_MAX);
+    rnnd_snap *s = NULL;
+    const char *why = NULL;
+    ck_assert_int_eq(rnnd_snap_load(dir, KEY_A, 0, size, &s, &why, err, sizeof err), 0);
+    rnnd_snap_free(s);
+    ck_assert_int_eq(rnnd_snap_load(dir, KEY_A, 0, size - 1, &s, &why, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_str_eq(why, "too_large");
+    ck_assert_ptr_nonnull(strstr(err, "above the most a snapshot can hold"));
+    /* a sparse 4 GiB file: refused at once, not read */
+    ck_assert_int_eq(truncate(snap, (off_t)4 << 30), 0);
+    ck_assert_int_eq(rnnd_snap_load(dir, KEY_A, 0, cap, &s, &why, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_str_eq(why, "too_large");
+    write_snapshot(KEY_A);
+    if (geteuid() == 0) {      /* only root can give a file away */
+        ck_assert_int_eq(chown(snap, 4242, 4242), 0);
+        ck_assert_int_eq(rnnd_snap_load(dir, KEY_A, 0, cap, &s, &why, err, sizeof err),
+                         RNND_ERR_INVALID);
+        ck_assert_str_eq(why, "not_owner");
+        ck_assert_ptr_nonnull(strstr(err, "owned by uid 4242"));
+    }
+    remove_dir();
+}
+END_TEST
+
 START_TEST(test_hostile_names)
 {
     make_dir();
@@ -397,17 +452,27 @@ START_TEST(test_hostile_names)
     struct stat st;
     const char *why;
 
-    /* a link at the temporary name: removed, never written through */
+    /* The writer's temporary file has a fresh random name each time: nothing planted at the
+     * old fixed name (a link, a FIFO, a folder with something in it, which unlinkat could not
+     * remove and which made every snapshot fail) is opened, followed or needed. */
     ck_assert_int_eq(symlink(victim, tmp), 0);
     write_snapshot(KEY_A);
     ck_assert(file_is(victim, "victim"));
-    ck_assert_int_eq(lstat(tmp, &st), -1);
     ck_assert_int_eq(load(KEY_A, 0, &why), 0);
-    /* a FIFO there: removed, the snapshot does not block on it */
+    ck_assert_int_eq(unlink(tmp), 0);
     ck_assert_int_eq(mkfifo(tmp, 0600), 0);
     write_snapshot(KEY_A);
-    ck_assert_int_eq(lstat(tmp, &st), -1);
     ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    ck_assert_int_eq(unlink(tmp), 0);
+    char sub[160];
+    ck_assert_int_eq(mkdir(tmp, 0700), 0);
+    snprintf(sub, sizeof sub, "%s/x", tmp);
+    ck_assert_int_eq(mkdir(sub, 0700), 0);
+    write_snapshot(KEY_A);
+    ck_assert_int_eq(load(KEY_A, 0, &why), 0);
+    ck_assert_int_eq(rmdir(sub), 0);
+    ck_assert_int_eq(rmdir(tmp), 0);
+    ck_assert_int_eq(temp_files(), 0);
     /* a link at the final name: the rename replaces the link, the target is untouched */
     ck_assert_int_eq(unlink(snap), 0);
     ck_assert_int_eq(symlink(victim, snap), 0);
@@ -493,6 +558,7 @@ int main(void)
     tcase_add_test(tc, test_signed);
     tcase_add_test(tc, test_key_owner);
     tcase_add_test(tc, test_hostile_names);
+    tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_serial);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -221,6 +221,7 @@ lay_out() {   # lay_out old|new: $F as the first package (and its service) or th
     else
         mkdir -m 0700 "$lib/state" "$lib/key"
         echo saved >"$lib/state/sessions.snap"
+        echo partial >"$lib/state/sessions.snap.tmp-0123456789abcdef"   # a crashed snapshot's
         echo key >"$lib/key/snapshot.key"
         echo 1795430348 >"$lib/key/snapshot.key.serial"
     fi

@@ -20,6 +20,11 @@
   never followed and never block the start or the shutdown.
 - An older signed snapshot put back (a replay) is refused: its serial is below the last one
   written, kept beside the key.
+- A snapshot above the cap (max_sessions, max_state_bytes) or of another uid is refused
+  before it is read: no stall, no SIGBUS.
+- A save that fails (a folder swapped in at sessions.snap) leaves no older snapshot that is
+  accepted: the serial is raised before the rename; a folder at sessions.snap.tmp does not
+  make saves fail (the temporary name is random).
 Prints what it checked; exits 1 on any failure.
 """
 import hashlib
@@ -61,6 +66,11 @@ def step(d, sid, body):
 
 def log_has(d, *words):
     return any(all(w in line for w in words) for line in d.log)
+
+
+def temp_files():
+    """The snapshot writer's temporary files left in state_dir."""
+    return [n for n in os.listdir(STATE) if n.startswith("sessions.snap.tmp-")]
 
 
 def snapshot_path():
@@ -383,9 +393,11 @@ def check_hostile_names(models):
     with Daemon(models, "--state-dir", STATE) as d:
         C.check(log_has(d, "event=restore", "sessions=1"), "planted .tmp link: restored")
         rc, _ = d.stop()
-    C.eq((rc, open(key_path(), "rb").read() == key, os.path.lexists(tmp),
-          os.path.islink(snapshot_path())), (0, True, False, False),
-         "a symlink at sessions.snap.tmp to the key: exit 0, the key untouched, link gone")
+    C.eq((rc, open(key_path(), "rb").read() == key, os.path.islink(tmp),
+          os.path.islink(snapshot_path()), temp_files()), (0, True, True, False, []),
+         "a symlink at sessions.snap.tmp to the key: exit 0, the key untouched, the link "
+         "never used (the writer's temporary name is random), no temporary file left")
+    os.unlink(tmp)
     with Daemon(models, "--state-dir", STATE) as d:
         C.check(log_has(d, "event=restore", "sessions=1"), "and the next start restores")
         d.kill()
@@ -399,11 +411,12 @@ def check_hostile_names(models):
         C.eq(d.request("GET", "/readyz")[0], 200, "a FIFO at sessions.snap: ready")
         rc, secs = d.stop()
     C.check(rc == 0 and secs < 10 and os.path.isfile(snapshot_path()) and
-            not os.path.lexists(tmp) and
+            not temp_files() and
             stat.S_ISFIFO(os.lstat(snapshot_path() + ".refused").st_mode),
             "a FIFO at sessions.snap.tmp: the shutdown snapshot is written (exit %s, %.1f s), "
             "the refused FIFO kept aside" % (rc, secs))
     os.unlink(snapshot_path() + ".refused")
+    os.unlink(tmp)
     other = os.path.join(WORK, "elsewhere.snap")
     with open(other, "wb") as f:
         f.write(good)
@@ -471,6 +484,104 @@ def check_rollback(models):
             "a serial file of another user stops the start (%s)"
             % (err.strip().splitlines()[-1:] if err else rc))
     os.chown(serial, os.geteuid(), os.getegid())
+
+
+def check_failed_save(models):
+    """Adversary findings round 3: a save that fails must not leave an older snapshot that is
+    still accepted. A non-empty folder at sessions.snap.tmp (which the old writer could not
+    remove, so every snapshot failed and a deleted session came back): the snapshot is
+    written and the deleted session stays deleted. sessions.snap swapped for a folder while
+    the daemon runs, and put back before the next start: the shutdown snapshot fails, but the
+    guard (KEY.serial) was raised before the rename, so the old file is refused
+    (reason=rolled_back) and the deleted session does not come back. A crashed writer's
+    temporary file (its random name) is removed at the next start, nothing else."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        sids = [d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+                for _ in range(2)]
+        d.stop()
+    os.makedirs(os.path.join(snapshot_path() + ".tmp", "x"))
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.eq(d.request("DELETE", "/v1/sessions/%s" % sids[0])[0], 204, "a session deleted")
+        rc, _ = d.stop()
+        C.check(rc == 0 and log_has(d, "event=snapshot ", "sessions=1") and
+                not log_has(d, "event=snapshot_failed"),
+                "a folder at sessions.snap.tmp: the shutdown snapshot is written")
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.eq([x["id"] for x in listed.get("sessions", [])], [sids[1]],
+             "a folder at sessions.snap.tmp: the deleted session stays deleted")
+        keep = os.path.join(WORK, "keep.snap")
+        os.rename(snapshot_path(), keep)
+        os.mkdir(snapshot_path())
+        C.eq(d.request("DELETE", "/v1/sessions/%s" % sids[1])[0], 204, "the other deleted")
+        d.stop()
+        C.check(log_has(d, "event=snapshot_failed"),
+                "a folder swapped in at sessions.snap: the shutdown snapshot fails (logged)")
+    os.rmdir(snapshot_path())
+    os.rename(keep, snapshot_path())
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.check(log_has(d, "event=snapshot_refused", "reason=rolled_back") and
+                listed.get("sessions") == [],
+                "the older snapshot put back after the failed save: refused "
+                "(reason=rolled_back), the deleted session not resurrected")
+        d.kill()
+    C.eq(temp_files(), [], "no temporary file is left after the failed save")
+    os.unlink(snapshot_path() + ".refused")
+    # a crashed writer's leftovers (its random names) are removed at the next start; a
+    # folder of such a name stays, and another name is never touched
+    stale = os.path.join(STATE, "sessions.snap.tmp-0123456789abcdef")
+    open(stale, "wb").write(b"x" * 100)
+    os.makedirs(os.path.join(STATE, "sessions.snap.tmp-fedcba9876543210", "x"))
+    open(os.path.join(STATE, "sessions.snap.tmp-other"), "wb").close()
+    with Daemon(models, "--state-dir", STATE) as d:
+        C.check(log_has(d, "event=snapshot_stale_removed", "files=1"),
+                "a crashed writer's temporary file: removed at start (logged)")
+        d.kill()
+    C.eq(sorted(n for n in os.listdir(STATE) if n.startswith("sessions.snap.tmp-")),
+         ["sessions.snap.tmp-fedcba9876543210",
+          "sessions.snap.tmp-other"], "only the stale temporary file went")
+    shutil.rmtree(os.path.join(STATE, "sessions.snap.tmp-fedcba9876543210"))
+    os.unlink(os.path.join(STATE, "sessions.snap.tmp-other"))
+
+
+def check_planted_snapshot(models):
+    """Adversary findings round 3: a planted huge snapshot stalled the start (the whole file
+    was mapped and hashed before the daemon listened: a 4 GiB sparse file took 24 s) and one
+    truncated during the restore killed the daemon (SIGBUS). A snapshot above the cap
+    (max_sessions records + max_state_bytes of states) is refused at once (reason=too_large,
+    renamed aside) and the daemon serves; so is a good signed snapshot owned by another uid
+    (reason=not_owner), which this daemon did not write."""
+    shutil.rmtree(STATE)
+    os.makedirs(STATE)
+    with Daemon(models, "--state-dir", STATE) as d:
+        d.request("POST", "/v1/sessions", {"model": "charlm"})
+        d.stop()
+    good = open(snapshot_path(), "rb").read()
+    with open(snapshot_path(), "r+b") as f:
+        f.truncate(4 << 30)     # sparse: no disk used
+    t0 = time.monotonic()
+    with Daemon(models, "--state-dir", STATE, ready_timeout=60) as d:
+        secs = time.monotonic() - t0
+        C.check(log_has(d, "event=snapshot_refused", "reason=too_large") and secs < 10 and
+                d.request("GET", "/readyz")[0] == 200,
+                "a 4 GiB snapshot (default limits): refused (reason=too_large), ready in "
+                "%.1f s" % secs)
+        d.kill()
+    C.eq(os.path.getsize(snapshot_path() + ".refused"), 4 << 30, "and renamed aside")
+    os.unlink(snapshot_path() + ".refused")
+    with open(snapshot_path(), "wb") as f:
+        f.write(good)
+    os.chown(snapshot_path(), 4242, 4242)
+    with Daemon(models, "--state-dir", STATE) as d:
+        _, _, listed = d.request("GET", "/v1/sessions")
+        C.check(log_has(d, "event=snapshot_refused", "reason=not_owner", "owned by uid 4242")
+                and listed.get("sessions") == [],
+                "a signed snapshot owned by another uid: refused (reason=not_owner)")
+        d.kill()
+    os.unlink(snapshot_path() + ".refused")
 
 
 def file_sha(path):
@@ -567,7 +678,7 @@ def main():
         C.eq(rc, 0, "SIGTERM: exit status 0")
         C.check(log_has(a, "event=snapshot", "sessions=100"), "shutdown logs a snapshot of 100")
         C.check(os.path.exists(snapshot_path()), "the snapshot file exists")
-        C.check(not os.path.exists(snapshot_path() + ".tmp"), "no temporary file is left")
+        C.check(not temp_files(), "no temporary file is left")
 
         with Daemon(models, "--state-dir", STATE) as b:
             C.check(log_has(b, "event=restore", "sessions=100", "dropped=0"),
@@ -655,6 +766,8 @@ def main():
     check_state_dir_at_start(models)
     check_hostile_names(models)
     check_rollback(models)
+    check_failed_save(models)
+    check_planted_snapshot(models)
     C.exit()
 
 

@@ -50,7 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rnnd_snap *s = NULL;
     char err[512] = "";
     const char *reason = NULL;
-    int rc = rnnd_snap_load(fz_tmpdir(), key, accept_unsigned, &s, &reason, err, sizeof err);
+    int rc = rnnd_snap_load(fz_tmpdir(), key, accept_unsigned, SIZE_MAX, &s, &reason, err,
+                            sizeof err);
     FZ_CHECK(rc == 0 || rc == RNND_ERR_INVALID || rc == RNND_ERR_NOMEM || rc == RNND_ERR_AUTH,
              "unexpected snapshot load status");
     FZ_CHECK((rc == RNND_ERR_AUTH) == (reason != NULL), "a refusal without its reason");
