@@ -331,7 +331,9 @@ def check_chunked_early():
         except OSError:
             pass
         s.close()
-        C.check(sent < 70 << 20, "the rest is dropped, and the socket closed within the "
+        # 64 MiB dropped by the lingering close, plus what the two sockets' buffers hold
+        # (loopback autotuning: tcp_wmem's and tcp_rmem's maxima, 4 + 6 MiB on Debian)
+        C.check(sent < 80 << 20, "the rest is dropped, and the socket closed within the "
                 "lingering bound of 64 MiB (%d bytes more accepted)" % sent)
         s = connect(d.port)
         s.sendall(chunked_head(b"/v1/sessions") + b"2\r\n{}\r\n")
