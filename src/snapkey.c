@@ -167,6 +167,29 @@ static int create_key(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], c
     return RNND_OK;
 }
 
+
+/* FD (opened as PATH) must be a regular file of the daemon's own user: a file someone else
+ * owns is one they could have chosen (a shared parent folder). 0 with *ST filled, or
+ * RNND_ERR_INVALID / RNND_ERR_IO with ERR saying why. */
+static int own_regular_file(int fd, const char *path, struct stat *st, char *err,
+                            size_t errlen)
+{
+    if (fstat(fd, st)) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return RNND_ERR_IO;
+    }
+    if (!S_ISREG(st->st_mode)) {
+        snprintf(err, errlen, "%s: not a regular file", path);
+        return RNND_ERR_INVALID;
+    }
+    if (st->st_uid != geteuid()) {
+        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
+                 (unsigned long)st->st_uid, (unsigned long)geteuid());
+        return RNND_ERR_INVALID;
+    }
+    return RNND_OK;
+}
+
 int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], int *created,
                       char *err, size_t errlen)
 {
@@ -188,27 +211,20 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
         return e == ELOOP ? RNND_ERR_INVALID : RNND_ERR_IO;
     }
     struct stat st;
-    int rc = RNND_ERR_INVALID;
-    if (fstat(fd, &st)) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        rc = RNND_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-    } else if (st.st_uid != geteuid()) {
-        /* a key someone else owns is one they could have chosen (a shared parent folder) */
-        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
-                 (unsigned long)st.st_uid, (unsigned long)geteuid());
+    int rc = own_regular_file(fd, path, &st, err, errlen);
+    if (rc) {
+        /* said */
     } else if (st.st_mode & 077) {
         snprintf(err, errlen, "%s: mode %04o lets others read or write the key; expected 0600 "
                  "or 0400", path, (unsigned)(st.st_mode & 07777));
+        rc = RNND_ERR_INVALID;
     } else if (st.st_size != RNND_SNAPKEY_BYTES) {
         snprintf(err, errlen, "%s: %lld bytes; a snapshot key is %d random bytes", path,
                  (long long)st.st_size, RNND_SNAPKEY_BYTES);
+        rc = RNND_ERR_INVALID;
     } else {
         ssize_t got = pread(fd, key, RNND_SNAPKEY_BYTES, 0);
-        if (got == RNND_SNAPKEY_BYTES) {
-            rc = RNND_OK;
-        } else {
+        if (got != RNND_SNAPKEY_BYTES) {
             snprintf(err, errlen, "%s: cannot read: %s", path,
                      got < 0 ? strerror(errno) : "short read");
             rc = RNND_ERR_IO;
@@ -246,19 +262,14 @@ int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_
     }
     struct stat st;
     char buf[32] = "";
-    int rc = RNND_ERR_INVALID;
     ssize_t got = 0;
-    if (fstat(fd, &st)) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        rc = RNND_ERR_IO;
-    } else if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a regular file", path);
-    } else if (st.st_uid != geteuid()) {
-        snprintf(err, errlen, "%s: owned by uid %lu, not the daemon's user %lu", path,
-                 (unsigned long)st.st_uid, (unsigned long)geteuid());
+    int rc = own_regular_file(fd, path, &st, err, errlen);
+    if (rc) {
+        /* said */
     } else if (st.st_mode & 022) {
         snprintf(err, errlen, "%s: mode %04o lets others write it; expected 0600", path,
                  (unsigned)(st.st_mode & 07777));
+        rc = RNND_ERR_INVALID;
     } else if ((got = pread(fd, buf, sizeof buf - 1, 0)) < 0) {
         snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         rc = RNND_ERR_IO;
@@ -270,9 +281,9 @@ int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_
         if (end != buf && (*end == '\0' || (*end == '\n' && end[1] == '\0')) && !errno &&
             v > 0) {
             *serial = (int64_t)v;
-            rc = RNND_OK;
         } else {
             snprintf(err, errlen, "%s: not a snapshot serial (a decimal number above 0)", path);
+            rc = RNND_ERR_INVALID;
         }
     }
     close(fd);
