@@ -41,44 +41,64 @@
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
+/* What a route is, beside its handlers: who may call it, when, and how its body and errors
+ * are shaped. Adding a route is one line of the table below. */
+enum route_flags {
+    RT_OPEN = 1 << 0,       /* answered without an API key (health probes) */
+    RT_DRAIN = 1 << 1,      /* still answered while the server drains (liveness) */
+    RT_RAW_BODY = 1 << 2,   /* the handler scans the raw body itself (rnnd_req_decode) */
+    RT_V2 = 1 << 3,         /* KServe v2: its error shape, and any Content-Type */
+    RT_MODEL = 1 << 4,      /* the first path parameter is a model name (the access log) */
+};
+
 struct route {
     const char *pattern;    /* '*' matches one path segment */
     rnnd_handler get, post, put, del;
+    unsigned flags;         /* enum route_flags */
 };
 
 static const struct route routes[] = {
-    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL},
-    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL},
-    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL},
-    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL},
-    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL},
-    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL},
-    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL},
-    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL},
-    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete},
-    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL},
-    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL},
-    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL},
-    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL},
-    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL},
-    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL},
-    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL},
-    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL},
-    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
-    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
-    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
-    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
-    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
-    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
-    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
-    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
-    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
-    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
+    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN},
+    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN},
+    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0},
+    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0},
+    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL},
+    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL},
+    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL, RT_MODEL},
+    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL, 0},
+    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete, 0},
+    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL, RT_RAW_BODY},
+    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0},
+    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0},
+    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0},
+    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0},
+    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2},
+    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN},
+    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN},
+    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
+     RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
+     RT_V2 | RT_MODEL},
 };
 
-const char *rnnd_http_route_name(size_t i)
+#define ROUTE_COUNT (sizeof routes / sizeof routes[0])
+/* metrics.c keeps one row per route and one for "no route" */
+_Static_assert(ROUTE_COUNT + 1 == RNND_METRICS_ROUTES,
+               "RNND_METRICS_ROUTES (metrics.h) must be the route count + 1");
+
+size_t rnnd_http_route_names(const char **out, size_t cap)
 {
-    return i < sizeof routes / sizeof routes[0] ? routes[i].pattern : NULL;
+    for (size_t i = 0; i < ROUTE_COUNT && i < cap; i++)
+        out[i] = routes[i].pattern;
+    return ROUTE_COUNT;
 }
 
 /* ---- state ------------------------------------------------------------------------------- */
@@ -251,7 +271,10 @@ void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    if (!strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/')) {
+    /* A path that matched no route is judged by its prefix: a v2 client still gets v2's shape */
+    int v2 = r->route ? (r->route->flags & RT_V2) != 0
+                      : !strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/');
+    if (v2) {
         /* the KServe v2 protocol's error shape, for refusals made before a v2 handler ran */
         rnnd_buf_puts(&b, "{\"error\":");
         rnnd_buf_json_string(&b, msg);
@@ -941,7 +964,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, "invalid_request", "%s", c->path_err);
         return too_big || chunked;
     }
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
         if (match(routes[i].pattern, url, r)) {
             r->route = &routes[i];
             break;
@@ -959,16 +982,13 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_empty(r, 204);
         return too_big || chunked;
     }
-    if (atomic_load(&app->draining) && !(r->route && (r->route->get == rnnd_api_healthz ||
-                                                       r->route->get == rnnd_api_v2_live))) {
+    if (atomic_load(&app->draining) && !(r->route && (r->route->flags & RT_DRAIN))) {
         rnnd_reply_header(r, "Connection", "close");
         rnnd_reply_error(r, "unavailable", "the server is shutting down");
         return too_big || chunked;
     }
     const struct route *rt = r->route;
-    int open_route = rt && (rt->get == rnnd_api_healthz || rt->get == rnnd_api_readyz ||
-                            rt->get == rnnd_api_v2_live || rt->get == rnnd_api_v2_ready);
-    if (app->auth.n && !open_route) {
+    if (app->auth.n && !(rt && (rt->flags & RT_OPEN))) {
         r->key = rnnd_auth_check(&app->auth, MHD_lookup_connection_value(
                                      r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
         if (!r->key) {
@@ -1011,8 +1031,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         int has_body = (cl && clen > 0) || chunked;
         /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
          * the v2 routes take any type and let the JSON decoder judge the body */
-        int v2 = !strncmp(url, "/v2/", 4);
-        if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
+        if (!(rt->flags & RT_V2) && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             if (ct)
                 rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
                                  "Content-Type: application/json, not \"%.100s\"", ct);
@@ -1204,12 +1223,6 @@ static int decode_body(rnnd_req *r)
     return 0;
 }
 
-/* Handlers that look at the raw body first and decode it themselves (rnnd_req_decode): the
- * step endpoint scans its common body shape without a JSON DOM (rnnd/step_scan.h). */
-static int lazy_body(rnnd_handler h)
-{
-    return h == rnnd_api_session_step;
-}
 
 int rnnd_req_decode(rnnd_req *r)
 {
@@ -1225,7 +1238,9 @@ const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
 /* The whole body is in: decode it (unless the handler does) and run the handler. */
 static void dispatch(rnnd_req *r)
 {
-    if (r->len && !lazy_body(r->handler) && decode_body(r))
+    /* RT_RAW_BODY: the step endpoint scans its common body shape without a JSON DOM
+     * (rnnd/step_scan.h) and decodes it itself only when that fails */
+    if (r->len && !(r->route->flags & RT_RAW_BODY) && decode_body(r))
         return;
     r->handler(r);
     if (!r->deferred && !r->replied && !r->stream)
@@ -1336,7 +1351,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode toe)
 {
     rnnd_app *app = h->app;
-    size_t route = r->route ? (size_t)(r->route - routes) : RNND_METRICS_ROUTES - 1;
+    size_t route = r->route ? (size_t)(r->route - routes) : ROUTE_COUNT;
     unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
                       r->on_socket ? r->status : 0;
     double secs = elapsed_ms(&r->t0) / 1e3;
@@ -1345,8 +1360,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
         return;
     /* the route pattern, not the path: session ids are capabilities and stay out of logs */
     const char *model = "";
-    if (r->route && (!strncmp(r->route->pattern, "/v1/models/*", 12) ||
-                     !strncmp(r->route->pattern, "/v2/models/*", 12)))
+    if (r->route && (r->route->flags & RT_MODEL))
         model = r->params[0];
     char q[200];
     RNND_LOG(&app->log, RNND_LOG_INFO, "access",

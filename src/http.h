@@ -28,9 +28,9 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen);
 uint16_t rnnd_http_port(const rnnd_http *h);
 /* Stop accepting connections (open ones are still served). */
 void rnnd_http_quiesce(rnnd_http *h);
-/* The I-th route's pattern (a star stands for each path parameter), NULL past the last:
- * the endpoint label of the request metrics. */
-const char *rnnd_http_route_name(size_t i);
+/* The route patterns (a star stands for each path parameter), in the order the request
+ * metrics number them: up to CAP of them into OUT; returns how many there are. */
+size_t rnnd_http_route_names(const char **out, size_t cap);
 /* Requests received and not yet fully answered. */
 size_t rnnd_http_active(rnnd_http *h);
 /* Close everything and free. No request may be deferred any more. NULL is a no-op. */
