@@ -78,8 +78,6 @@ void rnnd_api_v2_infer(rnnd_req *r);        /* POST /v2/models/{m}[/versions/{v}
 void rnnd_api_v2_generate(rnnd_req *r);     /* POST .../generate */
 void rnnd_api_v2_generate_stream(rnnd_req *r);  /* POST .../generate_stream (SSE) */
 
-/* Triton's HTTP status for an rnnd error code: 400, 500 or 503. */
-unsigned rnnd_v2_status(const char *code);
 /* Reply STATUS with Triton's error object {"error": MESSAGE} (Retry-After with 503). */
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

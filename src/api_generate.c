@@ -31,14 +31,15 @@ static int gen_capable(rnnd_req *r, const rnnd_entry *e)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
-        rnnd_reply_error(r, "unsupported", "model %s cannot generate: it needs token input and "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED,
+                         "model %s cannot generate: it needs token input and "
                          "an output over its vocabulary (it has %s input and %d outputs)",
                          e->name, spec->input_kind == RNND_INPUT_TOKENS ? "token" : "vector",
                          e->output_dim);
         return -1;
     }
     if (!e->stateful) {
-        rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED, "model %s has reverse or bidirectional layers, so "
                          "it cannot generate", e->name);
         return -1;
     }
@@ -52,12 +53,13 @@ static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_
     int rc = rnnd_gen_params_parse(v, rnnd_req_app(r)->cfg->max_generate_tokens, p, err,
                                    sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "limit_exceeded" : "invalid_request", "%s",
-                         err);
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_LIMIT_EXCEEDED : RNND_E_INVALID_REQUEST,
+                         "%s", err);
         return -1;
     }
     if (p->n_stop && !e->tokenizer) {
-        rnnd_reply_error(r, "invalid_request", "stop: model %s has no tokenizer, so its output "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "stop: model %s has no tokenizer, so its output "
                          "has no text to match", e->name);
         return -1;
     }
@@ -73,7 +75,7 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
     if (!v)
         return 0;
     if (!json_is_object(v)) {
-        rnnd_reply_error(r, "invalid_request", "generate: expected an object of sampling "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "generate: expected an object of sampling "
                          "defaults, got %s", rnnd_json_type_desc(v));
         return -1;
     }
@@ -81,7 +83,7 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
         return -1;
     rnnd_gen_params *p = malloc(sizeof *p);
     if (!p) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     rnnd_gen_params_default(p);
@@ -103,7 +105,8 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
     *n = 0;
     if (json_is_string(v)) {
         if (!e->tokenizer) {
-            rnnd_reply_error(r, "invalid_request", "%s: model %s has no tokenizer: give token "
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                             "%s: model %s has no tokenizer: give token "
                              "ids", name, e->name);
             return -1;
         }
@@ -111,7 +114,7 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         /* room for the ids the limit allows, not one per byte of a text that is refused */
         int32_t *t = malloc((len ? (len < max ? len : max) : 1) * sizeof *t);
         if (!t) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         char err[256];
@@ -120,23 +123,23 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         if (rc) {
             free(t);
             if (rc == RNND_ERR_LIMIT)
-                rnnd_reply_error(r, "limit_exceeded", "%s: more than max_steps_per_request "
+                rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: more than max_steps_per_request "
                                  "(%zu) tokens", name, max);
             else
-                rnnd_reply_error(r, "invalid_request", "%s: %s", name, err);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: %s", name, err);
             return -1;
         }
         *ids = t;
     } else if (json_is_array(v)) {
         size_t k = json_array_size(v);
         if (k > max) {
-            rnnd_reply_error(r, "limit_exceeded", "%s: %zu tokens, more than "
+            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: %zu tokens, more than "
                              "max_steps_per_request (%zu)", name, k, max);
             return -1;
         }
         int32_t *t = malloc((k ? k : 1) * sizeof *t);
         if (!t) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         for (size_t i = 0; i < k; i++) {
@@ -144,21 +147,22 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
             if (rnnd_json_token(json_array_get(v, i), spec->vocab_size, &t[i], why,
                                 sizeof why)) {
                 free(t);
-                rnnd_reply_error(r, "invalid_request", "%s[%zu]: %s", name, i, why);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s[%zu]: %s", name, i, why);
                 return -1;
             }
         }
         *ids = t;
         *n = k;
     } else {
-        rnnd_reply_error(r, "invalid_request", "%s: expected text (a string) or a list of token "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%s: expected text (a string) or a list of token "
                          "ids, got %s", name, v ? rnnd_json_type_desc(v) : "nothing");
         return -1;
     }
     if (!*n) {
         free(*ids);
         *ids = NULL;
-        rnnd_reply_error(r, "invalid_request", "%s: empty; give at least one token (the "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: empty; give at least one token (the "
                          "session keeps no output to continue from)", name);
         return -1;
     }
@@ -254,7 +258,7 @@ static void stream_done(struct genreq *q, const rnnd_gen_result *res)
     rnnd_buf_init(&b);
     if (res->finish == RNND_GEN_ERROR) {
         rnnd_buf_puts(&b, "{\"error\":{\"code\":");
-        rnnd_buf_json_string(&b, res->code);
+        rnnd_buf_json_string(&b, rnnd_errcode_name(res->code));
         rnnd_buf_puts(&b, ",\"message\":");
         rnnd_buf_json_string(&b, res->message);
         rnnd_buf_puts(&b, "}");
@@ -307,7 +311,7 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     size_t n = 0;
     struct genreq *q = calloc(1, sizeof *q);
     if (!q) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }
     q->app = app;
@@ -322,7 +326,7 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         goto fail;
     const json_t *sv = json_object_get(body, "stream");
     if (sv && !json_is_boolean(sv)) {
-        rnnd_reply_error(r, "invalid_request", "stream: expected true or false");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "stream: expected true or false");
         goto fail;
     }
     /* the engine's buffers and the reply (a stream buffers the events a client has not read)
@@ -335,7 +339,7 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     rnnd_stream *st = NULL;
     if (json_is_true(sv)) {
         if (!(st = rnnd_stream_new())) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             goto fail;
         }
         q->st = rnnd_stream_ref(st);
@@ -360,7 +364,7 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         rnnd_stream_unref(st);
     }
     if (why < 0)
-        rnnd_reply_error(r, "out_of_memory", "%s", err);
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "%s", err);
     else
         rnnd_api_reply_left(r, why);
     if (!st)
@@ -381,7 +385,7 @@ void rnnd_api_session_generate(rnnd_req *r)
     if (rnnd_api_admit(r))
         return;
     if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
@@ -401,7 +405,7 @@ void rnnd_api_model_generate(rnnd_req *r)
         return;
     rnnd_app *app = rnnd_req_app(r);
     if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
@@ -415,7 +419,8 @@ void rnnd_api_model_generate(rnnd_req *r)
     int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
                                      e->state_floats, NULL, 0, 0, &s, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "overloaded" : "unavailable", "%s", err);
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,
+                         "%s", err);
         return;
     }
     generate(r, s, 1);

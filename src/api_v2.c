@@ -27,16 +27,6 @@
 
 /* ---- errors and lookups (shared with api_v2_generate.c through api.h) ------------------ */
 
-unsigned rnnd_v2_status(const char *code)
-{
-    if (!strcmp(code, "unavailable") || !strcmp(code, "overloaded") ||
-        !strcmp(code, "out_of_memory") || !strcmp(code, "no_models"))
-        return 503;     /* Triton's UNAVAILABLE: retry later */
-    if (!strcmp(code, "internal") || !strcmp(code, "model_error"))
-        return 500;
-    return 400;         /* Triton answers INVALID_ARG, unknown models included, with 400 */
-}
-
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
 {
     char msg[1024];
@@ -62,7 +52,7 @@ int rnnd_v2_charge(rnnd_req *r, size_t bytes)
     char err[256];
     int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
     if (rc)
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
     return rc ? -1 : 0;
 }
 
@@ -627,7 +617,7 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
     if (job->stopped) {
         rnnd_v2_error(t->r, 503, "the server is shutting down");
     } else if (rc) {
-        rnnd_v2_error(t->r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(t->r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
     } else {
         rnnd_buf v1;
         rnnd_buf_init(&v1);
@@ -722,7 +712,7 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
     json_decref(v1);
     rnnd_mem_uncharge(rnnd_req_mem(r), cost);
     if (rc) {
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
         return;
     }
     t->job.finish = task_finish;
@@ -803,7 +793,7 @@ static void step_finish(rnnd_job *job)
                       "to %" PRIu64 " steps", j->first_nonfinite, j->steps);
         break;
     default:    /* no if_steps is set, so never a conflict */
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(j->status)), "%s", j->err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(j->status)), "%s", j->err);
         break;
     }
     if (q->in.seq_end)

@@ -79,7 +79,7 @@ static void on_done(void *arg, const rnnd_gen_result *res)
             rnnd_buf_json_string(&b, res->message);
             rnnd_buf_puts(&b, "}");
         } else {
-            rnnd_v2_error(q->r, rnnd_v2_status(res->code), "%s", res->message);
+            rnnd_v2_error(q->r, rnnd_errcode_v2(res->code), "%s", res->message);
         }
     } else {
         head(&b, q->e);

@@ -35,7 +35,7 @@ struct gen {
     size_t n_gen;               /* tokens chosen */
     int finish;                 /* enum rnnd_gen_finish once decided, else -1 */
     int stop_index;
-    const char *code;
+    enum rnnd_errcode code;
     char message[256];
     rnnd_gen_sink sink;
 };
@@ -222,7 +222,7 @@ static int stop_match(const struct gen *g, size_t added)
     return -1;
 }
 
-static void end_with_error(struct gen *g, const char *code, const char *fmt, uint64_t arg)
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, uint64_t arg)
 {
     g->finish = RNND_GEN_ERROR;
     g->code = code;
@@ -246,7 +246,7 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
     }
     int32_t id = rnnd_sample(g->sampler, row, g->vocab, g->norm, &g->p.sampling, &g->prng);
     if (id < 0) {
-        end_with_error(g, "numeric_error", "the model's output is NaN or infinite after step "
+        end_with_error(g, RNND_E_NUMERIC_ERROR, "the model's output is NaN or infinite after step "
                        "%" PRIu64 "; the session keeps that state", rnnd_session_steps(j->job.session));
         return;
     }
@@ -259,7 +259,7 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
         if (text_append(g, g->piece, tlen)) {
             g->tokens[--j->n_steps] = 0;
             g->n_gen--;
-            end_with_error(g, "out_of_memory", "out of memory for the text after %" PRIu64
+            end_with_error(g, RNND_E_OUT_OF_MEMORY, "out of memory for the text after %" PRIu64
                            " tokens", (uint64_t)g->n_gen);
             return;
         }
@@ -283,11 +283,11 @@ static void gen_finish(rnnd_job *job)
     rnnd_step_job *j = &g->sj;
     if (j->outcome == RNND_STEP_STOPPED) {
         g->finish = RNND_GEN_ERROR;
-        g->code = "unavailable";
+        g->code = RNND_E_UNAVAILABLE;
         snprintf(g->message, sizeof g->message, "the server is shutting down");
     } else if (j->outcome == RNND_STEP_FAILED) {
         g->finish = RNND_GEN_ERROR;
-        g->code = rnnd_error_code(j->status);
+        g->code = rnnd_errcode_of(j->status);
         snprintf(g->message, sizeof g->message, "%s", j->err);
     } else if (g->finish < 0) {
         g->finish = RNND_GEN_LENGTH;    /* not reached: every path decides */

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "app.h"
+#include "rnnd/errcode.h"
 #include "rnnd/sample.h"
 #include "session.h"
 
@@ -67,7 +68,7 @@ enum rnnd_gen_finish {
 
 typedef struct rnnd_gen_result {
     int finish;                     /* enum rnnd_gen_finish */
-    const char *code;               /* RNND_GEN_ERROR: the API error code (docs/api.md) */
+    enum rnnd_errcode code;         /* RNND_GEN_ERROR: the API error code (docs/api.md) */
     char message[256];
     size_t prompt_tokens;           /* fed */
     size_t completion_tokens;       /* chosen and fed */

@@ -256,14 +256,14 @@ void rnnd_reply_empty(rnnd_req *r, unsigned status)
         r->status = 503;
 }
 
-void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int status = rnnd_error_http_status(code);
+    unsigned status = rnnd_errcode_http(code);
     if (status == 429 || status == 503) {
         char ra[32];
         snprintf(ra, sizeof ra, "%lld", (long long)r->http->app->cfg->retry_after_s);
@@ -280,9 +280,9 @@ void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
         rnnd_buf_json_string(&b, msg);
         rnnd_buf_puts(&b, "}");
     } else {
-        rnnd_error_json(&b, code, msg);
+        rnnd_error_json(&b, rnnd_errcode_name(code), msg);
     }
-    rnnd_reply(r, (unsigned)status, &b);
+    rnnd_reply(r, status, &b);
 }
 
 /* ---- handler API ------------------------------------------------------------------------- */
@@ -916,7 +916,7 @@ static void check_trailers(rnnd_req *r)
         return;
     r->nheaders = 0;
     rnnd_reply_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    rnnd_reply_error(r, "invalid_request", "%s", why);
+    rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", why);
 }
 
 /* The first call: headers are in, the body is not. Decide everything that does not need the
@@ -938,14 +938,14 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     if (bad == RNND_ERR_LIMIT) {
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_error_json(&b, "limit_exceeded", why);
+        rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), why);
         rnnd_reply(r, 431, &b);
         return 1;
     }
     if (!bad)
         bad = check_line(r, c, method, version, why, sizeof why);
     if (bad) {
-        rnnd_reply_error(r, "invalid_request", "%s", why);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", why);
         return 1;
     }
     /* a chunked body may be endless: refusing it means closing, not reading it to its end */
@@ -961,7 +961,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         too_big = *end == '\0' && clen > (unsigned long long)app->cfg->max_body_bytes;
     }
     if (c && c->path_err[0]) {
-        rnnd_reply_error(r, "invalid_request", "%s", c->path_err);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", c->path_err);
         return too_big || chunked;
     }
     for (size_t i = 0; i < ROUTE_COUNT; i++) {
@@ -984,7 +984,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     }
     if (atomic_load(&app->draining) && !(r->route && (r->route->flags & RT_DRAIN))) {
         rnnd_reply_header(r, "Connection", "close");
-        rnnd_reply_error(r, "unavailable", "the server is shutting down");
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         return too_big || chunked;
     }
     const struct route *rt = r->route;
@@ -993,13 +993,13 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
                                      r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
         if (!r->key) {
             rnnd_reply_header(r, "WWW-Authenticate", "Bearer realm=\"rnnd\"");
-            rnnd_reply_error(r, "unauthorized", "a valid API key is required: "
+            rnnd_reply_error(r, RNND_E_UNAUTHORIZED, "a valid API key is required: "
                              "Authorization: Bearer KEY");
             return too_big || chunked;
         }
     }
     if (!r->route) {
-        rnnd_reply_error(r, "not_found", "no such resource: %s", url);
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no such resource: %s", url);
         return too_big || chunked;
     }
     if (options) {      /* behind the key check, as every route is */
@@ -1017,11 +1017,11 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     }
     if (!r->handler) {
         allow_header(r, rt);
-        rnnd_reply_error(r, "method_not_allowed", "%s is not allowed on %s", method, url);
+        rnnd_reply_error(r, RNND_E_METHOD_NOT_ALLOWED, "%s is not allowed on %s", method, url);
         return too_big || chunked;
     }
     if (too_big) {
-        rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
+        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "request body of %llu bytes is over "
                          "max_body_bytes (%lld)", clen, (long long)app->cfg->max_body_bytes);
         return 1;
     }
@@ -1033,10 +1033,10 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
          * the v2 routes take any type and let the JSON decoder judge the body */
         if (!(rt->flags & RT_V2) && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             if (ct)
-                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
                                  "Content-Type: application/json, not \"%.100s\"", ct);
             else
-                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
                                  "Content-Type: application/json; the request has no "
                                  "Content-Type");
             return chunked;
@@ -1131,10 +1131,10 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     }
     if (over || rc) {
         if (!r->replied && over)
-            rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
+            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "request body is over max_body_bytes (%zu)",
                              max);
         else if (!r->replied)
-            rnnd_reply_error(r, rnnd_error_code(rc), "the request body: %s", err);
+            rnnd_reply_error(r, rnnd_errcode_of(rc), "the request body: %s", err);
         start_closing(r);
         if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
             r->on_socket = 1;
@@ -1157,7 +1157,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
         char *g = realloc(r->body, cap);
         if (!g) {
             rnnd_mem_uncharge(&r->mem, cap - r->cap);
-            rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for the request body");
             return 0;
         }
         r->body = g;
@@ -1197,7 +1197,7 @@ static int decode_body(rnnd_req *r)
 {
     rnnd_app *app = r->http->app;
     if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
-        rnnd_reply_error(r, "invalid_json", "JSON nested deeper than max_json_depth (%lld)",
+        rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)app->cfg->max_json_depth);
         return -1;
     }
@@ -1207,12 +1207,13 @@ static int decode_body(rnnd_req *r)
     size_t body_bytes = r->cap;
     int rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_json" : rnnd_error_code(rc),
+        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? RNND_E_INVALID_JSON : rnnd_errcode_of(rc),
                          "%s", err);
         return -1;
     }
     if (!json_is_object(r->json)) {
-        rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body must be a JSON object, got %s",
                          rnnd_json_type_desc(r->json));
         return -1;
     }
@@ -1244,7 +1245,7 @@ static void dispatch(rnnd_req *r)
         return;
     r->handler(r);
     if (!r->deferred && !r->replied && !r->stream)
-        rnnd_reply_error(r, "internal", "the handler gave no reply");
+        rnnd_reply_error(r, RNND_E_INTERNAL, "the handler gave no reply");
 }
 
 static enum MHD_Result send_reply(rnnd_req *r)
@@ -1435,7 +1436,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         c->uri_refused = 1;
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, "limit_exceeded", msg);
+    rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), msg);
     size_t len;
     char *body = rnnd_buf_failed(&b) ? NULL : rnnd_buf_steal(&b, &len);
     rnnd_buf_free(&b);

@@ -17,6 +17,7 @@
 
 #include "app.h"
 #include "rnnd/buf.h"
+#include "rnnd/errcode.h"
 
 typedef struct rnnd_http rnnd_http;
 typedef struct rnnd_req rnnd_req;
@@ -66,7 +67,7 @@ void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);
 /* Reply STATUS with no body (204). */
 void rnnd_reply_empty(rnnd_req *r, unsigned status);
 /* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE. */
-void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Add a response header (copied). At most a few per request. */
 void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);

@@ -678,56 +678,6 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
     rnnd_buf_append(out, "}", 1);
 }
 
-/* One table: the stable API error codes and the HTTP status each one is meant to get. */
-static const struct {
-    const char *code;
-    int http;
-} error_codes[] = {
-    {"invalid_json", 400},
-    {"invalid_request", 400},
-    {"numeric_error", 400},
-    {"unauthorized", 401},
-    {"forbidden", 403},
-    {"not_found", 404},
-    {"method_not_allowed", 405},
-    {"unsupported", 409},
-    {"conflict", 409},
-    {"gone", 410},
-    {"limit_exceeded", 413},
-    {"unsupported_media_type", 415},
-    {"overloaded", 429},
-    {"internal", 500},
-    {"model_error", 503},
-    {"out_of_memory", 503},
-    {"unavailable", 503},
-    {"no_models", 503},
-};
-
-int rnnd_error_http_status(const char *code)
-{
-    for (size_t i = 0; code && i < sizeof error_codes / sizeof error_codes[0]; i++)
-        if (!strcmp(code, error_codes[i].code))
-            return error_codes[i].http;
-    return 500;
-}
-
-const char *rnnd_error_code(int status)
-{
-    switch (status) {
-    case RNND_ERR_INVALID: return "invalid_request";
-    case RNND_ERR_LIMIT: return "limit_exceeded";
-    case RNND_ERR_UNSUPPORTED: return "unsupported";
-    case RNND_ERR_CONFLICT: return "conflict";
-    case RNND_ERR_NUMERIC: return "numeric_error";
-    case RNND_ERR_IO:
-    case RNND_ERR_FORMAT: return "model_error";
-    case RNND_ERR_NOMEM: return "out_of_memory";
-    case RNND_ERR_BUSY: return "overloaded";
-    case RNND_ERR_STOPPED: return "unavailable";
-    default: return "internal";
-    }
-}
-
 void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)
 {
     rnnd_buf_puts(out, "{\"error\":{\"code\":");

@@ -78,13 +78,6 @@ void rnnd_infer_req_free(rnnd_infer_req *req);  /* NULL is a no-op */
 size_t rnnd_infer_req_sequences(const rnnd_infer_req *req);
 size_t rnnd_infer_req_steps(const rnnd_infer_req *req);
 
-/* The stable API error code for a status: "invalid_request", "limit_exceeded", ... (the list
- * is in docs/api.md). */
-const char *rnnd_error_code(int status);
-
-/* The HTTP status a later HTTP layer answers with for CODE (docs/api.md); 500 when unknown. */
-int rnnd_error_http_status(const char *code);
-
 /* A jansson parse error's TEXT as a user should read it: jansson names its own flag for a
  * \u0000 in a string ("...without JSON_ALLOW_NUL"), which means nothing to a client. */
 const char *rnnd_json_error_text(const char *text);

@@ -10,6 +10,7 @@
 
 #include "fuzz_common.h"
 #include "rnnd/buf.h"
+#include "rnnd/errcode.h"
 #include "rnnd/infer.h"
 #include "rnnd/status.h"
 
@@ -79,7 +80,7 @@ static void parse_run(const rnnd_net *net, const rnnd_tokenizer *tok, int text,
                  "unexpected parse status");
         FZ_CHECK(err[0] != '\0', "a refusal without a message");
         /* the error code must be one the HTTP layer knows */
-        FZ_CHECK(rnnd_error_http_status(rnnd_error_code(rc)) != 500,
+        FZ_CHECK(rnnd_errcode_http(rnnd_errcode_of(rc)) != 500,
                  "a request error maps to 500");
         return;
     }
