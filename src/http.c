@@ -397,13 +397,6 @@ static double elapsed_ms(const struct timespec *t0)
     return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 rnnd_stream *rnnd_stream_new(void)
 {
     rnnd_stream *st = calloc(1, sizeof *st);
@@ -412,7 +405,7 @@ rnnd_stream *rnnd_stream_new(void)
     pthread_mutex_init(&st->mu, NULL);
     st->refs = 1;
     st->fd = -1;
-    st->last_write = mono_s();
+    st->last_write = rnnd_mono_s();
     return st;
 }
 
@@ -461,7 +454,7 @@ static int stream_append_locked(rnnd_stream *st, const char *data, size_t len)
     }
     memcpy(st->buf + st->len, data, len);
     st->len += len;
-    st->last_write = mono_s();
+    st->last_write = rnnd_mono_s();
     stream_wake_locked(st);
     return 0;
 }
@@ -580,7 +573,7 @@ static void *pinger_main(void *arg)
         until.tv_sec += until.tv_nsec / 1000000000;
         until.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&h->swake, &h->smu, &until);
-        double now = mono_s();
+        double now = rnnd_mono_s();
         for (rnnd_stream *st = h->streams; st; st = st->next) {
             pthread_mutex_lock(&st->mu);
             if (!st->closed && !st->gone && now - st->last_write >= every)
@@ -657,7 +650,7 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
         return;
     pthread_mutex_lock(&h->cmu);
     if (reading && !c->reading) {
-        c->t0 = mono_s();
+        c->t0 = rnnd_mono_s();
         c->body = 0;
         c->w0 = 0;
         c->w0_body = 0;
@@ -694,7 +687,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (addr && addr->client_addr)
             copy_client_addr(&c->addr, addr->client_addr);
         c->reading = 1;
-        c->t0 = mono_s();
+        c->t0 = rnnd_mono_s();
         pthread_mutex_lock(&h->cmu);
         c->next = h->conns;
         if (h->conns)
@@ -732,7 +725,7 @@ static void *watch_main(void *arg)
         until.tv_sec += until.tv_nsec / 1000000000;
         until.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
-        double now = mono_s();
+        double now = rnnd_mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
             if (!c->reading)
                 continue;
@@ -1101,7 +1094,7 @@ static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned s
 static void start_closing(rnnd_req *r)
 {
     r->closing = 1;
-    r->closing_t0 = mono_s();
+    r->closing_t0 = rnnd_mono_s();
     free(r->body);
     r->body = NULL;
     rnnd_mem_uncharge(&r->mem, r->cap);
@@ -1144,7 +1137,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     }
     if (r->closing) {
         r->dropped += n;
-        if (!rnnd_linger_spent(&h->linger_limits, mono_s() - r->closing_t0, 0, r->dropped))
+        if (!rnnd_linger_spent(&h->linger_limits, rnnd_mono_s() - r->closing_t0, 0, r->dropped))
             return 0;
         RNND_LOG(&h->app->log, RNND_LOG_INFO, "body_cut", "endpoint=%s dropped=%llu",
                  r->route ? r->route->pattern : "-", (unsigned long long)r->dropped);

@@ -79,9 +79,7 @@ struct rnnd_session_table {
 static double mono_now(void *arg)
 {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return rnnd_mono_s();
 }
 
 void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),

@@ -2,6 +2,8 @@
 #ifndef RNND_STATUS_H
 #define RNND_STATUS_H
 
+#include <stddef.h>
+
 typedef enum rnnd_status {
     RNND_OK = 0,
     RNND_ERR_NOMEM = -1,      /* allocation failed */
@@ -20,5 +22,13 @@ typedef enum rnnd_status {
 
 /* A short constant name for a status ("ok", "nomem", ...). */
 const char *rnnd_status_str(int status);
+
+/* Write the message FMT into ERR (ERRLEN bytes; ERR may be NULL) and return STATUS: the one
+ * way a function reports why it failed. */
+int rnnd_fail(int status, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Seconds on the monotonic clock: for intervals and deadlines, never for dates. */
+double rnnd_mono_s(void);
 
 #endif
