@@ -26,6 +26,7 @@
 #include "linger.h"
 #include "rng.h"
 #include "rnnd/infer.h"
+#include "rnnd/json_depth.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
@@ -1161,35 +1162,11 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     return 0;
 }
 
-/* Nesting depth of JSON text, counting [ and { outside strings; stops past MAX. */
-static int json_depth_ok(const char *s, size_t n, long max)
-{
-    long depth = 0;
-    int in_str = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max)
-                return 0;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 1;
-}
-
 /* Decode the body (there is one, not yet decoded). Replies and returns -1 on error. */
 static int decode_body(rnnd_req *r)
 {
     rnnd_app *app = r->http->app;
-    if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
+    if (rnnd_json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)app->cfg->max_json_depth);
         return -1;
