@@ -1,7 +1,7 @@
-/* A validated, memory-mapped rnnd model file (docs/model-format.md).
+/* A validated rnnd model file, read into memory (docs/model-format.md).
  *
  * The spec is public because the compute core, `rnnd inspect` and the API all read it; it is
- * immutable after rnnd_model_open() returns. Weight pointers point into the read-only mapping
+ * immutable after rnnd_model_open() returns. Weight pointers point into the file's bytes as read
  * and stay valid until the last rnnd_model_unref(). */
 #ifndef RNND_MODEL_H
 #define RNND_MODEL_H
@@ -53,7 +53,7 @@ typedef struct rnnd_activation {
     float alpha, beta;  /* defaults already filled in by the loader */
 } rnnd_activation;
 
-/* Weights of one direction of one layer, row-major, pointing into the mapping. */
+/* Weights of one direction of one layer, row-major, pointing into the model's bytes. */
 typedef struct rnnd_dir_weights {
     const float *W;     /* [G*H, in_dim] */
     const float *R;     /* [G*H, out_dim]; NULL for mingru / minlstm */
