@@ -92,14 +92,17 @@ void rnnd_sampler_free(rnnd_sampler *s)
 int rnnd_sampling_check(const rnnd_sampling *p, char *err, size_t errlen)
 {
     if (!isfinite(p->temperature) || p->temperature < 0)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "temperature: expected a finite number >= 0, got %g",
-                    p->temperature);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "temperature: expected a finite number >= 0, got %g",
+                         p->temperature);
     if (p->top_k < 0)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "top_k: expected an integer >= 0 (0: no limit), got %d",
-                    (int)p->top_k);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "top_k: expected an integer >= 0 (0: no limit), got %d",
+                         (int)p->top_k);
     if (!(p->top_p > 0 && p->top_p <= 1))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "top_p: expected a number in (0, 1] (1: no limit), got %g",
-                    p->top_p);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "top_p: expected a number in (0, 1] (1: no limit), got %g",
+                         p->top_p);
     return 0;
 }
 

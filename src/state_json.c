@@ -42,11 +42,13 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
     else if (json_is_integer(v))
         d = (double)json_integer_value(v);
     else
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
     if (!isfinite(d))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: the number is not finite", path);
     if (fabs(d) >= FLOAT_ROUND_LIMIT)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: %.9g does not fit in a 32-bit float", path, d);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %.9g does not fit in a 32-bit float", path, d);
     *out = (float)d;
     return 0;
 }
@@ -54,15 +56,18 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
 int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen)
 {
     if (json_is_real(v))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "expected an integer token id in [0, %d), got %.17g", vocab,
-                    json_real_value(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "expected an integer token id in [0, %d), got %.17g", vocab,
+                         json_real_value(v));
     if (!json_is_integer(v))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "expected an integer token id in [0, %d), got %s", vocab,
-                    rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "expected an integer token id in [0, %d), got %s", vocab,
+                         rnnd_json_type_desc(v));
     json_int_t id = json_integer_value(v);
     if (id < 0 || id >= vocab)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
-                    vocab);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
+                         vocab);
     *out = (int32_t)id;
     return 0;
 }
@@ -71,11 +76,13 @@ int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
                      char *err, size_t errlen)
 {
     if (!json_is_array(v))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a list of %zu numbers, got %s", path, n,
-                    rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a list of %zu numbers, got %s", path, n,
+                         rnnd_json_type_desc(v));
     size_t got = json_array_size(v);
     if (got != n)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a list of %zu numbers, got %zu", path, n, got);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a list of %zu numbers, got %zu", path, n, got);
     for (size_t i = 0; i < n; i++) {
         const json_t *x = json_array_get(v, i);
         /* Fast path first; the path string is only built for an error. */
@@ -105,14 +112,17 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     const json_t *v = json_object_get(layer, key);
 
     if (!v)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"%s\" (one list of %zu numbers per direction)",
-                    lpath, key, n);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: missing \"%s\" (one list of %zu numbers per direction)",
+                         lpath, key, n);
     if (!json_is_array(v))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.%s: expected a list of %d direction(s), got %s", lpath,
-                    key, ndir, rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.%s: expected a list of %d direction(s), got %s", lpath,
+                         key, ndir, rnnd_json_type_desc(v));
     if (json_array_size(v) != (size_t)ndir)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
-                    json_array_size(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
+                         json_array_size(v));
     for (int d = 0; d < ndir; d++) {
         snprintf(p, sizeof p, "%s.%s[%d]", lpath, key, d);
         int rc = rnnd_json_floats(json_array_get(v, (size_t)d), dst + (size_t)d * stride, n, p,
@@ -132,22 +142,26 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     json_t *val;
 
     if (!json_is_object(state))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a state object {\"layers\": [...]}, got %s",
-                    path, rnnd_json_type_desc(state));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a state object {\"layers\": [...]}, got %s",
+                         path, rnnd_json_type_desc(state));
     json_object_foreach((json_t *)state, key, val) {
         if (strcmp(key, "layers"))
-            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: unknown field \"%.64s\" (a state has only \"layers\")",
-                        path, key);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: unknown field \"%.64s\" (a state has only \"layers\")",
+                             path, key);
     }
     const json_t *layers = json_object_get(state, "layers");
     if (!layers)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"layers\"", path);
     if (!json_is_array(layers))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.layers: expected a list of %d layers, got %s", path,
-                    spec->n_layers, rnnd_json_type_desc(layers));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.layers: expected a list of %d layers, got %s", path,
+                         spec->n_layers, rnnd_json_type_desc(layers));
     if (json_array_size(layers) != (size_t)spec->n_layers)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.layers: expected %d layers, got %zu", path,
-                    spec->n_layers, json_array_size(layers));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.layers: expected %d layers, got %zu", path,
+                         spec->n_layers, json_array_size(layers));
 
     size_t off = 0;
     for (int l = 0; l < spec->n_layers; l++) {
@@ -158,16 +172,19 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
 
         snprintf(p, sizeof p, "%s.layers[%d]", path, l);
         if (!json_is_object(layer))
-            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected an object {\"h\": ...%s}, got %s", p,
-                        lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: expected an object {\"h\": ...%s}, got %s", p,
+                             lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
         json_object_foreach((json_t *)layer, key, val) {
             if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")))
                 continue;
             if (!strcmp(key, "c"))
-                return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: \"c\" is only for lstm layers, this one is %s",
-                            p, rnnd_cell_name(ls->cell));
-            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                        lstm ? " and \"c\"" : "");
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                 "%s: \"c\" is only for lstm layers, this one is %s",
+                                 p, rnnd_cell_name(ls->cell));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
+                             lstm ? " and \"c\"" : "");
         }
         int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
                                      err, errlen);
@@ -196,11 +213,13 @@ int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int requi
     if (!digest && !required)
         return 0;
     if (!digest)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "digest: missing: a state goes with the digest of the model it "
-                    "was taken from (GET /v1/sessions/{id}/state gives both)");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "digest: missing: a state goes with the digest of the model it "
+                         "was taken from (GET /v1/sessions/{id}/state gives both)");
     if (!json_is_string(digest))
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "digest: expected the model digest (a string), got %s",
-                    rnnd_json_type_desc(digest));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "digest: expected the model digest (a string), got %s",
+                         rnnd_json_type_desc(digest));
     return rnnd_state_digest_match(m, json_string_value(digest), err, errlen);
 }
 

@@ -51,20 +51,21 @@ int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, siz
 
     *out = NULL;
     if (s->input_kind != RNND_INPUT_TOKENS || !s->tokenizer[0])
-        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen, "model has no tokenizer: give token ids");
+        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen,
+                         "model has no tokenizer: give token ids");
     if (!strcmp(s->tokenizer, "char"))
         kind = TOK_CHAR;
     else if (!strcmp(s->tokenizer, "byte"))
         kind = TOK_BYTE;
     else
         return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen, "unknown tokenizer \"%.15s\"",
-                    s->tokenizer);
+                         s->tokenizer);
     /* the loader refuses both; checked again because encode indexes by them */
     if (kind == TOK_CHAR && s->n_vocab != s->vocab_size)
         return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen, "tokenizer char needs a vocabulary");
     if (kind == TOK_BYTE && s->vocab_size < 256)
         return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen,
-                    "tokenizer byte needs vocab_size >= 256");
+                         "tokenizer byte needs vocab_size >= 256");
 
     rnnd_tokenizer *t = calloc(1, sizeof *t);
     if (!t)
@@ -180,12 +181,13 @@ static int no_token(const unsigned char *p, size_t len, size_t off, char *err, s
     size_t k = utf8_char(p, len, &cp);
     if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for U+%04X", off,
-                    (unsigned)cp);
+                         (unsigned)cp);
     if (cp == '"' || cp == '\\')
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"\\%c\" (U+%04X)",
-                    off, (char)cp, (unsigned)cp);
-    return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"%.*s\" (U+%04X)", off,
-                (int)k, (const char *)p, (unsigned)cp);
+                         off, (char)cp, (unsigned)cp);
+    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                     "byte %zu: no token for \"%.*s\" (U+%04X)", off,
+                     (int)k, (const char *)p, (unsigned)cp);
 }
 
 /* The byte at depth D of the string of id ID (0 past its end, which sorts first). */
@@ -253,7 +255,8 @@ int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
                 return no_token(p + i, len - i, i, err, errlen);
         }
         if (count == cap)
-            return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "byte %zu: more than %zu tokens", i, cap);
+            return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                             "byte %zu: more than %zu tokens", i, cap);
         ids[count++] = id;
         i += k;
     }
