@@ -1211,6 +1211,82 @@ static char *encode_text(const rnnd_net *net, const rnnd_infer_req *req)
     return s;
 }
 
+/* rnnd_infer_req_new (the KServe v2 front end's constructor): the same request built from
+ * arrays computes bitwise what the JSON one does, pooled models give one row, and the
+ * refusals are rnnd_infer_parse()'s, in its words. */
+START_TEST(req_from_arrays)
+{
+    rnnd_net *vec = open_net(vec_arch, 21, "av");
+    rnnd_net *tok = open_net(tok_arch, 22, "at");
+    rnnd_net *mean = open_net(POOLED(",\"pool\":\"mean\""), 17, "am");
+    char err[512];
+    const float x[2 * 3 * 4] = {1, 2, 3, 4, -1, 0.5f, 0.25f, 2, 0, 0, 1, 1,
+                                3, -2, 1, 0, 0.125f, 9, -7, 1, 2, 2, 2, 2};
+    const int32_t ids[2 * 3] = {0, 29, 5, 7, 7, 1};
+    static const char *const json_req[3] = {
+        "{\"inputs\":[[[1,2,3,4],[-1,0.5,0.25,2],[0,0,1,1]],"
+        "[[3,-2,1,0],[0.125,9,-7,1],[2,2,2,2]]]}",
+        "{\"inputs\":[[0,29,5],[7,7,1]]}",
+        "{\"inputs\":[[[1,2],[3,-4],[0.5,0]],[[2,2],[0,1],[1,0]]]}"};
+    const float xm[2 * 3 * 2] = {1, 2, 3, -4, 0.5f, 0, 2, 2, 0, 1, 1, 0};
+    rnnd_net *nets[3] = {vec, tok, mean};
+    for (int k = 0; k < 3; k++) {
+        rnnd_infer_req *a = NULL, *j = NULL;
+        int rc = rnnd_infer_req_new(nets[k], 2, 3, k == 1 ? ids : NULL,
+                                    k == 0 ? x : k == 2 ? xm : NULL, NULL, &a, err, sizeof err);
+        ck_assert_msg(rc == 0, "req_new: %s", err);
+        ck_assert_int_eq(parse_text(nets[k], json_req[k], NULL, &j, err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_infer_run(nets[k], a, err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_infer_run(nets[k], j, err, sizeof err), 0);
+        size_t od = (size_t)rnnd_net_output_dim(nets[k]);
+        for (size_t b = 0; b < 2; b++) {
+            size_t ra, rj;
+            const float *ya = rnnd_infer_req_outputs(nets[k], a, b, &ra);
+            const float *yj = rnnd_infer_req_outputs(nets[k], j, b, &rj);
+            ck_assert_uint_eq(ra, k == 2 ? 1 : 3);
+            ck_assert_uint_eq(ra, rj);
+            ck_assert(ya && yj && !memcmp(ya, yj, ra * od * sizeof *ya));
+        }
+        char *ea = encode_text(nets[k], a), *ej = encode_text(nets[k], j);
+        ck_assert_str_eq(ea, ej);
+        free(ea);
+        free(ej);
+        size_t rows;
+        ck_assert_ptr_null(rnnd_infer_req_outputs(nets[k], a, 2, &rows));
+        ck_assert_uint_eq(rows, 0);
+        rnnd_infer_req_free(a);
+        rnnd_infer_req_free(j);
+    }
+    /* refusals: the JSON path's words for the same mistakes */
+    rnnd_infer_limits lim = {.max_sequences = 1, .max_steps = 2, .max_total_steps = 3};
+    rnnd_infer_req *r = NULL;
+    ck_assert_int_eq(rnnd_infer_req_new(tok, 2, 1, ids, NULL, &lim, &r, err, sizeof err),
+                     RNND_ERR_LIMIT);
+    ck_assert_str_eq(err, "inputs: 2 sequences, more than max_sequences (1)");
+    ck_assert_int_eq(rnnd_infer_req_new(tok, 1, 3, ids, NULL, &lim, &r, err, sizeof err),
+                     RNND_ERR_LIMIT);
+    ck_assert_str_eq(err, "inputs[0]: 3 steps, more than max_infer_steps (2) per sequence");
+    const int32_t bad[2] = {3, 30};
+    ck_assert_int_eq(rnnd_infer_req_new(tok, 1, 2, bad, NULL, NULL, &r, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_str_eq(err, "inputs[0][1]: token id 30 out of range [0, 30)");
+    float nan_x[4] = {1, 2, NAN, 4};
+    ck_assert_int_eq(rnnd_infer_req_new(vec, 1, 1, NULL, nan_x, NULL, &r, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_str_eq(err, "inputs[0][0][2]: not a finite number");
+    ck_assert_int_eq(rnnd_infer_req_new(vec, 0, 1, NULL, x, NULL, &r, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_infer_req_new(vec, 1, 0, NULL, x, NULL, &r, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_infer_req_new(vec, SIZE_MAX / 2, 3, NULL, x, NULL, &r, err,
+                                        sizeof err), RNND_ERR_LIMIT);
+    ck_assert_ptr_null(r);
+    rnnd_net_free(vec);
+    rnnd_net_free(tok);
+    rnnd_net_free(mean);
+}
+END_TEST
+
 /* Requests of different sizes and options run as one batch answer, byte for byte, what each
  * answers alone. */
 START_TEST(run_many_matches_alone)
@@ -1451,6 +1527,7 @@ static Suite *infer_suite(void)
     tcase_add_test(tc, run_initial_state_null_and_nonzero);
     tcase_add_test(tc, run_numeric_error);
     tcase_add_test(tc, run_pooled);
+    tcase_add_test(tc, req_from_arrays);
     tcase_add_loop_test(tc, run_many_matches_alone, 0, (int)N_RUN_ARCHS);
     tcase_add_test(tc, run_many_numeric_error_alone);
     tcase_add_test(tc, text_inputs);
