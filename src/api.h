@@ -1,6 +1,7 @@
 /* The API handlers, one file per resource (api_models.c, api_infer.c, api_sessions.c,
- * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c), routed by http.c. Each runs on a request thread with the body decoded and
- * either replies at once or defers (see http.h). */
+ * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c), routed by http.c. Each
+ * runs on a request thread with the body decoded and either replies at once or defers (see
+ * http.h). */
 #ifndef RNND_API_H
 #define RNND_API_H
 

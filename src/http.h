@@ -52,8 +52,8 @@ const char *rnnd_req_query(rnnd_req *r, const char *key);
 json_t *rnnd_req_body(const rnnd_req *r);
 /* Routes whose handler decodes the body itself (RT_RAW_BODY in http.c's table) get it
  * undecoded: rnnd_req_raw_body gives its bytes (not NUL-terminated; NULL and *LEN 0 when
- * empty or once decoded), rnnd_req_decode decodes it exactly as for every other route (nesting limit,
- * JSON, an object) for rnnd_req_body, or replies the error and returns -1. */
+ * empty or once decoded), rnnd_req_decode decodes it exactly as for every other route
+ * (nesting limit, JSON, an object) for rnnd_req_body, or replies the error and returns -1. */
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len);
 int rnnd_req_decode(rnnd_req *r);
 rnnd_app *rnnd_req_app(const rnnd_req *r);
