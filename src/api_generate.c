@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "gen_http.h"
 #include "generate.h"
 #include "sse.h"
 #include "rnnd/state_json.h"
@@ -15,14 +16,6 @@
 
 static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
 
-struct genreq {
-    rnnd_app *app;
-    const rnnd_entry *e;
-    rnnd_req *r;                /* a JSON reply: the deferred request */
-    rnnd_stream *st;            /* an event stream: the producer's reference */
-    rnnd_session *tmp;          /* models/{m}/generate: the temporary session (a reference) */
-    rnnd_gen_params p;
-};
 
 /* ---- validation -------------------------------------------------------------------------- */
 
@@ -179,7 +172,7 @@ static void usage_json(rnnd_buf *b, const rnnd_gen_result *res)
 }
 
 /* The fields every end carries: finish_reason, stop, usage, steps (sessions only), seed. */
-static void end_fields(rnnd_buf *b, const struct genreq *q, const rnnd_gen_result *res)
+static void end_fields(rnnd_buf *b, const rnnd_gen_http *q, const rnnd_gen_result *res)
 {
     rnnd_buf_printf(b, "\"finish_reason\":\"%s\"", finish_names[res->finish]);
     if (res->stop_index >= 0) {
@@ -193,42 +186,19 @@ static void end_fields(rnnd_buf *b, const struct genreq *q, const rnnd_gen_resul
     rnnd_buf_printf(b, ",\"seed\":%" PRIu64, res->seed);
 }
 
-static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,
-                     uint64_t step)
+static void token_event(const rnnd_gen_http *q, rnnd_buf *b, int32_t id, const char *text,
+                        size_t len, size_t index, uint64_t step)
 {
-    struct genreq *q = arg;
-    if (!q->st)
-        return;     /* a JSON reply takes the tokens from the result */
-    rnnd_buf b;
-    rnnd_buf_init(&b);
-    rnnd_buf_printf(&b, "{\"token\":%" PRId32 ",\"text\":", id);
-    rnnd_buf_json_stringn(&b, text, len);
-    rnnd_buf_printf(&b, ",\"index\":%zu", index);
+    rnnd_buf_printf(b, "{\"token\":%" PRId32 ",\"text\":", id);
+    rnnd_buf_json_stringn(b, text, len);
+    rnnd_buf_printf(b, ",\"index\":%zu", index);
     if (!q->tmp)
-        rnnd_buf_printf(&b, ",\"step\":%" PRIu64, step);
-    rnnd_buf_puts(&b, "}");
-    rnnd_sse_event(q->st, NULL, &b);
-    rnnd_buf_free(&b);
+        rnnd_buf_printf(b, ",\"step\":%" PRIu64, step);
+    rnnd_buf_puts(b, "}");
 }
 
-static int on_cancelled(void *arg)
+static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_result *res)
 {
-    struct genreq *q = arg;
-    return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
-}
-
-static void genreq_free(struct genreq *q)
-{
-    if (q->tmp) {
-        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
-        rnnd_session_unref(q->tmp);
-    }
-    free(q);
-}
-
-static void reply_done(struct genreq *q, const rnnd_gen_result *res)
-{
-    rnnd_req *r = q->r;
     if (res->finish == RNND_GEN_ERROR) {
         if (q->tmp)
             rnnd_reply_error(r, res->code, "%s", res->message);
@@ -252,7 +222,7 @@ static void reply_done(struct genreq *q, const rnnd_gen_result *res)
     rnnd_reply(r, 200, &b);
 }
 
-static void stream_done(struct genreq *q, const rnnd_gen_result *res)
+static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_result *res)
 {
     rnnd_buf b;
     rnnd_buf_init(&b);
@@ -265,31 +235,26 @@ static void stream_done(struct genreq *q, const rnnd_gen_result *res)
         if (!q->tmp)
             rnnd_buf_printf(&b, ",\"steps\":%" PRIu64, res->steps);
         rnnd_buf_puts(&b, "}");
-        rnnd_sse_event(q->st, "error", &b);
+        rnnd_sse_event(st, "error", &b);
     } else {
         rnnd_buf_puts(&b, "{");
         end_fields(&b, q, res);
         rnnd_buf_puts(&b, "}");
-        rnnd_sse_event(q->st, NULL, &b);
+        rnnd_sse_event(st, NULL, &b);
     }
     rnnd_buf_free(&b);
-    rnnd_sse_done(q->st);
-    rnnd_stream_close(q->st);
+    rnnd_sse_done(st);
 }
 
-static void on_done(void *arg, const rnnd_gen_result *res)
+static void refuse(rnnd_req *r, int why, const char *err)
 {
-    struct genreq *q = arg;
-    if (q->tmp)     /* gone before the client hears the end */
-        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
-    if (q->st) {
-        stream_done(q, res);
-    } else {
-        reply_done(q, res);
-        rnnd_req_complete(q->r);
-    }
-    genreq_free(q);
+    if (why < 0)
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "%s", err);
+    else
+        rnnd_api_reply_left(r, why);
 }
+
+static const rnnd_gen_protocol v1_protocol = {token_event, reply_done, stream_done, refuse};
 
 /* ---- the handlers ------------------------------------------------------------------------ */
 
@@ -309,13 +274,11 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     json_t *body = rnnd_req_body(r);
     int32_t *ids = NULL;
     size_t n = 0;
-    struct genreq *q = calloc(1, sizeof *q);
+    rnnd_gen_http *q = rnnd_gen_http_new(&v1_protocol, app, e);
     if (!q) {
         rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }
-    q->app = app;
-    q->e = e;
     const rnnd_gen_params *defaults = rnnd_session_ext(s);
     if (defaults)
         q->p = *defaults;
@@ -335,48 +298,15 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     if (rnnd_api_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, json_is_true(sv) ?
                                           SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
         goto fail;
-    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
-    rnnd_stream *st = NULL;
-    if (json_is_true(sv)) {
-        if (!(st = rnnd_stream_new())) {
-            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
-            goto fail;
-        }
-        q->st = rnnd_stream_ref(st);
-    } else {
-        q->r = r;
-        rnnd_req_defer(r);
-    }
-    if (tmp)
-        q->tmp = rnnd_session_ref(s);
-    char err[256];
-    int why = rnnd_generate(app, s, ids, n, &q->p, &sink, err, sizeof err);
+    rnnd_gen_http_start(q, r, s, tmp, json_is_true(sv), ids, n);
     free(ids);
-    ids = NULL;
-    if (why == RNND_SESSION_FOUND) {
-        if (st)
-            rnnd_req_stream(r, st, RNND_SSE_TYPE);
-        rnnd_session_unref(s);
-        return;
-    }
-    if (st) {
-        rnnd_stream_unref(q->st);
-        rnnd_stream_unref(st);
-    }
-    if (why < 0)
-        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "%s", err);
-    else
-        rnnd_api_reply_left(r, why);
-    if (!st)
-        rnnd_req_complete(r);
-    genreq_free(q);
     rnnd_session_unref(s);
     return;
 fail:
     free(ids);
     if (tmp)
         rnnd_session_remove(app->sessions, rnnd_session_id(s));
-    free(q);
+    rnnd_gen_http_free(q);
     rnnd_session_unref(s);
 }
 

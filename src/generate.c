@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batcher.h"
+#include "membudget.h"
 #include "rng.h"
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
@@ -354,7 +356,7 @@ size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
     return rnnd_sat_add(bytes, GEN_FRAME);
 }
 
-int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
+int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
                   const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
                   size_t errlen)
 {
@@ -408,11 +410,11 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     g->sj.out = g->out;
     g->sj.if_steps = -1;
     g->sj.after_step = gen_after_step;
-    g->metrics = &app->metrics;
-    atomic_fetch_add(&app->metrics.generations_active, 1);
+    g->metrics = metrics;
+    atomic_fetch_add(&metrics->generations_active, 1);
     int why = rnnd_session_submit(s, &g->sj.job);
     if (why != RNND_SESSION_FOUND) {
-        atomic_fetch_sub(&app->metrics.generations_active, 1);
+        atomic_fetch_sub(&metrics->generations_active, 1);
         gen_free(g);
         return why;
     }
