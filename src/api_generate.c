@@ -346,8 +346,9 @@ void rnnd_api_model_generate(rnnd_req *r)
         return;
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, NULL, 0, 0, &s, err, sizeof err);
+    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
+                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,
                          "%s", err);

@@ -112,8 +112,9 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, init, steps, ttl, &s, err, sizeof err);
+    rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats, .state = init,
+                            .owner = rnnd_req_owner(r), .steps = steps, .ttl_s = ttl};
+    int rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     if (rc)
         free(defaults);
     else if (defaults)

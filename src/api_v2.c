@@ -100,7 +100,8 @@ void rnnd_api_v2_live(rnnd_req *r)
 void rnnd_api_v2_ready(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    rnnd_reply_empty(r, atomic_load(&app->draining) || !rnnd_catalog_count(&app->models) ? 400 : 200);
+    int ready = !atomic_load(&app->draining) && rnnd_catalog_count(&app->models);
+    rnnd_reply_empty(r, ready ? 200 : 400);
 }
 
 void rnnd_api_v2_model_ready(rnnd_req *r)
@@ -783,8 +784,9 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         }
         return s;
     }
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, NULL, 0, 0, &s, err, sizeof err);
+    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
+                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
                       err);

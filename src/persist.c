@@ -361,10 +361,14 @@ size_t rnnd_persist_restore(rnnd_app *app)
         const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
                                                                    : check_rec(app, &rec, &e);
         rnnd_session *s = NULL;
-        if (!why && rnnd_session_restore(app->sessions, rec.id, rec.owner, (void *)e,
-                                         e->state_floats, rec.state, rec.steps, rec.ttl_s,
-                                         rec.created, rec.idle_s, &s, err, sizeof err))
-            why = "refused";
+        if (!why) {
+            rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats,
+                                    .state = rec.state, .owner = rec.owner, .steps = rec.steps,
+                                    .ttl_s = rec.ttl_s, .id = rec.id, .created = rec.created,
+                                    .idle_s = rec.idle_s};
+            if (rnnd_session_create(app->sessions, &si, &s, err, sizeof err))
+                why = "refused";
+        }
         if (why) {
             char qm[300];
             dropped++;

@@ -200,8 +200,9 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
     char err[256];
     for (int k = 0; k < N_SESS; k++) {
         sess_plan *sp = &plans[k];
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &sp->s,
-                                             err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &sp->s, err, sizeof err), 0);
         for (int i = 0; i < LEN; i++)
             sp->tokens[i] = (int32_t)(rand_r(&seed) % f.in_dim);
         for (size_t i = 0; !f.tokens && i < LEN * f.in_dim; i++)
@@ -289,8 +290,8 @@ START_TEST(test_if_steps_and_stop)
     setup(&f, tok_arch, 4, 0, 1);
     rnnd_session *s;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s, err,
-                                         sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
+                                         &s, err, sizeof err), 0);
     atomic_int done = 0;
     int32_t toks[3] = {1, 2, 3};
     tjob *a = tjob_new(&f, toks, NULL, 3, 0, &done);
@@ -311,8 +312,8 @@ START_TEST(test_if_steps_and_stop)
     tjob *d = tjob_new(&f, toks, NULL, 3, -1, &done);
     d->sj.last_only = 1;
     rnnd_session *s2;
-    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s2, err,
-                                         sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
+                                         &s2, err, sizeof err), 0);
     rnnd_session_submit(s2, &d->sj.job);
     wait_done(&done, 4);
     ck_assert(!memcmp(d->out, a->out + 2 * f.out_dim, f.out_dim * sizeof(float)));
@@ -387,8 +388,9 @@ static void run_split(size_t workers, float *out, size_t out_dim, uint64_t *spli
         int32_t toks[SPLIT_LEN];
         for (int i = 0; i < SPLIT_LEN; i++)
             toks[i] = (int32_t)(rand_r(&seed) % f.in_dim);
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[k], err,
-                                             sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[k], err, sizeof err), 0);
         j[k] = tjob_new(&f, toks, NULL, SPLIT_LEN, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[k], &j[k]->sj.job), RNND_SESSION_FOUND);
     }
@@ -486,8 +488,9 @@ START_TEST(test_gather_ends_when_full)
     int32_t tok = 1;
     double t0 = mono_s();
     for (int i = 0; i < FULL; i++) {
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[i], err,
-                                             sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[i], err, sizeof err), 0);
         j[i] = tjob_new(&f, &tok, NULL, 1, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
         usleep(20000);  /* the first job's round is waiting before the next arrives */
