@@ -93,6 +93,14 @@ static const char *const archs[] = {
     "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
     "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
+    /* sLSTM: odd d (35 / 5 = 7), one head (d = H), both forget modes, beside a GRU */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"slstm\",\"hidden_size\":35,\"heads\":5,\"forget\":\"exp\","
+    "\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"slstm\",\"hidden_size\":33,\"heads\":1,\"forget\":\"sigmoid\","
+    "\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":11,\"in_dim\":33,\"norm\":\"softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
