@@ -152,11 +152,12 @@ def check_bench():
 
 
 def check_final(name, c, states, isa):
-    """infer's final h, c, n, m against the case's final_h (per sequence, per layer)."""
+    """infer's final h, c, n, m against the case's final_h and final_cnm."""
     for b, st in enumerate(states):
         for l, lay in enumerate(st["layers"]):
+            want = [c["final_h"][b][l]] + c["final_cnm"][b][l]
             for i, key in enumerate("hcnm"):
-                C.check(close(lay[key][0], c["final_h"][b][l][i], c["atol"], c["rtol"]),
+                C.check(close(lay[key][0], want[i], c["atol"], c["rtol"]),
                         "%s seq %d [%s]: final %s of layer %d" % (name, b, isa, key, l))
 
 

@@ -21,7 +21,8 @@ Sizes are odd on purpose (d = 3, 5, 13, ...), models have 2-3 layers, the longes
 250 steps, both forget modes, and one case scales its weights so that pre-activations reach
 about +-30 (the stabiliser's m then carries the scale, and i', f' underflow to 0 for some
 units). Everything is seeded, so --out writes the same files on every machine. case.json has
-the fields of tests/golden/README.md plus `max_abs_pre` (the largest |pre| the reference met).
+the fields of tests/golden/README.md plus `final_cnm` (per sequence, per layer: the final c,
+n and m) and `max_abs_pre` (the largest |pre| the reference met).
 Run with Debian's /usr/bin/python3 (python3-numpy).
 """
 import argparse
@@ -161,12 +162,13 @@ def make_case(spec):
 
 def compute(arch, t, seqs):
     t64 = {k: np.asarray(v, dtype=np.float64) for k, v in t.items()}
-    expected, final_h, stats = [], [], [0.0]
+    expected, final_h, final_cnm, stats = [], [], [], [0.0]
     for s in seqs:
         y, finals = reference(arch, t64, s, stats)
         expected.append(f32list(y))
-        final_h.append([[f32list(v) for v in st] for st in finals])
-    return expected, final_h, stats[0]
+        final_h.append([f32list(st[0]) for st in finals])
+        final_cnm.append([[f32list(v) for v in st[1:]] for st in finals])
+    return expected, final_h, final_cnm, stats[0]
 
 
 def write(out, spec):
@@ -179,7 +181,7 @@ def write(out, spec):
         f.write("\n")
     with open(os.path.join(d, "weights.npz"), "wb") as f:
         np.savez(f, **{k: t[k] for k in sorted(t)})
-    expected, final_h, max_pre = compute(arch, t, seqs)
+    expected, final_h, final_cnm, max_pre = compute(arch, t, seqs)
     case = {
         "name": spec["name"], "description": spec["description"],
         "source": "tests/data/golden_slstm/generate.py: float64 NumPy reference of the "
@@ -187,9 +189,9 @@ def write(out, spec):
         "model": "model.json", "sequences": seqs,
         "input": ({"kind": "tokens", "vocab": spec["vocab"]} if "vocab" in spec
                   else {"kind": "vectors", "dim": spec["dim"]}),
-        "expected": expected,
-        # per sequence, per layer: [h, c, n, m]
-        "final_h": final_h, "stateful": True,
+        "expected": expected, "final_h": final_h,
+        # per sequence, per layer: the rest of the state, [c, n, m]
+        "final_cnm": final_cnm, "stateful": True,
         "atol": ATOL, "rtol": RTOL, "max_abs_pre": round(max_pre, 3),
     }
     with open(os.path.join(d, "case.json"), "w") as f:
@@ -213,9 +215,10 @@ def check(root):
             case = json.load(f)
         with np.load(os.path.join(d, "weights.npz")) as z:
             t = {k: z[k] for k in z.files}
-        expected, final_h, _ = compute(arch, t, case["sequences"])
+        expected, final_h, final_cnm, _ = compute(arch, t, case["sequences"])
         worst = 0.0
-        for got, want in ((expected, case["expected"]), (final_h, case["final_h"])):
+        for got, want in ((expected, case["expected"]), (final_h, case["final_h"]),
+                          (final_cnm, case["final_cnm"])):
             for g, w in zip(got, want):
                 g = np.concatenate([np.ravel(v) for v in g])
                 w = np.concatenate([np.ravel(v) for v in w])
