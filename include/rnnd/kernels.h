@@ -6,7 +6,8 @@
  * rnnd_gemv computes each output as ONE fused-multiply-add chain over k ascending, starting
  * from the bias (or +0.0f), so all paths, scalar included, give bitwise identical sums.
  * Elementwise activations: the avx2 and avx512 paths give bitwise identical results to each
- * other; the scalar path (the reference, libm) may differ from them by a few ulp. */
+ * other; the scalar path (the reference, libm) may differ from them by a few ulp, except in
+ * slstm_row, whose scalar path runs kernels_vmath.h too and so agrees bitwise. */
 #ifndef RNND_KERNELS_H
 #define RNND_KERNELS_H
 
