@@ -17,8 +17,8 @@
 #include "rnnd/rnn.h"
 
 typedef struct bench_opts {
-    const char *cell, *mode, *weights;
-    int hidden, input, threads;
+    const char *cell, *mode, *weights, *forget;
+    int hidden, input, threads, heads;
     size_t batch, steps;
     double seconds;
 } bench_opts;
@@ -29,8 +29,11 @@ static void bench_usage(FILE *f)
             "usage: rnnd bench [OPTIONS]\n"
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
-            "us_per_step (per call), gflops.\n\n"
-            "  --cell NAME           lstm, gru, rnn, mingru or minlstm (default lstm)\n"
+            "us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
+            "  --cell NAME           lstm, gru, rnn, mingru, minlstm or slstm (default lstm)\n"
+            "  --heads K             slstm: heads of the block-diagonal R (default 4; K must\n"
+            "                        divide H)\n"
+            "  --forget exp|sigmoid  slstm: the forget gate (default exp)\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
             "  --batch B             sessions per step / sequences per call (default 1)\n"
@@ -160,9 +163,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
         {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"heads", required_argument, NULL, 'K'}, {"forget", required_argument, NULL, 'f'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", 512, 0, 1, 1, 100, 2.0};
+    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 2.0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -176,6 +180,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'n': o->threads = atoi(optarg); break;
         case 's': o->seconds = atof(optarg); break;
         case 'w': o->weights = optarg; break;
+        case 'K': o->heads = atoi(optarg); if (o->heads < 1) o->heads = -1; break;
+        case 'f': o->forget = optarg; break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return 2;
         }
@@ -183,9 +189,20 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     if (!o->input)
         o->input = o->hidden;
     const char *bad = NULL;
+    int slstm = !strcmp(o->cell, "slstm");
+    if (slstm && !o->heads)
+        o->heads = 4;
+    if (slstm && !o->forget)
+        o->forget = "exp";
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
-        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm"))
-        bad = "--cell must be lstm, gru, rnn, mingru or minlstm";
+        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && !slstm)
+        bad = "--cell must be lstm, gru, rnn, mingru, minlstm or slstm";
+    else if (!slstm && (o->heads || o->forget))
+        bad = "--heads and --forget are for --cell slstm only";
+    else if (slstm && (o->heads < 1 || o->hidden < 1 || o->hidden % o->heads))
+        bad = "--heads must be a positive divisor of --hidden";
+    else if (slstm && strcmp(o->forget, "exp") && strcmp(o->forget, "sigmoid"))
+        bad = "--forget must be exp or sigmoid";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
@@ -215,12 +232,15 @@ int rnnd_cmd_bench(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
-    char arch[512], err[512];
+    char arch[512], err[512], extra[80] = "";
+    int slstm = !strcmp(o.cell, "slstm");
+    if (slstm)
+        snprintf(extra, sizeof extra, ",\"heads\":%d,\"forget\":\"%s\"", o.heads, o.forget);
     snprintf(arch, sizeof arch,
              "{\"format_version\":1,\"weights\":\"%s\","
              "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
-             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"}]}",
-             o.weights, o.input, o.cell, o.hidden);
+             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"%s}]}",
+             o.weights, o.input, o.cell, o.hidden, extra);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);
@@ -287,17 +307,19 @@ int rnnd_cmd_bench(int argc, char **argv)
             elapsed = now_s() - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") ? 4 : !strcmp(o.cell, "gru") ? 3
+    int G = !strcmp(o.cell, "lstm") || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
           : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
     /* the min cells have no R: their products are W x alone */
     int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
-    double flops = 2.0 * G * o.hidden * (double)(o.input + (recurrent ? o.hidden : 0)) * steps;
+    /* slstm: R h is K blocks of d = H / K columns, H * d per gate rather than H * H */
+    double rcols = !recurrent ? 0 : slstm ? (double)(o.hidden / o.heads) : o.hidden;
+    double flops = 2.0 * G * o.hidden * ((double)o.input + rcols) * steps;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
-           "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",
+           "\"us_per_step\":%.3f,\"gflops\":%.2f%s}\n",
            o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
-           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9);
+           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9, extra);
     rc = 0;
 done:
     team_free(tm);

@@ -603,7 +603,7 @@ size_t rnnd_model_state_floats(const rnnd_model *m)
     size_t n = 0;
     for (int l = 0; l < m->spec.n_layers; l++) {
         const rnnd_layer_spec *L = &m->spec.layers[l];
-        size_t per = (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? (size_t)L->hidden : 0);
+        size_t per = (size_t)L->out_dim + rnnd_layer_cell_floats(L);
         n += per * (size_t)L->num_directions;
     }
     return n;

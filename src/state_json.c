@@ -133,6 +133,14 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     return 0;
 }
 
+/* The members of a layer's state after "h", each [hidden] per direction, in block order. */
+static int cell_members(const rnnd_layer_spec *L, const char *const **names)
+{
+    static const char *const all[] = {"c", "n", "m"};
+    *names = all;
+    return L->cell == RNND_CELL_LSTM ? 1 : L->cell == RNND_CELL_SLSTM ? 3 : 0;
+}
+
 int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
                         char *err, size_t errlen)
 {
@@ -167,35 +175,39 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
         const json_t *layer = json_array_get(layers, (size_t)l);
-        int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        const char *const *mem;
+        int nm = cell_members(ls, &mem);
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_cell_floats(ls);
+        size_t per = nm ? c / (size_t)nm : 0;
 
         snprintf(p, sizeof p, "%s.layers[%d]", path, l);
         if (!json_is_object(layer))
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: expected an object {\"h\": ...%s}, got %s", p,
-                             lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
+                             nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..." : "",
+                             rnnd_json_type_desc(layer));
         json_object_foreach((json_t *)layer, key, val) {
-            if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")))
+            int known = !strcmp(key, "h");
+            for (int i = 0; i < nm && !known; i++)
+                known = !strcmp(key, mem[i]);
+            if (known)
                 continue;
-            if (!strcmp(key, "c"))
+            if (!strcmp(key, "c") || !strcmp(key, "n") || !strcmp(key, "m"))
                 return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                                 "%s: \"c\" is only for lstm layers, this one is %s",
-                                 p, rnnd_cell_name(ls->cell));
+                                 "%s: \"%s\" is only for %s layers, this one is %s",
+                                 p, key, strcmp(key, "c") ? "slstm" : "lstm and slstm",
+                                 rnnd_cell_name(ls->cell));
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                             lstm ? " and \"c\"" : "");
+                             nm == 1 ? " and \"c\"" : nm ? ", \"c\", \"n\" and \"m\"" : "");
         }
         int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
                                      err, errlen);
+        for (int i = 0; i < nm && !rc; i++)
+            rc = parse_per_direction(layer, mem[i], ls->num_directions, per,
+                                     dst + off + h + (size_t)i * per, h + c, p, err, errlen);
         if (rc)
             return rc;
-        if (lstm) {
-            rc = parse_per_direction(layer, "c", ls->num_directions, c, dst + off + h, h + c, p,
-                                     err, errlen);
-            if (rc)
-                return rc;
-        }
         off += (h + c) * (size_t)ls->num_directions;
     }
     return 0;
@@ -243,8 +255,10 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
     rnnd_buf_puts(out, "{\"layers\":[");
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
-        int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        const char *const *mem;
+        int nm = cell_members(ls, &mem);
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_cell_floats(ls);
+        size_t per = nm ? c / (size_t)nm : 0;
 
         rnnd_buf_puts(out, l ? ",{\"h\":[" : "{\"h\":[");
         for (int d = 0; d < ls->num_directions; d++) {
@@ -253,12 +267,12 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
             rnnd_buf_floats(out, src + off + (size_t)d * (h + c), h);
         }
         rnnd_buf_append(out, "]", 1);
-        if (lstm) {
-            rnnd_buf_puts(out, ",\"c\":[");
+        for (int i = 0; i < nm; i++) {
+            rnnd_buf_printf(out, ",\"%s\":[", mem[i]);
             for (int d = 0; d < ls->num_directions; d++) {
                 if (d)
                     rnnd_buf_append(out, ",", 1);
-                rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h, c);
+                rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h + (size_t)i * per, per);
             }
             rnnd_buf_append(out, "]", 1);
         }

@@ -1,6 +1,6 @@
-/* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR and of
- * tests/data/golden_min (minGRU / minLSTM), fed one step per call, alone and batched with the
- * case's other sequences, on every kernel path.
+/* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR, of
+ * tests/data/golden_min (minGRU / minLSTM) and of tests/data/golden_slstm, fed one step per
+ * call, alone and batched with the case's other sequences, on every kernel path.
  * (tests/test_golden.py covers every case through `rnnd infer`.) */
 #include "config.h"
 
@@ -68,16 +68,19 @@ static int list_cases(const char *root, char **names, int n, int max)
 }
 
 /* The cases of $RNND_GOLDEN_DIR, then the minGRU / minLSTM native-spec cases of
- * tests/data/golden_min (its sibling ../data/golden_min). */
+ * tests/data/golden_min (its sibling ../data/golden_min) and the sLSTM ones of
+ * tests/data/golden_slstm. */
 static int load_cases(golden **out)
 {
     const char *root = getenv("RNND_GOLDEN_DIR");
     ck_assert_msg(root && *root, "RNND_GOLDEN_DIR is not set");
-    char min_root[1024];
+    char min_root[1024], sl_root[1024];
     snprintf(min_root, sizeof min_root, "%s/../data/golden_min", root);
+    snprintf(sl_root, sizeof sl_root, "%s/../data/golden_slstm", root);
     char *names[256];
     int n = list_cases(root, names, 0, 256);
     n = list_cases(min_root, names, n, 256);
+    n = list_cases(sl_root, names, n, 256);
     golden *g = calloc((size_t)n, sizeof *g);
     for (int i = 0; i < n; i++) {
         char p[1100];
@@ -181,7 +184,7 @@ static int run_case(const golden *g, const rnnd_kernels *k)
                                                atol, rtol),
                                   "%s [%s] final_h seq %zu layer %d elem %d", g->name,
                                   k->name, b, l, j);
-                off += (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? L->hidden : 0);
+                off += (size_t)L->out_dim + rnnd_layer_cell_floats(L);
             }
         }
         ck_assert_uint_eq(idx, json_array_size(fh));

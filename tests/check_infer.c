@@ -458,7 +458,9 @@ START_TEST(state_errors)
         {"{\"layers\":[{\"h\":[" H5 "],\"z\":0}," L1 "," L2 "," L3 "]}",
          "S.layers[0]: unknown field \"z\""},
         {"{\"layers\":[{\"h\":[" H5 "],\"c\":[" H5 "]}," L1 "," L2 "," L3 "]}",
-         "S.layers[0]: \"c\" is only for lstm layers, this one is gru"},
+         "S.layers[0]: \"c\" is only for lstm and slstm layers, this one is gru"},
+        {"{\"layers\":[{\"h\":[" H5 "],\"n\":[" H5 "]}," L1 "," L2 "," L3 "]}",
+         "S.layers[0]: \"n\" is only for slstm layers, this one is gru"},
         {"{\"layers\":[{}," L1 "," L2 "," L3 "]}", "S.layers[0]: missing \"h\""},
         {"{\"layers\":[{\"h\":[7]}," L1 "," L2 "," L3 "]}",
          "S.layers[0].h[0]: expected a list of 5 numbers, got an integer"},
@@ -611,7 +613,7 @@ START_TEST(parse_errors)
          "initial_state[1].layers[1]: missing \"c\""},
         {0, 0, "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
          "6,7,8]],\"c\":[]}," LST "]}]}", RNND_ERR_INVALID,
-         "initial_state[0].layers[0]: \"c\" is only for lstm layers"},
+         "initial_state[0].layers[0]: \"c\" is only for lstm and slstm layers"},
         /* a digest, when given, is the model's: checked before the states' shapes */
         {0, 0, "{\"inputs\":[[" STEP "]],\"digest\":\"ab\",\"initial_state\":[3]}",
          RNND_ERR_CONFLICT, "digest: the state is for a model with digest ab, but this model's "

@@ -93,6 +93,14 @@ static const char *const archs[] = {
     "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
     "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
+    /* sLSTM: odd d (35 / 5 = 7), one head (d = H), both forget modes, beside a GRU */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"slstm\",\"hidden_size\":35,\"heads\":5,\"forget\":\"exp\","
+    "\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"slstm\",\"hidden_size\":33,\"heads\":1,\"forget\":\"sigmoid\","
+    "\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":11,\"in_dim\":33,\"norm\":\"softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -370,6 +378,66 @@ START_TEST(test_avx2_equals_avx512)
     free(s2);
     fixture_close(&fa);
     fixture_close(&fb);
+}
+END_TEST
+
+/* sLSTM alone (no layer whose scalar activations are libm's): every path gives the scalar
+ * path's bits, stepping and whole sequences (a bidirectional layer too), since its row runs
+ * kernels_vmath.h on every path and the products are the common gemv chain. */
+START_TEST(test_slstm_paths_bitwise)
+{
+    static const char *const sl_archs[2] = {
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":7,\"forget\":\"exp\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":16,\"heads\":2,\"forget\":\"sigmoid\"}],"
+        "\"head\":{\"out_dim\":5,\"in_dim\":16}}",
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":3,\"forget\":\"sigmoid\","
+        "\"direction\":\"bidirectional\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":10,\"heads\":5,\"forget\":\"exp\","
+        "\"direction\":\"reverse\"}]}",
+    };
+    const size_t S = 5, T = 31;
+    int np = n_paths();
+    for (int a = 0; a < 2; a++) {
+        fixture ref;
+        fixture_open(&ref, sl_archs[a], 900 + (unsigned)a, path_for(0), S, T);
+        size_t n = S * T * ref.out_n, sn = S * ref.state_n, D = (size_t)ref.spec->input_dim;
+        float *o0 = malloc(n * sizeof(float)), *s0 = malloc(sn * sizeof(float));
+        float *o1 = malloc(n * sizeof(float)), *s1 = malloc(sn * sizeof(float));
+        for (int p = 0; p < np; p++) {
+            fixture fx;
+            fixture_open(&fx, sl_archs[a], 900 + (unsigned)a, path_for(p), S, T);
+            float *o = p ? o1 : o0, *st = p ? s1 : s0;
+            if (a == 0) {
+                run_solo(&fx, o, st);
+            } else {    /* whole sequences, every one T long */
+                char err[256];
+                size_t lens[5];
+                const float *vp[5];
+                float *op[5], *fp[5];
+                for (size_t b = 0; b < S; b++) {
+                    lens[b] = T;
+                    vp[b] = fx.vec + b * T * D;
+                    op[b] = o + b * T * fx.out_n;
+                    fp[b] = st + b * fx.state_n;
+                }
+                ck_assert_msg(rnnd_net_forward(fx.net, S, lens, NULL, vp, NULL, op, fp, err,
+                                               sizeof err) == 0, "%s", err);
+            }
+            if (p)
+                ck_assert_msg(!memcmp(o0, o1, n * sizeof(float)) &&
+                              !memcmp(s0, s1, sn * sizeof(float)),
+                              "slstm arch %d: %s differs from scalar", a,
+                              rnnd_net_kernels(fx.net)->name);
+            fixture_close(&fx);
+        }
+        free(o0);
+        free(o1);
+        free(s0);
+        free(s1);
+        fixture_close(&ref);
+    }
 }
 END_TEST
 
@@ -875,6 +943,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_batch_invariance_256);
     tcase_add_loop_test(tc, test_step_vs_forward, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_avx2_equals_avx512, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_slstm_paths_bitwise);
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);

@@ -1,8 +1,8 @@
 """Every architecture rnnd supports, through `rnnd infer` on every kernel path, against the
 float64 NumPy reference (tools/rnnd_convert/reference.py), including what the golden cases do
 not reach: odd sizes (SIMD tails), 500+ step sequences, 3+ layers, every activation,
-proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM (reverse and
-bidirectional too), reverse and bidirectional stacks,
+proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM and sLSTM (reverse
+and bidirectional too), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
 Models are written as native specs (architecture JSON + .npz) with weights drawn here from a
@@ -69,8 +69,9 @@ def tensors_for(arch, rng, scale):
             p = "layers.%d.%d." % (li, d)
             t[p + "W"] = rng.uniform(-scale, scale, (G * H, in_dim))
             t[p + "Wb"] = rng.uniform(-scale, scale, (G * H,))
-            if recurrent:
-                t[p + "R"] = rng.uniform(-scale, scale, (G * H, out))
+            if recurrent:       # slstm: block-diagonal, H / heads columns
+                cols = H // L["heads"] if kind == "slstm" else out
+                t[p + "R"] = rng.uniform(-scale, scale, (G * H, cols))
                 t[p + "Rb"] = rng.uniform(-scale, scale, (G * H,))
             if L.get("peepholes"):
                 t[p + "P"] = rng.uniform(-scale, scale, (3 * H,))
@@ -125,6 +126,12 @@ CASES = [
         layer("mingru", 9, "reverse", activations=[[act("Sigmoid"), act("Tanh")]]),
         layer("minlstm", 13, activations=[[act("HardSigmoid", 0.3, 0.6), act("Softsign")]])],
         "head": {"out_dim": 5, "norm": "log_softmax"}}, [530, 2, 17]),
+    ("slstm_cells", {"input": vec_input(13), "layers": [
+        layer("slstm", 35, heads=5, forget="exp"),
+        layer("slstm", 21, "bidirectional", heads=3, forget="sigmoid"),
+        layer("slstm", 9, "reverse", heads=1, forget="exp"),
+        layer("slstm", 12, heads=4, forget="sigmoid")],
+        "head": {"out_dim": 5, "norm": "softmax"}}, [530, 2, 17]),
     ("bidir_reverse_stack", {"input": vec_input(13), "layers": [
         layer("lstm", 21, "bidirectional"), layer("gru", 11, "reverse"),
         layer("rnn", 9, "bidirectional")], "head": {"out_dim": 4, "norm": "none"}},
@@ -175,8 +182,9 @@ def flatten_states(states):
         for L in st["layers"]:
             for d in range(len(L["h"])):
                 v.extend(L["h"][d])
-                if "c" in L:
-                    v.extend(L["c"][d])
+                for k in ("c", "n", "m"):   # lstm c; slstm c, n, m
+                    if k in L:
+                        v.extend(L[k][d])
         flat.append(np.array(v, dtype=np.float64))
     return flat
 
@@ -191,13 +199,14 @@ def unflatten_state(arch_path, flat):
         out = L.get("proj_size") or L.get("output_size") or H
         ndir = 2 if L["direction"] == "bidirectional" else 1
         e = {"h": []}
-        if L["type"] == "lstm":
-            e["c"] = []
+        cell = {"lstm": "c", "slstm": "cnm"}.get(L["type"], "")
+        for k in cell:
+            e[k] = []
         for _ in range(ndir):
             e["h"].append([float(x) for x in flat[i:i + out]])
             i += out
-            if L["type"] == "lstm":
-                e["c"].append([float(x) for x in flat[i:i + H]])
+            for k in cell:
+                e[k].append([float(x) for x in flat[i:i + H]])
                 i += H
         layers.append(e)
     return {"layers": layers}

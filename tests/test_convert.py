@@ -118,6 +118,7 @@ LAYER_KEYS = {
     "jordan": {"type", "hidden_size", "direction", "activations", "clip", "output_size"},
     "mingru": {"type", "hidden_size", "direction", "activations", "clip"},
     "minlstm": {"type", "hidden_size", "direction", "activations", "clip"},
+    "slstm": {"type", "hidden_size", "direction", "heads", "forget"},    # the cell fixes its
 }
 N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
 
@@ -128,6 +129,8 @@ def check_arch_complete(arch, path):
     for L in arch["layers"]:
         check(set(L) == LAYER_KEYS[L["type"]], "%s: every %s key written" % (path, L["type"]))
         nd = 2 if L["direction"] == "bidirectional" else 1
+        if L["type"] == "slstm":    # exp, tanh, sigmoid: no activations, no clip
+            continue
         acts = L["activations"]
         check(len(acts) == nd and all(len(a) == N_ACT[L["type"]] for a in acts),
               "%s: activations explicit per direction" % path)
@@ -154,7 +157,9 @@ def expected_names(arch):
         for d in range(nd):
             p = "layers.%d.%d." % (l, d)
             out[p + "W"], out[p + "Wb"] = [G * H, in_dim], [G * H]
-            if L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
+            if L["type"] == "slstm":       # block-diagonal: H / heads columns
+                out[p + "R"], out[p + "Rb"] = [G * H, H // L["heads"]], [G * H]
+            elif L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
                 out[p + "R"], out[p + "Rb"] = [G * H, od], [G * H]
             if L.get("peepholes"):
                 out[p + "P"] = [3 * H]
@@ -663,6 +668,47 @@ def test_native_min():
     check(rc != 0 and "clip" in se, "a mingru clip is refused: %s" % se)
 
 
+def test_native_slstm():
+    """slstm from a native spec: heads and forget written, R [4H, H/heads], absent biases
+    zeros; a missing or wrong heads / forget, activations, clip and a dense R refused."""
+    rng = np.random.default_rng(17)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "slstm", "hidden_size": 6, "heads": 3, "forget": "exp"},
+                       {"type": "slstm", "hidden_size": 5, "heads": 1, "forget": "sigmoid",
+                        "direction": "bidirectional"}],
+            "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(24, 3)), "layers.0.0.R": rng.normal(size=(24, 2)),
+         "layers.0.0.Wb": rng.normal(size=24)}
+    for d in range(2):
+        t["layers.1.%d.W" % d] = rng.normal(size=(20, 6))
+        t["layers.1.%d.R" % d] = rng.normal(size=(20, 5))
+    path = write_native("sl", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("sl.rnnd"))
+    check(rc == 0 and se == "", "native slstm converts: %s" % se)
+    a, shapes, got = parse_file(tmp("sl.rnnd"))
+    check_arch_complete(a, "native slstm")
+    check(shapes == expected_names(a), "native slstm: tensor names and shapes %s" % shapes)
+    check([(L["heads"], L["forget"]) for L in a["layers"]] == [(3, "exp"), (1, "sigmoid")],
+          "heads and forget written: %s" % a["layers"])
+    check(not got["layers.0.0.Rb"].any() and np.allclose(got["layers.0.0.R"],
+                                                         t["layers.0.0.R"]),
+          "absent Rb become zeros, R is kept")
+    for what, change, tensors, want in (
+            ("no heads", lambda L: L.pop("heads"), t, "heads"),
+            ("heads 4 of 6", lambda L: L.update(heads=4), t, "does not divide"),
+            ("no forget", lambda L: L.pop("forget"), t, "forget"),
+            ("forget tanh", lambda L: L.update(forget="tanh"), t, "forget"),
+            ("activations", lambda L: L.update(activations=[[{"op": "Tanh"}]]), t,
+             "activations"),
+            ("clip", lambda L: L.update(clip=2.0), t, "clip"),
+            ("dense R", lambda L: None, dict(t, **{"layers.0.0.R": rng.normal(size=(24, 6))}),
+             "layers.0.0.R")):
+        bad = json.loads(json.dumps(arch))
+        change(bad["layers"][0])
+        rc, so, se = run_cli(write_native("sl_bad", bad, tensors), "-o", tmp("sl_bad.rnnd"))
+        check(rc != 0 and want in se, "native slstm, %s: refused: %s" % (what, se))
+
+
 def test_launcher():
     """The installed launcher (tools/rnnd-convert.in as make installs it) runs cli.main()."""
     src = os.path.join(SRCDIR, "tools", "rnnd-convert.in")
@@ -948,6 +994,7 @@ def main():
     test_hand_built()
     test_native()
     test_native_min()
+    test_native_slstm()
     test_half_weights()
     test_launcher()
     test_refusals()

@@ -36,7 +36,8 @@ SEQ = CASES[VEC][0]["sequences"][0]
 
 # ---- docs/state.md, "The digest", written out a second time --------------------------------
 
-TYPES = ["rnn", "lstm", "gru", "jordan", "mingru", "minlstm"]
+# the record's type codes: 6 is the clockwork layer's
+TYPES = {"rnn": 0, "lstm": 1, "gru": 2, "jordan": 3, "mingru": 4, "minlstm": 5, "slstm": 7}
 DIRS = ["forward", "reverse", "bidirectional"]
 NORMS = ["none", "softmax", "log_softmax"]
 OPS = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
@@ -46,7 +47,7 @@ PARAMS = {"HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, None), "ThresholdedRelu
           "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, None)}
 DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
                 "jordan": ["Tanh", "Affine"], "mingru": ["Sigmoid", "Affine"],
-                "minlstm": ["Sigmoid", "Affine"]}
+                "minlstm": ["Sigmoid", "Affine"], "slstm": []}
 
 
 def opt(obj, key, default):
@@ -74,7 +75,7 @@ def layer_bytes(L, l):
     typ = L["type"]
     lstm, ndir = typ == "lstm", 2 if opt(L, "direction", "forward") == "bidirectional" else 1
     clip = L.get("clip")
-    rec = u32(TYPES.index(typ), DIRS.index(opt(L, "direction", "forward")), L["hidden_size"])
+    rec = u32(TYPES[typ], DIRS.index(opt(L, "direction", "forward")), L["hidden_size"])
     rec += u32(0 if clip is None else 1) + f32(0.0 if clip is None else clip)
     rec += u32(int(opt(L, "input_forget", False)) if lstm else 0,
                int(opt(L, "peepholes", False)) if lstm else 0,
@@ -82,6 +83,8 @@ def layer_bytes(L, l):
                opt(L, "proj_size", 0) if lstm else 0,
                opt(L, "linear_before_reset", 0) if typ == "gru" else 0,
                opt(L, "output_size", 0) if typ == "jordan" else 0)
+    if typ == "slstm":      # heads, then forget: 1 exp, 0 sigmoid
+        rec += u32(L["heads"], 1 if L["forget"] == "exp" else 0)
     acts = L.get("activations")
     names = []
     for d in range(ndir):
@@ -219,6 +222,8 @@ def check_what_counts(served):
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
     C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
             "another pool, the same weights: another digest")
+    C.check(d["slstm_exp"] != d["golden_slstm3_vectors"],
+            "an slstm's other forget mode, the same weights: another digest")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -393,11 +398,16 @@ def main():
                                            rename_charlm)
     for name in CASES:
         files["golden_" + name] = golden_model(name, WORK)
-    min_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_min")
-    for name in sorted(os.listdir(min_dir)):     # mingru / minlstm, from native specs
-        if os.path.isdir(os.path.join(min_dir, name)):
-            files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
-                                              os.path.join(WORK, name + ".rnnd"))
+    for sub in ("golden_min", "golden_slstm"):  # mingru / minlstm, slstm: native specs
+        min_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", sub)
+        for name in sorted(os.listdir(min_dir)):
+            if os.path.isdir(os.path.join(min_dir, name)):
+                files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
+                                                  os.path.join(WORK, name + ".rnnd"))
+    # layer 1 of slstm3_vectors has forget "sigmoid": the same weights read with "exp"
+    files["slstm_exp"] = rewrite_arch(files["golden_slstm3_vectors"],
+                                      os.path.join(WORK, "slstm_exp.rnnd"),
+                                      lambda a: a["layers"][1].update(forget="exp"))
 
     with Daemon(files) as d:
         served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}

@@ -13,10 +13,11 @@
 #define RNND_MAX_DIM 65536
 
 enum rnnd_input_kind { RNND_INPUT_TOKENS = 0, RNND_INPUT_VECTORS = 1 };
-/* mingru / minlstm (Feng et al. 2024): gates read only x, so W and Wb and no R, Rb. */
+/* mingru / minlstm (Feng et al. 2024): gates read only x, so W and Wb and no R, Rb.
+ * slstm (Beck et al. 2024, xLSTM): R is block-diagonal, [4H, H/heads]. */
 enum rnnd_cell {
     RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN,
-    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_COUNT
+    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_SLSTM, RNND_CELL_COUNT
 };
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
@@ -56,7 +57,7 @@ typedef struct rnnd_activation {
 /* Weights of one direction of one layer, row-major, pointing into the model's bytes. */
 typedef struct rnnd_dir_weights {
     const float *W;     /* [G*H, in_dim] */
-    const float *R;     /* [G*H, out_dim]; NULL for mingru / minlstm */
+    const float *R;     /* [G*H, out_dim]; slstm [4H, H/heads]; NULL for mingru / minlstm */
     const float *Wb;    /* [G*H] */
     const float *Rb;    /* [G*H]; NULL for mingru / minlstm */
     const float *P;     /* [3*H] peepholes i, o, f; NULL unless peepholes */
@@ -83,6 +84,9 @@ typedef struct rnnd_layer_spec {
     int proj_size;          /* lstm: 0 = none */
     int linear_before_reset;/* gru */
     int output_size;        /* jordan */
+    int heads;              /* slstm: K; unit u's recurrent row reads h[k*d, (k+1)*d),
+                             * d = hidden / K, k = u / d */
+    int exp_forget;         /* slstm: 1 "exp" (log f = pre_f), 0 "sigmoid" */
     rnnd_dir_weights w[2];
 } rnnd_layer_spec;
 
@@ -176,6 +180,9 @@ const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
 /* mingru or minlstm: gates that read only the input (no R, Rb; the state is h alone). */
 int rnnd_cell_is_min(int cell);
+/* Floats of a layer direction's state after h: lstm c [hidden]; slstm c, n, m [hidden]
+ * each; none for the others. */
+size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L);
 const char *rnnd_direction_name(int dir);
 const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
 const char *rnnd_pool_name(int pool);   /* "none", "last", "final_state", "mean", "max" */

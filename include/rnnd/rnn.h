@@ -1,8 +1,9 @@
 /* The recurrent-network core: a model's weights packed for the kernels, and forward passes.
  *
  * Session state layout (rnnd_net_state_floats() floats, contiguous): for each layer in order,
- * for each direction (forward first): h [out_dim], then for lstm c [hidden]. This is also the
- * order of the STATE JSON of the infer contract.
+ * for each direction (forward first): h [out_dim], then for lstm c [hidden], for slstm c, n
+ * and m [hidden] each (rnnd_layer_cell_floats()). This is also the order of the STATE JSON of
+ * the infer contract.
  *
  * Two ways to run:
  * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and
