@@ -2,9 +2,10 @@
 (test_golden.py runs them there): their stored numbers recomputed by the case generator's
 own float64 reference, and, on every SIMD path this CPU runs, each sequence fed to a daemon
 session in random chunks, concurrently with sessions of the other cases and of noise, its
-state exported part way, the session closed and a new one opened from the export. Every
-output must equal `rnnd infer`'s for that step bit for bit (the same path: sessions step,
-infer runs whole sequences) and the case's expectation within its tolerance. Also: the
+state exported part way, the session closed and a new one opened from the export. Chunks of
+1-7 steps step; chunks of 8+ scan (docs/api.md 4.7), and the metrics show both happened.
+Every output must equal `rnnd infer`'s for that step bit for bit (stepping, scanning and
+infer's whole sequences agree) and the case's expectation within its tolerance. Also: the
 documented 0/0 of minlstm is a numeric_error, and `rnnd bench --cell` runs both types.
 """
 import json
@@ -78,7 +79,8 @@ def drive(d, model, seq, what, got, errors):
     cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
     i = 0
     while i < len(seq):
-        n = min(r.randint(1, 17), len(seq) - i)
+        # short chunks step, chunks of 8+ steps scan (docs/api.md 4.7): both, interleaved
+        n = min(r.choice((r.randint(1, 7), r.randint(8, 60))), len(seq) - i)
         if i < cut < i + n:
             n = cut - i
         st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
@@ -212,6 +214,18 @@ def main():
                             what + ": session outputs differ bitwise from rnnd infer's")
                 C.check(close(outs, exp, c["atol"], c["rtol"]),
                         what + ": outside the tolerance of the expectation")
+            text = d.metrics()
+            for name in cs:
+                def metric(m):
+                    for line in text.splitlines():
+                        if line.startswith('%s{model="%s"} ' % (m, name)):
+                            return int(line.rsplit(" ", 1)[1])
+                    return None
+                scanned = metric("rnnd_session_scan_steps_total")
+                steps = metric("rnnd_session_steps_total")
+                C.check(scanned is not None and steps is not None and 0 < scanned < steps,
+                        "%s [%s]: %s of %s session steps scanned, want some but not all"
+                        % (name, isa, scanned, steps))
             rc, _ = d.stop()
             C.check(rc == 0, "daemon [%s] exit status %s" % (isa, rc))
         print("path %s: %d sequences in random chunks with an export/import each, beside "
