@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_peak.h"
 #include "cmd.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
@@ -20,6 +21,7 @@ typedef struct bench_opts {
     const char *cell, *mode, *weights;
     int hidden, input, threads;
     size_t batch, steps;
+    int sgemm;              /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
     double seconds;
 } bench_opts;
 
@@ -42,6 +44,10 @@ static void bench_usage(FILE *f)
             "  --weights f32|bf16|f16  weight matrices' element type (default f32); half\n"
             "                        types are rounded from the random floats, compute stays\n"
             "                        float (docs/model-format.md, \"Half-size weights\")\n"
+            "  --sgemm N             also time OpenBLAS's sgemm of two N x N matrices on one\n"
+            "                        thread (best call of --seconds): adds sgemm_n,\n"
+            "                        sgemm_gflops, of_sgemm (gflops / sgemm_gflops) and\n"
+            "                        blas_core; the peak one core reaches (N = 2048)\n"
             "The kernel path is the best for this CPU unless RNND_ISA names one.\n");
 }
 
@@ -160,9 +166,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
         {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"sgemm", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", 512, 0, 1, 1, 100, 2.0};
+    *o = (bench_opts){"lstm", "stream", "f32", 512, 0, 1, 1, 100, 0, 2.0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -176,6 +183,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'n': o->threads = atoi(optarg); break;
         case 's': o->seconds = atof(optarg); break;
         case 'w': o->weights = optarg; break;
+        case 'g': o->sgemm = atoi(optarg); break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return 2;
         }
@@ -199,6 +207,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") &&
              strcmp(o->weights, "f16"))
         bad = "--weights must be f32, bf16 or f16";
+    else if (o->sgemm < 0 || o->sgemm > 8192)
+        bad = "--sgemm must be 1..8192 (0: not measured)";
     else if (!(o->seconds > 0 && o->seconds < 3600))
         bad = "--seconds must be in (0, 3600)";
     if (bad) {
@@ -293,11 +303,23 @@ int rnnd_cmd_bench(int argc, char **argv)
     int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
     double flops = 2.0 * G * o.hidden * (double)(o.input + (recurrent ? o.hidden : 0)) * steps;
+    double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
-           "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",
+           "\"us_per_step\":%.3f,\"gflops\":%.2f",
            o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
-           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9);
+           steps / elapsed, elapsed / (double)calls * 1e6, gflops);
+    if (o.sgemm) {
+        double peak = rnnd_sgemm_peak(o.sgemm, o.seconds);
+        if (peak <= 0) {
+            fprintf(stderr, "rnnd bench: out of memory for --sgemm %d\n", o.sgemm);
+            rc = 1;
+            goto done;
+        }
+        printf(",\"sgemm_n\":%d,\"sgemm_gflops\":%.2f,\"of_sgemm\":%.3f,\"blas_core\":\"%s\"",
+               o.sgemm, peak, gflops / peak, rnnd_blas_core());
+    }
+    printf("}\n");
     rc = 0;
 done:
     team_free(tm);

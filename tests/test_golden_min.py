@@ -155,7 +155,8 @@ def check_nan():
 
 
 def check_bench():
-    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R)."""
+    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R);
+    --sgemm adds one core's sgemm peak and the ratio to it."""
     for cell, G in (("mingru", 2), ("minlstm", 3)):
         for mode in ("stream", "seq"):
             p = subprocess.run([RNND_BIN, "bench", "--cell", cell, "--hidden", "13", "--input",
@@ -169,6 +170,21 @@ def check_bench():
                 ok = (r["cell"] == cell and r["mode"] == mode and r["steps_per_s"] > 0
                       and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
             C.check(ok, "bench --cell %s --mode %s: %s %s" % (cell, mode, p.stdout, p.stderr))
+    # --sgemm N: one core's OpenBLAS sgemm peak beside the cell's figure, and their ratio
+    p = subprocess.run([RNND_BIN, "bench", "--cell", "minlstm", "--hidden", "32", "--mode",
+                        "seq", "--steps", "20", "--seconds", "0.05", "--sgemm", "96"],
+                       capture_output=True, text=True, timeout=60)
+    ok = p.returncode == 0
+    if ok:
+        r = json.loads(p.stdout)
+        ok = (r["sgemm_n"] == 96 and r["sgemm_gflops"] > 0 and r["blas_core"] != "" and
+              abs(r["of_sgemm"] - r["gflops"] / r["sgemm_gflops"]) <= 0.002 + 0.01 *
+              r["of_sgemm"])
+    C.check(ok, "bench --sgemm 96: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([RNND_BIN, "bench", "--sgemm", "-1"], capture_output=True, text=True,
+                       timeout=60)
+    C.check(p.returncode == 2 and "--sgemm" in p.stderr, "bench --sgemm -1: %d %s"
+            % (p.returncode, p.stderr))
     p = subprocess.run([RNND_BIN, "bench", "--cell", "mingru2"], capture_output=True,
                        text=True, timeout=60)
     C.check(p.returncode == 2 and "mingru or minlstm" in p.stderr,
