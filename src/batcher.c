@@ -4,6 +4,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ struct rnnd_batcher {
     size_t split_min;               /* rounds this big split their step; 0 never */
     int scannable;                  /* rnnd_net_scannable(net) */
     size_t scan_min;                /* jobs with this many steps left scan; 0 never */
+    size_t scan_round;              /* most steps scanned per round */
     size_t state_floats;
     atomic_uint_least64_t scan_steps, scan_rounds;
     atomic_uint_least64_t split_rounds, split_helped;
@@ -67,7 +69,7 @@ struct scratch {
     const float **vp, **init;
     float **op, **fp;
     float *finals;          /* [max_batch, state_floats] */
-    float *last;            /* [RNND_BATCHER_SCAN_ROUND, out_dim]: last_only jobs' rows */
+    float *last;            /* [scan_round, out_dim]: last_only jobs' rows */
 };
 
 static void round_run(rnnd_task *task, void *wctx);
@@ -108,6 +110,12 @@ int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_
     b->split_min = RNND_BATCHER_SPLIT_MIN;
     b->scannable = rnnd_net_scannable(net);
     b->scan_min = RNND_BATCHER_SCAN_MIN;
+    /* the round's whole-sequence scratch stays within RNND_BATCHER_SCAN_BYTES (a very wide
+     * model scans fewer steps per round, or none) */
+    size_t row = rnnd_net_forward_bytes(net, 1, 1, 1);
+    b->scan_round = row && row != SIZE_MAX ? RNND_BATCHER_SCAN_BYTES / row : 0;
+    if (b->scan_round > RNND_BATCHER_SCAN_ROUND)
+        b->scan_round = RNND_BATCHER_SCAN_ROUND;
     b->state_floats = rnnd_net_state_floats(net);
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
@@ -196,7 +204,7 @@ static struct scratch *scratch_new(const rnnd_batcher *b)
         s->op = calloc(B, sizeof *s->op);
         s->fp = calloc(B, sizeof *s->fp);
         s->finals = calloc(B * (b->state_floats ? b->state_floats : 1), sizeof *s->finals);
-        s->last = calloc((size_t)RNND_BATCHER_SCAN_ROUND * b->out_dim, sizeof *s->last);
+        s->last = calloc((b->scan_round ? b->scan_round : 1) * b->out_dim, sizeof *s->last);
         if (!s->scan || !s->lens || !s->tp || !s->vp || !s->init || !s->op || !s->fp ||
             !s->finals || !s->last) {
             scratch_free(s);
@@ -410,7 +418,7 @@ static size_t take_scans(rnnd_batcher *b, struct scratch *s, size_t k)
 {
     if (!b->scannable || !b->scan_min)
         return k;
-    size_t budget = RNND_BATCHER_SCAN_ROUND, ks = 0, n_scan = 0;
+    size_t budget = b->scan_round, ks = 0, n_scan = 0;
     for (size_t i = 0; i < k; i++) {
         rnnd_step_job *j = s->jobs[i];
         size_t left = j->n_steps - j->done;

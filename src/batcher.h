@@ -35,8 +35,9 @@
  * round: the round's long jobs run together as whole sequences through rnnd_net_forward()
  * (one product per layer over all their steps, then the scan), from their sessions' states,
  * on the round's worker alone; the round's other jobs step as above. At most
- * RNND_BATCHER_SCAN_ROUND steps are scanned per round, which bounds the round's time and
- * scratch; a long job that does not fit steps once instead. rnnd_net_forward() equals
+ * RNND_BATCHER_SCAN_ROUND steps are scanned per round (fewer for very wide models:
+ * RNND_BATCHER_SCAN_BYTES), which bounds the round's time and scratch; a long job that does
+ * not fit steps once instead. rnnd_net_forward() equals
  * stepping bit for bit, so this changes no result either, only the speed.
  *
  * Owner: a batcher belongs to a model version that may be retired by a reload while rounds
@@ -126,6 +127,9 @@ uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b);
 #define RNND_BATCHER_SCAN_MIN 8
 #define RNND_BATCHER_SCAN_CHUNK 256
 #define RNND_BATCHER_SCAN_ROUND 1024
+/* ... and fewer when the whole-sequence scratch of that many (rnnd_net_forward_bytes) would
+ * pass this: 16 MiB at H = I = 1024 (mingru) for 1024 steps. */
+#define RNND_BATCHER_SCAN_BYTES ((size_t)64 << 20)
 
 /* Jobs with at least MIN steps left are scanned on scannable nets (0: never). Before the pool
  * runs. */
