@@ -152,6 +152,22 @@ def check_nan():
     code = json.loads(p.stderr)["error"]["code"] if p.stderr.strip().startswith("{") else None
     C.check(p.returncode == 1 and code == "numeric_error",
             "minlstm 0/0: exit %d, %s" % (p.returncode, p.stderr.strip()))
+    # a session: a short request steps, a long one scans; both name the first bad step
+    with Daemon({"nan": model}) as d:
+        st, _, body = d.request("POST", "/v1/sessions", {"model": "nan"})
+        sid = body["id"] if st == 201 else None
+        for n, before in ((3, 0), (12, 3)):
+            st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                    {"inputs": [[1, 2]] * n})
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            C.check(st == 400 and err.get("code") == "numeric_error" and
+                    "inputs[0]" in err.get("message", "") and
+                    "advanced to %d steps" % (before + n) in err.get("message", ""),
+                    "minlstm 0/0 in a session, %d steps: %d %r" % (n, st, body))
+        text = d.metrics()
+        C.check('rnnd_session_scan_steps_total{model="nan"} 12' in text,
+                "the 12-step request was scanned")
+        d.stop()
 
 
 def check_bench():
