@@ -3,8 +3,9 @@
 own float64 reference, and, on every SIMD path this CPU runs, each sequence fed to a daemon
 session in random chunks, concurrently with sessions of the other cases and of noise, its
 state exported part way, the session closed and a new one opened from the export. Chunks of
-1-7 steps step; chunks of 8+ scan (docs/api.md 4.7), and the metrics show both happened.
-Every output must equal `rnnd infer`'s for that step bit for bit (stepping, scanning and
+1-7 steps step; chunks of 8+ scan (docs/api.md 4.7), and the metrics show both happened;
+each case's first sequence is also fed one step per request. The paths are tests/isa.py's:
+every one this CPU runs (avx512 where it has AVX-512). Every output must equal `rnnd infer`'s for that step bit for bit (stepping, scanning and
 infer's whole sequences agree) and the case's expectation within its tolerance. Also: the
 documented 0/0 of minlstm is a numeric_error, and `rnnd bench --cell` runs both types.
 """
@@ -17,6 +18,7 @@ import threading
 import zlib
 
 from daemon_util import Checker, Daemon, PYTHON3, RNND_BIN, close, tmpdir
+from isa import available_isas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIN_DIR = os.path.join(HERE, "data", "golden_min")
@@ -52,24 +54,10 @@ def infer(model, seqs, isa):
     return json.loads(p.stdout)["outputs"] if p.returncode == 0 else None
 
 
-def isas():
-    flags = set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    out = ["scalar"]
-    if {"avx2", "fma", "f16c"} <= flags:
-        out.append("avx2")
-    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
-        out.append("avx512")
-    return out
-
-
-def drive(d, model, seq, what, got, errors):
-    """Feed SEQ to a session of MODEL in random chunks, exporting the state part way and
-    continuing in a new session opened from it; outputs into GOT."""
+def drive(d, model, seq, what, got, errors, one_by_one=False):
+    """Feed SEQ to a session of MODEL in random chunks (ONE_BY_ONE: one step per request),
+    exporting the state part way and continuing in a new session opened from it; outputs into
+    GOT."""
     r = random.Random(zlib.crc32(what.encode()))
     st, _, body = d.request("POST", "/v1/sessions", {"model": model})
     if st != 201:
@@ -81,6 +69,8 @@ def drive(d, model, seq, what, got, errors):
     while i < len(seq):
         # short chunks step, chunks of 8+ steps scan (docs/api.md 4.7): both, interleaved
         n = min(r.choice((r.randint(1, 7), r.randint(8, 60))), len(seq) - i)
+        if one_by_one:
+            n = 1
         if i < cut < i + n:
             n = cut - i
         st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
@@ -218,7 +208,7 @@ def main():
     cs = cases()
     C.check(len(cs) >= 3, "golden_min cases: %s" % sorted(cs))
     models = {name: convert(name, c) for name, c in cs.items()}
-    for isa in isas():
+    for isa in available_isas():
         want = {name: infer(models[name], c["sequences"], isa) for name, c in cs.items()}
         env = dict(os.environ, RNND_ISA=isa)
         with Daemon(models, env=env) as d:
@@ -228,6 +218,11 @@ def main():
                     got[(name, b)] = []
                     jobs.append(threading.Thread(target=drive, args=(
                         d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)], errors)))
+                # the first sequence once more, one step per request: stepping alone
+                got[(name, "1x1")] = []
+                jobs.append(threading.Thread(target=drive, args=(
+                    d, name, c["sequences"][0], "%s[0] one by one %s" % (name, isa),
+                    got[(name, "1x1")], errors, True)))
                 jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
             rng.shuffle(jobs)
             for j in jobs:
@@ -236,9 +231,10 @@ def main():
                 j.join(300)
             for e in errors:
                 C.check(False, e)
-            for (name, b), outs in sorted(got.items()):
+            for (name, b), outs in sorted(got.items(), key=str):
                 c = cs[name]
-                what = "%s seq %d [%s]" % (name, b, isa)
+                what = "%s seq %s [%s]" % (name, b, isa)
+                b = 0 if b == "1x1" else b
                 exp = c["expected"][b]
                 C.eq(len(outs), len(exp), what + ": steps")
                 if want[name] is not None:
