@@ -527,7 +527,16 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
     if (!k)
         return;
 
-    size_t ks = take_scans(b, s, k);    /* jobs [ks, k) scan, [0, ks) step */
+    /* a big round: its stages are shared with idle workers (parts are planned for the whole
+     * pool, capped; the parts of absent helpers run here) */
+    size_t threads = b->pool ? rnnd_pool_size(b->pool) : 1;
+    if (threads > RNND_POOL_MAX_HELPERS + 1)
+        threads = RNND_POOL_MAX_HELPERS + 1;
+    /* A round that splits steps as many sessions as it can share among workers: its product
+     * reads each weight once for all of them, already near the kernels' full speed from 4
+     * rows on (docs/kernels.md), while a scan would run on this worker alone. */
+    int splits = b->split_min > 0 && k >= b->split_min && threads > 1;
+    size_t ks = splits ? k : take_scans(b, s, k);   /* jobs [ks, k) scan, [0, ks) step */
     for (size_t i = 0; i < ks; i++) {
         rnnd_step_job *j = s->jobs[i];
         if (b->tokens)
@@ -537,11 +546,6 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         s->states[i] = rnnd_session_state(j->job.session);
     }
     char err[256] = "";
-    /* a big round: its stages are shared with idle workers (parts are planned for the whole
-     * pool, capped; the parts of absent helpers run here) */
-    size_t threads = b->pool ? rnnd_pool_size(b->pool) : 1;
-    if (threads > RNND_POOL_MAX_HELPERS + 1)
-        threads = RNND_POOL_MAX_HELPERS + 1;
     pool_par pp = {b->pool, 0};
     rnnd_parallel par = {pool_par_run, &pp, threads, NULL};
     int split = b->split_min > 0 && ks >= b->split_min && threads > 1;

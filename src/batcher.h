@@ -34,11 +34,12 @@
  * and no after_step hook advances by a chunk of up to RNND_BATCHER_SCAN_CHUNK steps in one
  * round: the round's long jobs run together as whole sequences through rnnd_net_forward()
  * (one product per layer over all their steps, then the scan), from their sessions' states,
- * on the round's worker alone; the round's other jobs step as above. At most
+ * on the round's worker alone; the round's other jobs step as above. A round big enough to
+ * split (above) does not scan: it shares its steps among workers instead. At most
  * RNND_BATCHER_SCAN_ROUND steps are scanned per round (fewer for very wide models:
  * RNND_BATCHER_SCAN_BYTES), which bounds the round's time and scratch; a long job that does
- * not fit steps once instead. rnnd_net_forward() equals
- * stepping bit for bit, so this changes no result either, only the speed.
+ * not fit steps once instead. rnnd_net_forward() equals stepping bit for bit, so this
+ * changes no result either, only the speed.
  *
  * Owner: a batcher belongs to a model version that may be retired by a reload while rounds
  * run; rnnd_batcher_set_owner() gives it hold/release functions it calls around each round,

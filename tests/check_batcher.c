@@ -305,12 +305,14 @@ START_TEST(test_concurrent_min_scan)
 }
 END_TEST
 
-/* A scanned request that keeps only its last output, and one the size of several chunks
- * (RNND_BATCHER_SCAN_CHUNK), equal stepping alone. */
-START_TEST(test_scan_last_only)
+/* Two sessions with a request of several chunks (RNND_BATCHER_SCAN_CHUNK) each, one keeping
+ * only its last output, on a min net whose rounds split at SPLIT_MIN sessions (0 never):
+ * bitwise stepping alone either way. Returns the steps scanned. */
+static uint64_t run_long_pair(size_t split_min)
 {
     fixture f;
-    setup(&f, min_arch, 4, 0, 1);
+    setup(&f, min_arch, 4, 0, 2);
+    rnnd_batcher_set_split_min(f.b, split_min);
     char err[256];
     size_t n = 2 * RNND_BATCHER_SCAN_CHUNK + 37;
     float *x = malloc(n * f.in_dim * sizeof *x);
@@ -345,12 +347,29 @@ START_TEST(test_scan_last_only)
         rnnd_session_unref(s[i]);
         tjob_free(j[i]);
     }
-    ck_assert_uint_eq(rnnd_batcher_scan_steps(f.b), 2 * n);
+    uint64_t scanned = rnnd_batcher_scan_steps(f.b);
+    ck_assert_uint_eq(rnnd_batcher_steps(f.b), 2 * n);
+    if (split_min)
+        ck_assert_uint_gt(rnnd_batcher_split_rounds(f.b), 0);
     free(state);
     free(out);
     free(x);
     rnnd_work_free(w);
     teardown(&f);
+    return scanned;
+}
+
+/* Requests of several chunks scan (outputs kept, or the last only). */
+START_TEST(test_scan_last_only)
+{
+    ck_assert_uint_eq(run_long_pair(0), 2 * (2 * RNND_BATCHER_SCAN_CHUNK + 37));
+}
+END_TEST
+
+/* Rounds that split among workers step instead of scanning. */
+START_TEST(test_split_rounds_do_not_scan)
+{
+    ck_assert_uint_eq(run_long_pair(1), 0);
 }
 END_TEST
 
@@ -588,6 +607,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_vectors_wait);
     tcase_add_test(tc, test_concurrent_min_scan);
     tcase_add_test(tc, test_scan_last_only);
+    tcase_add_test(tc, test_split_rounds_do_not_scan);
     tcase_add_test(tc, test_if_steps_and_stop);
     tcase_add_test(tc, test_split_round_bitwise);
     tcase_add_test(tc, test_gather_ends_when_full);
