@@ -185,7 +185,9 @@ def check_bench():
         r = json.loads(p.stdout)
         ok = (r["sgemm_n"] == 96 and r["sgemm_gflops"] > 0 and r["blas_core"] != "" and
               abs(r["of_sgemm"] - r["gflops"] / r["sgemm_gflops"]) <= 0.002 + 0.01 *
-              r["of_sgemm"])
+              r["of_sgemm"] and r["best_gflops"] >= 0.99 * r["gflops"] and
+              abs(r["of_sgemm_best"] - r["best_gflops"] / r["sgemm_gflops"]) <= 0.002 +
+              0.01 * r["of_sgemm_best"])
     C.check(ok, "bench --sgemm 96: %s %s" % (p.stdout, p.stderr))
     p = subprocess.run([RNND_BIN, "bench", "--sgemm", "-1"], capture_output=True, text=True,
                        timeout=60)
