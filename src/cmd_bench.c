@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_peak.h"
 #include "cmd.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
@@ -20,6 +21,7 @@ typedef struct bench_opts {
     const char *cell, *mode, *weights, *forget;
     int hidden, input, threads, heads;
     size_t batch, steps;
+    int sgemm;              /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
     double seconds;
 } bench_opts;
 
@@ -45,6 +47,12 @@ static void bench_usage(FILE *f)
             "  --weights f32|bf16|f16  weight matrices' element type (default f32); half\n"
             "                        types are rounded from the random floats, compute stays\n"
             "                        float (docs/model-format.md, \"Half-size weights\")\n"
+            "  --sgemm N             also time OpenBLAS's sgemm of two N x N matrices on one\n"
+            "                        thread (best call of --seconds): adds sgemm_n,\n"
+            "                        sgemm_gflops, of_sgemm (gflops / sgemm_gflops) and\n"
+            "                        blas_core; the peak one core reaches (N = 2048);\n"
+            "                        and best_gflops, of_sgemm_best from the cell's fastest\n"
+            "                        call, as the peak is sgemm's\n"
             "The kernel path is the best for this CPU unless RNND_ISA names one.\n");
 }
 
@@ -164,9 +172,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
         {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
         {"heads", required_argument, NULL, 'K'}, {"forget", required_argument, NULL, 'f'},
+        {"sgemm", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 2.0};
+    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 0, 2.0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -182,6 +191,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'w': o->weights = optarg; break;
         case 'K': o->heads = atoi(optarg); if (o->heads < 1) o->heads = -1; break;
         case 'f': o->forget = optarg; break;
+        case 'g': o->sgemm = atoi(optarg); break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return 2;
         }
@@ -216,6 +226,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") &&
              strcmp(o->weights, "f16"))
         bad = "--weights must be f32, bf16 or f16";
+    else if (o->sgemm < 0 || o->sgemm > 8192)
+        bad = "--sgemm must be 1..8192 (0: not measured)";
     else if (!(o->seconds > 0 && o->seconds < 3600))
         bad = "--seconds must be in (0, 3600)";
     if (bad) {
@@ -285,13 +297,14 @@ int rnnd_cmd_bench(int argc, char **argv)
         op[b] = out + b * T * on;
     }
 
-    double t0 = 0, elapsed = 0;
+    double t0 = 0, elapsed = 0, best = 0;     /* best: the fastest measured call */
     size_t calls = 0;
     for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
         double limit = phase ? o.seconds : o.seconds / 5;
         calls = 0;
         t0 = now_s();
         do {
+            double c0 = now_s();
             if (seq)
                 rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL,
                                           tm ? &par : NULL, err, sizeof err);
@@ -304,7 +317,10 @@ int rnnd_cmd_bench(int argc, char **argv)
                 goto done;
             }
             calls++;
-            elapsed = now_s() - t0;
+            double c1 = now_s();
+            if (phase && (best == 0 || c1 - c0 < best))
+                best = c1 - c0;
+            elapsed = c1 - t0;
         } while (elapsed < limit);
     }
     int G = !strcmp(o.cell, "lstm") || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
@@ -315,11 +331,27 @@ int rnnd_cmd_bench(int argc, char **argv)
     /* slstm: R h is K blocks of d = H / K columns, H * d per gate rather than H * H */
     double rcols = !recurrent ? 0 : slstm ? (double)(o.hidden / o.heads) : o.hidden;
     double flops = 2.0 * G * o.hidden * ((double)o.input + rcols) * steps;
+    double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
-           "\"us_per_step\":%.3f,\"gflops\":%.2f%s}\n",
+           "\"us_per_step\":%.3f,\"gflops\":%.2f%s",
            o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
-           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9, extra);
+           steps / elapsed, elapsed / (double)calls * 1e6, gflops, extra);
+    if (o.sgemm) {
+        double peak = rnnd_sgemm_peak(o.sgemm, o.seconds);
+        if (peak <= 0) {
+            fprintf(stderr, "rnnd bench: out of memory for --sgemm %d\n", o.sgemm);
+            rc = 1;
+            goto done;
+        }
+        /* the peak is sgemm's best call: the cell's best call is its like, steadier than the
+         * mean on a shared machine */
+        double best_gflops = best > 0 ? flops / (double)calls / best * 1e-9 : 0;
+        printf(",\"sgemm_n\":%d,\"sgemm_gflops\":%.2f,\"of_sgemm\":%.3f,\"blas_core\":\"%s\","
+               "\"best_gflops\":%.2f,\"of_sgemm_best\":%.3f",
+               o.sgemm, peak, gflops / peak, rnnd_blas_core(), best_gflops, best_gflops / peak);
+    }
+    printf("}\n");
     rc = 0;
 done:
     team_free(tm);

@@ -191,6 +191,13 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
         rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n",
                         set.entries[i]->name,
                         (unsigned long long)rnnd_batcher_steps(set.entries[i]->batcher));
+    rnnd_buf_puts(out, "# HELP rnnd_session_scan_steps_total Session steps computed as whole "
+                       "sequences (long requests of minGRU/minLSTM models).\n"
+                       "# TYPE rnnd_session_scan_steps_total counter\n");
+    for (size_t i = 0; i < set.n; i++)
+        rnnd_buf_printf(out, "rnnd_session_scan_steps_total{model=\"%s\"} %llu\n",
+                        set.entries[i]->name,
+                        (unsigned long long)rnnd_batcher_scan_steps(set.entries[i]->batcher));
     rnnd_buf_printf(out,
                     "# HELP rnnd_infer_requests_total Whole-sequence infer requests run.\n"
                     "# TYPE rnnd_infer_requests_total counter\n"

@@ -247,6 +247,17 @@ const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
 size_t rnnd_net_state_floats(const rnnd_net *n) { return n->state_floats; }
 int rnnd_net_output_dim(const rnnd_net *n) { return n->out_dim; }
 
+int rnnd_net_scannable(const rnnd_net *n)
+{
+    /* pooling changes what forward() outputs (one row per sequence), not what a step does */
+    if (!n->stateful || n->spec->pool != RNND_POOL_NONE)
+        return 0;
+    for (int l = 0; l < n->spec->n_layers; l++)
+        if (!rnnd_cell_is_min(n->spec->layers[l].cell))
+            return 0;
+    return 1;
+}
+
 /* ---- parallel stages -------------------------------------------------------------------
  * A layer's step is a few stages; each stage splits its work into NT parts (row panels of a
  * weight matrix, or ranges of hidden units for the elementwise math) that the caller's

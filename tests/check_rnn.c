@@ -523,6 +523,49 @@ START_TEST(test_long_sequence)
 }
 END_TEST
 
+/* A session's steps as whole sequences in random chunks, each from the state the last one
+ * left (what the batcher does with long requests of minGRU/minLSTM models): bitwise the
+ * outputs and states of stepping alone, on every path, for every stateful arch. */
+START_TEST(test_forward_chunks)
+{
+    int np = n_paths();
+    char err[256];
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t T = 300, D;
+        fixture_open(&fx, archs[_i], 300 + (unsigned)_i, path_for(p), 1, T);
+        D = (size_t)fx.spec->input_dim;
+        float *o1 = malloc(T * fx.out_n * sizeof(float)), *o2 = malloc(T * fx.out_n * 4);
+        float *s1 = malloc(fx.state_n * sizeof(float));
+        float *st[2] = {calloc(fx.state_n, sizeof(float)), calloc(fx.state_n, sizeof(float))};
+        run_solo(&fx, o1, s1);
+        rng_state = 77 + (unsigned)_i;
+        for (size_t t = 0, c = 0; t < T; c++) {
+            size_t n = 1 + (size_t)(urand() * (urand() < 0.5 ? 9 : 120));
+            n = n < T - t ? n : T - t;
+            const int32_t *tp = fx.tok + t;
+            const float *vp = fx.vec + t * D, *ip = st[c % 2];
+            float *op = o2 + t * fx.out_n, *fp = st[(c + 1) % 2];
+            ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &n, &tp, &vp, &ip, &op, &fp, err,
+                                              sizeof err), 0);
+            t += n;
+            if (t == T)
+                ck_assert_msg(!memcmp(fp, s1, fx.state_n * sizeof(float)),
+                              "arch %d %s: final state differs", _i, path_for(p)->name);
+        }
+        ck_assert_msg(!memcmp(o1, o2, T * fx.out_n * sizeof(float)),
+                      "arch %d %s: chunked outputs differ from stepping", _i,
+                      path_for(p)->name);
+        free(o1);
+        free(o2);
+        free(s1);
+        free(st[0]);
+        free(st[1]);
+        fixture_close(&fx);
+    }
+}
+END_TEST
+
 /* ---- threads: any split gives the bits of one thread ---------------------------------- */
 
 typedef struct par_item {
@@ -947,6 +990,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
+    tcase_add_loop_test(tc, test_forward_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);

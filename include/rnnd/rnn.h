@@ -61,6 +61,12 @@ const rnnd_kernels *rnnd_net_kernels(const rnnd_net *net);
 size_t rnnd_net_state_floats(const rnnd_net *net);
 int rnnd_net_output_dim(const rnnd_net *net);
 
+/* 1 when every layer is forward-only and its gates read only its input (minGRU, minLSTM):
+ * then rnnd_net_forward() over N steps does each layer as one product over all N steps plus
+ * an elementwise scan, with results bitwise those of N rnnd_net_step() calls, so a long
+ * session request is better run that way. */
+int rnnd_net_scannable(const rnnd_net *net);
+
 /* Scratch for rnnd_net_step() with up to MAX_BATCH sessions; one per thread. */
 typedef struct rnnd_work rnnd_work;
 rnnd_work *rnnd_work_new(const rnnd_net *net, size_t max_batch);
