@@ -103,6 +103,12 @@ static void print_layer_options(const rnnd_layer_spec *ls)
     case RNND_CELL_JORDAN:
         printf(" output_size=%d", ls->output_size);
         break;
+    case RNND_CELL_CLOCKWORK:
+        printf(" periods=");
+        for (int k = 0; k < ls->n_periods; k++)
+            printf("%s%d", k ? "," : "", ls->periods[k]);
+        printf(" (%d modules of %d units)", ls->n_periods, ls->hidden / ls->n_periods);
+        break;
     }
     printf("\n");
 }
@@ -223,6 +229,13 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
     case RNND_CELL_JORDAN:
         put(o, "output_size", json_integer(ls->output_size));
         break;
+    case RNND_CELL_CLOCKWORK: {
+        json_t *p = json_array();
+        for (int k = 0; k < ls->n_periods; k++)
+            json_array_append_new(p, json_integer(ls->periods[k]));
+        put(o, "periods", p);
+        break;
+    }
     }
     json_t *acts = json_array();
     for (int d = 0; d < ls->num_directions; d++) {

@@ -53,6 +53,12 @@ static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
     put_u32(h, lstm ? (uint32_t)L->proj_size : 0);
     put_u32(h, L->cell == RNND_CELL_GRU ? (uint32_t)L->linear_before_reset : 0);
     put_u32(h, L->cell == RNND_CELL_JORDAN ? (uint32_t)L->output_size : 0);
+    /* clockwork only, so the records of every other type stay what they were */
+    if (L->cell == RNND_CELL_CLOCKWORK) {
+        put_u32(h, (uint32_t)L->n_periods);
+        for (int k = 0; k < L->n_periods; k++)
+            put_u32(h, (uint32_t)L->periods[k]);
+    }
     for (int d = 0; d < L->num_directions; d++) {
         for (int k = 0; k < L->n_act; k++) {
             const rnnd_activation *a = &L->act[d][k];

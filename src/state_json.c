@@ -137,6 +137,35 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     return 0;
 }
 
+/* The "t" member of a clockwork layer: one whole number 0 <= t < 2^48 per direction (the
+ * steps that direction has taken), stored as two floats after its h (rnnd_clock_put). */
+static int parse_counters(const json_t *layer, int ndir, float *dst, size_t stride,
+                          const char *lpath, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(layer, "t");
+    if (!v)
+        return fail(err, errlen, "%s: missing \"t\" (a clockwork layer's step counter: one "
+                    "integer per direction)", lpath);
+    if (!json_is_array(v))
+        return fail(err, errlen, "%s.t: expected a list of %d integer(s), got %s", lpath, ndir,
+                    rnnd_json_type_desc(v));
+    if (json_array_size(v) != (size_t)ndir)
+        return fail(err, errlen, "%s.t: expected %d direction(s), got %zu", lpath, ndir,
+                    json_array_size(v));
+    for (int d = 0; d < ndir; d++) {
+        const json_t *x = json_array_get(v, (size_t)d);
+        if (!json_is_integer(x))
+            return fail(err, errlen, "%s.t[%d]: expected an integer step count, got %s",
+                        lpath, d, rnnd_json_type_desc(x));
+        json_int_t t = json_integer_value(x);
+        if (t < 0 || (uint64_t)t >= RNND_CLOCK_WRAP)
+            return fail(err, errlen, "%s.t[%d]: %" JSON_INTEGER_FORMAT " is out of range 0 to "
+                        "2^48-1", lpath, d, t);
+        rnnd_clock_put(dst + (size_t)d * stride, (uint64_t)t);
+    }
+    return 0;
+}
+
 int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
                         char *err, size_t errlen)
 {
@@ -167,21 +196,26 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
         const json_t *layer = json_array_get(layers, (size_t)l);
-        int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        int lstm = ls->cell == RNND_CELL_LSTM, clock = ls->cell == RNND_CELL_CLOCKWORK;
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        const char *more = lstm ? " and \"c\"" : clock ? " and \"t\"" : "";
 
         snprintf(p, sizeof p, "%s.layers[%d]", path, l);
         if (!json_is_object(layer))
             return fail(err, errlen, "%s: expected an object {\"h\": ...%s}, got %s", p,
-                        lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
+                        lstm ? ", \"c\": ..." : clock ? ", \"t\": ..." : "",
+                        rnnd_json_type_desc(layer));
         json_object_foreach((json_t *)layer, key, val) {
-            if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")))
+            if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")) || (clock && !strcmp(key, "t")))
                 continue;
             if (!strcmp(key, "c"))
                 return fail(err, errlen, "%s: \"c\" is only for lstm layers, this one is %s",
                             p, rnnd_cell_name(ls->cell));
+            if (!strcmp(key, "t"))
+                return fail(err, errlen, "%s: \"t\" is only for clockwork layers, this one is "
+                            "%s", p, rnnd_cell_name(ls->cell));
             return fail(err, errlen, "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                        lstm ? " and \"c\"" : "");
+                        more);
         }
         int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
                                      err, errlen);
@@ -190,6 +224,11 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
         if (lstm) {
             rc = parse_per_direction(layer, "c", ls->num_directions, c, dst + off + h, h + c, p,
                                      err, errlen);
+            if (rc)
+                return rc;
+        }
+        if (clock) {
+            rc = parse_counters(layer, ls->num_directions, dst + off + h, h + c, p, err, errlen);
             if (rc)
                 return rc;
         }
@@ -239,7 +278,7 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
         int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
 
         rnnd_buf_puts(out, l ? ",{\"h\":[" : "{\"h\":[");
         for (int d = 0; d < ls->num_directions; d++) {
@@ -254,6 +293,17 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
                 if (d)
                     rnnd_buf_append(out, ",", 1);
                 rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h, c);
+            }
+            rnnd_buf_append(out, "]", 1);
+        }
+        if (ls->cell == RNND_CELL_CLOCKWORK) {
+            rnnd_buf_puts(out, ",\"t\":[");
+            for (int d = 0; d < ls->num_directions; d++) {
+                char num[24];
+                int len = snprintf(num, sizeof num, "%s%llu", d ? "," : "",
+                                   (unsigned long long)rnnd_clock_get(src + off +
+                                                                      (size_t)d * (h + c) + h));
+                rnnd_buf_append(out, num, (size_t)len);
             }
             rnnd_buf_append(out, "]", 1);
         }
