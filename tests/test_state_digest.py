@@ -36,7 +36,7 @@ SEQ = CASES[VEC][0]["sequences"][0]
 
 # ---- docs/state.md, "The digest", written out a second time --------------------------------
 
-TYPES = ["rnn", "lstm", "gru", "jordan", "mingru", "minlstm"]
+TYPES = ["rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "clockwork"]
 DIRS = ["forward", "reverse", "bidirectional"]
 NORMS = ["none", "softmax", "log_softmax"]
 OPS = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
@@ -46,7 +46,7 @@ PARAMS = {"HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, None), "ThresholdedRelu
           "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, None)}
 DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
                 "jordan": ["Tanh", "Affine"], "mingru": ["Sigmoid", "Affine"],
-                "minlstm": ["Sigmoid", "Affine"]}
+                "minlstm": ["Sigmoid", "Affine"], "clockwork": ["Tanh"]}
 
 
 def opt(obj, key, default):
@@ -82,6 +82,8 @@ def layer_bytes(L, l):
                opt(L, "proj_size", 0) if lstm else 0,
                opt(L, "linear_before_reset", 0) if typ == "gru" else 0,
                opt(L, "output_size", 0) if typ == "jordan" else 0)
+    if typ == "clockwork":          # clockwork only: the number of periods, then each
+        rec += u32(len(L["periods"]), *L["periods"])
     acts = L.get("activations")
     names = []
     for d in range(ndir):
@@ -219,6 +221,8 @@ def check_what_counts(served):
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
     C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
             "another pool, the same weights: another digest")
+    C.check(d["clock_periods"] != d["golden_clock3_vectors"],
+            "another clockwork period, the same weights: another digest")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -398,6 +402,16 @@ def main():
         if os.path.isdir(os.path.join(min_dir, name)):
             files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
                                               os.path.join(WORK, name + ".rnnd"))
+    clock_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                             "golden_clock")
+    for name in sorted(os.listdir(clock_dir)):   # clockwork, from native specs
+        if os.path.isdir(os.path.join(clock_dir, name)):
+            files["golden_" + name] = convert(os.path.join(clock_dir, name, "model.json"),
+                                              os.path.join(WORK, name + ".rnnd"))
+    # the same weights with one period changed: the modules run at other steps
+    files["clock_periods"] = rewrite_arch(
+        files["golden_clock3_vectors"], os.path.join(WORK, "clock_periods.rnnd"),
+        lambda a: a["layers"][0].update(periods=[1, 3, 7, 17]))
 
     with Daemon(files) as d:
         served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}
