@@ -13,7 +13,11 @@ CPU runs (tests/isa.py):
   steps taken;
 - a daemon stopped and restarted with a state_dir continues a session exactly;
 - every bad counter in an imported state is refused with a clear 400 and changes nothing;
-- `rnnd bench --cell clockwork` and `rnnd inspect --json` (the periods).
+- `rnnd bench --cell clockwork` and `rnnd inspect --json` (the periods);
+- the reference PyTorch module (tools/rnnd_modules/clockwork.py) converted by
+  `rnnd_convert.from_module`: rnnd infer gives its outputs, final h and counters, also from a
+  state whose rows have different counters; what it keeps below R's block diagonal is left
+  out of the file.
 """
 import json
 import os
@@ -302,7 +306,69 @@ def check_bench_inspect(models):
     C.check("periods=1,3,7,16 (4 modules of 3 units)" in p.stdout, "inspect: %s" % p.stdout)
 
 
+def check_from_module():
+    code = r"""
+import json, subprocess, sys
+import numpy as np, torch
+import rnnd_convert
+from rnnd_modules.clockwork import Clockwork
+torch.manual_seed(16)
+net = Clockwork(5, 12, [1, 3, 7], num_layers=2, activation="softsign")
+with torch.no_grad():       # junk below the block diagonal: the mask keeps it out
+    net.R0.add_(torch.tril(torch.ones(12, 12), -1) * 3.0)
+path, out = sys.argv[1], {}
+m = rnnd_convert.from_module(net, path)
+R = np.asarray(m.layers[0].weights[0]["R"])
+out["R_below_zero"] = bool(np.all(R[4:, :4] == 0) and np.all(R[8:, :8] == 0))
+out["R_rest_kept"] = bool(np.array_equal(R, (net.R0 * net.mask).detach().numpy()))
+x = torch.randn(3, 40, 5)
+t0 = torch.tensor([[0, 5, 16777221], [0, 5, 16777221]])
+h0 = torch.randn(2, 3, 12) * 0.5
+with torch.no_grad():
+    y, (h, t) = net(x, (h0, t0))
+state = lambda b: {"layers": [{"h": [h0[l, b].tolist()], "t": [int(t0[l, b])]}
+                              for l in range(2)]}
+req = {"inputs": x.tolist(), "return_state": True,
+       "initial_state": [state(b) for b in range(3)]}
+p = subprocess.run([sys.argv[2], "infer", "--model", path], input=json.dumps(req),
+                   capture_output=True, text=True)
+r = json.loads(p.stdout)
+out["max_err"] = float(np.abs(np.array(r["outputs"]) - y.numpy()).max())
+out["h_err"] = max(float(np.abs(np.array(s["layers"][l]["h"][0]) - h[l, b].numpy()).max())
+                   for b, s in enumerate(r["states"]) for l in range(2))
+out["t"] = [[s["layers"][l]["t"][0] for l in range(2)] for s in r["states"]]
+out["t_module"] = t.T.tolist()
+try:
+    rnnd_convert.from_module(net, path + ".x", head=torch.nn.Linear(12, 3))
+    out["head_refused"] = ""
+except rnnd_convert.ConvertError as e:
+    out["head_refused"] = str(e)
+print(json.dumps(out))
+"""
+    path = os.path.join(WORK, "module.rnnd")
+    p = subprocess.run([PYTHON3, "-c", code, path, RNND_BIN], capture_output=True, text=True,
+                       timeout=300)
+    C.check(p.returncode == 0, "from_module script: %s" % p.stderr.strip()[-2000:])
+    if p.returncode != 0:
+        return
+    r = json.loads(p.stdout)
+    C.check(r["R_below_zero"] and r["R_rest_kept"],
+            "from_module writes R * mask: %s" % p.stdout)
+    C.check(r["max_err"] <= 1e-5 and r["h_err"] <= 1e-5,
+            "rnnd infer gives the module's outputs: %s" % p.stdout)
+    C.eq(r["t"], r["t_module"], "counters after 40 steps, rows at different counters")
+    C.eq(r["t"], [[40, 40], [45, 45], [16777261, 16777261]], "counters")
+    C.check("converts alone" in r["head_refused"], "head= refused: %r" % r["head_refused"])
+    p = subprocess.run([RNND_BIN, "inspect", "--json", path], capture_output=True, text=True)
+    info = json.loads(p.stdout) if p.returncode == 0 else {}
+    C.check(info.get("verification", {}).get("source") == "module",
+            "the module was verified at conversion: %s" % info.get("verification"))
+    print("from_module: a 2-layer Clockwork, max |err| %.3g, counters %s" % (r["max_err"],
+                                                                            r["t"]))
+
+
 def main():
+    check_from_module()
     p = subprocess.run([PYTHON3, os.path.join(CLOCK_DIR, "generate.py"), "--check", CLOCK_DIR],
                        capture_output=True, text=True, timeout=300)
     print(p.stdout, end="")

@@ -15,7 +15,8 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
                 tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
-    nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
+    nn.Linear submodules, or one of those itself, or a Clockwork of tools/rnnd_modules) to
+    PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
@@ -33,12 +34,18 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .arch import apply_options, read_vocab
     from .torch_import import model_from_module, source_runner
     from .writer import write
-    model = model_from_module(module, input=input, head=head, norm=norm)
+    from .clockwork_import import clockwork_runner, is_clockwork, model_from_clockwork
+    if is_clockwork(module):        # tools/rnnd_modules/clockwork.py: its own equations
+        model = model_from_clockwork(module, input=input, head=head, norm=norm)
+        runner = clockwork_runner(module)
+    else:
+        model = model_from_module(module, input=input, head=head, norm=norm)
+        runner = source_runner(module, model.pool != "none")
     from .verify import metadata_value
     figures = None
     if verify:
         from .verify import verify as check
-        figures = check(model, source_runner(module, model.pool != "none"), "module", path)
+        figures = check(model, runner, "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
