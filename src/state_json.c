@@ -269,6 +269,26 @@ int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, 
     return RNND_ERR_CONFLICT;
 }
 
+int rnnd_state_check_counters(const rnnd_model *m, const float *src, char *err, size_t errlen)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    size_t off = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const rnnd_layer_spec *ls = &spec->layers[l];
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        for (int d = 0; d < ls->num_directions; d++) {
+            const float *t = src + off + (size_t)d * (h + c) + h;
+            for (int i = 0; ls->cell == RNND_CELL_CLOCKWORK && i < 2; i++)
+                if (!(t[i] >= 0.0f && t[i] < 16777216.0f && t[i] == floorf(t[i])))
+                    return fail(err, errlen, "state.layers[%d].t[%d]: %.9g is not a step "
+                                "counter (its %s half must be a whole number from 0 to 2^24-1)",
+                                l, d, (double)t[i], i ? "high" : "low");
+        }
+        off += (h + c) * (size_t)ls->num_directions;
+    }
+    return 0;
+}
+
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);

@@ -19,9 +19,13 @@ CPU runs (tests/isa.py):
   state whose rows have different counters; what it keeps below R's block diagonal is left
   out of the file.
 """
+import hashlib
+import hmac
 import json
 import os
 import random
+import shutil
+import struct
 import subprocess
 import threading
 import zlib
@@ -245,25 +249,55 @@ def check_bad_counters(name, model, case):
         d.stop()
 
 
+def spoil_counter(sdir, victim):
+    """Rewrite sdir's snapshot (docs/state.md, "File format") with the last float of VICTIM's
+    state, the high half of the last layer's counter, set to 0.5, signed again with the key."""
+    path = os.path.join(sdir, "sessions.snap")
+    raw = open(path, "rb").read()
+    end = len(raw) - 48 - 32                # version 4: SHA-256 and HMAC at the end
+    body, off = bytearray(raw[:24]), 24
+    while off < end:
+        (n,) = struct.unpack_from("=I", raw, off)
+        rec = bytearray(raw[off:off + 4 + n])
+        if rec[4:36].decode() == victim:
+            struct.pack_into("=f", rec, len(rec) - 4, 0.5)
+        body += rec
+        off += 4 + n
+    body = bytes(body + raw[end:end + 16])
+    body += hashlib.sha256(body).digest()
+    body += hmac.new(open(sdir + ".key", "rb").read(), body, hashlib.sha256).digest()
+    with open(path, "wb") as f:
+        f.write(body)
+
+
 def check_restart(name, model, case):
     """A session saved at a clean stop continues exactly after the restart (its counter is
-    part of the state the snapshot copies)."""
+    part of the state the snapshot copies); a record whose counter is not a whole number is
+    dropped as invalid, naming it, as the state import would refuse it."""
     seq = case["sequences"][0]
     sdir = os.path.join(WORK, "state")
-    os.makedirs(sdir, exist_ok=True)
+    shutil.rmtree(sdir, ignore_errors=True)
+    os.makedirs(sdir)
     whole = infer(model, {"inputs": [seq[:60]]}, "auto")
     with Daemon({name: model}, "--state-dir", sdir) as d:
-        st, _, body = d.request("POST", "/v1/sessions", {"model": name})
-        sid = body["id"]
+        sid, victim = (d.request("POST", "/v1/sessions", {"model": name})[2]["id"]
+                       for _ in range(2))
         st, _, a = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": seq[:23]})
+        d.request("POST", "/v1/sessions/%s/step" % victim, {"inputs": seq[:23]})
         rc, _ = d.stop()
         C.eq(rc, 0, "stop with a state_dir")
+    spoil_counter(sdir, victim)
     with Daemon({name: model}, "--state-dir", sdir) as d:
         st, _, b = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": seq[23:60]})
         C.eq(st, 200, "step after the restart")
         if whole and st == 200:
             C.check(a["outputs"] + b["outputs"] == whole["outputs"][0],
                     "restarted session differs bitwise from one run")
+        C.eq(d.request("GET", "/v1/sessions/%s" % victim)[0], 404,
+             "a record with a spoilt counter is not restored")
+        C.check(any("event=session_dropped" in line and "reason=invalid" in line and
+                    "t[0]: 0.5 is not a step counter" in line for line in d.log),
+                "the spoilt counter is named: %s" % [x for x in d.log if "dropped" in x])
         d.stop()
 
 
