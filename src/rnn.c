@@ -609,7 +609,7 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 #ifndef ROW_SPLIT_MIN
 #define ROW_SPLIT_MIN 16                    /* batch rows per thread */
 #endif
-#define ROW_SPLIT_MAX_WEIGHTS (12u << 20)   /* bytes of W and R (and Rh) */
+#define ROW_SPLIT_MAX_WEIGHTS (12u << 20)   /* bytes of W and R (and Rh, or R's modules) */
 
 static size_t packed_bytes(const rnnd_packed *p)
 {
@@ -621,6 +621,8 @@ static int split_by_rows(const cell_job *c)
     if (c->nt <= 1 || c->io.nb < ROW_SPLIT_MIN * c->nt)
         return 0;
     size_t bytes = packed_bytes(&c->p->W) + packed_bytes(&c->p->R) + packed_bytes(&c->p->Rh);
+    for (int k = 0; k < c->p->n_mod; k++)     /* clockwork: R is packed per module */
+        bytes += packed_bytes(&c->p->Rmod[k]);
     return bytes <= ROW_SPLIT_MAX_WEIGHTS;
 }
 
