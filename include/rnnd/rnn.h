@@ -1,8 +1,9 @@
 /* The recurrent-network core: a model's weights packed for the kernels, and forward passes.
  *
  * Session state layout (rnnd_net_state_floats() floats, contiguous): for each layer in order,
- * for each direction (forward first): h [out_dim], then for lstm c [hidden]. This is also the
- * order of the STATE JSON of the infer contract.
+ * for each direction (forward first): h [out_dim], then for lstm c [hidden], for clockwork the
+ * step counter t as two floats (rnnd_clock_put). This is also the order of the STATE JSON of
+ * the infer contract (where t is an integer, "t").
  *
  * Two ways to run:
  * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and
