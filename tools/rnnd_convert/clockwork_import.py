@@ -6,7 +6,7 @@ since its equations are the layer's own. Verification still runs it against the 
 """
 import numpy as np
 
-from .arch import Layer, Model, f32, make_act
+from .arch import ACTIVATIONS, Layer, Model, f32, make_act
 from .errors import ConvertError
 
 
@@ -21,7 +21,6 @@ def model_from_clockwork(module, input=None, head=None, norm=None):
         raise ConvertError("a Clockwork module converts alone (vectors in, its last layer's h "
                            "out): input=, head= and norm= do not apply")
     from .torch_import import _np
-    from .arch import ACTIVATIONS
     op = {"tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}.get(module.activation)
     if op not in ACTIVATIONS:
         raise ConvertError("Clockwork activation %r has no rnnd equivalent" % module.activation)
