@@ -1159,8 +1159,8 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
             .nb = nb, .cp = ws->ccur, .ldcp = H, .cn = ws->ccur, .ldcn = H,
         };
         if (clock) {
-            for (size_t i = 0; i < nb; i++)
-                ws->tc[i] = ws->t0[i] + t;
+            for (size_t i = 0; i < nb; i++)   /* wrapping where the step path does */
+                ws->tc[i] = (ws->t0[i] + t) % RNND_CLOCK_WRAP;
             io.tc = ws->tc;
         }
         if (!reversed) {

@@ -305,7 +305,8 @@ END_TEST
 
 /* Clockwork sessions at different counters batched together: each row runs its own modules
  * (a module is multiplied when any row runs it), bitwise as alone, and rnnd_net_forward()
- * from the same states (its counters included) gives the same outputs and final states. */
+ * from the same states (its counters included) gives the same outputs and final states, a
+ * counter wrapping at 2^48 included. */
 START_TEST(test_clock_counters)
 {
     static const int clock_archs[] = {(int)N_ARCHS - 2, (int)N_ARCHS - 1};
@@ -323,9 +324,12 @@ START_TEST(test_clock_counters)
             for (size_t s = 0; s < S; s++) {
                 for (int j = 0; j < L->out_dim; j++)
                     init[s * fx.state_n + off + (size_t)j] = (float)(urand() - 0.5);
-                if (L->cell == RNND_CELL_CLOCKWORK)     /* 0, 1, ... and one past 2^24 */
+                /* 0, 1, ..., one past 2^24, and one that wraps at 2^48 part way */
+                if (L->cell == RNND_CELL_CLOCKWORK)
                     rnnd_clock_put(init + s * fx.state_n + off + (size_t)L->out_dim,
-                                   s == S - 1 ? (1ULL << 24) + 5 : s * 5 + s % 3);
+                                   s == S - 1   ? (1ULL << 24) + 5
+                                   : s == S - 2 ? RNND_CLOCK_WRAP - 7
+                                                : s * 5 + s % 3);
             }
             off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
         }
@@ -365,7 +369,8 @@ START_TEST(test_clock_counters)
             const rnnd_layer_spec *L = &fx.spec->layers[l];
             for (size_t s = 0; L->cell == RNND_CELL_CLOCKWORK && s < S; s++) {
                 size_t at = s * fx.state_n + off + (size_t)L->out_dim;
-                ck_assert_uint_eq(rnnd_clock_get(s1 + at), rnnd_clock_get(init + at) + T);
+                ck_assert_uint_eq(rnnd_clock_get(s1 + at),
+                                  (rnnd_clock_get(init + at) + T) % RNND_CLOCK_WRAP);
             }
             off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
         }
