@@ -42,28 +42,6 @@ int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key
     return status;
 }
 
-int rnnd_json_depth_ok(const char *text, size_t len, int max)
-{
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;    /* skip the escaped character, which may be a quote */
-            else if (ch == '"')
-                in_str = 0;
-        } else if (ch == '"') {
-            in_str = 1;
-        } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
-                return -1;
-        } else if (ch == ']' || ch == '}') {
-            depth--;    /* unbalanced text is the parser's to reject */
-        }
-    }
-    return 0;
-}
-
 /* One entry of the header's tensor table, after its own checks. */
 typedef struct tentry {
     const char *name;       /* owned by the header json_t */

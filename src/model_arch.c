@@ -36,7 +36,7 @@ static const float act_defaults[RNND_ACT_COUNT][2] = {
 };
 
 static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm",
-                                         "clockwork"};
+                                         "slstm", "clockwork"};
 _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
@@ -59,11 +59,15 @@ int rnnd_cell_is_min(int cell)
     return cell == RNND_CELL_MINGRU || cell == RNND_CELL_MINLSTM;
 }
 
+size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L)
+{
+    return L->cell == RNND_CELL_LSTM ? (size_t)L->hidden
+         : L->cell == RNND_CELL_SLSTM ? 3 * (size_t)L->hidden : 0;
+}
+
 size_t rnnd_layer_extra_state(const rnnd_layer_spec *L)
 {
-    if (L->cell == RNND_CELL_LSTM)
-        return (size_t)L->hidden;
-    return L->cell == RNND_CELL_CLOCKWORK ? 2 : 0;
+    return rnnd_layer_cell_floats(L) + (L->cell == RNND_CELL_CLOCKWORK ? 2 : 0);
 }
 
 /* Two floats rather than one: a float holds whole numbers exactly only up to 2^24, and a
@@ -307,7 +311,8 @@ static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spe
 
 static const char *const layer_keys[] = {
     "type", "hidden_size", "direction", "activations", "clip", "input_forget", "peepholes",
-    "forget_gate", "proj_size", "linear_before_reset", "output_size", "periods", NULL,
+    "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget",
+    "periods", NULL,
 };
 
 /* A key the layer's type does not use: absent, null, or its default value. */
@@ -365,6 +370,33 @@ static int parse_periods(actx *c, const json_t *layer, const char *path, rnnd_la
     return 0;
 }
 
+/* An slstm layer's "heads" (K: H divisible by K) and "forget" ("exp" or "sigmoid"); both
+ * required, since other tools disagree on the defaults. */
+static int parse_slstm(actx *c, const json_t *v, const char *path, rnnd_layer_spec *L)
+{
+    static const char *const forget_names[] = {"sigmoid", "exp"};
+    char key[96];
+    int rc = get_int(c, v, path, "heads", 1, RNND_MAX_DIM, -1, &L->heads);
+    if (rc)
+        return rc;
+    snprintf(key, sizeof key, "%s.forget", path);
+    const json_t *f = json_object_get(v, "forget");
+    if (!f || json_is_null(f))
+        return BAD(c, key, "missing (\"exp\" or \"sigmoid\": how the forget gate's "
+                   "pre-activation becomes log f)");
+    if ((rc = get_enum(c, v, path, "forget", forget_names, 2, -1, &L->exp_forget)))
+        return json_is_string(f)
+            ? BAD(c, key, "unknown value \"%.40s\" (expected \"exp\" or \"sigmoid\")",
+                  json_string_value(f))
+            : rc;
+    if (L->hidden % L->heads != 0) {
+        snprintf(key, sizeof key, "%s.heads", path);
+        return BAD(c, key, "%d does not divide hidden_size %d (each head holds hidden_size / "
+                   "heads units)", L->heads, L->hidden);
+    }
+    return 0;
+}
+
 static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_spec *L)
 {
     char path[64];
@@ -392,6 +424,12 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         rc = get_int(c, v, path, "output_size", 0, RNND_MAX_DIM, 0, &L->output_size);
     if (rc)
         return rc;
+    if (L->cell == RNND_CELL_SLSTM)
+        rc = parse_slstm(c, v, path, L);
+    else if (!(rc = unused_key(c, v, path, "heads", 0)))
+        rc = unused_key(c, v, path, "forget", 0);
+    if (rc)
+        return rc;
 
     const json_t *clip = json_object_get(v, "clip");
     if (clip && !json_is_null(clip)) {
@@ -417,9 +455,10 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         return rc;
     if ((rc = parse_periods(c, v, path, L)))
         return rc;
-    /* the min cells' equations have no clip (their pre-activations are x's alone), nor
-     * has the clockwork RNN's */
-    if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_CLOCKWORK) && L->has_clip) {
+    /* the min cells' equations have no clip (their pre-activations are x's alone); nor have
+     * the sLSTM's and the clockwork RNN's */
+    if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_SLSTM ||
+         L->cell == RNND_CELL_CLOCKWORK) && L->has_clip) {
         char key[96];
         snprintf(key, sizeof key, "%s.clip", path);
         return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
@@ -475,10 +514,22 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         L->n_act = 1;
         L->out_dim = L->hidden;
         break;
+    case RNND_CELL_SLSTM:       /* rows i, f, z, o; exp, tanh and sigmoid are fixed */
+        L->gates = 4;
+        L->n_act = 0;
+        L->out_dim = L->hidden;
+        break;
     }
     default_acts(L);
     char key[96];
     snprintf(key, sizeof key, "%s.activations", path);
+    if (L->cell == RNND_CELL_SLSTM) {
+        const json_t *a = json_object_get(v, "activations");
+        if (a && !json_is_null(a))
+            return BAD(c, key, "not used by a slstm layer (its exp, tanh and sigmoid are part "
+                       "of the cell): leave it out");
+        return 0;
+    }
     return parse_acts(c, json_object_get(v, "activations"), key, L);
 }
 
@@ -730,9 +781,11 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             char nm[48];
 #define NM(x) (snprintf(nm, sizeof nm, "layers.%d.%d.%s", l, d, x), nm)
             int recurrent = !rnnd_cell_is_min(L->cell);
+            /* slstm: block-diagonal R, each unit's row the d = H / K weights of its head */
+            int r_cols = L->cell == RNND_CELL_SLSTM ? L->hidden / L->heads : L->out_dim;
             mat(&out[n++], NM("W"), gh, L->in_dim, &w->W);
             if (recurrent)
-                mat(&out[n++], NM("R"), gh, L->out_dim, &w->R);
+                mat(&out[n++], NM("R"), gh, r_cols, &w->R);
             req(&out[n++], NM("Wb"), gh, 0, 1, &w->Wb);
             if (recurrent)
                 req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);

@@ -31,6 +31,12 @@ typedef struct dir_pack {
      * the diagonal are zero and skipped): [H/m, H - k*H/m] each; n_mod of them */
     rnnd_packed *Rmod;
     int n_mod;
+    /* slstm: R's diagonal blocks, [d, d] each (d = H / K), block g * K + k for gate g
+     * (i, f, z, o) and head k: rows g*H + k*d ... of R, read against h[k*d, (k+1)*d).
+     * Separate matrices, so the product skips the zeros off the diagonal and each row
+     * is the same gemv chain as every other layer's. */
+    rnnd_packed *Rblk;
+    int n_rblk;
 } dir_pack;
 
 /* Whole-sequence workspaces kept between calls, so a call allocates nothing once the sizes
@@ -122,6 +128,11 @@ static void release_pack(dir_pack *p)
     free(p->Rmod);
     p->Rmod = NULL;
     p->n_mod = 0;
+    for (int i = 0; i < p->n_rblk; i++)
+        rnnd_pack_release(&p->Rblk[i]);
+    free(p->Rblk);
+    p->Rblk = NULL;
+    p->n_rblk = 0;
 }
 
 /* Clockwork: each module's rows of R from its own diagonal block on, packed apart. */
@@ -143,6 +154,24 @@ static int pack_clock(const rnnd_layer_spec *L, const float *R, int T, dir_pack 
     return rc;
 }
 
+/* slstm: one packed matrix per gate and head (dir_pack.Rblk). */
+static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack *p)
+{
+    int K = L->heads, d = L->hidden / L->heads;
+    p->Rblk = calloc((size_t)4 * (size_t)K, sizeof *p->Rblk);
+    if (!p->Rblk)
+        return RNND_ERR_NOMEM;
+    p->n_rblk = 4 * K;
+    for (int g = 0; g < 4; g++)
+        for (int k = 0; k < K; k++) {
+            size_t row = (size_t)g * L->hidden + (size_t)k * d;
+            int rc = rnnd_pack_as(R + row * (size_t)d, d, d, T, &p->Rblk[g * K + k]);
+            if (rc)
+                return rc;
+        }
+    return 0;
+}
+
 /* Every matrix in the model's weight type T (the loader already rounded the values to it,
  * so packing them is exact). */
 static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
@@ -153,6 +182,8 @@ static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, 
         return rc;                      /* no R */
     if (L->cell == RNND_CELL_CLOCKWORK)
         return rc ? rc : pack_clock(L, w->R, T, p);
+    if (L->cell == RNND_CELL_SLSTM)
+        return rc ? rc : pack_blocks(L, w->R, T, p);
     if (rc == 0 && L->cell == RNND_CELL_GRU) {
         rc = rnnd_pack_as(w->R, 2 * H, L->out_dim, T, &p->R);
         if (rc == 0)
@@ -200,6 +231,8 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_in = imax(n->max_in, L->in_dim);
         n->max_gates = imax(n->max_gates, L->gates * L->hidden);
         n->max_hidden = imax(n->max_hidden, imax(L->hidden, L->out_dim));
+        /* the step path gathers c (lstm; slstm c, n, m) into a [B, max_hidden] scratch */
+        n->max_hidden = imax(n->max_hidden, (int)rnnd_layer_cell_floats(L));
         n->max_out = imax(n->max_out, L->out_dim * L->num_directions);
     }
     if (s->has_head) {
@@ -244,6 +277,17 @@ rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
 size_t rnnd_net_state_floats(const rnnd_net *n) { return n->state_floats; }
 int rnnd_net_output_dim(const rnnd_net *n) { return n->out_dim; }
+
+int rnnd_net_scannable(const rnnd_net *n)
+{
+    /* pooling changes what forward() outputs (one row per sequence), not what a step does */
+    if (!n->stateful || n->spec->pool != RNND_POOL_NONE)
+        return 0;
+    for (int l = 0; l < n->spec->n_layers; l++)
+        if (!rnnd_cell_is_min(n->spec->layers[l].cell))
+            return 0;
+    return 1;
+}
 
 /* ---- parallel stages -------------------------------------------------------------------
  * A layer's step is a few stages; each stage splits its work into NT parts (row panels of a
@@ -560,6 +604,42 @@ static void clock_stage2(void *arg, size_t i)
     }
 }
 
+/* sLSTM stage 1: W x (if asked) by W's row panels, and the block-diagonal R h + Rb by whole
+ * blocks (gate g, head k: d rows of G from h[k*d, (k+1)*d)), part I of each. */
+static void slstm_stage1(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_kernels *k = c->n->k;
+    const dir_pack *p = c->p;
+    size_t H = (size_t)c->L->hidden, K = (size_t)c->L->heads, d = H / K, r0, r1, b0, b1;
+    if (io->x)
+        gemv_part(k, &p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
+                  &r0, &r1);
+    part((size_t)p->n_rblk, 1, i, c->nt, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        size_t off = (b / K) * H + (b % K) * d;
+        k->gemv(&p->Rblk[b], c->w->Rb + off, io->hp + (b % K) * d, io->ldhp, io->nb,
+                c->gh + off, 4 * H, 0, (int)d);
+    }
+}
+
+/* sLSTM stage 2: the gates, c, n, m and h of part I (gate_part), in the kernels' row. */
+static void slstm_stage2(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_slstm_math m = {.H = (size_t)c->L->hidden, .exp_forget = c->L->exp_forget};
+    size_t b0, b1, j0, j1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
+    if (j1 == j0)
+        return;
+    for (size_t b = b0; b < b1; b++)
+        c->n->k->slstm_row(&m, io->gx + b * io->ldgx, c->gh + b * 4 * m.H,
+                           io->cp + b * io->ldcp, io->cn + b * io->ldcn,
+                           io->hn + b * io->ldhn, j0, j1);
+}
+
 /* The stages of cell job C, each split into C->nt parts (PAR may be NULL when nt is 1). */
 static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 {
@@ -592,6 +672,10 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
             run_stage(par, c->nt, min_stage1, c);
         run_stage(par, c->nt, clock_stage2, c);
         break;
+    case RNND_CELL_SLSTM:
+        run_stage(par, c->nt, slstm_stage1, c);
+        run_stage(par, c->nt, slstm_stage2, c);
+        break;
     case RNND_CELL_LSTM:
         run_stage(par, c->nt, lstm_stage1, c);
         run_stage(par, c->nt, lstm_stage2, c);
@@ -623,6 +707,8 @@ static int split_by_rows(const cell_job *c)
     size_t bytes = packed_bytes(&c->p->W) + packed_bytes(&c->p->R) + packed_bytes(&c->p->Rh);
     for (int k = 0; k < c->p->n_mod; k++)     /* clockwork: R is packed per module */
         bytes += packed_bytes(&c->p->Rmod[k]);
+    for (int b = 0; b < c->p->n_rblk; b++)
+        bytes += packed_bytes(&c->p->Rblk[b]);
     return bytes <= ROW_SPLIT_MAX_WEIGHTS;
 }
 
@@ -637,7 +723,7 @@ static void cell_rows_stage(void *arg, size_t i)
     if (b1 == b0)
         return;
     size_t H = (size_t)L->hidden;
-    size_t ldgh = L->cell == RNND_CELL_LSTM ? (size_t)L->gates * H
+    size_t ldgh = L->cell == RNND_CELL_LSTM || L->cell == RNND_CELL_SLSTM ? (size_t)L->gates * H
                 : L->cell == RNND_CELL_GRU ? 2 * H : H;
     size_t ldt1 = L->cell == RNND_CELL_JORDAN ? (size_t)L->output_size : H;
     cell_job s = *c;
@@ -823,15 +909,16 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
             .nb = B, .gx = w->gx, .ldgx = GH, .x = x, .ldx = ldx, .hp = w->h, .ldhp = O,
             .hn = ybuf, .ldhn = O,
         };
-        if (L->cell == RNND_CELL_LSTM) {
-            /* gather c into t2 (the lstm cell does not use t2) and scatter it back after */
-            size_t H = (size_t)L->hidden;
+        size_t C = rnnd_layer_cell_floats(L);
+        if (C) {
+            /* gather c (lstm; slstm c, n, m) into t2, which neither cell uses otherwise, and
+             * scatter it back after */
             for (size_t b = 0; b < B; b++)
-                memcpy(w->t2 + b * H, states[b] + off + O, H * sizeof(float));
+                memcpy(w->t2 + b * C, states[b] + off + O, C * sizeof(float));
             io.cp = w->t2;
-            io.ldcp = H;
+            io.ldcp = C;
             io.cn = w->t2;
-            io.ldcn = H;
+            io.ldcn = C;
         }
         int clock = L->cell == RNND_CELL_CLOCKWORK;
         if (clock) {
@@ -842,9 +929,8 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
         run_cell(n, l, 0, &io, w->gh, w->t1, w->t2, par);
         for (size_t b = 0; b < B; b++) {
             memcpy(states[b] + off, ybuf + b * O, O * sizeof(float));
-            if (L->cell == RNND_CELL_LSTM)
-                memcpy(states[b] + off + O, w->t2 + b * (size_t)L->hidden,
-                       (size_t)L->hidden * sizeof(float));
+            if (C)
+                memcpy(states[b] + off + O, w->t2 + b * C, C * sizeof(float));
             if (clock)
                 rnnd_clock_put(states[b] + off + O, w->tc[b] + 1);
         }
@@ -1129,10 +1215,11 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
                          float *const *final, seq_ws *ws, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
-    size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = (size_t)L->gates * L->hidden;
+    size_t O = (size_t)L->out_dim, GH = (size_t)L->gates * L->hidden;
+    size_t C = rnnd_layer_cell_floats(L);   /* lstm c; slstm c, n, m */
     size_t ldy = O * (size_t)L->num_directions;
     size_t soff = n->state_off[l * 2 + d];
-    int lstm = L->cell == RNND_CELL_LSTM, clock = L->cell == RNND_CELL_CLOCKWORK;
+    int clock = L->cell == RNND_CELL_CLOCKWORK;
     int reversed = L->direction == RNND_DIR_REVERSE || d == 1;
     float *Yd = Y + (size_t)d * O;
 
@@ -1143,12 +1230,12 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         ws->t0[i] = st && clock ? rnnd_clock_get(st + O) : 0;
         if (st) {
             memcpy(ws->hcur + i * O, st, O * sizeof(float));
-            if (lstm)
-                memcpy(ws->ccur + i * H, st + O, H * sizeof(float));
+            if (C)
+                memcpy(ws->ccur + i * C, st + O, C * sizeof(float));
         } else {
             memset(ws->hcur + i * O, 0, O * sizeof(float));
-            if (lstm)
-                memset(ws->ccur + i * H, 0, H * sizeof(float));
+            if (C)
+                memset(ws->ccur + i * C, 0, C * sizeof(float));
         }
     }
     for (size_t t = 0; t < sp->maxlen; t++) {
@@ -1156,7 +1243,7 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
             return RNND_ERR_STOPPED;
         size_t nb = plan_nb(sp, t);
         cell_io io = {
-            .nb = nb, .cp = ws->ccur, .ldcp = H, .cn = ws->ccur, .ldcn = H,
+            .nb = nb, .cp = ws->ccur, .ldcp = C, .cn = ws->ccur, .ldcn = C,
         };
         if (clock) {
             for (size_t i = 0; i < nb; i++)   /* wrapping where the step path does */
@@ -1204,8 +1291,8 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         const float *h = reversed ? ws->hcur + i * O
                                   : Yd + (sp->start[sp->lens[b] - 1] + i) * ldy;
         memcpy(final[b] + soff, h, O * sizeof(float));
-        if (lstm)
-            memcpy(final[b] + soff + O, ws->ccur + i * H, H * sizeof(float));
+        if (C)
+            memcpy(final[b] + soff + O, ws->ccur + i * C, C * sizeof(float));
         if (clock)
             rnnd_clock_put(final[b] + soff + O, ws->t0[i] + sp->lens[b]);
     }

@@ -825,6 +825,105 @@ START_TEST(bad_clockwork)
 }
 END_TEST
 
+/* sLSTM (issue 16): heads K dividing H, forget exp or sigmoid, W [4H, in], R [4H, H/K],
+ * Wb, Rb [4H]; state h, c, n, m; no activations or clip. */
+START_TEST(valid_slstm)
+{
+    const char *arch =
+        A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6, \"heads\": 3,"
+        " \"forget\": \"exp\"},"
+        " {\"type\": \"slstm\", \"hidden_size\": 5, \"heads\": 1, \"forget\": \"sigmoid\","
+        "  \"direction\": \"bidirectional\"}],"
+        " \"head\": {\"out_dim\": 2, \"in_dim\": 10}}";
+    rnnd_model *m = open_random("slstm", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    const rnnd_layer_spec *A = &s->layers[0], *B = &s->layers[1];
+    ck_assert_int_eq(A->cell, RNND_CELL_SLSTM);
+    ck_assert_int_eq(A->gates, 4);
+    ck_assert_int_eq(A->n_act, 0);
+    ck_assert_int_eq(A->heads, 3);
+    ck_assert_int_eq(A->exp_forget, 1);
+    ck_assert_int_eq(B->heads, 1);
+    ck_assert_int_eq(B->exp_forget, 0);
+    ck_assert_int_eq(B->in_dim, 6);
+    ck_assert_uint_eq(rnnd_layer_cell_floats(A), 18);
+    /* W, R (d = 2), Wb, Rb: 24*3 + 24*2 + 48; 2 * (20*6 + 20*5 + 40); head 2*10+2 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 168 + 2 * 260 + 22);
+    /* h, c, n, m per direction */
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 4 * 6 + 2 * 4 * 5);
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_SLSTM), "slstm");
+    rnnd_model_unref(m);
+}
+END_TEST
+
+/* Every wrong sLSTM file gets an error naming the key or tensor and why. */
+START_TEST(bad_slstm)
+{
+#define SL(extra) A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6" extra "}]}"
+    expect_fail_arch("sl_no_heads", SL(", \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "missing (an integer 1 to");
+    expect_fail_arch("sl_heads0", SL(", \"heads\": 0, \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "0 is out of range 1 to");
+    expect_fail_arch("sl_heads4", SL(", \"heads\": 4, \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "4 does not divide hidden_size 6");
+    expect_fail_arch("sl_heads_str", SL(", \"heads\": \"2\", \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "expected an integer");
+    expect_fail_arch("sl_no_forget", SL(", \"heads\": 2"),
+                     "architecture.layers[0].forget", "missing (\"exp\" or \"sigmoid\"");
+    expect_fail_arch("sl_forget", SL(", \"heads\": 2, \"forget\": \"tanh\""),
+                     "architecture.layers[0].forget",
+                     "unknown value \"tanh\" (expected \"exp\" or \"sigmoid\")");
+    expect_fail_arch("sl_forget_num", SL(", \"heads\": 2, \"forget\": 1"),
+                     "architecture.layers[0].forget", "expected a string");
+    expect_fail_arch("sl_clip", SL(", \"heads\": 2, \"forget\": \"exp\", \"clip\": 3"),
+                     "architecture.layers[0].clip", "not used by a slstm layer");
+    expect_fail_arch("sl_acts", SL(", \"heads\": 2, \"forget\": \"exp\", \"activations\":"
+                                   " [[{\"op\": \"Tanh\"}]]"),
+                     "architecture.layers[0].activations", "not used by a slstm layer");
+    expect_fail_arch("sl_peep", SL(", \"heads\": 2, \"forget\": \"exp\", \"peepholes\": true"),
+                     "architecture.layers[0].peepholes", "not used by a slstm layer");
+    expect_fail_arch("lstm_heads", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"heads\": 2}]}", "architecture.layers[0].heads",
+                     "not used by a lstm layer");
+    expect_fail_arch("gru_forget", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"forget\": \"exp\"}]}", "architecture.layers[0].forget",
+                     "not used by a gru layer");
+    /* R dense [4H, H] as an lstm's, or with the columns of another head count */
+    const char *arch = SL(", \"heads\": 3, \"forget\": \"sigmoid\"");
+    int64_t w[2] = {24, 3}, b[1] = {24};
+    for (int k = 0; k < 3; k++) {
+        tu_file *f = tu_file_new(arch);
+        int64_t r[2] = {k == 2 ? 12 : 24, k == 0 ? 6 : k == 1 ? 3 : 2};
+        tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+        tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+        tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+        tu_file_add(f, "layers.0.0.Rb", b, 1, NULL);
+        char want[96];
+        snprintf(want, sizeof want, "shape [%lld, %lld], but the architecture needs [24, 2]",
+                 (long long)r[0], (long long)r[1]);
+        expect_fail_file(k == 0 ? "sl_R_dense" : k == 1 ? "sl_R_heads" : "sl_R_rows", f,
+                         "layers.0.0.R", want);
+        tu_file_free(f);
+    }
+    /* Rb of the wrong length, and missing */
+    tu_file *f = tu_file_new(arch);
+    int64_t r[2] = {24, 2}, short_b[1] = {6};
+    tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+    tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+    tu_file_add(f, "layers.0.0.Rb", short_b, 1, NULL);
+    expect_fail_file("sl_Rb_shape", f, "layers.0.0.Rb", "shape [6], but the architecture needs [24]");
+    tu_file_free(f);
+    f = tu_file_new(arch);
+    tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+    tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+    expect_fail_file("sl_no_Rb", f, "layers.0.0.Rb", "missing: the architecture needs");
+    tu_file_free(f);
+#undef SL
+}
+END_TEST
+
 START_TEST(refcount)
 {
     tu_file *f = tu_random_model(small_arch, 3);
@@ -2196,6 +2295,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, bad_min_cells);
     tcase_add_test(tc, valid_clockwork);
     tcase_add_test(tc, bad_clockwork);
+    tcase_add_test(tc, valid_slstm);
+    tcase_add_test(tc, bad_slstm);
     tcase_add_test(tc, refcount);
     tcase_add_test(tc, names);
     tcase_add_test(tc, valid_half_rounded_at_load);

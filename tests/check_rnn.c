@@ -109,6 +109,14 @@ static const char *const archs[] = {
     "{\"type\":\"clockwork\",\"hidden_size\":33,\"direction\":\"forward\","
     "\"periods\":[1,3,7]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":33,\"norm\":\"log_softmax\"}}",
+    /* sLSTM: odd d (35 / 5 = 7), one head (d = H), both forget modes, beside a GRU */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"slstm\",\"hidden_size\":35,\"heads\":5,\"forget\":\"exp\","
+    "\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"slstm\",\"hidden_size\":33,\"heads\":1,\"forget\":\"sigmoid\","
+    "\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":11,\"in_dim\":33,\"norm\":\"softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -477,6 +485,66 @@ START_TEST(test_avx2_equals_avx512)
 }
 END_TEST
 
+/* sLSTM alone (no layer whose scalar activations are libm's): every path gives the scalar
+ * path's bits, stepping and whole sequences (a bidirectional layer too), since its row runs
+ * kernels_vmath.h on every path and the products are the common gemv chain. */
+START_TEST(test_slstm_paths_bitwise)
+{
+    static const char *const sl_archs[2] = {
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":7,\"forget\":\"exp\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":16,\"heads\":2,\"forget\":\"sigmoid\"}],"
+        "\"head\":{\"out_dim\":5,\"in_dim\":16}}",
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":3,\"forget\":\"sigmoid\","
+        "\"direction\":\"bidirectional\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":10,\"heads\":5,\"forget\":\"exp\","
+        "\"direction\":\"reverse\"}]}",
+    };
+    const size_t S = 5, T = 31;
+    int np = n_paths();
+    for (int a = 0; a < 2; a++) {
+        fixture ref;
+        fixture_open(&ref, sl_archs[a], 900 + (unsigned)a, path_for(0), S, T);
+        size_t n = S * T * ref.out_n, sn = S * ref.state_n, D = (size_t)ref.spec->input_dim;
+        float *o0 = malloc(n * sizeof(float)), *s0 = malloc(sn * sizeof(float));
+        float *o1 = malloc(n * sizeof(float)), *s1 = malloc(sn * sizeof(float));
+        for (int p = 0; p < np; p++) {
+            fixture fx;
+            fixture_open(&fx, sl_archs[a], 900 + (unsigned)a, path_for(p), S, T);
+            float *o = p ? o1 : o0, *st = p ? s1 : s0;
+            if (a == 0) {
+                run_solo(&fx, o, st);
+            } else {    /* whole sequences, every one T long */
+                char err[256];
+                size_t lens[5];
+                const float *vp[5];
+                float *op[5], *fp[5];
+                for (size_t b = 0; b < S; b++) {
+                    lens[b] = T;
+                    vp[b] = fx.vec + b * T * D;
+                    op[b] = o + b * T * fx.out_n;
+                    fp[b] = st + b * fx.state_n;
+                }
+                ck_assert_msg(rnnd_net_forward(fx.net, S, lens, NULL, vp, NULL, op, fp, err,
+                                               sizeof err) == 0, "%s", err);
+            }
+            if (p)
+                ck_assert_msg(!memcmp(o0, o1, n * sizeof(float)) &&
+                              !memcmp(s0, s1, sn * sizeof(float)),
+                              "slstm arch %d: %s differs from scalar", a,
+                              rnnd_net_kernels(fx.net)->name);
+            fixture_close(&fx);
+        }
+        free(o0);
+        free(o1);
+        free(s0);
+        free(s1);
+        fixture_close(&ref);
+    }
+}
+END_TEST
+
 START_TEST(test_bad_token_changes_nothing)
 {
     char err[256];
@@ -554,6 +622,49 @@ START_TEST(test_long_sequence)
         free(o1);
         free(o2);
         free(s1);
+        fixture_close(&fx);
+    }
+}
+END_TEST
+
+/* A session's steps as whole sequences in random chunks, each from the state the last one
+ * left (what the batcher does with long requests of minGRU/minLSTM models): bitwise the
+ * outputs and states of stepping alone, on every path, for every stateful arch. */
+START_TEST(test_forward_chunks)
+{
+    int np = n_paths();
+    char err[256];
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t T = 300, D;
+        fixture_open(&fx, archs[_i], 300 + (unsigned)_i, path_for(p), 1, T);
+        D = (size_t)fx.spec->input_dim;
+        float *o1 = malloc(T * fx.out_n * sizeof(float)), *o2 = malloc(T * fx.out_n * 4);
+        float *s1 = malloc(fx.state_n * sizeof(float));
+        float *st[2] = {calloc(fx.state_n, sizeof(float)), calloc(fx.state_n, sizeof(float))};
+        run_solo(&fx, o1, s1);
+        rng_state = 77 + (unsigned)_i;
+        for (size_t t = 0, c = 0; t < T; c++) {
+            size_t n = 1 + (size_t)(urand() * (urand() < 0.5 ? 9 : 120));
+            n = n < T - t ? n : T - t;
+            const int32_t *tp = fx.tok + t;
+            const float *vp = fx.vec + t * D, *ip = st[c % 2];
+            float *op = o2 + t * fx.out_n, *fp = st[(c + 1) % 2];
+            ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &n, &tp, &vp, &ip, &op, &fp, err,
+                                              sizeof err), 0);
+            t += n;
+            if (t == T)
+                ck_assert_msg(!memcmp(fp, s1, fx.state_n * sizeof(float)),
+                              "arch %d %s: final state differs", _i, path_for(p)->name);
+        }
+        ck_assert_msg(!memcmp(o1, o2, T * fx.out_n * sizeof(float)),
+                      "arch %d %s: chunked outputs differ from stepping", _i,
+                      path_for(p)->name);
+        free(o1);
+        free(o2);
+        free(s1);
+        free(st[0]);
+        free(st[1]);
         fixture_close(&fx);
     }
 }
@@ -980,9 +1091,11 @@ static Suite *rnn_suite(void)
     tcase_add_loop_test(tc, test_clock_counters, 0, 2);
     tcase_add_loop_test(tc, test_step_vs_forward, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_avx2_equals_avx512, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_slstm_paths_bitwise);
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
+    tcase_add_loop_test(tc, test_forward_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);

@@ -1,8 +1,8 @@
 """Every architecture rnnd supports, through `rnnd infer` on every kernel path, against the
 float64 NumPy reference (tools/rnnd_convert/reference.py), including what the golden cases do
 not reach: odd sizes (SIMD tails), 500+ step sequences, 3+ layers, every activation,
-proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM (reverse and
-bidirectional too), the Clockwork RNN (reverse and bidirectional too, from a state whose
+proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM and sLSTM (reverse
+and bidirectional too), the Clockwork RNN (reverse and bidirectional too, from a state whose
 counters are not zero), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
@@ -71,8 +71,9 @@ def tensors_for(arch, rng, scale):
             p = "layers.%d.%d." % (li, d)
             t[p + "W"] = rng.uniform(-scale, scale, (G * H, in_dim))
             t[p + "Wb"] = rng.uniform(-scale, scale, (G * H,))
-            if recurrent:
-                t[p + "R"] = rng.uniform(-scale, scale, (G * H, out))
+            if recurrent:       # slstm: block-diagonal, H / heads columns
+                cols = H // L["heads"] if kind == "slstm" else out
+                t[p + "R"] = rng.uniform(-scale, scale, (G * H, cols))
                 t[p + "Rb"] = rng.uniform(-scale, scale, (G * H,))
             if kind == "clockwork":     # zero below the block diagonal
                 hm = H // len(L["periods"])
@@ -138,6 +139,12 @@ CASES = [
         layer("clockwork", 15, "reverse", periods=[1, 4, 9],
               activations=[[act("Softsign")]])],
         "head": {"out_dim": 5, "norm": "log_softmax"}}, [530, 2, 17]),
+    ("slstm_cells", {"input": vec_input(13), "layers": [
+        layer("slstm", 35, heads=5, forget="exp"),
+        layer("slstm", 21, "bidirectional", heads=3, forget="sigmoid"),
+        layer("slstm", 9, "reverse", heads=1, forget="exp"),
+        layer("slstm", 12, heads=4, forget="sigmoid")],
+        "head": {"out_dim": 5, "norm": "softmax"}}, [530, 2, 17]),
     ("bidir_reverse_stack", {"input": vec_input(13), "layers": [
         layer("lstm", 21, "bidirectional"), layer("gru", 11, "reverse"),
         layer("rnn", 9, "bidirectional")], "head": {"out_dim": 4, "norm": "none"}},
@@ -188,8 +195,9 @@ def flatten_states(states):
         for L in st["layers"]:
             for d in range(len(L["h"])):
                 v.extend(L["h"][d])
-                if "c" in L:
-                    v.extend(L["c"][d])
+                for k in ("c", "n", "m"):   # lstm c; slstm c, n, m
+                    if k in L:
+                        v.extend(L[k][d])
                 if "t" in L:            # the counter's two floats (include/rnnd/rnn.h)
                     v.extend([L["t"][d] % 2 ** 24, L["t"][d] // 2 ** 24])
         flat.append(np.array(v, dtype=np.float64))
@@ -206,15 +214,16 @@ def unflatten_state(arch_path, flat):
         out = L.get("proj_size") or L.get("output_size") or H
         ndir = 2 if L["direction"] == "bidirectional" else 1
         e = {"h": []}
-        if L["type"] == "lstm":
-            e["c"] = []
+        cell = {"lstm": "c", "slstm": "cnm"}.get(L["type"], "")
+        for k in cell:
+            e[k] = []
         if L["type"] == "clockwork":
             e["t"] = []
         for _ in range(ndir):
             e["h"].append([float(x) for x in flat[i:i + out]])
             i += out
-            if L["type"] == "lstm":
-                e["c"].append([float(x) for x in flat[i:i + H]])
+            for k in cell:
+                e[k].append([float(x) for x in flat[i:i + H]])
                 i += H
             if L["type"] == "clockwork":
                 e["t"].append(int(flat[i]) + int(flat[i + 1]) * 2 ** 24)

@@ -9,6 +9,7 @@
 - fresh torch.onnx.export graphs, TorchScript (script and trace) and from_module() round
   trips, checked against PyTorch's own output through tools/rnnd_convert/reference.py;
 - native specs (Jordan, forget_gate false), vocabularies, the installed launcher;
+- tools/rnnd_modules' reference MinGRU / MinLSTM through from_module();
 - refusals: exit status and a single line `rnnd-convert: FILE: reason`.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP, RNND_SRCDIR (optional).
@@ -119,6 +120,7 @@ LAYER_KEYS = {
     "mingru": {"type", "hidden_size", "direction", "activations", "clip"},
     "minlstm": {"type", "hidden_size", "direction", "activations", "clip"},
     "clockwork": {"type", "hidden_size", "direction", "activations", "clip", "periods"},
+    "slstm": {"type", "hidden_size", "direction", "heads", "forget"},    # the cell fixes its
 }
 N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "clockwork": 1}
 
@@ -129,6 +131,8 @@ def check_arch_complete(arch, path):
     for L in arch["layers"]:
         check(set(L) == LAYER_KEYS[L["type"]], "%s: every %s key written" % (path, L["type"]))
         nd = 2 if L["direction"] == "bidirectional" else 1
+        if L["type"] == "slstm":    # exp, tanh, sigmoid: no activations, no clip
+            continue
         acts = L["activations"]
         check(len(acts) == nd and all(len(a) == N_ACT[L["type"]] for a in acts),
               "%s: activations explicit per direction" % path)
@@ -155,7 +159,9 @@ def expected_names(arch):
         for d in range(nd):
             p = "layers.%d.%d." % (l, d)
             out[p + "W"], out[p + "Wb"] = [G * H, in_dim], [G * H]
-            if L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
+            if L["type"] == "slstm":       # block-diagonal: H / heads columns
+                out[p + "R"], out[p + "Rb"] = [G * H, H // L["heads"]], [G * H]
+            elif L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
                 out[p + "R"], out[p + "Rb"] = [G * H, od], [G * H]
             if L.get("peepholes"):
                 out[p + "P"] = [3 * H]
@@ -715,6 +721,135 @@ def test_native_clock():
           "periods on an rnn layer refused: %s" % se)
 
 
+def test_native_slstm():
+    """slstm from a native spec: heads and forget written, R [4H, H/heads], absent biases
+    zeros; a missing or wrong heads / forget, activations, clip and a dense R refused."""
+    rng = np.random.default_rng(17)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "slstm", "hidden_size": 6, "heads": 3, "forget": "exp"},
+                       {"type": "slstm", "hidden_size": 5, "heads": 1, "forget": "sigmoid",
+                        "direction": "bidirectional"}],
+            "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(24, 3)), "layers.0.0.R": rng.normal(size=(24, 2)),
+         "layers.0.0.Wb": rng.normal(size=24)}
+    for d in range(2):
+        t["layers.1.%d.W" % d] = rng.normal(size=(20, 6))
+        t["layers.1.%d.R" % d] = rng.normal(size=(20, 5))
+    path = write_native("sl", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("sl.rnnd"))
+    check(rc == 0 and se == "", "native slstm converts: %s" % se)
+    a, shapes, got = parse_file(tmp("sl.rnnd"))
+    check_arch_complete(a, "native slstm")
+    check(shapes == expected_names(a), "native slstm: tensor names and shapes %s" % shapes)
+    check([(L["heads"], L["forget"]) for L in a["layers"]] == [(3, "exp"), (1, "sigmoid")],
+          "heads and forget written: %s" % a["layers"])
+    check(not got["layers.0.0.Rb"].any() and np.allclose(got["layers.0.0.R"],
+                                                         t["layers.0.0.R"]),
+          "absent Rb become zeros, R is kept")
+    for what, change, tensors, want in (
+            ("no heads", lambda L: L.pop("heads"), t, "heads"),
+            ("heads 4 of 6", lambda L: L.update(heads=4), t, "does not divide"),
+            ("no forget", lambda L: L.pop("forget"), t, "forget"),
+            ("forget tanh", lambda L: L.update(forget="tanh"), t, "forget"),
+            ("activations", lambda L: L.update(activations=[[{"op": "Tanh"}]]), t,
+             "activations"),
+            ("clip", lambda L: L.update(clip=2.0), t, "clip"),
+            ("dense R", lambda L: None, dict(t, **{"layers.0.0.R": rng.normal(size=(24, 6))}),
+             "layers.0.0.R")):
+        bad = json.loads(json.dumps(arch))
+        change(bad["layers"][0])
+        rc, so, se = run_cli(write_native("sl_bad", bad, tensors), "-o", tmp("sl_bad.rnnd"))
+        check(rc != 0 and want in se, "native slstm, %s: refused: %s" % (what, se))
+
+
+def test_reference_modules():
+    """tools/rnnd_modules' MinGRU / MinLSTM through from_module: recognised, their
+    parameters written as they are (bitwise), outputs equal to PyTorch's within 1e-5 (the
+    verification at conversion and reference.py here); a forward() that computes something
+    else, or a module mixed with nn.LSTM, is refused."""
+    import torch
+    import torch.nn as nn
+    from rnnd_modules.mingru import MinGRU
+    from rnnd_modules.minlstm import MinLSTM
+    torch.manual_seed(16)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(29, 7)
+            self.a = MinGRU(7, 11, num_layers=2, candidate="tanh")
+            self.b = MinLSTM(11, 9, bias=False)
+            self.head = nn.Linear(9, 5)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            y, _ = self.a(self.emb(x))
+            y, _ = self.b(y)
+            return self.out(self.head(y))
+
+    def compare(what, path, net, x):
+        with torch.no_grad():
+            y = net(x)
+            y = (y[0] if isinstance(y, tuple) else y).numpy()
+        seqs = [s.tolist() if x.dtype == torch.int64 else s.numpy() for s in x]
+        got = reference.run(path, seqs)[0]
+        err = max(float(np.abs(got[b] - y[b]).max()) for b in range(len(seqs)))
+        check(err < 1e-5, "%s: matches PyTorch (max error %.2g)" % (what, err))
+
+    net = Net()
+    try:
+        m = rnnd_convert.from_module(net, tmp("refmod.rnnd"))
+        check([(L.type, L.hidden_size) for L in m.layers] ==
+              [("mingru", 11), ("mingru", 11), ("minlstm", 9)],
+              "reference modules: layers %s" % [(L.type, L.hidden_size) for L in m.layers])
+        a, shapes, got = parse_file(tmp("refmod.rnnd"))
+        check(a["head"]["norm"] == "log_softmax" and a["input"]["kind"] == "tokens",
+              "reference modules: tokens in, log_softmax head: %s %s" % (a["input"], a["head"]))
+        check(a["layers"][0]["activations"][0][1]["op"] == "Tanh" and
+              a["layers"][2]["activations"][0][1]["op"] == "Affine",
+              "reference modules: candidate activations %s" % a["layers"])
+        want = {"layers.0.0.W": net.a.weight_l0, "layers.1.0.W": net.a.weight_l1,
+                "layers.1.0.Wb": net.a.bias_l1, "layers.2.0.W": net.b.weight_l0}
+        for k, v in want.items():
+            check(np.array_equal(got[k], v.detach().numpy()), "reference modules: %s as is" % k)
+        check(not got["layers.2.0.Wb"].any(), "MinLSTM(bias=False): Wb zeros")
+        compare("reference modules", tmp("refmod.rnnd"), net, torch.randint(0, 29, (3, 41)))
+    except ConvertError as e:
+        check(False, "reference modules: %s" % e)
+    bare = MinLSTM(5, 6, num_layers=3)
+    try:
+        rnnd_convert.from_module(bare, tmp("refbare.rnnd"))
+        compare("bare MinLSTM, 3 layers", tmp("refbare.rnnd"), bare, torch.randn(2, 23, 5))
+    except ConvertError as e:
+        check(False, "bare MinLSTM: %s" % e)
+    # an initial state continues a sequence: two halves equal the whole
+    g = MinGRU(4, 6, num_layers=2)
+    x = torch.randn(2, 20, 4)
+    with torch.no_grad():
+        y, h = g(x)
+        y1, h1 = g(x[:, :8])
+        y2, h2 = g(x[:, 8:], h1)
+    check(torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-6) and
+          torch.allclose(h2, h, atol=1e-6), "MinGRU h0: two halves equal the whole")
+
+    class Doubled(Net):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Mixed(Net):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(9, 9)
+
+    for what, mod, needle in (("a forward() computing more", Doubled(), "verification failed"),
+                              ("nn.LSTM beside them", Mixed(), "nothing else that has")):
+        try:
+            rnnd_convert.from_module(mod, tmp("refbad.rnnd"))
+            check(False, "reference modules, %s: converted" % what)
+        except ConvertError as e:
+            check(needle in str(e), "reference modules, %s: %s" % (what, e))
+
+
 def test_launcher():
     """The installed launcher (tools/rnnd-convert.in as make installs it) runs cli.main()."""
     src = os.path.join(SRCDIR, "tools", "rnnd-convert.in")
@@ -1001,6 +1136,8 @@ def main():
     test_native()
     test_native_min()
     test_native_clock()
+    test_native_slstm()
+    test_reference_modules()
     test_half_weights()
     test_launcher()
     test_refusals()

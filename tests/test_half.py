@@ -15,6 +15,8 @@
    table) and the bound is asserted.
 4. The same model stored as F32 with "weights" set in the architecture (rounded at load)
    gives bitwise the outputs of the BF16 / F16 file.
+   The sLSTM golden cases of tests/data/golden_slstm (but the large-gates one) go through
+   1-4 too.
 5. Refusals: the converter refuses a weight beyond float16's range naming the tensor, and
    rnnd refuses a file whose architecture names an unknown weight type.
 
@@ -294,6 +296,11 @@ def main():
     worst = {"bf16": {}, "f16": {}}
     for name in cases:
         check_case(name, os.path.join(GOLDEN_DIR, name), paths, worst)
+    # sLSTM from native specs (its block-diagonal R is a matrix like any other); not the
+    # large-gates case, whose x12 weights are there to saturate, not to be rounded
+    sl_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_slstm")
+    for name in ("slstm3_vectors", "slstm2_tokens_head"):
+        check_case(name, os.path.join(sl_dir, name), paths, worst)
     clocks = sorted(d for d in os.listdir(CLOCK_DIR)
                     if os.path.isfile(os.path.join(CLOCK_DIR, d, "case.json")))
     if len(clocks) < 3:
@@ -304,7 +311,7 @@ def main():
     check_served(cases)
     print("| case | bf16 | f16 |")
     print("|---|---:|---:|")
-    for name in cases + clocks:
+    for name in cases + ["slstm3_vectors", "slstm2_tokens_head"] + clocks:
         print("| %s | %.2e | %.2e |" % (name, worst["bf16"].get(name, float("nan")),
                                         worst["f16"].get(name, float("nan"))))
     if failures:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Checks of tools/rnnd_convert/reference.py, the NumPy forward pass other tests trust.
 
-(a) every golden case (and the mingru / minlstm ones of tests/data/golden_min, the clockwork
-    ones of tests/data/golden_clock): converted, run from zero states, compared with
-    `expected`, `final_t` (clockwork counters, exactly) and
+(a) every golden case (and the mingru / minlstm and slstm ones of tests/data/golden_min and
+    tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock): converted, run
+    from zero states, compared with `expected`, `final_t` (clockwork counters, exactly) and
     `final_h` within the case's tolerance;
 (b) PyTorch on random data: nn.LSTM (proj_size, multi-layer, bidirectional), nn.GRU, nn.RNN
     (tanh, relu), odd sizes (input 13, hidden 37), sequences of different lengths, random
@@ -35,6 +35,7 @@ SRCDIR = os.environ.get("RNND_SRCDIR", os.path.dirname(HERE))
 GOLDEN = os.environ.get("RNND_GOLDEN_DIR") or os.path.join(SRCDIR, "tests", "golden")
 MIN_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_min")    # native specs
 CLOCK_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_clock")
+SL_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_slstm")
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "reference")
 shutil.rmtree(TMP, ignore_errors=True)
 os.makedirs(TMP)
@@ -64,9 +65,10 @@ def split_state(m, flat):
             h = flat[pos:pos + O]
             pos += O
             c = None
-            if L["type"] == "lstm":
-                c = flat[pos:pos + L["hidden_size"]]
-                pos += L["hidden_size"]
+            n = {"lstm": 1, "slstm": 3}.get(L["type"], 0) * L["hidden_size"]
+            if n:
+                c = flat[pos:pos + n]   # lstm c; slstm c, n, m
+                pos += n
             elif L["type"] == "clockwork":    # the counter t: two floats, t mod 2^24, t / 2^24
                 c = int(flat[pos]) + int(flat[pos + 1]) * 2 ** 24
                 pos += 2
@@ -83,6 +85,10 @@ def test_golden():
     mins = sorted((MIN_GOLDEN, d) for d in os.listdir(MIN_GOLDEN)
                   if os.path.isdir(os.path.join(MIN_GOLDEN, d)))
     check(len(mins) >= 3, "at least 3 mingru / minlstm cases in %s" % MIN_GOLDEN)
+    sls = sorted((SL_GOLDEN, d) for d in os.listdir(SL_GOLDEN)
+                 if os.path.isdir(os.path.join(SL_GOLDEN, d)))
+    check(len(sls) >= 3, "at least 3 slstm cases in %s" % SL_GOLDEN)
+    mins += sls
     clocks = sorted((CLOCK_GOLDEN, d) for d in os.listdir(CLOCK_GOLDEN)
                     if os.path.isdir(os.path.join(CLOCK_GOLDEN, d)))
     check(len(clocks) >= 3, "at least 3 clockwork cases in %s" % CLOCK_GOLDEN)

@@ -1,6 +1,7 @@
 /* A session's state block <-> the STATE JSON of the infer contract:
  *   {"layers": [{"h": [[...] per direction], "c": [[...] per direction]}, ...]}
- * ("c" only for lstm layers). Layout of the block: see rnnd/rnn.h. */
+ * ("c" only for lstm and slstm layers; slstm layers also "n" and "m", after "c"). Layout of
+ * the block: see rnnd/rnn.h. */
 #ifndef RNND_STATE_JSON_H
 #define RNND_STATE_JSON_H
 

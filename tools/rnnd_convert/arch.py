@@ -33,7 +33,7 @@ ACTIVATIONS = {
 }
 _ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
 
-CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "clockwork")
+CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "slstm", "clockwork")
 # the minGRU / minLSTM of Feng et al. 2024: gates read only the input, so W, Wb and no R, Rb
 MIN_TYPES = ("mingru", "minlstm")
 DIRECTIONS = ("forward", "reverse", "bidirectional")
@@ -41,8 +41,10 @@ NORMS = ("none", "softmax", "log_softmax")
 POOLS = ("none", "last", "final_state", "mean", "max")
 TOKENIZERS = ("char", "byte")
 
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2,
+# slstm: exp, tanh and sigmoid are part of the cell, so it takes no "activations"
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "slstm": 0,
          "clockwork": 1}
+SLSTM_FORGET = ("exp", "sigmoid")
 DEFAULT_ACTS = {
     "rnn": ["Tanh"],
     "lstm": ["Sigmoid", "Tanh", "Tanh"],
@@ -51,6 +53,7 @@ DEFAULT_ACTS = {
     "mingru": ["Sigmoid", "Affine"],
     "minlstm": ["Sigmoid", "Affine"],
     "clockwork": ["Tanh"],
+    "slstm": [],
 }
 
 COMMON_KEYS = ("type", "hidden_size", "direction", "activations", "clip")
@@ -62,10 +65,12 @@ TYPE_KEYS = {
     "mingru": (),
     "minlstm": (),
     "clockwork": ("periods",),
+    "slstm": ("heads", "forget"),
 }
 # The neutral value of every type-specific key (what it must be on a type that ignores it).
 NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
-           "linear_before_reset": 0, "output_size": 0, "periods": None}
+           "linear_before_reset": 0, "output_size": 0, "heads": None, "forget": None,
+           "periods": None}
 MAX_PERIODS = 64                        # modules of a clockwork layer (RNND_MAX_PERIODS)
 # forget_gate's neutral value is true, but on a non-lstm layer false/absent is also accepted.
 
@@ -91,7 +96,7 @@ class Layer:
 
     def __init__(self, type, hidden_size, direction="forward", activations=None, clip=None,
                  input_forget=False, peepholes=False, forget_gate=True, proj_size=0,
-                 linear_before_reset=0, output_size=0, periods=None):
+                 linear_before_reset=0, output_size=0, heads=1, forget="exp", periods=None):
         self.type = type
         self.hidden_size = hidden_size
         self.direction = direction
@@ -104,6 +109,8 @@ class Layer:
         self.linear_before_reset = linear_before_reset
         self.output_size = output_size
         self.periods = periods              # clockwork: [T_1 < ... < T_m]
+        self.heads = heads                  # slstm: R is block-diagonal, [4H, H / heads]
+        self.forget = forget                # slstm: "exp" or "sigmoid"
         self.weights = []                   # per direction: dict W, R, Wb, Rb, P, proj, V, Vb
 
     @property
@@ -114,6 +121,8 @@ class Layer:
     def gates(self):
         if self.type == "lstm":
             return 4 if self.forget_gate else 3
+        if self.type == "slstm":
+            return 4
         if self.type == "mingru":
             return 2
         return 3 if self.type in ("gru", "minlstm") else 1
@@ -132,7 +141,16 @@ class Layer:
                     for _ in range(self.num_directions)]
         return self.activations
 
+    @property
+    def r_cols(self):
+        """Columns of R: slstm's block-diagonal R keeps only each head's d = H / K."""
+        return self.hidden_size // self.heads if self.type == "slstm" else self.out_dim
+
     def to_json(self):
+        if self.type == "slstm":
+            return {"type": "slstm", "hidden_size": int(self.hidden_size),
+                    "direction": self.direction, "heads": int(self.heads),
+                    "forget": self.forget}
         d = {"type": self.type, "hidden_size": int(self.hidden_size),
              "direction": self.direction,
              "activations": [[_json_act(a) for a in acts]
@@ -209,7 +227,7 @@ class Model:
                 if L.type in MIN_TYPES:
                     out += [(p + "W", (G * H, ind)), (p + "Wb", (G * H,))]
                 else:
-                    out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.out_dim)),
+                    out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.r_cols)),
                             (p + "Wb", (G * H,)), (p + "Rb", (G * H,))]
                 if L.type == "lstm" and L.peepholes:
                     out.append((p + "P", (3 * H,)))
@@ -350,6 +368,16 @@ def _validate_layer(where, L):
                            % (where, L.hidden_size, MAX_DIM))
     if L.direction not in DIRECTIONS:
         raise ConvertError("%s.direction: %r is not one of %s" % (where, L.direction, DIRECTIONS))
+    if L.type == "slstm":
+        if isinstance(L.heads, bool) or not isinstance(L.heads, int) or \
+                not 1 <= L.heads <= MAX_DIM or L.hidden_size % L.heads:
+            raise ConvertError("%s.heads: %r must be a positive divisor of hidden_size %d"
+                               % (where, L.heads, L.hidden_size))
+        if L.forget not in SLSTM_FORGET:
+            raise ConvertError("%s.forget: %r is not one of %s"
+                               % (where, L.forget, ", ".join(SLSTM_FORGET)))
+        if L.clip is not None:
+            raise ConvertError("%s.clip: a slstm layer has no clip" % where)
     if L.type == "clockwork":
         _validate_periods(where, L)
     if L.clip is not None and (L.type in MIN_TYPES or L.type == "clockwork"):
