@@ -9,7 +9,8 @@
 - fresh torch.onnx.export graphs, TorchScript (script and trace) and from_module() round
   trips, checked against PyTorch's own output through tools/rnnd_convert/reference.py;
 - native specs (Jordan, forget_gate false), vocabularies, the installed launcher;
-- tools/rnnd_modules' reference MinGRU / MinLSTM through from_module();
+- tools/rnnd_modules' reference MinGRU / MinLSTM (and a wrapped Clockwork) through
+  from_module();
 - refusals: exit status and a single line `rnnd-convert: FILE: reason`.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP, RNND_SRCDIR (optional).
@@ -848,6 +849,31 @@ def test_reference_modules():
             check(False, "reference modules, %s: converted" % what)
         except ConvertError as e:
             check(needle in str(e), "reference modules, %s: %s" % (what, e))
+
+    # a Clockwork is one of the READERS too: with an Embedding, a head and a log-softmax
+    from rnnd_modules.clockwork import Clockwork
+
+    class ClockLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(23, 6)
+            self.rnn = Clockwork(6, 12, periods=[1, 3, 8], num_layers=2)
+            self.head = nn.Linear(12, 23)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            y, _ = self.rnn(self.emb(x))
+            return self.out(self.head(y))
+
+    net = ClockLM()
+    try:
+        m = rnnd_convert.from_module(net, tmp("refclock.rnnd"))
+        check([(L.type, L.periods) for L in m.layers] == [("clockwork", [1, 3, 8])] * 2 and
+              m.input_kind == "tokens" and m.head_norm == "log_softmax",
+              "wrapped Clockwork: %s" % [(L.type, L.periods) for L in m.layers])
+        compare("wrapped Clockwork", tmp("refclock.rnnd"), net, torch.randint(0, 23, (3, 37)))
+    except ConvertError as e:
+        check(False, "wrapped Clockwork: %s" % e)
 
 
 def test_launcher():
