@@ -23,7 +23,35 @@ typedef struct bench_opts {
     size_t batch, steps;
     int sgemm;              /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
     double seconds;
+    const char *periods;                /* clockwork: --periods, or NULL for the default */
+    int n_periods;
+    long period[RNND_MAX_PERIODS];
 } bench_opts;
+
+/* A clockwork layer's default modules: four, each half as fast as the one before. */
+#define DEFAULT_PERIODS "1,2,4,8"
+
+/* TEXT as strictly increasing positive periods into O; 0 when it is not, or when their
+ * number does not divide --hidden (the loader would refuse the model). */
+static int parse_periods(const char *text, bench_opts *o)
+{
+    const char *p = text;
+    o->n_periods = 0;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 2147483647 || o->n_periods == RNND_MAX_PERIODS ||
+            (o->n_periods && v <= o->period[o->n_periods - 1]))
+            return 0;
+        o->period[o->n_periods++] = v;
+        if (*end == '\0')
+            break;
+        if (*end != ',')
+            return 0;
+        p = end + 1;
+    }
+    return o->hidden > 0 && o->hidden % o->n_periods == 0;
+}
 
 static void bench_usage(FILE *f)
 {
@@ -32,10 +60,12 @@ static void bench_usage(FILE *f)
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
             "us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
-            "  --cell NAME           lstm, gru, rnn, mingru, minlstm or slstm (default lstm)\n"
+            "  --cell NAME           lstm, gru, rnn, mingru, minlstm, slstm or clockwork\n"
+            "                        (default lstm)\n"
             "  --heads K             slstm: heads of the block-diagonal R (default 4; K must\n"
             "                        divide H)\n"
             "  --forget exp|sigmoid  slstm: the forget gate (default exp)\n"
+            "  --periods LIST        clockwork: the modules' periods (default 1,2,4,8)\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
             "  --batch B             sessions per step / sequences per call (default 1)\n"
@@ -171,11 +201,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
         {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"periods", required_argument, NULL, 'p'},
         {"heads", required_argument, NULL, 'K'}, {"forget", required_argument, NULL, 'f'},
         {"sgemm", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 0, 2.0};
+    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 0, 2.0, NULL, 0, {0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -189,6 +220,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'n': o->threads = atoi(optarg); break;
         case 's': o->seconds = atof(optarg); break;
         case 'w': o->weights = optarg; break;
+        case 'p': o->periods = optarg; break;
         case 'K': o->heads = atoi(optarg); if (o->heads < 1) o->heads = -1; break;
         case 'f': o->forget = optarg; break;
         case 'g': o->sgemm = atoi(optarg); break;
@@ -205,14 +237,22 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     if (slstm && !o->forget)
         o->forget = "exp";
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
-        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && !slstm)
-        bad = "--cell must be lstm, gru, rnn, mingru, minlstm or slstm";
+        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && !slstm &&
+        strcmp(o->cell, "clockwork"))
+        bad = "--cell must be lstm, gru, rnn, mingru, minlstm, slstm or clockwork";
     else if (!slstm && (o->heads || o->forget))
         bad = "--heads and --forget are for --cell slstm only";
     else if (slstm && (o->heads < 1 || o->hidden < 1 || o->hidden % o->heads))
         bad = "--heads must be a positive divisor of --hidden";
     else if (slstm && strcmp(o->forget, "exp") && strcmp(o->forget, "sigmoid"))
         bad = "--forget must be exp or sigmoid";
+    else if (o->periods && strcmp(o->cell, "clockwork"))
+        bad = "--periods is for --cell clockwork";
+    else if (!o->periods && !strcmp(o->cell, "clockwork") && !parse_periods(DEFAULT_PERIODS, o))
+        bad = "--cell clockwork with the default periods 1,2,4,8 needs --hidden divisible by 4";
+    else if (o->periods && !parse_periods(o->periods, o))
+        bad = "--periods must be up to 64 strictly increasing positive integers separated by "
+              "commas, as many as divide --hidden evenly";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
@@ -244,15 +284,21 @@ int rnnd_cmd_bench(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
-    char arch[512], err[512], extra[80] = "";
-    int slstm = !strcmp(o.cell, "slstm");
+    char arch[1536], err[512], extra[80] = "", periods[1024] = "";
+    int slstm = !strcmp(o.cell, "slstm"), clock = !strcmp(o.cell, "clockwork");
     if (slstm)
         snprintf(extra, sizeof extra, ",\"heads\":%d,\"forget\":\"%s\"", o.heads, o.forget);
+    for (int k = 0, len = 0; clock && k < o.n_periods; k++)
+        len += snprintf(periods + len, sizeof periods - (size_t)len, "%s%ld",
+                        k ? "," : ",\"periods\":[", o.period[k]);
+    if (clock)
+        strcat(periods, "]");
     snprintf(arch, sizeof arch,
              "{\"format_version\":1,\"weights\":\"%s\","
              "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
-             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"%s}]}",
-             o.weights, o.input, o.cell, o.hidden, extra);
+             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\""
+             "%s%s}]}",
+             o.weights, o.input, o.cell, o.hidden, extra, periods);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);
@@ -331,6 +377,14 @@ int rnnd_cmd_bench(int argc, char **argv)
     /* slstm: R h is K blocks of d = H / K columns, H * d per gate rather than H * H */
     double rcols = !recurrent ? 0 : slstm ? (double)(o.hidden / o.heads) : o.hidden;
     double flops = 2.0 * G * o.hidden * ((double)o.input + rcols) * steps;
+    if (clock) {
+        /* the products a step does on average: W x, and module k's blocks of R (its own and
+         * those after it) every T_k-th step */
+        double hm = (double)o.hidden / o.n_periods, r = 0;
+        for (int j = 0; j < o.n_periods; j++)
+            r += 2.0 * hm * ((double)o.hidden - j * hm) / (double)o.period[j];
+        flops = (2.0 * o.hidden * (double)o.input + r) * steps;
+    }
     double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"

@@ -103,6 +103,12 @@ static void print_layer_options(const rnnd_layer_spec *ls)
     case RNND_CELL_JORDAN:
         printf(" output_size=%d", ls->output_size);
         break;
+    case RNND_CELL_CLOCKWORK:
+        printf(" periods=");
+        for (int k = 0; k < ls->n_periods; k++)
+            printf("%s%d", k ? "," : "", ls->periods[k]);
+        printf(" (%d modules of %d units)", ls->n_periods, ls->hidden / ls->n_periods);
+        break;
     case RNND_CELL_SLSTM:
         printf(" heads=%d (d=%d) forget=%s", ls->heads, ls->hidden / ls->heads,
                ls->exp_forget ? "exp" : "sigmoid");
@@ -229,6 +235,13 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
     case RNND_CELL_JORDAN:
         put(o, "output_size", json_integer(ls->output_size));
         break;
+    case RNND_CELL_CLOCKWORK: {
+        json_t *p = json_array();
+        for (int k = 0; k < ls->n_periods; k++)
+            json_array_append_new(p, json_integer(ls->periods[k]));
+        put(o, "periods", p);
+        break;
+    }
     case RNND_CELL_SLSTM:
         put(o, "heads", json_integer(ls->heads));
         put(o, "forget", json_string(ls->exp_forget ? "exp" : "sigmoid"));

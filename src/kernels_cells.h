@@ -1,4 +1,5 @@
-/* The gate math of one LSTM, GRU or minGRU / minLSTM batch row, shared by the avx2 and avx512 paths.
+/* The gate math of one LSTM, GRU, minGRU / minLSTM or clockwork batch row, shared by the
+ * avx2 and avx512 paths.
  *
  * Included by each ISA file after kernels_vmath.h; the ISA layer also defines VLEN (floats
  * per vector) and vld(p, n) / vst(p, v, n), which load and store n <= VLEN floats (zero
@@ -123,6 +124,15 @@ static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *
             out = vadd(vmul(vdiv(f, s), h), vmul(vdiv(i, s), c));
         }
         vst(hn + j, out, n);
+    }
+}
+
+static void cells_clock_row(const rnnd_activation *af, const float *gx, const float *g,
+                            float *hn, size_t j0, size_t j1)
+{
+    for (size_t j = j0; j < j1; j += VLEN) {
+        const size_t n = j1 - j < VLEN ? j1 - j : VLEN;
+        vst(hn + j, vm_act(af, vadd(vld(gx + j, n), vld(g + j, n))), n);
     }
 }
 

@@ -208,6 +208,14 @@ static void kern_min_row_scalar(const rnnd_min_math *m, const float *gx, const f
     }
 }
 
+/* The reference of rnnd_kernels.clock_row; kernels_cells.h does the same per vector. */
+static void kern_clock_row_scalar(const rnnd_activation *af, const float *gx, const float *g,
+                                  float *hn, size_t j0, size_t j1)
+{
+    for (size_t j = j0; j < j1; j++)
+        hn[j] = act_of(af, gx[j] + g[j]);
+}
+
 /* ---- kernels_vmath.h on one float ------------------------------------------------------
  * The sLSTM is the one cell whose scalar path does not use libm: its exp, tanh, sigmoid and
  * softplus are kernels_vmath.h's text over this one-lane layer, with the x86 semantics that
@@ -278,5 +286,6 @@ const rnnd_kernels rnnd_kern_table_scalar = {
     .gru_gates = kern_gru_gates_scalar,
     .gru_finish = kern_gru_finish_scalar,
     .min_row = kern_min_row_scalar,
+    .clock_row = kern_clock_row_scalar,
     .slstm_row = kern_slstm_row_scalar,
 };

@@ -36,7 +36,7 @@ static const float act_defaults[RNND_ACT_COUNT][2] = {
 };
 
 static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm",
-                                         "slstm"};
+                                         "slstm", "clockwork"};
 _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
@@ -63,6 +63,33 @@ size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L)
 {
     return L->cell == RNND_CELL_LSTM ? (size_t)L->hidden
          : L->cell == RNND_CELL_SLSTM ? 3 * (size_t)L->hidden : 0;
+}
+
+size_t rnnd_layer_extra_state(const rnnd_layer_spec *L)
+{
+    return rnnd_layer_cell_floats(L) + (L->cell == RNND_CELL_CLOCKWORK ? 2 : 0);
+}
+
+/* Two floats rather than one: a float holds whole numbers exactly only up to 2^24, and a
+ * session can step past that; each half stays below 2^24, so the state stays finite floats
+ * that snapshots and exports copy bit for bit. */
+#define CLOCK_HALF 16777216.0f  /* 2^24 */
+
+uint64_t rnnd_clock_get(const float *st)
+{
+    float lo = st[0], hi = st[1];
+    if (!(lo >= 0.0f && lo < CLOCK_HALF && lo == (float)(uint32_t)lo))
+        lo = 0.0f;
+    if (!(hi >= 0.0f && hi < CLOCK_HALF && hi == (float)(uint32_t)hi))
+        hi = 0.0f;
+    return ((uint64_t)(uint32_t)hi << 24) | (uint64_t)(uint32_t)lo;
+}
+
+void rnnd_clock_put(float *st, uint64_t t)
+{
+    t %= RNND_CLOCK_WRAP;
+    st[0] = (float)(uint32_t)(t & 0xffffff);
+    st[1] = (float)(uint32_t)(t >> 24);
 }
 
 const char *rnnd_direction_name(int dir)
@@ -227,6 +254,7 @@ static void default_acts(rnnd_layer_spec *L)
     for (int d = 0; d < 2; d++) {
         switch (L->cell) {
         case RNND_CELL_RNN:
+        case RNND_CELL_CLOCKWORK:
             L->act[d][0] = tnh;
             break;
         case RNND_CELL_LSTM:
@@ -283,7 +311,8 @@ static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spe
 
 static const char *const layer_keys[] = {
     "type", "hidden_size", "direction", "activations", "clip", "input_forget", "peepholes",
-    "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget", NULL,
+    "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget",
+    "periods", NULL,
 };
 
 /* A key the layer's type does not use: absent, null, or its default value. */
@@ -297,6 +326,48 @@ static int unused_key(actx *c, const json_t *layer, const char *path, const char
     snprintf(key, sizeof key, "%s.%s", path, name);
     return BAD(c, key, "not used by a %s layer: leave it out",
                json_string_value(json_object_get(layer, "type")));
+}
+
+/* A clockwork layer's "periods": 1 to RNND_MAX_PERIODS strictly increasing positive
+ * integers, as many as divide hidden_size evenly. */
+static int parse_periods(actx *c, const json_t *layer, const char *path, rnnd_layer_spec *L)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.periods", path);
+    const json_t *v = json_object_get(layer, "periods");
+    if (L->cell != RNND_CELL_CLOCKWORK) {
+        if (v && !json_is_null(v))
+            return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
+        return 0;
+    }
+    if (!v || json_is_null(v))
+        return BAD(c, key, "missing (a clockwork layer needs a list of strictly increasing "
+                   "positive integers, one period per module)");
+    if (!json_is_array(v))
+        return BAD(c, key, "expected a list of integers, got %s", type_name(v));
+    size_t m = json_array_size(v);
+    if (m < 1 || m > RNND_MAX_PERIODS)
+        return BAD(c, key, "%zu periods: a clockwork layer has 1 to %d modules", m,
+                   RNND_MAX_PERIODS);
+    for (size_t k = 0; k < m; k++) {
+        const json_t *x = json_array_get(v, k);
+        char ek[112];
+        snprintf(ek, sizeof ek, "%s[%zu]", key, k);
+        if (!json_is_integer(x))
+            return BAD(c, ek, "expected an integer, got %s", type_name(x));
+        json_int_t p = json_integer_value(x);
+        if (p < 1 || p > INT32_MAX)
+            return BAD(c, ek, "%lld is out of range 1 to %ld", (long long)p, (long)INT32_MAX);
+        if (k > 0 && p <= L->periods[k - 1])
+            return BAD(c, ek, "%lld is not above the period before it (%d): the periods must "
+                       "be strictly increasing", (long long)p, L->periods[k - 1]);
+        L->periods[k] = (int)p;
+    }
+    L->n_periods = (int)m;
+    if (L->hidden % L->n_periods != 0)
+        return BAD(c, key, "%d modules do not divide hidden_size %d evenly", L->n_periods,
+                   L->hidden);
+    return 0;
 }
 
 /* An slstm layer's "heads" (K: H divisible by K) and "forget" ("exp" or "sigmoid"); both
@@ -382,9 +453,12 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (L->cell != RNND_CELL_JORDAN &&
         (rc = unused_key(c, v, path, "output_size", L->output_size == 0)))
         return rc;
-    /* the min cells' equations have no clip (their pre-activations are x's alone); nor
-     * has the sLSTM's */
-    if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_SLSTM) && L->has_clip) {
+    if ((rc = parse_periods(c, v, path, L)))
+        return rc;
+    /* the min cells' equations have no clip (their pre-activations are x's alone); nor have
+     * the sLSTM's and the clockwork RNN's */
+    if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_SLSTM ||
+         L->cell == RNND_CELL_CLOCKWORK) && L->has_clip) {
         char key[96];
         snprintf(key, sizeof key, "%s.clip", path);
         return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
@@ -433,6 +507,11 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     case RNND_CELL_MINLSTM:     /* rows f, i, h */
         L->gates = 3;
         L->n_act = 2;
+        L->out_dim = L->hidden;
+        break;
+    case RNND_CELL_CLOCKWORK:   /* rows of the modules in order */
+        L->gates = 1;
+        L->n_act = 1;
         L->out_dim = L->hidden;
         break;
     case RNND_CELL_SLSTM:       /* rows i, f, z, o; exp, tanh and sigmoid are fixed */

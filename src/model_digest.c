@@ -43,7 +43,8 @@ static void put_f32(rnnd_sha256 *h, float f)
  * clockwork layer's. */
 static const uint32_t type_code[RNND_CELL_COUNT] = {
     [RNND_CELL_RNN] = 0, [RNND_CELL_LSTM] = 1, [RNND_CELL_GRU] = 2, [RNND_CELL_JORDAN] = 3,
-    [RNND_CELL_MINGRU] = 4, [RNND_CELL_MINLSTM] = 5, [RNND_CELL_SLSTM] = 7,
+    [RNND_CELL_MINGRU] = 4, [RNND_CELL_MINLSTM] = 5, [RNND_CELL_CLOCKWORK] = 6,
+    [RNND_CELL_SLSTM] = 7,
 };
 
 static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
@@ -64,6 +65,12 @@ static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
     if (L->cell == RNND_CELL_SLSTM) {
         put_u32(h, (uint32_t)L->heads);
         put_u32(h, L->exp_forget ? 1 : 0);
+    }
+    /* clockwork only, so the records of every other type stay what they were */
+    if (L->cell == RNND_CELL_CLOCKWORK) {
+        put_u32(h, (uint32_t)L->n_periods);
+        for (int k = 0; k < L->n_periods; k++)
+            put_u32(h, (uint32_t)L->periods[k]);
     }
     for (int d = 0; d < L->num_directions; d++) {
         for (int k = 0; k < L->n_act; k++) {

@@ -360,6 +360,9 @@ size_t rnnd_persist_restore(rnnd_app *app)
         char bad[256] = "";
         const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
                                                                    : check_rec(app, &rec, &e);
+        /* a clockwork counter must be one the engine writes, as the state import checks */
+        if (!why && rnnd_state_check_counters(e->model, rec.state, bad, sizeof bad))
+            why = "invalid";
         rnnd_session *s = NULL;
         if (!why) {
             rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats,

@@ -133,6 +133,39 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     return 0;
 }
 
+/* The "t" member of a clockwork layer: one whole number 0 <= t < 2^48 per direction (the
+ * steps that direction has taken), stored as two floats after its h (rnnd_clock_put). */
+static int parse_counters(const json_t *layer, int ndir, float *dst, size_t stride,
+                          const char *lpath, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(layer, "t");
+    if (!v)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"t\" (a clockwork "
+                         "layer's step counter: one integer per direction)", lpath);
+    if (!json_is_array(v))
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.t: expected a list of %d integer(s), got %s", lpath, ndir,
+                         rnnd_json_type_desc(v));
+    if (json_array_size(v) != (size_t)ndir)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.t: expected %d direction(s), got %zu", lpath, ndir,
+                         json_array_size(v));
+    for (int d = 0; d < ndir; d++) {
+        const json_t *x = json_array_get(v, (size_t)d);
+        if (!json_is_integer(x))
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s.t[%d]: expected an integer step count, got %s", lpath, d,
+                             rnnd_json_type_desc(x));
+        json_int_t t = json_integer_value(x);
+        if (t < 0 || (uint64_t)t >= RNND_CLOCK_WRAP)
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s.t[%d]: %" JSON_INTEGER_FORMAT " is out of range 0 to 2^48-1",
+                             lpath, d, t);
+        rnnd_clock_put(dst + (size_t)d * stride, (uint64_t)t);
+    }
+    return 0;
+}
+
 /* The members of a layer's state after "h", each [hidden] per direction, in block order. */
 static int cell_members(const rnnd_layer_spec *L, const char *const **names)
 {
@@ -140,7 +173,6 @@ static int cell_members(const rnnd_layer_spec *L, const char *const **names)
     *names = all;
     return L->cell == RNND_CELL_LSTM ? 1 : L->cell == RNND_CELL_SLSTM ? 3 : 0;
 }
-
 int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
                         char *err, size_t errlen)
 {
@@ -176,18 +208,19 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
         const rnnd_layer_spec *ls = &spec->layers[l];
         const json_t *layer = json_array_get(layers, (size_t)l);
         const char *const *mem;
-        int nm = cell_members(ls, &mem);
-        size_t h = (size_t)ls->out_dim, c = rnnd_layer_cell_floats(ls);
-        size_t per = nm ? c / (size_t)nm : 0;
+        int nm = cell_members(ls, &mem), clock = ls->cell == RNND_CELL_CLOCKWORK;
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        size_t per = nm ? rnnd_layer_cell_floats(ls) / (size_t)nm : 0;
 
         snprintf(p, sizeof p, "%s.layers[%d]", path, l);
         if (!json_is_object(layer))
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: expected an object {\"h\": ...%s}, got %s", p,
-                             nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..." : "",
+                             nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..."
+                             : clock ? ", \"t\": ..." : "",
                              rnnd_json_type_desc(layer));
         json_object_foreach((json_t *)layer, key, val) {
-            int known = !strcmp(key, "h");
+            int known = !strcmp(key, "h") || (clock && !strcmp(key, "t"));
             for (int i = 0; i < nm && !known; i++)
                 known = !strcmp(key, mem[i]);
             if (known)
@@ -197,9 +230,14 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
                                  "%s: \"%s\" is only for %s layers, this one is %s",
                                  p, key, strcmp(key, "c") ? "slstm" : "lstm and slstm",
                                  rnnd_cell_name(ls->cell));
+            if (!strcmp(key, "t"))
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                 "%s: \"t\" is only for clockwork layers, this one is %s",
+                                 p, rnnd_cell_name(ls->cell));
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                             nm == 1 ? " and \"c\"" : nm ? ", \"c\", \"n\" and \"m\"" : "");
+                             nm == 1 ? " and \"c\"" : nm ? ", \"c\", \"n\" and \"m\""
+                             : clock ? " and \"t\"" : "");
         }
         int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
                                      err, errlen);
@@ -208,6 +246,11 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
                                      dst + off + h + (size_t)i * per, h + c, p, err, errlen);
         if (rc)
             return rc;
+        if (clock) {
+            rc = parse_counters(layer, ls->num_directions, dst + off + h, h + c, p, err, errlen);
+            if (rc)
+                return rc;
+        }
         off += (h + c) * (size_t)ls->num_directions;
     }
     return 0;
@@ -247,6 +290,27 @@ int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, 
     return RNND_ERR_CONFLICT;
 }
 
+int rnnd_state_check_counters(const rnnd_model *m, const float *src, char *err, size_t errlen)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    size_t off = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const rnnd_layer_spec *ls = &spec->layers[l];
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        for (int d = 0; d < ls->num_directions; d++) {
+            const float *t = src + off + (size_t)d * (h + c) + h;
+            for (int i = 0; ls->cell == RNND_CELL_CLOCKWORK && i < 2; i++)
+                if (!(t[i] >= 0.0f && t[i] < 16777216.0f && t[i] == floorf(t[i])))
+                    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                     "state.layers[%d].t[%d]: %.9g is not a step counter (its "
+                                     "%s half must be a whole number from 0 to 2^24-1)",
+                                     l, d, (double)t[i], i ? "high" : "low");
+        }
+        off += (h + c) * (size_t)ls->num_directions;
+    }
+    return 0;
+}
+
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);
@@ -257,8 +321,8 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
         const rnnd_layer_spec *ls = &spec->layers[l];
         const char *const *mem;
         int nm = cell_members(ls, &mem);
-        size_t h = (size_t)ls->out_dim, c = rnnd_layer_cell_floats(ls);
-        size_t per = nm ? c / (size_t)nm : 0;
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        size_t per = nm ? rnnd_layer_cell_floats(ls) / (size_t)nm : 0;
 
         rnnd_buf_puts(out, l ? ",{\"h\":[" : "{\"h\":[");
         for (int d = 0; d < ls->num_directions; d++) {
@@ -273,6 +337,17 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
                 if (d)
                     rnnd_buf_append(out, ",", 1);
                 rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h + (size_t)i * per, per);
+            }
+            rnnd_buf_append(out, "]", 1);
+        }
+        if (ls->cell == RNND_CELL_CLOCKWORK) {
+            rnnd_buf_puts(out, ",\"t\":[");
+            for (int d = 0; d < ls->num_directions; d++) {
+                char num[24];
+                int len = snprintf(num, sizeof num, "%s%llu", d ? "," : "",
+                                   (unsigned long long)rnnd_clock_get(src + off +
+                                                                      (size_t)d * (h + c) + h));
+                rnnd_buf_append(out, num, (size_t)len);
             }
             rnnd_buf_append(out, "]", 1);
         }

@@ -1149,6 +1149,63 @@ START_TEST(test_gru_rows)
 }
 END_TEST
 
+/* Clockwork rows: every path computes af(gx + g) with its own activation, over every unit
+ * range, writes nothing outside it, and avx2 and avx512 agree bit for bit (the activations
+ * are the shared vmath ones; only the scalar path is libm's). */
+START_TEST(test_clock_rows)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const rnnd_activation acts[] = {
+        {RNND_ACT_TANH, 0, 0}, {RNND_ACT_SOFTSIGN, 0, 0}, {RNND_ACT_RELU, 0, 0},
+        {RNND_ACT_AFFINE, 0.5f, 0.125f},
+    };
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int checked = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (size_t v = 0; v < NELEM(acts); v++) {
+            size_t H = Hs[hi];
+            float *gx = xmalloc(H * sizeof(float)), *g = xmalloc(H * sizeof(float));
+            for (size_t j = 0; j < H; j++) {
+                gx[j] = rng_f() * (j % 5 == 0 ? 40.0f : 4.0f);
+                g[j] = rng_f() * 3.0f;
+            }
+            float *first = NULL;
+            for (int p = 0; p < np; p++) {
+                float *wh = xmalloc(H * sizeof(float));
+                for (size_t j = 0; j < H; j++)
+                    wh[j] = act1(k[p], &acts[v], gx[j] + g[j]);
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *hn = sentinel_buf(H);
+                        k[p]->clock_row(&acts[v], gx, g, hn, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            expect(bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                   "%s act %zu H %zu [%zu,%zu): unit %zu: h %a want %a",
+                                   k[p]->name, v, H, j0, j1, j, hn[j], wh[j]);
+                        }
+                        free(hn);
+                    }
+                if (p >= 1 && first) {
+                    expect(memcmp(first, wh, H * sizeof(float)) == 0,
+                           "act %zu H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
+                    free(wh);
+                } else if (p >= 1) {
+                    first = wh;
+                } else {
+                    free(wh);
+                }
+            }
+            free(first);
+            free(gx);
+            free(g);
+            checked++;
+        }
+    ck_assert_int_eq(checked, (int)(NELEM(Hs) * NELEM(acts)));
+}
+END_TEST
+
 /* minGRU / minLSTM rows: every path computes the formula of rnnd/kernels.h with its own
  * activations, over every unit range (tails, offsets), writes nothing outside it, and avx2
  * and avx512 agree bit for bit. Large pre-activations drive the gates to 0 and 1. */
@@ -1436,6 +1493,7 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_lstm_row);
     tcase_add_test(tc, test_gru_rows);
     tcase_add_test(tc, test_min_rows);
+    tcase_add_test(tc, test_clock_rows);
     tcase_add_test(tc, test_slstm_rows);
     tcase_add_test(tc, test_select);
     suite_add_tcase(s, tc);

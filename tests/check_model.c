@@ -694,6 +694,137 @@ START_TEST(bad_min_cells)
 }
 END_TEST
 
+/* Clockwork (issue 16): periods, modules of H/m units, W, R, Wb, Rb, one activation
+ * (Tanh by default), and the counter t in the state (two floats per direction). */
+START_TEST(valid_clockwork)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+        " \"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 6, \"periods\": [1, 3, 7]},"
+        "  {\"type\": \"clockwork\", \"hidden_size\": 4, \"periods\": [2, 5],"
+        "   \"direction\": \"bidirectional\","
+        "   \"activations\": [[{\"op\": \"Relu\"}], [{\"op\": \"Tanh\"}]]}]}";
+    rnnd_model *m = open_random("clock", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    const rnnd_layer_spec *C = &s->layers[0], *D = &s->layers[1];
+    ck_assert_int_eq(C->cell, RNND_CELL_CLOCKWORK);
+    ck_assert_int_eq(C->gates, 1);
+    ck_assert_int_eq(C->n_act, 1);
+    ck_assert_int_eq(C->out_dim, 6);
+    ck_assert_int_eq(C->n_periods, 3);
+    ck_assert_int_eq(C->periods[0], 1);
+    ck_assert_int_eq(C->periods[1], 3);
+    ck_assert_int_eq(C->periods[2], 7);
+    assert_act(&C->act[0][0], RNND_ACT_TANH, 0, 0);
+    ck_assert_ptr_nonnull(C->w[0].R);
+    ck_assert_ptr_nonnull(C->w[0].Rb);
+    ck_assert_int_eq(D->in_dim, 6);
+    ck_assert_int_eq(D->n_periods, 2);
+    assert_act(&D->act[0][0], RNND_ACT_RELU, 0, 0);
+    /* W R Wb Rb: 6*3 + 36 + 12; per direction 4*6 + 16 + 8 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 66 + 2 * 48);
+    /* h and the two floats of t, per direction */
+    ck_assert_uint_eq(rnnd_model_state_floats(m), (6 + 2) + 2 * (4 + 2));
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_CLOCKWORK), "clockwork");
+    rnnd_model_unref(m);
+
+    /* the counter's two floats: exact whole numbers, wrapping at 2^48 */
+    float st[2];
+    const uint64_t ts[] = {0, 1, 16777215, 16777216, 123456789012345ULL,
+                           RNND_CLOCK_WRAP - 1};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+        rnnd_clock_put(st, ts[i]);
+        ck_assert(st[0] < 16777216.0f && st[1] < 16777216.0f);
+        ck_assert_uint_eq(rnnd_clock_get(st), ts[i]);
+    }
+    rnnd_clock_put(st, RNND_CLOCK_WRAP + 5);
+    ck_assert_uint_eq(rnnd_clock_get(st), 5);
+    /* what no export writes reads as 0, never as undefined behaviour */
+    const float odd[][2] = {{-1.0f, 0.0f}, {0.5f, 0.0f}, {16777216.0f, 0.0f}, {NAN, 2.0f}};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_uint_eq(rnnd_clock_get(odd[i]), i == 3 ? 2ULL << 24 : 0);
+}
+END_TEST
+
+/* Every wrong clockwork file gets an error naming the key or tensor and why. */
+START_TEST(bad_clockwork)
+{
+#define CW(rest) A_HEAD "\"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 4" rest "}]}"
+    const char *key = "architecture.layers[0].periods";
+    expect_fail_arch("cw_none", CW(""), key, "missing (a clockwork layer needs a list");
+    expect_fail_arch("cw_empty", CW(", \"periods\": []"), key,
+                     "0 periods: a clockwork layer has 1 to 64 modules");
+    expect_fail_arch("cw_str", CW(", \"periods\": \"1,2\""), key,
+                     "expected a list of integers, got a string");
+    expect_fail_arch("cw_real", CW(", \"periods\": [1, 2.5]"),
+                     "architecture.layers[0].periods[1]", "expected an integer, got a real");
+    expect_fail_arch("cw_zero", CW(", \"periods\": [0, 2]"),
+                     "architecture.layers[0].periods[0]", "0 is out of range 1 to 2147483647");
+    expect_fail_arch("cw_neg", CW(", \"periods\": [-1]"),
+                     "architecture.layers[0].periods[0]", "-1 is out of range");
+    expect_fail_arch("cw_big", CW(", \"periods\": [4294967296]"),
+                     "architecture.layers[0].periods[0]", "4294967296 is out of range");
+    expect_fail_arch("cw_order", CW(", \"periods\": [1, 4, 2, 8]"),
+                     "architecture.layers[0].periods[2]",
+                     "2 is not above the period before it (4): the periods must be strictly "
+                     "increasing");
+    expect_fail_arch("cw_equal", CW(", \"periods\": [2, 2]"),
+                     "architecture.layers[0].periods[1]", "strictly increasing");
+    expect_fail_arch("cw_divide", CW(", \"periods\": [1, 2, 3]"), key,
+                     "3 modules do not divide hidden_size 4 evenly");
+    expect_fail_arch("cw_clip", CW(", \"periods\": [1], \"clip\": 2"),
+                     "architecture.layers[0].clip", "not used by a clockwork layer");
+    expect_fail_arch("cw_acts2", CW(", \"periods\": [1], \"activations\": [[{\"op\": \"Tanh\"},"
+                     " {\"op\": \"Tanh\"}]]"), "architecture.layers[0].activations[0]",
+                     "2 activations, a clockwork layer takes 1");
+    expect_fail_arch("cw_rnn_periods", A_HEAD "\"layers\": [{\"type\": \"rnn\", "
+                     "\"hidden_size\": 4, \"periods\": [1, 2]}]}", key,
+                     "not used by a rnn layer");
+    char many[1024];
+    int len = snprintf(many, sizeof many, A_HEAD "\"layers\": [{\"type\": \"clockwork\", "
+                       "\"hidden_size\": 65, \"periods\": [");
+    for (int k = 1; k <= 65; k++)
+        len += snprintf(many + len, sizeof many - (size_t)len, "%s%d", k > 1 ? ", " : "", k);
+    snprintf(many + len, sizeof many - (size_t)len, "]}]}");
+    expect_fail_arch("cw_many", many, key, "65 periods: a clockwork layer has 1 to 64 modules");
+#undef CW
+
+    /* R with a weight below the block diagonal: module 1 (rows 2, 3) reading module 0 */
+    const char *arch = A_HEAD "\"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 4,"
+                       " \"periods\": [1, 2]}]}";
+    float W[12] = {0}, R[16] = {0}, b[4] = {0};
+    int64_t sw[2] = {4, 3}, sr[2] = {4, 4}, sb[1] = {4};
+    for (int pass = 0; pass < 3; pass++) {
+        memset(R, 0, sizeof R);
+        R[0 * 4 + 3] = 1.0f;    /* above the diagonal: allowed */
+        R[2 * 4 + 2] = 1.0f;    /* module 1's own block */
+        R[1 * 4 + 0] = -0.0f;   /* a negative zero below is a zero */
+        if (pass == 1)
+            R[3 * 4 + 1] = 0.25f;
+        if (pass == 2)
+            R[2 * 4 + 0] = 1e-30f;
+        tu_file *f = tu_file_new(arch);
+        tu_file_add(f, "layers.0.0.W", sw, 2, W);
+        tu_file_add(f, "layers.0.0.R", sr, 2, R);
+        tu_file_add(f, "layers.0.0.Wb", sb, 1, b);
+        tu_file_add(f, "layers.0.0.Rb", sb, 1, b);
+        if (pass == 0) {
+            size_t n;
+            unsigned char *img = tu_file_bytes(f, &n);
+            rnnd_model *m = load_img(img, n);
+            free(img);
+            rnnd_model_unref(m);
+        } else {
+            expect_fail_file(pass == 1 ? "cw_R_below" : "cw_R_tiny", f, "layers.0.0.R",
+                             pass == 1 ? "element [3, 1] is 0.25, but a clockwork module reads "
+                                         "only itself and the modules after it"
+                                       : "element [2, 0] is 1e-30, but");
+        }
+        tu_file_free(f);
+    }
+}
+END_TEST
+
 /* sLSTM (issue 16): heads K dividing H, forget exp or sigmoid, W [4H, in], R [4H, H/K],
  * Wb, Rb [4H]; state h, c, n, m; no activations or clip. */
 START_TEST(valid_slstm)
@@ -2162,6 +2293,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_all_types_directions);
     tcase_add_test(tc, valid_min_cells);
     tcase_add_test(tc, bad_min_cells);
+    tcase_add_test(tc, valid_clockwork);
+    tcase_add_test(tc, bad_clockwork);
     tcase_add_test(tc, valid_slstm);
     tcase_add_test(tc, bad_slstm);
     tcase_add_test(tc, refcount);

@@ -9,7 +9,8 @@
 - fresh torch.onnx.export graphs, TorchScript (script and trace) and from_module() round
   trips, checked against PyTorch's own output through tools/rnnd_convert/reference.py;
 - native specs (Jordan, forget_gate false), vocabularies, the installed launcher;
-- tools/rnnd_modules' reference MinGRU / MinLSTM through from_module();
+- tools/rnnd_modules' reference MinGRU / MinLSTM (and a wrapped Clockwork) through
+  from_module();
 - refusals: exit status and a single line `rnnd-convert: FILE: reason`.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP, RNND_SRCDIR (optional).
@@ -119,9 +120,10 @@ LAYER_KEYS = {
     "jordan": {"type", "hidden_size", "direction", "activations", "clip", "output_size"},
     "mingru": {"type", "hidden_size", "direction", "activations", "clip"},
     "minlstm": {"type", "hidden_size", "direction", "activations", "clip"},
+    "clockwork": {"type", "hidden_size", "direction", "activations", "clip", "periods"},
     "slstm": {"type", "hidden_size", "direction", "heads", "forget"},    # the cell fixes its
 }
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "clockwork": 1}
 
 
 def check_arch_complete(arch, path):
@@ -150,7 +152,7 @@ def expected_names(arch):
         in_dim = inp["dim"]
     for l, L in enumerate(arch["layers"]):
         H = L["hidden_size"]
-        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3}.get(
+        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3, "clockwork": 1}.get(
             L["type"], 4 if L.get("forget_gate", True) else 3)
         od = (L["output_size"] if L["type"] == "jordan" else
               (L.get("proj_size") or H) if L["type"] == "lstm" else H)
@@ -669,6 +671,57 @@ def test_native_min():
     check(rc != 0 and "clip" in se, "a mingru clip is refused: %s" % se)
 
 
+def test_native_clock():
+    """clockwork from a native spec: periods written, Tanh by default, absent biases zeros; R
+    below the block diagonal, bad periods, periods on another type and clip refused with a
+    message naming them; rnnd loads what it writes."""
+    rng = np.random.default_rng(16)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "clockwork", "hidden_size": 6, "periods": [1, 2, 8]}],
+            "head": None}
+    R = rng.normal(size=(6, 6))
+    for i in range(6):
+        R[i, :(i // 2) * 2] = 0.0
+    t = {"layers.0.0.W": rng.normal(size=(6, 3)), "layers.0.0.R": R}
+    path = write_native("clock", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("clock.rnnd"))
+    check(rc == 0 and se == "", "native clockwork converts: %s" % se)
+    a, shapes, got = parse_file(tmp("clock.rnnd"))
+    check_arch_complete(a, "native clock")
+    check(shapes == expected_names(a), "native clock: tensor names and shapes %s" % shapes)
+    check(a["layers"][0]["periods"] == [1, 2, 8], "periods written: %s" % a["layers"][0])
+    check(a["layers"][0]["activations"] == [[{"op": "Tanh", "alpha": 0.0, "beta": 0.0}]],
+          "clockwork default activation written: %s" % a["layers"][0]["activations"])
+    check(not got["layers.0.0.Wb"].any() and not got["layers.0.0.Rb"].any(),
+          "absent biases become zeros")
+    p = subprocess.run([os.environ["RNND_BIN"], "inspect", tmp("clock.rnnd")],
+                       capture_output=True, text=True)
+    check(p.returncode == 0 and "periods=1,2,8" in p.stdout, "rnnd loads it: %s" % p.stderr)
+    below = R.copy()
+    below[3, 1] = 0.25
+    rc, so, se = run_cli(write_native("clock_R", arch, dict(t, **{"layers.0.0.R": below})),
+                         "-o", tmp("clock_R.rnnd"))
+    check(rc != 0 and "layers.0.0.R: element [3, 1] is 0.25, but a clockwork module reads "
+          "only itself and the modules after it" in se, "R below the diagonal: %s" % se)
+    for what, change, msg in (
+            ("missing", {"periods": None}, "periods: missing"),
+            ("order", {"periods": [1, 8, 2]}, "periods[2]: 2 is not above 8"),
+            ("zero", {"periods": [0, 1, 2]}, "periods[0]: expected an integer 1 to"),
+            ("real", {"periods": [1, 2.5, 3]}, "periods[1]: expected an integer"),
+            ("divide", {"periods": [1, 2, 3, 4]}, "4 modules do not divide hidden_size 6"),
+            ("clip", {"clip": 2.0}, "clip: a clockwork layer has no clip")):
+        bad = json.loads(json.dumps(arch))
+        bad["layers"][0].update(change)
+        rc, so, se = run_cli(write_native("clock_" + what, bad, t), "-o",
+                             tmp("clock_%s.rnnd" % what))
+        check(rc != 0 and msg in se, "clockwork %s refused: %s" % (what, se))
+    rnn = {"input": {"kind": "vectors", "dim": 3},
+           "layers": [{"type": "rnn", "hidden_size": 6, "periods": [1, 2]}], "head": None}
+    rc, so, se = run_cli(write_native("rnn_periods", rnn, t), "-o", tmp("rnn_periods.rnnd"))
+    check(rc != 0 and "periods: a rnn layer does not use it" in se,
+          "periods on an rnn layer refused: %s" % se)
+
+
 def test_native_slstm():
     """slstm from a native spec: heads and forget written, R [4H, H/heads], absent biases
     zeros; a missing or wrong heads / forget, activations, clip and a dense R refused."""
@@ -796,6 +849,31 @@ def test_reference_modules():
             check(False, "reference modules, %s: converted" % what)
         except ConvertError as e:
             check(needle in str(e), "reference modules, %s: %s" % (what, e))
+
+    # a Clockwork is one of the READERS too: with an Embedding, a head and a log-softmax
+    from rnnd_modules.clockwork import Clockwork
+
+    class ClockLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(23, 6)
+            self.rnn = Clockwork(6, 12, periods=[1, 3, 8], num_layers=2)
+            self.head = nn.Linear(12, 23)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            y, _ = self.rnn(self.emb(x))
+            return self.out(self.head(y))
+
+    net = ClockLM()
+    try:
+        m = rnnd_convert.from_module(net, tmp("refclock.rnnd"))
+        check([(L.type, L.periods) for L in m.layers] == [("clockwork", [1, 3, 8])] * 2 and
+              m.input_kind == "tokens" and m.head_norm == "log_softmax",
+              "wrapped Clockwork: %s" % [(L.type, L.periods) for L in m.layers])
+        compare("wrapped Clockwork", tmp("refclock.rnnd"), net, torch.randint(0, 23, (3, 37)))
+    except ConvertError as e:
+        check(False, "wrapped Clockwork: %s" % e)
 
 
 def test_launcher():
@@ -1083,6 +1161,7 @@ def main():
     test_hand_built()
     test_native()
     test_native_min()
+    test_native_clock()
     test_native_slstm()
     test_reference_modules()
     test_half_weights()

@@ -195,7 +195,8 @@ def check_bench():
             % (p.returncode, p.stderr))
     p = subprocess.run([RNND_BIN, "bench", "--cell", "mingru2"], capture_output=True,
                        text=True, timeout=60)
-    C.check(p.returncode == 2 and "--cell must be" in p.stderr and "minlstm" in p.stderr,
+    C.check(p.returncode == 2 and "--cell must be" in p.stderr and "minlstm" in p.stderr and
+            "clockwork" in p.stderr,
             "bench --cell mingru2: %d %s" % (p.returncode, p.stderr))
 
 

@@ -121,6 +121,13 @@ typedef struct rnnd_kernels {
     void (*min_row)(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
                     size_t j0, size_t j1);
 
+    /* Clockwork, one batch row, units j0 <= j < j1 of an active module. GX holds W x + Wb,
+     * G the recurrent term R h + Rb (biases included). Per unit, one rounding each:
+     *   s = gx + g, HN[j] = af(s).
+     * Writes HN[j] only. No allocation. (Inactive modules copy h_prev: no kernel.) */
+    void (*clock_row)(const rnnd_activation *af, const float *gx, const float *g, float *hn,
+                      size_t j0, size_t j1);
+
     /* sLSTM, one batch row, units j0 <= j < j1. GX and G hold the input and recurrent
      * pre-activations (biases included; G is the block-diagonal R h + Rb), blocks i, f, z, o
      * of H each; S the previous state c, n, m (blocks of H). Per unit, in this order and with

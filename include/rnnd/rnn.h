@@ -2,8 +2,9 @@
  *
  * Session state layout (rnnd_net_state_floats() floats, contiguous): for each layer in order,
  * for each direction (forward first): h [out_dim], then for lstm c [hidden], for slstm c, n
- * and m [hidden] each (rnnd_layer_cell_floats()). This is also the order of the STATE JSON of
- * the infer contract.
+ * and m [hidden] each (rnnd_layer_cell_floats()), for clockwork the step counter t as two
+ * floats (rnnd_clock_put). This is also the order of the STATE JSON of the infer contract
+ * (where t is an integer, "t").
  *
  * Two ways to run:
  * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and

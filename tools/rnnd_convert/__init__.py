@@ -16,7 +16,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
                 tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
     nn.Linear submodules, or one of those itself; or the reference modules of
-    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM) with an Embedding, a Linear and a
+    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, Clockwork) with an Embedding, a Linear and a
     softmax around them) to PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an

@@ -33,7 +33,7 @@ ACTIVATIONS = {
 }
 _ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
 
-CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "slstm")
+CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "slstm", "clockwork")
 # the minGRU / minLSTM of Feng et al. 2024: gates read only the input, so W, Wb and no R, Rb
 MIN_TYPES = ("mingru", "minlstm")
 DIRECTIONS = ("forward", "reverse", "bidirectional")
@@ -42,7 +42,8 @@ POOLS = ("none", "last", "final_state", "mean", "max")
 TOKENIZERS = ("char", "byte")
 
 # slstm: exp, tanh and sigmoid are part of the cell, so it takes no "activations"
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "slstm": 0}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "slstm": 0,
+         "clockwork": 1}
 SLSTM_FORGET = ("exp", "sigmoid")
 DEFAULT_ACTS = {
     "rnn": ["Tanh"],
@@ -51,6 +52,7 @@ DEFAULT_ACTS = {
     "jordan": ["Tanh", "Affine"],
     "mingru": ["Sigmoid", "Affine"],
     "minlstm": ["Sigmoid", "Affine"],
+    "clockwork": ["Tanh"],
     "slstm": [],
 }
 
@@ -62,11 +64,14 @@ TYPE_KEYS = {
     "jordan": ("output_size",),
     "mingru": (),
     "minlstm": (),
+    "clockwork": ("periods",),
     "slstm": ("heads", "forget"),
 }
 # The neutral value of every type-specific key (what it must be on a type that ignores it).
 NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
-           "linear_before_reset": 0, "output_size": 0, "heads": None, "forget": None}
+           "linear_before_reset": 0, "output_size": 0, "heads": None, "forget": None,
+           "periods": None}
+MAX_PERIODS = 64                        # modules of a clockwork layer (RNND_MAX_PERIODS)
 # forget_gate's neutral value is true, but on a non-lstm layer false/absent is also accepted.
 
 
@@ -91,7 +96,7 @@ class Layer:
 
     def __init__(self, type, hidden_size, direction="forward", activations=None, clip=None,
                  input_forget=False, peepholes=False, forget_gate=True, proj_size=0,
-                 linear_before_reset=0, output_size=0, heads=1, forget="exp"):
+                 linear_before_reset=0, output_size=0, heads=1, forget="exp", periods=None):
         self.type = type
         self.hidden_size = hidden_size
         self.direction = direction
@@ -103,6 +108,7 @@ class Layer:
         self.proj_size = proj_size
         self.linear_before_reset = linear_before_reset
         self.output_size = output_size
+        self.periods = periods              # clockwork: [T_1 < ... < T_m]
         self.heads = heads                  # slstm: R is block-diagonal, [4H, H / heads]
         self.forget = forget                # slstm: "exp" or "sigmoid"
         self.weights = []                   # per direction: dict W, R, Wb, Rb, P, proj, V, Vb
@@ -152,6 +158,9 @@ class Layer:
              "clip": None if self.clip is None else _short_float(self.clip)}
         for k in TYPE_KEYS[self.type]:
             v = getattr(self, k)
+            if k == "periods":
+                d[k] = [int(p) for p in v]
+                continue
             d[k] = bool(v) if isinstance(NEUTRAL[k], bool) else int(v)
         return d
 
@@ -310,6 +319,45 @@ def validate(model):
                                                              ", ".join(WEIGHT_TYPES)))
     _validate_vocab(model)
     _validate_tensors(model)
+    _validate_clock_blocks(model)
+
+
+def _validate_periods(where, L):
+    """A clockwork layer's periods: 1..64 strictly increasing positive ints dividing H."""
+    p = L.periods
+    if not isinstance(p, (list, tuple)) or not 1 <= len(p) <= MAX_PERIODS:
+        raise ConvertError("%s.periods: expected a list of 1 to %d integers, got %r"
+                           % (where, MAX_PERIODS, p))
+    for k, v in enumerate(p):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or \
+                not 1 <= v <= 2 ** 31 - 1:
+            raise ConvertError("%s.periods[%d]: expected an integer 1 to 2147483647, got %r"
+                               % (where, k, v))
+        if k and v <= p[k - 1]:
+            raise ConvertError("%s.periods[%d]: %d is not above %d: the periods must be "
+                               "strictly increasing" % (where, k, v, p[k - 1]))
+    if L.hidden_size % len(p):
+        raise ConvertError("%s.periods: %d modules do not divide hidden_size %d evenly"
+                           % (where, len(p), L.hidden_size))
+
+
+def _validate_clock_blocks(model):
+    """A clockwork module reads only itself and the modules after it: R's blocks below the
+    block diagonal must be zero (rnnd refuses the file otherwise)."""
+    for l, L in enumerate(model.layers):
+        if L.type != "clockwork":
+            continue
+        H = L.hidden_size
+        hm = H // len(L.periods)
+        below = np.arange(H)[None, :] < (np.arange(H) // hm * hm)[:, None]
+        for d, w in enumerate(L.weights):
+            bad = np.argwhere(below & (np.asarray(w["R"]) != 0))
+            if len(bad):
+                i, j = (int(v) for v in bad[0])
+                raise ConvertError("layers.%d.%d.R: element [%d, %d] is %r, but a clockwork "
+                                   "module reads only itself and the modules after it: R[i, j] "
+                                   "must be 0 when j // %d < i // %d"
+                                   % (l, d, i, j, float(w["R"][i, j]), hm, hm))
 
 
 def _validate_layer(where, L):
@@ -330,7 +378,9 @@ def _validate_layer(where, L):
                                % (where, L.forget, ", ".join(SLSTM_FORGET)))
         if L.clip is not None:
             raise ConvertError("%s.clip: a slstm layer has no clip" % where)
-    if L.clip is not None and L.type in MIN_TYPES:
+    if L.type == "clockwork":
+        _validate_periods(where, L)
+    if L.clip is not None and (L.type in MIN_TYPES or L.type == "clockwork"):
         raise ConvertError("%s.clip: a %s layer has no clip" % (where, L.type))
     if L.clip is not None and not (_is_num(L.clip) and L.clip > 0):
         raise ConvertError("%s.clip: must be a positive number, got %r" % (where, L.clip))

@@ -110,6 +110,11 @@ def parse_layer(where, j):
         L.linear_before_reset = lbr
     elif t == "jordan":
         L.output_size = _int(where + ".output_size", j.get("output_size"))
+    elif t == "clockwork":
+        if j.get("periods") is None:
+            raise ConvertError("%s.periods: missing (a clockwork layer needs a list of strictly "
+                               "increasing positive integers, one period per module)" % where)
+        L.periods = j["periods"]        # checked with the layer (arch._validate_periods)
     elif t == "slstm":
         L.heads = _int(where + ".heads", j.get("heads"))
         L.forget = j.get("forget")

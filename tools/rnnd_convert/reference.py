@@ -7,7 +7,7 @@ either against it.
 SEQUENCES: one entry per sequence: a list of token ids (token models) or a [T, dim] array.
 INITIAL_STATES: None, or one entry per sequence: None (zeros) or a flat array in the state
 layout of include/rnnd/rnn.h (per layer, per direction: h [out_dim], then c [hidden] for lstm; c, n, m [hidden]
-each for slstm).
+each for slstm; for clockwork the step counter t as two floats, t mod 2^24 and t // 2^24).
 Returns outputs[b] as a [T, output_dim] array and finals[b] as a flat array in that layout
 (a reverse direction's final state is its state after reading the first step).
 """
@@ -23,7 +23,7 @@ _DEFAULT_ALPHA_BETA = {
 _DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"],
                  "gru": ["Sigmoid", "Tanh"], "jordan": ["Tanh", "Affine"],
                  "mingru": ["Sigmoid", "Affine"], "minlstm": ["Sigmoid", "Affine"],
-                 "slstm": []}
+                 "slstm": [], "clockwork": ["Tanh"]}
 
 
 def activation(op, x, alpha=None, beta=None):
@@ -130,7 +130,7 @@ class Model:
     def state_size(self):
         n = 0
         for L in self.layers:
-            per = self.out_dim(L) + self.cell_size(L)
+            per = self.out_dim(L) + self.cell_size(L) + (2 if L["type"] == "clockwork" else 0)
             n += per * self.ndir(L)
         return n
 
@@ -192,13 +192,18 @@ class Model:
                 if self.cell_size(L):
                     c0 = state[pos:pos + self.cell_size(L)]
                     pos += self.cell_size(L)
+                elif L["type"] == "clockwork":     # the counter: an integer, not a vector
+                    c0 = int(state[pos]) + int(state[pos + 1]) * 2 ** 24
+                    pos += 2
                 reverse = L["direction"] == "reverse" or d == 1
                 w = {k[len("layers.%d.%d." % (l, d)):]: v for k, v in self.t.items()
                      if k.startswith("layers.%d.%d." % (l, d))}
                 ys, h, c = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse)
                 outs.append(ys)
                 final.append(h)
-                if c is not None:
+                if L["type"] == "clockwork":
+                    final.append(np.array([c % 2 ** 24, (c // 2 ** 24) % 2 ** 24], float))
+                elif c is not None:
                     final.append(c)
             x = np.concatenate(outs, axis=1)
         x = self.pool(x)
@@ -214,7 +219,8 @@ class Model:
 
 
 def run_direction(L, acts, w, xs, h, c, reverse):
-    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c)."""
+    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c). For
+    clockwork, C is the step counter t (an int) before and after."""
     typ, H = L["type"], L["hidden_size"]
     clipv = L.get("clip")
 
@@ -230,7 +236,7 @@ def run_direction(L, acts, w, xs, h, c, reverse):
     T = len(xs)
     ys = np.zeros((T, len(h)))
     h = h.copy()
-    c = None if c is None else c.copy()
+    c = None if c is None else (c if typ == "clockwork" else c.copy())
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         x = xs[t]
         if typ == "rnn":
@@ -278,6 +284,12 @@ def run_direction(L, acts, w, xs, h, c, reverse):
             gx = W @ x + Wb
             z = f(0, gx[:H])
             h = (1.0 - z) * h + z * f(1, gx[H:])
+        elif typ == "clockwork":        # module k runs when t mod T_k == 0
+            periods = L["periods"]
+            hm = H // len(periods)
+            run = np.repeat([c % p == 0 for p in periods], hm)
+            h = np.where(run, f(0, W @ x + Wb + R @ h + Rb), h)
+            c += 1
         elif typ == "minlstm":          # rows f, i, h
             gx = W @ x + Wb
             fv, i = f(0, gx[:H]), f(0, gx[H:2 * H])

@@ -41,8 +41,26 @@ def _min_layers(m, label):
     return layers
 
 
+def _clock_layers(m, label):
+    """The layers of an rnnd_modules Clockwork: its equations are the layer's own (its loop, a
+    mask per step, is no pattern torch_graph.py allows, nor need be); R is written times the
+    module's block mask, exactly the weights its forward() uses."""
+    op = {"tanh": "Tanh", "relu": "Relu", "softsign": "Softsign"}.get(m.activation)
+    if op is None:
+        raise ConvertError("%s: activation %r has no rnnd equivalent" % (label, m.activation))
+    layers = []
+    for k in range(int(m.num_layers)):
+        L = Layer("clockwork", int(m.hidden_size), periods=[int(p) for p in m.periods],
+                  activations=[[make_act(op)]])
+        W, R, Wb, Rb = m.weights(k)
+        L.weights = [{"W": f32(_np(W)), "R": f32(_np(R)), "Wb": f32(_np(Wb)),
+                      "Rb": f32(_np(Rb))}]
+        layers.append(L)
+    return layers
+
+
 # rnnd_type -> function(module, label) -> [Layer]
-READERS = {"mingru": _min_layers, "minlstm": _min_layers}
+READERS = {"mingru": _min_layers, "minlstm": _min_layers, "clockwork": _clock_layers}
 
 
 def _np(t):
