@@ -822,6 +822,62 @@ def test_refusals():
           "a missing -o is a one-line usage error: %r" % err)
 
 
+# ---- 5b. Casts on the data path (issue 14, adversary findings 3 and 6) -------------------
+def cast_graph(path, casts, tokens):
+    """ids -> CASTS... -> Gather -> LSTM -> MatMul (TOKENS, vocabulary 261), or vectors ->
+    LSTM -> CASTS... -> MatMul -> Add(1e6): a Cast that wraps ids above 255 or truncates
+    floats to integers changes the output where verification may not look."""
+    rng = np.random.default_rng(3)
+    V, E, H, O = 261, 3, 4, 5
+    nodes, inits, prev = [], {}, "x"
+    if tokens:
+        for k, to in enumerate(casts):
+            nodes.append(helper.make_node("Cast", [prev], ["c%d" % k], to=to, name="cast%d" % k))
+            prev = "c%d" % k
+        inits["table"] = f32(rng.normal(size=(V, E)))
+        nodes += [helper.make_node("Gather", ["table", prev], ["e"], axis=0),
+                  helper.make_node("Transpose", ["e"], ["eT"], perm=[1, 0, 2])]
+        prev = "eT"
+    else:
+        E = 3
+    inits.update({"W": f32(rng.normal(size=(1, 4 * H, E))),
+                  "R": f32(rng.normal(size=(1, 4 * H, H))),
+                  "Wo": f32(rng.normal(size=(H, O))), "one": np.array([1], np.int64),
+                  "bo": f32(np.full(O, 1e6))})
+    nodes += [helper.make_node("LSTM", [prev, "W", "R"], ["Y"], hidden_size=H),
+              helper.make_node("Squeeze", ["Y", "one"], ["Ys"])]
+    prev = "Ys"
+    if not tokens:
+        for k, to in enumerate(casts):
+            nodes.append(helper.make_node("Cast", [prev], ["c%d" % k], to=to, name="cast%d" % k))
+            prev = "c%d" % k
+    nodes += [helper.make_node("MatMul", [prev, "Wo"], ["z"]),
+              helper.make_node("Add", ["z", "bo"], ["out"])]
+    x = vin("x", ["N", "T"], TensorProto.INT64) if tokens else vin("x", ["T", "N", E])
+    return save_graph(path, nodes, inits, [x], [vin("out", None)])
+
+
+def test_casts():
+    T = TensorProto
+    p = cast_graph(tmp("cast_ids_u8.onnx"), [T.UINT8, T.INT64], True)
+    refuse("ids cast to uint8 (wraps ids above 255)", [p], p,
+           "node 'cast0' (Cast): casts the token ids to UINT8")
+    p = cast_graph(tmp("cast_ids_f.onnx"), [T.FLOAT, T.INT64], True)
+    refuse("ids cast to float", [p], p, "node 'cast0' (Cast): casts the token ids to FLOAT")
+    p = cast_graph(tmp("cast_f_i32.onnx"), [T.INT32, T.FLOAT], False)
+    refuse("floats cast to int32 (truncates)", [p], p,
+           "node 'cast0' (Cast): casts the float data to INT32")
+    p = cast_graph(tmp("cast_f_f16.onnx"), [T.FLOAT16, T.FLOAT], False)
+    refuse("floats cast to float16 (rounds)", [p], p,
+           "node 'cast0' (Cast): casts the float data to FLOAT16")
+    # the casts that change no value still convert, verified
+    for name, casts, tokens in (("cast_ids_ok", [T.INT32, T.INT64], True),
+                                ("cast_f_ok", [T.DOUBLE, T.FLOAT], False)):
+        p = cast_graph(tmp(name + ".onnx"), casts, tokens)
+        rc, err = main_inproc(p, "-o", tmp(name + ".rnnd"))
+        check(rc == 0, "%s converts: %s" % (name, err))
+
+
 # ---- 6. half-size weights -----------------------------------------------------------------
 def bf16_nearest(x):
     """x rounded to bfloat16, nearest, ties to even: of the two bfloat16 neighbours (the
@@ -951,6 +1007,7 @@ def main():
     test_half_weights()
     test_launcher()
     test_refusals()
+    test_casts()
     test_torch()
     print("test_convert: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
