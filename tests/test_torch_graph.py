@@ -389,10 +389,153 @@ def test_refusals():
             ("'cell' (LSTMCell)", "torch.jit.trace unrolls", "script the module"))
 
 
+# ---- issue 14 outside trials: what the analysis cannot prove is refused --------------------
+class BranchOnLength(nn.Module):
+    """adversary f3: above 19 steps the LSTM runs over the batch axis"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        if x.size(1) > 19:
+            y, _ = self.lstm(x.transpose(0, 1))
+            y = y.transpose(0, 1)
+        else:
+            y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class BranchOnBatch(BranchOnLength):
+    """adversary f3b: a single sequence takes the other side"""
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            y, _ = self.lstm(x.transpose(0, 1))
+            y = y.transpose(0, 1)
+        else:
+            y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class PoolByLen(nn.Module):
+    """user A2: mean-pools long sequences, the last step of short ones"""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x, *unused):      # *unused: torch.jit.script fails, from_module traces
+        y, _ = self.gru(x)
+        if x.size(1) > 30:
+            p = y.mean(1)
+        else:
+            p = y[:, -1]
+        return self.fc(p)
+
+
+class TraceHides(nn.Module):
+    """adversary f4: unscriptable, a context window and a ReLU above 32 / 19 steps"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 50)
+
+    def forward(self, x, *unused):
+        if x.shape[1] > 32:
+            x = x[:, -32:]
+        y, _ = self.lstm(self.emb(x))
+        out = self.fc(y)
+        if x.shape[1] > 19:
+            out = torch.relu(out)
+        return out
+
+
+class IsScripting(nn.Module):
+    """adversary f5: code the scripted graph never holds"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        out = self.fc(y)
+        if not torch.jit.is_scripting():
+            out = torch.relu(out) * 3.0
+        return out
+
+
+class EncDec(nn.Module):
+    """user A3: the decoder starts from the encoder's final state, equal sizes"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.GRU(4, 4, batch_first=True)
+        self.dec = nn.GRU(4, 4, batch_first=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        _, h = self.enc(x)
+        y, _ = self.dec(x, h)
+        return self.fc(y)
+
+
+class EncDecLstm(nn.Module):
+    """user A3 with LSTMs: (h, c) of the encoder"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.LSTM(4, 4)
+        self.dec = nn.LSTM(4, 4)
+
+    def forward(self, x):
+        y, hc = self.enc(x)
+        y, _ = self.dec(y, hc)
+        return y
+
+
+def test_unprovable():
+    """Issue 14 outside trials (adversary 2, 4, 5; user A2, A3): a branch on the input's
+    size, a trace during which forward() branched on a Python value, a check of
+    torch.jit.is_scripting, a layer started from another's final state: refused by the
+    analysis itself (so also with verification off), naming the construct."""
+    torch.manual_seed(5)
+    size = ("branches on the input's size", "remove the branch")
+    cases = (("a branch on the length", BranchOnLength, size + ("x.size(1) > 19",), True),
+             ("a branch on the batch", BranchOnBatch, size + ("x.shape[0] == 1",), True),
+             ("a pooling chosen by the length (traced)", PoolByLen,
+              size + (HERE, "x.size(1) > 30"), False),
+             ("a context window (traced)", TraceHides, size + (HERE, "x.shape[1] > 32"), False),
+             ("torch.jit.is_scripting", IsScripting,
+              ("asks torch how it runs", HERE, "is_scripting", "remove the check"), False),
+             ("an encoder / decoder", EncDec, ("aten::gru starting from another layer's final "
+                                               "state", "encoder"), True),
+             ("an LSTM encoder / decoder", EncDecLstm,
+              ("aten::lstm starting from another layer's final state",), True))
+    for what, cls, needles, scripted in cases:
+        out = tmp("unprovable.rnnd")
+        refused(what + " (from_module, verify=False)",
+                lambda: rnnd_convert.from_module(cls(), out, verify=False), needles)
+        check(not os.path.exists(out), "%s: nothing written" % what)
+        if scripted:
+            torch.jit.script(cls()).save(tmp("unprovable.pt"))
+            refused(what + " (TorchScript, --no-verify)",
+                    lambda: rnnd_convert.convert(tmp("unprovable.pt"), out, verify=False),
+                    needles[:2])
+            check(not os.path.exists(out), "%s: nothing written" % what)
+
+
 def main():
     test_word_language_model()
     test_refusals()
     test_pooled()
+    test_unprovable()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

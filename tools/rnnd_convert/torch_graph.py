@@ -27,6 +27,8 @@ PLUMBING = ("prim::TupleConstruct", "prim::TupleUnpack", "prim::TupleIndex",
 # reading the data for its shape, type or device yields no data
 SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::len",
              "aten::__is__", "aten::__isnot__", "prim::shape", "aten::numel")
+# the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
+SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
          "cat(h_n[-2], h_n[-1]), mean or max) -> Linear -> softmax / log_softmax")
 
@@ -90,6 +92,24 @@ def where(node):
     return out + (": %s" % code if code else "")
 
 
+def where_first(node):
+    """' at FILE:LINE: CODE' of the first line of NODE's source range (an If's condition;
+    where() gives the last), or where(NODE) when that cannot be read."""
+    try:
+        lines = node.sourceRange().splitlines()
+        parts = lines[0].strip().split('"')
+        path, line = parts[1], int(parts[2].replace(", line", "").strip())
+    except Exception:
+        return where(node)
+    src = 0
+    for k in range(1, len(lines) - 1):
+        if lines[k + 1].strip().startswith("~"):
+            return " at %s:%d: %s" % (path, line + src, lines[k].strip().rstrip(":"))
+        if not lines[k].strip().startswith("~"):
+            src += 1
+    return where(node)
+
+
 def _const(v):
     """(True, value) for a constant Value (prim::Constant, None included), else (False, None)."""
     n = v.node()
@@ -146,6 +166,7 @@ class Analysis:
         self.pool = None        # "last" / "final_state" / "mean" / "max" once pooled
         self.y_time = None      # the time axis of the recurrent output where known
         self.bidir = False      # the last recurrent op is bidirectional
+        self.sized = set()      # non-tensor Values computed from the data's sizes
 
     def refuse(self, node, what=None):
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -176,6 +197,11 @@ class Analysis:
             raise ConvertError("forward() runs no LSTM / GRU / RNN on its input")
         return self
 
+    def is_plain_hidden(self, v):
+        """V (a tuple such as (h0, c0)) holds no layer's final state."""
+        return all(self.is_plain_hidden(p) if p in self.elems else
+                   self.taint.get(p) in (None, "hidden") for p in self.elems[v])
+
     def is_state(self, v):
         """V is a state, or a tuple of states ((h_n, c_n) of an LSTM), or not data at all."""
         if v in self.elems:
@@ -199,13 +225,37 @@ class Analysis:
         for n in nodes:
             self.node(n)
 
+    def track_sizes(self, n, k, ins):
+        """Mark the non-tensor outputs of N computed from the sizes of the data (x.size(1),
+        len(x), x.shape[0] > 19, ...): a branch on them computes another graph for other
+        lengths or batches."""
+        if k in SIZE_OPS and any(v in self.taint for v in ins) or \
+                any(v in self.sized for v in ins):
+            for o in n.outputs():
+                if not str(o.type()).startswith("Tensor"):
+                    self.sized.add(o)
+
+    def size_branch(self, n, blocks):
+        """Refuse an If on the data's sizes, unless one side only raises (the argument checks
+        inlined from nn.LSTM: `if input.size(-1) != self.input_size: raise ...`)."""
+        if list(n.inputs())[0] not in self.sized:
+            return
+        if any(m.kind() == "prim::RaiseException" for b in blocks for m in b.nodes()):
+            return
+        raise ConvertError("forward() branches on the input's size%s: rnnd computes one graph "
+                           "for every length and batch; remove the branch" % where_first(n))
+
     def node(self, n):
         k = n.kind()
         ins = list(n.inputs())
         kinds = {self.taint[v] for v in ins if v in self.taint}
+        if k != "prim::If" and k != "prim::Loop":
+            self.track_sizes(n, k, ins)
         if k == "prim::If":
             cond = _static_cond(ins[0], self.const)
             blocks = list(n.blocks())
+            if cond is None:
+                self.size_branch(n, blocks)
             if cond is not None:
                 taken = [blocks[0] if cond else blocks[1]]
                 self.block(taken[0].nodes())
@@ -621,7 +671,8 @@ class Analysis:
             if ok and isinstance(i, int) and -len(parts) <= i < len(parts):
                 return self.copy(outs[0], parts[i])
         # a mix the graph does not resolve: each element may be any of them
-        t = "state" if kinds - {"data", "tuple"} else "data"
+        t = "state" if kinds - {"data", "tuple", "hidden"} else \
+            "hidden" if "hidden" in kinds else "data"   # forward(input, hidden)'s parts
         if "data" in kinds and t != "data":
             self.refuse(n, "%s mixing the data with a state" % k)
         for o in outs:
@@ -640,9 +691,13 @@ class Analysis:
         for v in ins[1:]:
             if self.taint.get(v) == "data":
                 self.refuse(n, "%s reading the data as its state" % n.kind())
-            if self.taint.get(v) == "state":
+            t = self.taint.get(v)
+            if t == "state" or isinstance(t, tuple) or (
+                    v in self.elems and not self.is_plain_hidden(v)):
                 self.refuse(n, "%s starting from another layer's final state (an encoder / "
-                            "decoder)" % n.kind())
+                            "decoder): rnnd starts every layer from zeros or a session's "
+                            "state; convert the encoder and the decoder as two models, or "
+                            "start the decoder from zeros" % n.kind())
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         self.counts["recurrent"] += 1

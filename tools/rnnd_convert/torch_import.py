@@ -269,6 +269,7 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
+    _refuse_mode_checks(module)
     gm = _graph_module(module, model)
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
@@ -309,6 +310,35 @@ def model_from_module(module, input=None, head=None, norm=None):
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
     return model
+
+
+_MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
+
+
+def _refuse_mode_checks(module):
+    """Refuse a forward() that asks torch whether it is being scripted or traced: the
+    analysed graph then differs from what the module computes when the user runs it."""
+    import inspect
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    for name, m in module.named_modules():
+        cls = type(m)
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            lines, first = inspect.getsourcelines(cls.forward)
+            path = inspect.getsourcefile(cls.forward)
+        except (OSError, TypeError):
+            continue
+        for k, line in enumerate(lines):
+            code = line.split("#")[0]
+            if any(w in code for w in _MODE_CHECKS):
+                raise ConvertError(
+                    "forward() of module '%s' (%s) asks torch how it runs at %s:%d: %s: "
+                    "the graph rnnd analyses (scripted or traced) differs from what the "
+                    "module computes when you run it; remove the check"
+                    % (name or "<top>", cls.__name__, path, first + k, line.strip()))
 
 
 def _check_cell_loop(gm, cells, label):
@@ -402,13 +432,35 @@ def _graph_module(module, model):
     was = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # TracerWarnings about Python values
-            return torch.jit.trace(module, _example(module, model), check_trace=False)
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            traced = torch.jit.trace(module, _example(module, model), check_trace=False)
     except Exception:
         return None
     finally:
         module.train(was)
+    _refuse_tracer_warnings(caught)
+    return traced
+
+
+def _refuse_tracer_warnings(caught):
+    """Refuse a trace during which forward() turned a tensor into a Python value (a branch
+    on x.size(1), a loop over x.shape[0]): the trace holds the example's side only, and the
+    module computes something else at other lengths or batches. PyTorch's own modules warn
+    too (nn.LSTM checks its input's size): only warnings from outside torch count."""
+    import linecache
+    import os
+    torch = _torch()
+    own = os.path.dirname(os.path.abspath(torch.__file__))
+    for w in caught:
+        if type(w.message).__name__ != "TracerWarning" or \
+                os.path.abspath(w.filename).startswith(own + os.sep):
+            continue
+        code = linecache.getline(w.filename, w.lineno).strip().rstrip(":")
+        raise ConvertError("forward() branches on the input's size at %s:%d%s (torch.jit.trace "
+                           "records the side the example takes): rnnd computes one graph for "
+                           "every length and batch; remove the branch"
+                           % (w.filename, w.lineno, ": " + code if code else ""))
 
 
 def load_torchscript(path):
