@@ -531,11 +531,69 @@ def test_unprovable():
             check(not os.path.exists(out), "%s: nothing written" % what)
 
 
+class RegOrder(nn.Module):
+    """user A4: recurrent modules registered in another order than forward() calls them"""
+
+    def __init__(self):
+        super().__init__()
+        self.top = nn.GRU(8, 6, batch_first=True)
+        self.bottom = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y, _ = self.bottom(x)
+        y, _ = self.top(y)
+        return self.fc(y)
+
+
+class RegOrderTraced(nn.Module):
+    """the same, equal sizes, unscriptable (*unused): from_module traces"""
+
+    def __init__(self):
+        super().__init__()
+        self.top = nn.GRU(4, 4, batch_first=True)
+        self.bottom = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x, *unused):
+        y, _ = self.bottom(x)
+        y, _ = self.top(y)
+        return y
+
+
+def test_call_order():
+    """User A4: layers are chained in forward()'s call order, not registration order, through
+    from_module, a scripted and a traced TorchScript file, with verification off (so the
+    analysis, not verification, gets it right)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 9, 4)
+    for cls in (RegOrder, RegOrderTraced):
+        net = cls().eval()
+        with torch.no_grad():
+            want = net(x).numpy()
+        ts = torch.jit.script(net) if cls is RegOrder else torch.jit.trace(net, (x,))
+        ts.save(tmp("order.pt"))
+        for door, fn in (("from_module", lambda: rnnd_convert.from_module(
+                net, tmp("order.rnnd"), verify=False)),
+                         ("TorchScript", lambda: rnnd_convert.convert(
+                             tmp("order.pt"), tmp("order.rnnd"), verify=False))):
+            what = "%s via %s" % (cls.__name__, door)
+            try:
+                fn()
+            except ConvertError as e:
+                check(False, "%s converts: %s" % (what, e))
+                continue
+            got = np.stack(reference.run(tmp("order.rnnd"), list(x.numpy()))[0])
+            err = float(np.abs(got - want).max())
+            check(err < 1e-5, "%s: chained in call order, equals PyTorch (max error %.2g)"
+                  % (what, err))
+
+
 def main():
     test_word_language_model()
     test_refusals()
     test_pooled()
     test_unprovable()
+    test_call_order()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

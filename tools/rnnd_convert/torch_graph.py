@@ -167,6 +167,7 @@ class Analysis:
         self.y_time = None      # the time axis of the recurrent output where known
         self.bidir = False      # the last recurrent op is bidirectional
         self.sized = set()      # non-tensor Values computed from the data's sizes
+        self.calls = []         # the submodule of each recurrent operator, in call order
 
     def refuse(self, node, what=None):
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -701,6 +702,7 @@ class Analysis:
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         self.counts["recurrent"] += 1
+        self.calls.append(_module_path(ins[2]) if len(ins) > 2 else None)
         self.stage = 2
         outs = list(n.outputs())
         self.mark(outs[0], 3)
@@ -716,6 +718,25 @@ class Analysis:
         for o in outs[1:]:
             self.taint[o] = "state"
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
+
+
+def _module_path(params):
+    """The submodule name ("rnn", "enc.gru") whose weights PARAMS (a recurrent operator's
+    weight list: self.rnn._flat_weights, or a list of self.rnn.weight_ih_l0, ...) are, or
+    None."""
+    v = params
+    if v.node().kind() == "prim::ListConstruct":
+        ins = list(v.node().inputs())
+        if not ins:
+            return None
+        v = ins[0]
+    path = []
+    while v.node().kind() == "prim::GetAttr":
+        path.append(v.node().s("name"))
+        v = v.node().input()
+    if len(path) < 2:
+        return None
+    return ".".join(reversed(path[1:]))
 
 
 def _cells_in(loop):

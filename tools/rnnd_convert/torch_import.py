@@ -200,16 +200,8 @@ def model_from_module(module, input=None, head=None, norm=None):
         _check_cell_loop(module, cells, label)
 
     model = Model()
-    for n, m, kind in recs:
-        layers, in_dim = _recurrent_layers(m, kind, label(n, m), module)
-        if model.layers:
-            prev = model.layers[-1]
-            if in_dim != prev.out_dim * prev.num_directions:
-                raise ConvertError("%s takes %d inputs but the layer before it outputs %d"
-                                   % (label(n, m), in_dim, prev.out_dim * prev.num_directions))
-        else:
-            model.input_dim = int(in_dim)
-        model.layers += layers
+    recs = _scripted_call_order(module, recs) or recs
+    _chain(model, recs, label, module)
     if len(model.layers) > 64:
         raise ConvertError("%d recurrent layers; rnnd takes at most 64" % len(model.layers))
 
@@ -282,6 +274,11 @@ def model_from_module(module, input=None, head=None, norm=None):
                            "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
                            "bias_hh_l0, called on the whole sequence"
                            % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
+    if analysis is not None and _call_order(analysis, recs) is not None:
+        # forward() calls them in another order than they are registered: its order counts
+        recs = _call_order(analysis, recs)
+        model.layers = []
+        _chain(model, recs, label, module)
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
                            "%d (%s); rnnd chains every one it holds, in registration order"
@@ -310,6 +307,49 @@ def model_from_module(module, input=None, head=None, norm=None):
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
     return model
+
+
+def _chain(model, recs, label, root):
+    """Append the layers of RECS ((name, module, kind), in call order) to MODEL."""
+    for n, m, kind in recs:
+        layers, in_dim = _recurrent_layers(m, kind, label(n, m), root)
+        if model.layers:
+            prev = model.layers[-1]
+            if in_dim != prev.out_dim * prev.num_directions:
+                raise ConvertError("%s takes %d inputs but the layer before it outputs %d"
+                                   % (label(n, m), in_dim, prev.out_dim * prev.num_directions))
+        else:
+            model.input_dim = int(in_dim)
+        model.layers += layers
+
+
+def _scripted_call_order(module, recs):
+    """RECS in the order forward()'s scripted graph calls them, where scripting works and
+    that differs from registration order, else None (the analysis checks the rest)."""
+    torch = _torch()
+    from .torch_graph import RECURRENT_OPS, _module_path
+    if len(recs) < 2:
+        return None
+    try:
+        sm = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+        nodes = _all_nodes(sm.inlined_graph.nodes())
+    except Exception:
+        return None
+
+    class Calls:
+        calls = [_module_path(list(n.inputs())[2]) for n in nodes
+                 if n.kind() in RECURRENT_OPS and n.inputsSize() > 2]
+    return _call_order(Calls, recs)
+
+
+def _call_order(analysis, recs):
+    """RECS reordered as forward() calls them (ANALYSIS.calls, the submodule of each
+    recurrent operator), or None when that is their registration order or not known."""
+    names = [n for n, _, _ in recs]
+    calls = list(getattr(analysis, "calls", ()))
+    if calls == names or sorted(calls) != sorted(names) or len(set(calls)) != len(calls):
+        return None
+    return [recs[names.index(c)] for c in calls]
 
 
 _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
