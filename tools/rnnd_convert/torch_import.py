@@ -1,8 +1,8 @@
 """PyTorch input: a TorchScript file (torch.jit.save) or a live torch.nn.Module.
 
-The model is read from its submodules, in registration order: at most one nn.Embedding, then
-nn.RNN / nn.LSTM / nn.GRU modules (each contributing num_layers layers), then at most one
-nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyTorch's gate orders are
+The model is read from its submodules: at most one nn.Embedding, then nn.RNN / nn.LSTM /
+nn.GRU modules in the order forward() calls them (each contributing num_layers layers), then
+at most one nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyTorch's gate orders are
 rearranged to the format's: LSTM i,f,g,o -> i,o,f,c and GRU r,z,n -> z,r,h (PyTorch's GRU is
 linear_before_reset=1). torch is imported only here, only when needed.
 """
@@ -281,7 +281,7 @@ def model_from_module(module, input=None, head=None, norm=None):
         _chain(model, recs, label, module)
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
-                           "%d (%s); rnnd chains every one it holds, in registration order"
+                           "%d (%s); rnnd chains every one it holds"
                            % (analysis.counts["recurrent"], len(recs),
                               ", ".join(n or "<top>" for n, _, _ in recs)))
 
