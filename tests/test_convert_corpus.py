@@ -119,6 +119,35 @@ class LstmBf(Rec):
     bf = True
 
 
+@case("transpose_in", "ok", tokens=True)
+class TransposeIn(nn.Module):
+    """batch-first ids, a time-major LSTM inside: forward() transposes (user B5)"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.lstm = nn.LSTM(D, H)
+        self.fc = nn.Linear(H, V)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x).transpose(0, 1))
+        return F.log_softmax(self.fc(y.transpose(0, 1)), dim=-1)
+
+
+@case("transpose_tm", "ok")
+class TransposeTm(nn.Module):
+    """time-major vectors, a batch_first LSTM inside: forward() transposes (user B5)"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(D, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x.transpose(0, 1))
+        return self.fc(y).transpose(0, 1)
+
+
 @case("gru", "ok")
 class Gru(Rec):
     """nn.GRU, time-major"""

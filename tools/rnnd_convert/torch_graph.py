@@ -751,6 +751,26 @@ def _cells_in(loop):
     return any(walk(b.nodes()) for b in loop.blocks())
 
 
+def transposed_before(rec):
+    """Whether the input of REC (a recurrent operator) is forward()'s input with its batch
+    and time axes swapped: an odd number of transpose(0, 1) on the way from the graph input
+    (through embedding, dropout, views)."""
+    swapped = False
+    v = list(rec.inputs())[0]
+    for _ in range(1000):
+        n = v.node()
+        k = n.kind()
+        ins = list(n.inputs())
+        if k == "prim::Param" or not ins:
+            break
+        if k == "aten::transpose":
+            dims = {_const(ins[1])[1], _const(ins[2])[1]}
+            if dims == {0, 1} or dims == {-3, 1} or dims == {0, -2}:
+                swapped = not swapped
+        v = ins[1] if k == "aten::embedding" else ins[0]
+    return swapped
+
+
 def loop_time_dim(graph):
     """The time dim (0 or 1) of the first cell loop in GRAPH, read from its trip count
     (x.size(d)), or None."""

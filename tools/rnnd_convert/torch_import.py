@@ -518,10 +518,10 @@ def _batch_first(module):
     recurrent operator (in a TorchScript graph, the operator's last argument; a traced module
     keeps no attribute) or module; PyTorch's default, time first, when there is none."""
     torch = _torch()
-    from .torch_graph import loop_time_dim
-    if not isinstance(module, torch.jit.ScriptModule) and any(
-            _type_name(m).endswith("Cell") for m in module.modules()):
-        # a loop over cells: its layout is in forward()'s code
+    from .torch_graph import loop_time_dim, transposed_before
+    if not isinstance(module, torch.jit.ScriptModule):
+        # forward()'s layout is in its code (a loop over cells, a transpose before the
+        # recurrent module): read it from the scripted graph where torch can script it
         try:
             module = torch.jit.script(module)
         except Exception:
@@ -533,7 +533,8 @@ def _batch_first(module):
                 src = list(n.inputs())[-1].node()
                 if src.kind() == "prim::Constant":
                     try:
-                        return bool(src.i("value"))
+                        # x.transpose(0, 1) in forward() before it: the other layout
+                        return bool(src.i("value")) != transposed_before(n)
                     except Exception:
                         pass
                 break
