@@ -878,6 +878,43 @@ def test_casts():
         check(rc == 0, "%s converts: %s" % (name, err))
 
 
+def test_static_axes():
+    """User B7 (issue 14): an ONNX file exported without dynamic axes from a batch-2 example
+    bakes the batch into its zero states; verification at batch 3 crashed with an internal
+    error. It is refused naming the fixed sizes and the re-export; a batch-1 export, which
+    runs at any batch, still converts."""
+    import torch
+    import torch.nn as nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(300, 12)
+            self.lstm = nn.LSTM(12, 10, batch_first=True)
+            self.fc = nn.Linear(10, 7)
+
+        def forward(self, x):
+            y, _ = self.lstm(self.emb(x))
+            return self.fc(y)
+
+    torch.manual_seed(0)
+    net = Tagger().eval()
+    for B in (2, 1):
+        p = tmp("static_b%d.onnx" % B)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+                io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.randint(0, 300, (B, 5)),), p, opset_version=17)
+        if B == 2:
+            refuse("a fixed batch of 2", [p], p, "the graph has a fixed batch of 2 and "
+                   "sequence length of 5 (input 'input.1', exported without dynamic axes)")
+            refuse("a fixed batch of 2 (the way out)", [p], p,
+                   "dynamic_axes={'x': {0: 'batch', 1: 'time'}}")
+        else:
+            rc, err = main_inproc(p, "-o", tmp("static_b1.rnnd"))
+            check(rc == 0, "a static batch-1 export converts: %s" % err)
+
+
 # ---- 6. half-size weights -----------------------------------------------------------------
 def bf16_nearest(x):
     """x rounded to bfloat16, nearest, ties to even: of the two bfloat16 neighbours (the
@@ -1008,6 +1045,7 @@ def main():
     test_launcher()
     test_refusals()
     test_casts()
+    test_static_axes()
     test_torch()
     print("test_convert: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
