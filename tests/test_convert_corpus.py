@@ -728,6 +728,34 @@ class StackedCells(nn.Module):
         return self.fc(torch.stack(ys, 1))
 
 
+@case("cell_loop_slice3", CELL)
+class CellSlice3(CellLoop):
+    """a loop over nn.GRUCell reading the step as x[:, t, :] (user B6)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t, :], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_last", CELL)
+class CellLast(CellLoop):
+    """a loop over nn.GRUCell, a classifier on torch.stack(ys, 1)[:, -1] (user B6)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1)[:, -1])
+
+
 @case("cell_loop_ones", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
                          "torch": "refused: not zeros"})
 class CellOnes(CellLoop):

@@ -553,6 +553,10 @@ class Analysis:
                     inner[m.output()] = "view"      # x[:, ...]: all of the batch
                     continue
                 self.refuse(m, "aten::slice of the data inside a loop over cells")
+            if k == "aten::slice" and inner.get(mins[0]) in ("step", "view") and \
+                    self.full_slice(mins):
+                inner[m.output()] = inner[mins[0]]      # x[:, t, :]: the trailing full ':'
+                continue
             if k == "aten::select" and (mins[0] in data_in or inner.get(mins[0]) == "view"):
                 okd, dim = self.const(mins[1])
                 if okd and dim == d and mins[2] is counter:
@@ -606,6 +610,7 @@ class Analysis:
             self.refuse(n, "aten::stack of the loop's outputs over dim %s, not the loop's "
                         "time dim %d" % (dim, d))
         self.stage = 2
+        self.y_time = d         # so that torch.stack(ys, 1)[:, -1] pools the last step
         self.mark(n.output(), 3)
 
     def const(self, v):
