@@ -588,12 +588,44 @@ def test_call_order():
                   % (what, err))
 
 
+class TrainLM(nn.Module):
+    """user C8: traced in train mode, its dropout baked in active"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.rnn = nn.LSTM(6, 6, batch_first=True)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(6, 20)
+
+    def forward(self, x):
+        h, _ = self.rnn(self.drop(self.emb(x)))
+        return torch.log_softmax(self.out(self.drop(h)), -1)
+
+
+def test_train_mode_trace():
+    """User C8: a trace made in train mode is refused naming dropout and model.eval(), not
+    with the generic verification failure; the same module traced in eval mode converts."""
+    x = torch.randint(0, 20, (2, 5))
+    net = TrainLM()
+    torch.jit.trace(net.train(), (x,), check_trace=False).save(tmp("train.pt"))
+    refused("a train-mode trace", lambda: rnnd_convert.convert(tmp("train.pt"), tmp("x.rnnd")),
+            ("aten::dropout", "training mode", "call model.eval() before tracing"))
+    torch.jit.trace(net.eval(), (x,), check_trace=False).save(tmp("eval.pt"))
+    try:
+        rnnd_convert.convert(tmp("eval.pt"), tmp("eval.rnnd"))
+        check(True, "an eval-mode trace converts")
+    except ConvertError as e:
+        check(False, "an eval-mode trace converts: %s" % e)
+
+
 def main():
     test_word_language_model()
     test_refusals()
     test_pooled()
     test_unprovable()
     test_call_order()
+    test_train_mode_trace()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

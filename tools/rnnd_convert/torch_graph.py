@@ -339,6 +339,7 @@ class Analysis:
             self.stage = 1
             self.mark(out, None if r is None else r + 1)
         elif k in DROPOUT_OPS:
+            self.active_dropout(n, ins)
             self.mark(out, r)
         elif k in LAYOUT_OPS:
             nr = r
@@ -388,6 +389,16 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def active_dropout(self, n, ins):
+        """Refuse a dropout whose train flag is the constant True: a module traced in train
+        mode keeps it, and the file then drops random elements at every call."""
+        okp, p = _const(ins[1]) if len(ins) > 2 else (False, None)
+        okt, train = _const(ins[2]) if len(ins) > 2 else (False, None)
+        if okt and train is True and not (okp and p == 0):
+            raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
+                               "module was traced or exported in train mode); call "
+                               "model.eval() before tracing" % (n.kind(), where(n)))
 
     def full_slice(self, ins):
         """aten::slice(x, dim, start, end, step) that keeps every element (x[:, ...])."""
