@@ -441,7 +441,10 @@ class Importer:
             return [Val(ZERO if zero else FILL)]
         if op == "Mul" and ZERO in kinds:
             return [Val(ZERO)]
-        self.fail("operator not supported by rnnd on an initial-state tensor")
+        self.fail("operator not supported by rnnd on an initial-state tensor (as the "
+                  "sequence lengths of pack_padded_sequence export; rnnd runs every sequence "
+                  "at its own length, unpadded: call the recurrent module without "
+                  "pack_padded_sequence / pad_packed_sequence)")
 
     def final_state(self, node, ins):
         """h_n[-1] of a one-direction last layer (Gather -1 of Y_h, or of the Concat of every

@@ -27,6 +27,7 @@ PLUMBING = ("prim::TupleConstruct", "prim::TupleUnpack", "prim::TupleIndex",
 # reading the data for its shape, type or device yields no data
 SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::len",
              "aten::__is__", "aten::__isnot__", "prim::shape", "aten::numel")
+PRE_AFFINE = ("aten::mul", "aten::div", "aten::add", "aten::sub")
 # the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
 SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
@@ -55,10 +56,26 @@ _ADVICE = (
      "a loop over steps: rnnd converts a loop over the steps that calls nn.LSTMCell / "
      "GRUCell / RNNCell on x[:, t] (or x[t]) from zero states and stacks the cells' outputs; "
      "else use nn.LSTM / nn.GRU / nn.RNN with the cell's weights"),
+    (("aten::_pack_padded_sequence", "aten::_pad_packed_sequence"),
+     "packed sequences: rnnd runs every sequence at its own length, unpadded, so packing is "
+     "not needed: call the recurrent module without pack_padded_sequence / "
+     "pad_packed_sequence"),
     (CELL_OPS,
      "script the module (torch.jit.script, or from_module, which scripts first) so that the "
      "loop stays a loop; rnnd converts it to one layer"),
 )
+
+
+CELL_LOOP = ("a loop over cells converts when written as: h = torch.zeros(x.size(0), H); "
+             "ys = []; for t in range(x.size(1)): h = cell(x[:, t], h); ys.append(h); then "
+             "y = torch.stack(ys, 1) (docs/convert.md, 'Loops over cells')")
+
+
+def _walk(nodes):
+    for n in nodes:
+        yield n
+        for b in n.blocks():
+            yield from _walk(b.nodes())
 
 
 def _advice(kind):
@@ -168,10 +185,15 @@ class Analysis:
         self.bidir = False      # the last recurrent op is bidirectional
         self.sized = set()      # non-tensor Values computed from the data's sizes
         self.calls = []         # the submodule of each recurrent operator, in call order
+        self.pre = None         # (a, b): x -> a * x + b before the first layer
+        self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
 
     def refuse(self, node, what=None):
+        advice = _advice(node.kind())
+        if self.cells and node.kind() not in ("prim::Loop",) + CELL_OPS:
+            advice += "; " + CELL_LOOP      # the cell loop's own shape, as docs/convert.md
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
-                           % (what or node.kind(), where(node), _advice(node.kind())))
+                           % (what or node.kind(), where(node), advice))
 
     def run(self):
         ins = list(self.graph.inputs())[1:]         # the first is self
@@ -296,6 +318,9 @@ class Analysis:
                         "loop into one call per step of the example)" % k)
         if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
             return
+        if k in ("aten::new_zeros", "aten::zeros_like") and not any(
+                self.taint.get(v) in ("state", "hidden") for v in ins):
+            return      # x.new_zeros(B, H): zeros of the data's type, not the data
         if k in PLUMBING:
             return self.plumbing(n, k, ins, kinds)
         if k in ("aten::select", "aten::cat") and ins and (
@@ -327,6 +352,8 @@ class Analysis:
                         "initial state, as in forward(input, hidden))" % k)
         if any(self.taint.get(v) in ("state", "hidden") for v in ins):
             self.refuse(n, "%s mixing the data with a state" % k)
+        if k in PRE_AFFINE and self.stage < 2 and not self.counts["recurrent"]:
+            return self.pre_affine(n, k, ins)
         x = ins[1] if k == "aten::embedding" else ins[0]    # embedding(weight, ids, ...)
         if self.taint.get(x) != "data" or sum(self.taint.get(v) == "data" for v in ins) > 1:
             self.refuse(n)
@@ -389,6 +416,49 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def pre_affine(self, n, k, ins):
+        """x * c, x / c, x + c, x - c (c * x, c + x) with c a constant scalar or feature
+        vector, before the first layer (emb(x) * sqrt(d), (x - mu) / sd): composed into
+        self.pre = (a, b), x -> a * x + b per feature, which the importer folds exactly into
+        the embedding table or the first layer's W and Wb. Anything else is refused, saying
+        where it is and how."""
+        import numpy as np
+        how = ("%s before the first recurrent layer; rnnd folds a constant scale or offset "
+               "there (x * c, x / c, x + c, x - c with c a number or a per-feature constant) "
+               "into the embedding or the first layer's W: make it one of those, or fold it "
+               "into the weights yourself" % k)
+        data = [i for i, v in enumerate(ins) if self.taint.get(v) == "data"]
+        if len(data) != 1 or (self.stage == 0 and self.input_rank == 2):
+            self.refuse(n, how if self.stage else "%s on the token ids" % k)
+        i = data[0]
+        other = [v for j, v in enumerate(ins[:2]) if j != i]
+        ok, c = self.const(other[0]) if other else (False, None)
+        if len(ins) > 2:
+            oka, alpha = self.const(ins[2])
+            if not (oka and alpha == 1):
+                self.refuse(n, how)
+        if not ok or isinstance(c, bool) or (i == 1 and k in ("aten::sub", "aten::div")):
+            self.refuse(n, how)
+        try:
+            c = np.asarray(c.detach().cpu().double().numpy() if hasattr(c, "detach") else c,
+                           dtype=np.float64)
+        except Exception:
+            self.refuse(n, how)
+        if c.ndim > 1 and any(d != 1 for d in c.shape[:-1]):
+            self.refuse(n, how)
+        c = c.reshape(-1) if c.ndim else c
+        a, b = self.pre if self.pre is not None else (np.float64(1.0), np.float64(0.0))
+        if k == "aten::mul":
+            a, b = a * c, b * c
+        elif k == "aten::div":
+            a, b = a / c, b / c
+        elif k == "aten::add":
+            b = b + c
+        else:
+            b = b - c
+        self.pre = (a, b)
+        self.mark(n.output(), self.rank.get(ins[i]))
 
     def active_dropout(self, n, ins):
         """Refuse a dropout whose train flag is the constant True: a module traced in train

@@ -285,6 +285,9 @@ def model_from_module(module, input=None, head=None, norm=None):
                            % (analysis.counts["recurrent"], len(recs),
                               ", ".join(n or "<top>" for n, _, _ in recs)))
 
+    if analysis is not None and analysis.pre is not None:
+        _fold_pre(model, *analysis.pre)
+
     # normalisation: a softmax on forward()'s data path, else a softmax submodule
     if norm is None and analysis is None:
         if len(norms) > 1:
@@ -321,6 +324,21 @@ def _chain(model, recs, label, root):
         else:
             model.input_dim = int(in_dim)
         model.layers += layers
+
+
+def _fold_pre(model, a, b):
+    """Fold x -> a * x + b (per feature, before the first layer) into the embedding table or
+    the first layer's input weights, exactly as ONNX's affine folding does."""
+    n = model.embedding.shape[1] if model.embedding is not None else model.input_dim
+    a = np.broadcast_to(np.asarray(a, np.float64), (n,))
+    b = np.broadcast_to(np.asarray(b, np.float64), (n,))
+    if model.embedding is not None:
+        model.embedding = f32(model.embedding.astype(np.float64) * a + b)
+        return
+    for w in model.layers[0].weights:
+        W = w["W"].astype(np.float64)
+        w["Wb"] = f32(w["Wb"].astype(np.float64) + W @ b)
+        w["W"] = f32(W * a)
 
 
 def _scripted_call_order(module, recs):
