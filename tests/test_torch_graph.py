@@ -500,6 +500,20 @@ class EncDecLstm(nn.Module):
         return y
 
 
+class EncDecSizes(nn.Module):
+    """user C11: an encoder / decoder whose sizes do not chain (GRU(4, 8) then GRU(4, 8))"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.GRU(4, 8, batch_first=True)
+        self.dec = nn.GRU(4, 8, batch_first=True)
+
+    def forward(self, x):
+        _, h = self.enc(x)
+        y, _ = self.dec(x, h)
+        return y
+
+
 def test_unprovable():
     """Issue 14 outside trials (adversary 2, 4, 5; user A2, A3): a branch on the input's
     size, a trace during which forward() branched on a Python value, a check of
@@ -517,7 +531,9 @@ def test_unprovable():
              ("an encoder / decoder", EncDec, ("aten::gru starting from another layer's final "
                                                "state", "encoder"), True),
              ("an LSTM encoder / decoder", EncDecLstm,
-              ("aten::lstm starting from another layer's final state",), True))
+              ("aten::lstm starting from another layer's final state",), True),
+             ("an encoder / decoder of sizes that do not chain", EncDecSizes,
+              ("aten::gru starting from another layer's final state", "encoder"), True))
     for what, cls, needles, scripted in cases:
         out = tmp("unprovable.rnnd")
         refused(what + " (from_module, verify=False)",

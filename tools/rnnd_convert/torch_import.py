@@ -201,7 +201,12 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     model = Model()
     recs = _scripted_call_order(module, recs) or recs
-    _chain(model, recs, label, module)
+    try:
+        _chain(model, recs, label, module)
+    except ConvertError as e:
+        # sizes that do not chain: what forward() does with them says more (an encoder /
+        # decoder) where torch can script it
+        raise _analysis_error(module, "tokens" if embs else "vectors") or e
     if len(model.layers) > 64:
         raise ConvertError("%d recurrent layers; rnnd takes at most 64" % len(model.layers))
 
@@ -339,6 +344,23 @@ def _fold_pre(model, a, b):
         W = w["W"].astype(np.float64)
         w["Wb"] = f32(w["Wb"].astype(np.float64) + W @ b)
         w["W"] = f32(W * a)
+
+
+def _analysis_error(module, input_kind):
+    """The analysis's refusal of MODULE's scripted forward(), or None."""
+    torch = _torch()
+    from .torch_graph import analyse
+    try:
+        sm = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    except Exception:
+        return None
+    try:
+        analyse(sm, input_kind)
+    except ConvertError as e:
+        return e
+    except Exception:
+        return None
+    return None
 
 
 def _scripted_call_order(module, recs):
