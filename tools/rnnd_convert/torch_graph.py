@@ -121,7 +121,8 @@ def where_first(node):
     src = 0
     for k in range(1, len(lines) - 1):
         if lines[k + 1].strip().startswith("~"):
-            return " at %s:%d: %s" % (path, line + src, lines[k].strip().rstrip(":"))
+            code = lines[k].split(" #")[0].strip().rstrip(":")     # without its comment
+            return " at %s:%d: %s" % (path, line + src, code)
         if not lines[k].strip().startswith("~"):
             src += 1
     return where(node)
