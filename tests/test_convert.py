@@ -542,14 +542,14 @@ def test_torch():
         def __init__(self):
             super().__init__()
             self.a = nn.LSTM(3, 4)
-            self.act = nn.ReLU()
+            self.act = nn.ELU()
             self.b = nn.LSTM(4, 4)
 
         def forward(self, x):
             return self.b(self.act(self.a(x)[0]))[0]
     torch.jit.script(Bad()).save(tmp("bad.pt"))
     rc, err = main_inproc(tmp("bad.pt"), "-o", tmp("bad.rnnd"))
-    one_line_error("TorchScript with a ReLU module", rc, err, tmp("bad.pt"), "'act' (ReLU)")
+    one_line_error("TorchScript with an ELU module", rc, err, tmp("bad.pt"), "'act' (ELU)")
 
     class TwoHeads(nn.Module):
         def __init__(self):

@@ -394,9 +394,9 @@ class WlmGru(nn.Module):
 
 
 # ---- models that must be refused (today) ------------------------------------------------
-@case("relu_after_head", "refused: relu")
+@case("relu_after_head", {"onnx": "refused: Relu", "torch": "ok"})
 class ReluHead(Rec):
-    """torch.relu after the head"""
+    """torch.relu after the head (a head of Linear, ReLU since MLP heads)"""
 
     def forward(self, x):
         y, _ = self.rnn(x)
@@ -412,7 +412,7 @@ class Scaled(Rec):
         return self.fc(y) * 2.0
 
 
-@case("custom_activation", {"onnx": "refused: Sigmoid", "torch": "refused: aten::sigmoid"})
+@case("custom_activation", {"onnx": "refused: Sigmoid", "torch": "refused: aten::mul"})
 class Swish(Rec):
     """a custom activation (x * sigmoid(x)) between the layer and the head"""
 
@@ -434,7 +434,7 @@ class Residual(nn.Module):
         return y + x
 
 
-@case("mlp_head", {"onnx": "refused: Relu", "torch": "refused: ReLU"})
+@case("mlp_head", {"onnx": "refused: Relu", "torch": "ok"})
 class MlpHead(Rec):
     """an MLP head: Linear, ReLU, Linear"""
 
@@ -448,7 +448,7 @@ class MlpHead(Rec):
 
 
 @case("layernorm", {"onnx": "refused: ReduceMean", "onnx17": "refused: LayerNormalization",
-                    "torch": "refused: LayerNorm"})
+                    "torch": "ok"})
 class LayerNormed(Rec):
     """LayerNorm between the layer and the head"""
 
@@ -459,6 +459,93 @@ class LayerNormed(Rec):
     def forward(self, x):
         y, _ = self.rnn(x)
         return self.fc(self.ln(y))
+
+
+@case("mlp_tanh", {"onnx": "refused: Tanh", "torch": "ok"})
+class MlpTanh(Rec):
+    """an MLP head with Tanh and Dropout (functional form)"""
+    kind = "GRU"
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(H, 8), nn.Linear(8, 3)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc2(self.drop(torch.tanh(self.fc1(y))))
+
+
+@case("mlp_sigmoid", {"onnx": "refused: Sigmoid", "torch": "ok"})
+class MlpSigmoid(Rec):
+    """an MLP head with Sigmoid"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.Sigmoid(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_gelu", {"onnx": "refused: Erf", "torch": "ok"})
+class MlpGelu(Rec):
+    """an MLP head with GELU (exact, PyTorch's default)"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.GELU(), nn.Dropout(0.1), nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_ln_between", {"onnx": "refused: Relu", "onnx17": "no export", "torch": "ok"})
+class MlpLnBetween(Rec):
+    """LayerNorm between head layers, without elementwise affine"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.ReLU(),
+                                 nn.LayerNorm(8, elementwise_affine=False, eps=1e-3),
+                                 nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_log_softmax", {"onnx": "refused: ReduceMean", "onnx17": "refused: LayerNormalization",
+                          "torch": "ok"}, tokens=True)
+class MlpLogSoftmax(nn.Module):
+    """tokens, LayerNorm after the stack, an MLP head, F.log_softmax"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, 5)
+        self.rnn = nn.LSTM(5, H)
+        self.ln = nn.LayerNorm(H)
+        self.fc1, self.fc2 = nn.Linear(H, 8), nn.Linear(8, V)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return F.log_softmax(self.fc2(F.relu(self.fc1(self.ln(y)))), dim=-1)
+
+
+@case("mlp_pooled", {"onnx": "refused: Relu", "torch": "ok"})
+class MlpPooled(Rec):
+    """a pooled classifier: mean over the steps, then an MLP head and softmax"""
+    bf = True
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(-1))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y.mean(dim=1))
 
 
 # ---- pooled classifiers: refused before the format's "pool", converted since -------------

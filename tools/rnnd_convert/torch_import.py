@@ -14,9 +14,12 @@ from .errors import missing_module
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
           "LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn",
           "Linear": "linear", "Softmax": "softmax", "LogSoftmax": "log_softmax",
-          "Dropout": "dropout", "Identity": "identity"}
+          "Dropout": "dropout", "Identity": "identity",
+          # head layers: placed by forward()'s graph (torch_graph.py), not by the module tree
+          "ReLU": "head_op", "Tanh": "head_op", "Sigmoid": "head_op", "GELU": "head_op",
+          "LayerNorm": "head_op", "Sequential": "identity"}
 # Parameterless modules that compute something rnnd cannot place in its chain.
-_REFUSED = {"ReLU", "ReLU6", "Tanh", "Sigmoid", "GELU", "ELU", "SELU", "CELU", "LeakyReLU",
+_REFUSED = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU",
             "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish",
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
             "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
@@ -187,6 +190,8 @@ def model_from_module(module, input=None, head=None, norm=None):
             lins.append((n, m))
         elif kind in ("softmax", "log_softmax"):
             norms.append((n, m, kind))
+        elif kind == "head_op":
+            pass        # forward()'s graph places it in the head, or refuses it
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
@@ -256,10 +261,8 @@ def model_from_module(module, input=None, head=None, norm=None):
     elif head is not None:
         lin = _find(module, head, lambda m: "head")
     else:
-        if len(lins) > 1:
-            raise ConvertError("%d Linear modules (%s); rnnd has one head: pass head= to "
-                               "choose" % (len(lins), ", ".join(n for n, _ in lins)))
-        lin = lins[0] if lins else None
+        # several Linear modules: an MLP head, placed by forward()'s graph below
+        lin = lins[0] if len(lins) == 1 else None
     if lin is not None:
         n, m = lin
         model.head_W = f32(_np(m.weight))
@@ -281,6 +284,14 @@ def model_from_module(module, input=None, head=None, norm=None):
                            "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
                            "bias_hh_l0, called on the whole sequence"
                            % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
+    if head is None and analysis is not None and analysis.head_ops and (
+            len(analysis.head_ops) > 1 or len(lins) > 1):
+        model.head_W = model.head_b = None
+        model.head_layers = analysis.head_layers()
+    elif head is None and len(lins) > 1:
+        raise ConvertError("%d Linear modules (%s), and forward() could not be analysed to "
+                           "place them: pass head= to choose one"
+                           % (len(lins), ", ".join(n for n, _ in lins)))
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
                            "%d (%s); rnnd chains every one it holds, in registration order"
@@ -303,7 +314,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if analysis is not None and analysis.pool is not None:
         model.pool = analysis.pool
     if norm not in (None, "none"):
-        if model.head_W is None:
+        if not model.has_head():
             last = model.layers[-1]
             k = last.out_dim * last.num_directions
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
