@@ -5,7 +5,7 @@ Must convert exactly, through from_module, torch.jit.script and ONNX (opsets 9, 
 PyTorch's
 word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
 a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
-line: elu after the head (relu is a head layer since MLP heads), a two-input encoder / decoder, a traced nn.LSTMCell loop, the
+line: exp after the head (relu is a head layer since MLP heads), a two-input encoder / decoder, a traced nn.LSTMCell loop, the
 first step y[:, 0], h_n[-1] of a bidirectional layer alone, a mean over the features, a
 pooling after the head; an nn.LSTMCell loop through from_module / torch.jit.script converts.
 Pooled classifiers convert exactly (from_module and TorchScript) with the file's "pool": a
@@ -180,10 +180,10 @@ class Base(nn.Module):
         self.fc = nn.Linear(16 if bidirectional else 8, 4)
 
 
-class EluHead(Base):
+class ExpHead(Base):
     def forward(self, x):
         y, _ = self.rnn(self.emb(x))
-        return F.elu(self.fc(y))
+        return torch.exp(self.fc(y))
 
 
 class MeanSteps(Base):
@@ -340,8 +340,8 @@ def test_pooled():
 def test_refusals():
     torch.manual_seed(1)
     cases = (
-        ("elu after the head", EluHead, ("aten::elu", HERE, "F.elu(self.fc(y))",
-                                         "express it with those")),
+        ("exp after the head", ExpHead, ("aten::exp", HERE, "torch.exp(self.fc(y))",
+                                         "a head of Linear, ReLU")),
         ("the first step", FirstStep, ("aten::select(dim 1, index 0)", HERE, "y[:, 0]",
                                        "y[:, -1]")),
         ("h_n[-1] of a bidirectional layer", BiOneDirection,
