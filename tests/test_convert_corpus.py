@@ -502,9 +502,9 @@ class MlpGelu(Rec):
         return self.mlp(y)
 
 
-@case("mlp_gelu_tanh", {"onnx": "refused: combines the data with itself", "torch": "ok"})
+@case("mlp_gelu_tanh", "ok")
 class MlpGeluTanh(Rec):
-    """an MLP head with GELU(approximate="tanh") (ONNX: exported as its arithmetic)"""
+    """an MLP head with GELU(approximate="tanh")"""
 
     def __init__(self):
         super().__init__()
@@ -513,6 +513,15 @@ class MlpGeluTanh(Rec):
     def forward(self, x):
         y, _ = self.rnn(x)
         return self.mlp(y)
+
+
+@case("centered", {"onnx": "refused: ReduceMean", "torch": "refused: aten::mean"})
+class Centered(Rec):
+    """the features minus their mean, not a LayerNorm (no division by the deviation)"""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y - y.mean(-1, keepdim=True))
 
 
 @case("mlp_ln_between", {"onnx17": "no export", "*": "ok"},

@@ -1118,7 +1118,8 @@ HEAD_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"
 
 def fuse_head_ops(g):
     """G's nodes with the decompositions torch exports for GELU (Div by sqrt 2, Erf, Add 1,
-    Mul by the input, Mul by 0.5) and, before opset 17, for LayerNorm (ReduceMean, Sub, Pow
+    Mul by the input, Mul by 0.5), for its tanh form (x x x, times 0.044715, plus x, times
+    sqrt(2/pi), Tanh, plus 1, times x, times 0.5) and, before opset 17, for LayerNorm (ReduceMean, Sub, Pow
     2, ReduceMean, Add eps, Sqrt, Div) each replaced by one node (Gelu, LayerNormalization
     without scale) where every intermediate result is read by the pattern alone. onnx_run
     runs the graph as it is, node by node."""
@@ -1176,6 +1177,45 @@ def fuse_head_ops(g):
             continue
         drop.update(id(k) for k in (d, e, a, m1, m2))
         put[id(m2)] = helper.make_node("Gelu", [x], [m2.output[0]], name=e.name or "Gelu")
+    for t in nodes:
+        # tanh GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x x x)))
+        if t.op_type != "Tanh":
+            continue
+        m3 = producer.get(t.input[0])
+        if m3 is None or m3.op_type != "Mul" or only(m3.output[0], "Tanh") is not t:
+            continue
+        add0_name = [i for i in m3.input if not const(i, (2 / np.pi) ** 0.5)]
+        if len(add0_name) != 1 or len(m3.input) != 2:
+            continue
+        add0 = producer.get(add0_name[0])
+        if add0 is None or add0.op_type != "Add" or only(add0.output[0], "Mul") is not m3:
+            continue
+        chain = None
+        for x in add0.input:
+            m2 = producer.get(other(add0, x) or "")
+            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0:
+                continue
+            m1 = producer.get(next((i for i in m2.input if not const(i, 0.044715)), ""))
+            if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 or \
+                    len(m2.input) != 2 or x not in m1.input:
+                continue
+            sq = producer.get(other(m1, x) or "")
+            if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
+                    only(sq.output[0], "Mul") is not m1:
+                continue
+            chain = (x, sq, m1, m2)
+        if chain is None:
+            continue
+        x, sq, m1, m2 = chain
+        a1 = only(t.output[0], "Add")
+        m4 = a1 and only(a1.output[0], "Mul")
+        m5 = m4 and only(m4.output[0], "Mul")
+        if not (a1 and m4 and m5) or not const(other(a1, t.output[0]), 1.0) or \
+                other(m4, a1.output[0]) != x or not const(other(m5, m4.output[0]), 0.5):
+            continue
+        drop.update(id(k) for k in (sq, m1, m2, add0, m3, t, a1, m4, m5))
+        put[id(m5)] = helper.make_node("Gelu", [x], [m5.output[0]], name=t.name or "Gelu",
+                                       approximate="tanh")
     for r1 in nodes:
         if r1.op_type != "ReduceMean" or not axes_last(r1):
             continue
