@@ -1534,7 +1534,8 @@ END_TEST
 #define MLP_ARCH "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
     " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 4}], \"head\": {\"in_dim\": 4," \
     " \"out_dim\": 2, \"norm\": \"log_softmax\", \"layers\": [" \
-    "{\"op\": \"layernorm\", \"eps\": 0.001}, {\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 6}," \
+    "{\"op\": \"layernorm\", \"eps\": 0.001}," \
+    " {\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 6}," \
     " {\"op\": \"gelu\"}, {\"op\": \"layernorm\", \"affine\": false}, {\"op\": \"relu\"}," \
     " {\"op\": \"tanh\"}, {\"op\": \"sigmoid\"}, {\"op\": \"gelu_tanh\"}," \
     " {\"op\": \"linear\", \"in_dim\": 6, \"out_dim\": 2}]}}"
@@ -1616,11 +1617,12 @@ START_TEST(bad_arch_head_layers)
                      "architecture.head.layers[0].out_dim", "out of range");
     expect_fail_arch("hl_empty", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": []}}",
                      "architecture.head.layers", "0 layers, must be 1 to 16");
+#define RELU4 "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}"
     expect_fail_arch("hl_many", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"},"
-                     "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"},"
-                     "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"},"
-                     "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"},"
+                     RELU4 ","
+                     RELU4 ","
+                     RELU4 ","
+                     RELU4 ","
                      "{\"op\": \"relu\"}]}}", "architecture.head.layers", "17 layers");
     expect_fail_arch("hl_obj", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": {}}}",
                      "architecture.head.layers", "expected an array or null");

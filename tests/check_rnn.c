@@ -651,8 +651,8 @@ static const char *half_arch(const char *arch, const char *type)
 #define HALF_ARCH_OF(i) half_arch(archs[(i) / 2], HALF_TYPE(i))
 
 /* The random model of ARCH and SEED; with ROUND_TO (bf16 / f16, or 0) its weight matrices
- * (names ending .W .R .proj .V, and a head linear's weight: what the kernels read) rounded in the image
- * by src/half.h, which check_kernels holds against the definition. */
+ * (names ending .W .R .proj .V, and a head linear's weight: what the kernels read) rounded in
+ * the image by src/half.h, which check_kernels holds against the definition. */
 static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
 {
     tu_file *f = tu_random_model(arch, seed);

@@ -525,7 +525,8 @@ class Centered(Rec):
 
 
 @case("mlp_ln_between", {"onnx17": "no export", "*": "ok"},
-       note="LayerNorm between head layers, without elementwise affine (torch cannot export that LayerNorm at opset 17)")
+       note="LayerNorm between head layers, without elementwise affine (torch cannot "
+       "export that LayerNorm at opset 17)")
 class MlpLnBetween(Rec):
     """LayerNorm between head layers, without elementwise affine"""
 

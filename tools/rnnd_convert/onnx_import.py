@@ -1119,10 +1119,10 @@ HEAD_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu"
 def fuse_head_ops(g):
     """G's nodes with the decompositions torch exports for GELU (Div by sqrt 2, Erf, Add 1,
     Mul by the input, Mul by 0.5), for its tanh form (x x x, times 0.044715, plus x, times
-    sqrt(2/pi), Tanh, plus 1, times x, times 0.5) and, before opset 17, for LayerNorm (ReduceMean, Sub, Pow
-    2, ReduceMean, Add eps, Sqrt, Div) each replaced by one node (Gelu, LayerNormalization
-    without scale) where every intermediate result is read by the pattern alone. onnx_run
-    runs the graph as it is, node by node."""
+    sqrt(2/pi), Tanh, plus 1, times x, times 0.5) and, before opset 17, for LayerNorm
+    (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div) each replaced by one node
+    (Gelu, LayerNormalization without scale) where every intermediate result is read by the
+    pattern alone. onnx_run runs the graph as it is, node by node."""
     from onnx import helper
     nodes = list(g.node)
     consts = {t.name: _tensor(t) for t in g.initializer}

@@ -5,12 +5,13 @@ is loaded; either way the inlined graph of forward() is walked here. Every node 
 the model's input data, directly or through earlier such nodes, must belong to a pattern
 rnnd's chain can express: an embedding lookup, the recurrent operators, dropout (identity in
 eval mode), one pooling of the last layer over the steps (y[:, -1], h_n[-1],
-cat(h_n[-2], h_n[-1]) of a bidirectional layer, mean or max over the time axis), one Linear
-head, one softmax / log_softmax over the features, reshapes and views,
-transposes of the batch and time axes (batch_first), and tuple plumbing. Nodes that only
-compute on shapes, constants and parameters (the checks inlined from nn.LSTM, say) are not
-data and pass. A branch whose condition is known (`dim is None` with a constant dim, as in an
-inlined F.log_softmax) is followed on its taken side only. Anything else on the data path is
+cat(h_n[-2], h_n[-1]) of a bidirectional layer, mean or max over the time axis), a head of
+Linear, ReLU, Tanh, Sigmoid, GELU and LayerNorm layers (docs/model-format.md, "The head"),
+one softmax / log_softmax over the features, reshapes and views, transposes of the batch
+and time axes (batch_first), and tuple plumbing. Nodes that only compute on shapes,
+constants and parameters (the checks inlined from nn.LSTM, say) are not data and pass. A
+branch whose condition is known (`dim is None` with a constant dim, as in an inlined
+F.log_softmax) is followed on its taken side only. Anything else on the data path is
 refused, naming the operator, its source line and what would make the model convertible.
 """
 import numpy as np

@@ -167,7 +167,8 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     input: None (an nn.Embedding means tokens, else vectors), "tokens", "vectors", an int
     (vectors of that size, checked), or the nn.Embedding (or its name) to use.
-    head: None (the one nn.Linear, if any), an nn.Linear or its name, or False (no head:
+    head: None (the head forward() applies, one nn.Linear or an MLP; the one nn.Linear when
+    forward() cannot be analysed), an nn.Linear or its name, or False (no head:
     Linear submodules are left out). norm: None (from an nn.Softmax/nn.LogSoftmax submodule or
     a softmax in a TorchScript graph), "none", "softmax" or "log_softmax"."""
     torch = _torch()
