@@ -337,6 +337,42 @@ def test_pooled():
                   "%s (%s): the file equals PyTorch (max error %.2g)" % (what, door, err))
 
 
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4)
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 2)
+        self.ln = nn.LayerNorm(5)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return F.log_softmax(self.b(self.ln(torch.relu(self.a(y)))), dim=-1)
+
+
+def test_mlp_head():
+    """forward()'s head of several layers is read in the order it runs, each layer's weights
+    from the module it reads them from; head= naming one of its Linears is refused."""
+    torch.manual_seed(4)
+    net = Mlp().eval()
+    out = tmp("mlp.rnnd")
+    m = rnnd_convert.from_module(net, out)
+    check([h["op"] for h in m.head_layers] == ["linear", "relu", "layernorm", "linear"],
+          "an MLP head: its layers in forward()'s order (%s)" % m.head_layers)
+    check(np.array_equal(m.head_layers[0]["W"], net.a.weight.detach().numpy()) and
+          np.array_equal(m.head_layers[2]["W"], net.ln.weight.detach().numpy()) and
+          np.array_equal(m.head_layers[3]["b"], net.b.bias.detach().numpy()),
+          "an MLP head: each layer's weights are its module's")
+    check(m.head_norm == "log_softmax", "an MLP head: the log_softmax after it")
+    x = torch.randn(6, 1, 3)
+    with torch.no_grad():
+        want = net(x).numpy()[:, 0]
+    got = reference.run(out, [x[:, 0].numpy()])[0][0]
+    check(float(np.abs(got - want).max()) < 1e-5, "an MLP head: the file equals PyTorch")
+    refused("head= naming one Linear of an MLP head",
+            lambda: rnnd_convert.from_module(net, tmp("mlp2.rnnd"), head="a"),
+            ("a head of 4 layers (linear, relu, layernorm, linear)", "leave head=None"))
+
+
 def test_refusals():
     torch.manual_seed(1)
     cases = (
@@ -393,6 +429,7 @@ def main():
     test_word_language_model()
     test_refusals()
     test_pooled()
+    test_mlp_head()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -289,6 +289,12 @@ def model_from_module(module, input=None, head=None, norm=None):
             len(analysis.head_ops) > 1 or len(lins) > 1):
         model.head_W = model.head_b = None
         model.head_layers = analysis.head_layers()
+    elif head is not None and head is not False and analysis is not None and \
+            len(analysis.head_ops) > 1:
+        raise ConvertError("forward() applies a head of %d layers (%s); head= picks one "
+                           "nn.Linear: leave head=None to convert the whole head"
+                           % (len(analysis.head_ops),
+                              ", ".join(op for op, _, _ in analysis.head_ops)))
     elif head is None and len(lins) > 1:
         raise ConvertError("%d Linear modules (%s), and forward() could not be analysed to "
                            "place them: pass head= to choose one"
