@@ -15,7 +15,9 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
                 tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
-    nn.Linear submodules, or one of those itself) to PATH as an .rnnd file.
+    nn.Linear submodules, or one of those itself; or the reference modules of
+    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, Clockwork) with an Embedding, a Linear and a
+    softmax around them) to PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
@@ -34,13 +36,23 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     import os
     from .arch import apply_options, read_vocab
     from .torch_import import model_from_module, source_runner
+    from .torch_reference import model_from_reference, reference_runner
     from .writer import write
-    model = model_from_module(module, input=input, head=head, norm=norm)
+    from .torch_slstm import model_from_slstm, slstm_runner
+    # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, ...) first: they are not PyTorch's own layers
+    model = model_from_reference(module, input=input, head=head, norm=norm)
+    runner = reference_runner(module) if model is not None else None
+    if model is None:
+        model = model_from_slstm(module, input=input, head=head, norm=norm)
+        runner = slstm_runner(module) if model is not None else None
+    if model is None:
+        model = model_from_module(module, input=input, head=head, norm=norm)
     from .verify import metadata_value
     figures = None
     if verify:
         from .verify import verify as check
-        figures = check(model, source_runner(module, model.pool != "none"), "module", path)
+        figures = check(model, runner or source_runner(module, model.pool != "none"),
+                        "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
