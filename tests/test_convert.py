@@ -1220,6 +1220,34 @@ def test_onnx_head_fusion():
            "node 'l2' (LSTM): reads the output of head layers (relu)")
 
 
+def test_reference_mlp_head_refused():
+    """An MLP head around a reference module (MinGRU, SLSTM, Clockwork) is refused with a
+    message that says so: their forward() is Python loops, not analysed, so the head's order
+    of layers cannot be read (failed before: the message said rnnd has one head)."""
+    import torch
+    import torch.nn as nn
+    from rnnd_modules.mingru import MinGRU
+    from rnnd_modules.slstm import SLSTM
+    from rnnd_modules.clockwork import Clockwork
+
+    class Net(nn.Module):
+        def __init__(self, rnn, h):
+            super().__init__()
+            self.rnn, self.a, self.b = rnn, nn.Linear(h, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(self.rnn(x)[0])))
+
+    for what, rnn, h in (("MinGRU", MinGRU(4, 6), 6), ("SLSTM", SLSTM(4, 8, heads=2), 8),
+                         ("Clockwork", Clockwork(4, 8, [1, 2]), 8)):
+        try:
+            rnnd_convert.from_module(Net(rnn, h), tmp("refmlp.rnnd"))
+            check(False, "%s with an MLP head: converted" % what)
+        except ConvertError as e:
+            check("an MLP head is not read around this module" in str(e),
+                  "%s with an MLP head: %s" % (what, e))
+
+
 def main():
     test_onnx_head_fusion()
     test_golden()
@@ -1229,6 +1257,7 @@ def main():
     test_native_clock()
     test_native_slstm()
     test_reference_modules()
+    test_reference_mlp_head_refused()
     test_half_weights()
     test_launcher()
     test_refusals()
