@@ -155,10 +155,21 @@ static void print_text(const char *path, const rnnd_model *m)
     if (s->pool != RNND_POOL_NONE)   /* infer then answers one row per sequence */
         printf("pool:        %s (infer: one output row per sequence)\n",
                rnnd_pool_name(s->pool));
-    if (s->has_head)
+    if (s->has_head && s->head_short) {
         printf("head:        linear %d -> %d, norm %s\n", s->head_in, s->head_out,
                norm_name(s->head_norm));
-    else
+    } else if (s->has_head) {
+        printf("head:        %d", s->head_in);
+        for (int k = 0; k < s->head_n; k++) {
+            const rnnd_head_layer *h = &s->head_layers[k];
+            printf(" -> %s", rnnd_head_op_name(h->op));
+            if (h->op == RNND_HEAD_LINEAR)
+                printf(" %d", h->out_dim);
+            else if (h->op == RNND_HEAD_LAYERNORM)
+                printf(" (eps %g%s)", (double)h->eps, h->affine ? ", affine" : "");
+        }
+        printf(", norm %s\n", norm_name(s->head_norm));
+    } else
         printf("head:        none\n");
     if (s->input_kind == RNND_INPUT_TOKENS && s->n_vocab)
         printf("vocab:       %d strings, tokenizer %s\n", s->n_vocab,
@@ -306,6 +317,23 @@ static json_t *model_json(const char *path, const rnnd_model *m)
         put(h, "in_dim", json_integer(s->head_in));
         put(h, "out_dim", json_integer(s->head_out));
         put(h, "norm", json_string(norm_name(s->head_norm)));
+        if (!s->head_short) {
+            json_t *hl = json_array();
+            for (int k = 0; k < s->head_n; k++) {
+                const rnnd_head_layer *x = &s->head_layers[k];
+                json_t *e = json_object();
+                put(e, "op", json_string(rnnd_head_op_name(x->op)));
+                if (x->op == RNND_HEAD_LINEAR) {
+                    put(e, "in_dim", json_integer(x->in_dim));
+                    put(e, "out_dim", json_integer(x->out_dim));
+                } else if (x->op == RNND_HEAD_LAYERNORM) {
+                    put(e, "eps", json_real(x->eps));
+                    put(e, "affine", json_boolean(x->affine));
+                }
+                json_array_append_new(hl, e);
+            }
+            put(h, "layers", hl);
+        }
         put(o, "head", h);
     } else {
         put(o, "head", json_null());

@@ -299,7 +299,7 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
         }
         if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
             rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, "
-                     "head.weight) may be half-size; this tensor must be F32",
+                     "a head linear's weight) may be half-size; this tensor must be F32",
                      dtype_names[e->dtype]);
             goto out;
         }

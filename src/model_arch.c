@@ -558,7 +558,71 @@ static int parse_input(actx *c, const json_t *v, rnnd_model_spec *s)
     return get_int(c, v, path, "dim", 1, RNND_MAX_DIM, 0, &s->input_dim);
 }
 
-static const char *const head_keys[] = {"out_dim", "in_dim", "norm", NULL};
+static const char *const head_keys[] = {"out_dim", "in_dim", "norm", "layers", NULL};
+static const char *const head_op_names[RNND_HEAD_OP_COUNT] = {
+    "linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm",
+};
+static int head_op_known(const char *name)
+{
+    for (int i = 0; i < RNND_HEAD_OP_COUNT; i++)
+        if (strcmp(name, head_op_names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static const char *const head_linear_keys[] = {"op", "in_dim", "out_dim", NULL};
+static const char *const head_ln_keys[] = {"op", "eps", "affine", NULL};
+static const char *const head_act_keys[] = {"op", NULL};
+
+const char *rnnd_head_op_name(int op)
+{
+    return op >= 0 && op < RNND_HEAD_OP_COUNT ? head_op_names[op] : "unknown";
+}
+
+/* One entry of head.layers reading WIDTH floats; sets its out_dim. */
+static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_head_layer *h)
+{
+    char path[64], key[96];
+    snprintf(path, sizeof path, "architecture.head.layers[%d]", k);
+    if (!json_is_object(v))
+        return BAD(c, path, "expected an object {\"op\": ...}, got %s", type_name(v));
+    const json_t *op = json_object_get(v, "op");
+    int rc;
+    snprintf(key, sizeof key, "%s.op", path);
+    if (op && json_is_string(op) && !head_op_known(json_string_value(op)))
+        return BAD(c, key, "unknown op \"%.40s\" (expected linear, relu, tanh, sigmoid, gelu, "
+                   "gelu_tanh or layernorm)", json_string_value(op));
+    if ((rc = get_enum(c, v, path, "op", head_op_names, RNND_HEAD_OP_COUNT, -1, &h->op)))
+        return rc;
+    h->in_dim = h->out_dim = width;
+    if (h->op == RNND_HEAD_LINEAR) {
+        if ((rc = check_keys(c, v, path, head_linear_keys)) ||
+            (rc = get_int(c, v, path, "in_dim", 1, 2 * RNND_MAX_DIM, 0, &h->in_dim)) ||
+            (rc = get_int(c, v, path, "out_dim", 1, RNND_MAX_DIM, 0, &h->out_dim)))
+            return rc;
+        if (h->in_dim != width) {
+            snprintf(key, sizeof key, "%s.in_dim", path);
+            return BAD(c, key, "%d, but %s gives %d (the dims must chain)", h->in_dim,
+                       k ? "the layer before" : "the head's input (head.in_dim)", width);
+        }
+        return 0;
+    }
+    if (h->op != RNND_HEAD_LAYERNORM)
+        return check_keys(c, v, path, head_act_keys);
+    if ((rc = check_keys(c, v, path, head_ln_keys)) ||
+        (rc = get_bool(c, v, path, "affine", 1, &h->affine)))
+        return rc;
+    h->eps = 1e-5f;     /* PyTorch's default */
+    const json_t *eps = json_object_get(v, "eps");
+    if (eps && !json_is_null(eps)) {
+        snprintf(key, sizeof key, "%s.eps", path);
+        if ((rc = get_float(c, eps, key, &h->eps)))
+            return rc;
+        if (!(h->eps > 0.0f))
+            return BAD(c, key, "%g, must be a positive number", (double)h->eps);
+    }
+    return 0;
+}
 
 static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s)
 {
@@ -579,6 +643,35 @@ static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s
     if (s->head_in != last_out)
         return BAD(c, "architecture.head.in_dim", "%d, but the last layer outputs %d",
                    s->head_in, last_out);
+    const json_t *layers = json_object_get(v, "layers");
+    if (!layers || json_is_null(layers)) {
+        /* the short form: one linear, tensors head.weight and head.bias */
+        s->head_short = 1;
+        s->head_n = 1;
+        s->head_layers[0] = (rnnd_head_layer){
+            .op = RNND_HEAD_LINEAR, .in_dim = s->head_in, .out_dim = s->head_out,
+        };
+        s->has_head = 1;
+        return 0;
+    }
+    if (!json_is_array(layers))
+        return BAD(c, "architecture.head.layers", "expected an array or null, got %s",
+                   type_name(layers));
+    size_t n = json_array_size(layers);
+    if (n < 1 || n > RNND_MAX_HEAD_LAYERS)
+        return BAD(c, "architecture.head.layers", "%zu layers, must be 1 to %d", n,
+                   RNND_MAX_HEAD_LAYERS);
+    int width = s->head_in;
+    for (size_t k = 0; k < n; k++) {
+        rnnd_head_layer *h = &s->head_layers[k];
+        if ((rc = parse_head_layer(c, json_array_get(layers, k), (int)k, width, h)))
+            return rc;
+        width = h->out_dim;
+    }
+    if (width != s->head_out)
+        return BAD(c, "architecture.head.out_dim", "%d, but the head's layers give %d",
+                   s->head_out, width);
+    s->head_n = (int)n;
     s->has_head = 1;
     return 0;
 }
@@ -800,9 +893,24 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
 #undef NM
         }
     }
-    if (s->has_head) {
-        mat(&out[n++], "head.weight", s->head_out, s->head_in, &s->head_W);
-        req(&out[n++], "head.bias", s->head_out, 0, 1, &s->head_b);
+    if (s->has_head && s->head_short) {
+        rnnd_head_layer *h = &s->head_layers[0];
+        mat(&out[n++], "head.weight", h->out_dim, h->in_dim, &h->W);
+        req(&out[n++], "head.bias", h->out_dim, 0, 1, &h->b);
+    } else if (s->has_head) {
+        for (int k = 0; k < s->head_n; k++) {
+            rnnd_head_layer *h = &s->head_layers[k];
+            char nm[48], nb[48];
+            snprintf(nm, sizeof nm, "head.%d.weight", k);
+            snprintf(nb, sizeof nb, "head.%d.bias", k);
+            if (h->op == RNND_HEAD_LINEAR) {
+                mat(&out[n++], nm, h->out_dim, h->in_dim, &h->W);
+                req(&out[n++], nb, h->out_dim, 0, 1, &h->b);
+            } else if (h->op == RNND_HEAD_LAYERNORM && h->affine) {
+                req(&out[n++], nm, h->in_dim, 0, 1, &h->W);
+                req(&out[n++], nb, h->in_dim, 0, 1, &h->b);
+            }
+        }
     }
     return n;
 }

@@ -106,6 +106,21 @@ int rnnd_model_state_digest_compute(rnnd_model_spec *s, char out[65])
         rnnd_sha256_update(&h, "pool", 4);
         put_u32(&h, (uint32_t)s->pool);
     }
+    /* Head layers came later too: a head that is one linear (either form) writes nothing
+     * more, so it keeps the digest it had. */
+    if (s->has_head && !(s->head_n == 1 && s->head_layers[0].op == RNND_HEAD_LINEAR)) {
+        rnnd_sha256_update(&h, "headlayers", 10);
+        put_u32(&h, (uint32_t)s->head_n);
+        for (int k = 0; k < s->head_n; k++) {
+            const rnnd_head_layer *hl = &s->head_layers[k];
+            int ln = hl->op == RNND_HEAD_LAYERNORM;
+            put_u32(&h, (uint32_t)hl->op);
+            put_u32(&h, (uint32_t)hl->in_dim);
+            put_u32(&h, (uint32_t)hl->out_dim);
+            put_u32(&h, ln ? (uint32_t)hl->affine : 0);
+            put_f32(&h, ln ? hl->eps : 0.0f);
+        }
+    }
     /* The values the kernels read, after any half rounding: the host is little-endian
      * (model.c refuses others), so the floats' bytes are already the record's. */
     size_t n = rnnd_arch_required(s, t);

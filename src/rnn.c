@@ -57,7 +57,7 @@ struct rnnd_net {
     const rnnd_model_spec *spec;
     const rnnd_kernels *k;
     dir_pack (*packs)[2];       /* [n_layers][2] */
-    rnnd_packed head;
+    rnnd_packed head[RNND_MAX_HEAD_LAYERS];    /* the head's linear layers */
     size_t state_floats;
     size_t *state_off;          /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
@@ -235,10 +235,12 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_hidden = imax(n->max_hidden, (int)rnnd_layer_cell_floats(L));
         n->max_out = imax(n->max_out, L->out_dim * L->num_directions);
     }
-    if (s->has_head) {
-        if (rnnd_pack_as(s->head_W, s->head_out, s->head_in, s->weights, &n->head) != 0)
+    for (int k = 0; s->has_head && k < s->head_n; k++) {
+        const rnnd_head_layer *h = &s->head_layers[k];
+        if (h->op == RNND_HEAD_LINEAR &&
+            rnnd_pack_as(h->W, h->out_dim, h->in_dim, s->weights, &n->head[k]) != 0)
             goto oom;
-        n->max_out = imax(n->max_out, s->head_out);
+        n->max_out = imax(n->max_out, h->out_dim);   /* the buffers hold every head width */
     }
     n->out_dim = rnnd_model_output_dim(model);
     n->stateful = rnnd_model_is_stateful(model);
@@ -258,7 +260,8 @@ void rnnd_net_free(rnnd_net *n)
         for (int l = 0; l < n->spec->n_layers; l++)
             for (int d = 0; d < 2; d++)
                 release_pack(&n->packs[l][d]);
-    rnnd_pack_release(&n->head);
+    for (int k = 0; k < RNND_MAX_HEAD_LAYERS; k++)
+        rnnd_pack_release(&n->head[k]);
     if (n->cache) {
         for (size_t i = 0; i < n->cache->n_free; i++)
             seq_ws_free(n->cache->free[i]);
@@ -804,6 +807,143 @@ static void project(const rnnd_net *n, const rnnd_packed *W, const float *bias, 
     }
 }
 
+/* ---- the head ---------------------------------------------------------------------------
+ * Each head layer goes over every row; a row's result depends only on that row (the linear
+ * layers are the gemv chain, the elementwise layers and the norm run per row in index order),
+ * so a session's step equals infer's row for that step bit for bit, whatever the batch. */
+
+/* GELU and its tanh form as PyTorch's CPU kernels write them, one scalar loop for every SIMD
+ * path (libm's erff / tanhf), so the paths agree bitwise. */
+static float gelu(float x)
+{
+    return (x * 0.5f) * (1.0f + erff(x * 0.70710678118654752440f));
+}
+
+static float gelu_tanh(float x)
+{
+    const float beta = 0.79788456080286535588f;     /* sqrt(2 / pi) */
+    float inner = beta * (x + 0.044715f * ((x * x) * x));
+    return (0.5f * x) * (1.0f + tanhf(inner));
+}
+
+/* LayerNorm over one row: mean and variance (biased, as PyTorch) summed in index order in
+ * double, then each element in float. */
+static void layernorm_row(const rnnd_head_layer *h, float *v)
+{
+    int n = h->in_dim;
+    double sum = 0.0, sq = 0.0;
+    for (int i = 0; i < n; i++)
+        sum += v[i];
+    double mean = sum / n;
+    for (int i = 0; i < n; i++)
+        sq += (v[i] - mean) * (v[i] - mean);
+    float m = (float)mean;
+    float rstd = (float)(1.0 / sqrt(sq / n + (double)h->eps));
+    for (int i = 0; i < n; i++) {
+        float y = (v[i] - m) * rstd;
+        v[i] = h->affine ? y * h->W[i] + h->b[i] : y;
+    }
+}
+
+typedef struct head_job {
+    const rnnd_kernels *k;
+    const rnnd_head_layer *h;   /* NULL: the norm */
+    int norm, width;
+    float *Y;
+    size_t N, nt;
+} head_job;
+
+static void head_rows_stage(void *arg, size_t i)
+{
+    const head_job *j = arg;
+    size_t b0, b1;
+    part(j->N, 1, i, j->nt, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        float *v = j->Y + b * (size_t)j->width;
+        if (!j->h) {
+            normalize_row(j->norm, v, j->width);
+            continue;
+        }
+        rnnd_activation a = {0};
+        switch (j->h->op) {
+        case RNND_HEAD_RELU: a.kind = RNND_ACT_RELU; break;
+        case RNND_HEAD_TANH: a.kind = RNND_ACT_TANH; break;
+        case RNND_HEAD_SIGMOID: a.kind = RNND_ACT_SIGMOID; break;
+        case RNND_HEAD_GELU:
+            for (int x = 0; x < j->width; x++)
+                v[x] = gelu(v[x]);
+            continue;
+        case RNND_HEAD_GELU_TANH:
+            for (int x = 0; x < j->width; x++)
+                v[x] = gelu_tanh(v[x]);
+            continue;
+        case RNND_HEAD_LAYERNORM:
+            layernorm_row(j->h, v);
+            continue;
+        default:
+            continue;
+        }
+        j->k->act(&a, v, (size_t)j->width);
+    }
+}
+
+/* Rows-parallel pass of H (or the norm when H is NULL) over N rows of WIDTH in Y. */
+static void head_rows(const rnnd_net *n, const rnnd_head_layer *h, int norm, int width,
+                      float *Y, size_t N, const rnnd_parallel *par)
+{
+    head_job j = {.k = n->k, .h = h, .norm = norm, .width = width, .Y = Y, .N = N,
+                  .nt = par_threads(par)};
+    j.nt = j.nt < N ? j.nt : N;
+    run_stage(par, j.nt, head_rows_stage, &j);
+}
+
+/* Linear head layer K: Y [N, out] = X [N, in] W^T + b. OpenBLAS (opt-in) only on the
+ * whole-sequence path, as for the input projection. */
+static void head_linear(const rnnd_net *n, int k, const float *X, size_t N, float *Y,
+                        int blas, const rnnd_parallel *par)
+{
+    const rnnd_head_layer *h = &n->spec->head_layers[k];
+    size_t K = (size_t)h->out_dim;
+    if (!blas) {
+        project(n, &n->head[k], h->b, X, (size_t)h->in_dim, N, Y, K, RNND_NORM_NONE, par);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, h->out_dim, h->in_dim,
+                1.0f, X, h->in_dim, h->W, h->in_dim, 0.0f, Y, h->out_dim);
+    for (size_t r = 0; r < N; r++)
+        for (size_t j = 0; j < K; j++)
+            Y[r * K + j] = Y[r * K + j] + h->b[j];
+}
+
+/* The head over N contiguous rows of head_in floats in CUR; OTHER has room for N rows of any
+ * head width (CUR too: both are overwritten). The N rows of head_out go to FINAL, or when
+ * FINAL is NULL stay in CUR or OTHER: the buffer returned. */
+static float *run_head(const rnnd_net *n, float *cur, float *other, float *final, size_t N,
+                       const rnnd_parallel *par)
+{
+    const rnnd_model_spec *s = n->spec;
+    int blas = n->use_openblas && !final;   /* final: the step path */
+    for (int k = 0; k < s->head_n; k++) {
+        const rnnd_head_layer *h = &s->head_layers[k];
+        float *dst = k == s->head_n - 1 && final ? final : NULL;
+        if (h->op == RNND_HEAD_LINEAR) {
+            dst = dst ? dst : other;
+            head_linear(n, k, cur, N, dst, blas, par);
+            other = cur;
+            cur = dst;
+            continue;
+        }
+        if (dst) {
+            memcpy(dst, cur, N * (size_t)h->in_dim * sizeof(float));
+            cur = dst;
+        }
+        head_rows(n, h, 0, h->in_dim, cur, N, par);
+    }
+    if (s->head_norm != RNND_NORM_NONE)
+        head_rows(n, NULL, s->head_norm, s->head_out, cur, N, par);
+    return cur;
+}
+
 /* ---- the step path --------------------------------------------------------------------- */
 
 rnnd_work *rnnd_work_new(const rnnd_net *n, size_t max_batch)
@@ -942,8 +1082,7 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
     }
     if (out) {
         if (s->has_head) {
-            project(n, &n->head, s->head_b, x, ldx, B, out, (size_t)s->head_out, s->head_norm,
-                    par);
+            run_head(n, (float *)x, x == w->x ? w->y : w->x, out, B, par);
         } else {
             for (size_t b = 0; b < B; b++)
                 memcpy(out + b * ldx, x + b * ldx, ldx * sizeof(float));
@@ -1136,25 +1275,6 @@ static void input_projection(const rnnd_net *n, int l, int d, const float *X, si
         for (int j = 0; j < GH; j++)
             g[j] = g[j] + w->Wb[j];
     }
-}
-
-/* The head over N rows of the last layer's output, the same way. */
-static void head_projection(const rnnd_net *n, const float *X, size_t N, float *Y,
-                            const rnnd_parallel *par)
-{
-    const rnnd_model_spec *s = n->spec;
-    size_t K = (size_t)s->head_out;
-    if (!n->use_openblas) {
-        project(n, &n->head, s->head_b, X, (size_t)s->head_in, N, Y, K, s->head_norm, par);
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, s->head_out, s->head_in,
-                1.0f, X, s->head_in, s->head_W, s->head_in, 0.0f, Y, s->head_out);
-    for (size_t r = 0; r < N; r++)
-        for (size_t j = 0; j < K; j++)
-            Y[r * K + j] = Y[r * K + j] + s->head_b[j];
-    for (size_t r = 0; r < N; r++)
-        normalize_row(s->head_norm, Y + r * K, s->head_out);
 }
 
 /* Pool each sequence's rows of X [N, ldx] into P [B, ldx] (slot i in row i). Each element
@@ -1401,8 +1521,7 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     }
     if (s->has_head) {
         K = (size_t)s->head_out;
-        head_projection(n, X, rows, Y, par);
-        X = Y;
+        X = run_head(n, X, Y, NULL, rows, par);
     }
     for (size_t i = 0; i < B; i++) {
         size_t b = order[i];

@@ -39,6 +39,16 @@ static const char *const min_arch =
     "{\"type\":\"minlstm\",\"hidden_size\":9,\"direction\":\"forward\"}],"
     "\"head\":{\"out_dim\":4,\"in_dim\":9,\"norm\":\"softmax\"}}";
 
+/* min_arch with an MLP head wider than the output: the scan applies it as a step does */
+static const char *const min_mlp_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["
+    "{\"type\":\"mingru\",\"hidden_size\":17,\"direction\":\"forward\"},"
+    "{\"type\":\"minlstm\",\"hidden_size\":9,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":4,\"in_dim\":9,\"norm\":\"softmax\",\"layers\":["
+    "{\"op\":\"layernorm\"},{\"op\":\"linear\",\"in_dim\":9,\"out_dim\":31},"
+    "{\"op\":\"gelu\"},{\"op\":\"layernorm\",\"affine\":false},{\"op\":\"tanh\"},"
+    "{\"op\":\"linear\",\"in_dim\":31,\"out_dim\":4}]}}";
+
 typedef struct fixture {
     rnnd_net *net;
     rnnd_batcher *b;
@@ -309,10 +319,10 @@ END_TEST
 /* Two sessions with a request of several chunks (RNND_BATCHER_SCAN_CHUNK) each, one keeping
  * only its last output, on a min net whose rounds split at SPLIT_MIN sessions (0 never):
  * bitwise stepping alone either way. Returns the steps scanned. */
-static uint64_t run_long_pair(size_t split_min)
+static uint64_t run_long_pair(const char *arch, size_t split_min)
 {
     fixture f;
-    setup(&f, min_arch, 4, 0, 2);
+    setup(&f, arch, 4, 0, 2);
     rnnd_batcher_set_split_min(f.b, split_min);
     char err[256];
     size_t n = 2 * RNND_BATCHER_SCAN_CHUNK + 37;
@@ -364,14 +374,23 @@ static uint64_t run_long_pair(size_t split_min)
 /* Requests of several chunks scan (outputs kept, or the last only). */
 START_TEST(test_scan_last_only)
 {
-    ck_assert_uint_eq(run_long_pair(0), 2 * (2 * RNND_BATCHER_SCAN_CHUNK + 37));
+    ck_assert_uint_eq(run_long_pair(min_arch, 0), 2 * (2 * RNND_BATCHER_SCAN_CHUNK + 37));
+}
+END_TEST
+
+/* An MLP head on a min net: the scanned rows are bitwise the stepped rows, concurrent or
+ * several chunks long. */
+START_TEST(test_min_scan_mlp_head)
+{
+    run_concurrency(min_mlp_arch, 8, 0, 20);
+    ck_assert_uint_eq(run_long_pair(min_mlp_arch, 0), 2 * (2 * RNND_BATCHER_SCAN_CHUNK + 37));
 }
 END_TEST
 
 /* Rounds that split among workers step instead of scanning. */
 START_TEST(test_split_rounds_do_not_scan)
 {
-    ck_assert_uint_eq(run_long_pair(1), 0);
+    ck_assert_uint_eq(run_long_pair(min_arch, 1), 0);
 }
 END_TEST
 
@@ -611,6 +630,7 @@ int main(void)
     tcase_add_test(tc, test_concurrent_vectors_wait);
     tcase_add_test(tc, test_concurrent_min_scan);
     tcase_add_test(tc, test_scan_last_only);
+    tcase_add_test(tc, test_min_scan_mlp_head);
     tcase_add_test(tc, test_split_rounds_do_not_scan);
     tcase_add_test(tc, test_if_steps_and_stop);
     tcase_add_test(tc, test_split_round_bitwise);

@@ -910,6 +910,12 @@ static const char *const run_archs[] = {
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":3},\"layers\":["
     "{\"type\":\"rnn\",\"hidden_size\":12,\"direction\":\"reverse\"}],"
     "\"head\":{\"out_dim\":4,\"in_dim\":12,\"norm\":\"softmax\"}}",
+    /* vectors, bidirectional GRU, an MLP head with layernorm and gelu */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":3},\"layers\":["
+    "{\"type\":\"gru\",\"hidden_size\":5,\"direction\":\"bidirectional\"}],"
+    "\"head\":{\"out_dim\":3,\"in_dim\":10,\"norm\":\"log_softmax\",\"layers\":["
+    "{\"op\":\"layernorm\"},{\"op\":\"linear\",\"in_dim\":10,\"out_dim\":7},{\"op\":\"gelu\"},"
+    "{\"op\":\"linear\",\"in_dim\":7,\"out_dim\":3}]}}",
 };
 #define N_RUN_ARCHS (sizeof run_archs / sizeof run_archs[0])
 

@@ -190,9 +190,16 @@ static const float *spec_ptr(const rnnd_model_spec *s, const char *name)
     if (strcmp(name, "embedding.weight") == 0)
         return s->embedding;
     if (strcmp(name, "head.weight") == 0)
-        return s->head_W;
+        return s->head_layers[0].W;
     if (strcmp(name, "head.bias") == 0)
-        return s->head_b;
+        return s->head_layers[0].b;
+    int k;
+    char part[16];
+    if (sscanf(name, "head.%d.%15s%n", &k, part, &n) == 2 && name[n] == '\0') {
+        ck_assert(k >= 0 && k < s->head_n);
+        return !strcmp(part, "weight") ? s->head_layers[k].W
+             : !strcmp(part, "bias") ? s->head_layers[k].b : NULL;
+    }
     if (sscanf(name, "layers.%d.%d.%15s%n", &l, &d, what, &n) != 3 || name[n] != '\0')
         return NULL;
     ck_assert(l >= 0 && l < s->n_layers && d >= 0 && d < 2);
@@ -1249,8 +1256,8 @@ START_TEST(bad_half)
         size_t len;
         unsigned char *img = half_image(bf, t, 4, &len);
         expect_fail_img("bias_half", img, len, RNND_ERR_FORMAT, "layers.0.0.Wb",
-                        "dtype BF16: only the weight matrices (W, R, proj, V, head.weight) may "
-                        "be half-size; this tensor must be F32");
+                        "dtype BF16: only the weight matrices (W, R, proj, V, a head linear's "
+                        "weight) may be half-size; this tensor must be F32");
         free(img);
     }
     /* 2-byte elements: sizes and alignment counted in 2 bytes */
@@ -1750,6 +1757,170 @@ START_TEST(bad_arch_head)
                      " \"head\": {\"in_dim\": 4}}", "architecture.head.out_dim", "missing");
     expect_fail_arch("head_arr", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
                      " \"head\": []}", "architecture.head", "expected an object or null");
+}
+END_TEST
+
+/* An MLP head (docs/model-format.md, "The head"): layernorm, linear, every activation. */
+#define MLP_ARCH "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
+    " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 4}], \"head\": {\"in_dim\": 4," \
+    " \"out_dim\": 2, \"norm\": \"log_softmax\", \"layers\": [" \
+    "{\"op\": \"layernorm\", \"eps\": 0.001}," \
+    " {\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 6}," \
+    " {\"op\": \"gelu\"}, {\"op\": \"layernorm\", \"affine\": false}, {\"op\": \"relu\"}," \
+    " {\"op\": \"tanh\"}, {\"op\": \"sigmoid\"}, {\"op\": \"gelu_tanh\"}," \
+    " {\"op\": \"linear\", \"in_dim\": 6, \"out_dim\": 2}]}}"
+
+START_TEST(valid_head_layers)
+{
+    rnnd_model *m = open_random("mlp", MLP_ARCH, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    static const int ops[] = {RNND_HEAD_LAYERNORM, RNND_HEAD_LINEAR, RNND_HEAD_GELU,
+                              RNND_HEAD_LAYERNORM, RNND_HEAD_RELU, RNND_HEAD_TANH,
+                              RNND_HEAD_SIGMOID, RNND_HEAD_GELU_TANH, RNND_HEAD_LINEAR};
+    ck_assert_int_eq(s->has_head, 1);
+    ck_assert_int_eq(s->head_short, 0);
+    ck_assert_int_eq(s->head_n, 9);
+    for (int k = 0; k < 9; k++)
+        ck_assert_int_eq(s->head_layers[k].op, ops[k]);
+    ck_assert_int_eq(s->head_in, 4);
+    ck_assert_int_eq(s->head_out, 2);
+    ck_assert_int_eq(s->head_norm, RNND_NORM_LOG_SOFTMAX);
+    ck_assert_float_eq(s->head_layers[0].eps, 0.001f);
+    ck_assert_int_eq(s->head_layers[0].affine, 1);
+    ck_assert_ptr_nonnull(s->head_layers[0].W);
+    ck_assert_float_eq(s->head_layers[3].eps, 1e-5f);     /* the default */
+    ck_assert_int_eq(s->head_layers[3].affine, 0);
+    ck_assert_ptr_null(s->head_layers[3].W);
+    ck_assert_ptr_null(s->head_layers[2].W);
+    ck_assert_int_eq(s->head_layers[1].in_dim, 4);
+    ck_assert_int_eq(s->head_layers[1].out_dim, 6);
+    ck_assert_int_eq(s->head_layers[4].in_dim, 6);
+    ck_assert_int_eq(s->head_layers[8].out_dim, 2);
+    ck_assert_int_eq(rnnd_model_output_dim(m), 2);
+    /* gru W 12x3 + R 12x4 + 24; head ln 4 + 4, linear 6x4 + 6, linear 2x6 + 2 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 36 + 48 + 24 + 8 + 30 + 14);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+#define HL_HEAD A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], \"head\": "
+
+/* Every validation branch of head.layers names its key. */
+START_TEST(bad_arch_head_layers)
+{
+    expect_fail_arch("hl_op", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"swish\"}]}}", "architecture.head.layers[0].op",
+                     "unknown op \"swish\" (expected linear, relu");
+    expect_fail_arch("hl_op_missing", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"eps\": 1}]}}", "architecture.head.layers[0].op", "missing");
+    expect_fail_arch("hl_chain", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
+                     "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 5}, {\"op\": \"relu\"},"
+                     " {\"op\": \"linear\", \"in_dim\": 6, \"out_dim\": 2}]}}",
+                     "architecture.head.layers[2].in_dim",
+                     "6, but the layer before gives 5 (the dims must chain)");
+    expect_fail_arch("hl_chain0", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
+                     "{\"op\": \"linear\", \"in_dim\": 3, \"out_dim\": 2}]}}",
+                     "architecture.head.layers[0].in_dim", "3, but the head's input");
+    expect_fail_arch("hl_out", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 3, \"layers\": ["
+                     "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 2}]}}",
+                     "architecture.head.out_dim", "3, but the head's layers give 2");
+    expect_fail_arch("hl_eps0", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"layernorm\", \"eps\": 0}]}}",
+                     "architecture.head.layers[0].eps", "must be a positive number");
+    expect_fail_arch("hl_epsneg", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"relu\"}, {\"op\": \"layernorm\", \"eps\": -1e-5}]}}",
+                     "architecture.head.layers[1].eps", "must be a positive number");
+    expect_fail_arch("hl_eps_str", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"layernorm\", \"eps\": \"small\"}]}}",
+                     "architecture.head.layers[0].eps", "expected a number");
+    expect_fail_arch("hl_affine", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"layernorm\", \"affine\": 1}]}}",
+                     "architecture.head.layers[0].affine", "expected true or false");
+    expect_fail_arch("hl_key", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"relu\", \"eps\": 1}]}}", "architecture.head.layers[0].eps",
+                     "unknown key");
+    expect_fail_arch("hl_lin_out", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"linear\", \"in_dim\": 4}]}}",
+                     "architecture.head.layers[0].out_dim", "missing");
+    expect_fail_arch("hl_lin_zero", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 0}]}}",
+                     "architecture.head.layers[0].out_dim", "out of range");
+    expect_fail_arch("hl_empty", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": []}}",
+                     "architecture.head.layers", "0 layers, must be 1 to 16");
+#define RELU4 "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}"
+    expect_fail_arch("hl_many", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     RELU4 ","
+                     RELU4 ","
+                     RELU4 ","
+                     RELU4 ","
+                     "{\"op\": \"relu\"}]}}", "architecture.head.layers", "17 layers");
+    expect_fail_arch("hl_obj", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": {}}}",
+                     "architecture.head.layers", "expected an array or null");
+    expect_fail_arch("hl_entry", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                     "\"relu\"]}}", "architecture.head.layers[0]", "expected an object");
+
+    /* the tensors: shapes follow the layers, and the short form's names are refused */
+    const char *arch = HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
+                       "{\"op\": \"layernorm\"}, {\"op\": \"linear\", \"in_dim\": 4,"
+                       " \"out_dim\": 2}]}}";
+    int64_t W[2] = {4, 3}, R[2] = {4, 4}, b4[1] = {4}, b5[1] = {5}, L[2] = {2, 4},
+            Lt[2] = {4, 2}, b2[1] = {2};
+    for (int v = 0; v < 4; v++) {
+        tu_file *f = tu_file_new(arch);
+        tu_file_add(f, "layers.0.0.W", W, 2, NULL);
+        tu_file_add(f, "layers.0.0.R", R, 2, NULL);
+        tu_file_add(f, "layers.0.0.Wb", b4, 1, NULL);
+        tu_file_add(f, "layers.0.0.Rb", b4, 1, NULL);
+        tu_file_add(f, "head.0.weight", v == 0 ? b5 : b4, 1, NULL);
+        if (v != 3)
+            tu_file_add(f, "head.0.bias", b4, 1, NULL);
+        tu_file_add(f, v == 2 ? "head.weight" : "head.1.weight", v == 1 ? Lt : L, 2, NULL);
+        tu_file_add(f, "head.1.bias", b2, 1, NULL);
+        if (v == 0)
+            expect_fail_file("hl_ln_shape", f, "head.0.weight",
+                             "shape [5], but the architecture needs [4]");
+        else if (v == 1)
+            expect_fail_file("hl_lin_shape", f, "head.1.weight",
+                             "shape [4, 2], but the architecture needs [2, 4]");
+        else if (v == 2)
+            expect_fail_file("hl_short_name", f, "head.1.weight", "missing");
+        else
+            expect_fail_file("hl_missing", f, "head.0.bias", "missing");
+        tu_file_free(f);
+    }
+}
+END_TEST
+
+/* The head layers count in the digest; a head of one linear keeps the short form's. */
+START_TEST(state_digest_head_layers)
+{
+#define DH(head) "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
+    " \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], \"head\": " head "}"
+    static const char *base = DH("{\"in_dim\": 4, \"out_dim\": 2}");
+    static const char *same =
+        DH("{\"in_dim\": 4, \"out_dim\": 2, \"layers\": [{\"op\": \"linear\", \"in_dim\": 4,"
+           " \"out_dim\": 2}]}");
+    static const char *mlp[] = {
+        DH("{\"in_dim\": 4, \"out_dim\": 2, \"layers\": [{\"op\": \"linear\", \"in_dim\": 4,"
+           " \"out_dim\": 2}, {\"op\": \"relu\"}]}"),
+        DH("{\"in_dim\": 4, \"out_dim\": 2, \"layers\": [{\"op\": \"linear\", \"in_dim\": 4,"
+           " \"out_dim\": 2}, {\"op\": \"tanh\"}]}"),
+        DH("{\"in_dim\": 4, \"out_dim\": 2, \"layers\": [{\"op\": \"linear\", \"in_dim\": 4,"
+           " \"out_dim\": 2}, {\"op\": \"layernorm\", \"affine\": false}]}"),
+        DH("{\"in_dim\": 4, \"out_dim\": 2, \"layers\": [{\"op\": \"linear\", \"in_dim\": 4,"
+           " \"out_dim\": 2}, {\"op\": \"layernorm\", \"affine\": false, \"eps\": 0.1}]}"),
+    };
+    char want[65], file[65], got[65], other[4][65];
+    digests_of(base, 7, want, file);
+    digests_of(same, 7, got, file);
+    ck_assert_str_eq(got, want);
+    for (int i = 0; i < 4; i++) {
+        digests_of(mlp[i], 7, other[i], file);
+        ck_assert_msg(strcmp(other[i], want), "mlp %d: the short head's digest", i);
+        for (int j = 0; j < i; j++)
+            ck_assert_msg(strcmp(other[i], other[j]), "mlp %d and %d: one digest", i, j);
+    }
+#undef DH
 }
 END_TEST
 
@@ -2365,6 +2536,9 @@ static Suite *model_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sha256");
+    tcase_add_test(tc, valid_head_layers);
+    tcase_add_test(tc, bad_arch_head_layers);
+    tcase_add_test(tc, state_digest_head_layers);
     tcase_add_test(tc, sha256_vectors);
     tcase_add_test(tc, sha256_boundaries);
     suite_add_tcase(s, tc);

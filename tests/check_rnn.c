@@ -20,6 +20,21 @@
 
 #define ACT(op) "{\"op\":\"" op "\"}"
 
+#define MLP_ARCH_TOKENS                                                                    \
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"              \
+    "\"embedding_dim\":13},\"layers\":[{\"type\":\"gru\",\"hidden_size\":29}],"              \
+    "\"head\":{\"in_dim\":29,\"out_dim\":50,\"norm\":\"log_softmax\",\"layers\":["         \
+    "{\"op\":\"layernorm\",\"eps\":0.001},{\"op\":\"linear\",\"in_dim\":29,\"out_dim\":45},"  \
+    "{\"op\":\"gelu\"},{\"op\":\"linear\",\"in_dim\":45,\"out_dim\":50}]}}"
+#define MLP_ARCH_VECTORS                                                                   \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["      \
+    "{\"type\":\"lstm\",\"hidden_size\":37}],"                                             \
+    "\"head\":{\"in_dim\":37,\"out_dim\":7,\"norm\":\"softmax\",\"layers\":["             \
+    "{\"op\":\"linear\",\"in_dim\":37,\"out_dim\":33},{\"op\":\"relu\"},"                  \
+    "{\"op\":\"layernorm\",\"affine\":false},{\"op\":\"tanh\"},{\"op\":\"sigmoid\"},"        \
+    "{\"op\":\"gelu_tanh\"},{\"op\":\"layernorm\"},{\"op\":\"linear\",\"in_dim\":33,"        \
+    "\"out_dim\":7}]}}"
+
 /* Stateful architectures covering every cell type and option. */
 static const char *const archs[] = {
     /* 3-layer Elman with odd sizes and a softmax head */
@@ -93,6 +108,9 @@ static const char *const archs[] = {
     "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
     "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
+    /* MLP heads (docs/model-format.md, "The head"): every op, odd widths */
+    MLP_ARCH_TOKENS,
+    MLP_ARCH_VECTORS,
     /* clockwork: modules of 9 and 10 units (not panel multiples), a softsign layer, a head */
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
     "{\"type\":\"clockwork\",\"hidden_size\":36,\"direction\":\"forward\","
@@ -117,6 +135,17 @@ static const char *const archs[] = {
     "{\"type\":\"slstm\",\"hidden_size\":33,\"heads\":1,\"forget\":\"sigmoid\","
     "\"direction\":\"forward\"}],"
     "\"head\":{\"out_dim\":11,\"in_dim\":33,\"norm\":\"softmax\"}}",
+    /* an MLP head after the newer cells: clockwork, sLSTM and minLSTM layers */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"clockwork\",\"hidden_size\":36,\"direction\":\"forward\","
+    "\"periods\":[1,3,7,16]},"
+    "{\"type\":\"slstm\",\"hidden_size\":35,\"heads\":5,\"forget\":\"exp\","
+    "\"direction\":\"forward\"},"
+    "{\"type\":\"minlstm\",\"hidden_size\":21,\"direction\":\"forward\"}],"
+    "\"head\":{\"in_dim\":21,\"out_dim\":6,\"norm\":\"softmax\",\"layers\":["
+    "{\"op\":\"layernorm\",\"eps\":0.001},{\"op\":\"linear\",\"in_dim\":21,\"out_dim\":27},"
+    "{\"op\":\"gelu_tanh\"},{\"op\":\"sigmoid\"},{\"op\":\"linear\",\"in_dim\":27,"
+    "\"out_dim\":6}]}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -848,8 +877,8 @@ static const char *half_arch(const char *arch, const char *type)
 #define HALF_ARCH_OF(i) half_arch(archs[(i) / 2], HALF_TYPE(i))
 
 /* The random model of ARCH and SEED; with ROUND_TO (bf16 / f16, or 0) its weight matrices
- * (names ending .W .R .proj .V, and head.weight: what the kernels read) rounded in the image
- * by src/half.h, which check_kernels holds against the definition. */
+ * (names ending .W .R .proj .V, and a head linear's weight: what the kernels read) rounded in
+ * the image by src/half.h, which check_kernels holds against the definition. */
 static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
 {
     tu_file *f = tu_random_model(arch, seed);
@@ -869,7 +898,10 @@ static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
         size_t rounded = 0;
         json_object_foreach(hdr, name, v) {
             size_t nl = strlen(name);
-            int is_matrix = !strcmp(name, "head.weight") ||
+            /* a head linear's weight is 2-D, a layernorm's 1-D */
+            int is_matrix = (!strncmp(name, "head.", 5) && nl > 7 &&
+                             !strcmp(name + nl - 7, ".weight") &&
+                             json_array_size(json_object_get(v, "shape")) == 2) ||
                             (nl > 2 && (!strcmp(name + nl - 2, ".W") ||
                                         !strcmp(name + nl - 2, ".R") ||
                                         !strcmp(name + nl - 2, ".V"))) ||
@@ -1061,9 +1093,9 @@ START_TEST(test_pooling)
         const rnnd_model_spec *hs = rnnd_model_get_spec(mh);
         double z[2], mx = -1e30, sum = 0;
         for (int r = 0; r < 2; r++) {
-            z[r] = hs->head_b[r];
+            z[r] = hs->head_layers[0].b[r];
             for (int j = 0; j < W; j++)
-                z[r] += (double)hs->head_W[r * W + j] * want[j];
+                z[r] += (double)hs->head_layers[0].W[r * W + j] * want[j];
             mx = z[r] > mx ? z[r] : mx;
         }
         for (int r = 0; r < 2; r++)
@@ -1078,6 +1110,102 @@ START_TEST(test_pooling)
     rnnd_model_unref(m0);
     rnnd_model_unref(mp);
     rnnd_model_unref(mh);
+}
+END_TEST
+
+/* An MLP head computes, per row, its layers in double precision within float rounding: the
+ * model without the head gives the rows it reads (the same seed gives the same layer
+ * weights, which come first in the file). */
+static void head_ref(const rnnd_model_spec *s, const float *x, double *y)
+{
+    double a[64], b[64];
+    int w = s->head_in;
+    for (int i = 0; i < w; i++)
+        a[i] = x[i];
+    for (int k = 0; k < s->head_n; k++) {
+        const rnnd_head_layer *h = &s->head_layers[k];
+        if (h->op == RNND_HEAD_LINEAR) {
+            for (int r = 0; r < h->out_dim; r++) {
+                b[r] = h->b[r];
+                for (int i = 0; i < w; i++)
+                    b[r] += (double)h->W[(size_t)r * w + i] * a[i];
+            }
+            w = h->out_dim;
+            memcpy(a, b, sizeof a);
+            continue;
+        }
+        double mean = 0, var = 0;
+        if (h->op == RNND_HEAD_LAYERNORM) {
+            for (int i = 0; i < w; i++)
+                mean += a[i] / w;
+            for (int i = 0; i < w; i++)
+                var += (a[i] - mean) * (a[i] - mean) / w;
+        }
+        for (int i = 0; i < w; i++) {
+            double v = a[i];
+            switch (h->op) {
+            case RNND_HEAD_RELU: v = v > 0 ? v : 0; break;
+            case RNND_HEAD_TANH: v = tanh(v); break;
+            case RNND_HEAD_SIGMOID: v = 1 / (1 + exp(-v)); break;
+            case RNND_HEAD_GELU: v = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
+            case RNND_HEAD_GELU_TANH:
+                v = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
+                break;
+            case RNND_HEAD_LAYERNORM:
+                v = (v - mean) / sqrt(var + h->eps);
+                if (h->affine)
+                    v = v * h->W[i] + h->b[i];
+                break;
+            }
+            a[i] = v;
+        }
+    }
+    double mx = a[0], sum = 0;
+    for (int i = 1; i < w; i++)
+        mx = a[i] > mx ? a[i] : mx;
+    for (int i = 0; i < w; i++)
+        sum += exp(a[i] - mx);
+    for (int i = 0; i < w; i++)
+        y[i] = s->head_norm == RNND_NORM_SOFTMAX ? exp(a[i] - mx) / sum
+             : s->head_norm == RNND_NORM_LOG_SOFTMAX ? a[i] - mx - log(sum) : a[i];
+}
+
+START_TEST(test_head_layers_reference)
+{
+    static const char *const with[] = {MLP_ARCH_TOKENS, MLP_ARCH_VECTORS};
+    static const char *const without[] = {
+        "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
+        "\"embedding_dim\":13},\"layers\":[{\"type\":\"gru\",\"hidden_size\":29}]}",
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+        "{\"type\":\"lstm\",\"hidden_size\":37}]}",
+    };
+    int np = n_paths();
+    for (int p = 0; p < np; p++) {
+        fixture fh, f0;
+        size_t S = 3, T = 5;
+        fixture_from(&fh, random_model(with[_i], 31, 0), 31, path_for(p), S, T);
+        fixture_from(&f0, random_model(without[_i], 31, 0), 31, path_for(p), S, T);
+        float *oh = malloc(S * T * fh.out_n * sizeof(float));
+        float *o0 = malloc(S * T * f0.out_n * sizeof(float));
+        float *st = malloc(S * fh.state_n * sizeof(float));
+        run_solo(&fh, oh, st);
+        run_solo(&f0, o0, st);
+        for (size_t r = 0; r < S * T; r++) {
+            double want[64];
+            head_ref(fh.spec, o0 + r * f0.out_n, want);
+            for (size_t j = 0; j < fh.out_n; j++) {
+                double g = oh[r * fh.out_n + j];
+                ck_assert_msg(fabs(g - want[j]) <= 1e-5 * fmax(1.0, fabs(want[j])),
+                              "%s arch %d row %zu out %zu: %.9g, want %.9g",
+                              path_for(p)->name, _i, r, j, g, want[j]);
+            }
+        }
+        free(oh);
+        free(o0);
+        free(st);
+        fixture_close(&fh);
+        fixture_close(&f0);
+    }
 }
 END_TEST
 
@@ -1097,6 +1225,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_long_sequence);
     tcase_add_loop_test(tc, test_forward_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
+    tcase_add_loop_test(tc, test_head_layers_reference, 0, 2);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);
     /* half-size weights: every arch, bf16 and f16 */

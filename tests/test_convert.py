@@ -550,14 +550,14 @@ def test_torch():
         def __init__(self):
             super().__init__()
             self.a = nn.LSTM(3, 4)
-            self.act = nn.ReLU()
+            self.act = nn.ELU()
             self.b = nn.LSTM(4, 4)
 
         def forward(self, x):
             return self.b(self.act(self.a(x)[0]))[0]
     torch.jit.script(Bad()).save(tmp("bad.pt"))
     rc, err = main_inproc(tmp("bad.pt"), "-o", tmp("bad.rnnd"))
-    one_line_error("TorchScript with a ReLU module", rc, err, tmp("bad.pt"), "'act' (ReLU)")
+    one_line_error("TorchScript with an ELU module", rc, err, tmp("bad.pt"), "'act' (ELU)")
 
     class TwoHeads(nn.Module):
         def __init__(self):
@@ -1249,7 +1249,100 @@ def test_half_weights():
           got["layers.0.0.Wb"][0] == "F32", "from_module(weights=\"f16\") writes F16 matrices")
 
 
+def test_onnx_head_fusion():
+    """GELU and LayerNorm as torch exports them become head layers only where nothing else
+    reads their intermediate results; head ops before or between recurrent nodes are
+    refused by name."""
+    rng = np.random.default_rng(11)
+    W, R = f32(rng.normal(size=(1, 16, 3))), f32(rng.normal(size=(1, 16, 4)))
+    inits = {"W": W, "R": R, "one": np.array([1], np.int64), "s2": f32(2 ** 0.5),
+             "c1": f32(1.0), "c05": f32(0.5), "two": f32(2.0), "eps": f32(1e-3)}
+    lstm = helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=4, name="l")
+    sq = helper.make_node("Squeeze", ["Y", "one"], ["x"], name="sq")
+    gelu = [helper.make_node("Div", ["x", "s2"], ["d"], name="div"),
+            helper.make_node("Erf", ["d"], ["e"], name="erf"),
+            helper.make_node("Add", ["e", "c1"], ["a"], name="add"),
+            helper.make_node("Mul", ["x", "a"], ["m"], name="mul"),
+            helper.make_node("Mul", ["m", "c05"], ["Z"], name="half")]
+    p = save_graph(tmp("gelu.onnx"), [lstm, sq] + gelu, inits, [vin("X", ["T", "N", 3])],
+                   [vin("Z", None)])
+    out = tmp("gelu.rnnd")
+    rc, err = main_inproc(p, "-o", out)
+    head = parse_file(out)[0].get("head") if rc == 0 else None
+    check(rc == 0 and head["layers"] == [{"op": "gelu"}],
+          "ONNX GELU as torch exports it: a gelu head layer (%s %s)" % (err, head))
+    p = save_graph(tmp("gelu2.onnx"), [lstm, sq] + gelu, inits, [vin("X", ["T", "N", 3])],
+                   [vin("Z", None), vin("e", None)])
+    refuse("GELU's Erf read elsewhere", [p], p, "node 'erf' (Erf): operator not supported")
+
+    ln = [helper.make_node("ReduceMean", ["x"], ["mu"], axes=[-1], name="mean"),
+          helper.make_node("Sub", ["x", "mu"], ["c"], name="sub"),
+          helper.make_node("Pow", ["c", "two"], ["c2"], name="pow"),
+          helper.make_node("ReduceMean", ["c2"], ["var"], axes=[-1], name="var"),
+          helper.make_node("Add", ["var", "eps"], ["ve"], name="addeps"),
+          helper.make_node("Sqrt", ["ve"], ["sd"], name="sqrt"),
+          helper.make_node("Div", ["c", "sd"], ["Z"], name="norm")]
+    p = save_graph(tmp("ln.onnx"), [lstm, sq] + ln, inits, [vin("X", ["T", "N", 3])],
+                   [vin("Z", None)])
+    out = tmp("ln.rnnd")
+    rc, err = main_inproc(p, "-o", out)
+    head = parse_file(out)[0].get("head") if rc == 0 else None
+    check(rc == 0 and head["layers"] == [{"op": "layernorm", "eps": 0.001, "affine": False}],
+          "ONNX LayerNorm as torch exports it before opset 17: a layernorm head layer (%s %s)"
+          % (err, head))
+    ln_bad = ln[:-1] + [helper.make_node("Div", ["c", "sd"], ["Z"], name="norm"),
+                        helper.make_node("Add", ["Z", "c"], ["Z2"], name="again")]
+    p = save_graph(tmp("ln2.onnx"), [lstm, sq] + ln_bad, inits, [vin("X", ["T", "N", 3])],
+                   [vin("Z2", None)])
+    refuse("a centred value read twice", [p], p, "node 'mean' (ReduceMean)")
+
+    # a head op before a recurrent node, and a recurrent node after one
+    relu0 = helper.make_node("Relu", ["X"], ["Xr"], name="early")
+    lstm0 = helper.make_node("LSTM", ["Xr", "W", "R"], ["Y"], hidden_size=4, name="l")
+    p = save_graph(tmp("relu0.onnx"), [relu0, lstm0, sq], inits, [vin("X", ["T", "N", 3])],
+                   [vin("x", None)])
+    refuse("a Relu before the recurrent node", [p], p,
+           "node 'early' (Relu): Relu before the recurrent layers")
+    relu1 = helper.make_node("Relu", ["x"], ["xr"], name="mid")
+    un = helper.make_node("Unsqueeze", ["xr", "one"], ["x4"], name="un")
+    lstm2 = helper.make_node("LSTM", ["x4", "W2", "R"], ["Y2"], hidden_size=4, name="l2")
+    p = save_graph(tmp("relu1.onnx"), [lstm, sq, relu1, un, lstm2],
+                   dict(inits, W2=f32(rng.normal(size=(1, 16, 4)))),
+                   [vin("X", ["T", "N", 3])], [vin("Y2", None)])
+    refuse("a recurrent node after a head op", [p], p,
+           "node 'l2' (LSTM): reads the output of head layers (relu)")
+
+
+def test_reference_mlp_head_refused():
+    """An MLP head around a reference module (MinGRU, SLSTM, Clockwork) is refused with a
+    message that says so: their forward() is Python loops, not analysed, so the head's order
+    of layers cannot be read (failed before: the message said rnnd has one head)."""
+    import torch
+    import torch.nn as nn
+    from rnnd_modules.mingru import MinGRU
+    from rnnd_modules.slstm import SLSTM
+    from rnnd_modules.clockwork import Clockwork
+
+    class Net(nn.Module):
+        def __init__(self, rnn, h):
+            super().__init__()
+            self.rnn, self.a, self.b = rnn, nn.Linear(h, 8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(self.rnn(x)[0])))
+
+    for what, rnn, h in (("MinGRU", MinGRU(4, 6), 6), ("SLSTM", SLSTM(4, 8, heads=2), 8),
+                         ("Clockwork", Clockwork(4, 8, [1, 2]), 8)):
+        try:
+            rnnd_convert.from_module(Net(rnn, h), tmp("refmlp.rnnd"))
+            check(False, "%s with an MLP head: converted" % what)
+        except ConvertError as e:
+            check("an MLP head is not read around this module" in str(e),
+                  "%s with an MLP head: %s" % (what, e))
+
+
 def main():
+    test_onnx_head_fusion()
     test_golden()
     test_hand_built()
     test_native()
@@ -1257,6 +1350,7 @@ def main():
     test_native_clock()
     test_native_slstm()
     test_reference_modules()
+    test_reference_mlp_head_refused()
     test_half_weights()
     test_launcher()
     test_refusals()

@@ -454,9 +454,9 @@ class WlmGru(nn.Module):
 
 
 # ---- models that must be refused (today) ------------------------------------------------
-@case("relu_after_head", "refused: relu")
+@case("relu_after_head", "ok")
 class ReluHead(Rec):
-    """torch.relu after the head"""
+    """torch.relu after the head (a head of Linear, ReLU since MLP heads)"""
 
     def forward(self, x):
         y, _ = self.rnn(x)
@@ -472,7 +472,8 @@ class Scaled(Rec):
         return self.fc(y) * 2.0
 
 
-@case("custom_activation", {"onnx": "refused: Sigmoid", "torch": "refused: aten::sigmoid"})
+@case("custom_activation", {"onnx": "refused: combines the data with itself",
+                             "torch": "refused: aten::mul"})
 class Swish(Rec):
     """a custom activation (x * sigmoid(x)) between the layer and the head"""
 
@@ -494,7 +495,7 @@ class Residual(nn.Module):
         return y + x
 
 
-@case("mlp_head", {"onnx": "refused: Relu", "torch": "refused: ReLU"})
+@case("mlp_head", "ok")
 class MlpHead(Rec):
     """an MLP head: Linear, ReLU, Linear"""
 
@@ -507,8 +508,7 @@ class MlpHead(Rec):
         return self.mlp(y)
 
 
-@case("layernorm", {"onnx": "refused: ReduceMean", "onnx17": "refused: LayerNormalization",
-                    "torch": "refused: LayerNorm"})
+@case("layernorm", "ok")
 class LayerNormed(Rec):
     """LayerNorm between the layer and the head"""
 
@@ -519,6 +519,116 @@ class LayerNormed(Rec):
     def forward(self, x):
         y, _ = self.rnn(x)
         return self.fc(self.ln(y))
+
+
+@case("mlp_tanh", "ok")
+class MlpTanh(Rec):
+    """an MLP head with Tanh and Dropout (functional form)"""
+    kind = "GRU"
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(H, 8), nn.Linear(8, 3)
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc2(self.drop(torch.tanh(self.fc1(y))))
+
+
+@case("mlp_sigmoid", "ok")
+class MlpSigmoid(Rec):
+    """an MLP head with Sigmoid"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.Sigmoid(), nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_gelu", "ok")
+class MlpGelu(Rec):
+    """an MLP head with GELU (exact, PyTorch's default)"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.GELU(), nn.Dropout(0.1), nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_gelu_tanh", "ok")
+class MlpGeluTanh(Rec):
+    """an MLP head with GELU(approximate="tanh")"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.GELU(approximate="tanh"), nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("centered", {"onnx": "refused: ReduceMean", "torch": "refused: aten::mean"})
+class Centered(Rec):
+    """the features minus their mean, not a LayerNorm (no division by the deviation)"""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y - y.mean(-1, keepdim=True))
+
+
+@case("mlp_ln_between", {"onnx17": "no export", "*": "ok"},
+       note="LayerNorm between head layers, without elementwise affine (torch cannot "
+       "export that LayerNorm at opset 17)")
+class MlpLnBetween(Rec):
+    """LayerNorm between head layers, without elementwise affine"""
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.ReLU(),
+                                 nn.LayerNorm(8, elementwise_affine=False, eps=1e-3),
+                                 nn.Linear(8, 3))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y)
+
+
+@case("mlp_log_softmax", "ok", tokens=True)
+class MlpLogSoftmax(nn.Module):
+    """tokens, LayerNorm after the stack, an MLP head, F.log_softmax"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, 5)
+        self.rnn = nn.LSTM(5, H)
+        self.ln = nn.LayerNorm(H)
+        self.fc1, self.fc2 = nn.Linear(H, 8), nn.Linear(8, V)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        return F.log_softmax(self.fc2(F.relu(self.fc1(self.ln(y)))), dim=-1)
+
+
+@case("mlp_pooled", "ok")
+class MlpPooled(Rec):
+    """a pooled classifier: mean over the steps, then an MLP head and softmax"""
+    bf = True
+
+    def __init__(self):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(H, 8), nn.ReLU(), nn.Linear(8, 3), nn.Softmax(-1))
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.mlp(y.mean(dim=1))
 
 
 # ---- pooled classifiers: refused before the format's "pool", converted since -------------

@@ -101,9 +101,9 @@ class Net(nn.Module):
         return self.base(x)
 
 
-class Relu(Net):
+class Exp(Net):
     def forward(self, x):
-        return torch.relu(self.base(x))
+        return torch.exp(self.base(x))
 
 
 class Scale(Net):
@@ -223,10 +223,10 @@ def test_refused():
                "batch row", "step", "output")
     # models the old converter wrote silently wrong (issue 14) are now refused before the
     # check, by the analysis of forward() (torch_graph.py), naming the operator
-    out = tmp("relu.rnnd")
-    expect_refusal("from_module relu after the head",
-                   api(lambda: rnnd_convert.from_module(Relu(), out)), out,
-                   ("aten::relu", "test_convert_verify.py"))
+    out = tmp("exp.rnnd")
+    expect_refusal("from_module exp after the head",
+                   api(lambda: rnnd_convert.from_module(Exp(), out)), out,
+                   ("aten::exp", "test_convert_verify.py"))
     torch.jit.script(Scale()).save(tmp("scale.pt"))
     out = tmp("scale.rnnd")
     expect_refusal("TorchScript y * 2", main_inproc(tmp("scale.pt"), "-o", out), out,

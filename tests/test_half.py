@@ -261,6 +261,49 @@ def check_refusals():
         fail("no lstm_vectors golden case to edit")
 
 
+def check_mlp_head(paths):
+    """An MLP head (docs/model-format.md, "The head"): its linear weights are matrices, stored
+    half-size; a layernorm's weight and every bias stay F32. The half model computes what the
+    reference computes over the rounded values, on every path."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+    from rnnd_convert import reference
+    rng = np.random.default_rng(9)
+    spec = {"format_version": 1, "input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "gru", "hidden_size": 6}],
+            "head": {"in_dim": 6, "out_dim": 4, "norm": "softmax", "layers": [
+                {"op": "layernorm"}, {"op": "linear", "in_dim": 6, "out_dim": 7},
+                {"op": "gelu"}, {"op": "linear", "in_dim": 7, "out_dim": 4}]},
+            "weights": "mlp.npz"}
+    t = {"layers.0.0.W": (18, 3), "layers.0.0.R": (18, 6), "head.0.weight": (6,),
+         "head.0.bias": (6,), "head.1.weight": (7, 6), "head.1.bias": (7,),
+         "head.3.weight": (4, 7), "head.3.bias": (4,)}
+    np.savez(os.path.join(TMP, "mlp.npz"),
+             **{k: rng.uniform(-1, 1, v).astype(np.float32) for k, v in t.items()})
+    with open(os.path.join(TMP, "mlp.json"), "w") as f:
+        json.dump(spec, f)
+    seqs = [rng.uniform(-2, 2, (n, 3)).tolist() for n in (1, 6)]
+    for wtype in ("bf16", "f16"):
+        out = os.path.join(TMP, "mlp.%s.rnnd" % wtype)
+        p = convert(os.path.join(TMP, "mlp.json"), out, wtype)
+        if p.returncode != 0:
+            fail("mlp %s: %s" % (wtype, p.stderr.strip()))
+            continue
+        h, _ = header(out)
+        half = {"bf16": "BF16", "f16": "F16"}[wtype]
+        got = {k: e["dtype"] for k, e in h.items() if k.startswith("head.")}
+        want = {k: half if k in ("head.1.weight", "head.3.weight") else "F32" for k in got}
+        if got != want or len(got) != 6:
+            fail("mlp %s: head dtypes %s, want %s" % (wtype, got, want))
+        exp = reference.run(reference.load(out), [np.asarray(s) for s in seqs])[0]
+        for isa in paths:
+            outs, err = infer(out, seqs, isa)
+            if outs is None or max(rel_err(g, e) for g, e in zip(outs, exp)) > 1e-5:
+                fail("mlp %s [%s]: rnnd infer vs the reference of the rounded values: %s" % (
+                    wtype, isa, err or max(rel_err(g, e) for g, e in zip(outs, exp))))
+    print("mlp head: linear weights half-size, layernorm and biases F32, outputs match the "
+          "reference on %s" % ", ".join(paths))
+
+
 def check_served(cases):
     """The daemon serves a half model: /v1/models reports its weight type, and a session fed
     step by step gives bitwise the outputs of `rnnd infer` on the same file."""
@@ -308,6 +351,7 @@ def main():
     for name in clocks:
         check_case(name, os.path.join(CLOCK_DIR, name), paths, worst)
     check_refusals()
+    check_mlp_head(paths)
     check_served(cases)
     print("| case | bf16 | f16 |")
     print("|---|---:|---:|")

@@ -108,6 +108,7 @@ def layer_bytes(L, l):
 
 
 POOLS = ["none", "last", "final_state", "mean", "max"]
+HEAD_OPS = ["linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm"]
 
 
 def doc_digest(path):
@@ -128,12 +129,29 @@ def doc_digest(path):
     head = arch.get("head")
     if head:
         out.append(u32(1, head["out_dim"], NORMS.index(opt(head, "norm", "none"))))
-        names += ["head.weight", "head.bias"]
     else:
         out.append(u32(0, 0, 0))
     pool = arch.get("pool") or "none"
     if pool != "none":      # only when set: older digests stay as they were
         out.append(b"pool" + u32(POOLS.index(pool)))
+    layers = (head or {}).get("layers")
+    if head and layers is None:
+        names += ["head.weight", "head.bias"]
+    elif head:
+        # "headlayers" only for more than one linear: such a head keeps its digest
+        if not (len(layers) == 1 and layers[0]["op"] == "linear"):
+            rec, w = [b"headlayers", u32(len(layers))], head["in_dim"]
+            for h in layers:
+                ln = h["op"] == "layernorm"
+                o = h["out_dim"] if h["op"] == "linear" else w
+                rec.append(u32(HEAD_OPS.index(h["op"]), w, o,
+                               int(opt(h, "affine", True)) if ln else 0) +
+                           f32(opt(h, "eps", 1e-5) if ln else 0.0))
+                w = o
+            out += rec
+        for k, h in enumerate(layers):
+            if h["op"] == "linear" or (h["op"] == "layernorm" and opt(h, "affine", True)):
+                names += ["head.%d.weight" % k, "head.%d.bias" % k]
     for n in names:
         out.append(np.ascontiguousarray(tensors[n], dtype="<f4").tobytes())
     return hashlib.sha256(b"".join(out)).hexdigest()
@@ -193,6 +211,36 @@ def as_f32(src, dst):
     return join(dst, header, data)
 
 
+def with_mlp_head(src, dst):
+    """DST: SRC's layers under an MLP head (docs/model-format.md, "The head") of every op."""
+    arch, tensors = reference.read(src)
+    if arch.get("head"):
+        i, o = arch["head"]["in_dim"], arch["head"]["out_dim"]
+        del tensors["head.weight"], tensors["head.bias"]
+    else:
+        i, o = inspect_json(src)["output_dim"], 3
+    arch["head"] = {"in_dim": i, "out_dim": o, "norm": "log_softmax"}
+    rng = np.random.default_rng(5)
+    arch["head"]["layers"] = [
+        {"op": "layernorm", "eps": 0.001}, {"op": "linear", "in_dim": i, "out_dim": 5},
+        {"op": "gelu"}, {"op": "layernorm", "affine": False}, {"op": "tanh"},
+        {"op": "sigmoid"}, {"op": "relu"}, {"op": "gelu_tanh"},
+        {"op": "linear", "in_dim": 5, "out_dim": o}]
+    for name, shape in (("head.0.weight", (i,)), ("head.0.bias", (i,)),
+                        ("head.1.weight", (5, i)), ("head.1.bias", (5,)),
+                        ("head.8.weight", (o, 5)), ("head.8.bias", (o,))):
+        tensors[name] = rng.uniform(-1, 1, shape)
+    header = {"__metadata__": {"format": "rnnd", "format_version": "1",
+                               "architecture": json.dumps(arch)}}
+    data = b""
+    for name, a in tensors.items():
+        blob = np.ascontiguousarray(a, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(a.shape),
+                        "data_offsets": [len(data), len(data) + len(blob)]}
+        data += blob
+    return join(dst, header, data)
+
+
 def inspect_json(path):
     p = subprocess.run([RNND_BIN, "inspect", "--json", path], capture_output=True, text=True,
                        timeout=60)
@@ -225,10 +273,29 @@ def check_what_counts(served):
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
     C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
             "another pool, the same weights: another digest")
+    C.check(d["mlp"] != d["alpha"], "an MLP head: another digest")
     C.check(d["clock_periods"] != d["golden_clock3_vectors"],
             "another clockwork period, the same weights: another digest")
     C.check(d["slstm_exp"] != d["golden_slstm3_vectors"],
             "an slstm's other forget mode, the same weights: another digest")
+
+
+def check_mlp(d, files):
+    """An MLP head: rnnd inspect shows its layers; a session's steps are bitwise infer's rows."""
+    p = subprocess.run([RNND_BIN, "inspect", files["mlp"]], capture_output=True, text=True,
+                       timeout=60)
+    C.check("-> layernorm (eps 0.001, affine) -> linear 5 -> gelu -> layernorm (eps 1e-05) "
+            "-> tanh -> sigmoid -> relu -> gelu_tanh -> linear" in p.stdout,
+            "rnnd inspect: the head's layers (%s)" % p.stdout)
+    layers = (inspect_json(files["mlp"]).get("head") or {}).get("layers") or []
+    C.eq([h["op"] for h in layers], ["layernorm", "linear", "gelu", "layernorm", "tanh",
+                                     "sigmoid", "relu", "gelu_tanh", "linear"],
+         "rnnd inspect --json: head.layers")
+    st, _, inf = d.request("POST", "/v1/models/mlp/infer", {"inputs": [SEQ[:5]]})
+    C.eq(st, 200, "infer on an MLP head")
+    sid = new_session(d, "mlp")
+    got = step(d, sid, SEQ[:2]) + step(d, sid, SEQ[2:5])
+    C.eq(got, inf.get("outputs", [None])[0], "an MLP head: session steps equal infer's rows")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -396,6 +463,8 @@ def main():
                                                os.path.join(WORK, "pooled_%s.rnnd" % pool),
                                                lambda a, p=pool: a.update(pool=p))
 
+    files["mlp"] = with_mlp_head(files["alpha"], os.path.join(WORK, "mlp.rnnd"))
+
     def rename_charlm(a):
         a["name"] = "another name"
         a["vocab"] = ["<%d>" % i for i in range(len(a["vocab"]))]
@@ -424,6 +493,7 @@ def main():
         check_what_counts(served)
         check_exchange(d)
         check_pooled(d, served, files)
+        check_mlp(d, files)
         check_refused(d)
     C.exit()
 

@@ -5,7 +5,7 @@ Must convert exactly, through from_module, torch.jit.script and ONNX (opsets 9, 
 PyTorch's
 word_language_model RNNModel (a faithful copy below: tied weights, LSTM, F.log_softmax over
 a view(-1, ntoken), forward(input, hidden)). Must refuse, naming the operator and its source
-line: relu after the head, a two-input encoder / decoder, a traced nn.LSTMCell loop, the
+line: exp after the head (relu is a head layer since MLP heads), a two-input encoder / decoder, a traced nn.LSTMCell loop, the
 first step y[:, 0], h_n[-1] of a bidirectional layer alone, a mean over the features, a
 pooling after the head; an nn.LSTMCell loop through from_module / torch.jit.script converts.
 Pooled classifiers convert exactly (from_module and TorchScript) with the file's "pool": a
@@ -180,10 +180,10 @@ class Base(nn.Module):
         self.fc = nn.Linear(16 if bidirectional else 8, 4)
 
 
-class ReluHead(Base):
+class ExpHead(Base):
     def forward(self, x):
         y, _ = self.rnn(self.emb(x))
-        return torch.relu(self.fc(y))
+        return torch.exp(self.fc(y))
 
 
 class MeanSteps(Base):
@@ -337,11 +337,47 @@ def test_pooled():
                   "%s (%s): the file equals PyTorch (max error %.2g)" % (what, door, err))
 
 
+class Mlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4)
+        self.a, self.b = nn.Linear(4, 5), nn.Linear(5, 2)
+        self.ln = nn.LayerNorm(5)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return F.log_softmax(self.b(self.ln(torch.relu(self.a(y)))), dim=-1)
+
+
+def test_mlp_head():
+    """forward()'s head of several layers is read in the order it runs, each layer's weights
+    from the module it reads them from; head= naming one of its Linears is refused."""
+    torch.manual_seed(4)
+    net = Mlp().eval()
+    out = tmp("mlp.rnnd")
+    m = rnnd_convert.from_module(net, out)
+    check([h["op"] for h in m.head_layers] == ["linear", "relu", "layernorm", "linear"],
+          "an MLP head: its layers in forward()'s order (%s)" % m.head_layers)
+    check(np.array_equal(m.head_layers[0]["W"], net.a.weight.detach().numpy()) and
+          np.array_equal(m.head_layers[2]["W"], net.ln.weight.detach().numpy()) and
+          np.array_equal(m.head_layers[3]["b"], net.b.bias.detach().numpy()),
+          "an MLP head: each layer's weights are its module's")
+    check(m.head_norm == "log_softmax", "an MLP head: the log_softmax after it")
+    x = torch.randn(6, 1, 3)
+    with torch.no_grad():
+        want = net(x).numpy()[:, 0]
+    got = reference.run(out, [x[:, 0].numpy()])[0][0]
+    check(float(np.abs(got - want).max()) < 1e-5, "an MLP head: the file equals PyTorch")
+    refused("head= naming one Linear of an MLP head",
+            lambda: rnnd_convert.from_module(net, tmp("mlp2.rnnd"), head="a"),
+            ("a head of 4 layers (linear, relu, layernorm, linear)", "leave head=None"))
+
+
 def test_refusals():
     torch.manual_seed(1)
     cases = (
-        ("relu after the head", ReluHead, ("aten::relu", HERE, "torch.relu(self.fc(y))",
-                                           "fold it into the Linear")),
+        ("exp after the head", ExpHead, ("aten::exp", HERE, "torch.exp(self.fc(y))",
+                                         "a head of Linear, ReLU")),
         ("the first step", FirstStep, ("aten::select(dim 1, index 0)", HERE, "y[:, 0]",
                                        "y[:, -1]")),
         ("h_n[-1] of a bidirectional layer", BiOneDirection,
@@ -642,6 +678,7 @@ def main():
     test_unprovable()
     test_call_order()
     test_train_mode_trace()
+    test_mlp_head()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

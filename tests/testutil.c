@@ -356,8 +356,36 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
         if (get_int(head, "out_dim", -1, &ho) || get_int(head, "in_dim", in, &hi) || ho < 0 ||
             hi < 0)
             goto fail;
-        add2(f, "head.weight", ho, hi);
-        add1(f, "head.bias", ho);
+        const json_t *hl = json_object_get(head, "layers");
+        if (!json_is_array(hl)) {
+            add2(f, "head.weight", ho, hi);
+            add1(f, "head.bias", ho);
+        }
+        /* head layers (docs/model-format.md, "The head"): tensors per linear and per
+         * layernorm with affine (the default) */
+        size_t k;
+        const json_t *e;
+        long long width = hi;
+        json_array_foreach(hl, k, e) {
+            const char *op = json_string_value(json_object_get(e, "op"));
+            char name[64];
+            if (op && strcmp(op, "linear") == 0) {
+                long long o;
+                if (get_int(e, "out_dim", -1, &o) || o < 0)
+                    goto fail;
+                snprintf(name, sizeof name, "head.%zu.weight", k);
+                add2(f, name, o, width);
+                snprintf(name, sizeof name, "head.%zu.bias", k);
+                add1(f, name, o);
+                width = o;
+            } else if (op && strcmp(op, "layernorm") == 0 &&
+                       !json_is_false(json_object_get(e, "affine"))) {
+                snprintf(name, sizeof name, "head.%zu.weight", k);
+                add1(f, name, width);
+                snprintf(name, sizeof name, "head.%zu.bias", k);
+                add1(f, name, width);
+            }
+        }
     }
     json_decref(a);
     return f;

@@ -33,6 +33,23 @@ enum rnnd_seq_pool {
     RNND_POOL_COUNT
 };
 
+/* A head layer (docs/model-format.md, "The head"): the head is a list of these applied in
+ * order to each row, then the norm. The short form {"in_dim", "out_dim"} is one LINEAR. */
+enum rnnd_head_op {
+    RNND_HEAD_LINEAR = 0, RNND_HEAD_RELU, RNND_HEAD_TANH, RNND_HEAD_SIGMOID, RNND_HEAD_GELU,
+    RNND_HEAD_GELU_TANH, RNND_HEAD_LAYERNORM, RNND_HEAD_OP_COUNT
+};
+#define RNND_MAX_HEAD_LAYERS 16
+
+typedef struct rnnd_head_layer {
+    int op;                 /* enum rnnd_head_op */
+    int in_dim, out_dim;    /* out_dim == in_dim but for linear */
+    int affine;             /* layernorm: has weight and bias */
+    float eps;              /* layernorm: > 0 */
+    const float *W;         /* linear [out_dim, in_dim]; layernorm with affine: [in_dim] */
+    const float *b;         /* linear [out_dim]; layernorm with affine: [in_dim] */
+} rnnd_head_layer;
+
 /* The element type of the weight matrices the kernels read (docs/model-format.md,
  * "Half-size weights"): compute is float either way, a half weight widened exactly. */
 enum rnnd_weights { RNND_WEIGHTS_F32 = 0, RNND_WEIGHTS_BF16, RNND_WEIGHTS_F16 };
@@ -110,10 +127,11 @@ typedef struct rnnd_model_spec {
     int n_layers;
     rnnd_layer_spec layers[RNND_MAX_LAYERS];
     int has_head;
-    int head_in, head_out;
+    int head_in, head_out;  /* the width the head reads and the width it gives */
     int head_norm;          /* enum rnnd_head_norm */
-    const float *head_W;    /* [head_out, head_in] */
-    const float *head_b;    /* [head_out] */
+    int head_short;         /* the file's short form: one linear, tensors head.weight/bias */
+    int head_n;             /* 1 to RNND_MAX_HEAD_LAYERS when has_head */
+    rnnd_head_layer head_layers[RNND_MAX_HEAD_LAYERS];
     int pool;               /* enum rnnd_seq_pool: infer gives one row per sequence when set */
     int n_vocab;            /* 0 or vocab_size */
     char **vocab;           /* n_vocab NUL-terminated strings (owned by the model) */
@@ -199,6 +217,8 @@ uint64_t rnnd_clock_get(const float *st);
 void rnnd_clock_put(float *st, uint64_t t);
 const char *rnnd_direction_name(int dir);
 const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
-const char *rnnd_pool_name(int pool);   /* "none", "last", "final_state", "mean", "max" */
+const char *rnnd_pool_name(int pool);
+/* "linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm" */
+const char *rnnd_head_op_name(int op);   /* "none", "last", "final_state", "mean", "max" */
 
 #endif

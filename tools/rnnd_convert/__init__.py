@@ -21,7 +21,9 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
-    head: None (the one nn.Linear, if any), the nn.Linear (or its name) to use, or False.
+    head: None (the head forward() applies: one nn.Linear or an MLP of Linear, ReLU, Tanh,
+    Sigmoid, GELU and LayerNorm; the one nn.Linear when forward() cannot be analysed), the
+    nn.Linear (or its name) to use, or False.
     norm: None (the softmax / log_softmax forward() applies; a softmax submodule's when
     forward() cannot be scripted or traced), "none", "softmax", "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
     weights ("f32" | "bf16" | "f16": the weight matrices' stored type).

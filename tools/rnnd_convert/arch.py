@@ -178,6 +178,10 @@ class Model:
         self.head_W = None                  # [out_dim, in_dim] or None
         self.head_b = None
         self.head_norm = "none"
+        # An MLP head (docs/model-format.md, "The head"), instead of head_W / head_b: a list
+        # of {"op": HEAD_OPS, "W": ..., "b": ...} (linear; layernorm with affine), "eps" and
+        # "affine" for layernorm. A head of one linear is written as head_W / head_b.
+        self.head_layers = None
         self.pool = "none"                  # POOLS: whole-sequence pooling before the head
         self.vocab = None
         self.tokenizer = None
@@ -189,9 +193,23 @@ class Model:
         p = self.layers[l - 1]
         return p.out_dim * p.num_directions
 
-    def output_dim(self):
+    def has_head(self):
+        return self.head_W is not None or bool(self.head_layers)
+
+    def head_widths(self):
+        """(in_dim, out_dim) of the head."""
         if self.head_W is not None:
-            return self.head_W.shape[0]
+            return int(self.head_W.shape[1]), int(self.head_W.shape[0])
+        last = self.layers[-1]
+        w = i = last.out_dim * last.num_directions
+        for h in self.head_layers:
+            if h["op"] == "linear":
+                w = int(h["W"].shape[0])
+        return i, w
+
+    def output_dim(self):
+        if self.has_head():
+            return self.head_widths()[1]
         last = self.layers[-1]
         return last.out_dim * last.num_directions
 
@@ -202,9 +220,11 @@ class Model:
         else:
             inp = {"kind": "vectors", "dim": int(self.input_dim)}
         head = None
-        if self.head_W is not None:
-            head = {"out_dim": int(self.head_W.shape[0]), "in_dim": int(self.head_W.shape[1]),
-                    "norm": self.head_norm}
+        if self.has_head():
+            i, o = self.head_widths()
+            head = {"out_dim": o, "in_dim": i, "norm": self.head_norm}
+        if self.head_layers:
+            head["layers"] = [_head_layer_json(h) for h in self.head_layers]
         d = {"format_version": FORMAT_VERSION, "name": self.name, "input": inp,
              "layers": [L.to_json() for L in self.layers], "head": head,
              "vocab": None if self.vocab is None else list(self.vocab),
@@ -238,6 +258,14 @@ class Model:
         if self.head_W is not None:
             o, i = self.head_W.shape
             out += [("head.weight", (o, i)), ("head.bias", (o,))]
+        w = self.head_widths()[0] if self.head_layers else 0
+        for k, h in enumerate(self.head_layers or []):
+            if h["op"] == "linear":
+                o = int(h["W"].shape[0])
+                out += [("head.%d.weight" % k, (o, w)), ("head.%d.bias" % k, (o,))]
+                w = o
+            elif h["op"] == "layernorm" and h.get("affine", True):
+                out += [("head.%d.weight" % k, (w,)), ("head.%d.bias" % k, (w,))]
         return out
 
     def tensors(self):
@@ -254,7 +282,23 @@ class Model:
             t["head.weight"] = self.head_W
             if self.head_b is not None:
                 t["head.bias"] = self.head_b
+        for k, h in enumerate(self.head_layers or []):
+            for key, suffix in (("W", "weight"), ("b", "bias")):
+                if h.get(key) is not None:
+                    t["head.%d.%s" % (k, suffix)] = h[key]
         return t
+
+
+HEAD_OPS = ("linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm")
+
+
+def _head_layer_json(h):
+    if h["op"] == "linear":
+        return {"op": "linear", "in_dim": int(h["W"].shape[1]), "out_dim": int(h["W"].shape[0])}
+    if h["op"] == "layernorm":
+        return {"op": "layernorm", "eps": _short_float(h.get("eps", 1e-5)),
+                "affine": bool(h.get("affine", True))}
+    return {"op": h["op"]}
 
 
 def _json_act(a):
@@ -310,6 +354,10 @@ def validate(model):
                                % (i, last.out_dim * last.num_directions))
         if model.head_norm not in NORMS:
             raise ConvertError("head.norm: %r is not one of %s" % (model.head_norm, NORMS))
+    elif model.head_layers:
+        _validate_head_layers(model)
+        if model.head_norm not in NORMS:
+            raise ConvertError("head.norm: %r is not one of %s" % (model.head_norm, NORMS))
     elif model.head_norm != "none":
         raise ConvertError("head.norm: a normalisation needs a head")
     if model.pool not in POOLS:
@@ -358,6 +406,30 @@ def _validate_clock_blocks(model):
                                    "module reads only itself and the modules after it: R[i, j] "
                                    "must be 0 when j // %d < i // %d"
                                    % (l, d, i, j, float(w["R"][i, j]), hm, hm))
+
+
+def _validate_head_layers(model):
+    if len(model.head_layers) > 16:
+        raise ConvertError("head: %d layers; rnnd takes 1 to 16" % len(model.head_layers))
+    last = model.layers[-1]
+    w = last.out_dim * last.num_directions
+    for k, h in enumerate(model.head_layers):
+        where = "head.layers[%d]" % k
+        if h.get("op") not in HEAD_OPS:
+            raise ConvertError("%s.op: %r is not one of %s" % (where, h.get("op"),
+                                                              ", ".join(HEAD_OPS)))
+        if h["op"] == "linear":
+            W = h.get("W")
+            if W is None or W.ndim != 2 or W.shape[1] != w or not _dim_ok(int(W.shape[0])):
+                raise ConvertError("%s: a linear of shape %s after width %d"
+                                   % (where, None if W is None else list(W.shape), w))
+            w = int(W.shape[0])
+            if h.get("b") is None:
+                h["b"] = np.zeros(w, np.float32)
+        elif h["op"] == "layernorm":
+            eps = h.get("eps", 1e-5)
+            if not _is_num(eps) or not np.float32(eps) > 0:
+                raise ConvertError("%s.eps: %r must be a positive number" % (where, eps))
 
 
 def _validate_layer(where, L):
@@ -465,8 +537,17 @@ def _validate_tensors(model):
 def is_matrix(name):
     """Whether tensor NAME is a weight matrix the kernels read (W, R, proj, V, head.weight):
     the tensors a bf16 / f16 model stores half-size. Embedding, biases, peepholes stay F32."""
-    return name == "head.weight" or (name.startswith("layers.") and
-                                     name.rsplit(".", 1)[1] in ("W", "R", "proj", "V"))
+    if name == "head.weight":
+        return True
+    if name.startswith("head.") and name.endswith(".weight"):
+        return None     # a linear's (2-D) but not a layernorm's: is_matrix_tensor decides
+    return name.startswith("layers.") and name.rsplit(".", 1)[1] in ("W", "R", "proj", "V")
+
+
+def is_matrix_tensor(name, a):
+    """is_matrix, with the tensor to tell a head linear's weight (2-D) from a layernorm's."""
+    m = is_matrix(name)
+    return (np.ndim(a) == 2) if m is None else m
 
 
 def half_bits(a, weights, name="tensor"):
@@ -538,7 +619,7 @@ def apply_options(model, name=None, vocab=None, tokenizer=None, norm=None, weigh
     if norm is not None:
         if norm not in NORMS:
             raise ConvertError("norm: %r is not one of %s" % (norm, ", ".join(NORMS)))
-        if model.head_W is None and norm != "none":
+        if not model.has_head() and norm != "none":
             # softmax straight over the last layer: an identity head is exact
             last = model.layers[-1]
             n = last.out_dim * last.num_directions

@@ -145,7 +145,9 @@ def main(argv=None):
         n = sum(int(a.size) for a in m.tensors().values())
         print("%s: %s input, layers %s, %s, %d parameters%s"
               % (args.output, m.input_kind, kinds,
-                 "head %d%s" % (m.head_W.shape[0], "" if m.head_norm == "none"
-                                else " + " + m.head_norm) if m.head_W is not None else "no head",
+                 "head %s%d%s" % ("" if not m.head_layers else "of %d layers -> "
+                                  % len(m.head_layers), m.output_dim(),
+                                  "" if m.head_norm == "none" else " + " + m.head_norm)
+                 if m.has_head() else "no head",
                  n, "" if m.weights == "f32" else ", %s weight matrices" % m.weights))
     return 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DIRECTIONS,
                    FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, POOLS,
-                   SLSTM_FORGET, TYPE_KEYS,
+                   SLSTM_FORGET, TYPE_KEYS, HEAD_OPS,
                    canonical_activation, f32, fill_biases)
 
 TOP_KEYS = ("format_version", "name", "input", "layers", "pool", "head", "vocab", "tokenizer",
@@ -159,9 +159,16 @@ def model_from_arch(j):
     head = j.get("head")
     m.head_spec = None
     if head is not None:
-        _obj("head", head, ("out_dim", "in_dim", "norm"))
+        _obj("head", head, ("out_dim", "in_dim", "norm", "layers"))
         m.head_spec = (_int("head.out_dim", head.get("out_dim")),
                        _int("head.in_dim", head.get("in_dim")))
+        m.head_layer_spec = None
+        if head.get("layers") is not None:
+            hl = head["layers"]
+            if not isinstance(hl, list) or not 1 <= len(hl) <= 16:
+                raise ConvertError("head.layers: expected a list of 1 to 16 layers")
+            m.head_layer_spec = [_head_layer("head.layers[%d]" % k, x)
+                                 for k, x in enumerate(hl)]
         m.head_norm = head.get("norm", "none")
         if m.head_norm not in NORMS:
             raise ConvertError("head.norm: %s is not one of %s"
@@ -177,6 +184,24 @@ def model_from_arch(j):
         m.vocab = j["vocab"]
     m.tokenizer = j.get("tokenizer")
     return m
+
+
+def _head_layer(where, h):
+    if not isinstance(h, dict) or h.get("op") not in HEAD_OPS:
+        raise ConvertError("%s.op: expected one of %s" % (where, ", ".join(HEAD_OPS)))
+    op = h["op"]
+    keys = {"linear": ("op", "in_dim", "out_dim"), "layernorm": ("op", "eps", "affine")}
+    _obj(where, h, keys.get(op, ("op",)))
+    out = {"op": op}
+    if op == "linear":
+        out["dims"] = (_int(where + ".out_dim", h.get("out_dim")),
+                       _int(where + ".in_dim", h.get("in_dim"), hi=131072))
+    elif op == "layernorm":
+        out["eps"] = _num(where + ".eps", h.get("eps", 1e-5))
+        if not out["eps"] > 0:
+            raise ConvertError("%s.eps: must be a positive number" % where)
+        out["affine"] = _bool(where + ".affine", h.get("affine", True))
+    return out
 
 
 def load_npz(path):
@@ -213,7 +238,26 @@ def attach_weights(m, tensors, label="weights"):
                 w["Vb"] = _take(t, p + "Vb")
             L.weights.append(w)
         fill_biases(L)
-    if getattr(m, "head_spec", None) is not None:
+    if getattr(m, "head_layer_spec", None) is not None:
+        m.head_layers = []
+        for k, h in enumerate(m.head_layer_spec):
+            h = dict(h)
+            dims = h.pop("dims", None)
+            if h["op"] == "linear" or (h["op"] == "layernorm" and h["affine"]):
+                h["W"] = _take(t, "head.%d.weight" % k)
+                h["b"] = _take(t, "head.%d.bias" % k)
+                if h["W"] is None:
+                    raise ConvertError("%s: head.%d.weight missing" % (label, k))
+                if h["b"] is None:
+                    h["b"] = np.zeros(h["W"].shape[0], np.float32)
+                if dims is not None and tuple(h["W"].shape) != dims:
+                    raise ConvertError("head.%d.weight: shape %s but the architecture says "
+                                       "[%d, %d]" % (k, list(h["W"].shape), dims[0], dims[1]))
+            m.head_layers.append(h)
+        if m.head_widths() != (m.head_spec[1], m.head_spec[0]):
+            raise ConvertError("head: the layers give %d -> %d but the architecture says "
+                               "in_dim %d, out_dim %d" % (m.head_widths() + m.head_spec[::-1]))
+    elif getattr(m, "head_spec", None) is not None:
         m.head_W = _take(t, "head.weight")
         if m.head_W is None:
             raise ConvertError("%s: head.weight missing (the architecture has a head)" % label)

@@ -70,6 +70,7 @@ class Val:
         self.affine = None      # DATA: pending (A, a) over the stage's features
         self.norm = None        # DATA: "softmax" / "log_softmax" applied
         self.pooled = None      # DATA: "last" / "mean" / "max": the steps pooled
+        self.head = None        # DATA: head layers done (arch.Model.head_layers entries)
         self.rows = None        # STATE of Y_h (or a Concat of them): [(stage, direction)]
         self.origin = None      # EXTRA / STATE: where it comes from
         for k, v in kw.items():
@@ -152,7 +153,7 @@ class Importer:
         for i in inputs[1:]:
             self.vals[i.name] = Val(EXTRA, origin=i.name)
         try:
-            for self.idx, node in enumerate(g.node):
+            for self.idx, node in enumerate(fuse_head_ops(g)):
                 self.node = node
                 self.visit(node)
             return self.finish()
@@ -570,6 +571,8 @@ class Importer:
             return [self.affine_op(node, x, other, op.lower())]
         if op in ("Softmax", "LogSoftmax"):
             return [self.softmax(node, x, a)]
+        if op in HEAD_OPS:
+            return [self.head_layer(node, x, ins, a)]
         if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
             return [self.pool(node, op, x, ins, a)]
         self.fail("operator not supported by rnnd on the data path")
@@ -593,7 +596,7 @@ class Importer:
         ReduceMax, or the last step (Gather index -1, Slice -1:), before the head."""
         what = {"ReduceMean": "a mean", "ReduceMax": "a max"}.get(op, "the last step")
         if x.stage != getattr(self, "rec_stage", None) or x.affine is not None or x.norm or \
-                x.pooled:
+                x.pooled or x.head:
             self.fail("%s over the data other than of the last recurrent layer's output "
                       "before the head; rnnd pools that once (last step, mean or max over "
                       "the time axis)" % op)
@@ -822,6 +825,57 @@ class Importer:
         o = Atom("affine%d" % st, int(A.shape[0]))
         return x.but(axes=list(x.axes[:-1]) + [(o,)], stage=st, feat=(o,), affine=(A, b))
 
+    def head_layer(self, node, x, ins, a):
+        """An activation or a LayerNorm: a head layer (docs/model-format.md, "The head"),
+        after the last recurrent layer; a pending affine map before it becomes a linear."""
+        op = node.op_type
+        if x.tokens or not self.model.layers:
+            self.fail("%s before the recurrent layers; rnnd's head comes after them" % op)
+        if x.norm:
+            self.fail("%s after %s; rnnd's head normalises last" % (op, x.norm))
+        n = self.feature_atoms(x, len(x.axes) - 1)
+        if n is None:
+            self.fail("the feature size is unknown")
+        head = list(x.head or [])
+        if x.affine is not None:
+            self._flush_affine(head, x.affine)
+        if op == "LayerNormalization":
+            if a.get("axis", -1) % len(x.axes) != len(x.axes) - 1:
+                self.fail("LayerNormalization over axis %s, not the features alone"
+                          % a.get("axis"))
+            layer = {"op": "layernorm", "eps": float(a.get("epsilon", 1e-5)), "affine": False}
+            scale = self.const_input(ins, 1, "Scale", required=False)
+            bias = self.const_input(ins, 2, "B", required=False)
+            if scale is not None:
+                layer.update(affine=True, W=f32(self._feature_vector(scale, n, 1)),
+                             b=f32(self._feature_vector(bias, n, 1)) if bias is not None
+                             else np.zeros(n, np.float32))
+            elif bias is not None:
+                self.fail("LayerNormalization with a bias but no scale")
+        elif op == "Gelu":
+            approx = a.get("approximate", "none")
+            if isinstance(approx, bytes):
+                approx = approx.decode()
+            if approx not in ("none", "tanh"):
+                self.fail("Gelu approximate=%r" % approx)
+            layer = {"op": "gelu" if approx == "none" else "gelu_tanh"}
+        else:
+            layer = {"op": HEAD_OPS[op]}
+        head.append(layer)
+        st = self.new_stage(x)
+        return x.but(stage=st, affine=None, head=head)
+
+    def _flush_affine(self, head, affine):
+        """Append the affine map (A, b) to HEAD: into a layernorm just before it when A is
+        diagonal (the decomposed LayerNorm's own weight and bias), else as a linear."""
+        A, b = affine
+        last = head[-1] if head else None
+        diag = A.shape[0] == A.shape[1] and not np.any(A - np.diag(np.diag(A)))
+        if last is not None and last["op"] == "layernorm" and not last["affine"] and diag:
+            last.update(affine=True, W=f32(np.diag(A)), b=f32(b))
+        else:
+            head.append({"op": "linear", "W": f32(A), "b": f32(b)})
+
     def softmax(self, node, x, a):
         if x.tokens or x.norm:
             self.fail("a second normalisation" if x.norm else "softmax of token ids")
@@ -886,6 +940,9 @@ class Importer:
             self.fail("reads the output of a %s; rnnd cannot normalise between layers" % x.norm)
         if x.pooled:
             self.fail("reads the steps pooled (%s); rnnd pools after the last layer" % x.pooled)
+        if x.head:
+            self.fail("reads the output of head layers (%s); rnnd runs its head after the last "
+                      "recurrent layer" % ", ".join(h["op"] for h in x.head))
         seqlen = ins[4] if len(ins) > 4 else None
         if seqlen is not None:
             if seqlen.kind == EXTRA:
@@ -1055,7 +1112,13 @@ class Importer:
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
         m = self.model
-        if y.affine is not None or y.norm:
+        if y.head:
+            head = list(y.head)
+            if y.affine is not None:
+                self._flush_affine(head, y.affine)
+            m.head_layers = head
+            m.head_norm = y.norm or "none"
+        elif y.affine is not None or y.norm:
             if y.affine is not None:
                 A, b = y.affine
             else:
@@ -1066,6 +1129,143 @@ class Importer:
         if y.pooled:
             m.pool = y.pooled
         return m
+
+
+HEAD_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu",
+            "LayerNormalization": "layernorm"}
+
+
+def fuse_head_ops(g):
+    """G's nodes with the decompositions torch exports for GELU (Div by sqrt 2, Erf, Add 1,
+    Mul by the input, Mul by 0.5), for its tanh form (x x x, times 0.044715, plus x, times
+    sqrt(2/pi), Tanh, plus 1, times x, times 0.5) and, before opset 17, for LayerNorm
+    (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div) each replaced by one node
+    (Gelu, LayerNormalization without scale) where every intermediate result is read by the
+    pattern alone. onnx_run runs the graph as it is, node by node."""
+    from onnx import helper
+    nodes = list(g.node)
+    consts = {t.name: _tensor(t) for t in g.initializer}
+    for n in nodes:
+        if n.op_type == "Constant":
+            for at in n.attribute:
+                if at.name == "value":
+                    consts[n.output[0]] = _tensor(at.t)
+    producer, readers = {}, {}
+    for n in nodes:
+        for o in n.output:
+            producer[o] = n
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    for o in g.output:
+        readers.setdefault(o.name, []).append(None)
+
+    def const(name, want):
+        v = consts.get(name)
+        return v is not None and np.asarray(v).size == 1 and \
+            abs(float(np.asarray(v).ravel()[0]) - want) <= 1e-6 * max(1.0, abs(want))
+
+    def only(name, op):
+        r = readers.get(name, [])
+        return r[0] if len(r) == 1 and r[0] is not None and r[0].op_type == op else None
+
+    def other(n, name):
+        rest = [i for i in n.input if i != name]
+        return rest[0] if len(rest) == 1 and len(n.input) == 2 else None
+
+    def axes_last(n):
+        for at in n.attribute:
+            if at.name == "axes":
+                return list(at.ints) == [-1]
+        return len(n.input) > 1 and n.input[1] in consts and \
+            [int(v) for v in np.asarray(consts[n.input[1]]).ravel()] == [-1]
+
+    drop, put = set(), {}
+    for e in nodes:
+        if e.op_type != "Erf":
+            continue
+        d = producer.get(e.input[0])
+        if d is None or d.op_type != "Div" or not const(d.input[1], 2 ** 0.5) or \
+                only(d.output[0], "Erf") is not e:
+            continue
+        x = d.input[0]
+        a = only(e.output[0], "Add")
+        m1 = a and only(a.output[0], "Mul")
+        m2 = m1 and only(m1.output[0], "Mul")
+        if not (a and m1 and m2) or not const(other(a, e.output[0]), 1.0) or \
+                other(m1, a.output[0]) != x or not const(other(m2, m1.output[0]), 0.5):
+            continue
+        drop.update(id(k) for k in (d, e, a, m1, m2))
+        put[id(m2)] = helper.make_node("Gelu", [x], [m2.output[0]], name=e.name or "Gelu")
+    for t in nodes:
+        # tanh GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x x x)))
+        if t.op_type != "Tanh":
+            continue
+        m3 = producer.get(t.input[0])
+        if m3 is None or m3.op_type != "Mul" or only(m3.output[0], "Tanh") is not t:
+            continue
+        add0_name = [i for i in m3.input if not const(i, (2 / np.pi) ** 0.5)]
+        if len(add0_name) != 1 or len(m3.input) != 2:
+            continue
+        add0 = producer.get(add0_name[0])
+        if add0 is None or add0.op_type != "Add" or only(add0.output[0], "Mul") is not m3:
+            continue
+        chain = None
+        for x in add0.input:
+            m2 = producer.get(other(add0, x) or "")
+            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0:
+                continue
+            m1 = producer.get(next((i for i in m2.input if not const(i, 0.044715)), ""))
+            if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 or \
+                    len(m2.input) != 2 or x not in m1.input:
+                continue
+            sq = producer.get(other(m1, x) or "")
+            if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
+                    only(sq.output[0], "Mul") is not m1:
+                continue
+            chain = (x, sq, m1, m2)
+        if chain is None:
+            continue
+        x, sq, m1, m2 = chain
+        a1 = only(t.output[0], "Add")
+        m4 = a1 and only(a1.output[0], "Mul")
+        m5 = m4 and only(m4.output[0], "Mul")
+        if not (a1 and m4 and m5) or not const(other(a1, t.output[0]), 1.0) or \
+                other(m4, a1.output[0]) != x or not const(other(m5, m4.output[0]), 0.5):
+            continue
+        drop.update(id(k) for k in (sq, m1, m2, add0, m3, t, a1, m4, m5))
+        put[id(m5)] = helper.make_node("Gelu", [x], [m5.output[0]], name=t.name or "Gelu",
+                                       approximate="tanh")
+    for r1 in nodes:
+        if r1.op_type != "ReduceMean" or not axes_last(r1):
+            continue
+        x = r1.input[0]
+        sub = only(r1.output[0], "Sub")
+        if sub is None or list(sub.input) != [x, r1.output[0]]:
+            continue
+        rs = readers.get(sub.output[0], [])
+        pw = [k for k in rs if k is not None and k.op_type == "Pow"]
+        dv = [k for k in rs if k is not None and k.op_type == "Div"]
+        if len(rs) != 2 or len(pw) != 1 or len(dv) != 1 or not const(pw[0].input[1], 2.0):
+            continue
+        r2 = only(pw[0].output[0], "ReduceMean")
+        ad = r2 and axes_last(r2) and only(r2.output[0], "Add")
+        sq = ad and only(ad.output[0], "Sqrt")
+        eps = ad and consts.get(other(ad, r2.output[0]))
+        if not sq or eps is None or np.asarray(eps).size != 1 or \
+                only(sq.output[0], "Div") is not dv[0] or \
+                list(dv[0].input) != [sub.output[0], sq.output[0]]:
+            continue
+        drop.update(id(k) for k in (r1, sub, pw[0], r2, ad, sq, dv[0]))
+        put[id(dv[0])] = helper.make_node(
+            "LayerNormalization", [x], [dv[0].output[0]], name=r1.name or "LayerNorm",
+            axis=-1, epsilon=float(np.asarray(eps).ravel()[0]))
+    out = []
+    for n in nodes:
+        if id(n) in put:
+            out.append(put[id(n)])
+        elif id(n) not in drop:
+            out.append(n)
+    return out
 
 
 def _merge(axes):

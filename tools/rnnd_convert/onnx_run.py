@@ -7,6 +7,8 @@ the importer's rearrangement shows up as a difference. Only the activation alpha
 lists are read the way ONNX Runtime reads them (in order, by the activations that take
 parameters), as the importer documents.
 """
+import math
+
 import numpy as np
 
 from .arch import ACTIVATIONS, DEFAULT_ACTS, ConvertError, canonical_activation
@@ -201,6 +203,34 @@ class _Graph:
     op_Ceil = _un(np.ceil)
     op_Floor = _un(np.floor)
     op_Not = _un(np.logical_not)
+
+    op_Relu = _un(lambda x: np.maximum(x, 0))
+    op_Tanh = _un(np.tanh)
+    op_Sigmoid = _un(lambda x: 1.0 / (1.0 + np.exp(-x)))
+    op_Erf = _un(lambda x: np.vectorize(math.erf, otypes=[np.float64])(x).astype(
+        np.asarray(x).dtype))
+
+    def op_Gelu(self, ins, a, n):
+        x = np.asarray(ins[0], np.float64)
+        approx = a.get("approximate", "none")
+        if isinstance(approx, bytes):
+            approx = approx.decode()
+        if approx == "tanh":
+            return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        return 0.5 * x * (1.0 + np.vectorize(math.erf, otypes=[np.float64])(x / 2 ** 0.5))
+
+    def op_LayerNormalization(self, ins, a, n):
+        x = np.asarray(ins[0], np.float64)
+        ax = a.get("axis", -1) % x.ndim
+        axes = tuple(range(ax, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(var + a.get("epsilon", 1e-5))
+        if len(ins) > 1 and ins[1] is not None:
+            y = y * ins[1]
+        if len(ins) > 2 and ins[2] is not None:
+            y = y + ins[2]
+        return [y] + [None] * (n - 1)
 
     def op_MatMul(self, ins, a, n):
         return np.matmul(ins[0], ins[1])

@@ -12,6 +12,7 @@ Returns outputs[b] as a [T, output_dim] array and finals[b] as a flat array in t
 (a reverse direction's final state is its state after reading the first step).
 """
 import json
+import math
 import struct
 
 import numpy as np
@@ -79,7 +80,7 @@ def read(path):
                 raise ValueError("%s: %s: begin offset not aligned" % (path, name))
             a = np.frombuffer(data, dtype="<f4", count=(e - b) // 4, offset=base + b)
             a = a.astype(np.float64)
-            if weights != "f32" and _is_matrix(name):
+            if weights != "f32" and _is_matrix(name, t["shape"]):
                 a = _round_half(a, weights, name)
         elif t["dtype"] in ("BF16", "F16") and t["dtype"].lower() == weights:
             u = np.frombuffer(data, dtype="<u2", count=(e - b) // 2, offset=base + b)
@@ -93,9 +94,12 @@ def read(path):
     return arch, tensors
 
 
-def _is_matrix(name):
-    """The weight matrices the format lets a bf16 / f16 model store half-size."""
-    return name == "head.weight" or name.split(".")[-1] in ("W", "R", "proj", "V")
+def _is_matrix(name, shape):
+    """The weight matrices the format lets a bf16 / f16 model store half-size (a head
+    linear's weight is 2-D, a head layernorm's 1-D)."""
+    if name.startswith("head.") and name.endswith(".weight"):
+        return len(shape) == 2
+    return name.split(".")[-1] in ("W", "R", "proj", "V")
 
 
 def _round_half(a, weights, name):
@@ -209,13 +213,44 @@ class Model:
         x = self.pool(x)
         head = self.arch.get("head")
         if head is not None:
-            x = x @ self.t["head.weight"].T + self.t["head.bias"]
+            x = head_forward(head, self.t, x)
             norm = head.get("norm", "none")
             if norm in ("softmax", "log_softmax"):
                 m = x.max(axis=1, keepdims=True)
                 lse = m + np.log(np.exp(x - m).sum(axis=1, keepdims=True))
                 x = np.exp(x - lse) if norm == "softmax" else x - lse
         return x, np.concatenate(final)
+
+
+def head_forward(head, t, x):
+    """The head's layers (docs/model-format.md, "The head") over rows X [N, in_dim], before
+    the norm."""
+    layers = head.get("layers")
+    if layers is None:
+        return x @ t["head.weight"].T + t["head.bias"]
+    for k, h in enumerate(layers):
+        op = h["op"]
+        if op == "linear":
+            x = x @ t["head.%d.weight" % k].T + t["head.%d.bias" % k]
+        elif op == "relu":
+            x = np.maximum(x, 0.0)
+        elif op == "tanh":
+            x = np.tanh(x)
+        elif op == "sigmoid":
+            x = 0.5 * (1.0 + np.tanh(0.5 * x))
+        elif op == "gelu":
+            x = 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+        elif op == "gelu_tanh":
+            x = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+        elif op == "layernorm":
+            mean = x.mean(axis=1, keepdims=True)
+            var = ((x - mean) ** 2).mean(axis=1, keepdims=True)
+            x = (x - mean) / np.sqrt(var + h.get("eps", 1e-5))
+            if h.get("affine", True):
+                x = x * t["head.%d.weight" % k] + t["head.%d.bias" % k]
+        else:
+            raise ValueError("unknown head op %r" % op)
+    return x
 
 
 def run_direction(L, acts, w, xs, h, c, reverse):

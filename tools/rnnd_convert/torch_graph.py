@@ -5,15 +5,18 @@ is loaded; either way the inlined graph of forward() is walked here. Every node 
 the model's input data, directly or through earlier such nodes, must belong to a pattern
 rnnd's chain can express: an embedding lookup, the recurrent operators, dropout (identity in
 eval mode), one pooling of the last layer over the steps (y[:, -1], h_n[-1],
-cat(h_n[-2], h_n[-1]) of a bidirectional layer, mean or max over the time axis), one Linear
-head, one softmax / log_softmax over the features, reshapes and views,
-transposes of the batch and time axes (batch_first), and tuple plumbing. Nodes that only
-compute on shapes, constants and parameters (the checks inlined from nn.LSTM, say) are not
-data and pass. A branch whose condition is known (`dim is None` with a constant dim, as in an
-inlined F.log_softmax) is followed on its taken side only. Anything else on the data path is
+cat(h_n[-2], h_n[-1]) of a bidirectional layer, mean or max over the time axis), a head of
+Linear, ReLU, Tanh, Sigmoid, GELU and LayerNorm layers (docs/model-format.md, "The head"),
+one softmax / log_softmax over the features, reshapes and views, transposes of the batch
+and time axes (batch_first), and tuple plumbing. Nodes that only compute on shapes,
+constants and parameters (the checks inlined from nn.LSTM, say) are not data and pass. A
+branch whose condition is known (`dim is None` with a constant dim, as in an inlined
+F.log_softmax) is followed on its taken side only. Anything else on the data path is
 refused, naming the operator, its source line and what would make the model convertible.
 """
-from .arch import ConvertError
+import numpy as np
+
+from .arch import ConvertError, f32
 
 RECURRENT_OPS = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
 CELL_OPS = ("aten::lstm_cell", "aten::gru_cell", "aten::rnn_tanh_cell", "aten::rnn_relu_cell")
@@ -30,8 +33,12 @@ SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::le
 PRE_AFFINE = ("aten::mul", "aten::div", "aten::add", "aten::sub")
 # the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
 SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
+HEAD_ACTS = {"aten::relu": "relu", "aten::relu_": "relu", "aten::tanh": "tanh",
+             "aten::tanh_": "tanh", "aten::sigmoid": "sigmoid", "aten::sigmoid_": "sigmoid",
+             "aten::gelu": "gelu"}
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
-         "cat(h_n[-2], h_n[-1]), mean or max) -> Linear -> softmax / log_softmax")
+         "cat(h_n[-2], h_n[-1]), mean or max) -> a head of Linear, ReLU, Tanh, Sigmoid, GELU, "
+         "LayerNorm -> softmax / log_softmax")
 
 # what would make it convertible, by the kind of operator refused
 _ADVICE = (
@@ -50,8 +57,9 @@ _ADVICE = (
     (("aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu", "aten::elu", "aten::silu",
       "aten::leaky_relu", "aten::hardtanh", "aten::softplus", "aten::layer_norm",
       "aten::batch_norm", "aten::mul", "aten::add", "aten::sub", "aten::div"),
-     "it computes on the outputs between or after the layers; rnnd's head is one Linear "
-     "and a softmax: drop it from forward() or fold it into the Linear"),
+     "it computes on the outputs between or after the layers; rnnd's head is a chain of "
+     "Linear, ReLU, Tanh, Sigmoid, GELU and LayerNorm after the recurrent layers (and any "
+     "pooling), then a softmax: drop it from forward() or express it with those"),
     (("prim::Loop",),
      "a loop over steps: rnnd converts a loop over the steps that calls nn.LSTMCell / "
      "GRUCell / RNNCell on x[:, t] (or x[t]) from zero states and stacks the cells' outputs; "
@@ -188,6 +196,7 @@ class Analysis:
         self.calls = []         # the submodule of each recurrent operator, in call order
         self.pre = None         # (a, b): x -> a * x + b before the first layer
         self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
+        self.head_ops = []      # (op, node, extra): the head's layers in order
 
     def refuse(self, node, what=None):
         advice = _advice(node.kind())
@@ -396,11 +405,39 @@ class Analysis:
         elif k in ("aten::select", "aten::mean", "aten::max", "aten::amax"):
             self.pool_steps(n, k, ins, r)
         elif k == "aten::linear":
-            if self.stage != 2 or self.counts["head"]:
+            if self.stage not in (2, 3):
                 self.refuse(n, "a Linear %s" % ("before the recurrent layers" if self.stage < 2
-                                                else "after the head"))
-            self.counts["head"] += 1
-            self.stage = 3
+                                                else "after the softmax"))
+            self.head_op(n, "linear", None)
+            self.mark(out, r)
+        elif k in HEAD_ACTS:
+            if self.stage not in (2, 3):
+                self.refuse(n, "%s %s" % (k, "before the recurrent layers" if self.stage < 2
+                                          else "after the softmax"))
+            op = HEAD_ACTS[k]
+            if k == "aten::gelu" and len(ins) > 1:
+                ok, a = self.const(ins[1])
+                if not ok or a not in ("none", "tanh"):
+                    self.refuse(n, "aten::gelu with approximate=%r" % (a,))
+                op = "gelu" if a == "none" else "gelu_tanh"
+            self.head_op(n, op, None)
+            self.mark(out, r)
+        elif k == "aten::layer_norm":
+            if self.stage not in (2, 3):
+                self.refuse(n, "aten::layer_norm %s" % ("before the recurrent layers"
+                                                        if self.stage < 2 else
+                                                        "after the softmax"))
+            ok, shape = self.shape_list(ins[1])
+            oke, eps = self.const(ins[4])
+            if not oke or not isinstance(eps, float):
+                try:
+                    eps, oke = float(self.attr(ins[4], "LayerNorm eps")), True
+                except (ConvertError, TypeError, ValueError):
+                    oke = False
+            if not ok or not isinstance(shape, (list, tuple)) or len(shape) != 1 or not oke:
+                self.refuse(n, "aten::layer_norm over %r (rnnd normalises the features, the "
+                            "last dim)" % (shape,))
+            self.head_op(n, "layernorm", {"eps": float(eps), "width": int(shape[0])})
             self.mark(out, r)
         elif k in ("aten::softmax", "aten::log_softmax"):
             ok, d = self.const(ins[1])
@@ -470,6 +507,94 @@ class Analysis:
             raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
                                "module was traced or exported in train mode); call "
                                "model.eval() before tracing" % (n.kind(), where(n)))
+
+    def head_op(self, n, op, extra):
+        """A head layer (docs/model-format.md, "The head"): after the recurrent layers and
+        any pooling, before the softmax."""
+        self.counts["head"] += 1
+        self.stage = 3
+        self.head_ops.append((op, n, extra))
+
+    def shape_list(self, v):
+        """(ok, list) of a normalized_shape: a list of constants, or a module attribute."""
+        node = v.node()
+        if node.kind() == "prim::ListConstruct":
+            vals = [self.const(x) for x in node.inputs()]
+            if all(ok for ok, _ in vals):
+                return True, [x for _, x in vals]
+            return False, None
+        try:
+            x = self.attr(v, "normalized_shape")
+            return isinstance(x, (list, tuple)), list(x) if isinstance(x, (list, tuple)) \
+                else None
+        except ConvertError:
+            return self.const(v)
+
+    def attr(self, v, what):
+        """The module attribute V reads through a prim::GetAttr chain from self."""
+        path = []
+        node = v.node()
+        while node.kind() == "prim::GetAttr":
+            path.append(node.s("name"))
+            src = list(node.inputs())[0]
+            node = src.node()
+            if src in list(self.graph.inputs())[:1]:
+                break
+        else:
+            path = None
+        if not path or self.module is None:
+            raise ConvertError("forward()'s %s is not an attribute of the module%s"
+                               % (what, where(v.node())))
+        obj = self.module
+        for name in reversed(path):
+            obj = getattr(obj, name)
+        return obj
+
+    def param(self, v, what):
+        """The tensor V is: a parameter read through prim::GetAttr from self, or None for a
+        None constant."""
+        ok, c = self.const(v)
+        if ok and c is None:
+            return None
+        path = []
+        node = v.node()
+        while node.kind() == "prim::GetAttr":
+            path.append(node.s("name"))
+            src = list(node.inputs())[0]
+            node = src.node()
+            if src in list(self.graph.inputs())[:1]:
+                break
+        else:
+            path = None
+        if not path or self.module is None:
+            raise ConvertError("forward()'s %s is not a parameter of the module%s; rnnd reads "
+                               "a head's weights from its modules" % (what, where(v.node())))
+        obj = self.module
+        for name in reversed(path):
+            obj = getattr(obj, name)
+        return obj.detach().cpu().numpy()
+
+    def head_layers(self):
+        """The head as arch.Model.head_layers, weights read from the module."""
+        out = []
+        for op, n, extra in self.head_ops:
+            ins = list(n.inputs())
+            if op == "linear":
+                W = self.param(ins[1], "Linear weight")
+                b = self.param(ins[2], "Linear bias")
+                out.append({"op": "linear", "W": f32(W),
+                            "b": f32(b) if b is not None else np.zeros(W.shape[0], np.float32)})
+            elif op == "layernorm":
+                w = self.param(ins[2], "LayerNorm weight")
+                b = self.param(ins[3], "LayerNorm bias")
+                h = {"op": "layernorm", "eps": extra["eps"], "affine": w is not None}
+                if w is not None:
+                    h["W"] = f32(w)
+                    h["b"] = f32(b) if b is not None else np.zeros(w.shape[0], np.float32)
+                out.append(h)
+            else:
+                out.append({"op": op})
+        return out
 
     def full_slice(self, ins):
         """aten::slice(x, dim, start, end, step) that keeps every element (x[:, ...])."""

@@ -14,9 +14,12 @@ from .errors import missing_module
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
           "LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn",
           "Linear": "linear", "Softmax": "softmax", "LogSoftmax": "log_softmax",
-          "Dropout": "dropout", "Identity": "identity"}
+          "Dropout": "dropout", "Identity": "identity",
+          # head layers: placed by forward()'s graph (torch_graph.py), not by the module tree
+          "ReLU": "head_op", "Tanh": "head_op", "Sigmoid": "head_op", "GELU": "head_op",
+          "LayerNorm": "head_op", "Sequential": "identity"}
 # Parameterless modules that compute something rnnd cannot place in its chain.
-_REFUSED = {"ReLU", "ReLU6", "Tanh", "Sigmoid", "GELU", "ELU", "SELU", "CELU", "LeakyReLU",
+_REFUSED = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU",
             "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish",
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
             "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
@@ -164,7 +167,8 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     input: None (an nn.Embedding means tokens, else vectors), "tokens", "vectors", an int
     (vectors of that size, checked), or the nn.Embedding (or its name) to use.
-    head: None (the one nn.Linear, if any), an nn.Linear or its name, or False (no head:
+    head: None (the head forward() applies, one nn.Linear or an MLP; the one nn.Linear when
+    forward() cannot be analysed), an nn.Linear or its name, or False (no head:
     Linear submodules are left out). norm: None (from an nn.Softmax/nn.LogSoftmax submodule or
     a softmax in a TorchScript graph), "none", "softmax" or "log_softmax"."""
     torch = _torch()
@@ -187,6 +191,8 @@ def model_from_module(module, input=None, head=None, norm=None):
             lins.append((n, m))
         elif kind in ("softmax", "log_softmax"):
             norms.append((n, m, kind))
+        elif kind == "head_op":
+            pass        # forward()'s graph places it in the head, or refuses it
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
@@ -253,10 +259,8 @@ def model_from_module(module, input=None, head=None, norm=None):
     elif head is not None:
         lin = _find(module, head, lambda m: "head")
     else:
-        if len(lins) > 1:
-            raise ConvertError("%d Linear modules (%s); rnnd has one head: pass head= to "
-                               "choose" % (len(lins), ", ".join(n for n, _ in lins)))
-        lin = lins[0] if lins else None
+        # several Linear modules: an MLP head, placed by forward()'s graph below
+        lin = lins[0] if len(lins) == 1 else None
     if lin is not None:
         n, m = lin
         model.head_W = f32(_np(m.weight))
@@ -284,6 +288,20 @@ def model_from_module(module, input=None, head=None, norm=None):
         recs = _call_order(analysis, recs)
         model.layers = []
         _chain(model, recs, label, module)
+    if head is None and analysis is not None and analysis.head_ops and (
+            len(analysis.head_ops) > 1 or len(lins) > 1):
+        model.head_W = model.head_b = None
+        model.head_layers = analysis.head_layers()
+    elif head is not None and head is not False and analysis is not None and \
+            len(analysis.head_ops) > 1:
+        raise ConvertError("forward() applies a head of %d layers (%s); head= picks one "
+                           "nn.Linear: leave head=None to convert the whole head"
+                           % (len(analysis.head_ops),
+                              ", ".join(op for op, _, _ in analysis.head_ops)))
+    elif head is None and len(lins) > 1:
+        raise ConvertError("%d Linear modules (%s), and forward() could not be analysed to "
+                           "place them: pass head= to choose one"
+                           % (len(lins), ", ".join(n for n, _ in lins)))
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
                            "%d (%s); rnnd chains every one it holds"
@@ -309,7 +327,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if analysis is not None and analysis.pool is not None:
         model.pool = analysis.pool
     if norm not in (None, "none"):
-        if model.head_W is None:
+        if not model.has_head():
             last = model.layers[-1]
             k = last.out_dim * last.num_directions
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)

@@ -108,7 +108,8 @@ def model_from_slstm(module, input=None, head=None, norm=None):
         if isinstance(head, nn.Linear):
             lin = head
         elif len(lins) > 1:
-            raise ConvertError("%d Linear modules; rnnd has one head: pass head= to choose"
+            raise ConvertError("%d Linear modules: an MLP head is not read around this module "
+                               "(its forward() is not analysed): pass head= to choose one"
                                % len(lins))
         elif lins:
             lin = lins[0][1]

@@ -6,7 +6,7 @@ import tempfile
 
 import numpy as np
 
-from .arch import ConvertError, FORMAT_VERSION, HALF_DTYPES, half_bits, is_matrix, validate
+from .arch import ConvertError, FORMAT_VERSION, HALF_DTYPES, half_bits, is_matrix_tensor, validate
 
 # The data buffer must start 4-byte aligned; 8 also suits safetensors readers that want it.
 ALIGN = 8
@@ -30,7 +30,7 @@ def build_header(model, verification=None):
     for name in order:
         a = np.ascontiguousarray(tensors[name], dtype="<f4")
         dtype = "F32"
-        if model.weights != "f32" and is_matrix(name):
+        if model.weights != "f32" and is_matrix_tensor(name, a):
             shape = a.shape
             a = half_bits(a, model.weights, name).astype("<u2").reshape(shape)
             dtype = HALF_DTYPES[model.weights]
