@@ -30,7 +30,8 @@ static void bench_usage(FILE *f)
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
             "us_per_step (per call), gflops.\n\n"
-            "  --cell NAME           lstm, gru, rnn, mingru or minlstm (default lstm)\n"
+            "  --cell NAME           lstm, gru, rnn, mingru, minlstm or dglstm (default lstm);\n"
+            "                        dglstm: two lstm layers of H, the second depth-gated\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
             "  --batch B             sessions per step / sequences per call (default 1)\n"
@@ -184,8 +185,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         o->input = o->hidden;
     const char *bad = NULL;
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
-        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm"))
-        bad = "--cell must be lstm, gru, rnn, mingru or minlstm";
+        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && strcmp(o->cell, "dglstm"))
+        bad = "--cell must be lstm, gru, rnn, mingru, minlstm or dglstm";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
@@ -216,11 +217,18 @@ int rnnd_cmd_bench(int argc, char **argv)
         return rc == 1 ? 0 : rc;
 
     char arch[512], err[512];
+    /* a depth gate needs an lstm below it: dglstm is that pair */
+    int dg = !strcmp(o.cell, "dglstm");
+    char second[128] = "";
+    if (dg)
+        snprintf(second, sizeof second, ",{\"type\":\"lstm\",\"hidden_size\":%d,"
+                 "\"depth_gate\":true}", o.hidden);
     snprintf(arch, sizeof arch,
              "{\"format_version\":1,\"weights\":\"%s\","
              "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
-             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\"}]}",
-             o.weights, o.input, o.cell, o.hidden);
+             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,"
+             "\"direction\":\"forward\"}%s]}",
+             o.weights, o.input, dg ? "lstm" : o.cell, o.hidden, second);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);
@@ -287,12 +295,14 @@ int rnnd_cmd_bench(int argc, char **argv)
             elapsed = now_s() - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") ? 4 : !strcmp(o.cell, "gru") ? 3
+    int G = !strcmp(o.cell, "lstm") || dg ? 4 : !strcmp(o.cell, "gru") ? 3
           : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
     /* the min cells have no R: their products are W x alone */
     int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
     double flops = 2.0 * G * o.hidden * (double)(o.input + (recurrent ? o.hidden : 0)) * steps;
+    if (dg)     /* the second layer: W and R of 4 H rows over H, and D [H, H] */
+        flops += 2.0 * (5.0 * o.hidden * o.hidden + 4.0 * o.hidden * o.hidden) * steps;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
            "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",

@@ -290,7 +290,7 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             goto out;
         }
         if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
-            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, "
+            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, D, "
                      "head.weight) may be half-size; this tensor must be F32",
                      dtype_names[e->dtype]);
             goto out;

@@ -93,6 +93,20 @@ static const char *const archs[] = {
     "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
     "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
+    /* depth-gated LSTMs (issue 16): three of H 37 over an lstm, the middle one with
+     * peepholes and clip, the top one coupled; a GRU between two more of H 21 */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"peepholes\":true,\"clip\":2.5},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"input_forget\":true},"
+    "{\"type\":\"gru\",\"hidden_size\":21,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":21,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":21,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"forget_gate\":false}],"
+    "\"head\":{\"out_dim\":19,\"in_dim\":21,\"norm\":\"softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -633,7 +647,7 @@ static const char *half_arch(const char *arch, const char *type)
 #define HALF_ARCH_OF(i) half_arch(archs[(i) / 2], HALF_TYPE(i))
 
 /* The random model of ARCH and SEED; with ROUND_TO (bf16 / f16, or 0) its weight matrices
- * (names ending .W .R .proj .V, and head.weight: what the kernels read) rounded in the image
+ * (names ending .W .R .proj .V .D, and head.weight: what the kernels read) rounded in the image
  * by src/half.h, which check_kernels holds against the definition. */
 static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
 {
@@ -657,7 +671,8 @@ static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
             int is_matrix = !strcmp(name, "head.weight") ||
                             (nl > 2 && (!strcmp(name + nl - 2, ".W") ||
                                         !strcmp(name + nl - 2, ".R") ||
-                                        !strcmp(name + nl - 2, ".V"))) ||
+                                        !strcmp(name + nl - 2, ".V") ||
+                                        !strcmp(name + nl - 2, ".D"))) ||
                             (nl > 5 && !strcmp(name + nl - 5, ".proj"));
             if (!is_matrix)
                 continue;
