@@ -93,7 +93,7 @@ def read(path):
 
 def _is_matrix(name):
     """The weight matrices the format lets a bf16 / f16 model store half-size."""
-    return name == "head.weight" or name.split(".")[-1] in ("W", "R", "proj", "V")
+    return name == "head.weight" or name.split(".")[-1] in ("W", "R", "proj", "V", "D")
 
 
 def _round_half(a, weights, name):
@@ -176,6 +176,7 @@ class Model:
                              % (state.size, self.state_size()))
         final = []
         pos = 0
+        cells = None        # the layer below's c of every step (a depth gate reads it)
         for l, L in enumerate(self.layers):
             H, O = L["hidden_size"], self.out_dim(L)
             outs = []
@@ -189,12 +190,14 @@ class Model:
                 reverse = L["direction"] == "reverse" or d == 1
                 w = {k[len("layers.%d.%d." % (l, d)):]: v for k, v in self.t.items()
                      if k.startswith("layers.%d.%d." % (l, d))}
-                ys, h, c = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse)
+                ys, h, c, cs = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse,
+                                             cells if L.get("depth_gate") else None)
                 outs.append(ys)
                 final.append(h)
                 if c is not None:
                     final.append(c)
             x = np.concatenate(outs, axis=1)
+            cells = cs
         x = self.pool(x)
         head = self.arch.get("head")
         if head is not None:
@@ -207,8 +210,9 @@ class Model:
         return x, np.concatenate(final)
 
 
-def run_direction(L, acts, w, xs, h, c, reverse):
-    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c)."""
+def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
+    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c, cs [T, H] the
+    c of every step or None). C_LOW [T, H]: the layer below's c of every step (depth gate)."""
     typ, H = L["type"], L["hidden_size"]
     clipv = L.get("clip")
 
@@ -223,6 +227,7 @@ def run_direction(L, acts, w, xs, h, c, reverse):
     R, Rb = w.get("R"), w.get("Rb")     # mingru / minlstm have none
     T = len(xs)
     ys = np.zeros((T, len(h)))
+    cs = None if c is None else np.zeros((T, H))
     h = h.copy()
     c = None if c is None else c.copy()
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
@@ -261,7 +266,10 @@ def run_direction(L, acts, w, xs, h, c, reverse):
             else:
                 fv = f(0, clip(pf))
             g = f(1, clip(pc))
-            c = fv * c + i * g
+            cp, c = c, fv * c + i * g
+            if L.get("depth_gate", False):      # Yao et al. 2015: c_low is the new c below
+                dg = f(0, clip(w["D"] @ x + w["Db"] + w["Dc"] * cp + w["Dl"] * c_low[t]))
+                c = c + dg * c_low[t]
             if P is not None:
                 po = po + P[H:2 * H] * c
             o = f(0, clip(po))
@@ -279,7 +287,9 @@ def run_direction(L, acts, w, xs, h, c, reverse):
         else:
             raise ValueError("unknown layer type %r" % typ)
         ys[t] = h
-    return ys, h, c
+        if cs is not None:
+            cs[t] = c
+    return ys, h, c, cs
 
 
 def load(path):
