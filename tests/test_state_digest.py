@@ -82,6 +82,9 @@ def layer_bytes(L, l):
                opt(L, "proj_size", 0) if lstm else 0,
                opt(L, "linear_before_reset", 0) if typ == "gru" else 0,
                opt(L, "output_size", 0) if typ == "jordan" else 0)
+    dg = lstm and opt(L, "depth_gate", False)
+    if dg:      # only when set: every other layer's record stays as it was
+        rec += b"depth_gate"
     acts = L.get("activations")
     names = []
     for d in range(ndir):
@@ -98,6 +101,8 @@ def layer_bytes(L, l):
             names.append("layers.%d.%d.proj" % (l, d))
         if typ == "jordan":
             names += ["layers.%d.%d.V" % (l, d), "layers.%d.%d.Vb" % (l, d)]
+        if dg:
+            names += ["layers.%d.%d.%s" % (l, d, k) for k in ("D", "Dc", "Dl", "Db")]
     return rec, names
 
 
@@ -393,11 +398,14 @@ def main():
                                            rename_charlm)
     for name in CASES:
         files["golden_" + name] = golden_model(name, WORK)
-    min_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_min")
-    for name in sorted(os.listdir(min_dir)):     # mingru / minlstm, from native specs
-        if os.path.isdir(os.path.join(min_dir, name)):
-            files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
-                                              os.path.join(WORK, name + ".rnnd"))
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    # mingru / minlstm and the depth-gated lstm, from native specs
+    for sub in ("golden_min", "golden_dglstm"):
+        min_dir = os.path.join(data, sub)
+        for name in sorted(os.listdir(min_dir)):
+            if os.path.isdir(os.path.join(min_dir, name)):
+                files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
+                                                  os.path.join(WORK, name + ".rnnd"))
 
     with Daemon(files) as d:
         served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}
