@@ -792,7 +792,9 @@ START_TEST(bad_depth_gate)
     f = tu_random_model(DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4}"), 1);
     int64_t dshape[2] = {4, 4};
     tu_file_add(f, "layers.1.0.D", dshape, 2, NULL);
-    expect_fail_file("dg_stray_D", f, "layers.1.0.D", "unknown tensor");
+    expect_fail_file("dg_stray_D", f, "layers.1.0.D", "unknown tensor: D, Dc, Dl and Db "
+                     "belong to an lstm layer with \"depth_gate\": true, which this layer is "
+                     "not");
     tu_file_free(f);
 
     const char *key0 = "architecture.layers[0].depth_gate";
