@@ -30,7 +30,7 @@ static void bench_usage(FILE *f)
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
             "us_per_step (per call), gflops.\n\n"
-            "  --cell NAME           lstm, gru, rnn, mingru, minlstm or dglstm (default lstm);\n"
+            "  --cell NAME           lstm, gru, rnn, dglstm, mingru or minlstm (default lstm);\n"
             "                        dglstm: two lstm layers of H, the second depth-gated\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
@@ -186,7 +186,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     const char *bad = NULL;
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
         strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && strcmp(o->cell, "dglstm"))
-        bad = "--cell must be lstm, gru, rnn, mingru, minlstm or dglstm";
+        bad = "--cell must be lstm, gru, rnn, dglstm, mingru or minlstm";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
