@@ -65,7 +65,8 @@ struct rnnd_work {
     float *h;           /* gathered previous h, [B, max_out] */
     float *gx, *gh;     /* gate pre-activations, [B, max_gates] */
     float *t1, *t2;     /* [B, max_hidden] temporaries */
-    float *c2;          /* [B, max_hidden]: an lstm's c, in turn with t2 (see the step) */
+    float *c2;          /* depth gates: [B, max_hidden], an lstm's c in turn with t2 (see the
+                         * step); NULL without */
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -126,8 +127,6 @@ static void release_pack(dir_pack *p)
     rnnd_pack_release(&p->V);
 }
 
-/* Every matrix in the model's weight type T (the loader already rounded the values to it,
- * so packing them is exact). */
 /* A depth gate's D under W, and Db after Wb: one matrix, one bias. */
 static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T,
                            dir_pack *p)
@@ -148,6 +147,8 @@ static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, 
     return rc;
 }
 
+/* Every matrix in the model's weight type T (the loader already rounded the values to it,
+ * so packing them is exact). */
 static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     int H = L->hidden, GH = L->gates * L->hidden;
@@ -694,8 +695,10 @@ rnnd_work *rnnd_work_new(const rnnd_net *n, size_t max_batch)
     w->gh = malloc(max_batch * (size_t)imax(n->max_gates, 1) * sizeof(float));
     w->t1 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
     w->t2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
-    w->c2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
-    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 || !w->c2) {
+    if (n->depth_gated)
+        w->c2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
+    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 ||
+        (n->depth_gated && !w->c2)) {
         rnnd_work_free(w);
         return NULL;
     }
@@ -775,9 +778,9 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
         const rnnd_layer_spec *L = &s->layers[l];
         size_t O = (size_t)L->out_dim, GH = gx_width(L);
         size_t off = n->state_off[l * 2];
-        /* an lstm's c goes to t2 or c2 by turns, so a depth-gated layer reads the new c of
-         * the one below where that left it */
-        float *cbuf = l & 1 ? w->c2 : w->t2, *clow = l & 1 ? w->t2 : w->c2;
+        /* with depth gates an lstm's c goes to t2 or c2 by turns, so a gated layer reads
+         * the new c of the one below where that left it */
+        float *cbuf = l & 1 && w->c2 ? w->c2 : w->t2, *clow = l & 1 ? w->t2 : w->c2;
         for (size_t b = 0; b < B; b++)
             memcpy(w->h + b * O, states[b] + off, O * sizeof(float));
         cell_io io = {
