@@ -794,6 +794,42 @@ END_TEST
  * step order, of the unpooled model's rows (final_state: the FINAL states' h); in a batch of
  * other lengths it is bitwise what the sequence gets alone; with a head it is the head of
  * the pooled row. */
+/* rnnd_net_forward_bytes() counts what a depth gate adds to a whole-sequence call: the
+ * cells of every step of the lstm below ([N, H] twice), and the H more columns of its
+ * input projection ([N, H] of gx_all and [B, H] of each of two per-row gate buffers), so
+ * the server's memory budget sees it before anything is allocated. */
+#define DG_ARCH(gate)                                                                        \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["         \
+    "{\"type\":\"lstm\",\"hidden_size\":9},{\"type\":\"lstm\",\"hidden_size\":9" gate "}]}"
+START_TEST(test_forward_bytes_depth_gate)
+{
+    char err[256];
+    rnnd_net *net[2] = {NULL, NULL};
+    for (int g = 0; g < 2; g++) {
+        rnnd_model *m = NULL;
+        ck_assert_msg(rnnd_model_random(g ? DG_ARCH(",\"depth_gate\":true") : DG_ARCH(""), 3,
+                                        0.5f, &m, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(rnnd_net_new(m, path_for(0), &net[g], err, sizeof err) == 0, "%s", err);
+        rnnd_model_unref(m);
+    }
+    size_t B = 3, N = 70, T = 40, H = 9;
+    size_t plain = rnnd_net_forward_bytes(net[0], B, N, T);
+    size_t gated = rnnd_net_forward_bytes(net[1], B, N, T);
+    ck_assert_uint_eq(gated - plain, (N * (2 * H + H) + B * 2 * H) * sizeof(float));
+    /* and a call of those sizes runs */
+    float *x = calloc(N * 5, sizeof(float)), *y = calloc(N * H, sizeof(float));
+    size_t lens[3] = {40, 20, 10};
+    const float *xp[3] = {x, x + 40 * 5, x + 60 * 5};
+    float *yp[3] = {y, y + 40 * H, y + 60 * H};
+    ck_assert_int_eq(rnnd_net_forward(net[1], B, lens, NULL, xp, NULL, yp, NULL, err,
+                                      sizeof err), 0);
+    free(x);
+    free(y);
+    rnnd_net_free(net[0]);
+    rnnd_net_free(net[1]);
+}
+END_TEST
+
 #define POOL_ARCH(pool, head)                                                                \
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["         \
     "{\"type\":\"lstm\",\"hidden_size\":3,\"direction\":\"bidirectional\"}]" pool head "}"
@@ -894,6 +930,7 @@ static Suite *rnn_suite(void)
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
+    tcase_add_test(tc, test_forward_bytes_depth_gate);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);
     /* half-size weights: every arch, bf16 and f16 */
