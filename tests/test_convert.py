@@ -752,6 +752,12 @@ def check_dglstm_module(torch):
                if p.returncode == 0 else float("inf"))
         check(err < 1e-5, "DGLSTM: rnnd infer vs the module, max |err| %.3g (%s)"
               % (err, p.stderr.strip()))
+    # the DGLSTM reader, tried first, leaves what is not a module to the usual message
+    try:
+        rnnd_convert.from_module(42, tmp("not_a_module.rnnd"))
+        check(False, "from_module(42) converts")
+    except ConvertError as e:
+        check("expected a torch.nn.Module" in str(e), "from_module(42): %s" % e)
     # a parameter the reader does not know is refused, not dropped
     net.rnn.register_parameter("extra", nn.Parameter(torch.zeros(3)))
     try:

@@ -51,7 +51,8 @@ def model_from_dglstm(module, input=None, head=None, norm=None):
     from_module."""
     import torch
     nn = torch.nn
-    if not any(is_dglstm(m) for m in module.modules()):
+    # anything else (not a module at all included) is model_from_module's to judge
+    if not isinstance(module, nn.Module) or not any(is_dglstm(m) for m in module.modules()):
         return None
     dgs, embs, lins, norms = [], [], [], []
     for n, m in module.named_modules():
