@@ -1,6 +1,7 @@
 /* The API handlers, one file per resource (api_models.c, api_infer.c, api_sessions.c,
- * api_health.c), routed by http.c. Each runs on a request thread with the body decoded and
- * either replies at once or defers (see http.h). */
+ * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c), routed by http.c. Each
+ * runs on a request thread with the body decoded and either replies at once or defers (see
+ * http.h). */
 #ifndef RNND_API_H
 #define RNND_API_H
 
@@ -78,8 +79,6 @@ void rnnd_api_v2_infer(rnnd_req *r);        /* POST /v2/models/{m}[/versions/{v}
 void rnnd_api_v2_generate(rnnd_req *r);     /* POST .../generate */
 void rnnd_api_v2_generate_stream(rnnd_req *r);  /* POST .../generate_stream (SSE) */
 
-/* Triton's HTTP status for an rnnd error code: 400, 500 or 503. */
-unsigned rnnd_v2_status(const char *code);
 /* Reply STATUS with Triton's error object {"error": MESSAGE} (Retry-After with 503). */
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

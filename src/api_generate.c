@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "gen_http.h"
 #include "generate.h"
 #include "sse.h"
 #include "rnnd/state_json.h"
@@ -15,14 +16,6 @@
 
 static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
 
-struct genreq {
-    rnnd_app *app;
-    const rnnd_entry *e;
-    rnnd_req *r;                /* a JSON reply: the deferred request */
-    rnnd_stream *st;            /* an event stream: the producer's reference */
-    rnnd_session *tmp;          /* models/{m}/generate: the temporary session (a reference) */
-    rnnd_gen_params p;
-};
 
 /* ---- validation -------------------------------------------------------------------------- */
 
@@ -31,14 +24,15 @@ static int gen_capable(rnnd_req *r, const rnnd_entry *e)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
-        rnnd_reply_error(r, "unsupported", "model %s cannot generate: it needs token input and "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED,
+                         "model %s cannot generate: it needs token input and "
                          "an output over its vocabulary (it has %s input and %d outputs)",
                          e->name, spec->input_kind == RNND_INPUT_TOKENS ? "token" : "vector",
                          e->output_dim);
         return -1;
     }
     if (!e->stateful) {
-        rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED, "model %s has reverse or bidirectional layers, so "
                          "it cannot generate", e->name);
         return -1;
     }
@@ -52,12 +46,13 @@ static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_
     int rc = rnnd_gen_params_parse(v, rnnd_req_app(r)->cfg->max_generate_tokens, p, err,
                                    sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "limit_exceeded" : "invalid_request", "%s",
-                         err);
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_LIMIT_EXCEEDED : RNND_E_INVALID_REQUEST,
+                         "%s", err);
         return -1;
     }
     if (p->n_stop && !e->tokenizer) {
-        rnnd_reply_error(r, "invalid_request", "stop: model %s has no tokenizer, so its output "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "stop: model %s has no tokenizer, so its output "
                          "has no text to match", e->name);
         return -1;
     }
@@ -73,7 +68,7 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
     if (!v)
         return 0;
     if (!json_is_object(v)) {
-        rnnd_reply_error(r, "invalid_request", "generate: expected an object of sampling "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "generate: expected an object of sampling "
                          "defaults, got %s", rnnd_json_type_desc(v));
         return -1;
     }
@@ -81,7 +76,7 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
         return -1;
     rnnd_gen_params *p = malloc(sizeof *p);
     if (!p) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     rnnd_gen_params_default(p);
@@ -103,7 +98,8 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
     *n = 0;
     if (json_is_string(v)) {
         if (!e->tokenizer) {
-            rnnd_reply_error(r, "invalid_request", "%s: model %s has no tokenizer: give token "
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                             "%s: model %s has no tokenizer: give token "
                              "ids", name, e->name);
             return -1;
         }
@@ -111,7 +107,7 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         /* room for the ids the limit allows, not one per byte of a text that is refused */
         int32_t *t = malloc((len ? (len < max ? len : max) : 1) * sizeof *t);
         if (!t) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         char err[256];
@@ -120,23 +116,23 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         if (rc) {
             free(t);
             if (rc == RNND_ERR_LIMIT)
-                rnnd_reply_error(r, "limit_exceeded", "%s: more than max_steps_per_request "
+                rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: more than max_steps_per_request "
                                  "(%zu) tokens", name, max);
             else
-                rnnd_reply_error(r, "invalid_request", "%s: %s", name, err);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: %s", name, err);
             return -1;
         }
         *ids = t;
     } else if (json_is_array(v)) {
         size_t k = json_array_size(v);
         if (k > max) {
-            rnnd_reply_error(r, "limit_exceeded", "%s: %zu tokens, more than "
+            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: %zu tokens, more than "
                              "max_steps_per_request (%zu)", name, k, max);
             return -1;
         }
         int32_t *t = malloc((k ? k : 1) * sizeof *t);
         if (!t) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return -1;
         }
         for (size_t i = 0; i < k; i++) {
@@ -144,21 +140,22 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
             if (rnnd_json_token(json_array_get(v, i), spec->vocab_size, &t[i], why,
                                 sizeof why)) {
                 free(t);
-                rnnd_reply_error(r, "invalid_request", "%s[%zu]: %s", name, i, why);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s[%zu]: %s", name, i, why);
                 return -1;
             }
         }
         *ids = t;
         *n = k;
     } else {
-        rnnd_reply_error(r, "invalid_request", "%s: expected text (a string) or a list of token "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%s: expected text (a string) or a list of token "
                          "ids, got %s", name, v ? rnnd_json_type_desc(v) : "nothing");
         return -1;
     }
     if (!*n) {
         free(*ids);
         *ids = NULL;
-        rnnd_reply_error(r, "invalid_request", "%s: empty; give at least one token (the "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: empty; give at least one token (the "
                          "session keeps no output to continue from)", name);
         return -1;
     }
@@ -175,7 +172,7 @@ static void usage_json(rnnd_buf *b, const rnnd_gen_result *res)
 }
 
 /* The fields every end carries: finish_reason, stop, usage, steps (sessions only), seed. */
-static void end_fields(rnnd_buf *b, const struct genreq *q, const rnnd_gen_result *res)
+static void end_fields(rnnd_buf *b, const rnnd_gen_http *q, const rnnd_gen_result *res)
 {
     rnnd_buf_printf(b, "\"finish_reason\":\"%s\"", finish_names[res->finish]);
     if (res->stop_index >= 0) {
@@ -189,42 +186,19 @@ static void end_fields(rnnd_buf *b, const struct genreq *q, const rnnd_gen_resul
     rnnd_buf_printf(b, ",\"seed\":%" PRIu64, res->seed);
 }
 
-static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,
-                     uint64_t step)
+static void token_event(const rnnd_gen_http *q, rnnd_buf *b, int32_t id, const char *text,
+                        size_t len, size_t index, uint64_t step)
 {
-    struct genreq *q = arg;
-    if (!q->st)
-        return;     /* a JSON reply takes the tokens from the result */
-    rnnd_buf b;
-    rnnd_buf_init(&b);
-    rnnd_buf_printf(&b, "{\"token\":%" PRId32 ",\"text\":", id);
-    rnnd_buf_json_stringn(&b, text, len);
-    rnnd_buf_printf(&b, ",\"index\":%zu", index);
+    rnnd_buf_printf(b, "{\"token\":%" PRId32 ",\"text\":", id);
+    rnnd_buf_json_stringn(b, text, len);
+    rnnd_buf_printf(b, ",\"index\":%zu", index);
     if (!q->tmp)
-        rnnd_buf_printf(&b, ",\"step\":%" PRIu64, step);
-    rnnd_buf_puts(&b, "}");
-    rnnd_sse_event(q->st, NULL, &b);
-    rnnd_buf_free(&b);
+        rnnd_buf_printf(b, ",\"step\":%" PRIu64, step);
+    rnnd_buf_puts(b, "}");
 }
 
-static int on_cancelled(void *arg)
+static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_result *res)
 {
-    struct genreq *q = arg;
-    return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
-}
-
-static void genreq_free(struct genreq *q)
-{
-    if (q->tmp) {
-        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
-        rnnd_session_unref(q->tmp);
-    }
-    free(q);
-}
-
-static void reply_done(struct genreq *q, const rnnd_gen_result *res)
-{
-    rnnd_req *r = q->r;
     if (res->finish == RNND_GEN_ERROR) {
         if (q->tmp)
             rnnd_reply_error(r, res->code, "%s", res->message);
@@ -248,44 +222,39 @@ static void reply_done(struct genreq *q, const rnnd_gen_result *res)
     rnnd_reply(r, 200, &b);
 }
 
-static void stream_done(struct genreq *q, const rnnd_gen_result *res)
+static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_result *res)
 {
     rnnd_buf b;
     rnnd_buf_init(&b);
     if (res->finish == RNND_GEN_ERROR) {
         rnnd_buf_puts(&b, "{\"error\":{\"code\":");
-        rnnd_buf_json_string(&b, res->code);
+        rnnd_buf_json_string(&b, rnnd_errcode_name(res->code));
         rnnd_buf_puts(&b, ",\"message\":");
         rnnd_buf_json_string(&b, res->message);
         rnnd_buf_puts(&b, "}");
         if (!q->tmp)
             rnnd_buf_printf(&b, ",\"steps\":%" PRIu64, res->steps);
         rnnd_buf_puts(&b, "}");
-        rnnd_sse_event(q->st, "error", &b);
+        rnnd_sse_event(st, "error", &b);
     } else {
         rnnd_buf_puts(&b, "{");
         end_fields(&b, q, res);
         rnnd_buf_puts(&b, "}");
-        rnnd_sse_event(q->st, NULL, &b);
+        rnnd_sse_event(st, NULL, &b);
     }
     rnnd_buf_free(&b);
-    rnnd_sse_done(q->st);
-    rnnd_stream_close(q->st);
+    rnnd_sse_done(st);
 }
 
-static void on_done(void *arg, const rnnd_gen_result *res)
+static void refuse(rnnd_req *r, int why, const char *err)
 {
-    struct genreq *q = arg;
-    if (q->tmp)     /* gone before the client hears the end */
-        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
-    if (q->st) {
-        stream_done(q, res);
-    } else {
-        reply_done(q, res);
-        rnnd_req_complete(q->r);
-    }
-    genreq_free(q);
+    if (why < 0)
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "%s", err);
+    else
+        rnnd_api_reply_left(r, why);
 }
+
+static const rnnd_gen_protocol v1_protocol = {token_event, reply_done, stream_done, refuse};
 
 /* ---- the handlers ------------------------------------------------------------------------ */
 
@@ -305,13 +274,11 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     json_t *body = rnnd_req_body(r);
     int32_t *ids = NULL;
     size_t n = 0;
-    struct genreq *q = calloc(1, sizeof *q);
+    rnnd_gen_http *q = rnnd_gen_http_new(&v1_protocol, app, e);
     if (!q) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         goto fail;
     }
-    q->app = app;
-    q->e = e;
     const rnnd_gen_params *defaults = rnnd_session_ext(s);
     if (defaults)
         q->p = *defaults;
@@ -322,7 +289,7 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         goto fail;
     const json_t *sv = json_object_get(body, "stream");
     if (sv && !json_is_boolean(sv)) {
-        rnnd_reply_error(r, "invalid_request", "stream: expected true or false");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "stream: expected true or false");
         goto fail;
     }
     /* the engine's buffers and the reply (a stream buffers the events a client has not read)
@@ -331,48 +298,15 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     if (rnnd_api_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, json_is_true(sv) ?
                                           SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
         goto fail;
-    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
-    rnnd_stream *st = NULL;
-    if (json_is_true(sv)) {
-        if (!(st = rnnd_stream_new())) {
-            rnnd_reply_error(r, "out_of_memory", "out of memory");
-            goto fail;
-        }
-        q->st = rnnd_stream_ref(st);
-    } else {
-        q->r = r;
-        rnnd_req_defer(r);
-    }
-    if (tmp)
-        q->tmp = rnnd_session_ref(s);
-    char err[256];
-    int why = rnnd_generate(app, s, ids, n, &q->p, &sink, err, sizeof err);
+    rnnd_gen_http_start(q, r, s, tmp, json_is_true(sv), ids, n);
     free(ids);
-    ids = NULL;
-    if (why == RNND_SESSION_FOUND) {
-        if (st)
-            rnnd_req_stream(r, st, RNND_SSE_TYPE);
-        rnnd_session_unref(s);
-        return;
-    }
-    if (st) {
-        rnnd_stream_unref(q->st);
-        rnnd_stream_unref(st);
-    }
-    if (why < 0)
-        rnnd_reply_error(r, "out_of_memory", "%s", err);
-    else
-        rnnd_api_reply_left(r, why);
-    if (!st)
-        rnnd_req_complete(r);
-    genreq_free(q);
     rnnd_session_unref(s);
     return;
 fail:
     free(ids);
     if (tmp)
         rnnd_session_remove(app->sessions, rnnd_session_id(s));
-    free(q);
+    rnnd_gen_http_free(q);
     rnnd_session_unref(s);
 }
 
@@ -381,7 +315,7 @@ void rnnd_api_session_generate(rnnd_req *r)
     if (rnnd_api_admit(r))
         return;
     if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
@@ -401,7 +335,7 @@ void rnnd_api_model_generate(rnnd_req *r)
         return;
     rnnd_app *app = rnnd_req_app(r);
     if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
@@ -412,10 +346,12 @@ void rnnd_api_model_generate(rnnd_req *r)
         return;
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, NULL, 0, 0, &s, err, sizeof err);
+    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
+                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? "overloaded" : "unavailable", "%s", err);
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,
+                         "%s", err);
         return;
     }
     generate(r, s, 1);

@@ -15,12 +15,12 @@ void rnnd_api_readyz(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
     if (atomic_load(&app->draining)) {
-        rnnd_reply_error(r, "unavailable", "draining: the server is shutting down");
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "draining: the server is shutting down");
         return;
     }
     size_t n = rnnd_catalog_count(&app->models);
     if (!n) {
-        rnnd_reply_error(r, "no_models", "no model is loaded: add a model file and reload "
+        rnnd_reply_error(r, RNND_E_NO_MODELS, "no model is loaded: add a model file and reload "
                          "(SIGHUP)");
         return;
     }
@@ -33,7 +33,7 @@ void rnnd_api_readyz(rnnd_req *r)
 void rnnd_api_metrics(rnnd_req *r)
 {
     if (!rnnd_req_admin(r)) {
-        rnnd_reply_error(r, "forbidden", "/metrics needs a key of scope admin");
+        rnnd_reply_error(r, RNND_E_FORBIDDEN, "/metrics needs a key of scope admin");
         return;
     }
     rnnd_buf b;

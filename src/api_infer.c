@@ -30,16 +30,16 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
     char err[512] = "";
     int rc = job->stopped ? 0 : rnnd_infer_req_status(job->req, err, sizeof err);
     if (job->stopped) {
-        rnnd_reply_error(t->r, "unavailable", "the server is shutting down");
+        rnnd_reply_error(t->r, RNND_E_UNAVAILABLE, "the server is shutting down");
     } else if (rc) {
-        rnnd_reply_error(t->r, rnnd_error_code(rc), "%s", err);
+        rnnd_reply_error(t->r, rnnd_errcode_of(rc), "%s", err);
     } else {
         rnnd_buf b;
         rnnd_buf_init(&b);
         rnnd_infer_encode(t->e->net, job->req, t->e->name, &b);
         if (b.nonfinite) {
             rnnd_buf_free(&b);
-            rnnd_reply_error(t->r, "numeric_error", "the computation produced NaN or Inf");
+            rnnd_reply_error(t->r, RNND_E_NUMERIC_ERROR, "the computation produced NaN or Inf");
         } else {
             rnnd_reply(t->r, 200, &b);
         }
@@ -59,7 +59,7 @@ void rnnd_api_infer(rnnd_req *r)
         return;
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"inputs\": [SEQUENCE, ...]}");
         return;
     }
@@ -69,13 +69,13 @@ void rnnd_api_infer(rnnd_req *r)
     rnnd_api_infer_limits(r, &lim);
     int rc = rnnd_infer_parse_text(e->net, e->tokenizer, body, &lim, &ir, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+        rnnd_reply_error(r, rnnd_errcode_of(rc), "%s", err);
         return;
     }
     struct infer_task *t = calloc(1, sizeof *t);
     if (!t) {
         rnnd_infer_req_free(ir);
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
     t->job.req = ir;
@@ -86,7 +86,7 @@ void rnnd_api_infer(rnnd_req *r)
     rnnd_req_defer(r);
     /* the model's batcher runs it together with the model's other waiting infer requests */
     if (rnnd_batcher_infer(e->batcher, &t->job)) {
-        rnnd_reply_error(r, "unavailable", "the server is shutting down");
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         rnnd_req_complete(r);
     }
 }

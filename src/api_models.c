@@ -32,7 +32,7 @@ void rnnd_api_models_list(rnnd_req *r)
     rnnd_app *app = rnnd_req_app(r);
     rnnd_registry set;
     if (rnnd_catalog_copy(&app->models, &set)) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
     rnnd_buf b;

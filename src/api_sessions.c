@@ -26,7 +26,7 @@ static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t 
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        rnnd_reply_error(r, "invalid_request", "%s: expected an integer in %" PRId64
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: expected an integer in %" PRId64
                          "..%" PRId64 ", got %s", name, lo, hi,
                          json_is_integer(v) ? "one out of range" : rnnd_json_type_desc(v));
         return -1;
@@ -44,12 +44,12 @@ static int ttl_field(rnnd_req *r, const json_t *body, int64_t max, int64_t *out)
         return 0;
     char why[160];
     if (!json_is_integer(v)) {
-        rnnd_reply_error(r, "invalid_request", "ttl_s: expected an integer in 1..%" PRId64
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "ttl_s: expected an integer in 1..%" PRId64
                          ", got %s", max, rnnd_json_type_desc(v));
         return -1;
     }
     if (rnnd_session_ttl_check((double)json_integer_value(v), max, why, sizeof why)) {
-        rnnd_reply_error(r, "invalid_request", "%s", why);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", why);
         return -1;
     }
     *out = json_integer_value(v);
@@ -84,19 +84,19 @@ static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, flo
     int rc = rnnd_state_digest_check(e->model, json_object_get(body, "digest"), v != NULL, err,
                                      sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+        rnnd_reply_error(r, rnnd_errcode_of(rc), "%s", err);
         return -1;
     }
     if (!v)
         return 0;
     float *st = malloc((e->state_floats ? e->state_floats : 1) * sizeof *st);
     if (!st) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     if (rnnd_state_parse_at(e->model, v, st, "state", err, sizeof err)) {
         free(st);
-        rnnd_reply_error(r, "invalid_request", "%s", err);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", err);
         return -1;
     }
     *out = st;
@@ -112,19 +112,20 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, init, steps, ttl, &s, err, sizeof err);
+    rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats, .state = init,
+                            .owner = rnnd_req_owner(r), .steps = steps, .ttl_s = ttl};
+    int rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     if (rc)
         free(defaults);
     else if (defaults)
         rnnd_session_set_ext(s, defaults, free);
     if (rc == RNND_ERR_LIMIT) {
-        rnnd_reply_error(r, "overloaded", "%s", err);
+        rnnd_reply_error(r, RNND_E_OVERLOADED, "%s", err);
         return;
     }
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_request" : "unavailable", "%s",
-                         err);
+        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? RNND_E_INVALID_REQUEST : RNND_E_UNAVAILABLE,
+                         "%s", err);
         return;
     }
     rnnd_session_info info;
@@ -155,7 +156,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"model\": NAME}");
         return;
     }
@@ -163,7 +164,8 @@ void rnnd_api_sessions_create(rnnd_req *r)
         return;
     const json_t *m = json_object_get(body, "model");
     if (!json_is_string(m)) {
-        rnnd_reply_error(r, "invalid_request", "model: expected a model name (string), got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "model: expected a model name (string), got %s",
                          m ? rnnd_json_type_desc(m) : "nothing");
         return;
     }
@@ -171,7 +173,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
     if (!e)
         return;
     if (!e->stateful) {
-        rnnd_reply_error(r, "unsupported", "model %s has reverse or bidirectional layers, so "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED, "model %s has reverse or bidirectional layers, so "
                          "it cannot be fed step by step: use POST /v1/models/%s/infer",
                          e->name, e->name);
         return;
@@ -202,7 +204,8 @@ void rnnd_api_sessions_list(rnnd_req *r)
         char *end;
         long long v = strtoll(q, &end, 10);
         if (!*q || *end || v < 1 || v > max) {
-            rnnd_reply_error(r, "invalid_request", "limit: expected an integer in 1..%" PRId64,
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                             "limit: expected an integer in 1..%" PRId64,
                              max);
             return;
         }
@@ -210,7 +213,7 @@ void rnnd_api_sessions_list(rnnd_req *r)
     }
     const char *after = rnnd_req_query(r, "after");
     if (after && *after && !rnnd_id_valid(after)) {
-        rnnd_reply_error(r, "invalid_request", "after: expected a session id");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "after: expected a session id");
         return;
     }
     const rnnd_entry *model = NULL;
@@ -225,7 +228,7 @@ void rnnd_api_sessions_list(rnnd_req *r)
                                              infos, &more) : (size_t)-1;
     if (n == (size_t)-1) {
         free(infos);
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
     rnnd_buf b;
@@ -381,16 +384,18 @@ static void step_finish(rnnd_job *job)
         break;
     }
     case RNND_STEP_STOPPED:
-        rnnd_reply_error(r, "unavailable", "the server is shutting down; %zu of %zu steps were "
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "the server is shutting down; %zu of %zu steps were "
                          "applied (the session has %" PRIu64 " steps)", j->done, j->n_steps,
                          j->steps);
         break;
     case RNND_STEP_FAILED:
-        rnnd_reply_error(r, rnnd_error_code(j->status), "%s", j->err);
+        rnnd_reply_error(r, rnnd_errcode_of(j->status), "%s", j->err);
         break;
     default:
         if (j->first_nonfinite >= 0) {
-            rnnd_reply_error(r, "numeric_error", "inputs[%ld]: the output is NaN or infinite; "
+            rnnd_reply_error(r, RNND_E_NUMERIC_ERROR,
+                             "inputs[%ld]: the output is NaN or infinite; "
                              "the session advanced to %" PRIu64 " steps", j->first_nonfinite,
                              j->steps);
         } else {
@@ -405,7 +410,7 @@ static void step_finish(rnnd_job *job)
             }
             if (q->top_k && top_k_json(&b, q, e, rows, q->logits)) {
                 rnnd_buf_free(&b);
-                rnnd_reply_error(r, "out_of_memory", "out of memory");
+                rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
                 break;
             }
             rnnd_buf_printf(&b, "%s\"steps\":%" PRIu64 "}", q->logits || q->top_k ? "," : "",
@@ -424,17 +429,17 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
     rnnd_app *app = rnnd_req_app(r);
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     if (!json_is_array(inputs)) {
-        rnnd_reply_error(r, "invalid_request", "inputs: expected a list of steps, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "inputs: expected a list of steps, got %s",
                          inputs ? rnnd_json_type_desc(inputs) : "nothing");
         return -1;
     }
     size_t n = json_array_size(inputs);
     if (!n) {
-        rnnd_reply_error(r, "invalid_request", "inputs: empty; give at least one step");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "inputs: empty; give at least one step");
         return -1;
     }
     if (n > (size_t)app->cfg->max_steps_per_request) {
-        rnnd_reply_error(r, "limit_exceeded", "inputs: %zu steps, more than "
+        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "inputs: %zu steps, more than "
                          "max_steps_per_request (%lld)", n,
                          (long long)app->cfg->max_steps_per_request);
         return -1;
@@ -447,7 +452,7 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
             char why[128];
             if (rnnd_json_token(json_array_get(inputs, i), spec->vocab_size, &q->tokens[i],
                                 why, sizeof why)) {
-                rnnd_reply_error(r, "invalid_request", "inputs[%zu]: %s", i, why);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "inputs[%zu]: %s", i, why);
                 return -1;
             }
         }
@@ -461,7 +466,7 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
             snprintf(path, sizeof path, "inputs[%zu]", i);
             if (rnnd_json_floats(json_array_get(inputs, i), q->vectors + i * D, D, path, err,
                                  sizeof err)) {
-                rnnd_reply_error(r, "invalid_request", "%s", err);
+                rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", err);
                 return -1;
             }
         }
@@ -469,7 +474,7 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
     *n_out = n;
     return 0;
 oom:
-    rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+    rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu steps", n);
     return -1;
 }
 
@@ -529,7 +534,7 @@ static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e,
     }
     return 1;
 oom:
-    rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+    rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu steps", n);
     return -1;
 }
 
@@ -551,7 +556,7 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     struct step_req *q = calloc(1, sizeof *q);
     if (!q) {
         rnnd_session_unref(s);
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
     q->s = s;
@@ -561,7 +566,7 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     if (a->top_k) {
         const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
         if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
-            rnnd_reply_error(r, "invalid_request", "top_k: model %s's output is not a "
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "top_k: model %s's output is not a "
                              "distribution over its vocabulary", e->name);
             return;
         }
@@ -595,7 +600,7 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     size_t rows = a->last_only ? 1 : n;
     q->out = malloc((e->output_dim ? (size_t)e->output_dim : 1) * rows * sizeof *q->out);
     if (!q->out) {
-        rnnd_reply_error(r, "out_of_memory", "out of memory for %zu steps", n);
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu steps", n);
         return;
     }
     rnnd_step_job_init(&q->sj, e->batcher);
@@ -620,23 +625,23 @@ static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
     static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
                                          "if_steps", NULL};
     if (!body) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"inputs\": [STEP, ...]}");
         return -1;
     }
     const json_t *text = json_object_get(body, "text");
     if (text && json_object_get(body, "inputs")) {
-        rnnd_reply_error(r, "invalid_request", "give either inputs or text, not both");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "give either inputs or text, not both");
         return -1;
     }
     if (text && !json_is_string(text)) {
-        rnnd_reply_error(r, "invalid_request", "text: expected a string, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "text: expected a string, got %s",
                          rnnd_json_type_desc(text));
         return -1;
     }
     const json_t *lg = json_object_get(body, "logits");
     if (lg && !json_is_boolean(lg)) {
-        rnnd_reply_error(r, "invalid_request", "logits: expected true or false");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "logits: expected true or false");
         return -1;
     }
     if (int_field(r, body, "top_k", 1, 65536, &a->top_k))
@@ -647,7 +652,7 @@ static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
     if (o) {
         const char *os = json_string_value(o);
         if (!os || (strcmp(os, "all") && strcmp(os, "last"))) {
-            rnnd_reply_error(r, "invalid_request", "outputs: expected \"all\" or \"last\"");
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "outputs: expected \"all\" or \"last\"");
             return -1;
         }
         a->last_only = !strcmp(os, "last");
@@ -774,7 +779,7 @@ static int ctl_start(rnnd_job *job)
         rnnd_buf_puts(&b, "}");
         if (b.nonfinite) {
             rnnd_buf_free(&b);
-            rnnd_reply_error(c->r, "numeric_error", "the session's state holds NaN or Inf");
+            rnnd_reply_error(c->r, RNND_E_NUMERIC_ERROR, "the session's state holds NaN or Inf");
         } else {
             rnnd_reply(c->r, 200, &b);
         }
@@ -783,7 +788,7 @@ static int ctl_start(rnnd_job *job)
         const rnnd_gen_params *pd = rnnd_session_ext(s);
         rnnd_gen_params *defaults = pd ? malloc(sizeof *defaults) : NULL;
         if (pd && !defaults) {
-            rnnd_reply_error(c->r, "out_of_memory", "out of memory");
+            rnnd_reply_error(c->r, RNND_E_OUT_OF_MEMORY, "out of memory");
             break;
         }
         if (pd)
@@ -823,7 +828,7 @@ static struct ctl_req *ctl_new(rnnd_req *r, int kind, rnnd_session *s)
     struct ctl_req *c = calloc(1, sizeof *c);
     if (!c) {
         rnnd_session_unref(s);
-        rnnd_reply_error(r, "out_of_memory", "out of memory");
+        rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return NULL;
     }
     c->kind = kind;
@@ -911,7 +916,7 @@ void rnnd_api_state_put(rnnd_req *r)
                                          "if_steps", NULL};
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, "invalid_request", "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"digest\": ..., \"state\": STATE} as GET .../state gives");
         return;
     }
@@ -919,18 +924,18 @@ void rnnd_api_state_put(rnnd_req *r)
         return;
     const json_t *m = json_object_get(body, "model");
     if (m && !json_is_string(m)) {
-        rnnd_reply_error(r, "invalid_request", "model: expected a string, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "model: expected a string, got %s",
                          rnnd_json_type_desc(m));
         return;
     }
     const json_t *id = json_object_get(body, "id");
     if (id && !json_is_string(id)) {
-        rnnd_reply_error(r, "invalid_request", "id: expected a string, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "id: expected a string, got %s",
                          rnnd_json_type_desc(id));
         return;
     }
     if (!json_object_get(body, "state")) {
-        rnnd_reply_error(r, "invalid_request", "state: missing");
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "state: missing");
         return;
     }
     int64_t steps = 0, if_steps = -1;

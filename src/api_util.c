@@ -18,7 +18,7 @@ int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *al
                 strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
                 strncat(list, allowed[i], sizeof list - strlen(list) - 1);
             }
-            rnnd_reply_error(r, "invalid_request", "unknown field \"%.64s\" (allowed: %s)",
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "unknown field \"%.64s\" (allowed: %s)",
                              key, list);
             return -1;
         }
@@ -38,15 +38,15 @@ rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
     case RNND_SESSION_FOUND:
         return s;
     case RNND_SESSION_EXPIRED:
-        rnnd_reply_error(r, "gone", "session %s expired (idle past its ttl); its state is "
+        rnnd_reply_error(r, RNND_E_GONE, "session %s expired (idle past its ttl); its state is "
                          "lost", id);
         return NULL;
     case RNND_SESSION_EVICTED:
-        rnnd_reply_error(r, "gone", "session %s was evicted to make room; its state is lost",
+        rnnd_reply_error(r, RNND_E_GONE, "session %s was evicted to make room; its state is lost",
                          id);
         return NULL;
     default:
-        rnnd_reply_error(r, "not_found", "no session %.64s", id);
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
         return NULL;
     }
 }
@@ -55,10 +55,10 @@ rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
 void rnnd_api_reply_left(rnnd_req *r, int why)
 {
     if (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED)
-        rnnd_reply_error(r, "gone", "session %s %s; its state is lost", rnnd_req_param(r, 0),
+        rnnd_reply_error(r, RNND_E_GONE, "session %s %s; its state is lost", rnnd_req_param(r, 0),
                          why == RNND_SESSION_EXPIRED ? "expired" : "was evicted");
     else
-        rnnd_reply_error(r, "not_found", "no session %.64s", rnnd_req_param(r, 0));
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", rnnd_req_param(r, 0));
 }
 
 
@@ -73,7 +73,7 @@ int rnnd_api_admit(rnnd_req *r)
     long max = (long)app->cfg->max_pending_requests;
     if (atomic_fetch_add(&app->pending, 1) >= max) {
         atomic_fetch_sub(&app->pending, 1);
-        rnnd_reply_error(r, "overloaded", "%ld compute requests are queued or running "
+        rnnd_reply_error(r, RNND_E_OVERLOADED, "%ld compute requests are queued or running "
                          "(max_pending_requests); retry later", max);
         return -1;
     }
@@ -91,7 +91,7 @@ int rnnd_api_charge(rnnd_req *r, size_t bytes)
     char err[256];
     int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
     if (rc)
-        rnnd_reply_error(r, rnnd_error_code(rc), "%s", err);
+        rnnd_reply_error(r, rnnd_errcode_of(rc), "%s", err);
     return rc ? -1 : 0;
 }
 
@@ -106,7 +106,7 @@ rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
 {
     rnnd_entry *e = rnnd_catalog_get(&rnnd_req_app(r)->models, name);
     if (!e) {
-        rnnd_reply_error(r, "not_found", "no model named \"%.64s\"", name);
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no model named \"%.64s\"", name);
         return NULL;
     }
     rnnd_req_hold(r, rnnd_entry_unref_v, e);

@@ -1,8 +1,8 @@
 /* The KServe v2 / Triton REST protocol (docs/v2.md): health, server and model metadata, and
  * infer, mapped onto the v1 machinery so both protocols give bitwise the same numbers.
  *
- * Stateless infer builds the equivalent v1 request and runs it through rnnd_infer_parse()
- * and the model's batcher, exactly like POST /v1/models/{m}/infer. Infer with Triton's
+ * Stateless infer builds its request from the decoded arrays (rnnd_infer_req_new) and runs
+ * it through the model's batcher, exactly like POST /v1/models/{m}/infer. Infer with Triton's
  * sequence parameters runs a step job on the session that v2_seq.h maps the sequence to,
  * exactly like POST /v1/sessions/{id}/step. The errors answered here are Triton's
  * {"error": "..."} with Triton's status codes (the HTTP layer's own refusals, before a
@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "rnnd/fmtfloat.h"
 #include "rnnd/infer.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
@@ -26,16 +27,6 @@
 #define V2_OUTPUT "OUTPUT"
 
 /* ---- errors and lookups (shared with api_v2_generate.c through api.h) ------------------ */
-
-unsigned rnnd_v2_status(const char *code)
-{
-    if (!strcmp(code, "unavailable") || !strcmp(code, "overloaded") ||
-        !strcmp(code, "out_of_memory") || !strcmp(code, "no_models"))
-        return 503;     /* Triton's UNAVAILABLE: retry later */
-    if (!strcmp(code, "internal") || !strcmp(code, "model_error"))
-        return 500;
-    return 400;         /* Triton answers INVALID_ARG, unknown models included, with 400 */
-}
 
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
 {
@@ -62,7 +53,7 @@ int rnnd_v2_charge(rnnd_req *r, size_t bytes)
     char err[256];
     int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
     if (rc)
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
     return rc ? -1 : 0;
 }
 
@@ -109,7 +100,8 @@ void rnnd_api_v2_live(rnnd_req *r)
 void rnnd_api_v2_ready(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    rnnd_reply_empty(r, atomic_load(&app->draining) || !rnnd_catalog_count(&app->models) ? 400 : 200);
+    int ready = !atomic_load(&app->draining) && rnnd_catalog_count(&app->models);
+    rnnd_reply_empty(r, ready ? 200 : 400);
 }
 
 void rnnd_api_v2_model_ready(rnnd_req *r)
@@ -599,22 +591,34 @@ static void task_free(void *arg)
     free(t);
 }
 
-/* The v1 response's "outputs" ([[[..] per step] per sequence]) as one flat list: the same
- * float text of the same floats, brackets dropped. */
-static void flatten_v1(rnnd_buf *b, const char *v1, size_t len)
+/* The outputs of every sequence as one flat list: the floats in the text v1 gives them. */
+static void output_data(rnnd_buf *b, const struct v2_infer *in, const rnnd_infer_req *req)
 {
-    static const char key[] = "\"outputs\":";
-    const char *p = memmem(v1, len, key, sizeof key - 1);
-    const char *end = v1 + len - 1;     /* the closing brace; no "states" was asked for */
+    const rnnd_net *net = in->e->net;
+    size_t od = (size_t)rnnd_net_output_dim(net), n = 0;
     rnnd_buf_puts(b, "[");
-    for (p = p ? p + sizeof key - 1 : end; p < end; p++) {
-        const char *q = p;
-        while (q < end && *q != '[' && *q != ']')
-            q++;
-        rnnd_buf_append(b, p, (size_t)(q - p));
-        p = q;
+    for (size_t s = 0; s < in->B; s++) {
+        size_t rows;
+        const float *y = rnnd_infer_req_outputs(net, req, s, &rows);
+        for (size_t i = 0; y && i < rows * od; i++, n++) {
+            if (n)
+                rnnd_buf_append(b, ",", 1);
+            rnnd_buf_float(b, y[i]);
+        }
     }
     rnnd_buf_puts(b, "]");
+}
+
+/* The longest text output_data() can write for REQ, with room for response_head(). */
+static size_t response_text_bytes(const struct v2_infer *in, const rnnd_infer_req *req)
+{
+    size_t od = (size_t)rnnd_net_output_dim(in->e->net), floats = 0;
+    for (size_t s = 0; s < in->B; s++) {
+        size_t rows;
+        rnnd_infer_req_outputs(in->e->net, req, s, &rows);
+        floats = rnnd_sat_add(floats, rnnd_sat_mul(rows, od));
+    }
+    return rnnd_sat_add(rnnd_sat_mul(floats, RNND_FMT_FLOAT_MAX + 1), 1024 + 256);
 }
 
 static void task_finish(rnnd_infer_job *job, size_t batch_requests)
@@ -627,73 +631,31 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
     if (job->stopped) {
         rnnd_v2_error(t->r, 503, "the server is shutting down");
     } else if (rc) {
-        rnnd_v2_error(t->r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(t->r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
     } else {
-        rnnd_buf v1;
-        rnnd_buf_init(&v1);
-        rnnd_infer_encode(t->in.e->net, job->req, t->in.e->name, &v1);
-        if (v1.nonfinite) {
-            rnnd_v2_error(t->r, 400, "the computation produced NaN or Inf");
-        } else if (rnnd_buf_failed(&v1) || !v1.len) {
-            rnnd_v2_error(t->r, 503, "out of memory for the response");
-        } else {
-            rnnd_buf b;
-            rnnd_buf_init(&b);
+        rnnd_buf b;
+        rnnd_buf_init(&b);
+        /* at once: never doubling past what the request's budget counted (rnnd_infer_bytes) */
+        if (!rnnd_buf_reserve(&b, response_text_bytes(&t->in, job->req))) {
             response_head(&b, &t->in,
                           rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE);
-            flatten_v1(&b, v1.data, v1.len);
+            output_data(&b, &t->in, job->req);
             rnnd_buf_puts(&b, "}]}");
+        }
+        if (b.nonfinite) {
+            rnnd_buf_free(&b);
+            rnnd_v2_error(t->r, 400, "the computation produced NaN or Inf");
+        } else if (rnnd_buf_failed(&b) || !b.len) {
+            rnnd_buf_free(&b);
+            rnnd_v2_error(t->r, 503, "out of memory for the response");
+        } else {
             rnnd_reply(t->r, 200, &b);
         }
-        rnnd_buf_free(&v1);
         atomic_fetch_add(&app->metrics.infer_requests, 1);
         atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(job->req));
         atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(job->req));
     }
     rnnd_req_complete(t->r);
-}
-
-/* IN as the equivalent v1 request {"inputs": [[step, ...] per sequence]}. NULL when out of
- * memory. */
-static json_t *v1_request(const struct v2_infer *in)
-{
-    size_t D = (size_t)rnnd_model_get_spec(in->e->model)->input_dim;
-    json_t *seqs = json_array(), *body = json_object();
-    int fail = !seqs || !body;
-    for (size_t b = 0; b < in->B && !fail; b++) {
-        json_t *seq = json_array();
-        fail |= json_array_append_new(seqs, seq);
-        for (size_t t = 0; t < in->T && !fail; t++) {
-            size_t k = b * in->T + t;
-            if (in->tokens) {
-                fail |= json_array_append_new(seq, json_integer(in->tokens[k]));
-                continue;
-            }
-            json_t *row = json_array();
-            fail |= json_array_append_new(seq, row);
-            for (size_t d = 0; d < D && !fail; d++)
-                fail |= json_array_append_new(row, json_real(in->vectors[k * D + d]));
-        }
-    }
-    if (!fail && !json_object_set_new(body, "inputs", seqs))
-        return body;
-    json_decref(seqs);
-    json_decref(body);
-    return NULL;
-}
-
-/* What v1_request() allocates for IN, from jansson's sizes on 64-bit glibc: an integer or
- * real is a 32-byte block, an array slot 8 bytes that growth may double, a row's array 64. */
-#define V1_SCALAR_COST 48
-#define V1_ROW_COST 64
-
-static size_t v1_request_cost(const struct v2_infer *in)
-{
-    size_t steps = rnnd_sat_mul(in->B, in->T);
-    if (in->tokens)
-        return rnnd_sat_mul(steps, V1_SCALAR_COST);
-    size_t D = (size_t)rnnd_model_get_spec(in->e->model)->input_dim;
-    return rnnd_sat_mul(steps, rnnd_sat_add(V1_ROW_COST, rnnd_sat_mul(D, V1_SCALAR_COST)));
 }
 
 static void infer_stateless(rnnd_req *r, struct v2_task *t)
@@ -702,27 +664,17 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
     char err[512] = "";
     rnnd_infer_limits lim;
     rnnd_api_infer_limits(r, &lim);
-    /* the step limits first, from the sizes alone: the v1 copy of a refused request is
-     * never built */
+    /* the step limits first, in v2's words */
     if ((lim.max_steps && t->in.T > lim.max_steps) ||
         (lim.max_total_steps && rnnd_sat_mul(t->in.B, t->in.T) > lim.max_total_steps)) {
         rnnd_v2_error(r, 400, "input '" V2_INPUT "': %zu sequences of %zu steps, more than "
                       "the limit of max_infer_steps (%zu)", t->in.B, t->in.T, lim.max_steps);
         return;
     }
-    size_t cost = v1_request_cost(&t->in);
-    if (rnnd_v2_charge(r, cost))
-        return;
-    json_t *v1 = v1_request(&t->in);
-    if (!v1) {
-        rnnd_v2_error(r, 503, "out of memory");
-        return;
-    }
-    int rc = rnnd_infer_parse(e->net, v1, &lim, &t->job.req, err, sizeof err);
-    json_decref(v1);
-    rnnd_mem_uncharge(rnnd_req_mem(r), cost);
+    int rc = rnnd_infer_req_new(e->net, t->in.B, t->in.T, t->in.tokens, t->in.vectors, &lim,
+                                &t->job.req, err, sizeof err);
     if (rc) {
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
         return;
     }
     t->job.finish = task_finish;
@@ -803,7 +755,7 @@ static void step_finish(rnnd_job *job)
                       "to %" PRIu64 " steps", j->first_nonfinite, j->steps);
         break;
     default:    /* no if_steps is set, so never a conflict */
-        rnnd_v2_error(r, rnnd_v2_status(rnnd_error_code(j->status)), "%s", j->err);
+        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(j->status)), "%s", j->err);
         break;
     }
     if (q->in.seq_end)
@@ -832,8 +784,9 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         }
         return s;
     }
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, NULL, 0, 0, &s, err, sizeof err);
+    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
+                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
                       err);

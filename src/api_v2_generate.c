@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "gen_http.h"
 #include "generate.h"
 #include "sse.h"
 #include "rnnd/state_json.h"
@@ -17,24 +18,6 @@
 #include "rnnd/tokenizer.h"
 
 static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
-
-struct v2gen {
-    rnnd_app *app;
-    const rnnd_entry *e;
-    rnnd_req *r;                /* /generate: the deferred request */
-    rnnd_stream *st;            /* /generate_stream: the producer's reference */
-    rnnd_session *tmp;          /* the temporary session (one reference) */
-    rnnd_gen_params p;
-};
-
-static void v2gen_free(struct v2gen *q)
-{
-    if (q->tmp) {
-        rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
-        rnnd_session_unref(q->tmp);
-    }
-    free(q);
-}
 
 /* {"model_name":..,"model_version":"V","text_output": — the caller goes on. */
 static void head(rnnd_buf *b, const rnnd_entry *e)
@@ -44,66 +27,69 @@ static void head(rnnd_buf *b, const rnnd_entry *e)
     rnnd_buf_printf(b, ",\"model_version\":\"%d\",\"text_output\":", e->version);
 }
 
-static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t index,
-                     uint64_t step)
+static void token_event(const rnnd_gen_http *q, rnnd_buf *b, int32_t id, const char *text,
+                        size_t len, size_t index, uint64_t step)
 {
     (void)id;
     (void)index;
     (void)step;
-    struct v2gen *q = arg;
-    if (!q->st)
-        return;     /* /generate takes the whole text from the result */
+    head(b, q->e);
+    rnnd_buf_json_stringn(b, text, len);
+    rnnd_buf_puts(b, "}");
+}
+
+/* {"model_name", "model_version", "text_output", "finish_reason"} */
+static void end_object(rnnd_buf *b, const rnnd_gen_http *q, const rnnd_gen_result *res,
+                       int streamed)
+{
+    head(b, q->e);
+    if (streamed)
+        rnnd_buf_puts(b, "\"\"");     /* the text went out token by token */
+    else
+        rnnd_buf_json_stringn(b, res->text, res->text_len);
+    rnnd_buf_printf(b, ",\"finish_reason\":\"%s\"}", finish_names[res->finish]);
+}
+
+static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_result *res)
+{
+    if (res->finish == RNND_GEN_ERROR) {
+        rnnd_v2_error(r, rnnd_errcode_v2(res->code), "%s", res->message);
+        return;
+    }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    head(&b, q->e);
-    rnnd_buf_json_stringn(&b, text, len);
-    rnnd_buf_puts(&b, "}");
-    rnnd_sse_event(q->st, NULL, &b);
+    end_object(&b, q, res, 0);
+    rnnd_reply(r, 200, &b);
+}
+
+static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_result *res)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    if (res->finish == RNND_GEN_ERROR) {    /* after the 200: Triton's error object */
+        rnnd_buf_puts(&b, "{\"error\":");
+        rnnd_buf_json_string(&b, res->message);
+        rnnd_buf_puts(&b, "}");
+    } else {
+        end_object(&b, q, res, 1);
+    }
+    rnnd_sse_event(st, NULL, &b);
     rnnd_buf_free(&b);
 }
 
-static int on_cancelled(void *arg)
+static void refuse(rnnd_req *r, int why, const char *err)
 {
-    struct v2gen *q = arg;
-    return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
+    if (why < 0)
+        rnnd_v2_error(r, 503, "%s", err);
+    else
+        rnnd_v2_error(r, 503, "the temporary session was evicted before it started");
 }
 
-static void on_done(void *arg, const rnnd_gen_result *res)
-{
-    struct v2gen *q = arg;
-    rnnd_buf b;
-    rnnd_buf_init(&b);
-    if (res->finish == RNND_GEN_ERROR) {
-        if (q->st) {    /* after the 200: Triton's error object as an event */
-            rnnd_buf_puts(&b, "{\"error\":");
-            rnnd_buf_json_string(&b, res->message);
-            rnnd_buf_puts(&b, "}");
-        } else {
-            rnnd_v2_error(q->r, rnnd_v2_status(res->code), "%s", res->message);
-        }
-    } else {
-        head(&b, q->e);
-        if (q->st)
-            rnnd_buf_puts(&b, "\"\"");     /* the text went out token by token */
-        else
-            rnnd_buf_json_stringn(&b, res->text, res->text_len);
-        rnnd_buf_printf(&b, ",\"finish_reason\":\"%s\"}", finish_names[res->finish]);
-    }
-    if (q->st) {
-        rnnd_sse_event(q->st, NULL, &b);
-        rnnd_buf_free(&b);
-        rnnd_stream_close(q->st);  /* drops the producer's reference */
-    } else {
-        if (res->finish != RNND_GEN_ERROR)
-            rnnd_reply(q->r, 200, &b);
-        rnnd_req_complete(q->r);
-    }
-    v2gen_free(q);
-}
+static const rnnd_gen_protocol v2_protocol = {token_event, reply_done, stream_done, refuse};
 
 /* The sampling fields, at the top level and then in "parameters" (which wins). Fields the
  * engine does not know are ignored, as Triton leaves them to the model. Replies on error. */
-static int parse_sampling(rnnd_req *r, const json_t *body, struct v2gen *q)
+static int parse_sampling(rnnd_req *r, const json_t *body, rnnd_gen_http *q)
 {
     const json_t *params = json_object_get(body, "parameters");
     if (params && !json_is_object(params)) {
@@ -192,17 +178,15 @@ static void generate(rnnd_req *r, int stream)
     }
     if (text_capable(r, e))
         return;
-    struct v2gen *q = calloc(1, sizeof *q);
+    rnnd_gen_http *q = rnnd_gen_http_new(&v2_protocol, app, e);
     int32_t *ids = NULL;
     size_t n = 0;
     if (!q) {
         rnnd_v2_error(r, 503, "out of memory");
         return;
     }
-    q->app = app;
-    q->e = e;
     if (parse_sampling(r, body, q) || prompt_ids(r, body, e, &ids, &n)) {
-        free(q);
+        rnnd_gen_http_free(q);
         return;
     }
     /* the engine's buffers and the reply, charged before they are made (a stream's events
@@ -210,51 +194,23 @@ static void generate(rnnd_req *r, int stream)
     size_t token_reply = stream ? EVENT_FRAME + strlen(e->name) : 0;
     if (rnnd_v2_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, token_reply))) {
         free(ids);
-        free(q);
+        rnnd_gen_http_free(q);
         return;
     }
     char err[256];
-    int rc = rnnd_session_create_for(app->sessions, rnnd_req_owner(r), (void *)e,
-                                     e->state_floats, NULL, 0, 0, &q->tmp, err, sizeof err);
+    rnnd_session *s;
+    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
+                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
         free(ids);
-        free(q);
+        rnnd_gen_http_free(q);
         return;
     }
-    rnnd_stream *st = NULL;
-    if (stream) {
-        if (!(st = rnnd_stream_new())) {
-            rnnd_v2_error(r, 503, "out of memory");
-            free(ids);
-            v2gen_free(q);
-            return;
-        }
-        q->st = rnnd_stream_ref(st);
-    } else {
-        q->r = r;
-        rnnd_req_defer(r);
-    }
-    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
-    int why = rnnd_generate(app, q->tmp, ids, n, &q->p, &sink, err, sizeof err);
+    rnnd_gen_http_start(q, r, s, 1, stream, ids, n);
     free(ids);
-    if (why == RNND_SESSION_FOUND) {
-        if (st)
-            rnnd_req_stream(r, st, RNND_SSE_TYPE);
-        return;
-    }
-    /* not started: no callback comes */
-    if (why < 0)
-        rnnd_v2_error(r, 503, "%s", err);
-    else
-        rnnd_v2_error(r, 503, "the temporary session was evicted before it started");
-    if (st) {
-        rnnd_stream_unref(q->st);
-        rnnd_stream_unref(st);
-    } else {
-        rnnd_req_complete(r);
-    }
-    v2gen_free(q);
+    rnnd_session_unref(s);
 }
 
 void rnnd_api_v2_generate(rnnd_req *r)

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,11 @@ struct rnnd_batcher {
     rnnd_task infer_task;
 
     size_t split_min;               /* rounds this big split their step; 0 never */
+    int scannable;                  /* rnnd_net_scannable(net) */
+    size_t scan_min;                /* jobs with this many steps left scan; 0 never */
+    size_t scan_round;              /* most steps scanned per round */
+    size_t state_floats;
+    atomic_uint_least64_t scan_steps, scan_rounds;
     atomic_uint_least64_t split_rounds, split_helped;
     atomic_uint_least64_t *hist;    /* [max_batch + 1] */
     atomic_uint_least64_t batches, steps;
@@ -55,6 +61,15 @@ struct scratch {
     float *vectors, *out;
     float **states;
     rnnd_step_job **jobs;
+    /* scanning (scannable nets only): per scanned job its chunk, input and output rows,
+     * state and final state (here, so a failed call changes no session) */
+    rnnd_step_job **scan;
+    size_t *lens;
+    const int32_t **tp;
+    const float **vp, **init;
+    float **op, **fp;
+    float *finals;          /* [max_batch, state_floats] */
+    float *last;            /* [scan_round, out_dim]: last_only jobs' rows */
 };
 
 static void round_run(rnnd_task *task, void *wctx);
@@ -93,6 +108,15 @@ int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_
     atomic_init(&b->halt, 0);
     b->infer_max_steps = 65536;
     b->split_min = RNND_BATCHER_SPLIT_MIN;
+    b->scannable = rnnd_net_scannable(net);
+    b->scan_min = RNND_BATCHER_SCAN_MIN;
+    /* the round's whole-sequence scratch stays within RNND_BATCHER_SCAN_BYTES (a very wide
+     * model scans fewer steps per round, or none) */
+    size_t row = rnnd_net_forward_bytes(net, 1, 1, 1);
+    b->scan_round = row && row != SIZE_MAX ? RNND_BATCHER_SCAN_BYTES / row : 0;
+    if (b->scan_round > RNND_BATCHER_SCAN_ROUND)
+        b->scan_round = RNND_BATCHER_SCAN_ROUND;
+    b->state_floats = rnnd_net_state_floats(net);
     pthread_mutex_init(&b->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -143,6 +167,15 @@ static void scratch_free(struct scratch *s)
     free(s->out);
     free(s->states);
     free(s->jobs);
+    free(s->scan);
+    free(s->lens);
+    free(s->tp);
+    free(s->vp);
+    free(s->init);
+    free(s->op);
+    free(s->fp);
+    free(s->finals);
+    free(s->last);
     free(s);
 }
 
@@ -161,6 +194,22 @@ static struct scratch *scratch_new(const rnnd_batcher *b)
     if (!s->work || !s->tokens || !s->vectors || !s->out || !s->states || !s->jobs) {
         scratch_free(s);
         return NULL;
+    }
+    if (b->scannable) {
+        s->scan = calloc(B, sizeof *s->scan);
+        s->lens = calloc(B, sizeof *s->lens);
+        s->tp = calloc(B, sizeof *s->tp);
+        s->vp = calloc(B, sizeof *s->vp);
+        s->init = calloc(B, sizeof *s->init);
+        s->op = calloc(B, sizeof *s->op);
+        s->fp = calloc(B, sizeof *s->fp);
+        s->finals = calloc(B * (b->state_floats ? b->state_floats : 1), sizeof *s->finals);
+        s->last = calloc((b->scan_round ? b->scan_round : 1) * b->out_dim, sizeof *s->last);
+        if (!s->scan || !s->lens || !s->tp || !s->vp || !s->init || !s->op || !s->fp ||
+            !s->finals || !s->last) {
+            scratch_free(s);
+            return NULL;
+        }
     }
     return s;
 }
@@ -196,6 +245,13 @@ uint64_t rnnd_batcher_infer_hist(const rnnd_batcher *b, size_t bucket)
 }
 
 void rnnd_batcher_set_split_min(rnnd_batcher *b, size_t min) { b->split_min = min; }
+void rnnd_batcher_set_scan_min(rnnd_batcher *b, size_t min) { b->scan_min = min; }
+
+uint64_t rnnd_batcher_scan_steps(const rnnd_batcher *b) { return atomic_load(&b->scan_steps); }
+uint64_t rnnd_batcher_scan_rounds(const rnnd_batcher *b)
+{
+    return atomic_load(&b->scan_rounds);
+}
 
 uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b)
 {
@@ -356,6 +412,74 @@ static void round_run(rnnd_task *task, void *wctx)
         release(owner);     /* may free B: nothing after this */
 }
 
+/* Move the round's jobs that scan this round to the end of S->jobs (both parts keep their
+ * order), each chunk in S->lens; returns how many step. */
+static size_t take_scans(rnnd_batcher *b, struct scratch *s, size_t k)
+{
+    if (!b->scannable || !b->scan_min)
+        return k;
+    size_t budget = b->scan_round, ks = 0, n_scan = 0;
+    for (size_t i = 0; i < k; i++) {
+        rnnd_step_job *j = s->jobs[i];
+        size_t left = j->n_steps - j->done;
+        size_t n = left < RNND_BATCHER_SCAN_CHUNK ? left : RNND_BATCHER_SCAN_CHUNK;
+        n = n < budget ? n : budget;
+        if (j->after_step || left < b->scan_min || n < b->scan_min) {
+            s->jobs[ks++] = j;
+            continue;
+        }
+        s->scan[n_scan] = j;
+        s->lens[n_scan++] = n;
+        budget -= n;
+    }
+    memcpy(s->jobs + ks, s->scan, n_scan * sizeof *s->jobs);
+    return ks;
+}
+
+/* Jobs [ks, k) of S: their chunks as whole sequences, one call. Their sessions' states are
+ * not touched (the final states go to S->finals; scan_done() stores them). */
+static int run_scans(rnnd_batcher *b, struct scratch *s, size_t ks, size_t k, char *err,
+                     size_t errlen)
+{
+    size_t n = k - ks, D = b->in_dim, O = b->out_dim, last = 0, steps = 0;
+    for (size_t i = 0; i < n; i++) {
+        rnnd_step_job *j = s->jobs[ks + i];
+        s->tp[i] = b->tokens ? j->tokens + j->done : NULL;
+        s->vp[i] = b->tokens ? NULL : j->vectors + j->done * D;
+        s->init[i] = rnnd_session_state(j->job.session);
+        s->fp[i] = s->finals + i * b->state_floats;
+        if (j->last_only) {
+            s->op[i] = s->last + last * O;
+            last += s->lens[i];
+        } else {
+            s->op[i] = j->out + j->done * O;
+        }
+        steps += s->lens[i];
+    }
+    int rc = rnnd_net_forward(b->net, n, s->lens, s->tp, s->vp, s->init, s->op, s->fp, err,
+                              errlen);
+    if (!rc) {
+        atomic_fetch_add(&b->scan_rounds, 1);
+        atomic_fetch_add(&b->scan_steps, steps);
+        atomic_fetch_add(&b->steps, steps);
+    }
+    return rc;
+}
+
+/* Scanned job J (slot I of run_scans) ran its chunk: its state, outputs and counts. */
+static void scan_done(rnnd_batcher *b, struct scratch *s, rnnd_step_job *j, size_t i)
+{
+    size_t n = s->lens[i], O = b->out_dim;
+    memcpy(rnnd_session_state(j->job.session), s->fp[i], b->state_floats * sizeof(float));
+    if (j->last_only)
+        memcpy(j->out, s->op[i] + (n - 1) * O, O * sizeof(float));
+    for (size_t t = 0; j->first_nonfinite < 0 && t < n; t++)
+        if (!row_finite(s->op[i] + t * O, O))
+            j->first_nonfinite = (long)(j->done + t);
+    j->done += n;
+    rnnd_session_add_steps(j->job.session, n);
+}
+
 static void round_body(rnnd_batcher *b, struct scratch *s)
 {
     size_t D = b->in_dim, O = b->out_dim;
@@ -403,7 +527,17 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
     if (!k)
         return;
 
-    for (size_t i = 0; i < k; i++) {
+    /* a big round: its stages are shared with idle workers (parts are planned for the whole
+     * pool, capped; the parts of absent helpers run here) */
+    size_t threads = b->pool ? rnnd_pool_size(b->pool) : 1;
+    if (threads > RNND_POOL_MAX_HELPERS + 1)
+        threads = RNND_POOL_MAX_HELPERS + 1;
+    /* A round that splits steps as many sessions as it can share among workers: its product
+     * reads each weight once for all of them, already near the kernels' full speed from 4
+     * rows on (docs/kernels.md), while a scan would run on this worker alone. */
+    int splits = b->split_min > 0 && k >= b->split_min && threads > 1;
+    size_t ks = splits ? k : take_scans(b, s, k);   /* jobs [ks, k) scan, [0, ks) step */
+    for (size_t i = 0; i < ks; i++) {
         rnnd_step_job *j = s->jobs[i];
         if (b->tokens)
             s->tokens[i] = j->tokens[j->done];
@@ -412,28 +546,38 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         s->states[i] = rnnd_session_state(j->job.session);
     }
     char err[256] = "";
-    /* a big round: its stages are shared with idle workers (parts are planned for the whole
-     * pool, capped; the parts of absent helpers run here) */
-    size_t threads = b->pool ? rnnd_pool_size(b->pool) : 1;
-    if (threads > RNND_POOL_MAX_HELPERS + 1)
-        threads = RNND_POOL_MAX_HELPERS + 1;
     pool_par pp = {b->pool, 0};
     rnnd_parallel par = {pool_par_run, &pp, threads, NULL};
-    int split = b->split_min > 0 && k >= b->split_min && threads > 1;
-    int rc = rnnd_net_step_par(b->net, s->work, k, b->tokens ? s->tokens : NULL,
+    int split = b->split_min > 0 && ks >= b->split_min && threads > 1;
+    int rc = RNND_OK;
+    if (ks) {
+        rc = rnnd_net_step_par(b->net, s->work, ks, b->tokens ? s->tokens : NULL,
                                b->tokens ? NULL : s->vectors, s->states, s->out,
                                split ? &par : NULL, err, sizeof err);
-    if (split) {
-        atomic_fetch_add(&b->split_rounds, 1);
-        atomic_fetch_add(&b->split_helped, pp.helped);
+        if (split) {
+            atomic_fetch_add(&b->split_rounds, 1);
+            atomic_fetch_add(&b->split_helped, pp.helped);
+        }
+        atomic_fetch_add(&b->hist[ks], 1);
+        atomic_fetch_add(&b->batches, 1);
+        if (!rc)
+            atomic_fetch_add(&b->steps, ks);
     }
-    atomic_fetch_add(&b->hist[k], 1);
-    atomic_fetch_add(&b->batches, 1);
+    char scan_err[256] = "";
+    int scan_rc = k > ks ? run_scans(b, s, ks, k, scan_err, sizeof scan_err) : RNND_OK;
 
     rnnd_step_job *again = NULL, **again_tail = &again, *finished = NULL;
     for (size_t i = 0; i < k; i++) {
         rnnd_step_job *j = s->jobs[i];
-        if (rc) {
+        if (i >= ks) {
+            if (scan_rc) {
+                j->outcome = RNND_STEP_FAILED;
+                j->status = scan_rc;
+                snprintf(j->err, sizeof j->err, "%s", scan_err);
+            } else {
+                scan_done(b, s, j, i - ks);
+            }
+        } else if (rc) {
             j->outcome = RNND_STEP_FAILED;
             j->status = rc;
             snprintf(j->err, sizeof j->err, "%s", err);
@@ -447,7 +591,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
             if (j->after_step)
                 j->after_step(j, row);
         }
-        if (rc || j->done == j->n_steps) {
+        if ((i < ks ? rc : scan_rc) || j->done == j->n_steps) {
             j->rnext = finished;
             finished = j;
         } else {
@@ -455,9 +599,6 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
             again_tail = &j->rnext;
         }
     }
-    if (!rc)
-        atomic_fetch_add(&b->steps, k);
-
     if (again) {
         pthread_mutex_lock(&b->mu);
         if (b->stopped) {

@@ -29,6 +29,18 @@
  * share each stage of the step. Below that a step is too short to pay for waking another
  * worker. Results are bitwise the same either way (rnnd_net_step_par's contract).
  *
+ * Scanning long requests: when the net is scannable (rnnd_net_scannable(): every layer a
+ * minGRU or minLSTM), a job with at least scan_min steps left (default RNND_BATCHER_SCAN_MIN)
+ * and no after_step hook advances by a chunk of up to RNND_BATCHER_SCAN_CHUNK steps in one
+ * round: the round's long jobs run together as whole sequences through rnnd_net_forward()
+ * (one product per layer over all their steps, then the scan), from their sessions' states,
+ * on the round's worker alone; the round's other jobs step as above. A round big enough to
+ * split (above) does not scan: it shares its steps among workers instead. At most
+ * RNND_BATCHER_SCAN_ROUND steps are scanned per round (fewer for very wide models:
+ * RNND_BATCHER_SCAN_BYTES), which bounds the round's time and scratch; a long job that does
+ * not fit steps once instead. rnnd_net_forward() equals stepping bit for bit, so this
+ * changes no result either, only the speed.
+ *
  * Owner: a batcher belongs to a model version that may be retired by a reload while rounds
  * run; rnnd_batcher_set_owner() gives it hold/release functions it calls around each round,
  * so the owner (and the batcher with it) is never freed under a running round. */
@@ -110,6 +122,24 @@ void rnnd_batcher_set_split_min(rnnd_batcher *b, size_t min);
 uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b);
 uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b);
 
+/* Scanning long requests (above). 8 steps: below that the product reuses each weight row
+ * too little to beat stepping with the other sessions of the round. 256: a chunk keeps the
+ * product near its speed on whole sequences (64 rows per pass over the weights). */
+#define RNND_BATCHER_SCAN_MIN 8
+#define RNND_BATCHER_SCAN_CHUNK 256
+#define RNND_BATCHER_SCAN_ROUND 1024
+/* ... and fewer when the whole-sequence scratch of that many (rnnd_net_forward_bytes) would
+ * pass this: 16 MiB at H = I = 1024 (mingru) for 1024 steps. */
+#define RNND_BATCHER_SCAN_BYTES ((size_t)64 << 20)
+
+/* Jobs with at least MIN steps left are scanned on scannable nets (0: never). Before the pool
+ * runs. */
+void rnnd_batcher_set_scan_min(rnnd_batcher *b, size_t min);
+/* Session steps computed by scanning (also counted in rnnd_batcher_steps()), and the rounds
+ * that scanned. */
+uint64_t rnnd_batcher_scan_steps(const rnnd_batcher *b);
+uint64_t rnnd_batcher_scan_rounds(const rnnd_batcher *b);
+
 /* Most steps (over all requests) one infer round takes; default 65536. Before the pool runs. */
 void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps);
 
@@ -129,7 +159,8 @@ void rnnd_batcher_stop(rnnd_batcher *b);
 /* Queue depth now: sessions waiting for a step round, infer requests waiting. */
 void rnnd_batcher_queued(rnnd_batcher *b, size_t *steps, size_t *infers);
 
-/* Statistics: batches of each size 1..max_batch, total batches and steps. */
+/* Statistics: step batches of each size 1..max_batch and in all (scanned chunks are not
+ * batches), and session steps computed (stepped and scanned). */
 size_t rnnd_batcher_max_batch(const rnnd_batcher *b);
 uint64_t rnnd_batcher_hist(const rnnd_batcher *b, size_t size);
 uint64_t rnnd_batcher_batches(const rnnd_batcher *b);

@@ -11,17 +11,47 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_peak.h"
 #include "cmd.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/rnn.h"
 
 typedef struct bench_opts {
-    const char *cell, *mode, *weights;
-    int hidden, input, threads;
+    const char *cell, *mode, *weights, *forget;
+    int hidden, input, threads, heads;
     size_t batch, steps;
+    int sgemm;              /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
     double seconds;
+    const char *periods;                /* clockwork: --periods, or NULL for the default */
+    int n_periods;
+    long period[RNND_MAX_PERIODS];
 } bench_opts;
+
+/* A clockwork layer's default modules: four, each half as fast as the one before. */
+#define DEFAULT_PERIODS "1,2,4,8"
+
+/* TEXT as strictly increasing positive periods into O; 0 when it is not, or when their
+ * number does not divide --hidden (the loader would refuse the model). */
+static int parse_periods(const char *text, bench_opts *o)
+{
+    const char *p = text;
+    o->n_periods = 0;
+    for (;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 2147483647 || o->n_periods == RNND_MAX_PERIODS ||
+            (o->n_periods && v <= o->period[o->n_periods - 1]))
+            return 0;
+        o->period[o->n_periods++] = v;
+        if (*end == '\0')
+            break;
+        if (*end != ',')
+            return 0;
+        p = end + 1;
+    }
+    return o->hidden > 0 && o->hidden % o->n_periods == 0;
+}
 
 static void bench_usage(FILE *f)
 {
@@ -29,9 +59,14 @@ static void bench_usage(FILE *f)
             "usage: rnnd bench [OPTIONS]\n"
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
-            "us_per_step (per call), gflops.\n\n"
-            "  --cell NAME           lstm, gru, rnn, dglstm, mingru or minlstm (default lstm);\n"
-            "                        dglstm: two lstm layers of H, the second depth-gated\n"
+            "us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
+            "  --cell NAME           lstm, gru, rnn, dglstm, mingru, minlstm, slstm or\n"
+            "                        clockwork (default lstm); dglstm: two lstm layers of H,\n"
+            "                        the second depth-gated\n"
+            "  --heads K             slstm: heads of the block-diagonal R (default 4; K must\n"
+            "                        divide H)\n"
+            "  --forget exp|sigmoid  slstm: the forget gate (default exp)\n"
+            "  --periods LIST        clockwork: the modules' periods (default 1,2,4,8)\n"
             "  --hidden H            hidden size (default 512)\n"
             "  --input I             input size (default: H)\n"
             "  --batch B             sessions per step / sequences per call (default 1)\n"
@@ -43,6 +78,12 @@ static void bench_usage(FILE *f)
             "  --weights f32|bf16|f16  weight matrices' element type (default f32); half\n"
             "                        types are rounded from the random floats, compute stays\n"
             "                        float (docs/model-format.md, \"Half-size weights\")\n"
+            "  --sgemm N             also time OpenBLAS's sgemm of two N x N matrices on one\n"
+            "                        thread (best call of --seconds): adds sgemm_n,\n"
+            "                        sgemm_gflops, of_sgemm (gflops / sgemm_gflops) and\n"
+            "                        blas_core; the peak one core reaches (N = 2048);\n"
+            "                        and best_gflops, of_sgemm_best from the cell's fastest\n"
+            "                        call, as the peak is sgemm's\n"
             "The kernel path is the best for this CPU unless RNND_ISA names one.\n");
 }
 
@@ -161,9 +202,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
         {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
         {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"periods", required_argument, NULL, 'p'},
+        {"heads", required_argument, NULL, 'K'}, {"forget", required_argument, NULL, 'f'},
+        {"sgemm", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", 512, 0, 1, 1, 100, 2.0};
+    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 0, 2.0, NULL, 0, {0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -177,6 +221,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 'n': o->threads = atoi(optarg); break;
         case 's': o->seconds = atof(optarg); break;
         case 'w': o->weights = optarg; break;
+        case 'p': o->periods = optarg; break;
+        case 'K': o->heads = atoi(optarg); if (o->heads < 1) o->heads = -1; break;
+        case 'f': o->forget = optarg; break;
+        case 'g': o->sgemm = atoi(optarg); break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return 2;
         }
@@ -184,9 +232,28 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     if (!o->input)
         o->input = o->hidden;
     const char *bad = NULL;
+    int slstm = !strcmp(o->cell, "slstm");
+    if (slstm && !o->heads)
+        o->heads = 4;
+    if (slstm && !o->forget)
+        o->forget = "exp";
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
-        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && strcmp(o->cell, "dglstm"))
-        bad = "--cell must be lstm, gru, rnn, dglstm, mingru or minlstm";
+        strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && !slstm &&
+        strcmp(o->cell, "clockwork") && strcmp(o->cell, "dglstm"))
+        bad = "--cell must be lstm, gru, rnn, dglstm, mingru, minlstm, slstm or clockwork";
+    else if (!slstm && (o->heads || o->forget))
+        bad = "--heads and --forget are for --cell slstm only";
+    else if (slstm && (o->heads < 1 || o->hidden < 1 || o->hidden % o->heads))
+        bad = "--heads must be a positive divisor of --hidden";
+    else if (slstm && strcmp(o->forget, "exp") && strcmp(o->forget, "sigmoid"))
+        bad = "--forget must be exp or sigmoid";
+    else if (o->periods && strcmp(o->cell, "clockwork"))
+        bad = "--periods is for --cell clockwork";
+    else if (!o->periods && !strcmp(o->cell, "clockwork") && !parse_periods(DEFAULT_PERIODS, o))
+        bad = "--cell clockwork with the default periods 1,2,4,8 needs --hidden divisible by 4";
+    else if (o->periods && !parse_periods(o->periods, o))
+        bad = "--periods must be up to 64 strictly increasing positive integers separated by "
+              "commas, as many as divide --hidden evenly";
     else if (o->hidden < 1 || o->hidden > 16384 || o->input < 1 || o->input > 16384)
         bad = "--hidden and --input must be 1..16384";
     else if (o->batch < 1 || o->batch > 4096)
@@ -200,6 +267,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") &&
              strcmp(o->weights, "f16"))
         bad = "--weights must be f32, bf16 or f16";
+    else if (o->sgemm < 0 || o->sgemm > 8192)
+        bad = "--sgemm must be 1..8192 (0: not measured)";
     else if (!(o->seconds > 0 && o->seconds < 3600))
         bad = "--seconds must be in (0, 3600)";
     if (bad) {
@@ -216,19 +285,26 @@ int rnnd_cmd_bench(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
-    char arch[512], err[512];
+    char arch[1664], err[512], extra[80] = "", periods[1024] = "", second[128] = "";
+    int slstm = !strcmp(o.cell, "slstm"), clock = !strcmp(o.cell, "clockwork");
     /* a depth gate needs an lstm below it: dglstm is that pair */
     int dg = !strcmp(o.cell, "dglstm");
-    char second[128] = "";
     if (dg)
         snprintf(second, sizeof second, ",{\"type\":\"lstm\",\"hidden_size\":%d,"
                  "\"depth_gate\":true}", o.hidden);
+    if (slstm)
+        snprintf(extra, sizeof extra, ",\"heads\":%d,\"forget\":\"%s\"", o.heads, o.forget);
+    for (int k = 0, len = 0; clock && k < o.n_periods; k++)
+        len += snprintf(periods + len, sizeof periods - (size_t)len, "%s%ld",
+                        k ? "," : ",\"periods\":[", o.period[k]);
+    if (clock)
+        strcat(periods, "]");
     snprintf(arch, sizeof arch,
              "{\"format_version\":1,\"weights\":\"%s\","
              "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
-             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,"
-             "\"direction\":\"forward\"}%s]}",
-             o.weights, o.input, dg ? "lstm" : o.cell, o.hidden, second);
+             "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\""
+             "%s%s}%s]}",
+             o.weights, o.input, dg ? "lstm" : o.cell, o.hidden, extra, periods, second);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);
@@ -273,13 +349,14 @@ int rnnd_cmd_bench(int argc, char **argv)
         op[b] = out + b * T * on;
     }
 
-    double t0 = 0, elapsed = 0;
+    double t0 = 0, elapsed = 0, best = 0;     /* best: the fastest measured call */
     size_t calls = 0;
     for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
         double limit = phase ? o.seconds : o.seconds / 5;
         calls = 0;
         t0 = now_s();
         do {
+            double c0 = now_s();
             if (seq)
                 rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL,
                                           tm ? &par : NULL, err, sizeof err);
@@ -292,22 +369,51 @@ int rnnd_cmd_bench(int argc, char **argv)
                 goto done;
             }
             calls++;
-            elapsed = now_s() - t0;
+            double c1 = now_s();
+            if (phase && (best == 0 || c1 - c0 < best))
+                best = c1 - c0;
+            elapsed = c1 - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") || dg ? 4 : !strcmp(o.cell, "gru") ? 3
+    int G = !strcmp(o.cell, "lstm") || dg || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
           : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
     /* the min cells have no R: their products are W x alone */
     int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
-    double flops = 2.0 * G * o.hidden * (double)(o.input + (recurrent ? o.hidden : 0)) * steps;
+    /* slstm: R h is K blocks of d = H / K columns, H * d per gate rather than H * H */
+    double rcols = !recurrent ? 0 : slstm ? (double)(o.hidden / o.heads) : o.hidden;
+    double flops = 2.0 * G * o.hidden * ((double)o.input + rcols) * steps;
+    if (clock) {
+        /* the products a step does on average: W x, and module k's blocks of R (its own and
+         * those after it) every T_k-th step */
+        double hm = (double)o.hidden / o.n_periods, r = 0;
+        for (int j = 0; j < o.n_periods; j++)
+            r += 2.0 * hm * ((double)o.hidden - j * hm) / (double)o.period[j];
+        flops = (2.0 * o.hidden * (double)o.input + r) * steps;
+    }
     if (dg)     /* the second layer: W and R of 4 H rows over H, and D [H, H] */
         flops += 2.0 * (5.0 * o.hidden * o.hidden + 4.0 * o.hidden * o.hidden) * steps;
+    double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
-           "\"us_per_step\":%.3f,\"gflops\":%.2f}\n",
+           "\"us_per_step\":%.3f,\"gflops\":%.2f%s",
            o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
-           steps / elapsed, elapsed / (double)calls * 1e6, flops / elapsed * 1e-9);
+           steps / elapsed, elapsed / (double)calls * 1e6, gflops, extra);
+    if (o.sgemm) {
+        double peak = rnnd_sgemm_peak(o.sgemm, o.seconds);
+        if (peak <= 0) {
+            fprintf(stderr, "rnnd bench: out of memory for --sgemm %d\n", o.sgemm);
+            rc = 1;
+            goto done;
+        }
+        /* the peak is sgemm's best call: the cell's best call is its like, steadier than the
+         * mean on a shared machine */
+        double best_gflops = best > 0 ? flops / (double)calls / best * 1e-9 : 0;
+        printf(",\"sgemm_n\":%d,\"sgemm_gflops\":%.2f,\"of_sgemm\":%.3f,\"blas_core\":\"%s\","
+               "\"best_gflops\":%.2f,\"of_sgemm_best\":%.3f",
+               o.sgemm, peak, gflops / peak, rnnd_blas_core(), best_gflops, best_gflops / peak);
+    }
+    printf("}\n");
     rc = 0;
 done:
     team_free(tm);

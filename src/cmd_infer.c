@@ -8,6 +8,7 @@
 
 #include "cmd.h"
 #include "rnnd/buf.h"
+#include "rnnd/errcode.h"
 #include "rnnd/infer.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
@@ -40,13 +41,14 @@ static void usage(FILE *f)
 }
 
 /* Print the error JSON on stderr; returns the exit status 1. */
-static int report(const char *code, const char *message)
+static int report(enum rnnd_errcode code, const char *message)
 {
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, code, message);
+    rnnd_error_json(&b, rnnd_errcode_name(code), message);
     if (rnnd_buf_failed(&b))
-        fprintf(stderr, "{\"error\":{\"code\":\"%s\",\"message\":\"out of memory\"}}\n", code);
+        fprintf(stderr, "{\"error\":{\"code\":\"%s\",\"message\":\"out of memory\"}}\n",
+                rnnd_errcode_name(code));
     else
         fprintf(stderr, "%s\n", b.data);
     rnnd_buf_free(&b);
@@ -97,17 +99,17 @@ static int run(const char *model_path, const char *input_path)
 
     k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
-        report("unsupported", err);
+        report(RNND_E_UNSUPPORTED, err);
         goto done;
     }
     rc = rnnd_model_open(model_path, &model, err, sizeof err);
     if (rc) {
-        report(rnnd_error_code(rc), err);
+        report(rnnd_errcode_of(rc), err);
         goto done;
     }
     rc = rnnd_net_new(model, k, &net, err, sizeof err);
     if (rc) {
-        report(rnnd_error_code(rc), err);
+        report(rnnd_errcode_of(rc), err);
         goto done;
     }
 
@@ -116,7 +118,7 @@ static int run(const char *model_path, const char *input_path)
         if (!f) {
             e = errno;
             snprintf(err, sizeof err, "%s: %s", input_path, strerror(e));
-            report(e == ENOENT ? "not_found" : "internal", err);
+            report(e == ENOENT ? RNND_E_NOT_FOUND : RNND_E_INTERNAL, err);
             goto done;
         }
     }
@@ -125,37 +127,37 @@ static int run(const char *model_path, const char *input_path)
         fclose(f);
     if (e) {
         snprintf(err, sizeof err, "%s: %s", input_path ? input_path : "stdin", strerror(e));
-        report(e == ENOMEM ? "out_of_memory" : "internal", err);
+        report(e == ENOMEM ? RNND_E_OUT_OF_MEMORY : RNND_E_INTERNAL, err);
         goto done;
     }
 
     rc = rnnd_infer_load(in.data ? in.data : "", in.len, &body, err, sizeof err);
     if (rc) {
-        report("invalid_json", err);
+        report(RNND_E_INVALID_JSON, err);
         goto done;
     }
     rc = rnnd_infer_parse(net, body, NULL, &req, err, sizeof err);
     if (!rc)
         rc = rnnd_infer_run(net, req, err, sizeof err);
     if (rc) {
-        report(rnnd_error_code(rc), err);
+        report(rnnd_errcode_of(rc), err);
         goto done;
     }
     name = model_name(model_path);
     if (!name) {
-        report("out_of_memory", "out of memory");
+        report(RNND_E_OUT_OF_MEMORY, "out of memory");
         goto done;
     }
     rnnd_infer_encode(net, req, name, &out);
     rnnd_buf_append(&out, "\n", 1);
     if (rnnd_buf_failed(&out)) {
-        report(out.nonfinite ? "numeric_error" : "out_of_memory",
+        report(out.nonfinite ? RNND_E_NUMERIC_ERROR : RNND_E_OUT_OF_MEMORY,
                out.nonfinite ? "the response holds a NaN or Inf" : "out of memory");
         goto done;
     }
     if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout)) {
         snprintf(err, sizeof err, "stdout: %s", strerror(errno));
-        report("internal", err);
+        report(RNND_E_INTERNAL, err);
         goto done;
     }
     status = 0;

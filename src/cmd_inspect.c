@@ -103,6 +103,16 @@ static void print_layer_options(const rnnd_layer_spec *ls)
     case RNND_CELL_JORDAN:
         printf(" output_size=%d", ls->output_size);
         break;
+    case RNND_CELL_CLOCKWORK:
+        printf(" periods=");
+        for (int k = 0; k < ls->n_periods; k++)
+            printf("%s%d", k ? "," : "", ls->periods[k]);
+        printf(" (%d modules of %d units)", ls->n_periods, ls->hidden / ls->n_periods);
+        break;
+    case RNND_CELL_SLSTM:
+        printf(" heads=%d (d=%d) forget=%s", ls->heads, ls->hidden / ls->heads,
+               ls->exp_forget ? "exp" : "sigmoid");
+        break;
     }
     printf("\n");
 }
@@ -132,6 +142,8 @@ static void print_text(const char *path, const rnnd_model *m)
         for (int d = 0; d < ls->num_directions; d++) {
             printf("             activations%s: ",
                    ls->num_directions > 1 ? (d ? " (backward)" : " (forward)") : "");
+            if (ls->n_act == 0)
+                printf("exp, tanh, sigmoid (fixed by the cell)");
             for (int a = 0; a < ls->n_act; a++) {
                 if (a)
                     printf(", ");
@@ -223,6 +235,17 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
         break;
     case RNND_CELL_JORDAN:
         put(o, "output_size", json_integer(ls->output_size));
+        break;
+    case RNND_CELL_CLOCKWORK: {
+        json_t *p = json_array();
+        for (int k = 0; k < ls->n_periods; k++)
+            json_array_append_new(p, json_integer(ls->periods[k]));
+        put(o, "periods", p);
+        break;
+    }
+    case RNND_CELL_SLSTM:
+        put(o, "heads", json_integer(ls->heads));
+        put(o, "forget", json_string(ls->exp_forget ? "exp" : "sigmoid"));
         break;
     }
     json_t *acts = json_array();

@@ -26,13 +26,6 @@
 #define SWEEP_INTERVAL_S 1
 #define STATUS_INTERVAL_S 5
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* A worker's context is its index: batchers keep their scratch per worker (batcher.h). */
 static void *worker_init(void *arg, size_t index)
 {
@@ -156,7 +149,7 @@ static void notify_status(rnnd_app *app, const char *what)
 static int wait_idle(rnnd_http *h, double deadline)
 {
     while (rnnd_http_active(h)) {
-        if (now_s() >= deadline)
+        if (rnnd_mono_s() >= deadline)
             return 0;
         usleep(5000);
     }
@@ -317,14 +310,14 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     /* the main loop wakes at least every second, and often enough for the watchdog */
     double wd = rnnd_notify_watchdog_usec() / 1e6;
     double tick_s = wd > 0 && wd / 4 < SWEEP_INTERVAL_S ? wd / 4 : SWEEP_INTERVAL_S;
-    double next_wd = now_s(), next_status = now_s() + STATUS_INTERVAL_S;
+    double next_wd = rnnd_mono_s(), next_status = rnnd_mono_s() + STATUS_INTERVAL_S;
     int sig = 0;
-    double next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
+    double next_snapshot = rnnd_mono_s() + (double)cfg->snapshot_interval_s;
     while (!sig) {
         struct timespec tick = {(time_t)tick_s, (long)((tick_s - (time_t)tick_s) * 1e9)};
         siginfo_t info;
         int got = sigtimedwait(sigs, &info, &tick);
-        double now = now_s();
+        double now = rnnd_mono_s();
         if (wd > 0 && now >= next_wd) {
             rnnd_notify_watchdog();
             next_wd = now + wd / 2;
@@ -348,11 +341,11 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
             if (n)
                 RNND_LOG(&app->log, RNND_LOG_DEBUG, "sessions_expired", "count=%zu", n);
         }
-        if (cfg->snapshot_interval_s > 0 && now_s() >= next_snapshot) {
+        if (cfg->snapshot_interval_s > 0 && rnnd_mono_s() >= next_snapshot) {
             rnnd_persist_save(app, 1);
             if (wd > 0)
                 rnnd_notify_watchdog();     /* a long snapshot must not look like a hang */
-            next_snapshot = now_s() + (double)cfg->snapshot_interval_s;
+            next_snapshot = rnnd_mono_s() + (double)cfg->snapshot_interval_s;
         }
     }
     rnnd_notify_stopping();
@@ -361,14 +354,14 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
              sig == SIGINT ? "SIGINT" : "SIGTERM", rnnd_http_active(h));
     atomic_store(&app->draining, 1);
     rnnd_http_quiesce(h);
-    double deadline = now_s() + (double)cfg->shutdown_timeout_s;
+    double deadline = rnnd_mono_s() + (double)cfg->shutdown_timeout_s;
     int clean = wait_idle(h, deadline);
     if (!clean) {
         /* out of time: what is still queued gets 503, running infer rounds stop at their
          * next step (503 too), running step rounds complete (one step each) */
         stop_batchers(app);
         rnnd_pool_stop(app->pool);
-        wait_idle(h, now_s() + 1.0);
+        wait_idle(h, rnnd_mono_s() + 1.0);
     }
     /* every deferred request has been resumed: libmicrohttpd may stop now */
     rnnd_pool_stop(app->pool);
@@ -427,7 +420,9 @@ int rnnd_cmd_serve(int argc, char **argv)
     memset(&app, 0, sizeof app);
     app.cfg = &cfg;
     rnnd_log_init(&app.log, (int)cfg.log_level, stderr);
-    rnnd_metrics_init(&app.metrics);
+    const char *route_names[RNND_METRICS_ROUTES];
+    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    rnnd_metrics_init(&app.metrics, route_names, nroutes);
     atomic_init(&app.draining, 0);
     app.listen_fd = listen_fd;
     app.infer_limits.max_sequences = (size_t)cfg.max_sequences;

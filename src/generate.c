@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batcher.h"
+#include "membudget.h"
 #include "rng.h"
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
@@ -35,7 +37,7 @@ struct gen {
     size_t n_gen;               /* tokens chosen */
     int finish;                 /* enum rnnd_gen_finish once decided, else -1 */
     int stop_index;
-    const char *code;
+    enum rnnd_errcode code;
     char message[256];
     rnnd_gen_sink sink;
 };
@@ -222,7 +224,7 @@ static int stop_match(const struct gen *g, size_t added)
     return -1;
 }
 
-static void end_with_error(struct gen *g, const char *code, const char *fmt, uint64_t arg)
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, uint64_t arg)
 {
     g->finish = RNND_GEN_ERROR;
     g->code = code;
@@ -246,7 +248,7 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
     }
     int32_t id = rnnd_sample(g->sampler, row, g->vocab, g->norm, &g->p.sampling, &g->prng);
     if (id < 0) {
-        end_with_error(g, "numeric_error", "the model's output is NaN or infinite after step "
+        end_with_error(g, RNND_E_NUMERIC_ERROR, "the model's output is NaN or infinite after step "
                        "%" PRIu64 "; the session keeps that state", rnnd_session_steps(j->job.session));
         return;
     }
@@ -259,7 +261,7 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
         if (text_append(g, g->piece, tlen)) {
             g->tokens[--j->n_steps] = 0;
             g->n_gen--;
-            end_with_error(g, "out_of_memory", "out of memory for the text after %" PRIu64
+            end_with_error(g, RNND_E_OUT_OF_MEMORY, "out of memory for the text after %" PRIu64
                            " tokens", (uint64_t)g->n_gen);
             return;
         }
@@ -283,11 +285,11 @@ static void gen_finish(rnnd_job *job)
     rnnd_step_job *j = &g->sj;
     if (j->outcome == RNND_STEP_STOPPED) {
         g->finish = RNND_GEN_ERROR;
-        g->code = "unavailable";
+        g->code = RNND_E_UNAVAILABLE;
         snprintf(g->message, sizeof g->message, "the server is shutting down");
     } else if (j->outcome == RNND_STEP_FAILED) {
         g->finish = RNND_GEN_ERROR;
-        g->code = rnnd_error_code(j->status);
+        g->code = rnnd_errcode_of(j->status);
         snprintf(g->message, sizeof g->message, "%s", j->err);
     } else if (g->finish < 0) {
         g->finish = RNND_GEN_LENGTH;    /* not reached: every path decides */
@@ -354,7 +356,7 @@ size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
     return rnnd_sat_add(bytes, GEN_FRAME);
 }
 
-int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
+int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
                   const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
                   size_t errlen)
 {
@@ -408,11 +410,11 @@ int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t 
     g->sj.out = g->out;
     g->sj.if_steps = -1;
     g->sj.after_step = gen_after_step;
-    g->metrics = &app->metrics;
-    atomic_fetch_add(&app->metrics.generations_active, 1);
+    g->metrics = metrics;
+    atomic_fetch_add(&metrics->generations_active, 1);
     int why = rnnd_session_submit(s, &g->sj.job);
     if (why != RNND_SESSION_FOUND) {
-        atomic_fetch_sub(&app->metrics.generations_active, 1);
+        atomic_fetch_sub(&metrics->generations_active, 1);
         gen_free(g);
         return why;
     }

@@ -18,7 +18,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app.h"
+#include "metrics.h"
+#include "registry.h"
+#include "rnnd/errcode.h"
 #include "rnnd/sample.h"
 #include "session.h"
 
@@ -67,7 +69,7 @@ enum rnnd_gen_finish {
 
 typedef struct rnnd_gen_result {
     int finish;                     /* enum rnnd_gen_finish */
-    const char *code;               /* RNND_GEN_ERROR: the API error code (docs/api.md) */
+    enum rnnd_errcode code;         /* RNND_GEN_ERROR: the API error code (docs/api.md) */
     char message[256];
     size_t prompt_tokens;           /* fed */
     size_t completion_tokens;       /* chosen and fed */
@@ -104,10 +106,10 @@ size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
                       size_t token_reply);
 
 /* Queue a generation on session S (a session of ENTRY's model; the engine takes its own
- * reference) with PROMPT (N_PROMPT >= 1 ids, copied). Returns RNND_SESSION_FOUND (0) when
+ * reference), counted in METRICS (generations, tokens) with PROMPT (N_PROMPT >= 1 ids, copied). Returns RNND_SESSION_FOUND (0) when
  * queued: the sink gets done() later; or the rnnd_session_submit() reason S left the table,
  * or -1 when out of memory (ERR says so): then no callback is made. */
-int rnnd_generate(rnnd_app *app, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
+int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
                   const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
                   size_t errlen);
 

@@ -26,6 +26,7 @@
 #include "linger.h"
 #include "rng.h"
 #include "rnnd/infer.h"
+#include "rnnd/json_depth.h"
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
@@ -41,44 +42,64 @@
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
+/* What a route is, beside its handlers: who may call it, when, and how its body and errors
+ * are shaped. Adding a route is one line of the table below. */
+enum route_flags {
+    RT_OPEN = 1 << 0,       /* answered without an API key (health probes) */
+    RT_DRAIN = 1 << 1,      /* still answered while the server drains (liveness) */
+    RT_RAW_BODY = 1 << 2,   /* the handler scans the raw body itself (rnnd_req_decode) */
+    RT_V2 = 1 << 3,         /* KServe v2: its error shape, and any Content-Type */
+    RT_MODEL = 1 << 4,      /* the first path parameter is a model name (the access log) */
+};
+
 struct route {
     const char *pattern;    /* '*' matches one path segment */
     rnnd_handler get, post, put, del;
+    unsigned flags;         /* enum route_flags */
 };
 
 static const struct route routes[] = {
-    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL},
-    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL},
-    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL},
-    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL},
-    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL},
-    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL},
-    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL},
-    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL},
-    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete},
-    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL},
-    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL},
-    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL},
-    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL},
-    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL},
-    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL},
-    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL},
-    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL},
-    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
-    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
-    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
-    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL},
-    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL},
-    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL},
-    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
-    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
-    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL},
-    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL},
+    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN},
+    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN},
+    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0},
+    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0},
+    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL},
+    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL},
+    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL, RT_MODEL},
+    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL, 0},
+    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete, 0},
+    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL, RT_RAW_BODY},
+    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0},
+    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0},
+    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0},
+    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0},
+    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2},
+    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN},
+    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN},
+    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
+     RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
+    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
+     RT_V2 | RT_MODEL},
 };
 
-const char *rnnd_http_route_name(size_t i)
+#define ROUTE_COUNT (sizeof routes / sizeof routes[0])
+/* metrics.c keeps one row per route and one for "no route" */
+_Static_assert(ROUTE_COUNT + 1 == RNND_METRICS_ROUTES,
+               "RNND_METRICS_ROUTES (metrics.h) must be the route count + 1");
+
+size_t rnnd_http_route_names(const char **out, size_t cap)
 {
-    return i < sizeof routes / sizeof routes[0] ? routes[i].pattern : NULL;
+    for (size_t i = 0; i < ROUTE_COUNT && i < cap; i++)
+        out[i] = routes[i].pattern;
+    return ROUTE_COUNT;
 }
 
 /* ---- state ------------------------------------------------------------------------------- */
@@ -236,14 +257,14 @@ void rnnd_reply_empty(rnnd_req *r, unsigned status)
         r->status = 503;
 }
 
-void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int status = rnnd_error_http_status(code);
+    unsigned status = rnnd_errcode_http(code);
     if (status == 429 || status == 503) {
         char ra[32];
         snprintf(ra, sizeof ra, "%lld", (long long)r->http->app->cfg->retry_after_s);
@@ -251,15 +272,18 @@ void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    if (!strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/')) {
+    /* A path that matched no route is judged by its prefix: a v2 client still gets v2's shape */
+    int v2 = r->route ? (r->route->flags & RT_V2) != 0
+                      : !strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/');
+    if (v2) {
         /* the KServe v2 protocol's error shape, for refusals made before a v2 handler ran */
         rnnd_buf_puts(&b, "{\"error\":");
         rnnd_buf_json_string(&b, msg);
         rnnd_buf_puts(&b, "}");
     } else {
-        rnnd_error_json(&b, code, msg);
+        rnnd_error_json(&b, rnnd_errcode_name(code), msg);
     }
-    rnnd_reply(r, (unsigned)status, &b);
+    rnnd_reply(r, status, &b);
 }
 
 /* ---- handler API ------------------------------------------------------------------------- */
@@ -374,13 +398,6 @@ static double elapsed_ms(const struct timespec *t0)
     return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 rnnd_stream *rnnd_stream_new(void)
 {
     rnnd_stream *st = calloc(1, sizeof *st);
@@ -389,7 +406,7 @@ rnnd_stream *rnnd_stream_new(void)
     pthread_mutex_init(&st->mu, NULL);
     st->refs = 1;
     st->fd = -1;
-    st->last_write = mono_s();
+    st->last_write = rnnd_mono_s();
     return st;
 }
 
@@ -438,7 +455,7 @@ static int stream_append_locked(rnnd_stream *st, const char *data, size_t len)
     }
     memcpy(st->buf + st->len, data, len);
     st->len += len;
-    st->last_write = mono_s();
+    st->last_write = rnnd_mono_s();
     stream_wake_locked(st);
     return 0;
 }
@@ -557,7 +574,7 @@ static void *pinger_main(void *arg)
         until.tv_sec += until.tv_nsec / 1000000000;
         until.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&h->swake, &h->smu, &until);
-        double now = mono_s();
+        double now = rnnd_mono_s();
         for (rnnd_stream *st = h->streams; st; st = st->next) {
             pthread_mutex_lock(&st->mu);
             if (!st->closed && !st->gone && now - st->last_write >= every)
@@ -634,7 +651,7 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
         return;
     pthread_mutex_lock(&h->cmu);
     if (reading && !c->reading) {
-        c->t0 = mono_s();
+        c->t0 = rnnd_mono_s();
         c->body = 0;
         c->w0 = 0;
         c->w0_body = 0;
@@ -671,7 +688,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         if (addr && addr->client_addr)
             copy_client_addr(&c->addr, addr->client_addr);
         c->reading = 1;
-        c->t0 = mono_s();
+        c->t0 = rnnd_mono_s();
         pthread_mutex_lock(&h->cmu);
         c->next = h->conns;
         if (h->conns)
@@ -709,7 +726,7 @@ static void *watch_main(void *arg)
         until.tv_sec += until.tv_nsec / 1000000000;
         until.tv_nsec %= 1000000000;
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
-        double now = mono_s();
+        double now = rnnd_mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
             if (!c->reading)
                 continue;
@@ -893,7 +910,7 @@ static void check_trailers(rnnd_req *r)
         return;
     r->nheaders = 0;
     rnnd_reply_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    rnnd_reply_error(r, "invalid_request", "%s", why);
+    rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", why);
 }
 
 /* The first call: headers are in, the body is not. Decide everything that does not need the
@@ -915,14 +932,14 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     if (bad == RNND_ERR_LIMIT) {
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_error_json(&b, "limit_exceeded", why);
+        rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), why);
         rnnd_reply(r, 431, &b);
         return 1;
     }
     if (!bad)
         bad = check_line(r, c, method, version, why, sizeof why);
     if (bad) {
-        rnnd_reply_error(r, "invalid_request", "%s", why);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", why);
         return 1;
     }
     /* a chunked body may be endless: refusing it means closing, not reading it to its end */
@@ -938,10 +955,10 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         too_big = *end == '\0' && clen > (unsigned long long)app->cfg->max_body_bytes;
     }
     if (c && c->path_err[0]) {
-        rnnd_reply_error(r, "invalid_request", "%s", c->path_err);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", c->path_err);
         return too_big || chunked;
     }
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
         if (match(routes[i].pattern, url, r)) {
             r->route = &routes[i];
             break;
@@ -959,27 +976,24 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_empty(r, 204);
         return too_big || chunked;
     }
-    if (atomic_load(&app->draining) && !(r->route && (r->route->get == rnnd_api_healthz ||
-                                                       r->route->get == rnnd_api_v2_live))) {
+    if (atomic_load(&app->draining) && !(r->route && (r->route->flags & RT_DRAIN))) {
         rnnd_reply_header(r, "Connection", "close");
-        rnnd_reply_error(r, "unavailable", "the server is shutting down");
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         return too_big || chunked;
     }
     const struct route *rt = r->route;
-    int open_route = rt && (rt->get == rnnd_api_healthz || rt->get == rnnd_api_readyz ||
-                            rt->get == rnnd_api_v2_live || rt->get == rnnd_api_v2_ready);
-    if (app->auth.n && !open_route) {
+    if (app->auth.n && !(rt && (rt->flags & RT_OPEN))) {
         r->key = rnnd_auth_check(&app->auth, MHD_lookup_connection_value(
                                      r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
         if (!r->key) {
             rnnd_reply_header(r, "WWW-Authenticate", "Bearer realm=\"rnnd\"");
-            rnnd_reply_error(r, "unauthorized", "a valid API key is required: "
+            rnnd_reply_error(r, RNND_E_UNAUTHORIZED, "a valid API key is required: "
                              "Authorization: Bearer KEY");
             return too_big || chunked;
         }
     }
     if (!r->route) {
-        rnnd_reply_error(r, "not_found", "no such resource: %s", url);
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no such resource: %s", url);
         return too_big || chunked;
     }
     if (options) {      /* behind the key check, as every route is */
@@ -997,11 +1011,11 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     }
     if (!r->handler) {
         allow_header(r, rt);
-        rnnd_reply_error(r, "method_not_allowed", "%s is not allowed on %s", method, url);
+        rnnd_reply_error(r, RNND_E_METHOD_NOT_ALLOWED, "%s is not allowed on %s", method, url);
         return too_big || chunked;
     }
     if (too_big) {
-        rnnd_reply_error(r, "limit_exceeded", "request body of %llu bytes is over "
+        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "request body of %llu bytes is over "
                          "max_body_bytes (%lld)", clen, (long long)app->cfg->max_body_bytes);
         return 1;
     }
@@ -1011,13 +1025,12 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         int has_body = (cl && clen > 0) || chunked;
         /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
          * the v2 routes take any type and let the JSON decoder judge the body */
-        int v2 = !strncmp(url, "/v2/", 4);
-        if (!v2 && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
+        if (!(rt->flags & RT_V2) && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             if (ct)
-                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
                                  "Content-Type: application/json, not \"%.100s\"", ct);
             else
-                rnnd_reply_error(r, "unsupported_media_type", "the request body must be "
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
                                  "Content-Type: application/json; the request has no "
                                  "Content-Type");
             return chunked;
@@ -1082,7 +1095,7 @@ static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned s
 static void start_closing(rnnd_req *r)
 {
     r->closing = 1;
-    r->closing_t0 = mono_s();
+    r->closing_t0 = rnnd_mono_s();
     free(r->body);
     r->body = NULL;
     rnnd_mem_uncharge(&r->mem, r->cap);
@@ -1112,10 +1125,10 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     }
     if (over || rc) {
         if (!r->replied && over)
-            rnnd_reply_error(r, "limit_exceeded", "request body is over max_body_bytes (%zu)",
+            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "request body is over max_body_bytes (%zu)",
                              max);
         else if (!r->replied)
-            rnnd_reply_error(r, rnnd_error_code(rc), "the request body: %s", err);
+            rnnd_reply_error(r, rnnd_errcode_of(rc), "the request body: %s", err);
         start_closing(r);
         if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
             r->on_socket = 1;
@@ -1125,7 +1138,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     }
     if (r->closing) {
         r->dropped += n;
-        if (!rnnd_linger_spent(&h->linger_limits, mono_s() - r->closing_t0, 0, r->dropped))
+        if (!rnnd_linger_spent(&h->linger_limits, rnnd_mono_s() - r->closing_t0, 0, r->dropped))
             return 0;
         RNND_LOG(&h->app->log, RNND_LOG_INFO, "body_cut", "endpoint=%s dropped=%llu",
                  r->route ? r->route->pattern : "-", (unsigned long long)r->dropped);
@@ -1138,7 +1151,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
         char *g = realloc(r->body, cap);
         if (!g) {
             rnnd_mem_uncharge(&r->mem, cap - r->cap);
-            rnnd_reply_error(r, "out_of_memory", "out of memory for the request body");
+            rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for the request body");
             return 0;
         }
         r->body = g;
@@ -1149,36 +1162,12 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     return 0;
 }
 
-/* Nesting depth of JSON text, counting [ and { outside strings; stops past MAX. */
-static int json_depth_ok(const char *s, size_t n, long max)
-{
-    long depth = 0;
-    int in_str = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max)
-                return 0;
-        } else if (c == ']' || c == '}') {
-            depth--;
-        }
-    }
-    return 1;
-}
-
 /* Decode the body (there is one, not yet decoded). Replies and returns -1 on error. */
 static int decode_body(rnnd_req *r)
 {
     rnnd_app *app = r->http->app;
-    if (!json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
-        rnnd_reply_error(r, "invalid_json", "JSON nested deeper than max_json_depth (%lld)",
+    if (rnnd_json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
+        rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)app->cfg->max_json_depth);
         return -1;
     }
@@ -1188,12 +1177,13 @@ static int decode_body(rnnd_req *r)
     size_t body_bytes = r->cap;
     int rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? "invalid_json" : rnnd_error_code(rc),
+        rnnd_reply_error(r, rc == RNND_ERR_INVALID ? RNND_E_INVALID_JSON : rnnd_errcode_of(rc),
                          "%s", err);
         return -1;
     }
     if (!json_is_object(r->json)) {
-        rnnd_reply_error(r, "invalid_request", "the request body must be a JSON object, got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body must be a JSON object, got %s",
                          rnnd_json_type_desc(r->json));
         return -1;
     }
@@ -1204,12 +1194,6 @@ static int decode_body(rnnd_req *r)
     return 0;
 }
 
-/* Handlers that look at the raw body first and decode it themselves (rnnd_req_decode): the
- * step endpoint scans its common body shape without a JSON DOM (rnnd/step_scan.h). */
-static int lazy_body(rnnd_handler h)
-{
-    return h == rnnd_api_session_step;
-}
 
 int rnnd_req_decode(rnnd_req *r)
 {
@@ -1225,11 +1209,13 @@ const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
 /* The whole body is in: decode it (unless the handler does) and run the handler. */
 static void dispatch(rnnd_req *r)
 {
-    if (r->len && !lazy_body(r->handler) && decode_body(r))
+    /* RT_RAW_BODY: the step endpoint scans its common body shape without a JSON DOM
+     * (rnnd/step_scan.h) and decodes it itself only when that fails */
+    if (r->len && !(r->route->flags & RT_RAW_BODY) && decode_body(r))
         return;
     r->handler(r);
     if (!r->deferred && !r->replied && !r->stream)
-        rnnd_reply_error(r, "internal", "the handler gave no reply");
+        rnnd_reply_error(r, RNND_E_INTERNAL, "the handler gave no reply");
 }
 
 static enum MHD_Result send_reply(rnnd_req *r)
@@ -1336,7 +1322,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode toe)
 {
     rnnd_app *app = h->app;
-    size_t route = r->route ? (size_t)(r->route - routes) : RNND_METRICS_ROUTES - 1;
+    size_t route = r->route ? (size_t)(r->route - routes) : ROUTE_COUNT;
     unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
                       r->on_socket ? r->status : 0;
     double secs = elapsed_ms(&r->t0) / 1e3;
@@ -1345,8 +1331,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
         return;
     /* the route pattern, not the path: session ids are capabilities and stay out of logs */
     const char *model = "";
-    if (r->route && (!strncmp(r->route->pattern, "/v1/models/*", 12) ||
-                     !strncmp(r->route->pattern, "/v2/models/*", 12)))
+    if (r->route && (r->route->flags & RT_MODEL))
         model = r->params[0];
     char q[200];
     RNND_LOG(&app->log, RNND_LOG_INFO, "access",
@@ -1421,7 +1406,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         c->uri_refused = 1;
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, "limit_exceeded", msg);
+    rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), msg);
     size_t len;
     char *body = rnnd_buf_failed(&b) ? NULL : rnnd_buf_steal(&b, &len);
     rnnd_buf_free(&b);

@@ -17,6 +17,7 @@
 
 #include "app.h"
 #include "rnnd/buf.h"
+#include "rnnd/errcode.h"
 
 typedef struct rnnd_http rnnd_http;
 typedef struct rnnd_req rnnd_req;
@@ -28,9 +29,9 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen);
 uint16_t rnnd_http_port(const rnnd_http *h);
 /* Stop accepting connections (open ones are still served). */
 void rnnd_http_quiesce(rnnd_http *h);
-/* The I-th route's pattern (a star stands for each path parameter), NULL past the last:
- * the endpoint label of the request metrics. */
-const char *rnnd_http_route_name(size_t i);
+/* The route patterns (a star stands for each path parameter), in the order the request
+ * metrics number them: up to CAP of them into OUT; returns how many there are. */
+size_t rnnd_http_route_names(const char **out, size_t cap);
 /* Requests received and not yet fully answered. */
 size_t rnnd_http_active(rnnd_http *h);
 /* Close everything and free. No request may be deferred any more. NULL is a no-op. */
@@ -49,10 +50,10 @@ const char *rnnd_req_param(const rnnd_req *r, int i);
 const char *rnnd_req_query(rnnd_req *r, const char *key);
 /* The decoded body (an object), or NULL when the body was empty. Owned by the request. */
 json_t *rnnd_req_body(const rnnd_req *r);
-/* Routes whose handler decodes the body itself (http.c's lazy_body) get it undecoded:
- * rnnd_req_raw_body gives its bytes (not NUL-terminated; NULL and *LEN 0 when empty or once
- * decoded), rnnd_req_decode decodes it exactly as for every other route (nesting limit,
- * JSON, an object) for rnnd_req_body, or replies the error and returns -1. */
+/* Routes whose handler decodes the body itself (RT_RAW_BODY in http.c's table) get it
+ * undecoded: rnnd_req_raw_body gives its bytes (not NUL-terminated; NULL and *LEN 0 when
+ * empty or once decoded), rnnd_req_decode decodes it exactly as for every other route
+ * (nesting limit, JSON, an object) for rnnd_req_body, or replies the error and returns -1. */
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len);
 int rnnd_req_decode(rnnd_req *r);
 rnnd_app *rnnd_req_app(const rnnd_req *r);
@@ -66,7 +67,7 @@ void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);
 /* Reply STATUS with no body (204). */
 void rnnd_reply_empty(rnnd_req *r, unsigned status);
 /* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE. */
-void rnnd_reply_error(rnnd_req *r, const char *code, const char *fmt, ...)
+void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Add a response header (copied). At most a few per request. */
 void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);

@@ -485,6 +485,110 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
     return 0;
 }
 
+int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
+                       const float *vectors, const rnnd_infer_limits *limits,
+                       rnnd_infer_req **out, char *err, size_t errlen)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
+    int tok = spec->input_kind == RNND_INPUT_TOKENS;
+    size_t dim = tok ? 1 : (size_t)spec->input_dim;
+    size_t od = (size_t)rnnd_net_output_dim(net);
+
+    *out = NULL;
+    if (!n_seq)
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
+    if (!steps)
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs[0]: expected at least one step");
+    if (tok ? !tokens : !vectors)
+        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected %s",
+                    tok ? "token ids" : "vectors");
+    /* the limits of rnnd_infer_parse(), in its words */
+    if (limits && limits->max_sequences && n_seq > limits->max_sequences)
+        return fail(RNND_ERR_LIMIT, err, errlen,
+                    "inputs: %zu sequences, more than max_sequences (%zu)", n_seq,
+                    limits->max_sequences);
+    if (limits && limits->max_steps && steps > limits->max_steps)
+        return fail(RNND_ERR_LIMIT, err, errlen,
+                    "inputs[0]: %zu steps, more than max_infer_steps (%zu) per sequence", steps,
+                    limits->max_steps);
+    if (n_seq > SIZE_MAX / steps || n_seq * steps > SIZE_MAX / dim ||
+        (od && n_seq * steps > SIZE_MAX / sizeof(float) / od))
+        return fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+    size_t total = n_seq * steps;
+    if (limits && limits->max_total_steps && total > limits->max_total_steps)
+        return fail(RNND_ERR_LIMIT, err, errlen,
+                    "inputs: %zu steps in all, more than max_infer_steps (%zu) per request", total,
+                    limits->max_total_steps);
+    rnnd_infer_req *req = calloc(1, sizeof *req);
+    if (!req || !(req->lens = alloc_array(n_seq, sizeof *req->lens))) {
+        free(req);
+        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    }
+    for (size_t b = 0; b < n_seq; b++)
+        req->lens[b] = steps;
+    req->n_seq = n_seq;
+    req->total_steps = total;
+    req->max_len = steps;
+    int rc = 0;
+    if (limits && limits->admit)
+        rc = limits->admit(limits->admit_ctx, rnnd_infer_bytes(net, req), err, errlen);
+    if (!rc && tok) {
+        req->tok_flat = alloc_array(total, sizeof *req->tok_flat);
+        req->tokens = alloc_array(n_seq, sizeof *req->tokens);
+        if (!req->tok_flat || !req->tokens)
+            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
+        for (size_t i = 0; !rc && i < total; i++) {
+            if (tokens[i] < 0 || tokens[i] >= spec->vocab_size)
+                rc = fail(RNND_ERR_INVALID, err, errlen,
+                          "inputs[%zu][%zu]: token id %d out of range [0, %d)", i / steps,
+                          i % steps, (int)tokens[i], spec->vocab_size);
+            else
+                req->tok_flat[i] = tokens[i];
+        }
+        for (size_t b = 0; !rc && b < n_seq; b++)
+            req->tokens[b] = req->tok_flat + b * steps;
+    } else if (!rc) {
+        req->vec_flat = alloc_array(total * dim, sizeof *req->vec_flat);
+        req->vectors = alloc_array(n_seq, sizeof *req->vectors);
+        if (!req->vec_flat || !req->vectors)
+            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
+        for (size_t i = 0; !rc && i < total * dim; i++) {
+            if (!isfinite(vectors[i]))
+                rc = fail(RNND_ERR_INVALID, err, errlen,
+                          "inputs[%zu][%zu][%zu]: not a finite number", i / dim / steps,
+                          i / dim % steps, i % dim);
+            else
+                req->vec_flat[i] = vectors[i];
+        }
+        for (size_t b = 0; !rc && b < n_seq; b++)
+            req->vectors[b] = req->vec_flat + b * steps * dim;
+    }
+    if (rc) {
+        rnnd_infer_req_free(req);
+        return rc;
+    }
+    *out = req;
+    return 0;
+}
+
+const float *rnnd_infer_req_outputs(const rnnd_net *net, const rnnd_infer_req *req, size_t b,
+                                    size_t *rows)
+{
+    *rows = 0;
+    if (!req->ran || b >= req->n_seq)
+        return NULL;
+    if (net_pools(net)) {
+        *rows = 1;
+        return req->outputs[b];
+    }
+    if (req->last) {
+        *rows = 1;
+        return req->outputs[b] + (req->lens[b] - 1) * (size_t)rnnd_net_output_dim(net);
+    }
+    *rows = req->lens[b];
+    return req->outputs[b];
+}
+
 /* The first non-finite value among N floats, or N. */
 static size_t first_nonfinite(const float *v, size_t n)
 {
@@ -676,56 +780,6 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
         rnnd_buf_append(out, "]", 1);
     }
     rnnd_buf_append(out, "}", 1);
-}
-
-/* One table: the stable API error codes and the HTTP status each one is meant to get. */
-static const struct {
-    const char *code;
-    int http;
-} error_codes[] = {
-    {"invalid_json", 400},
-    {"invalid_request", 400},
-    {"numeric_error", 400},
-    {"unauthorized", 401},
-    {"forbidden", 403},
-    {"not_found", 404},
-    {"method_not_allowed", 405},
-    {"unsupported", 409},
-    {"conflict", 409},
-    {"gone", 410},
-    {"limit_exceeded", 413},
-    {"unsupported_media_type", 415},
-    {"overloaded", 429},
-    {"internal", 500},
-    {"model_error", 503},
-    {"out_of_memory", 503},
-    {"unavailable", 503},
-    {"no_models", 503},
-};
-
-int rnnd_error_http_status(const char *code)
-{
-    for (size_t i = 0; code && i < sizeof error_codes / sizeof error_codes[0]; i++)
-        if (!strcmp(code, error_codes[i].code))
-            return error_codes[i].http;
-    return 500;
-}
-
-const char *rnnd_error_code(int status)
-{
-    switch (status) {
-    case RNND_ERR_INVALID: return "invalid_request";
-    case RNND_ERR_LIMIT: return "limit_exceeded";
-    case RNND_ERR_UNSUPPORTED: return "unsupported";
-    case RNND_ERR_CONFLICT: return "conflict";
-    case RNND_ERR_NUMERIC: return "numeric_error";
-    case RNND_ERR_IO:
-    case RNND_ERR_FORMAT: return "model_error";
-    case RNND_ERR_NOMEM: return "out_of_memory";
-    case RNND_ERR_BUSY: return "overloaded";
-    case RNND_ERR_STOPPED: return "unavailable";
-    default: return "internal";
-    }
 }
 
 void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)

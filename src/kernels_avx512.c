@@ -299,4 +299,6 @@ const rnnd_kernels rnnd_kern_table_avx512 = {
     .gru_gates = cells_gru_gates,
     .gru_finish = cells_gru_finish,
     .min_row = cells_min_row,
+    .clock_row = cells_clock_row,
+    .slstm_row = cells_slstm_row,
 };

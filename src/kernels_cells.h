@@ -1,5 +1,5 @@
-/* The gate math of one LSTM (depth-gated too), GRU or minGRU / minLSTM batch row, shared by
- * the avx2 and avx512 paths.
+/* The gate math of one LSTM (depth-gated too), GRU, minGRU / minLSTM or clockwork batch row,
+ * shared by the avx2 and avx512 paths.
  *
  * Included by each ISA file after kernels_vmath.h; the ISA layer also defines VLEN (floats
  * per vector) and vld(p, n) / vst(p, v, n), which load and store n <= VLEN floats (zero
@@ -132,6 +132,43 @@ static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *
             out = vadd(vmul(vdiv(f, s), h), vmul(vdiv(i, s), c));
         }
         vst(hn + j, out, n);
+    }
+}
+
+static void cells_clock_row(const rnnd_activation *af, const float *gx, const float *g,
+                            float *hn, size_t j0, size_t j1)
+{
+    for (size_t j = j0; j < j1; j += VLEN) {
+        const size_t n = j1 - j < VLEN ? j1 - j : VLEN;
+        vst(hn + j, vm_act(af, vadd(vld(gx + j, n), vld(g + j, n))), n);
+    }
+}
+
+/* The sLSTM row of rnnd/kernels.h; kern_slstm_row_scalar runs the same operations one unit
+ * at a time through the same kernels_vmath.h text, so every path gives the same bits. */
+static void cells_slstm_row(const rnnd_slstm_math *m, const float *gx, const float *g,
+                            const float *s, float *sn, float *hn, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    const vf zero = vset1(0.0f);
+    for (size_t j = j0; j < j1; j += VLEN) {
+        const size_t n = j1 - j < VLEN ? j1 - j : VLEN;
+        vf pi = vadd(vld(gx + j, n), vld(g + j, n));
+        vf pf = vadd(vld(gx + H + j, n), vld(g + H + j, n));
+        vf pz = vadd(vld(gx + 2 * H + j, n), vld(g + 2 * H + j, n));
+        vf po = vadd(vld(gx + 3 * H + j, n), vld(g + 3 * H + j, n));
+        vf lf = m->exp_forget ? pf : vsub(zero, vm_softplus(vsub(zero, pf)));
+        vf a = vadd(lf, vld(s + 2 * H + j, n));
+        vf mx = vmax(a, pi);
+        vf ig = vm_exp(vsub(pi, mx));
+        vf fg = vm_exp(vsub(a, mx));
+        vf c = vadd(vmul(fg, vld(s + j, n)), vmul(ig, vm_tanh(pz)));
+        vf nn = vadd(vmul(fg, vld(s + H + j, n)), ig);
+        vf h = vdiv(vmul(vm_sigmoid(po), c), nn);
+        vst(sn + j, c, n);
+        vst(sn + H + j, nn, n);
+        vst(sn + 2 * H + j, mx, n);
+        vst(hn + j, h, n);
     }
 }
 

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "rnnd/kernels.h"
 #include "half.h"
@@ -214,6 +215,76 @@ static void kern_min_row_scalar(const rnnd_min_math *m, const float *gx, const f
     }
 }
 
+/* The reference of rnnd_kernels.clock_row; kernels_cells.h does the same per vector. */
+static void kern_clock_row_scalar(const rnnd_activation *af, const float *gx, const float *g,
+                                  float *hn, size_t j0, size_t j1)
+{
+    for (size_t j = j0; j < j1; j++)
+        hn[j] = act_of(af, gx[j] + g[j]);
+}
+
+/* ---- kernels_vmath.h on one float ------------------------------------------------------
+ * The sLSTM is the one cell whose scalar path does not use libm: its exp, tanh, sigmoid and
+ * softplus are kernels_vmath.h's text over this one-lane layer, with the x86 semantics that
+ * file asks for (min/max return the second operand unless the first is strictly smaller /
+ * larger, so NaN and signed zeros come out as on the SIMD paths; vfma is fmaf, one
+ * rounding), so the scalar reference and the SIMD paths agree bit for bit. */
+typedef float vf;
+typedef int32_t vi;
+typedef int vmask;
+
+static inline uint32_t bits_of(float a) { uint32_t u; memcpy(&u, &a, 4); return u; }
+static inline float float_of(uint32_t u) { float a; memcpy(&a, &u, 4); return a; }
+static inline vf vset1(float a) { return a; }
+static inline vf vadd(vf a, vf b) { return a + b; }
+static inline vf vsub(vf a, vf b) { return a - b; }
+static inline vf vmul(vf a, vf b) { return a * b; }
+static inline vf vdiv(vf a, vf b) { return a / b; }
+static inline vf vfma(vf a, vf b, vf c) { return fmaf(a, b, c); }
+static inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vand(vf a, vf b) { return float_of(bits_of(a) & bits_of(b)); }
+static inline vf vor(vf a, vf b) { return float_of(bits_of(a) | bits_of(b)); }
+static inline vf vandnot(vf a, vf b) { return float_of(~bits_of(a) & bits_of(b)); }
+static inline vi vcasti(vf a) { return (vi)bits_of(a); }
+static inline vf vcastf(vi a) { return float_of((uint32_t)a); }
+static inline vi viset1(int a) { return a; }
+static inline vi viadd(vi a, vi b) { return (vi)((uint32_t)a + (uint32_t)b); }
+static inline vi visub(vi a, vi b) { return (vi)((uint32_t)a - (uint32_t)b); }
+static inline vi vislli23(vi a) { return (vi)((uint32_t)a << 23); }
+static inline vi visrai1(vi a) { return a >> 1; }   /* arithmetic, as gcc and clang define it */
+static inline vmask vlt(vf a, vf b) { return a < b; }
+static inline vmask vge(vf a, vf b) { return a >= b; }
+static inline vmask vgt_or_nan(vf a, vf b) { return !(a <= b); }
+static inline vf vsel(vmask m, vf t, vf f) { return m ? t : f; }
+
+#include "kernels_vmath.h"
+
+/* The reference of rnnd_kernels.slstm_row: cells_slstm_row (kernels_cells.h) is the same,
+ * operation for operation, per vector. */
+static void kern_slstm_row_scalar(const rnnd_slstm_math *m, const float *gx, const float *g,
+                                  const float *s, float *sn, float *hn, size_t j0, size_t j1)
+{
+    const size_t H = m->H;
+    for (size_t j = j0; j < j1; j++) {
+        float pi = gx[j] + g[j];
+        float pf = gx[H + j] + g[H + j];
+        float pz = gx[2 * H + j] + g[2 * H + j];
+        float po = gx[3 * H + j] + g[3 * H + j];
+        float lf = m->exp_forget ? pf : 0.0f - vm_softplus(0.0f - pf);
+        float a = lf + s[2 * H + j];
+        float mx = vmax(a, pi);
+        float ig = vm_exp(pi - mx);
+        float fg = vm_exp(a - mx);
+        float c = fg * s[j] + ig * vm_tanh(pz);
+        float n = fg * s[H + j] + ig;
+        sn[j] = c;
+        sn[H + j] = n;
+        sn[2 * H + j] = mx;
+        hn[j] = (vm_sigmoid(po) * c) / n;
+    }
+}
+
 const rnnd_kernels rnnd_kern_table_scalar = {
     .name = "scalar",
     .gemv = kern_gemv_f32_scalar,
@@ -222,4 +293,6 @@ const rnnd_kernels rnnd_kern_table_scalar = {
     .gru_gates = kern_gru_gates_scalar,
     .gru_finish = kern_gru_finish_scalar,
     .min_row = kern_min_row_scalar,
+    .clock_row = kern_clock_row_scalar,
+    .slstm_row = kern_slstm_row_scalar,
 };

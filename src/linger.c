@@ -40,13 +40,6 @@ struct rnnd_linger {
     pthread_t thread;
 };
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 void rnnd_linger_limits_default(rnnd_linger_limits *lim, uint64_t max_body_bytes,
                                 double request_timeout_s)
 {
@@ -151,7 +144,7 @@ static void *linger_main(void *arg)
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
         size_t n = l->n;
-        int timeout = wait_ms_locked(l, mono_s());
+        int timeout = wait_ms_locked(l, rnnd_mono_s());
         l->pfd[0] = (struct pollfd){.fd = l->wake[0], .events = POLLIN};
         for (size_t i = 0; i < n; i++)
             l->pfd[i + 1] = (struct pollfd){.fd = l->socks[i].fd, .events = POLLIN};
@@ -161,7 +154,7 @@ static void *linger_main(void *arg)
             while (read(l->wake[0], sink, sizeof sink) > 0)
                 continue;
         /* unlocked: adds only append, so socks[0..n) are this thread's alone meanwhile */
-        double now = mono_s();
+        double now = rnnd_mono_s();
         for (size_t i = 0; i < n; i++)
             l->socks[i].done = l->pfd[i + 1].revents &&
                                drain(l, &l->socks[i], sink, sizeof sink, now);
@@ -229,7 +222,7 @@ static int host_room_locked(const rnnd_linger *l, const struct sockaddr_storage 
 
 int rnnd_linger_add(rnnd_linger *l, int fd)
 {
-    struct lsock s = {.fd = fd, .t0 = mono_s()};
+    struct lsock s = {.fd = fd, .t0 = rnnd_mono_s()};
     s.last = s.t0;
     socklen_t alen = sizeof s.addr;
     if (getpeername(fd, (struct sockaddr *)&s.addr, &alen))

@@ -5,7 +5,6 @@
 #include <stdio.h>
 
 #include "app.h"
-#include "http.h"
 
 static const unsigned codes[RNND_METRICS_CODES] = {
     0, 200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 415, 429, 500, 503};
@@ -14,8 +13,11 @@ static const double latency_le[RNND_METRICS_LATENCY - 1] = {
 static const char *const method_names[RNND_METRICS_METHODS] = {
     "GET", "HEAD", "POST", "PUT", "DELETE", "other"};
 
-void rnnd_metrics_init(rnnd_metrics *m)
+void rnnd_metrics_init(rnnd_metrics *m, const char *const *routes, size_t nroutes)
 {
+    for (size_t r = 0; r < RNND_METRICS_ROUTES; r++)
+        m->route_names[r] = r < nroutes && r + 1 < RNND_METRICS_ROUTES ? routes[r] : NULL;
+    m->route_names[RNND_METRICS_ROUTES - 1] = "other";
     for (int i = 0; i < RNND_METRICS_STATUS_MAX; i++)
         atomic_init(&m->responses[i], 0);
     atomic_init(&m->infer_requests, 0);
@@ -63,7 +65,7 @@ static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
                        "client left first).\n"
                        "# TYPE rnnd_http_requests_total counter\n");
     for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
-        const char *name = r + 1 < RNND_METRICS_ROUTES ? rnnd_http_route_name(r) : "other";
+        const char *name = m->route_names[r];
         if (!name)
             continue;
         for (size_t k = 0; k < RNND_METRICS_METHODS; k++)
@@ -85,7 +87,7 @@ static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
                        "arrival to the end of its reply, by endpoint.\n"
                        "# TYPE rnnd_http_request_duration_seconds histogram\n");
     for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
-        const char *name = r + 1 < RNND_METRICS_ROUTES ? rnnd_http_route_name(r) : "other";
+        const char *name = m->route_names[r];
         uint64_t cum = 0, counts[RNND_METRICS_LATENCY];
         for (size_t b = 0; b < RNND_METRICS_LATENCY; b++)
             cum += counts[b] = atomic_load(&m->latency[r][b]);
@@ -189,6 +191,13 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
         rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n",
                         set.entries[i]->name,
                         (unsigned long long)rnnd_batcher_steps(set.entries[i]->batcher));
+    rnnd_buf_puts(out, "# HELP rnnd_session_scan_steps_total Session steps computed as whole "
+                       "sequences (long requests of minGRU/minLSTM models).\n"
+                       "# TYPE rnnd_session_scan_steps_total counter\n");
+    for (size_t i = 0; i < set.n; i++)
+        rnnd_buf_printf(out, "rnnd_session_scan_steps_total{model=\"%s\"} %llu\n",
+                        set.entries[i]->name,
+                        (unsigned long long)rnnd_batcher_scan_steps(set.entries[i]->batcher));
     rnnd_buf_printf(out,
                     "# HELP rnnd_infer_requests_total Whole-sequence infer requests run.\n"
                     "# TYPE rnnd_infer_requests_total counter\n"

@@ -10,12 +10,15 @@
 #include "rnnd/buf.h"
 
 #define RNND_METRICS_STATUS_MAX 600
-#define RNND_METRICS_ROUTES 48      /* the last one counts requests that matched no route */
+/* http.c's route count + 1: the last row counts requests that matched no route (http.c
+ * asserts the sum at compile time) */
+#define RNND_METRICS_ROUTES 28
 #define RNND_METRICS_METHODS 6      /* GET HEAD POST PUT DELETE other */
 #define RNND_METRICS_CODES 16       /* the statuses the daemon sends, and "other" */
 #define RNND_METRICS_LATENCY 15     /* latency histogram buckets, +Inf included */
 
 typedef struct rnnd_metrics {
+    const char *route_names[RNND_METRICS_ROUTES];   /* the endpoint labels; NULL: unused */
     atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX];  /* by HTTP status */
     /* by route (http.c's table order), method and status; latency by route */
     atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS]
@@ -30,7 +33,9 @@ typedef struct rnnd_metrics {
     atomic_uint_least64_t snapshot_bytes, snapshot_sessions, snapshot_usec;   /* the last */
 } rnnd_metrics;
 
-void rnnd_metrics_init(rnnd_metrics *m);
+/* ROUTES: the NROUTES route patterns (static strings) that label the request metrics, in
+ * the order rnnd_metrics_request numbers them; beyond them one row counts "other". */
+void rnnd_metrics_init(rnnd_metrics *m, const char *const *routes, size_t nroutes);
 void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
 /* A request finished: ROUTE (< RNND_METRICS_ROUTES), METHOD (enum rnnd_method bit, or 0),
  * its STATUS (0: the client left before a reply) and its time from arrival to the end. */

@@ -42,28 +42,6 @@ int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key
     return status;
 }
 
-int rnnd_json_depth_ok(const char *text, size_t len, int max)
-{
-    int depth = 0, in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i];
-        if (in_str) {
-            if (ch == '\\')
-                i++;    /* skip the escaped character, which may be a quote */
-            else if (ch == '"')
-                in_str = 0;
-        } else if (ch == '"') {
-            in_str = 1;
-        } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
-                return -1;
-        } else if (ch == ']' || ch == '}') {
-            depth--;    /* unbalanced text is the parser's to reject */
-        }
-    }
-    return 0;
-}
-
 /* One entry of the header's tensor table, after its own checks. */
 typedef struct tentry {
     const char *name;       /* owned by the header json_t */
@@ -249,6 +227,36 @@ static int is_depth_gate_tensor(const char *name)
 
 /* Match the tensor table T (N entries, all individually valid) against what the spec
  * needs, and point the spec at the data. */
+/* A clockwork module k reads only modules j >= k: the kernels skip R's blocks below the
+ * block diagonal, so a file with anything else there would compute something other than
+ * what it says. Refused rather than silently ignored. */
+static int check_clock_blocks(lctx *c, const rnnd_model_spec *s)
+{
+    for (int l = 0; l < s->n_layers; l++) {
+        const rnnd_layer_spec *L = &s->layers[l];
+        if (L->cell != RNND_CELL_CLOCKWORK)
+            continue;
+        size_t H = (size_t)L->hidden, hm = H / (size_t)L->n_periods;
+        for (int d = 0; d < L->num_directions; d++) {
+            for (size_t i = hm; i < H; i++) {
+                size_t k = i / hm;
+                for (size_t j = 0; j < k * hm; j++) {
+                    float v = L->w[d].R[i * H + j];
+                    if (v == 0.0f)
+                        continue;
+                    char name[48];
+                    snprintf(name, sizeof name, "layers.%d.%d.R", l, d);
+                    return BAD(c, name, "element [%zu, %zu] is %.9g, but a clockwork module "
+                               "reads only itself and the modules after it: R[i, j] must be 0 "
+                               "when j's module (j / %zu) is below i's (i / %zu)", i, j,
+                               (double)v, hm, hm);
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsigned char *data)
 {
     int rc = 0;
@@ -336,6 +344,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
     }
     if (m->spec.weights != RNND_WEIGHTS_F32)
         rc = halve(c, m, need, bound, nneed, data);
+    if (rc == 0)
+        rc = check_clock_blocks(c, &m->spec);
 out:
     free(idx);
     free(need);
@@ -639,7 +649,7 @@ size_t rnnd_model_state_floats(const rnnd_model *m)
     size_t n = 0;
     for (int l = 0; l < m->spec.n_layers; l++) {
         const rnnd_layer_spec *L = &m->spec.layers[l];
-        size_t per = (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? (size_t)L->hidden : 0);
+        size_t per = (size_t)L->out_dim + rnnd_layer_extra_state(L);
         n += per * (size_t)L->num_directions;
     }
     return n;

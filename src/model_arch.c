@@ -35,7 +35,8 @@ static const float act_defaults[RNND_ACT_COUNT][2] = {
     [RNND_ACT_ELU] = {1.0f, 0.0f},
 };
 
-static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm"};
+static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm",
+                                         "slstm", "clockwork"};
 _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
@@ -56,6 +57,39 @@ const char *rnnd_cell_name(int cell)
 int rnnd_cell_is_min(int cell)
 {
     return cell == RNND_CELL_MINGRU || cell == RNND_CELL_MINLSTM;
+}
+
+size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L)
+{
+    return L->cell == RNND_CELL_LSTM ? (size_t)L->hidden
+         : L->cell == RNND_CELL_SLSTM ? 3 * (size_t)L->hidden : 0;
+}
+
+size_t rnnd_layer_extra_state(const rnnd_layer_spec *L)
+{
+    return rnnd_layer_cell_floats(L) + (L->cell == RNND_CELL_CLOCKWORK ? 2 : 0);
+}
+
+/* Two floats rather than one: a float holds whole numbers exactly only up to 2^24, and a
+ * session can step past that; each half stays below 2^24, so the state stays finite floats
+ * that snapshots and exports copy bit for bit. */
+#define CLOCK_HALF 16777216.0f  /* 2^24 */
+
+uint64_t rnnd_clock_get(const float *st)
+{
+    float lo = st[0], hi = st[1];
+    if (!(lo >= 0.0f && lo < CLOCK_HALF && lo == (float)(uint32_t)lo))
+        lo = 0.0f;
+    if (!(hi >= 0.0f && hi < CLOCK_HALF && hi == (float)(uint32_t)hi))
+        hi = 0.0f;
+    return ((uint64_t)(uint32_t)hi << 24) | (uint64_t)(uint32_t)lo;
+}
+
+void rnnd_clock_put(float *st, uint64_t t)
+{
+    t %= RNND_CLOCK_WRAP;
+    st[0] = (float)(uint32_t)(t & 0xffffff);
+    st[1] = (float)(uint32_t)(t >> 24);
 }
 
 const char *rnnd_direction_name(int dir)
@@ -220,6 +254,7 @@ static void default_acts(rnnd_layer_spec *L)
     for (int d = 0; d < 2; d++) {
         switch (L->cell) {
         case RNND_CELL_RNN:
+        case RNND_CELL_CLOCKWORK:
             L->act[d][0] = tnh;
             break;
         case RNND_CELL_LSTM:
@@ -276,7 +311,8 @@ static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spe
 
 static const char *const layer_keys[] = {
     "type", "hidden_size", "direction", "activations", "clip", "input_forget", "peepholes",
-    "forget_gate", "proj_size", "linear_before_reset", "output_size", "depth_gate", NULL,
+    "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget",
+    "periods", "depth_gate", NULL,
 };
 
 /* A key the layer's type does not use: absent, null, or its default value. */
@@ -290,6 +326,75 @@ static int unused_key(actx *c, const json_t *layer, const char *path, const char
     snprintf(key, sizeof key, "%s.%s", path, name);
     return BAD(c, key, "not used by a %s layer: leave it out",
                json_string_value(json_object_get(layer, "type")));
+}
+
+/* A clockwork layer's "periods": 1 to RNND_MAX_PERIODS strictly increasing positive
+ * integers, as many as divide hidden_size evenly. */
+static int parse_periods(actx *c, const json_t *layer, const char *path, rnnd_layer_spec *L)
+{
+    char key[96];
+    snprintf(key, sizeof key, "%s.periods", path);
+    const json_t *v = json_object_get(layer, "periods");
+    if (L->cell != RNND_CELL_CLOCKWORK) {
+        if (v && !json_is_null(v))
+            return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
+        return 0;
+    }
+    if (!v || json_is_null(v))
+        return BAD(c, key, "missing (a clockwork layer needs a list of strictly increasing "
+                   "positive integers, one period per module)");
+    if (!json_is_array(v))
+        return BAD(c, key, "expected a list of integers, got %s", type_name(v));
+    size_t m = json_array_size(v);
+    if (m < 1 || m > RNND_MAX_PERIODS)
+        return BAD(c, key, "%zu periods: a clockwork layer has 1 to %d modules", m,
+                   RNND_MAX_PERIODS);
+    for (size_t k = 0; k < m; k++) {
+        const json_t *x = json_array_get(v, k);
+        char ek[112];
+        snprintf(ek, sizeof ek, "%s[%zu]", key, k);
+        if (!json_is_integer(x))
+            return BAD(c, ek, "expected an integer, got %s", type_name(x));
+        json_int_t p = json_integer_value(x);
+        if (p < 1 || p > INT32_MAX)
+            return BAD(c, ek, "%lld is out of range 1 to %ld", (long long)p, (long)INT32_MAX);
+        if (k > 0 && p <= L->periods[k - 1])
+            return BAD(c, ek, "%lld is not above the period before it (%d): the periods must "
+                       "be strictly increasing", (long long)p, L->periods[k - 1]);
+        L->periods[k] = (int)p;
+    }
+    L->n_periods = (int)m;
+    if (L->hidden % L->n_periods != 0)
+        return BAD(c, key, "%d modules do not divide hidden_size %d evenly", L->n_periods,
+                   L->hidden);
+    return 0;
+}
+
+/* An slstm layer's "heads" (K: H divisible by K) and "forget" ("exp" or "sigmoid"); both
+ * required, since other tools disagree on the defaults. */
+static int parse_slstm(actx *c, const json_t *v, const char *path, rnnd_layer_spec *L)
+{
+    static const char *const forget_names[] = {"sigmoid", "exp"};
+    char key[96];
+    int rc = get_int(c, v, path, "heads", 1, RNND_MAX_DIM, -1, &L->heads);
+    if (rc)
+        return rc;
+    snprintf(key, sizeof key, "%s.forget", path);
+    const json_t *f = json_object_get(v, "forget");
+    if (!f || json_is_null(f))
+        return BAD(c, key, "missing (\"exp\" or \"sigmoid\": how the forget gate's "
+                   "pre-activation becomes log f)");
+    if ((rc = get_enum(c, v, path, "forget", forget_names, 2, -1, &L->exp_forget)))
+        return json_is_string(f)
+            ? BAD(c, key, "unknown value \"%.40s\" (expected \"exp\" or \"sigmoid\")",
+                  json_string_value(f))
+            : rc;
+    if (L->hidden % L->heads != 0) {
+        snprintf(key, sizeof key, "%s.heads", path);
+        return BAD(c, key, "%d does not divide hidden_size %d (each head holds hidden_size / "
+                   "heads units)", L->heads, L->hidden);
+    }
+    return 0;
 }
 
 static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_spec *L)
@@ -321,6 +426,12 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         rc = get_int(c, v, path, "output_size", 0, RNND_MAX_DIM, 0, &L->output_size);
     if (rc)
         return rc;
+    if (L->cell == RNND_CELL_SLSTM)
+        rc = parse_slstm(c, v, path, L);
+    else if (!(rc = unused_key(c, v, path, "heads", 0)))
+        rc = unused_key(c, v, path, "forget", 0);
+    if (rc)
+        return rc;
 
     const json_t *clip = json_object_get(v, "clip");
     if (clip && !json_is_null(clip)) {
@@ -345,8 +456,12 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (L->cell != RNND_CELL_JORDAN &&
         (rc = unused_key(c, v, path, "output_size", L->output_size == 0)))
         return rc;
-    /* the min cells' equations have no clip (their pre-activations are x's alone) */
-    if (rnnd_cell_is_min(L->cell) && L->has_clip) {
+    if ((rc = parse_periods(c, v, path, L)))
+        return rc;
+    /* the min cells' equations have no clip (their pre-activations are x's alone); nor have
+     * the sLSTM's and the clockwork RNN's */
+    if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_SLSTM ||
+         L->cell == RNND_CELL_CLOCKWORK) && L->has_clip) {
         char key[96];
         snprintf(key, sizeof key, "%s.clip", path);
         return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
@@ -397,10 +512,27 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         L->n_act = 2;
         L->out_dim = L->hidden;
         break;
+    case RNND_CELL_CLOCKWORK:   /* rows of the modules in order */
+        L->gates = 1;
+        L->n_act = 1;
+        L->out_dim = L->hidden;
+        break;
+    case RNND_CELL_SLSTM:       /* rows i, f, z, o; exp, tanh and sigmoid are fixed */
+        L->gates = 4;
+        L->n_act = 0;
+        L->out_dim = L->hidden;
+        break;
     }
     default_acts(L);
     char key[96];
     snprintf(key, sizeof key, "%s.activations", path);
+    if (L->cell == RNND_CELL_SLSTM) {
+        const json_t *a = json_object_get(v, "activations");
+        if (a && !json_is_null(a))
+            return BAD(c, key, "not used by a slstm layer (its exp, tanh and sigmoid are part "
+                       "of the cell): leave it out");
+        return 0;
+    }
     return parse_acts(c, json_object_get(v, "activations"), key, L);
 }
 
@@ -687,9 +819,11 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             char nm[48];
 #define NM(x) (snprintf(nm, sizeof nm, "layers.%d.%d.%s", l, d, x), nm)
             int recurrent = !rnnd_cell_is_min(L->cell);
+            /* slstm: block-diagonal R, each unit's row the d = H / K weights of its head */
+            int r_cols = L->cell == RNND_CELL_SLSTM ? L->hidden / L->heads : L->out_dim;
             mat(&out[n++], NM("W"), gh, L->in_dim, &w->W);
             if (recurrent)
-                mat(&out[n++], NM("R"), gh, L->out_dim, &w->R);
+                mat(&out[n++], NM("R"), gh, r_cols, &w->R);
             req(&out[n++], NM("Wb"), gh, 0, 1, &w->Wb);
             if (recurrent)
                 req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);

@@ -39,10 +39,18 @@ static void put_f32(rnnd_sha256 *h, float f)
     put_u32(h, v);
 }
 
+/* The record's type codes (docs/state.md), fixed whatever order the enum has: 6 is the
+ * clockwork layer's. */
+static const uint32_t type_code[RNND_CELL_COUNT] = {
+    [RNND_CELL_RNN] = 0, [RNND_CELL_LSTM] = 1, [RNND_CELL_GRU] = 2, [RNND_CELL_JORDAN] = 3,
+    [RNND_CELL_MINGRU] = 4, [RNND_CELL_MINLSTM] = 5, [RNND_CELL_CLOCKWORK] = 6,
+    [RNND_CELL_SLSTM] = 7,
+};
+
 static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
 {
     int lstm = L->cell == RNND_CELL_LSTM;
-    put_u32(h, (uint32_t)L->cell);
+    put_u32(h, type_code[L->cell]);
     put_u32(h, (uint32_t)L->direction);
     put_u32(h, (uint32_t)L->hidden);
     put_u32(h, L->has_clip ? 1 : 0);
@@ -57,6 +65,17 @@ static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
      * every digest of a model without one) stays what it was. */
     if (L->depth_gate)
         rnnd_sha256_update(h, "depth_gate", 10);
+    /* sLSTM came later: its two fields follow for it alone, so no other record changes */
+    if (L->cell == RNND_CELL_SLSTM) {
+        put_u32(h, (uint32_t)L->heads);
+        put_u32(h, L->exp_forget ? 1 : 0);
+    }
+    /* clockwork only, so the records of every other type stay what they were */
+    if (L->cell == RNND_CELL_CLOCKWORK) {
+        put_u32(h, (uint32_t)L->n_periods);
+        for (int k = 0; k < L->n_periods; k++)
+            put_u32(h, (uint32_t)L->periods[k]);
+    }
     for (int d = 0; d < L->num_directions; d++) {
         for (int k = 0; k < L->n_act; k++) {
             const rnnd_activation *a = &L->act[d][k];

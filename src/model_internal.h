@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "rnnd/json_depth.h"
 #include "rnnd/model.h"
 
 #define RNND_MAX_HEADER_BYTES ((uint64_t)64 << 20)  /* the JSON header of the file */
@@ -30,10 +31,6 @@ struct rnnd_model {
  * return STATUS. */
 int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key, int status,
                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-
-/* 0 if the JSON TEXT nests at most MAX arrays/objects deep (brackets inside strings don't
- * count), else -1. Run before the parser so hostile nesting never reaches it. */
-int rnnd_json_depth_ok(const char *text, size_t len, int max);
 
 /* Parse and validate __metadata__.verification TEXT into OUT (model_verification.c). Errors
  * name the key, "__metadata__.verification.lengths". Allocates nothing. */

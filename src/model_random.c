@@ -41,6 +41,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
         return rc;
     }
     size_t n = rnnd_arch_required(spec, req), data_len = 0;
+    size_t *offs = malloc((n ? n : 1) * sizeof *offs);      /* each tensor's first float */
     json_t *hdr = json_object();
     json_object_set_new(hdr, "__metadata__",
                         json_pack("{s:s,s:s,s:s}", "format", "rnnd", "format_version", "1",
@@ -56,15 +57,17 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
                             json_pack("{s:s,s:o,s:[I,I]}", "dtype", "F32", "shape", shape,
                                       "data_offsets", (json_int_t)data_len,
                                       (json_int_t)(data_len + count * 4)));
+        offs[i] = data_len / 4;
         data_len += count * 4;
     }
     char *text = json_dumps(hdr, JSON_COMPACT);
     json_decref(hdr);
     size_t hlen = text ? strlen(text) : 0;
     size_t padded = (hlen + 7) & ~(size_t)7;
-    unsigned char *img = text ? malloc(8 + padded + data_len) : NULL;
+    unsigned char *img = text && offs ? malloc(8 + padded + data_len) : NULL;
     if (!img) {
         free(text);
+        free(offs);
         rnnd_arch_release(spec);
         free(spec);
         free(req);
@@ -79,9 +82,23 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
     float *w = (float *)(img + 8 + padded);
     for (size_t i = 0; i < data_len / 4; i++)
         w[i] = next_uniform(&st, scale);
+    /* a clockwork R must be zero below its block diagonal (the loader refuses it otherwise) */
+    for (size_t i = 0; i < n; i++) {
+        for (int l = 0; l < spec->n_layers; l++) {
+            const rnnd_layer_spec *L = &spec->layers[l];
+            for (int d = 0; d < L->num_directions; d++) {
+                if (L->cell != RNND_CELL_CLOCKWORK || req[i].dst != &L->w[d].R)
+                    continue;
+                size_t H = (size_t)L->hidden, hm = H / (size_t)L->n_periods;
+                for (size_t r = 0; r < H; r++)
+                    memset(w + offs[i] + r * H, 0, (r / hm) * hm * sizeof(float));
+            }
+        }
+    }
     rc = rnnd_model_from_buffer(img, 8 + padded + data_len, "random", out, err, errlen);
     free(img);
     free(text);
+    free(offs);
     rnnd_arch_release(spec);
     free(spec);
     free(req);

@@ -20,13 +20,6 @@
 /* how far ahead of this clock a restored creation time may be (a clock stepped back) */
 #define CREATED_AHEAD_S 3600
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* REC from session S as it is now; INFO was taken before any job of ours was queued, so its
  * idle time is the client's, not the snapshot's. The state belongs to the caller. */
 static void fill(rnnd_snap_rec *rec, rnnd_session *s, const rnnd_session_info *info)
@@ -152,7 +145,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
     const char *dir = app->cfg->state_dir;
     if (!dir || !*dir)
         return RNND_OK;
-    double t0 = mono_s();
+    double t0 = rnnd_mono_s();
     char err[512];
     rnnd_snap_writer *w;
     /* the serial only rises, even when the clock steps back or two snapshots share a second */
@@ -203,7 +196,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
         rc = rnnd_snap_writer_commit(w, &records, &bytes, err, sizeof err);
     else
         rnnd_snap_writer_abort(w);
-    double secs = mono_s() - t0;
+    double secs = rnnd_mono_s() - t0;
     rnnd_metrics *m = &app->metrics;
     if (rc) {
         atomic_fetch_add(&m->snapshot_failures, 1);
@@ -317,7 +310,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
     const char *dir = app->cfg->state_dir;
     if (!dir || !*dir)
         return 0;
-    double t0 = mono_s();
+    double t0 = rnnd_mono_s();
     char err[512], q[600];
     rnnd_snap *snap;
     const char *reason = NULL;
@@ -367,11 +360,18 @@ size_t rnnd_persist_restore(rnnd_app *app)
         char bad[256] = "";
         const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
                                                                    : check_rec(app, &rec, &e);
+        /* a clockwork counter must be one the engine writes, as the state import checks */
+        if (!why && rnnd_state_check_counters(e->model, rec.state, bad, sizeof bad))
+            why = "invalid";
         rnnd_session *s = NULL;
-        if (!why && rnnd_session_restore(app->sessions, rec.id, rec.owner, (void *)e,
-                                         e->state_floats, rec.state, rec.steps, rec.ttl_s,
-                                         rec.created, rec.idle_s, &s, err, sizeof err))
-            why = "refused";
+        if (!why) {
+            rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats,
+                                    .state = rec.state, .owner = rec.owner, .steps = rec.steps,
+                                    .ttl_s = rec.ttl_s, .id = rec.id, .created = rec.created,
+                                    .idle_s = rec.idle_s};
+            if (rnnd_session_create(app->sessions, &si, &s, err, sizeof err))
+                why = "refused";
+        }
         if (why) {
             char qm[300];
             dropped++;
@@ -394,7 +394,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
     }
     RNND_LOG(&app->log, RNND_LOG_INFO, "restore",
              "sessions=%zu dropped=%zu bytes=%zu ms=%.1f snapshot_version=%u", restored, dropped,
-             rnnd_snap_bytes(snap), (mono_s() - t0) * 1e3, rnnd_snap_version(snap));
+             rnnd_snap_bytes(snap), (rnnd_mono_s() - t0) * 1e3, rnnd_snap_version(snap));
     rnnd_snap_free(snap);
     return restored;
 }

@@ -28,6 +28,16 @@ typedef struct dir_pack {
     rnnd_packed Rh;     /* gru: the h rows [H, out_dim] */
     rnnd_packed proj;   /* lstm proj_size: [P, H] */
     rnnd_packed V;      /* jordan: [O, H] */
+    /* clockwork: module k's rows of R, only the columns of modules k.. (the blocks below
+     * the diagonal are zero and skipped): [H/m, H - k*H/m] each; n_mod of them */
+    rnnd_packed *Rmod;
+    int n_mod;
+    /* slstm: R's diagonal blocks, [d, d] each (d = H / K), block g * K + k for gate g
+     * (i, f, z, o) and head k: rows g*H + k*d ... of R, read against h[k*d, (k+1)*d).
+     * Separate matrices, so the product skips the zeros off the diagonal and each row
+     * is the same gemv chain as every other layer's. */
+    rnnd_packed *Rblk;
+    int n_rblk;
 } dir_pack;
 
 /* Whole-sequence workspaces kept between calls, so a call allocates nothing once the sizes
@@ -67,6 +77,7 @@ struct rnnd_work {
     float *t1, *t2;     /* [B, max_hidden] temporaries */
     float *c2;          /* depth gates: [B, max_hidden], an lstm's c in turn with t2 (see the
                          * step); NULL without */
+    uint64_t *tc;       /* [B] clockwork counters of the layer being stepped */
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -82,7 +93,7 @@ static size_t gx_width(const rnnd_layer_spec *L)
 
 static size_t layer_state_floats(const rnnd_layer_spec *L)
 {
-    return (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? (size_t)L->hidden : 0);
+    return (size_t)L->out_dim + rnnd_layer_extra_state(L);
 }
 
 static void clip_inplace(const rnnd_layer_spec *L, float *v, size_t n)
@@ -125,6 +136,53 @@ static void release_pack(dir_pack *p)
     rnnd_pack_release(&p->Rh);
     rnnd_pack_release(&p->proj);
     rnnd_pack_release(&p->V);
+    for (int k = 0; k < p->n_mod; k++)
+        rnnd_pack_release(&p->Rmod[k]);
+    free(p->Rmod);
+    p->Rmod = NULL;
+    p->n_mod = 0;
+    for (int i = 0; i < p->n_rblk; i++)
+        rnnd_pack_release(&p->Rblk[i]);
+    free(p->Rblk);
+    p->Rblk = NULL;
+    p->n_rblk = 0;
+}
+
+/* Clockwork: each module's rows of R from its own diagonal block on, packed apart. */
+static int pack_clock(const rnnd_layer_spec *L, const float *R, int T, dir_pack *p)
+{
+    size_t H = (size_t)L->hidden, m = (size_t)L->n_periods, hm = H / m;
+    float *tmp = malloc(hm * H * sizeof *tmp);
+    p->Rmod = calloc(m, sizeof *p->Rmod);
+    int rc = tmp && p->Rmod ? 0 : RNND_ERR_NOMEM;
+    if (p->Rmod)
+        p->n_mod = (int)m;
+    for (size_t k = 0; k < m && rc == 0; k++) {
+        size_t c0 = k * hm, cols = H - c0;
+        for (size_t r = 0; r < hm; r++)
+            memcpy(tmp + r * cols, R + (c0 + r) * H + c0, cols * sizeof *tmp);
+        rc = rnnd_pack_as(tmp, (int)hm, (int)cols, T, &p->Rmod[k]);
+    }
+    free(tmp);
+    return rc;
+}
+
+/* slstm: one packed matrix per gate and head (dir_pack.Rblk). */
+static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack *p)
+{
+    int K = L->heads, d = L->hidden / L->heads;
+    p->Rblk = calloc((size_t)4 * (size_t)K, sizeof *p->Rblk);
+    if (!p->Rblk)
+        return RNND_ERR_NOMEM;
+    p->n_rblk = 4 * K;
+    for (int g = 0; g < 4; g++)
+        for (int k = 0; k < K; k++) {
+            size_t row = (size_t)g * L->hidden + (size_t)k * d;
+            int rc = rnnd_pack_as(R + row * (size_t)d, d, d, T, &p->Rblk[g * K + k]);
+            if (rc)
+                return rc;
+        }
+    return 0;
 }
 
 /* A depth gate's D under W, and Db after Wb: one matrix, one bias. */
@@ -156,6 +214,10 @@ static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, 
                            : rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
     if (rnnd_cell_is_min(L->cell))
         return rc;                      /* no R */
+    if (L->cell == RNND_CELL_CLOCKWORK)
+        return rc ? rc : pack_clock(L, w->R, T, p);
+    if (L->cell == RNND_CELL_SLSTM)
+        return rc ? rc : pack_blocks(L, w->R, T, p);
     if (rc == 0 && L->cell == RNND_CELL_GRU) {
         rc = rnnd_pack_as(w->R, 2 * H, L->out_dim, T, &p->R);
         if (rc == 0)
@@ -204,6 +266,8 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_gates = imax(n->max_gates, (int)gx_width(L));
         n->depth_gated |= L->depth_gate;
         n->max_hidden = imax(n->max_hidden, imax(L->hidden, L->out_dim));
+        /* the step path gathers c (lstm; slstm c, n, m) into a [B, max_hidden] scratch */
+        n->max_hidden = imax(n->max_hidden, (int)rnnd_layer_cell_floats(L));
         n->max_out = imax(n->max_out, L->out_dim * L->num_directions);
     }
     if (s->has_head) {
@@ -248,6 +312,17 @@ rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
 size_t rnnd_net_state_floats(const rnnd_net *n) { return n->state_floats; }
 int rnnd_net_output_dim(const rnnd_net *n) { return n->out_dim; }
+
+int rnnd_net_scannable(const rnnd_net *n)
+{
+    /* pooling changes what forward() outputs (one row per sequence), not what a step does */
+    if (!n->stateful || n->spec->pool != RNND_POOL_NONE)
+        return 0;
+    for (int l = 0; l < n->spec->n_layers; l++)
+        if (!rnnd_cell_is_min(n->spec->layers[l].cell))
+            return 0;
+    return 1;
+}
 
 /* ---- parallel stages -------------------------------------------------------------------
  * A layer's step is a few stages; each stage splits its work into NT parts (row panels of a
@@ -305,6 +380,7 @@ typedef struct cell_io {
     const float *cl; size_t ldcl;   /* depth gate: the layer below's new c; else NULL */
     float *hn; size_t ldhn;
     float *cn; size_t ldcn;
+    const uint64_t *tc;     /* clockwork: each row's step counter t before this step */
 } cell_io;
 
 typedef struct cell_job {
@@ -497,7 +573,8 @@ static void lstm_stage3(void *arg, size_t i)
               c->io.ldhn, i, c->nt, &r0, &r1);
 }
 
-/* minGRU / minLSTM stage 1 (step path only): the input projection, rows of part I. */
+/* minGRU / minLSTM and clockwork stage 1 (step path only): the input projection, rows of
+ * part I. */
 static void min_stage1(void *arg, size_t i)
 {
     const cell_job *c = arg;
@@ -524,6 +601,81 @@ static void min_stage2(void *arg, size_t i)
     for (size_t b = b0; b < b1; b++)
         c->n->k->min_row(&m, io->gx + b * io->ldgx, io->hp + b * io->ldhp,
                          io->hn + b * io->ldhn, j0, j1);
+}
+
+static int clock_active(const rnnd_layer_spec *L, int k, uint64_t t)
+{
+    return t % (uint64_t)L->periods[k] == 0;
+}
+
+/* Clockwork stage 2, part I: per module k, the rows of part I of its H/m: R_k h + Rb_k over
+ * modules k.. only, then af(gx + g) for the batch rows whose counter runs module k; the other
+ * rows keep h_prev. A module no row of the batch runs is not multiplied at all. A row's
+ * result never depends on the others: the product is computed the same way for every row,
+ * and only its own counter picks what it keeps. */
+static void clock_stage2(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_layer_spec *L = c->L;
+    const rnnd_kernels *kern = c->n->k;
+    size_t H = (size_t)L->hidden, hm = H / (size_t)L->n_periods;
+    for (int k = 0; k < L->n_periods; k++) {
+        size_t a, e, off = (size_t)k * hm;
+        part(hm, RNND_PANEL, i, c->nt, &a, &e);
+        if (e == a)
+            continue;
+        int any = 0;
+        for (size_t b = 0; b < io->nb && !any; b++)
+            any = clock_active(L, k, io->tc[b]);
+        if (any)
+            kern->gemv(&c->p->Rmod[k], c->w->Rb + off, io->hp + off, io->ldhp, io->nb,
+                       c->gh + off, H, (int)a, (int)e);
+        for (size_t b = 0; b < io->nb; b++) {
+            float *hn = io->hn + b * io->ldhn + off;
+            if (clock_active(L, k, io->tc[b]))
+                kern->clock_row(&L->act[c->d][0], io->gx + b * io->ldgx + off,
+                                c->gh + b * H + off, hn, a, e);
+            else
+                memcpy(hn + a, io->hp + b * io->ldhp + off + a, (e - a) * sizeof(float));
+        }
+    }
+}
+
+/* sLSTM stage 1: W x (if asked) by W's row panels, and the block-diagonal R h + Rb by whole
+ * blocks (gate g, head k: d rows of G from h[k*d, (k+1)*d)), part I of each. */
+static void slstm_stage1(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_kernels *k = c->n->k;
+    const dir_pack *p = c->p;
+    size_t H = (size_t)c->L->hidden, K = (size_t)c->L->heads, d = H / K, r0, r1, b0, b1;
+    if (io->x)
+        gemv_part(k, &p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
+                  &r0, &r1);
+    part((size_t)p->n_rblk, 1, i, c->nt, &b0, &b1);
+    for (size_t b = b0; b < b1; b++) {
+        size_t off = (b / K) * H + (b % K) * d;
+        k->gemv(&p->Rblk[b], c->w->Rb + off, io->hp + (b % K) * d, io->ldhp, io->nb,
+                c->gh + off, 4 * H, 0, (int)d);
+    }
+}
+
+/* sLSTM stage 2: the gates, c, n, m and h of part I (gate_part), in the kernels' row. */
+static void slstm_stage2(void *arg, size_t i)
+{
+    const cell_job *c = arg;
+    const cell_io *io = &c->io;
+    const rnnd_slstm_math m = {.H = (size_t)c->L->hidden, .exp_forget = c->L->exp_forget};
+    size_t b0, b1, j0, j1;
+    gate_part(c, i, &b0, &b1, &j0, &j1);
+    if (j1 == j0)
+        return;
+    for (size_t b = b0; b < b1; b++)
+        c->n->k->slstm_row(&m, io->gx + b * io->ldgx, c->gh + b * 4 * m.H,
+                           io->cp + b * io->ldcp, io->cn + b * io->ldcn,
+                           io->hn + b * io->ldhn, j0, j1);
 }
 
 /* The stages of cell job C, each split into C->nt parts (PAR may be NULL when nt is 1). */
@@ -553,6 +705,15 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
             run_stage(par, c->nt, min_stage1, c);
         run_stage(par, c->nt, min_stage2, c);
         break;
+    case RNND_CELL_CLOCKWORK:
+        if (c->io.x)
+            run_stage(par, c->nt, min_stage1, c);
+        run_stage(par, c->nt, clock_stage2, c);
+        break;
+    case RNND_CELL_SLSTM:
+        run_stage(par, c->nt, slstm_stage1, c);
+        run_stage(par, c->nt, slstm_stage2, c);
+        break;
     case RNND_CELL_LSTM:
         run_stage(par, c->nt, lstm_stage1, c);
         run_stage(par, c->nt, lstm_stage2, c);
@@ -570,7 +731,7 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 #ifndef ROW_SPLIT_MIN
 #define ROW_SPLIT_MIN 16                    /* batch rows per thread */
 #endif
-#define ROW_SPLIT_MAX_WEIGHTS (12u << 20)   /* bytes of W and R (and Rh) */
+#define ROW_SPLIT_MAX_WEIGHTS (12u << 20)   /* bytes of W and R (and Rh, or R's modules) */
 
 static size_t packed_bytes(const rnnd_packed *p)
 {
@@ -582,6 +743,10 @@ static int split_by_rows(const cell_job *c)
     if (c->nt <= 1 || c->io.nb < ROW_SPLIT_MIN * c->nt)
         return 0;
     size_t bytes = packed_bytes(&c->p->W) + packed_bytes(&c->p->R) + packed_bytes(&c->p->Rh);
+    for (int k = 0; k < c->p->n_mod; k++)     /* clockwork: R is packed per module */
+        bytes += packed_bytes(&c->p->Rmod[k]);
+    for (int b = 0; b < c->p->n_rblk; b++)
+        bytes += packed_bytes(&c->p->Rblk[b]);
     return bytes <= ROW_SPLIT_MAX_WEIGHTS;
 }
 
@@ -596,7 +761,7 @@ static void cell_rows_stage(void *arg, size_t i)
     if (b1 == b0)
         return;
     size_t H = (size_t)L->hidden;
-    size_t ldgh = L->cell == RNND_CELL_LSTM ? (size_t)L->gates * H
+    size_t ldgh = L->cell == RNND_CELL_LSTM || L->cell == RNND_CELL_SLSTM ? (size_t)L->gates * H
                 : L->cell == RNND_CELL_GRU ? 2 * H : H;
     size_t ldt1 = L->cell == RNND_CELL_JORDAN ? (size_t)L->output_size : H;
     cell_job s = *c;
@@ -613,6 +778,8 @@ static void cell_rows_stage(void *arg, size_t i)
         s.io.cn += b0 * s.io.ldcn;
     if (s.io.cl)
         s.io.cl += b0 * s.io.ldcl;
+    if (s.io.tc)
+        s.io.tc += b0;
     if (s.gh)
         s.gh += b0 * ldgh;
     if (s.t1)
@@ -697,7 +864,8 @@ rnnd_work *rnnd_work_new(const rnnd_net *n, size_t max_batch)
     w->t2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
     if (n->depth_gated)
         w->c2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
-    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 ||
+    w->tc = malloc(max_batch * sizeof *w->tc);
+    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 || !w->tc ||
         (n->depth_gated && !w->c2)) {
         rnnd_work_free(w);
         return NULL;
@@ -717,6 +885,7 @@ void rnnd_work_free(rnnd_work *w)
     free(w->t1);
     free(w->t2);
     free(w->c2);
+    free(w->tc);
     free(w);
 }
 
@@ -787,26 +956,34 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
             .nb = B, .gx = w->gx, .ldgx = GH, .x = x, .ldx = ldx, .hp = w->h, .ldhp = O,
             .hn = ybuf, .ldhn = O,
         };
-        if (L->cell == RNND_CELL_LSTM) {
-            /* gather c into CBUF (the lstm cell does not use t2) and scatter it back after */
-            size_t H = (size_t)L->hidden;
+        size_t C = rnnd_layer_cell_floats(L);
+        if (C) {
+            /* gather c (lstm; slstm c, n, m) into CBUF (t2, which neither cell uses otherwise,
+             * or c2) and scatter it back after */
             for (size_t b = 0; b < B; b++)
-                memcpy(cbuf + b * H, states[b] + off + O, H * sizeof(float));
+                memcpy(cbuf + b * C, states[b] + off + O, C * sizeof(float));
             io.cp = cbuf;
-            io.ldcp = H;
+            io.ldcp = C;
             io.cn = cbuf;
-            io.ldcn = H;
+            io.ldcn = C;
             if (L->depth_gate) {
                 io.cl = clow;       /* layer l - 1 is an lstm of the same H */
-                io.ldcl = H;
+                io.ldcl = C;
             }
+        }
+        int clock = L->cell == RNND_CELL_CLOCKWORK;
+        if (clock) {
+            for (size_t b = 0; b < B; b++)
+                w->tc[b] = rnnd_clock_get(states[b] + off + O);
+            io.tc = w->tc;
         }
         run_cell(n, l, 0, &io, w->gh, w->t1, w->t2, par);
         for (size_t b = 0; b < B; b++) {
             memcpy(states[b] + off, ybuf + b * O, O * sizeof(float));
-            if (L->cell == RNND_CELL_LSTM)
-                memcpy(states[b] + off + O, cbuf + b * (size_t)L->hidden,
-                       (size_t)L->hidden * sizeof(float));
+            if (C)
+                memcpy(states[b] + off + O, cbuf + b * C, C * sizeof(float));
+            if (clock)
+                rnnd_clock_put(states[b] + off + O, w->tc[b] + 1);
         }
         x = ybuf;
         ldx = O;
@@ -841,6 +1018,7 @@ struct seq_ws {
     float *cseq[2];                 /* depth gates: [N, max_hidden] each, the c of every step
                                      * of an lstm below one, then of the next such lstm */
     size_t *order;                  /* [B] sequence of slot i */
+    uint64_t *t0, *tc;              /* [B] clockwork: slot i's counter at step 0, at step t */
     size_t *start;                  /* [maxlen + 1] first row of step t */
     size_t bytes;
 };
@@ -862,6 +1040,8 @@ static void seq_ws_free(seq_ws *ws)
     free(ws->cseq[0]);
     free(ws->cseq[1]);
     free(ws->order);
+    free(ws->t0);
+    free(ws->tc);
     free(ws->start);
     free(ws);
 }
@@ -895,7 +1075,7 @@ size_t rnnd_net_forward_bytes(const rnnd_net *n, size_t B, size_t N, size_t T)
     size_t per_row = 2 * wide + gates + (n->depth_gated ? 2 * hid : 0);
     size_t rows = floats_bytes(N, per_row, B, 2 * gates + 2 * wide + 3 * hid);
     size_t idx, all;
-    if (rows == SIZE_MAX || __builtin_add_overflow(B, T, &idx) ||
+    if (rows == SIZE_MAX || __builtin_add_overflow(3 * B, T, &idx) ||
         __builtin_mul_overflow(idx + 1, sizeof(size_t), &idx) ||
         __builtin_add_overflow(rows, idx, &all))
         return SIZE_MAX;
@@ -919,6 +1099,12 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
     if (B > ws->cap_b) {
         ws->cap_b = 0;
         free(ws->order);
+        free(ws->t0);
+        free(ws->tc);
+        ws->order = NULL;
+        ws->t0 = ws->tc = NULL;
+        if (!(ws->t0 = malloc(B * sizeof *ws->t0)) || !(ws->tc = malloc(B * sizeof *ws->tc)))
+            return -1;
         if (regrow(&ws->gxb, B, gates) || regrow(&ws->gh, B, gates) ||
             regrow(&ws->hcur, B, wide) || regrow(&ws->hnew, B, wide) ||
             regrow(&ws->ccur, B, hid) || regrow(&ws->t1, B, hid) ||
@@ -1093,9 +1279,10 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = gx_width(L);
+    size_t C = rnnd_layer_cell_floats(L);   /* lstm c; slstm c, n, m */
     size_t ldy = O * (size_t)L->num_directions;
     size_t soff = n->state_off[l * 2 + d];
-    int lstm = L->cell == RNND_CELL_LSTM;
+    int clock = L->cell == RNND_CELL_CLOCKWORK;
     /* depth gates: this layer's c of every step for the layer above, and the layer below's
      * for this one (both forward: validated), rows laid out like Y's */
     const rnnd_model_spec *s = n->spec;
@@ -1109,14 +1296,15 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
     for (size_t i = 0; i < sp->B; i++) {
         size_t b = sp->order[i];
         const float *st = init && init[b] ? init[b] + soff : NULL;
+        ws->t0[i] = st && clock ? rnnd_clock_get(st + O) : 0;
         if (st) {
             memcpy(ws->hcur + i * O, st, O * sizeof(float));
-            if (lstm)
-                memcpy(ws->ccur + i * H, st + O, H * sizeof(float));
+            if (C)
+                memcpy(ws->ccur + i * C, st + O, C * sizeof(float));
         } else {
             memset(ws->hcur + i * O, 0, O * sizeof(float));
-            if (lstm)
-                memset(ws->ccur + i * H, 0, H * sizeof(float));
+            if (C)
+                memset(ws->ccur + i * C, 0, C * sizeof(float));
         }
     }
     for (size_t t = 0; t < sp->maxlen; t++) {
@@ -1124,8 +1312,13 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
             return RNND_ERR_STOPPED;
         size_t nb = plan_nb(sp, t);
         cell_io io = {
-            .nb = nb, .cp = ws->ccur, .ldcp = H, .cn = ws->ccur, .ldcn = H,
+            .nb = nb, .cp = ws->ccur, .ldcp = C, .cn = ws->ccur, .ldcn = C,
         };
+        if (clock) {
+            for (size_t i = 0; i < nb; i++)   /* wrapping where the step path does */
+                ws->tc[i] = (ws->t0[i] + t) % RNND_CLOCK_WRAP;
+            io.tc = ws->tc;
+        }
         if (!reversed) {
             /* in place: this step's rows, the previous step's rows for h */
             io.gx = ws->gx_all + sp->start[t] * GH;
@@ -1173,8 +1366,10 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         const float *h = reversed ? ws->hcur + i * O
                                   : Yd + (sp->start[sp->lens[b] - 1] + i) * ldy;
         memcpy(final[b] + soff, h, O * sizeof(float));
-        if (lstm)
-            memcpy(final[b] + soff + O, ws->ccur + i * H, H * sizeof(float));
+        if (C)
+            memcpy(final[b] + soff + O, ws->ccur + i * C, C * sizeof(float));
+        if (clock)
+            rnnd_clock_put(final[b] + soff + O, ws->t0[i] + sp->lens[b]);
     }
     return RNND_OK;
 }

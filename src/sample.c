@@ -89,31 +89,20 @@ void rnnd_sampler_free(rnnd_sampler *s)
     free(s);
 }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return RNND_ERR_INVALID;
-}
-
 int rnnd_sampling_check(const rnnd_sampling *p, char *err, size_t errlen)
 {
     if (!isfinite(p->temperature) || p->temperature < 0)
-        return fail(err, errlen, "temperature: expected a finite number >= 0, got %g",
-                    p->temperature);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "temperature: expected a finite number >= 0, got %g",
+                         p->temperature);
     if (p->top_k < 0)
-        return fail(err, errlen, "top_k: expected an integer >= 0 (0: no limit), got %d",
-                    (int)p->top_k);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "top_k: expected an integer >= 0 (0: no limit), got %d",
+                         (int)p->top_k);
     if (!(p->top_p > 0 && p->top_p <= 1))
-        return fail(err, errlen, "top_p: expected a number in (0, 1] (1: no limit), got %g",
-                    p->top_p);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "top_p: expected a number in (0, 1] (1: no limit), got %g",
+                         p->top_p);
     return 0;
 }
 

@@ -79,9 +79,7 @@ struct rnnd_session_table {
 static double mono_now(void *arg)
 {
     (void)arg;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    return rnnd_mono_s();
 }
 
 void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),
@@ -533,14 +531,18 @@ static void unreserve(rnnd_session_table *t, uint64_t owner, size_t bytes)
     pthread_mutex_unlock(&t->acct);
 }
 
-/* rnnd_session_create with a given ID (NULL: a fresh random one), creation time CREATED
- * (< 0: now) and idle time IDLE_S already spent. */
-static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
-                  size_t state_floats, const float *init, uint64_t steps, double ttl_s,
-                  int64_t created, double idle_s, rnnd_session **out, char *err,
-                  size_t errlen)
+int rnnd_session_create(rnnd_session_table *t, const rnnd_session_init *in, rnnd_session **out,
+                        char *err, size_t errlen)
 {
+    const char *id = in->id;
+    uint64_t owner = in->owner;
+    size_t state_floats = in->state_floats;
+    double ttl_s = in->ttl_s;
     *out = NULL;
+    if (id && !rnnd_id_valid(id)) {
+        snprintf(err, errlen, "bad session id");
+        return RNND_ERR_INVALID;
+    }
     if (ttl_s <= 0)
         ttl_s = t->lim.ttl_s;
     if (ttl_s > t->lim.ttl_max_s) {
@@ -561,19 +563,19 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
         snprintf(err, errlen, "out of memory");
         return RNND_ERR_NOMEM;
     }
-    if (init && state_floats)
-        memcpy(state, init, bytes);
-    s->model = model;
+    if (in->state && state_floats)
+        memcpy(state, in->state, bytes);
+    s->model = in->model;
     s->owner = owner;
     if (t->model_ref)
-        t->model_ref(model);
+        t->model_ref(in->model);
     s->state_floats = state_floats;
     s->state = state;
     s->table = t;
     s->ttl_s = ttl_s;
-    s->steps = steps;
-    s->created = created >= 0 ? created : (int64_t)time(NULL);
-    s->last_used = t->clock(t->clock_arg) - idle_s;
+    s->steps = in->steps;
+    s->created = in->created ? in->created : (int64_t)time(NULL);
+    s->last_used = t->clock(t->clock_arg) - in->idle_s;
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->refs, 2);   /* the table's and the caller's */
 
@@ -631,39 +633,9 @@ static int create(rnnd_session_table *t, const char *id, uint64_t owner, void *m
     return RNND_OK;
 }
 
-int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
-                        const float *init, uint64_t steps, double ttl_s,
-                        rnnd_session **out, char *err, size_t errlen)
-{
-    return create(t, NULL, 0, model, state_floats, init, steps, ttl_s, -1, 0, out, err,
-                  errlen);
-}
-
-int rnnd_session_create_for(rnnd_session_table *t, uint64_t owner, void *model,
-                            size_t state_floats, const float *init, uint64_t steps,
-                            double ttl_s, rnnd_session **out, char *err, size_t errlen)
-{
-    return create(t, NULL, owner, model, state_floats, init, steps, ttl_s, -1, 0, out, err,
-                  errlen);
-}
-
 uint64_t rnnd_session_owner(const rnnd_session *s)
 {
     return s->owner;
-}
-
-int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
-                         size_t state_floats, const float *state, uint64_t steps,
-                         double ttl_s, int64_t created, double idle_s, rnnd_session **out,
-                         char *err, size_t errlen)
-{
-    *out = NULL;
-    if (!rnnd_id_valid(id)) {
-        snprintf(err, errlen, "bad session id");
-        return RNND_ERR_INVALID;
-    }
-    return create(t, id, owner, model, state_floats, state, steps, ttl_s, created, idle_s, out,
-                  err, errlen);
 }
 
 int rnnd_session_get(rnnd_session_table *t, const char *id, rnnd_session **out)

@@ -77,29 +77,28 @@ void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *
  * anything else (below 1, a fraction, NaN, infinite). ERR names the field ttl_s. */
 int rnnd_session_ttl_check(double ttl_s, int64_t max, char *err, size_t errlen);
 
-/* Create a session of MODEL (opaque to the table) with a state block of STATE_FLOATS floats,
- * copied from INIT or zero, a step count STEPS, and an idle ttl TTL_S (<= 0: the default).
- * Returns 0 with *OUT holding one reference for the caller (the table keeps its own),
- * RNND_ERR_LIMIT when max_sessions or max_state_bytes is reached and nothing can be evicted,
- * RNND_ERR_INVALID for a ttl above the maximum, RNND_ERR_NOMEM or RNND_ERR_IO (no
- * randomness). Takes the accounting mutex and, when evicting, stripe locks. */
-int rnnd_session_create(rnnd_session_table *t, void *model, size_t state_floats,
-                        const float *init, uint64_t steps, double ttl_s,
-                        rnnd_session **out, char *err, size_t errlen);
+/* What a new session starts from; a field left zero takes the default given. */
+typedef struct rnnd_session_init {
+    void *model;                /* opaque to the table */
+    size_t state_floats;        /* the state block's size */
+    const float *state;         /* copied; NULL: zeros */
+    uint64_t owner;             /* the API key's owner (auth.h); 0: keys are off */
+    uint64_t steps;             /* the step count */
+    double ttl_s;               /* idle ttl; <= 0: the table's default */
+    /* re-creating a saved session (a snapshot, after a restart): */
+    const char *id;             /* its old id; NULL: a fresh random one */
+    int64_t created;            /* its creation time (Unix seconds); 0: now */
+    double idle_s;              /* seconds of its ttl already spent */
+} rnnd_session_init;
 
-/* The same, owned by API key OWNER (auth.h; 0: no keys). */
-int rnnd_session_create_for(rnnd_session_table *t, uint64_t owner, void *model,
-                            size_t state_floats, const float *init, uint64_t steps,
-                            double ttl_s, rnnd_session **out, char *err, size_t errlen);
+/* Create the session IN describes. Returns 0 with *OUT holding one reference for the caller
+ * (the table keeps its own), RNND_ERR_LIMIT when max_sessions or max_state_bytes is reached
+ * and nothing can be evicted, RNND_ERR_INVALID for a ttl above the maximum or an id that is
+ * malformed or in use, RNND_ERR_NOMEM or RNND_ERR_IO (no randomness). Takes the accounting
+ * mutex and, when evicting, stripe locks. */
+int rnnd_session_create(rnnd_session_table *t, const rnnd_session_init *in, rnnd_session **out,
+                        char *err, size_t errlen);
 uint64_t rnnd_session_owner(const rnnd_session *s);
-
-/* Re-create a saved session (a snapshot, after a restart) under its old ID, with its
- * creation time and IDLE_S seconds of its ttl already spent. As rnnd_session_create, plus
- * RNND_ERR_INVALID when ID is malformed or in use. */
-int rnnd_session_restore(rnnd_session_table *t, const char *id, uint64_t owner, void *model,
-                         size_t state_floats, const float *state, uint64_t steps,
-                         double ttl_s, int64_t created, double idle_s, rnnd_session **out,
-                         char *err, size_t errlen);
 
 /* Look ID up. RNND_SESSION_FOUND gives *OUT one reference. A session found idle past its ttl
  * is expired on the spot (so expiry is exact, whatever the sweep interval). */

@@ -13,20 +13,6 @@
 /* Paths are short (a prefix and a few indices); a longer one is cut, never overrun. */
 #define PATH_MAX_LEN 256
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return RNND_ERR_INVALID;
-}
-
 const char *rnnd_json_type_desc(const json_t *v)
 {
     switch (json_typeof(v)) {
@@ -56,11 +42,13 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
     else if (json_is_integer(v))
         d = (double)json_integer_value(v);
     else
-        return fail(err, errlen, "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
     if (!isfinite(d))
-        return fail(err, errlen, "%s: the number is not finite", path);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: the number is not finite", path);
     if (fabs(d) >= FLOAT_ROUND_LIMIT)
-        return fail(err, errlen, "%s: %.9g does not fit in a 32-bit float", path, d);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %.9g does not fit in a 32-bit float", path, d);
     *out = (float)d;
     return 0;
 }
@@ -68,15 +56,18 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
 int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen)
 {
     if (json_is_real(v))
-        return fail(err, errlen, "expected an integer token id in [0, %d), got %.17g", vocab,
-                    json_real_value(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "expected an integer token id in [0, %d), got %.17g", vocab,
+                         json_real_value(v));
     if (!json_is_integer(v))
-        return fail(err, errlen, "expected an integer token id in [0, %d), got %s", vocab,
-                    rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "expected an integer token id in [0, %d), got %s", vocab,
+                         rnnd_json_type_desc(v));
     json_int_t id = json_integer_value(v);
     if (id < 0 || id >= vocab)
-        return fail(err, errlen, "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
-                    vocab);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
+                         vocab);
     *out = (int32_t)id;
     return 0;
 }
@@ -85,11 +76,13 @@ int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
                      char *err, size_t errlen)
 {
     if (!json_is_array(v))
-        return fail(err, errlen, "%s: expected a list of %zu numbers, got %s", path, n,
-                    rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a list of %zu numbers, got %s", path, n,
+                         rnnd_json_type_desc(v));
     size_t got = json_array_size(v);
     if (got != n)
-        return fail(err, errlen, "%s: expected a list of %zu numbers, got %zu", path, n, got);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a list of %zu numbers, got %zu", path, n, got);
     for (size_t i = 0; i < n; i++) {
         const json_t *x = json_array_get(v, i);
         /* Fast path first; the path string is only built for an error. */
@@ -119,14 +112,17 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     const json_t *v = json_object_get(layer, key);
 
     if (!v)
-        return fail(err, errlen, "%s: missing \"%s\" (one list of %zu numbers per direction)",
-                    lpath, key, n);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: missing \"%s\" (one list of %zu numbers per direction)",
+                         lpath, key, n);
     if (!json_is_array(v))
-        return fail(err, errlen, "%s.%s: expected a list of %d direction(s), got %s", lpath,
-                    key, ndir, rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.%s: expected a list of %d direction(s), got %s", lpath,
+                         key, ndir, rnnd_json_type_desc(v));
     if (json_array_size(v) != (size_t)ndir)
-        return fail(err, errlen, "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
-                    json_array_size(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
+                         json_array_size(v));
     for (int d = 0; d < ndir; d++) {
         snprintf(p, sizeof p, "%s.%s[%d]", lpath, key, d);
         int rc = rnnd_json_floats(json_array_get(v, (size_t)d), dst + (size_t)d * stride, n, p,
@@ -137,6 +133,46 @@ static int parse_per_direction(const json_t *layer, const char *key, int ndir, s
     return 0;
 }
 
+/* The "t" member of a clockwork layer: one whole number 0 <= t < 2^48 per direction (the
+ * steps that direction has taken), stored as two floats after its h (rnnd_clock_put). */
+static int parse_counters(const json_t *layer, int ndir, float *dst, size_t stride,
+                          const char *lpath, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(layer, "t");
+    if (!v)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"t\" (a clockwork "
+                         "layer's step counter: one integer per direction)", lpath);
+    if (!json_is_array(v))
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.t: expected a list of %d integer(s), got %s", lpath, ndir,
+                         rnnd_json_type_desc(v));
+    if (json_array_size(v) != (size_t)ndir)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.t: expected %d direction(s), got %zu", lpath, ndir,
+                         json_array_size(v));
+    for (int d = 0; d < ndir; d++) {
+        const json_t *x = json_array_get(v, (size_t)d);
+        if (!json_is_integer(x))
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s.t[%d]: expected an integer step count, got %s", lpath, d,
+                             rnnd_json_type_desc(x));
+        json_int_t t = json_integer_value(x);
+        if (t < 0 || (uint64_t)t >= RNND_CLOCK_WRAP)
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s.t[%d]: %" JSON_INTEGER_FORMAT " is out of range 0 to 2^48-1",
+                             lpath, d, t);
+        rnnd_clock_put(dst + (size_t)d * stride, (uint64_t)t);
+    }
+    return 0;
+}
+
+/* The members of a layer's state after "h", each [hidden] per direction, in block order. */
+static int cell_members(const rnnd_layer_spec *L, const char *const **names)
+{
+    static const char *const all[] = {"c", "n", "m"};
+    *names = all;
+    return L->cell == RNND_CELL_LSTM ? 1 : L->cell == RNND_CELL_SLSTM ? 3 : 0;
+}
 int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
                         char *err, size_t errlen)
 {
@@ -146,50 +182,72 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     json_t *val;
 
     if (!json_is_object(state))
-        return fail(err, errlen, "%s: expected a state object {\"layers\": [...]}, got %s",
-                    path, rnnd_json_type_desc(state));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: expected a state object {\"layers\": [...]}, got %s",
+                         path, rnnd_json_type_desc(state));
     json_object_foreach((json_t *)state, key, val) {
         if (strcmp(key, "layers"))
-            return fail(err, errlen, "%s: unknown field \"%.64s\" (a state has only \"layers\")",
-                        path, key);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: unknown field \"%.64s\" (a state has only \"layers\")",
+                             path, key);
     }
     const json_t *layers = json_object_get(state, "layers");
     if (!layers)
-        return fail(err, errlen, "%s: missing \"layers\"", path);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"layers\"", path);
     if (!json_is_array(layers))
-        return fail(err, errlen, "%s.layers: expected a list of %d layers, got %s", path,
-                    spec->n_layers, rnnd_json_type_desc(layers));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.layers: expected a list of %d layers, got %s", path,
+                         spec->n_layers, rnnd_json_type_desc(layers));
     if (json_array_size(layers) != (size_t)spec->n_layers)
-        return fail(err, errlen, "%s.layers: expected %d layers, got %zu", path,
-                    spec->n_layers, json_array_size(layers));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s.layers: expected %d layers, got %zu", path,
+                         spec->n_layers, json_array_size(layers));
 
     size_t off = 0;
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
         const json_t *layer = json_array_get(layers, (size_t)l);
-        int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        const char *const *mem;
+        int nm = cell_members(ls, &mem), clock = ls->cell == RNND_CELL_CLOCKWORK;
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        size_t per = nm ? rnnd_layer_cell_floats(ls) / (size_t)nm : 0;
 
         snprintf(p, sizeof p, "%s.layers[%d]", path, l);
         if (!json_is_object(layer))
-            return fail(err, errlen, "%s: expected an object {\"h\": ...%s}, got %s", p,
-                        lstm ? ", \"c\": ..." : "", rnnd_json_type_desc(layer));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: expected an object {\"h\": ...%s}, got %s", p,
+                             nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..."
+                             : clock ? ", \"t\": ..." : "",
+                             rnnd_json_type_desc(layer));
         json_object_foreach((json_t *)layer, key, val) {
-            if (!strcmp(key, "h") || (lstm && !strcmp(key, "c")))
+            int known = !strcmp(key, "h") || (clock && !strcmp(key, "t"));
+            for (int i = 0; i < nm && !known; i++)
+                known = !strcmp(key, mem[i]);
+            if (known)
                 continue;
-            if (!strcmp(key, "c"))
-                return fail(err, errlen, "%s: \"c\" is only for lstm layers, this one is %s",
-                            p, rnnd_cell_name(ls->cell));
-            return fail(err, errlen, "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                        lstm ? " and \"c\"" : "");
+            if (!strcmp(key, "c") || !strcmp(key, "n") || !strcmp(key, "m"))
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                 "%s: \"%s\" is only for %s layers, this one is %s",
+                                 p, key, strcmp(key, "c") ? "slstm" : "lstm and slstm",
+                                 rnnd_cell_name(ls->cell));
+            if (!strcmp(key, "t"))
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                 "%s: \"t\" is only for clockwork layers, this one is %s",
+                                 p, rnnd_cell_name(ls->cell));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
+                             nm == 1 ? " and \"c\"" : nm ? ", \"c\", \"n\" and \"m\""
+                             : clock ? " and \"t\"" : "");
         }
         int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
                                      err, errlen);
+        for (int i = 0; i < nm && !rc; i++)
+            rc = parse_per_direction(layer, mem[i], ls->num_directions, per,
+                                     dst + off + h + (size_t)i * per, h + c, p, err, errlen);
         if (rc)
             return rc;
-        if (lstm) {
-            rc = parse_per_direction(layer, "c", ls->num_directions, c, dst + off + h, h + c, p,
-                                     err, errlen);
+        if (clock) {
+            rc = parse_counters(layer, ls->num_directions, dst + off + h, h + c, p, err, errlen);
             if (rc)
                 return rc;
         }
@@ -210,11 +268,13 @@ int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int requi
     if (!digest && !required)
         return 0;
     if (!digest)
-        return fail(err, errlen, "digest: missing: a state goes with the digest of the model it "
-                    "was taken from (GET /v1/sessions/{id}/state gives both)");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "digest: missing: a state goes with the digest of the model it "
+                         "was taken from (GET /v1/sessions/{id}/state gives both)");
     if (!json_is_string(digest))
-        return fail(err, errlen, "digest: expected the model digest (a string), got %s",
-                    rnnd_json_type_desc(digest));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "digest: expected the model digest (a string), got %s",
+                         rnnd_json_type_desc(digest));
     return rnnd_state_digest_match(m, json_string_value(digest), err, errlen);
 }
 
@@ -230,6 +290,27 @@ int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, 
     return RNND_ERR_CONFLICT;
 }
 
+int rnnd_state_check_counters(const rnnd_model *m, const float *src, char *err, size_t errlen)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(m);
+    size_t off = 0;
+    for (int l = 0; l < spec->n_layers; l++) {
+        const rnnd_layer_spec *ls = &spec->layers[l];
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        for (int d = 0; d < ls->num_directions; d++) {
+            const float *t = src + off + (size_t)d * (h + c) + h;
+            for (int i = 0; ls->cell == RNND_CELL_CLOCKWORK && i < 2; i++)
+                if (!(t[i] >= 0.0f && t[i] < 16777216.0f && t[i] == floorf(t[i])))
+                    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                     "state.layers[%d].t[%d]: %.9g is not a step counter (its "
+                                     "%s half must be a whole number from 0 to 2^24-1)",
+                                     l, d, (double)t[i], i ? "high" : "low");
+        }
+        off += (h + c) * (size_t)ls->num_directions;
+    }
+    return 0;
+}
+
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);
@@ -238,8 +319,10 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
     rnnd_buf_puts(out, "{\"layers\":[");
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
-        int lstm = ls->cell == RNND_CELL_LSTM;
-        size_t h = (size_t)ls->out_dim, c = lstm ? (size_t)ls->hidden : 0;
+        const char *const *mem;
+        int nm = cell_members(ls, &mem);
+        size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
+        size_t per = nm ? rnnd_layer_cell_floats(ls) / (size_t)nm : 0;
 
         rnnd_buf_puts(out, l ? ",{\"h\":[" : "{\"h\":[");
         for (int d = 0; d < ls->num_directions; d++) {
@@ -248,12 +331,23 @@ void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out)
             rnnd_buf_floats(out, src + off + (size_t)d * (h + c), h);
         }
         rnnd_buf_append(out, "]", 1);
-        if (lstm) {
-            rnnd_buf_puts(out, ",\"c\":[");
+        for (int i = 0; i < nm; i++) {
+            rnnd_buf_printf(out, ",\"%s\":[", mem[i]);
             for (int d = 0; d < ls->num_directions; d++) {
                 if (d)
                     rnnd_buf_append(out, ",", 1);
-                rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h, c);
+                rnnd_buf_floats(out, src + off + (size_t)d * (h + c) + h + (size_t)i * per, per);
+            }
+            rnnd_buf_append(out, "]", 1);
+        }
+        if (ls->cell == RNND_CELL_CLOCKWORK) {
+            rnnd_buf_puts(out, ",\"t\":[");
+            for (int d = 0; d < ls->num_directions; d++) {
+                char num[24];
+                int len = snprintf(num, sizeof num, "%s%llu", d ? "," : "",
+                                   (unsigned long long)rnnd_clock_get(src + off +
+                                                                      (size_t)d * (h + c) + h));
+                rnnd_buf_append(out, num, (size_t)len);
             }
             rnnd_buf_append(out, "]", 1);
         }

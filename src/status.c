@@ -1,5 +1,9 @@
 #include "rnnd/status.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
 const char *rnnd_status_str(int status)
 {
     switch (status) {
@@ -18,4 +22,22 @@ const char *rnnd_status_str(int status)
     case RNND_ERR_AUTH: return "not authenticated";
     }
     return "unknown status";
+}
+
+int rnnd_fail(int status, char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return status;
+}
+
+double rnnd_mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }

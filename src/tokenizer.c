@@ -29,20 +29,6 @@ struct rnnd_tokenizer {
     unsigned char bytes[256];   /* byte: the piece of id b is bytes + b */
 };
 
-static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
-
 /* qsort has no context argument: the comparator reads the strings through this pair. */
 typedef struct {
     const char *s;
@@ -65,24 +51,25 @@ int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, siz
 
     *out = NULL;
     if (s->input_kind != RNND_INPUT_TOKENS || !s->tokenizer[0])
-        return fail(RNND_ERR_UNSUPPORTED, err, errlen, "model has no tokenizer: give token ids");
+        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen,
+                         "model has no tokenizer: give token ids");
     if (!strcmp(s->tokenizer, "char"))
         kind = TOK_CHAR;
     else if (!strcmp(s->tokenizer, "byte"))
         kind = TOK_BYTE;
     else
-        return fail(RNND_ERR_UNSUPPORTED, err, errlen, "unknown tokenizer \"%.15s\"",
-                    s->tokenizer);
+        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen, "unknown tokenizer \"%.15s\"",
+                         s->tokenizer);
     /* the loader refuses both; checked again because encode indexes by them */
     if (kind == TOK_CHAR && s->n_vocab != s->vocab_size)
-        return fail(RNND_ERR_UNSUPPORTED, err, errlen, "tokenizer char needs a vocabulary");
+        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen, "tokenizer char needs a vocabulary");
     if (kind == TOK_BYTE && s->vocab_size < 256)
-        return fail(RNND_ERR_UNSUPPORTED, err, errlen,
-                    "tokenizer byte needs vocab_size >= 256");
+        return rnnd_fail(RNND_ERR_UNSUPPORTED, err, errlen,
+                         "tokenizer byte needs vocab_size >= 256");
 
     rnnd_tokenizer *t = calloc(1, sizeof *t);
     if (!t)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     t->kind = kind;
     t->n = s->vocab_size;
     for (int b = 0; b < 256; b++)
@@ -116,7 +103,7 @@ int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, siz
 
 nomem:
     rnnd_tokenizer_free(t);
-    return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
 }
 
 void rnnd_tokenizer_free(rnnd_tokenizer *t)
@@ -193,13 +180,14 @@ static int no_token(const unsigned char *p, size_t len, size_t off, char *err, s
     uint32_t cp = 0;
     size_t k = utf8_char(p, len, &cp);
     if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0))
-        return fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for U+%04X", off,
-                    (unsigned)cp);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for U+%04X", off,
+                         (unsigned)cp);
     if (cp == '"' || cp == '\\')
-        return fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"\\%c\" (U+%04X)",
-                    off, (char)cp, (unsigned)cp);
-    return fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"%.*s\" (U+%04X)", off,
-                (int)k, (const char *)p, (unsigned)cp);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"\\%c\" (U+%04X)",
+                         off, (char)cp, (unsigned)cp);
+    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                     "byte %zu: no token for \"%.*s\" (U+%04X)", off,
+                     (int)k, (const char *)p, (unsigned)cp);
 }
 
 /* The byte at depth D of the string of id ID (0 past its end, which sorts first). */
@@ -255,7 +243,7 @@ int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
 
     *n = 0;
     if (bad < len)
-        return fail(RNND_ERR_INVALID, err, errlen, "byte %zu: invalid UTF-8", bad);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: invalid UTF-8", bad);
     for (size_t i = 0; i < len;) {
         int32_t id;
         size_t k = 1;
@@ -267,7 +255,8 @@ int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
                 return no_token(p + i, len - i, i, err, errlen);
         }
         if (count == cap)
-            return fail(RNND_ERR_LIMIT, err, errlen, "byte %zu: more than %zu tokens", i, cap);
+            return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                             "byte %zu: more than %zu tokens", i, cap);
         ids[count++] = id;
         i += k;
     }

@@ -32,6 +32,13 @@ static const char *const vec_arch =
     "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\"},"
     "{\"type\":\"jordan\",\"hidden_size\":9,\"direction\":\"forward\",\"output_size\":4}]}";
 
+/* every layer a minGRU / minLSTM: long requests scan (batcher.h) */
+static const char *const min_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["
+    "{\"type\":\"mingru\",\"hidden_size\":17,\"direction\":\"forward\"},"
+    "{\"type\":\"minlstm\",\"hidden_size\":9,\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":4,\"in_dim\":9,\"norm\":\"softmax\"}}";
+
 typedef struct fixture {
     rnnd_net *net;
     rnnd_batcher *b;
@@ -189,7 +196,8 @@ static void *client(void *p)
     return NULL;
 }
 
-static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
+/* Chunks of 1 .. MAX_CHUNK steps. */
+static void run_concurrency(const char *arch, size_t max_batch, long wait_us, size_t max_chunk)
 {
     fixture f;
     setup(&f, arch, max_batch, wait_us, 2);
@@ -200,15 +208,16 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
     char err[256];
     for (int k = 0; k < N_SESS; k++) {
         sess_plan *sp = &plans[k];
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &sp->s,
-                                             err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &sp->s, err, sizeof err), 0);
         for (int i = 0; i < LEN; i++)
             sp->tokens[i] = (int32_t)(rand_r(&seed) % f.in_dim);
         for (size_t i = 0; !f.tokens && i < LEN * f.in_dim; i++)
             sp->vectors[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
         size_t left = LEN;
         while (left) {
-            size_t n = 1 + (size_t)rand_r(&seed) % 7;
+            size_t n = 1 + (size_t)rand_r(&seed) % max_chunk;
             n = n < left ? n : left;
             sp->chunks[sp->n_chunks++] = n;
             left -= n;
@@ -263,7 +272,13 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
         if (k > 1)
             multi += rnnd_batcher_hist(f.b, k);
     }
-    ck_assert_uint_eq(sum, N_SESS * LEN);
+    /* steps of long requests of a minGRU/minLSTM net were scanned, the rest stepped */
+    uint64_t scanned = rnnd_batcher_scan_steps(f.b);
+    if (rnnd_net_scannable(f.net))
+        ck_assert_msg(scanned > 0 && rnnd_batcher_scan_rounds(f.b) > 0, "nothing scanned");
+    else
+        ck_assert_uint_eq(scanned, 0);
+    ck_assert_uint_eq(sum + scanned, N_SESS * LEN);
     ck_assert_uint_eq(rnnd_batcher_steps(f.b), N_SESS * LEN);
     ck_assert_uint_eq(rnnd_batcher_hist(f.b, max_batch + 1), 0);
     ck_assert_msg(multi > 0, "no batch of more than one session in %llu batches",
@@ -273,13 +288,90 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us)
 
 START_TEST(test_concurrent_tokens)
 {
-    run_concurrency(tok_arch, 8, 0);
+    run_concurrency(tok_arch, 8, 0, 7);
 }
 END_TEST
 
 START_TEST(test_concurrent_vectors_wait)
 {
-    run_concurrency(vec_arch, 64, 300);
+    run_concurrency(vec_arch, 64, 300, 7);
+}
+END_TEST
+
+/* minGRU/minLSTM: requests of 8+ steps scan a chunk at a time, beside requests that step,
+ * and every output and state is still bitwise that of stepping alone. */
+START_TEST(test_concurrent_min_scan)
+{
+    run_concurrency(min_arch, 8, 0, 20);
+}
+END_TEST
+
+/* Two sessions with a request of several chunks (RNND_BATCHER_SCAN_CHUNK) each, one keeping
+ * only its last output, on a min net whose rounds split at SPLIT_MIN sessions (0 never):
+ * bitwise stepping alone either way. Returns the steps scanned. */
+static uint64_t run_long_pair(size_t split_min)
+{
+    fixture f;
+    setup(&f, min_arch, 4, 0, 2);
+    rnnd_batcher_set_split_min(f.b, split_min);
+    char err[256];
+    size_t n = 2 * RNND_BATCHER_SCAN_CHUNK + 37;
+    float *x = malloc(n * f.in_dim * sizeof *x);
+    unsigned seed = 3;
+    for (size_t i = 0; i < n * f.in_dim; i++)
+        x[i] = (float)(rand_r(&seed) % 2001) / 1000.0f - 1.0f;
+    rnnd_session *s[2];
+    tjob *j[2];
+    atomic_int done = 0;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[i], err, sizeof err), 0);
+        j[i] = tjob_new(&f, NULL, x, n, -1, &done);
+        j[i]->sj.last_only = i;
+        ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
+    }
+    wait_done(&done, 2);
+    rnnd_work *w = rnnd_work_new(f.net, 1);
+    float *state = calloc(f.state_floats, sizeof *state), *out = calloc(f.out_dim, sizeof *out);
+    for (size_t t = 0; t < n; t++) {
+        float *states[1] = {state};
+        ck_assert_int_eq(rnnd_net_step(f.net, w, 1, NULL, x + t * f.in_dim, states, out, err,
+                                       sizeof err), 0);
+        ck_assert(!memcmp(out, j[0]->out + t * f.out_dim, f.out_dim * sizeof *out));
+    }
+    ck_assert(!memcmp(out, j[1]->out, f.out_dim * sizeof *out));
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(j[i]->sj.outcome, RNND_STEP_OK);
+        ck_assert_uint_eq(j[i]->sj.done, n);
+        ck_assert_uint_eq(rnnd_session_steps(s[i]), n);
+        ck_assert(!memcmp(state, rnnd_session_state(s[i]), f.state_floats * sizeof *state));
+        rnnd_session_unref(s[i]);
+        tjob_free(j[i]);
+    }
+    uint64_t scanned = rnnd_batcher_scan_steps(f.b);
+    ck_assert_uint_eq(rnnd_batcher_steps(f.b), 2 * n);
+    if (split_min)
+        ck_assert_uint_gt(rnnd_batcher_split_rounds(f.b), 0);
+    free(state);
+    free(out);
+    free(x);
+    rnnd_work_free(w);
+    teardown(&f);
+    return scanned;
+}
+
+/* Requests of several chunks scan (outputs kept, or the last only). */
+START_TEST(test_scan_last_only)
+{
+    ck_assert_uint_eq(run_long_pair(0), 2 * (2 * RNND_BATCHER_SCAN_CHUNK + 37));
+}
+END_TEST
+
+/* Rounds that split among workers step instead of scanning. */
+START_TEST(test_split_rounds_do_not_scan)
+{
+    ck_assert_uint_eq(run_long_pair(1), 0);
 }
 END_TEST
 
@@ -289,8 +381,8 @@ START_TEST(test_if_steps_and_stop)
     setup(&f, tok_arch, 4, 0, 1);
     rnnd_session *s;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s, err,
-                                         sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
+                                         &s, err, sizeof err), 0);
     atomic_int done = 0;
     int32_t toks[3] = {1, 2, 3};
     tjob *a = tjob_new(&f, toks, NULL, 3, 0, &done);
@@ -311,8 +403,8 @@ START_TEST(test_if_steps_and_stop)
     tjob *d = tjob_new(&f, toks, NULL, 3, -1, &done);
     d->sj.last_only = 1;
     rnnd_session *s2;
-    ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s2, err,
-                                         sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
+                                         &s2, err, sizeof err), 0);
     rnnd_session_submit(s2, &d->sj.job);
     wait_done(&done, 4);
     ck_assert(!memcmp(d->out, a->out + 2 * f.out_dim, f.out_dim * sizeof(float)));
@@ -387,8 +479,9 @@ static void run_split(size_t workers, float *out, size_t out_dim, uint64_t *spli
         int32_t toks[SPLIT_LEN];
         for (int i = 0; i < SPLIT_LEN; i++)
             toks[i] = (int32_t)(rand_r(&seed) % f.in_dim);
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[k], err,
-                                             sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[k], err, sizeof err), 0);
         j[k] = tjob_new(&f, toks, NULL, SPLIT_LEN, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[k], &j[k]->sj.job), RNND_SESSION_FOUND);
     }
@@ -486,8 +579,9 @@ START_TEST(test_gather_ends_when_full)
     int32_t tok = 1;
     double t0 = mono_s();
     for (int i = 0; i < FULL; i++) {
-        ck_assert_int_eq(rnnd_session_create(f.t, NULL, f.state_floats, NULL, 0, 0, &s[i], err,
-                                             sizeof err), 0);
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[i], err, sizeof err), 0);
         j[i] = tjob_new(&f, &tok, NULL, 1, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
         usleep(20000);  /* the first job's round is waiting before the next arrives */
@@ -515,6 +609,9 @@ int main(void)
     TCase *tc = tcase_create("batcher");
     tcase_add_test(tc, test_concurrent_tokens);
     tcase_add_test(tc, test_concurrent_vectors_wait);
+    tcase_add_test(tc, test_concurrent_min_scan);
+    tcase_add_test(tc, test_scan_last_only);
+    tcase_add_test(tc, test_split_rounds_do_not_scan);
     tcase_add_test(tc, test_if_steps_and_stop);
     tcase_add_test(tc, test_split_round_bitwise);
     tcase_add_test(tc, test_gather_ends_when_full);

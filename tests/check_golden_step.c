@@ -1,7 +1,7 @@
 /* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR, of
- * tests/data/golden_min (minGRU / minLSTM) and of tests/data/golden_dglstm (the depth-gated
- * LSTM), fed one step per call, alone and batched with the case's other sequences, on every
- * kernel path.
+ * tests/data/golden_min (minGRU / minLSTM), of tests/data/golden_slstm, of
+ * tests/data/golden_clock and of tests/data/golden_dglstm (the depth-gated LSTM), fed one step
+ * per call, alone and batched with the case's other sequences, on every kernel path.
  * (tests/test_golden.py covers every case through `rnnd infer`.) */
 #include "config.h"
 
@@ -68,18 +68,24 @@ static int list_cases(const char *root, char **names, int n, int max)
     return n;
 }
 
-/* The cases of $RNND_GOLDEN_DIR, then the native-spec cases of tests/data/golden_min
- * (minGRU / minLSTM) and tests/data/golden_dglstm (its siblings ../data/...). */
+/* The cases of $RNND_GOLDEN_DIR, then the minGRU / minLSTM native-spec cases of
+ * tests/data/golden_min (its sibling ../data/golden_min), the sLSTM ones of
+ * tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock and the depth-gated
+ * LSTM ones of tests/data/golden_dglstm. */
 static int load_cases(golden **out)
 {
     const char *root = getenv("RNND_GOLDEN_DIR");
     ck_assert_msg(root && *root, "RNND_GOLDEN_DIR is not set");
-    char min_root[1024], dg_root[1024];
+    char min_root[1024], sl_root[1024], clock_root[1024], dg_root[1024];
     snprintf(min_root, sizeof min_root, "%s/../data/golden_min", root);
+    snprintf(sl_root, sizeof sl_root, "%s/../data/golden_slstm", root);
+    snprintf(clock_root, sizeof clock_root, "%s/../data/golden_clock", root);
     snprintf(dg_root, sizeof dg_root, "%s/../data/golden_dglstm", root);
     char *names[256];
     int n = list_cases(root, names, 0, 256);
     n = list_cases(min_root, names, n, 256);
+    n = list_cases(sl_root, names, n, 256);
+    n = list_cases(clock_root, names, n, 256);
     n = list_cases(dg_root, names, n, 256);
     golden *g = calloc((size_t)n, sizeof *g);
     for (int i = 0; i < n; i++) {
@@ -111,6 +117,7 @@ static int run_case(const golden *g, const rnnd_kernels *k)
     const json_t *seqs = json_object_get(g->c, "sequences");
     const json_t *expected = json_object_get(g->c, "expected");
     const json_t *final_h = json_object_get(g->c, "final_h");
+    const json_t *final_t = json_object_get(g->c, "final_t");   /* clockwork cases */
     double atol = json_number_value(json_object_get(g->c, "atol"));
     double rtol = json_number_value(json_object_get(g->c, "rtol"));
     int tokens = !strcmp(json_string_value(json_object_get(
@@ -184,7 +191,14 @@ static int run_case(const golden *g, const rnnd_kernels *k)
                                                atol, rtol),
                                   "%s [%s] final_h seq %zu layer %d elem %d", g->name,
                                   k->name, b, l, j);
-                off += (size_t)L->out_dim + (L->cell == RNND_CELL_LSTM ? L->hidden : 0);
+                /* a clockwork layer's counter: exactly the steps of the sequence */
+                const json_t *t = json_array_get(json_array_get(final_t, b), (size_t)l);
+                if (L->cell == RNND_CELL_CLOCKWORK)
+                    ck_assert_msg(json_is_integer(t) &&
+                                  rnnd_clock_get(solo + b * sn + off + (size_t)L->out_dim) ==
+                                  (uint64_t)json_integer_value(t),
+                                  "%s [%s] final t seq %zu layer %d", g->name, k->name, b, l);
+                off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
             }
         }
         ck_assert_uint_eq(idx, json_array_size(fh));

@@ -1172,6 +1172,63 @@ START_TEST(test_gru_rows)
 }
 END_TEST
 
+/* Clockwork rows: every path computes af(gx + g) with its own activation, over every unit
+ * range, writes nothing outside it, and avx2 and avx512 agree bit for bit (the activations
+ * are the shared vmath ones; only the scalar path is libm's). */
+START_TEST(test_clock_rows)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const rnnd_activation acts[] = {
+        {RNND_ACT_TANH, 0, 0}, {RNND_ACT_SOFTSIGN, 0, 0}, {RNND_ACT_RELU, 0, 0},
+        {RNND_ACT_AFFINE, 0.5f, 0.125f},
+    };
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int checked = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (size_t v = 0; v < NELEM(acts); v++) {
+            size_t H = Hs[hi];
+            float *gx = xmalloc(H * sizeof(float)), *g = xmalloc(H * sizeof(float));
+            for (size_t j = 0; j < H; j++) {
+                gx[j] = rng_f() * (j % 5 == 0 ? 40.0f : 4.0f);
+                g[j] = rng_f() * 3.0f;
+            }
+            float *first = NULL;
+            for (int p = 0; p < np; p++) {
+                float *wh = xmalloc(H * sizeof(float));
+                for (size_t j = 0; j < H; j++)
+                    wh[j] = act1(k[p], &acts[v], gx[j] + g[j]);
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *hn = sentinel_buf(H);
+                        k[p]->clock_row(&acts[v], gx, g, hn, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            expect(bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                   "%s act %zu H %zu [%zu,%zu): unit %zu: h %a want %a",
+                                   k[p]->name, v, H, j0, j1, j, hn[j], wh[j]);
+                        }
+                        free(hn);
+                    }
+                if (p >= 1 && first) {
+                    expect(memcmp(first, wh, H * sizeof(float)) == 0,
+                           "act %zu H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
+                    free(wh);
+                } else if (p >= 1) {
+                    first = wh;
+                } else {
+                    free(wh);
+                }
+            }
+            free(first);
+            free(gx);
+            free(g);
+            checked++;
+        }
+    ck_assert_int_eq(checked, (int)(NELEM(Hs) * NELEM(acts)));
+}
+END_TEST
+
 /* minGRU / minLSTM rows: every path computes the formula of rnnd/kernels.h with its own
  * activations, over every unit range (tails, offsets), writes nothing outside it, and avx2
  * and avx512 agree bit for bit. Large pre-activations drive the gates to 0 and 1. */
@@ -1242,6 +1299,112 @@ START_TEST(test_min_rows)
             free(first);
             free(gx);
             free(hp);
+            checked++;
+        }
+    ck_assert_int_eq(checked, 4 * (int)NELEM(Hs));
+}
+END_TEST
+
+/* sLSTM in float64, the equations, for unit J of one row. */
+static void slstm_ref(int exp_forget, size_t H, const float *gx, const float *g, const float *st,
+                      size_t j, double out[4], double tol[4])
+{
+    double pi = (double)gx[j] + g[j], pf = (double)gx[H + j] + g[H + j];
+    double pz = (double)gx[2 * H + j] + g[2 * H + j], po = (double)gx[3 * H + j] + g[3 * H + j];
+    double lf = exp_forget ? pf : -log1p(exp(-pf));
+    if (!exp_forget && pf < -30)
+        lf = pf - log1p(exp(pf));
+    double a = lf + st[2 * H + j], m = a > pi ? a : pi;
+    double ig = exp(pi - m), fg = exp(a - m);
+    double tc = fg * fabs((double)st[j]) + ig * fabs(tanh(pz));
+    double c = fg * st[j] + ig * tanh(pz), n = fg * st[H + j] + ig;
+    double sg = 1.0 / (1.0 + exp(-po));
+    out[0] = c;
+    out[1] = n;
+    out[2] = m;
+    out[3] = sg * c / n;
+    /* float rounding of the sums and of a = lf + m_prev (inside both exps), a few ulp of
+     * each transcendental: relative to the terms, not to a result that may cancel */
+    double e = 1e-5 * (1.0 + fabs(a) + fabs(pi));
+    tol[0] = e * tc + 1e-37;
+    tol[1] = e * fabs(n) + 1e-37;
+    tol[2] = 1e-6 * (fabs(lf) + fabs((double)st[2 * H + j]) + fabs(pi)) + 1e-37;
+    tol[3] = sg * tol[0] / fabs(n) + e * fabs(out[3]) + 1e-37;
+}
+
+/* slstm_row: the scalar path within float rounding of the float64 equations (ordinary and
+ * +-30 pre-activations with m_prev up to +-60, both forget modes), every path bit for bit the
+ * scalar one (they share kernels_vmath.h), over every unit range, in place (SN == S) too, and
+ * nothing written outside the range. */
+START_TEST(test_slstm_rows)
+{
+    const rnnd_kernels *k[3];
+    int np = get_paths(k);
+    static const size_t Hs[] = {1, 7, 16, 23, 40};
+    int checked = 0;
+    for (size_t hi = 0; hi < NELEM(Hs); hi++)
+        for (int v = 0; v < 4; v++) {
+            size_t H = Hs[hi];
+            rnnd_slstm_math m = {.H = H, .exp_forget = v & 1};
+            float big = v >= 2 ? 30.0f : 3.0f;
+            float *gx = xmalloc(4 * H * sizeof(float)), *g = xmalloc(4 * H * sizeof(float));
+            float *st = xmalloc(3 * H * sizeof(float));
+            for (size_t j = 0; j < 4 * H; j++) {
+                gx[j] = rng_f() * big;
+                g[j] = rng_f() * big * 0.5f;
+            }
+            for (size_t j = 0; j < H; j++) {
+                st[j] = rng_f() * 4.0f;                          /* c */
+                st[H + j] = 0.05f + fabsf(rng_f()) * 3.0f;       /* n > 0 */
+                st[2 * H + j] = rng_f() * 2.0f * big;            /* m */
+            }
+            if (H > 1)      /* the first step of a session: everything zero */
+                st[0] = st[H] = st[2 * H] = 0.0f;
+            /* the reference path against the equations */
+            float *want = xmalloc(4 * H * sizeof(float));   /* c, n, m, h */
+            k[0]->slstm_row(&m, gx, g, st, want, want + 3 * H, 0, H);
+            for (size_t j = 0; j < H; j++) {
+                double r[4], tol[4];
+                slstm_ref(m.exp_forget, H, gx, g, st, j, r, tol);
+                for (int q = 0; q < 4; q++) {
+                    double got = want[(size_t)q * H + j];
+                    expect(isfinite(got) && fabs(got - r[q]) <= tol[q],
+                           "scalar variant %d H %zu unit %zu: %c %.9g want %.9g (tol %.3g)",
+                           v, H, j, "cnmh"[q], got, r[q], tol[q]);
+                }
+            }
+            for (int p = 0; p < np; p++) {
+                for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
+                    for (size_t j1 = j0; j1 <= H; j1++) {
+                        float *sn = sentinel_buf(3 * H), *hn = sentinel_buf(H);
+                        k[p]->slstm_row(&m, gx, g, st, sn, hn, j0, j1);
+                        for (size_t j = 0; j < H; j++) {
+                            int in = j >= j0 && j < j1;
+                            for (int q = 0; q < 4; q++) {
+                                float got = q < 3 ? sn[(size_t)q * H + j] : hn[j];
+                                uint32_t w = in ? bits(want[(size_t)q * H + j]) : SENTINEL;
+                                expect(bits(got) == w, "%s variant %d H %zu [%zu,%zu): unit "
+                                       "%zu: %c %a want %a", k[p]->name, v, H, j0, j1, j,
+                                       "cnmh"[q], got, from_bits(w));
+                            }
+                        }
+                        free(sn);
+                        free(hn);
+                    }
+                /* in place (SN == S), as the kernels' contract allows */
+                float *s2 = xmalloc(3 * H * sizeof(float)), *h2 = xmalloc(H * sizeof(float));
+                memcpy(s2, st, 3 * H * sizeof(float));
+                k[p]->slstm_row(&m, gx, g, s2, s2, h2, 0, H);
+                expect(memcmp(s2, want, 3 * H * sizeof(float)) == 0 &&
+                       memcmp(h2, want + 3 * H, H * sizeof(float)) == 0,
+                       "%s variant %d H %zu: in place", k[p]->name, v, H);
+                free(s2);
+                free(h2);
+            }
+            free(want);
+            free(gx);
+            free(g);
+            free(st);
             checked++;
         }
     ck_assert_int_eq(checked, 4 * (int)NELEM(Hs));
@@ -1353,6 +1516,8 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_lstm_row);
     tcase_add_test(tc, test_gru_rows);
     tcase_add_test(tc, test_min_rows);
+    tcase_add_test(tc, test_clock_rows);
+    tcase_add_test(tc, test_slstm_rows);
     tcase_add_test(tc, test_select);
     suite_add_tcase(s, tc);
     return s;

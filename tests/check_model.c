@@ -740,6 +740,168 @@ START_TEST(valid_depth_gate)
 }
 END_TEST
 
+/* Clockwork (issue 16): periods, modules of H/m units, W, R, Wb, Rb, one activation
+ * (Tanh by default), and the counter t in the state (two floats per direction). */
+START_TEST(valid_clockwork)
+{
+    const char *arch =
+        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+        " \"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 6, \"periods\": [1, 3, 7]},"
+        "  {\"type\": \"clockwork\", \"hidden_size\": 4, \"periods\": [2, 5],"
+        "   \"direction\": \"bidirectional\","
+        "   \"activations\": [[{\"op\": \"Relu\"}], [{\"op\": \"Tanh\"}]]}]}";
+    rnnd_model *m = open_random("clock", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    const rnnd_layer_spec *C = &s->layers[0], *D = &s->layers[1];
+    ck_assert_int_eq(C->cell, RNND_CELL_CLOCKWORK);
+    ck_assert_int_eq(C->gates, 1);
+    ck_assert_int_eq(C->n_act, 1);
+    ck_assert_int_eq(C->out_dim, 6);
+    ck_assert_int_eq(C->n_periods, 3);
+    ck_assert_int_eq(C->periods[0], 1);
+    ck_assert_int_eq(C->periods[1], 3);
+    ck_assert_int_eq(C->periods[2], 7);
+    assert_act(&C->act[0][0], RNND_ACT_TANH, 0, 0);
+    ck_assert_ptr_nonnull(C->w[0].R);
+    ck_assert_ptr_nonnull(C->w[0].Rb);
+    ck_assert_int_eq(D->in_dim, 6);
+    ck_assert_int_eq(D->n_periods, 2);
+    assert_act(&D->act[0][0], RNND_ACT_RELU, 0, 0);
+    /* W R Wb Rb: 6*3 + 36 + 12; per direction 4*6 + 16 + 8 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 66 + 2 * 48);
+    /* h and the two floats of t, per direction */
+    ck_assert_uint_eq(rnnd_model_state_floats(m), (6 + 2) + 2 * (4 + 2));
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_CLOCKWORK), "clockwork");
+    rnnd_model_unref(m);
+
+    /* the counter's two floats: exact whole numbers, wrapping at 2^48 */
+    float st[2];
+    const uint64_t ts[] = {0, 1, 16777215, 16777216, 123456789012345ULL,
+                           RNND_CLOCK_WRAP - 1};
+    for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
+        rnnd_clock_put(st, ts[i]);
+        ck_assert(st[0] < 16777216.0f && st[1] < 16777216.0f);
+        ck_assert_uint_eq(rnnd_clock_get(st), ts[i]);
+    }
+    rnnd_clock_put(st, RNND_CLOCK_WRAP + 5);
+    ck_assert_uint_eq(rnnd_clock_get(st), 5);
+    /* what no export writes reads as 0, never as undefined behaviour */
+    const float odd[][2] = {{-1.0f, 0.0f}, {0.5f, 0.0f}, {16777216.0f, 0.0f}, {NAN, 2.0f}};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_uint_eq(rnnd_clock_get(odd[i]), i == 3 ? 2ULL << 24 : 0);
+}
+END_TEST
+
+/* Every wrong clockwork file gets an error naming the key or tensor and why. */
+START_TEST(bad_clockwork)
+{
+#define CW(rest) A_HEAD "\"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 4" rest "}]}"
+    const char *key = "architecture.layers[0].periods";
+    expect_fail_arch("cw_none", CW(""), key, "missing (a clockwork layer needs a list");
+    expect_fail_arch("cw_empty", CW(", \"periods\": []"), key,
+                     "0 periods: a clockwork layer has 1 to 64 modules");
+    expect_fail_arch("cw_str", CW(", \"periods\": \"1,2\""), key,
+                     "expected a list of integers, got a string");
+    expect_fail_arch("cw_real", CW(", \"periods\": [1, 2.5]"),
+                     "architecture.layers[0].periods[1]", "expected an integer, got a real");
+    expect_fail_arch("cw_zero", CW(", \"periods\": [0, 2]"),
+                     "architecture.layers[0].periods[0]", "0 is out of range 1 to 2147483647");
+    expect_fail_arch("cw_neg", CW(", \"periods\": [-1]"),
+                     "architecture.layers[0].periods[0]", "-1 is out of range");
+    expect_fail_arch("cw_big", CW(", \"periods\": [4294967296]"),
+                     "architecture.layers[0].periods[0]", "4294967296 is out of range");
+    expect_fail_arch("cw_order", CW(", \"periods\": [1, 4, 2, 8]"),
+                     "architecture.layers[0].periods[2]",
+                     "2 is not above the period before it (4): the periods must be strictly "
+                     "increasing");
+    expect_fail_arch("cw_equal", CW(", \"periods\": [2, 2]"),
+                     "architecture.layers[0].periods[1]", "strictly increasing");
+    expect_fail_arch("cw_divide", CW(", \"periods\": [1, 2, 3]"), key,
+                     "3 modules do not divide hidden_size 4 evenly");
+    expect_fail_arch("cw_clip", CW(", \"periods\": [1], \"clip\": 2"),
+                     "architecture.layers[0].clip", "not used by a clockwork layer");
+    expect_fail_arch("cw_acts2", CW(", \"periods\": [1], \"activations\": [[{\"op\": \"Tanh\"},"
+                     " {\"op\": \"Tanh\"}]]"), "architecture.layers[0].activations[0]",
+                     "2 activations, a clockwork layer takes 1");
+    expect_fail_arch("cw_rnn_periods", A_HEAD "\"layers\": [{\"type\": \"rnn\", "
+                     "\"hidden_size\": 4, \"periods\": [1, 2]}]}", key,
+                     "not used by a rnn layer");
+    char many[1024];
+    int len = snprintf(many, sizeof many, A_HEAD "\"layers\": [{\"type\": \"clockwork\", "
+                       "\"hidden_size\": 65, \"periods\": [");
+    for (int k = 1; k <= 65; k++)
+        len += snprintf(many + len, sizeof many - (size_t)len, "%s%d", k > 1 ? ", " : "", k);
+    snprintf(many + len, sizeof many - (size_t)len, "]}]}");
+    expect_fail_arch("cw_many", many, key, "65 periods: a clockwork layer has 1 to 64 modules");
+#undef CW
+
+    /* R with a weight below the block diagonal: module 1 (rows 2, 3) reading module 0 */
+    const char *arch = A_HEAD "\"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 4,"
+                       " \"periods\": [1, 2]}]}";
+    float W[12] = {0}, R[16] = {0}, b[4] = {0};
+    int64_t sw[2] = {4, 3}, sr[2] = {4, 4}, sb[1] = {4};
+    for (int pass = 0; pass < 3; pass++) {
+        memset(R, 0, sizeof R);
+        R[0 * 4 + 3] = 1.0f;    /* above the diagonal: allowed */
+        R[2 * 4 + 2] = 1.0f;    /* module 1's own block */
+        R[1 * 4 + 0] = -0.0f;   /* a negative zero below is a zero */
+        if (pass == 1)
+            R[3 * 4 + 1] = 0.25f;
+        if (pass == 2)
+            R[2 * 4 + 0] = 1e-30f;
+        tu_file *f = tu_file_new(arch);
+        tu_file_add(f, "layers.0.0.W", sw, 2, W);
+        tu_file_add(f, "layers.0.0.R", sr, 2, R);
+        tu_file_add(f, "layers.0.0.Wb", sb, 1, b);
+        tu_file_add(f, "layers.0.0.Rb", sb, 1, b);
+        if (pass == 0) {
+            size_t n;
+            unsigned char *img = tu_file_bytes(f, &n);
+            rnnd_model *m = load_img(img, n);
+            free(img);
+            rnnd_model_unref(m);
+        } else {
+            expect_fail_file(pass == 1 ? "cw_R_below" : "cw_R_tiny", f, "layers.0.0.R",
+                             pass == 1 ? "element [3, 1] is 0.25, but a clockwork module reads "
+                                         "only itself and the modules after it"
+                                       : "element [2, 0] is 1e-30, but");
+        }
+        tu_file_free(f);
+    }
+}
+END_TEST
+
+/* sLSTM (issue 16): heads K dividing H, forget exp or sigmoid, W [4H, in], R [4H, H/K],
+ * Wb, Rb [4H]; state h, c, n, m; no activations or clip. */
+START_TEST(valid_slstm)
+{
+    const char *arch =
+        A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6, \"heads\": 3,"
+        " \"forget\": \"exp\"},"
+        " {\"type\": \"slstm\", \"hidden_size\": 5, \"heads\": 1, \"forget\": \"sigmoid\","
+        "  \"direction\": \"bidirectional\"}],"
+        " \"head\": {\"out_dim\": 2, \"in_dim\": 10}}";
+    rnnd_model *m = open_random("slstm", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    const rnnd_layer_spec *A = &s->layers[0], *B = &s->layers[1];
+    ck_assert_int_eq(A->cell, RNND_CELL_SLSTM);
+    ck_assert_int_eq(A->gates, 4);
+    ck_assert_int_eq(A->n_act, 0);
+    ck_assert_int_eq(A->heads, 3);
+    ck_assert_int_eq(A->exp_forget, 1);
+    ck_assert_int_eq(B->heads, 1);
+    ck_assert_int_eq(B->exp_forget, 0);
+    ck_assert_int_eq(B->in_dim, 6);
+    ck_assert_uint_eq(rnnd_layer_cell_floats(A), 18);
+    /* W, R (d = 2), Wb, Rb: 24*3 + 24*2 + 48; 2 * (20*6 + 20*5 + 40); head 2*10+2 */
+    ck_assert_uint_eq(rnnd_model_param_count(m), 168 + 2 * 260 + 22);
+    /* h, c, n, m per direction */
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 4 * 6 + 2 * 4 * 5);
+    ck_assert_str_eq(rnnd_cell_name(RNND_CELL_SLSTM), "slstm");
+    rnnd_model_unref(m);
+}
+END_TEST
+
 /* The tensors of a 2-layer depth-gated model (vectors of 3, H = 4), but SKIP left out and
  * BAD (if set) one row longer. */
 static tu_file *dg_file(const char *skip, const char *bad)
@@ -835,6 +997,74 @@ START_TEST(bad_depth_gate)
                      "\"depth_gate\": true}"), key1, "not used by a minlstm layer");
     expect_fail_arch("dg_type", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
                      "\"depth_gate\": 1}"), key1, "expected true or false, got an integer");
+}
+END_TEST
+
+/* Every wrong sLSTM file gets an error naming the key or tensor and why. */
+START_TEST(bad_slstm)
+{
+#define SL(extra) A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6" extra "}]}"
+    expect_fail_arch("sl_no_heads", SL(", \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "missing (an integer 1 to");
+    expect_fail_arch("sl_heads0", SL(", \"heads\": 0, \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "0 is out of range 1 to");
+    expect_fail_arch("sl_heads4", SL(", \"heads\": 4, \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "4 does not divide hidden_size 6");
+    expect_fail_arch("sl_heads_str", SL(", \"heads\": \"2\", \"forget\": \"exp\""),
+                     "architecture.layers[0].heads", "expected an integer");
+    expect_fail_arch("sl_no_forget", SL(", \"heads\": 2"),
+                     "architecture.layers[0].forget", "missing (\"exp\" or \"sigmoid\"");
+    expect_fail_arch("sl_forget", SL(", \"heads\": 2, \"forget\": \"tanh\""),
+                     "architecture.layers[0].forget",
+                     "unknown value \"tanh\" (expected \"exp\" or \"sigmoid\")");
+    expect_fail_arch("sl_forget_num", SL(", \"heads\": 2, \"forget\": 1"),
+                     "architecture.layers[0].forget", "expected a string");
+    expect_fail_arch("sl_clip", SL(", \"heads\": 2, \"forget\": \"exp\", \"clip\": 3"),
+                     "architecture.layers[0].clip", "not used by a slstm layer");
+    expect_fail_arch("sl_acts", SL(", \"heads\": 2, \"forget\": \"exp\", \"activations\":"
+                                   " [[{\"op\": \"Tanh\"}]]"),
+                     "architecture.layers[0].activations", "not used by a slstm layer");
+    expect_fail_arch("sl_peep", SL(", \"heads\": 2, \"forget\": \"exp\", \"peepholes\": true"),
+                     "architecture.layers[0].peepholes", "not used by a slstm layer");
+    expect_fail_arch("lstm_heads", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                     " \"heads\": 2}]}", "architecture.layers[0].heads",
+                     "not used by a lstm layer");
+    expect_fail_arch("gru_forget", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                     " \"forget\": \"exp\"}]}", "architecture.layers[0].forget",
+                     "not used by a gru layer");
+    /* R dense [4H, H] as an lstm's, or with the columns of another head count */
+    const char *arch = SL(", \"heads\": 3, \"forget\": \"sigmoid\"");
+    int64_t w[2] = {24, 3}, b[1] = {24};
+    for (int k = 0; k < 3; k++) {
+        tu_file *f = tu_file_new(arch);
+        int64_t r[2] = {k == 2 ? 12 : 24, k == 0 ? 6 : k == 1 ? 3 : 2};
+        tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+        tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+        tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+        tu_file_add(f, "layers.0.0.Rb", b, 1, NULL);
+        char want[96];
+        snprintf(want, sizeof want, "shape [%lld, %lld], but the architecture needs [24, 2]",
+                 (long long)r[0], (long long)r[1]);
+        expect_fail_file(k == 0 ? "sl_R_dense" : k == 1 ? "sl_R_heads" : "sl_R_rows", f,
+                         "layers.0.0.R", want);
+        tu_file_free(f);
+    }
+    /* Rb of the wrong length, and missing */
+    tu_file *f = tu_file_new(arch);
+    int64_t r[2] = {24, 2}, short_b[1] = {6};
+    tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+    tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+    tu_file_add(f, "layers.0.0.Rb", short_b, 1, NULL);
+    expect_fail_file("sl_Rb_shape", f, "layers.0.0.Rb", "shape [6], but the architecture needs [24]");
+    tu_file_free(f);
+    f = tu_file_new(arch);
+    tu_file_add(f, "layers.0.0.W", w, 2, NULL);
+    tu_file_add(f, "layers.0.0.R", r, 2, NULL);
+    tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
+    expect_fail_file("sl_no_Rb", f, "layers.0.0.Rb", "missing: the architecture needs");
+    tu_file_free(f);
+#undef SL
 }
 END_TEST
 
@@ -2209,6 +2439,10 @@ static Suite *model_suite(void)
     tcase_add_test(tc, bad_min_cells);
     tcase_add_test(tc, valid_depth_gate);
     tcase_add_test(tc, bad_depth_gate);
+    tcase_add_test(tc, valid_clockwork);
+    tcase_add_test(tc, bad_clockwork);
+    tcase_add_test(tc, valid_slstm);
+    tcase_add_test(tc, bad_slstm);
     tcase_add_test(tc, refcount);
     tcase_add_test(tc, names);
     tcase_add_test(tc, valid_half_rounded_at_load);

@@ -93,6 +93,30 @@ static const char *const archs[] = {
     "\"activations\":[[{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4},"
     "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]}],"
     "\"head\":{\"out_dim\":50,\"in_dim\":29,\"norm\":\"log_softmax\"}}",
+    /* clockwork: modules of 9 and 10 units (not panel multiples), a softsign layer, a head */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"clockwork\",\"hidden_size\":36,\"direction\":\"forward\","
+    "\"periods\":[1,3,7,16]},"
+    "{\"type\":\"clockwork\",\"hidden_size\":40,\"direction\":\"forward\","
+    "\"periods\":[1,2,5,8],\"activations\":[[" ACT("Softsign") "]]}],"
+    "\"head\":{\"out_dim\":7,\"in_dim\":40,\"norm\":\"softmax\"}}",
+    /* token clockwork beside a GRU: 32-unit modules (two panels each, split by threads) */
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
+    "\"embedding_dim\":13},\"layers\":["
+    "{\"type\":\"clockwork\",\"hidden_size\":64,\"direction\":\"forward\","
+    "\"periods\":[1,2]},"
+    "{\"type\":\"gru\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"clockwork\",\"hidden_size\":33,\"direction\":\"forward\","
+    "\"periods\":[1,3,7]}],"
+    "\"head\":{\"out_dim\":50,\"in_dim\":33,\"norm\":\"log_softmax\"}}",
+    /* sLSTM: odd d (35 / 5 = 7), one head (d = H), both forget modes, beside a GRU */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"slstm\",\"hidden_size\":35,\"heads\":5,\"forget\":\"exp\","
+    "\"direction\":\"forward\"},"
+    "{\"type\":\"gru\",\"hidden_size\":20,\"direction\":\"forward\"},"
+    "{\"type\":\"slstm\",\"hidden_size\":33,\"heads\":1,\"forget\":\"sigmoid\","
+    "\"direction\":\"forward\"}],"
+    "\"head\":{\"out_dim\":11,\"in_dim\":33,\"norm\":\"softmax\"}}",
     /* depth-gated LSTMs (issue 16): three of H 37 over an lstm, the middle one with
      * peepholes and clip, the top one coupled; a GRU between two more of H 21 */
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
@@ -129,6 +153,7 @@ typedef struct fixture {
     size_t S, T, state_n, out_n;
     int32_t *tok;       /* [S*T] */
     float *vec;         /* [S*T*D] */
+    const float *init;  /* [S*state_n] the sessions' first states, or NULL for zeros */
 } fixture;
 
 /* A fixture around MODEL (whose reference it takes over). */
@@ -183,7 +208,10 @@ static void run_solo(const fixture *fx, float *outs, float *states)
     size_t D = (size_t)fx->spec->input_dim;
     rnnd_work *w = rnnd_work_new(fx->net, 1);
     ck_assert_ptr_nonnull(w);
-    memset(states, 0, fx->S * fx->state_n * sizeof(float));
+    if (fx->init)
+        memcpy(states, fx->init, fx->S * fx->state_n * sizeof(float));
+    else
+        memset(states, 0, fx->S * fx->state_n * sizeof(float));
     for (size_t s = 0; s < fx->S; s++) {
         float *st = states + s * fx->state_n;
         for (size_t t = 0; t < fx->T; t++) {
@@ -208,7 +236,10 @@ static void run_shuffled(const fixture *fx, float *outs, float *states)
     int32_t *tok = malloc(S * sizeof *tok);
     float *vec = malloc(S * D * sizeof *vec);
     float *out = malloc(S * fx->out_n * sizeof *out);
-    memset(states, 0, S * fx->state_n * sizeof(float));
+    if (fx->init)
+        memcpy(states, fx->init, S * fx->state_n * sizeof(float));
+    else
+        memset(states, 0, S * fx->state_n * sizeof(float));
     for (size_t t = 0; t < fx->T; t++) {
         for (size_t i = 0; i < S; i++)
             perm[i] = i;
@@ -291,6 +322,87 @@ START_TEST(test_batch_invariance)
     int np = n_paths();
     for (int p = 0; p < np; p++)
         check_batch_invariance(path_for(p), archs[_i], 100 + (unsigned)_i, 24, 10);
+}
+END_TEST
+
+/* Clockwork sessions at different counters batched together: each row runs its own modules
+ * (a module is multiplied when any row runs it), bitwise as alone, and rnnd_net_forward()
+ * from the same states (its counters included) gives the same outputs and final states, a
+ * counter wrapping at 2^48 included. */
+START_TEST(test_clock_counters)
+{
+    static const int clock_archs[] = {(int)N_ARCHS - 2, (int)N_ARCHS - 1};
+    const char *arch = archs[clock_archs[_i]];
+    char err[256];
+    for (int p = 0; p < n_paths(); p++) {
+        fixture fx;
+        size_t S = 12, T = 20, D;
+        fixture_open(&fx, arch, 500 + (unsigned)_i, path_for(p), S, T);
+        D = (size_t)fx.spec->input_dim;
+        float *init = calloc(S * fx.state_n, sizeof(float));
+        size_t off = 0;
+        for (int l = 0; l < fx.spec->n_layers; l++) {
+            const rnnd_layer_spec *L = &fx.spec->layers[l];
+            for (size_t s = 0; s < S; s++) {
+                for (int j = 0; j < L->out_dim; j++)
+                    init[s * fx.state_n + off + (size_t)j] = (float)(urand() - 0.5);
+                /* 0, 1, ..., one past 2^24, and one that wraps at 2^48 part way */
+                if (L->cell == RNND_CELL_CLOCKWORK)
+                    rnnd_clock_put(init + s * fx.state_n + off + (size_t)L->out_dim,
+                                   s == S - 1   ? (1ULL << 24) + 5
+                                   : s == S - 2 ? RNND_CLOCK_WRAP - 7
+                                                : s * 5 + s % 3);
+            }
+            off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
+        }
+        ck_assert_uint_eq(off, fx.state_n);
+        fx.init = init;
+        float *o1 = malloc(S * T * fx.out_n * sizeof(float));
+        float *o2 = malloc(S * T * fx.out_n * sizeof(float));
+        float *s1 = malloc(S * fx.state_n * sizeof(float));
+        float *s2 = malloc(S * fx.state_n * sizeof(float));
+        run_solo(&fx, o1, s1);
+        run_shuffled(&fx, o2, s2);
+        ck_assert_msg(!memcmp(o1, o2, S * T * fx.out_n * sizeof(float)),
+                      "%s arch %d: batched outputs differ from solo", path_for(p)->name, _i);
+        ck_assert_msg(!memcmp(s1, s2, S * fx.state_n * sizeof(float)),
+                      "%s arch %d: batched states differ from solo", path_for(p)->name, _i);
+        size_t lens[12];
+        const int32_t *tp[12];
+        const float *vp[12], *ip[12];
+        float *op[12], *fp[12];
+        for (size_t s = 0; s < S; s++) {
+            lens[s] = T;
+            tp[s] = fx.tok + s * T;
+            vp[s] = fx.vec + s * T * D;
+            ip[s] = init + s * fx.state_n;
+            op[s] = o2 + s * T * fx.out_n;
+            fp[s] = s2 + s * fx.state_n;
+        }
+        int rc = rnnd_net_forward(fx.net, S, lens, tp, vp, ip, op, fp, err, sizeof err);
+        ck_assert_msg(rc == 0, "%s", err);
+        ck_assert_msg(!memcmp(o1, o2, S * T * fx.out_n * sizeof(float)),
+                      "%s arch %d: forward outputs differ from steps", path_for(p)->name, _i);
+        ck_assert_msg(!memcmp(s1, s2, S * fx.state_n * sizeof(float)),
+                      "%s arch %d: forward final states differ", path_for(p)->name, _i);
+        /* every counter moved on by T */
+        off = 0;
+        for (int l = 0; l < fx.spec->n_layers; l++) {
+            const rnnd_layer_spec *L = &fx.spec->layers[l];
+            for (size_t s = 0; L->cell == RNND_CELL_CLOCKWORK && s < S; s++) {
+                size_t at = s * fx.state_n + off + (size_t)L->out_dim;
+                ck_assert_uint_eq(rnnd_clock_get(s1 + at),
+                                  (rnnd_clock_get(init + at) + T) % RNND_CLOCK_WRAP);
+            }
+            off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
+        }
+        free(o1);
+        free(o2);
+        free(s1);
+        free(s2);
+        free(init);
+        fixture_close(&fx);
+    }
 }
 END_TEST
 
@@ -387,6 +499,66 @@ START_TEST(test_avx2_equals_avx512)
 }
 END_TEST
 
+/* sLSTM alone (no layer whose scalar activations are libm's): every path gives the scalar
+ * path's bits, stepping and whole sequences (a bidirectional layer too), since its row runs
+ * kernels_vmath.h on every path and the products are the common gemv chain. */
+START_TEST(test_slstm_paths_bitwise)
+{
+    static const char *const sl_archs[2] = {
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":7,\"forget\":\"exp\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":16,\"heads\":2,\"forget\":\"sigmoid\"}],"
+        "\"head\":{\"out_dim\":5,\"in_dim\":16}}",
+        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":9},\"layers\":["
+        "{\"type\":\"slstm\",\"hidden_size\":21,\"heads\":3,\"forget\":\"sigmoid\","
+        "\"direction\":\"bidirectional\"},"
+        "{\"type\":\"slstm\",\"hidden_size\":10,\"heads\":5,\"forget\":\"exp\","
+        "\"direction\":\"reverse\"}]}",
+    };
+    const size_t S = 5, T = 31;
+    int np = n_paths();
+    for (int a = 0; a < 2; a++) {
+        fixture ref;
+        fixture_open(&ref, sl_archs[a], 900 + (unsigned)a, path_for(0), S, T);
+        size_t n = S * T * ref.out_n, sn = S * ref.state_n, D = (size_t)ref.spec->input_dim;
+        float *o0 = malloc(n * sizeof(float)), *s0 = malloc(sn * sizeof(float));
+        float *o1 = malloc(n * sizeof(float)), *s1 = malloc(sn * sizeof(float));
+        for (int p = 0; p < np; p++) {
+            fixture fx;
+            fixture_open(&fx, sl_archs[a], 900 + (unsigned)a, path_for(p), S, T);
+            float *o = p ? o1 : o0, *st = p ? s1 : s0;
+            if (a == 0) {
+                run_solo(&fx, o, st);
+            } else {    /* whole sequences, every one T long */
+                char err[256];
+                size_t lens[5];
+                const float *vp[5];
+                float *op[5], *fp[5];
+                for (size_t b = 0; b < S; b++) {
+                    lens[b] = T;
+                    vp[b] = fx.vec + b * T * D;
+                    op[b] = o + b * T * fx.out_n;
+                    fp[b] = st + b * fx.state_n;
+                }
+                ck_assert_msg(rnnd_net_forward(fx.net, S, lens, NULL, vp, NULL, op, fp, err,
+                                               sizeof err) == 0, "%s", err);
+            }
+            if (p)
+                ck_assert_msg(!memcmp(o0, o1, n * sizeof(float)) &&
+                              !memcmp(s0, s1, sn * sizeof(float)),
+                              "slstm arch %d: %s differs from scalar", a,
+                              rnnd_net_kernels(fx.net)->name);
+            fixture_close(&fx);
+        }
+        free(o0);
+        free(o1);
+        free(s0);
+        free(s1);
+        fixture_close(&ref);
+    }
+}
+END_TEST
+
 START_TEST(test_bad_token_changes_nothing)
 {
     char err[256];
@@ -464,6 +636,49 @@ START_TEST(test_long_sequence)
         free(o1);
         free(o2);
         free(s1);
+        fixture_close(&fx);
+    }
+}
+END_TEST
+
+/* A session's steps as whole sequences in random chunks, each from the state the last one
+ * left (what the batcher does with long requests of minGRU/minLSTM models): bitwise the
+ * outputs and states of stepping alone, on every path, for every stateful arch. */
+START_TEST(test_forward_chunks)
+{
+    int np = n_paths();
+    char err[256];
+    for (int p = 0; p < np; p++) {
+        fixture fx;
+        size_t T = 300, D;
+        fixture_open(&fx, archs[_i], 300 + (unsigned)_i, path_for(p), 1, T);
+        D = (size_t)fx.spec->input_dim;
+        float *o1 = malloc(T * fx.out_n * sizeof(float)), *o2 = malloc(T * fx.out_n * 4);
+        float *s1 = malloc(fx.state_n * sizeof(float));
+        float *st[2] = {calloc(fx.state_n, sizeof(float)), calloc(fx.state_n, sizeof(float))};
+        run_solo(&fx, o1, s1);
+        rng_state = 77 + (unsigned)_i;
+        for (size_t t = 0, c = 0; t < T; c++) {
+            size_t n = 1 + (size_t)(urand() * (urand() < 0.5 ? 9 : 120));
+            n = n < T - t ? n : T - t;
+            const int32_t *tp = fx.tok + t;
+            const float *vp = fx.vec + t * D, *ip = st[c % 2];
+            float *op = o2 + t * fx.out_n, *fp = st[(c + 1) % 2];
+            ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &n, &tp, &vp, &ip, &op, &fp, err,
+                                              sizeof err), 0);
+            t += n;
+            if (t == T)
+                ck_assert_msg(!memcmp(fp, s1, fx.state_n * sizeof(float)),
+                              "arch %d %s: final state differs", _i, path_for(p)->name);
+        }
+        ck_assert_msg(!memcmp(o1, o2, T * fx.out_n * sizeof(float)),
+                      "arch %d %s: chunked outputs differ from stepping", _i,
+                      path_for(p)->name);
+        free(o1);
+        free(o2);
+        free(s1);
+        free(st[0]);
+        free(st[1]);
         fixture_close(&fx);
     }
 }
@@ -924,11 +1139,14 @@ static Suite *rnn_suite(void)
     tcase_set_timeout(tc, 300);
     tcase_add_loop_test(tc, test_batch_invariance, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_batch_invariance_256);
+    tcase_add_loop_test(tc, test_clock_counters, 0, 2);
     tcase_add_loop_test(tc, test_step_vs_forward, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_avx2_equals_avx512, 0, (int)N_ARCHS);
+    tcase_add_test(tc, test_slstm_paths_bitwise);
     tcase_add_test(tc, test_bad_token_changes_nothing);
     tcase_add_test(tc, test_bidirectional_refuses_step);
     tcase_add_test(tc, test_long_sequence);
+    tcase_add_loop_test(tc, test_forward_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
     tcase_add_test(tc, test_forward_bytes_depth_gate);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);

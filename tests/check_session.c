@@ -27,7 +27,8 @@ static rnnd_session *mk(rnnd_session_table *t, size_t floats, double ttl)
 {
     rnnd_session *s;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, NULL, floats, NULL, 0, ttl, &s, err, sizeof err), 0);
+    rnnd_session_init si = {.state_floats = floats, .ttl_s = ttl};
+    ck_assert_int_eq(rnnd_session_create(t, &si, &s, err, sizeof err), 0);
     return s;
 }
 
@@ -88,7 +89,8 @@ START_TEST(test_get_remove)
     float init[3] = {1, 2, 3};
     rnnd_session *s, *g;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, (void *)t, 3, init, 7, 0, &s, err, sizeof err), 0);
+    rnnd_session_init si = {.model = (void *)t, .state_floats = 3, .state = init, .steps = 7};
+    ck_assert_int_eq(rnnd_session_create(t, &si, &s, err, sizeof err), 0);
     ck_assert_uint_eq(rnnd_session_steps(s), 7);
     ck_assert(rnnd_session_model(s) == (void *)t);
     ck_assert(rnnd_session_state(s)[2] == 3.0f);
@@ -154,7 +156,8 @@ START_TEST(test_ttl_and_tombstone)
     ck_assert_uint_eq(st.expired, 2);
     ck_assert_int_eq(rnnd_session_get(t, idb, &g), RNND_SESSION_MISSING);
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 1, NULL, 0, 101, &g, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 1, .ttl_s = 101},
+                                         &g, err, sizeof err),
                      RNND_ERR_INVALID);
     rnnd_session_table_free(t);
 }
@@ -252,11 +255,13 @@ START_TEST(test_limits_reject)
     for (int i = 0; i < 3; i++)
         s[i] = mk(t, 4, 0);
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 4, NULL, 0, 0, &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
+                                         &x, err, sizeof err),
                      RNND_ERR_LIMIT);
     ck_assert(strstr(err, "max_sessions"));
     ck_assert_int_eq(rnnd_session_remove(t, rnnd_session_id(s[1])), RNND_SESSION_FOUND);
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 4, NULL, 0, 0, &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
+                                         &x, err, sizeof err), 0);
     rnnd_session_unref(x);
     for (int i = 0; i < 3; i++)
         rnnd_session_unref(s[i]);
@@ -268,11 +273,14 @@ START_TEST(test_limits_reject)
     t = rnnd_session_table_new(&l, NULL, NULL);
     for (int i = 0; i < 3; i++)
         rnnd_session_unref(mk(t, 100, 0));
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 100, NULL, 0, 0, &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 100},
+                                         &x, err, sizeof err),
                      RNND_ERR_LIMIT);
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 1000, NULL, 0, 0, &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 1000},
+                                         &x, err, sizeof err),
                      RNND_ERR_LIMIT);
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 25, NULL, 0, 0, &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 25},
+                                         &x, err, sizeof err), 0);
     rnnd_session_unref(x);
     rnnd_session_table_free(t);
 }
@@ -300,7 +308,8 @@ START_TEST(test_limits_lru)
     c.t += 1;
     rnnd_session_submit(s[0], &j.job);
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 4, NULL, 0, 0, &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
+                                         &x, err, sizeof err), 0);
     ck_assert_int_eq(rnnd_session_get(t, ids[1], &g), RNND_SESSION_EVICTED);
     ck_assert_int_eq(rnnd_session_get(t, ids[0], &g), RNND_SESSION_FOUND);
     rnnd_session_unref(g);
@@ -324,7 +333,8 @@ START_TEST(test_limits_lru)
         rnnd_session_submit(live[n], &p[n].job);
         n++;
     }
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 4, NULL, 0, 0, &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
+                                         &x, err, sizeof err),
                      RNND_ERR_LIMIT);
     for (size_t i = 0; i < n; i++) {
         nlog = 0;
@@ -348,8 +358,8 @@ START_TEST(test_list_paging)
     for (int i = 0; i < 25; i++) {
         rnnd_session *s;
         char err[256];
-        ck_assert_int_eq(rnnd_session_create(t, i % 5 ? (void *)&ma : (void *)&mb, 1, NULL, 0,
-                                             0, &s, err, sizeof err), 0);
+        rnnd_session_init si = {.model = i % 5 ? (void *)&ma : (void *)&mb, .state_floats = 1};
+        ck_assert_int_eq(rnnd_session_create(t, &si, &s, err, sizeof err), 0);
         strcpy(all[i], rnnd_session_id(s));
         rnnd_session_unref(s);
     }
@@ -464,7 +474,8 @@ static void *stress_client(void *arg)
 
         rnnd_session *s, *g;
         char err[256];
-        if (rnnd_session_create(st->t, NULL, 8, NULL, 0, 0, &s, err, sizeof err) == 0) {
+        if (rnnd_session_create(st->t, &(rnnd_session_init){.state_floats = 8},
+                                &s, err, sizeof err) == 0) {
             if (nmine < 8) {
                 strcpy(mine[nmine++], rnnd_session_id(s));
             } else {
@@ -498,8 +509,8 @@ START_TEST(test_stress)
     /* the shared session lives in a table of its own, where nothing evicts it */
     rnnd_session_limits l2 = limits();
     rnnd_session_table *t2 = rnnd_session_table_new(&l2, NULL, NULL);
-    ck_assert_int_eq(rnnd_session_create(t2, NULL, 4, NULL, 0, 100, &st.shared, err,
-                                         sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t2, &(rnnd_session_init){.state_floats = 4, .ttl_s = 100},
+                                         &st.shared, err, sizeof err), 0);
     pthread_t w, c[ST_THREADS];
     pthread_create(&w, NULL, stress_worker, &st);
     for (int i = 0; i < ST_THREADS; i++)

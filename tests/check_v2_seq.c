@@ -24,7 +24,8 @@ static rnnd_session *mk(rnnd_session_table *t)
 {
     rnnd_session *s;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, NULL, 4, NULL, 0, 0, &s, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
+                                         &s, err, sizeof err), 0);
     return s;
 }
 

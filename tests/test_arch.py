@@ -1,9 +1,10 @@
 """Every architecture rnnd supports, through `rnnd infer` on every kernel path, against the
 float64 NumPy reference (tools/rnnd_convert/reference.py), including what the golden cases do
 not reach: odd sizes (SIMD tails), 500+ step sequences, 3+ layers, every activation,
-proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM (reverse and
-bidirectional too), depth-gated LSTMs (with every lstm option that combines with the gate),
-reverse and bidirectional stacks,
+proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM and sLSTM (reverse
+and bidirectional too), the Clockwork RNN (reverse and bidirectional too, from a state whose
+counters are not zero), depth-gated LSTMs (with every lstm option that combines with the
+gate), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
 Models are written as native specs (architecture JSON + .npz) with weights drawn here from a
@@ -56,7 +57,8 @@ def tensors_for(arch, rng, scale):
     for li, L in enumerate(arch["layers"]):
         H = L["hidden_size"]
         kind = L["type"]
-        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3}.get(kind, 4)
+        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3, "clockwork": 1}.get(
+            kind, 4)
         recurrent = kind not in ("mingru", "minlstm")     # those have W and Wb only
         if kind == "lstm" and L.get("forget_gate", True) is False:
             G = 3
@@ -70,9 +72,14 @@ def tensors_for(arch, rng, scale):
             p = "layers.%d.%d." % (li, d)
             t[p + "W"] = rng.uniform(-scale, scale, (G * H, in_dim))
             t[p + "Wb"] = rng.uniform(-scale, scale, (G * H,))
-            if recurrent:
-                t[p + "R"] = rng.uniform(-scale, scale, (G * H, out))
+            if recurrent:       # slstm: block-diagonal, H / heads columns
+                cols = H // L["heads"] if kind == "slstm" else out
+                t[p + "R"] = rng.uniform(-scale, scale, (G * H, cols))
                 t[p + "Rb"] = rng.uniform(-scale, scale, (G * H,))
+            if kind == "clockwork":     # zero below the block diagonal
+                hm = H // len(L["periods"])
+                for i in range(H):
+                    t[p + "R"][i, :(i // hm) * hm] = 0.0
             if L.get("peepholes"):
                 t[p + "P"] = rng.uniform(-scale, scale, (3 * H,))
             if kind == "lstm" and L.get("proj_size", 0):
@@ -139,6 +146,19 @@ CASES = [
         layer("lstm", 37, depth_gate=True, forget_gate=False),
         layer("gru", 19, "bidirectional")],
         "head": {"out_dim": 29, "norm": "log_softmax"}}, [520, 1, 33]),
+    ("clockwork", {"input": vec_input(13), "layers": [
+        layer("clockwork", 36, periods=[1, 3, 7, 16]),
+        layer("clockwork", 20, "bidirectional", periods=[2, 5]),
+        layer("rnn", 9, "reverse"),
+        layer("clockwork", 15, "reverse", periods=[1, 4, 9],
+              activations=[[act("Softsign")]])],
+        "head": {"out_dim": 5, "norm": "log_softmax"}}, [530, 2, 17]),
+    ("slstm_cells", {"input": vec_input(13), "layers": [
+        layer("slstm", 35, heads=5, forget="exp"),
+        layer("slstm", 21, "bidirectional", heads=3, forget="sigmoid"),
+        layer("slstm", 9, "reverse", heads=1, forget="exp"),
+        layer("slstm", 12, heads=4, forget="sigmoid")],
+        "head": {"out_dim": 5, "norm": "softmax"}}, [530, 2, 17]),
     ("bidir_reverse_stack", {"input": vec_input(13), "layers": [
         layer("lstm", 21, "bidirectional"), layer("gru", 11, "reverse"),
         layer("rnn", 9, "bidirectional")], "head": {"out_dim": 4, "norm": "none"}},
@@ -189,8 +209,11 @@ def flatten_states(states):
         for L in st["layers"]:
             for d in range(len(L["h"])):
                 v.extend(L["h"][d])
-                if "c" in L:
-                    v.extend(L["c"][d])
+                for k in ("c", "n", "m"):   # lstm c; slstm c, n, m
+                    if k in L:
+                        v.extend(L[k][d])
+                if "t" in L:            # the counter's two floats (include/rnnd/rnn.h)
+                    v.extend([L["t"][d] % 2 ** 24, L["t"][d] // 2 ** 24])
         flat.append(np.array(v, dtype=np.float64))
     return flat
 
@@ -205,14 +228,20 @@ def unflatten_state(arch_path, flat):
         out = L.get("proj_size") or L.get("output_size") or H
         ndir = 2 if L["direction"] == "bidirectional" else 1
         e = {"h": []}
-        if L["type"] == "lstm":
-            e["c"] = []
+        cell = {"lstm": "c", "slstm": "cnm"}.get(L["type"], "")
+        for k in cell:
+            e[k] = []
+        if L["type"] == "clockwork":
+            e["t"] = []
         for _ in range(ndir):
             e["h"].append([float(x) for x in flat[i:i + out]])
             i += out
-            if L["type"] == "lstm":
-                e["c"].append([float(x) for x in flat[i:i + H]])
+            for k in cell:
+                e[k].append([float(x) for x in flat[i:i + H]])
                 i += H
+            if L["type"] == "clockwork":
+                e["t"].append(int(flat[i]) + int(flat[i + 1]) * 2 ** 24)
+                i += 2
         layers.append(e)
     return {"layers": layers}
 

@@ -9,6 +9,8 @@
 - fresh torch.onnx.export graphs, TorchScript (script and trace) and from_module() round
   trips, checked against PyTorch's own output through tools/rnnd_convert/reference.py;
 - native specs (Jordan, forget_gate false), vocabularies, the installed launcher;
+- tools/rnnd_modules' reference MinGRU / MinLSTM (and a wrapped Clockwork) through
+  from_module();
 - refusals: exit status and a single line `rnnd-convert: FILE: reason`.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_GOLDEN_DIR, RNND_TEST_TMP, RNND_SRCDIR (optional).
@@ -118,8 +120,10 @@ LAYER_KEYS = {
     "jordan": {"type", "hidden_size", "direction", "activations", "clip", "output_size"},
     "mingru": {"type", "hidden_size", "direction", "activations", "clip"},
     "minlstm": {"type", "hidden_size", "direction", "activations", "clip"},
+    "clockwork": {"type", "hidden_size", "direction", "activations", "clip", "periods"},
+    "slstm": {"type", "hidden_size", "direction", "heads", "forget"},    # the cell fixes its
 }
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "clockwork": 1}
 
 
 def check_arch_complete(arch, path):
@@ -130,6 +134,8 @@ def check_arch_complete(arch, path):
         keys = LAYER_KEYS[L["type"]] | ({"depth_gate"} if L.get("depth_gate") else set())
         check(set(L) == keys, "%s: every %s key written" % (path, L["type"]))
         nd = 2 if L["direction"] == "bidirectional" else 1
+        if L["type"] == "slstm":    # exp, tanh, sigmoid: no activations, no clip
+            continue
         acts = L["activations"]
         check(len(acts) == nd and all(len(a) == N_ACT[L["type"]] for a in acts),
               "%s: activations explicit per direction" % path)
@@ -148,7 +154,7 @@ def expected_names(arch):
         in_dim = inp["dim"]
     for l, L in enumerate(arch["layers"]):
         H = L["hidden_size"]
-        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3}.get(
+        G = {"rnn": 1, "gru": 3, "jordan": 1, "mingru": 2, "minlstm": 3, "clockwork": 1}.get(
             L["type"], 4 if L.get("forget_gate", True) else 3)
         od = (L["output_size"] if L["type"] == "jordan" else
               (L.get("proj_size") or H) if L["type"] == "lstm" else H)
@@ -156,7 +162,9 @@ def expected_names(arch):
         for d in range(nd):
             p = "layers.%d.%d." % (l, d)
             out[p + "W"], out[p + "Wb"] = [G * H, in_dim], [G * H]
-            if L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
+            if L["type"] == "slstm":       # block-diagonal: H / heads columns
+                out[p + "R"], out[p + "Rb"] = [G * H, H // L["heads"]], [G * H]
+            elif L["type"] not in ("mingru", "minlstm"):     # those have no R, Rb
                 out[p + "R"], out[p + "Rb"] = [G * H, od], [G * H]
             if L.get("peepholes"):
                 out[p + "P"] = [3 * H]
@@ -752,7 +760,7 @@ def check_dglstm_module(torch):
                if p.returncode == 0 else float("inf"))
         check(err < 1e-5, "DGLSTM: rnnd infer vs the module, max |err| %.3g (%s)"
               % (err, p.stderr.strip()))
-    # the DGLSTM reader, tried first, leaves what is not a module to the usual message
+    # the rnnd_modules reader (tried first) leaves what is not a module to the usual message
     try:
         rnnd_convert.from_module(42, tmp("not_a_module.rnnd"))
         check(False, "from_module(42) converts")
@@ -765,6 +773,211 @@ def check_dglstm_module(torch):
         check(False, "DGLSTM with an unknown parameter converts")
     except ConvertError as e:
         check("extra" in str(e), "DGLSTM with an unknown parameter refused: %s" % e)
+
+
+def test_native_clock():
+    """clockwork from a native spec: periods written, Tanh by default, absent biases zeros; R
+    below the block diagonal, bad periods, periods on another type and clip refused with a
+    message naming them; rnnd loads what it writes."""
+    rng = np.random.default_rng(16)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "clockwork", "hidden_size": 6, "periods": [1, 2, 8]}],
+            "head": None}
+    R = rng.normal(size=(6, 6))
+    for i in range(6):
+        R[i, :(i // 2) * 2] = 0.0
+    t = {"layers.0.0.W": rng.normal(size=(6, 3)), "layers.0.0.R": R}
+    path = write_native("clock", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("clock.rnnd"))
+    check(rc == 0 and se == "", "native clockwork converts: %s" % se)
+    a, shapes, got = parse_file(tmp("clock.rnnd"))
+    check_arch_complete(a, "native clock")
+    check(shapes == expected_names(a), "native clock: tensor names and shapes %s" % shapes)
+    check(a["layers"][0]["periods"] == [1, 2, 8], "periods written: %s" % a["layers"][0])
+    check(a["layers"][0]["activations"] == [[{"op": "Tanh", "alpha": 0.0, "beta": 0.0}]],
+          "clockwork default activation written: %s" % a["layers"][0]["activations"])
+    check(not got["layers.0.0.Wb"].any() and not got["layers.0.0.Rb"].any(),
+          "absent biases become zeros")
+    p = subprocess.run([os.environ["RNND_BIN"], "inspect", tmp("clock.rnnd")],
+                       capture_output=True, text=True)
+    check(p.returncode == 0 and "periods=1,2,8" in p.stdout, "rnnd loads it: %s" % p.stderr)
+    below = R.copy()
+    below[3, 1] = 0.25
+    rc, so, se = run_cli(write_native("clock_R", arch, dict(t, **{"layers.0.0.R": below})),
+                         "-o", tmp("clock_R.rnnd"))
+    check(rc != 0 and "layers.0.0.R: element [3, 1] is 0.25, but a clockwork module reads "
+          "only itself and the modules after it" in se, "R below the diagonal: %s" % se)
+    for what, change, msg in (
+            ("missing", {"periods": None}, "periods: missing"),
+            ("order", {"periods": [1, 8, 2]}, "periods[2]: 2 is not above 8"),
+            ("zero", {"periods": [0, 1, 2]}, "periods[0]: expected an integer 1 to"),
+            ("real", {"periods": [1, 2.5, 3]}, "periods[1]: expected an integer"),
+            ("divide", {"periods": [1, 2, 3, 4]}, "4 modules do not divide hidden_size 6"),
+            ("clip", {"clip": 2.0}, "clip: a clockwork layer has no clip")):
+        bad = json.loads(json.dumps(arch))
+        bad["layers"][0].update(change)
+        rc, so, se = run_cli(write_native("clock_" + what, bad, t), "-o",
+                             tmp("clock_%s.rnnd" % what))
+        check(rc != 0 and msg in se, "clockwork %s refused: %s" % (what, se))
+    rnn = {"input": {"kind": "vectors", "dim": 3},
+           "layers": [{"type": "rnn", "hidden_size": 6, "periods": [1, 2]}], "head": None}
+    rc, so, se = run_cli(write_native("rnn_periods", rnn, t), "-o", tmp("rnn_periods.rnnd"))
+    check(rc != 0 and "periods: a rnn layer does not use it" in se,
+          "periods on an rnn layer refused: %s" % se)
+
+
+def test_native_slstm():
+    """slstm from a native spec: heads and forget written, R [4H, H/heads], absent biases
+    zeros; a missing or wrong heads / forget, activations, clip and a dense R refused."""
+    rng = np.random.default_rng(17)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "slstm", "hidden_size": 6, "heads": 3, "forget": "exp"},
+                       {"type": "slstm", "hidden_size": 5, "heads": 1, "forget": "sigmoid",
+                        "direction": "bidirectional"}],
+            "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(24, 3)), "layers.0.0.R": rng.normal(size=(24, 2)),
+         "layers.0.0.Wb": rng.normal(size=24)}
+    for d in range(2):
+        t["layers.1.%d.W" % d] = rng.normal(size=(20, 6))
+        t["layers.1.%d.R" % d] = rng.normal(size=(20, 5))
+    path = write_native("sl", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("sl.rnnd"))
+    check(rc == 0 and se == "", "native slstm converts: %s" % se)
+    a, shapes, got = parse_file(tmp("sl.rnnd"))
+    check_arch_complete(a, "native slstm")
+    check(shapes == expected_names(a), "native slstm: tensor names and shapes %s" % shapes)
+    check([(L["heads"], L["forget"]) for L in a["layers"]] == [(3, "exp"), (1, "sigmoid")],
+          "heads and forget written: %s" % a["layers"])
+    check(not got["layers.0.0.Rb"].any() and np.allclose(got["layers.0.0.R"],
+                                                         t["layers.0.0.R"]),
+          "absent Rb become zeros, R is kept")
+    for what, change, tensors, want in (
+            ("no heads", lambda L: L.pop("heads"), t, "heads"),
+            ("heads 4 of 6", lambda L: L.update(heads=4), t, "does not divide"),
+            ("no forget", lambda L: L.pop("forget"), t, "forget"),
+            ("forget tanh", lambda L: L.update(forget="tanh"), t, "forget"),
+            ("activations", lambda L: L.update(activations=[[{"op": "Tanh"}]]), t,
+             "activations"),
+            ("clip", lambda L: L.update(clip=2.0), t, "clip"),
+            ("dense R", lambda L: None, dict(t, **{"layers.0.0.R": rng.normal(size=(24, 6))}),
+             "layers.0.0.R")):
+        bad = json.loads(json.dumps(arch))
+        change(bad["layers"][0])
+        rc, so, se = run_cli(write_native("sl_bad", bad, tensors), "-o", tmp("sl_bad.rnnd"))
+        check(rc != 0 and want in se, "native slstm, %s: refused: %s" % (what, se))
+
+
+def test_reference_modules():
+    """tools/rnnd_modules' MinGRU / MinLSTM through from_module: recognised, their
+    parameters written as they are (bitwise), outputs equal to PyTorch's within 1e-5 (the
+    verification at conversion and reference.py here); a forward() that computes something
+    else, or a module mixed with nn.LSTM, is refused."""
+    import torch
+    import torch.nn as nn
+    from rnnd_modules.mingru import MinGRU
+    from rnnd_modules.minlstm import MinLSTM
+    torch.manual_seed(16)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(29, 7)
+            self.a = MinGRU(7, 11, num_layers=2, candidate="tanh")
+            self.b = MinLSTM(11, 9, bias=False)
+            self.head = nn.Linear(9, 5)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            y, _ = self.a(self.emb(x))
+            y, _ = self.b(y)
+            return self.out(self.head(y))
+
+    def compare(what, path, net, x):
+        with torch.no_grad():
+            y = net(x)
+            y = (y[0] if isinstance(y, tuple) else y).numpy()
+        seqs = [s.tolist() if x.dtype == torch.int64 else s.numpy() for s in x]
+        got = reference.run(path, seqs)[0]
+        err = max(float(np.abs(got[b] - y[b]).max()) for b in range(len(seqs)))
+        check(err < 1e-5, "%s: matches PyTorch (max error %.2g)" % (what, err))
+
+    net = Net()
+    try:
+        m = rnnd_convert.from_module(net, tmp("refmod.rnnd"))
+        check([(L.type, L.hidden_size) for L in m.layers] ==
+              [("mingru", 11), ("mingru", 11), ("minlstm", 9)],
+              "reference modules: layers %s" % [(L.type, L.hidden_size) for L in m.layers])
+        a, shapes, got = parse_file(tmp("refmod.rnnd"))
+        check(a["head"]["norm"] == "log_softmax" and a["input"]["kind"] == "tokens",
+              "reference modules: tokens in, log_softmax head: %s %s" % (a["input"], a["head"]))
+        check(a["layers"][0]["activations"][0][1]["op"] == "Tanh" and
+              a["layers"][2]["activations"][0][1]["op"] == "Affine",
+              "reference modules: candidate activations %s" % a["layers"])
+        want = {"layers.0.0.W": net.a.weight_l0, "layers.1.0.W": net.a.weight_l1,
+                "layers.1.0.Wb": net.a.bias_l1, "layers.2.0.W": net.b.weight_l0}
+        for k, v in want.items():
+            check(np.array_equal(got[k], v.detach().numpy()), "reference modules: %s as is" % k)
+        check(not got["layers.2.0.Wb"].any(), "MinLSTM(bias=False): Wb zeros")
+        compare("reference modules", tmp("refmod.rnnd"), net, torch.randint(0, 29, (3, 41)))
+    except ConvertError as e:
+        check(False, "reference modules: %s" % e)
+    bare = MinLSTM(5, 6, num_layers=3)
+    try:
+        rnnd_convert.from_module(bare, tmp("refbare.rnnd"))
+        compare("bare MinLSTM, 3 layers", tmp("refbare.rnnd"), bare, torch.randn(2, 23, 5))
+    except ConvertError as e:
+        check(False, "bare MinLSTM: %s" % e)
+    # an initial state continues a sequence: two halves equal the whole
+    g = MinGRU(4, 6, num_layers=2)
+    x = torch.randn(2, 20, 4)
+    with torch.no_grad():
+        y, h = g(x)
+        y1, h1 = g(x[:, :8])
+        y2, h2 = g(x[:, 8:], h1)
+    check(torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-6) and
+          torch.allclose(h2, h, atol=1e-6), "MinGRU h0: two halves equal the whole")
+
+    class Doubled(Net):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    class Mixed(Net):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(9, 9)
+
+    for what, mod, needle in (("a forward() computing more", Doubled(), "verification failed"),
+                              ("nn.LSTM beside them", Mixed(), "nothing else that has")):
+        try:
+            rnnd_convert.from_module(mod, tmp("refbad.rnnd"))
+            check(False, "reference modules, %s: converted" % what)
+        except ConvertError as e:
+            check(needle in str(e), "reference modules, %s: %s" % (what, e))
+
+    # a Clockwork is one of the READERS too: with an Embedding, a head and a log-softmax
+    from rnnd_modules.clockwork import Clockwork
+
+    class ClockLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(23, 6)
+            self.rnn = Clockwork(6, 12, periods=[1, 3, 8], num_layers=2)
+            self.head = nn.Linear(12, 23)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            y, _ = self.rnn(self.emb(x))
+            return self.out(self.head(y))
+
+    net = ClockLM()
+    try:
+        m = rnnd_convert.from_module(net, tmp("refclock.rnnd"))
+        check([(L.type, L.periods) for L in m.layers] == [("clockwork", [1, 3, 8])] * 2 and
+              m.input_kind == "tokens" and m.head_norm == "log_softmax",
+              "wrapped Clockwork: %s" % [(L.type, L.periods) for L in m.layers])
+        compare("wrapped Clockwork", tmp("refclock.rnnd"), net, torch.randint(0, 23, (3, 37)))
+    except ConvertError as e:
+        check(False, "wrapped Clockwork: %s" % e)
 
 
 def test_launcher():
@@ -1053,6 +1266,9 @@ def main():
     test_native()
     test_native_min()
     test_native_dglstm()
+    test_native_clock()
+    test_native_slstm()
+    test_reference_modules()
     test_half_weights()
     test_launcher()
     test_refusals()

@@ -91,8 +91,8 @@ for p in /usr/bin/rnnd /usr/bin/rnnd-convert /etc/rnnd/rnnd.conf \
          /usr/share/doc/rnnd/copyright /usr/share/doc/rnnd/README.md.gz; do
     check "the package holds $p" has "$p"
 done
-for f in "$RNND_SRCDIR"/tools/rnnd_convert/*.py; do
-    p=/usr/share/rnnd/python/rnnd_convert/$(basename "$f")
+for f in "$RNND_SRCDIR"/tools/rnnd_convert/*.py "$RNND_SRCDIR"/tools/rnnd_modules/*.py; do
+    p=/usr/share/rnnd/python/${f#"$RNND_SRCDIR"/tools/}
     check "the package holds $p" has "$p"
 done
 # The service user owns nothing the package ships: /var/lib/rnnd and its models folder are

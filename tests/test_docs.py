@@ -12,6 +12,9 @@
   the nearest file named before it) is defined in that file. The one paragraph under the
   title, which only says what the document is, is left out. Each default it gives as
   "`setting` (DEFAULT)" is the one `rnnd serve --print-config` prints.
+- docs/code.md (issue 15): its table of route flags is the enum route_flags of src/http.c,
+  and its list of the tests and fuzzers that link the core alone is the set Makefile.am links
+  with CORE_LIBS / CORE_TEST_LIBS.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -164,7 +167,31 @@ def check_security_defaults():
     C.check(seen >= 15, "docs/security.md gives defaults (%d)" % seen)
 
 
+def read(*parts):
+    with open(os.path.join(SRCDIR, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+def check_code_doc():
+    doc = read("docs", "code.md")
+    http = read("src", "http.c")
+    enum = re.search(r"enum route_flags \{(.*?)\};", http, re.S)
+    C.check(enum is not None, "src/http.c has enum route_flags")
+    flags = re.findall(r"^\s*(RT_\w+) =", enum.group(1), re.M) if enum else []
+    documented = re.findall(r"^\| `(RT_\w+)` \|", doc, re.M)
+    C.check(len(flags) >= 5, "route flags read from src/http.c (%d)" % len(flags))
+    C.eq(sorted(documented), sorted(flags), "docs/code.md's route flags are http.c's")
+    mk = read("Makefile.am")
+    core = set(re.findall(r"^tests_(?:fuzz_)?(\w+)_LDADD = \$\(CORE_(?:TEST_)?LIBS\)", mk, re.M))
+    core = {n for n in core if n.startswith(("check_", "replay_"))}
+    section = doc[doc.index("## Two libraries"):doc.index("## Adding a route")]
+    named = set(re.findall(r"`((?:check|replay)_\w+)`", section))
+    C.check(len(core) >= 8, "core-only tests read from Makefile.am (%d)" % len(core))
+    C.eq(sorted(named), sorted(core), "docs/code.md lists the tests that link the core alone")
+
+
 def main():
+    check_code_doc()
     check_examples()
     check_from_module_signature()
     check_security_claims()

@@ -2,9 +2,11 @@
 (test_golden.py runs them there): their stored numbers recomputed by the case generator's
 own float64 reference, and, on every SIMD path this CPU runs, each sequence fed to a daemon
 session in random chunks, concurrently with sessions of the other cases and of noise, its
-state exported part way, the session closed and a new one opened from the export. Every
-output must equal `rnnd infer`'s for that step bit for bit (the same path: sessions step,
-infer runs whole sequences) and the case's expectation within its tolerance. Also: the
+state exported part way, the session closed and a new one opened from the export. Chunks of
+1-7 steps step; chunks of 8+ scan (docs/api.md 4.7), and the metrics show both happened;
+each case's first sequence is also fed one step per request. The paths are tests/isa.py's:
+every one this CPU runs (avx512 where it has AVX-512). Every output must equal `rnnd infer`'s for that step bit for bit (stepping, scanning and
+infer's whole sequences agree) and the case's expectation within its tolerance. Also: the
 documented 0/0 of minlstm is a numeric_error, and `rnnd bench --cell` runs both types.
 """
 import json
@@ -16,6 +18,7 @@ import threading
 import zlib
 
 from daemon_util import Checker, Daemon, PYTHON3, RNND_BIN, close, tmpdir
+from isa import available_isas
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIN_DIR = os.path.join(HERE, "data", "golden_min")
@@ -51,24 +54,10 @@ def infer(model, seqs, isa):
     return json.loads(p.stdout)["outputs"] if p.returncode == 0 else None
 
 
-def isas():
-    flags = set()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    out = ["scalar"]
-    if {"avx2", "fma", "f16c"} <= flags:
-        out.append("avx2")
-    if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags:
-        out.append("avx512")
-    return out
-
-
-def drive(d, model, seq, what, got, errors):
-    """Feed SEQ to a session of MODEL in random chunks, exporting the state part way and
-    continuing in a new session opened from it; outputs into GOT."""
+def drive(d, model, seq, what, got, errors, one_by_one=False):
+    """Feed SEQ to a session of MODEL in random chunks (ONE_BY_ONE: one step per request),
+    exporting the state part way and continuing in a new session opened from it; outputs into
+    GOT."""
     r = random.Random(zlib.crc32(what.encode()))
     st, _, body = d.request("POST", "/v1/sessions", {"model": model})
     if st != 201:
@@ -78,7 +67,10 @@ def drive(d, model, seq, what, got, errors):
     cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
     i = 0
     while i < len(seq):
-        n = min(r.randint(1, 17), len(seq) - i)
+        # short chunks step, chunks of 8+ steps scan (docs/api.md 4.7): both, interleaved
+        n = min(r.choice((r.randint(1, 7), r.randint(8, 60))), len(seq) - i)
+        if one_by_one:
+            n = 1
         if i < cut < i + n:
             n = cut - i
         st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
@@ -150,10 +142,27 @@ def check_nan():
     code = json.loads(p.stderr)["error"]["code"] if p.stderr.strip().startswith("{") else None
     C.check(p.returncode == 1 and code == "numeric_error",
             "minlstm 0/0: exit %d, %s" % (p.returncode, p.stderr.strip()))
+    # a session: a short request steps, a long one scans; both name the first bad step
+    with Daemon({"nan": model}) as d:
+        st, _, body = d.request("POST", "/v1/sessions", {"model": "nan"})
+        sid = body["id"] if st == 201 else None
+        for n, before in ((3, 0), (12, 3)):
+            st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                    {"inputs": [[1, 2]] * n})
+            err = body.get("error", {}) if isinstance(body, dict) else {}
+            C.check(st == 400 and err.get("code") == "numeric_error" and
+                    "inputs[0]" in err.get("message", "") and
+                    "advanced to %d steps" % (before + n) in err.get("message", ""),
+                    "minlstm 0/0 in a session, %d steps: %d %r" % (n, st, body))
+        text = d.metrics()
+        C.check('rnnd_session_scan_steps_total{model="nan"} 12' in text,
+                "the 12-step request was scanned")
+        d.stop()
 
 
 def check_bench():
-    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R)."""
+    """`rnnd bench --cell mingru|minlstm` runs both modes; flops count W alone (no R);
+    --sgemm adds one core's sgemm peak and the ratio to it."""
     for cell, G in (("mingru", 2), ("minlstm", 3)):
         for mode in ("stream", "seq"):
             p = subprocess.run([RNND_BIN, "bench", "--cell", cell, "--hidden", "13", "--input",
@@ -167,9 +176,27 @@ def check_bench():
                 ok = (r["cell"] == cell and r["mode"] == mode and r["steps_per_s"] > 0
                       and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
             C.check(ok, "bench --cell %s --mode %s: %s %s" % (cell, mode, p.stdout, p.stderr))
+    # --sgemm N: one core's OpenBLAS sgemm peak beside the cell's figure, and their ratio
+    p = subprocess.run([RNND_BIN, "bench", "--cell", "minlstm", "--hidden", "32", "--mode",
+                        "seq", "--steps", "20", "--seconds", "0.05", "--sgemm", "96"],
+                       capture_output=True, text=True, timeout=60)
+    ok = p.returncode == 0
+    if ok:
+        r = json.loads(p.stdout)
+        ok = (r["sgemm_n"] == 96 and r["sgemm_gflops"] > 0 and r["blas_core"] != "" and
+              abs(r["of_sgemm"] - r["gflops"] / r["sgemm_gflops"]) <= 0.002 + 0.01 *
+              r["of_sgemm"] and r["best_gflops"] >= 0.99 * r["gflops"] and
+              abs(r["of_sgemm_best"] - r["best_gflops"] / r["sgemm_gflops"]) <= 0.002 +
+              0.01 * r["of_sgemm_best"])
+    C.check(ok, "bench --sgemm 96: %s %s" % (p.stdout, p.stderr))
+    p = subprocess.run([RNND_BIN, "bench", "--sgemm", "-1"], capture_output=True, text=True,
+                       timeout=60)
+    C.check(p.returncode == 2 and "--sgemm" in p.stderr, "bench --sgemm -1: %d %s"
+            % (p.returncode, p.stderr))
     p = subprocess.run([RNND_BIN, "bench", "--cell", "mingru2"], capture_output=True,
                        text=True, timeout=60)
-    C.check(p.returncode == 2 and "mingru or minlstm" in p.stderr,
+    C.check(p.returncode == 2 and "--cell must be" in p.stderr and "minlstm" in p.stderr and
+            "clockwork" in p.stderr,
             "bench --cell mingru2: %d %s" % (p.returncode, p.stderr))
 
 
@@ -184,7 +211,7 @@ def main():
     cs = cases()
     C.check(len(cs) >= 3, "golden_min cases: %s" % sorted(cs))
     models = {name: convert(name, c) for name, c in cs.items()}
-    for isa in isas():
+    for isa in available_isas():
         want = {name: infer(models[name], c["sequences"], isa) for name, c in cs.items()}
         env = dict(os.environ, RNND_ISA=isa)
         with Daemon(models, env=env) as d:
@@ -194,6 +221,11 @@ def main():
                     got[(name, b)] = []
                     jobs.append(threading.Thread(target=drive, args=(
                         d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)], errors)))
+                # the first sequence once more, one step per request: stepping alone
+                got[(name, "1x1")] = []
+                jobs.append(threading.Thread(target=drive, args=(
+                    d, name, c["sequences"][0], "%s[0] one by one %s" % (name, isa),
+                    got[(name, "1x1")], errors, True)))
                 jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
             rng.shuffle(jobs)
             for j in jobs:
@@ -202,9 +234,10 @@ def main():
                 j.join(300)
             for e in errors:
                 C.check(False, e)
-            for (name, b), outs in sorted(got.items()):
+            for (name, b), outs in sorted(got.items(), key=str):
                 c = cs[name]
-                what = "%s seq %d [%s]" % (name, b, isa)
+                what = "%s seq %s [%s]" % (name, b, isa)
+                b = 0 if b == "1x1" else b
                 exp = c["expected"][b]
                 C.eq(len(outs), len(exp), what + ": steps")
                 if want[name] is not None:
@@ -212,6 +245,18 @@ def main():
                             what + ": session outputs differ bitwise from rnnd infer's")
                 C.check(close(outs, exp, c["atol"], c["rtol"]),
                         what + ": outside the tolerance of the expectation")
+            text = d.metrics()
+            for name in cs:
+                def metric(m):
+                    for line in text.splitlines():
+                        if line.startswith('%s{model="%s"} ' % (m, name)):
+                            return int(line.rsplit(" ", 1)[1])
+                    return None
+                scanned = metric("rnnd_session_scan_steps_total")
+                steps = metric("rnnd_session_steps_total")
+                C.check(scanned is not None and steps is not None and 0 < scanned < steps,
+                        "%s [%s]: %s of %s session steps scanned, want some but not all"
+                        % (name, isa, scanned, steps))
             rc, _ = d.stop()
             C.check(rc == 0, "daemon [%s] exit status %s" % (isa, rc))
         print("path %s: %d sequences in random chunks with an export/import each, beside "

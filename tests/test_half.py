@@ -1,8 +1,9 @@
 """Half-size weights (bf16 / f16) end to end: converter, loader, `rnnd inspect`, `rnnd infer`.
 
-1. Every golden case ($RNND_GOLDEN_DIR, and the depth-gated lstm cases of
-   tests/data/golden_dglstm from their native specs) is converted with `--weight-type bf16`
-   and `--weight-type f16`. The file stores exactly the weight matrices (W, R, proj, V, D,
+1. Every golden case ($RNND_GOLDEN_DIR, the clockwork cases of tests/data/golden_clock and the
+   depth-gated lstm cases of tests/data/golden_dglstm) is converted from ONNX (or its native
+   spec) with `--weight-type bf16` and `--weight-type f16`. The file stores exactly the weight
+   matrices (W, R, proj, V, D,
    head.weight) as BF16 / F16, everything else F32, and is smaller than the f32 file by
    2 bytes per matrix element; `rnnd inspect --json` reports the type.
 2. Correctness: `rnnd infer` on every SIMD path this CPU runs matches the float64 NumPy
@@ -15,6 +16,8 @@
    table) and the bound is asserted.
 4. The same model stored as F32 with "weights" set in the architecture (rounded at load)
    gives bitwise the outputs of the BF16 / F16 file.
+   The sLSTM golden cases of tests/data/golden_slstm (but the large-gates one) go through
+   1-4 too.
 5. Refusals: the converter refuses a weight beyond float16's range naming the tensor, and
    rnnd refuses a file whose architecture names an unknown weight type.
 
@@ -33,6 +36,7 @@ from rnnd_convert import reference
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
 RNND_BIN = os.environ["RNND_BIN"]
 GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
+CLOCK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_clock")
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "half")
 
 # Bounds on |got - expected| / (1 + |expected|) against the fp32 golden outputs: about twice
@@ -297,13 +301,24 @@ def main():
     worst = {"bf16": {}, "f16": {}}
     for name in cases:
         check_case(name, os.path.join(GOLDEN_DIR, name), paths, worst)
+    # sLSTM from native specs (its block-diagonal R is a matrix like any other); not the
+    # large-gates case, whose x12 weights are there to saturate, not to be rounded
+    sl_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_slstm")
+    for name in ("slstm3_vectors", "slstm2_tokens_head"):
+        check_case(name, os.path.join(sl_dir, name), paths, worst)
+    clocks = sorted(d for d in os.listdir(CLOCK_DIR)
+                    if os.path.isfile(os.path.join(CLOCK_DIR, d, "case.json")))
+    if len(clocks) < 3:
+        fail("clockwork cases in %s: %s" % (CLOCK_DIR, clocks))
+    for name in clocks:
+        check_case(name, os.path.join(CLOCK_DIR, name), paths, worst)
     dgs = sorted(d for d in os.listdir(DG_DIR)
                  if os.path.isfile(os.path.join(DG_DIR, d, "case.json")))
     if not dgs:
         fail("no depth-gated lstm cases in %s" % DG_DIR)
     for name in dgs:
         check_case(name, os.path.join(DG_DIR, name), paths, worst, TOL_DG)
-    cases_all = cases + dgs
+    cases_all = cases + ["slstm3_vectors", "slstm2_tokens_head"] + clocks + dgs
     check_refusals()
     check_served(cases)
     print("| case | bf16 | f16 |")

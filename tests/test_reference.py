@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Checks of tools/rnnd_convert/reference.py, the NumPy forward pass other tests trust.
 
-(a) every golden case (and the mingru / minlstm ones of tests/data/golden_min, the
-    depth-gated lstm ones of tests/data/golden_dglstm): converted, run from zero states,
-    compared with `expected`, `final_h` (and `final_c` where the case has it) within the
-    case's tolerance;
+(a) every golden case (and the mingru / minlstm and slstm ones of tests/data/golden_min and
+    tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock, the depth-gated
+    lstm ones of tests/data/golden_dglstm): converted, run from zero states, compared with
+    `expected`, `final_t` (clockwork counters, exactly), `final_h` and `final_c` (where the
+    case has it) within the case's tolerance;
 (b) PyTorch on random data: nn.LSTM (proj_size, multi-layer, bidirectional), nn.GRU, nn.RNN
     (tanh, relu), odd sizes (input 13, hidden 37), sequences of different lengths, random
     initial states, final states in the layout of include/rnnd/rnn.h;
@@ -34,6 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.environ.get("RNND_SRCDIR", os.path.dirname(HERE))
 GOLDEN = os.environ.get("RNND_GOLDEN_DIR") or os.path.join(SRCDIR, "tests", "golden")
 MIN_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_min")    # native specs
+CLOCK_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_clock")
+SL_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_slstm")
 DG_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_dglstm")  # native specs
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "reference")
 shutil.rmtree(TMP, ignore_errors=True)
@@ -64,9 +67,13 @@ def split_state(m, flat):
             h = flat[pos:pos + O]
             pos += O
             c = None
-            if L["type"] == "lstm":
-                c = flat[pos:pos + L["hidden_size"]]
-                pos += L["hidden_size"]
+            n = {"lstm": 1, "slstm": 3}.get(L["type"], 0) * L["hidden_size"]
+            if n:
+                c = flat[pos:pos + n]   # lstm c; slstm c, n, m
+                pos += n
+            elif L["type"] == "clockwork":    # the counter t: two floats, t mod 2^24, t / 2^24
+                c = int(flat[pos]) + int(flat[pos + 1]) * 2 ** 24
+                pos += 2
             out.append((h, c))
     assert pos == len(flat)
     return out
@@ -80,10 +87,17 @@ def test_golden():
     mins = sorted((MIN_GOLDEN, d) for d in os.listdir(MIN_GOLDEN)
                   if os.path.isdir(os.path.join(MIN_GOLDEN, d)))
     check(len(mins) >= 3, "at least 3 mingru / minlstm cases in %s" % MIN_GOLDEN)
+    sls = sorted((SL_GOLDEN, d) for d in os.listdir(SL_GOLDEN)
+                 if os.path.isdir(os.path.join(SL_GOLDEN, d)))
+    check(len(sls) >= 3, "at least 3 slstm cases in %s" % SL_GOLDEN)
+    mins += sls
+    clocks = sorted((CLOCK_GOLDEN, d) for d in os.listdir(CLOCK_GOLDEN)
+                    if os.path.isdir(os.path.join(CLOCK_GOLDEN, d)))
+    check(len(clocks) >= 3, "at least 3 clockwork cases in %s" % CLOCK_GOLDEN)
     dgs = sorted((DG_GOLDEN, d) for d in os.listdir(DG_GOLDEN)
                  if os.path.isdir(os.path.join(DG_GOLDEN, d)))
     check(len(dgs) >= 3, "at least 3 depth-gated lstm cases in %s" % DG_GOLDEN)
-    for root, c in cases + mins + dgs:
+    for root, c in cases + mins + clocks + dgs:
         case = json.load(open(os.path.join(root, c, "case.json")))
         path = tmp(c + ".rnnd")
         rnnd_convert.convert(os.path.join(root, c, case.get("model", "model.onnx")), path)
@@ -106,6 +120,11 @@ def test_golden():
                                      for x in case["final_c"][b]])
                 check(cs.shape == fc.shape, "%s[%d]: final_c shape" % (c, b))
                 worst = max(worst, float(np.max(np.abs(cs - fc) / (atol + rtol * np.abs(fc)))))
+            if "final_t" in case:       # clockwork: each layer's counter, exactly
+                ts = [t if L["type"] == "clockwork" else None
+                      for L, (_, t) in zip(m.layers, split_state(m, finals[b]))]
+                check(ts == case["final_t"][b], "%s[%d]: final_t %s, want %s"
+                      % (c, b, ts, case["final_t"][b]))
         check(worst <= 1.0, "golden %s within tolerance (worst %.3g of it)" % (c, worst))
 
 

@@ -36,7 +36,9 @@ SEQ = CASES[VEC][0]["sequences"][0]
 
 # ---- docs/state.md, "The digest", written out a second time --------------------------------
 
-TYPES = ["rnn", "lstm", "gru", "jordan", "mingru", "minlstm"]
+# the record's type codes: 6 is the clockwork layer's
+TYPES = {"rnn": 0, "lstm": 1, "gru": 2, "jordan": 3, "mingru": 4, "minlstm": 5, "clockwork": 6,
+         "slstm": 7}
 DIRS = ["forward", "reverse", "bidirectional"]
 NORMS = ["none", "softmax", "log_softmax"]
 OPS = ["Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu", "ScaledTanh",
@@ -46,7 +48,7 @@ PARAMS = {"HardSigmoid": (0.2, 0.5), "LeakyRelu": (0.01, None), "ThresholdedRelu
           "ScaledTanh": (1.0, 1.0), "Affine": (1.0, 0.0), "Elu": (1.0, None)}
 DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"], "gru": ["Sigmoid", "Tanh"],
                 "jordan": ["Tanh", "Affine"], "mingru": ["Sigmoid", "Affine"],
-                "minlstm": ["Sigmoid", "Affine"]}
+                "minlstm": ["Sigmoid", "Affine"], "slstm": [], "clockwork": ["Tanh"]}
 
 
 def opt(obj, key, default):
@@ -74,7 +76,7 @@ def layer_bytes(L, l):
     typ = L["type"]
     lstm, ndir = typ == "lstm", 2 if opt(L, "direction", "forward") == "bidirectional" else 1
     clip = L.get("clip")
-    rec = u32(TYPES.index(typ), DIRS.index(opt(L, "direction", "forward")), L["hidden_size"])
+    rec = u32(TYPES[typ], DIRS.index(opt(L, "direction", "forward")), L["hidden_size"])
     rec += u32(0 if clip is None else 1) + f32(0.0 if clip is None else clip)
     rec += u32(int(opt(L, "input_forget", False)) if lstm else 0,
                int(opt(L, "peepholes", False)) if lstm else 0,
@@ -85,6 +87,10 @@ def layer_bytes(L, l):
     dg = lstm and opt(L, "depth_gate", False)
     if dg:      # only when set: every other layer's record stays as it was
         rec += b"depth_gate"
+    if typ == "slstm":      # heads, then forget: 1 exp, 0 sigmoid
+        rec += u32(L["heads"], 1 if L["forget"] == "exp" else 0)
+    if typ == "clockwork":          # clockwork only: the number of periods, then each
+        rec += u32(len(L["periods"]), *L["periods"])
     acts = L.get("activations")
     names = []
     for d in range(ndir):
@@ -224,6 +230,10 @@ def check_what_counts(served):
     C.check(d["clipped"] != d["alpha"], "another clip, the same weights: another digest")
     C.check(len({d["alpha"], d["pooled_mean"], d["pooled_max"]}) == 3,
             "another pool, the same weights: another digest")
+    C.check(d["clock_periods"] != d["golden_clock3_vectors"],
+            "another clockwork period, the same weights: another digest")
+    C.check(d["slstm_exp"] != d["golden_slstm3_vectors"],
+            "an slstm's other forget mode, the same weights: another digest")
 
 
 # ---- 2. exchange between two names -----------------------------------------------------------
@@ -399,13 +409,21 @@ def main():
     for name in CASES:
         files["golden_" + name] = golden_model(name, WORK)
     data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
-    # mingru / minlstm and the depth-gated lstm, from native specs
-    for sub in ("golden_min", "golden_dglstm"):
+    # mingru / minlstm, slstm, clockwork and the depth-gated lstm, from native specs
+    for sub in ("golden_min", "golden_slstm", "golden_clock", "golden_dglstm"):
         min_dir = os.path.join(data, sub)
         for name in sorted(os.listdir(min_dir)):
             if os.path.isdir(os.path.join(min_dir, name)):
                 files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),
                                                   os.path.join(WORK, name + ".rnnd"))
+    # layer 1 of slstm3_vectors has forget "sigmoid": the same weights read with "exp"
+    files["slstm_exp"] = rewrite_arch(files["golden_slstm3_vectors"],
+                                      os.path.join(WORK, "slstm_exp.rnnd"),
+                                      lambda a: a["layers"][1].update(forget="exp"))
+    # the same weights with one period changed: the modules run at other steps
+    files["clock_periods"] = rewrite_arch(
+        files["golden_clock3_vectors"], os.path.join(WORK, "clock_periods.rnnd"),
+        lambda a: a["layers"][0].update(periods=[1, 3, 7, 17]))
 
     with Daemon(files) as d:
         served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}

@@ -289,12 +289,24 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
             get_int(layer, "peepholes", 0, &peep) || get_int(layer, "output_size", 0, &osz) ||
             get_int(layer, "depth_gate", 0, &dg))
             goto fail;
-        long long G, out = H;
+        long long G, out = H, rcols = -1, heads, modules = 0;
         int jordan = 0, lstm = 0, recurrent = 1;
+        if (get_int(layer, "heads", 1, &heads) || heads < 1)
+            goto fail;
         if (strcmp(type, "mingru") == 0 || strcmp(type, "minlstm") == 0) {
             G = type[3] == 'g' ? 2 : 3;     /* rows z, h / f, i, h; no R, Rb */
             recurrent = 0;
+        } else if (strcmp(type, "slstm") == 0) {
+            G = 4;                          /* rows i, f, z, o; R block-diagonal [4H, H/K] */
+            rcols = H / heads;
         } else if (strcmp(type, "rnn") == 0) {
+            G = 1;
+        } else if (strcmp(type, "clockwork") == 0) {
+            /* R zero below its block diagonal, as the format requires */
+            const json_t *p = json_object_get(layer, "periods");
+            modules = json_is_array(p) ? (long long)json_array_size(p) : 0;
+            if (modules < 1 || H % modules)
+                goto fail;
             G = 1;
         } else if (strcmp(type, "gru") == 0) {
             G = 3;
@@ -316,7 +328,14 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
 #define TU_NAME(s) (snprintf(name, sizeof name, "layers.%zu.%d.%s", l, d, s), name)
             add2(f, TU_NAME("W"), G * H, in);
             if (recurrent)
-                add2(f, TU_NAME("R"), G * H, out);
+                add2(f, TU_NAME("R"), G * H, rcols >= 0 ? rcols : out);
+            if (modules) {
+                float *r = f->t[f->n - 1].data;
+                long long hm = H / modules;
+                for (long long i = 0; i < H; i++)
+                    for (long long j = 0; j < (i / hm) * hm; j++)
+                        r[i * H + j] = 0.0f;
+            }
             add1(f, TU_NAME("Wb"), G * H);
             if (recurrent)
                 add1(f, TU_NAME("Rb"), G * H);

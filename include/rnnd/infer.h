@@ -42,6 +42,22 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
                           const json_t *body, const rnnd_infer_limits *limits,
                           rnnd_infer_req **out, char *err, size_t errlen);
 
+/* A request built from arrays instead of JSON, for front ends that decode their own format
+ * (KServe v2): N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS for a
+ * token model or N_SEQ * STEPS * input_dim floats in VECTORS for a vector model (copied; the
+ * other pointer is ignored). Checked as rnnd_infer_parse() checks JSON, with its limits and
+ * messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit is asked
+ * for rnnd_infer_bytes() before the arrays are allocated. Every output row is returned. */
+int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
+                       const float *vectors, const rnnd_infer_limits *limits,
+                       rnnd_infer_req **out, char *err, size_t errlen);
+
+/* After a successful run, sequence B's output: *ROWS rows of rnnd_net_output_dim() floats (one
+ * per step; one in all for a pooled model or "outputs": "last"). NULL with *ROWS 0 before a
+ * successful run or past the last sequence. Owned by REQ. */
+const float *rnnd_infer_req_outputs(const rnnd_net *net, const rnnd_infer_req *req, size_t b,
+                                    size_t *rows);
+
 /* The memory REQ needs from parsing to its encoded response: its input and output arrays,
  * rnnd_net_forward()'s scratch for it, and the longest response text it can have
  * (rnnd_infer_encode() reserves that up front, so the buffer never grows past it).
@@ -77,13 +93,6 @@ void rnnd_infer_req_free(rnnd_infer_req *req);  /* NULL is a no-op */
 /* Number of sequences and total steps of a parsed request (for batching and limits). */
 size_t rnnd_infer_req_sequences(const rnnd_infer_req *req);
 size_t rnnd_infer_req_steps(const rnnd_infer_req *req);
-
-/* The stable API error code for a status: "invalid_request", "limit_exceeded", ... (the list
- * is in docs/api.md). */
-const char *rnnd_error_code(int status);
-
-/* The HTTP status a later HTTP layer answers with for CODE (docs/api.md); 500 when unknown. */
-int rnnd_error_http_status(const char *code);
 
 /* A jansson parse error's TEXT as a user should read it: jansson names its own flag for a
  * \u0000 in a string ("...without JSON_ALLOW_NUL"), which means nothing to a client. */

@@ -6,7 +6,8 @@
  * rnnd_gemv computes each output as ONE fused-multiply-add chain over k ascending, starting
  * from the bias (or +0.0f), so all paths, scalar included, give bitwise identical sums.
  * Elementwise activations: the avx2 and avx512 paths give bitwise identical results to each
- * other; the scalar path (the reference, libm) may differ from them by a few ulp. */
+ * other; the scalar path (the reference, libm) may differ from them by a few ulp, except in
+ * slstm_row, whose scalar path runs kernels_vmath.h too and so agrees bitwise. */
 #ifndef RNND_KERNELS_H
 #define RNND_KERNELS_H
 
@@ -67,6 +68,12 @@ typedef struct rnnd_min_math {
     const rnnd_activation *af, *ag;     /* gates, candidate */
 } rnnd_min_math;
 
+/* What the sLSTM math of one layer direction needs besides the data. */
+typedef struct rnnd_slstm_math {
+    size_t H;               /* hidden units; the gate blocks i, f, z, o are H apart */
+    int exp_forget;         /* 1: log f = pre_f ("exp"); 0: log f = log sigmoid(pre_f) */
+} rnnd_slstm_math;
+
 typedef struct rnnd_kernels {
     const char *name;   /* "scalar", "avx2", "avx512" */
 
@@ -121,6 +128,27 @@ typedef struct rnnd_kernels {
      * Writes HN[j] only; HN may be HP. No allocation. */
     void (*min_row)(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
                     size_t j0, size_t j1);
+
+    /* Clockwork, one batch row, units j0 <= j < j1 of an active module. GX holds W x + Wb,
+     * G the recurrent term R h + Rb (biases included). Per unit, one rounding each:
+     *   s = gx + g, HN[j] = af(s).
+     * Writes HN[j] only. No allocation. (Inactive modules copy h_prev: no kernel.) */
+    void (*clock_row)(const rnnd_activation *af, const float *gx, const float *g, float *hn,
+                      size_t j0, size_t j1);
+
+    /* sLSTM, one batch row, units j0 <= j < j1. GX and G hold the input and recurrent
+     * pre-activations (biases included; G is the block-diagonal R h + Rb), blocks i, f, z, o
+     * of H each; S the previous state c, n, m (blocks of H). Per unit, in this order and with
+     * one rounding each, exp / tanh / sigmoid / softplus being kernels_vmath.h's on EVERY
+     * path (the scalar one included, so all paths agree bitwise):
+     *   pi = gx_i + g_i, pf = gx_f + g_f, pz = gx_z + g_z, po = gx_o + g_o,
+     *   lf = pf (exp) or 0 - softplus(0 - pf) (sigmoid: log sigmoid),
+     *   a = lf + m_prev, m = max(a, pi) (x86 maxps(a, pi): pi unless a > pi),
+     *   i' = exp(pi - m), f' = exp(a - m),
+     *   c = f' * c_prev + i' * tanh(pz), n = f' * n_prev + i', h = (sigmoid(po) * c) / n.
+     * Writes SN (c, n, m) and HN at [j] only; SN may be S. No allocation. */
+    void (*slstm_row)(const rnnd_slstm_math *m, const float *gx, const float *g,
+                      const float *s, float *sn, float *hn, size_t j0, size_t j1);
 } rnnd_kernels;
 
 /* The kernels for NAME ("scalar", "avx2", "avx512"), or NULL when unknown or when this CPU

@@ -1,7 +1,7 @@
-/* A validated, memory-mapped rnnd model file (docs/model-format.md).
+/* A validated rnnd model file, read into memory (docs/model-format.md).
  *
  * The spec is public because the compute core, `rnnd inspect` and the API all read it; it is
- * immutable after rnnd_model_open() returns. Weight pointers point into the read-only mapping
+ * immutable after rnnd_model_open() returns. Weight pointers point into the file's bytes as read
  * and stay valid until the last rnnd_model_unref(). */
 #ifndef RNND_MODEL_H
 #define RNND_MODEL_H
@@ -11,12 +11,17 @@
 
 #define RNND_MAX_LAYERS 64
 #define RNND_MAX_DIM 65536
+#define RNND_MAX_PERIODS 64     /* modules of a clockwork layer */
+/* A clockwork layer's step counter t counts modulo 2^48 (docs/state.md, "The counter"). */
+#define RNND_CLOCK_WRAP ((uint64_t)1 << 48)
 
 enum rnnd_input_kind { RNND_INPUT_TOKENS = 0, RNND_INPUT_VECTORS = 1 };
-/* mingru / minlstm (Feng et al. 2024): gates read only x, so W and Wb and no R, Rb. */
+/* mingru / minlstm (Feng et al. 2024): gates read only x, so W and Wb and no R, Rb.
+ * slstm (Beck et al. 2024, xLSTM): R is block-diagonal, [4H, H/heads].
+ * clockwork (Koutnik et al. 2014): modules of H / m units, each updated every T_k steps. */
 enum rnnd_cell {
     RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN,
-    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_COUNT
+    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_SLSTM, RNND_CELL_CLOCKWORK, RNND_CELL_COUNT
 };
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
@@ -53,10 +58,10 @@ typedef struct rnnd_activation {
     float alpha, beta;  /* defaults already filled in by the loader */
 } rnnd_activation;
 
-/* Weights of one direction of one layer, row-major, pointing into the mapping. */
+/* Weights of one direction of one layer, row-major, pointing into the model's bytes. */
 typedef struct rnnd_dir_weights {
     const float *W;     /* [G*H, in_dim] */
-    const float *R;     /* [G*H, out_dim]; NULL for mingru / minlstm */
+    const float *R;     /* [G*H, out_dim]; slstm [4H, H/heads]; NULL for mingru / minlstm */
     const float *Wb;    /* [G*H] */
     const float *Rb;    /* [G*H]; NULL for mingru / minlstm */
     const float *P;     /* [3*H] peepholes i, o, f; NULL unless peepholes */
@@ -90,6 +95,12 @@ typedef struct rnnd_layer_spec {
     int depth_gate;
     int linear_before_reset;/* gru */
     int output_size;        /* jordan */
+    int n_periods;          /* clockwork: m modules of hidden / m units; 0 otherwise */
+    int periods[RNND_MAX_PERIODS];  /* clockwork: T_1 < ... < T_m, module k is units
+                                     * k*H/m .. (k+1)*H/m - 1 */
+    int heads;              /* slstm: K; unit u's recurrent row reads h[k*d, (k+1)*d),
+                             * d = hidden / K, k = u / d */
+    int exp_forget;         /* slstm: 1 "exp" (log f = pre_f), 0 "sigmoid" */
     rnnd_dir_weights w[2];
 } rnnd_layer_spec;
 
@@ -183,6 +194,16 @@ const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
 /* mingru or minlstm: gates that read only the input (no R, Rb; the state is h alone). */
 int rnnd_cell_is_min(int cell);
+/* Floats of a layer direction's cell state after h: lstm c [hidden]; slstm c, n, m [hidden]
+ * each; none for the others. */
+size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L);
+/* Floats of one direction's state besides h: the cell floats above, and for clockwork the
+ * counter t as two floats (t mod 2^24, t / 2^24: both exact integers). */
+size_t rnnd_layer_extra_state(const rnnd_layer_spec *L);
+/* A clockwork counter from / to its two state floats (anything not a whole number in
+ * [0, 2^24) reads as 0). */
+uint64_t rnnd_clock_get(const float *st);
+void rnnd_clock_put(float *st, uint64_t t);
 const char *rnnd_direction_name(int dir);
 const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
 const char *rnnd_pool_name(int pool);   /* "none", "last", "final_state", "mean", "max" */

@@ -1,8 +1,10 @@
 /* The recurrent-network core: a model's weights packed for the kernels, and forward passes.
  *
  * Session state layout (rnnd_net_state_floats() floats, contiguous): for each layer in order,
- * for each direction (forward first): h [out_dim], then for lstm c [hidden]. This is also the
- * order of the STATE JSON of the infer contract.
+ * for each direction (forward first): h [out_dim], then for lstm c [hidden], for slstm c, n
+ * and m [hidden] each (rnnd_layer_cell_floats()), for clockwork the step counter t as two
+ * floats (rnnd_clock_put). This is also the order of the STATE JSON of the infer contract
+ * (where t is an integer, "t").
  *
  * Two ways to run:
  * - rnnd_net_step(): B sessions each advance one step; forward-only models. Batch- and
@@ -59,6 +61,12 @@ rnnd_model *rnnd_net_model(const rnnd_net *net);
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *net);
 size_t rnnd_net_state_floats(const rnnd_net *net);
 int rnnd_net_output_dim(const rnnd_net *net);
+
+/* 1 when every layer is forward-only and its gates read only its input (minGRU, minLSTM):
+ * then rnnd_net_forward() over N steps does each layer as one product over all N steps plus
+ * an elementwise scan, with results bitwise those of N rnnd_net_step() calls, so a long
+ * session request is better run that way. */
+int rnnd_net_scannable(const rnnd_net *net);
 
 /* Scratch for rnnd_net_step() with up to MAX_BATCH sessions; one per thread. */
 typedef struct rnnd_work rnnd_work;

@@ -1,6 +1,7 @@
 /* A session's state block <-> the STATE JSON of the infer contract:
  *   {"layers": [{"h": [[...] per direction], "c": [[...] per direction]}, ...]}
- * ("c" only for lstm layers). Layout of the block: see rnnd/rnn.h. */
+ * ("c" only for lstm and slstm layers; slstm layers also "n" and "m", after "c"). Layout of
+ * the block: see rnnd/rnn.h. */
 #ifndef RNND_STATE_JSON_H
 #define RNND_STATE_JSON_H
 
@@ -35,6 +36,12 @@ int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int requi
 int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, size_t errlen);
 
 /* Append STATE JSON for SRC to OUT. */
+/* A state block from elsewhere than a STATE (a snapshot record): 0 when every clockwork
+ * counter in SRC (rnnd_model_state_floats() floats) is what rnnd_clock_put() writes, two
+ * whole numbers in [0, 2^24); else RNND_ERR_INVALID with ERR naming the first that is not
+ * (e.g. "state.layers[1].t[0]: 0.5 is not a step counter"), as the import would refuse it. */
+int rnnd_state_check_counters(const rnnd_model *m, const float *src, char *err, size_t errlen);
+
 void rnnd_state_write(const rnnd_model *m, const float *src, rnnd_buf *out);
 
 /* Helpers shared with the infer request parser. */

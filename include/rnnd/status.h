@@ -2,10 +2,12 @@
 #ifndef RNND_STATUS_H
 #define RNND_STATUS_H
 
+#include <stddef.h>
+
 typedef enum rnnd_status {
     RNND_OK = 0,
     RNND_ERR_NOMEM = -1,      /* allocation failed */
-    RNND_ERR_IO = -2,         /* open/read/mmap/write failed */
+    RNND_ERR_IO = -2,         /* open/read/write failed */
     RNND_ERR_FORMAT = -3,     /* a model or snapshot file is malformed */
     RNND_ERR_INVALID = -4,    /* a request or argument is malformed */
     RNND_ERR_UNSUPPORTED = -5,/* valid, but not something rnnd can do (e.g. step a reverse layer) */
@@ -18,7 +20,15 @@ typedef enum rnnd_status {
     RNND_ERR_AUTH = -12       /* a file is not authenticated by its key (a snapshot's MAC) */
 } rnnd_status;
 
-/* A short constant name for a status ("ok", "nomem", ...). */
+/* A short constant description of a status ("ok", "out of memory", ...). */
 const char *rnnd_status_str(int status);
+
+/* Write the message FMT into ERR (ERRLEN bytes; ERR may be NULL) and return STATUS: the one
+ * way a function reports why it failed. */
+int rnnd_fail(int status, char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Seconds on the monotonic clock: for intervals and deadlines, never for dates. */
+double rnnd_mono_s(void);
 
 #endif

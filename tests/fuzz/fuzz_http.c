@@ -161,7 +161,9 @@ static fz_daemon *daemon_start(void)
     memset(app, 0, sizeof *app);
     app->cfg = cfg;
     rnnd_log_init(&app->log, (int)cfg->log_level, stderr);
-    rnnd_metrics_init(&app->metrics);
+    const char *route_names[RNND_METRICS_ROUTES];
+    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    rnnd_metrics_init(&app->metrics, route_names, nroutes);
     atomic_init(&app->draining, 0);
     app->listen_fd = -1;
     app->infer_limits.max_sequences = (size_t)cfg->max_sequences;

@@ -78,9 +78,6 @@ static void parse_run(const rnnd_net *net, const rnnd_tokenizer *tok, int text,
         FZ_CHECK(rc == RNND_ERR_INVALID || rc == RNND_ERR_LIMIT || rc == RNND_ERR_NOMEM,
                  "unexpected parse status");
         FZ_CHECK(err[0] != '\0', "a refusal without a message");
-        /* the error code must be one the HTTP layer knows */
-        FZ_CHECK(rnnd_error_http_status(rnnd_error_code(rc)) != 500,
-                 "a request error maps to 500");
         return;
     }
     run(net, req);

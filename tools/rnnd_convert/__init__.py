@@ -15,8 +15,9 @@ __all__ = ["ConvertError", "Model", "Layer", "convert", "from_module", "write_mo
 def from_module(module, path, *, input=None, head=None, norm=None, name=None, vocab=None,
                 tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
-    nn.Linear submodules, or one of those itself; or tools/rnnd_modules/dglstm.py's DGLSTM
-    with an Embedding, a Linear and a softmax around it) to PATH as an .rnnd file.
+    nn.Linear submodules, or one of those itself; or the reference modules of
+    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, Clockwork, DGLSTM) with an Embedding, a Linear
+    and a softmax around them) to PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
@@ -32,12 +33,16 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     Returns the Model written. Raises ConvertError when MODULE is not something rnnd serves."""
     import os
     from .arch import apply_options, read_vocab
-    from .torch_dglstm import dglstm_runner, model_from_dglstm
     from .torch_import import model_from_module, source_runner
+    from .torch_reference import model_from_reference, reference_runner
     from .writer import write
-    # tools/rnnd_modules/dglstm.py's DGLSTM first: not one of PyTorch's own layers
-    model = model_from_dglstm(module, input=input, head=head, norm=norm)
-    runner = dglstm_runner(module) if model is not None else None
+    from .torch_slstm import model_from_slstm, slstm_runner
+    # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own layers
+    model = model_from_reference(module, input=input, head=head, norm=norm)
+    runner = reference_runner(module) if model is not None else None
+    if model is None:
+        model = model_from_slstm(module, input=input, head=head, norm=norm)
+        runner = slstm_runner(module) if model is not None else None
     if model is None:
         model = model_from_module(module, input=input, head=head, norm=norm)
     from .verify import metadata_value

@@ -33,7 +33,7 @@ ACTIVATIONS = {
 }
 _ACT_BY_LOWER = {k.lower(): k for k in ACTIVATIONS}
 
-CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm")
+CELL_TYPES = ("rnn", "lstm", "gru", "jordan", "mingru", "minlstm", "slstm", "clockwork")
 # the minGRU / minLSTM of Feng et al. 2024: gates read only the input, so W, Wb and no R, Rb
 MIN_TYPES = ("mingru", "minlstm")
 DIRECTIONS = ("forward", "reverse", "bidirectional")
@@ -41,7 +41,10 @@ NORMS = ("none", "softmax", "log_softmax")
 POOLS = ("none", "last", "final_state", "mean", "max")
 TOKENIZERS = ("char", "byte")
 
-N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2}
+# slstm: exp, tanh and sigmoid are part of the cell, so it takes no "activations"
+N_ACT = {"rnn": 1, "lstm": 3, "gru": 2, "jordan": 2, "mingru": 2, "minlstm": 2, "slstm": 0,
+         "clockwork": 1}
+SLSTM_FORGET = ("exp", "sigmoid")
 DEFAULT_ACTS = {
     "rnn": ["Tanh"],
     "lstm": ["Sigmoid", "Tanh", "Tanh"],
@@ -49,6 +52,8 @@ DEFAULT_ACTS = {
     "jordan": ["Tanh", "Affine"],
     "mingru": ["Sigmoid", "Affine"],
     "minlstm": ["Sigmoid", "Affine"],
+    "clockwork": ["Tanh"],
+    "slstm": [],
 }
 
 COMMON_KEYS = ("type", "hidden_size", "direction", "activations", "clip")
@@ -59,10 +64,14 @@ TYPE_KEYS = {
     "jordan": ("output_size",),
     "mingru": (),
     "minlstm": (),
+    "clockwork": ("periods",),
+    "slstm": ("heads", "forget"),
 }
 # The neutral value of every type-specific key (what it must be on a type that ignores it).
 NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
-           "linear_before_reset": 0, "output_size": 0, "depth_gate": False}
+           "linear_before_reset": 0, "output_size": 0, "heads": None, "forget": None,
+           "periods": None, "depth_gate": False}
+MAX_PERIODS = 64                        # modules of a clockwork layer (RNND_MAX_PERIODS)
 # lstm's depth_gate (Yao et al. 2015) is written only when true, so files of every other
 # lstm stay byte-identical; it is not in TYPE_KEYS for that reason.
 DEPTH_GATE_TENSORS = ("D", "Dc", "Dl", "Db")
@@ -90,7 +99,8 @@ class Layer:
 
     def __init__(self, type, hidden_size, direction="forward", activations=None, clip=None,
                  input_forget=False, peepholes=False, forget_gate=True, proj_size=0,
-                 linear_before_reset=0, output_size=0, depth_gate=False):
+                 linear_before_reset=0, output_size=0, heads=1, forget="exp", periods=None,
+                 depth_gate=False):
         self.type = type
         self.hidden_size = hidden_size
         self.direction = direction
@@ -102,6 +112,9 @@ class Layer:
         self.proj_size = proj_size
         self.linear_before_reset = linear_before_reset
         self.output_size = output_size
+        self.periods = periods              # clockwork: [T_1 < ... < T_m]
+        self.heads = heads                  # slstm: R is block-diagonal, [4H, H / heads]
+        self.forget = forget                # slstm: "exp" or "sigmoid"
         self.depth_gate = depth_gate        # lstm: reads the new c of the lstm below
         self.weights = []       # per direction: dict W, R, Wb, Rb, P, proj, V, Vb, D, Dc, Dl, Db
 
@@ -113,6 +126,8 @@ class Layer:
     def gates(self):
         if self.type == "lstm":
             return 4 if self.forget_gate else 3
+        if self.type == "slstm":
+            return 4
         if self.type == "mingru":
             return 2
         return 3 if self.type in ("gru", "minlstm") else 1
@@ -131,7 +146,16 @@ class Layer:
                     for _ in range(self.num_directions)]
         return self.activations
 
+    @property
+    def r_cols(self):
+        """Columns of R: slstm's block-diagonal R keeps only each head's d = H / K."""
+        return self.hidden_size // self.heads if self.type == "slstm" else self.out_dim
+
     def to_json(self):
+        if self.type == "slstm":
+            return {"type": "slstm", "hidden_size": int(self.hidden_size),
+                    "direction": self.direction, "heads": int(self.heads),
+                    "forget": self.forget}
         d = {"type": self.type, "hidden_size": int(self.hidden_size),
              "direction": self.direction,
              "activations": [[_json_act(a) for a in acts]
@@ -139,6 +163,9 @@ class Layer:
              "clip": None if self.clip is None else _short_float(self.clip)}
         for k in TYPE_KEYS[self.type]:
             v = getattr(self, k)
+            if k == "periods":
+                d[k] = [int(p) for p in v]
+                continue
             d[k] = bool(v) if isinstance(NEUTRAL[k], bool) else int(v)
         if self.type == "lstm" and self.depth_gate:
             d["depth_gate"] = True
@@ -207,7 +234,7 @@ class Model:
                 if L.type in MIN_TYPES:
                     out += [(p + "W", (G * H, ind)), (p + "Wb", (G * H,))]
                 else:
-                    out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.out_dim)),
+                    out += [(p + "W", (G * H, ind)), (p + "R", (G * H, L.r_cols)),
                             (p + "Wb", (G * H,)), (p + "Rb", (G * H,))]
                 if L.type == "lstm" and L.peepholes:
                     out.append((p + "P", (3 * H,)))
@@ -303,6 +330,45 @@ def validate(model):
                                                              ", ".join(WEIGHT_TYPES)))
     _validate_vocab(model)
     _validate_tensors(model)
+    _validate_clock_blocks(model)
+
+
+def _validate_periods(where, L):
+    """A clockwork layer's periods: 1..64 strictly increasing positive ints dividing H."""
+    p = L.periods
+    if not isinstance(p, (list, tuple)) or not 1 <= len(p) <= MAX_PERIODS:
+        raise ConvertError("%s.periods: expected a list of 1 to %d integers, got %r"
+                           % (where, MAX_PERIODS, p))
+    for k, v in enumerate(p):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or \
+                not 1 <= v <= 2 ** 31 - 1:
+            raise ConvertError("%s.periods[%d]: expected an integer 1 to 2147483647, got %r"
+                               % (where, k, v))
+        if k and v <= p[k - 1]:
+            raise ConvertError("%s.periods[%d]: %d is not above %d: the periods must be "
+                               "strictly increasing" % (where, k, v, p[k - 1]))
+    if L.hidden_size % len(p):
+        raise ConvertError("%s.periods: %d modules do not divide hidden_size %d evenly"
+                           % (where, len(p), L.hidden_size))
+
+
+def _validate_clock_blocks(model):
+    """A clockwork module reads only itself and the modules after it: R's blocks below the
+    block diagonal must be zero (rnnd refuses the file otherwise)."""
+    for l, L in enumerate(model.layers):
+        if L.type != "clockwork":
+            continue
+        H = L.hidden_size
+        hm = H // len(L.periods)
+        below = np.arange(H)[None, :] < (np.arange(H) // hm * hm)[:, None]
+        for d, w in enumerate(L.weights):
+            bad = np.argwhere(below & (np.asarray(w["R"]) != 0))
+            if len(bad):
+                i, j = (int(v) for v in bad[0])
+                raise ConvertError("layers.%d.%d.R: element [%d, %d] is %r, but a clockwork "
+                                   "module reads only itself and the modules after it: R[i, j] "
+                                   "must be 0 when j // %d < i // %d"
+                                   % (l, d, i, j, float(w["R"][i, j]), hm, hm))
 
 
 def _validate_layer(where, L):
@@ -313,7 +379,19 @@ def _validate_layer(where, L):
                            % (where, L.hidden_size, MAX_DIM))
     if L.direction not in DIRECTIONS:
         raise ConvertError("%s.direction: %r is not one of %s" % (where, L.direction, DIRECTIONS))
-    if L.clip is not None and L.type in MIN_TYPES:
+    if L.type == "slstm":
+        if isinstance(L.heads, bool) or not isinstance(L.heads, int) or \
+                not 1 <= L.heads <= MAX_DIM or L.hidden_size % L.heads:
+            raise ConvertError("%s.heads: %r must be a positive divisor of hidden_size %d"
+                               % (where, L.heads, L.hidden_size))
+        if L.forget not in SLSTM_FORGET:
+            raise ConvertError("%s.forget: %r is not one of %s"
+                               % (where, L.forget, ", ".join(SLSTM_FORGET)))
+        if L.clip is not None:
+            raise ConvertError("%s.clip: a slstm layer has no clip" % where)
+    if L.type == "clockwork":
+        _validate_periods(where, L)
+    if L.clip is not None and (L.type in MIN_TYPES or L.type == "clockwork"):
         raise ConvertError("%s.clip: a %s layer has no clip" % (where, L.type))
     if L.clip is not None and not (_is_num(L.clip) and L.clip > 0):
         raise ConvertError("%s.clip: must be a positive number, got %r" % (where, L.clip))

@@ -10,7 +10,7 @@ import numpy as np
 from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DEPTH_GATE_TENSORS,
                    DIRECTIONS,
                    FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, POOLS,
-                   TYPE_KEYS,
+                   SLSTM_FORGET, TYPE_KEYS,
                    canonical_activation, f32, fill_biases)
 
 TOP_KEYS = ("format_version", "name", "input", "layers", "pool", "head", "vocab", "tokenizer",
@@ -85,6 +85,9 @@ def parse_layer(where, j):
         if not L.clip > 0:
             raise ConvertError("%s.clip: must be positive" % where)
     acts = j.get("activations")
+    if acts is not None and t == "slstm":
+        raise ConvertError("%s.activations: a slstm layer takes none (exp, tanh and sigmoid are "
+                           "part of the cell)" % where)
     if acts is not None:
         if not isinstance(acts, list) or len(acts) != L.num_directions:
             raise ConvertError("%s.activations: expected %d list(s), one per direction"
@@ -109,6 +112,20 @@ def parse_layer(where, j):
         L.linear_before_reset = lbr
     elif t == "jordan":
         L.output_size = _int(where + ".output_size", j.get("output_size"))
+    elif t == "clockwork":
+        if j.get("periods") is None:
+            raise ConvertError("%s.periods: missing (a clockwork layer needs a list of strictly "
+                               "increasing positive integers, one period per module)" % where)
+        L.periods = j["periods"]        # checked with the layer (arch._validate_periods)
+    elif t == "slstm":
+        L.heads = _int(where + ".heads", j.get("heads"))
+        L.forget = j.get("forget")
+        if L.forget not in SLSTM_FORGET:
+            raise ConvertError("%s.forget: %s is not one of %s"
+                               % (where, json.dumps(L.forget), ", ".join(SLSTM_FORGET)))
+        if L.hidden_size % L.heads:
+            raise ConvertError("%s.heads: %d does not divide hidden_size %d"
+                               % (where, L.heads, L.hidden_size))
     return L
 
 

@@ -6,7 +6,8 @@ either against it.
 
 SEQUENCES: one entry per sequence: a list of token ids (token models) or a [T, dim] array.
 INITIAL_STATES: None, or one entry per sequence: None (zeros) or a flat array in the state
-layout of include/rnnd/rnn.h (per layer, per direction: h [out_dim], then c [hidden] for lstm).
+layout of include/rnnd/rnn.h (per layer, per direction: h [out_dim], then c [hidden] for lstm; c, n, m [hidden]
+each for slstm; for clockwork the step counter t as two floats, t mod 2^24 and t // 2^24).
 Returns outputs[b] as a [T, output_dim] array and finals[b] as a flat array in that layout
 (a reverse direction's final state is its state after reading the first step).
 """
@@ -21,7 +22,8 @@ _DEFAULT_ALPHA_BETA = {
 }
 _DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"],
                  "gru": ["Sigmoid", "Tanh"], "jordan": ["Tanh", "Affine"],
-                 "mingru": ["Sigmoid", "Affine"], "minlstm": ["Sigmoid", "Affine"]}
+                 "mingru": ["Sigmoid", "Affine"], "minlstm": ["Sigmoid", "Affine"],
+                 "slstm": [], "clockwork": ["Tanh"]}
 
 
 def activation(op, x, alpha=None, beta=None):
@@ -128,9 +130,13 @@ class Model:
     def state_size(self):
         n = 0
         for L in self.layers:
-            per = self.out_dim(L) + (L["hidden_size"] if L["type"] == "lstm" else 0)
+            per = self.out_dim(L) + self.cell_size(L) + (2 if L["type"] == "clockwork" else 0)
             n += per * self.ndir(L)
         return n
+
+    def cell_size(self, L):
+        """State after h: lstm c [H]; slstm c, n, m [H] each."""
+        return {"lstm": 1, "slstm": 3}.get(L["type"], 0) * L["hidden_size"]
 
     def acts(self, L, d):
         lst = L.get("activations")
@@ -184,9 +190,12 @@ class Model:
                 h0 = state[pos:pos + O]
                 pos += O
                 c0 = None
-                if L["type"] == "lstm":
-                    c0 = state[pos:pos + H]
-                    pos += H
+                if self.cell_size(L):
+                    c0 = state[pos:pos + self.cell_size(L)]
+                    pos += self.cell_size(L)
+                elif L["type"] == "clockwork":     # the counter: an integer, not a vector
+                    c0 = int(state[pos]) + int(state[pos + 1]) * 2 ** 24
+                    pos += 2
                 reverse = L["direction"] == "reverse" or d == 1
                 w = {k[len("layers.%d.%d." % (l, d)):]: v for k, v in self.t.items()
                      if k.startswith("layers.%d.%d." % (l, d))}
@@ -194,7 +203,9 @@ class Model:
                                              cells if L.get("depth_gate") else None)
                 outs.append(ys)
                 final.append(h)
-                if c is not None:
+                if L["type"] == "clockwork":
+                    final.append(np.array([c % 2 ** 24, (c // 2 ** 24) % 2 ** 24], float))
+                elif c is not None:
                     final.append(c)
             x = np.concatenate(outs, axis=1)
             cells = cs
@@ -211,8 +222,9 @@ class Model:
 
 
 def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
-    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c, cs [T, H] the
-    c of every step or None). C_LOW [T, H]: the layer below's c of every step (depth gate)."""
+    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c, cs [T, H] an
+    lstm's c of every step, else None). C_LOW [T, H]: the layer below's c of every step (depth
+    gate). For clockwork, C is the step counter t (an int) before and after."""
     typ, H = L["type"], L["hidden_size"]
     clipv = L.get("clip")
 
@@ -227,9 +239,9 @@ def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
     R, Rb = w.get("R"), w.get("Rb")     # mingru / minlstm have none
     T = len(xs)
     ys = np.zeros((T, len(h)))
-    cs = None if c is None else np.zeros((T, H))
+    cs = np.zeros((T, H)) if typ == "lstm" and c is not None else None
     h = h.copy()
-    c = None if c is None else c.copy()
+    c = None if c is None else (c if typ == "clockwork" else c.copy())
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
         x = xs[t]
         if typ == "rnn":
@@ -280,10 +292,30 @@ def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
             gx = W @ x + Wb
             z = f(0, gx[:H])
             h = (1.0 - z) * h + z * f(1, gx[H:])
+        elif typ == "clockwork":        # module k runs when t mod T_k == 0
+            periods = L["periods"]
+            hm = H // len(periods)
+            run = np.repeat([c % p == 0 for p in periods], hm)
+            h = np.where(run, f(0, W @ x + Wb + R @ h + Rb), h)
+            c += 1
         elif typ == "minlstm":          # rows f, i, h
             gx = W @ x + Wb
             fv, i = f(0, gx[:H]), f(0, gx[H:2 * H])
             h = (fv / (fv + i)) * h + (i / (fv + i)) * f(1, gx[2 * H:])
+        elif typ == "slstm":            # rows i, f, z, o; R block-diagonal; c holds c, n, m
+            K = L["heads"]
+            d = H // K
+            rh = np.einsum("gkuj,kj->gku", R.reshape(4, K, d, d), h.reshape(K, d)).ravel()
+            pre = W @ x + Wb + rh + Rb
+            pi, pf, pz, po = pre[:H], pre[H:2 * H], pre[2 * H:3 * H], pre[3 * H:]
+            cp, n_prev, m_prev = c[:H], c[H:2 * H], c[2 * H:]
+            lf = pf if L["forget"] == "exp" else -np.logaddexp(0.0, -pf)
+            m = np.maximum(lf + m_prev, pi)
+            ig, fv = np.exp(pi - m), np.exp(lf + m_prev - m)
+            cn = fv * cp + ig * np.tanh(pz)
+            n = fv * n_prev + ig
+            h = 1.0 / (1.0 + np.exp(-po)) * cn / n
+            c = np.concatenate([cn, n, m])
         else:
             raise ValueError("unknown layer type %r" % typ)
         ys[t] = h

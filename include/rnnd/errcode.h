@@ -1,0 +1,46 @@
+/* The stable API error codes (docs/api.md "Errors"), from one list: each code's name in
+ * {"error":{"code":...}}, the HTTP status the v1 API answers it with, and the status of the
+ * KServe v2 routes, which answer as Triton does (400 for a bad request or an unknown model,
+ * 503 for "retry later", 500 for the server's own fault). A code is an enum constant, so a
+ * typo fails to compile instead of becoming a 500. */
+#ifndef RNND_ERRCODE_H
+#define RNND_ERRCODE_H
+
+/* X(ENUM_SUFFIX, name, v1 HTTP status, v2 HTTP status) */
+#define RNND_ERRCODES(X)                                 \
+    X(INVALID_JSON, "invalid_json", 400, 400)            \
+    X(INVALID_REQUEST, "invalid_request", 400, 400)      \
+    X(NUMERIC_ERROR, "numeric_error", 400, 400)          \
+    X(UNAUTHORIZED, "unauthorized", 401, 400)            \
+    X(FORBIDDEN, "forbidden", 403, 400)                  \
+    X(NOT_FOUND, "not_found", 404, 400)                  \
+    X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, 400) \
+    X(UNSUPPORTED, "unsupported", 409, 400)              \
+    X(CONFLICT, "conflict", 409, 400)                    \
+    X(GONE, "gone", 410, 400)                            \
+    X(LIMIT_EXCEEDED, "limit_exceeded", 413, 400)        \
+    X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, 400) \
+    X(OVERLOADED, "overloaded", 429, 503)                \
+    X(INTERNAL, "internal", 500, 500)                    \
+    X(MODEL_ERROR, "model_error", 503, 500)              \
+    X(OUT_OF_MEMORY, "out_of_memory", 503, 503)          \
+    X(UNAVAILABLE, "unavailable", 503, 503)              \
+    X(NO_MODELS, "no_models", 503, 503)
+
+enum rnnd_errcode {
+#define RNND_ERRCODE_ENUM(e, name, v1, v2) RNND_E_##e,
+    RNND_ERRCODES(RNND_ERRCODE_ENUM)
+#undef RNND_ERRCODE_ENUM
+    RNND_E_COUNT
+};
+
+/* The code's name ("invalid_request"); "internal" for a value outside the list. */
+const char *rnnd_errcode_name(enum rnnd_errcode e);
+/* The status the v1 API answers E with; 500 outside the list. */
+unsigned rnnd_errcode_http(enum rnnd_errcode e);
+/* The status the KServe v2 routes answer E with; 500 outside the list. */
+unsigned rnnd_errcode_v2(enum rnnd_errcode e);
+/* The code for a status of rnnd/status.h (RNND_ERR_INVALID: invalid_request, ...). */
+enum rnnd_errcode rnnd_errcode_of(int status);
+
+#endif
