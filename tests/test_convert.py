@@ -1139,6 +1139,99 @@ def test_refusals():
           "a missing -o is a one-line usage error: %r" % err)
 
 
+# ---- 5b. Casts on the data path (issue 14, adversary findings 3 and 6) -------------------
+def cast_graph(path, casts, tokens):
+    """ids -> CASTS... -> Gather -> LSTM -> MatMul (TOKENS, vocabulary 261), or vectors ->
+    LSTM -> CASTS... -> MatMul -> Add(1e6): a Cast that wraps ids above 255 or truncates
+    floats to integers changes the output where verification may not look."""
+    rng = np.random.default_rng(3)
+    V, E, H, O = 261, 3, 4, 5
+    nodes, inits, prev = [], {}, "x"
+    if tokens:
+        for k, to in enumerate(casts):
+            nodes.append(helper.make_node("Cast", [prev], ["c%d" % k], to=to, name="cast%d" % k))
+            prev = "c%d" % k
+        inits["table"] = f32(rng.normal(size=(V, E)))
+        nodes += [helper.make_node("Gather", ["table", prev], ["e"], axis=0),
+                  helper.make_node("Transpose", ["e"], ["eT"], perm=[1, 0, 2])]
+        prev = "eT"
+    else:
+        E = 3
+    inits.update({"W": f32(rng.normal(size=(1, 4 * H, E))),
+                  "R": f32(rng.normal(size=(1, 4 * H, H))),
+                  "Wo": f32(rng.normal(size=(H, O))), "one": np.array([1], np.int64),
+                  "bo": f32(np.full(O, 1e6))})
+    nodes += [helper.make_node("LSTM", [prev, "W", "R"], ["Y"], hidden_size=H),
+              helper.make_node("Squeeze", ["Y", "one"], ["Ys"])]
+    prev = "Ys"
+    if not tokens:
+        for k, to in enumerate(casts):
+            nodes.append(helper.make_node("Cast", [prev], ["c%d" % k], to=to, name="cast%d" % k))
+            prev = "c%d" % k
+    nodes += [helper.make_node("MatMul", [prev, "Wo"], ["z"]),
+              helper.make_node("Add", ["z", "bo"], ["out"])]
+    x = vin("x", ["N", "T"], TensorProto.INT64) if tokens else vin("x", ["T", "N", E])
+    return save_graph(path, nodes, inits, [x], [vin("out", None)])
+
+
+def test_casts():
+    T = TensorProto
+    p = cast_graph(tmp("cast_ids_u8.onnx"), [T.UINT8, T.INT64], True)
+    refuse("ids cast to uint8 (wraps ids above 255)", [p], p,
+           "node 'cast0' (Cast): casts the token ids to UINT8")
+    p = cast_graph(tmp("cast_ids_f.onnx"), [T.FLOAT, T.INT64], True)
+    refuse("ids cast to float", [p], p, "node 'cast0' (Cast): casts the token ids to FLOAT")
+    p = cast_graph(tmp("cast_f_i32.onnx"), [T.INT32, T.FLOAT], False)
+    refuse("floats cast to int32 (truncates)", [p], p,
+           "node 'cast0' (Cast): casts the float data to INT32")
+    p = cast_graph(tmp("cast_f_f16.onnx"), [T.FLOAT16, T.FLOAT], False)
+    refuse("floats cast to float16 (rounds)", [p], p,
+           "node 'cast0' (Cast): casts the float data to FLOAT16")
+    # the casts that change no value still convert, verified
+    for name, casts, tokens in (("cast_ids_ok", [T.INT32, T.INT64], True),
+                                ("cast_f_ok", [T.DOUBLE, T.FLOAT], False)):
+        p = cast_graph(tmp(name + ".onnx"), casts, tokens)
+        rc, err = main_inproc(p, "-o", tmp(name + ".rnnd"))
+        check(rc == 0, "%s converts: %s" % (name, err))
+
+
+def test_static_axes():
+    """User B7 (issue 14): an ONNX file exported without dynamic axes from a batch-2 example
+    bakes the batch into its zero states; verification at batch 3 crashed with an internal
+    error. It is refused naming the fixed sizes and the re-export; a batch-1 export, which
+    runs at any batch, still converts."""
+    import torch
+    import torch.nn as nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(300, 12)
+            self.lstm = nn.LSTM(12, 10, batch_first=True)
+            self.fc = nn.Linear(10, 7)
+
+        def forward(self, x):
+            y, _ = self.lstm(self.emb(x))
+            return self.fc(y)
+
+    torch.manual_seed(0)
+    net = Tagger().eval()
+    for B in (2, 1):
+        p = tmp("static_b%d.onnx" % B)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(
+                io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (torch.randint(0, 300, (B, 5)),), p, opset_version=17)
+        if B == 2:
+            refuse("a fixed batch of 2", [p], p, "the graph has a fixed batch of 2 and "
+                   "sequence length of 5 (input 'input.1', exported without dynamic axes)")
+            refuse("a fixed batch of 2 (the way out)", [p], p,
+                   "dynamic_axes={'x': {0: 'batch', 1: 'time'}}")
+        else:
+            rc, err = main_inproc(p, "-o", tmp("static_b1.rnnd"))
+            check(rc == 0, "a static batch-1 export converts: %s" % err)
+
+
 # ---- 6. half-size weights -----------------------------------------------------------------
 def bf16_nearest(x):
     """x rounded to bfloat16, nearest, ties to even: of the two bfloat16 neighbours (the
@@ -1272,6 +1365,8 @@ def main():
     test_half_weights()
     test_launcher()
     test_refusals()
+    test_casts()
+    test_static_axes()
     test_torch()
     import torch
     check_dglstm_module(torch)

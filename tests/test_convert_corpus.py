@@ -119,6 +119,66 @@ class LstmBf(Rec):
     bf = True
 
 
+@case("transpose_in", "ok", tokens=True)
+class TransposeIn(nn.Module):
+    """batch-first ids, a time-major LSTM inside: forward() transposes (user B5)"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.lstm = nn.LSTM(D, H)
+        self.fc = nn.Linear(H, V)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x).transpose(0, 1))
+        return F.log_softmax(self.fc(y.transpose(0, 1)), dim=-1)
+
+
+@case("transpose_tm", "ok")
+class TransposeTm(nn.Module):
+    """time-major vectors, a batch_first LSTM inside: forward() transposes (user B5)"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(D, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x.transpose(0, 1))
+        return self.fc(y).transpose(0, 1)
+
+
+@case("emb_scaled", "ok", tokens=True)
+class EmbScaled(nn.Module):
+    """emb(x) * sqrt(d) before the GRU: folded into the embedding table (user C12)"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(V, D)
+        self.rnn = nn.GRU(D, H, batch_first=True)
+        self.fc = nn.Linear(H, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x) * 2.0)
+        return self.fc(y)
+
+
+@case("standardised", "ok")
+class Standardised(nn.Module):
+    """(x - mu) / sd with buffers before a bidirectional LSTM: folded into W, Wb (C12)"""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mu", torch.randn(D))
+        self.register_buffer("sd", torch.rand(D) + 0.5)
+        self.rnn = nn.LSTM(D, H, bidirectional=True)
+        self.fc = nn.Linear(2 * H, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn((x - self.mu) / self.sd)
+        return self.fc(y)
+
+
 @case("gru", "ok")
 class Gru(Rec):
     """nn.GRU, time-major"""
@@ -571,7 +631,10 @@ class TwoInputs(nn.Module):
         return y
 
 
-@case("packed", {"onnx": "refused: (Add)", "torch": "refused: aten::_pack_padded_sequence"})
+@case("packed", {"onnx": "refused: (Add): operator not supported by rnnd on an initial-state "
+                          "tensor (as the sequence lengths of pack_padded_sequence export",
+                  "torch": "refused: aten::_pack_padded_sequence"})
+# (the advice after either: "call the recurrent module without pack_padded_sequence")
 class Packed(nn.Module):
     """pack_padded_sequence / pad_packed_sequence around the LSTM"""
 
@@ -697,6 +760,81 @@ class StackedCells(nn.Module):
             h2 = self.c2(h1, h2)
             ys.append(h2)
         return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_slice3", CELL)
+class CellSlice3(CellLoop):
+    """a loop over nn.GRUCell reading the step as x[:, t, :] (user B6)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t, :], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_last", CELL)
+class CellLast(CellLoop):
+    """a loop over nn.GRUCell, a classifier on torch.stack(ys, 1)[:, -1] (user B6)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1)[:, -1])
+
+
+@case("cell_loop_new_zeros", CELL)
+class CellNewZeros(CellLoop):
+    """a loop over nn.LSTMCell from x.new_zeros states (user C11)"""
+
+    def forward(self, x):
+        h = x.new_zeros(x.size(0), self.hidden)
+        c = x.new_zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+CELL_HINT = "a loop over cells converts when written as"
+
+
+@case("cell_loop_unbind", {"onnx": CELL_ONNX, "trace": CELL_TRACE,
+                           "torch": "refused: " + CELL_HINT})
+class CellUnbind(CellLoop):
+    """a loop over nn.GRUCell on x.unbind(1): refused with how a cell loop must look (C11)"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        ys: List[Tensor] = []
+        for xt in x.unbind(1):
+            h = self.cell(xt, h)
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+@case("cell_loop_prealloc", {"onnx": CELL_ONNX, "onnx9": "no export", "trace": CELL_TRACE,
+                             "torch": "refused: " + CELL_HINT})
+class CellPrealloc(CellLoop):
+    """a loop over nn.GRUCell writing out[:, t] = h: refused with how a cell loop must look"""
+    cell_type = "GRUCell"
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), self.hidden)
+        out = torch.zeros(x.size(0), x.size(1), self.hidden)
+        for t in range(x.size(1)):
+            h = self.cell(x[:, t], h)
+            out[:, t] = h
+        return self.fc(out)
 
 
 @case("cell_loop_ones", {"onnx": CELL_ONNX, "trace": CELL_TRACE,

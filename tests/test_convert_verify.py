@@ -125,7 +125,7 @@ def check_figures(path, source, what):
     check(isinstance(v, dict), "%s: __metadata__.verification written" % what)
     if not isinstance(v, dict):
         return None
-    check(v["source"] == source and v["tolerance"] == 1e-5 and v["lengths"] == [1, 7, 19] and
+    check(v["source"] == source and v["tolerance"] == 1e-5 and v["lengths"] == [1, 7, 19, 64] and
           v["batch"] == 3, "%s: source %s, tolerance, lengths, batch: %r" % (what, source, v))
     check(0 <= v["max_rel_error"] <= 1e-5 and 0 <= v["max_abs_error"] < 1e-4,
           "%s: the recorded errors are within the tolerance: %r" % (what, v))
@@ -174,7 +174,7 @@ def test_correct():
               "the verification record changes the file digest, not the model digest")
         rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
         v = j1["verification"]
-        check(v is not None and v["source"] == "onnx" and v["lengths"] == [1, 7, 19] and
+        check(v is not None and v["source"] == "onnx" and v["lengths"] == [1, 7, 19, 64] and
               v["batch"] == 3 and v["tolerance"] == 1e-5 and
               abs(v["max_rel_error"] - rec["max_rel_error"]) <= 1e-9 * (1 + rec["max_rel_error"]),
               "inspect --json: the verification object: %r" % (v,))
@@ -183,7 +183,7 @@ def test_correct():
     line = [l for l in out.splitlines() if l.startswith("verified:")]
     check(len(line) == 1 and "yes, against the onnx source" in line[0] and
           "max rel error" in line[0] and "tolerance 1e-05" in line[0] and
-          "lengths 1, 7, 19, batch 3" in line[0], "inspect prints the verified line: %r" % line)
+          "lengths 1, 7, 19, 64, batch 3" in line[0], "inspect prints the verified line: %r" % line)
     r, out, _ = inspect(tmp("onnx_nv.rnnd"))
     check("verified:    no (" in out, "inspect says an unverified file is unverified")
 
@@ -350,10 +350,34 @@ def test_loader():
     check(r == 0 and "verified:    yes" in o, "an unknown key in the record is ignored: %s" % e)
 
 
+def test_lengths_and_batch():
+    """Adversary finding 2 (issue 14): behaviour past 32 steps or for one sequence alone
+    escaped verification at lengths 1, 7, 19, batch 3. A source that differs from the file
+    only above 32 steps, and one that differs only at batch 1, now fail the check."""
+    torch.manual_seed(8)
+    net = nn.LSTM(3, 4, batch_first=True).eval()
+    model = rnnd_convert.from_module(net, tmp("lb.rnnd"), verify=False)
+    run = torch_import.source_runner(net)
+    for what, bad in (("above 32 steps", lambda x: x.shape[1] > 32),
+                      ("at batch 1", lambda x: x.shape[0] == 1)):
+        def source(x, bad=bad):
+            y = run(x)
+            return y + 0.5 if bad(x) else y
+        try:
+            verify.compare(model, tmp("lb.rnnd"), source, "torch")
+            check(False, "a source that differs only %s fails verification" % what)
+        except ConvertError as e:
+            check("verification failed" in str(e), "%s: %s" % (what, e))
+    figures = verify.compare(model, tmp("lb.rnnd"), run, "torch")
+    check(figures["lengths"] == [1, 7, 19, 64] and figures["max_rel_error"] <= 1e-5,
+          "the faithful source passes at lengths 1, 7, 19, 64: %r" % figures)
+
+
 def main():
     test_correct()
     test_refused()
     test_loader()
+    test_lengths_and_batch()
     print("test_convert_verify: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -389,10 +389,259 @@ def test_refusals():
             ("'cell' (LSTMCell)", "torch.jit.trace unrolls", "script the module"))
 
 
+# ---- issue 14 outside trials: what the analysis cannot prove is refused --------------------
+class BranchOnLength(nn.Module):
+    """adversary f3: above 19 steps the LSTM runs over the batch axis"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        if x.size(1) > 19:
+            y, _ = self.lstm(x.transpose(0, 1))
+            y = y.transpose(0, 1)
+        else:
+            y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class BranchOnBatch(BranchOnLength):
+    """adversary f3b: a single sequence takes the other side"""
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            y, _ = self.lstm(x.transpose(0, 1))
+            y = y.transpose(0, 1)
+        else:
+            y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class PoolByLen(nn.Module):
+    """user A2: mean-pools long sequences, the last step of short ones"""
+
+    def __init__(self):
+        super().__init__()
+        self.gru = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x, *unused):      # *unused: torch.jit.script fails, from_module traces
+        y, _ = self.gru(x)
+        if x.size(1) > 30:
+            p = y.mean(1)
+        else:
+            p = y[:, -1]
+        return self.fc(p)
+
+
+class TraceHides(nn.Module):
+    """adversary f4: unscriptable, a context window and a ReLU above 32 / 19 steps"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.fc = nn.Linear(16, 50)
+
+    def forward(self, x, *unused):
+        if x.shape[1] > 32:
+            x = x[:, -32:]
+        y, _ = self.lstm(self.emb(x))
+        out = self.fc(y)
+        if x.shape[1] > 19:
+            out = torch.relu(out)
+        return out
+
+
+class IsScripting(nn.Module):
+    """adversary f5: code the scripted graph never holds"""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        out = self.fc(y)
+        if not torch.jit.is_scripting():
+            out = torch.relu(out) * 3.0
+        return out
+
+
+class EncDec(nn.Module):
+    """user A3: the decoder starts from the encoder's final state, equal sizes"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.GRU(4, 4, batch_first=True)
+        self.dec = nn.GRU(4, 4, batch_first=True)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        _, h = self.enc(x)
+        y, _ = self.dec(x, h)
+        return self.fc(y)
+
+
+class EncDecLstm(nn.Module):
+    """user A3 with LSTMs: (h, c) of the encoder"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.LSTM(4, 4)
+        self.dec = nn.LSTM(4, 4)
+
+    def forward(self, x):
+        y, hc = self.enc(x)
+        y, _ = self.dec(y, hc)
+        return y
+
+
+class EncDecSizes(nn.Module):
+    """user C11: an encoder / decoder whose sizes do not chain (GRU(4, 8) then GRU(4, 8))"""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.GRU(4, 8, batch_first=True)
+        self.dec = nn.GRU(4, 8, batch_first=True)
+
+    def forward(self, x):
+        _, h = self.enc(x)
+        y, _ = self.dec(x, h)
+        return y
+
+
+def test_unprovable():
+    """Issue 14 outside trials (adversary 2, 4, 5; user A2, A3): a branch on the input's
+    size, a trace during which forward() branched on a Python value, a check of
+    torch.jit.is_scripting, a layer started from another's final state: refused by the
+    analysis itself (so also with verification off), naming the construct."""
+    torch.manual_seed(5)
+    size = ("branches on the input's size", "remove the branch")
+    cases = (("a branch on the length", BranchOnLength, size + ("x.size(1) > 19",), True),
+             ("a branch on the batch", BranchOnBatch, size + ("x.shape[0] == 1",), True),
+             ("a pooling chosen by the length (traced)", PoolByLen,
+              size + (HERE, "x.size(1) > 30"), False),
+             ("a context window (traced)", TraceHides, size + (HERE, "x.shape[1] > 32"), False),
+             ("torch.jit.is_scripting", IsScripting,
+              ("asks torch how it runs", HERE, "is_scripting", "remove the check"), False),
+             ("an encoder / decoder", EncDec, ("aten::gru starting from another layer's final "
+                                               "state", "encoder"), True),
+             ("an LSTM encoder / decoder", EncDecLstm,
+              ("aten::lstm starting from another layer's final state",), True),
+             ("an encoder / decoder of sizes that do not chain", EncDecSizes,
+              ("aten::gru starting from another layer's final state", "encoder"), True))
+    for what, cls, needles, scripted in cases:
+        out = tmp("unprovable.rnnd")
+        refused(what + " (from_module, verify=False)",
+                lambda: rnnd_convert.from_module(cls(), out, verify=False), needles)
+        check(not os.path.exists(out), "%s: nothing written" % what)
+        if scripted:
+            torch.jit.script(cls()).save(tmp("unprovable.pt"))
+            refused(what + " (TorchScript, --no-verify)",
+                    lambda: rnnd_convert.convert(tmp("unprovable.pt"), out, verify=False),
+                    needles[:2])
+            check(not os.path.exists(out), "%s: nothing written" % what)
+
+
+class RegOrder(nn.Module):
+    """user A4: recurrent modules registered in another order than forward() calls them"""
+
+    def __init__(self):
+        super().__init__()
+        self.top = nn.GRU(8, 6, batch_first=True)
+        self.bottom = nn.GRU(4, 8, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        y, _ = self.bottom(x)
+        y, _ = self.top(y)
+        return self.fc(y)
+
+
+class RegOrderTraced(nn.Module):
+    """the same, equal sizes, unscriptable (*unused): from_module traces"""
+
+    def __init__(self):
+        super().__init__()
+        self.top = nn.GRU(4, 4, batch_first=True)
+        self.bottom = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x, *unused):
+        y, _ = self.bottom(x)
+        y, _ = self.top(y)
+        return y
+
+
+def test_call_order():
+    """User A4: layers are chained in forward()'s call order, not registration order, through
+    from_module, a scripted and a traced TorchScript file, with verification off (so the
+    analysis, not verification, gets it right)."""
+    torch.manual_seed(6)
+    x = torch.randn(2, 9, 4)
+    for cls in (RegOrder, RegOrderTraced):
+        net = cls().eval()
+        with torch.no_grad():
+            want = net(x).numpy()
+        ts = torch.jit.script(net) if cls is RegOrder else torch.jit.trace(net, (x,))
+        ts.save(tmp("order.pt"))
+        for door, fn in (("from_module", lambda: rnnd_convert.from_module(
+                net, tmp("order.rnnd"), verify=False)),
+                         ("TorchScript", lambda: rnnd_convert.convert(
+                             tmp("order.pt"), tmp("order.rnnd"), verify=False))):
+            what = "%s via %s" % (cls.__name__, door)
+            try:
+                fn()
+            except ConvertError as e:
+                check(False, "%s converts: %s" % (what, e))
+                continue
+            got = np.stack(reference.run(tmp("order.rnnd"), list(x.numpy()))[0])
+            err = float(np.abs(got - want).max())
+            check(err < 1e-5, "%s: chained in call order, equals PyTorch (max error %.2g)"
+                  % (what, err))
+
+
+class TrainLM(nn.Module):
+    """user C8: traced in train mode, its dropout baked in active"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.rnn = nn.LSTM(6, 6, batch_first=True)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(6, 20)
+
+    def forward(self, x):
+        h, _ = self.rnn(self.drop(self.emb(x)))
+        return torch.log_softmax(self.out(self.drop(h)), -1)
+
+
+def test_train_mode_trace():
+    """User C8: a trace made in train mode is refused naming dropout and model.eval(), not
+    with the generic verification failure; the same module traced in eval mode converts."""
+    x = torch.randint(0, 20, (2, 5))
+    net = TrainLM()
+    torch.jit.trace(net.train(), (x,), check_trace=False).save(tmp("train.pt"))
+    refused("a train-mode trace", lambda: rnnd_convert.convert(tmp("train.pt"), tmp("x.rnnd")),
+            ("aten::dropout", "training mode", "call model.eval() before tracing"))
+    torch.jit.trace(net.eval(), (x,), check_trace=False).save(tmp("eval.pt"))
+    try:
+        rnnd_convert.convert(tmp("eval.pt"), tmp("eval.rnnd"))
+        check(True, "an eval-mode trace converts")
+    except ConvertError as e:
+        check(False, "an eval-mode trace converts: %s" % e)
+
+
 def main():
     test_word_language_model()
     test_refusals()
     test_pooled()
+    test_unprovable()
+    test_call_order()
+    test_train_mode_trace()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -441,7 +441,10 @@ class Importer:
             return [Val(ZERO if zero else FILL)]
         if op == "Mul" and ZERO in kinds:
             return [Val(ZERO)]
-        self.fail("operator not supported by rnnd on an initial-state tensor")
+        self.fail("operator not supported by rnnd on an initial-state tensor (as the "
+                  "sequence lengths of pack_padded_sequence export; rnnd runs every sequence "
+                  "at its own length, unpadded: call the recurrent module without "
+                  "pack_padded_sequence / pad_packed_sequence)")
 
     def final_state(self, node, ins):
         """h_n[-1] of a one-direction last layer (Gather -1 of Y_h, or of the Concat of every
@@ -505,6 +508,8 @@ class Importer:
             self.fail("combines the data with itself (a branch or residual connection); "
                       "rnnd runs one chain of layers")
         x = ins[0]
+        if op == "Cast":
+            self.data_cast(node, x)
         if op in ("Identity", "Dropout", "Cast"):
             if op == "Dropout" and len(ins) > 2 and ins[2] is not None and (
                     ins[2].kind != CONST or bool(np.asarray(ins[2].value))):
@@ -568,6 +573,20 @@ class Importer:
         if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
             return [self.pool(node, op, x, ins, a)]
         self.fail("operator not supported by rnnd on the data path")
+
+    def data_cast(self, node, x):
+        """A Cast on the data path is the identity only when it changes no value: float data
+        to float32 / float64, token ids to int32 / int64 (a vocabulary fits). Any other Cast
+        (ids to uint8 wrap above 255, floats to an integer truncate) computes something."""
+        import onnx
+        to = _attrs(node).get("to")
+        P = onnx.TensorProto
+        ok = (P.INT32, P.INT64) if x.tokens else (P.FLOAT, P.DOUBLE)
+        if to not in ok:
+            name = P.DataType.Name(to) if to in P.DataType.values() else str(to)
+            self.fail("casts the %s to %s, which can change their values (rnnd casts only "
+                      "token ids to int32 / int64 and float data to float32 / float64): remove "
+                      "the cast" % ("token ids" if x.tokens else "float data", name))
 
     def pool(self, node, op, x, ins, a):
         """The last recurrent layer's output pooled over its time axis: ReduceMean /

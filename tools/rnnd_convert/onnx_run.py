@@ -336,6 +336,25 @@ class _Graph:
         return self._recurrent("rnn", 1, ins, a, n)
 
 
+def _fixed_axes(importer, vi, in_atoms):
+    """The ConvertError for a graph exported without dynamic axes (its input declares a fixed
+    batch or length, and torch baked that size into constants, so it cannot run at other
+    sizes), or None when the input's batch and time axes are not fixed."""
+    fixed = [(role, atom.size, k) for k, atom in enumerate(in_atoms)
+             for role, want in (("batch", importer.batch), ("sequence length", importer.seq))
+             if atom is want and atom.size is not None]
+    if not fixed:
+        return None
+    axes = ", ".join("%d: %r" % (k, "batch" if atom is importer.batch else "time")
+                     for k, atom in enumerate(in_atoms)
+                     if atom is importer.batch or atom is importer.seq)
+    return ConvertError("the graph has a fixed %s (input '%s', exported without dynamic axes), "
+                        "so it cannot run at the batches and lengths rnnd serves: re-export "
+                        "with torch.onnx.export(..., input_names=['x'], dynamic_axes={'x': "
+                        "{%s}})" % (" and ".join("%s of %d" % (r, n) for r, n, _ in fixed),
+                                    vi.name, axes))
+
+
 def source_runner(proto, importer):
     """x ([B, T] ids or [B, T, dim] vectors) -> the graph's output as [B, T, out], using the
     axes IMPORTER (an onnx_import.Importer that has run) found for time, batch and features
@@ -367,7 +386,12 @@ def source_runner(proto, importer):
         # a graph input of initial states is fed "absent": zeros, as rnnd starts
         feeds = {in_name: xin}
         feeds.update({name: None for name in importer.state_inputs})
-        y = np.asarray(g.run(feeds)[out_name], np.float64)
+        try:
+            y = np.asarray(g.run(feeds)[out_name], np.float64)
+        except ConvertError:
+            raise
+        except Exception as e:
+            raise _fixed_axes(importer, vi, in_atoms) or e
         sizes, roles = [], []
         for ax in out_axes:
             for atom in ax:

@@ -27,6 +27,9 @@ PLUMBING = ("prim::TupleConstruct", "prim::TupleUnpack", "prim::TupleIndex",
 # reading the data for its shape, type or device yields no data
 SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::len",
              "aten::__is__", "aten::__isnot__", "prim::shape", "aten::numel")
+PRE_AFFINE = ("aten::mul", "aten::div", "aten::add", "aten::sub")
+# the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
+SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
          "cat(h_n[-2], h_n[-1]), mean or max) -> Linear -> softmax / log_softmax")
 
@@ -53,10 +56,26 @@ _ADVICE = (
      "a loop over steps: rnnd converts a loop over the steps that calls nn.LSTMCell / "
      "GRUCell / RNNCell on x[:, t] (or x[t]) from zero states and stacks the cells' outputs; "
      "else use nn.LSTM / nn.GRU / nn.RNN with the cell's weights"),
+    (("aten::_pack_padded_sequence", "aten::_pad_packed_sequence"),
+     "packed sequences: rnnd runs every sequence at its own length, unpadded, so packing is "
+     "not needed: call the recurrent module without pack_padded_sequence / "
+     "pad_packed_sequence"),
     (CELL_OPS,
      "script the module (torch.jit.script, or from_module, which scripts first) so that the "
      "loop stays a loop; rnnd converts it to one layer"),
 )
+
+
+CELL_LOOP = ("a loop over cells converts when written as: h = torch.zeros(x.size(0), H); "
+             "ys = []; for t in range(x.size(1)): h = cell(x[:, t], h); ys.append(h); then "
+             "y = torch.stack(ys, 1) (docs/convert.md, 'Loops over cells')")
+
+
+def _walk(nodes):
+    for n in nodes:
+        yield n
+        for b in n.blocks():
+            yield from _walk(b.nodes())
 
 
 def _advice(kind):
@@ -88,6 +107,25 @@ def where(node):
             loc = "%s:%s" % (parts[1], parts[2].replace(", line", "").strip())
     out = " at %s" % loc if loc else ""
     return out + (": %s" % code if code else "")
+
+
+def where_first(node):
+    """' at FILE:LINE: CODE' of the first line of NODE's source range (an If's condition;
+    where() gives the last), or where(NODE) when that cannot be read."""
+    try:
+        lines = node.sourceRange().splitlines()
+        parts = lines[0].strip().split('"')
+        path, line = parts[1], int(parts[2].replace(", line", "").strip())
+    except Exception:
+        return where(node)
+    src = 0
+    for k in range(1, len(lines) - 1):
+        if lines[k + 1].strip().startswith("~"):
+            code = lines[k].split(" #")[0].strip().rstrip(":")     # without its comment
+            return " at %s:%d: %s" % (path, line + src, code)
+        if not lines[k].strip().startswith("~"):
+            src += 1
+    return where(node)
 
 
 def _const(v):
@@ -146,10 +184,17 @@ class Analysis:
         self.pool = None        # "last" / "final_state" / "mean" / "max" once pooled
         self.y_time = None      # the time axis of the recurrent output where known
         self.bidir = False      # the last recurrent op is bidirectional
+        self.sized = set()      # non-tensor Values computed from the data's sizes
+        self.calls = []         # the submodule of each recurrent operator, in call order
+        self.pre = None         # (a, b): x -> a * x + b before the first layer
+        self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
 
     def refuse(self, node, what=None):
+        advice = _advice(node.kind())
+        if self.cells and node.kind() not in ("prim::Loop",) + CELL_OPS:
+            advice += "; " + CELL_LOOP      # the cell loop's own shape, as docs/convert.md
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
-                           % (what or node.kind(), where(node), _advice(node.kind())))
+                           % (what or node.kind(), where(node), advice))
 
     def run(self):
         ins = list(self.graph.inputs())[1:]         # the first is self
@@ -176,6 +221,11 @@ class Analysis:
             raise ConvertError("forward() runs no LSTM / GRU / RNN on its input")
         return self
 
+    def is_plain_hidden(self, v):
+        """V (a tuple such as (h0, c0)) holds no layer's final state."""
+        return all(self.is_plain_hidden(p) if p in self.elems else
+                   self.taint.get(p) in (None, "hidden") for p in self.elems[v])
+
     def is_state(self, v):
         """V is a state, or a tuple of states ((h_n, c_n) of an LSTM), or not data at all."""
         if v in self.elems:
@@ -199,13 +249,37 @@ class Analysis:
         for n in nodes:
             self.node(n)
 
+    def track_sizes(self, n, k, ins):
+        """Mark the non-tensor outputs of N computed from the sizes of the data (x.size(1),
+        len(x), x.shape[0] > 19, ...): a branch on them computes another graph for other
+        lengths or batches."""
+        if k in SIZE_OPS and any(v in self.taint for v in ins) or \
+                any(v in self.sized for v in ins):
+            for o in n.outputs():
+                if not str(o.type()).startswith("Tensor"):
+                    self.sized.add(o)
+
+    def size_branch(self, n, blocks):
+        """Refuse an If on the data's sizes, unless one side only raises (the argument checks
+        inlined from nn.LSTM: `if input.size(-1) != self.input_size: raise ...`)."""
+        if list(n.inputs())[0] not in self.sized:
+            return
+        if any(m.kind() == "prim::RaiseException" for b in blocks for m in b.nodes()):
+            return
+        raise ConvertError("forward() branches on the input's size%s: rnnd computes one graph "
+                           "for every length and batch; remove the branch" % where_first(n))
+
     def node(self, n):
         k = n.kind()
         ins = list(n.inputs())
         kinds = {self.taint[v] for v in ins if v in self.taint}
+        if k != "prim::If" and k != "prim::Loop":
+            self.track_sizes(n, k, ins)
         if k == "prim::If":
             cond = _static_cond(ins[0], self.const)
             blocks = list(n.blocks())
+            if cond is None:
+                self.size_branch(n, blocks)
             if cond is not None:
                 taken = [blocks[0] if cond else blocks[1]]
                 self.block(taken[0].nodes())
@@ -245,6 +319,9 @@ class Analysis:
                         "loop into one call per step of the example)" % k)
         if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
             return
+        if k in ("aten::new_zeros", "aten::zeros_like") and not any(
+                self.taint.get(v) in ("state", "hidden") for v in ins):
+            return      # x.new_zeros(B, H): zeros of the data's type, not the data
         if k in PLUMBING:
             return self.plumbing(n, k, ins, kinds)
         if k in ("aten::select", "aten::cat") and ins and (
@@ -276,6 +353,8 @@ class Analysis:
                         "initial state, as in forward(input, hidden))" % k)
         if any(self.taint.get(v) in ("state", "hidden") for v in ins):
             self.refuse(n, "%s mixing the data with a state" % k)
+        if k in PRE_AFFINE and self.stage < 2 and not self.counts["recurrent"]:
+            return self.pre_affine(n, k, ins)
         x = ins[1] if k == "aten::embedding" else ins[0]    # embedding(weight, ids, ...)
         if self.taint.get(x) != "data" or sum(self.taint.get(v) == "data" for v in ins) > 1:
             self.refuse(n)
@@ -288,6 +367,7 @@ class Analysis:
             self.stage = 1
             self.mark(out, None if r is None else r + 1)
         elif k in DROPOUT_OPS:
+            self.active_dropout(n, ins)
             self.mark(out, r)
         elif k in LAYOUT_OPS:
             nr = r
@@ -337,6 +417,59 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def pre_affine(self, n, k, ins):
+        """x * c, x / c, x + c, x - c (c * x, c + x) with c a constant scalar or feature
+        vector, before the first layer (emb(x) * sqrt(d), (x - mu) / sd): composed into
+        self.pre = (a, b), x -> a * x + b per feature, which the importer folds exactly into
+        the embedding table or the first layer's W and Wb. Anything else is refused, saying
+        where it is and how."""
+        import numpy as np
+        how = ("%s before the first recurrent layer; rnnd folds a constant scale or offset "
+               "there (x * c, x / c, x + c, x - c with c a number or a per-feature constant) "
+               "into the embedding or the first layer's W: make it one of those, or fold it "
+               "into the weights yourself" % k)
+        data = [i for i, v in enumerate(ins) if self.taint.get(v) == "data"]
+        if len(data) != 1 or (self.stage == 0 and self.input_rank == 2):
+            self.refuse(n, how if self.stage else "%s on the token ids" % k)
+        i = data[0]
+        other = [v for j, v in enumerate(ins[:2]) if j != i]
+        ok, c = self.const(other[0]) if other else (False, None)
+        if len(ins) > 2:
+            oka, alpha = self.const(ins[2])
+            if not (oka and alpha == 1):
+                self.refuse(n, how)
+        if not ok or isinstance(c, bool) or (i == 1 and k in ("aten::sub", "aten::div")):
+            self.refuse(n, how)
+        try:
+            c = np.asarray(c.detach().cpu().double().numpy() if hasattr(c, "detach") else c,
+                           dtype=np.float64)
+        except Exception:
+            self.refuse(n, how)
+        if c.ndim > 1 and any(d != 1 for d in c.shape[:-1]):
+            self.refuse(n, how)
+        c = c.reshape(-1) if c.ndim else c
+        a, b = self.pre if self.pre is not None else (np.float64(1.0), np.float64(0.0))
+        if k == "aten::mul":
+            a, b = a * c, b * c
+        elif k == "aten::div":
+            a, b = a / c, b / c
+        elif k == "aten::add":
+            b = b + c
+        else:
+            b = b - c
+        self.pre = (a, b)
+        self.mark(n.output(), self.rank.get(ins[i]))
+
+    def active_dropout(self, n, ins):
+        """Refuse a dropout whose train flag is the constant True: a module traced in train
+        mode keeps it, and the file then drops random elements at every call."""
+        okp, p = _const(ins[1]) if len(ins) > 2 else (False, None)
+        okt, train = _const(ins[2]) if len(ins) > 2 else (False, None)
+        if okt and train is True and not (okp and p == 0):
+            raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
+                               "module was traced or exported in train mode); call "
+                               "model.eval() before tracing" % (n.kind(), where(n)))
 
     def full_slice(self, ins):
         """aten::slice(x, dim, start, end, step) that keeps every element (x[:, ...])."""
@@ -502,6 +635,10 @@ class Analysis:
                     inner[m.output()] = "view"      # x[:, ...]: all of the batch
                     continue
                 self.refuse(m, "aten::slice of the data inside a loop over cells")
+            if k == "aten::slice" and inner.get(mins[0]) in ("step", "view") and \
+                    self.full_slice(mins):
+                inner[m.output()] = inner[mins[0]]      # x[:, t, :]: the trailing full ':'
+                continue
             if k == "aten::select" and (mins[0] in data_in or inner.get(mins[0]) == "view"):
                 okd, dim = self.const(mins[1])
                 if okd and dim == d and mins[2] is counter:
@@ -555,6 +692,7 @@ class Analysis:
             self.refuse(n, "aten::stack of the loop's outputs over dim %s, not the loop's "
                         "time dim %d" % (dim, d))
         self.stage = 2
+        self.y_time = d         # so that torch.stack(ys, 1)[:, -1] pools the last step
         self.mark(n.output(), 3)
 
     def const(self, v):
@@ -621,7 +759,8 @@ class Analysis:
             if ok and isinstance(i, int) and -len(parts) <= i < len(parts):
                 return self.copy(outs[0], parts[i])
         # a mix the graph does not resolve: each element may be any of them
-        t = "state" if kinds - {"data", "tuple"} else "data"
+        t = "state" if kinds - {"data", "tuple", "hidden"} else \
+            "hidden" if "hidden" in kinds else "data"   # forward(input, hidden)'s parts
         if "data" in kinds and t != "data":
             self.refuse(n, "%s mixing the data with a state" % k)
         for o in outs:
@@ -640,12 +779,17 @@ class Analysis:
         for v in ins[1:]:
             if self.taint.get(v) == "data":
                 self.refuse(n, "%s reading the data as its state" % n.kind())
-            if self.taint.get(v) == "state":
+            t = self.taint.get(v)
+            if t == "state" or isinstance(t, tuple) or (
+                    v in self.elems and not self.is_plain_hidden(v)):
                 self.refuse(n, "%s starting from another layer's final state (an encoder / "
-                            "decoder)" % n.kind())
+                            "decoder): rnnd starts every layer from zeros or a session's "
+                            "state; convert the encoder and the decoder as two models, or "
+                            "start the decoder from zeros" % n.kind())
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         self.counts["recurrent"] += 1
+        self.calls.append(_module_path(ins[2]) if len(ins) > 2 else None)
         self.stage = 2
         outs = list(n.outputs())
         self.mark(outs[0], 3)
@@ -663,6 +807,25 @@ class Analysis:
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
 
 
+def _module_path(params):
+    """The submodule name ("rnn", "enc.gru") whose weights PARAMS (a recurrent operator's
+    weight list: self.rnn._flat_weights, or a list of self.rnn.weight_ih_l0, ...) are, or
+    None."""
+    v = params
+    if v.node().kind() == "prim::ListConstruct":
+        ins = list(v.node().inputs())
+        if not ins:
+            return None
+        v = ins[0]
+    path = []
+    while v.node().kind() == "prim::GetAttr":
+        path.append(v.node().s("name"))
+        v = v.node().input()
+    if len(path) < 2:
+        return None
+    return ".".join(reversed(path[1:]))
+
+
 def _cells_in(loop):
     """Whether a prim::Loop calls a cell anywhere in its body."""
     def walk(nodes):
@@ -673,6 +836,26 @@ def _cells_in(loop):
                 return True
         return False
     return any(walk(b.nodes()) for b in loop.blocks())
+
+
+def transposed_before(rec):
+    """Whether the input of REC (a recurrent operator) is forward()'s input with its batch
+    and time axes swapped: an odd number of transpose(0, 1) on the way from the graph input
+    (through embedding, dropout, views)."""
+    swapped = False
+    v = list(rec.inputs())[0]
+    for _ in range(1000):
+        n = v.node()
+        k = n.kind()
+        ins = list(n.inputs())
+        if k == "prim::Param" or not ins:
+            break
+        if k == "aten::transpose":
+            dims = {_const(ins[1])[1], _const(ins[2])[1]}
+            if dims == {0, 1} or dims == {-3, 1} or dims == {0, -2}:
+                swapped = not swapped
+        v = ins[1] if k == "aten::embedding" else ins[0]
+    return swapped
 
 
 def loop_time_dim(graph):

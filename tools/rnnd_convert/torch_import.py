@@ -1,8 +1,8 @@
 """PyTorch input: a TorchScript file (torch.jit.save) or a live torch.nn.Module.
 
-The model is read from its submodules, in registration order: at most one nn.Embedding, then
-nn.RNN / nn.LSTM / nn.GRU modules (each contributing num_layers layers), then at most one
-nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyTorch's gate orders are
+The model is read from its submodules: at most one nn.Embedding, then nn.RNN / nn.LSTM /
+nn.GRU modules in the order forward() calls them (each contributing num_layers layers), then
+at most one nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyTorch's gate orders are
 rearranged to the format's: LSTM i,f,g,o -> i,o,f,c and GRU r,z,n -> z,r,h (PyTorch's GRU is
 linear_before_reset=1). torch is imported only here, only when needed.
 """
@@ -200,16 +200,13 @@ def model_from_module(module, input=None, head=None, norm=None):
         _check_cell_loop(module, cells, label)
 
     model = Model()
-    for n, m, kind in recs:
-        layers, in_dim = _recurrent_layers(m, kind, label(n, m), module)
-        if model.layers:
-            prev = model.layers[-1]
-            if in_dim != prev.out_dim * prev.num_directions:
-                raise ConvertError("%s takes %d inputs but the layer before it outputs %d"
-                                   % (label(n, m), in_dim, prev.out_dim * prev.num_directions))
-        else:
-            model.input_dim = int(in_dim)
-        model.layers += layers
+    recs = _scripted_call_order(module, recs) or recs
+    try:
+        _chain(model, recs, label, module)
+    except ConvertError as e:
+        # sizes that do not chain: what forward() does with them says more (an encoder /
+        # decoder) where torch can script it
+        raise _analysis_error(module, "tokens" if embs else "vectors") or e
     if len(model.layers) > 64:
         raise ConvertError("%d recurrent layers; rnnd takes at most 64" % len(model.layers))
 
@@ -269,6 +266,7 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
+    _refuse_mode_checks(module)
     gm = _graph_module(module, model)
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
@@ -281,11 +279,19 @@ def model_from_module(module, input=None, head=None, norm=None):
                            "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
                            "bias_hh_l0, called on the whole sequence"
                            % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
+    if analysis is not None and _call_order(analysis, recs) is not None:
+        # forward() calls them in another order than they are registered: its order counts
+        recs = _call_order(analysis, recs)
+        model.layers = []
+        _chain(model, recs, label, module)
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
-                           "%d (%s); rnnd chains every one it holds, in registration order"
+                           "%d (%s); rnnd chains every one it holds"
                            % (analysis.counts["recurrent"], len(recs),
                               ", ".join(n or "<top>" for n, _, _ in recs)))
+
+    if analysis is not None and analysis.pre is not None:
+        _fold_pre(model, *analysis.pre)
 
     # normalisation: a softmax on forward()'s data path, else a softmax submodule
     if norm is None and analysis is None:
@@ -309,6 +315,110 @@ def model_from_module(module, input=None, head=None, norm=None):
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
     return model
+
+
+def _chain(model, recs, label, root):
+    """Append the layers of RECS ((name, module, kind), in call order) to MODEL."""
+    for n, m, kind in recs:
+        layers, in_dim = _recurrent_layers(m, kind, label(n, m), root)
+        if model.layers:
+            prev = model.layers[-1]
+            if in_dim != prev.out_dim * prev.num_directions:
+                raise ConvertError("%s takes %d inputs but the layer before it outputs %d"
+                                   % (label(n, m), in_dim, prev.out_dim * prev.num_directions))
+        else:
+            model.input_dim = int(in_dim)
+        model.layers += layers
+
+
+def _fold_pre(model, a, b):
+    """Fold x -> a * x + b (per feature, before the first layer) into the embedding table or
+    the first layer's input weights, exactly as ONNX's affine folding does."""
+    n = model.embedding.shape[1] if model.embedding is not None else model.input_dim
+    a = np.broadcast_to(np.asarray(a, np.float64), (n,))
+    b = np.broadcast_to(np.asarray(b, np.float64), (n,))
+    if model.embedding is not None:
+        model.embedding = f32(model.embedding.astype(np.float64) * a + b)
+        return
+    for w in model.layers[0].weights:
+        W = w["W"].astype(np.float64)
+        w["Wb"] = f32(w["Wb"].astype(np.float64) + W @ b)
+        w["W"] = f32(W * a)
+
+
+def _analysis_error(module, input_kind):
+    """The analysis's refusal of MODULE's scripted forward(), or None."""
+    torch = _torch()
+    from .torch_graph import analyse
+    try:
+        sm = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+    except Exception:
+        return None
+    try:
+        analyse(sm, input_kind)
+    except ConvertError as e:
+        return e
+    except Exception:
+        return None
+    return None
+
+
+def _scripted_call_order(module, recs):
+    """RECS in the order forward()'s scripted graph calls them, where scripting works and
+    that differs from registration order, else None (the analysis checks the rest)."""
+    torch = _torch()
+    from .torch_graph import RECURRENT_OPS, _module_path
+    if len(recs) < 2:
+        return None
+    try:
+        sm = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+        nodes = _all_nodes(sm.inlined_graph.nodes())
+    except Exception:
+        return None
+
+    class Calls:
+        calls = [_module_path(list(n.inputs())[2]) for n in nodes
+                 if n.kind() in RECURRENT_OPS and n.inputsSize() > 2]
+    return _call_order(Calls, recs)
+
+
+def _call_order(analysis, recs):
+    """RECS reordered as forward() calls them (ANALYSIS.calls, the submodule of each
+    recurrent operator), or None when that is their registration order or not known."""
+    names = [n for n, _, _ in recs]
+    calls = list(getattr(analysis, "calls", ()))
+    if calls == names or sorted(calls) != sorted(names) or len(set(calls)) != len(calls):
+        return None
+    return [recs[names.index(c)] for c in calls]
+
+
+_MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
+
+
+def _refuse_mode_checks(module):
+    """Refuse a forward() that asks torch whether it is being scripted or traced: the
+    analysed graph then differs from what the module computes when the user runs it."""
+    import inspect
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    for name, m in module.named_modules():
+        cls = type(m)
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            lines, first = inspect.getsourcelines(cls.forward)
+            path = inspect.getsourcefile(cls.forward)
+        except (OSError, TypeError):
+            continue
+        for k, line in enumerate(lines):
+            code = line.split("#")[0]
+            if any(w in code for w in _MODE_CHECKS):
+                raise ConvertError(
+                    "forward() of module '%s' (%s) asks torch how it runs at %s:%d: %s: "
+                    "the graph rnnd analyses (scripted or traced) differs from what the "
+                    "module computes when you run it; remove the check"
+                    % (name or "<top>", cls.__name__, path, first + k, line.strip()))
 
 
 def _check_cell_loop(gm, cells, label):
@@ -402,13 +512,35 @@ def _graph_module(module, model):
     was = module.training
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # TracerWarnings about Python values
-            return torch.jit.trace(module, _example(module, model), check_trace=False)
+        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            traced = torch.jit.trace(module, _example(module, model), check_trace=False)
     except Exception:
         return None
     finally:
         module.train(was)
+    _refuse_tracer_warnings(caught)
+    return traced
+
+
+def _refuse_tracer_warnings(caught):
+    """Refuse a trace during which forward() turned a tensor into a Python value (a branch
+    on x.size(1), a loop over x.shape[0]): the trace holds the example's side only, and the
+    module computes something else at other lengths or batches. PyTorch's own modules warn
+    too (nn.LSTM checks its input's size): only warnings from outside torch count."""
+    import linecache
+    import os
+    torch = _torch()
+    own = os.path.dirname(os.path.abspath(torch.__file__))
+    for w in caught:
+        if type(w.message).__name__ != "TracerWarning" or \
+                os.path.abspath(w.filename).startswith(own + os.sep):
+            continue
+        code = linecache.getline(w.filename, w.lineno).strip().rstrip(":")
+        raise ConvertError("forward() branches on the input's size at %s:%d%s (torch.jit.trace "
+                           "records the side the example takes): rnnd computes one graph for "
+                           "every length and batch; remove the branch"
+                           % (w.filename, w.lineno, ": " + code if code else ""))
 
 
 def load_torchscript(path):
@@ -426,10 +558,10 @@ def _batch_first(module):
     recurrent operator (in a TorchScript graph, the operator's last argument; a traced module
     keeps no attribute) or module; PyTorch's default, time first, when there is none."""
     torch = _torch()
-    from .torch_graph import loop_time_dim
-    if not isinstance(module, torch.jit.ScriptModule) and any(
-            _type_name(m).endswith("Cell") for m in module.modules()):
-        # a loop over cells: its layout is in forward()'s code
+    from .torch_graph import loop_time_dim, transposed_before
+    if not isinstance(module, torch.jit.ScriptModule):
+        # forward()'s layout is in its code (a loop over cells, a transpose before the
+        # recurrent module): read it from the scripted graph where torch can script it
         try:
             module = torch.jit.script(module)
         except Exception:
@@ -441,7 +573,8 @@ def _batch_first(module):
                 src = list(n.inputs())[-1].node()
                 if src.kind() == "prim::Constant":
                     try:
-                        return bool(src.i("value"))
+                        # x.transpose(0, 1) in forward() before it: the other layout
+                        return bool(src.i("value")) != transposed_before(n)
                     except Exception:
                         pass
                 break

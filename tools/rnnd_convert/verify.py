@@ -13,8 +13,11 @@ import numpy as np
 from . import reference
 from .errors import ConvertError
 
-LENGTHS = (1, 7, 19)
+# a length above 32 (a context window, a branch at a round length) and one sequence alone
+# (a branch on the batch): issue 14's outside trials hid behaviour where these were missing
+LENGTHS = (1, 7, 19, 64)
 BATCH = 3
+ALONE = 19      # the length also run as one sequence, batch 1
 SEED = 20240514
 # |rnnd - source| <= TOLERANCE * max(1, |source|), element by element
 TOLERANCE = 1e-5
@@ -40,8 +43,8 @@ def compare(model, rnnd_path, run_source, source_kind):
     ref = reference.load(rnnd_path)
     worst_abs = worst_rel = 0.0
     where = None
-    for T in LENGTHS:
-        x = sample_inputs(model, T)
+    for T, B in [(T, BATCH) for T in LENGTHS] + [(ALONE, 1)]:
+        x = sample_inputs(model, T)[:B]
         src = np.asarray(run_source(x), dtype=np.float64)
         if getattr(model, "pool", "none") != "none" and src.ndim == 2:
             src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
@@ -51,7 +54,7 @@ def compare(model, rnnd_path, run_source, source_kind):
             raise ConvertError(
                 "verification failed: the source gives outputs of shape %s for %d sequences "
                 "of %d steps, the converted model %s (one output of %d per step): %s"
-                % (list(src.shape), BATCH, T, list(got.shape), got.shape[-1], _WAY_OUT))
+                % (list(src.shape), B, T, list(got.shape), got.shape[-1], _WAY_OUT))
         if not np.all(np.isfinite(src)):
             raise ConvertError("verification failed: the source's outputs are not all finite "
                                "(length %d); nothing to compare" % T)
