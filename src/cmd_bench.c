@@ -60,8 +60,9 @@ static void bench_usage(FILE *f)
             "Runs a one-layer model with random weights through the serving code path and\n"
             "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
             "us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
-            "  --cell NAME           lstm, gru, rnn, mingru, minlstm, slstm or clockwork\n"
-            "                        (default lstm)\n"
+            "  --cell NAME           lstm, gru, rnn, dglstm, mingru, minlstm, slstm or\n"
+            "                        clockwork (default lstm); dglstm: two lstm layers of H,\n"
+            "                        the second depth-gated\n"
             "  --heads K             slstm: heads of the block-diagonal R (default 4; K must\n"
             "                        divide H)\n"
             "  --forget exp|sigmoid  slstm: the forget gate (default exp)\n"
@@ -238,8 +239,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         o->forget = "exp";
     if (strcmp(o->cell, "lstm") && strcmp(o->cell, "gru") && strcmp(o->cell, "rnn") &&
         strcmp(o->cell, "mingru") && strcmp(o->cell, "minlstm") && !slstm &&
-        strcmp(o->cell, "clockwork"))
-        bad = "--cell must be lstm, gru, rnn, mingru, minlstm, slstm or clockwork";
+        strcmp(o->cell, "clockwork") && strcmp(o->cell, "dglstm"))
+        bad = "--cell must be lstm, gru, rnn, dglstm, mingru, minlstm, slstm or clockwork";
     else if (!slstm && (o->heads || o->forget))
         bad = "--heads and --forget are for --cell slstm only";
     else if (slstm && (o->heads < 1 || o->hidden < 1 || o->hidden % o->heads))
@@ -284,8 +285,13 @@ int rnnd_cmd_bench(int argc, char **argv)
     if (rc)
         return rc == 1 ? 0 : rc;
 
-    char arch[1536], err[512], extra[80] = "", periods[1024] = "";
+    char arch[1664], err[512], extra[80] = "", periods[1024] = "", second[128] = "";
     int slstm = !strcmp(o.cell, "slstm"), clock = !strcmp(o.cell, "clockwork");
+    /* a depth gate needs an lstm below it: dglstm is that pair */
+    int dg = !strcmp(o.cell, "dglstm");
+    if (dg)
+        snprintf(second, sizeof second, ",{\"type\":\"lstm\",\"hidden_size\":%d,"
+                 "\"depth_gate\":true}", o.hidden);
     if (slstm)
         snprintf(extra, sizeof extra, ",\"heads\":%d,\"forget\":\"%s\"", o.heads, o.forget);
     for (int k = 0, len = 0; clock && k < o.n_periods; k++)
@@ -297,8 +303,8 @@ int rnnd_cmd_bench(int argc, char **argv)
              "{\"format_version\":1,\"weights\":\"%s\","
              "\"input\":{\"kind\":\"vectors\",\"dim\":%d},"
              "\"layers\":[{\"type\":\"%s\",\"hidden_size\":%d,\"direction\":\"forward\""
-             "%s%s}]}",
-             o.weights, o.input, o.cell, o.hidden, extra, periods);
+             "%s%s}%s]}",
+             o.weights, o.input, dg ? "lstm" : o.cell, o.hidden, extra, periods, second);
     const rnnd_kernels *k = rnnd_kernels_select(err, sizeof err);
     if (!k) {
         fprintf(stderr, "rnnd bench: %s\n", err);
@@ -369,7 +375,7 @@ int rnnd_cmd_bench(int argc, char **argv)
             elapsed = c1 - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
+    int G = !strcmp(o.cell, "lstm") || dg || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
           : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
     /* the min cells have no R: their products are W x alone */
     int recurrent = strncmp(o.cell, "min", 3) != 0;
@@ -385,6 +391,8 @@ int rnnd_cmd_bench(int argc, char **argv)
             r += 2.0 * hm * ((double)o.hidden - j * hm) / (double)o.period[j];
         flops = (2.0 * o.hidden * (double)o.input + r) * steps;
     }
+    if (dg)     /* the second layer: W and R of 4 H rows over H, and D [H, H] */
+        flops += 2.0 * (5.0 * o.hidden * o.hidden + 4.0 * o.hidden * o.hidden) * steps;
     double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"

@@ -93,9 +93,9 @@ static void print_layer_options(const rnnd_layer_spec *ls)
         printf(" clip=none");
     switch (ls->cell) {
     case RNND_CELL_LSTM:
-        printf(" input_forget=%s peepholes=%s forget_gate=%s proj_size=%d",
+        printf(" input_forget=%s peepholes=%s forget_gate=%s proj_size=%d depth_gate=%s",
                ls->input_forget ? "yes" : "no", ls->peepholes ? "yes" : "no",
-               ls->forget_gate ? "yes" : "no", ls->proj_size);
+               ls->forget_gate ? "yes" : "no", ls->proj_size, ls->depth_gate ? "yes" : "no");
         break;
     case RNND_CELL_GRU:
         printf(" linear_before_reset=%d", ls->linear_before_reset);
@@ -239,6 +239,7 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
         put(o, "peepholes", json_boolean(ls->peepholes));
         put(o, "forget_gate", json_boolean(ls->forget_gate));
         put(o, "proj_size", json_integer(ls->proj_size));
+        put(o, "depth_gate", json_boolean(ls->depth_gate));
         break;
     case RNND_CELL_GRU:
         put(o, "linear_before_reset", json_integer(ls->linear_before_reset));

@@ -1,5 +1,5 @@
-/* The gate math of one LSTM, GRU, minGRU / minLSTM or clockwork batch row, shared by the
- * avx2 and avx512 paths.
+/* The gate math of one LSTM (depth-gated too), GRU, minGRU / minLSTM or clockwork batch row,
+ * shared by the avx2 and avx512 paths.
  *
  * Included by each ISA file after kernels_vmath.h; the ISA layer also defines VLEN (floats
  * per vector) and vld(p, n) / vst(p, v, n), which load and store n <= VLEN floats (zero
@@ -39,7 +39,8 @@ static inline vf vm_clip(int has_clip, float clip, vf x)
 }
 
 static void cells_lstm_row(const rnnd_lstm_math *m, const float *gx, const float *g,
-                           const float *cp, float *cn, float *h, size_t j0, size_t j1)
+                           const float *cp, const float *cl, float *cn, float *h, size_t j0,
+                           size_t j1)
 {
     const size_t H = m->H;
     const size_t oo = H, of = 2 * H, oc = m->forget_gate ? 3 * H : 2 * H;
@@ -64,6 +65,13 @@ static void cells_lstm_row(const rnnd_lstm_math *m, const float *gx, const float
                 gf = vadd(gf, vmul(vld(P + 2 * H + j, n), c));
             gf = vm_act(m->af, vm_clip(m->has_clip, m->clip, gf));
             c_new = vadd(vmul(gf, c), vmul(gi, cc));
+        }
+        if (m->Dc) {
+            const vf low = vld(cl + j, n);
+            vf gd = vadd(vld(gx + oc + H + j, n), vmul(vld(m->Dc + j, n), c));
+            gd = vadd(gd, vmul(vld(m->Dl + j, n), low));
+            gd = vm_act(m->af, vm_clip(m->has_clip, m->clip, gd));
+            c_new = vadd(c_new, vmul(gd, low));
         }
         vf go = vadd(vld(gx + oo + j, n), vld(g + oo + j, n));
         if (P)

@@ -132,7 +132,8 @@ static inline float clip_of(int has_clip, float clip, float x)
 
 /* The reference of rnnd_kernels.lstm_row; kernels_cells.h does the same per vector. */
 static void kern_lstm_row_scalar(const rnnd_lstm_math *m, const float *gx, const float *g,
-                                 const float *cp, float *cn, float *h, size_t j0, size_t j1)
+                                 const float *cp, const float *cl, float *cn, float *h,
+                                 size_t j0, size_t j1)
 {
     const size_t H = m->H;
     const size_t oo = H, of = 2 * H, oc = m->forget_gate ? 3 * H : 2 * H;
@@ -155,6 +156,12 @@ static void kern_lstm_row_scalar(const rnnd_lstm_math *m, const float *gx, const
                 gf = gf + P[2 * H + j] * c;
             gf = act_of(m->af, clip_of(m->has_clip, m->clip, gf));
             c_new = gf * c + gi * cc;
+        }
+        if (m->Dc) {
+            float gd = gx[oc + H + j] + m->Dc[j] * c;
+            gd = gd + m->Dl[j] * cl[j];
+            gd = act_of(m->af, clip_of(m->has_clip, m->clip, gd));
+            c_new = c_new + gd * cl[j];
         }
         float go = gx[oo + j] + g[oo + j];
         if (P)

@@ -214,6 +214,17 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
     return 0;
 }
 
+/* NAME is layers.L.D.X with X one of a depth gate's tensors. */
+static int is_depth_gate_tensor(const char *name)
+{
+    int l, d, end = 0;
+    char what[4];
+    if (sscanf(name, "layers.%d.%d.%3[DclbD]%n", &l, &d, what, &end) != 3 || name[end])
+        return 0;
+    return !strcmp(what, "D") || !strcmp(what, "Dc") || !strcmp(what, "Dl") ||
+           !strcmp(what, "Db");
+}
+
 /* Match the tensor table T (N entries, all individually valid) against what the spec
  * needs, and point the spec at the data. */
 /* A clockwork module k reads only modules j >= k: the kernels skip R's blocks below the
@@ -298,7 +309,7 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             goto out;
         }
         if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
-            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, "
+            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, D, "
                      "a head linear's weight) may be half-size; this tensor must be F32",
                      dtype_names[e->dtype]);
             goto out;
@@ -323,6 +334,9 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
                 rc = BAD(c, t[i].name, "unknown tensor: a %s layer has no recurrent weights "
                          "(its gates read only the input: W and Wb)",
                          rnnd_cell_name(m->spec.layers[l].cell));
+            else if (is_depth_gate_tensor(t[i].name))
+                rc = BAD(c, t[i].name, "unknown tensor: D, Dc, Dl and Db belong to an lstm "
+                         "layer with \"depth_gate\": true, which this layer is not");
             else
                 rc = BAD(c, t[i].name, "unknown tensor: the architecture does not use it");
             goto out;

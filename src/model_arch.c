@@ -312,7 +312,7 @@ static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spe
 static const char *const layer_keys[] = {
     "type", "hidden_size", "direction", "activations", "clip", "input_forget", "peepholes",
     "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget",
-    "periods", NULL,
+    "periods", "depth_gate", NULL,
 };
 
 /* A key the layer's type does not use: absent, null, or its default value. */
@@ -419,6 +419,8 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (!rc)
         rc = get_int(c, v, path, "proj_size", 0, RNND_MAX_DIM, 0, &L->proj_size);
     if (!rc)
+        rc = get_bool(c, v, path, "depth_gate", 0, &L->depth_gate);
+    if (!rc)
         rc = get_int(c, v, path, "linear_before_reset", 0, 1, 0, &L->linear_before_reset);
     if (!rc)
         rc = get_int(c, v, path, "output_size", 0, RNND_MAX_DIM, 0, &L->output_size);
@@ -445,7 +447,8 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     int lstm = L->cell == RNND_CELL_LSTM;
     if (!lstm && ((rc = unused_key(c, v, path, "input_forget", !L->input_forget)) ||
                   (rc = unused_key(c, v, path, "peepholes", !L->peepholes)) ||
-                  (rc = unused_key(c, v, path, "proj_size", L->proj_size == 0))))
+                  (rc = unused_key(c, v, path, "proj_size", L->proj_size == 0)) ||
+                  (rc = unused_key(c, v, path, "depth_gate", !L->depth_gate))))
         return rc;
     if (L->cell != RNND_CELL_GRU &&
         (rc = unused_key(c, v, path, "linear_before_reset", L->linear_before_reset == 0)))
@@ -531,6 +534,39 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         return 0;
     }
     return parse_acts(c, json_object_get(v, "activations"), key, L);
+}
+
+/* A depth-gated lstm (layers[L], parsed) reads, at each step, the new cell of the layer
+ * below: that needs one (an lstm), at the same step (both forward), unit for unit (the same
+ * H), and a cell that is the layer's whole state (no projection, which would also make the
+ * two h differ). */
+static int check_depth_gate(actx *c, const rnnd_model_spec *s, int l)
+{
+    const rnnd_layer_spec *L = &s->layers[l];
+    char key[96];
+    snprintf(key, sizeof key, "architecture.layers[%d].depth_gate", l);
+    if (l == 0)
+        return BAD(c, key, "the first layer has no layer below whose cell it could gate");
+    const rnnd_layer_spec *B = &s->layers[l - 1];
+    if (L->direction != RNND_DIR_FORWARD)
+        return BAD(c, key, "a depth-gated layer runs forward only (direction is \"%s\")",
+                   dir_names[L->direction]);
+    if (L->proj_size > 0)
+        return BAD(c, key, "a depth-gated layer has no projection (proj_size is %d)",
+                   L->proj_size);
+    if (B->cell != RNND_CELL_LSTM)
+        return BAD(c, key, "layers[%d] is %s: the layer below must be an lstm", l - 1,
+                   cell_names[B->cell]);
+    if (B->direction != RNND_DIR_FORWARD)
+        return BAD(c, key, "layers[%d] runs %s: the layer below must run forward", l - 1,
+                   dir_names[B->direction]);
+    if (B->proj_size > 0)
+        return BAD(c, key, "layers[%d] has proj_size %d: the layer below must have no "
+                   "projection", l - 1, B->proj_size);
+    if (B->hidden != L->hidden)
+        return BAD(c, key, "layers[%d] has hidden_size %d, this layer %d: they must be equal",
+                   l - 1, B->hidden, L->hidden);
+    return 0;
 }
 
 static const char *const tokens_keys[] = {"kind", "vocab_size", "embedding_dim", NULL};
@@ -778,6 +814,8 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
         rnnd_layer_spec *L = &s->layers[l];
         if ((rc = parse_layer(c, json_array_get(layers, (size_t)l), l, in, L)))
             return rc;
+        if (L->depth_gate && (rc = check_depth_gate(c, s, l)))
+            return rc;
         in = L->out_dim * L->num_directions;
     }
 
@@ -889,6 +927,12 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             if (L->cell == RNND_CELL_JORDAN) {
                 mat(&out[n++], NM("V"), L->output_size, L->hidden, &w->V);
                 req(&out[n++], NM("Vb"), L->output_size, 0, 1, &w->Vb);
+            }
+            if (L->depth_gate) {
+                mat(&out[n++], NM("D"), L->hidden, L->in_dim, &w->D);
+                req(&out[n++], NM("Dc"), L->hidden, 0, 1, &w->Dc);
+                req(&out[n++], NM("Dl"), L->hidden, 0, 1, &w->Dl);
+                req(&out[n++], NM("Db"), L->hidden, 0, 1, &w->Db);
             }
 #undef NM
         }

@@ -61,6 +61,10 @@ static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)
     put_u32(h, lstm ? (uint32_t)L->proj_size : 0);
     put_u32(h, L->cell == RNND_CELL_GRU ? (uint32_t)L->linear_before_reset : 0);
     put_u32(h, L->cell == RNND_CELL_JORDAN ? (uint32_t)L->output_size : 0);
+    /* The depth gate came later: written only when set, so every other layer's record (and
+     * every digest of a model without one) stays what it was. */
+    if (L->depth_gate)
+        rnnd_sha256_update(h, "depth_gate", 10);
     /* sLSTM came later: its two fields follow for it alone, so no other record changes */
     if (L->cell == RNND_CELL_SLSTM) {
         put_u32(h, (uint32_t)L->heads);

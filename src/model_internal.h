@@ -53,9 +53,9 @@ typedef struct rnnd_req_tensor {
     const float **dst;
 } rnnd_req_tensor;
 
-/* Upper bound of rnnd_arch_required()'s count: embedding, 8 per layer direction, 2 per head
- * layer. */
-#define RNND_ARCH_MAX_TENSORS (1 + RNND_MAX_LAYERS * 2 * 8 + 2 * RNND_MAX_HEAD_LAYERS)
+/* Upper bound of rnnd_arch_required()'s count: embedding, 12 per layer direction (more than
+ * any layer has), 2 per head layer. */
+#define RNND_ARCH_MAX_TENSORS (1 + RNND_MAX_LAYERS * 2 * 12 + 2 * RNND_MAX_HEAD_LAYERS)
 
 /* List the tensors SPEC needs into OUT (room for RNND_ARCH_MAX_TENSORS); returns the count.
  * The dst pointers point into SPEC. */

@@ -22,7 +22,8 @@
 
 /* Weights of one layer direction in the kernels' layout. */
 typedef struct dir_pack {
-    rnnd_packed W;      /* [G*H, in_dim] */
+    rnnd_packed W;      /* [G*H, in_dim]; depth gate: [(G+1)*H, in_dim], D's rows last */
+    float *wb;          /* depth gate: [(G+1)*H], Wb then Db; else NULL (W's bias is Wb) */
     rnnd_packed R;      /* [G*H, out_dim]; gru: only the z, r rows [2H, out_dim] */
     rnnd_packed Rh;     /* gru: the h rows [H, out_dim] */
     rnnd_packed proj;   /* lstm proj_size: [P, H] */
@@ -62,6 +63,7 @@ struct rnnd_net {
     size_t *state_off;          /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
     int max_in, max_gates, max_hidden, max_out;
+    int depth_gated;            /* some layer has a depth gate: keep cells per step */
     int use_openblas;           /* whole-sequence products through OpenBLAS */
     int stateful;               /* every layer forward-only: steppable */
     ws_cache *cache;            /* mutable behind a const net; has its own lock */
@@ -73,12 +75,21 @@ struct rnnd_work {
     float *h;           /* gathered previous h, [B, max_out] */
     float *gx, *gh;     /* gate pre-activations, [B, max_gates] */
     float *t1, *t2;     /* [B, max_hidden] temporaries */
+    float *c2;          /* depth gates: [B, max_hidden], an lstm's c in turn with t2 (see the
+                         * step); NULL without */
     uint64_t *tc;       /* [B] clockwork counters of the layer being stepped */
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
 static int imax(int a, int b) { return a > b ? a : b; }
+
+/* Columns of a layer's input pre-activations: the gate blocks, and a depth gate's D x + Db
+ * after them (computed with W x in one product, so every element sums alike). */
+static size_t gx_width(const rnnd_layer_spec *L)
+{
+    return (size_t)(L->gates + (L->depth_gate ? 1 : 0)) * (size_t)L->hidden;
+}
 
 static size_t layer_state_floats(const rnnd_layer_spec *L)
 {
@@ -118,6 +129,8 @@ static void normalize_row(int norm, float *v, int n)
 
 static void release_pack(dir_pack *p)
 {
+    free(p->wb);
+    p->wb = NULL;
     rnnd_pack_release(&p->W);
     rnnd_pack_release(&p->R);
     rnnd_pack_release(&p->Rh);
@@ -172,12 +185,33 @@ static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack
     return 0;
 }
 
+/* A depth gate's D under W, and Db after Wb: one matrix, one bias. */
+static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T,
+                           dir_pack *p)
+{
+    size_t H = (size_t)L->hidden, GH = (size_t)L->gates * H, in = (size_t)L->in_dim;
+    float *m = malloc((GH + H) * in * sizeof(float));
+    p->wb = malloc((GH + H) * sizeof(float));
+    if (!m || !p->wb) {
+        free(m);
+        return RNND_ERR_NOMEM;
+    }
+    memcpy(m, w->W, GH * in * sizeof(float));
+    memcpy(m + GH * in, w->D, H * in * sizeof(float));
+    memcpy(p->wb, w->Wb, GH * sizeof(float));
+    memcpy(p->wb + GH, w->Db, H * sizeof(float));
+    int rc = rnnd_pack_as(m, (int)(GH + H), (int)in, T, &p->W);
+    free(m);
+    return rc;
+}
+
 /* Every matrix in the model's weight type T (the loader already rounded the values to it,
  * so packing them is exact). */
 static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     int H = L->hidden, GH = L->gates * L->hidden;
-    int rc = rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
+    int rc = L->depth_gate ? pack_depth_gate(L, w, T, p)
+                           : rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
     if (rnnd_cell_is_min(L->cell))
         return rc;                      /* no R */
     if (L->cell == RNND_CELL_CLOCKWORK)
@@ -229,7 +263,8 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
             n->state_floats += layer_state_floats(L);
         }
         n->max_in = imax(n->max_in, L->in_dim);
-        n->max_gates = imax(n->max_gates, L->gates * L->hidden);
+        n->max_gates = imax(n->max_gates, (int)gx_width(L));
+        n->depth_gated |= L->depth_gate;
         n->max_hidden = imax(n->max_hidden, imax(L->hidden, L->out_dim));
         /* the step path gathers c (lstm; slstm c, n, m) into a [B, max_hidden] scratch */
         n->max_hidden = imax(n->max_hidden, (int)rnnd_layer_cell_floats(L));
@@ -345,6 +380,7 @@ typedef struct cell_io {
     const float *x; size_t ldx;
     const float *hp; size_t ldhp;
     const float *cp; size_t ldcp;
+    const float *cl; size_t ldcl;   /* depth gate: the layer below's new c; else NULL */
     float *hn; size_t ldhn;
     float *cn; size_t ldcn;
     const uint64_t *tc;     /* clockwork: each row's step counter t before this step */
@@ -368,8 +404,8 @@ static void gates_part(const cell_job *c, const rnnd_packed *R, size_t ldgh, siz
     const rnnd_kernels *k = c->n->k;
     const cell_io *io = &c->io;
     if (io->x)
-        gemv_part(k, &c->p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
-                  r0, r1);
+        gemv_part(k, &c->p->W, c->p->wb ? c->p->wb : c->w->Wb, io->x, io->ldx, io->nb, io->gx,
+                  io->ldgx, i, c->nt, r0, r1);
     gemv_part(k, R, c->w->Rb, io->hp, io->ldhp, io->nb, c->gh, ldgh, i, c->nt, r0, r1);
 }
 
@@ -516,6 +552,7 @@ static void lstm_stage2(void *arg, size_t i)
         .H = H, .forget_gate = L->forget_gate, .input_forget = L->input_forget,
         .has_clip = L->has_clip, .clip = L->clip,
         .P = L->peepholes ? c->w->P : NULL,
+        .Dc = L->depth_gate ? c->w->Dc : NULL, .Dl = L->depth_gate ? c->w->Dl : NULL,
         .af = &L->act[c->d][0], .ag = &L->act[c->d][1], .ah = &L->act[c->d][2],
     };
     gate_part(c, i, &b0, &b1, &j0, &j1);
@@ -524,7 +561,8 @@ static void lstm_stage2(void *arg, size_t i)
     for (size_t b = b0; b < b1; b++) {
         float *dst = L->proj_size > 0 ? c->t1 + b * H : io->hn + b * io->ldhn;
         c->n->k->lstm_row(&m, io->gx + b * io->ldgx, c->gh + b * ld, io->cp + b * io->ldcp,
-                          io->cn + b * io->ldcn, dst, j0, j1);
+                          io->cl ? io->cl + b * io->ldcl : NULL, io->cn + b * io->ldcn, dst,
+                          j0, j1);
     }
 }
 
@@ -741,6 +779,8 @@ static void cell_rows_stage(void *arg, size_t i)
     s.io.hn += b0 * s.io.ldhn;
     if (s.io.cn)
         s.io.cn += b0 * s.io.ldcn;
+    if (s.io.cl)
+        s.io.cl += b0 * s.io.ldcl;
     if (s.io.tc)
         s.io.tc += b0;
     if (s.gh)
@@ -962,8 +1002,11 @@ rnnd_work *rnnd_work_new(const rnnd_net *n, size_t max_batch)
     w->gh = malloc(max_batch * (size_t)imax(n->max_gates, 1) * sizeof(float));
     w->t1 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
     w->t2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
+    if (n->depth_gated)
+        w->c2 = malloc(max_batch * (size_t)imax(n->max_hidden, 1) * sizeof(float));
     w->tc = malloc(max_batch * sizeof *w->tc);
-    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 || !w->tc) {
+    if (!w->x || !w->y || !w->h || !w->gx || !w->gh || !w->t1 || !w->t2 || !w->tc ||
+        (n->depth_gated && !w->c2)) {
         rnnd_work_free(w);
         return NULL;
     }
@@ -981,6 +1024,7 @@ void rnnd_work_free(rnnd_work *w)
     free(w->gh);
     free(w->t1);
     free(w->t2);
+    free(w->c2);
     free(w->tc);
     free(w);
 }
@@ -1041,8 +1085,11 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
     float *ybuf = w->y, *xbuf = w->x;
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
-        size_t O = (size_t)L->out_dim, GH = (size_t)L->gates * L->hidden;
+        size_t O = (size_t)L->out_dim, GH = gx_width(L);
         size_t off = n->state_off[l * 2];
+        /* with depth gates an lstm's c goes to t2 or c2 by turns, so a gated layer reads
+         * the new c of the one below where that left it */
+        float *cbuf = l & 1 && w->c2 ? w->c2 : w->t2, *clow = l & 1 ? w->t2 : w->c2;
         for (size_t b = 0; b < B; b++)
             memcpy(w->h + b * O, states[b] + off, O * sizeof(float));
         cell_io io = {
@@ -1051,14 +1098,18 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
         };
         size_t C = rnnd_layer_cell_floats(L);
         if (C) {
-            /* gather c (lstm; slstm c, n, m) into t2, which neither cell uses otherwise, and
-             * scatter it back after */
+            /* gather c (lstm; slstm c, n, m) into CBUF (t2, which neither cell uses otherwise,
+             * or c2) and scatter it back after */
             for (size_t b = 0; b < B; b++)
-                memcpy(w->t2 + b * C, states[b] + off + O, C * sizeof(float));
-            io.cp = w->t2;
+                memcpy(cbuf + b * C, states[b] + off + O, C * sizeof(float));
+            io.cp = cbuf;
             io.ldcp = C;
-            io.cn = w->t2;
+            io.cn = cbuf;
             io.ldcn = C;
+            if (L->depth_gate) {
+                io.cl = clow;       /* layer l - 1 is an lstm of the same H */
+                io.ldcl = C;
+            }
         }
         int clock = L->cell == RNND_CELL_CLOCKWORK;
         if (clock) {
@@ -1070,7 +1121,7 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
         for (size_t b = 0; b < B; b++) {
             memcpy(states[b] + off, ybuf + b * O, O * sizeof(float));
             if (C)
-                memcpy(states[b] + off + O, w->t2 + b * C, C * sizeof(float));
+                memcpy(states[b] + off + O, cbuf + b * C, C * sizeof(float));
             if (clock)
                 rnnd_clock_put(states[b] + off + O, w->tc[b] + 1);
         }
@@ -1103,6 +1154,8 @@ struct seq_ws {
     float *X, *Y, *gx_all;          /* [N, wide], [N, wide], [N, max_gates] */
     float *gxb, *gh, *hcur, *hnew;  /* [B, max_gates] x 2, [B, wide] x 2 */
     float *ccur, *t1, *t2;          /* [B, max_hidden] */
+    float *cseq[2];                 /* depth gates: [N, max_hidden] each, the c of every step
+                                     * of an lstm below one, then of the next such lstm */
     size_t *order;                  /* [B] sequence of slot i */
     uint64_t *t0, *tc;              /* [B] clockwork: slot i's counter at step 0, at step t */
     size_t *start;                  /* [maxlen + 1] first row of step t */
@@ -1123,6 +1176,8 @@ static void seq_ws_free(seq_ws *ws)
     free(ws->ccur);
     free(ws->t1);
     free(ws->t2);
+    free(ws->cseq[0]);
+    free(ws->cseq[1]);
     free(ws->order);
     free(ws->t0);
     free(ws->tc);
@@ -1156,7 +1211,8 @@ size_t rnnd_net_forward_bytes(const rnnd_net *n, size_t B, size_t N, size_t T)
     /* what seq_ws_reserve() allocates for these sizes */
     size_t wide = (size_t)imax(imax(n->max_in, n->max_out), 1);
     size_t gates = (size_t)imax(n->max_gates, 1), hid = (size_t)imax(n->max_hidden, 1);
-    size_t rows = floats_bytes(N, 2 * wide + gates, B, 2 * gates + 2 * wide + 3 * hid);
+    size_t per_row = 2 * wide + gates + (n->depth_gated ? 2 * hid : 0);
+    size_t rows = floats_bytes(N, per_row, B, 2 * gates + 2 * wide + 3 * hid);
     size_t idx, all;
     if (rows == SIZE_MAX || __builtin_add_overflow(3 * B, T, &idx) ||
         __builtin_mul_overflow(idx + 1, sizeof(size_t), &idx) ||
@@ -1170,10 +1226,12 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
 {
     size_t wide = (size_t)imax(imax(n->max_in, n->max_out), 1);
     size_t gates = (size_t)imax(n->max_gates, 1), hid = (size_t)imax(n->max_hidden, 1);
+    size_t cseq = n->depth_gated ? hid : 0;
     if (N > ws->cap_n) {
         ws->cap_n = 0;
         if (regrow(&ws->X, N, wide) || regrow(&ws->Y, N, wide) ||
-            regrow(&ws->gx_all, N, gates))
+            regrow(&ws->gx_all, N, gates) ||
+            (cseq && (regrow(&ws->cseq[0], N, cseq) || regrow(&ws->cseq[1], N, cseq))))
             return -1;
         ws->cap_n = N;
     }
@@ -1200,8 +1258,8 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
             return -1;
         ws->cap_t = T + 1;
     }
-    ws->bytes = (ws->cap_n * (2 * wide + gates) + ws->cap_b * (2 * gates + 2 * wide + 3 * hid))
-                * sizeof(float);
+    ws->bytes = (ws->cap_n * (2 * wide + gates + 2 * cseq) +
+                 ws->cap_b * (2 * gates + 2 * wide + 3 * hid)) * sizeof(float);
     return 0;
 }
 
@@ -1262,18 +1320,23 @@ static void input_projection(const rnnd_net *n, int l, int d, const float *X, si
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     const rnnd_dir_weights *w = &L->w[d];
-    int GH = L->gates * L->hidden;
+    const dir_pack *p = &n->packs[l][d];
+    int GH = L->gates * L->hidden, ld = (int)gx_width(L);
     if (!n->use_openblas) {
-        project(n, &n->packs[l][d].W, w->Wb, X, (size_t)L->in_dim, N, GX, (size_t)GH,
+        project(n, &p->W, p->wb ? p->wb : w->Wb, X, (size_t)L->in_dim, N, GX, (size_t)ld,
                 RNND_NORM_NONE, par);
         return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, GH, L->in_dim, 1.0f, X,
-                L->in_dim, w->W, L->in_dim, 0.0f, GX, GH);
+                L->in_dim, w->W, L->in_dim, 0.0f, GX, ld);
+    if (L->depth_gate)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, L->hidden, L->in_dim,
+                    1.0f, X, L->in_dim, w->D, L->in_dim, 0.0f, GX + GH, ld);
+    const float *bias = p->wb ? p->wb : w->Wb;
     for (size_t r = 0; r < N; r++) {
-        float *g = GX + r * (size_t)GH;
-        for (int j = 0; j < GH; j++)
-            g[j] = g[j] + w->Wb[j];
+        float *g = GX + r * (size_t)ld;
+        for (int j = 0; j < ld; j++)
+            g[j] = g[j] + bias[j];
     }
 }
 
@@ -1335,11 +1398,17 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
                          float *const *final, seq_ws *ws, const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
-    size_t O = (size_t)L->out_dim, GH = (size_t)L->gates * L->hidden;
+    size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = gx_width(L);
     size_t C = rnnd_layer_cell_floats(L);   /* lstm c; slstm c, n, m */
     size_t ldy = O * (size_t)L->num_directions;
     size_t soff = n->state_off[l * 2 + d];
     int clock = L->cell == RNND_CELL_CLOCKWORK;
+    /* depth gates: this layer's c of every step for the layer above, and the layer below's
+     * for this one (both forward: validated), rows laid out like Y's */
+    const rnnd_model_spec *s = n->spec;
+    float *keep_c = l + 1 < s->n_layers && s->layers[l + 1].depth_gate ? ws->cseq[l & 1]
+                                                                       : NULL;
+    const float *low_c = L->depth_gate ? ws->cseq[(l + 1) & 1] : NULL;
     int reversed = L->direction == RNND_DIR_REVERSE || d == 1;
     float *Yd = Y + (size_t)d * O;
 
@@ -1378,7 +1447,13 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
             io.ldhp = t ? ldy : O;
             io.hn = Yd + sp->start[t] * ldy;
             io.ldhn = ldy;
+            if (low_c) {
+                io.cl = low_c + sp->start[t] * H;
+                io.ldcl = H;
+            }
             run_cell(n, l, d, &io, ws->gh, ws->t1, ws->t2, par);
+            if (keep_c)
+                memcpy(keep_c + sp->start[t] * H, ws->ccur, nb * H * sizeof(float));
             continue;
         }
         /* reversed: sequence i is at position len - 1 - t, a different step for each

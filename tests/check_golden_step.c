@@ -1,6 +1,7 @@
 /* Golden conformance through the step API: every stateful case of $RNND_GOLDEN_DIR, of
- * tests/data/golden_min (minGRU / minLSTM) and of tests/data/golden_slstm, fed one step per
- * call, alone and batched with the case's other sequences, on every kernel path.
+ * tests/data/golden_min (minGRU / minLSTM), of tests/data/golden_slstm, of
+ * tests/data/golden_clock and of tests/data/golden_dglstm (the depth-gated LSTM), fed one step
+ * per call, alone and batched with the case's other sequences, on every kernel path.
  * (tests/test_golden.py covers every case through `rnnd infer`.) */
 #include "config.h"
 
@@ -69,20 +70,23 @@ static int list_cases(const char *root, char **names, int n, int max)
 
 /* The cases of $RNND_GOLDEN_DIR, then the minGRU / minLSTM native-spec cases of
  * tests/data/golden_min (its sibling ../data/golden_min), the sLSTM ones of
- * tests/data/golden_slstm and the clockwork ones of tests/data/golden_clock. */
+ * tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock and the depth-gated
+ * LSTM ones of tests/data/golden_dglstm. */
 static int load_cases(golden **out)
 {
     const char *root = getenv("RNND_GOLDEN_DIR");
     ck_assert_msg(root && *root, "RNND_GOLDEN_DIR is not set");
-    char min_root[1024], sl_root[1024], clock_root[1024];
+    char min_root[1024], sl_root[1024], clock_root[1024], dg_root[1024];
     snprintf(min_root, sizeof min_root, "%s/../data/golden_min", root);
     snprintf(sl_root, sizeof sl_root, "%s/../data/golden_slstm", root);
     snprintf(clock_root, sizeof clock_root, "%s/../data/golden_clock", root);
+    snprintf(dg_root, sizeof dg_root, "%s/../data/golden_dglstm", root);
     char *names[256];
     int n = list_cases(root, names, 0, 256);
     n = list_cases(min_root, names, n, 256);
     n = list_cases(sl_root, names, n, 256);
     n = list_cases(clock_root, names, n, 256);
+    n = list_cases(dg_root, names, n, 256);
     golden *g = calloc((size_t)n, sizeof *g);
     for (int i = 0; i < n; i++) {
         char p[1100];

@@ -922,8 +922,8 @@ static float clip1(const rnnd_lstm_math *m, float x)
 }
 
 static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, const float *gx,
-                              const float *g, const float *cp, float *cn, float *h,
-                              size_t j0, size_t j1)
+                              const float *g, const float *cp, const float *cl, float *cn,
+                              float *h, size_t j0, size_t j1)
 {
     size_t H = m->H, oc = m->forget_gate ? 3 * H : 2 * H;
     for (size_t j = j0; j < j1; j++) {
@@ -949,6 +949,12 @@ static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, co
             f = act1(k, m->af, clip1(m, f));
             cnew = f * c + i * cc;
         }
+        if (m->Dc) {    /* the depth gate: its block follows the last gate's */
+            float d = gx[oc + H + j] + m->Dc[j] * c;
+            d = d + m->Dl[j] * cl[j];
+            d = act1(k, m->af, clip1(m, d));
+            cnew = cnew + d * cl[j];
+        }
         float o = gx[H + j] + g[H + j];
         if (m->P)
             o = o + po * cnew;
@@ -960,7 +966,9 @@ static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, co
 
 /* Every path's fused row equals the documented formula on its own activations bit for bit,
  * over every unit range [j0, j1) (so tails and offsets change nothing) and writes nothing
- * outside it; the SIMD paths agree with each other bit for bit; CN may be CP. */
+ * outside it; the SIMD paths agree with each other bit for bit; CN may be CP. Variants 6-9
+ * have a depth gate (with a forget gate; peepholes, clip and other activations; coupled
+ * gates; no forget gate). */
 START_TEST(test_lstm_row)
 {
     const rnnd_kernels *k[3];
@@ -971,16 +979,28 @@ START_TEST(test_lstm_row)
     static const size_t Hs[] = {1, 7, 16, 23, 40};
     int variants = 0;
     for (size_t hi = 0; hi < NELEM(Hs); hi++)
-        for (int v = 0; v < 6; v++) {
-            size_t H = Hs[hi], G = v == 4 ? 3 : 4;
-            rnnd_lstm_math m = {.H = H, .forget_gate = v != 4, .input_forget = v == 3,
-                                .has_clip = v == 2 || v == 5, .clip = 1.5f,
+        for (int v = 0; v < 10; v++) {
+            int dg = v >= 6;
+            size_t H = Hs[hi], G = (v == 4 || v == 9 ? 3 : 4) + (dg ? 1 : 0);
+            rnnd_lstm_math m = {.H = H, .forget_gate = v != 4 && v != 9,
+                                .input_forget = v == 3 || v == 8,
+                                .has_clip = v == 2 || v == 5 || v == 7, .clip = 1.5f,
                                 .af = &sig, .ag = &tnh, .ah = &tnh};
             float *P = xmalloc(3 * H * sizeof(float));
+            float *Dc = xmalloc(H * sizeof(float)), *Dl = xmalloc(H * sizeof(float));
+            float *cl = xmalloc(H * sizeof(float));
             fill(P, 3 * H);
-            if (v == 1 || v == 5)
+            fill(Dc, H);
+            fill(Dl, H);
+            for (size_t j = 0; j < H; j++)
+                cl[j] = rng_f() * 3.0f;
+            if (dg) {
+                m.Dc = Dc;
+                m.Dl = Dl;
+            }
+            if (v == 1 || v == 5 || v == 7)
                 m.P = P;
-            if (v == 5) {
+            if (v == 5 || v == 7) {
                 m.af = &hsig;
                 m.ag = &relu;
                 m.ah = &elu;
@@ -1002,11 +1022,11 @@ START_TEST(test_lstm_row)
             float *simd_c = NULL, *simd_h = NULL;
             for (int p = 0; p < np; p++) {
                 float *wc = xmalloc(H * sizeof(float)), *wh = xmalloc(H * sizeof(float));
-                lstm_row_composed(k[p], &m, gx, g, cp, wc, wh, 0, H);
+                lstm_row_composed(k[p], &m, gx, g, cp, dg ? cl : NULL, wc, wh, 0, H);
                 for (size_t j0 = 0; j0 <= H; j0 += (H > 16 ? 3 : 1))
                     for (size_t j1 = j0; j1 <= H; j1++) {
                         float *cn = sentinel_buf(H), *h = sentinel_buf(H);
-                        k[p]->lstm_row(&m, gx, g, cp, cn, h, j0, j1);
+                        k[p]->lstm_row(&m, gx, g, cp, dg ? cl : NULL, cn, h, j0, j1);
                         for (size_t j = 0; j < H; j++) {
                             int in = j >= j0 && j < j1;
                             expect(bits(cn[j]) == (in ? bits(wc[j]) : SENTINEL) &&
@@ -1021,7 +1041,7 @@ START_TEST(test_lstm_row)
                 /* in place: CN = CP */
                 float *c2 = xmalloc(H * sizeof(float)), *h2 = xmalloc(H * sizeof(float));
                 memcpy(c2, cp, H * sizeof(float));
-                k[p]->lstm_row(&m, gx, g, c2, c2, h2, 0, H);
+                k[p]->lstm_row(&m, gx, g, c2, dg ? cl : NULL, c2, h2, 0, H);
                 expect(memcmp(c2, wc, H * sizeof(float)) == 0 &&
                        memcmp(h2, wh, H * sizeof(float)) == 0,
                        "%s variant %d: CN = CP differs", k[p]->name, v);
@@ -1047,9 +1067,12 @@ START_TEST(test_lstm_row)
             free(g);
             free(cp);
             free(P);
+            free(Dc);
+            free(Dl);
+            free(cl);
             variants++;
         }
-    ck_assert_int_eq(variants, 6 * (int)NELEM(Hs));
+    ck_assert_int_eq(variants, 10 * (int)NELEM(Hs));
 }
 END_TEST
 

@@ -212,6 +212,10 @@ static const float *spec_ptr(const rnnd_model_spec *s, const char *name)
     if (!strcmp(what, "proj")) return w->proj;
     if (!strcmp(what, "V")) return w->V;
     if (!strcmp(what, "Vb")) return w->Vb;
+    if (!strcmp(what, "D")) return w->D;
+    if (!strcmp(what, "Dc")) return w->Dc;
+    if (!strcmp(what, "Dl")) return w->Dl;
+    if (!strcmp(what, "Db")) return w->Db;
     return NULL;
 }
 
@@ -701,6 +705,48 @@ START_TEST(bad_min_cells)
 }
 END_TEST
 
+/* The depth-gated LSTM (issue 16): an lstm layer with depth_gate reads the new c of the
+ * lstm below; D [H, in], Dc, Dl, Db [H] besides the lstm's tensors; the state is unchanged. */
+#define DG_ARCH(second) A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}, " \
+    second "]}"
+
+START_TEST(valid_depth_gate)
+{
+    const char *arch =
+        A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 5},"
+        "  {\"type\": \"lstm\", \"hidden_size\": 5, \"depth_gate\": true, \"peepholes\": true,"
+        "   \"clip\": 4},"
+        "  {\"type\": \"lstm\", \"hidden_size\": 5, \"depth_gate\": true,"
+        "   \"forget_gate\": false},"
+        "  {\"type\": \"lstm\", \"hidden_size\": 5, \"depth_gate\": false}],"
+        " \"head\": {\"out_dim\": 2, \"in_dim\": 5}}";
+    rnnd_model *m = open_random("dglstm", arch, NULL, NULL);
+    const rnnd_model_spec *s = rnnd_model_get_spec(m);
+    ck_assert_int_eq(s->layers[0].depth_gate, 0);
+    ck_assert_int_eq(s->layers[1].depth_gate, 1);
+    ck_assert_int_eq(s->layers[2].depth_gate, 1);
+    ck_assert_int_eq(s->layers[3].depth_gate, 0);
+    ck_assert_int_eq(s->layers[1].gates, 4);
+    ck_assert_int_eq(s->layers[2].gates, 3);
+    ck_assert_ptr_null(s->layers[0].w[0].D);
+    ck_assert_ptr_null(s->layers[3].w[0].Dc);
+    for (int l = 1; l <= 2; l++) {
+        const rnnd_dir_weights *w = &s->layers[l].w[0];
+        ck_assert_ptr_nonnull(w->D);
+        ck_assert_ptr_nonnull(w->Dc);
+        ck_assert_ptr_nonnull(w->Dl);
+        ck_assert_ptr_nonnull(w->Db);
+    }
+    /* layer 0: 4*5*(3+5)+2*20; 1: 4*5*10+40+15 (P) + 5*5+15 (D, Dc, Dl, Db);
+     * 2: 3*5*10+30 + 40; 3: 4*5*10+40; head 2*5+2 */
+    ck_assert_uint_eq(rnnd_model_param_count(m),
+                      200 + (240 + 15 + 40) + (180 + 40) + 240 + 12);
+    /* the state is still h and c per layer */
+    ck_assert_uint_eq(rnnd_model_state_floats(m), 4 * 10);
+    rnnd_model_unref(m);
+}
+END_TEST
+
 /* Clockwork (issue 16): periods, modules of H/m units, W, R, Wb, Rb, one activation
  * (Tanh by default), and the counter t in the state (two floats per direction). */
 START_TEST(valid_clockwork)
@@ -860,6 +906,104 @@ START_TEST(valid_slstm)
     ck_assert_uint_eq(rnnd_model_state_floats(m), 4 * 6 + 2 * 4 * 5);
     ck_assert_str_eq(rnnd_cell_name(RNND_CELL_SLSTM), "slstm");
     rnnd_model_unref(m);
+}
+END_TEST
+
+/* The tensors of a 2-layer depth-gated model (vectors of 3, H = 4), but SKIP left out and
+ * BAD (if set) one row longer. */
+static tu_file *dg_file(const char *skip, const char *bad)
+{
+    tu_file *f = tu_file_new(DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                                     "\"depth_gate\": true}"));
+    static const struct { const char *name; int64_t a, b; } t[] = {
+        {"layers.0.0.W", 16, 3}, {"layers.0.0.R", 16, 4}, {"layers.0.0.Wb", 16, 0},
+        {"layers.0.0.Rb", 16, 0}, {"layers.1.0.W", 16, 4}, {"layers.1.0.R", 16, 4},
+        {"layers.1.0.Wb", 16, 0}, {"layers.1.0.Rb", 16, 0}, {"layers.1.0.D", 4, 4},
+        {"layers.1.0.Dc", 4, 0}, {"layers.1.0.Dl", 4, 0}, {"layers.1.0.Db", 4, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
+        if (skip && strcmp(skip, t[i].name) == 0)
+            continue;
+        int64_t shape[2] = {t[i].a + (bad && strcmp(bad, t[i].name) == 0), t[i].b};
+        tu_file_add(f, t[i].name, shape, t[i].b ? 2 : 1, NULL);
+    }
+    return f;
+}
+
+/* Every depth gate the equations cannot give a meaning is refused, naming the key and why;
+ * a missing or misshapen D tensor names the tensor. */
+START_TEST(bad_depth_gate)
+{
+    tu_file *f = dg_file(NULL, NULL);
+    size_t len;
+    unsigned char *img = tu_file_bytes(f, &len);
+    rnnd_model *m = NULL;
+    char err[512];
+    ck_assert_msg(rnnd_model_from_buffer(img, len, "dg", &m, err, sizeof err) == 0, "%s", err);
+    rnnd_model_unref(m);
+    free(img);
+    tu_file_free(f);
+    static const char *const names[] = {"layers.1.0.D", "layers.1.0.Dc", "layers.1.0.Dl",
+                                        "layers.1.0.Db"};
+    static const char *const want[] = {"[5, 4], but the architecture needs [4, 4]",
+                                       "[5], but the architecture needs [4]",
+                                       "[5], but the architecture needs [4]",
+                                       "[5], but the architecture needs [4]"};
+    for (int i = 0; i < 4; i++) {
+        f = dg_file(names[i], NULL);
+        expect_fail_file("dg_missing", f, names[i], "missing: the architecture needs");
+        tu_file_free(f);
+        f = dg_file(NULL, names[i]);
+        expect_fail_file("dg_shape", f, names[i], want[i]);
+        tu_file_free(f);
+    }
+    /* D on a layer without a depth gate */
+    f = tu_random_model(DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4}"), 1);
+    int64_t dshape[2] = {4, 4};
+    tu_file_add(f, "layers.1.0.D", dshape, 2, NULL);
+    expect_fail_file("dg_stray_D", f, "layers.1.0.D", "unknown tensor: D, Dc, Dl and Db "
+                     "belong to an lstm layer with \"depth_gate\": true, which this layer is "
+                     "not");
+    tu_file_free(f);
+
+    const char *key0 = "architecture.layers[0].depth_gate";
+    const char *key1 = "architecture.layers[1].depth_gate";
+    expect_fail_arch("dg_first", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                     " \"depth_gate\": true}]}", key0,
+                     "the first layer has no layer below whose cell it could gate");
+    expect_fail_arch("dg_bidir", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                     "\"depth_gate\": true, \"direction\": \"bidirectional\"}"), key1,
+                     "a depth-gated layer runs forward only (direction is \"bidirectional\")");
+    expect_fail_arch("dg_reverse", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                     "\"depth_gate\": true, \"direction\": \"reverse\"}"), key1,
+                     "a depth-gated layer runs forward only (direction is \"reverse\")");
+    expect_fail_arch("dg_proj", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                     "\"depth_gate\": true, \"proj_size\": 2}"), key1,
+                     "a depth-gated layer has no projection (proj_size is 2)");
+    expect_fail_arch("dg_H", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 5, "
+                     "\"depth_gate\": true}"), key1,
+                     "layers[0] has hidden_size 4, this layer 5: they must be equal");
+    expect_fail_arch("dg_below_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 4},"
+                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
+                     "layers[0] is gru: the layer below must be an lstm");
+    expect_fail_arch("dg_below_rev", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                     " \"direction\": \"reverse\"},"
+                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
+                     "layers[0] runs reverse: the layer below must run forward");
+    expect_fail_arch("dg_below_bidir", A_HEAD "\"layers\": [{\"type\": \"lstm\", "
+                     "\"hidden_size\": 2, \"direction\": \"bidirectional\"},"
+                     " {\"type\": \"lstm\", \"hidden_size\": 2, \"depth_gate\": true}]}", key1,
+                     "layers[0] runs bidirectional: the layer below must run forward");
+    expect_fail_arch("dg_below_proj", A_HEAD "\"layers\": [{\"type\": \"lstm\", "
+                     "\"hidden_size\": 4, \"proj_size\": 4},"
+                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
+                     "layers[0] has proj_size 4: the layer below must have no projection");
+    expect_fail_arch("dg_gru", DG_ARCH("{\"type\": \"gru\", \"hidden_size\": 4, "
+                     "\"depth_gate\": true}"), key1, "not used by a gru layer");
+    expect_fail_arch("dg_min", DG_ARCH("{\"type\": \"minlstm\", \"hidden_size\": 4, "
+                     "\"depth_gate\": true}"), key1, "not used by a minlstm layer");
+    expect_fail_arch("dg_type", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                     "\"depth_gate\": 1}"), key1, "expected true or false, got an integer");
 }
 END_TEST
 
@@ -1256,7 +1400,7 @@ START_TEST(bad_half)
         size_t len;
         unsigned char *img = half_image(bf, t, 4, &len);
         expect_fail_img("bias_half", img, len, RNND_ERR_FORMAT, "layers.0.0.Wb",
-                        "dtype BF16: only the weight matrices (W, R, proj, V, a head linear's "
+                        "dtype BF16: only the weight matrices (W, R, proj, V, D, a head linear's "
                         "weight) may be half-size; this tensor must be F32");
         free(img);
     }
@@ -2464,6 +2608,8 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_all_types_directions);
     tcase_add_test(tc, valid_min_cells);
     tcase_add_test(tc, bad_min_cells);
+    tcase_add_test(tc, valid_depth_gate);
+    tcase_add_test(tc, bad_depth_gate);
     tcase_add_test(tc, valid_clockwork);
     tcase_add_test(tc, bad_clockwork);
     tcase_add_test(tc, valid_slstm);

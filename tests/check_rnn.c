@@ -146,6 +146,20 @@ static const char *const archs[] = {
     "{\"op\":\"layernorm\",\"eps\":0.001},{\"op\":\"linear\",\"in_dim\":21,\"out_dim\":27},"
     "{\"op\":\"gelu_tanh\"},{\"op\":\"sigmoid\"},{\"op\":\"linear\",\"in_dim\":27,"
     "\"out_dim\":6}]}}",
+    /* depth-gated LSTMs (issue 16): three of H 37 over an lstm, the middle one with
+     * peepholes and clip, the top one coupled; a GRU between two more of H 21 */
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"peepholes\":true,\"clip\":2.5},"
+    "{\"type\":\"lstm\",\"hidden_size\":37,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"input_forget\":true},"
+    "{\"type\":\"gru\",\"hidden_size\":21,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":21,\"direction\":\"forward\"},"
+    "{\"type\":\"lstm\",\"hidden_size\":21,\"direction\":\"forward\",\"depth_gate\":true,"
+    "\"forget_gate\":false}],"
+    "\"head\":{\"out_dim\":19,\"in_dim\":21,\"norm\":\"softmax\"}}",
 };
 #define N_ARCHS (sizeof archs / sizeof archs[0])
 
@@ -877,8 +891,8 @@ static const char *half_arch(const char *arch, const char *type)
 #define HALF_ARCH_OF(i) half_arch(archs[(i) / 2], HALF_TYPE(i))
 
 /* The random model of ARCH and SEED; with ROUND_TO (bf16 / f16, or 0) its weight matrices
- * (names ending .W .R .proj .V, and a head linear's weight: what the kernels read) rounded in
- * the image by src/half.h, which check_kernels holds against the definition. */
+ * (names ending .W .R .proj .V .D, and a head linear's weight: what the kernels read)
+ * rounded in the image by src/half.h, which check_kernels holds against the definition. */
 static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
 {
     tu_file *f = tu_random_model(arch, seed);
@@ -904,7 +918,8 @@ static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
                              json_array_size(json_object_get(v, "shape")) == 2) ||
                             (nl > 2 && (!strcmp(name + nl - 2, ".W") ||
                                         !strcmp(name + nl - 2, ".R") ||
-                                        !strcmp(name + nl - 2, ".V"))) ||
+                                        !strcmp(name + nl - 2, ".V") ||
+                                        !strcmp(name + nl - 2, ".D"))) ||
                             (nl > 5 && !strcmp(name + nl - 5, ".proj"));
             if (!is_matrix)
                 continue;
@@ -1026,6 +1041,42 @@ END_TEST
  * step order, of the unpooled model's rows (final_state: the FINAL states' h); in a batch of
  * other lengths it is bitwise what the sequence gets alone; with a head it is the head of
  * the pooled row. */
+/* rnnd_net_forward_bytes() counts what a depth gate adds to a whole-sequence call: the
+ * cells of every step of the lstm below ([N, H] twice), and the H more columns of its
+ * input projection ([N, H] of gx_all and [B, H] of each of two per-row gate buffers), so
+ * the server's memory budget sees it before anything is allocated. */
+#define DG_ARCH(gate)                                                                        \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["         \
+    "{\"type\":\"lstm\",\"hidden_size\":9},{\"type\":\"lstm\",\"hidden_size\":9" gate "}]}"
+START_TEST(test_forward_bytes_depth_gate)
+{
+    char err[256];
+    rnnd_net *net[2] = {NULL, NULL};
+    for (int g = 0; g < 2; g++) {
+        rnnd_model *m = NULL;
+        ck_assert_msg(rnnd_model_random(g ? DG_ARCH(",\"depth_gate\":true") : DG_ARCH(""), 3,
+                                        0.5f, &m, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(rnnd_net_new(m, path_for(0), &net[g], err, sizeof err) == 0, "%s", err);
+        rnnd_model_unref(m);
+    }
+    size_t B = 3, N = 70, T = 40, H = 9;
+    size_t plain = rnnd_net_forward_bytes(net[0], B, N, T);
+    size_t gated = rnnd_net_forward_bytes(net[1], B, N, T);
+    ck_assert_uint_eq(gated - plain, (N * (2 * H + H) + B * 2 * H) * sizeof(float));
+    /* and a call of those sizes runs */
+    float *x = calloc(N * 5, sizeof(float)), *y = calloc(N * H, sizeof(float));
+    size_t lens[3] = {40, 20, 10};
+    const float *xp[3] = {x, x + 40 * 5, x + 60 * 5};
+    float *yp[3] = {y, y + 40 * H, y + 60 * H};
+    ck_assert_int_eq(rnnd_net_forward(net[1], B, lens, NULL, xp, NULL, yp, NULL, err,
+                                      sizeof err), 0);
+    free(x);
+    free(y);
+    rnnd_net_free(net[0]);
+    rnnd_net_free(net[1]);
+}
+END_TEST
+
 #define POOL_ARCH(pool, head)                                                                \
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["         \
     "{\"type\":\"lstm\",\"hidden_size\":3,\"direction\":\"bidirectional\"}]" pool head "}"
@@ -1226,6 +1277,7 @@ static Suite *rnn_suite(void)
     tcase_add_loop_test(tc, test_forward_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_pooling, 1, 5);
     tcase_add_loop_test(tc, test_head_layers_reference, 0, 2);
+    tcase_add_test(tc, test_forward_bytes_depth_gate);
     tcase_add_loop_test(tc, test_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_test(tc, test_threads_bitwise_bidir);
     /* half-size weights: every arch, bf16 and f16 */

@@ -3,7 +3,8 @@ float64 NumPy reference (tools/rnnd_convert/reference.py), including what the go
 not reach: odd sizes (SIMD tails), 500+ step sequences, 3+ layers, every activation,
 proj_size, the 1997 LSTM, coupled gates, Jordan networks, minGRU / minLSTM and sLSTM (reverse
 and bidirectional too), the Clockwork RNN (reverse and bidirectional too, from a state whose
-counters are not zero), reverse and bidirectional stacks,
+counters are not zero), depth-gated LSTMs (with every lstm option that combines with the
+gate), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
 Models are written as native specs (architecture JSON + .npz) with weights drawn here from a
@@ -86,6 +87,10 @@ def tensors_for(arch, rng, scale):
             if kind == "jordan":
                 t[p + "V"] = rng.uniform(-scale, scale, (out, H))
                 t[p + "Vb"] = rng.uniform(-scale, scale, (out,))
+            if L.get("depth_gate"):
+                t[p + "D"] = rng.uniform(-scale, scale, (H, in_dim))
+                for k in ("Dc", "Dl", "Db"):
+                    t[p + k] = rng.uniform(-scale, scale, (H,))
         in_dim = out * ndir
     if arch.get("head"):
         h = arch["head"]
@@ -132,6 +137,15 @@ CASES = [
         layer("mingru", 9, "reverse", activations=[[act("Sigmoid"), act("Tanh")]]),
         layer("minlstm", 13, activations=[[act("HardSigmoid", 0.3, 0.6), act("Softsign")]])],
         "head": {"out_dim": 5, "norm": "log_softmax"}}, [530, 2, 17]),
+    ("depth_gated", {"input": {"kind": "tokens", "vocab_size": 29, "embedding_dim": 13},
+                     "layers": [
+        layer("lstm", 37), layer("lstm", 37, depth_gate=True),
+        layer("lstm", 37, depth_gate=True, peepholes=True, clip=1.5),
+        layer("lstm", 37, depth_gate=True, input_forget=True,
+              activations=[[act("HardSigmoid", 0.3, 0.5), act("Softsign"), act("Tanh")]]),
+        layer("lstm", 37, depth_gate=True, forget_gate=False),
+        layer("gru", 19, "bidirectional")],
+        "head": {"out_dim": 29, "norm": "log_softmax"}}, [520, 1, 33]),
     ("clockwork", {"input": vec_input(13), "layers": [
         layer("clockwork", 36, periods=[1, 3, 7, 16]),
         layer("clockwork", 20, "bidirectional", periods=[2, 5]),

@@ -130,7 +130,9 @@ def check_arch_complete(arch, path):
     check(set(arch) == {"format_version", "name", "input", "layers", "head", "vocab",
                         "tokenizer"}, "%s: architecture top-level keys" % path)
     for L in arch["layers"]:
-        check(set(L) == LAYER_KEYS[L["type"]], "%s: every %s key written" % (path, L["type"]))
+        # depth_gate is written only when true (other lstm files stay byte-identical)
+        keys = LAYER_KEYS[L["type"]] | ({"depth_gate"} if L.get("depth_gate") else set())
+        check(set(L) == keys, "%s: every %s key written" % (path, L["type"]))
         nd = 2 if L["direction"] == "bidirectional" else 1
         if L["type"] == "slstm":    # exp, tanh, sigmoid: no activations, no clip
             continue
@@ -170,6 +172,9 @@ def expected_names(arch):
                 out[p + "proj"] = [L["proj_size"], H]
             if L["type"] == "jordan":
                 out[p + "V"], out[p + "Vb"] = [od, H], [od]
+            if L.get("depth_gate"):
+                out[p + "D"] = [H, in_dim]
+                out[p + "Dc"] = out[p + "Dl"] = out[p + "Db"] = [H]
         in_dim = od * nd
     if arch["head"]:
         out["head.weight"] = [arch["head"]["out_dim"], arch["head"]["in_dim"]]
@@ -669,6 +674,105 @@ def test_native_min():
     clipped["layers"][0]["clip"] = 2.0
     rc, so, se = run_cli(write_native("min_clip", clipped, t), "-o", tmp("min_clip.rnnd"))
     check(rc != 0 and "clip" in se, "a mingru clip is refused: %s" % se)
+
+
+def test_native_dglstm():
+    """A depth-gated lstm from a native spec: D, Dc, Dl, Db (absent Db zeros), the flag
+    written only where true; every rule of rnnd's loader refused by the converter too."""
+    rng = np.random.default_rng(161)
+    arch = {"input": {"kind": "vectors", "dim": 3},
+            "layers": [{"type": "lstm", "hidden_size": 5},
+                       {"type": "lstm", "hidden_size": 5, "depth_gate": True,
+                        "peepholes": True}],
+            "head": None}
+    t = {"layers.0.0.W": rng.normal(size=(20, 3)), "layers.0.0.R": rng.normal(size=(20, 5)),
+         "layers.1.0.W": rng.normal(size=(20, 5)), "layers.1.0.R": rng.normal(size=(20, 5)),
+         "layers.1.0.P": rng.normal(size=15), "layers.1.0.D": rng.normal(size=(5, 5)),
+         "layers.1.0.Dc": rng.normal(size=5), "layers.1.0.Dl": rng.normal(size=5)}
+    path = write_native("dg", arch, t)
+    rc, so, se = run_cli(path, "-o", tmp("dg.rnnd"))
+    check(rc == 0 and se == "", "native depth-gated lstm converts: %s" % se)
+    a, shapes, got = parse_file(tmp("dg.rnnd"))
+    check_arch_complete(a, "native dglstm")
+    check(shapes == expected_names(a), "native dglstm: tensor names and shapes %s" % shapes)
+    check("depth_gate" not in a["layers"][0] and a["layers"][1]["depth_gate"] is True,
+          "depth_gate written only where true: %s" % a["layers"])
+    check(not got["layers.1.0.Db"].any() and np.allclose(got["layers.1.0.D"],
+                                                         t["layers.1.0.D"]),
+          "an absent Db becomes zeros, D is kept")
+    missing = {k: v for k, v in t.items() if k != "layers.1.0.Dl"}
+    rc, so, se = run_cli(write_native("dg_noDl", arch, missing), "-o", tmp("dg_noDl.rnnd"))
+    check(rc != 0 and "layers.1.0.Dl" in se, "a missing Dl is refused by name: %s" % se)
+    stray = dict(t, **{"layers.0.0.D": rng.normal(size=(5, 3))})
+    rc, so, se = run_cli(write_native("dg_stray", arch, stray), "-o", tmp("dg_stray.rnnd"))
+    check(rc != 0 and "layers.0.0.D" in se, "D on an ungated layer is refused: %s" % se)
+    bads = [
+        ("first", lambda a: a["layers"][0].update(depth_gate=True), "first layer"),
+        ("H", lambda a: a["layers"][1].update(hidden_size=6), "hidden_size 5, this layer 6"),
+        ("bidir", lambda a: a["layers"][1].update(direction="bidirectional"), "forward"),
+        ("below_proj", lambda a: a["layers"][0].update(proj_size=5), "layer below"),
+        ("gru", lambda a: a["layers"][1].update(type="gru", peepholes=None), "depth_gate"),
+    ]
+    for tag, change, want in bads:
+        b = json.loads(json.dumps(arch))
+        change(b)
+        rc, so, se = run_cli(write_native("dg_" + tag, b, t), "-o", tmp("dg_%s.rnnd" % tag))
+        check(rc != 0 and want in se, "depth gate %s refused: %s" % (tag, se))
+
+
+def check_dglstm_module(torch):
+    """tools/rnnd_modules/dglstm.py's DGLSTM behind an embedding, with a linear head and a
+    log-softmax, converts through from_module (verification included) and rnnd computes what
+    the module does."""
+    sys.path.insert(0, os.path.join(SRCDIR, "tools"))
+    from rnnd_modules.dglstm import DGLSTM
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(17, 6)
+            self.rnn = DGLSTM(6, 9, num_layers=3)
+            self.fc = nn.Linear(9, 17)
+            self.out = nn.LogSoftmax(dim=-1)
+
+        def forward(self, x):
+            return self.out(self.fc(self.rnn(self.emb(x))[0]))
+
+    torch.manual_seed(16)
+    net = Net()
+    m = rnnd_convert.from_module(net, tmp("dglstm_module.rnnd"))
+    check([(L.type, L.depth_gate) for L in m.layers] ==
+          [("lstm", False), ("lstm", True), ("lstm", True)] and m.head_norm == "log_softmax"
+          and m.input_kind == "tokens", "DGLSTM: three lstm layers, the upper two gated")
+    ids = np.random.default_rng(3).integers(0, 17, size=(2, 40))
+    with torch.no_grad():
+        want = net(torch.from_numpy(ids)).double().numpy()
+    got = np.stack(reference.run(tmp("dglstm_module.rnnd"), [r.tolist() for r in ids])[0])
+    err = float(np.abs(got - want).max())
+    check(err < 1e-5, "DGLSTM: reference.py of the file vs the module, max |err| %.3g" % err)
+    rnnd = os.environ.get("RNND_BIN")
+    if rnnd:
+        p = subprocess.run([rnnd, "infer", "--model", tmp("dglstm_module.rnnd")],
+                           input=json.dumps({"inputs": ids.tolist()}), capture_output=True,
+                           text=True, timeout=120)
+        err = (float(np.abs(np.array(json.loads(p.stdout)["outputs"]) - want).max())
+               if p.returncode == 0 else float("inf"))
+        check(err < 1e-5, "DGLSTM: rnnd infer vs the module, max |err| %.3g (%s)"
+              % (err, p.stderr.strip()))
+    # the rnnd_modules reader (tried first) leaves what is not a module to the usual message
+    try:
+        rnnd_convert.from_module(42, tmp("not_a_module.rnnd"))
+        check(False, "from_module(42) converts")
+    except ConvertError as e:
+        check("expected a torch.nn.Module" in str(e), "from_module(42): %s" % e)
+    # a parameter the reader does not know is refused, not dropped
+    net.rnn.register_parameter("extra", nn.Parameter(torch.zeros(3)))
+    try:
+        rnnd_convert.from_module(net, tmp("dglstm_extra.rnnd"))
+        check(False, "DGLSTM with an unknown parameter converts")
+    except ConvertError as e:
+        check("extra" in str(e), "DGLSTM with an unknown parameter refused: %s" % e)
 
 
 def test_native_clock():
@@ -1347,6 +1451,7 @@ def main():
     test_hand_built()
     test_native()
     test_native_min()
+    test_native_dglstm()
     test_native_clock()
     test_native_slstm()
     test_reference_modules()
@@ -1357,6 +1462,8 @@ def main():
     test_casts()
     test_static_axes()
     test_torch()
+    import torch
+    check_dglstm_module(torch)
     print("test_convert: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -2,9 +2,10 @@
 """Checks of tools/rnnd_convert/reference.py, the NumPy forward pass other tests trust.
 
 (a) every golden case (and the mingru / minlstm and slstm ones of tests/data/golden_min and
-    tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock): converted, run
-    from zero states, compared with `expected`, `final_t` (clockwork counters, exactly) and
-    `final_h` within the case's tolerance;
+    tests/data/golden_slstm, the clockwork ones of tests/data/golden_clock, the depth-gated
+    lstm ones of tests/data/golden_dglstm): converted, run from zero states, compared with
+    `expected`, `final_t` (clockwork counters, exactly), `final_h` and `final_c` (where the
+    case has it) within the case's tolerance;
 (b) PyTorch on random data: nn.LSTM (proj_size, multi-layer, bidirectional), nn.GRU, nn.RNN
     (tanh, relu), odd sizes (input 13, hidden 37), sequences of different lengths, random
     initial states, final states in the layout of include/rnnd/rnn.h;
@@ -36,6 +37,7 @@ GOLDEN = os.environ.get("RNND_GOLDEN_DIR") or os.path.join(SRCDIR, "tests", "gol
 MIN_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_min")    # native specs
 CLOCK_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_clock")
 SL_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_slstm")
+DG_GOLDEN = os.path.join(SRCDIR, "tests", "data", "golden_dglstm")  # native specs
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "reference")
 shutil.rmtree(TMP, ignore_errors=True)
 os.makedirs(TMP)
@@ -92,7 +94,10 @@ def test_golden():
     clocks = sorted((CLOCK_GOLDEN, d) for d in os.listdir(CLOCK_GOLDEN)
                     if os.path.isdir(os.path.join(CLOCK_GOLDEN, d)))
     check(len(clocks) >= 3, "at least 3 clockwork cases in %s" % CLOCK_GOLDEN)
-    for root, c in cases + mins + clocks:
+    dgs = sorted((DG_GOLDEN, d) for d in os.listdir(DG_GOLDEN)
+                 if os.path.isdir(os.path.join(DG_GOLDEN, d)))
+    check(len(dgs) >= 3, "at least 3 depth-gated lstm cases in %s" % DG_GOLDEN)
+    for root, c in cases + mins + clocks + dgs:
         case = json.load(open(os.path.join(root, c, "case.json")))
         path = tmp(c + ".rnnd")
         rnnd_convert.convert(os.path.join(root, c, case.get("model", "model.onnx")), path)
@@ -109,6 +114,12 @@ def test_golden():
             fh = np.concatenate([np.asarray(h, dtype=np.float64) for h in case["final_h"][b]])
             check(hs.shape == fh.shape, "%s[%d]: final_h shape" % (c, b))
             worst = max(worst, float(np.max(np.abs(hs - fh) / (atol + rtol * np.abs(fh)))))
+            if "final_c" in case:   # every layer is an lstm there
+                cs = np.concatenate([c_ for _, c_ in split_state(m, finals[b])])
+                fc = np.concatenate([np.asarray(x, dtype=np.float64)
+                                     for x in case["final_c"][b]])
+                check(cs.shape == fc.shape, "%s[%d]: final_c shape" % (c, b))
+                worst = max(worst, float(np.max(np.abs(cs - fc) / (atol + rtol * np.abs(fc)))))
             if "final_t" in case:       # clockwork: each layer's counter, exactly
                 ts = [t if L["type"] == "clockwork" else None
                       for L, (_, t) in zip(m.layers, split_state(m, finals[b]))]

@@ -84,6 +84,9 @@ def layer_bytes(L, l):
                opt(L, "proj_size", 0) if lstm else 0,
                opt(L, "linear_before_reset", 0) if typ == "gru" else 0,
                opt(L, "output_size", 0) if typ == "jordan" else 0)
+    dg = lstm and opt(L, "depth_gate", False)
+    if dg:      # only when set: every other layer's record stays as it was
+        rec += b"depth_gate"
     if typ == "slstm":      # heads, then forget: 1 exp, 0 sigmoid
         rec += u32(L["heads"], 1 if L["forget"] == "exp" else 0)
     if typ == "clockwork":          # clockwork only: the number of periods, then each
@@ -104,6 +107,8 @@ def layer_bytes(L, l):
             names.append("layers.%d.%d.proj" % (l, d))
         if typ == "jordan":
             names += ["layers.%d.%d.V" % (l, d), "layers.%d.%d.Vb" % (l, d)]
+        if dg:
+            names += ["layers.%d.%d.%s" % (l, d, k) for k in ("D", "Dc", "Dl", "Db")]
     return rec, names
 
 
@@ -472,8 +477,10 @@ def main():
                                            rename_charlm)
     for name in CASES:
         files["golden_" + name] = golden_model(name, WORK)
-    for sub in ("golden_min", "golden_slstm", "golden_clock"):  # min, slstm, clockwork: native
-        min_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", sub)
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+    # mingru / minlstm, slstm, clockwork and the depth-gated lstm, from native specs
+    for sub in ("golden_min", "golden_slstm", "golden_clock", "golden_dglstm"):
+        min_dir = os.path.join(data, sub)
         for name in sorted(os.listdir(min_dir)):
             if os.path.isdir(os.path.join(min_dir, name)):
                 files["golden_" + name] = convert(os.path.join(min_dir, name, "model.json"),

@@ -283,10 +283,11 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
     json_array_foreach(layers, l, layer) {
         const char *type = json_string_value(json_object_get(layer, "type"));
         const char *dir = json_string_value(json_object_get(layer, "direction"));
-        long long H, proj, fg, peep, osz;
+        long long H, proj, fg, peep, osz, dg;
         if (!type || get_int(layer, "hidden_size", -1, &H) || H < 0 ||
             get_int(layer, "proj_size", 0, &proj) || get_int(layer, "forget_gate", 1, &fg) ||
-            get_int(layer, "peepholes", 0, &peep) || get_int(layer, "output_size", 0, &osz))
+            get_int(layer, "peepholes", 0, &peep) || get_int(layer, "output_size", 0, &osz) ||
+            get_int(layer, "depth_gate", 0, &dg))
             goto fail;
         long long G, out = H, rcols = -1, heads, modules = 0;
         int jordan = 0, lstm = 0, recurrent = 1;
@@ -345,6 +346,12 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
             if (jordan) {
                 add2(f, TU_NAME("V"), out, H);
                 add1(f, TU_NAME("Vb"), out);
+            }
+            if (lstm && dg) {
+                add2(f, TU_NAME("D"), H, in);
+                add1(f, TU_NAME("Dc"), H);
+                add1(f, TU_NAME("Dl"), H);
+                add1(f, TU_NAME("Db"), H);
             }
 #undef TU_NAME
         }

@@ -37,9 +37,9 @@ const char *tu_tmpdir(void);
 
 /* Write a complete valid model for ARCH_JSON to PATH: reads the architecture with jansson,
  * derives every tensor the format requires (names and shapes as docs/model-format.md says:
- * embedding, per layer and direction W, R, Wb, Rb, P, proj, V, Vb, head; mingru and
- * minlstm have no R, Rb; slstm's R is [4H, H / heads]; a clockwork R is zero below its block
- * diagonal) and fills them with
+ * embedding, per layer and direction W, R, Wb, Rb, P, proj, V, Vb, D, Dc, Dl, Db, head;
+ * mingru and minlstm have no R, Rb; slstm's R is [4H, H / heads]; a clockwork R is zero below
+ * its block diagonal) and fills them with
  * uniform [-0.5, 0.5) values from SEED. ARCH_JSON is stored verbatim as the architecture.
  * Returns 0 on success, -1 if ARCH_JSON is not readable enough to derive the tensors or
  * the file cannot be written. */

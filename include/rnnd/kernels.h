@@ -46,6 +46,9 @@ typedef struct rnnd_lstm_math {
     int has_clip;
     float clip;             /* pre-activations clipped to [-clip, clip] when has_clip */
     const float *P;         /* peepholes [3 H]: i, o, f; or NULL */
+    /* depth gate (model.h depth_gate): its weights on c_prev and on the layer below's new
+     * c, [H] each; both NULL without one */
+    const float *Dc, *Dl;
     const rnnd_activation *af, *ag, *ah;   /* gates, candidate, output (ONNX f, g, h) */
 } rnnd_lstm_math;
 
@@ -94,10 +97,15 @@ typedef struct rnnd_kernels {
      *   i = af(clip(gx_i + g_i [+ P_i * cp])), c~ = ag(clip(gx_c + g_c)),
      *   c = f * cp + i * c~ with f = af(clip(gx_f + g_f [+ P_f * cp]))
      *       (or (1 - i) * cp + i * c~ with input_forget, cp + i * c~ without a forget gate),
+     *   with a depth gate (m->Dc set): GX has one more block after the last gate, D x + Db,
+     *       and CL is the layer below's new c: d = af(clip((gx_d + Dc * cp) + Dl * cl)),
+     *       c = c + d * cl (G has no such block: R h does not reach d),
      *   o = af(clip(gx_o + g_o [+ P_o * c])), h = o * ah(c).
-     * Writes CN[j] and H[j] only; CN may be CP. No allocation. */
+     * Writes CN[j] and H[j] only; CN may be CP (not CL). CL is NULL without a depth gate. No
+     * allocation. */
     void (*lstm_row)(const rnnd_lstm_math *m, const float *gx, const float *g,
-                     const float *cp, float *cn, float *h, size_t j0, size_t j1);
+                     const float *cp, const float *cl, float *cn, float *h, size_t j0,
+                     size_t j1);
 
     /* GRU, first half of one batch row, units j0 <= j < j1: z = af(clip(gx_z + g_z)) into
      * G[j], r = af(clip(gx_r + g_r)) into G[H + j]; then T[j] = r * T[j] with

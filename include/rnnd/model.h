@@ -85,6 +85,10 @@ typedef struct rnnd_dir_weights {
     const float *proj;  /* [proj_size, H]; NULL unless proj_size > 0 */
     const float *V;     /* [output_size, H]; jordan only */
     const float *Vb;    /* [output_size]; jordan only */
+    const float *D;     /* [H, in_dim]; NULL unless depth_gate */
+    const float *Dc;    /* [H]; depth_gate only */
+    const float *Dl;    /* [H]; depth_gate only */
+    const float *Db;    /* [H]; depth_gate only */
 } rnnd_dir_weights;
 
 typedef struct rnnd_layer_spec {
@@ -103,6 +107,9 @@ typedef struct rnnd_layer_spec {
     int peepholes;          /* lstm */
     int forget_gate;        /* lstm: 0 = 1997 LSTM */
     int proj_size;          /* lstm: 0 = none */
+    /* lstm (Yao et al. 2015): c also takes d * the new c of layer l-1, an lstm of the same
+     * H without projection; forward only, l >= 1 */
+    int depth_gate;
     int linear_before_reset;/* gru */
     int output_size;        /* jordan */
     int n_periods;          /* clockwork: m modules of hidden / m units; 0 otherwise */

@@ -16,8 +16,8 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
                 tokenizer=None, weights=None, verify=True):
     """Write MODULE (a torch.nn.Module holding nn.Embedding / nn.RNN / nn.LSTM / nn.GRU /
     nn.Linear submodules, or one of those itself; or the reference modules of
-    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, Clockwork) with an Embedding, a Linear and a
-    softmax around them) to PATH as an .rnnd file.
+    tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, Clockwork, DGLSTM) with an Embedding, a Linear
+    and a softmax around them) to PATH as an .rnnd file.
 
     input: None (tokens if there is an nn.Embedding, else vectors), "tokens", "vectors", an
     int (the vector size, checked) or the nn.Embedding to use.
@@ -39,7 +39,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .torch_reference import model_from_reference, reference_runner
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
-    # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, ...) first: they are not PyTorch's own layers
+    # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own layers
     model = model_from_reference(module, input=input, head=head, norm=norm)
     runner = reference_runner(module) if model is not None else None
     if model is None:

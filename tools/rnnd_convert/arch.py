@@ -70,8 +70,11 @@ TYPE_KEYS = {
 # The neutral value of every type-specific key (what it must be on a type that ignores it).
 NEUTRAL = {"input_forget": False, "peepholes": False, "forget_gate": True, "proj_size": 0,
            "linear_before_reset": 0, "output_size": 0, "heads": None, "forget": None,
-           "periods": None}
+           "periods": None, "depth_gate": False}
 MAX_PERIODS = 64                        # modules of a clockwork layer (RNND_MAX_PERIODS)
+# lstm's depth_gate (Yao et al. 2015) is written only when true, so files of every other
+# lstm stay byte-identical; it is not in TYPE_KEYS for that reason.
+DEPTH_GATE_TENSORS = ("D", "Dc", "Dl", "Db")
 # forget_gate's neutral value is true, but on a non-lstm layer false/absent is also accepted.
 
 
@@ -96,7 +99,8 @@ class Layer:
 
     def __init__(self, type, hidden_size, direction="forward", activations=None, clip=None,
                  input_forget=False, peepholes=False, forget_gate=True, proj_size=0,
-                 linear_before_reset=0, output_size=0, heads=1, forget="exp", periods=None):
+                 linear_before_reset=0, output_size=0, heads=1, forget="exp", periods=None,
+                 depth_gate=False):
         self.type = type
         self.hidden_size = hidden_size
         self.direction = direction
@@ -111,7 +115,8 @@ class Layer:
         self.periods = periods              # clockwork: [T_1 < ... < T_m]
         self.heads = heads                  # slstm: R is block-diagonal, [4H, H / heads]
         self.forget = forget                # slstm: "exp" or "sigmoid"
-        self.weights = []                   # per direction: dict W, R, Wb, Rb, P, proj, V, Vb
+        self.depth_gate = depth_gate        # lstm: reads the new c of the lstm below
+        self.weights = []       # per direction: dict W, R, Wb, Rb, P, proj, V, Vb, D, Dc, Dl, Db
 
     @property
     def num_directions(self):
@@ -162,6 +167,8 @@ class Layer:
                 d[k] = [int(p) for p in v]
                 continue
             d[k] = bool(v) if isinstance(NEUTRAL[k], bool) else int(v)
+        if self.type == "lstm" and self.depth_gate:
+            d["depth_gate"] = True
         return d
 
 
@@ -255,6 +262,9 @@ class Model:
                     out.append((p + "proj", (L.proj_size, H)))
                 if L.type == "jordan":
                     out += [(p + "V", (L.output_size, H)), (p + "Vb", (L.output_size,))]
+                if L.type == "lstm" and L.depth_gate:
+                    out += [(p + "D", (H, ind)), (p + "Dc", (H,)), (p + "Dl", (H,)),
+                            (p + "Db", (H,))]
         if self.head_W is not None:
             o, i = self.head_W.shape
             out += [("head.weight", (o, i)), ("head.bias", (o,))]
@@ -342,6 +352,7 @@ def validate(model):
                            % (len(model.layers), MAX_LAYERS))
     for l, L in enumerate(model.layers):
         _validate_layer("layers[%d]" % l, L)
+        _validate_depth_gate(model, l)
     if model.head_W is not None:
         if model.head_W.ndim != 2:
             raise ConvertError("head.weight: must be 2-D")
@@ -489,6 +500,30 @@ def _validate_layer(where, L):
                            % (where, len(L.weights), L.num_directions))
 
 
+def _validate_depth_gate(model, l):
+    """rnnd's rules for a depth gate (src/model_arch.c, check_depth_gate)."""
+    L = model.layers[l]
+    if not getattr(L, "depth_gate", False):
+        return
+    where = "layers[%d].depth_gate" % l
+    if L.type != "lstm":
+        raise ConvertError("%s: only an lstm layer has a depth gate" % where)
+    if l == 0:
+        raise ConvertError("%s: the first layer has no layer below whose cell it could gate"
+                           % where)
+    B = model.layers[l - 1]
+    if L.direction != "forward":
+        raise ConvertError("%s: a depth-gated layer runs forward only" % where)
+    if L.proj_size > 0:
+        raise ConvertError("%s: a depth-gated layer has no projection" % where)
+    if B.type != "lstm" or B.direction != "forward" or B.proj_size > 0:
+        raise ConvertError("%s: the layer below must be a forward lstm without projection"
+                           % where)
+    if B.hidden_size != L.hidden_size:
+        raise ConvertError("%s: layers[%d] has hidden_size %d, this layer %d: they must be "
+                           "equal" % (where, l - 1, B.hidden_size, L.hidden_size))
+
+
 def _validate_vocab(model):
     if model.vocab is not None:
         if model.input_kind != "tokens":
@@ -535,13 +570,13 @@ def _validate_tensors(model):
 
 
 def is_matrix(name):
-    """Whether tensor NAME is a weight matrix the kernels read (W, R, proj, V, head.weight):
+    """Whether tensor NAME is a weight matrix the kernels read (W, R, proj, V, D, head.weight):
     the tensors a bf16 / f16 model stores half-size. Embedding, biases, peepholes stay F32."""
     if name == "head.weight":
         return True
     if name.startswith("head.") and name.endswith(".weight"):
         return None     # a linear's (2-D) but not a layernorm's: is_matrix_tensor decides
-    return name.startswith("layers.") and name.rsplit(".", 1)[1] in ("W", "R", "proj", "V")
+    return name.startswith("layers.") and name.rsplit(".", 1)[1] in ("W", "R", "proj", "V", "D")
 
 
 def is_matrix_tensor(name, a):
@@ -601,6 +636,8 @@ def fill_biases(layer):
                 w[k] = np.zeros(gh, np.float32)
         if layer.type == "jordan" and w.get("Vb") is None:
             w["Vb"] = np.zeros(layer.output_size, np.float32)
+        if getattr(layer, "depth_gate", False) and w.get("Db") is None:
+            w["Db"] = np.zeros(layer.hidden_size, np.float32)
 
 
 def apply_options(model, name=None, vocab=None, tokenizer=None, norm=None, weights=None):

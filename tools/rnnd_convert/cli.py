@@ -140,7 +140,10 @@ def main(argv=None):
         return 1
     if not args.quiet:
         kinds = ", ".join("%s%s%s" % (L.type, "" if L.direction == "forward"
-                                      else "/" + L.direction, "(H=%d)" % L.hidden_size)
+                                      else "/" + L.direction,
+                                      "(H=%d%s)" % (L.hidden_size, ", depth_gate"
+                                                    if getattr(L, "depth_gate", False)
+                                                    else ""))
                           for L in m.layers)
         n = sum(int(a.size) for a in m.tensors().values())
         print("%s: %s input, layers %s, %s, %d parameters%s"

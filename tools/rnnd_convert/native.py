@@ -7,7 +7,8 @@ import zipfile
 
 import numpy as np
 
-from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DIRECTIONS,
+from .arch import (ACTIVATIONS, CELL_TYPES, COMMON_KEYS, ConvertError, DEPTH_GATE_TENSORS,
+                   DIRECTIONS,
                    FORMAT_VERSION, Layer, MIN_TYPES, Model, NEUTRAL, N_ACT, NORMS, POOLS,
                    SLSTM_FORGET, TYPE_KEYS, HEAD_OPS,
                    canonical_activation, f32, fill_biases)
@@ -67,7 +68,7 @@ def parse_layer(where, j):
         raise ConvertError("%s.type: %s is not one of %s"
                            % (where, json.dumps(t), ", ".join(CELL_TYPES)))
     for k, v in j.items():
-        if k in COMMON_KEYS or k in TYPE_KEYS[t]:
+        if k in COMMON_KEYS or k in TYPE_KEYS[t] or (k == "depth_gate" and t == "lstm"):
             continue
         if k not in NEUTRAL:
             raise ConvertError("%s.%s: unknown key" % (where, k))
@@ -103,6 +104,7 @@ def parse_layer(where, j):
         L.peepholes = _bool(where + ".peepholes", j.get("peepholes", False))
         L.forget_gate = _bool(where + ".forget_gate", j.get("forget_gate", True))
         L.proj_size = _int(where + ".proj_size", j.get("proj_size", 0), 0)
+        L.depth_gate = _bool(where + ".depth_gate", j.get("depth_gate", False))
     elif t == "gru":
         lbr = j.get("linear_before_reset", 0)
         if lbr not in (0, 1) or isinstance(lbr, bool):
@@ -236,6 +238,9 @@ def attach_weights(m, tensors, label="weights"):
             if L.type == "jordan":
                 w["V"] = _take(t, p + "V")
                 w["Vb"] = _take(t, p + "Vb")
+            if L.type == "lstm" and L.depth_gate:
+                for k in DEPTH_GATE_TENSORS:
+                    w[k] = _take(t, p + k)
             L.weights.append(w)
         fill_biases(L)
     if getattr(m, "head_layer_spec", None) is not None:

@@ -99,7 +99,7 @@ def _is_matrix(name, shape):
     linear's weight is 2-D, a head layernorm's 1-D)."""
     if name.startswith("head.") and name.endswith(".weight"):
         return len(shape) == 2
-    return name.split(".")[-1] in ("W", "R", "proj", "V")
+    return name.split(".")[-1] in ("W", "R", "proj", "V", "D")
 
 
 def _round_half(a, weights, name):
@@ -186,6 +186,7 @@ class Model:
                              % (state.size, self.state_size()))
         final = []
         pos = 0
+        cells = None        # the layer below's c of every step (a depth gate reads it)
         for l, L in enumerate(self.layers):
             H, O = L["hidden_size"], self.out_dim(L)
             outs = []
@@ -202,7 +203,8 @@ class Model:
                 reverse = L["direction"] == "reverse" or d == 1
                 w = {k[len("layers.%d.%d." % (l, d)):]: v for k, v in self.t.items()
                      if k.startswith("layers.%d.%d." % (l, d))}
-                ys, h, c = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse)
+                ys, h, c, cs = run_direction(L, self.acts(L, d), w, x, h0, c0, reverse,
+                                             cells if L.get("depth_gate") else None)
                 outs.append(ys)
                 final.append(h)
                 if L["type"] == "clockwork":
@@ -210,6 +212,7 @@ class Model:
                 elif c is not None:
                     final.append(c)
             x = np.concatenate(outs, axis=1)
+            cells = cs
         x = self.pool(x)
         head = self.arch.get("head")
         if head is not None:
@@ -253,9 +256,10 @@ def head_forward(head, t, x):
     return x
 
 
-def run_direction(L, acts, w, xs, h, c, reverse):
-    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c). For
-    clockwork, C is the step counter t (an int) before and after."""
+def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
+    """One direction of one layer over XS [T, in]; returns (ys [T, out], h, c, cs [T, H] an
+    lstm's c of every step, else None). C_LOW [T, H]: the layer below's c of every step (depth
+    gate). For clockwork, C is the step counter t (an int) before and after."""
     typ, H = L["type"], L["hidden_size"]
     clipv = L.get("clip")
 
@@ -270,6 +274,7 @@ def run_direction(L, acts, w, xs, h, c, reverse):
     R, Rb = w.get("R"), w.get("Rb")     # mingru / minlstm have none
     T = len(xs)
     ys = np.zeros((T, len(h)))
+    cs = np.zeros((T, H)) if typ == "lstm" and c is not None else None
     h = h.copy()
     c = None if c is None else (c if typ == "clockwork" else c.copy())
     for t in (range(T - 1, -1, -1) if reverse else range(T)):
@@ -308,7 +313,10 @@ def run_direction(L, acts, w, xs, h, c, reverse):
             else:
                 fv = f(0, clip(pf))
             g = f(1, clip(pc))
-            c = fv * c + i * g
+            cp, c = c, fv * c + i * g
+            if L.get("depth_gate", False):      # Yao et al. 2015: c_low is the new c below
+                dg = f(0, clip(w["D"] @ x + w["Db"] + w["Dc"] * cp + w["Dl"] * c_low[t]))
+                c = c + dg * c_low[t]
             if P is not None:
                 po = po + P[H:2 * H] * c
             o = f(0, clip(po))
@@ -346,7 +354,9 @@ def run_direction(L, acts, w, xs, h, c, reverse):
         else:
             raise ValueError("unknown layer type %r" % typ)
         ys[t] = h
-    return ys, h, c
+        if cs is not None:
+            cs[t] = c
+    return ys, h, c, cs
 
 
 def load(path):

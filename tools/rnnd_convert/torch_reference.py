@@ -1,6 +1,7 @@
-"""The reference modules of tools/rnnd_modules (one per layer type the format has but PyTorch
-lacks) in a live torch.nn.Module: recognised by their `rnnd_type` class attribute and read
-parameter for parameter, since their parameters are already in the format's layout.
+"""The reference modules of tools/rnnd_modules (one per layer type or option the format has
+but PyTorch lacks: MinGRU, MinLSTM, Clockwork, the depth-gated LSTM) in a live
+torch.nn.Module: recognised by their `rnnd_type` class attribute and read parameter for
+parameter, since their parameters are already in the format's layout.
 
 A module converts here when it holds at least one of them: then, in registration order, at
 most one nn.Embedding, the reference modules (each contributing its num_layers layers), at
@@ -59,8 +60,35 @@ def _clock_layers(m, label):
     return layers
 
 
+def _dglstm_layers(m, label):
+    """The lstm layers of an rnnd_modules DGLSTM: layer 0 plain, the others depth-gated (their
+    D, Dc, Dl, Db beside W, R, Wb, Rb)."""
+    params = dict(m.named_parameters(recurse=False))
+    H, K = int(m.hidden_size), int(m.num_layers)
+    layers, used = [], set()
+    for k in range(K):
+        names = ("W", "R", "Wb", "Rb") + (("D", "Dc", "Dl", "Db") if k else ())
+        w = {}
+        for n in names:
+            key = "%s_l%d" % (n, k)
+            if key not in params:
+                raise ConvertError("%s: parameter %s missing" % (label, key))
+            w[n] = f32(_np(params[key]))
+            used.add(key)
+        if w["W"].shape[0] != 4 * H:
+            raise ConvertError("%s: W_l%d must have %d rows" % (label, k, 4 * H))
+        L = Layer("lstm", H, "forward", depth_gate=k >= 1)
+        L.weights.append(w)
+        layers.append(L)
+    extra = sorted(set(params) - used)
+    if extra:
+        raise ConvertError("%s: parameter %s is not understood" % (label, extra[0]))
+    return layers
+
+
 # rnnd_type -> function(module, label) -> [Layer]
-READERS = {"mingru": _min_layers, "minlstm": _min_layers, "clockwork": _clock_layers}
+READERS = {"mingru": _min_layers, "minlstm": _min_layers, "clockwork": _clock_layers,
+           "dglstm": _dglstm_layers}
 
 
 def _np(t):
@@ -75,9 +103,10 @@ def model_from_reference(module, input=None, head=None, norm=None):
     """A Model when MODULE is or holds reference modules (above), else None. INPUT, HEAD and
     NORM as for from_module (the names of submodules are not taken here)."""
     import torch
-    if not any(is_reference(m) for m in module.modules()):
-        return None
     nn = torch.nn
+    # anything else (not a module at all included) is model_from_module's to judge
+    if not isinstance(module, nn.Module) or not any(is_reference(m) for m in module.modules()):
+        return None
     embs, refs, lins, norms = [], [], [], []
     for n, m in module.named_modules():
         label = "module '%s' (%s)" % (n or "<top>", type(m).__name__)

@@ -57,7 +57,8 @@ def model_from_slstm(module, input=None, head=None, norm=None):
     from_module (an nn.Linear for HEAD; submodule names are not taken here)."""
     import torch
     nn = torch.nn
-    if not any(is_slstm(m) for m in module.modules()):
+    # anything else (not a module at all included) is model_from_module's to judge
+    if not isinstance(module, nn.Module) or not any(is_slstm(m) for m in module.modules()):
         return None
     embs, recs, lins, norms = [], [], [], []
     for n, m in module.named_modules():
