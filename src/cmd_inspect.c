@@ -183,17 +183,29 @@ static void print_text(const char *path, const rnnd_model *m)
     printf("state:       %zu floats (%zu bytes) per session\n", state, state * sizeof(float));
     printf("stateful:    %s\n", rnnd_model_is_stateful(m) ? "yes" : "no");
     const rnnd_verification *v = rnnd_model_verification(m);
-    if (v) {
-        printf("verified:    yes, against the %s source: max abs error %.3g, max rel error "
-               "%.3g (tolerance %g), lengths", v->source, v->max_abs_error, v->max_rel_error,
-               v->tolerance);
-        for (int i = 0; i < v->n_lengths; i++)
-            printf("%s%d", i ? ", " : " ", v->lengths[i]);
-        printf(", batch %d\n", v->batch);
-    } else {
+    char why[256];
+    int ok = rnnd_model_verified(m, why, sizeof why);
+    if (!v) {
         /* --no-verify, a native spec, or a converter older than the check */
-        printf("verified:    no (no record of a check against its source)\n");
+        printf("verified:    no (%s)\n", why);
+        return;
     }
+    if (ok)
+        printf("verified:    yes, against the %s source", v->source);
+    else
+        printf("verified:    no (%s); the record: against the %s source", why, v->source);
+    printf(": max abs error %.3g, max rel error %.3g (tolerance %g), lengths",
+           v->max_abs_error, v->max_rel_error, v->tolerance);
+    for (int i = 0; i < v->n_lengths; i++)
+        printf("%s%d", i ? ", " : " ", v->lengths[i]);
+    printf(", batch %d\n", v->batch);
+    /* what the check did not see: options applied after it */
+    if (v->weights_checked[0])
+        printf("             weights checked as %s, before rounding to the file's %s\n",
+               v->weights_checked, rnnd_weights_name(s->weights));
+    if (v->norm_checked[0])
+        printf("             checked with head norm %s; --norm changed it after the check\n",
+               v->norm_checked);
 }
 
 /* Set KEY on OBJ, taking the reference of V (a NULL V, from a failed allocation, is
@@ -271,11 +283,22 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
 }
 
 /* The verification record, or JSON null for a file without one. */
-static json_t *verification_json(const rnnd_verification *v)
+static json_t *verification_json(const rnnd_model *m)
 {
+    const rnnd_verification *v = rnnd_model_verification(m);
     if (!v)
         return json_null();
+    char why[256];
     json_t *o = json_object();
+    int ok = rnnd_model_verified(m, why, sizeof why);
+    put(o, "verified", json_boolean(ok));
+    if (!ok)
+        put(o, "why_not", json_string(why));
+    put(o, "digest", v->digest[0] ? json_string(v->digest) : json_null());
+    if (v->weights_checked[0])
+        put(o, "weights_checked", json_string(v->weights_checked));
+    if (v->norm_checked[0])
+        put(o, "norm_checked", json_string(v->norm_checked));
     put(o, "source", json_string(v->source));
     put(o, "tolerance", json_real(v->tolerance));
     put(o, "max_abs_error", json_real(v->max_abs_error));
@@ -347,7 +370,7 @@ static json_t *model_json(const char *path, const rnnd_model *m)
     put(o, "state_floats", json_integer((json_int_t)state));
     put(o, "state_bytes", json_integer((json_int_t)(state * sizeof(float))));
     put(o, "stateful", json_boolean(rnnd_model_is_stateful(m)));
-    put(o, "verification", verification_json(rnnd_model_verification(m)));
+    put(o, "verification", verification_json(m));
     return o;
 }
 

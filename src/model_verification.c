@@ -25,6 +25,44 @@ static int nonneg(const json_t *o, const char *key, double *out)
     return 0;
 }
 
+/* The allowed values of the record's optional text keys: the digest is checked for form. */
+static int text_ok(const char *key, const char *v)
+{
+    if (strcmp(key, "digest") == 0) {
+        if (strlen(v) != 64)
+            return 0;
+        for (const char *p = v; *p; p++)
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+                return 0;
+        return 1;
+    }
+    if (strcmp(key, "weights_checked") == 0)
+        return strcmp(v, "f32") == 0;
+    return strcmp(v, "none") == 0 || strcmp(v, "softmax") == 0 ||
+           strcmp(v, "log_softmax") == 0;
+}
+
+/* O[KEY], when present, into OUT (OUTLEN bytes) if it is one of text_ok's values. */
+static int optional_string(const json_t *o, const char *key, char *out, size_t outlen,
+                           const char *label, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(o, key);
+    out[0] = '\0';
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) >= outlen ||
+        !text_ok(key, json_string_value(v))) {
+        char full[64];
+        snprintf(full, sizeof full, "__metadata__.verification.%s", key);
+        return rnnd_model_fail(err, errlen, label, full, RNND_ERR_FORMAT, "expected %s",
+                               strcmp(key, "digest") == 0 ? "64 lowercase hex digits" :
+                               strcmp(key, "weights_checked") == 0 ? "\"f32\"" :
+                               "\"none\", \"softmax\" or \"log_softmax\"");
+    }
+    snprintf(out, outlen, "%s", json_string_value(v));
+    return 0;
+}
+
 int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out,
                             const char *label, char *err, size_t errlen)
 {
@@ -82,7 +120,42 @@ int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out
         out->lengths[i] = (int)json_integer_value(v);
     }
     out->n_lengths = (int)n;
+    rc = optional_string(o, "digest", out->digest, sizeof out->digest, label, err, errlen);
+    if (rc == 0)
+        rc = optional_string(o, "weights_checked", out->weights_checked,
+                             sizeof out->weights_checked, label, err, errlen);
+    if (rc == 0)
+        rc = optional_string(o, "norm_checked", out->norm_checked, sizeof out->norm_checked,
+                             label, err, errlen);
 out:
     json_decref(o);
     return rc;
+}
+
+int rnnd_model_verified(const rnnd_model *m, char *why, size_t whylen)
+{
+    const rnnd_verification *v = rnnd_model_verification(m);
+    if (!v) {
+        snprintf(why, whylen, "no record of a check against its source");
+        return 0;
+    }
+    if (!v->digest[0]) {
+        snprintf(why, whylen, "the record names no model digest, so it is not tied to these "
+                 "weights (written by hand or by an older rnnd-convert)");
+        return 0;
+    }
+    const char *d = rnnd_model_digest(m);
+    if (strcmp(v->digest, d) != 0) {
+        snprintf(why, whylen, "the record is for the model with digest %.12s..., this file's "
+                 "is %.12s...: the model changed after the check", v->digest, d);
+        return 0;
+    }
+    if (!(v->max_rel_error <= v->tolerance)) {
+        snprintf(why, whylen, "the record's max rel error %.3g is beyond its tolerance %g",
+                 v->max_rel_error, v->tolerance);
+        return 0;
+    }
+    if (whylen)
+        why[0] = '\0';
+    return 1;
 }

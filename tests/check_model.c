@@ -1131,12 +1131,25 @@ typedef struct htensor {
 /* An image of ARCH (verbatim) and tensors T in order, each at the next multiple of 4 (the
  * gaps are unused bytes, which the format allows), the data buffer 8-aligned. Written here
  * byte by byte, independently of the loader and of testutil's F32-only writer. */
+static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
+                                   const char *record, size_t *len);
+
 static unsigned char *half_image(const char *arch, const htensor *t, size_t n, size_t *len)
+{
+    return record_image(arch, t, n, NULL, len);
+}
+
+/* half_image with __metadata__.verification = RECORD (JSON text) when not NULL. */
+static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
+                                   const char *record, size_t *len)
 {
     json_t *hdr = json_object();
     json_object_set_new(hdr, "__metadata__", json_pack("{s:s,s:s,s:s}", "format", "rnnd",
                                                        "format_version", "1",
                                                        "architecture", arch));
+    if (record)
+        json_object_set_new(json_object_get(hdr, "__metadata__"), "verification",
+                            json_string(record));
     size_t off = 0;
     size_t *at = calloc(n ? n : 1, sizeof *at);
     ck_assert_ptr_nonnull(at);
@@ -1187,6 +1200,89 @@ static unsigned char *small_half(const char *arch, const char *wdt, const void *
     };
     return half_image(arch, t, 4, len);
 }
+
+/* small_half's model (F32) with verification RECORD, loaded. */
+static rnnd_model *load_with_record(const char *record)
+{
+    htensor t[4] = {
+        {"layers.0.0.W", "F32", {2, 3}, 2, hW, sizeof hW},
+        {"layers.0.0.R", "F32", {2, 2}, 2, hR, sizeof hR},
+        {"layers.0.0.Wb", "F32", {2, 0}, 1, hWb, sizeof hWb},
+        {"layers.0.0.Rb", "F32", {2, 0}, 1, hRb, sizeof hRb},
+    };
+    size_t len;
+    unsigned char *img = record_image(HALF_ARCH(""), t, 4, record, &len);
+    rnnd_model *m = load_img(img, len);
+    free(img);
+    return m;
+}
+
+#define REC(extra, rel) "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0," \
+    "\"max_rel_error\":" rel ",\"lengths\":[1,7],\"batch\":3" extra "}"
+
+/* The record counts as verified only when it names this model's digest and its error is
+ * within its tolerance (issue 14: a hand-made, failed or stale record said "yes"). */
+START_TEST(verification_record)
+{
+    char why[256], rec[512];
+    rnnd_model *m = load_with_record(REC("", "0"));
+    ck_assert_int_eq(rnnd_model_verified(m, why, sizeof why), 0);
+    ck_assert_msg(strstr(why, "names no model digest"), "%s", why);
+    char digest[65];
+    snprintf(digest, sizeof digest, "%s", rnnd_model_digest(m));
+    rnnd_model_unref(m);
+
+    snprintf(rec, sizeof rec, REC(",\"digest\":\"%s\",\"weights_checked\":\"f32\","
+                                  "\"norm_checked\":\"log_softmax\"", "0"), digest);
+    m = load_with_record(rec);
+    ck_assert_int_eq(rnnd_model_verified(m, why, sizeof why), 1);
+    const rnnd_verification *v = rnnd_model_verification(m);
+    ck_assert_str_eq(v->digest, digest);
+    ck_assert_str_eq(v->weights_checked, "f32");
+    ck_assert_str_eq(v->norm_checked, "log_softmax");
+    rnnd_model_unref(m);
+
+    snprintf(rec, sizeof rec, REC(",\"digest\":\"%s\"", "0.5"), digest);
+    m = load_with_record(rec);
+    ck_assert_int_eq(rnnd_model_verified(m, why, sizeof why), 0);
+    ck_assert_msg(strstr(why, "max rel error 0.5 is beyond its tolerance 1e-05"), "%s", why);
+    rnnd_model_unref(m);
+
+    char other[65];
+    memset(other, 'a', 64);
+    other[64] = '\0';
+    snprintf(rec, sizeof rec, REC(",\"digest\":\"%s\"", "0"), other);
+    m = load_with_record(rec);
+    ck_assert_int_eq(rnnd_model_verified(m, why, sizeof why), 0);
+    ck_assert_msg(strstr(why, "the model changed after the check"), "%s", why);
+    rnnd_model_unref(m);
+
+    /* malformed optional keys are refused, naming the key */
+    static const struct { const char *extra, *key; } bad[] = {
+        {",\"digest\":\"ABC\"", "__metadata__.verification.digest"},
+        {",\"digest\":7", "__metadata__.verification.digest"},
+        {",\"weights_checked\":\"f16\"", "__metadata__.verification.weights_checked"},
+        {",\"norm_checked\":\"relu\"", "__metadata__.verification.norm_checked"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        htensor t[4] = {
+            {"layers.0.0.W", "F32", {2, 3}, 2, hW, sizeof hW},
+            {"layers.0.0.R", "F32", {2, 2}, 2, hR, sizeof hR},
+            {"layers.0.0.Wb", "F32", {2, 0}, 1, hWb, sizeof hWb},
+            {"layers.0.0.Rb", "F32", {2, 0}, 1, hRb, sizeof hRb},
+        };
+        char r[512];
+        size_t len;
+        snprintf(r, sizeof r, "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0,"
+                 "\"max_rel_error\":0,\"lengths\":[1],\"batch\":3%s}", bad[i].extra);
+        unsigned char *img = record_image(HALF_ARCH(""), t, 4, r, &len);
+        char tag[32];
+        snprintf(tag, sizeof tag, "badrec%zu", i);
+        expect_fail_img(tag, img, len, RNND_ERR_FORMAT, bad[i].key, "expected");
+        free(img);
+    }
+}
+END_TEST
 
 static void assert_bits(const float *got, const float *want, int n, const char *what)
 {
@@ -2619,6 +2715,7 @@ static Suite *model_suite(void)
     tcase_add_test(tc, valid_half_rounded_at_load);
     tcase_add_test(tc, valid_half_stored);
     tcase_add_test(tc, state_digest_what_counts);
+    tcase_add_test(tc, verification_record);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("container");

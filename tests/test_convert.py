@@ -23,7 +23,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import warnings
+import zipfile
 
 import numpy as np
 import onnx
@@ -591,6 +593,40 @@ def write_native(name, arch, tensors, weights_key=True):
     return tmp(name + ".json")
 
 
+def test_npz_bounds():
+    """A weights .npz is checked from its zip directory and .npy headers before any array is
+    read (issue 14, adversary 12: a 2 MB bomb cost 2.1 GB): a member declaring more than
+    1 GiB, or an .npy header declaring more than its member holds, is refused naming it."""
+    arch = {"input": {"kind": "vectors", "dim": 2}, "layers": [{"type": "rnn",
+                                                                "hidden_size": 2}]}
+    spec = write_native("npzbomb", arch, {"layers.0.0.W": np.ones((2, 2)),
+                                          "layers.0.0.R": np.ones((2, 2))})
+    npz = tmp("npzbomb.npz")
+    # an .npy header declaring 2^28 float32 (1 GiB) with no data behind it
+    hdr = io.BytesIO()
+    np.lib.format.write_array_header_1_0(hdr, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (1 << 28,)})
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("layers.0.0.W.npy", hdr.getvalue())
+    t0 = time.time()
+    refuse("an .npy header declaring 1 GiB", [spec], npz,
+           "layers.0.0.W.npy: its header declares [268435456] float32 (1073741824 bytes) but "
+           "the member holds 0")
+    check(time.time() - t0 < 2, "refused without reading: %.1f s" % (time.time() - t0))
+    # a member whose directory entry declares 2 GiB uncompressed
+    with zipfile.ZipFile(npz, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("layers.0.0.W.npy", b"\0" * 16)
+    with open(npz, "r+b") as f:
+        data = bytearray(f.read())
+        k = data.index(b"PK\x01\x02")
+        data[k + 24:k + 28] = struct.pack("<I", 2 << 30)
+        f.seek(0)
+        f.write(data)
+    refuse("a member declaring 2 GiB", [spec], npz,
+           "layers.0.0.W.npy declares 2147483648 bytes uncompressed (2147483648 in all); "
+           "rnnd-convert reads at most 1024 MiB per array")
+
+
 def test_native():
     rng = np.random.default_rng(3)
     arch = {"name": "jordan-1997", "input": {"kind": "vectors", "dim": 3},
@@ -1027,6 +1063,136 @@ def refuse(what, args, path, needle, child=False):
     check(not os.path.exists(out), "refused %s: no output file left behind" % what)
 
 
+def test_external_data():
+    """ONNX external data is read only from files in the model's own directory: a location
+    that leaves it (.., absolute) or a symlink is refused naming the tensor and the path
+    (issue 14, adversary 7: data/../../etc/passwd landed in the weights)."""
+    d = tmp("extdata")
+    os.makedirs(os.path.join(d, "data"))
+    rec_graph(tmp("ext_inline.onnx"), "GRU", H=4, I=3)
+    m = onnx.load(tmp("ext_inline.onnx"))
+    onnx.save(m, os.path.join(d, "model.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    rc, err = main_inproc(os.path.join(d, "model.onnx"), "-o", tmp("ext_ok.rnnd"))
+    check(rc == 0, "external data beside the model converts: %r" % err)
+    if rc == 0:
+        rc2, err2 = main_inproc(tmp("ext_inline.onnx"), "-o", tmp("ext_inline.rnnd"))
+        a, b = read_any(tmp("ext_ok.rnnd")), read_any(tmp("ext_inline.rnnd"))
+        check(rc2 == 0 and sorted(a[1]) == sorted(b[1]) and
+              all(np.array_equal(a[1][k][1], b[1][k][1]) for k in a[1]),
+              "external data: the same weights as the file with them inline")
+    with open(tmp("secret.bin"), "wb") as f:
+        f.write(np.arange(64, dtype=np.float32).tobytes() * 8)
+    os.symlink(tmp("secret.bin"), os.path.join(d, "link.bin"))
+    for what, loc in (("leaving the directory", "data/../../secret.bin"),
+                      ("absolute", tmp("secret.bin")), ("a symlink", "link.bin")):
+        m2 = onnx.load(os.path.join(d, "model.onnx"), load_external_data=False)
+        t = next(t for t in m2.graph.initializer if t.name == "W")
+        next(e for e in t.external_data if e.key == "location").value = loc
+        path = os.path.join(d, "evil.onnx")
+        with open(path, "wb") as f:
+            f.write(m2.SerializeToString())
+        refuse("external data " + what, [path], path,
+               "tensor 'W': external data %r is not a file in the model's directory" % loc)
+
+
+def fold_graph(path, N, K, live):
+    """An LSTM graph beside ConstantOfShape([N, N]) and K chained MatMuls of it (issue 14,
+    adversary 10); LIVE: the chain's result is added to the output, else nothing reads it."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["m0"], name="fill",
+                              value=numpy_helper.from_array(np.ones(1, np.float32)))]
+    for k in range(K):
+        nodes.append(helper.make_node("MatMul", ["m%d" % k, "m0"], ["m%d" % (k + 1)],
+                                      name="mm%d" % k))
+    nodes += [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=4),
+              helper.make_node("Squeeze", ["Y"], ["Ys" if not live else "Yq"], axes=[1])]
+    if live:
+        nodes.append(helper.make_node("Add", ["Yq", "m%d" % K], ["Ys"], name="add"))
+    save_graph(path, nodes, {"shape": np.array([N, N], np.int64),
+                             "W": f32(rng.normal(size=(1, 16, 3))),
+                             "R": f32(rng.normal(size=(1, 16, 4)))},
+               [vin("X", ["T", "N", 3])], [vin("Ys", None)], opset=12)
+    return path
+
+
+def test_fold_bounds():
+    """Constant folding is bounded: nodes no output reads are not folded, and a fold beyond
+    the bounds is refused naming the node, both in well under a second (the old importer
+    spent ~10 s on each of these 800-byte files)."""
+    t0 = time.time()
+    rc, err = main_inproc(fold_graph(tmp("fold_dead.onnx"), 2000, 4, False), "-o",
+                          tmp("fold_dead.rnnd"))
+    dt = time.time() - t0
+    check(rc == 0 and dt < 5, "unused constant nodes are not folded: rc %d in %.1f s: %r"
+          % (rc, dt, err))
+    t0 = time.time()
+    p = fold_graph(tmp("fold_live.onnx"), 2000, 4, True)
+    refuse("a MatMul of two 2000x2000 constants", [p], p,
+           "node 'mm0' (MatMul): folding the graph's constants takes more than")
+    dt = time.time() - t0
+    check(dt < 5, "the refusal comes at once: %.1f s" % dt)
+    p = fold_graph(tmp("fold_big.onnx"), 1 << 17, 0, True)
+    refuse("ConstantOfShape of 2^34 elements", [p], p,
+           "node 'fill' (ConstantOfShape): folding it on constants would make a tensor of "
+           "17179869184 elements")
+
+
+def test_messages():
+    """Issue 14, user C9, C10, C15: a file under another format's name is named for what it
+    is, with --format; an .rnnd input is one already; several Linear modules point to --head,
+    which chooses one; the summary line shows proj and pool."""
+    import torch
+    torch.jit.script(torch.nn.GRU(3, 4)).save(tmp("ts_named.onnx"))
+    p = tmp("ts_named.onnx")
+    refuse("TorchScript named .onnx", [p], p, "this is a TorchScript archive, not ONNX "
+           "(rename it to .pt or pass --format torchscript)")
+    shutil.copy(os.path.join(GOLDEN, "lstm_vectors", "model.onnx"), tmp("onnx_named.pt"))
+    p = tmp("onnx_named.pt")
+    refuse("ONNX named .pt", [p], p, "this is an ONNX model, not TorchScript (rename it to "
+           ".onnx or pass --format onnx)")
+    rc, _ = main_inproc(p, "--format", "onnx", "-o", tmp("onnx_named.rnnd"))
+    check(rc == 0, "ONNX named .pt converts with --format onnx")
+    p = tmp("onnx_named.rnnd")
+    refuse("an .rnnd input", [p], p, "this is already an rnnd model, nothing to convert "
+           "(rnnd inspect onnx_named.rnnd describes it)")
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True, proj_size=2)
+            self.aux = torch.nn.Linear(2, 3)
+            self.fc = torch.nn.Linear(2, 5)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0])
+    torch.manual_seed(0)
+    torch.jit.script(TwoHeads()).save(tmp("two_heads.pt"))
+    p = tmp("two_heads.pt")
+    # forward() places the head: the unused aux changes nothing and is left out
+    rc, out, err = run_cli(p, "-o", tmp("two_heads_auto.rnnd"))
+    check(rc == 0 and "layers lstm(H=4, proj 2), head 5" in out,
+          "two Linear modules, forward() uses fc: converts with fc's head: %r %r" % (out, err))
+    rc, out, err = run_cli(p, "--head", "fc", "-o", tmp("two_heads.rnnd"))
+    check(rc == 0 and "layers lstm(H=4, proj 2), head 5" in out,
+          "--head fc converts; the summary shows proj: %r %r" % (out, err))
+    p = os.path.join(GOLDEN, "lstm_vectors", "model.onnx")
+    refuse("--head on ONNX", [p, "--head", "fc"], p, "--head is only for TorchScript input")
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(3, 4, batch_first=True)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.gru(x)[0].mean(dim=1))
+    torch.jit.script(Pooled()).save(tmp("pooled.pt"))
+    rc, out, err = run_cli(tmp("pooled.pt"), "-o", tmp("pooled.rnnd"))
+    check(rc == 0 and "layers gru(H=4), pool mean, head 2" in out,
+          "the summary shows the pool: %r %r" % (out, err))
+
+
 def test_refusals():
     rng = np.random.default_rng(7)
     # a Conv on the data path
@@ -1450,6 +1616,7 @@ def main():
     test_golden()
     test_hand_built()
     test_native()
+    test_npz_bounds()
     test_native_min()
     test_native_dglstm()
     test_native_clock()
@@ -1461,6 +1628,9 @@ def main():
     test_refusals()
     test_casts()
     test_static_axes()
+    test_external_data()
+    test_fold_bounds()
+    test_messages()
     test_torch()
     import torch
     check_dglstm_module(torch)

@@ -24,6 +24,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -310,6 +311,81 @@ def test_refused():
     check(verify.TOLERANCE == 1e-5, "the documented tolerance")
 
 
+class Spin(nn.Module):
+    """forward() never returns (issue 14, adversary 11): it passes the analysis, and only
+    running it shows it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        n = 0
+        while n >= 0:
+            n += 1
+        y, _ = self.lstm(x)
+        return self.fc(y), n
+
+
+def test_time_limit():
+    """Verification of TorchScript runs forward() under a time limit: a forward() that never
+    returns is refused "verification did not finish in N s", nothing is written, and the
+    converter returns soon after the limit (the old one never returned)."""
+    torch.jit.script(Spin()).save(tmp("spin.pt"))
+    env = dict(os.environ, RNND_CONVERT_VERIFY_SECONDS="2")
+    out = tmp("spin.rnnd")
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
+                           capture_output=True, text=True, env=env, timeout=120)
+        rc, err = p.returncode, p.stderr
+    except subprocess.TimeoutExpired:
+        rc, err = None, "(still running after 120 s)"
+    dt = time.monotonic() - t0
+    check(rc == 1 and len(err.splitlines()) == 1 and
+          "spin.pt: verification did not finish in 2 s" in err,
+          "a forward() that never returns is refused in one line: rc %s %r" % (rc, err))
+    check(dt < 60, "refused soon after the limit: %.1f s" % dt)
+    check(not os.path.exists(out) and not leftovers(), "nothing written, no temporary file")
+    # a converter killed while it waits leaves no forward() running behind it
+    env["RNND_CONVERT_VERIFY_SECONDS"] = "300"
+    p = subprocess.Popen([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    kids = []
+    for _ in range(600):
+        time.sleep(0.1)
+        try:
+            with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            break
+        if kids:
+            break
+    time.sleep(0.5)
+    p.kill()
+    p.wait()
+    time.sleep(1)
+    alive = [k for k in kids if os.path.exists("/proc/%d" % k) and
+             open("/proc/%d/stat" % k).read().split(")")[-1].split()[0] != "Z"]
+    check(kids and not alive, "the child running forward() dies with the converter: %r %r"
+          % (kids, alive))
+    for k in alive:             # a failure must not leave it spinning
+        os.kill(k, 9)
+    check(verify_seconds_documented(), "docs/convert.md states the limit and the variable")
+
+
+def verify_seconds_documented():
+    from rnnd_convert import watchdog
+    top = os.environ.get("RNND_SRCDIR") or os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(top, "docs", "convert.md")
+    with open(src) as f:
+        doc = f.read()
+    return ("RNND_CONVERT_VERIFY_SECONDS" in doc and
+            "%d seconds" % watchdog.VERIFY_SECONDS in doc)
+
+
 def with_record(src, dst, record):
     """Copy the .rnnd SRC to DST with __metadata__.verification = RECORD (a string)."""
     with open(src, "rb") as f:
@@ -321,6 +397,127 @@ def with_record(src, dst, record):
     text += b" " * ((-(8 + len(text))) % 8)
     with open(dst, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text + data[8 + n:])
+
+
+def flip_first_weight(src, dst):
+    """DST: SRC with the first data byte changed (a weight swapped after the check)."""
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    (n,) = struct.unpack("<Q", data[:8])
+    data[8 + n] ^= 0x40
+    with open(dst, "wb") as f:
+        f.write(data)
+
+
+def verified_line(path):
+    r, out, _ = inspect(path)
+    return [l for l in out.splitlines() if l.startswith("verified:")][0], out
+
+
+def test_record():
+    """The record names the written model's digest (as `rnnd inspect` prints it) and the
+    options applied after the check; inspect says "yes" only for a record of this very model
+    whose error is within its tolerance (issue 14, adversary 9, user C13)."""
+    rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+    r, o, e = inspect("--json", tmp("onnx.rnnd"))
+    info = json.loads(o) if r == 0 else {}
+    check(rec.get("digest") == info.get("digest") and info.get("digest"),
+          "the record names the file's model digest: %r vs %r"
+          % (rec.get("digest"), info.get("digest")))
+    check((info.get("verification") or {}).get("verified") is True,
+          "inspect --json: verified true for an intact file")
+    flip_first_weight(tmp("onnx.rnnd"), tmp("swapped.rnnd"))
+    line, _ = verified_line(tmp("swapped.rnnd"))
+    check(line.startswith("verified:    no (the record is for the model with digest"),
+          "weights changed after the check: no: %r" % line)
+    with_record(tmp("onnx.rnnd"), tmp("failed.rnnd"),
+                json.dumps(dict(rec, max_rel_error=0.5, max_abs_error=0.5)))
+    line, _ = verified_line(tmp("failed.rnnd"))
+    check(line.startswith("verified:    no (the record's max rel error 0.5 is beyond its "
+                          "tolerance 1e-05)"), "a record of a failed check: no: %r" % line)
+    with_record(tmp("onnx.rnnd"), tmp("nodigest.rnnd"),
+                json.dumps({k: v for k, v in rec.items() if k != "digest"}))
+    line, _ = verified_line(tmp("nodigest.rnnd"))
+    check(line.startswith("verified:    no (the record names no model digest"),
+          "a record naming no digest (by hand, older converter): no: %r" % line)
+    r, o, e = inspect("--json", tmp("nodigest.rnnd"))
+    v = json.loads(o)["verification"] if r == 0 else {}
+    check(v.get("verified") is False and "no model digest" in v.get("why_not", ""),
+          "inspect --json says why not: %r" % v)
+    # --norm and --weight-type after the check: recorded and shown
+    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("norm_bf16.rnnd"), "--norm", "log_softmax",
+                          "--weight-type", "bf16")
+    rec = json.loads(metadata(tmp("norm_bf16.rnnd"))["verification"]) if rc == 0 else {}
+    check(rec.get("norm_checked") == "none" and rec.get("weights_checked") == "f32",
+          "the record names the norm and weights checked: %r" % rec)
+    line, out = verified_line(tmp("norm_bf16.rnnd"))
+    check(line.startswith("verified:    yes") and
+          "weights checked as f32, before rounding to the file's bf16" in out and
+          "checked with head norm none; --norm changed it after the check" in out,
+          "inspect shows weights_checked and the norm override: %r" % out)
+    r, o, e = inspect("--json", tmp("norm_bf16.rnnd"))
+    v = json.loads(o)["verification"] if r == 0 else {}
+    check(v.get("verified") is True and v.get("weights_checked") == "f32" and
+          v.get("norm_checked") == "none", "inspect --json shows them too: %r" % v)
+
+
+def rnn_onnx(path, act, alpha=None, beta=None, head=None):
+    """An ONNX RNN (2 -> 2) with ACTIVATION ACT and its alpha/beta lists when given, then
+    optionally MatMul HEAD and Softmax."""
+    import onnx
+    from onnx import TensorProto as TP, helper as h, numpy_helper as nh
+    I, H = 2, 2
+    inits = [nh.from_array(np.full((1, H, I), 0.5, np.float32), "W"),
+             nh.from_array(np.eye(H, dtype=np.float32)[None], "R")]
+    attrs = dict(hidden_size=H, activations=[act])
+    if alpha is not None:
+        attrs["activation_alpha"] = [alpha]
+    if beta is not None:
+        attrs["activation_beta"] = [beta]
+    nodes = [h.make_node("RNN", ["x", "W", "R"], ["Y"], name="rnn", **attrs),
+             h.make_node("Squeeze", ["Y"], ["Ys" if head is None else "Yq"], axes=[1])]
+    if head is not None:
+        inits.append(nh.from_array(np.asarray(head, np.float32), "Wo"))
+        nodes += [h.make_node("MatMul", ["Yq", "Wo"], ["z"]),
+                  h.make_node("Softmax", ["z"], ["Ys"], axis=2)]
+    g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", TP.FLOAT, ["T", "B", I])],
+                     [h.make_tensor_value_info("Ys", TP.FLOAT, ["T", "B", H])], inits)
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 12)]), path)
+    return path
+
+
+def test_float32():
+    """Verification also runs the written model in float32, as rnnd computes: a model whose
+    state leaves float32's range (Affine alpha 200: logits ~1e40 by step 17) is refused,
+    where the float64 check alone passed it and the daemon then answered numeric_error
+    (issue 14, adversary 13)."""
+    p = rnn_onnx(tmp("f32over.onnx"), "Affine", 200.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
+    rc, err = main_inproc(p, "-o", tmp("f32over.rnnd"))
+    check(rc == 1 and "verification failed: computed in float32, as rnnd computes, the "
+          "converted model gives nan at length 19" in err and err.count("\n") == 1,
+          "a model leaving float32's range is refused: %r" % err)
+    check(not os.path.exists(tmp("f32over.rnnd")), "nothing written")
+    p = rnn_onnx(tmp("f32ok.onnx"), "Affine", 2.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
+    rc, err = main_inproc(p, "-o", tmp("f32ok.rnnd"))
+    check(rc == 0, "the same model within float32's range converts: %r" % err)
+
+
+def test_act_defaults():
+    """ONNX ThresholdedRelu / ScaledTanh / Affine without explicit alpha/beta are refused:
+    ONNX Runtime takes 0 for them, rnnd 1 (issue 14, adversary 8); with both given they
+    convert."""
+    for act, alpha, beta, needle in (
+            ("ThresholdedRelu", None, None, "activation_alpha"),
+            ("ScaledTanh", 1.0, None, "activation_beta"),
+            ("Affine", None, None, "activation_alpha")):
+        p = rnn_onnx(tmp("act_%s.onnx" % act), act, alpha, beta)
+        rc, err = main_inproc(p, "-o", tmp("act.rnnd"))
+        check(rc == 1 and "node 'rnn' (RNN): %s without a value in %s: give %s explicitly: "
+              "ONNX Runtime and the spec disagree on its default" % (act, needle, needle) in err,
+              "%s without %s is refused: %r" % (act, needle, err))
+    p = rnn_onnx(tmp("act_ok.onnx"), "ScaledTanh", 1.5, 0.5)
+    rc, err = main_inproc(p, "-o", tmp("act_ok.rnnd"))
+    check(rc == 0, "ScaledTanh with alpha and beta converts: %r" % err)
 
 
 def test_loader():
@@ -378,6 +575,10 @@ def main():
     test_refused()
     test_loader()
     test_lengths_and_batch()
+    test_record()
+    test_float32()
+    test_act_defaults()
+    test_time_limit()
     print("test_convert_verify: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -19,10 +19,12 @@ Prints what it checked; exits 1 on any failure.
 """
 import os
 import pickle
+import re
 import shutil
 import struct
 import subprocess
 import time
+import warnings
 import zipfile
 from typing import List, Tuple
 
@@ -155,6 +157,66 @@ def test_torchscript():
             "docs/convert.md documents --trust-code and that loading runs code")
     C.check("\\-\\-trust\\-code" in man and "runs code from the file" in man,
             "man/rnnd-convert.1 documents --trust-code and that loading runs code")
+
+
+class WritesFile(torch.nn.Module):
+    """forward() maps VICTIM shared and overwrites it, and is otherwise a model rnnd
+    converts (issue 14, adversary 1: verification runs forward())."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(4, 8, batch_first=True)
+        self.fc = torch.nn.Linear(8, 5)
+        self.path: str = VICTIM
+
+    def forward(self, x):
+        t = torch.from_file(self.path, True, 5, dtype=torch.uint8)
+        t.fill_(88)
+        y, _ = self.lstm(x)
+        return self.fc(y), t
+
+
+def rewrite_zip(src, dst, edit, prefix=b""):
+    """DST: SRC's entries through EDIT(name, data) -> [(name, data), ...], stored, after
+    PREFIX (offsets count it, as zipfile's append mode writes them)."""
+    with open(dst, "wb") as f:
+        f.write(prefix)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(dst, "a", zipfile.ZIP_STORED) as out:
+        for info in z.infolist():
+            for name, data in edit(info.filename, z.read(info.filename)):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")     # "Duplicate name"
+                    out.writestr(name, data)
+
+
+def test_archive_tricks():
+    """The --trust-code guard reads what torch.jit.load reads: an archive with two entries
+    of one name (torch takes the first, zipfile the last), a code entry whose name differs
+    in case (torch's lookup ignores case), and an archive behind other bytes are refused,
+    and the file forward() would overwrite stays intact."""
+    torch.jit.script(WritesFile()).save("writes.pt")
+    code = lambda n: n.endswith("/code/__torch__.py")
+    harmless = lambda d: re.sub(rb"torch\.from_file\([^)]*\)", b"torch.zeros([5], dtype=0)", d)
+    # one order fools a guard that reads the other copy than torch does
+    rewrite_zip("writes.pt", "dup.pt",
+                lambda n, d: [(n, d), (n, harmless(d))] if code(n) else [(n, d)])
+    rewrite_zip("writes.pt", "dup2.pt",
+                lambda n, d: [(n, harmless(d)), (n, d)] if code(n) else [(n, d)])
+    rewrite_zip("writes.pt", "case.pt",
+                lambda n, d: [(n[:-3] + ".PY" if code(n) else n, d)])
+    rewrite_zip("writes.pt", "behind.pt", lambda n, d: [(n, d)], prefix=b"X" * 1000)
+    for name, needle in (("dup.pt", "two entries named"), ("dup2.pt", "two entries named"),
+                         ("case.pt", "calls from_file"),
+                         ("behind.pt", "calls from_file")):
+        with open(VICTIM, "w") as f:
+            f.write("intact\n")
+        out = name[:-3] + ".rnnd"
+        rc, _, err = run([CONVERT, name, "-o", out])
+        C.check(rc == 1, "%s: refused (%d)" % (name, rc))
+        one_line(name, err, needle)
+        with open(VICTIM) as f:
+            C.eq(f.read(), "intact\n", "%s: the victim file is unchanged" % name)
+        C.check(not os.path.exists(out), "%s: nothing written" % name)
 
 
 # ---- 2: hints that would unpickle an attacker's file ---------------------------------------
@@ -338,6 +400,7 @@ def main():
     os.chdir(WORK)
     torch.manual_seed(12)
     test_torchscript()
+    test_archive_tricks()
     test_hints()
     test_zip_bombs()
     test_json_bombs()

@@ -24,6 +24,7 @@ import numpy as np
 
 from daemon_util import PYTHON3, RNND_BIN, Checker, Daemon, golden_cases, golden_model, tmpdir
 from rnnd_convert import reference
+from rnnd_convert.digest import file_digest as converter_digest
 
 C = Checker()
 WORK = tmpdir("state_digest")
@@ -261,6 +262,8 @@ def check_definition(files, served):
         C.eq(served[name]["digest"], want, "%s: /v1/models digest is docs/state.md's" % name)
         info = inspect_json(path)
         C.eq(info.get("digest"), want, "%s: rnnd inspect --json digest" % name)
+        C.eq(converter_digest(path), want, "%s: the converter's digest (its verification "
+             "record's)" % name)
         sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
         C.eq((served[name].get("file_digest"), info.get("file_digest")), (sha, sha),
              "%s: file_digest is the SHA-256 of the file" % name)

@@ -193,11 +193,19 @@ typedef struct rnnd_verification {
     int lengths[RNND_VERIFY_MAX_LENGTHS];
     int n_lengths;
     int batch;
+    char digest[65];            /* the model digest checked; "" when the record names none */
+    char weights_checked[8];    /* "f32" for a bf16 / f16 file checked before rounding, or "" */
+    char norm_checked[16];      /* the head norm checked when --norm changed it after, or "" */
 } rnnd_verification;
 
 /* The file's verification record, or NULL when it has none (converted with --no-verify, from
  * a native spec, or by an older converter). Valid while M is referenced. */
 const rnnd_verification *rnnd_model_verification(const rnnd_model *m);
+
+/* 1 when M's record shows a passed check of this very model: the record names M's digest and
+ * its max rel error is within its tolerance. Else 0, with the reason in WHY (a record can be
+ * written by hand: this ties it to the weights, it does not sign them). */
+int rnnd_model_verified(const rnnd_model *m, char *why, size_t whylen);
 
 /* The raw architecture JSON text from the file header. */
 const char *rnnd_model_architecture_json(const rnnd_model *m);

@@ -33,6 +33,9 @@ def _parser():
     p.add_argument("--format", choices=FORMATS, help="input format (default: by extension)")
     p.add_argument("--norm", choices=("none", "softmax", "log_softmax"),
                    help="override the head's normalisation")
+    p.add_argument("--head", metavar="NAME",
+                   help="TorchScript input: the nn.Linear submodule to use as the head, by "
+                   "name, when there are several")
     p.add_argument("--trust-code", action="store_true",
                    help="load TorchScript whose code defines __setstate__ or calls from_file: "
                    "loading runs that code, so only for a file you trust")
@@ -63,13 +66,16 @@ def detect_format(path):
     return "onnx"
 
 
-def load_model(path, fmt, weights=None):
+def load_model(path, fmt, weights=None, head=None):
     """(Model, run_source, source kind): RUN_SOURCE runs the input itself for the check at
     conversion (verify.py), None for a native spec, which has no source apart from the file."""
     if not os.path.exists(path):
         raise ConvertError("file not found")
     if weights is not None and fmt != "native":
         raise ConvertError("--weights is only for native (.json) input")
+    if head is not None and fmt != "torchscript":
+        raise ConvertError("--head is only for TorchScript input (an ONNX graph or a native "
+                           "spec says which map is the head)")
     if fmt == "onnx":
         from . import onnx_import, onnx_run
         proto = onnx_import.read(path)
@@ -78,14 +84,15 @@ def load_model(path, fmt, weights=None):
         return model, onnx_run.source_runner(proto, imp), "onnx"
     if fmt == "torchscript":
         from . import torch_import
-        model, module = torch_import.load_torchscript(path)
+        model, module = torch_import.load_torchscript(path, head=head)
         return model, torch_import.source_runner(module, model.pool != "none"), "torchscript"
     from . import native
     return native.load(path, weights), None, "native"
 
 
 def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
-            weights=None, norm=None, weight_type=None, trust_code=False, verify=True):
+            weights=None, norm=None, weight_type=None, trust_code=False, verify=True,
+            head=None):
     """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError.
     TRUST_CODE loads TorchScript whose code runs when it is loaded (docs/convert.md).
     VERIFY runs the source and the converted model on the same inputs first and refuses
@@ -96,9 +103,12 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
     from .arch import apply_options, read_vocab
     from .writer import write
     fmt = fmt or detect_format(input_path)
+    wrong = sniff.wrong_format(input_path, fmt)
+    if wrong is not None:
+        raise wrong
     if fmt != "native":
         sniff.check(input_path, output_path, trust_code)
-    model, run_source, kind = load_model(input_path, fmt, weights)
+    model, run_source, kind = load_model(input_path, fmt, weights, head)
     from .verify import metadata_value
     figures = None
     if verify and run_source is not None:
@@ -108,9 +118,10 @@ def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=
         name = os.path.splitext(os.path.basename(output_path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
+    norm_checked = model.head_norm if model.head_W is not None else "none"
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, norm=norm,
                   weights=weight_type)
-    write(model, output_path, verification=metadata_value(figures, model))
+    write(model, output_path, verification=metadata_value(figures, model, norm_checked))
     return model
 
 
@@ -120,7 +131,7 @@ def main(argv=None):
         m = convert(args.input, args.output, fmt=args.format, name=args.name, vocab=args.vocab,
                     tokenizer=args.tokenizer, weights=args.weights, norm=args.norm,
                     weight_type=args.weight_type, trust_code=args.trust_code,
-                    verify=not args.no_verify)
+                    verify=not args.no_verify, head=args.head)
     except ConvertError as e:
         sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
         if e.hint:
@@ -139,15 +150,17 @@ def main(argv=None):
                          % (PROG, args.input, type(e).__name__, msg))
         return 1
     if not args.quiet:
-        kinds = ", ".join("%s%s%s" % (L.type, "" if L.direction == "forward"
-                                      else "/" + L.direction,
-                                      "(H=%d%s)" % (L.hidden_size, ", depth_gate"
-                                                    if getattr(L, "depth_gate", False)
-                                                    else ""))
+        kinds = ", ".join("%s%s(H=%d%s%s)" % (L.type, "" if L.direction == "forward"
+                                              else "/" + L.direction, L.hidden_size,
+                                              ", proj %d" % L.proj_size
+                                              if getattr(L, "proj_size", 0) else "",
+                                              ", depth_gate"
+                                              if getattr(L, "depth_gate", False) else "")
                           for L in m.layers)
         n = sum(int(a.size) for a in m.tensors().values())
-        print("%s: %s input, layers %s, %s, %d parameters%s"
-              % (args.output, m.input_kind, kinds,
+        pool = "" if getattr(m, "pool", "none") == "none" else ", pool %s" % m.pool
+        print("%s: %s input, layers %s%s, %s, %d parameters%s"
+              % (args.output, m.input_kind, kinds, pool,
                  "head %s%d%s" % ("" if not m.head_layers else "of %d layers -> "
                                   % len(m.head_layers), m.output_dim(),
                                   "" if m.head_norm == "none" else " + " + m.head_norm)

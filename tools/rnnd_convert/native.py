@@ -206,8 +206,41 @@ def _head_layer(where, h):
     return out
 
 
+# Bounds on a weights .npz, checked from the zip directory and each .npy header before any
+# array is read (docs/convert.md "Native spec"): a small deflated member can declare gigabytes.
+MAX_NPZ_MEMBER = 1 << 30
+MAX_NPZ_TOTAL = 4 << 30
+
+
+def _check_npz(path):
+    """Refuse an .npz whose members declare more than the bounds, or an .npy header that
+    declares more data than its member holds; nothing is decompressed beyond the headers."""
+    with zipfile.ZipFile(path) as z:
+        total = 0
+        for info in z.infolist():
+            total += info.file_size
+            if info.file_size > MAX_NPZ_MEMBER or total > MAX_NPZ_TOTAL:
+                raise ConvertError(
+                    "%s declares %d bytes uncompressed (%d in all); rnnd-convert reads at most "
+                    "%d MiB per array and %d MiB in all" % (info.filename, info.file_size, total,
+                                                            MAX_NPZ_MEMBER >> 20,
+                                                            MAX_NPZ_TOTAL >> 20), path=path)
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = np.lib.format._read_array_header(f, version)
+                need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if need > info.file_size - f.tell():
+                    raise ConvertError("%s: its header declares %s %s (%d bytes) but the "
+                                       "member holds %d" % (info.filename, list(shape), dtype,
+                                                            need, info.file_size - f.tell()),
+                                       path=path)
+
+
 def load_npz(path):
     try:
+        _check_npz(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:

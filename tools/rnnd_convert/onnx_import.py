@@ -27,6 +27,11 @@ EXTRA_PASS = ("Identity", "Slice", "Gather", "Squeeze", "Unsqueeze", "Reshape", 
               "Cast")
 LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Cast",
               "Dropout")
+# Constant folding runs what the file describes: bounded, so that a small file cannot make it
+# allocate or compute without end (docs/convert.md "ONNX"). Elements of one folded tensor, and
+# element operations (a MatMul counts m*k*n) of all folding in one file.
+MAX_FOLD_ELEMENTS = 1 << 26
+MAX_FOLD_WORK = 1 << 31
 
 
 class Atom:
@@ -129,6 +134,7 @@ class Importer:
         self.model = Model()
         self.node = None
         self.idx = 0
+        self.fold_work = 0          # element operations folding has cost (MAX_FOLD_WORK)
 
     # ---- errors -------------------------------------------------------------------------
     def label(self, node=None):
@@ -152,8 +158,12 @@ class Importer:
         self.setup_input(inputs[0])
         for i in inputs[1:]:
             self.vals[i.name] = Val(EXTRA, origin=i.name)
+        nodes = fuse_head_ops(g)
+        live = _live_nodes(nodes, g.output)
         try:
-            for self.idx, node in enumerate(fuse_head_ops(g)):
+            for self.idx, node in enumerate(nodes):
+                if self.idx not in live:
+                    continue        # computes nothing the outputs read
                 self.node = node
                 self.visit(node)
             return self.finish()
@@ -278,6 +288,7 @@ class Importer:
     def fold(self, node, vals):
         op, a = node.op_type, _attrs(node)
         x = vals[0] if vals else None
+        self.fold_budget(op, a, vals)
         try:
             if op in ("Identity", "Dropout"):
                 return [x]
@@ -349,6 +360,21 @@ class Importer:
         except Exception as e:      # a malformed constant expression
             self.fail("cannot evaluate on constants: %s" % e)
         self.fail("operator not supported by rnnd")
+
+    def fold_budget(self, op, a, vals):
+        """Refuse folding OP on VALS when its result or the file's folding as a whole would
+        exceed MAX_FOLD_ELEMENTS / MAX_FOLD_WORK; estimated before anything is computed."""
+        try:
+            elems, work = _fold_cost(op, a, vals)
+        except Exception:
+            return          # a malformed operand: fold() reports it
+        self.fold_work += work
+        if elems > MAX_FOLD_ELEMENTS:
+            self.fail("folding it on constants would make a tensor of %d elements; rnnd-convert "
+                      "folds at most %d" % (elems, MAX_FOLD_ELEMENTS))
+        if self.fold_work > MAX_FOLD_WORK:
+            self.fail("folding the graph's constants takes more than %d element operations; "
+                      "rnnd-convert refuses it" % MAX_FOLD_WORK)
 
     def fold_slice(self, a, vals):
         x = vals[0]
@@ -1080,10 +1106,23 @@ class Importer:
             # ONNX Runtime: the lists are consumed in order by the activations that take them
             al = alphas.pop(0) if takes_a and alphas else None
             be = betas.pop(0) if takes_b and betas else None
+            self.explicit_params(op, al, be, takes_a, takes_b)
             resolved.append(make_act(op, al, be))
         if len(resolved) == n and nd == 2:
             resolved = resolved + [dict(r) for r in resolved]
         return [resolved[d * n:(d + 1) * n] for d in range(nd)]
+
+    def explicit_params(self, op, alpha, beta, takes_a, takes_b):
+        """Refuse ThresholdedRelu / ScaledTanh / Affine without their parameters: ONNX Runtime
+        takes 0 where the lists run out, rnnd the defaults of docs/model-format.md (1, ...),
+        and the ONNX specification names none (docs/convert.md "ONNX")."""
+        if op not in ("ThresholdedRelu", "ScaledTanh", "Affine"):
+            return
+        for name, v, takes in (("activation_alpha", alpha, takes_a),
+                               ("activation_beta", beta, takes_b)):
+            if takes and v is None:
+                self.fail("%s without a value in %s: give %s explicitly: ONNX Runtime and "
+                          "the spec disagree on its default" % (op, name, name))
 
     # ---- the end ------------------------------------------------------------------------
     def finish(self):
@@ -1268,6 +1307,57 @@ def fuse_head_ops(g):
     return out
 
 
+def _live_nodes(nodes, outputs):
+    """Indices of NODES (a graph's, in order) whose outputs the graph's OUTPUTS depend on."""
+    need = {o.name for o in outputs}
+    live = set()
+    for k in range(len(nodes) - 1, -1, -1):
+        n = nodes[k]
+        if any(o and o in need for o in n.output):
+            live.add(k)
+            need.update(i for i in n.input if i)
+    return live
+
+
+def _size(shape):
+    out = 1
+    for d in shape:
+        out *= max(int(d), 0)
+    return out
+
+
+def _fold_cost(op, a, vals):
+    """(elements of the result, element operations) of folding OP: from the operands' shapes
+    and the shapes they name, without computing it. Python ints: no overflow."""
+    vs = [np.asarray(v) for v in vals if v is not None]
+    size_in = sum(v.size for v in vs)
+    if op == "ConstantOfShape":
+        n = _size(vs[0].ravel())
+        return n, n
+    if op == "Expand":
+        shape = np.broadcast_shapes(vs[0].shape, tuple(1 if int(d) < 1 else int(d)
+                                                         for d in vs[1].ravel()))
+        return _size(shape), _size(shape)
+    if op == "Range":
+        start, limit, delta = (float(v) for v in vs[:3])
+        n = max(int(np.ceil((limit - start) / delta)), 0) if delta else 0
+        return n, n
+    if op == "MatMul":
+        A, B = vs[0].shape or (1,), vs[1].shape or (1,)
+        m = A[-2] if len(A) > 1 else 1
+        n = B[-1] if len(B) > 1 else 1
+        batch = _size(np.broadcast_shapes(A[:-2], B[:-2]))
+        return batch * m * n, batch * m * n * A[-1]
+    if op in ("Add", "Sub", "Mul", "Div", "Equal", "Pow", "Where"):
+        n = _size(np.broadcast_shapes(*(v.shape for v in vs)))
+        return n, n
+    if op == "Gather":
+        axis = a.get("axis", 0) % max(vs[0].ndim, 1)
+        n = _size(vs[0].shape[:axis] + vs[1].shape + vs[0].shape[axis + 1:])
+        return n, n
+    return size_in, size_in
+
+
 def _merge(axes):
     out = ()
     for ax in axes:
@@ -1292,9 +1382,58 @@ def read(path):
         # protobuf warns on stderr about a file that is not one; the error below says it
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            proto = onnx.load(path)
+            proto = onnx.load(path, load_external_data=False)
     except FileNotFoundError:
         raise ConvertError("file not found")
     except Exception as e:
         raise ConvertError("not a readable ONNX model: %s" % (str(e).splitlines() or [e])[0])
+    _load_external_data(proto, path)
     return proto
+
+
+def _external_file(base, location):
+    """The file an external-data LOCATION names, if it lies in directory BASE (a realpath)
+    and no part of the path below BASE is a symlink; else None. A model read from someone
+    else must not pull the converting user's other files into the weights."""
+    import os
+    if not location or os.path.isabs(location) or "\0" in location:
+        return None
+    target = os.path.normpath(os.path.join(base, location))
+    if not target.startswith(base + os.sep) or os.path.realpath(target) != target:
+        return None
+    return target if os.path.isfile(target) else None
+
+
+def _load_external_data(proto, path):
+    """Read the tensors stored beside the model (data_location EXTERNAL), from files in the
+    model's own directory only; ConvertError names the tensor and location otherwise."""
+    import os
+    from onnx import TensorProto, external_data_helper as ext
+    tensors = [t for t in ext._get_all_tensors(proto)
+               if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
+    if not tensors:
+        return
+    base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    for t in tensors:
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        target = _external_file(base, location)
+        if target is None:
+            raise ConvertError("tensor '%s': external data %r is not a file in the model's "
+                               "directory (a symlink, absolute, or leaving it with ..); "
+                               "rnnd-convert reads external data only from beside the model"
+                               % (t.name, location))
+        # read here, not by onnx's loader, which rewrites the path it is given
+        try:
+            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+            size = os.path.getsize(target)
+            if offset < 0 or offset > size or length > size - offset:
+                raise ValueError("offset %d, length %d beyond the file's %d bytes"
+                                 % (offset, length, size))
+            with open(target, "rb") as f:
+                f.seek(offset)
+                t.raw_data = f.read(length if length >= 0 else size - offset)
+        except (OSError, ValueError) as e:
+            raise ConvertError("tensor '%s': external data %r: %s" % (t.name, location, e))
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT

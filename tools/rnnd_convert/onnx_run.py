@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .arch import ACTIVATIONS, DEFAULT_ACTS, ConvertError, canonical_activation
-from .onnx_import import _attrs, _np_dtype, _tensor
+from .onnx_import import _attrs, _live_nodes, _np_dtype, _tensor
 from .reference import activation
 
 
@@ -27,7 +27,11 @@ class _Graph:
     def run(self, feeds):
         env = {t.name: _tensor(t) for t in self.graph.initializer}
         env.update(feeds)
-        for node in self.graph.node:
+        # as the importer: what no output reads is not run
+        live = _live_nodes(self.graph.node, self.graph.output)
+        for k, node in enumerate(self.graph.node):
+            if k not in live:
+                continue
             fn = getattr(self, "op_" + node.op_type, None)
             if fn is None:
                 raise ConvertError("verification: onnx_run has no operator %s (node '%s')"

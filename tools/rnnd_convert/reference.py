@@ -28,11 +28,14 @@ _DEFAULT_ACTS = {"rnn": ["Tanh"], "lstm": ["Sigmoid", "Tanh", "Tanh"],
 
 
 def activation(op, x, alpha=None, beta=None):
-    """f(x) for an ONNX recurrent activation, element-wise in float64."""
+    """f(x) for an ONNX recurrent activation, element-wise in float64 (float32 for a float32
+    X: Model(..., dtype=np.float32))."""
     da, db = _DEFAULT_ALPHA_BETA.get(op, (0.0, 0.0))
     a = da if alpha is None else float(alpha)
     b = db if beta is None else float(beta)
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
     if op == "Sigmoid":
         return 0.5 * (1.0 + np.tanh(0.5 * x))          # = 1/(1+e^-x), without overflow
     if op == "Tanh":
@@ -117,8 +120,13 @@ def _round_half(a, weights, name):
 
 
 class Model:
-    def __init__(self, path):
+    def __init__(self, path, dtype=np.float64):
+        """DTYPE np.float32 computes in float32, as rnnd does, to see where the model leaves
+        float32's range (verify.py); the default float64 is the reference."""
         self.arch, self.t = read(path)
+        self.dtype = dtype
+        if dtype != np.float64:
+            self.t = {k: v.astype(dtype) for k, v in self.t.items()}
         self.layers = self.arch["layers"]
 
     def ndir(self, L):
@@ -176,11 +184,11 @@ class Model:
                 raise ValueError("token id out of range or empty sequence")
             x = self.t["embedding.weight"][ids]
         else:
-            x = np.asarray(seq, dtype=np.float64).reshape(-1, inp["dim"])
+            x = np.asarray(seq, dtype=self.dtype).reshape(-1, inp["dim"])
             if len(x) == 0:
                 raise ValueError("empty sequence")
-        state = np.zeros(self.state_size()) if init is None else \
-            np.asarray(init, dtype=np.float64).ravel()
+        state = np.zeros(self.state_size(), self.dtype) if init is None else \
+            np.asarray(init, dtype=self.dtype).ravel()
         if state.size != self.state_size():
             raise ValueError("initial state has %d floats, expected %d"
                              % (state.size, self.state_size()))
@@ -273,8 +281,8 @@ def run_direction(L, acts, w, xs, h, c, reverse, c_low=None):
     W, Wb = w["W"], w["Wb"]
     R, Rb = w.get("R"), w.get("Rb")     # mingru / minlstm have none
     T = len(xs)
-    ys = np.zeros((T, len(h)))
-    cs = np.zeros((T, H)) if typ == "lstm" and c is not None else None
+    ys = np.zeros((T, len(h)), h.dtype)
+    cs = np.zeros((T, H), h.dtype) if typ == "lstm" and c is not None else None
     h = h.copy()
     c = None if c is None else (c if typ == "clockwork" else c.copy())
     for t in (range(T - 1, -1, -1) if reverse else range(T)):

@@ -171,11 +171,33 @@ def _read(f, limit):
     return bytes(out)
 
 
+def _name_clash(names):
+    """Two entries torch.jit.load cannot tell apart, or None. Its zip reader (miniz) finds a
+    name case-insensitively and takes the FIRST of equal names; Python's zipfile takes the
+    LAST and is case-sensitive: with either kind of pair, what is scanned here need not be
+    what torch loads."""
+    seen = {}
+    for n in names:
+        key = n.replace("\\", "/").lower()
+        if key in seen:
+            return seen[key], n
+        seen[key] = n
+    return None
+
+
+def _is_code(name):
+    """Whether torch.jit.load may read NAME as TorchScript source: compared as miniz does,
+    ignoring case."""
+    n = name.replace("\\", "/").lower()
+    return "/code/" in n or n.startswith("code/") or n.endswith(".py")
+
+
 def _code_risk(z, names):
-    """Why a TorchScript archive's code would run or touch files when loaded, or None."""
+    """Why a TorchScript archive's code would run or touch files when loaded, or None.
+    Every entry that can be code is read (names are unique here: _name_clash)."""
     left = MAX_CODE
     for n in names:
-        if "/code/" not in n or not n.endswith(".py"):
+        if not _is_code(n):
             continue
         with z.open(n) as f:
             text = _read(f, left + 1)
@@ -191,11 +213,19 @@ def _code_risk(z, names):
 def _torch_root(path, head, trust_code):
     """(kind, class) of a torch.save file, or None if PATH is no such file (TorchScript is
     not: it has code, and torch.jit.load reads it)."""
-    if head.startswith(b"PK\x03\x04"):
+    # zipfile.is_zipfile: torch's reader, like Python's, finds the archive from its end, so
+    # one behind other bytes (with offsets that count them) loads all the same
+    if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-                if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+                clash = _name_clash(names)
+                if clash:
+                    raise ConvertError(
+                        "a zip archive with two entries named %r and %r: torch's loader "
+                        "would read one and this check the other, so it is refused (save it "
+                        "again with torch.jit.save or torch.save)" % clash)
+                if any(n.lower().endswith("constants.pkl") or _is_code(n) for n in names):
                     why = None if trust_code else _code_risk(z, names)
                     if why:
                         raise ConvertError(
@@ -213,8 +243,9 @@ def _torch_root(path, head, trust_code):
                     return None
                 with z.open(data[0]) as f:
                     s = _scan(_read(f, PREFIX))
-        except zipfile.BadZipFile:
-            return None
+        except zipfile.BadZipFile as e:
+            raise ConvertError("a damaged zip archive (%s); rnnd-convert refuses what it "
+                               "cannot check" % (str(e).splitlines() or ["BadZipFile"])[0])
         except (OSError, RuntimeError, NotImplementedError, ValueError, EOFError) as e:
             # encrypted, an unknown compression method, a damaged stream
             raise ConvertError("a zip archive rnnd-convert cannot read: %s"
@@ -352,3 +383,46 @@ def check(path, output, trust_code=False):
             raise ConvertError("a Python pickle, not a model file: rnnd-convert reads ONNX, "
                                "TorchScript and JSON + .npz (docs/convert.md)")
     return None
+
+
+def _is_rnnd(head, path):
+    """Whether the file opens as an .rnnd model (a safetensors header naming format rnnd)."""
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    with open(path, "rb") as f:
+        f.seek(8)
+        text = f.read(PREFIX)
+    return re.search(rb'"format"\s*:\s*"rnnd"', text) is not None
+
+
+def wrong_format(path, fmt):
+    """A ConvertError for a file that is plainly not FMT ("onnx", "torchscript", "native"):
+    what it is, and how to convert it. None when it may be FMT (the importer decides)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    name = os.path.basename(path)
+    if _is_rnnd(head, path):
+        return ConvertError("this is already an rnnd model, nothing to convert (rnnd inspect "
+                            "%s describes it)" % name)
+    if head.startswith(b"PK\x03\x04") or zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if not any(_is_code(n) for n in z.namelist()):
+                    return None     # a checkpoint or .npz: check() says what it is
+        except (zipfile.BadZipFile, OSError):
+            return None
+        is_, to, flag = "a TorchScript archive", ".pt", "torchscript"
+    elif head.lstrip().startswith(b"{"):
+        is_, to, flag = "a JSON file (a native spec?)", ".json", "native"
+    elif head[:1] == b"\x08":      # a protobuf opening with field 1 (ir_version): ONNX
+        is_, to, flag = "an ONNX model", ".onnx", "onnx"
+    else:
+        return None
+    if flag == fmt:
+        return None
+    return ConvertError("this is %s, not %s (rename it to %s or pass --format %s)"
+                        % (is_, {"onnx": "ONNX", "torchscript": "TorchScript",
+                                 "native": "a native spec"}[fmt], to, flag))

@@ -290,8 +290,13 @@ def model_from_module(module, input=None, head=None, norm=None):
         _chain(model, recs, label, module)
     if head is None and analysis is not None and analysis.head_ops and (
             len(analysis.head_ops) > 1 or len(lins) > 1):
-        model.head_W = model.head_b = None
-        model.head_layers = analysis.head_layers()
+        layers = analysis.head_layers()
+        if len(layers) == 1 and layers[0]["op"] == "linear":
+            # one Linear of several modules: the plain head, the same computation
+            model.head_W, model.head_b = layers[0]["W"], layers[0]["b"]
+        else:
+            model.head_W = model.head_b = None
+            model.head_layers = layers
     elif head is not None and head is not False and analysis is not None and \
             len(analysis.head_ops) > 1:
         raise ConvertError("forward() applies a head of %d layers (%s); head= picks one "
@@ -300,7 +305,8 @@ def model_from_module(module, input=None, head=None, norm=None):
                               ", ".join(op for op, _, _ in analysis.head_ops)))
     elif head is None and len(lins) > 1:
         raise ConvertError("%d Linear modules (%s), and forward() could not be analysed to "
-                           "place them: pass head= to choose one"
+                           "place them: choose the head with --head NAME (head=NAME in "
+                           "from_module)"
                            % (len(lins), ", ".join(n for n, _ in lins)))
     if analysis is not None and analysis.counts["recurrent"] != len(recs):
         raise ConvertError("forward() runs %d recurrent module call(s), but the module holds "
@@ -561,14 +567,14 @@ def _refuse_tracer_warnings(caught):
                            % (w.filename, w.lineno, ": " + code if code else ""))
 
 
-def load_torchscript(path):
+def load_torchscript(path, head=None):
     torch = _torch()
     try:
         mod = torch.jit.load(path, map_location="cpu")
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConvertError("not a TorchScript file (torch.jit.load: %s)" % first)
-    return model_from_module(mod), mod
+    return model_from_module(mod, head=head), mod
 
 
 def _batch_first(module):
@@ -681,4 +687,5 @@ def source_runner(module, pooled=False):
         else:
             return y            # compare() reports the shape
         return y if bf else np.swapaxes(y, 0, 1)
-    return run
+    from .watchdog import bounded
+    return bounded(run)         # forward() is the file's code: under a time limit

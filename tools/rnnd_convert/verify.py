@@ -50,6 +50,7 @@ def compare(model, rnnd_path, run_source, source_kind):
             src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
         seqs = [row.tolist() for row in x] if model.input_kind == "tokens" else list(x)
         got = np.stack(reference.run(ref, seqs)[0])
+        _check_float32(rnnd_path, seqs, T)
         if src.shape != got.shape:
             raise ConvertError(
                 "verification failed: the source gives outputs of shape %s for %d sequences "
@@ -82,15 +83,35 @@ def compare(model, rnnd_path, run_source, source_kind):
     return figures
 
 
-def metadata_value(figures, model):
+def _check_float32(rnnd_path, seqs, T):
+    """Refuse a model that leaves float32's range on SEQS (the source's outputs being
+    finite): rnnd computes in float32, so the daemon would answer numeric_error where the
+    float64 check saw nothing (issue 14, adversary 13)."""
+    with np.errstate(all="ignore"):
+        y = np.stack(reference.run(reference.Model(rnnd_path, np.float32), seqs)[0])
+    bad = ~np.isfinite(y)
+    if bad.any():
+        b, t, k = (int(i) for i in np.argwhere(bad)[0])
+        raise ConvertError(
+            "verification failed: computed in float32, as rnnd computes, the converted model "
+            "gives %s at length %d, batch row %d, step %d, output %d, where the source's "
+            "outputs are finite: its values leave float32's range (weights or activation "
+            "parameters too large); --no-verify (verify=False in from_module) writes it anyway"
+            % (y[b, t, k], T, b, t, k))
+
+
+def metadata_value(figures, model, norm_checked=None):
     """The __metadata__.verification string for FIGURES (None: no check, no record) as
     written with MODEL (docs/model-format.md); a bf16 / f16 MODEL says its weights were
-    checked as float32, before rounding."""
+    checked as float32, before rounding, and a head normalisation changed after the check
+    (--norm) says which one was checked (NORM_CHECKED). The writer adds the digest."""
     if figures is None:
         return None
     figures = dict(figures)
     if model.weights != "f32":
         figures["weights_checked"] = "f32"
+    if norm_checked is not None and norm_checked != model.head_norm:
+        figures["norm_checked"] = norm_checked
     return json.dumps(figures, separators=(",", ":"), allow_nan=False)
 
 

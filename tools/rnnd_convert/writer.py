@@ -48,9 +48,17 @@ def build_header(model, verification=None):
     return text + b" " * pad, items
 
 
+def _write_body(f, header, items):
+    f.write(struct.pack("<Q", len(header)))
+    f.write(header)
+    for _, a in items:
+        f.write(a.tobytes())
+
+
 def write(model, path, verification=None):
     """Validate MODEL and write it to PATH atomically (a temporary file renamed into place),
-    so a failure never leaves a truncated model where rnnd might load it."""
+    so a failure never leaves a truncated model where rnnd might load it. VERIFICATION (the
+    record's JSON text, verify.metadata_value) gets the written model's "digest" added."""
     validate(model)
     header, items = build_header(model, verification)
     d = os.path.dirname(os.path.abspath(path))
@@ -60,10 +68,16 @@ def write(model, path, verification=None):
         raise ConvertError("cannot write: %s" % e.strerror, path=path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(header)))
-            f.write(header)
-            for _, a in items:
-                f.write(a.tobytes())
+            _write_body(f, header, items)
+        if verification is not None:
+            # the record names the digest of the model as written (docs/model-format.md):
+            # computed from the file itself, which the record does not change
+            from .digest import file_digest
+            record = dict(json.loads(verification), digest=file_digest(tmp))
+            header, items = build_header(model, json.dumps(record, separators=(",", ":"),
+                                                           allow_nan=False))
+            with open(tmp, "wb") as f:
+                _write_body(f, header, items)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)      # mkstemp makes 0600; give it a normal file's mode

@@ -1,0 +1,120 @@
+"""A time limit on running a torch source during verification (docs/convert.md
+"Verification"): forward() is the file's code, and one that never returns would hang the
+converter. TorchScript runs in C++, where no Python signal reaches it, so each run happens
+in a forked child that the parent kills when the limit is spent.
+
+Standard library and NumPy only. The child sends its result back as an .npy (read with
+allow_pickle=False) or an error message: nothing from the child is unpickled.
+"""
+import io
+import os
+import select
+import signal
+import time
+
+import numpy as np
+
+from .errors import ConvertError
+
+# Seconds all runs of one source may take together; RNND_CONVERT_VERIFY_SECONDS overrides it
+# (a slow machine, a large model, or a test).
+VERIFY_SECONDS = 120.0
+
+
+def limit_seconds():
+    v = os.environ.get("RNND_CONVERT_VERIFY_SECONDS")
+    if v:
+        try:
+            s = float(v)
+            if s > 0:
+                return s
+        except ValueError:
+            pass
+        raise ConvertError("RNND_CONVERT_VERIFY_SECONDS=%r: not a positive number of seconds"
+                           % v)
+    return VERIFY_SECONDS
+
+
+def _child(run, x, w):
+    try:
+        y = np.asarray(run(x), dtype=np.float64)
+        buf = io.BytesIO()
+        np.save(buf, y, allow_pickle=False)
+        out = b"A" + buf.getvalue()
+    except ConvertError as e:
+        out = b"E" + str(e).encode("utf-8", "replace")
+    except BaseException as e:      # noqa: B902 -- anything: the parent reports it
+        out = b"E" + ("verification: running the source failed (%s: %s)"
+                      % (type(e).__name__, (str(e).splitlines() or [""])[0])).encode()
+    view = memoryview(out)
+    while view:
+        view = view[os.write(w, view):]
+
+
+def _die_with(parent):
+    """Have the kernel kill this child when its parent dies (Linux PR_SET_PDEATHSIG), so a
+    converter killed while waiting leaves no forward() spinning behind it."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:      # the parent died before prctl
+        os._exit(1)
+
+
+def bounded(run):
+    """RUN (x -> array) run in a forked child per call, all calls within limit_seconds()
+    from the first; raises ConvertError "verification did not finish in N s" when the limit
+    is spent (the child is killed)."""
+    state = {}
+
+    def call(x):
+        import torch
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return run(x)       # CUDA does not survive fork(); such a module runs here
+        limit = limit_seconds()
+        deadline = state.setdefault("deadline", time.monotonic() + limit)
+        r, w = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:            # the child: run, send, leave without the parent's clean-up
+            code = 0
+            try:
+                os.close(r)
+                _die_with(parent)
+                torch.set_num_threads(1)
+                _child(run, x, w)
+            except BaseException:   # noqa: B902
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(w)
+        data = bytearray()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([r], [], [], left)[0]:
+                    raise ConvertError(
+                        "verification did not finish in %g s: the source's forward() runs "
+                        "too long or never returns (RNND_CONVERT_VERIFY_SECONDS sets the "
+                        "limit; --no-verify, verify=False in from_module, skips the check)"
+                        % limit)
+                b = os.read(r, 1 << 20)
+                if not b:
+                    break
+                data += b
+        finally:
+            os.close(r)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+        if data[:1] == b"A":
+            return np.load(io.BytesIO(bytes(data[1:])), allow_pickle=False)
+        if data[:1] == b"E":
+            raise ConvertError(bytes(data[1:]).decode("utf-8", "replace"))
+        raise ConvertError("verification: running the source's forward() ended its process "
+                           "without a result")
+    return call
