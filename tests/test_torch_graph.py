@@ -671,6 +671,54 @@ def test_train_mode_trace():
         check(False, "an eval-mode trace converts: %s" % e)
 
 
+class ConfigPool(nn.Module):
+    """A classifier whose pooling is chosen by a string and an int attribute, as configs do."""
+    def __init__(self, pool, last):
+        super().__init__()
+        self.pool, self.last = pool, last
+        self.emb, self.rnn, self.fc = nn.Embedding(20, 3), nn.GRU(3, 4, batch_first=True), \
+            nn.Linear(4, 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.emb(x))
+        if self.last == 1:
+            return self.fc(y[:, -1])
+        if self.pool == "mean":
+            p = y.mean(dim=1)
+        else:
+            p = y.max(dim=1).values
+        return self.fc(p)
+
+
+def test_config_branches():
+    """Trial 14 (user 3): a branch on an attribute compared with a constant (`self.pool ==
+    "mean"`, `self.last == 1`) is followed on its taken side only, through from_module and
+    a TorchScript file (the old analysis refused every value, naming the untaken side)."""
+    torch.manual_seed(5)
+    x = torch.randint(0, 20, (3, 6))
+    for pool, last, want_pool in (("mean", 0, "mean"), ("max", 0, "max"), ("mean", 1, "last")):
+        net = ConfigPool(pool, last).eval()
+        with torch.no_grad():
+            want = net(x).numpy()
+        for door in ("from_module", "TorchScript"):
+            out = tmp("config.rnnd")
+            if os.path.exists(out):
+                os.unlink(out)
+            try:
+                if door == "from_module":
+                    m = rnnd_convert.from_module(net, out)
+                else:
+                    torch.jit.script(net).save(tmp("config.pt"))
+                    m = rnnd_convert.convert(tmp("config.pt"), out)
+            except ConvertError as e:
+                check(False, "pool=%s last=%d (%s) converts: %s" % (pool, last, door, e))
+                continue
+            got = np.stack(reference.run(out, x.tolist())[0])[:, 0]
+            err = float(np.abs(got - want).max())
+            check(m.pool == want_pool and err < 1e-5,
+                  "pool=%s last=%d (%s): pool %s, error %.2g" % (pool, last, door, m.pool, err))
+
+
 def main():
     test_word_language_model()
     test_refusals()
@@ -679,6 +727,7 @@ def main():
     test_call_order()
     test_train_mode_trace()
     test_mlp_head()
+    test_config_branches()
     print("test_torch_graph: %d checks, %d failed" % (n_checks, len(failures)))
     return 1 if failures else 0
 

@@ -169,7 +169,19 @@ def _static_cond(v, const=_const):
     if n.kind() == "aten::__not__":
         inner = _static_cond(list(n.inputs())[0], const)
         return None if inner is None else not inner
+    if n.kind() in _COMPARE and len(list(n.inputs())) == 2:
+        # a configuration attribute compared with a constant (`if self.pool == "mean"`)
+        (oka, va), (okb, vb) = (const(x) for x in n.inputs())
+        scalar = (bool, int, float, str)
+        if oka and okb and isinstance(va, scalar) and isinstance(vb, scalar) and \
+                isinstance(va, str) == isinstance(vb, str):
+            return bool(_COMPARE[n.kind()](va, vb))
     return None
+
+
+_COMPARE = {"aten::eq": lambda a, b: a == b, "aten::ne": lambda a, b: a != b,
+            "aten::lt": lambda a, b: a < b, "aten::le": lambda a, b: a <= b,
+            "aten::gt": lambda a, b: a > b, "aten::ge": lambda a, b: a >= b}
 
 
 class Analysis:
