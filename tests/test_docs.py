@@ -12,6 +12,11 @@
   the nearest file named before it) is defined in that file. The one paragraph under the
   title, which only says what the document is, is left out. Each default it gives as
   "`setting` (DEFAULT)" is the one `rnnd serve --print-config` prints.
+- docs/cluster.md (issue 17) says what is built and what is planned: every setting its table
+  calls planned is still unknown to `rnnd serve --print-config` (so the document cannot go on
+  calling a built setting planned, nor the reverse), a built one is known with the default
+  given; every part its "What exists today" table calls built names files that exist and a
+  test of tests/ that exists; every section titled "(built)" names an existing test.
 - docs/code.md (issue 15): its table of route flags is the enum route_flags of src/http.c,
   and its list of the tests and fuzzers that link the core alone is the set Makefile.am links
   with CORE_LIBS / CORE_TEST_LIBS.
@@ -190,7 +195,67 @@ def check_code_doc():
     C.eq(sorted(named), sorted(core), "docs/code.md lists the tests that link the core alone")
 
 
+def print_config():
+    p = subprocess.run([RNND_BIN, "serve", "--print-config"], capture_output=True, text=True,
+                       timeout=60)
+    return dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l)
+
+
+def table_rows(section):
+    """The rows of the first table in SECTION, as lists of stripped cells (header and rule
+    left out)."""
+    rows = [l for l in section.splitlines() if l.startswith("|")]
+    return [[c.strip() for c in l.strip().strip("|").split("|")] for l in rows[2:]]
+
+
+def check_cluster_doc():
+    doc = read("docs", "cluster.md")
+    defaults = print_config()
+    C.check("listen" in defaults, "rnnd serve --print-config")
+    sections = re.split(r"^## ", doc, flags=re.M)
+    by_title = {s.split("\n", 1)[0].strip(): s for s in sections[1:]}
+    settings = [s for t, s in by_title.items() if t.startswith("Settings")]
+    C.check(len(settings) == 1, "docs/cluster.md has one settings section")
+    seen = 0
+    for row in table_rows(settings[0]) if settings else []:
+        m = re.fullmatch(r"`(\w+)`", row[0])
+        if not m or len(row) < 3:
+            continue
+        name, default, status = m.group(1), row[1], row[2]
+        seen += 1
+        C.check(status in ("built", "planned"), "docs/cluster.md: %s is built or planned (%s)"
+                % (name, status))
+        if status == "planned":
+            C.check(name not in defaults, "docs/cluster.md: %s is planned, and rnnd does not "
+                    "know it yet" % name)
+        else:
+            want = "" if default == "(empty)" else default.strip("`")
+            C.eq(defaults.get(name), want, "docs/cluster.md: %s is built, with its default" % name)
+    C.check(seen >= 5, "docs/cluster.md's settings table read (%d)" % seen)
+    today = by_title.get("What exists today", "")
+    parts = table_rows(today)
+    C.check(len(parts) >= 4, "docs/cluster.md's table of parts read (%d)" % len(parts))
+    for row in parts:
+        C.check(row[1] in ("built", "planned"), "docs/cluster.md: %s: built or planned" % row[0])
+        if row[1] != "built":
+            continue
+        paths = re.findall(r"`([\w./-]+)`", row[2])
+        C.check(paths, "docs/cluster.md: %s names its files" % row[0])
+        for path in paths:
+            C.check(os.path.exists(os.path.join(SRCDIR, path.rstrip("/"))),
+                    "docs/cluster.md: %s: %s exists" % (row[0], path))
+        C.check(any(p.startswith("tests/") for p in paths),
+                "docs/cluster.md: %s names its test" % row[0])
+    for title, text in by_title.items():
+        if not title.endswith("(built)"):
+            continue
+        tests = re.findall(r"\b(tests/test_\w+\.py)", text)
+        C.check(tests and all(os.path.exists(os.path.join(SRCDIR, t)) for t in tests),
+                "docs/cluster.md: section %r names existing tests" % title)
+
+
 def main():
+    check_cluster_doc()
     check_code_doc()
     check_examples()
     check_from_module_signature()

@@ -1,0 +1,308 @@
+"""The deployment files of deploy/ are valid and agree with the daemon (issue 17, docs/cluster.md).
+
+- deploy/haproxy.cfg passes `haproxy -c`; deploy/nginx.conf passes `nginx -t` inside a
+  minimal main configuration whose paths are all in a temporary folder.
+- deploy/k8s/*.yaml parse (python3-yaml) into the expected objects: the rnnd StatefulSet with
+  its conf, headless Service and Service; HAProxy's ConfigMap, Deployment and Service; Redis's
+  StatefulSet and Service.
+- They agree with rnnd: the conf in the ConfigMap is accepted by `rnnd serve --print-config`,
+  its listen port is the container port, the probes' port and the Services' targets; the
+  readiness and liveness probes are /readyz and /healthz, and a real daemon with API keys on
+  answers both with 200 without a key; HAProxy checks /readyz, keeps each server's maxconn
+  below rnnd's max_connections_per_ip, and names exactly the StatefulSet's pods on that port.
+- The ConfigMap's haproxy.cfg is deploy/haproxy.cfg but for its servers and a resolvers
+  section (it passes `haproxy -c` too); Redis keeps an append-only file; the password comes
+  from one Secret that no manifest ships.
+
+Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; exits 1 on any failure.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+
+import yaml
+
+from daemon_util import RNND_BIN, Checker, Daemon, tmpdir
+
+C = Checker()
+SRCDIR = os.environ["RNND_SRCDIR"]
+DEPLOY = os.path.join(SRCDIR, "deploy")
+MODEL = os.path.join(SRCDIR, "models", "charlm.rnnd")
+
+
+def read(*parts):
+    with open(os.path.join(DEPLOY, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+def print_config(*args):
+    p = run([RNND_BIN, "serve"] + list(args) + ["--print-config"])
+    return p.returncode, dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l), \
+        p.stderr
+
+
+def haproxy_check(path, what):
+    p = run(["haproxy", "-c", "-f", path])
+    C.check(p.returncode == 0, "%s passes haproxy -c: %s" % (what, (p.stdout + p.stderr)[-500:]))
+
+
+def backends(cfg):
+    """{backend name: [lines]} of a HAProxy configuration (comments and blanks left out)."""
+    out, cur = {}, None
+    for line in cfg.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        m = re.match(r"(backend|frontend|global|defaults|resolvers|peers)\b\s*(\S*)", line)
+        if m:
+            cur = out.setdefault(m.group(2) or m.group(1), []) if m.group(1) == "backend" \
+                else None
+            continue
+        if cur is not None:
+            cur.append(s)
+    return out
+
+
+def check_haproxy(defaults):
+    path = os.path.join(DEPLOY, "haproxy.cfg")
+    haproxy_check(path, "deploy/haproxy.cfg")
+    cfg = read("haproxy.cfg")
+    be = backends(cfg)
+    C.eq(sorted(be), ["rnnd_any", "rnnd_sequences", "rnnd_sessions"],
+         "deploy/haproxy.cfg's backends")
+    C.check("balance leastconn" in be.get("rnnd_any", []), "creation and the rest: leastconn")
+    C.check("balance hash path,field(4,/)" in be.get("rnnd_sessions", []) and
+            "hash-type consistent" in be.get("rnnd_sessions", []),
+            "sessions: consistent hash on the id, field 4 of /v1/sessions/ID/...")
+    C.check(re.search(r"http-check send meth GET uri /readyz\b", cfg) is not None,
+            "HAProxy checks /readyz")
+    C.check(re.search(r"path_reg \^/v1/sessions/\[0-9a-f\]\{32\}\(/\|\$\)", cfg) is not None,
+            "the session path is matched as rnnd's ids are written (32 lowercase hex)")
+    m = re.search(r"^\s*default-server .*\bmaxconn (\d+)", cfg, re.M)
+    per_ip = int(defaults.get("max_connections_per_ip", "0"))
+    C.check(m is not None and 0 < int(m.group(1)) < per_ip,
+            "each server's maxconn (%s) is below rnnd's max_connections_per_ip (%d)"
+            % (m and m.group(1), per_ip))
+    C.check(not re.search(r"^\s*(option httplog|log-format .*%(HU|r|HP|HPO|HQ)\b)", cfg, re.M),
+            "HAProxy's log leaves out the path (session ids)")
+    servers = [l.split()[1:3] for l in be.get("rnnd_any", []) if l.startswith("server ")]
+    for name in ("rnnd_sessions", "rnnd_sequences"):
+        tracked = [l.split()[1:3] for l in be.get(name, []) if l.startswith("server ")]
+        C.eq(tracked, servers, "%s has rnnd_any's servers" % name)
+        C.check(all(("track rnnd_any/%s" % s[0]) in l for s, l in zip(
+            tracked, [l for l in be.get(name, []) if l.startswith("server ")])),
+            "%s's servers track rnnd_any's checks" % name)
+    return cfg, servers
+
+
+def check_nginx(haproxy_servers):
+    tmp = tempfile.mkdtemp(prefix="rnnd-nginx-", dir=tmpdir("deploy"))
+    try:
+        conf = read("nginx.conf").replace("/var/log/nginx/", tmp + "/")
+        C.check(conf != read("nginx.conf"), "nginx.conf logs to a file (moved for the test)")
+        with open(os.path.join(tmp, "rnnd.conf"), "w") as f:
+            f.write(conf)
+        paths = " ".join("%s_temp_path %s/%s;" % (k, tmp, k)
+                         for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        with open(os.path.join(tmp, "main.conf"), "w") as f:
+            f.write("pid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\n"
+                    "http {\n  %s\n  include %s/rnnd.conf;\n}\n" % (tmp, tmp, paths, tmp))
+        p = run(["nginx", "-t", "-p", tmp, "-c", os.path.join(tmp, "main.conf")])
+        C.check(p.returncode == 0, "deploy/nginx.conf passes nginx -t: %s"
+                % (p.stdout + p.stderr)[-500:])
+        src = read("nginx.conf")
+        C.check(re.search(r"hash \$rnnd_session consistent;", src) is not None,
+                "nginx: consistent hash on the session id")
+        C.check("least_conn;" in src, "nginx: the rest by least connections")
+        C.check("$request " not in src and "$request_uri" not in src and
+                re.search(r"log_format \w+ [^;]*\$uri", src) is None,
+                "nginx's log leaves out the path")
+        ups = re.findall(r"upstream (\w+) \{(.*?)\}", src, re.S)
+        C.eq(sorted(u for u, _ in ups), ["rnnd_any", "rnnd_sessions"], "nginx's upstreams")
+        for name, body in ups:
+            addrs = re.findall(r"^\s*server (\S+)", body, re.M)
+            C.eq(addrs, [s[1] for s in haproxy_servers],
+                 "nginx's %s has deploy/haproxy.cfg's servers" % name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def k8s_objects():
+    objs = {}
+    folder = os.path.join(DEPLOY, "k8s")
+    files = sorted(f for f in os.listdir(folder) if f.endswith(".yaml"))
+    C.eq(files, ["haproxy.yaml", "redis.yaml", "rnnd.yaml"], "deploy/k8s's files")
+    for name in files:
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            for doc in yaml.safe_load_all(f):
+                if doc is None:
+                    continue
+                key = (doc["kind"], doc["metadata"]["name"])
+                C.check(key not in objs, "%s/%s is defined once" % key)
+                objs[key] = doc
+    return objs
+
+
+def container(obj):
+    cs = obj["spec"]["template"]["spec"]["containers"]
+    C.eq(len(cs), 1, "%s has one container" % obj["metadata"]["name"])
+    return cs[0]
+
+
+def named_port(c, name):
+    return {p["name"]: p["containerPort"] for p in c.get("ports", [])}.get(name)
+
+
+def check_k8s(haproxy_cfg, defaults):
+    objs = k8s_objects()
+    want = [("Namespace", "rnnd"), ("ConfigMap", "rnnd-conf"), ("StatefulSet", "rnnd"),
+            ("Service", "rnnd-headless"), ("Service", "rnnd"), ("ConfigMap", "haproxy-cfg"),
+            ("Deployment", "haproxy"), ("Service", "rnnd-lb"), ("StatefulSet", "redis"),
+            ("Service", "redis")]
+    C.eq(sorted(objs), sorted(want), "deploy/k8s's objects")
+    if sorted(objs) != sorted(want):
+        return
+    for key, obj in objs.items():
+        if key[0] != "Namespace":
+            C.eq(obj["metadata"].get("namespace"), "rnnd", "%s/%s's namespace" % key)
+    C.check(not any(k[0] == "Secret" for k in objs), "no password is shipped (no Secret)")
+
+    # rnnd: its conf is accepted, and ports and probes agree with it
+    conf = objs[("ConfigMap", "rnnd-conf")]["data"]["rnnd.conf"]
+    tmp = tmpdir("deploy")
+    conf_path = os.path.join(tmp, "k8s-rnnd.conf")
+    with open(conf_path, "w") as f:
+        f.write(conf)
+    rc, eff, err = print_config("--config", conf_path)
+    C.check(rc == 0, "the k8s rnnd.conf is accepted by rnnd serve --print-config: %s" % err)
+    port = int(eff.get("listen", ":0").rsplit(":", 1)[1])
+    C.check(eff.get("listen", "").startswith("0.0.0.0:"), "the pod listens on every address")
+    sts = objs[("StatefulSet", "rnnd")]
+    c = container(sts)
+    C.eq(c["args"], ["serve", "--config", "/etc/rnnd/rnnd.conf"], "rnnd's command line")
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    C.eq(mounts.get("conf"), "/etc/rnnd", "the conf is mounted where --config reads it")
+    C.eq(named_port(c, "http"), port, "rnnd's containerPort is its listen port")
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        get = c.get(probe, {}).get("httpGet", {})
+        C.eq(get.get("path"), path, "rnnd's %s path" % probe)
+        C.check(get.get("port") in ("http", port), "rnnd's %s port" % probe)
+    for svc in ("rnnd-headless", "rnnd"):
+        s = objs[("Service", svc)]["spec"]
+        C.eq(s["selector"], sts["spec"]["selector"]["matchLabels"], "%s selects rnnd" % svc)
+        C.eq([(p["port"], p["targetPort"]) for p in s["ports"]], [(port, "http")],
+             "%s's port" % svc)
+    C.eq(objs[("Service", "rnnd-headless")]["spec"].get("clusterIP"), "None",
+         "rnnd-headless is headless")
+    C.eq(sts["spec"]["serviceName"], "rnnd-headless", "the StatefulSet's DNS names")
+    # the planned settings, commented out, name the Redis Service and the Secret's mount
+    m = re.search(r"^# session_store = redis://([\w.-]+):(\d+)/\d+$", conf, re.M)
+    C.check(m is not None, "the conf carries session_store commented out (planned)")
+    redis_svc = objs[("Service", "redis")]["spec"]
+    if m:
+        C.eq(m.group(1), "redis.rnnd.svc.cluster.local", "session_store names the Redis Service")
+        C.eq(int(m.group(2)), redis_svc["ports"][0]["port"], "session_store's port")
+    m = re.search(r"^# session_store_password_file = (\S+)/(\w+)$", conf, re.M)
+    C.check(m is not None and mounts.get("redis-password") == m.group(1),
+            "the password file is in the Secret's mount")
+
+    # HAProxy: the ConfigMap is deploy/haproxy.cfg with the pods as servers
+    cm = objs[("ConfigMap", "haproxy-cfg")]["data"]["haproxy.cfg"]
+    cm_path = os.path.join(tmp, "k8s-haproxy.cfg")
+    with open(cm_path, "w") as f:
+        f.write(cm)
+    haproxy_check(cm_path, "the k8s haproxy.cfg")
+
+    def skeleton(cfg):
+        out, skip = [], False
+        for line in cfg.splitlines():
+            if line.startswith("resolvers "):
+                skip = True
+            elif line and not line[0].isspace():
+                skip = False
+            if not skip and not line.strip().startswith("server "):
+                out.append(line.rstrip())
+        return [l for l in out if l.strip() and not l.strip().startswith("#")]
+    C.eq(skeleton(cm), skeleton(haproxy_cfg), "the k8s haproxy.cfg is deploy/haproxy.cfg "
+         "but for its servers")
+    replicas = sts["spec"]["replicas"]
+    pods = ["rnnd-%d" % i for i in range(replicas)]
+    for name, lines in backends(cm).items():
+        srv = [l.split() for l in lines if l.startswith("server ")]
+        C.eq([s[1] for s in srv], pods, "HAProxy's %s names the StatefulSet's pods" % name)
+        C.eq([s[2] for s in srv],
+             ["%s.rnnd-headless.rnnd.svc.cluster.local:%d" % (p, port) for p in pods],
+             "HAProxy's %s reaches them by their stable names on rnnd's port" % name)
+    hc = container(objs[("Deployment", "haproxy")])
+    bind = re.search(r"^\s*bind :(\d+)$", cm, re.M)
+    C.check(bind is not None and named_port(hc, "http") == int(bind.group(1)),
+            "HAProxy's containerPort is its bind port")
+    C.check(any(m["mountPath"] + "/haproxy.cfg" in hc["args"] for m in hc["volumeMounts"]),
+            "HAProxy reads the ConfigMap")
+    lb = objs[("Service", "rnnd-lb")]["spec"]
+    C.eq(lb["selector"], objs[("Deployment", "haproxy")]["spec"]["selector"]["matchLabels"],
+         "rnnd-lb selects HAProxy")
+
+    # Redis: append-only, the Secret shared with rnnd
+    rs = objs[("StatefulSet", "redis")]
+    rc_ = container(rs)
+    cmd = " ".join(rc_.get("command", []) + rc_.get("args", []))
+    C.check("--appendonly yes" in cmd, "Redis keeps an append-only file")
+    C.check("requirepass" in cmd and "--requirepass" not in cmd,
+            "Redis's password comes from a file, not its command line")
+    C.eq(named_port(rc_, "redis"), redis_svc["ports"][0]["port"], "Redis's port")
+
+    def secrets(obj):
+        return {v["secret"]["secretName"] for v in obj["spec"]["template"]["spec"]["volumes"]
+                if "secret" in v}
+    C.check(secrets(sts) == secrets(rs) == {"rnnd-redis"}, "one Secret holds the password")
+
+
+def check_probes_open():
+    """The probes need no key: a daemon with API keys answers /readyz and /healthz."""
+    tmp = tmpdir("deploy")
+    keys = os.path.join(tmp, "keys")
+    with open(keys, "w") as f:
+        f.write("k7V2vq0pXbqL3m9Zr8Y4eT1wQ6s probe admin\n")
+    os.chmod(keys, 0o600)
+    with Daemon({"charlm": MODEL}, "--api-keys-file", keys) as d:
+        for path in ("/readyz", "/healthz"):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d%s" % (d.port, path),
+                                            timeout=10) as r:
+                    status = r.status
+            except urllib.error.HTTPError as e:
+                status = e.code
+            C.eq(status, 200, "%s answers 200 without a key" % path)
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/v1/models" % d.port, timeout=10)
+            status = 200
+        except urllib.error.HTTPError as e:
+            status = e.code
+        C.eq(status, 401, "while other routes need one (the check can fail)")
+
+
+def main():
+    for tool in ("haproxy", "nginx"):
+        C.check(shutil.which(tool) or os.path.exists("/usr/sbin/" + tool),
+                "%s is installed (tools/setup)" % tool)
+    os.environ["PATH"] += ":/usr/sbin"
+    rc, defaults, err = print_config()
+    C.check(rc == 0, "rnnd serve --print-config: %s" % err)
+    cfg, servers = check_haproxy(defaults)
+    check_nginx(servers)
+    check_k8s(cfg, defaults)
+    check_probes_open()
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
