@@ -358,14 +358,6 @@ void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b)
     job->rnext = NULL;
 }
 
-static void deadline_after(struct timespec *ts, long us)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_nsec += (us % 1000000) * 1000;
-    ts->tv_sec += us / 1000000 + ts->tv_nsec / 1000000000;
-    ts->tv_nsec %= 1000000000;
-}
-
 static int row_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -505,7 +497,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
     if (b->n_ready < b->max_batch && b->wait_us > 0 && !b->stopped && b->pool &&
         rnnd_pool_busy(b->pool) > 1) {
         struct timespec until;
-        deadline_after(&until, b->wait_us);
+        rnnd_mono_deadline(&until, b->wait_us);
         while (b->n_ready < b->max_batch && !b->stopped &&
                pthread_cond_timedwait(&b->more, &b->mu, &until) == 0)
             ;
@@ -730,7 +722,7 @@ static void infer_round_body(rnnd_batcher *b)
     if (b->infer_steps < b->infer_max_steps && b->wait_us > 0 && !b->stopped && b->pool &&
         rnnd_pool_busy(b->pool) > 1) {
         struct timespec until;
-        deadline_after(&until, b->wait_us);
+        rnnd_mono_deadline(&until, b->wait_us);
         while (b->infer_steps < b->infer_max_steps && !b->stopped &&
                pthread_cond_timedwait(&b->infer_more, &b->mu, &until) == 0)
             ;

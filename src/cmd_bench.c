@@ -9,13 +9,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench_peak.h"
 #include "cmd.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/rnn.h"
+#include "rnnd/status.h"
 
 typedef struct bench_opts {
     const char *cell, *mode, *weights, *forget;
@@ -187,13 +187,6 @@ static team *team_new(size_t n)
     return t;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {
@@ -354,9 +347,9 @@ int rnnd_cmd_bench(int argc, char **argv)
     for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
         double limit = phase ? o.seconds : o.seconds / 5;
         calls = 0;
-        t0 = now_s();
+        t0 = rnnd_mono_s();
         do {
-            double c0 = now_s();
+            double c0 = rnnd_mono_s();
             if (seq)
                 rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL,
                                           tm ? &par : NULL, err, sizeof err);
@@ -369,7 +362,7 @@ int rnnd_cmd_bench(int argc, char **argv)
                 goto done;
             }
             calls++;
-            double c1 = now_s();
+            double c1 = rnnd_mono_s();
             if (phase && (best == 0 || c1 - c0 < best))
                 best = c1 - c0;
             elapsed = c1 - t0;

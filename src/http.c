@@ -201,7 +201,7 @@ struct rnnd_req {
 
     void (*on_free)(void *);
     void *on_free_arg;
-    struct timespec t0;
+    double t0;                      /* monotonic seconds at its first byte */
 
     const rnnd_key *key;            /* the caller's API key; NULL when keys are off */
     rnnd_stream *stream;            /* attached: the reply is this stream (one reference) */
@@ -391,11 +391,9 @@ static const char *log_path(const rnnd_req *r, char *out, size_t n)
     return rnnd_log_quote_ids(out, n, tmp);
 }
 
-static double elapsed_ms(const struct timespec *t0)
+static double elapsed_ms(double t0)
 {
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
+    return (rnnd_mono_s() - t0) * 1e3;
 }
 
 rnnd_stream *rnnd_stream_new(void)
@@ -569,10 +567,7 @@ static void *pinger_main(void *arg)
     pthread_mutex_lock(&h->smu);
     while (!h->pinger_stop) {
         struct timespec until;      /* a quarter second: pings within 25% of the interval */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += 250000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        rnnd_mono_deadline(&until, 250000);
         pthread_cond_timedwait(&h->swake, &h->smu, &until);
         double now = rnnd_mono_s();
         for (rnnd_stream *st = h->streams; st; st = st->next) {
@@ -622,7 +617,7 @@ static enum MHD_Result send_stream(rnnd_req *r)
     rnnd_metrics_response(&app->metrics, 200);
     char lp[sizeof r->path + 16];
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=200 stream=1 ms=%.3f",
-             log_path(r, lp, sizeof lp), elapsed_ms(&r->t0));
+             log_path(r, lp, sizeof lp), elapsed_ms(r->t0));
     return ok;
 }
 
@@ -721,10 +716,7 @@ static void *watch_main(void *arg)
     pthread_mutex_lock(&h->cmu);
     while (!h->watch_stop) {
         struct timespec until;      /* a quarter second: deadlines within 0.25 s */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += 250000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        rnnd_mono_deadline(&until, 250000);
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
         double now = rnnd_mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
@@ -1251,7 +1243,7 @@ static enum MHD_Result send_reply(rnnd_req *r)
     rnnd_metrics_response(&app->metrics, r->status);
     char lp[sizeof r->path + 16];
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=%u ms=%.3f",
-             log_path(r, lp, sizeof lp), r->status, elapsed_ms(&r->t0));
+             log_path(r, lp, sizeof lp), r->status, elapsed_ms(r->t0));
     return ok;
 }
 
@@ -1275,7 +1267,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->conn = conn;
         r->mem.mb = &h->app->mem;
         atomic_init(&r->flags, 0);
-        clock_gettime(CLOCK_MONOTONIC, &r->t0);
+        r->t0 = rnnd_mono_s();
         if (begin(r, url, method, version)) {
             r->early = 1;
             /* a head that nearly fills the pool leaves MHD no room for the reply's head */
@@ -1325,7 +1317,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
     size_t route = r->route ? (size_t)(r->route - routes) : ROUTE_COUNT;
     unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
                       r->on_socket ? r->status : 0;
-    double secs = elapsed_ms(&r->t0) / 1e3;
+    double secs = elapsed_ms(r->t0) / 1e3;
     rnnd_metrics_request(&app->metrics, route, r->method, status, secs);
     if (!app->cfg->access_log || RNND_LOG_INFO < app->log.level)
         return;

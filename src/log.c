@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "rng.h"
+#include "rnnd/status.h"
 
 /* Is F the stream systemd connected to the journal? ($JOURNAL_STREAM is "DEV:INODE" of it.) */
 static int is_journal(FILE *f)
@@ -154,9 +155,7 @@ static size_t limit_slot(const rnnd_log_limit *lim, const void *kind)
 
 int rnnd_log_limit_pass(rnnd_log_limit *lim, const void *kind, unsigned long *held)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    double now = rnnd_mono_s();
     pthread_mutex_lock(&lim->mu);
     size_t i = limit_slot(lim, kind);
     if (lim->slot[i].kind != kind) {

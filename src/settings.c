@@ -147,18 +147,6 @@ size_t rnnd_config_count(void) { return N_SETTINGS; }
 const char *rnnd_config_key(size_t i) { return i < N_SETTINGS ? settings[i].name : NULL; }
 const char *rnnd_config_default(size_t i) { return i < N_SETTINGS ? settings[i].def : NULL; }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* '-' and '_' are the same in keys, so --max-batch and max_batch both work. */
 static const struct setting *find_setting(const char *key, size_t keylen)
 {
@@ -186,14 +174,14 @@ static int parse_int(const struct setting *s, const char *v, int64_t *out,
     while (isspace((unsigned char)*v))
         v++;
     if (!*v || *v == '+') {
-        seterr(err, errlen, "%s: expected a number, got \"%s\"", s->name, v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a number, got \"%s\"",
+                         s->name, v);
     }
     long long x = strtoll(v, &end, 10);
     if (errno == ERANGE) {
-        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
-               s->min, s->max);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v, s->min,
+                         s->max);
     }
     int64_t mult = 1;
     if (s->type == CT_SIZE && *end) {
@@ -207,19 +195,17 @@ static int parse_int(const struct setting *s, const char *v, int64_t *out,
             end++;  /* accept "16M" and "16MB" */
     }
     if (*end || end == v) {
-        seterr(err, errlen, "%s: expected %s, got \"%s\"", s->name,
-               s->type == CT_SIZE ? "a size such as 16M" : "an integer", v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected %s, got \"%s\"", s->name,
+                         s->type == CT_SIZE ? "a size such as 16M" : "an integer", v);
     }
     if (x > 0 && x > INT64_MAX / mult) {
-        seterr(err, errlen, "%s: %s is out of range", s->name, v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: %s is out of range", s->name, v);
     }
     int64_t val = (int64_t)x * mult;
     if (val < s->min || val > s->max) {
-        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
-               s->min, s->max);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v, s->min,
+                         s->max);
     }
     *out = val;
     return RNND_OK;
@@ -247,9 +233,9 @@ static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
                     strncat(list, ", ", sizeof list - strlen(list) - 1);
                 strncat(list, s->names[i], sizeof list - strlen(list) - 1);
             }
-            seterr(err, errlen, "%s: \"%s\" is not one of %s", s->name, v, list);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: \"%s\" is not one of %s", s->name,
+                             v, list);
         }
-        return RNND_ERR_INVALID;
     case CT_STRING: {
         char *copy = strdup(v);
         if (!copy)
@@ -264,8 +250,8 @@ static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
             return RNND_OK;     /* the empty default */
         const char *eq = strchr(v, '=');
         if (!eq || eq == v || !eq[1]) {
-            seterr(err, errlen, "%s: expected NAME=FILE, got \"%s\"", s->name, v);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected NAME=FILE, got \"%s\"",
+                             s->name, v);
         }
         char ***list = (char ***)(base + s->offset);
         size_t *n = &cfg->n_model;
@@ -320,8 +306,8 @@ int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
 {
     const struct setting *s = find_setting(key, strlen(key));
     if (!s) {
-        seterr(err, errlen, "unknown setting \"%s\" (rnnd serve --help lists them)", key);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "unknown setting \"%s\" (rnnd serve --help lists them)", key);
     }
     return apply(cfg, s, value, err, errlen);
 }
@@ -340,16 +326,14 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RNND_ERR_IO;
+        return rnnd_fail(RNND_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
     }
     char line[8192];
     int lineno = 0, rc = RNND_OK;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
-            seterr(err, errlen, "%s:%d: line too long", path, lineno);
-            rc = RNND_ERR_INVALID;
+            rc = rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s:%d: line too long", path, lineno);
             break;
         }
         char *t = trim(line);
@@ -357,8 +341,8 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
             continue;
         char *eq = strchr(t, '=');
         if (!eq) {
-            seterr(err, errlen, "%s:%d: expected key = value", path, lineno);
-            rc = RNND_ERR_INVALID;
+            rc = rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s:%d: expected key = value", path,
+                           lineno);
             break;
         }
         *eq = '\0';
@@ -366,13 +350,12 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
         char msg[512];
         rc = rnnd_config_set(cfg, key, value, msg, sizeof msg);
         if (rc) {
-            seterr(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rnnd_fail(rc, err, errlen, "%s:%d: %s", path, lineno, msg);
             break;
         }
     }
     if (!rc && ferror(f)) {
-        seterr(err, errlen, "%s: read error", path);
-        rc = RNND_ERR_IO;
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen, "%s: read error", path);
     }
     fclose(f);
     return rc;
@@ -394,8 +377,7 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
         } else if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
             const char *path = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
             if (!path) {
-                seterr(err, errlen, "--config needs a FILE");
-                return RNND_ERR_INVALID;
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen, "--config needs a FILE");
             }
             int rc = rnnd_config_load_file(cfg, path, err, errlen);
             if (rc)
@@ -413,24 +395,23 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
         if (!strncmp(a, "--config=", 9))
             continue;
         if (strncmp(a, "--", 2) || !a[2]) {
-            seterr(err, errlen, "unexpected argument \"%s\" (rnnd serve --help)", a);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "unexpected argument \"%s\" (rnnd serve --help)", a);
         }
         const char *key = a + 2, *eq = strchr(key, '='), *value;
         size_t keylen = eq ? (size_t)(eq - key) : strlen(key);
         const struct setting *s = find_setting(key, keylen);
         if (!s) {
-            seterr(err, errlen, "unknown option \"%.*s\" (rnnd serve --help)",
-                   (int)(keylen + 2), a);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "unknown option \"%.*s\" (rnnd serve --help)", (int)(keylen + 2), a);
         }
         if (eq) {
             value = eq + 1;
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            seterr(err, errlen, "--%s needs a value (%s)", s->name, s->arg);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "--%s needs a value (%s)", s->name,
+                             s->arg);
         }
         int rc = apply(cfg, s, value, err, errlen);
         if (rc)
@@ -442,13 +423,13 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
 int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
 {
     if (cfg->session_ttl_s > cfg->session_ttl_max_s) {
-        seterr(err, errlen, "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64
-               ")", cfg->session_ttl_s, cfg->session_ttl_max_s);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64 ")",
+                         cfg->session_ttl_s, cfg->session_ttl_max_s);
     }
     if (!*cfg->tls_cert != !*cfg->tls_key) {
-        seterr(err, errlen, "tls_cert and tls_key go together: set both for HTTPS, or neither");
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "tls_cert and tls_key go together: set both for HTTPS, or neither");
     }
     return RNND_OK;
 }

@@ -9,16 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rnnd/kernels.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "rnnd/status.h"
 
 static float *rand_buf(size_t n)
 {
@@ -35,14 +28,14 @@ static float *rand_buf(size_t n)
 /* Repeat F until about 0.3 s have passed; the best time of one call. */
 #define BEST_TIME(OUT, F)                                   \
     do {                                                    \
-        double best_ = 1e30, start_ = now();                \
+        double best_ = 1e30, start_ = rnnd_mono_s();                \
         do {                                                \
-            double t0_ = now();                             \
+            double t0_ = rnnd_mono_s();                             \
             F;                                              \
-            double t_ = now() - t0_;                        \
+            double t_ = rnnd_mono_s() - t0_;                        \
             if (t_ < best_)                                 \
                 best_ = t_;                                 \
-        } while (now() - start_ < 0.3);                     \
+        } while (rnnd_mono_s() - start_ < 0.3);                     \
         (OUT) = best_;                                      \
     } while (0)
 

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "batcher.h"
@@ -571,13 +570,6 @@ END_TEST
 /* A round gathering while another worker is busy stops waiting as soon as the batch is full,
  * not at max_batch_wait_us (arrivals below a full batch do not wake it; the one that fills it
  * must). */
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 START_TEST(test_gather_ends_when_full)
 {
     enum { FULL = 4 };
@@ -596,7 +588,7 @@ START_TEST(test_gather_ends_when_full)
     rnnd_session *s[FULL];
     tjob *j[FULL];
     int32_t tok = 1;
-    double t0 = mono_s();
+    double t0 = rnnd_mono_s();
     for (int i = 0; i < FULL; i++) {
         ck_assert_int_eq(rnnd_session_create(f.t,
                                              &(rnnd_session_init){.state_floats = f.state_floats},
@@ -607,7 +599,7 @@ START_TEST(test_gather_ends_when_full)
     }
     for (int i = 0; i < 10000 && atomic_load(&done) < FULL; i++)
         usleep(500);
-    double secs = mono_s() - t0;
+    double secs = rnnd_mono_s() - t0;
     ck_assert_int_eq(atomic_load(&done), FULL);
     ck_assert_msg(secs < wait_us / 2e6, "the full batch waited %.3f s", secs);
     ck_assert_uint_eq(rnnd_batcher_hist(f.b, FULL), 1);    /* one round took all four */

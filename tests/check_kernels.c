@@ -417,7 +417,6 @@ START_TEST(test_gemv_bitwise_vs_scalar)
 }
 END_TEST
 
-/* A row range gives bitwise the rows of the full range and writes nothing else. */
 /* A batch far larger than a step's: the input projection of whole sequences, which the
  * SIMD paths cut into blocks of rows (several blocks and a partial one here). */
 START_TEST(test_gemv_large_batch)
@@ -452,6 +451,7 @@ START_TEST(test_gemv_large_batch)
 }
 END_TEST
 
+/* A row range gives bitwise the rows of the full range and writes nothing else. */
 START_TEST(test_gemv_row_ranges)
 {
     const rnnd_kernels *k[3];

@@ -13,18 +13,10 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "linger.h"
 #include "rnnd/status.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static rnnd_linger *start(double time_s, double idle_s, uint64_t bytes, size_t max)
 {
@@ -46,10 +38,10 @@ static void pair(int sv[2])
  * stream); -1 when it does not within LIMIT_S. */
 static double wait_closed(int fd, double limit_s)
 {
-    double t0 = now_s();
+    double t0 = rnnd_mono_s();
     char buf[4096];
     for (;;) {
-        double left = limit_s - (now_s() - t0);
+        double left = limit_s - (rnnd_mono_s() - t0);
         if (left <= 0)
             return -1;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -57,15 +49,15 @@ static double wait_closed(int fd, double limit_s)
             continue;
         ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
-            return now_s() - t0;
+            return rnnd_mono_s() - t0;
     }
 }
 
 /* Counts lingering sockets until none is left or LIMIT_S passes. */
 static size_t settle(rnnd_linger *l, double limit_s)
 {
-    double t0 = now_s();
-    while (rnnd_linger_count(l) && now_s() - t0 < limit_s)
+    double t0 = rnnd_mono_s();
+    while (rnnd_linger_count(l) && rnnd_mono_s() - t0 < limit_s)
         usleep(10000);
     return rnnd_linger_count(l);
 }
@@ -202,10 +194,10 @@ START_TEST(closed_after_the_total_time)
     int sv[2];
     pair(sv);
     ck_assert_int_eq(rnnd_linger_add(l, sv[0]), RNND_OK);
-    double t0 = now_s(), secs = -1;
-    while (now_s() - t0 < 10) {     /* a trickle: never idle, never near the byte bound */
+    double t0 = rnnd_mono_s(), secs = -1;
+    while (rnnd_mono_s() - t0 < 10) {     /* a trickle: never idle, never near the byte bound */
         if (send(sv[1], "x", 1, MSG_NOSIGNAL) != 1 || wait_closed(sv[1], 0.05) >= 0) {
-            secs = now_s() - t0;
+            secs = rnnd_mono_s() - t0;
             break;
         }
     }

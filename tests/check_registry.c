@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "registry.h"
 #include "rnnd/kernels.h"
+#include "rnnd/status.h"
 #include "testutil.h"
 
 static const char *const arch =
@@ -73,13 +73,6 @@ static void *swap_loop(void *arg)
     return NULL;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 START_TEST(test_swap_race)
 {
     struct dirs d;
@@ -113,9 +106,9 @@ START_TEST(test_swap_race)
     long reloads = 0, inside = 0, escaped = 0;
     /* 2 s, longer (up to 20 s) until both sides of the swap were seen, as a loaded machine
      * may starve the swapper; before the fix an escape showed within a few hundred reloads */
-    double t0 = now_s();
+    double t0 = rnnd_mono_s();
     for (; !escaped; reloads++) {
-        double t = now_s() - t0;
+        double t = rnnd_mono_s() - t0;
         if (t > 20 || (t > 2 && inside > 0 && atomic_load(&reports) > 0))
             break;
         rnnd_registry out;

@@ -3,6 +3,7 @@
 #define RNND_STATUS_H
 
 #include <stddef.h>
+#include <time.h>
 
 typedef enum rnnd_status {
     RNND_OK = 0,
@@ -30,5 +31,9 @@ int rnnd_fail(int status, char *err, size_t errlen, const char *fmt, ...)
 
 /* Seconds on the monotonic clock: for intervals and deadlines, never for dates. */
 double rnnd_mono_s(void);
+
+/* TS := the monotonic clock now plus US microseconds: the absolute deadline that
+ * pthread_cond_timedwait takes on a condition variable set to CLOCK_MONOTONIC. */
+void rnnd_mono_deadline(struct timespec *ts, long us);
 
 #endif

@@ -24,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -52,9 +51,7 @@ typedef struct fz_daemon {
 
 static double now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+    return rnnd_mono_s() * 1e3;
 }
 
 /* ---- the daemon: the start-up of cmd_serve.c's serve(), copied (it is static there) ---- */
