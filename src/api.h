@@ -34,7 +34,7 @@ void rnnd_api_metrics(rnnd_req *r);         /* GET /metrics */
 #include "session.h"
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated): replies 400, returns -1. */
-int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *allowed);
+int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed);
 /* The session named by the path's first parameter (one reference), or NULL after replying
  * 404 / 410. */
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r);
@@ -63,7 +63,7 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
 /* The "generate" field of POST /v1/sessions (NULL V: none): sampling defaults for the
  * session's generations, in a new block (*OUT, NULL when V is NULL). Replies on error. */
 #include "generate.h"
-int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
+int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v,
                           rnnd_gen_params **out);
 
 /* ---- the KServe v2 / Triton protocol (api_v2.c, api_v2_generate.c; docs/v2.md) ---- */
@@ -87,6 +87,6 @@ void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
 int rnnd_v2_charge(rnnd_req *r, size_t bytes);
 /* The model of the path ({m}, and {v} when the route has one), or NULL after replying 400
  * as Triton does for an unknown model or version. */
-const rnnd_entry *rnnd_v2_model(rnnd_req *r);
+rnnd_entry *rnnd_v2_model(rnnd_req *r);
 
 #endif

@@ -59,7 +59,7 @@ static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_
     return 0;
 }
 
-int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
+int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v,
                           rnnd_gen_params **out)
 {
     static const char *const fields[] = {"max_tokens", "temperature", "top_k", "top_p", "seed",
@@ -339,7 +339,7 @@ void rnnd_api_model_generate(rnnd_req *r)
                          "{\"prompt\": TEXT or [ids], ...}");
         return;
     }
-    const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
+    rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
     if (!e)
         return;
     if (gen_capable(r, e))
@@ -347,7 +347,7 @@ void rnnd_api_model_generate(rnnd_req *r)
     rnnd_session *s;
     char err[256];
     int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .model = e, .state_floats = e->state_floats,
                                      .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,

@@ -56,7 +56,7 @@ static int ttl_field(rnnd_req *r, const json_t *body, int64_t max, int64_t *out)
     return 0;
 }
 
-static const rnnd_entry *entry_of(rnnd_session *s)
+static rnnd_entry *entry_of(rnnd_session *s)
 {
     return rnnd_session_model(s);
 }
@@ -79,7 +79,7 @@ static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
 static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, float **out)
 {
     *out = NULL;
-    const json_t *v = json_object_get(body, "state");
+    json_t *v = json_object_get(body, "state");
     char err[512];
     int rc = rnnd_state_digest_check(e->model, json_object_get(body, "digest"), v != NULL, err,
                                      sizeof err);
@@ -105,14 +105,14 @@ static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, flo
 
 /* Create a session and reply 201 (or 429/400/503). */
 /* DEFAULTS (generation defaults, may be NULL) is taken over. */
-static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init,
+static void create_and_reply(rnnd_req *r, rnnd_entry *e, const float *init,
                              uint64_t steps, double ttl, const char *parent,
                              rnnd_gen_params *defaults)
 {
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
-    rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats, .state = init,
+    rnnd_session_init si = {.model = e, .state_floats = e->state_floats, .state = init,
                             .owner = rnnd_req_owner(r), .steps = steps, .ttl_s = ttl};
     int rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     if (rc)
@@ -169,7 +169,7 @@ void rnnd_api_sessions_create(rnnd_req *r)
                          m ? rnnd_json_type_desc(m) : "nothing");
         return;
     }
-    const rnnd_entry *e = rnnd_api_model(r, json_string_value(m));
+    rnnd_entry *e = rnnd_api_model(r, json_string_value(m));
     if (!e)
         return;
     if (!e->stateful) {
@@ -620,7 +620,7 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
 }
 
 /* The fields of a decoded body into A. Replies on error. */
-static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
+static int step_fields(rnnd_req *r, json_t *body, struct step_args *a)
 {
     static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
                                          "if_steps", NULL};
@@ -739,7 +739,7 @@ static int ctl_start(rnnd_job *job)
 {
     struct ctl_req *c = (struct ctl_req *)job;
     rnnd_session *s = c->s;
-    const rnnd_entry *e = entry_of(s);
+    rnnd_entry *e = entry_of(s);     /* a fork takes a reference */
     float *state = rnnd_session_state(s);
     size_t bytes = e->state_floats * sizeof(float);
     rnnd_buf b;

@@ -4,11 +4,11 @@
 #include "api.h"
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
-int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *allowed)
+int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed)
 {
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)body, key, val) {
+    json_object_foreach(body, key, val) {
         int ok = 0;
         for (size_t i = 0; allowed[i] && !ok; i++)
             ok = !strcmp(key, allowed[i]);

@@ -57,7 +57,7 @@ int rnnd_v2_charge(rnnd_req *r, size_t bytes)
     return rc ? -1 : 0;
 }
 
-const rnnd_entry *rnnd_v2_model(rnnd_req *r)
+rnnd_entry *rnnd_v2_model(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
     const char *name = rnnd_req_param(r, 0), *version = rnnd_req_param(r, 1);
@@ -142,7 +142,7 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
 
 /* An infer request checked and flattened: B sequences of T steps each. */
 struct v2_infer {
-    const rnnd_entry *e;
+    rnnd_entry *e;              /* held by the request (rnnd_v2_model) */
     const char *id;             /* the request's "id" (in the body), or NULL */
     int batched;                /* the shape had a batch dimension: echo it */
     size_t B, T;
@@ -324,9 +324,9 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
     return 0;
 }
 
-/* Read DATA's N scalars as DTYPE into IN's arrays. Replies on error. */
-static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t n,
-                      struct v2_infer *in)
+/* Read DATA's N scalars into IN's arrays: ids or floats, as the model takes (the data-type
+ * was checked against it). Replies on error. */
+static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer *in)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
     size_t got = 0;
@@ -537,7 +537,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     }
     size_t n;
     if (text ? parse_text(r, t, in) : parse_shape(r, json_object_get(t, "shape"), dtype, in,
-                                                  &n) || parse_data(r, data, dtype, n, in))
+                                                  &n) || parse_data(r, data, n, in))
         return -1;
     if (in->in_seq && in->B != 1) {
         rnnd_v2_error(r, 400, "a request of a sequence (sequence_id set) must have batch "
@@ -768,7 +768,7 @@ static void step_finish(rnnd_job *job)
 static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struct v2_infer *in)
 {
     rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = in->e;
+    rnnd_entry *e = in->e;
     rnnd_session *s = NULL;
     char sid[RNND_ID_LEN + 1], old[RNND_ID_LEN + 1], err[256];
     if (!in->seq_start) {
@@ -785,7 +785,7 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         return s;
     }
     int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .model = e, .state_floats = e->state_floats,
                                      .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
@@ -865,7 +865,7 @@ void rnnd_api_v2_infer(rnnd_req *r)
 {
     if (rnnd_api_admit(r))
         return;
-    const rnnd_entry *e = rnnd_v2_model(r);
+    rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;
     struct v2_infer in = {.e = e};

@@ -168,7 +168,7 @@ static int text_capable(rnnd_req *r, const rnnd_entry *e)
 static void generate(rnnd_req *r, int stream)
 {
     rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = rnnd_v2_model(r);
+    rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;
     json_t *body = rnnd_req_body(r);
@@ -200,7 +200,7 @@ static void generate(rnnd_req *r, int stream)
     char err[256];
     rnnd_session *s;
     int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
+                                     .model = e, .state_floats = e->state_floats,
                                      .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);

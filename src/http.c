@@ -230,8 +230,9 @@ static void set_reply(rnnd_req *r, unsigned status, char *data, size_t len)
     r->replied = 1;
 }
 
-/* The one reply that needs no allocation. */
-static const char oom_body[] =
+/* The one reply that needs no allocation. Not const: MHD takes a persistent buffer as void *
+ * (it never writes to it). */
+static char oom_body[] =
     "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
 
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body)
@@ -1060,7 +1061,7 @@ static void hand_to_linger(rnnd_http *h, int connect_fd)
  * sends. Plain HTTP only: a TLS socket carries records that only MHD's session can write.
  * Returns 0 when the whole reply went out. */
 static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned status,
-                           const char *body, size_t len)
+                           char *body, size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -1070,7 +1071,7 @@ static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned s
     int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n"
                      "\r\n", status, MHD_get_reason_phrase_for(status), len);
-    struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
+    struct iovec iov[2] = {{head, (size_t)n}, {body, len}};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
     /* the send buffer is empty (no reply is under way), so a reply this small fits at once */
     ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1219,7 +1220,7 @@ static enum MHD_Result send_reply(rnnd_req *r)
             r->data = NULL;
     } else {
         r->status = 503;
-        resp = MHD_create_response_from_buffer(sizeof oom_body - 1, (void *)oom_body,
+        resp = MHD_create_response_from_buffer(sizeof oom_body - 1, oom_body,
                                                MHD_RESPMEM_PERSISTENT);
     }
     if (!resp)

@@ -88,14 +88,14 @@ static int is_known_field(const char *key)
 }
 
 /* Refuse unknown top-level fields, naming up to a few of them. */
-static int check_fields(const json_t *body, char *err, size_t errlen)
+static int check_fields(json_t *body, char *err, size_t errlen)
 {
     char names[256] = "";
     size_t used = 0, count = 0;
     const char *key;
     json_t *val;
 
-    json_object_foreach((json_t *)body, key, val) {
+    json_object_foreach(body, key, val) {
         if (is_known_field(key))
             continue;
         if (count < 4 && used < sizeof names) {
@@ -344,7 +344,7 @@ static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_in
     if (!req->init_flat)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
     for (size_t b = 0; b < B; b++) {
-        const json_t *st = json_array_get(v, b);
+        json_t *st = json_array_get(v, b);
         if (json_is_null(st))
             continue;
         char path[64];
@@ -417,13 +417,13 @@ size_t rnnd_infer_bytes(const rnnd_net *net, const rnnd_infer_req *req)
     return sat_add(bytes, response_bytes(net, req));
 }
 
-int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+int rnnd_infer_parse(const rnnd_net *net, json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen)
 {
     return rnnd_infer_parse_text(net, NULL, body, limits, out, err, errlen);
 }
 
-int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const json_t *body,
+int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t *body,
                           const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
                           size_t errlen)
 {

@@ -69,7 +69,7 @@ static const char *const entry_keys[] = {"dtype", "shape", "data_offsets"};
 static const char *const dtype_names[] = {"F32", "BF16", "F16"};
 static const char *const half_names[] = {"float32", "bfloat16", "float16"};
 
-static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data_len,
+static int check_entry(lctx *c, const char *name, json_t *v, uint64_t data_len,
                        tentry *t)
 {
     t->name = name;
@@ -77,7 +77,7 @@ static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data
         return BAD(c, name, "tensor entry is not an object");
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)v, k, x) {
+    json_object_foreach(v, k, x) {
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
             return BAD(c, name, "unknown field \"%.40s\" in the tensor entry", k);
     }
@@ -356,14 +356,14 @@ out:
 static int check_metadata(lctx *c, rnnd_model *m, const json_t *hdr, const char **arch,
                           size_t *arch_len)
 {
-    const json_t *meta = json_object_get(hdr, "__metadata__");
+    json_t *meta = json_object_get(hdr, "__metadata__");
     if (!meta)
         return BAD(c, "__metadata__", "missing");
     if (!json_is_object(meta))
         return BAD(c, "__metadata__", "not an object");
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)meta, k, v) {
+    json_object_foreach(meta, k, v) {
         if (!json_is_string(v)) {
             char key[96];
             snprintf(key, sizeof key, "__metadata__.%s", k);

@@ -123,12 +123,12 @@ static const char *type_name(const json_t *v)
 }
 
 /* Refuse any key of OBJ not in ALLOWED (NULL-terminated); a typo must not pass silently. */
-static int check_keys(actx *c, const json_t *obj, const char *path,
+static int check_keys(actx *c, json_t *obj, const char *path,
                       const char *const *allowed)
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach(obj, k, v) {
         int ok = 0;
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(k, *a) == 0;
@@ -218,7 +218,7 @@ static int get_float(actx *c, const json_t *v, const char *key, float *out)
 
 static const char *const act_keys[] = {"op", "alpha", "beta", NULL};
 
-static int parse_act(actx *c, const json_t *v, const char *path, rnnd_activation *a)
+static int parse_act(actx *c, json_t *v, const char *path, rnnd_activation *a)
 {
     if (!json_is_object(v))
         return BAD(c, path, "expected an object {\"op\": NAME}, got %s", type_name(v));
@@ -279,7 +279,7 @@ static void default_acts(rnnd_layer_spec *L)
     }
 }
 
-static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spec *L)
+static int parse_acts(actx *c, json_t *v, const char *path, rnnd_layer_spec *L)
 {
     if (!v || json_is_null(v))
         return 0;   /* defaults already in place */
@@ -397,7 +397,7 @@ static int parse_slstm(actx *c, const json_t *v, const char *path, rnnd_layer_sp
     return 0;
 }
 
-static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_spec *L)
+static int parse_layer(actx *c, json_t *v, int l, int in_dim, rnnd_layer_spec *L)
 {
     char path[64];
     snprintf(path, sizeof path, "architecture.layers[%d]", l);
@@ -572,7 +572,7 @@ static int check_depth_gate(actx *c, const rnnd_model_spec *s, int l)
 static const char *const tokens_keys[] = {"kind", "vocab_size", "embedding_dim", NULL};
 static const char *const vectors_keys[] = {"kind", "dim", NULL};
 
-static int parse_input(actx *c, const json_t *v, rnnd_model_spec *s)
+static int parse_input(actx *c, json_t *v, rnnd_model_spec *s)
 {
     const char *path = "architecture.input";
     static const char *const kinds[] = {"tokens", "vectors"};
@@ -616,7 +616,7 @@ const char *rnnd_head_op_name(int op)
 }
 
 /* One entry of head.layers reading WIDTH floats; sets its out_dim. */
-static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_head_layer *h)
+static int parse_head_layer(actx *c, json_t *v, int k, int width, rnnd_head_layer *h)
 {
     char path[64], key[96];
     snprintf(path, sizeof path, "architecture.head.layers[%d]", k);
@@ -660,7 +660,7 @@ static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_hea
     return 0;
 }
 
-static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s)
+static int parse_head(actx *c, json_t *v, int last_out, rnnd_model_spec *s)
 {
     const char *path = "architecture.head";
     if (!v || json_is_null(v))
@@ -759,7 +759,7 @@ static const char *const top_keys[] = {
     NULL,
 };
 
-static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
+static int parse_top(actx *c, json_t *a, rnnd_model_spec *s)
 {
     const char *path = "architecture";
     if (!json_is_object(a))

@@ -274,7 +274,7 @@ static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size
 }
 
 /* Why REC cannot come back, or NULL when it can (E set). */
-static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
+static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, rnnd_entry **e)
 {
     *e = rnnd_registry_find(&app->models.reg, rec->model);    /* start-up: no reload yet */
     if (!*e)
@@ -355,7 +355,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
     size_t restored = 0, dropped = 0;
     for (size_t i = 0; i < rnnd_snap_count(snap); i++) {
         rnnd_snap_rec rec;
-        const rnnd_entry *e;
+        rnnd_entry *e;
         rnnd_snap_get(snap, i, &rec);
         char bad[256] = "";
         const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
@@ -365,7 +365,7 @@ size_t rnnd_persist_restore(rnnd_app *app)
             why = "invalid";
         rnnd_session *s = NULL;
         if (!why) {
-            rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats,
+            rnnd_session_init si = {.model = e, .state_floats = e->state_floats,
                                     .state = rec.state, .owner = rec.owner, .steps = rec.steps,
                                     .ttl_s = rec.ttl_s, .id = rec.id, .created = rec.created,
                                     .idle_s = rec.idle_s};

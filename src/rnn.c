@@ -1133,7 +1133,8 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
     }
     if (out) {
         if (s->has_head) {
-            run_head(n, (float *)x, x == w->x ? w->y : w->x, out, B, par);
+            /* a model has a layer at least: the last one's rows are in XBUF (x == xbuf) */
+            run_head(n, xbuf, ybuf, out, B, par);
         } else {
             for (size_t b = 0; b < B; b++)
                 memcpy(out + b * ldx, x + b * ldx, ldx * sizeof(float));
@@ -1302,9 +1303,14 @@ static size_t plan_nb(const seq_plan *sp, size_t t)
     return sp->start[t + 1] - sp->start[t];
 }
 
+/* qsort_r's context is a void *: the lengths travel in this, still read-only. */
+struct len_order {
+    const size_t *lens;
+};
+
 static int cmp_len_desc(const void *a, const void *b, void *ctx)
 {
-    const size_t *lens = ctx;
+    const size_t *lens = ((const struct len_order *)ctx)->lens;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     if (lens[x] != lens[y])
         return lens[x] > lens[y] ? -1 : 1;
@@ -1545,7 +1551,8 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     size_t *order = ws->order, *start = ws->start;
     for (size_t b = 0; b < B; b++)
         order[b] = b;
-    qsort_r(order, B, sizeof *order, cmp_len_desc, (void *)lens);
+    struct len_order by = {lens};
+    qsort_r(order, B, sizeof *order, cmp_len_desc, &by);
     /* start[t]: rows before step t; slot i runs at t while lens[order[i]] > t */
     size_t nb = B;
     start[0] = 0;

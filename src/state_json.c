@@ -173,7 +173,7 @@ static int cell_members(const rnnd_layer_spec *L, const char *const **names)
     *names = all;
     return L->cell == RNND_CELL_LSTM ? 1 : L->cell == RNND_CELL_SLSTM ? 3 : 0;
 }
-int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
+int rnnd_state_parse_at(const rnnd_model *m, json_t *state, float *dst, const char *path,
                         char *err, size_t errlen)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);
@@ -185,7 +185,7 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                          "%s: expected a state object {\"layers\": [...]}, got %s",
                          path, rnnd_json_type_desc(state));
-    json_object_foreach((json_t *)state, key, val) {
+    json_object_foreach(state, key, val) {
         if (strcmp(key, "layers"))
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: unknown field \"%.64s\" (a state has only \"layers\")",
@@ -206,7 +206,7 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     size_t off = 0;
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
-        const json_t *layer = json_array_get(layers, (size_t)l);
+        json_t *layer = json_array_get(layers, (size_t)l);
         const char *const *mem;
         int nm = cell_members(ls, &mem), clock = ls->cell == RNND_CELL_CLOCKWORK;
         size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
@@ -219,7 +219,7 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
                              nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..."
                              : clock ? ", \"t\": ..." : "",
                              rnnd_json_type_desc(layer));
-        json_object_foreach((json_t *)layer, key, val) {
+        json_object_foreach(layer, key, val) {
             int known = !strcmp(key, "h") || (clock && !strcmp(key, "t"));
             for (int i = 0; i < nm && !known; i++)
                 known = !strcmp(key, mem[i]);
@@ -256,7 +256,7 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     return 0;
 }
 
-int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
+int rnnd_state_parse(const rnnd_model *m, json_t *state, float *dst,
                      char *err, size_t errlen)
 {
     return rnnd_state_parse_at(m, state, dst, "state", err, errlen);

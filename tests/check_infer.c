@@ -106,7 +106,7 @@ static int parse_text(const rnnd_net *net, const char *req_text, const rnnd_infe
 }
 
 /* parse -> run -> encode for BODY; returns the parsed response. */
-static json_t *infer_json(const rnnd_net *net, const json_t *body, const char *name)
+static json_t *infer_json(const rnnd_net *net, json_t *body, const char *name)
 {
     char err[512] = "";
     rnnd_infer_req *req = NULL;

@@ -13,7 +13,7 @@
 #include "rnnd/step_scan.h"
 
 /* Nesting depth of a decoded value: what http.c's bracket count measures on the text. */
-static long depth_of(const json_t *v)
+static long depth_of(json_t *v)
 {
     long d = 0;
     if (json_is_array(v)) {
@@ -26,7 +26,7 @@ static long depth_of(const json_t *v)
     if (json_is_object(v)) {
         const char *k;
         json_t *x;
-        json_object_foreach((json_t *)v, k, x) {
+        json_object_foreach(v, k, x) {
             long c = depth_of(x);
             d = c > d ? c : d;
         }
@@ -35,7 +35,7 @@ static long depth_of(const json_t *v)
     return 0;
 }
 
-static int compare_json(const json_t *body, const rnnd_step_scan *sc, long max_depth,
+static int compare_json(json_t *body, const rnnd_step_scan *sc, long max_depth,
                         size_t max_steps, char *why, size_t whylen)
 {
     if (!json_is_object(body))
@@ -45,7 +45,7 @@ static int compare_json(const json_t *body, const rnnd_step_scan *sc, long max_d
                          depth_of(body), max_depth);
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)body, k, x) {
+    json_object_foreach(body, k, x) {
         if (strcmp(k, "inputs") && strcmp(k, "outputs") && strcmp(k, "if_steps"))
             return rnnd_fail(SSR_DIFFERENT, why, whylen, "accepted the field \"%s\"", k);
     }

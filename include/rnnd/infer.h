@@ -28,8 +28,9 @@ typedef struct rnnd_infer_req rnnd_infer_req;
 /* Validate BODY (a decoded JSON object) against NET's model and LIMITS (NULL: none).
  * Returns 0, RNND_ERR_INVALID (message names the field, sequence and step, e.g.
  * "inputs[2][5]: expected 4 numbers, got 3"), RNND_ERR_LIMIT, or RNND_ERR_NOMEM.
- * Refuses unknown top-level fields. */
-int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+ * Refuses unknown top-level fields. BODY is only read; it is not const because jansson
+ * iterates an object's keys through a json_t * alone. */
+int rnnd_infer_parse(const rnnd_net *net, json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen);
 
 /* The same, where a sequence of a token model may also be a JSON string: its text encoded
@@ -39,7 +40,7 @@ int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_l
  * (a model without one: "inputs[0]: model has no tokenizer: give token ids");
  * rnnd_infer_parse() is this with TOK NULL. TOK must be the tokenizer of NET's model. */
 int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
-                          const json_t *body, const rnnd_infer_limits *limits,
+                          json_t *body, const rnnd_infer_limits *limits,
                           rnnd_infer_req **out, char *err, size_t errlen);
 
 /* A request built from arrays instead of JSON, for front ends that decode their own format

@@ -14,12 +14,13 @@
 /* Parse STATE into DST (rnnd_model_state_floats() floats). Every layer, direction and element
  * must be present with the right count and be a finite number that fits float32; unknown keys
  * are refused. On error returns RNND_ERR_INVALID with a message naming the element
- * (e.g. "state.layers[1].h[0][17]: expected a number"), and DST may be partly written. */
-int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
+ * (e.g. "state.layers[1].h[0][17]: expected a number"), and DST may be partly written. STATE
+ * is only read (not const: jansson iterates an object's keys through a json_t * alone). */
+int rnnd_state_parse(const rnnd_model *m, json_t *state, float *dst,
                      char *err, size_t errlen);
 
 /* The same, with PATH (e.g. "initial_state[1]") in front of every element name. */
-int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
+int rnnd_state_parse_at(const rnnd_model *m, json_t *state, float *dst, const char *path,
                         char *err, size_t errlen);
 
 /* The "digest" that goes with a state (docs/state.md, "The digest"): DIGEST, the request's

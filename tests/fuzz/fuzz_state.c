@@ -33,7 +33,7 @@ static rnnd_model **models(void)
     return m;
 }
 
-static void check_state(const rnnd_model *m, const json_t *state)
+static void check_state(const rnnd_model *m, json_t *state)
 {
     size_t n = rnnd_model_state_floats(m);
     /* one float past the end, poisoned, to see that the parser stays inside the block */
