@@ -286,7 +286,7 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
                       "%s tensors of this model are %s", in->e->name, dtype, form);
         return -1;
     }
-    uint64_t dims[3];
+    uint64_t dims[3] = {0};
     for (size_t i = 0; i < rank; i++) {
         const json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0) {

@@ -87,9 +87,10 @@ static void print_layer_options(const rnnd_layer_spec *ls)
         return;
     }
     char c[32];
-    if (ls->has_clip)
-        printf(" clip=%s", (short_float(ls->clip, c, sizeof c), c));
-    else
+    if (ls->has_clip) {
+        short_float(ls->clip, c, sizeof c);
+        printf(" clip=%s", c);
+    } else
         printf(" clip=none");
     switch (ls->cell) {
     case RNND_CELL_LSTM:

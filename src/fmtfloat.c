@@ -184,8 +184,7 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
                 vr_zeros &= last_removed == 0;
                 last_removed = vr % 10;
                 vr /= 10;
-                vp /= 10;
-                vm /= 10;
+                vm /= 10;   /* vp is not read again */
                 removed++;
             }
         }

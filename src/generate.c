@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,11 +225,17 @@ static int stop_match(const struct gen *g, size_t added)
     return -1;
 }
 
-static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, uint64_t arg)
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, ...)
 {
     g->finish = RNND_GEN_ERROR;
     g->code = code;
-    snprintf(g->message, sizeof g->message, fmt, arg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->message, sizeof g->message, fmt, ap);
+    va_end(ap);
 }
 
 /* After each step of the job: on the worker, the session's state block ours. */

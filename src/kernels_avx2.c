@@ -47,7 +47,7 @@ static inline __m256i lanes_below(int n)
 
 /* 8 weights at P, elements of type T, as floats. */
 static inline __attribute__((always_inline)) __m256
-load8(const char *p, const int T)
+load8(const void *p, const int T)
 {
     if (T == RNND_WEIGHTS_F32)
         return _mm256_load_ps((const float *)p);

@@ -50,7 +50,7 @@ static inline __mmask16 rows_mask(int j0, int row_end)
 
 /* The 16 weights of one panel line at P, elements of type T, as floats. */
 static inline __attribute__((always_inline)) __m512
-load_line(const char *p, const int T)
+load_line(const void *p, const int T)
 {
     if (T == RNND_WEIGHTS_F32)
         return _mm512_load_ps((const float *)p);

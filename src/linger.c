@@ -150,9 +150,9 @@ static void *linger_main(void *arg)
             l->pfd[i + 1] = (struct pollfd){.fd = l->socks[i].fd, .events = POLLIN};
         pthread_mutex_unlock(&l->mu);
         poll(l->pfd, n + 1, timeout);
-        if (l->pfd[0].revents)
-            while (read(l->wake[0], sink, sizeof sink) > 0)
-                continue;
+        ssize_t got = l->pfd[0].revents ? 1 : 0;
+        while (got > 0)
+            got = read(l->wake[0], sink, sizeof sink);
         /* unlocked: adds only append, so socks[0..n) are this thread's alone meanwhile */
         double now = rnnd_mono_s();
         for (size_t i = 0; i < n; i++)

@@ -370,7 +370,8 @@ static kind pickle_scan(const unsigned char *p, size_t len, char *detail, size_t
         goto out;
     ps->p = p;
     ps->memo = memo;
-    len = len < PICKLE_SCAN ? len : PICKLE_SCAN;
+    if (len > PICKLE_SCAN)
+        len = PICKLE_SCAN;
     for (size_t pos = 0; pos < len;)
         if (pickle_op(ps, len, &pos))
             break;

@@ -1303,14 +1303,10 @@ static size_t plan_nb(const seq_plan *sp, size_t t)
     return sp->start[t + 1] - sp->start[t];
 }
 
-/* qsort_r's context is a void *: the lengths travel in this, still read-only. */
-struct len_order {
-    const size_t *lens;
-};
-
+/* CTX: the address of a const size_t * to the lengths (qsort_r's context is a void *). */
 static int cmp_len_desc(const void *a, const void *b, void *ctx)
 {
-    const size_t *lens = ((const struct len_order *)ctx)->lens;
+    const size_t *lens = *(const size_t **)ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     if (lens[x] != lens[y])
         return lens[x] > lens[y] ? -1 : 1;
@@ -1551,8 +1547,7 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     size_t *order = ws->order, *start = ws->start;
     for (size_t b = 0; b < B; b++)
         order[b] = b;
-    struct len_order by = {lens};
-    qsort_r(order, B, sizeof *order, cmp_len_desc, &by);
+    qsort_r(order, B, sizeof *order, cmp_len_desc, &lens);
     /* start[t]: rows before step t; slot i runs at t while lens[order[i]] > t */
     size_t nb = B;
     start[0] = 0;

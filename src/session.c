@@ -978,6 +978,7 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
     if (k)
         memcpy(out, all, k * sizeof *out);
     *more = n > k;
+    /* cppcheck-suppress knownConditionTrueFalse ; cppcheck 2.10 loses the count of n */
     if (n > k)      /* the caller holds the first K; ALL is NULL when nothing matched */
         rnnd_session_info_release(t, all + k, n - k);
     free(all);

@@ -262,7 +262,7 @@ int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_
     }
     struct stat st;
     char buf[32] = "";
-    ssize_t got = 0;
+    ssize_t got;
     int rc = own_regular_file(fd, path, &st, err, errlen);
     if (rc) {
         /* said */

@@ -83,7 +83,7 @@ static int json_number(const char *s)
 /* Significant digits of a number text. */
 static int sig_digits(const char *s)
 {
-    char d[32];
+    char d[32] = "";
     int n = 0;
     for (; *s && *s != 'e'; s++)
         if (*s >= '0' && *s <= '9' && n < 31)

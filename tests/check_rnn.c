@@ -550,8 +550,8 @@ START_TEST(test_slstm_paths_bitwise)
         fixture ref;
         fixture_open(&ref, sl_archs[a], 900 + (unsigned)a, path_for(0), S, T);
         size_t n = S * T * ref.out_n, sn = S * ref.state_n, D = (size_t)ref.spec->input_dim;
-        float *o0 = malloc(n * sizeof(float)), *s0 = malloc(sn * sizeof(float));
-        float *o1 = malloc(n * sizeof(float)), *s1 = malloc(sn * sizeof(float));
+        float *o0 = calloc(n, sizeof(float)), *s0 = calloc(sn, sizeof(float));
+        float *o1 = calloc(n, sizeof(float)), *s1 = calloc(sn, sizeof(float));
         for (int p = 0; p < np; p++) {
             fixture fx;
             fixture_open(&fx, sl_archs[a], 900 + (unsigned)a, path_for(p), S, T);
@@ -1099,7 +1099,7 @@ START_TEST(test_pooling)
     ck_assert_int_eq(rnnd_net_new(mh, k, &nh, err, sizeof err), 0);
     enum { B = 3, TM = 7, D = 4, W = 6, S = 2 * (3 + 3) };
     size_t lens[B] = {4, 1, 7};
-    float in[B][TM * D], all[B][TM * W], fin[B][S], pooled[B][W], alone[W], head[B][2];
+    float in[B][TM * D], all[B][TM * W], fin[B][S], pooled[B][W], alone[W] = {0}, head[B][2];
     const float *vec[B];
     float *outs[B], *pouts[B], *fins[B], *houts[B];
     rng_state = 99;

@@ -400,7 +400,7 @@ START_TEST(distribution)
     rnnd_sampler *s = rnnd_sampler_new(N);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         /* expected: softmax of logits / T over the kept most likely set, computed here */
-        double p[N] = {0}, w[N], sum = 0;
+        double p[N] = {0}, w[N] = {0}, sum = 0;
         size_t keep = cases[c].k ? (size_t)cases[c].k : N;
         for (size_t j = 0; j < keep; j++) {
             w[j] = exp(logits[order[j]] / cases[c].T);
