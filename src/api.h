@@ -7,8 +7,6 @@
 
 #include "http.h"
 
-typedef void (*rnnd_handler)(rnnd_req *r);
-
 void rnnd_api_models_list(rnnd_req *r);     /* GET  /v1/models */
 void rnnd_api_model_get(rnnd_req *r);       /* GET  /v1/models/{model} */
 void rnnd_api_infer(rnnd_req *r);           /* POST /v1/models/{model}/infer */

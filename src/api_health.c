@@ -38,7 +38,11 @@ void rnnd_api_metrics(rnnd_req *r)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_metrics_render(rnnd_req_app(r), &b);
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_metrics_sources src = {.kernels = app->kernels ? app->kernels->name : NULL,
+                                .pool = app->pool, .workers = app->workers,
+                                .models = &app->models, .sessions = app->sessions};
+    rnnd_metrics_render(&app->metrics, &src, &b);
     rnnd_reply(r, 200, &b);
     rnnd_reply_header(r, "Content-Type", "text/plain; version=0.0.4");
 }

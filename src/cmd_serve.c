@@ -21,6 +21,7 @@
 #include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "routes.h"
 #include "v2_seq.h"
 
 #define SWEEP_INTERVAL_S 1
@@ -293,7 +294,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     size_t restored = rnnd_persist_restore(app);
 
     rnnd_http *h;
-    if (rnnd_http_start(app, &h, err, sizeof err)) {
+    if (rnnd_http_start(app, rnnd_routes, rnnd_n_routes, &h, err, sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
@@ -421,7 +422,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     app.cfg = &cfg;
     rnnd_log_init(&app.log, (int)cfg.log_level, stderr);
     const char *route_names[RNND_METRICS_ROUTES];
-    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    size_t nroutes = rnnd_route_names(route_names, RNND_METRICS_ROUTES);
     rnnd_metrics_init(&app.metrics, route_names, nroutes);
     atomic_init(&app.draining, 0);
     app.listen_fd = listen_fd;

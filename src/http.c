@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "frontdoor.h"
 #include "linger.h"
 #include "rng.h"
@@ -40,73 +39,13 @@
 #define FDS_PER_THREAD 4
 #define FDS_SPARE 40
 
-/* ---- routes ------------------------------------------------------------------------------ */
-
-/* What a route is, beside its handlers: who may call it, when, and how its body and errors
- * are shaped. Adding a route is one line of the table below. */
-enum route_flags {
-    RT_OPEN = 1 << 0,       /* answered without an API key (health probes) */
-    RT_DRAIN = 1 << 1,      /* still answered while the server drains (liveness) */
-    RT_RAW_BODY = 1 << 2,   /* the handler scans the raw body itself (rnnd_req_decode) */
-    RT_V2 = 1 << 3,         /* KServe v2: its error shape, and any Content-Type */
-    RT_MODEL = 1 << 4,      /* the first path parameter is a model name (the access log) */
-};
-
-struct route {
-    const char *pattern;    /* '*' matches one path segment */
-    rnnd_handler get, post, put, del;
-    unsigned flags;         /* enum route_flags */
-};
-
-static const struct route routes[] = {
-    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN},
-    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN},
-    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0},
-    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0},
-    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL},
-    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL},
-    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL, RT_MODEL},
-    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL, 0},
-    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete, 0},
-    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL, RT_RAW_BODY},
-    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0},
-    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0},
-    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0},
-    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0},
-    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2},
-    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN},
-    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN},
-    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
-     RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
-     RT_V2 | RT_MODEL},
-};
-
-#define ROUTE_COUNT (sizeof routes / sizeof routes[0])
-/* metrics.c keeps one row per route and one for "no route" */
-_Static_assert(ROUTE_COUNT + 1 == RNND_METRICS_ROUTES,
-               "RNND_METRICS_ROUTES (metrics.h) must be the route count + 1");
-
-size_t rnnd_http_route_names(const char **out, size_t cap)
-{
-    for (size_t i = 0; i < ROUTE_COUNT && i < cap; i++)
-        out[i] = routes[i].pattern;
-    return ROUTE_COUNT;
-}
-
 /* ---- state ------------------------------------------------------------------------------- */
 
 struct rnnd_http {
     struct MHD_Daemon *d;
     rnnd_app *app;
+    const rnnd_route *routes;       /* routes.c's table */
+    size_t n_routes;
     atomic_size_t active;
     uint16_t port;
     MHD_socket quiesced;        /* the listening socket once quiesced: ours to close */
@@ -169,7 +108,7 @@ enum { F_DONE = 1, F_SUSPENDED = 2 };
 struct rnnd_req {
     rnnd_http *http;
     struct MHD_Connection *conn;
-    const struct route *route;
+    const rnnd_route *route;
     rnnd_handler handler;
     int method;
     char method_name[8];
@@ -847,7 +786,7 @@ static int cors_headers(rnnd_req *r)
     return 1;
 }
 
-static void allow_list(const struct route *rt, char allow[64])
+static void allow_list(const rnnd_route *rt, char allow[64])
 {
     allow[0] = '\0';
     if (rt->get)
@@ -860,7 +799,7 @@ static void allow_list(const struct route *rt, char allow[64])
         strcat(allow, *allow ? ", DELETE" : "DELETE");
 }
 
-static void allow_header(rnnd_req *r, const struct route *rt)
+static void allow_header(rnnd_req *r, const rnnd_route *rt)
 {
     char allow[64];
     allow_list(rt, allow);
@@ -951,9 +890,10 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", c->path_err);
         return too_big || chunked;
     }
-    for (size_t i = 0; i < ROUTE_COUNT; i++) {
-        if (match(routes[i].pattern, url, r)) {
-            r->route = &routes[i];
+    const rnnd_http *h = r->http;
+    for (size_t i = 0; i < h->n_routes; i++) {
+        if (match(h->routes[i].pattern, url, r)) {
+            r->route = &h->routes[i];
             break;
         }
     }
@@ -974,7 +914,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         return too_big || chunked;
     }
-    const struct route *rt = r->route;
+    const rnnd_route *rt = r->route;
     if (app->auth.n && !(rt && (rt->flags & RT_OPEN))) {
         r->key = rnnd_auth_check(&app->auth, MHD_lookup_connection_value(
                                      r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
@@ -1315,7 +1255,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode toe)
 {
     rnnd_app *app = h->app;
-    size_t route = r->route ? (size_t)(r->route - routes) : ROUTE_COUNT;
+    size_t route = r->route ? (size_t)(r->route - h->routes) : h->n_routes;
     unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
                       r->on_socket ? r->status : 0;
     double secs = elapsed_ms(r->t0) / 1e3;
@@ -1595,7 +1535,8 @@ static unsigned request_threads(const rnnd_config *cfg)
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
-int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
+int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rnnd_http **out,
+                    char *err, size_t errlen)
 {
     *out = NULL;
     const rnnd_config *cfg = app->cfg;
@@ -1626,6 +1567,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         return RNND_ERR_NOMEM;
     }
     h->app = app;
+    h->routes = routes;
+    h->n_routes = n_routes;
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->active, 0);
     pthread_mutex_init(&h->smu, NULL);

@@ -4,7 +4,10 @@
 
 #include <stdio.h>
 
-#include "app.h"
+#include "batcher.h"
+#include "pool.h"
+#include "registry.h"
+#include "session.h"
 
 static const unsigned codes[RNND_METRICS_CODES] = {
     0, 200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 415, 429, 500, 503};
@@ -58,7 +61,7 @@ void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned st
                               memory_order_relaxed);
 }
 
-static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
+static void http_metrics(const rnnd_metrics *m, rnnd_buf *out)
 {
     rnnd_buf_puts(out, "# HELP rnnd_http_requests_total HTTP requests finished, by endpoint "
                        "(route pattern), method and status (other: any other status or the "
@@ -153,9 +156,8 @@ static void infer_histogram(rnnd_buf *out, const char *model, const rnnd_batcher
                     (unsigned long long)rnnd_batcher_infer_rounds(b));
 }
 
-void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
+void rnnd_metrics_render(const rnnd_metrics *m, const rnnd_metrics_sources *src, rnnd_buf *out)
 {
-    rnnd_metrics *m = &app->metrics;
     rnnd_buf_puts(out, "# HELP rnnd_http_responses_total HTTP responses sent, by status.\n"
                        "# TYPE rnnd_http_responses_total counter\n");
     for (unsigned s = 100; s < RNND_METRICS_STATUS_MAX; s++) {
@@ -168,8 +170,8 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
     rnnd_buf_printf(out, "# HELP rnnd_build_info The running build.\n"
                          "# TYPE rnnd_build_info gauge\n"
                          "rnnd_build_info{version=\"%s\",kernels=\"%s\"} 1\n",
-                    PACKAGE_VERSION, app->kernels ? app->kernels->name : "");
-    if (app->pool)
+                    PACKAGE_VERSION, src->kernels ? src->kernels : "");
+    if (src->pool)
         rnnd_buf_printf(out, "# HELP rnnd_worker_busy_seconds_total Time the compute workers "
                              "spent computing, all workers together.\n"
                              "# TYPE rnnd_worker_busy_seconds_total counter\n"
@@ -177,11 +179,11 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                              "# HELP rnnd_workers Compute workers.\n"
                              "# TYPE rnnd_workers gauge\n"
                              "rnnd_workers %zu\n",
-                        rnnd_pool_busy_seconds(app->pool), app->workers);
+                        rnnd_pool_busy_seconds(src->pool), src->workers);
     rnnd_buf_puts(out, "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
                        "# TYPE rnnd_batch_size histogram\n");
     rnnd_registry set;
-    if (rnnd_catalog_copy(&app->models, &set))
+    if (rnnd_catalog_copy(src->models, &set))
         set.n = 0;
     for (size_t i = 0; i < set.n; i++)
         batch_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
@@ -244,7 +246,7 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                         set.entries[i]->digest, set.entries[i]->file_digest);
     rnnd_registry_free(&set);
     rnnd_session_stats st;
-    rnnd_session_table_stats(app->sessions, &st);
+    rnnd_session_table_stats(src->sessions, &st);
     rnnd_buf_printf(out,
                     "# HELP rnnd_sessions Open sessions.\n"
                     "# TYPE rnnd_sessions gauge\n"
@@ -267,7 +269,7 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                        "# TYPE rnnd_generations_total counter\n");
     for (size_t i = 0; i < 4; i++)
         rnnd_buf_printf(out, "rnnd_generations_total{finish_reason=\"%s\"} %llu\n", finish[i],
-                        (unsigned long long)atomic_load(&app->metrics.generations[i]));
+                        (unsigned long long)atomic_load(&m->generations[i]));
     rnnd_buf_printf(out,
                     "# HELP rnnd_generated_tokens_total Tokens chosen by generations.\n"
                     "# TYPE rnnd_generated_tokens_total counter\n"
@@ -275,9 +277,9 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     "# HELP rnnd_generations_active Generations under way.\n"
                     "# TYPE rnnd_generations_active gauge\n"
                     "rnnd_generations_active %lld\n",
-                    (unsigned long long)atomic_load(&app->metrics.generated_tokens),
-                    (long long)atomic_load(&app->metrics.generations_active));
-    const rnnd_metrics *sm = &app->metrics;
+                    (unsigned long long)atomic_load(&m->generated_tokens),
+                    (long long)atomic_load(&m->generations_active));
+    const rnnd_metrics *sm = m;
     rnnd_buf_printf(out,
                     "# HELP rnnd_snapshots_total Session snapshots written.\n"
                     "# TYPE rnnd_snapshots_total counter\n"

@@ -42,8 +42,18 @@ void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
 void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned status,
                           double seconds);
 
-struct rnnd_app;
-/* Append every metric of APP in Prometheus text format 0.0.4. */
-void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out);
+/* What /metrics reads besides the counters: the daemon's parts, not the daemon (app.h holds
+ * an rnnd_metrics, so metrics.c does not read app.h back). */
+typedef struct rnnd_metrics_sources {
+    const char *kernels;                /* the kernel path's name */
+    struct rnnd_pool *pool;             /* NULL: no compute workers */
+    size_t workers;
+    struct rnnd_catalog *models;
+    struct rnnd_session_table *sessions;
+} rnnd_metrics_sources;
+
+/* Append M's counters and SRC's gauges in Prometheus text format 0.0.4. */
+void rnnd_metrics_render(const rnnd_metrics *m, const rnnd_metrics_sources *src,
+                         rnnd_buf *out);
 
 #endif

@@ -112,12 +112,14 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp((*(rnnd_entry *const *)a)->name, (*(rnnd_entry *const *)b)->name);
 }
 
-/* Append E (its reference taken over). */
-static int push(rnnd_registry *reg, rnnd_entry *e)
+/* Append E (its reference taken over: on failure it is dropped). */
+static int push(rnnd_registry *reg, rnnd_entry *e, char *err, size_t errlen)
 {
     rnnd_entry **g = realloc(reg->entries, (reg->n + 1) * sizeof *g);
-    if (!g)
-        return RNND_ERR_NOMEM;
+    if (!g) {
+        rnnd_entry_unref(e);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    }
     reg->entries = g;
     reg->entries[reg->n++] = e;
     return RNND_OK;
@@ -338,11 +340,8 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
             rc = RNND_ERR_INVALID;
-        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)) &&
-                 (rc = push(reg, e))) {
-            rnnd_entry_unref(e);
-            snprintf(err, errlen, "out of memory");
-        }
+        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)))
+            rc = push(reg, e, err, errlen);
     }
     free_sources(srcs, n);
     if (dfd >= 0)
@@ -383,10 +382,8 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
         } else if (prev) {
             e->version = prev->version + 1;
         }
-        if (e && (rc = push(out, e))) {
-            rnnd_entry_unref(e);
-            snprintf(err, errlen, "out of memory");
-        }
+        if (e)
+            rc = push(out, e, err, errlen);
     }
     free_sources(srcs, n);
     if (dfd >= 0)

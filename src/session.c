@@ -219,6 +219,18 @@ static void grow_locked(struct stripe *st)
     st->nb = nb;
 }
 
+/* Put S (hash H) into the free slot PP that find_slot_locked gave, growing the table first
+ * when it is twice as full as it has buckets. */
+static void link_locked(struct stripe *st, uint64_t h, rnnd_session *s, rnnd_session **pp)
+{
+    if (st->n >= st->nb * 2) {
+        grow_locked(st);
+        pp = find_slot_locked(st, h, s->id);
+    }
+    *pp = s;
+    st->n++;
+}
+
 static struct tomb **find_tomb_locked(struct stripe *st, uint64_t h, const char *id)
 {
     struct tomb **pp = &st->tbuckets[h & (st->tnb - 1)];
@@ -593,12 +605,7 @@ int rnnd_session_create(rnnd_session_table *t, const rnnd_session_init *in, rnnd
                 snprintf(err, errlen, "session %s exists already", id);
                 return RNND_ERR_INVALID;
             }
-            if (st->n >= st->nb * 2) {
-                grow_locked(st);
-                pp = find_slot_locked(st, h, s->id);
-            }
-            *pp = s;
-            st->n++;
+            link_locked(st, h, s, pp);
             pthread_mutex_unlock(&st->mu);
             break;
         }
@@ -615,12 +622,7 @@ int rnnd_session_create(rnnd_session_table *t, const rnnd_session_init *in, rnnd
         rnnd_session **pp = find_slot_locked(st, h, s->id);
         /* a 128-bit collision will not happen; a tombstoned id is not reused either */
         if (!*pp && !*find_tomb_locked(st, h, s->id)) {
-            if (st->n >= st->nb * 2) {
-                grow_locked(st);
-                pp = find_slot_locked(st, h, s->id);
-            }
-            *pp = s;
-            st->n++;
+            link_locked(st, h, s, pp);
             pthread_mutex_unlock(&st->mu);
             break;
         }

@@ -41,10 +41,11 @@ static void skip_ws(struct scanner *s)
         s->p++;
 }
 
-/* After a list element (whitespace skipped): 1 at ',' (consumed, with the whitespace after
+/* After a list element and any whitespace: 1 at ',' (consumed, with the whitespace after
  * it), 0 at CLOSE (consumed), -1 at anything else. */
 static int list_next(struct scanner *s, char close)
 {
+    skip_ws(s);
     if (s->p < s->end && *s->p == ',') {
         s->p++;
         skip_ws(s);
@@ -236,7 +237,6 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
                 if (scan_float(s, f))
                     goto out;
                 w++;
-                skip_ws(s);
                 int more = list_next(s, ']');
                 if (more < 0)
                     goto out;
@@ -257,7 +257,6 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
             if (scan_number(s, id, &unused) != NUM_INT)
                 goto out;
         }
-        skip_ws(s);
         int more = list_next(s, ']');
         if (more < 0)
             goto out;
@@ -343,7 +342,6 @@ int rnnd_step_scan_parse(const char *data, size_t len, long max_depth, size_t ma
             if (scan_number(&s, &out->if_steps, &unused) != NUM_INT || out->if_steps < 0)
                 goto fail;
         }
-        skip_ws(&s);
         int more = list_next(&s, '}');
         if (more < 0)
             goto fail;

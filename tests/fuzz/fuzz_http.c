@@ -31,6 +31,7 @@
 #include "http.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "routes.h"
 #include "v2_seq.h"
 
 #define SID_TOK "SID_TOK_________________________"
@@ -159,7 +160,7 @@ static fz_daemon *daemon_start(void)
     app->cfg = cfg;
     rnnd_log_init(&app->log, (int)cfg->log_level, stderr);
     const char *route_names[RNND_METRICS_ROUTES];
-    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    size_t nroutes = rnnd_route_names(route_names, RNND_METRICS_ROUTES);
     rnnd_metrics_init(&app->metrics, route_names, nroutes);
     atomic_init(&app->draining, 0);
     app->listen_fd = -1;
@@ -203,7 +204,7 @@ static fz_daemon *daemon_start(void)
         abort();
     }
     FZ_CHECK(attach_batchers(app, &app->models.reg) == 0, "batchers");
-    if (rnnd_http_start(app, &d.http, err, sizeof err)) {
+    if (rnnd_http_start(app, rnnd_routes, rnnd_n_routes, &d.http, err, sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
