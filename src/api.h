@@ -33,6 +33,10 @@ void rnnd_api_metrics(rnnd_req *r);         /* GET /metrics */
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated): replies 400, returns -1. */
 int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed);
+/* A fresh session of E (zero state, the table's ttl) owned by R's API key: rnnd_session_create's
+ * status, *OUT one reference for the caller. Replies nothing. */
+int rnnd_api_session_new(rnnd_req *r, rnnd_entry *e, rnnd_session **out, char *err,
+                         size_t errlen);
 /* The session named by the path's first parameter (one reference), or NULL after replying
  * 404 / 410. */
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r);

@@ -310,15 +310,23 @@ fail:
     rnnd_session_unref(s);
 }
 
-void rnnd_api_session_generate(rnnd_req *r)
+/* Admitted (rnnd_api_admit) and with a body, or replied to: -1. */
+static int admit_with_body(rnnd_req *r)
 {
     if (rnnd_api_admit(r))
-        return;
+        return -1;
     if (!rnnd_req_body(r)) {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
-        return;
+        return -1;
     }
+    return 0;
+}
+
+void rnnd_api_session_generate(rnnd_req *r)
+{
+    if (admit_with_body(r))
+        return;
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
@@ -331,14 +339,8 @@ void rnnd_api_session_generate(rnnd_req *r)
 
 void rnnd_api_model_generate(rnnd_req *r)
 {
-    if (rnnd_api_admit(r))
+    if (admit_with_body(r))
         return;
-    rnnd_app *app = rnnd_req_app(r);
-    if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
-                         "{\"prompt\": TEXT or [ids], ...}");
-        return;
-    }
     rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
     if (!e)
         return;
@@ -346,9 +348,7 @@ void rnnd_api_model_generate(rnnd_req *r)
         return;
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,
                          "%s", err);

@@ -112,3 +112,11 @@ rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
     rnnd_req_hold(r, rnnd_entry_unref_v, e);
     return e;
 }
+
+int rnnd_api_session_new(rnnd_req *r, rnnd_entry *e, rnnd_session **out, char *err,
+                         size_t errlen)
+{
+    rnnd_session_init si = {.model = e, .state_floats = e->state_floats,
+                            .owner = rnnd_req_owner(r)};
+    return rnnd_session_create(rnnd_req_app(r)->sessions, &si, out, err, errlen);
+}

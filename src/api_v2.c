@@ -784,9 +784,7 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         }
         return s;
     }
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
                       err);

@@ -199,9 +199,7 @@ static void generate(rnnd_req *r, int stream)
     }
     char err[256];
     rnnd_session *s;
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
         free(ids);

@@ -123,6 +123,8 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
 /* One function per tile shape and weight type; T is f32, bf16 or f16. */
+/* the tile macros read as the table they generate: */
+/* clang-format off */
 #define TILE(T, NP, NB) \
     static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
     { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
@@ -135,6 +137,7 @@ typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 #define TYPE_bf16 RNND_WEIGHTS_BF16
 #define TYPE_f16 RNND_WEIGHTS_F16
 TILES(f32) TILES(bf16) TILES(f16)
+/* clang-format on */
 
 /* tiles[type][nb - 1][i] has 4 >> i panels; NULL where the tile would not fit in
  * registers. */

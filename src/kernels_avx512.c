@@ -116,6 +116,8 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
 /* One function per tile shape and weight type; T is f32, bf16 or f16. */
+/* the tile macros read as the table they generate: */
+/* clang-format off */
 #define TILE(T, NP, NB) \
     static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
     { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
@@ -137,6 +139,7 @@ typedef struct tile_row {
     int np[4];          /* panels per tile, descending, 0-terminated */
     tile_fn fn[4];
 } tile_row;
+/* clang-format on */
 
 #define ROW_8(T, NB) {{8, 4, 2, 1}, \
     {tile_##T##_8x##NB, tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
