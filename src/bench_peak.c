@@ -24,8 +24,8 @@ double rnnd_sgemm_peak(int N, double seconds)
         double flops = 2.0 * (double)N * (double)N * (double)N, t0 = rnnd_mono_s();
         for (int i = 0; i < 4 || rnnd_mono_s() - t0 < seconds; i++) {
             double t = rnnd_mono_s();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N,
-                        0.0f, c, N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f,
+                        c, N);
             double g = flops / (rnnd_mono_s() - t) * 1e-9;
             if (i > 0 && g > best)
                 best = g;

@@ -17,26 +17,26 @@
 #include "rnnd/tokenizer.h"
 
 struct rnnd_infer_req {
-    size_t n_seq;               /* B */
+    size_t n_seq; /* B */
     size_t total_steps;
-    size_t max_len;             /* the longest sequence */
-    int has_init;               /* "initial_state" given */
-    int last;                   /* "outputs": "last" */
+    size_t max_len; /* the longest sequence */
+    int has_init;   /* "initial_state" given */
+    int last;       /* "outputs": "last" */
     int return_state;
-    int ran;                    /* rnnd_infer_run() succeeded */
-    int status;                 /* of the last run; err says why when negative */
+    int ran;    /* rnnd_infer_run() succeeded */
+    int status; /* of the last run; err says why when negative */
     char err[256];
-    size_t *lens;               /* [B] */
-    int32_t *tok_flat;          /* token models: total_steps ids */
-    const int32_t **tokens;     /* [B] into tok_flat */
-    float *vec_flat;            /* vector models: total_steps * input_dim */
-    const float **vectors;      /* [B] into vec_flat */
-    float *init_flat;           /* with initial_state: B * state_floats */
-    const float **init;         /* [B] into init_flat, NULL for a null entry */
-    float *out_flat;            /* total_steps * output_dim */
-    float **outputs;            /* [B] into out_flat */
-    float *final_flat;          /* with return_state: B * state_floats */
-    float **finals;             /* [B] into final_flat */
+    size_t *lens;           /* [B] */
+    int32_t *tok_flat;      /* token models: total_steps ids */
+    const int32_t **tokens; /* [B] into tok_flat */
+    float *vec_flat;        /* vector models: total_steps * input_dim */
+    const float **vectors;  /* [B] into vec_flat */
+    float *init_flat;       /* with initial_state: B * state_floats */
+    const float **init;     /* [B] into init_flat, NULL for a null entry */
+    float *out_flat;        /* total_steps * output_dim */
+    float **outputs;        /* [B] into out_flat */
+    float *final_flat;      /* with return_state: B * state_floats */
+    float **finals;         /* [B] into final_flat */
 };
 
 /* calloc(a * b) that refuses an overflowing product instead of wrapping. */
@@ -65,15 +65,9 @@ void rnnd_infer_req_free(rnnd_infer_req *req)
     free(req);
 }
 
-size_t rnnd_infer_req_sequences(const rnnd_infer_req *req)
-{
-    return req->n_seq;
-}
+size_t rnnd_infer_req_sequences(const rnnd_infer_req *req) { return req->n_seq; }
 
-size_t rnnd_infer_req_steps(const rnnd_infer_req *req)
-{
-    return req->total_steps;
-}
+size_t rnnd_infer_req_steps(const rnnd_infer_req *req) { return req->total_steps; }
 
 static const char *const known_fields[] = {"inputs", "outputs", "return_state", "initial_state",
                                            "digest"};
@@ -99,8 +93,8 @@ static int check_fields(json_t *body, char *err, size_t errlen)
         if (is_known_field(key))
             continue;
         if (count < 4 && used < sizeof names) {
-            int n = snprintf(names + used, sizeof names - used, "%s\"%.48s\"",
-                             count ? ", " : "", key);
+            int n =
+                snprintf(names + used, sizeof names - used, "%s\"%.48s\"", count ? ", " : "", key);
             if (n > 0)
                 used += (size_t)n;
         }
@@ -146,9 +140,9 @@ static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, siz
  * encoding tells their length; copied into the request by parse_tokens(). */
 typedef struct text_ctx {
     const rnnd_model *model;
-    const rnnd_tokenizer *tok;  /* the caller's, or OWN built when the first string is met */
+    const rnnd_tokenizer *tok; /* the caller's, or OWN built when the first string is met */
     rnnd_tokenizer *own;
-    int32_t **enc;              /* [B], NULL for a list sequence */
+    int32_t **enc; /* [B], NULL for a list sequence */
 } text_ctx;
 
 static void text_ctx_free(text_ctx *tx, size_t B)
@@ -161,8 +155,8 @@ static void text_ctx_free(text_ctx *tx, size_t B)
 
 /* Encode the string SEQ (sequence B of N_SEQ) into tx->enc[B], its token count in *N; more
  * than MAX_STEPS tokens (0: no limit) is RNND_ERR_LIMIT, found while encoding. */
-static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq,
-                       size_t max_steps, size_t *n, char *err, size_t errlen)
+static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq, size_t max_steps,
+                       size_t *n, char *err, size_t errlen)
 {
     char msg[192];
     size_t len = json_string_length(seq);
@@ -245,7 +239,7 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
         req->lens[b] = n;
         if (n > req->max_len)
             req->max_len = n;
-        total += n;     /* cannot wrap: each n counts distinct JSON values or bytes in memory */
+        total += n; /* cannot wrap: each n counts distinct JSON values or bytes in memory */
     }
     if (lim && lim->max_total_steps && total > lim->max_total_steps)
         return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
@@ -277,8 +271,8 @@ static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_
         }
         for (size_t t = 0; t < n; t++) {
             char why[128];
-            if (rnnd_json_token(json_array_get(seq, t), spec->vocab_size,
-                                &req->tok_flat[off + t], why, sizeof why))
+            if (rnnd_json_token(json_array_get(seq, t), spec->vocab_size, &req->tok_flat[off + t],
+                                why, sizeof why))
                 return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu][%zu]: %s", b, t, why);
         }
         off += n;
@@ -305,8 +299,8 @@ static int parse_vectors(const json_t *inputs, const rnnd_model_spec *spec, rnnd
         for (size_t t = 0; t < n; t++) {
             char path[64];
             snprintf(path, sizeof path, "inputs[%zu][%zu]", b, t);
-            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim,
-                                      dim, path, err, errlen);
+            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim, dim,
+                                      path, err, errlen);
             if (rc)
                 return rc;
         }
@@ -392,8 +386,8 @@ static size_t response_bytes(const rnnd_net *net, const rnnd_infer_req *req)
     /* each row: its floats, "[", "]" and a comma; each sequence: "[", "]" and a comma */
     size_t text = sat_add(sat_mul(sat_mul(rows, od), FLOAT_TEXT), sat_mul(rows + B, 3));
     if (req->return_state) {
-        size_t one = sat_add(sat_mul(S, FLOAT_TEXT),
-                             sat_mul((size_t)spec->n_layers + 1, STATE_LAYER_TEXT));
+        size_t one =
+            sat_add(sat_mul(S, FLOAT_TEXT), sat_mul((size_t)spec->n_layers + 1, STATE_LAYER_TEXT));
         text = sat_add(text, sat_mul(B, one));
     }
     return sat_add(text, RESPONSE_FRAME + RNND_FMT_FLOAT_MAX);
@@ -460,8 +454,8 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
         rc = limits->admit(limits->admit_ctx, rnnd_infer_bytes(net, req), err, errlen);
     if (!rc)
         rc = spec->input_kind == RNND_INPUT_TOKENS
-                 ? parse_tokens(inputs, spec, req, &tx, err, errlen)
-                 : parse_vectors(inputs, spec, req, err, errlen);
+            ? parse_tokens(inputs, spec, req, &tx, err, errlen)
+            : parse_vectors(inputs, spec, req, err, errlen);
     text_ctx_free(&tx, json_array_size(inputs));
     /* optional here: infer's states are plain STATE objects, and older clients send them
      * without a digest; given, it is checked like on every other path */
@@ -478,8 +472,8 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
 }
 
 int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits,
-                       rnnd_infer_req **out, char *err, size_t errlen)
+                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
+                       char *err, size_t errlen)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     int tok = spec->input_kind == RNND_INPUT_TOKENS;
@@ -621,8 +615,7 @@ static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, si
 }
 
 /* JSON cannot carry NaN or Inf: refuse rather than answer with nulls. */
-static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *err,
-                        size_t errlen)
+static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *err, size_t errlen)
 {
     size_t od = (size_t)rnnd_net_output_dim(net);
     size_t S = rnnd_net_state_floats(net);
@@ -655,8 +648,8 @@ static void set_outcome(rnnd_infer_req *req, int rc, const char *msg)
     snprintf(req->err, sizeof req->err, "%s", rc ? msg : "");
 }
 
-int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
-                        char *err, size_t errlen)
+int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n, char *err,
+                        size_t errlen)
 {
     return rnnd_infer_run_many_par(net, reqs, n, NULL, err, errlen);
 }
@@ -665,7 +658,7 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
                             const rnnd_parallel *par, char *err, size_t errlen)
 {
     char msg[256] = "";
-    size_t total = 0;       /* sequences over all requests */
+    size_t total = 0; /* sequences over all requests */
     int rc = 0;
 
     for (size_t i = 0; !rc && i < n; i++) {
@@ -696,8 +689,8 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
         }
     }
     if (!rc)
-        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals,
-                                  par, msg, sizeof msg);
+        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals, par,
+                                  msg, sizeof msg);
     free(lens);
     free(tokens);
     free(vectors);

@@ -41,7 +41,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
         return rc;
     }
     size_t n = rnnd_arch_required(spec, req), data_len = 0;
-    size_t *offs = malloc((n ? n : 1) * sizeof *offs);      /* each tensor's first float */
+    size_t *offs = malloc((n ? n : 1) * sizeof *offs); /* each tensor's first float */
     json_t *hdr = json_object();
     json_object_set_new(hdr, "__metadata__",
                         json_pack("{s:s,s:s,s:s}", "format", "rnnd", "format_version", "1",
@@ -79,7 +79,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
     memcpy(img + 8, text, hlen);
     memset(img + 8 + hlen, ' ', padded - hlen);
     unsigned long long st = 0x9E3779B97F4A7C15ULL ^ seed;
-    unsigned char *w = img + 8 + padded;     /* the tensors, little-endian float32 */
+    unsigned char *w = img + 8 + padded; /* the tensors, little-endian float32 */
     for (size_t i = 0; i < data_len / 4; i++) {
         float f = next_uniform(&st, scale);
         memcpy(w + i * sizeof f, &f, sizeof f);

@@ -16,10 +16,10 @@ struct setting {
     const char *name;
     enum ctype type;
     size_t offset;
-    const char *def;            /* default as text, parsed by the same code as user input */
-    int64_t min, max;           /* numbers only */
-    const char *const *names;   /* enum only, NULL-terminated; value = index */
-    const char *arg;            /* placeholder in --help */
+    const char *def;          /* default as text, parsed by the same code as user input */
+    int64_t min, max;         /* numbers only */
+    const char *const *names; /* enum only, NULL-terminated; value = index */
+    const char *arg;          /* placeholder in --help */
     const char *help;
 };
 
@@ -53,10 +53,9 @@ static const struct setting settings[] = {
      "then needs Authorization: Bearer KEY; empty = no authentication"},
     {"tls_cert", CT_STRING, OFF(tls_cert), "", 0, 0, NULL, "FILE",
      "PEM certificate (chain) to serve HTTPS with; needs tls_key; empty = plain HTTP"},
-    {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE",
-     "PEM private key of tls_cert"},
-    {"tls_priorities", CT_STRING, OFF(tls_priorities),
-     "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", 0, 0, NULL, "STRING",
+    {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE", "PEM private key of tls_cert"},
+    {"tls_priorities", CT_STRING, OFF(tls_priorities), "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+     0, 0, NULL, "STRING",
      "GnuTLS priority string: protocol versions and ciphers offered (default: TLS 1.2 and 1.3 "
      "with GnuTLS's normal cipher list)"},
     {"cors_origins", CT_STRING, OFF(cors_origins), "", 0, 0, NULL, "LIST",
@@ -71,12 +70,12 @@ static const struct setting settings[] = {
      "most sessions advanced together in one batched step"},
     {"max_batch_wait_us", CT_INT, OFF(max_batch_wait_us), "200", 0, 1000000, NULL, "US",
      "longest a worker waits for a batch to fill, only while other workers are busy"},
-    {"max_infer_batch_steps", CT_INT, OFF(max_infer_batch_steps), "65536", 1, 100000000, NULL,
-     "N", "most steps (over all requests) of waiting infer requests run together in one call"},
-    {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI * KI, NULL, "BYTES",
+    {"max_infer_batch_steps", CT_INT, OFF(max_infer_batch_steps), "65536", 1, 100000000, NULL, "N",
+     "most steps (over all requests) of waiting infer requests run together in one call"},
+    {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI *KI, NULL, "BYTES",
      "largest request body (suffix K, M or G); larger bodies get 413"},
-    {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL,
-     "N", "most steps in one session step request"},
+    {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL, "N",
+     "most steps in one session step request"},
     {"max_generate_tokens", CT_INT, OFF(max_generate_tokens), "4096", 1, 10000000, NULL, "N",
      "largest max_tokens of one generate request"},
     {"sse_ping_s", CT_INT, OFF(sse_ping_s), "15", 0, 3600, NULL, "S",
@@ -91,14 +90,14 @@ static const struct setting settings[] = {
      "most open sessions; then 429 (session_evict = reject) or eviction (lru)"},
     {"max_sessions_per_key", CT_INT, OFF(max_sessions_per_key), "0", 0, 100000000, NULL, "N",
      "most open sessions of one API key (then 429); 0 = only max_sessions applies"},
-    {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI * KI * KI, NULL,
-     "BYTES", "cap on the state memory of all sessions together (suffix K, M or G)"},
-    {"max_request_memory", CT_SIZE, OFF(max_request_memory), "256M", KI * KI,
-     1024 * KI * KI * KI, NULL, "BYTES",
+    {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI *KI *KI, NULL, "BYTES",
+     "cap on the state memory of all sessions together (suffix K, M or G)"},
+    {"max_request_memory", CT_SIZE, OFF(max_request_memory), "256M", KI *KI, 1024 * KI *KI *KI,
+     NULL, "BYTES",
      "most memory one request may hold: its body, decoded JSON, arrays, work space and "
      "response (suffix K, M or G); a request that needs more gets 413 before it allocates"},
-    {"memory_budget", CT_SIZE, OFF(memory_budget), "1G", KI * KI, 4096 * KI * KI * KI, NULL,
-     "BYTES", "most memory all requests in flight may hold together (suffix K, M or G); one "
+    {"memory_budget", CT_SIZE, OFF(memory_budget), "1G", KI *KI, 4096 * KI *KI *KI, NULL, "BYTES",
+     "most memory all requests in flight may hold together (suffix K, M or G); one "
      "that does not fit now gets 429 with Retry-After"},
     {"session_ttl_s", CT_INT, OFF(session_ttl_s), "600", 1, 31536000, NULL, "S",
      "a session idle this long expires (a session's own ttl_s overrides)"},
@@ -119,20 +118,20 @@ static const struct setting settings[] = {
     {"request_timeout_s", CT_INT, OFF(request_timeout_s), "30", 1, 3600, NULL, "S",
      "a connection idle this long is closed, and so is a request whose headers take longer "
      "(after that, its body must keep min_body_rate)"},
-    {"min_body_rate", CT_SIZE, OFF(min_body_rate), "1K", 1, 1024 * KI * KI, NULL, "BYTES",
+    {"min_body_rate", CT_SIZE, OFF(min_body_rate), "1K", 1, 1024 * KI *KI, NULL, "BYTES",
      "slowest a request body may arrive, in bytes per second, after request_timeout_s, "
      "in every window of request_timeout_s"},
     {"shutdown_timeout_s", CT_INT, OFF(shutdown_timeout_s), "10", 0, 3600, NULL, "S",
      "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting"},
     {"max_connections", CT_INT, OFF(max_connections), "1024", 1, 65536, NULL, "N",
      "most simultaneous client connections"},
-    {"max_connections_per_ip", CT_INT, OFF(max_connections_per_ip), "128", 1, 65536, NULL,
-     "N", "most simultaneous connections from one client address; more are closed at once"},
-    {"max_header_bytes", CT_SIZE, OFF(max_header_bytes), "32K", 8 * KI, KI * KI, NULL, "BYTES",
+    {"max_connections_per_ip", CT_INT, OFF(max_connections_per_ip), "128", 1, 65536, NULL, "N",
+     "most simultaneous connections from one client address; more are closed at once"},
+    {"max_header_bytes", CT_SIZE, OFF(max_header_bytes), "32K", 8 * KI, KI *KI, NULL, "BYTES",
      "memory for one request's line and headers (libmicrohttpd's connection memory); more "
      "gets 431 or 414"},
-    {"max_pending_requests", CT_INT, OFF(max_pending_requests), "4096", 1, 10000000, NULL,
-     "N", "most compute requests (steps, infer, generate) queued or running at once; more get "
+    {"max_pending_requests", CT_INT, OFF(max_pending_requests), "4096", 1, 10000000, NULL, "N",
+     "most compute requests (steps, infer, generate) queued or running at once; more get "
      "429 with Retry-After instead of waiting"},
     {"log_level", CT_ENUM, OFF(log_level), "info", 0, 3, level_names, "LEVEL",
      "debug, info, warn or error"},
@@ -166,8 +165,7 @@ static const struct setting *find_setting(const char *key, size_t keylen)
     return NULL;
 }
 
-static int parse_int(const struct setting *s, const char *v, int64_t *out,
-                     char *err, size_t errlen)
+static int parse_int(const struct setting *s, const char *v, int64_t *out, char *err, size_t errlen)
 {
     errno = 0;
     char *end;
@@ -186,13 +184,22 @@ static int parse_int(const struct setting *s, const char *v, int64_t *out,
     int64_t mult = 1;
     if (s->type == CT_SIZE && *end) {
         switch (toupper((unsigned char)*end)) {
-        case 'K': mult = KI; end++; break;
-        case 'M': mult = KI * KI; end++; break;
-        case 'G': mult = KI * KI * KI; end++; break;
+        case 'K':
+            mult = KI;
+            end++;
+            break;
+        case 'M':
+            mult = KI * KI;
+            end++;
+            break;
+        case 'G':
+            mult = KI * KI * KI;
+            end++;
+            break;
         default: break;
         }
         if (mult > 1 && (*end == 'B' || *end == 'b'))
-            end++;  /* accept "16M" and "16MB" */
+            end++; /* accept "16M" and "16MB" */
     }
     if (*end || end == v) {
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected %s, got \"%s\"", s->name,
@@ -211,14 +218,12 @@ static int parse_int(const struct setting *s, const char *v, int64_t *out,
     return RNND_OK;
 }
 
-static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
-                 char *err, size_t errlen)
+static int apply(rnnd_config *cfg, const struct setting *s, const char *v, char *err, size_t errlen)
 {
     char *base = (char *)cfg;
     switch (s->type) {
     case CT_INT:
-    case CT_SIZE:
-        return parse_int(s, v, (int64_t *)(base + s->offset), err, errlen);
+    case CT_SIZE: return parse_int(s, v, (int64_t *)(base + s->offset), err, errlen);
     case CT_ENUM:
         for (size_t i = 0; s->names[i]; i++) {
             if (!strcmp(v, s->names[i])) {
@@ -247,7 +252,7 @@ static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
     }
     case CT_LIST: {
         if (!*v)
-            return RNND_OK;     /* the empty default */
+            return RNND_OK; /* the empty default */
         const char *eq = strchr(v, '=');
         if (!eq || eq == v || !eq[1]) {
             return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected NAME=FILE, got \"%s\"",
@@ -301,8 +306,7 @@ void rnnd_config_free(rnnd_config *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
-int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
-                    char *err, size_t errlen)
+int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     const struct setting *s = find_setting(key, strlen(key));
     if (!s) {
@@ -361,8 +365,8 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
     return rc;
 }
 
-int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
-                          char *err, size_t errlen)
+int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action, char *err,
+                          size_t errlen)
 {
     *action = RNND_CONFIG_RUN;
     /* first pass: --help, --print-config and --config, so flags override the file */
@@ -481,11 +485,9 @@ void rnnd_config_help(FILE *f)
         char flag[64], text[768];
         flag_name(s, flag, sizeof flag);
         fprintf(f, "  %s %s\n", flag, s->arg);
-        int n = snprintf(text, sizeof text, "%s (key %s, default \"%s\"", s->help, s->name,
-                         s->def);
+        int n = snprintf(text, sizeof text, "%s (key %s, default \"%s\"", s->help, s->name, s->def);
         if (n > 0 && (size_t)n < sizeof text && (s->type == CT_INT || s->type == CT_SIZE))
-            snprintf(text + n, sizeof text - (size_t)n, ", %" PRId64 "..%" PRId64, s->min,
-                     s->max);
+            snprintf(text + n, sizeof text - (size_t)n, ", %" PRId64 "..%" PRId64, s->min, s->max);
         strncat(text, ")", sizeof text - strlen(text) - 1);
         wrap(f, text, 8, 90);
     }
@@ -510,16 +512,12 @@ void rnnd_config_print(const rnnd_config *cfg, FILE *f)
         const struct setting *s = &settings[i];
         const void *p = base + s->offset;
         switch (s->type) {
-        case CT_INT:
-            fprintf(f, "%s = %" PRId64 "\n", s->name, *(const int64_t *)p);
-            break;
+        case CT_INT: fprintf(f, "%s = %" PRId64 "\n", s->name, *(const int64_t *)p); break;
         case CT_SIZE:
             fprintf(f, "%s = ", s->name);
             print_size(f, *(const int64_t *)p);
             break;
-        case CT_ENUM:
-            fprintf(f, "%s = %s\n", s->name, s->names[*(const int64_t *)p]);
-            break;
+        case CT_ENUM: fprintf(f, "%s = %s\n", s->name, s->names[*(const int64_t *)p]); break;
         case CT_STRING:
             fprintf(f, "%s = %s\n", s->name, *(char *const *)p ? *(char *const *)p : "");
             break;

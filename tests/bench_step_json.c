@@ -100,8 +100,8 @@ int main(int argc, char **argv)
             rnnd_buf_printf(&body, "%s%.9g", i ? ", " : "", (double)v[i]);
     }
     rnnd_buf_puts(&body, "]]}");
-    printf("body: %zu bytes, %zu floats; %d requests per run, median of 7 runs\n", body.len,
-           width, reps);
+    printf("body: %zu bytes, %zu floats; %d requests per run, median of 7 runs\n", body.len, width,
+           reps);
     const char *names[] = {"decode jansson", "decode scan", "format %.9g", "format fmt"};
     for (int k = 0; k < 4; k++) {
         double t[7];

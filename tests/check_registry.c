@@ -113,7 +113,8 @@ START_TEST(test_swap_race)
             break;
         rnnd_registry out;
         ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported,
-                                              &reports, err, sizeof err), 0);
+                                              &reports, err, sizeof err),
+                         0);
         const rnnd_entry *e = rnnd_registry_find(&out, "a");
         if (e && !strcmp(e->file_digest, outside_digest))
             escaped++;
@@ -124,8 +125,8 @@ START_TEST(test_swap_race)
     atomic_store(&sw.stop, 1);
     pthread_join(th, NULL);
     printf("swap race: %ld reloads, %ld swaps, %ld loaded the inside file, %d refused, "
-           "%ld loaded the outside file\n", reloads, sw.swaps, inside, atomic_load(&reports),
-           escaped);
+           "%ld loaded the outside file\n",
+           reloads, sw.swaps, inside, atomic_load(&reports), escaped);
     ck_assert_msg(escaped == 0, "a reload loaded the file outside the models folder");
     ck_assert_msg(inside > 0 && atomic_load(&reports) > 0,
                   "the race was not exercised: %ld inside loads, %d refusals", inside,
@@ -159,8 +160,9 @@ START_TEST(test_fifo)
     rnnd_registry empty = {0}, out;
     atomic_int reports;
     atomic_init(&reports, 0);
-    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported,
-                                          &reports, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported, &reports,
+                                          err, sizeof err),
+                     0);
     ck_assert_int_eq(atomic_load(&reports), 1);
     ck_assert_uint_eq(out.n, 1);
     ck_assert_str_eq(out.entries[0]->name, "a");

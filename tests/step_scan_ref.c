@@ -35,8 +35,8 @@ static long depth_of(json_t *v)
     return 0;
 }
 
-static int compare_json(json_t *body, const rnnd_step_scan *sc, long max_depth,
-                        size_t max_steps, char *why, size_t whylen)
+static int compare_json(json_t *body, const rnnd_step_scan *sc, long max_depth, size_t max_steps,
+                        char *why, size_t whylen)
 {
     if (!json_is_object(body))
         return rnnd_fail(SSR_DIFFERENT, why, whylen, "accepted a body that is not an object");
@@ -122,8 +122,8 @@ static int compare_json(json_t *body, const rnnd_step_scan *sc, long max_depth,
     return rc;
 }
 
-int ssr_compare(const char *data, size_t len, long max_depth, size_t max_steps,
-                char *why, size_t whylen)
+int ssr_compare(const char *data, size_t len, long max_depth, size_t max_steps, char *why,
+                size_t whylen)
 {
     rnnd_step_scan sc;
     int rc = rnnd_step_scan_parse(data, len, max_depth, max_steps, &sc);

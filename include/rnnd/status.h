@@ -7,18 +7,19 @@
 
 typedef enum rnnd_status {
     RNND_OK = 0,
-    RNND_ERR_NOMEM = -1,      /* allocation failed */
-    RNND_ERR_IO = -2,         /* open/read/write failed */
-    RNND_ERR_FORMAT = -3,     /* a model or snapshot file is malformed */
-    RNND_ERR_INVALID = -4,    /* a request or argument is malformed */
-    RNND_ERR_UNSUPPORTED = -5,/* valid, but not something rnnd can do (e.g. step a reverse layer) */
-    RNND_ERR_LIMIT = -6,      /* a configured limit was exceeded */
-    RNND_ERR_NUMERIC = -7,    /* the computation produced NaN or Inf */
+    RNND_ERR_NOMEM = -1,   /* allocation failed */
+    RNND_ERR_IO = -2,      /* open/read/write failed */
+    RNND_ERR_FORMAT = -3,  /* a model or snapshot file is malformed */
+    RNND_ERR_INVALID = -4, /* a request or argument is malformed */
+    RNND_ERR_UNSUPPORTED =
+        -5,                /* valid, but not something rnnd can do (e.g. step a reverse layer) */
+    RNND_ERR_LIMIT = -6,   /* a configured limit was exceeded */
+    RNND_ERR_NUMERIC = -7, /* the computation produced NaN or Inf */
     RNND_ERR_INTERNAL = -8,
-    RNND_ERR_CONFLICT = -9,   /* valid, but not for this resource (a state of another model) */
-    RNND_ERR_BUSY = -10,      /* would fit alone, but not now: a shared budget is spent */
-    RNND_ERR_STOPPED = -11,   /* given up part way because the server is stopping */
-    RNND_ERR_AUTH = -12       /* a file is not authenticated by its key (a snapshot's MAC) */
+    RNND_ERR_CONFLICT = -9, /* valid, but not for this resource (a state of another model) */
+    RNND_ERR_BUSY = -10,    /* would fit alone, but not now: a shared budget is spent */
+    RNND_ERR_STOPPED = -11, /* given up part way because the server is stopping */
+    RNND_ERR_AUTH = -12     /* a file is not authenticated by its key (a snapshot's MAC) */
 } rnnd_status;
 
 /* A short constant description of a status ("ok", "out of memory", ...). */

@@ -50,10 +50,7 @@ typedef struct fz_daemon {
     uint16_t port;
 } fz_daemon;
 
-static double now_ms(void)
-{
-    return rnnd_mono_s() * 1e3;
-}
+static double now_ms(void) { return rnnd_mono_s() * 1e3; }
 
 /* ---- the daemon: the start-up of cmd_serve.c's serve(), copied (it is static there) ---- */
 
@@ -198,8 +195,7 @@ static fz_daemon *daemon_start(void)
     app->v2_seq = rnnd_v2_seq_new(app->sessions, (size_t)cfg->max_sessions);
     FZ_CHECK(app->v2_seq != NULL, "sequence map");
     app->workers = (size_t)cfg->workers;
-    if (rnnd_pool_new(app->workers, worker_init, worker_fini, app, &app->pool, err,
-                      sizeof err)) {
+    if (rnnd_pool_new(app->workers, worker_init, worker_fini, app, &app->pool, err, sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
@@ -222,7 +218,8 @@ static fz_daemon *daemon_start(void)
  * machine that briefly runs out of ephemeral ports (EADDRNOTAVAIL) gets a few retries. */
 static int dial(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int e = 0;
     for (int attempt = 0; attempt < 50; attempt++) {
@@ -307,7 +304,7 @@ static size_t exchange(uint16_t port, const void *data, size_t len, char *out, s
             poll(&pf, 1, 50);
             continue;
         }
-        break;      /* the server closed, or stopped reading: read what it said */
+        break; /* the server closed, or stopped reading: read what it said */
     }
     int half_closed = 0, eof = 0;
     double wait_until = now_ms() + REPLY_WAIT_MS;
@@ -362,8 +359,7 @@ static int status_of(const char *reply)
 {
     unsigned code;
     char sp;
-    if (strncmp(reply, "HTTP/1.", 7) || sscanf(reply + 8, "%c%3u", &sp, &code) != 2 ||
-        sp != ' ')
+    if (strncmp(reply, "HTTP/1.", 7) || sscanf(reply + 8, "%c%3u", &sp, &code) != 2 || sp != ' ')
         return 0;
     return (int)code;
 }
@@ -407,8 +403,8 @@ static void close_session(uint16_t port, const char *id)
 
 /* Replace every PLACEHOLDER in BUF by a session of MODEL, opened on first need. Returns 1
  * when a session was opened (for the caller to close). */
-static int substitute(unsigned char *buf, size_t len, const char *placeholder,
-                      const char *model, uint16_t port, char *id)
+static int substitute(unsigned char *buf, size_t len, const char *placeholder, const char *model,
+                      uint16_t port, char *id)
 {
     int opened = 0;
     for (size_t i = 0; i + SID_LEN <= len; i++) {

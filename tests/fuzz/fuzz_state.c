@@ -14,10 +14,10 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
-#define FZ_ARCH_BIDI                                                                        \
-    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 2},"               \
-    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 3, \"direction\": \"bidirectional\","\
-    " \"proj_size\": 2}, {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3,"    \
+#define FZ_ARCH_BIDI \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 2}," \
+    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 3, \"direction\": \"bidirectional\"," \
+    " \"proj_size\": 2}, {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3," \
     " \"direction\": \"reverse\"}]}"
 
 #define N_MODELS 3
