@@ -7,11 +7,9 @@
 
 #include "http.h"
 
-typedef void (*rnnd_handler)(rnnd_req *r);
-
-void rnnd_api_models_list(rnnd_req *r);     /* GET  /v1/models */
-void rnnd_api_model_get(rnnd_req *r);       /* GET  /v1/models/{model} */
-void rnnd_api_infer(rnnd_req *r);           /* POST /v1/models/{model}/infer */
+void rnnd_api_models_list(rnnd_req *r); /* GET  /v1/models */
+void rnnd_api_model_get(rnnd_req *r);   /* GET  /v1/models/{model} */
+void rnnd_api_infer(rnnd_req *r);       /* POST /v1/models/{model}/infer */
 
 void rnnd_api_sessions_create(rnnd_req *r); /* POST   /v1/sessions */
 void rnnd_api_sessions_list(rnnd_req *r);   /* GET    /v1/sessions */
@@ -23,18 +21,21 @@ void rnnd_api_session_fork(rnnd_req *r);    /* POST   /v1/sessions/{id}/fork */
 void rnnd_api_state_get(rnnd_req *r);       /* GET    /v1/sessions/{id}/state */
 void rnnd_api_state_put(rnnd_req *r);       /* PUT    /v1/sessions/{id}/state */
 
-void rnnd_api_session_generate(rnnd_req *r);   /* POST /v1/sessions/{id}/generate */
-void rnnd_api_model_generate(rnnd_req *r);     /* POST /v1/models/{model}/generate */
+void rnnd_api_session_generate(rnnd_req *r); /* POST /v1/sessions/{id}/generate */
+void rnnd_api_model_generate(rnnd_req *r);   /* POST /v1/models/{model}/generate */
 
-void rnnd_api_healthz(rnnd_req *r);         /* GET /healthz */
-void rnnd_api_readyz(rnnd_req *r);          /* GET /readyz */
-void rnnd_api_metrics(rnnd_req *r);         /* GET /metrics */
+void rnnd_api_healthz(rnnd_req *r); /* GET /healthz */
+void rnnd_api_readyz(rnnd_req *r);  /* GET /readyz */
+void rnnd_api_metrics(rnnd_req *r); /* GET /metrics */
 
 /* ---- shared by the handlers (api_util.c) ---- */
 #include "session.h"
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated): replies 400, returns -1. */
-int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *allowed);
+int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed);
+/* A fresh session of E (zero state, the table's ttl) owned by R's API key: rnnd_session_create's
+ * status, *OUT one reference for the caller. Replies nothing. */
+int rnnd_api_session_new(rnnd_req *r, rnnd_entry *e, rnnd_session **out, char *err, size_t errlen);
 /* The session named by the path's first parameter (one reference), or NULL after replying
  * 404 / 410. */
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r);
@@ -63,21 +64,20 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
 /* The "generate" field of POST /v1/sessions (NULL V: none): sampling defaults for the
  * session's generations, in a new block (*OUT, NULL when V is NULL). Replies on error. */
 #include "generate.h"
-int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
-                          rnnd_gen_params **out);
+int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_params **out);
 
 /* ---- the KServe v2 / Triton protocol (api_v2.c, api_v2_generate.c; docs/v2.md) ---- */
 /* What GET /v2 lists in "extensions" (JSON strings). */
 #define RNND_V2_EXTENSIONS "\"sequence\",\"sequence(string_id)\",\"generate\""
 
-void rnnd_api_v2_server_meta(rnnd_req *r);  /* GET  /v2 */
-void rnnd_api_v2_live(rnnd_req *r);         /* GET  /v2/health/live */
-void rnnd_api_v2_ready(rnnd_req *r);        /* GET  /v2/health/ready */
-void rnnd_api_v2_model_meta(rnnd_req *r);   /* GET  /v2/models/{m}[/versions/{v}] */
-void rnnd_api_v2_model_ready(rnnd_req *r);  /* GET  /v2/models/{m}[/versions/{v}]/ready */
-void rnnd_api_v2_infer(rnnd_req *r);        /* POST /v2/models/{m}[/versions/{v}]/infer */
-void rnnd_api_v2_generate(rnnd_req *r);     /* POST .../generate */
-void rnnd_api_v2_generate_stream(rnnd_req *r);  /* POST .../generate_stream (SSE) */
+void rnnd_api_v2_server_meta(rnnd_req *r);     /* GET  /v2 */
+void rnnd_api_v2_live(rnnd_req *r);            /* GET  /v2/health/live */
+void rnnd_api_v2_ready(rnnd_req *r);           /* GET  /v2/health/ready */
+void rnnd_api_v2_model_meta(rnnd_req *r);      /* GET  /v2/models/{m}[/versions/{v}] */
+void rnnd_api_v2_model_ready(rnnd_req *r);     /* GET  /v2/models/{m}[/versions/{v}]/ready */
+void rnnd_api_v2_infer(rnnd_req *r);           /* POST /v2/models/{m}[/versions/{v}]/infer */
+void rnnd_api_v2_generate(rnnd_req *r);        /* POST .../generate */
+void rnnd_api_v2_generate_stream(rnnd_req *r); /* POST .../generate_stream (SSE) */
 
 /* Reply STATUS with Triton's error object {"error": MESSAGE} (Retry-After with 503). */
 void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
@@ -87,6 +87,6 @@ void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
 int rnnd_v2_charge(rnnd_req *r, size_t bytes);
 /* The model of the path ({m}, and {v} when the route has one), or NULL after replying 400
  * as Triton does for an unknown model or version. */
-const rnnd_entry *rnnd_v2_model(rnnd_req *r);
+rnnd_entry *rnnd_v2_model(rnnd_req *r);
 
 #endif

@@ -16,7 +16,6 @@
 
 static const char *const finish_names[] = {"length", "stop", "cancelled", "error"};
 
-
 /* ---- validation -------------------------------------------------------------------------- */
 
 /* Can E's model generate? Replies 409 when not. */
@@ -32,8 +31,10 @@ static int gen_capable(rnnd_req *r, const rnnd_entry *e)
         return -1;
     }
     if (!e->stateful) {
-        rnnd_reply_error(r, RNND_E_UNSUPPORTED, "model %s has reverse or bidirectional layers, so "
-                         "it cannot generate", e->name);
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED,
+                         "model %s has reverse or bidirectional layers, so "
+                         "it cannot generate",
+                         e->name);
         return -1;
     }
     return 0;
@@ -43,8 +44,8 @@ static int gen_capable(rnnd_req *r, const rnnd_entry *e)
 static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_gen_params *p)
 {
     char err[256];
-    int rc = rnnd_gen_params_parse(v, rnnd_req_app(r)->cfg->max_generate_tokens, p, err,
-                                   sizeof err);
+    int rc =
+        rnnd_gen_params_parse(v, rnnd_req_app(r)->cfg->max_generate_tokens, p, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_LIMIT_EXCEEDED : RNND_E_INVALID_REQUEST,
                          "%s", err);
@@ -53,23 +54,25 @@ static int parse_params(rnnd_req *r, const rnnd_entry *e, const json_t *v, rnnd_
     if (p->n_stop && !e->tokenizer) {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "stop: model %s has no tokenizer, so its output "
-                         "has no text to match", e->name);
+                         "has no text to match",
+                         e->name);
         return -1;
     }
     return 0;
 }
 
-int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, const json_t *v,
-                          rnnd_gen_params **out)
+int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_params **out)
 {
-    static const char *const fields[] = {"max_tokens", "temperature", "top_k", "top_p", "seed",
-                                         "stop", NULL};
+    static const char *const fields[] = {"max_tokens", "temperature", "top_k", "top_p",
+                                         "seed",       "stop",        NULL};
     *out = NULL;
     if (!v)
         return 0;
     if (!json_is_object(v)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "generate: expected an object of sampling "
-                         "defaults, got %s", rnnd_json_type_desc(v));
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "generate: expected an object of sampling "
+                         "defaults, got %s",
+                         rnnd_json_type_desc(v));
         return -1;
     }
     if (gen_capable(r, e) || rnnd_api_check_fields(r, v, fields))
@@ -100,7 +103,8 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         if (!e->tokenizer) {
             rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                              "%s: model %s has no tokenizer: give token "
-                             "ids", name, e->name);
+                             "ids",
+                             name, e->name);
             return -1;
         }
         size_t len = json_string_length(v);
@@ -116,8 +120,10 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         if (rc) {
             free(t);
             if (rc == RNND_ERR_LIMIT)
-                rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: more than max_steps_per_request "
-                                 "(%zu) tokens", name, max);
+                rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED,
+                                 "%s: more than max_steps_per_request "
+                                 "(%zu) tokens",
+                                 name, max);
             else
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: %s", name, err);
             return -1;
@@ -126,8 +132,10 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
     } else if (json_is_array(v)) {
         size_t k = json_array_size(v);
         if (k > max) {
-            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "%s: %zu tokens, more than "
-                             "max_steps_per_request (%zu)", name, k, max);
+            rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED,
+                             "%s: %zu tokens, more than "
+                             "max_steps_per_request (%zu)",
+                             name, k, max);
             return -1;
         }
         int32_t *t = malloc((k ? k : 1) * sizeof *t);
@@ -137,8 +145,7 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
         }
         for (size_t i = 0; i < k; i++) {
             char why[128];
-            if (rnnd_json_token(json_array_get(v, i), spec->vocab_size, &t[i], why,
-                                sizeof why)) {
+            if (rnnd_json_token(json_array_get(v, i), spec->vocab_size, &t[i], why, sizeof why)) {
                 free(t);
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s[%zu]: %s", name, i, why);
                 return -1;
@@ -149,14 +156,17 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
     } else {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "%s: expected text (a string) or a list of token "
-                         "ids, got %s", name, v ? rnnd_json_type_desc(v) : "nothing");
+                         "ids, got %s",
+                         name, v ? rnnd_json_type_desc(v) : "nothing");
         return -1;
     }
     if (!*n) {
         free(*ids);
         *ids = NULL;
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: empty; give at least one token (the "
-                         "session keeps no output to continue from)", name);
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%s: empty; give at least one token (the "
+                         "session keeps no output to continue from)",
+                         name);
         return -1;
     }
     return 0;
@@ -166,8 +176,10 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
 
 static void usage_json(rnnd_buf *b, const rnnd_gen_result *res)
 {
-    rnnd_buf_printf(b, "\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%zu,"
-                    "\"total_tokens\":%zu}", res->prompt_tokens, res->completion_tokens,
+    rnnd_buf_printf(b,
+                    "\"usage\":{\"prompt_tokens\":%zu,\"completion_tokens\":%zu,"
+                    "\"total_tokens\":%zu}",
+                    res->prompt_tokens, res->completion_tokens,
                     res->prompt_tokens + res->completion_tokens);
 }
 
@@ -203,8 +215,8 @@ static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_resul
         if (q->tmp)
             rnnd_reply_error(r, res->code, "%s", res->message);
         else
-            rnnd_reply_error(r, res->code, "%s (the session has %" PRIu64 " steps)",
-                             res->message, res->steps);
+            rnnd_reply_error(r, res->code, "%s (the session has %" PRIu64 " steps)", res->message,
+                             res->steps);
         return;
     }
     rnnd_buf b;
@@ -267,8 +279,8 @@ static const rnnd_gen_protocol v1_protocol = {token_event, reply_done, stream_do
  * while the engine runs; TMP says S is a temporary session to remove at the end), reply. */
 static void generate(rnnd_req *r, rnnd_session *s, int tmp)
 {
-    static const char *const fields[] = {"prompt", "max_tokens", "temperature", "top_k",
-                                         "top_p", "seed", "stop", "stream", NULL};
+    static const char *const fields[] = {"prompt", "max_tokens", "temperature", "top_k", "top_p",
+                                         "seed",   "stop",       "stream",      NULL};
     rnnd_app *app = rnnd_req_app(r);
     const rnnd_entry *e = rnnd_session_model(s);
     json_t *body = rnnd_req_body(r);
@@ -295,8 +307,9 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
     /* the engine's buffers and the reply (a stream buffers the events a client has not read)
      * are charged before the engine makes them; the charge goes with the request, after the
      * last byte is sent */
-    if (rnnd_api_charge(r, rnnd_gen_bytes(e, n, q->p.max_tokens, json_is_true(sv) ?
-                                          SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
+    if (rnnd_api_charge(r,
+                        rnnd_gen_bytes(e, n, q->p.max_tokens,
+                                       json_is_true(sv) ? SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
         goto fail;
     rnnd_gen_http_start(q, r, s, tmp, json_is_true(sv), ids, n);
     free(ids);
@@ -310,15 +323,24 @@ fail:
     rnnd_session_unref(s);
 }
 
-void rnnd_api_session_generate(rnnd_req *r)
+/* Admitted (rnnd_api_admit) and with a body, or replied to: -1. */
+static int admit_with_body(rnnd_req *r)
 {
     if (rnnd_api_admit(r))
-        return;
+        return -1;
     if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body is empty: expected "
                          "{\"prompt\": TEXT or [ids], ...}");
-        return;
+        return -1;
     }
+    return 0;
+}
+
+void rnnd_api_session_generate(rnnd_req *r)
+{
+    if (admit_with_body(r))
+        return;
     rnnd_session *s = rnnd_api_session_lookup(r);
     if (!s)
         return;
@@ -331,27 +353,19 @@ void rnnd_api_session_generate(rnnd_req *r)
 
 void rnnd_api_model_generate(rnnd_req *r)
 {
-    if (rnnd_api_admit(r))
+    if (admit_with_body(r))
         return;
-    rnnd_app *app = rnnd_req_app(r);
-    if (!rnnd_req_body(r)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
-                         "{\"prompt\": TEXT or [ids], ...}");
-        return;
-    }
-    const rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
+    rnnd_entry *e = rnnd_api_model(r, rnnd_req_param(r, 0));
     if (!e)
         return;
     if (gen_capable(r, e))
         return;
     rnnd_session *s;
     char err[256];
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
-        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE,
-                         "%s", err);
+        rnnd_reply_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_UNAVAILABLE, "%s",
+                         err);
         return;
     }
     generate(r, s, 1);

@@ -20,7 +20,8 @@ void rnnd_api_readyz(rnnd_req *r)
     }
     size_t n = rnnd_catalog_count(&app->models);
     if (!n) {
-        rnnd_reply_error(r, RNND_E_NO_MODELS, "no model is loaded: add a model file and reload "
+        rnnd_reply_error(r, RNND_E_NO_MODELS,
+                         "no model is loaded: add a model file and reload "
                          "(SIGHUP)");
         return;
     }
@@ -38,7 +39,13 @@ void rnnd_api_metrics(rnnd_req *r)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_metrics_render(rnnd_req_app(r), &b);
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_metrics_sources src = {.kernels = app->kernels ? app->kernels->name : NULL,
+                                .pool = app->pool,
+                                .workers = app->workers,
+                                .models = &app->models,
+                                .sessions = app->sessions};
+    rnnd_metrics_render(&app->metrics, &src, &b);
     rnnd_reply(r, 200, &b);
     rnnd_reply_header(r, "Content-Type", "text/plain; version=0.0.4");
 }

@@ -9,7 +9,7 @@
 #include "rnnd/status.h"
 
 struct infer_task {
-    rnnd_infer_job job;         /* first member */
+    rnnd_infer_job job; /* first member */
     rnnd_req *r;
     const rnnd_entry *e;
 };
@@ -59,7 +59,8 @@ void rnnd_api_infer(rnnd_req *r)
         return;
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body is empty: expected "
                          "{\"inputs\": [SEQUENCE, ...]}");
         return;
     }

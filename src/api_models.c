@@ -12,13 +12,13 @@ static void model_fields(rnnd_buf *b, const rnnd_entry *e)
     rnnd_buf_printf(b, ",\"version\":%d,\"digest\":\"%s\",\"file_digest\":\"%s\"", e->version,
                     e->digest, e->file_digest);
     rnnd_buf_printf(b, ",\"input_kind\":\"%s\",\"input_dim\":%d",
-                    spec->input_kind == RNND_INPUT_TOKENS ? "tokens" : "vectors",
-                    spec->input_dim);
+                    spec->input_kind == RNND_INPUT_TOKENS ? "tokens" : "vectors", spec->input_dim);
     if (spec->input_kind == RNND_INPUT_TOKENS)
         rnnd_buf_printf(b, ",\"vocab_size\":%d", spec->vocab_size);
     else
         rnnd_buf_puts(b, ",\"vocab_size\":null");
-    rnnd_buf_printf(b, ",\"output_dim\":%d,\"stateful\":%s,\"state_floats\":%zu"
+    rnnd_buf_printf(b,
+                    ",\"output_dim\":%d,\"stateful\":%s,\"state_floats\":%zu"
                     ",\"state_bytes\":%zu,\"params\":%zu,\"layers\":%d",
                     e->output_dim, e->stateful ? "true" : "false", e->state_floats,
                     e->state_floats * sizeof(float), rnnd_model_param_count(e->model),
@@ -64,8 +64,7 @@ void rnnd_api_model_get(rnnd_req *r)
             rnnd_buf_puts(&b, ",");
         rnnd_buf_printf(&b, "{\"type\":\"%s\",\"direction\":\"%s\",\"hidden_size\":%d}",
                         rnnd_cell_name(spec->layers[i].cell),
-                        rnnd_direction_name(spec->layers[i].direction),
-                        spec->layers[i].hidden);
+                        rnnd_direction_name(spec->layers[i].direction), spec->layers[i].hidden);
     }
     rnnd_buf_puts(&b, "],\"tokenizer\":");
     if (spec->tokenizer[0])

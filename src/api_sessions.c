@@ -19,16 +19,16 @@
 /* ---- helpers ----------------------------------------------------------------------------- */
 
 /* An optional integer field in [lo, hi]; *out untouched when absent. */
-static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t lo,
-                     int64_t hi, int64_t *out)
+static int int_field(rnnd_req *r, const json_t *body, const char *name, int64_t lo, int64_t hi,
+                     int64_t *out)
 {
     const json_t *v = json_object_get(body, name);
     if (!v)
         return 0;
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s: expected an integer in %" PRId64
-                         "..%" PRId64 ", got %s", name, lo, hi,
-                         json_is_integer(v) ? "one out of range" : rnnd_json_type_desc(v));
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%s: expected an integer in %" PRId64 "..%" PRId64 ", got %s", name, lo,
+                         hi, json_is_integer(v) ? "one out of range" : rnnd_json_type_desc(v));
         return -1;
     }
     *out = json_integer_value(v);
@@ -44,8 +44,9 @@ static int ttl_field(rnnd_req *r, const json_t *body, int64_t max, int64_t *out)
         return 0;
     char why[160];
     if (!json_is_integer(v)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "ttl_s: expected an integer in 1..%" PRId64
-                         ", got %s", max, rnnd_json_type_desc(v));
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "ttl_s: expected an integer in 1..%" PRId64 ", got %s", max,
+                         rnnd_json_type_desc(v));
         return -1;
     }
     if (rnnd_session_ttl_check((double)json_integer_value(v), max, why, sizeof why)) {
@@ -56,10 +57,7 @@ static int ttl_field(rnnd_req *r, const json_t *body, int64_t max, int64_t *out)
     return 0;
 }
 
-static const rnnd_entry *entry_of(rnnd_session *s)
-{
-    return rnnd_session_model(s);
-}
+static rnnd_entry *entry_of(rnnd_session *s) { return rnnd_session_model(s); }
 
 static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
 {
@@ -67,9 +65,10 @@ static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
     rnnd_buf_printf(b, "{\"id\":\"%s\",\"model\":", info->id);
     rnnd_buf_json_string(b, e->name);
     rnnd_buf_printf(b, ",\"model_version\":%d", e->version);
-    rnnd_buf_printf(b, ",\"steps\":%" PRIu64 ",\"created\":%" PRId64 ",\"idle_s\":%.3f"
-                    ",\"expires_in\":%.3f,\"ttl_s\":%.0f,\"busy\":%s}", info->steps,
-                    info->created, info->idle_s, info->expires_in, info->ttl_s,
+    rnnd_buf_printf(b,
+                    ",\"steps\":%" PRIu64 ",\"created\":%" PRId64 ",\"idle_s\":%.3f"
+                    ",\"expires_in\":%.3f,\"ttl_s\":%.0f,\"busy\":%s}",
+                    info->steps, info->created, info->idle_s, info->expires_in, info->ttl_s,
                     info->busy ? "true" : "false");
 }
 
@@ -79,7 +78,7 @@ static void session_summary(rnnd_buf *b, const rnnd_session_info *info)
 static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, float **out)
 {
     *out = NULL;
-    const json_t *v = json_object_get(body, "state");
+    json_t *v = json_object_get(body, "state");
     char err[512];
     int rc = rnnd_state_digest_check(e->model, json_object_get(body, "digest"), v != NULL, err,
                                      sizeof err);
@@ -105,15 +104,18 @@ static int state_field(rnnd_req *r, const json_t *body, const rnnd_entry *e, flo
 
 /* Create a session and reply 201 (or 429/400/503). */
 /* DEFAULTS (generation defaults, may be NULL) is taken over. */
-static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init,
-                             uint64_t steps, double ttl, const char *parent,
-                             rnnd_gen_params *defaults)
+static void create_and_reply(rnnd_req *r, rnnd_entry *e, const float *init, uint64_t steps,
+                             double ttl, const char *parent, rnnd_gen_params *defaults)
 {
     rnnd_app *app = rnnd_req_app(r);
     rnnd_session *s;
     char err[256];
-    rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats, .state = init,
-                            .owner = rnnd_req_owner(r), .steps = steps, .ttl_s = ttl};
+    rnnd_session_init si = {.model = e,
+                            .state_floats = e->state_floats,
+                            .state = init,
+                            .owner = rnnd_req_owner(r),
+                            .steps = steps,
+                            .ttl_s = ttl};
     int rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     if (rc)
         free(defaults);
@@ -134,8 +136,8 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
     rnnd_buf_init(&b);
     rnnd_buf_printf(&b, "{\"id\":\"%s\",\"model\":", info.id);
     rnnd_buf_json_string(&b, e->name);
-    rnnd_buf_printf(&b, ",\"expires_in\":%.0f,\"ttl_s\":%.0f,\"steps\":%" PRIu64,
-                    info.expires_in, info.ttl_s, info.steps);
+    rnnd_buf_printf(&b, ",\"expires_in\":%.0f,\"ttl_s\":%.0f,\"steps\":%" PRIu64, info.expires_in,
+                    info.ttl_s, info.steps);
     rnnd_session_info_release(app->sessions, &info, 1);
     if (parent)
         rnnd_buf_printf(&b, ",\"parent\":\"%s\"", parent);
@@ -151,12 +153,12 @@ static void create_and_reply(rnnd_req *r, const rnnd_entry *e, const float *init
 
 void rnnd_api_sessions_create(rnnd_req *r)
 {
-    static const char *const fields[] = {"model", "ttl_s", "state", "digest", "generate",
-                                         NULL};
+    static const char *const fields[] = {"model", "ttl_s", "state", "digest", "generate", NULL};
     rnnd_app *app = rnnd_req_app(r);
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body is empty: expected "
                          "{\"model\": NAME}");
         return;
     }
@@ -164,16 +166,16 @@ void rnnd_api_sessions_create(rnnd_req *r)
         return;
     const json_t *m = json_object_get(body, "model");
     if (!json_is_string(m)) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                         "model: expected a model name (string), got %s",
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "model: expected a model name (string), got %s",
                          m ? rnnd_json_type_desc(m) : "nothing");
         return;
     }
-    const rnnd_entry *e = rnnd_api_model(r, json_string_value(m));
+    rnnd_entry *e = rnnd_api_model(r, json_string_value(m));
     if (!e)
         return;
     if (!e->stateful) {
-        rnnd_reply_error(r, RNND_E_UNSUPPORTED, "model %s has reverse or bidirectional layers, so "
+        rnnd_reply_error(r, RNND_E_UNSUPPORTED,
+                         "model %s has reverse or bidirectional layers, so "
                          "it cannot be fed step by step: use POST /v1/models/%s/infer",
                          e->name, e->name);
         return;
@@ -204,8 +206,7 @@ void rnnd_api_sessions_list(rnnd_req *r)
         char *end;
         long long v = strtoll(q, &end, 10);
         if (!*q || *end || v < 1 || v > max) {
-            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                             "limit: expected an integer in 1..%" PRId64,
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "limit: expected an integer in 1..%" PRId64,
                              max);
             return;
         }
@@ -223,9 +224,10 @@ void rnnd_api_sessions_list(rnnd_req *r)
     rnnd_session_info *infos = malloc((size_t)limit * sizeof *infos);
     int more = 0;
     uint64_t owner = rnnd_req_owner(r);
-    size_t n = infos ? rnnd_session_list_for(app->sessions, after, model,
-                                             rnnd_req_admin(r) ? NULL : &owner, (size_t)limit,
-                                             infos, &more) : (size_t)-1;
+    size_t n = infos
+        ? rnnd_session_list_for(app->sessions, after, model, rnnd_req_admin(r) ? NULL : &owner,
+                                (size_t)limit, infos, &more)
+        : (size_t)-1;
     if (n == (size_t)-1) {
         free(infos);
         rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
@@ -259,7 +261,7 @@ void rnnd_api_session_get(rnnd_req *r)
         return;
     rnnd_session_info info;
     rnnd_session_get_info(s, &info);
-    rnnd_session_unref(s);      /* the info holds the model it names */
+    rnnd_session_unref(s); /* the info holds the model it names */
     rnnd_buf b;
     rnnd_buf_init(&b);
     session_summary(&b, &info);
@@ -270,7 +272,7 @@ void rnnd_api_session_get(rnnd_req *r)
 void rnnd_api_session_delete(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    rnnd_session *s = rnnd_api_session_lookup(r);     /* another key's: 404 */
+    rnnd_session *s = rnnd_api_session_lookup(r); /* another key's: 404 */
     if (!s)
         return;
     rnnd_session_unref(s);
@@ -284,13 +286,13 @@ void rnnd_api_session_delete(rnnd_req *r)
 /* ---- POST /v1/sessions/{id}/step --------------------------------------------------------- */
 
 struct step_req {
-    rnnd_step_job sj;           /* first member */
+    rnnd_step_job sj; /* first member */
     rnnd_req *r;
-    rnnd_session *s;            /* one reference */
+    rnnd_session *s; /* one reference */
     int32_t *tokens;
     float *vectors, *out;
-    int logits;                 /* include the raw outputs */
-    size_t top_k;               /* 0: no top-k lists */
+    int logits;   /* include the raw outputs */
+    size_t top_k; /* 0: no top-k lists */
 };
 
 static void step_free(void *arg)
@@ -373,8 +375,9 @@ static void step_finish(rnnd_job *job)
     switch (j->outcome) {
     case RNND_STEP_CONFLICT: {
         char msg[160];
-        snprintf(msg, sizeof msg, "if_steps is %" PRId64 " but the session has %" PRIu64
-                 " steps; nothing was run", j->if_steps, j->steps);
+        snprintf(msg, sizeof msg,
+                 "if_steps is %" PRId64 " but the session has %" PRIu64 " steps; nothing was run",
+                 j->if_steps, j->steps);
         rnnd_buf b;
         rnnd_buf_init(&b);
         rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
@@ -386,18 +389,16 @@ static void step_finish(rnnd_job *job)
     case RNND_STEP_STOPPED:
         rnnd_reply_error(r, RNND_E_UNAVAILABLE,
                          "the server is shutting down; %zu of %zu steps were "
-                         "applied (the session has %" PRIu64 " steps)", j->done, j->n_steps,
-                         j->steps);
+                         "applied (the session has %" PRIu64 " steps)",
+                         j->done, j->n_steps, j->steps);
         break;
-    case RNND_STEP_FAILED:
-        rnnd_reply_error(r, rnnd_errcode_of(j->status), "%s", j->err);
-        break;
+    case RNND_STEP_FAILED: rnnd_reply_error(r, rnnd_errcode_of(j->status), "%s", j->err); break;
     default:
         if (j->first_nonfinite >= 0) {
             rnnd_reply_error(r, RNND_E_NUMERIC_ERROR,
                              "inputs[%ld]: the output is NaN or infinite; "
-                             "the session advanced to %" PRIu64 " steps", j->first_nonfinite,
-                             j->steps);
+                             "the session advanced to %" PRIu64 " steps",
+                             j->first_nonfinite, j->steps);
         } else {
             size_t O = (size_t)e->output_dim;
             rnnd_buf b;
@@ -423,8 +424,8 @@ static void step_finish(rnnd_job *job)
 }
 
 /* Validate "inputs" into flat arrays of Q. Replies on error. */
-static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
-                        struct step_req *q, size_t *n_out)
+static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e, struct step_req *q,
+                        size_t *n_out)
 {
     rnnd_app *app = rnnd_req_app(r);
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
@@ -439,9 +440,10 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
         return -1;
     }
     if (n > (size_t)app->cfg->max_steps_per_request) {
-        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "inputs: %zu steps, more than "
-                         "max_steps_per_request (%lld)", n,
-                         (long long)app->cfg->max_steps_per_request);
+        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED,
+                         "inputs: %zu steps, more than "
+                         "max_steps_per_request (%lld)",
+                         n, (long long)app->cfg->max_steps_per_request);
         return -1;
     }
     if (spec->input_kind == RNND_INPUT_TOKENS) {
@@ -450,8 +452,8 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e,
             goto oom;
         for (size_t i = 0; i < n; i++) {
             char why[128];
-            if (rnnd_json_token(json_array_get(inputs, i), spec->vocab_size, &q->tokens[i],
-                                why, sizeof why)) {
+            if (rnnd_json_token(json_array_get(inputs, i), spec->vocab_size, &q->tokens[i], why,
+                                sizeof why)) {
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "inputs[%zu]: %s", i, why);
                 return -1;
             }
@@ -485,8 +487,7 @@ oom:
 
 /* What a step request of N steps holds until its reply is sent (membudget.h): its inputs
  * (token ids also as the scanner's 64-bit values), its output rows, and its reply's text. */
-static size_t step_bytes(const rnnd_entry *e, size_t n, int last_only, int logits,
-                         size_t top_k)
+static size_t step_bytes(const rnnd_entry *e, size_t n, int last_only, int logits, size_t top_k)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     size_t O = e->output_dim ? (size_t)e->output_dim : 1, rows = last_only ? 1 : n;
@@ -494,10 +495,10 @@ static size_t step_bytes(const rnnd_entry *e, size_t n, int last_only, int logit
                                                       : (size_t)spec->input_dim * sizeof(float);
     size_t bytes = rnnd_sat_mul(n, in);
     bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rnnd_sat_mul(rows, O), sizeof(float)));
-    if (logits)     /* each float's text, and each row's brackets and comma */
-        bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rows, rnnd_sat_add(rnnd_sat_mul(O,
-                                                 RNND_FLOAT_TEXT), 3)));
-    if (top_k) {    /* the sampler's candidates, and each entry's text (a piece escaped) */
+    if (logits) /* each float's text, and each row's brackets and comma */
+        bytes = rnnd_sat_add(bytes,
+                             rnnd_sat_mul(rows, rnnd_sat_add(rnnd_sat_mul(O, RNND_FLOAT_TEXT), 3)));
+    if (top_k) { /* the sampler's candidates, and each entry's text (a piece escaped) */
         size_t entry = rnnd_sat_add(TOP_K_TEXT, rnnd_sat_mul(6, rnnd_gen_max_piece(e)));
         bytes = rnnd_sat_add(bytes, rnnd_sat_mul(O, 16));
         bytes = rnnd_sat_add(bytes, rnnd_sat_mul(rnnd_sat_mul(rows, top_k), entry));
@@ -508,8 +509,7 @@ static size_t step_bytes(const rnnd_entry *e, size_t n, int last_only, int logit
 /* The inputs SC scanned (rnnd/step_scan.h) into Q, when they are what parse_inputs would
  * accept for E's model. Returns 1 when taken, 0 when they do not fit (the jansson path then
  * says why), -1 after replying out of memory. */
-static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e,
-                        struct step_req *q)
+static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e, struct step_req *q)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
     size_t n = sc->n_steps;
@@ -529,7 +529,7 @@ static int take_scanned(rnnd_req *r, rnnd_step_scan *sc, const rnnd_entry *e,
     } else {
         if (sc->width != (size_t)spec->input_dim)
             return 0;
-        q->vectors = sc->vectors;   /* taken over */
+        q->vectors = sc->vectors; /* taken over */
         sc->vectors = NULL;
     }
     return 1;
@@ -540,7 +540,7 @@ oom:
 
 /* What a step body asks for, from the scanner or from the decoded JSON. */
 struct step_args {
-    rnnd_step_scan *sc;         /* scanned inputs, or NULL: INPUTS/TEXT of the JSON body */
+    rnnd_step_scan *sc; /* scanned inputs, or NULL: INPUTS/TEXT of the JSON body */
     const json_t *inputs, *text;
     int last_only, logits;
     int64_t top_k, if_steps;
@@ -562,16 +562,18 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     q->s = s;
     q->r = r;
     q->logits = a->logits;
-    rnnd_req_on_free(r, step_free, q);  /* from here on the request owns Q and the ref */
+    rnnd_req_on_free(r, step_free, q); /* from here on the request owns Q and the ref */
     if (a->top_k) {
         const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
         if (spec->input_kind != RNND_INPUT_TOKENS || e->output_dim != spec->vocab_size) {
-            rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "top_k: model %s's output is not a "
-                             "distribution over its vocabulary", e->name);
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                             "top_k: model %s's output is not a "
+                             "distribution over its vocabulary",
+                             e->name);
             return;
         }
-        q->top_k = (size_t)a->top_k < (size_t)e->output_dim ? (size_t)a->top_k
-                                                              : (size_t)e->output_dim;
+        q->top_k =
+            (size_t)a->top_k < (size_t)e->output_dim ? (size_t)a->top_k : (size_t)e->output_dim;
     }
     size_t n = 0;
     int taken = a->sc ? take_scanned(r, a->sc, e, q) : 0;
@@ -620,12 +622,13 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
 }
 
 /* The fields of a decoded body into A. Replies on error. */
-static int step_fields(rnnd_req *r, const json_t *body, struct step_args *a)
+static int step_fields(rnnd_req *r, json_t *body, struct step_args *a)
 {
-    static const char *const fields[] = {"inputs", "text", "outputs", "logits", "top_k",
-                                         "if_steps", NULL};
+    static const char *const fields[] = {"inputs", "text",     "outputs", "logits",
+                                         "top_k",  "if_steps", NULL};
     if (!body) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body is empty: expected "
                          "{\"inputs\": [STEP, ...]}");
         return -1;
     }
@@ -690,8 +693,9 @@ void rnnd_api_session_step(rnnd_req *r)
      * JSON path, whose decoding is metered as it goes */
     size_t cost = raw ? scan_cost(len, (size_t)app->cfg->max_steps_per_request) : 0;
     int scanned = raw && !rnnd_mem_charge(rnnd_req_mem(r), cost, NULL, 0);
-    if (scanned && rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
-                                        (size_t)app->cfg->max_steps_per_request, &sc)) {
+    if (scanned &&
+        rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
+                             (size_t)app->cfg->max_steps_per_request, &sc)) {
         rnnd_mem_uncharge(rnnd_req_mem(r), cost);
         scanned = 0;
     }
@@ -717,14 +721,14 @@ void rnnd_api_session_step(rnnd_req *r)
 enum ctl_kind { CTL_RESET, CTL_FORK, CTL_EXPORT, CTL_IMPORT };
 
 struct ctl_req {
-    rnnd_job job;               /* first member */
+    rnnd_job job; /* first member */
     int kind;
     rnnd_req *r;
-    rnnd_session *s;            /* one reference */
-    float *state;               /* reset/import: the new state, NULL = zeros */
-    uint64_t steps;             /* import: the new step count */
-    int64_t if_steps;           /* reset: < 0 none */
-    int64_t ttl;                /* fork */
+    rnnd_session *s;  /* one reference */
+    float *state;     /* reset/import: the new state, NULL = zeros */
+    uint64_t steps;   /* import: the new step count */
+    int64_t if_steps; /* reset: < 0 none */
+    int64_t ttl;      /* fork */
 };
 
 static void ctl_free(void *arg)
@@ -739,7 +743,7 @@ static int ctl_start(rnnd_job *job)
 {
     struct ctl_req *c = (struct ctl_req *)job;
     rnnd_session *s = c->s;
-    const rnnd_entry *e = entry_of(s);
+    rnnd_entry *e = entry_of(s); /* a fork takes a reference */
     float *state = rnnd_session_state(s);
     size_t bytes = e->state_floats * sizeof(float);
     rnnd_buf b;
@@ -750,8 +754,10 @@ static int ctl_start(rnnd_job *job)
         uint64_t now = rnnd_session_steps(s);
         if (c->if_steps >= 0 && (uint64_t)c->if_steps != now) {
             char msg[160];
-            snprintf(msg, sizeof msg, "if_steps is %" PRId64 " but the session has %" PRIu64
-                     " steps; nothing was changed", c->if_steps, now);
+            snprintf(msg, sizeof msg,
+                     "if_steps is %" PRId64 " but the session has %" PRIu64
+                     " steps; nothing was changed",
+                     c->if_steps, now);
             rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
             rnnd_buf_json_string(&b, msg);
             rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}}", now);
@@ -795,18 +801,14 @@ static int ctl_start(rnnd_job *job)
             *defaults = *pd;
         /* without a ttl_s of its own a fork keeps its parent's, as it keeps the defaults */
         double ttl = c->ttl > 0 ? (double)c->ttl : rnnd_session_ttl(s);
-        create_and_reply(c->r, e, state, rnnd_session_steps(s), ttl, rnnd_session_id(s),
-                         defaults);
+        create_and_reply(c->r, e, state, rnnd_session_steps(s), ttl, rnnd_session_id(s), defaults);
         break;
     }
     }
     return RNND_JOB_DONE;
 }
 
-static void ctl_finish(rnnd_job *job)
-{
-    rnnd_req_complete(((struct ctl_req *)job)->r);
-}
+static void ctl_finish(rnnd_job *job) { rnnd_req_complete(((struct ctl_req *)job)->r); }
 
 /* Look the session up, check its model matches what was parsed, and queue C. */
 static void ctl_submit(rnnd_req *r, struct ctl_req *c)
@@ -871,7 +873,7 @@ void rnnd_api_session_fork(rnnd_req *r)
     json_t *body = rnnd_req_body(r);
     if (body && rnnd_api_check_fields(r, body, fields))
         return;
-    int64_t ttl = 0;    /* none given: the parent's (ctl_start) */
+    int64_t ttl = 0; /* none given: the parent's (ctl_start) */
     if (body && ttl_field(r, body, app->cfg->session_ttl_max_s, &ttl))
         return;
     rnnd_session *s = rnnd_api_session_lookup(r);
@@ -912,11 +914,12 @@ void rnnd_api_state_get(rnnd_req *r)
 void rnnd_api_state_put(rnnd_req *r)
 {
     /* "id" is accepted (and ignored) so an exported document can be PUT back as it is */
-    static const char *const fields[] = {"state", "digest", "model", "steps", "id",
-                                         "if_steps", NULL};
+    static const char *const fields[] = {"state", "digest",   "model", "steps",
+                                         "id",    "if_steps", NULL};
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "the request body is empty: expected "
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the request body is empty: expected "
                          "{\"digest\": ..., \"state\": STATE} as GET .../state gives");
         return;
     }

@@ -4,11 +4,11 @@
 #include "api.h"
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
-int rnnd_api_check_fields(rnnd_req *r, const json_t *body, const char *const *allowed)
+int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed)
 {
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)body, key, val) {
+    json_object_foreach(body, key, val) {
         int ok = 0;
         for (size_t i = 0; allowed[i] && !ok; i++)
             ok = !strcmp(key, allowed[i]);
@@ -35,19 +35,18 @@ rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
     rnnd_session *s = NULL;
     uint64_t owner = rnnd_req_owner(r);
     switch (rnnd_session_get_as(app->sessions, id, rnnd_req_admin(r) ? NULL : &owner, &s)) {
-    case RNND_SESSION_FOUND:
-        return s;
+    case RNND_SESSION_FOUND: return s;
     case RNND_SESSION_EXPIRED:
-        rnnd_reply_error(r, RNND_E_GONE, "session %s expired (idle past its ttl); its state is "
-                         "lost", id);
+        rnnd_reply_error(r, RNND_E_GONE,
+                         "session %s expired (idle past its ttl); its state is "
+                         "lost",
+                         id);
         return NULL;
     case RNND_SESSION_EVICTED:
         rnnd_reply_error(r, RNND_E_GONE, "session %s was evicted to make room; its state is lost",
                          id);
         return NULL;
-    default:
-        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
-        return NULL;
+    default: rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id); return NULL;
     }
 }
 
@@ -61,11 +60,7 @@ void rnnd_api_reply_left(rnnd_req *r, int why)
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", rnnd_req_param(r, 0));
 }
 
-
-static void release_pending(void *arg)
-{
-    atomic_fetch_sub(&((rnnd_app *)arg)->pending, 1);
-}
+static void release_pending(void *arg) { atomic_fetch_sub(&((rnnd_app *)arg)->pending, 1); }
 
 int rnnd_api_admit(rnnd_req *r)
 {
@@ -73,8 +68,10 @@ int rnnd_api_admit(rnnd_req *r)
     long max = (long)app->cfg->max_pending_requests;
     if (atomic_fetch_add(&app->pending, 1) >= max) {
         atomic_fetch_sub(&app->pending, 1);
-        rnnd_reply_error(r, RNND_E_OVERLOADED, "%ld compute requests are queued or running "
-                         "(max_pending_requests); retry later", max);
+        rnnd_reply_error(r, RNND_E_OVERLOADED,
+                         "%ld compute requests are queued or running "
+                         "(max_pending_requests); retry later",
+                         max);
         return -1;
     }
     rnnd_req_hold(r, release_pending, app);
@@ -111,4 +108,12 @@ rnnd_entry *rnnd_api_model(rnnd_req *r, const char *name)
     }
     rnnd_req_hold(r, rnnd_entry_unref_v, e);
     return e;
+}
+
+int rnnd_api_session_new(rnnd_req *r, rnnd_entry *e, rnnd_session **out, char *err, size_t errlen)
+{
+    rnnd_session_init si = {.model = e,
+                            .state_floats = e->state_floats,
+                            .owner = rnnd_req_owner(r)};
+    return rnnd_session_create(rnnd_req_app(r)->sessions, &si, out, err, errlen);
 }

@@ -57,7 +57,7 @@ int rnnd_v2_charge(rnnd_req *r, size_t bytes)
     return rc ? -1 : 0;
 }
 
-const rnnd_entry *rnnd_v2_model(rnnd_req *r)
+rnnd_entry *rnnd_v2_model(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
     const char *name = rnnd_req_param(r, 0), *version = rnnd_req_param(r, 1);
@@ -66,14 +66,16 @@ const rnnd_entry *rnnd_v2_model(rnnd_req *r)
         rnnd_v2_error(r, 400, "Request for unknown model: '%.64s' is not found", name);
         return NULL;
     }
-    rnnd_req_hold(r, rnnd_entry_unref_v, e);     /* a reload may retire it meanwhile */
+    rnnd_req_hold(r, rnnd_entry_unref_v, e); /* a reload may retire it meanwhile */
     /* "" is the route without /versions/{v}; a model's version counts its reloads (1 at
      * start) and only the current one is served */
     char cur[16];
     snprintf(cur, sizeof cur, "%d", e->version);
     if (*version && strcmp(version, cur)) {
-        rnnd_v2_error(r, 400, "Request for unknown model: '%s' version %.32s is not found "
-                      "(the version served is %s)", e->name, version, cur);
+        rnnd_v2_error(r, 400,
+                      "Request for unknown model: '%s' version %.32s is not found "
+                      "(the version served is %s)",
+                      e->name, version, cur);
         return NULL;
     }
     return e;
@@ -92,10 +94,7 @@ void rnnd_api_v2_server_meta(rnnd_req *r)
 }
 
 /* The protocol's health answers are the status alone: 200 true, 400 false, empty body. */
-void rnnd_api_v2_live(rnnd_req *r)
-{
-    rnnd_reply_empty(r, 200);
-}
+void rnnd_api_v2_live(rnnd_req *r) { rnnd_reply_empty(r, 200); }
 
 void rnnd_api_v2_ready(rnnd_req *r)
 {
@@ -125,16 +124,19 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
     rnnd_buf_init(&b);
     rnnd_buf_puts(&b, "{\"name\":");
     rnnd_buf_json_string(&b, e->name);
-    rnnd_buf_printf(&b, ",\"versions\":[\"%d\"],\"platform\":\"rnnd\",\"inputs\":[{\"name\":\""
-                    V2_INPUT "\",", e->version);
+    rnnd_buf_printf(&b,
+                    ",\"versions\":[\"%d\"],\"platform\":\"rnnd\",\"inputs\":[{\"name\":\"" V2_INPUT
+                    "\",",
+                    e->version);
     if (spec->input_kind == RNND_INPUT_TOKENS)
         rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}]");
     else
         rnnd_buf_printf(&b, "\"datatype\":\"FP32\",\"shape\":[-1,-1,%d]}]", spec->input_dim);
     /* stateless infer of a pooled model: one row per sequence, no step axis */
-    rnnd_buf_printf(&b, ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
-                    "\"shape\":[-1,%s%d]}]}", spec->pool != RNND_POOL_NONE ? "" : "-1,",
-                    e->output_dim);
+    rnnd_buf_printf(&b,
+                    ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
+                    "\"shape\":[-1,%s%d]}]}",
+                    spec->pool != RNND_POOL_NONE ? "" : "-1,", e->output_dim);
     rnnd_reply(r, 200, &b);
 }
 
@@ -142,13 +144,13 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
 
 /* An infer request checked and flattened: B sequences of T steps each. */
 struct v2_infer {
-    const rnnd_entry *e;
-    const char *id;             /* the request's "id" (in the body), or NULL */
-    int batched;                /* the shape had a batch dimension: echo it */
+    rnnd_entry *e;  /* held by the request (rnnd_v2_model) */
+    const char *id; /* the request's "id" (in the body), or NULL */
+    int batched;    /* the shape had a batch dimension: echo it */
     size_t B, T;
-    int32_t *tokens;            /* B*T ids, range-checked (token models) */
-    float *vectors;             /* B*T*D (vector models) */
-    int in_seq;                 /* Triton sequence parameters given */
+    int32_t *tokens; /* B*T ids, range-checked (token models) */
+    float *vectors;  /* B*T*D (vector models) */
+    int in_seq;      /* Triton sequence parameters given */
     int seq_start, seq_end;
     rnnd_v2_seq_key key;
 };
@@ -192,19 +194,21 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     const json_t *st = json_object_get(params, "sequence_start");
     const json_t *en = json_object_get(params, "sequence_end");
     if ((st && !json_is_boolean(st)) || (en && !json_is_boolean(en))) {
-        rnnd_v2_error(r, 400, "%s: expected true or false", st && !json_is_boolean(st) ?
-                      "sequence_start" : "sequence_end");
+        rnnd_v2_error(r, 400, "%s: expected true or false",
+                      st && !json_is_boolean(st) ? "sequence_start" : "sequence_end");
         return -1;
     }
     in->seq_start = st && json_is_true(st);
     in->seq_end = en && json_is_true(en);
     memset(&in->key, 0, sizeof in->key);
     snprintf(in->key.model, sizeof in->key.model, "%s", in->e->name);
-    in->key.owner = rnnd_req_owner(r);     /* each API key has its own sequence ids */
+    in->key.owner = rnnd_req_owner(r); /* each API key has its own sequence ids */
     if (json_is_integer(id)) {
         if (json_integer_value(id) < 0) {
-            rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, "
-                          "got %" JSON_INTEGER_FORMAT, json_integer_value(id));
+            rnnd_v2_error(r, 400,
+                          "sequence_id: expected an unsigned integer or a string, "
+                          "got %" JSON_INTEGER_FORMAT,
+                          json_integer_value(id));
             return -1;
         }
         in->key.num = (uint64_t)json_integer_value(id);
@@ -212,8 +216,10 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     } else if (json_is_string(id)) {
         size_t len = json_string_length(id);
         if (len > RNND_V2_SEQ_STR_MAX || strlen(json_string_value(id)) != len) {
-            rnnd_v2_error(r, 400, "sequence_id: a string id must be at most %d bytes, "
-                          "without NUL", RNND_V2_SEQ_STR_MAX);
+            rnnd_v2_error(r, 400,
+                          "sequence_id: a string id must be at most %d bytes, "
+                          "without NUL",
+                          RNND_V2_SEQ_STR_MAX);
             return -1;
         }
         in->key.is_str = 1;
@@ -226,12 +232,14 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     }
     /* 0 and "" mean "not part of a sequence" (Triton's sequence extension) */
     if (!in->in_seq && (in->seq_start || in->seq_end)) {
-        rnnd_v2_error(r, 400, "sequence_start and sequence_end need a non-zero or non-empty "
+        rnnd_v2_error(r, 400,
+                      "sequence_start and sequence_end need a non-zero or non-empty "
                       "sequence_id");
         return -1;
     }
     if (in->in_seq && !in->e->stateful) {
-        rnnd_v2_error(r, 400, "model '%s' has reverse or bidirectional layers, so it cannot "
+        rnnd_v2_error(r, 400,
+                      "model '%s' has reverse or bidirectional layers, so it cannot "
                       "keep a sequence's state: send whole sequences without sequence_id",
                       in->e->name);
         return -1;
@@ -264,8 +272,10 @@ static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
         }
         const json_t *op = json_object_get(o, "parameters");
         if (json_is_object(op) && json_object_get(op, "classification")) {
-            rnnd_v2_error(r, 400, "outputs[%zu]: the classification extension is not "
-                          "supported", i);
+            rnnd_v2_error(r, 400,
+                          "outputs[%zu]: the classification extension is not "
+                          "supported",
+                          i);
             return -1;
         }
     }
@@ -273,25 +283,27 @@ static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
 }
 
 /* The shape: [B, T] or [T] (tokens), [B, T, D] or [T, D] (vectors). Replies on error. */
-static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
-                       struct v2_infer *in, size_t *count)
+static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype, struct v2_infer *in,
+                       size_t *count)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
     int tokens = spec->input_kind == RNND_INPUT_TOKENS;
     size_t rank = json_array_size(shape), want = tokens ? 2 : 3;
-    const char *form = tokens ? "[batch, steps] or [steps]" : "[batch, steps, dim] or "
-                       "[steps, dim]";
+    const char *form = tokens ? "[batch, steps] or [steps]"
+                              : "[batch, steps, dim] or "
+                                "[steps, dim]";
     if (!json_is_array(shape) || (rank != want && rank != want - 1)) {
-        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': "
-                      "%s tensors of this model are %s", in->e->name, dtype, form);
+        rnnd_v2_error(r, 400,
+                      "unexpected shape for input '" V2_INPUT "' for model '%s': "
+                      "%s tensors of this model are %s",
+                      in->e->name, dtype, form);
         return -1;
     }
-    uint64_t dims[3];
+    uint64_t dims[3] = {0};
     for (size_t i = 0; i < rank; i++) {
         const json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "': shape[%zu] must be an integer >= 0",
-                          i);
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "': shape[%zu] must be an integer >= 0", i);
             return -1;
         }
         dims[i] = (uint64_t)json_integer_value(d);
@@ -300,13 +312,15 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
     in->B = in->batched ? dims[0] : 1;
     in->T = dims[in->batched ? 1 : 0];
     if (!tokens && dims[rank - 1] != (uint64_t)spec->input_dim) {
-        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': "
-                      "the last dimension must be %d, got %" PRIu64, in->e->name,
-                      spec->input_dim, dims[rank - 1]);
+        rnnd_v2_error(r, 400,
+                      "unexpected shape for input '" V2_INPUT "' for model '%s': "
+                      "the last dimension must be %d, got %" PRIu64,
+                      in->e->name, spec->input_dim, dims[rank - 1]);
         return -1;
     }
     if (!in->B || !in->T) {
-        rnnd_v2_error(r, 400, "input '" V2_INPUT "': every sequence needs at least one step "
+        rnnd_v2_error(r, 400,
+                      "input '" V2_INPUT "': every sequence needs at least one step "
                       "(shape has a 0)");
         return -1;
     }
@@ -315,7 +329,8 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
     uint64_t cap = (uint64_t)rnnd_req_app(r)->cfg->max_body_bytes, n = 1;
     for (size_t i = 0; i < rank; i++) {
         if (dims[i] > cap || (n *= dims[i]) > cap) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "': the shape holds more elements than "
+            rnnd_v2_error(r, 400,
+                          "input '" V2_INPUT "': the shape holds more elements than "
                           "a request body can carry");
             return -1;
         }
@@ -324,17 +339,18 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype,
     return 0;
 }
 
-/* Read DATA's N scalars as DTYPE into IN's arrays. Replies on error. */
-static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t n,
-                      struct v2_infer *in)
+/* Read DATA's N scalars into IN's arrays: ids or floats, as the model takes (the data-type
+ * was checked against it). Replies on error. */
+static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer *in)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
     size_t got = 0;
     leaves(data, NULL, &got);
     if (!json_is_array(data) || got != n) {
-        rnnd_v2_error(r, 400, "unexpected number of elements in input '" V2_INPUT "' for "
-                      "model '%s': the shape says %zu, data has %zu", in->e->name, n,
-                      json_is_array(data) ? got : 0);
+        rnnd_v2_error(r, 400,
+                      "unexpected number of elements in input '" V2_INPUT "' for "
+                      "model '%s': the shape says %zu, data has %zu",
+                      in->e->name, n, json_is_array(data) ? got : 0);
         return -1;
     }
     /* the element pointers and the ids or floats, before they exist */
@@ -353,8 +369,10 @@ static int parse_data(rnnd_req *r, const json_t *data, const char *dtype, size_t
         for (size_t i = 0; in->tokens && i < n && !rc; i++) {
             char why[128];
             if (rnnd_json_token(v[i], spec->vocab_size, &in->tokens[i], why, sizeof why)) {
-                rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu (sequence %zu, step "
-                              "%zu): %s", i, i / in->T, i % in->T, why);
+                rnnd_v2_error(r, 400,
+                              "input '" V2_INPUT "' element %zu (sequence %zu, step "
+                              "%zu): %s",
+                              i, i / in->T, i % in->T, why);
                 rc = -1;
             }
         }
@@ -389,24 +407,27 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     const json_t *shape = json_object_get(t, "shape"), *data = json_object_get(t, "data");
     size_t rank = json_array_size(shape);
     const json_t *d0 = json_array_get(shape, 0), *d1 = json_array_get(shape, 1);
-    if (!json_is_array(shape) || !(rank == 1 || (rank == 2 && json_is_integer(d1) &&
-                                                 json_integer_value(d1) == 1)) ||
+    if (!json_is_array(shape) ||
+        !(rank == 1 || (rank == 2 && json_is_integer(d1) && json_integer_value(d1) == 1)) ||
         !json_is_integer(d0) || json_integer_value(d0) < 1) {
-        rnnd_v2_error(r, 400, "unexpected shape for input '" V2_INPUT "' for model '%s': BYTES "
-                      "tensors are [batch] or [batch, 1], one text per sequence", in->e->name);
+        rnnd_v2_error(r, 400,
+                      "unexpected shape for input '" V2_INPUT "' for model '%s': BYTES "
+                      "tensors are [batch] or [batch, 1], one text per sequence",
+                      in->e->name);
         return -1;
     }
     size_t B = (size_t)json_integer_value(d0), got = 0;
     if (json_is_array(data))
         leaves(data, NULL, &got);
     if (got != B) {
-        rnnd_v2_error(r, 400, "unexpected number of elements in input '" V2_INPUT "' for "
-                      "model '%s': the shape says %zu, data has %zu", in->e->name, B, got);
+        rnnd_v2_error(r, 400,
+                      "unexpected number of elements in input '" V2_INPUT "' for "
+                      "model '%s': the shape says %zu, data has %zu",
+                      in->e->name, B, got);
         return -1;
     }
     rnnd_app *app = rnnd_req_app(r);
-    size_t cap = in->in_seq ? (size_t)app->cfg->max_steps_per_request
-                            : app->infer_limits.max_steps;
+    size_t cap = in->in_seq ? (size_t)app->cfg->max_steps_per_request : app->infer_limits.max_steps;
     if (!cap)
         cap = SIZE_MAX;
     const json_t **v = malloc(B * sizeof *v);
@@ -419,8 +440,10 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     leaves(data, v, &got);
     for (size_t b = 0; b < B; b++) {
         if (!json_is_string(v[b])) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: expected a string (BYTES), "
-                          "got %s", b, rnnd_json_type_desc(v[b]));
+            rnnd_v2_error(r, 400,
+                          "input '" V2_INPUT "' element %zu: expected a string (BYTES), "
+                          "got %s",
+                          b, rnnd_json_type_desc(v[b]));
             free(v);
             return -1;
         }
@@ -446,12 +469,12 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
         size_t len = json_string_length(v[b]), n = 0;
         char err[256];
         int rc = rnnd_tokenizer_encode(in->e->tokenizer, json_string_value(v[b]), len,
-                                       in->tokens + at, len < cap ? len : cap, &n, err,
-                                       sizeof err);
+                                       in->tokens + at, len < cap ? len : cap, &n, err, sizeof err);
         if (rc == RNND_ERR_LIMIT) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: more than %zu steps, the "
-                          "limit of %s", b, cap, in->in_seq ? "max_steps_per_request" :
-                          "max_infer_steps");
+            rnnd_v2_error(r, 400,
+                          "input '" V2_INPUT "' element %zu: more than %zu steps, the "
+                          "limit of %s",
+                          b, cap, in->in_seq ? "max_steps_per_request" : "max_infer_steps");
             free(v);
             return -1;
         }
@@ -461,10 +484,10 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
             return -1;
         }
         if (!n || (b && n != in->T)) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b, !n ?
-                          "the text gives no tokens; every sequence needs at least one step" :
-                          "the texts give different numbers of tokens; send them in separate "
-                          "requests (the output tensor is [batch, steps, dim])");
+            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b,
+                          !n ? "the text gives no tokens; every sequence needs at least one step"
+                             : "the texts give different numbers of tokens; send them in separate "
+                               "requests (the output tensor is [batch, steps, dim])");
             free(v);
             return -1;
         }
@@ -503,31 +526,39 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     const json_t *name = json_object_get(t, "name"), *dt = json_object_get(t, "datatype");
     if (!json_is_object(t) || !json_is_string(name) || !json_is_string(dt) ||
         !json_object_get(t, "shape")) {
-        rnnd_v2_error(r, 400, "inputs[0]: expected {\"name\", \"shape\", \"datatype\", "
+        rnnd_v2_error(r, 400,
+                      "inputs[0]: expected {\"name\", \"shape\", \"datatype\", "
                       "\"data\"}");
         return -1;
     }
     if (strcmp(json_string_value(name), V2_INPUT)) {
-        rnnd_v2_error(r, 400, "unexpected inference input '%.64s' for model '%s' (its input "
-                      "is '" V2_INPUT "')", json_string_value(name), in->e->name);
+        rnnd_v2_error(r, 400,
+                      "unexpected inference input '%.64s' for model '%s' (its input "
+                      "is '" V2_INPUT "')",
+                      json_string_value(name), in->e->name);
         return -1;
     }
     const json_t *tp = json_object_get(t, "parameters");
     if (json_is_object(tp) && json_object_get(tp, "binary_data_size")) {
-        rnnd_v2_error(r, 400, "input '" V2_INPUT "': the binary data extension is not "
+        rnnd_v2_error(r, 400,
+                      "input '" V2_INPUT "': the binary data extension is not "
                       "supported; send the tensor as JSON \"data\"");
         return -1;
     }
     const char *dtype = json_string_value(dt);
     int tokens = spec->input_kind == RNND_INPUT_TOKENS;
     int text = tokens && in->e->tokenizer && !strcmp(dtype, "BYTES");
-    int ok = text || (tokens ? !strcmp(dtype, "INT32") || !strcmp(dtype, "INT64")
-                             : !strcmp(dtype, "FP32"));
+    int ok = text ||
+        (tokens ? !strcmp(dtype, "INT32") || !strcmp(dtype, "INT64") : !strcmp(dtype, "FP32"));
     if (!ok) {
-        rnnd_v2_error(r, 400, "inference input '" V2_INPUT "' data-type is '%.16s', but "
-                      "model '%s' expects %s", dtype, in->e->name, !tokens ? "'FP32'" :
-                      in->e->tokenizer ? "'INT32' or 'INT64' (token ids) or 'BYTES' (text)" :
-                      "'INT32' or 'INT64' (token ids; it has no tokenizer for BYTES)");
+        rnnd_v2_error(r, 400,
+                      "inference input '" V2_INPUT "' data-type is '%.16s', but "
+                      "model '%s' expects %s",
+                      dtype, in->e->name,
+                      !tokens ? "'FP32'"
+                          : in->e->tokenizer
+                          ? "'INT32' or 'INT64' (token ids) or 'BYTES' (text)"
+                          : "'INT32' or 'INT64' (token ids; it has no tokenizer for BYTES)");
         return -1;
     }
     const json_t *data = json_object_get(t, "data");
@@ -536,18 +567,22 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
         return -1;
     }
     size_t n;
-    if (text ? parse_text(r, t, in) : parse_shape(r, json_object_get(t, "shape"), dtype, in,
-                                                  &n) || parse_data(r, data, dtype, n, in))
+    if (text ? parse_text(r, t, in)
+             : parse_shape(r, json_object_get(t, "shape"), dtype, in, &n) ||
+                parse_data(r, data, n, in))
         return -1;
     if (in->in_seq && in->B != 1) {
-        rnnd_v2_error(r, 400, "a request of a sequence (sequence_id set) must have batch "
-                      "size 1, got %zu", in->B);
+        rnnd_v2_error(r, 400,
+                      "a request of a sequence (sequence_id set) must have batch "
+                      "size 1, got %zu",
+                      in->B);
         return -1;
     }
     if (in->in_seq && in->T > (size_t)rnnd_req_app(r)->cfg->max_steps_per_request) {
-        rnnd_v2_error(r, 400, "input '" V2_INPUT "': %zu steps, more than "
-                      "max_steps_per_request (%lld)", in->T,
-                      (long long)rnnd_req_app(r)->cfg->max_steps_per_request);
+        rnnd_v2_error(r, 400,
+                      "input '" V2_INPUT "': %zu steps, more than "
+                      "max_steps_per_request (%lld)",
+                      in->T, (long long)rnnd_req_app(r)->cfg->max_steps_per_request);
         return -1;
     }
     return 0;
@@ -566,11 +601,12 @@ static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled)
         rnnd_buf_puts(b, ",\"id\":");
         rnnd_buf_json_string(b, in->id);
     }
-    rnnd_buf_puts(b, ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
+    rnnd_buf_puts(b,
+                  ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
                   "\"shape\":[");
     if (in->batched)
         rnnd_buf_printf(b, "%zu,", in->B);
-    if (!pooled)    /* a pooled model's stateless infer has no step axis */
+    if (!pooled) /* a pooled model's stateless infer has no step axis */
         rnnd_buf_printf(b, "%zu,", in->T);
     rnnd_buf_printf(b, "%d],\"data\":", in->e->output_dim);
 }
@@ -578,7 +614,7 @@ static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled)
 /* ---- stateless infer: the v1 infer path -------------------------------------------------- */
 
 struct v2_task {
-    rnnd_infer_job job;         /* first member */
+    rnnd_infer_job job; /* first member */
     rnnd_req *r;
     struct v2_infer in;
 };
@@ -637,8 +673,7 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
         rnnd_buf_init(&b);
         /* at once: never doubling past what the request's budget counted (rnnd_infer_bytes) */
         if (!rnnd_buf_reserve(&b, response_text_bytes(&t->in, job->req))) {
-            response_head(&b, &t->in,
-                          rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE);
+            response_head(&b, &t->in, rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE);
             output_data(&b, &t->in, job->req);
             rnnd_buf_puts(&b, "}]}");
         }
@@ -667,8 +702,10 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
     /* the step limits first, in v2's words */
     if ((lim.max_steps && t->in.T > lim.max_steps) ||
         (lim.max_total_steps && rnnd_sat_mul(t->in.B, t->in.T) > lim.max_total_steps)) {
-        rnnd_v2_error(r, 400, "input '" V2_INPUT "': %zu sequences of %zu steps, more than "
-                      "the limit of max_infer_steps (%zu)", t->in.B, t->in.T, lim.max_steps);
+        rnnd_v2_error(r, 400,
+                      "input '" V2_INPUT "': %zu sequences of %zu steps, more than "
+                      "the limit of max_infer_steps (%zu)",
+                      t->in.B, t->in.T, lim.max_steps);
         return;
     }
     int rc = rnnd_infer_req_new(e->net, t->in.B, t->in.T, t->in.tokens, t->in.vectors, &lim,
@@ -689,9 +726,9 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
 /* ---- infer in a sequence: the v1 session step path --------------------------------------- */
 
 struct v2_step {
-    rnnd_step_job sj;           /* first member */
+    rnnd_step_job sj; /* first member */
     rnnd_req *r;
-    rnnd_session *s;            /* one reference */
+    rnnd_session *s; /* one reference */
     rnnd_v2_seq *map;
     struct v2_infer in;
     float *out;
@@ -706,20 +743,21 @@ static void step_free(void *arg)
     free(q);
 }
 
-static rnnd_v2_seq *seq_map(rnnd_app *app)
-{
-    return app->v2_seq;
-}
+static rnnd_v2_seq *seq_map(rnnd_app *app) { return app->v2_seq; }
 
 static void reply_unknown_sequence(rnnd_req *r, const struct v2_infer *in, int why)
 {
     char k[RNND_V2_SEQ_STR_MAX + 24];
     rnnd_v2_seq_key_str(&in->key, k, sizeof k);
-    rnnd_v2_error(r, 400, "inference request for sequence %s to model '%s' must specify the "
-                  "START flag on the first request of the sequence%s", k, in->e->name,
-                  why == RNND_SESSION_EXPIRED ? " (its state expired: idle past the session "
-                  "ttl)" : why == RNND_SESSION_EVICTED ? " (its state was evicted to make "
-                  "room)" : "");
+    rnnd_v2_error(r, 400,
+                  "inference request for sequence %s to model '%s' must specify the "
+                  "START flag on the first request of the sequence%s",
+                  k, in->e->name,
+                  why == RNND_SESSION_EXPIRED       ? " (its state expired: idle past the session "
+                                                      "ttl)"
+                      : why == RNND_SESSION_EVICTED ? " (its state was evicted to make "
+                                                      "room)"
+                                                    : "");
 }
 
 /* End the sequence: its session and its entry go. */
@@ -738,8 +776,8 @@ static void step_finish(rnnd_job *job)
     rnnd_app *app = rnnd_req_app(r);
     switch (j->outcome) {
     case RNND_STEP_STOPPED:
-        rnnd_v2_error(r, 503, "the server is shutting down; %zu of %zu steps were applied",
-                      j->done, j->n_steps);
+        rnnd_v2_error(r, 503, "the server is shutting down; %zu of %zu steps were applied", j->done,
+                      j->n_steps);
         break;
     case RNND_STEP_OK:
         if (j->first_nonfinite < 0) {
@@ -751,10 +789,12 @@ static void step_finish(rnnd_job *job)
             rnnd_reply(r, 200, &b);
             break;
         }
-        rnnd_v2_error(r, 400, "step %ld: the output is NaN or infinite; the sequence advanced "
-                      "to %" PRIu64 " steps", j->first_nonfinite, j->steps);
+        rnnd_v2_error(r, 400,
+                      "step %ld: the output is NaN or infinite; the sequence advanced "
+                      "to %" PRIu64 " steps",
+                      j->first_nonfinite, j->steps);
         break;
-    default:    /* no if_steps is set, so never a conflict */
+    default: /* no if_steps is set, so never a conflict */
         rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(j->status)), "%s", j->err);
         break;
     }
@@ -768,7 +808,7 @@ static void step_finish(rnnd_job *job)
 static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struct v2_infer *in)
 {
     rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = in->e;
+    rnnd_entry *e = in->e;
     rnnd_session *s = NULL;
     char sid[RNND_ID_LEN + 1], old[RNND_ID_LEN + 1], err[256];
     if (!in->seq_start) {
@@ -784,23 +824,20 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
         }
         return s;
     }
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
-        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s",
-                      err);
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s", err);
         return NULL;
     }
     rc = rnnd_v2_seq_put(map, &in->key, rnnd_session_id(s), old);
     if (rc) {
         rnnd_session_remove(app->sessions, rnnd_session_id(s));
         rnnd_session_unref(s);
-        rnnd_v2_error(r, 503, "cannot start the sequence: %s", rc == RNND_ERR_LIMIT ?
-                      "max_sessions sequences are open" : "out of memory");
+        rnnd_v2_error(r, 503, "cannot start the sequence: %s",
+                      rc == RNND_ERR_LIMIT ? "max_sessions sequences are open" : "out of memory");
         return NULL;
     }
-    if (*old)   /* a restarted sequence: its old state is dropped */
+    if (*old) /* a restarted sequence: its old state is dropped */
         rnnd_session_remove(app->sessions, old);
     return s;
 }
@@ -835,10 +872,13 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
      * the sizes the request was checked against */
     const rnnd_entry *se = rnnd_session_model(q->s);
     const rnnd_model_spec *a = rnnd_model_get_spec(se->model), *b = rnnd_model_get_spec(e->model);
-    if (se != e && (a->input_kind != b->input_kind || a->input_dim != b->input_dim ||
-                    a->vocab_size != b->vocab_size || se->output_dim != e->output_dim)) {
-        rnnd_v2_error(r, 400, "model '%s' was reloaded with other input or output sizes since "
-                      "this sequence started: start it again", e->name);
+    if (se != e &&
+        (a->input_kind != b->input_kind || a->input_dim != b->input_dim ||
+         a->vocab_size != b->vocab_size || se->output_dim != e->output_dim)) {
+        rnnd_v2_error(r, 400,
+                      "model '%s' was reloaded with other input or output sizes since "
+                      "this sequence started: start it again",
+                      e->name);
         return;
     }
     rnnd_step_job_init(&q->sj, se->batcher);
@@ -865,7 +905,7 @@ void rnnd_api_v2_infer(rnnd_req *r)
 {
     if (rnnd_api_admit(r))
         return;
-    const rnnd_entry *e = rnnd_v2_model(r);
+    rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;
     struct v2_infer in = {.e = e};
@@ -881,7 +921,7 @@ void rnnd_api_v2_infer(rnnd_req *r)
             return;
         }
         q->in = in;
-        rnnd_req_on_free(r, step_free, q);  /* the request owns Q from here on */
+        rnnd_req_on_free(r, step_free, q); /* the request owns Q from here on */
         infer_sequence(r, q);
     } else {
         struct v2_task *t = calloc(1, sizeof *t);

@@ -44,7 +44,7 @@ static void end_object(rnnd_buf *b, const rnnd_gen_http *q, const rnnd_gen_resul
 {
     head(b, q->e);
     if (streamed)
-        rnnd_buf_puts(b, "\"\"");     /* the text went out token by token */
+        rnnd_buf_puts(b, "\"\""); /* the text went out token by token */
     else
         rnnd_buf_json_stringn(b, res->text, res->text_len);
     rnnd_buf_printf(b, ",\"finish_reason\":\"%s\"}", finish_names[res->finish]);
@@ -66,7 +66,7 @@ static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_
 {
     rnnd_buf b;
     rnnd_buf_init(&b);
-    if (res->finish == RNND_GEN_ERROR) {    /* after the 200: Triton's error object */
+    if (res->finish == RNND_GEN_ERROR) { /* after the 200: Triton's error object */
         rnnd_buf_puts(&b, "{\"error\":");
         rnnd_buf_json_string(&b, res->message);
         rnnd_buf_puts(&b, "}");
@@ -101,8 +101,9 @@ static int parse_sampling(rnnd_req *r, const json_t *body, rnnd_gen_http *q)
     char err[256];
     rnnd_gen_params_default(&q->p);
     for (int i = 0; i < 2; i++) {
-        if (objs[i] && rnnd_gen_params_parse(objs[i], q->app->cfg->max_generate_tokens, &q->p,
-                                             err, sizeof err)) {
+        if (objs[i] &&
+            rnnd_gen_params_parse(objs[i], q->app->cfg->max_generate_tokens, &q->p, err,
+                                  sizeof err)) {
             rnnd_v2_error(r, 400, "%s%s", i ? "parameters." : "", err);
             return -1;
         }
@@ -133,11 +134,12 @@ static int prompt_ids(rnnd_req *r, const json_t *body, const rnnd_entry *e, int3
                                    sizeof err);
     if (rc || !*n) {
         if (rc == RNND_ERR_LIMIT)
-            rnnd_v2_error(r, 400, "text_input: more than max_steps_per_request (%zu) tokens",
-                          max);
+            rnnd_v2_error(r, 400, "text_input: more than max_steps_per_request (%zu) tokens", max);
         else
-            rnnd_v2_error(r, 400, "text_input: %s", rc ? err : "empty; give at least one "
-                          "character to continue from");
+            rnnd_v2_error(r, 400, "text_input: %s",
+                          rc ? err
+                             : "empty; give at least one "
+                               "character to continue from");
         free(*ids);
         *ids = NULL;
         return -1;
@@ -168,7 +170,7 @@ static int text_capable(rnnd_req *r, const rnnd_entry *e)
 static void generate(rnnd_req *r, int stream)
 {
     rnnd_app *app = rnnd_req_app(r);
-    const rnnd_entry *e = rnnd_v2_model(r);
+    rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;
     json_t *body = rnnd_req_body(r);
@@ -199,9 +201,7 @@ static void generate(rnnd_req *r, int stream)
     }
     char err[256];
     rnnd_session *s;
-    int rc = rnnd_session_create(app->sessions, &(rnnd_session_init){
-                                     .model = (void *)e, .state_floats = e->state_floats,
-                                     .owner = rnnd_req_owner(r)}, &s, err, sizeof err);
+    int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
         free(ids);

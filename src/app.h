@@ -22,24 +22,24 @@
 typedef struct rnnd_app {
     const rnnd_config *cfg;
     rnnd_log log;
-    rnnd_catalog models;            /* the current set of models; swapped by reloads */
+    rnnd_catalog models; /* the current set of models; swapped by reloads */
     const rnnd_kernels *kernels;
-    size_t workers;                 /* compute threads */
+    size_t workers; /* compute threads */
     rnnd_pool *pool;
     rnnd_session_table *sessions;
-    struct rnnd_v2_seq *v2_seq;     /* Triton sequence ids -> sessions (v2_seq.h) */
+    struct rnnd_v2_seq *v2_seq; /* Triton sequence ids -> sessions (v2_seq.h) */
     rnnd_metrics metrics;
     rnnd_infer_limits infer_limits;
-    rnnd_membudget mem;             /* memory of requests in flight (membudget.h) */
-    rnnd_auth auth;                 /* API keys; n == 0: authentication off */
+    rnnd_membudget mem;                         /* memory of requests in flight (membudget.h) */
+    rnnd_auth auth;                             /* API keys; n == 0: authentication off */
     unsigned char snap_key[RNND_SNAPKEY_BYTES]; /* signs snapshots; with a state_dir only */
-    int snap_key_created;           /* made at this start: unsigned snapshots still restore */
-    char *snap_key_path;            /* the key file; its ".serial" beside it (snapkey.h) */
-    int64_t snap_serial;            /* the last snapshot's serial (0: none recorded); changed
+    int snap_key_created; /* made at this start: unsigned snapshots still restore */
+    char *snap_key_path;  /* the key file; its ".serial" beside it (snapkey.h) */
+    int64_t snap_serial;  /* the last snapshot's serial (0: none recorded); changed
                                      * by persist.c, from the main thread only */
-    atomic_int draining;            /* set on SIGTERM/SIGINT: new requests get 503 */
-    atomic_long pending;            /* compute requests admitted and not yet freed */
-    int listen_fd;                  /* a socket passed by systemd (listenfd.h), or -1 */
+    atomic_int draining;  /* set on SIGTERM/SIGINT: new requests get 503 */
+    atomic_long pending;  /* compute requests admitted and not yet freed */
+    int listen_fd;        /* a socket passed by systemd (listenfd.h), or -1 */
 } rnnd_app;
 
 #endif

@@ -75,8 +75,10 @@ int rnnd_auth_load(rnnd_auth *a, const char *path, char *err, size_t errlen)
         }
         size_t klen = strlen(fields[0]);
         if (klen < KEY_MIN || klen > KEY_MAX || !key_chars_ok(fields[0], klen)) {
-            snprintf(err, errlen, "%s:%ld: a key must be %d to %d printable characters "
-                     "without spaces", path, lineno, KEY_MIN, KEY_MAX);
+            snprintf(err, errlen,
+                     "%s:%ld: a key must be %d to %d printable characters "
+                     "without spaces",
+                     path, lineno, KEY_MIN, KEY_MAX);
             rc = RNND_ERR_INVALID;
             break;
         }
@@ -97,15 +99,14 @@ int rnnd_auth_load(rnnd_auth *a, const char *path, char *err, size_t errlen)
             snprintf(k.name, sizeof k.name, "key%ld", lineno);
         k.admin = admin;
         digest_of(fields[0], klen, k.digest);
-        memset(line, 0, sizeof line);       /* the key itself is not kept */
+        memset(line, 0, sizeof line); /* the key itself is not kept */
         for (int i = 0; i < 8; i++)
             k.owner = k.owner << 8 | k.digest[i];
         if (!k.owner)
             k.owner = 1;
         for (size_t i = 0; i < a->n; i++) {
             if (!memcmp(a->keys[i].digest, k.digest, 32)) {
-                snprintf(err, errlen, "%s:%ld: the same key as %s", path, lineno,
-                         a->keys[i].name);
+                snprintf(err, errlen, "%s:%ld: the same key as %s", path, lineno, a->keys[i].name);
                 rc = RNND_ERR_INVALID;
                 break;
             }
@@ -127,8 +128,10 @@ int rnnd_auth_load(rnnd_auth *a, const char *path, char *err, size_t errlen)
     }
     fclose(f);
     if (!rc && !a->n) {
-        snprintf(err, errlen, "%s: no key in the file (leave api_keys_file empty to turn "
-                 "authentication off)", path);
+        snprintf(err, errlen,
+                 "%s: no key in the file (leave api_keys_file empty to turn "
+                 "authentication off)",
+                 path);
         rc = RNND_ERR_INVALID;
     }
     if (rc)

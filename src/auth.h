@@ -20,14 +20,14 @@
 
 typedef struct rnnd_key {
     char name[RNND_KEY_NAME_MAX + 1];
-    uint64_t owner;             /* never 0 */
+    uint64_t owner; /* never 0 */
     int admin;
     unsigned char digest[32];
 } rnnd_key;
 
 typedef struct rnnd_auth {
     rnnd_key *keys;
-    size_t n;                   /* 0: authentication is off */
+    size_t n; /* 0: authentication is off */
 } rnnd_auth;
 
 /* Read PATH ("" or NULL: authentication off). Errors name the file and line: unreadable,

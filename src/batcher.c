@@ -17,39 +17,39 @@ struct scratch;
 struct rnnd_batcher {
     const rnnd_net *net;
     size_t workers;
-    struct scratch **scratch;   /* [workers], each made by its worker on first use */
+    struct scratch **scratch; /* [workers], each made by its worker on first use */
     void (*hold)(void *), (*release)(void *);
     void *owner;
     rnnd_pool *pool;
     size_t max_batch;
     long wait_us;
-    int tokens;             /* token input (else vectors) */
+    int tokens; /* token input (else vectors) */
     size_t in_dim, out_dim;
 
-    pthread_mutex_t mu;     /* guards the queue and the flags */
-    pthread_cond_t more;    /* a job entered the ready queue */
+    pthread_mutex_t mu;  /* guards the queue and the flags */
+    pthread_cond_t more; /* a job entered the ready queue */
     rnnd_step_job *head, *tail;
     size_t n_ready;
-    int scheduled;          /* a round is queued on the pool or gathering */
+    int scheduled; /* a round is queued on the pool or gathering */
     int stopped;
-    atomic_int halt;                /* set by rnnd_batcher_stop(): a running round gives up */
-    rnnd_task task;         /* the one queued round (scheduled guards it) */
+    atomic_int halt; /* set by rnnd_batcher_stop(): a running round gives up */
+    rnnd_task task;  /* the one queued round (scheduled guards it) */
 
-    pthread_cond_t infer_more;      /* an infer job was queued */
+    pthread_cond_t infer_more; /* an infer job was queued */
     rnnd_infer_job *ihead, *itail;
-    size_t infer_steps;             /* queued steps */
+    size_t infer_steps; /* queued steps */
     size_t infer_max_steps;
     int infer_scheduled;
     rnnd_task infer_task;
 
-    size_t split_min;               /* rounds this big split their step; 0 never */
-    int scannable;                  /* rnnd_net_scannable(net) */
-    size_t scan_min;                /* jobs with this many steps left scan; 0 never */
-    size_t scan_round;              /* most steps scanned per round */
+    size_t split_min;  /* rounds this big split their step; 0 never */
+    int scannable;     /* rnnd_net_scannable(net) */
+    size_t scan_min;   /* jobs with this many steps left scan; 0 never */
+    size_t scan_round; /* most steps scanned per round */
     size_t state_floats;
     atomic_uint_least64_t scan_steps, scan_rounds;
     atomic_uint_least64_t split_rounds, split_helped;
-    atomic_uint_least64_t *hist;    /* [max_batch + 1] */
+    atomic_uint_least64_t *hist; /* [max_batch + 1] */
     atomic_uint_least64_t batches, steps;
     atomic_uint_least64_t infer_hist[RNND_INFER_HIST_BUCKETS];
     atomic_uint_least64_t infer_rounds, infer_requests;
@@ -68,8 +68,8 @@ struct scratch {
     const int32_t **tp;
     const float **vp, **init;
     float **op, **fp;
-    float *finals;          /* [max_batch, state_floats] */
-    float *last;            /* [scan_round, out_dim]: last_only jobs' rows */
+    float *finals; /* [max_batch, state_floats] */
+    float *last;   /* [scan_round, out_dim]: last_only jobs' rows */
 };
 
 static void round_run(rnnd_task *task, void *wctx);
@@ -128,10 +128,7 @@ int rnnd_batcher_new(const rnnd_net *net, size_t workers, rnnd_pool *pool, size_
     return RNND_OK;
 }
 
-void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool)
-{
-    b->pool = pool;
-}
+void rnnd_batcher_set_pool(rnnd_batcher *b, rnnd_pool *pool) { b->pool = pool; }
 
 void rnnd_batcher_set_owner(rnnd_batcher *b, void (*hold)(void *), void (*release)(void *),
                             void *owner)
@@ -229,10 +226,7 @@ void rnnd_batcher_queued(rnnd_batcher *b, size_t *steps, size_t *infers)
 uint64_t rnnd_batcher_batches(const rnnd_batcher *b) { return atomic_load(&b->batches); }
 uint64_t rnnd_batcher_steps(const rnnd_batcher *b) { return atomic_load(&b->steps); }
 
-uint64_t rnnd_batcher_infer_rounds(const rnnd_batcher *b)
-{
-    return atomic_load(&b->infer_rounds);
-}
+uint64_t rnnd_batcher_infer_rounds(const rnnd_batcher *b) { return atomic_load(&b->infer_rounds); }
 
 uint64_t rnnd_batcher_infer_requests(const rnnd_batcher *b)
 {
@@ -248,20 +242,11 @@ void rnnd_batcher_set_split_min(rnnd_batcher *b, size_t min) { b->split_min = mi
 void rnnd_batcher_set_scan_min(rnnd_batcher *b, size_t min) { b->scan_min = min; }
 
 uint64_t rnnd_batcher_scan_steps(const rnnd_batcher *b) { return atomic_load(&b->scan_steps); }
-uint64_t rnnd_batcher_scan_rounds(const rnnd_batcher *b)
-{
-    return atomic_load(&b->scan_rounds);
-}
+uint64_t rnnd_batcher_scan_rounds(const rnnd_batcher *b) { return atomic_load(&b->scan_rounds); }
 
-uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b)
-{
-    return atomic_load(&b->split_rounds);
-}
+uint64_t rnnd_batcher_split_rounds(const rnnd_batcher *b) { return atomic_load(&b->split_rounds); }
 
-uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b)
-{
-    return atomic_load(&b->split_helped);
-}
+uint64_t rnnd_batcher_split_helped(const rnnd_batcher *b) { return atomic_load(&b->split_helped); }
 
 void rnnd_batcher_set_infer_max_steps(rnnd_batcher *b, size_t max_steps)
 {
@@ -358,14 +343,6 @@ void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b)
     job->rnext = NULL;
 }
 
-static void deadline_after(struct timespec *ts, long us)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_nsec += (us % 1000000) * 1000;
-    ts->tv_sec += us / 1000000 + ts->tv_nsec / 1000000000;
-    ts->tv_nsec %= 1000000000;
-}
-
 static int row_finite(const float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -409,7 +386,7 @@ static void round_run(rnnd_task *task, void *wctx)
         b->hold(owner);
     round_body(b, my_scratch(b, wctx));
     if (release)
-        release(owner);     /* may free B: nothing after this */
+        release(owner); /* may free B: nothing after this */
 }
 
 /* Move the round's jobs that scan this round to the end of S->jobs (both parts keep their
@@ -456,8 +433,7 @@ static int run_scans(rnnd_batcher *b, struct scratch *s, size_t ks, size_t k, ch
         }
         steps += s->lens[i];
     }
-    int rc = rnnd_net_forward(b->net, n, s->lens, s->tp, s->vp, s->init, s->op, s->fp, err,
-                              errlen);
+    int rc = rnnd_net_forward(b->net, n, s->lens, s->tp, s->vp, s->init, s->op, s->fp, err, errlen);
     if (!rc) {
         atomic_fetch_add(&b->scan_rounds, 1);
         atomic_fetch_add(&b->scan_steps, steps);
@@ -505,7 +481,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
     if (b->n_ready < b->max_batch && b->wait_us > 0 && !b->stopped && b->pool &&
         rnnd_pool_busy(b->pool) > 1) {
         struct timespec until;
-        deadline_after(&until, b->wait_us);
+        rnnd_mono_deadline(&until, b->wait_us);
         while (b->n_ready < b->max_batch && !b->stopped &&
                pthread_cond_timedwait(&b->more, &b->mu, &until) == 0)
             ;
@@ -521,7 +497,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         b->tail = NULL;
     b->n_ready -= k;
     b->scheduled = 0;
-    rnnd_step_job *refused = schedule_locked(b);    /* more than one batch waiting */
+    rnnd_step_job *refused = schedule_locked(b); /* more than one batch waiting */
     pthread_mutex_unlock(&b->mu);
     fail_list(refused, RNND_STEP_STOPPED);
     if (!k)
@@ -536,7 +512,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
      * reads each weight once for all of them, already near the kernels' full speed from 4
      * rows on (docs/kernels.md), while a scan would run on this worker alone. */
     int splits = b->split_min > 0 && k >= b->split_min && threads > 1;
-    size_t ks = splits ? k : take_scans(b, s, k);   /* jobs [ks, k) scan, [0, ks) step */
+    size_t ks = splits ? k : take_scans(b, s, k); /* jobs [ks, k) scan, [0, ks) step */
     for (size_t i = 0; i < ks; i++) {
         rnnd_step_job *j = s->jobs[i];
         if (b->tokens)
@@ -691,11 +667,11 @@ int rnnd_batcher_infer(rnnd_batcher *b, rnnd_infer_job *job)
         b->ihead = job;
     b->itail = job;
     b->infer_steps += rnnd_infer_req_steps(job->req);
-    if (b->infer_steps >= b->infer_max_steps)   /* as for steps: only a full round wakes */
+    if (b->infer_steps >= b->infer_max_steps) /* as for steps: only a full round wakes */
         pthread_cond_signal(&b->infer_more);
     rnnd_infer_job *refused = schedule_infer_locked(b);
     pthread_mutex_unlock(&b->mu);
-    stop_infer_list(refused);   /* may include JOB: it was accepted, then stopped */
+    stop_infer_list(refused); /* may include JOB: it was accepted, then stopped */
     return RNND_OK;
 }
 
@@ -719,18 +695,17 @@ static void infer_round_run(rnnd_task *task, void *wctx)
         b->hold(owner);
     infer_round_body(b);
     if (release)
-        release(owner);     /* may free B: nothing after this */
+        release(owner); /* may free B: nothing after this */
 }
 
 static void infer_round_body(rnnd_batcher *b)
 {
-
     pthread_mutex_lock(&b->mu);
     /* As for steps: fill a little, but only while other workers compute. */
     if (b->infer_steps < b->infer_max_steps && b->wait_us > 0 && !b->stopped && b->pool &&
         rnnd_pool_busy(b->pool) > 1) {
         struct timespec until;
-        deadline_after(&until, b->wait_us);
+        rnnd_mono_deadline(&until, b->wait_us);
         while (b->infer_steps < b->infer_max_steps && !b->stopped &&
                pthread_cond_timedwait(&b->infer_more, &b->mu, &until) == 0)
             ;
@@ -754,7 +729,7 @@ static void infer_round_body(rnnd_batcher *b)
     if (!b->ihead)
         b->itail = NULL;
     b->infer_scheduled = 0;
-    rnnd_infer_job *refused = schedule_infer_locked(b);    /* more than one round waiting */
+    rnnd_infer_job *refused = schedule_infer_locked(b); /* more than one round waiting */
     pthread_mutex_unlock(&b->mu);
     stop_infer_list(refused);
     if (!k)
@@ -763,7 +738,7 @@ static void infer_round_body(rnnd_batcher *b)
     /* Each request's outcome is kept in it; the returned first failure is not needed. */
     char err[256];
     size_t per_call = k;
-    rnnd_parallel par = {.stop = &b->halt};     /* one thread, but interruptible */
+    rnnd_parallel par = {.stop = &b->halt}; /* one thread, but interruptible */
     rnnd_infer_req **reqs = malloc(k * sizeof *reqs);
     if (reqs) {
         size_t i = 0;

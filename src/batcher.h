@@ -60,20 +60,20 @@ typedef struct rnnd_step_job rnnd_step_job;
 
 enum rnnd_step_outcome {
     RNND_STEP_OK = 0,
-    RNND_STEP_CONFLICT,     /* if_steps did not match; nothing ran */
-    RNND_STEP_STOPPED,      /* the daemon is stopping; nothing (more) ran */
-    RNND_STEP_FAILED,       /* the core refused (status, err); this round changed nothing */
+    RNND_STEP_CONFLICT, /* if_steps did not match; nothing ran */
+    RNND_STEP_STOPPED,  /* the daemon is stopping; nothing (more) ran */
+    RNND_STEP_FAILED,   /* the core refused (status, err); this round changed nothing */
 };
 
 struct rnnd_step_job {
-    rnnd_job job;           /* first member; job.finish is the caller's, job.start is ours */
+    rnnd_job job; /* first member; job.finish is the caller's, job.start is ours */
     rnnd_batcher *batcher;
-    size_t n_steps;         /* >= 1 */
-    const int32_t *tokens;  /* n_steps ids (token models), already range-checked */
-    const float *vectors;   /* n_steps rows of input_dim (vector models) */
-    int last_only;          /* keep only the last step's output */
-    float *out;             /* n_steps or 1 rows of output_dim */
-    int64_t if_steps;       /* < 0: no check */
+    size_t n_steps;        /* >= 1 */
+    const int32_t *tokens; /* n_steps ids (token models), already range-checked */
+    const float *vectors;  /* n_steps rows of input_dim (vector models) */
+    int last_only;         /* keep only the last step's output */
+    float *out;            /* n_steps or 1 rows of output_dim */
+    int64_t if_steps;      /* < 0: no check */
     /* Optional, for jobs that choose their next input from an output (generation): called on
      * the worker after each step (done already counts it, the session's step count too) with
      * the step's output row. It may append inputs (tokens[n_steps++] = id; the buffer is the
@@ -81,25 +81,25 @@ struct rnnd_step_job {
     void (*after_step)(rnnd_step_job *j, const float *row);
 
     /* results, valid in job.finish */
-    int outcome;            /* enum rnnd_step_outcome */
-    int status;             /* the core's status for RNND_STEP_FAILED */
+    int outcome; /* enum rnnd_step_outcome */
+    int status;  /* the core's status for RNND_STEP_FAILED */
     char err[256];
-    size_t done;            /* steps applied */
-    uint64_t steps;         /* the session's step count after (or, on conflict, at) the job */
-    long first_nonfinite;   /* index of the first step with a NaN/Inf output, or -1 */
+    size_t done;          /* steps applied */
+    uint64_t steps;       /* the session's step count after (or, on conflict, at) the job */
+    long first_nonfinite; /* index of the first step with a NaN/Inf output, or -1 */
 
-    rnnd_step_job *rnext;   /* ready queue (batcher-private) */
+    rnnd_step_job *rnext; /* ready queue (batcher-private) */
 };
 
 typedef struct rnnd_infer_job rnnd_infer_job;
 
 struct rnnd_infer_job {
-    rnnd_infer_req *req;        /* parsed for the batcher's net; its outcome is in it */
+    rnnd_infer_req *req; /* parsed for the batcher's net; its outcome is in it */
     /* Called once with the request run (or, with STOPPED set, not run because the daemon is
      * stopping), on a worker or on the stopping thread. No batcher lock held. */
     void (*finish)(rnnd_infer_job *job, size_t batch_requests);
     int stopped;
-    rnnd_infer_job *next;       /* the infer queue (batcher-private) */
+    rnnd_infer_job *next; /* the infer queue (batcher-private) */
 };
 
 /* One batcher per model version, for a pool of WORKERS workers (POOL may come later). */

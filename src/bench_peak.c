@@ -3,16 +3,9 @@
 
 #include <cblas.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "bench_peak.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "rnnd/status.h"
 
 /* The first call warms caches and OpenBLAS's buffers: not counted. */
 double rnnd_sgemm_peak(int N, double seconds)
@@ -28,12 +21,12 @@ double rnnd_sgemm_peak(int N, double seconds)
             a[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
             b[i] = (float)((i * 40503u) % 2001) / 1000.0f - 1.0f;
         }
-        double flops = 2.0 * (double)N * (double)N * (double)N, t0 = now_s();
-        for (int i = 0; i < 4 || now_s() - t0 < seconds; i++) {
-            double t = now_s();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N,
-                        0.0f, c, N);
-            double g = flops / (now_s() - t) * 1e-9;
+        double flops = 2.0 * (double)N * (double)N * (double)N, t0 = rnnd_mono_s();
+        for (int i = 0; i < 4 || rnnd_mono_s() - t0 < seconds; i++) {
+            double t = rnnd_mono_s();
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, N, N, 1.0f, a, N, b, N, 0.0f,
+                        c, N);
+            double g = flops / (rnnd_mono_s() - t) * 1e-9;
             if (i > 0 && g > best)
                 best = g;
         }

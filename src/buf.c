@@ -10,10 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void rnnd_buf_init(rnnd_buf *b)
-{
-    memset(b, 0, sizeof *b);
-}
+void rnnd_buf_init(rnnd_buf *b) { memset(b, 0, sizeof *b); }
 
 void rnnd_buf_free(rnnd_buf *b)
 {
@@ -39,10 +36,7 @@ char *rnnd_buf_steal(rnnd_buf *b, size_t *len)
     return d;
 }
 
-int rnnd_buf_failed(const rnnd_buf *b)
-{
-    return b->failed;
-}
+int rnnd_buf_failed(const rnnd_buf *b) { return b->failed; }
 
 /* Make room for N more bytes plus the terminating NUL. Returns 0, or -1 (and marks the
  * buffer failed) when the size overflows or allocation fails. */
@@ -100,10 +94,7 @@ void rnnd_buf_append(rnnd_buf *b, const char *s, size_t n)
     b->data[b->len] = '\0';
 }
 
-void rnnd_buf_puts(rnnd_buf *b, const char *s)
-{
-    rnnd_buf_append(b, s, strlen(s));
-}
+void rnnd_buf_puts(rnnd_buf *b, const char *s) { rnnd_buf_append(b, s, strlen(s)); }
 
 void rnnd_buf_printf(rnnd_buf *b, const char *fmt, ...)
 {
@@ -196,10 +187,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
-void rnnd_buf_json_string(rnnd_buf *b, const char *s)
-{
-    rnnd_buf_json_stringn(b, s, strlen(s));
-}
+void rnnd_buf_json_string(rnnd_buf *b, const char *s) { rnnd_buf_json_stringn(b, s, strlen(s)); }
 
 void rnnd_buf_json_stringn(rnnd_buf *b, const char *s, size_t n)
 {

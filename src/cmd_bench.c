@@ -9,21 +9,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bench_peak.h"
 #include "cmd.h"
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/rnn.h"
+#include "rnnd/status.h"
 
 typedef struct bench_opts {
     const char *cell, *mode, *weights, *forget;
     int hidden, input, threads, heads;
     size_t batch, steps;
-    int sgemm;              /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
+    int sgemm; /* --sgemm N: also OpenBLAS's one-thread sgemm peak; 0 not */
     double seconds;
-    const char *periods;                /* clockwork: --periods, or NULL for the default */
+    const char *periods; /* clockwork: --periods, or NULL for the default */
     int n_periods;
     long period[RNND_MAX_PERIODS];
 } bench_opts;
@@ -94,8 +94,8 @@ typedef struct team {
     size_t n;
     pthread_t *th;
     size_t started;
-    atomic_uint gen;            /* bumped for each job */
-    atomic_size_t pending;      /* helpers still on the current job */
+    atomic_uint gen;       /* bumped for each job */
+    atomic_size_t pending; /* helpers still on the current job */
     atomic_int stop;
     void (*fn)(void *arg, size_t i);
     void *arg;
@@ -115,7 +115,7 @@ static void relax(unsigned *spins)
 #endif
     } else {
         *spins = 0;
-        sched_yield();  /* the machine is shared: let whoever holds our core run */
+        sched_yield(); /* the machine is shared: let whoever holds our core run */
     }
 }
 
@@ -146,7 +146,7 @@ static void team_run(void *ctx, void (*fn)(void *arg, size_t i), void *arg, size
     t->arg = arg;
     t->items = n;
     atomic_store(&t->pending, t->n - 1);
-    atomic_fetch_add(&t->gen, 1);   /* publishes the job (seq_cst) */
+    atomic_fetch_add(&t->gen, 1); /* publishes the job (seq_cst) */
     for (size_t i = 0; i < n; i += t->n)
         fn(arg, i);
     unsigned spins = 0;
@@ -187,23 +187,22 @@ static team *team_new(size_t n)
     return t;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {
-        {"cell", required_argument, NULL, 'c'}, {"hidden", required_argument, NULL, 'H'},
-        {"input", required_argument, NULL, 'I'}, {"batch", required_argument, NULL, 'B'},
-        {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
-        {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
-        {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"cell", required_argument, NULL, 'c'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"input", required_argument, NULL, 'I'},
+        {"batch", required_argument, NULL, 'B'},
+        {"mode", required_argument, NULL, 'm'},
+        {"steps", required_argument, NULL, 'T'},
+        {"threads", required_argument, NULL, 'n'},
+        {"seconds", required_argument, NULL, 's'},
+        {"weights", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'},
         {"periods", required_argument, NULL, 'p'},
-        {"heads", required_argument, NULL, 'K'}, {"forget", required_argument, NULL, 'f'},
+        {"heads", required_argument, NULL, 'K'},
+        {"forget", required_argument, NULL, 'f'},
         {"sgemm", required_argument, NULL, 'g'},
         {NULL, 0, NULL, 0},
     };
@@ -222,7 +221,11 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         case 's': o->seconds = atof(optarg); break;
         case 'w': o->weights = optarg; break;
         case 'p': o->periods = optarg; break;
-        case 'K': o->heads = atoi(optarg); if (o->heads < 1) o->heads = -1; break;
+        case 'K':
+            o->heads = atoi(optarg);
+            if (o->heads < 1)
+                o->heads = -1;
+            break;
         case 'f': o->forget = optarg; break;
         case 'g': o->sgemm = atoi(optarg); break;
         case 'h': bench_usage(stdout); return 1;
@@ -264,8 +267,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         bad = "--steps must be 1..100000";
     else if (o->threads < 1 || o->threads > 64)
         bad = "--threads must be 1..64";
-    else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") &&
-             strcmp(o->weights, "f16"))
+    else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") && strcmp(o->weights, "f16"))
         bad = "--weights must be f32, bf16 or f16";
     else if (o->sgemm < 0 || o->sgemm > 8192)
         bad = "--sgemm must be 1..8192 (0: not measured)";
@@ -290,8 +292,10 @@ int rnnd_cmd_bench(int argc, char **argv)
     /* a depth gate needs an lstm below it: dglstm is that pair */
     int dg = !strcmp(o.cell, "dglstm");
     if (dg)
-        snprintf(second, sizeof second, ",{\"type\":\"lstm\",\"hidden_size\":%d,"
-                 "\"depth_gate\":true}", o.hidden);
+        snprintf(second, sizeof second,
+                 ",{\"type\":\"lstm\",\"hidden_size\":%d,"
+                 "\"depth_gate\":true}",
+                 o.hidden);
     if (slstm)
         snprintf(extra, sizeof extra, ",\"heads\":%d,\"forget\":\"%s\"", o.heads, o.forget);
     for (int k = 0, len = 0; clock && k < o.n_periods; k++)
@@ -349,17 +353,17 @@ int rnnd_cmd_bench(int argc, char **argv)
         op[b] = out + b * T * on;
     }
 
-    double t0 = 0, elapsed = 0, best = 0;     /* best: the fastest measured call */
+    double t0 = 0, elapsed = 0, best = 0; /* best: the fastest measured call */
     size_t calls = 0;
-    for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
+    for (int phase = 0; phase < 2; phase++) { /* 0: warm-up (a fifth of the time) */
         double limit = phase ? o.seconds : o.seconds / 5;
         calls = 0;
-        t0 = now_s();
+        t0 = rnnd_mono_s();
         do {
-            double c0 = now_s();
+            double c0 = rnnd_mono_s();
             if (seq)
-                rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL,
-                                          tm ? &par : NULL, err, sizeof err);
+                rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL, tm ? &par : NULL,
+                                          err, sizeof err);
             else
                 rc = rnnd_net_step_par(net, w, B, NULL, x, sp, out, tm ? &par : NULL, err,
                                        sizeof err);
@@ -369,14 +373,17 @@ int rnnd_cmd_bench(int argc, char **argv)
                 goto done;
             }
             calls++;
-            double c1 = now_s();
+            double c1 = rnnd_mono_s();
             if (phase && (best == 0 || c1 - c0 < best))
                 best = c1 - c0;
             elapsed = c1 - t0;
         } while (elapsed < limit);
     }
-    int G = !strcmp(o.cell, "lstm") || dg || slstm ? 4 : !strcmp(o.cell, "gru") ? 3
-          : !strcmp(o.cell, "mingru") ? 2 : !strcmp(o.cell, "minlstm") ? 3 : 1;
+    int G = !strcmp(o.cell, "lstm") || dg || slstm ? 4
+        : !strcmp(o.cell, "gru")                   ? 3
+        : !strcmp(o.cell, "mingru")                ? 2
+        : !strcmp(o.cell, "minlstm")               ? 3
+                                                   : 1;
     /* the min cells have no R: their products are W x alone */
     int recurrent = strncmp(o.cell, "min", 3) != 0;
     double steps = (double)calls * (double)B * (double)T;
@@ -391,14 +398,14 @@ int rnnd_cmd_bench(int argc, char **argv)
             r += 2.0 * hm * ((double)o.hidden - j * hm) / (double)o.period[j];
         flops = (2.0 * o.hidden * (double)o.input + r) * steps;
     }
-    if (dg)     /* the second layer: W and R of 4 H rows over H, and D [H, H] */
+    if (dg) /* the second layer: W and R of 4 H rows over H, and D [H, H] */
         flops += 2.0 * (5.0 * o.hidden * o.hidden + 4.0 * o.hidden * o.hidden) * steps;
     double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
            "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
            "\"us_per_step\":%.3f,\"gflops\":%.2f%s",
-           o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name,
-           steps / elapsed, elapsed / (double)calls * 1e6, gflops, extra);
+           o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name, steps / elapsed,
+           elapsed / (double)calls * 1e6, gflops, extra);
     if (o.sgemm) {
         double peak = rnnd_sgemm_peak(o.sgemm, o.seconds);
         if (peak <= 0) {

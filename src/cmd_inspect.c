@@ -45,12 +45,10 @@ static int act_params(int kind)
     switch (kind) {
     case RNND_ACT_HARDSIGMOID:
     case RNND_ACT_SCALEDTANH:
-    case RNND_ACT_AFFINE:
-        return 2;
+    case RNND_ACT_AFFINE: return 2;
     case RNND_ACT_LEAKYRELU:
     case RNND_ACT_THRESHOLDEDRELU:
-    case RNND_ACT_ELU:
-        return 1;
+    case RNND_ACT_ELU: return 1;
     }
     return 0;
 }
@@ -87,9 +85,10 @@ static void print_layer_options(const rnnd_layer_spec *ls)
         return;
     }
     char c[32];
-    if (ls->has_clip)
-        printf(" clip=%s", (short_float(ls->clip, c, sizeof c), c));
-    else
+    if (ls->has_clip) {
+        short_float(ls->clip, c, sizeof c);
+        printf(" clip=%s", c);
+    } else
         printf(" clip=none");
     switch (ls->cell) {
     case RNND_CELL_LSTM:
@@ -97,12 +96,8 @@ static void print_layer_options(const rnnd_layer_spec *ls)
                ls->input_forget ? "yes" : "no", ls->peepholes ? "yes" : "no",
                ls->forget_gate ? "yes" : "no", ls->proj_size, ls->depth_gate ? "yes" : "no");
         break;
-    case RNND_CELL_GRU:
-        printf(" linear_before_reset=%d", ls->linear_before_reset);
-        break;
-    case RNND_CELL_JORDAN:
-        printf(" output_size=%d", ls->output_size);
-        break;
+    case RNND_CELL_GRU: printf(" linear_before_reset=%d", ls->linear_before_reset); break;
+    case RNND_CELL_JORDAN: printf(" output_size=%d", ls->output_size); break;
     case RNND_CELL_CLOCKWORK:
         printf(" periods=");
         for (int k = 0; k < ls->n_periods; k++)
@@ -135,9 +130,10 @@ static void print_text(const char *path, const rnnd_model *m)
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *ls = &s->layers[l];
         printf("  layer %d:   %s %s, hidden %d, in %d, out %d per direction (%d direction%s, "
-               "%d gate%s)\n", l, rnnd_cell_name(ls->cell), rnnd_direction_name(ls->direction),
-               ls->hidden, ls->in_dim, ls->out_dim, ls->num_directions,
-               ls->num_directions > 1 ? "s" : "", ls->gates, ls->gates > 1 ? "s" : "");
+               "%d gate%s)\n",
+               l, rnnd_cell_name(ls->cell), rnnd_direction_name(ls->direction), ls->hidden,
+               ls->in_dim, ls->out_dim, ls->num_directions, ls->num_directions > 1 ? "s" : "",
+               ls->gates, ls->gates > 1 ? "s" : "");
         print_layer_options(ls);
         for (int d = 0; d < ls->num_directions; d++) {
             printf("             activations%s: ",
@@ -152,9 +148,8 @@ static void print_text(const char *path, const rnnd_model *m)
             printf("\n");
         }
     }
-    if (s->pool != RNND_POOL_NONE)   /* infer then answers one row per sequence */
-        printf("pool:        %s (infer: one output row per sequence)\n",
-               rnnd_pool_name(s->pool));
+    if (s->pool != RNND_POOL_NONE) /* infer then answers one row per sequence */
+        printf("pool:        %s (infer: one output row per sequence)\n", rnnd_pool_name(s->pool));
     if (s->has_head && s->head_short) {
         printf("head:        linear %d -> %d, norm %s\n", s->head_in, s->head_out,
                norm_name(s->head_norm));
@@ -194,8 +189,8 @@ static void print_text(const char *path, const rnnd_model *m)
         printf("verified:    yes, against the %s source", v->source);
     else
         printf("verified:    no (%s); the record: against the %s source", why, v->source);
-    printf(": max abs error %.3g, max rel error %.3g (tolerance %g), lengths",
-           v->max_abs_error, v->max_rel_error, v->tolerance);
+    printf(": max abs error %.3g, max rel error %.3g (tolerance %g), lengths", v->max_abs_error,
+           v->max_rel_error, v->tolerance);
     for (int i = 0; i < v->n_lengths; i++)
         printf("%s%d", i ? ", " : " ", v->lengths[i]);
     printf(", batch %d\n", v->batch);
@@ -210,10 +205,7 @@ static void print_text(const char *path, const rnnd_model *m)
 
 /* Set KEY on OBJ, taking the reference of V (a NULL V, from a failed allocation, is
  * reported by the final dump). */
-static int put(json_t *obj, const char *key, json_t *v)
-{
-    return json_object_set_new(obj, key, v);
-}
+static int put(json_t *obj, const char *key, json_t *v) { return json_object_set_new(obj, key, v); }
 
 /* A float as a JSON real that prints as its shortest decimal (dumped with precision 9). */
 static json_t *float_json(float v)
@@ -253,12 +245,8 @@ static json_t *layer_json(const rnnd_layer_spec *ls)
         put(o, "proj_size", json_integer(ls->proj_size));
         put(o, "depth_gate", json_boolean(ls->depth_gate));
         break;
-    case RNND_CELL_GRU:
-        put(o, "linear_before_reset", json_integer(ls->linear_before_reset));
-        break;
-    case RNND_CELL_JORDAN:
-        put(o, "output_size", json_integer(ls->output_size));
-        break;
+    case RNND_CELL_GRU: put(o, "linear_before_reset", json_integer(ls->linear_before_reset)); break;
+    case RNND_CELL_JORDAN: put(o, "output_size", json_integer(ls->output_size)); break;
     case RNND_CELL_CLOCKWORK: {
         json_t *p = json_array();
         for (int k = 0; k < ls->n_periods; k++)

@@ -21,6 +21,7 @@
 #include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "routes.h"
 #include "v2_seq.h"
 
 #define SWEEP_INTERVAL_S 1
@@ -63,8 +64,8 @@ static void log_model(rnnd_app *app, const char *event, const rnnd_entry *e)
 {
     RNND_LOG(&app->log, RNND_LOG_INFO, event,
              "model=%s version=%d path=%s stateful=%d state_bytes=%zu digest=%s file_digest=%s",
-             e->name, e->version, e->path, e->stateful, e->state_floats * sizeof(float),
-             e->digest, e->file_digest);
+             e->name, e->version, e->path, e->stateful, e->state_floats * sizeof(float), e->digest,
+             e->file_digest);
 }
 
 /* A daemon with no model is ready for nothing (/readyz stays 503 no_models), and an empty
@@ -98,8 +99,7 @@ static void reload(rnnd_app *app, int argc, char **argv)
     char err[1024];
     rnnd_config fresh;
     int action;
-    RNND_LOG(&app->log, RNND_LOG_INFO, "reloading", "models=%zu",
-             rnnd_catalog_count(&app->models));
+    RNND_LOG(&app->log, RNND_LOG_INFO, "reloading", "models=%zu", rnnd_catalog_count(&app->models));
     if (rnnd_config_init(&fresh) ||
         rnnd_config_from_args(&fresh, argc, argv, &action, err, sizeof err)) {
         char q[1100];
@@ -110,8 +110,8 @@ static void reload(rnnd_app *app, int argc, char **argv)
     }
     rnnd_registry old, next;
     if (rnnd_catalog_copy(&app->models, &old) ||
-        rnnd_registry_reload(&old, &next, fresh.models, fresh.model, fresh.n_model,
-                             app->kernels, report_reload, app, err, sizeof err) ||
+        rnnd_registry_reload(&old, &next, fresh.models, fresh.model, fresh.n_model, app->kernels,
+                             report_reload, app, err, sizeof err) ||
         attach_batchers(app, &next)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "reload_failed", "msg=%s",
@@ -129,7 +129,7 @@ static void reload(rnnd_app *app, int argc, char **argv)
             log_model(app, "model_removed", old.entries[i]);
     warn_no_models(app, fresh.models, &next);
     size_t n = next.n;
-    rnnd_catalog_swap(&app->models, &next);     /* NEXT now holds the set swapped out */
+    rnnd_catalog_swap(&app->models, &next); /* NEXT now holds the set swapped out */
     rnnd_registry_free(&next);
     rnnd_registry_free(&old);
     rnnd_config_free(&fresh);
@@ -158,7 +158,7 @@ static int wait_idle(rnnd_http *h, double deadline)
 
 static void teardown(rnnd_app *app)
 {
-    rnnd_pool_free(app->pool);      /* first: batchers are freed with their last model ref */
+    rnnd_pool_free(app->pool); /* first: batchers are freed with their last model ref */
     app->pool = NULL;
     rnnd_v2_seq_free(app->v2_seq);
     app->v2_seq = NULL;
@@ -205,8 +205,7 @@ static int load_snap_key(rnnd_app *app)
     if (!rc && !app->snap_key_created)
         rc = rnnd_snapserial_read(path, &app->snap_serial, err, sizeof err);
     if (rc) {
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
-                 rnnd_log_quote(q, sizeof q, err));
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
         rnnd_auth_free(&app->auth);
         free(path);
         return 1;
@@ -231,8 +230,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     app->kernels = k;
     if (rnnd_auth_load(&app->auth, cfg->api_keys_file, err, sizeof err)) {
         char q[1100];
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
-                 rnnd_log_quote(q, sizeof q, err));
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
         return 1;
     }
     if (app->auth.n)
@@ -242,8 +240,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     rnnd_registry reg;
     if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
         char q[1100];
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
-                 rnnd_log_quote(q, sizeof q, err));
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
         rnnd_auth_free(&app->auth);
         free(app->snap_key_path);
         app->snap_key_path = NULL;
@@ -293,10 +290,9 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     size_t restored = rnnd_persist_restore(app);
 
     rnnd_http *h;
-    if (rnnd_http_start(app, &h, err, sizeof err)) {
+    if (rnnd_http_start(app, rnnd_routes, rnnd_n_routes, &h, err, sizeof err)) {
         char q[1100];
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s",
-                 rnnd_log_quote(q, sizeof q, err));
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
         teardown(app);
         return 1;
     }
@@ -344,7 +340,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         if (cfg->snapshot_interval_s > 0 && rnnd_mono_s() >= next_snapshot) {
             rnnd_persist_save(app, 1);
             if (wd > 0)
-                rnnd_notify_watchdog();     /* a long snapshot must not look like a hang */
+                rnnd_notify_watchdog(); /* a long snapshot must not look like a hang */
             next_snapshot = rnnd_mono_s() + (double)cfg->snapshot_interval_s;
         }
     }
@@ -421,7 +417,7 @@ int rnnd_cmd_serve(int argc, char **argv)
     app.cfg = &cfg;
     rnnd_log_init(&app.log, (int)cfg.log_level, stderr);
     const char *route_names[RNND_METRICS_ROUTES];
-    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    size_t nroutes = rnnd_route_names(route_names, RNND_METRICS_ROUTES);
     rnnd_metrics_init(&app.metrics, route_names, nroutes);
     atomic_init(&app.draining, 0);
     app.listen_fd = listen_fd;

@@ -13,25 +13,16 @@ static const struct {
 #undef RNND_ERRCODE_ROW
 };
 
-static int known(enum rnnd_errcode e)
-{
-    return (unsigned)e < RNND_E_COUNT;
-}
+static int known(enum rnnd_errcode e) { return (unsigned)e < RNND_E_COUNT; }
 
 const char *rnnd_errcode_name(enum rnnd_errcode e)
 {
     return table[known(e) ? e : RNND_E_INTERNAL].name;
 }
 
-unsigned rnnd_errcode_http(enum rnnd_errcode e)
-{
-    return known(e) ? table[e].v1 : 500;
-}
+unsigned rnnd_errcode_http(enum rnnd_errcode e) { return known(e) ? table[e].v1 : 500; }
 
-unsigned rnnd_errcode_v2(enum rnnd_errcode e)
-{
-    return known(e) ? table[e].v2 : 500;
-}
+unsigned rnnd_errcode_v2(enum rnnd_errcode e) { return known(e) ? table[e].v2 : 500; }
 
 enum rnnd_errcode rnnd_errcode_of(int status)
 {

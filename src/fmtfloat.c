@@ -21,55 +21,39 @@
  * exact integers: [(1 << (p5b(q) - 1 + 59)) // 5**q + 1 for q in range(31)] and
  * [5**i >> (p5b(i) - 61) (or << when negative) for i in range(48)], p5b = pow5bits below. */
 static const uint64_t pow5_inv[31] = {
-    0x0800000000000001u, 0x0666666666666667u, 0x051eb851eb851eb9u,
-    0x04189374bc6a7efau, 0x068db8bac710cb2au, 0x053e2d6238da3c22u,
-    0x0431bde82d7b634eu, 0x06b5fca6af2bd216u, 0x055e63b88c230e78u,
-    0x044b82fa09b5a52du, 0x06df37f675ef6eaeu, 0x057f5ff85e592558u,
-    0x0465e6604b7a8447u, 0x0709709a125da071u, 0x05a126e1a84ae6c1u,
-    0x0480ebe7b9d58567u, 0x0734aca5f6226f0bu, 0x05c3bd5191b525a3u,
-    0x049c97747490eae9u, 0x0760f253edb4ab0eu, 0x05e72843249088d8u,
-    0x04b8ed0283a6d3e0u, 0x078e480405d7b966u, 0x060b6cd004ac9452u,
-    0x04d5f0a66a23a9dbu, 0x07bcb43d769f762bu, 0x063090312bb2c4efu,
-    0x04f3a68dbc8f03f3u, 0x07ec3daf94180651u, 0x065697bfa9acd1dau,
-    0x051212ffbaf0a7e2u,
+    0x0800000000000001u, 0x0666666666666667u, 0x051eb851eb851eb9u, 0x04189374bc6a7efau,
+    0x068db8bac710cb2au, 0x053e2d6238da3c22u, 0x0431bde82d7b634eu, 0x06b5fca6af2bd216u,
+    0x055e63b88c230e78u, 0x044b82fa09b5a52du, 0x06df37f675ef6eaeu, 0x057f5ff85e592558u,
+    0x0465e6604b7a8447u, 0x0709709a125da071u, 0x05a126e1a84ae6c1u, 0x0480ebe7b9d58567u,
+    0x0734aca5f6226f0bu, 0x05c3bd5191b525a3u, 0x049c97747490eae9u, 0x0760f253edb4ab0eu,
+    0x05e72843249088d8u, 0x04b8ed0283a6d3e0u, 0x078e480405d7b966u, 0x060b6cd004ac9452u,
+    0x04d5f0a66a23a9dbu, 0x07bcb43d769f762bu, 0x063090312bb2c4efu, 0x04f3a68dbc8f03f3u,
+    0x07ec3daf94180651u, 0x065697bfa9acd1dau, 0x051212ffbaf0a7e2u,
 };
 
 /* The top 61 bits of 5^i (exact below 5^27), i = 0..47. */
 static const uint64_t pow5[48] = {
-    0x1000000000000000u, 0x1400000000000000u, 0x1900000000000000u,
-    0x1f40000000000000u, 0x1388000000000000u, 0x186a000000000000u,
-    0x1e84800000000000u, 0x1312d00000000000u, 0x17d7840000000000u,
-    0x1dcd650000000000u, 0x12a05f2000000000u, 0x174876e800000000u,
-    0x1d1a94a200000000u, 0x12309ce540000000u, 0x16bcc41e90000000u,
-    0x1c6bf52634000000u, 0x11c37937e0800000u, 0x16345785d8a00000u,
-    0x1bc16d674ec80000u, 0x1158e460913d0000u, 0x15af1d78b58c4000u,
-    0x1b1ae4d6e2ef5000u, 0x10f0cf064dd59200u, 0x152d02c7e14af680u,
-    0x1a784379d99db420u, 0x108b2a2c28029094u, 0x14adf4b7320334b9u,
-    0x19d971e4fe8401e7u, 0x1027e72f1f128130u, 0x1431e0fae6d7217cu,
-    0x193e5939a08ce9dbu, 0x1f8def8808b02452u, 0x13b8b5b5056e16b3u,
-    0x18a6e32246c99c60u, 0x1ed09bead87c0378u, 0x13426172c74d822bu,
-    0x1812f9cf7920e2b6u, 0x1e17b84357691b64u, 0x12ced32a16a1b11eu,
-    0x178287f49c4a1d66u, 0x1d6329f1c35ca4bfu, 0x125dfa371a19e6f7u,
-    0x16f578c4e0a060b5u, 0x1cb2d6f618c878e3u, 0x11efc659cf7d4b8du,
-    0x166bb7f0435c9e71u, 0x1c06a5ec5433c60du, 0x118427b3b4a05bc8u,
+    0x1000000000000000u, 0x1400000000000000u, 0x1900000000000000u, 0x1f40000000000000u,
+    0x1388000000000000u, 0x186a000000000000u, 0x1e84800000000000u, 0x1312d00000000000u,
+    0x17d7840000000000u, 0x1dcd650000000000u, 0x12a05f2000000000u, 0x174876e800000000u,
+    0x1d1a94a200000000u, 0x12309ce540000000u, 0x16bcc41e90000000u, 0x1c6bf52634000000u,
+    0x11c37937e0800000u, 0x16345785d8a00000u, 0x1bc16d674ec80000u, 0x1158e460913d0000u,
+    0x15af1d78b58c4000u, 0x1b1ae4d6e2ef5000u, 0x10f0cf064dd59200u, 0x152d02c7e14af680u,
+    0x1a784379d99db420u, 0x108b2a2c28029094u, 0x14adf4b7320334b9u, 0x19d971e4fe8401e7u,
+    0x1027e72f1f128130u, 0x1431e0fae6d7217cu, 0x193e5939a08ce9dbu, 0x1f8def8808b02452u,
+    0x13b8b5b5056e16b3u, 0x18a6e32246c99c60u, 0x1ed09bead87c0378u, 0x13426172c74d822bu,
+    0x1812f9cf7920e2b6u, 0x1e17b84357691b64u, 0x12ced32a16a1b11eu, 0x178287f49c4a1d66u,
+    0x1d6329f1c35ca4bfu, 0x125dfa371a19e6f7u, 0x16f578c4e0a060b5u, 0x1cb2d6f618c878e3u,
+    0x11efc659cf7d4b8du, 0x166bb7f0435c9e71u, 0x1c06a5ec5433c60du, 0x118427b3b4a05bc8u,
 };
 
 /* ceil(log2(5^e)) for e >= 1 (1 for e = 0). */
-static int32_t pow5bits(int32_t e)
-{
-    return (int32_t)(((uint32_t)e * 1217359u) >> 19) + 1;
-}
+static int32_t pow5bits(int32_t e) { return (int32_t)(((uint32_t)e * 1217359u) >> 19) + 1; }
 
 /* floor(log10(2^e)) and floor(log10(5^e)), e >= 0 and small. */
-static uint32_t log10_pow2(int32_t e)
-{
-    return ((uint32_t)e * 78913u) >> 18;
-}
+static uint32_t log10_pow2(int32_t e) { return ((uint32_t)e * 78913u) >> 18; }
 
-static uint32_t log10_pow5(int32_t e)
-{
-    return ((uint32_t)e * 732923u) >> 20;
-}
+static uint32_t log10_pow5(int32_t e) { return ((uint32_t)e * 732923u) >> 20; }
 
 static int multiple_of_pow5(uint32_t v, uint32_t p)
 {
@@ -81,10 +65,7 @@ static int multiple_of_pow5(uint32_t v, uint32_t p)
     return count >= p;
 }
 
-static int multiple_of_pow2(uint32_t v, uint32_t p)
-{
-    return (v & ((1u << p) - 1)) == 0;
-}
+static int multiple_of_pow2(uint32_t v, uint32_t p) { return (v & ((1u << p) - 1)) == 0; }
 
 /* (m * factor) >> shift, shift > 32: the 96-bit product without a 128-bit type. */
 static uint32_t mul_shift(uint32_t m, uint64_t factor, int32_t shift)
@@ -117,7 +98,7 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
 
     uint32_t vr, vp, vm;
     int32_t e10;
-    int vm_zeros = 0, vr_zeros = 0;     /* all removed digits were zero */
+    int vm_zeros = 0, vr_zeros = 0; /* all removed digits were zero */
     uint32_t last_removed = 0;
     if (e2 >= 0) {
         uint32_t q = log10_pow2(e2);
@@ -184,13 +165,12 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
                 vr_zeros &= last_removed == 0;
                 last_removed = vr % 10;
                 vr /= 10;
-                vp /= 10;
-                vm /= 10;
+                vm /= 10; /* vp is not read again */
                 removed++;
             }
         }
         if (vr_zeros && last_removed == 5 && vr % 2 == 0)
-            last_removed = 4;   /* exactly ...50000: round half to even */
+            last_removed = 4; /* exactly ...50000: round half to even */
         out = vr + ((vr == vm && (!accept_bounds || !vm_zeros)) || last_removed >= 5);
     } else {
         while (vp / 10 > vm / 10) {
@@ -239,13 +219,13 @@ size_t rnnd_fmt_float(float v, char *out)
     int32_t exp;
     shortest(ieee_mant, ieee_exp, &digits, &exp);
 
-    char d[10];     /* the digits, most significant first */
+    char d[10]; /* the digits, most significant first */
     int nd = decimal_len(digits);
     for (int i = nd - 1; i >= 0; i--) {
         d[i] = (char)('0' + digits % 10);
         digits /= 10;
     }
-    int32_t e = exp + nd - 1;   /* the value is d[0].d[1]... x 10^e */
+    int32_t e = exp + nd - 1; /* the value is d[0].d[1]... x 10^e */
     if (neg)
         *p++ = '-';
     if (e < -4 || e >= 9) {
@@ -257,11 +237,11 @@ size_t rnnd_fmt_float(float v, char *out)
         }
         *p++ = 'e';
         *p++ = e < 0 ? '-' : '+';
-        uint32_t ae = (uint32_t)(e < 0 ? -e : e);   /* at most 45 */
+        uint32_t ae = (uint32_t)(e < 0 ? -e : e); /* at most 45 */
         *p++ = (char)('0' + ae / 10);
         *p++ = (char)('0' + ae % 10);
     } else if (e >= 0) {
-        int whole = e + 1;          /* digits before the point */
+        int whole = e + 1; /* digits before the point */
         if (nd <= whole) {
             memcpy(p, d, (size_t)nd);
             p += nd;

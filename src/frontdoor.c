@@ -11,14 +11,11 @@
 static int is_tchar(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
+        (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
 /* RFC 9110 5.5: a value is visible characters, spaces and tabs (and obs-text) */
-static int is_ctl(unsigned char c)
-{
-    return (c < 0x20 && c != '\t') || c == 0x7f;
-}
+static int is_ctl(unsigned char c) { return (c < 0x20 && c != '\t') || c == 0x7f; }
 
 int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size_t errlen)
 {
@@ -29,15 +26,16 @@ int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size
     /* each argument is a record in the pool: no route takes more than a few */
     size_t max_args = max_header_bytes / 256;
     if (args > max_args) {
-        snprintf(err, errlen, "more than %zu query arguments (max_header_bytes / 256)",
-                 max_args);
+        snprintf(err, errlen, "more than %zu query arguments (max_header_bytes / 256)", max_args);
         return RNND_ERR_LIMIT;
     }
     size_t room = max_header_bytes - RNND_FRONTDOOR_RESERVE;
     if (len + RNND_FRONTDOOR_RECORD * args > room) {
-        snprintf(err, errlen, "the URI of %zu bytes with %zu query arguments is too long: "
+        snprintf(err, errlen,
+                 "the URI of %zu bytes with %zu query arguments is too long: "
                  "its bytes plus %d per argument must stay within %zu (max_header_bytes "
-                 "less %d)", len, args, RNND_FRONTDOOR_RECORD, room, RNND_FRONTDOOR_RESERVE);
+                 "less %d)",
+                 len, args, RNND_FRONTDOOR_RECORD, room, RNND_FRONTDOOR_RESERVE);
         return RNND_ERR_LIMIT;
     }
     return RNND_OK;
@@ -45,21 +43,21 @@ int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size
 
 /* What rnnd_frontdoor_head() learns from the fields. */
 struct head {
-    int lengths;            /* Content-Length fields */
-    int encodings;          /* Transfer-Encoding fields */
-    int hosts;              /* Host fields */
-    int auths;              /* Authorization fields */
-    int bad_length;         /* a Content-Length that is not plain digits */
-    int bad_encoding;       /* a Transfer-Encoding other than "chunked" */
-    const char *bad_name;   /* a field name that is not a token */
-    const char *bad_value;  /* the name of a field whose value holds a control character */
-    const char *folded;     /* the framing field that a folded line ran into */
-    size_t records;         /* fields, arguments and cookies in the pool */
-    size_t bytes;           /* their names and values, with ": " and CRLF */
-    size_t copies;          /* bytes MHD copied into the pool (cookies) */
-    const char *head_end;   /* the end of the head in MHD's read buffer, or NULL */
-    const char *line_end;   /* the end of the last line seen there */
-    int hidden;             /* bytes the fields do not show: a NUL in a value, a fold */
+    int lengths;           /* Content-Length fields */
+    int encodings;         /* Transfer-Encoding fields */
+    int hosts;             /* Host fields */
+    int auths;             /* Authorization fields */
+    int bad_length;        /* a Content-Length that is not plain digits */
+    int bad_encoding;      /* a Transfer-Encoding other than "chunked" */
+    const char *bad_name;  /* a field name that is not a token */
+    const char *bad_value; /* the name of a field whose value holds a control character */
+    const char *folded;    /* the framing field that a folded line ran into */
+    size_t records;        /* fields, arguments and cookies in the pool */
+    size_t bytes;          /* their names and values, with ": " and CRLF */
+    size_t copies;         /* bytes MHD copied into the pool (cookies) */
+    const char *head_end;  /* the end of the head in MHD's read buffer, or NULL */
+    const char *line_end;  /* the end of the last line seen there */
+    int hidden;            /* bytes the fields do not show: a NUL in a value, a fold */
 };
 
 /* libmicrohttpd 0.9.75 parses the head in place, in arrival order, and turns each line's CR
@@ -86,8 +84,7 @@ static int shows_hidden(const char *from, const char *to, size_t max)
 static const char *folded_framing(const char *key, size_t key_size)
 {
     static const char *const framing[] = {MHD_HTTP_HEADER_CONTENT_LENGTH,
-                                          MHD_HTTP_HEADER_TRANSFER_ENCODING,
-                                          MHD_HTTP_HEADER_HOST};
+                                          MHD_HTTP_HEADER_TRANSFER_ENCODING, MHD_HTTP_HEADER_HOST};
     for (size_t i = 0; i < sizeof framing / sizeof framing[0]; i++) {
         size_t n = strlen(framing[i]);
         if (key_size > n && !strncasecmp(key, framing[i], n))
@@ -107,8 +104,7 @@ static enum MHD_Result head_field(void *cls, enum MHD_ValueKind kind, const char
     if (kind != MHD_HEADER_KIND)
         return MHD_YES;
     if (f->head_end && !f->hidden) {
-        f->hidden = key < f->line_end || key >= f->head_end ||
-                    shows_hidden(f->line_end, key, 2);
+        f->hidden = key < f->line_end || key >= f->head_end || shows_hidden(f->line_end, key, 2);
         if (!f->hidden && value && value >= key && value + value_size <= f->head_end)
             f->line_end = value + value_size;
         else
@@ -149,8 +145,7 @@ static const char *shown(const char *name, char *buf, size_t len)
 }
 
 int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t uri_len,
-                        const char *version, size_t max_header_bytes, char *err,
-                        size_t errlen)
+                        const char *version, size_t max_header_bytes, char *err, size_t errlen)
 {
     struct head f = {0};
     char name[48];
@@ -164,8 +159,8 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
         f.head_end = method + head;
         f.line_end = line_end;
     }
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND |
-                                MHD_COOKIE_KIND, head_field, &f);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND | MHD_COOKIE_KIND,
+                                head_field, &f);
     if (f.head_end && !f.hidden)
         f.hidden = shows_hidden(f.line_end, f.head_end, 4);
     /* the head, a record for each field, argument and cookie, and the cookies' copy */
@@ -173,9 +168,10 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
     size_t used = (head > parts ? head : parts) + RNND_FRONTDOOR_RECORD * f.records + f.copies;
     size_t room = max_header_bytes - RNND_FRONTDOOR_RESERVE;
     if (used > room) {
-        snprintf(err, errlen, "the request head takes about %zu bytes with its %zu fields and "
-                 "arguments (%d each): more than %zu (max_header_bytes less %d)", used,
-                 f.records, RNND_FRONTDOOR_RECORD, room, RNND_FRONTDOOR_RESERVE);
+        snprintf(err, errlen,
+                 "the request head takes about %zu bytes with its %zu fields and "
+                 "arguments (%d each): more than %zu (max_header_bytes less %d)",
+                 used, f.records, RNND_FRONTDOOR_RECORD, room, RNND_FRONTDOOR_RESERVE);
         return RNND_ERR_LIMIT;
     }
     /* RFC 9112 5.1: whitespace before the colon makes a name no proxy agrees on */
@@ -194,8 +190,7 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
         return RNND_ERR_INVALID;
     }
     if (f.folded) {
-        snprintf(err, errlen, "%s is folded over lines, or a field name runs on from it",
-                 f.folded);
+        snprintf(err, errlen, "%s is folded over lines, or a field name runs on from it", f.folded);
         return RNND_ERR_INVALID;
     }
     /* Request smuggling (RFC 9112 6.3): a proxy in front of us and libmicrohttpd may frame
@@ -221,7 +216,8 @@ int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t 
      * no body and reads the chunks, and what follows, as the next request (MHD dechunked it
      * and answered both) */
     if (f.encodings && !strcmp(version, MHD_HTTP_VERSION_1_0)) {
-        snprintf(err, errlen, "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: its "
+        snprintf(err, errlen,
+                 "Transfer-Encoding in an HTTP/1.0 request (RFC 9112 6.1: its "
                  "framing is faulty)");
         return RNND_ERR_INVALID;
     }
@@ -253,22 +249,23 @@ int rnnd_frontdoor_path(const char *uri, char *err, size_t errlen)
     size_t path = strcspn(uri, "?");
     const char *pct = memchr(uri, '%', path);
     if (pct) {
-        snprintf(err, errlen, "the path holds a '%%' at byte %zu: percent-encoding is not "
-                 "accepted in the path (only in the query)", (size_t)(pct - uri));
+        snprintf(err, errlen,
+                 "the path holds a '%%' at byte %zu: percent-encoding is not "
+                 "accepted in the path (only in the query)",
+                 (size_t)(pct - uri));
         return RNND_ERR_INVALID;
     }
     return RNND_OK;
 }
 
-int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len,
-                        const char *version)
+int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len, const char *version)
 {
     /* 0.9.75 splits the line in place at its first space (the method's end) and its last
      * (the version's start), turning both into NULs; a NUL anywhere else shortens the
      * method or the URI that C strings show, while the line's bytes still run on. */
     const char *m_end = method + strlen(method);
     if (!uri || uri <= m_end || uri >= version)
-        return RNND_OK;     /* not laid out as 0.9.75 does: nothing to compare */
+        return RNND_OK; /* not laid out as 0.9.75 does: nothing to compare */
     for (const char *p = m_end + 1; p < uri; p++)
         if (*p != ' ')
             return RNND_ERR_INVALID;
@@ -281,7 +278,7 @@ int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len,
 static int is_reg_name(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("-._~!$&'()*+,;=", c));
+        (c && strchr("-._~!$&'()*+,;=", c));
 }
 
 static int is_hex(unsigned char c)
@@ -292,9 +289,9 @@ static int is_hex(unsigned char c)
 int rnnd_frontdoor_host(const char *host, char *err, size_t errlen)
 {
     if (!host)
-        return RNND_OK;     /* HTTP/1.0 without one: rnnd_frontdoor_head() decides */
+        return RNND_OK; /* HTTP/1.0 without one: rnnd_frontdoor_head() decides */
     const char *p = host;
-    if (*p == '[') {        /* IP-literal: IPv6address or IPvFuture, loosely */
+    if (*p == '[') { /* IP-literal: IPv6address or IPvFuture, loosely */
         for (p++; *p && *p != ']'; p++)
             if (!is_reg_name((unsigned char)*p) && *p != ':')
                 break;
@@ -314,7 +311,8 @@ int rnnd_frontdoor_host(const char *host, char *err, size_t errlen)
     if (!*p)
         return RNND_OK;
 bad:
-    snprintf(err, errlen, "the Host value must be a host with an optional \":\" port "
+    snprintf(err, errlen,
+             "the Host value must be a host with an optional \":\" port "
              "(RFC 9110 7.2, RFC 3986 3.2.2: no userinfo, path or spaces)");
     return RNND_ERR_INVALID;
 }
@@ -334,8 +332,10 @@ int rnnd_frontdoor_trailers(struct MHD_Connection *conn, char *err, size_t errle
     size_t n = 0;
     MHD_get_connection_values_n(conn, MHD_FOOTER_KIND, count_field, &n);
     if (n) {
-        snprintf(err, errlen, "the chunked body ends with %zu trailer field%s: rnnd accepts "
-                 "none", n, n == 1 ? "" : "s");
+        snprintf(err, errlen,
+                 "the chunked body ends with %zu trailer field%s: rnnd accepts "
+                 "none",
+                 n, n == 1 ? "" : "s");
         return RNND_ERR_INVALID;
     }
     return RNND_OK;

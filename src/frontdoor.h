@@ -36,8 +36,7 @@ int rnnd_frontdoor_uri(const char *uri, size_t max_header_bytes, char *err, size
  * (frontdoor.c says how); when it does not look so, they fall back to the parts' sum and
  * skip the NUL check. */
 int rnnd_frontdoor_head(struct MHD_Connection *conn, const char *method, size_t uri_len,
-                        const char *version, size_t max_header_bytes, char *err,
-                        size_t errlen);
+                        const char *version, size_t max_header_bytes, char *err, size_t errlen);
 
 /* The path part (before any '?') of the request-target URI as it arrived, before
  * libmicrohttpd decodes it: RNND_ERR_INVALID with a message when it holds a '%' (answer
@@ -49,8 +48,7 @@ int rnnd_frontdoor_path(const char *uri, char *err, size_t errlen);
  * it, URI_LEN its strlen() there. Returns RNND_ERR_INVALID when a NUL hides bytes of the
  * method or the URI (answer 400 and close); 0 when not, or when the pointers do not lie in
  * one line as 0.9.75 leaves them. */
-int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len,
-                        const char *version);
+int rnnd_frontdoor_line(const char *method, const char *uri, size_t uri_len, const char *version);
 
 /* HOST, the value of the one Host field (or NULL): RNND_ERR_INVALID with a message unless it
  * is uri-host [":" port] (RFC 9110 7.2), e.g. "u:p@x:99" (answer 400 and close). */

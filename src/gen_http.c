@@ -4,8 +4,7 @@
 
 #include <stdlib.h>
 
-rnnd_gen_http *rnnd_gen_http_new(const rnnd_gen_protocol *proto, rnnd_app *app,
-                                 const rnnd_entry *e)
+rnnd_gen_http *rnnd_gen_http_new(const rnnd_gen_protocol *proto, rnnd_app *app, const rnnd_entry *e)
 {
     rnnd_gen_http *q = calloc(1, sizeof *q);
     if (q) {
@@ -32,7 +31,7 @@ static void on_token(void *arg, int32_t id, const char *text, size_t len, size_t
 {
     rnnd_gen_http *q = arg;
     if (!q->st)
-        return;     /* a JSON reply takes the tokens from the result */
+        return; /* a JSON reply takes the tokens from the result */
     rnnd_buf b;
     rnnd_buf_init(&b);
     q->proto->token_event(q, &b, id, text, len, index, step);
@@ -49,11 +48,11 @@ static int on_cancelled(void *arg)
 static void on_done(void *arg, const rnnd_gen_result *res)
 {
     rnnd_gen_http *q = arg;
-    if (q->tmp)     /* gone before the client hears the end */
+    if (q->tmp) /* gone before the client hears the end */
         rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
     if (q->st) {
         q->proto->stream_end(q, q->st, res);
-        rnnd_stream_close(q->st);  /* drops the producer's reference */
+        rnnd_stream_close(q->st); /* drops the producer's reference */
     } else {
         q->proto->reply(q, q->r, res);
         rnnd_req_complete(q->r);

@@ -37,10 +37,10 @@ struct rnnd_gen_http {
     const rnnd_gen_protocol *proto;
     rnnd_app *app;
     const rnnd_entry *e;
-    rnnd_gen_params p;          /* the sampling: the caller fills it before the start */
-    rnnd_req *r;                /* a JSON reply: the deferred request */
-    rnnd_stream *st;            /* an event stream: the producer's reference */
-    rnnd_session *tmp;          /* a model's generation: its temporary session (a reference) */
+    rnnd_gen_params p; /* the sampling: the caller fills it before the start */
+    rnnd_req *r;       /* a JSON reply: the deferred request */
+    rnnd_stream *st;   /* an event stream: the producer's reference */
+    rnnd_session *tmp; /* a model's generation: its temporary session (a reference) */
 };
 
 /* A new generation of E's model, answered in PROTO's words; NULL when out of memory. */

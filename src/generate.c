@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,25 +18,25 @@
 #include "rnnd/tokenizer.h"
 
 struct gen {
-    rnnd_step_job sj;           /* first member: the batcher hands this back */
+    rnnd_step_job sj; /* first member: the batcher hands this back */
     rnnd_metrics *metrics;
-    rnnd_session *s;            /* one reference */
-    const rnnd_tokenizer *tok;  /* NULL: ids only */
+    rnnd_session *s;           /* one reference */
+    const rnnd_tokenizer *tok; /* NULL: ids only */
     int norm;
     size_t vocab;
-    int32_t *tokens;            /* the prompt, then the completion */
+    int32_t *tokens; /* the prompt, then the completion */
     size_t n_prompt;
-    float *out;                 /* the job's last output row */
+    float *out; /* the job's last output row */
     rnnd_gen_params p;
     uint64_t seed;
     rnnd_prng prng;
     rnnd_sampler *sampler;
     rnnd_utf8_stream u;
-    char *piece;                /* rnnd_utf8_stream_put output, 3 * max_piece + 8 bytes */
-    char *text;                 /* the completion so far (NUL-terminated) */
+    char *piece; /* rnnd_utf8_stream_put output, 3 * max_piece + 8 bytes */
+    char *text;  /* the completion so far (NUL-terminated) */
     size_t text_len, text_cap;
-    size_t n_gen;               /* tokens chosen */
-    int finish;                 /* enum rnnd_gen_finish once decided, else -1 */
+    size_t n_gen; /* tokens chosen */
+    int finish;   /* enum rnnd_gen_finish once decided, else -1 */
     int stop_index;
     enum rnnd_errcode code;
     char message[256];
@@ -51,8 +52,7 @@ void rnnd_gen_params_default(rnnd_gen_params *p)
     p->sampling.top_p = 1.0;
 }
 
-static int number_field(const json_t *obj, const char *name, double *out, char *err,
-                        size_t errlen)
+static int number_field(const json_t *obj, const char *name, double *out, char *err, size_t errlen)
 {
     const json_t *v = json_object_get(obj, name);
     if (!v || json_is_null(v))
@@ -72,8 +72,8 @@ int rnnd_gen_max_tokens_check(int64_t v, int64_t max, char *err, size_t errlen)
         return RNND_ERR_INVALID;
     }
     if (v > max) {
-        snprintf(err, errlen, "max_tokens: %" PRId64 " is more than max_generate_tokens (%"
-                 PRId64 ")", v, max);
+        snprintf(err, errlen,
+                 "max_tokens: %" PRId64 " is more than max_generate_tokens (%" PRId64 ")", v, max);
         return RNND_ERR_LIMIT;
     }
     return RNND_OK;
@@ -92,15 +92,14 @@ int rnnd_gen_seed_check(uint64_t seed, char *err, size_t errlen)
 int rnnd_gen_stop_check(const char *s, size_t len, size_t index, char *err, size_t errlen)
 {
     if (len == 0 || len > RNND_GEN_STOP_BYTES || memchr(s, 0, len)) {
-        snprintf(err, errlen, "stop[%zu]: expected a non-empty string of at most %d bytes",
-                 index, RNND_GEN_STOP_BYTES);
+        snprintf(err, errlen, "stop[%zu]: expected a non-empty string of at most %d bytes", index,
+                 RNND_GEN_STOP_BYTES);
         return RNND_ERR_INVALID;
     }
     return RNND_OK;
 }
 
-int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err,
-                          size_t errlen)
+int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err, size_t errlen)
 {
     int rc;
     if ((rc = rnnd_gen_max_tokens_check(p->max_tokens, max_tokens, err, errlen)) ||
@@ -112,20 +111,20 @@ int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *er
         return RNND_ERR_INVALID;
     }
     for (size_t i = 0; i < p->n_stop; i++)
-        if ((rc = rnnd_gen_stop_check(p->stop[i], strnlen(p->stop[i], sizeof p->stop[i]), i,
-                                      err, errlen)))
+        if ((rc = rnnd_gen_stop_check(p->stop[i], strnlen(p->stop[i], sizeof p->stop[i]), i, err,
+                                      errlen)))
             return rc;
     return RNND_OK;
 }
 
-int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p,
-                          char *err, size_t errlen)
+int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p, char *err,
+                          size_t errlen)
 {
     const json_t *v = json_object_get(obj, "max_tokens");
     if (v && !json_is_null(v)) {
-        int rc = json_is_integer(v) ? rnnd_gen_max_tokens_check(json_integer_value(v),
-                                                                max_tokens, err, errlen)
-                                    : rnnd_gen_max_tokens_check(0, max_tokens, err, errlen);
+        int rc = json_is_integer(v)
+            ? rnnd_gen_max_tokens_check(json_integer_value(v), max_tokens, err, errlen)
+            : rnnd_gen_max_tokens_check(0, max_tokens, err, errlen);
         if (rc)
             return rc;
         p->max_tokens = json_integer_value(v);
@@ -139,8 +138,7 @@ int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params
     p->sampling.top_p = tp;
     v = json_object_get(obj, "top_k");
     if (v && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) > INT32_MAX) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > INT32_MAX) {
             snprintf(err, errlen, "top_k: expected an integer of at least 0 (0: no limit)");
             return RNND_ERR_INVALID;
         }
@@ -224,19 +222,25 @@ static int stop_match(const struct gen *g, size_t added)
     return -1;
 }
 
-static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, uint64_t arg)
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fmt, ...)
 {
     g->finish = RNND_GEN_ERROR;
     g->code = code;
-    snprintf(g->message, sizeof g->message, fmt, arg);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->message, sizeof g->message, fmt, ap);
+    va_end(ap);
 }
 
 /* After each step of the job: on the worker, the session's state block ours. */
 static void gen_after_step(rnnd_step_job *j, const float *row)
 {
     struct gen *g = (struct gen *)j;
-    j->n_steps = j->done;       /* ends here unless a token is chosen below */
-    if (g->finish >= 0)         /* decided when the last token was chosen; it is now fed */
+    j->n_steps = j->done; /* ends here unless a token is chosen below */
+    if (g->finish >= 0)   /* decided when the last token was chosen; it is now fed */
         return;
     if (g->sink.cancelled && g->sink.cancelled(g->sink.arg)) {
         g->finish = RNND_GEN_CANCELLED;
@@ -248,8 +252,10 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
     }
     int32_t id = rnnd_sample(g->sampler, row, g->vocab, g->norm, &g->p.sampling, &g->prng);
     if (id < 0) {
-        end_with_error(g, RNND_E_NUMERIC_ERROR, "the model's output is NaN or infinite after step "
-                       "%" PRIu64 "; the session keeps that state", rnnd_session_steps(j->job.session));
+        end_with_error(g, RNND_E_NUMERIC_ERROR,
+                       "the model's output is NaN or infinite after step "
+                       "%" PRIu64 "; the session keeps that state",
+                       rnnd_session_steps(j->job.session));
         return;
     }
     g->tokens[j->n_steps++] = id;
@@ -261,8 +267,9 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
         if (text_append(g, g->piece, tlen)) {
             g->tokens[--j->n_steps] = 0;
             g->n_gen--;
-            end_with_error(g, RNND_E_OUT_OF_MEMORY, "out of memory for the text after %" PRIu64
-                           " tokens", (uint64_t)g->n_gen);
+            end_with_error(g, RNND_E_OUT_OF_MEMORY,
+                           "out of memory for the text after %" PRIu64 " tokens",
+                           (uint64_t)g->n_gen);
             return;
         }
         int si = stop_match(g, tlen);
@@ -292,13 +299,13 @@ static void gen_finish(rnnd_job *job)
         g->code = rnnd_errcode_of(j->status);
         snprintf(g->message, sizeof g->message, "%s", j->err);
     } else if (g->finish < 0) {
-        g->finish = RNND_GEN_LENGTH;    /* not reached: every path decides */
+        g->finish = RNND_GEN_LENGTH; /* not reached: every path decides */
     }
     if (g->tok) {
         char tail[8];
         size_t n = rnnd_utf8_stream_flush(&g->u, tail);
         if (n)
-            text_append(g, tail, n);    /* on failure the text just lacks the U+FFFD */
+            text_append(g, tail, n); /* on failure the text just lacks the U+FFFD */
     }
     rnnd_gen_result res = {
         .finish = g->finish,
@@ -339,13 +346,12 @@ size_t rnnd_gen_max_piece(const rnnd_entry *e)
 #define SAMPLER_CAND 16
 #define GEN_FRAME 2048
 
-size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
-                      size_t token_reply)
+size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens, size_t token_reply)
 {
     size_t T = max_tokens > 0 ? (size_t)max_tokens : 0, V = (size_t)e->output_dim;
     /* what one token can add to the text: its piece, each byte possibly made U+FFFD */
     size_t piece = rnnd_sat_add(rnnd_sat_mul(3, rnnd_gen_max_piece(e)), 8);
-    size_t bytes = rnnd_sat_mul(rnnd_sat_add(n_prompt, T), sizeof(int32_t));   /* ids */
+    size_t bytes = rnnd_sat_mul(rnnd_sat_add(n_prompt, T), sizeof(int32_t)); /* ids */
     bytes = rnnd_sat_add(bytes, rnnd_sat_mul(V, sizeof(float) + SAMPLER_CAND));
     bytes = rnnd_sat_add(bytes, piece);
     /* the text, grown by doubling */
@@ -357,8 +363,7 @@ size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
 }
 
 int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
-                  const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
-                  size_t errlen)
+                  const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err, size_t errlen)
 {
     const rnnd_entry *e = rnnd_session_model(s);
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
@@ -399,7 +404,7 @@ int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt,
         snprintf(err, errlen, "no randomness for a seed");
         return -1;
     }
-    g->seed &= INT64_MAX;       /* reported seeds can be sent back (JSON integers are signed) */
+    g->seed &= INT64_MAX; /* reported seeds can be sent back (JSON integers are signed) */
     rnnd_prng_seed(&g->prng, g->seed);
 
     rnnd_step_job_init(&g->sj, e->batcher);

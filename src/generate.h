@@ -24,13 +24,13 @@
 #include "rnnd/sample.h"
 #include "session.h"
 
-#define RNND_GEN_MAX_STOP 4         /* stop strings per request */
-#define RNND_GEN_STOP_BYTES 64      /* bytes per stop string */
+#define RNND_GEN_MAX_STOP 4    /* stop strings per request */
+#define RNND_GEN_STOP_BYTES 64 /* bytes per stop string */
 
 typedef struct rnnd_gen_params {
-    int64_t max_tokens;             /* >= 1 */
+    int64_t max_tokens; /* >= 1 */
     rnnd_sampling sampling;
-    int has_seed;                   /* else a random seed is drawn (and reported) */
+    int has_seed; /* else a random seed is drawn (and reported) */
     uint64_t seed;
     size_t n_stop;
     char stop[RNND_GEN_MAX_STOP][RNND_GEN_STOP_BYTES + 1];
@@ -49,36 +49,35 @@ int rnnd_gen_stop_check(const char *s, size_t len, size_t index, char *err, size
 
 /* Every field of P (max_tokens against MAX_TOKENS, the sampling, the seed, the stop strings)
  * with the checks above. Returns 0, RNND_ERR_LIMIT (max_tokens only) or RNND_ERR_INVALID. */
-int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err,
-                          size_t errlen);
+int rnnd_gen_params_check(const rnnd_gen_params *p, int64_t max_tokens, char *err, size_t errlen);
 
 /* Read the sampling fields of OBJ ("max_tokens", "temperature", "top_k", "top_p", "seed",
  * "stop"; others are ignored: the caller checks unknown fields) over *P, which holds the
  * defaults on entry. max_tokens must be 1..MAX_TOKENS; seed an integer 0..2^64-1; stop a
  * string or a list of up to RNND_GEN_MAX_STOP non-empty strings. Returns 0 or
  * RNND_ERR_INVALID / RNND_ERR_LIMIT (max_tokens) with ERR naming the field. */
-int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p,
-                          char *err, size_t errlen);
+int rnnd_gen_params_parse(const json_t *obj, int64_t max_tokens, rnnd_gen_params *p, char *err,
+                          size_t errlen);
 
 enum rnnd_gen_finish {
-    RNND_GEN_LENGTH = 0,            /* max_tokens reached */
-    RNND_GEN_STOP,                  /* a stop string was produced */
-    RNND_GEN_CANCELLED,             /* the sink said the client left */
-    RNND_GEN_ERROR,                 /* see code/message */
+    RNND_GEN_LENGTH = 0, /* max_tokens reached */
+    RNND_GEN_STOP,       /* a stop string was produced */
+    RNND_GEN_CANCELLED,  /* the sink said the client left */
+    RNND_GEN_ERROR,      /* see code/message */
 };
 
 typedef struct rnnd_gen_result {
-    int finish;                     /* enum rnnd_gen_finish */
-    enum rnnd_errcode code;         /* RNND_GEN_ERROR: the API error code (docs/api.md) */
+    int finish;             /* enum rnnd_gen_finish */
+    enum rnnd_errcode code; /* RNND_GEN_ERROR: the API error code (docs/api.md) */
     char message[256];
-    size_t prompt_tokens;           /* fed */
-    size_t completion_tokens;       /* chosen and fed */
-    uint64_t steps;                 /* the session's step count at the end */
-    uint64_t seed;                  /* the seed used */
-    int stop_index;                 /* RNND_GEN_STOP: which stop string, else -1 */
-    const char *text;               /* the whole completion as UTF-8 (NUL-terminated) */
+    size_t prompt_tokens;     /* fed */
+    size_t completion_tokens; /* chosen and fed */
+    uint64_t steps;           /* the session's step count at the end */
+    uint64_t seed;            /* the seed used */
+    int stop_index;           /* RNND_GEN_STOP: which stop string, else -1 */
+    const char *text;         /* the whole completion as UTF-8 (NUL-terminated) */
     size_t text_len;
-    const int32_t *tokens;          /* completion_tokens ids */
+    const int32_t *tokens; /* completion_tokens ids */
 } rnnd_gen_result;
 
 /* Callbacks, on worker threads (never two at once for one generation, never under a lock of
@@ -88,8 +87,7 @@ typedef struct rnnd_gen_result {
  * cancelled() is polled before every step; nonzero stops the generation. done() comes
  * exactly once, last; the result and its pointers are valid only during the call. */
 typedef struct rnnd_gen_sink {
-    void (*token)(void *arg, int32_t id, const char *text, size_t len, size_t index,
-                  uint64_t step);
+    void (*token)(void *arg, int32_t id, const char *text, size_t len, size_t index, uint64_t step);
     int (*cancelled)(void *arg);
     void (*done)(void *arg, const rnnd_gen_result *res);
     void *arg;
@@ -102,15 +100,13 @@ size_t rnnd_gen_max_piece(const rnnd_entry *e);
  * reply is sent (membudget.h): the engine's token ids, output row, sampler and text, and the
  * reply with TOKEN_REPLY bytes of frame per token beside the token's escaped text (an SSE
  * event's keys, or an id in a JSON list). Saturates at SIZE_MAX. */
-size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens,
-                      size_t token_reply);
+size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens, size_t token_reply);
 
 /* Queue a generation on session S (a session of ENTRY's model; the engine takes its own
  * reference), counted in METRICS (generations, tokens) with PROMPT (N_PROMPT >= 1 ids, copied). Returns RNND_SESSION_FOUND (0) when
  * queued: the sink gets done() later; or the rnnd_session_submit() reason S left the table,
  * or -1 when out of memory (ERR says so): then no callback is made. */
 int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
-                  const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err,
-                  size_t errlen);
+                  const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err, size_t errlen);
 
 #endif

@@ -21,7 +21,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "frontdoor.h"
 #include "linger.h"
 #include "rng.h"
@@ -40,76 +39,16 @@
 #define FDS_PER_THREAD 4
 #define FDS_SPARE 40
 
-/* ---- routes ------------------------------------------------------------------------------ */
-
-/* What a route is, beside its handlers: who may call it, when, and how its body and errors
- * are shaped. Adding a route is one line of the table below. */
-enum route_flags {
-    RT_OPEN = 1 << 0,       /* answered without an API key (health probes) */
-    RT_DRAIN = 1 << 1,      /* still answered while the server drains (liveness) */
-    RT_RAW_BODY = 1 << 2,   /* the handler scans the raw body itself (rnnd_req_decode) */
-    RT_V2 = 1 << 3,         /* KServe v2: its error shape, and any Content-Type */
-    RT_MODEL = 1 << 4,      /* the first path parameter is a model name (the access log) */
-};
-
-struct route {
-    const char *pattern;    /* '*' matches one path segment */
-    rnnd_handler get, post, put, del;
-    unsigned flags;         /* enum route_flags */
-};
-
-static const struct route routes[] = {
-    {"/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN},
-    {"/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN},
-    {"/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0},
-    {"/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0},
-    {"/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL},
-    {"/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL},
-    {"/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL, RT_MODEL},
-    {"/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL, 0},
-    {"/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete, 0},
-    {"/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL, RT_RAW_BODY},
-    {"/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0},
-    {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0},
-    {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0},
-    {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0},
-    {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2},
-    {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN},
-    {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN},
-    {"/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
-     RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL},
-    {"/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL,
-     RT_V2 | RT_MODEL},
-};
-
-#define ROUTE_COUNT (sizeof routes / sizeof routes[0])
-/* metrics.c keeps one row per route and one for "no route" */
-_Static_assert(ROUTE_COUNT + 1 == RNND_METRICS_ROUTES,
-               "RNND_METRICS_ROUTES (metrics.h) must be the route count + 1");
-
-size_t rnnd_http_route_names(const char **out, size_t cap)
-{
-    for (size_t i = 0; i < ROUTE_COUNT && i < cap; i++)
-        out[i] = routes[i].pattern;
-    return ROUTE_COUNT;
-}
-
 /* ---- state ------------------------------------------------------------------------------- */
 
 struct rnnd_http {
     struct MHD_Daemon *d;
     rnnd_app *app;
+    const rnnd_route *routes; /* routes.c's table */
+    size_t n_routes;
     atomic_size_t active;
     uint16_t port;
-    MHD_socket quiesced;        /* the listening socket once quiesced: ours to close */
+    MHD_socket quiesced; /* the listening socket once quiesced: ours to close */
 
     /* attached streams, for the pinger; lock order: smu, then a stream's mu */
     pthread_mutex_t smu;
@@ -117,11 +56,11 @@ struct rnnd_http {
     rnnd_stream *streams;
     int pinger_on, pinger_stop;
     pthread_t pinger;
-    char *tls_cert, *tls_key;       /* PEM text while TLS is on */
-    rnnd_linger *linger;            /* sockets of early replies, their bodies being dropped */
+    char *tls_cert, *tls_key; /* PEM text while TLS is on */
+    rnnd_linger *linger;      /* sockets of early replies, their bodies being dropped */
     rnnd_linger_limits linger_limits;
-    rnnd_fd_budget budget;          /* connections and lingering sockets that fit */
-    rnnd_log_limit loglimit;        /* warnings that can come once per connection */
+    rnnd_fd_budget budget;   /* connections and lingering sockets that fit */
+    rnnd_log_limit loglimit; /* warnings that can come once per connection */
 
     /* every open connection, for the request deadlines and the address reserve; lock order:
      * cmu alone (nothing else is taken under it) */
@@ -135,17 +74,17 @@ struct rnnd_http {
 
 /* One connection, from accept to close (libmicrohttpd's socket context). */
 struct conn_rec {
-    int fd;                         /* valid until on_connection(CLOSED) unlinks the record */
+    int fd; /* valid until on_connection(CLOSED) unlinks the record */
     struct sockaddr_storage addr;
-    int reading;                    /* a request is arriving: its deadline runs */
-    double t0;                      /* since the connection opened or the last reply went */
-    uint64_t body;                  /* body bytes of this request so far */
-    double w0;                      /* the current rate window began (after the first) */
-    uint64_t w0_body;               /* BODY when it began */
-    size_t uri_len;                 /* the request-target as it arrived (on_uri) */
-    int uri_refused;                /* on_uri answered 414: nothing more is answered */
-    const char *uri_at;             /* where on_uri saw it in MHD's read buffer */
-    char path_err[128];             /* why its path is refused (a '%'), or "" */
+    int reading;        /* a request is arriving: its deadline runs */
+    double t0;          /* since the connection opened or the last reply went */
+    uint64_t body;      /* body bytes of this request so far */
+    double w0;          /* the current rate window began (after the first) */
+    uint64_t w0_body;   /* BODY when it began */
+    size_t uri_len;     /* the request-target as it arrived (on_uri) */
+    int uri_refused;    /* on_uri answered 414: nothing more is answered */
+    const char *uri_at; /* where on_uri saw it in MHD's read buffer */
+    char path_err[128]; /* why its path is refused (a '%'), or "" */
     struct conn_rec *prev, *next;
 };
 
@@ -153,15 +92,15 @@ struct rnnd_stream {
     pthread_mutex_t mu;
     int refs;
     char *buf;
-    size_t off, len, cap;       /* bytes [off, len) wait to be sent */
-    int closed;                 /* the producer ended the body */
-    int gone;                   /* the connection finished or the client left */
-    int parked;                 /* the connection is suspended waiting for data */
+    size_t off, len, cap; /* bytes [off, len) wait to be sent */
+    int closed;           /* the producer ended the body */
+    int gone;             /* the connection finished or the client left */
+    int parked;           /* the connection is suspended waiting for data */
     struct MHD_Connection *conn;
-    int fd;                     /* the client socket while the connection lives, else -1 */
-    double last_write;          /* monotonic seconds */
-    rnnd_http *http;            /* set when attached */
-    rnnd_stream *prev, *next;   /* http->streams */
+    int fd;                   /* the client socket while the connection lives, else -1 */
+    double last_write;        /* monotonic seconds */
+    rnnd_http *http;          /* set when attached */
+    rnnd_stream *prev, *next; /* http->streams */
 };
 
 enum { F_DONE = 1, F_SUSPENDED = 2 };
@@ -169,25 +108,25 @@ enum { F_DONE = 1, F_SUSPENDED = 2 };
 struct rnnd_req {
     rnnd_http *http;
     struct MHD_Connection *conn;
-    const struct route *route;
+    const rnnd_route *route;
     rnnd_handler handler;
     int method;
     char method_name[8];
     char params[MAX_PARAMS][MAX_SEGMENT + 1];
-    char path[160];                 /* for the access log */
+    char path[160]; /* for the access log */
 
     char *body;
     size_t len, cap;
-    size_t seen;                    /* body bytes received, kept or not */
-    int early;                      /* replied before the body was read: linger after */
-    int on_socket;                  /* replied by reply_on_socket(), not through MHD */
-    int closing;                    /* the body passed max_body_bytes: close after the reply */
-    double closing_t0;              /* when it did (monotonic seconds) */
-    uint64_t dropped;               /* body bytes dropped since */
+    size_t seen;       /* body bytes received, kept or not */
+    int early;         /* replied before the body was read: linger after */
+    int on_socket;     /* replied by reply_on_socket(), not through MHD */
+    int closing;       /* the body passed max_body_bytes: close after the reply */
+    double closing_t0; /* when it did (monotonic seconds) */
+    uint64_t dropped;  /* body bytes dropped since */
     json_t *json;
-    rnnd_memhold mem;               /* what this request holds of the memory budget */
+    rnnd_memhold mem; /* what this request holds of the memory budget */
 
-    int replied;                    /* status/data below are set */
+    int replied; /* status/data below are set */
     unsigned status;
     char *data;
     size_t dlen;
@@ -197,15 +136,15 @@ struct rnnd_req {
 
     int deferred;
     atomic_int flags;
-    int queued;                     /* handed to MHD */
+    int queued; /* handed to MHD */
 
     void (*on_free)(void *);
     void *on_free_arg;
-    struct timespec t0;
+    double t0; /* monotonic seconds at its first byte */
 
-    const rnnd_key *key;            /* the caller's API key; NULL when keys are off */
-    rnnd_stream *stream;            /* attached: the reply is this stream (one reference) */
-    void (*release[2])(void *);     /* rnnd_req_hold() */
+    const rnnd_key *key;        /* the caller's API key; NULL when keys are off */
+    rnnd_stream *stream;        /* attached: the reply is this stream (one reference) */
+    void (*release[2])(void *); /* rnnd_req_hold() */
     void *held[2];
     char stream_type[64];
 };
@@ -230,15 +169,15 @@ static void set_reply(rnnd_req *r, unsigned status, char *data, size_t len)
     r->replied = 1;
 }
 
-/* The one reply that needs no allocation. */
-static const char oom_body[] =
-    "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
+/* The one reply that needs no allocation. Not const: MHD takes a persistent buffer as void *
+ * (it never writes to it). */
+static char oom_body[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
 
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body)
 {
     if (rnnd_buf_failed(body)) {
         rnnd_buf_free(body);
-        set_reply(r, 503, NULL, 0);     /* data NULL: oom_body is sent */
+        set_reply(r, 503, NULL, 0); /* data NULL: oom_body is sent */
         return;
     }
     size_t len;
@@ -333,10 +272,7 @@ void rnnd_req_hold(rnnd_req *r, void (*release)(void *), void *obj)
     release(obj);
 }
 
-void rnnd_req_defer(rnnd_req *r)
-{
-    r->deferred = 1;
-}
+void rnnd_req_defer(rnnd_req *r) { r->deferred = 1; }
 
 void rnnd_req_complete(rnnd_req *r)
 {
@@ -391,12 +327,7 @@ static const char *log_path(const rnnd_req *r, char *out, size_t n)
     return rnnd_log_quote_ids(out, n, tmp);
 }
 
-static double elapsed_ms(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (t1.tv_sec - t0->tv_sec) * 1e3 + (t1.tv_nsec - t0->tv_nsec) / 1e6;
-}
+static double elapsed_ms(double t0) { return (rnnd_mono_s() - t0) * 1e3; }
 
 rnnd_stream *rnnd_stream_new(void)
 {
@@ -437,7 +368,7 @@ static int stream_append_locked(rnnd_stream *st, const char *data, size_t len)
     if (st->off && st->off == st->len)
         st->off = st->len = 0;
     if (st->len + len > st->cap) {
-        if (st->off) {      /* reclaim what was sent before growing */
+        if (st->off) { /* reclaim what was sent before growing */
             memmove(st->buf, st->buf + st->off, st->len - st->off);
             st->len -= st->off;
             st->off = 0;
@@ -503,7 +434,7 @@ rnnd_stream *rnnd_stream_ref(rnnd_stream *st)
 void rnnd_req_stream(rnnd_req *r, rnnd_stream *st, const char *content_type)
 {
     pthread_mutex_lock(&st->mu);
-    st->refs++;         /* the MHD response's; the caller's becomes the request's */
+    st->refs++; /* the MHD response's; the caller's becomes the request's */
     pthread_mutex_unlock(&st->mu);
     r->stream = st;
     snprintf(r->stream_type, sizeof r->stream_type, "%s", content_type);
@@ -568,11 +499,8 @@ static void *pinger_main(void *arg)
     static const char ping[] = ": ping\n\n";
     pthread_mutex_lock(&h->smu);
     while (!h->pinger_stop) {
-        struct timespec until;      /* a quarter second: pings within 25% of the interval */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += 250000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        struct timespec until; /* a quarter second: pings within 25% of the interval */
+        rnnd_mono_deadline(&until, 250000);
         pthread_cond_timedwait(&h->swake, &h->smu, &until);
         double now = rnnd_mono_s();
         for (rnnd_stream *st = h->streams; st; st = st->next) {
@@ -590,10 +518,11 @@ static enum MHD_Result send_stream(rnnd_req *r)
 {
     rnnd_stream *st = r->stream;
     rnnd_http *h = r->http;
-    struct MHD_Response *resp = MHD_create_response_from_callback(
-        MHD_SIZE_UNKNOWN, 4096, stream_read, st, stream_response_free);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, st,
+                                          stream_response_free);
     if (!resp) {
-        rnnd_stream_unref(st);   /* the response's reference: it will never be freed */
+        rnnd_stream_unref(st); /* the response's reference: it will never be freed */
         return MHD_NO;
     }
     const union MHD_ConnectionInfo *ci =
@@ -622,7 +551,7 @@ static enum MHD_Result send_stream(rnnd_req *r)
     rnnd_metrics_response(&app->metrics, 200);
     char lp[sizeof r->path + 16];
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=200 stream=1 ms=%.3f",
-             log_path(r, lp, sizeof lp), elapsed_ms(&r->t0));
+             log_path(r, lp, sizeof lp), elapsed_ms(r->t0));
     return ok;
 }
 
@@ -666,8 +595,8 @@ static void conn_progress(rnnd_http *h, struct MHD_Connection *conn, int reading
 static void copy_client_addr(struct sockaddr_storage *to, const struct sockaddr *from)
 {
     size_t n = from->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-               : from->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-               : sizeof from->sa_family;
+        : from->sa_family == AF_INET       ? sizeof(struct sockaddr_in)
+                                           : sizeof from->sa_family;
     memset(to, 0, sizeof *to);
     memcpy(to, from, n);
 }
@@ -683,7 +612,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         const union MHD_ConnectionInfo *addr =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         if (!fd || !(c = calloc(1, sizeof *c)))
-            return;     /* unwatched: MHD's idle timeout still closes it */
+            return; /* unwatched: MHD's idle timeout still closes it */
         c->fd = fd->connect_fd;
         if (addr && addr->client_addr)
             copy_client_addr(&c->addr, addr->client_addr);
@@ -720,11 +649,8 @@ static void *watch_main(void *arg)
     double rate = (double)h->app->cfg->min_body_rate;
     pthread_mutex_lock(&h->cmu);
     while (!h->watch_stop) {
-        struct timespec until;      /* a quarter second: deadlines within 0.25 s */
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_nsec += 250000000;
-        until.tv_sec += until.tv_nsec / 1000000000;
-        until.tv_nsec %= 1000000000;
+        struct timespec until; /* a quarter second: deadlines within 0.25 s */
+        rnnd_mono_deadline(&until, 250000);
         pthread_cond_timedwait(&h->cwake, &h->cmu, &until);
         double now = rnnd_mono_s();
         for (struct conn_rec *c = h->conns; c; c = c->next) {
@@ -732,7 +658,7 @@ static void *watch_main(void *arg)
                 continue;
             int slow = 0;
             if (!c->w0 && now - c->t0 >= grace) {
-                c->w0 = now;            /* the first window is the old rule's alone */
+                c->w0 = now; /* the first window is the old rule's alone */
                 c->w0_body = c->body;
             } else if (c->w0 && now - c->w0 >= grace) {
                 slow = (double)(c->body - c->w0_body) < rate * grace;
@@ -787,11 +713,16 @@ static void watch_stop(rnnd_http *h)
 
 static int parse_method(const char *m)
 {
-    if (!strcmp(m, "GET")) return RNND_GET;
-    if (!strcmp(m, "HEAD")) return RNND_HEAD;
-    if (!strcmp(m, "POST")) return RNND_POST;
-    if (!strcmp(m, "PUT")) return RNND_PUT;
-    if (!strcmp(m, "DELETE")) return RNND_DELETE;
+    if (!strcmp(m, "GET"))
+        return RNND_GET;
+    if (!strcmp(m, "HEAD"))
+        return RNND_HEAD;
+    if (!strcmp(m, "POST"))
+        return RNND_POST;
+    if (!strcmp(m, "PUT"))
+        return RNND_PUT;
+    if (!strcmp(m, "DELETE"))
+        return RNND_DELETE;
     return 0;
 }
 
@@ -854,7 +785,7 @@ static int cors_headers(rnnd_req *r)
     return 1;
 }
 
-static void allow_list(const struct route *rt, char allow[64])
+static void allow_list(const rnnd_route *rt, char allow[64])
 {
     allow[0] = '\0';
     if (rt->get)
@@ -867,7 +798,7 @@ static void allow_list(const struct route *rt, char allow[64])
         strcat(allow, *allow ? ", DELETE" : "DELETE");
 }
 
-static void allow_header(rnnd_req *r, const struct route *rt)
+static void allow_header(rnnd_req *r, const rnnd_route *rt)
 {
     char allow[64];
     allow_list(rt, allow);
@@ -898,7 +829,8 @@ static int check_line(rnnd_req *r, const struct conn_rec *c, const char *method,
         return RNND_ERR_INVALID;
     }
     return rnnd_frontdoor_host(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                           MHD_HTTP_HEADER_HOST), why, whylen);
+                                                           MHD_HTTP_HEADER_HOST),
+                               why, whylen);
 }
 
 /* The last call of a chunked request: trailer fields, which no route reads and MHD does not
@@ -945,8 +877,8 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     /* a chunked body may be endless: refusing it means closing, not reading it to its end */
     int chunked = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
                                               MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     unsigned long long clen = 0;
     int too_big = 0;
     if (cl) {
@@ -958,16 +890,17 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", c->path_err);
         return too_big || chunked;
     }
-    for (size_t i = 0; i < ROUTE_COUNT; i++) {
-        if (match(routes[i].pattern, url, r)) {
-            r->route = &routes[i];
+    const rnnd_http *h = r->http;
+    for (size_t i = 0; i < h->n_routes; i++) {
+        if (match(h->routes[i].pattern, url, r)) {
+            r->route = &h->routes[i];
             break;
         }
     }
     int cors = cors_headers(r);
     int options = !strcmp(method, "OPTIONS");
-    if (options && cors && MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                       "Access-Control-Request-Method")) {
+    if (options && cors &&
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
         /* A preflight carries no credentials, and its Origin is anyone's to claim: the same
          * answer on every path, known or not, so that it tells nothing about the routes. */
         rnnd_reply_header(r, "Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE");
@@ -981,13 +914,15 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         return too_big || chunked;
     }
-    const struct route *rt = r->route;
+    const rnnd_route *rt = r->route;
     if (app->auth.n && !(rt && (rt->flags & RT_OPEN))) {
-        r->key = rnnd_auth_check(&app->auth, MHD_lookup_connection_value(
-                                     r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
+        r->key = rnnd_auth_check(&app->auth,
+                                 MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_AUTHORIZATION));
         if (!r->key) {
             rnnd_reply_header(r, "WWW-Authenticate", "Bearer realm=\"rnnd\"");
-            rnnd_reply_error(r, RNND_E_UNAUTHORIZED, "a valid API key is required: "
+            rnnd_reply_error(r, RNND_E_UNAUTHORIZED,
+                             "a valid API key is required: "
                              "Authorization: Bearer KEY");
             return too_big || chunked;
         }
@@ -996,7 +931,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no such resource: %s", url);
         return too_big || chunked;
     }
-    if (options) {      /* behind the key check, as every route is */
+    if (options) { /* behind the key check, as every route is */
         allow_header(r, rt);
         rnnd_reply_empty(r, 204);
         return too_big;
@@ -1015,22 +950,27 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         return too_big || chunked;
     }
     if (too_big) {
-        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED, "request body of %llu bytes is over "
-                         "max_body_bytes (%lld)", clen, (long long)app->cfg->max_body_bytes);
+        rnnd_reply_error(r, RNND_E_LIMIT_EXCEEDED,
+                         "request body of %llu bytes is over "
+                         "max_body_bytes (%lld)",
+                         clen, (long long)app->cfg->max_body_bytes);
         return 1;
     }
     if (r->method == RNND_POST || r->method == RNND_PUT) {
-        const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
-                                                     MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *ct =
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         int has_body = (cl && clen > 0) || chunked;
         /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
          * the v2 routes take any type and let the JSON decoder judge the body */
         if (!(rt->flags & RT_V2) && ((ct && !is_json_type(ct)) || (!ct && has_body))) {
             if (ct)
-                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
-                                 "Content-Type: application/json, not \"%.100s\"", ct);
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE,
+                                 "the request body must be "
+                                 "Content-Type: application/json, not \"%.100s\"",
+                                 ct);
             else
-                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE, "the request body must be "
+                rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE,
+                                 "the request body must be "
                                  "Content-Type: application/json; the request has no "
                                  "Content-Type");
             return chunked;
@@ -1067,18 +1007,20 @@ static void hand_to_linger(rnnd_http *h, int connect_fd)
  * ends the stream (FIN); the duplicate keeps reading and dropping what the client still
  * sends. Plain HTTP only: a TLS socket carries records that only MHD's session can write.
  * Returns 0 when the whole reply went out. */
-static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned status,
-                           const char *body, size_t len)
+static int reply_on_socket(rnnd_http *h, struct MHD_Connection *conn, unsigned status, char *body,
+                           size_t len)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci || h->tls_cert)
         return -1;
     char head[256];
-    int n = snprintf(head, sizeof head, "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\nCache-Control: no-store\r\n"
-                     "\r\n", status, MHD_get_reason_phrase_for(status), len);
-    struct iovec iov[2] = {{head, (size_t)n}, {(void *)body, len}};
+                     "\r\n",
+                     status, MHD_get_reason_phrase_for(status), len);
+    struct iovec iov[2] = {{head, (size_t)n}, {body, len}};
     struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
     /* the send buffer is empty (no reply is under way), so a reply this small fits at once */
     ssize_t sent = sendmsg(ci->connect_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1133,7 +1075,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
         if (r->data && !reply_on_socket(h, r->conn, r->status, r->data, r->dlen)) {
             r->on_socket = 1;
             rnnd_metrics_response(&h->app->metrics, r->status);
-            return -1;      /* answered: MHD closes its side, the lingering close drops */
+            return -1; /* answered: MHD closes its side, the lingering close drops */
         }
     }
     if (r->closing) {
@@ -1146,7 +1088,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
     }
     r->seen += n;
     if (r->replied)
-        return 0;     /* refused already: the rest of the body is read and dropped */
+        return 0; /* refused already: the rest of the body is read and dropped */
     if (cap > r->cap) {
         char *g = realloc(r->body, cap);
         if (!g) {
@@ -1187,18 +1129,14 @@ static int decode_body(rnnd_req *r)
                          rnnd_json_type_desc(r->json));
         return -1;
     }
-    free(r->body);  /* the decoded form is all handlers need */
+    free(r->body); /* the decoded form is all handlers need */
     r->body = NULL;
     r->cap = 0;
     rnnd_mem_uncharge(&r->mem, body_bytes);
     return 0;
 }
 
-
-int rnnd_req_decode(rnnd_req *r)
-{
-    return r->len && r->body && !r->json ? decode_body(r) : 0;
-}
+int rnnd_req_decode(rnnd_req *r) { return r->len && r->body && !r->json ? decode_body(r) : 0; }
 
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
 {
@@ -1227,8 +1165,8 @@ static enum MHD_Result send_reply(rnnd_req *r)
             r->data = NULL;
     } else {
         r->status = 503;
-        resp = MHD_create_response_from_buffer(sizeof oom_body - 1, (void *)oom_body,
-                                               MHD_RESPMEM_PERSISTENT);
+        resp =
+            MHD_create_response_from_buffer(sizeof oom_body - 1, oom_body, MHD_RESPMEM_PERSISTENT);
     }
     if (!resp)
         return MHD_NO;
@@ -1239,7 +1177,7 @@ static enum MHD_Result send_reply(rnnd_req *r)
     }
     if (r->status != 204 && !typed)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if ((r->early || r->closing) && !closes)    /* the body is not read to its end */
+    if ((r->early || r->closing) && !closes) /* the body is not read to its end */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     for (int i = 0; i < r->nheaders; i++)
@@ -1251,31 +1189,30 @@ static enum MHD_Result send_reply(rnnd_req *r)
     rnnd_metrics_response(&app->metrics, r->status);
     char lp[sizeof r->path + 16];
     RNND_LOG(&app->log, RNND_LOG_DEBUG, "request", "path=%s status=%u ms=%.3f",
-             log_path(r, lp, sizeof lp), r->status, elapsed_ms(&r->t0));
+             log_path(r, lp, sizeof lp), r->status, elapsed_ms(r->t0));
     return ok;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     rnnd_http *h = cls;
     rnnd_req *r = *con_cls;
     if (!r) {
         struct conn_rec *c = conn_rec_of(conn);
         if (c && c->uri_refused)
-            return MHD_NO;      /* answered 414 already: close */
+            return MHD_NO; /* answered 414 already: close */
         r = calloc(1, sizeof *r);
         if (!r)
-            return MHD_NO;  /* closes the connection: nothing better to do without memory */
+            return MHD_NO; /* closes the connection: nothing better to do without memory */
         *con_cls = r;
         atomic_fetch_add(&h->active, 1);
         r->http = h;
         r->conn = conn;
         r->mem.mb = &h->app->mem;
         atomic_init(&r->flags, 0);
-        clock_gettime(CLOCK_MONOTONIC, &r->t0);
+        r->t0 = rnnd_mono_s();
         if (begin(r, url, method, version)) {
             r->early = 1;
             /* a head that nearly fills the pool leaves MHD no room for the reply's head */
@@ -1297,7 +1234,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_data_size = 0;
         return cut ? MHD_NO : MHD_YES;
     }
-    conn_progress(h, conn, 0, 0);     /* the whole request is in: no deadline while answering */
+    conn_progress(h, conn, 0, 0); /* the whole request is in: no deadline while answering */
     if (!r->deferred && !r->stream && !r->closing)
         check_trailers(r);
     if (!r->replied && !r->deferred)
@@ -1308,10 +1245,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         int f = atomic_load(&r->flags);
         if (!(f & F_DONE)) {
             if (f & F_SUSPENDED)
-                return MHD_YES;     /* not expected: resumed before done */
+                return MHD_YES; /* not expected: resumed before done */
             MHD_suspend_connection(conn);
             if (atomic_fetch_or(&r->flags, F_SUSPENDED) & F_DONE)
-                MHD_resume_connection(conn);    /* it finished meanwhile */
+                MHD_resume_connection(conn); /* it finished meanwhile */
             return MHD_YES;
         }
     }
@@ -1322,10 +1259,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode toe)
 {
     rnnd_app *app = h->app;
-    size_t route = r->route ? (size_t)(r->route - routes) : ROUTE_COUNT;
-    unsigned status = (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) ||
-                      r->on_socket ? r->status : 0;
-    double secs = elapsed_ms(&r->t0) / 1e3;
+    size_t route = r->route ? (size_t)(r->route - h->routes) : h->n_routes;
+    unsigned status =
+        (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) || r->on_socket ? r->status : 0;
+    double secs = elapsed_ms(r->t0) / 1e3;
     rnnd_metrics_request(&app->metrics, route, r->method, status, secs);
     if (!app->cfg->access_log || RNND_LOG_INFO < app->log.level)
         return;
@@ -1338,8 +1275,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
              "method=%s endpoint=%s model=%s key=%s status=%u ms=%.3f", r->method_name,
              r->route ? r->route->pattern : "-", rnnd_log_quote_ids(q, sizeof q, model),
              r->key ? r->key->name : "-",
-             status ? status : (r->queued || r->on_socket ? r->status : 0),
-             secs * 1e3);
+             status ? status : (r->queued || r->on_socket ? r->status : 0), secs * 1e3);
 }
 
 /* Hand the socket of an early reply, its body unread, to the lingering close (linger.h).
@@ -1360,7 +1296,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     *con_cls = NULL;
-    conn_progress(h, conn, 1, 0);     /* the next request's deadline runs from here */
+    conn_progress(h, conn, 1, 0); /* the next request's deadline runs from here */
     if (r->early && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         linger(h, conn);
     account(h, r, toe);
@@ -1461,8 +1397,10 @@ static int parse_listen(const char *spec, struct sockaddr_storage *addr, socklen
         snprintf(err, errlen, "listen: bad port in \"%s\"", spec);
         return RNND_ERR_INVALID;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE}, *res = NULL;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *res = NULL;
     int gai = getaddrinfo(hn ? host : NULL, NULL, &hints, &res);
     if (gai || !res) {
         snprintf(err, errlen, "listen: cannot resolve \"%s\": %s", host, gai_strerror(gai));
@@ -1527,7 +1465,7 @@ static void free_secret(char *s)
 /* What rnnd_http_start made besides the libmicrohttpd daemon, which is stopped already. */
 static void free_http(rnnd_http *h)
 {
-    rnnd_linger_free(h->linger);    /* after the daemon: closing connections hand it sockets */
+    rnnd_linger_free(h->linger); /* after the daemon: closing connections hand it sockets */
     free(h->tls_cert);
     free_secret(h->tls_key);
     pthread_cond_destroy(&h->swake);
@@ -1551,7 +1489,7 @@ static size_t open_descriptors(void)
     while (readdir(d))
         n++;
     closedir(d);
-    return n > 3 ? n - 3 : 0;     /* ".", ".." and the folder's own descriptor */
+    return n > 3 ? n - 3 : 0; /* ".", ".." and the folder's own descriptor */
 }
 
 /* Fit max_connections and the lingering sockets under RLIMIT_NOFILE (linger.h). The soft
@@ -1569,8 +1507,8 @@ static int plan_descriptors(rnnd_http *h, unsigned threads, char *err, size_t er
         rl.rlim_cur = rl.rlim_max = RLIM_INFINITY;
     rlim_t was = rl.rlim_cur, need = (rlim_t)h->budget.need;
     if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
-        struct rlimit up = {rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need :
-                            rl.rlim_max, rl.rlim_max};
+        struct rlimit up = {rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max,
+                            rl.rlim_max};
         if (!setrlimit(RLIMIT_NOFILE, &up))
             rl.rlim_cur = up.rlim_cur;
     }
@@ -1584,10 +1522,12 @@ static int plan_descriptors(rnnd_http *h, unsigned threads, char *err, size_t er
         snprintf(from, sizeof from, " raised_from=%llu", (unsigned long long)was);
     RNND_LOG(&h->app->log, lowered ? RNND_LOG_WARN : RNND_LOG_INFO, "fd_budget",
              "rlimit_nofile=%llu%s need=%llu own=%zu max_connections=%zu linger=%zu "
-             "linger_per_addr=%zu%s", (unsigned long long)limit, from,
-             (unsigned long long)h->budget.need, own, h->budget.connections, h->budget.linger,
-             h->budget.linger_per_addr, lowered ? " msg=\"max_connections lowered to fit "
-             "RLIMIT_NOFILE: raise it (ulimit -n, LimitNOFILE=)\"" : "");
+             "linger_per_addr=%zu%s",
+             (unsigned long long)limit, from, (unsigned long long)h->budget.need, own,
+             h->budget.connections, h->budget.linger, h->budget.linger_per_addr,
+             lowered ? " msg=\"max_connections lowered to fit "
+                       "RLIMIT_NOFILE: raise it (ulimit -n, LimitNOFILE=)\""
+                     : "");
     return RNND_OK;
 }
 
@@ -1602,7 +1542,8 @@ static unsigned request_threads(const rnnd_config *cfg)
     return n < 1 ? 1 : n > 4 ? 4 : (unsigned)n;
 }
 
-int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
+int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rnnd_http **out,
+                    char *err, size_t errlen)
 {
     *out = NULL;
     const rnnd_config *cfg = app->cfg;
@@ -1614,16 +1555,13 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         /* socket activation: serve on the socket we were given; its address is the truth */
         alen = sizeof addr;
         if (getsockname(app->listen_fd, (struct sockaddr *)&addr, &alen)) {
-            snprintf(err, errlen, "the socket passed by the service manager: %s",
-                     strerror(errno));
+            snprintf(err, errlen, "the socket passed by the service manager: %s", strerror(errno));
             return RNND_ERR_IO;
         }
         if (addr.ss_family == AF_UNIX ||
-            getnameinfo((struct sockaddr *)&addr, alen, host, sizeof host, NULL, 0,
-                        NI_NUMERICHOST))
+            getnameinfo((struct sockaddr *)&addr, alen, host, sizeof host, NULL, 0, NI_NUMERICHOST))
             snprintf(host, sizeof host, "unix");
-    } else if ((rc = parse_listen(cfg->listen, &addr, &alen, host, sizeof host, err,
-                                  errlen))) {
+    } else if ((rc = parse_listen(cfg->listen, &addr, &alen, host, sizeof host, err, errlen))) {
         return rc;
     }
     unsigned threads = request_threads(cfg);
@@ -1633,6 +1571,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         return RNND_ERR_NOMEM;
     }
     h->app = app;
+    h->routes = routes;
+    h->n_routes = n_routes;
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->active, 0);
     pthread_mutex_init(&h->smu, NULL);
@@ -1644,8 +1584,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->cmu, NULL);
     rnnd_log_limit_init(&h->loglimit);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+        MHD_USE_ITC | MHD_USE_ERROR_LOG;
     int tls = *cfg->tls_cert != '\0';
     if (tls) {
         int bad = RNND_OK;
@@ -1674,8 +1614,8 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
     if (tls) {
         where[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
         where[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
-        where[3] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                            (void *)cfg->tls_priorities};
+        where[3] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)cfg->tls_priorities};
         where[4] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     }
     rnnd_linger_limits_default(&h->linger_limits, (uint64_t)cfg->max_body_bytes,
@@ -1686,24 +1626,22 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
         free_http(h);
         return rc;
     }
-    h->d = MHD_start_daemon(flags, 0, on_accept, h, on_request, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-                            MHD_OPTION_ARRAY, where,
-                            MHD_OPTION_THREAD_POOL_SIZE, threads,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->budget.connections,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-                            (unsigned)cfg->max_connections_per_ip,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header_bytes,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                            MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-                            MHD_OPTION_END);
+    h->d =
+        MHD_start_daemon(flags, 0, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+                         on_mhd_log, h, MHD_OPTION_ARRAY, where, MHD_OPTION_THREAD_POOL_SIZE,
+                         threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->budget.connections,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg->max_connections_per_ip,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)cfg->max_header_bytes,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->request_timeout_s,
+                         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_URI_LOG_CALLBACK,
+                         on_uri, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
     if (!h->d) {
         if (tls)
-            snprintf(err, errlen, "cannot start HTTPS on %s: check tls_cert, tls_key (a PEM "
+            snprintf(err, errlen,
+                     "cannot start HTTPS on %s: check tls_cert, tls_key (a PEM "
                      "certificate and its key) and tls_priorities, and that the address is "
-                     "free", cfg->listen);
+                     "free",
+                     cfg->listen);
         else
             snprintf(err, errlen, "cannot listen on %s (address in use, or not permitted?)",
                      cfg->listen);
@@ -1728,16 +1666,13 @@ int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen)
             h->port = ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
     }
     RNND_LOG(&app->log, RNND_LOG_INFO, "listening",
-             "addr=%s port=%u http_threads=%u socket_activated=%d tls=%d", host,
-             (unsigned)h->port, threads, app->listen_fd >= 0, tls);
+             "addr=%s port=%u http_threads=%u socket_activated=%d tls=%d", host, (unsigned)h->port,
+             threads, app->listen_fd >= 0, tls);
     *out = h;
     return RNND_OK;
 }
 
-uint16_t rnnd_http_port(const rnnd_http *h)
-{
-    return h->port;
-}
+uint16_t rnnd_http_port(const rnnd_http *h) { return h->port; }
 
 void rnnd_http_quiesce(rnnd_http *h)
 {
@@ -1747,10 +1682,7 @@ void rnnd_http_quiesce(rnnd_http *h)
         h->quiesced = MHD_quiesce_daemon(h->d);
 }
 
-size_t rnnd_http_active(rnnd_http *h)
-{
-    return atomic_load(&h->active);
-}
+size_t rnnd_http_active(rnnd_http *h) { return atomic_load(&h->active); }
 
 void rnnd_http_stop(rnnd_http *h)
 {
@@ -1763,7 +1695,7 @@ void rnnd_http_stop(rnnd_http *h)
         pthread_mutex_unlock(&h->smu);
         pthread_join(h->pinger, NULL);
     }
-    watch_stop(h);      /* before MHD closes the connections it shuts down */
+    watch_stop(h); /* before MHD closes the connections it shuts down */
     MHD_stop_daemon(h->d);
     if (h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);

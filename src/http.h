@@ -24,14 +24,31 @@ typedef struct rnnd_req rnnd_req;
 
 enum rnnd_method { RNND_GET = 1, RNND_HEAD = 2, RNND_POST = 4, RNND_PUT = 8, RNND_DELETE = 16 };
 
-/* Bind and start serving APP. Logs "event=listening addr=A port=P". */
-int rnnd_http_start(rnnd_app *app, rnnd_http **out, char *err, size_t errlen);
+typedef void (*rnnd_handler)(rnnd_req *r);
+
+/* What a route is, beside its handlers: who may call it, when, and how its body and errors
+ * are shaped. Adding a route is one line of the table in routes.c. */
+enum rnnd_route_flags {
+    RT_OPEN = 1 << 0,     /* answered without an API key (health probes) */
+    RT_DRAIN = 1 << 1,    /* still answered while the server drains (liveness) */
+    RT_RAW_BODY = 1 << 2, /* the handler scans the raw body itself (rnnd_req_decode) */
+    RT_V2 = 1 << 3,       /* KServe v2: its error shape, and any Content-Type */
+    RT_MODEL = 1 << 4,    /* the first path parameter is a model name (the access log) */
+};
+
+typedef struct rnnd_route {
+    const char *pattern; /* '*' matches one path segment */
+    rnnd_handler get, post, put, del;
+    unsigned flags; /* enum rnnd_route_flags */
+} rnnd_route;
+
+/* Bind and start serving APP with the N_ROUTES routes of ROUTES (kept; routes.c's table).
+ * Logs "event=listening addr=A port=P". */
+int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rnnd_http **out,
+                    char *err, size_t errlen);
 uint16_t rnnd_http_port(const rnnd_http *h);
 /* Stop accepting connections (open ones are still served). */
 void rnnd_http_quiesce(rnnd_http *h);
-/* The route patterns (a star stands for each path parameter), in the order the request
- * metrics number them: up to CAP of them into OUT; returns how many there are. */
-size_t rnnd_http_route_names(const char **out, size_t cap);
 /* Requests received and not yet fully answered. */
 size_t rnnd_http_active(rnnd_http *h);
 /* Close everything and free. No request may be deferred any more. NULL is a no-op. */
@@ -96,7 +113,7 @@ void rnnd_req_hold(rnnd_req *r, void (*release)(void *), void *obj);
  * producer calls rnnd_stream_close(). */
 typedef struct rnnd_stream rnnd_stream;
 
-rnnd_stream *rnnd_stream_new(void);     /* NULL when out of memory */
+rnnd_stream *rnnd_stream_new(void); /* NULL when out of memory */
 rnnd_stream *rnnd_stream_ref(rnnd_stream *st);
 void rnnd_stream_unref(rnnd_stream *st);
 /* Request thread, in the handler: the reply is ST (the caller's reference is taken over). */

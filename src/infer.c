@@ -6,7 +6,6 @@
 #include "rnnd/infer.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,41 +17,27 @@
 #include "rnnd/tokenizer.h"
 
 struct rnnd_infer_req {
-    size_t n_seq;               /* B */
+    size_t n_seq; /* B */
     size_t total_steps;
-    size_t max_len;             /* the longest sequence */
-    int has_init;               /* "initial_state" given */
-    int last;                   /* "outputs": "last" */
+    size_t max_len; /* the longest sequence */
+    int has_init;   /* "initial_state" given */
+    int last;       /* "outputs": "last" */
     int return_state;
-    int ran;                    /* rnnd_infer_run() succeeded */
-    int status;                 /* of the last run; err says why when negative */
+    int ran;    /* rnnd_infer_run() succeeded */
+    int status; /* of the last run; err says why when negative */
     char err[256];
-    size_t *lens;               /* [B] */
-    int32_t *tok_flat;          /* token models: total_steps ids */
-    const int32_t **tokens;     /* [B] into tok_flat */
-    float *vec_flat;            /* vector models: total_steps * input_dim */
-    const float **vectors;      /* [B] into vec_flat */
-    float *init_flat;           /* with initial_state: B * state_floats */
-    const float **init;         /* [B] into init_flat, NULL for a null entry */
-    float *out_flat;            /* total_steps * output_dim */
-    float **outputs;            /* [B] into out_flat */
-    float *final_flat;          /* with return_state: B * state_floats */
-    float **finals;             /* [B] into final_flat */
+    size_t *lens;           /* [B] */
+    int32_t *tok_flat;      /* token models: total_steps ids */
+    const int32_t **tokens; /* [B] into tok_flat */
+    float *vec_flat;        /* vector models: total_steps * input_dim */
+    const float **vectors;  /* [B] into vec_flat */
+    float *init_flat;       /* with initial_state: B * state_floats */
+    const float **init;     /* [B] into init_flat, NULL for a null entry */
+    float *out_flat;        /* total_steps * output_dim */
+    float **outputs;        /* [B] into out_flat */
+    float *final_flat;      /* with return_state: B * state_floats */
+    float **finals;         /* [B] into final_flat */
 };
-
-static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(int status, char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return status;
-}
 
 /* calloc(a * b) that refuses an overflowing product instead of wrapping. */
 static void *alloc_array(size_t a, size_t b)
@@ -80,15 +65,9 @@ void rnnd_infer_req_free(rnnd_infer_req *req)
     free(req);
 }
 
-size_t rnnd_infer_req_sequences(const rnnd_infer_req *req)
-{
-    return req->n_seq;
-}
+size_t rnnd_infer_req_sequences(const rnnd_infer_req *req) { return req->n_seq; }
 
-size_t rnnd_infer_req_steps(const rnnd_infer_req *req)
-{
-    return req->total_steps;
-}
+size_t rnnd_infer_req_steps(const rnnd_infer_req *req) { return req->total_steps; }
 
 static const char *const known_fields[] = {"inputs", "outputs", "return_state", "initial_state",
                                            "digest"};
@@ -103,19 +82,19 @@ static int is_known_field(const char *key)
 }
 
 /* Refuse unknown top-level fields, naming up to a few of them. */
-static int check_fields(const json_t *body, char *err, size_t errlen)
+static int check_fields(json_t *body, char *err, size_t errlen)
 {
     char names[256] = "";
     size_t used = 0, count = 0;
     const char *key;
     json_t *val;
 
-    json_object_foreach((json_t *)body, key, val) {
+    json_object_foreach(body, key, val) {
         if (is_known_field(key))
             continue;
         if (count < 4 && used < sizeof names) {
-            int n = snprintf(names + used, sizeof names - used, "%s\"%.48s\"",
-                             count ? ", " : "", key);
+            int n =
+                snprintf(names + used, sizeof names - used, "%s\"%.48s\"", count ? ", " : "", key);
             if (n > 0)
                 used += (size_t)n;
         }
@@ -123,10 +102,10 @@ static int check_fields(const json_t *body, char *err, size_t errlen)
     }
     if (!count)
         return 0;
-    return fail(RNND_ERR_INVALID, err, errlen,
-                "unknown field%s %s%s (known: inputs, outputs, return_state, initial_state, "
-                "digest)",
-                count > 1 ? "s" : "", names, count > 4 ? ", ..." : "");
+    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                     "unknown field%s %s%s (known: inputs, outputs, return_state, initial_state, "
+                     "digest)",
+                     count > 1 ? "s" : "", names, count > 4 ? ", ..." : "");
 }
 
 static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, size_t errlen)
@@ -139,17 +118,19 @@ static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, siz
         else if (s && !strcmp(s, "last") && strlen(s) == json_string_length(v))
             req->last = 1;
         else if (s)
-            return fail(RNND_ERR_INVALID, err, errlen,
-                        "outputs: expected \"all\" or \"last\", got \"%.32s\"", s);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "outputs: expected \"all\" or \"last\", got \"%.32s\"", s);
         else
-            return fail(RNND_ERR_INVALID, err, errlen,
-                        "outputs: expected \"all\" or \"last\", got %s", rnnd_json_type_desc(v));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "outputs: expected \"all\" or \"last\", got %s",
+                             rnnd_json_type_desc(v));
     }
     v = json_object_get(body, "return_state");
     if (v) {
         if (!json_is_boolean(v))
-            return fail(RNND_ERR_INVALID, err, errlen,
-                        "return_state: expected true or false, got %s", rnnd_json_type_desc(v));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "return_state: expected true or false, got %s",
+                             rnnd_json_type_desc(v));
         req->return_state = json_is_true(v);
     }
     return 0;
@@ -159,9 +140,9 @@ static int parse_options(const json_t *body, rnnd_infer_req *req, char *err, siz
  * encoding tells their length; copied into the request by parse_tokens(). */
 typedef struct text_ctx {
     const rnnd_model *model;
-    const rnnd_tokenizer *tok;  /* the caller's, or OWN built when the first string is met */
+    const rnnd_tokenizer *tok; /* the caller's, or OWN built when the first string is met */
     rnnd_tokenizer *own;
-    int32_t **enc;              /* [B], NULL for a list sequence */
+    int32_t **enc; /* [B], NULL for a list sequence */
 } text_ctx;
 
 static void text_ctx_free(text_ctx *tx, size_t B)
@@ -174,36 +155,39 @@ static void text_ctx_free(text_ctx *tx, size_t B)
 
 /* Encode the string SEQ (sequence B of N_SEQ) into tx->enc[B], its token count in *N; more
  * than MAX_STEPS tokens (0: no limit) is RNND_ERR_LIMIT, found while encoding. */
-static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq,
-                       size_t max_steps, size_t *n, char *err, size_t errlen)
+static int encode_text(text_ctx *tx, size_t b, size_t n_seq, const json_t *seq, size_t max_steps,
+                       size_t *n, char *err, size_t errlen)
 {
     char msg[192];
     size_t len = json_string_length(seq);
     int rc;
 
     if (!len)
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu]: expected at least one step", b);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu]: expected at least one step",
+                         b);
     if (!tx->tok) {
         rc = rnnd_tokenizer_new(tx->model, &tx->own, msg, sizeof msg);
         if (rc)
-            return fail(rc == RNND_ERR_NOMEM ? rc : RNND_ERR_INVALID, err, errlen,
-                        "inputs[%zu]: %s", b, msg);
+            return rnnd_fail(rc == RNND_ERR_NOMEM ? rc : RNND_ERR_INVALID, err, errlen,
+                             "inputs[%zu]: %s", b, msg);
         tx->tok = tx->own;
     }
     if (!tx->enc && !(tx->enc = alloc_array(n_seq, sizeof *tx->enc)))
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     /* a token takes at least one byte: LEN ids always suffice, and more than the step limit
      * is refused anyway, so a 15 MB text does not get 60 MB of ids before its refusal */
     size_t cap = max_steps && max_steps < len ? max_steps : len;
     if (!(tx->enc[b] = alloc_array(cap, sizeof **tx->enc)))
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for inputs[%zu]", b);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for inputs[%zu]", b);
     rc = rnnd_tokenizer_encode(tx->tok, json_string_value(seq), len, tx->enc[b], cap, n, msg,
                                sizeof msg);
     if (rc == RNND_ERR_LIMIT)
-        return fail(rc, err, errlen, "inputs[%zu]: more than max_infer_steps (%zu) steps per "
-                    "sequence", b, max_steps);
+        return rnnd_fail(rc, err, errlen,
+                         "inputs[%zu]: more than max_infer_steps (%zu) steps per "
+                         "sequence",
+                         b, max_steps);
     if (rc)
-        return fail(rc, err, errlen, "inputs[%zu]: %s", b, msg);
+        return rnnd_fail(rc, err, errlen, "inputs[%zu]: %s", b, msg);
     return 0;
 }
 
@@ -213,21 +197,22 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
                        text_ctx *tx, char *err, size_t errlen)
 {
     if (!inputs)
-        return fail(RNND_ERR_INVALID, err, errlen,
-                    "inputs: missing (a list of sequences is required)");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "inputs: missing (a list of sequences is required)");
     if (!json_is_array(inputs))
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected a list of sequences, got %s",
-                    rnnd_json_type_desc(inputs));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "inputs: expected a list of sequences, got %s",
+                         rnnd_json_type_desc(inputs));
     size_t B = json_array_size(inputs);
     if (!B)
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
     if (lim && lim->max_sequences && B > lim->max_sequences)
-        return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu sequences, more than max_sequences (%zu)", B,
-                    lim->max_sequences);
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                         "inputs: %zu sequences, more than max_sequences (%zu)", B,
+                         lim->max_sequences);
 
     if (!(req->lens = alloc_array(B, sizeof *req->lens)))
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     int tokens = rnnd_model_get_spec(tx->model)->input_kind == RNND_INPUT_TOKENS;
     size_t total = 0;
     for (size_t b = 0; b < B; b++) {
@@ -238,28 +223,28 @@ static int scan_inputs(const json_t *inputs, const rnnd_infer_limits *lim, rnnd_
             if (rc)
                 return rc;
         } else if (!json_is_array(seq)) {
-            return fail(RNND_ERR_INVALID, err, errlen,
-                        "inputs[%zu]: expected a list of steps, got %s", b,
-                        rnnd_json_type_desc(seq));
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "inputs[%zu]: expected a list of steps, got %s", b,
+                             rnnd_json_type_desc(seq));
         } else {
             n = json_array_size(seq);
         }
         if (!n)
-            return fail(RNND_ERR_INVALID, err, errlen,
-                        "inputs[%zu]: expected at least one step", b);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "inputs[%zu]: expected at least one step", b);
         if (lim && lim->max_steps && n > lim->max_steps)
-            return fail(RNND_ERR_LIMIT, err, errlen,
-                        "inputs[%zu]: %zu steps, more than max_infer_steps (%zu) per sequence", b, n,
-                        lim->max_steps);
+            return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                             "inputs[%zu]: %zu steps, more than max_infer_steps (%zu) per sequence",
+                             b, n, lim->max_steps);
         req->lens[b] = n;
         if (n > req->max_len)
             req->max_len = n;
-        total += n;     /* cannot wrap: each n counts distinct JSON values or bytes in memory */
+        total += n; /* cannot wrap: each n counts distinct JSON values or bytes in memory */
     }
     if (lim && lim->max_total_steps && total > lim->max_total_steps)
-        return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu steps in all, more than max_infer_steps (%zu) per request", total,
-                    lim->max_total_steps);
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                         "inputs: %zu steps in all, more than max_infer_steps (%zu) per request",
+                         total, lim->max_total_steps);
     req->n_seq = B;
     req->total_steps = total;
     return 0;
@@ -273,8 +258,8 @@ static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_
     req->tok_flat = alloc_array(req->total_steps, sizeof *req->tok_flat);
     req->tokens = alloc_array(req->n_seq, sizeof *req->tokens);
     if (!req->tok_flat || !req->tokens)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
-                    req->total_steps);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
+                         req->total_steps);
     for (size_t b = 0; b < req->n_seq; b++) {
         const json_t *seq = json_array_get(inputs, b);
         size_t n = req->lens[b];
@@ -286,9 +271,9 @@ static int parse_tokens(const json_t *inputs, const rnnd_model_spec *spec, rnnd_
         }
         for (size_t t = 0; t < n; t++) {
             char why[128];
-            if (rnnd_json_token(json_array_get(seq, t), spec->vocab_size,
-                                &req->tok_flat[off + t], why, sizeof why))
-                return fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu][%zu]: %s", b, t, why);
+            if (rnnd_json_token(json_array_get(seq, t), spec->vocab_size, &req->tok_flat[off + t],
+                                why, sizeof why))
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs[%zu][%zu]: %s", b, t, why);
         }
         off += n;
     }
@@ -301,12 +286,12 @@ static int parse_vectors(const json_t *inputs, const rnnd_model_spec *spec, rnnd
     size_t dim = (size_t)spec->input_dim, off = 0;
 
     if (req->total_steps > SIZE_MAX / dim)
-        return fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
     req->vec_flat = alloc_array(req->total_steps * dim, sizeof *req->vec_flat);
     req->vectors = alloc_array(req->n_seq, sizeof *req->vectors);
     if (!req->vec_flat || !req->vectors)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
-                    req->total_steps);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps",
+                         req->total_steps);
     for (size_t b = 0; b < req->n_seq; b++) {
         const json_t *seq = json_array_get(inputs, b);
         size_t n = req->lens[b];
@@ -314,8 +299,8 @@ static int parse_vectors(const json_t *inputs, const rnnd_model_spec *spec, rnnd
         for (size_t t = 0; t < n; t++) {
             char path[64];
             snprintf(path, sizeof path, "inputs[%zu][%zu]", b, t);
-            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim,
-                                      dim, path, err, errlen);
+            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim, dim,
+                                      path, err, errlen);
             if (rc)
                 return rc;
         }
@@ -330,18 +315,19 @@ static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_in
     size_t S = rnnd_model_state_floats(model), B = req->n_seq;
 
     if (!json_is_array(v))
-        return fail(RNND_ERR_INVALID, err, errlen,
-                    "initial_state: expected a list with one state (or null) per sequence, "
-                    "got %s", rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "initial_state: expected a list with one state (or null) per sequence, "
+                         "got %s",
+                         rnnd_json_type_desc(v));
     if (json_array_size(v) != B)
-        return fail(RNND_ERR_INVALID, err, errlen,
-                    "initial_state: expected %zu entries (one per sequence), got %zu", B,
-                    json_array_size(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "initial_state: expected %zu entries (one per sequence), got %zu", B,
+                         json_array_size(v));
     if (S && B > SIZE_MAX / S)
-        return fail(RNND_ERR_LIMIT, err, errlen, "initial_state: too large");
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "initial_state: too large");
     req->init = alloc_array(B, sizeof *req->init);
     if (!req->init)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
     /* Only allocate the state blocks if some entry is not null. */
     size_t given = 0;
     for (size_t b = 0; b < B; b++)
@@ -350,9 +336,9 @@ static int parse_initial_state(const json_t *v, const rnnd_model *model, rnnd_in
         return 0;
     req->init_flat = alloc_array(B * S, sizeof *req->init_flat);
     if (!req->init_flat)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for initial_state");
     for (size_t b = 0; b < B; b++) {
-        const json_t *st = json_array_get(v, b);
+        json_t *st = json_array_get(v, b);
         if (json_is_null(st))
             continue;
         char path[64];
@@ -400,8 +386,8 @@ static size_t response_bytes(const rnnd_net *net, const rnnd_infer_req *req)
     /* each row: its floats, "[", "]" and a comma; each sequence: "[", "]" and a comma */
     size_t text = sat_add(sat_mul(sat_mul(rows, od), FLOAT_TEXT), sat_mul(rows + B, 3));
     if (req->return_state) {
-        size_t one = sat_add(sat_mul(S, FLOAT_TEXT),
-                             sat_mul((size_t)spec->n_layers + 1, STATE_LAYER_TEXT));
+        size_t one =
+            sat_add(sat_mul(S, FLOAT_TEXT), sat_mul((size_t)spec->n_layers + 1, STATE_LAYER_TEXT));
         text = sat_add(text, sat_mul(B, one));
     }
     return sat_add(text, RESPONSE_FRAME + RNND_FMT_FLOAT_MAX);
@@ -425,13 +411,13 @@ size_t rnnd_infer_bytes(const rnnd_net *net, const rnnd_infer_req *req)
     return sat_add(bytes, response_bytes(net, req));
 }
 
-int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+int rnnd_infer_parse(const rnnd_net *net, json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen)
 {
     return rnnd_infer_parse_text(net, NULL, body, limits, out, err, errlen);
 }
 
-int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const json_t *body,
+int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t *body,
                           const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
                           size_t errlen)
 {
@@ -443,12 +429,12 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
 
     *out = NULL;
     if (!json_is_object(body))
-        return fail(RNND_ERR_INVALID, err, errlen,
-                    "the request must be a JSON object {\"inputs\": [...], ...}, got %s",
-                    rnnd_json_type_desc(body));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "the request must be a JSON object {\"inputs\": [...], ...}, got %s",
+                         rnnd_json_type_desc(body));
     req = calloc(1, sizeof *req);
     if (!req)
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
 
     const json_t *inputs = json_object_get(body, "inputs");
     const json_t *init = json_object_get(body, "initial_state");
@@ -461,15 +447,15 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
         /* The output must fit in memory arithmetic too, before the inputs are copied. */
         size_t od = (size_t)rnnd_net_output_dim(net);
         if (od && req->total_steps > SIZE_MAX / sizeof(float) / od)
-            rc = fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+            rc = rnnd_fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
     }
     req->has_init = init != NULL;
     if (!rc && limits && limits->admit)
         rc = limits->admit(limits->admit_ctx, rnnd_infer_bytes(net, req), err, errlen);
     if (!rc)
         rc = spec->input_kind == RNND_INPUT_TOKENS
-                 ? parse_tokens(inputs, spec, req, &tx, err, errlen)
-                 : parse_vectors(inputs, spec, req, err, errlen);
+            ? parse_tokens(inputs, spec, req, &tx, err, errlen)
+            : parse_vectors(inputs, spec, req, err, errlen);
     text_ctx_free(&tx, json_array_size(inputs));
     /* optional here: infer's states are plain STATE objects, and older clients send them
      * without a digest; given, it is checked like on every other path */
@@ -486,8 +472,8 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, const 
 }
 
 int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits,
-                       rnnd_infer_req **out, char *err, size_t errlen)
+                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
+                       char *err, size_t errlen)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     int tok = spec->input_kind == RNND_INPUT_TOKENS;
@@ -496,33 +482,33 @@ int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const in
 
     *out = NULL;
     if (!n_seq)
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs: expected at least one sequence");
     if (!steps)
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs[0]: expected at least one step");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs[0]: expected at least one step");
     if (tok ? !tokens : !vectors)
-        return fail(RNND_ERR_INVALID, err, errlen, "inputs: expected %s",
-                    tok ? "token ids" : "vectors");
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "inputs: expected %s",
+                         tok ? "token ids" : "vectors");
     /* the limits of rnnd_infer_parse(), in its words */
     if (limits && limits->max_sequences && n_seq > limits->max_sequences)
-        return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu sequences, more than max_sequences (%zu)", n_seq,
-                    limits->max_sequences);
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                         "inputs: %zu sequences, more than max_sequences (%zu)", n_seq,
+                         limits->max_sequences);
     if (limits && limits->max_steps && steps > limits->max_steps)
-        return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs[0]: %zu steps, more than max_infer_steps (%zu) per sequence", steps,
-                    limits->max_steps);
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                         "inputs[0]: %zu steps, more than max_infer_steps (%zu) per sequence",
+                         steps, limits->max_steps);
     if (n_seq > SIZE_MAX / steps || n_seq * steps > SIZE_MAX / dim ||
         (od && n_seq * steps > SIZE_MAX / sizeof(float) / od))
-        return fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "inputs: too many steps");
     size_t total = n_seq * steps;
     if (limits && limits->max_total_steps && total > limits->max_total_steps)
-        return fail(RNND_ERR_LIMIT, err, errlen,
-                    "inputs: %zu steps in all, more than max_infer_steps (%zu) per request", total,
-                    limits->max_total_steps);
+        return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
+                         "inputs: %zu steps in all, more than max_infer_steps (%zu) per request",
+                         total, limits->max_total_steps);
     rnnd_infer_req *req = calloc(1, sizeof *req);
     if (!req || !(req->lens = alloc_array(n_seq, sizeof *req->lens))) {
         free(req);
-        return fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     }
     for (size_t b = 0; b < n_seq; b++)
         req->lens[b] = steps;
@@ -536,12 +522,12 @@ int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const in
         req->tok_flat = alloc_array(total, sizeof *req->tok_flat);
         req->tokens = alloc_array(n_seq, sizeof *req->tokens);
         if (!req->tok_flat || !req->tokens)
-            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
+            rc = rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
         for (size_t i = 0; !rc && i < total; i++) {
             if (tokens[i] < 0 || tokens[i] >= spec->vocab_size)
-                rc = fail(RNND_ERR_INVALID, err, errlen,
-                          "inputs[%zu][%zu]: token id %d out of range [0, %d)", i / steps,
-                          i % steps, (int)tokens[i], spec->vocab_size);
+                rc = rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                               "inputs[%zu][%zu]: token id %d out of range [0, %d)", i / steps,
+                               i % steps, (int)tokens[i], spec->vocab_size);
             else
                 req->tok_flat[i] = tokens[i];
         }
@@ -551,12 +537,12 @@ int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const in
         req->vec_flat = alloc_array(total * dim, sizeof *req->vec_flat);
         req->vectors = alloc_array(n_seq, sizeof *req->vectors);
         if (!req->vec_flat || !req->vectors)
-            rc = fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
+            rc = rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for %zu steps", total);
         for (size_t i = 0; !rc && i < total * dim; i++) {
             if (!isfinite(vectors[i]))
-                rc = fail(RNND_ERR_INVALID, err, errlen,
-                          "inputs[%zu][%zu][%zu]: not a finite number", i / dim / steps,
-                          i / dim % steps, i % dim);
+                rc = rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                               "inputs[%zu][%zu][%zu]: not a finite number", i / dim / steps,
+                               i / dim % steps, i % dim);
             else
                 req->vec_flat[i] = vectors[i];
         }
@@ -608,7 +594,7 @@ static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, si
         req->out_flat = alloc_array(req->total_steps * od, sizeof *req->out_flat);
         req->outputs = alloc_array(B, sizeof *req->outputs);
         if (!req->out_flat || !req->outputs)
-            return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the outputs");
+            return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the outputs");
         size_t off = 0;
         for (size_t b = 0; b < B; b++) {
             req->outputs[b] = req->out_flat + off * od;
@@ -617,11 +603,11 @@ static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, si
     }
     if (req->return_state && !req->final_flat) {
         if (S && B > SIZE_MAX / S)
-            return fail(RNND_ERR_LIMIT, err, errlen, "the states are too large");
+            return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "the states are too large");
         req->final_flat = alloc_array(B * S, sizeof *req->final_flat);
         req->finals = alloc_array(B, sizeof *req->finals);
         if (!req->final_flat || !req->finals)
-            return fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the states");
+            return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory for the states");
         for (size_t b = 0; b < B; b++)
             req->finals[b] = req->final_flat + b * S;
     }
@@ -629,8 +615,7 @@ static int alloc_results(const rnnd_net *net, rnnd_infer_req *req, char *err, si
 }
 
 /* JSON cannot carry NaN or Inf: refuse rather than answer with nulls. */
-static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *err,
-                        size_t errlen)
+static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *err, size_t errlen)
 {
     size_t od = (size_t)rnnd_net_output_dim(net);
     size_t S = rnnd_net_state_floats(net);
@@ -639,17 +624,17 @@ static int check_finite(const rnnd_net *net, const rnnd_infer_req *req, char *er
         size_t n = (net_pools(net) ? 1 : req->lens[b]) * od;
         size_t i = first_nonfinite(req->outputs[b], n);
         if (i < n && net_pools(net))
-            return fail(RNND_ERR_NUMERIC, err, errlen,
-                        "outputs[%zu][%zu]: the result is not finite (NaN or Inf)", b, i);
+            return rnnd_fail(RNND_ERR_NUMERIC, err, errlen,
+                             "outputs[%zu][%zu]: the result is not finite (NaN or Inf)", b, i);
         if (i < n)
-            return fail(RNND_ERR_NUMERIC, err, errlen,
-                        "outputs[%zu][%zu][%zu]: the result is not finite (NaN or Inf)",
-                        b, i / od, i % od);
+            return rnnd_fail(RNND_ERR_NUMERIC, err, errlen,
+                             "outputs[%zu][%zu][%zu]: the result is not finite (NaN or Inf)", b,
+                             i / od, i % od);
         if (req->return_state) {
             i = first_nonfinite(req->finals[b], S);
             if (i < S)
-                return fail(RNND_ERR_NUMERIC, err, errlen,
-                            "states[%zu]: the final state is not finite (NaN or Inf)", b);
+                return rnnd_fail(RNND_ERR_NUMERIC, err, errlen,
+                                 "states[%zu]: the final state is not finite (NaN or Inf)", b);
         }
     }
     return 0;
@@ -663,8 +648,8 @@ static void set_outcome(rnnd_infer_req *req, int rc, const char *msg)
     snprintf(req->err, sizeof req->err, "%s", rc ? msg : "");
 }
 
-int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
-                        char *err, size_t errlen)
+int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n, char *err,
+                        size_t errlen)
 {
     return rnnd_infer_run_many_par(net, reqs, n, NULL, err, errlen);
 }
@@ -673,7 +658,7 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
                             const rnnd_parallel *par, char *err, size_t errlen)
 {
     char msg[256] = "";
-    size_t total = 0;       /* sequences over all requests */
+    size_t total = 0; /* sequences over all requests */
     int rc = 0;
 
     for (size_t i = 0; !rc && i < n; i++) {
@@ -691,7 +676,7 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
     float **outputs = rc ? NULL : alloc_array(total, sizeof *outputs);
     float **finals = rc ? NULL : alloc_array(total, sizeof *finals);
     if (!rc && (!lens || !tokens || !vectors || !init || !outputs || !finals))
-        rc = fail(RNND_ERR_NOMEM, msg, sizeof msg, "out of memory for the batch");
+        rc = rnnd_fail(RNND_ERR_NOMEM, msg, sizeof msg, "out of memory for the batch");
     for (size_t i = 0, k = 0; !rc && i < n; i++) {
         const rnnd_infer_req *q = reqs[i];
         for (size_t b = 0; b < q->n_seq; b++, k++) {
@@ -704,8 +689,8 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
         }
     }
     if (!rc)
-        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals,
-                                  par, msg, sizeof msg);
+        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals, par,
+                                  msg, sizeof msg);
     free(lens);
     free(tokens);
     free(vectors);
@@ -720,7 +705,7 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
         int r = rc ? rc : check_finite(net, reqs[i], own, sizeof own);
         set_outcome(reqs[i], r, rc ? msg : own);
         if (r && !ret)
-            ret = fail(r, err, errlen, "%s", reqs[i]->err);
+            ret = rnnd_fail(r, err, errlen, "%s", reqs[i]->err);
     }
     return ret;
 }
@@ -728,7 +713,7 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
 int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen)
 {
     if (req->status)
-        fail(req->status, err, errlen, "%s", req->err);
+        rnnd_fail(req->status, err, errlen, "%s", req->err);
     return req->status;
 }
 
@@ -804,7 +789,7 @@ int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_
 
     *out = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!*out)
-        return fail(RNND_ERR_INVALID, err, errlen, "line %d, column %d: %s", jerr.line,
-                    jerr.column, rnnd_json_error_text(jerr.text));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "line %d, column %d: %s", jerr.line,
+                         jerr.column, rnnd_json_error_text(jerr.text));
     return 0;
 }

@@ -12,7 +12,7 @@ int rnnd_json_depth_ok(const char *text, size_t len, long max)
         char ch = text[i];
         if (in_str) {
             if (ch == '\\')
-                i++;    /* skip the escaped character, which may be a quote */
+                i++; /* skip the escaped character, which may be a quote */
             else if (ch == '"')
                 in_str = 0;
         } else if (ch == '"') {
@@ -21,7 +21,7 @@ int rnnd_json_depth_ok(const char *text, size_t len, long max)
             if (++depth > max)
                 return RNND_ERR_LIMIT;
         } else if (ch == ']' || ch == '}') {
-            depth--;    /* unbalanced text is the parser's to reject */
+            depth--; /* unbalanced text is the parser's to reject */
         }
     }
     return 0;

@@ -35,7 +35,7 @@ int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out)
     if (panels != 0 && per_panel > SIZE_MAX / esize / panels)
         return RNND_ERR_NOMEM;
     size_t bytes = panels * per_panel * esize;
-    if (bytes > PTRDIFF_MAX - 64)   /* no object may be larger; also keeps ASan from aborting */
+    if (bytes > PTRDIFF_MAX - 64) /* no object may be larger; also keeps ASan from aborting */
         return RNND_ERR_NOMEM;
     /* Never ask for 0 bytes: data stays a real pointer even for an empty matrix. */
     size_t alloc = bytes ? bytes : 64;
@@ -57,10 +57,9 @@ int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out)
                     ((float *)mem)[at] = src[k];
                     continue;
                 }
-                uint16_t h = type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(src[k])
-                                                       : rnnd_f32_to_f16(src[k]);
-                float back = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(h)
-                                                       : rnnd_f16_to_f32(h);
+                uint16_t h =
+                    type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(src[k]) : rnnd_f32_to_f16(src[k]);
+                float back = type == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(h) : rnnd_f16_to_f32(h);
                 /* finite in, inf out: beyond the type's range */
                 if ((rnnd_f32_bits(back) & 0x7fffffffu) == 0x7f800000u &&
                     (rnnd_f32_bits(src[k]) & 0x7fffffffu) != 0x7f800000u) {
@@ -114,13 +113,12 @@ static int cpu_runs(const rnnd_kernels *k)
 #ifdef RNND_HAVE_X86
     /* __builtin_cpu_supports also checks that the OS saves the YMM/ZMM/opmask state. */
     /* f16c: vcvtph2ps for float16 weights (every AVX2 CPU has it; checked all the same) */
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               cpu_has_f16c();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     if (k == &rnnd_kern_table_avx2)
         return avx2;
     if (k == &rnnd_kern_table_avx512)
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-               && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #endif
     return 0;
 }
@@ -140,9 +138,9 @@ const char *const *rnnd_kernels_available(void)
     /* Each path needs everything the one before it needs, so the runnable set is always a
      * prefix of all_paths: one constant list per prefix length, no state to initialise. */
     static const char *const lists[3][4] = {
-        { "scalar", NULL },
-        { "scalar", "avx2", NULL },
-        { "scalar", "avx2", "avx512", NULL },
+        {"scalar", NULL},
+        {"scalar", "avx2", NULL},
+        {"scalar", "avx2", "avx512", NULL},
     };
     size_t n = 1;
     while (n < N_PATHS && cpu_runs(all_paths[n]))
@@ -179,9 +177,10 @@ const rnnd_kernels *rnnd_kernels_select(char *err, size_t errlen)
     }
     if (err != NULL && errlen > 0)
         snprintf(err, errlen, "RNND_ISA=%s: %s; this machine can run: auto, %s", want,
-                 known ? "not supported by this CPU" :
-                 strcmp(want, "avx2") == 0 || strcmp(want, "avx512") == 0 ?
-                 "not built into this binary (not an x86-64 build)" :
-                 "unknown SIMD path (expected scalar, avx2 or avx512)", avail);
+                 known ? "not supported by this CPU"
+                     : strcmp(want, "avx2") == 0 || strcmp(want, "avx512") == 0
+                     ? "not built into this binary (not an x86-64 build)"
+                     : "unknown SIMD path (expected scalar, avx2 or avx512)",
+                 avail);
     return NULL;
 }

@@ -20,7 +20,7 @@
 /* ---- gemv --------------------------------------------------------------------------------- */
 
 typedef struct gemv_args {
-    const void *w;      /* packed data, elements of the tile's type */
+    const void *w; /* packed data, elements of the tile's type */
     size_t cols;
     const float *bias;
     const float *X;
@@ -33,10 +33,10 @@ typedef struct gemv_args {
 #define MAX_NP 4
 #define MAX_NB 6
 #ifndef X_BLOCK_BYTES
-#define X_BLOCK_BYTES (256u << 10)     /* inputs of one batch block: a quarter of L2 */
+#define X_BLOCK_BYTES (256u << 10) /* inputs of one batch block: a quarter of L2 */
 #endif
 #ifndef PF_DIST
-#define PF_DIST 16      /* as in kernels_avx512.c */
+#define PF_DIST 16 /* as in kernels_avx512.c */
 #endif
 
 /* Lane i of the result is all ones when i < n. */
@@ -46,8 +46,7 @@ static inline __m256i lanes_below(int n)
 }
 
 /* 8 weights at P, elements of type T, as floats. */
-static inline __attribute__((always_inline)) __m256
-load8(const char *p, const int T)
+static inline __attribute__((always_inline)) __m256 load8(const void *p, const int T)
 {
     if (T == RNND_WEIGHTS_F32)
         return _mm256_load_ps((const float *)p);
@@ -62,7 +61,7 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 {
     __m256 acc[MAX_NP][MAX_NB][2];
     __m256i mlo[MAX_NP], mhi[MAX_NP];
-    const char *wp[MAX_NP];     /* each panel's start */
+    const char *wp[MAX_NP]; /* each panel's start */
     const float *xp[MAX_NB];
     const size_t pstride = g->cols * RNND_PANEL;
     const size_t esize = T == RNND_WEIGHTS_F32 ? 4 : 2;
@@ -123,6 +122,8 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
 /* One function per tile shape and weight type; T is f32, bf16 or f16. */
+/* the tile macros read as the table they generate: */
+/* clang-format off */
 #define TILE(T, NP, NB) \
     static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
     { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
@@ -135,34 +136,38 @@ typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 #define TYPE_bf16 RNND_WEIGHTS_BF16
 #define TYPE_f16 RNND_WEIGHTS_F16
 TILES(f32) TILES(bf16) TILES(f16)
+/* clang-format on */
 
 /* tiles[type][nb - 1][i] has 4 >> i panels; NULL where the tile would not fit in
  * registers. */
-#define TILE_TABLE(T) { \
-    { tile_##T##_4x1, tile_##T##_2x1, tile_##T##_1x1 }, \
-    { NULL, tile_##T##_2x2, tile_##T##_1x2 }, \
-    { NULL, tile_##T##_2x3, tile_##T##_1x3 }, \
-    { NULL, NULL, tile_##T##_1x4 }, \
-    { NULL, NULL, tile_##T##_1x5 }, \
-    { NULL, NULL, tile_##T##_1x6 }, \
-}
-static const tile_fn tiles_by_type[3][MAX_NB][3] = {
-    [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
-    [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
-    [RNND_WEIGHTS_F16] = TILE_TABLE(f16),
+#define TILE_TABLE(T) \
+    { \
+        {tile_##T##_4x1, tile_##T##_2x1, tile_##T##_1x1}, {NULL, tile_##T##_2x2, tile_##T##_1x2}, \
+            {NULL, tile_##T##_2x3, tile_##T##_1x3}, {NULL, NULL, tile_##T##_1x4}, \
+            {NULL, NULL, tile_##T##_1x5}, {NULL, NULL, tile_##T##_1x6}, \
+    }
+    static const tile_fn tiles_by_type[3][MAX_NB][3] = {
+        [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
+        [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
+        [RNND_WEIGHTS_F16] = TILE_TABLE(f16),
 };
 
-static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const float *X,
-                               size_t ldx, size_t B, float *Y, size_t ldy,
-                               int row_begin, int row_end)
+static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
+                               size_t B, float *Y, size_t ldy, int row_begin, int row_end)
 {
     if (B == 0 || row_end <= row_begin)
         return;
     const gemv_args g = {
-        .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
-        .Y = Y, .ldy = ldy, .row_end = row_end,
+        .w = W->data,
+        .cols = (size_t)W->cols,
+        .bias = bias,
+        .X = X,
+        .ldx = ldx,
+        .Y = Y,
+        .ldy = ldy,
+        .row_end = row_end,
     };
-    const tile_fn (*tiles)[3] = tiles_by_type[W->type];
+    const tile_fn(*tiles)[3] = tiles_by_type[W->type];
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     /* B = 1: 4 panels (8 chains); B <= 3: 2 panels; else 1 panel x up to 6 rows. */
     const int first = B == 1 ? 0 : B <= 3 ? 1 : 2;
@@ -235,35 +240,35 @@ static inline void vst(float *p, vf v, size_t n)
 
 /* Full vectors, then the tail through the same code with a masked load/store, so an
  * element's result never depends on where it sits or on n. */
-#define ACT_LOOP(EXPR)                                                  \
-    do {                                                                \
-        size_t i_ = 0;                                                  \
-        for (; i_ + 8 <= n; i_ += 8) {                                  \
-            vf v = _mm256_loadu_ps(x + i_);                             \
-            _mm256_storeu_ps(x + i_, (EXPR));                           \
-        }                                                               \
-        if (i_ < n) {                                                   \
-            __m256i m_ = lanes_below((int)(n - i_));                    \
-            vf v = _mm256_maskload_ps(x + i_, m_);                      \
-            _mm256_maskstore_ps(x + i_, m_, (EXPR));                    \
-        }                                                               \
+#define ACT_LOOP(EXPR) \
+    do { \
+        size_t i_ = 0; \
+        for (; i_ + 8 <= n; i_ += 8) { \
+            vf v = _mm256_loadu_ps(x + i_); \
+            _mm256_storeu_ps(x + i_, (EXPR)); \
+        } \
+        if (i_ < n) { \
+            __m256i m_ = lanes_below((int)(n - i_)); \
+            vf v = _mm256_maskload_ps(x + i_, m_); \
+            _mm256_maskstore_ps(x + i_, m_, (EXPR)); \
+        } \
     } while (0)
 
 static void kern_act_f32_avx2(const rnnd_activation *a, float *x, size_t n)
 {
     const vf alpha = vset1(a->alpha), beta = vset1(a->beta);
     switch (a->kind) {
-    case RNND_ACT_SIGMOID:         ACT_LOOP(vm_sigmoid(v)); break;
-    case RNND_ACT_TANH:            ACT_LOOP(vm_tanh(v)); break;
-    case RNND_ACT_RELU:            ACT_LOOP(vm_relu(v)); break;
-    case RNND_ACT_HARDSIGMOID:     ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
-    case RNND_ACT_LEAKYRELU:       ACT_LOOP(vm_leakyrelu(v, alpha)); break;
+    case RNND_ACT_SIGMOID: ACT_LOOP(vm_sigmoid(v)); break;
+    case RNND_ACT_TANH: ACT_LOOP(vm_tanh(v)); break;
+    case RNND_ACT_RELU: ACT_LOOP(vm_relu(v)); break;
+    case RNND_ACT_HARDSIGMOID: ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
+    case RNND_ACT_LEAKYRELU: ACT_LOOP(vm_leakyrelu(v, alpha)); break;
     case RNND_ACT_THRESHOLDEDRELU: ACT_LOOP(vm_thresholdedrelu(v, alpha)); break;
-    case RNND_ACT_SCALEDTANH:      ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
-    case RNND_ACT_AFFINE:          ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
-    case RNND_ACT_ELU:             ACT_LOOP(vm_elu(v, alpha)); break;
-    case RNND_ACT_SOFTSIGN:        ACT_LOOP(vm_softsign(v)); break;
-    case RNND_ACT_SOFTPLUS:        ACT_LOOP(vm_softplus(v)); break;
+    case RNND_ACT_SCALEDTANH: ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
+    case RNND_ACT_AFFINE: ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
+    case RNND_ACT_ELU: ACT_LOOP(vm_elu(v, alpha)); break;
+    case RNND_ACT_SOFTSIGN: ACT_LOOP(vm_softsign(v)); break;
+    case RNND_ACT_SOFTPLUS: ACT_LOOP(vm_softplus(v)); break;
     default: break;
     }
 }

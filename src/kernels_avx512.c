@@ -23,7 +23,7 @@
 /* ---- gemv --------------------------------------------------------------------------------- */
 
 typedef struct gemv_args {
-    const void *w;      /* packed data, elements of the tile's type */
+    const void *w; /* packed data, elements of the tile's type */
     size_t cols;
     const float *bias;
     const float *X;
@@ -33,8 +33,8 @@ typedef struct gemv_args {
     int row_end;
 } gemv_args;
 
-#define MAX_NP 8        /* panels per tile: 8 up to B = 3, 4 up to 6 rows, 3 for 7-8 */
-#define MAX_NB 8        /* batch rows per tile; NP * NB <= 24 accumulators */
+#define MAX_NP 8 /* panels per tile: 8 up to B = 3, 4 up to 6 rows, 3 for 7-8 */
+#define MAX_NB 8 /* batch rows per tile; NP * NB <= 24 accumulators */
 /* Software prefetch, in k steps (64 bytes each) ahead in every panel stream. Measured on a
  * Zen 5 EPYC: a few percent better than none when the weights come from DRAM, no change
  * from L3; 16 panels in flight for B = 1 was slower than 8 (more streams). */
@@ -49,8 +49,7 @@ static inline __mmask16 rows_mask(int j0, int row_end)
 }
 
 /* The 16 weights of one panel line at P, elements of type T, as floats. */
-static inline __attribute__((always_inline)) __m512
-load_line(const char *p, const int T)
+static inline __attribute__((always_inline)) __m512 load_line(const void *p, const int T)
 {
     if (T == RNND_WEIGHTS_F32)
         return _mm512_load_ps((const float *)p);
@@ -67,7 +66,7 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 {
     __m512 acc[MAX_NP][MAX_NB];
     __mmask16 m[MAX_NP];
-    const char *wp[MAX_NP];     /* each panel's start */
+    const char *wp[MAX_NP]; /* each panel's start */
     const float *xp[MAX_NB];
     const size_t pstride = g->cols * RNND_PANEL;
     const size_t esize = T == RNND_WEIGHTS_F32 ? 4 : 2;
@@ -116,6 +115,8 @@ gemv_tile(const gemv_args *g, size_t p0, size_t b0, const int NP, const int NB, 
 typedef void (*tile_fn)(const gemv_args *g, size_t p0, size_t b0);
 
 /* One function per tile shape and weight type; T is f32, bf16 or f16. */
+/* the tile macros read as the table they generate: */
+/* clang-format off */
 #define TILE(T, NP, NB) \
     static void tile_##T##_##NP##x##NB(const gemv_args *g, size_t p0, size_t b0) \
     { gemv_tile(g, p0, b0, NP, NB, TYPE_##T); }
@@ -137,15 +138,28 @@ typedef struct tile_row {
     int np[4];          /* panels per tile, descending, 0-terminated */
     tile_fn fn[4];
 } tile_row;
+/* clang-format on */
 
-#define ROW_8(T, NB) {{8, 4, 2, 1}, \
-    {tile_##T##_8x##NB, tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
-#define ROW_4(T, NB) {{4, 2, 1, 0}, {tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
-#define ROW_3(T, NB) {{3, 2, 1, 0}, {tile_##T##_3x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB}}
-#define TILE_TABLE(T) { \
-    ROW_8(T, 1), ROW_8(T, 2), ROW_8(T, 3), ROW_4(T, 4), ROW_4(T, 5), ROW_4(T, 6), \
-    ROW_3(T, 7), ROW_3(T, 8), \
-}
+#define ROW_8(T, NB) \
+    { \
+        {8, 4, 2, 1}, \
+        { \
+            tile_##T##_8x##NB, tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB \
+        } \
+    }
+#define ROW_4(T, NB) \
+    { \
+        {4, 2, 1, 0}, { tile_##T##_4x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB } \
+    }
+#define ROW_3(T, NB) \
+    { \
+        {3, 2, 1, 0}, { tile_##T##_3x##NB, tile_##T##_2x##NB, tile_##T##_1x##NB } \
+    }
+#define TILE_TABLE(T) \
+    { \
+        ROW_8(T, 1), ROW_8(T, 2), ROW_8(T, 3), ROW_4(T, 4), ROW_4(T, 5), ROW_4(T, 6), ROW_3(T, 7), \
+            ROW_3(T, 8), \
+    }
 static const tile_row tiles_by_type[3][MAX_NB] = {
     [RNND_WEIGHTS_F32] = TILE_TABLE(f32),
     [RNND_WEIGHTS_BF16] = TILE_TABLE(bf16),
@@ -156,7 +170,7 @@ static const tile_row tiles_by_type[3][MAX_NB] = {
 #define TILE_NB MAX_NB
 #endif
 #ifndef X_BLOCK_BYTES
-#define X_BLOCK_BYTES (256u << 10)     /* inputs of one batch block: a quarter of L2 */
+#define X_BLOCK_BYTES (256u << 10) /* inputs of one batch block: a quarter of L2 */
 #endif
 
 /* Batch rows [b_begin, b_end) of a gemv: as few batch tiles as fit, of balanced sizes (B =
@@ -188,14 +202,20 @@ static void gemv_rows(const gemv_args *g, const tile_row *rows, int row_begin, s
 }
 
 static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const float *X,
-                                 size_t ldx, size_t B, float *Y, size_t ldy,
-                                 int row_begin, int row_end)
+                                 size_t ldx, size_t B, float *Y, size_t ldy, int row_begin,
+                                 int row_end)
 {
     if (B == 0 || row_end <= row_begin)
         return;
     const gemv_args g = {
-        .w = W->data, .cols = (size_t)W->cols, .bias = bias, .X = X, .ldx = ldx,
-        .Y = Y, .ldy = ldy, .row_end = row_end,
+        .w = W->data,
+        .cols = (size_t)W->cols,
+        .bias = bias,
+        .X = X,
+        .ldx = ldx,
+        .Y = Y,
+        .ldy = ldy,
+        .row_end = row_end,
     };
     const tile_row *rows = tiles_by_type[W->type];
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
@@ -258,35 +278,35 @@ static inline void vst(float *p, vf v, size_t n)
 
 /* Full vectors, then the tail through the same code with a masked load/store, so an
  * element's result never depends on where it sits or on n. */
-#define ACT_LOOP(EXPR)                                                  \
-    do {                                                                \
-        size_t i_ = 0;                                                  \
-        for (; i_ + 16 <= n; i_ += 16) {                                \
-            vf v = _mm512_loadu_ps(x + i_);                             \
-            _mm512_storeu_ps(x + i_, (EXPR));                           \
-        }                                                               \
-        if (i_ < n) {                                                   \
-            __mmask16 m_ = (__mmask16)((1u << (n - i_)) - 1u);          \
-            vf v = _mm512_maskz_loadu_ps(m_, x + i_);                   \
-            _mm512_mask_storeu_ps(x + i_, m_, (EXPR));                  \
-        }                                                               \
+#define ACT_LOOP(EXPR) \
+    do { \
+        size_t i_ = 0; \
+        for (; i_ + 16 <= n; i_ += 16) { \
+            vf v = _mm512_loadu_ps(x + i_); \
+            _mm512_storeu_ps(x + i_, (EXPR)); \
+        } \
+        if (i_ < n) { \
+            __mmask16 m_ = (__mmask16)((1u << (n - i_)) - 1u); \
+            vf v = _mm512_maskz_loadu_ps(m_, x + i_); \
+            _mm512_mask_storeu_ps(x + i_, m_, (EXPR)); \
+        } \
     } while (0)
 
 static void kern_act_f32_avx512(const rnnd_activation *a, float *x, size_t n)
 {
     const vf alpha = vset1(a->alpha), beta = vset1(a->beta);
     switch (a->kind) {
-    case RNND_ACT_SIGMOID:         ACT_LOOP(vm_sigmoid(v)); break;
-    case RNND_ACT_TANH:            ACT_LOOP(vm_tanh(v)); break;
-    case RNND_ACT_RELU:            ACT_LOOP(vm_relu(v)); break;
-    case RNND_ACT_HARDSIGMOID:     ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
-    case RNND_ACT_LEAKYRELU:       ACT_LOOP(vm_leakyrelu(v, alpha)); break;
+    case RNND_ACT_SIGMOID: ACT_LOOP(vm_sigmoid(v)); break;
+    case RNND_ACT_TANH: ACT_LOOP(vm_tanh(v)); break;
+    case RNND_ACT_RELU: ACT_LOOP(vm_relu(v)); break;
+    case RNND_ACT_HARDSIGMOID: ACT_LOOP(vm_hardsigmoid(v, alpha, beta)); break;
+    case RNND_ACT_LEAKYRELU: ACT_LOOP(vm_leakyrelu(v, alpha)); break;
     case RNND_ACT_THRESHOLDEDRELU: ACT_LOOP(vm_thresholdedrelu(v, alpha)); break;
-    case RNND_ACT_SCALEDTANH:      ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
-    case RNND_ACT_AFFINE:          ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
-    case RNND_ACT_ELU:             ACT_LOOP(vm_elu(v, alpha)); break;
-    case RNND_ACT_SOFTSIGN:        ACT_LOOP(vm_softsign(v)); break;
-    case RNND_ACT_SOFTPLUS:        ACT_LOOP(vm_softplus(v)); break;
+    case RNND_ACT_SCALEDTANH: ACT_LOOP(vmul(alpha, vm_tanh(vmul(beta, v)))); break;
+    case RNND_ACT_AFFINE: ACT_LOOP(vadd(vmul(alpha, v), beta)); break;
+    case RNND_ACT_ELU: ACT_LOOP(vm_elu(v, alpha)); break;
+    case RNND_ACT_SOFTSIGN: ACT_LOOP(vm_softsign(v)); break;
+    case RNND_ACT_SOFTPLUS: ACT_LOOP(vm_softplus(v)); break;
     default: break;
     }
 }

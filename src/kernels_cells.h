@@ -16,19 +16,18 @@
 static inline vf vm_act(const rnnd_activation *a, vf v)
 {
     switch (a->kind) {
-    case RNND_ACT_SIGMOID:         return vm_sigmoid(v);
-    case RNND_ACT_TANH:            return vm_tanh(v);
-    case RNND_ACT_RELU:            return vm_relu(v);
-    case RNND_ACT_HARDSIGMOID:     return vm_hardsigmoid(v, vset1(a->alpha), vset1(a->beta));
-    case RNND_ACT_LEAKYRELU:       return vm_leakyrelu(v, vset1(a->alpha));
+    case RNND_ACT_SIGMOID: return vm_sigmoid(v);
+    case RNND_ACT_TANH: return vm_tanh(v);
+    case RNND_ACT_RELU: return vm_relu(v);
+    case RNND_ACT_HARDSIGMOID: return vm_hardsigmoid(v, vset1(a->alpha), vset1(a->beta));
+    case RNND_ACT_LEAKYRELU: return vm_leakyrelu(v, vset1(a->alpha));
     case RNND_ACT_THRESHOLDEDRELU: return vm_thresholdedrelu(v, vset1(a->alpha));
-    case RNND_ACT_SCALEDTANH:
-        return vmul(vset1(a->alpha), vm_tanh(vmul(vset1(a->beta), v)));
-    case RNND_ACT_AFFINE:          return vadd(vmul(vset1(a->alpha), v), vset1(a->beta));
-    case RNND_ACT_ELU:             return vm_elu(v, vset1(a->alpha));
-    case RNND_ACT_SOFTSIGN:        return vm_softsign(v);
-    case RNND_ACT_SOFTPLUS:        return vm_softplus(v);
-    default:                       return v;
+    case RNND_ACT_SCALEDTANH: return vmul(vset1(a->alpha), vm_tanh(vmul(vset1(a->beta), v)));
+    case RNND_ACT_AFFINE: return vadd(vmul(vset1(a->alpha), v), vset1(a->beta));
+    case RNND_ACT_ELU: return vm_elu(v, vset1(a->alpha));
+    case RNND_ACT_SOFTSIGN: return vm_softsign(v);
+    case RNND_ACT_SOFTPLUS: return vm_softplus(v);
+    default: return v;
     }
 }
 
@@ -53,7 +52,9 @@ static void cells_lstm_row(const rnnd_lstm_math *m, const float *gx, const float
         if (P)
             gi = vadd(gi, vmul(vld(P + j, n), c));
         gi = vm_act(m->af, vm_clip(m->has_clip, m->clip, gi));
-        vf cc = vm_act(m->ag, vm_clip(m->has_clip, m->clip, vadd(vld(gx + oc + j, n), vld(g + oc + j, n))));
+        vf cc =
+            vm_act(m->ag,
+                   vm_clip(m->has_clip, m->clip, vadd(vld(gx + oc + j, n), vld(g + oc + j, n))));
         vf c_new;
         if (!m->forget_gate) {
             c_new = vadd(c, vmul(gi, cc));
@@ -82,8 +83,8 @@ static void cells_lstm_row(const rnnd_lstm_math *m, const float *gx, const float
     }
 }
 
-static void cells_gru_gates(const rnnd_gru_math *m, const float *gx, float *g,
-                            const float *hp, float *t, size_t j0, size_t j1)
+static void cells_gru_gates(const rnnd_gru_math *m, const float *gx, float *g, const float *hp,
+                            float *t, size_t j0, size_t j1)
 {
     const size_t H = m->H;
     for (size_t j = j0; j < j1; j += VLEN) {
@@ -111,8 +112,8 @@ static void cells_gru_finish(const rnnd_gru_math *m, const float *gxh, const flo
     }
 }
 
-static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *hp,
-                          float *hn, size_t j0, size_t j1)
+static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
+                          size_t j0, size_t j1)
 {
     const size_t H = m->H;
     const vf one = vset1(1.0f);
@@ -135,8 +136,8 @@ static void cells_min_row(const rnnd_min_math *m, const float *gx, const float *
     }
 }
 
-static void cells_clock_row(const rnnd_activation *af, const float *gx, const float *g,
-                            float *hn, size_t j0, size_t j1)
+static void cells_clock_row(const rnnd_activation *af, const float *gx, const float *g, float *hn,
+                            size_t j0, size_t j1)
 {
     for (size_t j = j0; j < j1; j += VLEN) {
         const size_t n = j1 - j < VLEN ? j1 - j : VLEN;

@@ -13,8 +13,8 @@
 extern const rnnd_kernels rnnd_kern_table_scalar;
 
 #ifdef RNND_HAVE_X86
-extern const rnnd_kernels rnnd_kern_table_avx2;     /* needs avx2 + fma */
-extern const rnnd_kernels rnnd_kern_table_avx512;   /* needs avx512 f, vl, bw, dq */
+extern const rnnd_kernels rnnd_kern_table_avx2;   /* needs avx2 + fma */
+extern const rnnd_kernels rnnd_kern_table_avx512; /* needs avx512 f, vl, bw, dq */
 #endif
 
 #endif

@@ -26,16 +26,15 @@ static inline float w_at(const void *data, size_t idx, const int type)
 }
 
 static inline __attribute__((always_inline)) void
-gemv_typed(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B,
-           float *Y, size_t ldy, int row_begin, int row_end, const int type)
+gemv_typed(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B, float *Y,
+           size_t ldy, int row_begin, int row_end, const int type)
 {
     const size_t cols = (size_t)W->cols;
     for (size_t b = 0; b < B; b++) {
         const float *x = X + b * ldx;
         float *y = Y + b * ldy;
         for (int j = row_begin; j < row_end; j++) {
-            size_t w0 = (size_t)(j / RNND_PANEL) * cols * RNND_PANEL
-                        + (size_t)(j % RNND_PANEL);
+            size_t w0 = (size_t)(j / RNND_PANEL) * cols * RNND_PANEL + (size_t)(j % RNND_PANEL);
             float acc = bias ? bias[j] : 0.0f;
             for (size_t k = 0; k < cols; k++)
                 acc = fmaf(w_at(W->data, w0 + k * RNND_PANEL, type), x[k], acc);
@@ -45,8 +44,8 @@ gemv_typed(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, 
 }
 
 static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const float *X,
-                                 size_t ldx, size_t B, float *Y, size_t ldy,
-                                 int row_begin, int row_end)
+                                 size_t ldx, size_t B, float *Y, size_t ldy, int row_begin,
+                                 int row_end)
 {
     switch (W->type) {
     case RNND_WEIGHTS_BF16:
@@ -55,9 +54,7 @@ static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const 
     case RNND_WEIGHTS_F16:
         gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_F16);
         break;
-    default:
-        gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_F32);
-        break;
+    default: gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_F32); break;
     }
 }
 
@@ -81,34 +78,24 @@ static float act_one(int kind, float x, float alpha, float beta)
 {
     float v;
     switch (kind) {
-    case RNND_ACT_SIGMOID:
-        return sigmoid_ref(x);
-    case RNND_ACT_TANH:
-        return tanhf(x);
-    case RNND_ACT_RELU:
-        return x < 0.0f ? 0.0f : x;
+    case RNND_ACT_SIGMOID: return sigmoid_ref(x);
+    case RNND_ACT_TANH: return tanhf(x);
+    case RNND_ACT_RELU: return x < 0.0f ? 0.0f : x;
     case RNND_ACT_HARDSIGMOID:
         v = alpha * x + beta;
         v = v < 0.0f ? 0.0f : v;
         return v > 1.0f ? 1.0f : v;
-    case RNND_ACT_LEAKYRELU:
-        return x >= 0.0f ? x : alpha * x;
-    case RNND_ACT_THRESHOLDEDRELU:
-        return x > alpha || isnan(x) ? x : 0.0f;
-    case RNND_ACT_SCALEDTANH:
-        return alpha * tanhf(beta * x);
-    case RNND_ACT_AFFINE:
-        return alpha * x + beta;
-    case RNND_ACT_ELU:
-        return x >= 0.0f ? x : alpha * expm1f(x);
+    case RNND_ACT_LEAKYRELU: return x >= 0.0f ? x : alpha * x;
+    case RNND_ACT_THRESHOLDEDRELU: return x > alpha || isnan(x) ? x : 0.0f;
+    case RNND_ACT_SCALEDTANH: return alpha * tanhf(beta * x);
+    case RNND_ACT_AFFINE: return alpha * x + beta;
+    case RNND_ACT_ELU: return x >= 0.0f ? x : alpha * expm1f(x);
     case RNND_ACT_SOFTSIGN:
         if (isinf(x))
             return copysignf(1.0f, x);
         return x / (1.0f + fabsf(x));
-    case RNND_ACT_SOFTPLUS:
-        return softplus_ref(x);
-    default:
-        return x;
+    case RNND_ACT_SOFTPLUS: return softplus_ref(x);
+    default: return x;
     }
 }
 
@@ -132,8 +119,8 @@ static inline float clip_of(int has_clip, float clip, float x)
 
 /* The reference of rnnd_kernels.lstm_row; kernels_cells.h does the same per vector. */
 static void kern_lstm_row_scalar(const rnnd_lstm_math *m, const float *gx, const float *g,
-                                 const float *cp, const float *cl, float *cn, float *h,
-                                 size_t j0, size_t j1)
+                                 const float *cp, const float *cl, float *cn, float *h, size_t j0,
+                                 size_t j1)
 {
     const size_t H = m->H;
     const size_t oo = H, of = 2 * H, oc = m->forget_gate ? 3 * H : 2 * H;
@@ -186,8 +173,7 @@ static void kern_gru_gates_scalar(const rnnd_gru_math *m, const float *gx, float
 }
 
 static void kern_gru_finish_scalar(const rnnd_gru_math *m, const float *gxh, const float *z,
-                                   const float *t, const float *hp, float *hn, size_t j0,
-                                   size_t j1)
+                                   const float *t, const float *hp, float *hn, size_t j0, size_t j1)
 {
     for (size_t j = j0; j < j1; j++) {
         float c = act_of(m->ag, clip_of(m->has_clip, m->clip, gxh[j] + t[j]));
@@ -196,8 +182,8 @@ static void kern_gru_finish_scalar(const rnnd_gru_math *m, const float *gxh, con
 }
 
 /* The reference of rnnd_kernels.min_row; kernels_cells.h does the same per vector. */
-static void kern_min_row_scalar(const rnnd_min_math *m, const float *gx, const float *hp,
-                                float *hn, size_t j0, size_t j1)
+static void kern_min_row_scalar(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
+                                size_t j0, size_t j1)
 {
     const size_t H = m->H;
     for (size_t j = j0; j < j1; j++) {
@@ -233,8 +219,18 @@ typedef float vf;
 typedef int32_t vi;
 typedef int vmask;
 
-static inline uint32_t bits_of(float a) { uint32_t u; memcpy(&u, &a, 4); return u; }
-static inline float float_of(uint32_t u) { float a; memcpy(&a, &u, 4); return a; }
+static inline uint32_t bits_of(float a)
+{
+    uint32_t u;
+    memcpy(&u, &a, 4);
+    return u;
+}
+static inline float float_of(uint32_t u)
+{
+    float a;
+    memcpy(&a, &u, 4);
+    return a;
+}
 static inline vf vset1(float a) { return a; }
 static inline vf vadd(vf a, vf b) { return a + b; }
 static inline vf vsub(vf a, vf b) { return a - b; }
@@ -252,7 +248,7 @@ static inline vi viset1(int a) { return a; }
 static inline vi viadd(vi a, vi b) { return (vi)((uint32_t)a + (uint32_t)b); }
 static inline vi visub(vi a, vi b) { return (vi)((uint32_t)a - (uint32_t)b); }
 static inline vi vislli23(vi a) { return (vi)((uint32_t)a << 23); }
-static inline vi visrai1(vi a) { return a >> 1; }   /* arithmetic, as gcc and clang define it */
+static inline vi visrai1(vi a) { return a >> 1; } /* arithmetic, as gcc and clang define it */
 static inline vmask vlt(vf a, vf b) { return a < b; }
 static inline vmask vge(vf a, vf b) { return a >= b; }
 static inline vmask vgt_or_nan(vf a, vf b) { return !(a <= b); }

@@ -19,25 +19,19 @@ static inline vf vm_abs(vf x) { return vandnot(vset1(-0.0f), x); }
 static inline vf vm_sign(vf x) { return vand(vset1(-0.0f), x); }
 
 /* Clamp to [lo, hi] keeping NaN (x is the second operand of min/max). */
-static inline vf vm_clamp(vf x, float lo, float hi)
-{
-    return vmax(vset1(lo), vmin(vset1(hi), x));
-}
+static inline vf vm_clamp(vf x, float lo, float hi) { return vmax(vset1(lo), vmin(vset1(hi), x)); }
 
 /* 2^n for integer lanes -126 <= n <= 127. */
-static inline vf vm_pow2i(vi n)
-{
-    return vcastf(vislli23(viadd(n, viset1(127))));
-}
+static inline vf vm_pow2i(vi n) { return vcastf(vislli23(viadd(n, viset1(127)))); }
 
 /* Split x into n*ln2 + r with |r| <= ln2/2, n an integer (|x| < 2^22). Returns r, sets *n. */
 static inline vf vm_reduce_ln2(vf x, vi *n)
 {
-    const vf magic = vset1(12582912.0f);                 /* 1.5 * 2^23 */
-    vf t = vfma(x, vset1(1.44269504088896341f), magic);  /* round(x/ln2) in the low bits */
+    const vf magic = vset1(12582912.0f);                /* 1.5 * 2^23 */
+    vf t = vfma(x, vset1(1.44269504088896341f), magic); /* round(x/ln2) in the low bits */
     vf nf = vsub(t, magic);
     *n = visub(vcasti(t), vcasti(magic));
-    vf r = vfma(nf, vset1(-0.693359375f), x);            /* Cody-Waite: ln2 = C1 + C2 */
+    vf r = vfma(nf, vset1(-0.693359375f), x); /* Cody-Waite: ln2 = C1 + C2 */
     return vfma(nf, vset1(2.12194440e-4f), r);
 }
 
@@ -57,7 +51,7 @@ static inline vf vm_expm1_reduced(vf r)
 static inline vf vm_exp(vf x)
 {
     vi n;
-    x = vm_clamp(x, -104.0f, 89.0f);    /* beyond these the result is 0 or inf anyway */
+    x = vm_clamp(x, -104.0f, 89.0f); /* beyond these the result is 0 or inf anyway */
     vf r = vm_reduce_ln2(x, &n);
     vf y = vadd(vm_expm1_reduced(r), vset1(1.0f));
     /* Scale in two exact-exponent steps: n is in [-150, 129], outside one float's range. */
@@ -86,11 +80,11 @@ static inline vf vm_log1p01(vf u)
     vmask big = vge(w, vset1(1.41421356237f));
     vf m = vsel(big, vmul(w, vset1(0.5f)), w);
     vf e = vsel(big, one, vset1(0.0f));
-    vf f = vsub(m, one);                        /* exact (Sterbenz) */
+    vf f = vsub(m, one); /* exact (Sterbenz) */
     /* What rounding 1 + u lost, to first order: log(1+u) = log(w) + (u - (w-1)) / w. */
     vf c = vdiv(vsub(u, vsub(w, one)), w);
     vf z = vmul(f, f);
-    vf p = vset1(7.0376836292e-2f);             /* Cephes logf */
+    vf p = vset1(7.0376836292e-2f); /* Cephes logf */
     p = vfma(p, f, vset1(-1.1514610310e-1f));
     p = vfma(p, f, vset1(1.1676998740e-1f));
     p = vfma(p, f, vset1(-1.2420140846e-1f));
@@ -125,10 +119,7 @@ static inline vf vm_tanh(vf x)
     return vor(vdiv(t, vadd(t, vset1(2.0f))), vm_sign(x));
 }
 
-static inline vf vm_relu(vf x)
-{
-    return vmax(vset1(0.0f), x);
-}
+static inline vf vm_relu(vf x) { return vmax(vset1(0.0f), x); }
 
 static inline vf vm_hardsigmoid(vf x, vf alpha, vf beta)
 {

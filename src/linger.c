@@ -23,20 +23,20 @@
 
 struct lsock {
     int fd;
-    struct sockaddr_storage addr;   /* the client's, for the per-host bound */
-    double t0, last;        /* handed over; last data (monotonic seconds) */
-    uint64_t bytes;         /* dropped */
-    int done;               /* the client closed, an error, or past the byte bound */
+    struct sockaddr_storage addr; /* the client's, for the per-host bound */
+    double t0, last;              /* handed over; last data (monotonic seconds) */
+    uint64_t bytes;               /* dropped */
+    int done;                     /* the client closed, an error, or past the byte bound */
 };
 
 struct rnnd_linger {
     rnnd_linger_limits lim;
-    pthread_mutex_t mu;     /* guards n, stop and socks[n..max); the thread alone removes */
+    pthread_mutex_t mu; /* guards n, stop and socks[n..max); the thread alone removes */
     struct lsock *socks;
     size_t n, max, per_addr;
     int stop;
-    struct pollfd *pfd;     /* the thread's: the wake pipe, then socks[0..n) */
-    int wake[2];            /* a pipe: an add or the stop interrupts the thread's poll */
+    struct pollfd *pfd; /* the thread's: the wake pipe, then socks[0..n) */
+    int wake[2];        /* a pipe: an add or the stop interrupts the thread's poll */
     pthread_t thread;
 };
 
@@ -54,8 +54,8 @@ int rnnd_linger_spent(const rnnd_linger_limits *lim, double elapsed_s, double id
     return elapsed_s >= lim->time_s || idle_s >= lim->idle_s || bytes > lim->bytes;
 }
 
-int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections,
-                        size_t max_per_ip, rnnd_fd_budget *b, char *err, size_t errlen)
+int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections, size_t max_per_ip,
+                        rnnd_fd_budget *b, char *err, size_t errlen)
 {
     b->need = (uint64_t)own + max_connections + max_connections / 4;
     b->connections = max_connections;
@@ -63,7 +63,8 @@ int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections,
         /* c + c / 4 <= what is left after the daemon's own */
         b->connections = limit > own ? (size_t)((limit - own) * 4 / 5) : 0;
         if (b->connections < RNND_FD_MIN_CONNECTIONS) {
-            snprintf(err, errlen, "RLIMIT_NOFILE is %llu descriptors: the daemon needs %zu of "
+            snprintf(err, errlen,
+                     "RLIMIT_NOFILE is %llu descriptors: the daemon needs %zu of "
                      "its own and %d for connections (raise it: ulimit -n, LimitNOFILE=)",
                      (unsigned long long)limit, own, RNND_FD_MIN_CONNECTIONS * 5 / 4);
             return RNND_ERR_LIMIT;
@@ -81,7 +82,7 @@ int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
         return 0;
     if (b->sa_family == AF_INET)
         return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+            ((const struct sockaddr_in *)b)->sin_addr.s_addr;
     if (b->sa_family == AF_INET6) {
         /* one IPv6 host holds a whole /64 (SLAAC, privacy addresses): its 2^64 addresses
          * are one host here; an IPv4 address mapped into IPv6 is its own host */
@@ -90,7 +91,7 @@ int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
         size_t n = IN6_IS_ADDR_V4MAPPED(x) || IN6_IS_ADDR_V4MAPPED(y) ? sizeof *x : 8;
         return !memcmp(x, y, n);
     }
-    return 1;   /* a Unix socket (socket activation): one host */
+    return 1; /* a Unix socket (socket activation): one host */
 }
 
 /* Read and drop what S has for us. Returns 1 when S is done: the client closed, an error, or
@@ -127,7 +128,7 @@ static int wait_ms_locked(const rnnd_linger *l, double now)
     }
     if (first < 0)
         return -1;
-    double ms = (first - now) * 1e3 + 1;    /* +1: wake after the bound, not just before */
+    double ms = (first - now) * 1e3 + 1; /* +1: wake after the bound, not just before */
     return ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
 }
 
@@ -140,7 +141,7 @@ static void remove_locked(rnnd_linger *l, size_t i)
 static void *linger_main(void *arg)
 {
     rnnd_linger *l = arg;
-    char sink[65536];           /* every socket's bytes land here and are forgotten */
+    char sink[65536]; /* every socket's bytes land here and are forgotten */
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
         size_t n = l->n;
@@ -150,14 +151,14 @@ static void *linger_main(void *arg)
             l->pfd[i + 1] = (struct pollfd){.fd = l->socks[i].fd, .events = POLLIN};
         pthread_mutex_unlock(&l->mu);
         poll(l->pfd, n + 1, timeout);
-        if (l->pfd[0].revents)
-            while (read(l->wake[0], sink, sizeof sink) > 0)
-                continue;
+        ssize_t got = l->pfd[0].revents ? 1 : 0;
+        while (got > 0)
+            got = read(l->wake[0], sink, sizeof sink);
         /* unlocked: adds only append, so socks[0..n) are this thread's alone meanwhile */
         double now = rnnd_mono_s();
         for (size_t i = 0; i < n; i++)
-            l->socks[i].done = l->pfd[i + 1].revents &&
-                               drain(l, &l->socks[i], sink, sizeof sink, now);
+            l->socks[i].done =
+                l->pfd[i + 1].revents && drain(l, &l->socks[i], sink, sizeof sink, now);
         pthread_mutex_lock(&l->mu);
         /* walking down, a removal moves in a socket visited already or added since */
         for (size_t i = n; i-- > 0;) {
@@ -172,8 +173,8 @@ static void *linger_main(void *arg)
     return NULL;
 }
 
-int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, size_t per_addr,
-                    rnnd_linger **out, char *err, size_t errlen)
+int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, size_t per_addr, rnnd_linger **out,
+                    char *err, size_t errlen)
 {
     *out = NULL;
     int rc = RNND_ERR_NOMEM;
@@ -226,7 +227,7 @@ int rnnd_linger_add(rnnd_linger *l, int fd)
     s.last = s.t0;
     socklen_t alen = sizeof s.addr;
     if (getpeername(fd, (struct sockaddr *)&s.addr, &alen))
-        s.addr.ss_family = AF_UNSPEC;   /* gone already: the thread sees the end at once */
+        s.addr.ss_family = AF_UNSPEC; /* gone already: the thread sees the end at once */
     pthread_mutex_lock(&l->mu);
     int room = !l->stop && l->n < l->max && host_room_locked(l, &s.addr);
     if (room)
@@ -236,7 +237,7 @@ int rnnd_linger_add(rnnd_linger *l, int fd)
         close(fd);
         return RNND_ERR_LIMIT;
     }
-    ssize_t w = write(l->wake[1], "", 1);   /* a full pipe has a wake-up pending already */
+    ssize_t w = write(l->wake[1], "", 1); /* a full pipe has a wake-up pending already */
     (void)w;
     return RNND_OK;
 }

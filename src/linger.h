@@ -16,9 +16,9 @@
 
 /* How long and how much of a refused body is read and dropped before the socket closes. */
 typedef struct rnnd_linger_limits {
-    double time_s;          /* in all, from the refusal */
-    double idle_s;          /* without data from the client */
-    uint64_t bytes;         /* dropped */
+    double time_s;  /* in all, from the refusal */
+    double idle_s;  /* without data from the client */
+    uint64_t bytes; /* dropped */
 } rnnd_linger_limits;
 
 /* The daemon's bounds: nginx's lingering_time (30 s) and lingering_timeout (5 s, or
@@ -49,8 +49,8 @@ typedef struct rnnd_fd_budget {
 
 /* Share LIMIT descriptors: OWN for the daemon itself, then connections and a quarter as many
  * lingering sockets. Returns RNND_ERR_LIMIT when fewer than RNND_FD_MIN_CONNECTIONS fit. */
-int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections,
-                        size_t max_per_ip, rnnd_fd_budget *b, char *err, size_t errlen);
+int rnnd_fd_budget_plan(uint64_t limit, size_t own, size_t max_connections, size_t max_per_ip,
+                        rnnd_fd_budget *b, char *err, size_t errlen);
 
 /* 1 when A and B are the same client host, whatever the port: the same IPv4 address (also
  * when mapped into IPv6), or IPv6 addresses in the same /64; every other family (a Unix
@@ -60,8 +60,8 @@ int rnnd_same_host(const struct sockaddr_storage *a, const struct sockaddr *b);
 typedef struct rnnd_linger rnnd_linger;
 
 /* Start the lingering thread, for at most MAX sockets at once and PER_ADDR of one host. */
-int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, size_t per_addr,
-                    rnnd_linger **out, char *err, size_t errlen);
+int rnnd_linger_new(const rnnd_linger_limits *lim, size_t max, size_t per_addr, rnnd_linger **out,
+                    char *err, size_t errlen);
 
 /* Hand over FD, a connected socket whose reply has been sent (its write side is not touched
  * here); it is ours from now on in every case. Returns RNND_ERR_LIMIT, and closes FD at once,

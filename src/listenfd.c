@@ -20,15 +20,14 @@
 #include "listenfd.h"
 #include "rnnd/status.h"
 
-#define FIRST_FD 3      /* SD_LISTEN_FDS_START */
+#define FIRST_FD 3 /* SD_LISTEN_FDS_START */
 
 #ifdef HAVE_LIBSYSTEMD
 static int passed_count(char *err, size_t errlen)
 {
-    int n = sd_listen_fds(1);   /* 1: unset the variables; sets close-on-exec on each fd */
+    int n = sd_listen_fds(1); /* 1: unset the variables; sets close-on-exec on each fd */
     if (n < 0) {
-        snprintf(err, errlen, "socket activation: bad LISTEN_PID or LISTEN_FDS: %s",
-                 strerror(-n));
+        snprintf(err, errlen, "socket activation: bad LISTEN_PID or LISTEN_FDS: %s", strerror(-n));
         return RNND_ERR_INVALID;
     }
     return n;
@@ -60,7 +59,7 @@ static int passed_count(char *err, size_t errlen)
         snprintf(err, errlen, "socket activation: bad LISTEN_PID=\"%.20s\"", pid_s);
         rc = RNND_ERR_INVALID;
     } else if (pid != (long)getpid()) {
-        rc = 0;     /* the variables were meant for a parent; none is ours */
+        rc = 0; /* the variables were meant for a parent; none is ours */
     } else if (n <= 0) {
         snprintf(err, errlen, "socket activation: bad LISTEN_FDS=\"%.20s\"", fds_s);
         rc = RNND_ERR_INVALID;
@@ -93,21 +92,27 @@ static int check_socket(int fd, char *err, size_t errlen)
         return RNND_ERR_INVALID;
     }
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM) {
-        snprintf(err, errlen, "socket activation: fd %d is not a stream socket "
-                 "(rnnd.socket needs ListenStream=)", fd);
+        snprintf(err, errlen,
+                 "socket activation: fd %d is not a stream socket "
+                 "(rnnd.socket needs ListenStream=)",
+                 fd);
         return RNND_ERR_INVALID;
     }
     len = sizeof listening;
     if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0 || !listening) {
-        snprintf(err, errlen, "socket activation: fd %d is not listening "
-                 "(rnnd.socket must not set Accept=yes)", fd);
+        snprintf(err, errlen,
+                 "socket activation: fd %d is not listening "
+                 "(rnnd.socket must not set Accept=yes)",
+                 fd);
         return RNND_ERR_INVALID;
     }
     len = sizeof domain;
     if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) < 0 ||
         (domain != AF_INET && domain != AF_INET6 && domain != AF_UNIX)) {
-        snprintf(err, errlen, "socket activation: fd %d is of address family %d, not "
-                 "IPv4, IPv6 or a UNIX socket", fd, domain);
+        snprintf(err, errlen,
+                 "socket activation: fd %d is of address family %d, not "
+                 "IPv4, IPv6 or a UNIX socket",
+                 fd, domain);
         return RNND_ERR_INVALID;
     }
     return RNND_OK;
@@ -120,8 +125,10 @@ int rnnd_listen_fd(int *fd, char *err, size_t errlen)
     if (n <= 0)
         return n;
     if (n > 1) {
-        snprintf(err, errlen, "socket activation: %d sockets passed (LISTEN_FDS=%d); rnnd "
-                 "serves on exactly one: give rnnd.socket a single ListenStream=", n, n);
+        snprintf(err, errlen,
+                 "socket activation: %d sockets passed (LISTEN_FDS=%d); rnnd "
+                 "serves on exactly one: give rnnd.socket a single ListenStream=",
+                 n, n);
         return RNND_ERR_INVALID;
     }
     int rc = check_socket(FIRST_FD, err, errlen);

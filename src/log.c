@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "rng.h"
+#include "rnnd/status.h"
 
 /* Is F the stream systemd connected to the journal? ($JOURNAL_STREAM is "DEV:INODE" of it.) */
 static int is_journal(FILE *f)
@@ -57,10 +58,11 @@ void rnnd_log_write(const rnnd_log *log, int level, const char *event, const cha
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line,
-                     "%sts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
-                     log->journal ? journal_prefix(level) : "", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, rnnd_log_level_name(level), event);
+    int n =
+        snprintf(line, sizeof line, "%sts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                 log->journal ? journal_prefix(level) : "", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
+                 rnnd_log_level_name(level), event);
     if (n < 0)
         return;
     size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
@@ -117,15 +119,9 @@ static char *quote(char *dst, size_t n, const char *s, int ids)
     return dst;
 }
 
-char *rnnd_log_quote(char *dst, size_t n, const char *s)
-{
-    return quote(dst, n, s, 0);
-}
+char *rnnd_log_quote(char *dst, size_t n, const char *s) { return quote(dst, n, s, 0); }
 
-char *rnnd_log_quote_ids(char *dst, size_t n, const char *s)
-{
-    return quote(dst, n, s, 1);
-}
+char *rnnd_log_quote_ids(char *dst, size_t n, const char *s) { return quote(dst, n, s, 1); }
 
 void rnnd_log_limit_init(rnnd_log_limit *lim)
 {
@@ -133,10 +129,7 @@ void rnnd_log_limit_init(rnnd_log_limit *lim)
     pthread_mutex_init(&lim->mu, NULL);
 }
 
-void rnnd_log_limit_destroy(rnnd_log_limit *lim)
-{
-    pthread_mutex_destroy(&lim->mu);
-}
+void rnnd_log_limit_destroy(rnnd_log_limit *lim) { pthread_mutex_destroy(&lim->mu); }
 
 /* KIND's slot; a free one, or failing that the one idle longest, for a new kind. */
 static size_t limit_slot(const rnnd_log_limit *lim, const void *kind)
@@ -145,8 +138,8 @@ static size_t limit_slot(const rnnd_log_limit *lim, const void *kind)
     for (size_t i = 0; i < RNND_LOG_KINDS; i++) {
         if (lim->slot[i].kind == kind)
             return i;
-        if (lim->slot[pick].kind && (!lim->slot[i].kind ||
-                                     lim->slot[i].next < lim->slot[pick].next))
+        if (lim->slot[pick].kind &&
+            (!lim->slot[i].kind || lim->slot[i].next < lim->slot[pick].next))
             pick = i;
     }
     return pick;
@@ -154,9 +147,7 @@ static size_t limit_slot(const rnnd_log_limit *lim, const void *kind)
 
 int rnnd_log_limit_pass(rnnd_log_limit *lim, const void *kind, unsigned long *held)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+    double now = rnnd_mono_s();
     pthread_mutex_lock(&lim->mu);
     size_t i = limit_slot(lim, kind);
     if (lim->slot[i].kind != kind) {

@@ -9,9 +9,9 @@
 enum rnnd_log_level { RNND_LOG_DEBUG = 0, RNND_LOG_INFO, RNND_LOG_WARN, RNND_LOG_ERROR };
 
 typedef struct rnnd_log {
-    int level;      /* lines below this level are dropped */
-    FILE *f;        /* usually stderr */
-    int journal;    /* F is systemd's journal stream: lines get <N> priority prefixes */
+    int level;   /* lines below this level are dropped */
+    FILE *f;     /* usually stderr */
+    int journal; /* F is systemd's journal stream: lines get <N> priority prefixes */
 } rnnd_log;
 
 void rnnd_log_init(rnnd_log *log, int level, FILE *f);
@@ -21,10 +21,10 @@ void rnnd_log_init(rnnd_log *log, int level, FILE *f);
 void rnnd_log_write(const rnnd_log *log, int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-#define RNND_LOG(log, lvl, event, ...)                                  \
-    do {                                                                \
-        if ((lvl) >= (log)->level)                                      \
-            rnnd_log_write((log), (lvl), (event), __VA_ARGS__);         \
+#define RNND_LOG(log, lvl, event, ...) \
+    do { \
+        if ((lvl) >= (log)->level) \
+            rnnd_log_write((log), (lvl), (event), __VA_ARGS__); \
     } while (0)
 
 /* Copy S into DST (size N) as a logfmt value: quoted, with " and \ and control characters
@@ -46,9 +46,9 @@ const char *rnnd_log_level_name(int level);
 typedef struct rnnd_log_limit {
     pthread_mutex_t mu;
     struct {
-        const void *kind;       /* NULL: a free slot */
-        double next;            /* monotonic seconds: the next line may go out then */
-        unsigned long held;     /* lines held back since the last one */
+        const void *kind;   /* NULL: a free slot */
+        double next;        /* monotonic seconds: the next line may go out then */
+        unsigned long held; /* lines held back since the last one */
     } slot[RNND_LOG_KINDS];
 } rnnd_log_limit;
 

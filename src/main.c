@@ -53,7 +53,7 @@ static void openblas_environment(char **argv)
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) {
         self[n] = '\0';
-        execv(self, argv);      /* fails when the file was replaced or removed since */
+        execv(self, argv); /* fails when the file was replaced or removed since */
     }
     execv("/proc/self/exe", argv);
 }

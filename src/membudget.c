@@ -16,28 +16,27 @@ void rnnd_membudget_init(rnnd_membudget *mb, size_t total, size_t per_request)
     mb->per_request = per_request;
 }
 
-static double mib(size_t n)
-{
-    return (double)n / (1024.0 * 1024.0);
-}
+static double mib(size_t n) { return (double)n / (1024.0 * 1024.0); }
 
 int rnnd_mem_charge(rnnd_memhold *h, size_t bytes, char *err, size_t errlen)
 {
     rnnd_membudget *mb = h->mb;
-    if (!mb || !mb->total || !bytes)     /* a zero (never initialised) budget: no limit */
+    if (!mb || !mb->total || !bytes) /* a zero (never initialised) budget: no limit */
         return 0;
     if (bytes > mb->per_request || h->held > mb->per_request - bytes) {
-        snprintf(err, errlen, "this request needs more than max_request_memory (%.1f MiB): "
-                 "%.1f MiB more on top of %.1f MiB", mib(mb->per_request), mib(bytes),
-                 mib(h->held));
+        snprintf(err, errlen,
+                 "this request needs more than max_request_memory (%.1f MiB): "
+                 "%.1f MiB more on top of %.1f MiB",
+                 mib(mb->per_request), mib(bytes), mib(h->held));
         return RNND_ERR_LIMIT;
     }
     size_t used = atomic_load(&mb->used);
     do {
         if (bytes > mb->total || used > mb->total - bytes) {
-            snprintf(err, errlen, "requests in flight hold %.1f MiB of memory_budget "
-                     "(%.1f MiB); this one needs %.1f MiB more; retry later", mib(used),
-                     mib(mb->total), mib(bytes));
+            snprintf(err, errlen,
+                     "requests in flight hold %.1f MiB of memory_budget "
+                     "(%.1f MiB); this one needs %.1f MiB more; retry later",
+                     mib(used), mib(mb->total), mib(bytes));
             return RNND_ERR_BUSY;
         }
     } while (!atomic_compare_exchange_weak(&mb->used, &used, used + bytes));
@@ -55,10 +54,7 @@ void rnnd_mem_uncharge(rnnd_memhold *h, size_t bytes)
     h->held -= bytes;
 }
 
-void rnnd_mem_release(rnnd_memhold *h)
-{
-    rnnd_mem_uncharge(h, h->held);
-}
+void rnnd_mem_release(rnnd_memhold *h) { rnnd_mem_uncharge(h, h->held); }
 
 /* ---- metered JSON decoding --------------------------------------------------------------
  * jansson allocates through one pair of process-wide functions. Ours pass through unless the
@@ -66,14 +62,14 @@ void rnnd_mem_release(rnnd_memhold *h)
  * (malloc_usable_size plus the allocator's header) and charges the hold in steps as the
  * count grows; a charge that fails makes that allocation fail, and jansson gives up. */
 
-#define METER_STEP ((size_t)64 << 10)   /* charge in steps: fewer atomics on the budget */
-#define BLOCK_HEADER sizeof(size_t)     /* glibc's per-block overhead */
+#define METER_STEP ((size_t)64 << 10) /* charge in steps: fewer atomics on the budget */
+#define BLOCK_HEADER sizeof(size_t)   /* glibc's per-block overhead */
 
 typedef struct meter {
     rnnd_memhold *h;
-    size_t live;                /* bytes of jansson's blocks alive now */
-    size_t charged;             /* charged to H for this parse so far */
-    int failed;                 /* the status of a failed charge */
+    size_t live;    /* bytes of jansson's blocks alive now */
+    size_t charged; /* charged to H for this parse so far */
+    int failed;     /* the status of a failed charge */
     char err[256];
 } meter;
 
@@ -115,13 +111,10 @@ static void metered_free(void *p)
     free(p);
 }
 
-static void install_hooks(void)
-{
-    json_set_alloc_funcs(metered_malloc, metered_free);
-}
+static void install_hooks(void) { json_set_alloc_funcs(metered_malloc, metered_free); }
 
-int rnnd_mem_json_load(rnnd_memhold *h, const char *data, size_t len, json_t **out,
-                       char *err, size_t errlen)
+int rnnd_mem_json_load(rnnd_memhold *h, const char *data, size_t len, json_t **out, char *err,
+                       size_t errlen)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, install_hooks);

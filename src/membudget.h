@@ -14,15 +14,15 @@
 #include <stdint.h>
 
 typedef struct rnnd_membudget {
-    atomic_size_t used;         /* bytes held by all requests */
-    size_t total;               /* memory_budget */
-    size_t per_request;         /* max_request_memory */
+    atomic_size_t used; /* bytes held by all requests */
+    size_t total;       /* memory_budget */
+    size_t per_request; /* max_request_memory */
 } rnnd_membudget;
 
 /* One request's share. Zero-initialised plus MB set is a valid empty hold; a budget left
  * zero-initialised (total 0) charges nothing. */
 typedef struct rnnd_memhold {
-    rnnd_membudget *mb;         /* NULL: no budget, every charge succeeds */
+    rnnd_membudget *mb; /* NULL: no budget, every charge succeeds */
     size_t held;
 } rnnd_memhold;
 
@@ -61,7 +61,7 @@ static inline size_t rnnd_sat_mul(size_t a, size_t b)
  * allocation past the limit, not after the whole document was built. Returns 0 with *OUT;
  * RNND_ERR_LIMIT or RNND_ERR_BUSY as rnnd_mem_charge(); or RNND_ERR_INVALID with
  * "line L, column C: reason". H keeps the decoded document's bytes charged. */
-int rnnd_mem_json_load(rnnd_memhold *h, const char *data, size_t len, json_t **out,
-                       char *err, size_t errlen);
+int rnnd_mem_json_load(rnnd_memhold *h, const char *data, size_t len, json_t **out, char *err,
+                       size_t errlen);
 
 #endif

@@ -4,14 +4,18 @@
 
 #include <stdio.h>
 
-#include "app.h"
+#include "batcher.h"
+#include "pool.h"
+#include "registry.h"
+#include "session.h"
 
-static const unsigned codes[RNND_METRICS_CODES] = {
-    0, 200, 201, 204, 400, 401, 403, 404, 405, 409, 410, 413, 415, 429, 500, 503};
-static const double latency_le[RNND_METRICS_LATENCY - 1] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
-static const char *const method_names[RNND_METRICS_METHODS] = {
-    "GET", "HEAD", "POST", "PUT", "DELETE", "other"};
+static const unsigned codes[RNND_METRICS_CODES] = {0,   200, 201, 204, 400, 401, 403, 404,
+                                                   405, 409, 410, 413, 415, 429, 500, 503};
+static const double latency_le[RNND_METRICS_LATENCY - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                            0.025,  0.05,  0.1,    0.25,  0.5,
+                                                            1,      2.5,   5,      10};
+static const char *const method_names[RNND_METRICS_METHODS] = {"GET", "HEAD",   "POST",
+                                                               "PUT", "DELETE", "other"};
 
 void rnnd_metrics_init(rnnd_metrics *m, const char *const *routes, size_t nroutes)
 {
@@ -44,7 +48,7 @@ void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned st
 {
     if (route >= RNND_METRICS_ROUTES)
         route = RNND_METRICS_ROUTES - 1;
-    size_t c = 0;       /* "other", and "closed" for status 0: told apart when rendered */
+    size_t c = 0; /* "other", and "closed" for status 0: told apart when rendered */
     for (size_t i = 1; i < RNND_METRICS_CODES; i++)
         if (codes[i] == status)
             c = i;
@@ -58,12 +62,13 @@ void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned st
                               memory_order_relaxed);
 }
 
-static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
+static void http_metrics(const rnnd_metrics *m, rnnd_buf *out)
 {
-    rnnd_buf_puts(out, "# HELP rnnd_http_requests_total HTTP requests finished, by endpoint "
-                       "(route pattern), method and status (other: any other status or the "
-                       "client left first).\n"
-                       "# TYPE rnnd_http_requests_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_http_requests_total HTTP requests finished, by endpoint "
+                  "(route pattern), method and status (other: any other status or the "
+                  "client left first).\n"
+                  "# TYPE rnnd_http_requests_total counter\n");
     for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
         const char *name = m->route_names[r];
         if (!name)
@@ -78,14 +83,16 @@ static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
                     snprintf(code, sizeof code, "%u", codes[c]);
                 else
                     snprintf(code, sizeof code, "other");
-                rnnd_buf_printf(out, "rnnd_http_requests_total{endpoint=\"%s\",method=\"%s\","
-                                "code=\"%s\"} %llu\n", name, method_names[k], code,
-                                (unsigned long long)n);
+                rnnd_buf_printf(out,
+                                "rnnd_http_requests_total{endpoint=\"%s\",method=\"%s\","
+                                "code=\"%s\"} %llu\n",
+                                name, method_names[k], code, (unsigned long long)n);
             }
     }
-    rnnd_buf_puts(out, "# HELP rnnd_http_request_duration_seconds Time from a request's "
-                       "arrival to the end of its reply, by endpoint.\n"
-                       "# TYPE rnnd_http_request_duration_seconds histogram\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_http_request_duration_seconds Time from a request's "
+                  "arrival to the end of its reply, by endpoint.\n"
+                  "# TYPE rnnd_http_request_duration_seconds histogram\n");
     for (size_t r = 0; r < RNND_METRICS_ROUTES; r++) {
         const char *name = m->route_names[r];
         uint64_t cum = 0, counts[RNND_METRICS_LATENCY];
@@ -101,13 +108,15 @@ static void http_metrics(rnnd_metrics *m, rnnd_buf *out)
                 snprintf(le, sizeof le, "%g", latency_le[b]);
             else
                 snprintf(le, sizeof le, "+Inf");
-            rnnd_buf_printf(out, "rnnd_http_request_duration_seconds_bucket{endpoint=\"%s\","
-                            "le=\"%s\"} %llu\n", name, le, (unsigned long long)cum);
+            rnnd_buf_printf(out,
+                            "rnnd_http_request_duration_seconds_bucket{endpoint=\"%s\","
+                            "le=\"%s\"} %llu\n",
+                            name, le, (unsigned long long)cum);
         }
-        rnnd_buf_printf(out, "rnnd_http_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n"
+        rnnd_buf_printf(out,
+                        "rnnd_http_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n"
                         "rnnd_http_request_duration_seconds_count{endpoint=\"%s\"} %llu\n",
-                        name, atomic_load(&m->latency_us[r]) / 1e6, name,
-                        (unsigned long long)cum);
+                        name, atomic_load(&m->latency_us[r]) / 1e6, name, (unsigned long long)cum);
     }
 }
 
@@ -122,8 +131,8 @@ static void batch_histogram(rnnd_buf *out, const char *model, const rnnd_batcher
         sum += n * k;
         /* buckets at powers of two and at max_batch */
         if (k == le || k == max) {
-            rnnd_buf_printf(out, "rnnd_batch_size_bucket{model=\"%s\",le=\"%zu\"} %llu\n",
-                            model, k, (unsigned long long)cum);
+            rnnd_buf_printf(out, "rnnd_batch_size_bucket{model=\"%s\",le=\"%zu\"} %llu\n", model, k,
+                            (unsigned long long)cum);
             while (le <= k)
                 le *= 2;
         }
@@ -142,22 +151,24 @@ static void infer_histogram(rnnd_buf *out, const char *model, const rnnd_batcher
     for (size_t i = 0; i < RNND_INFER_HIST_BUCKETS; i++) {
         cum += rnnd_batcher_infer_hist(b, i);
         if (i + 1 < RNND_INFER_HIST_BUCKETS)
-            rnnd_buf_printf(out, "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"%zu\"} "
-                            "%llu\n", model, (size_t)1 << i, (unsigned long long)cum);
+            rnnd_buf_printf(out,
+                            "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"%zu\"} "
+                            "%llu\n",
+                            model, (size_t)1 << i, (unsigned long long)cum);
     }
-    rnnd_buf_printf(out, "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"+Inf\"} %llu\n",
-                    model, (unsigned long long)cum);
+    rnnd_buf_printf(out, "rnnd_infer_batch_requests_bucket{model=\"%s\",le=\"+Inf\"} %llu\n", model,
+                    (unsigned long long)cum);
     rnnd_buf_printf(out, "rnnd_infer_batch_requests_sum{model=\"%s\"} %llu\n", model,
                     (unsigned long long)rnnd_batcher_infer_requests(b));
     rnnd_buf_printf(out, "rnnd_infer_batch_requests_count{model=\"%s\"} %llu\n", model,
                     (unsigned long long)rnnd_batcher_infer_rounds(b));
 }
 
-void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
+void rnnd_metrics_render(const rnnd_metrics *m, const rnnd_metrics_sources *src, rnnd_buf *out)
 {
-    rnnd_metrics *m = &app->metrics;
-    rnnd_buf_puts(out, "# HELP rnnd_http_responses_total HTTP responses sent, by status.\n"
-                       "# TYPE rnnd_http_responses_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_http_responses_total HTTP responses sent, by status.\n"
+                  "# TYPE rnnd_http_responses_total counter\n");
     for (unsigned s = 100; s < RNND_METRICS_STATUS_MAX; s++) {
         uint64_t n = atomic_load_explicit(&m->responses[s], memory_order_relaxed);
         if (n)
@@ -165,35 +176,39 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                             (unsigned long long)n);
     }
     http_metrics(m, out);
-    rnnd_buf_printf(out, "# HELP rnnd_build_info The running build.\n"
-                         "# TYPE rnnd_build_info gauge\n"
-                         "rnnd_build_info{version=\"%s\",kernels=\"%s\"} 1\n",
-                    PACKAGE_VERSION, app->kernels ? app->kernels->name : "");
-    if (app->pool)
-        rnnd_buf_printf(out, "# HELP rnnd_worker_busy_seconds_total Time the compute workers "
-                             "spent computing, all workers together.\n"
-                             "# TYPE rnnd_worker_busy_seconds_total counter\n"
-                             "rnnd_worker_busy_seconds_total %.6f\n"
-                             "# HELP rnnd_workers Compute workers.\n"
-                             "# TYPE rnnd_workers gauge\n"
-                             "rnnd_workers %zu\n",
-                        rnnd_pool_busy_seconds(app->pool), app->workers);
-    rnnd_buf_puts(out, "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
-                       "# TYPE rnnd_batch_size histogram\n");
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_build_info The running build.\n"
+                    "# TYPE rnnd_build_info gauge\n"
+                    "rnnd_build_info{version=\"%s\",kernels=\"%s\"} 1\n",
+                    PACKAGE_VERSION, src->kernels ? src->kernels : "");
+    if (src->pool)
+        rnnd_buf_printf(out,
+                        "# HELP rnnd_worker_busy_seconds_total Time the compute workers "
+                        "spent computing, all workers together.\n"
+                        "# TYPE rnnd_worker_busy_seconds_total counter\n"
+                        "rnnd_worker_busy_seconds_total %.6f\n"
+                        "# HELP rnnd_workers Compute workers.\n"
+                        "# TYPE rnnd_workers gauge\n"
+                        "rnnd_workers %zu\n",
+                        rnnd_pool_busy_seconds(src->pool), src->workers);
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_batch_size Sessions advanced together per batched step.\n"
+                  "# TYPE rnnd_batch_size histogram\n");
     rnnd_registry set;
-    if (rnnd_catalog_copy(&app->models, &set))
+    if (rnnd_catalog_copy(src->models, &set))
         set.n = 0;
     for (size_t i = 0; i < set.n; i++)
         batch_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
-    rnnd_buf_puts(out, "# HELP rnnd_session_steps_total Session steps computed.\n"
-                       "# TYPE rnnd_session_steps_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_session_steps_total Session steps computed.\n"
+                  "# TYPE rnnd_session_steps_total counter\n");
     for (size_t i = 0; i < set.n; i++)
-        rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n",
-                        set.entries[i]->name,
+        rnnd_buf_printf(out, "rnnd_session_steps_total{model=\"%s\"} %llu\n", set.entries[i]->name,
                         (unsigned long long)rnnd_batcher_steps(set.entries[i]->batcher));
-    rnnd_buf_puts(out, "# HELP rnnd_session_scan_steps_total Session steps computed as whole "
-                       "sequences (long requests of minGRU/minLSTM models).\n"
-                       "# TYPE rnnd_session_scan_steps_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_session_scan_steps_total Session steps computed as whole "
+                  "sequences (long requests of minGRU/minLSTM models).\n"
+                  "# TYPE rnnd_session_scan_steps_total counter\n");
     for (size_t i = 0; i < set.n; i++)
         rnnd_buf_printf(out, "rnnd_session_scan_steps_total{model=\"%s\"} %llu\n",
                         set.entries[i]->name,
@@ -207,44 +222,53 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     "rnnd_infer_steps_total %llu\n",
                     (unsigned long long)atomic_load(&m->infer_requests),
                     (unsigned long long)atomic_load(&m->infer_steps));
-    rnnd_buf_puts(out, "# HELP rnnd_infer_batch_requests Infer requests run together per call.\n"
-                       "# TYPE rnnd_infer_batch_requests histogram\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_infer_batch_requests Infer requests run together per call.\n"
+                  "# TYPE rnnd_infer_batch_requests histogram\n");
     for (size_t i = 0; i < set.n; i++)
         infer_histogram(out, set.entries[i]->name, set.entries[i]->batcher);
-    rnnd_buf_puts(out, "# HELP rnnd_split_rounds_total Step rounds split over several "
-                       "workers.\n"
-                       "# TYPE rnnd_split_rounds_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_split_rounds_total Step rounds split over several "
+                  "workers.\n"
+                  "# TYPE rnnd_split_rounds_total counter\n");
     for (size_t i = 0; i < set.n; i++)
         rnnd_buf_printf(out, "rnnd_split_rounds_total{model=\"%s\"} %llu\n", set.entries[i]->name,
                         (unsigned long long)rnnd_batcher_split_rounds(set.entries[i]->batcher));
-    rnnd_buf_puts(out, "# HELP rnnd_split_helped_total Work items of split rounds run by "
-                       "helping workers.\n"
-                       "# TYPE rnnd_split_helped_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_split_helped_total Work items of split rounds run by "
+                  "helping workers.\n"
+                  "# TYPE rnnd_split_helped_total counter\n");
     for (size_t i = 0; i < set.n; i++)
         rnnd_buf_printf(out, "rnnd_split_helped_total{model=\"%s\"} %llu\n", set.entries[i]->name,
                         (unsigned long long)rnnd_batcher_split_helped(set.entries[i]->batcher));
-    rnnd_buf_puts(out, "# HELP rnnd_queue_depth Work waiting for a worker: sessions waiting for "
-                       "a step round, infer requests waiting.\n"
-                       "# TYPE rnnd_queue_depth gauge\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_queue_depth Work waiting for a worker: sessions waiting for "
+                  "a step round, infer requests waiting.\n"
+                  "# TYPE rnnd_queue_depth gauge\n");
     for (size_t i = 0; i < set.n; i++) {
         size_t steps, infers;
         rnnd_batcher_queued(set.entries[i]->batcher, &steps, &infers);
-        rnnd_buf_printf(out, "rnnd_queue_depth{model=\"%s\",kind=\"step\"} %zu\n"
+        rnnd_buf_printf(out,
+                        "rnnd_queue_depth{model=\"%s\",kind=\"step\"} %zu\n"
                         "rnnd_queue_depth{model=\"%s\",kind=\"infer\"} %zu\n",
                         set.entries[i]->name, steps, set.entries[i]->name, infers);
     }
-    rnnd_buf_printf(out, "# HELP rnnd_models Models loaded (current versions).\n"
-                         "# TYPE rnnd_models gauge\n"
-                         "rnnd_models %zu\n"
-                         "# HELP rnnd_model_info The current version of each model.\n"
-                         "# TYPE rnnd_model_info gauge\n", set.n);
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_models Models loaded (current versions).\n"
+                    "# TYPE rnnd_models gauge\n"
+                    "rnnd_models %zu\n"
+                    "# HELP rnnd_model_info The current version of each model.\n"
+                    "# TYPE rnnd_model_info gauge\n",
+                    set.n);
     for (size_t i = 0; i < set.n; i++)
-        rnnd_buf_printf(out, "rnnd_model_info{model=\"%s\",version=\"%d\",digest=\"%s\","
-                        "file_digest=\"%s\"} 1\n", set.entries[i]->name, set.entries[i]->version,
-                        set.entries[i]->digest, set.entries[i]->file_digest);
+        rnnd_buf_printf(out,
+                        "rnnd_model_info{model=\"%s\",version=\"%d\",digest=\"%s\","
+                        "file_digest=\"%s\"} 1\n",
+                        set.entries[i]->name, set.entries[i]->version, set.entries[i]->digest,
+                        set.entries[i]->file_digest);
     rnnd_registry_free(&set);
     rnnd_session_stats st;
-    rnnd_session_table_stats(app->sessions, &st);
+    rnnd_session_table_stats(src->sessions, &st);
     rnnd_buf_printf(out,
                     "# HELP rnnd_sessions Open sessions.\n"
                     "# TYPE rnnd_sessions gauge\n"
@@ -263,11 +287,12 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     (unsigned long long)st.expired, (unsigned long long)st.evicted,
                     (unsigned long long)st.deleted, (unsigned long long)st.rejected);
     static const char *const finish[] = {"length", "stop", "cancelled", "error"};
-    rnnd_buf_puts(out, "# HELP rnnd_generations_total Generations ended, by finish reason.\n"
-                       "# TYPE rnnd_generations_total counter\n");
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_generations_total Generations ended, by finish reason.\n"
+                  "# TYPE rnnd_generations_total counter\n");
     for (size_t i = 0; i < 4; i++)
         rnnd_buf_printf(out, "rnnd_generations_total{finish_reason=\"%s\"} %llu\n", finish[i],
-                        (unsigned long long)atomic_load(&app->metrics.generations[i]));
+                        (unsigned long long)atomic_load(&m->generations[i]));
     rnnd_buf_printf(out,
                     "# HELP rnnd_generated_tokens_total Tokens chosen by generations.\n"
                     "# TYPE rnnd_generated_tokens_total counter\n"
@@ -275,9 +300,9 @@ void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out)
                     "# HELP rnnd_generations_active Generations under way.\n"
                     "# TYPE rnnd_generations_active gauge\n"
                     "rnnd_generations_active %lld\n",
-                    (unsigned long long)atomic_load(&app->metrics.generated_tokens),
-                    (long long)atomic_load(&app->metrics.generations_active));
-    const rnnd_metrics *sm = &app->metrics;
+                    (unsigned long long)atomic_load(&m->generated_tokens),
+                    (long long)atomic_load(&m->generations_active));
+    const rnnd_metrics *sm = m;
     rnnd_buf_printf(out,
                     "# HELP rnnd_snapshots_total Session snapshots written.\n"
                     "# TYPE rnnd_snapshots_total counter\n"

@@ -13,24 +13,23 @@
 /* http.c's route count + 1: the last row counts requests that matched no route (http.c
  * asserts the sum at compile time) */
 #define RNND_METRICS_ROUTES 28
-#define RNND_METRICS_METHODS 6      /* GET HEAD POST PUT DELETE other */
-#define RNND_METRICS_CODES 16       /* the statuses the daemon sends, and "other" */
-#define RNND_METRICS_LATENCY 15     /* latency histogram buckets, +Inf included */
+#define RNND_METRICS_METHODS 6  /* GET HEAD POST PUT DELETE other */
+#define RNND_METRICS_CODES 16   /* the statuses the daemon sends, and "other" */
+#define RNND_METRICS_LATENCY 15 /* latency histogram buckets, +Inf included */
 
 typedef struct rnnd_metrics {
-    const char *route_names[RNND_METRICS_ROUTES];   /* the endpoint labels; NULL: unused */
-    atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX];  /* by HTTP status */
+    const char *route_names[RNND_METRICS_ROUTES]; /* the endpoint labels; NULL: unused */
+    atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX]; /* by HTTP status */
     /* by route (http.c's table order), method and status; latency by route */
-    atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS]
-                                  [RNND_METRICS_CODES];
+    atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS][RNND_METRICS_CODES];
     atomic_uint_least64_t latency[RNND_METRICS_ROUTES][RNND_METRICS_LATENCY];
-    atomic_uint_least64_t latency_us[RNND_METRICS_ROUTES];      /* sum, microseconds */
+    atomic_uint_least64_t latency_us[RNND_METRICS_ROUTES]; /* sum, microseconds */
     atomic_uint_least64_t infer_requests, infer_sequences, infer_steps;
-    atomic_uint_least64_t generations[4];       /* ended, by enum rnnd_gen_finish */
+    atomic_uint_least64_t generations[4]; /* ended, by enum rnnd_gen_finish */
     atomic_uint_least64_t generated_tokens;
     atomic_int_least64_t generations_active;
-    atomic_uint_least64_t snapshots, snapshot_failures;     /* written, failed */
-    atomic_uint_least64_t snapshot_bytes, snapshot_sessions, snapshot_usec;   /* the last */
+    atomic_uint_least64_t snapshots, snapshot_failures;                     /* written, failed */
+    atomic_uint_least64_t snapshot_bytes, snapshot_sessions, snapshot_usec; /* the last */
 } rnnd_metrics;
 
 /* ROUTES: the NROUTES route patterns (static strings) that label the request metrics, in
@@ -42,8 +41,17 @@ void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
 void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned status,
                           double seconds);
 
-struct rnnd_app;
-/* Append every metric of APP in Prometheus text format 0.0.4. */
-void rnnd_metrics_render(struct rnnd_app *app, rnnd_buf *out);
+/* What /metrics reads besides the counters: the daemon's parts, not the daemon (app.h holds
+ * an rnnd_metrics, so metrics.c does not read app.h back). */
+typedef struct rnnd_metrics_sources {
+    const char *kernels;    /* the kernel path's name */
+    struct rnnd_pool *pool; /* NULL: no compute workers */
+    size_t workers;
+    struct rnnd_catalog *models;
+    struct rnnd_session_table *sessions;
+} rnnd_metrics_sources;
+
+/* Append M's counters and SRC's gauges in Prometheus text format 0.0.4. */
+void rnnd_metrics_render(const rnnd_metrics *m, const rnnd_metrics_sources *src, rnnd_buf *out);
 
 #endif

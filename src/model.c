@@ -44,12 +44,12 @@ int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key
 
 /* One entry of the header's tensor table, after its own checks. */
 typedef struct tentry {
-    const char *name;       /* owned by the header json_t */
+    const char *name; /* owned by the header json_t */
     int ndim;
     int64_t shape[RNND_MAX_TENSOR_DIMS];
-    uint64_t count;         /* elements */
-    int dtype;              /* enum rnnd_weights: F32, BF16 or F16 */
-    uint64_t begin, end;    /* relative to the data buffer */
+    uint64_t count;      /* elements */
+    int dtype;           /* enum rnnd_weights: F32, BF16 or F16 */
+    uint64_t begin, end; /* relative to the data buffer */
     int used;
 } tentry;
 
@@ -59,25 +59,24 @@ typedef struct lctx {
     size_t errlen;
 } lctx;
 
-#define BAD(c, key, ...) rnnd_model_fail((c)->err, (c)->errlen, (c)->label, (key), \
-                                         RNND_ERR_FORMAT, __VA_ARGS__)
-#define NOMEM(c) rnnd_model_fail((c)->err, (c)->errlen, (c)->label, "memory", \
-                                 RNND_ERR_NOMEM, "out of memory")
+#define BAD(c, key, ...) \
+    rnnd_model_fail((c)->err, (c)->errlen, (c)->label, (key), RNND_ERR_FORMAT, __VA_ARGS__)
+#define NOMEM(c) \
+    rnnd_model_fail((c)->err, (c)->errlen, (c)->label, "memory", RNND_ERR_NOMEM, "out of memory")
 
 static const char *const entry_keys[] = {"dtype", "shape", "data_offsets"};
 /* safetensors' names, indexed by enum rnnd_weights */
 static const char *const dtype_names[] = {"F32", "BF16", "F16"};
 static const char *const half_names[] = {"float32", "bfloat16", "float16"};
 
-static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data_len,
-                       tentry *t)
+static int check_entry(lctx *c, const char *name, json_t *v, uint64_t data_len, tentry *t)
 {
     t->name = name;
     if (!json_is_object(v))
         return BAD(c, name, "tensor entry is not an object");
     const char *k;
     json_t *x;
-    json_object_foreach((json_t *)v, k, x) {
+    json_object_foreach(v, k, x) {
         if (strcmp(k, "dtype") && strcmp(k, "shape") && strcmp(k, "data_offsets"))
             return BAD(c, name, "unknown field \"%.40s\" in the tensor entry", k);
     }
@@ -129,8 +128,8 @@ static int check_entry(lctx *c, const char *name, const json_t *v, uint64_t data
     t->begin = (uint64_t)b;
     t->end = (uint64_t)e;
     if (t->end < t->begin)
-        return BAD(c, name, "data_offsets end %llu < begin %llu",
-                   (unsigned long long)t->end, (unsigned long long)t->begin);
+        return BAD(c, name, "data_offsets end %llu < begin %llu", (unsigned long long)t->end,
+                   (unsigned long long)t->begin);
     if (t->end > data_len)
         return BAD(c, name, "data_offsets end %llu is past the end of the data (%llu bytes)",
                    (unsigned long long)t->end, (unsigned long long)data_len);
@@ -179,7 +178,7 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
     size_t total = 0;
     for (size_t r = 0; r < nneed; r++)
         if (need[r].matrix)
-            total += (size_t)bound[r]->count;  /* each fits the file: no overflow */
+            total += (size_t)bound[r]->count; /* each fits the file: no overflow */
     void *mem = NULL;
     if (total > SIZE_MAX / sizeof(float) - 64 ||
         posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
@@ -198,8 +197,10 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
                 float h = wt == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(rnnd_f32_to_bf16(v))
                                                   : rnnd_f16_to_f32(rnnd_f32_to_f16(v));
                 if (isinf(h) && !isinf(v))
-                    return BAD(c, e->name, "element %zu: value %.9g out of %s range (largest "
-                               "finite %.9g)", i, (double)v, half_names[wt],
+                    return BAD(c, e->name,
+                               "element %zu: value %.9g out of %s range (largest "
+                               "finite %.9g)",
+                               i, (double)v, half_names[wt],
                                wt == RNND_WEIGHTS_BF16 ? 3.38953139e38 : 65504.0);
                 dst[i] = h;
             } else {
@@ -221,8 +222,7 @@ static int is_depth_gate_tensor(const char *name)
     char what[4];
     if (sscanf(name, "layers.%d.%d.%3[DclbD]%n", &l, &d, what, &end) != 3 || name[end])
         return 0;
-    return !strcmp(what, "D") || !strcmp(what, "Dc") || !strcmp(what, "Dl") ||
-           !strcmp(what, "Db");
+    return !strcmp(what, "D") || !strcmp(what, "Dc") || !strcmp(what, "Dl") || !strcmp(what, "Db");
 }
 
 /* Match the tensor table T (N entries, all individually valid) against what the spec
@@ -246,10 +246,11 @@ static int check_clock_blocks(lctx *c, const rnnd_model_spec *s)
                         continue;
                     char name[48];
                     snprintf(name, sizeof name, "layers.%d.%d.R", l, d);
-                    return BAD(c, name, "element [%zu, %zu] is %.9g, but a clockwork module "
+                    return BAD(c, name,
+                               "element [%zu, %zu] is %.9g, but a clockwork module "
                                "reads only itself and the modules after it: R[i, j] must be 0 "
-                               "when j's module (j / %zu) is below i's (i / %zu)", i, j,
-                               (double)v, hm, hm);
+                               "when j's module (j / %zu) is below i's (i / %zu)",
+                               i, j, (double)v, hm, hm);
                 }
             }
         }
@@ -279,9 +280,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             continue;
         if (far && idx[i]->begin < far->end) {
             rc = BAD(c, idx[i]->name, "data [%llu, %llu) overlaps %s [%llu, %llu)",
-                     (unsigned long long)idx[i]->begin, (unsigned long long)idx[i]->end,
-                     far->name, (unsigned long long)far->begin,
-                     (unsigned long long)far->end);
+                     (unsigned long long)idx[i]->begin, (unsigned long long)idx[i]->end, far->name,
+                     (unsigned long long)far->begin, (unsigned long long)far->end);
             goto out;
         }
         if (!far || idx[i]->end > far->end)
@@ -309,7 +309,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             goto out;
         }
         if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
-            rc = BAD(c, e->name, "dtype %s: only the weight matrices (W, R, proj, V, D, "
+            rc = BAD(c, e->name,
+                     "dtype %s: only the weight matrices (W, R, proj, V, D, "
                      "a head linear's weight) may be half-size; this tensor must be F32",
                      dtype_names[e->dtype]);
             goto out;
@@ -324,18 +325,20 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
         *need[r].dst = (const float *)(const void *)(data + e->begin);
         m->param_count += (size_t)e->count;
     }
-    for (size_t i = 0; i < n; i++) {    /* header order, so the report is predictable */
+    for (size_t i = 0; i < n; i++) { /* header order, so the report is predictable */
         if (!t[i].used) {
             int l, d, end = 0;
             char what[4];
             if (sscanf(t[i].name, "layers.%d.%d.%3[Rb]%n", &l, &d, what, &end) == 3 &&
-                t[i].name[end] == '\0' && (!strcmp(what, "R") || !strcmp(what, "Rb")) &&
-                l >= 0 && l < m->spec.n_layers && rnnd_cell_is_min(m->spec.layers[l].cell))
-                rc = BAD(c, t[i].name, "unknown tensor: a %s layer has no recurrent weights "
+                t[i].name[end] == '\0' && (!strcmp(what, "R") || !strcmp(what, "Rb")) && l >= 0 &&
+                l < m->spec.n_layers && rnnd_cell_is_min(m->spec.layers[l].cell))
+                rc = BAD(c, t[i].name,
+                         "unknown tensor: a %s layer has no recurrent weights "
                          "(its gates read only the input: W and Wb)",
                          rnnd_cell_name(m->spec.layers[l].cell));
             else if (is_depth_gate_tensor(t[i].name))
-                rc = BAD(c, t[i].name, "unknown tensor: D, Dc, Dl and Db belong to an lstm "
+                rc = BAD(c, t[i].name,
+                         "unknown tensor: D, Dc, Dl and Db belong to an lstm "
                          "layer with \"depth_gate\": true, which this layer is not");
             else
                 rc = BAD(c, t[i].name, "unknown tensor: the architecture does not use it");
@@ -356,14 +359,14 @@ out:
 static int check_metadata(lctx *c, rnnd_model *m, const json_t *hdr, const char **arch,
                           size_t *arch_len)
 {
-    const json_t *meta = json_object_get(hdr, "__metadata__");
+    json_t *meta = json_object_get(hdr, "__metadata__");
     if (!meta)
         return BAD(c, "__metadata__", "missing");
     if (!json_is_object(meta))
         return BAD(c, "__metadata__", "not an object");
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)meta, k, v) {
+    json_object_foreach(meta, k, v) {
         if (!json_is_string(v)) {
             char key[96];
             snprintf(key, sizeof key, "__metadata__.%s", k);
@@ -374,15 +377,13 @@ static int check_metadata(lctx *c, rnnd_model *m, const json_t *hdr, const char 
     if (!fmt)
         return BAD(c, "__metadata__.format", "missing");
     if (strcmp(json_string_value(fmt), "rnnd") != 0)
-        return BAD(c, "__metadata__.format", "\"%.40s\" is not \"rnnd\"",
-                   json_string_value(fmt));
+        return BAD(c, "__metadata__.format", "\"%.40s\" is not \"rnnd\"", json_string_value(fmt));
     const json_t *ver = json_object_get(meta, "format_version");
     if (!ver)
         return BAD(c, "__metadata__.format_version", "missing");
     if (strcmp(json_string_value(ver), "1") != 0)
         return BAD(c, "__metadata__.format_version",
-                   "unsupported version \"%.20s\" (this rnnd reads \"1\")",
-                   json_string_value(ver));
+                   "unsupported version \"%.20s\" (this rnnd reads \"1\")", json_string_value(ver));
     const json_t *a = json_object_get(meta, "architecture");
     if (!a)
         return BAD(c, "__metadata__.architecture", "missing");
@@ -404,8 +405,10 @@ static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
 {
     lctx c = {label, err, errlen};
     if (m->len < 8)
-        return BAD(&c, "header_length", "file is %zu bytes, too short for the 8-byte header "
-                   "length", m->len);
+        return BAD(&c, "header_length",
+                   "file is %zu bytes, too short for the 8-byte header "
+                   "length",
+                   m->len);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | m->base[i];
@@ -413,11 +416,15 @@ static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
         return BAD(&c, "header_length", "%llu bytes is over the %llu-byte limit",
                    (unsigned long long)hlen, (unsigned long long)RNND_MAX_HEADER_BYTES);
     if (hlen > m->len - 8)
-        return BAD(&c, "header_length", "%llu bytes runs past the end of the file "
-                   "(%zu bytes)", (unsigned long long)hlen, m->len);
+        return BAD(&c, "header_length",
+                   "%llu bytes runs past the end of the file "
+                   "(%zu bytes)",
+                   (unsigned long long)hlen, m->len);
     if ((8 + hlen) % 4)
-        return BAD(&c, "header_length", "data buffer starts at byte %llu, not a multiple "
-                   "of 4", (unsigned long long)(8 + hlen));
+        return BAD(&c, "header_length",
+                   "data buffer starts at byte %llu, not a multiple "
+                   "of 4",
+                   (unsigned long long)(8 + hlen));
     const char *text = (const char *)m->base + 8;
     if (rnnd_json_depth_ok(text, hlen, RNND_MAX_JSON_DEPTH) != 0)
         return BAD(&c, "header", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
@@ -509,8 +516,9 @@ int rnnd_model_open(const char *path, rnnd_model **out, char *err, size_t errlen
      * on the regular file read_fd insists on */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return rnnd_model_fail(err, errlen, path, "file", errno == ENOMEM ? RNND_ERR_NOMEM :
-                               RNND_ERR_IO, "cannot open: %s", strerror(errno));
+        return rnnd_model_fail(err, errlen, path, "file",
+                               errno == ENOMEM ? RNND_ERR_NOMEM : RNND_ERR_IO, "cannot open: %s",
+                               strerror(errno));
     int rc = rnnd_model_read_fd(fd, path, out, err, errlen);
     close(fd);
     return rc;
@@ -552,7 +560,7 @@ int rnnd_model_read_fd(int fd, const char *label, rnnd_model **out, char *err, s
                                    strerror(e));
         }
         if (n == 0)
-            break;      /* shrunk meanwhile: load() judges what is there */
+            break; /* shrunk meanwhile: load() judges what is there */
         got += (size_t)n;
     }
     m->len = got;
@@ -565,8 +573,8 @@ int rnnd_model_read_fd(int fd, const char *label, rnnd_model **out, char *err, s
     return 0;
 }
 
-int rnnd_model_from_buffer(const void *data, size_t len, const char *label,
-                           rnnd_model **out, char *err, size_t errlen)
+int rnnd_model_from_buffer(const void *data, size_t len, const char *label, rnnd_model **out,
+                           char *err, size_t errlen)
 {
     *out = NULL;
     if (!label)
@@ -605,35 +613,20 @@ void rnnd_model_unref(rnnd_model *m)
         model_destroy(m);
 }
 
-const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m)
-{
-    return &m->spec;
-}
+const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m) { return &m->spec; }
 
-const char *rnnd_model_digest(const rnnd_model *m)
-{
-    return m->digest;
-}
+const char *rnnd_model_digest(const rnnd_model *m) { return m->digest; }
 
 const rnnd_verification *rnnd_model_verification(const rnnd_model *m)
 {
     return m->verified ? &m->verification : NULL;
 }
 
-const char *rnnd_model_file_digest(const rnnd_model *m)
-{
-    return m->file_digest;
-}
+const char *rnnd_model_file_digest(const rnnd_model *m) { return m->file_digest; }
 
-const char *rnnd_model_architecture_json(const rnnd_model *m)
-{
-    return m->arch_json;
-}
+const char *rnnd_model_architecture_json(const rnnd_model *m) { return m->arch_json; }
 
-size_t rnnd_model_param_count(const rnnd_model *m)
-{
-    return m->param_count;
-}
+size_t rnnd_model_param_count(const rnnd_model *m) { return m->param_count; }
 
 int rnnd_model_output_dim(const rnnd_model *m)
 {

@@ -17,26 +17,23 @@ typedef struct actx {
     size_t errlen;
 } actx;
 
-#define BAD(c, key, ...) rnnd_model_fail((c)->err, (c)->errlen, (c)->label, (key), \
-                                         RNND_ERR_FORMAT, __VA_ARGS__)
+#define BAD(c, key, ...) \
+    rnnd_model_fail((c)->err, (c)->errlen, (c)->label, (key), RNND_ERR_FORMAT, __VA_ARGS__)
 
 static const char *const act_names[RNND_ACT_COUNT] = {
-    "Sigmoid", "Tanh", "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu",
-    "ScaledTanh", "Affine", "Elu", "Softsign", "Softplus",
+    "Sigmoid",    "Tanh",   "Relu", "HardSigmoid", "LeakyRelu", "ThresholdedRelu",
+    "ScaledTanh", "Affine", "Elu",  "Softsign",    "Softplus",
 };
 
 /* ONNX defaults for alpha and beta (0 where the function has no such parameter). */
 static const float act_defaults[RNND_ACT_COUNT][2] = {
-    [RNND_ACT_HARDSIGMOID] = {0.2f, 0.5f},
-    [RNND_ACT_LEAKYRELU] = {0.01f, 0.0f},
-    [RNND_ACT_THRESHOLDEDRELU] = {1.0f, 0.0f},
-    [RNND_ACT_SCALEDTANH] = {1.0f, 1.0f},
-    [RNND_ACT_AFFINE] = {1.0f, 0.0f},
-    [RNND_ACT_ELU] = {1.0f, 0.0f},
+    [RNND_ACT_HARDSIGMOID] = {0.2f, 0.5f},     [RNND_ACT_LEAKYRELU] = {0.01f, 0.0f},
+    [RNND_ACT_THRESHOLDEDRELU] = {1.0f, 0.0f}, [RNND_ACT_SCALEDTANH] = {1.0f, 1.0f},
+    [RNND_ACT_AFFINE] = {1.0f, 0.0f},          [RNND_ACT_ELU] = {1.0f, 0.0f},
 };
 
-static const char *const cell_names[] = {"rnn", "lstm", "gru", "jordan", "mingru", "minlstm",
-                                         "slstm", "clockwork"};
+static const char *const cell_names[] = {"rnn",    "lstm",    "gru",   "jordan",
+                                         "mingru", "minlstm", "slstm", "clockwork"};
 _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
@@ -54,15 +51,13 @@ const char *rnnd_cell_name(int cell)
     return cell >= 0 && cell < RNND_CELL_COUNT ? cell_names[cell] : "unknown";
 }
 
-int rnnd_cell_is_min(int cell)
-{
-    return cell == RNND_CELL_MINGRU || cell == RNND_CELL_MINLSTM;
-}
+int rnnd_cell_is_min(int cell) { return cell == RNND_CELL_MINGRU || cell == RNND_CELL_MINLSTM; }
 
 size_t rnnd_layer_cell_floats(const rnnd_layer_spec *L)
 {
     return L->cell == RNND_CELL_LSTM ? (size_t)L->hidden
-         : L->cell == RNND_CELL_SLSTM ? 3 * (size_t)L->hidden : 0;
+        : L->cell == RNND_CELL_SLSTM ? 3 * (size_t)L->hidden
+                                     : 0;
 }
 
 size_t rnnd_layer_extra_state(const rnnd_layer_spec *L)
@@ -73,7 +68,7 @@ size_t rnnd_layer_extra_state(const rnnd_layer_spec *L)
 /* Two floats rather than one: a float holds whole numbers exactly only up to 2^24, and a
  * session can step past that; each half stays below 2^24, so the state stays finite floats
  * that snapshots and exports copy bit for bit. */
-#define CLOCK_HALF 16777216.0f  /* 2^24 */
+#define CLOCK_HALF 16777216.0f /* 2^24 */
 
 uint64_t rnnd_clock_get(const float *st)
 {
@@ -123,12 +118,11 @@ static const char *type_name(const json_t *v)
 }
 
 /* Refuse any key of OBJ not in ALLOWED (NULL-terminated); a typo must not pass silently. */
-static int check_keys(actx *c, const json_t *obj, const char *path,
-                      const char *const *allowed)
+static int check_keys(actx *c, json_t *obj, const char *path, const char *const *allowed)
 {
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v) {
+    json_object_foreach(obj, k, v) {
         int ok = 0;
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(k, *a) == 0;
@@ -142,8 +136,8 @@ static int check_keys(actx *c, const json_t *obj, const char *path,
 }
 
 /* An integer in [LO, HI]. Absent or null gives DFLT, unless DFLT < LO: then it is required. */
-static int get_int(actx *c, const json_t *obj, const char *path, const char *name,
-                   long long lo, long long hi, long long dflt, int *out)
+static int get_int(actx *c, const json_t *obj, const char *path, const char *name, long long lo,
+                   long long hi, long long dflt, int *out)
 {
     char key[160];
     snprintf(key, sizeof key, "%s.%s", path, name);
@@ -218,7 +212,7 @@ static int get_float(actx *c, const json_t *v, const char *key, float *out)
 
 static const char *const act_keys[] = {"op", "alpha", "beta", NULL};
 
-static int parse_act(actx *c, const json_t *v, const char *path, rnnd_activation *a)
+static int parse_act(actx *c, json_t *v, const char *path, rnnd_activation *a)
 {
     if (!json_is_object(v))
         return BAD(c, path, "expected an object {\"op\": NAME}, got %s", type_name(v));
@@ -254,9 +248,7 @@ static void default_acts(rnnd_layer_spec *L)
     for (int d = 0; d < 2; d++) {
         switch (L->cell) {
         case RNND_CELL_RNN:
-        case RNND_CELL_CLOCKWORK:
-            L->act[d][0] = tnh;
-            break;
+        case RNND_CELL_CLOCKWORK: L->act[d][0] = tnh; break;
         case RNND_CELL_LSTM:
             L->act[d][0] = sig;
             L->act[d][1] = tnh;
@@ -279,16 +271,15 @@ static void default_acts(rnnd_layer_spec *L)
     }
 }
 
-static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spec *L)
+static int parse_acts(actx *c, json_t *v, const char *path, rnnd_layer_spec *L)
 {
     if (!v || json_is_null(v))
-        return 0;   /* defaults already in place */
+        return 0; /* defaults already in place */
     if (!json_is_array(v))
         return BAD(c, path, "expected an array of %d list(s), got %s", L->num_directions,
                    type_name(v));
     if ((int)json_array_size(v) != L->num_directions)
-        return BAD(c, path, "%zu lists for %d direction(s)", json_array_size(v),
-                   L->num_directions);
+        return BAD(c, path, "%zu lists for %d direction(s)", json_array_size(v), L->num_directions);
     for (int d = 0; d < L->num_directions; d++) {
         const json_t *list = json_array_get(v, (size_t)d);
         char key[160];
@@ -310,9 +301,10 @@ static int parse_acts(actx *c, const json_t *v, const char *path, rnnd_layer_spe
 }
 
 static const char *const layer_keys[] = {
-    "type", "hidden_size", "direction", "activations", "clip", "input_forget", "peepholes",
-    "forget_gate", "proj_size", "linear_before_reset", "output_size", "heads", "forget",
-    "periods", "depth_gate", NULL,
+    "type",         "hidden_size", "direction",   "activations", "clip",
+    "input_forget", "peepholes",   "forget_gate", "proj_size",   "linear_before_reset",
+    "output_size",  "heads",       "forget",      "periods",     "depth_gate",
+    NULL,
 };
 
 /* A key the layer's type does not use: absent, null, or its default value. */
@@ -341,7 +333,8 @@ static int parse_periods(actx *c, const json_t *layer, const char *path, rnnd_la
         return 0;
     }
     if (!v || json_is_null(v))
-        return BAD(c, key, "missing (a clockwork layer needs a list of strictly increasing "
+        return BAD(c, key,
+                   "missing (a clockwork layer needs a list of strictly increasing "
                    "positive integers, one period per module)");
     if (!json_is_array(v))
         return BAD(c, key, "expected a list of integers, got %s", type_name(v));
@@ -359,8 +352,10 @@ static int parse_periods(actx *c, const json_t *layer, const char *path, rnnd_la
         if (p < 1 || p > INT32_MAX)
             return BAD(c, ek, "%lld is out of range 1 to %ld", (long long)p, (long)INT32_MAX);
         if (k > 0 && p <= L->periods[k - 1])
-            return BAD(c, ek, "%lld is not above the period before it (%d): the periods must "
-                       "be strictly increasing", (long long)p, L->periods[k - 1]);
+            return BAD(c, ek,
+                       "%lld is not above the period before it (%d): the periods must "
+                       "be strictly increasing",
+                       (long long)p, L->periods[k - 1]);
         L->periods[k] = (int)p;
     }
     L->n_periods = (int)m;
@@ -382,7 +377,8 @@ static int parse_slstm(actx *c, const json_t *v, const char *path, rnnd_layer_sp
     snprintf(key, sizeof key, "%s.forget", path);
     const json_t *f = json_object_get(v, "forget");
     if (!f || json_is_null(f))
-        return BAD(c, key, "missing (\"exp\" or \"sigmoid\": how the forget gate's "
+        return BAD(c, key,
+                   "missing (\"exp\" or \"sigmoid\": how the forget gate's "
                    "pre-activation becomes log f)");
     if ((rc = get_enum(c, v, path, "forget", forget_names, 2, -1, &L->exp_forget)))
         return json_is_string(f)
@@ -391,13 +387,15 @@ static int parse_slstm(actx *c, const json_t *v, const char *path, rnnd_layer_sp
             : rc;
     if (L->hidden % L->heads != 0) {
         snprintf(key, sizeof key, "%s.heads", path);
-        return BAD(c, key, "%d does not divide hidden_size %d (each head holds hidden_size / "
-                   "heads units)", L->heads, L->hidden);
+        return BAD(c, key,
+                   "%d does not divide hidden_size %d (each head holds hidden_size / "
+                   "heads units)",
+                   L->heads, L->hidden);
     }
     return 0;
 }
 
-static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_spec *L)
+static int parse_layer(actx *c, json_t *v, int l, int in_dim, rnnd_layer_spec *L)
 {
     char path[64];
     snprintf(path, sizeof path, "architecture.layers[%d]", l);
@@ -445,10 +443,11 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     }
 
     int lstm = L->cell == RNND_CELL_LSTM;
-    if (!lstm && ((rc = unused_key(c, v, path, "input_forget", !L->input_forget)) ||
-                  (rc = unused_key(c, v, path, "peepholes", !L->peepholes)) ||
-                  (rc = unused_key(c, v, path, "proj_size", L->proj_size == 0)) ||
-                  (rc = unused_key(c, v, path, "depth_gate", !L->depth_gate))))
+    if (!lstm &&
+        ((rc = unused_key(c, v, path, "input_forget", !L->input_forget)) ||
+         (rc = unused_key(c, v, path, "peepholes", !L->peepholes)) ||
+         (rc = unused_key(c, v, path, "proj_size", L->proj_size == 0)) ||
+         (rc = unused_key(c, v, path, "depth_gate", !L->depth_gate))))
         return rc;
     if (L->cell != RNND_CELL_GRU &&
         (rc = unused_key(c, v, path, "linear_before_reset", L->linear_before_reset == 0)))
@@ -461,7 +460,8 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     /* the min cells' equations have no clip (their pre-activations are x's alone); nor have
      * the sLSTM's and the clockwork RNN's */
     if ((rnnd_cell_is_min(L->cell) || L->cell == RNND_CELL_SLSTM ||
-         L->cell == RNND_CELL_CLOCKWORK) && L->has_clip) {
+         L->cell == RNND_CELL_CLOCKWORK) &&
+        L->has_clip) {
         char key[96];
         snprintf(key, sizeof key, "%s.clip", path);
         return BAD(c, key, "not used by a %s layer: leave it out", cell_names[L->cell]);
@@ -478,7 +478,7 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     }
 
     if (!lstm)
-        L->forget_gate = 1;     /* "false" reads as neutral too; the field is lstm's */
+        L->forget_gate = 1; /* "false" reads as neutral too; the field is lstm's */
     L->num_directions = L->direction == RNND_DIR_BIDIRECTIONAL ? 2 : 1;
     L->in_dim = in_dim;
     switch (L->cell) {
@@ -502,22 +502,22 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
         L->n_act = 2;
         L->out_dim = L->output_size;
         break;
-    case RNND_CELL_MINGRU:      /* rows z, h */
+    case RNND_CELL_MINGRU: /* rows z, h */
         L->gates = 2;
         L->n_act = 2;
         L->out_dim = L->hidden;
         break;
-    case RNND_CELL_MINLSTM:     /* rows f, i, h */
+    case RNND_CELL_MINLSTM: /* rows f, i, h */
         L->gates = 3;
         L->n_act = 2;
         L->out_dim = L->hidden;
         break;
-    case RNND_CELL_CLOCKWORK:   /* rows of the modules in order */
+    case RNND_CELL_CLOCKWORK: /* rows of the modules in order */
         L->gates = 1;
         L->n_act = 1;
         L->out_dim = L->hidden;
         break;
-    case RNND_CELL_SLSTM:       /* rows i, f, z, o; exp, tanh and sigmoid are fixed */
+    case RNND_CELL_SLSTM: /* rows i, f, z, o; exp, tanh and sigmoid are fixed */
         L->gates = 4;
         L->n_act = 0;
         L->out_dim = L->hidden;
@@ -529,7 +529,8 @@ static int parse_layer(actx *c, const json_t *v, int l, int in_dim, rnnd_layer_s
     if (L->cell == RNND_CELL_SLSTM) {
         const json_t *a = json_object_get(v, "activations");
         if (a && !json_is_null(a))
-            return BAD(c, key, "not used by a slstm layer (its exp, tanh and sigmoid are part "
+            return BAD(c, key,
+                       "not used by a slstm layer (its exp, tanh and sigmoid are part "
                        "of the cell): leave it out");
         return 0;
     }
@@ -552,8 +553,7 @@ static int check_depth_gate(actx *c, const rnnd_model_spec *s, int l)
         return BAD(c, key, "a depth-gated layer runs forward only (direction is \"%s\")",
                    dir_names[L->direction]);
     if (L->proj_size > 0)
-        return BAD(c, key, "a depth-gated layer has no projection (proj_size is %d)",
-                   L->proj_size);
+        return BAD(c, key, "a depth-gated layer has no projection (proj_size is %d)", L->proj_size);
     if (B->cell != RNND_CELL_LSTM)
         return BAD(c, key, "layers[%d] is %s: the layer below must be an lstm", l - 1,
                    cell_names[B->cell]);
@@ -561,8 +561,10 @@ static int check_depth_gate(actx *c, const rnnd_model_spec *s, int l)
         return BAD(c, key, "layers[%d] runs %s: the layer below must run forward", l - 1,
                    dir_names[B->direction]);
     if (B->proj_size > 0)
-        return BAD(c, key, "layers[%d] has proj_size %d: the layer below must have no "
-                   "projection", l - 1, B->proj_size);
+        return BAD(c, key,
+                   "layers[%d] has proj_size %d: the layer below must have no "
+                   "projection",
+                   l - 1, B->proj_size);
     if (B->hidden != L->hidden)
         return BAD(c, key, "layers[%d] has hidden_size %d, this layer %d: they must be equal",
                    l - 1, B->hidden, L->hidden);
@@ -572,7 +574,7 @@ static int check_depth_gate(actx *c, const rnnd_model_spec *s, int l)
 static const char *const tokens_keys[] = {"kind", "vocab_size", "embedding_dim", NULL};
 static const char *const vectors_keys[] = {"kind", "dim", NULL};
 
-static int parse_input(actx *c, const json_t *v, rnnd_model_spec *s)
+static int parse_input(actx *c, json_t *v, rnnd_model_spec *s)
 {
     const char *path = "architecture.input";
     static const char *const kinds[] = {"tokens", "vectors"};
@@ -616,7 +618,7 @@ const char *rnnd_head_op_name(int op)
 }
 
 /* One entry of head.layers reading WIDTH floats; sets its out_dim. */
-static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_head_layer *h)
+static int parse_head_layer(actx *c, json_t *v, int k, int width, rnnd_head_layer *h)
 {
     char path[64], key[96];
     snprintf(path, sizeof path, "architecture.head.layers[%d]", k);
@@ -626,8 +628,10 @@ static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_hea
     int rc;
     snprintf(key, sizeof key, "%s.op", path);
     if (op && json_is_string(op) && !head_op_known(json_string_value(op)))
-        return BAD(c, key, "unknown op \"%.40s\" (expected linear, relu, tanh, sigmoid, gelu, "
-                   "gelu_tanh or layernorm)", json_string_value(op));
+        return BAD(c, key,
+                   "unknown op \"%.40s\" (expected linear, relu, tanh, sigmoid, gelu, "
+                   "gelu_tanh or layernorm)",
+                   json_string_value(op));
     if ((rc = get_enum(c, v, path, "op", head_op_names, RNND_HEAD_OP_COUNT, -1, &h->op)))
         return rc;
     h->in_dim = h->out_dim = width;
@@ -648,7 +652,7 @@ static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_hea
     if ((rc = check_keys(c, v, path, head_ln_keys)) ||
         (rc = get_bool(c, v, path, "affine", 1, &h->affine)))
         return rc;
-    h->eps = 1e-5f;     /* PyTorch's default */
+    h->eps = 1e-5f; /* PyTorch's default */
     const json_t *eps = json_object_get(v, "eps");
     if (eps && !json_is_null(eps)) {
         snprintf(key, sizeof key, "%s.eps", path);
@@ -660,7 +664,7 @@ static int parse_head_layer(actx *c, const json_t *v, int k, int width, rnnd_hea
     return 0;
 }
 
-static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s)
+static int parse_head(actx *c, json_t *v, int last_out, rnnd_model_spec *s)
 {
     const char *path = "architecture.head";
     if (!v || json_is_null(v))
@@ -677,15 +681,17 @@ static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s
     if (rc)
         return rc;
     if (s->head_in != last_out)
-        return BAD(c, "architecture.head.in_dim", "%d, but the last layer outputs %d",
-                   s->head_in, last_out);
+        return BAD(c, "architecture.head.in_dim", "%d, but the last layer outputs %d", s->head_in,
+                   last_out);
     const json_t *layers = json_object_get(v, "layers");
     if (!layers || json_is_null(layers)) {
         /* the short form: one linear, tensors head.weight and head.bias */
         s->head_short = 1;
         s->head_n = 1;
         s->head_layers[0] = (rnnd_head_layer){
-            .op = RNND_HEAD_LINEAR, .in_dim = s->head_in, .out_dim = s->head_out,
+            .op = RNND_HEAD_LINEAR,
+            .in_dim = s->head_in,
+            .out_dim = s->head_out,
         };
         s->has_head = 1;
         return 0;
@@ -705,8 +711,8 @@ static int parse_head(actx *c, const json_t *v, int last_out, rnnd_model_spec *s
         width = h->out_dim;
     }
     if (width != s->head_out)
-        return BAD(c, "architecture.head.out_dim", "%d, but the head's layers give %d",
-                   s->head_out, width);
+        return BAD(c, "architecture.head.out_dim", "%d, but the head's layers give %d", s->head_out,
+                   width);
     s->head_n = (int)n;
     s->has_head = 1;
     return 0;
@@ -739,8 +745,7 @@ static int parse_vocab(actx *c, const json_t *v, rnnd_model_spec *s)
     }
     char **vocab = malloc(bytes);
     if (!vocab)
-        return rnnd_model_fail(c->err, c->errlen, c->label, path, RNND_ERR_NOMEM,
-                               "out of memory");
+        return rnnd_model_fail(c->err, c->errlen, c->label, path, RNND_ERR_NOMEM, "out of memory");
     char *p = (char *)(vocab + n);
     for (size_t i = 0; i < n; i++) {
         const json_t *t = json_array_get(v, i);
@@ -755,11 +760,11 @@ static int parse_vocab(actx *c, const json_t *v, rnnd_model_spec *s)
 }
 
 static const char *const top_keys[] = {
-    "format_version", "name", "input", "layers", "pool", "head", "vocab", "tokenizer", "weights",
-    NULL,
+    "format_version", "name",  "input",     "layers",  "pool",
+    "head",           "vocab", "tokenizer", "weights", NULL,
 };
 
-static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
+static int parse_top(actx *c, json_t *a, rnnd_model_spec *s)
 {
     const char *path = "architecture";
     if (!json_is_object(a))
@@ -792,8 +797,10 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
             if (strcmp(json_string_value(wt), weights_names[i]) == 0)
                 s->weights = i;
         if (s->weights < 0)
-            return BAD(c, "architecture.weights", "unknown value \"%.40s\" (expected f32, bf16 "
-                       "or f16)", json_string_value(wt));
+            return BAD(c, "architecture.weights",
+                       "unknown value \"%.40s\" (expected f32, bf16 "
+                       "or f16)",
+                       json_string_value(wt));
     }
 
     if ((rc = parse_input(c, json_object_get(a, "input"), s)))
@@ -806,8 +813,7 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
         return BAD(c, "architecture.layers", "expected an array, got %s", type_name(layers));
     size_t nl = json_array_size(layers);
     if (nl < 1 || nl > RNND_MAX_LAYERS)
-        return BAD(c, "architecture.layers", "%zu layers, must be 1 to %d", nl,
-                   RNND_MAX_LAYERS);
+        return BAD(c, "architecture.layers", "%zu layers, must be 1 to %d", nl, RNND_MAX_LAYERS);
     s->n_layers = (int)nl;
     int in = s->input_dim;
     for (int l = 0; l < s->n_layers; l++) {
@@ -829,8 +835,10 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
             if (strcmp(json_string_value(pool), pool_names[i]) == 0)
                 s->pool = i;
         if (s->pool < 0)
-            return BAD(c, "architecture.pool", "unknown value \"%.40s\" (expected none, last, "
-                       "final_state, mean or max)", json_string_value(pool));
+            return BAD(c, "architecture.pool",
+                       "unknown value \"%.40s\" (expected none, last, "
+                       "final_state, mean or max)",
+                       json_string_value(pool));
     }
     /* every pool keeps the width of a step's output, so the head reads the same in_dim */
     if ((rc = parse_head(c, json_object_get(a, "head"), in, s)))
@@ -848,8 +856,10 @@ static int parse_top(actx *c, const json_t *a, rnnd_model_spec *s)
             return BAD(c, "architecture.tokenizer", "\"char\" needs a vocab");
         /* byte ids are the byte values: every one must be a valid id */
         if (t == 1 && s->vocab_size < 256)
-            return BAD(c, "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256"
-                       " (input.vocab_size is %d)", s->vocab_size);
+            return BAD(c, "architecture.tokenizer",
+                       "tokenizer byte needs vocab_size >= 256"
+                       " (input.vocab_size is %d)",
+                       s->vocab_size);
         snprintf(s->tokenizer, sizeof s->tokenizer, "%s", toks[t]);
     }
     return parse_vocab(c, json_object_get(a, "vocab"), s);
@@ -860,8 +870,7 @@ int rnnd_arch_parse(const char *text, size_t len, rnnd_model_spec *spec, const c
 {
     actx c = {label, err, errlen};
     if (rnnd_json_depth_ok(text, len, RNND_MAX_JSON_DEPTH) != 0)
-        return BAD(&c, "architecture", "JSON nested deeper than %d levels",
-                   RNND_MAX_JSON_DEPTH);
+        return BAD(&c, "architecture", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
     json_error_t jerr;
     json_t *a = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!a)
@@ -885,7 +894,7 @@ static void req(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, int 
                 const float **dst)
 {
     snprintf(t->name, sizeof t->name, "%s", name);
-    t->matrix = 0;      /* matrices: set by mat() */
+    t->matrix = 0; /* matrices: set by mat() */
     t->ndim = ndim;
     t->shape[0] = a;
     t->shape[1] = b;

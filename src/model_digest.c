@@ -11,18 +11,14 @@
 #include "sha256.h"
 
 /* Bumped with any change to the record below (and docs/state.md with it). */
-static const char record_magic[12] = {'r', 'n', 'n', 'd', '-', 's', 't', 'a', 't', 'e', '-',
-                                      '1'};
+static const char record_magic[12] = {'r', 'n', 'n', 'd', '-', 's', 't', 'a', 't', 'e', '-', '1'};
 
 /* Which of alpha and beta each op reads (docs/model-format.md's table); the others are
  * written as 0, so a value given for a parameter the op ignores changes nothing. */
 static const unsigned char act_uses[RNND_ACT_COUNT][2] = {
-    [RNND_ACT_HARDSIGMOID] = {1, 1},
-    [RNND_ACT_LEAKYRELU] = {1, 0},
-    [RNND_ACT_THRESHOLDEDRELU] = {1, 0},
-    [RNND_ACT_SCALEDTANH] = {1, 1},
-    [RNND_ACT_AFFINE] = {1, 1},
-    [RNND_ACT_ELU] = {1, 0},
+    [RNND_ACT_HARDSIGMOID] = {1, 1},     [RNND_ACT_LEAKYRELU] = {1, 0},
+    [RNND_ACT_THRESHOLDEDRELU] = {1, 0}, [RNND_ACT_SCALEDTANH] = {1, 1},
+    [RNND_ACT_AFFINE] = {1, 1},          [RNND_ACT_ELU] = {1, 0},
 };
 
 static void put_u32(rnnd_sha256 *h, uint32_t v)
@@ -42,9 +38,9 @@ static void put_f32(rnnd_sha256 *h, float f)
 /* The record's type codes (docs/state.md), fixed whatever order the enum has: 6 is the
  * clockwork layer's. */
 static const uint32_t type_code[RNND_CELL_COUNT] = {
-    [RNND_CELL_RNN] = 0, [RNND_CELL_LSTM] = 1, [RNND_CELL_GRU] = 2, [RNND_CELL_JORDAN] = 3,
-    [RNND_CELL_MINGRU] = 4, [RNND_CELL_MINLSTM] = 5, [RNND_CELL_CLOCKWORK] = 6,
-    [RNND_CELL_SLSTM] = 7,
+    [RNND_CELL_RNN] = 0,       [RNND_CELL_LSTM] = 1,   [RNND_CELL_GRU] = 2,
+    [RNND_CELL_JORDAN] = 3,    [RNND_CELL_MINGRU] = 4, [RNND_CELL_MINLSTM] = 5,
+    [RNND_CELL_CLOCKWORK] = 6, [RNND_CELL_SLSTM] = 7,
 };
 
 static void put_layer(rnnd_sha256 *h, const rnnd_layer_spec *L)

@@ -9,22 +9,22 @@
 #include "rnnd/json_depth.h"
 #include "rnnd/model.h"
 
-#define RNND_MAX_HEADER_BYTES ((uint64_t)64 << 20)  /* the JSON header of the file */
-#define RNND_MAX_JSON_DEPTH 64                      /* header and architecture JSON */
+#define RNND_MAX_HEADER_BYTES ((uint64_t)64 << 20) /* the JSON header of the file */
+#define RNND_MAX_JSON_DEPTH 64                     /* header and architecture JSON */
 #define RNND_MAX_TENSOR_DIMS 8
 
 struct rnnd_model {
     atomic_int refs;
-    unsigned char *base;    /* the whole file image, read into memory */
+    unsigned char *base; /* the whole file image, read into memory */
     size_t len;
-    char *arch_json;        /* copy of __metadata__.architecture */
+    char *arch_json; /* copy of __metadata__.architecture */
     size_t param_count;
-    char digest[65];        /* the state digest (model_digest.c) */
-    char file_digest[65];   /* SHA-256 of the file's bytes */
-    float *halved;          /* half-size weights: the matrices as floats (spec points here) */
-    int verified;           /* the file has __metadata__.verification, parsed below */
+    char digest[65];      /* the state digest (model_digest.c) */
+    char file_digest[65]; /* SHA-256 of the file's bytes */
+    float *halved;        /* half-size weights: the matrices as floats (spec points here) */
+    int verified;         /* the file has __metadata__.verification, parsed below */
     rnnd_verification verification;
-    rnnd_model_spec spec;   /* spec.vocab is owned (one allocation) */
+    rnnd_model_spec spec; /* spec.vocab is owned (one allocation) */
 };
 
 /* Fill ERR with "LABEL: KEY: reason" (control characters replaced so it stays one line) and
@@ -34,8 +34,8 @@ int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key
 
 /* Parse and validate __metadata__.verification TEXT into OUT (model_verification.c). Errors
  * name the key, "__metadata__.verification.lengths". Allocates nothing. */
-int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out,
-                            const char *label, char *err, size_t errlen);
+int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out, const char *label,
+                            char *err, size_t errlen);
 
 /* Parse and validate the architecture JSON TEXT into SPEC (which the caller zeroed): every
  * field but the weight pointers. Errors name the key path, "architecture.layers[1].type".
@@ -49,7 +49,7 @@ typedef struct rnnd_req_tensor {
     char name[48];
     int ndim;
     int64_t shape[2];
-    int matrix;             /* read by the gemv kernels: may be stored half-size */
+    int matrix; /* read by the gemv kernels: may be stored half-size */
     const float **dst;
 } rnnd_req_tensor;
 

@@ -41,7 +41,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
         return rc;
     }
     size_t n = rnnd_arch_required(spec, req), data_len = 0;
-    size_t *offs = malloc((n ? n : 1) * sizeof *offs);      /* each tensor's first float */
+    size_t *offs = malloc((n ? n : 1) * sizeof *offs); /* each tensor's first float */
     json_t *hdr = json_object();
     json_object_set_new(hdr, "__metadata__",
                         json_pack("{s:s,s:s,s:s}", "format", "rnnd", "format_version", "1",
@@ -79,9 +79,11 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
     memcpy(img + 8, text, hlen);
     memset(img + 8 + hlen, ' ', padded - hlen);
     unsigned long long st = 0x9E3779B97F4A7C15ULL ^ seed;
-    float *w = (float *)(img + 8 + padded);
-    for (size_t i = 0; i < data_len / 4; i++)
-        w[i] = next_uniform(&st, scale);
+    unsigned char *w = img + 8 + padded; /* the tensors, little-endian float32 */
+    for (size_t i = 0; i < data_len / 4; i++) {
+        float f = next_uniform(&st, scale);
+        memcpy(w + i * sizeof f, &f, sizeof f);
+    }
     /* a clockwork R must be zero below its block diagonal (the loader refuses it otherwise) */
     for (size_t i = 0; i < n; i++) {
         for (int l = 0; l < spec->n_layers; l++) {
@@ -91,7 +93,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
                     continue;
                 size_t H = (size_t)L->hidden, hm = H / (size_t)L->n_periods;
                 for (size_t r = 0; r < H; r++)
-                    memset(w + offs[i] + r * H, 0, (r / hm) * hm * sizeof(float));
+                    memset(w + (offs[i] + r * H) * sizeof(float), 0, (r / hm) * hm * sizeof(float));
             }
         }
     }

@@ -18,15 +18,15 @@ typedef enum kind {
     K_NONE,
     K_ONNX,
     K_TORCHSCRIPT,
-    K_STATE_DICT,       /* torch.save(model.state_dict()): an OrderedDict */
-    K_MODULE,           /* torch.save(model): a pickled class instance */
-    K_CHECKPOINT,       /* torch.save of something else, or a root we could not read */
-    K_CALLS,            /* a pickle that calls something a checkpoint does not */
-    K_LEGACY,           /* torch.save before PyTorch 1.6: pickles, not a zip */
+    K_STATE_DICT, /* torch.save(model.state_dict()): an OrderedDict */
+    K_MODULE,     /* torch.save(model): a pickled class instance */
+    K_CHECKPOINT, /* torch.save of something else, or a root we could not read */
+    K_CALLS,      /* a pickle that calls something a checkpoint does not */
+    K_LEGACY,     /* torch.save before PyTorch 1.6: pickles, not a zip */
     K_PICKLE,
     K_NPZ,
     K_ZIP,
-    K_BAD_ZIP,          /* no central directory: truncated, say, by a failed download */
+    K_BAD_ZIP, /* no central directory: truncated, say, by a failed download */
     K_SAFETENSORS,
 } kind;
 
@@ -68,7 +68,7 @@ static int is_onnx(const unsigned char *p, size_t len)
             return 0;
         uint64_t field = tag >> 3;
         unsigned wire = (unsigned)(tag & 7);
-        if (field == 0 || field > 64)   /* ModelProto's fields are 1..26 */
+        if (field == 0 || field > 64) /* ModelProto's fields are 1..26 */
             return 0;
         if (first && (field != 1 || wire != 0))
             return 0;
@@ -93,8 +93,7 @@ static int is_onnx(const unsigned char *p, size_t len)
             pos += (size_t)v;
             graph |= field == 7;
             break;
-        default:
-            return 0;
+        default: return 0;
         }
     }
     return graph;
@@ -130,22 +129,35 @@ typedef struct pscan {
     const unsigned char *p;
     pval stack[PICKLE_STACK];
     int sp;
-    pval *memo;                 /* PICKLE_SCAN entries: a memo op takes at least a byte */
+    pval *memo; /* PICKLE_SCAN entries: a memo op takes at least a byte */
     uint32_t nmemo;
-    pval call;                  /* the first call of anything outside safe_calls */
+    pval call; /* the first call of anything outside safe_calls */
     int called;
 } pscan;
 
 static const char *const safe_calls[] = {
-    "collections.OrderedDict", "torch._utils._rebuild_tensor",
-    "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-    "torch._utils._rebuild_parameter_with_state", "torch._utils._rebuild_qtensor",
-    "torch._utils._rebuild_sparse_tensor", "torch._tensor._rebuild_from_type_v2",
-    "torch.nn.parameter.Parameter", "torch.Size", "torch.device",
-    "torch.serialization._get_layout", "builtins.set", "builtins.frozenset",
-    "builtins.complex", "builtins.slice", "builtins.bytearray", "__builtin__.set",
-    "__builtin__.frozenset", "__builtin__.complex", "__builtin__.slice",
-    "__builtin__.bytearray",      /* protocol 2 names builtins so */
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor",
+    "torch._utils._rebuild_tensor_v2",
+    "torch._utils._rebuild_parameter",
+    "torch._utils._rebuild_parameter_with_state",
+    "torch._utils._rebuild_qtensor",
+    "torch._utils._rebuild_sparse_tensor",
+    "torch._tensor._rebuild_from_type_v2",
+    "torch.nn.parameter.Parameter",
+    "torch.Size",
+    "torch.device",
+    "torch.serialization._get_layout",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.complex",
+    "builtins.slice",
+    "builtins.bytearray",
+    "__builtin__.set",
+    "__builtin__.frozenset",
+    "__builtin__.complex",
+    "__builtin__.slice",
+    "__builtin__.bytearray", /* protocol 2 names builtins so */
 };
 
 static int is_name(const unsigned char *s, size_t n, const char *want)
@@ -176,8 +188,8 @@ static void pval_name(const pscan *ps, const pval *v, char *out, size_t outlen)
     if (v->kind == V_UNKNOWN || !v->alen || !v->blen)
         snprintf(out, outlen, "an unknown callable");
     else
-        snprintf(out, outlen, "%.*s.%.*s", (int)v->alen, (const char *)ps->p + v->a,
-                 (int)v->blen, (const char *)ps->p + v->b);
+        snprintf(out, outlen, "%.*s.%.*s", (int)v->alen, (const char *)ps->p + v->a, (int)v->blen,
+                 (const char *)ps->p + v->b);
 }
 
 static int push(pscan *ps, pval v)
@@ -251,12 +263,13 @@ static int pickle_op(pscan *ps, size_t len, size_t *pos)
     size_t at = *pos + 1, n = 0;
     unsigned char op = p[*pos];
     pval any = {V_ANY, 0, 0, 0, 0}, v;
-    static const unsigned char fixed[][2] = {
-        {'J', 4}, {'K', 1}, {'M', 2}, {'G', 8}, {'h', 1}, {'j', 4}, {'q', 1}, {'r', 4},
-        {0x80, 1}, {0x82, 1}, {0x83, 2}, {0x84, 4}, {0x95, 8}};
-    static const unsigned char counted[][2] = {       /* length of the length */
-        {'T', 4}, {'U', 1}, {'X', 4}, {'B', 4}, {'C', 1}, {0x8a, 1}, {0x8b, 4}, {0x8c, 1},
-        {0x8d, 8}, {0x8e, 8}, {0x96, 8}};
+    static const unsigned char fixed[][2] = {{'J', 4},  {'K', 1},  {'M', 2}, {'G', 8},  {'h', 1},
+                                             {'j', 4},  {'q', 1},  {'r', 4}, {0x80, 1}, {0x82, 1},
+                                             {0x83, 2}, {0x84, 4}, {0x95, 8}};
+    static const unsigned char counted[][2] = {/* length of the length */
+                                               {'T', 4},  {'U', 1},  {'X', 4},  {'B', 4},
+                                               {'C', 1},  {0x8a, 1}, {0x8b, 4}, {0x8c, 1},
+                                               {0x8d, 8}, {0x8e, 8}, {0x96, 8}};
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         if (fixed[i][0] == op)
             n = fixed[i][1];
@@ -278,25 +291,33 @@ static int pickle_op(pscan *ps, size_t len, size_t *pos)
     *pos = at + n;
     long a, b;
     switch (op) {
-    case '.':
-        return 1;
-    case 0x80: case 0x95: case 0x94:                    /* PROTO, FRAME, MEMOIZE */
+    case '.': return 1;
+    case 0x80:
+    case 0x95:
+    case 0x94: /* PROTO, FRAME, MEMOIZE */
         if (op == 0x94)
             memo_put(ps, ps->nmemo++);
         return 0;
-    case 'q': case 'r':
-        memo_put(ps, le(p + at, (int)n));
-        return 0;
-    case 'h': case 'j':
-        return memo_get(ps, le(p + at, (int)n));
-    case 'p': case 'g': case 'F': case 'I': case 'L': case 'S': case 'V': case 'P':
+    case 'q':
+    case 'r': memo_put(ps, le(p + at, (int)n)); return 0;
+    case 'h':
+    case 'j': return memo_get(ps, le(p + at, (int)n));
+    case 'p':
+    case 'g':
+    case 'F':
+    case 'I':
+    case 'L':
+    case 'S':
+    case 'V':
+    case 'P':
         if ((a = line_len(p + at, len - at)) < 0)
             return -1;
         *pos = at + (size_t)a + 1;
         if (op == 'p')
             memo_put(ps, text_uint(p + at, a));
         return op == 'p' ? 0 : op == 'g' ? memo_get(ps, text_uint(p + at, a)) : push(ps, any);
-    case 'c': case 'i':                                 /* GLOBAL, INST */
+    case 'c':
+    case 'i': /* GLOBAL, INST */
         if ((a = line_len(p + at, len - at)) < 0 ||
             (b = line_len(p + at + a + 1, len - at - (size_t)a - 1)) < 0 || a > 255 || b > 255)
             return -1;
@@ -306,56 +327,65 @@ static int pickle_op(pscan *ps, size_t len, size_t *pos)
             return push(ps, v);
         pop_mark(ps);
         return called(ps, v, V_CALL);
-    case 0x93: {                                        /* STACK_GLOBAL */
+    case 0x93: { /* STACK_GLOBAL */
         pval name = pop(ps), mod = pop(ps);
         v = (pval){V_UNKNOWN, 0, 0, 0, 0};
         if (mod.kind == V_STR && name.kind == V_STR && mod.alen && name.alen)
             v = (pval){V_GLOBAL, mod.alen, name.alen, mod.a, name.a};
         return push(ps, v);
     }
-    case 0x82: case 0x83: case 0x84:                    /* EXT1, EXT2, EXT4 */
-        return push(ps, (pval){V_UNKNOWN, 0, 0, 0, 0});
-    case 'R': case 0x81:                                /* REDUCE, NEWOBJ */
-        pop(ps);
-        return called(ps, pop(ps), op == 'R' ? V_CALL : V_NEW);
-    case 0x92:                                          /* NEWOBJ_EX */
+    case 0x82:
+    case 0x83:
+    case 0x84: /* EXT1, EXT2, EXT4 */ return push(ps, (pval){V_UNKNOWN, 0, 0, 0, 0});
+    case 'R':
+    case 0x81: /* REDUCE, NEWOBJ */ pop(ps); return called(ps, pop(ps), op == 'R' ? V_CALL : V_NEW);
+    case 0x92: /* NEWOBJ_EX */
         pop(ps);
         pop(ps);
         return called(ps, pop(ps), V_NEW);
-    case 'o': {                                         /* OBJ: mark, class, args */
+    case 'o': { /* OBJ: mark, class, args */
         int m = pop_mark(ps);
         v = ps->stack[m + 1 < PICKLE_STACK ? m + 1 : m];
         return called(ps, v, V_CALL);
     }
-    case '(':
-        return push(ps, (pval){V_MARK, 0, 0, 0, 0});
-    case '2':
-        return push(ps, ps->sp ? ps->stack[ps->sp - 1] : any);
-    case '0': case 'a': case 'b':                       /* POP; APPEND, BUILD keep the object */
-        pop(ps);
-        return 0;
+    case '(': return push(ps, (pval){V_MARK, 0, 0, 0, 0});
+    case '2': return push(ps, ps->sp ? ps->stack[ps->sp - 1] : any);
+    case '0':
+    case 'a':
+    case 'b': /* POP; APPEND, BUILD keep the object */ pop(ps); return 0;
     case 's':
         pop(ps);
         pop(ps);
         return 0;
-    case '1': case 'e': case 'u': case 0x90:            /* to the mark; the container stays */
-        pop_mark(ps);
-        return 0;
-    case 'd': case 'l': case 't': case 0x91:
-        pop_mark(ps);
-        return push(ps, any);
-    case 'Q': case 0x85: case 0x98:
-        pop(ps);
-        return push(ps, any);
-    case 0x86: case 0x87:
+    case '1':
+    case 'e':
+    case 'u':
+    case 0x90: /* to the mark; the container stays */ pop_mark(ps); return 0;
+    case 'd':
+    case 'l':
+    case 't':
+    case 0x91: pop_mark(ps); return push(ps, any);
+    case 'Q':
+    case 0x85:
+    case 0x98: pop(ps); return push(ps, any);
+    case 0x86:
+    case 0x87:
         for (int k = op == 0x86 ? 2 : 3; k > 0; k--)
             pop(ps);
         return push(ps, any);
-    case 'J': case 'K': case 'M': case 'G': case 'N': case 0x88: case 0x89: case ']':
-    case ')': case '}': case 0x8f: case 0x97:
-        return push(ps, any);
-    default:
-        return -1;
+    case 'J':
+    case 'K':
+    case 'M':
+    case 'G':
+    case 'N':
+    case 0x88:
+    case 0x89:
+    case ']':
+    case ')':
+    case '}':
+    case 0x8f:
+    case 0x97: return push(ps, any);
+    default: return -1;
     }
 }
 
@@ -370,7 +400,8 @@ static kind pickle_scan(const unsigned char *p, size_t len, char *detail, size_t
         goto out;
     ps->p = p;
     ps->memo = memo;
-    len = len < PICKLE_SCAN ? len : PICKLE_SCAN;
+    if (len > PICKLE_SCAN)
+        len = PICKLE_SCAN;
     for (size_t pos = 0; pos < len;)
         if (pickle_op(ps, len, &pos))
             break;
@@ -394,8 +425,8 @@ out:
 }
 
 /* torch.save before 1.6 starts with a pickled magic number, LONG1 0x1950a86a20f9469cfc6c. */
-static const unsigned char legacy_magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46,
-                                             0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+static const unsigned char legacy_magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c,
+                                             0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 
 /* A plain pickle: PROTO 2..5, then (4 and 5) a FRAME whose length fits the file, or (2, 3)
  * an opcode a pickle commonly opens with, and STOP as the last byte. An .rnnd file whose
@@ -414,7 +445,7 @@ static int is_pickle(const unsigned char *p, size_t len)
 
 typedef struct zipscan {
     int entries, data_pkl, constants_pkl, code, npy;
-    uint64_t data_pkl_local;    /* local header offset of data.pkl, or UINT64_MAX */
+    uint64_t data_pkl_local; /* local header offset of data.pkl, or UINT64_MAX */
 } zipscan;
 
 /* NAME is BASE itself or ends in "/BASE" (PyTorch puts every entry under one folder). */
@@ -470,7 +501,7 @@ static void zip_scan(const unsigned char *p, size_t len, zipscan *z)
         if (entry_is(name, n, "data.pkl")) {
             z->data_pkl = 1;
             uint64_t local = le(c + 42, 4);
-            if (local != 0xffffffff && le(c + 10, 2) == 0)    /* stored, not compressed */
+            if (local != 0xffffffff && le(c + 10, 2) == 0) /* stored, not compressed */
                 z->data_pkl_local = local;
         }
         z->constants_pkl |= entry_is(name, n, "constants.pkl");
@@ -548,7 +579,7 @@ static int is_safetensors(const unsigned char *p, size_t len, char *fmt, size_t 
     int tensors = 0, rnnd = 0;
     const char *k;
     json_t *v;
-    json_object_foreach(h, k, v) {  /* a NULL or non-object H has no members */
+    json_object_foreach(h, k, v) { /* a NULL or non-object H has no members */
         if (!strcmp(k, "__metadata__")) {
             const char *f = json_string_value(json_object_get(v, "format"));
             rnnd = (f && !strcmp(f, "rnnd")) || json_object_get(v, "architecture");
@@ -568,8 +599,10 @@ static int is_safetensors(const unsigned char *p, size_t len, char *fmt, size_t 
  * in single quotes. */
 static void shell_word(char *dst, size_t n, const char *s)
 {
-    if (s[0] && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-                          "_@%+=:,./-") == strlen(s)) {
+    if (s[0] &&
+        strspn(s,
+               "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+               "_@%+=:,./-") == strlen(s)) {
         snprintf(dst, n, "%s", s);
         return;
     }
@@ -648,8 +681,8 @@ int rnnd_model_sniff(const unsigned char *data, size_t len, const char *path, ch
 #define FAIL(...) rnnd_model_fail(err, errlen, path, "file", RNND_ERR_FORMAT, __VA_ARGS__)
     switch (k) {
     case K_ONNX:
-        return FAIL("an ONNX model, not an .rnnd file; convert it: rnnd-convert %s -o %s",
-                    in_sh, out_sh);
+        return FAIL("an ONNX model, not an .rnnd file; convert it: rnnd-convert %s -o %s", in_sh,
+                    out_sh);
     case K_TORCHSCRIPT:
         return FAIL("a TorchScript model (torch.jit.save), not an .rnnd file; loading it runs "
                     "code from the file, so if you trust it, convert it: rnnd-convert %s -o %s",
@@ -665,24 +698,27 @@ int rnnd_model_sniff(const unsigned char *data, size_t len, const char *path, ch
         return FAIL("a PyTorch checkpoint of a whole module (torch.save(model), class %.100s), "
                     "not an .rnnd file; loading it runs code from the file, so only if you "
                     "trust it, in Python: rnnd_convert.from_module(torch.load(%s, "
-                    "weights_only=False), %s) (docs/convert.md)", detail, in_py, out_py);
+                    "weights_only=False), %s) (docs/convert.md)",
+                    detail, in_py, out_py);
     case K_CALLS:
         return FAIL("a pickle that calls %.100s (not a PyTorch checkpoint); loading it would "
-                    "run code", detail);
+                    "run code",
+                    detail);
     case K_CHECKPOINT:
     case K_LEGACY:
         return FAIL("a PyTorch checkpoint (torch.save%s), not an .rnnd file; load it into its "
                     "torch.nn.Module in Python, then rnnd_convert.from_module(model, %s) "
-                    "(docs/convert.md)", k == K_LEGACY ? ", format before PyTorch 1.6" : "",
-                    out_py);
+                    "(docs/convert.md)",
+                    k == K_LEGACY ? ", format before PyTorch 1.6" : "", out_py);
     case K_PICKLE:
         return FAIL("a Python pickle, not an .rnnd file; rnnd-convert reads ONNX, TorchScript "
                     "and JSON + .npz, and rnnd_convert.from_module(model, %s) a torch.nn.Module "
-                    "(docs/convert.md)", out_py);
+                    "(docs/convert.md)",
+                    out_py);
     case K_NPZ:
         return FAIL("a NumPy .npz archive, not an .rnnd file; as the weights of a native spec: "
-                    "rnnd-convert SPEC.json --weights %s -o %s (docs/convert.md)", in_sh,
-                    out_sh);
+                    "rnnd-convert SPEC.json --weights %s -o %s (docs/convert.md)",
+                    in_sh, out_sh);
     case K_ZIP:
         return FAIL("a zip archive but no PyTorch or NumPy file, not an .rnnd file; "
                     "rnnd-convert reads ONNX, TorchScript and JSON + .npz (docs/convert.md)");
@@ -694,10 +730,9 @@ int rnnd_model_sniff(const unsigned char *data, size_t len, const char *path, ch
         return FAIL("a safetensors file without rnnd's metadata (weights, no architecture%s"
                     "%.60s%s), not an .rnnd file; in Python: model.load_state_dict("
                     "safetensors.torch.load_file(%s)); rnnd_convert.from_module(model, %s) "
-                    "(docs/convert.md)", detail[0] ? "; format \"" : "", detail,
-                    detail[0] ? "\"" : "", in_py, out_py);
-    case K_NONE:
-        break;
+                    "(docs/convert.md)",
+                    detail[0] ? "; format \"" : "", detail, detail[0] ? "\"" : "", in_py, out_py);
+    case K_NONE: break;
     }
 #undef FAIL
     return 0;

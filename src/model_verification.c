@@ -9,8 +9,9 @@
 #include <jansson.h>
 #include "rnnd/status.h"
 
-#define BAD(key, ...) rnnd_model_fail(err, errlen, label, "__metadata__.verification" key, \
-                                      RNND_ERR_FORMAT, __VA_ARGS__)
+#define BAD(key, ...) \
+    rnnd_model_fail(err, errlen, label, "__metadata__.verification" key, RNND_ERR_FORMAT, \
+                    __VA_ARGS__)
 
 /* A finite number >= 0 from O[KEY] into *OUT; 0 or -1 when absent or not one. */
 static int nonneg(const json_t *o, const char *key, double *out)
@@ -38,8 +39,7 @@ static int text_ok(const char *key, const char *v)
     }
     if (strcmp(key, "weights_checked") == 0)
         return strcmp(v, "f32") == 0;
-    return strcmp(v, "none") == 0 || strcmp(v, "softmax") == 0 ||
-           strcmp(v, "log_softmax") == 0;
+    return strcmp(v, "none") == 0 || strcmp(v, "softmax") == 0 || strcmp(v, "log_softmax") == 0;
 }
 
 /* O[KEY], when present, into OUT (OUTLEN bytes) if it is one of text_ok's values. */
@@ -55,16 +55,17 @@ static int optional_string(const json_t *o, const char *key, char *out, size_t o
         char full[64];
         snprintf(full, sizeof full, "__metadata__.verification.%s", key);
         return rnnd_model_fail(err, errlen, label, full, RNND_ERR_FORMAT, "expected %s",
-                               strcmp(key, "digest") == 0 ? "64 lowercase hex digits" :
-                               strcmp(key, "weights_checked") == 0 ? "\"f32\"" :
-                               "\"none\", \"softmax\" or \"log_softmax\"");
+                               strcmp(key, "digest") == 0 ? "64 lowercase hex digits"
+                                   : strcmp(key, "weights_checked") == 0
+                                   ? "\"f32\""
+                                   : "\"none\", \"softmax\" or \"log_softmax\"");
     }
     snprintf(out, outlen, "%s", json_string_value(v));
     return 0;
 }
 
-int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out,
-                            const char *label, char *err, size_t errlen)
+int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out, const char *label,
+                            char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (rnnd_json_depth_ok(text, len, RNND_MAX_JSON_DEPTH) != 0)
@@ -106,14 +107,13 @@ int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out
     const json_t *ls = json_object_get(o, "lengths");
     size_t n = json_array_size(ls);
     if (!json_is_array(ls) || n < 1 || n > RNND_VERIFY_MAX_LENGTHS) {
-        rc = BAD(".lengths", "expected a list of 1 to %d sequence lengths",
-                 RNND_VERIFY_MAX_LENGTHS);
+        rc =
+            BAD(".lengths", "expected a list of 1 to %d sequence lengths", RNND_VERIFY_MAX_LENGTHS);
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         const json_t *v = json_array_get(ls, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
-            json_integer_value(v) > 1000000) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000) {
             rc = BAD(".lengths", "item %zu: expected an integer 1..1000000", i);
             goto out;
         }
@@ -125,8 +125,8 @@ int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out
         rc = optional_string(o, "weights_checked", out->weights_checked,
                              sizeof out->weights_checked, label, err, errlen);
     if (rc == 0)
-        rc = optional_string(o, "norm_checked", out->norm_checked, sizeof out->norm_checked,
-                             label, err, errlen);
+        rc = optional_string(o, "norm_checked", out->norm_checked, sizeof out->norm_checked, label,
+                             err, errlen);
 out:
     json_decref(o);
     return rc;
@@ -140,14 +140,17 @@ int rnnd_model_verified(const rnnd_model *m, char *why, size_t whylen)
         return 0;
     }
     if (!v->digest[0]) {
-        snprintf(why, whylen, "the record names no model digest, so it is not tied to these "
+        snprintf(why, whylen,
+                 "the record names no model digest, so it is not tied to these "
                  "weights (written by hand or by an older rnnd-convert)");
         return 0;
     }
     const char *d = rnnd_model_digest(m);
     if (strcmp(v->digest, d) != 0) {
-        snprintf(why, whylen, "the record is for the model with digest %.12s..., this file's "
-                 "is %.12s...: the model changed after the check", v->digest, d);
+        snprintf(why, whylen,
+                 "the record is for the model with digest %.12s..., this file's "
+                 "is %.12s...: the model changed after the check",
+                 v->digest, d);
         return 0;
     }
     if (!(v->max_rel_error <= v->tolerance)) {

@@ -18,10 +18,7 @@
 
 #ifdef HAVE_LIBSYSTEMD
 /* sd_notify: >0 sent, 0 no manager listening, <0 -errno. */
-static int send_state(const char *state)
-{
-    return sd_notify(0, state) < 0 ? RNND_ERR_IO : RNND_OK;
-}
+static int send_state(const char *state) { return sd_notify(0, state) < 0 ? RNND_ERR_IO : RNND_OK; }
 #else
 static int send_state(const char *state)
 {
@@ -54,17 +51,14 @@ int rnnd_notify_reloading(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    unsigned long long usec = (unsigned long long)ts.tv_sec * 1000000ULL +
-                              (unsigned long long)ts.tv_nsec / 1000ULL;
+    unsigned long long usec =
+        (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000ULL;
     char msg[64];
     snprintf(msg, sizeof msg, "RELOADING=1\nMONOTONIC_USEC=%llu", usec);
     return send_state(msg);
 }
 
-int rnnd_notify_stopping(void)
-{
-    return send_state("STOPPING=1");
-}
+int rnnd_notify_stopping(void) { return send_state("STOPPING=1"); }
 
 int rnnd_notify_status(const char *fmt, ...)
 {
@@ -79,10 +73,7 @@ int rnnd_notify_status(const char *fmt, ...)
     return send_state(msg);
 }
 
-int rnnd_notify_watchdog(void)
-{
-    return send_state("WATCHDOG=1");
-}
+int rnnd_notify_watchdog(void) { return send_state("WATCHDOG=1"); }
 
 uint64_t rnnd_notify_watchdog_usec(void)
 {

@@ -71,7 +71,7 @@ struct live {
 };
 
 struct snapjob {
-    rnnd_job job;               /* first member */
+    rnnd_job job; /* first member */
     struct live *lv;
     rnnd_session_info info;
 };
@@ -111,7 +111,7 @@ static void save_live(rnnd_session **all, size_t n, struct live *lv)
 {
     pthread_mutex_init(&lv->mu, NULL);
     pthread_cond_init(&lv->done, NULL);
-    lv->pending = n + 1;        /* + 1: ours, so no job's finish signals before the end */
+    lv->pending = n + 1; /* + 1: ours, so no job's finish signals before the end */
     for (size_t i = 0; i < n; i++) {
         struct snapjob *j = calloc(1, sizeof *j);
         if (!j) {
@@ -127,7 +127,7 @@ static void save_live(rnnd_session **all, size_t n, struct live *lv)
         rnnd_session_get_info(all[i], &j->info);
         if (rnnd_session_submit(all[i], &j->job) != RNND_SESSION_FOUND) {
             rnnd_session_info_release(lv->sessions, &j->info, 1);
-            free(j);            /* it left the table meanwhile: nothing to save */
+            free(j); /* it left the table meanwhile: nothing to save */
             live_done(lv);
         }
     }
@@ -157,8 +157,7 @@ int rnnd_persist_save(rnnd_app *app, int live)
      * rather than an older one that brings deleted sessions back. The price: a failed save
      * loses the previous snapshot's sessions (it is renamed aside, not deleted). */
     app->snap_serial = serial;
-    if (app->snap_key_path &&
-        rnnd_snapserial_write(app->snap_key_path, serial, err, sizeof err)) {
+    if (app->snap_key_path && rnnd_snapserial_write(app->snap_key_path, serial, err, sizeof err)) {
         char q[600];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "snapshot_serial_failed", "msg=%s",
                  rnnd_log_quote(q, sizeof q, err));
@@ -249,8 +248,10 @@ static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size
      * and age the session wrongly; an hour ahead allows for a clock stepped back */
     int64_t now = (int64_t)time(NULL);
     if (rec->created < 0 || rec->created > now + CREATED_AHEAD_S) {
-        snprintf(err, errlen, "created: expected unix seconds from 0 to %" PRId64 " (now + "
-                 "%d), got %" PRId64, now + CREATED_AHEAD_S, CREATED_AHEAD_S, rec->created);
+        snprintf(err, errlen,
+                 "created: expected unix seconds from 0 to %" PRId64 " (now + "
+                 "%d), got %" PRId64,
+                 now + CREATED_AHEAD_S, CREATED_AHEAD_S, rec->created);
         return RNND_ERR_INVALID;
     }
     /* the state import takes steps as a JSON integer (int64); listings print them as one */
@@ -274,9 +275,9 @@ static int check_fields(const rnnd_app *app, rnnd_snap_rec *rec, char *err, size
 }
 
 /* Why REC cannot come back, or NULL when it can (E set). */
-static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, const rnnd_entry **e)
+static const char *check_rec(rnnd_app *app, const rnnd_snap_rec *rec, rnnd_entry **e)
 {
-    *e = rnnd_registry_find(&app->models.reg, rec->model);    /* start-up: no reload yet */
+    *e = rnnd_registry_find(&app->models.reg, rec->model); /* start-up: no reload yet */
     if (!*e)
         return "model_gone";
     /* A version 2 snapshot holds file digests: the same file is the same state digest, and
@@ -321,10 +322,10 @@ size_t rnnd_persist_restore(rnnd_app *app)
                  rnnd_log_quote(q, sizeof q, err));
     else if (stale)
         RNND_LOG(&app->log, RNND_LOG_INFO, "snapshot_stale_removed", "files=%zu", stale);
-    size_t cap = rnnd_snap_max_bytes((size_t)app->cfg->max_sessions,
-                                     (size_t)app->cfg->max_state_bytes);
-    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, cap, &snap, &reason,
-                            err, sizeof err);
+    size_t cap =
+        rnnd_snap_max_bytes((size_t)app->cfg->max_sessions, (size_t)app->cfg->max_state_bytes);
+    int rc = rnnd_snap_load(dir, app->snap_key, app->snap_key_created, cap, &snap, &reason, err,
+                            sizeof err);
     if (rc == 1) {
         RNND_LOG(&app->log, RNND_LOG_INFO, "restore", "sessions=0 msg=\"no snapshot\"");
         return 0;
@@ -342,9 +343,10 @@ size_t rnnd_persist_restore(rnnd_app *app)
      * sessions (or old states) back */
     int64_t serial = rnnd_snap_serial(snap);
     if (serial < app->snap_serial) {
-        snprintf(err, sizeof err, "%s/%s: serial %" PRId64 " is below the last snapshot "
-                 "written (%" PRId64 ", %s.serial): an older snapshot put back", dir,
-                 RNND_SNAPSHOT_FILE, serial, app->snap_serial,
+        snprintf(err, sizeof err,
+                 "%s/%s: serial %" PRId64 " is below the last snapshot "
+                 "written (%" PRId64 ", %s.serial): an older snapshot put back",
+                 dir, RNND_SNAPSHOT_FILE, serial, app->snap_serial,
                  app->snap_key_path ? app->snap_key_path : "-");
         rnnd_snap_free(snap);
         refuse(app, dir, "rolled_back", err);
@@ -355,19 +357,24 @@ size_t rnnd_persist_restore(rnnd_app *app)
     size_t restored = 0, dropped = 0;
     for (size_t i = 0; i < rnnd_snap_count(snap); i++) {
         rnnd_snap_rec rec;
-        const rnnd_entry *e;
+        rnnd_entry *e;
         rnnd_snap_get(snap, i, &rec);
         char bad[256] = "";
-        const char *why = check_fields(app, &rec, bad, sizeof bad) ? "invalid"
-                                                                   : check_rec(app, &rec, &e);
+        const char *why =
+            check_fields(app, &rec, bad, sizeof bad) ? "invalid" : check_rec(app, &rec, &e);
         /* a clockwork counter must be one the engine writes, as the state import checks */
         if (!why && rnnd_state_check_counters(e->model, rec.state, bad, sizeof bad))
             why = "invalid";
         rnnd_session *s = NULL;
         if (!why) {
-            rnnd_session_init si = {.model = (void *)e, .state_floats = e->state_floats,
-                                    .state = rec.state, .owner = rec.owner, .steps = rec.steps,
-                                    .ttl_s = rec.ttl_s, .id = rec.id, .created = rec.created,
+            rnnd_session_init si = {.model = e,
+                                    .state_floats = e->state_floats,
+                                    .state = rec.state,
+                                    .owner = rec.owner,
+                                    .steps = rec.steps,
+                                    .ttl_s = rec.ttl_s,
+                                    .id = rec.id,
+                                    .created = rec.created,
                                     .idle_s = rec.idle_s};
             if (rnnd_session_create(app->sessions, &si, &s, err, sizeof err))
                 why = "refused";

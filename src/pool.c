@@ -21,11 +21,11 @@ struct worker {
 
 struct rnnd_pool {
     pthread_mutex_t mu;
-    pthread_cond_t work;        /* a task was queued, or stopping */
-    pthread_cond_t ready;       /* start-up barrier */
+    pthread_cond_t work;  /* a task was queued, or stopping */
+    pthread_cond_t ready; /* start-up barrier */
     rnnd_task *head, *tail;
     size_t n, busy, n_ready, n_failed;
-    uint64_t busy_ns;           /* time spent running tasks, all workers */
+    uint64_t busy_ns; /* time spent running tasks, all workers */
     int stopping, joined;
     struct worker *workers;
     rnnd_worker_init_fn init;
@@ -65,8 +65,8 @@ static void *worker_main(void *arg)
         t->run(t, w->ctx);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         pthread_mutex_lock(&p->mu);
-        p->busy_ns += (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL +
-                                 (t1.tv_nsec - t0.tv_nsec));
+        p->busy_ns +=
+            (uint64_t)((t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec));
         p->busy--;
     }
     pthread_mutex_unlock(&p->mu);
@@ -108,8 +108,8 @@ int rnnd_pool_new(size_t n, rnnd_worker_init_fn init, rnnd_worker_fini_fn fini, 
     pthread_mutex_unlock(&p->mu);
     p->n = n;
     if (failed) {
-        snprintf(err, errlen, started < n ? "cannot start worker threads"
-                                          : "out of memory for worker scratch");
+        snprintf(err, errlen,
+                 started < n ? "cannot start worker threads" : "out of memory for worker scratch");
         rnnd_pool_free(p);
         return started < n ? RNND_ERR_INTERNAL : RNND_ERR_NOMEM;
     }
@@ -140,7 +140,7 @@ int rnnd_pool_post(rnnd_pool *p, rnnd_task *task)
 typedef struct par_run par_run;
 
 typedef struct par_task {
-    rnnd_task task;     /* first member */
+    rnnd_task task; /* first member */
     par_run *run;
 } par_task;
 
@@ -149,10 +149,10 @@ struct par_run {
     void (*fn)(void *arg, size_t i);
     void *arg;
     size_t n;
-    atomic_size_t next;         /* the next item to claim */
-    atomic_size_t helped;       /* items run by helpers */
-    size_t outstanding;         /* helper tasks neither finished nor withdrawn; under pool mu */
-    pthread_cond_t done;        /* outstanding reached 0 */
+    atomic_size_t next;   /* the next item to claim */
+    atomic_size_t helped; /* items run by helpers */
+    size_t outstanding;   /* helper tasks neither finished nor withdrawn; under pool mu */
+    pthread_cond_t done;  /* outstanding reached 0 */
     par_task tasks[RNND_POOL_MAX_HELPERS];
 };
 
@@ -180,13 +180,10 @@ static void par_task_run(rnnd_task *task, void *wctx)
     (void)wctx;
     par_run *r = ((par_task *)task)->run;
     atomic_fetch_add(&r->helped, par_claim(r));
-    par_task_end(r);    /* R lives on the caller's stack: nothing after this */
+    par_task_end(r); /* R lives on the caller's stack: nothing after this */
 }
 
-static void par_task_cancel(rnnd_task *task)
-{
-    par_task_end(((par_task *)task)->run);
-}
+static void par_task_cancel(rnnd_task *task) { par_task_end(((par_task *)task)->run); }
 
 /* Take TASK out of the queue if it is still there. Called with p->mu held. */
 static int withdraw_locked(rnnd_pool *p, rnnd_task *task)
@@ -207,8 +204,8 @@ static int withdraw_locked(rnnd_pool *p, rnnd_task *task)
     return 0;
 }
 
-size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i),
-                          void *arg, size_t n)
+size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i), void *arg,
+                          size_t n)
 {
     if (helpers > RNND_POOL_MAX_HELPERS)
         helpers = RNND_POOL_MAX_HELPERS;
@@ -256,10 +253,7 @@ size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, si
     return atomic_load(&r.helped);
 }
 
-size_t rnnd_pool_size(const rnnd_pool *p)
-{
-    return p->n;
-}
+size_t rnnd_pool_size(const rnnd_pool *p) { return p->n; }
 
 double rnnd_pool_busy_seconds(rnnd_pool *p)
 {

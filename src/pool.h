@@ -10,9 +10,9 @@ typedef struct rnnd_pool rnnd_pool;
 typedef struct rnnd_task rnnd_task;
 
 struct rnnd_task {
-    rnnd_task *next;                            /* the pool's queue (pool-private) */
-    void (*run)(rnnd_task *task, void *wctx);   /* on a worker, with its context */
-    void (*cancel)(rnnd_task *task);            /* the pool stopped before running it */
+    rnnd_task *next;                          /* the pool's queue (pool-private) */
+    void (*run)(rnnd_task *task, void *wctx); /* on a worker, with its context */
+    void (*cancel)(rnnd_task *task);          /* the pool stopped before running it */
 };
 
 /* Builds worker INDEX's context (NULL = failure, which fails rnnd_pool_new). */
@@ -27,8 +27,8 @@ int rnnd_pool_new(size_t n, rnnd_worker_init_fn init, rnnd_worker_fini_fn fini, 
 int rnnd_pool_post(rnnd_pool *p, rnnd_task *task);
 
 size_t rnnd_pool_size(const rnnd_pool *p);
-size_t rnnd_pool_busy(rnnd_pool *p);     /* workers running a task right now */
-double rnnd_pool_busy_seconds(rnnd_pool *p);    /* time all workers spent running tasks */
+size_t rnnd_pool_busy(rnnd_pool *p);         /* workers running a task right now */
+double rnnd_pool_busy_seconds(rnnd_pool *p); /* time all workers spent running tasks */
 
 /* Parallel for: fn(arg, i) for every i < n, run by the caller and by up to HELPERS workers
  * that are idle right now (none are waited for: helper tasks are queued only when no task is
@@ -36,8 +36,8 @@ double rnnd_pool_busy_seconds(rnnd_pool *p);    /* time all workers spent runnin
  * when all n calls have returned; the number of calls that ran on helpers. Allocates nothing.
  * Callable from a task (the caller is then a worker itself) or from any other thread. */
 #define RNND_POOL_MAX_HELPERS 8
-size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i),
-                          void *arg, size_t n);
+size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i), void *arg,
+                          size_t n);
 
 /* Stop taking tasks: cancel every queued task (their cancel() runs on this thread), let
  * running tasks finish, and join the workers. Idempotent. */

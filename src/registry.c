@@ -58,9 +58,10 @@ static int entry_load(const char *name, size_t namelen, int fd, const char *path
 {
     *out = NULL;
     if (!rnnd_model_name_valid(name, namelen)) {
-        snprintf(err, errlen, "%s: model name \"%.*s\" must be 1-%d characters of "
-                 "A-Z a-z 0-9 _ - . (not starting with '.')", path, (int)namelen, name,
-                 RNND_MODEL_NAME_MAX);
+        snprintf(err, errlen,
+                 "%s: model name \"%.*s\" must be 1-%d characters of "
+                 "A-Z a-z 0-9 _ - . (not starting with '.')",
+                 path, (int)namelen, name, RNND_MODEL_NAME_MAX);
         return RNND_ERR_INVALID;
     }
     rnnd_entry *e = calloc(1, sizeof *e);
@@ -112,12 +113,14 @@ static int entry_cmp(const void *a, const void *b)
     return strcmp((*(rnnd_entry *const *)a)->name, (*(rnnd_entry *const *)b)->name);
 }
 
-/* Append E (its reference taken over). */
-static int push(rnnd_registry *reg, rnnd_entry *e)
+/* Append E (its reference taken over: on failure it is dropped). */
+static int push(rnnd_registry *reg, rnnd_entry *e, char *err, size_t errlen)
 {
     rnnd_entry **g = realloc(reg->entries, (reg->n + 1) * sizeof *g);
-    if (!g)
-        return RNND_ERR_NOMEM;
+    if (!g) {
+        rnnd_entry_unref(e);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    }
     reg->entries = g;
     reg->entries[reg->n++] = e;
     return RNND_OK;
@@ -140,7 +143,7 @@ static int name_cmp(const void *a, const void *b)
 static int list_dir(int dfd, const char *dir, struct src **srcs, size_t *n, char *err,
                     size_t errlen)
 {
-    int lfd = dup(dfd);     /* closedir closes it; DFD stays for the opens */
+    int lfd = dup(dfd); /* closedir closes it; DFD stays for the opens */
     DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
     if (!d) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
@@ -220,8 +223,8 @@ static int open_dir(const char *dir, int *dfd, char *err, size_t errlen)
 }
 
 /* Every source of the folder DIR (open at DFD, or -1) and SPECS; *NDIR come from DIR. */
-static int sources(int dfd, const char *dir, char *const *specs, size_t nspecs,
-                   struct src **out, size_t *n, size_t *ndir, char *err, size_t errlen)
+static int sources(int dfd, const char *dir, char *const *specs, size_t nspecs, struct src **out,
+                   size_t *n, size_t *ndir, char *err, size_t errlen)
 {
     *out = NULL;
     *n = 0;
@@ -283,11 +286,12 @@ static int open_in_dir(int dfd, const char *file, const char *path, int *fd, cha
             return RNND_ERR_IO;
         }
         target[n] = '\0';
-        if (!n || memchr(target, '/', (size_t)n) || !strcmp(target, ".") ||
-            !strcmp(target, "..")) {
-            snprintf(err, errlen, "%s: a symbolic link to \"%s\", which is not a file of the "
+        if (!n || memchr(target, '/', (size_t)n) || !strcmp(target, ".") || !strcmp(target, "..")) {
+            snprintf(err, errlen,
+                     "%s: a symbolic link to \"%s\", which is not a file of the "
                      "models folder itself (a link is followed only to a name without '/');"
-                     " refused", path, target);
+                     " refused",
+                     path, target);
             return RNND_ERR_INVALID;
         }
         memcpy(name, target, (size_t)n + 1);
@@ -297,13 +301,13 @@ static int open_in_dir(int dfd, const char *file, const char *path, int *fd, cha
 }
 
 /* Load source S (of the folder open at DFD when it is one of its files) as a new entry. */
-static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels,
-                    rnnd_entry **out, char *err, size_t errlen)
+static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels, rnnd_entry **out,
+                    char *err, size_t errlen)
 {
     *out = NULL;
     int fd, rc;
     if (s->in_dir) {
-        const char *file = strrchr(s->path, '/') + 1;  /* list_dir made PATH "DIR/FILE" */
+        const char *file = strrchr(s->path, '/') + 1; /* list_dir made PATH "DIR/FILE" */
         if ((rc = open_in_dir(dfd, file, s->path, &fd, err, errlen)))
             return rc;
     } else if ((fd = open(s->path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)) < 0) {
@@ -320,8 +324,7 @@ static int duplicate(const rnnd_registry *reg, const struct src *s, char *err, s
     const rnnd_entry *e = rnnd_registry_find(reg, s->name);
     if (!e)
         return 0;
-    snprintf(err, errlen, "%s: model name \"%s\" is already used by %s", s->path, s->name,
-             e->path);
+    snprintf(err, errlen, "%s: model name \"%s\" is already used by %s", s->path, s->name, e->path);
     return 1;
 }
 
@@ -338,11 +341,8 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
             rc = RNND_ERR_INVALID;
-        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)) &&
-                 (rc = push(reg, e))) {
-            rnnd_entry_unref(e);
-            snprintf(err, errlen, "out of memory");
-        }
+        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)))
+            rc = push(reg, e, err, errlen);
     }
     free_sources(srcs, n);
     if (dfd >= 0)
@@ -374,7 +374,7 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
         rnnd_entry *prev = rnnd_registry_find(old, srcs[i].name), *e = NULL;
         if (src_load(dfd, &srcs[i], kernels, &e, why, sizeof why)) {
             report(arg, why);
-            e = prev ? rnnd_entry_ref(prev) : NULL;     /* the old version stays */
+            e = prev ? rnnd_entry_ref(prev) : NULL; /* the old version stays */
         } else if (prev && !strcmp(prev->file_digest, e->file_digest)) {
             /* the same file; a new name or vocabulary with the same weights is a new version
              * (the text APIs change), though its states stay exchangeable */
@@ -383,10 +383,8 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
         } else if (prev) {
             e->version = prev->version + 1;
         }
-        if (e && (rc = push(out, e))) {
-            rnnd_entry_unref(e);
-            snprintf(err, errlen, "out of memory");
-        }
+        if (e)
+            rc = push(out, e, err, errlen);
     }
     free_sources(srcs, n);
     if (dfd >= 0)

@@ -25,21 +25,21 @@ struct rnnd_batcher;
 typedef struct rnnd_entry {
     char name[RNND_MODEL_NAME_MAX + 1];
     char *path;
-    int version;                /* 1, then +1 for each changed file a reload picked up */
-    rnnd_model *model;          /* one reference */
+    int version;       /* 1, then +1 for each changed file a reload picked up */
+    rnnd_model *model; /* one reference */
     rnnd_net *net;
-    const char *digest;         /* rnnd_model_digest(): what its states mean */
-    const char *file_digest;    /* rnnd_model_file_digest(): which file it was read from */
-    int stateful;               /* sessions allowed (every layer forward-only) */
+    const char *digest;      /* rnnd_model_digest(): what its states mean */
+    const char *file_digest; /* rnnd_model_file_digest(): which file it was read from */
+    int stateful;            /* sessions allowed (every layer forward-only) */
     size_t state_floats;
     int output_dim;
-    rnnd_tokenizer *tokenizer;  /* NULL when the model has no tokenizer */
-    struct rnnd_batcher *batcher;   /* the daemon's, freed with the entry (may be NULL) */
+    rnnd_tokenizer *tokenizer;    /* NULL when the model has no tokenizer */
+    struct rnnd_batcher *batcher; /* the daemon's, freed with the entry (may be NULL) */
     atomic_int refs;
 } rnnd_entry;
 
 rnnd_entry *rnnd_entry_ref(rnnd_entry *e);
-void rnnd_entry_unref(rnnd_entry *e);      /* NULL is a no-op; frees on the last */
+void rnnd_entry_unref(rnnd_entry *e); /* NULL is a no-op; frees on the last */
 /* For callbacks that take void * (sessions, batchers). */
 void rnnd_entry_ref_v(void *e);
 void rnnd_entry_unref_v(void *e);
@@ -51,7 +51,7 @@ void rnnd_entry_unref_v(void *e);
 typedef struct rnnd_registry {
     rnnd_entry **entries;
     size_t n;
-    size_t dir_files;   /* RNND_MODELS_PATTERN files the folder held, loaded or not */
+    size_t dir_files; /* RNND_MODELS_PATTERN files the folder held, loaded or not */
 } rnnd_registry;
 
 /* Load every *.rnnd of DIR (NULL or "": none; name = file stem) and every "NAME=FILE" of
@@ -86,7 +86,7 @@ typedef struct rnnd_catalog {
     rnnd_registry reg;
 } rnnd_catalog;
 
-void rnnd_catalog_init(rnnd_catalog *c, rnnd_registry *reg);   /* REG is taken over */
+void rnnd_catalog_init(rnnd_catalog *c, rnnd_registry *reg); /* REG is taken over */
 void rnnd_catalog_destroy(rnnd_catalog *c);
 /* NAME's current entry with a reference for the caller, or NULL. */
 rnnd_entry *rnnd_catalog_get(rnnd_catalog *c, const char *name);

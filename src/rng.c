@@ -39,7 +39,7 @@ int rnnd_random_id(char out[RNND_ID_LEN + 1])
 int rnnd_id_valid(const char *s)
 {
     size_t i = 0;
-    for (; s[i] && i <= RNND_ID_LEN; i++)
+    for (; i <= RNND_ID_LEN && s[i]; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
             return 0;
     return i == RNND_ID_LEN;

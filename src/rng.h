@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#define RNND_ID_LEN 32      /* hex characters of a 128-bit id */
+#define RNND_ID_LEN 32 /* hex characters of a 128-bit id */
 
 /* Fill BUF with N random bytes. Returns 0 or RNND_ERR_IO. */
 int rnnd_random_bytes(void *buf, size_t n);

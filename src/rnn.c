@@ -22,12 +22,12 @@
 
 /* Weights of one layer direction in the kernels' layout. */
 typedef struct dir_pack {
-    rnnd_packed W;      /* [G*H, in_dim]; depth gate: [(G+1)*H, in_dim], D's rows last */
-    float *wb;          /* depth gate: [(G+1)*H], Wb then Db; else NULL (W's bias is Wb) */
-    rnnd_packed R;      /* [G*H, out_dim]; gru: only the z, r rows [2H, out_dim] */
-    rnnd_packed Rh;     /* gru: the h rows [H, out_dim] */
-    rnnd_packed proj;   /* lstm proj_size: [P, H] */
-    rnnd_packed V;      /* jordan: [O, H] */
+    rnnd_packed W;    /* [G*H, in_dim]; depth gate: [(G+1)*H, in_dim], D's rows last */
+    float *wb;        /* depth gate: [(G+1)*H], Wb then Db; else NULL (W's bias is Wb) */
+    rnnd_packed R;    /* [G*H, out_dim]; gru: only the z, r rows [2H, out_dim] */
+    rnnd_packed Rh;   /* gru: the h rows [H, out_dim] */
+    rnnd_packed proj; /* lstm proj_size: [P, H] */
+    rnnd_packed V;    /* jordan: [O, H] */
     /* clockwork: module k's rows of R, only the columns of modules k.. (the blocks below
      * the diagonal are zero and skipped): [H/m, H - k*H/m] each; n_mod of them */
     rnnd_packed *Rmod;
@@ -57,27 +57,27 @@ struct rnnd_net {
     rnnd_model *model;
     const rnnd_model_spec *spec;
     const rnnd_kernels *k;
-    dir_pack (*packs)[2];       /* [n_layers][2] */
-    rnnd_packed head[RNND_MAX_HEAD_LAYERS];    /* the head's linear layers */
+    dir_pack (*packs)[2];                   /* [n_layers][2] */
+    rnnd_packed head[RNND_MAX_HEAD_LAYERS]; /* the head's linear layers */
     size_t state_floats;
-    size_t *state_off;          /* [n_layers * 2]: offset of h for (layer, dir) */
+    size_t *state_off; /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
     int max_in, max_gates, max_hidden, max_out;
-    int depth_gated;            /* some layer has a depth gate: keep cells per step */
-    int use_openblas;           /* whole-sequence products through OpenBLAS */
-    int stateful;               /* every layer forward-only: steppable */
-    ws_cache *cache;            /* mutable behind a const net; has its own lock */
+    int depth_gated;  /* some layer has a depth gate: keep cells per step */
+    int use_openblas; /* whole-sequence products through OpenBLAS */
+    int stateful;     /* every layer forward-only: steppable */
+    ws_cache *cache;  /* mutable behind a const net; has its own lock */
 };
 
 struct rnnd_work {
     size_t max_batch;
-    float *x, *y;       /* layer input / output, [B, max(max_in, max_out)] */
-    float *h;           /* gathered previous h, [B, max_out] */
-    float *gx, *gh;     /* gate pre-activations, [B, max_gates] */
-    float *t1, *t2;     /* [B, max_hidden] temporaries */
-    float *c2;          /* depth gates: [B, max_hidden], an lstm's c in turn with t2 (see the
+    float *x, *y;   /* layer input / output, [B, max(max_in, max_out)] */
+    float *h;       /* gathered previous h, [B, max_out] */
+    float *gx, *gh; /* gate pre-activations, [B, max_gates] */
+    float *t1, *t2; /* [B, max_hidden] temporaries */
+    float *c2;      /* depth gates: [B, max_hidden], an lstm's c in turn with t2 (see the
                          * step); NULL without */
-    uint64_t *tc;       /* [B] clockwork counters of the layer being stepped */
+    uint64_t *tc;   /* [B] clockwork counters of the layer being stepped */
 };
 
 /* ---- helpers --------------------------------------------------------------------------- */
@@ -186,8 +186,7 @@ static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack
 }
 
 /* A depth gate's D under W, and Db after Wb: one matrix, one bias. */
-static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T,
-                           dir_pack *p)
+static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     size_t H = (size_t)L->hidden, GH = (size_t)L->gates * H, in = (size_t)L->in_dim;
     float *m = malloc((GH + H) * in * sizeof(float));
@@ -210,10 +209,10 @@ static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, 
 static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     int H = L->hidden, GH = L->gates * L->hidden;
-    int rc = L->depth_gate ? pack_depth_gate(L, w, T, p)
-                           : rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
+    int rc =
+        L->depth_gate ? pack_depth_gate(L, w, T, p) : rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
     if (rnnd_cell_is_min(L->cell))
-        return rc;                      /* no R */
+        return rc; /* no R */
     if (L->cell == RNND_CELL_CLOCKWORK)
         return rc ? rc : pack_clock(L, w->R, T, p);
     if (L->cell == RNND_CELL_SLSTM)
@@ -234,8 +233,8 @@ static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, 
 
 /* ---- net ------------------------------------------------------------------------------- */
 
-int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
-                 char *err, size_t errlen)
+int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out, char *err,
+                 size_t errlen)
 {
     *out = NULL;
     rnnd_net *n = calloc(1, sizeof *n);
@@ -275,7 +274,7 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         if (h->op == RNND_HEAD_LINEAR &&
             rnnd_pack_as(h->W, h->out_dim, h->in_dim, s->weights, &n->head[k]) != 0)
             goto oom;
-        n->max_out = imax(n->max_out, h->out_dim);   /* the buffers hold every head width */
+        n->max_out = imax(n->max_out, h->out_dim); /* the buffers hold every head width */
     }
     n->out_dim = rnnd_model_output_dim(model);
     n->stateful = rnnd_model_is_stateful(model);
@@ -359,8 +358,8 @@ static void part(size_t n, size_t unit, size_t i, size_t nt, size_t *b, size_t *
 
 /* The gemv of W's row panels in part I of NT; [*r0, *r1) are the rows written. */
 static void gemv_part(const rnnd_kernels *k, const rnnd_packed *W, const float *bias,
-                      const float *X, size_t ldx, size_t B, float *Y, size_t ldy,
-                      size_t i, size_t nt, size_t *r0, size_t *r1)
+                      const float *X, size_t ldx, size_t B, float *Y, size_t ldy, size_t i,
+                      size_t nt, size_t *r0, size_t *r1)
 {
     part((size_t)W->rows, RNND_PANEL, i, nt, r0, r1);
     if (*r1 > *r0)
@@ -376,14 +375,21 @@ static void gemv_part(const rnnd_kernels *k, const rnnd_packed *W, const float *
 
 typedef struct cell_io {
     size_t nb;
-    float *gx; size_t ldgx;
-    const float *x; size_t ldx;
-    const float *hp; size_t ldhp;
-    const float *cp; size_t ldcp;
-    const float *cl; size_t ldcl;   /* depth gate: the layer below's new c; else NULL */
-    float *hn; size_t ldhn;
-    float *cn; size_t ldcn;
-    const uint64_t *tc;     /* clockwork: each row's step counter t before this step */
+    float *gx;
+    size_t ldgx;
+    const float *x;
+    size_t ldx;
+    const float *hp;
+    size_t ldhp;
+    const float *cp;
+    size_t ldcp;
+    const float *cl;
+    size_t ldcl; /* depth gate: the layer below's new c; else NULL */
+    float *hn;
+    size_t ldhn;
+    float *cn;
+    size_t ldcn;
+    const uint64_t *tc; /* clockwork: each row's step counter t before this step */
 } cell_io;
 
 typedef struct cell_job {
@@ -398,8 +404,8 @@ typedef struct cell_job {
 } cell_job;
 
 /* Stage 1 of every cell: the input projection (if asked) and R h, rows of part I. */
-static void gates_part(const cell_job *c, const rnnd_packed *R, size_t ldgh, size_t i,
-                       size_t *r0, size_t *r1)
+static void gates_part(const cell_job *c, const rnnd_packed *R, size_t ldgh, size_t i, size_t *r0,
+                       size_t *r1)
 {
     const rnnd_kernels *k = c->n->k;
     const cell_io *io = &c->io;
@@ -451,17 +457,20 @@ static void gru_stage1(void *arg, size_t i)
     size_t H = (size_t)c->L->hidden, r0, r1;
     gates_part(c, &c->p->R, 2 * H, i, &r0, &r1);
     if (c->L->linear_before_reset)
-        gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, io->hp, io->ldhp, io->nb, c->t1, H,
-                  i, c->nt, &r0, &r1);
+        gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, io->hp, io->ldhp, io->nb, c->t1, H, i,
+                  c->nt, &r0, &r1);
 }
 
 static rnnd_gru_math gru_math(const cell_job *c)
 {
     const rnnd_layer_spec *L = c->L;
     return (rnnd_gru_math){
-        .H = (size_t)L->hidden, .linear_before_reset = L->linear_before_reset,
-        .has_clip = L->has_clip, .clip = L->clip,
-        .af = &L->act[c->d][0], .ag = &L->act[c->d][1],
+        .H = (size_t)L->hidden,
+        .linear_before_reset = L->linear_before_reset,
+        .has_clip = L->has_clip,
+        .clip = L->clip,
+        .af = &L->act[c->d][0],
+        .ag = &L->act[c->d][1],
     };
 }
 
@@ -473,16 +482,14 @@ static void gru_finish(const cell_job *c, size_t b0, size_t b1, size_t j0, size_
     const rnnd_gru_math m = gru_math(c);
     size_t H = m.H;
     for (size_t b = b0; b < b1; b++)
-        c->n->k->gru_finish(&m, io->gx + b * io->ldgx + 2 * H, c->gh + b * 2 * H,
-                            c->t1 + b * H, io->hp + b * io->ldhp, io->hn + b * io->ldhn,
-                            j0, j1);
+        c->n->k->gru_finish(&m, io->gx + b * io->ldgx + 2 * H, c->gh + b * 2 * H, c->t1 + b * H,
+                            io->hp + b * io->ldhp, io->hn + b * io->ldhn, j0, j1);
 }
 
 /* Part I of a gate stage: rows [*b0, *b1) x hidden units [*j0, *j1). By rows when every
  * thread gets one: a thread then reads whole rows of gates, not the slices of them that the
  * other threads' gemv parts wrote. Each element's arithmetic is the same either way. */
-static void gate_part(const cell_job *c, size_t i, size_t *b0, size_t *b1, size_t *j0,
-                      size_t *j1)
+static void gate_part(const cell_job *c, size_t i, size_t *b0, size_t *b1, size_t *j0, size_t *j1)
 {
     size_t H = (size_t)c->L->hidden;
     if (c->io.nb >= c->nt) {
@@ -507,8 +514,8 @@ static void gru_stage2(void *arg, size_t i)
     gate_part(c, i, &b0, &b1, &j0, &j1);
     float *t = m.linear_before_reset ? c->t1 : c->t2;
     for (size_t b = b0; b < b1; b++)
-        c->n->k->gru_gates(&m, io->gx + b * io->ldgx, c->gh + b * 2 * H,
-                           io->hp + b * io->ldhp, t + b * H, j0, j1);
+        c->n->k->gru_gates(&m, io->gx + b * io->ldgx, c->gh + b * 2 * H, io->hp + b * io->ldhp,
+                           t + b * H, j0, j1);
     if (m.linear_before_reset)
         gru_finish(c, b0, b1, j0, j1);
 }
@@ -518,8 +525,8 @@ static void gru_stage3(void *arg, size_t i)
 {
     const cell_job *c = arg;
     size_t H = (size_t)c->L->hidden, r0, r1;
-    gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, c->t2, H, c->io.nb, c->t1, H, i, c->nt,
-              &r0, &r1);
+    gemv_part(c->n->k, &c->p->Rh, c->w->Rb + 2 * H, c->t2, H, c->io.nb, c->t1, H, i, c->nt, &r0,
+              &r1);
     if (c->nt == 1)
         gru_finish(c, 0, c->io.nb, r0, r1);
 }
@@ -549,11 +556,17 @@ static void lstm_stage2(void *arg, size_t i)
     const rnnd_layer_spec *L = c->L;
     size_t H = (size_t)L->hidden, ld = (size_t)L->gates * H, b0, b1, j0, j1;
     const rnnd_lstm_math m = {
-        .H = H, .forget_gate = L->forget_gate, .input_forget = L->input_forget,
-        .has_clip = L->has_clip, .clip = L->clip,
+        .H = H,
+        .forget_gate = L->forget_gate,
+        .input_forget = L->input_forget,
+        .has_clip = L->has_clip,
+        .clip = L->clip,
         .P = L->peepholes ? c->w->P : NULL,
-        .Dc = L->depth_gate ? c->w->Dc : NULL, .Dl = L->depth_gate ? c->w->Dl : NULL,
-        .af = &L->act[c->d][0], .ag = &L->act[c->d][1], .ah = &L->act[c->d][2],
+        .Dc = L->depth_gate ? c->w->Dc : NULL,
+        .Dl = L->depth_gate ? c->w->Dl : NULL,
+        .af = &L->act[c->d][0],
+        .ag = &L->act[c->d][1],
+        .ah = &L->act[c->d][2],
     };
     gate_part(c, i, &b0, &b1, &j0, &j1);
     if (j1 == j0)
@@ -561,8 +574,8 @@ static void lstm_stage2(void *arg, size_t i)
     for (size_t b = b0; b < b1; b++) {
         float *dst = L->proj_size > 0 ? c->t1 + b * H : io->hn + b * io->ldhn;
         c->n->k->lstm_row(&m, io->gx + b * io->ldgx, c->gh + b * ld, io->cp + b * io->ldcp,
-                          io->cl ? io->cl + b * io->ldcl : NULL, io->cn + b * io->ldcn, dst,
-                          j0, j1);
+                          io->cl ? io->cl + b * io->ldcl : NULL, io->cn + b * io->ldcn, dst, j0,
+                          j1);
     }
 }
 
@@ -583,8 +596,8 @@ static void min_stage1(void *arg, size_t i)
     const cell_job *c = arg;
     const cell_io *io = &c->io;
     size_t r0, r1;
-    gemv_part(c->n->k, &c->p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
-              &r0, &r1);
+    gemv_part(c->n->k, &c->p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt, &r0,
+              &r1);
 }
 
 /* minGRU / minLSTM stage 2: the new h of part I (gate_part); the gates read only GX. */
@@ -594,16 +607,18 @@ static void min_stage2(void *arg, size_t i)
     const cell_io *io = &c->io;
     const rnnd_layer_spec *L = c->L;
     const rnnd_min_math m = {
-        .H = (size_t)L->hidden, .lstm = L->cell == RNND_CELL_MINLSTM,
-        .af = &L->act[c->d][0], .ag = &L->act[c->d][1],
+        .H = (size_t)L->hidden,
+        .lstm = L->cell == RNND_CELL_MINLSTM,
+        .af = &L->act[c->d][0],
+        .ag = &L->act[c->d][1],
     };
     size_t b0, b1, j0, j1;
     gate_part(c, i, &b0, &b1, &j0, &j1);
     if (j1 == j0)
         return;
     for (size_t b = b0; b < b1; b++)
-        c->n->k->min_row(&m, io->gx + b * io->ldgx, io->hp + b * io->ldhp,
-                         io->hn + b * io->ldhn, j0, j1);
+        c->n->k->min_row(&m, io->gx + b * io->ldgx, io->hp + b * io->ldhp, io->hn + b * io->ldhn,
+                         j0, j1);
 }
 
 static int clock_active(const rnnd_layer_spec *L, int k, uint64_t t)
@@ -632,13 +647,13 @@ static void clock_stage2(void *arg, size_t i)
         for (size_t b = 0; b < io->nb && !any; b++)
             any = clock_active(L, k, io->tc[b]);
         if (any)
-            kern->gemv(&c->p->Rmod[k], c->w->Rb + off, io->hp + off, io->ldhp, io->nb,
-                       c->gh + off, H, (int)a, (int)e);
+            kern->gemv(&c->p->Rmod[k], c->w->Rb + off, io->hp + off, io->ldhp, io->nb, c->gh + off,
+                       H, (int)a, (int)e);
         for (size_t b = 0; b < io->nb; b++) {
             float *hn = io->hn + b * io->ldhn + off;
             if (clock_active(L, k, io->tc[b]))
-                kern->clock_row(&L->act[c->d][0], io->gx + b * io->ldgx + off,
-                                c->gh + b * H + off, hn, a, e);
+                kern->clock_row(&L->act[c->d][0], io->gx + b * io->ldgx + off, c->gh + b * H + off,
+                                hn, a, e);
             else
                 memcpy(hn + a, io->hp + b * io->ldhp + off + a, (e - a) * sizeof(float));
         }
@@ -655,13 +670,12 @@ static void slstm_stage1(void *arg, size_t i)
     const dir_pack *p = c->p;
     size_t H = (size_t)c->L->hidden, K = (size_t)c->L->heads, d = H / K, r0, r1, b0, b1;
     if (io->x)
-        gemv_part(k, &p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt,
-                  &r0, &r1);
+        gemv_part(k, &p->W, c->w->Wb, io->x, io->ldx, io->nb, io->gx, io->ldgx, i, c->nt, &r0, &r1);
     part((size_t)p->n_rblk, 1, i, c->nt, &b0, &b1);
     for (size_t b = b0; b < b1; b++) {
         size_t off = (b / K) * H + (b % K) * d;
-        k->gemv(&p->Rblk[b], c->w->Rb + off, io->hp + (b % K) * d, io->ldhp, io->nb,
-                c->gh + off, 4 * H, 0, (int)d);
+        k->gemv(&p->Rblk[b], c->w->Rb + off, io->hp + (b % K) * d, io->ldhp, io->nb, c->gh + off,
+                4 * H, 0, (int)d);
     }
 }
 
@@ -676,9 +690,8 @@ static void slstm_stage2(void *arg, size_t i)
     if (j1 == j0)
         return;
     for (size_t b = b0; b < b1; b++)
-        c->n->k->slstm_row(&m, io->gx + b * io->ldgx, c->gh + b * 4 * m.H,
-                           io->cp + b * io->ldcp, io->cn + b * io->ldcn,
-                           io->hn + b * io->ldhn, j0, j1);
+        c->n->k->slstm_row(&m, io->gx + b * io->ldgx, c->gh + b * 4 * m.H, io->cp + b * io->ldcp,
+                           io->cn + b * io->ldcn, io->hn + b * io->ldhn, j0, j1);
 }
 
 /* The stages of cell job C, each split into C->nt parts (PAR may be NULL when nt is 1). */
@@ -686,9 +699,7 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 {
     const rnnd_layer_spec *L = c->L;
     switch (L->cell) {
-    case RNND_CELL_RNN:
-        run_stage(par, c->nt, rnn_stage1, c);
-        break;
+    case RNND_CELL_RNN: run_stage(par, c->nt, rnn_stage1, c); break;
     case RNND_CELL_JORDAN:
         run_stage(par, c->nt, rnn_stage1, c);
         run_stage(par, c->nt, jordan_stage2, c);
@@ -732,9 +743,9 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
  * weights come from cache; with 2 threads, B = 64 (bench, 2026-11-23): GRU H = 256 +43%,
  * H = 512 +12%, LSTM H = 512 +8%; but with 24-32 MiB of weights (H = 1024) -12%. */
 #ifndef ROW_SPLIT_MIN
-#define ROW_SPLIT_MIN 16                    /* batch rows per thread */
+#define ROW_SPLIT_MIN 16 /* batch rows per thread */
 #endif
-#define ROW_SPLIT_MAX_WEIGHTS (12u << 20)   /* bytes of W and R (and Rh, or R's modules) */
+#define ROW_SPLIT_MAX_WEIGHTS (12u << 20) /* bytes of W and R (and Rh, or R's modules) */
 
 static size_t packed_bytes(const rnnd_packed *p)
 {
@@ -746,7 +757,7 @@ static int split_by_rows(const cell_job *c)
     if (c->nt <= 1 || c->io.nb < ROW_SPLIT_MIN * c->nt)
         return 0;
     size_t bytes = packed_bytes(&c->p->W) + packed_bytes(&c->p->R) + packed_bytes(&c->p->Rh);
-    for (int k = 0; k < c->p->n_mod; k++)     /* clockwork: R is packed per module */
+    for (int k = 0; k < c->p->n_mod; k++) /* clockwork: R is packed per module */
         bytes += packed_bytes(&c->p->Rmod[k]);
     for (int b = 0; b < c->p->n_rblk; b++)
         bytes += packed_bytes(&c->p->Rblk[b]);
@@ -765,7 +776,8 @@ static void cell_rows_stage(void *arg, size_t i)
         return;
     size_t H = (size_t)L->hidden;
     size_t ldgh = L->cell == RNND_CELL_LSTM || L->cell == RNND_CELL_SLSTM ? (size_t)L->gates * H
-                : L->cell == RNND_CELL_GRU ? 2 * H : H;
+        : L->cell == RNND_CELL_GRU                                        ? 2 * H
+                                                                          : H;
     size_t ldt1 = L->cell == RNND_CELL_JORDAN ? (size_t)L->output_size : H;
     cell_job s = *c;
     s.nt = 1;
@@ -797,8 +809,16 @@ static void run_cell(const rnnd_net *n, int l, int d, const cell_io *io, float *
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     cell_job c = {
-        .n = n, .L = L, .p = &n->packs[l][d], .w = &L->w[d], .d = d, .io = *io,
-        .gh = gh, .t1 = t1, .t2 = t2, .nt = par_threads(par),
+        .n = n,
+        .L = L,
+        .p = &n->packs[l][d],
+        .w = &L->w[d],
+        .d = d,
+        .io = *io,
+        .gh = gh,
+        .t1 = t1,
+        .t2 = t2,
+        .nt = par_threads(par),
     };
     if (split_by_rows(&c))
         run_stage(par, c.nt, cell_rows_stage, &c);
@@ -833,12 +853,19 @@ static void norm_stage(void *arg, size_t i)
 }
 
 static void project(const rnnd_net *n, const rnnd_packed *W, const float *bias, const float *X,
-                    size_t ldx, size_t N, float *Y, size_t ldy, int norm,
-                    const rnnd_parallel *par)
+                    size_t ldx, size_t N, float *Y, size_t ldy, int norm, const rnnd_parallel *par)
 {
     proj_job j = {
-        .k = n->k, .W = W, .bias = bias, .X = X, .ldx = ldx, .N = N, .ldy = ldy, .Y = Y,
-        .norm = norm, .nt = par_threads(par),
+        .k = n->k,
+        .W = W,
+        .bias = bias,
+        .X = X,
+        .ldx = ldx,
+        .N = N,
+        .ldy = ldy,
+        .Y = Y,
+        .norm = norm,
+        .nt = par_threads(par),
     };
     run_stage(par, j.nt, proj_stage, &j);
     if (norm != RNND_NORM_NONE) {
@@ -854,14 +881,11 @@ static void project(const rnnd_net *n, const rnnd_packed *W, const float *bias, 
 
 /* GELU and its tanh form as PyTorch's CPU kernels write them, one scalar loop for every SIMD
  * path (libm's erff / tanhf), so the paths agree bitwise. */
-static float gelu(float x)
-{
-    return (x * 0.5f) * (1.0f + erff(x * 0.70710678118654752440f));
-}
+static float gelu(float x) { return (x * 0.5f) * (1.0f + erff(x * 0.70710678118654752440f)); }
 
 static float gelu_tanh(float x)
 {
-    const float beta = 0.79788456080286535588f;     /* sqrt(2 / pi) */
+    const float beta = 0.79788456080286535588f; /* sqrt(2 / pi) */
     float inner = beta * (x + 0.044715f * ((x * x) * x));
     return (0.5f * x) * (1.0f + tanhf(inner));
 }
@@ -887,7 +911,7 @@ static void layernorm_row(const rnnd_head_layer *h, float *v)
 
 typedef struct head_job {
     const rnnd_kernels *k;
-    const rnnd_head_layer *h;   /* NULL: the norm */
+    const rnnd_head_layer *h; /* NULL: the norm */
     int norm, width;
     float *Y;
     size_t N, nt;
@@ -917,30 +941,27 @@ static void head_rows_stage(void *arg, size_t i)
             for (int x = 0; x < j->width; x++)
                 v[x] = gelu_tanh(v[x]);
             continue;
-        case RNND_HEAD_LAYERNORM:
-            layernorm_row(j->h, v);
-            continue;
-        default:
-            continue;
+        case RNND_HEAD_LAYERNORM: layernorm_row(j->h, v); continue;
+        default: continue;
         }
         j->k->act(&a, v, (size_t)j->width);
     }
 }
 
 /* Rows-parallel pass of H (or the norm when H is NULL) over N rows of WIDTH in Y. */
-static void head_rows(const rnnd_net *n, const rnnd_head_layer *h, int norm, int width,
-                      float *Y, size_t N, const rnnd_parallel *par)
+static void head_rows(const rnnd_net *n, const rnnd_head_layer *h, int norm, int width, float *Y,
+                      size_t N, const rnnd_parallel *par)
 {
-    head_job j = {.k = n->k, .h = h, .norm = norm, .width = width, .Y = Y, .N = N,
-                  .nt = par_threads(par)};
+    head_job j = {
+        .k = n->k, .h = h, .norm = norm, .width = width, .Y = Y, .N = N, .nt = par_threads(par)};
     j.nt = j.nt < N ? j.nt : N;
     run_stage(par, j.nt, head_rows_stage, &j);
 }
 
 /* Linear head layer K: Y [N, out] = X [N, in] W^T + b. OpenBLAS (opt-in) only on the
  * whole-sequence path, as for the input projection. */
-static void head_linear(const rnnd_net *n, int k, const float *X, size_t N, float *Y,
-                        int blas, const rnnd_parallel *par)
+static void head_linear(const rnnd_net *n, int k, const float *X, size_t N, float *Y, int blas,
+                        const rnnd_parallel *par)
 {
     const rnnd_head_layer *h = &n->spec->head_layers[k];
     size_t K = (size_t)h->out_dim;
@@ -948,8 +969,8 @@ static void head_linear(const rnnd_net *n, int k, const float *X, size_t N, floa
         project(n, &n->head[k], h->b, X, (size_t)h->in_dim, N, Y, K, RNND_NORM_NONE, par);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, h->out_dim, h->in_dim,
-                1.0f, X, h->in_dim, h->W, h->in_dim, 0.0f, Y, h->out_dim);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, h->out_dim, h->in_dim, 1.0f, X,
+                h->in_dim, h->W, h->in_dim, 0.0f, Y, h->out_dim);
     for (size_t r = 0; r < N; r++)
         for (size_t j = 0; j < K; j++)
             Y[r * K + j] = Y[r * K + j] + h->b[j];
@@ -962,7 +983,7 @@ static float *run_head(const rnnd_net *n, float *cur, float *other, float *final
                        const rnnd_parallel *par)
 {
     const rnnd_model_spec *s = n->spec;
-    int blas = n->use_openblas && !final;   /* final: the step path */
+    int blas = n->use_openblas && !final; /* final: the step path */
     for (int k = 0; k < s->head_n; k++) {
         const rnnd_head_layer *h = &s->head_layers[k];
         float *dst = k == s->head_n - 1 && final ? final : NULL;
@@ -1029,8 +1050,8 @@ void rnnd_work_free(rnnd_work *w)
     free(w);
 }
 
-static int check_tokens(const rnnd_model_spec *s, size_t B, const int32_t *tokens,
-                        char *err, size_t errlen)
+static int check_tokens(const rnnd_model_spec *s, size_t B, const int32_t *tokens, char *err,
+                        size_t errlen)
 {
     for (size_t b = 0; b < B; b++)
         if (tokens[b] < 0 || tokens[b] >= s->vocab_size) {
@@ -1049,8 +1070,7 @@ static void embed(const rnnd_model_spec *s, size_t B, const int32_t *tokens, flo
 }
 
 int rnnd_net_step(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *tokens,
-                  const float *vectors, float *const *states, float *out,
-                  char *err, size_t errlen)
+                  const float *vectors, float *const *states, float *out, char *err, size_t errlen)
 {
     return rnnd_net_step_par(n, w, B, tokens, vectors, states, out, NULL, err, errlen);
 }
@@ -1061,7 +1081,8 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
 {
     const rnnd_model_spec *s = n->spec;
     if (!n->stateful) {
-        snprintf(err, errlen, "the model has reverse or bidirectional layers: it runs only "
+        snprintf(err, errlen,
+                 "the model has reverse or bidirectional layers: it runs only "
                  "on whole sequences");
         return RNND_ERR_UNSUPPORTED;
     }
@@ -1093,8 +1114,15 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
         for (size_t b = 0; b < B; b++)
             memcpy(w->h + b * O, states[b] + off, O * sizeof(float));
         cell_io io = {
-            .nb = B, .gx = w->gx, .ldgx = GH, .x = x, .ldx = ldx, .hp = w->h, .ldhp = O,
-            .hn = ybuf, .ldhn = O,
+            .nb = B,
+            .gx = w->gx,
+            .ldgx = GH,
+            .x = x,
+            .ldx = ldx,
+            .hp = w->h,
+            .ldhp = O,
+            .hn = ybuf,
+            .ldhn = O,
         };
         size_t C = rnnd_layer_cell_floats(L);
         if (C) {
@@ -1107,7 +1135,7 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
             io.cn = cbuf;
             io.ldcn = C;
             if (L->depth_gate) {
-                io.cl = clow;       /* layer l - 1 is an lstm of the same H */
+                io.cl = clow; /* layer l - 1 is an lstm of the same H */
                 io.ldcl = C;
             }
         }
@@ -1133,7 +1161,8 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
     }
     if (out) {
         if (s->has_head) {
-            run_head(n, (float *)x, x == w->x ? w->y : w->x, out, B, par);
+            /* a model has a layer at least: the last one's rows are in XBUF (x == xbuf) */
+            run_head(n, xbuf, ybuf, out, B, par);
         } else {
             for (size_t b = 0; b < B; b++)
                 memcpy(out + b * ldx, x + b * ldx, ldx * sizeof(float));
@@ -1151,14 +1180,14 @@ int rnnd_net_step_par(const rnnd_net *n, rnnd_work *w, size_t B, const int32_t *
 
 struct seq_ws {
     size_t cap_b, cap_n, cap_t;
-    float *X, *Y, *gx_all;          /* [N, wide], [N, wide], [N, max_gates] */
-    float *gxb, *gh, *hcur, *hnew;  /* [B, max_gates] x 2, [B, wide] x 2 */
-    float *ccur, *t1, *t2;          /* [B, max_hidden] */
-    float *cseq[2];                 /* depth gates: [N, max_hidden] each, the c of every step
+    float *X, *Y, *gx_all;         /* [N, wide], [N, wide], [N, max_gates] */
+    float *gxb, *gh, *hcur, *hnew; /* [B, max_gates] x 2, [B, wide] x 2 */
+    float *ccur, *t1, *t2;         /* [B, max_hidden] */
+    float *cseq[2];                /* depth gates: [N, max_hidden] each, the c of every step
                                      * of an lstm below one, then of the next such lstm */
-    size_t *order;                  /* [B] sequence of slot i */
-    uint64_t *t0, *tc;              /* [B] clockwork: slot i's counter at step 0, at step t */
-    size_t *start;                  /* [maxlen + 1] first row of step t */
+    size_t *order;                 /* [B] sequence of slot i */
+    uint64_t *t0, *tc;             /* [B] clockwork: slot i's counter at step 0, at step t */
+    size_t *start;                 /* [maxlen + 1] first row of step t */
     size_t bytes;
 };
 
@@ -1229,8 +1258,7 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
     size_t cseq = n->depth_gated ? hid : 0;
     if (N > ws->cap_n) {
         ws->cap_n = 0;
-        if (regrow(&ws->X, N, wide) || regrow(&ws->Y, N, wide) ||
-            regrow(&ws->gx_all, N, gates) ||
+        if (regrow(&ws->X, N, wide) || regrow(&ws->Y, N, wide) || regrow(&ws->gx_all, N, gates) ||
             (cseq && (regrow(&ws->cseq[0], N, cseq) || regrow(&ws->cseq[1], N, cseq))))
             return -1;
         ws->cap_n = N;
@@ -1244,9 +1272,8 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
         ws->t0 = ws->tc = NULL;
         if (!(ws->t0 = malloc(B * sizeof *ws->t0)) || !(ws->tc = malloc(B * sizeof *ws->tc)))
             return -1;
-        if (regrow(&ws->gxb, B, gates) || regrow(&ws->gh, B, gates) ||
-            regrow(&ws->hcur, B, wide) || regrow(&ws->hnew, B, wide) ||
-            regrow(&ws->ccur, B, hid) || regrow(&ws->t1, B, hid) ||
+        if (regrow(&ws->gxb, B, gates) || regrow(&ws->gh, B, gates) || regrow(&ws->hcur, B, wide) ||
+            regrow(&ws->hnew, B, wide) || regrow(&ws->ccur, B, hid) || regrow(&ws->t1, B, hid) ||
             regrow(&ws->t2, B, hid) || !(ws->order = malloc(B * sizeof *ws->order)))
             return -1;
         ws->cap_b = B;
@@ -1258,8 +1285,9 @@ static int seq_ws_reserve(const rnnd_net *n, seq_ws *ws, size_t B, size_t N, siz
             return -1;
         ws->cap_t = T + 1;
     }
-    ws->bytes = (ws->cap_n * (2 * wide + gates + 2 * cseq) +
-                 ws->cap_b * (2 * gates + 2 * wide + 3 * hid)) * sizeof(float);
+    ws->bytes =
+        (ws->cap_n * (2 * wide + gates + 2 * cseq) + ws->cap_b * (2 * gates + 2 * wide + 3 * hid)) *
+        sizeof(float);
     return 0;
 }
 
@@ -1293,18 +1321,16 @@ static void seq_ws_put(const rnnd_net *n, seq_ws *ws)
 typedef struct seq_plan {
     size_t B, N, maxlen;
     const size_t *lens;
-    const size_t *order;    /* slot -> sequence */
-    const size_t *start;    /* step -> first row */
+    const size_t *order; /* slot -> sequence */
+    const size_t *start; /* step -> first row */
 } seq_plan;
 
-static size_t plan_nb(const seq_plan *sp, size_t t)
-{
-    return sp->start[t + 1] - sp->start[t];
-}
+static size_t plan_nb(const seq_plan *sp, size_t t) { return sp->start[t + 1] - sp->start[t]; }
 
+/* CTX: the address of a const size_t * to the lengths (qsort_r's context is a void *). */
 static int cmp_len_desc(const void *a, const void *b, void *ctx)
 {
-    const size_t *lens = ctx;
+    const size_t *lens = *(const size_t **)ctx;
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     if (lens[x] != lens[y])
         return lens[x] > lens[y] ? -1 : 1;
@@ -1315,8 +1341,8 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx)
  * own kernel gives each element exactly the sum the step path computes, so whole sequences
  * equal step-by-step runs bit for bit; OpenBLAS (opt-in) is a little faster on big products
  * but rounds differently. */
-static void input_projection(const rnnd_net *n, int l, int d, const float *X, size_t N,
-                             float *GX, const rnnd_parallel *par)
+static void input_projection(const rnnd_net *n, int l, int d, const float *X, size_t N, float *GX,
+                             const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     const rnnd_dir_weights *w = &L->w[d];
@@ -1327,11 +1353,11 @@ static void input_projection(const rnnd_net *n, int l, int d, const float *X, si
                 RNND_NORM_NONE, par);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, GH, L->in_dim, 1.0f, X,
-                L->in_dim, w->W, L->in_dim, 0.0f, GX, ld);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, GH, L->in_dim, 1.0f, X, L->in_dim,
+                w->W, L->in_dim, 0.0f, GX, ld);
     if (L->depth_gate)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, L->hidden, L->in_dim,
-                    1.0f, X, L->in_dim, w->D, L->in_dim, 0.0f, GX + GH, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, L->hidden, L->in_dim, 1.0f, X,
+                    L->in_dim, w->D, L->in_dim, 0.0f, GX + GH, ld);
     const float *bias = p->wb ? p->wb : w->Wb;
     for (size_t r = 0; r < N; r++) {
         float *g = GX + r * (size_t)ld;
@@ -1355,14 +1381,11 @@ static void pool_rows(const rnnd_model_spec *s, const seq_plan *sp, const float 
         const float *first = X + (sp->start[0] + i) * ldx;
         const float *last = X + (sp->start[len - 1] + i) * ldx;
         switch (s->pool) {
-        case RNND_POOL_LAST:
-            memcpy(p, last, ldx * sizeof(float));
-            break;
+        case RNND_POOL_LAST: memcpy(p, last, ldx * sizeof(float)); break;
         case RNND_POOL_FINAL_STATE:
             for (int d = 0; d < L->num_directions; d++) {
                 int rev = L->direction == RNND_DIR_REVERSE || d == 1;
-                memcpy(p + (size_t)d * O, (rev ? first : last) + (size_t)d * O,
-                       O * sizeof(float));
+                memcpy(p + (size_t)d * O, (rev ? first : last) + (size_t)d * O, O * sizeof(float));
             }
             break;
         case RNND_POOL_MEAN:
@@ -1374,15 +1397,14 @@ static void pool_rows(const rnnd_model_spec *s, const seq_plan *sp, const float 
                     if (s->pool == RNND_POOL_MEAN)
                         p[j] += x[j];
                     else if (x[j] > p[j] || isnan(x[j]))
-                        p[j] = x[j];    /* NaN propagates, as torch.max does */
+                        p[j] = x[j]; /* NaN propagates, as torch.max does */
                 }
             }
             if (s->pool == RNND_POOL_MEAN)
                 for (size_t j = 0; j < ldx; j++)
                     p[j] /= (float)len;
             break;
-        default:
-            break;
+        default: break;
         }
     }
 }
@@ -1393,21 +1415,20 @@ static int stopping(const rnnd_parallel *par)
 }
 
 /* One direction of layer L over every sequence; RNND_ERR_STOPPED when PAR says stop. */
-static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
-                         const float *X, float *Y, const float *const *init,
-                         float *const *final, seq_ws *ws, const rnnd_parallel *par)
+static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp, const float *X,
+                         float *Y, const float *const *init, float *const *final, seq_ws *ws,
+                         const rnnd_parallel *par)
 {
     const rnnd_layer_spec *L = &n->spec->layers[l];
     size_t O = (size_t)L->out_dim, H = (size_t)L->hidden, GH = gx_width(L);
-    size_t C = rnnd_layer_cell_floats(L);   /* lstm c; slstm c, n, m */
+    size_t C = rnnd_layer_cell_floats(L); /* lstm c; slstm c, n, m */
     size_t ldy = O * (size_t)L->num_directions;
     size_t soff = n->state_off[l * 2 + d];
     int clock = L->cell == RNND_CELL_CLOCKWORK;
     /* depth gates: this layer's c of every step for the layer above, and the layer below's
      * for this one (both forward: validated), rows laid out like Y's */
     const rnnd_model_spec *s = n->spec;
-    float *keep_c = l + 1 < s->n_layers && s->layers[l + 1].depth_gate ? ws->cseq[l & 1]
-                                                                       : NULL;
+    float *keep_c = l + 1 < s->n_layers && s->layers[l + 1].depth_gate ? ws->cseq[l & 1] : NULL;
     const float *low_c = L->depth_gate ? ws->cseq[(l + 1) & 1] : NULL;
     int reversed = L->direction == RNND_DIR_REVERSE || d == 1;
     float *Yd = Y + (size_t)d * O;
@@ -1432,10 +1453,14 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
             return RNND_ERR_STOPPED;
         size_t nb = plan_nb(sp, t);
         cell_io io = {
-            .nb = nb, .cp = ws->ccur, .ldcp = C, .cn = ws->ccur, .ldcn = C,
+            .nb = nb,
+            .cp = ws->ccur,
+            .ldcp = C,
+            .cn = ws->ccur,
+            .ldcn = C,
         };
         if (clock) {
-            for (size_t i = 0; i < nb; i++)   /* wrapping where the step path does */
+            for (size_t i = 0; i < nb; i++) /* wrapping where the step path does */
                 ws->tc[i] = (ws->t0[i] + t) % RNND_CLOCK_WRAP;
             io.tc = ws->tc;
         }
@@ -1460,8 +1485,7 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
          * length, so its rows are gathered and its outputs scattered */
         for (size_t i = 0; i < nb; i++) {
             size_t pos = sp->lens[sp->order[i]] - 1 - t;
-            memcpy(ws->gxb + i * GH, ws->gx_all + (sp->start[pos] + i) * GH,
-                   GH * sizeof(float));
+            memcpy(ws->gxb + i * GH, ws->gx_all + (sp->start[pos] + i) * GH, GH * sizeof(float));
         }
         io.gx = ws->gxb;
         io.ldgx = GH;
@@ -1483,8 +1507,7 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
         if (!final[b])
             continue;
         /* forward: the h of the last step is that step's output row */
-        const float *h = reversed ? ws->hcur + i * O
-                                  : Yd + (sp->start[sp->lens[b] - 1] + i) * ldy;
+        const float *h = reversed ? ws->hcur + i * O : Yd + (sp->start[sp->lens[b] - 1] + i) * ldy;
         memcpy(final[b] + soff, h, O * sizeof(float));
         if (C)
             memcpy(final[b] + soff + O, ws->ccur + i * C, C * sizeof(float));
@@ -1494,10 +1517,9 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp,
     return RNND_OK;
 }
 
-int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
-                     const int32_t *const *tokens, const float *const *vectors,
-                     const float *const *init, float *const *outputs, float *const *final,
-                     char *err, size_t errlen)
+int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens, const int32_t *const *tokens,
+                     const float *const *vectors, const float *const *init, float *const *outputs,
+                     float *const *final, char *err, size_t errlen)
 {
     return rnnd_net_forward_par(n, B, lens, tokens, vectors, init, outputs, final, NULL, err,
                                 errlen);
@@ -1505,9 +1527,8 @@ int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens,
 
 int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
                          const int32_t *const *tokens, const float *const *vectors,
-                         const float *const *init, float *const *outputs,
-                         float *const *final, const rnnd_parallel *par,
-                         char *err, size_t errlen)
+                         const float *const *init, float *const *outputs, float *const *final,
+                         const rnnd_parallel *par, char *err, size_t errlen)
 {
     const rnnd_model_spec *s = n->spec;
     seq_plan sp = {.B = B, .lens = lens};
@@ -1532,7 +1553,7 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
         if (lens[b] > sp.maxlen)
             sp.maxlen = lens[b];
     }
-    if (sp.N > INT_MAX / 4) {   /* cblas takes int sizes */
+    if (sp.N > INT_MAX / 4) { /* cblas takes int sizes */
         snprintf(err, errlen, "too many steps in one call (%zu)", sp.N);
         return RNND_ERR_LIMIT;
     }
@@ -1545,7 +1566,7 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     size_t *order = ws->order, *start = ws->start;
     for (size_t b = 0; b < B; b++)
         order[b] = b;
-    qsort_r(order, B, sizeof *order, cmp_len_desc, (void *)lens);
+    qsort_r(order, B, sizeof *order, cmp_len_desc, &lens);
     /* start[t]: rows before step t; slot i runs at t while lens[order[i]] > t */
     size_t nb = B;
     start[0] = 0;
@@ -1588,7 +1609,7 @@ int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
     /* X now holds the last layer's output [N, ldx] */
     size_t K = ldx, rows = sp.N;
     if (s->pool != RNND_POOL_NONE) {
-        pool_rows(s, &sp, X, ldx, Y);   /* B rows, slot order, into the free buffer */
+        pool_rows(s, &sp, X, ldx, Y); /* B rows, slot order, into the free buffer */
         float *t = X;
         X = Y;
         Y = t;

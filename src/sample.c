@@ -25,10 +25,7 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k)
-{
-    return (x << k) | (x >> (64 - k));
-}
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 void rnnd_prng_seed(rnnd_prng *g, uint64_t seed)
 {
@@ -50,15 +47,12 @@ uint64_t rnnd_prng_next(rnnd_prng *g)
     return result;
 }
 
-double rnnd_prng_uniform(rnnd_prng *g)
-{
-    return (double)(rnnd_prng_next(g) >> 11) * 0x1.0p-53;
-}
+double rnnd_prng_uniform(rnnd_prng *g) { return (double)(rnnd_prng_next(g) >> 11) * 0x1.0p-53; }
 
 /* ---- scratch ----------------------------------------------------------------------------- */
 
 typedef struct {
-    double x;       /* score, then weight or probability */
+    double x; /* score, then weight or probability */
     int32_t id;
 } cand;
 
@@ -93,16 +87,13 @@ int rnnd_sampling_check(const rnnd_sampling *p, char *err, size_t errlen)
 {
     if (!isfinite(p->temperature) || p->temperature < 0)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "temperature: expected a finite number >= 0, got %g",
-                         p->temperature);
+                         "temperature: expected a finite number >= 0, got %g", p->temperature);
     if (p->top_k < 0)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "top_k: expected an integer >= 0 (0: no limit), got %d",
-                         (int)p->top_k);
+                         "top_k: expected an integer >= 0 (0: no limit), got %d", (int)p->top_k);
     if (!(p->top_p > 0 && p->top_p <= 1))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "top_p: expected a number in (0, 1] (1: no limit), got %g",
-                         p->top_p);
+                         "top_p: expected a number in (0, 1] (1: no limit), got %g", p->top_p);
     return 0;
 }
 
@@ -122,7 +113,7 @@ static void sift(cand *c, size_t i, size_t n)
         if (ch >= n)
             return;
         if (ch + 1 < n && better(&c[ch], &c[ch + 1]))
-            ch++;                   /* the worse child */
+            ch++; /* the worse child */
         if (!better(&c[i], &c[ch]))
             return;
         cand t = c[i];
@@ -177,7 +168,7 @@ static int read_row(cand *c, const float *row, size_t n, int norm, size_t *amax)
     for (size_t i = 0; i < n; i++) {
         double x = row[i];
         if (norm == RNND_NORM_SOFTMAX)
-            x = x > 0 ? log(x) : (x <= 0 ? -INFINITY : x);    /* NaN stays NaN */
+            x = x > 0 ? log(x) : (x <= 0 ? -INFINITY : x); /* NaN stays NaN */
         if (isnan(x) || x == INFINITY)
             return -1;
         c[i].x = x;
@@ -191,30 +182,30 @@ static int read_row(cand *c, const float *row, size_t n, int norm, size_t *amax)
     return 0;
 }
 
-int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm,
-                    const rnnd_sampling *p, rnnd_prng *g)
+int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm, const rnnd_sampling *p,
+                    rnnd_prng *g)
 {
     cand *c = s->c;
     size_t amax;
 
     if (!n || n > s->cap || read_row(c, row, n, norm, &amax))
         return -1;
-    if (p->temperature == 0)                                    /* step 2 */
+    if (p->temperature == 0) /* step 2 */
         return c[amax].id;
 
     double xmax = c[amax].x, T = p->temperature;
-    size_t m = n;                                               /* step 3 */
+    size_t m = n; /* step 3 */
     if (p->top_k > 0 && (size_t)p->top_k < n)
         m = (size_t)p->top_k;
-    if (m < n || p->top_p < 1)  /* without truncation the id order serves: no sort */
+    if (m < n || p->top_p < 1) /* without truncation the id order serves: no sort */
         select_best(c, n, m);
 
-    double S = 0;                                               /* step 4 */
+    double S = 0; /* step 4 */
     for (size_t j = 0; j < m; j++) {
         c[j].x = exp((c[j].x - xmax) / T);
         S += c[j].x;
     }
-    if (p->top_p < 1) {                                         /* step 5 */
+    if (p->top_p < 1) { /* step 5 */
         double target = p->top_p * S, run = 0;
         for (size_t j = 0; j < m; j++) {
             run += c[j].x;
@@ -225,7 +216,7 @@ int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm,
             }
         }
     }
-    if (m == 1)                                                 /* step 6 */
+    if (m == 1) /* step 6 */
         return c[0].id;
     double u = rnnd_prng_uniform(g) * S, run = 0;
     for (size_t j = 0; j < m; j++) {
@@ -236,8 +227,8 @@ int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm,
     return c[m - 1].id;
 }
 
-size_t rnnd_top_k(rnnd_sampler *s, const float *row, size_t n, int norm, size_t k,
-                  int32_t *ids, float *probs)
+size_t rnnd_top_k(rnnd_sampler *s, const float *row, size_t n, int norm, size_t k, int32_t *ids,
+                  float *probs)
 {
     cand *c = s->c;
     size_t amax;

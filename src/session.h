@@ -26,8 +26,8 @@ typedef struct rnnd_job rnnd_job;
 enum { RNND_JOB_DONE = 0, RNND_JOB_PENDING = 1 };
 
 struct rnnd_job {
-    rnnd_job *next;             /* the session's queue (table-private) */
-    rnnd_session *session;      /* set by rnnd_session_submit; the submitter keeps it alive */
+    rnnd_job *next;        /* the session's queue (table-private) */
+    rnnd_session *session; /* set by rnnd_session_submit; the submitter keeps it alive */
     /* Called (outside every lock) when the job reaches the head of the queue, on the thread
      * that made it the head. Returns RNND_JOB_DONE when it finished inline, or
      * RNND_JOB_PENDING when someone will call rnnd_session_job_done() later. */
@@ -40,27 +40,27 @@ struct rnnd_job {
 /* Why an id has no live session. */
 enum rnnd_lookup {
     RNND_SESSION_FOUND = 0,
-    RNND_SESSION_MISSING,       /* never existed, deleted, or its tombstone is gone: 404 */
-    RNND_SESSION_EXPIRED,       /* idle past its ttl: 410 */
-    RNND_SESSION_EVICTED,       /* evicted to make room (session_evict = lru): 410 */
+    RNND_SESSION_MISSING, /* never existed, deleted, or its tombstone is gone: 404 */
+    RNND_SESSION_EXPIRED, /* idle past its ttl: 410 */
+    RNND_SESSION_EVICTED, /* evicted to make room (session_evict = lru): 410 */
 };
 
 typedef struct rnnd_session_limits {
     size_t max_sessions;
-    size_t max_per_owner;       /* open sessions of one owner (API key); 0 = no such limit */
+    size_t max_per_owner; /* open sessions of one owner (API key); 0 = no such limit */
     size_t max_state_bytes;
-    double ttl_s;               /* default idle expiry */
-    double ttl_max_s;           /* largest per-session ttl */
-    int evict_lru;              /* when full: 0 = refuse (RNND_ERR_LIMIT), 1 = evict LRU idle */
-    double tombstone_s;         /* how long an expired/evicted id stays "gone" */
+    double ttl_s;       /* default idle expiry */
+    double ttl_max_s;   /* largest per-session ttl */
+    int evict_lru;      /* when full: 0 = refuse (RNND_ERR_LIMIT), 1 = evict LRU idle */
+    double tombstone_s; /* how long an expired/evicted id stays "gone" */
     size_t max_tombstones;
 } rnnd_session_limits;
 
 /* Monotonic seconds; tests pass a fake clock. NULL = CLOCK_MONOTONIC. */
 typedef double (*rnnd_clock_fn)(void *arg);
 
-rnnd_session_table *rnnd_session_table_new(const rnnd_session_limits *limits,
-                                           rnnd_clock_fn clock, void *clock_arg);
+rnnd_session_table *rnnd_session_table_new(const rnnd_session_limits *limits, rnnd_clock_fn clock,
+                                           void *clock_arg);
 /* Unlinks every session and drops the table's references. Call when no request is in
  * flight; a session still referenced elsewhere must be released before this. */
 void rnnd_session_table_free(rnnd_session_table *t);
@@ -79,16 +79,16 @@ int rnnd_session_ttl_check(double ttl_s, int64_t max, char *err, size_t errlen);
 
 /* What a new session starts from; a field left zero takes the default given. */
 typedef struct rnnd_session_init {
-    void *model;                /* opaque to the table */
-    size_t state_floats;        /* the state block's size */
-    const float *state;         /* copied; NULL: zeros */
-    uint64_t owner;             /* the API key's owner (auth.h); 0: keys are off */
-    uint64_t steps;             /* the step count */
-    double ttl_s;               /* idle ttl; <= 0: the table's default */
+    void *model;         /* opaque to the table */
+    size_t state_floats; /* the state block's size */
+    const float *state;  /* copied; NULL: zeros */
+    uint64_t owner;      /* the API key's owner (auth.h); 0: keys are off */
+    uint64_t steps;      /* the step count */
+    double ttl_s;        /* idle ttl; <= 0: the table's default */
     /* re-creating a saved session (a snapshot, after a restart): */
-    const char *id;             /* its old id; NULL: a fresh random one */
-    int64_t created;            /* its creation time (Unix seconds); 0: now */
-    double idle_s;              /* seconds of its ttl already spent */
+    const char *id;  /* its old id; NULL: a fresh random one */
+    int64_t created; /* its creation time (Unix seconds); 0: now */
+    double idle_s;   /* seconds of its ttl already spent */
 } rnnd_session_init;
 
 /* Create the session IN describes. Returns 0 with *OUT holding one reference for the caller
@@ -118,7 +118,7 @@ int rnnd_session_remove(rnnd_session_table *t, const char *id);
 size_t rnnd_session_expire(rnnd_session_table *t);
 
 rnnd_session *rnnd_session_ref(rnnd_session *s);
-void rnnd_session_unref(rnnd_session *s);     /* NULL is a no-op; frees on the last */
+void rnnd_session_unref(rnnd_session *s); /* NULL is a no-op; frees on the last */
 
 /* Queue JOB on S. Returns RNND_SESSION_FOUND, or the reason S left the table (the job is not
  * queued and nothing is called). When the queue was empty JOB starts on this thread. */
@@ -134,8 +134,8 @@ void *rnnd_session_model(const rnnd_session *s);
 float *rnnd_session_state(rnnd_session *s);
 size_t rnnd_session_state_floats(const rnnd_session *s);
 uint64_t rnnd_session_steps(rnnd_session *s);
-void rnnd_session_set_steps(rnnd_session *s, uint64_t steps);   /* head job only */
-void rnnd_session_add_steps(rnnd_session *s, uint64_t n);       /* head job only */
+void rnnd_session_set_steps(rnnd_session *s, uint64_t steps); /* head job only */
+void rnnd_session_add_steps(rnnd_session *s, uint64_t n);     /* head job only */
 double rnnd_session_ttl(const rnnd_session *s);
 
 /* One attachment per session for its users (the generation defaults given at creation),
@@ -147,11 +147,11 @@ const void *rnnd_session_ext(rnnd_session *s);
 
 typedef struct rnnd_session_info {
     char id[RNND_ID_LEN + 1];
-    void *model;                /* one reference (the table's model REF): release the info */
+    void *model; /* one reference (the table's model REF): release the info */
     uint64_t steps;
-    int64_t created;            /* unix seconds */
-    double idle_s;              /* 0 while a job is queued or running */
-    double expires_in;          /* seconds until idle expiry (ttl while busy) */
+    int64_t created;   /* unix seconds */
+    double idle_s;     /* 0 while a job is queued or running */
+    double expires_in; /* seconds until idle expiry (ttl while busy) */
     double ttl_s;
     int busy;
 } rnnd_session_info;
@@ -166,8 +166,8 @@ void rnnd_session_info_release(rnnd_session_table *t, rnnd_session_info *info, s
  * only of MODEL unless MODEL is NULL. Fills OUT (LIMIT entries, each holding a model
  * reference: rnnd_session_info_release them) and *MORE (whether further sessions follow).
  * Returns the number filled, or (size_t)-1 when out of memory. */
-size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model,
-                         size_t limit, rnnd_session_info *out, int *more);
+size_t rnnd_session_list(rnnd_session_table *t, const char *after, const void *model, size_t limit,
+                         rnnd_session_info *out, int *more);
 /* The same, only sessions of OWNER unless OWNER is NULL. */
 size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const void *model,
                              const uint64_t *owner, size_t limit, rnnd_session_info *out,
@@ -178,8 +178,8 @@ size_t rnnd_session_list_for(rnnd_session_table *t, const char *after, const voi
 int rnnd_session_collect(rnnd_session_table *t, rnnd_session ***out, size_t *n);
 
 typedef struct rnnd_session_stats {
-    size_t sessions;            /* in the table */
-    size_t state_bytes;         /* allocated state blocks (including unlinked, still busy) */
+    size_t sessions;    /* in the table */
+    size_t state_bytes; /* allocated state blocks (including unlinked, still busy) */
     size_t tombstones;
     uint64_t created, expired, evicted, deleted, rejected;
 } rnnd_session_stats;

@@ -16,10 +16,10 @@ struct setting {
     const char *name;
     enum ctype type;
     size_t offset;
-    const char *def;            /* default as text, parsed by the same code as user input */
-    int64_t min, max;           /* numbers only */
-    const char *const *names;   /* enum only, NULL-terminated; value = index */
-    const char *arg;            /* placeholder in --help */
+    const char *def;          /* default as text, parsed by the same code as user input */
+    int64_t min, max;         /* numbers only */
+    const char *const *names; /* enum only, NULL-terminated; value = index */
+    const char *arg;          /* placeholder in --help */
     const char *help;
 };
 
@@ -53,10 +53,9 @@ static const struct setting settings[] = {
      "then needs Authorization: Bearer KEY; empty = no authentication"},
     {"tls_cert", CT_STRING, OFF(tls_cert), "", 0, 0, NULL, "FILE",
      "PEM certificate (chain) to serve HTTPS with; needs tls_key; empty = plain HTTP"},
-    {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE",
-     "PEM private key of tls_cert"},
-    {"tls_priorities", CT_STRING, OFF(tls_priorities),
-     "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", 0, 0, NULL, "STRING",
+    {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE", "PEM private key of tls_cert"},
+    {"tls_priorities", CT_STRING, OFF(tls_priorities), "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2",
+     0, 0, NULL, "STRING",
      "GnuTLS priority string: protocol versions and ciphers offered (default: TLS 1.2 and 1.3 "
      "with GnuTLS's normal cipher list)"},
     {"cors_origins", CT_STRING, OFF(cors_origins), "", 0, 0, NULL, "LIST",
@@ -71,12 +70,12 @@ static const struct setting settings[] = {
      "most sessions advanced together in one batched step"},
     {"max_batch_wait_us", CT_INT, OFF(max_batch_wait_us), "200", 0, 1000000, NULL, "US",
      "longest a worker waits for a batch to fill, only while other workers are busy"},
-    {"max_infer_batch_steps", CT_INT, OFF(max_infer_batch_steps), "65536", 1, 100000000, NULL,
-     "N", "most steps (over all requests) of waiting infer requests run together in one call"},
-    {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI * KI, NULL, "BYTES",
+    {"max_infer_batch_steps", CT_INT, OFF(max_infer_batch_steps), "65536", 1, 100000000, NULL, "N",
+     "most steps (over all requests) of waiting infer requests run together in one call"},
+    {"max_body_bytes", CT_SIZE, OFF(max_body_bytes), "16M", 1024, 1024 * KI *KI, NULL, "BYTES",
      "largest request body (suffix K, M or G); larger bodies get 413"},
-    {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL,
-     "N", "most steps in one session step request"},
+    {"max_steps_per_request", CT_INT, OFF(max_steps_per_request), "4096", 1, 10000000, NULL, "N",
+     "most steps in one session step request"},
     {"max_generate_tokens", CT_INT, OFF(max_generate_tokens), "4096", 1, 10000000, NULL, "N",
      "largest max_tokens of one generate request"},
     {"sse_ping_s", CT_INT, OFF(sse_ping_s), "15", 0, 3600, NULL, "S",
@@ -91,14 +90,14 @@ static const struct setting settings[] = {
      "most open sessions; then 429 (session_evict = reject) or eviction (lru)"},
     {"max_sessions_per_key", CT_INT, OFF(max_sessions_per_key), "0", 0, 100000000, NULL, "N",
      "most open sessions of one API key (then 429); 0 = only max_sessions applies"},
-    {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI * KI * KI, NULL,
-     "BYTES", "cap on the state memory of all sessions together (suffix K, M or G)"},
-    {"max_request_memory", CT_SIZE, OFF(max_request_memory), "256M", KI * KI,
-     1024 * KI * KI * KI, NULL, "BYTES",
+    {"max_state_bytes", CT_SIZE, OFF(max_state_bytes), "1G", 1024, 1024 * KI *KI *KI, NULL, "BYTES",
+     "cap on the state memory of all sessions together (suffix K, M or G)"},
+    {"max_request_memory", CT_SIZE, OFF(max_request_memory), "256M", KI *KI, 1024 * KI *KI *KI,
+     NULL, "BYTES",
      "most memory one request may hold: its body, decoded JSON, arrays, work space and "
      "response (suffix K, M or G); a request that needs more gets 413 before it allocates"},
-    {"memory_budget", CT_SIZE, OFF(memory_budget), "1G", KI * KI, 4096 * KI * KI * KI, NULL,
-     "BYTES", "most memory all requests in flight may hold together (suffix K, M or G); one "
+    {"memory_budget", CT_SIZE, OFF(memory_budget), "1G", KI *KI, 4096 * KI *KI *KI, NULL, "BYTES",
+     "most memory all requests in flight may hold together (suffix K, M or G); one "
      "that does not fit now gets 429 with Retry-After"},
     {"session_ttl_s", CT_INT, OFF(session_ttl_s), "600", 1, 31536000, NULL, "S",
      "a session idle this long expires (a session's own ttl_s overrides)"},
@@ -119,20 +118,20 @@ static const struct setting settings[] = {
     {"request_timeout_s", CT_INT, OFF(request_timeout_s), "30", 1, 3600, NULL, "S",
      "a connection idle this long is closed, and so is a request whose headers take longer "
      "(after that, its body must keep min_body_rate)"},
-    {"min_body_rate", CT_SIZE, OFF(min_body_rate), "1K", 1, 1024 * KI * KI, NULL, "BYTES",
+    {"min_body_rate", CT_SIZE, OFF(min_body_rate), "1K", 1, 1024 * KI *KI, NULL, "BYTES",
      "slowest a request body may arrive, in bytes per second, after request_timeout_s, "
      "in every window of request_timeout_s"},
     {"shutdown_timeout_s", CT_INT, OFF(shutdown_timeout_s), "10", 0, 3600, NULL, "S",
      "on SIGTERM/SIGINT, longest wait for in-flight requests before exiting"},
     {"max_connections", CT_INT, OFF(max_connections), "1024", 1, 65536, NULL, "N",
      "most simultaneous client connections"},
-    {"max_connections_per_ip", CT_INT, OFF(max_connections_per_ip), "128", 1, 65536, NULL,
-     "N", "most simultaneous connections from one client address; more are closed at once"},
-    {"max_header_bytes", CT_SIZE, OFF(max_header_bytes), "32K", 8 * KI, KI * KI, NULL, "BYTES",
+    {"max_connections_per_ip", CT_INT, OFF(max_connections_per_ip), "128", 1, 65536, NULL, "N",
+     "most simultaneous connections from one client address; more are closed at once"},
+    {"max_header_bytes", CT_SIZE, OFF(max_header_bytes), "32K", 8 * KI, KI *KI, NULL, "BYTES",
      "memory for one request's line and headers (libmicrohttpd's connection memory); more "
      "gets 431 or 414"},
-    {"max_pending_requests", CT_INT, OFF(max_pending_requests), "4096", 1, 10000000, NULL,
-     "N", "most compute requests (steps, infer, generate) queued or running at once; more get "
+    {"max_pending_requests", CT_INT, OFF(max_pending_requests), "4096", 1, 10000000, NULL, "N",
+     "most compute requests (steps, infer, generate) queued or running at once; more get "
      "429 with Retry-After instead of waiting"},
     {"log_level", CT_ENUM, OFF(log_level), "info", 0, 3, level_names, "LEVEL",
      "debug, info, warn or error"},
@@ -146,18 +145,6 @@ static const struct setting settings[] = {
 size_t rnnd_config_count(void) { return N_SETTINGS; }
 const char *rnnd_config_key(size_t i) { return i < N_SETTINGS ? settings[i].name : NULL; }
 const char *rnnd_config_default(size_t i) { return i < N_SETTINGS ? settings[i].def : NULL; }
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* '-' and '_' are the same in keys, so --max-batch and max_batch both work. */
 static const struct setting *find_setting(const char *key, size_t keylen)
@@ -178,61 +165,65 @@ static const struct setting *find_setting(const char *key, size_t keylen)
     return NULL;
 }
 
-static int parse_int(const struct setting *s, const char *v, int64_t *out,
-                     char *err, size_t errlen)
+static int parse_int(const struct setting *s, const char *v, int64_t *out, char *err, size_t errlen)
 {
     errno = 0;
     char *end;
     while (isspace((unsigned char)*v))
         v++;
     if (!*v || *v == '+') {
-        seterr(err, errlen, "%s: expected a number, got \"%s\"", s->name, v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a number, got \"%s\"",
+                         s->name, v);
     }
     long long x = strtoll(v, &end, 10);
     if (errno == ERANGE) {
-        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
-               s->min, s->max);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v, s->min,
+                         s->max);
     }
     int64_t mult = 1;
     if (s->type == CT_SIZE && *end) {
         switch (toupper((unsigned char)*end)) {
-        case 'K': mult = KI; end++; break;
-        case 'M': mult = KI * KI; end++; break;
-        case 'G': mult = KI * KI * KI; end++; break;
+        case 'K':
+            mult = KI;
+            end++;
+            break;
+        case 'M':
+            mult = KI * KI;
+            end++;
+            break;
+        case 'G':
+            mult = KI * KI * KI;
+            end++;
+            break;
         default: break;
         }
         if (mult > 1 && (*end == 'B' || *end == 'b'))
-            end++;  /* accept "16M" and "16MB" */
+            end++; /* accept "16M" and "16MB" */
     }
     if (*end || end == v) {
-        seterr(err, errlen, "%s: expected %s, got \"%s\"", s->name,
-               s->type == CT_SIZE ? "a size such as 16M" : "an integer", v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected %s, got \"%s\"", s->name,
+                         s->type == CT_SIZE ? "a size such as 16M" : "an integer", v);
     }
     if (x > 0 && x > INT64_MAX / mult) {
-        seterr(err, errlen, "%s: %s is out of range", s->name, v);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: %s is out of range", s->name, v);
     }
     int64_t val = (int64_t)x * mult;
     if (val < s->min || val > s->max) {
-        seterr(err, errlen, "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v,
-               s->min, s->max);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: %s is out of range %" PRId64 "..%" PRId64, s->name, v, s->min,
+                         s->max);
     }
     *out = val;
     return RNND_OK;
 }
 
-static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
-                 char *err, size_t errlen)
+static int apply(rnnd_config *cfg, const struct setting *s, const char *v, char *err, size_t errlen)
 {
     char *base = (char *)cfg;
     switch (s->type) {
     case CT_INT:
-    case CT_SIZE:
-        return parse_int(s, v, (int64_t *)(base + s->offset), err, errlen);
+    case CT_SIZE: return parse_int(s, v, (int64_t *)(base + s->offset), err, errlen);
     case CT_ENUM:
         for (size_t i = 0; s->names[i]; i++) {
             if (!strcmp(v, s->names[i])) {
@@ -247,9 +238,9 @@ static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
                     strncat(list, ", ", sizeof list - strlen(list) - 1);
                 strncat(list, s->names[i], sizeof list - strlen(list) - 1);
             }
-            seterr(err, errlen, "%s: \"%s\" is not one of %s", s->name, v, list);
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: \"%s\" is not one of %s", s->name,
+                             v, list);
         }
-        return RNND_ERR_INVALID;
     case CT_STRING: {
         char *copy = strdup(v);
         if (!copy)
@@ -261,11 +252,11 @@ static int apply(rnnd_config *cfg, const struct setting *s, const char *v,
     }
     case CT_LIST: {
         if (!*v)
-            return RNND_OK;     /* the empty default */
+            return RNND_OK; /* the empty default */
         const char *eq = strchr(v, '=');
         if (!eq || eq == v || !eq[1]) {
-            seterr(err, errlen, "%s: expected NAME=FILE, got \"%s\"", s->name, v);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected NAME=FILE, got \"%s\"",
+                             s->name, v);
         }
         char ***list = (char ***)(base + s->offset);
         size_t *n = &cfg->n_model;
@@ -315,13 +306,12 @@ void rnnd_config_free(rnnd_config *cfg)
     memset(cfg, 0, sizeof *cfg);
 }
 
-int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
-                    char *err, size_t errlen)
+int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     const struct setting *s = find_setting(key, strlen(key));
     if (!s) {
-        seterr(err, errlen, "unknown setting \"%s\" (rnnd serve --help lists them)", key);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "unknown setting \"%s\" (rnnd serve --help lists them)", key);
     }
     return apply(cfg, s, value, err, errlen);
 }
@@ -340,16 +330,14 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
 {
     FILE *f = fopen(path, "r");
     if (!f) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RNND_ERR_IO;
+        return rnnd_fail(RNND_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
     }
     char line[8192];
     int lineno = 0, rc = RNND_OK;
     while (fgets(line, sizeof line, f)) {
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
-            seterr(err, errlen, "%s:%d: line too long", path, lineno);
-            rc = RNND_ERR_INVALID;
+            rc = rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s:%d: line too long", path, lineno);
             break;
         }
         char *t = trim(line);
@@ -357,8 +345,8 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
             continue;
         char *eq = strchr(t, '=');
         if (!eq) {
-            seterr(err, errlen, "%s:%d: expected key = value", path, lineno);
-            rc = RNND_ERR_INVALID;
+            rc = rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s:%d: expected key = value", path,
+                           lineno);
             break;
         }
         *eq = '\0';
@@ -366,20 +354,19 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
         char msg[512];
         rc = rnnd_config_set(cfg, key, value, msg, sizeof msg);
         if (rc) {
-            seterr(err, errlen, "%s:%d: %s", path, lineno, msg);
+            rnnd_fail(rc, err, errlen, "%s:%d: %s", path, lineno, msg);
             break;
         }
     }
     if (!rc && ferror(f)) {
-        seterr(err, errlen, "%s: read error", path);
-        rc = RNND_ERR_IO;
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen, "%s: read error", path);
     }
     fclose(f);
     return rc;
 }
 
-int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
-                          char *err, size_t errlen)
+int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action, char *err,
+                          size_t errlen)
 {
     *action = RNND_CONFIG_RUN;
     /* first pass: --help, --print-config and --config, so flags override the file */
@@ -394,8 +381,7 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
         } else if (!strcmp(a, "--config") || !strncmp(a, "--config=", 9)) {
             const char *path = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
             if (!path) {
-                seterr(err, errlen, "--config needs a FILE");
-                return RNND_ERR_INVALID;
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen, "--config needs a FILE");
             }
             int rc = rnnd_config_load_file(cfg, path, err, errlen);
             if (rc)
@@ -413,24 +399,23 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
         if (!strncmp(a, "--config=", 9))
             continue;
         if (strncmp(a, "--", 2) || !a[2]) {
-            seterr(err, errlen, "unexpected argument \"%s\" (rnnd serve --help)", a);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "unexpected argument \"%s\" (rnnd serve --help)", a);
         }
         const char *key = a + 2, *eq = strchr(key, '='), *value;
         size_t keylen = eq ? (size_t)(eq - key) : strlen(key);
         const struct setting *s = find_setting(key, keylen);
         if (!s) {
-            seterr(err, errlen, "unknown option \"%.*s\" (rnnd serve --help)",
-                   (int)(keylen + 2), a);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "unknown option \"%.*s\" (rnnd serve --help)", (int)(keylen + 2), a);
         }
         if (eq) {
             value = eq + 1;
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {
-            seterr(err, errlen, "--%s needs a value (%s)", s->name, s->arg);
-            return RNND_ERR_INVALID;
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "--%s needs a value (%s)", s->name,
+                             s->arg);
         }
         int rc = apply(cfg, s, value, err, errlen);
         if (rc)
@@ -442,13 +427,13 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
 int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
 {
     if (cfg->session_ttl_s > cfg->session_ttl_max_s) {
-        seterr(err, errlen, "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64
-               ")", cfg->session_ttl_s, cfg->session_ttl_max_s);
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "session_ttl_s (%" PRId64 ") is above session_ttl_max_s (%" PRId64 ")",
+                         cfg->session_ttl_s, cfg->session_ttl_max_s);
     }
     if (!*cfg->tls_cert != !*cfg->tls_key) {
-        seterr(err, errlen, "tls_cert and tls_key go together: set both for HTTPS, or neither");
-        return RNND_ERR_INVALID;
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "tls_cert and tls_key go together: set both for HTTPS, or neither");
     }
     return RNND_OK;
 }
@@ -500,11 +485,9 @@ void rnnd_config_help(FILE *f)
         char flag[64], text[768];
         flag_name(s, flag, sizeof flag);
         fprintf(f, "  %s %s\n", flag, s->arg);
-        int n = snprintf(text, sizeof text, "%s (key %s, default \"%s\"", s->help, s->name,
-                         s->def);
+        int n = snprintf(text, sizeof text, "%s (key %s, default \"%s\"", s->help, s->name, s->def);
         if (n > 0 && (size_t)n < sizeof text && (s->type == CT_INT || s->type == CT_SIZE))
-            snprintf(text + n, sizeof text - (size_t)n, ", %" PRId64 "..%" PRId64, s->min,
-                     s->max);
+            snprintf(text + n, sizeof text - (size_t)n, ", %" PRId64 "..%" PRId64, s->min, s->max);
         strncat(text, ")", sizeof text - strlen(text) - 1);
         wrap(f, text, 8, 90);
     }
@@ -529,16 +512,12 @@ void rnnd_config_print(const rnnd_config *cfg, FILE *f)
         const struct setting *s = &settings[i];
         const void *p = base + s->offset;
         switch (s->type) {
-        case CT_INT:
-            fprintf(f, "%s = %" PRId64 "\n", s->name, *(const int64_t *)p);
-            break;
+        case CT_INT: fprintf(f, "%s = %" PRId64 "\n", s->name, *(const int64_t *)p); break;
         case CT_SIZE:
             fprintf(f, "%s = ", s->name);
             print_size(f, *(const int64_t *)p);
             break;
-        case CT_ENUM:
-            fprintf(f, "%s = %s\n", s->name, s->names[*(const int64_t *)p]);
-            break;
+        case CT_ENUM: fprintf(f, "%s = %s\n", s->name, s->names[*(const int64_t *)p]); break;
         case CT_STRING:
             fprintf(f, "%s = %s\n", s->name, *(char *const *)p ? *(char *const *)p : "");
             break;

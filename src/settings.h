@@ -12,19 +12,19 @@
 enum rnnd_evict { RNND_EVICT_REJECT = 0, RNND_EVICT_LRU = 1 };
 
 typedef struct rnnd_config {
-    char *listen;                   /* ADDR:PORT */
-    char *models;                   /* folder of *.rnnd files, "" = none */
-    char **model;                   /* NAME=FILE entries */
+    char *listen; /* ADDR:PORT */
+    char *models; /* folder of *.rnnd files, "" = none */
+    char **model; /* NAME=FILE entries */
     size_t n_model;
-    char *state_dir;                /* "" = no snapshots */
-    char *snapshot_key_file;        /* "" = state_dir + ".key" */
-    char *api_keys_file;            /* "" = no authentication */
-    char *tls_cert, *tls_key;       /* "" = plain HTTP */
+    char *state_dir;          /* "" = no snapshots */
+    char *snapshot_key_file;  /* "" = state_dir + ".key" */
+    char *api_keys_file;      /* "" = no authentication */
+    char *tls_cert, *tls_key; /* "" = plain HTTP */
     char *tls_priorities;
-    char *cors_origins;             /* "" = no CORS */
+    char *cors_origins; /* "" = no CORS */
     int64_t snapshot_interval_s;
     int64_t http_threads;
-    int64_t workers;                /* 0 = online cores */
+    int64_t workers; /* 0 = online cores */
     int64_t max_batch;
     int64_t max_batch_wait_us;
     int64_t max_infer_batch_steps;
@@ -41,7 +41,7 @@ typedef struct rnnd_config {
     int64_t memory_budget;
     int64_t session_ttl_s;
     int64_t session_ttl_max_s;
-    int64_t session_evict;          /* enum rnnd_evict */
+    int64_t session_evict; /* enum rnnd_evict */
     int64_t tombstone_s;
     int64_t max_tombstones;
     int64_t retry_after_s;
@@ -54,8 +54,8 @@ typedef struct rnnd_config {
     int64_t max_header_bytes;
     int64_t max_pending_requests;
     int64_t max_sessions_per_key;
-    int64_t log_level;              /* enum rnnd_log_level */
-    int64_t access_log;             /* 0 off, 1 on */
+    int64_t log_level;  /* enum rnnd_log_level */
+    int64_t access_log; /* 0 off, 1 on */
 } rnnd_config;
 
 /* Fill CFG with every default. Returns 0 or RNND_ERR_NOMEM. */
@@ -65,8 +65,7 @@ void rnnd_config_free(rnnd_config *cfg);
 /* Set one setting from text (conf file value or flag argument), checking type and bounds.
  * Returns 0 or RNND_ERR_INVALID with ERR naming the key and the reason. A list setting
  * ("model") appends. */
-int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value,
-                    char *err, size_t errlen);
+int rnnd_config_set(rnnd_config *cfg, const char *key, const char *value, char *err, size_t errlen);
 
 /* Read a conf file: "key = value" lines, '#' starts a comment line, blank lines ignored.
  * Errors name the file and line. */
@@ -76,8 +75,8 @@ int rnnd_config_load_file(rnnd_config *cfg, const char *path, char *err, size_t 
  * every other flag (--key VALUE, --key=VALUE; '-' and '_' are the same in keys).
  * *ACTION is set to RNND_CONFIG_RUN, _HELP or _PRINT. Returns 0 or RNND_ERR_INVALID. */
 enum { RNND_CONFIG_RUN = 0, RNND_CONFIG_HELP, RNND_CONFIG_PRINT };
-int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action,
-                          char *err, size_t errlen);
+int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action, char *err,
+                          size_t errlen);
 
 /* Checks between settings (session_ttl_s <= session_ttl_max_s); run by
  * rnnd_config_from_args(). Returns 0 or RNND_ERR_INVALID. */
@@ -92,6 +91,6 @@ void rnnd_config_print(const rnnd_config *cfg, FILE *f);
 /* Introspection of the table (for tests and docs). */
 size_t rnnd_config_count(void);
 const char *rnnd_config_key(size_t i);
-const char *rnnd_config_default(size_t i);  /* as text, exactly as in conf/rnnd.conf */
+const char *rnnd_config_default(size_t i); /* as text, exactly as in conf/rnnd.conf */
 
 #endif

@@ -7,8 +7,8 @@
 
 typedef struct rnnd_sha256 {
     uint32_t h[8];
-    uint64_t nbytes;        /* total bytes fed so far */
-    unsigned char buf[64];  /* a partial block */
+    uint64_t nbytes;       /* total bytes fed so far */
+    unsigned char buf[64]; /* a partial block */
     size_t nbuf;
 } rnnd_sha256;
 

@@ -79,8 +79,10 @@ int rnnd_snapkey_path(const char *state_dir, const char *setting, char **out, ch
         while (n && base[n - 1] == '/')
             n--;
     if (!n) {
-        snprintf(err, errlen, "snapshot_key_file: state_dir \"%s\" has no folder beside it; "
-                 "set snapshot_key_file", state_dir);
+        snprintf(err, errlen,
+                 "snapshot_key_file: state_dir \"%s\" has no folder beside it; "
+                 "set snapshot_key_file",
+                 state_dir);
         return RNND_ERR_INVALID;
     }
     const char *suffix = setting && *setting ? "" : ".key";
@@ -95,8 +97,7 @@ int rnnd_snapkey_path(const char *state_dir, const char *setting, char **out, ch
     return RNND_OK;
 }
 
-int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *err,
-                               size_t errlen)
+int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *err, size_t errlen)
 {
     char *copy = strdup(path);
     if (!copy) {
@@ -110,8 +111,10 @@ int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *er
     if (kdir && sdir) {
         size_t n = strlen(sdir);
         if (!strncmp(kdir, sdir, n) && (kdir[n] == '\0' || kdir[n] == '/' || n == 1)) {
-            snprintf(err, errlen, "%s: inside state_dir %s; keep the snapshot key outside it "
-                     "(snapshot_key_file)", path, state_dir);
+            snprintf(err, errlen,
+                     "%s: inside state_dir %s; keep the snapshot key outside it "
+                     "(snapshot_key_file)",
+                     path, state_dir);
             rc = RNND_ERR_INVALID;
         }
     }
@@ -163,16 +166,14 @@ static int create_key(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], c
         return RNND_ERR_IO;
     }
     close(fd);
-    fsync_folder(path);     /* the new name is durable once its folder is */
+    fsync_folder(path); /* the new name is durable once its folder is */
     return RNND_OK;
 }
-
 
 /* FD (opened as PATH) must be a regular file of the daemon's own user: a file someone else
  * owns is one they could have chosen (a shared parent folder). 0 with *ST filled, or
  * RNND_ERR_INVALID / RNND_ERR_IO with ERR saying why. */
-static int own_regular_file(int fd, const char *path, struct stat *st, char *err,
-                            size_t errlen)
+static int own_regular_file(int fd, const char *path, struct stat *st, char *err, size_t errlen)
 {
     if (fstat(fd, st)) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
@@ -204,8 +205,7 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP)
-            snprintf(err, errlen, "%s: a symbolic link; the key file must be a regular file",
-                     path);
+            snprintf(err, errlen, "%s: a symbolic link; the key file must be a regular file", path);
         else
             snprintf(err, errlen, "%s: %s", path, strerror(e));
         return e == ELOOP ? RNND_ERR_INVALID : RNND_ERR_IO;
@@ -215,8 +215,10 @@ int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], i
     if (rc) {
         /* said */
     } else if (st.st_mode & 077) {
-        snprintf(err, errlen, "%s: mode %04o lets others read or write the key; expected 0600 "
-                 "or 0400", path, (unsigned)(st.st_mode & 07777));
+        snprintf(err, errlen,
+                 "%s: mode %04o lets others read or write the key; expected 0600 "
+                 "or 0400",
+                 path, (unsigned)(st.st_mode & 07777));
         rc = RNND_ERR_INVALID;
     } else if (st.st_size != RNND_SNAPKEY_BYTES) {
         snprintf(err, errlen, "%s: %lld bytes; a snapshot key is %d random bytes", path,
@@ -262,7 +264,7 @@ int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_
     }
     struct stat st;
     char buf[32] = "";
-    ssize_t got = 0;
+    ssize_t got;
     int rc = own_regular_file(fd, path, &st, err, errlen);
     if (rc) {
         /* said */
@@ -278,8 +280,7 @@ int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_
         char *end;
         errno = 0;
         long long v = strtoll(buf, &end, 10);
-        if (end != buf && (*end == '\0' || (*end == '\n' && end[1] == '\0')) && !errno &&
-            v > 0) {
+        if (end != buf && (*end == '\0' || (*end == '\n' && end[1] == '\0')) && !errno && v > 0) {
             *serial = (int64_t)v;
         } else {
             snprintf(err, errlen, "%s: not a snapshot serial (a decimal number above 0)", path);

@@ -35,8 +35,7 @@ int rnnd_snapkey_path(const char *state_dir, const char *setting, char **out, ch
  * state folder must not be able to read or replace the key. Returns 0 (outside, or a folder
  * does not exist yet: the load or the snapshot reports that) or RNND_ERR_INVALID with ERR as
  * "PATH: reason". */
-int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *err,
-                               size_t errlen);
+int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *err, size_t errlen);
 
 /* Read the key at PATH into KEY; when there is no file, create it (O_EXCL, O_NOFOLLOW, mode
  * 0600) with 32 bytes from getrandom and set *CREATED. The file must be a regular file (not

@@ -21,22 +21,23 @@
 
 static const char head_magic[8] = {'R', 'N', 'N', 'D', 'S', 'N', 'A', 'P'};
 static const char tail_magic[8] = {'R', 'N', 'N', 'D', 'E', 'N', 'D', '1'};
-#define VERSION 4u          /* 2: records carry their owner; 3: the model's state digest;
+#define VERSION \
+    4u                         /* 2: records carry their owner; 3: the model's state digest;
                              * 4: an HMAC-SHA256 trailer with the snapshot key */
-#define FILE_DIGEST_VERSION 2u  /* the oldest read: its records carry the model file's SHA-256 */
-#define SIGNED_VERSION 4u   /* the first with the HMAC trailer */
+#define FILE_DIGEST_VERSION 2u /* the oldest read: its records carry the model file's SHA-256 */
+#define SIGNED_VERSION 4u      /* the first with the HMAC trailer */
 #define ENDIAN 0x01020304u
 #define HEAD_BYTES 24
-#define TAIL_BYTES 48       /* magic, count, sha256 (then, from version 4, the HMAC) */
+#define TAIL_BYTES 48 /* magic, count, sha256 (then, from version 4, the HMAC) */
 
 #define TMP_PREFIX RNND_SNAPSHOT_FILE ".tmp-"
 #define TMP_TRIES 16
 
 struct rnnd_snap_writer {
     char *dir;
-    int dfd;                    /* state_dir: every name below is opened relative to it */
-    int made;                   /* TMP is ours to remove */
-    char tmp[sizeof TMP_PREFIX + 16];   /* TMP_PREFIX + 16 random hex digits */
+    int dfd;                          /* state_dir: every name below is opened relative to it */
+    int made;                         /* TMP is ours to remove */
+    char tmp[sizeof TMP_PREFIX + 16]; /* TMP_PREFIX + 16 random hex digits */
     FILE *f;
     rnnd_sha256 sha;
     rnnd_hmac mac;
@@ -78,7 +79,7 @@ void rnnd_snap_writer_abort(rnnd_snap_writer *w)
     if (w->dfd >= 0)
         close(w->dfd);
     free(w->dir);
-    memset(w, 0, sizeof *w);    /* the HMAC state holds the key */
+    memset(w, 0, sizeof *w); /* the HMAC state holds the key */
     free(w);
 }
 
@@ -132,8 +133,7 @@ int rnnd_snap_writer_open(const char *dir, const unsigned char *key, int64_t ser
         if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
             break;
         snprintf(w->tmp, sizeof w->tmp, "%s%016llx", TMP_PREFIX, (unsigned long long)r);
-        fd = openat(w->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                    0600);
+        fd = openat(w->dfd, w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             break;
     }
@@ -254,7 +254,7 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
         return RNND_ERR_IO;
     }
     w->made = 0;
-    fsync(w->dfd);      /* the rename is durable once the folder is */
+    fsync(w->dfd); /* the rename is durable once the folder is */
     rnnd_snap_writer_abort(w);
     if (records)
         *records = count;
@@ -266,11 +266,11 @@ int rnnd_snap_writer_commit(rnnd_snap_writer *w, size_t *records, size_t *bytes,
 /* ---- reading ----------------------------------------------------------------------------- */
 
 struct rnnd_snap {
-    unsigned char *map;     /* the whole file, read into memory (malloc) */
+    unsigned char *map; /* the whole file, read into memory (malloc) */
     size_t size;
     uint32_t version;
     size_t n;
-    size_t *offs;       /* each record's payload offset */
+    size_t *offs; /* each record's payload offset */
 };
 
 void rnnd_snap_free(rnnd_snap *s)
@@ -397,8 +397,9 @@ static int parse_rec(struct cur *c, rnnd_snap_rec *r)
 
 /* the most bytes one record can take: its length word, the fixed fields with the longest
  * model name, generation defaults with every stop string, padding; the state not counted */
-#define REC_MAX_BYTES (4 + 32 + 1 + 255 + 64 + 5 * 8 + 1 + (8 + 8 + 4 + 8 + 1 + 8 + 1) + \
-                       RNND_GEN_MAX_STOP * (1 + RNND_GEN_STOP_BYTES) + 8 + 3)
+#define REC_MAX_BYTES \
+    (4 + 32 + 1 + 255 + 64 + 5 * 8 + 1 + (8 + 8 + 4 + 8 + 1 + 8 + 1) + \
+     RNND_GEN_MAX_STOP * (1 + RNND_GEN_STOP_BYTES) + 8 + 3)
 
 size_t rnnd_snap_max_bytes(size_t max_sessions, size_t max_state_bytes)
 {
@@ -409,9 +410,8 @@ size_t rnnd_snap_max_bytes(size_t max_sessions, size_t max_state_bytes)
     return max_state_bytes > SIZE_MAX - n ? SIZE_MAX : n + max_state_bytes;
 }
 
-int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
-                   size_t max_bytes, rnnd_snap **out, const char **reason, char *err,
-                   size_t errlen)
+int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned, size_t max_bytes,
+                   rnnd_snap **out, const char **reason, char *err, size_t errlen)
 {
     *out = NULL;
     *reason = NULL;
@@ -457,9 +457,10 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         goto fail;
     }
     if ((uintmax_t)st.st_size > max_bytes) {
-        snprintf(err, errlen, "%s: %lld bytes, above the most a snapshot can hold (%zu: "
-                 "max_sessions records and max_state_bytes of states)", path,
-                 (long long)st.st_size, max_bytes);
+        snprintf(err, errlen,
+                 "%s: %lld bytes, above the most a snapshot can hold (%zu: "
+                 "max_sessions records and max_state_bytes of states)",
+                 path, (long long)st.st_size, max_bytes);
         *reason = "too_large";
         goto fail;
     }
@@ -494,8 +495,10 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         goto fail;
     }
     if (version < FILE_DIGEST_VERSION || version > VERSION || endian != ENDIAN) {
-        snprintf(err, errlen, "%s: snapshot version %u (byte order %08x) is not one this build "
-                 "reads (%u to %u)", path, version, endian, FILE_DIGEST_VERSION, VERSION);
+        snprintf(err, errlen,
+                 "%s: snapshot version %u (byte order %08x) is not one this build "
+                 "reads (%u to %u)",
+                 path, version, endian, FILE_DIGEST_VERSION, VERSION);
         goto fail;
     }
     s->version = version;
@@ -511,15 +514,19 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
             ok = rnnd_hmac_equal(mac, s->map + body, sizeof mac);
         }
         if (!ok) {
-            snprintf(err, errlen, "%s: the snapshot key's MAC does not match (written with "
-                     "another key, altered or truncated)", path);
+            snprintf(err, errlen,
+                     "%s: the snapshot key's MAC does not match (written with "
+                     "another key, altered or truncated)",
+                     path);
             *reason = "bad_mac";
             rc = RNND_ERR_AUTH;
             goto fail;
         }
     } else if (!accept_unsigned) {
-        snprintf(err, errlen, "%s: an unsigned version %u snapshot, accepted only at the "
-                 "start that creates the snapshot key", path, version);
+        snprintf(err, errlen,
+                 "%s: an unsigned version %u snapshot, accepted only at the "
+                 "start that creates the snapshot key",
+                 path, version);
         *reason = "unsigned";
         rc = RNND_ERR_AUTH;
         goto fail;
@@ -565,8 +572,7 @@ int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigne
         }
         struct cur c = {s->map + off + 4, s->map + off + 4 + len, 0};
         rnnd_snap_rec rec;
-        if (parse_rec(&c, &rec) ||
-            ((uintptr_t)rec.state % sizeof(float))) {
+        if (parse_rec(&c, &rec) || ((uintptr_t)rec.state % sizeof(float))) {
             snprintf(err, errlen, "%s: record %llu: malformed", path, (unsigned long long)i);
             goto fail;
         }
@@ -594,6 +600,6 @@ void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec)
     uint32_t len;
     memcpy(&len, s->map + s->offs[i] - 4, 4);
     struct cur c = {s->map + s->offs[i], s->map + s->offs[i] + len, 0};
-    parse_rec(&c, rec);     /* checked by rnnd_snap_load: cannot fail */
+    parse_rec(&c, rec); /* checked by rnnd_snap_load: cannot fail */
     rec->file_digest = s->version == FILE_DIGEST_VERSION;
 }

@@ -18,17 +18,17 @@
 #define RNND_SNAPSHOT_FILE "sessions.snap"
 
 typedef struct rnnd_snap_rec {
-    char id[33];                /* 32 hex digits */
-    char model[256];            /* the model's name */
-    char digest[65];            /* the model's digest (64 hex digits), rnnd_model_digest() */
-    int file_digest;            /* read from a version 2 snapshot: DIGEST is the model file's
+    char id[33];     /* 32 hex digits */
+    char model[256]; /* the model's name */
+    char digest[65]; /* the model's digest (64 hex digits), rnnd_model_digest() */
+    int file_digest; /* read from a version 2 snapshot: DIGEST is the model file's
                                  * SHA-256 (rnnd_model_file_digest()) instead */
-    uint64_t owner;             /* the API key that owns it (auth.h), 0 without keys */
+    uint64_t owner;  /* the API key that owns it (auth.h), 0 without keys */
     uint64_t steps;
-    int64_t created;            /* unix seconds */
+    int64_t created; /* unix seconds */
     double ttl_s;
-    double idle_s;              /* of the ttl, already spent */
-    int has_gen;                /* generation defaults present */
+    double idle_s; /* of the ttl, already spent */
+    int has_gen;   /* generation defaults present */
     rnnd_gen_params gen;
     const float *state;
     size_t n_floats;
@@ -75,9 +75,8 @@ size_t rnnd_snap_max_bytes(size_t max_sessions, size_t max_state_bytes);
  * RNND_ERR_INVALID (corrupt, unknown version:
  * ERR says which, *REASON NULL) / RNND_ERR_IO. ERR says why in every case. *REASON set means
  * the file is to be refused, not merely skipped. */
-int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned,
-                   size_t max_bytes, rnnd_snap **out, const char **reason, char *err,
-                   size_t errlen);
+int rnnd_snap_load(const char *dir, const unsigned char *key, int accept_unsigned, size_t max_bytes,
+                   rnnd_snap **out, const char **reason, char *err, size_t errlen);
 size_t rnnd_snap_count(const rnnd_snap *s);
 size_t rnnd_snap_bytes(const rnnd_snap *s);
 unsigned rnnd_snap_version(const rnnd_snap *s);
@@ -86,6 +85,6 @@ unsigned rnnd_snap_version(const rnnd_snap *s);
 int64_t rnnd_snap_serial(const rnnd_snap *s);
 /* Record I (its state points into the snapshot's memory, valid until rnnd_snap_free). */
 void rnnd_snap_get(const rnnd_snap *s, size_t i, rnnd_snap_rec *rec);
-void rnnd_snap_free(rnnd_snap *s);     /* NULL is a no-op */
+void rnnd_snap_free(rnnd_snap *s); /* NULL is a no-op */
 
 #endif

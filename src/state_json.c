@@ -42,13 +42,13 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
     else if (json_is_integer(v))
         d = (double)json_integer_value(v);
     else
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: expected a number, got %s", path, rnnd_json_type_desc(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: expected a number, got %s", path,
+                         rnnd_json_type_desc(v));
     if (!isfinite(d))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: the number is not finite", path);
     if (fabs(d) >= FLOAT_ROUND_LIMIT)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: %.9g does not fit in a 32-bit float", path, d);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: %.9g does not fit in a 32-bit float",
+                         path, d);
     *out = (float)d;
     return 0;
 }
@@ -66,14 +66,13 @@ int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t 
     json_int_t id = json_integer_value(v);
     if (id < 0 || id >= vocab)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id,
-                         vocab);
+                         "token id %" JSON_INTEGER_FORMAT " out of range [0, %d)", id, vocab);
     *out = (int32_t)id;
     return 0;
 }
 
-int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
-                     char *err, size_t errlen)
+int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path, char *err,
+                     size_t errlen)
 {
     if (!json_is_array(v))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
@@ -104,29 +103,27 @@ int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
 
 /* The "h" or "c" member of one layer: a list of NDIR lists of N numbers each. DST advances
  * by STRIDE per direction. */
-static int parse_per_direction(const json_t *layer, const char *key, int ndir, size_t n,
-                               float *dst, size_t stride, const char *lpath,
-                               char *err, size_t errlen)
+static int parse_per_direction(const json_t *layer, const char *key, int ndir, size_t n, float *dst,
+                               size_t stride, const char *lpath, char *err, size_t errlen)
 {
     char p[PATH_MAX_LEN];
     const json_t *v = json_object_get(layer, key);
 
     if (!v)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: missing \"%s\" (one list of %zu numbers per direction)",
-                         lpath, key, n);
+                         "%s: missing \"%s\" (one list of %zu numbers per direction)", lpath, key,
+                         n);
     if (!json_is_array(v))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s.%s: expected a list of %d direction(s), got %s", lpath,
-                         key, ndir, rnnd_json_type_desc(v));
+                         "%s.%s: expected a list of %d direction(s), got %s", lpath, key, ndir,
+                         rnnd_json_type_desc(v));
     if (json_array_size(v) != (size_t)ndir)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s.%s: expected %d direction(s), got %zu", lpath, key, ndir,
-                         json_array_size(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.%s: expected %d direction(s), got %zu",
+                         lpath, key, ndir, json_array_size(v));
     for (int d = 0; d < ndir; d++) {
         snprintf(p, sizeof p, "%s.%s[%d]", lpath, key, d);
-        int rc = rnnd_json_floats(json_array_get(v, (size_t)d), dst + (size_t)d * stride, n, p,
-                                  err, errlen);
+        int rc = rnnd_json_floats(json_array_get(v, (size_t)d), dst + (size_t)d * stride, n, p, err,
+                                  errlen);
         if (rc)
             return rc;
     }
@@ -140,16 +137,17 @@ static int parse_counters(const json_t *layer, int ndir, float *dst, size_t stri
 {
     const json_t *v = json_object_get(layer, "t");
     if (!v)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"t\" (a clockwork "
-                         "layer's step counter: one integer per direction)", lpath);
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "%s: missing \"t\" (a clockwork "
+                         "layer's step counter: one integer per direction)",
+                         lpath);
     if (!json_is_array(v))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                          "%s.t: expected a list of %d integer(s), got %s", lpath, ndir,
                          rnnd_json_type_desc(v));
     if (json_array_size(v) != (size_t)ndir)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s.t: expected %d direction(s), got %zu", lpath, ndir,
-                         json_array_size(v));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.t: expected %d direction(s), got %zu",
+                         lpath, ndir, json_array_size(v));
     for (int d = 0; d < ndir; d++) {
         const json_t *x = json_array_get(v, (size_t)d);
         if (!json_is_integer(x))
@@ -173,8 +171,8 @@ static int cell_members(const rnnd_layer_spec *L, const char *const **names)
     *names = all;
     return L->cell == RNND_CELL_LSTM ? 1 : L->cell == RNND_CELL_SLSTM ? 3 : 0;
 }
-int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
-                        char *err, size_t errlen)
+int rnnd_state_parse_at(const rnnd_model *m, json_t *state, float *dst, const char *path, char *err,
+                        size_t errlen)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(m);
     char p[PATH_MAX_LEN];
@@ -183,30 +181,29 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
 
     if (!json_is_object(state))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: expected a state object {\"layers\": [...]}, got %s",
-                         path, rnnd_json_type_desc(state));
-    json_object_foreach((json_t *)state, key, val) {
+                         "%s: expected a state object {\"layers\": [...]}, got %s", path,
+                         rnnd_json_type_desc(state));
+    json_object_foreach(state, key, val) {
         if (strcmp(key, "layers"))
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                             "%s: unknown field \"%.64s\" (a state has only \"layers\")",
-                             path, key);
+                             "%s: unknown field \"%.64s\" (a state has only \"layers\")", path,
+                             key);
     }
     const json_t *layers = json_object_get(state, "layers");
     if (!layers)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s: missing \"layers\"", path);
     if (!json_is_array(layers))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s.layers: expected a list of %d layers, got %s", path,
-                         spec->n_layers, rnnd_json_type_desc(layers));
+                         "%s.layers: expected a list of %d layers, got %s", path, spec->n_layers,
+                         rnnd_json_type_desc(layers));
     if (json_array_size(layers) != (size_t)spec->n_layers)
-        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s.layers: expected %d layers, got %zu", path,
-                         spec->n_layers, json_array_size(layers));
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "%s.layers: expected %d layers, got %zu",
+                         path, spec->n_layers, json_array_size(layers));
 
     size_t off = 0;
     for (int l = 0; l < spec->n_layers; l++) {
         const rnnd_layer_spec *ls = &spec->layers[l];
-        const json_t *layer = json_array_get(layers, (size_t)l);
+        json_t *layer = json_array_get(layers, (size_t)l);
         const char *const *mem;
         int nm = cell_members(ls, &mem), clock = ls->cell == RNND_CELL_CLOCKWORK;
         size_t h = (size_t)ls->out_dim, c = rnnd_layer_extra_state(ls);
@@ -216,10 +213,12 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
         if (!json_is_object(layer))
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: expected an object {\"h\": ...%s}, got %s", p,
-                             nm == 1 ? ", \"c\": ..." : nm ? ", \"c\", \"n\", \"m\": ..."
-                             : clock ? ", \"t\": ..." : "",
+                             nm == 1     ? ", \"c\": ..."
+                                 : nm    ? ", \"c\", \"n\", \"m\": ..."
+                                 : clock ? ", \"t\": ..."
+                                         : "",
                              rnnd_json_type_desc(layer));
-        json_object_foreach((json_t *)layer, key, val) {
+        json_object_foreach(layer, key, val) {
             int known = !strcmp(key, "h") || (clock && !strcmp(key, "t"));
             for (int i = 0; i < nm && !known; i++)
                 known = !strcmp(key, mem[i]);
@@ -227,20 +226,22 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
                 continue;
             if (!strcmp(key, "c") || !strcmp(key, "n") || !strcmp(key, "m"))
                 return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                                 "%s: \"%s\" is only for %s layers, this one is %s",
-                                 p, key, strcmp(key, "c") ? "slstm" : "lstm and slstm",
+                                 "%s: \"%s\" is only for %s layers, this one is %s", p, key,
+                                 strcmp(key, "c") ? "slstm" : "lstm and slstm",
                                  rnnd_cell_name(ls->cell));
             if (!strcmp(key, "t"))
                 return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                                 "%s: \"t\" is only for clockwork layers, this one is %s",
-                                 p, rnnd_cell_name(ls->cell));
+                                 "%s: \"t\" is only for clockwork layers, this one is %s", p,
+                                 rnnd_cell_name(ls->cell));
             return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                              "%s: unknown field \"%.64s\" (expected \"h\"%s)", p, key,
-                             nm == 1 ? " and \"c\"" : nm ? ", \"c\", \"n\" and \"m\""
-                             : clock ? " and \"t\"" : "");
+                             nm == 1     ? " and \"c\""
+                                 : nm    ? ", \"c\", \"n\" and \"m\""
+                                 : clock ? " and \"t\""
+                                         : "");
         }
-        int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p,
-                                     err, errlen);
+        int rc = parse_per_direction(layer, "h", ls->num_directions, h, dst + off, h + c, p, err,
+                                     errlen);
         for (int i = 0; i < nm && !rc; i++)
             rc = parse_per_direction(layer, mem[i], ls->num_directions, per,
                                      dst + off + h + (size_t)i * per, h + c, p, err, errlen);
@@ -256,14 +257,13 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
     return 0;
 }
 
-int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
-                     char *err, size_t errlen)
+int rnnd_state_parse(const rnnd_model *m, json_t *state, float *dst, char *err, size_t errlen)
 {
     return rnnd_state_parse_at(m, state, dst, "state", err, errlen);
 }
 
-int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required,
-                            char *err, size_t errlen)
+int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required, char *err,
+                            size_t errlen)
 {
     if (!digest && !required)
         return 0;
@@ -284,9 +284,11 @@ int rnnd_state_digest_match(const rnnd_model *m, const char *digest, char *err, 
     if (strcmp(digest, want) == 0)
         return 0;
     if (err && errlen)
-        snprintf(err, errlen, "digest: the state is for a model with digest %.64s, but this "
+        snprintf(err, errlen,
+                 "digest: the state is for a model with digest %.64s, but this "
                  "model's digest is %s: a state means nothing to another architecture or "
-                 "other weights", digest, want);
+                 "other weights",
+                 digest, want);
     return RNND_ERR_CONFLICT;
 }
 

@@ -21,7 +21,7 @@
  * divide gives the correctly rounded value (Clinger's fast path). */
 #define EXACT_MANTISSA ((uint64_t)1 << 53)
 static const double pow10_exact[23] = {
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
@@ -36,15 +36,15 @@ struct scanner {
 
 static void skip_ws(struct scanner *s)
 {
-    while (s->p < s->end &&
-           (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t'))
         s->p++;
 }
 
-/* After a list element (whitespace skipped): 1 at ',' (consumed, with the whitespace after
+/* After a list element and any whitespace: 1 at ',' (consumed, with the whitespace after
  * it), 0 at CLOSE (consumed), -1 at anything else. */
 static int list_next(struct scanner *s, char close)
 {
+    skip_ws(s);
     if (s->p < s->end && *s->p == ',') {
         s->p++;
         skip_ws(s);
@@ -57,10 +57,7 @@ static int list_next(struct scanner *s, char close)
     return -1;
 }
 
-static int is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* One JSON number at s->p. An integer (no fraction, no exponent) is what jansson makes a
  * JSON integer: its value in *IVAL; more than 18 digits decline, well inside int64 (jansson
@@ -77,9 +74,9 @@ static enum num_kind scan_number(struct scanner *s, int64_t *ival, double *dval)
     if (p >= end || !is_digit(*p))
         return NUM_BAD;
     uint64_t m = 0;
-    int nd = 0;             /* digits in M, leading zeros not counted */
-    int many = 0;           /* more than 19 of them: M is not the whole mantissa */
-    int32_t e10 = 0;        /* the value is M x 10^e10 (unless MANY) */
+    int nd = 0;      /* digits in M, leading zeros not counted */
+    int many = 0;    /* more than 19 of them: M is not the whole mantissa */
+    int32_t e10 = 0; /* the value is M x 10^e10 (unless MANY) */
     if (*p == '0') {
         p++;
     } else {
@@ -122,7 +119,7 @@ static enum num_kind scan_number(struct scanner *s, int64_t *ival, double *dval)
             return NUM_BAD;
         int32_t ev = 0;
         while (p < end && is_digit(*p)) {
-            if (ev < 100000)    /* far past any double; strtod below sees the real text */
+            if (ev < 100000) /* far past any double; strtod below sees the real text */
                 ev = ev * 10 + (*p - '0');
             p++;
         }
@@ -166,13 +163,9 @@ static int scan_float(struct scanner *s, float *out)
     int64_t i;
     double d;
     switch (scan_number(s, &i, &d)) {
-    case NUM_INT:
-        d = (double)i;
-        break;
-    case NUM_REAL:
-        break;
-    default:
-        return DECLINE;
+    case NUM_INT: d = (double)i; break;
+    case NUM_REAL: break;
+    default: return DECLINE;
     }
     if (!(fabs(d) < FLOAT_ROUND_LIMIT))
         return DECLINE;
@@ -209,7 +202,7 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
     s->p++;
     skip_ws(s);
     if (s->p >= s->end || *s->p == ']')
-        return DECLINE;     /* empty: the jansson path says so */
+        return DECLINE; /* empty: the jansson path says so */
     int vectors = *s->p == '[';
     if (vectors && max_depth < 3)
         return DECLINE;
@@ -226,7 +219,7 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
             skip_ws(s);
             size_t w = 0;
             if (s->p < s->end && *s->p == ']')
-                goto out;   /* an empty step */
+                goto out; /* an empty step */
             for (;;) {
                 float *f = grow_next(&g);
                 if (!f) {
@@ -236,7 +229,6 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
                 if (scan_float(s, f))
                     goto out;
                 w++;
-                skip_ws(s);
                 int more = list_next(s, ']');
                 if (more < 0)
                     goto out;
@@ -246,7 +238,7 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
             if (steps == 1)
                 width = w;
             else if (w != width)
-                goto out;   /* ragged: some step has the wrong length for any model */
+                goto out; /* ragged: some step has the wrong length for any model */
         } else {
             int64_t *id = grow_next(&g);
             double unused;
@@ -257,7 +249,6 @@ static int scan_inputs(struct scanner *s, long max_depth, size_t max_steps, rnnd
             if (scan_number(s, id, &unused) != NUM_INT)
                 goto out;
         }
-        skip_ws(s);
         int more = list_next(s, ']');
         if (more < 0)
             goto out;
@@ -343,7 +334,6 @@ int rnnd_step_scan_parse(const char *data, size_t len, long max_depth, size_t ma
             if (scan_number(&s, &out->if_steps, &unused) != NUM_INT || out->if_steps < 0)
                 goto fail;
         }
-        skip_ws(&s);
         int more = list_next(&s, '}');
         if (more < 0)
             goto fail;

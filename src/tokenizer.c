@@ -22,11 +22,11 @@ enum { TOK_CHAR = 0, TOK_BYTE = 1 };
 
 struct rnnd_tokenizer {
     int kind;
-    int n;                      /* vocabulary size (ids 0..n-1) */
-    char *const *vocab;         /* the model's strings, NULL for a byte model without vocab */
-    size_t *lens;               /* [n] strlen of each string (or NULL) */
-    int32_t *sorted;            /* char: [n] ids sorted by (bytes, id) */
-    unsigned char bytes[256];   /* byte: the piece of id b is bytes + b */
+    int n;                    /* vocabulary size (ids 0..n-1) */
+    char *const *vocab;       /* the model's strings, NULL for a byte model without vocab */
+    size_t *lens;             /* [n] strlen of each string (or NULL) */
+    int32_t *sorted;          /* char: [n] ids sorted by (bytes, id) */
+    unsigned char bytes[256]; /* byte: the piece of id b is bytes + b */
 };
 
 /* qsort has no context argument: the comparator reads the strings through this pair. */
@@ -38,7 +38,7 @@ typedef struct {
 static int keyed_cmp(const void *a, const void *b)
 {
     const keyed *x = a, *y = b;
-    int c = strcmp(x->s, y->s);     /* unsigned bytes; a prefix sorts first */
+    int c = strcmp(x->s, y->s); /* unsigned bytes; a prefix sorts first */
     if (c)
         return c;
     return (x->id > y->id) - (x->id < y->id);
@@ -122,7 +122,7 @@ static size_t utf8_char(const unsigned char *p, size_t len, uint32_t *cp)
 {
     unsigned char c = p[0];
     size_t need;
-    unsigned char lo = 0x80, hi = 0xBF;     /* the range of the second byte */
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
 
     if (c < 0x80) {
         *cp = c;
@@ -135,18 +135,18 @@ static size_t utf8_char(const unsigned char *p, size_t len, uint32_t *cp)
         need = 3;
         *cp = c & 0x0F;
         if (c == 0xE0)
-            lo = 0xA0;      /* overlong below U+0800 */
+            lo = 0xA0; /* overlong below U+0800 */
         else if (c == 0xED)
-            hi = 0x9F;      /* surrogates U+D800..U+DFFF */
+            hi = 0x9F; /* surrogates U+D800..U+DFFF */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 4;
         *cp = c & 0x07;
         if (c == 0xF0)
-            lo = 0x90;      /* overlong below U+10000 */
+            lo = 0x90; /* overlong below U+10000 */
         else if (c == 0xF4)
-            hi = 0x8F;      /* above U+10FFFF */
+            hi = 0x8F; /* above U+10FFFF */
     } else {
-        return 0;           /* continuation byte, C0/C1 (overlong), F5..FF */
+        return 0; /* continuation byte, C0/C1 (overlong), F5..FF */
     }
     if (len < need)
         return 0;
@@ -185,8 +185,7 @@ static int no_token(const unsigned char *p, size_t len, size_t off, char *err, s
     if (cp == '"' || cp == '\\')
         return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"\\%c\" (U+%04X)",
                          off, (char)cp, (unsigned)cp);
-    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                     "byte %zu: no token for \"%.*s\" (U+%04X)", off,
+    return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"%.*s\" (U+%04X)", off,
                      (int)k, (const char *)p, (unsigned)cp);
 }
 
@@ -201,14 +200,14 @@ static unsigned char at(const rnnd_tokenizer *t, int32_t id, size_t d)
 static int32_t longest_match(const rnnd_tokenizer *t, const unsigned char *text, size_t len,
                              size_t *mlen)
 {
-    size_t lo = 0, hi = (size_t)t->n;     /* the entries sharing text[0..d) */
+    size_t lo = 0, hi = (size_t)t->n; /* the entries sharing text[0..d) */
     int32_t best = -1;
 
     for (size_t d = 0; d < len && lo < hi; d++) {
         unsigned char c = text[d];
         /* entries ending at d (byte 0 here) come first; then narrow to byte c at d */
         size_t a = lo, b = hi;
-        while (a < b) {         /* first entry whose byte at d is >= c */
+        while (a < b) { /* first entry whose byte at d is >= c */
             size_t mid = a + (b - a) / 2;
             if (at(t, t->sorted[mid], d) < c)
                 a = mid + 1;
@@ -217,7 +216,7 @@ static int32_t longest_match(const rnnd_tokenizer *t, const unsigned char *text,
         }
         size_t first = a;
         b = hi;
-        while (a < b) {         /* first entry whose byte at d is > c */
+        while (a < b) { /* first entry whose byte at d is > c */
             size_t mid = a + (b - a) / 2;
             if (at(t, t->sorted[mid], d) <= c)
                 a = mid + 1;
@@ -235,8 +234,8 @@ static int32_t longest_match(const rnnd_tokenizer *t, const unsigned char *text,
     return best;
 }
 
-int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
-                          int32_t *ids, size_t cap, size_t *n, char *err, size_t errlen)
+int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len, int32_t *ids,
+                          size_t cap, size_t *n, char *err, size_t errlen)
 {
     const unsigned char *p = (const unsigned char *)text;
     size_t bad = utf8_invalid_at(p, len), count = 0;
@@ -255,8 +254,7 @@ int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
                 return no_token(p + i, len - i, i, err, errlen);
         }
         if (count == cap)
-            return rnnd_fail(RNND_ERR_LIMIT, err, errlen,
-                             "byte %zu: more than %zu tokens", i, cap);
+            return rnnd_fail(RNND_ERR_LIMIT, err, errlen, "byte %zu: more than %zu tokens", i, cap);
         ids[count++] = id;
         i += k;
     }
@@ -281,12 +279,9 @@ const char *rnnd_tokenizer_piece(const rnnd_tokenizer *t, int32_t id, size_t *le
 
 /* ---- incremental UTF-8 -------------------------------------------------------------------- */
 
-static const char replacement[3] = {'\xEF', '\xBF', '\xBD'};     /* U+FFFD */
+static const char replacement[3] = {'\xEF', '\xBF', '\xBD'}; /* U+FFFD */
 
-void rnnd_utf8_stream_init(rnnd_utf8_stream *s)
-{
-    s->npend = 0;
-}
+void rnnd_utf8_stream_init(rnnd_utf8_stream *s) { s->npend = 0; }
 
 /* The total length of the character lead byte C starts (0: C cannot start one). */
 static size_t lead_len(unsigned char c)

@@ -19,7 +19,7 @@ struct rnnd_v2_seq {
     pthread_mutex_t mu;
     rnnd_session_table *sessions;
     size_t max, count;
-    size_t mask;                    /* buckets - 1 (a power of two) */
+    size_t mask; /* buckets - 1 (a power of two) */
     struct entry **buckets;
 };
 
@@ -120,7 +120,7 @@ int rnnd_v2_seq_put(rnnd_v2_seq *m, const rnnd_v2_seq_key *key, const char *sid,
     struct entry **pp = find_locked(m, key);
     if (*pp) {
         snprintf(old_sid, RNND_ID_LEN + 1, "%s", (*pp)->sid);
-        snprintf((*pp)->sid, sizeof (*pp)->sid, "%s", sid);
+        snprintf((*pp)->sid, sizeof(*pp)->sid, "%s", sid);
         pthread_mutex_unlock(&m->mu);
         return 0;
     }
@@ -130,7 +130,7 @@ int rnnd_v2_seq_put(rnnd_v2_seq *m, const rnnd_v2_seq_key *key, const char *sid,
             pthread_mutex_unlock(&m->mu);
             return RNND_ERR_LIMIT;
         }
-        pp = find_locked(m, key);   /* the purge may have relinked the bucket */
+        pp = find_locked(m, key); /* the purge may have relinked the bucket */
     }
     struct entry *e = calloc(1, sizeof *e);
     if (!e) {
@@ -187,4 +187,3 @@ const char *rnnd_v2_seq_key_str(const rnnd_v2_seq_key *key, char *buf, size_t le
         snprintf(buf, len, "%" PRIu64, key->num);
     return buf;
 }
-

@@ -18,23 +18,23 @@
 #include "rng.h"
 #include "session.h"
 
-#define RNND_V2_SEQ_STR_MAX 256     /* longest string sequence_id, in bytes */
+#define RNND_V2_SEQ_STR_MAX 256 /* longest string sequence_id, in bytes */
 
 typedef struct rnnd_v2_seq rnnd_v2_seq;
 
 /* A sequence id as Triton sends it: a uint64 (never 0) or a non-empty string. */
 typedef struct rnnd_v2_seq_key {
-    char model[RNND_MODEL_NAME_MAX + 1];     /* the model's name */
-    uint64_t owner;                 /* the API key's owner id (auth.h), 0 without keys */
+    char model[RNND_MODEL_NAME_MAX + 1]; /* the model's name */
+    uint64_t owner;                      /* the API key's owner id (auth.h), 0 without keys */
     int is_str;
-    uint64_t num;                   /* when !is_str */
-    char str[RNND_V2_SEQ_STR_MAX + 1];  /* when is_str, NUL-terminated */
+    uint64_t num;                      /* when !is_str */
+    char str[RNND_V2_SEQ_STR_MAX + 1]; /* when is_str, NUL-terminated */
 } rnnd_v2_seq_key;
 
 /* A map of at most MAX entries over the session table SESSIONS (which must outlive it).
  * NULL when out of memory. */
 rnnd_v2_seq *rnnd_v2_seq_new(rnnd_session_table *sessions, size_t max);
-void rnnd_v2_seq_free(rnnd_v2_seq *m);  /* NULL is a no-op */
+void rnnd_v2_seq_free(rnnd_v2_seq *m); /* NULL is a no-op */
 
 /* Map KEY to session SID. When KEY was mapped already its old session id goes to OLD_SID
  * (else OLD_SID is ""): the caller removes that session. Returns 0, RNND_ERR_LIMIT when the

@@ -9,16 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rnnd/kernels.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "rnnd/status.h"
 
 static float *rand_buf(size_t n)
 {
@@ -33,24 +26,24 @@ static float *rand_buf(size_t n)
 }
 
 /* Repeat F until about 0.3 s have passed; the best time of one call. */
-#define BEST_TIME(OUT, F)                                   \
-    do {                                                    \
-        double best_ = 1e30, start_ = now();                \
-        do {                                                \
-            double t0_ = now();                             \
-            F;                                              \
-            double t_ = now() - t0_;                        \
-            if (t_ < best_)                                 \
-                best_ = t_;                                 \
-        } while (now() - start_ < 0.3);                     \
-        (OUT) = best_;                                      \
+#define BEST_TIME(OUT, F) \
+    do { \
+        double best_ = 1e30, start_ = rnnd_mono_s(); \
+        do { \
+            double t0_ = rnnd_mono_s(); \
+            F; \
+            double t_ = rnnd_mono_s() - t0_; \
+            if (t_ < best_) \
+                best_ = t_; \
+        } while (rnnd_mono_s() - start_ < 0.3); \
+        (OUT) = best_; \
     } while (0)
 
 int main(int argc, char **argv)
 {
     int rows = argc > 2 ? atoi(argv[1]) : 2048;
     int cols = argc > 2 ? atoi(argv[2]) : 1024;
-    size_t Bs[16] = { 1, 2, 4, 8, 16, 64, 256 };
+    size_t Bs[16] = {1, 2, 4, 8, 16, 64, 256};
     int nB = 7;
     if (argc > 3) {
         nB = 0;
@@ -67,7 +60,7 @@ int main(int argc, char **argv)
     float *X = rand_buf(maxB * (size_t)cols);
     float *Y = rand_buf(maxB * (size_t)rows);
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-    openblas_set_num_threads(1);    /* the kernels run on one thread: compare like with like */
+    openblas_set_num_threads(1); /* the kernels run on one thread: compare like with like */
 #endif
     rnnd_packed P;
     if (rnnd_pack(W, rows, cols, &P) != 0) {
@@ -93,26 +86,28 @@ int main(int argc, char **argv)
         size_t B = Bs[i];
         double t;
         if (B == 1)
-            BEST_TIME(t, cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, W, cols, X,
-                                     1, 0.0f, Y, 1));
+            BEST_TIME(t,
+                      cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, W, cols, X, 1,
+                                  0.0f, Y, 1));
         else
-            BEST_TIME(t, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, rows,
-                                     cols, 1.0f, X, cols, W, cols, 0.0f, Y, rows));
+            BEST_TIME(t,
+                      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, rows, cols, 1.0f,
+                                  X, cols, W, cols, 0.0f, Y, rows));
         printf("%-8s %6zu %12.2f %10.2f %10.2f\n", "openblas", B, t * 1e6,
                (double)rows * cols * 4 / t * 1e-9, 2.0 * rows * cols * B / t * 1e-9);
     }
 
     /* activations: ns per element on a hidden-size vector */
     float *v = rand_buf(4096);
-    static const char *names[] = { "sigmoid", "tanh", "softplus" };
-    static const int kinds[] = { RNND_ACT_SIGMOID, RNND_ACT_TANH, RNND_ACT_SOFTPLUS };
+    static const char *names[] = {"sigmoid", "tanh", "softplus"};
+    static const int kinds[] = {RNND_ACT_SIGMOID, RNND_ACT_TANH, RNND_ACT_SOFTPLUS};
     for (const char *const *a = rnnd_kernels_available(); *a != NULL; a++) {
         const rnnd_kernels *k = rnnd_kernels_by_name(*a);
         for (int j = 0; j < 3; j++) {
-            rnnd_activation act = { kinds[j], 0, 0 };
+            rnnd_activation act = {kinds[j], 0, 0};
             double t;
             BEST_TIME(t, k->act(&act, v, 4096));
-            for (int q = 0; q < 4096; q++)      /* keep the inputs from converging */
+            for (int q = 0; q < 4096; q++) /* keep the inputs from converging */
                 v[q] = (float)(q % 97) * 0.1f - 4.8f;
             printf("%-8s %-9s %8.3f ns/element\n", k->name, names[j], t / 4096 * 1e9);
         }

@@ -10,19 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "rnnd/buf.h"
 #include "rnnd/infer.h"
 #include "rnnd/state_json.h"
+#include "rnnd/status.h"
 #include "rnnd/step_scan.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -107,13 +100,13 @@ int main(int argc, char **argv)
             rnnd_buf_printf(&body, "%s%.9g", i ? ", " : "", (double)v[i]);
     }
     rnnd_buf_puts(&body, "]]}");
-    printf("body: %zu bytes, %zu floats; %d requests per run, median of 7 runs\n", body.len,
-           width, reps);
+    printf("body: %zu bytes, %zu floats; %d requests per run, median of 7 runs\n", body.len, width,
+           reps);
     const char *names[] = {"decode jansson", "decode scan", "format %.9g", "format fmt"};
     for (int k = 0; k < 4; k++) {
         double t[7];
         for (int r = 0; r < 7; r++) {
-            double t0 = now();
+            double t0 = rnnd_mono_s();
             for (int i = 0; i < reps; i++) {
                 switch (k) {
                 case 0: decode_jansson(body.data, body.len, dst, width); break;
@@ -122,7 +115,7 @@ int main(int argc, char **argv)
                 default: format_fmt(v, width); break;
                 }
             }
-            t[r] = (now() - t0) / reps * 1e6;
+            t[r] = (rnnd_mono_s() - t0) / reps * 1e6;
         }
         qsort(t, 7, sizeof t[0], cmp_double);
         printf("%-16s %8.1f us/request (min %.1f, max %.1f)\n", names[k], t[3], t[0], t[6]);

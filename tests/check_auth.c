@@ -83,8 +83,8 @@ END_TEST
 static unsigned char *guarded_pages(size_t *page)
 {
     *page = (size_t)sysconf(_SC_PAGESIZE);
-    unsigned char *p = mmap(NULL, 2 * *page, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    unsigned char *p =
+        mmap(NULL, 2 * *page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     ck_assert_ptr_ne(p, MAP_FAILED);
     ck_assert_int_eq(mprotect(p + *page, *page, PROT_NONE), 0);
     return p;
@@ -99,8 +99,8 @@ static int probe(size_t n, long readable)
     size_t page;
     unsigned char *p = guarded_pages(&page);
     unsigned char *guard = p + page;
-    unsigned char *base = guard - (n - 1) * sizeof(rnnd_key) - offsetof(rnnd_key, digest)
-                          - readable;
+    unsigned char *base =
+        guard - (n - 1) * sizeof(rnnd_key) - offsetof(rnnd_key, digest) - readable;
     ck_assert_msg((uintptr_t)base % _Alignof(rnnd_key) == 0, "misaligned layout");
     rnnd_key *keys = (rnnd_key *)(void *)base;
     /* everything of the keys on the readable page is written; the digests but the first
@@ -109,11 +109,10 @@ static int probe(size_t n, long readable)
     digest_of(KEY, d);
     for (size_t i = 0; i < n; i++) {
         unsigned char *k = (unsigned char *)&keys[i];
-        size_t fits = (size_t)(guard - k) < sizeof(rnnd_key) ? (size_t)(guard - k)
-                                                             : sizeof(rnnd_key);
+        size_t fits =
+            (size_t)(guard - k) < sizeof(rnnd_key) ? (size_t)(guard - k) : sizeof(rnnd_key);
         memset(k, 0, fits);
-        size_t dfits = fits > offsetof(rnnd_key, digest) ? fits - offsetof(rnnd_key, digest)
-                                                         : 0;
+        size_t dfits = fits > offsetof(rnnd_key, digest) ? fits - offsetof(rnnd_key, digest) : 0;
         if (dfits > 32)
             dfits = 32;
         memcpy(k + offsetof(rnnd_key, digest), d, dfits);
@@ -153,8 +152,10 @@ START_TEST(test_no_early_exit)
     ck_assert_msg(!probe(3, none), "the check stopped before the last key's digest");
     ck_assert_msg(!probe(2, none), "the check stopped before the last key's digest");
     /* only the last bytes of a digest that differs in its first byte are unreadable */
-    ck_assert_msg(!probe(2, tail), "the check did not read a non-matching digest to its end "
-                  "(bytes %ld to 31 unread)", tail);
+    ck_assert_msg(!probe(2, tail),
+                  "the check did not read a non-matching digest to its end "
+                  "(bytes %ld to 31 unread)",
+                  tail);
 }
 END_TEST
 

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "batcher.h"
@@ -93,11 +92,13 @@ static void setup(fixture *f, const char *arch, size_t max_batch, long wait_us, 
     f->state_floats = rnnd_net_state_floats(f->net);
     rnnd_model_unref(m);
     ck_assert_int_eq(rnnd_batcher_new(f->net, workers, NULL, max_batch, wait_us, &f->b), 0);
-    ck_assert_int_eq(rnnd_pool_new(workers, wctx_new, wctx_free, f, &f->pool, err,
-                                   sizeof err), 0);
+    ck_assert_int_eq(rnnd_pool_new(workers, wctx_new, wctx_free, f, &f->pool, err, sizeof err), 0);
     rnnd_batcher_set_pool(f->b, f->pool);
-    rnnd_session_limits lim = {.max_sessions = 1000, .max_state_bytes = 1 << 30,
-                               .ttl_s = 600, .ttl_max_s = 600, .tombstone_s = 60,
+    rnnd_session_limits lim = {.max_sessions = 1000,
+                               .max_state_bytes = 1 << 30,
+                               .ttl_s = 600,
+                               .ttl_max_s = 600,
+                               .tombstone_s = 60,
                                .max_tombstones = 100};
     f->t = rnnd_session_table_new(&lim, NULL, NULL);
 }
@@ -199,8 +200,7 @@ static void *client(void *p)
                 pos += sp->chunks[i];
             sp->jobs[c] = tjob_new(a->f, sp->tokens + pos, sp->vectors + pos * a->f->in_dim,
                                    sp->chunks[c], -1, a->done);
-            ck_assert_int_eq(rnnd_session_submit(sp->s, &sp->jobs[c]->sj.job),
-                             RNND_SESSION_FOUND);
+            ck_assert_int_eq(rnnd_session_submit(sp->s, &sp->jobs[c]->sj.job), RNND_SESSION_FOUND);
         }
     }
     return NULL;
@@ -220,7 +220,8 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us, si
         sess_plan *sp = &plans[k];
         ck_assert_int_eq(rnnd_session_create(f.t,
                                              &(rnnd_session_init){.state_floats = f.state_floats},
-                                             &sp->s, err, sizeof err), 0);
+                                             &sp->s, err, sizeof err),
+                         0);
         for (int i = 0; i < LEN; i++)
             sp->tokens[i] = (int32_t)(rand_r(&seed) % f.in_dim);
         for (size_t i = 0; !f.tokens && i < LEN * f.in_dim; i++)
@@ -260,11 +261,12 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us, si
                 float *states[1] = {state};
                 ck_assert_int_eq(rnnd_net_step(f.net, w, 1, f.tokens ? &sp->tokens[pos] : NULL,
                                                f.tokens ? NULL : sp->vectors + pos * f.in_dim,
-                                               states, out, err, sizeof err), 0);
+                                               states, out, err, sizeof err),
+                                 0);
                 ck_assert_msg(!memcmp(out, j->out + i * f.out_dim, f.out_dim * sizeof *out),
                               "session %d step %zu differs from stepping alone", k, pos);
             }
-            ck_assert_uint_eq(j->sj.steps, pos);    /* the count after this request */
+            ck_assert_uint_eq(j->sj.steps, pos); /* the count after this request */
             tjob_free(j);
         }
         ck_assert(!memcmp(state, rnnd_session_state(sp->s), f.state_floats * sizeof *state));
@@ -296,24 +298,15 @@ static void run_concurrency(const char *arch, size_t max_batch, long wait_us, si
     teardown(&f);
 }
 
-START_TEST(test_concurrent_tokens)
-{
-    run_concurrency(tok_arch, 8, 0, 7);
-}
+START_TEST(test_concurrent_tokens) { run_concurrency(tok_arch, 8, 0, 7); }
 END_TEST
 
-START_TEST(test_concurrent_vectors_wait)
-{
-    run_concurrency(vec_arch, 64, 300, 7);
-}
+START_TEST(test_concurrent_vectors_wait) { run_concurrency(vec_arch, 64, 300, 7); }
 END_TEST
 
 /* minGRU/minLSTM: requests of 8+ steps scan a chunk at a time, beside requests that step,
  * and every output and state is still bitwise that of stepping alone. */
-START_TEST(test_concurrent_min_scan)
-{
-    run_concurrency(min_arch, 8, 0, 20);
-}
+START_TEST(test_concurrent_min_scan) { run_concurrency(min_arch, 8, 0, 20); }
 END_TEST
 
 /* Two sessions with a request of several chunks (RNND_BATCHER_SCAN_CHUNK) each, one keeping
@@ -336,7 +329,8 @@ static uint64_t run_long_pair(const char *arch, size_t split_min)
     for (int i = 0; i < 2; i++) {
         ck_assert_int_eq(rnnd_session_create(f.t,
                                              &(rnnd_session_init){.state_floats = f.state_floats},
-                                             &s[i], err, sizeof err), 0);
+                                             &s[i], err, sizeof err),
+                         0);
         j[i] = tjob_new(&f, NULL, x, n, -1, &done);
         j[i]->sj.last_only = i;
         ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
@@ -347,7 +341,8 @@ static uint64_t run_long_pair(const char *arch, size_t split_min)
     for (size_t t = 0; t < n; t++) {
         float *states[1] = {state};
         ck_assert_int_eq(rnnd_net_step(f.net, w, 1, NULL, x + t * f.in_dim, states, out, err,
-                                       sizeof err), 0);
+                                       sizeof err),
+                         0);
         ck_assert(!memcmp(out, j[0]->out + t * f.out_dim, f.out_dim * sizeof *out));
     }
     ck_assert(!memcmp(out, j[1]->out, f.out_dim * sizeof *out));
@@ -388,10 +383,7 @@ START_TEST(test_min_scan_mlp_head)
 END_TEST
 
 /* Rounds that split among workers step instead of scanning. */
-START_TEST(test_split_rounds_do_not_scan)
-{
-    ck_assert_uint_eq(run_long_pair(min_arch, 1), 0);
-}
+START_TEST(test_split_rounds_do_not_scan) { ck_assert_uint_eq(run_long_pair(min_arch, 1), 0); }
 END_TEST
 
 START_TEST(test_if_steps_and_stop)
@@ -401,11 +393,12 @@ START_TEST(test_if_steps_and_stop)
     rnnd_session *s;
     char err[256];
     ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
-                                         &s, err, sizeof err), 0);
+                                         &s, err, sizeof err),
+                     0);
     atomic_int done = 0;
     int32_t toks[3] = {1, 2, 3};
     tjob *a = tjob_new(&f, toks, NULL, 3, 0, &done);
-    tjob *b = tjob_new(&f, toks, NULL, 1, 5, &done);    /* stale: the count will be 3 */
+    tjob *b = tjob_new(&f, toks, NULL, 1, 5, &done); /* stale: the count will be 3 */
     tjob *c = tjob_new(&f, toks, NULL, 2, 3, &done);
     rnnd_session_submit(s, &a->sj.job);
     rnnd_session_submit(s, &b->sj.job);
@@ -423,7 +416,8 @@ START_TEST(test_if_steps_and_stop)
     d->sj.last_only = 1;
     rnnd_session *s2;
     ck_assert_int_eq(rnnd_session_create(f.t, &(rnnd_session_init){.state_floats = f.state_floats},
-                                         &s2, err, sizeof err), 0);
+                                         &s2, err, sizeof err),
+                     0);
     rnnd_session_submit(s2, &d->sj.job);
     wait_done(&done, 4);
     ck_assert(!memcmp(d->out, a->out + 2 * f.out_dim, f.out_dim * sizeof(float)));
@@ -500,7 +494,8 @@ static void run_split(size_t workers, float *out, size_t out_dim, uint64_t *spli
             toks[i] = (int32_t)(rand_r(&seed) % f.in_dim);
         ck_assert_int_eq(rnnd_session_create(f.t,
                                              &(rnnd_session_init){.state_floats = f.state_floats},
-                                             &s[k], err, sizeof err), 0);
+                                             &s[k], err, sizeof err),
+                         0);
         j[k] = tjob_new(&f, toks, NULL, SPLIT_LEN, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[k], &j[k]->sj.job), RNND_SESSION_FOUND);
     }
@@ -527,7 +522,7 @@ START_TEST(test_split_round_bitwise)
     float *one = malloc(n * sizeof(float)), *two = malloc(n * sizeof(float));
     uint64_t rounds1, helped1, rounds2, helped2 = 0, tries = 0;
     run_split(1, one, out_dim, &rounds1, &helped1);
-    ck_assert_uint_eq(rounds1, 0);      /* one worker: nobody to share with */
+    ck_assert_uint_eq(rounds1, 0); /* one worker: nobody to share with */
     /* two workers: every round is split; the idle one joins as soon as it wakes, which on a
      * loaded machine may take longer than the part it was woken for (a round has only a few
      * parallel parts since cells split by batch rows), so allow many runs for it to help at
@@ -555,8 +550,8 @@ START_TEST(test_split_round_bitwise)
         memset(st, 0, f.state_floats * sizeof *st);
         for (int i = 0; i < SPLIT_LEN; i++) {
             float *sp[1] = {st};
-            ck_assert_int_eq(rnnd_net_step(f.net, w, 1, &toks[i], NULL, sp, out, err,
-                                           sizeof err), 0);
+            ck_assert_int_eq(rnnd_net_step(f.net, w, 1, &toks[i], NULL, sp, out, err, sizeof err),
+                             0);
             ck_assert(!memcmp(out, one + ((size_t)k * SPLIT_LEN + i) * out_dim, sizeof out));
         }
     }
@@ -571,13 +566,6 @@ END_TEST
 /* A round gathering while another worker is busy stops waiting as soon as the batch is full,
  * not at max_batch_wait_us (arrivals below a full batch do not wake it; the one that fills it
  * must). */
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 START_TEST(test_gather_ends_when_full)
 {
     enum { FULL = 4 };
@@ -590,27 +578,28 @@ START_TEST(test_gather_ends_when_full)
     ck_assert_int_eq(rnnd_pool_post(f.pool, &bl.task), 0);
     for (int i = 0; i < 5000 && !atomic_load(&bl.started); i++)
         usleep(1000);
-    ck_assert(atomic_load(&bl.started));    /* one worker busy: the other's round gathers */
+    ck_assert(atomic_load(&bl.started)); /* one worker busy: the other's round gathers */
     atomic_int done = 0;
     char err[256];
     rnnd_session *s[FULL];
     tjob *j[FULL];
     int32_t tok = 1;
-    double t0 = mono_s();
+    double t0 = rnnd_mono_s();
     for (int i = 0; i < FULL; i++) {
         ck_assert_int_eq(rnnd_session_create(f.t,
                                              &(rnnd_session_init){.state_floats = f.state_floats},
-                                             &s[i], err, sizeof err), 0);
+                                             &s[i], err, sizeof err),
+                         0);
         j[i] = tjob_new(&f, &tok, NULL, 1, -1, &done);
         ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
-        usleep(20000);  /* the first job's round is waiting before the next arrives */
+        usleep(20000); /* the first job's round is waiting before the next arrives */
     }
     for (int i = 0; i < 10000 && atomic_load(&done) < FULL; i++)
         usleep(500);
-    double secs = mono_s() - t0;
+    double secs = rnnd_mono_s() - t0;
     ck_assert_int_eq(atomic_load(&done), FULL);
     ck_assert_msg(secs < wait_us / 2e6, "the full batch waited %.3f s", secs);
-    ck_assert_uint_eq(rnnd_batcher_hist(f.b, FULL), 1);    /* one round took all four */
+    ck_assert_uint_eq(rnnd_batcher_hist(f.b, FULL), 1); /* one round took all four */
     ck_assert_uint_eq(rnnd_batcher_batches(f.b), 1);
     atomic_store(&bl.release, 1);
     for (int i = 0; i < FULL; i++) {

@@ -49,7 +49,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(c.session_ttl_s, 600);
     ck_assert_int_eq(c.session_evict, RNND_EVICT_REJECT);
     ck_assert_int_eq(c.workers, 0);
-    ck_assert_str_eq(c.snapshot_key_file, "");     /* state_dir + ".key" (snapkey.h) */
+    ck_assert_str_eq(c.snapshot_key_file, ""); /* state_dir + ".key" (snapkey.h) */
     rnnd_config_free(&c);
 }
 END_TEST
@@ -65,14 +65,12 @@ START_TEST(test_set)
     ck_assert_int_eq(c.max_batch, 9);
     ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "0", err, sizeof err), RNND_ERR_INVALID);
     ck_assert(strstr(err, "max_batch") && strstr(err, "1..4096"));
-    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "5000", err, sizeof err),
-                     RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "12x", err, sizeof err),
-                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "5000", err, sizeof err), RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "12x", err, sizeof err), RNND_ERR_INVALID);
     ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "", err, sizeof err), RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "99999999999999999999999", err,
-                                     sizeof err), RNND_ERR_INVALID);
-    ck_assert_int_eq(c.max_batch, 9);   /* failed sets change nothing */
+    ck_assert_int_eq(rnnd_config_set(&c, "max_batch", "99999999999999999999999", err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_int_eq(c.max_batch, 9); /* failed sets change nothing */
     ck_assert_int_eq(rnnd_config_set(&c, "max_body_bytes", "2K", err, sizeof err), 0);
     ck_assert_int_eq(c.max_body_bytes, 2048);
     ck_assert_int_eq(rnnd_config_set(&c, "max_body_bytes", "3mb", err, sizeof err), 0);
@@ -82,14 +80,13 @@ START_TEST(test_set)
     ck_assert_int_eq(rnnd_config_set(&c, "max_body_bytes", "2T", err, sizeof err),
                      RNND_ERR_INVALID);
     ck_assert_int_eq(rnnd_config_set(&c, "max_body_bytes", "2G", err, sizeof err),
-                     RNND_ERR_INVALID);  /* above 1G */
+                     RNND_ERR_INVALID); /* above 1G */
     ck_assert_int_eq(rnnd_config_set(&c, "session_evict", "lru", err, sizeof err), 0);
     ck_assert_int_eq(c.session_evict, RNND_EVICT_LRU);
     ck_assert_int_eq(rnnd_config_set(&c, "session_evict", "random", err, sizeof err),
                      RNND_ERR_INVALID);
     ck_assert(strstr(err, "reject, lru"));
-    ck_assert_int_eq(rnnd_config_set(&c, "no_such_key", "1", err, sizeof err),
-                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_config_set(&c, "no_such_key", "1", err, sizeof err), RNND_ERR_INVALID);
     ck_assert(strstr(err, "no_such_key"));
     ck_assert_int_eq(rnnd_config_set(&c, "model", "a=/x/a.rnnd", err, sizeof err), 0);
     ck_assert_int_eq(rnnd_config_set(&c, "model", "b=/x/b.rnnd", err, sizeof err), 0);
@@ -97,8 +94,7 @@ START_TEST(test_set)
     ck_assert_int_eq(rnnd_config_set(&c, "model", "=x", err, sizeof err), RNND_ERR_INVALID);
     ck_assert_uint_eq(c.n_model, 2);
     ck_assert_str_eq(c.model[1], "b=/x/b.rnnd");
-    ck_assert_int_eq(rnnd_config_set(&c, "snapshot-key-file", "/k/snap.key", err, sizeof err),
-                     0);
+    ck_assert_int_eq(rnnd_config_set(&c, "snapshot-key-file", "/k/snap.key", err, sizeof err), 0);
     ck_assert_str_eq(c.snapshot_key_file, "/k/snap.key");
     rnnd_config_free(&c);
 }
@@ -148,8 +144,8 @@ START_TEST(test_args)
     char cfgarg[300];
     snprintf(cfgarg, sizeof cfgarg, "--config=%s", p);
     /* flags override the file whatever their order */
-    char *argv1[] = {"serve", "--max-batch", "5", cfgarg, "--model", "a=x.rnnd",
-                     "--model=b=y.rnnd", "--listen", "127.0.0.1:0", NULL};
+    char *argv1[] = {"serve",    "--max-batch",      "5",        cfgarg,        "--model",
+                     "a=x.rnnd", "--model=b=y.rnnd", "--listen", "127.0.0.1:0", NULL};
     rnnd_config_init(&c);
     ck_assert_int_eq(rnnd_config_from_args(&c, 9, argv1, &action, err, sizeof err), 0);
     ck_assert_int_eq(action, RNND_CONFIG_RUN);
@@ -260,8 +256,7 @@ START_TEST(test_shipped_conf)
         line[strcspn(line, "\n")] = '\0';
         for (size_t i = 0; i < rnnd_config_count(); i++) {
             char want[512];
-            snprintf(want, sizeof want, "# %s = %s", rnnd_config_key(i),
-                     rnnd_config_default(i));
+            snprintf(want, sizeof want, "# %s = %s", rnnd_config_key(i), rnnd_config_default(i));
             char prefix[128];
             snprintf(prefix, sizeof prefix, "# %s =", rnnd_config_key(i));
             if (!strncmp(line, prefix, strlen(prefix))) {
@@ -269,8 +264,7 @@ START_TEST(test_shipped_conf)
                 size_t n = strlen(want);
                 while (n && want[n - 1] == ' ')
                     want[--n] = '\0';
-                ck_assert_msg(!strcmp(line, want), "%s: \"%s\" should be \"%s\"", path, line,
-                              want);
+                ck_assert_msg(!strcmp(line, want), "%s: \"%s\" should be \"%s\"", path, line, want);
                 found[i]++;
             }
         }

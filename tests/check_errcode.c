@@ -35,13 +35,19 @@ START_TEST(error_codes)
     ck_assert_str_eq(rnnd_errcode_name(rnnd_errcode_of(RNND_ERR_NOMEM)), "out_of_memory");
     ck_assert_str_eq(rnnd_errcode_name(rnnd_errcode_of(RNND_ERR_INTERNAL)), "internal");
     ck_assert_str_eq(rnnd_errcode_name(rnnd_errcode_of(-1000)), "internal");
-    static const struct { const char *code; unsigned http; } table[] = {
-        {"invalid_json", 400}, {"invalid_request", 400}, {"numeric_error", 400},
-        {"not_found", 404}, {"method_not_allowed", 405}, {"unsupported", 409},
-        {"conflict", 409}, {"gone", 410}, {"limit_exceeded", 413},
-        {"unsupported_media_type", 415}, {"overloaded", 429}, {"internal", 500},
-        {"model_error", 503}, {"out_of_memory", 503}, {"unavailable", 503},
-        {"no_models", 503}, {"unauthorized", 401}, {"forbidden", 403},
+    static const struct {
+        const char *code;
+        unsigned http;
+    } table[] = {
+        {"invalid_json", 400},       {"invalid_request", 400},
+        {"numeric_error", 400},      {"not_found", 404},
+        {"method_not_allowed", 405}, {"unsupported", 409},
+        {"conflict", 409},           {"gone", 410},
+        {"limit_exceeded", 413},     {"unsupported_media_type", 415},
+        {"overloaded", 429},         {"internal", 500},
+        {"model_error", 503},        {"out_of_memory", 503},
+        {"unavailable", 503},        {"no_models", 503},
+        {"unauthorized", 401},       {"forbidden", 403},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         enum rnnd_errcode e = by_name(table[i].code);
@@ -60,13 +66,13 @@ START_TEST(v2_statuses)
     for (int e = 0; e < RNND_E_COUNT; e++) {
         const char *n = rnnd_errcode_name((enum rnnd_errcode)e);
         unsigned want = 400;
-        if (!strcmp(n, "unavailable") || !strcmp(n, "overloaded") ||
-            !strcmp(n, "out_of_memory") || !strcmp(n, "no_models"))
+        if (!strcmp(n, "unavailable") || !strcmp(n, "overloaded") || !strcmp(n, "out_of_memory") ||
+            !strcmp(n, "no_models"))
             want = 503;
         else if (!strcmp(n, "internal") || !strcmp(n, "model_error"))
             want = 500;
-        ck_assert_msg(rnnd_errcode_v2((enum rnnd_errcode)e) == want, "%s: v2 status %u, not %u",
-                      n, rnnd_errcode_v2((enum rnnd_errcode)e), want);
+        ck_assert_msg(rnnd_errcode_v2((enum rnnd_errcode)e) == want, "%s: v2 status %u, not %u", n,
+                      rnnd_errcode_v2((enum rnnd_errcode)e), want);
     }
 }
 END_TEST

@@ -19,10 +19,10 @@
 
 /* ck_assert records a checkpoint on every call (a write to Check's pipe); millions of them
  * cost minutes of system time, so the hot loops test first and only then fail. */
-#define CHECK(cond, ...)                                                                    \
-    do {                                                                                    \
-        if (!(cond))                                                                        \
-            ck_abort_msg(__VA_ARGS__);                                                      \
+#define CHECK(cond, ...) \
+    do { \
+        if (!(cond)) \
+            ck_abort_msg(__VA_ARGS__); \
     } while (0)
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -83,7 +83,7 @@ static int json_number(const char *s)
 /* Significant digits of a number text. */
 static int sig_digits(const char *s)
 {
-    char d[32];
+    char d[32] = "";
     int n = 0;
     for (; *s && *s != 'e'; s++)
         if (*s >= '0' && *s <= '9' && n < 31)
@@ -115,32 +115,51 @@ static void check_one(float v, int shortest)
     memset(buf, 'x', sizeof buf);
     size_t n = rnnd_fmt_float(v, buf);
     CHECK(n > 0 && n < RNND_FMT_FLOAT_MAX && buf[n] == '\0' && strlen(buf) == n,
-                  "0x%08x: length %zu", bits_of(v), n);
+          "0x%08x: length %zu", bits_of(v), n);
     CHECK(json_number(buf), "0x%08x: \"%s\" is not a JSON number", bits_of(v), buf);
     float back = strtof(buf, NULL);
-    CHECK(bits_of(back) == bits_of(v), "0x%08x (%.9g): \"%s\" reads back as %.9g",
-                  bits_of(v), (double)v, buf, (double)back);
+    CHECK(bits_of(back) == bits_of(v), "0x%08x (%.9g): \"%s\" reads back as %.9g", bits_of(v),
+          (double)v, buf, (double)back);
     /* what the daemon's readers do: a double, then a float */
-    CHECK(bits_of((float)strtod(buf, NULL)) == bits_of(v), "0x%08x: \"%s\" via strtod",
-                  bits_of(v), buf);
+    CHECK(bits_of((float)strtod(buf, NULL)) == bits_of(v), "0x%08x: \"%s\" via strtod", bits_of(v),
+          buf);
     if (shortest && v != 0) {
         int p = printf_shortest(v);
-        CHECK(sig_digits(buf) <= p, "0x%08x: \"%s\" has more than %d digits",
-                      bits_of(v), buf, p);
+        CHECK(sig_digits(buf) <= p, "0x%08x: \"%s\" has more than %d digits", bits_of(v), buf, p);
     }
 }
 
 START_TEST(test_known)
 {
     /* shortest texts known from outside: Python's repr(numpy.float32(x)), %g layout */
-    static const struct { float v; const char *text; } cases[] = {
-        {0.0f, "0"}, {-0.0f, "-0.0"}, {1.0f, "1"}, {-1.0f, "-1"}, {0.1f, "0.1"},
-        {0.3f, "0.3"}, {2.5f, "2.5"}, {100.0f, "100"}, {100000000.0f, "100000000"},
-        {1e9f, "1e+09"}, {1e10f, "1e+10"}, {0.0001f, "0.0001"}, {1e-5f, "1e-05"},
-        {-2.5e-7f, "-2.5e-07"}, {16777216.0f, "16777216"}, {3.14159265f, "3.1415927"},
-        {FLT_MAX, "3.4028235e+38"}, {FLT_MIN, "1.1754944e-38"}, {FLT_TRUE_MIN, "1e-45"},
-        {-FLT_MAX, "-3.4028235e+38"}, {1.0f / 3.0f, "0.33333334"}, {65504.0f, "65504"},
-        {0x1p-126f * 0.5f, "5.877472e-39"}, {123456792.0f, "123456790"},
+    static const struct {
+        float v;
+        const char *text;
+    } cases[] = {
+        {0.0f, "0"},
+        {-0.0f, "-0.0"},
+        {1.0f, "1"},
+        {-1.0f, "-1"},
+        {0.1f, "0.1"},
+        {0.3f, "0.3"},
+        {2.5f, "2.5"},
+        {100.0f, "100"},
+        {100000000.0f, "100000000"},
+        {1e9f, "1e+09"},
+        {1e10f, "1e+10"},
+        {0.0001f, "0.0001"},
+        {1e-5f, "1e-05"},
+        {-2.5e-7f, "-2.5e-07"},
+        {16777216.0f, "16777216"},
+        {3.14159265f, "3.1415927"},
+        {FLT_MAX, "3.4028235e+38"},
+        {FLT_MIN, "1.1754944e-38"},
+        {FLT_TRUE_MIN, "1e-45"},
+        {-FLT_MAX, "-3.4028235e+38"},
+        {1.0f / 3.0f, "0.33333334"},
+        {65504.0f, "65504"},
+        {0x1p-126f * 0.5f, "5.877472e-39"},
+        {123456792.0f, "123456790"},
     };
     char buf[RNND_FMT_FLOAT_MAX];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -192,8 +211,7 @@ START_TEST(test_edges)
         char buf[RNND_FMT_FLOAT_MAX];
         rnnd_fmt_float(p, buf);
         if (k >= -4 && k < 9) {
-            ck_assert_msg(strtod(buf, NULL) == strtod(t, NULL) || p == 0,
-                          "1e%d: \"%s\"", k, buf);
+            ck_assert_msg(strtod(buf, NULL) == strtod(t, NULL) || p == 0, "1e%d: \"%s\"", k, buf);
         }
     }
     /* integers around 2^24 (where float spacing becomes 2) and halves: ties in the text */
@@ -255,7 +273,8 @@ START_TEST(test_jansson_reads_back)
         CHECK(bits_of(back) == bits_of(v[i]), "element %zu", i);
     }
     ck_assert_msg(json_is_real(json_array_get(a, 0)) &&
-                  signbit(json_real_value(json_array_get(a, 0))), "-0.0 lost its sign");
+                      signbit(json_real_value(json_array_get(a, 0))),
+                  "-0.0 lost its sign");
     json_decref(a);
     rnnd_buf_free(&b);
     free(v);

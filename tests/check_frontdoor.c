@@ -79,17 +79,17 @@ START_TEST(test_path_percent)
     ck_assert_int_eq(rnnd_frontdoor_path("/healthz", err, sizeof err), RNND_OK);
     ck_assert_int_eq(rnnd_frontdoor_path("/health%7a", err, sizeof err), RNND_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(err, "'%' at byte 7"));
-    ck_assert_int_eq(rnnd_frontdoor_path("/v1%2fsessions?x", err, sizeof err),
-                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_frontdoor_path("/v1%2fsessions?x", err, sizeof err), RNND_ERR_INVALID);
 }
 END_TEST
 
 START_TEST(test_host_syntax)
 {
-    static const char *const good[] = {"x", "example.com:8080", "127.0.0.1:80", "[::1]",
-                                       "[::1]:9000", "x:", "", "caf%C3%A9", "a-b_c~d!$&'()*+,;="};
-    static const char *const bad[] = {"u:p@x:99", "u@x", "x y", "x/y", "x:9a", "x:1:2", "[::1",
-                                      "[]", "[::1]x", "x?y", "x%zz", "x%4", "\t"};
+    static const char *const good[] = {"x",     "example.com:8080", "127.0.0.1:80",
+                                       "[::1]", "[::1]:9000",       "x:",
+                                       "",      "caf%C3%A9",        "a-b_c~d!$&'()*+,;="};
+    static const char *const bad[] = {"u:p@x:99", "u@x",    "x y", "x/y",  "x:9a", "x:1:2", "[::1",
+                                      "[]",       "[::1]x", "x?y", "x%zz", "x%4",  "\t"};
     char err[160];
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
         ck_assert_msg(rnnd_frontdoor_host(good[i], err, sizeof err) == RNND_OK, "%s", good[i]);
@@ -106,11 +106,10 @@ START_TEST(test_line_nul)
 {
     char ok[] = "GET\0/v1/x\0HTTP/1.1";
     ck_assert_int_eq(rnnd_frontdoor_line(ok, ok + 4, 5, ok + 10), RNND_OK);
-    char two[] = "GET\0 /v1/x\0HTTP/1.1";          /* two spaces after the method */
+    char two[] = "GET\0 /v1/x\0HTTP/1.1"; /* two spaces after the method */
     ck_assert_int_eq(rnnd_frontdoor_line(two, two + 5, 5, two + 11), RNND_OK);
-    char in_uri[] = "GET\0/v1/x\0zz\0HTTP/1.1";    /* strlen shows "/v1/x" only */
-    ck_assert_int_eq(rnnd_frontdoor_line(in_uri, in_uri + 4, 5, in_uri + 13),
-                     RNND_ERR_INVALID);
+    char in_uri[] = "GET\0/v1/x\0zz\0HTTP/1.1"; /* strlen shows "/v1/x" only */
+    ck_assert_int_eq(rnnd_frontdoor_line(in_uri, in_uri + 4, 5, in_uri + 13), RNND_ERR_INVALID);
     char in_method[] = "GE\0T\0/v1/x\0HTTP/1.1";
     ck_assert_int_eq(rnnd_frontdoor_line(in_method, in_method + 5, 5, in_method + 11),
                      RNND_ERR_INVALID);

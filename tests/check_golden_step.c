@@ -20,7 +20,7 @@
 
 typedef struct golden {
     char name[128];
-    json_t *c;          /* case.json */
+    json_t *c; /* case.json */
     rnnd_model *model;
 } golden;
 
@@ -36,8 +36,8 @@ static rnnd_model *convert_and_open(const char *dir, const char *src, const char
     const char *py = getenv("PYTHON3");
     char out[1024], cmd[4096], err[512];
     snprintf(out, sizeof out, "%s/golden_step_%s.rnnd", tu_tmpdir(), name);
-    snprintf(cmd, sizeof cmd, "'%s' -m rnnd_convert '%s/%s' -o '%s'",
-             py ? py : "/usr/bin/python3", dir, src, out);
+    snprintf(cmd, sizeof cmd, "'%s' -m rnnd_convert '%s/%s' -o '%s'", py ? py : "/usr/bin/python3",
+             dir, src, out);
     ck_assert_msg(system(cmd) == 0, "converter failed: %s", cmd);
     rnnd_model *m = NULL;
     int rc = rnnd_model_open(out, &m, err, sizeof err);
@@ -117,11 +117,11 @@ static int run_case(const golden *g, const rnnd_kernels *k)
     const json_t *seqs = json_object_get(g->c, "sequences");
     const json_t *expected = json_object_get(g->c, "expected");
     const json_t *final_h = json_object_get(g->c, "final_h");
-    const json_t *final_t = json_object_get(g->c, "final_t");   /* clockwork cases */
+    const json_t *final_t = json_object_get(g->c, "final_t"); /* clockwork cases */
     double atol = json_number_value(json_object_get(g->c, "atol"));
     double rtol = json_number_value(json_object_get(g->c, "rtol"));
-    int tokens = !strcmp(json_string_value(json_object_get(
-        json_object_get(g->c, "input"), "kind")), "tokens");
+    int tokens = !strcmp(json_string_value(json_object_get(json_object_get(g->c, "input"), "kind")),
+                         "tokens");
     rnnd_net *net;
     ck_assert_msg(rnnd_net_new(g->model, k, &net, err, sizeof err) == 0, "%s", err);
     const rnnd_model_spec *spec = rnnd_model_get_spec(g->model);
@@ -138,7 +138,7 @@ static int run_case(const golden *g, const rnnd_kernels *k)
         if (json_array_size(json_array_get(seqs, b)) > maxlen)
             maxlen = json_array_size(json_array_get(seqs, b));
 
-    for (int mode = 0; mode < 2; mode++) {      /* 0: each sequence alone; 1: batched */
+    for (int mode = 0; mode < 2; mode++) { /* 0: each sequence alone; 1: batched */
         float *states = mode ? batch : solo;
         for (size_t t = 0; t < maxlen; t++) {
             size_t nb = 0;
@@ -157,8 +157,8 @@ static int run_case(const golden *g, const rnnd_kernels *k)
             }
             size_t per = mode ? nb : 1;
             for (size_t i0 = 0; i0 < nb; i0 += per) {
-                int rc = rnnd_net_step(net, w, per, tok + i0, x + i0 * D, sp + i0,
-                                       out + i0 * on, err, sizeof err);
+                int rc = rnnd_net_step(net, w, per, tok + i0, x + i0 * D, sp + i0, out + i0 * on,
+                                       err, sizeof err);
                 ck_assert_msg(rc == 0, "%s: %s", g->name, err);
             }
             for (size_t i = 0; i < nb; i++) {
@@ -166,10 +166,9 @@ static int run_case(const golden *g, const rnnd_kernels *k)
                 ck_assert_uint_eq(json_array_size(e), on);
                 for (size_t j = 0; j < on; j++)
                     ck_assert_msg(close_enough(out[i * on + j],
-                                               json_number_value(json_array_get(e, j)),
-                                               atol, rtol),
-                                  "%s [%s] seq %zu step %zu elem %zu: got %.9g want %.9g",
-                                  g->name, k->name, who[i], t, j, out[i * on + j],
+                                               json_number_value(json_array_get(e, j)), atol, rtol),
+                                  "%s [%s] seq %zu step %zu elem %zu: got %.9g want %.9g", g->name,
+                                  k->name, who[i], t, j, out[i * on + j],
                                   json_number_value(json_array_get(e, j)));
             }
         }
@@ -187,16 +186,15 @@ static int run_case(const golden *g, const rnnd_kernels *k)
                 ck_assert_uint_eq(json_array_size(h), (size_t)L->out_dim);
                 for (int j = 0; j < L->out_dim; j++)
                     ck_assert_msg(close_enough(solo[b * sn + off + (size_t)j],
-                                               json_number_value(json_array_get(h, j)),
-                                               atol, rtol),
-                                  "%s [%s] final_h seq %zu layer %d elem %d", g->name,
-                                  k->name, b, l, j);
+                                               json_number_value(json_array_get(h, j)), atol, rtol),
+                                  "%s [%s] final_h seq %zu layer %d elem %d", g->name, k->name, b,
+                                  l, j);
                 /* a clockwork layer's counter: exactly the steps of the sequence */
                 const json_t *t = json_array_get(json_array_get(final_t, b), (size_t)l);
                 if (L->cell == RNND_CELL_CLOCKWORK)
                     ck_assert_msg(json_is_integer(t) &&
-                                  rnnd_clock_get(solo + b * sn + off + (size_t)L->out_dim) ==
-                                  (uint64_t)json_integer_value(t),
+                                      rnnd_clock_get(solo + b * sn + off + (size_t)L->out_dim) ==
+                                          (uint64_t)json_integer_value(t),
                                   "%s [%s] final t seq %zu layer %d", g->name, k->name, b, l);
                 off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
             }

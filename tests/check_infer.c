@@ -88,8 +88,7 @@ static rnnd_net *open_net(const char *arch, unsigned seed, const char *name)
 static json_t *load(const char *text)
 {
     json_error_t jerr;
-    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL,
-                           &jerr);
+    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     ck_assert_msg(v != NULL, "test JSON does not parse: %s: %s", jerr.text, text);
     return v;
 }
@@ -106,7 +105,7 @@ static int parse_text(const rnnd_net *net, const char *req_text, const rnnd_infe
 }
 
 /* parse -> run -> encode for BODY; returns the parsed response. */
-static json_t *infer_json(const rnnd_net *net, const json_t *body, const char *name)
+static json_t *infer_json(const rnnd_net *net, json_t *body, const char *name)
 {
     char err[512] = "";
     rnnd_infer_req *req = NULL;
@@ -143,8 +142,7 @@ static void check_float_round_trip(float v)
     ck_assert_uint_eq(strlen(b.data), b.len);
     char *end;
     float f = strtof(b.data, &end);
-    ck_assert_msg(*end == '\0' && bits(f) == bits(v), "strtof(\"%s\") != %a", b.data,
-                  (double)v);
+    ck_assert_msg(*end == '\0' && bits(f) == bits(v), "strtof(\"%s\") != %a", b.data, (double)v);
     double d = strtod(b.data, &end);
     ck_assert_msg(bits((float)d) == bits(v), "(float)strtod(\"%s\") != %a", b.data, (double)v);
     /* And through a JSON parser, the way clients and initial_state read it. */
@@ -160,15 +158,15 @@ static void check_float_round_trip(float v)
 START_TEST(buf_float_round_trip)
 {
     static const float special[] = {
-        0.0f, 1.0f, -1.0f, 0.1f, -0.1f, 1e-7f, 3.14159265f, 16777216.0f, 16777217.0f,
-        FLT_MAX, -FLT_MAX, FLT_MIN, -FLT_MIN, FLT_EPSILON, 1e38f, 123456789.0f,
+        0.0f,        1.0f,    -1.0f,    0.1f,    -0.1f,    1e-7f,       3.14159265f, 16777216.0f,
+        16777217.0f, FLT_MAX, -FLT_MAX, FLT_MIN, -FLT_MIN, FLT_EPSILON, 1e38f,       123456789.0f,
     };
     for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
         check_float_round_trip(special[i]);
     check_float_round_trip(-0.0f);
-    check_float_round_trip(from_bits(0x00000001u));    /* smallest denormal */
-    check_float_round_trip(from_bits(0x807fffffu));    /* largest negative denormal */
-    check_float_round_trip(from_bits(0x7f7ffffeu));    /* just below FLT_MAX */
+    check_float_round_trip(from_bits(0x00000001u)); /* smallest denormal */
+    check_float_round_trip(from_bits(0x807fffffu)); /* largest negative denormal */
+    check_float_round_trip(from_bits(0x7f7ffffeu)); /* just below FLT_MAX */
     /* Random bit patterns cover every exponent, denormals included. */
     for (int i = 0; i < 40000; i++) {
         float v = from_bits(rng_u32());
@@ -267,7 +265,7 @@ START_TEST(buf_json_string)
     check_string_round_trip("plain");
     check_string_round_trip("quote \" backslash \\ slash /");
     check_string_round_trip("\b\f\n\r\t and \x01\x1f\x7f");
-    check_string_round_trip("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");   /* é € 😀 */
+    check_string_round_trip("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"); /* é € 😀 */
 
     rnnd_buf b;
     rnnd_buf_init(&b);
@@ -277,7 +275,7 @@ START_TEST(buf_json_string)
 
     /* Invalid UTF-8 (a cut sequence, a stray continuation byte, an overlong form, a
      * surrogate) still makes valid JSON, each bad byte as U+FFFD. */
-    static const char *const bad[] = {"ab\xc3", "\x80x", "\xc0\xaf", "\xed\xa0\x80",
+    static const char *const bad[] = {"ab\xc3",           "\x80x",   "\xc0\xaf", "\xed\xa0\x80",
                                       "\xf5\x80\x80\x80", "\xe2\x82"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rnnd_buf_init(&b);
@@ -321,13 +319,13 @@ START_TEST(json_float_bounds)
         float want;
         const char *msg;
     } cases[] = {
-        {"3.40282347e+38", 1, FLT_MAX, NULL},       /* FLT_MAX as %.9g prints it */
+        {"3.40282347e+38", 1, FLT_MAX, NULL}, /* FLT_MAX as %.9g prints it */
         {"-3.40282347e+38", 1, -FLT_MAX, NULL},
-        {"3.40282355e+38", 1, FLT_MAX, NULL},       /* rounds down to FLT_MAX */
+        {"3.40282355e+38", 1, FLT_MAX, NULL}, /* rounds down to FLT_MAX */
         {"3.4028236e+38", 0, 0, "does not fit in a 32-bit float"},
         {"-1e39", 0, 0, "does not fit in a 32-bit float"},
         {"1e300", 0, 0, "does not fit in a 32-bit float"},
-        {"1e-50", 1, 0.0f, NULL},                   /* underflow is fine: rounds to 0 */
+        {"1e-50", 1, 0.0f, NULL}, /* underflow is fine: rounds to 0 */
         {"7", 1, 7.0f, NULL},
         {"-0.0", 1, -0.0f, NULL},
         {"true", 0, 0, "expected a number, got true"},
@@ -342,8 +340,7 @@ START_TEST(json_float_bounds)
         int rc = rnnd_json_float(v, &f, "p.q[3]", err, sizeof err);
         if (cases[i].ok) {
             ck_assert_msg(rc == 0, "%s: %s", cases[i].text, err);
-            ck_assert_msg(bits(f) == bits(cases[i].want), "%s gave %a", cases[i].text,
-                          (double)f);
+            ck_assert_msg(bits(f) == bits(cases[i].want), "%s gave %a", cases[i].text, (double)f);
         } else {
             ck_assert_int_eq(rc, RNND_ERR_INVALID);
             ck_assert_msg(!strncmp(err, "p.q[3]: ", 8) && strstr(err, cases[i].msg),
@@ -353,7 +350,7 @@ START_TEST(json_float_bounds)
     }
     /* A value built in memory (not parsed) can be non-finite: refused too. */
     json_t *v = json_real(1.0);
-    ck_assert_int_eq(json_real_set(v, INFINITY), -1);   /* jansson itself refuses */
+    ck_assert_int_eq(json_real_set(v, INFINITY), -1); /* jansson itself refuses */
     json_decref(v);
 }
 END_TEST
@@ -371,8 +368,13 @@ static const char *const state_arch =
 
 /* The state layout of rnn.h, written out by hand for state_arch: per layer, per direction,
  * h [out_dim] then (lstm) c [hidden]. */
-static const struct { int layer, dirs, h, c; } state_layout[] = {
-    {0, 1, 5, 0}, {1, 2, 4, 4}, {2, 1, 3, 0}, {3, 1, 2, 6},
+static const struct {
+    int layer, dirs, h, c;
+} state_layout[] = {
+    {0, 1, 5, 0},
+    {1, 2, 4, 4},
+    {2, 1, 3, 0},
+    {3, 1, 2, 6},
 };
 #define STATE_FLOATS (5 + 2 * (4 + 4) + 3 + (2 + 6))
 
@@ -388,7 +390,7 @@ START_TEST(state_round_trip)
     for (int i = 0; i < STATE_FLOATS; i++)
         if (!isfinite(src[i]))
             src[i] = -0.0f;
-    src[0] = from_bits(1);  /* a denormal */
+    src[0] = from_bits(1); /* a denormal */
 
     rnnd_buf b;
     rnnd_buf_init(&b);
@@ -415,8 +417,7 @@ START_TEST(state_round_trip)
                 json_t *cd = json_array_get(c, (size_t)d);
                 ck_assert_uint_eq(json_array_size(cd), (size_t)state_layout[l].c);
                 for (int i = 0; i < state_layout[l].c; i++)
-                    ck_assert_uint_eq(bits(jf(json_array_get(cd, (size_t)i))),
-                                      bits(src[off++]));
+                    ck_assert_uint_eq(bits(jf(json_array_get(cd, (size_t)i))), bits(src[off++]));
             }
         }
     }
@@ -448,7 +449,9 @@ START_TEST(state_errors)
 #define L1 "{\"h\":[" V4 "," V4 "],\"c\":[" V4 "," V4 "]}"
 #define L2 "{\"h\":[[1,2,3]]}"
 #define L3 "{\"h\":[[1,2]],\"c\":[[1,2,3,4,5,6]]}"
-    static const struct { const char *text, *msg; } cases[] = {
+    static const struct {
+        const char *text, *msg;
+    } cases[] = {
         {"[]", "S: expected a state object {\"layers\": [...]}, got a list"},
         {"{\"layers\":[],\"x\":1}", "S: unknown field \"x\""},
         {"{}", "S: missing \"layers\""},
@@ -474,8 +477,8 @@ START_TEST(state_errors)
          "S.layers[1].h[1]: expected a list of 4 numbers, got 3"},
         {"{\"layers\":[" L0 ",{\"h\":[" V4 "," V4 "]}," L2 "," L3 "]}",
          "S.layers[1]: missing \"c\""},
-        {"{\"layers\":[" L0 ",{\"h\":[" V4 "," V4 "],\"c\":[" V4 ",[1,2,true,4]]}," L2 ","
-         L3 "]}", "S.layers[1].c[1][2]: expected a number, got true"},
+        {"{\"layers\":[" L0 ",{\"h\":[" V4 "," V4 "],\"c\":[" V4 ",[1,2,true,4]]}," L2 "," L3 "]}",
+         "S.layers[1].c[1][2]: expected a number, got true"},
         {"{\"layers\":[" L0 "," L1 ",{\"h\":[[1,\"2\",3]]}," L3 "]}",
          "S.layers[2].h[0][1]: expected a number, got a string"},
         {"{\"layers\":[" L0 "," L1 ",{\"h\":[[1,2,null]]}," L3 "]}",
@@ -490,8 +493,8 @@ START_TEST(state_errors)
         err[0] = '\0';
         int rc = rnnd_state_parse_at(m, v, dst, "S", err, sizeof err);
         ck_assert_msg(rc == RNND_ERR_INVALID, "case %zu accepted", i);
-        ck_assert_msg(strstr(err, cases[i].msg) == err, "case %zu: got \"%s\", want \"%s\"", i,
-                      err, cases[i].msg);
+        ck_assert_msg(strstr(err, cases[i].msg) == err, "case %zu: got \"%s\", want \"%s\"", i, err,
+                      cases[i].msg);
         json_decref(v);
     }
     /* The valid one among them parses, and the default path name is "state". */
@@ -533,11 +536,11 @@ START_TEST(parse_errors)
     rnnd_net *tok = open_net(tok_arch, 22, "pt");
     rnnd_infer_limits lim = {.max_sequences = 3, .max_steps = 4, .max_total_steps = 6};
     static const struct {
-        int tok;            /* which model */
-        int limited;        /* with lim */
+        int tok;     /* which model */
+        int limited; /* with lim */
         const char *req;
         int status;
-        const char *msg;    /* the message starts with this */
+        const char *msg; /* the message starts with this */
     } cases[] = {
         {0, 0, "[1]", RNND_ERR_INVALID, "the request must be a JSON object"},
         {0, 0, "\"x\"", RNND_ERR_INVALID, "the request must be a JSON object"},
@@ -601,22 +604,26 @@ START_TEST(parse_errors)
          "return_state: expected true or false, got an integer"},
         {1, 0, "{\"inputs\":[[1]],\"initial_state\":{}}", RNND_ERR_INVALID,
          "initial_state: expected a list with one state (or null) per sequence, got an object"},
-        {0, 0, "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[null]}",
-         RNND_ERR_INVALID, "initial_state: expected 2 entries (one per sequence), got 1"},
-        {0, 0, "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[null,3]}",
-         RNND_ERR_INVALID, "initial_state[1]: expected a state object"},
-        {0, 0, "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
-         "6,7]]}," LST "]}]}", RNND_ERR_INVALID,
-         "initial_state[0].layers[0].h[0]: expected a list of 8 numbers, got 7"},
-        {0, 0, "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[" GOOD_STATE
-         ",{\"layers\":[" VST ",{\"h\":[" LST6 "," LST6 "]}]}]}", RNND_ERR_INVALID,
-         "initial_state[1].layers[1]: missing \"c\""},
-        {0, 0, "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
-         "6,7,8]],\"c\":[]}," LST "]}]}", RNND_ERR_INVALID,
-         "initial_state[0].layers[0]: \"c\" is only for lstm and slstm layers"},
+        {0, 0, "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[null]}", RNND_ERR_INVALID,
+         "initial_state: expected 2 entries (one per sequence), got 1"},
+        {0, 0, "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[null,3]}", RNND_ERR_INVALID,
+         "initial_state[1]: expected a state object"},
+        {0, 0,
+         "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
+         "6,7]]}," LST "]}]}",
+         RNND_ERR_INVALID, "initial_state[0].layers[0].h[0]: expected a list of 8 numbers, got 7"},
+        {0, 0,
+         "{\"inputs\":[[" STEP "],[" STEP "]],\"initial_state\":[" GOOD_STATE ",{\"layers\":[" VST
+         ",{\"h\":[" LST6 "," LST6 "]}]}]}",
+         RNND_ERR_INVALID, "initial_state[1].layers[1]: missing \"c\""},
+        {0, 0,
+         "{\"inputs\":[[" STEP "]],\"initial_state\":[{\"layers\":[{\"h\":[[1,2,3,4,5,"
+         "6,7,8]],\"c\":[]}," LST "]}]}",
+         RNND_ERR_INVALID, "initial_state[0].layers[0]: \"c\" is only for lstm and slstm layers"},
         /* a digest, when given, is the model's: checked before the states' shapes */
         {0, 0, "{\"inputs\":[[" STEP "]],\"digest\":\"ab\",\"initial_state\":[3]}",
-         RNND_ERR_CONFLICT, "digest: the state is for a model with digest ab, but this model's "
+         RNND_ERR_CONFLICT,
+         "digest: the state is for a model with digest ab, but this model's "
          "digest is "},
         {0, 0, "{\"inputs\":[[" STEP "]],\"digest\":null}", RNND_ERR_INVALID,
          "digest: expected the model digest (a string), got null"},
@@ -633,9 +640,9 @@ START_TEST(parse_errors)
     };
     char err[512];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        rnnd_infer_req *req = (rnnd_infer_req *)&err;    /* must be reset to NULL */
-        int rc = parse_text(cases[i].tok ? tok : vec, cases[i].req,
-                            cases[i].limited ? &lim : NULL, &req, err, sizeof err);
+        rnnd_infer_req *req = (rnnd_infer_req *)&err; /* must be reset to NULL */
+        int rc = parse_text(cases[i].tok ? tok : vec, cases[i].req, cases[i].limited ? &lim : NULL,
+                            &req, err, sizeof err);
         ck_assert_msg(rc == cases[i].status, "case %zu (%s): status %d, want %d (%s)", i,
                       cases[i].req, rc, cases[i].status, err);
         ck_assert_ptr_null(req);
@@ -682,8 +689,8 @@ static json_t *random_json(int depth)
     default: {
         int n = (int)(rng_u32() % 5);
         if (rng_u32() % 3 == 0) {
-            static const char *const keys[] = {"inputs", "outputs", "return_state",
-                                               "initial_state", "layers", "h", "c", "x"};
+            static const char *const keys[] = {
+                "inputs", "outputs", "return_state", "initial_state", "layers", "h", "c", "x"};
             json_t *o = json_object();
             for (int i = 0; i < n; i++)
                 json_object_set_new(o, keys[rng_u32() % 8], random_json(depth - 1));
@@ -842,8 +849,7 @@ START_TEST(load_json_errors)
     ck_assert_msg(!strncmp(err, "line 1, column ", 15), "%s", err);
     ck_assert_int_eq(rnnd_infer_load("{\"a\":1,\n \"a\":2}", 15, &v, err, sizeof err),
                      RNND_ERR_INVALID);
-    ck_assert_msg(!strncmp(err, "line 2, column ", 15) && strstr(err, "duplicate"), "%s",
-                  err);
+    ck_assert_msg(!strncmp(err, "line 2, column ", 15) && strstr(err, "duplicate"), "%s", err);
     ck_assert_int_eq(rnnd_infer_load("", 0, &v, err, sizeof err), RNND_ERR_INVALID);
     ck_assert_int_eq(rnnd_infer_load("{} x", 4, &v, err, sizeof err), RNND_ERR_INVALID);
     /* LEN bounds the text: what follows is not read. */
@@ -852,7 +858,6 @@ START_TEST(load_json_errors)
     json_decref(v);
 }
 END_TEST
-
 
 /* ---- run and encode ------------------------------------------------------------------------ */
 
@@ -928,9 +933,10 @@ START_TEST(run_matches_forward)
     const rnnd_model_spec *s = rnnd_model_get_spec(m);
     size_t od = (size_t)rnnd_net_output_dim(net), S = rnnd_net_state_floats(net);
     ck_assert_int_eq((int)od, rnnd_model_output_dim(m));
-    ck_assert_int_eq((int)od, s->has_head ? s->head_out
-                     : s->layers[s->n_layers - 1].out_dim *
-                       s->layers[s->n_layers - 1].num_directions);
+    ck_assert_int_eq((int)od,
+                     s->has_head ? s->head_out
+                                 : s->layers[s->n_layers - 1].out_dim *
+                             s->layers[s->n_layers - 1].num_directions);
     static batch bt;
     json_t *body = random_batch(s, 5, &bt);
     json_object_set_new(body, "return_state", json_true());
@@ -947,8 +953,8 @@ START_TEST(run_matches_forward)
     }
     char err[256];
     int tokens = s->input_kind == RNND_INPUT_TOKENS;
-    int rc = rnnd_net_forward(net, bt.B, bt.lens, tokens ? toks : NULL, tokens ? NULL : vecs,
-                              NULL, outs, finals, err, sizeof err);
+    int rc = rnnd_net_forward(net, bt.B, bt.lens, tokens ? toks : NULL, tokens ? NULL : vecs, NULL,
+                              outs, finals, err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
 
     json_t *resp = infer_json(net, body, "my \"model\"");
@@ -1077,19 +1083,25 @@ START_TEST(run_split_halves)
             json_t *rs = t < cut[b] ? json_array_get(o1, t) : json_array_get(o2, t - cut[b]);
             for (size_t j = 0; j < od; j++) {
                 float a = jf(json_array_get(rw, j)), c = jf(json_array_get(rs, j));
-                ck_assert_msg(fabsf(a - c) <= 1e-5f, "seq %zu step %zu [%zu]: whole %.9g, "
-                              "split %.9g", b, t, j, (double)a, (double)c);
-                ck_assert_msg(fabsf(a - y[j]) <= 1e-5f, "seq %zu step %zu [%zu]: whole %.9g, "
-                              "step path %.9g", b, t, j, (double)a, (double)y[j]);
+                ck_assert_msg(fabsf(a - c) <= 1e-5f,
+                              "seq %zu step %zu [%zu]: whole %.9g, "
+                              "split %.9g",
+                              b, t, j, (double)a, (double)c);
+                ck_assert_msg(fabsf(a - y[j]) <= 1e-5f,
+                              "seq %zu step %zu [%zu]: whole %.9g, "
+                              "step path %.9g",
+                              b, t, j, (double)a, (double)y[j]);
             }
         }
         /* Final states: the whole run's, the second half's, and the step path's agree. */
         float s_whole[512], s_split[512];
         ck_assert(S <= 512);
-        ck_assert_int_eq(rnnd_state_parse(m, json_array_get(json_object_get(r_whole, "states"),
-                                                            b), s_whole, err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_state_parse(m, json_array_get(json_object_get(r_whole, "states"), b),
+                                          s_whole, err, sizeof err),
+                         0);
         ck_assert_int_eq(rnnd_state_parse(m, json_array_get(json_object_get(r2, "states"), b),
-                                          s_split, err, sizeof err), 0);
+                                          s_split, err, sizeof err),
+                         0);
         for (size_t j = 0; j < S; j++) {
             ck_assert(fabsf(s_whole[j] - s_split[j]) <= 1e-5f);
             ck_assert(fabsf(s_whole[j] - state[j]) <= 1e-5f);
@@ -1117,8 +1129,10 @@ START_TEST(run_initial_state_null_and_nonzero)
         "{\"layers\":[{\"h\":[[0,0,0,0,0,0,0,0]]},{\"h\":[[0,0,0,0,0,0],[0,0,0,0,0,0]],"
         "\"c\":[[0,0,0,0,0,0],[0,0,0,0,0,0]]}]}";
     char req[2048];
-    snprintf(req, sizeof req, "{\"inputs\":[[" STEP "," STEP "],[" STEP "," STEP "],[" STEP
-             "," STEP "]],\"initial_state\":[null,%s," GOOD_STATE "]}", zeros_state);
+    snprintf(req, sizeof req,
+             "{\"inputs\":[[" STEP "," STEP "],[" STEP "," STEP "],[" STEP "," STEP
+             "]],\"initial_state\":[null,%s," GOOD_STATE "]}",
+             zeros_state);
     json_t *body = load(req);
     json_t *resp = infer_json(net, body, "m");
     json_t *o = json_object_get(resp, "outputs");
@@ -1134,14 +1148,15 @@ END_TEST
 /* Inputs that overflow inside the network are reported as numeric_error, not encoded. */
 START_TEST(run_numeric_error)
 {
-    rnnd_net *net = open_net(
-        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["
-        "{\"type\":\"rnn\",\"hidden_size\":8,\"direction\":\"forward\",\"activations\":[["
-        "{\"op\":\"Affine\",\"alpha\":3e38,\"beta\":3e38}]]}]}", 81, "numeric");
+    rnnd_net *net =
+        open_net("{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["
+                 "{\"type\":\"rnn\",\"hidden_size\":8,\"direction\":\"forward\",\"activations\":[["
+                 "{\"op\":\"Affine\",\"alpha\":3e38,\"beta\":3e38}]]}]}",
+                 81, "numeric");
     char err[256] = "";
     rnnd_infer_req *req = NULL;
-    int rc = parse_text(net, "{\"inputs\":[[[1,2,3,4]],[[100,-100,100,-100]]]}", NULL, &req,
-                        err, sizeof err);
+    int rc = parse_text(net, "{\"inputs\":[[[1,2,3,4]],[[100,-100,100,-100]]]}", NULL, &req, err,
+                        sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
     rc = rnnd_infer_run(net, req, err, sizeof err);
     ck_assert_int_eq(rc, RNND_ERR_NUMERIC);
@@ -1162,8 +1177,8 @@ END_TEST
 /* A pooled model answers one row per sequence (the shape of "outputs": "last"); pool "last"
  * gives exactly what the same weights without pooling give with "outputs": "last", whatever
  * the request's own "outputs" says, and the final states are unchanged. */
-#define POOLED(pool)                                                                      \
-    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":2},\"layers\":["      \
+#define POOLED(pool) \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":2},\"layers\":[" \
     "{\"type\":\"gru\",\"hidden_size\":3}]" pool ",\"head\":{\"out_dim\":2,\"in_dim\":3," \
     "\"norm\":\"softmax\"}}"
 START_TEST(run_pooled)
@@ -1193,10 +1208,10 @@ START_TEST(run_pooled)
         ck_assert_float_eq_tol(p0 + p1, 1.0f, 1e-6f);
     }
     /* one step: the mean is that step */
-    ck_assert(json_equal(json_array_get(o, 1),
-                         json_array_get(json_object_get(want, "outputs"), 1)));
-    ck_assert(!json_equal(json_array_get(o, 0),
-                          json_array_get(json_object_get(want, "outputs"), 0)));
+    ck_assert(
+        json_equal(json_array_get(o, 1), json_array_get(json_object_get(want, "outputs"), 1)));
+    ck_assert(
+        !json_equal(json_array_get(o, 0), json_array_get(json_object_get(want, "outputs"), 0)));
     json_decref(got);
     json_decref(want);
     json_decref(all);
@@ -1228,8 +1243,8 @@ START_TEST(req_from_arrays)
     rnnd_net *tok = open_net(tok_arch, 22, "at");
     rnnd_net *mean = open_net(POOLED(",\"pool\":\"mean\""), 17, "am");
     char err[512];
-    const float x[2 * 3 * 4] = {1, 2, 3, 4, -1, 0.5f, 0.25f, 2, 0, 0, 1, 1,
-                                3, -2, 1, 0, 0.125f, 9, -7, 1, 2, 2, 2, 2};
+    const float x[2 * 3 * 4] = {1, 2,  3, 4, -1,     0.5f, 0.25f, 2, 0, 0, 1, 1,
+                                3, -2, 1, 0, 0.125f, 9,    -7,    1, 2, 2, 2, 2};
     const int32_t ids[2 * 3] = {0, 29, 5, 7, 7, 1};
     static const char *const json_req[3] = {
         "{\"inputs\":[[[1,2,3,4],[-1,0.5,0.25,2],[0,0,1,1]],"
@@ -1241,7 +1256,10 @@ START_TEST(req_from_arrays)
     for (int k = 0; k < 3; k++) {
         rnnd_infer_req *a = NULL, *j = NULL;
         int rc = rnnd_infer_req_new(nets[k], 2, 3, k == 1 ? ids : NULL,
-                                    k == 0 ? x : k == 2 ? xm : NULL, NULL, &a, err, sizeof err);
+                                    k == 0       ? x
+                                        : k == 2 ? xm
+                                                 : NULL,
+                                    NULL, &a, err, sizeof err);
         ck_assert_msg(rc == 0, "req_new: %s", err);
         ck_assert_int_eq(parse_text(nets[k], json_req[k], NULL, &j, err, sizeof err), 0);
         ck_assert_int_eq(rnnd_infer_run(nets[k], a, err, sizeof err), 0);
@@ -1286,8 +1304,8 @@ START_TEST(req_from_arrays)
                      RNND_ERR_INVALID);
     ck_assert_int_eq(rnnd_infer_req_new(vec, 1, 0, NULL, x, NULL, &r, err, sizeof err),
                      RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_infer_req_new(vec, SIZE_MAX / 2, 3, NULL, x, NULL, &r, err,
-                                        sizeof err), RNND_ERR_LIMIT);
+    ck_assert_int_eq(rnnd_infer_req_new(vec, SIZE_MAX / 2, 3, NULL, x, NULL, &r, err, sizeof err),
+                     RNND_ERR_LIMIT);
     ck_assert_ptr_null(r);
     rnnd_net_free(vec);
     rnnd_net_free(tok);
@@ -1339,10 +1357,11 @@ END_TEST
 /* A request whose inputs overflow fails alone; the others of its batch still answer. */
 START_TEST(run_many_numeric_error_alone)
 {
-    rnnd_net *net = open_net(
-        "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["
-        "{\"type\":\"rnn\",\"hidden_size\":8,\"direction\":\"forward\",\"activations\":[["
-        "{\"op\":\"Affine\",\"alpha\":3e38,\"beta\":0}]]}]}", 82, "many_numeric");
+    rnnd_net *net =
+        open_net("{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["
+                 "{\"type\":\"rnn\",\"hidden_size\":8,\"direction\":\"forward\",\"activations\":[["
+                 "{\"op\":\"Affine\",\"alpha\":3e38,\"beta\":0}]]}]}",
+                 82, "many_numeric");
     /* y = 3e38 * z: finite for one step from zeros (|z| < 1), Inf for large inputs */
     static const char *const texts[] = {
         "{\"inputs\":[[[0,0,0,0]],[[0,0,0,0]]]}",
@@ -1428,8 +1447,8 @@ START_TEST(text_inputs)
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
         char *want = run_text(net, NULL, same[i].ids);
         char *a = run_text(net, tok, same[i].text), *b = run_text(net, NULL, same[i].text);
-        ck_assert_msg(!strcmp(a, want) && !strcmp(b, want), "case %zu: %.100s vs %.100s", i,
-                      a, want);
+        ck_assert_msg(!strcmp(a, want) && !strcmp(b, want), "case %zu: %.100s vs %.100s", i, a,
+                      want);
         free(want);
         free(a);
         free(b);
@@ -1439,21 +1458,20 @@ START_TEST(text_inputs)
     rnnd_net *vec = open_net(vec_arch, 93, "text_vec");
     rnnd_infer_limits lim = {.max_sequences = 3, .max_steps = 4, .max_total_steps = 6};
     static const struct {
-        int net;            /* 0 text, 1 no tokenizer, 2 vectors */
+        int net; /* 0 text, 1 no tokenizer, 2 vectors */
         int limited;
         const char *req;
         int status;
-        const char *msg;    /* the whole message */
+        const char *msg; /* the whole message */
     } bad[] = {
         {0, 0, "{\"inputs\":[[0],\"ab\\u00e8\"]}", RNND_ERR_INVALID,
          "inputs[1]: byte 2: no token for \"\xc3\xa8\" (U+00E8)"},
         {0, 0, "{\"inputs\":[\"a\\tb\"]}", RNND_ERR_INVALID,
          "inputs[0]: byte 1: no token for U+0009"},
         {0, 0, "{\"inputs\":[\"\"]}", RNND_ERR_INVALID, "inputs[0]: expected at least one step"},
-        {0, 0, "{\"inputs\":[[1],[]]}", RNND_ERR_INVALID,
-         "inputs[1]: expected at least one step"},
+        {0, 0, "{\"inputs\":[[1],[]]}", RNND_ERR_INVALID, "inputs[1]: expected at least one step"},
         {0, 1, "{\"inputs\":[\"a b a\"]}", RNND_ERR_LIMIT,
-         "inputs[0]: more than max_infer_steps (4) steps per sequence"},     /* found encoding */
+         "inputs[0]: more than max_infer_steps (4) steps per sequence"}, /* found encoding */
         {0, 1, "{\"inputs\":[\"abab a\",\"ab a\"]}", RNND_ERR_LIMIT,
          "inputs: 7 steps in all, more than max_infer_steps (6) per request"},
         {1, 0, "{\"inputs\":[\"ab\"]}", RNND_ERR_INVALID,
@@ -1470,8 +1488,7 @@ START_TEST(text_inputs)
             json_t *body = load(bad[i].req);
             err[0] = '\0';
             int rc = rnnd_infer_parse_text(n, given ? tok : NULL, body,
-                                           bad[i].limited ? &lim : NULL, &req, err,
-                                           sizeof err);
+                                           bad[i].limited ? &lim : NULL, &req, err, sizeof err);
             json_decref(body);
             ck_assert_msg(rc == bad[i].status, "case %zu: status %d, want %d (%s)", i, rc,
                           bad[i].status, err);
@@ -1496,7 +1513,8 @@ START_TEST(text_inputs)
     /* a byte model: UTF-8 bytes are the ids */
     net = open_net("{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":258,"
                    "\"embedding_dim\":3},\"layers\":[{\"type\":\"gru\",\"hidden_size\":4}],"
-                   "\"tokenizer\":\"byte\"}", 94, "text_byte");
+                   "\"tokenizer\":\"byte\"}",
+                   94, "text_byte");
     char *want = run_text(net, NULL, "{\"inputs\":[[104,195,169,240,159,152,128,0]]}");
     char *got = run_text(net, NULL, "{\"inputs\":[\"h\\u00e9\\ud83d\\ude00\\u0000\"]}");
     ck_assert_str_eq(got, want);

@@ -20,10 +20,10 @@
 
 /* Check records every passing ck_assert (a write to its log channel), which costs more
  * than the kernels themselves in the sweeps below: inner loops test first, fail after. */
-#define expect(cond, ...)                   \
-    do {                                    \
-        if (!(cond))                        \
-            ck_abort_msg(__VA_ARGS__);      \
+#define expect(cond, ...) \
+    do { \
+        if (!(cond)) \
+            ck_abort_msg(__VA_ARGS__); \
     } while (0)
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -37,10 +37,7 @@ static uint32_t rng_u32(void)
 }
 
 /* Uniform in [-1, 1). */
-static float rng_f(void)
-{
-    return (float)((double)rng_u32() / 2147483648.0 - 1.0);
-}
+static float rng_f(void) { return (float)((double)rng_u32() / 2147483648.0 - 1.0); }
 
 static void fill(float *a, size_t n)
 {
@@ -103,7 +100,7 @@ static void assert_outside_untouched(const float *Y, size_t B, size_t ldy, int r
         for (size_t j = 0; j < ldy; j++)
             if ((int)j < rb || (int)j >= re)
                 expect(bits(Y[b * ldy + j]) == SENTINEL,
-                              "%s: wrote Y[%zu][%zu] outside rows [%d,%d)", what, b, j, rb, re);
+                       "%s: wrote Y[%zu][%zu] outside rows [%d,%d)", what, b, j, rb, re);
 }
 
 /* ---- fmaf and packing ----------------------------------------------------------------------- */
@@ -136,8 +133,7 @@ END_TEST
 
 START_TEST(test_pack_layout)
 {
-    static const int shapes[][2] = { { 1, 1 }, { 5, 3 }, { 16, 7 }, { 17, 1 }, { 37, 13 },
-                                     { 33, 64 } };
+    static const int shapes[][2] = {{1, 1}, {5, 3}, {16, 7}, {17, 1}, {37, 13}, {33, 64}};
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         int rows = shapes[s][0], cols = shapes[s][1];
         float *W = xmalloc((size_t)rows * cols * sizeof(float));
@@ -154,12 +150,12 @@ START_TEST(test_pack_layout)
                     int j = p * RNND_PANEL + r;
                     float got = ((const float *)P.data)[((size_t)p * cols + k) * RNND_PANEL + r];
                     float want = j < rows ? W[(size_t)j * cols + k] : 0.0f;
-                    expect(bits(got) == bits(want), "pack %dx%d: panel %d k %d r %d",
-                           rows, cols, p, k, r);
+                    expect(bits(got) == bits(want), "pack %dx%d: panel %d k %d r %d", rows, cols, p,
+                           k, r);
                 }
         rnnd_pack_release(&P);
         ck_assert_ptr_null(P.data);
-        rnnd_pack_release(&P);      /* a released (zeroed) struct is a no-op */
+        rnnd_pack_release(&P); /* a released (zeroed) struct is a no-op */
         free(W);
     }
 
@@ -180,9 +176,9 @@ END_TEST
 
 /* ---- gemv ----------------------------------------------------------------------------------- */
 
-static const int g_rows[] = { 1, 5, 16, 17, 37, 100, 257 };
-static const int g_cols[] = { 1, 3, 13, 64, 129 };
-static const size_t g_B[] = { 1, 2, 7, 64, 257 };
+static const int g_rows[] = {1, 5, 16, 17, 37, 100, 257};
+static const int g_cols[] = {1, 3, 13, 64, 129};
+static const size_t g_B[] = {1, 2, 7, 64, 257};
 #define NELEM(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- half-size weights --------------------------------------------------------------------- */
@@ -196,7 +192,7 @@ static float round_ref(float x, int mant, int emin, double maxv)
     if (isnan(x) || isinf(x) || x == 0.0f)
         return x;
     int e;
-    frexp((double)x, &e);                       /* |x| = m 2^e, m in [0.5, 1) */
+    frexp((double)x, &e); /* |x| = m 2^e, m in [0.5, 1) */
     int q = e - 1 < emin ? emin - mant : e - 1 - mant;
     double r = ldexp(nearbyint(ldexp((double)x, -q)), q);
     /* the tie at maxv + half a quantum rounds to even, which is up: inf */
@@ -239,8 +235,7 @@ START_TEST(test_half_conversions)
             if (isnan(v))
                 continue;
             /* widening is exact and narrowing gives the pattern back */
-            uint16_t back = type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(v)
-                                                      : rnnd_f32_to_f16(v);
+            uint16_t back = type == RNND_WEIGHTS_BF16 ? rnnd_f32_to_bf16(v) : rnnd_f32_to_f16(v);
             expect(back == h, "type %d: 0x%04x -> %a -> 0x%04x", type, h, (double)v, back);
             if (isinf(v))
                 continue;
@@ -248,7 +243,7 @@ START_TEST(test_half_conversions)
                                                    : rnnd_f16_to_f32((uint16_t)(h + 1));
             if ((h & 0x7fff) == 0x7fff || isnan(next))
                 continue;
-            float mid = (float)(((double)v + (double)next) / 2);   /* exact in float */
+            float mid = (float)(((double)v + (double)next) / 2); /* exact in float */
             check_round(type, mid);
             check_round(type, nextafterf(mid, INFINITY));
             check_round(type, nextafterf(mid, -INFINITY));
@@ -275,7 +270,7 @@ END_TEST
  * of the type's range and unknown types refused. */
 START_TEST(test_pack_half)
 {
-    static const int shapes[][2] = { { 1, 1 }, { 17, 3 }, { 37, 13 } };
+    static const int shapes[][2] = {{1, 1}, {17, 3}, {37, 13}};
     for (int type = RNND_WEIGHTS_BF16; type <= RNND_WEIGHTS_F16; type++)
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
             int rows = shapes[s][0], cols = shapes[s][1];
@@ -297,14 +292,14 @@ START_TEST(test_pack_half)
                         if (j < rows)
                             want = type == RNND_WEIGHTS_BF16 ? bf16_ref(W[(size_t)j * cols + k])
                                                              : f16_ref(W[(size_t)j * cols + k]);
-                        expect(bits(gf) == bits(want), "pack type %d %dx%d: p %d k %d r %d",
-                               type, rows, cols, p, k, r);
+                        expect(bits(gf) == bits(want), "pack type %d %dx%d: p %d k %d r %d", type,
+                               rows, cols, p, k, r);
                     }
             rnnd_pack_release(&P);
             free(W);
         }
     rnnd_packed P;
-    float big[2] = { 1.0f, 1e5f };
+    float big[2] = {1.0f, 1e5f};
     ck_assert_int_eq(rnnd_pack_as(big, 1, 2, RNND_WEIGHTS_F16, &P), RNND_ERR_INVALID);
     ck_assert_ptr_null(P.data);
     ck_assert_int_eq(rnnd_pack_as(big, 1, 2, RNND_WEIGHTS_BF16, &P), RNND_OK);
@@ -325,7 +320,7 @@ START_TEST(test_gemv_half_reference)
     int np = get_paths(k);
     const int type = _i == 0 ? RNND_WEIGHTS_BF16 : RNND_WEIGHTS_F16;
     const int rows = 53, cols = 131;
-    const size_t Bs[] = { 1, 2, 3, 5, 8 };
+    const size_t Bs[] = {1, 2, 3, 5, 8};
     float *W = xmalloc((size_t)rows * cols * sizeof(float));
     float *Wr = xmalloc((size_t)rows * cols * sizeof(float));
     float *bias = xmalloc((size_t)rows * sizeof(float));
@@ -353,8 +348,8 @@ START_TEST(test_gemv_half_reference)
         for (int i = 0; i < np; i++) {
             k[i]->gemv(&P, bias, X, cols, B, Y, rows, 0, rows);
             expect(memcmp(Y, ref, B * rows * sizeof(float)) == 0,
-                   "%s: type %d B %zu: not the fma chain over the rounded weights",
-                   k[i]->name, type, B);
+                   "%s: type %d B %zu: not the fma chain over the rounded weights", k[i]->name,
+                   type, B);
             k[i]->gemv(&P32, bias, X, cols, B, Y32, rows, 0, rows);
             expect(memcmp(Y, Y32, B * rows * sizeof(float)) != 0,
                    "%s: type %d gives the float result", k[i]->name, type);
@@ -389,7 +384,7 @@ START_TEST(test_gemv_bitwise_vs_scalar)
             ck_assert_int_eq(rnnd_pack_as(W, rows, cols, _i, &P), RNND_OK);
             for (size_t ib = 0; ib < NELEM(g_B); ib++) {
                 size_t B = g_B[ib];
-                size_t ldx = (size_t)cols + (ib & 1) * 3;    /* odd strides too */
+                size_t ldx = (size_t)cols + (ib & 1) * 3; /* odd strides too */
                 size_t ldy = (size_t)rows + (ib & 1) * 5;
                 float *X = xmalloc(B * ldx * sizeof(float));
                 fill(X, B * ldx);
@@ -402,8 +397,9 @@ START_TEST(test_gemv_bitwise_vs_scalar)
                         float *Y = sentinel_buf(B * ldy);
                         k[i]->gemv(&P, bb, X, ldx, B, Y, ldy, 0, rows);
                         expect(memcmp(Y, ref, B * ldy * sizeof(float)) == 0,
-                                      "%s: gemv differs from scalar: rows %d cols %d B %zu "
-                                      "bias %d", k[i]->name, rows, cols, B, wb);
+                               "%s: gemv differs from scalar: rows %d cols %d B %zu "
+                               "bias %d",
+                               k[i]->name, rows, cols, B, wb);
                         free(Y);
                     }
                     free(ref);
@@ -417,7 +413,6 @@ START_TEST(test_gemv_bitwise_vs_scalar)
 }
 END_TEST
 
-/* A row range gives bitwise the rows of the full range and writes nothing else. */
 /* A batch far larger than a step's: the input projection of whole sequences, which the
  * SIMD paths cut into blocks of rows (several blocks and a partial one here). */
 START_TEST(test_gemv_large_batch)
@@ -452,12 +447,13 @@ START_TEST(test_gemv_large_batch)
 }
 END_TEST
 
+/* A row range gives bitwise the rows of the full range and writes nothing else. */
 START_TEST(test_gemv_row_ranges)
 {
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     const int rows = 257, cols = 29;
-    const size_t Bs[] = { 1, 3, 9 };
+    const size_t Bs[] = {1, 3, 9};
     float *W = xmalloc((size_t)rows * cols * sizeof(float));
     float *bias = xmalloc((size_t)rows * sizeof(float));
     fill(W, (size_t)rows * cols);
@@ -478,9 +474,9 @@ START_TEST(test_gemv_row_ranges)
                     assert_outside_untouched(Y, B, ldy, rb, re, k[i]->name);
                     for (size_t b = 0; b < B; b++)
                         expect(memcmp(Y + b * ldy + rb, full + b * ldy + rb,
-                                             (size_t)(re - rb) * sizeof(float)) == 0,
-                                      "%s: range [%d,%d) B %zu differs from the full range",
-                                      k[i]->name, rb, re, B);
+                                      (size_t)(re - rb) * sizeof(float)) == 0,
+                               "%s: range [%d,%d) B %zu differs from the full range", k[i]->name,
+                               rb, re, B);
                     free(Y);
                 }
             free(full);
@@ -515,7 +511,7 @@ START_TEST(test_gemv_batch_invariance)
             float y1[100];
             k[i]->gemv(&P, bias, X + b * cols, cols, 1, y1, rows, 0, rows);
             expect(memcmp(y1, Y + b * rows, sizeof(y1)) == 0,
-                          "%s: row %zu of B=257 differs from B=1", k[i]->name, b);
+                   "%s: row %zu of B=257 differs from B=1", k[i]->name, b);
             /* and inside a batch of other sizes, at another position */
             size_t B2 = 1 + b % 11;
             float *X2 = xmalloc(B2 * cols * sizeof(float));
@@ -524,8 +520,7 @@ START_TEST(test_gemv_batch_invariance)
             memcpy(X2 + (B2 - 1) * cols, X + b * cols, cols * sizeof(float));
             k[i]->gemv(&P, bias, X2, cols, B2, Y2, rows, 0, rows);
             expect(memcmp(y1, Y2 + (B2 - 1) * rows, sizeof(y1)) == 0,
-                          "%s: row %zu differs as row %zu of B=%zu", k[i]->name, b, B2 - 1,
-                          B2);
+                   "%s: row %zu differs as row %zu of B=%zu", k[i]->name, b, B2 - 1, B2);
             free(X2);
             free(Y2);
         }
@@ -566,8 +561,8 @@ START_TEST(test_gemv_vs_f64)
                 }
                 double bound = (cols + 1) * (double)FLT_EPSILON / 2 * mag * 1.01 + 1e-30;
                 double err = fabs(Y[b * rows + j] - s);
-                expect(err <= bound, "%s: gemv row %d: error %g > bound %g",
-                              k[i]->name, j, err, bound);
+                expect(err <= bound, "%s: gemv row %d: error %g > bound %g", k[i]->name, j, err,
+                       bound);
             }
     }
     rnnd_pack_release(&P);
@@ -587,23 +582,23 @@ typedef struct act_case {
 
 /* Every kind with its ONNX defaults, plus a few other parameters. */
 static const act_case act_cases[] = {
-    { RNND_ACT_SIGMOID, 0, 0 },
-    { RNND_ACT_TANH, 0, 0 },
-    { RNND_ACT_RELU, 0, 0 },
-    { RNND_ACT_HARDSIGMOID, 0.2f, 0.5f },
-    { RNND_ACT_HARDSIGMOID, 0.7f, -0.1f },
-    { RNND_ACT_LEAKYRELU, 0.01f, 0 },
-    { RNND_ACT_LEAKYRELU, 1.5f, 0 },
-    { RNND_ACT_THRESHOLDEDRELU, 1.0f, 0 },
-    { RNND_ACT_THRESHOLDEDRELU, -0.25f, 0 },
-    { RNND_ACT_SCALEDTANH, 1.0f, 1.0f },
-    { RNND_ACT_SCALEDTANH, 1.7159f, 0.6667f },
-    { RNND_ACT_AFFINE, 1.0f, 0.0f },
-    { RNND_ACT_AFFINE, -0.3f, 2.5f },
-    { RNND_ACT_ELU, 1.0f, 0 },
-    { RNND_ACT_ELU, 0.3f, 0 },
-    { RNND_ACT_SOFTSIGN, 0, 0 },
-    { RNND_ACT_SOFTPLUS, 0, 0 },
+    {RNND_ACT_SIGMOID, 0, 0},
+    {RNND_ACT_TANH, 0, 0},
+    {RNND_ACT_RELU, 0, 0},
+    {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f},
+    {RNND_ACT_HARDSIGMOID, 0.7f, -0.1f},
+    {RNND_ACT_LEAKYRELU, 0.01f, 0},
+    {RNND_ACT_LEAKYRELU, 1.5f, 0},
+    {RNND_ACT_THRESHOLDEDRELU, 1.0f, 0},
+    {RNND_ACT_THRESHOLDEDRELU, -0.25f, 0},
+    {RNND_ACT_SCALEDTANH, 1.0f, 1.0f},
+    {RNND_ACT_SCALEDTANH, 1.7159f, 0.6667f},
+    {RNND_ACT_AFFINE, 1.0f, 0.0f},
+    {RNND_ACT_AFFINE, -0.3f, 2.5f},
+    {RNND_ACT_ELU, 1.0f, 0},
+    {RNND_ACT_ELU, 0.3f, 0},
+    {RNND_ACT_SOFTSIGN, 0, 0},
+    {RNND_ACT_SOFTPLUS, 0, 0},
 };
 
 /* float64 reference, straight from the ONNX definitions. */
@@ -611,28 +606,17 @@ static double act_f64(const act_case *c, double x)
 {
     double a = c->alpha, b = c->beta;
     switch (c->kind) {
-    case RNND_ACT_SIGMOID:
-        return 1.0 / (1.0 + exp(-x));
-    case RNND_ACT_TANH:
-        return tanh(x);
-    case RNND_ACT_RELU:
-        return x > 0 ? x : 0;
-    case RNND_ACT_HARDSIGMOID:
-        return fmin(1.0, fmax(0.0, a * x + b));
-    case RNND_ACT_LEAKYRELU:
-        return x >= 0 ? x : a * x;
-    case RNND_ACT_THRESHOLDEDRELU:
-        return x > a ? x : 0;
-    case RNND_ACT_SCALEDTANH:
-        return a * tanh(b * x);
-    case RNND_ACT_AFFINE:
-        return a * x + b;
-    case RNND_ACT_ELU:
-        return x >= 0 ? x : a * expm1(x);
-    case RNND_ACT_SOFTSIGN:
-        return isinf(x) ? copysign(1.0, x) : x / (1 + fabs(x));
-    case RNND_ACT_SOFTPLUS:
-        return x > 30 ? x + log1p(exp(-x)) : log1p(exp(x));
+    case RNND_ACT_SIGMOID: return 1.0 / (1.0 + exp(-x));
+    case RNND_ACT_TANH: return tanh(x);
+    case RNND_ACT_RELU: return x > 0 ? x : 0;
+    case RNND_ACT_HARDSIGMOID: return fmin(1.0, fmax(0.0, a * x + b));
+    case RNND_ACT_LEAKYRELU: return x >= 0 ? x : a * x;
+    case RNND_ACT_THRESHOLDEDRELU: return x > a ? x : 0;
+    case RNND_ACT_SCALEDTANH: return a * tanh(b * x);
+    case RNND_ACT_AFFINE: return a * x + b;
+    case RNND_ACT_ELU: return x >= 0 ? x : a * expm1(x);
+    case RNND_ACT_SOFTSIGN: return isinf(x) ? copysign(1.0, x) : x / (1 + fabs(x));
+    case RNND_ACT_SOFTPLUS: return x > 30 ? x + log1p(exp(-x)) : log1p(exp(x));
     }
     return NAN;
 }
@@ -644,7 +628,7 @@ static double ulp_of(double v)
     if (v < FLT_MIN)
         return 0x1p-149;
     int e;
-    frexp(v, &e);   /* v = m * 2^e, m in [0.5, 1) */
+    frexp(v, &e); /* v = m * 2^e, m in [0.5, 1) */
     return ldexp(1.0, e - 24);
 }
 
@@ -669,21 +653,19 @@ static double act_err(const act_case *c, float x, float y, double ref, double *b
     case RNND_ACT_SIGMOID:
     case RNND_ACT_TANH:
     case RNND_ACT_ELU:
-    case RNND_ACT_SOFTPLUS:
-        *bound = 4.0;
-        return err / ulp_of(ref);
+    case RNND_ACT_SOFTPLUS: *bound = 4.0; return err / ulp_of(ref);
     case RNND_ACT_SOFTSIGN:
-        *bound = 2.0;   /* 1 + |x| and the division round */
+        *bound = 2.0; /* 1 + |x| and the division round */
         return err / ulp_of(ref);
     default:
-        *bound = 1.0;   /* one rounding at most */
+        *bound = 1.0; /* one rounding at most */
         return err / ulp_of(ref);
     }
 }
 
 static void run_act(const rnnd_kernels *k, const act_case *c, float *x, size_t n)
 {
-    rnnd_activation a = { c->kind, c->alpha, c->beta };
+    rnnd_activation a = {c->kind, c->alpha, c->beta};
     k->act(&a, x, n);
 }
 
@@ -715,9 +697,11 @@ START_TEST(test_act_vs_f64)
                 if (fabs(ref) > FLT_MAX)
                     continue;
                 double e = act_err(c, in[j], y[j], ref, &bound);
-                expect(e <= bound, "%s %s(alpha %g beta %g): x = %a: got %a want %a "
-                              "(error %g > %g)", k[i]->name, rnnd_act_name(c->kind),
-                              c->alpha, c->beta, in[j], y[j], ref, e, bound);
+                expect(e <= bound,
+                       "%s %s(alpha %g beta %g): x = %a: got %a want %a "
+                       "(error %g > %g)",
+                       k[i]->name, rnnd_act_name(c->kind), c->alpha, c->beta, in[j], y[j], ref, e,
+                       bound);
                 if (e / bound > worst)
                     worst = e / bound, worst_x = in[j];
             }
@@ -739,10 +723,10 @@ START_TEST(test_act_sigmoid_tanh_sweep)
     enum { CHUNK = 4096 };
     float *x = xmalloc(CHUNK * sizeof(float)), *y = xmalloc(CHUNK * sizeof(float));
     double *ref = xmalloc(CHUNK * sizeof(double));
-    const act_case cs[2] = { { RNND_ACT_SIGMOID, 0, 0 }, { RNND_ACT_TANH, 0, 0 } };
+    const act_case cs[2] = {{RNND_ACT_SIGMOID, 0, 0}, {RNND_ACT_TANH, 0, 0}};
     const uint64_t lim = bits(20.0f);
     for (int ci = 0; ci < 2; ci++) {
-        double worst[3] = { 0, 0, 0 };
+        double worst[3] = {0, 0, 0};
         for (uint64_t u = 0; u <= 2 * lim;) {
             size_t n = 0;
             for (; n < CHUNK && u <= 2 * lim; u += 97, n++) {
@@ -759,7 +743,7 @@ START_TEST(test_act_sigmoid_tanh_sweep)
                     if (e > worst[i])
                         worst[i] = e;
                     expect(e <= 4.0, "%s %s(%a) = %a, want %a: %.2f ulp", k[i]->name,
-                                  rnnd_act_name(cs[ci].kind), x[j], y[j], ref[j], e);
+                           rnnd_act_name(cs[ci].kind), x[j], y[j], ref[j], e);
                 }
             }
         }
@@ -780,9 +764,10 @@ START_TEST(test_act_special_values)
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     const float inf = INFINITY;
-    const float xs[] = { 0.0f, -0.0f, inf, -inf, NAN, -NAN, FLT_MAX, -FLT_MAX, 1e30f, -1e30f,
-                         0x1p-149f, -0x1p-149f, 0x1p-130f, -0x1p-130f, 88.8f, -88.8f, 100.f,
-                         -100.f, 104.f, -104.f, 200.f, -200.f };
+    const float xs[] = {0.0f,      -0.0f,      inf,   -inf,   NAN,       -NAN,
+                        FLT_MAX,   -FLT_MAX,   1e30f, -1e30f, 0x1p-149f, -0x1p-149f,
+                        0x1p-130f, -0x1p-130f, 88.8f, -88.8f, 100.f,     -100.f,
+                        104.f,     -104.f,     200.f, -200.f};
     const size_t n = NELEM(xs);
     for (int i = 0; i < np; i++)
         for (size_t ci = 0; ci < NELEM(act_cases); ci++) {
@@ -794,30 +779,29 @@ START_TEST(test_act_special_values)
                 double ref = act_f64(c, xs[j]);
                 const char *nm = rnnd_act_name(c->kind);
                 if (isnan(xs[j])) {
-                    expect(isnan(y[j]), "%s %s(NaN) = %a, want NaN", k[i]->name, nm,
-                                  y[j]);
+                    expect(isnan(y[j]), "%s %s(NaN) = %a, want NaN", k[i]->name, nm, y[j]);
                     continue;
                 }
                 if (isinf(ref) || fabs(ref) > FLT_MAX) {
-                    expect(isinf(y[j]) && (y[j] > 0) == (ref > 0),
-                                  "%s %s(%a) = %a, want %g", k[i]->name, nm, xs[j], y[j], ref);
+                    expect(isinf(y[j]) && (y[j] > 0) == (ref > 0), "%s %s(%a) = %a, want %g",
+                           k[i]->name, nm, xs[j], y[j], ref);
                     continue;
                 }
                 double bound, e = act_err(c, xs[j], y[j], ref, &bound);
                 /* subnormal results (exp underflow) may lose a couple of bits */
                 if (fabs(ref) < FLT_MIN)
                     bound = fmax(bound, 4.0);
-                expect(!isnan(y[j]) && e <= bound, "%s %s(alpha %g)(%a) = %a, want %a",
-                              k[i]->name, nm, c->alpha, xs[j], y[j], ref);
+                expect(!isnan(y[j]) && e <= bound, "%s %s(alpha %g)(%a) = %a, want %a", k[i]->name,
+                       nm, c->alpha, xs[j], y[j], ref);
             }
         }
     /* exact values that matter */
     for (int i = 0; i < np; i++) {
-        float y[4] = { 0.0f, -0.0f, inf, -inf };
-        run_act(k[i], &(act_case){ RNND_ACT_SIGMOID, 0, 0 }, y, 4);
+        float y[4] = {0.0f, -0.0f, inf, -inf};
+        run_act(k[i], &(act_case){RNND_ACT_SIGMOID, 0, 0}, y, 4);
         ck_assert(y[0] == 0.5f && y[1] == 0.5f && y[2] == 1.0f && y[3] == 0.0f);
-        float t[4] = { 0.0f, -0.0f, inf, -inf };
-        run_act(k[i], &(act_case){ RNND_ACT_TANH, 0, 0 }, t, 4);
+        float t[4] = {0.0f, -0.0f, inf, -inf};
+        run_act(k[i], &(act_case){RNND_ACT_TANH, 0, 0}, t, 4);
         ck_assert(bits(t[0]) == 0 && bits(t[1]) == 0x80000000u && t[2] == 1.0f && t[3] == -1.0f);
     }
 }
@@ -833,9 +817,9 @@ START_TEST(test_act_simd_paths_agree)
     float *x = xmalloc(cap * sizeof(float));
     for (uint64_t u = 0; u < (1ull << 32); u += 4099)
         x[n++] = from_bits((uint32_t)u);
-    const uint32_t special[] = { 0, 0x80000000u, 1, 0x80000001u, 0x007fffffu, 0x807fffffu,
-                                 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
-                                 0x7f800001u, 0x7f7fffffu, 0xff7fffffu };
+    const uint32_t special[] = {0,           0x80000000u, 1,           0x80000001u, 0x007fffffu,
+                                0x807fffffu, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u,
+                                0x7f800001u, 0x7f7fffffu, 0xff7fffffu};
     for (size_t i = 0; i < NELEM(special); i++)
         x[n++] = from_bits(special[i]);
     for (int i = -200000; i <= 200000; i++)
@@ -852,8 +836,8 @@ START_TEST(test_act_simd_paths_agree)
                 run_act(k[q], &act_cases[ci], b, n);
                 for (size_t j = 0; j < n; j++)
                     expect(bits(a[j]) == bits(b[j]), "%s(%a): %s gives %a, %s gives %a",
-                                  rnnd_act_name(act_cases[ci].kind), x[j], k[p]->name, a[j],
-                                  k[q]->name, b[j]);
+                           rnnd_act_name(act_cases[ci].kind), x[j], k[p]->name, a[j], k[q]->name,
+                           b[j]);
                 compared++;
             }
 #ifdef RNND_HAVE_X86
@@ -891,8 +875,8 @@ START_TEST(test_act_position_invariance)
                     for (int j = 0; j < N; j++) {
                         float want = (j >= off && j < off + n) ? ref[j] : base[j];
                         expect(bits(buf[1 + j]) == bits(want),
-                                      "%s %s: element %d differs with offset %d n %d",
-                                      k[i]->name, rnnd_act_name(act_cases[ci].kind), j, off, n);
+                               "%s %s: element %d differs with offset %d n %d", k[i]->name,
+                               rnnd_act_name(act_cases[ci].kind), j, off, n);
                     }
                     expect(bits(buf[0]) == SENTINEL && bits(buf[N + 1]) == SENTINEL,
                            "%s: act wrote outside [0, n)", k[i]->name);
@@ -916,14 +900,11 @@ static float clip1_(int has_clip, float c, float x)
     return !has_clip ? x : x > c ? c : x < -c ? -c : x;
 }
 
-static float clip1(const rnnd_lstm_math *m, float x)
-{
-    return clip1_(m->has_clip, m->clip, x);
-}
+static float clip1(const rnnd_lstm_math *m, float x) { return clip1_(m->has_clip, m->clip, x); }
 
 static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, const float *gx,
-                              const float *g, const float *cp, const float *cl, float *cn,
-                              float *h, size_t j0, size_t j1)
+                              const float *g, const float *cp, const float *cl, float *cn, float *h,
+                              size_t j0, size_t j1)
 {
     size_t H = m->H, oc = m->forget_gate ? 3 * H : 2 * H;
     for (size_t j = j0; j < j1; j++) {
@@ -949,7 +930,7 @@ static void lstm_row_composed(const rnnd_kernels *k, const rnnd_lstm_math *m, co
             f = act1(k, m->af, clip1(m, f));
             cnew = f * c + i * cc;
         }
-        if (m->Dc) {    /* the depth gate: its block follows the last gate's */
+        if (m->Dc) { /* the depth gate: its block follows the last gate's */
             float d = gx[oc + H + j] + m->Dc[j] * c;
             d = d + m->Dl[j] * cl[j];
             d = act1(k, m->af, clip1(m, d));
@@ -974,18 +955,23 @@ START_TEST(test_lstm_row)
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
-        hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f}, relu = {RNND_ACT_RELU, 0, 0},
-        elu = {RNND_ACT_ELU, 1.0f, 0}, stanh = {RNND_ACT_SCALEDTANH, 1.5f, 0.7f};
+                                 hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f},
+                                 relu = {RNND_ACT_RELU, 0, 0}, elu = {RNND_ACT_ELU, 1.0f, 0},
+                                 stanh = {RNND_ACT_SCALEDTANH, 1.5f, 0.7f};
     static const size_t Hs[] = {1, 7, 16, 23, 40};
     int variants = 0;
     for (size_t hi = 0; hi < NELEM(Hs); hi++)
         for (int v = 0; v < 10; v++) {
             int dg = v >= 6;
             size_t H = Hs[hi], G = (v == 4 || v == 9 ? 3 : 4) + (dg ? 1 : 0);
-            rnnd_lstm_math m = {.H = H, .forget_gate = v != 4 && v != 9,
+            rnnd_lstm_math m = {.H = H,
+                                .forget_gate = v != 4 && v != 9,
                                 .input_forget = v == 3 || v == 8,
-                                .has_clip = v == 2 || v == 5 || v == 7, .clip = 1.5f,
-                                .af = &sig, .ag = &tnh, .ah = &tnh};
+                                .has_clip = v == 2 || v == 5 || v == 7,
+                                .clip = 1.5f,
+                                .af = &sig,
+                                .ag = &tnh,
+                                .ah = &tnh};
             float *P = xmalloc(3 * H * sizeof(float));
             float *Dc = xmalloc(H * sizeof(float)), *Dl = xmalloc(H * sizeof(float));
             float *cl = xmalloc(H * sizeof(float));
@@ -1016,7 +1002,7 @@ START_TEST(test_lstm_row)
             for (size_t j = 0; j < H; j++)
                 cp[j] = rng_f() * 3.0f;
             if (H > 3) {
-                gx[0] = from_bits(0x7fc00000u);         /* NaN flows through to c and h */
+                gx[0] = from_bits(0x7fc00000u); /* NaN flows through to c and h */
                 cp[1] = 0x1p100f;
             }
             float *simd_c = NULL, *simd_h = NULL;
@@ -1030,10 +1016,11 @@ START_TEST(test_lstm_row)
                         for (size_t j = 0; j < H; j++) {
                             int in = j >= j0 && j < j1;
                             expect(bits(cn[j]) == (in ? bits(wc[j]) : SENTINEL) &&
-                                   bits(h[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                       bits(h[j]) == (in ? bits(wh[j]) : SENTINEL),
                                    "%s variant %d H %zu [%zu,%zu): unit %zu c %a h %a, "
-                                   "want %a %a", k[p]->name, v, H, j0, j1, j, cn[j], h[j],
-                                   in ? wc[j] : NAN, in ? wh[j] : NAN);
+                                   "want %a %a",
+                                   k[p]->name, v, H, j0, j1, j, cn[j], h[j], in ? wc[j] : NAN,
+                                   in ? wh[j] : NAN);
                         }
                         free(cn);
                         free(h);
@@ -1043,13 +1030,13 @@ START_TEST(test_lstm_row)
                 memcpy(c2, cp, H * sizeof(float));
                 k[p]->lstm_row(&m, gx, g, c2, dg ? cl : NULL, c2, h2, 0, H);
                 expect(memcmp(c2, wc, H * sizeof(float)) == 0 &&
-                       memcmp(h2, wh, H * sizeof(float)) == 0,
+                           memcmp(h2, wh, H * sizeof(float)) == 0,
                        "%s variant %d: CN = CP differs", k[p]->name, v);
                 free(c2);
                 free(h2);
                 if (p >= 1 && simd_c) {
                     expect(memcmp(simd_c, wc, H * sizeof(float)) == 0 &&
-                           memcmp(simd_h, wh, H * sizeof(float)) == 0,
+                               memcmp(simd_h, wh, H * sizeof(float)) == 0,
                            "variant %d H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
                     free(wc);
                     free(wh);
@@ -1083,14 +1070,19 @@ START_TEST(test_gru_rows)
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
-        hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f}, elu = {RNND_ACT_ELU, 1.0f, 0};
+                                 hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f},
+                                 elu = {RNND_ACT_ELU, 1.0f, 0};
     static const size_t Hs[] = {1, 7, 16, 23, 40};
     int checked = 0;
     for (size_t hi = 0; hi < NELEM(Hs); hi++)
         for (int v = 0; v < 4; v++) {
             size_t H = Hs[hi];
-            rnnd_gru_math m = {.H = H, .linear_before_reset = v & 1, .has_clip = v >= 2,
-                               .clip = 1.25f, .af = &sig, .ag = &tnh};
+            rnnd_gru_math m = {.H = H,
+                               .linear_before_reset = v & 1,
+                               .has_clip = v >= 2,
+                               .clip = 1.25f,
+                               .af = &sig,
+                               .ag = &tnh};
             if (v == 3) {
                 m.af = &hsig;
                 m.ag = &elu;
@@ -1112,8 +1104,7 @@ START_TEST(test_gru_rows)
                 float *wh = xmalloc(H * sizeof(float));
                 for (size_t j = 0; j < H; j++) {
                     float z = act1(k[p], m.af, clip1_(m.has_clip, m.clip, gx[j] + g0[j]));
-                    float r = act1(k[p], m.af,
-                                   clip1_(m.has_clip, m.clip, gx[H + j] + g0[H + j]));
+                    float r = act1(k[p], m.af, clip1_(m.has_clip, m.clip, gx[H + j] + g0[H + j]));
                     wg[j] = z;
                     wg[H + j] = r;
                     wt[j] = r * (m.linear_before_reset ? t0[j] : hp[j]);
@@ -1131,15 +1122,16 @@ START_TEST(test_gru_rows)
                         k[p]->gru_finish(&m, gx + 2 * H, g, t, hp, hn, j0, j1);
                         for (size_t j = 0; j < H; j++) {
                             int in = j >= j0 && j < j1;
-                            uint32_t want_t = in ? bits(wt[j])
-                                : m.linear_before_reset ? bits(t0[j]) : SENTINEL;
+                            uint32_t want_t = in        ? bits(wt[j])
+                                : m.linear_before_reset ? bits(t0[j])
+                                                        : SENTINEL;
                             expect(bits(g[j]) == bits(in ? wg[j] : g0[j]) &&
-                                   bits(g[H + j]) == bits(in ? wg[H + j] : g0[H + j]) &&
-                                   bits(t[j]) == want_t &&
-                                   bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
+                                       bits(g[H + j]) == bits(in ? wg[H + j] : g0[H + j]) &&
+                                       bits(t[j]) == want_t &&
+                                       bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
                                    "%s variant %d H %zu [%zu,%zu): unit %zu: z %a r %a t %a "
-                                   "h %a", k[p]->name, v, H, j0, j1, j, g[j], g[H + j], t[j],
-                                   hn[j]);
+                                   "h %a",
+                                   k[p]->name, v, H, j0, j1, j, g[j], g[H + j], t[j], hn[j]);
                         }
                         free(g);
                         free(t);
@@ -1147,7 +1139,7 @@ START_TEST(test_gru_rows)
                     }
                 if (p >= 1 && first_g) {
                     expect(memcmp(first_g, wg, 2 * H * sizeof(float)) == 0 &&
-                           memcmp(first_h, wh, H * sizeof(float)) == 0,
+                               memcmp(first_h, wh, H * sizeof(float)) == 0,
                            "variant %d H %zu: %s and %s differ", v, H, k[1]->name, k[p]->name);
                     free(wg);
                     free(wh);
@@ -1180,7 +1172,9 @@ START_TEST(test_clock_rows)
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     static const rnnd_activation acts[] = {
-        {RNND_ACT_TANH, 0, 0}, {RNND_ACT_SOFTSIGN, 0, 0}, {RNND_ACT_RELU, 0, 0},
+        {RNND_ACT_TANH, 0, 0},
+        {RNND_ACT_SOFTSIGN, 0, 0},
+        {RNND_ACT_RELU, 0, 0},
         {RNND_ACT_AFFINE, 0.5f, 0.125f},
     };
     static const size_t Hs[] = {1, 7, 16, 23, 40};
@@ -1205,8 +1199,8 @@ START_TEST(test_clock_rows)
                         for (size_t j = 0; j < H; j++) {
                             int in = j >= j0 && j < j1;
                             expect(bits(hn[j]) == (in ? bits(wh[j]) : SENTINEL),
-                                   "%s act %zu H %zu [%zu,%zu): unit %zu: h %a want %a",
-                                   k[p]->name, v, H, j0, j1, j, hn[j], wh[j]);
+                                   "%s act %zu H %zu [%zu,%zu): unit %zu: h %a want %a", k[p]->name,
+                                   v, H, j0, j1, j, hn[j], wh[j]);
                         }
                         free(hn);
                     }
@@ -1237,7 +1231,8 @@ START_TEST(test_min_rows)
     const rnnd_kernels *k[3];
     int np = get_paths(k);
     static const rnnd_activation sig = {RNND_ACT_SIGMOID, 0, 0}, tnh = {RNND_ACT_TANH, 0, 0},
-        ident = {RNND_ACT_AFFINE, 1.0f, 0.0f}, hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f};
+                                 ident = {RNND_ACT_AFFINE, 1.0f, 0.0f},
+                                 hsig = {RNND_ACT_HARDSIGMOID, 0.2f, 0.5f};
     static const size_t Hs[] = {1, 7, 16, 23, 40};
     int checked = 0;
     for (size_t hi = 0; hi < NELEM(Hs); hi++)
@@ -1354,14 +1349,14 @@ START_TEST(test_slstm_rows)
                 g[j] = rng_f() * big * 0.5f;
             }
             for (size_t j = 0; j < H; j++) {
-                st[j] = rng_f() * 4.0f;                          /* c */
-                st[H + j] = 0.05f + fabsf(rng_f()) * 3.0f;       /* n > 0 */
-                st[2 * H + j] = rng_f() * 2.0f * big;            /* m */
+                st[j] = rng_f() * 4.0f;                    /* c */
+                st[H + j] = 0.05f + fabsf(rng_f()) * 3.0f; /* n > 0 */
+                st[2 * H + j] = rng_f() * 2.0f * big;      /* m */
             }
-            if (H > 1)      /* the first step of a session: everything zero */
+            if (H > 1) /* the first step of a session: everything zero */
                 st[0] = st[H] = st[2 * H] = 0.0f;
             /* the reference path against the equations */
-            float *want = xmalloc(4 * H * sizeof(float));   /* c, n, m, h */
+            float *want = xmalloc(4 * H * sizeof(float)); /* c, n, m, h */
             k[0]->slstm_row(&m, gx, g, st, want, want + 3 * H, 0, H);
             for (size_t j = 0; j < H; j++) {
                 double r[4], tol[4];
@@ -1369,8 +1364,8 @@ START_TEST(test_slstm_rows)
                 for (int q = 0; q < 4; q++) {
                     double got = want[(size_t)q * H + j];
                     expect(isfinite(got) && fabs(got - r[q]) <= tol[q],
-                           "scalar variant %d H %zu unit %zu: %c %.9g want %.9g (tol %.3g)",
-                           v, H, j, "cnmh"[q], got, r[q], tol[q]);
+                           "scalar variant %d H %zu unit %zu: %c %.9g want %.9g (tol %.3g)", v, H,
+                           j, "cnmh"[q], got, r[q], tol[q]);
                 }
             }
             for (int p = 0; p < np; p++) {
@@ -1383,9 +1378,10 @@ START_TEST(test_slstm_rows)
                             for (int q = 0; q < 4; q++) {
                                 float got = q < 3 ? sn[(size_t)q * H + j] : hn[j];
                                 uint32_t w = in ? bits(want[(size_t)q * H + j]) : SENTINEL;
-                                expect(bits(got) == w, "%s variant %d H %zu [%zu,%zu): unit "
-                                       "%zu: %c %a want %a", k[p]->name, v, H, j0, j1, j,
-                                       "cnmh"[q], got, from_bits(w));
+                                expect(bits(got) == w,
+                                       "%s variant %d H %zu [%zu,%zu): unit "
+                                       "%zu: %c %a want %a",
+                                       k[p]->name, v, H, j0, j1, j, "cnmh"[q], got, from_bits(w));
                             }
                         }
                         free(sn);
@@ -1396,7 +1392,7 @@ START_TEST(test_slstm_rows)
                 memcpy(s2, st, 3 * H * sizeof(float));
                 k[p]->slstm_row(&m, gx, g, s2, s2, h2, 0, H);
                 expect(memcmp(s2, want, 3 * H * sizeof(float)) == 0 &&
-                       memcmp(h2, want + 3 * H, H * sizeof(float)) == 0,
+                           memcmp(h2, want + 3 * H, H * sizeof(float)) == 0,
                        "%s variant %d H %zu: in place", k[p]->name, v, H);
                 free(s2);
                 free(h2);
@@ -1425,7 +1421,7 @@ START_TEST(test_select)
     ck_assert_str_eq(avail[0], "scalar");
 
     /* by_name agrees with the available list */
-    const char *all[] = { "scalar", "avx2", "avx512" };
+    const char *all[] = {"scalar", "avx2", "avx512"};
     for (size_t i = 0; i < NELEM(all); i++) {
         int listed = 0;
         for (const char *const *a = avail; *a != NULL; a++)
@@ -1437,10 +1433,9 @@ START_TEST(test_select)
     ck_assert_int_eq(rnnd_kernels_by_name("avx2") != NULL,
                      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
     ck_assert_int_eq(rnnd_kernels_by_name("avx512") != NULL,
-                     __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-                     && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-                     && __builtin_cpu_supports("avx512bw")
-                     && __builtin_cpu_supports("avx512dq"));
+                     __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"));
 #else
     ck_assert_ptr_null(rnnd_kernels_by_name("avx2"));
     ck_assert_ptr_null(rnnd_kernels_by_name("avx512"));
@@ -1503,10 +1498,10 @@ static Suite *kernels_suite(void)
     tcase_add_test(tc, test_half_conversions);
     tcase_add_test(tc, test_pack_half);
     tcase_add_loop_test(tc, test_gemv_half_reference, 0, 2);    /* bf16, f16 */
-    tcase_add_loop_test(tc, test_gemv_bitwise_vs_scalar, 0, 3);   /* f32, bf16, f16 */
-    tcase_add_loop_test(tc, test_gemv_row_ranges, 0, 3);   /* f32, bf16, f16 */
-    tcase_add_loop_test(tc, test_gemv_large_batch, 0, 3);   /* f32, bf16, f16 */
-    tcase_add_loop_test(tc, test_gemv_batch_invariance, 0, 3);   /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_bitwise_vs_scalar, 0, 3); /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_row_ranges, 0, 3);        /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_large_batch, 0, 3);       /* f32, bf16, f16 */
+    tcase_add_loop_test(tc, test_gemv_batch_invariance, 0, 3);  /* f32, bf16, f16 */
     tcase_add_test(tc, test_gemv_vs_f64);
     tcase_add_test(tc, test_act_vs_f64);
     tcase_add_test(tc, test_act_sigmoid_tanh_sweep);

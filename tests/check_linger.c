@@ -13,18 +13,10 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "linger.h"
 #include "rnnd/status.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static rnnd_linger *start(double time_s, double idle_s, uint64_t bytes, size_t max)
 {
@@ -37,19 +29,16 @@ static rnnd_linger *start(double time_s, double idle_s, uint64_t bytes, size_t m
 }
 
 /* A socketpair: [0] for the lingerer, [1] the client's end. */
-static void pair(int sv[2])
-{
-    ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-}
+static void pair(int sv[2]) { ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0); }
 
 /* Seconds until the lingerer closes its end, seen from the client's end FD (the end of the
  * stream); -1 when it does not within LIMIT_S. */
 static double wait_closed(int fd, double limit_s)
 {
-    double t0 = now_s();
+    double t0 = rnnd_mono_s();
     char buf[4096];
     for (;;) {
-        double left = limit_s - (now_s() - t0);
+        double left = limit_s - (rnnd_mono_s() - t0);
         if (left <= 0)
             return -1;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -57,15 +46,15 @@ static double wait_closed(int fd, double limit_s)
             continue;
         ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
-            return now_s() - t0;
+            return rnnd_mono_s() - t0;
     }
 }
 
 /* Counts lingering sockets until none is left or LIMIT_S passes. */
 static size_t settle(rnnd_linger *l, double limit_s)
 {
-    double t0 = now_s();
-    while (rnnd_linger_count(l) && now_s() - t0 < limit_s)
+    double t0 = rnnd_mono_s();
+    while (rnnd_linger_count(l) && rnnd_mono_s() - t0 < limit_s)
         usleep(10000);
     return rnnd_linger_count(l);
 }
@@ -116,9 +105,9 @@ START_TEST(defaults_follow_nginx)
     rnnd_linger_limits_default(&lim, 16u << 20, 30);
     ck_assert(lim.time_s == 30 && lim.idle_s == 5);
     ck_assert_uint_eq(lim.bytes, 64u << 20);
-    rnnd_linger_limits_default(&lim, 1u << 30, 2);     /* a shorter request timeout wins */
+    rnnd_linger_limits_default(&lim, 1u << 30, 2); /* a shorter request timeout wins */
     ck_assert(lim.idle_s == 2);
-    ck_assert_uint_eq(lim.bytes, 1u << 30);             /* never less than max_body_bytes */
+    ck_assert_uint_eq(lim.bytes, 1u << 30); /* never less than max_body_bytes */
 }
 END_TEST
 
@@ -202,10 +191,10 @@ START_TEST(closed_after_the_total_time)
     int sv[2];
     pair(sv);
     ck_assert_int_eq(rnnd_linger_add(l, sv[0]), RNND_OK);
-    double t0 = now_s(), secs = -1;
-    while (now_s() - t0 < 10) {     /* a trickle: never idle, never near the byte bound */
+    double t0 = rnnd_mono_s(), secs = -1;
+    while (rnnd_mono_s() - t0 < 10) { /* a trickle: never idle, never near the byte bound */
         if (send(sv[1], "x", 1, MSG_NOSIGNAL) != 1 || wait_closed(sv[1], 0.05) >= 0) {
-            secs = now_s() - t0;
+            secs = rnnd_mono_s() - t0;
             break;
         }
     }
@@ -265,8 +254,7 @@ START_TEST(many_at_once)
     static char buf[65536];
     for (int round = 0; round < 16; round++)
         for (int i = 0; i < N; i++)
-            ck_assert_int_eq(send(sv[i][1], buf, sizeof buf, MSG_NOSIGNAL),
-                             (ssize_t)sizeof buf);
+            ck_assert_int_eq(send(sv[i][1], buf, sizeof buf, MSG_NOSIGNAL), (ssize_t)sizeof buf);
     for (int i = 0; i < N; i++)
         shutdown(sv[i][1], SHUT_WR);
     ck_assert_uint_eq(settle(l, 10), 0);
@@ -320,11 +308,9 @@ START_TEST(budget_shares_the_limit)
     ck_assert_int_eq(rnnd_fd_budget_plan(256, 50, 40, 2, &b, err, sizeof err), RNND_OK);
     ck_assert_uint_eq(b.linger_per_addr, 1);
     /* under RNND_FD_MIN_CONNECTIONS: refused, naming the limit */
-    ck_assert_int_eq(rnnd_fd_budget_plan(55, 50, 1024, 128, &b, err, sizeof err),
-                     RNND_ERR_LIMIT);
+    ck_assert_int_eq(rnnd_fd_budget_plan(55, 50, 1024, 128, &b, err, sizeof err), RNND_ERR_LIMIT);
     ck_assert_ptr_nonnull(strstr(err, "RLIMIT_NOFILE is 55"));
-    ck_assert_int_eq(rnnd_fd_budget_plan(20, 50, 1024, 128, &b, err, sizeof err),
-                     RNND_ERR_LIMIT);
+    ck_assert_int_eq(rnnd_fd_budget_plan(20, 50, 1024, 128, &b, err, sizeof err), RNND_ERR_LIMIT);
 }
 END_TEST
 

@@ -31,7 +31,8 @@ static int make_socket(int family, int type, int listening)
     int s = socket(family, type, 0);
     ck_assert_int_ge(s, 0);
     if (family == AF_INET) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0,
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = 0,
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
     } else {

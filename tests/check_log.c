@@ -17,8 +17,7 @@ START_TEST(test_ids_redacted)
     ck_assert_str_eq(rnnd_log_quote_ids(out, sizeof out, "/v1/Sessions/" ID),
                      "\"/v1/Sessions/{id}\"");
     ck_assert_str_eq(rnnd_log_quote_ids(out, sizeof out, ID), "\"{id}\"");
-    ck_assert_str_eq(rnnd_log_quote_ids(out, sizeof out, "x" ID "y/" ID ID),
-                     "\"x{id}y/{id}\"");
+    ck_assert_str_eq(rnnd_log_quote_ids(out, sizeof out, "x" ID "y/" ID ID), "\"x{id}y/{id}\"");
     ck_assert_str_eq(rnnd_log_quote_ids(out, sizeof out, "0123456789ABCDEF0123456789ABCDEF"),
                      "\"{id}\"");
     /* 31 digits are not an id; the plain quote keeps everything */
@@ -36,8 +35,8 @@ START_TEST(test_small_buffer)
         char out[48];
         rnnd_log_quote_ids(out, n, "ab/" ID);
         size_t len = strlen(out);
-        ck_assert_msg(len < n && out[0] == '"' && out[len - 1] == '"' && len >= 2,
-                      "size %zu: %s", n, out);
+        ck_assert_msg(len < n && out[0] == '"' && out[len - 1] == '"' && len >= 2, "size %zu: %s",
+                      n, out);
         ck_assert_msg(!strstr(out, "0123"), "size %zu: part of the id shown: %s", n, out);
     }
 }

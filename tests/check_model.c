@@ -67,10 +67,10 @@ static void expect_fail_img(const char *tag, const unsigned char *img, size_t le
     ck_assert_ptr_null(m);
     char want[512];
     snprintf(want, sizeof want, "%s: %s: ", path, key);
-    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s: got \"%s\", want prefix \"%s\"",
-                  tag, err, want);
-    ck_assert_msg(strstr(err + strlen(want), reason), "%s: got \"%s\", want reason \"%s\"",
-                  tag, err, reason);
+    ck_assert_msg(strncmp(err, want, strlen(want)) == 0, "%s: got \"%s\", want prefix \"%s\"", tag,
+                  err, want);
+    ck_assert_msg(strstr(err + strlen(want), reason), "%s: got \"%s\", want reason \"%s\"", tag,
+                  err, reason);
     ck_assert_msg(!strchr(err, '\n'), "%s: message spans lines", tag);
     unlink(path);
 
@@ -99,8 +99,7 @@ static void expect_fail_header(const char *tag, const char *header, size_t data_
     free(h);
 }
 
-static void expect_fail_file(const char *tag, const tu_file *f, const char *key,
-                             const char *reason)
+static void expect_fail_file(const char *tag, const tu_file *f, const char *key, const char *reason)
 {
     size_t len;
     unsigned char *img = tu_file_bytes(f, &len);
@@ -109,8 +108,7 @@ static void expect_fail_file(const char *tag, const tu_file *f, const char *key,
 }
 
 /* An architecture error: the file has no tensors, since the architecture is checked first. */
-static void expect_fail_arch(const char *tag, const char *arch, const char *key,
-                             const char *reason)
+static void expect_fail_arch(const char *tag, const char *arch, const char *key, const char *reason)
 {
     tu_file *f = tu_file_new(arch);
     expect_fail_file(tag, f, key, reason);
@@ -198,24 +196,37 @@ static const float *spec_ptr(const rnnd_model_spec *s, const char *name)
     if (sscanf(name, "head.%d.%15s%n", &k, part, &n) == 2 && name[n] == '\0') {
         ck_assert(k >= 0 && k < s->head_n);
         return !strcmp(part, "weight") ? s->head_layers[k].W
-             : !strcmp(part, "bias") ? s->head_layers[k].b : NULL;
+            : !strcmp(part, "bias")    ? s->head_layers[k].b
+                                       : NULL;
     }
     if (sscanf(name, "layers.%d.%d.%15s%n", &l, &d, what, &n) != 3 || name[n] != '\0')
         return NULL;
     ck_assert(l >= 0 && l < s->n_layers && d >= 0 && d < 2);
     const rnnd_dir_weights *w = &s->layers[l].w[d];
-    if (!strcmp(what, "W")) return w->W;
-    if (!strcmp(what, "R")) return w->R;
-    if (!strcmp(what, "Wb")) return w->Wb;
-    if (!strcmp(what, "Rb")) return w->Rb;
-    if (!strcmp(what, "P")) return w->P;
-    if (!strcmp(what, "proj")) return w->proj;
-    if (!strcmp(what, "V")) return w->V;
-    if (!strcmp(what, "Vb")) return w->Vb;
-    if (!strcmp(what, "D")) return w->D;
-    if (!strcmp(what, "Dc")) return w->Dc;
-    if (!strcmp(what, "Dl")) return w->Dl;
-    if (!strcmp(what, "Db")) return w->Db;
+    if (!strcmp(what, "W"))
+        return w->W;
+    if (!strcmp(what, "R"))
+        return w->R;
+    if (!strcmp(what, "Wb"))
+        return w->Wb;
+    if (!strcmp(what, "Rb"))
+        return w->Rb;
+    if (!strcmp(what, "P"))
+        return w->P;
+    if (!strcmp(what, "proj"))
+        return w->proj;
+    if (!strcmp(what, "V"))
+        return w->V;
+    if (!strcmp(what, "Vb"))
+        return w->Vb;
+    if (!strcmp(what, "D"))
+        return w->D;
+    if (!strcmp(what, "Dc"))
+        return w->Dc;
+    if (!strcmp(what, "Dl"))
+        return w->Dl;
+    if (!strcmp(what, "Db"))
+        return w->Db;
     return NULL;
 }
 
@@ -242,8 +253,8 @@ static size_t check_bindings(const rnnd_model *m, const unsigned char *img, size
         json_t *shape = json_object_get(v, "shape");
         for (size_t i = 0; i < json_array_size(shape); i++)
             count *= (size_t)json_integer_value(json_array_get(shape, i));
-        size_t begin = (size_t)json_integer_value(json_array_get(json_object_get(v,
-                                                                  "data_offsets"), 0));
+        size_t begin =
+            (size_t)json_integer_value(json_array_get(json_object_get(v, "data_offsets"), 0));
         ck_assert(begin + count * 4 <= len - 8 - hlen);
         const float *p = spec_ptr(s, k);
         ck_assert_msg(p != NULL, "%s: the spec has no pointer for it", k);
@@ -350,7 +361,7 @@ START_TEST(valid_explicit_weights)
     float W[6] = {1, 2, 3, 4, 5, 6}, R[4] = {-1, -2, -3, -4}, Wb[2] = {0.5f, 0.25f},
           Rb[2] = {1e-3f, -7};
     int64_t sW[2] = {2, 3}, sR[2] = {2, 2}, sb[1] = {2};
-    tu_file_add(f, "layers.0.0.Rb", sb, 1, Rb);    /* order in the file does not matter */
+    tu_file_add(f, "layers.0.0.Rb", sb, 1, Rb); /* order in the file does not matter */
     tu_file_add(f, "layers.0.0.W", sW, 2, W);
     tu_file_add(f, "layers.0.0.Wb", sb, 1, Wb);
     tu_file_add(f, "layers.0.0.R", sR, 2, R);
@@ -358,7 +369,7 @@ START_TEST(valid_explicit_weights)
     unsigned char *img = tu_file_bytes(f, &len);
     tu_file_free(f);
     rnnd_model *m = load_img(img, len);
-    free(img);  /* the model holds its own copy */
+    free(img); /* the model holds its own copy */
     const rnnd_dir_weights *w = &rnnd_model_get_spec(m)->layers[0].w[0];
     for (int i = 0; i < 6; i++)
         ck_assert_float_eq(w->W[i], W[i]);
@@ -428,8 +439,8 @@ START_TEST(valid_lstm_bidir_options)
     ck_assert_int_eq(s->head_norm, RNND_NORM_LOG_SOFTMAX);
     /* lstm: 2 x (W 24x5 + R 24x3 + Wb 24 + Rb 24 + P 18 + proj 3x6); gru: W 12x6 + R 12x4
      * + 24; head 7x4 + 7 */
-    ck_assert_uint_eq(rnnd_model_param_count(m), 2 * (120 + 72 + 24 + 24 + 18 + 18) +
-                      (72 + 48 + 24) + 35);
+    ck_assert_uint_eq(rnnd_model_param_count(m),
+                      2 * (120 + 72 + 24 + 24 + 18 + 18) + (72 + 48 + 24) + 35);
     ck_assert_int_eq(rnnd_model_output_dim(m), 7);
     ck_assert_uint_eq(rnnd_model_state_floats(m), 2 * (3 + 6) + 4);
     ck_assert_int_eq(rnnd_model_is_stateful(m), 0);
@@ -496,7 +507,7 @@ START_TEST(valid_tokens_jordan_vocab)
     ck_assert_str_eq(s->vocab[3], "\n");
     ck_assert_str_eq(s->tokenizer, "char");
     ck_assert_str_eq(s->name, "charlm");
-    ck_assert_int_eq(s->layers[0].forget_gate, 1);   /* neutral values of other types */
+    ck_assert_int_eq(s->layers[0].forget_gate, 1); /* neutral values of other types */
     ck_assert_int_eq(s->layers[0].proj_size, 0);
     const rnnd_layer_spec *J = &s->layers[1];
     ck_assert_int_eq(J->has_clip, 1);
@@ -582,8 +593,8 @@ START_TEST(valid_all_types_directions)
                      " \"layers\": [{\"type\": \"%s\", \"hidden_size\": %d,"
                      " \"direction\": \"%s\"%s}, {\"type\": \"%s\", \"hidden_size\": 3%s}],"
                      " \"head\": {\"out_dim\": 2, \"in_dim\": %d}}",
-                     types[t], 4 + t, dirs[d], extra, types[t], t == 3 ? ", \"output_size\": 1"
-                     : "", t == 3 ? 1 : 3);
+                     types[t], 4 + t, dirs[d], extra, types[t],
+                     t == 3 ? ", \"output_size\": 1" : "", t == 3 ? 1 : 3);
             rnnd_model *m = open_random("all", arch, NULL, NULL);
             const rnnd_model_spec *s = rnnd_model_get_spec(m);
             ck_assert_int_eq(s->layers[0].cell, t);
@@ -646,9 +657,8 @@ END_TEST
 /* Every wrong min-cell file gets an error naming the key or tensor and why. */
 START_TEST(bad_min_cells)
 {
-    const char *arch =
-        "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
-        " \"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2}]}";
+    const char *arch = "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3},"
+                       " \"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2}]}";
     /* R or Rb present, as a recurrent layer would have them */
     for (int k = 0; k < 2; k++) {
         tu_file *f = tu_random_model(arch, 1);
@@ -682,24 +692,30 @@ START_TEST(bad_min_cells)
     expect_fail_file("min_no_Wb", f, "layers.0.0.Wb", "missing: the architecture needs");
     tu_file_free(f);
     /* activations: two per direction, not the three of an lstm or one of an rnn */
-    expect_fail_arch("min_acts3", A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"},"
-                     " {\"op\": \"Tanh\"}]]}]}", "architecture.layers[0].activations[0]",
+    expect_fail_arch("min_acts3",
+                     A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"},"
+                            " {\"op\": \"Tanh\"}]]}]}",
+                     "architecture.layers[0].activations[0]",
                      "3 activations, a minlstm layer takes 2");
-    expect_fail_arch("min_acts1", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"Sigmoid\"}]]}]}",
+    expect_fail_arch("min_acts1",
+                     A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"Sigmoid\"}]]}]}",
                      "architecture.layers[0].activations[0]",
                      "1 activations, a mingru layer takes 2");
     /* options of other types, and clip, which these equations do not have */
-    expect_fail_arch("min_clip", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
-                     " \"clip\": 3}]}", "architecture.layers[0].clip",
-                     "not used by a mingru layer");
-    expect_fail_arch("min_lbr", A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
-                     " \"linear_before_reset\": 1}]}",
+    expect_fail_arch("min_clip",
+                     A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                            " \"clip\": 3}]}",
+                     "architecture.layers[0].clip", "not used by a mingru layer");
+    expect_fail_arch("min_lbr",
+                     A_HEAD "\"layers\": [{\"type\": \"mingru\", \"hidden_size\": 2,"
+                            " \"linear_before_reset\": 1}]}",
                      "architecture.layers[0].linear_before_reset", "not used by a mingru layer");
-    expect_fail_arch("min_peep", A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
-                     " \"peepholes\": true}]}", "architecture.layers[0].peepholes",
-                     "not used by a minlstm layer");
+    expect_fail_arch("min_peep",
+                     A_HEAD "\"layers\": [{\"type\": \"minlstm\", \"hidden_size\": 2,"
+                            " \"peepholes\": true}]}",
+                     "architecture.layers[0].peepholes", "not used by a minlstm layer");
     expect_fail_arch("min_case", A_HEAD "\"layers\": [{\"type\": \"minGRU\", \"hidden_size\": 2}]}",
                      "architecture.layers[0].type", "unknown value \"minGRU\"");
 }
@@ -707,13 +723,12 @@ END_TEST
 
 /* The depth-gated LSTM (issue 16): an lstm layer with depth_gate reads the new c of the
  * lstm below; D [H, in], Dc, Dl, Db [H] besides the lstm's tensors; the state is unchanged. */
-#define DG_ARCH(second) A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}, " \
-    second "]}"
+#define DG_ARCH(second) A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}, " second "]}"
 
 START_TEST(valid_depth_gate)
 {
-    const char *arch =
-        A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 5},"
+    const char *arch = A_HEAD
+        "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 5},"
         "  {\"type\": \"lstm\", \"hidden_size\": 5, \"depth_gate\": true, \"peepholes\": true,"
         "   \"clip\": 4},"
         "  {\"type\": \"lstm\", \"hidden_size\": 5, \"depth_gate\": true,"
@@ -739,8 +754,7 @@ START_TEST(valid_depth_gate)
     }
     /* layer 0: 4*5*(3+5)+2*20; 1: 4*5*10+40+15 (P) + 5*5+15 (D, Dc, Dl, Db);
      * 2: 3*5*10+30 + 40; 3: 4*5*10+40; head 2*5+2 */
-    ck_assert_uint_eq(rnnd_model_param_count(m),
-                      200 + (240 + 15 + 40) + (180 + 40) + 240 + 12);
+    ck_assert_uint_eq(rnnd_model_param_count(m), 200 + (240 + 15 + 40) + (180 + 40) + 240 + 12);
     /* the state is still h and c per layer */
     ck_assert_uint_eq(rnnd_model_state_floats(m), 4 * 10);
     rnnd_model_unref(m);
@@ -783,8 +797,7 @@ START_TEST(valid_clockwork)
 
     /* the counter's two floats: exact whole numbers, wrapping at 2^48 */
     float st[2];
-    const uint64_t ts[] = {0, 1, 16777215, 16777216, 123456789012345ULL,
-                           RNND_CLOCK_WRAP - 1};
+    const uint64_t ts[] = {0, 1, 16777215, 16777216, 123456789012345ULL, RNND_CLOCK_WRAP - 1};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++) {
         rnnd_clock_put(st, ts[i]);
         ck_assert(st[0] < 16777216.0f && st[1] < 16777216.0f);
@@ -809,33 +822,37 @@ START_TEST(bad_clockwork)
                      "0 periods: a clockwork layer has 1 to 64 modules");
     expect_fail_arch("cw_str", CW(", \"periods\": \"1,2\""), key,
                      "expected a list of integers, got a string");
-    expect_fail_arch("cw_real", CW(", \"periods\": [1, 2.5]"),
-                     "architecture.layers[0].periods[1]", "expected an integer, got a real");
-    expect_fail_arch("cw_zero", CW(", \"periods\": [0, 2]"),
-                     "architecture.layers[0].periods[0]", "0 is out of range 1 to 2147483647");
-    expect_fail_arch("cw_neg", CW(", \"periods\": [-1]"),
-                     "architecture.layers[0].periods[0]", "-1 is out of range");
+    expect_fail_arch("cw_real", CW(", \"periods\": [1, 2.5]"), "architecture.layers[0].periods[1]",
+                     "expected an integer, got a real");
+    expect_fail_arch("cw_zero", CW(", \"periods\": [0, 2]"), "architecture.layers[0].periods[0]",
+                     "0 is out of range 1 to 2147483647");
+    expect_fail_arch("cw_neg", CW(", \"periods\": [-1]"), "architecture.layers[0].periods[0]",
+                     "-1 is out of range");
     expect_fail_arch("cw_big", CW(", \"periods\": [4294967296]"),
                      "architecture.layers[0].periods[0]", "4294967296 is out of range");
     expect_fail_arch("cw_order", CW(", \"periods\": [1, 4, 2, 8]"),
                      "architecture.layers[0].periods[2]",
                      "2 is not above the period before it (4): the periods must be strictly "
                      "increasing");
-    expect_fail_arch("cw_equal", CW(", \"periods\": [2, 2]"),
-                     "architecture.layers[0].periods[1]", "strictly increasing");
+    expect_fail_arch("cw_equal", CW(", \"periods\": [2, 2]"), "architecture.layers[0].periods[1]",
+                     "strictly increasing");
     expect_fail_arch("cw_divide", CW(", \"periods\": [1, 2, 3]"), key,
                      "3 modules do not divide hidden_size 4 evenly");
     expect_fail_arch("cw_clip", CW(", \"periods\": [1], \"clip\": 2"),
                      "architecture.layers[0].clip", "not used by a clockwork layer");
-    expect_fail_arch("cw_acts2", CW(", \"periods\": [1], \"activations\": [[{\"op\": \"Tanh\"},"
-                     " {\"op\": \"Tanh\"}]]"), "architecture.layers[0].activations[0]",
+    expect_fail_arch("cw_acts2",
+                     CW(", \"periods\": [1], \"activations\": [[{\"op\": \"Tanh\"},"
+                        " {\"op\": \"Tanh\"}]]"),
+                     "architecture.layers[0].activations[0]",
                      "2 activations, a clockwork layer takes 1");
-    expect_fail_arch("cw_rnn_periods", A_HEAD "\"layers\": [{\"type\": \"rnn\", "
-                     "\"hidden_size\": 4, \"periods\": [1, 2]}]}", key,
-                     "not used by a rnn layer");
+    expect_fail_arch("cw_rnn_periods",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", "
+                            "\"hidden_size\": 4, \"periods\": [1, 2]}]}",
+                     key, "not used by a rnn layer");
     char many[1024];
-    int len = snprintf(many, sizeof many, A_HEAD "\"layers\": [{\"type\": \"clockwork\", "
-                       "\"hidden_size\": 65, \"periods\": [");
+    int len = snprintf(many, sizeof many,
+                       A_HEAD "\"layers\": [{\"type\": \"clockwork\", "
+                              "\"hidden_size\": 65, \"periods\": [");
     for (int k = 1; k <= 65; k++)
         len += snprintf(many + len, sizeof many - (size_t)len, "%s%d", k > 1 ? ", " : "", k);
     snprintf(many + len, sizeof many - (size_t)len, "]}]}");
@@ -844,14 +861,14 @@ START_TEST(bad_clockwork)
 
     /* R with a weight below the block diagonal: module 1 (rows 2, 3) reading module 0 */
     const char *arch = A_HEAD "\"layers\": [{\"type\": \"clockwork\", \"hidden_size\": 4,"
-                       " \"periods\": [1, 2]}]}";
+                              " \"periods\": [1, 2]}]}";
     float W[12] = {0}, R[16] = {0}, b[4] = {0};
     int64_t sw[2] = {4, 3}, sr[2] = {4, 4}, sb[1] = {4};
     for (int pass = 0; pass < 3; pass++) {
         memset(R, 0, sizeof R);
-        R[0 * 4 + 3] = 1.0f;    /* above the diagonal: allowed */
-        R[2 * 4 + 2] = 1.0f;    /* module 1's own block */
-        R[1 * 4 + 0] = -0.0f;   /* a negative zero below is a zero */
+        R[0 * 4 + 3] = 1.0f;  /* above the diagonal: allowed */
+        R[2 * 4 + 2] = 1.0f;  /* module 1's own block */
+        R[1 * 4 + 0] = -0.0f; /* a negative zero below is a zero */
         if (pass == 1)
             R[3 * 4 + 1] = 0.25f;
         if (pass == 2)
@@ -884,10 +901,10 @@ START_TEST(valid_slstm)
 {
     const char *arch =
         A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6, \"heads\": 3,"
-        " \"forget\": \"exp\"},"
-        " {\"type\": \"slstm\", \"hidden_size\": 5, \"heads\": 1, \"forget\": \"sigmoid\","
-        "  \"direction\": \"bidirectional\"}],"
-        " \"head\": {\"out_dim\": 2, \"in_dim\": 10}}";
+               " \"forget\": \"exp\"},"
+               " {\"type\": \"slstm\", \"hidden_size\": 5, \"heads\": 1, \"forget\": \"sigmoid\","
+               "  \"direction\": \"bidirectional\"}],"
+               " \"head\": {\"out_dim\": 2, \"in_dim\": 10}}";
     rnnd_model *m = open_random("slstm", arch, NULL, NULL);
     const rnnd_model_spec *s = rnnd_model_get_spec(m);
     const rnnd_layer_spec *A = &s->layers[0], *B = &s->layers[1];
@@ -915,11 +932,14 @@ static tu_file *dg_file(const char *skip, const char *bad)
 {
     tu_file *f = tu_file_new(DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
                                      "\"depth_gate\": true}"));
-    static const struct { const char *name; int64_t a, b; } t[] = {
-        {"layers.0.0.W", 16, 3}, {"layers.0.0.R", 16, 4}, {"layers.0.0.Wb", 16, 0},
-        {"layers.0.0.Rb", 16, 0}, {"layers.1.0.W", 16, 4}, {"layers.1.0.R", 16, 4},
+    static const struct {
+        const char *name;
+        int64_t a, b;
+    } t[] = {
+        {"layers.0.0.W", 16, 3},  {"layers.0.0.R", 16, 4},  {"layers.0.0.Wb", 16, 0},
+        {"layers.0.0.Rb", 16, 0}, {"layers.1.0.W", 16, 4},  {"layers.1.0.R", 16, 4},
         {"layers.1.0.Wb", 16, 0}, {"layers.1.0.Rb", 16, 0}, {"layers.1.0.D", 4, 4},
-        {"layers.1.0.Dc", 4, 0}, {"layers.1.0.Dl", 4, 0}, {"layers.1.0.Db", 4, 0},
+        {"layers.1.0.Dc", 4, 0},  {"layers.1.0.Dl", 4, 0},  {"layers.1.0.Db", 4, 0},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) {
         if (skip && strcmp(skip, t[i].name) == 0)
@@ -961,49 +981,66 @@ START_TEST(bad_depth_gate)
     f = tu_random_model(DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4}"), 1);
     int64_t dshape[2] = {4, 4};
     tu_file_add(f, "layers.1.0.D", dshape, 2, NULL);
-    expect_fail_file("dg_stray_D", f, "layers.1.0.D", "unknown tensor: D, Dc, Dl and Db "
+    expect_fail_file("dg_stray_D", f, "layers.1.0.D",
+                     "unknown tensor: D, Dc, Dl and Db "
                      "belong to an lstm layer with \"depth_gate\": true, which this layer is "
                      "not");
     tu_file_free(f);
 
     const char *key0 = "architecture.layers[0].depth_gate";
     const char *key1 = "architecture.layers[1].depth_gate";
-    expect_fail_arch("dg_first", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
-                     " \"depth_gate\": true}]}", key0,
-                     "the first layer has no layer below whose cell it could gate");
-    expect_fail_arch("dg_bidir", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
-                     "\"depth_gate\": true, \"direction\": \"bidirectional\"}"), key1,
+    expect_fail_arch("dg_first",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                            " \"depth_gate\": true}]}",
+                     key0, "the first layer has no layer below whose cell it could gate");
+    expect_fail_arch("dg_bidir",
+                     DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                             "\"depth_gate\": true, \"direction\": \"bidirectional\"}"),
+                     key1,
                      "a depth-gated layer runs forward only (direction is \"bidirectional\")");
-    expect_fail_arch("dg_reverse", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
-                     "\"depth_gate\": true, \"direction\": \"reverse\"}"), key1,
-                     "a depth-gated layer runs forward only (direction is \"reverse\")");
-    expect_fail_arch("dg_proj", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
-                     "\"depth_gate\": true, \"proj_size\": 2}"), key1,
-                     "a depth-gated layer has no projection (proj_size is 2)");
-    expect_fail_arch("dg_H", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 5, "
-                     "\"depth_gate\": true}"), key1,
-                     "layers[0] has hidden_size 4, this layer 5: they must be equal");
-    expect_fail_arch("dg_below_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 4},"
-                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
-                     "layers[0] is gru: the layer below must be an lstm");
-    expect_fail_arch("dg_below_rev", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
-                     " \"direction\": \"reverse\"},"
-                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
-                     "layers[0] runs reverse: the layer below must run forward");
-    expect_fail_arch("dg_below_bidir", A_HEAD "\"layers\": [{\"type\": \"lstm\", "
-                     "\"hidden_size\": 2, \"direction\": \"bidirectional\"},"
-                     " {\"type\": \"lstm\", \"hidden_size\": 2, \"depth_gate\": true}]}", key1,
-                     "layers[0] runs bidirectional: the layer below must run forward");
-    expect_fail_arch("dg_below_proj", A_HEAD "\"layers\": [{\"type\": \"lstm\", "
-                     "\"hidden_size\": 4, \"proj_size\": 4},"
-                     " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}", key1,
-                     "layers[0] has proj_size 4: the layer below must have no projection");
-    expect_fail_arch("dg_gru", DG_ARCH("{\"type\": \"gru\", \"hidden_size\": 4, "
-                     "\"depth_gate\": true}"), key1, "not used by a gru layer");
-    expect_fail_arch("dg_min", DG_ARCH("{\"type\": \"minlstm\", \"hidden_size\": 4, "
-                     "\"depth_gate\": true}"), key1, "not used by a minlstm layer");
-    expect_fail_arch("dg_type", DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
-                     "\"depth_gate\": 1}"), key1, "expected true or false, got an integer");
+    expect_fail_arch("dg_reverse",
+                     DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                             "\"depth_gate\": true, \"direction\": \"reverse\"}"),
+                     key1, "a depth-gated layer runs forward only (direction is \"reverse\")");
+    expect_fail_arch("dg_proj",
+                     DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                             "\"depth_gate\": true, \"proj_size\": 2}"),
+                     key1, "a depth-gated layer has no projection (proj_size is 2)");
+    expect_fail_arch("dg_H",
+                     DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 5, "
+                             "\"depth_gate\": true}"),
+                     key1, "layers[0] has hidden_size 4, this layer 5: they must be equal");
+    expect_fail_arch("dg_below_gru",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 4},"
+                            " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}",
+                     key1, "layers[0] is gru: the layer below must be an lstm");
+    expect_fail_arch("dg_below_rev",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                            " \"direction\": \"reverse\"},"
+                            " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}",
+                     key1, "layers[0] runs reverse: the layer below must run forward");
+    expect_fail_arch("dg_below_bidir",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", "
+                            "\"hidden_size\": 2, \"direction\": \"bidirectional\"},"
+                            " {\"type\": \"lstm\", \"hidden_size\": 2, \"depth_gate\": true}]}",
+                     key1, "layers[0] runs bidirectional: the layer below must run forward");
+    expect_fail_arch("dg_below_proj",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", "
+                            "\"hidden_size\": 4, \"proj_size\": 4},"
+                            " {\"type\": \"lstm\", \"hidden_size\": 4, \"depth_gate\": true}]}",
+                     key1, "layers[0] has proj_size 4: the layer below must have no projection");
+    expect_fail_arch("dg_gru",
+                     DG_ARCH("{\"type\": \"gru\", \"hidden_size\": 4, "
+                             "\"depth_gate\": true}"),
+                     key1, "not used by a gru layer");
+    expect_fail_arch("dg_min",
+                     DG_ARCH("{\"type\": \"minlstm\", \"hidden_size\": 4, "
+                             "\"depth_gate\": true}"),
+                     key1, "not used by a minlstm layer");
+    expect_fail_arch("dg_type",
+                     DG_ARCH("{\"type\": \"lstm\", \"hidden_size\": 4, "
+                             "\"depth_gate\": 1}"),
+                     key1, "expected true or false, got an integer");
 }
 END_TEST
 
@@ -1011,16 +1048,16 @@ END_TEST
 START_TEST(bad_slstm)
 {
 #define SL(extra) A_HEAD "\"layers\": [{\"type\": \"slstm\", \"hidden_size\": 6" extra "}]}"
-    expect_fail_arch("sl_no_heads", SL(", \"forget\": \"exp\""),
-                     "architecture.layers[0].heads", "missing (an integer 1 to");
+    expect_fail_arch("sl_no_heads", SL(", \"forget\": \"exp\""), "architecture.layers[0].heads",
+                     "missing (an integer 1 to");
     expect_fail_arch("sl_heads0", SL(", \"heads\": 0, \"forget\": \"exp\""),
                      "architecture.layers[0].heads", "0 is out of range 1 to");
     expect_fail_arch("sl_heads4", SL(", \"heads\": 4, \"forget\": \"exp\""),
                      "architecture.layers[0].heads", "4 does not divide hidden_size 6");
     expect_fail_arch("sl_heads_str", SL(", \"heads\": \"2\", \"forget\": \"exp\""),
                      "architecture.layers[0].heads", "expected an integer");
-    expect_fail_arch("sl_no_forget", SL(", \"heads\": 2"),
-                     "architecture.layers[0].forget", "missing (\"exp\" or \"sigmoid\"");
+    expect_fail_arch("sl_no_forget", SL(", \"heads\": 2"), "architecture.layers[0].forget",
+                     "missing (\"exp\" or \"sigmoid\"");
     expect_fail_arch("sl_forget", SL(", \"heads\": 2, \"forget\": \"tanh\""),
                      "architecture.layers[0].forget",
                      "unknown value \"tanh\" (expected \"exp\" or \"sigmoid\")");
@@ -1028,17 +1065,20 @@ START_TEST(bad_slstm)
                      "architecture.layers[0].forget", "expected a string");
     expect_fail_arch("sl_clip", SL(", \"heads\": 2, \"forget\": \"exp\", \"clip\": 3"),
                      "architecture.layers[0].clip", "not used by a slstm layer");
-    expect_fail_arch("sl_acts", SL(", \"heads\": 2, \"forget\": \"exp\", \"activations\":"
-                                   " [[{\"op\": \"Tanh\"}]]"),
+    expect_fail_arch("sl_acts",
+                     SL(", \"heads\": 2, \"forget\": \"exp\", \"activations\":"
+                        " [[{\"op\": \"Tanh\"}]]"),
                      "architecture.layers[0].activations", "not used by a slstm layer");
     expect_fail_arch("sl_peep", SL(", \"heads\": 2, \"forget\": \"exp\", \"peepholes\": true"),
                      "architecture.layers[0].peepholes", "not used by a slstm layer");
-    expect_fail_arch("lstm_heads", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"heads\": 2}]}", "architecture.layers[0].heads",
-                     "not used by a lstm layer");
-    expect_fail_arch("gru_forget", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
-                     " \"forget\": \"exp\"}]}", "architecture.layers[0].forget",
-                     "not used by a gru layer");
+    expect_fail_arch("lstm_heads",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"heads\": 2}]}",
+                     "architecture.layers[0].heads", "not used by a lstm layer");
+    expect_fail_arch("gru_forget",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                            " \"forget\": \"exp\"}]}",
+                     "architecture.layers[0].forget", "not used by a gru layer");
     /* R dense [4H, H] as an lstm's, or with the columns of another head count */
     const char *arch = SL(", \"heads\": 3, \"forget\": \"sigmoid\"");
     int64_t w[2] = {24, 3}, b[1] = {24};
@@ -1052,8 +1092,10 @@ START_TEST(bad_slstm)
         char want[96];
         snprintf(want, sizeof want, "shape [%lld, %lld], but the architecture needs [24, 2]",
                  (long long)r[0], (long long)r[1]);
-        expect_fail_file(k == 0 ? "sl_R_dense" : k == 1 ? "sl_R_heads" : "sl_R_rows", f,
-                         "layers.0.0.R", want);
+        expect_fail_file(k == 0       ? "sl_R_dense"
+                             : k == 1 ? "sl_R_heads"
+                                      : "sl_R_rows",
+                         f, "layers.0.0.R", want);
         tu_file_free(f);
     }
     /* Rb of the wrong length, and missing */
@@ -1063,7 +1105,8 @@ START_TEST(bad_slstm)
     tu_file_add(f, "layers.0.0.R", r, 2, NULL);
     tu_file_add(f, "layers.0.0.Wb", b, 1, NULL);
     tu_file_add(f, "layers.0.0.Rb", short_b, 1, NULL);
-    expect_fail_file("sl_Rb_shape", f, "layers.0.0.Rb", "shape [6], but the architecture needs [24]");
+    expect_fail_file("sl_Rb_shape", f, "layers.0.0.Rb",
+                     "shape [6], but the architecture needs [24]");
     tu_file_free(f);
     f = tu_file_new(arch);
     tu_file_add(f, "layers.0.0.W", w, 2, NULL);
@@ -1091,7 +1134,7 @@ START_TEST(refcount)
     ck_assert_int_eq(rnnd_model_get_spec(m)->layers[0].hidden, 2);
     ck_assert_float_eq(rnnd_model_get_spec(m)->layers[0].w[0].W[0],
                        rnnd_model_get_spec(m)->layers[0].w[0].W[0]);
-    rnnd_model_unref(m);    /* the last: ASan would report a leak or a double free */
+    rnnd_model_unref(m); /* the last: ASan would report a leak or a double free */
     rnnd_model_unref(NULL);
     ck_assert_ptr_null(rnnd_model_ref(NULL));
 }
@@ -1131,8 +1174,8 @@ typedef struct htensor {
 /* An image of ARCH (verbatim) and tensors T in order, each at the next multiple of 4 (the
  * gaps are unused bytes, which the format allows), the data buffer 8-aligned. Written here
  * byte by byte, independently of the loader and of testutil's F32-only writer. */
-static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
-                                   const char *record, size_t *len);
+static unsigned char *record_image(const char *arch, const htensor *t, size_t n, const char *record,
+                                   size_t *len);
 
 static unsigned char *half_image(const char *arch, const htensor *t, size_t n, size_t *len)
 {
@@ -1140,13 +1183,13 @@ static unsigned char *half_image(const char *arch, const htensor *t, size_t n, s
 }
 
 /* half_image with __metadata__.verification = RECORD (JSON text) when not NULL. */
-static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
-                                   const char *record, size_t *len)
+static unsigned char *record_image(const char *arch, const htensor *t, size_t n, const char *record,
+                                   size_t *len)
 {
     json_t *hdr = json_object();
-    json_object_set_new(hdr, "__metadata__", json_pack("{s:s,s:s,s:s}", "format", "rnnd",
-                                                       "format_version", "1",
-                                                       "architecture", arch));
+    json_object_set_new(hdr, "__metadata__",
+                        json_pack("{s:s,s:s,s:s}", "format", "rnnd", "format_version", "1",
+                                  "architecture", arch));
     if (record)
         json_object_set_new(json_object_get(hdr, "__metadata__"), "verification",
                             json_string(record));
@@ -1158,10 +1201,10 @@ static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
         for (int d = 0; d < t[i].ndim; d++)
             json_array_append_new(shape, json_integer(t[i].shape[d]));
         at[i] = off;
-        json_object_set_new(hdr, t[i].name, json_pack("{s:s,s:o,s:[I,I]}", "dtype",
-                                                      t[i].dtype, "shape", shape,
-                                                      "data_offsets", (json_int_t)off,
-                                                      (json_int_t)(off + t[i].bytes)));
+        json_object_set_new(hdr, t[i].name,
+                            json_pack("{s:s,s:o,s:[I,I]}", "dtype", t[i].dtype, "shape", shape,
+                                      "data_offsets", (json_int_t)off,
+                                      (json_int_t)(off + t[i].bytes)));
         off = (off + t[i].bytes + 3) & ~(size_t)3;
     }
     char *text = json_dumps(hdr, JSON_COMPACT);
@@ -1181,8 +1224,9 @@ static unsigned char *record_image(const char *arch, const htensor *t, size_t n,
     return img;
 }
 
-#define HALF_ARCH(W) "{\"format_version\": 1, " W "\"input\": {\"kind\": \"vectors\", " \
-                     "\"dim\": 3}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}]}"
+#define HALF_ARCH(W) \
+    "{\"format_version\": 1, " W "\"input\": {\"kind\": \"vectors\", " \
+    "\"dim\": 3}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}]}"
 
 static const float hW[6] = {0.1f, 1.0f + 0x1p-9f, -3.0f, 1e-6f, 1000.7f, 0.33333334f};
 static const float hR[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 65519.0f, -2.5f};
@@ -1217,7 +1261,8 @@ static rnnd_model *load_with_record(const char *record)
     return m;
 }
 
-#define REC(extra, rel) "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0," \
+#define REC(extra, rel) \
+    "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0," \
     "\"max_rel_error\":" rel ",\"lengths\":[1,7],\"batch\":3" extra "}"
 
 /* The record counts as verified only when it names this model's digest and its error is
@@ -1232,8 +1277,11 @@ START_TEST(verification_record)
     snprintf(digest, sizeof digest, "%s", rnnd_model_digest(m));
     rnnd_model_unref(m);
 
-    snprintf(rec, sizeof rec, REC(",\"digest\":\"%s\",\"weights_checked\":\"f32\","
-                                  "\"norm_checked\":\"log_softmax\"", "0"), digest);
+    snprintf(rec, sizeof rec,
+             REC(",\"digest\":\"%s\",\"weights_checked\":\"f32\","
+                 "\"norm_checked\":\"log_softmax\"",
+                 "0"),
+             digest);
     m = load_with_record(rec);
     ck_assert_int_eq(rnnd_model_verified(m, why, sizeof why), 1);
     const rnnd_verification *v = rnnd_model_verification(m);
@@ -1258,7 +1306,9 @@ START_TEST(verification_record)
     rnnd_model_unref(m);
 
     /* malformed optional keys are refused, naming the key */
-    static const struct { const char *extra, *key; } bad[] = {
+    static const struct {
+        const char *extra, *key;
+    } bad[] = {
         {",\"digest\":\"ABC\"", "__metadata__.verification.digest"},
         {",\"digest\":7", "__metadata__.verification.digest"},
         {",\"weights_checked\":\"f16\"", "__metadata__.verification.weights_checked"},
@@ -1273,8 +1323,10 @@ START_TEST(verification_record)
         };
         char r[512];
         size_t len;
-        snprintf(r, sizeof r, "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0,"
-                 "\"max_rel_error\":0,\"lengths\":[1],\"batch\":3%s}", bad[i].extra);
+        snprintf(r, sizeof r,
+                 "{\"source\":\"onnx\",\"tolerance\":1e-5,\"max_abs_error\":0,"
+                 "\"max_rel_error\":0,\"lengths\":[1],\"batch\":3%s}",
+                 bad[i].extra);
         unsigned char *img = record_image(HALF_ARCH(""), t, 4, r, &len);
         char tag[32];
         snprintf(tag, sizeof tag, "badrec%zu", i);
@@ -1287,8 +1339,8 @@ END_TEST
 static void assert_bits(const float *got, const float *want, int n, const char *what)
 {
     for (int i = 0; i < n; i++)
-        ck_assert_msg(memcmp(&got[i], &want[i], sizeof(float)) == 0, "%s[%d]: %a, want %a",
-                      what, i, (double)got[i], (double)want[i]);
+        ck_assert_msg(memcmp(&got[i], &want[i], sizeof(float)) == 0, "%s[%d]: %a, want %a", what, i,
+                      (double)got[i], (double)want[i]);
 }
 
 /* "weights" with F32 tensors: the matrices are rounded to nearest even at load (the expected
@@ -1298,22 +1350,21 @@ START_TEST(valid_half_rounded_at_load)
     /* bf16 keeps 8 significant bits; f16 11, and its range ends at 65504 */
     static const float bW[6] = {0x1.9ap-4f, 1.0f, -3.0f, 0x1.0cp-20f, 1000.0f, 0x1.56p-2f};
     static const float bR[4] = {1.0f, 1.0f + 0x4p-8f, 65536.0f, -2.5f};
-    static const float fW[6] = {0x1.998p-4f, 1.0f + 0x1p-9f, -3.0f, 0x11p-24f, 1000.5f,
-                                0x1.554p-2f};
+    static const float fW[6] = {0x1.998p-4f, 1.0f + 0x1p-9f, -3.0f,
+                                0x11p-24f,   1000.5f,        0x1.554p-2f};
     static const float fR[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, 65504.0f, -2.5f};
     static const char *archs[] = {HALF_ARCH("\"weights\": \"bf16\", "),
                                   HALF_ARCH("\"weights\": \"f16\", ")};
     for (int t = 0; t < 2; t++) {
         size_t len;
-        unsigned char *img = small_half(archs[t], "F32", hW, sizeof hW, "F32", hR, sizeof hR,
-                                        &len);
+        unsigned char *img = small_half(archs[t], "F32", hW, sizeof hW, "F32", hR, sizeof hR, &len);
         rnnd_model *m = load_img(img, len);
         const rnnd_model_spec *s = rnnd_model_get_spec(m);
         ck_assert_int_eq(s->weights, t ? RNND_WEIGHTS_F16 : RNND_WEIGHTS_BF16);
         ck_assert_str_eq(rnnd_weights_name(s->weights), t ? "f16" : "bf16");
         assert_bits(s->layers[0].w[0].W, t ? fW : bW, 6, "W");
         assert_bits(s->layers[0].w[0].R, t ? fR : bR, 4, "R");
-        assert_bits(s->layers[0].w[0].Wb, hWb, 2, "Wb");  /* not representable: kept */
+        assert_bits(s->layers[0].w[0].Wb, hWb, 2, "Wb"); /* not representable: kept */
         assert_bits(s->layers[0].w[0].Rb, hRb, 2, "Rb");
         ck_assert_uint_eq(rnnd_model_param_count(m), 14);
         char hex[65];
@@ -1327,8 +1378,8 @@ START_TEST(valid_half_rounded_at_load)
                                       HALF_ARCH("\"weights\": null, ")};
     for (int t = 0; t < 3; t++) {
         size_t len;
-        unsigned char *img = small_half(f32_archs[t], "F32", hW, sizeof hW, "F32", hR,
-                                        sizeof hR, &len);
+        unsigned char *img =
+            small_half(f32_archs[t], "F32", hW, sizeof hW, "F32", hR, sizeof hR, &len);
         rnnd_model *m = load_img(img, len);
         ck_assert_int_eq(rnnd_model_get_spec(m)->weights, RNND_WEIGHTS_F32);
         assert_bits(rnnd_model_get_spec(m)->layers[0].w[0].W, hW, 6, "W");
@@ -1347,12 +1398,11 @@ START_TEST(valid_half_stored)
     static const uint16_t bw[6] = {0x3f80, 0x4049, 0xbe00, 0x0001, 0x7f7f, 0x8000};
     static const float bwv[6] = {1.0f, 3.140625f, -0.125f, 0x1p-133f, 0x1.fep127f, -0.0f};
     static const uint16_t fw[6] = {0x3c00, 0x3555, 0xb400, 0x0001, 0x7bff, 0x03ff};
-    static const float fwv[6] = {1.0f, 0.333251953125f, -0.25f, 0x1p-24f, 65504.0f,
-                                 0x3ffp-24f};
-    static const uint16_t r16[4] = {0x4000, 0xc000, 0x0000, 0x3c00};  /* 2, -2, 0, 1 (f16) */
+    static const float fwv[6] = {1.0f, 0.333251953125f, -0.25f, 0x1p-24f, 65504.0f, 0x3ffp-24f};
+    static const uint16_t r16[4] = {0x4000, 0xc000, 0x0000, 0x3c00}; /* 2, -2, 0, 1 (f16) */
     size_t len;
-    unsigned char *img = small_half(HALF_ARCH("\"weights\": \"bf16\", "), "BF16", bw,
-                                    sizeof bw, "F32", hR, sizeof hR, &len);
+    unsigned char *img = small_half(HALF_ARCH("\"weights\": \"bf16\", "), "BF16", bw, sizeof bw,
+                                    "F32", hR, sizeof hR, &len);
     rnnd_model *m = load_img(img, len);
     const rnnd_dir_weights *w = &rnnd_model_get_spec(m)->layers[0].w[0];
     assert_bits(w->W, bwv, 6, "bf16 W");
@@ -1363,8 +1413,8 @@ START_TEST(valid_half_stored)
     rnnd_model_unref(m);
     free(img);
 
-    img = small_half(HALF_ARCH("\"weights\": \"f16\", "), "F16", fw, sizeof fw, "F16",
-                     r16, sizeof r16, &len);
+    img = small_half(HALF_ARCH("\"weights\": \"f16\", "), "F16", fw, sizeof fw, "F16", r16,
+                     sizeof r16, &len);
     /* the file is smaller: 12 + 8 bytes of matrices instead of 24 + 16 */
     m = load_img(img, len);
     w = &rnnd_model_get_spec(m)->layers[0].w[0];
@@ -1397,14 +1447,15 @@ static void digests_of(const char *arch, unsigned seed, char out[65], char file[
 
 /* docs/state.md, "The digest": what a state means, not how the file names or stores it. The
  * base: tokens, an lstm with a clip and explicit activations, a gru, a jordan, a head. */
-#define DIGEST_ARCH(name, text, lstm, gru, head)                                              \
-    "{\"format_version\": 1, " name " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 4,"    \
-    " \"embedding_dim\": 3}, " text " \"layers\": ["                                          \
-    " {\"type\": \"lstm\", \"hidden_size\": 3, \"clip\": 0.5, " lstm "},"                     \
-    " {\"type\": \"gru\", \"hidden_size\": 2" gru "},"                                       \
-    " {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 2}],"                       \
+#define DIGEST_ARCH(name, text, lstm, gru, head) \
+    "{\"format_version\": 1, " name " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 4," \
+    " \"embedding_dim\": 3}, " text " \"layers\": [" \
+    " {\"type\": \"lstm\", \"hidden_size\": 3, \"clip\": 0.5, " lstm "}," \
+    " {\"type\": \"gru\", \"hidden_size\": 2" gru "}," \
+    " {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 2}]," \
     " \"head\": {\"out_dim\": 4, \"in_dim\": 2, \"norm\": \"" head "\"}}"
-#define LSTM_ACTS(alpha) "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": " alpha "}," \
+#define LSTM_ACTS(alpha) \
+    "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": " alpha "}," \
     " {\"op\": \"Tanh\"}, {\"op\": \"Tanh\"}]]"
 
 START_TEST(state_digest_what_counts)
@@ -1415,7 +1466,8 @@ START_TEST(state_digest_what_counts)
         DIGEST_ARCH("", "\"vocab\": [\"a\", \"b\", \"c\", \"d\"], \"tokenizer\": \"char\",",
                     LSTM_ACTS("0.1"), "", "softmax"),
         /* a parameter Tanh does not have; options a gru does not have, at neutral values */
-        DIGEST_ARCH("", "", "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": 0.1},"
+        DIGEST_ARCH("", "",
+                    "\"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": 0.1},"
                     " {\"op\": \"Tanh\", \"alpha\": 3}, {\"op\": \"Tanh\", \"beta\": 2}]]",
                     ", \"forget_gate\": false, \"peepholes\": false", "softmax"),
         DIGEST_ARCH("\"weights\": \"f32\",", "", LSTM_ACTS("0.1"), ", \"direction\": \"forward\"",
@@ -1448,8 +1500,8 @@ START_TEST(state_digest_what_counts)
 END_TEST
 
 static void expect_fail_half(const char *tag, const char *arch, const char *wdt, const void *w,
-                             size_t wb, const char *rdt, const void *r, size_t rb,
-                             const char *key, const char *reason)
+                             size_t wb, const char *rdt, const void *r, size_t rb, const char *key,
+                             const char *reason)
 {
     size_t len;
     unsigned char *img = small_half(arch, wdt, w, wb, rdt, r, rb, &len);
@@ -1466,22 +1518,25 @@ START_TEST(bad_half)
     const char *f16 = HALF_ARCH("\"weights\": \"f16\", ");
     /* dtype against "weights" */
     expect_fail_half("bf16_in_f32", HALF_ARCH(""), "BF16", h6, sizeof h6, "F32", hR, sizeof hR,
-                     "layers.0.0.W", "dtype BF16 does not match the architecture's weights "
+                     "layers.0.0.W",
+                     "dtype BF16 does not match the architecture's weights "
                      "\"f32\"");
-    expect_fail_half("f16_in_bf16", bf, "F32", hW, sizeof hW, "F16", h4, sizeof h4,
-                     "layers.0.0.R", "dtype F16 does not match the architecture's weights "
+    expect_fail_half("f16_in_bf16", bf, "F32", hW, sizeof hW, "F16", h4, sizeof h4, "layers.0.0.R",
+                     "dtype F16 does not match the architecture's weights "
                      "\"bf16\"");
     expect_fail_half("bf16_in_f16", f16, "BF16", h6, sizeof h6, "F16", h4, sizeof h4,
-                     "layers.0.0.W", "dtype BF16 does not match the architecture's weights "
+                     "layers.0.0.W",
+                     "dtype BF16 does not match the architecture's weights "
                      "\"f16\"");
     /* values beyond float16: hR[2] = 65519 rounds to 65504, 65520 does not fit */
     float big[4] = {1.0f, -65520.0f, 2.0f, 3.0f};
     expect_fail_half("f16_overflow", f16, "F32", hW, sizeof hW, "F32", big, sizeof big,
-                     "layers.0.0.R", "element 1: value -65520 out of float16 range (largest "
+                     "layers.0.0.R",
+                     "element 1: value -65520 out of float16 range (largest "
                      "finite 65504)");
     float w5[6] = {0, 0, 0, 0, 0, 1e5f};
-    expect_fail_half("f16_1e5", f16, "F32", w5, sizeof w5, "F32", hR, sizeof hR,
-                     "layers.0.0.W", "element 5: value 100000 out of float16 range");
+    expect_fail_half("f16_1e5", f16, "F32", w5, sizeof w5, "F32", hR, sizeof hR, "layers.0.0.W",
+                     "element 5: value 100000 out of float16 range");
     float fmax[6] = {FLT_MAX, 0, 0, 0, 0, 0};
     expect_fail_half("bf16_overflow", bf, "F32", fmax, sizeof fmax, "F32", hR, sizeof hR,
                      "layers.0.0.W", "element 0: value 3.40282347e+38 out of bfloat16 range");
@@ -1507,12 +1562,12 @@ START_TEST(bad_half)
                       "{\"dtype\": \"BF16\", \"shape\": [2, 3], \"data_offsets\": [1, 13]}",
                       "layers.0.0.W", "begin 1 is not a multiple of 2");
     /* the architecture's field */
-    expect_fail_arch("weights_f8", HALF_ARCH("\"weights\": \"f8\", "),
-                     "architecture.weights", "unknown value \"f8\" (expected f32, bf16 or f16)");
+    expect_fail_arch("weights_f8", HALF_ARCH("\"weights\": \"f8\", "), "architecture.weights",
+                     "unknown value \"f8\" (expected f32, bf16 or f16)");
     expect_fail_arch("weights_num", HALF_ARCH("\"weights\": 16, "), "architecture.weights",
                      "expected a string, got");
-    expect_fail_arch("weights_case", HALF_ARCH("\"weights\": \"BF16\", "),
-                     "architecture.weights", "unknown value \"BF16\"");
+    expect_fail_arch("weights_case", HALF_ARCH("\"weights\": \"BF16\", "), "architecture.weights",
+                     "unknown value \"BF16\"");
 }
 END_TEST
 
@@ -1635,15 +1690,14 @@ START_TEST(bad_metadata)
                        "not an object");
     expect_fail_header("meta_int", "{\"__metadata__\": {\"format\": 1}}  ", 0,
                        "__metadata__.format", "not a string");
-    expect_fail_header("no_format", "{\"__metadata__\": {}}", 0, "__metadata__.format",
-                       "missing");
+    expect_fail_header("no_format", "{\"__metadata__\": {}}", 0, "__metadata__.format", "missing");
     expect_fail_header("format", "{\"__metadata__\": {\"format\": \"pt\"}}", 0,
                        "__metadata__.format", "\"pt\" is not \"rnnd\"");
     expect_fail_header("no_version", "{\"__metadata__\": {\"format\": \"rnnd\"}}   ", 0,
                        "__metadata__.format_version", "missing");
     expect_fail_header("no_arch",
-                       "{\"__metadata__\": {\"format\": \"rnnd\", \"format_version\": \"1\"}}",
-                       0, "__metadata__.architecture", "missing");
+                       "{\"__metadata__\": {\"format\": \"rnnd\", \"format_version\": \"1\"}}", 0,
+                       "__metadata__.architecture", "missing");
 }
 END_TEST
 
@@ -1651,8 +1705,8 @@ START_TEST(bad_format_version)
 {
     expect_fail_header("version",
                        "{\"__metadata__\": {\"format\": \"rnnd\", \"format_version\": \"2\","
-                       " \"architecture\": \"{}\"}} ", 0, "__metadata__.format_version",
-                       "unsupported version \"2\"");
+                       " \"architecture\": \"{}\"}} ",
+                       0, "__metadata__.format_version", "unsupported version \"2\"");
 }
 END_TEST
 
@@ -1681,7 +1735,8 @@ START_TEST(bad_dtype)
     /* a half-size tensor in a model whose architecture says f32 (the default) */
     expect_fail_entry("f16", "layers.0.0.W",
                       "{\"dtype\": \"F16\", \"shape\": [2, 3], \"data_offsets\": [0, 12]}",
-                      "layers.0.0.W", "dtype F16 does not match the architecture's weights "
+                      "layers.0.0.W",
+                      "dtype F16 does not match the architecture's weights "
                       "\"f32\"");
     expect_fail_entry("f64", "layers.0.0.W",
                       "{\"dtype\": \"F64\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}",
@@ -1702,8 +1757,8 @@ START_TEST(bad_unknown_tensor)
                       "extra.weight", "unknown tensor: the architecture does not use it");
     /* a control character in a name must not break the one-line message */
     expect_fail_entry("extra_nl", "bad\nname",
-                      "{\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}",
-                      "bad?name", "unknown tensor");
+                      "{\"dtype\": \"F32\", \"shape\": [0], \"data_offsets\": [0, 0]}", "bad?name",
+                      "unknown tensor");
 }
 END_TEST
 
@@ -1766,7 +1821,8 @@ START_TEST(bad_entry_fields)
 {
     expect_fail_entry("entry_extra", "layers.0.0.W",
                       "{\"dtype\": \"F32\", \"shape\": [2, 3], \"data_offsets\": [0, 24],"
-                      " \"x\": 1}", "layers.0.0.W", "unknown field \"x\"");
+                      " \"x\": 1}",
+                      "layers.0.0.W", "unknown field \"x\"");
     expect_fail_entry("entry_noshape", "layers.0.0.W",
                       "{\"dtype\": \"F32\", \"data_offsets\": [0, 24]}", "layers.0.0.W",
                       "missing shape");
@@ -1797,47 +1853,54 @@ START_TEST(bad_arch_version)
 {
     expect_fail_arch("arch_ver", "{\"format_version\": 2}", "architecture.format_version",
                      "unsupported version");
-    expect_fail_arch("arch_nover", "{\"layers\": []}", "architecture.format_version",
-                     "missing");
+    expect_fail_arch("arch_nover", "{\"layers\": []}", "architecture.format_version", "missing");
 }
 END_TEST
 
 START_TEST(bad_arch_unknown_key)
 {
     expect_fail_arch("arch_key", A_HEAD "\"layer\": []}", "architecture.layer", "unknown key");
-    expect_fail_arch("layer_key", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"hiden\": 3}]}", "architecture.layers[0].hiden", "unknown key");
-    expect_fail_arch("input_key", "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
+    expect_fail_arch("layer_key",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"hiden\": 3}]}",
+                     "architecture.layers[0].hiden", "unknown key");
+    expect_fail_arch("input_key",
+                     "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
                      " \"dim\": 3, \"vocab_size\": 3}, \"layers\": []}",
                      "architecture.input.vocab_size", "unknown key");
-    expect_fail_arch("act_key", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"Tanh\", \"gamma\": 1}]]}]}",
+    expect_fail_arch("act_key",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"Tanh\", \"gamma\": 1}]]}]}",
                      "architecture.layers[0].activations[0][0].gamma", "unknown key");
 }
 END_TEST
 
 START_TEST(bad_arch_layer_type)
 {
-    expect_fail_arch("type", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
-                     " {\"type\": \"transformer\", \"hidden_size\": 2}]}",
+    expect_fail_arch("type",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
+                            " {\"type\": \"transformer\", \"hidden_size\": 2}]}",
                      "architecture.layers[1].type", "unknown value \"transformer\"");
     expect_fail_arch("no_type", A_HEAD "\"layers\": [{\"hidden_size\": 2}]}",
                      "architecture.layers[0].type", "missing");
-    expect_fail_arch("dir", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"direction\": \"sideways\"}]}", "architecture.layers[0].direction",
-                     "unknown value");
+    expect_fail_arch("dir",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"direction\": \"sideways\"}]}",
+                     "architecture.layers[0].direction", "unknown value");
 }
 END_TEST
 
 START_TEST(bad_arch_sizes)
 {
-    expect_fail_arch("neg", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
-                     " {\"type\": \"gru\", \"hidden_size\": -4}]}",
+    expect_fail_arch("neg",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2},"
+                            " {\"type\": \"gru\", \"hidden_size\": -4}]}",
                      "architecture.layers[1].hidden_size", "-4 is out of range 1 to 65536");
     expect_fail_arch("zero", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 0}]}",
                      "architecture.layers[0].hidden_size", "out of range");
-    expect_fail_arch("huge", A_HEAD "\"layers\": [{\"type\": \"rnn\","
-                     " \"hidden_size\": 9223372036854775807}]}",
+    expect_fail_arch("huge",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                            " \"hidden_size\": 9223372036854775807}]}",
                      "architecture.layers[0].hidden_size", "out of range 1 to 65536");
     expect_fail_arch("big", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 65537}]}",
                      "architecture.layers[0].hidden_size", "out of range");
@@ -1845,17 +1908,22 @@ START_TEST(bad_arch_sizes)
                      "architecture.layers[0].hidden_size", "expected an integer");
     expect_fail_arch("no_hidden", A_HEAD "\"layers\": [{\"type\": \"rnn\"}]}",
                      "architecture.layers[0].hidden_size", "missing");
-    expect_fail_arch("dim", "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
-                     " \"dim\": 0}, \"layers\": []}", "architecture.input.dim", "out of range");
-    expect_fail_arch("no_input", "{\"format_version\": 1, \"layers\": []}",
-                     "architecture.input", "missing");
+    expect_fail_arch("dim",
+                     "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\","
+                     " \"dim\": 0}, \"layers\": []}",
+                     "architecture.input.dim", "out of range");
+    expect_fail_arch("no_input", "{\"format_version\": 1, \"layers\": []}", "architecture.input",
+                     "missing");
     expect_fail_arch("kind", "{\"format_version\": 1, \"input\": {\"kind\": \"images\"}}",
                      "architecture.input.kind", "unknown value");
-    expect_fail_arch("proj", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"proj_size\": -1}]}", "architecture.layers[0].proj_size",
-                     "out of range");
-    expect_fail_arch("jordan_out", A_HEAD "\"layers\": [{\"type\": \"jordan\","
-                     " \"hidden_size\": 2}]}", "architecture.layers[0].output_size", "missing");
+    expect_fail_arch("proj",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"proj_size\": -1}]}",
+                     "architecture.layers[0].proj_size", "out of range");
+    expect_fail_arch("jordan_out",
+                     A_HEAD "\"layers\": [{\"type\": \"jordan\","
+                            " \"hidden_size\": 2}]}",
+                     "architecture.layers[0].output_size", "missing");
 }
 END_TEST
 
@@ -1879,105 +1947,133 @@ END_TEST
 
 START_TEST(bad_arch_options)
 {
-    expect_fail_arch("peep_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
-                     " \"peepholes\": true}]}", "architecture.layers[0].peepholes",
-                     "not used by a gru layer");
-    expect_fail_arch("lbr_lstm", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"linear_before_reset\": 1}]}",
+    expect_fail_arch("peep_gru",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                            " \"peepholes\": true}]}",
+                     "architecture.layers[0].peepholes", "not used by a gru layer");
+    expect_fail_arch("lbr_lstm",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"linear_before_reset\": 1}]}",
                      "architecture.layers[0].linear_before_reset", "not used by a lstm layer");
-    expect_fail_arch("fg_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"forget_gate\": 1}]}", "architecture.layers[0].forget_gate",
-                     "expected true or false");
-    expect_fail_arch("if_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"input_forget\": true}]}", "architecture.layers[0].input_forget",
-                     "not used by a rnn layer");
-    expect_fail_arch("proj_gru", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
-                     " \"proj_size\": 1}]}", "architecture.layers[0].proj_size",
-                     "not used by a gru layer");
-    expect_fail_arch("out_rnn", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"output_size\": 2}]}", "architecture.layers[0].output_size",
-                     "not used by a rnn layer");
-    expect_fail_arch("lbr_2", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
-                     " \"linear_before_reset\": 2}]}",
+    expect_fail_arch("fg_rnn",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"forget_gate\": 1}]}",
+                     "architecture.layers[0].forget_gate", "expected true or false");
+    expect_fail_arch("if_rnn",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"input_forget\": true}]}",
+                     "architecture.layers[0].input_forget", "not used by a rnn layer");
+    expect_fail_arch("proj_gru",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                            " \"proj_size\": 1}]}",
+                     "architecture.layers[0].proj_size", "not used by a gru layer");
+    expect_fail_arch("out_rnn",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"output_size\": 2}]}",
+                     "architecture.layers[0].output_size", "not used by a rnn layer");
+    expect_fail_arch("lbr_2",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                            " \"linear_before_reset\": 2}]}",
                      "architecture.layers[0].linear_before_reset", "out of range 0 to 1");
-    expect_fail_arch("peep_str", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"peepholes\": \"yes\"}]}", "architecture.layers[0].peepholes",
-                     "expected true or false");
-    expect_fail_arch("cifg_nofg", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"input_forget\": true, \"forget_gate\": false}]}",
+    expect_fail_arch("peep_str",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"peepholes\": \"yes\"}]}",
+                     "architecture.layers[0].peepholes", "expected true or false");
+    expect_fail_arch("cifg_nofg",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"input_forget\": true, \"forget_gate\": false}]}",
                      "architecture.layers[0].input_forget", "needs a forget gate");
-    expect_fail_arch("clip_neg", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"clip\": -1}]}", "architecture.layers[0].clip", "must be positive");
-    expect_fail_arch("clip_zero", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"clip\": 0.0}]}", "architecture.layers[0].clip", "must be positive");
-    expect_fail_arch("clip_str", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"clip\": \"1\"}]}", "architecture.layers[0].clip",
-                     "expected a number");
-    expect_fail_arch("clip_big", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"clip\": 1e300}]}", "architecture.layers[0].clip",
-                     "does not fit a float");
+    expect_fail_arch("clip_neg",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"clip\": -1}]}",
+                     "architecture.layers[0].clip", "must be positive");
+    expect_fail_arch("clip_zero",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"clip\": 0.0}]}",
+                     "architecture.layers[0].clip", "must be positive");
+    expect_fail_arch("clip_str",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"clip\": \"1\"}]}",
+                     "architecture.layers[0].clip", "expected a number");
+    expect_fail_arch("clip_big",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"clip\": 1e300}]}",
+                     "architecture.layers[0].clip", "does not fit a float");
 }
 END_TEST
 
 START_TEST(bad_arch_activations)
 {
-    expect_fail_arch("act_count", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"}]]}]}",
+    expect_fail_arch("act_count",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Tanh\"}]]}]}",
                      "architecture.layers[0].activations[0]",
                      "2 activations, a lstm layer takes 3");
-    expect_fail_arch("act_dirs", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"direction\": \"bidirectional\","
-                     " \"activations\": [[{\"op\": \"Tanh\"}]]}]}",
+    expect_fail_arch("act_dirs",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"direction\": \"bidirectional\","
+                            " \"activations\": [[{\"op\": \"Tanh\"}]]}]}",
                      "architecture.layers[0].activations", "1 lists for 2 direction(s)");
-    expect_fail_arch("act_unknown", A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Gelu\"}]]}]}",
+    expect_fail_arch("act_unknown",
+                     A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"Sigmoid\"}, {\"op\": \"Gelu\"}]]}]}",
                      "architecture.layers[0].activations[0][1].op", "unknown value \"Gelu\"");
-    expect_fail_arch("act_case", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"tanh\"}]]}]}",
+    expect_fail_arch("act_case",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"tanh\"}]]}]}",
                      "architecture.layers[0].activations[0][0].op", "unknown value \"tanh\"");
-    expect_fail_arch("act_str", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"activations\": [[\"Tanh\"]]}]}",
+    expect_fail_arch("act_str",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"activations\": [[\"Tanh\"]]}]}",
                      "architecture.layers[0].activations[0][0]", "expected an object");
-    expect_fail_arch("act_alpha", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": \"x\"}]]}]}",
+    expect_fail_arch("act_alpha",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"activations\": [[{\"op\": \"LeakyRelu\", \"alpha\": \"x\"}]]}]}",
                      "architecture.layers[0].activations[0][0].alpha", "expected a number");
-    expect_fail_arch("act_flat", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
-                     " \"activations\": [{\"op\": \"Tanh\"}]}]}",
+    expect_fail_arch("act_flat",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2,"
+                            " \"activations\": [{\"op\": \"Tanh\"}]}]}",
                      "architecture.layers[0].activations[0]", "expected an array");
 }
 END_TEST
 
-#define T_HEAD "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": 3," \
-               " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], "
+#define T_HEAD \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": 3," \
+    " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], "
 
 START_TEST(bad_arch_vocab)
 {
     expect_fail_arch("vocab_count", T_HEAD "\"vocab\": [\"a\", \"b\"]}", "architecture.vocab",
                      "2 strings, but input.vocab_size is 3");
-    expect_fail_arch("vocab_type", T_HEAD "\"vocab\": [\"a\", 2, \"c\"]}",
-                     "architecture.vocab[1]", "expected a string");
+    expect_fail_arch("vocab_type", T_HEAD "\"vocab\": [\"a\", 2, \"c\"]}", "architecture.vocab[1]",
+                     "expected a string");
     expect_fail_arch("vocab_obj", T_HEAD "\"vocab\": \"abc\"}", "architecture.vocab",
                      "expected an array");
-    expect_fail_arch("vocab_vectors", A_HEAD "\"layers\": [{\"type\": \"rnn\","
-                     " \"hidden_size\": 4}], \"vocab\": [\"a\"]}", "architecture.vocab",
-                     "only a tokens input has a vocabulary");
-    expect_fail_arch("vocab_nul", T_HEAD "\"vocab\": [\"a\", \"\\u0000\", \"c\"]}",
-                     "architecture", "invalid JSON");
+    expect_fail_arch("vocab_vectors",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                            " \"hidden_size\": 4}], \"vocab\": [\"a\"]}",
+                     "architecture.vocab", "only a tokens input has a vocabulary");
+    expect_fail_arch("vocab_nul", T_HEAD "\"vocab\": [\"a\", \"\\u0000\", \"c\"]}", "architecture",
+                     "invalid JSON");
     expect_fail_arch("tokenizer", T_HEAD "\"tokenizer\": \"word\"}", "architecture.tokenizer",
                      "unknown value \"word\"");
-    expect_fail_arch("tokenizer_char", T_HEAD "\"tokenizer\": \"char\"}",
-                     "architecture.tokenizer", "\"char\" needs a vocab");
-    expect_fail_arch("tokenizer_vec", A_HEAD "\"layers\": [{\"type\": \"rnn\","
-                     " \"hidden_size\": 4}], \"tokenizer\": \"byte\"}", "architecture.tokenizer",
-                     "only a tokens input has a tokenizer");
+    expect_fail_arch("tokenizer_char", T_HEAD "\"tokenizer\": \"char\"}", "architecture.tokenizer",
+                     "\"char\" needs a vocab");
+    expect_fail_arch("tokenizer_vec",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\","
+                            " \"hidden_size\": 4}], \"tokenizer\": \"byte\"}",
+                     "architecture.tokenizer", "only a tokens input has a tokenizer");
     /* byte ids are byte values: all 256 must be ids */
     expect_fail_arch("tokenizer_byte_3", T_HEAD "\"tokenizer\": \"byte\"}",
                      "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256");
-    expect_fail_arch("tokenizer_byte_255", "{\"format_version\": 1, \"input\": {\"kind\":"
+    expect_fail_arch("tokenizer_byte_255",
+                     "{\"format_version\": 1, \"input\": {\"kind\":"
                      " \"tokens\", \"vocab_size\": 255, \"embedding_dim\": 2}, \"layers\":"
                      " [{\"type\": \"rnn\", \"hidden_size\": 4}], \"tokenizer\": \"byte\"}",
                      "architecture.tokenizer", "tokenizer byte needs vocab_size >= 256");
-    expect_fail_arch("name_long", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+    expect_fail_arch("name_long",
+                     A_HEAD
+                     "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
                      " \"name\": \"0123456789012345678901234567890123456789012345678901234567"
                      "890123456789012345678901234567890123456789012345678901234567890123456789\"}",
                      "architecture.name", "longer than 127 bytes");
@@ -1986,22 +2082,29 @@ END_TEST
 
 START_TEST(bad_arch_head)
 {
-    expect_fail_arch("head_in", A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
-                     " \"direction\": \"bidirectional\"}], \"head\": {\"out_dim\": 2,"
-                     " \"in_dim\": 4}}", "architecture.head.in_dim",
-                     "4, but the last layer outputs 8");
-    expect_fail_arch("head_norm", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
-                     " \"head\": {\"out_dim\": 2, \"in_dim\": 4, \"norm\": \"sigmoid\"}}",
+    expect_fail_arch("head_in",
+                     A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4,"
+                            " \"direction\": \"bidirectional\"}], \"head\": {\"out_dim\": 2,"
+                            " \"in_dim\": 4}}",
+                     "architecture.head.in_dim", "4, but the last layer outputs 8");
+    expect_fail_arch("head_norm",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                            " \"head\": {\"out_dim\": 2, \"in_dim\": 4, \"norm\": \"sigmoid\"}}",
                      "architecture.head.norm", "unknown value");
-    expect_fail_arch("head_out", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
-                     " \"head\": {\"in_dim\": 4}}", "architecture.head.out_dim", "missing");
-    expect_fail_arch("head_arr", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
-                     " \"head\": []}", "architecture.head", "expected an object or null");
+    expect_fail_arch("head_out",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                            " \"head\": {\"in_dim\": 4}}",
+                     "architecture.head.out_dim", "missing");
+    expect_fail_arch("head_arr",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                            " \"head\": []}",
+                     "architecture.head", "expected an object or null");
 }
 END_TEST
 
 /* An MLP head (docs/model-format.md, "The head"): layernorm, linear, every activation. */
-#define MLP_ARCH "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
+#define MLP_ARCH \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
     " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 4}], \"head\": {\"in_dim\": 4," \
     " \"out_dim\": 2, \"norm\": \"log_softmax\", \"layers\": [" \
     "{\"op\": \"layernorm\", \"eps\": 0.001}," \
@@ -2014,9 +2117,9 @@ START_TEST(valid_head_layers)
 {
     rnnd_model *m = open_random("mlp", MLP_ARCH, NULL, NULL);
     const rnnd_model_spec *s = rnnd_model_get_spec(m);
-    static const int ops[] = {RNND_HEAD_LAYERNORM, RNND_HEAD_LINEAR, RNND_HEAD_GELU,
-                              RNND_HEAD_LAYERNORM, RNND_HEAD_RELU, RNND_HEAD_TANH,
-                              RNND_HEAD_SIGMOID, RNND_HEAD_GELU_TANH, RNND_HEAD_LINEAR};
+    static const int ops[] = {RNND_HEAD_LAYERNORM, RNND_HEAD_LINEAR,    RNND_HEAD_GELU,
+                              RNND_HEAD_LAYERNORM, RNND_HEAD_RELU,      RNND_HEAD_TANH,
+                              RNND_HEAD_SIGMOID,   RNND_HEAD_GELU_TANH, RNND_HEAD_LINEAR};
     ck_assert_int_eq(s->has_head, 1);
     ck_assert_int_eq(s->head_short, 0);
     ck_assert_int_eq(s->head_n, 9);
@@ -2028,7 +2131,7 @@ START_TEST(valid_head_layers)
     ck_assert_float_eq(s->head_layers[0].eps, 0.001f);
     ck_assert_int_eq(s->head_layers[0].affine, 1);
     ck_assert_ptr_nonnull(s->head_layers[0].W);
-    ck_assert_float_eq(s->head_layers[3].eps, 1e-5f);     /* the default */
+    ck_assert_float_eq(s->head_layers[3].eps, 1e-5f); /* the default */
     ck_assert_int_eq(s->head_layers[3].affine, 0);
     ck_assert_ptr_null(s->head_layers[3].W);
     ck_assert_ptr_null(s->head_layers[2].W);
@@ -2048,63 +2151,79 @@ END_TEST
 /* Every validation branch of head.layers names its key. */
 START_TEST(bad_arch_head_layers)
 {
-    expect_fail_arch("hl_op", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"swish\"}]}}", "architecture.head.layers[0].op",
+    expect_fail_arch("hl_op",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"swish\"}]}}",
+                     "architecture.head.layers[0].op",
                      "unknown op \"swish\" (expected linear, relu");
-    expect_fail_arch("hl_op_missing", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"eps\": 1}]}}", "architecture.head.layers[0].op", "missing");
-    expect_fail_arch("hl_chain", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
+    expect_fail_arch("hl_op_missing",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"eps\": 1}]}}",
+                     "architecture.head.layers[0].op", "missing");
+    expect_fail_arch("hl_chain",
+                     HL_HEAD
+                     "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
                      "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 5}, {\"op\": \"relu\"},"
                      " {\"op\": \"linear\", \"in_dim\": 6, \"out_dim\": 2}]}}",
                      "architecture.head.layers[2].in_dim",
                      "6, but the layer before gives 5 (the dims must chain)");
-    expect_fail_arch("hl_chain0", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
-                     "{\"op\": \"linear\", \"in_dim\": 3, \"out_dim\": 2}]}}",
+    expect_fail_arch("hl_chain0",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
+                             "{\"op\": \"linear\", \"in_dim\": 3, \"out_dim\": 2}]}}",
                      "architecture.head.layers[0].in_dim", "3, but the head's input");
-    expect_fail_arch("hl_out", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 3, \"layers\": ["
-                     "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 2}]}}",
+    expect_fail_arch("hl_out",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 3, \"layers\": ["
+                             "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 2}]}}",
                      "architecture.head.out_dim", "3, but the head's layers give 2");
-    expect_fail_arch("hl_eps0", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"layernorm\", \"eps\": 0}]}}",
+    expect_fail_arch("hl_eps0",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"layernorm\", \"eps\": 0}]}}",
                      "architecture.head.layers[0].eps", "must be a positive number");
-    expect_fail_arch("hl_epsneg", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"relu\"}, {\"op\": \"layernorm\", \"eps\": -1e-5}]}}",
+    expect_fail_arch("hl_epsneg",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"relu\"}, {\"op\": \"layernorm\", \"eps\": -1e-5}]}}",
                      "architecture.head.layers[1].eps", "must be a positive number");
-    expect_fail_arch("hl_eps_str", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"layernorm\", \"eps\": \"small\"}]}}",
+    expect_fail_arch("hl_eps_str",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"layernorm\", \"eps\": \"small\"}]}}",
                      "architecture.head.layers[0].eps", "expected a number");
-    expect_fail_arch("hl_affine", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"layernorm\", \"affine\": 1}]}}",
+    expect_fail_arch("hl_affine",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"layernorm\", \"affine\": 1}]}}",
                      "architecture.head.layers[0].affine", "expected true or false");
-    expect_fail_arch("hl_key", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"relu\", \"eps\": 1}]}}", "architecture.head.layers[0].eps",
-                     "unknown key");
-    expect_fail_arch("hl_lin_out", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"linear\", \"in_dim\": 4}]}}",
+    expect_fail_arch("hl_key",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"relu\", \"eps\": 1}]}}",
+                     "architecture.head.layers[0].eps", "unknown key");
+    expect_fail_arch("hl_lin_out",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"linear\", \"in_dim\": 4}]}}",
                      "architecture.head.layers[0].out_dim", "missing");
-    expect_fail_arch("hl_lin_zero", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 0}]}}",
+    expect_fail_arch("hl_lin_zero",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "{\"op\": \"linear\", \"in_dim\": 4, \"out_dim\": 0}]}}",
                      "architecture.head.layers[0].out_dim", "out of range");
     expect_fail_arch("hl_empty", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": []}}",
                      "architecture.head.layers", "0 layers, must be 1 to 16");
 #define RELU4 "{\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}, {\"op\": \"relu\"}"
-    expect_fail_arch("hl_many", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     RELU4 ","
-                     RELU4 ","
-                     RELU4 ","
-                     RELU4 ","
-                     "{\"op\": \"relu\"}]}}", "architecture.head.layers", "17 layers");
+    expect_fail_arch("hl_many",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": [" RELU4 "," RELU4
+                             "," RELU4 "," RELU4 ","
+                             "{\"op\": \"relu\"}]}}",
+                     "architecture.head.layers", "17 layers");
     expect_fail_arch("hl_obj", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": {}}}",
                      "architecture.head.layers", "expected an array or null");
-    expect_fail_arch("hl_entry", HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
-                     "\"relu\"]}}", "architecture.head.layers[0]", "expected an object");
+    expect_fail_arch("hl_entry",
+                     HL_HEAD "{\"in_dim\": 4, \"out_dim\": 4, \"layers\": ["
+                             "\"relu\"]}}",
+                     "architecture.head.layers[0]", "expected an object");
 
     /* the tensors: shapes follow the layers, and the short form's names are refused */
     const char *arch = HL_HEAD "{\"in_dim\": 4, \"out_dim\": 2, \"layers\": ["
-                       "{\"op\": \"layernorm\"}, {\"op\": \"linear\", \"in_dim\": 4,"
-                       " \"out_dim\": 2}]}}";
-    int64_t W[2] = {4, 3}, R[2] = {4, 4}, b4[1] = {4}, b5[1] = {5}, L[2] = {2, 4},
-            Lt[2] = {4, 2}, b2[1] = {2};
+                               "{\"op\": \"layernorm\"}, {\"op\": \"linear\", \"in_dim\": 4,"
+                               " \"out_dim\": 2}]}}";
+    int64_t W[2] = {4, 3}, R[2] = {4, 4}, b4[1] = {4}, b5[1] = {5}, L[2] = {2, 4}, Lt[2] = {4, 2},
+            b2[1] = {2};
     for (int v = 0; v < 4; v++) {
         tu_file *f = tu_file_new(arch);
         tu_file_add(f, "layers.0.0.W", W, 2, NULL);
@@ -2134,7 +2253,8 @@ END_TEST
 /* The head layers count in the digest; a head of one linear keeps the short form's. */
 START_TEST(state_digest_head_layers)
 {
-#define DH(head) "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
+#define DH(head) \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
     " \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}], \"head\": " head "}"
     static const char *base = DH("{\"in_dim\": 4, \"out_dim\": 2}");
     static const char *same =
@@ -2170,9 +2290,11 @@ START_TEST(pool_values)
     static const char *pools[] = {"none", "last", "final_state", "mean", "max"};
     char arch[512];
     for (int i = 0; i < 5; i++) {
-        snprintf(arch, sizeof arch, A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 3,"
-                 " \"direction\": \"bidirectional\"}], \"pool\": \"%s\", \"head\":"
-                 " {\"out_dim\": 2, \"in_dim\": 6}}", pools[i]);
+        snprintf(arch, sizeof arch,
+                 A_HEAD "\"layers\": [{\"type\": \"gru\", \"hidden_size\": 3,"
+                        " \"direction\": \"bidirectional\"}], \"pool\": \"%s\", \"head\":"
+                        " {\"out_dim\": 2, \"in_dim\": 6}}",
+                 pools[i]);
         tu_file *f = tu_random_model(arch, 1);
         ck_assert_ptr_nonnull(f);
         size_t len;
@@ -2190,31 +2312,36 @@ END_TEST
 
 START_TEST(bad_arch_pool)
 {
-    expect_fail_arch("pool_name", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
-                     " \"pool\": \"sum\"}", "architecture.pool",
+    expect_fail_arch("pool_name",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                            " \"pool\": \"sum\"}",
+                     "architecture.pool",
                      "unknown value \"sum\" (expected none, last, final_state, mean or max)");
-    expect_fail_arch("pool_type", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
-                     " \"pool\": 1}", "architecture.pool", "expected a string or null, got");
+    expect_fail_arch("pool_type",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4}],"
+                            " \"pool\": 1}",
+                     "architecture.pool", "expected a string or null, got");
     /* pooling keeps the step width: a head must still read the last layer's width */
-    expect_fail_arch("pool_head", A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4,"
-                     " \"direction\": \"bidirectional\"}], \"pool\": \"final_state\","
-                     " \"head\": {\"out_dim\": 2, \"in_dim\": 4}}", "architecture.head.in_dim",
-                     "4, but the last layer outputs 8");
+    expect_fail_arch("pool_head",
+                     A_HEAD "\"layers\": [{\"type\": \"rnn\", \"hidden_size\": 4,"
+                            " \"direction\": \"bidirectional\"}], \"pool\": \"final_state\","
+                            " \"head\": {\"out_dim\": 2, \"in_dim\": 4}}",
+                     "architecture.head.in_dim", "4, but the last layer outputs 8");
 }
 END_TEST
 
 /* A valid file for one architecture plus a tensor that only a variant uses. */
 START_TEST(bad_tensors_for_other_arch)
 {
-    tu_file *f = tu_random_model(A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}]}",
-                                 1);
+    tu_file *f =
+        tu_random_model(A_HEAD "\"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}]}", 1);
     ck_assert_ptr_nonnull(f);
     size_t len;
     unsigned char *img = tu_file_bytes(f, &len);
-    rnnd_model_unref(load_img(img, len));   /* valid as it is */
+    rnnd_model_unref(load_img(img, len)); /* valid as it is */
     free(img);
     int64_t s[1] = {12};
-    tu_file_add(f, "layers.0.0.P", s, 1, NULL);    /* peepholes, which it does not declare */
+    tu_file_add(f, "layers.0.0.P", s, 1, NULL); /* peepholes, which it does not declare */
     expect_fail_file("peep_extra", f, "layers.0.0.P", "unknown tensor");
     tu_file_free(f);
 }
@@ -2225,7 +2352,7 @@ END_TEST
 START_TEST(mutations)
 {
     const char *arch = T_HEAD "\"head\": {\"out_dim\": 3, \"in_dim\": 4},"
-                       " \"vocab\": [\"x\", \"y\", \"z\"], \"tokenizer\": \"char\"}";
+                              " \"vocab\": [\"x\", \"y\", \"z\"], \"tokenizer\": \"char\"}";
     tu_file *f = tu_random_model(arch, 5);
     ck_assert_ptr_nonnull(f);
     size_t len;
@@ -2239,7 +2366,7 @@ START_TEST(mutations)
         size_t n = len;
         st = st * 6364136223846793005ULL + 1442695040888963407ULL;
         if (it % 4 == 0) {
-            n = (size_t)(st >> 33) % len;     /* truncated */
+            n = (size_t)(st >> 33) % len; /* truncated */
         } else {
             for (int k = 0; k <= it % 3; k++) {
                 st = st * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -2265,7 +2392,7 @@ START_TEST(mutations)
             bad++;
         }
     }
-    ck_assert_int_gt(ok, 0);    /* flips inside weights still load */
+    ck_assert_int_gt(ok, 0); /* flips inside weights still load */
     ck_assert_int_gt(bad, 0);
     free(mut);
     free(img);
@@ -2310,7 +2437,7 @@ static size_t put(unsigned char *p, uint64_t v, int n)
 
 typedef struct zentry {
     const char *name;
-    const char *data;   /* stored as is; METHOD is only recorded */
+    const char *data; /* stored as is; METHOD is only recorded */
     size_t len;
     int method;
 } zentry;
@@ -2370,19 +2497,29 @@ static unsigned char *zip_image(const zentry *e, int n, int zip64, size_t *len)
     return p;
 }
 
-#define ZE(name, lit) {(name), (lit), sizeof(lit) - 1, 0}
+#define ZE(name, lit) \
+    { \
+        (name), (lit), sizeof(lit) - 1, 0 \
+    }
 
 /* torch.save's data.pkl openings (protocol 2, its default; 4 on request) */
-static const char pkl_state_dict[] = "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01.";
-static const char pkl_module[] = "\x80\x02" "c__main__\nNet\nq\x00)\x81q\x01}q\x02" "b.";
-static const char pkl_module4[] = "\x80\x04\x95\x16\0\0\0\0\0\0\0" "\x8c\x08" "__main__\x94"
-                                  "\x8c\x03" "Net\x94\x93\x94)\x81\x94.";
+static const char pkl_state_dict[] = "\x80\x02"
+                                     "ccollections\nOrderedDict\nq\x00)Rq\x01.";
+static const char pkl_module[] = "\x80\x02"
+                                 "c__main__\nNet\nq\x00)\x81q\x01}q\x02"
+                                 "b.";
+static const char pkl_module4[] = "\x80\x04\x95\x16\0\0\0\0\0\0\0"
+                                  "\x8c\x08"
+                                  "__main__\x94"
+                                  "\x8c\x03"
+                                  "Net\x94\x93\x94)\x81\x94.";
 static const char pkl_dict[] = "\x80\x02}q\x00.";
 
 START_TEST(foreign_onnx)
 {
     /* ir_version 8, producer "pytorch", a graph, opset_import {version 14} */
-    static const char onnx[] = "\x08\x08\x12\x07pytorch\x3a\x04\x0a\x02" "ab\x42\x02\x10\x0e";
+    static const char onnx[] = "\x08\x08\x12\x07pytorch\x3a\x04\x0a\x02"
+                               "ab\x42\x02\x10\x0e";
     expect_foreign("onnx", onnx, sizeof onnx - 1, "m/x.onnx",
                    WANT("an ONNX model, not an .rnnd file; convert it: "
                         "rnnd-convert m/x.onnx -o m/x.rnnd"));
@@ -2392,9 +2529,10 @@ START_TEST(foreign_onnx)
 
     /* a graph is required, and the whole file must walk as fields */
     static const char nograph[] = "\x08\x08\x12\x07pytorch";
-    expect_own("onnx_nograph", (const unsigned char *)nograph, sizeof nograph - 1,
-               "header_length", "is over the");
-    static const char trailing[] = "\x08\x08\x3a\x02" "ab\x00\x00";
+    expect_own("onnx_nograph", (const unsigned char *)nograph, sizeof nograph - 1, "header_length",
+               "is over the");
+    static const char trailing[] = "\x08\x08\x3a\x02"
+                                   "ab\x00\x00";
     expect_own("onnx_trailing", (const unsigned char *)trailing, sizeof trailing - 1,
                "header_length", "is over the");
 }
@@ -2441,12 +2579,13 @@ START_TEST(foreign_state_dict)
         "a PyTorch checkpoint of a state_dict (torch.save(model.state_dict())), not an .rnnd "
         "file: weights without the model; in Python: model.load_state_dict(torch.load("
         "\"sd.pt\", weights_only=True)); rnnd_convert.from_module(model, \"sd.rnnd\") "
-        "(docs/convert.md)", NULL};
+        "(docs/convert.md)",
+        NULL};
     size_t len;
     unsigned char *img = zip_image(e, 3, 0, &len);
     expect_foreign("state_dict", img, len, "sd.pt", want);
     free(img);
-    img = zip_image(e, 3, 1, &len);     /* found through the zip64 end record */
+    img = zip_image(e, 3, 1, &len); /* found through the zip64 end record */
     expect_foreign("state_dict_zip64", img, len, "sd.pt", want);
     free(img);
 }
@@ -2458,7 +2597,8 @@ START_TEST(foreign_module)
         "a PyTorch checkpoint of a whole module (torch.save(model), class __main__.Net), not "
         "an .rnnd file; loading it runs code from the file, so only if you trust it, in "
         "Python: rnnd_convert.from_module(torch.load(\"w.pt\", weights_only=False), "
-        "\"w.rnnd\")", NULL};
+        "\"w.rnnd\")",
+        NULL};
     const zentry p2[] = {ZE("w/data.pkl", pkl_module), ZE("w/version", "3\n")};
     size_t len;
     unsigned char *img = zip_image(p2, 2, 0, &len);
@@ -2474,13 +2614,19 @@ END_TEST
 /* Pickles that call posix.system: after opening as a state_dict; as the root (protocol 2);
  * through a memoised global; through STACK_GLOBAL of memoised strings (protocol 4). None is
  * called a checkpoint, and no advice to load them is given. */
-static const char pkl_sd_call[] = "\x80\x02" "ccollections\nOrderedDict\nq\x00)Rq\x01"
+static const char pkl_sd_call[] = "\x80\x02"
+                                  "ccollections\nOrderedDict\nq\x00)Rq\x01"
                                   "cposix\nsystem\nq\x02X\x02\0\0\0id\x85R0.";
-static const char pkl_root_call[] = "\x80\x02" "cposix\nsystem\nq\x00X\x02\0\0\0id\x85R.";
-static const char pkl_memo_call[] = "\x80\x02" "cposix\nsystem\nq\x07" "0"
+static const char pkl_root_call[] = "\x80\x02"
+                                    "cposix\nsystem\nq\x00X\x02\0\0\0id\x85R.";
+static const char pkl_memo_call[] = "\x80\x02"
+                                    "cposix\nsystem\nq\x07"
+                                    "0"
                                     "ccollections\nOrderedDict\n)Rh\x07X\x02\0\0\0id\x85R0.";
-static const char pkl_stack_call[] = "\x80\x04" "\x8c\x05posix\x94\x8c\x06system\x94"
-                                     "\x8c\x0b" "collections\x94\x8c\x0bOrderedDict\x94\x93)R"
+static const char pkl_stack_call[] = "\x80\x04"
+                                     "\x8c\x05posix\x94\x8c\x06system\x94"
+                                     "\x8c\x0b"
+                                     "collections\x94\x8c\x0bOrderedDict\x94\x93)R"
                                      "h\x00h\x01\x93\x8c\x02id\x85R0.";
 
 START_TEST(foreign_calls)
@@ -2489,8 +2635,8 @@ START_TEST(foreign_calls)
                        "it would run code";
     const char *const w[] = {want, NULL};
     const char *pkls[] = {pkl_sd_call, pkl_root_call, pkl_memo_call, pkl_stack_call};
-    size_t lens[] = {sizeof pkl_sd_call - 1, sizeof pkl_root_call - 1,
-                     sizeof pkl_memo_call - 1, sizeof pkl_stack_call - 1};
+    size_t lens[] = {sizeof pkl_sd_call - 1, sizeof pkl_root_call - 1, sizeof pkl_memo_call - 1,
+                     sizeof pkl_stack_call - 1};
     for (int i = 0; i < 4; i++) {
         zentry e = {"e/data.pkl", pkls[i], lens[i], 0};
         size_t len;
@@ -2507,7 +2653,8 @@ START_TEST(foreign_checkpoint)
 {
     const char *const want[] = {
         "a PyTorch checkpoint (torch.save), not an .rnnd file; load it into its "
-        "torch.nn.Module in Python, then rnnd_convert.from_module(model, \"c.rnnd\")", NULL};
+        "torch.nn.Module in Python, then rnnd_convert.from_module(model, \"c.rnnd\")",
+        NULL};
     /* a plain dict: a training checkpoint, say */
     const zentry d[] = {ZE("c/data.pkl", pkl_dict)};
     size_t len;
@@ -2529,14 +2676,16 @@ START_TEST(foreign_legacy)
                                  "\x80\x02M\xe9\x03.";
     expect_foreign("legacy", legacy, sizeof legacy - 1, "old.pth",
                    WANT("a PyTorch checkpoint (torch.save, format before PyTorch 1.6), not an "
-                        ".rnnd file", "rnnd_convert.from_module(model, \"old.rnnd\")"));
+                        ".rnnd file",
+                        "rnnd_convert.from_module(model, \"old.rnnd\")"));
 }
 END_TEST
 
 START_TEST(foreign_pickle)
 {
     const char *const want[] = {"a Python pickle, not an .rnnd file; rnnd-convert reads ONNX, "
-                                "TorchScript and JSON + .npz", NULL};
+                                "TorchScript and JSON + .npz",
+                                NULL};
     expect_foreign("pickle2", pkl_dict, sizeof pkl_dict - 1, "p.pkl", want);
     static const char p4[] = "\x80\x04\x95\x03\0\0\0\0\0\0\0}\x94.";
     expect_foreign("pickle4", p4, sizeof p4 - 1, "p.pkl", want);
@@ -2597,8 +2746,10 @@ START_TEST(foreign_safetensors)
     free(img);
 
     /* with an architecture, or format "rnnd", it is a damaged .rnnd: the loader's message */
-    snprintf(h, sizeof h, "{\"__metadata__\": {\"format\": \"x\", \"architecture\": \"{}\"},"
-             " %s}", t);
+    snprintf(h, sizeof h,
+             "{\"__metadata__\": {\"format\": \"x\", \"architecture\": \"{}\"},"
+             " %s}",
+             t);
     expect_fail_header("st_arch", h, 4, "__metadata__.format", "\"x\" is not \"rnnd\"");
     snprintf(h, sizeof h, "{\"__metadata__\": {\"format\": \"rnnd\"}, %s}", t);
     expect_fail_header("st_rnnd", h, 4, "__metadata__.format_version", "missing");
@@ -2607,7 +2758,8 @@ END_TEST
 
 START_TEST(foreign_command_words)
 {
-    static const char onnx[] = "\x08\x08\x3a\x02" "ab";
+    static const char onnx[] = "\x08\x08\x3a\x02"
+                               "ab";
     /* a path the shell would split is quoted; the output swaps the extension, or adds one */
     expect_foreign("quoted", onnx, sizeof onnx - 1, "my dir/it's.onnx",
                    WANT("rnnd-convert 'my dir/it'\\''s.onnx' -o 'my dir/it'\\''s.rnnd'"));
@@ -2623,7 +2775,8 @@ START_TEST(foreign_command_words)
     size_t len;
     unsigned char *img = zip_image(e, 1, 0, &len);
     expect_foreign("py_str", img, len, "a\"b\\c.pt",
-                   WANT("torch.load(\"a\\\"b\\\\c.pt\", weights_only=True)", "from_module(model, "
+                   WANT("torch.load(\"a\\\"b\\\\c.pt\", weights_only=True)",
+                        "from_module(model, "
                         "\"a\\\"b\\\\c.rnnd\")"));
     free(img);
 }
@@ -2684,8 +2837,7 @@ START_TEST(sha256_boundaries)
         pclose(p);
         unlink(path);
         rnnd_sha256_hex(buf, lens[k], hex);
-        ck_assert_msg(strncmp(line, hex, 64) == 0, "length %zu: %s vs %.64s", lens[k], hex,
-                      line);
+        ck_assert_msg(strncmp(line, hex, 64) == 0, "length %zu: %s vs %.64s", lens[k], hex, line);
     }
 }
 END_TEST

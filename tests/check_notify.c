@@ -24,10 +24,10 @@ static int listener(void)
     int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(s, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "rnnd-check-notify-%d",
-                     (int)getpid());
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "rnnd-check-notify-%d", (int)getpid());
     ck_assert_int_eq(bind(s, (struct sockaddr *)&a,
-                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)), 0);
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)),
+                     0);
     char env[128];
     snprintf(env, sizeof env, "@%s", a.sun_path + 1);
     setenv("NOTIFY_SOCKET", env, 1);
@@ -165,7 +165,7 @@ START_TEST(watchdog_usec)
 }
 END_TEST
 
-#else   /* without libsystemd: no-ops */
+#else /* without libsystemd: no-ops */
 
 START_TEST(silent_without_libsystemd)
 {

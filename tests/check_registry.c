@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "registry.h"
 #include "rnnd/kernels.h"
+#include "rnnd/status.h"
 #include "testutil.h"
 
 static const char *const arch =
@@ -73,13 +73,6 @@ static void *swap_loop(void *arg)
     return NULL;
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 START_TEST(test_swap_race)
 {
     struct dirs d;
@@ -113,14 +106,15 @@ START_TEST(test_swap_race)
     long reloads = 0, inside = 0, escaped = 0;
     /* 2 s, longer (up to 20 s) until both sides of the swap were seen, as a loaded machine
      * may starve the swapper; before the fix an escape showed within a few hundred reloads */
-    double t0 = now_s();
+    double t0 = rnnd_mono_s();
     for (; !escaped; reloads++) {
-        double t = now_s() - t0;
+        double t = rnnd_mono_s() - t0;
         if (t > 20 || (t > 2 && inside > 0 && atomic_load(&reports) > 0))
             break;
         rnnd_registry out;
         ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported,
-                                              &reports, err, sizeof err), 0);
+                                              &reports, err, sizeof err),
+                         0);
         const rnnd_entry *e = rnnd_registry_find(&out, "a");
         if (e && !strcmp(e->file_digest, outside_digest))
             escaped++;
@@ -131,8 +125,8 @@ START_TEST(test_swap_race)
     atomic_store(&sw.stop, 1);
     pthread_join(th, NULL);
     printf("swap race: %ld reloads, %ld swaps, %ld loaded the inside file, %d refused, "
-           "%ld loaded the outside file\n", reloads, sw.swaps, inside, atomic_load(&reports),
-           escaped);
+           "%ld loaded the outside file\n",
+           reloads, sw.swaps, inside, atomic_load(&reports), escaped);
     ck_assert_msg(escaped == 0, "a reload loaded the file outside the models folder");
     ck_assert_msg(inside > 0 && atomic_load(&reports) > 0,
                   "the race was not exercised: %ld inside loads, %d refusals", inside,
@@ -166,8 +160,9 @@ START_TEST(test_fifo)
     rnnd_registry empty = {0}, out;
     atomic_int reports;
     atomic_init(&reports, 0);
-    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported,
-                                          &reports, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported, &reports,
+                                          err, sizeof err),
+                     0);
     ck_assert_int_eq(atomic_load(&reports), 1);
     ck_assert_uint_eq(out.n, 1);
     ck_assert_str_eq(out.entries[0]->name, "a");

@@ -20,19 +20,19 @@
 
 #define ACT(op) "{\"op\":\"" op "\"}"
 
-#define MLP_ARCH_TOKENS                                                                    \
-    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"              \
-    "\"embedding_dim\":13},\"layers\":[{\"type\":\"gru\",\"hidden_size\":29}],"              \
-    "\"head\":{\"in_dim\":29,\"out_dim\":50,\"norm\":\"log_softmax\",\"layers\":["         \
-    "{\"op\":\"layernorm\",\"eps\":0.001},{\"op\":\"linear\",\"in_dim\":29,\"out_dim\":45},"  \
+#define MLP_ARCH_TOKENS \
+    "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50," \
+    "\"embedding_dim\":13},\"layers\":[{\"type\":\"gru\",\"hidden_size\":29}]," \
+    "\"head\":{\"in_dim\":29,\"out_dim\":50,\"norm\":\"log_softmax\",\"layers\":[" \
+    "{\"op\":\"layernorm\",\"eps\":0.001},{\"op\":\"linear\",\"in_dim\":29,\"out_dim\":45}," \
     "{\"op\":\"gelu\"},{\"op\":\"linear\",\"in_dim\":45,\"out_dim\":50}]}}"
-#define MLP_ARCH_VECTORS                                                                   \
-    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["      \
-    "{\"type\":\"lstm\",\"hidden_size\":37}],"                                             \
-    "\"head\":{\"in_dim\":37,\"out_dim\":7,\"norm\":\"softmax\",\"layers\":["             \
-    "{\"op\":\"linear\",\"in_dim\":37,\"out_dim\":33},{\"op\":\"relu\"},"                  \
-    "{\"op\":\"layernorm\",\"affine\":false},{\"op\":\"tanh\"},{\"op\":\"sigmoid\"},"        \
-    "{\"op\":\"gelu_tanh\"},{\"op\":\"layernorm\"},{\"op\":\"linear\",\"in_dim\":33,"        \
+#define MLP_ARCH_VECTORS \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":[" \
+    "{\"type\":\"lstm\",\"hidden_size\":37}]," \
+    "\"head\":{\"in_dim\":37,\"out_dim\":7,\"norm\":\"softmax\",\"layers\":[" \
+    "{\"op\":\"linear\",\"in_dim\":37,\"out_dim\":33},{\"op\":\"relu\"}," \
+    "{\"op\":\"layernorm\",\"affine\":false},{\"op\":\"tanh\"},{\"op\":\"sigmoid\"}," \
+    "{\"op\":\"gelu_tanh\"},{\"op\":\"layernorm\"},{\"op\":\"linear\",\"in_dim\":33," \
     "\"out_dim\":7}]}}"
 
 /* Stateful architectures covering every cell type and option. */
@@ -41,9 +41,10 @@ static const char *const archs[] = {
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
     "{\"type\":\"rnn\",\"hidden_size\":37,\"direction\":\"forward\"},"
     "{\"type\":\"rnn\",\"hidden_size\":21,\"direction\":\"forward\","
-    "\"activations\":[[" ACT("Relu") "]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":37,\"direction\":\"forward\"}],"
-    "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
+    "\"activations\":[[" ACT(
+        "Relu") "]]},"
+                "{\"type\":\"rnn\",\"hidden_size\":37,\"direction\":\"forward\"}],"
+                "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
     /* token LSTM with peepholes, clip and a log-softmax head */
     "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
     "\"embedding_dim\":13},\"layers\":["
@@ -70,35 +71,36 @@ static const char *const archs[] = {
     "\"activations\":[[" ACT("Tanh") "," ACT("Sigmoid") "]]}]}",
     /* every activation, one Elman layer each */
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":6},\"layers\":["
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    ACT("Sigmoid") "]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    ACT("Relu") "]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"LeakyRelu\",\"alpha\":0.05}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"ThresholdedRelu\",\"alpha\":0.1}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"ScaledTanh\",\"alpha\":1.5,\"beta\":0.7}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    "{\"op\":\"Elu\",\"alpha\":0.9}]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    ACT("Softsign") "]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    ACT("Softplus") "]]},"
-    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
-    ACT("Tanh") "]]}]}",
+    "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[[" ACT(
+        "Sigmoid") "]]},"
+                   "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[[" ACT(
+                       "Relu") "]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"HardSigmoid\",\"alpha\":0.3,\"beta\":0.4}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"LeakyRelu\",\"alpha\":0.05}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"ThresholdedRelu\",\"alpha\":0.1}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"ScaledTanh\",\"alpha\":1.5,\"beta\":0.7}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"Affine\",\"alpha\":0.5,\"beta\":0.1}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[["
+                               "{\"op\":\"Elu\",\"alpha\":0.9}]]},"
+                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[[" ACT(
+                                   "Softsign") "]]},"
+                                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[[" ACT(
+                                                   "Softplus") "]]},"
+                                                               "{\"type\":\"rnn\",\"hidden_size\":17,\"direction\":\"forward\",\"activations\":[[" ACT(
+                                                                   "Tanh") "]]}]}",
     /* minGRU: odd sizes, the identity and tanh candidates, a softmax head */
     "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":13},\"layers\":["
     "{\"type\":\"mingru\",\"hidden_size\":37,\"direction\":\"forward\"},"
     "{\"type\":\"mingru\",\"hidden_size\":21,\"direction\":\"forward\","
-    "\"activations\":[[" ACT("Sigmoid") "," ACT("Tanh") "]]},"
-    "{\"type\":\"mingru\",\"hidden_size\":37,\"direction\":\"forward\"}],"
-    "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
+    "\"activations\":[[" ACT("Sigmoid") "," ACT(
+        "Tanh") "]]},"
+                "{\"type\":\"mingru\",\"hidden_size\":37,\"direction\":\"forward\"}],"
+                "\"head\":{\"out_dim\":19,\"in_dim\":37,\"norm\":\"softmax\"}}",
     /* token minLSTM beside an LSTM, a log-softmax head */
     "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
     "\"embedding_dim\":13},\"layers\":["
@@ -116,8 +118,9 @@ static const char *const archs[] = {
     "{\"type\":\"clockwork\",\"hidden_size\":36,\"direction\":\"forward\","
     "\"periods\":[1,3,7,16]},"
     "{\"type\":\"clockwork\",\"hidden_size\":40,\"direction\":\"forward\","
-    "\"periods\":[1,2,5,8],\"activations\":[[" ACT("Softsign") "]]}],"
-    "\"head\":{\"out_dim\":7,\"in_dim\":40,\"norm\":\"softmax\"}}",
+    "\"periods\":[1,2,5,8],\"activations\":[[" ACT(
+        "Softsign") "]]}],"
+                    "\"head\":{\"out_dim\":7,\"in_dim\":40,\"norm\":\"softmax\"}}",
     /* token clockwork beside a GRU: 32-unit modules (two panels each, split by threads) */
     "{\"format_version\":1,\"input\":{\"kind\":\"tokens\",\"vocab_size\":50,"
     "\"embedding_dim\":13},\"layers\":["
@@ -180,9 +183,9 @@ typedef struct fixture {
     rnnd_net *net;
     const rnnd_model_spec *spec;
     size_t S, T, state_n, out_n;
-    int32_t *tok;       /* [S*T] */
-    float *vec;         /* [S*T*D] */
-    const float *init;  /* [S*state_n] the sessions' first states, or NULL for zeros */
+    int32_t *tok;      /* [S*T] */
+    float *vec;        /* [S*T*D] */
+    const float *init; /* [S*state_n] the sessions' first states, or NULL for zeros */
 } fixture;
 
 /* A fixture around MODEL (whose reference it takes over). */
@@ -281,7 +284,7 @@ static void run_shuffled(const fixture *fx, float *outs, float *states)
         for (size_t g0 = 0; g0 < S;) {
             size_t gn = 1 + (size_t)(urand() * (double)(S - g0));
             if (t == 0)
-                gn = S - g0;    /* the whole batch at once at least once */
+                gn = S - g0; /* the whole batch at once at least once */
             for (size_t i = 0; i < gn; i++) {
                 size_t s = perm[g0 + i], src = s * fx->T + t;
                 sp[i] = states + s * fx->state_n;
@@ -306,8 +309,8 @@ static void run_shuffled(const fixture *fx, float *outs, float *states)
     rnnd_work_free(w);
 }
 
-static void check_batch_invariance(const rnnd_kernels *k, const char *arch, unsigned seed,
-                                   size_t S, size_t T)
+static void check_batch_invariance(const rnnd_kernels *k, const char *arch, unsigned seed, size_t S,
+                                   size_t T)
 {
     fixture fx;
     fixture_open(&fx, arch, seed, k, S, T);
@@ -319,8 +322,8 @@ static void check_batch_invariance(const rnnd_kernels *k, const char *arch, unsi
     run_shuffled(&fx, o2, s2);
     for (size_t i = 0; i < S * T * fx.out_n; i++)
         ck_assert_msg(!memcmp(&o1[i], &o2[i], sizeof(float)) && isfinite(o1[i]),
-                      "%s seed %u: output %zu differs: %.9g vs %.9g", k->name, seed, i,
-                      o1[i], o2[i]);
+                      "%s seed %u: output %zu differs: %.9g vs %.9g", k->name, seed, i, o1[i],
+                      o2[i]);
     ck_assert_msg(!memcmp(s1, s2, S * fx.state_n * sizeof(float)),
                   "%s seed %u: final states differ", k->name, seed);
     free(o1);
@@ -378,9 +381,9 @@ START_TEST(test_clock_counters)
                 /* 0, 1, ..., one past 2^24, and one that wraps at 2^48 part way */
                 if (L->cell == RNND_CELL_CLOCKWORK)
                     rnnd_clock_put(init + s * fx.state_n + off + (size_t)L->out_dim,
-                                   s == S - 1   ? (1ULL << 24) + 5
-                                   : s == S - 2 ? RNND_CLOCK_WRAP - 7
-                                                : s * 5 + s % 3);
+                                   s == S - 1       ? (1ULL << 24) + 5
+                                       : s == S - 2 ? RNND_CLOCK_WRAP - 7
+                                                    : s * 5 + s % 3);
             }
             off += (size_t)L->out_dim + rnnd_layer_extra_state(L);
         }
@@ -483,14 +486,15 @@ START_TEST(test_step_vs_forward)
                     float a = o1[s * T * fx.out_n + i], b = o2[s * T * fx.out_n + i];
                     ck_assert_msg(blas ? fabsf(a - b) <= tol + tol * fabsf(a)
                                        : !memcmp(&a, &b, sizeof a),
-                                  "arch %d %s blas %d seq %zu elem %zu: step %.9g forward %.9g",
-                                  _i, rnnd_net_kernels(fx.net)->name, blas, s, i, a, b);
+                                  "arch %d %s blas %d seq %zu elem %zu: step %.9g forward %.9g", _i,
+                                  rnnd_net_kernels(fx.net)->name, blas, s, i, a, b);
                 }
             /* the first sequence ran all T steps: its final state is the solo run's */
             for (size_t i = 0; i < fx.state_n; i++) {
                 float a = s1[i], b = s2[i];
                 ck_assert_msg(blas ? fabsf(a - b) <= tol + tol * fabsf(a)
-                                   : !memcmp(&a, &b, sizeof a), "blas %d state %zu", blas, i);
+                                   : !memcmp(&a, &b, sizeof a),
+                              "blas %d state %zu", blas, i);
             }
         }
         free(o1);
@@ -508,7 +512,7 @@ START_TEST(test_avx2_equals_avx512)
 {
     const rnnd_kernels *a = rnnd_kernels_by_name("avx2"), *b = rnnd_kernels_by_name("avx512");
     if (!a || !b)
-        return;     /* this CPU lacks one of them: nothing to compare */
+        return; /* this CPU lacks one of them: nothing to compare */
     fixture fa, fb;
     fixture_open(&fa, archs[_i], 300 + (unsigned)_i, a, 6, 9);
     fixture_open(&fb, archs[_i], 300 + (unsigned)_i, b, 6, 9);
@@ -550,15 +554,15 @@ START_TEST(test_slstm_paths_bitwise)
         fixture ref;
         fixture_open(&ref, sl_archs[a], 900 + (unsigned)a, path_for(0), S, T);
         size_t n = S * T * ref.out_n, sn = S * ref.state_n, D = (size_t)ref.spec->input_dim;
-        float *o0 = malloc(n * sizeof(float)), *s0 = malloc(sn * sizeof(float));
-        float *o1 = malloc(n * sizeof(float)), *s1 = malloc(sn * sizeof(float));
+        float *o0 = calloc(n, sizeof(float)), *s0 = calloc(sn, sizeof(float));
+        float *o1 = calloc(n, sizeof(float)), *s1 = calloc(sn, sizeof(float));
         for (int p = 0; p < np; p++) {
             fixture fx;
             fixture_open(&fx, sl_archs[a], 900 + (unsigned)a, path_for(p), S, T);
             float *o = p ? o1 : o0, *st = p ? s1 : s0;
             if (a == 0) {
                 run_solo(&fx, o, st);
-            } else {    /* whole sequences, every one T long */
+            } else { /* whole sequences, every one T long */
                 char err[256];
                 size_t lens[5];
                 const float *vp[5];
@@ -570,11 +574,12 @@ START_TEST(test_slstm_paths_bitwise)
                     fp[b] = st + b * fx.state_n;
                 }
                 ck_assert_msg(rnnd_net_forward(fx.net, S, lens, NULL, vp, NULL, op, fp, err,
-                                               sizeof err) == 0, "%s", err);
+                                               sizeof err) == 0,
+                              "%s", err);
             }
             if (p)
                 ck_assert_msg(!memcmp(o0, o1, n * sizeof(float)) &&
-                              !memcmp(s0, s1, sn * sizeof(float)),
+                                  !memcmp(s0, s1, sn * sizeof(float)),
                               "slstm arch %d: %s differs from scalar", a,
                               rnnd_net_kernels(fx.net)->name);
             fixture_close(&fx);
@@ -612,8 +617,8 @@ START_TEST(test_bad_token_changes_nothing)
     const int32_t *tp = tok;
     float out[3 * 50];
     float *op = out;
-    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, &tp, NULL, NULL, &op, NULL, err,
-                                      sizeof err), RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, &tp, NULL, NULL, &op, NULL, err, sizeof err),
+                     RNND_ERR_INVALID);
     free(st);
     rnnd_work_free(w);
     fixture_close(&fx);
@@ -634,8 +639,8 @@ START_TEST(test_bidirectional_refuses_step)
     size_t len = 4;
     const float *vp = fx.vec;
     float out[4 * 18], *op = out;
-    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, NULL, &vp, NULL, &op, NULL, err,
-                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, NULL, &vp, NULL, &op, NULL, err, sizeof err),
+                     0);
     ck_assert_int_eq(rnnd_net_output_dim(fx.net), 18);
     free(st);
     rnnd_work_free(w);
@@ -658,10 +663,11 @@ START_TEST(test_long_sequence)
         const int32_t *tp = fx.tok;
         float *op = o2;
         ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &T, &tp, NULL, NULL, &op, NULL, err,
-                                          sizeof err), 0);
+                                          sizeof err),
+                         0);
         for (size_t i = 0; i < T * fx.out_n; i++)
-            ck_assert_msg(isfinite(o1[i]) && fabsf(o1[i] - o2[i]) <= 1e-3f + 1e-3f *
-                          fabsf(o1[i]), "step %zu: %.9g vs %.9g", i / fx.out_n, o1[i], o2[i]);
+            ck_assert_msg(isfinite(o1[i]) && fabsf(o1[i] - o2[i]) <= 1e-3f + 1e-3f * fabsf(o1[i]),
+                          "step %zu: %.9g vs %.9g", i / fx.out_n, o1[i], o2[i]);
         free(o1);
         free(o2);
         free(s1);
@@ -694,15 +700,15 @@ START_TEST(test_forward_chunks)
             const float *vp = fx.vec + t * D, *ip = st[c % 2];
             float *op = o2 + t * fx.out_n, *fp = st[(c + 1) % 2];
             ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &n, &tp, &vp, &ip, &op, &fp, err,
-                                              sizeof err), 0);
+                                              sizeof err),
+                             0);
             t += n;
             if (t == T)
                 ck_assert_msg(!memcmp(fp, s1, fx.state_n * sizeof(float)),
                               "arch %d %s: final state differs", _i, path_for(p)->name);
         }
         ck_assert_msg(!memcmp(o1, o2, T * fx.out_n * sizeof(float)),
-                      "arch %d %s: chunked outputs differ from stepping", _i,
-                      path_for(p)->name);
+                      "arch %d %s: chunked outputs differ from stepping", _i, path_for(p)->name);
         free(o1);
         free(o2);
         free(s1);
@@ -740,7 +746,7 @@ static void test_par_run(void *ctx, void (*fn)(void *arg, size_t i), void *arg, 
 {
     test_par *tp = ctx;
     ck_assert_uint_ge(n, 1);
-    ck_assert_uint_le(n, tp->max_n);    /* never more items than threads */
+    ck_assert_uint_le(n, tp->max_n); /* never more items than threads */
     tp->calls++;
     if (!tp->threaded) {
         for (size_t i = n; i-- > 0;)
@@ -776,8 +782,8 @@ static void run_batched(const fixture *fx, const rnnd_parallel *par, float *outs
             tok[s] = fx->tok[s * fx->T + t];
             memcpy(vec + s * D, fx->vec + (s * fx->T + t) * D, D * sizeof(float));
         }
-        int rc = rnnd_net_step_par(fx->net, w, S, tok, vec, sp, outs + t * S * fx->out_n, par,
-                                   err, sizeof err);
+        int rc = rnnd_net_step_par(fx->net, w, S, tok, vec, sp, outs + t * S * fx->out_n, par, err,
+                                   sizeof err);
         ck_assert_msg(rc == 0, "%s", err);
     }
     free(sp);
@@ -803,8 +809,7 @@ static void run_whole(const fixture *fx, const rnnd_parallel *par, float *outs, 
         fp[s] = finals + s * fx->state_n;
     }
     memset(outs, 0, S * T * fx->out_n * sizeof(float));
-    int rc = rnnd_net_forward_par(fx->net, S, lens, tp, vp, NULL, op, fp, par, err,
-                                  sizeof err);
+    int rc = rnnd_net_forward_par(fx->net, S, lens, tp, vp, NULL, op, fp, par, err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
     free(lens);
     free(tp);
@@ -859,16 +864,10 @@ static void check_threads(const char *arch, unsigned seed, int stateful)
     }
 }
 
-START_TEST(test_threads_bitwise)
-{
-    check_threads(archs[_i], 400 + (unsigned)_i, 1);
-}
+START_TEST(test_threads_bitwise) { check_threads(archs[_i], 400 + (unsigned)_i, 1); }
 END_TEST
 
-START_TEST(test_threads_bitwise_bidir)
-{
-    check_threads(bidir_arch, 499, 0);
-}
+START_TEST(test_threads_bitwise_bidir) { check_threads(bidir_arch, 499, 0); }
 END_TEST
 
 /* ---- half-size weights ------------------------------------------------------------------ */
@@ -881,8 +880,8 @@ static const char *half_arch(const char *arch, const char *type)
     char *b = buf[next++ % 2];
     const char *prefix = "{\"format_version\":1,";
     ck_assert(strncmp(arch, prefix, strlen(prefix)) == 0);
-    int n = snprintf(b, sizeof buf[0], "%s\"weights\":\"%s\",%s", prefix, type,
-                     arch + strlen(prefix));
+    int n =
+        snprintf(b, sizeof buf[0], "%s\"weights\":\"%s\",%s", prefix, type, arch + strlen(prefix));
     ck_assert(n > 0 && (size_t)n < sizeof buf[0]);
     return b;
 }
@@ -913,14 +912,13 @@ static rnnd_model *random_model(const char *arch, unsigned seed, int round_to)
         json_object_foreach(hdr, name, v) {
             size_t nl = strlen(name);
             /* a head linear's weight is 2-D, a layernorm's 1-D */
-            int is_matrix = (!strncmp(name, "head.", 5) && nl > 7 &&
-                             !strcmp(name + nl - 7, ".weight") &&
-                             json_array_size(json_object_get(v, "shape")) == 2) ||
-                            (nl > 2 && (!strcmp(name + nl - 2, ".W") ||
-                                        !strcmp(name + nl - 2, ".R") ||
-                                        !strcmp(name + nl - 2, ".V") ||
-                                        !strcmp(name + nl - 2, ".D"))) ||
-                            (nl > 5 && !strcmp(name + nl - 5, ".proj"));
+            int is_matrix =
+                (!strncmp(name, "head.", 5) && nl > 7 && !strcmp(name + nl - 7, ".weight") &&
+                 json_array_size(json_object_get(v, "shape")) == 2) ||
+                (nl > 2 &&
+                 (!strcmp(name + nl - 2, ".W") || !strcmp(name + nl - 2, ".R") ||
+                  !strcmp(name + nl - 2, ".V") || !strcmp(name + nl - 2, ".D"))) ||
+                (nl > 5 && !strcmp(name + nl - 5, ".proj"));
             if (!is_matrix)
                 continue;
             json_t *offs = json_object_get(v, "data_offsets");
@@ -972,16 +970,15 @@ START_TEST(test_half_equals_prerounded)
         run_solo(&fr, orr, sr);
         run_solo(&f0, o0, s0);
         ck_assert_msg(!memcmp(oh, orr, no * sizeof(float)) && !memcmp(sh, sr, ns * 4),
-                      "arch %d %s %s: step path differs from the prerounded float model",
+                      "arch %d %s %s: step path differs from the prerounded float model", _i / 2,
+                      HALF_TYPE(_i), path_for(p)->name);
+        ck_assert_msg(memcmp(oh, o0, no * sizeof(float)) != 0, "arch %d %s %s: same as unrounded",
                       _i / 2, HALF_TYPE(_i), path_for(p)->name);
-        ck_assert_msg(memcmp(oh, o0, no * sizeof(float)) != 0,
-                      "arch %d %s %s: same as unrounded", _i / 2, HALF_TYPE(_i),
-                      path_for(p)->name);
         run_whole(&fh, NULL, oh, sh);
         run_whole(&fr, NULL, orr, sr);
         ck_assert_msg(!memcmp(oh, orr, no * sizeof(float)) && !memcmp(sh, sr, ns * 4),
-                      "arch %d %s %s: whole sequences differ from the prerounded model",
-                      _i / 2, HALF_TYPE(_i), path_for(p)->name);
+                      "arch %d %s %s: whole sequences differ from the prerounded model", _i / 2,
+                      HALF_TYPE(_i), path_for(p)->name);
         free(oh);
         free(orr);
         free(o0);
@@ -1003,10 +1000,7 @@ START_TEST(test_half_batch_invariance)
 }
 END_TEST
 
-START_TEST(test_half_threads_bitwise)
-{
-    check_threads(HALF_ARCH_OF(_i), 800 + (unsigned)_i, 1);
-}
+START_TEST(test_half_threads_bitwise) { check_threads(HALF_ARCH_OF(_i), 800 + (unsigned)_i, 1); }
 END_TEST
 
 /* avx2 == avx512 with half weights, end to end (the gemv tiles widen differently: 8 vs 16
@@ -1015,7 +1009,7 @@ START_TEST(test_half_avx2_equals_avx512)
 {
     const rnnd_kernels *a = rnnd_kernels_by_name("avx2"), *b = rnnd_kernels_by_name("avx512");
     if (!a || !b)
-        return;     /* this CPU lacks one of them: nothing to compare */
+        return; /* this CPU lacks one of them: nothing to compare */
     fixture fa, fb;
     unsigned seed = 900 + (unsigned)_i;
     fixture_from(&fa, random_model(HALF_ARCH_OF(_i), seed, 0), seed, a, 6, 9);
@@ -1045,8 +1039,8 @@ END_TEST
  * cells of every step of the lstm below ([N, H] twice), and the H more columns of its
  * input projection ([N, H] of gx_all and [B, H] of each of two per-row gate buffers), so
  * the server's memory budget sees it before anything is allocated. */
-#define DG_ARCH(gate)                                                                        \
-    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":["         \
+#define DG_ARCH(gate) \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":5},\"layers\":[" \
     "{\"type\":\"lstm\",\"hidden_size\":9},{\"type\":\"lstm\",\"hidden_size\":9" gate "}]}"
 START_TEST(test_forward_bytes_depth_gate)
 {
@@ -1054,8 +1048,9 @@ START_TEST(test_forward_bytes_depth_gate)
     rnnd_net *net[2] = {NULL, NULL};
     for (int g = 0; g < 2; g++) {
         rnnd_model *m = NULL;
-        ck_assert_msg(rnnd_model_random(g ? DG_ARCH(",\"depth_gate\":true") : DG_ARCH(""), 3,
-                                        0.5f, &m, err, sizeof err) == 0, "%s", err);
+        ck_assert_msg(rnnd_model_random(g ? DG_ARCH(",\"depth_gate\":true") : DG_ARCH(""), 3, 0.5f,
+                                        &m, err, sizeof err) == 0,
+                      "%s", err);
         ck_assert_msg(rnnd_net_new(m, path_for(0), &net[g], err, sizeof err) == 0, "%s", err);
         rnnd_model_unref(m);
     }
@@ -1068,8 +1063,8 @@ START_TEST(test_forward_bytes_depth_gate)
     size_t lens[3] = {40, 20, 10};
     const float *xp[3] = {x, x + 40 * 5, x + 60 * 5};
     float *yp[3] = {y, y + 40 * H, y + 60 * H};
-    ck_assert_int_eq(rnnd_net_forward(net[1], B, lens, NULL, xp, NULL, yp, NULL, err,
-                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_forward(net[1], B, lens, NULL, xp, NULL, yp, NULL, err, sizeof err),
+                     0);
     free(x);
     free(y);
     rnnd_net_free(net[0]);
@@ -1077,8 +1072,8 @@ START_TEST(test_forward_bytes_depth_gate)
 }
 END_TEST
 
-#define POOL_ARCH(pool, head)                                                                \
-    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":["         \
+#define POOL_ARCH(pool, head) \
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":4},\"layers\":[" \
     "{\"type\":\"lstm\",\"hidden_size\":3,\"direction\":\"bidirectional\"}]" pool head "}"
 START_TEST(test_pooling)
 {
@@ -1086,8 +1081,11 @@ START_TEST(test_pooling)
                                   ",\"pool\":\"mean\"", ",\"pool\":\"max\""};
     char arch[512], ahead[512];
     snprintf(arch, sizeof arch, POOL_ARCH("%s", ""), pools[_i]);
-    snprintf(ahead, sizeof ahead, POOL_ARCH("%s", ",\"head\":{\"out_dim\":2,\"in_dim\":6,"
-             "\"norm\":\"log_softmax\"}"), pools[_i]);
+    snprintf(ahead, sizeof ahead,
+             POOL_ARCH("%s",
+                       ",\"head\":{\"out_dim\":2,\"in_dim\":6,"
+                       "\"norm\":\"log_softmax\"}"),
+             pools[_i]);
     const rnnd_kernels *k = path_for(0);
     rnnd_model *m0 = random_model(POOL_ARCH("", ""), 5, 0);
     rnnd_model *mp = random_model(arch, 5, 0);
@@ -1099,7 +1097,7 @@ START_TEST(test_pooling)
     ck_assert_int_eq(rnnd_net_new(mh, k, &nh, err, sizeof err), 0);
     enum { B = 3, TM = 7, D = 4, W = 6, S = 2 * (3 + 3) };
     size_t lens[B] = {4, 1, 7};
-    float in[B][TM * D], all[B][TM * W], fin[B][S], pooled[B][W], alone[W], head[B][2];
+    float in[B][TM * D], all[B][TM * W], fin[B][S], pooled[B][W], alone[W] = {0}, head[B][2];
     const float *vec[B];
     float *outs[B], *pouts[B], *fins[B], *houts[B];
     rng_state = 99;
@@ -1112,12 +1110,12 @@ START_TEST(test_pooling)
         fins[b] = fin[b];
         houts[b] = head[b];
     }
-    ck_assert_int_eq(rnnd_net_forward(n0, B, lens, NULL, vec, NULL, outs, fins, err,
-                                      sizeof err), 0);
-    ck_assert_int_eq(rnnd_net_forward(np, B, lens, NULL, vec, NULL, pouts, NULL, err,
-                                      sizeof err), 0);
-    ck_assert_int_eq(rnnd_net_forward(nh, B, lens, NULL, vec, NULL, houts, NULL, err,
-                                      sizeof err), 0);
+    ck_assert_int_eq(rnnd_net_forward(n0, B, lens, NULL, vec, NULL, outs, fins, err, sizeof err),
+                     0);
+    ck_assert_int_eq(rnnd_net_forward(np, B, lens, NULL, vec, NULL, pouts, NULL, err, sizeof err),
+                     0);
+    ck_assert_int_eq(rnnd_net_forward(nh, B, lens, NULL, vec, NULL, houts, NULL, err, sizeof err),
+                     0);
     for (int b = 0; b < B; b++) {
         size_t n = lens[b];
         float want[W];
@@ -1125,7 +1123,7 @@ START_TEST(test_pooling)
             float v = all[b][j];
             if (_i == 1)
                 v = all[b][(n - 1) * W + j];
-            else if (_i == 2)   /* h of each direction: state [h 3, c 3] per direction */
+            else if (_i == 2) /* h of each direction: state [h 3, c 3] per direction */
                 v = fin[b][(j / 3) * 6 + j % 3];
             for (size_t t = 1; t < n && _i >= 3; t++) {
                 float x = all[b][t * W + j];
@@ -1138,7 +1136,8 @@ START_TEST(test_pooling)
         const float *v1[1] = {in[b]};
         float *o1[1] = {alone};
         ck_assert_int_eq(rnnd_net_forward(np, 1, &lens[b], NULL, v1, NULL, o1, NULL, err,
-                                          sizeof err), 0);
+                                          sizeof err),
+                         0);
         ck_assert_msg(!memcmp(alone, pooled[b], sizeof alone), "pool %d seq %d alone", _i, b);
         /* the head of the pooled row */
         const rnnd_model_spec *hs = rnnd_model_get_spec(mh);
@@ -1217,8 +1216,9 @@ static void head_ref(const rnnd_model_spec *s, const float *x, double *y)
     for (int i = 0; i < w; i++)
         sum += exp(a[i] - mx);
     for (int i = 0; i < w; i++)
-        y[i] = s->head_norm == RNND_NORM_SOFTMAX ? exp(a[i] - mx) / sum
-             : s->head_norm == RNND_NORM_LOG_SOFTMAX ? a[i] - mx - log(sum) : a[i];
+        y[i] = s->head_norm == RNND_NORM_SOFTMAX    ? exp(a[i] - mx) / sum
+            : s->head_norm == RNND_NORM_LOG_SOFTMAX ? a[i] - mx - log(sum)
+                                                    : a[i];
 }
 
 START_TEST(test_head_layers_reference)
@@ -1247,8 +1247,8 @@ START_TEST(test_head_layers_reference)
             for (size_t j = 0; j < fh.out_n; j++) {
                 double g = oh[r * fh.out_n + j];
                 ck_assert_msg(fabs(g - want[j]) <= 1e-5 * fmax(1.0, fabs(want[j])),
-                              "%s arch %d row %zu out %zu: %.9g, want %.9g",
-                              path_for(p)->name, _i, r, j, g, want[j]);
+                              "%s arch %d row %zu out %zu: %.9g, want %.9g", path_for(p)->name, _i,
+                              r, j, g, want[j]);
             }
         }
         free(oh);

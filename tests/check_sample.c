@@ -59,9 +59,16 @@ START_TEST(prng_published_vectors)
     /* xoshiro256** from the state {1, 2, 3, 4}: the reference outputs published with the
      * Rust rand_xoshiro crate (produced there with the authors' C code) */
     static const uint64_t want[] = {
-        11520u, 0u, 1509978240u, 1215971899390074240u, 1216172134540287360u,
-        607988272756665600u, 16172922978634559625u, 8476171486693032832u,
-        10595114339597558777u, 2904607092377533576u,
+        11520u,
+        0u,
+        1509978240u,
+        1215971899390074240u,
+        1216172134540287360u,
+        607988272756665600u,
+        16172922978634559625u,
+        8476171486693032832u,
+        10595114339597558777u,
+        2904607092377533576u,
     };
     rnnd_prng g = {{1, 2, 3, 4}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
@@ -132,7 +139,7 @@ START_TEST(sampling_check)
 {
     static const struct {
         rnnd_sampling p;
-        const char *msg;    /* NULL: valid */
+        const char *msg; /* NULL: valid */
     } cases[] = {
         {{0, 0, 1}, NULL},
         {{0.8, 40, 0.9}, NULL},
@@ -173,7 +180,7 @@ START_TEST(greedy_is_argmax)
     for (int k = 0; k < 500; k++) {
         size_t n = 1 + rng_u32() % N;
         random_row(row, n, 5);
-        if (k % 3 == 0)             /* ties: the lowest id wins */
+        if (k % 3 == 0) /* ties: the lowest id wins */
             for (size_t i = 0; i < n; i++)
                 row[i] = (float)(rng_u32() % 4);
         size_t want = argmax(row, n);
@@ -216,7 +223,7 @@ START_TEST(nonfinite_rows)
         float nan_row[] = {1, NAN, 2, 3};
         float inf_row[] = {1, 2, INFINITY, 3};
         float ninf_row[] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
-        float neg_row[] = {-1, -2, -3, -4};     /* as probabilities: all <= 0 */
+        float neg_row[] = {-1, -2, -3, -4}; /* as probabilities: all <= 0 */
         for (int norm = 0; norm < 3; norm++) {
             ck_assert_int_eq(rnnd_sample(s, nan_row, 4, norm, p, &g), -1);
             ck_assert_int_eq(rnnd_sample(s, inf_row, 4, norm, p, &g), -1);
@@ -233,7 +240,7 @@ START_TEST(nonfinite_rows)
             int32_t t = rnnd_sample(s, some, 4, RNND_NORM_LOG_SOFTMAX, p, &g);
             ck_assert(t == 1 || t == 3);
         }
-        float zeros[] = {0, 0.3f, 0, 0.7f};     /* probabilities: 0 is never chosen */
+        float zeros[] = {0, 0.3f, 0, 0.7f}; /* probabilities: 0 is never chosen */
         for (int i = 0; i < 50; i++) {
             int32_t t = rnnd_sample(s, zeros, 4, RNND_NORM_SOFTMAX, p, &g);
             ck_assert(t == 1 || t == 3);
@@ -339,7 +346,7 @@ START_TEST(matches_reference)
         size_t n = 1 + rng_u32() % (k % 4 ? 40 : N);
         int norm = (int)(rng_u32() % 3);
         random_row(row, n, k % 2 ? 8 : 2);
-        if (k % 5 == 0)             /* many ties */
+        if (k % 5 == 0) /* many ties */
             for (size_t i = 0; i < n; i++)
                 row[i] = (float)(rng_u32() % 3) * 0.5f;
         if (norm == RNND_NORM_SOFTMAX)
@@ -356,9 +363,11 @@ START_TEST(matches_reference)
         for (int draw = 0; draw < 5; draw++) {
             int32_t want = ref_sample(row, n, norm, &p, &h);
             int32_t got = rnnd_sample(s, row, n, norm, &p, &g);
-            ck_assert_msg(got == want, "case %d draw %d (n %zu, norm %d, T %g, k %d, p %g): "
-                          "%d, want %d", k, draw, n, norm, p.temperature, (int)p.top_k,
-                          p.top_p, (int)got, (int)want);
+            ck_assert_msg(got == want,
+                          "case %d draw %d (n %zu, norm %d, T %g, k %d, p %g): "
+                          "%d, want %d",
+                          k, draw, n, norm, p.temperature, (int)p.top_k, p.top_p, (int)got,
+                          (int)want);
             ck_assert(same_state(&g, &h));
         }
     }
@@ -375,8 +384,7 @@ static double chi_square(const long *counts, const double *p, size_t n, long dra
     double chi = 0;
     for (size_t i = 0; i < n; i++) {
         if (p[i] == 0) {
-            ck_assert_msg(counts[i] == 0, "cell %zu has probability 0 but %ld draws", i,
-                          counts[i]);
+            ck_assert_msg(counts[i] == 0, "cell %zu has probability 0 but %ld draws", i, counts[i]);
             continue;
         }
         double e = p[i] * (double)draws;
@@ -388,8 +396,7 @@ static double chi_square(const long *counts, const double *p, size_t n, long dra
 START_TEST(distribution)
 {
     enum { N = 10, DRAWS = 20000 };
-    static const float logits[N] = {1.0f, 0.5f, -0.3f, 2.0f, 0.0f, 1.5f, -1.0f, 0.2f, 1.2f,
-                                    -2.0f};
+    static const float logits[N] = {1.0f, 0.5f, -0.3f, 2.0f, 0.0f, 1.5f, -1.0f, 0.2f, 1.2f, -2.0f};
     /* the order by logit: 3, 5, 8, 0, 1, 7, 4, 2, 6, 9 */
     static const int order[N] = {3, 5, 8, 0, 1, 7, 4, 2, 6, 9};
     static const struct {
@@ -400,7 +407,7 @@ START_TEST(distribution)
     rnnd_sampler *s = rnnd_sampler_new(N);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         /* expected: softmax of logits / T over the kept most likely set, computed here */
-        double p[N] = {0}, w[N], sum = 0;
+        double p[N] = {0}, w[N] = {0}, sum = 0;
         size_t keep = cases[c].k ? (size_t)cases[c].k : N;
         for (size_t j = 0; j < keep; j++) {
             w[j] = exp(logits[order[j]] / cases[c].T);

@@ -11,14 +11,21 @@
 #include "rnnd/status.h"
 #include "session.h"
 
-typedef struct fake_clock { double t; } fake_clock;
+typedef struct fake_clock {
+    double t;
+} fake_clock;
 static double fake_now(void *arg) { return ((fake_clock *)arg)->t; }
 
 static rnnd_session_limits limits(void)
 {
     rnnd_session_limits l = {
-        .max_sessions = 1000, .max_state_bytes = 1 << 30, .ttl_s = 10, .ttl_max_s = 100,
-        .evict_lru = 0, .tombstone_s = 50, .max_tombstones = 1000,
+        .max_sessions = 1000,
+        .max_state_bytes = 1 << 30,
+        .ttl_s = 10,
+        .ttl_max_s = 100,
+        .evict_lru = 0,
+        .tombstone_s = 50,
+        .max_tombstones = 1000,
     };
     return l;
 }
@@ -137,15 +144,15 @@ START_TEST(test_ttl_and_tombstone)
     ck_assert(info.idle_s > 9.4 && info.idle_s < 9.6);
     ck_assert(info.expires_in > 0.4 && info.expires_in < 0.6);
     rnnd_session_unref(g);
-    c.t += 1;   /* a lookup does not refresh a session: it is past its ttl now */
+    c.t += 1; /* a lookup does not refresh a session: it is past its ttl now */
     ck_assert_int_eq(rnnd_session_get(t, ida, &g), RNND_SESSION_EXPIRED);
     ck_assert_int_eq(rnnd_session_get(t, ida, &g), RNND_SESSION_EXPIRED);
-    ck_assert_int_eq(rnnd_session_get(t, idb, &g), RNND_SESSION_FOUND);  /* own ttl 30 */
+    ck_assert_int_eq(rnnd_session_get(t, idb, &g), RNND_SESSION_FOUND); /* own ttl 30 */
     rnnd_session_unref(g);
     c.t += 25;
-    ck_assert_uint_eq(rnnd_session_expire(t), 1);  /* b, by the sweep */
+    ck_assert_uint_eq(rnnd_session_expire(t), 1); /* b, by the sweep */
     ck_assert_int_eq(rnnd_session_get(t, idb, &g), RNND_SESSION_EXPIRED);
-    c.t += 30;  /* a's tombstone (50 s) is past, b's is not */
+    c.t += 30; /* a's tombstone (50 s) is past, b's is not */
     ck_assert_int_eq(rnnd_session_get(t, ida, &g), RNND_SESSION_MISSING);
     ck_assert_int_eq(rnnd_session_get(t, idb, &g), RNND_SESSION_EXPIRED);
     c.t += 30;
@@ -168,7 +175,7 @@ END_TEST
 typedef struct test_job {
     rnnd_job job;
     int tag;
-    int pend;           /* start returns PENDING */
+    int pend; /* start returns PENDING */
     int *log, *nlog;
     struct test_job **parked;
 } test_job;
@@ -200,17 +207,20 @@ START_TEST(test_job_order_and_busy)
     test_job *parked = NULL;
     test_job j[4];
     for (int i = 0; i < 4; i++) {
-        j[i] = (test_job){.job = {.start = tj_start, .finish = tj_finish}, .tag = i + 1,
-                          .pend = i == 0 || i == 2, .log = log, .nlog = &nlog,
+        j[i] = (test_job){.job = {.start = tj_start, .finish = tj_finish},
+                          .tag = i + 1,
+                          .pend = i == 0 || i == 2,
+                          .log = log,
+                          .nlog = &nlog,
                           .parked = &parked};
     }
     ck_assert_int_eq(rnnd_session_submit(s, &j[0].job), RNND_SESSION_FOUND);
-    ck_assert_int_eq(nlog, 1);          /* started, pending */
+    ck_assert_int_eq(nlog, 1); /* started, pending */
     ck_assert_ptr_eq(parked, &j[0]);
     rnnd_session_submit(s, &j[1].job);
     rnnd_session_submit(s, &j[2].job);
     rnnd_session_submit(s, &j[3].job);
-    ck_assert_int_eq(nlog, 1);          /* queued behind the first */
+    ck_assert_int_eq(nlog, 1); /* queued behind the first */
     /* busy sessions never expire */
     c.t += 1000;
     ck_assert_uint_eq(rnnd_session_expire(t), 0);
@@ -220,7 +230,7 @@ START_TEST(test_job_order_and_busy)
     ck_assert(info.busy);
     ck_assert(info.idle_s == 0);
     rnnd_session_unref(g);
-    rnnd_session_job_done(&parked->job);     /* 1 finishes, 2 runs inline, 3 pends */
+    rnnd_session_job_done(&parked->job); /* 1 finishes, 2 runs inline, 3 pends */
     int want1[] = {1, -1, 2, -2, 3};
     ck_assert_int_eq(nlog, 5);
     for (int i = 0; i < 5; i++)
@@ -237,8 +247,11 @@ START_TEST(test_job_order_and_busy)
     c.t += 2;
     ck_assert_uint_eq(rnnd_session_expire(t), 1);
     /* a job submitted to an expired session is refused and not run */
-    test_job late = {.job = {.start = tj_start, .finish = tj_finish}, .tag = 9, .log = log,
-                     .nlog = &nlog, .parked = &parked};
+    test_job late = {.job = {.start = tj_start, .finish = tj_finish},
+                     .tag = 9,
+                     .log = log,
+                     .nlog = &nlog,
+                     .parked = &parked};
     ck_assert_int_eq(rnnd_session_submit(s, &late.job), RNND_SESSION_EXPIRED);
     ck_assert_int_eq(nlog, 8);
     rnnd_session_unref(s);
@@ -255,13 +268,14 @@ START_TEST(test_limits_reject)
     for (int i = 0; i < 3; i++)
         s[i] = mk(t, 4, 0);
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
-                                         &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4}, &x, err,
+                                         sizeof err),
                      RNND_ERR_LIMIT);
     ck_assert(strstr(err, "max_sessions"));
     ck_assert_int_eq(rnnd_session_remove(t, rnnd_session_id(s[1])), RNND_SESSION_FOUND);
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
-                                         &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4}, &x, err,
+                                         sizeof err),
+                     0);
     rnnd_session_unref(x);
     for (int i = 0; i < 3; i++)
         rnnd_session_unref(s[i]);
@@ -273,14 +287,15 @@ START_TEST(test_limits_reject)
     t = rnnd_session_table_new(&l, NULL, NULL);
     for (int i = 0; i < 3; i++)
         rnnd_session_unref(mk(t, 100, 0));
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 100},
-                                         &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 100}, &x, err,
+                                         sizeof err),
                      RNND_ERR_LIMIT);
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 1000},
-                                         &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 1000}, &x, err,
+                                         sizeof err),
                      RNND_ERR_LIMIT);
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 25},
-                                         &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 25}, &x, err,
+                                         sizeof err),
+                     0);
     rnnd_session_unref(x);
     rnnd_session_table_free(t);
 }
@@ -303,13 +318,17 @@ START_TEST(test_limits_lru)
     /* touch s[0] with a job so s[1] becomes the least recently used */
     int log[8], nlog = 0;
     test_job *parked = NULL;
-    test_job j = {.job = {.start = tj_start, .finish = tj_finish}, .tag = 1, .log = log,
-                  .nlog = &nlog, .parked = &parked};
+    test_job j = {.job = {.start = tj_start, .finish = tj_finish},
+                  .tag = 1,
+                  .log = log,
+                  .nlog = &nlog,
+                  .parked = &parked};
     c.t += 1;
     rnnd_session_submit(s[0], &j.job);
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
-                                         &x, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4}, &x, err,
+                                         sizeof err),
+                     0);
     ck_assert_int_eq(rnnd_session_get(t, ids[1], &g), RNND_SESSION_EVICTED);
     ck_assert_int_eq(rnnd_session_get(t, ids[0], &g), RNND_SESSION_FOUND);
     rnnd_session_unref(g);
@@ -327,14 +346,18 @@ START_TEST(test_limits_lru)
     ck_assert_uint_eq(rnnd_session_list(t, NULL, NULL, 3, infos, &more), 3);
     for (size_t i = 0; i < 3; i++) {
         ck_assert_int_eq(rnnd_session_get(t, infos[i].id, &live[n]), RNND_SESSION_FOUND);
-        p[n] = (test_job){.job = {.start = tj_start, .finish = tj_finish}, .tag = 5,
-                          .pend = 1, .log = log, .nlog = &nlog, .parked = &parked};
+        p[n] = (test_job){.job = {.start = tj_start, .finish = tj_finish},
+                          .tag = 5,
+                          .pend = 1,
+                          .log = log,
+                          .nlog = &nlog,
+                          .parked = &parked};
         nlog = 0;
         rnnd_session_submit(live[n], &p[n].job);
         n++;
     }
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
-                                         &x, err, sizeof err),
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4}, &x, err,
+                                         sizeof err),
                      RNND_ERR_LIMIT);
     for (size_t i = 0; i < n; i++) {
         nlog = 0;
@@ -392,11 +415,11 @@ END_TEST
 typedef struct stress {
     rnnd_session_table *t;
     rnnd_session *shared;
-    atomic_int in_use;      /* 1 while a job of the shared session runs */
+    atomic_int in_use; /* 1 while a job of the shared session runs */
     atomic_int violations;
     atomic_int done_jobs;
     atomic_int stop;
-    pthread_mutex_t qmu;    /* a "worker" queue for pending jobs */
+    pthread_mutex_t qmu; /* a "worker" queue for pending jobs */
     rnnd_job *queue[ST_THREADS * ST_ROUNDS];
     size_t qhead, qtail;
 } stress;
@@ -413,7 +436,7 @@ static void sj_work(stress_job *j)
     if (atomic_exchange(&st->in_use, 1))
         atomic_fetch_add(&st->violations, 1);
     float *state = rnnd_session_state(j->job.session);
-    state[0] += 1.0f;   /* not atomic on purpose: jobs of one session must not overlap */
+    state[0] += 1.0f; /* not atomic on purpose: jobs of one session must not overlap */
     rnnd_session_add_steps(j->job.session, 1);
     atomic_store(&st->in_use, 0);
 }
@@ -474,13 +497,13 @@ static void *stress_client(void *arg)
 
         rnnd_session *s, *g;
         char err[256];
-        if (rnnd_session_create(st->t, &(rnnd_session_init){.state_floats = 8},
-                                &s, err, sizeof err) == 0) {
+        if (rnnd_session_create(st->t, &(rnnd_session_init){.state_floats = 8}, &s, err,
+                                sizeof err) == 0) {
             if (nmine < 8) {
                 strcpy(mine[nmine++], rnnd_session_id(s));
             } else {
                 int k = rand_r(&seed) % 8;
-                rnnd_session_remove(st->t, mine[k]);   /* may have been evicted */
+                rnnd_session_remove(st->t, mine[k]); /* may have been evicted */
                 strcpy(mine[k], rnnd_session_id(s));
             }
             rnnd_session_unref(s);
@@ -501,7 +524,7 @@ START_TEST(test_stress)
     static stress st;
     memset(&st, 0, sizeof st);
     rnnd_session_limits l = limits();
-    l.max_sessions = 40;     /* small, so creation hits the limit and evicts */
+    l.max_sessions = 40; /* small, so creation hits the limit and evicts */
     l.evict_lru = 1;
     st.t = rnnd_session_table_new(&l, NULL, NULL);
     pthread_mutex_init(&st.qmu, NULL);
@@ -510,7 +533,8 @@ START_TEST(test_stress)
     rnnd_session_limits l2 = limits();
     rnnd_session_table *t2 = rnnd_session_table_new(&l2, NULL, NULL);
     ck_assert_int_eq(rnnd_session_create(t2, &(rnnd_session_init){.state_floats = 4, .ttl_s = 100},
-                                         &st.shared, err, sizeof err), 0);
+                                         &st.shared, err, sizeof err),
+                     0);
     pthread_t w, c[ST_THREADS];
     pthread_create(&w, NULL, stress_worker, &st);
     for (int i = 0; i < ST_THREADS; i++)

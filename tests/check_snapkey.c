@@ -224,11 +224,13 @@ START_TEST(test_key_path)
     for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++) {
         snprintf(other, sizeof other, "%s%s", dir, inside[i]);
         ck_assert_msg(rnnd_snapkey_check_outside(other, state, err, sizeof err) ==
-                      RNND_ERR_INVALID && strstr(err, "inside state_dir"), "%s", other);
+                              RNND_ERR_INVALID &&
+                          strstr(err, "inside state_dir"),
+                      "%s", other);
     }
     snprintf(other, sizeof other, "%s/state.key", dir);
     ck_assert_int_eq(rnnd_snapkey_check_outside(other, state, err, sizeof err), 0);
-    snprintf(other, sizeof other, "%s/stateful", dir);  /* a prefix of it, not the folder */
+    snprintf(other, sizeof other, "%s/stateful", dir); /* a prefix of it, not the folder */
     ck_assert_int_eq(mkdir(other, 0700), 0);
     strcat(other, "/k");
     ck_assert_int_eq(rnnd_snapkey_check_outside(other, state, err, sizeof err), 0);
@@ -319,7 +321,7 @@ START_TEST(test_signed)
 
     ck_assert_int_eq(load(KEY_B, 0, &why), RNND_ERR_AUTH);
     ck_assert_str_eq(why, "bad_mac");
-    ck_assert_int_eq(load(KEY_B, 1, &why), RNND_ERR_AUTH);   /* signed: never unsigned */
+    ck_assert_int_eq(load(KEY_B, 1, &why), RNND_ERR_AUTH); /* signed: never unsigned */
     /* one flipped bit anywhere: the header, the first record, the hash, the MAC */
     const size_t at[] = {16, 30, n / 2, n - 40, n - 1};
     for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
@@ -430,7 +432,7 @@ START_TEST(test_limits)
                      RNND_ERR_INVALID);
     ck_assert_str_eq(why, "too_large");
     write_snapshot(KEY_A);
-    if (geteuid() == 0) {      /* only root can give a file away */
+    if (geteuid() == 0) { /* only root can give a file away */
         ck_assert_int_eq(chown(snap, 4242, 4242), 0);
         ck_assert_int_eq(rnnd_snap_load(dir, KEY_A, 0, cap, &s, &why, err, sizeof err),
                          RNND_ERR_INVALID);
@@ -528,8 +530,8 @@ START_TEST(test_serial)
         mode_t mode;
         const char *want;
     } bad[] = {{"abc\n", 0600, "not a snapshot serial"}, {"0\n", 0600, "not a snapshot serial"},
-               {"-5\n", 0600, "not a snapshot serial"}, {"12\n34\n", 0600, "not a snapshot"},
-               {"", 0600, "not a snapshot serial"}, {"12\n", 0620, "mode 0620"}};
+               {"-5\n", 0600, "not a snapshot serial"},  {"12\n34\n", 0600, "not a snapshot"},
+               {"", 0600, "not a snapshot serial"},      {"12\n", 0620, "mode 0620"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_file(path, bad[i].text, strlen(bad[i].text), bad[i].mode);
         ck_assert_int_lt(rnnd_snapserial_read(key, &serial, err, sizeof err), 0);

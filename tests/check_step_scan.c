@@ -18,10 +18,10 @@
 
 /* ck_assert records a checkpoint on every call (a write to Check's pipe); millions of them
  * cost minutes of system time, so the hot loops test first and only then fail. */
-#define CHECK(cond, ...)                                                                    \
-    do {                                                                                    \
-        if (!(cond))                                                                        \
-            ck_abort_msg(__VA_ARGS__);                                                      \
+#define CHECK(cond, ...) \
+    do { \
+        if (!(cond)) \
+            ck_abort_msg(__VA_ARGS__); \
     } while (0)
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
@@ -34,10 +34,7 @@ static uint32_t rng_u32(void)
     return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
 }
 
-static uint32_t rnd(uint32_t n)
-{
-    return rng_u32() % n;
-}
+static uint32_t rnd(uint32_t n) { return rng_u32() % n; }
 
 /* ---- a growable text ---- */
 
@@ -110,9 +107,7 @@ static void number(struct text *t, int *clean)
         put(t, "%s", b);
         break;
     }
-    case 3: /* small integers */
-        put(t, "%d", (int)rnd(2001) - 1000);
-        break;
+    case 3: /* small integers */ put(t, "%d", (int)rnd(2001) - 1000); break;
     case 4: { /* integers up to 18 digits */
         int64_t v = (int64_t)(((uint64_t)rng_u32() << 32 | rng_u32()) % 1000000000000000000ull);
         put(t, "%s%lld", rnd(2) ? "-" : "", (long long)v);
@@ -141,20 +136,36 @@ static void number(struct text *t, int *clean)
             "1.00000000000000011102230246251565404236316680908203125",
             "1.00000000000000011102230246251565404236316680908203124",
             "1.00000000000000011102230246251565404236316680908203126",
-            "9007199254740993", "9007199254740993.0", "9007199254740995e-16",
-            "0.1000000000000000055511151231257827", "3.4028235e38", "-3.4028235e38",
-            "3.40282346638528859811704183484516925440e38",  /* FLT_MAX exactly */
-            "1.4012984643248170709e-45", "7.006492321624085e-46", "7.006492321624086e-46",
-            "1e-400", "-1e-400", "2.2250738585072011e-308", "4.9e-324",
+            "9007199254740993",
+            "9007199254740993.0",
+            "9007199254740995e-16",
+            "0.1000000000000000055511151231257827",
+            "3.4028235e38",
+            "-3.4028235e38",
+            "3.40282346638528859811704183484516925440e38", /* FLT_MAX exactly */
+            "1.4012984643248170709e-45",
+            "7.006492321624085e-46",
+            "7.006492321624086e-46",
+            "1e-400",
+            "-1e-400",
+            "2.2250738585072011e-308",
+            "4.9e-324",
         };
         put(t, "%s", h[rnd(sizeof h / sizeof h[0])]);
         break;
     }
     case 10: { /* values at float32's rounding limit: refused by both */
         static const char *const big[] = {
-            "3.4028235677973366e38", "3.4028236e38", "1e39", "-1e39", "1e400", "-1e309",
-            "12345678901234567890", "-99999999999999999999", "1e99999999999",
-            "3.40282356779733661637539395458142568447e38",  /* rounds to the limit */
+            "3.4028235677973366e38",
+            "3.4028236e38",
+            "1e39",
+            "-1e39",
+            "1e400",
+            "-1e309",
+            "12345678901234567890",
+            "-99999999999999999999",
+            "1e99999999999",
+            "3.40282356779733661637539395458142568447e38", /* rounds to the limit */
         };
         put(t, "%s", big[rnd(sizeof big / sizeof big[0])]);
         *clean = 0;
@@ -239,16 +250,16 @@ static void body(struct text *t, int *clean, int allow_odd)
             put(t, "]");
         } else if (order[k] == 1) {
             static const char *const o[] = {"\"all\"", "\"last\""};
-            static const char *const bad[] = {"\"first\"", "1", "null", "\"ALL\"",
-                                              "\"all \"", "\"l\\u0061st\""};
+            static const char *const bad[] = {"\"first\"", "1",        "null",
+                                              "\"ALL\"",   "\"all \"", "\"l\\u0061st\""};
             put(t, "\"outputs\"");
             ws(t);
             put(t, ":");
             ws(t);
             put(t, "%s", odd == 5 ? bad[rnd(6)] : o[rnd(2)]);
         } else {
-            static const char *const bad[] = {"-1", "1.0", "1e2", "\"3\"",
-                                              "99999999999999999999", "true"};
+            static const char *const bad[] = {"-1",  "1.0", "1e2", "\"3\"", "99999999999999999999",
+                                              "true"};
             put(t, "\"if_steps\"");
             ws(t);
             put(t, ":");
@@ -262,8 +273,8 @@ static void body(struct text *t, int *clean, int allow_odd)
         }
     }
     static const char *const extra[] = {
-        ",\"logits\":false", ",\"top_k\":3", ",\"text\":\"ab\"", ",\"inputs\":[[1]]",
-        ",\"outputs\":\"all\"", ",\"x\":1",
+        ",\"logits\":false", ",\"top_k\":3",         ",\"text\":\"ab\"",
+        ",\"inputs\":[[1]]", ",\"outputs\":\"all\"", ",\"x\":1",
     };
     if (odd == 7)
         put(t, "%s", extra[rnd(6)]);
@@ -286,11 +297,9 @@ static void expect(const char *data, size_t len, long depth, size_t max_steps, i
     compared++;
     same += rc == SSR_SAME;
     declined += rc == SSR_DECLINED;
-    CHECK(rc != SSR_DIFFERENT, "%s\nbody: %.*s", why, (int)(len < 2000 ? len : 2000),
-                  data);
+    CHECK(rc != SSR_DIFFERENT, "%s\nbody: %.*s", why, (int)(len < 2000 ? len : 2000), data);
     if (must_take)
-        CHECK(rc == SSR_SAME, "declined a common body: %.*s",
-                      (int)(len < 2000 ? len : 2000), data);
+        CHECK(rc == SSR_SAME, "declined a common body: %.*s", (int)(len < 2000 ? len : 2000), data);
 }
 
 static void expect_str(const char *body_text, int must_take)
@@ -312,36 +321,62 @@ START_TEST(test_hand_written)
         "{\"inputs\":[[1.00000000000000011102230246251565404236316680908203125]]}",
         "{\"inputs\":[[9007199254740993, 123456789012345678, -123456789012345678]]}",
         "{\"inputs\":[[0.1,0.2,0.30000000000000004,1E+2,1e-0]],\"outputs\":\"all\"}",
-        "{\"inputs\":[-5, 70000]}",     /* ids out of a model's range: the handler judges */
+        "{\"inputs\":[-5, 70000]}", /* ids out of a model's range: the handler judges */
     };
     for (size_t i = 0; i < sizeof take / sizeof take[0]; i++)
         expect_str(take[i], 1);
     /* declined (the jansson path reports these, or they are not the common shape) */
     static const char *const decline[] = {
-        "", "{}", "[]", "{\"inputs\":[]}", "{\"inputs\":[[]]}", "{\"inputs\":[[1],[1,2]]}",
-        "{\"inputs\":[[1],2]}", "{\"inputs\":[1,[2]]}", "{\"inputs\":[1.0]}",
-        "{\"inputs\":[[1e39]]}", "{\"inputs\":[[3.4028235677973366e38]]}",
-        "{\"inputs\":[[1e400]]}", "{\"inputs\":[[12345678901234567890]]}",
-        "{\"inputs\":[[01]]}", "{\"inputs\":[[1.]]}", "{\"inputs\":[[.5]]}",
-        "{\"inputs\":[[+1]]}", "{\"inputs\":[[1e]]}", "{\"inputs\":[[-]]}",
-        "{\"inputs\":[[NaN]]}", "{\"inputs\":[[Infinity]]}", "{\"inputs\":[[1,]]}",
-        "{\"inputs\":[[1]],}", "{\"inputs\":[[1]]} x", "{\"inputs\":[[1]]}{}",
-        "{\"inputs\":[[1]],\"inputs\":[[2]]}", "{\"inputs\":[[1]],\"logits\":false}",
-        "{\"inputs\":[[1]],\"outputs\":\"first\"}", "{\"inputs\":[[1]],\"if_steps\":-1}",
-        "{\"inputs\":[[1]],\"if_steps\":1.0}", "{\"inp\\u0075ts\":[[1]]}",
-        "{\"outputs\":\"last\"}", "{\"inputs\":[[1]]", "{\"inputs\":[[1]]]}",
-        "{\"inputs\":[[1]],\"if_steps\":99999999999999999999}", "{\"inputs\":[[[1]]]}",
-        "{\"inputs\":[[\"1\"]]}", "{\"inputs\":[[true]]}", "{\"inputs\":[[null]]}",
-        "\xef\xbb\xbf{\"inputs\":[[1]]}", "{\"inputs\":[[1]]}\0",
-        "{\"inputs\":[[1" "00000000000000000000000000000000000000000000000000000000000000000"
+        "",
+        "{}",
+        "[]",
+        "{\"inputs\":[]}",
+        "{\"inputs\":[[]]}",
+        "{\"inputs\":[[1],[1,2]]}",
+        "{\"inputs\":[[1],2]}",
+        "{\"inputs\":[1,[2]]}",
+        "{\"inputs\":[1.0]}",
+        "{\"inputs\":[[1e39]]}",
+        "{\"inputs\":[[3.4028235677973366e38]]}",
+        "{\"inputs\":[[1e400]]}",
+        "{\"inputs\":[[12345678901234567890]]}",
+        "{\"inputs\":[[01]]}",
+        "{\"inputs\":[[1.]]}",
+        "{\"inputs\":[[.5]]}",
+        "{\"inputs\":[[+1]]}",
+        "{\"inputs\":[[1e]]}",
+        "{\"inputs\":[[-]]}",
+        "{\"inputs\":[[NaN]]}",
+        "{\"inputs\":[[Infinity]]}",
+        "{\"inputs\":[[1,]]}",
+        "{\"inputs\":[[1]],}",
+        "{\"inputs\":[[1]]} x",
+        "{\"inputs\":[[1]]}{}",
+        "{\"inputs\":[[1]],\"inputs\":[[2]]}",
+        "{\"inputs\":[[1]],\"logits\":false}",
+        "{\"inputs\":[[1]],\"outputs\":\"first\"}",
+        "{\"inputs\":[[1]],\"if_steps\":-1}",
+        "{\"inputs\":[[1]],\"if_steps\":1.0}",
+        "{\"inp\\u0075ts\":[[1]]}",
+        "{\"outputs\":\"last\"}",
+        "{\"inputs\":[[1]]",
+        "{\"inputs\":[[1]]]}",
+        "{\"inputs\":[[1]],\"if_steps\":99999999999999999999}",
+        "{\"inputs\":[[[1]]]}",
+        "{\"inputs\":[[\"1\"]]}",
+        "{\"inputs\":[[true]]}",
+        "{\"inputs\":[[null]]}",
+        "\xef\xbb\xbf{\"inputs\":[[1]]}",
+        "{\"inputs\":[[1]]}\0",
+        "{\"inputs\":[[1"
+        "00000000000000000000000000000000000000000000000000000000000000000"
         "0.5]]}",
     };
     for (size_t i = 0; i < sizeof decline / sizeof decline[0]; i++) {
         char why[256];
         const char *b = decline[i];
         size_t len = strlen(b) + (i == sizeof decline / sizeof decline[0] - 2);
-        ck_assert_msg(ssr_compare(b, len, 32, 4096, why, sizeof why) == SSR_DECLINED,
-                      "took %s", b);
+        ck_assert_msg(ssr_compare(b, len, 32, 4096, why, sizeof why) == SSR_DECLINED, "took %s", b);
     }
     /* the limits: nesting and steps */
     char why[256];
@@ -360,8 +395,8 @@ START_TEST(test_hand_written)
     ck_assert_uint_eq(sc.width, 4);
     ck_assert_int_eq(sc.last_only, 1);
     ck_assert_int_eq(sc.if_steps, 12);
-    ck_assert(sc.vectors[0] == 0 && signbit(sc.vectors[0]));    /* a real -0.0 */
-    ck_assert(sc.vectors[1] == 0 && !signbit(sc.vectors[1]));   /* the integer 0 */
+    ck_assert(sc.vectors[0] == 0 && signbit(sc.vectors[0]));  /* a real -0.0 */
+    ck_assert(sc.vectors[1] == 0 && !signbit(sc.vectors[1])); /* the integer 0 */
     ck_assert(sc.vectors[2] == 0);
     ck_assert(sc.vectors[3] == 0.1f);
     rnnd_step_scan_clear(&sc);
@@ -398,19 +433,15 @@ START_TEST(test_mutations)
         for (int e = 0; e < edits && t.len; e++) {
             size_t at = rnd((uint32_t)t.len);
             switch (rnd(4)) {
-            case 0:
-                t.s[at] = sig[rnd(sizeof sig - 1)];
-                break;
-            case 1:
-                t.s[at] = (char)rnd(256);
-                break;
+            case 0: t.s[at] = sig[rnd(sizeof sig - 1)]; break;
+            case 1: t.s[at] = (char)rnd(256); break;
             case 2:
                 memmove(t.s + at, t.s + at + 1, t.len - at);
                 t.len--;
                 break;
             default: {
                 char c[2] = {sig[rnd(sizeof sig - 1)], 0};
-                put(&t, "%s", c);     /* grows; then move it into place */
+                put(&t, "%s", c); /* grows; then move it into place */
                 memmove(t.s + at + 1, t.s + at, t.len - 1 - at);
                 t.s[at] = c[0];
                 break;
@@ -424,8 +455,10 @@ START_TEST(test_mutations)
     }
     /* many mutants are still common bodies (a digit for a digit): the scanner took some */
     ck_assert_int_gt(taken_after, 1000);
-    fprintf(stderr, "check_step_scan: %ld bodies compared, %ld taken (same as jansson), %ld "
-            "declined\n", compared, same, declined);
+    fprintf(stderr,
+            "check_step_scan: %ld bodies compared, %ld taken (same as jansson), %ld "
+            "declined\n",
+            compared, same, declined);
 }
 END_TEST
 
@@ -444,7 +477,7 @@ static Suite *step_scan_suite(void)
 int main(void)
 {
     SRunner *sr = srunner_create(step_scan_suite());
-    srunner_set_fork_status(sr, CK_NOFORK);     /* the counters add up over the tests */
+    srunner_set_fork_status(sr, CK_NOFORK); /* the counters add up over the tests */
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -49,8 +49,9 @@ static rnnd_model *tok_model(const char *const *vocab, size_t n, int vocab_size,
     snprintf(arch, cap,
              "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": %d,"
              " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}],"
-             " \"vocab\": %s, \"tokenizer\": %s%s%s}", vocab_size, vj,
-             tokenizer ? "\"" : "", tokenizer ? tokenizer : "null", tokenizer ? "\"" : "");
+             " \"vocab\": %s, \"tokenizer\": %s%s%s}",
+             vocab_size, vj, tokenizer ? "\"" : "", tokenizer ? tokenizer : "null",
+             tokenizer ? "\"" : "");
     free(vj);
 
     char path[4096];
@@ -85,8 +86,7 @@ static int enc(const rnnd_tokenizer *t, const char *text, int32_t *ids, size_t *
     return rnnd_tokenizer_encode(t, text, strlen(text), ids, 256, n, err, errlen);
 }
 
-static void expect_ids(const rnnd_tokenizer *t, const char *text, const int32_t *want,
-                       size_t nwant)
+static void expect_ids(const rnnd_tokenizer *t, const char *text, const int32_t *want, size_t nwant)
 {
     int32_t ids[256];
     size_t n = 999;
@@ -117,8 +117,7 @@ static void expect_fail(const rnnd_tokenizer *t, const char *text, size_t len, i
 }
 
 /* The concatenated pieces of IDS into OUT (NUL-terminated). */
-static size_t decode(const rnnd_tokenizer *t, const int32_t *ids, size_t n, char *out,
-                     size_t cap)
+static size_t decode(const rnnd_tokenizer *t, const int32_t *ids, size_t n, char *out, size_t cap)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -137,8 +136,8 @@ static size_t decode(const rnnd_tokenizer *t, const int32_t *ids, size_t n, char
 START_TEST(char_single_characters)
 {
     /* one to four bytes per character, newline, space, quote */
-    static const char *const vocab[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-                                        "\n", " ", "\"", "b"};
+    static const char *const vocab[] = {"a",  "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+                                        "\n", " ",        "\"",           "b"};
     rnnd_model *m = tok_model(vocab, 8, 8, "char");
     rnnd_tokenizer *t = tok_new(m);
 
@@ -147,7 +146,8 @@ START_TEST(char_single_characters)
     expect_ids(t, "bba", (const int32_t[]){7, 7, 0}, 3);
 
     /* decode(encode(text)) == text */
-    const char *text = "ab \xc3\xa9\xf0\x9f\x98\x80\n\"\xe2\x82\xac" "a";
+    const char *text = "ab \xc3\xa9\xf0\x9f\x98\x80\n\"\xe2\x82\xac"
+                       "a";
     int32_t ids[256];
     size_t n;
     char err[256], back[512];
@@ -173,10 +173,11 @@ START_TEST(char_single_characters)
     ck_assert(!memcmp(p, "\xf0\x9f\x98\x80", 4));
 
     /* no token: the byte offset and the character, with its code point */
-    expect_fail(t, "ab\xc3\xa8", 4, RNND_ERR_INVALID,
-                "byte 2: no token for \"\xc3\xa8\" (U+00E8)");
-    expect_fail(t, "a\xe2\x82\xac" "c", 5, RNND_ERR_INVALID,
-                "byte 4: no token for \"c\" (U+0063)");
+    expect_fail(t, "ab\xc3\xa8", 4, RNND_ERR_INVALID, "byte 2: no token for \"\xc3\xa8\" (U+00E8)");
+    expect_fail(t,
+                "a\xe2\x82\xac"
+                "c",
+                5, RNND_ERR_INVALID, "byte 4: no token for \"c\" (U+0063)");
     expect_fail(t, "\xf0\x9f\x98\x81", 4, RNND_ERR_INVALID,
                 "byte 0: no token for \"\xf0\x9f\x98\x81\" (U+1F601)");
     expect_fail(t, "a\tb", 3, RNND_ERR_INVALID, "byte 1: no token for U+0009");
@@ -193,8 +194,8 @@ END_TEST
 START_TEST(char_longest_match)
 {
     /* duplicates ("a" at 0 and 7, "ab" at 2 and 8) and an empty string are allowed */
-    static const char *const vocab[] = {"a", "b", "ab", "abc", "c", "bc", "", "a", "ab",
-                                        "abcd", "d"};
+    static const char *const vocab[] = {"a", "b", "ab", "abc",  "c", "bc",
+                                        "",  "a", "ab", "abcd", "d"};
     rnnd_model *m = tok_model(vocab, 11, 11, "char");
     rnnd_tokenizer *t = tok_new(m);
 
@@ -253,7 +254,7 @@ START_TEST(char_random_against_naive)
         ck_assert_ptr_nonnull(vocab);
         for (size_t v = 0; v < nv; v++) {
             vocab[v] = calloc(1, 32);
-            size_t chars = rng_u32() % 5;       /* 0..4 characters; 0: an empty string */
+            size_t chars = rng_u32() % 5; /* 0..4 characters; 0: an empty string */
             for (size_t c = 0; c < chars; c++)
                 strcat(vocab[v], alphabet[rng_u32() % (round % 2 ? NA : NA - 2)]);
         }
@@ -333,23 +334,27 @@ START_TEST(invalid_utf8)
         size_t len;
         size_t at;
     } cases[] = {
-        {"ab\xc0\x80", 4, 2},           /* overlong NUL */
-        {"a\xc1\xbf", 3, 1},            /* overlong 2-byte */
-        {"\xe0\x80\x80", 3, 0},         /* overlong 3-byte */
-        {"a\xe0\x9f\xbf", 4, 1},        /* overlong U+07FF */
-        {"\xf0\x80\x80\x80", 4, 0},     /* overlong 4-byte */
-        {"ab\xf0\x8f\xbf\xbf", 6, 2},   /* overlong U+FFFF */
-        {"\xed\xa0\x80", 3, 0},         /* surrogate U+D800 */
-        {"a\xed\xbf\xbf", 4, 1},        /* surrogate U+DFFF */
-        {"\xf4\x90\x80\x80", 4, 0},     /* U+110000 */
-        {"a\xf5\x80\x80\x80", 5, 1},    /* lead byte F5 */
+        {"ab\xc0\x80", 4, 2},         /* overlong NUL */
+        {"a\xc1\xbf", 3, 1},          /* overlong 2-byte */
+        {"\xe0\x80\x80", 3, 0},       /* overlong 3-byte */
+        {"a\xe0\x9f\xbf", 4, 1},      /* overlong U+07FF */
+        {"\xf0\x80\x80\x80", 4, 0},   /* overlong 4-byte */
+        {"ab\xf0\x8f\xbf\xbf", 6, 2}, /* overlong U+FFFF */
+        {"\xed\xa0\x80", 3, 0},       /* surrogate U+D800 */
+        {"a\xed\xbf\xbf", 4, 1},      /* surrogate U+DFFF */
+        {"\xf4\x90\x80\x80", 4, 0},   /* U+110000 */
+        {"a\xf5\x80\x80\x80", 5, 1},  /* lead byte F5 */
         {"\xff", 1, 0},
-        {"ab\x80", 3, 2},               /* lone continuation */
-        {"a\xc3", 2, 1},                /* truncated at the end */
+        {"ab\x80", 3, 2}, /* lone continuation */
+        {"a\xc3", 2, 1},  /* truncated at the end */
         {"a\xe2\x82", 3, 1},
         {"\xf0\x9f\x98", 3, 0},
-        {"\xc3" "a", 2, 0},             /* truncated by an ASCII byte */
-        {"\xe2\x82" "a", 3, 0},
+        {"\xc3"
+         "a",
+         2, 0}, /* truncated by an ASCII byte */
+        {"\xe2\x82"
+         "a",
+         3, 0},
         {"a\xc3\xa9\xc3\xc3\xa9", 6, 3},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -359,9 +364,9 @@ START_TEST(invalid_utf8)
         expect_fail(tb, cases[i].text, cases[i].len, RNND_ERR_INVALID, msg);
     }
     /* the extremes that are valid */
-    static const char *const ok[] = {"\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf",
-                                     "\xee\x80\x80", "\xef\xbf\xbf", "\xf0\x90\x80\x80",
-                                     "\xf4\x8f\xbf\xbf"};
+    static const char *const ok[] = {"\xc2\x80",         "\xdf\xbf",        "\xe0\xa0\x80",
+                                     "\xed\x9f\xbf",     "\xee\x80\x80",    "\xef\xbf\xbf",
+                                     "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         int32_t ids[8];
         size_t n;
@@ -384,7 +389,7 @@ START_TEST(byte_ids_and_specials)
     static char strs[258][8];
     const char *vocab[258];
     for (int i = 0; i < 256; i++) {
-        snprintf(strs[i], sizeof strs[i], "<%02x>", i);    /* byte ids ignore these */
+        snprintf(strs[i], sizeof strs[i], "<%02x>", i); /* byte ids ignore these */
         vocab[i] = strs[i];
     }
     vocab[256] = "<s>";
@@ -399,7 +404,7 @@ START_TEST(byte_ids_and_specials)
     ck_assert_int_eq(enc(t, text, ids, &n, err, sizeof err), 0);
     ck_assert_uint_eq(n, strlen(text));
     for (size_t i = 0; i < n; i++)
-        ck_assert_int_eq(ids[i], (unsigned char)text[i]);     /* never a special token */
+        ck_assert_int_eq(ids[i], (unsigned char)text[i]); /* never a special token */
     ck_assert_uint_eq(decode(t, ids, n, back, sizeof back), n);
     ck_assert_str_eq(back, text);
 
@@ -438,7 +443,7 @@ END_TEST
 START_TEST(no_tokenizer)
 {
     static const char *const vocab[] = {"a", "b"};
-    rnnd_model *m = tok_model(vocab, 2, 2, NULL);     /* a vocabulary but no tokenizer */
+    rnnd_model *m = tok_model(vocab, 2, 2, NULL); /* a vocabulary but no tokenizer */
     char err[256] = "";
     rnnd_tokenizer *t = (rnnd_tokenizer *)err;
     ck_assert_int_eq(rnnd_tokenizer_new(m, &t, err, sizeof err), RNND_ERR_UNSUPPORTED);
@@ -494,8 +499,15 @@ START_TEST(stream_split_characters)
     /* a piece that ends inside a character and one that completes it plus more */
     ck_assert_uint_eq(rnnd_utf8_stream_put(&s, "ab\xe2\x82", 4, out), 2);
     ck_assert(!memcmp(out, "ab", 2));
-    ck_assert_uint_eq(rnnd_utf8_stream_put(&s, "\xac" "c", 2, out), 4);
-    ck_assert(!memcmp(out, "\xe2\x82\xac" "c", 4));
+    ck_assert_uint_eq(rnnd_utf8_stream_put(&s,
+                                           "\xac"
+                                           "c",
+                                           2, out),
+                      4);
+    ck_assert(!memcmp(out,
+                      "\xe2\x82\xac"
+                      "c",
+                      4));
     ck_assert_uint_eq(rnnd_utf8_stream_flush(&s, out), 0);
     /* an incomplete character at the end becomes one U+FFFD */
     ck_assert_uint_eq(rnnd_utf8_stream_put(&s, "x\xf0\x9f", 3, out), 1);
@@ -528,12 +540,16 @@ START_TEST(stream_invalid_bytes)
     static const struct {
         const char *in, *want;
     } cases[] = {
-        {"\xed\xa0\x80", FFFD FFFD FFFD},       /* a surrogate: ED cannot take A0 */
-        {"\xc0\xaf", FFFD FFFD},                /* overlong */
+        {"\xed\xa0\x80", FFFD FFFD FFFD}, /* a surrogate: ED cannot take A0 */
+        {"\xc0\xaf", FFFD FFFD},          /* overlong */
         {"\xe0\x80\xaf", FFFD FFFD FFFD},
         {"\xf4\x90\x80\x80", FFFD FFFD FFFD FFFD},
-        {"\xf0\x9f\x98" "a", FFFD "a"},
-        {"\xff\xfe" "ok", FFFD FFFD "ok"},
+        {"\xf0\x9f\x98"
+         "a",
+         FFFD "a"},
+        {"\xff\xfe"
+         "ok",
+         FFFD FFFD "ok"},
         {"\xf4\x8f\xbf\xbf", "\xf4\x8f\xbf\xbf"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -564,7 +580,7 @@ static int valid_utf8(const unsigned char *p, size_t n)
             return 0;
         }
         if (i + need >= n)
-            return 0;       /* truncated */
+            return 0; /* truncated */
         for (unsigned k = 1; k <= need; k++) {
             if ((p[i + k] & 0xC0) != 0x80)
                 return 0;
@@ -582,9 +598,9 @@ START_TEST(stream_random_splits)
     /* Random bytes (biased towards UTF-8 structure): the output is valid UTF-8, does not
      * depend on how the input is split, and valid input comes out unchanged. Every put
      * stays within LEN + 8 when fed single bytes or valid text. */
-    static const unsigned char pool[] = {'a', 'z', ' ', 0x80, 0x9f, 0xa0, 0xbf, 0xc2, 0xc3,
-                                         0xdf, 0xe0, 0xe2, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff,
-                                         0xc0, 0x8f, 0x90};
+    static const unsigned char pool[] = {'a',  'z',  ' ',  0x80, 0x9f, 0xa0, 0xbf,
+                                         0xc2, 0xc3, 0xdf, 0xe0, 0xe2, 0xed, 0xef,
+                                         0xf0, 0xf4, 0xf5, 0xff, 0xc0, 0x8f, 0x90};
     for (int round = 0; round < 2000; round++) {
         unsigned char in[40];
         size_t len = rng_u32() % sizeof in;

@@ -14,8 +14,13 @@
 static rnnd_session_table *table(size_t max)
 {
     rnnd_session_limits l = {
-        .max_sessions = max, .max_state_bytes = 1 << 30, .ttl_s = 10, .ttl_max_s = 100,
-        .evict_lru = 0, .tombstone_s = 50, .max_tombstones = 1000,
+        .max_sessions = max,
+        .max_state_bytes = 1 << 30,
+        .ttl_s = 10,
+        .ttl_max_s = 100,
+        .evict_lru = 0,
+        .tombstone_s = 50,
+        .max_tombstones = 1000,
     };
     return rnnd_session_table_new(&l, NULL, NULL);
 }
@@ -24,8 +29,9 @@ static rnnd_session *mk(rnnd_session_table *t)
 {
     rnnd_session *s;
     char err[256];
-    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4},
-                                         &s, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_session_create(t, &(rnnd_session_init){.state_floats = 4}, &s, err,
+                                         sizeof err),
+                     0);
     return s;
 }
 

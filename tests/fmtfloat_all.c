@@ -14,7 +14,7 @@
 #include "rnnd/fmtfloat.h"
 
 struct part {
-    uint64_t first, last;   /* [first, last) */
+    uint64_t first, last; /* [first, last) */
     uint64_t checked, bad, longer;
 };
 

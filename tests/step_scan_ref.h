@@ -15,7 +15,7 @@ enum { SSR_DECLINED = 0, SSR_SAME = 1, SSR_DIFFERENT = -1 };
 /* Scan DATA; when the scanner accepts, read it with the reference too and compare every
  * field and every float bit for bit. Returns SSR_DECLINED, SSR_SAME, or SSR_DIFFERENT with
  * the first difference in WHY. */
-int ssr_compare(const char *data, size_t len, long max_depth, size_t max_steps,
-                char *why, size_t whylen);
+int ssr_compare(const char *data, size_t len, long max_depth, size_t max_steps, char *why,
+                size_t whylen);
 
 #endif

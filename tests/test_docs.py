@@ -17,7 +17,7 @@
   calling a built setting planned, nor the reverse), a built one is known with the default
   given; every part its "What exists today" table calls built names files that exist and a
   test of tests/ that exists; every section titled "(built)" names an existing test.
-- docs/code.md (issue 15): its table of route flags is the enum route_flags of src/http.c,
+- docs/code.md (issue 15): its table of route flags is the enum rnnd_route_flags of src/http.h,
   and its list of the tests and fuzzers that link the core alone is the set Makefile.am links
   with CORE_LIBS / CORE_TEST_LIBS.
 
@@ -179,13 +179,13 @@ def read(*parts):
 
 def check_code_doc():
     doc = read("docs", "code.md")
-    http = read("src", "http.c")
-    enum = re.search(r"enum route_flags \{(.*?)\};", http, re.S)
-    C.check(enum is not None, "src/http.c has enum route_flags")
+    http = read("src", "http.h")
+    enum = re.search(r"enum rnnd_route_flags \{(.*?)\};", http, re.S)
+    C.check(enum is not None, "src/http.h has enum rnnd_route_flags")
     flags = re.findall(r"^\s*(RT_\w+) =", enum.group(1), re.M) if enum else []
     documented = re.findall(r"^\| `(RT_\w+)` \|", doc, re.M)
-    C.check(len(flags) >= 5, "route flags read from src/http.c (%d)" % len(flags))
-    C.eq(sorted(documented), sorted(flags), "docs/code.md's route flags are http.c's")
+    C.check(len(flags) >= 5, "route flags read from src/http.h (%d)" % len(flags))
+    C.eq(sorted(documented), sorted(flags), "docs/code.md's route flags are http.h's")
     mk = read("Makefile.am")
     core = set(re.findall(r"^tests_(?:fuzz_)?(\w+)_LDADD = \$\(CORE_(?:TEST_)?LIBS\)", mk, re.M))
     core = {n for n in core if n.startswith(("check_", "replay_"))}

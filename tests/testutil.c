@@ -54,10 +54,7 @@ static uint64_t rng_next(uint64_t *s)
 }
 
 /* uniform in [-0.5, 0.5): 24 random bits, exact in float */
-static float rng_float(uint64_t *s)
-{
-    return (float)(rng_next(s) >> 40) / 16777216.0f - 0.5f;
-}
+static float rng_float(uint64_t *s) { return (float)(rng_next(s) >> 40) / 16777216.0f - 0.5f; }
 
 tu_file *tu_file_new(const char *architecture_json)
 {
@@ -68,8 +65,7 @@ tu_file *tu_file_new(const char *architecture_json)
     return f;
 }
 
-void tu_file_add(tu_file *f, const char *name, const int64_t *shape, int ndim,
-                 const float *data)
+void tu_file_add(tu_file *f, const char *name, const int64_t *shape, int ndim, const float *data)
 {
     if (ndim < 0 || ndim > 8) {
         fprintf(stderr, "testutil: %s: ndim %d out of range\n", name, ndim);
@@ -132,8 +128,8 @@ unsigned char *tu_file_bytes(const tu_file *f, size_t *len)
         for (int d = 0; d < t->ndim; d++)
             json_array_append_new(shape, json_integer(t->shape[d]));
         size_t bytes = t->count * 4;
-        json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape,
-                              "data_offsets", (json_int_t)off, (json_int_t)(off + bytes));
+        json_t *e = json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shape, "data_offsets",
+                              (json_int_t)off, (json_int_t)(off + bytes));
         if (!e)
             abort();
         json_object_set_new(hdr, t->name, e);
@@ -294,10 +290,10 @@ tu_file *tu_random_model(const char *arch_json, unsigned seed)
         if (get_int(layer, "heads", 1, &heads) || heads < 1)
             goto fail;
         if (strcmp(type, "mingru") == 0 || strcmp(type, "minlstm") == 0) {
-            G = type[3] == 'g' ? 2 : 3;     /* rows z, h / f, i, h; no R, Rb */
+            G = type[3] == 'g' ? 2 : 3; /* rows z, h / f, i, h; no R, Rb */
             recurrent = 0;
         } else if (strcmp(type, "slstm") == 0) {
-            G = 4;                          /* rows i, f, z, o; R block-diagonal [4H, H/K] */
+            G = 4; /* rows i, f, z, o; R block-diagonal [4H, H/K] */
             rcols = H / heads;
         } else if (strcmp(type, "rnn") == 0) {
             G = 1;

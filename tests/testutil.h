@@ -19,8 +19,7 @@ tu_file *tu_file_new(const char *architecture_json);
  * is filled with pseudo-random values in [-0.5, 0.5) from a generator seeded once per file
  * with a fixed seed, so the same sequence of calls gives the same bytes. Tensors are laid out
  * in the data buffer in the order they are added. */
-void tu_file_add(tu_file *f, const char *name, const int64_t *shape, int ndim,
-                 const float *data);
+void tu_file_add(tu_file *f, const char *name, const int64_t *shape, int ndim, const float *data);
 
 /* Write the file image to PATH. Returns 0 on success, -1 on failure. */
 int tu_file_write(const tu_file *f, const char *path);
@@ -29,7 +28,7 @@ int tu_file_write(const tu_file *f, const char *path);
  * padded with spaces so the data buffer starts at a multiple of 8. */
 unsigned char *tu_file_bytes(const tu_file *f, size_t *len);
 
-void tu_file_free(tu_file *f);  /* NULL is a no-op */
+void tu_file_free(tu_file *f); /* NULL is a no-op */
 
 /* A scratch directory: $RNND_TEST_TMP (created if needed) or a fresh mkdtemp directory.
  * Returns a static buffer; NULL if neither can be had. */

@@ -8,16 +8,16 @@
 #include <stddef.h>
 
 typedef struct rnnd_buf {
-    char *data;     /* NUL-terminated when len > 0 */
+    char *data; /* NUL-terminated when len > 0 */
     size_t len, cap;
-    int failed;     /* an allocation failed, or a non-finite float was appended */
-    int nonfinite;  /* a NaN or Inf was appended (written as null; JSON has no NaN) */
+    int failed;    /* an allocation failed, or a non-finite float was appended */
+    int nonfinite; /* a NaN or Inf was appended (written as null; JSON has no NaN) */
 } rnnd_buf;
 
 void rnnd_buf_init(rnnd_buf *b);
-void rnnd_buf_free(rnnd_buf *b);            /* frees data, leaves an empty buffer */
+void rnnd_buf_free(rnnd_buf *b);                /* frees data, leaves an empty buffer */
 char *rnnd_buf_steal(rnnd_buf *b, size_t *len); /* hands over data (caller frees) */
-int rnnd_buf_failed(const rnnd_buf *b);     /* nonzero after OOM or a non-finite float */
+int rnnd_buf_failed(const rnnd_buf *b);         /* nonzero after OOM or a non-finite float */
 /* Make room for N more bytes (and the NUL) now, so appends up to that size never reallocate.
  * Returns 0, or -1 with the buffer failed. */
 int rnnd_buf_reserve(rnnd_buf *b, size_t n);

@@ -7,31 +7,31 @@
 #define RNND_ERRCODE_H
 
 /* X(ENUM_SUFFIX, name, v1 HTTP status, v2 HTTP status) */
-#define RNND_ERRCODES(X)                                 \
-    X(INVALID_JSON, "invalid_json", 400, 400)            \
-    X(INVALID_REQUEST, "invalid_request", 400, 400)      \
-    X(NUMERIC_ERROR, "numeric_error", 400, 400)          \
-    X(UNAUTHORIZED, "unauthorized", 401, 400)            \
-    X(FORBIDDEN, "forbidden", 403, 400)                  \
-    X(NOT_FOUND, "not_found", 404, 400)                  \
+#define RNND_ERRCODES(X) \
+    X(INVALID_JSON, "invalid_json", 400, 400) \
+    X(INVALID_REQUEST, "invalid_request", 400, 400) \
+    X(NUMERIC_ERROR, "numeric_error", 400, 400) \
+    X(UNAUTHORIZED, "unauthorized", 401, 400) \
+    X(FORBIDDEN, "forbidden", 403, 400) \
+    X(NOT_FOUND, "not_found", 404, 400) \
     X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, 400) \
-    X(UNSUPPORTED, "unsupported", 409, 400)              \
-    X(CONFLICT, "conflict", 409, 400)                    \
-    X(GONE, "gone", 410, 400)                            \
-    X(LIMIT_EXCEEDED, "limit_exceeded", 413, 400)        \
+    X(UNSUPPORTED, "unsupported", 409, 400) \
+    X(CONFLICT, "conflict", 409, 400) \
+    X(GONE, "gone", 410, 400) \
+    X(LIMIT_EXCEEDED, "limit_exceeded", 413, 400) \
     X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, 400) \
-    X(OVERLOADED, "overloaded", 429, 503)                \
-    X(INTERNAL, "internal", 500, 500)                    \
-    X(MODEL_ERROR, "model_error", 503, 500)              \
-    X(OUT_OF_MEMORY, "out_of_memory", 503, 503)          \
-    X(UNAVAILABLE, "unavailable", 503, 503)              \
+    X(OVERLOADED, "overloaded", 429, 503) \
+    X(INTERNAL, "internal", 500, 500) \
+    X(MODEL_ERROR, "model_error", 503, 500) \
+    X(OUT_OF_MEMORY, "out_of_memory", 503, 503) \
+    X(UNAVAILABLE, "unavailable", 503, 503) \
     X(NO_MODELS, "no_models", 503, 503)
 
 enum rnnd_errcode {
 #define RNND_ERRCODE_ENUM(e, name, v1, v2) RNND_E_##e,
     RNND_ERRCODES(RNND_ERRCODE_ENUM)
 #undef RNND_ERRCODE_ENUM
-    RNND_E_COUNT
+        RNND_E_COUNT
 };
 
 /* The code's name ("invalid_request"); "internal" for a value outside the list. */

@@ -28,8 +28,9 @@ typedef struct rnnd_infer_req rnnd_infer_req;
 /* Validate BODY (a decoded JSON object) against NET's model and LIMITS (NULL: none).
  * Returns 0, RNND_ERR_INVALID (message names the field, sequence and step, e.g.
  * "inputs[2][5]: expected 4 numbers, got 3"), RNND_ERR_LIMIT, or RNND_ERR_NOMEM.
- * Refuses unknown top-level fields. */
-int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_limits *limits,
+ * Refuses unknown top-level fields. BODY is only read; it is not const because jansson
+ * iterates an object's keys through a json_t * alone. */
+int rnnd_infer_parse(const rnnd_net *net, json_t *body, const rnnd_infer_limits *limits,
                      rnnd_infer_req **out, char *err, size_t errlen);
 
 /* The same, where a sequence of a token model may also be a JSON string: its text encoded
@@ -38,9 +39,9 @@ int rnnd_infer_parse(const rnnd_net *net, const json_t *body, const rnnd_infer_l
  * (U+00E9)". TOK NULL: a tokenizer is built from NET's model when the first string is met
  * (a model without one: "inputs[0]: model has no tokenizer: give token ids");
  * rnnd_infer_parse() is this with TOK NULL. TOK must be the tokenizer of NET's model. */
-int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
-                          const json_t *body, const rnnd_infer_limits *limits,
-                          rnnd_infer_req **out, char *err, size_t errlen);
+int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t *body,
+                          const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                          size_t errlen);
 
 /* A request built from arrays instead of JSON, for front ends that decode their own format
  * (KServe v2): N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS for a
@@ -49,8 +50,8 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok,
  * messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit is asked
  * for rnnd_infer_bytes() before the arrays are allocated. Every output row is returned. */
 int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits,
-                       rnnd_infer_req **out, char *err, size_t errlen);
+                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
+                       char *err, size_t errlen);
 
 /* After a successful run, sequence B's output: *ROWS rows of rnnd_net_output_dim() floats (one
  * per step; one in all for a pooled model or "outputs": "last"). NULL with *ROWS 0 before a
@@ -73,8 +74,8 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
  * running it alone. Each request gets its own outcome (rnnd_infer_req_status()): a NaN/Inf
  * fails only the request it appeared in; a failure of the call itself fails all. Returns 0 when
  * every request succeeded, else the first failure's status with its message in ERR. */
-int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n,
-                        char *err, size_t errlen);
+int rnnd_infer_run_many(const rnnd_net *net, rnnd_infer_req *const *reqs, size_t n, char *err,
+                        size_t errlen);
 
 /* The same with PAR (rnnd_net_forward_par()): its stop flag makes every request of the call
  * fail with RNND_ERR_STOPPED between two steps. */
@@ -88,7 +89,7 @@ int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen);
 void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
                        rnnd_buf *out);
 
-void rnnd_infer_req_free(rnnd_infer_req *req);  /* NULL is a no-op */
+void rnnd_infer_req_free(rnnd_infer_req *req); /* NULL is a no-op */
 
 /* Number of sequences and total steps of a parsed request (for batching and limits). */
 size_t rnnd_infer_req_sequences(const rnnd_infer_req *req);

@@ -23,9 +23,9 @@
  * the same layout (a panel's k-th line is then 32 bytes instead of 64). */
 typedef struct rnnd_packed {
     int rows, cols;
-    int panels;         /* ceil(rows / RNND_PANEL) */
-    int type;           /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16 or _F16 */
-    void *data;         /* 64-byte aligned, panels * cols * RNND_PANEL elements */
+    int panels; /* ceil(rows / RNND_PANEL) */
+    int type;   /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16 or _F16 */
+    void *data; /* 64-byte aligned, panels * cols * RNND_PANEL elements */
 } rnnd_packed;
 
 /* Pack W (row-major [rows, cols]) as floats. Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID
@@ -36,46 +36,46 @@ int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
  * values the type holds). RNND_ERR_INVALID also for an unknown TYPE or a finite value beyond
  * the type's range (no saturation). */
 int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out);
-void rnnd_pack_release(rnnd_packed *p);   /* frees data; a zeroed struct is a no-op */
+void rnnd_pack_release(rnnd_packed *p); /* frees data; a zeroed struct is a no-op */
 
 /* What the LSTM gate math of one layer direction needs besides the data (ONNX LSTM). */
 typedef struct rnnd_lstm_math {
-    size_t H;               /* hidden units; the gate blocks are H apart */
-    int forget_gate;        /* blocks i, o, f, c; 0: i, o, c (and c = c_prev + i * c~) */
-    int input_forget;       /* coupled gates: f = 1 - i (the f block is not read) */
+    size_t H;         /* hidden units; the gate blocks are H apart */
+    int forget_gate;  /* blocks i, o, f, c; 0: i, o, c (and c = c_prev + i * c~) */
+    int input_forget; /* coupled gates: f = 1 - i (the f block is not read) */
     int has_clip;
-    float clip;             /* pre-activations clipped to [-clip, clip] when has_clip */
-    const float *P;         /* peepholes [3 H]: i, o, f; or NULL */
+    float clip;     /* pre-activations clipped to [-clip, clip] when has_clip */
+    const float *P; /* peepholes [3 H]: i, o, f; or NULL */
     /* depth gate (model.h depth_gate): its weights on c_prev and on the layer below's new
      * c, [H] each; both NULL without one */
     const float *Dc, *Dl;
-    const rnnd_activation *af, *ag, *ah;   /* gates, candidate, output (ONNX f, g, h) */
+    const rnnd_activation *af, *ag, *ah; /* gates, candidate, output (ONNX f, g, h) */
 } rnnd_lstm_math;
 
 /* What the GRU gate math of one layer direction needs besides the data (ONNX GRU). */
 typedef struct rnnd_gru_math {
-    size_t H;               /* hidden units; the gate blocks z, r, h are H apart */
+    size_t H; /* hidden units; the gate blocks z, r, h are H apart */
     int linear_before_reset;
     int has_clip;
     float clip;
-    const rnnd_activation *af, *ag;     /* gates, candidate (ONNX f, g) */
+    const rnnd_activation *af, *ag; /* gates, candidate (ONNX f, g) */
 } rnnd_gru_math;
 
 /* What the minGRU / minLSTM math of one layer direction needs besides the data. */
 typedef struct rnnd_min_math {
-    size_t H;               /* hidden units; the gate blocks are H apart */
-    int lstm;               /* 0: mingru (blocks z, h); 1: minlstm (blocks f, i, h) */
-    const rnnd_activation *af, *ag;     /* gates, candidate */
+    size_t H;                       /* hidden units; the gate blocks are H apart */
+    int lstm;                       /* 0: mingru (blocks z, h); 1: minlstm (blocks f, i, h) */
+    const rnnd_activation *af, *ag; /* gates, candidate */
 } rnnd_min_math;
 
 /* What the sLSTM math of one layer direction needs besides the data. */
 typedef struct rnnd_slstm_math {
-    size_t H;               /* hidden units; the gate blocks i, f, z, o are H apart */
-    int exp_forget;         /* 1: log f = pre_f ("exp"); 0: log f = log sigmoid(pre_f) */
+    size_t H;       /* hidden units; the gate blocks i, f, z, o are H apart */
+    int exp_forget; /* 1: log f = pre_f ("exp"); 0: log f = log sigmoid(pre_f) */
 } rnnd_slstm_math;
 
 typedef struct rnnd_kernels {
-    const char *name;   /* "scalar", "avx2", "avx512" */
+    const char *name; /* "scalar", "avx2", "avx512" */
 
     /* For b < B and row_begin <= j < row_end:
      *   Y[b*ldy + j] = fma chain over k = 0..cols-1 of W[j][k] * X[b*ldx + k],
@@ -84,8 +84,8 @@ typedef struct rnnd_kernels {
      * its bits are the same on every path for every W->type.
      * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. Y must not overlap X or
      * bias. Nothing else of Y is written; no allocation. */
-    void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
-                 size_t B, float *Y, size_t ldy, int row_begin, int row_end);
+    void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B,
+                 float *Y, size_t ldy, int row_begin, int row_end);
 
     /* x[i] = a(x[i]) for i < n, in place. NaN in gives NaN out for every kind (ThresholdedRelu
      * included). */
@@ -103,21 +103,20 @@ typedef struct rnnd_kernels {
      *   o = af(clip(gx_o + g_o [+ P_o * c])), h = o * ah(c).
      * Writes CN[j] and H[j] only; CN may be CP (not CL). CL is NULL without a depth gate. No
      * allocation. */
-    void (*lstm_row)(const rnnd_lstm_math *m, const float *gx, const float *g,
-                     const float *cp, const float *cl, float *cn, float *h, size_t j0,
-                     size_t j1);
+    void (*lstm_row)(const rnnd_lstm_math *m, const float *gx, const float *g, const float *cp,
+                     const float *cl, float *cn, float *h, size_t j0, size_t j1);
 
     /* GRU, first half of one batch row, units j0 <= j < j1: z = af(clip(gx_z + g_z)) into
      * G[j], r = af(clip(gx_r + g_r)) into G[H + j]; then T[j] = r * T[j] with
      * linear_before_reset (T holds Rh h + Rbh), else T[j] = r * HP[j]. */
-    void (*gru_gates)(const rnnd_gru_math *m, const float *gx, float *g, const float *hp,
-                      float *t, size_t j0, size_t j1);
+    void (*gru_gates)(const rnnd_gru_math *m, const float *gx, float *g, const float *hp, float *t,
+                      size_t j0, size_t j1);
 
     /* GRU, second half: c~ = ag(clip(GXH[j] + T[j])) (GXH: the h block of the input
      * pre-activations; T: the recurrent term), HN[j] = (1 - z) * c~ + z * HP[j] with
      * z = Z[j]. Writes HN[j] only. */
-    void (*gru_finish)(const rnnd_gru_math *m, const float *gxh, const float *z,
-                       const float *t, const float *hp, float *hn, size_t j0, size_t j1);
+    void (*gru_finish)(const rnnd_gru_math *m, const float *gxh, const float *z, const float *t,
+                       const float *hp, float *hn, size_t j0, size_t j1);
 
     /* minGRU / minLSTM, one batch row, units j0 <= j < j1. GX holds the gate
      * pre-activations W x + Wb (blocks of H); HP the previous h. Per unit, in this order
@@ -126,8 +125,8 @@ typedef struct rnnd_kernels {
      *   minlstm: f = af(gx_f), i = af(gx_i), n = ag(gx_h), s = f + i,
      *            h = (f / s) * hp + (i / s) * n
      * Writes HN[j] only; HN may be HP. No allocation. */
-    void (*min_row)(const rnnd_min_math *m, const float *gx, const float *hp, float *hn,
-                    size_t j0, size_t j1);
+    void (*min_row)(const rnnd_min_math *m, const float *gx, const float *hp, float *hn, size_t j0,
+                    size_t j1);
 
     /* Clockwork, one batch row, units j0 <= j < j1 of an active module. GX holds W x + Wb,
      * G the recurrent term R h + Rb (biases included). Per unit, one rounding each:
@@ -147,8 +146,8 @@ typedef struct rnnd_kernels {
      *   i' = exp(pi - m), f' = exp(a - m),
      *   c = f' * c_prev + i' * tanh(pz), n = f' * n_prev + i', h = (sigmoid(po) * c) / n.
      * Writes SN (c, n, m) and HN at [j] only; SN may be S. No allocation. */
-    void (*slstm_row)(const rnnd_slstm_math *m, const float *gx, const float *g,
-                      const float *s, float *sn, float *hn, size_t j0, size_t j1);
+    void (*slstm_row)(const rnnd_slstm_math *m, const float *gx, const float *g, const float *s,
+                      float *sn, float *hn, size_t j0, size_t j1);
 } rnnd_kernels;
 
 /* The kernels for NAME ("scalar", "avx2", "avx512"), or NULL when unknown or when this CPU

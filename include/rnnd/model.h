@@ -11,7 +11,7 @@
 
 #define RNND_MAX_LAYERS 64
 #define RNND_MAX_DIM 65536
-#define RNND_MAX_PERIODS 64     /* modules of a clockwork layer */
+#define RNND_MAX_PERIODS 64 /* modules of a clockwork layer */
 /* A clockwork layer's step counter t counts modulo 2^48 (docs/state.md, "The counter"). */
 #define RNND_CLOCK_WRAP ((uint64_t)1 << 48)
 
@@ -20,8 +20,15 @@ enum rnnd_input_kind { RNND_INPUT_TOKENS = 0, RNND_INPUT_VECTORS = 1 };
  * slstm (Beck et al. 2024, xLSTM): R is block-diagonal, [4H, H/heads].
  * clockwork (Koutnik et al. 2014): modules of H / m units, each updated every T_k steps. */
 enum rnnd_cell {
-    RNND_CELL_RNN = 0, RNND_CELL_LSTM, RNND_CELL_GRU, RNND_CELL_JORDAN,
-    RNND_CELL_MINGRU, RNND_CELL_MINLSTM, RNND_CELL_SLSTM, RNND_CELL_CLOCKWORK, RNND_CELL_COUNT
+    RNND_CELL_RNN = 0,
+    RNND_CELL_LSTM,
+    RNND_CELL_GRU,
+    RNND_CELL_JORDAN,
+    RNND_CELL_MINGRU,
+    RNND_CELL_MINLSTM,
+    RNND_CELL_SLSTM,
+    RNND_CELL_CLOCKWORK,
+    RNND_CELL_COUNT
 };
 enum rnnd_direction { RNND_DIR_FORWARD = 0, RNND_DIR_REVERSE, RNND_DIR_BIDIRECTIONAL };
 enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTMAX };
@@ -29,25 +36,35 @@ enum rnnd_head_norm { RNND_NORM_NONE = 0, RNND_NORM_SOFTMAX, RNND_NORM_LOG_SOFTM
  * keep per-step outputs). FINAL_STATE is PyTorch's h_n of the last layer: per direction, the
  * output of the last step that direction reads (a reverse direction's is at step 0). */
 enum rnnd_seq_pool {
-    RNND_POOL_NONE = 0, RNND_POOL_LAST, RNND_POOL_FINAL_STATE, RNND_POOL_MEAN, RNND_POOL_MAX,
+    RNND_POOL_NONE = 0,
+    RNND_POOL_LAST,
+    RNND_POOL_FINAL_STATE,
+    RNND_POOL_MEAN,
+    RNND_POOL_MAX,
     RNND_POOL_COUNT
 };
 
 /* A head layer (docs/model-format.md, "The head"): the head is a list of these applied in
  * order to each row, then the norm. The short form {"in_dim", "out_dim"} is one LINEAR. */
 enum rnnd_head_op {
-    RNND_HEAD_LINEAR = 0, RNND_HEAD_RELU, RNND_HEAD_TANH, RNND_HEAD_SIGMOID, RNND_HEAD_GELU,
-    RNND_HEAD_GELU_TANH, RNND_HEAD_LAYERNORM, RNND_HEAD_OP_COUNT
+    RNND_HEAD_LINEAR = 0,
+    RNND_HEAD_RELU,
+    RNND_HEAD_TANH,
+    RNND_HEAD_SIGMOID,
+    RNND_HEAD_GELU,
+    RNND_HEAD_GELU_TANH,
+    RNND_HEAD_LAYERNORM,
+    RNND_HEAD_OP_COUNT
 };
 #define RNND_MAX_HEAD_LAYERS 16
 
 typedef struct rnnd_head_layer {
-    int op;                 /* enum rnnd_head_op */
-    int in_dim, out_dim;    /* out_dim == in_dim but for linear */
-    int affine;             /* layernorm: has weight and bias */
-    float eps;              /* layernorm: > 0 */
-    const float *W;         /* linear [out_dim, in_dim]; layernorm with affine: [in_dim] */
-    const float *b;         /* linear [out_dim]; layernorm with affine: [in_dim] */
+    int op;              /* enum rnnd_head_op */
+    int in_dim, out_dim; /* out_dim == in_dim but for linear */
+    int affine;          /* layernorm: has weight and bias */
+    float eps;           /* layernorm: > 0 */
+    const float *W;      /* linear [out_dim, in_dim]; layernorm with affine: [in_dim] */
+    const float *b;      /* linear [out_dim]; layernorm with affine: [in_dim] */
 } rnnd_head_layer;
 
 /* The element type of the weight matrices the kernels read (docs/model-format.md,
@@ -71,53 +88,53 @@ enum rnnd_act {
 };
 
 typedef struct rnnd_activation {
-    int kind;           /* enum rnnd_act */
-    float alpha, beta;  /* defaults already filled in by the loader */
+    int kind;          /* enum rnnd_act */
+    float alpha, beta; /* defaults already filled in by the loader */
 } rnnd_activation;
 
 /* Weights of one direction of one layer, row-major, pointing into the model's bytes. */
 typedef struct rnnd_dir_weights {
-    const float *W;     /* [G*H, in_dim] */
-    const float *R;     /* [G*H, out_dim]; slstm [4H, H/heads]; NULL for mingru / minlstm */
-    const float *Wb;    /* [G*H] */
-    const float *Rb;    /* [G*H]; NULL for mingru / minlstm */
-    const float *P;     /* [3*H] peepholes i, o, f; NULL unless peepholes */
-    const float *proj;  /* [proj_size, H]; NULL unless proj_size > 0 */
-    const float *V;     /* [output_size, H]; jordan only */
-    const float *Vb;    /* [output_size]; jordan only */
-    const float *D;     /* [H, in_dim]; NULL unless depth_gate */
-    const float *Dc;    /* [H]; depth_gate only */
-    const float *Dl;    /* [H]; depth_gate only */
-    const float *Db;    /* [H]; depth_gate only */
+    const float *W;    /* [G*H, in_dim] */
+    const float *R;    /* [G*H, out_dim]; slstm [4H, H/heads]; NULL for mingru / minlstm */
+    const float *Wb;   /* [G*H] */
+    const float *Rb;   /* [G*H]; NULL for mingru / minlstm */
+    const float *P;    /* [3*H] peepholes i, o, f; NULL unless peepholes */
+    const float *proj; /* [proj_size, H]; NULL unless proj_size > 0 */
+    const float *V;    /* [output_size, H]; jordan only */
+    const float *Vb;   /* [output_size]; jordan only */
+    const float *D;    /* [H, in_dim]; NULL unless depth_gate */
+    const float *Dc;   /* [H]; depth_gate only */
+    const float *Dl;   /* [H]; depth_gate only */
+    const float *Db;   /* [H]; depth_gate only */
 } rnnd_dir_weights;
 
 typedef struct rnnd_layer_spec {
-    int cell;               /* enum rnnd_cell */
-    int direction;          /* enum rnnd_direction */
-    int num_directions;     /* 1 or 2 */
-    int hidden;             /* H */
-    int gates;              /* G: rows of W/R are G*H */
-    int in_dim;             /* columns of W */
-    int out_dim;            /* per direction: size of h (the recurrent state and the output) */
-    int n_act;              /* activations per direction */
+    int cell;           /* enum rnnd_cell */
+    int direction;      /* enum rnnd_direction */
+    int num_directions; /* 1 or 2 */
+    int hidden;         /* H */
+    int gates;          /* G: rows of W/R are G*H */
+    int in_dim;         /* columns of W */
+    int out_dim;        /* per direction: size of h (the recurrent state and the output) */
+    int n_act;          /* activations per direction */
     rnnd_activation act[2][3];
     int has_clip;
     float clip;
-    int input_forget;       /* lstm */
-    int peepholes;          /* lstm */
-    int forget_gate;        /* lstm: 0 = 1997 LSTM */
-    int proj_size;          /* lstm: 0 = none */
+    int input_forget; /* lstm */
+    int peepholes;    /* lstm */
+    int forget_gate;  /* lstm: 0 = 1997 LSTM */
+    int proj_size;    /* lstm: 0 = none */
     /* lstm (Yao et al. 2015): c also takes d * the new c of layer l-1, an lstm of the same
      * H without projection; forward only, l >= 1 */
     int depth_gate;
-    int linear_before_reset;/* gru */
-    int output_size;        /* jordan */
-    int n_periods;          /* clockwork: m modules of hidden / m units; 0 otherwise */
-    int periods[RNND_MAX_PERIODS];  /* clockwork: T_1 < ... < T_m, module k is units
+    int linear_before_reset;       /* gru */
+    int output_size;               /* jordan */
+    int n_periods;                 /* clockwork: m modules of hidden / m units; 0 otherwise */
+    int periods[RNND_MAX_PERIODS]; /* clockwork: T_1 < ... < T_m, module k is units
                                      * k*H/m .. (k+1)*H/m - 1 */
-    int heads;              /* slstm: K; unit u's recurrent row reads h[k*d, (k+1)*d),
+    int heads;                     /* slstm: K; unit u's recurrent row reads h[k*d, (k+1)*d),
                              * d = hidden / K, k = u / d */
-    int exp_forget;         /* slstm: 1 "exp" (log f = pre_f), 0 "sigmoid" */
+    int exp_forget;                /* slstm: 1 "exp" (log f = pre_f), 0 "sigmoid" */
     rnnd_dir_weights w[2];
 } rnnd_layer_spec;
 
@@ -134,16 +151,16 @@ typedef struct rnnd_model_spec {
     int n_layers;
     rnnd_layer_spec layers[RNND_MAX_LAYERS];
     int has_head;
-    int head_in, head_out;  /* the width the head reads and the width it gives */
-    int head_norm;          /* enum rnnd_head_norm */
-    int head_short;         /* the file's short form: one linear, tensors head.weight/bias */
-    int head_n;             /* 1 to RNND_MAX_HEAD_LAYERS when has_head */
+    int head_in, head_out; /* the width the head reads and the width it gives */
+    int head_norm;         /* enum rnnd_head_norm */
+    int head_short;        /* the file's short form: one linear, tensors head.weight/bias */
+    int head_n;            /* 1 to RNND_MAX_HEAD_LAYERS when has_head */
     rnnd_head_layer head_layers[RNND_MAX_HEAD_LAYERS];
-    int pool;               /* enum rnnd_seq_pool: infer gives one row per sequence when set */
-    int n_vocab;            /* 0 or vocab_size */
-    char **vocab;           /* n_vocab NUL-terminated strings (owned by the model) */
-    char tokenizer[16];     /* "", "char" or "byte" */
-    char name[128];         /* from the architecture's "name", may be "" */
+    int pool;           /* enum rnnd_seq_pool: infer gives one row per sequence when set */
+    int n_vocab;        /* 0 or vocab_size */
+    char **vocab;       /* n_vocab NUL-terminated strings (owned by the model) */
+    char tokenizer[16]; /* "", "char" or "byte" */
+    char name[128];     /* from the architecture's "name", may be "" */
 } rnnd_model_spec;
 
 typedef struct rnnd_model rnnd_model;
@@ -160,8 +177,8 @@ int rnnd_model_read_fd(int fd, const char *label, rnnd_model **out, char *err, s
 
 /* Validate an in-memory file image (copied; used by fuzzers and tests). LABEL names it in
  * errors. */
-int rnnd_model_from_buffer(const void *data, size_t len, const char *label,
-                           rnnd_model **out, char *err, size_t errlen);
+int rnnd_model_from_buffer(const void *data, size_t len, const char *label, rnnd_model **out,
+                           char *err, size_t errlen);
 
 /* A model for ARCH_JSON with weights uniform in [-SCALE, SCALE) from SEED, through the same
  * validation as a file (for benchmarks). */
@@ -169,7 +186,7 @@ int rnnd_model_random(const char *arch_json, unsigned seed, float scale, rnnd_mo
                       char *err, size_t errlen);
 
 rnnd_model *rnnd_model_ref(rnnd_model *m);
-void rnnd_model_unref(rnnd_model *m);   /* NULL is a no-op; frees on the last reference */
+void rnnd_model_unref(rnnd_model *m); /* NULL is a no-op; frees on the last reference */
 
 const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m);
 
@@ -186,16 +203,16 @@ const char *rnnd_model_file_digest(const rnnd_model *m);
 /* What rnnd-convert measured when it ran the file and its source on the same inputs
  * (__metadata__.verification, docs/model-format.md). Not part of the digest. */
 typedef struct rnnd_verification {
-    char source[32];            /* "module", "torchscript", "onnx" */
-    double tolerance;           /* |rnnd - src| <= tolerance * max(1, |src|) was required */
+    char source[32];  /* "module", "torchscript", "onnx" */
+    double tolerance; /* |rnnd - src| <= tolerance * max(1, |src|) was required */
     double max_abs_error;
     double max_rel_error;
     int lengths[RNND_VERIFY_MAX_LENGTHS];
     int n_lengths;
     int batch;
-    char digest[65];            /* the model digest checked; "" when the record names none */
-    char weights_checked[8];    /* "f32" for a bf16 / f16 file checked before rounding, or "" */
-    char norm_checked[16];      /* the head norm checked when --norm changed it after, or "" */
+    char digest[65];         /* the model digest checked; "" when the record names none */
+    char weights_checked[8]; /* "f32" for a bf16 / f16 file checked before rounding, or "" */
+    char norm_checked[16];   /* the head norm checked when --norm changed it after, or "" */
 } rnnd_verification;
 
 /* The file's verification record, or NULL when it has none (converted with --no-verify, from
@@ -212,9 +229,9 @@ const char *rnnd_model_architecture_json(const rnnd_model *m);
 
 /* Derived sizes. */
 size_t rnnd_model_param_count(const rnnd_model *m);
-int rnnd_model_output_dim(const rnnd_model *m);     /* per step: head out or last layer out */
-size_t rnnd_model_state_floats(const rnnd_model *m);/* per session, see rnn.h for the layout */
-int rnnd_model_is_stateful(const rnnd_model *m);    /* every layer forward-only */
+int rnnd_model_output_dim(const rnnd_model *m);      /* per step: head out or last layer out */
+size_t rnnd_model_state_floats(const rnnd_model *m); /* per session, see rnn.h for the layout */
+int rnnd_model_is_stateful(const rnnd_model *m);     /* every layer forward-only */
 
 const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
@@ -231,9 +248,9 @@ size_t rnnd_layer_extra_state(const rnnd_layer_spec *L);
 uint64_t rnnd_clock_get(const float *st);
 void rnnd_clock_put(float *st, uint64_t t);
 const char *rnnd_direction_name(int dir);
-const char *rnnd_weights_name(int weights);         /* "f32", "bf16", "f16" */
+const char *rnnd_weights_name(int weights); /* "f32", "bf16", "f16" */
 const char *rnnd_pool_name(int pool);
 /* "linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm" */
-const char *rnnd_head_op_name(int op);   /* "none", "last", "final_state", "mean", "max" */
+const char *rnnd_head_op_name(int op); /* "none", "last", "final_state", "mean", "max" */
 
 #endif

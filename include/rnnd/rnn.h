@@ -48,9 +48,9 @@ typedef struct rnnd_parallel {
 } rnnd_parallel;
 
 /* Pack MODEL's weights for KERNELS. Takes its own reference on MODEL. */
-int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
-                 char *err, size_t errlen);
-void rnnd_net_free(rnnd_net *net);      /* NULL is a no-op */
+int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out, char *err,
+                 size_t errlen);
+void rnnd_net_free(rnnd_net *net); /* NULL is a no-op */
 
 /* Route rnnd_net_forward()'s big products (input projections, head) through OpenBLAS: a
  * little faster on large batches, but then results equal the step path only within float
@@ -78,8 +78,7 @@ void rnnd_work_free(rnnd_work *w);
  * OUT, if not NULL, receives B rows of output_dim floats. Returns 0, RNND_ERR_INVALID (a token
  * id out of range: nothing is changed), or RNND_ERR_UNSUPPORTED (model not forward-only). */
 int rnnd_net_step(const rnnd_net *net, rnnd_work *work, size_t B, const int32_t *tokens,
-                  const float *vectors, float *const *states, float *out,
-                  char *err, size_t errlen);
+                  const float *vectors, float *const *states, float *out, char *err, size_t errlen);
 
 /* rnnd_net_step() with its work split across PAR's threads (NULL: one thread). WORK is used
  * by all of them for this call: one rnnd_work per concurrent call, not per thread. */
@@ -102,9 +101,8 @@ int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,
  * PAR->stop becomes nonzero it returns RNND_ERR_STOPPED at the next step, outputs unfinished. */
 int rnnd_net_forward_par(const rnnd_net *net, size_t B, const size_t *lens,
                          const int32_t *const *tokens, const float *const *vectors,
-                         const float *const *init, float *const *outputs,
-                         float *const *final, const rnnd_parallel *par,
-                         char *err, size_t errlen);
+                         const float *const *init, float *const *outputs, float *const *final,
+                         const rnnd_parallel *par, char *err, size_t errlen);
 
 /* The bytes of scratch rnnd_net_forward() allocates for B sequences of N steps in all, the
  * longest T: known before the call, so a server can refuse work that does not fit its

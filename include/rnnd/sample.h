@@ -15,9 +15,9 @@
 #include <stdint.h>
 
 typedef struct rnnd_sampling {
-    double temperature;     /* 0: greedy (argmax, lowest id on ties); else > 0 */
-    int32_t top_k;          /* 0: no limit; else keep the k most likely */
-    double top_p;           /* in (0, 1]; 1: no limit; else the smallest most-likely set
+    double temperature; /* 0: greedy (argmax, lowest id on ties); else > 0 */
+    int32_t top_k;      /* 0: no limit; else keep the k most likely */
+    double top_p;       /* in (0, 1]; 1: no limit; else the smallest most-likely set
                              * whose probability reaches top_p */
 } rnnd_sampling;
 
@@ -28,12 +28,12 @@ typedef struct rnnd_prng {
 
 void rnnd_prng_seed(rnnd_prng *g, uint64_t seed);
 uint64_t rnnd_prng_next(rnnd_prng *g);
-double rnnd_prng_uniform(rnnd_prng *g);        /* [0, 1) with 53 random bits */
+double rnnd_prng_uniform(rnnd_prng *g); /* [0, 1) with 53 random bits */
 
 /* Scratch for rows of up to N entries, so the hot path does not allocate. */
 typedef struct rnnd_sampler rnnd_sampler;
 rnnd_sampler *rnnd_sampler_new(size_t n);
-void rnnd_sampler_free(rnnd_sampler *s);        /* NULL is a no-op */
+void rnnd_sampler_free(rnnd_sampler *s); /* NULL is a no-op */
 
 /* Check P: temperature finite and >= 0, top_k >= 0, 0 < top_p <= 1. Returns 0 or
  * RNND_ERR_INVALID naming the field. */
@@ -42,13 +42,13 @@ int rnnd_sampling_check(const rnnd_sampling *p, char *err, size_t errlen);
 /* Choose the next token from ROW (N entries read per NORM) under P, drawing from G only when
  * the choice is random (temperature > 0 and more than one candidate). Returns the id, or -1
  * when no entry is finite (NaN/Inf row). N <= the sampler's size. */
-int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm,
-                    const rnnd_sampling *p, rnnd_prng *g);
+int32_t rnnd_sample(rnnd_sampler *s, const float *row, size_t n, int norm, const rnnd_sampling *p,
+                    rnnd_prng *g);
 
 /* The K (<= N) most likely entries of ROW, most likely first (lowest id on ties), with their
  * softmax probabilities at temperature 1 over the whole row. Returns how many were written
  * (K, or 0 when no entry is finite). */
-size_t rnnd_top_k(rnnd_sampler *s, const float *row, size_t n, int norm, size_t k,
-                  int32_t *ids, float *probs);
+size_t rnnd_top_k(rnnd_sampler *s, const float *row, size_t n, int norm, size_t k, int32_t *ids,
+                  float *probs);
 
 #endif

@@ -14,13 +14,13 @@
 /* Parse STATE into DST (rnnd_model_state_floats() floats). Every layer, direction and element
  * must be present with the right count and be a finite number that fits float32; unknown keys
  * are refused. On error returns RNND_ERR_INVALID with a message naming the element
- * (e.g. "state.layers[1].h[0][17]: expected a number"), and DST may be partly written. */
-int rnnd_state_parse(const rnnd_model *m, const json_t *state, float *dst,
-                     char *err, size_t errlen);
+ * (e.g. "state.layers[1].h[0][17]: expected a number"), and DST may be partly written. STATE
+ * is only read (not const: jansson iterates an object's keys through a json_t * alone). */
+int rnnd_state_parse(const rnnd_model *m, json_t *state, float *dst, char *err, size_t errlen);
 
 /* The same, with PATH (e.g. "initial_state[1]") in front of every element name. */
-int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, const char *path,
-                        char *err, size_t errlen);
+int rnnd_state_parse_at(const rnnd_model *m, json_t *state, float *dst, const char *path, char *err,
+                        size_t errlen);
 
 /* The "digest" that goes with a state (docs/state.md, "The digest"): DIGEST, the request's
  * value or NULL when absent, must be M's rnnd_model_digest(). Every path that accepts a state
@@ -28,8 +28,8 @@ int rnnd_state_parse_at(const rnnd_model *m, const json_t *state, float *dst, co
  * Returns 0; RNND_ERR_INVALID (missing but required, or not a string) or RNND_ERR_CONFLICT
  * (another model's digest: the state would mean something else here), with ERR saying which
  * and naming both digests. */
-int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required,
-                            char *err, size_t errlen);
+int rnnd_state_digest_check(const rnnd_model *m, const json_t *digest, int required, char *err,
+                            size_t errlen);
 
 /* Its core, for states that come with their digest as text (snapshot records): 0 when DIGEST
  * is M's, else RNND_ERR_CONFLICT with the same message. */
@@ -61,7 +61,7 @@ int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t 
 
 /* V must be a list of exactly N numbers; they go to DST. Errors as above, naming
  * "PATH: expected a list of N numbers, got M" or "PATH[i]: ...". */
-int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path,
-                     char *err, size_t errlen);
+int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path, char *err,
+                     size_t errlen);
 
 #endif

@@ -20,12 +20,12 @@
 #include <stdint.h>
 
 typedef struct rnnd_step_scan {
-    size_t n_steps;     /* entries of "inputs", >= 1 */
-    size_t width;       /* numbers per step (a vector model's steps); 0: steps are integers */
-    float *vectors;     /* n_steps x width floats when width > 0, else NULL */
-    int64_t *ids;       /* n_steps integers when width == 0, else NULL */
-    int last_only;      /* "outputs": "last" */
-    int64_t if_steps;   /* -1 when absent, else 0..INT64_MAX */
+    size_t n_steps;   /* entries of "inputs", >= 1 */
+    size_t width;     /* numbers per step (a vector model's steps); 0: steps are integers */
+    float *vectors;   /* n_steps x width floats when width > 0, else NULL */
+    int64_t *ids;     /* n_steps integers when width == 0, else NULL */
+    int last_only;    /* "outputs": "last" */
+    int64_t if_steps; /* -1 when absent, else 0..INT64_MAX */
 } rnnd_step_scan;
 
 /* Decode LEN bytes of DATA (need not be NUL-terminated). MAX_DEPTH: the nesting limit the

@@ -24,14 +24,14 @@ typedef struct rnnd_tokenizer rnnd_tokenizer;
  * "model has no tokenizer: give token ids", when M is not a token model with a tokenizer;
  * RNND_ERR_NOMEM. */
 int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, size_t errlen);
-void rnnd_tokenizer_free(rnnd_tokenizer *t);   /* NULL is a no-op */
+void rnnd_tokenizer_free(rnnd_tokenizer *t); /* NULL is a no-op */
 
 /* Encode LEN bytes of TEXT (need not be NUL-terminated) into at most CAP ids (CAP >= LEN
  * always suffices). Returns 0 with *N set; RNND_ERR_INVALID with ERR naming the byte offset:
  * "byte 7: invalid UTF-8", "byte 3: no token for \"é\" (U+00E9)"; RNND_ERR_LIMIT when more
  * than CAP ids would be needed. An empty text gives *N = 0. */
-int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len,
-                          int32_t *ids, size_t cap, size_t *n, char *err, size_t errlen);
+int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len, int32_t *ids,
+                          size_t cap, size_t *n, char *err, size_t errlen);
 
 /* The bytes token ID decodes to (*LEN of them, not NUL-terminated for byte tokens); an id
  * out of range or without a string gives an empty piece. */

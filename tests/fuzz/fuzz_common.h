@@ -22,22 +22,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
  * model with a "char" tokenizer whose vocabulary has multi-byte and multi-character pieces,
  * a GRU and a head; VEC: a vector model with an LSTM and an RNN layer, no head. Both are
  * forward-only, so sessions and steps work on them. */
-#define FZ_ARCH_TOK                                                                         \
-    "{\"format_version\": 1, \"name\": \"fuzz-tok\","                                       \
-    " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 10, \"embedding_dim\": 4},"         \
-    " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 6}],"                               \
-    " \"head\": {\"out_dim\": 10, \"in_dim\": 6, \"norm\": \"log_softmax\"},"               \
-    " \"vocab\": [\"a\", \"b\", \"c\", \" \", \"\\u00e9\", \"\\n\", \"ab\", \"\\u20ac\","   \
+#define FZ_ARCH_TOK \
+    "{\"format_version\": 1, \"name\": \"fuzz-tok\"," \
+    " \"input\": {\"kind\": \"tokens\", \"vocab_size\": 10, \"embedding_dim\": 4}," \
+    " \"layers\": [{\"type\": \"gru\", \"hidden_size\": 6}]," \
+    " \"head\": {\"out_dim\": 10, \"in_dim\": 6, \"norm\": \"log_softmax\"}," \
+    " \"vocab\": [\"a\", \"b\", \"c\", \" \", \"\\u00e9\", \"\\n\", \"ab\", \"\\u20ac\"," \
     " \"xyz\", \"\"], \"tokenizer\": \"char\"}"
-#define FZ_ARCH_VEC                                                                         \
-    "{\"format_version\": 1, \"name\": \"fuzz-vec\","                                       \
-    " \"input\": {\"kind\": \"vectors\", \"dim\": 3},"                                      \
-    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4},"                               \
+#define FZ_ARCH_VEC \
+    "{\"format_version\": 1, \"name\": \"fuzz-vec\"," \
+    " \"input\": {\"kind\": \"vectors\", \"dim\": 3}," \
+    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 4}," \
     " {\"type\": \"rnn\", \"hidden_size\": 5}], \"head\": null}"
 /* A byte-tokenizer model (ids 0-255 are bytes, 256-257 special pieces). */
-#define FZ_ARCH_BYTE                                                                        \
-    "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": 258,"        \
-    " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}],"        \
+#define FZ_ARCH_BYTE \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"tokens\", \"vocab_size\": 258," \
+    " \"embedding_dim\": 2}, \"layers\": [{\"type\": \"rnn\", \"hidden_size\": 2}]," \
     " \"head\": {\"out_dim\": 258, \"in_dim\": 2}, \"tokenizer\": \"byte\"}"
 
 /* A model's file image (malloc'd, *LEN bytes) for ARCH with random weights from SEED. Aborts
@@ -63,10 +63,10 @@ void fz_write_file(const char *path, const void *data, size_t len);
 
 /* A broken invariant of the code under test: print WHAT and abort, so libFuzzer (or the
  * replay driver) reports the input as a finding. */
-#define FZ_CHECK(cond, what)                                                                \
-    do {                                                                                    \
-        if (!(cond))                                                                        \
-            fz_fail(__FILE__, __LINE__, (what));                                            \
+#define FZ_CHECK(cond, what) \
+    do { \
+        if (!(cond)) \
+            fz_fail(__FILE__, __LINE__, (what)); \
     } while (0)
 void fz_fail(const char *file, int line, const char *what) __attribute__((noreturn));
 

@@ -131,8 +131,7 @@ static void check_stream(const uint8_t *data, size_t size)
     FZ_CHECK(olen <= 3 * size + 3, "the stream's output exceeds 3 * LEN + 3");
     FZ_CHECK(utf8_valid((const unsigned char *)out, olen), "the stream wrote invalid UTF-8");
     if (utf8_valid(data, size))
-        FZ_CHECK(olen == size && memcmp(out, data, size) == 0,
-                 "the stream changed valid UTF-8");
+        FZ_CHECK(olen == size && memcmp(out, data, size) == 0, "the stream changed valid UTF-8");
     free(out);
 }
 

@@ -24,7 +24,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -32,6 +31,7 @@
 #include "http.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "routes.h"
 #include "v2_seq.h"
 
 #define SID_TOK "SID_TOK_________________________"
@@ -50,12 +50,7 @@ typedef struct fz_daemon {
     uint16_t port;
 } fz_daemon;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
+static double now_ms(void) { return rnnd_mono_s() * 1e3; }
 
 /* ---- the daemon: the start-up of cmd_serve.c's serve(), copied (it is static there) ---- */
 
@@ -162,7 +157,7 @@ static fz_daemon *daemon_start(void)
     app->cfg = cfg;
     rnnd_log_init(&app->log, (int)cfg->log_level, stderr);
     const char *route_names[RNND_METRICS_ROUTES];
-    size_t nroutes = rnnd_http_route_names(route_names, RNND_METRICS_ROUTES);
+    size_t nroutes = rnnd_route_names(route_names, RNND_METRICS_ROUTES);
     rnnd_metrics_init(&app->metrics, route_names, nroutes);
     atomic_init(&app->draining, 0);
     app->listen_fd = -1;
@@ -200,13 +195,12 @@ static fz_daemon *daemon_start(void)
     app->v2_seq = rnnd_v2_seq_new(app->sessions, (size_t)cfg->max_sessions);
     FZ_CHECK(app->v2_seq != NULL, "sequence map");
     app->workers = (size_t)cfg->workers;
-    if (rnnd_pool_new(app->workers, worker_init, worker_fini, app, &app->pool, err,
-                      sizeof err)) {
+    if (rnnd_pool_new(app->workers, worker_init, worker_fini, app, &app->pool, err, sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
     FZ_CHECK(attach_batchers(app, &app->models.reg) == 0, "batchers");
-    if (rnnd_http_start(app, &d.http, err, sizeof err)) {
+    if (rnnd_http_start(app, rnnd_routes, rnnd_n_routes, &d.http, err, sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
@@ -224,7 +218,8 @@ static fz_daemon *daemon_start(void)
  * machine that briefly runs out of ephemeral ports (EADDRNOTAVAIL) gets a few retries. */
 static int dial(uint16_t port)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons(port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int e = 0;
     for (int attempt = 0; attempt < 50; attempt++) {
@@ -309,7 +304,7 @@ static size_t exchange(uint16_t port, const void *data, size_t len, char *out, s
             poll(&pf, 1, 50);
             continue;
         }
-        break;      /* the server closed, or stopped reading: read what it said */
+        break; /* the server closed, or stopped reading: read what it said */
     }
     int half_closed = 0, eof = 0;
     double wait_until = now_ms() + REPLY_WAIT_MS;
@@ -364,8 +359,7 @@ static int status_of(const char *reply)
 {
     unsigned code;
     char sp;
-    if (strncmp(reply, "HTTP/1.", 7) || sscanf(reply + 8, "%c%3u", &sp, &code) != 2 ||
-        sp != ' ')
+    if (strncmp(reply, "HTTP/1.", 7) || sscanf(reply + 8, "%c%3u", &sp, &code) != 2 || sp != ' ')
         return 0;
     return (int)code;
 }
@@ -409,8 +403,8 @@ static void close_session(uint16_t port, const char *id)
 
 /* Replace every PLACEHOLDER in BUF by a session of MODEL, opened on first need. Returns 1
  * when a session was opened (for the caller to close). */
-static int substitute(unsigned char *buf, size_t len, const char *placeholder,
-                      const char *model, uint16_t port, char *id)
+static int substitute(unsigned char *buf, size_t len, const char *placeholder, const char *model,
+                      uint16_t port, char *id)
 {
     int opened = 0;
     for (size_t i = 0; i + SID_LEN <= len; i++) {

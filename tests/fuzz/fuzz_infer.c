@@ -65,8 +65,7 @@ static void run(const rnnd_net *net, rnnd_infer_req *req)
     rnnd_buf_free(&out);
 }
 
-static void parse_run(const rnnd_net *net, const rnnd_tokenizer *tok, int text,
-                      const json_t *body)
+static void parse_run(const rnnd_net *net, const rnnd_tokenizer *tok, int text, json_t *body)
 {
     static const rnnd_infer_limits lim = {MAX_SEQ, MAX_STEPS, MAX_TOTAL, NULL, NULL};
     char err[512] = "";

@@ -38,8 +38,8 @@ static void run_model(rnnd_model *m)
     if (state && final && out && vec && w) {
         float *states[1] = {state};
         int is_tok = sp->input_kind == RNND_INPUT_TOKENS;
-        rc = rnnd_net_step(net, w, 1, is_tok ? &tok : NULL, is_tok ? NULL : vec, states, out,
-                           err, sizeof err);
+        rc = rnnd_net_step(net, w, 1, is_tok ? &tok : NULL, is_tok ? NULL : vec, states, out, err,
+                           sizeof err);
         if (rnnd_model_is_stateful(m))
             FZ_CHECK(rc == 0, "rnnd_net_step failed on a forward-only model");
         else
@@ -50,8 +50,8 @@ static void run_model(rnnd_model *m)
         const float *vecs[1] = {vec};
         float *outs[1] = {out};
         float *finals[1] = {final};
-        rc = rnnd_net_forward(net, 1, &len, is_tok ? toks : NULL, is_tok ? NULL : vecs, NULL,
-                              outs, finals, err, sizeof err);
+        rc = rnnd_net_forward(net, 1, &len, is_tok ? toks : NULL, is_tok ? NULL : vecs, NULL, outs,
+                              finals, err, sizeof err);
         FZ_CHECK(rc == 0 || rc == RNND_ERR_NOMEM || rc == RNND_ERR_NUMERIC,
                  "rnnd_net_forward failed on a valid model");
     }

@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t version = 0;
     if (size >= 12)
         memcpy(&version, file + 8, 4);
-    size_t mac = version >= 4 ? RNND_HMAC_BYTES : 0;     /* version 4 ends in the MAC */
+    size_t mac = version >= 4 ? RNND_HMAC_BYTES : 0; /* version 4 ends in the MAC */
     if (fix_hash && size >= 32 + mac) {
         rnnd_sha256 sha;
         rnnd_sha256_init(&sha);
@@ -50,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rnnd_snap *s = NULL;
     char err[512] = "";
     const char *reason = NULL;
-    int rc = rnnd_snap_load(fz_tmpdir(), key, accept_unsigned, SIZE_MAX, &s, &reason, err,
-                            sizeof err);
+    int rc =
+        rnnd_snap_load(fz_tmpdir(), key, accept_unsigned, SIZE_MAX, &s, &reason, err, sizeof err);
     FZ_CHECK(rc == 0 || rc == RNND_ERR_INVALID || rc == RNND_ERR_NOMEM || rc == RNND_ERR_AUTH,
              "unexpected snapshot load status");
     FZ_CHECK((rc == RNND_ERR_AUTH) == (reason != NULL), "a refusal without its reason");

@@ -14,10 +14,10 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
-#define FZ_ARCH_BIDI                                                                        \
-    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 2},"               \
-    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 3, \"direction\": \"bidirectional\","\
-    " \"proj_size\": 2}, {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3,"    \
+#define FZ_ARCH_BIDI \
+    "{\"format_version\": 1, \"input\": {\"kind\": \"vectors\", \"dim\": 2}," \
+    " \"layers\": [{\"type\": \"lstm\", \"hidden_size\": 3, \"direction\": \"bidirectional\"," \
+    " \"proj_size\": 2}, {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3," \
     " \"direction\": \"reverse\"}]}"
 
 #define N_MODELS 3
@@ -33,7 +33,7 @@ static rnnd_model **models(void)
     return m;
 }
 
-static void check_state(const rnnd_model *m, const json_t *state)
+static void check_state(const rnnd_model *m, json_t *state)
 {
     size_t n = rnnd_model_state_floats(m);
     /* one float past the end, poisoned, to see that the parser stays inside the block */

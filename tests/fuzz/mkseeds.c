@@ -38,7 +38,8 @@ static void model_seeds(const char *dir)
                " \"clip\": 2.5}, {\"type\": \"jordan\", \"hidden_size\": 2, \"output_size\": 3,"
                " \"direction\": \"reverse\", \"activations\": [[{\"op\": \"Elu\","
                " \"alpha\": 0.5}, {\"op\": \"Softplus\"}]]}],"
-               " \"head\": {\"out_dim\": 2, \"in_dim\": 3, \"norm\": \"softmax\"}}", 5);
+               " \"head\": {\"out_dim\": 2, \"in_dim\": 3, \"norm\": \"softmax\"}}",
+               5);
     model_seed(dir, "gru_lbr0_nofg.rnnd",
                "{\"format_version\": 1, \"name\": \"x\", \"input\": {\"kind\": \"tokens\","
                " \"vocab_size\": 3, \"embedding_dim\": 2}, \"layers\": [{\"type\": \"gru\","
@@ -48,7 +49,8 @@ static void model_seeds(const char *dir)
                " \"forget_gate\": false}, {\"type\": \"lstm\", \"hidden_size\": 2,"
                " \"input_forget\": true}, {\"type\": \"rnn\", \"hidden_size\": 3,"
                " \"activations\": [[{\"op\": \"ThresholdedRelu\"}]]}],"
-               " \"vocab\": [\"a\", \"b\", \"a\"], \"tokenizer\": \"char\"}", 6);
+               " \"vocab\": [\"a\", \"b\", \"a\"], \"tokenizer\": \"char\"}",
+               6);
     /* small broken files for the loader's first checks */
     put(dir, "model", "short.bin", "\x08\0\0\0", 4);
     put(dir, "model", "empty_header.bin", "\x04\0\0\0\0\0\0\0{}  ", 12);
@@ -68,8 +70,8 @@ static int snapshot_seed(const char *dir, int records)
     const char *tmp = fz_tmpdir();
     char err[512];
     rnnd_snap_writer *w;
-    if (rnnd_snap_writer_open(tmp, (const unsigned char *)FZ_SNAPSHOT_KEY, 1795430348, &w,
-                              err, sizeof err)) {
+    if (rnnd_snap_writer_open(tmp, (const unsigned char *)FZ_SNAPSHOT_KEY, 1795430348, &w, err,
+                              sizeof err)) {
         fprintf(stderr, "mkseeds: %s\n", err);
         return -1;
     }
@@ -114,13 +116,13 @@ static int snapshot_seed(const char *dir, int records)
     }
     fclose(f);
     char name[64];
-    buf[0] = 1;             /* the harness rewrites the hash and MAC: reaches the records */
+    buf[0] = 1; /* the harness rewrites the hash and MAC: reaches the records */
     snprintf(name, sizeof name, "snap_%d_records", records);
     put(dir, "snapshot", name, buf, bytes + 1);
     if (records == 2) {
-        buf[0] = 0;         /* the hash and MAC checked as written */
+        buf[0] = 0; /* the hash and MAC checked as written */
         put(dir, "snapshot", "snap_2_records_nofix", buf, bytes + 1);
-        buf[1 + 30] ^= 1;   /* one flipped byte: MAC mismatch */
+        buf[1 + 30] ^= 1; /* one flipped byte: MAC mismatch */
         put(dir, "snapshot", "snap_corrupt", buf, bytes + 1);
         buf[1 + 30] ^= 1;
         /* the same as an unsigned version 3, read as at the key's creation (mode bit 1) */

@@ -137,8 +137,7 @@ int main(int argc, char **argv)
     } else {
         const char *src = getenv("RNND_SRCDIR");
         char dir[4096];
-        snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus/%s", src && *src ? src : ".",
-                 FUZZ_NAME);
+        snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus/%s", src && *src ? src : ".", FUZZ_NAME);
         rc = run_path(dir, &count);
         printf("fuzz_%s: corpus %s\n", FUZZ_NAME, dir);
     }
