@@ -18,7 +18,7 @@ import unittest
 
 import requests
 
-from daemon_util import Case, Daemon
+from daemon_util import Case
 
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 INFER = "/v1/models/charlm/infer"

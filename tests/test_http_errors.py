@@ -184,7 +184,7 @@ class Refusals(Case):
         require(took < 5, "no request left hanging: stopped in %.1f s" % took)
 
     def test_malformed(self):
-        d, sid, step = self.d, self.sid, self.step
+        d = self.d
         cases = malformed_cases(self.sid, self.tid, self.vdig)
         for name, method, path, raw, headers, status, code in cases:
             try:
