@@ -197,7 +197,7 @@ class Tls(Case):
 
     def test_tls_long_requests(self):
         """Re-test of issue 13.9 over TLS: every request head of tests/test_frontdoor.py's
-        check_long_requests ends within 2 s: a whole answer (200 or 431), given once, or, for a
+        test_long_requests ends within 2 s: a whole answer (200 or 431), given once, or, for a
         URI too long for the pool, the close (no 414 can be written beside MHD's TLS session),
         or libmicrohttpd's own 414 when the request line overflows its read buffer."""
         ctx = ssl.create_default_context(cafile=CERT)
