@@ -3,7 +3,12 @@ on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with th
 library only, and stop it with SIGTERM (checking it exits 0 in time).
 
 Not a test itself. Every wait is bounded.
+
+The tests are unittest cases (tests/README.md): `Case` gives them the checks (check, eq,
+error) that go on after a failure, each a subTest, counted and the count printed at exit.
+Run outside `make check`, the environment make sets is filled in for an in-tree build.
 """
+import atexit
 import http.client
 import json
 import os
@@ -13,6 +18,20 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
+
+# what Makefile.am's AM_TESTS_ENVIRONMENT sets, for `python3 -m unittest` by hand in a tree
+# built in place
+_TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("RNND_SRCDIR", _TOP)
+os.environ.setdefault("RNND_BIN", os.path.join(_TOP, "rnnd"))
+os.environ.setdefault("RNND_GOLDEN_DIR", os.path.join(_TOP, "tests", "golden"))
+os.environ.setdefault("RNND_TEST_TMP", os.path.join(_TOP, "tests", "tmp"))
+if "PYTHONPATH" not in os.environ:
+    os.environ["PYTHONPATH"] = os.path.join(_TOP, "tools")
+for _p in os.environ["PYTHONPATH"].split(os.pathsep):
+    if _p and _p not in sys.path:
+        sys.path.append(_p)
 
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
 RNND_BIN = os.environ["RNND_BIN"]
@@ -147,6 +166,8 @@ class Daemon:
             rc = None
         if getattr(self, "_reader", None):
             self._reader.join(5)
+            if not self._reader.is_alive():
+                self.proc.stderr.close()
         if rc != 0:
             print("daemon exit status %s; its last log lines:" % rc)
             for line in self.log[-30:]:
@@ -237,6 +258,65 @@ class Checker:
     def exit(self):
         print("%d checks, %d failures" % (self.n, len(self.failures)))
         sys.exit(1 if self.failures else 0)
+
+
+_CHECKS = [0]
+
+
+@atexit.register
+def _print_checks():
+    if _CHECKS[0]:
+        print("%d checks made" % _CHECKS[0], flush=True)
+
+
+def require(cond, what):
+    """A check outside a test method (setUpClass, a class cleanup): counted, and an
+    AssertionError, which unittest reports as an error of the class, when COND is false."""
+    _CHECKS[0] += 1
+    if not cond:
+        raise AssertionError(what)
+    return cond
+
+
+def stop_ok(d, what="exit status"):
+    """Stop daemon D with SIGTERM and require exit status 0 (a class cleanup's check)."""
+    rc, _ = d.stop()
+    return require(rc == 0, "%s: got %r, want 0" % (what, rc))
+
+
+class Case(unittest.TestCase):
+    """A test's checks, as the Checker's: each is a subTest, so a failed one is reported and
+    the test goes on to make the rest; all are counted (the count is printed at exit)."""
+
+    maxDiff = None
+
+    def check(self, cond, what):
+        _CHECKS[0] += 1
+        if not cond:
+            print("FAIL " + what, flush=True)
+            with self.subTest(what):
+                self.fail(what)
+        return cond
+
+    def eq(self, got, want, what):
+        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+    def error(self, resp, status, code, what):
+        """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
+        st, hdrs, body = resp
+        ok = (st == status and isinstance(body, dict) and isinstance(body.get("error"), dict)
+              and body["error"].get("code") == code
+              and isinstance(body["error"].get("message"), str)
+              and len(body["error"]["message"]) > 0)
+        return self.check(ok, "%s: want %d %s, got %d %r" % (what, status, code, st, body))
+
+    @classmethod
+    def serve(cls, models, *args, **kw):
+        """A Daemon for the whole class: stopped after its last test, with exit status 0
+        required."""
+        d = Daemon(models, *args, **kw)
+        cls.addClassCleanup(stop_ok, d)
+        return d
 
 
 def close(a, b, atol, rtol):

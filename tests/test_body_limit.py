@@ -14,12 +14,12 @@ import os
 import socket
 import threading
 import time
+import unittest
 
 import requests
 
-from daemon_util import Checker, Daemon
+from daemon_util import Case
 
-C = Checker()
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 INFER = "/v1/models/charlm/infer"
 MIB = 1 << 20
@@ -42,68 +42,6 @@ def request_head(chunked, length=0):
                                 else b"Content-Length: %d\r\n\r\n" % length))
 
 
-def is_413(status, headers, body, what):
-    ok = (status == 413 and body.startswith(b"{") and b'"code":"limit_exceeded"' in body
-          and b'"message":"' in body)
-    C.check(ok, "%s: want 413 limit_exceeded, got %s %r" % (what, status, body[:100]))
-    C.eq(headers.get("connection", "").lower(), "close", "%s: Connection header" % what)
-
-
-def check_write_then_read(d):
-    """The acceptance case: write 24 MB, then read."""
-    body = b"x" * (24 * 1000 * 1000)
-    for attempt in range(3):    # three times: a lucky race must not pass for a fix
-        c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
-        try:
-            c.request("POST", INFER, body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            got = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
-        except OSError as e:
-            got = (repr(e), {}, b"")
-        finally:
-            c.close()
-        is_413(*got, what="http.client, 24 MB with Content-Length (try %d)" % (attempt + 1))
-    try:
-        r = requests.post("http://127.0.0.1:%d%s" % (d.port, INFER), data=body,
-                          headers={"Content-Type": "application/json"}, timeout=30)
-        got = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
-    except requests.RequestException as e:
-        got = (repr(e), {}, b"")
-    is_413(*got, what="requests, 24 MB with Content-Length")
-
-
-def check_chunked(d):
-    """A chunked body passes the limit: 413, and the connection is not kept."""
-    s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
-    s.sendall(request_head(True))
-    chunk = b"%x\r\n" % MIB + b"x" * MIB + b"\r\n"
-    for _ in range(24):
-        s.sendall(chunk)
-    s.sendall(b"0\r\n\r\n")
-    out = b""
-    closed = False
-    s.settimeout(10)
-    try:
-        while True:
-            k = s.recv(65536)
-            if not k:
-                closed = True
-                break
-            out += k
-    except OSError:
-        pass
-    s.close()
-    head, _, body = out.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1]) if lines[0].startswith(b"HTTP/1.1 ") else 0
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers[k.strip().lower().decode()] = v.strip().decode()
-    is_413(status, headers, body, "chunked, 24 MB")
-    C.check(closed, "chunked, 24 MB: the daemon closes the connection after the 413")
-
-
 def flood(port, head, piece, cap):
     """Send HEAD, then PIECE over and over, up to CAP bytes, without reading. Returns (bytes
     sent, whether the daemon cut the connection, seconds)."""
@@ -121,28 +59,6 @@ def flood(port, head, piece, cap):
     finally:
         s.close()
     return sent, cut, time.monotonic() - t0
-
-
-def check_bounded(d):
-    """Clients that never stop: cut off after the byte bound; memory stays flat."""
-    before = rss_kib(d.proc.pid)
-    cap = 4 * LINGER_BYTES
-    sent, cut, secs = flood(d.port, request_head(False, 1 << 40), b"0" * MIB, cap)
-    print("Content-Length 1 TiB: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
-    C.check(cut, "Content-Length flood: the daemon cuts the connection")
-    C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
-            "Content-Length flood: cut after the %d MiB bound, not before (sent %d MiB)"
-            % (LINGER_BYTES // MIB, sent // MIB))
-    piece = b"%x\r\n" % MIB + b"0" * MIB + b"\r\n"
-    sent, cut, secs = flood(d.port, request_head(True), piece, cap)
-    print("chunked: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
-    C.check(cut, "chunked flood: the daemon cuts the connection")
-    C.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
-            "chunked flood: cut after the limit and the %d MiB bound (sent %d MiB)"
-            % (LINGER_BYTES // MIB, sent // MIB))
-    grown = rss_kib(d.proc.pid) - before
-    print("daemon RSS grew by %d KiB" % grown)
-    C.check(grown < 16 * 1024, "the dropped bytes are not kept (RSS grew by %d KiB)" % grown)
 
 
 def still_open(s):
@@ -185,37 +101,127 @@ def idle_over(port, out, chunked):
         s.close()
 
 
-def check_idle(d):
-    """Clients that stop sending: closed after the idle bound, not request_timeout_s (30 s)."""
-    declared, chunked = [], []
-    threads = [threading.Thread(target=idle_over, args=(d.port, declared, False)),
-               threading.Thread(target=idle_over, args=(d.port, chunked, True))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(40)
-    for what, got in (("Content-Length", declared), ("chunked", chunked)):
-        print("%s over the limit, then silence: 413 read, open at 2 s, open after the idle "
-              "bound: %s" % (what, got))
-        C.eq(got, [True, True, False], "%s over the limit, then silence: the 413 at once, then "
-             "the socket lingers until %d s of silence" % (what, LINGER_IDLE_S))
+class DefaultLimit(Case):
+    """The default max_body_bytes (16 MB)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({"charlm": CHARLM})
+
+    def is_413(self, status, headers, body, what):
+        ok = (status == 413 and body.startswith(b"{") and b'"code":"limit_exceeded"' in body
+              and b'"message":"' in body)
+        self.check(ok, "%s: want 413 limit_exceeded, got %s %r" % (what, status, body[:100]))
+        self.eq(headers.get("connection", "").lower(), "close", "%s: Connection header" % what)
+
+    def test_write_then_read(self):
+        """The acceptance case: write 24 MB, then read."""
+        d = self.d
+        body = b"x" * (24 * 1000 * 1000)
+        for attempt in range(3):    # three times: a lucky race must not pass for a fix
+            c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+            try:
+                c.request("POST", INFER, body=body, headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                got = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+            except OSError as e:
+                got = (repr(e), {}, b"")
+            finally:
+                c.close()
+            self.is_413(*got, what="http.client, 24 MB with Content-Length (try %d)"
+                        % (attempt + 1))
+        try:
+            r = requests.post("http://127.0.0.1:%d%s" % (d.port, INFER), data=body,
+                              headers={"Content-Type": "application/json"}, timeout=30)
+            got = (r.status_code, {k.lower(): v for k, v in r.headers.items()}, r.content)
+        except requests.RequestException as e:
+            got = (repr(e), {}, b"")
+        self.is_413(*got, what="requests, 24 MB with Content-Length")
+
+    def test_chunked(self):
+        """A chunked body passes the limit: 413, and the connection is not kept."""
+        d = self.d
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=30)
+        s.sendall(request_head(True))
+        chunk = b"%x\r\n" % MIB + b"x" * MIB + b"\r\n"
+        for _ in range(24):
+            s.sendall(chunk)
+        s.sendall(b"0\r\n\r\n")
+        out = b""
+        closed = False
+        s.settimeout(10)
+        try:
+            while True:
+                k = s.recv(65536)
+                if not k:
+                    closed = True
+                    break
+                out += k
+        except OSError:
+            pass
+        s.close()
+        head, _, body = out.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1]) if lines[0].startswith(b"HTTP/1.1 ") else 0
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        self.is_413(status, headers, body, "chunked, 24 MB")
+        self.check(closed, "chunked, 24 MB: the daemon closes the connection after the 413")
 
 
-def main():
-    with Daemon({"charlm": CHARLM}) as d:
-        check_write_then_read(d)
-        check_chunked(d)
-    with Daemon({"charlm": CHARLM}, "--max-body-bytes", "1M") as d:
-        check_idle(d)
-        check_bounded(d)
-        C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
-                "the daemon serves after the floods")
+class Linger(Case):
+    """max_body_bytes 1M: what happens to the rest of a refused body."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({"charlm": CHARLM}, "--max-body-bytes", "1M")
+
+    def test_idle(self):
+        """Clients that stop sending: closed after the idle bound, not request_timeout_s (30 s)."""
+        d = self.d
+        declared, chunked = [], []
+        threads = [threading.Thread(target=idle_over, args=(d.port, declared, False)),
+                   threading.Thread(target=idle_over, args=(d.port, chunked, True))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(40)
+        for what, got in (("Content-Length", declared), ("chunked", chunked)):
+            print("%s over the limit, then silence: 413 read, open at 2 s, open after the idle "
+                  "bound: %s" % (what, got))
+            self.eq(got, [True, True, False], "%s over the limit, then silence: the 413 at "
+                    "once, then the socket lingers until %d s of silence"
+                    % (what, LINGER_IDLE_S))
+
+    def test_bounded(self):
+        """Clients that never stop: cut off after the byte bound; memory stays flat."""
+        d = self.d
+        before = rss_kib(d.proc.pid)
+        cap = 4 * LINGER_BYTES
+        sent, cut, secs = flood(d.port, request_head(False, 1 << 40), b"0" * MIB, cap)
+        print("Content-Length 1 TiB: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
+        self.check(cut, "Content-Length flood: the daemon cuts the connection")
+        self.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
+                   "Content-Length flood: cut after the %d MiB bound, not before (sent %d MiB)"
+                   % (LINGER_BYTES // MIB, sent // MIB))
+        piece = b"%x\r\n" % MIB + b"0" * MIB + b"\r\n"
+        sent, cut, secs = flood(d.port, request_head(True), piece, cap)
+        print("chunked: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
+        self.check(cut, "chunked flood: the daemon cuts the connection")
+        self.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
+                   "chunked flood: cut after the limit and the %d MiB bound (sent %d MiB)"
+                   % (LINGER_BYTES // MIB, sent // MIB))
+        grown = rss_kib(d.proc.pid) - before
+        print("daemon RSS grew by %d KiB" % grown)
+        self.check(grown < 16 * 1024,
+                   "the dropped bytes are not kept (RSS grew by %d KiB)" % grown)
+        self.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
+                   "the daemon serves after the floods")
         st, _, body = d.request("POST", INFER, {"inputs": ["ab"]})
-        C.check(st == 200, "an ordinary request after the floods: %s %r" % (st, body))
-        rc, _ = d.stop()
-        C.eq(rc, 0, "daemon exit status")
-    C.exit()
+        self.check(st == 200, "an ordinary request after the floods: %s %r" % (st, body))
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

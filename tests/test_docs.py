@@ -27,31 +27,12 @@ import inspect
 import os
 import re
 import subprocess
+import unittest
 
 import rnnd_convert
-from daemon_util import PYTHON3, RNND_BIN, Checker
+from daemon_util import Case, PYTHON3, RNND_BIN
 
-C = Checker()
 SRCDIR = os.environ["RNND_SRCDIR"]
-
-
-def check_examples():
-    p = subprocess.run([PYTHON3, os.path.join(SRCDIR, "tools", "doc-examples"), "--rnnd",
-                        RNND_BIN], capture_output=True, text=True, timeout=300)
-    print(p.stdout + p.stderr)
-    C.eq(p.returncode, 0, "docs/api.md and docs/v2.md examples are what rnnd answers")
-    C.check("the documents agree with rnnd" in p.stdout, "every example was run and agrees")
-
-
-def check_from_module_signature():
-    with open(os.path.join(SRCDIR, "docs", "convert.md"), encoding="utf-8") as f:
-        doc = f.read()
-    shown = re.findall(r"`(from_module\(module\b[^`]*\))`", doc)
-    want = "from_module" + str(inspect.signature(rnnd_convert.from_module))
-    C.check(len(shown) == 1, "docs/convert.md gives from_module's signature once (%d)"
-            % len(shown))
-    if shown:
-        C.eq(" ".join(shown[0].split()), want, "docs/convert.md's from_module signature")
 
 
 # a file of tests/, named with or without its folder; a folder of tests/ (tests/fuzz/)
@@ -117,82 +98,9 @@ def fn_defined(path, name):
     return re.search(r"\b%s\b" % re.escape(name), src) is not None
 
 
-def check_security_claims():
-    with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
-        units = doc_units(f.read())
-    tests = os.path.join(SRCDIR, "tests")
-    C.check(len(units) > 50, "docs/security.md read in units (%d)" % len(units))
-    last_file = None
-    for n, kind, text in units:
-        where = "docs/security.md:%d" % n
-        files = [m.group(1) for m in TEST_FILE.finditer(text)]
-        files = [f for f in files if f.startswith("tests/") or not f.endswith(".md")
-                 or os.path.exists(os.path.join(tests, f))]
-        if kind == "row":
-            # a row of a table without a test column: its lead-in or its text names the test
-            continue
-        C.check(files or QUOTED_FN.search(text),
-                "%s names a test: %s" % (where, text[:100]))
-        for f in files:
-            rel = f[len("tests/"):] if f.startswith("tests/") else f
-            C.check(os.path.exists(os.path.join(tests, rel)),
-                    "%s: tests/%s exists" % (where, rel))
-        for m in NAMED_FN.finditer(text):
-            path = os.path.join(tests, m.group(1))
-            for name in re.split(r",\s+", m.group(2)):
-                C.check(os.path.exists(path) and fn_defined(path, name),
-                        "%s: %s is defined in tests/%s" % (where, name, m.group(1)))
-        # a backquoted test name belongs to the nearest file named before it
-        for m in QUOTED_FN.finditer(text):
-            before = [f for f in TEST_FILE.findall(text[:m.start()]) if not f.endswith(".md")]
-            owner = before[-1] if before else last_file
-            owner = owner[len("tests/"):] if owner and owner.startswith("tests/") else owner
-            C.check(owner is not None and
-                    os.path.exists(os.path.join(tests, owner)) and
-                    fn_defined(os.path.join(tests, owner), m.group(1)),
-                    "%s: `%s` is defined in tests/%s" % (where, m.group(1), owner))
-        named = [f for f in files if not f.endswith(".md") and not f.endswith("/")]
-        if named:
-            last_file = named[-1]
-
-
-def check_security_defaults():
-    p = subprocess.run([RNND_BIN, "serve", "--print-config"], capture_output=True, text=True,
-                       timeout=60)
-    defaults = dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l)
-    C.check(p.returncode == 0 and "max_body_bytes" in defaults, "rnnd serve --print-config")
-    with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
-        doc = f.read()
-    seen = 0
-    for m in re.finditer(r"`(\w+)` \(([^ ,;)]+)", doc):
-        if m.group(1) in defaults:
-            seen += 1
-            C.eq(m.group(2), defaults[m.group(1)],
-                 "docs/security.md gives %s's default" % m.group(1))
-    C.check(seen >= 15, "docs/security.md gives defaults (%d)" % seen)
-
-
 def read(*parts):
     with open(os.path.join(SRCDIR, *parts), encoding="utf-8") as f:
         return f.read()
-
-
-def check_code_doc():
-    doc = read("docs", "code.md")
-    http = read("src", "http.h")
-    enum = re.search(r"enum rnnd_route_flags \{(.*?)\};", http, re.S)
-    C.check(enum is not None, "src/http.h has enum rnnd_route_flags")
-    flags = re.findall(r"^\s*(RT_\w+) =", enum.group(1), re.M) if enum else []
-    documented = re.findall(r"^\| `(RT_\w+)` \|", doc, re.M)
-    C.check(len(flags) >= 5, "route flags read from src/http.h (%d)" % len(flags))
-    C.eq(sorted(documented), sorted(flags), "docs/code.md's route flags are http.h's")
-    mk = read("Makefile.am")
-    core = set(re.findall(r"^tests_(?:fuzz_)?(\w+)_LDADD = \$\(CORE_(?:TEST_)?LIBS\)", mk, re.M))
-    core = {n for n in core if n.startswith(("check_", "replay_"))}
-    section = doc[doc.index("## Two libraries"):doc.index("## Adding a route")]
-    named = set(re.findall(r"`((?:check|replay)_\w+)`", section))
-    C.check(len(core) >= 8, "core-only tests read from Makefile.am (%d)" % len(core))
-    C.eq(sorted(named), sorted(core), "docs/code.md lists the tests that link the core alone")
 
 
 def print_config():
@@ -208,61 +116,141 @@ def table_rows(section):
     return [[c.strip() for c in l.strip().strip("|").split("|")] for l in rows[2:]]
 
 
-def check_cluster_doc():
-    doc = read("docs", "cluster.md")
-    defaults = print_config()
-    C.check("listen" in defaults, "rnnd serve --print-config")
-    sections = re.split(r"^## ", doc, flags=re.M)
-    by_title = {s.split("\n", 1)[0].strip(): s for s in sections[1:]}
-    settings = [s for t, s in by_title.items() if t.startswith("Settings")]
-    C.check(len(settings) == 1, "docs/cluster.md has one settings section")
-    seen = 0
-    for row in table_rows(settings[0]) if settings else []:
-        m = re.fullmatch(r"`(\w+)`", row[0])
-        if not m or len(row) < 3:
-            continue
-        name, default, status = m.group(1), row[1], row[2]
-        seen += 1
-        C.check(status in ("built", "planned"), "docs/cluster.md: %s is built or planned (%s)"
-                % (name, status))
-        if status == "planned":
-            C.check(name not in defaults, "docs/cluster.md: %s is planned, and rnnd does not "
-                    "know it yet" % name)
-        else:
-            want = "" if default == "(empty)" else default.strip("`")
-            C.eq(defaults.get(name), want, "docs/cluster.md: %s is built, with its default" % name)
-    C.check(seen >= 5, "docs/cluster.md's settings table read (%d)" % seen)
-    today = by_title.get("What exists today", "")
-    parts = table_rows(today)
-    C.check(len(parts) >= 4, "docs/cluster.md's table of parts read (%d)" % len(parts))
-    for row in parts:
-        C.check(row[1] in ("built", "planned"), "docs/cluster.md: %s: built or planned" % row[0])
-        if row[1] != "built":
-            continue
-        paths = re.findall(r"`([\w./-]+)`", row[2])
-        C.check(paths, "docs/cluster.md: %s names its files" % row[0])
-        for path in paths:
-            C.check(os.path.exists(os.path.join(SRCDIR, path.rstrip("/"))),
-                    "docs/cluster.md: %s: %s exists" % (row[0], path))
-        C.check(any(p.startswith("tests/") for p in paths),
-                "docs/cluster.md: %s names its test" % row[0])
-    for title, text in by_title.items():
-        if not title.endswith("(built)"):
-            continue
-        tests = re.findall(r"\b(tests/test_\w+\.py)", text)
-        C.check(tests and all(os.path.exists(os.path.join(SRCDIR, t)) for t in tests),
-                "docs/cluster.md: section %r names existing tests" % title)
+class Docs(Case):
+    def test_code_doc(self):
+        doc = read("docs", "code.md")
+        http = read("src", "http.h")
+        enum = re.search(r"enum rnnd_route_flags \{(.*?)\};", http, re.S)
+        self.check(enum is not None, "src/http.h has enum rnnd_route_flags")
+        flags = re.findall(r"^\s*(RT_\w+) =", enum.group(1), re.M) if enum else []
+        documented = re.findall(r"^\| `(RT_\w+)` \|", doc, re.M)
+        self.check(len(flags) >= 5, "route flags read from src/http.h (%d)" % len(flags))
+        self.eq(sorted(documented), sorted(flags), "docs/code.md's route flags are http.h's")
+        mk = read("Makefile.am")
+        core = set(re.findall(r"^tests_(?:fuzz_)?(\w+)_LDADD = \$\(CORE_(?:TEST_)?LIBS\)",
+                              mk, re.M))
+        core = {n for n in core if n.startswith(("check_", "replay_"))}
+        section = doc[doc.index("## Two libraries"):doc.index("## Adding a route")]
+        named = set(re.findall(r"`((?:check|replay)_\w+)`", section))
+        self.check(len(core) >= 8, "core-only tests read from Makefile.am (%d)" % len(core))
+        self.eq(sorted(named), sorted(core),
+                "docs/code.md lists the tests that link the core alone")
 
+    def test_examples(self):
+        p = subprocess.run([PYTHON3, os.path.join(SRCDIR, "tools", "doc-examples"), "--rnnd",
+                            RNND_BIN], capture_output=True, text=True, timeout=300)
+        print(p.stdout + p.stderr)
+        self.eq(p.returncode, 0, "docs/api.md and docs/v2.md examples are what rnnd answers")
+        self.check("the documents agree with rnnd" in p.stdout, "every example was run and agrees")
 
-def main():
-    check_cluster_doc()
-    check_code_doc()
-    check_examples()
-    check_from_module_signature()
-    check_security_claims()
-    check_security_defaults()
-    C.exit()
+    def test_from_module_signature(self):
+        with open(os.path.join(SRCDIR, "docs", "convert.md"), encoding="utf-8") as f:
+            doc = f.read()
+        shown = re.findall(r"`(from_module\(module\b[^`]*\))`", doc)
+        want = "from_module" + str(inspect.signature(rnnd_convert.from_module))
+        self.check(len(shown) == 1, "docs/convert.md gives from_module's signature once (%d)"
+                   % len(shown))
+        if shown:
+            self.eq(" ".join(shown[0].split()), want, "docs/convert.md's from_module signature")
+
+    def test_security_claims(self):
+        with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
+            units = doc_units(f.read())
+        tests = os.path.join(SRCDIR, "tests")
+        self.check(len(units) > 50, "docs/security.md read in units (%d)" % len(units))
+        last_file = None
+        for n, kind, text in units:
+            where = "docs/security.md:%d" % n
+            files = [m.group(1) for m in TEST_FILE.finditer(text)]
+            files = [f for f in files if f.startswith("tests/") or not f.endswith(".md")
+                     or os.path.exists(os.path.join(tests, f))]
+            if kind == "row":
+                # a row of a table without a test column: its lead-in or its text names the test
+                continue
+            self.check(files or QUOTED_FN.search(text),
+                       "%s names a test: %s" % (where, text[:100]))
+            for f in files:
+                rel = f[len("tests/"):] if f.startswith("tests/") else f
+                self.check(os.path.exists(os.path.join(tests, rel)),
+                           "%s: tests/%s exists" % (where, rel))
+            for m in NAMED_FN.finditer(text):
+                path = os.path.join(tests, m.group(1))
+                for name in re.split(r",\s+", m.group(2)):
+                    self.check(os.path.exists(path) and fn_defined(path, name),
+                               "%s: %s is defined in tests/%s" % (where, name, m.group(1)))
+            # a backquoted test name belongs to the nearest file named before it
+            for m in QUOTED_FN.finditer(text):
+                before = [f for f in TEST_FILE.findall(text[:m.start()]) if not f.endswith(".md")]
+                owner = before[-1] if before else last_file
+                owner = owner[len("tests/"):] if owner and owner.startswith("tests/") else owner
+                self.check(owner is not None and
+                           os.path.exists(os.path.join(tests, owner)) and
+                           fn_defined(os.path.join(tests, owner), m.group(1)),
+                           "%s: `%s` is defined in tests/%s" % (where, m.group(1), owner))
+            named = [f for f in files if not f.endswith(".md") and not f.endswith("/")]
+            if named:
+                last_file = named[-1]
+
+    def test_security_defaults(self):
+        p = subprocess.run([RNND_BIN, "serve", "--print-config"], capture_output=True, text=True,
+                           timeout=60)
+        defaults = dict(l.split(" = ", 1) for l in p.stdout.splitlines() if " = " in l)
+        self.check(p.returncode == 0 and "max_body_bytes" in defaults, "rnnd serve --print-config")
+        with open(os.path.join(SRCDIR, "docs", "security.md"), encoding="utf-8") as f:
+            doc = f.read()
+        seen = 0
+        for m in re.finditer(r"`(\w+)` \(([^ ,;)]+)", doc):
+            if m.group(1) in defaults:
+                seen += 1
+                self.eq(m.group(2), defaults[m.group(1)],
+                        "docs/security.md gives %s's default" % m.group(1))
+        self.check(seen >= 15, "docs/security.md gives defaults (%d)" % seen)
+
+    def test_cluster_doc(self):
+        doc = read("docs", "cluster.md")
+        defaults = print_config()
+        self.check("listen" in defaults, "rnnd serve --print-config")
+        sections = re.split(r"^## ", doc, flags=re.M)
+        by_title = {s.split("\n", 1)[0].strip(): s for s in sections[1:]}
+        settings = [s for t, s in by_title.items() if t.startswith("Settings")]
+        self.check(len(settings) == 1, "docs/cluster.md has one settings section")
+        seen = 0
+        for row in table_rows(settings[0]) if settings else []:
+            m = re.fullmatch(r"`(\w+)`", row[0])
+            if not m or len(row) < 3:
+                continue
+            name, default, status = m.group(1), row[1], row[2]
+            seen += 1
+            self.check(status in ("built", "planned"), "docs/cluster.md: %s is built or planned (%s)"
+                    % (name, status))
+            if status == "planned":
+                self.check(name not in defaults, "docs/cluster.md: %s is planned, and rnnd does not "
+                        "know it yet" % name)
+            else:
+                want = "" if default == "(empty)" else default.strip("`")
+                self.eq(defaults.get(name), want, "docs/cluster.md: %s is built, with its default" % name)
+        self.check(seen >= 5, "docs/cluster.md's settings table read (%d)" % seen)
+        today = by_title.get("What exists today", "")
+        parts = table_rows(today)
+        self.check(len(parts) >= 4, "docs/cluster.md's table of parts read (%d)" % len(parts))
+        for row in parts:
+            self.check(row[1] in ("built", "planned"), "docs/cluster.md: %s: built or planned" % row[0])
+            if row[1] != "built":
+                continue
+            paths = re.findall(r"`([\w./-]+)`", row[2])
+            self.check(paths, "docs/cluster.md: %s names its files" % row[0])
+            for path in paths:
+                self.check(os.path.exists(os.path.join(SRCDIR, path.rstrip("/"))),
+                        "docs/cluster.md: %s: %s exists" % (row[0], path))
+            self.check(any(p.startswith("tests/") for p in paths),
+                    "docs/cluster.md: %s names its test" % row[0])
+        for title, text in by_title.items():
+            if not title.endswith("(built)"):
+                continue
+            tests = re.findall(r"\b(tests/test_\w+\.py)", text)
+            self.check(tests and all(os.path.exists(os.path.join(SRCDIR, t)) for t in tests),
+                    "docs/cluster.md: section %r names existing tests" % title)
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

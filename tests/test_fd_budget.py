@@ -20,10 +20,10 @@ import socket
 import subprocess
 import threading
 import time
+import unittest
 
-from daemon_util import RNND_BIN, Checker, Daemon
+from daemon_util import Case, Daemon, RNND_BIN
 
-C = Checker()
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 LIMIT = 256
 HEADROOM = 16           # descriptors the attack must leave free at its worst
@@ -135,112 +135,109 @@ def write_then_read(port):
         c.close()
 
 
-def attack(d, sources, big_body):
-    """Attack D from SOURCES (one thread each) for ATTACK_S; meanwhile 127.0.0.2 asks for
-    /healthz every 0.1 s and, when BIG_BODY, sends a body over the limit once."""
-    pid = d.proc.pid
-    base = nfds(pid)
-    mark = len(d.log)
-    peak, stop = [base], threading.Event()
+class FdBudget(Case):
+    @classmethod
+    def setUpClass(cls):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < 2048:     # the attack's own sockets
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
 
-    def sample():
-        while not stop.wait(0.02):
-            peak[0] = max(peak[0], nfds(pid))
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    a = Attack(d.port, sources)
-    t0 = time.monotonic()
-    served = []
-    big = None
-    while time.monotonic() - t0 < ATTACK_S:
-        served.append(healthz(d.port))
-        if big_body and big is None and time.monotonic() - t0 > 1:
-            big = write_then_read(d.port)
-        time.sleep(0.1)
-    a.end()
-    stop.set()
-    sampler.join()
-    lines = noisy(d.log[mark:])
-    what = "%d address(es)" % len(set(sources))
-    print("%s: %d connections refused with 413 in %.0f s; daemon descriptors %d at start, %d "
-          "at most; %d log lines besides access lines:" % (what, a.opened, ATTACK_S, base,
-                                                           peak[0], len(lines)))
-    for line in lines[:12]:
-        print("  " + line[:300])
-    C.check(a.opened > 300, "%s: the attack got %d 413s (want > 300: it did attack)"
-            % (what, a.opened))
-    C.check(peak[0] <= LIMIT - HEADROOM, "%s: the daemon's descriptors peak at %d, want at "
-            "most %d (RLIMIT_NOFILE %d less %d)" % (what, peak[0], LIMIT - HEADROOM, LIMIT,
-                                                     HEADROOM))
-    bad = [s for s in served if s != 200]
-    C.check(served and not bad, "%s: /healthz from another address answers 200 throughout "
-            "(%d requests, not 200: %r)" % (what, len(served), bad[:3]))
-    if big_body:
-        C.eq(big, 413, "%s: a write-then-read client of another address gets its 413" % what)
-    C.check(len(lines) <= 40, "%s: at most 40 log lines besides access lines during the "
-            "attack, got %d" % (what, len(lines)))
-    deadline = time.monotonic() + 5
-    while nfds(pid) > base + 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    C.check(nfds(pid) <= base + 2, "%s: descriptors back to %d after the attack (got %d)"
-            % (what, base, nfds(pid)))
+    def attack(self, d, sources, big_body):
+        """Attack D from SOURCES (one thread each) for ATTACK_S; meanwhile 127.0.0.2 asks for
+        /healthz every 0.1 s and, when BIG_BODY, sends a body over the limit once."""
+        pid = d.proc.pid
+        base = nfds(pid)
+        mark = len(d.log)
+        peak, stop = [base], threading.Event()
 
+        def sample():
+            while not stop.wait(0.02):
+                peak[0] = max(peak[0], nfds(pid))
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        a = Attack(d.port, sources)
+        t0 = time.monotonic()
+        served = []
+        big = None
+        while time.monotonic() - t0 < ATTACK_S:
+            served.append(healthz(d.port))
+            if big_body and big is None and time.monotonic() - t0 > 1:
+                big = write_then_read(d.port)
+            time.sleep(0.1)
+        a.end()
+        stop.set()
+        sampler.join()
+        lines = noisy(d.log[mark:])
+        what = "%d address(es)" % len(set(sources))
+        print("%s: %d connections refused with 413 in %.0f s; daemon descriptors %d at start, %d "
+              "at most; %d log lines besides access lines:" % (what, a.opened, ATTACK_S, base,
+                                                               peak[0], len(lines)))
+        for line in lines[:12]:
+            print("  " + line[:300])
+        self.check(a.opened > 300, "%s: the attack got %d 413s (want > 300: it did attack)"
+                   % (what, a.opened))
+        self.check(peak[0] <= LIMIT - HEADROOM, "%s: the daemon's descriptors peak at %d, want at "
+                   "most %d (RLIMIT_NOFILE %d less %d)" % (what, peak[0], LIMIT - HEADROOM, LIMIT,
+                                                            HEADROOM))
+        bad = [s for s in served if s != 200]
+        self.check(served and not bad, "%s: /healthz from another address answers 200 throughout "
+                   "(%d requests, not 200: %r)" % (what, len(served), bad[:3]))
+        if big_body:
+            self.eq(big, 413,
+                    "%s: a write-then-read client of another address gets its 413" % what)
+        self.check(len(lines) <= 40, "%s: at most 40 log lines besides access lines during the "
+                   "attack, got %d" % (what, len(lines)))
+        deadline = time.monotonic() + 5
+        while nfds(pid) > base + 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.check(nfds(pid) <= base + 2, "%s: descriptors back to %d after the attack (got %d)"
+                   % (what, base, nfds(pid)))
 
-def check_attack():
-    with Daemon({"charlm": CHARLM}, preexec_fn=limited(LIMIT, LIMIT)) as d:
-        C.eq(soft_limit(d.proc.pid), LIMIT, "the daemon runs with RLIMIT_NOFILE %d" % LIMIT)
-        budget = [l for l in d.log if "event=fd_budget" in l]
-        C.check(len(budget) == 1 and "level=warn" in budget[0] and "max_connections=" in
-                budget[0], "one warning says max_connections was lowered to fit %d "
-                "descriptors: %r" % (LIMIT, budget))
-        # the auditor's: one address; its lingering sockets have a bound of their own
-        attack(d, ["127.0.0.1"] * 2, True)
-        # many addresses: the bound of all lingering sockets, and of connections
-        attack(d, ["127.0.1.%d" % i for i in range(1, 33)], False)
-        C.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
-        C.eq(d.stop()[0], 0, "exit status")
+    def test_attack(self):
+        with Daemon({"charlm": CHARLM}, preexec_fn=limited(LIMIT, LIMIT)) as d:
+            self.eq(soft_limit(d.proc.pid), LIMIT, "the daemon runs with RLIMIT_NOFILE %d" % LIMIT)
+            budget = [l for l in d.log if "event=fd_budget" in l]
+            self.check(len(budget) == 1 and "level=warn" in budget[0] and "max_connections=" in
+                       budget[0], "one warning says max_connections was lowered to fit %d "
+                       "descriptors: %r" % (LIMIT, budget))
+            # the auditor's: one address; its lingering sockets have a bound of their own
+            self.attack(d, ["127.0.0.1"] * 2, True)
+            # many addresses: the bound of all lingering sockets, and of connections
+            self.attack(d, ["127.0.1.%d" % i for i in range(1, 33)], False)
+            self.eq(d.request("GET", "/healthz")[0], 200, "the daemon serves on")
+            self.eq(d.stop()[0], 0, "exit status")
 
+    def test_raise(self):
+        """Soft 64, hard 256: the daemon needs about 100 + 25 + its own; it raises the soft
+        limit."""
+        with Daemon({"charlm": CHARLM}, "--max-connections", "100",
+                    preexec_fn=limited(64, 256)) as d:
+            soft = soft_limit(d.proc.pid)
+            self.check(125 < soft <= 256,
+                       "the soft limit is raised from 64 towards the hard 256 to "
+                       "fit 100 connections and 25 lingering sockets (got %d)" % soft)
+            self.check(not [l for l in d.log if "event=fd_budget" in l and "level=warn" in l],
+                       "no warning when the hard limit fits max_connections")
+            self.eq(d.request("GET", "/healthz")[0], 200, "it serves")
+            self.eq(d.stop()[0], 0, "exit status")
 
-def check_raise():
-    """Soft 64, hard 256: the daemon needs about 100 + 25 + its own; it raises the soft limit."""
-    with Daemon({"charlm": CHARLM}, "--max-connections", "100",
-                preexec_fn=limited(64, 256)) as d:
-        soft = soft_limit(d.proc.pid)
-        C.check(125 < soft <= 256, "the soft limit is raised from 64 towards the hard 256 to "
-                "fit 100 connections and 25 lingering sockets (got %d)" % soft)
-        C.check(not [l for l in d.log if "event=fd_budget" in l and "level=warn" in l],
-                "no warning when the hard limit fits max_connections")
-        C.eq(d.request("GET", "/healthz")[0], 200, "it serves")
-        C.eq(d.stop()[0], 0, "exit status")
-
-
-def check_refuse():
-    """Soft and hard 24: not even the daemon's own descriptors fit beside a few connections."""
-    p = subprocess.Popen([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--model",
-                          "charlm=" + CHARLM], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         preexec_fn=limited(24, 24))
-    try:
-        p.wait(15)
-    except subprocess.TimeoutExpired:
-        p.kill()        # it started: the check below fails
-        p.wait(10)
-    err = p.stderr.read().decode(errors="replace").strip().splitlines()
-    last = err[-1] if err else ""
-    C.check(p.returncode != 0 and "RLIMIT_NOFILE" in last and "24" in last,
-            "a limit of 24 descriptors: refused with a line naming RLIMIT_NOFILE and 24 "
-            "(status %s, %r)" % (p.returncode, last))
-
-
-def main():
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 2048:     # the attack's own sockets
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 2048), hard))
-    check_attack()
-    check_raise()
-    check_refuse()
-    C.exit()
+    def test_refuse(self):
+        """Soft and hard 24: not even the daemon's own descriptors fit beside a few connections."""
+        p = subprocess.Popen([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--model",
+                              "charlm=" + CHARLM], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             preexec_fn=limited(24, 24))
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()        # it started: the check below fails
+            p.wait(10)
+        err = p.stderr.read().decode(errors="replace").strip().splitlines()
+        last = err[-1] if err else ""
+        self.check(p.returncode != 0 and "RLIMIT_NOFILE" in last and "24" in last,
+                   "a limit of 24 descriptors: refused with a line naming RLIMIT_NOFILE and 24 "
+                   "(status %s, %r)" % (p.returncode, last))
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

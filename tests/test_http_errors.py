@@ -9,10 +9,10 @@ Prints one line per case; exits 1 on any failure.
 import json
 import socket
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, golden_model, tmpdir
+from daemon_util import Case, Daemon, golden_model, require, tmpdir
 
-C = Checker()
 WORK = tmpdir("http_errors")
 VEC = golden_model("lstm_vectors", WORK)        # vectors of dim 4
 TOK = golden_model("gru2_tokens_head", WORK)    # tokens, vocab 30
@@ -47,22 +47,11 @@ def raw_exchange(port, data, shut=False, timeout=5):
         s.close()
 
 
-with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
-            "--max-json-depth", 16, "--max-steps-per-request", 100,
-            "--max-sequences", 8, "--max-infer-steps", 200) as d:
-    st, _, s = d.request("POST", "/v1/sessions", {"model": "vec"})
-    sid = s["id"]
-    st, _, t = d.request("POST", "/v1/sessions", {"model": "tok"})
-    tid = t["id"]
-    # a reference the battery must not disturb
-    probe = [[0.5, -0.25, 1.0, 2.0], [1, 2, 3, 4]]
-    st, _, ref = d.request("POST", "/v1/models/vec/infer", {"inputs": [probe]})
-    vdig = d.request("GET", "/v1/models/vec")[2]["digest"].encode()    # states need it
-
+def malformed_cases(sid, tid, vdig):
+    """(name, method, path, raw body or None, headers, status, code) of each refused request."""
     step = "/v1/sessions/%s/step" % sid
     tstep = "/v1/sessions/%s/step" % tid
-    cases = [
-        # (name, method, path, raw body or None, headers, status, code)
+    return [
         ("bad JSON", "POST", step, b'{"inputs": [', J, 400, "invalid_json"),
         ("trailing garbage", "POST", step, b'{"inputs": [[1,2,3,4]]} x', J, 400, "invalid_json"),
         ("not UTF-8", "POST", step, b'{"inputs": "\xff\xfe"}', J, 400, "invalid_json"),
@@ -154,106 +143,162 @@ with Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
         ("list: limit 0", "GET", "/v1/sessions?limit=0", None, {}, 400, "invalid_request"),
         ("list: bad after", "GET", "/v1/sessions?after=zz", None, {}, 400, "invalid_request"),
     ]
-    for name, method, path, raw, headers, status, code in cases:
-        try:
-            resp = d.request(method, path, raw=raw, headers=headers)
-        except Exception as e:
-            C.check(False, "%s: %r" % (name, e))
-            continue
-        ok = C.error(resp, status, code, name)
-        if ok:
-            print("ok   %-34s %d %s" % (name, status, code))
-        C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
-                "%s: daemon still serving" % name)
 
-    # OPTIONS lists a route's methods (and answers CORS preflights: tests/test_tls.py)
-    st, hdrs, _ = d.request("OPTIONS", "/v1/sessions")
-    C.check(st == 204 and hdrs.get("allow") == "GET, HEAD, POST",
-            "OPTIONS: 204 with Allow (got %s %r)" % (st, hdrs.get("allow")))
-    st, _, _ = d.request("OPTIONS", "/v1/nowhere")
-    C.eq(st, 404, "OPTIONS on an unknown path: 404")
 
-    # a body that is JSON but not an object: the message of docs/api.md's validation table
-    st, _, j = d.request("POST", "/v1/models/vec/infer", raw=b"[1]", headers=J)
-    C.check(st == 400 and j.get("error", {}).get("message") ==
-            "the request body must be a JSON object, got a list",
-            "a list body: 400 with the documented message (got %s %r)" % (st, j))
+class Refusals(Case):
+    """One daemon with tight limits, a vector and a token session, and a reference answer the
+    refused requests must not disturb (checked after the last test)."""
 
-    # messages that say what was wrong in the client's terms (issue 13 follow-up)
-    def message(method, path, raw, hdrs):
-        st, _, j = d.request(method, path, raw=raw, headers=hdrs)
-        return st, j.get("error", {}).get("message") if isinstance(j, dict) else j
-    C.eq(message("POST", "/v1/sessions", b'{"model":"char\\u0000lm"}', J),
-         (400, "line 1, column 23: a string holds \\u0000 (NUL), which is not allowed"),
-         "a \\u0000 in a string: the message names no jansson flag")
-    C.eq(message("POST", "/v1/models/vec/infer",
-                 json.dumps({"inputs": [[[0, 0, 0, 0]]] * 9}).encode(), J),
-         (413, "inputs: 9 sequences, more than max_sequences (8)"),
-         "too many sequences: the message names the setting")
-    C.eq(message("POST", step, b"inputs=1", {"Content-Type": "text/plain; charset=x"}),
-         (415, 'the request body must be Content-Type: application/json, not '
-               '"text/plain; charset=x"'), "415 says what Content-Type came")
-    C.eq(message("POST", step, b"{}", {"Content-Type": None}),
-         (415, "the request body must be Content-Type: application/json; the request has "
-               "no Content-Type"), "415 says no Content-Type came")
+    @classmethod
+    def setUpClass(cls):
+        cls.d = d = Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
+                           "--max-json-depth", 16, "--max-steps-per-request", 100,
+                           "--max-sequences", 8, "--max-infer-steps", 200)
+        cls.addClassCleanup(cls.stop_quickly)
+        cls.sid = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+        cls.tid = d.request("POST", "/v1/sessions", {"model": "tok"})[2]["id"]
+        cls.step = "/v1/sessions/%s/step" % cls.sid
+        cls.tstep = "/v1/sessions/%s/step" % cls.tid
+        # a reference the refused requests must not disturb
+        cls.probe = [[0.5, -0.25, 1.0, 2.0], [1, 2, 3, 4]]
+        cls.ref = d.request("POST", "/v1/models/vec/infer", {"inputs": [cls.probe]})[2]
+        cls.vdig = d.request("GET", "/v1/models/vec")[2]["digest"].encode()  # states need it
+        cls.addClassCleanup(cls.sessions_untouched)
 
-    # HTTP-level garbage and truncation, on raw sockets
-    out = raw_exchange(d.port, b"GARBAGE\r\n\r\n")
-    C.check(out.startswith(b"HTTP/1.1 400") or out == b"", "garbage request line: %r" % out[:30])
-    # a client that leaves in the middle of its body (a half-close together with the data
-    # can go unnoticed by libmicrohttpd's edge-triggered epoll until request_timeout_s, so
-    # this client closes a moment later, as a real one does)
-    out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                       b"\r\nContent-Length: 100\r\n\r\n{\"inputs\": [[1," % step.encode(),
-                       timeout=0.3)
-    C.check(not out.startswith(b"HTTP/1.1 2"), "truncated body is not answered with success")
-    out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                       b"\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n" % step.encode(),
-                       shut=True, timeout=2)
-    C.check(not out.startswith(b"HTTP/1.1 2"), "bad chunk header is not answered with success")
-    out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                       b"\r\nTransfer-Encoding: chunked\r\n\r\n" % step.encode()
-                       + b"8000\r\n" + b"0" * 0x8000 + b"\r\n" + b"8000\r\n" + b"0" * 0x8000
-                       + b"\r\n" + b"10\r\n" + b"0" * 16 + b"\r\n0\r\n\r\n", timeout=5)
-    C.check(out.startswith(b"HTTP/1.1 413") and b'"limit_exceeded"' in out,
-            "chunked body over the limit: 413 (%r)" % out[:30])
-    C.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
-            "daemon serves after raw-socket abuse")
-    st, _, _ = d.request("GET", "/metrics")
-    text = d.request("GET", "/metrics")[2]
-    fivexx = [l for l in text.splitlines()
-              if l.startswith('rnnd_http_responses_total{code="5')]
-    C.check(not fivexx, "no 5xx was ever sent: %s" % fivexx)
+    @classmethod
+    def sessions_untouched(cls):
+        """The sessions still work, and no refused request touched their state."""
+        d = cls.d
+        st, _, a = d.request("POST", cls.step, {"inputs": cls.probe})
+        require((st, a and a.get("steps")) == (200, 2),
+                "valid step after the refusals: got %r" % ((st, a),))
+        require(a["outputs"] == cls.ref["outputs"][0],
+                "state untouched by refused requests (bitwise)")
+        require(d.request("POST", cls.tstep, {"inputs": [1, 2, 3]})[0] == 200,
+                "token session still works")
 
-    # one wording for a bad token id wherever ids come in (issue 12): infer, step, a
-    # generate prompt, v2 infer
-    where = [("infer", "/v1/models/tok/infer", lambda ids: {"inputs": [ids]},
-              lambda i: "inputs[0][%d]" % i),
-             ("step", tstep, lambda ids: {"inputs": ids}, lambda i: "inputs[%d]" % i),
-             ("generate prompt", "/v1/models/tok/generate", lambda ids: {"prompt": ids},
-              lambda i: "prompt[%d]" % i)]
-    for bad, why in ((30, "token id 30 out of range [0, 30)"),
-                     (-1, "token id -1 out of range [0, 30)"),
-                     (1.5, "expected an integer token id in [0, 30), got 1.5"),
-                     ("a", "expected an integer token id in [0, 30), got a string")):
-        for name, path, body, at in where:
-            st, _, got = d.request("POST", path, body([3, bad]))
-            msg = got.get("error", {}).get("message") if isinstance(got, dict) else got
-            C.eq((st, msg), (400, "%s: %s" % (at(1), why)), "%s, token %r: message" % (name, bad))
-        v2 = {"inputs": [{"name": "INPUT", "shape": [1, 2], "datatype": "INT32",
-                          "data": [3, bad]}]}
-        st, _, got = d.request("POST", "/v2/models/tok/infer", v2)
-        C.eq((st, got), (400, {"error": "input 'INPUT' element 1 (sequence 0, step 1): "
-                                        + why}), "v2 infer, token %r: message" % (bad,))
+    @classmethod
+    def stop_quickly(cls):
+        rc, took = cls.d.stop()
+        require(rc == 0, "clean exit (no leak reports under ASan): got %r" % rc)
+        require(took < 5, "no request left hanging: stopped in %.1f s" % took)
 
-    # the sessions still work, and nothing above touched their state
-    st, _, a = d.request("POST", step, {"inputs": probe})
-    C.eq((st, a and a.get("steps")), (200, 2), "valid step after the battery")
-    C.eq(a["outputs"], ref["outputs"][0], "state untouched by refused requests (bitwise)")
-    C.eq(d.request("POST", tstep, {"inputs": [1, 2, 3]})[0], 200, "token session still works")
-    print("%d malformed requests sent" % (len(cases) + 4))
-    C.check(len(cases) >= 30, "at least 30 malformed cases")
-    rc, took = d.stop()
-    C.eq(rc, 0, "clean exit (no leak reports under ASan)")
-    C.check(took < 5, "no request left hanging: stopped in %.1f s" % took)
-C.exit()
+    def test_malformed(self):
+        d = self.d
+        cases = malformed_cases(self.sid, self.tid, self.vdig)
+        for name, method, path, raw, headers, status, code in cases:
+            try:
+                resp = d.request(method, path, raw=raw, headers=headers)
+            except Exception as e:
+                self.check(False, "%s: %r" % (name, e))
+                continue
+            ok = self.error(resp, status, code, name)
+            if ok:
+                print("ok   %-34s %d %s" % (name, status, code))
+            self.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
+                       "%s: daemon still serving" % name)
+
+        print("%d malformed requests sent" % (len(cases) + 4))
+        self.check(len(cases) >= 30, "at least 30 malformed cases")
+
+    def test_options(self):
+        d = self.d
+        # OPTIONS lists a route's methods (and answers CORS preflights: tests/test_tls.py)
+        st, hdrs, _ = d.request("OPTIONS", "/v1/sessions")
+        self.check(st == 204 and hdrs.get("allow") == "GET, HEAD, POST",
+                   "OPTIONS: 204 with Allow (got %s %r)" % (st, hdrs.get("allow")))
+        st, _, _ = d.request("OPTIONS", "/v1/nowhere")
+        self.eq(st, 404, "OPTIONS on an unknown path: 404")
+
+
+    def test_list_body(self):
+        d = self.d
+        # a body that is JSON but not an object: the message of docs/api.md's validation table
+        st, _, j = d.request("POST", "/v1/models/vec/infer", raw=b"[1]", headers=J)
+        self.check(st == 400 and j.get("error", {}).get("message") ==
+                   "the request body must be a JSON object, got a list",
+                   "a list body: 400 with the documented message (got %s %r)" % (st, j))
+
+
+    def test_messages(self):
+        d, step = self.d, self.step
+        # messages that say what was wrong in the client's terms (issue 13 follow-up)
+        def message(method, path, raw, hdrs):
+            st, _, j = d.request(method, path, raw=raw, headers=hdrs)
+            return st, j.get("error", {}).get("message") if isinstance(j, dict) else j
+        self.eq(message("POST", "/v1/sessions", b'{"model":"char\\u0000lm"}', J),
+                (400, "line 1, column 23: a string holds \\u0000 (NUL), which is not allowed"),
+                "a \\u0000 in a string: the message names no jansson flag")
+        self.eq(message("POST", "/v1/models/vec/infer",
+                     json.dumps({"inputs": [[[0, 0, 0, 0]]] * 9}).encode(), J),
+                (413, "inputs: 9 sequences, more than max_sequences (8)"),
+                "too many sequences: the message names the setting")
+        self.eq(message("POST", step, b"inputs=1", {"Content-Type": "text/plain; charset=x"}),
+                (415, 'the request body must be Content-Type: application/json, not '
+                   '"text/plain; charset=x"'), "415 says what Content-Type came")
+        self.eq(message("POST", step, b"{}", {"Content-Type": None}),
+                (415, "the request body must be Content-Type: application/json; the request has "
+                   "no Content-Type"), "415 says no Content-Type came")
+
+
+    def test_raw_sockets(self):
+        d, step = self.d, self.step
+        # HTTP-level garbage and truncation, on raw sockets
+        out = raw_exchange(d.port, b"GARBAGE\r\n\r\n")
+        self.check(out.startswith(b"HTTP/1.1 400") or out == b"",
+                   "garbage request line: %r" % out[:30])
+        # a client that leaves in the middle of its body (a half-close together with the data
+        # can go unnoticed by libmicrohttpd's edge-triggered epoll until request_timeout_s, so
+        # this client closes a moment later, as a real one does)
+        out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                           b"\r\nContent-Length: 100\r\n\r\n{\"inputs\": [[1," % step.encode(),
+                           timeout=0.3)
+        self.check(not out.startswith(b"HTTP/1.1 2"),
+                   "truncated body is not answered with success")
+        out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                           b"\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n" % step.encode(),
+                           shut=True, timeout=2)
+        self.check(not out.startswith(b"HTTP/1.1 2"),
+                   "bad chunk header is not answered with success")
+        out = raw_exchange(d.port, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                           b"\r\nTransfer-Encoding: chunked\r\n\r\n" % step.encode()
+                           + b"8000\r\n" + b"0" * 0x8000 + b"\r\n" + b"8000\r\n" + b"0" * 0x8000
+                           + b"\r\n" + b"10\r\n" + b"0" * 16 + b"\r\n0\r\n\r\n", timeout=5)
+        self.check(out.startswith(b"HTTP/1.1 413") and b'"limit_exceeded"' in out,
+                   "chunked body over the limit: 413 (%r)" % out[:30])
+        self.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
+                   "daemon serves after raw-socket abuse")
+        st, _, _ = d.request("GET", "/metrics")
+        text = d.request("GET", "/metrics")[2]
+        fivexx = [l for l in text.splitlines()
+                  if l.startswith('rnnd_http_responses_total{code="5')]
+        self.check(not fivexx, "no 5xx was ever sent: %s" % fivexx)
+
+
+    def test_token_id_wording(self):
+        d, tstep = self.d, self.tstep
+        # one wording for a bad token id wherever ids come in (issue 12): infer, step, a
+        # generate prompt, v2 infer
+        where = [("infer", "/v1/models/tok/infer", lambda ids: {"inputs": [ids]},
+                  lambda i: "inputs[0][%d]" % i),
+                 ("step", tstep, lambda ids: {"inputs": ids}, lambda i: "inputs[%d]" % i),
+                 ("generate prompt", "/v1/models/tok/generate", lambda ids: {"prompt": ids},
+                  lambda i: "prompt[%d]" % i)]
+        for bad, why in ((30, "token id 30 out of range [0, 30)"),
+                         (-1, "token id -1 out of range [0, 30)"),
+                         (1.5, "expected an integer token id in [0, 30), got 1.5"),
+                         ("a", "expected an integer token id in [0, 30), got a string")):
+            for name, path, body, at in where:
+                st, _, got = d.request("POST", path, body([3, bad]))
+                msg = got.get("error", {}).get("message") if isinstance(got, dict) else got
+                self.eq((st, msg), (400, "%s: %s" % (at(1), why)),
+                        "%s, token %r: message" % (name, bad))
+            v2 = {"inputs": [{"name": "INPUT", "shape": [1, 2], "datatype": "INT32",
+                              "data": [3, bad]}]}
+            st, _, got = d.request("POST", "/v2/models/tok/infer", v2)
+            self.eq((st, got), (400, {"error": "input 'INPUT' element 1 (sequence 0, step 1): "
+                                            + why}), "v2 infer, token %r: message" % (bad,))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -9,10 +9,10 @@ Prints what it checked; exits 1 on any failure.
 import json
 import random
 import threading
+import unittest
 
-from daemon_util import Checker, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, golden_cases, golden_model, tmpdir
 
-C = Checker()
 WORK = tmpdir("http_infer_batch")
 CASES = {name: case for name, case, _ in golden_cases()}
 MODELS = {n: golden_model(n, WORK) for n in ("lstm_vectors", "gru2_tokens_head")}
@@ -66,56 +66,58 @@ def infer_batches(metrics_text, model):
     return count, total, ones
 
 
-def main():
-    rng = random.Random(7)
-    jobs = []   # (model, body)
-    for k in range(N_THREADS * PER_THREAD):
-        model = sorted(MODELS)[k % len(MODELS)]
-        jobs.append((model, random_request(rng, CASES[model])))
+class InferBatch(Case):
+    def test_batches_equal_alone(self):
+        rng = random.Random(7)
+        jobs = []   # (model, body)
+        for k in range(N_THREADS * PER_THREAD):
+            model = sorted(MODELS)[k % len(MODELS)]
+            jobs.append((model, random_request(rng, CASES[model])))
 
-    with Daemon(MODELS, "--workers", 1) as d:
-        # alone: one at a time, so every call holds one request
-        alone = [post_raw(d, m, body) for m, body in jobs]
-        for i, (st, raw) in enumerate(alone):
-            C.eq(st, 200, "request %d alone: status" % i)
-        for m in MODELS:
-            count, total, ones = infer_batches(d.metrics(), m)
-            C.check(count is not None and count == total == ones,
-                    "%s: sequential requests ran one per call (count %r, sum %r, le=1 %r)"
-                    % (m, count, total, ones))
+        with Daemon(MODELS, "--workers", 1) as d:
+            # alone: one at a time, so every call holds one request
+            alone = [post_raw(d, m, body) for m, body in jobs]
+            for i, (st, raw) in enumerate(alone):
+                self.eq(st, 200, "request %d alone: status" % i)
+            for m in MODELS:
+                count, total, ones = infer_batches(d.metrics(), m)
+                self.check(count is not None and count == total == ones,
+                           "%s: sequential requests ran one per call (count %r, sum %r, le=1 %r)"
+                           % (m, count, total, ones))
 
-        # together: 16 threads released at once
-        got = [None] * len(jobs)
-        start = threading.Barrier(N_THREADS)
+            # together: 16 threads released at once
+            got = [None] * len(jobs)
+            start = threading.Barrier(N_THREADS)
 
-        def client(t):
-            start.wait(30)
-            for i in range(t, len(jobs), N_THREADS):
-                got[i] = post_raw(d, jobs[i][0], jobs[i][1])
+            def client(t):
+                start.wait(30)
+                for i in range(t, len(jobs), N_THREADS):
+                    got[i] = post_raw(d, jobs[i][0], jobs[i][1])
 
-        threads = [threading.Thread(target=client, args=(t,)) for t in range(N_THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
-        same = sum(1 for a, b in zip(alone, got) if a == b)
-        C.eq(same, len(jobs), "concurrent responses byte-identical to alone")
-        for i, (a, b) in enumerate(zip(alone, got)):
-            if a != b:
-                print("  request %d differs: %r vs %r" % (i, a[1][:120], b and b[1][:120]))
-                break
+            threads = [threading.Thread(target=client, args=(t,)) for t in range(N_THREADS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            same = sum(1 for a, b in zip(alone, got) if a == b)
+            self.eq(same, len(jobs), "concurrent responses byte-identical to alone")
+            for i, (a, b) in enumerate(zip(alone, got)):
+                if a != b:
+                    print("  request %d differs: %r vs %r" % (i, a[1][:120], b and b[1][:120]))
+                    break
 
-        multi = 0
-        for m in MODELS:
-            count, total, ones = infer_batches(d.metrics(), m)
-            C.eq(total, 2 * len(jobs) // len(MODELS), m + ": requests counted in the histogram")
-            multi += count - ones
-            print("%s: %d infer calls for %d requests, %d with more than one"
-                  % (m, count, total, count - ones))
-        C.check(multi >= 1, "at least one infer call ran more than one request")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "daemon exit status")
-    C.exit()
+            multi = 0
+            for m in MODELS:
+                count, total, ones = infer_batches(d.metrics(), m)
+                self.eq(total, 2 * len(jobs) // len(MODELS),
+                        m + ": requests counted in the histogram")
+                multi += count - ones
+                print("%s: %d infer calls for %d requests, %d with more than one"
+                      % (m, count, total, count - ones))
+            self.check(multi >= 1, "at least one infer call ran more than one request")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "daemon exit status")
 
 
-main()
+if __name__ == "__main__":
+    unittest.main()

@@ -20,10 +20,10 @@ Prints what it checked; exits 1 on any failure.
 """
 import os
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, tmpdir
+from daemon_util import Case, Daemon, tmpdir
 
-C = Checker()
 WORK = tmpdir("isolation")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 KEY_A = "alice-0123456789abcdef"
@@ -44,186 +44,182 @@ def auth(key):
     return {"Authorization": "Bearer " + key}
 
 
-def create(d, key, **body):
-    st, _, b = d.request("POST", "/v1/sessions", dict(body, model="charlm"), headers=auth(key))
-    C.eq(st, 201, "create a session")
-    SIDS.append(b["id"])
-    return b["id"]
-
-
 def status(d, sid, key):
     return d.request("GET", "/v1/sessions/" + sid, headers=auth(key))[0]
 
 
-def no_ids_logged(d, what):
-    # any 16 digits of an id in a row: a path cut to fit the log's buffer once ended inside one
-    parts = {sid[i:i + 16] for sid in SIDS for i in range(len(sid) - 15)}
-    parts |= {p.upper() for p in parts}
-    leaked = [l for l in d.log if any(p in l for p in parts)]
-    C.check(not leaked, "%s: no log line holds a session id (got %r)" % (what, leaked[:2]))
+class Isolation(Case):
+    """Each test on its own daemon, with the same keys file."""
 
+    @classmethod
+    def setUpClass(cls):
+        cls.keys = keys_file()
 
-def check_tombstones(keys):
-    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
-        first_other, first_own = create(d, KEY_A, ttl_s=1), create(d, KEY_A, ttl_s=1)
-        time.sleep(1.3)
-        C.eq(status(d, first_other, KEY_B), 404, "expired, asked first by another key: 404")
-        C.eq(status(d, first_other, KEY_A), 410, "then by its own key: 410")
-        C.eq(status(d, first_own, KEY_A), 410, "expired, asked first by its own key: 410")
-        C.eq(status(d, first_own, KEY_B), 404, "then by another key: 404 (the tombstone)")
-        C.eq(status(d, first_own, KEY_ADMIN), 410, "and by an admin key: 410")
-        for method, path in (("DELETE", ""), ("POST", "/step"), ("GET", "/state")):
-            body = {"text": "a"} if method == "POST" else None
-            st = d.request(method, "/v1/sessions/" + first_own + path, body,
-                           headers=auth(KEY_B))[0]
-            C.eq(st, 404, "another key's expired session, %s %s: 404" % (method, path))
-        no_ids_logged(d, "tombstones")
-        C.eq(d.stop()[0], 0, "clean exit")
-
-
-def check_options(keys):
-    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys,
-                "--cors-origins", "https://app.example") as d:
-        for path in ("/v1/sessions", "/v1/models/charlm/infer", "/metrics", "/nowhere"):
-            st, h, b = d.request("OPTIONS", path)
-            C.check(st == 401 and "allow" not in h and "www-authenticate" in h,
-                    "OPTIONS %s without a key: 401, no Allow (got %s %r)" % (path, st, h))
-        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=auth(KEY_A))
-        C.check(st == 204 and "POST" in h.get("allow", ""),
-                "OPTIONS with a key: 204 with Allow (got %s %r)" % (st, h.get("allow")))
-        C.eq(d.request("OPTIONS", "/nowhere", headers=auth(KEY_A))[0], 404,
-             "OPTIONS on an unknown path with a key: 404")
-        pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-        answers = []
-        for path in ("/v1/sessions", "/v1/models/charlm/infer", "/nowhere", "/v9/x/y"):
-            st, h, b = d.request("OPTIONS", path, headers=pre)
-            h.pop("date", None)
-            answers.append((st, sorted(h.items()), b))
-            C.check(st == 204 and "allow" not in h and
-                    "POST" in h.get("access-control-allow-methods", ""),
-                    "preflight on %s: 204 with the CORS methods, no Allow (got %s %r)"
-                    % (path, st, h))
-        C.check(all(a == answers[0] for a in answers),
-                "a preflight answers the same on every path (got %r)" % answers)
-        C.eq(d.stop()[0], 0, "clean exit")
-
-
-def check_fair_eviction(keys):
-    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--max-sessions", "4",
-                "--session-evict", "lru") as d:
-        b1 = create(d, KEY_B)
-        time.sleep(0.02)
-        b2 = create(d, KEY_B)
-        time.sleep(0.02)
-        b3 = create(d, KEY_B)
-        time.sleep(0.02)
-        a1 = create(d, KEY_A)
-        time.sleep(0.02)
-        # full; bob holds 3 of 4, over his share of 2: his least recently used goes
-        a2 = create(d, KEY_A)
-        C.eq(status(d, b1, KEY_B), 410, "a key over its fair share loses its LRU session")
-        C.eq(status(d, b1, KEY_A), 404, "which another key is told never existed")
-        time.sleep(0.02)
-        # full; bob holds 2, his share: alice's creation evicts her own oldest, not his
-        create(d, KEY_A)
-        C.eq([status(d, s, KEY_B) for s in (b2, b3)], [200, 200],
-             "a key within its fair share keeps its sessions (LRU among the creator's)")
-        C.eq(status(d, a1, KEY_A), 410, "the creator's own LRU session was evicted")
-        C.eq(status(d, a2, KEY_A), 200, "and only that one")
-        time.sleep(0.02)
-        # bob within his share may evict his own
-        create(d, KEY_B)
-        C.eq(status(d, b2, KEY_B), 410, "bob's creation evicts his own LRU session")
-        C.eq(status(d, a2, KEY_A), 200, "not alice's (within her share)")
-        no_ids_logged(d, "eviction")
-        C.eq(d.stop()[0], 0, "clean exit")
-
-
-def check_dropped_log(keys):
-    state = os.path.join(WORK, "state")
-    os.makedirs(state, exist_ok=True)
-    for n in os.listdir(state):
-        os.remove(os.path.join(state, n))
-    with Daemon({"charlm": CHARLM, "other": CHARLM}, "--api-keys-file", keys,
-                "--state-dir", state) as d:
-        st, _, b = d.request("POST", "/v1/sessions", {"model": "other"}, headers=auth(KEY_A))
-        C.eq(st, 201, "a session of model other")
+    def create(self, d, key, **body):
+        st, _, b = d.request("POST", "/v1/sessions", dict(body, model="charlm"), headers=auth(key))
+        self.eq(st, 201, "create a session")
         SIDS.append(b["id"])
-        C.eq(d.stop()[0], 0, "clean exit (writes the snapshot)")
-    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--state-dir", state) as d:
-        lines = [l for l in d.log if "event=session_dropped" in l]
-        C.check(len(lines) == 1 and "record=0" in lines[0] and "key=alice" in lines[0] and
-                "reason=model_gone" in lines[0],
-                "a dropped session is logged by record and key (got %r)" % lines)
-        no_ids_logged(d, "restore")
-        C.eq(d.stop()[0], 0, "clean exit")
+        return b["id"]
 
+    def no_ids_logged(self, d, what):
+        # any 16 digits of an id in a row: a path cut to fit the log's buffer once ended inside one
+        parts = {sid[i:i + 16] for sid in SIDS for i in range(len(sid) - 15)}
+        parts |= {p.upper() for p in parts}
+        leaked = [l for l in d.log if any(p in l for p in parts)]
+        self.check(not leaked, "%s: no log line holds a session id (got %r)" % (what, leaked[:2]))
 
-def check_debug_log(keys):
-    seq = "seq-secret-5f3a9c"
-    with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--log-level", "debug",
-                "--access-log", "on") as d:
-        sid = create(d, KEY_A)
-        base = "/v1/sessions/" + sid
-        calls = [("GET", "/v1/sessions", None, 200), ("GET", base, None, 200),
-                 ("POST", base + "/step", {"text": "ab"}, 200),
-                 ("POST", base + "/generate", {"prompt": "a", "max_tokens": 2}, 200),
-                 ("GET", base + "/state", None, 200),
-                 ("POST", base + "/reset", {}, 200),
-                 ("POST", base + "/fork", {}, 201),
-                 ("GET", base + "/nowhere", None, 404),
-                 ("POST", base + "x/nowhere", {}, 404),
-                 ("DELETE", base, None, 204)]
-        for method, path, body, want in calls:
-            st, _, b = d.request(method, path, body, headers=auth(KEY_A))
-            C.eq(st, want, "%s %s" % (method, path.replace(sid, "{id}")))
-            if path.endswith("/fork") and st == 201:
-                SIDS.append(b["id"])
-                d.request("DELETE", "/v1/sessions/" + b["id"], headers=auth(KEY_A))
-        # Issue 13, round 4, item 2: only the segment after a literal "sessions" was redacted,
-        # so each of these logged the id whole (or, cut to fit, 17 of its digits)
-        for path in ("/v1/Sessions/" + sid, "/v1/sessionsX/" + sid, "/" + sid,
-                     base + "/../" + sid, "/v1/models/" + sid, "/v1/models/" + sid.upper(),
-                     "/v1/models/" + sid + "/infer", "/v2/models/" + sid,
-                     "/v1/models/x" + sid + "y", "/" + "z" * 140 + "/" + sid):
-            method = "POST" if path.endswith("/infer") else "GET"
-            st, _, _ = d.request(method, path, {} if method == "POST" else None,
-                                 headers=auth(KEY_A))
-            C.check(st in (400, 404), "%s %s: refused (%d)"
-                    % (method, path.replace(sid, "{id}"), st))
-        C.check(any('path="/v1/Sessions/{id}"' in l for l in d.log) and
-                any('path="/v1/sessionsX/{id}"' in l for l in d.log) and
-                any('path="/v1/sessions/{id}/../{id}"' in l for l in d.log) and
-                any('path="/' + "z" * 140 + '/{id}"' in l for l in d.log),
-                "the debug log names those paths with {id} (got %r)"
-                % [l for l in d.log if "event=request " in l and "Sessions" in l][:2])
-        C.check(any("event=access" in l and 'model="{id}"' in l for l in d.log) and
-                any("event=access" in l and 'model="x{id}y"' in l for l in d.log),
-                "the access log names a model that looks like an id as {id} (got %r)"
-                % [l for l in d.log if "event=access" in l and "models/*" in l][:2])
-        v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
-              "parameters": {"sequence_id": seq, "sequence_start": True}}
-        C.eq(d.request("POST", "/v2/models/charlm/infer", v2, headers=auth(KEY_A))[0], 200,
-             "v2 infer in a string sequence")
-        C.check(any("event=request" in l and "/v1/sessions/{id}/step" in l for l in d.log),
-                "debug logging names the step route with {id} (got %r)"
-                % [l for l in d.log if "event=request" in l][:3])
-        no_ids_logged(d, "debug log")
-        secrets = [KEY_A, KEY_B, KEY_ADMIN, seq]
-        leaked = [l for l in d.log if any(s in l for s in secrets)]
-        C.check(not leaked, "debug log: no key or sequence id (got %r)" % leaked[:2])
-        C.eq(d.stop()[0], 0, "clean exit")
+    def test_debug_log(self):
+        keys = self.keys
+        seq = "seq-secret-5f3a9c"
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--log-level", "debug",
+                    "--access-log", "on") as d:
+            sid = self.create(d, KEY_A)
+            base = "/v1/sessions/" + sid
+            calls = [("GET", "/v1/sessions", None, 200), ("GET", base, None, 200),
+                     ("POST", base + "/step", {"text": "ab"}, 200),
+                     ("POST", base + "/generate", {"prompt": "a", "max_tokens": 2}, 200),
+                     ("GET", base + "/state", None, 200),
+                     ("POST", base + "/reset", {}, 200),
+                     ("POST", base + "/fork", {}, 201),
+                     ("GET", base + "/nowhere", None, 404),
+                     ("POST", base + "x/nowhere", {}, 404),
+                     ("DELETE", base, None, 204)]
+            for method, path, body, want in calls:
+                st, _, b = d.request(method, path, body, headers=auth(KEY_A))
+                self.eq(st, want, "%s %s" % (method, path.replace(sid, "{id}")))
+                if path.endswith("/fork") and st == 201:
+                    SIDS.append(b["id"])
+                    d.request("DELETE", "/v1/sessions/" + b["id"], headers=auth(KEY_A))
+            # Issue 13, round 4, item 2: only the segment after a literal "sessions" was redacted,
+            # so each of these logged the id whole (or, cut to fit, 17 of its digits)
+            for path in ("/v1/Sessions/" + sid, "/v1/sessionsX/" + sid, "/" + sid,
+                         base + "/../" + sid, "/v1/models/" + sid, "/v1/models/" + sid.upper(),
+                         "/v1/models/" + sid + "/infer", "/v2/models/" + sid,
+                         "/v1/models/x" + sid + "y", "/" + "z" * 140 + "/" + sid):
+                method = "POST" if path.endswith("/infer") else "GET"
+                st, _, _ = d.request(method, path, {} if method == "POST" else None,
+                                     headers=auth(KEY_A))
+                self.check(st in (400, 404), "%s %s: refused (%d)"
+                           % (method, path.replace(sid, "{id}"), st))
+            self.check(any('path="/v1/Sessions/{id}"' in l for l in d.log) and
+                       any('path="/v1/sessionsX/{id}"' in l for l in d.log) and
+                       any('path="/v1/sessions/{id}/../{id}"' in l for l in d.log) and
+                       any('path="/' + "z" * 140 + '/{id}"' in l for l in d.log),
+                       "the debug log names those paths with {id} (got %r)"
+                       % [l for l in d.log if "event=request " in l and "Sessions" in l][:2])
+            self.check(any("event=access" in l and 'model="{id}"' in l for l in d.log) and
+                       any("event=access" in l and 'model="x{id}y"' in l for l in d.log),
+                       "the access log names a model that looks like an id as {id} (got %r)"
+                       % [l for l in d.log if "event=access" in l and "models/*" in l][:2])
+            v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
+                  "parameters": {"sequence_id": seq, "sequence_start": True}}
+            self.eq(d.request("POST", "/v2/models/charlm/infer", v2, headers=auth(KEY_A))[0], 200,
+                    "v2 infer in a string sequence")
+            self.check(any("event=request" in l and "/v1/sessions/{id}/step" in l for l in d.log),
+                       "debug logging names the step route with {id} (got %r)"
+                       % [l for l in d.log if "event=request" in l][:3])
+            self.no_ids_logged(d, "debug log")
+            secrets = [KEY_A, KEY_B, KEY_ADMIN, seq]
+            leaked = [l for l in d.log if any(s in l for s in secrets)]
+            self.check(not leaked, "debug log: no key or sequence id (got %r)" % leaked[:2])
+            self.eq(d.stop()[0], 0, "clean exit")
 
+    def test_tombstones(self):
+        keys = self.keys
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
+            first_other, first_own = self.create(d, KEY_A, ttl_s=1), self.create(d, KEY_A, ttl_s=1)
+            time.sleep(1.3)
+            self.eq(status(d, first_other, KEY_B), 404, "expired, asked first by another key: 404")
+            self.eq(status(d, first_other, KEY_A), 410, "then by its own key: 410")
+            self.eq(status(d, first_own, KEY_A), 410, "expired, asked first by its own key: 410")
+            self.eq(status(d, first_own, KEY_B), 404, "then by another key: 404 (the tombstone)")
+            self.eq(status(d, first_own, KEY_ADMIN), 410, "and by an admin key: 410")
+            for method, path in (("DELETE", ""), ("POST", "/step"), ("GET", "/state")):
+                body = {"text": "a"} if method == "POST" else None
+                st = d.request(method, "/v1/sessions/" + first_own + path, body,
+                               headers=auth(KEY_B))[0]
+                self.eq(st, 404, "another key's expired session, %s %s: 404" % (method, path))
+            self.no_ids_logged(d, "tombstones")
+            self.eq(d.stop()[0], 0, "clean exit")
 
-def main():
-    keys = keys_file()
-    check_debug_log(keys)
-    check_tombstones(keys)
-    check_options(keys)
-    check_fair_eviction(keys)
-    check_dropped_log(keys)
-    C.exit()
+    def test_options(self):
+        keys = self.keys
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys,
+                    "--cors-origins", "https://app.example") as d:
+            for path in ("/v1/sessions", "/v1/models/charlm/infer", "/metrics", "/nowhere"):
+                st, h, b = d.request("OPTIONS", path)
+                self.check(st == 401 and "allow" not in h and "www-authenticate" in h,
+                           "OPTIONS %s without a key: 401, no Allow (got %s %r)" % (path, st, h))
+            st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=auth(KEY_A))
+            self.check(st == 204 and "POST" in h.get("allow", ""),
+                       "OPTIONS with a key: 204 with Allow (got %s %r)" % (st, h.get("allow")))
+            self.eq(d.request("OPTIONS", "/nowhere", headers=auth(KEY_A))[0], 404,
+                    "OPTIONS on an unknown path with a key: 404")
+            pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+            answers = []
+            for path in ("/v1/sessions", "/v1/models/charlm/infer", "/nowhere", "/v9/x/y"):
+                st, h, b = d.request("OPTIONS", path, headers=pre)
+                h.pop("date", None)
+                answers.append((st, sorted(h.items()), b))
+                self.check(st == 204 and "allow" not in h and
+                           "POST" in h.get("access-control-allow-methods", ""),
+                           "preflight on %s: 204 with the CORS methods, no Allow (got %s %r)"
+                           % (path, st, h))
+            self.check(all(a == answers[0] for a in answers),
+                       "a preflight answers the same on every path (got %r)" % answers)
+            self.eq(d.stop()[0], 0, "clean exit")
+
+    def test_fair_eviction(self):
+        keys = self.keys
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--max-sessions", "4",
+                    "--session-evict", "lru") as d:
+            b1 = self.create(d, KEY_B)
+            time.sleep(0.02)
+            b2 = self.create(d, KEY_B)
+            time.sleep(0.02)
+            b3 = self.create(d, KEY_B)
+            time.sleep(0.02)
+            a1 = self.create(d, KEY_A)
+            time.sleep(0.02)
+            # full; bob holds 3 of 4, over his share of 2: his least recently used goes
+            a2 = self.create(d, KEY_A)
+            self.eq(status(d, b1, KEY_B), 410, "a key over its fair share loses its LRU session")
+            self.eq(status(d, b1, KEY_A), 404, "which another key is told never existed")
+            time.sleep(0.02)
+            # full; bob holds 2, his share: alice's creation evicts her own oldest, not his
+            self.create(d, KEY_A)
+            self.eq([status(d, s, KEY_B) for s in (b2, b3)], [200, 200],
+                    "a key within its fair share keeps its sessions (LRU among the creator's)")
+            self.eq(status(d, a1, KEY_A), 410, "the creator's own LRU session was evicted")
+            self.eq(status(d, a2, KEY_A), 200, "and only that one")
+            time.sleep(0.02)
+            # bob within his share may evict his own
+            self.create(d, KEY_B)
+            self.eq(status(d, b2, KEY_B), 410, "bob's creation evicts his own LRU session")
+            self.eq(status(d, a2, KEY_A), 200, "not alice's (within her share)")
+            self.no_ids_logged(d, "eviction")
+            self.eq(d.stop()[0], 0, "clean exit")
+
+    def test_dropped_log(self):
+        keys = self.keys
+        state = os.path.join(WORK, "state")
+        os.makedirs(state, exist_ok=True)
+        for n in os.listdir(state):
+            os.remove(os.path.join(state, n))
+        with Daemon({"charlm": CHARLM, "other": CHARLM}, "--api-keys-file", keys,
+                    "--state-dir", state) as d:
+            st, _, b = d.request("POST", "/v1/sessions", {"model": "other"}, headers=auth(KEY_A))
+            self.eq(st, 201, "a session of model other")
+            SIDS.append(b["id"])
+            self.eq(d.stop()[0], 0, "clean exit (writes the snapshot)")
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--state-dir", state) as d:
+            lines = [l for l in d.log if "event=session_dropped" in l]
+            self.check(len(lines) == 1 and "record=0" in lines[0] and "key=alice" in lines[0] and
+                       "reason=model_gone" in lines[0],
+                       "a dropped session is logged by record and key (got %r)" % lines)
+            self.no_ids_logged(d, "restore")
+            self.eq(d.stop()[0], 0, "clean exit")
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

@@ -12,9 +12,10 @@ import re
 import shutil
 import subprocess
 import sys
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import PYTHON3, RNND_BIN, Checker  # noqa: E402
+from daemon_util import Case, PYTHON3, RNND_BIN, require  # noqa: E402
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 PAGES = {"rnnd": os.path.join(SRCDIR, "man", "rnnd.8"),
@@ -41,77 +42,84 @@ def options(help_text):
     return found
 
 
-def main():
-    ck = Checker()
-    if not ck.check(shutil.which("groff") is not None,
-                    "groff is installed (Debian package groff-base; tools/setup)"):
-        ck.exit()
-    for name, path in PAGES.items():
-        r = run(["groff", "-man", "-Tutf8", "-ww", "-z", path])
-        ck.check(r.returncode == 0 and r.stderr == "",
-                 "groff -ww %s: clean (status %d) %s" % (name, r.returncode, r.stderr[:500]))
+class ManPages(Case):
+    """The man pages against the programs' own --help."""
 
-    man = render(PAGES["rnnd"])
-    flat = re.sub(r"\s+", " ", man)
+    @classmethod
+    def setUpClass(cls):
+        require(shutil.which("groff") is not None,
+                "groff is installed (Debian package groff-base; tools/setup)")
+        cls.man = render(PAGES["rnnd"])
+        cls.flat = re.sub(r"\s+", " ", cls.man)
 
-    # commands
-    top = run([RNND_BIN, "--help"]).stdout
-    commands = re.findall(r"^\s{2}([a-z]+)\s{2,}", top, re.M)
-    ck.check(len(commands) >= 4, "rnnd --help lists commands: %r" % commands)
-    for c in commands:
-        ck.check(re.search(r"^\s+rnnd %s$" % c, man, re.M) is not None,
-                 "rnnd.8 has a section for `rnnd %s`" % c)
+    def test_groff_clean(self):
+        for name, path in PAGES.items():
+            r = run(["groff", "-man", "-Tutf8", "-ww", "-z", path])
+            self.check(r.returncode == 0 and r.stderr == "",
+                       "groff -ww %s: clean (status %d) %s" % (name, r.returncode, r.stderr[:500]))
 
-    # serve: every setting with its default
-    serve = run([RNND_BIN, "serve", "--help"]).stdout
-    entries = re.findall(r"^\s{2}(--[a-z-]+)( [^\n]*)?\n((?:\s{8}.*\n)+)", serve, re.M)
-    ck.check(len(entries) >= 25, "rnnd serve --help: %d settings parsed" % len(entries))
-    # the man page's entries: a line "       --flag ARG" then its paragraph on one line
-    paras = {}
-    for m in re.finditer(r"^ {7}(--[a-z-]+)[^\n]*\n {14}([^\n]*)", man, re.M):
-        paras.setdefault(m.group(1), m.group(2))
-    for flag, _, text in entries:
-        text = re.sub(r"\s+", " ", text)
-        d = re.search(r'default "([^"]*)"', text)
-        para = paras.get(flag)
-        if not ck.check(para is not None, "rnnd.8 documents %s" % flag):
-            continue
-        if d:
-            want = d.group(1)
-            if want == "":
-                ok = "Default empty" in para or "Default none" in para
-            else:
-                ok = ("Default %s." % want) in para
-            ck.check(ok, "rnnd.8 gives %s's default %r: %r" % (flag, want, para[-120:]))
-        b = re.search(r"(\d+)\.\.(\d+)\)", text)
-        if b and flag not in ("--max-body-bytes", "--max-state-bytes", "--max-header-bytes",
-                              "--max-request-memory", "--memory-budget"):
-            ck.check("(%s..%s" % b.groups() in para or "%s..%s)" % b.groups() in para,
-                     "rnnd.8 gives %s's bounds %s..%s" % ((flag,) + b.groups()))
-    for flag in ("--config", "--print-config", "--help"):
-        ck.check(flag in paras or (flag + " ") in flat, "rnnd.8 documents %s" % flag)
+    def test_commands(self):
+        man = self.man
+        top = run([RNND_BIN, "--help"]).stdout
+        commands = re.findall(r"^\s{2}([a-z]+)\s{2,}", top, re.M)
+        self.check(len(commands) >= 4, "rnnd --help lists commands: %r" % commands)
+        for c in commands:
+            self.check(re.search(r"^\s+rnnd %s$" % c, man, re.M) is not None,
+                       "rnnd.8 has a section for `rnnd %s`" % c)
 
-    # the other commands' options
-    for sub in ("infer", "inspect", "bench"):
-        h = run([RNND_BIN, sub, "--help"])
-        opts = options(h.stdout + h.stderr)
-        ck.check(len(opts) >= 1, "rnnd %s --help lists options: %r" % (sub, sorted(opts)))
-        for o in sorted(opts - {"--help"}):
-            ck.check(o in flat, "rnnd.8 mentions `rnnd %s %s`" % (sub, o))
+    def test_serve_settings(self):
+        """serve: every setting with its default."""
+        man, flat = self.man, self.flat
+        serve = run([RNND_BIN, "serve", "--help"]).stdout
+        entries = re.findall(r"^\s{2}(--[a-z-]+)( [^\n]*)?\n((?:\s{8}.*\n)+)", serve, re.M)
+        self.check(len(entries) >= 25, "rnnd serve --help: %d settings parsed" % len(entries))
+        # the man page's entries: a line "       --flag ARG" then its paragraph on one line
+        paras = {}
+        for m in re.finditer(r"^ {7}(--[a-z-]+)[^\n]*\n {14}([^\n]*)", man, re.M):
+            paras.setdefault(m.group(1), m.group(2))
+        for flag, _, text in entries:
+            text = re.sub(r"\s+", " ", text)
+            d = re.search(r'default "([^"]*)"', text)
+            para = paras.get(flag)
+            if not self.check(para is not None, "rnnd.8 documents %s" % flag):
+                continue
+            if d:
+                want = d.group(1)
+                if want == "":
+                    ok = "Default empty" in para or "Default none" in para
+                else:
+                    ok = ("Default %s." % want) in para
+                self.check(ok, "rnnd.8 gives %s's default %r: %r" % (flag, want, para[-120:]))
+            b = re.search(r"(\d+)\.\.(\d+)\)", text)
+            if b and flag not in ("--max-body-bytes", "--max-state-bytes", "--max-header-bytes",
+                                  "--max-request-memory", "--memory-budget"):
+                self.check("(%s..%s" % b.groups() in para or "%s..%s)" % b.groups() in para,
+                           "rnnd.8 gives %s's bounds %s..%s" % ((flag,) + b.groups()))
+        for flag in ("--config", "--print-config", "--help"):
+            self.check(flag in paras or (flag + " ") in flat, "rnnd.8 documents %s" % flag)
 
-    # rnnd-convert
-    conv = render(PAGES["rnnd-convert"])
-    h = run([PYTHON3, "-m", "rnnd_convert", "--help"])
-    opts = options(h.stdout)
-    ck.check(len(opts) >= 7, "rnnd-convert --help lists options: %r" % sorted(opts))
-    for o in sorted(opts):
-        ck.check(re.search(r"^ {7}(-[a-z], )?%s\b" % re.escape(o), conv, re.M) is not None,
-                 "rnnd-convert.1 documents %s" % o)
-    for choice in re.findall(r"\{([a-z_,]+)\}", h.stdout):
-        for c in choice.split(","):
-            ck.check(c in conv, "rnnd-convert.1 names the choice %r" % c)
-    ck.exit()
+    def test_other_commands(self):
+        """The other commands' options."""
+        flat = self.flat
+        for sub in ("infer", "inspect", "bench"):
+            h = run([RNND_BIN, sub, "--help"])
+            opts = options(h.stdout + h.stderr)
+            self.check(len(opts) >= 1, "rnnd %s --help lists options: %r" % (sub, sorted(opts)))
+            for o in sorted(opts - {"--help"}):
+                self.check(o in flat, "rnnd.8 mentions `rnnd %s %s`" % (sub, o))
+
+    def test_rnnd_convert(self):
+        conv = render(PAGES["rnnd-convert"])
+        h = run([PYTHON3, "-m", "rnnd_convert", "--help"])
+        opts = options(h.stdout)
+        self.check(len(opts) >= 7, "rnnd-convert --help lists options: %r" % sorted(opts))
+        for o in sorted(opts):
+            self.check(re.search(r"^ {7}(-[a-z], )?%s\b" % re.escape(o), conv, re.M) is not None,
+                       "rnnd-convert.1 documents %s" % o)
+        for choice in re.findall(r"\{([a-z_,]+)\}", h.stdout):
+            for c in choice.split(","):
+                self.check(c in conv, "rnnd-convert.1 names the choice %r" % c)
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

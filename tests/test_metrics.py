@@ -15,10 +15,10 @@ Prints what it checked; exits 1 on any failure.
 import math
 import os
 import re
+import unittest
 
-from daemon_util import Checker, Daemon
+from daemon_util import Case, Daemon
 
-C = Checker()
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 
 NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -104,33 +104,6 @@ def parse_exposition(text):
     return fams
 
 
-def check_families(fams):
-    for fam, f in fams.items():
-        C.check(fam.startswith("rnnd_"), "%s: the rnnd_ prefix" % fam)
-        if f["type"] == "counter":
-            C.check(fam.endswith("_total"), "counter %s ends in _total" % fam)
-            C.check(all(v >= 0 for _, _, v in f["samples"]), "counter %s is not negative" % fam)
-        if f["type"] == "histogram":
-            series = {}
-            for name, labels, v in f["samples"]:
-                key = tuple(sorted((k, x) for k, x in labels.items() if k != "le"))
-                series.setdefault(key, {"buckets": [], "sum": None, "count": None})
-                if name.endswith("_bucket"):
-                    series[key]["buckets"].append((parse_value(labels["le"]), v))
-                elif name.endswith("_sum"):
-                    series[key]["sum"] = v
-                else:
-                    series[key]["count"] = v
-            for key, s in series.items():
-                b = s["buckets"]
-                ok = (b and b[-1][0] == math.inf and s["count"] == b[-1][1] and
-                      s["sum"] is not None and
-                      all(b[i][0] < b[i + 1][0] and b[i][1] <= b[i + 1][1]
-                          for i in range(len(b) - 1)))
-                C.check(ok, "histogram %s%s: cumulative buckets, +Inf == _count, _sum" %
-                        (fam, dict(key)))
-
-
 def value(fams, name, **labels):
     base = name
     for suffix in ("_bucket", "_sum", "_count"):
@@ -142,22 +115,55 @@ def value(fams, name, **labels):
     return 0.0
 
 
-def scrape(d):
-    st, _, text = d.request("GET", "/metrics")
-    assert st == 200
-    try:
-        fams = parse_exposition(text)
-    except ValueError as e:
-        C.check(False, "/metrics parses: %s" % e)
-        return {}
-    return fams
+class Metrics(Case):
+    """One daemon with charlm: /metrics before and after some traffic."""
 
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({"charlm": CHARLM})
 
-def main():
-    with Daemon({"charlm": CHARLM}) as d:
-        a = scrape(d)
-        C.check(bool(a), "/metrics parses as Prometheus text format")
-        check_families(a)
+    def families_ok(self, fams):
+        for fam, f in fams.items():
+            self.check(fam.startswith("rnnd_"), "%s: the rnnd_ prefix" % fam)
+            if f["type"] == "counter":
+                self.check(fam.endswith("_total"), "counter %s ends in _total" % fam)
+                self.check(all(v >= 0 for _, _, v in f["samples"]),
+                           "counter %s is not negative" % fam)
+            if f["type"] == "histogram":
+                series = {}
+                for name, labels, v in f["samples"]:
+                    key = tuple(sorted((k, x) for k, x in labels.items() if k != "le"))
+                    series.setdefault(key, {"buckets": [], "sum": None, "count": None})
+                    if name.endswith("_bucket"):
+                        series[key]["buckets"].append((parse_value(labels["le"]), v))
+                    elif name.endswith("_sum"):
+                        series[key]["sum"] = v
+                    else:
+                        series[key]["count"] = v
+                for key, s in series.items():
+                    b = s["buckets"]
+                    ok = (b and b[-1][0] == math.inf and s["count"] == b[-1][1] and
+                          s["sum"] is not None and
+                          all(b[i][0] < b[i + 1][0] and b[i][1] <= b[i + 1][1]
+                              for i in range(len(b) - 1)))
+                    self.check(ok, "histogram %s%s: cumulative buckets, +Inf == _count, _sum" %
+                               (fam, dict(key)))
+
+    def scrape(self, d):
+        st, _, text = d.request("GET", "/metrics")
+        assert st == 200
+        try:
+            fams = parse_exposition(text)
+        except ValueError as e:
+            self.check(False, "/metrics parses: %s" % e)
+            return {}
+        return fams
+
+    def test_counters(self):
+        d = self.d
+        a = self.scrape(d)
+        self.check(bool(a), "/metrics parses as Prometheus text format")
+        self.families_ok(a)
         sid = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
         for _ in range(5):
             d.request("POST", "/v1/sessions/%s/step" % sid, {"text": "abc"})
@@ -165,46 +171,49 @@ def main():
         d.request("POST", "/v1/sessions/%s/generate" % sid, {"prompt": "x", "max_tokens": 7})
         d.request("DELETE", "/v1/sessions/%s" % sid)
         d.request("GET", "/nowhere")
-        b = scrape(d)
-        check_families(b)
+        b = self.scrape(d)
+        self.families_ok(b)
         step = "/v1/sessions/*/step"
 
         def delta(name, **labels):
             return value(b, name, **labels) - value(a, name, **labels)
 
-        C.eq(delta("rnnd_http_requests_total", endpoint=step, method="POST", code="200"), 5,
-             "requests_total counts the 5 steps")
-        C.eq(delta("rnnd_http_requests_total", endpoint=step, method="POST", code="400"), 1,
-             "and the refused one by its status")
-        C.eq(delta("rnnd_http_requests_total", endpoint="other", method="GET", code="404"), 1,
-             "an unknown path counts under endpoint=\"other\"")
-        C.eq(delta("rnnd_http_request_duration_seconds_count", endpoint=step), 6,
-             "the latency histogram counts every step request")
-        C.check(delta("rnnd_http_request_duration_seconds_sum", endpoint=step) > 0,
-                "and sums their time")
-        C.eq(delta("rnnd_session_steps_total", model="charlm"), 15 + 1 + 7,
-             "session steps: 15 stepped + 1 prompt + 7 generated")
-        C.eq(delta("rnnd_sessions_total", event="created"), 1, "sessions created")
-        C.eq(delta("rnnd_sessions_total", event="deleted"), 1, "sessions deleted")
-        C.eq(delta("rnnd_generated_tokens_total"), 7, "generated tokens")
-        C.eq(delta("rnnd_generations_total", finish_reason="length"), 1, "generations ended")
-        C.check(delta("rnnd_worker_busy_seconds_total") > 0, "worker busy time grows")
-        C.eq(value(b, "rnnd_models"), 1, "rnnd_models")
-        C.eq(value(b, "rnnd_model_info", model="charlm", version="1"), 1, "rnnd_model_info")
-        C.check(any(n == "rnnd_build_info" for n, _, _ in b["rnnd_build_info"]["samples"]),
-                "rnnd_build_info")
-        C.check("rnnd_queue_depth" in b and "rnnd_snapshots_total" in b and
-                "rnnd_session_state_bytes" in b, "queue depth, snapshot and state gauges")
-        C.check(any("event=access" in l and "endpoint=/v1/sessions/*/step" in l and
+        self.eq(delta("rnnd_http_requests_total", endpoint=step, method="POST", code="200"), 5,
+                "requests_total counts the 5 steps")
+        self.eq(delta("rnnd_http_requests_total", endpoint=step, method="POST", code="400"), 1,
+                "and the refused one by its status")
+        self.eq(delta("rnnd_http_requests_total", endpoint="other", method="GET", code="404"), 1,
+                "an unknown path counts under endpoint=\"other\"")
+        self.eq(delta("rnnd_http_request_duration_seconds_count", endpoint=step), 6,
+                "the latency histogram counts every step request")
+        self.check(delta("rnnd_http_request_duration_seconds_sum", endpoint=step) > 0,
+                   "and sums their time")
+        self.eq(delta("rnnd_session_steps_total", model="charlm"), 15 + 1 + 7,
+                "session steps: 15 stepped + 1 prompt + 7 generated")
+        self.eq(delta("rnnd_sessions_total", event="created"), 1, "sessions created")
+        self.eq(delta("rnnd_sessions_total", event="deleted"), 1, "sessions deleted")
+        self.eq(delta("rnnd_generated_tokens_total"), 7, "generated tokens")
+        self.eq(delta("rnnd_generations_total", finish_reason="length"), 1, "generations ended")
+        self.check(delta("rnnd_worker_busy_seconds_total") > 0, "worker busy time grows")
+        self.eq(value(b, "rnnd_models"), 1, "rnnd_models")
+        self.eq(value(b, "rnnd_model_info", model="charlm", version="1"), 1, "rnnd_model_info")
+        self.check(any(n == "rnnd_build_info" for n, _, _ in b["rnnd_build_info"]["samples"]),
+                   "rnnd_build_info")
+        self.check("rnnd_queue_depth" in b and "rnnd_snapshots_total" in b and
+                   "rnnd_session_state_bytes" in b, "queue depth, snapshot and state gauges")
+        self.check(any("event=access" in l and "endpoint=/v1/sessions/*/step" in l and
                     "status=200" in l for l in d.log), "the access log names the endpoint")
-        C.check(not any(sid in l for l in d.log), "no log line holds a session id")
-        d.stop()
-    with Daemon({"charlm": CHARLM}, "--access-log", "off") as d:
-        d.request("GET", "/v1/models")
-        d.stop()
-        C.check(not any("event=access" in l for l in d.log), "access_log = off: no access lines")
-    C.exit()
+        self.check(not any(sid in l for l in d.log), "no log line holds a session id")
+
+
+class AccessLogOff(Case):
+    def test_access_log_off(self):
+        with Daemon({"charlm": CHARLM}, "--access-log", "off") as d:
+            d.request("GET", "/v1/models")
+            d.stop()
+            self.check(not any("event=access" in l for l in d.log),
+                       "access_log = off: no access lines")
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

@@ -15,10 +15,10 @@ import shutil
 import signal
 import subprocess
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, RNND_BIN, tmpdir
+from daemon_util import Case, Daemon, RNND_BIN, tmpdir
 
-C = Checker()
 WORK = tmpdir("models-dir")
 MODELS = os.path.join(WORK, "models")
 OUTSIDE = os.path.join(WORK, "outside")
@@ -55,92 +55,92 @@ def empty_warnings(d):
     return [l for l in d.log if "level=warn" in l and "event=no_models" in l]
 
 
-def check_empty_folder():
-    shutil.rmtree(MODELS, ignore_errors=True)
-    os.makedirs(MODELS)
-    with open(os.path.join(MODELS, "notes.txt"), "w") as f:
-        f.write("not a model\n")       # a file that does not match the pattern
-    with Daemon({}, "--models", MODELS) as d:
-        warned = empty_warnings(d)
-        C.check(len(warned) == 1 and 'dir="%s"' % MODELS in warned[0]
-                and 'pattern="*.rnnd"' in warned[0],
-                "start: one warning naming the folder and the pattern: %r" % warned)
-        st, hdrs, body = d.request("GET", "/readyz")
-        C.error((st, hdrs, body), 503, "no_models", "/readyz with no model")
-        C.check("retry-after" in hdrs, "/readyz 503 carries Retry-After")
-        C.eq(d.request("GET", "/healthz")[0], 200, "/healthz is 200 all the same")
+class ModelsDir(Case):
+    def test_empty_folder(self):
+        shutil.rmtree(MODELS, ignore_errors=True)
+        os.makedirs(MODELS)
+        with open(os.path.join(MODELS, "notes.txt"), "w") as f:
+            f.write("not a model\n")       # a file that does not match the pattern
+        with Daemon({}, "--models", MODELS) as d:
+            warned = empty_warnings(d)
+            self.check(len(warned) == 1 and 'dir="%s"' % MODELS in warned[0]
+                       and 'pattern="*.rnnd"' in warned[0],
+                       "start: one warning naming the folder and the pattern: %r" % warned)
+            st, hdrs, body = d.request("GET", "/readyz")
+            self.error((st, hdrs, body), 503, "no_models", "/readyz with no model")
+            self.check("retry-after" in hdrs, "/readyz 503 carries Retry-After")
+            self.eq(d.request("GET", "/healthz")[0], 200, "/healthz is 200 all the same")
 
-        shutil.copyfile(CHARLM, os.path.join(MODELS, "a.rnnd"))
-        C.check(reload_and_wait(d), "reload after adding a model")
-        st, _, body = d.request("GET", "/readyz")
-        C.eq((st, body), (200, {"status": "ready", "models": 1}), "/readyz once a model loaded")
-        C.eq(len(empty_warnings(d)), 1, "a reload that finds a model does not warn")
+            shutil.copyfile(CHARLM, os.path.join(MODELS, "a.rnnd"))
+            self.check(reload_and_wait(d), "reload after adding a model")
+            st, _, body = d.request("GET", "/readyz")
+            self.eq((st, body), (200, {"status": "ready", "models": 1}),
+                    "/readyz once a model loaded")
+            self.eq(len(empty_warnings(d)), 1, "a reload that finds a model does not warn")
 
-        os.remove(os.path.join(MODELS, "a.rnnd"))
-        C.check(reload_and_wait(d), "reload after removing it")
-        C.error(d.request("GET", "/readyz"), 503, "no_models", "/readyz after the folder emptied")
-        warned = empty_warnings(d)
-        C.check(len(warned) == 2 and 'dir="%s"' % MODELS in warned[1],
-                "the reload that empties the folder warns again: %r" % warned)
-        rc, _ = d.stop()
-        C.eq(rc, 0, "exit status")
+            os.remove(os.path.join(MODELS, "a.rnnd"))
+            self.check(reload_and_wait(d), "reload after removing it")
+            self.error(d.request("GET", "/readyz"), 503, "no_models",
+                       "/readyz after the folder emptied")
+            warned = empty_warnings(d)
+            self.check(len(warned) == 2 and 'dir="%s"' % MODELS in warned[1],
+                       "the reload that empties the folder warns again: %r" % warned)
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status")
 
+    def test_links(self):
+        # a link inside the folder is fine; a relative link that climbs out is not
+        reset()
+        os.symlink("a.rnnd", os.path.join(MODELS, "alias.rnnd"))
+        with Daemon({}, "--models", MODELS) as d:
+            self.eq(served(d), ["a", "alias"], "a link to a file inside the folder is served")
+            d.stop()
 
-def main():
-    check_empty_folder()
+        reset()
+        os.symlink("../outside/secret.rnnd", os.path.join(MODELS, "b.rnnd"))
+        p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--models", MODELS],
+                           capture_output=True, text=True, timeout=60)
+        last = (p.stderr.strip().splitlines() or [""])[-1]
+        self.check(p.returncode != 0,
+                   "start with an escaping link fails (status %d)" % p.returncode)
+        self.check("b.rnnd" in last and "not a file of the models folder itself" in last
+                   and "secret.rnnd" in last, "the log names the file, the reason and the target: "
+                   + last)
 
-    # a link inside the folder is fine; a relative link that climbs out is not
-    reset()
-    os.symlink("a.rnnd", os.path.join(MODELS, "alias.rnnd"))
-    with Daemon({}, "--models", MODELS) as d:
-        C.eq(served(d), ["a", "alias"], "a link to a file inside the folder is served")
-        d.stop()
+        # absolute link to an outside file, added while serving, then SIGHUP
+        reset()
+        with Daemon({}, "--models", MODELS) as d:
+            os.symlink(os.path.join(OUTSIDE, "secret.rnnd"), os.path.join(MODELS, "c.rnnd"))
+            d.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any("event=reloaded" in l for l in d.log):
+                time.sleep(0.05)
+            self.check(any("event=reloaded" in l for l in d.log), "the reload finished")
+            self.check(any("c.rnnd" in l and "not a file of the models folder itself" in l
+                           for l in d.log), "the reload reports the escaping link")
+            self.eq(served(d), ["a"], "the escaping link is not served after the reload")
+            status, _, body = d.request("POST", "/v1/models/c/infer", {"inputs": [[1]]})
+            self.eq(status, 404, "infer on it: 404")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status")
 
-    reset()
-    os.symlink("../outside/secret.rnnd", os.path.join(MODELS, "b.rnnd"))
-    p = subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--models", MODELS],
-                       capture_output=True, text=True, timeout=60)
-    last = (p.stderr.strip().splitlines() or [""])[-1]
-    C.check(p.returncode != 0, "start with an escaping link fails (status %d)" % p.returncode)
-    C.check("b.rnnd" in last and "not a file of the models folder itself" in last
-            and "secret.rnnd" in last, "the log names the file, the reason and the target: "
-            + last)
+        # a FIFO named *.rnnd (issue 13.6): refused at once, the reload does not wait for a
+        # writer, and SIGTERM is still obeyed
+        reset()
+        with Daemon({}, "--models", MODELS) as d:
+            os.mkfifo(os.path.join(MODELS, "f.rnnd"))
+            self.check(reload_and_wait(d), "a reload with a FIFO in the folder finishes")
+            self.check(any("f.rnnd" in l and "not a regular file" in l for l in d.log),
+                       "the reload reports the FIFO")
+            self.eq(served(d), ["a"], "the FIFO is not served")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "SIGTERM after that reload: exit status")
 
-    # absolute link to an outside file, added while serving, then SIGHUP
-    reset()
-    with Daemon({}, "--models", MODELS) as d:
-        os.symlink(os.path.join(OUTSIDE, "secret.rnnd"), os.path.join(MODELS, "c.rnnd"))
-        d.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("event=reloaded" in l for l in d.log):
-            time.sleep(0.05)
-        C.check(any("event=reloaded" in l for l in d.log), "the reload finished")
-        C.check(any("c.rnnd" in l and "not a file of the models folder itself" in l
-                    for l in d.log), "the reload reports the escaping link")
-        C.eq(served(d), ["a"], "the escaping link is not served after the reload")
-        status, _, body = d.request("POST", "/v1/models/c/infer", {"inputs": [[1]]})
-        C.eq(status, 404, "infer on it: 404")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "exit status")
-
-    # a FIFO named *.rnnd (issue 13.6): refused at once, the reload does not wait for a
-    # writer, and SIGTERM is still obeyed
-    reset()
-    with Daemon({}, "--models", MODELS) as d:
-        os.mkfifo(os.path.join(MODELS, "f.rnnd"))
-        C.check(reload_and_wait(d), "a reload with a FIFO in the folder finishes")
-        C.check(any("f.rnnd" in l and "not a regular file" in l for l in d.log),
-                "the reload reports the FIFO")
-        C.eq(served(d), ["a"], "the FIFO is not served")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "SIGTERM after that reload: exit status")
-
-    # the operator may name any file explicitly
-    with Daemon({"x": os.path.join(OUTSIDE, "secret.rnnd")}) as d:
-        C.eq(served(d), ["x"], "--model NAME=FILE outside any folder is served")
-        d.stop()
-    C.exit()
+        # the operator may name any file explicitly
+        with Daemon({"x": os.path.join(OUTSIDE, "secret.rnnd")}) as d:
+            self.eq(served(d), ["x"], "--model NAME=FILE outside any folder is served")
+            d.stop()
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

@@ -30,9 +30,10 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon_util import RNND_BIN, Checker, Daemon, tmpdir  # noqa: E402
+from daemon_util import Case, Daemon, RNND_BIN, tmpdir  # noqa: E402
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 MODEL = os.path.join(SRCDIR, "models", "charlm.rnnd")
@@ -106,102 +107,6 @@ def readyz(port):
         c.close()
 
 
-def test_notify(ck, with_sd):
-    ns = NotifySocket()
-    env = dict(os.environ)
-    env["NOTIFY_SOCKET"] = ns.name
-    env["WATCHDOG_USEC"] = str(int(WATCHDOG_S * 1e6))
-    env.pop("WATCHDOG_PID", None)
-    state = tmpdir("notify-state")
-    for name in os.listdir(state):      # a fresh start: no sessions restored
-        os.remove(os.path.join(state, name))
-    with Daemon({"charlm": MODEL}, "--state-dir", state, env=env) as d:
-        pid = d.proc.pid
-        if not with_sd:
-            time.sleep(2.5 * WATCHDOG_S)
-            ck.eq(readyz(d.port), 200, "no libsystemd: serves")
-            d.proc.send_signal(signal.SIGHUP)
-            time.sleep(1)
-            rc, _ = d.stop()
-            ck.eq(rc, 0, "no libsystemd: exit status after SIGTERM")
-            time.sleep(0.2)
-            ck.eq(len(ns.msgs), 0, "no libsystemd: datagrams sent (must be none) %r"
-                  % [m[3] for m in ns.msgs[:3]])
-            ns.close()
-            return
-
-        i, ready = ns.wait_for(lambda f: f.get("READY") == "1", 0, 30)
-        if not ck.check(ready is not None, "READY=1 received"):
-            d.stop()
-            ns.close()
-            return
-        # READY=1 means "serving": the port answers at once
-        ck.eq(readyz(d.port), 200, "GET /readyz right after READY=1")
-        ck.check(any("event=listening" in line for line in d.log),
-                 "READY=1 came after event=listening")
-        st = ready[2].get("STATUS", "")
-        ck.check("models=1" in st and "sessions=0" in st,
-                 "READY=1 carries STATUS with models=1 sessions=0: %r" % st)
-        ck.eq(sum(1 for m in ns.msgs[:i] if m[2].get("READY") == "1"), 0,
-              "no READY=1 before the first")
-
-        # STATUS follows the session count
-        mark = len(ns.msgs)
-        for _ in range(3):
-            r = d.request("POST", "/v1/sessions", {"model": "charlm"})
-            ck.eq(r[0], 201, "open a session")
-        _, upd = ns.wait_for(lambda f: "sessions=3" in f.get("STATUS", ""), mark, 10)
-        ck.check(upd is not None, "a STATUS= update shows sessions=3")
-
-        # watchdog pings at about half the interval
-        mark = len(ns.msgs)
-        time.sleep(4 * WATCHDOG_S)
-        pings = [m[0] for m in ns.msgs[mark:] if m[2].get("WATCHDOG") == "1"]
-        ck.check(len(pings) >= 5, "WATCHDOG=1 pings in %.0f s: %d (want >= 5)"
-                 % (4 * WATCHDOG_S, len(pings)))
-        if len(pings) >= 2:
-            gaps = [b - a for a, b in zip(pings, pings[1:])]
-            ck.check(max(gaps) < 0.95 * WATCHDOG_S,
-                     "largest gap between pings %.2f s < the watchdog's %.1f s"
-                     % (max(gaps), WATCHDOG_S))
-            mean = statistics.mean(gaps)
-            ck.check(0.3 * WATCHDOG_S <= mean <= 0.7 * WATCHDOG_S,
-                     "mean ping interval %.2f s is about half of %.1f s" % (mean, WATCHDOG_S))
-
-        # reload: RELOADING=1 + MONOTONIC_USEC, then READY=1
-        mark = len(ns.msgs)
-        t0 = time.monotonic()
-        d.proc.send_signal(signal.SIGHUP)
-        j, rel = ns.wait_for(lambda f: f.get("RELOADING") == "1", mark, 15)
-        if ck.check(rel is not None, "RELOADING=1 on SIGHUP"):
-            usec = rel[2].get("MONOTONIC_USEC", "")
-            ok = usec.isdigit() and t0 - 0.5 <= int(usec) / 1e6 <= time.monotonic() + 0.5
-            ck.check(ok, "RELOADING=1 carries MONOTONIC_USEC of CLOCK_MONOTONIC now: %r"
-                     % usec)
-            _, again = ns.wait_for(lambda f: f.get("READY") == "1", j + 1, 15)
-            ck.check(again is not None, "READY=1 after the reload")
-        ck.eq(readyz(d.port), 200, "serves after the reload")
-
-        # stop
-        mark = len(ns.msgs)
-        rc, _ = d.stop()
-        ck.eq(rc, 0, "exit status after SIGTERM")
-        _, stopping = ns.wait_for(lambda f: f.get("STOPPING") == "1", mark, 2)
-        ck.check(stopping is not None, "STOPPING=1 on SIGTERM")
-        ck.eq(sum(1 for m in ns.msgs[mark:] if m[2].get("READY") == "1"), 0,
-              "no READY=1 while stopping")
-        senders = sorted({m[1] for m in ns.msgs})
-        ck.eq(senders, [pid], "every datagram comes from the daemon's main pid")
-        for m in ns.msgs:
-            bad = [k for k in m[2] if k not in ("READY", "STATUS", "RELOADING",
-                                                 "MONOTONIC_USEC", "STOPPING", "WATCHDOG")]
-            if bad or b"\n\n" in m[3] or not m[3]:
-                ck.check(False, "malformed or unexpected datagram %r" % m[3])
-                break
-        print("notify: %d datagrams" % len(ns.msgs))
-    ns.close()
-
-
 # ---- socket activation ---------------------------------------------------------------------
 
 # Runs in the child: put the passed socket(s) at fd 3.., set LISTEN_PID to this pid (exec keeps
@@ -260,107 +165,199 @@ def stop(proc):
     return rc
 
 
-def test_activation(ck):
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(128)
-    port = lsock.getsockname()[1]
-    # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it would fail
-    for round_ in (1, 2):
-        p = activated([lsock], "--listen", "192.0.2.1:9")
-        found, text = wait_line(p, "event=ready")
-        if not ck.check(found, "activated daemon %d starts (listen setting ignored): %s"
-                        % (round_, text[-400:])):
-            stop(p)
-            break
-        ck.check("port=%d" % port in text,
-                 "activated daemon %d logs the passed socket's port %d" % (round_, port))
-        ck.eq(readyz(port), 200, "activated daemon %d serves on the passed socket" % round_)
-        ck.eq(stop(p), 0, "activated daemon %d: exit status after SIGTERM" % round_)
+class Notify(Case):
+    @classmethod
+    def setUpClass(cls):
+        cls.with_sd = have_libsystemd()
+        print("built with libsystemd: %s" % cls.with_sd)
 
-    # a local (AF_UNIX) socket, as `ListenStream=/run/rnnd.sock` gives (abstract name here)
-    usock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    usock.bind("\0rnnd-test-activation-%d" % os.getpid())
-    usock.listen(16)
-    p = activated([usock], "--listen", "192.0.2.1:9")
-    found, text = wait_line(p, "event=ready")
-    if ck.check(found, "activated on a UNIX socket: starts: %s" % text[-300:]):
-        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        c.settimeout(10)
-        c.connect("\0rnnd-test-activation-%d" % os.getpid())
-        c.sendall(b"GET /readyz HTTP/1.1\r\nHost: rnnd\r\nConnection: close\r\n\r\n")
-        reply = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
+    def test_notify(self):
+        with_sd = self.with_sd
+        ns = NotifySocket()
+        env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = ns.name
+        env["WATCHDOG_USEC"] = str(int(WATCHDOG_S * 1e6))
+        env.pop("WATCHDOG_PID", None)
+        state = tmpdir("notify-state")
+        for name in os.listdir(state):      # a fresh start: no sessions restored
+            os.remove(os.path.join(state, name))
+        with Daemon({"charlm": MODEL}, "--state-dir", state, env=env) as d:
+            pid = d.proc.pid
+            if not with_sd:
+                time.sleep(2.5 * WATCHDOG_S)
+                self.eq(readyz(d.port), 200, "no libsystemd: serves")
+                d.proc.send_signal(signal.SIGHUP)
+                time.sleep(1)
+                rc, _ = d.stop()
+                self.eq(rc, 0, "no libsystemd: exit status after SIGTERM")
+                time.sleep(0.2)
+                self.eq(len(ns.msgs), 0, "no libsystemd: datagrams sent (must be none) %r"
+                        % [m[3] for m in ns.msgs[:3]])
+                ns.close()
+                return
+
+            i, ready = ns.wait_for(lambda f: f.get("READY") == "1", 0, 30)
+            if not self.check(ready is not None, "READY=1 received"):
+                d.stop()
+                ns.close()
+                return
+            # READY=1 means "serving": the port answers at once
+            self.eq(readyz(d.port), 200, "GET /readyz right after READY=1")
+            self.check(any("event=listening" in line for line in d.log),
+                       "READY=1 came after event=listening")
+            st = ready[2].get("STATUS", "")
+            self.check("models=1" in st and "sessions=0" in st,
+                       "READY=1 carries STATUS with models=1 sessions=0: %r" % st)
+            self.eq(sum(1 for m in ns.msgs[:i] if m[2].get("READY") == "1"), 0,
+                    "no READY=1 before the first")
+
+            # STATUS follows the session count
+            mark = len(ns.msgs)
+            for _ in range(3):
+                r = d.request("POST", "/v1/sessions", {"model": "charlm"})
+                self.eq(r[0], 201, "open a session")
+            _, upd = ns.wait_for(lambda f: "sessions=3" in f.get("STATUS", ""), mark, 10)
+            self.check(upd is not None, "a STATUS= update shows sessions=3")
+
+            # watchdog pings at about half the interval
+            mark = len(ns.msgs)
+            time.sleep(4 * WATCHDOG_S)
+            pings = [m[0] for m in ns.msgs[mark:] if m[2].get("WATCHDOG") == "1"]
+            self.check(len(pings) >= 5, "WATCHDOG=1 pings in %.0f s: %d (want >= 5)"
+                       % (4 * WATCHDOG_S, len(pings)))
+            if len(pings) >= 2:
+                gaps = [b - a for a, b in zip(pings, pings[1:])]
+                self.check(max(gaps) < 0.95 * WATCHDOG_S,
+                           "largest gap between pings %.2f s < the watchdog's %.1f s"
+                           % (max(gaps), WATCHDOG_S))
+                mean = statistics.mean(gaps)
+                self.check(0.3 * WATCHDOG_S <= mean <= 0.7 * WATCHDOG_S,
+                           "mean ping interval %.2f s is about half of %.1f s" % (mean,
+                                                                                  WATCHDOG_S))
+
+            # reload: RELOADING=1 + MONOTONIC_USEC, then READY=1
+            mark = len(ns.msgs)
+            t0 = time.monotonic()
+            d.proc.send_signal(signal.SIGHUP)
+            j, rel = ns.wait_for(lambda f: f.get("RELOADING") == "1", mark, 15)
+            if self.check(rel is not None, "RELOADING=1 on SIGHUP"):
+                usec = rel[2].get("MONOTONIC_USEC", "")
+                ok = usec.isdigit() and t0 - 0.5 <= int(usec) / 1e6 <= time.monotonic() + 0.5
+                self.check(ok, "RELOADING=1 carries MONOTONIC_USEC of CLOCK_MONOTONIC now: %r"
+                           % usec)
+                _, again = ns.wait_for(lambda f: f.get("READY") == "1", j + 1, 15)
+                self.check(again is not None, "READY=1 after the reload")
+            self.eq(readyz(d.port), 200, "serves after the reload")
+
+            # stop
+            mark = len(ns.msgs)
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status after SIGTERM")
+            _, stopping = ns.wait_for(lambda f: f.get("STOPPING") == "1", mark, 2)
+            self.check(stopping is not None, "STOPPING=1 on SIGTERM")
+            self.eq(sum(1 for m in ns.msgs[mark:] if m[2].get("READY") == "1"), 0,
+                    "no READY=1 while stopping")
+            senders = sorted({m[1] for m in ns.msgs})
+            self.eq(senders, [pid], "every datagram comes from the daemon's main pid")
+            for m in ns.msgs:
+                bad = [k for k in m[2] if k not in ("READY", "STATUS", "RELOADING",
+                                                     "MONOTONIC_USEC", "STOPPING", "WATCHDOG")]
+                if bad or b"\n\n" in m[3] or not m[3]:
+                    self.check(False, "malformed or unexpected datagram %r" % m[3])
+                    break
+            print("notify: %d datagrams" % len(ns.msgs))
+        ns.close()
+
+    def test_activation(self):
+        lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        port = lsock.getsockname()[1]
+        # 192.0.2.1 (TEST-NET-1) is no address of this machine: binding it would fail
+        for round_ in (1, 2):
+            p = activated([lsock], "--listen", "192.0.2.1:9")
+            found, text = wait_line(p, "event=ready")
+            if not self.check(found, "activated daemon %d starts (listen setting ignored): %s"
+                              % (round_, text[-400:])):
+                stop(p)
                 break
-            reply += chunk
-        c.close()
-        ck.check(reply.startswith(b"HTTP/1.1 200 "), "activated on a UNIX socket: /readyz %r"
-                 % reply[:60])
-    ck.eq(stop(p), 0, "activated on a UNIX socket: exit status after SIGTERM")
-    usock.close()
+            self.check("port=%d" % port in text,
+                       "activated daemon %d logs the passed socket's port %d" % (round_, port))
+            self.eq(readyz(port), 200, "activated daemon %d serves on the passed socket" % round_)
+            self.eq(stop(p), 0, "activated daemon %d: exit status after SIGTERM" % round_)
 
-    # LISTEN_PID of another process: not ours, bind --listen as usual
-    env = dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")
-    with Daemon({"charlm": MODEL}, env=env) as d:
-        ck.check(d.port != port, "LISTEN_PID of another process: the daemon binds its own")
-        ck.eq(readyz(d.port), 200, "LISTEN_PID of another process: serves")
-        ck.eq(d.stop()[0], 0, "LISTEN_PID of another process: exit status")
+        # a local (AF_UNIX) socket, as `ListenStream=/run/rnnd.sock` gives (abstract name here)
+        usock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        usock.bind("\0rnnd-test-activation-%d" % os.getpid())
+        usock.listen(16)
+        p = activated([usock], "--listen", "192.0.2.1:9")
+        found, text = wait_line(p, "event=ready")
+        if self.check(found, "activated on a UNIX socket: starts: %s" % text[-300:]):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.settimeout(10)
+            c.connect("\0rnnd-test-activation-%d" % os.getpid())
+            c.sendall(b"GET /readyz HTTP/1.1\r\nHost: rnnd\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while True:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            c.close()
+            self.check(reply.startswith(b"HTTP/1.1 200 "), "activated on a UNIX socket: /readyz %r"
+                       % reply[:60])
+        self.eq(stop(p), 0, "activated on a UNIX socket: exit status after SIGTERM")
+        usock.close()
 
-    # what start-up must refuse
-    second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    second.bind(("127.0.0.1", 0))
-    second.listen(8)
-    idle = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    idle.bind(("127.0.0.1", 0))                     # bound, never listen()ed
-    dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    dgram.bind(("127.0.0.1", 0))
-    for what, socks, want in (("two sockets", [lsock, second], "exactly one"),
-                              ("a socket that is not listening", [idle], "not listening"),
-                              ("a datagram socket", [dgram], "not a stream socket")):
-        p = activated(socks, "--listen", "127.0.0.1:0")
-        try:
-            rc = p.wait(30)
-        except subprocess.TimeoutExpired:
-            rc = None
-            stop(p)
-        text = p.stderr.read().decode(errors="replace") if rc is not None else ""
-        ck.eq(rc, 1, "%s: exit status" % what)
-        ck.check(want in text, "%s: message says %r: %s" % (what, want, text[-300:]))
-        if rc is not None:
-            p.stderr.close()
-    for s in (lsock, second, idle, dgram):
-        s.close()
+        # LISTEN_PID of another process: not ours, bind --listen as usual
+        env = dict(os.environ, LISTEN_PID="1", LISTEN_FDS="1")
+        with Daemon({"charlm": MODEL}, env=env) as d:
+            self.check(d.port != port, "LISTEN_PID of another process: the daemon binds its own")
+            self.eq(readyz(d.port), 200, "LISTEN_PID of another process: serves")
+            self.eq(d.stop()[0], 0, "LISTEN_PID of another process: exit status")
 
+        # what start-up must refuse
+        second = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        second.bind(("127.0.0.1", 0))
+        second.listen(8)
+        idle = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        idle.bind(("127.0.0.1", 0))                     # bound, never listen()ed
+        dgram = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        dgram.bind(("127.0.0.1", 0))
+        for what, socks, want in (("two sockets", [lsock, second], "exactly one"),
+                                  ("a socket that is not listening", [idle], "not listening"),
+                                  ("a datagram socket", [dgram], "not a stream socket")):
+            p = activated(socks, "--listen", "127.0.0.1:0")
+            try:
+                rc = p.wait(30)
+            except subprocess.TimeoutExpired:
+                rc = None
+                stop(p)
+            text = p.stderr.read().decode(errors="replace") if rc is not None else ""
+            self.eq(rc, 1, "%s: exit status" % what)
+            self.check(want in text, "%s: message says %r: %s" % (what, want, text[-300:]))
+            if rc is not None:
+                p.stderr.close()
+        for s in (lsock, second, idle, dgram):
+            s.close()
 
-def test_process_name(ck):
-    # OPENBLAS_CORETYPE set and OPENBLAS_NUM_THREADS unset: the daemon re-executes itself
-    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
-    env.pop("OPENBLAS_NUM_THREADS", None)
-    with Daemon({"charlm": MODEL}, env=env) as d:
-        pid = d.proc.pid
-        with open("/proc/%d/comm" % pid) as f:
-            comm = f.read().strip()
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            reexec = b"OPENBLAS_NUM_THREADS=1\0" in f.read() + b"\0"
-        found = subprocess.run(["pgrep", "-x", "rnnd"], capture_output=True,
-                               text=True).stdout.split()
-        ck.check(reexec and comm == "rnnd" and str(pid) in found,
-                 "after its re-exec the daemon is named rnnd and pgrep -x rnnd finds it "
-                 "(re-executed %s, comm %r, pgrep %r)" % (reexec, comm, found))
-        ck.eq(d.stop()[0], 0, "clean exit")
-
-
-def main():
-    ck = Checker()
-    with_sd = have_libsystemd()
-    print("built with libsystemd: %s" % with_sd)
-    test_notify(ck, with_sd)
-    test_activation(ck)
-    test_process_name(ck)
-    ck.exit()
+    def test_process_name(self):
+        # OPENBLAS_CORETYPE set and OPENBLAS_NUM_THREADS unset: the daemon re-executes itself
+        env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+        env.pop("OPENBLAS_NUM_THREADS", None)
+        with Daemon({"charlm": MODEL}, env=env) as d:
+            pid = d.proc.pid
+            with open("/proc/%d/comm" % pid) as f:
+                comm = f.read().strip()
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                reexec = b"OPENBLAS_NUM_THREADS=1\0" in f.read() + b"\0"
+            found = subprocess.run(["pgrep", "-x", "rnnd"], capture_output=True,
+                                   text=True).stdout.split()
+            self.check(reexec and comm == "rnnd" and str(pid) in found,
+                       "after its re-exec the daemon is named rnnd and pgrep -x rnnd finds it "
+                       "(re-executed %s, comm %r, pgrep %r)" % (reexec, comm, found))
+            self.eq(d.stop()[0], 0, "clean exit")
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

@@ -17,10 +17,10 @@ import shutil
 import signal
 import threading
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, golden_cases, golden_model, tmpdir
 
-C = Checker()
 WORK = tmpdir("reload")
 MODELS = os.path.join(WORK, "models")
 CASES = {name: case for name, case, _ in golden_cases()}
@@ -108,86 +108,90 @@ def session_outputs(d, model, steps):
             for s in steps]
 
 
-def main():
-    shutil.rmtree(MODELS, ignore_errors=True)
-    os.makedirs(MODELS)
-    old_path, new_path = (golden_model(n, WORK) for n in PAIR)
-    install(old_path, "vec")
-    install(CHARLM, "charlm")
-    before_steps = [vec_steps(3) for _ in range(2)]
-    after_steps = [vec_steps(4) for _ in range(3)]
+class Reload(Case):
+    """A folder of models reloaded three times on SIGHUP under load."""
 
-    with Daemon({}, "--models", MODELS) as d, \
-            Daemon({"old": old_path, "new": new_path}) as ref:
-        load = Load(d)
-        time.sleep(0.3)
-        # a session opened on the old version, fed some steps
-        sid_old = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
-        for s in before_steps:
-            d.request("POST", "/v1/sessions/%s/step" % sid_old, {"inputs": s})
-        v1 = d.request("GET", "/v1/models/vec")[2]
+    def test_reload_under_load(self):
+        shutil.rmtree(MODELS, ignore_errors=True)
+        os.makedirs(MODELS)
+        old_path, new_path = (golden_model(n, WORK) for n in PAIR)
+        install(old_path, "vec")
+        install(CHARLM, "charlm")
+        before_steps = [vec_steps(3) for _ in range(2)]
+        after_steps = [vec_steps(4) for _ in range(3)]
 
-        # 1. a changed file becomes version 2
-        install(new_path, "vec")
-        C.check(sighup(d, 0), "reload 1 logged event=reloaded")
-        v2 = d.request("GET", "/v1/models/vec")[2]
-        C.eq((v1["version"], v2["version"]), (1, 2), "the replaced file is version 2")
-        C.check(v1["digest"] != v2["digest"], "with the new file's digest")
-        C.check(any("event=model_loaded" in l and "model=vec" in l and "version=2" in l
-                    for l in d.log), "the new version is logged")
-        got_old = [d.request("POST", "/v1/sessions/%s/step" % sid_old, {"inputs": s})[2]
-                   ["outputs"] for s in after_steps]
-        want_old = session_outputs(ref, "old", before_steps + after_steps)[len(before_steps):]
-        C.eq(got_old, want_old, "a session opened before the reload keeps the old weights")
-        C.eq(d.request("GET", "/v1/sessions/%s" % sid_old)[2]["model_version"], 1,
-             "and says so (model_version 1)")
-        got_new = session_outputs(d, "vec", after_steps)
-        C.eq(got_new, session_outputs(ref, "new", after_steps),
-             "a session opened after the reload gets the new weights")
-        inf = d.request("POST", "/v1/models/vec/infer", {"inputs": [after_steps[0]]})[2]
-        inf_ref = ref.request("POST", "/v1/models/new/infer", {"inputs": [after_steps[0]]})[2]
-        C.eq(inf["outputs"], inf_ref["outputs"], "infer uses the new version")
+        with Daemon({}, "--models", MODELS) as d, \
+                Daemon({"old": old_path, "new": new_path}) as ref:
+            load = Load(d)
+            time.sleep(0.3)
+            # a session opened on the old version, fed some steps
+            sid_old = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            for s in before_steps:
+                d.request("POST", "/v1/sessions/%s/step" % sid_old, {"inputs": s})
+            v1 = d.request("GET", "/v1/models/vec")[2]
 
-        # 2. a corrupt replacement: reported, the old version stays
-        bad = os.path.join(WORK, "bad.rnnd")
-        with open(new_path, "rb") as f:
-            data = f.read()
-        with open(bad, "wb") as f:
-            f.write(data[:len(data) // 2])
-        install(bad, "vec")
-        C.check(sighup(d, 1), "reload 2 logged event=reloaded")
-        C.check(any("event=model_not_loaded" in l and "vec.rnnd" in l for l in d.log),
-                "the corrupt file is logged with its name")
-        v = d.request("GET", "/v1/models/vec")[2]
-        C.eq((v["version"], v["digest"]), (2, v2["digest"]), "the previous version stays")
-        C.eq(session_outputs(d, "vec", after_steps), got_new, "and serves as before")
+            # 1. a changed file becomes version 2
+            install(new_path, "vec")
+            self.check(sighup(d, 0), "reload 1 logged event=reloaded")
+            v2 = d.request("GET", "/v1/models/vec")[2]
+            self.eq((v1["version"], v2["version"]), (1, 2), "the replaced file is version 2")
+            self.check(v1["digest"] != v2["digest"], "with the new file's digest")
+            self.check(any("event=model_loaded" in l and "model=vec" in l and "version=2" in l
+                        for l in d.log), "the new version is logged")
+            got_old = [d.request("POST", "/v1/sessions/%s/step" % sid_old, {"inputs": s})[2]
+                       ["outputs"] for s in after_steps]
+            want_old = session_outputs(ref, "old", before_steps + after_steps)[len(before_steps):]
+            self.eq(got_old, want_old, "a session opened before the reload keeps the old weights")
+            self.eq(d.request("GET", "/v1/sessions/%s" % sid_old)[2]["model_version"], 1,
+                    "and says so (model_version 1)")
+            got_new = session_outputs(d, "vec", after_steps)
+            self.eq(got_new, session_outputs(ref, "new", after_steps),
+                    "a session opened after the reload gets the new weights")
+            inf = d.request("POST", "/v1/models/vec/infer", {"inputs": [after_steps[0]]})[2]
+            inf_ref = ref.request("POST", "/v1/models/new/infer", {"inputs": [after_steps[0]]})[2]
+            self.eq(inf["outputs"], inf_ref["outputs"], "infer uses the new version")
 
-        # 3. add a model, remove one
-        install(old_path, "extra")
-        os.unlink(os.path.join(MODELS, "vec.rnnd"))
-        sid_v2 = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
-        load_count, load_failures = load.finish()   # the load uses "vec": stop it first
-        C.check(sighup(d, 2), "reload 3 logged event=reloaded")
-        names = sorted(m["name"] for m in d.request("GET", "/v1/models")[2]["models"])
-        C.eq(names, ["charlm", "extra"], "an added file appears, a removed one disappears")
-        C.eq(d.request("POST", "/v1/sessions", {"model": "vec"})[0], 404,
-             "a removed model takes no new sessions")
-        for sid in (sid_old, sid_v2):
-            st, _, b = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": vec_steps(1)})
-            C.eq(st, 200, "an open session of a removed model keeps working")
-        C.eq(d.request("DELETE", "/v1/sessions/%s" % sid_old)[0], 204, "and can be closed")
-        C.eq(session_outputs(d, "extra", after_steps),
-             session_outputs(ref, "old", after_steps), "the added model serves its weights")
+            # 2. a corrupt replacement: reported, the old version stays
+            bad = os.path.join(WORK, "bad.rnnd")
+            with open(new_path, "rb") as f:
+                data = f.read()
+            with open(bad, "wb") as f:
+                f.write(data[:len(data) // 2])
+            install(bad, "vec")
+            self.check(sighup(d, 1), "reload 2 logged event=reloaded")
+            self.check(any("event=model_not_loaded" in l and "vec.rnnd" in l for l in d.log),
+                       "the corrupt file is logged with its name")
+            v = d.request("GET", "/v1/models/vec")[2]
+            self.eq((v["version"], v["digest"]), (2, v2["digest"]), "the previous version stays")
+            self.eq(session_outputs(d, "vec", after_steps), got_new, "and serves as before")
 
-        print("client requests during the reloads: %d, failed: %d" % (load_count,
-                                                                       len(load_failures)))
-        C.check(load_count > 50, "the clients kept sending during the reloads (%d)" % load_count)
-        C.eq(load_failures[:5], [], "no client request failed because of a reload")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "exit status 0")
-        ref.stop()
-    C.exit()
+            # 3. add a model, remove one
+            install(old_path, "extra")
+            os.unlink(os.path.join(MODELS, "vec.rnnd"))
+            sid_v2 = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            load_count, load_failures = load.finish()   # the load uses "vec": stop it first
+            self.check(sighup(d, 2), "reload 3 logged event=reloaded")
+            names = sorted(m["name"] for m in d.request("GET", "/v1/models")[2]["models"])
+            self.eq(names, ["charlm", "extra"], "an added file appears, a removed one disappears")
+            self.eq(d.request("POST", "/v1/sessions", {"model": "vec"})[0], 404,
+                    "a removed model takes no new sessions")
+            for sid in (sid_old, sid_v2):
+                st, _, b = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                     {"inputs": vec_steps(1)})
+                self.eq(st, 200, "an open session of a removed model keeps working")
+            self.eq(d.request("DELETE", "/v1/sessions/%s" % sid_old)[0], 204, "and can be closed")
+            self.eq(session_outputs(d, "extra", after_steps),
+                    session_outputs(ref, "old", after_steps), "the added model serves its weights")
+
+            print("client requests during the reloads: %d, failed: %d" % (load_count,
+                                                                           len(load_failures)))
+            self.check(load_count > 50,
+                       "the clients kept sending during the reloads (%d)" % load_count)
+            self.eq(load_failures[:5], [], "no client request failed because of a reload")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status 0")
+            ref.stop()
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

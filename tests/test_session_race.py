@@ -17,10 +17,10 @@ import shutil
 import signal
 import threading
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, golden_cases, golden_model, tmpdir
 
-C = Checker()
 WORK = tmpdir("session_race")
 MODELS = os.path.join(WORK, "models")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -102,72 +102,72 @@ class Listers:
             t.join(60)
 
 
-def open_sessions(d, rounds):
-    sids = []
-    for i in range(N_VEC):
-        try:
-            st, _, b = d.request("POST", "/v1/sessions", {"model": "vec%d" % i})
-        except OSError as e:            # the daemon died
-            st = repr(e)
-        if not C.eq(st, 201, "round %d: a session on vec%d" % (rounds, i)):
-            return None
-        sids.append(b["id"])
-    return sids
+class SessionRace(Case):
+    def open_sessions(self, d, rounds):
+        sids = []
+        for i in range(N_VEC):
+            try:
+                st, _, b = d.request("POST", "/v1/sessions", {"model": "vec%d" % i})
+            except OSError as e:            # the daemon died
+                st = repr(e)
+            if not self.eq(st, 201, "round %d: a session on vec%d" % (rounds, i)):
+                return None
+            sids.append(b["id"])
+        return sids
 
-
-def main():
-    shutil.rmtree(MODELS, ignore_errors=True)
-    os.makedirs(MODELS)
-    files = [golden_model(n, WORK) for n in VEC[:2]]
-    for i in range(N_VEC):
-        install(files[0], "vec%d" % i)
-    with Daemon({"charlm": CHARLM}, "--models", MODELS, "--max-sessions", "1000",
-                "--http-threads", "4") as d:
-        for _ in range(200):
-            d.request("POST", "/v1/sessions", {"model": "charlm"})
-        listers = Listers(d)
-        rounds = reloads = 0
-        deadline = time.monotonic() + SECONDS
-        while time.monotonic() < deadline and d.alive() and not listers.bad:
-            sids = open_sessions(d, rounds)
-            if not sids:
-                break
-            listers.sids = sids
-            # changed files: each session now holds the last reference to its version
-            for i in range(N_VEC):
-                install(files[(rounds + 1) % 2], "vec%d" % i)
-            before = sum("event=reloaded" in l for l in d.log)
-            d.proc.send_signal(signal.SIGHUP)
-            t_end = time.monotonic() + 30
-            while sum("event=reloaded" in l for l in d.log) == before and d.alive() \
-                    and time.monotonic() < t_end:
-                time.sleep(0.002)
-            reloads += sum("event=reloaded" in l for l in d.log) > before
-            for sid in sids:
-                try:
-                    st = d.request("DELETE", "/v1/sessions/" + sid)[0]
-                except OSError as e:    # the daemon died
-                    st = repr(e)
-                C.eq(st, 204, "round %d: DELETE" % rounds)
-            rounds += 1
-        listers.finish()
-        print("%d rounds (%d reloads), %d GETs in %.0f s" % (rounds, reloads, listers.count,
-                                                             SECONDS))
-        C.check(rounds >= 3 and reloads == rounds, "rounds ran, each with a reload")
-        C.check(not listers.bad, "every listing is JSON naming served models: %d bad, first "
-                "%r" % (len(listers.bad), listers.bad[:3]))
-        alive = d.alive()
-        C.check(alive, "the daemon is still up")
-        if not alive or listers.bad:
-            d.kill()
-            d._reader.join(10)          # the rest of a sanitizer's report
-            report = [i for i, l in enumerate(d.log) if "ERROR: AddressSanitizer" in l]
-            tail = d.log[report[0]:report[0] + 20] if report else d.log[-40:]
-            print("daemon log:\n  " + "\n  ".join(tail))
-        if alive:
-            C.eq(d.stop()[0], 0, "clean exit")
-    C.exit()
+    def test_race(self):
+        shutil.rmtree(MODELS, ignore_errors=True)
+        os.makedirs(MODELS)
+        files = [golden_model(n, WORK) for n in VEC[:2]]
+        for i in range(N_VEC):
+            install(files[0], "vec%d" % i)
+        with Daemon({"charlm": CHARLM}, "--models", MODELS, "--max-sessions", "1000",
+                    "--http-threads", "4") as d:
+            for _ in range(200):
+                d.request("POST", "/v1/sessions", {"model": "charlm"})
+            listers = Listers(d)
+            rounds = reloads = 0
+            deadline = time.monotonic() + SECONDS
+            while time.monotonic() < deadline and d.alive() and not listers.bad:
+                sids = self.open_sessions(d, rounds)
+                if not sids:
+                    break
+                listers.sids = sids
+                # changed files: each session now holds the last reference to its version
+                for i in range(N_VEC):
+                    install(files[(rounds + 1) % 2], "vec%d" % i)
+                before = sum("event=reloaded" in l for l in d.log)
+                d.proc.send_signal(signal.SIGHUP)
+                t_end = time.monotonic() + 30
+                while sum("event=reloaded" in l for l in d.log) == before and d.alive() \
+                        and time.monotonic() < t_end:
+                    time.sleep(0.002)
+                reloads += sum("event=reloaded" in l for l in d.log) > before
+                for sid in sids:
+                    try:
+                        st = d.request("DELETE", "/v1/sessions/" + sid)[0]
+                    except OSError as e:    # the daemon died
+                        st = repr(e)
+                    self.eq(st, 204, "round %d: DELETE" % rounds)
+                rounds += 1
+            listers.finish()
+            print("%d rounds (%d reloads), %d GETs in %.0f s" % (rounds, reloads, listers.count,
+                                                                 SECONDS))
+            self.check(rounds >= 3 and reloads == rounds, "rounds ran, each with a reload")
+            self.check(not listers.bad,
+                       "every listing is JSON naming served models: %d bad, first "
+                       "%r" % (len(listers.bad), listers.bad[:3]))
+            alive = d.alive()
+            self.check(alive, "the daemon is still up")
+            if not alive or listers.bad:
+                d.kill()
+                d._reader.join(10)          # the rest of a sanitizer's report
+                report = [i for i, l in enumerate(d.log) if "ERROR: AddressSanitizer" in l]
+                tail = d.log[report[0]:report[0] + 20] if report else d.log[-40:]
+                print("daemon log:\n  " + "\n  ".join(tail))
+            if alive:
+                self.eq(d.stop()[0], 0, "clean exit")
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

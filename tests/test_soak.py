@@ -22,10 +22,10 @@ import subprocess
 import sys
 import threading
 import time
+import unittest
 
-from daemon_util import Checker, Daemon, RNND_BIN, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, RNND_BIN, golden_cases, golden_model, tmpdir
 
-C = Checker()
 WORK = tmpdir("soak")
 DURATION = float(os.environ.get("RNND_SOAK_S", "60"))
 SESSIONS = 256
@@ -211,80 +211,84 @@ def asan_build():
     return "libasan" in out
 
 
-def main():
-    models = {"vec": golden_model(VEC, WORK), "charlm": CHARLM}
-    env = dict(os.environ)
-    asan = asan_build()
-    slack_kb = 8192
-    if asan:
-        # a small quarantine keeps use-after-free detection while bounding what it holds
-        env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=32").lstrip(":")
-        slack_kb += 96 * 1024
-    with Daemon(models, "--max-sessions", "1000", "--request-timeout-s", "3", env=env) as d:
-        pid = d.proc.pid
-        sids = [d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
-                for _ in range(SESSIONS)]
-        legit = Legit(d, sids)
-        for t in legit.threads:
-            t.start()
-        half = DURATION / 2
-        time.sleep(min(5.0, half / 3))          # warm-up
-        rss0, fd0 = rss_kb(pid), fds(pid)
-        t_abuse = time.monotonic() + half - min(5.0, half / 3)
-        time.sleep(max(0.0, t_abuse - time.monotonic()))
-        abuser = subprocess.Popen([sys.executable, __file__, "--abuse", str(d.port)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        time.sleep(half)
-        abuse_count = int(abuser.communicate("", timeout=60)[0].strip() or "0")
-        legit.stop = True
-        for t in legit.threads:
-            t.join(60)
-        time.sleep(4)       # request_timeout_s: leftover abusive connections are closed
-        rss1, fd1 = rss_kb(pid), fds(pid)
+class Soak(Case):
+    def test_soak(self):
+        models = {"vec": golden_model(VEC, WORK), "charlm": CHARLM}
+        env = dict(os.environ)
+        asan = asan_build()
+        slack_kb = 8192
+        if asan:
+            # a small quarantine keeps use-after-free detection while bounding what it holds
+            env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "")
+                                   + ":quarantine_size_mb=32").lstrip(":")
+            slack_kb += 96 * 1024
+        with Daemon(models, "--max-sessions", "1000", "--request-timeout-s", "3", env=env) as d:
+            pid = d.proc.pid
+            sids = [d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                    for _ in range(SESSIONS)]
+            legit = Legit(d, sids)
+            for t in legit.threads:
+                t.start()
+            half = DURATION / 2
+            time.sleep(min(5.0, half / 3))          # warm-up
+            rss0, fd0 = rss_kb(pid), fds(pid)
+            t_abuse = time.monotonic() + half - min(5.0, half / 3)
+            time.sleep(max(0.0, t_abuse - time.monotonic()))
+            abuser = subprocess.Popen([sys.executable, __file__, "--abuse", str(d.port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            time.sleep(half)
+            abuse_count = int(abuser.communicate("", timeout=60)[0].strip() or "0")
+            legit.stop = True
+            for t in legit.threads:
+                t.join(60)
+            time.sleep(4)       # request_timeout_s: leftover abusive connections are closed
+            rss1, fd1 = rss_kb(pid), fds(pid)
 
-        before = [dt for t0, dt in legit.lat if t0 < t_abuse]
-        during = [dt for t0, dt in legit.lat if t0 >= t_abuse + 1]
-        p50b, p50d = statistics.median(before), statistics.median(during)
-        steps = sum(len(v) for v in legit.inputs.values())
-        print("soak: %.0f s, %d sessions, %d legitimate requests (%d steps), %d errors; "
-              "%d abusive actions" % (DURATION, SESSIONS, len(legit.lat), steps,
-                                      len(legit.errors), abuse_count))
-        print("latency p50 before abuse %.2f ms, during %.2f ms (ratio %.2f)"
-              % (p50b * 1e3, p50d * 1e3, p50d / p50b))
-        print("RSS %d -> %d kB, fds %d -> %d" % (rss0, rss1, fd0, fd1))
-        C.eq(legit.errors[:3], [], "no error for the legitimate clients")
-        C.check(len(before) > 100 and len(during) > 100, "both phases measured")
-        C.check(abuser.returncode == 0 and abuse_count > 1000,
-                "the abusive clients ran (%d actions)" % abuse_count)
-        C.check(p50d <= 2 * p50b, "legitimate median latency under abuse within 2x (%.2f)"
-                % (p50d / p50b))
-        C.check(rss1 <= rss0 * 1.10 + slack_kb, "RSS flat (%d -> %d kB, margin 10%% + %d kB%s)"
-                % (rss0, rss1, slack_kb, ", ASan build" if asan else ""))
-        C.check(fd1 <= fd0 + 4, "open fds flat (%d -> %d)" % (fd0, fd1))
-        C.check(d.alive() and d.request("GET", "/healthz")[0] == 200, "the daemon serves on")
+            before = [dt for t0, dt in legit.lat if t0 < t_abuse]
+            during = [dt for t0, dt in legit.lat if t0 >= t_abuse + 1]
+            p50b, p50d = statistics.median(before), statistics.median(during)
+            steps = sum(len(v) for v in legit.inputs.values())
+            print("soak: %.0f s, %d sessions, %d legitimate requests (%d steps), %d errors; "
+                  "%d abusive actions" % (DURATION, SESSIONS, len(legit.lat), steps,
+                                          len(legit.errors), abuse_count))
+            print("latency p50 before abuse %.2f ms, during %.2f ms (ratio %.2f)"
+                  % (p50b * 1e3, p50d * 1e3, p50d / p50b))
+            print("RSS %d -> %d kB, fds %d -> %d" % (rss0, rss1, fd0, fd1))
+            self.eq(legit.errors[:3], [], "no error for the legitimate clients")
+            self.check(len(before) > 100 and len(during) > 100, "both phases measured")
+            self.check(abuser.returncode == 0 and abuse_count > 1000,
+                       "the abusive clients ran (%d actions)" % abuse_count)
+            self.check(p50d <= 2 * p50b, "legitimate median latency under abuse within 2x (%.2f)"
+                       % (p50d / p50b))
+            self.check(rss1 <= rss0 * 1.10 + slack_kb,
+                       "RSS flat (%d -> %d kB, margin 10%% + %d kB%s)"
+                       % (rss0, rss1, slack_kb, ", ASan build" if asan else ""))
+            self.check(fd1 <= fd0 + 4, "open fds flat (%d -> %d)" % (fd0, fd1))
+            self.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
+                       "the daemon serves on")
 
-        # every session equals a solo replay of its inputs
-        same = True
-        for sid in sids:
-            steps = legit.inputs[sid]
-            if not steps:
-                continue
-            fresh = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
-            for i in range(0, len(steps), 4000):
-                d.request("POST", "/v1/sessions/%s/step" % fresh,
-                          {"inputs": steps[i:i + 4000], "outputs": "last"})
-            a = d.request("GET", "/v1/sessions/%s/state" % sid)[2]
-            b = d.request("GET", "/v1/sessions/%s/state" % fresh)[2]
-            same &= a["state"] == b["state"] and a["steps"] == b["steps"] == len(steps)
-            d.request("DELETE", "/v1/sessions/%s" % fresh)
-        C.check(same, "every session's state equals a solo replay of its inputs, bit for bit")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "exit status")
-    C.exit()
+            # every session equals a solo replay of its inputs
+            same = True
+            for sid in sids:
+                steps = legit.inputs[sid]
+                if not steps:
+                    continue
+                fresh = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                for i in range(0, len(steps), 4000):
+                    d.request("POST", "/v1/sessions/%s/step" % fresh,
+                              {"inputs": steps[i:i + 4000], "outputs": "last"})
+                a = d.request("GET", "/v1/sessions/%s/state" % sid)[2]
+                b = d.request("GET", "/v1/sessions/%s/state" % fresh)[2]
+                same &= a["state"] == b["state"] and a["steps"] == b["steps"] == len(steps)
+                d.request("DELETE", "/v1/sessions/%s" % fresh)
+            self.check(same,
+                       "every session's state equals a solo replay of its inputs, bit for bit")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--abuse":
         abuse_main(int(sys.argv[2]))
     else:
-        main()
+        unittest.main()

@@ -15,14 +15,14 @@ Exits 1 on any failure.
 import json
 import os
 import subprocess
+import unittest
 
 import torch
 from torch import nn
 
 import rnnd_convert
-from daemon_util import (Checker, Daemon, RNND_BIN, close, golden_model, tmpdir)
+from daemon_util import Case, RNND_BIN, close, golden_model, tmpdir
 
-C = Checker()
 WORK = tmpdir("text")
 SRCDIR = os.environ.get("RNND_SRCDIR", ".")
 CHARLM = os.path.join(SRCDIR, "models", "charlm.rnnd")
@@ -83,99 +83,107 @@ def post(d, model, body):
         c.close()
 
 
-def same_as_ids(d, model, text_body, ids_body, what):
-    st1, a = post(d, model, text_body)
-    st2, b = post(d, model, ids_body)
-    C.check(st1 == 200 and st2 == 200 and a == b,
-            "%s: text %d %.200r vs ids %d %.200r" % (what, st1, a, st2, b))
+class Text(Case):
+    """One daemon: charlm, the byte model, a token model without tokenizer, a vector model."""
 
+    @classmethod
+    def setUpClass(cls):
+        cls.bnet, bpath = make_byte_model()
+        plain = golden_model("gru2_tokens_head", WORK)     # tokens, no tokenizer
+        vectors = golden_model("gru_vectors", WORK)
+        models = {"charlm": CHARLM, "bytelm": bpath, "plain": plain, "vec": vectors}
+        cls.d = cls.serve(models, "--max-infer-steps", 200)
 
-def refused(d, model, body, status, code, message, what):
-    st, raw = post(d, model, body)
-    try:
-        err = json.loads(raw)["error"]
-    except (ValueError, KeyError, TypeError):
-        err = {}
-    C.check(st == status and err.get("code") == code and err.get("message") == message,
-            "%s: want %d %s %r, got %d %r" % (what, status, code, message, st, raw[:300]))
+    def same_as_ids(self, model, text_body, ids_body, what):
+        st1, a = post(self.d, model, text_body)
+        st2, b = post(self.d, model, ids_body)
+        self.check(st1 == 200 and st2 == 200 and a == b,
+                   "%s: text %d %.200r vs ids %d %.200r" % (what, st1, a, st2, b))
 
+    def refused(self, model, body, status, code, message, what):
+        st, raw = post(self.d, model, body)
+        try:
+            err = json.loads(raw)["error"]
+        except (ValueError, KeyError, TypeError):
+            err = {}
+        self.check(st == status and err.get("code") == code and err.get("message") == message,
+                   "%s: want %d %s %r, got %d %r" % (what, status, code, message, st, raw[:300]))
 
-def main():
-    bnet, bpath = make_byte_model()
-    plain = golden_model("gru2_tokens_head", WORK)     # tokens, no tokenizer
-    vectors = golden_model("gru_vectors", WORK)
-    models = {"charlm": CHARLM, "bytelm": bpath, "plain": plain, "vec": vectors}
-    with Daemon(models, "--max-infer-steps", 200) as d:
+    def test_charlm_text_is_ids(self):
+        """charlm: text == ids from the vocabulary GET /v1/models/charlm returns."""
+        d = self.d
         st, _, info = d.request("GET", "/v1/models/charlm")
-        C.eq(st, 200, "GET /v1/models/charlm")
+        self.eq(st, 200, "GET /v1/models/charlm")
         vocab = info["vocab"]
-        C.eq(info["tokenizer"], "char", "charlm tokenizer")
-        C.eq(len(vocab), info["vocab_size"], "charlm vocab size")
-
-        # --- charlm: text == ids from the vocabulary
+        self.eq(info["tokenizer"], "char", "charlm tokenizer")
+        self.eq(len(vocab), info["vocab_size"], "charlm vocab size")
         texts = ["To be, or not to be: that is the question.",
                  "%\nQ: Why did the chicken cross the road?\nA: ~{[|]}~ \"quoted\" \\ done",
                  "x", " " * 7]
         for t in texts:
             ids = greedy_ids(vocab, t)
-            C.eq(len(ids), len(t), "charlm: one token per character of %r" % t[:20])
-            same_as_ids(d, "charlm", {"inputs": [t]}, {"inputs": [ids]}, "charlm %r" % t[:20])
+            self.eq(len(ids), len(t), "charlm: one token per character of %r" % t[:20])
+            self.same_as_ids("charlm", {"inputs": [t]}, {"inputs": [ids]}, "charlm %r" % t[:20])
         body_t = {"inputs": ["To be", [53, 73], "or not"], "outputs": "last",
                   "return_state": True}
         body_i = {"inputs": [greedy_ids(vocab, "To be"), [53, 73], greedy_ids(vocab, "or not")],
                   "outputs": "last", "return_state": True}
-        same_as_ids(d, "charlm", body_t, body_i, "charlm mixed batch")
+        self.same_as_ids("charlm", body_t, body_i, "charlm mixed batch")
         print("charlm: %d texts and a mixed batch answer what their ids answer" % len(texts))
 
-        # --- bytelm: UTF-8 bytes are the ids, multi-byte characters included
+    def test_bytelm_utf8(self):
+        """bytelm: UTF-8 bytes are the ids, multi-byte characters included; equal to torch."""
+        d = self.d
         st, _, binfo = d.request("GET", "/v1/models/bytelm")
-        C.eq((binfo["tokenizer"], binfo["vocab_size"]), ("byte", 256), "bytelm tokenizer")
+        self.eq((binfo["tokenizer"], binfo["vocab_size"]), ("byte", 256), "bytelm tokenizer")
         utf = ["h\u00e9llo w\u00f6rld \u2014 \u20ac5 \U0001F600!", "\u65e5\u672c\u8a9e",
                "plain ascii", "\U0001F600" * 3]
         for t in utf:
             ids = list(t.encode("utf-8"))
-            same_as_ids(d, "bytelm", {"inputs": [t]}, {"inputs": [ids]}, "bytelm %r" % t)
+            self.same_as_ids("bytelm", {"inputs": [t]}, {"inputs": [ids]}, "bytelm %r" % t)
         st, raw = post(d, "bytelm", {"inputs": utf})
-        C.eq(st, 200, "bytelm batch of texts")
+        self.eq(st, 200, "bytelm batch of texts")
         if st == 200:
             outs = json.loads(raw)["outputs"]
             for t, got in zip(utf, outs):
                 x = torch.tensor([list(t.encode("utf-8"))])
                 with torch.no_grad():
-                    want = bnet(x)[0].tolist()
-                C.check(close(got, want, 1e-5, 1e-4), "bytelm %r equals torch" % t)
+                    want = self.bnet(x)[0].tolist()
+                self.check(close(got, want, 1e-5, 1e-4), "bytelm %r equals torch" % t)
         print("bytelm: %d UTF-8 texts answer what their bytes answer, and equal torch" % len(utf))
 
-        # --- refusals
-        refused(d, "charlm", {"inputs": [[1, 2], "caf\u00e9 au lait"]}, 400, "invalid_request",
-                'inputs[1]: byte 3: no token for "\u00e9" (U+00E9)', "charlm: no token")
-        refused(d, "charlm", {"inputs": ["tab\there"]}, 400, "invalid_request",
-                "inputs[0]: byte 3: no token for U+0009", "charlm: no token for a tab")
-        refused(d, "charlm", {"inputs": [""]}, 400, "invalid_request",
-                "inputs[0]: expected at least one step", "charlm: empty string")
-        refused(d, "charlm", {"inputs": ["a" * 201]}, 413, "limit_exceeded",
-                "inputs[0]: more than max_infer_steps (200) steps per sequence",
-                "charlm: steps limit")
-        refused(d, "plain", {"inputs": ["abc"]}, 400, "invalid_request",
-                "inputs[0]: model has no tokenizer: give token ids", "no tokenizer")
-        refused(d, "vec", {"inputs": ["abc"]}, 400, "invalid_request",
-                "inputs[0]: expected a list of steps, got a string", "vector model")
+    def test_refusals(self):
+        self.refused("charlm", {"inputs": [[1, 2], "caf\u00e9 au lait"]}, 400, "invalid_request",
+                     'inputs[1]: byte 3: no token for "\u00e9" (U+00E9)', "charlm: no token")
+        self.refused("charlm", {"inputs": ["tab\there"]}, 400, "invalid_request",
+                     "inputs[0]: byte 3: no token for U+0009", "charlm: no token for a tab")
+        self.refused("charlm", {"inputs": [""]}, 400, "invalid_request",
+                     "inputs[0]: expected at least one step", "charlm: empty string")
+        self.refused("charlm", {"inputs": ["a" * 201]}, 413, "limit_exceeded",
+                     "inputs[0]: more than max_infer_steps (200) steps per sequence",
+                     "charlm: steps limit")
+        self.refused("plain", {"inputs": ["abc"]}, 400, "invalid_request",
+                     "inputs[0]: model has no tokenizer: give token ids", "no tokenizer")
+        self.refused("vec", {"inputs": ["abc"]}, 400, "invalid_request",
+                     "inputs[0]: expected a list of steps, got a string", "vector model")
         print("refusals: no token, tab, empty, limit, no tokenizer, vector model")
-        C.check(d.alive(), "daemon alive")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "daemon exit status")
-
-    # --- rnnd inspect still describes both text models (it prints no vocabulary line for a
-    # byte model without vocabulary strings)
-    for path, want in ((CHARLM, "vocab:       96 strings, tokenizer char"),
-                       (bpath, "input:       tokens, vocab_size 256, embedding_dim 8")):
-        r = subprocess.run([RNND_BIN, "inspect", path], capture_output=True, text=True,
-                           timeout=60)
-        C.check(r.returncode == 0 and want in r.stdout,
-                "rnnd inspect %s: rc %d, %r" % (os.path.basename(path), r.returncode,
-                                                r.stdout[-400:] + r.stderr[-200:]))
-    print("rnnd inspect: charlm and bytelm")
-    C.exit()
+        self.check(self.d.alive(), "daemon alive")
 
 
-main()
+class Inspect(Case):
+    def test_inspect_text_models(self):
+        """rnnd inspect still describes both text models (it prints no vocabulary line for a
+        byte model without vocabulary strings)."""
+        _, bpath = make_byte_model()
+        for path, want in ((CHARLM, "vocab:       96 strings, tokenizer char"),
+                           (bpath, "input:       tokens, vocab_size 256, embedding_dim 8")):
+            r = subprocess.run([RNND_BIN, "inspect", path], capture_output=True, text=True,
+                               timeout=60)
+            self.check(r.returncode == 0 and want in r.stdout,
+                       "rnnd inspect %s: rc %d, %r" % (os.path.basename(path), r.returncode,
+                                                       r.stdout[-400:] + r.stderr[-200:]))
+        print("rnnd inspect: charlm and bytelm")
+
+
+if __name__ == "__main__":
+    unittest.main()

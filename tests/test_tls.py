@@ -20,13 +20,12 @@ import socket
 import ssl
 import subprocess
 import time
+import unittest
 
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon_util import (Checker, Daemon, RNND_BIN, head_bytes, head_shapes,
-                         read_http_response, tmpdir)
+from daemon_util import Case, Daemon, RNND_BIN, head_bytes, head_shapes, read_http_response, tmpdir
 
-C = Checker()
 WORK = tmpdir("tls")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 CERT = os.path.join(WORK, "cert.pem")
@@ -81,117 +80,6 @@ def https_raw(port, data, headers, chunked):
         c.close()
 
 
-def check_tls():
-    keys = os.path.join(WORK, "keys")
-    with open(keys, "w") as f:
-        f.write(API_KEY + " tester\n")
-    auth = {"Authorization": "Bearer " + API_KEY}
-    with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY,
-                "--api-keys-file", keys, "--max-body-bytes", "1M") as d:
-        C.check(any("event=listening" in l and "tls=1" in l for l in d.log), "logs tls=1")
-        st, _, b = https(d.port, "GET", "/v1/models", headers=auth)
-        C.check(st == 200 and json.loads(b)["models"][0]["name"] == "charlm",
-                "GET /v1/models over HTTPS, verified against the test certificate")
-        C.eq(https(d.port, "GET", "/v1/models")[0], 401, "API keys are checked over TLS")
-        st, _, b = https(d.port, "POST", "/v1/sessions", {"model": "charlm"}, headers=auth)
-        sid = json.loads(b)["id"]
-        st, _, b = https(d.port, "POST", "/v1/sessions/%s/step" % sid,
-                         {"text": "Hi", "outputs": "last"}, headers=auth)
-        C.check(st == 200 and json.loads(b)["steps"] == 2, "a session step over HTTPS")
-        st, h, b = https(d.port, "POST", "/v1/sessions/%s/generate" % sid,
-                         {"prompt": "!", "max_tokens": 20, "stream": True, "seed": 1},
-                         headers=auth)
-        events = [l[6:] for l in b.decode().split("\n") if l.startswith("data: ")]
-        C.check(st == 200 and h.get("content-type", "").startswith("text/event-stream") and
-                len(events) == 22 and events[-1] == "[DONE]",
-                "a streamed generation over HTTPS: 20 tokens, final event, [DONE]")
-        for chunked in (False, True):
-            what = "a %s body over max_body_bytes over HTTPS" % (
-                "chunked" if chunked else "4 MB")
-            st, h, b = https_raw(d.port, b"x" * (4 << 20), auth, chunked)
-            C.check(st == 413 and b'"code":"limit_exceeded"' in b and
-                    h.get("connection") == "close",
-                    "%s: 413 limit_exceeded, Connection: close (got %s %r)" % (what, st, b[:80]))
-        C.eq(https(d.port, "GET", "/healthz")[0], 200, "served after the refused bodies")
-        # plain HTTP to the TLS port gets no HTTP answer
-        s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
-        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        try:
-            reply = s.recv(100)
-        except OSError:
-            reply = b""
-        s.close()
-        C.check(not reply.startswith(b"HTTP/1.1 200"), "plain HTTP is not served on the TLS port")
-        old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        old.load_verify_locations(CERT)
-        old.minimum_version = ssl.TLSVersion.TLSv1
-        old.maximum_version = ssl.TLSVersion.TLSv1_1
-        try:
-            st = https(d.port, "GET", "/healthz", ctx=old)[0]
-        except (ssl.SSLError, OSError):
-            st = None
-        C.eq(st, None, "TLS 1.1 is refused by the default priorities")
-        strict = ssl.create_default_context()     # the system CAs: our cert is untrusted
-        try:
-            st = https(d.port, "GET", "/healthz", ctx=strict)[0]
-        except ssl.SSLError:
-            st = None
-        C.eq(st, None, "a client that does not trust the certificate refuses it")
-        rc, _ = d.stop()
-        C.eq(rc, 0, "exit status")
-
-    junk = os.path.join(WORK, "junk.pem")
-    with open(junk, "w") as f:
-        f.write("not a certificate\n")
-    for what, args, status, want in (
-            ("cert without key", ["--tls-cert", CERT], 2, "tls_cert and tls_key go together"),
-            ("missing key file", ["--tls-cert", CERT, "--tls-key", WORK + "/nope.pem"], 1,
-             "nope.pem"),
-            ("junk certificate", ["--tls-cert", junk, "--tls-key", KEY], 1,
-             "cannot start HTTPS")):
-        p = subprocess.run([RNND_BIN, "serve", "--model", "charlm=" + CHARLM, "--listen",
-                            "127.0.0.1:0"] + args, capture_output=True, timeout=60)
-        err = p.stderr.decode(errors="replace")
-        C.check(p.returncode == status and want in err,
-                "%s: exit %d with %r: got %d %s" % (what, status, want, p.returncode,
-                                                    err.strip()[-200:]))
-
-
-def check_cors():
-    with Daemon({"charlm": CHARLM}) as d:
-        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
-        C.check(st == 200 and "access-control-allow-origin" not in h,
-                "no cors_origins: no CORS headers")
-        d.stop()
-    keys = os.path.join(WORK, "keys2")
-    with open(keys, "w") as f:
-        f.write(API_KEY + "\n")
-    with Daemon({"charlm": CHARLM}, "--cors-origins", "https://a.example, https://b.example",
-                "--api-keys-file", keys) as d:
-        pre = {"Origin": "https://b.example", "Access-Control-Request-Method": "POST",
-               "Access-Control-Request-Headers": "authorization, content-type"}
-        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=pre)
-        C.check(st == 204 and h.get("access-control-allow-origin") == "https://b.example" and
-                "POST" in h.get("access-control-allow-methods", "") and
-                "Authorization" in h.get("access-control-allow-headers", ""),
-                "a preflight from an allowed origin, without credentials: 204 with methods "
-                "and headers (got %s %r)" % (st, h))
-        st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=dict(pre, Origin="https://x.ex"))
-        C.check("access-control-allow-origin" not in h,
-                "a preflight from another origin gets no CORS headers")
-        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example",
-                                                           "Authorization": "Bearer " + API_KEY})
-        C.check(st == 200 and h.get("access-control-allow-origin") == "https://a.example" and
-                h.get("vary") == "Origin", "an allowed origin's request: Allow-Origin, Vary")
-        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
-        C.check(st == 401 and h.get("access-control-allow-origin") == "https://a.example",
-                "a refused request from an allowed origin is readable by the page (401)")
-        st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://evil.example",
-                                                           "Authorization": "Bearer " + API_KEY})
-        C.check("access-control-allow-origin" not in h, "another origin: no CORS headers")
-        d.stop()
-
-
 def probe_tls(port, ctx, shape):
     """SHAPE's request over a new TLS connection: (status, complete, extra bytes, seconds)."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -223,40 +111,159 @@ def uri_refused(nargs, alen, nh, hlen):
     return nargs > 32768 // 256 or len(uri) + 64 * nargs > 32768 - 1024
 
 
-def check_tls_long_requests():
-    """Re-test of issue 13.9 over TLS: every request head of tests/test_frontdoor.py's
-    check_long_requests ends within 2 s: a whole answer (200 or 431), given once, or, for a
-    URI too long for the pool, the close (no 414 can be written beside MHD's TLS session),
-    or libmicrohttpd's own 414 when the request line overflows its read buffer."""
-    ctx = ssl.create_default_context(cafile=CERT)
-    with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY) as d:
-        shapes = head_shapes()
-        with ThreadPoolExecutor(8) as ex:
-            got = list(ex.map(lambda sh: probe_tls(d.port, ctx, sh), shapes))
-        bad = []
-        for sh, (st, complete, extra, took) in zip(shapes, got):
-            if uri_refused(*sh):     # MHD answers 414 itself when the line overflows
-                ok = took < 2 and ((st is None and not complete) or
-                                   (st == 414 and complete and not extra))
-            else:
-                ok = complete and st in (200, 431) and not extra and took < 2
-            if not ok:
-                bad.append((sh, st, complete, extra[:30], round(took, 2)))
-        C.check(not bad, "%d request heads over TLS each end within 2 s, answered once or "
-                "(a URI too long) closed: %d do not, e.g. %s" % (len(shapes), len(bad), bad[:4]))
-        C.check({None, 200, 431} <= {st for st, _, _, _ in got},
-                "the shapes span served, 431 and closed")
-        C.eq(https(d.port, "GET", "/healthz")[0], 200, "served over TLS after them")
-        d.stop()
+class Tls(Case):
+    """A self-signed certificate made once for the class."""
+
+    @classmethod
+    def setUpClass(cls):
+        make_cert()
+
+    def test_tls(self):
+        keys = os.path.join(WORK, "keys")
+        with open(keys, "w") as f:
+            f.write(API_KEY + " tester\n")
+        auth = {"Authorization": "Bearer " + API_KEY}
+        with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY,
+                    "--api-keys-file", keys, "--max-body-bytes", "1M") as d:
+            self.check(any("event=listening" in l and "tls=1" in l for l in d.log), "logs tls=1")
+            st, _, b = https(d.port, "GET", "/v1/models", headers=auth)
+            self.check(st == 200 and json.loads(b)["models"][0]["name"] == "charlm",
+                       "GET /v1/models over HTTPS, verified against the test certificate")
+            self.eq(https(d.port, "GET", "/v1/models")[0], 401, "API keys are checked over TLS")
+            st, _, b = https(d.port, "POST", "/v1/sessions", {"model": "charlm"}, headers=auth)
+            sid = json.loads(b)["id"]
+            st, _, b = https(d.port, "POST", "/v1/sessions/%s/step" % sid,
+                             {"text": "Hi", "outputs": "last"}, headers=auth)
+            self.check(st == 200 and json.loads(b)["steps"] == 2, "a session step over HTTPS")
+            st, h, b = https(d.port, "POST", "/v1/sessions/%s/generate" % sid,
+                             {"prompt": "!", "max_tokens": 20, "stream": True, "seed": 1},
+                             headers=auth)
+            events = [l[6:] for l in b.decode().split("\n") if l.startswith("data: ")]
+            self.check(st == 200 and h.get("content-type", "").startswith("text/event-stream") and
+                       len(events) == 22 and events[-1] == "[DONE]",
+                       "a streamed generation over HTTPS: 20 tokens, final event, [DONE]")
+            for chunked in (False, True):
+                what = "a %s body over max_body_bytes over HTTPS" % (
+                    "chunked" if chunked else "4 MB")
+                st, h, b = https_raw(d.port, b"x" * (4 << 20), auth, chunked)
+                self.check(st == 413 and b'"code":"limit_exceeded"' in b and
+                           h.get("connection") == "close",
+                           "%s: 413 limit_exceeded, Connection: close (got %s %r)" % (what, st,
+                                                                                      b[:80]))
+            self.eq(https(d.port, "GET", "/healthz")[0], 200, "served after the refused bodies")
+            # plain HTTP to the TLS port gets no HTTP answer
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                reply = s.recv(100)
+            except OSError:
+                reply = b""
+            s.close()
+            self.check(not reply.startswith(b"HTTP/1.1 200"),
+                       "plain HTTP is not served on the TLS port")
+            old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            old.load_verify_locations(CERT)
+            old.minimum_version = ssl.TLSVersion.TLSv1
+            old.maximum_version = ssl.TLSVersion.TLSv1_1
+            try:
+                st = https(d.port, "GET", "/healthz", ctx=old)[0]
+            except (ssl.SSLError, OSError):
+                st = None
+            self.eq(st, None, "TLS 1.1 is refused by the default priorities")
+            strict = ssl.create_default_context()     # the system CAs: our cert is untrusted
+            try:
+                st = https(d.port, "GET", "/healthz", ctx=strict)[0]
+            except ssl.SSLError:
+                st = None
+            self.eq(st, None, "a client that does not trust the certificate refuses it")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status")
+
+        junk = os.path.join(WORK, "junk.pem")
+        with open(junk, "w") as f:
+            f.write("not a certificate\n")
+        for what, args, status, want in (
+                ("cert without key", ["--tls-cert", CERT], 2, "tls_cert and tls_key go together"),
+                ("missing key file", ["--tls-cert", CERT, "--tls-key", WORK + "/nope.pem"], 1,
+                 "nope.pem"),
+                ("junk certificate", ["--tls-cert", junk, "--tls-key", KEY], 1,
+                 "cannot start HTTPS")):
+            p = subprocess.run([RNND_BIN, "serve", "--model", "charlm=" + CHARLM, "--listen",
+                                "127.0.0.1:0"] + args, capture_output=True, timeout=60)
+            err = p.stderr.decode(errors="replace")
+            self.check(p.returncode == status and want in err,
+                       "%s: exit %d with %r: got %d %s" % (what, status, want, p.returncode,
+                                                           err.strip()[-200:]))
+
+    def test_tls_long_requests(self):
+        """Re-test of issue 13.9 over TLS: every request head of tests/test_frontdoor.py's
+        test_long_requests ends within 2 s: a whole answer (200 or 431), given once, or, for a
+        URI too long for the pool, the close (no 414 can be written beside MHD's TLS session),
+        or libmicrohttpd's own 414 when the request line overflows its read buffer."""
+        ctx = ssl.create_default_context(cafile=CERT)
+        with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY) as d:
+            shapes = head_shapes()
+            with ThreadPoolExecutor(8) as ex:
+                got = list(ex.map(lambda sh: probe_tls(d.port, ctx, sh), shapes))
+            bad = []
+            for sh, (st, complete, extra, took) in zip(shapes, got):
+                if uri_refused(*sh):     # MHD answers 414 itself when the line overflows
+                    ok = took < 2 and ((st is None and not complete) or
+                                       (st == 414 and complete and not extra))
+                else:
+                    ok = complete and st in (200, 431) and not extra and took < 2
+                if not ok:
+                    bad.append((sh, st, complete, extra[:30], round(took, 2)))
+            self.check(not bad, "%d request heads over TLS each end within 2 s, answered once or "
+                       "(a URI too long) closed: %d do not, e.g. %s" % (len(shapes), len(bad),
+                                                                        bad[:4]))
+            self.check({None, 200, 431} <= {st for st, _, _, _ in got},
+                       "the shapes span served, 431 and closed")
+            self.eq(https(d.port, "GET", "/healthz")[0], 200, "served over TLS after them")
+            d.stop()
 
 
-def main():
-    make_cert()
-    check_tls()
-    check_tls_long_requests()
-    check_cors()
-    C.exit()
+class Cors(Case):
+    def test_cors(self):
+        with Daemon({"charlm": CHARLM}) as d:
+            st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
+            self.check(st == 200 and "access-control-allow-origin" not in h,
+                       "no cors_origins: no CORS headers")
+            d.stop()
+        keys = os.path.join(WORK, "keys2")
+        with open(keys, "w") as f:
+            f.write(API_KEY + "\n")
+        with Daemon({"charlm": CHARLM}, "--cors-origins", "https://a.example, https://b.example",
+                    "--api-keys-file", keys) as d:
+            pre = {"Origin": "https://b.example", "Access-Control-Request-Method": "POST",
+                   "Access-Control-Request-Headers": "authorization, content-type"}
+            st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=pre)
+            self.check(st == 204
+                       and h.get("access-control-allow-origin") == "https://b.example" and
+                       "POST" in h.get("access-control-allow-methods", "") and
+                       "Authorization" in h.get("access-control-allow-headers", ""),
+                       "a preflight from an allowed origin, without credentials: 204 with methods "
+                       "and headers (got %s %r)" % (st, h))
+            st, h, _ = d.request("OPTIONS", "/v1/sessions",
+                                 headers=dict(pre, Origin="https://x.ex"))
+            self.check("access-control-allow-origin" not in h,
+                       "a preflight from another origin gets no CORS headers")
+            st, h, _ = d.request("GET", "/v1/models",
+                                 headers={"Origin": "https://a.example",
+                                          "Authorization": "Bearer " + API_KEY})
+            self.check(st == 200
+                       and h.get("access-control-allow-origin") == "https://a.example" and
+                       h.get("vary") == "Origin",
+                       "an allowed origin's request: Allow-Origin, Vary")
+            st, h, _ = d.request("GET", "/v1/models", headers={"Origin": "https://a.example"})
+            self.check(st == 401 and h.get("access-control-allow-origin") == "https://a.example",
+                       "a refused request from an allowed origin is readable by the page (401)")
+            st, h, _ = d.request("GET", "/v1/models",
+                                 headers={"Origin": "https://evil.example",
+                                          "Authorization": "Bearer " + API_KEY})
+            self.check("access-control-allow-origin" not in h, "another origin: no CORS headers")
+            d.stop()
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()
