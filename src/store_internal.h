@@ -1,0 +1,45 @@
+/* The store's private parts, shared by store_redis.c (the connection and the node lease) and
+ * store_session.c (the session scripts): the store object and the calls made under its
+ * mutex (a _locked suffix: the caller holds s->mu). */
+#ifndef RNND_STORE_INTERNAL_H
+#define RNND_STORE_INTERNAL_H
+
+#include <hiredis.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#include "rnnd/store.h"
+
+#define PASSWORD_MAX 512
+#define KEY_MAX (sizeof "rnnd:node:" + RNND_STORE_NAME_MAX + 40)
+
+/* The scripts (docs/cluster.md gives write.lua and acquire.lua with their arguments). */
+enum rnnd_store_script { S_WRITE, S_ACQUIRE, S_CREATE, S_RENEW, S_DROP_NODE, S_COUNT };
+
+struct rnnd_store {
+    pthread_mutex_t mu; /* everything below; held for every whole call */
+    redisContext *c;    /* NULL: not connected */
+    rnnd_store_url url;
+    char node[RNND_STORE_NAME_MAX + 1];
+    char pw[PASSWORD_MAX + 1];
+    int has_pw;
+    int64_t lease_ms, timeout_ms;
+    uint64_t inc;       /* incarnation, 0 before register */
+    double lease_until; /* monotonic seconds */
+    char sha[S_COUNT][41];
+};
+
+/* EVALSHA script I with NKEYS KEYS and NARGS ARGS (ARG_LENS: their lengths, NULL: strings),
+ * connecting first; NOSCRIPT (a restarted Redis, SCRIPT FLUSH) loads it and sends once more.
+ * *OUT gets the reply (never an error reply). Returns 0, RNND_ERR_IO or RNND_ERR_NOMEM. */
+int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, const char **keys,
+                           int nargs, const char **args, const size_t *arg_lens, redisReply **out,
+                           char *err, size_t errlen);
+/* A plain command of ARGC strings (at most 8), connecting first. */
+int rnnd_store_call_locked(rnnd_store *s, int argc, const char **argv, redisReply **out, char *err,
+                           size_t errlen);
+/* Free R, drop the connection (the reply was not what the script returns), RNND_ERR_IO. */
+int rnnd_store_unexpected_locked(rnnd_store *s, redisReply *r, const char *what, char *err,
+                                 size_t errlen);
+
+#endif

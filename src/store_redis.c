@@ -1,0 +1,460 @@
+/* The Redis connection of the session store: AUTH, SELECT, the node lease and the fenced
+ * scripts of docs/cluster.md (rnnd/store.h). One hiredis context per rnnd_store, under the
+ * store's mutex; a context that failed is dropped and the next call connects again, so an
+ * outage costs failed calls, never a stuck or crashed daemon. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rnnd/status.h"
+#include "rnnd/store.h"
+#include "store_internal.h"
+
+#define DEFAULT_TIMEOUT_MS 1000
+#define REGISTER_POLL_MS 50
+
+static const char *const scripts[S_COUNT] = {
+    /* write.lua: KEYS[1] rec; ARGV holder, epoch, ttl ms, release, idle ms, fields... */
+    [S_WRITE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch')\n"
+                "if not cur[2] then return {-1} end\n"
+                "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {-2, cur[1]} end\n"
+                "if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end\n"
+                "local t = redis.call('TIME')\n"
+                "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[5]))\n"
+                "if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'holder', '') end\n"
+                "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
+                "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+                "return {1, seq}\n",
+    /* acquire.lua: KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:node:ME; ARGV "ME INC", INC, the
+     * seq of the caller's copy ("" none) */
+    [S_ACQUIRE] = "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-3} end\n"
+                  "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'seq')\n"
+                  "if not cur[2] then return {0, redis.call('GET', KEYS[2]) or ''} end\n"
+                  "local from = 'free'\n"
+                  "if cur[1] ~= '' and cur[1] ~= ARGV[1] then\n"
+                  "  local name, inc = string.match(cur[1], '^(%S+) (%d+)$')\n"
+                  "  if name and redis.call('GET', 'rnnd:node:' .. name) == inc then\n"
+                  "    return {-1, cur[1]}\n"
+                  "  end\n"
+                  "  from = 'dead'\n"
+                  "end\n"
+                  "local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)\n"
+                  "redis.call('HSET', KEYS[1], 'holder', ARGV[1])\n"
+                  "if cur[3] == ARGV[3] then return {1, epoch, from} end\n"
+                  "return {2, epoch, from, redis.call('HGETALL', KEYS[1])}\n",
+    /* create.lua: KEYS[1] rec, KEYS[2] rnnd:idx; ARGV id, ttl ms, idle ms, fields... */
+    [S_CREATE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+                 "redis.call('HSET', KEYS[1], unpack(ARGV, 4))\n"
+                 "local t = redis.call('TIME')\n"
+                 "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                 "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[3]),\n"
+                 "           'holder', '', 'epoch', 0, 'seq', 1)\n"
+                 "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                 "redis.call('ZADD', KEYS[2], 0, ARGV[1])\n"
+                 "return 1\n",
+    /* renew: KEYS[1] rnnd:node:ME; ARGV INC, lease ms */
+    [S_RENEW] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                "  return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                "end\n"
+                "return 0\n",
+    /* drop the node lease if still ours: KEYS[1] rnnd:node:ME; ARGV INC */
+    [S_DROP_NODE] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                    "  return redis.call('DEL', KEYS[1])\n"
+                    "end\n"
+                    "return 0\n",
+};
+
+/* ---- the password file --------------------------------------------------------------------- */
+
+int rnnd_store_password_read(const char *path, char *pw, size_t pwlen, char *err, size_t errlen)
+{
+    /* O_NONBLOCK: a FIFO put there is refused by fstat below, never waited on */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP
+            ? rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                        "%s: a symbolic link; the password file must be a regular file", path)
+            : rnnd_fail(RNND_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+    struct stat st;
+    char buf[PASSWORD_MAX + 2];
+    int rc = RNND_ERR_INVALID;
+    if (fstat(fd, &st))
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode))
+        rnnd_fail(rc, err, errlen, "%s: not a regular file", path);
+    else if (st.st_uid != geteuid() && st.st_uid != 0)
+        rnnd_fail(rc, err, errlen, "%s: owned by uid %u, neither the daemon's user %u nor root",
+                  path, (unsigned)st.st_uid, (unsigned)geteuid());
+    else if (st.st_mode & 007)
+        rnnd_fail(rc, err, errlen, "%s: others may access it (mode %04o): chmod o-rwx", path,
+                  (unsigned)(st.st_mode & 07777));
+    else if (st.st_mode & 020)
+        rnnd_fail(rc, err, errlen, "%s: the group may write it (mode %04o): chmod g-w", path,
+                  (unsigned)(st.st_mode & 07777));
+    else
+        rc = RNND_OK;
+    ssize_t n = rc ? -1 : read(fd, buf, sizeof buf - 1);
+    if (!rc && n < 0)
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen, "%s: %s", path, strerror(errno));
+    close(fd);
+    if (rc || n < 0)
+        return rc;
+    buf[n] = '\0';
+    size_t len = strcspn(buf, "\n");
+    if (len && buf[len - 1] == '\r')
+        len--;
+    if (len == 0 || len > PASSWORD_MAX || len + 1 > pwlen || memchr(buf, 0, len))
+        rc = rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                       "%s: the first line must hold the password, 1 to %d bytes", path,
+                       PASSWORD_MAX);
+    else {
+        memcpy(pw, buf, len);
+        pw[len] = '\0';
+    }
+    memset(buf, 0, sizeof buf);
+    return rc;
+}
+
+/* ---- commands ----------------------------------------------------------------------------- */
+
+static void drop_locked(rnnd_store *s)
+{
+    if (s->c)
+        redisFree(s->c);
+    s->c = NULL;
+}
+
+static int io_fail_locked(rnnd_store *s, const char *why, char *err, size_t errlen)
+{
+    rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: %s", s->url.host, s->url.port, why);
+    drop_locked(s);
+    return RNND_ERR_IO;
+}
+
+/* Send one command on the open context; *OUT gets the reply (an error reply is a failure with
+ * Redis's message). Returns 0 or RNND_ERR_IO. */
+static int command_locked(rnnd_store *s, int argc, const char **argv, const size_t *lens,
+                          redisReply **out, char *err, size_t errlen)
+{
+    *out = redisCommandArgv(s->c, argc, argv, lens);
+    if (!*out)
+        return io_fail_locked(s, s->c->errstr[0] ? s->c->errstr : "connection lost", err, errlen);
+    if ((*out)->type == REDIS_REPLY_ERROR) {
+        rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: %s: %.200s", s->url.host, s->url.port,
+                  argv[0], (*out)->str);
+        freeReplyObject(*out);
+        *out = NULL;
+        return RNND_ERR_IO;
+    }
+    return RNND_OK;
+}
+
+static int load_script_locked(rnnd_store *s, enum rnnd_store_script i, char *err, size_t errlen)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", scripts[i]};
+    size_t lens[] = {6, 4, strlen(scripts[i])};
+    redisReply *r = NULL;
+    int rc = command_locked(s, 3, argv, lens, &r, err, errlen);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_STRING || r->len != 40)
+        rc = io_fail_locked(s, "SCRIPT LOAD: an unexpected reply", err, errlen);
+    else
+        memcpy(s->sha[i], r->str, 41);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Connect when not connected: AUTH, SELECT, the scripts. */
+static int connect_locked(rnnd_store *s, char *err, size_t errlen)
+{
+    if (s->c)
+        return RNND_OK;
+    struct timeval tv = {(time_t)(s->timeout_ms / 1000),
+                         (suseconds_t)(s->timeout_ms % 1000) * 1000};
+    s->c = redisConnectWithTimeout(s->url.host, s->url.port, tv);
+    if (!s->c)
+        return rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: out of memory", s->url.host,
+                         s->url.port);
+    if (s->c->err || redisSetTimeout(s->c, tv) != REDIS_OK)
+        return io_fail_locked(s, s->c->errstr[0] ? s->c->errstr : "connect failed", err, errlen);
+    redisReply *r = NULL;
+    int rc = RNND_OK;
+    if (s->has_pw) {
+        const char *argv[] = {"AUTH", s->url.user, s->pw};
+        size_t lens[] = {4, strlen(s->url.user), strlen(s->pw)};
+        int user = s->url.user[0] != '\0';
+        rc = command_locked(s, 2 + user, user ? argv : (const char *[]){"AUTH", s->pw},
+                            user ? lens : (size_t[]){4, lens[2]}, &r, err, errlen);
+        freeReplyObject(r);
+    }
+    if (!rc && s->url.db) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", s->url.db);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        rc = command_locked(s, 2, argv, lens, &r, err, errlen);
+        freeReplyObject(r);
+    }
+    for (int i = 0; !rc && i < S_COUNT; i++)
+        rc = load_script_locked(s, (enum rnnd_store_script)i, err, errlen);
+    if (rc)
+        drop_locked(s); /* refused AUTH or SELECT: a half-set-up context is never used */
+    return rc;
+}
+
+/* EVALSHA script I with NKEYS KEYS and NARGS ARGS (binary: ARG_LENS); a server that lost its
+ * script cache (restart, SCRIPT FLUSH) answers NOSCRIPT: load it and send once more. */
+int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, const char **keys,
+                           int nargs, const char **args, const size_t *arg_lens, redisReply **out,
+                           char *err, size_t errlen)
+{
+    int rc = connect_locked(s, err, errlen);
+    if (rc)
+        return rc;
+    int argc = 3 + nkeys + nargs;
+    const char **argv = malloc((size_t)argc * sizeof *argv);
+    size_t *lens = malloc((size_t)argc * sizeof *lens);
+    if (!argv || !lens) {
+        free(argv);
+        free(lens);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
+    }
+    char nk[12];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    argv[0] = "EVALSHA";
+    argv[2] = nk;
+    for (int k = 0; k < nkeys; k++)
+        argv[3 + k] = keys[k];
+    for (int k = 0; k < 3 + nkeys; k++)
+        lens[k] = strlen(k == 1 ? s->sha[i] : argv[k]);
+    for (int k = 0; k < nargs; k++) {
+        argv[3 + nkeys + k] = args[k];
+        lens[3 + nkeys + k] = arg_lens ? arg_lens[k] : strlen(args[k]);
+    }
+    for (int attempt = 0;; attempt++) {
+        argv[1] = s->sha[i];
+        *out = redisCommandArgv(s->c, argc, argv, lens);
+        if (!*out) {
+            rc = io_fail_locked(s, s->c->errstr[0] ? s->c->errstr : "connection lost", err, errlen);
+            break;
+        }
+        if ((*out)->type != REDIS_REPLY_ERROR)
+            break;
+        int noscript = strncmp((*out)->str, "NOSCRIPT", 8) == 0;
+        if (!noscript || attempt)
+            rc = rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
+                           s->url.port, (*out)->str);
+        freeReplyObject(*out);
+        *out = NULL;
+        if (rc || (rc = load_script_locked(s, i, err, errlen)))
+            break;
+    }
+    free(argv);
+    free(lens);
+    return rc;
+}
+
+/* A plain command, connecting first. */
+int rnnd_store_call_locked(rnnd_store *s, int argc, const char **argv, redisReply **out, char *err,
+                           size_t errlen)
+{
+    size_t lens[8];
+    for (int k = 0; k < argc; k++)
+        lens[k] = strlen(argv[k]);
+    int rc = connect_locked(s, err, errlen);
+    return rc ? rc : command_locked(s, argc, argv, lens, out, err, errlen);
+}
+
+int rnnd_store_unexpected_locked(rnnd_store *s, redisReply *r, const char *what, char *err,
+                                 size_t errlen)
+{
+    freeReplyObject(r);
+    return io_fail_locked(s, what, err, errlen);
+}
+
+/* ---- open, free ----------------------------------------------------------------------------- */
+
+static int name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len == 0 || len > RNND_STORE_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = n[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int rnnd_store_open(const rnnd_store_conf *conf, rnnd_store **out, int *up, char *err,
+                    size_t errlen)
+{
+    *out = NULL;
+    if (up)
+        *up = 0;
+    rnnd_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
+    int rc = rnnd_store_url_parse(conf->url, &s->url, err, errlen);
+    if (!rc && !name_ok(conf->node))
+        rc = rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                       "node_name: expected 1 to %d of A-Z a-z 0-9 . _ -", RNND_STORE_NAME_MAX);
+    if (!rc && conf->password_file && conf->password_file[0]) {
+        rc = rnnd_store_password_read(conf->password_file, s->pw, sizeof s->pw, err, errlen);
+        s->has_pw = rc == 0;
+    }
+    if (rc) {
+        rnnd_store_free(s);
+        return rc;
+    }
+    snprintf(s->node, sizeof s->node, "%s", conf->node);
+    s->lease_ms = conf->lease_ms;
+    s->timeout_ms = conf->timeout_ms > 0 ? conf->timeout_ms : DEFAULT_TIMEOUT_MS;
+    pthread_mutex_init(&s->mu, NULL);
+    int ok = connect_locked(s, err, errlen) == 0;
+    if (up)
+        *up = ok;
+    *out = s;
+    return RNND_OK;
+}
+
+void rnnd_store_free(rnnd_store *s)
+{
+    if (!s)
+        return;
+    drop_locked(s);
+    pthread_mutex_destroy(&s->mu);
+    memset(s->pw, 0, sizeof s->pw);
+    free(s);
+}
+
+/* ---- the node lease ----------------------------------------------------------------------- */
+
+static void node_key(const rnnd_store *s, char *key)
+{
+    snprintf(key, KEY_MAX, "rnnd:node:%s", s->node);
+}
+
+uint64_t rnnd_store_incarnation(const rnnd_store *s) { return s->inc; }
+
+void rnnd_store_holder(const rnnd_store *s, char *holder)
+{
+    snprintf(holder, RNND_STORE_HOLDER_MAX + 1, "%s %" PRIu64, s->node, s->inc);
+}
+
+double rnnd_store_lease_until(const rnnd_store *s) { return s->lease_until; }
+
+/* SET rnnd:node:NAME INC NX PX lease_ms: 0 when set, 1 when another holds it. */
+static int set_node_locked(rnnd_store *s, char *err, size_t errlen)
+{
+    char key[KEY_MAX], inc[24], px[24];
+    node_key(s, key);
+    snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
+    snprintf(px, sizeof px, "%" PRId64, s->lease_ms);
+    const char *argv[] = {"SET", key, inc, "NX", "PX", px};
+    double sent = rnnd_mono_s();
+    redisReply *r = NULL;
+    int rc = rnnd_store_call_locked(s, 6, argv, &r, err, errlen);
+    if (rc)
+        return rc;
+    if (r->type == REDIS_REPLY_NIL)
+        rc = 1;
+    else if (r->type == REDIS_REPLY_STATUS)
+        s->lease_until = sent + 0.9 * (double)s->lease_ms / 1000.0;
+    else
+        return rnnd_store_unexpected_locked(s, r, "SET: an unexpected reply", err, errlen);
+    freeReplyObject(r);
+    return rc;
+}
+
+int rnnd_store_register(rnnd_store *s, int64_t wait_ms, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    const char *argv[] = {"INCR", "rnnd:incarnation"};
+    redisReply *r = NULL;
+    int rc = rnnd_store_call_locked(s, 2, argv, &r, err, errlen);
+    if (!rc && (r->type != REDIS_REPLY_INTEGER || r->integer < 1))
+        rc = rnnd_store_unexpected_locked(s, r, "INCR: an unexpected reply", err, errlen);
+    else if (!rc) {
+        s->inc = (uint64_t)r->integer;
+        freeReplyObject(r);
+    }
+    double deadline = rnnd_mono_s() + (double)wait_ms / 1000.0;
+    while (!rc && (rc = set_node_locked(s, err, errlen)) == 1) {
+        if (rnnd_mono_s() >= deadline) {
+            rc = rnnd_fail(RNND_ERR_BUSY, err, errlen,
+                           "store: node_name %s is held by another live incarnation", s->node);
+            break;
+        }
+        struct timespec ts = {0, REGISTER_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_reregister(rnnd_store *s, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = set_node_locked(s, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc == 1 ? rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                               "store: node_name %s is held by another incarnation", s->node)
+                   : rc;
+}
+
+/* Run a lease script on rnnd:node:NAME with INC (and lease_ms); *RESULT its integer. */
+static int node_script_locked(rnnd_store *s, enum rnnd_store_script i, long long *result, char *err,
+                              size_t errlen)
+{
+    char key[KEY_MAX], inc[24], px[24];
+    node_key(s, key);
+    snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
+    snprintf(px, sizeof px, "%" PRId64, s->lease_ms);
+    const char *keys[] = {key}, *args[] = {inc, px};
+    redisReply *r = NULL;
+    int rc = rnnd_store_eval_locked(s, i, 1, keys, 2, args, NULL, &r, err, errlen);
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_INTEGER)
+        return rnnd_store_unexpected_locked(s, r, "lease script: an unexpected reply", err, errlen);
+    *result = r->integer;
+    freeReplyObject(r);
+    return RNND_OK;
+}
+
+int rnnd_store_renew(rnnd_store *s, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    double sent = rnnd_mono_s();
+    long long renewed = 0;
+    int rc = node_script_locked(s, S_RENEW, &renewed, err, errlen);
+    if (!rc && renewed == 1)
+        s->lease_until = sent + 0.9 * (double)s->lease_ms / 1000.0;
+    else if (!rc)
+        rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                       "store: the node lease of %s lapsed (paused or cut off past lease_ms)",
+                       s->node);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_release_node(rnnd_store *s, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->mu);
+    long long dropped = 0;
+    int rc = node_script_locked(s, S_DROP_NODE, &dropped, err, errlen);
+    s->lease_until = 0;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}

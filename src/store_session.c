@@ -1,0 +1,234 @@
+/* A session's record in Redis: create, acquire, the fenced write and release, load
+ * (rnnd/store.h; the scripts are store_redis.c's, docs/cluster.md explains them). Every call
+ * holds the store's mutex for its round trip. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rnnd/status.h"
+#include "rnnd/store.h"
+#include "store_internal.h"
+
+#define MAX_ARGS (5 + 2 * RNND_STORE_MAX_FIELDS)
+
+/* The record's and the tombstone's key of ID (32 lowercase hex digits, else refused). */
+static int keys_of(const char *id, char *rec, char *gone, char *err, size_t errlen)
+{
+    size_t n = strlen(id);
+    if (n != 32 || strspn(id, "0123456789abcdef") != 32)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "store: a session id is 32 lowercase hex digits");
+    snprintf(rec, KEY_MAX, "rnnd:{%s}:rec", id);
+    snprintf(gone, KEY_MAX, "rnnd:{%s}:gone", id);
+    return RNND_OK;
+}
+
+/* Append FIELDS' names and values to ARGS / LENS from index *N. */
+static void push_fields(const rnnd_store_fields *f, const char **args, size_t *lens, int *n)
+{
+    for (size_t i = 0; f && i < f->n; i++) {
+        args[*n] = f->kv[i].name;
+        lens[(*n)++] = strlen(f->kv[i].name);
+        args[*n] = f->kv[i].val;
+        lens[(*n)++] = f->kv[i].len;
+    }
+}
+
+int rnnd_store_create(rnnd_store *s, const char *id, const rnnd_store_fields *fields,
+                      int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], ttl[24], idle[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
+    const char *keys[] = {rec, "rnnd:idx"}, *args[MAX_ARGS] = {id, ttl, idle};
+    size_t lens[MAX_ARGS] = {32, strlen(ttl), strlen(idle)};
+    int n = 3;
+    push_fields(fields, args, lens, &n);
+    pthread_mutex_lock(&s->mu);
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_CREATE, 2, keys, n, args, lens, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER)
+        rc = rnnd_store_unexpected_locked(s, r, "create: an unexpected reply", err, errlen);
+    else if (!rc) {
+        if (r->integer != 1)
+            rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen, "store: the session id exists");
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+void rnnd_store_acq_free(rnnd_store_acq *a)
+{
+    if (!a)
+        return;
+    freeReplyObject(a->reply);
+    a->reply = NULL;
+    a->n = 0;
+}
+
+/* Point A's fields into R, an HGETALL reply (name, value, ...), which A then owns. */
+static int take_fields(rnnd_store_acq *a, redisReply *r, char *err, size_t errlen)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 || r->elements > 2 * RNND_STORE_MAX_FIELDS)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "store: the record is not a hash of at most %d fields",
+                         RNND_STORE_MAX_FIELDS);
+    for (size_t i = 0; i < r->elements; i += 2) {
+        const redisReply *k = r->element[i], *v = r->element[i + 1];
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            strlen(k->str) != k->len)
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen, "store: a malformed record field");
+        a->kv[a->n].name = k->str;
+        a->kv[a->n].val = v->str;
+        a->kv[a->n].len = v->len;
+        a->n++;
+    }
+    return RNND_OK;
+}
+
+static void copy_str(char *dst, size_t size, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING)
+        snprintf(dst, size, "%.*s", (int)r->len, r->str);
+    else
+        dst[0] = '\0';
+}
+
+/* Read acquire.lua's reply R into A (which keeps R when it holds the record). */
+static int acquire_reply(rnnd_store *s, redisReply *r, rnnd_store_acq *a, char *err, size_t errlen)
+{
+    long long code = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER
+        ? r->element[0]->integer
+        : -99;
+    size_t want = code == -3 ? 1 : code == 0 || code == -1 ? 2 : code == 1 ? 3 : code == 2 ? 4 : 0;
+    if (!want || r->elements != want)
+        return rnnd_store_unexpected_locked(s, r, "acquire: an unexpected reply", err, errlen);
+    if (code == -3) {
+        freeReplyObject(r);
+        return rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                         "store: this node's lease lapsed: register again first");
+    }
+    if (code == 0 || code == -1) {
+        a->kind = code == 0 ? RNND_STORE_ACQ_MISSING : RNND_STORE_ACQ_HELD;
+        copy_str(code == 0 ? a->gone : a->holder, code == 0 ? sizeof a->gone : sizeof a->holder,
+                 r->element[1]);
+        freeReplyObject(r);
+        return RNND_OK;
+    }
+    a->epoch = r->element[1]->type == REDIS_REPLY_INTEGER ? (uint64_t)r->element[1]->integer : 0;
+    a->from_dead = r->element[2]->type == REDIS_REPLY_STRING && !strcmp(r->element[2]->str, "dead");
+    a->kind = code == 1 ? RNND_STORE_ACQ_CURRENT : RNND_STORE_ACQ_TAKEN;
+    if (code == 1) {
+        freeReplyObject(r);
+        return RNND_OK;
+    }
+    a->reply = r;
+    int rc = take_fields(a, r->element[3], err, errlen);
+    if (rc)
+        rnnd_store_acq_free(a);
+    return rc;
+}
+
+int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_store_acq *out,
+                       char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char rec[KEY_MAX], gone[KEY_MAX], node[KEY_MAX], holder[RNND_STORE_HOLDER_MAX + 1], inc[24],
+        seq[24] = "";
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    if (cached_seq)
+        snprintf(seq, sizeof seq, "%" PRIu64, cached_seq);
+    pthread_mutex_lock(&s->mu);
+    snprintf(node, sizeof node, "rnnd:node:%s", s->node);
+    rnnd_store_holder(s, holder);
+    snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
+    const char *keys[] = {rec, gone, node}, *args[] = {holder, inc, seq};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_ACQUIRE, 3, keys, 3, args, NULL, &r, err, errlen);
+    if (!rc)
+        rc = acquire_reply(s, r, out, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
+                     int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
+                     char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24], ttl[24], idle[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder(s, me);
+    const char *keys[] = {rec}, *args[MAX_ARGS] = {me, ep, ttl, release ? "1" : "0", idle};
+    size_t lens[MAX_ARGS] = {strlen(me), strlen(ep), strlen(ttl), 1, strlen(idle)};
+    int n = 5;
+    push_fields(fields, args, lens, &n);
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_WRITE, 1, keys, n, args, lens, &r, err, errlen);
+    long long code = !rc && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+            r->element[0]->type == REDIS_REPLY_INTEGER
+        ? r->element[0]->integer
+        : -99;
+    if (rc)
+        ;
+    else if (code == 1 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER) {
+        if (seq)
+            *seq = (uint64_t)r->element[1]->integer;
+    } else if (code == -1)
+        rc = 1;
+    else if (code == -2 && r->elements == 2) {
+        if (holder)
+            copy_str(holder, RNND_STORE_HOLDER_MAX + 1, r->element[1]);
+        rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                       "store: the write was fenced: the session moved to another holder");
+    } else {
+        rc = rnnd_store_unexpected_locked(s, r, "write: an unexpected reply", err, errlen);
+        r = NULL;
+    }
+    freeReplyObject(r);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
+                       int64_t idle_ms, char *err, size_t errlen)
+{
+    return rnnd_store_write(s, id, epoch, ttl_ms, idle_ms, 1, NULL, NULL, NULL, err, errlen);
+}
+
+int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    char rec[KEY_MAX], gone[KEY_MAX];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    const char *argv[] = {"HGETALL", rec};
+    pthread_mutex_lock(&s->mu);
+    redisReply *r = NULL;
+    rc = rnnd_store_call_locked(s, 2, argv, &r, err, errlen);
+    if (!rc && r->type == REDIS_REPLY_ARRAY && r->elements == 0) {
+        out->kind = RNND_STORE_ACQ_MISSING;
+        freeReplyObject(r);
+    } else if (!rc) {
+        out->kind = RNND_STORE_ACQ_TAKEN;
+        out->reply = r;
+        if ((rc = take_fields(out, r, err, errlen)))
+            rnnd_store_acq_free(out);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
