@@ -166,7 +166,7 @@ static int u64_field(const rnnd_store_kv *kv, uint64_t max, uint64_t *out, char 
     int ok = kv->len >= 1 && kv->len <= 20 && !(kv->len > 1 && kv->val[0] == '0');
     for (size_t i = 0; ok && i < kv->len; i++) {
         unsigned d = (unsigned)(kv->val[i] - '0');
-        ok = d <= 9 && v <= (max - d) / 10;
+        ok = d <= 9 && d <= max && v <= (max - d) / 10;
         v = v * 10 + d;
     }
     if (!ok)

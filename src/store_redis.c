@@ -396,6 +396,7 @@ int rnnd_store_register(rnnd_store *s, int64_t wait_ms, char *err, size_t errlen
                            "store: node_name %s is held by another live incarnation", s->node);
             break;
         }
+        rc = 0;
         struct timespec ts = {0, REGISTER_POLL_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
