@@ -21,6 +21,7 @@
 #include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "rnnd/store.h"
 #include "routes.h"
 #include "v2_seq.h"
 
@@ -217,6 +218,31 @@ static int load_snap_key(rnnd_app *app)
     return 0;
 }
 
+/* Cluster mode's settings that read the system (docs/cluster.md): the node name (the host
+ * name when node_name is empty) and the Redis password file, checked and read, then
+ * forgotten: nothing connects to Redis yet, sessions stay in this process. Returns 0 or 1. */
+static int check_store(rnnd_app *app)
+{
+    const rnnd_config *cfg = app->cfg;
+    if (!*cfg->session_store)
+        return 0;
+    char err[1024] = "", q[1100], name[RNND_STORE_NAME_MAX + 1], pw[600];
+    int rc = rnnd_store_node_name(cfg->node_name, name, err, sizeof err);
+    if (!rc && *cfg->session_store_password_file)
+        rc = rnnd_store_password_read(cfg->session_store_password_file, pw, sizeof pw, err,
+                                      sizeof err);
+    memset(pw, 0, sizeof pw);
+    if (rc) {
+        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
+        return 1;
+    }
+    RNND_LOG(&app->log, RNND_LOG_WARN, "store_not_wired",
+             "node=%s msg=\"session_store is checked but not used yet: sessions stay in this "
+             "process (docs/cluster.md)\"",
+             name);
+    return 0;
+}
+
 /* Everything after the settings; returns the exit status. */
 static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
 {
@@ -228,6 +254,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         return 1;
     }
     app->kernels = k;
+    if (check_store(app))
+        return 1;
     if (rnnd_auth_load(&app->auth, cfg->api_keys_file, err, sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "rnnd/status.h"
+#include "rnnd/store.h"
 
 enum ctype { CT_INT, CT_SIZE, CT_STRING, CT_LIST, CT_ENUM };
 
@@ -51,6 +52,24 @@ static const struct setting settings[] = {
     {"api_keys_file", CT_STRING, OFF(api_keys_file), "", 0, 0, NULL, "FILE",
      "API keys, one per line as KEY [NAME [infer|admin]]; every request but the health checks "
      "then needs Authorization: Bearer KEY; empty = no authentication"},
+    {"session_store", CT_STRING, OFF(session_store), "", 0, 0, NULL, "URL",
+     "cluster mode: redis://[USER@]HOST:PORT[/DB] of the Redis that is to hold the sessions "
+     "(docs/cluster.md; validated at start, sessions not yet stored there); a password in "
+     "the URL is refused; excludes state_dir; empty = sessions in this process only"},
+    {"session_store_password_file", CT_STRING, OFF(session_store_password_file), "", 0, 0, NULL,
+     "FILE",
+     "the Redis password (AUTH), the file's first line; a regular file, not a link, the "
+     "daemon user's or root's, that others may not access nor the group write; empty = no "
+     "AUTH"},
+    {"store_sync_ms", CT_INT, OFF(store_sync_ms), "100", 0, 10000, NULL, "MS",
+     "cluster mode: a changed session is written to Redis at most this long after the "
+     "request that changed it; 0 = before the reply"},
+    {"lease_ms", CT_INT, OFF(lease_ms), "2000", 500, 60000, NULL, "MS",
+     "cluster mode: this node's lease in Redis, how long a dead or paused node keeps its "
+     "sessions from the others"},
+    {"node_name", CT_STRING, OFF(node_name), "", 0, 0, NULL, "NAME",
+     "cluster mode: this node's name in leases and metrics, A-Z a-z 0-9 . _ -, at most 64 "
+     "bytes; empty = the host name"},
     {"tls_cert", CT_STRING, OFF(tls_cert), "", 0, 0, NULL, "FILE",
      "PEM certificate (chain) to serve HTTPS with; needs tls_key; empty = plain HTTP"},
     {"tls_key", CT_STRING, OFF(tls_key), "", 0, 0, NULL, "FILE", "PEM private key of tls_cert"},
@@ -291,15 +310,10 @@ void rnnd_config_free(rnnd_config *cfg)
 {
     if (!cfg)
         return;
-    free(cfg->listen);
-    free(cfg->models);
-    free(cfg->state_dir);
-    free(cfg->snapshot_key_file);
-    free(cfg->api_keys_file);
-    free(cfg->tls_cert);
-    free(cfg->tls_key);
-    free(cfg->tls_priorities);
-    free(cfg->cors_origins);
+    /* every text setting, from the table: a new one cannot be forgotten here */
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (settings[i].type == CT_STRING)
+            free(*(char **)((char *)cfg + settings[i].offset));
     for (size_t i = 0; i < cfg->n_model; i++)
         free(cfg->model[i]);
     free(cfg->model);
@@ -424,6 +438,29 @@ int rnnd_config_from_args(rnnd_config *cfg, int argc, char **argv, int *action, 
     return rnnd_config_check(cfg, err, errlen);
 }
 
+/* The cluster settings among themselves (the password file and the host name are checked at
+ * start, rnnd_store_node_name and rnnd_store_password_read: they read the system). */
+static int store_check(const rnnd_config *cfg, char *err, size_t errlen)
+{
+    if (!*cfg->session_store) {
+        if (*cfg->session_store_password_file)
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "session_store_password_file is set without session_store");
+        return RNND_OK;
+    }
+    /* in cluster mode the durable copy is Redis: two copies would disagree after a takeover */
+    if (*cfg->state_dir)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "state_dir and session_store exclude each other: in cluster mode the "
+                         "sessions' durable copy is Redis");
+    rnnd_store_url url;
+    if (rnnd_store_url_parse(cfg->session_store, &url, err, errlen))
+        return RNND_ERR_INVALID;
+    if (*cfg->node_name && rnnd_store_name_check(cfg->node_name, err, errlen))
+        return RNND_ERR_INVALID;
+    return RNND_OK;
+}
+
 int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
 {
     if (cfg->session_ttl_s > cfg->session_ttl_max_s) {
@@ -435,7 +472,7 @@ int rnnd_config_check(const rnnd_config *cfg, char *err, size_t errlen)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                          "tls_cert and tls_key go together: set both for HTTPS, or neither");
     }
-    return RNND_OK;
+    return store_check(cfg, err, errlen);
 }
 
 static void flag_name(const struct setting *s, char *out, size_t n)

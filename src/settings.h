@@ -22,6 +22,12 @@ typedef struct rnnd_config {
     char *tls_cert, *tls_key; /* "" = plain HTTP */
     char *tls_priorities;
     char *cors_origins; /* "" = no CORS */
+    /* cluster mode (docs/cluster.md): validated at start, sessions not yet stored */
+    char *session_store;               /* "" = the embedded default */
+    char *session_store_password_file; /* "" = no AUTH */
+    char *node_name;                   /* "" = the host name */
+    int64_t store_sync_ms;
+    int64_t lease_ms;
     int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers; /* 0 = online cores */

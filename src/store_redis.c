@@ -282,20 +282,6 @@ int rnnd_store_unexpected_locked(rnnd_store *s, redisReply *r, const char *what,
 
 /* ---- open, free ----------------------------------------------------------------------------- */
 
-static int name_ok(const char *n)
-{
-    size_t len = strlen(n);
-    if (len == 0 || len > RNND_STORE_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = n[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
-
 int rnnd_store_open(const rnnd_store_conf *conf, rnnd_store **out, int *up, char *err,
                     size_t errlen)
 {
@@ -306,9 +292,8 @@ int rnnd_store_open(const rnnd_store_conf *conf, rnnd_store **out, int *up, char
     if (!s)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
     int rc = rnnd_store_url_parse(conf->url, &s->url, err, errlen);
-    if (!rc && !name_ok(conf->node))
-        rc = rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                       "node_name: expected 1 to %d of A-Z a-z 0-9 . _ -", RNND_STORE_NAME_MAX);
+    if (!rc)
+        rc = rnnd_store_name_check(conf->node, err, errlen);
     if (!rc && conf->password_file && conf->password_file[0]) {
         rc = rnnd_store_password_read(conf->password_file, s->pw, sizeof s->pw, err, errlen);
         s->has_pw = rc == 0;

@@ -1,8 +1,10 @@
-/* The session_store URL, redis://[USER@]HOST:PORT[/DB] (rnnd/store.h). Strict on purpose: a
- * URL that hiredis or another client would read differently (percent escapes, query options,
- * a password) is refused rather than half understood. */
+/* The store's settings as text (rnnd/store.h): the session_store URL,
+ * redis://[USER@]HOST:PORT[/DB], and the node name. Strict on purpose: a URL that hiredis or
+ * another client would read differently (percent escapes, query options, a password) is
+ * refused rather than half understood. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "rnnd/status.h"
 #include "rnnd/store.h"
@@ -106,5 +108,32 @@ int rnnd_store_url_parse(const char *url, rnnd_store_url *out, char *err, size_t
                          "session_store: expected /DB, a database number from 0 to 999999, and "
                          "nothing after it");
     out->db = (int)db;
+    return RNND_OK;
+}
+
+int rnnd_store_name_check(const char *name, char *err, size_t errlen)
+{
+    size_t n = strlen(name);
+    int ok = n >= 1 && n <= RNND_STORE_NAME_MAX;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = is_name_char(name[i]);
+    return ok ? RNND_OK
+              : rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                          "node_name: expected 1 to %d of A-Z a-z 0-9 . _ -", RNND_STORE_NAME_MAX);
+}
+
+int rnnd_store_node_name(const char *setting, char *out, char *err, size_t errlen)
+{
+    char host[256] = "";
+    if (!*setting && gethostname(host, sizeof host - 1))
+        host[0] = '\0';
+    const char *name = *setting ? setting : host;
+    if (rnnd_store_name_check(name, err, errlen))
+        return *setting ? RNND_ERR_INVALID
+                        : rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                    "node_name: the host name is not a node name (1 to %d of "
+                                    "A-Z a-z 0-9 . _ -): set node_name",
+                                    RNND_STORE_NAME_MAX);
+    snprintf(out, RNND_STORE_NAME_MAX + 1, "%s", name);
     return RNND_OK;
 }

@@ -2,10 +2,10 @@
  * when `session_store` is set, who may write it (the node lease and the epoch fence), and how a
  * record is checked before anything of it is believed.
  *
- * Three jobs, three files: store_url.c parses the session_store URL; store_record.c turns a
+ * The jobs, one file each: store_url.c checks the settings' text (the URL, the node name); store_record.c turns a
  * session into Redis hash fields and a hash read back into a checked record (no Redis needed:
- * the codec is tested alone); store_redis.c holds the connection (AUTH from a file, SELECT),
- * the node lease and the fenced Lua scripts.
+ * the codec is tested alone); store_redis.c holds the connection (AUTH from a file, SELECT)
+ * and the node lease; store_session.c runs the fenced Lua scripts on one session's record.
  *
  * Threads: the URL and record functions touch only their arguments and may run on any thread.
  * An rnnd_store (one hiredis context, which is not thread-safe) has one mutex held for the whole
@@ -28,7 +28,7 @@
 
 struct rnnd_gen_params; /* src/generate.h: the generation defaults */
 
-/* ---- the URL: redis://[USER@]HOST:PORT[/DB] (store_url.c) ---------------------------------- */
+/* ---- the settings' text: the URL redis://[USER@]HOST:PORT[/DB], the node name (store_url.c) */
 
 #define RNND_STORE_USER_MAX 64
 #define RNND_STORE_HOST_MAX 253
@@ -46,6 +46,15 @@ typedef struct rnnd_store_url {
  * from session_store_password_file), and the message never repeats what came after "//", so a
  * refused password is not printed. Returns 0 or RNND_ERR_INVALID with ERR saying why. */
 int rnnd_store_url_parse(const char *url, rnnd_store_url *out, char *err, size_t errlen);
+
+/* NAME as a node_name: 1..64 of [A-Za-z0-9._-] (it goes into key names and "NAME INC").
+ * Returns 0 or RNND_ERR_INVALID with ERR. */
+int rnnd_store_name_check(const char *name, char *err, size_t errlen);
+
+/* This node's name: SETTING (node_name) when not empty, else the host name (a Kubernetes pod's
+ * name), checked as above into OUT (RNND_STORE_NAME_MAX + 1 bytes). Returns 0 or
+ * RNND_ERR_INVALID (a host name that is no node name: set node_name) with ERR. */
+int rnnd_store_node_name(const char *setting, char *out, char *err, size_t errlen);
 
 /* ---- the record: a session as Redis hash fields (store_record.c) --------------------------- */
 

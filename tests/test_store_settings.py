@@ -1,0 +1,120 @@
+"""The cluster settings at start (issue 17, docs/cluster.md "Settings"): known, checked, and
+honest that they are not used yet.
+
+- Among themselves (exit 2, one line naming the setting): a password in session_store's URL
+  (the password never printed), a bad URL, state_dir beside session_store, a password file
+  without session_store, a bad node_name, lease_ms and store_sync_ms out of range.
+- Against the system (exit 1, the log line names the file and the reason): a password file
+  that others may read, that the group may write, a symbolic link, a missing one; a host name
+  that is no node name when node_name is empty is not tested (the host's name is the host's).
+- A good configuration starts (a password file of mode 0440 and one of 0600), serves, and
+  logs event=store_not_wired naming the node (the host name when node_name is empty), never
+  the password; the embedded default logs no such line.
+
+Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; exits 1 on any failure.
+"""
+import os
+import socket
+import subprocess
+
+from daemon_util import RNND_BIN, Checker, Daemon, tmpdir
+
+C = Checker()
+SRCDIR = os.environ["RNND_SRCDIR"]
+MODEL = {"charlm": os.path.join(SRCDIR, "models", "charlm.rnnd")}
+URL = "redis://127.0.0.1:6399/2"
+SECRET = "s3cret-pw-never-logged"
+
+
+def serve(*args):
+    return subprocess.run([RNND_BIN, "serve", "--listen", "127.0.0.1:0"] + list(args),
+                          capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def refused(args, status, words, what):
+    p = serve(*args)
+    out = p.stdout + p.stderr
+    C.eq(p.returncode, status, "%s: exit status" % what)
+    C.check(all(w in out for w in words), "%s: the message names %r: %r" % (what, words,
+                                                                             out[-400:]))
+    C.check(SECRET not in out, "%s: the password is not printed" % what)
+
+
+def password_file(d, name, mode, text=SECRET + "\n"):
+    path = os.path.join(d, name)
+    if os.path.lexists(path):
+        os.unlink(path)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def main():
+    d = tmpdir("store_settings")
+    p = subprocess.run([RNND_BIN, "serve", "--print-config"], capture_output=True, text=True,
+                       timeout=30)
+    for line in ("session_store = ", "session_store_password_file = ", "store_sync_ms = 100",
+                 "lease_ms = 2000", "node_name = "):
+        C.check(line + "\n" in p.stdout, "--print-config lists %r" % line)
+
+    # among themselves: exit 2 before anything starts
+    refused(["--session-store", "redis://u:%s@127.0.0.1:6399/0" % SECRET], 2,
+            ["session_store", "password in the URL"], "a password in the URL")
+    refused(["--session-store", "http://127.0.0.1:6399"], 2, ["session_store", "redis://"],
+            "not a redis URL")
+    refused(["--session-store", URL, "--state-dir", d], 2, ["state_dir", "session_store"],
+            "state_dir with session_store")
+    refused(["--session-store-password-file", "/nonexistent"], 2,
+            ["session_store_password_file", "without session_store"], "a password file alone")
+    refused(["--session-store", URL, "--node-name", "a/b"], 2, ["node_name"], "a bad node_name")
+    refused(["--session-store", URL, "--node-name", "n" * 65], 2, ["node_name"],
+            "a node_name of 65 bytes")
+    refused(["--lease-ms", "499"], 2, ["lease_ms", "500..60000"], "lease_ms below 500")
+    refused(["--store-sync-ms", "10001"], 2, ["store_sync_ms", "0..10000"],
+            "store_sync_ms above 10000")
+
+    # against the system: exit 1 naming the file and the reason
+    base = ["--model", "charlm=" + MODEL["charlm"], "--session-store", URL, "--node-name", "n1"]
+    pw = password_file(d, "pw", 0o644)
+    refused(base + ["--session-store-password-file", pw], 1, [pw, "others may access it"],
+            "a password file others may read")
+    pw = password_file(d, "pw", 0o660)
+    refused(base + ["--session-store-password-file", pw], 1, [pw, "the group may write it"],
+            "a password file the group may write")
+    link = os.path.join(d, "pw-link")
+    if os.path.lexists(link):
+        os.unlink(link)
+    os.symlink(password_file(d, "pw", 0o600), link)
+    refused(base + ["--session-store-password-file", link], 1, [link, "symbolic link"],
+            "a password file that is a link")
+    missing = os.path.join(d, "missing")
+    refused(base + ["--session-store-password-file", missing], 1, [missing, "No such file"],
+            "a missing password file")
+
+    # a good configuration starts, serves, and says that the store is not used yet
+    for mode, extra in ((0o440, ["--node-name", "n1"]), (0o600, [])):
+        pw = password_file(d, "pw", mode)
+        with Daemon(MODEL, "--session-store", URL, "--session-store-password-file", pw,
+                    *extra) as dm:
+            st, _, _ = dm.request("GET", "/readyz")
+            C.eq(st, 200, "mode %o: serves" % mode)
+            rc, _ = dm.stop()
+            C.eq(rc, 0, "mode %o: a clean stop" % mode)
+            lines = [l for l in dm.log if "event=store_not_wired" in l]
+            name = "n1" if extra else socket.gethostname()
+            C.check(len(lines) == 1 and ("node=%s " % name) in lines[0],
+                    "mode %o: one store_not_wired line naming the node %s: %r"
+                    % (mode, name, lines))
+            C.check(all(SECRET not in l for l in dm.log), "mode %o: no log line holds the "
+                    "password" % mode)
+    with Daemon(MODEL) as dm:
+        dm.stop()
+        C.check(not any("store_not_wired" in l for l in dm.log),
+                "the embedded default logs no store line")
+    C.exit()
+
+
+if __name__ == "__main__":
+    main()
