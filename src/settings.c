@@ -456,6 +456,10 @@ static int store_check(const rnnd_config *cfg, char *err, size_t errlen)
     rnnd_store_url url;
     if (rnnd_store_url_parse(cfg->session_store, &url, err, errlen))
         return RNND_ERR_INVALID;
+    if (*url.user && !*cfg->session_store_password_file)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                         "session_store names a user: its password goes in "
+                         "session_store_password_file");
     if (*cfg->node_name && rnnd_store_name_check(cfg->node_name, err, errlen))
         return RNND_ERR_INVALID;
     return RNND_OK;

@@ -38,6 +38,8 @@ int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, c
 /* A plain command of ARGC strings (at most 8), connecting first. */
 int rnnd_store_call_locked(rnnd_store *s, int argc, const char **argv, redisReply **out, char *err,
                            size_t errlen);
+/* "NAME INCARNATION" into HOLDER (RNND_STORE_HOLDER_MAX + 1 bytes). */
+void rnnd_store_holder_locked(const rnnd_store *s, char *holder);
 /* Free R, drop the connection (the reply was not what the script returns), RNND_ERR_IO. */
 int rnnd_store_unexpected_locked(rnnd_store *s, redisReply *r, const char *what, char *err,
                                  size_t errlen);

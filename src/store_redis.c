@@ -188,11 +188,15 @@ static int connect_locked(rnnd_store *s, char *err, size_t errlen)
     redisReply *r = NULL;
     int rc = RNND_OK;
     if (s->has_pw) {
+        /* AUTH PASSWORD, or AUTH USER PASSWORD (Redis 6 ACLs) when the URL names a user */
+        int user = s->url.user[0] != '\0';
         const char *argv[] = {"AUTH", s->url.user, s->pw};
         size_t lens[] = {4, strlen(s->url.user), strlen(s->pw)};
-        int user = s->url.user[0] != '\0';
-        rc = command_locked(s, 2 + user, user ? argv : (const char *[]){"AUTH", s->pw},
-                            user ? lens : (size_t[]){4, lens[2]}, &r, err, errlen);
+        if (!user) {
+            argv[1] = argv[2];
+            lens[1] = lens[2];
+        }
+        rc = command_locked(s, 2 + user, argv, lens, &r, err, errlen);
         freeReplyObject(r);
     }
     if (!rc && s->url.db) {
@@ -330,14 +334,33 @@ static void node_key(const rnnd_store *s, char *key)
     snprintf(key, KEY_MAX, "rnnd:node:%s", s->node);
 }
 
-uint64_t rnnd_store_incarnation(const rnnd_store *s) { return s->inc; }
+uint64_t rnnd_store_incarnation(rnnd_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t inc = s->inc;
+    pthread_mutex_unlock(&s->mu);
+    return inc;
+}
 
-void rnnd_store_holder(const rnnd_store *s, char *holder)
+void rnnd_store_holder_locked(const rnnd_store *s, char *holder)
 {
     snprintf(holder, RNND_STORE_HOLDER_MAX + 1, "%s %" PRIu64, s->node, s->inc);
 }
 
-double rnnd_store_lease_until(const rnnd_store *s) { return s->lease_until; }
+void rnnd_store_holder(rnnd_store *s, char *holder)
+{
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, holder);
+    pthread_mutex_unlock(&s->mu);
+}
+
+double rnnd_store_lease_until(rnnd_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    double t = s->lease_until;
+    pthread_mutex_unlock(&s->mu);
+    return t;
+}
 
 /* SET rnnd:node:NAME INC NX PX lease_ms: 0 when set, 1 when another holds it. */
 static int set_node_locked(rnnd_store *s, char *err, size_t errlen)

@@ -148,7 +148,7 @@ int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_
         snprintf(seq, sizeof seq, "%" PRIu64, cached_seq);
     pthread_mutex_lock(&s->mu);
     snprintf(node, sizeof node, "rnnd:node:%s", s->node);
-    rnnd_store_holder(s, holder);
+    rnnd_store_holder_locked(s, holder);
     snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
     const char *keys[] = {rec, gone, node}, *args[] = {holder, inc, seq};
     redisReply *r = NULL;
@@ -171,7 +171,7 @@ int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_
     snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
     snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
     pthread_mutex_lock(&s->mu);
-    rnnd_store_holder(s, me);
+    rnnd_store_holder_locked(s, me);
     const char *keys[] = {rec}, *args[MAX_ARGS] = {me, ep, ttl, release ? "1" : "0", idle};
     size_t lens[MAX_ARGS] = {strlen(me), strlen(ep), strlen(ttl), 1, strlen(idle)};
     int n = 5;

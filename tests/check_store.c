@@ -20,7 +20,10 @@
  * test_lease: renewals keep a's lease past lease_ms; without them it lapses, b takes a's session
  * (from a dead node), a's renewal reports the lapse, a re-registers; a second incarnation of a
  * live name waits and gives up (busy) after its wait.
- * test_auth: redis-server with requirepass: the password file's password gets in, a wrong one
+ * test_threads: four threads writing through one store: every write goes through (the store's
+ * mutex serializes them on its one hiredis context) and each is counted in seq.
+ * test_auth: redis-server with requirepass: the password file's password gets in (alone, and
+ * as AUTH USER PASSWORD when the URL names a user; an unknown user is refused), a wrong one
  * is refused (the message without it), none gives NOAUTH; a file that others may read, the group
  * may write, a symbolic link, a FIFO, an empty file, another user's (as root) are refused with
  * "PATH: reason"; mode 0440 is accepted. SELECT of the URL's database is used.
@@ -34,6 +37,7 @@
 #include <fcntl.h>
 #include <hiredis.h>
 #include <math.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -720,6 +724,63 @@ START_TEST(test_lease)
 }
 END_TEST
 
+/* ---- threads ------------------------------------------------------------------------------ */
+
+#define THREADS 4
+#define WRITES 50
+
+struct writer {
+    rnnd_store *s;
+    uint64_t epoch;
+    int failed;
+};
+
+static void *writer_run(void *arg)
+{
+    struct writer *w = arg;
+    float st[N_FLOATS];
+    fill_state(st);
+    char err[256];
+    for (int i = 0; i < WRITES; i++)
+        if (write_step(w->s, w->epoch, (uint64_t)i, st, err, sizeof err))
+            w->failed++;
+    return NULL;
+}
+
+START_TEST(test_threads)
+{
+    /* one store shared by threads: its mutex serializes them on the one hiredis context */
+    redis_start(redis_port, NULL);
+    rnnd_store *s = open_node("a", 5000, NULL);
+    rnnd_model *m = model(1);
+    float st[N_FLOATS];
+    fill_state(st);
+    create(s, m, st);
+    char err[256];
+    rnnd_store_acq q;
+    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, &q, err, sizeof err), 0);
+    uint64_t epoch = q.epoch;
+    rnnd_store_acq_free(&q);
+    pthread_t t[THREADS];
+    struct writer w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct writer){s, epoch, 0};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, writer_run, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(w[i].failed, 0);
+    }
+    uint64_t seq = 0;
+    ck_assert_int_eq(rnnd_store_write(s, ID1, epoch, 60000, 0, 0, NULL, &seq, NULL, err,
+                                      sizeof err),
+                     0);
+    ck_assert_uint_eq(seq, 1 + THREADS * WRITES + 1); /* created at 1, every write counted */
+    rnnd_store_free(s);
+    rnnd_model_unref(m);
+}
+END_TEST
+
 /* ---- AUTH and the password file ------------------------------------------------------------- */
 
 static void write_file(const char *path, const char *text, mode_t mode)
@@ -756,6 +817,19 @@ START_TEST(test_auth)
     float st[N_FLOATS];
     fill_state(st);
     create(s, m, st);
+    rnnd_store_free(s);
+
+    /* AUTH USER PASSWORD when the URL names a user (Redis 6 ACLs: "default" is requirepass's) */
+    snprintf(url, sizeof url, "redis://default@127.0.0.1:%d/0", redis_port);
+    rnnd_store_conf uconf = {url, pwfile, "a", 5000, 1000};
+    int uup = 0;
+    ck_assert_int_eq(rnnd_store_open(&uconf, &s, &uup, err, sizeof err), 0);
+    ck_assert_msg(uup, "%s", err);
+    rnnd_store_free(s);
+    snprintf(url, sizeof url, "redis://nobody@127.0.0.1:%d/0", redis_port);
+    ck_assert_int_eq(rnnd_store_open(&uconf, &s, &uup, err, sizeof err), 0);
+    ck_assert_int_eq(uup, 0);
+    ck_assert_msg(strstr(err, "WRONGPASS"), "%s", err);
     rnnd_store_free(s);
 
     /* a wrong password, and none */
@@ -892,6 +966,7 @@ int main(void)
     tcase_add_test(redis, test_acquire);
     tcase_add_test(redis, test_fence);
     tcase_add_test(redis, test_lease);
+    tcase_add_test(redis, test_threads);
     tcase_add_test(redis, test_auth);
     tcase_add_test(redis, test_select);
     tcase_add_test(redis, test_down);

@@ -2,7 +2,7 @@
 honest that they are not used yet.
 
 - Among themselves (exit 2, one line naming the setting): a password in session_store's URL
-  (the password never printed), a bad URL, state_dir beside session_store, a password file
+  (the password never printed), a user in it without a password file, a bad URL, state_dir beside session_store, a password file
   without session_store, a bad node_name, lease_ms and store_sync_ms out of range.
 - Against the system (exit 1, the log line names the file and the reason): a password file
   that others may read, that the group may write, a symbolic link, a missing one; a host name
@@ -62,6 +62,8 @@ def main():
     # among themselves: exit 2 before anything starts
     refused(["--session-store", "redis://u:%s@127.0.0.1:6399/0" % SECRET], 2,
             ["session_store", "password in the URL"], "a password in the URL")
+    refused(["--session-store", "redis://alice@127.0.0.1:6399"], 2,
+            ["session_store", "session_store_password_file"], "a user without a password file")
     refused(["--session-store", "http://127.0.0.1:6399"], 2, ["session_store", "redis://"],
             "not a redis URL")
     refused(["--session-store", URL, "--state-dir", d], 2, ["state_dir", "session_store"],

@@ -16,6 +16,9 @@
  * caller may call into a store while holding a session table lock (a round trip of up to the
  * store's timeout would stall every session of the stripe).
  *
+ * The host name is resolved by hiredis's connect (getaddrinfo), which the timeout does not
+ * bound: give an address, or a name the resolver answers at once (a Kubernetes Service).
+ *
  * Nothing here logs; error messages name the key's kind, the server and a reason, never a
  * session id, a record's content, a state or the password (docs/cluster.md, "Security"). */
 #ifndef RNND_STORE_H
@@ -167,12 +170,12 @@ void rnnd_store_free(rnnd_store *s); /* NULL is a no-op; drops no lease (see rel
 
 /* Take this node's lease: a new incarnation (INCR rnnd:incarnation), then SET rnnd:node:NAME
  * INC NX PX lease_ms, waiting while another incarnation of NAME holds it (a restart faster
- * than its lease), at most WAIT_MS. Returns 0, RNND_ERR_BUSY (still held after WAIT_MS) or
- * RNND_ERR_IO. */
+ * than its lease), at most WAIT_MS, with the mutex held (start-up: nothing else uses the
+ * store yet). Returns 0, RNND_ERR_BUSY (still held after WAIT_MS) or RNND_ERR_IO. */
 int rnnd_store_register(rnnd_store *s, int64_t wait_ms, char *err, size_t errlen);
 /* This node's incarnation (0 before register), and its "NAME INCARNATION" (HOLDER_MAX + 1). */
-uint64_t rnnd_store_incarnation(const rnnd_store *s);
-void rnnd_store_holder(const rnnd_store *s, char *holder);
+uint64_t rnnd_store_incarnation(rnnd_store *s);
+void rnnd_store_holder(rnnd_store *s, char *holder);
 /* Renew the lease (PEXPIRE lease_ms if the key still holds our incarnation). Returns 0;
  * RNND_ERR_CONFLICT when the key is gone or another's (the lease lapsed: the caller
  * re-registers with rnnd_store_reregister and confirms its sessions); RNND_ERR_IO. */
@@ -182,7 +185,7 @@ int rnnd_store_renew(rnnd_store *s, char *err, size_t errlen);
 int rnnd_store_reregister(rnnd_store *s, char *err, size_t errlen);
 /* Seconds on the monotonic clock until which the lease is surely ours: the send time of the
  * last successful register or renewal plus 0.9 x lease_ms; 0 before any. */
-double rnnd_store_lease_until(const rnnd_store *s);
+double rnnd_store_lease_until(rnnd_store *s);
 /* Drop the lease key if it is still ours (drain, shutdown). Returns 0 or RNND_ERR_IO. */
 int rnnd_store_release_node(rnnd_store *s, char *err, size_t errlen);
 
