@@ -115,7 +115,8 @@ check "Package: rnnd" test "$(field Package)" = rnnd
 check "Version ($(field Version)) is rnnd --version ($version): debian/changelog is current" \
     test "$(field Version)" = "$version"
 field Depends | tr ',' '\n' | sed 's/^ *//; s/ .*//' >"$T/depends"
-for d in adduser python3 python3-numpy libmicrohttpd12 libjansson4 libopenblas0 libsystemd0; do
+for d in adduser python3 python3-numpy libmicrohttpd12 libjansson4 libopenblas0 libsystemd0 \
+    libhiredis0.14; do
     check "Depends names $d" grep -qxF "$d" "$T/depends"
 done
 mkdir -p "$T/ctl"
