@@ -24,15 +24,27 @@ static int keys_of(const char *id, char *rec, char *gone, char *err, size_t errl
     return RNND_OK;
 }
 
-/* Append FIELDS' names and values to ARGS / LENS from index *N. */
-static void push_fields(const rnnd_store_fields *f, const char **args, size_t *lens, int *n)
+/* Append FIELDS' names and values to ARGS / LENS from index *N. The fields the scripts keep
+ * (the fence itself) are refused: a caller's mistake must not be able to move a lease.
+ * Returns 0 or RNND_ERR_INVALID. */
+static int push_fields(const rnnd_store_fields *f, const char **args, size_t *lens, int *n,
+                       char *err, size_t errlen)
 {
+    static const char *const kept[] = {"holder", "epoch", "seq", "used_ms"};
+    for (size_t i = 0; f && i < f->n; i++)
+        for (size_t k = 0; k < sizeof kept / sizeof kept[0]; k++)
+            if (!strcmp(f->kv[i].name, kept[k]))
+                return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                                 "store: %s is kept by the scripts, not written", kept[k]);
+    if (f && f->n > RNND_STORE_MAX_FIELDS)
+        return rnnd_fail(RNND_ERR_INVALID, err, errlen, "store: too many fields");
     for (size_t i = 0; f && i < f->n; i++) {
         args[*n] = f->kv[i].name;
         lens[(*n)++] = strlen(f->kv[i].name);
         args[*n] = f->kv[i].val;
         lens[(*n)++] = f->kv[i].len;
     }
+    return RNND_OK;
 }
 
 int rnnd_store_create(rnnd_store *s, const char *id, const rnnd_store_fields *fields,
@@ -47,7 +59,8 @@ int rnnd_store_create(rnnd_store *s, const char *id, const rnnd_store_fields *fi
     const char *keys[] = {rec, "rnnd:idx"}, *args[MAX_ARGS] = {id, ttl, idle};
     size_t lens[MAX_ARGS] = {32, strlen(ttl), strlen(idle)};
     int n = 3;
-    push_fields(fields, args, lens, &n);
+    if ((rc = push_fields(fields, args, lens, &n, err, errlen)))
+        return rc;
     pthread_mutex_lock(&s->mu);
     redisReply *r = NULL;
     rc = rnnd_store_eval_locked(s, S_CREATE, 2, keys, n, args, lens, &r, err, errlen);
@@ -175,9 +188,10 @@ int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_
     const char *keys[] = {rec}, *args[MAX_ARGS] = {me, ep, ttl, release ? "1" : "0", idle};
     size_t lens[MAX_ARGS] = {strlen(me), strlen(ep), strlen(ttl), 1, strlen(idle)};
     int n = 5;
-    push_fields(fields, args, lens, &n);
     redisReply *r = NULL;
-    rc = rnnd_store_eval_locked(s, S_WRITE, 1, keys, n, args, lens, &r, err, errlen);
+    rc = push_fields(fields, args, lens, &n, err, errlen);
+    if (!rc)
+        rc = rnnd_store_eval_locked(s, S_WRITE, 1, keys, n, args, lens, &r, err, errlen);
     long long code = !rc && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
             r->element[0]->type == REDIS_REPLY_INTEGER
         ? r->element[0]->integer

@@ -16,6 +16,7 @@
  * second creation of the id is refused; an unknown id is MISSING; a bad id never reaches Redis.
  * test_fence: while node a holds a session, node b gets HELD naming a; after a releases, b takes
  * it at epoch 2 and a's write with its stale epoch is refused by Redis (the state stays b's);
+ * a write or creation of the fence's own fields (epoch, holder) is refused before Redis;
  * SCRIPT FLUSH on the server is survived (NOSCRIPT: reloaded).
  * test_lease: renewals keep a's lease past lease_ms; without them it lapses, b takes a's session
  * (from a dead node), a's renewal reports the lapse, a re-registers; a second incarnation of a
@@ -643,6 +644,15 @@ START_TEST(test_fence)
     ck_assert_int_eq(rnnd_store_acquire(b, ID1, d.seq + 3, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_CURRENT);
     ck_assert_uint_eq(q.epoch, 4);
+
+    /* the fence's own fields cannot be written by a caller */
+    rnnd_store_fields forged = {.n = 1};
+    forged.kv[0] = (rnnd_store_kv){"epoch", "99", 2};
+    ck_assert_int_eq(rnnd_store_write(b, ID1, 4, 60000, 0, 0, &forged, NULL, NULL, err, sizeof err),
+                     RNND_ERR_INVALID);
+    forged.kv[0] = (rnnd_store_kv){"holder", "", 0};
+    ck_assert_int_eq(rnnd_store_create(b, ID1, &forged, 60000, 0, err, sizeof err),
+                     RNND_ERR_INVALID);
 
     /* the script cache flushed: NOSCRIPT, reloaded, the write goes through */
     freeReplyObject(raw("SCRIPT FLUSH", NULL));

@@ -190,7 +190,8 @@ double rnnd_store_lease_until(rnnd_store *s);
 int rnnd_store_release_node(rnnd_store *s, char *err, size_t errlen);
 
 /* Session ids are 32 lowercase hex digits (the session table's); any other is refused
- * (RNND_ERR_INVALID) before it reaches a key name. */
+ * (RNND_ERR_INVALID) before it reaches a key name. So are FIELDS that hold a field the scripts
+ * keep (holder, epoch, seq, used_ms): no caller can move the fence by mistake. */
 
 /* Create the record of ID with FIELDS (RNND_STORE_ENC_ALL), free (holder ""), epoch 0, seq 1,
  * used_ms now - IDLE_MS, expiring after TTL_MS, indexed in rnnd:idx. Returns 0,
