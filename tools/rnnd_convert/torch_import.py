@@ -174,6 +174,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise ConvertError("expected a torch.nn.Module, got %s" % type(module).__name__)
+    refuse_hooks(module)
 
     def label(n, m=None):
         return "module '%s' (%s)" % (n or "<top>", _type_name(m) if m is not None else "?")
@@ -283,6 +284,8 @@ def model_from_module(module, input=None, head=None, norm=None):
                            "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
                            "bias_hh_l0, called on the whole sequence"
                            % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
+    if analysis is not None and analysis.embedding_path is not None and emb is not None:
+        _check_table(gm, analysis.embedding_path, emb, label)
     if analysis is not None and _call_order(analysis, recs) is not None:
         # forward() calls them in another order than they are registered: its order counts
         recs = _call_order(analysis, recs)
@@ -339,6 +342,25 @@ def model_from_module(module, input=None, head=None, norm=None):
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
     return model
+
+
+def _check_table(gm, path, emb, label):
+    """Refuse when the table forward() looks tokens up in (PATH, an attribute of GM) is not
+    the weight of EMB ((name, module)), the table the file gets."""
+    torch = _torch()
+    obj = gm
+    try:
+        for part in path.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        obj = None
+    n, m = emb
+    if not (isinstance(obj, torch.Tensor) and (obj is m.weight or (
+            obj.shape == m.weight.shape and torch.equal(obj.detach().cpu(),
+                                                        m.weight.detach().cpu())))):
+        raise ConvertError("forward() looks up the tokens in '%s', not in the weight of %s, "
+                           "the table rnnd would serve: look up with that module, or choose "
+                           "the Embedding with input=" % (path, label(n, m)))
 
 
 def _chain(model, recs, label, root):
@@ -416,6 +438,50 @@ def _call_order(analysis, recs):
     return [recs[names.index(c)] for c in calls]
 
 
+# the hook tables of an nn.Module across torch versions (the *_with_kwargs ones since 2.0)
+_HOOK_TABLES = (("_forward_hooks", "forward hook"), ("_forward_pre_hooks", "forward pre-hook"),
+                ("_forward_hooks_with_kwargs", "forward hook"),
+                ("_forward_pre_hooks_with_kwargs", "forward pre-hook"))
+
+
+def refuse_hooks(module):
+    """Refuse MODULE when it or a submodule has a forward hook or pre-hook, or torch has a
+    global one: `module(x)` runs them, but the graph analysed is forward()'s alone (a hook on
+    the top module is not in it), so what a hook computes would be served without it (issue
+    14, adversary finding 2). A TorchScript file keeps its hooks in the compiled module."""
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        return          # model_from_module says what it is
+    mm = torch.nn.modules.module
+    for table, what in (("_global_forward_hooks", "global forward hook"),
+                        ("_global_forward_pre_hooks", "global forward pre-hook")):
+        if getattr(mm, table, None):
+            raise ConvertError("torch has a %s (torch.nn.modules.module.register_module_%s): "
+                               "it runs on every module's forward(), which rnnd does not "
+                               "compute; remove it before converting"
+                               % (what, "forward_hook" if "pre" not in what
+                                  else "forward_pre_hook"))
+    for name, m in module.named_modules():
+        found = None
+        if isinstance(m, torch.jit.ScriptModule):
+            for get, what in (("_get_forward_hooks", "forward hook"),
+                              ("_get_forward_pre_hooks", "forward pre-hook")):
+                try:
+                    if getattr(m._c, get)():
+                        found = what
+                        break
+                except Exception:
+                    pass
+        for table, what in _HOOK_TABLES:
+            if found is None and getattr(m, table, None):
+                found = what
+        if found is not None:
+            raise ConvertError("module '%s' (%s) has a %s: calling the module runs it after "
+                               "or before forward(), and rnnd converts forward() alone; "
+                               "remove the hook or fold what it computes into forward()"
+                               % (name or "<top>", _type_name(m), found))
+
+
 _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
 
 
@@ -484,6 +550,44 @@ def _zero_state(module, batch):
     if _type_name(m) == "LSTM":
         return (h, torch.zeros(L * nd, batch, H, dtype=dt))
     return h
+
+
+def _takes_state(module):
+    """Whether forward() takes a second argument (required or not): the initial state."""
+    torch = _torch()
+    try:
+        if isinstance(module, torch.jit.ScriptModule):
+            return len(module.forward.schema.arguments) == 3     # self, input, hidden
+        import inspect
+        sig = inspect.signature(module.forward)
+        return len([p for p in sig.parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 2
+    except Exception:
+        return False
+
+
+def _state_from_flat(module, states):
+    """STATES (one flat initial state per sequence, in rnnd's layout: per layer, per
+    direction, h then an LSTM's c) as the state MODULE's single recurrent module takes:
+    h [layers * directions, batch, out] and, for an LSTM, c [layers * directions, batch,
+    hidden]; a tuple (h, c) for an LSTM, else h."""
+    torch = _torch()
+    z = _zero_state(module, len(states))
+    h = z[0] if isinstance(z, tuple) else z
+    c = z[1] if isinstance(z, tuple) else None
+    n, P = h.shape[0], h.shape[2]
+    H = c.shape[2] if c is not None else 0
+    flat = np.asarray(states, dtype=np.float64)
+    if flat.shape != (len(states), n * (P + H)):
+        raise ConvertError("verification: the converted model's state has %d floats per "
+                           "sequence, the source's recurrent module %d"
+                           % (flat.shape[-1], n * (P + H)))
+    per = flat.reshape(len(states), n, P + H)
+    h = torch.from_numpy(np.ascontiguousarray(per[:, :, :P].transpose(1, 0, 2))).to(h.dtype)
+    if c is None:
+        return h
+    c = torch.from_numpy(np.ascontiguousarray(per[:, :, P:].transpose(1, 0, 2))).to(c.dtype)
+    return (h, c)
 
 
 def _required_args(module):
@@ -639,9 +743,11 @@ def source_runner(module, pooled=False):
     needs_state = _required_args(module) == 2
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
-    def call(t):
+    def call(t, state=None):
         args = (t,)
-        if needs_state:
+        if state is not None:
+            args = (t, state)
+        elif needs_state:
             # forward(input, hidden): the initial state rnnd starts from, zeros
             h = _zero_state(module, t.shape[0 if bf else 1])
             if h is not None:
@@ -654,7 +760,7 @@ def source_runner(module, pooled=False):
                 first = first or e
         raise first
 
-    def run(x):
+    def run(x, states=None):
         B, T = x.shape[0], x.shape[1]
         t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
         if t.is_floating_point() and dtype is not None:
@@ -663,7 +769,7 @@ def source_runner(module, pooled=False):
         module.eval()
         try:
             with torch.no_grad():
-                y = call(t)
+                y = call(t, None if states is None else _state_from_flat(module, states))
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ConvertError("verification: running the source's forward() failed (%s: "
@@ -688,4 +794,12 @@ def source_runner(module, pooled=False):
             return y            # compare() reports the shape
         return y if bf else np.swapaxes(y, 0, 1)
     from .watchdog import bounded
-    return bounded(run)         # forward() is the file's code: under a time limit
+    limited = bounded(run)      # forward() is the file's code: under a time limit
+
+    def source(x):
+        return limited(x)
+    if _takes_state(module) and _zero_state(module, 1) is not None:
+        # forward(input, hidden): verify.py feeds random initial states too, in PyTorch's
+        # layout, so that a state rearranged on its way in shows (issue 14, adversary 3)
+        source.with_state = lambda x, states: limited(x, states)
+    return source
