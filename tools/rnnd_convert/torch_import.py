@@ -244,8 +244,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if emb is not None:
         n, m = emb
         if getattr(m, "max_norm", None) is not None:
-            raise ConvertError("%s: max_norm renormalises rows at lookup; not supported"
-                               % label(n, m))
+            raise ConvertError("%s: %s" % (label(n, m), _MAX_NORM))
         W = _np(m.weight)
         if W.shape[1] != model.input_dim:
             raise ConvertError("%s: embedding_dim %d but the first layer takes %d inputs"
@@ -272,7 +271,9 @@ def model_from_module(module, input=None, head=None, norm=None):
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
     _refuse_mode_checks(module)
+    _refuse_functional_max_norm(module)
     gm = _graph_module(module, model)
+    _refuse_renorm(gm)
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
     analysis = analyse(gm, model.input_kind) if gm is not None else None
@@ -480,6 +481,49 @@ def refuse_hooks(module):
                                "or before forward(), and rnnd converts forward() alone; "
                                "remove the hook or fold what it computes into forward()"
                                % (name or "<top>", _type_name(m), found))
+
+
+_MAX_NORM = ("an nn.Embedding with max_norm (or F.embedding(..., max_norm=...)) renormalises "
+             "the rows it looks up, changing its weight as it runs; rnnd looks rows up as "
+             "they are: renormalise the weight once (with torch.no_grad(): "
+             "emb.weight.copy_(torch.renorm(emb.weight, 2, 0, max_norm))), set "
+             "emb.max_norm = None, then convert")
+
+
+def _refuse_renorm(gm):
+    """Refuse a graph that renormalises embedding rows (a traced max_norm keeps the
+    operator; nn.Embedding's own attribute is checked where the module keeps it)."""
+    try:
+        nodes = _all_nodes(gm.inlined_graph.nodes()) if gm is not None else []
+    except Exception:
+        return
+    from .torch_graph import where
+    for n in nodes:
+        if n.kind().startswith("aten::embedding_renorm"):
+            raise ConvertError("forward() computes %s%s: %s" % (n.kind(), where(n), _MAX_NORM))
+
+
+def _refuse_functional_max_norm(module):
+    """Refuse a forward() that passes max_norm to F.embedding: TorchScript drops the renorm
+    (torch 1.13), so the scripted graph looks plain while the module renormalises."""
+    import inspect
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    for name, m in module.named_modules():
+        cls = type(m)
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            lines, first = inspect.getsourcelines(cls.forward)
+            path = inspect.getsourcefile(cls.forward)
+        except (OSError, TypeError):
+            continue
+        for k, line in enumerate(lines):
+            if "max_norm" in line.split("#")[0]:
+                raise ConvertError("forward() of module '%s' (%s) at %s:%d: %s: %s"
+                                   % (name or "<top>", cls.__name__, path, first + k,
+                                      line.strip(), _MAX_NORM))
 
 
 _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
