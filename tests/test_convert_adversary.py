@@ -346,6 +346,35 @@ class InitialState(Case):
             rc, err = cli_run(p, "-o", out, "--no-verify")
             self.check(rc == 1 and needle in err, "%s: refused with --no-verify too" % what)
 
+    def test_onnx_gather_directions(self):
+        """A Gather with constant indices passes onnx_import's state path: the wiring check
+        computes which rows it reads (here a bidirectional node's directions swapped)."""
+        rng = np.random.default_rng(1)
+        I, H = 3, 4
+        W = rng.standard_normal((2, 4 * H, I)).astype(np.float32)
+        R = rng.standard_normal((2, 4 * H, H)).astype(np.float32)
+        p = path("gather.onnx")
+        for idx, ok in (([1, 0], False), ([0, 1], True)):
+            nodes = [helper.make_node("Gather", ["h0", "idx"], ["hg"], axis=0),
+                     helper.make_node("LSTM", ["x", "W", "R", "", "", "hg"], ["Y"],
+                                      hidden_size=H, direction="bidirectional", name="bi"),
+                     helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+                     helper.make_node("Reshape", ["Yt", "shape"], ["out"])]
+            g = helper.make_graph(nodes, "g", [
+                helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", I]),
+                helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "N", H])],
+                [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["T", "N", 2 * H])],
+                [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+                 numpy_helper.from_array(np.array(idx, np.int64), "idx"),
+                 numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")])
+            onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), p)
+            rc, err = cli_run(p, "-o", path("gather.rnnd"))
+            if ok:
+                self.check(rc == 0, "Gather of rows [0, 1] converts: %s" % err.strip())
+            else:
+                self.check(rc == 1 and "reads rows [1, 0] of graph input 'h0'" in err,
+                           "Gather of rows [1, 0] refused: %s" % err.strip())
+
     def test_onnx_state_verified(self):
         p = path("state_ok.onnx")
         lstm_onnx(p, [0, 1], [0, 1])

@@ -105,7 +105,11 @@ def wiring(proto, importer):
                 x = x[None]
             if x.ndim != 3 or x.shape[0] != nd or not all(
                     np.all(x[d] == want[d]) for d in range(nd)):
-                got = sorted({int(v) for v in np.unique(x)}) if x.size else []
+                # per direction the row it reads, or the rows it mixes
+                got = []
+                for part in (x if x.ndim == 3 else [x]):
+                    u = sorted({int(v) for v in np.unique(part)})
+                    got.append(u[0] if len(u) == 1 else u)
                 raise ConvertError(
                     "%s: %s reads rows %s of graph input '%s' (rearranged on its way in); in "
                     "PyTorch's layout, which rnnd's state follows, this node's %s is rows %s "
