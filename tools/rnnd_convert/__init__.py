@@ -39,6 +39,8 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .torch_reference import model_from_reference, reference_runner
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
+    from .torch_import import refuse_hooks
+    refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
     # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own layers
     model = model_from_reference(module, input=input, head=head, norm=norm)
     runner = reference_runner(module) if model is not None else None

@@ -77,11 +77,13 @@ def load_model(path, fmt, weights=None, head=None):
         raise ConvertError("--head is only for TorchScript input (an ONNX graph or a native "
                            "spec says which map is the head)")
     if fmt == "onnx":
-        from . import onnx_import, onnx_run
+        from . import onnx_import, onnx_run, onnx_state
         proto = onnx_import.read(path)
         imp = onnx_import.Importer(proto)
         model = imp.run()
-        return model, onnx_run.source_runner(proto, imp), "onnx"
+        # state inputs read otherwise than in PyTorch's layout: refused, verified or not
+        wires = onnx_state.wiring(proto, imp)
+        return model, onnx_run.source_runner(proto, imp, wires), "onnx"
     if fmt == "torchscript":
         from . import torch_import
         model, module = torch_import.load_torchscript(path, head=head)

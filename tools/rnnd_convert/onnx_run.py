@@ -389,18 +389,25 @@ def _fixed_axes(importer, vi, in_atoms):
                                     vi.name, axes))
 
 
-def source_runner(proto, importer):
+def source_runner(proto, importer, wires=None):
     """x ([B, T] ids or [B, T, dim] vectors) -> the graph's output as [B, T, out], using the
     axes IMPORTER (an onnx_import.Importer that has run) found for time, batch and features
-    of the graph's input and of the output it chose."""
+    of the graph's input and of the output it chose. A graph with initial-state inputs
+    (WIRES, onnx_state.wiring()) also gets a with_state(x, states) that feeds them from rnnd
+    states (verify.py)."""
+    from . import onnx_state
     g = _Graph(proto)
+    if wires is None:
+        wires = onnx_state.wiring(proto, importer)
     in_atoms = [ax[0] for ax in importer.vals[importer.input_name].axes]
     in_name = importer.input_name
     out_name, out_axes = importer.out_name, importer.out_axes
     vi = [i for i in proto.graph.input if i.name == in_name][0]
     dtype = _np_dtype(vi.type.tensor_type.elem_type)
+    state_types = {i.name: _np_dtype(i.type.tensor_type.elem_type) for i in proto.graph.input
+                   if i.name in importer.state_inputs}
 
-    def run(x):
+    def run(x, states=None):
         B, T = x.shape[0], x.shape[1]
         # put the sample's (batch, time, features) where the graph's input has them
         order = []
@@ -420,6 +427,8 @@ def source_runner(proto, importer):
         # a graph input of initial states is fed "absent": zeros, as rnnd starts
         feeds = {in_name: xin}
         feeds.update({name: None for name in importer.state_inputs})
+        if states is not None:
+            feeds.update(onnx_state.feeds(wires, importer.model, states, state_types))
         try:
             y = np.asarray(g.run(feeds)[out_name], np.float64)
         except ConvertError:
@@ -440,4 +449,17 @@ def source_runner(proto, importer):
         t = roles.index(importer.seq)
         rest = [k for k in range(len(roles)) if k not in (b, t)]
         return np.transpose(y, [b, t] + rest).reshape(B, T, -1)
-    return run
+
+    def source(x):
+        return run(x)
+    if wires and onnx_state.feeds(wires, importer.model, [np.zeros(_state_size(importer.model))]) \
+            is not None:
+        source.with_state = run
+        source.state_mask = onnx_state.mask(wires, importer.model)
+    return source
+
+
+def _state_size(model):
+    """Floats of MODEL's state per sequence (LSTM / GRU / RNN layers)."""
+    return sum(L.num_directions * (L.out_dim + (L.hidden_size if L.type == "lstm" else 0))
+               for L in model.layers)

@@ -209,6 +209,7 @@ class Analysis:
         self.pre = None         # (a, b): x -> a * x + b before the first layer
         self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
         self.head_ops = []      # (op, node, extra): the head's layers in order
+        self.embedding_path = None  # the attribute path of the table looked up ("emb.weight")
 
     def refuse(self, node, what=None):
         advice = _advice(node.kind())
@@ -351,6 +352,11 @@ class Analysis:
             return self.final_state(n, k, ins)
         if k in RECURRENT_OPS:
             return self.recurrent(n, ins)
+        if k == "aten::index_select" and "hidden" in kinds:
+            raise ConvertError("forward() computes aten::index_select of its initial state%s, "
+                               "rearranging its layers or directions on the way in; rnnd's "
+                               "state follows PyTorch's layout: pass the state to the "
+                               "recurrent module as it comes" % where(n))
         if "data" not in kinds and k in LAYOUT_OPS + ("aten::index_select",):
             # nn.LSTM's own handling of its states (unbatched input, sorted batches)
             t = "state" if "state" in kinds else "hidden"
@@ -385,6 +391,7 @@ class Analysis:
             if self.stage != 0 or self.counts["embedding"]:
                 self.refuse(n, "a second embedding lookup")
             self.counts["embedding"] += 1
+            self.embedding_table(n, ins[0])
             self.stage = 1
             self.mark(out, None if r is None else r + 1)
         elif k in DROPOUT_OPS:
@@ -466,6 +473,44 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def embedding_table(self, n, v):
+        """Record the attribute path of the table aten::embedding reads (the importer checks
+        it holds the table it writes); refuse a table forward() computes, which the importer
+        would not see (F.embedding(x, w) with w a modified copy: issue 14, adversary 1)."""
+        path = []
+        while v.node().kind() == "prim::GetAttr":
+            path.append(v.node().s("name"))
+            v = v.node().input()
+        if not path or v is not list(self.graph.inputs())[0]:
+            raise ConvertError("forward() looks up the tokens in a table it computes%s, not in "
+                               "an nn.Embedding's weight: rnnd serves the weight of the "
+                               "Embedding module; look up with the module (self.emb(x)), or "
+                               "store the table you want in its weight before converting"
+                               % (where(v.node()) or where(n)))
+        self.embedding_path = ".".join(reversed(path))
+
+    def state_order(self, n, hx):
+        """Refuse a recurrent operator whose initial state (h, c) reads forward()'s state
+        argument crosswise (c as h) or one tensor as both: rnnd maps the state as PyTorch's
+        (h, c) (issue 14, adversary 3)."""
+        if hx.node().kind() != "prim::ListConstruct":
+            return
+        parts = list(hx.node().inputs())
+        if len(parts) != 2:
+            return
+        inputs = list(self.graph.inputs())
+        o = [_state_origin(p, inputs) for p in parts]
+        if None in o or o[0] < o[1]:
+            return
+        def name(origin):
+            i, path = origin
+            return inputs[i].debugName().split(".")[0] + "".join("[%d]" % j for j in path)
+        raise ConvertError("forward() passes %s as h and %s as c to %s (%s): rnnd's state is "
+                           "PyTorch's (h, c), in that order; pass the state to the recurrent "
+                           "module as it comes"
+                           % (name(o[0]), name(o[1]), n.kind(), "the same tensor as both"
+                              if o[0] == o[1] else "crosswise"))
 
     def pre_affine(self, n, k, ins):
         """x * c, x / c, x + c, x - c (c * x, c + x) with c a constant scalar or feature
@@ -925,6 +970,8 @@ class Analysis:
                             "start the decoder from zeros" % n.kind())
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
+        if len(ins) > 1:
+            self.state_order(n, ins[1])
         self.counts["recurrent"] += 1
         self.calls.append(_module_path(ins[2]) if len(ins) > 2 else None)
         self.stage = 2
@@ -942,6 +989,60 @@ class Analysis:
         for o in outs[1:]:
             self.taint[o] = "state"
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
+
+
+def _state_origin(v, inputs, depth=0):
+    """(position of forward()'s input, (tuple indices...)) that V is, through tuple plumbing
+    and branches, or None when V is anything else (zeros, a computed tensor)."""
+    if depth > 50:
+        return None
+    if v in inputs:
+        return (inputs.index(v), ())
+    n = v.node()
+    k = n.kind()
+    ins = list(n.inputs())
+    if k == "prim::unchecked_cast":
+        return _state_origin(ins[0], inputs, depth + 1)
+    if k in ("prim::TupleUnpack", "prim::ListUnpack", "prim::TupleIndex"):
+        if k == "prim::TupleIndex":
+            ok, i = _const(ins[1])
+            if not ok or not isinstance(i, int):
+                return None
+        else:
+            i = list(n.outputs()).index(v)
+        return _element_origin(ins[0], i, inputs, depth + 1)
+    if k == "prim::If":
+        return _merge_origins(_state_origin(list(b.outputs())[list(n.outputs()).index(v)],
+                                            inputs, depth + 1) for b in n.blocks())
+    return None
+
+
+def _element_origin(t, i, inputs, depth):
+    """_state_origin of element I of the tuple or list T."""
+    if depth > 50:
+        return None
+    n = t.node()
+    k = n.kind()
+    if k in ("prim::TupleConstruct", "prim::ListConstruct"):
+        parts = list(n.inputs())
+        return _state_origin(parts[i], inputs, depth + 1) if -len(parts) <= i < len(parts) \
+            else None
+    if k == "prim::unchecked_cast":
+        return _element_origin(n.input(), i, inputs, depth + 1)
+    if k == "prim::If":
+        j = list(n.outputs()).index(t)
+        return _merge_origins(_element_origin(list(b.outputs())[j], i, inputs, depth + 1)
+                              for b in n.blocks())
+    o = _state_origin(t, inputs, depth + 1)
+    return None if o is None else (o[0], o[1] + (i,))
+
+
+def _merge_origins(found):
+    """The one origin the sides of a branch agree on (a side that makes its own state, the
+    zeros of `hx is None`, does not count), else None."""
+    found = set(found)
+    found.discard(None)
+    return found.pop() if len(found) == 1 else None
 
 
 def _module_path(params):

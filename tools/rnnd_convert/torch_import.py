@@ -174,6 +174,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     torch = _torch()
     if not isinstance(module, torch.nn.Module):
         raise ConvertError("expected a torch.nn.Module, got %s" % type(module).__name__)
+    refuse_hooks(module)
 
     def label(n, m=None):
         return "module '%s' (%s)" % (n or "<top>", _type_name(m) if m is not None else "?")
@@ -243,8 +244,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if emb is not None:
         n, m = emb
         if getattr(m, "max_norm", None) is not None:
-            raise ConvertError("%s: max_norm renormalises rows at lookup; not supported"
-                               % label(n, m))
+            raise ConvertError("%s: %s" % (label(n, m), _MAX_NORM))
         W = _np(m.weight)
         if W.shape[1] != model.input_dim:
             raise ConvertError("%s: embedding_dim %d but the first layer takes %d inputs"
@@ -271,7 +271,9 @@ def model_from_module(module, input=None, head=None, norm=None):
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
     _refuse_mode_checks(module)
+    _refuse_functional_max_norm(module)
     gm = _graph_module(module, model)
+    _refuse_renorm(gm)
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
     analysis = analyse(gm, model.input_kind) if gm is not None else None
@@ -283,6 +285,8 @@ def model_from_module(module, input=None, head=None, norm=None):
                            "cell's weights as weight_ih_l0, weight_hh_l0, bias_ih_l0, "
                            "bias_hh_l0, called on the whole sequence"
                            % (label(n, m), t[:-4], m.weight_ih.shape[1], m.weight_hh.shape[1]))
+    if analysis is not None and analysis.embedding_path is not None and emb is not None:
+        _check_table(gm, analysis.embedding_path, emb, label)
     if analysis is not None and _call_order(analysis, recs) is not None:
         # forward() calls them in another order than they are registered: its order counts
         recs = _call_order(analysis, recs)
@@ -339,6 +343,25 @@ def model_from_module(module, input=None, head=None, norm=None):
             model.head_W, model.head_b = np.eye(k, dtype=np.float32), np.zeros(k, np.float32)
         model.head_norm = norm
     return model
+
+
+def _check_table(gm, path, emb, label):
+    """Refuse when the table forward() looks tokens up in (PATH, an attribute of GM) is not
+    the weight of EMB ((name, module)), the table the file gets."""
+    torch = _torch()
+    obj = gm
+    try:
+        for part in path.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        obj = None
+    n, m = emb
+    if not (isinstance(obj, torch.Tensor) and (obj is m.weight or (
+            obj.shape == m.weight.shape and torch.equal(obj.detach().cpu(),
+                                                        m.weight.detach().cpu())))):
+        raise ConvertError("forward() looks up the tokens in '%s', not in the weight of %s, "
+                           "the table rnnd would serve: look up with that module, or choose "
+                           "the Embedding with input=" % (path, label(n, m)))
 
 
 def _chain(model, recs, label, root):
@@ -416,6 +439,93 @@ def _call_order(analysis, recs):
     return [recs[names.index(c)] for c in calls]
 
 
+# the hook tables of an nn.Module across torch versions (the *_with_kwargs ones since 2.0)
+_HOOK_TABLES = (("_forward_hooks", "forward hook"), ("_forward_pre_hooks", "forward pre-hook"),
+                ("_forward_hooks_with_kwargs", "forward hook"),
+                ("_forward_pre_hooks_with_kwargs", "forward pre-hook"))
+
+
+def refuse_hooks(module):
+    """Refuse MODULE when it or a submodule has a forward hook or pre-hook, or torch has a
+    global one: `module(x)` runs them, but the graph analysed is forward()'s alone (a hook on
+    the top module is not in it), so what a hook computes would be served without it (issue
+    14, adversary finding 2). A TorchScript file keeps its hooks in the compiled module."""
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        return          # model_from_module says what it is
+    mm = torch.nn.modules.module
+    for table, what in (("_global_forward_hooks", "global forward hook"),
+                        ("_global_forward_pre_hooks", "global forward pre-hook")):
+        if getattr(mm, table, None):
+            raise ConvertError("torch has a %s (torch.nn.modules.module.register_module_%s): "
+                               "it runs on every module's forward(), which rnnd does not "
+                               "compute; remove it before converting"
+                               % (what, "forward_hook" if "pre" not in what
+                                  else "forward_pre_hook"))
+    for name, m in module.named_modules():
+        found = None
+        if isinstance(m, torch.jit.ScriptModule):
+            for get, what in (("_get_forward_hooks", "forward hook"),
+                              ("_get_forward_pre_hooks", "forward pre-hook")):
+                try:
+                    if getattr(m._c, get)():
+                        found = what
+                        break
+                except Exception:
+                    pass
+        for table, what in _HOOK_TABLES:
+            if found is None and getattr(m, table, None):
+                found = what
+        if found is not None:
+            raise ConvertError("module '%s' (%s) has a %s: calling the module runs it after "
+                               "or before forward(), and rnnd converts forward() alone; "
+                               "remove the hook or fold what it computes into forward()"
+                               % (name or "<top>", _type_name(m), found))
+
+
+_MAX_NORM = ("an nn.Embedding with max_norm (or F.embedding(..., max_norm=...)) renormalises "
+             "the rows it looks up, changing its weight as it runs; rnnd looks rows up as "
+             "they are: renormalise the weight once (with torch.no_grad(): "
+             "emb.weight.copy_(torch.renorm(emb.weight, 2, 0, max_norm))), set "
+             "emb.max_norm = None, then convert")
+
+
+def _refuse_renorm(gm):
+    """Refuse a graph that renormalises embedding rows (a traced max_norm keeps the
+    operator; nn.Embedding's own attribute is checked where the module keeps it)."""
+    try:
+        nodes = _all_nodes(gm.inlined_graph.nodes()) if gm is not None else []
+    except Exception:
+        return
+    from .torch_graph import where
+    for n in nodes:
+        if n.kind().startswith("aten::embedding_renorm"):
+            raise ConvertError("forward() computes %s%s: %s" % (n.kind(), where(n), _MAX_NORM))
+
+
+def _refuse_functional_max_norm(module):
+    """Refuse a forward() that passes max_norm to F.embedding: TorchScript drops the renorm
+    (torch 1.13), so the scripted graph looks plain while the module renormalises."""
+    import inspect
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    for name, m in module.named_modules():
+        cls = type(m)
+        if cls.__module__.split(".")[0] == "torch":
+            continue
+        try:
+            lines, first = inspect.getsourcelines(cls.forward)
+            path = inspect.getsourcefile(cls.forward)
+        except (OSError, TypeError):
+            continue
+        for k, line in enumerate(lines):
+            if "max_norm" in line.split("#")[0]:
+                raise ConvertError("forward() of module '%s' (%s) at %s:%d: %s: %s"
+                                   % (name or "<top>", cls.__name__, path, first + k,
+                                      line.strip(), _MAX_NORM))
+
+
 _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
 
 
@@ -484,6 +594,44 @@ def _zero_state(module, batch):
     if _type_name(m) == "LSTM":
         return (h, torch.zeros(L * nd, batch, H, dtype=dt))
     return h
+
+
+def _takes_state(module):
+    """Whether forward() takes a second argument (required or not): the initial state."""
+    torch = _torch()
+    try:
+        if isinstance(module, torch.jit.ScriptModule):
+            return len(module.forward.schema.arguments) == 3     # self, input, hidden
+        import inspect
+        sig = inspect.signature(module.forward)
+        return len([p for p in sig.parameters.values()
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 2
+    except Exception:
+        return False
+
+
+def _state_from_flat(module, states):
+    """STATES (one flat initial state per sequence, in rnnd's layout: per layer, per
+    direction, h then an LSTM's c) as the state MODULE's single recurrent module takes:
+    h [layers * directions, batch, out] and, for an LSTM, c [layers * directions, batch,
+    hidden]; a tuple (h, c) for an LSTM, else h."""
+    torch = _torch()
+    z = _zero_state(module, len(states))
+    h = z[0] if isinstance(z, tuple) else z
+    c = z[1] if isinstance(z, tuple) else None
+    n, P = h.shape[0], h.shape[2]
+    H = c.shape[2] if c is not None else 0
+    flat = np.asarray(states, dtype=np.float64)
+    if flat.shape != (len(states), n * (P + H)):
+        raise ConvertError("verification: the converted model's state has %d floats per "
+                           "sequence, the source's recurrent module %d"
+                           % (flat.shape[-1], n * (P + H)))
+    per = flat.reshape(len(states), n, P + H)
+    h = torch.from_numpy(np.ascontiguousarray(per[:, :, :P].transpose(1, 0, 2))).to(h.dtype)
+    if c is None:
+        return h
+    c = torch.from_numpy(np.ascontiguousarray(per[:, :, P:].transpose(1, 0, 2))).to(c.dtype)
+    return (h, c)
 
 
 def _required_args(module):
@@ -639,9 +787,11 @@ def source_runner(module, pooled=False):
     needs_state = _required_args(module) == 2
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
-    def call(t):
+    def call(t, state=None):
         args = (t,)
-        if needs_state:
+        if state is not None:
+            args = (t, state)
+        elif needs_state:
             # forward(input, hidden): the initial state rnnd starts from, zeros
             h = _zero_state(module, t.shape[0 if bf else 1])
             if h is not None:
@@ -654,7 +804,7 @@ def source_runner(module, pooled=False):
                 first = first or e
         raise first
 
-    def run(x):
+    def run(x, states=None):
         B, T = x.shape[0], x.shape[1]
         t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
         if t.is_floating_point() and dtype is not None:
@@ -663,7 +813,7 @@ def source_runner(module, pooled=False):
         module.eval()
         try:
             with torch.no_grad():
-                y = call(t)
+                y = call(t, None if states is None else _state_from_flat(module, states))
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ConvertError("verification: running the source's forward() failed (%s: "
@@ -688,4 +838,12 @@ def source_runner(module, pooled=False):
             return y            # compare() reports the shape
         return y if bf else np.swapaxes(y, 0, 1)
     from .watchdog import bounded
-    return bounded(run)         # forward() is the file's code: under a time limit
+    limited = bounded(run)      # forward() is the file's code: under a time limit
+
+    def source(x):
+        return limited(x)
+    if _takes_state(module) and _zero_state(module, 1) is not None:
+        # forward(input, hidden): verify.py feeds random initial states too, in PyTorch's
+        # layout, so that a state rearranged on its way in shows (issue 14, adversary 3)
+        source.with_state = lambda x, states: limited(x, states)
+    return source

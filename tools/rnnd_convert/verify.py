@@ -18,6 +18,10 @@ from .errors import ConvertError
 LENGTHS = (1, 7, 19, 64)
 BATCH = 3
 ALONE = 19      # the length also run as one sequence, batch 1
+VOCAB_ROW = 16  # steps per row of the batch that holds every token id
+STATE_LENGTH = 7  # the length run from random initial states
+VOCAB_CHUNK = 1 << 22  # output elements per chunk of the batch of every token id
+VOCAB_WORK = 1 << 31    # multiply-adds the batch of every token id may cost, about 2-5 s
 SEED = 20240514
 # |rnnd - source| <= TOLERANCE * max(1, |source|), element by element
 TOLERANCE = 1e-5
@@ -35,52 +39,122 @@ def sample_inputs(model, T):
     return rng.standard_normal((BATCH, T, model.input_dim)).astype(np.float32)
 
 
+def vocab_inputs(model):
+    """[rows, VOCAB_ROW] token ids that hold every id of the vocabulary once (the last row
+    wrapped around to the start), or None for a vector model: the random ids of
+    sample_inputs() read only a few hundred rows of a large table (issue 14, adversary 1).
+    Where every id would cost more than VOCAB_WORK multiply-adds (a step costs about the
+    model's weights other than the table), a fixed sample of as many ids as that pays for,
+    the first and the last included."""
+    if model.input_kind != "tokens":
+        return None
+    V = int(model.vocab_size)
+    per_step = max(1, sum(int(a.size) for k, a in model.tensors().items()
+                          if not k.startswith("embedding")))
+    n = max(2, min(V, VOCAB_WORK // per_step))
+    ids = np.arange(V, dtype=np.int64)
+    if n < V:
+        rng = np.random.default_rng(SEED)
+        ids = np.concatenate([[0, V - 1], np.sort(rng.choice(np.arange(1, V - 1), n - 2,
+                                                             replace=False))])
+    T = min(VOCAB_ROW, len(ids))
+    rows = -(-len(ids) // T)
+    return ids[np.arange(rows * T) % len(ids)].reshape(rows, T)
+
+
+def sample_states(ref, B, T):
+    """B random initial states in rnnd's flat layout (reference.py) for a model whose layers
+    are all LSTM / GRU / RNN, else None; the same for a given model and T."""
+    if any(L["type"] not in ("lstm", "gru", "rnn") for L in ref.layers):
+        return None
+    rng = np.random.default_rng(SEED + 1000 + T)
+    return list(0.5 * rng.standard_normal((B, ref.state_size())))
+
+
 def compare(model, rnnd_path, run_source, source_kind):
     """Run RUN_SOURCE(x) (-> [BATCH, T, out] array, batch-major; [BATCH, out] for a pooled
-    model) and the .rnnd at RNND_PATH on the inputs of every length; return the figures (a
-    dict) or raise ConvertError naming the worst element when the two differ beyond
-    TOLERANCE."""
+    model) and the .rnnd at RNND_PATH on the inputs of every length, then on a batch of every
+    token id, and, where RUN_SOURCE has a `with_state(x, states)` (a source whose forward()
+    takes an initial state), from random initial states; return the figures (a dict) or
+    raise ConvertError naming the worst element when the two differ beyond TOLERANCE."""
     ref = reference.load(rnnd_path)
-    worst_abs = worst_rel = 0.0
-    where = None
+    worst = {"abs": 0.0, "rel": 0.0, "where": None}
     for T, B in [(T, BATCH) for T in LENGTHS] + [(ALONE, 1)]:
         x = sample_inputs(model, T)[:B]
-        src = np.asarray(run_source(x), dtype=np.float64)
-        if getattr(model, "pool", "none") != "none" and src.ndim == 2:
-            src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
-        seqs = [row.tolist() for row in x] if model.input_kind == "tokens" else list(x)
-        got = np.stack(reference.run(ref, seqs)[0])
+        seqs = _seqs(model, x)
         _check_float32(rnnd_path, seqs, T)
-        if src.shape != got.shape:
-            raise ConvertError(
-                "verification failed: the source gives outputs of shape %s for %d sequences "
-                "of %d steps, the converted model %s (one output of %d per step): %s"
-                % (list(src.shape), B, T, list(got.shape), got.shape[-1], _WAY_OUT))
-        if not np.all(np.isfinite(src)):
-            raise ConvertError("verification failed: the source's outputs are not all finite "
-                               "(length %d); nothing to compare" % T)
-        diff = np.abs(got - src)
-        rel = diff / np.maximum(1.0, np.abs(src))
-        bad = ~np.isfinite(got)
-        if bad.any():
-            rel = np.where(bad, np.inf, rel)
-            diff = np.where(bad, np.inf, diff)
-        i = np.unravel_index(int(np.argmax(rel)), rel.shape)
-        worst_abs = max(worst_abs, float(diff.max()))
-        if where is None or rel[i] > worst_rel:
-            worst_rel = float(rel[i])
-            where = (T,) + tuple(int(k) for k in i) + (float(src[i]), float(got[i]))
-    figures = {"source": source_kind, "tolerance": TOLERANCE, "max_abs_error": worst_abs,
-               "max_rel_error": worst_rel, "lengths": list(LENGTHS), "batch": BATCH,
+        _measure(model, worst, run_source(x), reference.run(ref, seqs)[0], T, B, "")
+    ids = vocab_inputs(model)
+    if ids is not None:
+        # every row of the embedding table, once; in chunks that keep the outputs (float64,
+        # one per step and output) near VOCAB_CHUNK elements
+        per_row = ids.shape[1] * max(1, int(model.output_dim()))
+        step = max(1, VOCAB_CHUNK // per_row)
+        for r in range(0, ids.shape[0], step):
+            part = ids[r:r + step]
+            _measure(model, worst, run_source(part), reference.run(ref, _seqs(model, part))[0],
+                     part.shape[1], part.shape[0], " (the batch of every token id, rows %d.."
+                     "%d)" % (r, r + part.shape[0] - 1))
+    with_state = getattr(run_source, "with_state", None)
+    states = sample_states(ref, BATCH, STATE_LENGTH) if with_state is not None else None
+    if states is not None:
+        # the parts of rnnd's state the source takes no input for (c where a graph has only
+        # initial_h) start from zeros on both sides
+        keep = getattr(run_source, "state_mask", None)
+        if keep is not None:
+            states = [np.where(keep, s, 0.0) for s in states]
+        x = sample_inputs(model, STATE_LENGTH)
+        _measure(model, worst, with_state(x, states),
+                 reference.run(ref, _seqs(model, x), initial_states=states)[0],
+                 STATE_LENGTH, BATCH, " (from random initial states in PyTorch's layout)")
+    figures = {"source": source_kind, "tolerance": TOLERANCE, "max_abs_error": worst["abs"],
+               "max_rel_error": worst["rel"], "lengths": list(LENGTHS), "batch": BATCH,
                "seed": SEED}
-    if worst_rel > TOLERANCE:
-        T, b, t, k, s, g = where
+    if ids is not None:
+        figures["vocab_checked"] = int(len(np.unique(ids)))
+    if states is not None:
+        figures["initial_state_checked"] = True
+    if worst["rel"] > TOLERANCE:
+        T, b, t, k, s, g, how = worst["where"]
         raise ConvertError(
             "verification failed: the converted model differs from the %s source: max abs "
             "error %.3g, max rel error %.3g (tolerance %g) at length %d, batch row %d, step %d, "
-            "output %d (source %.6g, converted %.6g): %s"
-            % (source_kind, worst_abs, worst_rel, TOLERANCE, T, b, t, k, s, g, _WAY_OUT))
+            "output %d%s (source %.6g, converted %.6g): %s"
+            % (source_kind, worst["abs"], worst["rel"], TOLERANCE, T, b, t, k, how, s, g,
+               _WAY_OUT))
     return figures
+
+
+def _seqs(model, x):
+    return [row.tolist() for row in x] if model.input_kind == "tokens" else list(x)
+
+
+def _measure(model, worst, src, outs, T, B, how):
+    """Fold the difference between SRC (the source's outputs) and OUTS (the .rnnd's, one
+    [T, out] array per sequence) into WORST; HOW says which check it was."""
+    src = np.asarray(src, dtype=np.float64)
+    if getattr(model, "pool", "none") != "none" and src.ndim == 2:
+        src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
+    got = np.stack(outs)
+    if src.shape != got.shape:
+        raise ConvertError(
+            "verification failed: the source gives outputs of shape %s for %d sequences "
+            "of %d steps%s, the converted model %s (one output of %d per step): %s"
+            % (list(src.shape), B, T, how, list(got.shape), got.shape[-1], _WAY_OUT))
+    if not np.all(np.isfinite(src)):
+        raise ConvertError("verification failed: the source's outputs are not all finite "
+                           "(length %d%s); nothing to compare" % (T, how))
+    diff = np.abs(got - src)
+    rel = diff / np.maximum(1.0, np.abs(src))
+    bad = ~np.isfinite(got)
+    if bad.any():
+        rel = np.where(bad, np.inf, rel)
+        diff = np.where(bad, np.inf, diff)
+    i = np.unravel_index(int(np.argmax(rel)), rel.shape)
+    worst["abs"] = max(worst["abs"], float(diff.max()))
+    if worst["where"] is None or rel[i] > worst["rel"]:
+        worst["rel"] = float(rel[i])
+        worst["where"] = (T,) + tuple(int(k) for k in i) + (float(src[i]), float(got[i]), how)
 
 
 def _check_float32(rnnd_path, seqs, T):

@@ -35,9 +35,9 @@ def limit_seconds():
     return VERIFY_SECONDS
 
 
-def _child(run, x, w):
+def _child(run, args, w):
     try:
-        y = np.asarray(run(x), dtype=np.float64)
+        y = np.asarray(run(*args), dtype=np.float64)
         buf = io.BytesIO()
         np.save(buf, y, allow_pickle=False)
         out = b"A" + buf.getvalue()
@@ -64,15 +64,15 @@ def _die_with(parent):
 
 
 def bounded(run):
-    """RUN (x -> array) run in a forked child per call, all calls within limit_seconds()
+    """RUN (x, ... -> array) run in a forked child per call, all calls within limit_seconds()
     from the first; raises ConvertError "verification did not finish in N s" when the limit
     is spent (the child is killed)."""
     state = {}
 
-    def call(x):
+    def call(*args):
         import torch
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            return run(x)       # CUDA does not survive fork(); such a module runs here
+            return run(*args)   # CUDA does not survive fork(); such a module runs here
         limit = limit_seconds()
         deadline = state.setdefault("deadline", time.monotonic() + limit)
         r, w = os.pipe()
@@ -84,7 +84,7 @@ def bounded(run):
                 os.close(r)
                 _die_with(parent)
                 torch.set_num_threads(1)
-                _child(run, x, w)
+                _child(run, args, w)
             except BaseException:   # noqa: B902
                 code = 1
             finally:
