@@ -316,6 +316,8 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     if analysis is not None and analysis.pre is not None:
         _fold_pre(model, *analysis.pre)
+    if analysis is not None and analysis.features_added:
+        model.source_features = False
 
     # normalisation: a softmax on forward()'s data path, else a softmax submodule
     if norm is None and analysis is None:
@@ -535,14 +537,26 @@ def _graph_module(module, model):
     import warnings
     was = module.training
     module.eval()
+    example = _example(module, model)
+    if model.input_kind == "vectors" and model.input_dim == 1:
+        # a univariate series: forward() may take [B, T] and unsqueeze the features itself
+        example = [example, (example[0][..., 0],) + tuple(example[1:])]
+    else:
+        example = [example]
+    traced = None
     try:
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            traced = torch.jit.trace(module, _example(module, model), check_trace=False)
-    except Exception:
-        return None
+        for ex in example:
+            try:
+                with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    traced = torch.jit.trace(module, ex, check_trace=False)
+                break
+            except Exception:
+                continue
     finally:
         module.train(was)
+    if traced is None:
+        return None
     _refuse_tracer_warnings(caught)
     return traced
 
@@ -619,12 +633,14 @@ def _batch_first(module):
     return False
 
 
-def source_runner(module, pooled=False):
+def source_runner(module, pooled=False, features=True):
     """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
     float64 array, computed by torch in eval mode without gradients. The forward may return
     a tuple (its first element is the output), time- or batch-major per the recurrent
     module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out]). POOLED
-    (the model pools over the steps): the output is [B, out], one row per sequence, as is."""
+    (the model pools over the steps): the output is [B, out], one row per sequence, as is.
+    FEATURES False (model.source_features): forward() takes [B, T] and adds the feature axis
+    of one itself (x.unsqueeze(-1)), so it is given x[..., 0]."""
     torch = _torch()
     bf = _batch_first(module)
     calls = [module]
@@ -656,6 +672,8 @@ def source_runner(module, pooled=False):
 
     def run(x):
         B, T = x.shape[0], x.shape[1]
+        if not features and x.ndim == 3 and x.shape[2] == 1:
+            x = x[:, :, 0]
         t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
         if t.is_floating_point() and dtype is not None:
             t = t.to(dtype)         # a float64 (or half) module takes its own type
