@@ -676,6 +676,13 @@ class Analysis:
         ok, c = self.const(v)
         if ok and c is None:
             return None
+        if v.node().kind() == "aten::_weight_norm":
+            # a traced weight_norm head: weight_v, weight_g and the dim, as the trace computes
+            from .torch_import import weight_norm_np
+            wv, wg, d = list(v.node().inputs())
+            okd, dim = self.const(d)
+            return weight_norm_np(self.param(wv, what), self.param(wg, what),
+                                  dim if okd else None)
         path = []
         node = v.node()
         while node.kind() == "prim::GetAttr":
@@ -690,9 +697,12 @@ class Analysis:
             raise ConvertError("forward()'s %s is not a parameter of the module%s; rnnd reads "
                                "a head's weights from its modules" % (what, where(v.node())))
         obj = self.module
-        for name in reversed(path):
+        for name in reversed(path[1:]):
             obj = getattr(obj, name)
-        return obj.detach().cpu().numpy()
+        from .torch_import import module_weight
+        if path[0] == "weight":
+            return module_weight(obj, "module '%s'" % ".".join(reversed(path[1:])))
+        return getattr(obj, path[0]).detach().cpu().numpy()
 
     def head_layers(self):
         """The head as arch.Model.head_layers, weights read from the module."""

@@ -94,6 +94,14 @@ def _recurrent_layers(mod, kind, label, root=None):
         # a cell called in a loop over the steps is one layer: its weights under the layer's
         # names (the loop itself is checked by torch_graph.py)
         p = {k + "_l0": v for k, v in p.items()}
+    normed = sorted(k for k in p if k.endswith(("_g", "_v", "_orig")))
+    if normed:
+        name = normed[0].rsplit("_", 1)[0]
+        raise ConvertError("%s: parameter %s: the module computes %s in forward() "
+                           "(torch.nn.utils.weight_norm / spectral_norm); rnnd reads a "
+                           "recurrent module's own weights: apply "
+                           "torch.nn.utils.remove_weight_norm / remove_spectral_norm(module, "
+                           "%r) before converting" % (label, normed[0], name, name))
     if "weight_ih_l0" not in p:
         raise ConvertError("%s: no weight_ih_l0 parameter" % label)
     nd = 2 if "weight_ih_l0_reverse" in p else 1
@@ -149,6 +157,44 @@ def _recurrent_layers(mod, kind, label, root=None):
     return layers, p["weight_ih_l0"].shape[1]
 
 
+def weight_norm_np(v, g, dim=None):
+    """torch.nn.utils.weight_norm's weight, g * v / ||v||, the norm over every axis of V but
+    DIM (None: the axes where G has size 1; -1 or a scalar G: all of them), in float64."""
+    v, g = (np.asarray(a, np.float64) if isinstance(a, np.ndarray) else _np(a) for a in (v, g))
+    if dim is None:
+        axes = tuple(d for d in range(v.ndim) if g.ndim != v.ndim or g.shape[d] == 1)
+    else:
+        axes = tuple(d for d in range(v.ndim) if dim == -1 or d != dim % v.ndim)
+    return g * v / np.sqrt((v * v).sum(axis=axes, keepdims=True))
+
+
+def module_weight(m, label):
+    """The weight module M (an nn.Linear, nn.Embedding) computes with: its `weight`, or the
+    one its weight_norm / spectral_norm hook computes before each forward() (the `weight`
+    attribute such a hook sets is stale until a forward() runs, and a traced module keeps
+    only weight_g and weight_v)."""
+    torch = _torch()
+    for hook in getattr(m, "_forward_pre_hooks", {}).values():
+        kind = type(hook).__name__
+        if kind in ("WeightNorm", "SpectralNorm") and getattr(hook, "name", None) == "weight":
+            with torch.no_grad():
+                if kind == "WeightNorm":
+                    return weight_norm_np(getattr(m, "weight_v"), getattr(m, "weight_g"),
+                                          hook.dim)
+                return _np(hook.compute_weight(m, do_power_iteration=False))
+    own = dict(m.named_parameters(recurse=False))
+    if "weight" not in own and "weight_g" in own and "weight_v" in own:
+        return weight_norm_np(own["weight_v"], own["weight_g"])
+    w = getattr(m, "weight", None)
+    if w is None:
+        raise ConvertError("%s: no weight parameter (%s): a weight computed in forward(), as "
+                           "torch.nn.utils.spectral_norm's, is read only from the module "
+                           "itself: convert it with from_module, or apply "
+                           "torch.nn.utils.remove_spectral_norm(module) before saving"
+                           % (label, ", ".join(own) or "none"))
+    return _np(w)
+
+
 def _find(module, what, label_of):
     """(name, module) of WHAT: a submodule, or its name in MODULE."""
     if isinstance(what, str):
@@ -193,6 +239,14 @@ def model_from_module(module, input=None, head=None, norm=None):
             norms.append((n, m, kind))
         elif kind == "head_op":
             pass        # forward()'s graph places it in the head, or refuses it
+        elif t == "ParametrizationList" or t.startswith("Parametrized"):
+            owner = n.split(".parametrizations.")[0] if ".parametrizations." in n else n
+            raise ConvertError("%s: a parametrization (torch.nn.utils.parametrize: "
+                               "parametrizations.weight_norm, spectral_norm, ...) computes "
+                               "the weights of module '%s' in forward(); apply "
+                               "torch.nn.utils.parametrize.remove_parametrizations(module, "
+                               "'weight') to it (that keeps the computed weight) before "
+                               "converting" % (label(n, m), owner))
         elif t in _REFUSED:
             raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
                                % label(n, m))
@@ -245,7 +299,7 @@ def model_from_module(module, input=None, head=None, norm=None):
         if getattr(m, "max_norm", None) is not None:
             raise ConvertError("%s: max_norm renormalises rows at lookup; not supported"
                                % label(n, m))
-        W = _np(m.weight)
+        W = module_weight(m, label(n, m))
         if W.shape[1] != model.input_dim:
             raise ConvertError("%s: embedding_dim %d but the first layer takes %d inputs"
                                % (label(n, m), W.shape[1], model.input_dim))
@@ -263,7 +317,7 @@ def model_from_module(module, input=None, head=None, norm=None):
         lin = lins[0] if len(lins) == 1 else None
     if lin is not None:
         n, m = lin
-        model.head_W = f32(_np(m.weight))
+        model.head_W = f32(module_weight(m, label(n, m)))
         b = getattr(m, "bias", None)
         model.head_b = f32(_np(b)) if b is not None else np.zeros(model.head_W.shape[0],
                                                                   np.float32)
