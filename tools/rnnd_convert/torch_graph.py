@@ -57,7 +57,8 @@ _ADVICE = (
      "over the time axis with mean or max (y.mean(dim=t), y.max(dim=t).values, amax), "
      "before the head: use one of those, or return the per-step output"),
     (("aten::cat", "aten::stack", "aten::hstack", "aten::vstack"),
-     "it joins tensors (e.g. cat(h_n[-2], h_n[-1])); rnnd runs one chain"),
+     "it joins tensors; rnnd runs one chain, and joins only the two directions' final "
+     "states of a bidirectional last layer, as cat((h_n[-2], h_n[-1]), 1)"),
     (("aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu", "aten::elu", "aten::silu",
       "aten::leaky_relu", "aten::hardtanh", "aten::softplus", "aten::layer_norm",
       "aten::batch_norm", "aten::mul", "aten::add", "aten::sub", "aten::div"),
@@ -139,7 +140,7 @@ def _call_site(node, root):
     except Exception:
         return None
     mod, found = root, None
-    op = node.kind().split("::")[-1].rstrip("_")
+    op = node.kind().split("::")[-1].strip("_")
     for step in steps + [None]:
         name = step.split("(")[0] if step else None
         try:
@@ -156,7 +157,7 @@ def _call_site(node, root):
                     n.kind() == "prim::CallFunction":
                 f = list(n.inputs())[0].node()
                 fname = f.s("name") if f.hasAttribute("name") else ""
-                if fname.rstrip("_") == op or fname.endswith("_" + op):
+                if fname.strip("_") == op or fname.endswith("_" + op):
                     calls.append(n)
         if len(calls) == 1:
             w = where(calls[0])
@@ -317,6 +318,11 @@ class Analysis:
             raise ConvertError("forward() takes no input")
         self.taint[ins[0]] = "data"
         self.rank[ins[0]] = self.input_rank
+        packed = [n for n in _walk(self.graph.nodes())
+                  if n.kind() == "aten::_pack_padded_sequence"]
+        if packed:
+            # before its lengths argument (a second input) or sorting is refused as such
+            self.refuse(packed[0])
         unrolled = [n for n in self.graph.nodes() if n.kind() in CELL_OPS]
         if unrolled:
             # a traced loop: one cell call per step of the example, a fixed length
@@ -779,6 +785,14 @@ class Analysis:
         return False
 
     def set_pool(self, n, pool, out):
+        if self.stage == 3 and self.pool is None and self.head_ops and \
+                self.head_ops[-1][0] != "linear":
+            # a LayerNorm or an activation on the steps, then the pooling
+            op = self.head_ops[-1][1].kind()
+            self.refuse(n, "%s, a pooling over the steps after %s on every step: rnnd "
+                        "pools the last recurrent layer's output first and applies the head "
+                        "(Linear, activations, LayerNorm) to the pooled row, and %s does not "
+                        "commute with the pooling: pool before it" % (n.kind(), op, op))
         if self.stage != 2 or self.pool is not None:
             self.refuse(n, "%s, a pooling over the steps %s" % (n.kind(),
                 "after another" if self.pool else "before the recurrent layers"
@@ -846,6 +860,14 @@ class Analysis:
         parts = self.elems.get(ins[0], ())
         ok_d, d = self.const(ins[1])
         tags = [self.taint.get(p) for p in parts]
+        if tags == [("hn", -1), ("hn", -2)] and ok_d and d in (1, -1):
+            raise ConvertError(
+                "forward() computes cat((h_n[-1], h_n[-2]), 1)%s, the backward direction "
+                "first, which rnnd cannot serve: its final_state pooling joins the two "
+                "directions forward first, cat((h_n[-2], h_n[-1]), 1); write that, and swap "
+                "the halves of the first Linear's input columns to match (W[:, :H] and "
+                "W[:, H:], H the hidden size), which computes the same"
+                % where(n, self.module))
         if tags != [("hn", -2), ("hn", -1)] or not ok_d or d not in (1, -1):
             self.refuse(n, "aten::cat of %s (rnnd joins the final states of a bidirectional "
                         "last layer as cat((h_n[-2], h_n[-1]), dim=1))"
@@ -1074,6 +1096,11 @@ class Analysis:
             self.rank[v] = rank
 
     def recurrent(self, n, ins):
+        if self.taint.get(ins[0]) == "hidden":
+            self.refuse(n, "%s on a second input of forward() as its input sequence (an "
+                        "encoder / decoder, or two input sequences): rnnd takes one input "
+                        "sequence, and a second argument may only be the initial state; "
+                        "convert the encoder and the decoder as two models" % n.kind())
         if self.taint.get(ins[0]) != "data":
             self.refuse(n, "%s whose input is not the data" % n.kind())
         if self.stage > 2:
@@ -1088,6 +1115,12 @@ class Analysis:
                             "decoder): rnnd starts every layer from zeros or a session's "
                             "state; convert the encoder and the decoder as two models, or "
                             "start the decoder from zeros" % n.kind())
+        held = self.held_state(ins[1]) if len(ins) > 1 else None
+        if held:
+            self.refuse(n, "%s starting from a state the module holds ('%s', a learned "
+                        "initial state): rnnd starts every sequence from zeros or from a "
+                        "state given per request: call the module without it, and pass the "
+                        "state as infer's initial_state or a session's state" % (n.kind(), held))
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         self.counts["recurrent"] += 1
@@ -1112,6 +1145,37 @@ class Analysis:
         for o in outs[1:]:
             self.taint[o] = "state"
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
+
+
+    def held_state(self, v, depth=0):
+        """The name of the parameter or buffer of the module that the initial state V (not
+        the data) is computed from (self.h0.expand(...), a tuple of them), or None."""
+        if depth > 12 or self.taint.get(v) in ("data", "hidden", "state") or \
+                isinstance(self.taint.get(v), tuple):
+            return None
+        node = v.node()
+        if node.kind() in ZERO_OPS or node.kind() == "prim::Constant":
+            return None
+        if node.kind() == "prim::GetAttr":
+            return node.s("name") if str(v.type()).startswith(("Tensor", "Optional[Tensor]")) \
+                else None
+        if node.kind() == "prim::Loop":
+            return None
+        if node.kind() == "prim::If":
+            i = list(node.outputs()).index(v)
+            for b in node.blocks():
+                name = self.held_state(list(b.outputs())[i], depth + 1)
+                if name:
+                    return name
+            return None
+        for u in node.inputs():
+            if str(u.type()).startswith(("Tensor", "List[Tensor]", "(Tensor", "Tuple",
+                                         "Optional[Tensor]")) or \
+                    u.node().kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
+                name = self.held_state(u, depth + 1)
+                if name:
+                    return name
+        return None
 
 
 def _module_path(params):

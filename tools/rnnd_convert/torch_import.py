@@ -24,6 +24,26 @@ _REFUSED = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU",
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
             "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
             "MultiheadAttention", "Transformer"}
+# Of _REFUSED, the activations (the head has others); the reference modules of
+# tools/rnnd_modules by class name, as a TorchScript file names them
+_ACTIVATIONS = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU", "SiLU", "Mish", "Softplus",
+                "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish", "Tanhshrink", "Threshold",
+                "GLU"}
+_REFERENCE = {"MinGRU", "MinLSTM", "SLSTM", "Clockwork", "DGLSTM"}
+
+
+def _chain_text():
+    from .torch_graph import CHAIN
+    return CHAIN
+
+
+def _held_state_error(module, embs):
+    """The analysis's refusal of a learned initial state (a parameter of the module fed to
+    a recurrent module as its state), or None."""
+    e = _analysis_error(module, "tokens" if embs else "vectors")
+    return e if e is not None and "a state the module holds" in str(e) else None
+
+
 def _torch():
     try:
         import torch
@@ -247,12 +267,23 @@ def model_from_module(module, input=None, head=None, norm=None):
                                "torch.nn.utils.parametrize.remove_parametrizations(module, "
                                "'weight') to it (that keeps the computed weight) before "
                                "converting" % (label(n, m), owner))
+        elif t in _ACTIVATIONS:
+            raise ConvertError("%s: not supported: rnnd's head activations are ReLU, Tanh, "
+                               "Sigmoid and GELU (module or functional form), between the "
+                               "head's Linear and LayerNorm layers after the recurrent layers; "
+                               "use one of those" % label(n, m))
         elif t in _REFUSED:
-            raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
-                               % label(n, m))
+            raise ConvertError("%s: not supported: rnnd computes %s"
+                               % (label(n, m), _chain_text()))
+        elif t in _REFERENCE:
+            raise ConvertError("%s: a reference module of tools/rnnd_modules, whose forward() "
+                               "is Python loops that a TorchScript file or an ONNX export does "
+                               "not keep as one layer: convert the module itself, "
+                               "rnnd_convert.from_module(net, 'model.rnnd')" % label(n, m))
         elif own:
-            raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
-                               "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
+            raise _held_state_error(module, embs) or ConvertError(
+                "%s: parameter '%s' is not understood (rnnd reads Embedding, RNN, LSTM, GRU "
+                "and Linear modules)" % (label(n, m), own[0]))
     if not recs:
         raise ConvertError("no nn.RNN, nn.LSTM or nn.GRU module found")
     cells = [(n, m) for n, m, _ in recs if _type_name(m).endswith("Cell")]
