@@ -159,6 +159,10 @@ def _call_site(node, root):
                 fname = f.s("name") if f.hasAttribute("name") else ""
                 if fname.strip("_") == op or fname.endswith("_" + op):
                     calls.append(n)
+        if len(calls) > 1 and mod is root and step is not None:
+            # several calls of the submodule in forward(): the one whose inlined body NODE is
+            k = _instance(node, root, step)
+            calls = [calls[k]] if k is not None and k < len(calls) else calls
         if len(calls) == 1:
             w = where(calls[0])
             loc = w[4:].split(":")[0] if w.startswith(" at ") else ""
@@ -171,6 +175,30 @@ def _call_site(node, root):
         except Exception:
             break
     return found
+
+
+def _instance(node, root, step):
+    """Which call (0, 1, ...) of ROOT's submodule STEP ('fc(Linear)') in forward()'s order
+    NODE was inlined from: the bodies of the calls are runs of nodes of that module hierarchy
+    in the inlined graph, in the order of the calls (constants aside, which are hoisted);
+    None when NODE is not found."""
+    try:
+        key = node.outputsAt(0).debugName()
+        runs, inside = 0, False
+        for n in _walk(root.inlined_graph.nodes()):
+            if n.kind() == "prim::Constant":
+                continue
+            h = n.getModuleHierarchy()
+            if h == step or h.startswith(step + "."):
+                if not inside:
+                    runs, inside = runs + 1, True
+                if n.outputsSize() and n.outputsAt(0).debugName() == key:
+                    return runs - 1
+            else:
+                inside = False
+    except Exception:
+        return None
+    return None
 
 
 def where(node, root=None):
