@@ -16,11 +16,14 @@
   inputs, pack_padded_sequence with a lengths argument, a learned initial state, a traced
   reference module, a reference module with F.log_softmax or a pooling in forward(), a
   LayerNorm before the pooling.
+- rnnd inspect of a mean / max pooled model says a session step is that step's head output,
+  not the pooled row (finding 14).
 
-Env: PYTHONPATH (= tools), RNND_TEST_TMP.
+Env: PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 """
 import os
 import shutil
+import subprocess
 import unittest
 import warnings
 
@@ -29,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from daemon_util import Case, TMP_ROOT
+from daemon_util import Case, RNND_BIN, TMP_ROOT
 
 import rnnd_convert
 from rnnd_convert import reference
@@ -429,6 +432,41 @@ class TestMessages(UserCase):
         self.refused("a MinGRU classifier on the last step",
                      lambda: rnnd_convert.from_module(RefLast(), tmp("x.rnnd")),
                      ("one output per sequence", '"outputs": "last"', '"pool"'))
+
+
+# ---- finding 14: a session on a mean / max pooled classifier ---------------------------
+class MeanClassifier(nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+        self.gru = nn.GRU(5, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.gru(x)
+        if self.pool == "mean":
+            return self.fc(y.mean(dim=1))
+        if self.pool == "max":
+            return self.fc(y.max(dim=1).values)
+        return self.fc(y[:, -1])
+
+
+class TestPooledSessions(UserCase):
+    def test_inspect_warns(self):
+        """rnnd inspect says that a session on a mean / max pooled model returns each
+        step's head output, not the pooled row; not for the last step, whose session
+        output is the pooled row of the prefix."""
+        for pool in ("mean", "max", "last"):
+            out = tmp("pooled_%s.rnnd" % pool)
+            if self.converts("a %s-pooled classifier" % pool, lambda: rnnd_convert.from_module(
+                    MeanClassifier(pool), out)) is None:
+                continue
+            p = subprocess.run([RNND_BIN, "inspect", out], capture_output=True, text=True,
+                               timeout=60)
+            said = "sessions: each step's head output, not the pooled row" in p.stdout
+            self.check(p.returncode == 0 and said == (pool != "last"),
+                       "rnnd inspect of a %s-pooled model %s the session caveat: %r"
+                       % (pool, "gives" if pool != "last" else "omits", p.stdout))
 
 
 if __name__ == "__main__":
