@@ -1182,8 +1182,8 @@ class Analysis:
                 isinstance(self.taint.get(v), tuple):
             return None
         node = v.node()
-        if node.kind() in ZERO_OPS or node.kind() == "prim::Constant":
-            return None
+        if node.kind() in ZERO_OPS + ("prim::Constant", "aten::zero_"):
+            return None     # weight.new(...).zero_(): zeros of a parameter's type
         if node.kind() == "prim::GetAttr":
             return node.s("name") if str(v.type()).startswith(("Tensor", "Optional[Tensor]")) \
                 else None
