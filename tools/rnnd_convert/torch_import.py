@@ -188,6 +188,17 @@ def weight_norm_np(v, g, dim=None):
     return g * v / np.sqrt((v * v).sum(axis=axes, keepdims=True))
 
 
+def weight_hook(m, hook):
+    """Whether HOOK, a forward pre-hook of module M, is an old-style weight_norm /
+    spectral_norm of the weight of an nn.Linear or nn.Embedding: what it computes before each
+    forward() is what module_weight() reads, so the converted model holds it (a check that
+    refuses hooks lets these pass)."""
+    torch = _torch()
+    return type(hook).__name__ in ("WeightNorm", "SpectralNorm") and \
+        getattr(hook, "name", None) == "weight" and \
+        isinstance(m, (torch.nn.Linear, torch.nn.Embedding))
+
+
 def module_weight(m, label):
     """The weight module M (an nn.Linear, nn.Embedding) computes with: its `weight`, or the
     one its weight_norm / spectral_norm hook computes before each forward() (the `weight`
@@ -196,7 +207,7 @@ def module_weight(m, label):
     torch = _torch()
     for hook in getattr(m, "_forward_pre_hooks", {}).values():
         kind = type(hook).__name__
-        if kind in ("WeightNorm", "SpectralNorm") and getattr(hook, "name", None) == "weight":
+        if weight_hook(m, hook):
             with torch.no_grad():
                 if kind == "WeightNorm":
                     return weight_norm_np(getattr(m, "weight_v"), getattr(m, "weight_g"),
