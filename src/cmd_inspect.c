@@ -150,6 +150,11 @@ static void print_text(const char *path, const rnnd_model *m)
     }
     if (s->pool != RNND_POOL_NONE) /* infer then answers one row per sequence */
         printf("pool:        %s (infer: one output row per sequence)\n", rnnd_pool_name(s->pool));
+    /* a session step is the head of that step's output: for a mean or max that is a number
+     * the source never computes, though it looks like a class score (docs/api.md 4.4) */
+    if (s->pool == RNND_POOL_MEAN || s->pool == RNND_POOL_MAX)
+        printf("             sessions: each step's head output, not the pooled row "
+               "(docs/api.md 4.4)\n");
     if (s->has_head && s->head_short) {
         printf("head:        linear %d -> %d, norm %s\n", s->head_in, s->head_out,
                norm_name(s->head_norm));

@@ -53,7 +53,8 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     figures = None
     if verify:
         from .verify import verify as check
-        figures = check(model, runner or source_runner(module, model.pool != "none"),
+        figures = check(model, runner or source_runner(module, model.pool != "none",
+                                                       model.source_features),
                         "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]

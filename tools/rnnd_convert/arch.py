@@ -193,6 +193,9 @@ class Model:
         self.vocab = None
         self.tokenizer = None
         self.weights = "f32"                # or "bf16" / "f16": matrices stored half-size
+        # not written: the source's forward() takes [B, T] and adds the feature axis itself
+        # (x.unsqueeze(-1) of a univariate series), so verification feeds it that rank
+        self.source_features = True
 
     def layer_in_dim(self, l):
         if l == 0:

@@ -14,6 +14,10 @@ branch whose condition is known (`dim is None` with a constant dim, as in an inl
 F.log_softmax) is followed on its taken side only. Anything else on the data path is
 refused, naming the operator, its source line and what would make the model convertible.
 """
+import linecache
+import os
+import re
+
 import numpy as np
 
 from .arch import ConvertError, f32
@@ -53,7 +57,8 @@ _ADVICE = (
      "over the time axis with mean or max (y.mean(dim=t), y.max(dim=t).values, amax), "
      "before the head: use one of those, or return the per-step output"),
     (("aten::cat", "aten::stack", "aten::hstack", "aten::vstack"),
-     "it joins tensors (e.g. cat(h_n[-2], h_n[-1])); rnnd runs one chain"),
+     "it joins tensors; rnnd runs one chain, and joins only the two directions' final "
+     "states of a bidirectional last layer, as cat((h_n[-2], h_n[-1]), 1)"),
     (("aten::relu", "aten::tanh", "aten::sigmoid", "aten::gelu", "aten::elu", "aten::silu",
       "aten::leaky_relu", "aten::hardtanh", "aten::softplus", "aten::layer_norm",
       "aten::batch_norm", "aten::mul", "aten::add", "aten::sub", "aten::div"),
@@ -93,14 +98,129 @@ def _advice(kind):
     return "rnnd computes %s" % CHAIN
 
 
-def where(node):
-    """' at FILE:LINE: CODE' from NODE's source range, or '' where the graph has none."""
+def _torch_dir():
+    try:
+        import torch
+        return os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
+    except Exception:
+        return None
+
+
+def _in_torch(path):
+    """Whether PATH is PyTorch's own code (its installed files, or the __torch__/torch/ of a
+    TorchScript file's serialized code), not the user's."""
+    top = _torch_dir()
+    return bool(top and os.path.abspath(path).startswith(top)) or "__torch__/torch/" in path
+
+
+def _traced_frame(text):
+    """' at FILE:LINE: CODE' of the first frame outside torch in a traced node's source range
+    (its Python stack, 'FILE(LINE): FUNCTION' per line), or None when TEXT is not one."""
+    frames = []
+    for ln in text.splitlines():      # a loaded file's serialized code may follow
+        m = re.match(r"^(.+)\((\d+)\): \S+$", ln.strip())
+        if not m:
+            break
+        frames.append(m)
+    for m in frames:
+        path, line = m.group(1), int(m.group(2))
+        if not _in_torch(path):
+            code = linecache.getline(path, line).strip()
+            return " at %s:%d%s" % (path, line, ": " + code if code else "")
+    return None
+
+
+def _call_site(node, root):
+    """where() of the user's own call that NODE, inlined from PyTorch's code (nn.Linear's
+    forward, F.softmax), came from: the deepest call of a submodule's forward() or of a
+    function in a forward() outside torch, found through NODE's module hierarchy in the
+    graphs before inlining; None when not found."""
+    try:
+        steps = [p for p in node.getModuleHierarchy().split(".") if p]
+    except Exception:
+        return None
+    mod, found = root, None
+    op = node.kind().split("::")[-1].strip("_")
+    for step in steps + [None]:
+        name = step.split("(")[0] if step else None
+        try:
+            graph = mod.graph
+        except Exception:
+            break
+        calls = []
+        for n in _walk(graph.nodes()):
+            if name and name != "UNKNOWN_INSTANCE" and n.kind() == "prim::CallMethod":
+                src = list(n.inputs())[0].node()
+                if src.kind() == "prim::GetAttr" and src.s("name") == name:
+                    calls.append(n)
+            elif (name is None or name == "UNKNOWN_INSTANCE") and \
+                    n.kind() == "prim::CallFunction":
+                f = list(n.inputs())[0].node()
+                fname = f.s("name") if f.hasAttribute("name") else ""
+                if fname.strip("_") == op or fname.endswith("_" + op):
+                    calls.append(n)
+        if len(calls) > 1 and mod is root and step is not None:
+            # several calls of the submodule in forward(): the one whose inlined body NODE is
+            k = _instance(node, root, step)
+            calls = [calls[k]] if k is not None and k < len(calls) else calls
+        if len(calls) == 1:
+            w = where(calls[0])
+            loc = w[4:].split(":")[0] if w.startswith(" at ") else ""
+            if loc and not _in_torch(loc):
+                found = w
+        if not name or name == "UNKNOWN_INSTANCE":
+            break
+        try:
+            mod = getattr(mod, name)
+        except Exception:
+            break
+    return found
+
+
+def _instance(node, root, step):
+    """Which call (0, 1, ...) of ROOT's submodule STEP ('fc(Linear)') in forward()'s order
+    NODE was inlined from: the bodies of the calls are runs of nodes of that module hierarchy
+    in the inlined graph, in the order of the calls (constants aside, which are hoisted);
+    None when NODE is not found."""
+    try:
+        key = node.outputsAt(0).debugName()
+        runs, inside = 0, False
+        for n in _walk(root.inlined_graph.nodes()):
+            if n.kind() == "prim::Constant":
+                continue
+            h = n.getModuleHierarchy()
+            if h == step or h.startswith(step + "."):
+                if not inside:
+                    runs, inside = runs + 1, True
+                if n.outputsSize() and n.outputsAt(0).debugName() == key:
+                    return runs - 1
+            else:
+                inside = False
+    except Exception:
+        return None
+    return None
+
+
+def where(node, root=None):
+    """' at FILE:LINE: CODE' from NODE's source range, or '' where the graph has none. Where
+    that line is inside PyTorch (an operator inlined from nn.Linear, F.softmax) and ROOT (the
+    ScriptModule analysed) shows the user's call of it, that call's line instead."""
     try:
         text = node.sourceRange()
     except Exception:
         return ""
     if not isinstance(text, str) or not text.strip():
         return ""
+    traced = _traced_frame(text)
+    if traced is not None:
+        return traced
+    out = _where_text(text)
+    if root is not None and out.startswith(" at ") and _in_torch(out[4:].split(":")[0]):
+        return _call_site(node, root) or out
+    return out
+
+
+def _where_text(text):
     lines = text.splitlines()
     head = lines[0].strip()
     code = ""
@@ -210,13 +330,16 @@ class Analysis:
         self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
         self.head_ops = []      # (op, node, extra): the head's layers in order
         self.embedding_path = None  # the attribute path of the table looked up ("emb.weight")
+        self.hn_rows = None     # num_layers * directions of the last recurrent op
+        self.features_added = False     # forward() takes [B, T] and unsqueezes the features
+        self.hn_width = None    # the width of its h_n rows, where the module says
 
     def refuse(self, node, what=None):
         advice = _advice(node.kind())
         if self.cells and node.kind() not in ("prim::Loop",) + CELL_OPS:
             advice += "; " + CELL_LOOP      # the cell loop's own shape, as docs/convert.md
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
-                           % (what or node.kind(), where(node), advice))
+                           % (what or node.kind(), where(node, self.module), advice))
 
     def run(self):
         ins = list(self.graph.inputs())[1:]         # the first is self
@@ -224,6 +347,11 @@ class Analysis:
             raise ConvertError("forward() takes no input")
         self.taint[ins[0]] = "data"
         self.rank[ins[0]] = self.input_rank
+        packed = [n for n in _walk(self.graph.nodes())
+                  if n.kind() == "aten::_pack_padded_sequence"]
+        if packed:
+            # before its lengths argument (a second input) or sorting is refused as such
+            self.refuse(packed[0])
         unrolled = [n for n in self.graph.nodes() if n.kind() in CELL_OPS]
         if unrolled:
             # a traced loop: one cell call per step of the example, a fixed length
@@ -319,7 +447,7 @@ class Analysis:
                         "forward() branches on a value known only when it runs%s, and its "
                         "two sides compute different things; rnnd computes %s: make the "
                         "condition a constant (a torch.jit.Final attribute) or remove the "
-                        "branch" % (where(n), CHAIN))
+                        "branch" % (where(n, self.module), CHAIN))
             for i, out in enumerate(n.outputs()):
                 for b in taken:
                     self.copy(out, list(b.outputs())[i])
@@ -361,6 +489,9 @@ class Analysis:
             # nn.LSTM's own handling of its states (unbatched input, sorted batches)
             t = "state" if "state" in kinds else "hidden"
             tags = [t for t in kinds if isinstance(t, tuple)]
+            if tags == [("hn",)] and self.one_row_view(k, ins):
+                # h_n.squeeze(0), h_n.view(-1, H) of one layer, one direction: h_n[-1]
+                return self.set_pool(n, "final_state", n.output())
             if tags:
                 t = tags[0]     # h_n through nn.LSTM's own reordering keeps its meaning
             for out in n.outputs():
@@ -368,11 +499,16 @@ class Analysis:
             return
         if "data" not in kinds:
             tags = [t for t in kinds if isinstance(t, tuple)]
-            if tags:
+            if tags and (len(tags[0]) > 1 or self.bidir):
                 self.refuse(n, "%s on %s of a bidirectional last layer (one direction's final "
                             "state, or h_n itself); rnnd takes both directions as "
                             "cat((h_n[-2], h_n[-1]), dim=1)"
                             % (k, "h_n[%d]" % tags[0][1] if len(tags[0]) > 1 else "h_n"))
+            if tags:
+                self.refuse(n, "%s on h_n itself, the final states of every layer ([num_layers, "
+                            "batch, hidden]); rnnd pools the last layer's: take h_n[-1] first "
+                            "(fc(h_n[-1]); for one layer h_n.squeeze(0) or h_n.view(-1, "
+                            "hidden) are the same)" % k)
             if "state" in kinds:
                 self.refuse(n, "%s on the final state (h_n / c_n)" % k)
             self.refuse(n, "%s on a second input of forward() (rnnd takes one input "
@@ -405,6 +541,12 @@ class Analysis:
                     else None
             elif k == "aten::unsqueeze":
                 nr = None if r is None else r + 1
+                if self.stage == 0 and self.input_rank == 3 and \
+                        self.const(ins[1]) in ((True, -1), (True, 2)):
+                    # x.unsqueeze(-1) before the first layer: forward() takes [B, T], one
+                    # feature per step (a univariate series), which rnnd reads as [T, 1]
+                    self.features_added = True
+                    nr = 3
             elif k == "aten::squeeze":
                 nr = None
             if k in ("aten::view", "aten::reshape"):
@@ -563,7 +705,7 @@ class Analysis:
         if okt and train is True and not (okp and p == 0):
             raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
                                "module was traced or exported in train mode); call "
-                               "model.eval() before tracing" % (n.kind(), where(n)))
+                               "model.eval() before tracing" % (n.kind(), where(n, self.module)))
 
     def head_op(self, n, op, extra):
         """A head layer (docs/model-format.md, "The head"): after the recurrent layers and
@@ -613,6 +755,13 @@ class Analysis:
         ok, c = self.const(v)
         if ok and c is None:
             return None
+        if v.node().kind() == "aten::_weight_norm":
+            # a traced weight_norm head: weight_v, weight_g and the dim, as the trace computes
+            from .torch_import import weight_norm_np
+            wv, wg, d = list(v.node().inputs())
+            okd, dim = self.const(d)
+            return weight_norm_np(self.param(wv, what), self.param(wg, what),
+                                  dim if okd else None)
         path = []
         node = v.node()
         while node.kind() == "prim::GetAttr":
@@ -627,9 +776,12 @@ class Analysis:
             raise ConvertError("forward()'s %s is not a parameter of the module%s; rnnd reads "
                                "a head's weights from its modules" % (what, where(v.node())))
         obj = self.module
-        for name in reversed(path):
+        for name in reversed(path[1:]):
             obj = getattr(obj, name)
-        return obj.detach().cpu().numpy()
+        from .torch_import import module_weight
+        if path[0] == "weight":
+            return module_weight(obj, "module '%s'" % ".".join(reversed(path[1:])))
+        return getattr(obj, path[0]).detach().cpu().numpy()
 
     def head_layers(self):
         """The head as arch.Model.head_layers, weights read from the module."""
@@ -661,7 +813,59 @@ class Analysis:
         start, end, step = (v for _, v in vals)
         return start in (None, 0) and (end is None or end >= 2 ** 62) and step == 1
 
+    def state_width(self, path):
+        """The width of the h_n rows of submodule PATH (its weight_hh_l0's columns: the
+        hidden or projection size), or None."""
+        if path is None or self.module is None:
+            return None
+        try:
+            obj = self.module
+            for name in path.split("."):
+                obj = getattr(obj, name)
+            return int(dict(obj.named_parameters())["weight_hh_l0"].shape[1])
+        except Exception:
+            return None
+
+    def one_row_view(self, k, ins):
+        """Whether K(INS) on the h_n of a last recurrent op with one row (one layer, one
+        direction) gives its row per sequence, [B, H]: squeeze(0), or a view / reshape to
+        (-1, H), (B, -1) or (B, H) with B read from the data's sizes."""
+        if self.hn_rows != 1:
+            return False
+        if k == "aten::squeeze":
+            return len(ins) == 2 and self.const(ins[1]) in ((True, 0), (True, -3))
+        if k not in ("aten::view", "aten::reshape") or \
+                ins[1].node().kind() != "prim::ListConstruct":
+            return False
+        dims = list(ins[1].node().inputs())
+        if len(dims) != 2:
+            return False
+        (ok0, a), (ok1, b) = self.const(dims[0]), self.const(dims[1])
+        width = ok1 and self.hn_width is not None and b == self.hn_width
+        if ok0 and a == -1:
+            return width
+        return self.from_sizes(dims[0]) and not ok0 and (width or (ok1 and b == -1))
+
+    def from_sizes(self, v):
+        """V is computed from the data's sizes (x.size(0); traced: int(x.size(0)) through
+        prim::NumToTensor)."""
+        for _ in range(4):
+            if v in self.sized:
+                return True
+            if v.node().kind() not in ("aten::Int", "prim::NumToTensor", "aten::ScalarImplicit"):
+                return False
+            v = v.node().input()
+        return False
+
     def set_pool(self, n, pool, out):
+        if self.stage == 3 and self.pool is None and self.head_ops and \
+                self.head_ops[-1][0] != "linear":
+            # a LayerNorm or an activation on the steps, then the pooling
+            op = self.head_ops[-1][1].kind()
+            self.refuse(n, "%s, a pooling over the steps after %s on every step: rnnd "
+                        "pools the last recurrent layer's output first and applies the head "
+                        "(Linear, activations, LayerNorm) to the pooled row, and %s does not "
+                        "commute with the pooling: pool before it" % (n.kind(), op, op))
         if self.stage != 2 or self.pool is not None:
             self.refuse(n, "%s, a pooling over the steps %s" % (n.kind(),
                 "after another" if self.pool else "before the recurrent layers"
@@ -711,21 +915,32 @@ class Analysis:
         if k == "aten::select":
             ok_d, d = self.const(ins[1])
             ok_i, i = self.const(ins[2])
+            i0 = i
+            if ok_i and isinstance(i, int) and self.hn_rows and 0 <= i < self.hn_rows:
+                i -= self.hn_rows       # h_n[0] of one layer is h_n[-1]
             if not (ok_d and ok_i and d == 0 and i in (-1, -2)) or \
                     self.taint[ins[0]] != ("hn",):
                 self.refuse(n, "aten::select(dim %s, index %s) of h_n (rnnd takes the last "
                             "layer's: h_n[-1], or h_n[-2] and h_n[-1] of a bidirectional one)"
-                            % (d, i))
+                            % (d, i0))
             if not self.bidir:
                 if i != -1:
-                    self.refuse(n, "h_n[-2] of a one-direction layer (another layer's final "
-                                "state; rnnd takes the last layer's, h_n[-1])")
+                    self.refuse(n, "h_n[%d] of a one-direction layer (another layer's final "
+                                "state; rnnd takes the last layer's, h_n[-1])" % i0)
                 return self.set_pool(n, "final_state", out)
             self.taint[out] = ("hn", i)     # one direction of a bidirectional last layer
             return
         parts = self.elems.get(ins[0], ())
         ok_d, d = self.const(ins[1])
         tags = [self.taint.get(p) for p in parts]
+        if tags == [("hn", -1), ("hn", -2)] and ok_d and d in (1, -1):
+            raise ConvertError(
+                "forward() computes cat((h_n[-1], h_n[-2]), 1)%s, the backward direction "
+                "first, which rnnd cannot serve: its final_state pooling joins the two "
+                "directions forward first, cat((h_n[-2], h_n[-1]), 1); write that, and swap "
+                "the halves of the first Linear's input columns to match (W[:, :H] and "
+                "W[:, H:], H the hidden size), which computes the same"
+                % where(n, self.module))
         if tags != [("hn", -2), ("hn", -1)] or not ok_d or d not in (1, -1):
             self.refuse(n, "aten::cat of %s (rnnd joins the final states of a bidirectional "
                         "last layer as cat((h_n[-2], h_n[-1]), dim=1))"
@@ -954,6 +1169,11 @@ class Analysis:
             self.rank[v] = rank
 
     def recurrent(self, n, ins):
+        if self.taint.get(ins[0]) == "hidden":
+            self.refuse(n, "%s on a second input of forward() as its input sequence (an "
+                        "encoder / decoder, or two input sequences): rnnd takes one input "
+                        "sequence, and a second argument may only be the initial state; "
+                        "convert the encoder and the decoder as two models" % n.kind())
         if self.taint.get(ins[0]) != "data":
             self.refuse(n, "%s whose input is not the data" % n.kind())
         if self.stage > 2:
@@ -968,6 +1188,12 @@ class Analysis:
                             "decoder): rnnd starts every layer from zeros or a session's "
                             "state; convert the encoder and the decoder as two models, or "
                             "start the decoder from zeros" % n.kind())
+        held = self.held_state(ins[1]) if len(ins) > 1 else None
+        if held:
+            self.refuse(n, "%s starting from a state the module holds ('%s', a learned "
+                        "initial state): rnnd starts every sequence from zeros or from a "
+                        "state given per request: call the module without it, and pass the "
+                        "state as infer's initial_state or a session's state" % (n.kind(), held))
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         if len(ins) > 1:
@@ -983,12 +1209,48 @@ class Analysis:
         okd, bd = self.const(ins[-2]) if len(ins) == 9 else (False, None)
         self.y_time = (1 if bf else 0) if okb and isinstance(bf, bool) else None
         self.bidir = bool(bd) if okd else None
+        okl, nl = self.const(ins[4]) if len(ins) == 9 else (False, None)
+        # the rows of h_n, num_layers * directions: with one row, h_n[0], h_n.squeeze(0) and
+        # h_n.view(-1, H) are h_n[-1]
+        self.hn_rows = nl * (2 if bd else 1) if okl and okd and isinstance(nl, int) else None
+        self.hn_width = self.state_width(self.calls[-1])
         for v, t in list(self.taint.items()):
             if isinstance(t, tuple):
                 self.taint[v] = "state"     # an earlier layer's h_n: not the last layer's
         for o in outs[1:]:
             self.taint[o] = "state"
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
+
+
+    def held_state(self, v, depth=0):
+        """The name of the parameter or buffer of the module that the initial state V (not
+        the data) is computed from (self.h0.expand(...), a tuple of them), or None."""
+        if depth > 12 or self.taint.get(v) in ("data", "hidden", "state") or \
+                isinstance(self.taint.get(v), tuple):
+            return None
+        node = v.node()
+        if node.kind() in ZERO_OPS + ("prim::Constant", "aten::zero_"):
+            return None     # weight.new(...).zero_(): zeros of a parameter's type
+        if node.kind() == "prim::GetAttr":
+            return node.s("name") if str(v.type()).startswith(("Tensor", "Optional[Tensor]")) \
+                else None
+        if node.kind() == "prim::Loop":
+            return None
+        if node.kind() == "prim::If":
+            i = list(node.outputs()).index(v)
+            for b in node.blocks():
+                name = self.held_state(list(b.outputs())[i], depth + 1)
+                if name:
+                    return name
+            return None
+        for u in node.inputs():
+            if str(u.type()).startswith(("Tensor", "List[Tensor]", "(Tensor", "Tuple",
+                                         "Optional[Tensor]")) or \
+                    u.node().kind() in ("prim::ListConstruct", "prim::TupleConstruct"):
+                name = self.held_state(u, depth + 1)
+                if name:
+                    return name
+        return None
 
 
 def _state_origin(v, inputs, depth=0):

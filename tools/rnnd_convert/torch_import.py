@@ -24,6 +24,26 @@ _REFUSED = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU",
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
             "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
             "MultiheadAttention", "Transformer"}
+# Of _REFUSED, the activations (the head has others); the reference modules of
+# tools/rnnd_modules by class name, as a TorchScript file names them
+_ACTIVATIONS = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU", "SiLU", "Mish", "Softplus",
+                "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish", "Tanhshrink", "Threshold",
+                "GLU"}
+_REFERENCE = {"MinGRU", "MinLSTM", "SLSTM", "Clockwork", "DGLSTM"}
+
+
+def _chain_text():
+    from .torch_graph import CHAIN
+    return CHAIN
+
+
+def _held_state_error(module, embs):
+    """The analysis's refusal of a learned initial state (a parameter of the module fed to
+    a recurrent module as its state), or None."""
+    e = _analysis_error(module, "tokens" if embs else "vectors")
+    return e if e is not None and "a state the module holds" in str(e) else None
+
+
 def _torch():
     try:
         import torch
@@ -94,6 +114,14 @@ def _recurrent_layers(mod, kind, label, root=None):
         # a cell called in a loop over the steps is one layer: its weights under the layer's
         # names (the loop itself is checked by torch_graph.py)
         p = {k + "_l0": v for k, v in p.items()}
+    normed = sorted(k for k in p if k.endswith(("_g", "_v", "_orig")))
+    if normed:
+        name = normed[0].rsplit("_", 1)[0]
+        raise ConvertError("%s: parameter %s: the module computes %s in forward() "
+                           "(torch.nn.utils.weight_norm / spectral_norm); rnnd reads a "
+                           "recurrent module's own weights: apply "
+                           "torch.nn.utils.remove_weight_norm / remove_spectral_norm(module, "
+                           "%r) before converting" % (label, normed[0], name, name))
     if "weight_ih_l0" not in p:
         raise ConvertError("%s: no weight_ih_l0 parameter" % label)
     nd = 2 if "weight_ih_l0_reverse" in p else 1
@@ -149,6 +177,55 @@ def _recurrent_layers(mod, kind, label, root=None):
     return layers, p["weight_ih_l0"].shape[1]
 
 
+def weight_norm_np(v, g, dim=None):
+    """torch.nn.utils.weight_norm's weight, g * v / ||v||, the norm over every axis of V but
+    DIM (None: the axes where G has size 1; -1 or a scalar G: all of them), in float64."""
+    v, g = (np.asarray(a, np.float64) if isinstance(a, np.ndarray) else _np(a) for a in (v, g))
+    if dim is None:
+        axes = tuple(d for d in range(v.ndim) if g.ndim != v.ndim or g.shape[d] == 1)
+    else:
+        axes = tuple(d for d in range(v.ndim) if dim == -1 or d != dim % v.ndim)
+    return g * v / np.sqrt((v * v).sum(axis=axes, keepdims=True))
+
+
+def weight_hook(m, hook):
+    """Whether HOOK, a forward pre-hook of module M, is an old-style weight_norm /
+    spectral_norm of the weight of an nn.Linear or nn.Embedding: what it computes before each
+    forward() is what module_weight() reads, so the converted model holds it (a check that
+    refuses hooks lets these pass)."""
+    torch = _torch()
+    return type(hook).__name__ in ("WeightNorm", "SpectralNorm") and \
+        getattr(hook, "name", None) == "weight" and \
+        isinstance(m, (torch.nn.Linear, torch.nn.Embedding))
+
+
+def module_weight(m, label):
+    """The weight module M (an nn.Linear, nn.Embedding) computes with: its `weight`, or the
+    one its weight_norm / spectral_norm hook computes before each forward() (the `weight`
+    attribute such a hook sets is stale until a forward() runs, and a traced module keeps
+    only weight_g and weight_v)."""
+    torch = _torch()
+    for hook in getattr(m, "_forward_pre_hooks", {}).values():
+        kind = type(hook).__name__
+        if weight_hook(m, hook):
+            with torch.no_grad():
+                if kind == "WeightNorm":
+                    return weight_norm_np(getattr(m, "weight_v"), getattr(m, "weight_g"),
+                                          hook.dim)
+                return _np(hook.compute_weight(m, do_power_iteration=False))
+    own = dict(m.named_parameters(recurse=False))
+    if "weight" not in own and "weight_g" in own and "weight_v" in own:
+        return weight_norm_np(own["weight_v"], own["weight_g"])
+    w = getattr(m, "weight", None)
+    if w is None:
+        raise ConvertError("%s: no weight parameter (%s): a weight computed in forward(), as "
+                           "torch.nn.utils.spectral_norm's, is read only from the module "
+                           "itself: convert it with from_module, or apply "
+                           "torch.nn.utils.remove_spectral_norm(module) before saving"
+                           % (label, ", ".join(own) or "none"))
+    return _np(w)
+
+
 def _find(module, what, label_of):
     """(name, module) of WHAT: a submodule, or its name in MODULE."""
     if isinstance(what, str):
@@ -194,12 +271,31 @@ def model_from_module(module, input=None, head=None, norm=None):
             norms.append((n, m, kind))
         elif kind == "head_op":
             pass        # forward()'s graph places it in the head, or refuses it
+        elif t == "ParametrizationList" or t.startswith("Parametrized"):
+            owner = n.split(".parametrizations.")[0] if ".parametrizations." in n else n
+            raise ConvertError("%s: a parametrization (torch.nn.utils.parametrize: "
+                               "parametrizations.weight_norm, spectral_norm, ...) computes "
+                               "the weights of module '%s' in forward(); apply "
+                               "torch.nn.utils.parametrize.remove_parametrizations(module, "
+                               "'weight') to it (that keeps the computed weight) before "
+                               "converting" % (label(n, m), owner))
+        elif t in _ACTIVATIONS:
+            raise ConvertError("%s: not supported: rnnd's head activations are ReLU, Tanh, "
+                               "Sigmoid and GELU (module or functional form), between the "
+                               "head's Linear and LayerNorm layers after the recurrent layers; "
+                               "use one of those" % label(n, m))
         elif t in _REFUSED:
-            raise ConvertError("%s: not supported (rnnd has nothing between its layers)"
-                               % label(n, m))
+            raise ConvertError("%s: not supported: rnnd computes %s"
+                               % (label(n, m), _chain_text()))
+        elif t in _REFERENCE:
+            raise ConvertError("%s: a reference module of tools/rnnd_modules, whose forward() "
+                               "is Python loops that a TorchScript file or an ONNX export does "
+                               "not keep as one layer: convert the module itself, "
+                               "rnnd_convert.from_module(net, 'model.rnnd')" % label(n, m))
         elif own:
-            raise ConvertError("%s: parameter '%s' is not understood (rnnd reads Embedding, "
-                               "RNN, LSTM, GRU and Linear modules)" % (label(n, m), own[0]))
+            raise _held_state_error(module, embs) or ConvertError(
+                "%s: parameter '%s' is not understood (rnnd reads Embedding, RNN, LSTM, GRU "
+                "and Linear modules)" % (label(n, m), own[0]))
     if not recs:
         raise ConvertError("no nn.RNN, nn.LSTM or nn.GRU module found")
     cells = [(n, m) for n, m, _ in recs if _type_name(m).endswith("Cell")]
@@ -245,7 +341,7 @@ def model_from_module(module, input=None, head=None, norm=None):
         n, m = emb
         if getattr(m, "max_norm", None) is not None:
             raise ConvertError("%s: %s" % (label(n, m), _MAX_NORM))
-        W = _np(m.weight)
+        W = module_weight(m, label(n, m))
         if W.shape[1] != model.input_dim:
             raise ConvertError("%s: embedding_dim %d but the first layer takes %d inputs"
                                % (label(n, m), W.shape[1], model.input_dim))
@@ -263,7 +359,7 @@ def model_from_module(module, input=None, head=None, norm=None):
         lin = lins[0] if len(lins) == 1 else None
     if lin is not None:
         n, m = lin
-        model.head_W = f32(_np(m.weight))
+        model.head_W = f32(module_weight(m, label(n, m)))
         b = getattr(m, "bias", None)
         model.head_b = f32(_np(b)) if b is not None else np.zeros(model.head_W.shape[0],
                                                                   np.float32)
@@ -320,6 +416,8 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     if analysis is not None and analysis.pre is not None:
         _fold_pre(model, *analysis.pre)
+    if analysis is not None and analysis.features_added:
+        model.source_features = False
 
     # normalisation: a softmax on forward()'s data path, else a softmax submodule
     if norm is None and analysis is None:
@@ -473,8 +571,21 @@ def refuse_hooks(module):
                         break
                 except Exception:
                     pass
+        for hook in (getattr(m, "_forward_pre_hooks", None) or {}).values():
+            kind = type(hook).__name__
+            if kind in ("WeightNorm", "SpectralNorm") and not weight_hook(m, hook):
+                fix = "remove_weight_norm" if kind == "WeightNorm" else "remove_spectral_norm"
+                raise ConvertError("module '%s' (%s): %s on '%s': rnnd reads a plain weight "
+                                   "there; call torch.nn.utils.%s(module%s, %r) before "
+                                   "converting (it keeps the weight the hook computes)"
+                                   % (name or "<top>", _type_name(m), kind.lower().replace(
+                                       "norm", "_norm"), getattr(hook, "name", "?"), fix,
+                                      "." + name if name else "",
+                                      getattr(hook, "name", "weight")))
         for table, what in _HOOK_TABLES:
-            if found is None and getattr(m, table, None):
+            hooks = getattr(m, table, None) or {}
+            if found is None and any(not (table == "_forward_pre_hooks" and weight_hook(m, h))
+                                     for h in hooks.values()):
                 found = what
         if found is not None:
             raise ConvertError("module '%s' (%s) has a %s: calling the module runs it after "
@@ -683,14 +794,26 @@ def _graph_module(module, model):
     import warnings
     was = module.training
     module.eval()
+    example = _example(module, model)
+    if model.input_kind == "vectors" and model.input_dim == 1:
+        # a univariate series: forward() may take [B, T] and unsqueeze the features itself
+        example = [example, (example[0][..., 0],) + tuple(example[1:])]
+    else:
+        example = [example]
+    traced = None
     try:
-        with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            traced = torch.jit.trace(module, _example(module, model), check_trace=False)
-    except Exception:
-        return None
+        for ex in example:
+            try:
+                with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    traced = torch.jit.trace(module, ex, check_trace=False)
+                break
+            except Exception:
+                continue
     finally:
         module.train(was)
+    if traced is None:
+        return None
     _refuse_tracer_warnings(caught)
     return traced
 
@@ -767,12 +890,14 @@ def _batch_first(module):
     return False
 
 
-def source_runner(module, pooled=False):
+def source_runner(module, pooled=False, features=True):
     """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
     float64 array, computed by torch in eval mode without gradients. The forward may return
     a tuple (its first element is the output), time- or batch-major per the recurrent
     module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out]). POOLED
-    (the model pools over the steps): the output is [B, out], one row per sequence, as is."""
+    (the model pools over the steps): the output is [B, out], one row per sequence, as is.
+    FEATURES False (model.source_features): forward() takes [B, T] and adds the feature axis
+    of one itself (x.unsqueeze(-1)), so it is given x[..., 0]."""
     torch = _torch()
     bf = _batch_first(module)
     calls = [module]
@@ -806,6 +931,8 @@ def source_runner(module, pooled=False):
 
     def run(x, states=None):
         B, T = x.shape[0], x.shape[1]
+        if not features and x.ndim == 3 and x.shape[2] == 1:
+            x = x[:, :, 0]
         t = torch.from_numpy(np.ascontiguousarray(x if bf else np.swapaxes(x, 0, 1)))
         if t.is_floating_point() and dtype is not None:
             t = t.to(dtype)         # a float64 (or half) module takes its own type

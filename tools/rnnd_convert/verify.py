@@ -25,6 +25,12 @@ VOCAB_WORK = 1 << 31    # multiply-adds the batch of every token id may cost, ab
 SEED = 20240514
 # |rnnd - source| <= TOLERANCE * max(1, |source|), element by element
 TOLERANCE = 1e-5
+_POOLED = ("the source gives one output per sequence (its forward() pools over the steps) "
+           "where the converted model gives one per step: the converter read no pooling from "
+           "forward() (the reference modules of tools/rnnd_modules are not analysed): return "
+           "the per-step output and ask infer for \"outputs\": \"last\", or write a native "
+           "spec with \"pool\" (docs/model-format.md, \"Pooling\"); --no-verify "
+           "(verify=False in from_module) writes the per-step model anyway")
 _WAY_OUT = ("the source computes something the converted model does not (an operation "
             "outside Embedding -> recurrent layers -> Linear -> softmax), or the converter "
             "mis-read it; --no-verify (verify=False in from_module) writes it anyway")
@@ -78,7 +84,7 @@ def compare(model, rnnd_path, run_source, source_kind):
     takes an initial state), from random initial states; return the figures (a dict) or
     raise ConvertError naming the worst element when the two differ beyond TOLERANCE."""
     ref = reference.load(rnnd_path)
-    worst = {"abs": 0.0, "rel": 0.0, "where": None}
+    worst = {"abs": 0.0, "rel": 0.0, "where": None, "hint": None}
     for T, B in [(T, BATCH) for T in LENGTHS] + [(ALONE, 1)]:
         x = sample_inputs(model, T)[:B]
         seqs = _seqs(model, x)
@@ -121,7 +127,7 @@ def compare(model, rnnd_path, run_source, source_kind):
             "error %.3g, max rel error %.3g (tolerance %g) at length %d, batch row %d, step %d, "
             "output %d%s (source %.6g, converted %.6g): %s"
             % (source_kind, worst["abs"], worst["rel"], TOLERANCE, T, b, t, k, how, s, g,
-               _WAY_OUT))
+               worst["hint"] or _WAY_OUT))
     return figures
 
 
@@ -137,10 +143,12 @@ def _measure(model, worst, src, outs, T, B, how):
         src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
     got = np.stack(outs)
     if src.shape != got.shape:
+        pooled = src.ndim == 2 and src.shape[0] == B and got.ndim == 3
         raise ConvertError(
             "verification failed: the source gives outputs of shape %s for %d sequences "
             "of %d steps%s, the converted model %s (one output of %d per step): %s"
-            % (list(src.shape), B, T, how, list(got.shape), got.shape[-1], _WAY_OUT))
+            % (list(src.shape), B, T, how, list(got.shape), got.shape[-1],
+               _POOLED if pooled else _WAY_OUT))
     if not np.all(np.isfinite(src)):
         raise ConvertError("verification failed: the source's outputs are not all finite "
                            "(length %d%s); nothing to compare" % (T, how))
@@ -151,10 +159,36 @@ def _measure(model, worst, src, outs, T, B, how):
         rel = np.where(bad, np.inf, rel)
         diff = np.where(bad, np.inf, diff)
     i = np.unravel_index(int(np.argmax(rel)), rel.shape)
+    if rel[i] > TOLERANCE and worst["hint"] is None:
+        worst["hint"] = _norm_hint(model, src, got)
     worst["abs"] = max(worst["abs"], float(diff.max()))
     if worst["where"] is None or rel[i] > worst["rel"]:
         worst["rel"] = float(rel[i])
         worst["where"] = (T,) + tuple(int(k) for k in i) + (float(src[i]), float(got[i]), how)
+
+
+def _norm_hint(model, src, got):
+    """The way out when the source's rows are (log-)probabilities and the converted
+    model's, without a norm, are not: forward() applies a softmax the converter did not read
+    (as a function in a forward() it does not analyse, the reference modules'), or None."""
+    if getattr(model, "head_norm", "none") not in (None, "none") or src.shape != got.shape:
+        return None
+    with np.errstate(all="ignore"):
+        m = src.max(axis=-1, keepdims=True)
+        lse = (m + np.log(np.exp(src - m).sum(axis=-1, keepdims=True)))[..., 0]
+        sums = src.sum(axis=-1)
+    if np.all(np.abs(lse) < 1e-4) and np.all(src <= 1e-6):
+        norm = "log_softmax"
+    elif np.all(src >= 0) and np.all(np.abs(sums - 1) < 1e-4):
+        norm = "softmax"
+    else:
+        return None
+    return ("the source's outputs are %s rows (forward() applies a %s the converter did not "
+            "read: a function in a forward() it does not analyse, as the reference modules' of "
+            "tools/rnnd_modules) and the converted model's are not: pass norm=%r to "
+            "from_module (--norm %s), or apply it through an nn.%s module"
+            % ("log-probability" if norm == "log_softmax" else "probability", norm, norm, norm,
+               "LogSoftmax(dim=-1)" if norm == "log_softmax" else "Softmax(dim=-1)"))
 
 
 def _check_float32(rnnd_path, seqs, T):
