@@ -75,7 +75,7 @@ static void *swap_loop(void *arg)
 
 START_TEST(test_swap_race)
 {
-    struct dirs d;
+    struct dirs d = {{0}, {0}};
     make_dirs(&d, "race");
     char path[700], err[512] = "";
     snprintf(path, sizeof path, "%s/.store", d.models);
@@ -136,7 +136,7 @@ END_TEST
 
 START_TEST(test_fifo)
 {
-    struct dirs d;
+    struct dirs d = {{0}, {0}};
     make_dirs(&d, "fifo");
     char path[700], err[512] = "";
     snprintf(path, sizeof path, "%s/a.rnnd", d.models);
