@@ -15,6 +15,9 @@ outside trials found it got wrong (docs/convert.md "ONNX").
   opsets 9, 14, 17 and computes what torch does.
 - A transposed output, permute(0, 2, 1) (user 15): refused; with that check disabled,
   verification catches it.
+- State inputs (adversary 3): torch's (h_0, c_0) map to rnnd's initial state (checked with
+  random states against torch); states wired crosswise, an LSTM given h alone, a transposed
+  state and layers reordered by index_select are refused.
 - Messages (user 9, 11, 12): a learned initial state names initial_state, packed sequences
   name pack_padded_sequence, a model of tools/rnnd_modules points to from_module.
 
@@ -483,6 +486,120 @@ class TorchExports(Case):
         rc, err = main_inproc(p, "-o", path("mingru.rnnd"))
         self.check(rc == 1 and "holds no LSTM / GRU / RNN node" in err and
                    "rnnd_convert.from_module" in err, "MinGRU through ONNX: %r" % err)
+
+
+class StateNet(nn.Module):
+    """forward(x, hidden) returning (out, hidden), as word_language_model; SWAP reorders the
+    layers of the hidden state on its way in (adversary 3's index_select)"""
+
+    def __init__(self, kind="LSTM", layers=2, bidir=True, swap=False):
+        super().__init__()
+        self.rnn = getattr(nn, kind)(4, 5, num_layers=layers, bidirectional=bidir)
+        self.fc = nn.Linear(10 if bidir else 5, 3)
+        self.lstm, self.swap = kind == "LSTM", swap
+
+    def forward(self, x, hidden):
+        if self.swap:
+            idx = torch.tensor([1, 0])
+            hidden = (hidden[0].index_select(0, idx), hidden[1].index_select(0, idx)) \
+                if self.lstm else hidden.index_select(0, idx)
+        y, hidden = self.rnn(x, hidden)
+        return self.fc(y), hidden
+
+
+def export_state(net, name, opset, lstm):
+    p = path("%s_%d.onnx" % (name, opset))
+    n = net.rnn.num_layers * (2 if net.rnn.bidirectional else 1)
+    hid = (torch.zeros(n, 2, 5), torch.zeros(n, 2, 5)) if lstm else torch.zeros(n, 2, 5)
+    names = ["x"] + (["h0", "c0"] if lstm else ["h0"])
+    axes = {"x": {0: "t", 1: "b"}, "h0": {1: "b"}, "c0": {1: "b"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.randn(5, 2, 4), hid), p, input_names=names,
+                          opset_version=opset,
+                          dynamic_axes={k: v for k, v in axes.items() if k in names})
+    return p
+
+
+def state_graph(name, h_in, c_in, h_src="h0", c_src="c0", op="LSTM", pre=()):
+    """One LSTM / GRU node whose initial_h / initial_c are H_SRC / C_SRC, graph inputs H_IN,
+    C_IN ([1, N, H] each) in that order; PRE: nodes before it."""
+    W, R = lstm_weights()
+    G = 4 if op == "LSTM" else 3
+    inits = {"W": W[:, :G * H], "R": R[:, :G * H], "ax1": np.array([1])}
+    ins = ["x", "W", "R", "", "", h_src] + ([c_src] if op == "LSTM" and c_src else [])
+    nodes = list(pre) + [helper.make_node(op, ins, ["Y"], name="rec", hidden_size=H),
+                         helper.make_node("Squeeze", ["Y", "ax1"], ["out"], name="sq")]
+    gin = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", I])] + [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, "N", H])
+        for n in (h_in, c_in) if n]
+    g = helper.make_graph(nodes, "g", gin, [helper.make_tensor_value_info(
+        "out", TensorProto.FLOAT, None)], [numpy_helper.from_array(v, k)
+                                          for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    p = path(name)
+    onnx.save(m, p)
+    return p
+
+
+class StateInputs(Case):
+    """A graph input of initial states is rnnd's initial state (infer's initial_state, a
+    session's state): h then c of each layer and direction, as torch's (h_0, c_0) rows
+    [layers * directions]. Verification feeds zeros only, so a graph that rearranges the
+    state on its way in used to convert with verified: yes (adversary 3)."""
+
+    def refused(self, p, needle, what):
+        rc, err = main_inproc(p, "-o", path("state_refused.rnnd"))
+        self.check(rc == 1 and err.count("\n") == 1 and needle in err,
+                   "%s: refused with %r: rc %d %r" % (what, needle, rc, err))
+
+    def test_torch_hidden_maps_to_initial_state(self):
+        rng = np.random.default_rng(5)
+        for kind, layers, bidir in (("LSTM", 2, True), ("GRU", 2, False)):
+            lstm = kind == "LSTM"
+            torch.manual_seed(7)
+            net = StateNet(kind, layers, bidir).eval()
+            nd = 2 if bidir else 1
+            for opset in (9, 14, 17):
+                what = "%s %d layers%s at opset %d" % (kind, layers, ", bidirectional"
+                                                      if bidir else "", opset)
+                p = export_state(net, "state_%s" % kind, opset, lstm)
+                out = p[:-5] + ".rnnd"
+                rc, err = main_inproc(p, "-o", out)
+                if not self.check(rc == 0, "%s converts: %r" % (what, err)):
+                    continue
+                x = f32(rng.standard_normal((7, 1, 4)))
+                h0 = f32(rng.standard_normal((layers * nd, 1, 5)))
+                c0 = f32(rng.standard_normal((layers * nd, 1, 5)))
+                with torch.no_grad():
+                    want = net(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(
+                        c0)) if lstm else torch.from_numpy(h0))[0][:, 0].numpy()
+                init = np.concatenate([np.concatenate([h0[r, 0], c0[r, 0]]) if lstm
+                                       else h0[r, 0] for r in range(layers * nd)])
+                got = reference.run(reference.load(out), [x[:, 0]], initial_states=[init])[0][0]
+                e = float(np.max(np.abs(np.asarray(got) - want)))
+                self.check(e < 1e-5, "%s: torch's (h_0, c_0) rows are rnnd's initial state, "
+                           "h then c per layer and direction (max error %.3g)" % (what, e))
+
+    def test_rearranged_states(self):
+        self.refused(state_graph("state_cross.onnx", "h0", "c0", h_src="c0", c_src="h0"),
+                     "graph input 'h0' feeds initial_c and 'c0', a later input, initial_h",
+                     "initial_h and initial_c wired crosswise (adversary's b_onnx.py)")
+        self.refused(state_graph("state_h_only.onnx", "h0", None, c_src=None),
+                     "layer 0 starts its initial_c from zeros",
+                     "an LSTM given initial_h alone")
+        self.refused(state_graph("state_t.onnx", "h", "c0", h_src="h0", pre=[
+            helper.make_node("Transpose", ["h"], ["h0"], name="t", perm=[0, 2, 1])]),
+            "initial_h comes from graph input 'h' rearranged", "a transposed state")
+        rc, err = main_inproc(state_graph("state_ok.onnx", "h0", "c0"), "-o",
+                              path("state_ok.rnnd"))
+        self.check(rc == 0, "h0, c0 in order convert: %r" % err)
+        for opset in (9, 14, 17):
+            torch.manual_seed(7)
+            p = export_state(StateNet("LSTM", 2, False, swap=True), "state_swap", opset, True)
+            self.refused(p, "comes from rows [1] of graph input 'h0'; rnnd's initial state",
+                         "layers swapped by index_select at opset %d" % opset)
 
 
 if __name__ == "__main__":
