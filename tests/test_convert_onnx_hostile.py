@@ -581,6 +581,13 @@ class StateInputs(Case):
                 e = float(np.max(np.abs(np.asarray(got) - want)))
                 self.check(e < 1e-5, "%s: torch's (h_0, c_0) rows are rnnd's initial state, "
                            "h then c per layer and direction (max error %.3g)" % (what, e))
+                # verification's runner of the ONNX graph feeds an rnnd state the same way
+                imp = onnx_import.Importer(onnx_import.read(p))
+                imp.run()
+                src = onnx_run.source_runner(imp.proto, imp)(x.transpose(1, 0, 2), init[None])
+                e = float(np.max(np.abs(src[0] - want)))
+                self.check(e < 1e-5, "%s: onnx_run.source_runner from the same state (max "
+                           "error %.3g)" % (what, e))
 
     def test_rearranged_states(self):
         self.refused(state_graph("state_cross.onnx", "h0", "c0", h_src="c0", c_src="h0"),

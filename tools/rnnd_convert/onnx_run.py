@@ -411,6 +411,33 @@ def _fixed_axes(importer, vi, in_atoms):
                                     vi.name, axes))
 
 
+def _state_feeds(importer, init, B):
+    """The graph's state inputs holding the rnnd initial states INIT ([B, state size]), laid
+    out as onnx_import.Importer.extra_state checked: layer k, direction d is row
+    k * dirs + d of the input feeding initial_h (h) and of the one feeding initial_c (c)."""
+    by_role = {importer.state_roles[n]: n for n in importer.state_inputs}
+    rows = {n: {} for n in importer.state_inputs}
+    pos = 0
+    for k, L in enumerate(importer.model.layers):
+        nd = 2 if L.direction == "bidirectional" else 1
+        for d in range(nd):
+            for role, width in (("initial_h", L.hidden_size),
+                                ("initial_c", L.hidden_size if L.type == "lstm" else 0)):
+                if width:
+                    rows[by_role[role]][k * nd + d] = init[:, pos:pos + width]
+                    pos += width
+    if pos != init.shape[1]:
+        raise ConvertError("verification: initial states of %d floats, the model's are %d"
+                           % (init.shape[1], pos))
+    feeds = {}
+    for name, r in rows.items():
+        if sorted(r) != list(range(len(r))) or len({v.shape[1] for v in r.values()}) != 1:
+            raise ConvertError("verification: the layers' states do not stack into one "
+                               "[layers * directions, batch, hidden] input '%s'" % name)
+        feeds[name] = np.stack([r[i] for i in range(len(r))])
+    return feeds
+
+
 def source_runner(proto, importer):
     """x ([B, T] ids or [B, T, dim] vectors) -> the graph's output as [B, T, out], using the
     axes IMPORTER (an onnx_import.Importer that has run) found for time, batch and features
@@ -422,7 +449,10 @@ def source_runner(proto, importer):
     vi = [i for i in proto.graph.input if i.name == in_name][0]
     dtype = _np_dtype(vi.type.tensor_type.elem_type)
 
-    def run(x):
+    def run(x, initial_states=None):
+        """INITIAL_STATES: None (zeros, as rnnd starts), or [B, state size] rnnd initial
+        states, fed to the graph's state inputs as the importer mapped them (torch's
+        (h_0, c_0) rows, h then c per layer and direction)."""
         B, T = x.shape[0], x.shape[1]
         # put the sample's (batch, time, features) where the graph's input has them
         order = []
@@ -449,6 +479,8 @@ def source_runner(proto, importer):
         # a graph input of initial states is fed "absent": zeros, as rnnd starts
         feeds = {in_name: xin}
         feeds.update({name: None for name in importer.state_inputs})
+        if initial_states is not None and importer.state_inputs:
+            feeds.update(_state_feeds(importer, np.asarray(initial_states, np.float64), B))
         try:
             y = np.asarray(g.run(feeds)[out_name], np.float64)
         except ConvertError:
