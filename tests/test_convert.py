@@ -1225,7 +1225,9 @@ def test_refusals():
            "sequence_lens comes from graph input 'lens'")
 
     # an initial state as a graph input is rnnd's initial state (zeros or a session's)
-    rec_graph(p, "LSTM", h0="h0in", extra_inputs=[("h0in", TensorProto.FLOAT)])
+    # (a GRU: an LSTM's initial_c must then come from the inputs too,
+    # tests/test_convert_onnx_hostile.py `StateInputs`)
+    rec_graph(p, "GRU", h0="h0in", extra_inputs=[("h0in", TensorProto.FLOAT)])
     rc, err = main_inproc(p, "-o", tmp("h0in.rnnd"))
     check(rc == 0, "initial_h as a graph input converts (the initial state): %s" % err)
     rec_graph(p, "LSTM", extra_inputs=[("other", TensorProto.FLOAT)])

@@ -332,19 +332,23 @@ class InitialState(Case):
     def test_onnx_wiring(self):
         p = path("state.onnx")
         for what, kw, needle in (
-                ("h0 and c0 crosswise", dict(swap=True), "(crosswise)"),
+                ("h0 and c0 crosswise", dict(swap=True), ("(crosswise)", "would swap them")),
                 ("layer rows swapped", dict(h_rows=[1, 0], c_rows=[1, 0]),
-                 "reads rows [1] of graph input 'h0'"),
-                ("c0 rows swapped", dict(c_rows=[1, 0]), "reads rows [1] of graph input 'c0'")):
+                 ("rows [1] of graph input 'h0'",)),
+                ("c0 rows swapped", dict(c_rows=[1, 0]), ("rows [1] of graph input 'c0'",))):
             args = dict(h_rows=[0, 1], c_rows=[0, 1])
             args.update(kw)
             lstm_onnx(p, **args)
             out = path("state_onnx.rnnd")
             rc, err = cli_run(p, "-o", out)
-            self.check(rc == 1 and needle in err, "%s: refused: %s" % (what, err.strip()))
+            # onnx_import's row check (the ONNX door's own) or onnx_state's wiring check,
+            # whichever sees it first
+            self.check(rc == 1 and any(n in err for n in needle),
+                       "%s: refused: %s" % (what, err.strip()))
             self.check(not os.path.exists(out), "%s: no file written" % what)
             rc, err = cli_run(p, "-o", out, "--no-verify")
-            self.check(rc == 1 and needle in err, "%s: refused with --no-verify too" % what)
+            self.check(rc == 1 and any(n in err for n in needle),
+                       "%s: refused with --no-verify too" % what)
 
     def test_onnx_gather_directions(self):
         """A Gather with constant indices passes onnx_import's state path: the wiring check
@@ -356,13 +360,14 @@ class InitialState(Case):
         p = path("gather.onnx")
         for idx, ok in (([1, 0], False), ([0, 1], True)):
             nodes = [helper.make_node("Gather", ["h0", "idx"], ["hg"], axis=0),
-                     helper.make_node("LSTM", ["x", "W", "R", "", "", "hg"], ["Y"],
+                     helper.make_node("LSTM", ["x", "W", "R", "", "", "hg", "c0"], ["Y"],
                                       hidden_size=H, direction="bidirectional", name="bi"),
                      helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
                      helper.make_node("Reshape", ["Yt", "shape"], ["out"])]
             g = helper.make_graph(nodes, "g", [
                 helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", "N", I]),
-                helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "N", H])],
+                helper.make_tensor_value_info("h0", TensorProto.FLOAT, [2, "N", H]),
+                helper.make_tensor_value_info("c0", TensorProto.FLOAT, [2, "N", H])],
                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["T", "N", 2 * H])],
                 [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
                  numpy_helper.from_array(np.array(idx, np.int64), "idx"),
@@ -372,7 +377,7 @@ class InitialState(Case):
             if ok:
                 self.check(rc == 0, "Gather of rows [0, 1] converts: %s" % err.strip())
             else:
-                self.check(rc == 1 and "reads rows [1, 0] of graph input 'h0'" in err,
+                self.check(rc == 1 and "rows [1, 0] of graph input 'h0'" in err,
                            "Gather of rows [1, 0] refused: %s" % err.strip())
 
     def test_onnx_state_verified(self):

@@ -741,8 +741,8 @@ class TwoInputs(nn.Module):
         return y
 
 
-@case("packed", {"onnx": "refused: (Add): operator not supported by rnnd on an initial-state "
-                          "tensor (as the sequence lengths of pack_padded_sequence export",
+@case("packed", {"onnx": "refused: (LSTM): sequence_lens is computed from the input's shape "
+                          "(as the sequence lengths of pack_padded_sequence export",
                   "torch": "refused: aten::_pack_padded_sequence"})
 # (the advice after either: "call the recurrent module without pack_padded_sequence")
 class Packed(nn.Module):

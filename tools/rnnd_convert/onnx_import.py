@@ -32,6 +32,13 @@ LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatt
 # element operations (a MatMul counts m*k*n) of all folding in one file.
 MAX_FOLD_ELEMENTS = 1 << 26
 MAX_FOLD_WORK = 1 << 31
+# why an initial state computed in the graph cannot be converted, and the way out
+LEARNED_STATE = ("rnnd starts every sequence from zeros or from the state a request gives "
+                 "(infer's \"initial_state\", a session's state), so an initial state the "
+                 "graph computes (a learned h0, e.g. self.h0.expand(...), or zeros plus a "
+                 "parameter) cannot be part of the model: drop it from forward() and send it "
+                 "as initial_state; the torch doors (rnnd_convert.from_module, "
+                 "torch.jit.script) refuse it too")
 
 
 class Atom:
@@ -66,7 +73,8 @@ class Val:
     def __init__(self, kind, **kw):
         self.kind = kind
         self.value = None       # CONST
-        self.entries = None     # SHAPE: list of int | axis | None; None = unknown length
+        self.entries = None     # SHAPE: list of int | axis | None; None = unknown length;
+        #                         ZERO / FILL: their shape, the same way
         self.scalar = False     # SHAPE
         self.axes = None        # DATA: list of axes (tuples of atoms)
         self.tokens = False     # DATA: raw token ids
@@ -106,7 +114,12 @@ def _attrs(node):
 
 def _tensor(t):
     from onnx import numpy_helper
-    return numpy_helper.to_array(t)
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:      # raw_data of another length than the dims say, ...
+        raise ConvertError("tensor '%s': its data do not match its dims %s and data_type %d "
+                           "(%s)" % (t.name, list(t.dims), t.data_type,
+                                     (str(e).splitlines() or [type(e).__name__])[0]))
 
 
 def _np_dtype(onnx_type):
@@ -128,9 +141,14 @@ class Importer:
         self.vals = {}
         self.stage = 0              # the latest stage: every new stage must read it
         self.seq = self.batch = None
-        self.in_feat = None         # the input's feature atom, bound by its first reader
+        self.in_feat = None         # the input's feature atoms (a tuple), bound by its first
+        #                             reader: () for an input without a feature axis
         self.input_name = None
         self.state_inputs = set()   # graph inputs that only feed initial states
+        self.state_claims = {}      # such an input: [(layer, rows it gives that layer)]
+        self.state_roles = {}       # such an input: "initial_h" or "initial_c"
+        self.layer_states = {}      # layer index: the initial states it takes from inputs
+        self.extra_order = []
         self.model = Model()
         self.node = None
         self.idx = 0
@@ -157,7 +175,14 @@ class Importer:
             raise ConvertError("the graph has no input")
         self.setup_input(inputs[0])
         for i in inputs[1:]:
-            self.vals[i.name] = Val(EXTRA, origin=i.name)
+            dims = i.type.tensor_type.shape.dim if i.type.HasField("tensor_type") else []
+            n0 = dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+            # rows: which rows of the input's first axis the value holds (None: all of them,
+            # a number not fixed); exact: nothing else of it is rearranged (adversary 3)
+            self.vals[i.name] = Val(EXTRA, origin=i.name, rank=len(dims) or None,
+                                    rows=list(range(n0)) if n0 else None, exact=True,
+                                    squeezed=False)
+        self.extra_order = [i.name for i in inputs[1:]]
         nodes = fuse_head_ops(g)
         live = _live_nodes(nodes, g.output)
         try:
@@ -190,10 +215,15 @@ class Importer:
                         uses[name] = uses.get(name, 0) + 1
         name, count = max(uses.items(), key=lambda kv: kv[1], default=(None, 0))
         if count < 2:
-            return None
+            # the torch doors read these modules by their class (docs/convert.md)
+            return ("the graph holds no LSTM / GRU / RNN node: if the model is made of "
+                    "tools/rnnd_modules' modules (MinGRU, MinLSTM, SLSTM, Clockwork, DGLSTM), "
+                    "convert the PyTorch module with rnnd_convert.from_module, which reads "
+                    "them")
         return ("the graph multiplies by '%s' at %d places and holds no LSTM / GRU / RNN "
-                "node: a loop over an nn.LSTMCell / GRUCell / RNNCell that the export "
-                "unrolled for the example's length; convert the PyTorch module instead "
+                "node: a loop over an nn.LSTMCell / GRUCell / RNNCell (or a module of "
+                "tools/rnnd_modules: Clockwork, DGLSTM, ...) that the export unrolled for "
+                "the example's length; convert the PyTorch module instead "
                 "(rnnd_convert.from_module, or torch.jit.script and rnnd-convert), where the "
                 "loop becomes one layer" % (name, count))
 
@@ -244,9 +274,10 @@ class Importer:
             # slices it per layer; it may only reach a recurrent node's initial_h / initial_c
             if op in EXTRA_PASS and len(extra) == 1 and ins[0] is extra[0] and all(
                     v.kind == CONST for v in present[1:]):
+                out = self.extra_pass(node, extra[0], ins)
                 for name in node.output:
                     if name:
-                        self.vals[name] = Val(EXTRA, origin=extra[0].origin)
+                        self.vals[name] = out
                 return
             self.fail("reads graph input '%s'; rnnd's only input is '%s' (a second input may "
                       "only be a recurrent node's initial state)" % (extra[0].origin,
@@ -421,10 +452,12 @@ class Importer:
             return [x.but()]
         if op in ("Expand", "Tile") and x.kind == CONST:
             # a constant broadcast to a shape from the data: torch's zero initial states
-            return [Val(FILL if np.any(x.value) else ZERO)]
+            if op == "Tile":
+                return [self.made_tensor(x.value, None)]
+            tgt, _ = self.entries(ins[1])
+            return [self.made_tensor(x.value, _broadcast(list(np.shape(x.value)), tgt))]
         if op == "ConstantOfShape":
-            fill = a.get("value", np.zeros(1, np.float32))
-            return [Val(FILL if np.any(fill) else ZERO)]
+            return [self.made_tensor(a.get("value", np.zeros(1, np.float32)), ent)]
         if op == "Gather":
             idx = ins[1]
             if idx.kind != CONST or ent is None:
@@ -459,19 +492,158 @@ class Importer:
         self.fail("operator not supported by rnnd")
 
     # ---- zero tensors and final states --------------------------------------------------
+    def made_tensor(self, fill, entries):
+        """The value of a tensor filled with FILL (a constant broadcast to a shape computed
+        from the data: ConstantOfShape, Expand, Tile) whose shape has ENTRIES (None:
+        unknown). Integer fills are shape arithmetic (torch's expand(-1) and the sequence
+        lengths of pack_padded_sequence): SHAPE. Float fills are initial states, bounded
+        like folding before anything is made (verification's onnx_run makes them)."""
+        fill = np.asarray(fill)
+        if not np.issubdtype(fill.dtype, np.floating):
+            return Val(SHAPE, entries=None)
+        self.bound_made(entries)
+        return Val(FILL if np.any(fill) else ZERO, entries=entries)
+
+    def bound_made(self, entries):
+        """Refuse a made tensor whose known sizes alone exceed MAX_FOLD_ELEMENTS."""
+        if entries is None:
+            return
+        n = 1
+        for e in entries:
+            if isinstance(e, (int, np.integer)):
+                n *= max(int(e), 0)
+            elif isinstance(e, tuple) and axis_size(e) is not None:
+                n *= axis_size(e)
+        self.fold_work += n
+        if n > MAX_FOLD_ELEMENTS:
+            self.fail("makes a tensor of at least %d elements from the input's shape; "
+                      "rnnd-convert folds at most %d" % (n, MAX_FOLD_ELEMENTS))
+        if self.fold_work > MAX_FOLD_WORK:
+            self.fail("folding the graph's constants takes more than %d element operations; "
+                      "rnnd-convert refuses it" % MAX_FOLD_WORK)
+
     def visit_zero(self, node, ins):
         op = node.op_type
         kinds = {v.kind for v in ins if v is not None}
         if op in LAYOUT_OPS + ("Slice", "Gather", "Concat", "Expand", "Tile"):
             zero = all(v.kind == ZERO or (v.kind == CONST and not np.any(v.value))
                        for v in ins[:1 if op != "Concat" else len(ins)] if v is not None)
-            return [Val(ZERO if zero else FILL)]
+            ent = self.zero_entries(node, ins)
+            self.bound_made(ent)
+            return [Val(ZERO if zero else FILL, entries=ent)]
         if op == "Mul" and ZERO in kinds:
-            return [Val(ZERO)]
-        self.fail("operator not supported by rnnd on an initial-state tensor (as the "
-                  "sequence lengths of pack_padded_sequence export; rnnd runs every sequence "
-                  "at its own length, unpadded: call the recurrent module without "
-                  "pack_padded_sequence / pad_packed_sequence)")
+            return [Val(ZERO, entries=self.zero_entries(node, ins))]
+        self.fail("operator not supported by rnnd on an initial-state tensor: %s"
+                  % LEARNED_STATE)
+
+    def zero_entries(self, node, ins):
+        """The shape entries (int | axis | None each, or None) of what NODE makes of a zero
+        or filled tensor ins[0]: followed through the ops torch writes between the zeros
+        and a recurrent node (Slice per layer, Gather, Squeeze, Unsqueeze, Transpose,
+        Concat, Expand, Reshape); None where it cannot be told."""
+        op, a = node.op_type, _attrs(node)
+        x = ins[0]
+
+        def ent_of(v):
+            if v is None:
+                return None
+            if v.kind == CONST:
+                return list(np.shape(v.value))
+            return getattr(v, "entries", None)
+        e = ent_of(x)
+        try:
+            if op in ("Identity", "Cast", "Dropout"):
+                return e
+            if op == "Mul":
+                other = ent_of(ins[1]) if len(ins) > 1 else None
+                return _broadcast(e, other) if e is not None and other is not None else None
+            if e is None:
+                return None
+            r = len(e)
+            if op == "Expand":
+                tgt, _ = self.entries(ins[1])
+                return _broadcast(e, tgt)
+            if op == "Transpose":
+                perm = a.get("perm", list(range(r))[::-1])
+                return [e[p] for p in perm]
+            if op == "Unsqueeze":
+                axes = self.data_axes(node, a, ins, 1)
+                out = list(e)
+                for k in sorted(k % (r + len(axes)) for k in axes):
+                    out.insert(k, 1)
+                return out
+            if op == "Squeeze":
+                axes = self.data_axes(node, a, ins, 1)
+                if axes is None:
+                    if any(not isinstance(v, int) for v in e):
+                        return None
+                    return [v for v in e if v != 1]
+                rm = {k % r for k in axes}
+                if any(e[k] != 1 for k in rm):
+                    return None
+                return [v for k, v in enumerate(e) if k not in rm]
+            if op == "Gather":
+                idx = ins[1]
+                if idx is None or idx.kind != CONST:
+                    return None
+                k = a.get("axis", 0) % r
+                iv = np.asarray(idx.value)
+                if isinstance(e[k], int):
+                    if np.any(iv >= e[k]) or np.any(iv < -e[k]):
+                        return None
+                elif iv.size:
+                    return None
+                return e[:k] + list(iv.shape) + e[k + 1:]
+            if op == "Slice":
+                if self.opset < 10:
+                    starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+                else:
+                    vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
+                    if any(v is not None and v.kind != CONST for v in vals):
+                        return None
+                    starts, ends, axes, steps = [None if v is None else
+                                                 [int(q) for q in np.asarray(v.value).ravel()]
+                                                 for v in vals]
+                axes = axes if axes is not None else list(range(len(starts)))
+                steps = steps if steps is not None else [1] * len(starts)
+                out = list(e)
+                for s0, e0, ax, st in zip(starts, ends, axes, steps):
+                    k = int(ax) % r
+                    if isinstance(e[k], int):
+                        out[k] = len(range(*slice(int(s0), int(e0), int(st)).indices(e[k])))
+                    elif not (int(s0) == 0 and int(e0) >= 2 ** 31 - 1 and int(st) == 1):
+                        return None
+                return out
+            if op == "Concat":
+                parts = [ent_of(v) for v in ins if v is not None]
+                if any(p is None or len(p) != r for p in parts):
+                    return None
+                k = a["axis"] % r
+                if not all(isinstance(p[k], int) for p in parts):
+                    return None
+                out = list(e)
+                out[k] = sum(p[k] for p in parts)
+                return out
+            if op == "Reshape":
+                tgt, _ = self.entries(ins[1])
+                if tgt is None or any(v is None for v in tgt):
+                    return None
+                out = [e[j] if isinstance(v, int) and v == 0 and not a.get("allowzero", 0)
+                       and j < r else v for j, v in enumerate(tgt)]
+                if any(isinstance(v, int) and v < 0 for v in out):
+                    known = [v for v in e if isinstance(v, int)]
+                    if len(known) != r or sum(1 for v in out if v == -1) != 1 or \
+                            any(not isinstance(v, int) for v in out):
+                        return None
+                    rest = int(np.prod([v for v in out if v != -1]))
+                    total = int(np.prod(known))
+                    if rest <= 0 or total % rest:
+                        return None
+                    out = [total // rest if v == -1 else v for v in out]
+                return out
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+        return None
 
     def final_state(self, node, ins):
         """h_n[-1] of a one-direction last layer (Gather -1 of Y_h, or of the Concat of every
@@ -760,14 +932,29 @@ class Importer:
         """Check that AXIS of X holds exactly the data's features; bind the input's."""
         got = nonunit(x.axes[axis])
         if x.feat is None and self.in_feat is None and not x.tokens and x.stage == 0:
-            if len(got) != 1 or got[0] in (self.seq, self.batch):
-                self.fail("cannot tell which axis of the input holds its features")
-            self.in_feat = got[0]
-        want = x.feat if x.feat is not None else (self.in_feat,)
+            if not got and self.scalar_steps(x, axis):
+                self.in_feat = ()
+            elif len(got) != 1 or got[0] in (self.seq, self.batch):
+                self.fail("cannot tell which axis of the input holds its features (rnnd "
+                          "reads [batch, time, features], or [batch, time] unsqueezed to "
+                          "one feature per step)")
+            else:
+                self.in_feat = got[0:1]
+        want = x.feat if x.feat is not None else self.in_feat
         if got != want:
             self.fail("the feature axis is not where this operator reads it (layout %s)"
                       % ([list(ax) for ax in x.axes],))
         return int(np.prod([a.size for a in want])) if all(a.size for a in want) else None
+
+    def scalar_steps(self, x, axis):
+        """Whether X, read with its features on AXIS (of size 1: an Unsqueeze added it), is
+        a graph input of rank 2 ([batch, time] of floats, a univariate series,
+        x.unsqueeze(-1) in forward()) whose two axes are X's others: one feature per step."""
+        inp = self.vals[self.input_name].axes
+        if len(inp) != 2 or axis_size(x.axes[axis]) != 1:
+            return False
+        rest = [a for k, ax in enumerate(x.axes) if k != axis for a in nonunit(ax)]
+        return len(rest) == 2 and set(map(id, rest)) == {id(ax[0]) for ax in inp}
 
     def embedding(self, node, table, ids):
         a = _attrs(node)
@@ -913,7 +1100,7 @@ class Importer:
             k = a.get("axis", 1) % r
             covered = list(range(k, r))
         atoms = nonunit(_merge([x.axes[i] for i in covered]))
-        want = x.feat if x.feat is not None else (self.in_feat,)
+        want = x.feat if x.feat is not None else self.in_feat
         if atoms != want:
             self.fail("normalises over axis %d, which is not the feature axis" % k)
         st = self.new_stage(x)
@@ -933,12 +1120,139 @@ class Importer:
             self.fail("%s is not a constant (initializer or Constant node)" % what)
         return np.asarray(v.value, dtype=np.float64)
 
-    def zero_input(self, ins, k, what):
+    def extra_pass(self, node, v, ins):
+        """The EXTRA value NODE makes of a state input V: the rows of its first axis it
+        keeps, as torch slices its `hidden` per layer (Slice, Gather), or not exact where it
+        rearranges anything else (a Transpose, Reshape, a Cast to integers)."""
+        import onnx
+        op, a = node.op_type, _attrs(node)
+        out = v.but()
+        rows, rank = v.rows, v.rank
+        if not v.exact:
+            return out
+        try:
+            if op in ("Identity",):
+                return out
+            if op == "Cast":
+                if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+                    out.exact = False
+                return out
+            if op == "Slice":
+                if self.opset < 10:
+                    starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+                else:
+                    vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
+                    starts, ends, axes, steps = [None if q is None else
+                                                 [int(e) for e in np.asarray(q.value).ravel()]
+                                                 for q in vals]
+                axes = axes if axes is not None else list(range(len(starts)))
+                steps = steps if steps is not None else [1] * len(starts)
+                for s0, e0, ax, st in zip(starts, ends, axes, steps):
+                    if rank is None or int(ax) % rank != 0 or v.squeezed:
+                        if not (s0 == 0 and e0 >= 2 ** 31 - 1 and st == 1):
+                            out.exact = False
+                    elif rows is not None:
+                        out.rows = rows = rows[slice(int(s0), int(e0), int(st))]
+                    elif s0 >= 0 and st == 1 and e0 >= 2 ** 31 - 1 and s0 == 0:
+                        pass
+                    elif s0 >= 0 and st == 1 and 0 <= e0 < 2 ** 31 - 1:
+                        out.rows = rows = list(range(int(s0), int(e0)))
+                    else:
+                        out.exact = False
+                return out
+            if op == "Gather":
+                idx = np.asarray(ins[1].value).astype(np.int64)
+                if rank is None or a.get("axis", 0) % rank != 0 or v.squeezed or idx.ndim > 1:
+                    out.exact = False
+                    return out
+                if rows is None:
+                    if np.any(idx < 0):
+                        out.exact = False
+                        return out
+                    picked = [int(i) for i in idx.ravel()]
+                else:
+                    picked = [rows[int(i)] for i in idx.ravel()]
+                out.rows = picked
+                if idx.ndim == 0:
+                    out.squeezed, out.rank = True, rank - 1
+                return out
+            if op == "Unsqueeze" and v.squeezed:
+                axes = self.data_axes(node, a, ins, 1)
+                if axes is not None and [k % (rank + 1) for k in axes] == [0]:
+                    out.squeezed, out.rank = False, rank + 1
+                    return out
+            if op == "Transpose" and rank is not None and \
+                    list(a.get("perm", range(rank)[::-1])) == list(range(rank)):
+                return out
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError):
+            pass
+        out.exact = False
+        return out
+
+    def extra_state(self, v, what, nd, layout):
+        """Check that the state input V feeding WHAT of the next layer holds exactly that
+        layer's rows, as rnnd's initial state gives them (torch's `hidden`: [layers *
+        directions, batch, hidden], h then c), and record it."""
+        k = len(self.model.layers)
+        want = list(range(k * nd, (k + 1) * nd))
+        way = ("rnnd's initial state (infer's initial_state, a session's state) gives layer "
+               "%d rows %s of torch's [layers * directions, batch, hidden]" % (k, want))
+        if layout != 0:
+            self.fail("%s comes from graph input '%s' into a layout-1 node; rnnd-convert "
+                      "follows a state input only into layout 0" % (what, v.origin))
+        if not v.exact or v.squeezed or v.rank not in (3, None) or (
+                v.rank is None and v.rows is not None):
+            self.fail("%s comes from graph input '%s' rearranged (not only sliced by rows of "
+                      "its first axis); %s, so the converted model would start from another "
+                      "state than the source" % (what, v.origin, way))
+        claims = self.state_claims.setdefault(v.origin, [])
+        if (v.rows is None and (k != 0 or claims)) or any(r is None for _, r in claims) or \
+                (v.rows is not None and v.rows != want):
+            self.fail("%s of layer %d comes from rows %s of graph input '%s'; %s, so the "
+                      "converted model would start from another state than the source"
+                      % (what, k, "all" if v.rows is None else v.rows, v.origin, way))
+        role = self.state_roles.setdefault(v.origin, what)
+        if role != what:
+            self.fail("graph input '%s' feeds %s here and %s of another layer" % (
+                v.origin, what, role))
+        claims.append((k, v.rows))
+        self.layer_states.setdefault(k, set()).add(what)
+
+    def check_state_inputs(self):
+        """When a graph input gives initial states, it gives every layer's, h before c in the
+        graph's inputs (rnnd's initial state: h then c of each layer; a layer started from
+        zeros in the source would start from the request's state in rnnd)."""
+        if not self.state_inputs:
+            return
+        for k, L in enumerate(self.model.layers):
+            want = {"initial_h", "initial_c"} if L.type == "lstm" else {"initial_h"}
+            got = self.layer_states.get(k, set())
+            if got != want:
+                raise ConvertError(
+                    "the graph takes initial states as inputs, but layer %d starts its %s from "
+                    "zeros; rnnd's initial state gives every layer's h%s, so the converted "
+                    "model would start that layer from another state than the source"
+                    % (k, " and ".join(sorted(want - got)),
+                       " and c" if L.type == "lstm" else ""))
+        roles = {self.state_roles[n]: n for n in self.state_inputs}
+        if "initial_c" in roles and self.extra_order.index(roles["initial_h"]) > \
+                self.extra_order.index(roles["initial_c"]):
+            raise ConvertError(
+                "graph input '%s' feeds initial_c and '%s', a later input, initial_h; rnnd's "
+                "initial state is h then c (torch's (h_0, c_0)), so the converted model "
+                "would swap them: give the inputs in the order (h_0, c_0)"
+                % (roles["initial_c"], roles["initial_h"]))
+
+    def zero_input(self, ins, k, what, nd, H, layout):
         v = ins[k] if len(ins) > k else None
-        if v is None or v.kind == ZERO or (v.kind == CONST and not np.any(v.value)):
+        if v is None:
+            return
+        if v.kind == ZERO or (v.kind == CONST and not np.any(v.value)):
+            self.zero_shape(v, what, nd, H, layout)
             return
         if v.kind == EXTRA and what in ("initial_h", "initial_c"):
             # the graph's state input is rnnd's initial state: zeros, or a session's state
+            self.extra_state(v, what, nd, layout)
             self.state_inputs.add(v.origin)
             return
         if v.kind == EXTRA:
@@ -947,8 +1261,45 @@ class Importer:
         if v.kind == STATE:
             self.fail("%s is the final state of %s (an encoder-decoder); rnnd starts from "
                       "zeros" % (what, v.origin))
-        self.fail("%s is not zero; rnnd starts every sequence from zeros (or a session's "
-                  "saved state)" % what)
+        self.fail("%s is not zero: %s" % (what, LEARNED_STATE))
+
+    def zero_shape(self, v, what, nd, H, layout):
+        """Refuse a zero initial state whose shape is not the node's [directions, batch,
+        hidden_size] ([batch, directions, hidden_size] for layout 1): ONNX Runtime refuses
+        such a graph, and the shape must be known to bound what verification makes. A batch
+        of 1 broadcasts (a constant zero state, or an export at batch 1)."""
+        want = [nd, "batch", H] if layout == 0 else ["batch", nd, H]
+        ent = list(np.shape(v.value)) if v.kind == CONST else getattr(v, "entries", None)
+
+        def show(entries):
+            out = []
+            for e in entries:
+                if isinstance(e, (int, np.integer)):
+                    out.append(str(int(e)))
+                elif isinstance(e, tuple):
+                    n = nonunit(e)
+                    out.append("batch" if n == (self.batch,) else "time" if n == (self.seq,)
+                               else "x".join(a.name for a in n) or "1")
+                else:
+                    out.append(str(e))
+            return "[%s]" % ", ".join(out)
+        takes = "this node takes %s ([%s, hidden_size])" % (
+            show(want), "directions, batch" if layout == 0 else "batch, directions")
+        if ent is None or any(e is None for e in ent):
+            self.fail("%s is zeros of a shape computed in a way rnnd-convert cannot follow; "
+                      "%s" % (what, takes))
+        ok = len(ent) == 3
+        for e, w in zip(ent, want):
+            if w == "batch":
+                if isinstance(e, tuple):
+                    ok = ok and nonunit(e) == (self.batch,)
+                else:
+                    ok = ok and int(e) in (1, self.batch.size)
+            else:
+                ok = ok and isinstance(e, (int, np.integer)) and int(e) == w
+        if not ok:
+            self.fail("%s is zeros of shape %s, but %s: the source graph cannot run"
+                      % (what, show(ent), takes))
 
     def recurrent(self, node, ins):
         kind, G = RECURRENT[node.op_type]
@@ -974,6 +1325,11 @@ class Importer:
             if seqlen.kind == EXTRA:
                 self.fail("sequence_lens comes from graph input '%s'; rnnd takes each sequence "
                           "whole, so sequence_lens must be absent" % seqlen.origin)
+            if seqlen.kind in (SHAPE, ZERO, FILL):
+                self.fail("sequence_lens is computed from the input's shape (as the sequence "
+                          "lengths of pack_padded_sequence export); rnnd runs every sequence "
+                          "at its own length, unpadded: call the recurrent module without "
+                          "pack_padded_sequence / pad_packed_sequence")
             self.fail("sequence_lens is given; rnnd takes each sequence whole, so it must be "
                       "absent")
         direction = a.get("direction", "forward")
@@ -1000,10 +1356,8 @@ class Importer:
         W = self.const_input(ins, 1, "W")
         R = self.const_input(ins, 2, "R")
         B = self.const_input(ins, 3, "B", required=False)
-        self.zero_input(ins, 5, "initial_h")
         P = None
         if kind == "lstm":
-            self.zero_input(ins, 6, "initial_c")
             P = self.const_input(ins, 7, "P", required=False)
         if W.ndim != 3 or R.ndim != 3:
             self.fail("W and R must be 3-D, got %s and %s" % (list(W.shape), list(R.shape)))
@@ -1018,6 +1372,9 @@ class Importer:
             if arr is not None and tuple(arr.shape) != want[nm]:
                 self.fail("%s has shape %s, expected %s (direction %s, hidden_size %d)"
                           % (nm, list(arr.shape), list(want[nm]), direction, H))
+        self.zero_input(ins, 5, "initial_h", nd, H, layout)
+        if kind == "lstm":
+            self.zero_input(ins, 6, "initial_c", nd, H, layout)
         nfeat = self.feature_atoms(x, 2)
         first = not self.model.layers
         A = b = None
@@ -1027,9 +1384,10 @@ class Importer:
             self.fail("W takes %d inputs but X has %d features" % (I, nfeat))
         if first and self.model.input_kind == "vectors":
             self.model.input_dim = int(I if A is None else A.shape[1])
-            if self.in_feat is not None and self.in_feat.size not in (None, self.model.input_dim):
+            n_in = axis_size(self.in_feat) if self.in_feat is not None else None
+            if n_in not in (None, self.model.input_dim):
                 self.fail("W takes %d inputs but the graph input has %d features"
-                          % (self.model.input_dim, self.in_feat.size))
+                          % (self.model.input_dim, n_in))
 
         L = Layer(kind, H, direction)
         L.activations = self.activations(kind, a, nd)
@@ -1150,6 +1508,8 @@ class Importer:
                 continue        # pooled: one row per sequence
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
+        self.check_output_order(name, y)
+        self.check_state_inputs()
         m = self.model
         if y.head:
             head = list(y.head)
@@ -1168,6 +1528,27 @@ class Importer:
         if y.pooled:
             m.pool = y.pooled
         return m
+
+
+    def check_output_order(self, name, y):
+        """Refuse an output whose steps and features are not in rnnd's order, time then the
+        features as the last stage made them (the batch may be anywhere: rnnd answers per
+        sequence): rnnd answers one row of features per step, so a Transpose of the output
+        ([batch, classes, time] for CrossEntropyLoss) would change what it serves."""
+        order = [a for ax in y.axes for a in nonunit(ax) if a is not self.batch]
+        feat = list(y.feat) if y.feat is not None else list(self.in_feat or ())
+        want = ([] if y.pooled else [self.seq]) + feat
+        if order != want:
+            def role(a):
+                return "time" if a is self.seq else "features"
+            raise ConvertError(
+                "graph output '%s' puts its axes in the order %s (a Transpose or permute of "
+                "the output, e.g. permute(0, 2, 1) for CrossEntropyLoss); rnnd answers one "
+                "row of features per step, [time, features], so it cannot serve this layout: "
+                "export the model without the permute (and transpose on the client)"
+                % (name, "[%s]" % ", ".join(
+                    "batch" if a is self.batch else role(a)
+                    for ax in y.axes for a in nonunit(ax))))
 
 
 HEAD_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Gelu": "gelu",
@@ -1358,6 +1739,37 @@ def _fold_cost(op, a, vals):
     return size_in, size_in
 
 
+def _broadcast(a, b):
+    """Numpy broadcasting of two shape-entry lists (int | axis | None each); None where
+    either is unknown or the result cannot be told."""
+    if a is None or b is None:
+        return None
+    n = max(len(a), len(b))
+    a = [1] * (n - len(a)) + list(a)
+    b = [1] * (n - len(b)) + list(b)
+    out = []
+    for x, y in zip(a, b):
+        if x is None or y is None:
+            return None
+        if isinstance(x, (int, np.integer)) and int(x) == 1:
+            out.append(y if not isinstance(y, (int, np.integer)) else int(y))
+        elif isinstance(y, (int, np.integer)) and int(y) == 1:
+            out.append(x if not isinstance(x, (int, np.integer)) else int(x))
+        elif isinstance(x, (int, np.integer)) and isinstance(y, (int, np.integer)):
+            if int(x) != int(y):
+                return None
+            out.append(int(x))
+        elif isinstance(x, tuple) and isinstance(y, tuple) and nonunit(x) == nonunit(y):
+            out.append(x)
+        elif isinstance(x, tuple) != isinstance(y, tuple) and \
+                axis_size(x if isinstance(x, tuple) else y) == int(
+                    y if isinstance(x, tuple) else x):
+            out.append(x if isinstance(x, tuple) else y)     # a fixed axis, baked in
+        else:
+            return None
+    return out
+
+
 def _merge(axes):
     out = ()
     for ax in axes:
@@ -1404,9 +1816,38 @@ def _external_file(base, location):
     return target if os.path.isfile(target) else None
 
 
+# External data is bounded like a native spec's .npz (native.MAX_NPZ_*): a few bytes of
+# ONNX can point at a sparse file of any size, and what is read is held in memory twice over
+# (the raw bytes, then the array).
+MAX_EXTERNAL_TENSOR = 1 << 30
+MAX_EXTERNAL_TOTAL = 4 << 30
+
+
+def _declared_bytes(t):
+    """The bytes tensor T's dims and data_type take, or a reason (str) it has none."""
+    from onnx import TensorProto
+    if t.data_type in (TensorProto.UNDEFINED, TensorProto.STRING):
+        return "its data_type %s cannot be stored as raw bytes" % (
+            TensorProto.DataType.Name(t.data_type) if t.data_type in
+            TensorProto.DataType.values() else t.data_type)
+    try:
+        itemsize = np.dtype(_np_dtype(t.data_type)).itemsize
+    except Exception:
+        return "unknown data_type %d" % t.data_type
+    n = 1
+    for d in t.dims:
+        if d < 0:
+            return "a negative dimension in dims %s" % list(t.dims)
+        n *= int(d)
+    return n * itemsize
+
+
 def _load_external_data(proto, path):
     """Read the tensors stored beside the model (data_location EXTERNAL), from files in the
-    model's own directory only; ConvertError names the tensor and location otherwise."""
+    model's own directory only, each exactly the bytes its dims and data_type take, checked
+    against the declared offset and length and the file's size, and at most
+    MAX_EXTERNAL_TENSOR / MAX_EXTERNAL_TOTAL, all before anything is read; ConvertError
+    names the tensor and location otherwise."""
     import os
     from onnx import TensorProto, external_data_helper as ext
     tensors = [t for t in ext._get_all_tensors(proto)
@@ -1414,26 +1855,62 @@ def _load_external_data(proto, path):
     if not tensors:
         return
     base = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    total, plan = 0, []
     for t in tensors:
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
+
+        def bad(msg):
+            return ConvertError("tensor '%s': external data %r: %s" % (t.name, location, msg))
         target = _external_file(base, location)
         if target is None:
             raise ConvertError("tensor '%s': external data %r is not a file in the model's "
                                "directory (a symlink, absolute, or leaving it with ..); "
                                "rnnd-convert reads external data only from beside the model"
                                % (t.name, location))
-        # read here, not by onnx's loader, which rewrites the path it is given
+        need = _declared_bytes(t)
+        if isinstance(need, str):
+            raise bad(need)
         try:
-            offset, length = int(info.get("offset", 0)), int(info.get("length", -1))
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else None
+        except ValueError:
+            raise bad("offset %r and length %r are not integers"
+                      % (info.get("offset"), info.get("length")))
+        if need > MAX_EXTERNAL_TENSOR:
+            raise bad("its dims %s take %d bytes; rnnd-convert reads at most %d MiB per "
+                      "tensor" % (list(t.dims), need, MAX_EXTERNAL_TENSOR >> 20))
+        total += need
+        if total > MAX_EXTERNAL_TOTAL:
+            raise bad("the model's external data take more than %d MiB in all; rnnd-convert "
+                      "reads at most that" % (MAX_EXTERNAL_TOTAL >> 20))
+        try:
             size = os.path.getsize(target)
-            if offset < 0 or offset > size or length > size - offset:
-                raise ValueError("offset %d, length %d beyond the file's %d bytes"
-                                 % (offset, length, size))
+        except OSError as e:
+            raise bad(e.strerror or str(e))
+        if offset < 0 or offset > size:
+            raise bad("offset %d is outside the file's %d bytes" % (offset, size))
+        if length is not None and (length < 0 or length > size - offset):
+            raise bad("offset %d and length %d reach beyond the file's %d bytes"
+                      % (offset, length, size))
+        # without a length the tensor is the rest of the file (as onnx's own reader)
+        have = size - offset if length is None else length
+        if have != need:
+            raise bad("%s %d bytes from offset %d, but its dims %s take %d"
+                      % ("the file holds" if length is None else "length is", have, offset,
+                         list(t.dims), need))
+        plan.append((t, location, target, offset, need))
+    for t, location, target, offset, need in plan:
+        try:
             with open(target, "rb") as f:
                 f.seek(offset)
-                t.raw_data = f.read(length if length >= 0 else size - offset)
-        except (OSError, ValueError) as e:
-            raise ConvertError("tensor '%s': external data %r: %s" % (t.name, location, e))
+                raw = f.read(need)
+        except OSError as e:
+            raise ConvertError("tensor '%s': external data %r: %s"
+                               % (t.name, location, e.strerror or e))
+        if len(raw) != need:
+            raise ConvertError("tensor '%s': external data %r: read %d bytes of %d (the file "
+                               "changed)" % (t.name, location, len(raw), need))
+        t.raw_data = raw
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT

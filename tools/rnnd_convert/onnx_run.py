@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .arch import ACTIVATIONS, DEFAULT_ACTS, ConvertError, canonical_activation
-from .onnx_import import _attrs, _live_nodes, _np_dtype, _tensor
+from .onnx_import import MAX_FOLD_ELEMENTS, _attrs, _live_nodes, _np_dtype, _tensor
 from .reference import activation
 
 
@@ -32,6 +32,7 @@ class _Graph:
         for k, node in enumerate(self.graph.node):
             if k not in live:
                 continue
+            self.node = node
             fn = getattr(self, "op_" + node.op_type, None)
             if fn is None:
                 raise ConvertError("verification: onnx_run has no operator %s (node '%s')"
@@ -146,20 +147,41 @@ class _Graph:
         s = np.array(ins[0].shape, dtype=np.int64)
         return s[a.get("start", 0):a.get("end", None)]
 
+    def _bound(self, shape):
+        """SHAPE (ints) of a tensor an operator is about to make from its operands' values:
+        refused beyond the importer's folding bound, before anything is allocated (a shape
+        computed from the input's may be any size; issue 14, adversary 5)."""
+        n = 1
+        for d in shape:
+            n *= max(int(d), 0)
+        if n > MAX_FOLD_ELEMENTS:
+            raise ConvertError("verification: node '%s' (%s) would make a tensor of %d "
+                               "elements (shape %s); rnnd-convert makes at most %d"
+                               % (self.node.name, self.node.op_type, n,
+                                  [int(d) for d in shape], MAX_FOLD_ELEMENTS))
+        return shape
+
     def op_ConstantOfShape(self, ins, a, n):
         v = a.get("value", np.zeros(1, np.float32))
-        return np.full([int(d) for d in ins[0]], np.asarray(v).ravel()[0],
-                       dtype=np.asarray(v).dtype)
+        return np.full(self._bound([int(d) for d in np.asarray(ins[0]).ravel()]),
+                       np.asarray(v).ravel()[0], dtype=np.asarray(v).dtype)
 
     def op_Expand(self, ins, a, n):
-        shape = [int(v) for v in ins[1]]
-        return ins[0] * np.ones(shape, dtype=ins[0].dtype)
+        shape = [int(v) for v in np.asarray(ins[1]).ravel()]
+        x = np.asarray(ins[0])
+        self._bound(np.broadcast_shapes(x.shape, tuple(max(d, 1) for d in shape)))
+        return x * np.ones(shape, dtype=x.dtype)
 
     def op_Tile(self, ins, a, n):
-        return np.tile(ins[0], [int(v) for v in ins[1]])
+        reps = [int(v) for v in np.asarray(ins[1]).ravel()]
+        x = np.asarray(ins[0])
+        self._bound(list(x.shape) + reps)
+        return np.tile(x, reps)
 
     def op_Range(self, ins, a, n):
-        return np.arange(ins[0].item(), ins[1].item(), ins[2].item()).astype(ins[0].dtype)
+        start, limit, delta = (np.asarray(v).item() for v in ins[:3])
+        self._bound([max(math.ceil((limit - start) / delta), 0) if delta else 0])
+        return np.arange(start, limit, delta).astype(ins[0].dtype)
 
     def op_Split(self, ins, a, n):
         x, ax = ins[0], a.get("axis", 0)
@@ -418,6 +440,13 @@ def source_runner(proto, importer, wires=None):
                 order.append(1)
             else:
                 order.append(2)
+        if x.ndim == 3 and 2 not in order:
+            # a graph input of [batch, time] floats (one feature per step, unsqueezed in the
+            # graph): fed at the rank it takes
+            if x.shape[2] != 1:
+                raise ConvertError("verification: the graph input '%s' has no feature axis, "
+                                   "but the model takes %d features" % (in_name, x.shape[2]))
+            x = x[:, :, 0]
         if x.ndim == 2:
             order = [k for k in order if k != 2]
             if len(order) != 2:
@@ -446,12 +475,14 @@ def source_runner(proto, importer, wires=None):
         if getattr(importer, "pooled", None):
             rest = [k for k in range(len(roles)) if k != b]
             return np.transpose(y, [b] + rest).reshape(B, -1)     # one row per sequence
-        t = roles.index(importer.seq)
-        rest = [k for k in range(len(roles)) if k not in (b, t)]
-        return np.transpose(y, [b, t] + rest).reshape(B, T, -1)
+        # only the batch moves: the steps and features stay in the order the graph gives
+        # them, so an output the importer mis-read as [time, features] (a permute of the
+        # output) differs here instead of being rearranged to match (user finding 15)
+        rest = [k for k in range(len(roles)) if k != b]
+        return np.transpose(y, [b] + rest).reshape(B, T, -1)
 
-    def source(x):
-        return run(x)
+    def source(x, states=None):
+        return run(x, states)
     if wires and onnx_state.feeds(wires, importer.model, [np.zeros(_state_size(importer.model))]) \
             is not None:
         source.with_state = run
