@@ -150,6 +150,17 @@ class Daemon:
     def alive(self):
         return self.proc.poll() is None
 
+    def wait_log(self, pred, timeout=5):
+        """Whether a log line satisfies PRED within TIMEOUT seconds: the log is read by a
+        thread, so a line about a request may come in after its reply."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(pred(line) for line in list(self.log)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -602,3 +613,25 @@ def attack(d, name, fn, bound):
                   % (name, grew // MIB, bound // MIB))
     s, _, _ = d.request("GET", "/healthz")
     RUNNING.eq(s, 200, "%s: the daemon serves on" % name)
+
+
+def check_generator(folder, timeout=300):
+    """`generate.py --check FOLDER` of a golden data folder passes (a check of the running
+    test): the case generator's own reference recomputes the stored numbers."""
+    p = subprocess.run([PYTHON3, os.path.join(folder, "generate.py"), "--check", folder],
+                       capture_output=True, text=True, timeout=timeout)
+    print(p.stdout, end="")
+    RUNNING.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+
+
+def run_concurrently(jobs, rng, errors):
+    """Start the threads JOBS in the order RNG shuffles them into, wait for each (300 s at
+    most), then report each of the ERRORS they appended as a failed check of the running
+    test."""
+    rng.shuffle(jobs)
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(300)
+    for e in errors:
+        RUNNING.check(False, e)

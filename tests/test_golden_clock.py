@@ -33,8 +33,8 @@ import unittest
 import zlib
 
 import daemon_util
-from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, close, convert_case,
-                         data_cases, infer_on, tmpdir)
+from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, check_generator, close,
+                         convert_case, data_cases, infer_on, run_concurrently, tmpdir)
 from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -152,13 +152,7 @@ def check_sessions(cs, models, want, isa):
                 jobs.append(threading.Thread(target=drive, args=(
                     d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)], errors)))
             jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
-        rng.shuffle(jobs)
-        for j in jobs:
-            j.start()
-        for j in jobs:
-            j.join(300)
-        for e in errors:
-            C.check(False, e)
+        run_concurrently(jobs, rng, errors)
         for (name, b), outs in sorted(got.items()):
             c = cs[name]
             what = "%s seq %d [%s]" % (name, b, isa)
@@ -347,10 +341,7 @@ class GoldenClock(Case):
                                                                                 r["t"]))
 
     def test_generator(self):
-        p = subprocess.run([PYTHON3, os.path.join(CLOCK_DIR, "generate.py"), "--check", CLOCK_DIR],
-                           capture_output=True, text=True, timeout=300)
-        print(p.stdout, end="")
-        self.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+        check_generator(CLOCK_DIR)
 
     def test_bench_inspect(self):
         """`rnnd bench --cell clockwork`: both modes; gflops count W x and each module's blocks

@@ -17,8 +17,8 @@ import unittest
 import zlib
 
 import daemon_util
-from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, close, data_cases,
-                         convert_case, infer_on, tmpdir)
+from daemon_util import (RNND_BIN, Case, Daemon, available_isas, check_generator, close,
+                         convert_case, data_cases, infer_on, run_concurrently, tmpdir)
 from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -138,10 +138,7 @@ class GoldenDglstm(Case):
                    "bench --cell dglstm2: %d %s" % (p.returncode, p.stderr))
 
     def test_generator(self):
-        p = subprocess.run([PYTHON3, os.path.join(DG_DIR, "generate.py"), "--check", DG_DIR],
-                           capture_output=True, text=True, timeout=300)
-        print(p.stdout, end="")
-        self.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+        check_generator(DG_DIR)
 
     def test_inspect(self):
         """`rnnd inspect` shows which layers are depth-gated, in text and --json."""
@@ -179,13 +176,7 @@ class GoldenDglstm(Case):
                             d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)],
                             final[(name, b)], errors)))
                     jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
-                rng.shuffle(jobs)
-                for j in jobs:
-                    j.start()
-                for j in jobs:
-                    j.join(300)
-                for e in errors:
-                    self.check(False, e)
+                run_concurrently(jobs, rng, errors)
                 for (name, b), outs in sorted(got.items()):
                     c = cs[name]
                     what = "%s seq %d [%s]" % (name, b, isa)

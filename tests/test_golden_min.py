@@ -19,8 +19,8 @@ import unittest
 import zlib
 
 import daemon_util
-from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, close, convert_case,
-                         data_cases, infer_on, tmpdir)
+from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, check_generator, close,
+                         convert_case, data_cases, infer_on, run_concurrently, tmpdir)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIN_DIR = os.path.join(HERE, "data", "golden_min")
@@ -174,10 +174,7 @@ class GoldenMin(Case):
                    "bench --cell mingru2: %d %s" % (p.returncode, p.stderr))
 
     def test_generator(self):
-        p = subprocess.run([PYTHON3, os.path.join(MIN_DIR, "generate.py"), "--check", MIN_DIR],
-                           capture_output=True, text=True, timeout=300)
-        print(p.stdout, end="")
-        self.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+        check_generator(MIN_DIR)
 
     def test_sessions(self):
         cs = cases()
@@ -199,13 +196,7 @@ class GoldenMin(Case):
                         d, name, c["sequences"][0], "%s[0] one by one %s" % (name, isa),
                         got[(name, "1x1")], errors, True)))
                     jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
-                rng.shuffle(jobs)
-                for j in jobs:
-                    j.start()
-                for j in jobs:
-                    j.join(300)
-                for e in errors:
-                    self.check(False, e)
+                run_concurrently(jobs, rng, errors)
                 for (name, b), outs in sorted(got.items(), key=str):
                     c = cs[name]
                     what = "%s seq %s [%s]" % (name, b, isa)
