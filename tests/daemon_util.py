@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 import unittest
+import zlib
 
 # what Makefile.am's AM_TESTS_ENVIRONMENT sets, for `python3 -m unittest` by hand in a tree
 # built in place
@@ -635,3 +636,53 @@ def run_concurrently(jobs, rng, errors):
         j.join(300)
     for e in errors:
         RUNNING.check(False, e)
+
+
+def drive_session(d, model, seq, what, got, errors, chunk=lambda r: r.randint(1, 17),
+                  final=None):
+    """Feed SEQ to a session of MODEL in chunks of CHUNK(r) steps (r: a random.Random seeded
+    from WHAT), exporting the state part way and continuing in a new session opened from the
+    export (and the export PUT back); outputs into GOT, and with FINAL the state exported at
+    the end into FINAL. What goes wrong is appended to ERRORS (the thread stops there)."""
+    r = random.Random(zlib.crc32(what.encode()))
+    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
+    if st != 201:
+        errors.append("%s: open: %d %r" % (what, st, body))
+        return
+    sid = body["id"]
+    cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
+    i = 0
+    while i < len(seq):
+        n = min(chunk(r), len(seq) - i)
+        if i < cut < i + n:
+            n = cut - i
+        st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                {"inputs": seq[i:i + n], "if_steps": i})
+        if st != 200:
+            errors.append("%s: step at %d: %d %r" % (what, i, st, body))
+            return
+        got.extend(body["outputs"])
+        i += n
+        if i == cut:
+            st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+            if st != 200 or exp.get("steps") != i:
+                errors.append("%s: export: %d %r" % (what, st, exp))
+                return
+            d.request("DELETE", "/v1/sessions/%s" % sid)
+            st, _, body = d.request("POST", "/v1/sessions", {
+                "model": model, "state": exp["state"], "digest": exp["digest"]})
+            if st != 201:
+                errors.append("%s: reopen from export: %d %r" % (what, st, body))
+                return
+            sid = body["id"]
+            st, _, body = d.request("PUT", "/v1/sessions/%s/state" % sid, exp)
+            if st != 200 or body.get("steps") != i:    # the step count comes back too
+                errors.append("%s: import: %d %r" % (what, st, body))
+                return
+    if final is not None:
+        st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+        if st == 200:
+            final.append(exp["state"])
+        else:
+            errors.append("%s: final export: %d %r" % (what, st, exp))
+    d.request("DELETE", "/v1/sessions/%s" % sid)

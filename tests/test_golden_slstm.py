@@ -14,11 +14,11 @@ import random
 import subprocess
 import threading
 import unittest
-import zlib
 
 import daemon_util
 from daemon_util import (RNND_BIN, Case, Daemon, available_isas, check_generator, close,
-                         convert_case, data_cases, infer_on, run_concurrently, tmpdir)
+                         convert_case, data_cases, drive_session, infer_on, run_concurrently,
+                         tmpdir)
 from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -46,42 +46,8 @@ def infer(model, seqs, isa):
 def drive(d, model, seq, what, got, errors):
     """Feed SEQ to a session of MODEL in random chunks, exporting the state part way and
     continuing in a new session opened from it; outputs into GOT."""
-    r = random.Random(zlib.crc32(what.encode()))
-    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
-    if st != 201:
-        errors.append("%s: open: %d %r" % (what, st, body))
-        return
-    sid = body["id"]
-    cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
-    i = 0
-    while i < len(seq):
-        n = min(r.randint(1, 17), len(seq) - i)
-        if i < cut < i + n:
-            n = cut - i
-        st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
-                                {"inputs": seq[i:i + n], "if_steps": i})
-        if st != 200:
-            errors.append("%s: step at %d: %d %r" % (what, i, st, body))
-            return
-        got.extend(body["outputs"])
-        i += n
-        if i == cut:
-            st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
-            if st != 200 or exp.get("steps") != i:
-                errors.append("%s: export: %d %r" % (what, st, exp))
-                return
-            d.request("DELETE", "/v1/sessions/%s" % sid)
-            st, _, body = d.request("POST", "/v1/sessions", {
-                "model": model, "state": exp["state"], "digest": exp["digest"]})
-            if st != 201:
-                errors.append("%s: reopen from export: %d %r" % (what, st, body))
-                return
-            sid = body["id"]
-            st, _, body = d.request("PUT", "/v1/sessions/%s/state" % sid, exp)
-            if st != 200 or body.get("steps") != i:    # the step count comes back too
-                errors.append("%s: import: %d %r" % (what, st, body))
-                return
-    d.request("DELETE", "/v1/sessions/%s" % sid)
+    drive_session(d, model, seq, what, got, errors)
+
 
 
 def noise(d, model, case, steps, errors):
