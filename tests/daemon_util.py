@@ -1,11 +1,14 @@
-"""Helpers for the HTTP integration tests (tests/test_http_*.py): start the real `rnnd serve`
-on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with the standard
-library only, and stop it with SIGTERM (checking it exits 0 in time).
+"""What the Python tests share, in one module. Chiefly the daemon: start the real `rnnd
+serve` on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with the
+standard library only, and stop it with SIGTERM (checking it exits 0 in time). Also: the
+golden cases and their folders, the SIMD paths this CPU must run, API keys, the sanitizer
+build and the peak-RSS measure of the memory tests.
 
 Not a test itself. Every wait is bounded.
 
-The tests are unittest cases (tests/README.md): `Case` gives them the checks (check, eq,
-error) that go on after a failure, each a subTest, counted and the count printed at exit.
+The tests are unittest cases (README.md, "Developers"): `Case` gives them the checks (check,
+eq, error) that go on after a failure, each a subTest, counted and the count printed at exit.
+Module-level helpers check through RUNNING, which hands each check to the test running now.
 Run outside `make check`, the environment make sets is filled in for an in-tree build.
 """
 import atexit
@@ -243,37 +246,6 @@ def batch_histogram(metrics_text, model):
     return out
 
 
-class Checker:
-    """Counts checks and failures; exit() ends the script with the right status."""
-
-    def __init__(self):
-        self.n = 0
-        self.failures = []
-
-    def check(self, cond, what):
-        self.n += 1
-        if not cond:
-            self.failures.append(what)
-            print("FAIL " + what, flush=True)
-        return cond
-
-    def eq(self, got, want, what):
-        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
-
-    def error(self, resp, status, code, what):
-        """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
-        st, hdrs, body = resp
-        ok = (st == status and isinstance(body, dict) and isinstance(body.get("error"), dict)
-              and body["error"].get("code") == code
-              and isinstance(body["error"].get("message"), str)
-              and len(body["error"]["message"]) > 0)
-        return self.check(ok, "%s: want %d %s, got %d %r" % (what, status, code, st, body))
-
-    def exit(self):
-        print("%d checks, %d failures" % (self.n, len(self.failures)))
-        sys.exit(1 if self.failures else 0)
-
-
 _CHECKS = [0]
 
 
@@ -347,13 +319,34 @@ class _Running:
     def check(self, cond, what):
         return self.test.check(cond, what) if self.test else require(cond, what)
 
-    def eq(self, got, want, what):
-        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
-
+    eq = Case.eq
     error = Case.error
 
 
 RUNNING = _Running()
+
+
+class Checker:
+    """Counts checks and failures; exit() ends the script with the right status. Only
+    tests/test_sniff_hostile.py, still a script, uses it; the tests are Case's."""
+
+    def __init__(self):
+        self.n = 0
+        self.failures = []
+
+    def check(self, cond, what):
+        self.n += 1
+        if not cond:
+            self.failures.append(what)
+            print("FAIL " + what, flush=True)
+        return cond
+
+    eq = Case.eq
+    error = Case.error
+
+    def exit(self):
+        print("%d checks, %d failures" % (self.n, len(self.failures)))
+        sys.exit(1 if self.failures else 0)
 
 
 def close(a, b, atol, rtol):
