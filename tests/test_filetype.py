@@ -14,7 +14,9 @@ make the same model. A numpy, onnx or torch that the interpreter cannot import (
 folder first on PYTHONPATH that raises ModuleNotFoundError) is one line naming the Debian
 package, a non-zero exit, no traceback and no output file.
 
-Prints what it checked. Each group is a test (FileType.test_*), runnable alone.
+Prints what it checked. Each group is a test (FileType.test_*), runnable alone, by the file's
+path (`python3 tests/test_filetype.py FileType.test_models_folder`): the messages it expects
+name the model class __main__.Net, as a script defines it.
 """
 import contextlib
 import io
@@ -35,10 +37,10 @@ import warnings
 import numpy as np
 import torch
 
+from daemon_util import PYTHON3, RNND_BIN, Case, Daemon, tmpdir  # first: it finds tools/
+from daemon_util import RUNNING as C
 import rnnd_convert
 from rnnd_convert import cli
-from daemon_util import PYTHON3, RNND_BIN, Case, Daemon, tmpdir
-from daemon_util import RUNNING as C
 
 warnings.filterwarnings("ignore")
 shutil.rmtree(tmpdir("filetype"))

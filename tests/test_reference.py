@@ -28,8 +28,8 @@ import warnings
 
 import numpy as np
 
+from daemon_util import RUNNING, Case  # first: it finds tools/ for rnnd_convert
 import rnnd_convert
-from daemon_util import RUNNING, Case
 from rnnd_convert import reference
 
 warnings.filterwarnings("ignore")
