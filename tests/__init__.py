@@ -1,5 +1,5 @@
 """The Python tests as a package, for `python3 -m unittest tests.test_x.Class.test_y` from the
-top of the tree: the tests import their helpers (daemon_util, memutil, isa) by plain name."""
+top of the tree: the tests import their helpers (daemon_util) by plain name."""
 import os
 import sys
 

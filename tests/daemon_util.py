@@ -1,17 +1,22 @@
-"""Helpers for the HTTP integration tests (tests/test_http_*.py): start the real `rnnd serve`
-on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with the standard
-library only, and stop it with SIGTERM (checking it exits 0 in time).
+"""What the Python tests share, in one module. Chiefly the daemon: start the real `rnnd
+serve` on 127.0.0.1 port 0, read the port it logs, talk to it over real sockets with the
+standard library only, and stop it with SIGTERM (checking it exits 0 in time). Also: the
+golden cases and their folders, the SIMD paths this CPU must run, API keys, the sanitizer
+build and the peak-RSS measure of the memory tests.
 
 Not a test itself. Every wait is bounded.
 
-The tests are unittest cases (tests/README.md): `Case` gives them the checks (check, eq,
-error) that go on after a failure, each a subTest, counted and the count printed at exit.
+The tests are unittest cases (README.md, "Developers"): `Case` gives them the checks (check,
+eq, error) that go on after a failure, each a subTest, counted and the count printed at exit.
+Module-level helpers check through RUNNING, which hands each check to the test running now.
 Run outside `make check`, the environment make sets is filled in for an in-tree build.
 """
 import atexit
 import http.client
 import json
 import os
+import platform
+import random
 import select
 import signal
 import subprocess
@@ -19,6 +24,7 @@ import sys
 import threading
 import time
 import unittest
+import zlib
 
 # what Makefile.am's AM_TESTS_ENVIRONMENT sets, for `python3 -m unittest` by hand in a tree
 # built in place
@@ -148,6 +154,17 @@ class Daemon:
     def alive(self):
         return self.proc.poll() is None
 
+    def wait_log(self, pred, timeout=5):
+        """Whether a log line satisfies PRED within TIMEOUT seconds: the log is read by a
+        thread, so a line about a request may come in after its reply."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if any(pred(line) for line in list(self.log)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -229,37 +246,6 @@ def batch_histogram(metrics_text, model):
     return out
 
 
-class Checker:
-    """Counts checks and failures; exit() ends the script with the right status."""
-
-    def __init__(self):
-        self.n = 0
-        self.failures = []
-
-    def check(self, cond, what):
-        self.n += 1
-        if not cond:
-            self.failures.append(what)
-            print("FAIL " + what, flush=True)
-        return cond
-
-    def eq(self, got, want, what):
-        return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
-
-    def error(self, resp, status, code, what):
-        """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
-        st, hdrs, body = resp
-        ok = (st == status and isinstance(body, dict) and isinstance(body.get("error"), dict)
-              and body["error"].get("code") == code
-              and isinstance(body["error"].get("message"), str)
-              and len(body["error"]["message"]) > 0)
-        return self.check(ok, "%s: want %d %s, got %d %r" % (what, status, code, st, body))
-
-    def exit(self):
-        print("%d checks, %d failures" % (self.n, len(self.failures)))
-        sys.exit(1 if self.failures else 0)
-
-
 _CHECKS = [0]
 
 
@@ -310,6 +296,10 @@ class Case(unittest.TestCase):
               and len(body["error"]["message"]) > 0)
         return self.check(ok, "%s: want %d %s, got %d %r" % (what, status, code, st, body))
 
+    def setUp(self):
+        RUNNING.test = self
+        self.addCleanup(setattr, RUNNING, "test", None)
+
     @classmethod
     def serve(cls, models, *args, **kw):
         """A Daemon for the whole class: stopped after its last test, with exit status 0
@@ -317,6 +307,46 @@ class Case(unittest.TestCase):
         d = Daemon(models, *args, **kw)
         cls.addClassCleanup(stop_ok, d)
         return d
+
+
+class _Running:
+    """The checks of the test running now, for module-level helpers that check as they go
+    (`from daemon_util import RUNNING as C`; C.check, C.eq): each lands in the test that
+    called the helper. Outside a test (setUpClass) a failed check is a `require`."""
+
+    test = None
+
+    def check(self, cond, what):
+        return self.test.check(cond, what) if self.test else require(cond, what)
+
+    eq = Case.eq
+    error = Case.error
+
+
+RUNNING = _Running()
+
+
+class Checker:
+    """Counts checks and failures; exit() ends the script with the right status. Only
+    tests/test_sniff_hostile.py, still a script, uses it; the tests are Case's."""
+
+    def __init__(self):
+        self.n = 0
+        self.failures = []
+
+    def check(self, cond, what):
+        self.n += 1
+        if not cond:
+            self.failures.append(what)
+            print("FAIL " + what, flush=True)
+        return cond
+
+    eq = Case.eq
+    error = Case.error
+
+    def exit(self):
+        print("%d checks, %d failures" % (self.n, len(self.failures)))
+        sys.exit(1 if self.failures else 0)
 
 
 def close(a, b, atol, rtol):
@@ -381,3 +411,271 @@ def head_bytes(nargs, alen, nh, hlen, path=b"/v1/models"):
     q = b"&".join(b"a%d=%s" % (i, b"v" * alen) for i in range(nargs))
     line = b"GET " + path + (b"?" + q if q else b"") + b" HTTP/1.1\r\nHost: x\r\n"
     return line + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"h" * hlen) for i in range(nh)) + b"\r\n"
+
+
+def bearer(key):
+    """The Authorization header of API key KEY."""
+    return {"Authorization": "Bearer " + key}
+
+
+def write_secret(path, text, mode=0o600):
+    """A file (a keys file, a key) with TEXT and MODE; its path."""
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, mode)
+    return path
+
+
+def status_kib(pid, field):
+    """A kB field (VmRSS, VmHWM) of /proc/PID/status; 0 where there is none."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def asan_build():
+    """Is the daemon built with AddressSanitizer? Its quarantine of freed memory, its redzones
+    and its allocator caches make RSS grow by design, so RSS bounds have to allow for them."""
+    out = subprocess.run(["ldd", RNND_BIN], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
+# The SIMD paths a test runs: those this CPU must run, from its flags (what src/kernels.c
+# checks through CPUID). A path the CPU lacks cannot be run here and is named as not run; one
+# it has must pass, so a kernel-selection bug cannot hide as a missing feature.
+ISAS = ("scalar", "avx2", "avx512")
+ISA_FLAGS = {
+    "scalar": set(),
+    "avx2": {"avx2", "fma", "f16c"},
+    "avx512": {"avx512f", "avx512vl", "avx512bw", "avx512dq", "fma", "f16c"},
+}
+
+
+def cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def available_isas():
+    flags = cpu_flags()
+    x86 = platform.machine() in ("x86_64", "AMD64", "amd64")
+    required = [i for i in ISAS if i == "scalar" or (x86 and ISA_FLAGS[i] <= flags)]
+    missing = [i for i in ISAS if i not in required]
+    print("cpu: %s; paths this CPU must run: %s%s" % (
+        platform.machine(), ", ".join(required),
+        "; not run here (the CPU lacks them): " + ", ".join(missing) if missing else ""))
+    return required
+
+
+def data_cases(folder):
+    """{name: case dict} of the cases in FOLDER (tests/data/golden_*), by name."""
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        p = os.path.join(folder, name, "case.json")
+        if os.path.isfile(p):
+            with open(p) as f:
+                out[name] = json.load(f)
+    return out
+
+
+def convert_case(folder, name, case, workdir, *extra):
+    """Case NAME of FOLDER converted into WORKDIR (a check of the running test); the path."""
+    out = os.path.join(workdir, name + ".rnnd")
+    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", os.path.join(folder, name,
+                        case["model"]), "-o", out] + list(extra), capture_output=True,
+                       text=True, timeout=120)
+    RUNNING.check(p.returncode == 0, "%s: conversion: %s" % (name, p.stderr.strip()))
+    return out
+
+
+def infer_on(model, req, isa):
+    """`rnnd infer` of request REQ on path ISA (a check of the running test): the reply, or
+    None."""
+    env = dict(os.environ, RNND_ISA=isa)
+    p = subprocess.run([RNND_BIN, "infer", "--model", model], input=json.dumps(req),
+                       capture_output=True, text=True, env=env, timeout=120)
+    RUNNING.check(p.returncode == 0, "infer [%s]: %s" % (isa, p.stderr.strip()))
+    return json.loads(p.stdout) if p.returncode == 0 else None
+
+
+def noise(d, model, case, steps, errors, seed):
+    """A session of MODEL fed STEPS requests of random inputs (from SEED): batch company for
+    the sessions a test checks. What goes wrong is appended to ERRORS."""
+    r = random.Random(seed)
+    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
+    if st != 201:
+        errors.append("noise %s: %d" % (model, st))
+        return
+    sid = body["id"]
+    inp = case["input"]
+    for _ in range(steps):
+        n = r.randint(1, 9)
+        if inp["kind"] == "tokens":
+            x = [r.randrange(inp["vocab"]) for _ in range(n)]
+        else:
+            x = [[r.uniform(-3, 3) for _ in range(inp["dim"])] for _ in range(n)]
+        st, _, reply = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": x})
+        if st != 200:
+            errors.append("noise %s: step %d %r" % (model, st, reply))
+            return
+
+
+# What tests/test_memory.py and tests/test_memory_sessions.py share: the sanitizer build's
+# looser bounds, random native-spec models, and the peak-RSS (VmHWM) measure of an attack.
+MIB = 1 << 20
+ASAN = asan_build()
+# Under ASan each block carries redzones, shadow memory and a quarantine: bounds are looser.
+SLACK = (160 if ASAN else 24) * MIB
+FACTOR = 3 if ASAN else 1
+
+
+def asan_env():
+    """This process's environment, with a smaller ASan quarantine in a sanitizer build."""
+    e = dict(os.environ)
+    if ASAN:
+        e["ASAN_OPTIONS"] = (e.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=16").lstrip(":")
+    return e
+
+
+def write_model(work, name, arch, seed=1):
+    """A native spec with random weights, converted by the project's converter."""
+    import numpy as np      # here: the daemon tests need the standard library only
+    out = os.path.join(work, name + ".rnnd")
+    if os.path.exists(out):
+        return out
+    rng = np.random.default_rng(seed)
+    t, in_dim = {}, arch["input"]["dim"]
+    for li, L in enumerate(arch["layers"]):
+        H, G = L["hidden_size"], {"rnn": 1, "lstm": 4}[L["type"]]
+        o = L.get("proj_size", 0) or H
+        p = "layers.%d.0." % li
+        t[p + "W"] = rng.uniform(-0.5, 0.5, (G * H, in_dim))
+        t[p + "R"] = rng.uniform(-0.5, 0.5, (G * H, o))
+        t[p + "Wb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        t[p + "Rb"] = rng.uniform(-0.5, 0.5, (G * H,))
+        if L.get("proj_size"):
+            t[p + "proj"] = rng.uniform(-0.01, 0.01, (o, H))
+        in_dim = o
+    if arch.get("head"):
+        arch["head"]["in_dim"] = in_dim
+        t["head.weight"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"], in_dim))
+        t["head.bias"] = rng.uniform(-0.5, 0.5, (arch["head"]["out_dim"],))
+    npz = os.path.join(work, name + ".npz")
+    np.savez(npz, **{k: v.astype(np.float32) for k, v in t.items()})
+    arch = dict(arch, format_version=1, weights=os.path.basename(npz))
+    spec = os.path.join(work, name + ".json")
+    with open(spec, "w") as f:
+        json.dump(arch, f)
+    subprocess.run([PYTHON3, "-m", "rnnd_convert", spec, "-o", out], check=True,
+                   capture_output=True, timeout=120)
+    return out
+
+
+def hwm_reset(pid):
+    with open("/proc/%d/clear_refs" % pid, "w") as f:
+        f.write("5")    # resets VmHWM to the current RSS
+
+
+def code_of(j):
+    return j.get("error", {}).get("code") if isinstance(j, dict) else None
+
+
+def attack(d, name, fn, bound):
+    """Run FN against D; check (in the running test) the peak RSS growth stays under BOUND
+    bytes and the daemon serves on."""
+    pid = d.proc.pid
+    time.sleep(0.3)
+    base = status_kib(pid, "VmRSS")
+    hwm_reset(pid)
+    t0 = time.monotonic()
+    fn()
+    peak = status_kib(pid, "VmHWM")
+    grew = (peak - base) * 1024
+    print("%s: RSS %d MiB before, peak %d MiB (+%d MiB) in %.1f s; bound +%d MiB"
+          % (name, base // 1024, peak // 1024, grew // MIB, time.monotonic() - t0,
+             bound // MIB))
+    RUNNING.check(grew <= bound, "%s: peak RSS growth %d MiB within %d MiB"
+                  % (name, grew // MIB, bound // MIB))
+    s, _, _ = d.request("GET", "/healthz")
+    RUNNING.eq(s, 200, "%s: the daemon serves on" % name)
+
+
+def check_generator(folder, timeout=300):
+    """`generate.py --check FOLDER` of a golden data folder passes (a check of the running
+    test): the case generator's own reference recomputes the stored numbers."""
+    p = subprocess.run([PYTHON3, os.path.join(folder, "generate.py"), "--check", folder],
+                       capture_output=True, text=True, timeout=timeout)
+    print(p.stdout, end="")
+    RUNNING.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+
+
+def run_concurrently(jobs, rng, errors):
+    """Start the threads JOBS in the order RNG shuffles them into, wait for each (300 s at
+    most), then report each of the ERRORS they appended as a failed check of the running
+    test."""
+    rng.shuffle(jobs)
+    for j in jobs:
+        j.start()
+    for j in jobs:
+        j.join(300)
+    for e in errors:
+        RUNNING.check(False, e)
+
+
+def drive_session(d, model, seq, what, got, errors, chunk=lambda r: r.randint(1, 17),
+                  final=None):
+    """Feed SEQ to a session of MODEL in chunks of CHUNK(r) steps (r: a random.Random seeded
+    from WHAT), exporting the state part way and continuing in a new session opened from the
+    export (and the export PUT back); outputs into GOT, and with FINAL the state exported at
+    the end into FINAL. What goes wrong is appended to ERRORS (the thread stops there)."""
+    r = random.Random(zlib.crc32(what.encode()))
+    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
+    if st != 201:
+        errors.append("%s: open: %d %r" % (what, st, body))
+        return
+    sid = body["id"]
+    cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
+    i = 0
+    while i < len(seq):
+        n = min(chunk(r), len(seq) - i)
+        if i < cut < i + n:
+            n = cut - i
+        st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
+                                {"inputs": seq[i:i + n], "if_steps": i})
+        if st != 200:
+            errors.append("%s: step at %d: %d %r" % (what, i, st, body))
+            return
+        got.extend(body["outputs"])
+        i += n
+        if i == cut:
+            st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+            if st != 200 or exp.get("steps") != i:
+                errors.append("%s: export: %d %r" % (what, st, exp))
+                return
+            d.request("DELETE", "/v1/sessions/%s" % sid)
+            st, _, body = d.request("POST", "/v1/sessions", {
+                "model": model, "state": exp["state"], "digest": exp["digest"]})
+            if st != 201:
+                errors.append("%s: reopen from export: %d %r" % (what, st, body))
+                return
+            sid = body["id"]
+            st, _, body = d.request("PUT", "/v1/sessions/%s/state" % sid, exp)
+            if st != 200 or body.get("steps") != i:    # the step count comes back too
+                errors.append("%s: import: %d %r" % (what, st, body))
+                return
+    if final is not None:
+        st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+        if st == 200:
+            final.append(exp["state"])
+        else:
+            errors.append("%s: final export: %d %r" % (what, st, exp))
+    d.request("DELETE", "/v1/sessions/%s" % sid)

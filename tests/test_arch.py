@@ -8,18 +8,17 @@ gate), reverse and bidirectional stacks,
 heads with softmax / log-softmax, and initial states.
 
 Models are written as native specs (architecture JSON + .npz) with weights drawn here from a
-fixed seed, converted with the project's converter, and run by the real binary."""
+fixed seed, converted with the project's converter, and run by the real binary. Each case is
+a test (Arch.test_NAME), runnable alone: its seeds come from its place in CASES."""
 import json
 import os
 import subprocess
-import sys
+import unittest
 
 import numpy as np
 
+from daemon_util import Case, available_isas
 from rnnd_convert import reference
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from isa import available_isas  # noqa: E402
 
 PATHS = available_isas()
 
@@ -246,10 +245,11 @@ def unflatten_state(arch_path, flat):
     return {"layers": layers}
 
 
-def main():
-    failures = 0
-    checks = 0
-    for ci, (name, arch, lens) in enumerate(CASES):
+class Arch(Case):
+    """A test per case of CASES (test_NAME, made below), each on every path."""
+
+    def one_case(self, ci):
+        name, arch, lens = CASES[ci]
         arch, path = write_spec(name, arch, 1000 + ci)
         rng = np.random.default_rng(2000 + ci)
         seqs = make_inputs(arch, lens, rng)
@@ -266,32 +266,32 @@ def main():
             got = run_infer(path, {"inputs": seqs, "return_state": True,
                                    "initial_state": init}, isa)
             worst = 0.0
+            failures = []
             for b, seq_out in enumerate(got["outputs"]):
                 g = np.array(seq_out, dtype=np.float64)
                 w = np.asarray(want_out[b], dtype=np.float64)
                 if g.shape != w.shape:
-                    print("FAIL %s [%s] seq %d: shape %s want %s" % (name, isa, b, g.shape,
-                                                                    w.shape))
-                    failures += 1
+                    failures.append("seq %d: shape %s want %s" % (b, g.shape, w.shape))
                     continue
                 err = np.abs(g - w) - (atol + rtol * np.abs(w))
                 worst = max(worst, float(np.max(np.abs(g - w))))
                 if np.any(err > 0) or not np.all(np.isfinite(g)):
                     i = np.unravel_index(np.argmax(err), err.shape)
-                    print("FAIL %s [%s] seq %d step %d elem %d: got %.9g want %.9g" % (
-                        name, isa, b, i[0], i[1], g[i], w[i]))
-                    failures += 1
+                    failures.append("seq %d step %d elem %d: got %.9g want %.9g" % (
+                        b, i[0], i[1], g[i], w[i]))
             for b, (g, w) in enumerate(zip(flatten_states(got["states"]), want_st)):
                 w = np.asarray(w, dtype=np.float64)
                 if g.shape != w.shape or np.any(np.abs(g - w) > atol + rtol * np.abs(w)):
-                    print("FAIL %s [%s] final state of seq %d" % (name, isa, b))
-                    failures += 1
-            checks += 1
-            print("ok   %-26s %-7s steps %-12s max |err| %.3g" % (
-                name, isa, ",".join(map(str, lens)), worst))
-    print("%d checks, %d failures" % (checks, failures))
-    return 1 if failures or checks != len(CASES) * len(PATHS) else 0
+                    failures.append("final state of seq %d" % b)
+            # one check per case and path, as before; what failed is its message
+            if self.check(not failures, "%s [%s]: %s" % (name, isa, "; ".join(failures))):
+                print("ok   %-26s %-7s steps %-12s max |err| %.3g" % (
+                    name, isa, ",".join(map(str, lens)), worst))
+
+
+for _ci, (_name, _, _) in enumerate(CASES):
+    setattr(Arch, "test_" + _name, lambda self, ci=_ci: self.one_case(ci))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()

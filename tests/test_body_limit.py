@@ -18,21 +18,13 @@ import unittest
 
 import requests
 
-from daemon_util import Case
+from daemon_util import Case, status_kib
 
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 INFER = "/v1/models/charlm/infer"
 MIB = 1 << 20
 LINGER_BYTES = 64 * MIB     # what the daemon drops at most (max_body_bytes is smaller here)
 LINGER_IDLE_S = 5
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def request_head(chunked, length=0):
@@ -198,7 +190,7 @@ class Linger(Case):
     def test_bounded(self):
         """Clients that never stop: cut off after the byte bound; memory stays flat."""
         d = self.d
-        before = rss_kib(d.proc.pid)
+        before = status_kib(d.proc.pid, "VmRSS")
         cap = 4 * LINGER_BYTES
         sent, cut, secs = flood(d.port, request_head(False, 1 << 40), b"0" * MIB, cap)
         print("Content-Length 1 TiB: %d MiB sent in %.2f s, cut=%s" % (sent // MIB, secs, cut))
@@ -213,7 +205,7 @@ class Linger(Case):
         self.check(LINGER_BYTES <= sent < 2 * LINGER_BYTES,
                    "chunked flood: cut after the limit and the %d MiB bound (sent %d MiB)"
                    % (LINGER_BYTES // MIB, sent // MIB))
-        grown = rss_kib(d.proc.pid) - before
+        grown = status_kib(d.proc.pid, "VmRSS") - before
         print("daemon RSS grew by %d KiB" % grown)
         self.check(grown < 16 * 1024,
                    "the dropped bytes are not kept (RSS grew by %d KiB)" % grown)

@@ -9,7 +9,8 @@ redis-start and add behave, add reloading HAProxy under a stream of requests wit
 failing; after down nothing the cluster started is running, and the test brings the cluster
 down in a finally, so a failing check leaves nothing behind either. Bounded: well under 60 s.
 
-Env: RNND_BIN, RNND_SRCDIR, RNND_TEST_TMP. Exits 1 on any failure.
+Env: RNND_BIN, RNND_SRCDIR, RNND_TEST_TMP. One test: each command acts on the cluster the
+ones before it left, so the steps are not tests of their own.
 """
 import http.client
 import json
@@ -21,10 +22,10 @@ import socket
 import subprocess
 import threading
 import time
+import unittest
 
-from daemon_util import PYTHON3, RNND_BIN, Checker, tmpdir
-
-C = Checker()
+from daemon_util import PYTHON3, RNND_BIN, Case, tmpdir
+from daemon_util import RUNNING as C
 SRCDIR = os.environ["RNND_SRCDIR"]
 TOOL = os.path.join(SRCDIR, "tools", "cluster")
 DEADLINE = time.monotonic() + 55
@@ -204,53 +205,56 @@ def check_add(lb):
              lambda: any(request(lb)[1] == "n3" for _ in range(6)))
 
 
-def main():
-    global DIR
-    root = tmpdir("cluster_tool")
-    DIR = os.path.join(root, "c%d" % os.getpid())
-    started = []
-    try:
-        p = cluster("up", "--nodes", "2", "--dir", DIR, "--rnnd", RNND_BIN, "--",
-                    "--workers", "1", "--http-threads", "1")
-        info = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
-        started = recorded_processes()
-        C.eq(len(p.stdout.strip().splitlines()), 1, "up prints one line")
-        C.eq(sorted(info), ["dir", "nodes", "redis", "url"], "up's JSON fields")
-        if not info:
-            return
-        C.eq([n["name"] for n in info["nodes"]], ["n1", "n2"], "up --nodes 2")
-        lb = info["url"]
-        urls = {n["name"]: n["url"] for n in info["nodes"]}
-        C.check(lb.startswith("http://127.0.0.1:") and info["redis"].startswith(
-            "redis://127.0.0.1:"), "loopback only")
-        starts = dict(started)
-        nodes = {n["name"]: (n["pid"], starts.get(n["pid"])) for n in info["nodes"]}
-        by_node = check_routing(lb)
-        check_kill_start(lb, nodes, by_node)
-        check_pause_resume(urls)
-        check_redis(info["redis"])
-        check_add(lb)
-        started = recorded_processes()
-        cluster("down")
-        C.check(not any(proc_alive(pid, s) for pid, s in started),
-                "down: nothing the cluster started is running")
-        C.eq(request(lb)[0], None, "down: the balancer's port is closed")
-        C.check(not os.path.exists(os.path.join(DIR, "cluster.json")), "down: state removed")
-        C.check(time.monotonic() < DEADLINE, "the test ran within its time bound")
-    finally:
-        started = started or recorded_processes()
-        if os.path.exists(os.path.join(DIR, "cluster.json")):
-            cluster("down", check=False)
-        for pid, s in started:      # whatever down left: ours by pid and start time
-            if proc_alive(pid, s):
-                C.check(False, "pid %d was still running after down" % pid)
-                try:
-                    os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-        shutil.rmtree(DIR, ignore_errors=True)
+class ClusterTool(Case):
+    """One cluster, up to down."""
+
+    def test_cluster(self):
+        global DIR
+        root = tmpdir("cluster_tool")
+        DIR = os.path.join(root, "c%d" % os.getpid())
+        started = []
+        try:
+            p = cluster("up", "--nodes", "2", "--dir", DIR, "--rnnd", RNND_BIN, "--",
+                        "--workers", "1", "--http-threads", "1")
+            info = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {}
+            started = recorded_processes()
+            self.eq(len(p.stdout.strip().splitlines()), 1, "up prints one line")
+            self.eq(sorted(info), ["dir", "nodes", "redis", "url"], "up's JSON fields")
+            if not info:
+                return
+            self.eq([n["name"] for n in info["nodes"]], ["n1", "n2"], "up --nodes 2")
+            lb = info["url"]
+            urls = {n["name"]: n["url"] for n in info["nodes"]}
+            self.check(lb.startswith("http://127.0.0.1:") and info["redis"].startswith(
+                "redis://127.0.0.1:"), "loopback only")
+            starts = dict(started)
+            nodes = {n["name"]: (n["pid"], starts.get(n["pid"])) for n in info["nodes"]}
+            by_node = check_routing(lb)
+            check_kill_start(lb, nodes, by_node)
+            check_pause_resume(urls)
+            check_redis(info["redis"])
+            check_add(lb)
+            started = recorded_processes()
+            cluster("down")
+            self.check(not any(proc_alive(pid, s) for pid, s in started),
+                       "down: nothing the cluster started is running")
+            self.eq(request(lb)[0], None, "down: the balancer's port is closed")
+            self.check(not os.path.exists(os.path.join(DIR, "cluster.json")),
+                       "down: state removed")
+            self.check(time.monotonic() < DEADLINE, "the test ran within its time bound")
+        finally:
+            started = started or recorded_processes()
+            if os.path.exists(os.path.join(DIR, "cluster.json")):
+                cluster("down", check=False)
+            for pid, s in started:      # whatever down left: ours by pid and start time
+                if proc_alive(pid, s):
+                    self.check(False, "pid %d was still running after down" % pid)
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            shutil.rmtree(DIR, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
-    C.exit()
+    unittest.main()

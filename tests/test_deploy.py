@@ -14,7 +14,7 @@
   section (it passes `haproxy -c` too); Redis keeps an append-only file; the password comes
   from one Secret that no manifest ships.
 
-Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; exits 1 on any failure.
+Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; each part is a test (Deploy.test_*).
 """
 import os
 import re
@@ -22,13 +22,13 @@ import shutil
 import subprocess
 import tempfile
 import urllib.error
+import unittest
 import urllib.request
 
 import yaml
 
-from daemon_util import RNND_BIN, Checker, Daemon, tmpdir
-
-C = Checker()
+from daemon_util import RNND_BIN, Case, Daemon, tmpdir
+from daemon_util import RUNNING as C
 SRCDIR = os.environ["RNND_SRCDIR"]
 DEPLOY = os.path.join(SRCDIR, "deploy")
 MODEL = os.path.join(SRCDIR, "models", "charlm.rnnd")
@@ -71,6 +71,11 @@ def backends(cfg):
     return out
 
 
+def any_servers(be):
+    """[[name, address]] of the rnnd_any backend in BE (backends())."""
+    return [l.split()[1:3] for l in be.get("rnnd_any", []) if l.startswith("server ")]
+
+
 def check_haproxy(defaults):
     path = os.path.join(DEPLOY, "haproxy.cfg")
     haproxy_check(path, "deploy/haproxy.cfg")
@@ -93,14 +98,13 @@ def check_haproxy(defaults):
             % (m and m.group(1), per_ip))
     C.check(not re.search(r"^\s*(option httplog|log-format .*%(HU|r|HP|HPO|HQ)\b)", cfg, re.M),
             "HAProxy's log leaves out the path (session ids)")
-    servers = [l.split()[1:3] for l in be.get("rnnd_any", []) if l.startswith("server ")]
+    servers = any_servers(be)
     for name in ("rnnd_sessions", "rnnd_sequences"):
         tracked = [l.split()[1:3] for l in be.get(name, []) if l.startswith("server ")]
         C.eq(tracked, servers, "%s has rnnd_any's servers" % name)
         C.check(all(("track rnnd_any/%s" % s[0]) in l for s, l in zip(
             tracked, [l for l in be.get(name, []) if l.startswith("server ")])),
             "%s's servers track rnnd_any's checks" % name)
-    return cfg, servers
 
 
 def check_nginx(haproxy_servers):
@@ -290,19 +294,32 @@ def check_probes_open():
         C.eq(status, 401, "while other routes need one (the check can fail)")
 
 
-def main():
-    for tool in ("haproxy", "nginx"):
-        C.check(shutil.which(tool) or os.path.exists("/usr/sbin/" + tool),
-                "%s is installed (tools/setup)" % tool)
-    os.environ["PATH"] += ":/usr/sbin"
-    rc, defaults, err = print_config()
-    C.check(rc == 0, "rnnd serve --print-config: %s" % err)
-    cfg, servers = check_haproxy(defaults)
-    check_nginx(servers)
-    check_k8s(cfg, defaults)
-    check_probes_open()
-    C.exit()
+class Deploy(Case):
+    """deploy/'s files, read once; the daemon's defaults from `rnnd serve --print-config`."""
+
+    @classmethod
+    def setUpClass(cls):
+        for tool in ("haproxy", "nginx"):
+            C.check(shutil.which(tool) or os.path.exists("/usr/sbin/" + tool),
+                    "%s is installed (tools/setup)" % tool)
+        os.environ["PATH"] += ":/usr/sbin"
+        rc, cls.defaults, err = print_config()
+        C.check(rc == 0, "rnnd serve --print-config: %s" % err)
+        cls.cfg = read("haproxy.cfg")
+        cls.servers = any_servers(backends(cls.cfg))
+
+    def test_haproxy(self):
+        check_haproxy(self.defaults)
+
+    def test_nginx(self):
+        check_nginx(self.servers)
+
+    def test_k8s(self):
+        check_k8s(self.cfg, self.defaults)
+
+    def test_probes_open(self):
+        check_probes_open()
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

@@ -14,7 +14,9 @@ make the same model. A numpy, onnx or torch that the interpreter cannot import (
 folder first on PYTHONPATH that raises ModuleNotFoundError) is one line naming the Debian
 package, a non-zero exit, no traceback and no output file.
 
-Prints what it checked; exits 1 on any failure.
+Prints what it checked. Each group is a test (FileType.test_*), runnable alone, by the file's
+path (`python3 tests/test_filetype.py FileType.test_models_folder`): the messages it expects
+name the model class __main__.Net, as a script defines it.
 """
 import contextlib
 import io
@@ -29,17 +31,18 @@ import struct
 import subprocess
 import textwrap
 import time
+import unittest
 import warnings
 
 import numpy as np
 import torch
 
+from daemon_util import PYTHON3, RNND_BIN, Case, Daemon, tmpdir  # first: it finds tools/
+from daemon_util import RUNNING as C
 import rnnd_convert
 from rnnd_convert import cli
-from daemon_util import PYTHON3, RNND_BIN, Checker, Daemon, tmpdir
 
 warnings.filterwarnings("ignore")
-C = Checker()
 shutil.rmtree(tmpdir("filetype"))
 WORK = tmpdir("filetype")
 SRCDIR = os.environ["RNND_SRCDIR"]
@@ -172,7 +175,7 @@ def follow_advice(name, line, how, net):
     outputs_match(out, net, "%s, converted as advised" % name)
 
 
-def test_rnnd_commands(net):
+def check_rnnd_commands(net):
     request = os.path.join(WORK, "request.json")
     with open(request, "w") as f:
         json.dump({"inputs": [TOKENS]}, f)
@@ -202,7 +205,7 @@ def test_rnnd_commands(net):
             follow_advice(name, line, how, net)
 
 
-def test_models_folder(net):
+def check_models_folder(net):
     """A foreign file named *.rnnd in the models folder, at start and on reload."""
     models = os.path.join(WORK, "models")
     shutil.rmtree(models, ignore_errors=True)
@@ -253,7 +256,7 @@ CONVERT_CASES = {
 }
 
 
-def test_convert_checkpoints(net):
+def check_convert_checkpoints(net):
     for name, needle in CONVERT_CASES.items():
         out = "out-" + os.path.splitext(name)[0] + ".rnnd"
         rc, stdout, err = run([CONVERT, name, "-o", out])
@@ -318,7 +321,7 @@ def fake_missing(module):
     return d
 
 
-def test_missing_modules():
+def check_missing_modules():
     tools = os.path.join(SRCDIR, "tools")
     for module, name in (("numpy", "model.onnx"), ("onnx", "model.onnx"),
                          ("torch", "script.pt"), ("numpy", "script.pt")):
@@ -340,17 +343,29 @@ def test_missing_modules():
             C.check(not os.path.exists("missing.rnnd"), "without %s: nothing written" % module)
 
 
-def main():
-    os.chdir(WORK)
-    torch.manual_seed(12)
-    net = Net().eval()
-    make_files(net)
-    test_rnnd_commands(net)
-    test_models_folder(net)
-    test_convert_checkpoints(net)
-    test_missing_modules()
-    C.exit()
+class FileType(Case):
+    """The files are made once, in WORK (the tests' working folder), from one seeded Net."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.addClassCleanup(os.chdir, os.getcwd())
+        os.chdir(WORK)
+        torch.manual_seed(12)
+        cls.net = Net().eval()
+        make_files(cls.net)
+
+    def test_rnnd_commands(self):
+        check_rnnd_commands(self.net)
+
+    def test_models_folder(self):
+        check_models_folder(self.net)
+
+    def test_convert_checkpoints(self):
+        check_convert_checkpoints(self.net)
+
+    def test_missing_modules(self):
+        check_missing_modules()
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()

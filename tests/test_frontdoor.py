@@ -24,7 +24,6 @@ import os
 import re
 import select
 import socket
-import threading
 import time
 import unittest
 

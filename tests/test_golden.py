@@ -6,31 +6,25 @@ this CPU supports (RNND_ISA=scalar|avx2|avx512). Each response must match the ca
 "outputs": "last" must give the last step of each sequence. `rnnd inspect --json` must agree
 with the case on whether the model is stateful.
 
-Prints one line per case per path with the largest errors; exits 1 on any mismatch, missing
-case, or path that should run on this CPU but does not.
+Prints one line per case per path with the largest errors. Each case is a test
+(Golden.test_CASE, runnable alone); a mismatch, a missing case, or a path that should run on
+this CPU but does not is a failure. Only failures are counted, as checks that failed.
 """
 import json
 import os
 import subprocess
-import sys
+import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from isa import ISAS, available_isas  # noqa: E402
+from daemon_util import GOLDEN_DIR, ISAS, PYTHON3, RNND_BIN, Case, available_isas
+from daemon_util import RUNNING as C
 
-PYTHON3 = os.environ.get("PYTHON3", sys.executable)
-RNND_BIN = os.environ["RNND_BIN"]
-GOLDEN_DIR = os.environ["RNND_GOLDEN_DIR"]
 # The minGRU / minLSTM cases: native specs (model.json + weights.npz), since ONNX has no such
 # cells (tests/data/golden_min/generate.py).
 MIN_DIR = os.path.join(os.path.dirname(os.path.abspath(GOLDEN_DIR)), "data", "golden_min")
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden")
 
-failures = []
-
-
 def fail(msg):
-    failures.append(msg)
-    print("FAIL " + msg)
+    C.check(False, msg)
 
 
 def run_infer(model, request, isa):
@@ -129,43 +123,59 @@ def check_case(name, case_dir, isas):
             name, isa, e_out, n_out, e_h, n_h))
 
 
-def main():
-    os.makedirs(TMP, exist_ok=True)
-    if not os.path.isdir(GOLDEN_DIR):
-        fail("no golden directory %s" % GOLDEN_DIR)
-        return 1
-    cases = []
+def case_dirs():
+    """[(name, folder)] of every case, golden and golden_min, by name in each."""
+    out = []
     for root in (GOLDEN_DIR, MIN_DIR):
-        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
-        if not found:
-            fail("no golden cases in %s" % root)
-        cases += [(d, os.path.join(root, d)) for d in found]
-    isas = available_isas()
+        found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))) \
+            if os.path.isdir(root) else []
+        out += [(d, os.path.join(root, d)) for d in found]
+    return out
 
-    # Every path the CPU supports must actually run (check_case); the others must be refused
-    # cleanly.
-    for isa in ISAS:
-        if isa in isas:
-            continue
-        # Not supported by this CPU: rnnd must say so with code "unsupported".
-        rc, _, err = run_infer("/nonexistent.rnnd", {"inputs": [[0]]}, isa)
-        code = err.get("error", {}).get("code") if isinstance(err, dict) else None
-        if rc != 1 or code != "unsupported":
-            fail("RNND_ISA=%s on a CPU without it: exit %d, %r" % (isa, rc, err))
-        else:
-            print("path %s: not supported by this CPU, refused as expected" % isa)
-    for name, case_dir in cases:
+
+class Golden(Case):
+    """A test per case (made from the case folders below), and the paths this CPU lacks."""
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(TMP, exist_ok=True)
+        cls.isas = available_isas()
+
+    def test_case_folders(self):
+        if not os.path.isdir(GOLDEN_DIR):
+            fail("no golden directory %s" % GOLDEN_DIR)
+            return
+        for root in (GOLDEN_DIR, MIN_DIR):
+            found = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+            if not found:
+                fail("no golden cases in %s" % root)
+
+    def test_unsupported_paths(self):
+        # Every path the CPU supports must actually run (the case tests); the others must be
+        # refused cleanly.
+        for isa in ISAS:
+            if isa in self.isas:
+                continue
+            # Not supported by this CPU: rnnd must say so with code "unsupported".
+            rc, _, err = run_infer("/nonexistent.rnnd", {"inputs": [[0]]}, isa)
+            code = err.get("error", {}).get("code") if isinstance(err, dict) else None
+            if rc != 1 or code != "unsupported":
+                fail("RNND_ISA=%s on a CPU without it: exit %d, %r" % (isa, rc, err))
+            else:
+                print("path %s: not supported by this CPU, refused as expected" % isa)
+
+    def one_case(self, name, case_dir):
         if not os.path.isfile(os.path.join(case_dir, "case.json")):
             fail("%s: missing case.json" % name)
-            continue
-        check_case(name, case_dir, isas)
-    print("ran paths: %s; %d cases" % (", ".join(isas), len(cases)))
-    if failures:
-        print("%d failure(s)" % len(failures))
-        return 1
-    print("all golden cases match on every path")
-    return 0
+            return
+        check_case(name, case_dir, self.isas)
+
+
+for _name, _dir in case_dirs():
+    assert not hasattr(Golden, "test_" + _name), "two cases named " + _name
+    setattr(Golden, "test_" + _name,
+            lambda self, n=_name, d=_dir: self.one_case(n, d))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()

@@ -1,5 +1,5 @@
 """The Clockwork RNN golden cases (tests/data/golden_clock, issue 16), on every SIMD path this
-CPU runs (tests/isa.py):
+CPU runs (daemon_util.available_isas):
 
 - their stored numbers recomputed by the case generator's own float64 reference;
 - `rnnd infer`: every output and final h within the case's tolerance, and each clockwork
@@ -19,6 +19,7 @@ CPU runs (tests/isa.py):
   state whose rows have different counters; what it keeps below R's block diagonal is left
   out of the file.
 """
+import functools
 import hashlib
 import hmac
 import json
@@ -28,43 +29,31 @@ import shutil
 import struct
 import subprocess
 import threading
+import unittest
 import zlib
 
-from daemon_util import Checker, Daemon, PYTHON3, RNND_BIN, close, tmpdir
-from isa import available_isas
+import daemon_util
+from daemon_util import (PYTHON3, RNND_BIN, Case, Daemon, available_isas, check_generator, close,
+                         convert_case, data_cases, infer_on, run_concurrently, tmpdir)
+from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLOCK_DIR = os.path.join(HERE, "data", "golden_clock")
 WORK = tmpdir("golden_clock")
-C = Checker()
 rng = random.Random(1616)
 
 
-def cases():
-    out = {}
-    for name in sorted(os.listdir(CLOCK_DIR)):
-        p = os.path.join(CLOCK_DIR, name, "case.json")
-        if os.path.isfile(p):
-            with open(p) as f:
-                out[name] = json.load(f)
-    return out
-
-
-def convert(name, case):
-    out = os.path.join(WORK, name + ".rnnd")
-    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", os.path.join(CLOCK_DIR, name,
-                        case["model"]), "-o", out, "-q"], capture_output=True, text=True,
-                       timeout=120)
-    C.check(p.returncode == 0, "%s: conversion: %s" % (name, p.stderr.strip()))
-    return out
-
-
 def infer(model, req, isa):
-    env = dict(os.environ, RNND_ISA=isa)
-    p = subprocess.run([RNND_BIN, "infer", "--model", model], input=json.dumps(req),
-                       capture_output=True, text=True, env=env, timeout=120)
-    C.check(p.returncode == 0, "infer [%s]: %s" % (isa, p.stderr.strip()))
-    return json.loads(p.stdout) if p.returncode == 0 else None
+    return infer_on(model, req, isa)
+
+
+@functools.lru_cache(maxsize=None)
+def fixtures():
+    """(cases, converted models), made once (in setUpClass, where a failed check is the
+    class's error)."""
+    cs = data_cases(CLOCK_DIR)
+    C.check(len(cs) >= 3, "golden_clock cases: %s" % sorted(cs))
+    return cs, {name: convert_case(CLOCK_DIR, name, c, WORK, "-q") for name, c in cs.items()}
 
 
 def check_infer(name, case, model, isa):
@@ -150,23 +139,7 @@ def drive(d, model, seq, what, got, errors):
 
 def noise(d, model, case, steps, errors):
     """A session of MODEL fed random inputs: batch company with other counters."""
-    r = random.Random(steps + len(model))
-    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
-    if st != 201:
-        errors.append("noise %s: %d" % (model, st))
-        return
-    sid = body["id"]
-    inp = case["input"]
-    for _ in range(steps):
-        n = r.randint(1, 9)
-        if inp["kind"] == "tokens":
-            x = [r.randrange(inp["vocab"]) for _ in range(n)]
-        else:
-            x = [[r.uniform(-3, 3) for _ in range(inp["dim"])] for _ in range(n)]
-        st, _, reply = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": x})
-        if st != 200:
-            errors.append("noise %s: step %d %r" % (model, st, reply))
-            return
+    daemon_util.noise(d, model, case, steps, errors, seed=steps + len(model))
 
 
 def check_sessions(cs, models, want, isa):
@@ -179,13 +152,7 @@ def check_sessions(cs, models, want, isa):
                 jobs.append(threading.Thread(target=drive, args=(
                     d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)], errors)))
             jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
-        rng.shuffle(jobs)
-        for j in jobs:
-            j.start()
-        for j in jobs:
-            j.join(300)
-        for e in errors:
-            C.check(False, e)
+        run_concurrently(jobs, rng, errors)
         for (name, b), outs in sorted(got.items()):
             c = cs[name]
             what = "%s seq %d [%s]" % (name, b, isa)
@@ -301,47 +268,8 @@ def check_restart(name, model, case):
         d.stop()
 
 
-def check_bench_inspect(models):
-    """`rnnd bench --cell clockwork`: both modes; gflops count W x and each module's blocks
-    of R every T_k-th step. `rnnd inspect --json` shows the periods."""
-    H, I, per = 12, 7, [1, 2, 4, 8]
-    for mode in ("stream", "seq"):
-        p = subprocess.run([RNND_BIN, "bench", "--cell", "clockwork", "--hidden", str(H),
-                            "--input", str(I), "--mode", mode, "--steps", "9",
-                            "--seconds", "0.05"], capture_output=True, text=True, timeout=60)
-        ok = p.returncode == 0
-        if ok:
-            r = json.loads(p.stdout)
-            hm = H / len(per)
-            flops = 2 * H * I + sum(2 * hm * (H - k * hm) / T for k, T in enumerate(per))
-            want = flops * r["steps_per_s"] * 1e-9
-            ok = (r["cell"] == "clockwork" and r["steps_per_s"] > 0
-                  and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
-        C.check(ok, "bench --cell clockwork --mode %s: %s %s" % (mode, p.stdout, p.stderr))
-    for args, msg in ((["--hidden", "10"], "needs --hidden divisible by 4"),
-                      (["--periods", "1,3,2"], "strictly increasing"),
-                      (["--periods", "1,0"], "strictly increasing positive"),
-                      (["--hidden", "12", "--periods", "1,2,3,4,5"], "divide --hidden")):
-        p = subprocess.run([RNND_BIN, "bench", "--cell", "clockwork"] + args,
-                           capture_output=True, text=True, timeout=60)
-        C.check(p.returncode == 2 and msg in p.stderr, "bench %s: %d %s" % (
-            " ".join(args), p.returncode, p.stderr))
-    p = subprocess.run([RNND_BIN, "bench", "--cell", "rnn", "--periods", "1,2"],
-                       capture_output=True, text=True, timeout=60)
-    C.check(p.returncode == 2 and "--periods is for --cell clockwork" in p.stderr,
-            "bench --cell rnn --periods: %s" % p.stderr)
-    p = subprocess.run([RNND_BIN, "inspect", "--json", models["clock3_vectors"]],
-                       capture_output=True, text=True, timeout=60)
-    layers = json.loads(p.stdout)["layers"] if p.returncode == 0 else []
-    C.eq([L.get("periods") for L in layers], [[1, 3, 7, 16], [1, 2, 5], [2, 5, 11]],
-         "inspect --json periods")
-    p = subprocess.run([RNND_BIN, "inspect", models["clock3_vectors"]], capture_output=True,
-                       text=True, timeout=60)
-    C.check("periods=1,3,7,16 (4 modules of 3 units)" in p.stdout, "inspect: %s" % p.stdout)
-
-
-def check_from_module():
-    code = r"""
+# the reference module converted and run, in a child (torch is imported there only)
+FROM_MODULE = r"""
 import json, subprocess, sys
 import numpy as np, torch
 import rnnd_convert
@@ -379,47 +307,96 @@ except rnnd_convert.ConvertError as e:
     out["head_refused"] = str(e)
 print(json.dumps(out))
 """
-    path = os.path.join(WORK, "module.rnnd")
-    p = subprocess.run([PYTHON3, "-c", code, path, RNND_BIN], capture_output=True, text=True,
-                       timeout=300)
-    C.check(p.returncode == 0, "from_module script: %s" % p.stderr.strip()[-2000:])
-    if p.returncode != 0:
-        return
-    r = json.loads(p.stdout)
-    C.check(r["R_below_zero"] and r["R_rest_kept"],
-            "from_module writes R * mask: %s" % p.stdout)
-    C.check(r["max_err"] <= 1e-5 and r["h_err"] <= 1e-5,
-            "rnnd infer gives the module's outputs: %s" % p.stdout)
-    C.eq(r["t"], r["t_module"], "counters after 40 steps, rows at different counters")
-    C.eq(r["t"], [[40, 40], [45, 45], [16777261, 16777261]], "counters")
-    # a head the module does not apply: the verification at conversion refuses it
-    C.check("verification failed" in r["head_refused"], "head= refused: %r" % r["head_refused"])
-    p = subprocess.run([RNND_BIN, "inspect", "--json", path], capture_output=True, text=True)
-    info = json.loads(p.stdout) if p.returncode == 0 else {}
-    C.check(info.get("verification", {}).get("source") == "module",
-            "the module was verified at conversion: %s" % info.get("verification"))
-    print("from_module: a 2-layer Clockwork, max |err| %.3g, counters %s" % (r["max_err"],
-                                                                            r["t"]))
 
 
-def main():
-    check_from_module()
-    p = subprocess.run([PYTHON3, os.path.join(CLOCK_DIR, "generate.py"), "--check", CLOCK_DIR],
-                       capture_output=True, text=True, timeout=300)
-    print(p.stdout, end="")
-    C.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+class GoldenClock(Case):
+    """The Clockwork cases, tools and module; the models are converted once."""
 
-    cs = cases()
-    C.check(len(cs) >= 3, "golden_clock cases: %s" % sorted(cs))
-    models = {name: convert(name, c) for name, c in cs.items()}
-    check_bench_inspect(models)
-    check_bad_counters("clock_mixed_vectors", models["clock_mixed_vectors"],
-                       cs["clock_mixed_vectors"])
-    check_restart("clock3_vectors", models["clock3_vectors"], cs["clock3_vectors"])
-    for isa in available_isas():
-        want = {name: check_infer(name, c, models[name], isa) for name, c in cs.items()}
-        check_sessions(cs, models, want, isa)
-    C.exit()
+    @classmethod
+    def setUpClass(cls):
+        fixtures()
+
+    def test_from_module(self):
+        path = os.path.join(WORK, "module.rnnd")
+        p = subprocess.run([PYTHON3, "-c", FROM_MODULE, path, RNND_BIN], capture_output=True,
+                           text=True, timeout=300)
+        self.check(p.returncode == 0, "from_module script: %s" % p.stderr.strip()[-2000:])
+        if p.returncode != 0:
+            return
+        r = json.loads(p.stdout)
+        self.check(r["R_below_zero"] and r["R_rest_kept"],
+                   "from_module writes R * mask: %s" % p.stdout)
+        self.check(r["max_err"] <= 1e-5 and r["h_err"] <= 1e-5,
+                   "rnnd infer gives the module's outputs: %s" % p.stdout)
+        self.eq(r["t"], r["t_module"], "counters after 40 steps, rows at different counters")
+        self.eq(r["t"], [[40, 40], [45, 45], [16777261, 16777261]], "counters")
+        # a head the module does not apply: the verification at conversion refuses it
+        self.check("verification failed" in r["head_refused"],
+                   "head= refused: %r" % r["head_refused"])
+        p = subprocess.run([RNND_BIN, "inspect", "--json", path], capture_output=True, text=True)
+        info = json.loads(p.stdout) if p.returncode == 0 else {}
+        self.check(info.get("verification", {}).get("source") == "module",
+                   "the module was verified at conversion: %s" % info.get("verification"))
+        print("from_module: a 2-layer Clockwork, max |err| %.3g, counters %s" % (r["max_err"],
+                                                                                r["t"]))
+
+    def test_generator(self):
+        check_generator(CLOCK_DIR)
+
+    def test_bench_inspect(self):
+        """`rnnd bench --cell clockwork`: both modes; gflops count W x and each module's blocks
+        of R every T_k-th step. `rnnd inspect --json` shows the periods."""
+        models = fixtures()[1]
+        H, I, per = 12, 7, [1, 2, 4, 8]
+        for mode in ("stream", "seq"):
+            p = subprocess.run([RNND_BIN, "bench", "--cell", "clockwork", "--hidden", str(H),
+                                "--input", str(I), "--mode", mode, "--steps", "9",
+                                "--seconds", "0.05"], capture_output=True, text=True, timeout=60)
+            ok = p.returncode == 0
+            if ok:
+                r = json.loads(p.stdout)
+                hm = H / len(per)
+                flops = 2 * H * I + sum(2 * hm * (H - k * hm) / T for k, T in enumerate(per))
+                want = flops * r["steps_per_s"] * 1e-9
+                ok = (r["cell"] == "clockwork" and r["steps_per_s"] > 0
+                      and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
+            self.check(ok, "bench --cell clockwork --mode %s: %s %s" % (mode, p.stdout, p.stderr))
+        for args, msg in ((["--hidden", "10"], "needs --hidden divisible by 4"),
+                          (["--periods", "1,3,2"], "strictly increasing"),
+                          (["--periods", "1,0"], "strictly increasing positive"),
+                          (["--hidden", "12", "--periods", "1,2,3,4,5"], "divide --hidden")):
+            p = subprocess.run([RNND_BIN, "bench", "--cell", "clockwork"] + args,
+                               capture_output=True, text=True, timeout=60)
+            self.check(p.returncode == 2 and msg in p.stderr, "bench %s: %d %s" % (
+                " ".join(args), p.returncode, p.stderr))
+        p = subprocess.run([RNND_BIN, "bench", "--cell", "rnn", "--periods", "1,2"],
+                           capture_output=True, text=True, timeout=60)
+        self.check(p.returncode == 2 and "--periods is for --cell clockwork" in p.stderr,
+                   "bench --cell rnn --periods: %s" % p.stderr)
+        p = subprocess.run([RNND_BIN, "inspect", "--json", models["clock3_vectors"]],
+                           capture_output=True, text=True, timeout=60)
+        layers = json.loads(p.stdout)["layers"] if p.returncode == 0 else []
+        self.eq([L.get("periods") for L in layers], [[1, 3, 7, 16], [1, 2, 5], [2, 5, 11]],
+                "inspect --json periods")
+        p = subprocess.run([RNND_BIN, "inspect", models["clock3_vectors"]], capture_output=True,
+                           text=True, timeout=60)
+        self.check("periods=1,3,7,16 (4 modules of 3 units)" in p.stdout, "inspect: %s" % p.stdout)
+
+    def test_bad_counters(self):
+        cs, models = fixtures()
+        check_bad_counters("clock_mixed_vectors", models["clock_mixed_vectors"],
+                           cs["clock_mixed_vectors"])
+
+    def test_restart(self):
+        cs, models = fixtures()
+        check_restart("clock3_vectors", models["clock3_vectors"], cs["clock3_vectors"])
+
+    def test_infer_and_sessions(self):
+        cs, models = fixtures()
+        for isa in available_isas():
+            want = {name: check_infer(name, c, models[name], isa) for name, c in cs.items()}
+            check_sessions(cs, models, want, isa)
 
 
-main()
+if __name__ == "__main__":
+    unittest.main()

@@ -9,13 +9,16 @@
 3. A case edited by hand (one expected number nudged by 1e-4) fails the check: the check can
    fail.
 
-Env: PYTHON3, RNND_SRCDIR, RNND_TEST_TMP.
+Env: PYTHON3, RNND_SRCDIR, RNND_TEST_TMP. 1-3 are tests (GoldenData.test_*), runnable alone.
 """
 import json
 import os
 import shutil
 import subprocess
 import sys
+import unittest
+
+from daemon_util import RUNNING, Case
 
 SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))
@@ -25,13 +28,10 @@ PY = os.environ.get("PYTHON3", sys.executable)
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden_data")
 TOL = 2e-6
 
-failures = []
-
-
 def check(cond, what):
+    """A check of the running test (daemon_util.RUNNING), printed whether it holds or not."""
     print("%s: %s" % ("ok" if cond else "FAIL", what))
-    if not cond:
-        failures.append(what)
+    return RUNNING.check(cond, what)
 
 
 def run(*args):
@@ -40,7 +40,8 @@ def run(*args):
 
 
 def cases(root):
-    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "case.json")))
+    return sorted(d for d in os.listdir(root)
+                  if os.path.isfile(os.path.join(root, d, "case.json")))
 
 
 def close(a, b):
@@ -52,60 +53,50 @@ def close(a, b):
     return a == b
 
 
-def test_check_committed():
-    rc, out = run("--check", GOLDEN)
-    print(out, end="")
-    check(rc == 0, "generate.py --check tests/golden passes")
-    check(len(cases(GOLDEN)) == 12, "12 cases in tests/golden (%d)" % len(cases(GOLDEN)))
+class GoldenData(Case):
+    """The committed cases, their regeneration, and a check that can fail."""
 
+    def test_check_committed(self):
+        rc, out = run("--check", GOLDEN)
+        print(out, end="")
+        check(rc == 0, "generate.py --check tests/golden passes")
+        check(len(cases(GOLDEN)) == 12, "12 cases in tests/golden (%d)" % len(cases(GOLDEN)))
 
-def test_regenerate():
-    out_dir = os.path.join(TMP, "regen")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.makedirs(out_dir)
-    rc, out = run("--out", out_dir)
-    check(rc == 0, "generate.py --out runs (%s)" % out.strip()[-300:])
-    check(cases(out_dir) == cases(GOLDEN), "the same case names")
-    for name in cases(GOLDEN):
-        with open(os.path.join(GOLDEN, name, "model.onnx"), "rb") as f:
-            want = f.read()
-        with open(os.path.join(out_dir, name, "model.onnx"), "rb") as f:
-            got = f.read()
-        check(got == want, "%s: model.onnx regenerates byte for byte" % name)
-        with open(os.path.join(GOLDEN, name, "case.json")) as f:
-            want = json.load(f)
-        with open(os.path.join(out_dir, name, "case.json")) as f:
-            got = json.load(f)
-        check(sorted(got) == sorted(want), "%s: case.json has the same fields" % name)
-        for k in want:
-            check(close(got.get(k), want[k]), "%s: case.json field %s regenerates" % (name, k))
+    def test_regenerate(self):
+        out_dir = os.path.join(TMP, "regen")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.makedirs(out_dir)
+        rc, out = run("--out", out_dir)
+        check(rc == 0, "generate.py --out runs (%s)" % out.strip()[-300:])
+        check(cases(out_dir) == cases(GOLDEN), "the same case names")
+        for name in cases(GOLDEN):
+            with open(os.path.join(GOLDEN, name, "model.onnx"), "rb") as f:
+                want = f.read()
+            with open(os.path.join(out_dir, name, "model.onnx"), "rb") as f:
+                got = f.read()
+            check(got == want, "%s: model.onnx regenerates byte for byte" % name)
+            with open(os.path.join(GOLDEN, name, "case.json")) as f:
+                want = json.load(f)
+            with open(os.path.join(out_dir, name, "case.json")) as f:
+                got = json.load(f)
+            check(sorted(got) == sorted(want), "%s: case.json has the same fields" % name)
+            for k in want:
+                check(close(got.get(k), want[k]), "%s: case.json field %s regenerates" % (name, k))
 
-
-def test_check_can_fail():
-    bad = os.path.join(TMP, "edited")
-    shutil.rmtree(bad, ignore_errors=True)
-    shutil.copytree(GOLDEN, bad)
-    path = os.path.join(bad, "lstm_vectors", "case.json")
-    with open(path) as f:
-        case = json.load(f)
-    case["expected"][2][5][3] += 1e-4
-    with open(path, "w") as f:
-        json.dump(case, f)
-    rc, out = run("--check", bad)
-    check(rc != 0 and "lstm_vectors" in out and "FAIL" in out,
-          "a nudged expected number fails the check")
-
-
-def main():
-    test_check_committed()
-    test_regenerate()
-    test_check_can_fail()
-    if failures:
-        print("%d failure(s)" % len(failures))
-        return 1
-    print("golden data: all checks passed")
-    return 0
+    def test_check_can_fail(self):
+        bad = os.path.join(TMP, "edited")
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(GOLDEN, bad)
+        path = os.path.join(bad, "lstm_vectors", "case.json")
+        with open(path) as f:
+            case = json.load(f)
+        case["expected"][2][5][3] += 1e-4
+        with open(path, "w") as f:
+            json.dump(case, f)
+        rc, out = run("--check", bad)
+        check(rc != 0 and "lstm_vectors" in out and "FAIL" in out,
+              "a nudged expected number fails the check")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()

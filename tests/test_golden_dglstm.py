@@ -1,59 +1,47 @@
-"""The depth-gated LSTM's golden cases (tests/data/golden_dglstm, issue 16): their stored
-numbers recomputed by the case generator's own float64 reference (not reference.py); then, on
-every SIMD path this CPU runs (tests/isa.py), `rnnd infer` against the expectation (outputs,
-every layer's final h and c), and each sequence fed to a daemon session in random chunks,
-concurrently with the other sequences and noise sessions of every case, its state exported
-part way, the session closed and a new one opened from the export. Every session output must
-equal `rnnd infer`'s bit for bit and its final state infer's final state bit for bit. Also:
-`rnnd bench --cell dglstm` runs both modes and `rnnd inspect` shows the gate.
+"""The depth-gated LSTM's golden cases (tests/data/golden_dglstm, issue 16): their stored numbers
+recomputed by the case generator's own float64 reference (not reference.py); then, on every
+SIMD path this CPU runs (daemon_util.available_isas), `rnnd infer` against the expectation
+(outputs, every layer's final h and c), and each sequence fed to a daemon session in random
+chunks, concurrently with the other sequences and noise sessions of every case, its state
+exported part way, the session closed and a new one opened from the export. Every session
+output must equal `rnnd infer`'s bit for bit and its final state infer's final state bit for
+bit. Also: `rnnd bench --cell dglstm` runs both modes and `rnnd inspect` shows the gate.
 """
+import functools
 import json
 import os
 import random
 import subprocess
 import threading
-import zlib
+import unittest
 
-from daemon_util import Checker, Daemon, PYTHON3, RNND_BIN, close, tmpdir
-from isa import available_isas
+import daemon_util
+from daemon_util import (RNND_BIN, Case, Daemon, available_isas, check_generator, close,
+                         convert_case, data_cases, drive_session, infer_on, run_concurrently,
+                         tmpdir)
+from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DG_DIR = os.path.join(HERE, "data", "golden_dglstm")
 WORK = tmpdir("golden_dglstm")
-C = Checker()
 rng = random.Random(1617)
-
-
-def cases():
-    out = {}
-    for name in sorted(os.listdir(DG_DIR)):
-        p = os.path.join(DG_DIR, name, "case.json")
-        if os.path.isfile(p):
-            with open(p) as f:
-                out[name] = json.load(f)
-    return out
-
-
-def convert(name, case):
-    out = os.path.join(WORK, name + ".rnnd")
-    p = subprocess.run([PYTHON3, "-m", "rnnd_convert", os.path.join(DG_DIR, name,
-                        case["model"]), "-o", out], capture_output=True, text=True,
-                       timeout=120)
-    C.check(p.returncode == 0, "%s: conversion: %s" % (name, p.stderr.strip()))
-    return out
 
 
 def infer(model, seqs, isa):
     """(outputs, states) of `rnnd infer` on path ISA, or (None, None)."""
-    env = dict(os.environ, RNND_ISA=isa)
-    p = subprocess.run([RNND_BIN, "infer", "--model", model], input=json.dumps(
-        {"inputs": seqs, "return_state": True}), capture_output=True, text=True, env=env,
-        timeout=120)
-    C.check(p.returncode == 0, "infer [%s]: %s" % (isa, p.stderr.strip()))
-    if p.returncode != 0:
+    r = infer_on(model, {"inputs": seqs, "return_state": True}, isa)
+    if r is None:
         return None, None
-    r = json.loads(p.stdout)
     return r["outputs"], r["states"]
+
+
+@functools.lru_cache(maxsize=None)
+def fixtures():
+    """(cases, converted models), made once (in setUpClass, where a failed check is the
+    class's error)."""
+    cs = data_cases(DG_DIR)
+    C.check(len(cs) >= 3, "golden_dglstm cases: %s" % sorted(cs))
+    return cs, {name: convert_case(DG_DIR, name, c, WORK) for name, c in cs.items()}
 
 
 def check_infer(name, c, outs, states, isa):
@@ -73,162 +61,101 @@ def check_infer(name, c, outs, states, isa):
 def drive(d, model, seq, what, got, final, errors):
     """Feed SEQ to a session of MODEL in random chunks, exporting the state part way and
     continuing in a new session opened from it; outputs into GOT, the last state into FINAL."""
-    r = random.Random(zlib.crc32(what.encode()))
-    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
-    if st != 201:
-        errors.append("%s: open: %d %r" % (what, st, body))
-        return
-    sid = body["id"]
-    cut = r.randint(1, max(1, len(seq) - 1))    # export once this many steps are done
-    i = 0
-    while i < len(seq):
-        n = min(r.randint(1, 17), len(seq) - i)
-        if i < cut < i + n:
-            n = cut - i
-        st, _, body = d.request("POST", "/v1/sessions/%s/step" % sid,
-                                {"inputs": seq[i:i + n], "if_steps": i})
-        if st != 200:
-            errors.append("%s: step at %d: %d %r" % (what, i, st, body))
-            return
-        got.extend(body["outputs"])
-        i += n
-        if i == cut:
-            st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
-            if st != 200 or exp.get("steps") != i:
-                errors.append("%s: export: %d %r" % (what, st, exp))
-                return
-            d.request("DELETE", "/v1/sessions/%s" % sid)
-            st, _, body = d.request("POST", "/v1/sessions", {
-                "model": model, "state": exp["state"], "digest": exp["digest"]})
-            if st != 201:
-                errors.append("%s: reopen from export: %d %r" % (what, st, body))
-                return
-            sid = body["id"]
-            st, _, body = d.request("PUT", "/v1/sessions/%s/state" % sid, exp)
-            if st != 200 or body.get("steps") != i:
-                errors.append("%s: import: %d %r" % (what, st, body))
-                return
-    st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
-    if st == 200:
-        final.append(exp["state"])
-    else:
-        errors.append("%s: final export: %d %r" % (what, st, exp))
-    d.request("DELETE", "/v1/sessions/%s" % sid)
+    drive_session(d, model, seq, what, got, errors, final=final)
+
 
 
 def noise(d, model, case, steps, errors):
     """A session of MODEL fed random inputs: batch company for the others."""
-    r = random.Random(steps + len(model))
-    st, _, body = d.request("POST", "/v1/sessions", {"model": model})
-    if st != 201:
-        errors.append("noise %s: %d" % (model, st))
-        return
-    sid = body["id"]
-    inp = case["input"]
-    for _ in range(steps):
-        n = r.randint(1, 9)
-        if inp["kind"] == "tokens":
-            x = [r.randrange(inp["vocab"]) for _ in range(n)]
-        else:
-            x = [[r.uniform(-3, 3) for _ in range(inp["dim"])] for _ in range(n)]
-        st, _, reply = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": x})
-        if st != 200:
-            errors.append("noise %s: step %d %r" % (model, st, reply))
-            return
+    daemon_util.noise(d, model, case, steps, errors, seed=steps + len(model))
 
 
-def check_bench():
-    """`rnnd bench --cell dglstm`: both modes; flops count both layers and D."""
-    H, I = 13, 7
-    for mode in ("stream", "seq"):
-        p = subprocess.run([RNND_BIN, "bench", "--cell", "dglstm", "--hidden", str(H),
-                            "--input", str(I), "--mode", mode, "--steps", "9", "--seconds",
-                            "0.05"], capture_output=True, text=True, timeout=60)
-        ok = p.returncode == 0
-        if ok:
-            r = json.loads(p.stdout)
-            # layer 0: 2 * 4H (I + H); layer 1: 2 * (4H (H + H) + H H) per step
-            per_step = 2.0 * 4 * H * (I + H) + 2.0 * (4 * H * 2 * H + H * H)
-            want = per_step * r["steps_per_s"] * 1e-9
-            ok = (r["cell"] == "dglstm" and r["mode"] == mode and r["steps_per_s"] > 0
-                  and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
-        C.check(ok, "bench --cell dglstm --mode %s: %s %s" % (mode, p.stdout, p.stderr))
-    p = subprocess.run([RNND_BIN, "bench", "--cell", "dglstm2"], capture_output=True,
-                       text=True, timeout=60)
-    C.check(p.returncode == 2 and "dglstm, mingru, minlstm, slstm or clockwork" in p.stderr,
-            "bench --cell dglstm2: %d %s" % (p.returncode, p.stderr))
+class GoldenDglstm(Case):
+    """The depth-gated LSTM's cases and tools; the models are converted once."""
 
+    @classmethod
+    def setUpClass(cls):
+        fixtures()
 
-def check_inspect(models):
-    """`rnnd inspect` shows which layers are depth-gated, in text and --json."""
-    model = models["dglstm3_vectors"]
-    p = subprocess.run([RNND_BIN, "inspect", model], capture_output=True, text=True,
-                       timeout=60)
-    lines = [ln for ln in p.stdout.splitlines() if "depth_gate=" in ln]
-    C.check(p.returncode == 0 and len(lines) == 3 and "depth_gate=no" in lines[0] and
-            all("depth_gate=yes" in ln for ln in lines[1:]), "inspect text: %s" % p.stdout)
-    p = subprocess.run([RNND_BIN, "inspect", "--json", model], capture_output=True, text=True,
-                       timeout=60)
-    try:
-        layers = json.loads(p.stdout)["layers"]
-        gates = [L.get("depth_gate") for L in layers]
-    except (ValueError, KeyError) as e:
-        gates = repr(e)
-    C.eq(gates, [False, True, True], "inspect --json: depth_gate per layer")
+    def test_bench(self):
+        """`rnnd bench --cell dglstm`: both modes; flops count both layers and D."""
+        H, I = 13, 7
+        for mode in ("stream", "seq"):
+            p = subprocess.run([RNND_BIN, "bench", "--cell", "dglstm", "--hidden", str(H),
+                                "--input", str(I), "--mode", mode, "--steps", "9", "--seconds",
+                                "0.05"], capture_output=True, text=True, timeout=60)
+            ok = p.returncode == 0
+            if ok:
+                r = json.loads(p.stdout)
+                # layer 0: 2 * 4H (I + H); layer 1: 2 * (4H (H + H) + H H) per step
+                per_step = 2.0 * 4 * H * (I + H) + 2.0 * (4 * H * 2 * H + H * H)
+                want = per_step * r["steps_per_s"] * 1e-9
+                ok = (r["cell"] == "dglstm" and r["mode"] == mode and r["steps_per_s"] > 0
+                      and abs(r["gflops"] - want) <= 0.011 + 0.01 * want)
+            self.check(ok, "bench --cell dglstm --mode %s: %s %s" % (mode, p.stdout, p.stderr))
+        p = subprocess.run([RNND_BIN, "bench", "--cell", "dglstm2"], capture_output=True,
+                           text=True, timeout=60)
+        self.check(p.returncode == 2 and "dglstm, mingru, minlstm, slstm or clockwork" in p.stderr,
+                   "bench --cell dglstm2: %d %s" % (p.returncode, p.stderr))
 
+    def test_generator(self):
+        check_generator(DG_DIR)
 
-def main():
-    check_bench()
-    p = subprocess.run([PYTHON3, os.path.join(DG_DIR, "generate.py"), "--check", DG_DIR],
-                       capture_output=True, text=True, timeout=300)
-    print(p.stdout, end="")
-    C.check(p.returncode == 0, "generate.py --check: %s" % p.stderr.strip())
+    def test_inspect(self):
+        """`rnnd inspect` shows which layers are depth-gated, in text and --json."""
+        model = fixtures()[1]["dglstm3_vectors"]
+        p = subprocess.run([RNND_BIN, "inspect", model], capture_output=True, text=True,
+                           timeout=60)
+        lines = [ln for ln in p.stdout.splitlines() if "depth_gate=" in ln]
+        self.check(p.returncode == 0 and len(lines) == 3 and "depth_gate=no" in lines[0] and
+                   all("depth_gate=yes" in ln for ln in lines[1:]), "inspect text: %s" % p.stdout)
+        p = subprocess.run([RNND_BIN, "inspect", "--json", model], capture_output=True, text=True,
+                           timeout=60)
+        try:
+            layers = json.loads(p.stdout)["layers"]
+            gates = [L.get("depth_gate") for L in layers]
+        except (ValueError, KeyError) as e:
+            gates = repr(e)
+        self.eq(gates, [False, True, True], "inspect --json: depth_gate per layer")
 
-    cs = cases()
-    C.check(len(cs) >= 3, "golden_dglstm cases: %s" % sorted(cs))
-    models = {name: convert(name, c) for name, c in cs.items()}
-    check_inspect(models)
-    for isa in available_isas():
-        want = {}
-        for name, c in cs.items():
-            outs, states = infer(models[name], c["sequences"], isa)
-            want[name] = (outs, states)
-            if outs is not None:
-                check_infer(name, c, outs, states, isa)
-        env = dict(os.environ, RNND_ISA=isa)
-        with Daemon(models, env=env) as d:
-            jobs, errors, got, final = [], [], {}, {}
+    def test_sessions(self):
+        cs, models = fixtures()
+        for isa in available_isas():
+            want = {}
             for name, c in cs.items():
-                for b, seq in enumerate(c["sequences"]):
-                    got[(name, b)], final[(name, b)] = [], []
-                    jobs.append(threading.Thread(target=drive, args=(
-                        d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)],
-                        final[(name, b)], errors)))
-                jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
-            rng.shuffle(jobs)
-            for j in jobs:
-                j.start()
-            for j in jobs:
-                j.join(300)
-            for e in errors:
-                C.check(False, e)
-            for (name, b), outs in sorted(got.items()):
-                c = cs[name]
-                what = "%s seq %d [%s]" % (name, b, isa)
-                C.eq(len(outs), len(c["expected"][b]), what + ": steps")
-                w_outs, w_states = want[name]
-                if w_outs is not None:
-                    C.check(outs == w_outs[b],
-                            what + ": session outputs differ bitwise from rnnd infer's")
-                    C.check(final[(name, b)][:1] == [w_states[b]],
-                            what + ": the session's final state differs bitwise from infer's")
-                C.check(close(outs, c["expected"][b], c["atol"], c["rtol"]),
-                        what + ": outside the tolerance of the expectation")
-            rc, _ = d.stop()
-            C.check(rc == 0, "daemon [%s] exit status %s" % (isa, rc))
-        print("path %s: %d sequences in random chunks with an export/import each, beside "
-              "%d noise sessions" % (isa, len(got), len(cs)))
-    C.exit()
+                outs, states = infer(models[name], c["sequences"], isa)
+                want[name] = (outs, states)
+                if outs is not None:
+                    check_infer(name, c, outs, states, isa)
+            env = dict(os.environ, RNND_ISA=isa)
+            with Daemon(models, env=env) as d:
+                jobs, errors, got, final = [], [], {}, {}
+                for name, c in cs.items():
+                    for b, seq in enumerate(c["sequences"]):
+                        got[(name, b)], final[(name, b)] = [], []
+                        jobs.append(threading.Thread(target=drive, args=(
+                            d, name, seq, "%s[%d] %s" % (name, b, isa), got[(name, b)],
+                            final[(name, b)], errors)))
+                    jobs.append(threading.Thread(target=noise, args=(d, name, c, 25, errors)))
+                run_concurrently(jobs, rng, errors)
+                for (name, b), outs in sorted(got.items()):
+                    c = cs[name]
+                    what = "%s seq %d [%s]" % (name, b, isa)
+                    self.eq(len(outs), len(c["expected"][b]), what + ": steps")
+                    w_outs, w_states = want[name]
+                    if w_outs is not None:
+                        self.check(outs == w_outs[b],
+                                   what + ": session outputs differ bitwise from rnnd infer's")
+                        self.check(final[(name, b)][:1] == [w_states[b]],
+                                   what + ": the session's final state differs bitwise from "
+                                   "infer's")
+                    self.check(close(outs, c["expected"][b], c["atol"], c["rtol"]),
+                               what + ": outside the tolerance of the expectation")
+                rc, _ = d.stop()
+                self.check(rc == 0, "daemon [%s] exit status %s" % (isa, rc))
+            print("path %s: %d sequences in random chunks with an export/import each, beside "
+                  "%d noise sessions" % (isa, len(got), len(cs)))
 
 
-main()
+if __name__ == "__main__":
+    unittest.main()

@@ -21,16 +21,20 @@
 5. Refusals: the converter refuses a weight beyond float16's range naming the tensor, and
    rnnd refuses a file whose architecture names an unknown weight type.
 
-Exits 0 when everything holds, 1 otherwise; prints what it checked.
+Prints what it checked. Each case is a test (Half.test_CASE), and so is each of 5 and the
+served model; only failures are counted, as checks that failed.
 """
 import json
 import os
 import struct
 import subprocess
 import sys
+import unittest
 
 import numpy as np
 
+from daemon_util import Case, Daemon
+from daemon_util import RUNNING as C
 from rnnd_convert import reference
 
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
@@ -50,12 +54,8 @@ TOL_DG = {"bf16": 1.5e-2, "f16": 6e-4}
 MATRICES = ("W", "R", "proj", "V", "D")
 DG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_dglstm")
 
-failures = []
-
-
 def fail(msg):
-    failures.append(msg)
-    print("FAIL " + msg)
+    C.check(False, msg)
 
 
 def run(cmd, **kw):
@@ -243,8 +243,8 @@ def check_refusals():
         if got is None or not np.allclose(got[0][0], want, rtol=1e-6):
             fail("bf16 native model: %s" % (err or got))
     # an unknown weight type in the architecture
-    src = os.path.join(TMP, "lstm_vectors.f32.rnnd")
-    if os.path.exists(src):
+    src = ensure_converted("lstm_vectors", "f32")
+    if src and os.path.exists(src):
         with open(src, "rb") as f:
             data = f.read()
         (n,) = struct.unpack("<Q", data[:8])
@@ -312,12 +312,11 @@ def check_mlp_head(paths):
 def check_served(cases):
     """The daemon serves a half model: /v1/models reports its weight type, and a session fed
     step by step gives bitwise the outputs of `rnnd infer` on the same file."""
-    from daemon_util import Daemon
     name = next(n for n in cases if json.load(open(os.path.join(GOLDEN_DIR, n, "case.json")))
                 ["stateful"])
     case = json.load(open(os.path.join(GOLDEN_DIR, name, "case.json")))
     seq = case["sequences"][0]
-    models = {w: os.path.join(TMP, "%s.%s.rnnd" % (name, w)) for w in ("f32", "bf16", "f16")}
+    models = {w: ensure_converted(name, w) for w in ("f32", "bf16", "f16")}
     with Daemon(models) as d:
         listed = {m["name"]: m["weights"] for m in d.request("GET", "/v1/models")[2]["models"]}
         if listed != {"f32": "f32", "bf16": "bf16", "f16": "f16"}:
@@ -333,49 +332,82 @@ def check_served(cases):
     print("served: %s in f32/bf16/f16, weights reported, session steps == rnnd infer" % name)
 
 
-def main():
-    os.makedirs(TMP, exist_ok=True)
-    cases = sorted(d for d in os.listdir(GOLDEN_DIR)
-                   if os.path.isfile(os.path.join(GOLDEN_DIR, d, "case.json")))
-    if not cases:
-        fail("no golden cases in %s" % GOLDEN_DIR)
-    paths = isas()
-    print("paths: %s" % ", ".join(paths))
+def listed(folder):
+    return sorted(d for d in os.listdir(folder)
+                  if os.path.isfile(os.path.join(folder, d, "case.json")))
+
+
+def ensure_converted(name, wtype):
+    """The WTYPE file of golden case NAME as check_case converts it, converted here when
+    that case's test has not run (a test run alone); None when there is no such case."""
+    path = os.path.join(TMP, "%s.%s.rnnd" % (name, wtype))
+    case_dir = os.path.join(GOLDEN_DIR, name)
+    if not os.path.exists(path) and os.path.isfile(os.path.join(case_dir, "case.json")):
+        with open(os.path.join(case_dir, "case.json")) as f:
+            case = json.load(f)
+        convert(os.path.join(case_dir, case.get("model", "model.onnx")), path, wtype)
+    return path if os.path.exists(path) else None
+
+
+os.makedirs(TMP, exist_ok=True)
+SL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_slstm")
+GOLDEN = listed(GOLDEN_DIR)
+# sLSTM from native specs (its block-diagonal R is a matrix like any other); not the
+# large-gates case, whose x12 weights are there to saturate, not to be rounded
+SLSTMS = ["slstm3_vectors", "slstm2_tokens_head"]
+CLOCKS = listed(CLOCK_DIR)
+DGS = listed(DG_DIR)
+# (name, folder, tolerance) of every case, in the order of the printed table
+ALL = ([(n, os.path.join(GOLDEN_DIR, n), TOL) for n in GOLDEN] +
+       [(n, os.path.join(SL_DIR, n), TOL) for n in SLSTMS] +
+       [(n, os.path.join(CLOCK_DIR, n), TOL) for n in CLOCKS] +
+       [(n, os.path.join(DG_DIR, n), TOL_DG) for n in DGS])
+
+
+class Half(Case):
+    """A test per case (test_NAME, made below) and one per other part; the table of worst
+    errors is printed for the cases that ran."""
+
     worst = {"bf16": {}, "f16": {}}
-    for name in cases:
-        check_case(name, os.path.join(GOLDEN_DIR, name), paths, worst)
-    # sLSTM from native specs (its block-diagonal R is a matrix like any other); not the
-    # large-gates case, whose x12 weights are there to saturate, not to be rounded
-    sl_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_slstm")
-    for name in ("slstm3_vectors", "slstm2_tokens_head"):
-        check_case(name, os.path.join(sl_dir, name), paths, worst)
-    clocks = sorted(d for d in os.listdir(CLOCK_DIR)
-                    if os.path.isfile(os.path.join(CLOCK_DIR, d, "case.json")))
-    if len(clocks) < 3:
-        fail("clockwork cases in %s: %s" % (CLOCK_DIR, clocks))
-    for name in clocks:
-        check_case(name, os.path.join(CLOCK_DIR, name), paths, worst)
-    dgs = sorted(d for d in os.listdir(DG_DIR)
-                 if os.path.isfile(os.path.join(DG_DIR, d, "case.json")))
-    if not dgs:
-        fail("no depth-gated lstm cases in %s" % DG_DIR)
-    for name in dgs:
-        check_case(name, os.path.join(DG_DIR, name), paths, worst, TOL_DG)
-    cases_all = cases + ["slstm3_vectors", "slstm2_tokens_head"] + clocks + dgs
-    check_refusals()
-    check_mlp_head(paths)
-    check_served(cases)
-    print("| case | bf16 | f16 |")
-    print("|---|---:|---:|")
-    for name in cases_all:
-        print("| %s | %.2e | %.2e |" % (name, worst["bf16"].get(name, float("nan")),
-                                        worst["f16"].get(name, float("nan"))))
-    if failures:
-        print("%d failure(s)" % len(failures))
-        return 1
-    print("half-size weights: %d cases, bf16 and f16, all checks hold" % len(cases_all))
-    return 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.paths = isas()
+        print("paths: %s" % ", ".join(cls.paths))
+        cls.addClassCleanup(cls.print_table)
+
+    @classmethod
+    def print_table(cls):
+        print("| case | bf16 | f16 |")
+        print("|---|---:|---:|")
+        for name, _, _ in ALL:
+            if name in cls.worst["bf16"] or name in cls.worst["f16"]:
+                print("| %s | %.2e | %.2e |" % (name, cls.worst["bf16"].get(name, float("nan")),
+                                                cls.worst["f16"].get(name, float("nan"))))
+
+    def test_case_lists(self):
+        if not GOLDEN:
+            fail("no golden cases in %s" % GOLDEN_DIR)
+        if len(CLOCKS) < 3:
+            fail("clockwork cases in %s: %s" % (CLOCK_DIR, CLOCKS))
+        if not DGS:
+            fail("no depth-gated lstm cases in %s" % DG_DIR)
+
+    def test_refusals(self):
+        check_refusals()
+
+    def test_mlp_head(self):
+        check_mlp_head(self.paths)
+
+    def test_served(self):
+        check_served(GOLDEN)
+
+
+for _name, _dir, _tol in ALL:
+    assert not hasattr(Half, "test_" + _name), "two cases named " + _name
+    setattr(Half, "test_" + _name, lambda self, n=_name, d=_dir, t=_tol: check_case(
+        n, d, self.paths, self.worst, t))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()

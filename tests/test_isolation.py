@@ -22,7 +22,7 @@ import os
 import time
 import unittest
 
-from daemon_util import Case, Daemon, tmpdir
+from daemon_util import Case, Daemon, bearer, tmpdir, write_secret
 
 WORK = tmpdir("isolation")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -33,19 +33,12 @@ SIDS = []       # every session id made here: none may appear in a log
 
 
 def keys_file():
-    path = os.path.join(WORK, "keys")
-    with open(path, "w") as f:
-        f.write("%s alice\n%s bob\n%s ops admin\n" % (KEY_A, KEY_B, KEY_ADMIN))
-    os.chmod(path, 0o600)
-    return path
-
-
-def auth(key):
-    return {"Authorization": "Bearer " + key}
+    return write_secret(os.path.join(WORK, "keys"),
+                        "%s alice\n%s bob\n%s ops admin\n" % (KEY_A, KEY_B, KEY_ADMIN))
 
 
 def status(d, sid, key):
-    return d.request("GET", "/v1/sessions/" + sid, headers=auth(key))[0]
+    return d.request("GET", "/v1/sessions/" + sid, headers=bearer(key))[0]
 
 
 class Isolation(Case):
@@ -56,7 +49,8 @@ class Isolation(Case):
         cls.keys = keys_file()
 
     def create(self, d, key, **body):
-        st, _, b = d.request("POST", "/v1/sessions", dict(body, model="charlm"), headers=auth(key))
+        st, _, b = d.request("POST", "/v1/sessions", dict(body, model="charlm"),
+                             headers=bearer(key))
         self.eq(st, 201, "create a session")
         SIDS.append(b["id"])
         return b["id"]
@@ -85,11 +79,11 @@ class Isolation(Case):
                      ("POST", base + "x/nowhere", {}, 404),
                      ("DELETE", base, None, 204)]
             for method, path, body, want in calls:
-                st, _, b = d.request(method, path, body, headers=auth(KEY_A))
+                st, _, b = d.request(method, path, body, headers=bearer(KEY_A))
                 self.eq(st, want, "%s %s" % (method, path.replace(sid, "{id}")))
                 if path.endswith("/fork") and st == 201:
                     SIDS.append(b["id"])
-                    d.request("DELETE", "/v1/sessions/" + b["id"], headers=auth(KEY_A))
+                    d.request("DELETE", "/v1/sessions/" + b["id"], headers=bearer(KEY_A))
             # Issue 13, round 4, item 2: only the segment after a literal "sessions" was redacted,
             # so each of these logged the id whole (or, cut to fit, 17 of its digits)
             for path in ("/v1/Sessions/" + sid, "/v1/sessionsX/" + sid, "/" + sid,
@@ -98,7 +92,7 @@ class Isolation(Case):
                          "/v1/models/x" + sid + "y", "/" + "z" * 140 + "/" + sid):
                 method = "POST" if path.endswith("/infer") else "GET"
                 st, _, _ = d.request(method, path, {} if method == "POST" else None,
-                                     headers=auth(KEY_A))
+                                     headers=bearer(KEY_A))
                 self.check(st in (400, 404), "%s %s: refused (%d)"
                            % (method, path.replace(sid, "{id}"), st))
             self.check(any('path="/v1/Sessions/{id}"' in l for l in d.log) and
@@ -113,7 +107,8 @@ class Isolation(Case):
                        % [l for l in d.log if "event=access" in l and "models/*" in l][:2])
             v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
                   "parameters": {"sequence_id": seq, "sequence_start": True}}
-            self.eq(d.request("POST", "/v2/models/charlm/infer", v2, headers=auth(KEY_A))[0], 200,
+            self.eq(d.request("POST", "/v2/models/charlm/infer", v2,
+                              headers=bearer(KEY_A))[0], 200,
                     "v2 infer in a string sequence")
             self.check(any("event=request" in l and "/v1/sessions/{id}/step" in l for l in d.log),
                        "debug logging names the step route with {id} (got %r)"
@@ -137,7 +132,7 @@ class Isolation(Case):
             for method, path in (("DELETE", ""), ("POST", "/step"), ("GET", "/state")):
                 body = {"text": "a"} if method == "POST" else None
                 st = d.request(method, "/v1/sessions/" + first_own + path, body,
-                               headers=auth(KEY_B))[0]
+                               headers=bearer(KEY_B))[0]
                 self.eq(st, 404, "another key's expired session, %s %s: 404" % (method, path))
             self.no_ids_logged(d, "tombstones")
             self.eq(d.stop()[0], 0, "clean exit")
@@ -150,10 +145,10 @@ class Isolation(Case):
                 st, h, b = d.request("OPTIONS", path)
                 self.check(st == 401 and "allow" not in h and "www-authenticate" in h,
                            "OPTIONS %s without a key: 401, no Allow (got %s %r)" % (path, st, h))
-            st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=auth(KEY_A))
+            st, h, _ = d.request("OPTIONS", "/v1/sessions", headers=bearer(KEY_A))
             self.check(st == 204 and "POST" in h.get("allow", ""),
                        "OPTIONS with a key: 204 with Allow (got %s %r)" % (st, h.get("allow")))
-            self.eq(d.request("OPTIONS", "/nowhere", headers=auth(KEY_A))[0], 404,
+            self.eq(d.request("OPTIONS", "/nowhere", headers=bearer(KEY_A))[0], 404,
                     "OPTIONS on an unknown path with a key: 404")
             pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
             answers = []
@@ -208,7 +203,7 @@ class Isolation(Case):
             os.remove(os.path.join(state, n))
         with Daemon({"charlm": CHARLM, "other": CHARLM}, "--api-keys-file", keys,
                     "--state-dir", state) as d:
-            st, _, b = d.request("POST", "/v1/sessions", {"model": "other"}, headers=auth(KEY_A))
+            st, _, b = d.request("POST", "/v1/sessions", {"model": "other"}, headers=bearer(KEY_A))
             self.eq(st, 201, "a session of model other")
             SIDS.append(b["id"])
             self.eq(d.stop()[0], 0, "clean exit (writes the snapshot)")

@@ -10,7 +10,6 @@
   closing a session makes room again.
 Prints what it checked; exits 1 on any failure.
 """
-import json
 import os
 import socket
 import threading

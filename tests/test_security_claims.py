@@ -29,24 +29,13 @@ import subprocess
 import time
 import unittest
 
-from daemon_util import Case, Daemon, RNND_BIN, tmpdir
+from daemon_util import RNND_BIN, Case, Daemon, bearer, tmpdir, write_secret
 
 WORK = tmpdir("security-claims")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 KEY_A = "alice-0123456789abcdef"
 KEY_B = "bob-fedcba9876543210xyz"
 REALM = 'Bearer realm="rnnd"'
-
-
-def write(path, text, mode=0o600):
-    with open(path, "w") as f:
-        f.write(text)
-    os.chmod(path, mode)
-    return path
-
-
-def bearer(key):
-    return {"Authorization": "Bearer " + key}
 
 
 def serve(*args):
@@ -114,12 +103,12 @@ class SecurityClaims(Case):
                 ("the same key twice", KEY_A + " a\n" + KEY_B + "\n" + KEY_A + " c admin\n",
                  "%s:3: the same key as a" % bad),
                 ("no key at all", "# nothing\n\n", "%s: no key in the file" % bad)):
-            write(bad, text)
+            write_secret(bad, text)
             rc, last = serve("--model", "charlm=" + CHARLM, "--api-keys-file", bad)
             self.check(rc == 1 and want in last,
                        "%s: exit 1 with %r (got %s: %s)" % (what, want, rc, last))
         # a 256-character key is the longest allowed; a space ends a key, what follows is NAME
-        write(bad, "k" * 256 + " longest\n" + "abcdefghijklmnop qrst\n")
+        write_secret(bad, "k" * 256 + " longest\n" + "abcdefghijklmnop qrst\n")
         with Daemon({"charlm": CHARLM}, "--api-keys-file", bad) as d:
             self.eq(d.request("GET", "/v1/models", headers=bearer("k" * 256))[0], 200,
                     "a 256-character key")
@@ -131,7 +120,7 @@ class SecurityClaims(Case):
             d.stop()
 
     def test_unknown_paths(self):
-        keys = write(os.path.join(WORK, "keys"), "%s alice\n" % KEY_A)
+        keys = write_secret(os.path.join(WORK, "keys"), "%s alice\n" % KEY_A)
         with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
             for method, path in (("GET", "/nowhere"), ("GET", "/v1/nowhere"),
                                  ("POST", "/v1/models/nosuch/infer"), ("DELETE", "/v1"),
@@ -157,10 +146,10 @@ class SecurityClaims(Case):
             d.stop()
 
     def test_keys_read_at_start(self):
-        keys = write(os.path.join(WORK, "keys-reload"), "%s alice\n" % KEY_A)
+        keys = write_secret(os.path.join(WORK, "keys-reload"), "%s alice\n" % KEY_A)
         with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
             self.eq(d.request("GET", "/v1/models", headers=bearer(KEY_A))[0], 200, "alice's key")
-            write(keys, "%s bob\n" % KEY_B)
+            write_secret(keys, "%s bob\n" % KEY_B)
             self.check(reload_and_wait(d), "a reload after the key file changed")
             self.eq(d.request("GET", "/v1/models", headers=bearer(KEY_A))[0], 200,
                     "after the reload the removed key still works")
@@ -176,8 +165,8 @@ class SecurityClaims(Case):
             d.stop()
 
     def test_default_name(self):
-        keys = write(os.path.join(WORK, "keys-names"), "# a comment\n%s alice\n\n%s\n"
-                     % (KEY_A, KEY_B))
+        keys = write_secret(os.path.join(WORK, "keys-names"),
+                            "# a comment\n%s alice\n\n%s\n" % (KEY_A, KEY_B))
         with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
             self.eq(d.request("GET", "/v1/models", headers=bearer(KEY_B))[0], 200, "bob's key")
             d.stop()
@@ -194,7 +183,7 @@ class SecurityClaims(Case):
         state = os.path.join(dirs["var"], "state")
         os.makedirs(state)
         shutil.copyfile(CHARLM, os.path.join(dirs["models"], "charlm.rnnd"))
-        keys = write(os.path.join(root, "keys"), "%s alice\n" % KEY_A)
+        keys = write_secret(os.path.join(root, "keys"), "%s alice\n" % KEY_A)
         env = dict(os.environ, TMPDIR=dirs["tmp"], HOME=dirs["home"])
         # the first start with a state_dir creates the snapshot key beside it, its one file
         # outside state_dir (docs/state.md); from then on nothing outside is written
@@ -248,7 +237,7 @@ class SecurityClaims(Case):
                    "a missing state_dir is not created, nor a key beside it")
 
     def test_nul_in_header(self):
-        keys = write(os.path.join(WORK, "keys-nul"), "%s alice\n" % KEY_A)
+        keys = write_secret(os.path.join(WORK, "keys-nul"), "%s alice\n" % KEY_A)
         with Daemon({"charlm": CHARLM}, "--api-keys-file", keys) as d:
             def get(auth):
                 return raw_status(d.port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: "

@@ -12,12 +12,16 @@ configure.ac and README.md, and fails on:
 .ci/run proves the same from the other side: its first step runs in a fresh clone in a new
 temporary folder.
 
-Env: RNND_SRCDIR.
+Env: RNND_SRCDIR. Two tests: the rules' self-test and the tree; each finding is a failed
+check.
 """
 import os
 import posixpath
 import re
-import sys
+import unittest
+
+from daemon_util import RUNNING as C
+from daemon_util import Case
 
 SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))
@@ -39,7 +43,13 @@ ALLOWED = {
 TOKEN = re.compile(r"(?<![\w.])((?:[\w${}()\"'-]*/)*\.\.(?!\.)(?:/[\w.${}-]*)*)")
 BUILT = (".log", ".trs", ".o", ".a", ".Po", ".pyc", "Makefile", "Makefile.in")
 
-failures = []
+findings = []
+
+
+def fail(msg):
+    """A finding: a failed check of the running test."""
+    findings.append(msg)
+    C.check(False, msg)
 
 
 def text_files():
@@ -97,16 +107,16 @@ def scan(path):
         where = "%s:%d" % (rel, n)
         for bad in FORBIDDEN:
             if bad in line:
-                failures.append("%s mentions %r: %s" % (where, bad, line.strip()[:120]))
+                fail("%s mentions %r: %s" % (where, bad, line.strip()[:120]))
         for m in TOKEN.finditer(line):
             if escapes(m.group(1), depth) and not any(
                     rel == f and t in line for f, t in ALLOWED):
-                failures.append("%s: %r climbs above the checkout: %s"
+                fail("%s: %r climbs above the checkout: %s"
                                 % (where, m.group(1), line.strip()[:120]))
         if "__file__" in line:
             ups = line.count("dirname(") - 1
             if ups > depth:
-                failures.append("%s: dirname of __file__ climbs %d levels from a file %d deep"
+                fail("%s: dirname of __file__ climbs %d levels from a file %d deep"
                                 % (where, ups, depth))
 
 
@@ -119,21 +129,21 @@ def self_test():
     m = TOKEN.search('GOLDEN = os.path.join(SRCDIR, "../../data")')
     ok.append(m is not None and escapes(m.group(1), 1) == 1)
     if not all(ok):
-        failures.append("self-test of the path rules failed: %s" % ok)
+        fail("self-test of the path rules failed: %s" % ok)
 
 
-def main():
-    self_test()
-    n = 0
-    for path in text_files():
-        if os.path.isfile(path):
-            scan(path)
-            n += 1
-    for f in failures:
-        print("FAIL:", f)
-    print("%d files read, %d finding(s)" % (n, len(failures)))
-    return 1 if failures else 0
+class SelfContained(Case):
+    def test_rules(self):
+        self_test()
+
+    def test_tree(self):
+        n = 0
+        for path in text_files():
+            if os.path.isfile(path):
+                scan(path)
+                n += 1
+        print("%d files read, %d finding(s)" % (n, len(findings)))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()

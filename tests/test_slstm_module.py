@@ -9,12 +9,13 @@ import json
 import os
 import subprocess
 import sys
+import unittest
 
 import numpy as np
 import torch
 
-from daemon_util import Checker, RNND_BIN, tmpdir
-from isa import available_isas
+from daemon_util import RNND_BIN, Case, available_isas, tmpdir
+from daemon_util import RUNNING as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
@@ -23,9 +24,7 @@ from rnnd_convert.arch import ConvertError  # noqa: E402
 from rnnd_modules.slstm import SLSTM  # noqa: E402
 
 WORK = tmpdir("slstm_module")
-C = Checker()
 ISAS = available_isas()
-torch.manual_seed(16)
 
 
 class Tokens(torch.nn.Module):
@@ -131,13 +130,25 @@ def check_refusals():
     refused(Mixed(), "nothing else that has parameters", "an nn.LSTM beside it")
 
 
-def main():
-    for forget in ("exp", "sigmoid"):
-        check_vectors(forget, 5, 2)         # d = 3, odd
-    check_vectors("exp", 1, 1)              # one head: R is a full [4H, H]
-    check_tokens()
-    check_refusals()
-    C.exit()
+class SlstmModule(Case):
+    """Each test seeds torch itself (16), so that it draws the same weights run alone or in
+    the suite; test_vectors draws what the whole script drew first before."""
+
+    def setUp(self):
+        super().setUp()
+        torch.manual_seed(16)
+
+    def test_vectors(self):
+        for forget in ("exp", "sigmoid"):
+            check_vectors(forget, 5, 2)         # d = 3, odd
+        check_vectors("exp", 1, 1)              # one head: R is a full [4H, H]
+
+    def test_tokens(self):
+        check_tokens()
+
+    def test_refusals(self):
+        check_refusals()
 
 
-main()
+if __name__ == "__main__":
+    unittest.main()

@@ -24,7 +24,8 @@ import threading
 import time
 import unittest
 
-from daemon_util import Case, Daemon, RNND_BIN, golden_cases, golden_model, tmpdir
+from daemon_util import (Case, Daemon, asan_build, golden_cases, golden_model, status_kib,
+                         tmpdir)
 
 WORK = tmpdir("soak")
 DURATION = float(os.environ.get("RNND_SOAK_S", "60"))
@@ -35,14 +36,6 @@ CASES = {n: c for n, c, _ in golden_cases()}
 VEC = next(n for n, c in sorted(CASES.items())
            if c["input"]["kind"] == "vectors" and c["stateful"])
 DIM = CASES[VEC]["input"]["dim"]
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def fds(pid):
@@ -204,13 +197,6 @@ def abuse_main(port):
     print(abuse.count)
 
 
-def asan_build():
-    """Is the daemon built with AddressSanitizer? Its quarantine of freed memory and its
-    allocator caches make RSS grow by design, so the RSS margin has to allow for them."""
-    out = subprocess.run(["ldd", RNND_BIN], capture_output=True, text=True).stdout
-    return "libasan" in out
-
-
 class Soak(Case):
     def test_soak(self):
         models = {"vec": golden_model(VEC, WORK), "charlm": CHARLM}
@@ -231,7 +217,7 @@ class Soak(Case):
                 t.start()
             half = DURATION / 2
             time.sleep(min(5.0, half / 3))          # warm-up
-            rss0, fd0 = rss_kb(pid), fds(pid)
+            rss0, fd0 = status_kib(pid, "VmRSS"), fds(pid)
             t_abuse = time.monotonic() + half - min(5.0, half / 3)
             time.sleep(max(0.0, t_abuse - time.monotonic()))
             abuser = subprocess.Popen([sys.executable, __file__, "--abuse", str(d.port)],
@@ -242,7 +228,7 @@ class Soak(Case):
             for t in legit.threads:
                 t.join(60)
             time.sleep(4)       # request_timeout_s: leftover abusive connections are closed
-            rss1, fd1 = rss_kb(pid), fds(pid)
+            rss1, fd1 = status_kib(pid, "VmRSS"), fds(pid)
 
             before = [dt for t0, dt in legit.lat if t0 < t_abuse]
             during = [dt for t0, dt in legit.lat if t0 >= t_abuse + 1]

@@ -12,21 +12,22 @@
    message, and changes nothing: no session is created, a session keeps its state and step
    count. A state without a digest is refused by create, reset and import alike.
 
-Prints what it checked; exits 1 on any failure.
+Prints what it checked. Each numbered check is a test (Digest.test_*), runnable alone.
 """
 import hashlib
 import json
 import os
 import struct
 import subprocess
+import unittest
 
 import numpy as np
 
-from daemon_util import PYTHON3, RNND_BIN, Checker, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import PYTHON3, RNND_BIN, Case, golden_cases, golden_model, tmpdir
+from daemon_util import RUNNING as C
 from rnnd_convert import reference
 from rnnd_convert.digest import file_digest as converter_digest
 
-C = Checker()
 WORK = tmpdir("state_digest")
 SRC = os.environ["RNND_SRCDIR"]
 CHARLM = os.path.join(SRC, "models", "charlm.rnnd")
@@ -454,7 +455,8 @@ def check_refused(d):
          "no refused reset or import changed the session")
 
 
-def main():
+def make_files():
+    """{name: path} of every model the tests serve."""
     onnx = CASES[VEC][1]
     files = {
         "alpha": convert(onnx, os.path.join(WORK, "alpha.rnnd"), "--name", "alpha"),
@@ -496,17 +498,36 @@ def main():
     files["clock_periods"] = rewrite_arch(
         files["golden_clock3_vectors"], os.path.join(WORK, "clock_periods.rnnd"),
         lambda a: a["layers"][0].update(periods=[1, 3, 7, 17]))
+    return files
 
-    with Daemon(files) as d:
-        served = {m["name"]: m for m in d.request("GET", "/v1/models")[2]["models"]}
-        check_definition(files, served)
-        check_what_counts(served)
-        check_exchange(d)
-        check_pooled(d, served, files)
-        check_mlp(d, files)
-        check_refused(d)
-    C.exit()
+
+class Digest(Case):
+    """One daemon serving every model; each check of the docstring a test."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.files = make_files()
+        cls.d = cls.serve(cls.files)
+        cls.served = {m["name"]: m for m in cls.d.request("GET", "/v1/models")[2]["models"]}
+
+    def test_definition(self):
+        check_definition(self.files, self.served)
+
+    def test_what_counts(self):
+        check_what_counts(self.served)
+
+    def test_exchange(self):
+        check_exchange(self.d)
+
+    def test_pooled(self):
+        check_pooled(self.d, self.served, self.files)
+
+    def test_mlp(self):
+        check_mlp(self.d, self.files)
+
+    def test_refused(self):
+        check_refused(self.d)
 
 
 if __name__ == "__main__":
-    main()
+    unittest.main()
