@@ -46,6 +46,8 @@ int rnnd_api_admit(rnnd_req *r);
 /* The daemon's infer limits, with the request's memory budget as their admit callback: a
  * parsed request is charged to R's hold before its arrays are allocated (membudget.h). */
 void rnnd_api_infer_limits(rnnd_req *r, rnnd_infer_limits *out);
+/* Count one answered infer request (v1 and v2 alike) in R's metrics. */
+void rnnd_api_count_infer(rnnd_req *r, const rnnd_infer_req *req);
 /* Charge BYTES, what the request will hold until its reply is sent, to R's memory hold
  * (membudget.h) before allocating it, or reply 413 limit_exceeded / 429 overloaded and
  * return -1. The hold is given back when the request is freed. */

@@ -26,7 +26,6 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
 {
     (void)batch_requests;
     struct infer_task *t = (struct infer_task *)job;
-    rnnd_app *app = rnnd_req_app(t->r);
     char err[512] = "";
     int rc = job->stopped ? 0 : rnnd_infer_req_status(job->req, err, sizeof err);
     if (job->stopped) {
@@ -43,9 +42,7 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
         } else {
             rnnd_reply(t->r, 200, &b);
         }
-        atomic_fetch_add(&app->metrics.infer_requests, 1);
-        atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(job->req));
-        atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(job->req));
+        rnnd_api_count_infer(t->r, job->req);
     }
     rnnd_req_complete(t->r);
 }

@@ -117,3 +117,11 @@ int rnnd_api_session_new(rnnd_req *r, rnnd_entry *e, rnnd_session **out, char *e
                             .owner = rnnd_req_owner(r)};
     return rnnd_session_create(rnnd_req_app(r)->sessions, &si, out, err, errlen);
 }
+
+void rnnd_api_count_infer(rnnd_req *r, const rnnd_infer_req *req)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    atomic_fetch_add(&app->metrics.infer_requests, 1);
+    atomic_fetch_add(&app->metrics.infer_sequences, rnnd_infer_req_sequences(req));
+    atomic_fetch_add(&app->metrics.infer_steps, rnnd_infer_req_steps(req));
+}
