@@ -69,6 +69,13 @@ static const char *const scripts[S_COUNT] = {
                     "  return redis.call('DEL', KEYS[1])\n"
                     "end\n"
                     "return 0\n",
+    /* delete.lua, fenced as write.lua: KEYS[1] rec, KEYS[2] rnnd:idx; ARGV holder, epoch, id */
+    [S_DELETE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch')\n"
+                 "if not cur[2] then return -1 end\n"
+                 "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return -2 end\n"
+                 "redis.call('DEL', KEYS[1])\n"
+                 "redis.call('ZREM', KEYS[2], ARGV[3])\n"
+                 "return 1\n",
 };
 
 /* ---- the password file --------------------------------------------------------------------- */
@@ -340,6 +347,13 @@ uint64_t rnnd_store_incarnation(rnnd_store *s)
     uint64_t inc = s->inc;
     pthread_mutex_unlock(&s->mu);
     return inc;
+}
+
+void rnnd_store_set_incarnation(rnnd_store *s, uint64_t inc)
+{
+    pthread_mutex_lock(&s->mu);
+    s->inc = inc;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void rnnd_store_holder_locked(const rnnd_store *s, char *holder)

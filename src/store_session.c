@@ -223,6 +223,32 @@ int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t tt
     return rnnd_store_write(s, id, epoch, ttl_ms, idle_ms, 1, NULL, NULL, NULL, err, errlen);
 }
 
+int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, "rnnd:idx"}, *args[] = {me, ep, id};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_DELETE, 2, keys, 3, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "delete: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        if (r->integer == -1)
+            rc = 1;
+        else if (r->integer == -2)
+            rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                           "store: the delete was fenced: the session moved to another holder");
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);

@@ -663,6 +663,32 @@ START_TEST(test_fence)
     /* a deleted record: the write says gone (1) */
     freeReplyObject(raw("DEL %s", "rnnd:{" ID1 "}:rec"));
     ck_assert_int_eq(write_step(b, 4, 12, st2, err, sizeof err), 1);
+    ck_assert_int_eq(rnnd_store_delete(b, ID1, 4, err, sizeof err), 1);
+
+    /* a fenced delete: a stale epoch and another holder are refused, the holder's goes through,
+     * index entry included; a second store given a's incarnation writes as a */
+    create(a, m, st);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_uint_eq(q.epoch, 1);
+    rnnd_store_acq_free(&q);
+    ck_assert_int_eq(rnnd_store_delete(b, ID1, 1, err, sizeof err), RNND_ERR_CONFLICT);
+    ck_assert_int_eq(rnnd_store_delete(a, ID1, 0, err, sizeof err), RNND_ERR_CONFLICT);
+    rnnd_store_conf conf2 = {url, NULL, "a", 5000, 1000};
+    rnnd_store *a2;
+    ck_assert_int_eq(rnnd_store_open(&conf2, &a2, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(write_step(a2, 1, 13, st, err, sizeof err), RNND_ERR_CONFLICT);
+    rnnd_store_set_incarnation(a2, rnnd_store_incarnation(a));
+    ck_assert_msg(write_step(a2, 1, 13, st, err, sizeof err) == 0, "%s", err);
+    redisReply *z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    freeReplyObject(z);
+    ck_assert_msg(rnnd_store_delete(a2, ID1, 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rnnd_store_load(a, ID1, &l, err, sizeof err), 0);
+    ck_assert_int_eq(l.kind, RNND_STORE_ACQ_MISSING);
+    z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_NIL);
+    freeReplyObject(z);
+    rnnd_store_free(a2);
     rnnd_store_free(a);
     rnnd_store_free(b);
     rnnd_model_unref(m);
