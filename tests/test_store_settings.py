@@ -1,5 +1,5 @@
-"""The cluster settings at start (issue 17, docs/cluster.md "Settings"): known, checked, and
-honest that they are not used yet.
+"""The cluster settings at start (issue 17, docs/cluster.md "Settings"): known and checked, and
+a good configuration used (the node lease taken in a real redis-server, with the password).
 
 - Among themselves (exit 2, one line naming the setting): a password in session_store's URL
   (the password never printed), a user in it without a password file, a bad URL, state_dir beside session_store, a password file
