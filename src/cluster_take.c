@@ -149,6 +149,18 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     return s;
 }
 
+/* Whether S (found in the table) is held here: a session without a slot is this node's own. */
+static int held_here(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return 1;
+    pthread_mutex_lock(&c->mu);
+    int held = slot->held;
+    pthread_mutex_unlock(&c->mu);
+    return held;
+}
+
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -160,26 +172,30 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
         return NULL;
     }
-    pthread_mutex_lock(&c->take_mu);
     rnnd_session *s = NULL;
     int why = rnnd_session_get(app->sessions, id, &s);
-    rnnd_sync_slot *slot = why == RNND_SESSION_FOUND ? rnnd_session_sync(s) : NULL;
-    int held = 1;
-    if (slot) {
-        pthread_mutex_lock(&c->mu);
-        held = slot->held;
-        pthread_mutex_unlock(&c->mu);
-    }
-    if (why == RNND_SESSION_FOUND && !held) {
-        rnnd_session *t = take_locked(r, c, s);
+    /* the common case, a session held here, takes no lock of the cluster's but mu */
+    if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
         rnnd_session_unref(s);
-        s = t;
-        why = s ? RNND_SESSION_FOUND : -1;
-    } else if (why == RNND_SESSION_MISSING) {
-        s = take_locked(r, c, NULL);
-        why = s ? RNND_SESSION_FOUND : -1;
+        s = NULL;
+        why = RNND_SESSION_MISSING;
     }
-    pthread_mutex_unlock(&c->take_mu);
+    if (why == RNND_SESSION_MISSING) {
+        /* one take at a time: looked up again under take_mu, another request may have
+         * taken it meanwhile */
+        pthread_mutex_lock(&c->take_mu);
+        why = rnnd_session_get(app->sessions, id, &s);
+        if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
+            rnnd_session *t = take_locked(r, c, s);
+            rnnd_session_unref(s);
+            s = t;
+            why = s ? RNND_SESSION_FOUND : -1;
+        } else if (why == RNND_SESSION_MISSING) {
+            s = take_locked(r, c, NULL);
+            why = s ? RNND_SESSION_FOUND : -1;
+        }
+        pthread_mutex_unlock(&c->take_mu);
+    }
     if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
         rnnd_session_unref(s);
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);

@@ -266,11 +266,15 @@ static void sync_round(rnnd_cluster *c)
     size_t n = c->n_dirty;
     c->dirty = NULL;
     c->n_dirty = c->cap_dirty = 0;
-    for (size_t i = 0; i < n; i++) {
-        rnnd_sync_slot *slot = rnnd_session_sync(d[i]);
-        slot->dirty = 0;
-    }
     pthread_mutex_unlock(&c->mu);
+    /* cleared before the job is queued: a request that ends from now on marks the session
+     * again, and one that ended before is in the state the job copies */
+    for (size_t i = 0; i < n; i++) {
+        rnnd_sync_slot *slot = rnnd_session_sync(d[i]); /* the session's lock, not under mu */
+        pthread_mutex_lock(&c->mu);
+        slot->dirty = 0;
+        pthread_mutex_unlock(&c->mu);
+    }
     for (size_t i = 0; i < n; i++) {
         struct rnnd_sync_job *j = calloc(1, sizeof *j);
         if (!j) {

@@ -7,7 +7,7 @@ on loopback (tools/cluster), requests sent to the nodes directly.
   it. Sessions killed right after a step resume no later than they were, never ahead.
 - Fencing: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and stepped
   again: its write is refused, it drops the session and answers 503 naming n2, and the
-  stored record keeps n2's steps (never back in time). A fenced delete leaves the record.
+  stored record keeps n2's steps (never back in time); n1 cannot delete it either.
 - Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
   "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
   the record.
@@ -196,10 +196,12 @@ class ClusterStore(unittest.TestCase):
         st, b = step(self.n2, sid, more2)
         self.assertEqual(st, 200, b)
         self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2)[9:])
-        # a delete by the stale node is fenced too: the record stays
+        wait_for("n2's second write", lambda: self.c.record_steps(sid) == 12, 2)
+        # the stale node cannot delete it either: it answers 503 naming n2, the record stays
         st, b = request(self.n1, "DELETE", "/v1/sessions/" + sid)
         self.assertEqual(st, 503, b)
-        self.assertEqual(self.c.record_steps(sid), 9)
+        self.assertIn("n2", b["error"]["message"])
+        self.assertEqual(self.c.record_steps(sid), 12)
 
     def test_redis_down_keeps_owned_sessions(self):
         sid = create(self.n1)
