@@ -237,20 +237,21 @@ static int job_start(rnnd_job *job)
 
 static void job_finish(rnnd_job *job) { (void)job; /* the thread frees it */ }
 
-/* Write J, end its job, act on the outcome. */
-static void write_one(rnnd_cluster *c, struct rnnd_sync_job *j)
+/* J's write ended with RC (its record's new SEQ when 0): end its job (the session's next
+ * request may start) and act on the outcome. */
+static void job_end(rnnd_cluster *c, struct rnnd_sync_job *j, int rc, uint64_t seq)
 {
-    char err[512] = "";
-    int rc = 0;
-    if (j->held && j->enc_rc)
-        rc = j->enc_rc;
-    else if (j->held)
-        rc = fenced_write(c, c->sync, j->s, j->epoch, 0, &j->f, err, sizeof err);
     rnnd_store_fields_free(&j->f);
+    if (!rc && j->held) {
+        rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+        pthread_mutex_lock(&c->mu);
+        slot->seq = seq;
+        pthread_mutex_unlock(&c->mu);
+    }
     rnnd_session_job_done(&j->job);
     if (rc == RNND_ERR_IO)
         rnnd_sync_dirty(c, j->s); /* retried with the next round */
-    else if (rc == RNND_ERR_CONFLICT)
+    else if (rc == RNND_ERR_CONFLICT || rc == 1)
         rnnd_sync_drop(c, j->s);
     else if (rc)
         RNND_LOG(&c->app->log, RNND_LOG_ERROR, "store_write_failed", "node=%s rc=%d", c->node, rc);
@@ -258,7 +259,54 @@ static void write_one(rnnd_cluster *c, struct rnnd_sync_job *j)
     free(j);
 }
 
-/* One round: every dirty session written once. */
+/* Write the N jobs of the list J in one pipeline, then end them. */
+static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
+{
+    struct rnnd_sync_job **job = malloc(n * sizeof *job);
+    rnnd_store_wreq *w = calloc(n, sizeof *w);
+    size_t m = 0;
+    char err[512] = "";
+    int rc = job && w ? 0 : RNND_ERR_NOMEM;
+    for (size_t k = 0; job && k < n; k++, j = j->next) {
+        job[k] = j;
+        if (!w || !j->held || j->enc_rc)
+            continue;
+        w[m] = (rnnd_store_wreq){.id = rnnd_session_id(j->s),
+                                 .epoch = j->epoch,
+                                 .ttl_ms = ttl_ms(c, j->s),
+                                 .fields = &j->f};
+        m++;
+    }
+    if (!job) { /* out of memory: end each as a failed write, retried later */
+        while (j) {
+            struct rnnd_sync_job *next = j->next;
+            job_end(c, j, RNND_ERR_IO, 0);
+            j = next;
+        }
+        free(w);
+        return;
+    }
+    if (!rc && m) {
+        rc = rnnd_store_write_many(c->sync, w, m, err, sizeof err);
+        rnnd_sync_note(c, rc, err);
+    }
+    for (size_t k = 0, at = 0; k < n; k++) {
+        struct rnnd_sync_job *x = job[k];
+        if (!x->held)
+            job_end(c, x, 0, 0);
+        else if (x->enc_rc || rc == RNND_ERR_NOMEM)
+            job_end(c, x, x->enc_rc ? x->enc_rc : RNND_ERR_IO, 0);
+        else {
+            job_end(c, x, w[at].rc, w[at].seq);
+            at++;
+        }
+    }
+    free(job);
+    free(w);
+}
+
+/* One round: every dirty session written once, in pipelines of the jobs that reached the
+ * head of their sessions' queues meanwhile. */
 static void sync_round(rnnd_cluster *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -302,11 +350,14 @@ static void sync_round(rnnd_cluster *c)
     while (c->outstanding) {
         while (!c->ready)
             pthread_cond_wait(&c->cond, &c->mu);
-        struct rnnd_sync_job *j = c->ready;
-        c->ready = j->next;
-        c->outstanding--;
+        struct rnnd_sync_job *batch = c->ready;
+        c->ready = NULL;
+        size_t k = 0;
+        for (struct rnnd_sync_job *x = batch; x; x = x->next)
+            k++;
+        c->outstanding -= k;
         pthread_mutex_unlock(&c->mu);
-        write_one(c, j);
+        write_batch(c, batch, k);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);

@@ -69,6 +69,13 @@ class Cluster:
     def close(self):
         subprocess.run([PYTHON3, TOOL, "down"], capture_output=True, timeout=40,
                        env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
+        # a sanitizer build's report goes to the node's log, not to the test's
+        for name in self.url:
+            with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
+                log = f.read()
+            for bad in ("Sanitizer", "runtime error:"):
+                if bad in log:
+                    raise AssertionError("%s's log holds a %s report" % (name, bad))
 
     def redis(self, *args):
         p = subprocess.run(["redis-cli", "-p", str(self.redis_port)] + list(args),

@@ -238,6 +238,23 @@ void rnnd_store_acq_free(rnnd_store_acq *a); /* frees the reply; the struct is t
 int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
                      int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
                      char *err, size_t errlen);
+/* One write of a pipeline: the arguments of rnnd_store_write, and its outcome. */
+typedef struct rnnd_store_wreq {
+    const char *id;
+    uint64_t epoch;
+    int64_t ttl_ms, idle_ms;
+    int release;
+    const rnnd_store_fields *fields;
+    int rc;                                 /* out: rnnd_store_write's return */
+    uint64_t seq;                           /* out: the record's new seq when rc is 0 */
+    char holder[RNND_STORE_HOLDER_MAX + 1]; /* out: the holder when fenced */
+} rnnd_store_wreq;
+
+/* The N writes of W in one pipeline (one round trip for all: the write-behind's round), each
+ * as rnnd_store_write would do it; W[k].rc says how each went. Returns 0, or RNND_ERR_IO /
+ * RNND_ERR_NOMEM when the pipeline failed (the writes not acknowledged then say so too). */
+int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err, size_t errlen);
+
 /* The same without fields, releasing: the session is free for the next node. */
 int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
                        int64_t idle_ms, char *err, size_t errlen);
