@@ -11,7 +11,8 @@ on loopback (tools/cluster), requests sent to the nodes directly.
 - Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
   "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
   the record.
-- Reset, import and delete are written at once; a deleted session is gone on every node.
+- Reset, import, delete and fork are written at once; a deleted session is gone on every
+  node; a session created or forked on one node is taken by another at its first request.
 Bounded: about 20 s.
 """
 import http.client
@@ -259,6 +260,16 @@ class ClusterStore(unittest.TestCase):
         st, b = step(self.n2, sid2, [3, 4])
         self.assertEqual(st, 200, b)
         self.assertEqual(b["steps"], 2)
+        # a fork is written at once, free: n1 takes it from n2's fork and continues bitwise
+        st, b = request(self.n2, "POST", "/v1/sessions/%s/fork" % sid2, {})
+        self.assertEqual(st, 201, b)
+        child = b["id"]
+        self.assertEqual(self.c.record_steps(child), 2)
+        self.assertEqual(self.c.redis("HGET", "rnnd:{%s}:rec" % child, "holder"), "")
+        st, b = step(self.n1, child, [5])
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["steps"], 3)
+        self.assertEqual(b["outputs"], replay(self.n1, [3, 4, 5])[2:])
 
 
 if __name__ == "__main__":
