@@ -2,6 +2,7 @@
 #include <stdatomic.h>
 
 #include "api.h"
+#include "cluster.h"
 
 void rnnd_api_healthz(rnnd_req *r)
 {
@@ -18,6 +19,13 @@ void rnnd_api_readyz(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "draining: the server is shutting down");
         return;
     }
+    int store_up = 1;
+    if (app->cluster && !rnnd_cluster_ready(app->cluster, &store_up)) {
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "cluster mode: this node has no lease in the session store yet "
+                         "(Redis unreachable since the start)");
+        return;
+    }
     size_t n = rnnd_catalog_count(&app->models);
     if (!n) {
         rnnd_reply_error(r, RNND_E_NO_MODELS,
@@ -27,7 +35,12 @@ void rnnd_api_readyz(rnnd_req *r)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu}", n);
+    /* Redis down once the lease was taken: still ready (docs/cluster.md, "Redis trouble") */
+    if (app->cluster)
+        rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu,\"store\":\"%s\"}", n,
+                        store_up ? "up" : "down");
+    else
+        rnnd_buf_printf(&b, "{\"status\":\"ready\",\"models\":%zu}", n);
     rnnd_reply(r, 200, &b);
 }
 

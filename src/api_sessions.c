@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "cluster.h"
 #include "rnnd/sample.h"
 #include "rnnd/state_json.h"
 #include "rnnd/step_scan.h"
@@ -121,6 +122,14 @@ static void create_and_reply(rnnd_req *r, rnnd_entry *e, const float *init, uint
         free(defaults);
     else if (defaults)
         rnnd_session_set_ext(s, defaults, free);
+    /* cluster mode: the record is written before the id is handed out (its next request may
+     * reach another node) */
+    if (!rc && (rc = rnnd_sync_created(app->cluster, s, defaults, err, sizeof err))) {
+        rnnd_session_remove(app->sessions, rnnd_session_id(s));
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+        return;
+    }
     if (rc == RNND_ERR_LIMIT) {
         rnnd_reply_error(r, RNND_E_OVERLOADED, "%s", err);
         return;
@@ -275,7 +284,13 @@ void rnnd_api_session_delete(rnnd_req *r)
     rnnd_session *s = rnnd_api_session_lookup(r); /* another key's: 404 */
     if (!s)
         return;
+    char err[512];
+    int rc = rnnd_sync_delete(app->cluster, s, err, sizeof err);
     rnnd_session_unref(s);
+    if (rc) {
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+        return;
+    }
     int why = rnnd_session_remove(app->sessions, rnnd_req_param(r, 0));
     if (why == RNND_SESSION_FOUND)
         rnnd_reply_empty(r, 204);
@@ -372,6 +387,8 @@ static void step_finish(rnnd_job *job)
     rnnd_step_job *j = &q->sj;
     rnnd_req *r = q->r;
     const rnnd_entry *e = entry_of(q->s);
+    if (j->done)
+        rnnd_sync_dirty(rnnd_req_app(r)->cluster, q->s);
     switch (j->outcome) {
     case RNND_STEP_CONFLICT: {
         char msg[160];
@@ -764,11 +781,25 @@ static int ctl_start(rnnd_job *job)
             rnnd_reply(c->r, 409, &b);
             break;
         }
+        uint64_t steps = c->kind == CTL_IMPORT ? c->steps : 0;
+        rnnd_cluster *cl = rnnd_req_app(c->r)->cluster;
+        if (cl) {
+            /* the store first: the change is refused whole when Redis cannot take it */
+            char err[512];
+            float *zeros = c->state ? NULL : calloc(e->state_floats ? e->state_floats : 1, 4);
+            int rc = c->state || zeros
+                ? rnnd_sync_write_now(cl, s, c->state ? c->state : zeros, steps, err, sizeof err)
+                : rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+            free(zeros);
+            if (rc) {
+                rnnd_reply_error(c->r, RNND_E_UNAVAILABLE, "%s", err);
+                break;
+            }
+        }
         if (c->state)
             memcpy(state, c->state, bytes);
         else
             memset(state, 0, bytes);
-        uint64_t steps = c->kind == CTL_IMPORT ? c->steps : 0;
         rnnd_session_set_steps(s, steps);
         rnnd_buf_printf(&b, "{\"id\":\"%s\",\"model\":", rnnd_session_id(s));
         rnnd_buf_json_string(&b, e->name);

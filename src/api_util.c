@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "cluster.h"
 
 /* Refuse any field of BODY not in ALLOWED (NULL-terminated). */
 int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed)
@@ -31,6 +32,8 @@ int rnnd_api_check_fields(rnnd_req *r, json_t *body, const char *const *allowed)
 rnnd_session *rnnd_api_session_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
+    if (app->cluster)
+        return rnnd_cluster_lookup(r);
     const char *id = rnnd_req_param(r, 0);
     rnnd_session *s = NULL;
     uint64_t owner = rnnd_req_owner(r);

@@ -33,13 +33,14 @@ typedef struct rnnd_app {
     rnnd_membudget mem;                         /* memory of requests in flight (membudget.h) */
     rnnd_auth auth;                             /* API keys; n == 0: authentication off */
     unsigned char snap_key[RNND_SNAPKEY_BYTES]; /* signs snapshots; with a state_dir only */
-    int snap_key_created; /* made at this start: unsigned snapshots still restore */
-    char *snap_key_path;  /* the key file; its ".serial" beside it (snapkey.h) */
-    int64_t snap_serial;  /* the last snapshot's serial (0: none recorded); changed
+    int snap_key_created;         /* made at this start: unsigned snapshots still restore */
+    char *snap_key_path;          /* the key file; its ".serial" beside it (snapkey.h) */
+    int64_t snap_serial;          /* the last snapshot's serial (0: none recorded); changed
                                      * by persist.c, from the main thread only */
-    atomic_int draining;  /* set on SIGTERM/SIGINT: new requests get 503 */
-    atomic_long pending;  /* compute requests admitted and not yet freed */
-    int listen_fd;        /* a socket passed by systemd (listenfd.h), or -1 */
+    atomic_int draining;          /* set on SIGTERM/SIGINT: new requests get 503 */
+    atomic_long pending;          /* compute requests admitted and not yet freed */
+    int listen_fd;                /* a socket passed by systemd (listenfd.h), or -1 */
+    struct rnnd_cluster *cluster; /* cluster mode (cluster.h); NULL: the embedded default */
 } rnnd_app;
 
 #endif

@@ -21,6 +21,7 @@
 #include "persist.h"
 #include "rnnd/kernels.h"
 #include "rnnd/status.h"
+#include "cluster.h"
 #include "rnnd/store.h"
 #include "routes.h"
 #include "v2_seq.h"
@@ -159,6 +160,7 @@ static int wait_idle(rnnd_http *h, double deadline)
 
 static void teardown(rnnd_app *app)
 {
+    rnnd_cluster_stop(app);    /* a failed start: nothing was served, nothing is lost */
     rnnd_pool_free(app->pool); /* first: batchers are freed with their last model ref */
     app->pool = NULL;
     rnnd_v2_seq_free(app->v2_seq);
@@ -218,29 +220,15 @@ static int load_snap_key(rnnd_app *app)
     return 0;
 }
 
-/* Cluster mode's settings that read the system (docs/cluster.md): the node name (the host
- * name when node_name is empty) and the Redis password file, checked and read, then
- * forgotten: nothing connects to Redis yet, sessions stay in this process. Returns 0 or 1. */
-static int check_store(rnnd_app *app)
+/* Cluster mode (cluster.h): the stores, the node lease, the write-behind thread; nothing
+ * without session_store. Returns 0 or 1 (logged). */
+static int start_cluster(rnnd_app *app)
 {
-    const rnnd_config *cfg = app->cfg;
-    if (!*cfg->session_store)
+    char err[1024] = "", q[1100];
+    if (!rnnd_cluster_start(app, err, sizeof err))
         return 0;
-    char err[1024] = "", q[1100], name[RNND_STORE_NAME_MAX + 1], pw[600];
-    int rc = rnnd_store_node_name(cfg->node_name, name, err, sizeof err);
-    if (!rc && *cfg->session_store_password_file)
-        rc = rnnd_store_password_read(cfg->session_store_password_file, pw, sizeof pw, err,
-                                      sizeof err);
-    memset(pw, 0, sizeof pw);
-    if (rc) {
-        RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
-        return 1;
-    }
-    RNND_LOG(&app->log, RNND_LOG_WARN, "store_not_wired",
-             "node=%s msg=\"session_store is checked but not used yet: sessions stay in this "
-             "process (docs/cluster.md)\"",
-             name);
-    return 0;
+    RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
+    return 1;
 }
 
 /* Everything after the settings; returns the exit status. */
@@ -254,8 +242,6 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         return 1;
     }
     app->kernels = k;
-    if (check_store(app))
-        return 1;
     if (rnnd_auth_load(&app->auth, cfg->api_keys_file, err, sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
@@ -315,6 +301,10 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         return 1;
     }
 
+    if (start_cluster(app)) {
+        teardown(app);
+        return 1;
+    }
     size_t restored = rnnd_persist_restore(app);
 
     rnnd_http *h;
@@ -392,7 +382,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     rnnd_http_stop(h);
     /* nothing runs any more: every session's state is final */
     rnnd_notify_status("stopping: saving sessions");
-    int saved = rnnd_persist_save(app, 0);
+    /* cluster mode: every session written exactly and released, the node lease dropped */
+    int saved = rnnd_cluster_stop(app) ? 1 : rnnd_persist_save(app, 0);
     teardown(app);
     /* sessions lost to a failed final snapshot make the stop unclean (snapshot_failed says why) */
     RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean && !saved);

@@ -4,6 +4,8 @@
 
 #include <stdlib.h>
 
+#include "cluster.h"
+
 rnnd_gen_http *rnnd_gen_http_new(const rnnd_gen_protocol *proto, rnnd_app *app, const rnnd_entry *e)
 {
     rnnd_gen_http *q = calloc(1, sizeof *q);
@@ -23,6 +25,7 @@ void rnnd_gen_http_free(rnnd_gen_http *q)
         rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
         rnnd_session_unref(q->tmp);
     }
+    rnnd_session_unref(q->own);
     free(q);
 }
 
@@ -48,6 +51,8 @@ static int on_cancelled(void *arg)
 static void on_done(void *arg, const rnnd_gen_result *res)
 {
     rnnd_gen_http *q = arg;
+    if (q->own) /* its steps go to the store within store_sync_ms */
+        rnnd_sync_dirty(q->app->cluster, q->own);
     if (q->tmp) /* gone before the client hears the end */
         rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
     if (q->st) {
@@ -65,6 +70,8 @@ int rnnd_gen_http_start(rnnd_gen_http *q, rnnd_req *r, rnnd_session *s, int tmp,
 {
     if (tmp)
         q->tmp = rnnd_session_ref(s);
+    else if (q->app->cluster)
+        q->own = rnnd_session_ref(s);
     rnnd_stream *st = NULL;
     if (stream) {
         if (!(st = rnnd_stream_new())) {

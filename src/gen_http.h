@@ -41,6 +41,7 @@ struct rnnd_gen_http {
     rnnd_req *r;       /* a JSON reply: the deferred request */
     rnnd_stream *st;   /* an event stream: the producer's reference */
     rnnd_session *tmp; /* a model's generation: its temporary session (a reference) */
+    rnnd_session *own; /* a session's generation in cluster mode: written behind when done */
 };
 
 /* A new generation of E's model, answered in PROTO's words; NULL when out of memory. */

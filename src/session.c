@@ -34,6 +34,7 @@ struct rnnd_session {
     uint64_t owner; /* the API key that made it (auth.h), 0 without keys */
     void *ext;      /* rnnd_session_set_ext() */
     void (*ext_free)(void *);
+    void *sync; /* rnnd_session_set_sync(), freed with free() */
 
     rnnd_session *hnext; /* stripe hash chain, under the stripe lock */
 };
@@ -147,6 +148,7 @@ static void session_free(rnnd_session *s)
         t->model_unref(s->model);
     if (s->ext_free)
         s->ext_free(s->ext);
+    free(s->sync);
     free(s->state);
     free(s);
 }
@@ -161,6 +163,23 @@ void rnnd_session_set_ext(rnnd_session *s, void *ext, void (*ext_free)(void *))
     pthread_mutex_unlock(&s->mu);
     if (old_free)
         old_free(old);
+}
+
+void rnnd_session_set_sync(rnnd_session *s, void *sync)
+{
+    pthread_mutex_lock(&s->mu);
+    void *old = s->sync;
+    s->sync = sync;
+    pthread_mutex_unlock(&s->mu);
+    free(old);
+}
+
+void *rnnd_session_sync(rnnd_session *s)
+{
+    pthread_mutex_lock(&s->mu);
+    void *sync = s->sync;
+    pthread_mutex_unlock(&s->mu);
+    return sync;
 }
 
 const void *rnnd_session_ext(rnnd_session *s)

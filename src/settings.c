@@ -53,9 +53,9 @@ static const struct setting settings[] = {
      "API keys, one per line as KEY [NAME [infer|admin]]; every request but the health checks "
      "then needs Authorization: Bearer KEY; empty = no authentication"},
     {"session_store", CT_STRING, OFF(session_store), "", 0, 0, NULL, "URL",
-     "cluster mode: redis://[USER@]HOST:PORT[/DB] of the Redis that is to hold the sessions "
-     "(docs/cluster.md; validated at start, sessions not yet stored there); a password in "
-     "the URL is refused; excludes state_dir; empty = sessions in this process only"},
+     "cluster mode: redis://[USER@]HOST:PORT[/DB] of the Redis that holds the sessions "
+     "(docs/cluster.md); a password in the URL is refused; excludes state_dir; empty = "
+     "sessions in this process only"},
     {"session_store_password_file", CT_STRING, OFF(session_store_password_file), "", 0, 0, NULL,
      "FILE",
      "the Redis password (AUTH), the file's first line; a regular file, not a link, the "
@@ -63,7 +63,7 @@ static const struct setting settings[] = {
      "AUTH"},
     {"store_sync_ms", CT_INT, OFF(store_sync_ms), "100", 0, 10000, NULL, "MS",
      "cluster mode: a changed session is written to Redis at most this long after the "
-     "request that changed it; 0 = before the reply"},
+     "request that changed it; 0 = the shortest round (write-through is planned)"},
     {"lease_ms", CT_INT, OFF(lease_ms), "2000", 500, 60000, NULL, "MS",
      "cluster mode: this node's lease in Redis, how long a dead or paused node keeps its "
      "sessions from the others"},

@@ -14,7 +14,7 @@
 #define KEY_MAX (sizeof "rnnd:node:" + RNND_STORE_NAME_MAX + 40)
 
 /* The scripts (docs/cluster.md gives write.lua and acquire.lua with their arguments). */
-enum rnnd_store_script { S_WRITE, S_ACQUIRE, S_CREATE, S_RENEW, S_DROP_NODE, S_COUNT };
+enum rnnd_store_script { S_WRITE, S_ACQUIRE, S_CREATE, S_RENEW, S_DROP_NODE, S_DELETE, S_COUNT };
 
 struct rnnd_store {
     pthread_mutex_t mu; /* everything below; held for every whole call */
@@ -35,6 +35,20 @@ struct rnnd_store {
 int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, const char **keys,
                            int nargs, const char **args, const size_t *arg_lens, redisReply **out,
                            char *err, size_t errlen);
+/* One command of a pipeline of EVALSHA (rnnd_store_eval_many_locked). */
+typedef struct rnnd_store_cmd {
+    int nkeys, nargs;
+    const char **keys, **args;
+    const size_t *arg_lens; /* NULL: strings */
+} rnnd_store_cmd;
+
+/* N EVALSHA of script I in one pipeline: every command sent, then every reply read, so N
+ * writes cost one round trip. OUT[k] gets the k-th reply and RC[k] its outcome (as
+ * rnnd_store_eval_locked's); a NOSCRIPT reply is sent again alone (which loads the script).
+ * Returns RNND_ERR_IO when the connection failed (every RC not read is then RNND_ERR_IO,
+ * its OUT NULL), else 0. */
+int rnnd_store_eval_many_locked(rnnd_store *s, enum rnnd_store_script i, const rnnd_store_cmd *cmd,
+                                size_t n, redisReply **out, int *rc, char *err, size_t errlen);
 /* A plain command of ARGC strings (at most 8), connecting first. */
 int rnnd_store_call_locked(rnnd_store *s, int argc, const char **argv, redisReply **out, char *err,
                            size_t errlen);

@@ -69,6 +69,13 @@ static const char *const scripts[S_COUNT] = {
                     "  return redis.call('DEL', KEYS[1])\n"
                     "end\n"
                     "return 0\n",
+    /* delete.lua, fenced as write.lua: KEYS[1] rec, KEYS[2] rnnd:idx; ARGV holder, epoch, id */
+    [S_DELETE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch')\n"
+                 "if not cur[2] then return -1 end\n"
+                 "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return -2 end\n"
+                 "redis.call('DEL', KEYS[1])\n"
+                 "redis.call('ZREM', KEYS[2], ARGV[3])\n"
+                 "return 1\n",
 };
 
 /* ---- the password file --------------------------------------------------------------------- */
@@ -266,6 +273,78 @@ int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, c
     return rc;
 }
 
+/* CMD as EVALSHA's argv of script I into ARGV / LENS (3 + keys + args entries). */
+static void evalsha_argv(const rnnd_store *s, enum rnnd_store_script i, const rnnd_store_cmd *cmd,
+                         char *nk, const char **argv, size_t *lens)
+{
+    snprintf(nk, 12, "%d", cmd->nkeys);
+    argv[0] = "EVALSHA";
+    argv[1] = s->sha[i];
+    argv[2] = nk;
+    for (int k = 0; k < cmd->nkeys; k++)
+        argv[3 + k] = cmd->keys[k];
+    for (int k = 0; k < 3 + cmd->nkeys; k++)
+        lens[k] = strlen(argv[k]);
+    for (int k = 0; k < cmd->nargs; k++) {
+        argv[3 + cmd->nkeys + k] = cmd->args[k];
+        lens[3 + cmd->nkeys + k] = cmd->arg_lens ? cmd->arg_lens[k] : strlen(cmd->args[k]);
+    }
+}
+
+int rnnd_store_eval_many_locked(rnnd_store *s, enum rnnd_store_script i, const rnnd_store_cmd *cmd,
+                                size_t n, redisReply **out, int *rc, char *err, size_t errlen)
+{
+    for (size_t k = 0; k < n; k++) {
+        out[k] = NULL;
+        rc[k] = RNND_ERR_IO;
+    }
+    int r = connect_locked(s, err, errlen);
+    if (r)
+        return r;
+    size_t sent = 0;
+    for (; sent < n; sent++) {
+        int argc = 3 + cmd[sent].nkeys + cmd[sent].nargs;
+        const char **argv = malloc((size_t)argc * sizeof *argv);
+        size_t *lens = malloc((size_t)argc * sizeof *lens);
+        char nk[12];
+        int ok = argv && lens;
+        if (ok) {
+            evalsha_argv(s, i, &cmd[sent], nk, argv, lens);
+            /* hiredis copies the command into its output buffer */
+            ok = redisAppendCommandArgv(s->c, argc, argv, lens) == REDIS_OK;
+        }
+        free(argv);
+        free(lens);
+        if (!ok)
+            break;
+    }
+    for (size_t k = 0; k < sent; k++) {
+        void *rep = NULL;
+        if (redisGetReply(s->c, &rep) != REDIS_OK || !rep)
+            return io_fail_locked(s, s->c->errstr[0] ? s->c->errstr : "connection lost", err,
+                                  errlen);
+        redisReply *x = rep;
+        if (x->type != REDIS_REPLY_ERROR) {
+            out[k] = x;
+            rc[k] = 0;
+            continue;
+        }
+        if (strncmp(x->str, "NOSCRIPT", 8))
+            rc[k] = rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
+                              s->url.port, x->str);
+        else
+            rc[k] = 1; /* sent again below, once every reply of the pipeline is read */
+        freeReplyObject(x);
+    }
+    if (sent < n)
+        return io_fail_locked(s, "out of memory for a pipeline", err, errlen);
+    for (size_t k = 0; k < n; k++)
+        if (rc[k] == 1)
+            rc[k] = rnnd_store_eval_locked(s, i, cmd[k].nkeys, cmd[k].keys, cmd[k].nargs,
+                                           cmd[k].args, cmd[k].arg_lens, &out[k], err, errlen);
+    return RNND_OK;
+}
+
 /* A plain command, connecting first. */
 int rnnd_store_call_locked(rnnd_store *s, int argc, const char **argv, redisReply **out, char *err,
                            size_t errlen)
@@ -340,6 +419,13 @@ uint64_t rnnd_store_incarnation(rnnd_store *s)
     uint64_t inc = s->inc;
     pthread_mutex_unlock(&s->mu);
     return inc;
+}
+
+void rnnd_store_set_incarnation(rnnd_store *s, uint64_t inc)
+{
+    pthread_mutex_lock(&s->mu);
+    s->inc = inc;
+    pthread_mutex_unlock(&s->mu);
 }
 
 void rnnd_store_holder_locked(const rnnd_store *s, char *holder)

@@ -172,48 +172,119 @@ int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_
     return rc;
 }
 
-int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
-                     int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
-                     char *err, size_t errlen)
+/* write.lua's reply R (freed) as rnnd_store_write's outcome. */
+static int write_reply_locked(rnnd_store *s, redisReply *r, uint64_t *seq, char *holder, char *err,
+                              size_t errlen)
 {
-    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24], ttl[24], idle[24];
-    int rc = keys_of(id, rec, gone, err, errlen);
-    if (rc)
-        return rc;
-    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
-    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
-    snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
-    pthread_mutex_lock(&s->mu);
-    rnnd_store_holder_locked(s, me);
-    const char *keys[] = {rec}, *args[MAX_ARGS] = {me, ep, ttl, release ? "1" : "0", idle};
-    size_t lens[MAX_ARGS] = {strlen(me), strlen(ep), strlen(ttl), 1, strlen(idle)};
-    int n = 5;
-    redisReply *r = NULL;
-    rc = push_fields(fields, args, lens, &n, err, errlen);
-    if (!rc)
-        rc = rnnd_store_eval_locked(s, S_WRITE, 1, keys, n, args, lens, &r, err, errlen);
-    long long code = !rc && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+    long long code = r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
             r->element[0]->type == REDIS_REPLY_INTEGER
         ? r->element[0]->integer
         : -99;
-    if (rc)
-        ;
-    else if (code == 1 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER) {
+    int rc = RNND_OK;
+    if (code == 1 && r->elements == 2 && r->element[1]->type == REDIS_REPLY_INTEGER) {
         if (seq)
             *seq = (uint64_t)r->element[1]->integer;
-    } else if (code == -1)
+    } else if (code == -1) {
         rc = 1;
-    else if (code == -2 && r->elements == 2) {
+    } else if (code == -2 && r->elements == 2) {
         if (holder)
             copy_str(holder, RNND_STORE_HOLDER_MAX + 1, r->element[1]);
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "store: the write was fenced: the session moved to another holder");
     } else {
-        rc = rnnd_store_unexpected_locked(s, r, "write: an unexpected reply", err, errlen);
-        r = NULL;
+        return rnnd_store_unexpected_locked(s, r, "write: an unexpected reply", err, errlen);
     }
     freeReplyObject(r);
+    return rc;
+}
+
+/* The strings of one write's command. */
+struct write_cmd {
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24], ttl[24], idle[24];
+    const char *keys[1], *args[MAX_ARGS];
+    size_t lens[MAX_ARGS];
+};
+
+/* Fill W and CMD for a write of ID (see rnnd_store_write); the caller holds s->mu. */
+static int write_cmd_locked(rnnd_store *s, struct write_cmd *w, rnnd_store_cmd *cmd, const char *id,
+                            uint64_t epoch, int64_t ttl_ms, int64_t idle_ms, int release,
+                            const rnnd_store_fields *fields, char *err, size_t errlen)
+{
+    int rc = keys_of(id, w->rec, w->gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(w->ep, sizeof w->ep, "%" PRIu64, epoch);
+    snprintf(w->ttl, sizeof w->ttl, "%" PRId64, ttl_ms);
+    snprintf(w->idle, sizeof w->idle, "%" PRId64, idle_ms);
+    rnnd_store_holder_locked(s, w->me);
+    w->keys[0] = w->rec;
+    const char *a[] = {w->me, w->ep, w->ttl, release ? "1" : "0", w->idle};
+    int n = 5;
+    for (int k = 0; k < n; k++) {
+        w->args[k] = a[k];
+        w->lens[k] = strlen(a[k]);
+    }
+    if ((rc = push_fields(fields, w->args, w->lens, &n, err, errlen)))
+        return rc;
+    *cmd = (rnnd_store_cmd){1, n, w->keys, w->args, w->lens};
+    return RNND_OK;
+}
+
+int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err, size_t errlen)
+{
+    struct write_cmd *wc = calloc(n ? n : 1, sizeof *wc);
+    rnnd_store_cmd *cmd = calloc(n ? n : 1, sizeof *cmd);
+    redisReply **out = calloc(n ? n : 1, sizeof *out);
+    int *rcs = calloc(n ? n : 1, sizeof *rcs);
+    size_t *at = calloc(n ? n : 1, sizeof *at); /* the pipeline's commands: their requests */
+    if (!wc || !cmd || !out || !rcs || !at) {
+        free(wc);
+        free(cmd);
+        free(out);
+        free(rcs);
+        free(at);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
+    }
+    pthread_mutex_lock(&s->mu);
+    size_t m = 0;
+    for (size_t k = 0; k < n; k++) {
+        w[k].rc = write_cmd_locked(s, &wc[m], &cmd[m], w[k].id, w[k].epoch, w[k].ttl_ms,
+                                   w[k].idle_ms, w[k].release, w[k].fields, err, errlen);
+        if (!w[k].rc)
+            at[m++] = k;
+    }
+    int rc = rnnd_store_eval_many_locked(s, S_WRITE, cmd, m, out, rcs, err, errlen);
+    for (size_t j = 0; j < m; j++) {
+        rnnd_store_wreq *q = &w[at[j]];
+        q->rc = rcs[j] ? rcs[j] : write_reply_locked(s, out[j], &q->seq, q->holder, err, errlen);
+    }
     pthread_mutex_unlock(&s->mu);
+    free(wc);
+    free(cmd);
+    free(out);
+    free(rcs);
+    free(at);
+    return rc;
+}
+
+int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
+                     int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
+                     char *err, size_t errlen)
+{
+    struct write_cmd *w = malloc(sizeof *w);
+    if (!w)
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
+    rnnd_store_cmd cmd;
+    pthread_mutex_lock(&s->mu);
+    int rc = write_cmd_locked(s, w, &cmd, id, epoch, ttl_ms, idle_ms, release, fields, err, errlen);
+    redisReply *r = NULL;
+    if (!rc)
+        rc = rnnd_store_eval_locked(s, S_WRITE, cmd.nkeys, cmd.keys, cmd.nargs, cmd.args,
+                                    cmd.arg_lens, &r, err, errlen);
+    if (!rc)
+        rc = write_reply_locked(s, r, seq, holder, err, errlen);
+    pthread_mutex_unlock(&s->mu);
+    free(w);
     return rc;
 }
 
@@ -221,6 +292,32 @@ int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t tt
                        int64_t idle_ms, char *err, size_t errlen)
 {
     return rnnd_store_write(s, id, epoch, ttl_ms, idle_ms, 1, NULL, NULL, NULL, err, errlen);
+}
+
+int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, "rnnd:idx"}, *args[] = {me, ep, id};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_DELETE, 2, keys, 3, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "delete: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        if (r->integer == -1)
+            rc = 1;
+        else if (r->integer == -2)
+            rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                           "store: the delete was fenced: the session moved to another holder");
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *err, size_t errlen)

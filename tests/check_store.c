@@ -35,6 +35,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <hiredis.h>
 #include <math.h>
@@ -663,6 +664,117 @@ START_TEST(test_fence)
     /* a deleted record: the write says gone (1) */
     freeReplyObject(raw("DEL %s", "rnnd:{" ID1 "}:rec"));
     ck_assert_int_eq(write_step(b, 4, 12, st2, err, sizeof err), 1);
+    ck_assert_int_eq(rnnd_store_delete(b, ID1, 4, err, sizeof err), 1);
+
+    /* a fenced delete: a stale epoch and another holder are refused, the holder's goes through,
+     * index entry included; a second store given a's incarnation writes as a */
+    create(a, m, st);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_uint_eq(q.epoch, 1);
+    rnnd_store_acq_free(&q);
+    ck_assert_int_eq(rnnd_store_delete(b, ID1, 1, err, sizeof err), RNND_ERR_CONFLICT);
+    ck_assert_int_eq(rnnd_store_delete(a, ID1, 0, err, sizeof err), RNND_ERR_CONFLICT);
+    rnnd_store_conf conf2 = {url, NULL, "a", 5000, 1000};
+    rnnd_store *a2;
+    ck_assert_int_eq(rnnd_store_open(&conf2, &a2, NULL, err, sizeof err), 0);
+    ck_assert_int_eq(write_step(a2, 1, 13, st, err, sizeof err), RNND_ERR_CONFLICT);
+    rnnd_store_set_incarnation(a2, rnnd_store_incarnation(a));
+    ck_assert_msg(write_step(a2, 1, 13, st, err, sizeof err) == 0, "%s", err);
+    redisReply *z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    freeReplyObject(z);
+    ck_assert_msg(rnnd_store_delete(a2, ID1, 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rnnd_store_load(a, ID1, &l, err, sizeof err), 0);
+    ck_assert_int_eq(l.kind, RNND_STORE_ACQ_MISSING);
+    z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_NIL);
+    freeReplyObject(z);
+    rnnd_store_free(a2);
+    rnnd_store_free(a);
+    rnnd_store_free(b);
+    rnnd_model_unref(m);
+}
+END_TEST
+
+/* Fields of a step: STEPS and ST, into F (free it). */
+static void step_fields(uint64_t steps, const float *st, rnnd_store_fields *f)
+{
+    rnnd_store_rec r = {.steps = steps, .state = st, .n_floats = N_FLOATS};
+    snprintf(r.model, sizeof r.model, "m");
+    memset(r.digest, 'a', 64);
+    char err[256];
+    ck_assert_int_eq(rnnd_store_rec_encode(&r, NULL, RNND_STORE_ENC_STEP, f, err, sizeof err), 0);
+}
+
+START_TEST(test_pipeline)
+{
+    redis_start(redis_port, NULL);
+    rnnd_store *a = open_node("a", 5000, NULL), *b = open_node("b", 5000, NULL);
+    rnnd_model *m = model(1);
+    float st[N_FLOATS];
+    fill_state(st);
+    static const char *const ids[] = {"a0000000000000000000000000000000",
+                                      "b0000000000000000000000000000000",
+                                      "c0000000000000000000000000000000"};
+    char err[256];
+    rnnd_store_rec r;
+    fill_rec(&r, m, st);
+    r.has_gen = 0;
+    rnnd_store_fields all;
+    ck_assert_int_eq(rnnd_store_rec_encode(&r, NULL, RNND_STORE_ENC_ALL, &all, err, sizeof err), 0);
+    rnnd_store_acq q;
+    for (int k = 0; k < 3; k++) {
+        ck_assert_int_eq(rnnd_store_create(a, ids[k], &all, 60000, 0, err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_store_acquire(k < 2 ? a : b, ids[k], 0, &q, err, sizeof err), 0);
+        ck_assert_uint_eq(q.epoch, 1);
+        rnnd_store_acq_free(&q);
+    }
+    rnnd_store_fields_free(&all);
+    rnnd_store_fields f[4];
+    for (int k = 0; k < 4; k++)
+        step_fields(5 + (uint64_t)k, st, &f[k]);
+    /* a's two sessions go through, b's is fenced (naming b), a missing one is gone, a bad id
+     * refused: each on its own, in one pipeline */
+    rnnd_store_wreq w[5] = {
+        {.id = ids[0], .epoch = 1, .ttl_ms = 60000, .fields = &f[0]},
+        {.id = ids[1], .epoch = 1, .ttl_ms = 60000, .fields = &f[1]},
+        {.id = ids[2], .epoch = 1, .ttl_ms = 60000, .fields = &f[2]},
+        {.id = "d0000000000000000000000000000000", .epoch = 1, .ttl_ms = 60000, .fields = &f[3]},
+        {.id = "not-an-id", .epoch = 1, .ttl_ms = 60000, .fields = &f[3]},
+    };
+    ck_assert_msg(rnnd_store_write_many(a, w, 5, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(w[0].rc, 0);
+    ck_assert_int_eq(w[1].rc, 0);
+    ck_assert_uint_eq(w[0].seq, 2);
+    ck_assert_int_eq(w[2].rc, RNND_ERR_CONFLICT);
+    char bh[RNND_STORE_HOLDER_MAX + 1];
+    rnnd_store_holder(b, bh);
+    ck_assert_str_eq(w[2].holder, bh);
+    ck_assert_int_eq(w[3].rc, 1);
+    ck_assert_int_eq(w[4].rc, RNND_ERR_INVALID);
+    redisReply *x = raw("HGET rnnd:{%s}:rec steps", ids[1]);
+    ck_assert_str_eq(x->str, "6");
+    freeReplyObject(x);
+    x = raw("HGET rnnd:{%s}:rec steps", ids[2]);
+    char created_steps[24];
+    snprintf(created_steps, sizeof created_steps, "%" PRIu64, r.steps);
+    ck_assert_str_eq(x->str, created_steps); /* the fenced write changed nothing */
+    freeReplyObject(x);
+
+    /* the script cache flushed: each NOSCRIPT is sent again and goes through */
+    freeReplyObject(raw("SCRIPT FLUSH", NULL));
+    ck_assert_msg(rnnd_store_write_many(a, w, 2, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(w[0].rc, 0);
+    ck_assert_int_eq(w[1].rc, 0);
+    ck_assert_uint_eq(w[1].seq, 3);
+
+    /* Redis gone: the pipeline fails, and every write says so */
+    redis_kill();
+    ck_assert_int_eq(rnnd_store_write_many(a, w, 3, err, sizeof err), RNND_ERR_IO);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(w[k].rc, RNND_ERR_IO);
+    for (int k = 0; k < 4; k++)
+        rnnd_store_fields_free(&f[k]);
     rnnd_store_free(a);
     rnnd_store_free(b);
     rnnd_model_unref(m);
@@ -975,6 +1087,7 @@ int main(void)
     tcase_set_timeout(redis, 60);
     tcase_add_test(redis, test_acquire);
     tcase_add_test(redis, test_fence);
+    tcase_add_test(redis, test_pipeline);
     tcase_add_test(redis, test_lease);
     tcase_add_test(redis, test_threads);
     tcase_add_test(redis, test_auth);

@@ -1,5 +1,5 @@
-"""The cluster settings at start (issue 17, docs/cluster.md "Settings"): known, checked, and
-honest that they are not used yet.
+"""The cluster settings at start (issue 17, docs/cluster.md "Settings"): known and checked, and
+a good configuration used (the node lease taken in a real redis-server, with the password).
 
 - Among themselves (exit 2, one line naming the setting): a password in session_store's URL
   (the password never printed), a user in it without a password file, a bad URL, state_dir beside session_store, a password file
@@ -7,15 +7,18 @@ honest that they are not used yet.
 - Against the system (exit 1, the log line names the file and the reason): a password file
   that others may read, that the group may write, a symbolic link, a missing one; a host name
   that is no node name when node_name is empty is not tested (the host's name is the host's).
-- A good configuration starts (a password file of mode 0440 and one of 0600), serves, and
-  logs event=store_not_wired naming the node (the host name when node_name is empty), never
-  the password; the embedded default logs no such line.
+- A good configuration starts (a password file of mode 0440 and one of 0600). With Redis
+  down it is not ready (/readyz 503: no lease yet) and logs event=store_down naming the node
+  (the host name when node_name is empty); with a redis-server that requires the password it
+  takes its lease (event=lease_taken naming the node; /readyz 200, "store": "up"). No log line
+  holds the password; the embedded default logs no store line.
 
 Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; exits 1 on any failure.
 """
 import os
 import socket
 import subprocess
+import time
 
 from daemon_util import RNND_BIN, Checker, Daemon, tmpdir
 
@@ -49,6 +52,23 @@ def password_file(d, name, mode, text=SECRET + "\n"):
         f.write(text)
     os.chmod(path, mode)
     return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, seconds=10):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError("redis-server did not listen on %d" % port)
 
 
 def main():
@@ -95,25 +115,49 @@ def main():
     refused(base + ["--session-store-password-file", missing], 1, [missing, "No such file"],
             "a missing password file")
 
-    # a good configuration starts, serves, and says that the store is not used yet
+    # a good configuration starts: with Redis down it waits for its lease (/readyz 503, one
+    # store_down line naming the node); with Redis up (requirepass) it takes its lease with
+    # the password (lease_taken naming the node; the host name when node_name is empty)
     for mode, extra in ((0o440, ["--node-name", "n1"]), (0o600, [])):
         pw = password_file(d, "pw", mode)
+        name = "n1" if extra else socket.gethostname()
         with Daemon(MODEL, "--session-store", URL, "--session-store-password-file", pw,
                     *extra) as dm:
-            st, _, _ = dm.request("GET", "/readyz")
-            C.eq(st, 200, "mode %o: serves" % mode)
+            st, _, body = dm.request("GET", "/readyz")
+            C.eq(st, 503, "mode %o, Redis down: not ready" % mode)
+            C.check("lease" in str(body), "mode %o: /readyz says why: %r" % (mode, body))
             rc, _ = dm.stop()
-            C.eq(rc, 0, "mode %o: a clean stop" % mode)
-            lines = [l for l in dm.log if "event=store_not_wired" in l]
-            name = "n1" if extra else socket.gethostname()
+            C.eq(rc, 0, "mode %o, Redis down: a clean stop" % mode)
+            lines = [l for l in dm.log if "event=store_down" in l]
             C.check(len(lines) == 1 and ("node=%s " % name) in lines[0],
-                    "mode %o: one store_not_wired line naming the node %s: %r"
-                    % (mode, name, lines))
+                    "mode %o: one store_down line naming the node %s: %r" % (mode, name, lines))
             C.check(all(SECRET not in l for l in dm.log), "mode %o: no log line holds the "
                     "password" % mode)
+        port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--requirepass", SECRET],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            with Daemon(MODEL, "--session-store", "redis://127.0.0.1:%d/2" % port,
+                        "--session-store-password-file", pw, *extra) as dm:
+                st, _, body = dm.request("GET", "/readyz")
+                C.check(st == 200 and body.get("store") == "up",
+                        "mode %o, Redis up: ready, store up (%s %r)" % (mode, st, body))
+                rc, _ = dm.stop()
+                C.eq(rc, 0, "mode %o, Redis up: a clean stop" % mode)
+                lines = [l for l in dm.log if "event=lease_taken" in l]
+                C.check(len(lines) == 1 and ("node=%s " % name) in lines[0],
+                        "mode %o: one lease_taken line naming the node %s: %r"
+                        % (mode, name, lines))
+                C.check(all(SECRET not in l for l in dm.log), "mode %o: no log line holds "
+                        "the password" % mode)
+        finally:
+            redis.terminate()
+            redis.wait(10)
     with Daemon(MODEL) as dm:
         dm.stop()
-        C.check(not any("store_not_wired" in l for l in dm.log),
+        C.check(not any("store_" in l or "lease" in l for l in dm.log),
                 "the embedded default logs no store line")
     C.exit()
 

@@ -107,7 +107,8 @@ enum rnnd_store_enc {
     RNND_STORE_ENC_STEP,    /* what a step changes: steps and state */
 };
 
-/* Fill OUT with REC's fields of kind WHAT; GEN is the generation defaults, NULL when REC has
+/* Fill OUT with REC's fields of kind WHAT (the model's name and digest point into REC: keep it
+ * until OUT is sent); GEN is the generation defaults, NULL when REC has
  * none (REC->has_gen must agree). The state is written little-endian whatever the host's
  * order, so a record moves between machines. Free OUT with rnnd_store_fields_free, also after
  * a failure. Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID (a name, digest or gen that does
@@ -176,6 +177,9 @@ int rnnd_store_register(rnnd_store *s, int64_t wait_ms, char *err, size_t errlen
 /* This node's incarnation (0 before register), and its "NAME INCARNATION" (HOLDER_MAX + 1). */
 uint64_t rnnd_store_incarnation(rnnd_store *s);
 void rnnd_store_holder(rnnd_store *s, char *holder);
+/* Use INC, registered through another store of this node (each thread's own connection),
+ * as this store's incarnation: its acquisitions and writes then name the same holder. */
+void rnnd_store_set_incarnation(rnnd_store *s, uint64_t inc);
 /* Renew the lease (PEXPIRE lease_ms if the key still holds our incarnation). Returns 0;
  * RNND_ERR_CONFLICT when the key is gone or another's (the lease lapsed: the caller
  * re-registers with rnnd_store_reregister and confirms its sessions); RNND_ERR_IO. */
@@ -234,9 +238,30 @@ void rnnd_store_acq_free(rnnd_store_acq *a); /* frees the reply; the struct is t
 int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
                      int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
                      char *err, size_t errlen);
+/* One write of a pipeline: the arguments of rnnd_store_write, and its outcome. */
+typedef struct rnnd_store_wreq {
+    const char *id;
+    uint64_t epoch;
+    int64_t ttl_ms, idle_ms;
+    int release;
+    const rnnd_store_fields *fields;
+    int rc;                                 /* out: rnnd_store_write's return */
+    uint64_t seq;                           /* out: the record's new seq when rc is 0 */
+    char holder[RNND_STORE_HOLDER_MAX + 1]; /* out: the holder when fenced */
+} rnnd_store_wreq;
+
+/* The N writes of W in one pipeline (one round trip for all: the write-behind's round), each
+ * as rnnd_store_write would do it; W[k].rc says how each went. Returns 0, or RNND_ERR_IO /
+ * RNND_ERR_NOMEM when the pipeline failed (the writes not acknowledged then say so too). */
+int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err, size_t errlen);
+
 /* The same without fields, releasing: the session is free for the next node. */
 int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
                        int64_t idle_ms, char *err, size_t errlen);
+
+/* Delete ID's record, fenced as a write (this node holds it at EPOCH), and its index entry.
+ * Returns 0; 1 when the record is already gone; RNND_ERR_CONFLICT when fenced; RNND_ERR_IO. */
+int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, size_t errlen);
 
 /* Read ID's record whole (HGETALL) into OUT (kind TAKEN with its fields, or MISSING), taking
  * nothing: for listings and tests. Returns 0 or RNND_ERR_IO. */

@@ -1,0 +1,192 @@
+/* Cluster mode's start and stop, the node lease and its renewal thread, readiness
+ * (cluster.h; docs/cluster.md, "Ownership with fencing" and "Failure, drain, Redis trouble"). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "cluster.h"
+#include "rnnd/status.h"
+
+/* CLOCK_REALTIME deadline MS from now, for pthread_cond_timedwait. */
+static struct timespec after_ms(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* The lease is ours: every store of this node names the same holder. */
+static void adopt(rnnd_cluster *c)
+{
+    uint64_t inc = rnnd_store_incarnation(c->lease);
+    rnnd_store_set_incarnation(c->req, inc);
+    rnnd_store_set_incarnation(c->sync, inc);
+    if (!atomic_exchange(&c->registered, 1))
+        RNND_LOG(&c->app->log, RNND_LOG_INFO, "lease_taken", "node=%s incarnation=%llu", c->node,
+                 (unsigned long long)inc);
+}
+
+/* One lease period's work: take the lease when the start could not (Redis was down), else
+ * renew it, taking it again (the same incarnation) when it lapsed meanwhile. */
+static void lease_tick(rnnd_cluster *c)
+{
+    char err[512] = "";
+    int rc;
+    if (!atomic_load(&c->registered)) {
+        rc = rnnd_store_register(c->lease, 0, err, sizeof err);
+        if (!rc)
+            adopt(c);
+    } else if ((rc = rnnd_store_renew(c->lease, err, sizeof err)) == RNND_ERR_CONFLICT) {
+        char q[600];
+        RNND_LOG(&c->app->log, RNND_LOG_WARN, "lease_lapsed", "node=%s msg=%s", c->node,
+                 rnnd_log_quote(q, sizeof q, err));
+        rc = rnnd_store_reregister(c->lease, err, sizeof err);
+        if (rc == RNND_ERR_CONFLICT)
+            RNND_LOG(&c->app->log, RNND_LOG_ERROR, "lease_lost", "node=%s msg=%s", c->node,
+                     rnnd_log_quote(q, sizeof q, err));
+    }
+    rnnd_sync_note(c, rc, err);
+}
+
+static void *lease_main(void *arg)
+{
+    rnnd_cluster *c = arg;
+    int64_t period = c->lease_ms / 4;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec until = after_ms(period);
+        while (!c->stop && pthread_cond_timedwait(&c->cond, &c->mu, &until) != ETIMEDOUT)
+            ;
+        if (c->stop)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        lease_tick(c);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void cluster_free(rnnd_cluster *c)
+{
+    rnnd_store_free(c->req);
+    rnnd_store_free(c->lease);
+    rnnd_store_free(c->sync);
+    for (size_t i = 0; i < c->n_dirty; i++)
+        rnnd_session_unref(c->dirty[i]);
+    free(c->dirty);
+    pthread_mutex_destroy(&c->take_mu);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+}
+
+/* Ask both threads to stop and wait for them. */
+static void threads_stop(rnnd_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+    if (c->lease_started)
+        pthread_join(c->lease_thread, NULL);
+    if (c->sync_started)
+        rnnd_sync_thread_stop(c);
+    c->lease_started = c->sync_started = 0;
+}
+
+int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
+{
+    const rnnd_config *cfg = app->cfg;
+    if (!cfg->session_store || !*cfg->session_store)
+        return 0;
+    rnnd_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    c->app = app;
+    c->lease_ms = cfg->lease_ms;
+    c->sync_ms = cfg->store_sync_ms;
+    c->tombstone_ms = cfg->tombstone_s * 1000;
+    pthread_mutex_init(&c->take_mu, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    atomic_init(&c->registered, 0);
+    atomic_init(&c->up, 0);
+    int rc = rnnd_store_node_name(cfg->node_name, c->node, err, errlen);
+    rnnd_store_conf conf = {cfg->session_store, cfg->session_store_password_file, c->node,
+                            cfg->lease_ms, 0};
+    int up = 0;
+    if (!rc)
+        rc = rnnd_store_open(&conf, &c->req, &up, err, errlen);
+    if (!rc)
+        rc = rnnd_store_open(&conf, &c->lease, NULL, err, errlen);
+    if (!rc)
+        rc = rnnd_store_open(&conf, &c->sync, NULL, err, errlen);
+    if (rc) {
+        cluster_free(c);
+        return rc;
+    }
+    /* a restart faster than the lease waits for the previous incarnation's lease to lapse */
+    rc = rnnd_store_register(c->lease, c->lease_ms, err, errlen);
+    if (rc == RNND_ERR_IO) {
+        atomic_store(&c->up, 1); /* so that the note below logs store_down */
+        rnnd_sync_note(c, rc, err);
+        rc = 0;
+    } else if (!rc) {
+        atomic_store(&c->up, 1);
+        adopt(c);
+    }
+    if (rc) {
+        cluster_free(c);
+        return rc;
+    }
+    if (pthread_create(&c->lease_thread, NULL, lease_main, c)) {
+        cluster_free(c);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the lease thread");
+    }
+    c->lease_started = 1;
+    if (rnnd_sync_thread_start(c)) {
+        threads_stop(c);
+        cluster_free(c);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the write-behind thread");
+    }
+    c->sync_started = 1;
+    app->cluster = c;
+    RNND_LOG(&app->log, RNND_LOG_INFO, "cluster", "node=%s lease_ms=%lld store_sync_ms=%lld",
+             c->node, (long long)c->lease_ms, (long long)c->sync_ms);
+    return 0;
+}
+
+size_t rnnd_cluster_stop(rnnd_app *app)
+{
+    rnnd_cluster *c = app->cluster;
+    if (!c)
+        return 0;
+    threads_stop(c);
+    size_t failed = rnnd_sync_release_all(c);
+    char err[512] = "";
+    if (atomic_load(&c->registered) && rnnd_store_release_node(c->lease, err, sizeof err)) {
+        char q[600];
+        RNND_LOG(&app->log, RNND_LOG_WARN, "lease_release_failed", "node=%s msg=%s", c->node,
+                 rnnd_log_quote(q, sizeof q, err));
+    }
+    RNND_LOG(&app->log, RNND_LOG_INFO, "cluster_stopped", "node=%s unwritten=%zu", c->node, failed);
+    app->cluster = NULL;
+    cluster_free(c);
+    return failed;
+}
+
+int rnnd_cluster_ready(rnnd_cluster *c, int *up)
+{
+    *up = atomic_load(&c->up);
+    return atomic_load(&c->registered);
+}

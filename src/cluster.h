@@ -1,0 +1,114 @@
+/* Cluster mode in the daemon (docs/cluster.md): the Redis store wired into the session table.
+ * Nothing here runs without `session_store`: app->cluster stays NULL and every hook below is
+ * a no-op for a NULL cluster, so the embedded default does not change.
+ *
+ * The jobs, one file each: cluster.c starts and stops it (the stores, the node lease and its
+ * renewal thread, readiness); store_sync.c writes sessions to Redis (at once on create, reset,
+ * import, delete; behind, from its own thread, after steps); cluster_take.c answers a request
+ * for a session this node does not hold (takeover from Redis).
+ *
+ * Threads and stores: a store (rnnd/store.h) is one connection under one mutex. Three are
+ * opened: REQ for request handlers and session jobs, LEASE for the lease thread, SYNC for the
+ * write-behind thread, so that neither background thread waits behind a request's round trip
+ * nor a request behind theirs. All three name the same holder "NAME INCARNATION".
+ *
+ * Lock order: take_mu (one takeover at a time on this node), then the session table's locks
+ * (stripe, session, accounting: session.h), then mu; every store's mutex is a leaf below all
+ * of them. mu is never held across a store call or a session table call; take_mu is (a
+ * takeover's acquisition and the session's creation happen as one step). */
+#ifndef RNND_CLUSTER_H
+#define RNND_CLUSTER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rnnd/store.h"
+#include "session.h"
+
+struct rnnd_app;
+struct rnnd_req;
+struct rnnd_gen_params;
+
+/* A stored session's cluster state (rnnd_session_sync), guarded by rnnd_cluster.mu. */
+typedef struct rnnd_sync_slot {
+    uint64_t epoch; /* the fencing token of our hold */
+    uint64_t seq;   /* the record's seq after our last write (a take's cached copy) */
+    int held;       /* 0: created here and left free for the node its id hashes to */
+    int dirty;      /* in the dirty list, waiting for the write-behind thread */
+} rnnd_sync_slot;
+
+typedef struct rnnd_cluster {
+    struct rnnd_app *app;
+    rnnd_store *req, *lease, *sync; /* see the top */
+    char node[RNND_STORE_NAME_MAX + 1];
+    int64_t lease_ms, sync_ms, tombstone_ms;
+    pthread_mutex_t take_mu;
+    pthread_mutex_t mu; /* everything below, and every rnnd_sync_slot */
+    pthread_cond_t cond;
+    int stop;             /* the threads' stop request */
+    rnnd_session **dirty; /* one reference each */
+    size_t n_dirty, cap_dirty;
+    struct rnnd_sync_job *ready; /* write-behind jobs that own their session */
+    size_t outstanding;          /* write-behind jobs submitted, not yet written */
+    pthread_t lease_thread, sync_thread;
+    int lease_started, sync_started;
+    atomic_int registered; /* the node lease was taken once: ready */
+    atomic_int up;         /* the last Redis call succeeded */
+} rnnd_cluster;
+
+/* ---- cluster.c ---- */
+
+/* With session_store set: open the stores, take the node lease (waiting up to lease_ms for a
+ * previous incarnation of the name; Redis down is not fatal: the lease thread keeps trying),
+ * start the lease and write-behind threads; app->cluster is set. Without: 0, nothing done.
+ * Returns 0 or a negative code with ERR (a bad setting, the name held by a live node). */
+int rnnd_cluster_start(struct rnnd_app *app, char *err, size_t errlen);
+/* Shutdown, once nothing else runs: the write-behind thread's last round, every held session
+ * written exactly and released, the node lease dropped, everything freed. Returns how many
+ * sessions could not be written (Redis down): 0 is a clean stop. NULL cluster: 0. */
+size_t rnnd_cluster_stop(struct rnnd_app *app);
+/* Readiness: 0 until the node lease was first taken (a node without a lease can neither
+ * create nor take sessions), else 1; *UP whether Redis answered the last call. */
+int rnnd_cluster_ready(rnnd_cluster *c, int *up);
+
+/* ---- store_sync.c ---- */
+
+/* Record Redis's state after a call that returned RC (log store_down / store_up once). */
+void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err);
+
+/* S was just created on this node (create, fork) with generation defaults GEN (NULL: none):
+ * write its record at once, free, and attach its slot. Returns 0, or RNND_ERR_IO (Redis down)
+ * / RNND_ERR_CONFLICT with ERR; the caller then removes S. */
+int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const struct rnnd_gen_params *gen,
+                      char *err, size_t errlen);
+/* A request changed S's state (a step, a generate): write it within sync_ms. Any thread, no
+ * lock held. A session without a slot, or a NULL cluster: nothing. */
+void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s);
+/* From S's head job: write STATE and STEPS as S's now, fenced, before the job applies them
+ * (reset, import). Returns 0 (also for a session without a slot); RNND_ERR_CONFLICT when the
+ * session moved (S is then dropped from this node); RNND_ERR_IO; ERR says why. */
+int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
+                        char *err, size_t errlen);
+/* Delete S's record, fenced (DELETE). Returns 0 (also when already gone), RNND_ERR_CONFLICT
+ * (moved; S dropped here) or RNND_ERR_IO. */
+int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
+/* Drop S from this node after a refused write: its slot is no longer held, its id leaves the
+ * table (the next request takes it from Redis, or hears who holds it). */
+void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s);
+int rnnd_sync_thread_start(rnnd_cluster *c);
+/* Stop the thread after its current round and one last round. */
+void rnnd_sync_thread_stop(rnnd_cluster *c);
+/* Write every held session exactly and release it (nothing else may run). Returns how many
+ * failed. */
+size_t rnnd_sync_release_all(rnnd_cluster *c);
+
+/* ---- cluster_take.c ---- */
+
+/* The session the request's path names, as rnnd_api_session_lookup gives it, in cluster
+ * mode: a session this node holds, else one taken from Redis (free, or its holder's lease
+ * lapsed), else a reply: 404 / 410, 409 (another model digest), 503 (Redis down, or held by
+ * a live node, named). Returns one reference or NULL (replied). */
+rnnd_session *rnnd_cluster_lookup(struct rnnd_req *r);
+
+#endif

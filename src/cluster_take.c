@@ -1,0 +1,216 @@
+/* A request for a session this node does not hold, in cluster mode (cluster.h; docs/cluster.md,
+ * "Takeover, hand-over, redirect"): acquire its record in Redis and continue from the stored
+ * state and step count. A session held by a live node answers 503 naming the holder (the
+ * hand-over the design chose is not built yet); the client's retry, or the node's lease
+ * lapsing, moves it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "cluster.h"
+#include "generate.h"
+#include "rnnd/status.h"
+
+/* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). */
+static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *holder)
+{
+    const char *inc = holder ? strchr(holder, ' ') : NULL;
+    if (holder)
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "session %s is held by node %.*s (incarnation %s), which is alive; "
+                         "retry (it moves when that node releases it or its lease lapses)",
+                         rnnd_req_param(r, 0), inc ? (int)(inc - holder) : (int)strlen(holder),
+                         holder, inc ? inc + 1 : "?");
+    else if (rc == RNND_ERR_CONFLICT)
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "this node's lease lapsed; retry");
+    else
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+}
+
+/* Make the session of the record A (just acquired at A->epoch) on this node. Returns it (one
+ * reference) or NULL, replied. */
+static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a)
+{
+    rnnd_app *app = c->app;
+    const char *id = rnnd_req_param(r, 0);
+    char name[256] = "", err[512] = "";
+    for (size_t i = 0; i < a->n; i++)
+        if (!strcmp(a->kv[i].name, "model"))
+            snprintf(name, sizeof name, "%.*s", (int)a->kv[i].len, a->kv[i].val);
+    rnnd_entry *e = rnnd_catalog_get(&app->models, name);
+    if (!e) {
+        rnnd_reply_error(r, RNND_E_CONFLICT,
+                         "session %s is of model \"%.64s\", which this node has not loaded", id,
+                         name);
+        return NULL;
+    }
+    rnnd_session *s = NULL;
+    float *state = malloc((e->state_floats ? e->state_floats : 1) * sizeof *state);
+    rnnd_gen_params gen, *defaults = NULL;
+    rnnd_store_rec rec;
+    rnnd_store_limits lim = {app->cfg->session_ttl_max_s, app->cfg->max_generate_tokens};
+    int rc = state
+        ? rnnd_store_rec_decode(a->kv, a->n, e->model, &lim, &rec, state, &gen, err, sizeof err)
+        : rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+    if (!rc && rec.has_gen && !(defaults = malloc(sizeof *defaults)))
+        rc = rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+    rnnd_sync_slot *slot = rc ? NULL : calloc(1, sizeof *slot);
+    if (!rc && !slot)
+        rc = rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+    if (!rc) {
+        rnnd_session_init si = {.model = e,
+                                .state_floats = e->state_floats,
+                                .state = state,
+                                .owner = rec.owner,
+                                .steps = rec.steps,
+                                .ttl_s = (double)rec.ttl_s,
+                                .id = id,
+                                .created = rec.created};
+        rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
+    }
+    if (rc) {
+        if (rc != RNND_ERR_CONFLICT && rc != RNND_ERR_LIMIT && rc != RNND_ERR_NOMEM)
+            RNND_LOG(&app->log, RNND_LOG_WARN, "session_dropped", "node=%s reason=invalid",
+                     c->node);
+        rnnd_reply_error(r,
+                         rc == RNND_ERR_LIMIT          ? RNND_E_OVERLOADED
+                             : rc == RNND_ERR_CONFLICT ? RNND_E_CONFLICT
+                                                       : RNND_E_UNAVAILABLE,
+                         "%s", err);
+        free(defaults);
+        free(slot);
+    } else {
+        if (defaults) {
+            *defaults = gen;
+            rnnd_session_set_ext(s, defaults, free);
+        }
+        slot->epoch = a->epoch;
+        slot->seq = rec.seq;
+        slot->held = 1;
+        rnnd_session_set_sync(s, slot);
+        RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
+                 a->from_dead ? "dead" : "free");
+    }
+    free(state);
+    rnnd_entry_unref(e);
+    return s;
+}
+
+/* Acquire the id of R for this node (CACHED: the local copy S, not held, or NULL) and return
+ * the session to serve, one reference, or NULL (replied). Holds take_mu. */
+static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cached)
+{
+    const char *id = rnnd_req_param(r, 0);
+    rnnd_sync_slot *slot = cached ? rnnd_session_sync(cached) : NULL;
+    uint64_t seq = 0;
+    if (slot) {
+        pthread_mutex_lock(&c->mu);
+        seq = slot->seq;
+        pthread_mutex_unlock(&c->mu);
+    }
+    rnnd_store_acq a;
+    char err[512] = "";
+    int rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
+    if (rc == RNND_ERR_CONFLICT) { /* our lease lapsed: take it again, then retry once */
+        rc = rnnd_store_reregister(c->lease, err, sizeof err);
+        if (!rc)
+            rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
+    }
+    rnnd_sync_note(c, rc, err);
+    rnnd_session *s = NULL;
+    if (rc) {
+        reply_unavailable(r, rc, err, NULL);
+    } else if (a.kind == RNND_STORE_ACQ_HELD) {
+        reply_unavailable(r, 0, err, a.holder);
+    } else if (a.kind == RNND_STORE_ACQ_MISSING) {
+        if (cached)
+            rnnd_session_remove(c->app->sessions, id);
+        if (a.gone[0])
+            rnnd_reply_error(r, RNND_E_GONE, "session %s %s; its state is lost", id,
+                             strncmp(a.gone, "evicted", 7) ? "expired" : "was evicted");
+        else
+            rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+    } else if (a.kind == RNND_STORE_ACQ_CURRENT && cached) {
+        pthread_mutex_lock(&c->mu);
+        slot->epoch = a.epoch;
+        slot->held = 1;
+        pthread_mutex_unlock(&c->mu);
+        s = rnnd_session_ref(cached);
+    } else {
+        if (cached) /* changed elsewhere since: the record wins */
+            rnnd_session_remove(c->app->sessions, id);
+        if (a.kind == RNND_STORE_ACQ_TAKEN)
+            s = from_record(r, c, &a);
+        else
+            rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session's record changed; retry");
+    }
+    rnnd_store_acq_free(&a);
+    return s;
+}
+
+/* Whether S (found in the table) is held here: a session without a slot is this node's own. */
+static int held_here(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return 1;
+    pthread_mutex_lock(&c->mu);
+    int held = slot->held;
+    pthread_mutex_unlock(&c->mu);
+    return held;
+}
+
+rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_cluster *c = app->cluster;
+    const char *id = rnnd_req_param(r, 0);
+    uint64_t owner = rnnd_req_owner(r);
+    const uint64_t *as = rnnd_req_admin(r) ? NULL : &owner;
+    if (!rnnd_id_valid(id)) {
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        return NULL;
+    }
+    rnnd_session *s = NULL;
+    int why = rnnd_session_get(app->sessions, id, &s);
+    /* the common case, a session held here, takes no lock of the cluster's but mu */
+    if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
+        rnnd_session_unref(s);
+        s = NULL;
+        why = RNND_SESSION_MISSING;
+    }
+    if (why == RNND_SESSION_MISSING) {
+        /* one take at a time: looked up again under take_mu, another request may have
+         * taken it meanwhile */
+        pthread_mutex_lock(&c->take_mu);
+        why = rnnd_session_get(app->sessions, id, &s);
+        if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
+            rnnd_session *t = take_locked(r, c, s);
+            rnnd_session_unref(s);
+            s = t;
+            why = s ? RNND_SESSION_FOUND : -1;
+        } else if (why == RNND_SESSION_MISSING) {
+            s = take_locked(r, c, NULL);
+            why = s ? RNND_SESSION_FOUND : -1;
+        }
+        pthread_mutex_unlock(&c->take_mu);
+    }
+    if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
+        rnnd_session_unref(s);
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        return NULL;
+    }
+    if (why == RNND_SESSION_FOUND || why < 0)
+        return s;
+    /* expired or evicted here: the table's answer, as the embedded default gives it */
+    why = rnnd_session_get_as(app->sessions, id, as, &s);
+    if (why == RNND_SESSION_FOUND) /* came back meanwhile */
+        return s;
+    if (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED)
+        rnnd_reply_error(r, RNND_E_GONE, "session %s %s; its state is lost", id,
+                         why == RNND_SESSION_EXPIRED ? "expired" : "was evicted");
+    else
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+    return NULL;
+}

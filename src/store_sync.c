@@ -1,0 +1,431 @@
+/* Sessions written to Redis (cluster.h; docs/cluster.md, "Write-behind"): at once on create,
+ * fork, reset, import and delete, behind after steps, and released at shutdown.
+ *
+ * The write-behind thread wakes every store_sync_ms, takes the dirty list and queues a job on
+ * each session: the job copies the state when it reaches the head of the session's queue and
+ * stays there (PENDING) while the thread writes it, so a write never holds half a request's
+ * steps and writes of one session reach Redis in the order of its requests (a reset's write,
+ * a job too, cannot be overtaken by an older write-behind). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app.h"
+#include "cluster.h"
+#include "generate.h"
+#include "rnnd/status.h"
+
+struct rnnd_sync_job {
+    rnnd_job job; /* first member */
+    struct rnnd_sync_job *next;
+    rnnd_cluster *c;
+    rnnd_session *s; /* one reference */
+    rnnd_store_fields f;
+    int enc_rc, held;
+    uint64_t epoch;
+};
+
+void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
+{
+    rnnd_log *log = &c->app->log;
+    if (rc == RNND_ERR_IO) {
+        if (atomic_exchange(&c->up, 0)) {
+            char q[600];
+            RNND_LOG(log, RNND_LOG_WARN, "store_down", "node=%s msg=%s", c->node,
+                     rnnd_log_quote(q, sizeof q, err));
+        }
+    } else if (!atomic_exchange(&c->up, 1)) {
+        RNND_LOG(log, RNND_LOG_INFO, "store_up", "node=%s", c->node);
+    }
+}
+
+/* The record's TTL: the session's idle ttl, and its tombstone's time after it. */
+static int64_t ttl_ms(const rnnd_cluster *c, const rnnd_session *s)
+{
+    return (int64_t)(rnnd_session_ttl(s) * 1000.0) + c->tombstone_ms;
+}
+
+/* S's fields of kind WHAT into F, with STATE and STEPS (not necessarily S's own yet). F's
+ * model and digest point into REC: keep it until the write. */
+static int encode_rec(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
+                      const rnnd_gen_params *gen, enum rnnd_store_enc what, rnnd_store_rec *recp,
+                      rnnd_store_fields *f, char *err, size_t errlen)
+{
+    const rnnd_entry *e = rnnd_session_model(s);
+    rnnd_store_rec rec;
+    memset(&rec, 0, sizeof rec);
+    snprintf(rec.model, sizeof rec.model, "%s", e->name);
+    snprintf(rec.digest, sizeof rec.digest, "%s", e->digest);
+    rec.owner = rnnd_session_owner(s);
+    rec.steps = steps;
+    rec.ttl_s = (int64_t)rnnd_session_ttl(s);
+    rec.has_gen = gen != NULL;
+    rec.state = state;
+    rec.n_floats = e->state_floats;
+    if (what == RNND_STORE_ENC_ALL) {
+        rnnd_session_info info;
+        rnnd_session_get_info(s, &info);
+        rec.created = info.created;
+        rnnd_session_info_release(c->app->sessions, &info, 1);
+    }
+    *recp = rec;
+    return rnnd_store_rec_encode(recp, gen, what, f, err, errlen);
+}
+
+/* A step's fields (steps and state: nothing of them points into a record). */
+static int encode(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
+                  rnnd_store_fields *f, char *err, size_t errlen)
+{
+    rnnd_store_rec rec;
+    return encode_rec(c, s, state, steps, NULL, RNND_STORE_ENC_STEP, &rec, f, err, errlen);
+}
+
+int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *gen, char *err,
+                      size_t errlen)
+{
+    if (!c)
+        return 0;
+    rnnd_sync_slot *slot = calloc(1, sizeof *slot);
+    if (!slot)
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
+    rnnd_store_fields f;
+    memset(&f, 0, sizeof f);
+    rnnd_store_rec rec;
+    int rc = encode_rec(c, s, rnnd_session_state(s), rnnd_session_steps(s), gen, RNND_STORE_ENC_ALL,
+                        &rec, &f, err, errlen);
+    if (!rc) {
+        rc = rnnd_store_create(c->req, rnnd_session_id(s), &f, ttl_ms(c, s), 0, err, errlen);
+        rnnd_sync_note(c, rc, err);
+    }
+    rnnd_store_fields_free(&f);
+    if (rc) {
+        free(slot);
+        return rc;
+    }
+    slot->seq = 1; /* create.lua's */
+    rnnd_session_set_sync(s, slot);
+    return 0;
+}
+
+void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s)
+{
+    if (!c)
+        return;
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (slot->held && !slot->dirty) {
+        if (c->n_dirty == c->cap_dirty) {
+            size_t cap = c->cap_dirty ? 2 * c->cap_dirty : 64;
+            rnnd_session **d = realloc(c->dirty, cap * sizeof *d);
+            if (!d) {
+                /* not written behind: the release at shutdown or the next step's mark
+                 * writes it */
+                pthread_mutex_unlock(&c->mu);
+                return;
+            }
+            c->dirty = d;
+            c->cap_dirty = cap;
+        }
+        c->dirty[c->n_dirty++] = rnnd_session_ref(s);
+        slot->dirty = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (slot) {
+        pthread_mutex_lock(&c->mu);
+        slot->held = 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+    rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
+    RNND_LOG(&c->app->log, RNND_LOG_INFO, "session_moved", "node=%s", c->node);
+}
+
+/* The fenced write of S with FIELDS on STORE at its held epoch (RELEASE: free it after);
+ * the outcome as rnnd_sync_write_now's. */
+static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uint64_t epoch,
+                        int release, const rnnd_store_fields *f, char *err, size_t errlen)
+{
+    uint64_t seq = 0;
+    int rc = rnnd_store_write(store, rnnd_session_id(s), epoch, ttl_ms(c, s), 0, release, f, &seq,
+                              NULL, err, errlen);
+    rnnd_sync_note(c, rc, err);
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!rc) {
+        pthread_mutex_lock(&c->mu);
+        slot->seq = seq;
+        if (release)
+            slot->held = 0;
+        pthread_mutex_unlock(&c->mu);
+    } else if (rc == 1) {
+        rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                       "the session's record is gone from the store (deleted elsewhere)");
+    }
+    return rc;
+}
+
+/* Whether S is held here, and at which epoch. */
+static int held_epoch(rnnd_cluster *c, rnnd_session *s, uint64_t *epoch)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int held = slot->held;
+    *epoch = slot->epoch;
+    pthread_mutex_unlock(&c->mu);
+    return held;
+}
+
+int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
+                        char *err, size_t errlen)
+{
+    uint64_t epoch;
+    if (!c || !held_epoch(c, s, &epoch))
+        return 0;
+    rnnd_store_fields f;
+    memset(&f, 0, sizeof f);
+    int rc = encode(c, s, state, steps, &f, err, errlen);
+    if (!rc)
+        rc = fenced_write(c, c->req, s, epoch, 0, &f, err, errlen);
+    rnnd_store_fields_free(&f);
+    if (rc == RNND_ERR_CONFLICT)
+        rnnd_sync_drop(c, s);
+    return rc;
+}
+
+int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
+{
+    uint64_t epoch;
+    if (!c || !held_epoch(c, s, &epoch))
+        return 0;
+    int rc = rnnd_store_delete(c->req, rnnd_session_id(s), epoch, err, errlen);
+    rnnd_sync_note(c, rc, err);
+    if (rc == 1)
+        rc = 0;
+    if (rc == RNND_ERR_CONFLICT)
+        rnnd_sync_drop(c, s);
+    return rc;
+}
+
+/* ---- the write-behind thread --------------------------------------------------------------- */
+
+/* At the head of its session's queue: copy the state and hand the job to the thread, which
+ * ends it after the write. */
+static int job_start(rnnd_job *job)
+{
+    struct rnnd_sync_job *j = (struct rnnd_sync_job *)job;
+    rnnd_cluster *c = j->c;
+    j->held = held_epoch(c, j->s, &j->epoch);
+    char err[256];
+    if (j->held)
+        j->enc_rc = encode(c, j->s, rnnd_session_state(j->s), rnnd_session_steps(j->s), &j->f, err,
+                           sizeof err);
+    pthread_mutex_lock(&c->mu);
+    j->next = c->ready;
+    c->ready = j;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+    return RNND_JOB_PENDING;
+}
+
+static void job_finish(rnnd_job *job) { (void)job; /* the thread frees it */ }
+
+/* J's write ended with RC (its record's new SEQ when 0): end its job (the session's next
+ * request may start) and act on the outcome. */
+static void job_end(rnnd_cluster *c, struct rnnd_sync_job *j, int rc, uint64_t seq)
+{
+    rnnd_store_fields_free(&j->f);
+    if (!rc && j->held) {
+        rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+        pthread_mutex_lock(&c->mu);
+        slot->seq = seq;
+        pthread_mutex_unlock(&c->mu);
+    }
+    rnnd_session_job_done(&j->job);
+    if (rc == RNND_ERR_IO)
+        rnnd_sync_dirty(c, j->s); /* retried with the next round */
+    else if (rc == RNND_ERR_CONFLICT || rc == 1)
+        rnnd_sync_drop(c, j->s);
+    else if (rc)
+        RNND_LOG(&c->app->log, RNND_LOG_ERROR, "store_write_failed", "node=%s rc=%d", c->node, rc);
+    rnnd_session_unref(j->s);
+    free(j);
+}
+
+/* Write the N jobs of the list J in one pipeline, then end them. */
+static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
+{
+    struct rnnd_sync_job **job = malloc(n * sizeof *job);
+    rnnd_store_wreq *w = calloc(n, sizeof *w);
+    size_t m = 0;
+    char err[512] = "";
+    int rc = job && w ? 0 : RNND_ERR_NOMEM;
+    for (size_t k = 0; job && k < n; k++, j = j->next) {
+        job[k] = j;
+        if (!w || !j->held || j->enc_rc)
+            continue;
+        w[m] = (rnnd_store_wreq){.id = rnnd_session_id(j->s),
+                                 .epoch = j->epoch,
+                                 .ttl_ms = ttl_ms(c, j->s),
+                                 .fields = &j->f};
+        m++;
+    }
+    if (!job) { /* out of memory: end each as a failed write, retried later */
+        while (j) {
+            struct rnnd_sync_job *next = j->next;
+            job_end(c, j, RNND_ERR_IO, 0);
+            j = next;
+        }
+        free(w);
+        return;
+    }
+    if (!rc && m) {
+        rc = rnnd_store_write_many(c->sync, w, m, err, sizeof err);
+        rnnd_sync_note(c, rc, err);
+    }
+    for (size_t k = 0, at = 0; k < n; k++) {
+        struct rnnd_sync_job *x = job[k];
+        if (!x->held)
+            job_end(c, x, 0, 0);
+        else if (x->enc_rc || rc == RNND_ERR_NOMEM)
+            job_end(c, x, x->enc_rc ? x->enc_rc : RNND_ERR_IO, 0);
+        else {
+            job_end(c, x, w[at].rc, w[at].seq);
+            at++;
+        }
+    }
+    free(job);
+    free(w);
+}
+
+/* One round: every dirty session written once, in pipelines of the jobs that reached the
+ * head of their sessions' queues meanwhile. */
+static void sync_round(rnnd_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    rnnd_session **d = c->dirty;
+    size_t n = c->n_dirty;
+    c->dirty = NULL;
+    c->n_dirty = c->cap_dirty = 0;
+    pthread_mutex_unlock(&c->mu);
+    /* cleared before the job is queued: a request that ends from now on marks the session
+     * again, and one that ended before is in the state the job copies */
+    for (size_t i = 0; i < n; i++) {
+        rnnd_sync_slot *slot = rnnd_session_sync(d[i]); /* the session's lock, not under mu */
+        pthread_mutex_lock(&c->mu);
+        slot->dirty = 0;
+        pthread_mutex_unlock(&c->mu);
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct rnnd_sync_job *j = calloc(1, sizeof *j);
+        if (!j) {
+            rnnd_sync_dirty(c, d[i]);
+            rnnd_session_unref(d[i]);
+            continue;
+        }
+        j->job.start = job_start;
+        j->job.finish = job_finish;
+        j->c = c;
+        j->s = d[i];
+        pthread_mutex_lock(&c->mu);
+        c->outstanding++;
+        pthread_mutex_unlock(&c->mu);
+        if (rnnd_session_submit(d[i], &j->job) != RNND_SESSION_FOUND) {
+            pthread_mutex_lock(&c->mu);
+            c->outstanding--;
+            pthread_mutex_unlock(&c->mu);
+            rnnd_session_unref(d[i]);
+            free(j);
+        }
+    }
+    free(d);
+    pthread_mutex_lock(&c->mu);
+    while (c->outstanding) {
+        while (!c->ready)
+            pthread_cond_wait(&c->cond, &c->mu);
+        struct rnnd_sync_job *batch = c->ready;
+        c->ready = NULL;
+        size_t k = 0;
+        for (struct rnnd_sync_job *x = batch; x; x = x->next)
+            k++;
+        c->outstanding -= k;
+        pthread_mutex_unlock(&c->mu);
+        write_batch(c, batch, k);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void *sync_main(void *arg)
+{
+    rnnd_cluster *c = arg;
+    /* store_sync_ms = 0 asks for write-through, not built yet: the shortest round instead */
+    int64_t period_ms = c->sync_ms > 0 ? c->sync_ms : 1;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += (time_t)(period_ms / 1000);
+        ts.tv_nsec += (long)(period_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        /* wakes for the period or stop; a ready job's broadcast is for a running round */
+        pthread_cond_timedwait(&c->cond, &c->mu, &ts);
+        if (c->stop || !c->n_dirty)
+            continue;
+        pthread_mutex_unlock(&c->mu);
+        sync_round(c);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int rnnd_sync_thread_start(rnnd_cluster *c)
+{
+    return pthread_create(&c->sync_thread, NULL, sync_main, c) ? -1 : 0;
+}
+
+void rnnd_sync_thread_stop(rnnd_cluster *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->sync_thread, NULL);
+}
+
+size_t rnnd_sync_release_all(rnnd_cluster *c)
+{
+    rnnd_session **all = NULL;
+    size_t n = 0, failed = 0;
+    if (rnnd_session_collect(c->app->sessions, &all, &n))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        rnnd_session *s = all[i];
+        uint64_t epoch;
+        if (held_epoch(c, s, &epoch)) {
+            char err[512] = "";
+            rnnd_store_fields f;
+            memset(&f, 0, sizeof f);
+            int rc =
+                encode(c, s, rnnd_session_state(s), rnnd_session_steps(s), &f, err, sizeof err);
+            if (!rc)
+                rc = fenced_write(c, c->sync, s, epoch, 1, &f, err, sizeof err);
+            rnnd_store_fields_free(&f);
+            failed += rc == RNND_ERR_IO || (rc && rc != RNND_ERR_CONFLICT);
+        }
+        rnnd_session_unref(s);
+    }
+    free(all);
+    return failed;
+}

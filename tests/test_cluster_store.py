@@ -1,0 +1,276 @@
+"""Cluster mode's sessions in Redis (issue 17; docs/cluster.md): two nodes and a redis-server
+on loopback (tools/cluster), requests sent to the nodes directly.
+
+- Takeover: sessions created and stepped on n1, then n1 SIGKILLed: after its lease lapses n2
+  serves them from the stored state and step count, and its outputs are bitwise equal to a
+  single-node replay of the inputs up to that count; while n1 lived, n2 answered 503 naming
+  it. Sessions killed right after a step resume no later than they were, never ahead.
+- Fencing: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and stepped
+  again: its write is refused, it drops the session and answers 503 naming n2, and the
+  stored record keeps n2's steps (never back in time); n1 cannot delete it either.
+- Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
+  "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
+  the record.
+- Reset, import, delete and fork are written at once; a deleted session is gone on every
+  node; a session created or forked on one node is taken by another at its first request.
+Bounded: about 20 s.
+"""
+import http.client
+import json
+import os
+import random
+import subprocess
+import time
+import unittest
+
+from daemon_util import PYTHON3, tmpdir
+
+SRCDIR = os.environ["RNND_SRCDIR"]
+TOOL = os.path.join(SRCDIR, "tools", "cluster")
+LEASE_MS = 600
+SYNC_MS = 50
+VOCAB = 96
+
+
+def request(url, method="GET", path="/readyz", body=None, timeout=5):
+    """(status, parsed body); status None when the connection failed."""
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, None if body is None else json.dumps(body), hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
+    except (OSError, http.client.HTTPException):
+        return None, None
+    finally:
+        conn.close()
+
+
+class Cluster:
+    """tools/cluster with two nodes, brought down by close()."""
+
+    def __init__(self, name):
+        self.dir = os.path.join(tmpdir("cluster_store"), name)
+        subprocess.run(["rm", "-rf", self.dir], check=True)
+        out = self.tool("up", "--nodes", "2", "--dir", self.dir, "--",
+                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
+        self.info = json.loads(out.strip().splitlines()[-1])
+        self.url = {n["name"]: n["url"] for n in self.info["nodes"]}
+        self.redis_port = int(self.info["redis"].split(":")[2].split("/")[0])
+
+    def tool(self, *args):
+        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
+                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
+        if p.returncode:
+            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
+        return p.stdout
+
+    def close(self):
+        subprocess.run([PYTHON3, TOOL, "down"], capture_output=True, timeout=40,
+                       env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
+        # a sanitizer build's report goes to the node's log, not to the test's
+        for name in self.url:
+            with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
+                log = f.read()
+            for bad in ("Sanitizer", "runtime error:"):
+                if bad in log:
+                    raise AssertionError("%s's log holds a %s report" % (name, bad))
+
+    def redis(self, *args):
+        p = subprocess.run(["redis-cli", "-p", str(self.redis_port)] + list(args),
+                           capture_output=True, text=True, timeout=10)
+        return p.stdout.strip()
+
+    def record_steps(self, sid):
+        v = self.redis("HGET", "rnnd:{%s}:rec" % sid, "steps")
+        return int(v) if v else None
+
+
+def create(url):
+    st, b = request(url, "POST", "/v1/sessions", {"model": "charlm"})
+    assert st == 201, (st, b)
+    return b["id"]
+
+
+def step(url, sid, tokens):
+    return request(url, "POST", "/v1/sessions/%s/step" % sid,
+                   {"inputs": tokens, "outputs": "all"})
+
+
+def replay(url, tokens):
+    """The outputs of one fresh session fed TOKENS on node URL (the single-node reference)."""
+    sid = create(url)
+    st, b = step(url, sid, tokens)
+    assert st == 200, (st, b)
+    request(url, "DELETE", "/v1/sessions/" + sid)
+    return b["outputs"]
+
+
+def wait_for(what, cond, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class ClusterStore(unittest.TestCase):
+    def setUp(self):
+        self.c = Cluster(self._testMethodName)
+        self.addCleanup(self.c.close)
+        self.n1, self.n2 = self.c.url["n1"], self.c.url["n2"]
+        self.rng = random.Random(17)
+
+    def tokens(self, n):
+        return [self.rng.randrange(VOCAB) for _ in range(n)]
+
+    def test_takeover_after_sigkill(self):
+        fed = {}
+        for i in range(6):
+            sid = create(self.n1)
+            fed[sid] = []
+            for _ in range(3):
+                t = self.tokens(self.rng.randint(1, 5))
+                st, b = step(self.n1, sid, t)
+                self.assertEqual(st, 200, b)
+                fed[sid] += t
+                self.assertEqual(b["steps"], len(fed[sid]))
+        quiet = list(fed)[:4]  # written behind before the kill; the others just stepped
+        time.sleep(4 * SYNC_MS / 1000)
+        for sid in quiet:
+            self.assertEqual(self.c.record_steps(sid), len(fed[sid]))
+        # n1 holds them and lives: n2 names it
+        st, b = step(self.n2, quiet[0], [1])
+        self.assertEqual(st, 503, b)
+        self.assertIn("n1", b["error"]["message"])
+        for sid in list(fed)[4:]:
+            t = self.tokens(7)
+            self.assertEqual(step(self.n1, sid, t)[0], 200)
+            fed[sid] += t
+        self.c.tool("kill", "n1")
+        killed = time.monotonic()
+        # until the lease lapses n2 still sees a live holder; then it takes each session
+        st, b = step(self.n2, quiet[1], [1])
+        if time.monotonic() - killed < LEASE_MS / 1000 * 0.8:
+            self.assertEqual(st, 503, b)
+        time.sleep(LEASE_MS / 1000 + 0.2)
+        for sid, toks in fed.items():
+            st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st, 200, b)
+            at = b["steps"]
+            self.assertLessEqual(at, len(toks))
+            if sid in quiet:
+                self.assertEqual(at, len(toks))
+            more = self.tokens(6)
+            st, b = step(self.n2, sid, more)
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b["steps"], at + len(more))
+            ref = replay(self.n2, toks[:at] + more)
+            self.assertEqual(b["outputs"], ref[at:], "session resumed bitwise")
+
+    def test_stale_owner_is_fenced(self):
+        sid = create(self.n1)
+        toks = self.tokens(5)
+        self.assertEqual(step(self.n1, sid, toks)[0], 200)
+        wait_for("the write-behind", lambda: self.c.record_steps(sid) == 5, 2)
+        self.c.tool("pause", "n1")
+        try:
+            time.sleep(LEASE_MS / 1000 + 0.3)
+            more = self.tokens(4)
+            st, b = step(self.n2, sid, more)
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b["steps"], 9)
+            wait_for("n2's write", lambda: self.c.record_steps(sid) == 9, 2)
+        finally:
+            self.c.tool("resume", "n1")
+        # n1 still believes it holds the session: its reply comes from memory, its write is
+        # refused by the fence and it lets the session go
+        st, b = step(self.n1, sid, self.tokens(2))
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["steps"], 7)
+
+        def moved():
+            st, b = request(self.n1, "GET", "/v1/sessions/" + sid)
+            return st == 503 and "n2" in b["error"]["message"]
+        wait_for("n1 to drop the session", moved, 3)
+        time.sleep(4 * SYNC_MS / 1000)
+        self.assertEqual(self.c.record_steps(sid), 9, "the record never goes back in time")
+        self.assertIn("n2 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
+        # n2 continues from its own state, bitwise
+        more2 = self.tokens(3)
+        st, b = step(self.n2, sid, more2)
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2)[9:])
+        wait_for("n2's second write", lambda: self.c.record_steps(sid) == 12, 2)
+        # the stale node cannot delete it either: it answers 503 naming n2, the record stays
+        st, b = request(self.n1, "DELETE", "/v1/sessions/" + sid)
+        self.assertEqual(st, 503, b)
+        self.assertIn("n2", b["error"]["message"])
+        self.assertEqual(self.c.record_steps(sid), 12)
+
+    def test_redis_down_keeps_owned_sessions(self):
+        sid = create(self.n1)
+        toks = self.tokens(3)
+        self.assertEqual(step(self.n1, sid, toks)[0], 200)
+        wait_for("the write-behind", lambda: self.c.record_steps(sid) == 3, 2)
+        self.c.tool("redis-stop")
+        try:
+            for _ in range(5):
+                t = self.tokens(2)
+                st, b = step(self.n1, sid, t)
+                self.assertEqual(st, 200, b)
+                toks += t
+                time.sleep(0.1)
+            st, b = request(self.n1, "GET", "/readyz")
+            self.assertEqual(st, 200, b)
+            self.assertEqual(b.get("store"), "down")
+            st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})
+            self.assertEqual(st, 503, b)
+            st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st, 503, b)
+        finally:
+            self.c.tool("redis-start")
+        wait_for("the retried write", lambda: self.c.record_steps(sid) == len(toks), 5)
+        self.assertEqual(request(self.n1, "GET", "/readyz")[1].get("store"), "up")
+        st, b = step(self.n1, sid, [5])
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["outputs"], replay(self.n1, toks + [5])[len(toks):])
+
+    def test_reset_import_delete_written_at_once(self):
+        sid = create(self.n1)
+        self.assertEqual(step(self.n1, sid, self.tokens(4))[0], 200)
+        st, b = request(self.n1, "POST", "/v1/sessions/%s/reset" % sid, {})
+        self.assertEqual(st, 200, b)
+        self.assertEqual(self.c.record_steps(sid), 0)
+        st, exp = request(self.n1, "GET", "/v1/sessions/%s/state" % sid)
+        self.assertEqual(st, 200, exp)
+        exp["steps"] = 12
+        st, b = request(self.n1, "PUT", "/v1/sessions/%s/state" % sid, exp)
+        self.assertEqual(st, 200, b)
+        self.assertEqual(self.c.record_steps(sid), 12)
+        st, b = request(self.n1, "DELETE", "/v1/sessions/" + sid)
+        self.assertEqual(st, 204, b)
+        self.assertEqual(self.c.redis("EXISTS", "rnnd:{%s}:rec" % sid), "0")
+        self.assertEqual(request(self.n2, "GET", "/v1/sessions/" + sid)[0], 404)
+        # a session created on n1 is free until used: n2 takes it at once
+        sid2 = create(self.n1)
+        st, b = step(self.n2, sid2, [3, 4])
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["steps"], 2)
+        # a fork is written at once, free: n1 takes it from n2's fork and continues bitwise
+        st, b = request(self.n2, "POST", "/v1/sessions/%s/fork" % sid2, {})
+        self.assertEqual(st, 201, b)
+        child = b["id"]
+        self.assertEqual(self.c.record_steps(child), 2)
+        self.assertEqual(self.c.redis("HGET", "rnnd:{%s}:rec" % child, "holder"), "")
+        st, b = step(self.n1, child, [5])
+        self.assertEqual(st, 200, b)
+        self.assertEqual(b["steps"], 3)
+        self.assertEqual(b["outputs"], replay(self.n1, [3, 4, 5])[2:])
+
+
+if __name__ == "__main__":
+    unittest.main()
