@@ -328,7 +328,7 @@ RUNNING = _Running()
 
 class Checker:
     """Counts checks and failures; exit() ends the script with the right status. Only
-    tests/test_sniff_hostile.py, still a script, uses it; the tests are Case's."""
+    tests/test_store_settings.py, still a script, uses it; the tests are Case's."""
 
     def __init__(self):
         self.n = 0

@@ -13,6 +13,11 @@ in CASES, so that a change of outcome fails:
 The outcome table in docs/convert.md is rendered from CASES and compared with the doc;
 RNND_UPDATE_DOCS=1 rewrites it.
 
+Each module is a test, Corpus.test_NAME, runnable alone (README.md, "Developers"), seeded by
+its place in CASES; Corpus.test_doc_table compares the table alone, in a second
+(`RNND_UPDATE_DOCS=1 python3 tests/test_convert_corpus.py Corpus.test_doc_table`).
+CORPUS_ONLY=name,name runs those modules' tests only; CORPUS_VERBOSE=1 prints every outcome.
+
 Env: PYTHON3, PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 """
 import contextlib
@@ -23,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unittest
 import warnings
 from typing import List, Tuple
 
@@ -32,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from daemon_util import RUNNING, Case  # first: it finds tools/ for rnnd_convert
 import rnnd_convert
 from rnnd_convert import cli, reference, torch_import
 from rnnd_convert.arch import ConvertError
@@ -49,16 +56,8 @@ LENGTHS = (1, 5, 13)
 TOL = 1e-5
 V, D, H = 17, 4, 6          # vocabulary, vector size, hidden size: small, so the test is quick
 
-failures = []
-n_checks = 0
-
-
-def check(cond, what):
-    global n_checks
-    n_checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL: " + what)
+# a check of the test running now (daemon_util.RUNNING): counted, and a failure of that test
+check = RUNNING.check
 
 
 def tmp(name):
@@ -1163,54 +1162,80 @@ def check_doc(table):
           "(RNND_UPDATE_DOCS=1 rewrites it):\n" + table)
 
 
-def main():
-    only = os.environ.get("CORPUS_ONLY")
-    t0 = time.time()
-    rows = []
-    counts = {"ok": 0, "refused": 0, "no export": 0}
+def run_doors(i, counts):
+    """CASES[I] through every door: the outcome CASES expects, and where it converted, the
+    file and `rnnd infer` against PyTorch. Returns the worst relative error; COUNTS the
+    outcomes."""
+    name, cls, tokens, exp, _ = CASES[i]
     worst = 0.0
-    for i, (name, cls, tokens, exp, note) in enumerate(CASES):
-        exps = [expected(exp, d) for d in DOORS]
-        rows.append((name, note, exps))
-        if only and name not in only.split(","):
-            continue
-        for door in DOORS:
-            torch.manual_seed(i)
-            net = cls().eval()
-            src = tmp("%s.%s" % (name, "onnx" if door.startswith("onnx") else "pt"))
-            if door.startswith("onnx"):
-                src = tmp("%s.%s.onnx" % (name, door))
-            out = tmp("%s.%s.rnnd" % (name, door))
-            msg = ""
-            try:
-                export(net, tokens, door, src)
-                msg = convert(net, door, src, out)
-                got = "ok" if msg is None else "refused"
-            except Exception as e:
-                got, msg = "no export", "%s: %s" % (type(e).__name__,
-                                                     str(e).strip().split("\n")[0])
-            want = expected(exp, door)
-            counts[got] = counts.get(got, 0) + 1
-            what = "%s via %s" % (name, door)
-            check(outcome_ok(want, got, msg or ""),
-                  "%s: expected %s, got %s: %s" % (what, want, got, msg))
-            if os.environ.get("CORPUS_VERBOSE"):
-                print("%-22s %-7s %-9s %s" % (name, door, got, (msg or "")[:200]))
-            if got == "ok":
-                check(os.path.exists(out), "%s: file written" % what)
-                w = compare(net, out, inputs(tokens, np.random.default_rng(i)), what)
-                if w is not None:
-                    worst = max(worst, w)
-            else:
-                check(not os.path.exists(out), "%s: refused and no file written" % what)
-    if not only:
+    for door in DOORS:
+        torch.manual_seed(i)
+        net = cls().eval()
+        src = tmp("%s.%s" % (name, "onnx" if door.startswith("onnx") else "pt"))
+        if door.startswith("onnx"):
+            src = tmp("%s.%s.onnx" % (name, door))
+        out = tmp("%s.%s.rnnd" % (name, door))
+        msg = ""
+        try:
+            export(net, tokens, door, src)
+            msg = convert(net, door, src, out)
+            got = "ok" if msg is None else "refused"
+        except Exception as e:
+            got, msg = "no export", "%s: %s" % (type(e).__name__,
+                                                 str(e).strip().split("\n")[0])
+        want = expected(exp, door)
+        counts[got] = counts.get(got, 0) + 1
+        what = "%s via %s" % (name, door)
+        check(outcome_ok(want, got, msg or ""),
+              "%s: expected %s, got %s: %s" % (what, want, got, msg))
+        if os.environ.get("CORPUS_VERBOSE"):
+            print("%-22s %-7s %-9s %s" % (name, door, got, (msg or "")[:200]))
+        if got == "ok":
+            check(os.path.exists(out), "%s: file written" % what)
+            w = compare(net, out, inputs(tokens, np.random.default_rng(i)), what)
+            if w is not None:
+                worst = max(worst, w)
+        else:
+            check(not os.path.exists(out), "%s: refused and no file written" % what)
+    return worst
+
+
+class Corpus(Case):
+    """test_NAME for each module of CASES (added below), and the doc's table."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.t0 = time.time()
+        cls.ran, cls.worst = 0, 0.0
+        cls.counts = {"ok": 0, "refused": 0, "no export": 0}
+
+    @classmethod
+    def tearDownClass(cls):
+        print("test_convert_corpus: %d of %d modules, %s, max relative error %.3g, %.0f s"
+              % (cls.ran, len(CASES), cls.counts, cls.worst, time.time() - cls.t0))
+
+    def run_module(self, i):
+        type(self).worst = max(self.worst, run_doors(i, self.counts))
+        type(self).ran += 1
+
+    def test_doc_table(self):
         check(len(CASES) >= 40, "at least 40 modules (%d)" % len(CASES))
-        check_doc(render(rows))
-    print("test_convert_corpus: %d modules, %s, max relative error %.3g, %.0f s"
-          % (len(CASES), counts, worst, time.time() - t0))
-    print("test_convert_corpus: %d checks, %d failed" % (n_checks, len(failures)))
-    return 1 if failures else 0
+        check_doc(render([(name, note, [expected(exp, d) for d in DOORS])
+                          for name, _, _, exp, note in CASES]))
+
+
+def _module_test(i):
+    def test(self):
+        self.run_module(i)
+    test.__doc__ = "%s through every door (CASES[%d])" % (CASES[i][0], i)
+    return test
+
+
+for _i, _case in enumerate(CASES):
+    setattr(Corpus, "test_" + _case[0], _module_test(_i))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if os.environ.get("CORPUS_ONLY"):
+        sys.argv += ["Corpus.test_" + n for n in os.environ["CORPUS_ONLY"].split(",")]
+    unittest.main()

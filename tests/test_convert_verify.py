@@ -14,6 +14,9 @@ writing nothing, when they differ by more than 1e-5 * max(1, |source|):
 - `rnnd inspect` prints a `verified:` line and --json a `verification` object; the loader
   refuses a malformed record, naming the key.
 
+Each topic is a test class, runnable alone (README.md, "Developers"); Correct, Record and
+Loader share the first conversions (converted(), made once per run).
+
 Env: PYTHON3, PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 """
 import contextlib
@@ -25,12 +28,14 @@ import struct
 import subprocess
 import sys
 import time
+import unittest
 import warnings
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from daemon_util import RUNNING, Case  # first: it finds tools/ for rnnd_convert
 import rnnd_convert
 from rnnd_convert import cli, onnx_import, torch_import, verify
 from rnnd_convert.arch import ConvertError
@@ -41,16 +46,8 @@ TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "con
 shutil.rmtree(TMP, ignore_errors=True)
 os.makedirs(TMP)
 
-failures = []
-n_checks = 0
-
-
-def check(cond, what):
-    global n_checks
-    n_checks += 1
-    if not cond:
-        failures.append(what)
-        print("FAIL: " + what)
+# a check of the test running now (daemon_util.RUNNING): counted, and a failure of that test
+check = RUNNING.check
 
 
 def tmp(name):
@@ -133,72 +130,90 @@ def check_figures(path, source, what):
     return v
 
 
-def test_correct():
-    torch.manual_seed(1)
-    net = Net()
-    m = rnnd_convert.from_module(net, tmp("mod.rnnd"))
-    check(m.head_W is not None, "from_module converts the plain model")
-    check_figures(tmp("mod.rnnd"), "module", "from_module")
-    check(net.training, "from_module leaves the module's training flag as it was")
+_CONVERTED = {}
 
-    # TorchScript, time-major (batch_first=False): the check follows the module's layout
-    net2 = Net(batch_first=False)
-    torch.jit.script(net2).save(tmp("tm.pt"))
-    rc, err = main_inproc(tmp("tm.pt"), "-o", tmp("tm.rnnd"))
-    check(rc == 0, "scripted time-major model converts: %s" % err)
-    check_figures(tmp("tm.rnnd"), "torchscript", "torchscript time-major")
-    # traced: the traced graph keeps batch_first as the recurrent operator's argument
-    x = torch.randint(0, 23, (3, 5))
-    torch.jit.trace(Net().eval(), (x,)).save(tmp("tr.pt"))
-    rc, err = main_inproc(tmp("tr.pt"), "-o", tmp("tr.rnnd"))
-    check(rc == 0, "traced model converts: %s" % err)
-    check_figures(tmp("tr.rnnd"), "torchscript", "traced")
 
-    # ONNX, run by onnx_run
-    net3 = Net().eval()
-    torch.onnx.export(net3, (x,), tmp("m.onnx"), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b", 1: "t"}}, opset_version=14)
-    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("onnx.rnnd"))
-    check(rc == 0, "ONNX export converts: %s" % err)
-    check_figures(tmp("onnx.rnnd"), "onnx", "onnx")
+def converted():
+    """The first conversions of test_correct, from its seed and in its order (from_module,
+    scripted time-major, traced, ONNX export): made once, as Record and Loader read the ONNX
+    export and its .rnnd too. {net, m (from_module's model), tm, tr, onnx ((rc, stderr) of
+    each TorchScript and ONNX conversion)}."""
+    if not _CONVERTED:
+        torch.manual_seed(1)
+        net = Net()
+        m = rnnd_convert.from_module(net, tmp("mod.rnnd"))
+        # TorchScript, time-major (batch_first=False): the check follows the module's layout
+        net2 = Net(batch_first=False)
+        torch.jit.script(net2).save(tmp("tm.pt"))
+        tm = main_inproc(tmp("tm.pt"), "-o", tmp("tm.rnnd"))
+        # traced: the traced graph keeps batch_first as the recurrent operator's argument
+        x = torch.randint(0, 23, (3, 5))
+        torch.jit.trace(Net().eval(), (x,)).save(tmp("tr.pt"))
+        tr = main_inproc(tmp("tr.pt"), "-o", tmp("tr.rnnd"))
+        # ONNX, run by onnx_run
+        net3 = Net().eval()
+        torch.onnx.export(net3, (x,), tmp("m.onnx"), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "b", 1: "t"}}, opset_version=14)
+        onnx_conv = main_inproc(tmp("m.onnx"), "-o", tmp("onnx.rnnd"))
+        _CONVERTED.update(net=net, m=m, tm=tm, tr=tr, onnx=onnx_conv)
+    return _CONVERTED
 
-    # the record is outside the digest: the same model without it has the same digest
-    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("onnx_nv.rnnd"), "--no-verify")
-    check(rc == 0 and "verification" not in metadata(tmp("onnx_nv.rnnd")),
-          "--no-verify writes no record: %s" % err)
-    r1, o1, e1 = inspect("--json", tmp("onnx.rnnd"))
-    r2, o2, e2 = inspect("--json", tmp("onnx_nv.rnnd"))
-    check(r1 == 0 and r2 == 0, "rnnd inspect reads both: %s %s" % (e1, e2))
-    if r1 == 0 and r2 == 0:
-        j1, j2 = json.loads(o1), json.loads(o2)
-        check(j1["digest"] == j2["digest"] and j1["file_digest"] != j2["file_digest"],
-              "the verification record changes the file digest, not the model digest")
-        rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
-        v = j1["verification"]
-        check(v is not None and v["source"] == "onnx" and v["lengths"] == [1, 7, 19, 64] and
-              v["batch"] == 3 and v["tolerance"] == 1e-5 and
-              abs(v["max_rel_error"] - rec["max_rel_error"]) <= 1e-9 * (1 + rec["max_rel_error"]),
-              "inspect --json: the verification object: %r" % (v,))
-        check(j2["verification"] is None, "inspect --json: verification null without a record")
-    r, out, _ = inspect(tmp("onnx.rnnd"))
-    line = [l for l in out.splitlines() if l.startswith("verified:")]
-    check(len(line) == 1 and "yes, against the onnx source" in line[0] and
-          "max rel error" in line[0] and "tolerance 1e-05" in line[0] and
-          "lengths 1, 7, 19, 64, batch 3" in line[0], "inspect prints the verified line: %r" % line)
-    r, out, _ = inspect(tmp("onnx_nv.rnnd"))
-    check("verified:    no (" in out, "inspect says an unverified file is unverified")
 
-    # a float64 module is fed float64 inputs (and float64 zero states)
-    rnnd_convert.from_module(nn.GRU(3, 5, batch_first=True).double(), tmp("f64.rnnd"))
-    check_figures(tmp("f64.rnnd"), "module", "a float64 nn.GRU")
+class Correct(Case):
+    def test_correct(self):
+        c = converted()
+        check(c["m"].head_W is not None, "from_module converts the plain model")
+        check_figures(tmp("mod.rnnd"), "module", "from_module")
+        check(c["net"].training, "from_module leaves the module's training flag as it was")
+        rc, err = c["tm"]
+        check(rc == 0, "scripted time-major model converts: %s" % err)
+        check_figures(tmp("tm.rnnd"), "torchscript", "torchscript time-major")
+        rc, err = c["tr"]
+        check(rc == 0, "traced model converts: %s" % err)
+        check_figures(tmp("tr.rnnd"), "torchscript", "traced")
+        rc, err = c["onnx"]
+        check(rc == 0, "ONNX export converts: %s" % err)
+        check_figures(tmp("onnx.rnnd"), "onnx", "onnx")
 
-    # bf16 weights: the check runs on the float32 reading, then the matrices are rounded
-    rnnd_convert.from_module(Net(), tmp("bf16.rnnd"), weights="bf16")
-    v = check_figures(tmp("bf16.rnnd"), "module", "from_module bf16")
-    check(v is not None and v.get("weights_checked") == "f32",
-          "a bf16 file records that float32 weights were checked")
-    check(not leftovers(), "no temporary files left after successful conversions: %s"
-          % leftovers())
+        # the record is outside the digest: the same model without it has the same digest
+        rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("onnx_nv.rnnd"), "--no-verify")
+        check(rc == 0 and "verification" not in metadata(tmp("onnx_nv.rnnd")),
+              "--no-verify writes no record: %s" % err)
+        r1, o1, e1 = inspect("--json", tmp("onnx.rnnd"))
+        r2, o2, e2 = inspect("--json", tmp("onnx_nv.rnnd"))
+        check(r1 == 0 and r2 == 0, "rnnd inspect reads both: %s %s" % (e1, e2))
+        if r1 == 0 and r2 == 0:
+            j1, j2 = json.loads(o1), json.loads(o2)
+            check(j1["digest"] == j2["digest"] and j1["file_digest"] != j2["file_digest"],
+                  "the verification record changes the file digest, not the model digest")
+            rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+            v = j1["verification"]
+            check(v is not None and v["source"] == "onnx" and v["lengths"] == [1, 7, 19, 64] and
+                  v["batch"] == 3 and v["tolerance"] == 1e-5 and
+                  abs(v["max_rel_error"] - rec["max_rel_error"])
+                  <= 1e-9 * (1 + rec["max_rel_error"]),
+                  "inspect --json: the verification object: %r" % (v,))
+            check(j2["verification"] is None, "inspect --json: verification null without a record")
+        r, out, _ = inspect(tmp("onnx.rnnd"))
+        line = [l for l in out.splitlines() if l.startswith("verified:")]
+        check(len(line) == 1 and "yes, against the onnx source" in line[0] and
+              "max rel error" in line[0] and "tolerance 1e-05" in line[0] and
+              "lengths 1, 7, 19, 64, batch 3" in line[0],
+              "inspect prints the verified line: %r" % line)
+        r, out, _ = inspect(tmp("onnx_nv.rnnd"))
+        check("verified:    no (" in out, "inspect says an unverified file is unverified")
+
+        # a float64 module is fed float64 inputs (and float64 zero states)
+        rnnd_convert.from_module(nn.GRU(3, 5, batch_first=True).double(), tmp("f64.rnnd"))
+        check_figures(tmp("f64.rnnd"), "module", "a float64 nn.GRU")
+
+        # bf16 weights: the check runs on the float32 reading, then the matrices are rounded
+        rnnd_convert.from_module(Net(), tmp("bf16.rnnd"), weights="bf16")
+        v = check_figures(tmp("bf16.rnnd"), "module", "from_module bf16")
+        check(v is not None and v.get("weights_checked") == "f32",
+              "a bf16 file records that float32 weights were checked")
+        check(not leftovers(), "no temporary files left after successful conversions: %s"
+              % leftovers())
 
 
 def expect_refusal(what, rc_err, out, needles):
@@ -218,97 +233,99 @@ def api(fn):
     return 0, ""
 
 
-def test_refused():
-    torch.manual_seed(2)
-    figures = ("verification failed", "max abs error", "max rel error", "at length",
-               "batch row", "step", "output")
-    # models the old converter wrote silently wrong (issue 14) are now refused before the
-    # check, by the analysis of forward() (torch_graph.py), naming the operator
-    out = tmp("exp.rnnd")
-    expect_refusal("from_module exp after the head",
-                   api(lambda: rnnd_convert.from_module(Exp(), out)), out,
-                   ("aten::exp", "test_convert_verify.py"))
-    torch.jit.script(Scale()).save(tmp("scale.pt"))
-    out = tmp("scale.rnnd")
-    expect_refusal("TorchScript y * 2", main_inproc(tmp("scale.pt"), "-o", out), out,
-                   ("rnnd-convert: ", "aten::mul"))
-    torch.jit.script(Mean()).save(tmp("mean.pt"))
-    out = tmp("mean.rnnd")
-    expect_refusal("TorchScript mean over steps", main_inproc(tmp("mean.pt"), "-o", out), out,
-                   ("aten::mean", "pools"))
+class Refused(Case):
+    def test_refused(self):
+        torch.manual_seed(2)
+        figures = ("verification failed", "max abs error", "max rel error", "at length",
+                   "batch row", "step", "output")
+        # models the old converter wrote silently wrong (issue 14) are now refused before the
+        # check, by the analysis of forward() (torch_graph.py), naming the operator
+        out = tmp("exp.rnnd")
+        expect_refusal("from_module exp after the head",
+                       api(lambda: rnnd_convert.from_module(Exp(), out)), out,
+                       ("aten::exp", "test_convert_verify.py"))
+        torch.jit.script(Scale()).save(tmp("scale.pt"))
+        out = tmp("scale.rnnd")
+        expect_refusal("TorchScript y * 2", main_inproc(tmp("scale.pt"), "-o", out), out,
+                       ("rnnd-convert: ", "aten::mul"))
+        torch.jit.script(Mean()).save(tmp("mean.pt"))
+        out = tmp("mean.rnnd")
+        expect_refusal("TorchScript mean over steps", main_inproc(tmp("mean.pt"), "-o", out), out,
+                       ("aten::mean", "pools"))
 
-    # a source with one output per sequence, not per step
-    m = torch_import.model_from_module(Net())
-    try:
-        verify.verify(m, lambda x: np.zeros((x.shape[0], 5) if x.shape[1] > 1 else
-                                            (x.shape[0], 1, 5)), "module", tmp("pool.rnnd"))
-        check(False, "one output per sequence is refused")
-    except ConvertError as e:
-        check("the source gives outputs of shape [3, 5] for 3 sequences of 7 steps, the "
-              "converted model [3, 7, 5]" in str(e), "one output per sequence: %s" % e)
-    check(not leftovers(), "no temporary file after a failed check")
+        # a source with one output per sequence, not per step
+        m = torch_import.model_from_module(Net())
+        try:
+            verify.verify(m, lambda x: np.zeros((x.shape[0], 5) if x.shape[1] > 1 else
+                                                (x.shape[0], 1, 5)), "module", tmp("pool.rnnd"))
+            check(False, "one output per sequence is refused")
+        except ConvertError as e:
+            check("the source gives outputs of shape [3, 5] for 3 sequences of 7 steps, the "
+                  "converted model [3, 7, 5]" in str(e), "one output per sequence: %s" % e)
+        check(not leftovers(), "no temporary file after a failed check")
 
-    # a module whose forward() cannot run on one input: the error, and the way out
-    class NoForward(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn, self.fc = nn.GRU(3, 4), nn.Linear(4, 2)
-    out = tmp("nofwd.rnnd")
-    expect_refusal("a module without forward()",
-                   api(lambda: rnnd_convert.from_module(NoForward(), out)), out,
-                   ("running the source's forward() failed", "NotImplementedError",
-                    "verify=False"))
+        # a module whose forward() cannot run on one input: the error, and the way out
+        class NoForward(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.rnn, self.fc = nn.GRU(3, 4), nn.Linear(4, 2)
+        out = tmp("nofwd.rnnd")
+        expect_refusal("a module without forward()",
+                       api(lambda: rnnd_convert.from_module(NoForward(), out)), out,
+                       ("running the source's forward() failed", "NotImplementedError",
+                        "verify=False"))
 
-    # a broken importer: one weight perturbed while reading the torch module
-    orig = torch_import._recurrent_layers
+        # a broken importer: one weight perturbed while reading the torch module
+        orig = torch_import._recurrent_layers
 
-    def broken(*a, **kw):
-        layers, n = orig(*a, **kw)
-        layers[0].weights[0]["W"][0, 0] += 0.05
-        return layers, n
-    torch_import._recurrent_layers = broken
-    try:
-        out = tmp("broken_torch.rnnd")
-        expect_refusal("perturbed weight (from_module)",
-                       api(lambda: rnnd_convert.from_module(Net(), out)), out, figures)
-        torch.jit.script(Net()).save(tmp("ok.pt"))
-        out = tmp("broken_ts.rnnd")
-        expect_refusal("perturbed weight (TorchScript)", main_inproc(tmp("ok.pt"), "-o", out),
-                       out, figures + ("rnnd-convert: ", "--no-verify"))
-        # --no-verify / verify=False write it anyway, without a record
-        rc, err = main_inproc(tmp("ok.pt"), "-o", out, "--no-verify")
-        check(rc == 0 and os.path.exists(out) and "verification" not in metadata(out),
-              "--no-verify writes it, without a record: %s" % err)
-        r, o, _ = inspect(out)
-        check(r == 0 and "verified:    no" in o, "inspect: the --no-verify file is not verified")
-        out = tmp("broken_mod.rnnd")
-        rnnd_convert.from_module(Net(), out, verify=False)
-        check(os.path.exists(out) and "verification" not in metadata(out),
-              "verify=False writes it, without a record")
-    finally:
-        torch_import._recurrent_layers = orig
+        def broken(*a, **kw):
+            layers, n = orig(*a, **kw)
+            layers[0].weights[0]["W"][0, 0] += 0.05
+            return layers, n
+        torch_import._recurrent_layers = broken
+        try:
+            out = tmp("broken_torch.rnnd")
+            expect_refusal("perturbed weight (from_module)",
+                           api(lambda: rnnd_convert.from_module(Net(), out)), out, figures)
+            torch.jit.script(Net()).save(tmp("ok.pt"))
+            out = tmp("broken_ts.rnnd")
+            expect_refusal("perturbed weight (TorchScript)", main_inproc(tmp("ok.pt"), "-o", out),
+                           out, figures + ("rnnd-convert: ", "--no-verify"))
+            # --no-verify / verify=False write it anyway, without a record
+            rc, err = main_inproc(tmp("ok.pt"), "-o", out, "--no-verify")
+            check(rc == 0 and os.path.exists(out) and "verification" not in metadata(out),
+                  "--no-verify writes it, without a record: %s" % err)
+            r, o, _ = inspect(out)
+            check(r == 0 and "verified:    no" in o,
+                  "inspect: the --no-verify file is not verified")
+            out = tmp("broken_mod.rnnd")
+            rnnd_convert.from_module(Net(), out, verify=False)
+            check(os.path.exists(out) and "verification" not in metadata(out),
+                  "verify=False writes it, without a record")
+        finally:
+            torch_import._recurrent_layers = orig
 
-    # a broken ONNX importer: the head's bias shifted
-    orig_finish = onnx_import.Importer.finish
+        # a broken ONNX importer: the head's bias shifted
+        orig_finish = onnx_import.Importer.finish
 
-    def broken_finish(self):
-        m = orig_finish(self)
-        m.head_b = m.head_b + np.float32(0.01)
-        return m
-    onnx_import.Importer.finish = broken_finish
-    try:
-        x = torch.randint(0, 23, (3, 5))
-        torch.onnx.export(Net().eval(), (x,), tmp("b.onnx"), input_names=["x"],
-                          output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}},
-                          opset_version=14)
-        out = tmp("broken_onnx.rnnd")
-        expect_refusal("shifted head bias (ONNX)", main_inproc(tmp("b.onnx"), "-o", out), out,
-                       figures + ("onnx source",))
-    finally:
-        onnx_import.Importer.finish = orig_finish
+        def broken_finish(self):
+            m = orig_finish(self)
+            m.head_b = m.head_b + np.float32(0.01)
+            return m
+        onnx_import.Importer.finish = broken_finish
+        try:
+            x = torch.randint(0, 23, (3, 5))
+            torch.onnx.export(Net().eval(), (x,), tmp("b.onnx"), input_names=["x"],
+                              output_names=["y"], dynamic_axes={"x": {0: "b", 1: "t"}},
+                              opset_version=14)
+            out = tmp("broken_onnx.rnnd")
+            expect_refusal("shifted head bias (ONNX)", main_inproc(tmp("b.onnx"), "-o", out), out,
+                           figures + ("onnx source",))
+        finally:
+            onnx_import.Importer.finish = orig_finish
 
-    # the tolerance is relative above 1: an error of 0.5e-5 * |src| passes where |src| > 1
-    check(verify.TOLERANCE == 1e-5, "the documented tolerance")
+        # the tolerance is relative above 1: an error of 0.5e-5 * |src| passes where |src| > 1
+        check(verify.TOLERANCE == 1e-5, "the documented tolerance")
 
 
 class Spin(nn.Module):
@@ -328,51 +345,52 @@ class Spin(nn.Module):
         return self.fc(y), n
 
 
-def test_time_limit():
-    """Verification of TorchScript runs forward() under a time limit: a forward() that never
-    returns is refused "verification did not finish in N s", nothing is written, and the
-    converter returns soon after the limit (the old one never returned)."""
-    torch.jit.script(Spin()).save(tmp("spin.pt"))
-    env = dict(os.environ, RNND_CONVERT_VERIFY_SECONDS="2")
-    out = tmp("spin.rnnd")
-    t0 = time.monotonic()
-    try:
-        p = subprocess.run([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
-                           capture_output=True, text=True, env=env, timeout=120)
-        rc, err = p.returncode, p.stderr
-    except subprocess.TimeoutExpired:
-        rc, err = None, "(still running after 120 s)"
-    dt = time.monotonic() - t0
-    check(rc == 1 and len(err.splitlines()) == 1 and
-          "spin.pt: verification did not finish in 2 s" in err,
-          "a forward() that never returns is refused in one line: rc %s %r" % (rc, err))
-    check(dt < 60, "refused soon after the limit: %.1f s" % dt)
-    check(not os.path.exists(out) and not leftovers(), "nothing written, no temporary file")
-    # a converter killed while it waits leaves no forward() running behind it
-    env["RNND_CONVERT_VERIFY_SECONDS"] = "300"
-    p = subprocess.Popen([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    kids = []
-    for _ in range(600):
-        time.sleep(0.1)
+class TimeLimit(Case):
+    def test_time_limit(self):
+        """Verification of TorchScript runs forward() under a time limit: a forward() that never
+        returns is refused "verification did not finish in N s", nothing is written, and the
+        converter returns soon after the limit (the old one never returned)."""
+        torch.jit.script(Spin()).save(tmp("spin.pt"))
+        env = dict(os.environ, RNND_CONVERT_VERIFY_SECONDS="2")
+        out = tmp("spin.rnnd")
+        t0 = time.monotonic()
         try:
-            with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            break
-        if kids:
-            break
-    time.sleep(0.5)
-    p.kill()
-    p.wait()
-    time.sleep(1)
-    alive = [k for k in kids if os.path.exists("/proc/%d" % k) and
-             open("/proc/%d/stat" % k).read().split(")")[-1].split()[0] != "Z"]
-    check(kids and not alive, "the child running forward() dies with the converter: %r %r"
-          % (kids, alive))
-    for k in alive:             # a failure must not leave it spinning
-        os.kill(k, 9)
-    check(verify_seconds_documented(), "docs/convert.md states the limit and the variable")
+            p = subprocess.run([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
+                               capture_output=True, text=True, env=env, timeout=120)
+            rc, err = p.returncode, p.stderr
+        except subprocess.TimeoutExpired:
+            rc, err = None, "(still running after 120 s)"
+        dt = time.monotonic() - t0
+        check(rc == 1 and len(err.splitlines()) == 1 and
+              "spin.pt: verification did not finish in 2 s" in err,
+              "a forward() that never returns is refused in one line: rc %s %r" % (rc, err))
+        check(dt < 60, "refused soon after the limit: %.1f s" % dt)
+        check(not os.path.exists(out) and not leftovers(), "nothing written, no temporary file")
+        # a converter killed while it waits leaves no forward() running behind it
+        env["RNND_CONVERT_VERIFY_SECONDS"] = "300"
+        p = subprocess.Popen([sys.executable, "-m", "rnnd_convert", tmp("spin.pt"), "-o", out],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        kids = []
+        for _ in range(600):
+            time.sleep(0.1)
+            try:
+                with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                break
+            if kids:
+                break
+        time.sleep(0.5)
+        p.kill()
+        p.wait()
+        time.sleep(1)
+        alive = [k for k in kids if os.path.exists("/proc/%d" % k) and
+                 open("/proc/%d/stat" % k).read().split(")")[-1].split()[0] != "Z"]
+        check(kids and not alive, "the child running forward() dies with the converter: %r %r"
+              % (kids, alive))
+        for k in alive:             # a failure must not leave it spinning
+            os.kill(k, 9)
+        check(verify_seconds_documented(), "docs/convert.md states the limit and the variable")
 
 
 def verify_seconds_documented():
@@ -414,51 +432,53 @@ def verified_line(path):
     return [l for l in out.splitlines() if l.startswith("verified:")][0], out
 
 
-def test_record():
-    """The record names the written model's digest (as `rnnd inspect` prints it) and the
-    options applied after the check; inspect says "yes" only for a record of this very model
-    whose error is within its tolerance (issue 14, adversary 9, user C13)."""
-    rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
-    r, o, e = inspect("--json", tmp("onnx.rnnd"))
-    info = json.loads(o) if r == 0 else {}
-    check(rec.get("digest") == info.get("digest") and info.get("digest"),
-          "the record names the file's model digest: %r vs %r"
-          % (rec.get("digest"), info.get("digest")))
-    check((info.get("verification") or {}).get("verified") is True,
-          "inspect --json: verified true for an intact file")
-    flip_first_weight(tmp("onnx.rnnd"), tmp("swapped.rnnd"))
-    line, _ = verified_line(tmp("swapped.rnnd"))
-    check(line.startswith("verified:    no (the record is for the model with digest"),
-          "weights changed after the check: no: %r" % line)
-    with_record(tmp("onnx.rnnd"), tmp("failed.rnnd"),
-                json.dumps(dict(rec, max_rel_error=0.5, max_abs_error=0.5)))
-    line, _ = verified_line(tmp("failed.rnnd"))
-    check(line.startswith("verified:    no (the record's max rel error 0.5 is beyond its "
-                          "tolerance 1e-05)"), "a record of a failed check: no: %r" % line)
-    with_record(tmp("onnx.rnnd"), tmp("nodigest.rnnd"),
-                json.dumps({k: v for k, v in rec.items() if k != "digest"}))
-    line, _ = verified_line(tmp("nodigest.rnnd"))
-    check(line.startswith("verified:    no (the record names no model digest"),
-          "a record naming no digest (by hand, older converter): no: %r" % line)
-    r, o, e = inspect("--json", tmp("nodigest.rnnd"))
-    v = json.loads(o)["verification"] if r == 0 else {}
-    check(v.get("verified") is False and "no model digest" in v.get("why_not", ""),
-          "inspect --json says why not: %r" % v)
-    # --norm and --weight-type after the check: recorded and shown
-    rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("norm_bf16.rnnd"), "--norm", "log_softmax",
-                          "--weight-type", "bf16")
-    rec = json.loads(metadata(tmp("norm_bf16.rnnd"))["verification"]) if rc == 0 else {}
-    check(rec.get("norm_checked") == "none" and rec.get("weights_checked") == "f32",
-          "the record names the norm and weights checked: %r" % rec)
-    line, out = verified_line(tmp("norm_bf16.rnnd"))
-    check(line.startswith("verified:    yes") and
-          "weights checked as f32, before rounding to the file's bf16" in out and
-          "checked with head norm none; --norm changed it after the check" in out,
-          "inspect shows weights_checked and the norm override: %r" % out)
-    r, o, e = inspect("--json", tmp("norm_bf16.rnnd"))
-    v = json.loads(o)["verification"] if r == 0 else {}
-    check(v.get("verified") is True and v.get("weights_checked") == "f32" and
-          v.get("norm_checked") == "none", "inspect --json shows them too: %r" % v)
+class Record(Case):
+    def test_record(self):
+        """The record names the written model's digest (as `rnnd inspect` prints it) and the
+        options applied after the check; inspect says "yes" only for a record of this very model
+        whose error is within its tolerance (issue 14, adversary 9, user C13)."""
+        converted()
+        rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+        r, o, e = inspect("--json", tmp("onnx.rnnd"))
+        info = json.loads(o) if r == 0 else {}
+        check(rec.get("digest") == info.get("digest") and info.get("digest"),
+              "the record names the file's model digest: %r vs %r"
+              % (rec.get("digest"), info.get("digest")))
+        check((info.get("verification") or {}).get("verified") is True,
+              "inspect --json: verified true for an intact file")
+        flip_first_weight(tmp("onnx.rnnd"), tmp("swapped.rnnd"))
+        line, _ = verified_line(tmp("swapped.rnnd"))
+        check(line.startswith("verified:    no (the record is for the model with digest"),
+              "weights changed after the check: no: %r" % line)
+        with_record(tmp("onnx.rnnd"), tmp("failed.rnnd"),
+                    json.dumps(dict(rec, max_rel_error=0.5, max_abs_error=0.5)))
+        line, _ = verified_line(tmp("failed.rnnd"))
+        check(line.startswith("verified:    no (the record's max rel error 0.5 is beyond its "
+                              "tolerance 1e-05)"), "a record of a failed check: no: %r" % line)
+        with_record(tmp("onnx.rnnd"), tmp("nodigest.rnnd"),
+                    json.dumps({k: v for k, v in rec.items() if k != "digest"}))
+        line, _ = verified_line(tmp("nodigest.rnnd"))
+        check(line.startswith("verified:    no (the record names no model digest"),
+              "a record naming no digest (by hand, older converter): no: %r" % line)
+        r, o, e = inspect("--json", tmp("nodigest.rnnd"))
+        v = json.loads(o)["verification"] if r == 0 else {}
+        check(v.get("verified") is False and "no model digest" in v.get("why_not", ""),
+              "inspect --json says why not: %r" % v)
+        # --norm and --weight-type after the check: recorded and shown
+        rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("norm_bf16.rnnd"), "--norm", "log_softmax",
+                              "--weight-type", "bf16")
+        rec = json.loads(metadata(tmp("norm_bf16.rnnd"))["verification"]) if rc == 0 else {}
+        check(rec.get("norm_checked") == "none" and rec.get("weights_checked") == "f32",
+              "the record names the norm and weights checked: %r" % rec)
+        line, out = verified_line(tmp("norm_bf16.rnnd"))
+        check(line.startswith("verified:    yes") and
+              "weights checked as f32, before rounding to the file's bf16" in out and
+              "checked with head norm none; --norm changed it after the check" in out,
+              "inspect shows weights_checked and the norm override: %r" % out)
+        r, o, e = inspect("--json", tmp("norm_bf16.rnnd"))
+        v = json.loads(o)["verification"] if r == 0 else {}
+        check(v.get("verified") is True and v.get("weights_checked") == "f32" and
+              v.get("norm_checked") == "none", "inspect --json shows them too: %r" % v)
 
 
 def rnn_onnx(path, act, alpha=None, beta=None, head=None):
@@ -486,102 +506,95 @@ def rnn_onnx(path, act, alpha=None, beta=None, head=None):
     return path
 
 
-def test_float32():
-    """Verification also runs the written model in float32, as rnnd computes: a model whose
-    state leaves float32's range (Affine alpha 200: logits ~1e40 by step 17) is refused,
-    where the float64 check alone passed it and the daemon then answered numeric_error
-    (issue 14, adversary 13)."""
-    p = rnn_onnx(tmp("f32over.onnx"), "Affine", 200.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
-    rc, err = main_inproc(p, "-o", tmp("f32over.rnnd"))
-    check(rc == 1 and "verification failed: computed in float32, as rnnd computes, the "
-          "converted model gives nan at length 19" in err and err.count("\n") == 1,
-          "a model leaving float32's range is refused: %r" % err)
-    check(not os.path.exists(tmp("f32over.rnnd")), "nothing written")
-    p = rnn_onnx(tmp("f32ok.onnx"), "Affine", 2.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
-    rc, err = main_inproc(p, "-o", tmp("f32ok.rnnd"))
-    check(rc == 0, "the same model within float32's range converts: %r" % err)
+class Float32(Case):
+    def test_float32(self):
+        """Verification also runs the written model in float32, as rnnd computes: a model whose
+        state leaves float32's range (Affine alpha 200: logits ~1e40 by step 17) is refused,
+        where the float64 check alone passed it and the daemon then answered numeric_error
+        (issue 14, adversary 13)."""
+        p = rnn_onnx(tmp("f32over.onnx"), "Affine", 200.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
+        rc, err = main_inproc(p, "-o", tmp("f32over.rnnd"))
+        check(rc == 1 and "verification failed: computed in float32, as rnnd computes, the "
+              "converted model gives nan at length 19" in err and err.count("\n") == 1,
+              "a model leaving float32's range is refused: %r" % err)
+        check(not os.path.exists(tmp("f32over.rnnd")), "nothing written")
+        p = rnn_onnx(tmp("f32ok.onnx"), "Affine", 2.0, 0.0, [[1.0, -1.0], [0.5, 0.25]])
+        rc, err = main_inproc(p, "-o", tmp("f32ok.rnnd"))
+        check(rc == 0, "the same model within float32's range converts: %r" % err)
 
 
-def test_act_defaults():
-    """ONNX ThresholdedRelu / ScaledTanh / Affine without explicit alpha/beta are refused:
-    ONNX Runtime takes 0 for them, rnnd 1 (issue 14, adversary 8); with both given they
-    convert."""
-    for act, alpha, beta, needle in (
-            ("ThresholdedRelu", None, None, "activation_alpha"),
-            ("ScaledTanh", 1.0, None, "activation_beta"),
-            ("Affine", None, None, "activation_alpha")):
-        p = rnn_onnx(tmp("act_%s.onnx" % act), act, alpha, beta)
-        rc, err = main_inproc(p, "-o", tmp("act.rnnd"))
-        check(rc == 1 and "node 'rnn' (RNN): %s without a value in %s: give %s explicitly: "
-              "ONNX Runtime and the spec disagree on its default" % (act, needle, needle) in err,
-              "%s without %s is refused: %r" % (act, needle, err))
-    p = rnn_onnx(tmp("act_ok.onnx"), "ScaledTanh", 1.5, 0.5)
-    rc, err = main_inproc(p, "-o", tmp("act_ok.rnnd"))
-    check(rc == 0, "ScaledTanh with alpha and beta converts: %r" % err)
+class ActDefaults(Case):
+    def test_act_defaults(self):
+        """ONNX ThresholdedRelu / ScaledTanh / Affine without explicit alpha/beta are refused:
+        ONNX Runtime takes 0 for them, rnnd 1 (issue 14, adversary 8); with both given they
+        convert."""
+        for act, alpha, beta, needle in (
+                ("ThresholdedRelu", None, None, "activation_alpha"),
+                ("ScaledTanh", 1.0, None, "activation_beta"),
+                ("Affine", None, None, "activation_alpha")):
+            p = rnn_onnx(tmp("act_%s.onnx" % act), act, alpha, beta)
+            rc, err = main_inproc(p, "-o", tmp("act.rnnd"))
+            check(rc == 1 and "node 'rnn' (RNN): %s without a value in %s: give %s explicitly: "
+                  "ONNX Runtime and the spec disagree on its default"
+                  % (act, needle, needle) in err,
+                  "%s without %s is refused: %r" % (act, needle, err))
+        p = rnn_onnx(tmp("act_ok.onnx"), "ScaledTanh", 1.5, 0.5)
+        rc, err = main_inproc(p, "-o", tmp("act_ok.rnnd"))
+        check(rc == 0, "ScaledTanh with alpha and beta converts: %r" % err)
 
 
-def test_loader():
-    """A malformed record is refused by the loader, naming the key."""
-    good = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
-    cases = (
-        ("not JSON", "{", "__metadata__.verification: invalid JSON"),
-        ("not an object", "[]", "__metadata__.verification: not a JSON object"),
-        ("no source", dict(good, source=None), "__metadata__.verification.source"),
-        ("negative error", dict(good, max_abs_error=-1), "__metadata__.verification.max_abs"),
-        ("tolerance text", dict(good, tolerance="1e-5"), "__metadata__.verification.tolerance"),
-        ("rel error", dict(good, max_rel_error=None), "__metadata__.verification.max_rel"),
-        ("no lengths", dict(good, lengths=[]), "__metadata__.verification.lengths"),
-        ("length 0", dict(good, lengths=[1, 0]), "__metadata__.verification.lengths"),
-        ("batch 0", dict(good, batch=0), "__metadata__.verification.batch"),
-    )
-    for what, rec, needle in cases:
-        text = rec if isinstance(rec, str) else json.dumps(rec)
-        path = tmp("badrec.rnnd")
-        with_record(tmp("onnx.rnnd"), path, text)
+class Loader(Case):
+    def test_loader(self):
+        """A malformed record is refused by the loader, naming the key."""
+        converted()
+        good = json.loads(metadata(tmp("onnx.rnnd"))["verification"])
+        cases = (
+            ("not JSON", "{", "__metadata__.verification: invalid JSON"),
+            ("not an object", "[]", "__metadata__.verification: not a JSON object"),
+            ("no source", dict(good, source=None), "__metadata__.verification.source"),
+            ("negative error", dict(good, max_abs_error=-1), "__metadata__.verification.max_abs"),
+            ("tolerance text", dict(good, tolerance="1e-5"), "__metadata__.verification.tolerance"),
+            ("rel error", dict(good, max_rel_error=None), "__metadata__.verification.max_rel"),
+            ("no lengths", dict(good, lengths=[]), "__metadata__.verification.lengths"),
+            ("length 0", dict(good, lengths=[1, 0]), "__metadata__.verification.lengths"),
+            ("batch 0", dict(good, batch=0), "__metadata__.verification.batch"),
+        )
+        for what, rec, needle in cases:
+            text = rec if isinstance(rec, str) else json.dumps(rec)
+            path = tmp("badrec.rnnd")
+            with_record(tmp("onnx.rnnd"), path, text)
+            r, o, e = inspect(path)
+            check(r == 1 and needle in e and e.count("\n") == 1,
+                  "a record with %s is refused naming %s: %r" % (what, needle, e))
+        path = tmp("goodrec.rnnd")
+        with_record(tmp("onnx.rnnd"), path, json.dumps(dict(good, extra="ignored")))
         r, o, e = inspect(path)
-        check(r == 1 and needle in e and e.count("\n") == 1,
-              "a record with %s is refused naming %s: %r" % (what, needle, e))
-    path = tmp("goodrec.rnnd")
-    with_record(tmp("onnx.rnnd"), path, json.dumps(dict(good, extra="ignored")))
-    r, o, e = inspect(path)
-    check(r == 0 and "verified:    yes" in o, "an unknown key in the record is ignored: %s" % e)
+        check(r == 0 and "verified:    yes" in o, "an unknown key in the record is ignored: %s" % e)
 
 
-def test_lengths_and_batch():
-    """Adversary finding 2 (issue 14): behaviour past 32 steps or for one sequence alone
-    escaped verification at lengths 1, 7, 19, batch 3. A source that differs from the file
-    only above 32 steps, and one that differs only at batch 1, now fail the check."""
-    torch.manual_seed(8)
-    net = nn.LSTM(3, 4, batch_first=True).eval()
-    model = rnnd_convert.from_module(net, tmp("lb.rnnd"), verify=False)
-    run = torch_import.source_runner(net)
-    for what, bad in (("above 32 steps", lambda x: x.shape[1] > 32),
-                      ("at batch 1", lambda x: x.shape[0] == 1)):
-        def source(x, bad=bad):
-            y = run(x)
-            return y + 0.5 if bad(x) else y
-        try:
-            verify.compare(model, tmp("lb.rnnd"), source, "torch")
-            check(False, "a source that differs only %s fails verification" % what)
-        except ConvertError as e:
-            check("verification failed" in str(e), "%s: %s" % (what, e))
-    figures = verify.compare(model, tmp("lb.rnnd"), run, "torch")
-    check(figures["lengths"] == [1, 7, 19, 64] and figures["max_rel_error"] <= 1e-5,
-          "the faithful source passes at lengths 1, 7, 19, 64: %r" % figures)
-
-
-def main():
-    test_correct()
-    test_refused()
-    test_loader()
-    test_lengths_and_batch()
-    test_record()
-    test_float32()
-    test_act_defaults()
-    test_time_limit()
-    print("test_convert_verify: %d checks, %d failed" % (n_checks, len(failures)))
-    return 1 if failures else 0
+class LengthsAndBatch(Case):
+    def test_lengths_and_batch(self):
+        """Adversary finding 2 (issue 14): behaviour past 32 steps or for one sequence alone
+        escaped verification at lengths 1, 7, 19, batch 3. A source that differs from the file
+        only above 32 steps, and one that differs only at batch 1, now fail the check."""
+        torch.manual_seed(8)
+        net = nn.LSTM(3, 4, batch_first=True).eval()
+        model = rnnd_convert.from_module(net, tmp("lb.rnnd"), verify=False)
+        run = torch_import.source_runner(net)
+        for what, bad in (("above 32 steps", lambda x: x.shape[1] > 32),
+                          ("at batch 1", lambda x: x.shape[0] == 1)):
+            def source(x, bad=bad):
+                y = run(x)
+                return y + 0.5 if bad(x) else y
+            try:
+                verify.compare(model, tmp("lb.rnnd"), source, "torch")
+                check(False, "a source that differs only %s fails verification" % what)
+            except ConvertError as e:
+                check("verification failed" in str(e), "%s: %s" % (what, e))
+        figures = verify.compare(model, tmp("lb.rnnd"), run, "torch")
+        check(figures["lengths"] == [1, 7, 19, 64] and figures["max_rel_error"] <= 1e-5,
+              "the faithful source passes at lengths 1, 7, 19, 64: %r" % figures)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    unittest.main()
