@@ -10,8 +10,8 @@
 #include "rnnd/buf.h"
 
 #define RNND_METRICS_STATUS_MAX 600
-/* http.c's route count + 1: the last row counts requests that matched no route (http.c
- * asserts the sum at compile time) */
+/* routes.c's route count + 1: the last row counts requests that matched no route (routes.c
+ * asserts the sum at compile time; adding a route raises this by one) */
 #define RNND_METRICS_ROUTES 28
 #define RNND_METRICS_METHODS 6  /* GET HEAD POST PUT DELETE other */
 #define RNND_METRICS_CODES 16   /* the statuses the daemon sends, and "other" */
@@ -20,7 +20,7 @@
 typedef struct rnnd_metrics {
     const char *route_names[RNND_METRICS_ROUTES]; /* the endpoint labels; NULL: unused */
     atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX]; /* by HTTP status */
-    /* by route (http.c's table order), method and status; latency by route */
+    /* by route (routes.c's table order), method and status; latency by route */
     atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS][RNND_METRICS_CODES];
     atomic_uint_least64_t latency[RNND_METRICS_ROUTES][RNND_METRICS_LATENCY];
     atomic_uint_least64_t latency_us[RNND_METRICS_ROUTES]; /* sum, microseconds */

@@ -3,7 +3,7 @@
  * Determinism contract (what batch invariance rests on): every kernel computes each output
  * element with a fixed sequence of float operations that depends only on that element's own
  * inputs, never on the batch size, the element's position, the row range, or vector tails.
- * rnnd_gemv computes each output as ONE fused-multiply-add chain over k ascending, starting
+ * The table's gemv computes each output as ONE fused-multiply-add chain over k ascending, starting
  * from the bias (or +0.0f), so all paths, scalar included, give bitwise identical sums.
  * Elementwise activations: the avx2 and avx512 paths give bitwise identical results to each
  * other; the scalar path (the reference, libm) may differ from them by a few ulp, except in
@@ -17,7 +17,7 @@
 /* Rows are packed in panels of this many so that one panel is one AVX-512 register. */
 #define RNND_PANEL 16
 
-/* A matrix W [rows, cols] repacked for rnnd_gemv:
+/* A matrix W [rows, cols] repacked for the table's gemv:
  * data[(p * cols + k) * RNND_PANEL + r] = W[p * RNND_PANEL + r][k], zero past `rows`.
  * Elements are float, or for half-size weights uint16_t bfloat16 / float16 bit patterns in
  * the same layout (a panel's k-th line is then 32 bytes instead of 64). */
