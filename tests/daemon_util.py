@@ -679,3 +679,25 @@ def drive_session(d, model, seq, what, got, errors, chunk=lambda r: r.randint(1,
         else:
             errors.append("%s: final export: %d %r" % (what, st, exp))
     d.request("DELETE", "/v1/sessions/%s" % sid)
+
+
+def url_request(url, method="GET", path="/v1/models", body=None, timeout=5):
+    """One request to the daemon or load balancer at URL ("http://HOST:PORT"): (status, the
+    X-Rnnd-Node header or None, parsed JSON body or None); all None when the connection
+    failed."""
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        hdrs = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, None if body is None else json.dumps(body), hdrs)
+        r = conn.getresponse()
+        data = r.read()
+        try:
+            parsed = json.loads(data) if data else None
+        except ValueError:
+            parsed = None
+        return r.status, r.getheader("X-Rnnd-Node"), parsed
+    except (OSError, http.client.HTTPException):
+        return None, None, None
+    finally:
+        conn.close()

@@ -15,7 +15,6 @@ on loopback (tools/cluster), requests sent to the nodes directly.
   node; a session created or forked on one node is taken by another at its first request.
 Bounded: about 20 s.
 """
-import http.client
 import json
 import os
 import random
@@ -23,7 +22,7 @@ import subprocess
 import time
 import unittest
 
-from daemon_util import PYTHON3, tmpdir
+from daemon_util import PYTHON3, tmpdir, url_request
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 TOOL = os.path.join(SRCDIR, "tools", "cluster")
@@ -34,18 +33,8 @@ VOCAB = 96
 
 def request(url, method="GET", path="/readyz", body=None, timeout=5):
     """(status, parsed body); status None when the connection failed."""
-    host, port = url.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, None if body is None else json.dumps(body), hdrs)
-        r = conn.getresponse()
-        data = r.read()
-        return r.status, json.loads(data) if data else None
-    except (OSError, http.client.HTTPException):
-        return None, None
-    finally:
-        conn.close()
+    st, _, parsed = url_request(url, method, path, body, timeout)
+    return st, parsed
 
 
 class Cluster:

@@ -12,7 +12,6 @@ down in a finally, so a failing check leaves nothing behind either. Bounded: wel
 Env: RNND_BIN, RNND_SRCDIR, RNND_TEST_TMP. One test: each command acts on the cluster the
 ones before it left, so the steps are not tests of their own.
 """
-import http.client
 import json
 import os
 import random
@@ -24,7 +23,7 @@ import threading
 import time
 import unittest
 
-from daemon_util import PYTHON3, RNND_BIN, Case, tmpdir
+from daemon_util import PYTHON3, RNND_BIN, Case, tmpdir, url_request
 from daemon_util import RUNNING as C
 SRCDIR = os.environ["RNND_SRCDIR"]
 TOOL = os.path.join(SRCDIR, "tools", "cluster")
@@ -43,22 +42,7 @@ def cluster(*args, check=True, timeout=40):
 def request(url, method="GET", path="/v1/models", body=None, timeout=5):
     """(status, node that answered or None, parsed body); status None when the connection
     failed."""
-    host, port = url.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-    try:
-        hdrs = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, None if body is None else json.dumps(body), hdrs)
-        r = conn.getresponse()
-        data = r.read()
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = None
-        return r.status, r.getheader("X-Rnnd-Node"), parsed
-    except (OSError, http.client.HTTPException):
-        return None, None, None
-    finally:
-        conn.close()
+    return url_request(url, method, path, body, timeout)
 
 
 def wait_for(what, cond, timeout=10):

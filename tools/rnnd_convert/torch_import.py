@@ -614,9 +614,10 @@ def _refuse_renorm(gm):
             raise ConvertError("forward() computes %s%s: %s" % (n.kind(), where(n), _MAX_NORM))
 
 
-def _refuse_functional_max_norm(module):
-    """Refuse a forward() that passes max_norm to F.embedding: TorchScript drops the renorm
-    (torch 1.13), so the scripted graph looks plain while the module renormalises."""
+def _forward_lines(module):
+    """(name, class, path, line number, line) for every source line of
+    the forward() of MODULE and of its submodules not defined by torch; nothing for a
+    ScriptModule (its source is compiled, not Python that runs)."""
     import inspect
     torch = _torch()
     if isinstance(module, torch.jit.ScriptModule):
@@ -631,10 +632,17 @@ def _refuse_functional_max_norm(module):
         except (OSError, TypeError):
             continue
         for k, line in enumerate(lines):
-            if "max_norm" in line.split("#")[0]:
-                raise ConvertError("forward() of module '%s' (%s) at %s:%d: %s: %s"
-                                   % (name or "<top>", cls.__name__, path, first + k,
-                                      line.strip(), _MAX_NORM))
+            yield name, cls, path, first + k, line
+
+
+def _refuse_functional_max_norm(module):
+    """Refuse a forward() that passes max_norm to F.embedding: TorchScript drops the renorm
+    (torch 1.13), so the scripted graph looks plain while the module renormalises."""
+    for name, cls, path, lineno, line in _forward_lines(module):
+        if "max_norm" in line.split("#")[0]:
+            raise ConvertError("forward() of module '%s' (%s) at %s:%d: %s: %s"
+                               % (name or "<top>", cls.__name__, path, lineno, line.strip(),
+                                  _MAX_NORM))
 
 
 _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
@@ -643,27 +651,13 @@ _MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
 def _refuse_mode_checks(module):
     """Refuse a forward() that asks torch whether it is being scripted or traced: the
     analysed graph then differs from what the module computes when the user runs it."""
-    import inspect
-    torch = _torch()
-    if isinstance(module, torch.jit.ScriptModule):
-        return
-    for name, m in module.named_modules():
-        cls = type(m)
-        if cls.__module__.split(".")[0] == "torch":
-            continue
-        try:
-            lines, first = inspect.getsourcelines(cls.forward)
-            path = inspect.getsourcefile(cls.forward)
-        except (OSError, TypeError):
-            continue
-        for k, line in enumerate(lines):
-            code = line.split("#")[0]
-            if any(w in code for w in _MODE_CHECKS):
-                raise ConvertError(
-                    "forward() of module '%s' (%s) asks torch how it runs at %s:%d: %s: "
-                    "the graph rnnd analyses (scripted or traced) differs from what the "
-                    "module computes when you run it; remove the check"
-                    % (name or "<top>", cls.__name__, path, first + k, line.strip()))
+    for name, cls, path, lineno, line in _forward_lines(module):
+        if any(w in line.split("#")[0] for w in _MODE_CHECKS):
+            raise ConvertError(
+                "forward() of module '%s' (%s) asks torch how it runs at %s:%d: %s: "
+                "the graph rnnd analyses (scripted or traced) differs from what the "
+                "module computes when you run it; remove the check"
+                % (name or "<top>", cls.__name__, path, lineno, line.strip()))
 
 
 def _check_cell_loop(gm, cells, label):
