@@ -196,14 +196,11 @@ void rnnd_reply_empty(rnnd_req *r, unsigned status)
         r->status = 503;
 }
 
-void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
+/* Every error reply: Retry-After where the client should come back, then the body in the
+ * v1 shape or Triton's {"error": MESSAGE}. */
+static void reply_error_msg(rnnd_req *r, enum rnnd_errcode code, unsigned status, int v2,
+                            const char *msg)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    unsigned status = rnnd_errcode_http(code);
     if (status == 429 || status == 503) {
         char ra[32];
         snprintf(ra, sizeof ra, "%lld", (long long)r->http->app->cfg->retry_after_s);
@@ -211,11 +208,7 @@ void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
     }
     rnnd_buf b;
     rnnd_buf_init(&b);
-    /* A path that matched no route is judged by its prefix: a v2 client still gets v2's shape */
-    int v2 = r->route ? (r->route->flags & RT_V2) != 0
-                      : !strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/');
     if (v2) {
-        /* the KServe v2 protocol's error shape, for refusals made before a v2 handler ran */
         rnnd_buf_puts(&b, "{\"error\":");
         rnnd_buf_json_string(&b, msg);
         rnnd_buf_puts(&b, "}");
@@ -223,6 +216,30 @@ void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
         rnnd_error_json(&b, rnnd_errcode_name(code), msg);
     }
     rnnd_reply(r, status, &b);
+}
+
+void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* A path that matched no route is judged by its prefix: a v2 client still gets v2's shape
+     * (with the v1 status: these refusals come before any v2 handler runs) */
+    int v2 = r->route ? (r->route->flags & RT_V2) != 0
+                      : !strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/');
+    reply_error_msg(r, code, rnnd_errcode_http(code), v2, msg);
+}
+
+void rnnd_v2_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    reply_error_msg(r, code, rnnd_errcode_v2(code), 1, msg);
 }
 
 /* ---- handler API ------------------------------------------------------------------------- */

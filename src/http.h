@@ -83,8 +83,13 @@ struct rnnd_memhold *rnnd_req_mem(rnnd_req *r);
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);
 /* Reply STATUS with no body (204). */
 void rnnd_reply_empty(rnnd_req *r, unsigned status);
-/* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE. */
+/* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE; on a /v2
+ * path the body is Triton's {"error": MESSAGE} (same status: refusals before a v2 handler). */
 void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* For the KServe v2 routes' handlers: Triton's {"error": MESSAGE} with the v2 status of
+ * CODE (errcode.h), and Retry-After where that status is 503. */
+void rnnd_v2_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Add a response header (copied). At most a few per request. */
 void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);
