@@ -1125,7 +1125,7 @@ static int receive(rnnd_req *r, const char *data, size_t n)
 static int decode_body(rnnd_req *r)
 {
     rnnd_app *app = r->http->app;
-    if (rnnd_json_depth_ok(r->body, r->len, app->cfg->max_json_depth)) {
+    if (rnnd_json_depth_check(r->body, r->len, app->cfg->max_json_depth) != 0) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)app->cfg->max_json_depth);
         return -1;
