@@ -213,7 +213,7 @@ static void reply_error_msg(rnnd_req *r, enum rnnd_errcode code, unsigned status
         rnnd_buf_json_string(&b, msg);
         rnnd_buf_puts(&b, "}");
     } else {
-        rnnd_error_json(&b, rnnd_errcode_name(code), msg);
+        rnnd_errcode_json(&b, code, msg);
     }
     rnnd_reply(r, status, &b);
 }
@@ -881,7 +881,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     if (bad == RNND_ERR_LIMIT) {
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), why);
+        rnnd_errcode_json(&b, RNND_E_LIMIT_EXCEEDED, why);
         rnnd_reply(r, 431, &b);
         return 1;
     }
@@ -1359,7 +1359,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         c->uri_refused = 1;
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, rnnd_errcode_name(RNND_E_LIMIT_EXCEEDED), msg);
+    rnnd_errcode_json(&b, RNND_E_LIMIT_EXCEEDED, msg);
     size_t len;
     char *body = rnnd_buf_failed(&b) ? NULL : rnnd_buf_steal(&b, &len);
     rnnd_buf_free(&b);

@@ -722,18 +722,16 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
     return rnnd_infer_run_many(net, &req, 1, err, errlen);
 }
 
-void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
-                       rnnd_buf *out)
+int rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                      rnnd_buf *out)
 {
     size_t od = (size_t)rnnd_net_output_dim(net);
 
-    if (!req->ran) {
-        rnnd_error_json(out, "internal", "the request was encoded before it ran");
-        return;
-    }
+    if (!req->ran)
+        return RNND_ERR_INTERNAL;
     /* all at once: the buffer never doubles past what rnnd_infer_bytes() counted */
     if (rnnd_buf_reserve(out, response_bytes(net, req)))
-        return;
+        return 0; /* the failed buffer says so */
     rnnd_buf_puts(out, "{\"model\":");
     rnnd_buf_json_string(out, model_name ? model_name : "");
     rnnd_buf_puts(out, ",\"outputs\":[");
@@ -765,15 +763,7 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
         rnnd_buf_append(out, "]", 1);
     }
     rnnd_buf_append(out, "}", 1);
-}
-
-void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)
-{
-    rnnd_buf_puts(out, "{\"error\":{\"code\":");
-    rnnd_buf_json_string(out, code);
-    rnnd_buf_puts(out, ",\"message\":");
-    rnnd_buf_json_string(out, message ? message : "");
-    rnnd_buf_puts(out, "}}");
+    return 0;
 }
 
 const char *rnnd_json_error_text(const char *text)

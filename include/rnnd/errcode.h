@@ -9,6 +9,8 @@
 #ifndef RNND_ERRCODE_H
 #define RNND_ERRCODE_H
 
+#include "rnnd/buf.h"
+
 /* X(ENUM_SUFFIX, name, HTTP status, v2 handlers' HTTP status) */
 #define RNND_ERRCODES(X) \
     X(INVALID_JSON, "invalid_json", 400, 400) \
@@ -37,6 +39,8 @@ enum rnnd_errcode {
         RNND_E_COUNT
 };
 
+/* Append the v1 error body {"error":{"code":CODE's name,"message":MESSAGE}} to OUT. */
+void rnnd_errcode_json(rnnd_buf *out, enum rnnd_errcode code, const char *message);
 /* The code's name ("invalid_request"); "internal" for a value outside the list. */
 const char *rnnd_errcode_name(enum rnnd_errcode e);
 /* The status rnnd_reply_error() answers E with; 500 outside the list. */

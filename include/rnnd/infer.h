@@ -85,9 +85,11 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
 /* The outcome of REQ's last run: 0, or its negative status with the message in ERR. */
 int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen);
 
-/* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. */
-void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
-                       rnnd_buf *out);
+/* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. Returns 0
+ * (out of memory shows as a failed OUT), or RNND_ERR_INTERNAL with nothing appended when REQ
+ * has not run: the caller's bug, which its front end reports in its own error shape. */
+int rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                      rnnd_buf *out);
 
 void rnnd_infer_req_free(rnnd_infer_req *req); /* NULL is a no-op */
 
@@ -101,10 +103,7 @@ const char *rnnd_json_error_text(const char *text);
 
 /* Decode a request body: JSON text of LEN bytes (need not be NUL-terminated), duplicate keys
  * refused. Returns 0 with a new reference in *OUT, or RNND_ERR_INVALID with
- * "line L, column C: reason" in ERR; the caller reports that with code "invalid_json". */
+ * "line L, column C: reason" in ERR. */
 int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_t errlen);
-
-/* Append {"error":{"code":CODE,"message":MSG}} to OUT. */
-void rnnd_error_json(rnnd_buf *out, const char *code, const char *message);
 
 #endif
