@@ -694,8 +694,8 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
                       t->in.B, t->in.T, lim.max_steps);
         return;
     }
-    int rc = rnnd_infer_req_new(e->net, t->in.B, t->in.T, t->in.tokens, t->in.vectors, &lim,
-                                &t->job.req, err, sizeof err);
+    rnnd_infer_arrays arr = {t->in.B, t->in.T, t->in.tokens, t->in.vectors};
+    int rc = rnnd_infer_req_new(e->net, &arr, &lim, &t->job.req, err, sizeof err);
     if (rc) {
         rnnd_v2_error(r, rnnd_errcode_of(rc), "%s", err);
         return;

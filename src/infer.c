@@ -471,10 +471,13 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
     return 0;
 }
 
-int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
-                       char *err, size_t errlen)
+int rnnd_infer_req_new(const rnnd_net *net, const rnnd_infer_arrays *in,
+                       const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                       size_t errlen)
 {
+    size_t n_seq = in->n_seq, steps = in->steps;
+    const int32_t *tokens = in->tokens;
+    const float *vectors = in->vectors;
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     int tok = spec->input_kind == RNND_INPUT_TOKENS;
     size_t dim = tok ? 1 : (size_t)spec->input_dim;

@@ -1240,11 +1240,8 @@ START_TEST(req_from_arrays)
     rnnd_net *nets[3] = {vec, tok, mean};
     for (int k = 0; k < 3; k++) {
         rnnd_infer_req *a = NULL, *j = NULL;
-        int rc = rnnd_infer_req_new(nets[k], 2, 3, k == 1 ? ids : NULL,
-                                    k == 0       ? x
-                                        : k == 2 ? xm
-                                                 : NULL,
-                                    NULL, &a, err, sizeof err);
+        rnnd_infer_arrays in = {2, 3, k == 1 ? ids : NULL, k == 0 ? x : k == 2 ? xm : NULL};
+        int rc = rnnd_infer_req_new(nets[k], &in, NULL, &a, err, sizeof err);
         ck_assert_msg(rc == 0, "req_new: %s", err);
         ck_assert_int_eq(parse_text(nets[k], json_req[k], NULL, &j, err, sizeof err), 0);
         ck_assert_int_eq(rnnd_infer_run(nets[k], a, err, sizeof err), 0);
@@ -1271,25 +1268,32 @@ START_TEST(req_from_arrays)
     /* refusals: the JSON path's words for the same mistakes */
     rnnd_infer_limits lim = {.max_sequences = 1, .max_steps = 2, .max_total_steps = 3};
     rnnd_infer_req *r = NULL;
-    ck_assert_int_eq(rnnd_infer_req_new(tok, 2, 1, ids, NULL, &lim, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(tok, &(rnnd_infer_arrays){2, 1, ids, NULL}, &lim, &r, err,
+                                        sizeof err),
                      RNND_ERR_LIMIT);
     ck_assert_str_eq(err, "inputs: 2 sequences, more than max_sequences (1)");
-    ck_assert_int_eq(rnnd_infer_req_new(tok, 1, 3, ids, NULL, &lim, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(tok, &(rnnd_infer_arrays){1, 3, ids, NULL}, &lim, &r, err,
+                                        sizeof err),
                      RNND_ERR_LIMIT);
     ck_assert_str_eq(err, "inputs[0]: 3 steps, more than max_infer_steps (2) per sequence");
     const int32_t bad[2] = {3, 30};
-    ck_assert_int_eq(rnnd_infer_req_new(tok, 1, 2, bad, NULL, NULL, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(tok, &(rnnd_infer_arrays){1, 2, bad, NULL}, NULL, &r, err,
+                                        sizeof err),
                      RNND_ERR_INVALID);
     ck_assert_str_eq(err, "inputs[0][1]: token id 30 out of range [0, 30)");
     float nan_x[4] = {1, 2, NAN, 4};
-    ck_assert_int_eq(rnnd_infer_req_new(vec, 1, 1, NULL, nan_x, NULL, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(vec, &(rnnd_infer_arrays){1, 1, NULL, nan_x}, NULL, &r, err,
+                                        sizeof err),
                      RNND_ERR_INVALID);
     ck_assert_str_eq(err, "inputs[0][0][2]: not a finite number");
-    ck_assert_int_eq(rnnd_infer_req_new(vec, 0, 1, NULL, x, NULL, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(vec, &(rnnd_infer_arrays){0, 1, NULL, x}, NULL, &r, err,
+                                        sizeof err),
                      RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_infer_req_new(vec, 1, 0, NULL, x, NULL, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(vec, &(rnnd_infer_arrays){1, 0, NULL, x}, NULL, &r, err,
+                                        sizeof err),
                      RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_infer_req_new(vec, SIZE_MAX / 2, 3, NULL, x, NULL, &r, err, sizeof err),
+    ck_assert_int_eq(rnnd_infer_req_new(vec, &(rnnd_infer_arrays){SIZE_MAX / 2, 3, NULL, x}, NULL,
+                                        &r, err, sizeof err),
                      RNND_ERR_LIMIT);
     ck_assert_ptr_null(r);
     rnnd_net_free(vec);

@@ -43,15 +43,23 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
                           const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
                           size_t errlen);
 
+/* A batch as arrays: N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS
+ * for a token model or N_SEQ * STEPS * input_dim floats in VECTORS for a vector model (the
+ * pointer the model does not take is not read). */
+typedef struct rnnd_infer_arrays {
+    size_t n_seq, steps;
+    const int32_t *tokens;
+    const float *vectors;
+} rnnd_infer_arrays;
+
 /* A request built from arrays instead of JSON, for front ends that decode their own format
- * (KServe v2): N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS for a
- * token model or N_SEQ * STEPS * input_dim floats in VECTORS for a vector model (copied; the
- * other pointer is ignored). Checked as rnnd_infer_parse() checks JSON, with its limits and
- * messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit is asked
- * for rnnd_infer_bytes() before the arrays are allocated. Every output row is returned. */
-int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
-                       char *err, size_t errlen);
+ * (KServe v2); IN's arrays are copied. Checked as rnnd_infer_parse() checks JSON, with its
+ * limits and messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit
+ * is asked for rnnd_infer_bytes() before the arrays are allocated. Every output row is
+ * returned. */
+int rnnd_infer_req_new(const rnnd_net *net, const rnnd_infer_arrays *in,
+                       const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                       size_t errlen);
 
 /* After a successful run, sequence B's output: *ROWS rows of rnnd_net_output_dim() floats (one
  * per step; one in all for a pooled model or "outputs": "last"). NULL with *ROWS 0 before a
