@@ -5,6 +5,7 @@
 #ifndef RNND_API_H
 #define RNND_API_H
 
+#include "app.h"
 #include "http.h"
 
 void rnnd_api_models_list(rnnd_req *r); /* GET  /v1/models */

@@ -15,10 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app.h"
 #include "rnnd/buf.h"
 #include "rnnd/errcode.h"
 
+/* app.h's (a repeated typedef is C11): handlers that use its fields include app.h */
+typedef struct rnnd_app rnnd_app;
 typedef struct rnnd_http rnnd_http;
 typedef struct rnnd_req rnnd_req;
 
