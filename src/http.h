@@ -28,7 +28,9 @@ enum rnnd_method { RNND_GET = 1, RNND_HEAD = 2, RNND_POST = 4, RNND_PUT = 8, RNN
 typedef void (*rnnd_handler)(rnnd_req *r);
 
 /* What a route is, beside its handlers: who may call it, when, and how its body and errors
- * are shaped. Adding a route is one line of the table in routes.c. */
+ * are shaped. Adding a route is one line of RNND_ROUTE_LIST (route_list.h) plus its handler
+ * (an src/api_*.c file, declared in src/api.h); routes.c's table and the metrics' route count
+ * are expanded from that list. */
 enum rnnd_route_flags {
     RT_OPEN = 1 << 0,     /* answered without an API key (health probes) */
     RT_DRAIN = 1 << 1,    /* still answered while the server drains (liveness) */
