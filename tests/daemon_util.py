@@ -287,6 +287,10 @@ class Case(unittest.TestCase):
     def eq(self, got, want, what):
         return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
 
+    def fail_check(self, what):
+        """A check that failed: WHAT, as a failed subTest."""
+        return self.check(False, what)
+
     def error(self, resp, status, code, what):
         """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
         st, hdrs, body = resp
@@ -320,6 +324,7 @@ class _Running:
         return self.test.check(cond, what) if self.test else require(cond, what)
 
     eq = Case.eq
+    fail_check = Case.fail_check
     error = Case.error
 
 
