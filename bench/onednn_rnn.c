@@ -41,19 +41,19 @@ typedef struct bench {
     dnnl_primitive_desc_t pd;
     dnnl_primitive_t prim;
     dnnl_memory_t src, dst, wl, wi, bias;
-    dnnl_memory_t h[2], c[2];      /* state ping-pong: [cur] is read, [1 - cur] written */
-    float *wl_user, *wi_user, *bias_user;  /* ldigo / ldgo copies, kept for --check */
-    int G, Gb, cur;                 /* gates; bias rows (lbr GRU has one extra) */
+    dnnl_memory_t h[2], c[2];             /* state ping-pong: [cur] is read, [1 - cur] written */
+    float *wl_user, *wi_user, *bias_user; /* ldigo / ldgo copies, kept for --check */
+    int G, Gb, cur;                       /* gates; bias rows (lbr GRU has one extra) */
     long T, B, I, H;
 } bench;
 
-#define CHECK(call)                                                                     \
-    do {                                                                                \
-        dnnl_status_t st_ = (call);                                                     \
-        if (st_ != dnnl_success) {                                                      \
+#define CHECK(call) \
+    do { \
+        dnnl_status_t st_ = (call); \
+        if (st_ != dnnl_success) { \
             fprintf(stderr, "onednn_rnn: %s failed: %s\n", #call, dnnl_status2str(st_)); \
-            return -1;                                                                  \
-        }                                                                               \
+            return -1; \
+        } \
     } while (0)
 
 static void usage(FILE *f)
@@ -87,12 +87,18 @@ static double now_s(void)
 static int parse_opts(int argc, char **argv, opts *o)
 {
     static const struct option longopts[] = {
-        {"cell", required_argument, NULL, 'c'}, {"hidden", required_argument, NULL, 'H'},
-        {"input", required_argument, NULL, 'I'}, {"batch", required_argument, NULL, 'B'},
-        {"mode", required_argument, NULL, 'm'}, {"steps", required_argument, NULL, 'T'},
-        {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
-        {"weights", required_argument, NULL, 'w'}, {"lbr", required_argument, NULL, 'l'},
-        {"check", no_argument, NULL, 'k'}, {"help", no_argument, NULL, 'h'},
+        {"cell", required_argument, NULL, 'c'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"input", required_argument, NULL, 'I'},
+        {"batch", required_argument, NULL, 'B'},
+        {"mode", required_argument, NULL, 'm'},
+        {"steps", required_argument, NULL, 'T'},
+        {"threads", required_argument, NULL, 'n'},
+        {"seconds", required_argument, NULL, 's'},
+        {"weights", required_argument, NULL, 'w'},
+        {"lbr", required_argument, NULL, 'l'},
+        {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     *o = (opts){"lstm", "stream", "f32", 512, 0, 1, 0, 0, 1, 100, 2.0};
@@ -176,8 +182,7 @@ static void mem_fill_zero(dnnl_memory_t m)
 static int weights_new(bench *b, int arg, const dnnl_memory_desc_t *user_md, float *user,
                        dnnl_memory_t *out)
 {
-    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(b->pd, dnnl_query_exec_arg_md,
-                                                                 arg);
+    const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(b->pd, dnnl_query_exec_arg_md, arg);
     dnnl_memory_t um;
     dnnl_primitive_desc_t rpd;
     dnnl_primitive_t r;
@@ -235,9 +240,9 @@ static int bench_init(bench *b, const opts *o)
         CHECK(dnnl_gru_forward_desc_init(&rd, pk, dir, &src_md, &iter_md, &wl_any, &wi_any,
                                          &bias_md, &dst_md, &iter_md, 0));
     else
-        CHECK(dnnl_vanilla_rnn_forward_desc_init(&rd, pk, dnnl_eltwise_tanh, dir, &src_md,
-                                                 &iter_md, &wl_any, &wi_any, &bias_md,
-                                                 &dst_md, &iter_md, 0, 0.0f, 0.0f));
+        CHECK(dnnl_vanilla_rnn_forward_desc_init(&rd, pk, dnnl_eltwise_tanh, dir, &src_md, &iter_md,
+                                                 &wl_any, &wi_any, &bias_md, &dst_md, &iter_md, 0,
+                                                 0.0f, 0.0f));
     CHECK(dnnl_primitive_desc_create(&b->pd, &rd, NULL, b->eng, NULL));
     CHECK(dnnl_primitive_create(&b->prim, b->pd));
 
@@ -285,9 +290,10 @@ static int bench_call(bench *b, int carry)
 {
     int in = carry ? b->cur : 0, out = 1 - in;
     dnnl_exec_arg_t args[9] = {
-        {DNNL_ARG_SRC_LAYER, b->src}, {DNNL_ARG_SRC_ITER, b->h[in]},
+        {DNNL_ARG_SRC_LAYER, b->src},    {DNNL_ARG_SRC_ITER, b->h[in]},
         {DNNL_ARG_WEIGHTS_LAYER, b->wl}, {DNNL_ARG_WEIGHTS_ITER, b->wi},
-        {DNNL_ARG_BIAS, b->bias}, {DNNL_ARG_DST_LAYER, b->dst}, {DNNL_ARG_DST_ITER, b->h[out]},
+        {DNNL_ARG_BIAS, b->bias},        {DNNL_ARG_DST_LAYER, b->dst},
+        {DNNL_ARG_DST_ITER, b->h[out]},
     };
     int n = 7;
     if (b->c[0]) {
@@ -303,11 +309,11 @@ static int bench_call(bench *b, int carry)
 
 static void bench_free(bench *b)
 {
-    dnnl_memory_t *mems[] = {&b->src, &b->dst, &b->wl, &b->wi, &b->bias,
+    dnnl_memory_t *mems[] = {&b->src,  &b->dst,  &b->wl,   &b->wi,  &b->bias,
                              &b->h[0], &b->h[1], &b->c[0], &b->c[1]};
     for (size_t i = 0; i < sizeof mems / sizeof *mems; i++)
         if (*mems[i])
-            dnnl_memory_destroy(*mems[i]);
+            (void)dnnl_memory_destroy(*mems[i]); /* (void): a call, not a declaration */
     if (b->prim)
         dnnl_primitive_destroy(b->prim);
     if (b->pd)
@@ -350,7 +356,7 @@ static void ref_step(const bench *b, int lbr, const float *x, float *h, float *c
         for (long j = 0; j < H; j++)
             h[j] = tanhf(g[j] + gh[j]);
     } else {
-        float *rh = gh + 3 * H;            /* scratch: r * h for the ONNX-default candidate */
+        float *rh = gh + 3 * H; /* scratch: r * h for the ONNX-default candidate */
         for (long j = 0; j < H; j++)
             rh[j] = sigm(g[H + j] + gh[H + j]) * h[j];
         for (long j = 0; j < H; j++) {
@@ -363,7 +369,7 @@ static void ref_step(const bench *b, int lbr, const float *x, float *h, float *c
                     s += (double)rh[i] * b->wi_user[i * G * H + 2 * H + j];
                 o = tanhf(g[2 * H + j] + (float)s);
             }
-            c[j] = u * h[j] + (1.0f - u) * o;  /* c is scratch for GRU: h must stay intact */
+            c[j] = u * h[j] + (1.0f - u) * o; /* c is scratch for GRU: h must stay intact */
         }
         memcpy(h, c, (size_t)H * sizeof(float));
     }
@@ -450,12 +456,12 @@ int main(int argc, char **argv)
         return rc;
     }
     int carry = !strcmp(o.mode, "stream");
-    double t0 = 0, elapsed = 0;
+    double elapsed = 0;
     long calls = 0;
-    for (int phase = 0; phase < 2; phase++) {   /* 0: warm-up (a fifth of the time) */
+    for (int phase = 0; phase < 2; phase++) { /* 0: warm-up (a fifth of the time) */
         double limit = phase ? o.seconds : o.seconds / 5;
         calls = 0;
-        t0 = now_s();
+        double t0 = now_s();
         do {
             if (bench_call(&b, carry)) {
                 bench_free(&b);
@@ -473,8 +479,8 @@ int main(int argc, char **argv)
            "\"T\":%ld,\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
            "\"us_per_step\":%.3f,\"gflops\":%.2f,\"lbr\":%d,\"onednn_impl\":\"%s\"}\n",
            o.cell, o.mode, b.H, b.I, b.B, b.T, o.threads, o.weights,
-           isa_name(dnnl_get_effective_cpu_isa()), steps / elapsed,
-           elapsed / (double)calls * 1e6, flops / elapsed * 1e-9, o.lbr, impl);
+           isa_name(dnnl_get_effective_cpu_isa()), steps / elapsed, elapsed / (double)calls * 1e6,
+           flops / elapsed * 1e-9, o.lbr, impl);
     bench_free(&b);
     return 0;
 }

@@ -5,6 +5,7 @@
 #ifndef RNND_API_H
 #define RNND_API_H
 
+#include "app.h"
 #include "http.h"
 
 void rnnd_api_models_list(rnnd_req *r); /* GET  /v1/models */
@@ -81,9 +82,6 @@ void rnnd_api_v2_infer(rnnd_req *r);           /* POST /v2/models/{m}[/versions/
 void rnnd_api_v2_generate(rnnd_req *r);        /* POST .../generate */
 void rnnd_api_v2_generate_stream(rnnd_req *r); /* POST .../generate_stream (SSE) */
 
-/* Reply STATUS with Triton's error object {"error": MESSAGE} (Retry-After with 503). */
-void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* rnnd_api_charge() for the v2 routes: Triton's 400 (past max_request_memory) or 503 with
  * Retry-After (memory_budget spent for now), as v2 infer answers the same refusals. */
 int rnnd_v2_charge(rnnd_req *r, size_t bytes);

@@ -35,8 +35,10 @@ static void infer_finish(rnnd_infer_job *job, size_t batch_requests)
     } else {
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_infer_encode(t->e->net, job->req, t->e->name, &b);
-        if (b.nonfinite) {
+        if (rnnd_infer_encode(t->e->net, job->req, t->e->name, &b) != 0) {
+            rnnd_buf_free(&b);
+            rnnd_reply_error(t->r, RNND_E_INTERNAL, "the request was encoded before it ran");
+        } else if (b.nonfinite) {
             rnnd_buf_free(&b);
             rnnd_reply_error(t->r, RNND_E_NUMERIC_ERROR, "the computation produced NaN or Inf");
         } else {

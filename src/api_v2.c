@@ -10,7 +10,6 @@
 #include "config.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,34 +25,14 @@
 #define V2_INPUT "INPUT"
 #define V2_OUTPUT "OUTPUT"
 
-/* ---- errors and lookups (shared with api_v2_generate.c through api.h) ------------------ */
-
-void rnnd_v2_error(rnnd_req *r, unsigned status, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (status == 503) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%lld", (long long)rnnd_req_app(r)->cfg->retry_after_s);
-        rnnd_reply_header(r, "Retry-After", ra);
-    }
-    rnnd_buf b;
-    rnnd_buf_init(&b);
-    rnnd_buf_puts(&b, "{\"error\":");
-    rnnd_buf_json_string(&b, msg);
-    rnnd_buf_puts(&b, "}");
-    rnnd_reply(r, status, &b);
-}
+/* ---- lookups (shared with api_v2_generate.c through api.h) ------------------------------ */
 
 int rnnd_v2_charge(rnnd_req *r, size_t bytes)
 {
     char err[256];
     int rc = rnnd_mem_charge(rnnd_req_mem(r), bytes, err, sizeof err);
     if (rc)
-        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_of(rc), "%s", err);
     return rc ? -1 : 0;
 }
 
@@ -63,7 +42,7 @@ rnnd_entry *rnnd_v2_model(rnnd_req *r)
     const char *name = rnnd_req_param(r, 0), *version = rnnd_req_param(r, 1);
     rnnd_entry *e = rnnd_catalog_get(&app->models, name);
     if (!e) {
-        rnnd_v2_error(r, 400, "Request for unknown model: '%.64s' is not found", name);
+        rnnd_v2_error(r, RNND_E_NOT_FOUND, "Request for unknown model: '%.64s' is not found", name);
         return NULL;
     }
     rnnd_req_hold(r, rnnd_entry_unref_v, e); /* a reload may retire it meanwhile */
@@ -72,7 +51,7 @@ rnnd_entry *rnnd_v2_model(rnnd_req *r)
     char cur[16];
     snprintf(cur, sizeof cur, "%d", e->version);
     if (*version && strcmp(version, cur)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_NOT_FOUND,
                       "Request for unknown model: '%s' version %.32s is not found "
                       "(the version served is %s)",
                       e->name, version, cur);
@@ -108,8 +87,9 @@ void rnnd_api_v2_model_ready(rnnd_req *r)
     rnnd_app *app = rnnd_req_app(r);
     if (!rnnd_v2_model(r))
         return;
-    if (atomic_load(&app->draining))
-        rnnd_v2_error(r, 400, "Model version not ready: the server is shutting down");
+    if (atomic_load(&app->draining)) /* Triton answers "not ready" with 400, not 503 */
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "Model version not ready: the server is shutting down");
     else
         rnnd_reply_empty(r, 200);
 }
@@ -186,7 +166,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     if (!params)
         return 0;
     if (!json_is_object(params)) {
-        rnnd_v2_error(r, 400, "parameters: expected an object, got %s",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "parameters: expected an object, got %s",
                       rnnd_json_type_desc(params));
         return -1;
     }
@@ -194,7 +174,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     const json_t *st = json_object_get(params, "sequence_start");
     const json_t *en = json_object_get(params, "sequence_end");
     if ((st && !json_is_boolean(st)) || (en && !json_is_boolean(en))) {
-        rnnd_v2_error(r, 400, "%s: expected true or false",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "%s: expected true or false",
                       st && !json_is_boolean(st) ? "sequence_start" : "sequence_end");
         return -1;
     }
@@ -205,7 +185,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     in->key.owner = rnnd_req_owner(r); /* each API key has its own sequence ids */
     if (json_is_integer(id)) {
         if (json_integer_value(id) < 0) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                           "sequence_id: expected an unsigned integer or a string, "
                           "got %" JSON_INTEGER_FORMAT,
                           json_integer_value(id));
@@ -216,7 +196,7 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
     } else if (json_is_string(id)) {
         size_t len = json_string_length(id);
         if (len > RNND_V2_SEQ_STR_MAX || strlen(json_string_value(id)) != len) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                           "sequence_id: a string id must be at most %d bytes, "
                           "without NUL",
                           RNND_V2_SEQ_STR_MAX);
@@ -226,19 +206,20 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
         memcpy(in->key.str, json_string_value(id), len + 1);
         in->in_seq = len != 0;
     } else if (id) {
-        rnnd_v2_error(r, 400, "sequence_id: expected an unsigned integer or a string, got %s",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "sequence_id: expected an unsigned integer or a string, got %s",
                       rnnd_json_type_desc(id));
         return -1;
     }
     /* 0 and "" mean "not part of a sequence" (Triton's sequence extension) */
     if (!in->in_seq && (in->seq_start || in->seq_end)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "sequence_start and sequence_end need a non-zero or non-empty "
                       "sequence_id");
         return -1;
     }
     if (in->in_seq && !in->e->stateful) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_UNSUPPORTED,
                       "model '%s' has reverse or bidirectional layers, so it cannot "
                       "keep a sequence's state: send whole sequences without sequence_id",
                       in->e->name);
@@ -255,24 +236,27 @@ static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
     if (!outs)
         return 0;
     if (!json_is_array(outs)) {
-        rnnd_v2_error(r, 400, "outputs: expected a list, got %s", rnnd_json_type_desc(outs));
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "outputs: expected a list, got %s",
+                      rnnd_json_type_desc(outs));
         return -1;
     }
     for (size_t i = 0; i < json_array_size(outs); i++) {
         const json_t *o = json_array_get(outs, i);
         const json_t *name = json_object_get(o, "name");
         if (!json_is_object(o) || !json_is_string(name)) {
-            rnnd_v2_error(r, 400, "outputs[%zu]: expected {\"name\": \"" V2_OUTPUT "\"}", i);
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "outputs[%zu]: expected {\"name\": \"" V2_OUTPUT "\"}", i);
             return -1;
         }
         if (strcmp(json_string_value(name), V2_OUTPUT)) {
-            rnnd_v2_error(r, 400, "unexpected inference output '%.64s' for model '%s'",
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "unexpected inference output '%.64s' for model '%s'",
                           json_string_value(name), e->name);
             return -1;
         }
         const json_t *op = json_object_get(o, "parameters");
         if (json_is_object(op) && json_object_get(op, "classification")) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_UNSUPPORTED,
                           "outputs[%zu]: the classification extension is not "
                           "supported",
                           i);
@@ -293,7 +277,7 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype, stru
                               : "[batch, steps, dim] or "
                                 "[steps, dim]";
     if (!json_is_array(shape) || (rank != want && rank != want - 1)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected shape for input '" V2_INPUT "' for model '%s': "
                       "%s tensors of this model are %s",
                       in->e->name, dtype, form);
@@ -303,7 +287,8 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype, stru
     for (size_t i = 0; i < rank; i++) {
         const json_t *d = json_array_get(shape, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "': shape[%zu] must be an integer >= 0", i);
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "input '" V2_INPUT "': shape[%zu] must be an integer >= 0", i);
             return -1;
         }
         dims[i] = (uint64_t)json_integer_value(d);
@@ -312,14 +297,14 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype, stru
     in->B = in->batched ? dims[0] : 1;
     in->T = dims[in->batched ? 1 : 0];
     if (!tokens && dims[rank - 1] != (uint64_t)spec->input_dim) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected shape for input '" V2_INPUT "' for model '%s': "
                       "the last dimension must be %d, got %" PRIu64,
                       in->e->name, spec->input_dim, dims[rank - 1]);
         return -1;
     }
     if (!in->B || !in->T) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "input '" V2_INPUT "': every sequence needs at least one step "
                       "(shape has a 0)");
         return -1;
@@ -329,7 +314,7 @@ static int parse_shape(rnnd_req *r, const json_t *shape, const char *dtype, stru
     uint64_t cap = (uint64_t)rnnd_req_app(r)->cfg->max_body_bytes, n = 1;
     for (size_t i = 0; i < rank; i++) {
         if (dims[i] > cap || (n *= dims[i]) > cap) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
                           "input '" V2_INPUT "': the shape holds more elements than "
                           "a request body can carry");
             return -1;
@@ -347,7 +332,7 @@ static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer
     size_t got = 0;
     leaves(data, NULL, &got);
     if (!json_is_array(data) || got != n) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected number of elements in input '" V2_INPUT "' for "
                       "model '%s': the shape says %zu, data has %zu",
                       in->e->name, n, json_is_array(data) ? got : 0);
@@ -358,7 +343,7 @@ static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer
         return -1;
     const json_t **v = malloc(n * sizeof *v);
     if (!v) {
-        rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu elements", n);
         return -1;
     }
     got = 0;
@@ -369,7 +354,7 @@ static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer
         for (size_t i = 0; in->tokens && i < n && !rc; i++) {
             char why[128];
             if (rnnd_json_token(v[i], spec->vocab_size, &in->tokens[i], why, sizeof why)) {
-                rnnd_v2_error(r, 400,
+                rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                               "input '" V2_INPUT "' element %zu (sequence %zu, step "
                               "%zu): %s",
                               i, i / in->T, i % in->T, why);
@@ -384,7 +369,7 @@ static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer
             char path[64], err[256];
             snprintf(path, sizeof path, "input '" V2_INPUT "' element %zu", i);
             if (rnnd_json_float(v[i], &in->vectors[i], path, err, sizeof err)) {
-                rnnd_v2_error(r, 400, "%s", err);
+                rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "%s", err);
                 rc = -1;
             }
         }
@@ -395,7 +380,7 @@ static int parse_data(rnnd_req *r, const json_t *data, size_t n, struct v2_infer
     return rc;
 oom:
     free(v);
-    rnnd_v2_error(r, 503, "out of memory for %zu elements", n);
+    rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu elements", n);
     return -1;
 }
 
@@ -410,7 +395,7 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     if (!json_is_array(shape) ||
         !(rank == 1 || (rank == 2 && json_is_integer(d1) && json_integer_value(d1) == 1)) ||
         !json_is_integer(d0) || json_integer_value(d0) < 1) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected shape for input '" V2_INPUT "' for model '%s': BYTES "
                       "tensors are [batch] or [batch, 1], one text per sequence",
                       in->e->name);
@@ -420,7 +405,7 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     if (json_is_array(data))
         leaves(data, NULL, &got);
     if (got != B) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected number of elements in input '" V2_INPUT "' for "
                       "model '%s': the shape says %zu, data has %zu",
                       in->e->name, B, got);
@@ -433,14 +418,14 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     const json_t **v = malloc(B * sizeof *v);
     size_t total = 0;
     if (!v) {
-        rnnd_v2_error(r, 503, "out of memory");
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     got = 0;
     leaves(data, v, &got);
     for (size_t b = 0; b < B; b++) {
         if (!json_is_string(v[b])) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                           "input '" V2_INPUT "' element %zu: expected a string (BYTES), "
                           "got %s",
                           b, rnnd_json_type_desc(v[b]));
@@ -461,7 +446,7 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     in->tokens = malloc((total ? total : 1) * sizeof *in->tokens);
     if (!in->tokens) {
         free(v);
-        rnnd_v2_error(r, 503, "out of memory");
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     size_t at = 0;
@@ -471,7 +456,7 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
         int rc = rnnd_tokenizer_encode(in->e->tokenizer, json_string_value(v[b]), len,
                                        in->tokens + at, len < cap ? len : cap, &n, err, sizeof err);
         if (rc == RNND_ERR_LIMIT) {
-            rnnd_v2_error(r, 400,
+            rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
                           "input '" V2_INPUT "' element %zu: more than %zu steps, the "
                           "limit of %s",
                           b, cap, in->in_seq ? "max_steps_per_request" : "max_infer_steps");
@@ -479,12 +464,13 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
             return -1;
         }
         if (rc) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b, err);
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "' element %zu: %s", b,
+                          err);
             free(v);
             return -1;
         }
         if (!n || (b && n != in->T)) {
-            rnnd_v2_error(r, 400, "input '" V2_INPUT "' element %zu: %s", b,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "' element %zu: %s", b,
                           !n ? "the text gives no tokens; every sequence needs at least one step"
                              : "the texts give different numbers of tokens; send them in separate "
                                "requests (the output tensor is [batch, steps, dim])");
@@ -505,12 +491,14 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
 {
     const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
     if (!body) {
-        rnnd_v2_error(r, 400, "the request body is empty: expected {\"inputs\": [...]}");
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "the request body is empty: expected {\"inputs\": [...]}");
         return -1;
     }
     const json_t *id = json_object_get(body, "id");
     if (id && !json_is_string(id)) {
-        rnnd_v2_error(r, 400, "id: expected a string, got %s", rnnd_json_type_desc(id));
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "id: expected a string, got %s",
+                      rnnd_json_type_desc(id));
         return -1;
     }
     in->id = id ? json_string_value(id) : NULL;
@@ -518,7 +506,8 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
         return -1;
     const json_t *inputs = json_object_get(body, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1) {
-        rnnd_v2_error(r, 400, "expected 1 inputs but got %zu inputs for model '%s'",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "expected 1 inputs but got %zu inputs for model '%s'",
                       json_array_size(inputs), in->e->name);
         return -1;
     }
@@ -526,13 +515,13 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     const json_t *name = json_object_get(t, "name"), *dt = json_object_get(t, "datatype");
     if (!json_is_object(t) || !json_is_string(name) || !json_is_string(dt) ||
         !json_object_get(t, "shape")) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "inputs[0]: expected {\"name\", \"shape\", \"datatype\", "
                       "\"data\"}");
         return -1;
     }
     if (strcmp(json_string_value(name), V2_INPUT)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected inference input '%.64s' for model '%s' (its input "
                       "is '" V2_INPUT "')",
                       json_string_value(name), in->e->name);
@@ -540,7 +529,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     }
     const json_t *tp = json_object_get(t, "parameters");
     if (json_is_object(tp) && json_object_get(tp, "binary_data_size")) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_UNSUPPORTED,
                       "input '" V2_INPUT "': the binary data extension is not "
                       "supported; send the tensor as JSON \"data\"");
         return -1;
@@ -551,7 +540,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     int ok = text ||
         (tokens ? !strcmp(dtype, "INT32") || !strcmp(dtype, "INT64") : !strcmp(dtype, "FP32"));
     if (!ok) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "inference input '" V2_INPUT "' data-type is '%.16s', but "
                       "model '%s' expects %s",
                       dtype, in->e->name,
@@ -563,7 +552,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
     }
     const json_t *data = json_object_get(t, "data");
     if (!data) {
-        rnnd_v2_error(r, 400, "input '" V2_INPUT "': missing \"data\"");
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "': missing \"data\"");
         return -1;
     }
     size_t n;
@@ -572,14 +561,14 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
                 parse_data(r, data, n, in))
         return -1;
     if (in->in_seq && in->B != 1) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "a request of a sequence (sequence_id set) must have batch "
                       "size 1, got %zu",
                       in->B);
         return -1;
     }
     if (in->in_seq && in->T > (size_t)rnnd_req_app(r)->cfg->max_steps_per_request) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
                       "input '" V2_INPUT "': %zu steps, more than "
                       "max_steps_per_request (%lld)",
                       in->T, (long long)rnnd_req_app(r)->cfg->max_steps_per_request);
@@ -664,9 +653,9 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
     char err[512] = "";
     int rc = job->stopped ? 0 : rnnd_infer_req_status(job->req, err, sizeof err);
     if (job->stopped) {
-        rnnd_v2_error(t->r, 503, "the server is shutting down");
+        rnnd_v2_error(t->r, RNND_E_UNAVAILABLE, "the server is shutting down");
     } else if (rc) {
-        rnnd_v2_error(t->r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
+        rnnd_v2_error(t->r, rnnd_errcode_of(rc), "%s", err);
     } else {
         rnnd_buf b;
         rnnd_buf_init(&b);
@@ -678,10 +667,10 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
         }
         if (b.nonfinite) {
             rnnd_buf_free(&b);
-            rnnd_v2_error(t->r, 400, "the computation produced NaN or Inf");
+            rnnd_v2_error(t->r, RNND_E_NUMERIC_ERROR, "the computation produced NaN or Inf");
         } else if (rnnd_buf_failed(&b) || !b.len) {
             rnnd_buf_free(&b);
-            rnnd_v2_error(t->r, 503, "out of memory for the response");
+            rnnd_v2_error(t->r, RNND_E_OUT_OF_MEMORY, "out of memory for the response");
         } else {
             rnnd_reply(t->r, 200, &b);
         }
@@ -699,23 +688,23 @@ static void infer_stateless(rnnd_req *r, struct v2_task *t)
     /* the step limits first, in v2's words */
     if ((lim.max_steps && t->in.T > lim.max_steps) ||
         (lim.max_total_steps && rnnd_sat_mul(t->in.B, t->in.T) > lim.max_total_steps)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
                       "input '" V2_INPUT "': %zu sequences of %zu steps, more than "
                       "the limit of max_infer_steps (%zu)",
                       t->in.B, t->in.T, lim.max_steps);
         return;
     }
-    int rc = rnnd_infer_req_new(e->net, t->in.B, t->in.T, t->in.tokens, t->in.vectors, &lim,
-                                &t->job.req, err, sizeof err);
+    rnnd_infer_arrays arr = {t->in.B, t->in.T, t->in.tokens, t->in.vectors};
+    int rc = rnnd_infer_req_new(e->net, &arr, &lim, &t->job.req, err, sizeof err);
     if (rc) {
-        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(rc)), "%s", err);
+        rnnd_v2_error(r, rnnd_errcode_of(rc), "%s", err);
         return;
     }
     t->job.finish = task_finish;
     t->r = r;
     rnnd_req_defer(r);
     if (rnnd_batcher_infer(e->batcher, &t->job)) {
-        rnnd_v2_error(r, 503, "the server is shutting down");
+        rnnd_v2_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         rnnd_req_complete(r);
     }
 }
@@ -746,7 +735,7 @@ static void reply_unknown_sequence(rnnd_req *r, const struct v2_infer *in, int w
 {
     char k[RNND_V2_SEQ_STR_MAX + 24];
     rnnd_v2_seq_key_str(&in->key, k, sizeof k);
-    rnnd_v2_error(r, 400,
+    rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                   "inference request for sequence %s to model '%s' must specify the "
                   "START flag on the first request of the sequence%s",
                   k, in->e->name,
@@ -773,7 +762,8 @@ static void step_finish(rnnd_job *job)
     rnnd_app *app = rnnd_req_app(r);
     switch (j->outcome) {
     case RNND_STEP_STOPPED:
-        rnnd_v2_error(r, 503, "the server is shutting down; %zu of %zu steps were applied", j->done,
+        rnnd_v2_error(r, RNND_E_UNAVAILABLE,
+                      "the server is shutting down; %zu of %zu steps were applied", j->done,
                       j->n_steps);
         break;
     case RNND_STEP_OK:
@@ -786,13 +776,13 @@ static void step_finish(rnnd_job *job)
             rnnd_reply(r, 200, &b);
             break;
         }
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_NUMERIC_ERROR,
                       "step %ld: the output is NaN or infinite; the sequence advanced "
                       "to %" PRIu64 " steps",
                       j->first_nonfinite, j->steps);
         break;
     default: /* no if_steps is set, so never a conflict */
-        rnnd_v2_error(r, rnnd_errcode_v2(rnnd_errcode_of(j->status)), "%s", j->err);
+        rnnd_v2_error(r, rnnd_errcode_of(j->status), "%s", j->err);
         break;
     }
     if (q->in.seq_end)
@@ -823,14 +813,16 @@ static rnnd_session *sequence_session(rnnd_req *r, rnnd_v2_seq *map, const struc
     }
     int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
-        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "cannot start the sequence: %s", err);
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_INTERNAL,
+                      "cannot start the sequence: %s", err);
         return NULL;
     }
     rc = rnnd_v2_seq_put(map, &in->key, rnnd_session_id(s), old);
     if (rc) {
         rnnd_session_remove(app->sessions, rnnd_session_id(s));
         rnnd_session_unref(s);
-        rnnd_v2_error(r, 503, "cannot start the sequence: %s",
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_OUT_OF_MEMORY,
+                      "cannot start the sequence: %s",
                       rc == RNND_ERR_LIMIT ? "max_sessions sequences are open" : "out of memory");
         return NULL;
     }
@@ -848,7 +840,7 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
     const rnnd_entry *e = q->in.e;
     q->map = seq_map(app);
     if (!q->map) {
-        rnnd_v2_error(r, 503, "out of memory for the sequence map");
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for the sequence map");
         return;
     }
     /* the output rows and the reply's text, charged before they exist as the same request
@@ -859,7 +851,7 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
         return;
     q->out = malloc(q->in.T * O * sizeof *q->out);
     if (!q->out) {
-        rnnd_v2_error(r, 503, "out of memory for %zu steps", q->in.T);
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu steps", q->in.T);
         return;
     }
     q->s = sequence_session(r, q->map, &q->in);
@@ -872,7 +864,7 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
     if (se != e &&
         (a->input_kind != b->input_kind || a->input_dim != b->input_dim ||
          a->vocab_size != b->vocab_size || se->output_dim != e->output_dim)) {
-        rnnd_v2_error(r, 400,
+        rnnd_v2_error(r, RNND_E_CONFLICT,
                       "model '%s' was reloaded with other input or output sizes since "
                       "this sequence started: start it again",
                       e->name);
@@ -914,7 +906,7 @@ void rnnd_api_v2_infer(rnnd_req *r)
         struct v2_step *q = calloc(1, sizeof *q);
         if (!q) {
             v2_infer_clear(&in);
-            rnnd_v2_error(r, 503, "out of memory");
+            rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return;
         }
         q->in = in;
@@ -924,7 +916,7 @@ void rnnd_api_v2_infer(rnnd_req *r)
         struct v2_task *t = calloc(1, sizeof *t);
         if (!t) {
             v2_infer_clear(&in);
-            rnnd_v2_error(r, 503, "out of memory");
+            rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
             return;
         }
         t->in = in;

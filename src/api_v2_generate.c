@@ -53,7 +53,7 @@ static void end_object(rnnd_buf *b, const rnnd_gen_http *q, const rnnd_gen_resul
 static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_result *res)
 {
     if (res->finish == RNND_GEN_ERROR) {
-        rnnd_v2_error(r, rnnd_errcode_v2(res->code), "%s", res->message);
+        rnnd_v2_error(r, res->code, "%s", res->message);
         return;
     }
     rnnd_buf b;
@@ -80,9 +80,9 @@ static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_
 static void refuse(rnnd_req *r, int why, const char *err)
 {
     if (why < 0)
-        rnnd_v2_error(r, 503, "%s", err);
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "%s", err);
     else
-        rnnd_v2_error(r, 503, "the temporary session was evicted before it started");
+        rnnd_v2_error(r, RNND_E_UNAVAILABLE, "the temporary session was evicted before it started");
 }
 
 static const rnnd_gen_protocol v2_protocol = {token_event, reply_done, stream_done, refuse};
@@ -93,7 +93,7 @@ static int parse_sampling(rnnd_req *r, const json_t *body, rnnd_gen_http *q)
 {
     const json_t *params = json_object_get(body, "parameters");
     if (params && !json_is_object(params)) {
-        rnnd_v2_error(r, 400, "parameters: expected an object, got %s",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "parameters: expected an object, got %s",
                       rnnd_json_type_desc(params));
         return -1;
     }
@@ -104,7 +104,7 @@ static int parse_sampling(rnnd_req *r, const json_t *body, rnnd_gen_http *q)
         if (objs[i] &&
             rnnd_gen_params_parse(objs[i], q->app->cfg->max_generate_tokens, &q->p, err,
                                   sizeof err)) {
-            rnnd_v2_error(r, 400, "%s%s", i ? "parameters." : "", err);
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "%s%s", i ? "parameters." : "", err);
             return -1;
         }
     }
@@ -117,7 +117,7 @@ static int prompt_ids(rnnd_req *r, const json_t *body, const rnnd_entry *e, int3
 {
     const json_t *v = json_object_get(body, "text_input");
     if (!json_is_string(v)) {
-        rnnd_v2_error(r, 400, "text_input: expected a string, got %s",
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "text_input: expected a string, got %s",
                       v ? rnnd_json_type_desc(v) : "nothing");
         return -1;
     }
@@ -126,7 +126,7 @@ static int prompt_ids(rnnd_req *r, const json_t *body, const rnnd_entry *e, int3
     size_t cap = len < max ? len : max;
     *ids = malloc((cap ? cap : 1) * sizeof **ids);
     if (!*ids) {
-        rnnd_v2_error(r, 503, "out of memory");
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return -1;
     }
     char err[256];
@@ -134,9 +134,10 @@ static int prompt_ids(rnnd_req *r, const json_t *body, const rnnd_entry *e, int3
                                    sizeof err);
     if (rc || !*n) {
         if (rc == RNND_ERR_LIMIT)
-            rnnd_v2_error(r, 400, "text_input: more than max_steps_per_request (%zu) tokens", max);
+            rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
+                          "text_input: more than max_steps_per_request (%zu) tokens", max);
         else
-            rnnd_v2_error(r, 400, "text_input: %s",
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "text_input: %s",
                           rc ? err
                              : "empty; give at least one "
                                "character to continue from");
@@ -159,7 +160,7 @@ static int text_capable(rnnd_req *r, const rnnd_entry *e)
     else if (!e->tokenizer)
         why = "it has no tokenizer to read text_input";
     if (why)
-        rnnd_v2_error(r, 400, "model '%s' cannot generate: %s", e->name, why);
+        rnnd_v2_error(r, RNND_E_UNSUPPORTED, "model '%s' cannot generate: %s", e->name, why);
     return why ? -1 : 0;
 }
 
@@ -175,7 +176,8 @@ static void generate(rnnd_req *r, int stream)
         return;
     json_t *body = rnnd_req_body(r);
     if (!body) {
-        rnnd_v2_error(r, 400, "the request body is empty: expected {\"text_input\": TEXT}");
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "the request body is empty: expected {\"text_input\": TEXT}");
         return;
     }
     if (text_capable(r, e))
@@ -184,7 +186,7 @@ static void generate(rnnd_req *r, int stream)
     int32_t *ids = NULL;
     size_t n = 0;
     if (!q) {
-        rnnd_v2_error(r, 503, "out of memory");
+        rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
     if (parse_sampling(r, body, q) || prompt_ids(r, body, e, &ids, &n)) {
@@ -203,7 +205,7 @@ static void generate(rnnd_req *r, int stream)
     rnnd_session *s;
     int rc = rnnd_api_session_new(r, e, &s, err, sizeof err);
     if (rc) {
-        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? 503 : 500, "%s", err);
+        rnnd_v2_error(r, rc == RNND_ERR_LIMIT ? RNND_E_OVERLOADED : RNND_E_INTERNAL, "%s", err);
         free(ids);
         rnnd_gen_http_free(q);
         return;

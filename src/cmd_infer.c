@@ -45,7 +45,7 @@ static int report(enum rnnd_errcode code, const char *message)
 {
     rnnd_buf b;
     rnnd_buf_init(&b);
-    rnnd_error_json(&b, rnnd_errcode_name(code), message);
+    rnnd_errcode_json(&b, code, message);
     if (rnnd_buf_failed(&b))
         fprintf(stderr, "{\"error\":{\"code\":\"%s\",\"message\":\"out of memory\"}}\n",
                 rnnd_errcode_name(code));
@@ -148,7 +148,10 @@ static int run(const char *model_path, const char *input_path)
         report(RNND_E_OUT_OF_MEMORY, "out of memory");
         goto done;
     }
-    rnnd_infer_encode(net, req, name, &out);
+    if (rnnd_infer_encode(net, req, name, &out) != 0) {
+        report(RNND_E_INTERNAL, "the request was encoded before it ran");
+        goto done;
+    }
     rnnd_buf_append(&out, "\n", 1);
     if (rnnd_buf_failed(&out)) {
         report(out.nonfinite ? RNND_E_NUMERIC_ERROR : RNND_E_OUT_OF_MEMORY,

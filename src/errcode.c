@@ -24,6 +24,15 @@ unsigned rnnd_errcode_http(enum rnnd_errcode e) { return known(e) ? table[e].v1 
 
 unsigned rnnd_errcode_v2(enum rnnd_errcode e) { return known(e) ? table[e].v2 : 500; }
 
+void rnnd_errcode_json(rnnd_buf *out, enum rnnd_errcode code, const char *message)
+{
+    rnnd_buf_puts(out, "{\"error\":{\"code\":");
+    rnnd_buf_json_string(out, rnnd_errcode_name(code));
+    rnnd_buf_puts(out, ",\"message\":");
+    rnnd_buf_json_string(out, message ? message : "");
+    rnnd_buf_puts(out, "}}");
+}
+
 enum rnnd_errcode rnnd_errcode_of(int status)
 {
     switch (status) {

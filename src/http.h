@@ -15,10 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "app.h"
 #include "rnnd/buf.h"
 #include "rnnd/errcode.h"
 
+/* app.h's (a repeated typedef is C11): handlers that use its fields include app.h */
+typedef struct rnnd_app rnnd_app;
 typedef struct rnnd_http rnnd_http;
 typedef struct rnnd_req rnnd_req;
 
@@ -27,7 +28,9 @@ enum rnnd_method { RNND_GET = 1, RNND_HEAD = 2, RNND_POST = 4, RNND_PUT = 8, RNN
 typedef void (*rnnd_handler)(rnnd_req *r);
 
 /* What a route is, beside its handlers: who may call it, when, and how its body and errors
- * are shaped. Adding a route is one line of the table in routes.c. */
+ * are shaped. Adding a route is one line of RNND_ROUTE_LIST (route_list.h) plus its handler
+ * (an src/api_*.c file, declared in src/api.h); routes.c's table and the metrics' route count
+ * are expanded from that list. */
 enum rnnd_route_flags {
     RT_OPEN = 1 << 0,     /* answered without an API key (health probes) */
     RT_DRAIN = 1 << 1,    /* still answered while the server drains (liveness) */
@@ -83,8 +86,13 @@ struct rnnd_memhold *rnnd_req_mem(rnnd_req *r);
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);
 /* Reply STATUS with no body (204). */
 void rnnd_reply_empty(rnnd_req *r, unsigned status);
-/* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE. */
+/* Reply {"error":{"code":CODE,"message":...}} with the status docs/api.md gives CODE; on a /v2
+ * path the body is Triton's {"error": MESSAGE} (same status: refusals before a v2 handler). */
 void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* For the KServe v2 routes' handlers: Triton's {"error": MESSAGE} with the v2 status of
+ * CODE (errcode.h), and Retry-After where that status is 503. */
+void rnnd_v2_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Add a response header (copied). At most a few per request. */
 void rnnd_reply_header(rnnd_req *r, const char *name, const char *value);

@@ -471,10 +471,13 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
     return 0;
 }
 
-int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
-                       char *err, size_t errlen)
+int rnnd_infer_req_new(const rnnd_net *net, const rnnd_infer_arrays *in,
+                       const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                       size_t errlen)
 {
+    size_t n_seq = in->n_seq, steps = in->steps;
+    const int32_t *tokens = in->tokens;
+    const float *vectors = in->vectors;
     const rnnd_model_spec *spec = rnnd_model_get_spec(rnnd_net_model(net));
     int tok = spec->input_kind == RNND_INPUT_TOKENS;
     size_t dim = tok ? 1 : (size_t)spec->input_dim;
@@ -722,18 +725,16 @@ int rnnd_infer_run(const rnnd_net *net, rnnd_infer_req *req, char *err, size_t e
     return rnnd_infer_run_many(net, &req, 1, err, errlen);
 }
 
-void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
-                       rnnd_buf *out)
+int rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                      rnnd_buf *out)
 {
     size_t od = (size_t)rnnd_net_output_dim(net);
 
-    if (!req->ran) {
-        rnnd_error_json(out, "internal", "the request was encoded before it ran");
-        return;
-    }
+    if (!req->ran)
+        return RNND_ERR_INTERNAL;
     /* all at once: the buffer never doubles past what rnnd_infer_bytes() counted */
     if (rnnd_buf_reserve(out, response_bytes(net, req)))
-        return;
+        return 0; /* the failed buffer says so */
     rnnd_buf_puts(out, "{\"model\":");
     rnnd_buf_json_string(out, model_name ? model_name : "");
     rnnd_buf_puts(out, ",\"outputs\":[");
@@ -765,15 +766,7 @@ void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const cha
         rnnd_buf_append(out, "]", 1);
     }
     rnnd_buf_append(out, "}", 1);
-}
-
-void rnnd_error_json(rnnd_buf *out, const char *code, const char *message)
-{
-    rnnd_buf_puts(out, "{\"error\":{\"code\":");
-    rnnd_buf_json_string(out, code);
-    rnnd_buf_puts(out, ",\"message\":");
-    rnnd_buf_json_string(out, message ? message : "");
-    rnnd_buf_puts(out, "}}");
+    return 0;
 }
 
 const char *rnnd_json_error_text(const char *text)

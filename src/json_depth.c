@@ -4,7 +4,7 @@
 
 #include "rnnd/status.h"
 
-int rnnd_json_depth_ok(const char *text, size_t len, long max)
+int rnnd_json_depth_check(const char *text, size_t len, long max)
 {
     long depth = 0;
     int in_str = 0;

@@ -426,7 +426,7 @@ static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
                    "of 4",
                    (unsigned long long)(8 + hlen));
     const char *text = (const char *)m->base + 8;
-    if (rnnd_json_depth_ok(text, hlen, RNND_MAX_JSON_DEPTH) != 0)
+    if (rnnd_json_depth_check(text, hlen, RNND_MAX_JSON_DEPTH) != 0)
         return BAD(&c, "header", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
 
     json_error_t jerr;

@@ -869,7 +869,7 @@ int rnnd_arch_parse(const char *text, size_t len, rnnd_model_spec *spec, const c
                     char *err, size_t errlen)
 {
     actx c = {label, err, errlen};
-    if (rnnd_json_depth_ok(text, len, RNND_MAX_JSON_DEPTH) != 0)
+    if (rnnd_json_depth_check(text, len, RNND_MAX_JSON_DEPTH) != 0)
         return BAD(&c, "architecture", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
     json_error_t jerr;
     json_t *a = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);

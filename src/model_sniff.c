@@ -573,7 +573,7 @@ static int is_safetensors(const unsigned char *p, size_t len, char *fmt, size_t 
     const char *text = (const char *)p + 8;
     if (hlen > SNIFF_JSON)
         return safetensors_prefix(text, SNIFF_JSON, fmt, fmtlen);
-    if (rnnd_json_depth_ok(text, (size_t)hlen, RNND_MAX_JSON_DEPTH))
+    if (rnnd_json_depth_check(text, (size_t)hlen, RNND_MAX_JSON_DEPTH) != 0)
         return 0;
     json_t *h = json_loadb(text, (size_t)hlen, 0, NULL);
     int tensors = 0, rnnd = 0;

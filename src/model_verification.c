@@ -68,7 +68,7 @@ int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out
                             char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (rnnd_json_depth_ok(text, len, RNND_MAX_JSON_DEPTH) != 0)
+    if (rnnd_json_depth_check(text, len, RNND_MAX_JSON_DEPTH) != 0)
         return BAD("", "JSON nested deeper than %d levels", RNND_MAX_JSON_DEPTH);
     json_error_t jerr;
     json_t *o = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);

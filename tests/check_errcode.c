@@ -6,10 +6,12 @@
  * v2_statuses: the KServe v2 routes answer as Triton does: 503 (retry later) for unavailable,
  * overloaded, out_of_memory and no_models, 500 for internal and model_error, 400 otherwise.
  * names_unique: no two codes share a name (the X-macro list is the only place they are
- * written). */
+ * written).
+ * error_json: the v1 error body is {"error":{"code","message"}} with the message escaped. */
 #include "config.h"
 
 #include <check.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "rnnd/errcode.h"
@@ -86,6 +88,26 @@ START_TEST(names_unique)
 }
 END_TEST
 
+START_TEST(error_json)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_errcode_json(&b, RNND_E_INVALID_REQUEST, "inputs[0]: \"x\" is\nwrong");
+    ck_assert(!rnnd_buf_failed(&b));
+    json_error_t jerr;
+    json_t *j = json_loadb(b.data, b.len, 0, &jerr);
+    ck_assert_msg(j != NULL, "%s: %s", b.data, jerr.text);
+    json_t *e = json_object_get(j, "error");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "code")), "invalid_request");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "message")),
+                     "inputs[0]: \"x\" is\nwrong");
+    ck_assert_uint_eq(json_object_size(j), 1);
+    ck_assert_uint_eq(json_object_size(e), 2);
+    json_decref(j);
+    rnnd_buf_free(&b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("errcode");
@@ -93,6 +115,7 @@ int main(void)
     tcase_add_test(tc, error_codes);
     tcase_add_test(tc, v2_statuses);
     tcase_add_test(tc, names_unique);
+    tcase_add_test(tc, error_json);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -271,8 +271,9 @@ def stop_ok(d, what="exit status"):
 
 
 class Case(unittest.TestCase):
-    """A test's checks, as the Checker's: each is a subTest, so a failed one is reported and
-    the test goes on to make the rest; all are counted (the count is printed at exit)."""
+    """A test's checks (check, eq, fail_check, error): each is a subTest, so a failed one is
+    reported and the test goes on to make the rest; all are counted (the count is printed at
+    exit)."""
 
     maxDiff = None
 
@@ -286,6 +287,10 @@ class Case(unittest.TestCase):
 
     def eq(self, got, want, what):
         return self.check(got == want, "%s: got %r, want %r" % (what, got, want))
+
+    def fail_check(self, what):
+        """A check that failed: WHAT, as a failed subTest."""
+        return self.check(False, what)
 
     def error(self, resp, status, code, what):
         """RESP (status, headers, body) is STATUS with {"error":{"code":CODE,...}}."""
@@ -320,33 +325,11 @@ class _Running:
         return self.test.check(cond, what) if self.test else require(cond, what)
 
     eq = Case.eq
+    fail_check = Case.fail_check
     error = Case.error
 
 
 RUNNING = _Running()
-
-
-class Checker:
-    """Counts checks and failures; exit() ends the script with the right status. Only
-    tests/test_store_settings.py, still a script, uses it; the tests are Case's."""
-
-    def __init__(self):
-        self.n = 0
-        self.failures = []
-
-    def check(self, cond, what):
-        self.n += 1
-        if not cond:
-            self.failures.append(what)
-            print("FAIL " + what, flush=True)
-        return cond
-
-    eq = Case.eq
-    error = Case.error
-
-    def exit(self):
-        print("%d checks, %d failures" % (self.n, len(self.failures)))
-        sys.exit(1 if self.failures else 0)
 
 
 def close(a, b, atol, rtol):

@@ -9,7 +9,7 @@
 - Snapshots keep the owners across a restart.
 - Bad key files stop the start with a message naming the file and line.
 - The access log names the key by its name, never the key.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import subprocess

@@ -4,7 +4,7 @@ state_dir. Every session must come back at a step count its client saw acknowled
 of its history, never a state no client saw) no older than the documented bound (the
 snapshot interval plus the time a snapshot takes), and its state must equal a replay of
 exactly that prefix of its inputs in a fresh session, bit for bit.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import json
 import os

@@ -21,7 +21,7 @@
   and its list of the tests and fuzzers that link the core alone is the set Makefile.am links
   with CORE_LIBS / CORE_TEST_LIBS.
 
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import inspect
 import os

@@ -11,7 +11,7 @@ descriptors, and the daemon then logged 25,643 warnings in 3 s):
 - with a soft limit under what max_connections needs and a hard limit over it, the daemon
   raises its soft limit and keeps max_connections, without a warning;
 - with a limit too low for any connection, it refuses to start, naming RLIMIT_NOFILE.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import http.client
 import os

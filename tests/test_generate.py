@@ -20,7 +20,7 @@ What it checks (issue 4's acceptance in brackets):
   stepping the prompt and the completion), per-session defaults, fork keeps them, the
   temporary session of models/{m}/generate is removed;
 - errors: 400/404/409/413 with clear messages, an error event after the 200.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import json
 import math

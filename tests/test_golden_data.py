@@ -9,7 +9,8 @@
 3. A case edited by hand (one expected number nudged by 1e-4) fails the check: the check can
    fail.
 
-Env: PYTHON3, RNND_SRCDIR, RNND_TEST_TMP. 1-3 are tests (GoldenData.test_*), runnable alone.
+Env: PYTHON3, RNND_SRCDIR, RNND_TEST_TMP. 1-3 are tests (GoldenData.test_*), runnable alone;
+2 has a subTest per case.
 """
 import json
 import os
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import unittest
 
-from daemon_util import RUNNING, Case
+from daemon_util import close
 
 SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))
@@ -27,12 +28,6 @@ GEN = os.path.join(GOLDEN, "generate.py")
 PY = os.environ.get("PYTHON3", sys.executable)
 TMP = os.path.join(os.environ.get("RNND_TEST_TMP", "/tmp"), "golden_data")
 TOL = 2e-6
-
-def check(cond, what):
-    """A check of the running test (daemon_util.RUNNING), printed whether it holds or not."""
-    print("%s: %s" % ("ok" if cond else "FAIL", what))
-    return RUNNING.check(cond, what)
-
 
 def run(*args):
     p = subprocess.run([PY, GEN] + list(args), capture_output=True, text=True)
@@ -44,44 +39,43 @@ def cases(root):
                   if os.path.isfile(os.path.join(root, d, "case.json")))
 
 
-def close(a, b):
-    """Equal structure; numbers within TOL relative (1 + |b|)."""
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) or isinstance(b, float):
-        return abs(a - b) <= TOL * (1.0 + abs(b))
-    return a == b
+def same(a, b):
+    """Equal, or numbers (nested lists of them) within TOL * (1 + |b|)."""
+    return a == b or close(a, b, TOL, TOL)
 
 
-class GoldenData(Case):
+class GoldenData(unittest.TestCase):
     """The committed cases, their regeneration, and a check that can fail."""
 
     def test_check_committed(self):
         rc, out = run("--check", GOLDEN)
         print(out, end="")
-        check(rc == 0, "generate.py --check tests/golden passes")
-        check(len(cases(GOLDEN)) == 12, "12 cases in tests/golden (%d)" % len(cases(GOLDEN)))
+        self.assertEqual(rc, 0, "generate.py --check tests/golden")
+        self.assertEqual(len(cases(GOLDEN)), 12, "cases in tests/golden")
+        print("%d cases checked" % len(cases(GOLDEN)))
 
     def test_regenerate(self):
         out_dir = os.path.join(TMP, "regen")
         shutil.rmtree(out_dir, ignore_errors=True)
         os.makedirs(out_dir)
         rc, out = run("--out", out_dir)
-        check(rc == 0, "generate.py --out runs (%s)" % out.strip()[-300:])
-        check(cases(out_dir) == cases(GOLDEN), "the same case names")
+        self.assertEqual(rc, 0, "generate.py --out runs (%s)" % out.strip()[-300:])
+        self.assertEqual(cases(out_dir), cases(GOLDEN), "the same case names")
         for name in cases(GOLDEN):
-            with open(os.path.join(GOLDEN, name, "model.onnx"), "rb") as f:
-                want = f.read()
-            with open(os.path.join(out_dir, name, "model.onnx"), "rb") as f:
-                got = f.read()
-            check(got == want, "%s: model.onnx regenerates byte for byte" % name)
-            with open(os.path.join(GOLDEN, name, "case.json")) as f:
-                want = json.load(f)
-            with open(os.path.join(out_dir, name, "case.json")) as f:
-                got = json.load(f)
-            check(sorted(got) == sorted(want), "%s: case.json has the same fields" % name)
-            for k in want:
-                check(close(got.get(k), want[k]), "%s: case.json field %s regenerates" % (name, k))
+            with self.subTest(case=name):
+                with open(os.path.join(GOLDEN, name, "model.onnx"), "rb") as f:
+                    want = f.read()
+                with open(os.path.join(out_dir, name, "model.onnx"), "rb") as f:
+                    got = f.read()
+                self.assertTrue(got == want, "%s: model.onnx regenerates byte for byte" % name)
+                with open(os.path.join(GOLDEN, name, "case.json")) as f:
+                    want = json.load(f)
+                with open(os.path.join(out_dir, name, "case.json")) as f:
+                    got = json.load(f)
+                self.assertEqual(sorted(got), sorted(want), "%s: case.json fields" % name)
+                differ = [k for k in want if not same(got.get(k), want[k])]
+                self.assertEqual(differ, [], "%s: case.json fields that do not regenerate" % name)
+        print("%d cases regenerated" % len(cases(GOLDEN)))
 
     def test_check_can_fail(self):
         bad = os.path.join(TMP, "edited")
@@ -94,8 +88,9 @@ class GoldenData(Case):
         with open(path, "w") as f:
             json.dump(case, f)
         rc, out = run("--check", bad)
-        check(rc != 0 and "lstm_vectors" in out and "FAIL" in out,
-              "a nudged expected number fails the check")
+        self.assertNotEqual(rc, 0, "a nudged expected number fails the check")
+        self.assertIn("lstm_vectors", out)
+        self.assertIn("FAIL", out)
 
 
 if __name__ == "__main__":

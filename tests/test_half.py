@@ -54,10 +54,6 @@ TOL_DG = {"bf16": 1.5e-2, "f16": 6e-4}
 MATRICES = ("W", "R", "proj", "V", "D")
 DG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "golden_dglstm")
 
-def fail(msg):
-    C.check(False, msg)
-
-
 def run(cmd, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
 
@@ -105,25 +101,25 @@ def check_file(name, path, f32_path, wtype):
     h32, size32 = header(f32_path)
     arch = json.loads(h["__metadata__"]["architecture"])
     if arch.get("weights") != wtype:
-        fail("%s %s: architecture weights %r" % (name, wtype, arch.get("weights")))
+        C.fail_check("%s %s: architecture weights %r" % (name, wtype, arch.get("weights")))
     saved = 0
     for t, e in h.items():
         if t == "__metadata__":
             continue
         want = {"bf16": "BF16", "f16": "F16"}[wtype] if is_matrix(t) else "F32"
         if e["dtype"] != want:
-            fail("%s %s: %s stored as %s, want %s" % (name, wtype, t, e["dtype"], want))
+            C.fail_check("%s %s: %s stored as %s, want %s" % (name, wtype, t, e["dtype"], want))
         if e["shape"] != h32[t]["shape"]:
-            fail("%s %s: %s shape %s" % (name, wtype, t, e["shape"]))
+            C.fail_check("%s %s: %s shape %s" % (name, wtype, t, e["shape"]))
         if is_matrix(t):
             saved += 2 * int(np.prod(e["shape"]))
     # the headers differ a little (dtype strings, padding): allow 64 bytes either way
     if not abs((size32 - size) - saved) <= 64 or saved == 0:
-        fail("%s %s: file %d bytes, f32 %d: expected about %d bytes less" % (
+        C.fail_check("%s %s: file %d bytes, f32 %d: expected about %d bytes less" % (
             name, wtype, size, size32, saved))
     p = run([RNND_BIN, "inspect", "--json", path])
     if p.returncode != 0 or json.loads(p.stdout).get("weights") != wtype:
-        fail("%s %s: rnnd inspect: %s" % (name, wtype, p.stdout or p.stderr))
+        C.fail_check("%s %s: rnnd inspect: %s" % (name, wtype, p.stdout or p.stderr))
 
 
 def rel_err(got, exp):
@@ -171,13 +167,13 @@ def check_case(name, case_dir, paths, worst, tol=TOL):
     f32 = os.path.join(TMP, name + ".f32.rnnd")
     p = convert(onnx, f32, "f32")
     if p.returncode != 0:
-        fail("%s: f32 conversion: %s" % (name, p.stderr.strip()))
+        C.fail_check("%s: f32 conversion: %s" % (name, p.stderr.strip()))
         return
     for wtype in ("bf16", "f16"):
         path = os.path.join(TMP, "%s.%s.rnnd" % (name, wtype))
         p = convert(onnx, path, wtype)
         if p.returncode != 0:
-            fail("%s %s: conversion: %s" % (name, wtype, p.stderr.strip()))
+            C.fail_check("%s %s: conversion: %s" % (name, wtype, p.stderr.strip()))
             continue
         check_file(name, path, f32, wtype)
         ref, _ = reference.run(path, [np.asarray(s) if case["input"]["kind"] == "vectors"
@@ -186,7 +182,7 @@ def check_case(name, case_dir, paths, worst, tol=TOL):
         for isa in paths:
             got, err = infer(path, seqs, isa)
             if got is None:
-                fail("%s %s [%s]: rnnd infer: %s" % (name, wtype, isa, err))
+                C.fail_check("%s %s [%s]: rnnd infer: %s" % (name, wtype, isa, err))
                 continue
             outs[isa] = got
             # computed right: the float64 reference of the same half weights
@@ -194,24 +190,24 @@ def check_case(name, case_dir, paths, worst, tol=TOL):
                 g = np.asarray(g)
                 if g.shape != r.shape or not np.all(
                         np.abs(g - r) <= case["atol"] + case["rtol"] * np.abs(r)):
-                    fail("%s %s [%s]: sequence %d differs from the reference of the half "
+                    C.fail_check("%s %s [%s]: sequence %d differs from the reference of the half "
                          "model (max %.3g)" % (name, wtype, isa, b, float(np.max(np.abs(
                              g - r))) if g.shape == r.shape else float("inf")))
             # accurate: against the fp32 golden outputs
             e = max(rel_err(g, x) for g, x in zip(got, case["expected"]))
             worst[wtype][name] = max(worst[wtype].get(name, 0.0), e)
             if not e <= tol[wtype]:
-                fail("%s %s [%s]: error %.3g against the fp32 golden outputs > %.3g" % (
+                C.fail_check("%s %s [%s]: error %.3g against the fp32 golden outputs > %.3g" % (
                     name, wtype, isa, e, tol[wtype]))
         if "avx2" in outs and "avx512" in outs and outs["avx2"] != outs["avx512"]:
-            fail("%s %s: avx2 and avx512 differ" % (name, wtype))
+            C.fail_check("%s %s: avx2 and avx512 differ" % (name, wtype))
         # the same weights stored F32, rounded at load: the same bits
         alt = os.path.join(TMP, "%s.%s.asf32.rnnd" % (name, wtype))
         as_float32_file(path, alt)
         isa = paths[-1]
         got, err = infer(alt, seqs, isa)
         if got is None or got != outs.get(isa):
-            fail("%s %s: F32-stored file with weights=%s: %s" % (
+            C.fail_check("%s %s: F32-stored file with weights=%s: %s" % (
                 name, wtype, wtype, err or "outputs differ from the half file"))
         print("case %-28s %-4s max |err|/(1+|exp|) vs fp32 golden %.3g; reference and "
               "F32-stored copy match on %s" % (name, wtype, worst[wtype][name],
@@ -230,18 +226,18 @@ def check_refusals():
     out = os.path.join(TMP, "big.rnnd")
     p = convert(os.path.join(TMP, "big.json"), out, "f16")
     if p.returncode != 1 or "layers.0.0.W: value 70000 out of float16 range" not in p.stderr:
-        fail("f16 overflow: converter exit %d: %s" % (p.returncode, p.stderr.strip()))
+        C.fail_check("f16 overflow: converter exit %d: %s" % (p.returncode, p.stderr.strip()))
     else:
         print("converter refuses f16 overflow: " + p.stderr.strip())
     p = convert(os.path.join(TMP, "big.json"), out, "bf16")     # in bfloat16's range
     if p.returncode != 0:
-        fail("bf16 of 70000: %s" % p.stderr.strip())
+        C.fail_check("bf16 of 70000: %s" % p.stderr.strip())
     else:
         got, err = infer(out, [[[1.0, 1.0]]], "auto")
         # W rounds to [[1, 2], [3, 70144]]: h = tanh(W x + R h0) with zero biases
         want = np.tanh(np.array([3.0, 70147.0]))
         if got is None or not np.allclose(got[0][0], want, rtol=1e-6):
-            fail("bf16 native model: %s" % (err or got))
+            C.fail_check("bf16 native model: %s" % (err or got))
     # an unknown weight type in the architecture
     src = ensure_converted("lstm_vectors", "f32")
     if src and os.path.exists(src):
@@ -259,11 +255,11 @@ def check_refusals():
             f.write(struct.pack("<Q", len(text)) + text + data[8 + n:])
         p = run([RNND_BIN, "inspect", path])
         if p.returncode != 1 or "architecture.weights: unknown value \"fp8\"" not in p.stderr:
-            fail("unknown weights: inspect exit %d: %s" % (p.returncode, p.stderr.strip()))
+            C.fail_check("unknown weights: inspect exit %d: %s" % (p.returncode, p.stderr.strip()))
         else:
             print("rnnd refuses an unknown weight type: " + p.stderr.strip())
     else:
-        fail("no lstm_vectors golden case to edit")
+        C.fail_check("no lstm_vectors golden case to edit")
 
 
 def check_mlp_head(paths):
@@ -291,20 +287,21 @@ def check_mlp_head(paths):
         out = os.path.join(TMP, "mlp.%s.rnnd" % wtype)
         p = convert(os.path.join(TMP, "mlp.json"), out, wtype)
         if p.returncode != 0:
-            fail("mlp %s: %s" % (wtype, p.stderr.strip()))
+            C.fail_check("mlp %s: %s" % (wtype, p.stderr.strip()))
             continue
         h, _ = header(out)
         half = {"bf16": "BF16", "f16": "F16"}[wtype]
         got = {k: e["dtype"] for k, e in h.items() if k.startswith("head.")}
         want = {k: half if k in ("head.1.weight", "head.3.weight") else "F32" for k in got}
         if got != want or len(got) != 6:
-            fail("mlp %s: head dtypes %s, want %s" % (wtype, got, want))
+            C.fail_check("mlp %s: head dtypes %s, want %s" % (wtype, got, want))
         exp = reference.run(reference.load(out), [np.asarray(s) for s in seqs])[0]
         for isa in paths:
             outs, err = infer(out, seqs, isa)
             if outs is None or max(rel_err(g, e) for g, e in zip(outs, exp)) > 1e-5:
-                fail("mlp %s [%s]: rnnd infer vs the reference of the rounded values: %s" % (
-                    wtype, isa, err or max(rel_err(g, e) for g, e in zip(outs, exp))))
+                C.fail_check("mlp %s [%s]: rnnd infer vs the reference of the rounded values: "
+                             "%s" % (wtype, isa,
+                                     err or max(rel_err(g, e) for g, e in zip(outs, exp))))
     print("mlp head: linear weights half-size, layernorm and biases F32, outputs match the "
           "reference on %s" % ", ".join(paths))
 
@@ -320,14 +317,15 @@ def check_served(cases):
     with Daemon(models) as d:
         listed = {m["name"]: m["weights"] for m in d.request("GET", "/v1/models")[2]["models"]}
         if listed != {"f32": "f32", "bf16": "bf16", "f16": "f16"}:
-            fail("served: /v1/models weights %r" % listed)
+            C.fail_check("served: /v1/models weights %r" % listed)
         for w in ("bf16", "f16"):
             want, err = infer(models[w], [seq], "avx2")
             sid = d.request("POST", "/v1/sessions", {"model": w})[2]["id"]
             got = [d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": [x]})[2]
                    ["outputs"][0] for x in seq]
             if want is None or got != want[0]:
-                fail("served %s %s: session steps differ from rnnd infer (%s)" % (name, w, err))
+                C.fail_check("served %s %s: session steps differ from rnnd infer (%s)"
+                             % (name, w, err))
         d.stop()
     print("served: %s in f32/bf16/f16, weights reported, session steps == rnnd infer" % name)
 
@@ -387,11 +385,11 @@ class Half(Case):
 
     def test_case_lists(self):
         if not GOLDEN:
-            fail("no golden cases in %s" % GOLDEN_DIR)
+            C.fail_check("no golden cases in %s" % GOLDEN_DIR)
         if len(CLOCKS) < 3:
-            fail("clockwork cases in %s: %s" % (CLOCK_DIR, CLOCKS))
+            C.fail_check("clockwork cases in %s: %s" % (CLOCK_DIR, CLOCKS))
         if not DGS:
-            fail("no depth-gated lstm cases in %s" % DG_DIR)
+            C.fail_check("no depth-gated lstm cases in %s" % DG_DIR)
 
     def test_refusals(self):
         check_refusals()

@@ -4,8 +4,8 @@ with 429 and with LRU eviction), and graceful shutdown on SIGTERM (503 while dra
 in-flight requests finish, exit 0 in time).
 
 Models are golden cases converted with rnnd_convert; expected values come from the cases
-(PyTorch / the ONNX reference), never from rnnd itself. Prints what it checked; exits 1 on any
-failure.
+(PyTorch / the ONNX reference), never from rnnd itself.
+Each check is a unittest case; a failing case fails the run.
 """
 import json
 import re

@@ -4,7 +4,7 @@ serving (checked after every case, and by a valid session at the end whose outpu
 unchanged by all that came before). Run under --enable-sanitizers this also shows the daemon
 handles them without memory errors or leaks (it must exit 0 on SIGTERM).
 
-Prints one line per case; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import json
 import socket

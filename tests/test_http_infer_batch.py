@@ -4,7 +4,7 @@ response must be byte for byte the response the same request gets when sent alon
 /metrics must show at least one infer call that ran more than one request.
 
 One compute worker, so requests that arrive while it computes wait and are taken together.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import json
 import random

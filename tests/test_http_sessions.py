@@ -8,8 +8,8 @@
    bitwise equal to the same sessions replayed one at a time afterwards, and the batch-size
    histogram of GET /metrics shows batches of more than one session.
 
-Expected values come from the golden cases or from replays, never from constants. Prints what
-it checked; exits 1 on any failure.
+Expected values come from the golden cases or from replays, never from constants. Each check
+is a unittest case; a failing case fails the run.
 """
 import random
 import threading

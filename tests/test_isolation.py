@@ -16,7 +16,7 @@
   with the id replaced by `{id}`), nor anything shaped like an id (32 hex digits) in a path
   or a model name, wherever it stands (`/v1/Sessions/ID`, `/ID`, `GET /v1/models/ID`), nor
   16 digits of an id in a row.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import time

@@ -8,7 +8,7 @@
   while the admitted ones finish normally;
 - max_sessions_per_key: a key at its limit gets 429, another key still creates sessions, and
   closing a session makes room again.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import socket

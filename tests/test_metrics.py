@@ -10,7 +10,7 @@
   worker busy time; the gauges of models, build and queue depth are there.
 - The access log has one line per request with the route pattern and never a session id;
   access_log = off silences it.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import math
 import os

@@ -8,7 +8,7 @@ are the operator's own choice and are not restricted.
 An empty models folder (issue 12): the daemon starts, logs a warning naming the folder and the
 pattern it looked for, and /readyz answers 503 no_models until a reload finds a model; a
 reload that empties the folder again warns again and makes /readyz 503 again.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import shutil

@@ -25,7 +25,7 @@
 - A save that fails (a folder swapped in at sessions.snap) leaves no older snapshot that is
   accepted: the serial is raised before the rename; a folder at sessions.snap.tmp does not
   make saves fail (the temporary name is random).
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import hashlib
 import hmac

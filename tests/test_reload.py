@@ -9,7 +9,7 @@ steps to open sessions, and session creations. The test then, each time with SIG
 - adds a model file: it appears; removes one: it disappears from /v1/models and new sessions
   of it get 404, while its open sessions keep working until they end;
 and no request of the client threads fails at any point.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import random

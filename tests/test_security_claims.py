@@ -19,7 +19,7 @@
   authenticates as `Bearer KEY` (docs/security.md's front door, issue 13.4).
 - check_model_regular_file: `model = NAME=FILE` refuses a folder, a device and a FIFO with
   `FILE: file: not a regular file`, without waiting on the FIFO.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import shutil

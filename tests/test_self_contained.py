@@ -20,8 +20,6 @@ import posixpath
 import re
 import unittest
 
-from daemon_util import RUNNING as C
-from daemon_util import Case
 
 SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.path.abspath(
     __file__)))
@@ -42,15 +40,6 @@ ALLOWED = {
 }
 TOKEN = re.compile(r"(?<![\w.])((?:[\w${}()\"'-]*/)*\.\.(?!\.)(?:/[\w.${}-]*)*)")
 BUILT = (".log", ".trs", ".o", ".a", ".Po", ".pyc", "Makefile", "Makefile.in")
-
-findings = []
-
-
-def fail(msg):
-    """A finding: a failed check of the running test."""
-    findings.append(msg)
-    C.check(False, msg)
-
 
 def text_files():
     for tree in TREES:
@@ -96,53 +85,59 @@ def escapes(token, depth):
 
 
 def scan(path):
+    """The findings in the file at PATH (a list of messages)."""
+    found = []
     rel = os.path.relpath(path, SRCDIR)
     if rel == os.path.join("tests", "test_self_contained.py"):
-        return
+        return found
     text = read_text(path)
     if text is None:
-        return
+        return found
     depth = rel.count(os.sep)
     for n, line in enumerate(text.splitlines(), 1):
         where = "%s:%d" % (rel, n)
         for bad in FORBIDDEN:
             if bad in line:
-                fail("%s mentions %r: %s" % (where, bad, line.strip()[:120]))
+                found.append("%s mentions %r: %s" % (where, bad, line.strip()[:120]))
         for m in TOKEN.finditer(line):
             if escapes(m.group(1), depth) and not any(
                     rel == f and t in line for f, t in ALLOWED):
-                fail("%s: %r climbs above the checkout: %s"
-                                % (where, m.group(1), line.strip()[:120]))
+                found.append("%s: %r climbs above the checkout: %s"
+                             % (where, m.group(1), line.strip()[:120]))
         if "__file__" in line:
             ups = line.count("dirname(") - 1
             if ups > depth:
-                fail("%s: dirname of __file__ climbs %d levels from a file %d deep"
-                                % (where, ups, depth))
+                found.append("%s: dirname of __file__ climbs %d levels from a file %d deep"
+                             % (where, ups, depth))
+    return found
 
 
 def self_test():
-    """The rules catch what they are for (so that this test can fail)."""
+    """Whether each rule catches what it is for (so that this test can fail): a list of
+    booleans."""
     ok = [escapes("../../x", 1) == 1, escapes("../x", 1) == 0,
           escapes('$(dirname "$0")/../..', 2) == 0, escapes("a/b/../../../x", 1) == 0,
           escapes("../../../shared/golden", 2) == 1, escapes("/v1/sessions/../models", 0) == 0,
           TOKEN.search("from_module(m, ...)") is None]
     m = TOKEN.search('GOLDEN = os.path.join(SRCDIR, "../../data")')
     ok.append(m is not None and escapes(m.group(1), 1) == 1)
-    if not all(ok):
-        fail("self-test of the path rules failed: %s" % ok)
+    return ok
 
 
-class SelfContained(Case):
+class SelfContained(unittest.TestCase):
     def test_rules(self):
-        self_test()
+        ok = self_test()
+        self.assertTrue(all(ok), "self-test of the path rules failed: %s" % ok)
 
     def test_tree(self):
-        n = 0
+        n, findings = 0, []
         for path in text_files():
             if os.path.isfile(path):
-                scan(path)
+                findings += scan(path)
                 n += 1
         print("%d files read, %d finding(s)" % (n, len(findings)))
+        self.assertGreater(n, 0, "no files read")
+        self.assertEqual(findings, [], "files that reach outside the checkout")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ folder plus 200 sessions of charlm (long listings widen the window); each round 
 session on every vec, replaces every vec file, reloads (SIGHUP), and deletes the sessions (so
 each round retires 8 versions) while lister threads hammer both GETs. Every answer must be JSON whose "model" is a served name with an integer version,
 and the daemon must stay up (tests/Makefile.am runs this under ASan in the sanitizer build).
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import os
 import shutil

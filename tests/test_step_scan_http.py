@@ -7,8 +7,8 @@ jansson path. Each pair goes to two sessions forked from one state, and the two 
 be byte for byte the same: same status, same outputs text, same error message. Bodies use
 many number spellings (repr, %.17g, exponents, integers, -0, many digits, whitespace), and
 errors the handler finds only once it knows the model (wrong width, token id out of range,
-too many steps, if_steps conflict) must read the same on both paths. Prints what it checked;
-exits 1 on any failure.
+too many steps, if_steps conflict) must read the same on both paths. Each check is a unittest
+case; a failing case fails the run.
 """
 import random
 import unittest

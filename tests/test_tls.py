@@ -11,7 +11,7 @@
 - CORS: no headers without cors_origins; with it, an allowed origin gets Allow-Origin on
   replies and a preflight (OPTIONS, no credentials, even with API keys on) gets the methods
   and headers; another origin gets none.
-Prints what it checked; exits 1 on any failure.
+Each check is a unittest case; a failing case fails the run.
 """
 import http.client
 import json

@@ -27,7 +27,7 @@ What it checks:
   generate_stream (SSE) give the greedy text that stepping the model and taking the argmax
   gives, the same text as v1 generate with the same seed, and errors in Triton's form.
 References come from the golden cases, from v1 (a separate code path) or from stepping the
-model here; never from constants. Prints what it checked; exits 1 on any failure.
+model here; never from constants. Each check is a unittest case; a failing case fails the run.
 """
 import json
 import os

@@ -1,12 +1,17 @@
 /* The stable API error codes (docs/api.md "Errors"), from one list: each code's name in
- * {"error":{"code":...}}, the HTTP status the v1 API answers it with, and the status of the
- * KServe v2 routes, which answer as Triton does (400 for a bad request or an unknown model,
- * 503 for "retry later", 500 for the server's own fault). A code is an enum constant, so a
- * typo fails to compile instead of becoming a 500. */
+ * {"error":{"code":...}}, and two HTTP statuses. The first is the one every reply of
+ * rnnd_reply_error() carries: all v1 errors, and the HTTP layer's refusals on any route,
+ * /v2 included (401, 404, 405, 413, 503 while draining; docs/v2.md "Errors"). The second is
+ * the one the KServe v2 handlers answer with through rnnd_v2_error(), as Triton does (400 for
+ * a bad request, an unknown model or a limit, 503 for "retry later", 500 for the server's own
+ * fault, including a model that fails to run). A code is an enum constant, so a typo fails to
+ * compile instead of becoming a 500. */
 #ifndef RNND_ERRCODE_H
 #define RNND_ERRCODE_H
 
-/* X(ENUM_SUFFIX, name, v1 HTTP status, v2 HTTP status) */
+#include "rnnd/buf.h"
+
+/* X(ENUM_SUFFIX, name, HTTP status, v2 handlers' HTTP status) */
 #define RNND_ERRCODES(X) \
     X(INVALID_JSON, "invalid_json", 400, 400) \
     X(INVALID_REQUEST, "invalid_request", 400, 400) \
@@ -34,11 +39,13 @@ enum rnnd_errcode {
         RNND_E_COUNT
 };
 
+/* Append the v1 error body {"error":{"code":CODE's name,"message":MESSAGE}} to OUT. */
+void rnnd_errcode_json(rnnd_buf *out, enum rnnd_errcode code, const char *message);
 /* The code's name ("invalid_request"); "internal" for a value outside the list. */
 const char *rnnd_errcode_name(enum rnnd_errcode e);
-/* The status the v1 API answers E with; 500 outside the list. */
+/* The status rnnd_reply_error() answers E with; 500 outside the list. */
 unsigned rnnd_errcode_http(enum rnnd_errcode e);
-/* The status the KServe v2 routes answer E with; 500 outside the list. */
+/* The status the KServe v2 handlers answer E with (rnnd_v2_error); 500 outside the list. */
 unsigned rnnd_errcode_v2(enum rnnd_errcode e);
 /* The code for a status of rnnd/status.h (RNND_ERR_INVALID: invalid_request, ...). */
 enum rnnd_errcode rnnd_errcode_of(int status);

@@ -43,15 +43,23 @@ int rnnd_infer_parse_text(const rnnd_net *net, const rnnd_tokenizer *tok, json_t
                           const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
                           size_t errlen);
 
+/* A batch as arrays: N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS
+ * for a token model or N_SEQ * STEPS * input_dim floats in VECTORS for a vector model (the
+ * pointer the model does not take is not read). */
+typedef struct rnnd_infer_arrays {
+    size_t n_seq, steps;
+    const int32_t *tokens;
+    const float *vectors;
+} rnnd_infer_arrays;
+
 /* A request built from arrays instead of JSON, for front ends that decode their own format
- * (KServe v2): N_SEQ sequences of STEPS steps each, as N_SEQ * STEPS token ids in TOKENS for a
- * token model or N_SEQ * STEPS * input_dim floats in VECTORS for a vector model (copied; the
- * other pointer is ignored). Checked as rnnd_infer_parse() checks JSON, with its limits and
- * messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit is asked
- * for rnnd_infer_bytes() before the arrays are allocated. Every output row is returned. */
-int rnnd_infer_req_new(const rnnd_net *net, size_t n_seq, size_t steps, const int32_t *tokens,
-                       const float *vectors, const rnnd_infer_limits *limits, rnnd_infer_req **out,
-                       char *err, size_t errlen);
+ * (KServe v2); IN's arrays are copied. Checked as rnnd_infer_parse() checks JSON, with its
+ * limits and messages: ids in the vocabulary, floats finite ("inputs[B][T]..."); LIMITS' admit
+ * is asked for rnnd_infer_bytes() before the arrays are allocated. Every output row is
+ * returned. */
+int rnnd_infer_req_new(const rnnd_net *net, const rnnd_infer_arrays *in,
+                       const rnnd_infer_limits *limits, rnnd_infer_req **out, char *err,
+                       size_t errlen);
 
 /* After a successful run, sequence B's output: *ROWS rows of rnnd_net_output_dim() floats (one
  * per step; one in all for a pooled model or "outputs": "last"). NULL with *ROWS 0 before a
@@ -85,9 +93,11 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
 /* The outcome of REQ's last run: 0, or its negative status with the message in ERR. */
 int rnnd_infer_req_status(const rnnd_infer_req *req, char *err, size_t errlen);
 
-/* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. */
-void rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
-                       rnnd_buf *out);
+/* Append the response JSON ({"model":..., "outputs":..., "states":...}) to OUT. Returns 0
+ * (out of memory shows as a failed OUT), or RNND_ERR_INTERNAL with nothing appended when REQ
+ * has not run: the caller's bug, which its front end reports in its own error shape. */
+int rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char *model_name,
+                      rnnd_buf *out);
 
 void rnnd_infer_req_free(rnnd_infer_req *req); /* NULL is a no-op */
 
@@ -101,10 +111,7 @@ const char *rnnd_json_error_text(const char *text);
 
 /* Decode a request body: JSON text of LEN bytes (need not be NUL-terminated), duplicate keys
  * refused. Returns 0 with a new reference in *OUT, or RNND_ERR_INVALID with
- * "line L, column C: reason" in ERR; the caller reports that with code "invalid_json". */
+ * "line L, column C: reason" in ERR. */
 int rnnd_infer_load(const char *data, size_t len, json_t **out, char *err, size_t errlen);
-
-/* Append {"error":{"code":CODE,"message":MSG}} to OUT. */
-void rnnd_error_json(rnnd_buf *out, const char *code, const char *message);
 
 #endif

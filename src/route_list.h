@@ -1,0 +1,49 @@
+/* Every route of the API, one line each, as X(PATTERN, GET, POST, PUT, DELETE, FLAGS): the
+ * fields of http.h's rnnd_route (a NULL handler: the method is not allowed). Expanded into
+ * routes.c's table and into the route count the request metrics are sized by (metrics.h), so
+ * the two always agree. It includes nothing and declares nothing: whoever expands it knows
+ * the names (routes.c includes api.h and http.h).
+ *
+ * Adding a route takes: one X(...) line here, and its handler, written in an src/api_*.c file
+ * and declared in src/api.h (docs/code.md, "Adding a route"). Nothing else counts routes. */
+#ifndef RNND_ROUTE_LIST_H
+#define RNND_ROUTE_LIST_H
+
+#define RNND_ROUTE_LIST(X) \
+    X("/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN) \
+    X("/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN) \
+    X("/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0) \
+    X("/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0) \
+    X("/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL) \
+    X("/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL) \
+    X("/v1/models/*/generate", NULL, rnnd_api_model_generate, NULL, NULL, RT_MODEL) \
+    X("/v1/sessions", rnnd_api_sessions_list, rnnd_api_sessions_create, NULL, NULL, 0) \
+    X("/v1/sessions/*", rnnd_api_session_get, NULL, NULL, rnnd_api_session_delete, 0) \
+    X("/v1/sessions/*/step", NULL, rnnd_api_session_step, NULL, NULL, RT_RAW_BODY) \
+    X("/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0) \
+    X("/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0) \
+    X("/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0) \
+    X("/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0) \
+    X("/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2) \
+    X("/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN) \
+    X("/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN) \
+    X("/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, \
+      RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL, \
+      RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, \
+      RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL, \
+      RT_V2 | RT_MODEL)
+
+/* The number of routes, a constant expression. */
+#define RNND_ROUTE_ONE(...) +1
+#define RNND_ROUTE_COUNT (0 RNND_ROUTE_LIST(RNND_ROUTE_ONE))
+
+#endif
