@@ -55,6 +55,10 @@ typedef struct rnnd_cluster {
     int lease_started, sync_started;
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
+    /* drain (cluster_drain.c), under mu: the POST /v1/admin/drain waiting for its counts */
+    struct rnnd_req *drain_req;
+    int drained; /* every session written and released, the lease dropped */
+    size_t drain_written, drain_failed;
 } rnnd_cluster;
 
 /* ---- cluster.c ---- */
@@ -100,8 +104,22 @@ int rnnd_sync_thread_start(rnnd_cluster *c);
 /* Stop the thread after its current round and one last round. */
 void rnnd_sync_thread_stop(rnnd_cluster *c);
 /* Write every held session exactly and release it (nothing else may run). Returns how many
- * failed. */
-size_t rnnd_sync_release_all(rnnd_cluster *c);
+ * failed; *WRITTEN (may be NULL) how many were written and released. */
+size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written);
+
+/* ---- cluster_drain.c ---- */
+
+/* POST /v1/admin/drain (admin scope): in cluster mode the request is deferred and SIGTERM
+ * raised, so the main thread drains as at a signal and then answers it with the counts
+ * (rnnd_cluster_drain); without session_store, 409. */
+void rnnd_api_admin_drain(struct rnnd_req *r);
+/* How many requests besides the running ones the shutdown must not wait for: 1 while a drain
+ * request waits for its answer, else 0. NULL cluster: 0. */
+size_t rnnd_cluster_drain_waiting(rnnd_cluster *c);
+/* (cluster.c) Once no request runs: stop the threads, write every held session exactly and release it,
+ * drop the node lease, answer a waiting drain request. Returns how many sessions could not
+ * be written. A second call, or a NULL cluster: 0 and nothing done. */
+size_t rnnd_cluster_drain(struct rnnd_app *app);
 
 /* ---- cluster_take.c ---- */
 

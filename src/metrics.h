@@ -12,7 +12,7 @@
 #define RNND_METRICS_STATUS_MAX 600
 /* routes.c's route count + 1: the last row counts requests that matched no route (routes.c
  * asserts the sum at compile time; adding a route raises this by one) */
-#define RNND_METRICS_ROUTES 28
+#define RNND_METRICS_ROUTES 29
 #define RNND_METRICS_METHODS 6  /* GET HEAD POST PUT DELETE other */
 #define RNND_METRICS_CODES 16   /* the statuses the daemon sends, and "other" */
 #define RNND_METRICS_LATENCY 15 /* latency histogram buckets, +Inf included */

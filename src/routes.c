@@ -3,6 +3,7 @@
 #include "routes.h"
 
 #include "api.h"
+#include "cluster.h"
 #include "metrics.h"
 
 const rnnd_route rnnd_routes[] = {
@@ -20,6 +21,7 @@ const rnnd_route rnnd_routes[] = {
     {"/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0},
     {"/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0},
     {"/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0},
+    {"/v1/admin/drain", NULL, rnnd_api_admin_drain, NULL, NULL, 0},
     {"/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2},
     {"/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN},
     {"/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN},

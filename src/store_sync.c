@@ -404,10 +404,12 @@ void rnnd_sync_thread_stop(rnnd_cluster *c)
     pthread_join(c->sync_thread, NULL);
 }
 
-size_t rnnd_sync_release_all(rnnd_cluster *c)
+size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written)
 {
     rnnd_session **all = NULL;
-    size_t n = 0, failed = 0;
+    size_t n = 0, failed = 0, ok = 0;
+    if (written)
+        *written = 0;
     if (rnnd_session_collect(c->app->sessions, &all, &n))
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -423,9 +425,12 @@ size_t rnnd_sync_release_all(rnnd_cluster *c)
                 rc = fenced_write(c, c->sync, s, epoch, 1, &f, err, sizeof err);
             rnnd_store_fields_free(&f);
             failed += rc == RNND_ERR_IO || (rc && rc != RNND_ERR_CONFLICT);
+            ok += !rc;
         }
         rnnd_session_unref(s);
     }
     free(all);
+    if (written)
+        *written = ok;
     return failed;
 }
