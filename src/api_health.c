@@ -59,6 +59,7 @@ void rnnd_api_metrics(rnnd_req *r)
                                 .models = &app->models,
                                 .sessions = app->sessions};
     rnnd_metrics_render(&app->metrics, &src, &b);
+    rnnd_cluster_metrics(app->cluster, &b);
     rnnd_reply(r, 200, &b);
     rnnd_reply_header(r, "Content-Type", "text/plain; version=0.0.4");
 }

@@ -47,6 +47,7 @@ static void lease_tick(rnnd_cluster *c)
         if (!rc)
             adopt(c);
     } else if ((rc = rnnd_store_renew(c->lease, err, sizeof err)) == RNND_ERR_CONFLICT) {
+        atomic_fetch_add(&c->stats.renewal_failures, 1);
         char q[600];
         RNND_LOG(&c->app->log, RNND_LOG_WARN, "lease_lapsed", "node=%s msg=%s", c->node,
                  rnnd_log_quote(q, sizeof q, err));
@@ -54,6 +55,8 @@ static void lease_tick(rnnd_cluster *c)
         if (rc == RNND_ERR_CONFLICT)
             RNND_LOG(&c->app->log, RNND_LOG_ERROR, "lease_lost", "node=%s msg=%s", c->node,
                      rnnd_log_quote(q, sizeof q, err));
+    } else {
+        atomic_fetch_add(rc ? &c->stats.renewal_failures : &c->stats.renewals, 1);
     }
     rnnd_sync_note(c, rc, err);
 }

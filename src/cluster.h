@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "rnnd/buf.h"
 #include "rnnd/store.h"
 #include "session.h"
 
@@ -37,6 +38,20 @@ typedef struct rnnd_sync_slot {
     int held;       /* 0: created here and left free for the node its id hashes to */
     int dirty;      /* in the dirty list, waiting for the write-behind thread */
 } rnnd_sync_slot;
+
+/* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
+enum rnnd_cw_kind { RNND_CW_STEP, RNND_CW_CREATE, RNND_CW_NOW, RNND_CW_DELETE, RNND_CW_RELEASE };
+#define RNND_CW_KINDS 5
+#define RNND_CW_BUCKETS 12 /* write-round duration histogram buckets, +Inf included */
+
+/* Counters for /metrics, bumped lock-free where the work happens. */
+typedef struct rnnd_cluster_stats {
+    atomic_uint_least64_t takeovers[2]; /* from a free record, from a dead node */
+    atomic_uint_least64_t writes[RNND_CW_KINDS];
+    atomic_uint_least64_t write_failures[3]; /* unreachable, refused (fenced), error */
+    atomic_uint_least64_t rounds[RNND_CW_BUCKETS], round_us;
+    atomic_uint_least64_t renewals, renewal_failures;
+} rnnd_cluster_stats;
 
 typedef struct rnnd_cluster {
     struct rnnd_app *app;
@@ -59,6 +74,7 @@ typedef struct rnnd_cluster {
     struct rnnd_req *drain_req;
     int drained; /* every session written and released, the lease dropped */
     size_t drain_written, drain_failed;
+    rnnd_cluster_stats stats;
 } rnnd_cluster;
 
 /* ---- cluster.c ---- */
@@ -120,6 +136,16 @@ size_t rnnd_cluster_drain_waiting(rnnd_cluster *c);
  * drop the node lease, answer a waiting drain request. Returns how many sessions could not
  * be written. A second call, or a NULL cluster: 0 and nothing done. */
 size_t rnnd_cluster_drain(struct rnnd_app *app);
+
+/* ---- cluster_metrics.c ---- */
+
+/* One fenced write of KIND ended with RC (rnnd_store_write's codes). */
+void rnnd_cluster_count_write(rnnd_cluster *c, enum rnnd_cw_kind kind, int rc);
+/* One round trip of writes (one write, or a pipeline of them) took from T0 (rnnd_mono_s) to
+ * now. */
+void rnnd_cluster_count_round(rnnd_cluster *c, double t0);
+/* Append the cluster's metrics (docs/cluster.md, "Metrics") in Prometheus text. NULL: none. */
+void rnnd_cluster_metrics(rnnd_cluster *c, rnnd_buf *out);
 
 /* ---- cluster_take.c ---- */
 

@@ -95,7 +95,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
     int rc = encode_rec(c, s, rnnd_session_state(s), rnnd_session_steps(s), gen, RNND_STORE_ENC_ALL,
                         &rec, &f, err, errlen);
     if (!rc) {
+        double t0 = rnnd_mono_s();
         rc = rnnd_store_create(c->req, rnnd_session_id(s), &f, ttl_ms(c, s), 0, err, errlen);
+        rnnd_cluster_count_round(c, t0);
+        rnnd_cluster_count_write(c, RNND_CW_CREATE, rc);
         rnnd_sync_note(c, rc, err);
     }
     rnnd_store_fields_free(&f);
@@ -153,8 +156,11 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
                         int release, const rnnd_store_fields *f, char *err, size_t errlen)
 {
     uint64_t seq = 0;
+    double t0 = rnnd_mono_s();
     int rc = rnnd_store_write(store, rnnd_session_id(s), epoch, ttl_ms(c, s), 0, release, f, &seq,
                               NULL, err, errlen);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, release ? RNND_CW_RELEASE : RNND_CW_NOW, rc);
     rnnd_sync_note(c, rc, err);
     rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!rc) {
@@ -205,7 +211,10 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
     uint64_t epoch;
     if (!c || !held_epoch(c, s, &epoch))
         return 0;
+    double t0 = rnnd_mono_s();
     int rc = rnnd_store_delete(c->req, rnnd_session_id(s), epoch, err, errlen);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, RNND_CW_DELETE, rc == 1 ? 0 : rc);
     rnnd_sync_note(c, rc, err);
     if (rc == 1)
         rc = 0;
@@ -287,8 +296,12 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
         return;
     }
     if (!rc && m) {
+        double t0 = rnnd_mono_s();
         rc = rnnd_store_write_many(c->sync, w, m, err, sizeof err);
+        rnnd_cluster_count_round(c, t0);
         rnnd_sync_note(c, rc, err);
+        for (size_t k = 0; k < m; k++)
+            rnnd_cluster_count_write(c, RNND_CW_STEP, rc == RNND_ERR_NOMEM ? rc : w[k].rc);
     }
     for (size_t k = 0, at = 0; k < n; k++) {
         struct rnnd_sync_job *x = job[k];
