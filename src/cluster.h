@@ -65,7 +65,9 @@ typedef struct rnnd_cluster {
     rnnd_session **dirty; /* one reference each */
     size_t n_dirty, cap_dirty;
     struct rnnd_sync_job *ready; /* write-behind jobs that own their session */
-    size_t outstanding;          /* write-behind jobs submitted, not yet written */
+    /* write-through (sync_ms 0): step requests whose reply waits for the next round's end */
+    struct rnnd_sync_waiter *waiters;
+    size_t outstanding; /* write-behind jobs submitted, not yet written */
     pthread_t lease_thread, sync_thread;
     int lease_started, sync_started;
     atomic_int registered; /* the node lease was taken once: ready */
@@ -105,6 +107,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const struct rnnd_gen_pa
 /* A request changed S's state (a step, a generate): write it within sync_ms. Any thread, no
  * lock held. A session without a slot, or a NULL cluster: nothing. */
 void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s);
+/* A step request R on S ended with its reply set: complete R now, or, with store_sync_ms = 0
+ * and S held here (marked dirty by rnnd_sync_dirty already), once the write-behind thread's
+ * next round wrote S. NULL cluster: completed now. */
+void rnnd_sync_complete(rnnd_cluster *c, rnnd_session *s, struct rnnd_req *r);
 /* From S's head job: write STATE and STEPS as S's now, fenced, before the job applies them
  * (reset, import). Returns 0 (also for a session without a slot); RNND_ERR_CONFLICT when the
  * session moved (S is then dropped from this node); RNND_ERR_IO; ERR says why. */

@@ -63,7 +63,7 @@ static const struct setting settings[] = {
      "AUTH"},
     {"store_sync_ms", CT_INT, OFF(store_sync_ms), "100", 0, 10000, NULL, "MS",
      "cluster mode: a changed session is written to Redis at most this long after the "
-     "request that changed it; 0 = the shortest round (write-through is planned)"},
+     "request that changed it; 0 = write-through: a step's reply waits until Redis holds it"},
     {"lease_ms", CT_INT, OFF(lease_ms), "2000", 500, 60000, NULL, "MS",
      "cluster mode: this node's lease in Redis, how long a dead or paused node keeps its "
      "sessions from the others"},

@@ -14,7 +14,14 @@
 #include "app.h"
 #include "cluster.h"
 #include "generate.h"
+#include "http.h"
 #include "rnnd/status.h"
+
+/* A step request waiting for its write (write-through). */
+struct rnnd_sync_waiter {
+    struct rnnd_sync_waiter *next;
+    rnnd_req *r;
+};
 
 struct rnnd_sync_job {
     rnnd_job job; /* first member */
@@ -136,6 +143,41 @@ void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s)
         slot->dirty = 1;
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+void rnnd_sync_complete(rnnd_cluster *c, rnnd_session *s, rnnd_req *r)
+{
+    rnnd_sync_slot *slot = c && !c->sync_ms ? rnnd_session_sync(s) : NULL;
+    struct rnnd_sync_waiter *w = slot ? malloc(sizeof *w) : NULL;
+    if (w) {
+        w->r = r;
+        pthread_mutex_lock(&c->mu);
+        /* a waiter taken by a round is completed at that round's end, after every write it
+         * made: S is dirty in that round's list, or its copy job starts after this step */
+        int wait = slot->held && !c->stop;
+        if (wait) {
+            w->next = c->waiters;
+            c->waiters = w;
+            pthread_cond_broadcast(&c->cond);
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (wait)
+            return;
+        free(w);
+    }
+    rnnd_req_complete(r);
+}
+
+/* Complete the waiters of the list W (their writes are done, or failed: a failed write is
+ * retried behind, the reply does not wait for Redis to return). */
+static void complete_waiters(struct rnnd_sync_waiter *w)
+{
+    while (w) {
+        struct rnnd_sync_waiter *next = w->next;
+        rnnd_req_complete(w->r);
+        free(w);
+        w = next;
+    }
 }
 
 void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
@@ -325,6 +367,8 @@ static void sync_round(rnnd_cluster *c)
     pthread_mutex_lock(&c->mu);
     rnnd_session **d = c->dirty;
     size_t n = c->n_dirty;
+    struct rnnd_sync_waiter *waiters = c->waiters;
+    c->waiters = NULL;
     c->dirty = NULL;
     c->n_dirty = c->cap_dirty = 0;
     pthread_mutex_unlock(&c->mu);
@@ -374,12 +418,14 @@ static void sync_round(rnnd_cluster *c)
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    complete_waiters(waiters);
 }
 
 static void *sync_main(void *arg)
 {
     rnnd_cluster *c = arg;
-    /* store_sync_ms = 0 asks for write-through, not built yet: the shortest round instead */
+    /* store_sync_ms = 0, write-through: a waiting step wakes the thread; the period only
+     * catches writes that nobody waits for (a generate's) */
     int64_t period_ms = c->sync_ms > 0 ? c->sync_ms : 1;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
@@ -393,7 +439,7 @@ static void *sync_main(void *arg)
         }
         /* wakes for the period or stop; a ready job's broadcast is for a running round */
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
-        if (c->stop || !c->n_dirty)
+        if (c->stop || (!c->n_dirty && !c->waiters))
             continue;
         pthread_mutex_unlock(&c->mu);
         sync_round(c);
@@ -415,6 +461,12 @@ void rnnd_sync_thread_stop(rnnd_cluster *c)
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->sync_thread, NULL);
+    /* none is left at a shutdown (the requests end before the threads stop); for safety */
+    pthread_mutex_lock(&c->mu);
+    struct rnnd_sync_waiter *w = c->waiters;
+    c->waiters = NULL;
+    pthread_mutex_unlock(&c->mu);
+    complete_waiters(w);
 }
 
 size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written)
