@@ -72,6 +72,7 @@ typedef struct rnnd_cluster {
     int lease_started, sync_started;
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
+    atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
     /* drain (cluster_drain.c), under mu: the POST /v1/admin/drain waiting for its counts */
     struct rnnd_req *drain_req;
     int drained; /* every session written and released, the lease dropped */
@@ -135,6 +136,9 @@ size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written);
  * raised, so the main thread drains as at a signal and then answers it with the counts
  * (rnnd_cluster_drain); without session_store, 409. */
 void rnnd_api_admin_drain(struct rnnd_req *r);
+/* The drain's first part (the grace): /readyz 503, no session created or taken here; the
+ * sessions held are served as before. NULL cluster: nothing. */
+void rnnd_cluster_begin_drain(rnnd_cluster *c);
 /* How many requests besides the running ones the shutdown must not wait for: 1 while a drain
  * request waits for its answer, else 0. NULL cluster: 0. */
 size_t rnnd_cluster_drain_waiting(rnnd_cluster *c);

@@ -16,6 +16,7 @@
 #include "cluster.h"
 #include "http.h"
 #include "rnnd/status.h"
+#include "settings.h"
 
 void rnnd_api_admin_drain(rnnd_req *r)
 {
@@ -45,6 +46,13 @@ void rnnd_api_admin_drain(rnnd_req *r)
     RNND_LOG(&app->log, RNND_LOG_INFO, "drain_requested", "node=%s", c->node);
     /* the main thread takes it with sigtimedwait and shuts down as at a signal */
     kill(getpid(), SIGTERM);
+}
+
+void rnnd_cluster_begin_drain(rnnd_cluster *c)
+{
+    if (c && !atomic_exchange(&c->draining, 1))
+        RNND_LOG(&c->app->log, RNND_LOG_INFO, "drain_grace", "node=%s ms=%lld", c->node,
+                 (long long)c->app->cfg->drain_grace_ms);
 }
 
 size_t rnnd_cluster_drain_waiting(rnnd_cluster *c)

@@ -182,6 +182,12 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
         s = NULL;
         why = RNND_SESSION_MISSING;
     }
+    if (why == RNND_SESSION_MISSING && atomic_load(&c->draining)) {
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "this node is draining and takes no session; retry (another node "
+                         "will)");
+        return NULL;
+    }
     if (why == RNND_SESSION_MISSING) {
         /* one take at a time: looked up again under take_mu, another request may have
          * taken it meanwhile */

@@ -364,6 +364,20 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         }
     }
     rnnd_notify_stopping();
+    if (app->cluster) {
+        /* cluster mode: not ready and taking no new session, the node still serves the
+         * sessions it holds while the balancer drops it, so that no request for them is
+         * redispatched to a node off the hash ring (docs/cluster.md, "Drain") */
+        rnnd_cluster_begin_drain(app->cluster);
+        double until = rnnd_mono_s() + (double)cfg->drain_grace_ms / 1000.0;
+        while (rnnd_mono_s() < until) {
+            usleep(20000);
+            if (wd > 0 && rnnd_mono_s() >= next_wd) {
+                rnnd_notify_watchdog();
+                next_wd = rnnd_mono_s() + wd / 2;
+            }
+        }
+    }
 
     RNND_LOG(&app->log, RNND_LOG_INFO, "draining", "signal=%s in_flight=%zu",
              sig == SIGINT ? "SIGINT" : "SIGTERM", rnnd_http_active(h));

@@ -93,6 +93,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
 {
     if (!c)
         return 0;
+    if (atomic_load(&c->draining))
+        return rnnd_fail(RNND_ERR_IO, err, errlen,
+                         "this node is draining: it takes no new session; retry (another node "
+                         "will)");
     rnnd_sync_slot *slot = calloc(1, sizeof *slot);
     if (!slot)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");

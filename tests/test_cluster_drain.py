@@ -5,7 +5,8 @@ The write-behind period is long (5 s) and the lease long (5 s), so that a drain 
 write the sessions itself, or did not release them, shows: the steps would be missing from
 the record, or n2 would answer 503 (a live holder) until the lease lapsed.
 
-- POST /v1/admin/drain on n1: 200 with the counts, n1 exits cleanly, and n2 at once continues
+- POST /v1/admin/drain on n1: for drain_grace_ms n1 answers /readyz 503 and creations 503
+  while it still steps the sessions it holds; then 200 with the counts, n1 exits cleanly, and n2 at once continues
   every session n1 held at its exact step count (0 steps lost), bitwise equal to a one-node
   replay of the same inputs.
 - SIGTERM of n1 (tools/cluster stop): the same.
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import subprocess
+import threading
 import time
 import unittest
 
@@ -28,6 +30,7 @@ LEASE_MS = 5000
 SYNC_MS = 5000
 VOCAB = 96
 SESSIONS = 6
+GRACE_MS = 1500
 
 
 def request(url, method="GET", path="/readyz", body=None, timeout=5):
@@ -42,7 +45,8 @@ class Cluster:
         self.dir = os.path.join(tmpdir("cluster_drain"), name)
         subprocess.run(["rm", "-rf", self.dir], check=True)
         out = self.tool("up", "--nodes", "2", "--dir", self.dir, "--",
-                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
+                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                        "--drain-grace-ms", str(GRACE_MS))
         self.info = json.loads(out.strip().splitlines()[-1])
         self.url = {n["name"]: n["url"] for n in self.info["nodes"]}
         self.pid = {n["name"]: n["pid"] for n in self.info["nodes"]}
@@ -157,7 +161,26 @@ class ClusterDrain(unittest.TestCase):
 
     def test_drain_endpoint(self):
         fed = self.stepped_on_n1()
-        st, b = request(self.n1, "POST", "/v1/admin/drain", {}, timeout=20)
+        answer = []
+        t = threading.Thread(target=lambda: answer.append(
+            request(self.n1, "POST", "/v1/admin/drain", {}, timeout=20)))
+        t.start()
+        # the grace: not ready, no new session, the sessions held still served
+        time.sleep(GRACE_MS / 1000 / 4)
+        st, b = request(self.n1)
+        self.assertEqual(st, 503, b)
+        self.assertIn("draining", b["error"]["message"])
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})
+        self.assertEqual(st, 503, b)
+        self.assertIn("draining", b["error"]["message"])
+        sid = next(iter(fed))
+        t0 = self.tokens(3)
+        st, b = step(self.n1, sid, t0)
+        self.assertEqual(st, 200, b)
+        fed[sid] += t0
+        self.assertEqual(b["steps"], len(fed[sid]))
+        t.join(20)
+        st, b = answer[0]
         drained_at = time.monotonic()
         self.assertEqual(st, 200, b)
         self.assertEqual(b["status"], "drained")
