@@ -19,6 +19,11 @@ void rnnd_api_readyz(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "draining: the server is shutting down");
         return;
     }
+    if (app->cluster && atomic_load(&app->cluster->draining)) {
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "draining: this node writes its sessions to the store and stops");
+        return;
+    }
     int store_up = 1;
     if (app->cluster && !rnnd_cluster_ready(app->cluster, &store_up)) {
         rnnd_reply_error(r, RNND_E_UNAVAILABLE,
@@ -59,6 +64,7 @@ void rnnd_api_metrics(rnnd_req *r)
                                 .models = &app->models,
                                 .sessions = app->sessions};
     rnnd_metrics_render(&app->metrics, &src, &b);
+    rnnd_cluster_metrics(app->cluster, &b);
     rnnd_reply(r, 200, &b);
     rnnd_reply_header(r, "Content-Type", "text/plain; version=0.0.4");
 }

@@ -437,7 +437,8 @@ static void step_finish(rnnd_job *job)
         }
         break;
     }
-    rnnd_req_complete(r);
+    /* store_sync_ms = 0: the reply waits until Redis holds the steps */
+    rnnd_sync_complete(j->done ? rnnd_req_app(r)->cluster : NULL, q->s, r);
 }
 
 /* Validate "inputs" into flat arrays of Q. Replies on error. */

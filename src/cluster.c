@@ -8,6 +8,7 @@
 
 #include "app.h"
 #include "cluster.h"
+#include "http.h"
 #include "rnnd/status.h"
 
 /* CLOCK_REALTIME deadline MS from now, for pthread_cond_timedwait. */
@@ -46,6 +47,7 @@ static void lease_tick(rnnd_cluster *c)
         if (!rc)
             adopt(c);
     } else if ((rc = rnnd_store_renew(c->lease, err, sizeof err)) == RNND_ERR_CONFLICT) {
+        atomic_fetch_add(&c->stats.renewal_failures, 1);
         char q[600];
         RNND_LOG(&c->app->log, RNND_LOG_WARN, "lease_lapsed", "node=%s msg=%s", c->node,
                  rnnd_log_quote(q, sizeof q, err));
@@ -53,6 +55,8 @@ static void lease_tick(rnnd_cluster *c)
         if (rc == RNND_ERR_CONFLICT)
             RNND_LOG(&c->app->log, RNND_LOG_ERROR, "lease_lost", "node=%s msg=%s", c->node,
                      rnnd_log_quote(q, sizeof q, err));
+    } else {
+        atomic_fetch_add(rc ? &c->stats.renewal_failures : &c->stats.renewals, 1);
     }
     rnnd_sync_note(c, rc, err);
 }
@@ -90,7 +94,7 @@ static void cluster_free(rnnd_cluster *c)
     free(c);
 }
 
-/* Ask both threads to stop and wait for them. */
+/* Ask both threads to stop and wait for them (again: nothing). */
 static void threads_stop(rnnd_cluster *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -166,19 +170,52 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     return 0;
 }
 
+size_t rnnd_cluster_drain(rnnd_app *app)
+{
+    rnnd_cluster *c = app->cluster;
+    if (!c || c->drained)
+        return 0;
+    threads_stop(c);
+    size_t written = 0;
+    size_t failed = rnnd_sync_release_all(c, &written);
+    char err[512] = "";
+    int lease = atomic_load(&c->registered) != 0;
+    if (lease && rnnd_store_release_node(c->lease, err, sizeof err)) {
+        char q[600];
+        RNND_LOG(&app->log, RNND_LOG_WARN, "lease_release_failed", "node=%s msg=%s", c->node,
+                 rnnd_log_quote(q, sizeof q, err));
+        lease = 0;
+    }
+    RNND_LOG(&app->log, RNND_LOG_INFO, "drained", "node=%s written=%zu unwritten=%zu", c->node,
+             written, failed);
+    pthread_mutex_lock(&c->mu);
+    c->drained = 1;
+    c->drain_written = written;
+    c->drain_failed = failed;
+    rnnd_req *r = c->drain_req;
+    c->drain_req = NULL;
+    pthread_mutex_unlock(&c->mu);
+    if (r) {
+        rnnd_buf b;
+        rnnd_buf_init(&b);
+        rnnd_buf_printf(&b,
+                        "{\"status\":\"drained\",\"node\":\"%s\",\"sessions_written\":%zu,"
+                        "\"sessions_unwritten\":%zu,\"leases_released\":%zu,"
+                        "\"node_lease_released\":%s,\"exiting\":true}",
+                        c->node, written, failed, written, lease ? "true" : "false");
+        rnnd_reply(r, failed ? 503 : 200, &b);
+        rnnd_req_complete(r);
+    }
+    return failed;
+}
+
 size_t rnnd_cluster_stop(rnnd_app *app)
 {
     rnnd_cluster *c = app->cluster;
     if (!c)
         return 0;
-    threads_stop(c);
-    size_t failed = rnnd_sync_release_all(c);
-    char err[512] = "";
-    if (atomic_load(&c->registered) && rnnd_store_release_node(c->lease, err, sizeof err)) {
-        char q[600];
-        RNND_LOG(&app->log, RNND_LOG_WARN, "lease_release_failed", "node=%s msg=%s", c->node,
-                 rnnd_log_quote(q, sizeof q, err));
-    }
+    rnnd_cluster_drain(app); /* nothing when the drain ran already */
+    size_t failed = c->drain_failed;
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster_stopped", "node=%s unwritten=%zu", c->node, failed);
     app->cluster = NULL;
     cluster_free(c);

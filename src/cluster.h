@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "rnnd/buf.h"
 #include "rnnd/store.h"
 #include "session.h"
 
@@ -38,6 +39,20 @@ typedef struct rnnd_sync_slot {
     int dirty;      /* in the dirty list, waiting for the write-behind thread */
 } rnnd_sync_slot;
 
+/* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
+enum rnnd_cw_kind { RNND_CW_STEP, RNND_CW_CREATE, RNND_CW_NOW, RNND_CW_DELETE, RNND_CW_RELEASE };
+#define RNND_CW_KINDS 5
+#define RNND_CW_BUCKETS 12 /* write-round duration histogram buckets, +Inf included */
+
+/* Counters for /metrics, bumped lock-free where the work happens. */
+typedef struct rnnd_cluster_stats {
+    atomic_uint_least64_t takeovers[2]; /* from a free record, from a dead node */
+    atomic_uint_least64_t writes[RNND_CW_KINDS];
+    atomic_uint_least64_t write_failures[3]; /* unreachable, refused (fenced), error */
+    atomic_uint_least64_t rounds[RNND_CW_BUCKETS], round_us;
+    atomic_uint_least64_t renewals, renewal_failures;
+} rnnd_cluster_stats;
+
 typedef struct rnnd_cluster {
     struct rnnd_app *app;
     rnnd_store *req, *lease, *sync; /* see the top */
@@ -50,11 +65,19 @@ typedef struct rnnd_cluster {
     rnnd_session **dirty; /* one reference each */
     size_t n_dirty, cap_dirty;
     struct rnnd_sync_job *ready; /* write-behind jobs that own their session */
-    size_t outstanding;          /* write-behind jobs submitted, not yet written */
+    /* write-through (sync_ms 0): step requests whose reply waits for the next round's end */
+    struct rnnd_sync_waiter *waiters;
+    size_t outstanding; /* write-behind jobs submitted, not yet written */
     pthread_t lease_thread, sync_thread;
     int lease_started, sync_started;
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
+    atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* drain (cluster_drain.c), under mu: the POST /v1/admin/drain waiting for its counts */
+    struct rnnd_req *drain_req;
+    int drained; /* every session written and released, the lease dropped */
+    size_t drain_written, drain_failed;
+    rnnd_cluster_stats stats;
 } rnnd_cluster;
 
 /* ---- cluster.c ---- */
@@ -85,6 +108,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const struct rnnd_gen_pa
 /* A request changed S's state (a step, a generate): write it within sync_ms. Any thread, no
  * lock held. A session without a slot, or a NULL cluster: nothing. */
 void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s);
+/* A step request R on S ended with its reply set: complete R now, or, with store_sync_ms = 0
+ * and S held here (marked dirty by rnnd_sync_dirty already), once the write-behind thread's
+ * next round wrote S. NULL cluster: completed now. */
+void rnnd_sync_complete(rnnd_cluster *c, rnnd_session *s, struct rnnd_req *r);
 /* From S's head job: write STATE and STEPS as S's now, fenced, before the job applies them
  * (reset, import). Returns 0 (also for a session without a slot); RNND_ERR_CONFLICT when the
  * session moved (S is then dropped from this node); RNND_ERR_IO; ERR says why. */
@@ -100,8 +127,35 @@ int rnnd_sync_thread_start(rnnd_cluster *c);
 /* Stop the thread after its current round and one last round. */
 void rnnd_sync_thread_stop(rnnd_cluster *c);
 /* Write every held session exactly and release it (nothing else may run). Returns how many
- * failed. */
-size_t rnnd_sync_release_all(rnnd_cluster *c);
+ * failed; *WRITTEN (may be NULL) how many were written and released. */
+size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written);
+
+/* ---- cluster_drain.c ---- */
+
+/* POST /v1/admin/drain (admin scope): in cluster mode the request is deferred and SIGTERM
+ * raised, so the main thread drains as at a signal and then answers it with the counts
+ * (rnnd_cluster_drain); without session_store, 409. */
+void rnnd_api_admin_drain(struct rnnd_req *r);
+/* The drain's first part (the grace): /readyz 503, no session created or taken here; the
+ * sessions held are served as before. NULL cluster: nothing. */
+void rnnd_cluster_begin_drain(rnnd_cluster *c);
+/* How many requests besides the running ones the shutdown must not wait for: 1 while a drain
+ * request waits for its answer, else 0. NULL cluster: 0. */
+size_t rnnd_cluster_drain_waiting(rnnd_cluster *c);
+/* (cluster.c) Once no request runs: stop the threads, write every held session exactly and release it,
+ * drop the node lease, answer a waiting drain request. Returns how many sessions could not
+ * be written. A second call, or a NULL cluster: 0 and nothing done. */
+size_t rnnd_cluster_drain(struct rnnd_app *app);
+
+/* ---- cluster_metrics.c ---- */
+
+/* One fenced write of KIND ended with RC (rnnd_store_write's codes). */
+void rnnd_cluster_count_write(rnnd_cluster *c, enum rnnd_cw_kind kind, int rc);
+/* One round trip of writes (one write, or a pipeline of them) took from T0 (rnnd_mono_s) to
+ * now. */
+void rnnd_cluster_count_round(rnnd_cluster *c, double t0);
+/* Append the cluster's metrics (docs/cluster.md, "Metrics") in Prometheus text. NULL: none. */
+void rnnd_cluster_metrics(rnnd_cluster *c, rnnd_buf *out);
 
 /* ---- cluster_take.c ---- */
 

@@ -89,6 +89,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
         slot->seq = rec.seq;
         slot->held = 1;
         rnnd_session_set_sync(s, slot);
+        atomic_fetch_add(&c->stats.takeovers[a->from_dead ? 1 : 0], 1);
         RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
                  a->from_dead ? "dead" : "free");
     }
@@ -136,6 +137,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         slot->epoch = a.epoch;
         slot->held = 1;
         pthread_mutex_unlock(&c->mu);
+        atomic_fetch_add(&c->stats.takeovers[a.from_dead ? 1 : 0], 1);
         s = rnnd_session_ref(cached);
     } else {
         if (cached) /* changed elsewhere since: the record wins */
@@ -179,6 +181,12 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
         rnnd_session_unref(s);
         s = NULL;
         why = RNND_SESSION_MISSING;
+    }
+    if (why == RNND_SESSION_MISSING && atomic_load(&c->draining)) {
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "this node is draining and takes no session; retry (another node "
+                         "will)");
+        return NULL;
     }
     if (why == RNND_SESSION_MISSING) {
         /* one take at a time: looked up again under take_mu, another request may have

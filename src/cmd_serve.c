@@ -148,9 +148,10 @@ static void notify_status(rnnd_app *app, const char *what)
 }
 
 /* Wait until no request is in flight or DEADLINE passes. Returns 1 when none is left. */
-static int wait_idle(rnnd_http *h, double deadline)
+/* Wait until at most KEEP requests are open (a drain request waiting for its answer). */
+static int wait_idle(rnnd_http *h, size_t keep, double deadline)
 {
-    while (rnnd_http_active(h)) {
+    while (rnnd_http_active(h) > keep) {
         if (rnnd_mono_s() >= deadline)
             return 0;
         usleep(5000);
@@ -363,27 +364,44 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
         }
     }
     rnnd_notify_stopping();
+    if (app->cluster) {
+        /* cluster mode: not ready and taking no new session, the node still serves the
+         * sessions it holds while the balancer drops it, so that no request for them is
+         * redispatched to a node off the hash ring (docs/cluster.md, "Drain") */
+        rnnd_cluster_begin_drain(app->cluster);
+        double until = rnnd_mono_s() + (double)cfg->drain_grace_ms / 1000.0;
+        while (rnnd_mono_s() < until) {
+            usleep(20000);
+            if (wd > 0 && rnnd_mono_s() >= next_wd) {
+                rnnd_notify_watchdog();
+                next_wd = rnnd_mono_s() + wd / 2;
+            }
+        }
+    }
 
     RNND_LOG(&app->log, RNND_LOG_INFO, "draining", "signal=%s in_flight=%zu",
              sig == SIGINT ? "SIGINT" : "SIGTERM", rnnd_http_active(h));
     atomic_store(&app->draining, 1);
     rnnd_http_quiesce(h);
     double deadline = rnnd_mono_s() + (double)cfg->shutdown_timeout_s;
-    int clean = wait_idle(h, deadline);
+    int clean = wait_idle(h, rnnd_cluster_drain_waiting(app->cluster), deadline);
     if (!clean) {
         /* out of time: what is still queued gets 503, running infer rounds stop at their
          * next step (503 too), running step rounds complete (one step each) */
         stop_batchers(app);
         rnnd_pool_stop(app->pool);
-        wait_idle(h, rnnd_mono_s() + 1.0);
+        wait_idle(h, rnnd_cluster_drain_waiting(app->cluster), rnnd_mono_s() + 1.0);
     }
+    /* cluster mode: every session written exactly and released, the node lease dropped, and
+     * a POST /v1/admin/drain answered (its reply sent before the server stops) */
+    rnnd_cluster_drain(app);
+    wait_idle(h, 0, rnnd_mono_s() + 2.0);
     /* every deferred request has been resumed: libmicrohttpd may stop now */
     rnnd_pool_stop(app->pool);
     rnnd_http_stop(h);
     /* nothing runs any more: every session's state is final */
     rnnd_notify_status("stopping: saving sessions");
-    /* cluster mode: every session written exactly and released, the node lease dropped */
-    int saved = rnnd_cluster_stop(app) ? 1 : rnnd_persist_save(app, 0);
+    int saved = app->cluster ? rnnd_cluster_stop(app) != 0 : rnnd_persist_save(app, 0);
     teardown(app);
     /* sessions lost to a failed final snapshot make the stop unclean (snapshot_failed says why) */
     RNND_LOG(&app->log, RNND_LOG_INFO, "stopped", "clean=%d", clean && !saved);

@@ -5,7 +5,7 @@
  * the names (routes.c includes api.h and http.h).
  *
  * Adding a route takes: one X(...) line here, and its handler, written in an src/api_*.c file
- * and declared in src/api.h (docs/code.md, "Adding a route"). Nothing else counts routes. */
+ * and declared in src/api.h (or its module's header, as cluster.h for the drain) (docs/code.md, "Adding a route"). Nothing else counts routes. */
 #ifndef RNND_ROUTE_LIST_H
 #define RNND_ROUTE_LIST_H
 
@@ -24,6 +24,7 @@
     X("/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0) \
     X("/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0) \
     X("/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0) \
+    X("/v1/admin/drain", NULL, rnnd_api_admin_drain, NULL, NULL, 0) \
     X("/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2) \
     X("/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN) \
     X("/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN) \

@@ -3,6 +3,7 @@
 #include "routes.h"
 
 #include "api.h"
+#include "cluster.h"
 #include "route_list.h"
 
 const rnnd_route rnnd_routes[] = {

@@ -63,10 +63,14 @@ static const struct setting settings[] = {
      "AUTH"},
     {"store_sync_ms", CT_INT, OFF(store_sync_ms), "100", 0, 10000, NULL, "MS",
      "cluster mode: a changed session is written to Redis at most this long after the "
-     "request that changed it; 0 = the shortest round (write-through is planned)"},
+     "request that changed it; 0 = write-through: a step's reply waits until Redis holds it"},
     {"lease_ms", CT_INT, OFF(lease_ms), "2000", 500, 60000, NULL, "MS",
      "cluster mode: this node's lease in Redis, how long a dead or paused node keeps its "
      "sessions from the others"},
+    {"drain_grace_ms", CT_INT, OFF(drain_grace_ms), "3000", 0, 60000, NULL, "MS",
+     "cluster mode: at a drain, how long the node answers /readyz 503 and keeps serving the "
+     "sessions it holds, taking no new ones, before it stops, so that the balancer drops it "
+     "first; above the balancer's time to mark a node down"},
     {"node_name", CT_STRING, OFF(node_name), "", 0, 0, NULL, "NAME",
      "cluster mode: this node's name in leases and metrics, A-Z a-z 0-9 . _ -, at most 64 "
      "bytes; empty = the host name"},

@@ -28,6 +28,7 @@ typedef struct rnnd_config {
     char *node_name;                   /* "" = the host name */
     int64_t store_sync_ms;
     int64_t lease_ms;
+    int64_t drain_grace_ms;
     int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers; /* 0 = online cores */

@@ -14,7 +14,14 @@
 #include "app.h"
 #include "cluster.h"
 #include "generate.h"
+#include "http.h"
 #include "rnnd/status.h"
+
+/* A step request waiting for its write (write-through). */
+struct rnnd_sync_waiter {
+    struct rnnd_sync_waiter *next;
+    rnnd_req *r;
+};
 
 struct rnnd_sync_job {
     rnnd_job job; /* first member */
@@ -86,6 +93,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
 {
     if (!c)
         return 0;
+    if (atomic_load(&c->draining))
+        return rnnd_fail(RNND_ERR_IO, err, errlen,
+                         "this node is draining: it takes no new session; retry (another node "
+                         "will)");
     rnnd_sync_slot *slot = calloc(1, sizeof *slot);
     if (!slot)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
@@ -95,7 +106,10 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
     int rc = encode_rec(c, s, rnnd_session_state(s), rnnd_session_steps(s), gen, RNND_STORE_ENC_ALL,
                         &rec, &f, err, errlen);
     if (!rc) {
+        double t0 = rnnd_mono_s();
         rc = rnnd_store_create(c->req, rnnd_session_id(s), &f, ttl_ms(c, s), 0, err, errlen);
+        rnnd_cluster_count_round(c, t0);
+        rnnd_cluster_count_write(c, RNND_CW_CREATE, rc);
         rnnd_sync_note(c, rc, err);
     }
     rnnd_store_fields_free(&f);
@@ -135,6 +149,41 @@ void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s)
     pthread_mutex_unlock(&c->mu);
 }
 
+void rnnd_sync_complete(rnnd_cluster *c, rnnd_session *s, rnnd_req *r)
+{
+    rnnd_sync_slot *slot = c && !c->sync_ms ? rnnd_session_sync(s) : NULL;
+    struct rnnd_sync_waiter *w = slot ? malloc(sizeof *w) : NULL;
+    if (w) {
+        w->r = r;
+        pthread_mutex_lock(&c->mu);
+        /* a waiter taken by a round is completed at that round's end, after every write it
+         * made: S is dirty in that round's list, or its copy job starts after this step */
+        int wait = slot->held && !c->stop;
+        if (wait) {
+            w->next = c->waiters;
+            c->waiters = w;
+            pthread_cond_broadcast(&c->cond);
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (wait)
+            return;
+        free(w);
+    }
+    rnnd_req_complete(r);
+}
+
+/* Complete the waiters of the list W (their writes are done, or failed: a failed write is
+ * retried behind, the reply does not wait for Redis to return). */
+static void complete_waiters(struct rnnd_sync_waiter *w)
+{
+    while (w) {
+        struct rnnd_sync_waiter *next = w->next;
+        rnnd_req_complete(w->r);
+        free(w);
+        w = next;
+    }
+}
+
 void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
@@ -153,8 +202,11 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
                         int release, const rnnd_store_fields *f, char *err, size_t errlen)
 {
     uint64_t seq = 0;
+    double t0 = rnnd_mono_s();
     int rc = rnnd_store_write(store, rnnd_session_id(s), epoch, ttl_ms(c, s), 0, release, f, &seq,
                               NULL, err, errlen);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, release ? RNND_CW_RELEASE : RNND_CW_NOW, rc);
     rnnd_sync_note(c, rc, err);
     rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!rc) {
@@ -205,7 +257,10 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
     uint64_t epoch;
     if (!c || !held_epoch(c, s, &epoch))
         return 0;
+    double t0 = rnnd_mono_s();
     int rc = rnnd_store_delete(c->req, rnnd_session_id(s), epoch, err, errlen);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, RNND_CW_DELETE, rc == 1 ? 0 : rc);
     rnnd_sync_note(c, rc, err);
     if (rc == 1)
         rc = 0;
@@ -287,8 +342,12 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
         return;
     }
     if (!rc && m) {
+        double t0 = rnnd_mono_s();
         rc = rnnd_store_write_many(c->sync, w, m, err, sizeof err);
+        rnnd_cluster_count_round(c, t0);
         rnnd_sync_note(c, rc, err);
+        for (size_t k = 0; k < m; k++)
+            rnnd_cluster_count_write(c, RNND_CW_STEP, rc == RNND_ERR_NOMEM ? rc : w[k].rc);
     }
     for (size_t k = 0, at = 0; k < n; k++) {
         struct rnnd_sync_job *x = job[k];
@@ -312,6 +371,8 @@ static void sync_round(rnnd_cluster *c)
     pthread_mutex_lock(&c->mu);
     rnnd_session **d = c->dirty;
     size_t n = c->n_dirty;
+    struct rnnd_sync_waiter *waiters = c->waiters;
+    c->waiters = NULL;
     c->dirty = NULL;
     c->n_dirty = c->cap_dirty = 0;
     pthread_mutex_unlock(&c->mu);
@@ -361,12 +422,14 @@ static void sync_round(rnnd_cluster *c)
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    complete_waiters(waiters);
 }
 
 static void *sync_main(void *arg)
 {
     rnnd_cluster *c = arg;
-    /* store_sync_ms = 0 asks for write-through, not built yet: the shortest round instead */
+    /* store_sync_ms = 0, write-through: a waiting step wakes the thread; the period only
+     * catches writes that nobody waits for (a generate's) */
     int64_t period_ms = c->sync_ms > 0 ? c->sync_ms : 1;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
@@ -380,7 +443,7 @@ static void *sync_main(void *arg)
         }
         /* wakes for the period or stop; a ready job's broadcast is for a running round */
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
-        if (c->stop || !c->n_dirty)
+        if (c->stop || (!c->n_dirty && !c->waiters))
             continue;
         pthread_mutex_unlock(&c->mu);
         sync_round(c);
@@ -402,12 +465,20 @@ void rnnd_sync_thread_stop(rnnd_cluster *c)
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->sync_thread, NULL);
+    /* none is left at a shutdown (the requests end before the threads stop); for safety */
+    pthread_mutex_lock(&c->mu);
+    struct rnnd_sync_waiter *w = c->waiters;
+    c->waiters = NULL;
+    pthread_mutex_unlock(&c->mu);
+    complete_waiters(w);
 }
 
-size_t rnnd_sync_release_all(rnnd_cluster *c)
+size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written)
 {
     rnnd_session **all = NULL;
-    size_t n = 0, failed = 0;
+    size_t n = 0, failed = 0, ok = 0;
+    if (written)
+        *written = 0;
     if (rnnd_session_collect(c->app->sessions, &all, &n))
         return 0;
     for (size_t i = 0; i < n; i++) {
@@ -423,9 +494,12 @@ size_t rnnd_sync_release_all(rnnd_cluster *c)
                 rc = fenced_write(c, c->sync, s, epoch, 1, &f, err, sizeof err);
             rnnd_store_fields_free(&f);
             failed += rc == RNND_ERR_IO || (rc && rc != RNND_ERR_CONFLICT);
+            ok += !rc;
         }
         rnnd_session_unref(s);
     }
     free(all);
+    if (written)
+        *written = ok;
     return failed;
 }
