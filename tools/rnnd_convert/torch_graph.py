@@ -37,6 +37,9 @@ SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::le
 PRE_AFFINE = ("aten::mul", "aten::div", "aten::add", "aten::sub")
 # the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
 SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
+# tensors made from a size's value (torch.tensor(x.size(1)), traced int(x.size(1)))
+SIZE_TENSORS = ("aten::tensor", "aten::as_tensor", "aten::scalar_tensor", "prim::NumToTensor",
+                "aten::full")
 HEAD_ACTS = {"aten::relu": "relu", "aten::relu_": "relu", "aten::tanh": "tanh",
              "aten::tanh_": "tanh", "aten::sigmoid": "sigmoid", "aten::sigmoid_": "sigmoid",
              "aten::gelu": "gelu"}
@@ -405,11 +408,16 @@ class Analysis:
         x.shape[0] > 19, and tensors made from them: torch.tensor(x.size(1)) > 100,
         NumToTensor, int(...)): a branch on them computes another graph for other lengths or
         batches. A tensor that also reads the data (y / x.size(1)) is the data, not a size."""
+        if k in ("aten::__is__", "aten::__isnot__"):
+            return      # `h is None` says nothing of a size, whatever h is made from
         if k in SIZE_OPS and any(v in self.taint for v in ins) or \
                 any(v in self.sized for v in ins):
-            reads_data = any(v in self.taint for v in ins if v not in self.sized)
+            tensors = [v for v in ins if str(v.type()).startswith("Tensor")]
+            # a tensor holds a size when made from one, or computed from such tensors alone
+            # (zeros(x.size(0), H) holds zeros; h0.expand(1, B, H) holds h0)
+            valued = k in SIZE_TENSORS or (tensors and all(v in self.sized for v in tensors))
             for o in n.outputs():
-                if not str(o.type()).startswith("Tensor") or not reads_data:
+                if not str(o.type()).startswith("Tensor") or valued:
                     self.sized.add(o)
 
     # what a walk has found so far: both sides of a run-time branch must end with the same
