@@ -93,6 +93,22 @@ class RuntimePool(Gated):
         return self.fc(z)
 
 
+class RuntimeHead(Gated):
+    """A1: a run-time branch whose sides apply different heads of one shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc2 = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if bool(self.gate > 0):
+            z = self.fc2(y)
+        else:
+            z = self.fc(y)
+        return z
+
+
 class UnusedMethod(Base):
     """A2 (a): scripted, the method is a raise; Python runs it."""
 
@@ -222,6 +238,7 @@ class SizeTensor(Refusals):
     def test_runtime_branch_sides_compared(self):
         self.refused(RuntimeTranspose, "rt_transpose", "two sides")
         self.refused(RuntimePool, "rt_pool", "two sides")
+        self.refused(RuntimeHead, "rt_head", "two sides")
 
 
 class ScriptedVsPython(Refusals):
