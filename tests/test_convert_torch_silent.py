@@ -197,6 +197,19 @@ class KeepdimMax(Base):
         return self.fc(y.max(1, keepdim=True)[0].squeeze(1))
 
 
+class KeepdimReturned(nn.Module):
+    """U5: the kept dim returned as it is, [B, 1, H]: refused, not served as [B, H]."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return y.mean(1, keepdim=True)
+
+
 class InputNorm(nn.Module):
     """U6: a LayerNorm on the input vectors."""
 
@@ -282,6 +295,9 @@ class UserForms(Refusals):
             model = self.converts(cls, cls.__name__)
             self.check(model is not None and model.pool == pool,
                        "%s pools %s: %s" % (cls.__name__, pool, getattr(model, "pool", None)))
+
+    def test_keepdim_unsqueezed_refused(self):
+        self.refused(KeepdimReturned, "keep_returned", "keepdim=True", ".squeeze(1)")
 
     def test_input_layernorm_message(self):
         msg = self.refused(InputNorm, "input_ln", "LayerNorm before the recurrent layers is "

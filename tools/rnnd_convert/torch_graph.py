@@ -388,6 +388,11 @@ class Analysis:
             isinstance(self.taint.get(v), tuple)
 
     def check_output(self, v):
+        if v in self.keepdim or any(p in self.keepdim for p in self.elems.get(v, ())):
+            raise ConvertError("forward() returns a pooling over the steps kept as a dim "
+                               "(keepdim=True, [batch, 1, out]); rnnd answers one row per "
+                               "sequence: squeeze it over that dim (.squeeze(%d))"
+                               % self.keepdim.get(v, 1))
         t = self.taint.get(v)
         if t == "data":
             return
@@ -594,7 +599,7 @@ class Analysis:
         elif k in DROPOUT_OPS:
             self.active_dropout(n, ins)
             self.mark(out, r)
-        elif k in ("aten::to", "aten::long", "aten::int") and self.token_ids(k, ins):
+        elif k == "aten::to" and self.token_ids(ins):
             self.mark(out, r)       # x.long(), x.to(torch.int32): the same ids
         elif k in LAYOUT_OPS:
             nr = r
@@ -684,13 +689,11 @@ class Analysis:
         else:
             self.refuse(n)
 
-    def token_ids(self, k, ins):
+    def token_ids(self, ins):
         """Whether K(INS) converts the token ids, before the lookup, to int64 or int32 (which
         hold every id exactly): x.long(), x.int(), x.to(torch.long)."""
         if self.input_rank != 2 or self.stage != 0 or self.counts["embedding"]:
             return False
-        if k != "aten::to":
-            return True
         ok, dt = self.const(ins[1]) if len(ins) > 1 else (False, None)
         if not ok:
             return False
