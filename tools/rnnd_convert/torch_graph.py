@@ -37,6 +37,9 @@ SHAPE_OPS = ("aten::size", "aten::dim", "prim::dtype", "prim::device", "aten::le
 PRE_AFFINE = ("aten::mul", "aten::div", "aten::add", "aten::sub")
 # the sizes of a tensor (its rank, aten::dim, is fixed by the input kind)
 SIZE_OPS = ("aten::size", "aten::len", "prim::shape", "aten::numel", "aten::sym_size")
+# tensors made from a size's value (torch.tensor(x.size(1)), traced int(x.size(1)))
+SIZE_TENSORS = ("aten::tensor", "aten::as_tensor", "aten::scalar_tensor", "prim::NumToTensor",
+                "aten::full")
 HEAD_ACTS = {"aten::relu": "relu", "aten::relu_": "relu", "aten::tanh": "tanh",
              "aten::tanh_": "tanh", "aten::sigmoid": "sigmoid", "aten::sigmoid_": "sigmoid",
              "aten::gelu": "gelu"}
@@ -333,6 +336,7 @@ class Analysis:
         self.hn_rows = None     # num_layers * directions of the last recurrent op
         self.features_added = False     # forward() takes [B, T] and unsqueezes the features
         self.hn_width = None    # the width of its h_n rows, where the module says
+        self.keepdim = {}       # a pooling with keepdim=True -> its time dim, to squeeze
 
     def refuse(self, node, what=None):
         advice = _advice(node.kind())
@@ -384,6 +388,11 @@ class Analysis:
             isinstance(self.taint.get(v), tuple)
 
     def check_output(self, v):
+        if v in self.keepdim or any(p in self.keepdim for p in self.elems.get(v, ())):
+            raise ConvertError("forward() returns a pooling over the steps kept as a dim "
+                               "(keepdim=True, [batch, 1, out]); rnnd answers one row per "
+                               "sequence: squeeze it over that dim (.squeeze(%d))"
+                               % self.keepdim.get(v, 1))
         t = self.taint.get(v)
         if t == "data":
             return
@@ -400,14 +409,69 @@ class Analysis:
             self.node(n)
 
     def track_sizes(self, n, k, ins):
-        """Mark the non-tensor outputs of N computed from the sizes of the data (x.size(1),
-        len(x), x.shape[0] > 19, ...): a branch on them computes another graph for other
-        lengths or batches."""
+        """Mark the outputs of N computed from the sizes of the data (x.size(1), len(x),
+        x.shape[0] > 19, and tensors made from them: torch.tensor(x.size(1)) > 100,
+        NumToTensor, int(...)): a branch on them computes another graph for other lengths or
+        batches. A tensor that also reads the data (y / x.size(1)) is the data, not a size."""
+        if k in ("aten::__is__", "aten::__isnot__"):
+            return      # `h is None` says nothing of a size, whatever h is made from
         if k in SIZE_OPS and any(v in self.taint for v in ins) or \
                 any(v in self.sized for v in ins):
+            tensors = [v for v in ins if str(v.type()).startswith("Tensor")]
+            # a tensor holds a size when made from one, or computed from such tensors alone
+            # (zeros(x.size(0), H) holds zeros; h0.expand(1, B, H) holds h0)
+            valued = k in SIZE_TENSORS or (tensors and all(v in self.sized for v in tensors))
             for o in n.outputs():
-                if not str(o.type()).startswith("Tensor"):
+                if not str(o.type()).startswith("Tensor") or valued:
                     self.sized.add(o)
+
+    # what a walk has found so far: both sides of a run-time branch must end with the same
+    _WALK_STATE = ("stage", "counts", "norm", "transposed", "pool", "y_time", "bidir",
+                   "hn_rows", "hn_width", "head_ops", "calls", "pre", "features_added",
+                   "embedding_path", "time_dim")
+
+    def snapshot(self):
+        import copy
+        return {a: copy.copy(getattr(self, a)) for a in self._WALK_STATE}
+
+    def restore(self, snap):
+        import copy
+        for a, v in snap.items():
+            setattr(self, a, copy.copy(v))
+
+    def signature(self):
+        """The walk's state in comparable form: the stage and counts, and also the layout
+        (transposes), the pooling, the head's layers and the weights they read, the modules
+        called and the affine folded before them (issue 14 A1: two sides that reach the
+        same stage can still compute different things)."""
+        out = []
+        for a in self._WALK_STATE:
+            v = getattr(self, a)
+            if a == "head_ops":
+                v = [(op, self.op_weights(n), repr(extra)) for op, n, extra in v]
+            elif a == "pre":
+                v = None if v is None else repr([np.asarray(x).tolist() for x in v])
+            elif a == "counts":
+                v = sorted(v.items())
+            out.append((a, v))
+        return out
+
+    def op_weights(self, n):
+        """The attribute paths (or constants) a head layer's node reads besides its input."""
+        keys = []
+        for v in list(n.inputs())[1:]:
+            path, u = [], v
+            while u.node().kind() == "prim::GetAttr":
+                path.append(u.node().s("name"))
+                u = u.node().input()
+            if path:
+                keys.append(".".join(reversed(path)))
+            elif u.node().kind() == "prim::ListConstruct":
+                keys.append(repr([_const(x) for x in u.node().inputs()]))
+            else:
+                ok, c = _const(v)
+                keys.append(repr(c) if ok else "?")
+        return tuple(keys)
 
     def size_branch(self, n, blocks):
         """Refuse an If on the data's sizes, unless one side only raises (the argument checks
@@ -436,18 +500,18 @@ class Analysis:
             else:
                 # both sides may run: each must be convertible and reach the same point
                 taken = blocks
-                start = (self.stage, dict(self.counts), self.norm)
+                start = self.snapshot()
                 ends = []
                 for b in blocks:
-                    self.stage, self.counts, self.norm = start[0], dict(start[1]), start[2]
+                    self.restore(start)
                     self.block(b.nodes())
-                    ends.append((self.stage, dict(self.counts), self.norm))
+                    ends.append(self.signature())
                 if ends[0] != ends[1]:
                     raise ConvertError(
                         "forward() branches on a value known only when it runs%s, and its "
                         "two sides compute different things; rnnd computes %s: make the "
                         "condition a constant (a torch.jit.Final attribute) or remove the "
-                        "branch" % (where(n, self.module), CHAIN))
+                        "branch" % (where_first(n), CHAIN))
             for i, out in enumerate(n.outputs()):
                 for b in taken:
                     self.copy(out, list(b.outputs())[i])
@@ -469,6 +533,8 @@ class Analysis:
                         "loop into one call per step of the example)" % k)
         if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
             return
+        if k not in PLUMBING and any(v in self.keepdim for v in ins):
+            return self.squeeze_pooled(n, k, ins)
         if k in ("aten::new_zeros", "aten::zeros_like") and not any(
                 self.taint.get(v) in ("state", "hidden") for v in ins):
             return      # x.new_zeros(B, H): zeros of the data's type, not the data
@@ -533,6 +599,8 @@ class Analysis:
         elif k in DROPOUT_OPS:
             self.active_dropout(n, ins)
             self.mark(out, r)
+        elif k == "aten::to" and self.token_ids(ins):
+            self.mark(out, r)       # x.long(), x.to(torch.int32): the same ids
         elif k in LAYOUT_OPS:
             nr = r
             if k in ("aten::view", "aten::reshape"):
@@ -584,10 +652,15 @@ class Analysis:
             self.head_op(n, op, None)
             self.mark(out, r)
         elif k == "aten::layer_norm":
-            if self.stage not in (2, 3):
-                self.refuse(n, "aten::layer_norm %s" % ("before the recurrent layers"
-                                                        if self.stage < 2 else
-                                                        "after the softmax"))
+            if self.stage < 2:
+                raise ConvertError(
+                    "forward() computes a LayerNorm on the input%s: a LayerNorm before the "
+                    "recurrent layers is not supported by the rnnd format; a LayerNorm is "
+                    "supported only after the recurrent layers (after the stack and any "
+                    "pooling) or between head layers: remove it or move it there"
+                    % where(n, self.module))
+            if self.stage != 3 and self.stage != 2:
+                self.refuse(n, "aten::layer_norm after the softmax")
             ok, shape = self.shape_list(ins[1])
             oke, eps = self.const(ins[4])
             if not oke or not isinstance(eps, float):
@@ -615,6 +688,20 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+
+    def token_ids(self, ins):
+        """Whether K(INS) converts the token ids, before the lookup, to int64 or int32 (which
+        hold every id exactly): x.long(), x.int(), x.to(torch.long)."""
+        if self.input_rank != 2 or self.stage != 0 or self.counts["embedding"]:
+            return False
+        ok, dt = self.const(ins[1]) if len(ins) > 1 else (False, None)
+        if not ok:
+            return False
+        try:
+            import torch
+            return dt in (torch.int64, torch.int32, 4, 3)
+        except ImportError:
+            return dt in (4, 3)
 
     def embedding_table(self, n, v):
         """Record the attribute path of the table aten::embedding reads (the importer checks
@@ -903,10 +990,22 @@ class Analysis:
         if k == "aten::max" and n.outputsSize() != 2:
             self.refuse(n, "aten::max of two tensors or of all elements (rnnd pools the steps "
                         "with y.max(dim=t).values)")
-        if not ok_d or not self.is_time_axis(n, d, r) or not ok_k or keep or extra:
+        if not ok_d or not self.is_time_axis(n, d, r) or not ok_k or extra:
             self.refuse(n, "%s over dim %s (keepdim %s) of the output (rnnd pools over the "
-                        "time axis, keepdim False)" % (k, d, keep))
+                        "time axis)" % (k, d, keep))
         self.set_pool(n, "mean" if k == "aten::mean" else "max", out)
+        if keep:
+            self.keepdim[out] = self.y_time     # squeezed over it next, or refused
+
+    def squeeze_pooled(self, n, k, ins):
+        """y.mean(t, keepdim=True).squeeze(t) (max likewise): the pooled row, [B, out]; any
+        other use of the kept [B, 1, out] is refused."""
+        d = self.keepdim[ins[0]] if ins and ins[0] in self.keepdim else None
+        ok, sd = self.const(ins[1]) if k == "aten::squeeze" and len(ins) == 2 else (False, None)
+        if d is None or not ok or not isinstance(sd, int) or sd % 3 != d:
+            self.refuse(n, "%s of a pooling over the steps kept as a dim (keepdim=True); rnnd "
+                        "takes it squeezed over that dim: .squeeze(%s)" % (k, d))
+        self.mark(n.output(), 2)
 
     def final_state(self, n, k, ins):
         """h_n[-1] of a one-direction last layer, cat((h_n[-2], h_n[-1]), 1) of a
@@ -990,6 +1089,11 @@ class Analysis:
         if len(appended) != 1 or len(self._appends) != 1:
             self.refuse(n, "a loop over cells that does not append the last cell's output to "
                         "one list")
+        for b_out in list(body.outputs())[1:]:
+            if str(b_out.type()).startswith(("Tensor", "Optional[Tensor]")) and \
+                    b_out not in inner and b_out not in carried:
+                self.refuse(n, "a loop over cells that sets a state it carries to %s%s, not "
+                            "a cell's output" % (b_out.node().kind(), where(b_out.node())))
         self.steps[appended[0]] = d
         self.time_dim = d
         self.counts["recurrent"] += len(cells)
@@ -1010,6 +1114,25 @@ class Analysis:
             data_in = [v for v in mins if self.taint.get(v) == "data"]
             tin = [v for v in mins if v in inner]
             if k == "prim::If":
+                cond = _static_cond(mins[0], self.const)
+                if cond is not None:
+                    taken = list(m.blocks())[0 if cond else 1]
+                    self.loop_walk(taken.nodes(), inner, counter, d, cells)
+                    for i, o in enumerate(m.outputs()):
+                        src = list(taken.outputs())[i]
+                        if src in inner:
+                            inner[o] = inner[src]
+                    continue
+                w = where(m)
+                if not (w.startswith(" at ") and _in_torch(w[4:].split(":")[0])):
+                    # the cell's own input checks (inlined from torch) decide nothing of the
+                    # data; the user's branch may change the state at some steps only, which
+                    # verification's lengths need not reach (issue 14 A4)
+                    raise ConvertError(
+                        "forward() branches inside its loop over cells%s: rnnd runs the cells "
+                        "the same way at every step; remove the branch (a state reset or "
+                        "change at some steps is not something rnnd can serve)"
+                        % where_first(m))
                 for b in m.blocks():
                     self.loop_walk(b.nodes(), inner, counter, d, cells)
                 for i, o in enumerate(m.outputs()):
@@ -1134,6 +1257,8 @@ class Analysis:
             self.rank[dst] = self.rank[src]
         if src in self.elems:
             self.elems[dst] = self.elems[src]
+        if src in self.keepdim:
+            self.keepdim[dst] = self.keepdim[src]
 
     def plumbing(self, n, k, ins, kinds):
         """Tuples and lists: elements keep their own meaning where the graph says which is

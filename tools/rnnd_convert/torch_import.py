@@ -6,6 +6,8 @@ at most one nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyT
 rearranged to the format's: LSTM i,f,g,o -> i,o,f,c and GRU r,z,n -> z,r,h (PyTorch's GRU is
 linear_before_reset=1). torch is imported only here, only when needed.
 """
+import re
+
 import numpy as np
 
 from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
@@ -366,6 +368,7 @@ def model_from_module(module, input=None, head=None, norm=None):
 
     # forward() itself: one allowlist analysis of its graph (torch_graph.py)
     from .torch_graph import analyse
+    _refuse_python_only(module)
     _refuse_mode_checks(module)
     _refuse_functional_max_norm(module)
     gm = _graph_module(module, model)
@@ -614,50 +617,129 @@ def _refuse_renorm(gm):
             raise ConvertError("forward() computes %s%s: %s" % (n.kind(), where(n), _MAX_NORM))
 
 
+def _not_torch(obj):
+    return (getattr(obj, "__module__", None) or "").split(".")[0] != "torch"
+
+
+def _reached(module):
+    """(name, class, function) for the forward() of MODULE and of its submodules not
+    defined by torch, and every method or function their source calls, transitively
+    (self.helper(y), self.sub.helper(y), helper(y) of the module's globals): what
+    torch.jit.script compiles into forward(), where Python runs the source as it is."""
+    import inspect
+    torch = _torch()
+    seen, out = set(), []
+    todo = [(name, m, type(m).forward) for name, m in module.named_modules()
+            if _not_torch(type(m))]
+    call = re.compile(r"\bself((?:\.\w+)+)\s*\(|(?<![.\w])(\w+)\s*\(")
+    while todo:
+        name, obj, fn = todo.pop(0)
+        fn = getattr(fn, "__func__", fn)
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        out.append((name, type(obj) if obj is not None else None, fn))
+        try:
+            src = inspect.getsource(fn)
+        except (OSError, TypeError):
+            continue
+        for line in src.splitlines():
+            for attrs, bare in call.findall(line.split("#")[0]):
+                target, owner = None, obj
+                if attrs and obj is not None:
+                    target = obj
+                    try:
+                        for part in attrs.split(".")[1:]:
+                            owner, target = target, getattr(target, part)
+                    except Exception:
+                        continue
+                elif bare:
+                    target = getattr(fn, "__globals__", {}).get(bare)
+                    owner = None
+                if isinstance(target, torch.nn.Module):
+                    continue        # a submodule: named_modules() has it
+                if inspect.ismethod(target):
+                    owner, target = target.__self__, target.__func__
+                if inspect.isfunction(target) and _not_torch(target):
+                    todo.append((name, owner if isinstance(owner, torch.nn.Module) else None,
+                                 target))
+    return out
+
+
 def _forward_lines(module):
-    """(name, class, path, line number, line) for every source line of
-    the forward() of MODULE and of its submodules not defined by torch; nothing for a
-    ScriptModule (its source is compiled, not Python that runs)."""
+    """(name, class, path, line number, line, function) for every source line of the
+    forward() of MODULE and of its submodules not defined by torch, and of the methods and
+    functions they call (_reached); nothing for a ScriptModule (its source is compiled, not
+    Python that runs)."""
     import inspect
     torch = _torch()
     if isinstance(module, torch.jit.ScriptModule):
         return
-    for name, m in module.named_modules():
-        cls = type(m)
-        if cls.__module__.split(".")[0] == "torch":
-            continue
+    for name, cls, fn in _reached(module):
         try:
-            lines, first = inspect.getsourcelines(cls.forward)
-            path = inspect.getsourcefile(cls.forward)
+            lines, first = inspect.getsourcelines(fn)
+            path = inspect.getsourcefile(fn)
         except (OSError, TypeError):
             continue
         for k, line in enumerate(lines):
-            yield name, cls, path, first + k, line
+            yield name, cls or type(module), path, first + k, line, fn.__qualname__
+
+
+def _refuse_python_only(module):
+    """Refuse a module whose forward() reaches a method marked @torch.jit.unused or
+    @torch.jit.ignore: scripted, an unused one is a raise and an ignored one a call out of
+    the graph, so the graph analysed is not what Python runs when verification or the
+    user calls the module (issue 14 A2)."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    try:
+        from torch._jit_internal import FunctionModifiers, is_ignored_fn
+    except ImportError:
+        return
+    for name, cls, fn in _reached(module):
+        try:
+            ignored = is_ignored_fn(fn)
+        except Exception:
+            ignored = getattr(fn, "_torchscript_modifier", None) is not None
+        if not ignored:
+            continue
+        unused = getattr(fn, "_torchscript_modifier", None) == FunctionModifiers.UNUSED
+        raise ConvertError("forward() of module '%s' (%s) calls %s, marked @torch.jit.%s: "
+                           "scripted, it is %s, while the module runs it in Python, so rnnd "
+                           "cannot check what it computes; remove the decorator (or the call)"
+                           % (name or "<top>", (cls or type(module)).__name__,
+                              getattr(fn, "__qualname__", "a function"),
+                              "unused" if unused else "ignore",
+                              "a raise" if unused else "a call outside the graph"))
 
 
 def _refuse_functional_max_norm(module):
     """Refuse a forward() that passes max_norm to F.embedding: TorchScript drops the renorm
     (torch 1.13), so the scripted graph looks plain while the module renormalises."""
-    for name, cls, path, lineno, line in _forward_lines(module):
+    for name, cls, path, lineno, line, _ in _forward_lines(module):
         if "max_norm" in line.split("#")[0]:
             raise ConvertError("forward() of module '%s' (%s) at %s:%d: %s: %s"
                                % (name or "<top>", cls.__name__, path, lineno, line.strip(),
                                   _MAX_NORM))
 
 
-_MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting")
+_MODE_CHECKS = ("is_scripting", "is_tracing", "is_compiling", "is_exporting",
+                "_get_tracing_state")
 
 
 def _refuse_mode_checks(module):
-    """Refuse a forward() that asks torch whether it is being scripted or traced: the
-    analysed graph then differs from what the module computes when the user runs it."""
-    for name, cls, path, lineno, line in _forward_lines(module):
+    """Refuse a forward() (or a method or function it calls) that asks torch whether it is
+    being scripted or traced: the analysed graph then differs from what the module computes
+    when the user runs it."""
+    for name, cls, path, lineno, line, fn in _forward_lines(module):
         if any(w in line.split("#")[0] for w in _MODE_CHECKS):
             raise ConvertError(
-                "forward() of module '%s' (%s) asks torch how it runs at %s:%d: %s: "
+                "forward() of module '%s' (%s) asks torch how it runs at %s:%d (in %s): %s: "
                 "the graph rnnd analyses (scripted or traced) differs from what the "
                 "module computes when you run it; remove the check"
-                % (name or "<top>", cls.__name__, path, lineno, line.strip()))
+                % (name or "<top>", cls.__name__, path, lineno, fn,
+                   line.strip().rstrip(":")))
 
 
 def _check_cell_loop(gm, cells, label):
@@ -776,15 +858,16 @@ def _example(module, model):
 
 def _graph_module(module, model):
     """MODULE as a ScriptModule whose forward() graph can be analysed: itself, its
-    torch.jit.script, or failing that its torch.jit.trace; None when torch can do neither
-    (the check at conversion still runs forward())."""
+    torch.jit.script, or failing that its torch.jit.trace. Refused when torch can do
+    neither: converting from the submodules alone would serve whatever forward() does with
+    them unchecked (issue 14 A3)."""
     torch = _torch()
     if isinstance(module, torch.jit.ScriptModule):
         return module
     try:
         return torch.jit.script(module)
-    except Exception:
-        pass
+    except Exception as e:
+        why_script = _first_line(e)
     import warnings
     was = module.training
     module.eval()
@@ -794,7 +877,7 @@ def _graph_module(module, model):
         example = [example, (example[0][..., 0],) + tuple(example[1:])]
     else:
         example = [example]
-    traced = None
+    traced, why_trace = None, "no example input"
     try:
         for ex in example:
             try:
@@ -802,14 +885,25 @@ def _graph_module(module, model):
                     warnings.simplefilter("always")
                     traced = torch.jit.trace(module, ex, check_trace=False)
                 break
-            except Exception:
+            except Exception as e:
+                why_trace = _first_line(e)
                 continue
     finally:
         module.train(was)
     if traced is None:
-        return None
+        raise ConvertError("forward() can be neither scripted (torch.jit.script: %s) nor "
+                           "traced (torch.jit.trace: %s), and rnnd converts a module only "
+                           "after checking forward()'s graph: make forward() scriptable, or "
+                           "traceable (tensors in, a tensor or a tuple of tensors out)"
+                           % (why_script, why_trace))
     _refuse_tracer_warnings(caught)
     return traced
+
+
+def _first_line(e):
+    """The first line of an exception's message (torch's run over many), or its type."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__).rstrip(":")[:200]
 
 
 def _refuse_tracer_warnings(caught):

@@ -1,7 +1,10 @@
 """A time limit on running a torch source during verification (docs/convert.md
 "Verification"): forward() is the file's code, and one that never returns would hang the
 converter. TorchScript runs in C++, where no Python signal reaches it, so each run happens
-in a forked child that the parent kills when the limit is spent.
+in a forked child that the parent kills when the limit is spent. Once CUDA is initialised
+in the process a fork cannot use it: the source then runs in a thread of this process, and
+the converter refuses when the limit is spent (the thread is abandoned, and dies with the
+process).
 
 Standard library and NumPy only. The child sends its result back as an .npy (read with
 allow_pickle=False) or an error message: nothing from the child is unpickled.
@@ -10,6 +13,7 @@ import io
 import os
 import select
 import signal
+import threading
 import time
 
 import numpy as np
@@ -63,18 +67,59 @@ def _die_with(parent):
         os._exit(1)
 
 
-def bounded(run):
+def must_run_in_process():
+    """Whether the source must run in this process: CUDA is initialised here, and does not
+    survive fork()."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
+
+
+def _too_long(limit):
+    return ConvertError("verification did not finish in %g s: the source's forward() runs "
+                        "too long or never returns (RNND_CONVERT_VERIFY_SECONDS sets the "
+                        "limit; --no-verify, verify=False in from_module, skips the check)"
+                        % limit)
+
+
+def _in_thread(run, args, deadline, limit):
+    """RUN(*ARGS) in a daemon thread, waited for until DEADLINE (issue 14 A7: the limit
+    holds where no child can be forked)."""
+    box = {}
+
+    def target():
+        try:
+            box["y"] = np.asarray(run(*args), dtype=np.float64)
+        except ConvertError as e:
+            box["e"] = e
+        except BaseException as e:      # noqa: B902 -- anything: reported below
+            box["e"] = ConvertError("verification: running the source failed (%s: %s)"
+                                    % (type(e).__name__, (str(e).splitlines() or [""])[0]))
+    t = threading.Thread(target=target, name="rnnd-verify-source", daemon=True)
+    t.start()
+    t.join(max(0.0, deadline - time.monotonic()))
+    if t.is_alive():
+        raise _too_long(limit)
+    if "e" in box:
+        raise box["e"]
+    return box["y"]
+
+
+def bounded(run, in_process=None):
     """RUN (x, ... -> array) run in a forked child per call, all calls within limit_seconds()
     from the first; raises ConvertError "verification did not finish in N s" when the limit
-    is spent (the child is killed)."""
+    is spent (the child is killed). IN_PROCESS (None: must_run_in_process() at each call)
+    runs it in a thread of this process instead, under the same limit."""
     state = {}
 
     def call(*args):
         import torch
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            return run(*args)   # CUDA does not survive fork(); such a module runs here
         limit = limit_seconds()
         deadline = state.setdefault("deadline", time.monotonic() + limit)
+        if in_process or (in_process is None and must_run_in_process()):
+            return _in_thread(run, args, deadline, limit)
         r, w = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -95,11 +140,7 @@ def bounded(run):
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([r], [], [], left)[0]:
-                    raise ConvertError(
-                        "verification did not finish in %g s: the source's forward() runs "
-                        "too long or never returns (RNND_CONVERT_VERIFY_SECONDS sets the "
-                        "limit; --no-verify, verify=False in from_module, skips the check)"
-                        % limit)
+                    raise _too_long(limit)
                 b = os.read(r, 1 << 20)
                 if not b:
                     break

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""Silent wrong conversions of PyTorch modules an outside adversary found (issue 14, second
+round, A1-A4, A7) and user refusals (U4-U6): each adversary module here converted while
+computing something else than its source, on sizes or steps verification does not run.
+
+- SizeTensor (A1): a branch on torch.tensor(x.size(1)) is a branch on the size, refused; a
+  run-time branch whose sides differ in layout, pooling or head is refused.
+- ScriptedVsPython (A2): a @torch.jit.unused / @torch.jit.ignore method reachable from
+  forward(), and torch.jit.is_scripting() in a helper method, are refused.
+- NoGraph (A3): a forward() neither script nor trace compiles is refused, naming both.
+- CellLoopBranch (A4): an `if` inside a loop over cells is refused, naming its line.
+- Watchdog (A7): the decision to run the source in-process (CUDA) keeps the time limit.
+- UserForms (U4-U6): emb(x.long()) and mean(1, keepdim=True).squeeze(1) convert; a
+  LayerNorm on the input is refused saying plainly what is supported.
+
+Env: PYTHONPATH (= tools), RNND_TEST_TMP.
+"""
+import os
+import time
+import unittest
+import warnings
+
+import torch
+import torch.nn as nn
+
+import rnnd_convert
+from daemon_util import Case, tmpdir
+from rnnd_convert import watchdog
+from rnnd_convert.errors import ConvertError
+
+warnings.filterwarnings("ignore")
+WORK = tmpdir("convert_torch_silent")
+
+
+def path(name):
+    return os.path.join(WORK, name)
+
+
+class Base(nn.Module):
+    def __init__(self, vocab=50):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 6)
+
+
+class SizeTensorTranspose(Base):
+    """A1: the branch is on the length, through a tensor made from it."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if torch.tensor(x.size(1)) > 100:
+            y = y.transpose(0, 1)
+        return self.fc(y)
+
+
+class SizeTensorFlip(Base):
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        n = torch.as_tensor(x.size(1)) * 2
+        if bool(n > 200):
+            return self.fc(y)[:, -1]
+        return self.fc(y[:, -1])
+
+
+class Gated(Base):
+    """A condition known only when forward() runs: a buffer's value."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gate", torch.zeros(1))
+
+
+class RuntimeTranspose(Gated):
+    """A1: a run-time branch whose sides end at the same stage but in another layout."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if bool(self.gate > 0):
+            y = y.transpose(0, 1)
+        return self.fc(y)
+
+
+class RuntimePool(Gated):
+    """A1: a run-time branch whose sides pool differently."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if bool(self.gate > 0):
+            z = y.mean(1)
+        else:
+            z = y[:, -1]
+        return self.fc(z)
+
+
+class RuntimeHead(Gated):
+    """A1: a run-time branch whose sides apply different heads of one shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc2 = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if bool(self.gate > 0):
+            z = self.fc2(y)
+        else:
+            z = self.fc(y)
+        return z
+
+
+class UnusedMethod(Base):
+    """A2 (a): scripted, the method is a raise; Python runs it."""
+
+    @torch.jit.unused
+    def rare(self, y):
+        return y * 2.0
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        if x.size(1) > 100:
+            y = self.rare(y)
+        return self.fc(y)
+
+
+class IgnoredMethod(Base):
+    @torch.jit.ignore
+    def rare(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return self.fc(self.rare(y))
+
+
+class HelperModeCheck(Base):
+    """A2 (b): the mode check is in a helper forward() calls, not in forward()."""
+
+    def post(self, y):
+        if torch.jit.is_scripting() or y.size(1) <= 64:
+            return y
+        return y * 3.0
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return self.fc(self.post(y))
+
+
+class StarArgs(Base):
+    """A3: neither scriptable (*extra) nor traceable (returns None)."""
+
+    def forward(self, x, *extra):
+        y, _ = self.lstm(self.emb(x))
+        return self.fc(y), None
+
+
+class CellLoopIf(nn.Module):
+    """A4: an if inside the loop over cells rewrites the state every 100 steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        z = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (h, c))
+            if t % 100 == 99:
+                h = z
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+class LongTokens(Base):
+    """U4: what users write: the ids converted to int64 before the lookup."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x.long()))
+        return self.fc(y)
+
+
+class KeepdimMean(Base):
+    """U5: mean over the steps with keepdim, then squeeze."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return self.fc(y.mean(1, keepdim=True).squeeze(1))
+
+
+class KeepdimMax(Base):
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return self.fc(y.max(1, keepdim=True)[0].squeeze(1))
+
+
+class KeepdimReturned(nn.Module):
+    """U5: the kept dim returned as it is, [B, 1, H]: refused, not served as [B, H]."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return y.mean(1, keepdim=True)
+
+
+class InputNorm(nn.Module):
+    """U6: a LayerNorm on the input vectors."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(4)
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(self.ln(x))
+        return self.fc(y)
+
+
+class Refusals(Case):
+    def refused(self, cls, name, *words):
+        torch.manual_seed(3)
+        m = cls().eval()
+        out = path(name + ".rnnd")
+        try:
+            rnnd_convert.from_module(m, out)
+            self.check(False, "%s: from_module converts it" % name)
+            return ""
+        except ConvertError as e:
+            msg = str(e)
+        self.check("\n" not in msg, "%s: one line: %s" % (name, msg))
+        for w in words:
+            self.check(w in msg, "%s: the refusal names %r: %s" % (name, w, msg))
+        self.check(not os.path.exists(out), "%s: no file written" % name)
+        return msg
+
+
+class SizeTensor(Refusals):
+    def test_size_tensor_branch_refused(self):
+        self.refused(SizeTensorTranspose, "size_transpose", "size",
+                     "torch.tensor(x.size(1)) > 100")
+        self.refused(SizeTensorFlip, "size_flip", "size")
+
+    def test_runtime_branch_sides_compared(self):
+        self.refused(RuntimeTranspose, "rt_transpose", "two sides")
+        self.refused(RuntimePool, "rt_pool", "two sides")
+        self.refused(RuntimeHead, "rt_head", "two sides")
+
+
+class ScriptedVsPython(Refusals):
+    def test_unused_and_ignored_refused(self):
+        self.refused(UnusedMethod, "unused", "rare", "torch.jit.unused")
+        self.refused(IgnoredMethod, "ignored", "rare", "torch.jit.ignore")
+
+    def test_mode_check_in_helper_refused(self):
+        self.refused(HelperModeCheck, "helper_mode", "is_scripting", "post")
+
+
+class NoGraph(Refusals):
+    def test_neither_script_nor_trace_refused(self):
+        self.refused(StarArgs, "star", "script", "trace")
+
+
+class CellLoopBranch(Refusals):
+    def test_if_in_cell_loop_refused(self):
+        self.refused(CellLoopIf, "cell_if", "t % 100 == 99")
+
+
+class UserForms(Refusals):
+    def converts(self, cls, name):
+        torch.manual_seed(4)
+        m = cls().eval()
+        out = path(name + ".rnnd")
+        try:
+            model = rnnd_convert.from_module(m, out)
+        except ConvertError as e:
+            self.check(False, "%s: refused: %s" % (name, e))
+            return None
+        self.check(os.path.exists(out), "%s: file written (verified)" % name)
+        return model
+
+    def test_long_tokens_convert(self):
+        model = self.converts(LongTokens, "long")
+        self.check(model is not None and model.input_kind == "tokens", "long: token input")
+
+    def test_keepdim_pooling_converts(self):
+        for cls, pool in ((KeepdimMean, "mean"), (KeepdimMax, "max")):
+            model = self.converts(cls, cls.__name__)
+            self.check(model is not None and model.pool == pool,
+                       "%s pools %s: %s" % (cls.__name__, pool, getattr(model, "pool", None)))
+
+    def test_keepdim_unsqueezed_refused(self):
+        self.refused(KeepdimReturned, "keep_returned", "keepdim=True", ".squeeze(1)")
+
+    def test_input_layernorm_message(self):
+        msg = self.refused(InputNorm, "input_ln", "LayerNorm before the recurrent layers is "
+                           "not supported", "after the recurrent layers")
+        self.check("is supported" not in msg.split("not supported")[0],
+                   "the message does not first say it is supported: %s" % msg)
+
+
+class Watchdog(Case):
+    def test_in_process_run_keeps_the_limit(self):
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "1"
+        try:
+            def slow(x):
+                time.sleep(5)
+                return x
+            limited = watchdog.bounded(slow, in_process=True)
+            t0 = time.monotonic()
+            try:
+                limited(1.0)
+                self.check(False, "an in-process run past the limit returns")
+            except ConvertError as e:
+                self.check("did not finish" in str(e), "the limit's message: %s" % e)
+            self.check(time.monotonic() - t0 < 4, "refused at the limit, not after the run")
+            fast = watchdog.bounded(lambda x: x * 2, in_process=True)
+            self.check(float(fast(2.0)) == 4.0, "a run within the limit returns its result")
+        finally:
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
+
+    def test_cuda_decision(self):
+        self.check(watchdog.must_run_in_process() == (torch.cuda.is_available() and
+                                                      torch.cuda.is_initialized()),
+                   "in-process exactly when CUDA is initialised")
+
+
+if __name__ == "__main__":
+    unittest.main()
