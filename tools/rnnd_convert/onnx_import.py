@@ -274,7 +274,7 @@ class Importer:
             # slices it per layer; it may only reach a recurrent node's initial_h / initial_c
             if op in EXTRA_PASS and len(extra) == 1 and ins[0] is extra[0] and all(
                     v.kind == CONST for v in present[1:]):
-                out = self.extra_pass(node, extra[0], ins)
+                out = onnx_state.pass_value(self, node, extra[0], ins)
                 for name in node.output:
                     if name:
                         self.vals[name] = out
@@ -1120,129 +1120,6 @@ class Importer:
             self.fail("%s is not a constant (initializer or Constant node)" % what)
         return np.asarray(v.value, dtype=np.float64)
 
-    def extra_pass(self, node, v, ins):
-        """The EXTRA value NODE makes of a state input V: the rows of its first axis it
-        keeps, as torch slices its `hidden` per layer (Slice, Gather), or not exact where it
-        rearranges anything else (a Transpose, Reshape, a Cast to integers)."""
-        import onnx
-        op, a = node.op_type, _attrs(node)
-        out = v.but()
-        rows, rank = v.rows, v.rank
-        if not v.exact:
-            return out
-        try:
-            if op in ("Identity",):
-                return out
-            if op == "Cast":
-                if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
-                    out.exact = False
-                return out
-            if op == "Slice":
-                if self.opset < 10:
-                    starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
-                else:
-                    vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
-                    starts, ends, axes, steps = [None if q is None else
-                                                 [int(e) for e in np.asarray(q.value).ravel()]
-                                                 for q in vals]
-                axes = axes if axes is not None else list(range(len(starts)))
-                steps = steps if steps is not None else [1] * len(starts)
-                for s0, e0, ax, st in zip(starts, ends, axes, steps):
-                    if rank is None or int(ax) % rank != 0 or v.squeezed:
-                        if not (s0 == 0 and e0 >= 2 ** 31 - 1 and st == 1):
-                            out.exact = False
-                    elif rows is not None:
-                        out.rows = rows = rows[slice(int(s0), int(e0), int(st))]
-                    elif s0 >= 0 and st == 1 and e0 >= 2 ** 31 - 1 and s0 == 0:
-                        pass
-                    elif s0 >= 0 and st == 1 and 0 <= e0 < 2 ** 31 - 1:
-                        out.rows = rows = list(range(int(s0), int(e0)))
-                    else:
-                        out.exact = False
-                return out
-            if op == "Gather":
-                idx = np.asarray(ins[1].value).astype(np.int64)
-                if rank is None or a.get("axis", 0) % rank != 0 or v.squeezed or idx.ndim > 1:
-                    out.exact = False
-                    return out
-                if rows is None:
-                    if np.any(idx < 0):
-                        out.exact = False
-                        return out
-                    picked = [int(i) for i in idx.ravel()]
-                else:
-                    picked = [rows[int(i)] for i in idx.ravel()]
-                out.rows = picked
-                if idx.ndim == 0:
-                    out.squeezed, out.rank = True, rank - 1
-                return out
-            if op == "Unsqueeze" and v.squeezed:
-                axes = self.data_axes(node, a, ins, 1)
-                if axes is not None and [k % (rank + 1) for k in axes] == [0]:
-                    out.squeezed, out.rank = False, rank + 1
-                    return out
-            if op == "Transpose" and rank is not None and \
-                    list(a.get("perm", range(rank)[::-1])) == list(range(rank)):
-                return out
-        except (IndexError, KeyError, TypeError, ValueError, AttributeError):
-            pass
-        out.exact = False
-        return out
-
-    def extra_state(self, v, what, nd, layout):
-        """Check that the state input V feeding WHAT of the next layer holds exactly that
-        layer's rows, as rnnd's initial state gives them (torch's `hidden`: [layers *
-        directions, batch, hidden], h then c), and record it."""
-        k = len(self.model.layers)
-        want = list(range(k * nd, (k + 1) * nd))
-        way = ("rnnd's initial state (infer's initial_state, a session's state) gives layer "
-               "%d rows %s of torch's [layers * directions, batch, hidden]" % (k, want))
-        if layout != 0:
-            self.fail("%s comes from graph input '%s' into a layout-1 node; rnnd-convert "
-                      "follows a state input only into layout 0" % (what, v.origin))
-        if not v.exact or v.squeezed or v.rank not in (3, None) or (
-                v.rank is None and v.rows is not None):
-            self.fail("%s comes from graph input '%s' rearranged (not only sliced by rows of "
-                      "its first axis); %s, so the converted model would start from another "
-                      "state than the source" % (what, v.origin, way))
-        claims = self.state_claims.setdefault(v.origin, [])
-        if (v.rows is None and (k != 0 or claims)) or any(r is None for _, r in claims) or \
-                (v.rows is not None and v.rows != want):
-            self.fail("%s of layer %d comes from rows %s of graph input '%s'; %s, so the "
-                      "converted model would start from another state than the source"
-                      % (what, k, "all" if v.rows is None else v.rows, v.origin, way))
-        role = self.state_roles.setdefault(v.origin, what)
-        if role != what:
-            self.fail("graph input '%s' feeds %s here and %s of another layer" % (
-                v.origin, what, role))
-        claims.append((k, v.rows))
-        self.layer_states.setdefault(k, set()).add(what)
-
-    def check_state_inputs(self):
-        """When a graph input gives initial states, it gives every layer's, h before c in the
-        graph's inputs (rnnd's initial state: h then c of each layer; a layer started from
-        zeros in the source would start from the request's state in rnnd)."""
-        if not self.state_inputs:
-            return
-        for k, L in enumerate(self.model.layers):
-            want = {"initial_h", "initial_c"} if L.type == "lstm" else {"initial_h"}
-            got = self.layer_states.get(k, set())
-            if got != want:
-                raise ConvertError(
-                    "the graph takes initial states as inputs, but layer %d starts its %s from "
-                    "zeros; rnnd's initial state gives every layer's h%s, so the converted "
-                    "model would start that layer from another state than the source"
-                    % (k, " and ".join(sorted(want - got)),
-                       " and c" if L.type == "lstm" else ""))
-        roles = {self.state_roles[n]: n for n in self.state_inputs}
-        if "initial_c" in roles and self.extra_order.index(roles["initial_h"]) > \
-                self.extra_order.index(roles["initial_c"]):
-            raise ConvertError(
-                "graph input '%s' feeds initial_c and '%s', a later input, initial_h; rnnd's "
-                "initial state is h then c (torch's (h_0, c_0)), so the converted model "
-                "would swap them: give the inputs in the order (h_0, c_0)"
-                % (roles["initial_c"], roles["initial_h"]))
-
     def zero_input(self, ins, k, what, nd, H, layout):
         v = ins[k] if len(ins) > k else None
         if v is None:
@@ -1252,7 +1129,7 @@ class Importer:
             return
         if v.kind == EXTRA and what in ("initial_h", "initial_c"):
             # the graph's state input is rnnd's initial state: zeros, or a session's state
-            self.extra_state(v, what, nd, layout)
+            onnx_state.claim(self, v, what, nd, layout)
             self.state_inputs.add(v.origin)
             return
         if v.kind == EXTRA:
@@ -1509,7 +1386,7 @@ class Importer:
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
         self.check_output_order(name, y)
-        self.check_state_inputs()
+        onnx_state.check_complete(self)
         m = self.model
         if y.head:
             head = list(y.head)
@@ -1914,3 +1791,7 @@ def _load_external_data(proto, path):
         t.raw_data = raw
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
+
+
+# last: onnx_state reads this module's names (the checks of state inputs live there)
+from . import onnx_state  # noqa: E402
