@@ -32,6 +32,11 @@ LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatt
 # element operations (a MatMul counts m*k*n) of all folding in one file.
 MAX_FOLD_ELEMENTS = 1 << 26
 MAX_FOLD_WORK = 1 << 31
+# Bytes of folded values held at once (a value is let go after the last node that reads
+# it): 2^26 elements of float64 are 512 MiB, and a file that keeps several alive must not
+# hold them all (issue 14, outside trial A5). Verification's interpreter (onnx_run) holds
+# the tensors it makes from shapes to the same bound.
+MAX_HELD_BYTES = 1 << 30
 # why an initial state computed in the graph cannot be converted, and the way out
 LEARNED_STATE = ("rnnd starts every sequence from zeros or from the state a request gives "
                  "(infer's \"initial_state\", a session's state), so an initial state the "
@@ -114,6 +119,8 @@ def _attrs(node):
 
 def _tensor(t):
     from onnx import numpy_helper
+    if t.data_type in _COMPLEX:
+        raise ConvertError("tensor '%s': %s" % (t.name, _complex_why(t.data_type)))
     try:
         return numpy_helper.to_array(t)
     except Exception as e:      # raw_data of another length than the dims say, ...
@@ -122,8 +129,20 @@ def _tensor(t):
                                      (str(e).splitlines() or [type(e).__name__])[0]))
 
 
+# onnx.TensorProto.COMPLEX64, COMPLEX128
+_COMPLEX = (14, 15)
+
+
+def _complex_why(onnx_type):
+    return ("element type %s: complex numbers; rnnd computes in real numbers, so "
+            "rnnd-convert reads no complex tensor" % ("COMPLEX64" if onnx_type == 14
+                                                      else "COMPLEX128"))
+
+
 def _np_dtype(onnx_type):
     import onnx
+    if onnx_type in _COMPLEX:
+        raise ConvertError(_complex_why(onnx_type))
     try:
         return onnx.helper.tensor_dtype_to_np_dtype(onnx_type)
     except AttributeError:
@@ -153,6 +172,8 @@ class Importer:
         self.node = None
         self.idx = 0
         self.fold_work = 0          # element operations folding has cost (MAX_FOLD_WORK)
+        self.held = 0               # bytes of folded values held now (MAX_HELD_BYTES)
+        self.held_by = {}           # a folded value's name: its bytes
 
     # ---- errors -------------------------------------------------------------------------
     def label(self, node=None):
@@ -185,12 +206,15 @@ class Importer:
         self.extra_order = [i.name for i in inputs[1:]]
         nodes = fuse_head_ops(g)
         live = _live_nodes(nodes, g.output)
+        last = _last_reads(nodes, live, g.output)
         try:
             for self.idx, node in enumerate(nodes):
                 if self.idx not in live:
                     continue        # computes nothing the outputs read
                 self.node = node
                 self.visit(node)
+                for name in last.get(self.idx, ()):
+                    self.let_go(name)
             return self.finish()
         except ConvertError as e:
             unrolled = self.unrolled_loop()
@@ -262,10 +286,23 @@ class Importer:
             self.fail("input '%s' is not produced by any earlier node or initializer" % name)
         return v
 
+    def let_go(self, name):
+        """Forget the folded value NAME, which no later node reads (MAX_HELD_BYTES)."""
+        n = self.held_by.pop(name, None)
+        if n is not None:
+            self.held -= n
+            del self.vals[name]
+
     def visit(self, node):
         if node.domain not in ("", "ai.onnx"):
             self.fail("operator domain '%s' is not supported by rnnd" % node.domain)
         op = node.op_type
+        try:
+            a = _attrs(node)        # a complex tensor attribute is refused here, by node
+            if op == "Cast" and "to" in a:
+                _np_dtype(a["to"])
+        except ConvertError as e:
+            self.fail(str(e))
         ins = [self.get(n) for n in node.input]
         present = [v for v in ins if v is not None]
         extra = [v for v in present if v.kind == EXTRA]
@@ -287,6 +324,11 @@ class Importer:
         elif all(v.kind == CONST for v in present) and op not in RECURRENT:
             outs = [Val(CONST, value=x) for x in self.fold(node, [None if v is None else v.value
                                                                   for v in ins])]
+            for name, v in zip(node.output, outs):
+                if name:
+                    n = int(np.asarray(v.value).nbytes)
+                    self.held += n - self.held_by.get(name, 0)
+                    self.held_by[name] = n
         elif any(v.kind == DATA for v in present) or op in RECURRENT:
             outs = self.visit_data(node, ins)
         elif any(v.kind == STATE for v in present):
@@ -359,8 +401,9 @@ class Importer:
                     if np.issubdtype(x.dtype, np.integer):
                         return [(x // vals[1]).astype(x.dtype)]
                     return [x / vals[1]]
+                # astype without a copy: folding holds no value twice (MAX_HELD_BYTES)
                 return [f(x, vals[1]).astype(np.result_type(x, vals[1]) if op != "Equal"
-                                             else bool)]
+                                             else bool, copy=False)]
             if op in ("Neg", "Sqrt", "Exp", "Abs", "Reciprocal"):
                 return [{"Neg": np.negative, "Sqrt": np.sqrt, "Exp": np.exp, "Abs": np.abs,
                          "Reciprocal": np.reciprocal}[op](x)]
@@ -403,6 +446,11 @@ class Importer:
         if elems > MAX_FOLD_ELEMENTS:
             self.fail("folding it on constants would make a tensor of %d elements; rnnd-convert "
                       "folds at most %d" % (elems, MAX_FOLD_ELEMENTS))
+        size = elems * _fold_itemsize(op, a, vals)
+        if self.held + size > MAX_HELD_BYTES:
+            self.fail("folding it on constants would make %d bytes while %d bytes of folded "
+                      "values are held; rnnd-convert holds at most %d MiB of them at once"
+                      % (size, self.held, MAX_HELD_BYTES >> 20))
         if self.fold_work > MAX_FOLD_WORK:
             self.fail("folding the graph's constants takes more than %d element operations; "
                       "rnnd-convert refuses it" % MAX_FOLD_WORK)
@@ -1575,6 +1623,30 @@ def _live_nodes(nodes, outputs):
             live.add(k)
             need.update(i for i in n.input if i)
     return live
+
+
+def _last_reads(nodes, live, outputs):
+    """{node index: [names it is the last live reader of]}, graph outputs left out."""
+    keep = {o.name for o in outputs}
+    last = {}
+    for k in sorted(live):
+        for i in nodes[k].input:
+            if i and i not in keep:
+                last[i] = k
+    out = {}
+    for name, k in last.items():
+        out.setdefault(k, []).append(name)
+    return out
+
+
+def _fold_itemsize(op, a, vals):
+    """Bytes per element of what folding OP makes: the fill's or the target type's, else the
+    widest operand's."""
+    if op == "Cast" and "to" in a:
+        return np.dtype(_np_dtype(a["to"])).itemsize
+    if op == "ConstantOfShape":
+        return np.asarray(a.get("value", np.zeros(1, np.float32))).dtype.itemsize
+    return max([np.asarray(v).dtype.itemsize for v in vals if v is not None] or [8])
 
 
 def _size(shape):
