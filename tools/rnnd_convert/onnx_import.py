@@ -37,6 +37,13 @@ MAX_FOLD_WORK = 1 << 31
 # hold them all (issue 14, outside trial A5). Verification's interpreter (onnx_run) holds
 # the tensors it makes from shapes to the same bound.
 MAX_HELD_BYTES = 1 << 30
+# rows of an embedding table at one norm, the largest, that look renormalised by max_norm
+MAX_NORM_ROWS = 3
+# why attention over the recurrent outputs cannot be converted, and the way out
+ATTENTION = ("attention is not expressible in rnnd's format, which runs recurrent layers, "
+             "then pools the last layer's output once (its last step, or mean or max over the "
+             "steps), then the head: pool with one of those (y[:, -1], y.mean(1), "
+             "y.max(1).values) instead, or serve the model outside rnnd")
 # why an initial state computed in the graph cannot be converted, and the way out
 LEARNED_STATE = ("rnnd starts every sequence from zeros or from the state a request gives "
                  "(infer's \"initial_state\", a session's state), so an initial state the "
@@ -217,16 +224,62 @@ class Importer:
                     self.let_go(name)
             return self.finish()
         except ConvertError as e:
+            # a construct rnnd has no layer for leads, with its way out, as the torch doors
+            # say it (user findings U7, U8); the node that failed follows
+            lead = self.loop_node(nodes, live) or self.packed(nodes, live, e)
+            if lead is not None:
+                raise ConvertError("%s (the first node rnnd-convert cannot read: %s)"
+                                   % (lead, e))
             unrolled = self.unrolled_loop()
             if unrolled is None:
                 raise
+            if unrolled.startswith("the graph is"):
+                raise ConvertError("%s (the first node rnnd-convert cannot read: %s)"
+                                   % (unrolled, e))
             raise ConvertError("%s; %s" % (e, unrolled))
+
+    def loop_node(self, nodes, live):
+        """The message for a graph that runs a Loop or Scan (a loop in forward() the export
+        kept as a loop: a scripted module), else None."""
+        loop = next((n for k, n in enumerate(nodes) if k in live and
+                     n.op_type in ("Loop", "Scan")), None)
+        if loop is None:
+            return None
+        return ("the graph runs a Loop (node '%s' (%s)): a loop in forward() over the steps, "
+                "as over an nn.LSTMCell / GRUCell / RNNCell, which rnnd-convert does not read "
+                "from ONNX: use nn.LSTM / nn.GRU / nn.RNN in forward() (with the cell's "
+                "weights), or convert the PyTorch module with rnnd_convert.from_module (or "
+                "torch.jit.script and rnnd-convert), which reads a loop over a cell as one "
+                "layer" % (loop.name or loop.output[0], loop.op_type))
+
+    def packed(self, nodes, live, err):
+        """The message for a graph exported with pack_padded_sequence (a recurrent node
+        given sequence_lens) that fails before that node says so itself (enforce_sorted=
+        False sorts the lengths first, with TopK), else None."""
+        rec = [n for k, n in enumerate(nodes) if k in live and n.op_type in RECURRENT and
+               len(n.input) > 4 and n.input[4]]
+        if not rec or "sequence_lens" in str(err):
+            return None
+        sort = next((n for k, n in enumerate(nodes) if k in live and
+                     n.op_type in ("TopK", "ArgMax", "ArgMin")), None)
+        return ("the graph packs its sequences (pack_padded_sequence%s: node '%s' (%s) "
+                "takes sequence_lens%s): packed sequences are not supported; rnnd's infer "
+                "takes a batch of sequences of different lengths and runs each at its own "
+                "length, unpadded (docs/api.md), so packing is not needed: export the model "
+                "calling the recurrent module without pack_padded_sequence / "
+                "pad_packed_sequence"
+                % (", enforce_sorted=False" if sort is not None else "",
+                   rec[0].name or rec[0].output[0], rec[0].op_type,
+                   ", node '%s' (%s) sorts the lengths" % (sort.name or sort.output[0],
+                                                            sort.op_type)
+                   if sort is not None else ""))
 
     def unrolled_loop(self):
         """Advice when the graph looks like a loop over a cell unrolled by the export (the
         same weight matrix multiplied in at several places and no recurrent node), else
         None: an exported loop runs as many steps as the example had, and rnnd cannot tell
-        the steps apart."""
+        the steps apart. The cell loop's advice starts "the graph is": it leads the
+        message."""
         g = self.graph
         if any(n.op_type in ("LSTM", "GRU", "RNN") for n in g.node):
             return None
@@ -244,12 +297,14 @@ class Importer:
                     "tools/rnnd_modules' modules (MinGRU, MinLSTM, SLSTM, Clockwork, DGLSTM), "
                     "convert the PyTorch module with rnnd_convert.from_module, which reads "
                     "them")
-        return ("the graph multiplies by '%s' at %d places and holds no LSTM / GRU / RNN "
-                "node: a loop over an nn.LSTMCell / GRUCell / RNNCell (or a module of "
+        return ("the graph is a loop over an nn.LSTMCell / GRUCell / RNNCell (or a module of "
                 "tools/rnnd_modules: Clockwork, DGLSTM, ...) that the export unrolled for "
-                "the example's length; convert the PyTorch module instead "
-                "(rnnd_convert.from_module, or torch.jit.script and rnnd-convert), where the "
-                "loop becomes one layer" % (name, count))
+                "the example's length (it multiplies by '%s' at %d places and holds no "
+                "LSTM / GRU / RNN node), so it runs only as many steps as the example had: "
+                "use nn.LSTM / nn.GRU / nn.RNN in forward() (with the cell's weights), or "
+                "convert the PyTorch module instead (rnnd_convert.from_module, or "
+                "torch.jit.script and rnnd-convert), where the loop becomes one layer"
+                % (name, count))
 
     def setup_input(self, vi):
         import onnx
@@ -711,8 +766,10 @@ class Importer:
         if op == "Gather" and a.get("axis", 0) == 0 and ins[0].rows and ins[1] is not None \
                 and ins[1].kind == CONST and np.asarray(ins[1].value).ndim == 0:
             one = ins[0].rows[int(ins[1].value) % len(ins[0].rows)]
-        if op == "Squeeze" and getattr(ins[0], "sliced", False) and len(ins[0].rows) == 1 \
-                and (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+        if op == "Squeeze" and len(ins[0].rows) == 1 and \
+                (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+            # h_n[-1] sliced at opset 9, or h.squeeze(0) of a one-direction layer's Y_h
+            # (the torch door takes it too: user finding U2)
             one = ins[0].rows[0]
         if one is not None:
             row = one
@@ -751,6 +808,10 @@ class Importer:
         if op in RECURRENT:
             return self.recurrent(node, ins)
         d = [v for v in ins if v is not None and v.kind == DATA]
+        if len(d) > 1 and op == "MatMul":
+            self.fail("multiplies the data by the data (torch.bmm / matmul of the outputs "
+                      "over the time axis, as y @ y.transpose(1, 2) or weights @ y); %s"
+                      % ATTENTION)
         if len(d) > 1:
             self.fail("combines the data with itself (a branch or residual connection); "
                       "rnnd runs one chain of layers")
@@ -1013,10 +1074,34 @@ class Importer:
             self.fail("a table lookup on data that is not the input's token ids")
         self.new_stage(ids)
         emb = np.asarray(table.value)
+        self.warn_max_norm(node, emb)
         self.model.embedding = f32(emb)
         self.model.vocab_size, self.model.input_dim = int(emb.shape[0]), int(emb.shape[1])
         e = Atom("embedding", int(emb.shape[1]))
         return Val(DATA, axes=list(ids.axes) + [(e,)], stage=self.stage, feat=(e,))
+
+    def warn_max_norm(self, node, emb):
+        """Warn on stderr when MAX_NORM_ROWS or more rows of the table EMB share one norm,
+        the largest: rows renormalised in place by nn.Embedding(max_norm=...), which the
+        export writes as a plain Gather (user finding U1; docs/convert.md "ONNX"). Random
+        or trained rows have no two norms alike to 1e-5."""
+        if emb.ndim != 2 or not emb.size:
+            return
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+        top = float(norms.max())
+        n = int(np.sum(np.abs(norms - top) <= 1e-5 * top)) if top > 0 else 0
+        if n < MAX_NORM_ROWS:
+            return
+        import sys
+        sys.stderr.write(
+            "rnnd-convert: warning: %s: %d rows of the embedding table '%s' have the same norm "
+            "%.6g, the largest of any row, as rows renormalised by nn.Embedding(max_norm=%.6g) "
+            "have (renormalised in place where the module ran): the graph cannot tell, and "
+            "the converted model uses the table as it is, where the PyTorch module "
+            "renormalises every row it looks up that is longer than max_norm; if the module "
+            "has max_norm, "
+            "renormalise its weight once and set max_norm = None before exporting\n"
+            % (self.label(node), n, node.input[0], top, top))
 
     def _affine_start(self, x):
         if x.tokens:
@@ -1149,6 +1234,9 @@ class Importer:
             covered = list(range(k, r))
         atoms = nonunit(_merge([x.axes[i] for i in covered]))
         want = x.feat if x.feat is not None else self.in_feat
+        if self.seq is not None and self.seq in atoms:
+            self.fail("a softmax over the time axis (axis %d): attention weights over the "
+                      "steps, as softmax(score(y), dim=1); %s" % (k, ATTENTION))
         if atoms != want:
             self.fail("normalises over axis %d, which is not the feature axis" % k)
         st = self.new_stage(x)
@@ -1463,6 +1551,11 @@ class Importer:
         order = [a for ax in y.axes for a in nonunit(ax) if a is not self.batch]
         feat = list(y.feat) if y.feat is not None else list(self.in_feat or ())
         want = ([] if y.pooled else [self.seq]) + feat
+        if order != want and order == want[:len(want) - len(feat)] and \
+                axis_size(tuple(feat)) == 1:
+            # one output per step squeezed away, fc(y).squeeze(-1) of [B, T, 1]: rnnd's
+            # outputs of size 1 per step (user finding U3)
+            return
         if order != want:
             def role(a):
                 return "time" if a is self.seq else "features"

@@ -171,6 +171,10 @@ def _measure(model, worst, src, outs, T, B, how):
     if getattr(model, "pool", "none") != "none" and src.ndim == 2:
         src = src[:, None, :]   # a pooled model: one row per sequence, as step 0
     got = np.stack(outs)
+    if got.ndim == 3 and got.shape[-1] == 1 and src.shape == got.shape[:-1]:
+        # one output per step squeezed away, fc(y).squeeze(-1) of [B, T, 1] (user finding
+        # U3): the same numbers; a pooled source of T outputs matches at one length only
+        src = src[..., None]
     if src.shape != got.shape:
         pooled = src.ndim == 2 and src.shape[0] == B and got.ndim == 3
         raise ConvertError(
