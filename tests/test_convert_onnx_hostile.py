@@ -593,6 +593,21 @@ class StateNet(nn.Module):
         return self.fc(y), hidden
 
 
+class TwoModules(nn.Module):
+    """Two recurrent modules of hidden sizes 8 and 5, each given its own initial state."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.a = getattr(nn, kind)(4, 8)
+        self.b = getattr(nn, kind)(8, 5)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x, s1, s2):
+        y, _ = self.a(x, s1)
+        y, _ = self.b(y, s2)
+        return self.fc(y)
+
+
 def export_state(net, name, opset, lstm):
     p = path("%s_%d.onnx" % (name, opset))
     n = net.rnn.num_layers * (2 if net.rnn.bidirectional else 1)
@@ -674,6 +689,56 @@ class StateInputs(Case):
                 e = float(np.max(np.abs(src[0] - want)))
                 self.check(e < 1e-5, "%s: onnx_run.source_runner from the same state (max "
                            "error %.3g)" % (what, e))
+
+    def test_per_module_states(self):
+        """forward(x, h1, h2) (or (h1, c1), (h2, c2)) of two modules whose hidden sizes
+        differ (V2): each input is its module's [1, batch, H_k]; the old importer refused
+        the second ("rows [0] of graph input 'h2'"), and its check fed one stacked tensor,
+        so it could not run. Now it converts, checked from random initial states (the
+        record says initial_state_checked), and rnnd from a state equals torch."""
+        import json
+        import struct
+        rng = np.random.default_rng(6)
+        for kind in ("GRU", "LSTM"):
+            torch.manual_seed(8)
+            net = TwoModules(kind).eval()
+            lstm = kind == "LSTM"
+            for opset in (9, 14, 17):
+                what = "two nn.%s of 8 and 5 at opset %d" % (kind, opset)
+                p = path("two_%s_%d.onnx" % (kind, opset))
+                hid = [torch.zeros(1, 2, n) for n in (8, 5)]
+                args = (torch.randn(6, 2, 4),) + (tuple((h, h.clone()) for h in hid) if lstm
+                                                  else tuple(hid))
+                names = ["x", "h1", "c1", "h2", "c2"] if lstm else ["x", "h1", "h2"]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(net, args, p, input_names=names, opset_version=opset,
+                                      dynamic_axes=dict({"x": {0: "t", 1: "b"}}, **{
+                                          n: {1: "b"} for n in names[1:]}))
+                out = p[:-5] + ".rnnd"
+                rc, err = main_inproc(p, "-o", out)
+                if not self.check(rc == 0, "%s converts: %r" % (what, err)):
+                    continue
+                with open(out, "rb") as f:
+                    data = f.read()
+                (n,) = struct.unpack("<Q", data[:8])
+                rec = json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
+                self.check(rec.get("initial_state_checked") is True,
+                           "%s: initial_state_checked: %r" % (what, rec))
+                x = f32(rng.standard_normal((7, 1, 4)))
+                st = [(f32(rng.standard_normal((1, 1, n))), f32(rng.standard_normal((1, 1, n))))
+                      for n in (8, 5)]
+                with torch.no_grad():
+                    targs = [torch.from_numpy(x)] + [
+                        (torch.from_numpy(h), torch.from_numpy(c)) if lstm else
+                        torch.from_numpy(h) for h, c in st]
+                    want = net(*targs)[:, 0].numpy()
+                init = np.concatenate([np.concatenate([h[0, 0], c[0, 0]]) if lstm else h[0, 0]
+                                       for h, c in st])
+                got = reference.run(reference.load(out), [x[:, 0]], initial_states=[init])[0][0]
+                e = float(np.max(np.abs(np.asarray(got) - want)))
+                self.check(e < 1e-5, "%s: each module's state is its layer's in rnnd's state "
+                           "(max error %.3g)" % (what, e))
 
     def test_rearranged_states(self):
         self.refused(state_graph("state_cross.onnx", "h0", "c0", h_src="c0", c_src="h0"),

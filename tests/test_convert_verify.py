@@ -30,6 +30,7 @@ import sys
 import time
 import unittest
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
@@ -630,6 +631,37 @@ class LongAndScaled(Case):
             if c["onnx"][0] == 0 else {}
         check(rec.get("long_checked") == [verify.LONG_LENGTH, verify.LONG_BATCH] and
               "scaled_checked" not in rec, "an ONNX token model's record: %r" % rec)
+
+
+class TwoOptional(nn.Module):
+    """Two recurrent modules; forward(x, h=None) gives the first its initial state."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.GRU(3, 4, batch_first=True)
+        self.b = nn.GRU(4, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, h: Optional[torch.Tensor] = None):
+        y, _ = self.a(x, h)
+        y, _ = self.b(y)
+        return self.fc(y)
+
+
+class StateRecord(Case):
+    def test_state_record(self):
+        """V2: the pass from random initial states runs where the source's state maps to
+        rnnd's (one nn.GRU's forward(x, h)); a torch module of several recurrent modules
+        gets none, and its record must not say initial_state_checked."""
+        torch.manual_seed(10)
+        one = nn.GRU(3, 4, batch_first=True)
+        rnnd_convert.from_module(one, tmp("state_one.rnnd"))
+        rec = json.loads(metadata(tmp("state_one.rnnd"))["verification"])
+        check(rec.get("initial_state_checked") is True, "one nn.GRU: checked: %r" % rec)
+        rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"))
+        rec = json.loads(metadata(tmp("state_two.rnnd"))["verification"])
+        check("initial_state_checked" not in rec,
+              "two modules: no initial_state_checked in the record: %r" % rec)
 
 
 if __name__ == "__main__":
