@@ -98,23 +98,18 @@ def compare(model, rnnd_path, run_source, source_kind):
         seqs = _seqs(model, x)
         _check_float32(rnnd_path, seqs, T)
         _measure(model, worst, run_source(x), reference.run(ref, seqs)[0], T, B, "")
-    # one long sequence per row, batch LONG_BATCH (float32 range checked too: rnnd serves
-    # such lengths)
-    x = sample_inputs(model, LONG_LENGTH, LONG_BATCH)
-    seqs = _seqs(model, x)
-    _check_float32(rnnd_path, seqs, LONG_LENGTH)
-    _measure(model, worst, run_source(x), reference.run(ref, seqs)[0], LONG_LENGTH,
-             LONG_BATCH, " (the long sequences, length %d, batch %d)" % (LONG_LENGTH,
-                                                                        LONG_BATCH))
+    # LONG_BATCH sequences of LONG_LENGTH steps, then (vectors) inputs times SCALE: a source
+    # whose outputs are not finite there (an unbounded layer that grows, an exp in its
+    # head) is not compared on them, and the record leaves the pass out. Not checked in
+    # float32 either: a model made for short sequences may leave float32's range only late
+    # (rnnd answers numeric_error then), which is no mis-reading
+    long_ok = _extra_pass(model, worst, ref, run_source, sample_inputs(
+        model, LONG_LENGTH, LONG_BATCH), " (the long sequences, length %d, batch %d)"
+        % (LONG_LENGTH, LONG_BATCH))
     scaled = None
     if model.input_kind != "tokens":
-        # saturating gates: vectors times SCALE; a source that overflows there (an exp in
-        # its head) is not compared, and the record says so by leaving the pass out
         x = (SCALE * sample_inputs(model, SCALE_LENGTH)).astype(np.float32)
-        src = run_source(x)
-        if np.all(np.isfinite(np.asarray(src, dtype=np.float64))):
-            _measure(model, worst, src, reference.run(ref, _seqs(model, x))[0], SCALE_LENGTH,
-                     BATCH, " (the inputs scaled by %g)" % SCALE)
+        if _extra_pass(model, worst, ref, run_source, x, " (the inputs scaled by %g)" % SCALE):
             scaled = SCALE
     ids = vocab_inputs(model)
     if ids is not None:
@@ -142,7 +137,8 @@ def compare(model, rnnd_path, run_source, source_kind):
     figures = {"source": source_kind, "tolerance": TOLERANCE, "max_abs_error": worst["abs"],
                "max_rel_error": worst["rel"], "lengths": list(LENGTHS), "batch": BATCH,
                "seed": SEED}
-    figures["long_checked"] = [LONG_LENGTH, LONG_BATCH]
+    if long_ok:
+        figures["long_checked"] = [LONG_LENGTH, LONG_BATCH]
     if scaled is not None:
         figures["scaled_checked"] = scaled
     if ids is not None:
@@ -158,6 +154,19 @@ def compare(model, rnnd_path, run_source, source_kind):
             % (source_kind, worst["abs"], worst["rel"], TOLERANCE, T, b, t, k, how, s, g,
                worst["hint"] or _WAY_OUT))
     return figures
+
+
+def _extra_pass(model, worst, ref, run_source, x, how):
+    """Fold the difference on X into WORST where the source's outputs are all finite;
+    whether it was compared."""
+    src = run_source(x)
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(np.asarray(src, dtype=np.float64))):
+            return False
+    with np.errstate(over="ignore", invalid="ignore"):
+        outs = reference.run(ref, _seqs(model, x))[0]
+    _measure(model, worst, src, outs, x.shape[1], x.shape[0], how)
+    return True
 
 
 def _seqs(model, x):
