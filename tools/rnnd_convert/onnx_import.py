@@ -901,7 +901,6 @@ class Importer:
     def pool(self, node, op, x, ins, a):
         """The last recurrent layer's output pooled over its time axis: ReduceMean /
         ReduceMax, or the last step (Gather index -1, Slice -1:), before the head."""
-        what = {"ReduceMean": "a mean", "ReduceMax": "a max"}.get(op, "the last step")
         if x.stage != getattr(self, "rec_stage", None) or x.affine is not None or x.norm or \
                 x.pooled or x.head:
             self.fail("%s over the data other than of the last recurrent layer's output "
