@@ -313,7 +313,93 @@ class ZeroStates(Case):
             self.check(got.startswith("verification: node 'make' (%s) would make a tensor of "
                                       "1099511627776 elements" % op),
                        "onnx_run %s of 2^40 elements: %s" % (op, got))
+        # bytes held at once (outside trial A5): two tensors of 800 bytes read by one last
+        # node pass a budget of 1000 only when the first is let go before the second is made
+        f64 = numpy_helper.from_array(np.ones(1, np.float64))
+        for reads, ok in (("a", False), ("b", True)):
+            nodes = [helper.make_node("ConstantOfShape", ["shp"], ["a"], name="one", value=f64),
+                     helper.make_node("Neg", ["a"], ["b"], name="neg"),
+                     helper.make_node("ConstantOfShape", ["shp"], ["c"], name="two", value=f64),
+                     helper.make_node("Add", [reads, "c"], ["out"], name="add")]
+            g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+                "shp", TensorProto.INT64, [1])], [helper.make_tensor_value_info(
+                    "out", TensorProto.DOUBLE, None)])
+            m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+            with mock.patch.object(onnx_run, "MAX_HELD_BYTES", 1000):
+                try:
+                    onnx_run._Graph(m).run({"shp": np.array([100])})
+                    got = "ran"
+                except ConvertError as e:
+                    got = str(e)
+            want = "ran" if ok else ("verification: node 'two' (ConstantOfShape) would make 800 "
+                                     "bytes while 800 bytes of made tensors are held")
+            self.check(got.startswith(want), "onnx_run, %s held at 'two': %s"
+                       % ("nothing" if ok else "800 bytes", got))
 
+
+def fold_graph(name, nodes, inits):
+    """A graph x [B, T, I] -> `out` whose NODES fold on INITS before anything else."""
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["B", "T", I])], [helper.make_tensor_value_info(
+            "out", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    m.ir_version = 8
+    onnx.save(m, path(name))
+    return path(name)
+
+
+class FoldBytes(Case):
+    """Folding is bounded in bytes held, not only in elements and work (issue 14, outside
+    trial A5): five float64 tensors of 2^26 elements, each within the element bound, all
+    read by one last node, made 2.5 GB before the old converter refused that node; a
+    complex128 ConstantOfShape made 16 bytes an element."""
+
+    def test_bytes_held(self):
+        n = 1 << 26
+        cos = helper.make_node("ConstantOfShape", ["shp"], ["c1"], name="cos",
+                               value=numpy_helper.from_array(np.ones(1, np.float64)))
+        nodes = [cos] + [helper.make_node("Add", ["c%d" % k, "c1"], ["c%d" % (k + 1)],
+                                          name="add%d" % k) for k in range(1, 5)]
+        nodes.append(helper.make_node("Max", ["c%d" % k for k in range(1, 6)], ["m"],
+                                      name="max"))
+        nodes.append(helper.make_node("Add", ["x", "m"], ["out"], name="use"))
+        p = fold_graph("fold_bytes.onnx", nodes, {"shp": np.array([n])})
+        rc, err, secs, rss = child(p, "-o", path("fold_bytes.rnnd"))
+        budget = onnx_import.MAX_HELD_BYTES
+        self.check(rc == 1 and err.count("\n") == 1 and "bytes" in err and
+                   "%d MiB" % (budget >> 20) in err and "internal error" not in err,
+                   "five tensors of 512 MiB held at once: refused on bytes: rc %d %r"
+                   % (rc, err))
+        self.check(rss < budget + (700 << 20),
+                   "peak memory %d MiB stays near the budget of %d MiB"
+                   % (rss >> 20, budget >> 20))
+        # a chain that frees what no later node reads stays within the budget: refused
+        # only where the data path meets it, as before
+        nodes = [cos] + [helper.make_node("Add", ["c%d" % k, "c%d" % k], ["c%d" % (k + 1)],
+                                          name="add%d" % k) for k in range(1, 5)]
+        nodes.append(helper.make_node("Add", ["x", "c5"], ["out"], name="use"))
+        p = fold_graph("fold_chain.onnx", nodes, {"shp": np.array([n])})
+        rc, err, secs, rss = child(p, "-o", path("fold_chain.rnnd"))
+        self.check(rc == 1 and "node 'use' (Add)" in err and "does not act on the features"
+                   in err, "a chain of 512 MiB tensors, each freed after its reader: %r"
+                   % err)
+
+    def test_complex(self):
+        for what, nodes in (
+                ("a complex128 ConstantOfShape", [helper.make_node(
+                    "ConstantOfShape", ["shp"], ["c"], name="cos",
+                    value=numpy_helper.from_array(np.ones(1, np.complex128)))]),
+                ("a Cast to complex64", [
+                    helper.make_node("ConstantOfShape", ["shp"], ["r"], name="cos"),
+                    helper.make_node("Cast", ["r"], ["c"], name="cast",
+                                     to=TensorProto.COMPLEX64)])):
+            nodes = nodes + [helper.make_node("Add", ["x", "c"], ["out"], name="use")]
+            p = fold_graph("complex.onnx", nodes, {"shp": np.array([I])})
+            rc, err = main_inproc(p, "-o", path("complex.rnnd"))
+            self.check(rc == 1 and err.count("\n") == 1 and "complex" in err and
+                       "real numbers" in err and ("node 'cos'" in err or "node 'cast'" in err),
+                       "%s: refused naming the node: %r" % (what, err))
 
 # ---- models exported by torch -------------------------------------------------------------
 class Forecast(nn.Module):
@@ -507,6 +593,21 @@ class StateNet(nn.Module):
         return self.fc(y), hidden
 
 
+class TwoModules(nn.Module):
+    """Two recurrent modules of hidden sizes 8 and 5, each given its own initial state."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.a = getattr(nn, kind)(4, 8)
+        self.b = getattr(nn, kind)(8, 5)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x, s1, s2):
+        y, _ = self.a(x, s1)
+        y, _ = self.b(y, s2)
+        return self.fc(y)
+
+
 def export_state(net, name, opset, lstm):
     p = path("%s_%d.onnx" % (name, opset))
     n = net.rnn.num_layers * (2 if net.rnn.bidirectional else 1)
@@ -588,6 +689,56 @@ class StateInputs(Case):
                 e = float(np.max(np.abs(src[0] - want)))
                 self.check(e < 1e-5, "%s: onnx_run.source_runner from the same state (max "
                            "error %.3g)" % (what, e))
+
+    def test_per_module_states(self):
+        """forward(x, h1, h2) (or (h1, c1), (h2, c2)) of two modules whose hidden sizes
+        differ (V2): each input is its module's [1, batch, H_k]; the old importer refused
+        the second ("rows [0] of graph input 'h2'"), and its check fed one stacked tensor,
+        so it could not run. Now it converts, checked from random initial states (the
+        record says initial_state_checked), and rnnd from a state equals torch."""
+        import json
+        import struct
+        rng = np.random.default_rng(6)
+        for kind in ("GRU", "LSTM"):
+            torch.manual_seed(8)
+            net = TwoModules(kind).eval()
+            lstm = kind == "LSTM"
+            for opset in (9, 14, 17):
+                what = "two nn.%s of 8 and 5 at opset %d" % (kind, opset)
+                p = path("two_%s_%d.onnx" % (kind, opset))
+                hid = [torch.zeros(1, 2, n) for n in (8, 5)]
+                args = (torch.randn(6, 2, 4),) + (tuple((h, h.clone()) for h in hid) if lstm
+                                                  else tuple(hid))
+                names = ["x", "h1", "c1", "h2", "c2"] if lstm else ["x", "h1", "h2"]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(net, args, p, input_names=names, opset_version=opset,
+                                      dynamic_axes=dict({"x": {0: "t", 1: "b"}}, **{
+                                          n: {1: "b"} for n in names[1:]}))
+                out = p[:-5] + ".rnnd"
+                rc, err = main_inproc(p, "-o", out)
+                if not self.check(rc == 0, "%s converts: %r" % (what, err)):
+                    continue
+                with open(out, "rb") as f:
+                    data = f.read()
+                (n,) = struct.unpack("<Q", data[:8])
+                rec = json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
+                self.check(rec.get("initial_state_checked") is True,
+                           "%s: initial_state_checked: %r" % (what, rec))
+                x = f32(rng.standard_normal((7, 1, 4)))
+                st = [(f32(rng.standard_normal((1, 1, n))), f32(rng.standard_normal((1, 1, n))))
+                      for n in (8, 5)]
+                with torch.no_grad():
+                    targs = [torch.from_numpy(x)] + [
+                        (torch.from_numpy(h), torch.from_numpy(c)) if lstm else
+                        torch.from_numpy(h) for h, c in st]
+                    want = net(*targs)[:, 0].numpy()
+                init = np.concatenate([np.concatenate([h[0, 0], c[0, 0]]) if lstm else h[0, 0]
+                                       for h, c in st])
+                got = reference.run(reference.load(out), [x[:, 0]], initial_states=[init])[0][0]
+                e = float(np.max(np.abs(np.asarray(got) - want)))
+                self.check(e < 1e-5, "%s: each module's state is its layer's in rnnd's state "
+                           "(max error %.3g)" % (what, e))
 
     def test_rearranged_states(self):
         self.refused(state_graph("state_cross.onnx", "h0", "c0", h_src="c0", c_src="h0"),

@@ -30,6 +30,7 @@ import sys
 import time
 import unittest
 import warnings
+from typing import Optional
 
 import numpy as np
 import torch
@@ -594,6 +595,73 @@ class LengthsAndBatch(Case):
         figures = verify.compare(model, tmp("lb.rnnd"), run, "torch")
         check(figures["lengths"] == [1, 7, 19, 64] and figures["max_rel_error"] <= 1e-5,
               "the faithful source passes at lengths 1, 7, 19, 64: %r" % figures)
+
+
+class LongAndScaled(Case):
+    def test_long_and_scaled(self):
+        """Issue 14, V1: a source that differs from the file only after 100 steps, or only
+        on large inputs (saturated gates), passed the lengths up to 64 of standard normal
+        inputs. A long pass (length LONG_LENGTH, batch LONG_BATCH) and a pass on inputs
+        scaled by SCALE now fail it, and the record says both ran."""
+        torch.manual_seed(9)
+        net = nn.GRU(3, 4, batch_first=True).eval()
+        model = rnnd_convert.from_module(net, tmp("ls.rnnd"), verify=False)
+        run = torch_import.source_runner(net)
+        for what, bad, needle in (
+                ("after 100 steps", lambda x: x.shape[1] > 100, "(the long sequences, length"),
+                ("on large inputs", lambda x: np.abs(x).max() > 8, "(the inputs scaled by 10)")):
+            def source(x, bad=bad):
+                y = run(x)
+                return y + 0.5 if bad(x) else y
+            try:
+                verify.compare(model, tmp("ls.rnnd"), source, "torch")
+                check(False, "a source that differs only %s fails verification" % what)
+            except ConvertError as e:
+                check("verification failed" in str(e) and needle in str(e),
+                      "%s: %s" % (what, e))
+        figures = verify.compare(model, tmp("ls.rnnd"), run, "torch")
+        check(figures.get("long_checked") == [verify.LONG_LENGTH, verify.LONG_BATCH] and
+              150 <= verify.LONG_LENGTH <= 300 and verify.LONG_BATCH == 5 and
+              figures.get("scaled_checked") == verify.SCALE == 10 and
+              figures["max_rel_error"] <= 1e-5,
+              "the faithful source passes both, recorded: %r" % figures)
+        # token ids cannot be scaled: the record holds the long pass alone
+        c = converted()
+        rec = json.loads(metadata(tmp("onnx.rnnd"))["verification"]) \
+            if c["onnx"][0] == 0 else {}
+        check(rec.get("long_checked") == [verify.LONG_LENGTH, verify.LONG_BATCH] and
+              "scaled_checked" not in rec, "an ONNX token model's record: %r" % rec)
+
+
+class TwoOptional(nn.Module):
+    """Two recurrent modules; forward(x, h=None) gives the first its initial state."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.GRU(3, 4, batch_first=True)
+        self.b = nn.GRU(4, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x, h: Optional[torch.Tensor] = None):
+        y, _ = self.a(x, h)
+        y, _ = self.b(y)
+        return self.fc(y)
+
+
+class StateRecord(Case):
+    def test_state_record(self):
+        """V2: the pass from random initial states runs where the source's state maps to
+        rnnd's (one nn.GRU's forward(x, h)); a torch module of several recurrent modules
+        gets none, and its record must not say initial_state_checked."""
+        torch.manual_seed(10)
+        one = nn.GRU(3, 4, batch_first=True)
+        rnnd_convert.from_module(one, tmp("state_one.rnnd"))
+        rec = json.loads(metadata(tmp("state_one.rnnd"))["verification"])
+        check(rec.get("initial_state_checked") is True, "one nn.GRU: checked: %r" % rec)
+        rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"))
+        rec = json.loads(metadata(tmp("state_two.rnnd"))["verification"])
+        check("initial_state_checked" not in rec,
+              "two modules: no initial_state_checked in the record: %r" % rec)
 
 
 if __name__ == "__main__":

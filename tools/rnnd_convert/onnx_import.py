@@ -32,6 +32,18 @@ LAYOUT_OPS = ("Identity", "Transpose", "Squeeze", "Unsqueeze", "Reshape", "Flatt
 # element operations (a MatMul counts m*k*n) of all folding in one file.
 MAX_FOLD_ELEMENTS = 1 << 26
 MAX_FOLD_WORK = 1 << 31
+# Bytes of folded values held at once (a value is let go after the last node that reads
+# it): 2^26 elements of float64 are 512 MiB, and a file that keeps several alive must not
+# hold them all (issue 14, outside trial A5). Verification's interpreter (onnx_run) holds
+# the tensors it makes from shapes to the same bound.
+MAX_HELD_BYTES = 1 << 30
+# rows of an embedding table at one norm, the largest, that look renormalised by max_norm
+MAX_NORM_ROWS = 3
+# why attention over the recurrent outputs cannot be converted, and the way out
+ATTENTION = ("attention is not expressible in rnnd's format, which runs recurrent layers, "
+             "then pools the last layer's output once (its last step, or mean or max over the "
+             "steps), then the head: pool with one of those (y[:, -1], y.mean(1), "
+             "y.max(1).values) instead, or serve the model outside rnnd")
 # why an initial state computed in the graph cannot be converted, and the way out
 LEARNED_STATE = ("rnnd starts every sequence from zeros or from the state a request gives "
                  "(infer's \"initial_state\", a session's state), so an initial state the "
@@ -114,6 +126,8 @@ def _attrs(node):
 
 def _tensor(t):
     from onnx import numpy_helper
+    if t.data_type in _COMPLEX:
+        raise ConvertError("tensor '%s': %s" % (t.name, _complex_why(t.data_type)))
     try:
         return numpy_helper.to_array(t)
     except Exception as e:      # raw_data of another length than the dims say, ...
@@ -122,8 +136,20 @@ def _tensor(t):
                                      (str(e).splitlines() or [type(e).__name__])[0]))
 
 
+# onnx.TensorProto.COMPLEX64, COMPLEX128
+_COMPLEX = (14, 15)
+
+
+def _complex_why(onnx_type):
+    return ("element type %s: complex numbers; rnnd computes in real numbers, so "
+            "rnnd-convert reads no complex tensor" % ("COMPLEX64" if onnx_type == 14
+                                                      else "COMPLEX128"))
+
+
 def _np_dtype(onnx_type):
     import onnx
+    if onnx_type in _COMPLEX:
+        raise ConvertError(_complex_why(onnx_type))
     try:
         return onnx.helper.tensor_dtype_to_np_dtype(onnx_type)
     except AttributeError:
@@ -153,6 +179,8 @@ class Importer:
         self.node = None
         self.idx = 0
         self.fold_work = 0          # element operations folding has cost (MAX_FOLD_WORK)
+        self.held = 0               # bytes of folded values held now (MAX_HELD_BYTES)
+        self.held_by = {}           # a folded value's name: its bytes
 
     # ---- errors -------------------------------------------------------------------------
     def label(self, node=None):
@@ -185,24 +213,73 @@ class Importer:
         self.extra_order = [i.name for i in inputs[1:]]
         nodes = fuse_head_ops(g)
         live = _live_nodes(nodes, g.output)
+        last = _last_reads(nodes, live, g.output)
         try:
             for self.idx, node in enumerate(nodes):
                 if self.idx not in live:
                     continue        # computes nothing the outputs read
                 self.node = node
                 self.visit(node)
+                for name in last.get(self.idx, ()):
+                    self.let_go(name)
             return self.finish()
         except ConvertError as e:
+            # a construct rnnd has no layer for leads, with its way out, as the torch doors
+            # say it (user findings U7, U8); the node that failed follows
+            lead = self.loop_node(nodes, live) or self.packed(nodes, live, e)
+            if lead is not None:
+                raise ConvertError("%s (the first node rnnd-convert cannot read: %s)"
+                                   % (lead, e))
             unrolled = self.unrolled_loop()
             if unrolled is None:
                 raise
+            if unrolled.startswith("the graph is"):
+                raise ConvertError("%s (the first node rnnd-convert cannot read: %s)"
+                                   % (unrolled, e))
             raise ConvertError("%s; %s" % (e, unrolled))
+
+    def loop_node(self, nodes, live):
+        """The message for a graph that runs a Loop or Scan (a loop in forward() the export
+        kept as a loop: a scripted module), else None."""
+        loop = next((n for k, n in enumerate(nodes) if k in live and
+                     n.op_type in ("Loop", "Scan")), None)
+        if loop is None:
+            return None
+        return ("the graph runs a Loop (node '%s' (%s)): a loop in forward() over the steps, "
+                "as over an nn.LSTMCell / GRUCell / RNNCell, which rnnd-convert does not read "
+                "from ONNX: use nn.LSTM / nn.GRU / nn.RNN in forward() (with the cell's "
+                "weights), or convert the PyTorch module with rnnd_convert.from_module (or "
+                "torch.jit.script and rnnd-convert), which reads a loop over a cell as one "
+                "layer" % (loop.name or loop.output[0], loop.op_type))
+
+    def packed(self, nodes, live, err):
+        """The message for a graph exported with pack_padded_sequence (a recurrent node
+        given sequence_lens) that fails before that node says so itself (enforce_sorted=
+        False sorts the lengths first, with TopK), else None."""
+        rec = [n for k, n in enumerate(nodes) if k in live and n.op_type in RECURRENT and
+               len(n.input) > 4 and n.input[4]]
+        if not rec or "sequence_lens" in str(err):
+            return None
+        sort = next((n for k, n in enumerate(nodes) if k in live and
+                     n.op_type in ("TopK", "ArgMax", "ArgMin")), None)
+        return ("the graph packs its sequences (pack_padded_sequence%s: node '%s' (%s) "
+                "takes sequence_lens%s): packed sequences are not supported; rnnd's infer "
+                "takes a batch of sequences of different lengths and runs each at its own "
+                "length, unpadded (docs/api.md), so packing is not needed: export the model "
+                "calling the recurrent module without pack_padded_sequence / "
+                "pad_packed_sequence"
+                % (", enforce_sorted=False" if sort is not None else "",
+                   rec[0].name or rec[0].output[0], rec[0].op_type,
+                   ", node '%s' (%s) sorts the lengths" % (sort.name or sort.output[0],
+                                                            sort.op_type)
+                   if sort is not None else ""))
 
     def unrolled_loop(self):
         """Advice when the graph looks like a loop over a cell unrolled by the export (the
         same weight matrix multiplied in at several places and no recurrent node), else
         None: an exported loop runs as many steps as the example had, and rnnd cannot tell
-        the steps apart."""
+        the steps apart. The cell loop's advice starts "the graph is": it leads the
+        message."""
         g = self.graph
         if any(n.op_type in ("LSTM", "GRU", "RNN") for n in g.node):
             return None
@@ -220,12 +297,14 @@ class Importer:
                     "tools/rnnd_modules' modules (MinGRU, MinLSTM, SLSTM, Clockwork, DGLSTM), "
                     "convert the PyTorch module with rnnd_convert.from_module, which reads "
                     "them")
-        return ("the graph multiplies by '%s' at %d places and holds no LSTM / GRU / RNN "
-                "node: a loop over an nn.LSTMCell / GRUCell / RNNCell (or a module of "
+        return ("the graph is a loop over an nn.LSTMCell / GRUCell / RNNCell (or a module of "
                 "tools/rnnd_modules: Clockwork, DGLSTM, ...) that the export unrolled for "
-                "the example's length; convert the PyTorch module instead "
-                "(rnnd_convert.from_module, or torch.jit.script and rnnd-convert), where the "
-                "loop becomes one layer" % (name, count))
+                "the example's length (it multiplies by '%s' at %d places and holds no "
+                "LSTM / GRU / RNN node), so it runs only as many steps as the example had: "
+                "use nn.LSTM / nn.GRU / nn.RNN in forward() (with the cell's weights), or "
+                "convert the PyTorch module instead (rnnd_convert.from_module, or "
+                "torch.jit.script and rnnd-convert), where the loop becomes one layer"
+                % (name, count))
 
     def setup_input(self, vi):
         import onnx
@@ -262,10 +341,23 @@ class Importer:
             self.fail("input '%s' is not produced by any earlier node or initializer" % name)
         return v
 
+    def let_go(self, name):
+        """Forget the folded value NAME, which no later node reads (MAX_HELD_BYTES)."""
+        n = self.held_by.pop(name, None)
+        if n is not None:
+            self.held -= n
+            del self.vals[name]
+
     def visit(self, node):
         if node.domain not in ("", "ai.onnx"):
             self.fail("operator domain '%s' is not supported by rnnd" % node.domain)
         op = node.op_type
+        try:
+            a = _attrs(node)        # a complex tensor attribute is refused here, by node
+            if op == "Cast" and "to" in a:
+                _np_dtype(a["to"])
+        except ConvertError as e:
+            self.fail(str(e))
         ins = [self.get(n) for n in node.input]
         present = [v for v in ins if v is not None]
         extra = [v for v in present if v.kind == EXTRA]
@@ -274,7 +366,7 @@ class Importer:
             # slices it per layer; it may only reach a recurrent node's initial_h / initial_c
             if op in EXTRA_PASS and len(extra) == 1 and ins[0] is extra[0] and all(
                     v.kind == CONST for v in present[1:]):
-                out = self.extra_pass(node, extra[0], ins)
+                out = onnx_state.pass_value(self, node, extra[0], ins)
                 for name in node.output:
                     if name:
                         self.vals[name] = out
@@ -287,6 +379,11 @@ class Importer:
         elif all(v.kind == CONST for v in present) and op not in RECURRENT:
             outs = [Val(CONST, value=x) for x in self.fold(node, [None if v is None else v.value
                                                                   for v in ins])]
+            for name, v in zip(node.output, outs):
+                if name:
+                    n = int(np.asarray(v.value).nbytes)
+                    self.held += n - self.held_by.get(name, 0)
+                    self.held_by[name] = n
         elif any(v.kind == DATA for v in present) or op in RECURRENT:
             outs = self.visit_data(node, ins)
         elif any(v.kind == STATE for v in present):
@@ -359,8 +456,9 @@ class Importer:
                     if np.issubdtype(x.dtype, np.integer):
                         return [(x // vals[1]).astype(x.dtype)]
                     return [x / vals[1]]
+                # astype without a copy: folding holds no value twice (MAX_HELD_BYTES)
                 return [f(x, vals[1]).astype(np.result_type(x, vals[1]) if op != "Equal"
-                                             else bool)]
+                                             else bool, copy=False)]
             if op in ("Neg", "Sqrt", "Exp", "Abs", "Reciprocal"):
                 return [{"Neg": np.negative, "Sqrt": np.sqrt, "Exp": np.exp, "Abs": np.abs,
                          "Reciprocal": np.reciprocal}[op](x)]
@@ -403,6 +501,11 @@ class Importer:
         if elems > MAX_FOLD_ELEMENTS:
             self.fail("folding it on constants would make a tensor of %d elements; rnnd-convert "
                       "folds at most %d" % (elems, MAX_FOLD_ELEMENTS))
+        size = elems * _fold_itemsize(op, a, vals)
+        if self.held + size > MAX_HELD_BYTES:
+            self.fail("folding it on constants would make %d bytes while %d bytes of folded "
+                      "values are held; rnnd-convert holds at most %d MiB of them at once"
+                      % (size, self.held, MAX_HELD_BYTES >> 20))
         if self.fold_work > MAX_FOLD_WORK:
             self.fail("folding the graph's constants takes more than %d element operations; "
                       "rnnd-convert refuses it" % MAX_FOLD_WORK)
@@ -663,8 +766,10 @@ class Importer:
         if op == "Gather" and a.get("axis", 0) == 0 and ins[0].rows and ins[1] is not None \
                 and ins[1].kind == CONST and np.asarray(ins[1].value).ndim == 0:
             one = ins[0].rows[int(ins[1].value) % len(ins[0].rows)]
-        if op == "Squeeze" and getattr(ins[0], "sliced", False) and len(ins[0].rows) == 1 \
-                and (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+        if op == "Squeeze" and len(ins[0].rows) == 1 and \
+                (self.data_axes(node, a, ins, 1) or [0]) == [0]:
+            # h_n[-1] sliced at opset 9, or h.squeeze(0) of a one-direction layer's Y_h
+            # (the torch door takes it too: user finding U2)
             one = ins[0].rows[0]
         if one is not None:
             row = one
@@ -703,6 +808,10 @@ class Importer:
         if op in RECURRENT:
             return self.recurrent(node, ins)
         d = [v for v in ins if v is not None and v.kind == DATA]
+        if len(d) > 1 and op == "MatMul":
+            self.fail("multiplies the data by the data (torch.bmm / matmul of the outputs "
+                      "over the time axis, as y @ y.transpose(1, 2) or weights @ y); %s"
+                      % ATTENTION)
         if len(d) > 1:
             self.fail("combines the data with itself (a branch or residual connection); "
                       "rnnd runs one chain of layers")
@@ -792,7 +901,6 @@ class Importer:
     def pool(self, node, op, x, ins, a):
         """The last recurrent layer's output pooled over its time axis: ReduceMean /
         ReduceMax, or the last step (Gather index -1, Slice -1:), before the head."""
-        what = {"ReduceMean": "a mean", "ReduceMax": "a max"}.get(op, "the last step")
         if x.stage != getattr(self, "rec_stage", None) or x.affine is not None or x.norm or \
                 x.pooled or x.head:
             self.fail("%s over the data other than of the last recurrent layer's output "
@@ -965,10 +1073,34 @@ class Importer:
             self.fail("a table lookup on data that is not the input's token ids")
         self.new_stage(ids)
         emb = np.asarray(table.value)
+        self.warn_max_norm(node, emb)
         self.model.embedding = f32(emb)
         self.model.vocab_size, self.model.input_dim = int(emb.shape[0]), int(emb.shape[1])
         e = Atom("embedding", int(emb.shape[1]))
         return Val(DATA, axes=list(ids.axes) + [(e,)], stage=self.stage, feat=(e,))
+
+    def warn_max_norm(self, node, emb):
+        """Warn on stderr when MAX_NORM_ROWS or more rows of the table EMB share one norm,
+        the largest: rows renormalised in place by nn.Embedding(max_norm=...), which the
+        export writes as a plain Gather (user finding U1; docs/convert.md "ONNX"). Random
+        or trained rows have no two norms alike to 1e-5."""
+        if emb.ndim != 2 or not emb.size:
+            return
+        norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+        top = float(norms.max())
+        n = int(np.sum(np.abs(norms - top) <= 1e-5 * top)) if top > 0 else 0
+        if n < MAX_NORM_ROWS:
+            return
+        import sys
+        sys.stderr.write(
+            "rnnd-convert: warning: %s: %d rows of the embedding table '%s' have the same norm "
+            "%.6g, the largest of any row, as rows renormalised by nn.Embedding(max_norm=%.6g) "
+            "have (renormalised in place where the module ran): the graph cannot tell, and "
+            "the converted model uses the table as it is, where the PyTorch module "
+            "renormalises every row it looks up that is longer than max_norm; if the module "
+            "has max_norm, "
+            "renormalise its weight once and set max_norm = None before exporting\n"
+            % (self.label(node), n, node.input[0], top, top))
 
     def _affine_start(self, x):
         if x.tokens:
@@ -1101,6 +1233,9 @@ class Importer:
             covered = list(range(k, r))
         atoms = nonunit(_merge([x.axes[i] for i in covered]))
         want = x.feat if x.feat is not None else self.in_feat
+        if self.seq is not None and self.seq in atoms:
+            self.fail("a softmax over the time axis (axis %d): attention weights over the "
+                      "steps, as softmax(score(y), dim=1); %s" % (k, ATTENTION))
         if atoms != want:
             self.fail("normalises over axis %d, which is not the feature axis" % k)
         st = self.new_stage(x)
@@ -1120,129 +1255,6 @@ class Importer:
             self.fail("%s is not a constant (initializer or Constant node)" % what)
         return np.asarray(v.value, dtype=np.float64)
 
-    def extra_pass(self, node, v, ins):
-        """The EXTRA value NODE makes of a state input V: the rows of its first axis it
-        keeps, as torch slices its `hidden` per layer (Slice, Gather), or not exact where it
-        rearranges anything else (a Transpose, Reshape, a Cast to integers)."""
-        import onnx
-        op, a = node.op_type, _attrs(node)
-        out = v.but()
-        rows, rank = v.rows, v.rank
-        if not v.exact:
-            return out
-        try:
-            if op in ("Identity",):
-                return out
-            if op == "Cast":
-                if a.get("to") not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
-                    out.exact = False
-                return out
-            if op == "Slice":
-                if self.opset < 10:
-                    starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
-                else:
-                    vals = [ins[i] if len(ins) > i else None for i in range(1, 5)]
-                    starts, ends, axes, steps = [None if q is None else
-                                                 [int(e) for e in np.asarray(q.value).ravel()]
-                                                 for q in vals]
-                axes = axes if axes is not None else list(range(len(starts)))
-                steps = steps if steps is not None else [1] * len(starts)
-                for s0, e0, ax, st in zip(starts, ends, axes, steps):
-                    if rank is None or int(ax) % rank != 0 or v.squeezed:
-                        if not (s0 == 0 and e0 >= 2 ** 31 - 1 and st == 1):
-                            out.exact = False
-                    elif rows is not None:
-                        out.rows = rows = rows[slice(int(s0), int(e0), int(st))]
-                    elif s0 >= 0 and st == 1 and e0 >= 2 ** 31 - 1 and s0 == 0:
-                        pass
-                    elif s0 >= 0 and st == 1 and 0 <= e0 < 2 ** 31 - 1:
-                        out.rows = rows = list(range(int(s0), int(e0)))
-                    else:
-                        out.exact = False
-                return out
-            if op == "Gather":
-                idx = np.asarray(ins[1].value).astype(np.int64)
-                if rank is None or a.get("axis", 0) % rank != 0 or v.squeezed or idx.ndim > 1:
-                    out.exact = False
-                    return out
-                if rows is None:
-                    if np.any(idx < 0):
-                        out.exact = False
-                        return out
-                    picked = [int(i) for i in idx.ravel()]
-                else:
-                    picked = [rows[int(i)] for i in idx.ravel()]
-                out.rows = picked
-                if idx.ndim == 0:
-                    out.squeezed, out.rank = True, rank - 1
-                return out
-            if op == "Unsqueeze" and v.squeezed:
-                axes = self.data_axes(node, a, ins, 1)
-                if axes is not None and [k % (rank + 1) for k in axes] == [0]:
-                    out.squeezed, out.rank = False, rank + 1
-                    return out
-            if op == "Transpose" and rank is not None and \
-                    list(a.get("perm", range(rank)[::-1])) == list(range(rank)):
-                return out
-        except (IndexError, KeyError, TypeError, ValueError, AttributeError):
-            pass
-        out.exact = False
-        return out
-
-    def extra_state(self, v, what, nd, layout):
-        """Check that the state input V feeding WHAT of the next layer holds exactly that
-        layer's rows, as rnnd's initial state gives them (torch's `hidden`: [layers *
-        directions, batch, hidden], h then c), and record it."""
-        k = len(self.model.layers)
-        want = list(range(k * nd, (k + 1) * nd))
-        way = ("rnnd's initial state (infer's initial_state, a session's state) gives layer "
-               "%d rows %s of torch's [layers * directions, batch, hidden]" % (k, want))
-        if layout != 0:
-            self.fail("%s comes from graph input '%s' into a layout-1 node; rnnd-convert "
-                      "follows a state input only into layout 0" % (what, v.origin))
-        if not v.exact or v.squeezed or v.rank not in (3, None) or (
-                v.rank is None and v.rows is not None):
-            self.fail("%s comes from graph input '%s' rearranged (not only sliced by rows of "
-                      "its first axis); %s, so the converted model would start from another "
-                      "state than the source" % (what, v.origin, way))
-        claims = self.state_claims.setdefault(v.origin, [])
-        if (v.rows is None and (k != 0 or claims)) or any(r is None for _, r in claims) or \
-                (v.rows is not None and v.rows != want):
-            self.fail("%s of layer %d comes from rows %s of graph input '%s'; %s, so the "
-                      "converted model would start from another state than the source"
-                      % (what, k, "all" if v.rows is None else v.rows, v.origin, way))
-        role = self.state_roles.setdefault(v.origin, what)
-        if role != what:
-            self.fail("graph input '%s' feeds %s here and %s of another layer" % (
-                v.origin, what, role))
-        claims.append((k, v.rows))
-        self.layer_states.setdefault(k, set()).add(what)
-
-    def check_state_inputs(self):
-        """When a graph input gives initial states, it gives every layer's, h before c in the
-        graph's inputs (rnnd's initial state: h then c of each layer; a layer started from
-        zeros in the source would start from the request's state in rnnd)."""
-        if not self.state_inputs:
-            return
-        for k, L in enumerate(self.model.layers):
-            want = {"initial_h", "initial_c"} if L.type == "lstm" else {"initial_h"}
-            got = self.layer_states.get(k, set())
-            if got != want:
-                raise ConvertError(
-                    "the graph takes initial states as inputs, but layer %d starts its %s from "
-                    "zeros; rnnd's initial state gives every layer's h%s, so the converted "
-                    "model would start that layer from another state than the source"
-                    % (k, " and ".join(sorted(want - got)),
-                       " and c" if L.type == "lstm" else ""))
-        roles = {self.state_roles[n]: n for n in self.state_inputs}
-        if "initial_c" in roles and self.extra_order.index(roles["initial_h"]) > \
-                self.extra_order.index(roles["initial_c"]):
-            raise ConvertError(
-                "graph input '%s' feeds initial_c and '%s', a later input, initial_h; rnnd's "
-                "initial state is h then c (torch's (h_0, c_0)), so the converted model "
-                "would swap them: give the inputs in the order (h_0, c_0)"
-                % (roles["initial_c"], roles["initial_h"]))
-
     def zero_input(self, ins, k, what, nd, H, layout):
         v = ins[k] if len(ins) > k else None
         if v is None:
@@ -1252,7 +1264,7 @@ class Importer:
             return
         if v.kind == EXTRA and what in ("initial_h", "initial_c"):
             # the graph's state input is rnnd's initial state: zeros, or a session's state
-            self.extra_state(v, what, nd, layout)
+            onnx_state.claim(self, v, what, nd, layout)
             self.state_inputs.add(v.origin)
             return
         if v.kind == EXTRA:
@@ -1509,7 +1521,7 @@ class Importer:
             if atom not in present:
                 raise ConvertError("graph output '%s' has no %s axis" % (name, role))
         self.check_output_order(name, y)
-        self.check_state_inputs()
+        onnx_state.check_complete(self)
         m = self.model
         if y.head:
             head = list(y.head)
@@ -1538,6 +1550,11 @@ class Importer:
         order = [a for ax in y.axes for a in nonunit(ax) if a is not self.batch]
         feat = list(y.feat) if y.feat is not None else list(self.in_feat or ())
         want = ([] if y.pooled else [self.seq]) + feat
+        if order != want and order == want[:len(want) - len(feat)] and \
+                axis_size(tuple(feat)) == 1:
+            # one output per step squeezed away, fc(y).squeeze(-1) of [B, T, 1]: rnnd's
+            # outputs of size 1 per step (user finding U3)
+            return
         if order != want:
             def role(a):
                 return "time" if a is self.seq else "features"
@@ -1698,6 +1715,30 @@ def _live_nodes(nodes, outputs):
             live.add(k)
             need.update(i for i in n.input if i)
     return live
+
+
+def _last_reads(nodes, live, outputs):
+    """{node index: [names it is the last live reader of]}, graph outputs left out."""
+    keep = {o.name for o in outputs}
+    last = {}
+    for k in sorted(live):
+        for i in nodes[k].input:
+            if i and i not in keep:
+                last[i] = k
+    out = {}
+    for name, k in last.items():
+        out.setdefault(k, []).append(name)
+    return out
+
+
+def _fold_itemsize(op, a, vals):
+    """Bytes per element of what folding OP makes: the fill's or the target type's, else the
+    widest operand's."""
+    if op == "Cast" and "to" in a:
+        return np.dtype(_np_dtype(a["to"])).itemsize
+    if op == "ConstantOfShape":
+        return np.asarray(a.get("value", np.zeros(1, np.float32))).dtype.itemsize
+    return max([np.asarray(v).dtype.itemsize for v in vals if v is not None] or [8])
 
 
 def _size(shape):
@@ -1914,3 +1955,7 @@ def _load_external_data(proto, path):
         t.raw_data = raw
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
+
+
+# last: onnx_state reads this module's names (the checks of state inputs live there)
+from . import onnx_state  # noqa: E402

@@ -12,8 +12,13 @@ import math
 import numpy as np
 
 from .arch import ACTIVATIONS, DEFAULT_ACTS, ConvertError, canonical_activation
-from .onnx_import import MAX_FOLD_ELEMENTS, _attrs, _live_nodes, _np_dtype, _tensor
+from .onnx_import import (MAX_FOLD_ELEMENTS, MAX_HELD_BYTES, _attrs, _last_reads, _live_nodes,
+                          _np_dtype, _tensor)
 from .reference import activation
+
+
+# the operators that make a tensor of a size their operands' values give (_bound)
+_MAKERS = ("ConstantOfShape", "Expand", "Tile", "Range")
 
 
 class _Graph:
@@ -23,12 +28,17 @@ class _Graph:
         for o in proto.opset_import:
             if o.domain in ("", "ai.onnx"):
                 self.opset = o.version
+        self.node = None
+        self.held = 0           # bytes of the tensors made from shapes held now
+        self.held_by = {}
 
     def run(self, feeds):
         env = {t.name: _tensor(t) for t in self.graph.initializer}
         env.update(feeds)
         # as the importer: what no output reads is not run
         live = _live_nodes(self.graph.node, self.graph.output)
+        last = _last_reads(self.graph.node, live, self.graph.output)
+        self.held, self.held_by = 0, {}
         for k, node in enumerate(self.graph.node):
             if k not in live:
                 continue
@@ -48,6 +58,13 @@ class _Graph:
             for name, v in zip(node.output, outs):
                 if name:
                     env[name] = v
+                    if node.op_type in _MAKERS and v is not None:
+                        self.held_by[name] = int(np.asarray(v).nbytes)
+                        self.held += self.held_by[name]
+            # what no later node reads is let go (the graph's outputs stay)
+            for name in last.get(k, ()):
+                env.pop(name, None)
+                self.held -= self.held_by.pop(name, 0)
         return env
 
     # ---- data movement ------------------------------------------------------------------
@@ -147,10 +164,11 @@ class _Graph:
         s = np.array(ins[0].shape, dtype=np.int64)
         return s[a.get("start", 0):a.get("end", None)]
 
-    def _bound(self, shape):
-        """SHAPE (ints) of a tensor an operator is about to make from its operands' values:
-        refused beyond the importer's folding bound, before anything is allocated (a shape
-        computed from the input's may be any size; issue 14, adversary 5)."""
+    def _bound(self, shape, dtype):
+        """SHAPE (ints) of a tensor of DTYPE an operator is about to make from its operands'
+        values: refused beyond the importer's folding bounds (elements, and bytes held with
+        the other tensors made so; issue 14, adversary 5 and outside trial A5), before
+        anything is allocated (a shape computed from the input's may be any size)."""
         n = 1
         for d in shape:
             n *= max(int(d), 0)
@@ -159,28 +177,37 @@ class _Graph:
                                "elements (shape %s); rnnd-convert makes at most %d"
                                % (self.node.name, self.node.op_type, n,
                                   [int(d) for d in shape], MAX_FOLD_ELEMENTS))
+        size = n * np.dtype(dtype).itemsize
+        if self.held + size > MAX_HELD_BYTES:
+            raise ConvertError("verification: node '%s' (%s) would make %d bytes while %d "
+                               "bytes of made tensors are held; rnnd-convert holds at most "
+                               "%d MiB of them at once" % (self.node.name, self.node.op_type,
+                                                          size, self.held,
+                                                          MAX_HELD_BYTES >> 20))
         return shape
 
     def op_ConstantOfShape(self, ins, a, n):
         v = a.get("value", np.zeros(1, np.float32))
-        return np.full(self._bound([int(d) for d in np.asarray(ins[0]).ravel()]),
+        return np.full(self._bound([int(d) for d in np.asarray(ins[0]).ravel()],
+                                   np.asarray(v).dtype),
                        np.asarray(v).ravel()[0], dtype=np.asarray(v).dtype)
 
     def op_Expand(self, ins, a, n):
         shape = [int(v) for v in np.asarray(ins[1]).ravel()]
         x = np.asarray(ins[0])
-        self._bound(np.broadcast_shapes(x.shape, tuple(max(d, 1) for d in shape)))
+        self._bound(np.broadcast_shapes(x.shape, tuple(max(d, 1) for d in shape)), x.dtype)
         return x * np.ones(shape, dtype=x.dtype)
 
     def op_Tile(self, ins, a, n):
         reps = [int(v) for v in np.asarray(ins[1]).ravel()]
         x = np.asarray(ins[0])
-        self._bound(list(x.shape) + reps)
+        self._bound(list(x.shape) + reps, x.dtype)
         return np.tile(x, reps)
 
     def op_Range(self, ins, a, n):
         start, limit, delta = (np.asarray(v).item() for v in ins[:3])
-        self._bound([max(math.ceil((limit - start) / delta), 0) if delta else 0])
+        self._bound([max(math.ceil((limit - start) / delta), 0) if delta else 0],
+                    np.asarray(ins[0]).dtype)
         return np.arange(start, limit, delta).astype(ins[0].dtype)
 
     def op_Split(self, ins, a, n):
