@@ -77,8 +77,9 @@ class Client:
         return "Client(%r)" % self.url
 
     def close(self) -> None:
-        """Close this thread's kept-alive connection (a later request opens another)."""
-        self.transport.close()
+        """Close the kept-alive connections of every thread (a later request opens
+        another)."""
+        self.transport.close_all()
 
     def __enter__(self) -> "Client":
         return self

@@ -101,6 +101,9 @@ class Transport:
         if api_key is not None:
             self.headers["Authorization"] = "Bearer " + api_key
         self._local = threading.local()
+        # every thread's kept-alive connection, so that close_all() reaches them all
+        self._conns: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
 
     # ---- connections ---------------------------------------------------------------------
 
@@ -117,12 +120,26 @@ class Transport:
             conn = None
         if conn is None:
             conn = self._local.conn = self.new_conn()
+            with self._lock:
+                self._conns.add(conn)
         return conn
 
     def _discard(self, conn: http.client.HTTPConnection) -> None:
         conn.close()
+        with self._lock:
+            self._conns.discard(conn)
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
+
+    def close_all(self) -> None:
+        """Close every thread's kept-alive connection."""
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        self.close_all()
 
     def close(self) -> None:
         """Close this thread's kept-alive connection."""
