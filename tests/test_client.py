@@ -191,13 +191,13 @@ def only(method, suffix, action, times=1):
 
 class Live(Case):
     """One daemon of charlm and the golden lstm_vectors (a vector model, which cannot
-    generate), with room for few sessions and short generations."""
+    generate), with room for few sessions."""
 
     @classmethod
     def setUpClass(cls):
         vectors = golden_model("lstm_vectors", WORK)
         cls.d = cls.serve({"charlm": CHARLM, "lstm_vectors": vectors},
-                          "--max-sessions", "6", "--max-generate-tokens", "100")
+                          "--max-sessions", "6")
         cls.url = "http://127.0.0.1:%d" % cls.d.port
 
     def client(self, url=None, **kw):
@@ -366,7 +366,7 @@ class Live(Case):
                     "method_not_allowed", "DELETE /v1/models")
         self.expect(lambda: c.model("lstm_vectors").generate([1]), E.Unsupported, 409,
                     "unsupported", "generate on a vector model")
-        self.expect(lambda: charlm.generate("a", max_tokens=101), E.LimitExceeded, 413,
+        self.expect(lambda: charlm.generate("a", max_tokens=4097), E.LimitExceeded, 413,
                     "limit_exceeded", "max_tokens over max_generate_tokens")
         with c.session("charlm") as s:
             s.step([1, 2])
@@ -430,6 +430,19 @@ class Live(Case):
         except ValueError:
             pass
 
+        class Array:        # what numpy arrays and scalars offer
+            def tolist(self):
+                return [[5, 12, 0, 7]]
+        self.eq(c.model("charlm").infer(Array(), return_state=True), raw,
+                "inputs with tolist() are sent as their lists")
+        for what, fn in (("a model name with a slash", lambda: c.model("a/b")),
+                         ("a session id that is not hex", lambda: c.attach("../models"))):
+            try:
+                fn()
+                self.check(False, "%s: ValueError" % what)
+            except ValueError as e:
+                self.check("expected" in str(e), "%s: %s" % (what, e))
+
     def test_stream_equals_plain(self):
         c = self.client()
         charlm = c.model("charlm")
@@ -438,17 +451,51 @@ class Live(Case):
         toks = list(gen)
         self.eq(gen.completion, plain, "a streamed generation ends as the plain one")
         self.eq([t.index for t in toks], list(range(30)), "30 token events, in order")
+        again = charlm.generate("It was ", max_tokens=30, temperature=0.9, seed=5, stream=True)
+        self.eq(again.result(), plain, "result() reads a stream to its end")
         with c.session("charlm") as s:
-            gen = s.generate("It was ", max_tokens=30, temperature=0.9, seed=5, stream=True)
+            # long enough (about 0.3 s here) to be cut: a generation runs ~15 tokens a ms
+            gen = s.generate("It was ", max_tokens=4096, temperature=0.9, seed=5, stream=True)
             first = next(iter(gen))
             self.eq(first.step, 8, "a session's token event carries its step count")
             gen.close()
             time.sleep(0.3)
             n = s.info()["steps"]
-            self.check(8 <= n < 37, "closing a stream stops the generation (%d steps)" % n)
+            self.check(8 <= n < 4096 + 7, "closing a stream stops the generation (%d steps)" % n)
+            self.check('rnnd_generations_total{finish_reason="cancelled"} 1' in
+                       self.d.metrics(), "the daemon counted the generation cancelled")
             done = s.generate("x", max_tokens=3, seed=1)
             self.eq(done.steps, n + 4, "the session goes on after a cancelled generation")
             self.eq(s.steps, n + 4, "the session object took the count")
+
+
+class FakeResponse(io.BytesIO):
+    """An event stream read from bytes, for what a live daemon sends rarely."""
+
+
+class Events(Case):
+    def test_error_event(self):
+        stream = (b'data: {"token":3,"text":"a","index":0,"step":6}\n\n: ping\n\n'
+                  b'event: error\ndata: {"error":{"code":"numeric_error","message":"x"},'
+                  b'"steps":7}\n\ndata: [DONE]\n\n')
+        seen = []
+        gen = rnnd_client.Generation(FakeResponse(stream), FakeResponse(), seen.append)
+        got = []
+        try:
+            for tok in gen:
+                got.append(tok)
+            self.check(False, "an error event raises")
+        except rnnd_client.NumericError as e:
+            self.eq((e.code, e.message, e.steps), ("numeric_error", "x", 7),
+                    "the error event's exception, with its steps")
+        self.eq(got, [rnnd_client.Token(3, "a", 0, 6)], "the token before the error")
+        self.eq(seen, [6, 7], "the session's count follows the events")
+        cut = rnnd_client.Generation(FakeResponse(stream[:48]), FakeResponse())
+        try:
+            cut.result()
+            self.check(False, "a stream without its final event raises")
+        except rnnd_client.RnndError as e:
+            self.check("final event" in str(e), "a cut stream: %s" % e)
 
 
 class Keys(Case):
@@ -478,6 +525,13 @@ class Keys(Case):
             self.eq((e.status, e.code), (403, "forbidden"), "/metrics with an infer key")
         admin = rnnd_client.Client(self.url, api_key=KEY_ADMIN)
         self.check("rnnd_sessions" in admin.metrics(), "/metrics with an admin key")
+        self.eq(rnnd_client.Client(self.url).ready(), True, "/readyz needs no key")
+        s = socket.create_server(("127.0.0.1", 0))
+        dead = "http://127.0.0.1:%d" % s.getsockname()[1]
+        s.close()
+        self.eq(rnnd_client.Client(dead, retries=0).ready(), False, "no daemon: not ready")
+        for c in (user, admin):
+            c.close()
 
 
 class Docs(Case):

@@ -1,7 +1,9 @@
 """The client: models, infer, generation and the way to sessions (docs/client.md)."""
 from __future__ import annotations
 
+import re
 import ssl
+import urllib.parse
 from typing import Any, Callable, Iterator
 
 from .errors import RnndError
@@ -9,11 +11,19 @@ from .generation import Completion, Generation
 from .session import Session, _fields
 from .transport import Policy, Transport
 
+# what the daemon's names and ids are made of (docs/api.md section 1): nothing else may go
+# into a path
+MODEL_NAME = re.compile(r"[A-Za-z0-9._-]+")
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
+
 
 class Model:
     """A model served by the daemon, by name (no request is made until one is asked for)."""
 
     def __init__(self, client: "Client", name: str) -> None:
+        if not isinstance(name, str) or not MODEL_NAME.fullmatch(name):
+            raise ValueError("model name: expected letters, digits, '.', '_' or '-', got %r"
+                             % (name,))
         self.client = client
         self.name = name
 
@@ -115,6 +125,9 @@ class Client:
     def attach(self, session_id: str) -> Session:
         """The existing session SESSION_ID (e.g. made by another process), at its current
         step count."""
+        if not isinstance(session_id, str) or not SESSION_ID.fullmatch(session_id):
+            raise ValueError("session id: expected 32 lowercase hex digits, got %r"
+                             % (session_id,))
         d = self.transport.request("GET", "/v1/sessions/" + session_id).data
         return Session(self, d)
 
@@ -138,8 +151,8 @@ class Client:
         """Every open session this key may see (of MODEL only, if given), page by page."""
         after = None
         while True:
-            q = "&".join("%s=%s" % kv for kv in (("limit", page), ("after", after),
-                                                   ("model", model)) if kv[1] is not None)
+            q = urllib.parse.urlencode([kv for kv in (("limit", page), ("after", after),
+                                                      ("model", model)) if kv[1] is not None])
             d = self.transport.request("GET", "/v1/sessions" + ("?" + q if q else "")).data
             yield from d["sessions"]
             after = d.get("next")

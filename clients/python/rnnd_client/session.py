@@ -7,10 +7,10 @@ count is still that one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from .errors import Conflict, Gone, NotFound, ReplyLost
-from .generation import Completion, Generation, Token
+from .generation import Completion, Generation
 from .transport import Policy
 
 if TYPE_CHECKING:
@@ -102,12 +102,6 @@ class Session:
 
     def _saw(self, steps: int) -> None:
         self.steps = steps
-
-    def stream(self, prompt: str | list[int], **kw: Any) -> Iterator[Token]:
-        """The tokens of a streamed generation (`generate(..., stream=True)`), as they come."""
-        gen = self.generate(prompt, stream=True, **kw)
-        assert isinstance(gen, Generation)
-        return iter(gen)
 
     def info(self) -> dict[str, Any]:
         """The session as the daemon describes it (model, steps, created, idle_s,
