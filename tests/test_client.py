@@ -401,6 +401,8 @@ class Live(Case):
         self.check(len(listed) >= 18, "codes read from errcode.h (%d)" % len(listed))
         self.eq(sorted(client_errors.BY_CODE), sorted(code for code, _ in listed),
                 "the client knows every code of errcode.h and no other")
+        self.eq(client_errors.STATUS_OF, {code: int(st) for code, st in listed},
+                "the client's status of each code is errcode.h's")
         for code, status in listed:
             body = json.dumps({"error": {"code": code, "message": "m"}}).encode()
             e = client_errors.error_from_reply(int(status), body, None)
@@ -486,7 +488,7 @@ class Events(Case):
                 got.append(tok)
             self.check(False, "an error event raises")
         except rnnd_client.NumericError as e:
-            self.eq((e.code, e.message, e.steps), ("numeric_error", "x", 7),
+            self.eq((e.code, e.message, e.steps, e.status), ("numeric_error", "x", 7, 400),
                     "the error event's exception, with its steps")
         self.eq(got, [rnnd_client.Token(3, "a", 0, 6)], "the token before the error")
         self.eq(seen, [6, 7], "the session's count follows the events")

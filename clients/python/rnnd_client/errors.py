@@ -142,6 +142,16 @@ BY_CODE: dict[str, type[RnndError]] = {
     "no_models": Unavailable,
 }
 
+# code -> its HTTP status (errcode.h's v1 column): the status of an error event, which
+# arrives inside a 200 stream
+STATUS_OF: dict[str, int] = {
+    "invalid_json": 400, "invalid_request": 400, "numeric_error": 400, "unauthorized": 401,
+    "forbidden": 403, "not_found": 404, "method_not_allowed": 405, "unsupported": 409,
+    "conflict": 409, "gone": 410, "limit_exceeded": 413, "unsupported_media_type": 415,
+    "overloaded": 429, "internal": 500, "model_error": 503, "out_of_memory": 503,
+    "unavailable": 503, "no_models": 503,
+}
+
 # status -> class, for replies without rnnd's error object (libmicrohttpd's own 414/431/505
 # pages, a proxy in between)
 BY_STATUS: dict[int, type[RnndError]] = {
@@ -154,8 +164,9 @@ BY_STATUS: dict[int, type[RnndError]] = {
 
 def error_from_object(obj: Any, status: int | None,
                       retry_after: float | None = None) -> RnndError:
-    """The exception for a decoded error object `{"error": {...}, ...}`: a reply's body or a
-    server-sent `error` event (whose `steps` sits beside `error`)."""
+    """The exception for a decoded error object `{"error": {...}, ...}`: a reply's body of
+    STATUS, or a server-sent `error` event (STATUS None: its code's status; its `steps`
+    sits beside `error`)."""
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict) and isinstance(err.get("code"), str):
         code = err["code"]
@@ -163,6 +174,8 @@ def error_from_object(obj: Any, status: int | None,
         for k, v in obj.items():
             if k != "error":
                 body.setdefault(k, v)
+        if status is None:
+            status = STATUS_OF.get(code)
         cls = BY_CODE.get(code) or BY_STATUS.get(status or 0, RnndError)
         return cls(str(err.get("message", "")), code, status, body, retry_after)
     cls = BY_STATUS.get(status or 0, RnndError)

@@ -94,7 +94,7 @@ class Generation:
                 if kind == "error" or "error" in obj:
                     if self._on_steps and isinstance(obj.get("steps"), int):
                         self._on_steps(obj["steps"])
-                    raise error_from_object(obj, 200)
+                    raise error_from_object(obj, None)
                 if "finish_reason" in obj:
                     self._finish(obj)
                     continue
