@@ -12,6 +12,7 @@
 - Errors: each code the daemon sends maps to its class with code, message and status; the
   client's table of codes is the list of include/rnnd/errcode.h.
 - Numbers: outputs are the daemon's text decoded by json, each exactly a float32.
+- TLS: https:// with an ssl_context that trusts the daemon's certificate; none: refused.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -22,6 +23,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -536,6 +538,31 @@ class Keys(Case):
             c.close()
 
 
+class Tls(Case):
+    """https:// with an ssl_context that trusts a certificate made here (openssl)."""
+
+    def test_https(self):
+        cert, key = os.path.join(WORK, "cert.pem"), os.path.join(WORK, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       check=True, capture_output=True, timeout=60)
+        with daemon_ctx("--tls-cert", cert, "--tls-key", key) as d:
+            url = "https://127.0.0.1:%d" % d.port
+            with rnnd_client.Client(url, ssl_context=ssl.create_default_context(cafile=cert)
+                                    ) as c:
+                with c.session("charlm") as s:
+                    self.eq(s.step([5, 12]).steps, 2, "a step over HTTPS")
+                gen = c.model("charlm").generate("The ", max_tokens=5, seed=1, stream=True)
+                self.eq(gen.result().text, "somet", "a streamed generation over HTTPS")
+            try:
+                rnnd_client.Client(url, retries=0).models()
+                self.check(False, "an unknown certificate is refused")
+            except rnnd_client.ConnectionFailed as e:
+                self.check("certificate" in str(e).lower(), "the refusal says why: %s" % e)
+
+
 class Docs(Case):
     """The python blocks of docs/client.md, run against their own daemon."""
 
@@ -603,8 +630,8 @@ class Install(Case):
 
 
 @contextlib.contextmanager
-def daemon_ctx():
-    d = Daemon({"charlm": CHARLM})
+def daemon_ctx(*args):
+    d = Daemon({"charlm": CHARLM}, *args)
     try:
         yield d
     finally:
