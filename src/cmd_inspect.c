@@ -206,6 +206,25 @@ static void print_text(const char *path, const rnnd_model *m)
     if (v->norm_checked[0])
         printf("             checked with head norm %s; --norm changed it after the check\n",
                v->norm_checked);
+    if (v->vocab_checked || v->initial_state_checked || v->long_length || v->scaled_checked > 0) {
+        printf("             also checked:");
+        const char *sep = " ";
+        if (v->vocab_checked) {
+            printf("%s%d distinct token ids", sep, v->vocab_checked);
+            sep = ", ";
+        }
+        if (v->initial_state_checked) {
+            printf("%sfrom random initial states", sep);
+            sep = ", ";
+        }
+        if (v->long_length) {
+            printf("%s%d sequences of %d steps", sep, v->long_batch, v->long_length);
+            sep = ", ";
+        }
+        if (v->scaled_checked > 0)
+            printf("%sinputs scaled by %g", sep, v->scaled_checked);
+        printf("\n");
+    }
 }
 
 /* Set KEY on OBJ, taking the reference of V (a NULL V, from a failed allocation, is
@@ -292,6 +311,14 @@ static json_t *verification_json(const rnnd_model *m)
         put(o, "weights_checked", json_string(v->weights_checked));
     if (v->norm_checked[0])
         put(o, "norm_checked", json_string(v->norm_checked));
+    if (v->vocab_checked)
+        put(o, "vocab_checked", json_integer(v->vocab_checked));
+    if (v->initial_state_checked)
+        put(o, "initial_state_checked", json_true());
+    if (v->long_length)
+        put(o, "long_checked", json_pack("[ii]", v->long_length, v->long_batch));
+    if (v->scaled_checked > 0)
+        put(o, "scaled_checked", json_real(v->scaled_checked));
     put(o, "source", json_string(v->source));
     put(o, "tolerance", json_real(v->tolerance));
     put(o, "max_abs_error", json_real(v->max_abs_error));

@@ -64,6 +64,51 @@ static int optional_string(const json_t *o, const char *key, char *out, size_t o
     return 0;
 }
 
+/* O[KEY], when present, an integer LO..HI into *OUT (0 when absent). */
+static int optional_int(const json_t *o, const char *key, long lo, long hi, int *out,
+                        const char *label, char *err, size_t errlen)
+{
+    const json_t *v = json_object_get(o, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        char full[64];
+        snprintf(full, sizeof full, "__metadata__.verification.%s", key);
+        return rnnd_model_fail(err, errlen, label, full, RNND_ERR_FORMAT,
+                               "expected an integer %ld..%ld", lo, hi);
+    }
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+/* The extra passes' keys (verify.py): all optional, so older records still load. */
+static int extra_passes(const json_t *o, rnnd_verification *out, const char *label, char *err,
+                        size_t errlen)
+{
+    int rc = optional_int(o, "vocab_checked", 1, 1L << 30, &out->vocab_checked, label, err, errlen);
+    if (rc)
+        return rc;
+    const json_t *st = json_object_get(o, "initial_state_checked");
+    if (st && !json_is_null(st) && !json_is_boolean(st))
+        return BAD(".initial_state_checked", "expected true or false");
+    out->initial_state_checked = json_is_true(st);
+    const json_t *lg = json_object_get(o, "long_checked");
+    if (lg && !json_is_null(lg)) {
+        const json_t *t = json_array_get(lg, 0), *b = json_array_get(lg, 1);
+        if (json_array_size(lg) != 2 || !json_is_integer(t) || !json_is_integer(b) ||
+            json_integer_value(t) < 1 || json_integer_value(t) > 1000000 ||
+            json_integer_value(b) < 1 || json_integer_value(b) > 65536)
+            return BAD(".long_checked", "expected [steps 1..1000000, batch 1..65536]");
+        out->long_length = (int)json_integer_value(t);
+        out->long_batch = (int)json_integer_value(b);
+    }
+    const json_t *sc = json_object_get(o, "scaled_checked");
+    if (sc && !json_is_null(sc) && nonneg(o, "scaled_checked", &out->scaled_checked))
+        return BAD(".scaled_checked", "expected a finite number >= 0");
+    return 0;
+}
+
 int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out, const char *label,
                             char *err, size_t errlen)
 {
@@ -127,6 +172,8 @@ int rnnd_verification_parse(const char *text, size_t len, rnnd_verification *out
     if (rc == 0)
         rc = optional_string(o, "norm_checked", out->norm_checked, sizeof out->norm_checked, label,
                              err, errlen);
+    if (rc == 0)
+        rc = extra_passes(o, out, label, err, errlen);
 out:
     json_decref(o);
     return rc;

@@ -465,6 +465,23 @@ class Record(Case):
         v = json.loads(o)["verification"] if r == 0 else {}
         check(v.get("verified") is False and "no model digest" in v.get("why_not", ""),
               "inspect --json says why not: %r" % v)
+        # the extra passes: shown by inspect (they were recorded but not shown before)
+        extra = dict(rec, vocab_checked=12, initial_state_checked=True,
+                     long_checked=[200, 5], scaled_checked=10)
+        with_record(tmp("onnx.rnnd"), tmp("extra.rnnd"), json.dumps(extra))
+        line, out = verified_line(tmp("extra.rnnd"))
+        check("also checked: 12 distinct token ids, from random initial states, 5 sequences of "
+              "200 steps, inputs scaled by 10" in out, "inspect shows the extra passes: %r" % out)
+        r, o, e = inspect("--json", tmp("extra.rnnd"))
+        v = json.loads(o)["verification"] if r == 0 else {}
+        check(v.get("vocab_checked") == 12 and v.get("initial_state_checked") is True and
+              v.get("long_checked") == [200, 5] and v.get("scaled_checked") == 10,
+              "inspect --json shows the extra passes: %r" % v)
+        with_record(tmp("onnx.rnnd"), tmp("badlong.rnnd"),
+                    json.dumps(dict(rec, long_checked=[200])))
+        r, o, e = inspect(tmp("badlong.rnnd"))
+        check(r != 0 and "verification.long_checked" in e,
+              "a malformed long_checked is refused naming the key: %r" % e)
         # --norm and --weight-type after the check: recorded and shown
         rc, err = main_inproc(tmp("m.onnx"), "-o", tmp("norm_bf16.rnnd"), "--norm", "log_softmax",
                               "--weight-type", "bf16")

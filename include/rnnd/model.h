@@ -213,6 +213,13 @@ typedef struct rnnd_verification {
     char digest[65];         /* the model digest checked; "" when the record names none */
     char weights_checked[8]; /* "f32" for a bf16 / f16 file checked before rounding, or "" */
     char norm_checked[16];   /* the head norm checked when --norm changed it after, or "" */
+    /* the extra passes, each 0 when the record does not name it (an older converter, or a
+     * pass that does not apply to the model) */
+    int vocab_checked;         /* distinct token ids the check fed */
+    int initial_state_checked; /* 1: also run from random initial states */
+    int long_length;           /* a pass of long_batch sequences of long_length steps */
+    int long_batch;
+    double scaled_checked; /* a pass with the inputs scaled by this factor */
 } rnnd_verification;
 
 /* The file's verification record, or NULL when it has none (converted with --no-verify, from
