@@ -28,23 +28,19 @@ N = 300 (the issue's number). On this project's 2-core build machine, shared wit
 builds, each test takes about 5 to 8 s (the cluster's start, the lease wait, the reference
 replay); the bound is 100 s each.
 """
-import json
 import os
 import random
 import signal
-import subprocess
 import threading
 import time
 import unittest
 
-from daemon_util import PYTHON3, Daemon, tmpdir, url_request
+from cluster_util import SRCDIR, VOCAB, Cluster
+from daemon_util import Daemon, url_request
 
-SRCDIR = os.environ["RNND_SRCDIR"]
-TOOL = os.path.join(SRCDIR, "tools", "cluster")
 N = 300
 ROUNDS = 4
 THREADS = 16
-VOCAB = 96
 BOUND_S = 100
 DRAINED = "n2"
 KILL_SYNC_MS = 50
@@ -56,37 +52,16 @@ def post(url, path, body):
     return st, node, parsed
 
 
-def sanitizer_clean(test, folder):
-    """A sanitizer build's report goes to a node's log, not to the test's."""
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("n") and name.endswith(".log"):
-            with open(os.path.join(folder, name), errors="replace") as f:
-                log = f.read()
-            for bad in ("Sanitizer", "runtime error:"):
-                test.assertNotIn(bad, log, "%s holds a %s report" % (name, bad))
-
-
 class Accept(unittest.TestCase):
     def setUp(self):
         self.t0 = time.monotonic()
         self.rng = random.Random(1717)
 
     def up(self, *args):
-        self.dir = os.path.join(tmpdir("cluster_accept"), self._testMethodName)
-        subprocess.run(["rm", "-rf", self.dir], check=True)
-        out = self.tool("up", "--nodes", "3", "--dir", self.dir, "--", *args)
-        self.addCleanup(sanitizer_clean, self, self.dir)
-        self.addCleanup(self.tool, "down")
-        info = json.loads(out.strip().splitlines()[-1])
-        self.lb = info["url"]
-        self.nodes = {n["name"]: n for n in info["nodes"]}
-
-    def tool(self, *args):
-        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
-                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        if p.returncode:
-            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
-        return p.stdout
+        c = Cluster("cluster_accept", self._testMethodName, 3, *args)
+        self.addCleanup(c.close)
+        self.lb = c.lb
+        self.nodes = c.nodes
 
     def step(self, sid, sess, toks, errors, retries, losses):
         """One chunk through the balancer; retried (with if_steps) while a node drains or

@@ -14,90 +14,18 @@ the record, or n2 would answer 503 (a live holder) until the lease lapsed.
   infer gets 403.
 Bounded: about 10 s.
 """
-import json
 import os
-import random
-import subprocess
 import threading
 import time
 import unittest
 
-from daemon_util import PYTHON3, Daemon, bearer, tmpdir, url_request, write_secret
+from cluster_util import SRCDIR, TwoNodes, create, replay, request, step
+from daemon_util import Daemon, bearer, tmpdir, write_secret
 
-SRCDIR = os.environ["RNND_SRCDIR"]
-TOOL = os.path.join(SRCDIR, "tools", "cluster")
 LEASE_MS = 5000
 SYNC_MS = 5000
-VOCAB = 96
 SESSIONS = 6
 GRACE_MS = 1500
-
-
-def request(url, method="GET", path="/readyz", body=None, timeout=5):
-    st, _, parsed = url_request(url, method, path, body, timeout)
-    return st, parsed
-
-
-class Cluster:
-    """tools/cluster with two nodes, brought down by close()."""
-
-    def __init__(self, name):
-        self.dir = os.path.join(tmpdir("cluster_drain"), name)
-        subprocess.run(["rm", "-rf", self.dir], check=True)
-        out = self.tool("up", "--nodes", "2", "--dir", self.dir, "--",
-                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
-                        "--drain-grace-ms", str(GRACE_MS))
-        self.info = json.loads(out.strip().splitlines()[-1])
-        self.url = {n["name"]: n["url"] for n in self.info["nodes"]}
-        self.pid = {n["name"]: n["pid"] for n in self.info["nodes"]}
-        self.redis_port = int(self.info["redis"].split(":")[2].split("/")[0])
-
-    def tool(self, *args):
-        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
-                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        if p.returncode:
-            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
-        return p.stdout
-
-    def log(self, name):
-        with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
-            return f.read()
-
-    def close(self):
-        subprocess.run([PYTHON3, TOOL, "down"], capture_output=True, timeout=40,
-                       env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        for name in self.url:
-            log = self.log(name)
-            for bad in ("Sanitizer", "runtime error:"):
-                if bad in log:
-                    raise AssertionError("%s's log holds a %s report" % (name, bad))
-
-    def record_steps(self, sid):
-        p = subprocess.run(["redis-cli", "-p", str(self.redis_port), "HGET",
-                            "rnnd:{%s}:rec" % sid, "steps"],
-                           capture_output=True, text=True, timeout=10)
-        v = p.stdout.strip()
-        return int(v) if v else None
-
-
-def create(url):
-    st, b = request(url, "POST", "/v1/sessions", {"model": "charlm"})
-    assert st == 201, (st, b)
-    return b["id"]
-
-
-def step(url, sid, tokens):
-    return request(url, "POST", "/v1/sessions/%s/step" % sid,
-                   {"inputs": tokens, "outputs": "all"})
-
-
-def replay(url, tokens):
-    """The outputs of one fresh session fed TOKENS on node URL (the single-node reference)."""
-    sid = create(url)
-    st, b = step(url, sid, tokens)
-    assert st == 200, (st, b)
-    request(url, "DELETE", "/v1/sessions/" + sid)
-    return b["outputs"]
 
 
 def wait_gone(pid, seconds):
@@ -118,15 +46,10 @@ def wait_gone(pid, seconds):
     return False
 
 
-class ClusterDrain(unittest.TestCase):
-    def setUp(self):
-        self.c = Cluster(self._testMethodName)
-        self.addCleanup(self.c.close)
-        self.n1, self.n2 = self.c.url["n1"], self.c.url["n2"]
-        self.rng = random.Random(17)
-
-    def tokens(self, n):
-        return [self.rng.randrange(VOCAB) for _ in range(n)]
+class ClusterDrain(TwoNodes):
+    GROUP = "cluster_drain"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--drain-grace-ms", str(GRACE_MS))
 
     def stepped_on_n1(self):
         """SESSIONS sessions taken and stepped on n1, none written behind yet."""

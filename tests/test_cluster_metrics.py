@@ -7,27 +7,19 @@ pending session. The embedded default shows none of them.
 Bounded: about 8 s.
 """
 import http.client
-import json
 import os
-import subprocess
 import time
 import unittest
 
-from daemon_util import PYTHON3, Daemon, tmpdir, url_request
+from cluster_util import SRCDIR, Cluster, request, wait_for
+from daemon_util import Daemon
 
-SRCDIR = os.environ["RNND_SRCDIR"]
-TOOL = os.path.join(SRCDIR, "tools", "cluster")
 LEASE_MS = 600
 SYNC_MS = 50
 NAMES = ("rnnd_store_up", "rnnd_store_writes_total", "rnnd_store_write_failures_total",
          "rnnd_store_write_duration_seconds", "rnnd_store_pending_sessions",
          "rnnd_session_takeovers_total", "rnnd_lease_renewals_total",
          "rnnd_lease_renewal_failures_total", "rnnd_sessions_owned")
-
-
-def request(url, method="GET", path="/readyz", body=None):
-    st, _, parsed = url_request(url, method, path, body, 5)
-    return st, parsed
 
 
 def metrics(url):
@@ -45,43 +37,12 @@ def metrics(url):
     return out, text
 
 
-def wait_for(what, cond, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def sanitizer_clean(test, folder):
-    """A sanitizer build's report goes to a node's log, not to the test's."""
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("n") and name.endswith(".log"):
-            with open(os.path.join(folder, name), errors="replace") as f:
-                log = f.read()
-            for bad in ("Sanitizer", "runtime error:"):
-                test.assertNotIn(bad, log, "%s holds a %s report" % (name, bad))
-
-
 class ClusterMetrics(unittest.TestCase):
     def setUp(self):
-        self.dir = os.path.join(tmpdir("cluster_metrics"), "c")
-        subprocess.run(["rm", "-rf", self.dir], check=True)
-        out = self.tool("up", "--nodes", "2", "--dir", self.dir, "--",
-                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
-        self.addCleanup(sanitizer_clean, self, self.dir)
-        self.addCleanup(self.tool, "down")
-        info = json.loads(out.strip().splitlines()[-1])
-        url = {n["name"]: n["url"] for n in info["nodes"]}
-        self.n1, self.n2 = url["n1"], url["n2"]
-
-    def tool(self, *args):
-        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
-                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        if p.returncode:
-            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
-        return p.stdout
+        self.c = Cluster("cluster_metrics", "c", 2, "--lease-ms", str(LEASE_MS),
+                         "--store-sync-ms", str(SYNC_MS))
+        self.addCleanup(self.c.close)
+        self.n1, self.n2 = self.c.url["n1"], self.c.url["n2"]
 
     def moved(self, url, before, key, by):
         now, _ = metrics(url)
@@ -130,7 +91,7 @@ class ClusterMetrics(unittest.TestCase):
         m = self.moved(self.n1, m, 'rnnd_store_writes_total{kind="delete"}', 1)
         self.assertEqual(m["rnnd_sessions_owned"], 1)
         time.sleep(4 * SYNC_MS / 1000)
-        self.tool("kill", "n1")
+        self.c.tool("kill", "n1")
         time.sleep(LEASE_MS / 1000 + 0.2)
         m2, _ = metrics(self.n2)
         self.assertEqual(request(self.n2, "POST", "/v1/sessions/%s/step" % other,
@@ -141,7 +102,7 @@ class ClusterMetrics(unittest.TestCase):
             "rnnd_store_pending_sessions"] == 0, 3)
 
         # Redis down: the store is reported down, writes and renewals fail, a step waits
-        self.tool("redis-stop")
+        self.c.tool("redis-stop")
         m2, _ = metrics(self.n2)
         st, _ = request(self.n2, "POST", "/v1/sessions", {"model": "charlm"})
         self.assertEqual(st, 503)
@@ -153,7 +114,7 @@ class ClusterMetrics(unittest.TestCase):
             "rnnd_lease_renewal_failures_total"] > m2["rnnd_lease_renewal_failures_total"], 3)
         wait_for("a pending write", lambda: metrics(self.n2)[0][
             "rnnd_store_pending_sessions"] >= 1, 3)
-        self.tool("redis-start")
+        self.c.tool("redis-start")
         wait_for("the pending write done", lambda: metrics(self.n2)[0][
             "rnnd_store_pending_sessions"] == 0, 5)
         self.assertEqual(metrics(self.n2)[0]["rnnd_store_up"], 1)

@@ -15,106 +15,18 @@ on loopback (tools/cluster), requests sent to the nodes directly.
   node; a session created or forked on one node is taken by another at its first request.
 Bounded: about 20 s.
 """
-import json
-import os
-import random
-import subprocess
 import time
 import unittest
 
-from daemon_util import PYTHON3, tmpdir, url_request
+from cluster_util import TwoNodes, create, replay, request, step, wait_for
 
-SRCDIR = os.environ["RNND_SRCDIR"]
-TOOL = os.path.join(SRCDIR, "tools", "cluster")
 LEASE_MS = 600
 SYNC_MS = 50
-VOCAB = 96
 
 
-def request(url, method="GET", path="/readyz", body=None, timeout=5):
-    """(status, parsed body); status None when the connection failed."""
-    st, _, parsed = url_request(url, method, path, body, timeout)
-    return st, parsed
-
-
-class Cluster:
-    """tools/cluster with two nodes, brought down by close()."""
-
-    def __init__(self, name):
-        self.dir = os.path.join(tmpdir("cluster_store"), name)
-        subprocess.run(["rm", "-rf", self.dir], check=True)
-        out = self.tool("up", "--nodes", "2", "--dir", self.dir, "--",
-                        "--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
-        self.info = json.loads(out.strip().splitlines()[-1])
-        self.url = {n["name"]: n["url"] for n in self.info["nodes"]}
-        self.redis_port = int(self.info["redis"].split(":")[2].split("/")[0])
-
-    def tool(self, *args):
-        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
-                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        if p.returncode:
-            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
-        return p.stdout
-
-    def close(self):
-        subprocess.run([PYTHON3, TOOL, "down"], capture_output=True, timeout=40,
-                       env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        # a sanitizer build's report goes to the node's log, not to the test's
-        for name in self.url:
-            with open(os.path.join(self.dir, name + ".log"), errors="replace") as f:
-                log = f.read()
-            for bad in ("Sanitizer", "runtime error:"):
-                if bad in log:
-                    raise AssertionError("%s's log holds a %s report" % (name, bad))
-
-    def redis(self, *args):
-        p = subprocess.run(["redis-cli", "-p", str(self.redis_port)] + list(args),
-                           capture_output=True, text=True, timeout=10)
-        return p.stdout.strip()
-
-    def record_steps(self, sid):
-        v = self.redis("HGET", "rnnd:{%s}:rec" % sid, "steps")
-        return int(v) if v else None
-
-
-def create(url):
-    st, b = request(url, "POST", "/v1/sessions", {"model": "charlm"})
-    assert st == 201, (st, b)
-    return b["id"]
-
-
-def step(url, sid, tokens):
-    return request(url, "POST", "/v1/sessions/%s/step" % sid,
-                   {"inputs": tokens, "outputs": "all"})
-
-
-def replay(url, tokens):
-    """The outputs of one fresh session fed TOKENS on node URL (the single-node reference)."""
-    sid = create(url)
-    st, b = step(url, sid, tokens)
-    assert st == 200, (st, b)
-    request(url, "DELETE", "/v1/sessions/" + sid)
-    return b["outputs"]
-
-
-def wait_for(what, cond, seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting for " + what)
-
-
-class ClusterStore(unittest.TestCase):
-    def setUp(self):
-        self.c = Cluster(self._testMethodName)
-        self.addCleanup(self.c.close)
-        self.n1, self.n2 = self.c.url["n1"], self.c.url["n2"]
-        self.rng = random.Random(17)
-
-    def tokens(self, n):
-        return [self.rng.randrange(VOCAB) for _ in range(n)]
+class ClusterStore(TwoNodes):
+    GROUP = "cluster_store"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
 
     def test_takeover_after_sigkill(self):
         fed = {}

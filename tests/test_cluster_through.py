@@ -6,29 +6,15 @@ reply of 4 clients stepping their own sessions at once. With writes behind (even
 rounds) a read that quick finds the record behind.
 Bounded: about 5 s.
 """
-import json
-import os
 import socket
-import subprocess
 import threading
 import unittest
 
-from daemon_util import PYTHON3, tmpdir, url_request
+from cluster_util import Cluster
+from daemon_util import url_request
 
-SRCDIR = os.environ["RNND_SRCDIR"]
-TOOL = os.path.join(SRCDIR, "tools", "cluster")
 CLIENTS = 4
 STEPS = 40
-
-
-def sanitizer_clean(test, folder):
-    """A sanitizer build's report goes to a node's log, not to the test's."""
-    for name in sorted(os.listdir(folder)):
-        if name.startswith("n") and name.endswith(".log"):
-            with open(os.path.join(folder, name), errors="replace") as f:
-                log = f.read()
-            for bad in ("Sanitizer", "runtime error:"):
-                test.assertNotIn(bad, log, "%s holds a %s report" % (name, bad))
 
 
 class Redis:
@@ -66,21 +52,10 @@ class Redis:
 
 class WriteThrough(unittest.TestCase):
     def setUp(self):
-        self.dir = os.path.join(tmpdir("cluster_through"), "c")
-        subprocess.run(["rm", "-rf", self.dir], check=True)
-        out = self.tool("up", "--nodes", "1", "--dir", self.dir, "--", "--store-sync-ms", "0")
-        self.addCleanup(sanitizer_clean, self, self.dir)
-        self.addCleanup(self.tool, "down")
-        info = json.loads(out.strip().splitlines()[-1])
-        self.node = info["nodes"][0]["url"]
-        self.redis_port = int(info["redis"].split(":")[2].split("/")[0])
-
-    def tool(self, *args):
-        p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,
-                           timeout=40, env=dict(os.environ, RNND_CLUSTER_DIR=self.dir))
-        if p.returncode:
-            raise AssertionError("tools/cluster %s: %s" % (" ".join(args), p.stderr))
-        return p.stdout
+        c = Cluster("cluster_through", "c", 1, "--store-sync-ms", "0")
+        self.addCleanup(c.close)
+        self.node = c.url["n1"]
+        self.redis_port = c.redis_port
 
     def client(self, k, behind, errors):
         r = Redis(self.redis_port)
