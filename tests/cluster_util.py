@@ -123,3 +123,18 @@ class TwoNodes(unittest.TestCase):
 
     def tokens(self, n):
         return [self.rng.randrange(VOCAB) for _ in range(n)]
+
+    def create_and_step(self, sessions):
+        """{id: tokens fed} of SESSIONS sessions created on n1, each stepped there in 3 random
+        chunks of 1 to 5 tokens, every reply's step count checked."""
+        fed = {}
+        for _ in range(sessions):
+            sid = create(self.n1)
+            fed[sid] = []
+            for _ in range(3):
+                t = self.tokens(self.rng.randint(1, 5))
+                st, b = step(self.n1, sid, t)
+                self.assertEqual(st, 200, b)
+                fed[sid] += t
+                self.assertEqual(b["steps"], len(fed[sid]))
+        return fed

@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from cluster_util import SRCDIR, TwoNodes, create, replay, request, step
+from cluster_util import SRCDIR, TwoNodes, replay, request, step
 from daemon_util import Daemon, bearer, tmpdir, write_secret
 
 LEASE_MS = 5000
@@ -53,16 +53,7 @@ class ClusterDrain(TwoNodes):
 
     def stepped_on_n1(self):
         """SESSIONS sessions taken and stepped on n1, none written behind yet."""
-        fed = {}
-        for _ in range(SESSIONS):
-            sid = create(self.n1)
-            fed[sid] = []
-            for _ in range(3):
-                t = self.tokens(self.rng.randint(1, 5))
-                st, b = step(self.n1, sid, t)
-                self.assertEqual(st, 200, b)
-                fed[sid] += t
-                self.assertEqual(b["steps"], len(fed[sid]))
+        fed = self.create_and_step(SESSIONS)
         for sid in fed:  # the record holds the creation's 0 steps: only a drain writes more
             self.assertEqual(self.c.record_steps(sid), 0)
         # n1 holds them and lives: n2 names it

@@ -29,16 +29,7 @@ class ClusterStore(TwoNodes):
     NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS))
 
     def test_takeover_after_sigkill(self):
-        fed = {}
-        for i in range(6):
-            sid = create(self.n1)
-            fed[sid] = []
-            for _ in range(3):
-                t = self.tokens(self.rng.randint(1, 5))
-                st, b = step(self.n1, sid, t)
-                self.assertEqual(st, 200, b)
-                fed[sid] += t
-                self.assertEqual(b["steps"], len(fed[sid]))
+        fed = self.create_and_step(6)
         quiet = list(fed)[:4]  # written behind before the kill; the others just stepped
         time.sleep(4 * SYNC_MS / 1000)
         for sid in quiet:
