@@ -117,7 +117,9 @@ class ClusterMetrics(unittest.TestCase):
         self.c.tool("redis-start")
         wait_for("the pending write done", lambda: metrics(self.n2)[0][
             "rnnd_store_pending_sessions"] == 0, 5)
-        self.assertEqual(metrics(self.n2)[0]["rnnd_store_up"], 1)
+        # store_up follows the last Redis command of any of the node's connections: the lease
+        # thread's may still fail once after the writer's succeeded (seen under load: 0)
+        wait_for("the store reported up", lambda: metrics(self.n2)[0]["rnnd_store_up"] == 1, 5)
 
     def test_embedded_has_none(self):
         models = {"charlm": os.path.join(SRCDIR, "models", "charlm.rnnd")}
