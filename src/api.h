@@ -71,7 +71,14 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_
 
 /* ---- the KServe v2 / Triton protocol (api_v2.c, api_v2_generate.c; docs/v2.md) ---- */
 /* What GET /v2 lists in "extensions" (JSON strings). */
-#define RNND_V2_EXTENSIONS "\"sequence\",\"sequence(string_id)\",\"generate\""
+#define RNND_V2_EXTENSIONS \
+    "\"sequence\",\"sequence(string_id)\",\"generate\",\"model_configuration\"," \
+    "\"statistics\",\"model_repository\""
+/* The tensors' names: every model has INPUT and OUTPUT; a model with a tokenizer also takes
+ * its text as the BYTES input TEXT (or as BYTES under INPUT). */
+#define RNND_V2_INPUT "INPUT"
+#define RNND_V2_TEXT "TEXT"
+#define RNND_V2_OUTPUT "OUTPUT"
 
 void rnnd_api_v2_server_meta(rnnd_req *r);     /* GET  /v2 */
 void rnnd_api_v2_live(rnnd_req *r);            /* GET  /v2/health/live */
@@ -81,6 +88,11 @@ void rnnd_api_v2_model_ready(rnnd_req *r);     /* GET  /v2/models/{m}[/versions/
 void rnnd_api_v2_infer(rnnd_req *r);           /* POST /v2/models/{m}[/versions/{v}]/infer */
 void rnnd_api_v2_generate(rnnd_req *r);        /* POST .../generate */
 void rnnd_api_v2_generate_stream(rnnd_req *r); /* POST .../generate_stream (SSE) */
+/* api_v2_config.c: what Triton clients ask about models besides metadata */
+void rnnd_api_v2_model_config(rnnd_req *r);     /* GET  /v2/models/{m}[/versions/{v}]/config */
+void rnnd_api_v2_model_stats(rnnd_req *r);      /* GET  /v2/models/{m}[/versions/{v}]/stats */
+void rnnd_api_v2_stats_all(rnnd_req *r);        /* GET  /v2/models/stats */
+void rnnd_api_v2_repository_index(rnnd_req *r); /* POST /v2/repository/index */
 
 /* rnnd_api_charge() for the v2 routes: Triton's 400 (past max_request_memory) or 503 with
  * Retry-After (memory_budget spent for now), as v2 infer answers the same refusals. */

@@ -22,8 +22,8 @@
 #include "rnnd/status.h"
 #include "v2_seq.h"
 
-#define V2_INPUT "INPUT"
-#define V2_OUTPUT "OUTPUT"
+#define V2_INPUT RNND_V2_INPUT
+#define V2_OUTPUT RNND_V2_OUTPUT
 
 /* ---- lookups (shared with api_v2_generate.c through api.h) ------------------------------ */
 
@@ -109,14 +109,20 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
                     "\",",
                     e->version);
     if (spec->input_kind == RNND_INPUT_TOKENS)
-        rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}]");
+        rnnd_buf_puts(&b, "\"datatype\":\"INT32\",\"shape\":[-1,-1]}");
     else
-        rnnd_buf_printf(&b, "\"datatype\":\"FP32\",\"shape\":[-1,-1,%d]}]", spec->input_dim);
+        rnnd_buf_printf(&b, "\"datatype\":\"FP32\",\"shape\":[-1,-1,%d]}", spec->input_dim);
+    /* a text model's BYTES input under a name of its own: one tensor has one datatype */
+    if (e->tokenizer)
+        rnnd_buf_puts(&b, ",{\"name\":\"" RNND_V2_TEXT "\",\"datatype\":\"BYTES\",\"shape\":[-1]}");
     /* stateless infer of a pooled model: one row per sequence, no step axis */
     rnnd_buf_printf(&b,
-                    ",\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
-                    "\"shape\":[-1,%s%d]}]}",
+                    "],\"outputs\":[{\"name\":\"" V2_OUTPUT "\",\"datatype\":\"FP32\","
+                    "\"shape\":[-1,%s%d]}]",
                     spec->pool != RNND_POOL_NONE ? "" : "-1,", e->output_dim);
+    /* Triton says it in the configuration alone (sequence_batching); metadata has room for
+     * parameters, and a client should not need a second request to know */
+    rnnd_buf_printf(&b, ",\"parameters\":{\"sequence\":%s}}", e->stateful ? "true" : "false");
     rnnd_reply(r, 200, &b);
 }
 
@@ -124,9 +130,10 @@ void rnnd_api_v2_model_meta(rnnd_req *r)
 
 /* An infer request checked and flattened: B sequences of T steps each. */
 struct v2_infer {
-    rnnd_entry *e;  /* held by the request (rnnd_v2_model) */
-    const char *id; /* the request's "id" (in the body), or NULL */
-    int batched;    /* the shape had a batch dimension: echo it */
+    rnnd_entry *e;     /* held by the request (rnnd_v2_model) */
+    const char *id;    /* the request's "id" (in the body), or NULL */
+    const char *iname; /* the input's name: INPUT, or TEXT for BYTES */
+    int batched;       /* the shape had a batch dimension: echo it */
     size_t B, T;
     int32_t *tokens; /* B*T ids, range-checked (token models) */
     float *vectors;  /* B*T*D (vector models) */
@@ -396,9 +403,9 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
         !(rank == 1 || (rank == 2 && json_is_integer(d1) && json_integer_value(d1) == 1)) ||
         !json_is_integer(d0) || json_integer_value(d0) < 1) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
-                      "unexpected shape for input '" V2_INPUT "' for model '%s': BYTES "
+                      "unexpected shape for input '%s' for model '%s': BYTES "
                       "tensors are [batch] or [batch, 1], one text per sequence",
-                      in->e->name);
+                      in->iname, in->e->name);
         return -1;
     }
     size_t B = (size_t)json_integer_value(d0), got = 0;
@@ -406,9 +413,9 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
         leaves(data, NULL, &got);
     if (got != B) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
-                      "unexpected number of elements in input '" V2_INPUT "' for "
+                      "unexpected number of elements in input '%s' for "
                       "model '%s': the shape says %zu, data has %zu",
-                      in->e->name, B, got);
+                      in->iname, in->e->name, B, got);
         return -1;
     }
     rnnd_app *app = rnnd_req_app(r);
@@ -426,9 +433,9 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     for (size_t b = 0; b < B; b++) {
         if (!json_is_string(v[b])) {
             rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
-                          "input '" V2_INPUT "' element %zu: expected a string (BYTES), "
+                          "input '%s' element %zu: expected a string (BYTES), "
                           "got %s",
-                          b, rnnd_json_type_desc(v[b]));
+                          in->iname, b, rnnd_json_type_desc(v[b]));
             free(v);
             return -1;
         }
@@ -457,20 +464,21 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
                                        in->tokens + at, len < cap ? len : cap, &n, err, sizeof err);
         if (rc == RNND_ERR_LIMIT) {
             rnnd_v2_error(r, RNND_E_LIMIT_EXCEEDED,
-                          "input '" V2_INPUT "' element %zu: more than %zu steps, the "
+                          "input '%s' element %zu: more than %zu steps, the "
                           "limit of %s",
-                          b, cap, in->in_seq ? "max_steps_per_request" : "max_infer_steps");
+                          in->iname, b, cap,
+                          in->in_seq ? "max_steps_per_request" : "max_infer_steps");
             free(v);
             return -1;
         }
         if (rc) {
-            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "' element %zu: %s", b,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '%s' element %zu: %s", in->iname, b,
                           err);
             free(v);
             return -1;
         }
         if (!n || (b && n != in->T)) {
-            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "' element %zu: %s", b,
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '%s' element %zu: %s", in->iname, b,
                           !n ? "the text gives no tokens; every sequence needs at least one step"
                              : "the texts give different numbers of tokens; send them in separate "
                                "requests (the output tensor is [batch, steps, dim])");
@@ -502,6 +510,18 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
         return -1;
     }
     in->id = id ? json_string_value(id) : NULL;
+    /* ignored, they would run the request stateless while its client thinks it continues a
+     * sequence */
+    static const char *const seq_fields[] = {"sequence_id", "sequence_start", "sequence_end"};
+    for (size_t i = 0; i < sizeof seq_fields / sizeof *seq_fields; i++) {
+        if (json_object_get(body, seq_fields[i])) {
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "%s belongs in the request's \"parameters\" (Triton's sequence "
+                          "extension), not at the top level: {\"parameters\": {\"%s\": ...}}",
+                          seq_fields[i], seq_fields[i]);
+            return -1;
+        }
+    }
     if (parse_sequence(r, body, in) || parse_outputs(r, body, in->e))
         return -1;
     const json_t *inputs = json_object_get(body, "inputs");
@@ -520,11 +540,21 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
                       "\"data\"}");
         return -1;
     }
-    if (strcmp(json_string_value(name), V2_INPUT)) {
+    in->iname = json_string_value(name);
+    int as_text = in->e->tokenizer && !strcmp(in->iname, RNND_V2_TEXT);
+    if (strcmp(in->iname, V2_INPUT) && !as_text) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "unexpected inference input '%.64s' for model '%s' (its input "
-                      "is '" V2_INPUT "')",
-                      json_string_value(name), in->e->name);
+                      "is '" V2_INPUT "'%s)",
+                      in->iname, in->e->name,
+                      in->e->tokenizer ? ", or '" RNND_V2_TEXT "' for text" : "");
+        return -1;
+    }
+    if (as_text && strcmp(json_string_value(dt), "BYTES")) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "inference input '" RNND_V2_TEXT "' data-type is '%.16s', but model "
+                      "'%s' expects 'BYTES' (token ids go in '" V2_INPUT "')",
+                      json_string_value(dt), in->e->name);
         return -1;
     }
     const json_t *tp = json_object_get(t, "parameters");

@@ -4,6 +4,9 @@
  * the two always agree. It includes nothing and declares nothing: whoever expands it knows
  * the names (routes.c includes api.h and http.h).
  *
+ * The first pattern that matches wins: "/v2/models/stats" comes before the pattern of
+ * "/v2/models/{m}".
+ *
  * Adding a route takes: one X(...) line here, and its handler, written in an src/api_*.c file
  * and declared in src/api.h (or its module's header, as cluster.h for the drain) (docs/code.md, "Adding a route"). Nothing else counts routes. */
 #ifndef RNND_ROUTE_LIST_H
@@ -28,7 +31,15 @@
     X("/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2) \
     X("/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN) \
     X("/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN) \
+    X("/v2/models/stats", rnnd_api_v2_stats_all, NULL, NULL, NULL, RT_V2) \
+    X("/v2/repository/index", NULL, rnnd_api_v2_repository_index, NULL, NULL, RT_V2) \
     X("/v2/models/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/config", rnnd_api_v2_model_config, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/stats", rnnd_api_v2_model_stats, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/config", rnnd_api_v2_model_config, NULL, NULL, NULL, \
+      RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/stats", rnnd_api_v2_model_stats, NULL, NULL, NULL, \
+      RT_V2 | RT_MODEL) \
     X("/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
     X("/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL) \
     X("/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL) \

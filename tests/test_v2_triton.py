@@ -1,0 +1,240 @@
+"""What a Triton client asks of the KServe v2 face besides infer (docs/v2.md, issue 18 item 3):
+the model configuration (`/v2/models/{m}/config`), the statistics extension
+(`/v2/models[/{m}[/versions/{v}]]/stats`), the model repository index
+(`POST /v2/repository/index`), metadata that lists the BYTES input of a text model and says
+whether a model takes sequences, and a 400 for sequence fields given outside `parameters`
+(a Triton client that puts them at the top level would otherwise run stateless unawares).
+
+The expected sizes come from v1's `GET /v1/models/{m}` (a separate code path), the expected
+counts from the requests this test makes; none are constants. Formats follow Triton's
+documents: model_config.proto (as JSON), extension_statistics.md,
+extension_model_repository.md.
+"""
+import json
+import os
+import unittest
+
+from daemon_util import Case, golden_model, tmpdir
+
+WORK = tmpdir("v2_triton")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+MODELS = ("lstm_vectors", "lstm_bidir_vectors", "gru2_tokens_head")
+# settings the configuration must report back, not the defaults
+MAX_SEQUENCES = 17
+TTL_S = 123
+
+
+def is_v2_error(status, body, want):
+    return (status == want and isinstance(body, dict) and list(body) == ["error"]
+            and isinstance(body["error"], str) and body["error"] != "")
+
+
+class Triton(Case):
+    """One daemon with a vector, a bidirectional, a token and a text model."""
+
+    @classmethod
+    def setUpClass(cls):
+        models = {name: golden_model(name, WORK) for name in MODELS}
+        models["charlm"] = CHARLM
+        # a second daemon would be slower than a fresh model: the stats test uses its own
+        models["statsmodel"] = golden_model("lstm_vectors", WORK)
+        cls.d = cls.serve(models, "--max-sequences", MAX_SEQUENCES, "--session-ttl-s", TTL_S)
+        st, _, body = cls.d.request("GET", "/v1/models")
+        assert st == 200, (st, body)
+        cls.v1 = {m["name"]: m for m in body["models"]}
+
+    def get(self, path):
+        return self.d.request("GET", path)
+
+    def post(self, path, body=None, raw=None):
+        return self.d.request("POST", path, body, raw=raw)
+
+    # ---- V1: the model configuration --------------------------------------------------------
+
+    def test_config(self):
+        for name, m in sorted(self.v1.items()):
+            for path in ("/v2/models/%s/config" % name, "/v2/models/%s/versions/1/config" % name):
+                st, _, c = self.get(path)
+                self.eq(st, 200, "GET " + path)
+                if st != 200:
+                    continue
+                self.eq(c.get("name"), name, path + ": name")
+                self.eq(c.get("backend"), "rnnd", path + ": backend")
+                self.eq(c.get("platform"), "rnnd", path + ": platform (as the metadata says)")
+                self.eq(c.get("max_batch_size"), MAX_SEQUENCES, path + ": max_batch_size")
+                ins = {i.get("name"): i for i in c.get("input", [])}
+                tokens = m["input_kind"] == "tokens"
+                want_in = {"INPUT": ("TYPE_INT32", [-1]) if tokens
+                           else ("TYPE_FP32", [-1, m["input_dim"]])}
+                st2, _, full = self.get("/v1/models/%s" % name)
+                if full.get("tokenizer"):
+                    want_in["TEXT"] = ("TYPE_STRING", [1])
+                self.eq({k: (v.get("data_type"), v.get("dims")) for k, v in ins.items()},
+                        want_in, path + ": inputs, without the batch dimension")
+                if "TEXT" in want_in:
+                    self.check(all(i.get("optional") is True for i in ins.values()),
+                               path + ": INPUT and TEXT are each optional (one is sent)")
+                outs = c.get("output", [])
+                self.eq([(o.get("name"), o.get("data_type"), o.get("dims")) for o in outs],
+                        [("OUTPUT", "TYPE_FP32",
+                          [-1, m["output_dim"]] if m["pool"] == "none" else [m["output_dim"]])],
+                        path + ": output")
+                sb = c.get("sequence_batching")
+                if m["stateful"]:
+                    self.check(isinstance(sb, dict), path + ": sequence_batching for a "
+                               "stateful model: %r" % c)
+                    self.eq((sb or {}).get("max_sequence_idle_microseconds"),
+                            TTL_S * 1000000, path + ": idle limit is session_ttl_s")
+                else:
+                    self.check(sb is None, path + ": no sequence_batching for a model with "
+                               "reverse layers: %r" % c)
+        for path in ("/v2/models/nosuch/config", "/v2/models/lstm_vectors/versions/2/config"):
+            st, _, body = self.get(path)
+            self.check(is_v2_error(st, body, 400), "GET %s: 400 {\"error\"}: %d %r"
+                       % (path, st, body))
+
+    # ---- V2: sequence fields outside parameters ----------------------------------------------
+
+    def test_sequence_fields_outside_parameters(self):
+        tensor = {"name": "INPUT", "shape": [1, 2, 4], "datatype": "FP32",
+                  "data": [0.5, -1, 0.25, 2, 0, 0, 1, 0]}
+        for field, value in (("sequence_id", 77), ("sequence_id", "s-1"),
+                             ("sequence_start", True), ("sequence_end", False)):
+            body = {"inputs": [tensor], field: value}
+            st, _, reply = self.post("/v2/models/lstm_vectors/infer", body)
+            self.check(is_v2_error(st, reply, 400) and "parameters" in reply["error"]
+                       and field in reply["error"],
+                       "top-level %s: 400 saying it belongs in parameters: %d %r"
+                       % (field, st, reply))
+        # the same fields where the protocol puts them are accepted
+        body = {"inputs": [tensor],
+                "parameters": {"sequence_id": 77, "sequence_start": True, "sequence_end": True}}
+        st, _, reply = self.post("/v2/models/lstm_vectors/infer", body)
+        self.eq(st, 200, "sequence fields inside parameters: %r" % (reply,))
+
+    # ---- V3: metadata -----------------------------------------------------------------------
+
+    def test_metadata(self):
+        for name, m in sorted(self.v1.items()):
+            st, _, meta = self.get("/v2/models/%s" % name)
+            self.eq(st, 200, "GET /v2/models/%s" % name)
+            _, _, full = self.get("/v1/models/%s" % name)
+            ins = {i["name"]: (i["datatype"], i["shape"]) for i in meta.get("inputs", [])}
+            if full.get("tokenizer"):
+                self.eq(ins.get("TEXT"), ("BYTES", [-1]),
+                        "%s: the metadata lists the BYTES input of a text model" % name)
+            else:
+                self.check("TEXT" not in ins, "%s: no BYTES input without a tokenizer" % name)
+            self.eq(meta.get("parameters", {}).get("sequence"), m["stateful"],
+                    "%s: metadata says whether the model takes sequences" % name)
+
+    def test_text_input_named_in_metadata(self):
+        """A client that sends the BYTES input under the name the metadata lists gets what
+        the same text under INPUT gives, bitwise."""
+        outs = []
+        for iname in ("TEXT", "INPUT"):
+            body = {"inputs": [{"name": iname, "shape": [2], "datatype": "BYTES",
+                                "data": ["It was", "A dark"]}]}
+            st, _, reply = self.post("/v2/models/charlm/infer", body)
+            self.eq(st, 200, "BYTES under %s: %r" % (iname, reply))
+            outs.append(reply.get("outputs") if isinstance(reply, dict) else None)
+        self.check(outs[0] is not None and outs[0] == outs[1],
+                   "TEXT and INPUT give the same output")
+        body = {"inputs": [{"name": "TEXT", "shape": [1, 2], "datatype": "INT32",
+                            "data": [3, 4]}]}
+        st, _, reply = self.post("/v2/models/charlm/infer", body)
+        self.check(is_v2_error(st, reply, 400) and "TEXT" in reply["error"],
+                   "TEXT takes only BYTES: %d %r" % (st, reply))
+        body = {"inputs": [{"name": "TEXT", "shape": [1], "datatype": "BYTES",
+                            "data": ["abc"]}]}
+        st, _, reply = self.post("/v2/models/gru2_tokens_head/infer", body)
+        self.check(is_v2_error(st, reply, 400), "TEXT on a model without a tokenizer: %d %r"
+                   % (st, reply))
+
+    def test_server_extensions(self):
+        st, _, meta = self.get("/v2")
+        for ext in ("statistics", "model_repository", "model_configuration"):
+            self.check(ext in meta.get("extensions", []), "GET /v2 lists %s" % ext)
+
+    # ---- V4: statistics ---------------------------------------------------------------------
+
+    def stats(self, path):
+        st, _, body = self.get(path)
+        self.eq(st, 200, "GET " + path)
+        return body.get("model_stats", []) if isinstance(body, dict) else []
+
+    def test_stats(self):
+        name = "statsmodel"
+        before = self.stats("/v2/models/%s/stats" % name)
+        self.eq([s.get("name") for s in before], [name], "stats of one model")
+        self.eq(before[0].get("version"), "1", "its version")
+        for k in ("inference_count", "execution_count", "last_inference"):
+            self.check(isinstance(before[0].get(k), int), "%s is a number" % k)
+        stats = before[0].get("inference_stats", {})
+        for k in ("success", "fail", "queue", "compute_input", "compute_infer",
+                  "compute_output"):
+            v = stats.get(k, {})
+            self.check(isinstance(v.get("count"), int) and isinstance(v.get("ns"), int),
+                       "inference_stats.%s is {count, ns}: %r" % (k, v))
+        base = before[0].get("inference_count", 0)
+
+        # three stateless requests of 2 sequences, one sequence of 3 steps in 2 requests
+        tensor = {"name": "INPUT", "shape": [2, 3, 4], "datatype": "FP32",
+                  "data": [0.125 * i for i in range(24)]}
+        for _ in range(3):
+            st, _, reply = self.post("/v2/models/%s/infer" % name, {"inputs": [tensor]})
+            self.eq(st, 200, "stateless infer: %r" % (reply,))
+        for k, steps in enumerate((2, 1)):
+            body = {"inputs": [{"name": "INPUT", "shape": [1, steps, 4], "datatype": "FP32",
+                                "data": [0.5] * (4 * steps)}],
+                    "parameters": {"sequence_id": "stats", "sequence_start": k == 0,
+                                   "sequence_end": k == 1}}
+            st, _, reply = self.post("/v2/models/%s/infer" % name, body)
+            self.eq(st, 200, "sequence request: %r" % (reply,))
+        after = self.stats("/v2/models/%s/versions/1/stats" % name)
+        a = after[0] if after else {}
+        self.eq(a.get("inference_count", 0) - base, 3 + 3,
+                "inference_count: 3 infer requests and 3 session steps more")
+        self.eq(a.get("inference_stats", {}).get("success", {}).get("count", 0) - base, 6,
+                "success.count follows inference_count")
+        execs = a.get("execution_count", 0) - before[0].get("execution_count", 0)
+        self.check(2 <= execs <= 6, "execution_count: between 2 and 6 more, got %d" % execs)
+        batch = a.get("batch_stats", [])
+        self.check(all(isinstance(b.get("batch_size"), int) and
+                       isinstance(b.get("compute_infer", {}).get("count"), int)
+                       for b in batch) and batch,
+                   "batch_stats: {batch_size, compute_infer {count, ns}}: %r" % batch)
+        # other models are not touched
+        other = self.stats("/v2/models/gru2_tokens_head/stats")
+        self.eq(other[0].get("inference_count") if other else None, 0,
+                "a model without requests has inference_count 0")
+
+        every = self.stats("/v2/models/stats")
+        self.eq(sorted(s.get("name") for s in every), sorted(self.v1),
+                "GET /v2/models/stats: every loaded model")
+        for path in ("/v2/models/nosuch/stats", "/v2/models/%s/versions/9/stats" % name):
+            st, _, body = self.get(path)
+            self.check(is_v2_error(st, body, 400), "GET %s: 400 {\"error\"}" % path)
+
+    # ---- V5: the repository index -----------------------------------------------------------
+
+    def test_repository_index(self):
+        for body, raw in ((None, None), ({}, None), ({"ready": True}, None),
+                          ({"ready": False}, None), (None, b"")):
+            st, _, index = self.post("/v2/repository/index", body, raw=raw)
+            self.eq(st, 200, "POST /v2/repository/index %r" % (body,))
+            if st != 200:
+                continue
+            self.check(isinstance(index, list), "the index is a list: %r" % (index,))
+            self.eq(sorted((m.get("name"), m.get("version"), m.get("state"), m.get("reason"))
+                           for m in index),
+                    sorted((n, str(m["version"]), "READY", "") for n, m in self.v1.items()),
+                    "index: each loaded model READY")
+        st, _, body = self.post("/v2/repository/index", {"ready": "yes"})
+        self.check(is_v2_error(st, body, 400), "ready must be a boolean: %d %r" % (st, body))
+        st, _, body = self.post("/v2/repository/index", raw=b"[1")
+        self.check(is_v2_error(st, body, 400), "a body that is not JSON: %d %r" % (st, body))
+
+
+if __name__ == "__main__":
+    unittest.main()
