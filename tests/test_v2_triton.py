@@ -10,7 +10,6 @@ counts from the requests this test makes; none are constants. Formats follow Tri
 documents: model_config.proto (as JSON), extension_statistics.md,
 extension_model_repository.md.
 """
-import json
 import os
 import unittest
 
