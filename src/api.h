@@ -94,6 +94,19 @@ void rnnd_api_v2_model_stats(rnnd_req *r);      /* GET  /v2/models/{m}[/versions
 void rnnd_api_v2_stats_all(rnnd_req *r);        /* GET  /v2/models/stats */
 void rnnd_api_v2_repository_index(rnnd_req *r); /* POST /v2/repository/index */
 
+/* api_v2_binary.c: Triton's binary tensor data, little-endian. The header's value as a byte
+ * count (decimal digits only): 0 or -1. */
+#define RNND_V2_HEADER_LENGTH "Inference-Header-Content-Length"
+int rnnd_v2_header_length(const char *v, size_t *out);
+/* N float32 from SRC (4*N bytes) into OUT; -1 with *BAD the index of a NaN or Inf. */
+int rnnd_v2_binary_floats(const char *src, size_t n, float *out, size_t *bad);
+/* N token ids, int32 or (WIDE) int64, from SRC into OUT; -1 with *BAD and *BADVAL for an id
+ * outside [0, VOCAB). */
+int rnnd_v2_binary_tokens(const char *src, size_t n, int wide, int vocab, int32_t *out, size_t *bad,
+                          int64_t *badval);
+/* Append N floats to B as little-endian float32. */
+void rnnd_v2_binary_append(rnnd_buf *b, const float *x, size_t n);
+
 /* rnnd_api_charge() for the v2 routes: Triton's 400 (past max_request_memory) or 503 with
  * Retry-After (memory_budget spent for now), as v2 infer answers the same refusals. */
 int rnnd_v2_charge(rnnd_req *r, size_t bytes);

@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +138,10 @@ struct v2_infer {
     size_t B, T;
     int32_t *tokens; /* B*T ids, range-checked (token models) */
     float *vectors;  /* B*T*D (vector models) */
-    int in_seq;      /* Triton sequence parameters given */
+    const char *bin; /* the body's bytes after the JSON header (binary tensor data) */
+    size_t bin_len;
+    int bin_out; /* OUTPUT asked for as binary data */
+    int in_seq;  /* Triton sequence parameters given */
     int seq_start, seq_end;
     rnnd_v2_seq_key key;
 };
@@ -237,8 +241,9 @@ static int parse_sequence(rnnd_req *r, const json_t *body, struct v2_infer *in)
 
 /* "outputs": only OUTPUT exists. Output parameters (binary_data) are ignored: the answer is
  * always JSON, which every client reads. */
-static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
+static int parse_outputs(rnnd_req *r, const json_t *body, struct v2_infer *in)
 {
+    const rnnd_entry *e = in->e;
     const json_t *outs = json_object_get(body, "outputs");
     if (!outs)
         return 0;
@@ -262,6 +267,14 @@ static int parse_outputs(rnnd_req *r, const json_t *body, const rnnd_entry *e)
             return -1;
         }
         const json_t *op = json_object_get(o, "parameters");
+        const json_t *bd = json_is_object(op) ? json_object_get(op, "binary_data") : NULL;
+        if (bd && !json_is_boolean(bd)) {
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "outputs[%zu]: binary_data: expected true or false, got %s", i,
+                          rnnd_json_type_desc(bd));
+            return -1;
+        }
+        in->bin_out = bd && json_is_true(bd);
         if (json_is_object(op) && json_object_get(op, "classification")) {
             rnnd_v2_error(r, RNND_E_UNSUPPORTED,
                           "outputs[%zu]: the classification extension is not "
@@ -494,6 +507,98 @@ static int parse_text(rnnd_req *r, const json_t *t, struct v2_infer *in)
     return 0;
 }
 
+/* The input as binary tensor data: BSZ (its binary_data_size) must be the bytes the body
+ * carries after the JSON header, and the bytes the shape and DTYPE need; all three are
+ * checked before anything is allocated. Replies on error. */
+static int parse_binary(rnnd_req *r, const json_t *t, const json_t *bsz, const char *dtype,
+                        int text, struct v2_infer *in)
+{
+    const rnnd_model_spec *spec = rnnd_model_get_spec(in->e->model);
+    if (!bsz) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "the body has %zu bytes after its JSON header, but input '%s' has no "
+                      "binary_data_size parameter",
+                      in->bin_len, in->iname);
+        return -1;
+    }
+    if (!in->bin) {
+        rnnd_v2_error(
+            r, RNND_E_INVALID_REQUEST,
+            "input '%s' has binary_data_size, but the request has no " RNND_V2_HEADER_LENGTH
+            " header to say where its JSON ends",
+            in->iname);
+        return -1;
+    }
+    if (!json_is_integer(bsz) || json_integer_value(bsz) < 0) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "input '%s': binary_data_size must be an integer >= 0", in->iname);
+        return -1;
+    }
+    if (json_object_get(t, "data")) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "input '%s' has both \"data\" and binary_data_size: send one", in->iname);
+        return -1;
+    }
+    if (text) {
+        rnnd_v2_error(r, RNND_E_UNSUPPORTED,
+                      "input '%s': BYTES tensors are taken as JSON \"data\" only, not as "
+                      "binary data",
+                      in->iname);
+        return -1;
+    }
+    uint64_t size = (uint64_t)json_integer_value(bsz);
+    if (size != in->bin_len) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "input '%s': binary_data_size is %" PRIu64 ", but the body carries %zu "
+                      "bytes after its JSON header",
+                      in->iname, size, in->bin_len);
+        return -1;
+    }
+    size_t n;
+    if (parse_shape(r, json_object_get(t, "shape"), dtype, in, &n))
+        return -1;
+    int wide = !strcmp(dtype, "INT64");
+    size_t need = rnnd_sat_mul(n, wide ? 8 : 4);
+    if (need != in->bin_len) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "unexpected number of elements in input '%s' for model '%s': the shape "
+                      "says %zu %s elements (%zu bytes), binary_data_size is %zu bytes",
+                      in->iname, in->e->name, n, dtype, need, in->bin_len);
+        return -1;
+    }
+    if (rnnd_v2_charge(r, rnnd_sat_mul(n, sizeof(float))))
+        return -1;
+    size_t bad = 0;
+    int64_t badval = 0;
+    if (spec->input_kind == RNND_INPUT_TOKENS) {
+        in->tokens = malloc(n * sizeof *in->tokens);
+        if (!in->tokens)
+            goto oom;
+        if (rnnd_v2_binary_tokens(in->bin, n, wide, spec->vocab_size, in->tokens, &bad, &badval)) {
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "input '%s' element %zu (sequence %zu, step %zu): token id %" PRId64
+                          " out of range [0, %d)",
+                          in->iname, bad, bad / in->T, bad % in->T, badval, spec->vocab_size);
+            return -1;
+        }
+    } else {
+        in->vectors = malloc(n * sizeof *in->vectors);
+        if (!in->vectors)
+            goto oom;
+        if (rnnd_v2_binary_floats(in->bin, n, in->vectors, &bad)) {
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "input '%s' element %zu: NaN or infinite; inputs must be finite "
+                          "numbers",
+                          in->iname, bad);
+            return -1;
+        }
+    }
+    return 0;
+oom:
+    rnnd_v2_error(r, RNND_E_OUT_OF_MEMORY, "out of memory for %zu elements", n);
+    return -1;
+}
+
 /* The whole request into IN. Replies on error. */
 static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
 {
@@ -522,7 +627,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
             return -1;
         }
     }
-    if (parse_sequence(r, body, in) || parse_outputs(r, body, in->e))
+    if (parse_sequence(r, body, in) || parse_outputs(r, body, in))
         return -1;
     const json_t *inputs = json_object_get(body, "inputs");
     if (!json_is_array(inputs) || json_array_size(inputs) != 1) {
@@ -558,12 +663,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
         return -1;
     }
     const json_t *tp = json_object_get(t, "parameters");
-    if (json_is_object(tp) && json_object_get(tp, "binary_data_size")) {
-        rnnd_v2_error(r, RNND_E_UNSUPPORTED,
-                      "input '" V2_INPUT "': the binary data extension is not "
-                      "supported; send the tensor as JSON \"data\"");
-        return -1;
-    }
+    const json_t *bsz = json_is_object(tp) ? json_object_get(tp, "binary_data_size") : NULL;
     const char *dtype = json_string_value(dt);
     int tokens = spec->input_kind == RNND_INPUT_TOKENS;
     int text = tokens && in->e->tokenizer && !strcmp(dtype, "BYTES");
@@ -581,15 +681,18 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
         return -1;
     }
     const json_t *data = json_object_get(t, "data");
-    if (!data) {
+    size_t n;
+    if (bsz || in->bin_len) {
+        if (parse_binary(r, t, bsz, dtype, text, in))
+            return -1;
+    } else if (!data) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST, "input '" V2_INPUT "': missing \"data\"");
         return -1;
-    }
-    size_t n;
-    if (text ? parse_text(r, t, in)
-             : parse_shape(r, json_object_get(t, "shape"), dtype, in, &n) ||
-                parse_data(r, data, n, in))
+    } else if (text ? parse_text(r, t, in)
+                    : parse_shape(r, json_object_get(t, "shape"), dtype, in, &n) ||
+                       parse_data(r, data, n, in)) {
         return -1;
+    }
     if (in->in_seq && in->B != 1) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "a request of a sequence (sequence_id set) must have batch "
@@ -611,7 +714,7 @@ static int parse_infer(rnnd_req *r, const json_t *body, struct v2_infer *in)
 
 /* {"model_name":..,"model_version":"V",["id":..,]"outputs":[{..."data": — the caller
  * appends the data, then "}]}". */
-static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled)
+static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled, size_t floats)
 {
     rnnd_buf_puts(b, "{\"model_name\":");
     rnnd_buf_json_string(b, in->e->name);
@@ -627,7 +730,34 @@ static void response_head(rnnd_buf *b, const struct v2_infer *in, int pooled)
         rnnd_buf_printf(b, "%zu,", in->B);
     if (!pooled) /* a pooled model's stateless infer has no step axis */
         rnnd_buf_printf(b, "%zu,", in->T);
-    rnnd_buf_printf(b, "%d],\"data\":", in->e->output_dim);
+    if (in->bin_out)
+        rnnd_buf_printf(b, "%d],\"parameters\":{\"binary_data_size\":%zu}}]}", in->e->output_dim,
+                        floats * sizeof(float));
+    else
+        rnnd_buf_printf(b, "%d],\"data\":", in->e->output_dim);
+}
+
+/* The reply's headers for binary output: the JSON is HEAD bytes, the rest is OUTPUT's. */
+static void binary_headers(rnnd_req *r, size_t head)
+{
+    char v[32];
+    snprintf(v, sizeof v, "%zu", head);
+    rnnd_reply_header(r, RNND_V2_HEADER_LENGTH, v);
+    rnnd_reply_header(r, "Content-Type", "application/octet-stream");
+}
+
+/* OUTPUT's floats of every sequence as binary data; B->nonfinite when one is NaN or Inf. */
+static void output_binary(rnnd_buf *b, const struct v2_infer *in, const rnnd_infer_req *req)
+{
+    size_t od = (size_t)rnnd_net_output_dim(in->e->net);
+    for (size_t s = 0; s < in->B; s++) {
+        size_t rows;
+        const float *y = rnnd_infer_req_outputs(in->e->net, req, s, &rows);
+        for (size_t i = 0; y && i < rows * od; i++)
+            b->nonfinite |= !isfinite(y[i]);
+        if (y)
+            rnnd_v2_binary_append(b, y, rows * od);
+    }
 }
 
 /* ---- stateless infer: the v1 infer path -------------------------------------------------- */
@@ -664,6 +794,18 @@ static void output_data(rnnd_buf *b, const struct v2_infer *in, const rnnd_infer
     rnnd_buf_puts(b, "]");
 }
 
+/* The number of floats of OUTPUT. */
+static size_t output_floats(const struct v2_infer *in, const rnnd_infer_req *req)
+{
+    size_t od = (size_t)rnnd_net_output_dim(in->e->net), floats = 0;
+    for (size_t s = 0; s < in->B; s++) {
+        size_t rows;
+        rnnd_infer_req_outputs(in->e->net, req, s, &rows);
+        floats = rnnd_sat_add(floats, rnnd_sat_mul(rows, od));
+    }
+    return floats;
+}
+
 /* The longest text output_data() can write for REQ, with room for response_head(). */
 static size_t response_text_bytes(const struct v2_infer *in, const rnnd_infer_req *req)
 {
@@ -690,10 +832,17 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
         rnnd_buf b;
         rnnd_buf_init(&b);
         /* at once: never doubling past what the request's budget counted (rnnd_infer_bytes) */
+        size_t head = 0;
         if (!rnnd_buf_reserve(&b, response_text_bytes(&t->in, job->req))) {
-            response_head(&b, &t->in, rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE);
-            output_data(&b, &t->in, job->req);
-            rnnd_buf_puts(&b, "}]}");
+            response_head(&b, &t->in, rnnd_model_get_spec(t->in.e->model)->pool != RNND_POOL_NONE,
+                          output_floats(&t->in, job->req));
+            head = b.len;
+            if (t->in.bin_out) {
+                output_binary(&b, &t->in, job->req);
+            } else {
+                output_data(&b, &t->in, job->req);
+                rnnd_buf_puts(&b, "}]}");
+            }
         }
         if (b.nonfinite) {
             rnnd_buf_free(&b);
@@ -702,6 +851,8 @@ static void task_finish(rnnd_infer_job *job, size_t batch_requests)
             rnnd_buf_free(&b);
             rnnd_v2_error(t->r, RNND_E_OUT_OF_MEMORY, "out of memory for the response");
         } else {
+            if (t->in.bin_out)
+                binary_headers(t->r, head);
             rnnd_reply(t->r, 200, &b);
         }
         rnnd_api_count_infer(t->r, job->req);
@@ -800,9 +951,15 @@ static void step_finish(rnnd_job *job)
         if (j->first_nonfinite < 0) {
             rnnd_buf b;
             rnnd_buf_init(&b);
-            response_head(&b, &q->in, 0);
-            rnnd_buf_floats(&b, j->out, j->n_steps * (size_t)q->in.e->output_dim);
-            rnnd_buf_puts(&b, "}]}");
+            size_t floats = j->n_steps * (size_t)q->in.e->output_dim;
+            response_head(&b, &q->in, 0, floats);
+            if (q->in.bin_out) {
+                binary_headers(r, b.len);
+                rnnd_v2_binary_append(&b, j->out, floats);
+            } else {
+                rnnd_buf_floats(&b, j->out, floats);
+                rnnd_buf_puts(&b, "}]}");
+            }
             rnnd_reply(r, 200, &b);
             break;
         }
@@ -922,12 +1079,23 @@ static void infer_sequence(rnnd_req *r, struct v2_step *q)
 
 void rnnd_api_v2_infer(rnnd_req *r)
 {
+    /* the route takes its body raw (RT_RAW_BODY): with binary tensor data only the first
+     * Inference-Header-Content-Length bytes are JSON */
+    const char *hl = rnnd_req_header(r, RNND_V2_HEADER_LENGTH), *bin = NULL;
+    size_t head, bin_len = 0;
+    if (hl && rnnd_v2_header_length(hl, &head)) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      RNND_V2_HEADER_LENGTH ": expected a byte count, got '%.32s'", hl);
+        return;
+    }
+    if (hl ? rnnd_req_decode_head(r, head, &bin, &bin_len) : rnnd_req_decode(r))
+        return;
     if (rnnd_api_admit(r))
         return;
     rnnd_entry *e = rnnd_v2_model(r);
     if (!e)
         return;
-    struct v2_infer in = {.e = e};
+    struct v2_infer in = {.e = e, .bin = bin, .bin_len = bin_len};
     if (parse_infer(r, rnnd_req_body(r), &in)) {
         v2_infer_clear(&in);
         return;

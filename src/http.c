@@ -588,10 +588,12 @@ static int receive(rnnd_req *r, const char *data, size_t n)
 }
 
 /* Decode the body (there is one, not yet decoded). Replies and returns -1 on error. */
-static int decode_body(rnnd_req *r)
+/* Decode the first N bytes of the body. KEEP: the body stays (the bytes after N are a binary
+ * part its handler reads), else it goes once decoded. */
+static int decode_body_n(rnnd_req *r, size_t n, int keep)
 {
     rnnd_app *app = r->http->app;
-    if (rnnd_json_depth_check(r->body, r->len, app->cfg->max_json_depth) != 0) {
+    if (rnnd_json_depth_check(r->body, n, app->cfg->max_json_depth) != 0) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)app->cfg->max_json_depth);
         return -1;
@@ -600,7 +602,7 @@ static int decode_body(rnnd_req *r)
      * built (membudget.h) */
     char err[256];
     size_t body_bytes = r->cap;
-    int rc = rnnd_mem_json_load(&r->mem, r->body, r->len, &r->json, err, sizeof err);
+    int rc = rnnd_mem_json_load(&r->mem, r->body, n, &r->json, err, sizeof err);
     if (rc) {
         rnnd_reply_error(r, rc == RNND_ERR_INVALID ? RNND_E_INVALID_JSON : rnnd_errcode_of(rc),
                          "%s", err);
@@ -612,6 +614,8 @@ static int decode_body(rnnd_req *r)
                          rnnd_json_type_desc(r->json));
         return -1;
     }
+    if (keep)
+        return 0;
     free(r->body); /* the decoded form is all handlers need */
     r->body = NULL;
     r->cap = 0;
@@ -619,7 +623,31 @@ static int decode_body(rnnd_req *r)
     return 0;
 }
 
+static int decode_body(rnnd_req *r) { return decode_body_n(r, r->len, 0); }
+
 int rnnd_req_decode(rnnd_req *r) { return r->len && r->body && !r->json ? decode_body(r) : 0; }
+
+int rnnd_req_decode_head(rnnd_req *r, size_t n, const char **tail, size_t *tail_len)
+{
+    *tail = NULL;
+    *tail_len = 0;
+    if (!r->body || r->json || n > r->len || !n) {
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "the JSON header length (%zu) must be from 1 to the body's %zu bytes", n,
+                         r->body && !r->json ? r->len : 0);
+        return -1;
+    }
+    if (decode_body_n(r, n, 1))
+        return -1;
+    *tail = r->body + n;
+    *tail_len = r->len - n;
+    return 0;
+}
+
+const char *rnnd_req_header(rnnd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
 
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
 {

@@ -76,6 +76,12 @@ json_t *rnnd_req_body(const rnnd_req *r);
  * (nesting limit, JSON, an object) for rnnd_req_body, or replies the error and returns -1. */
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len);
 int rnnd_req_decode(rnnd_req *r);
+/* The same for a body whose first N bytes are JSON and the rest binary (Triton's binary
+ * tensor data): decodes the N bytes, and *TAIL (*TAIL_LEN bytes) is the rest, valid until the
+ * request is freed. Replies the error and returns -1 (N of 0 or past the body, bad JSON). */
+int rnnd_req_decode_head(rnnd_req *r, size_t n, const char **tail, size_t *tail_len);
+/* A request header's value (request thread only), or NULL. */
+const char *rnnd_req_header(rnnd_req *r, const char *name);
 rnnd_app *rnnd_req_app(const rnnd_req *r);
 /* The request's share of the memory budget (membudget.h): a handler charges it before it
  * allocates; it is given back when the request is freed. */

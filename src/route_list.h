@@ -41,11 +41,12 @@
     X("/v2/models/*/versions/*/stats", rnnd_api_v2_model_stats, NULL, NULL, NULL, \
       RT_V2 | RT_MODEL) \
     X("/v2/models/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
-    X("/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL | RT_RAW_BODY) \
     X("/v2/models/*/versions/*", rnnd_api_v2_model_meta, NULL, NULL, NULL, RT_V2 | RT_MODEL) \
     X("/v2/models/*/versions/*/ready", rnnd_api_v2_model_ready, NULL, NULL, NULL, \
       RT_V2 | RT_MODEL) \
-    X("/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, RT_V2 | RT_MODEL) \
+    X("/v2/models/*/versions/*/infer", NULL, rnnd_api_v2_infer, NULL, NULL, \
+      RT_V2 | RT_MODEL | RT_RAW_BODY) \
     X("/v2/models/*/generate", NULL, rnnd_api_v2_generate, NULL, NULL, RT_V2 | RT_MODEL) \
     X("/v2/models/*/generate_stream", NULL, rnnd_api_v2_generate_stream, NULL, NULL, \
       RT_V2 | RT_MODEL) \

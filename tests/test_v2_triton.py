@@ -4,13 +4,19 @@ the model configuration (`/v2/models/{m}/config`), the statistics extension
 (`POST /v2/repository/index`), metadata that lists the BYTES input of a text model and says
 whether a model takes sequences, and a 400 for sequence fields given outside `parameters`
 (a Triton client that puts them at the top level would otherwise run stateless unawares).
+And (issue 18 item 2) Triton's binary tensor data extension on infer: binary requests and
+replies carry bitwise the numbers of JSON ones; every bad size or header is a 400.
 
 The expected sizes come from v1's `GET /v1/models/{m}` (a separate code path), the expected
 counts from the requests this test makes; none are constants. Formats follow Triton's
 documents: model_config.proto (as JSON), extension_statistics.md,
 extension_model_repository.md.
 """
+import json
+import math
 import os
+import random
+import struct
 import unittest
 
 from daemon_util import Case, golden_model, tmpdir
@@ -233,6 +239,176 @@ class Triton(Case):
         self.check(is_v2_error(st, body, 400), "ready must be a boolean: %d %r" % (st, body))
         st, _, body = self.post("/v2/repository/index", raw=b"[1")
         self.check(is_v2_error(st, body, 400), "a body that is not JSON: %d %r" % (st, body))
+
+
+# ---- V6: binary tensor data ------------------------------------------------------------------
+
+HL = "Inference-Header-Content-Length"
+
+
+def binary_request(header, blobs):
+    """(body bytes, headers) of a request whose JSON HEADER is followed by BLOBS."""
+    head = json.dumps(header).encode()
+    return head + b"".join(blobs), {"Content-Type": "application/octet-stream", HL: str(len(head))}
+
+
+def send_raw(d, path, body, headers):
+    """(status, headers lower-cased, body bytes) of POST PATH with raw BODY."""
+    c = d.conn()
+    try:
+        c.request("POST", path, body=body, headers=headers)
+        resp = c.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        c.close()
+
+
+def split_reply(hdrs, body):
+    """(JSON header, binary tail) of a binary reply; (JSON, b"") of a JSON one."""
+    n = int(hdrs.get(HL.lower(), len(body)))
+    return json.loads(body[:n]), body[n:]
+
+
+def f32_bytes(values):
+    return struct.pack("<%df" % len(values), *values)
+
+
+class Binary(Case):
+    """Binary tensor data against JSON on the same daemon."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({name: golden_model(name, WORK)
+                           for name in ("lstm_vectors", "gru2_tokens_head")})
+
+    def json_infer(self, model, tensor, params=None):
+        body = {"inputs": [tensor], "outputs": [{"name": "OUTPUT"}]}
+        if params:
+            body["parameters"] = params
+        st, _, reply = self.d.request("POST", "/v2/models/%s/infer" % model, body)
+        self.eq(st, 200, "JSON infer on %s: %r" % (model, reply))
+        return reply["outputs"][0]
+
+    def bin_infer(self, model, tensor, blob, bin_out, params=None):
+        t = dict(tensor)
+        if blob is not None:
+            t.pop("data")
+            t["parameters"] = {"binary_data_size": len(blob)}
+        header = {"inputs": [t], "outputs": [{"name": "OUTPUT",
+                                              "parameters": {"binary_data": bin_out}}]}
+        if params:
+            header["parameters"] = params
+        body, hdrs = binary_request(header, [blob] if blob is not None else [])
+        st, rh, raw = send_raw(self.d, "/v2/models/%s/infer" % model, body, hdrs)
+        self.eq(st, 200, "binary infer on %s: %r" % (model, raw[:300]))
+        head, tail = split_reply(rh, raw)
+        out = head["outputs"][0]
+        if bin_out:
+            self.eq(rh.get("content-type"), "application/octet-stream", "binary reply type")
+            self.check("data" not in out, "a binary output has no data")
+            self.eq(out.get("parameters", {}).get("binary_data_size"), len(tail),
+                    "binary_data_size is the bytes after the JSON header")
+        return out, tail
+
+    def test_vectors_round_trip(self):
+        rng = random.Random(18)
+        B, T, D = 3, 5, 4
+        vals = [struct.unpack("<f", struct.pack("<f", rng.uniform(-3, 3)))[0]
+                for _ in range(B * T * D)]
+        tensor = {"name": "INPUT", "shape": [B, T, D], "datatype": "FP32", "data": vals}
+        want = self.json_infer("lstm_vectors", tensor)
+        blob = f32_bytes(vals)
+        for bin_in in (True, False):
+            for bin_out in (True, False):
+                out, tail = self.bin_infer("lstm_vectors", tensor, blob if bin_in else None,
+                                           bin_out)
+                what = "binary input %s, binary output %s" % (bin_in, bin_out)
+                self.eq(out["shape"], want["shape"], what + ": shape")
+                got = tail if bin_out else f32_bytes(out["data"])
+                self.check(got == f32_bytes(want["data"]),
+                           what + ": bitwise the numbers of JSON v2")
+
+    def test_tokens_and_sequences(self):
+        ids = [3, 0, 29, 7, 11, 5]
+        tensor = {"name": "INPUT", "shape": [2, 3], "datatype": "INT32", "data": ids}
+        want = self.json_infer("gru2_tokens_head", tensor)
+        for dtype, fmt in (("INT32", "<%di"), ("INT64", "<%dq")):
+            t = dict(tensor, datatype=dtype)
+            _, tail = self.bin_infer("gru2_tokens_head", t, struct.pack(fmt % len(ids), *ids),
+                                     True)
+            self.check(tail == f32_bytes(want["data"]), "%s ids in binary: bitwise JSON's"
+                       % dtype)
+        # a sequence in two binary requests equals the same sequence in JSON
+        vals = [0.25 * i - 1 for i in range(12)]
+        outs = {}
+        for mode in ("json", "binary"):
+            sid = "seq-" + mode
+            got = b""
+            for k, (a, b) in enumerate(((0, 2), (2, 3))):
+                chunk = vals[4 * a:4 * b]
+                t = {"name": "INPUT", "shape": [1, b - a, 4], "datatype": "FP32", "data": chunk}
+                params = {"sequence_id": sid, "sequence_start": k == 0, "sequence_end": k == 1}
+                if mode == "json":
+                    got += f32_bytes(self.json_infer("lstm_vectors", t, params)["data"])
+                else:
+                    got += self.bin_infer("lstm_vectors", t, f32_bytes(chunk), True, params)[1]
+            outs[mode] = got
+        self.check(outs["json"] == outs["binary"] and len(outs["json"]) == 3 * 8 * 4,
+                   "a sequence in binary requests: bitwise the JSON sequence's outputs")
+
+    def refused(self, what, body, headers, model="lstm_vectors"):
+        st, _, raw = send_raw(self.d, "/v2/models/%s/infer" % model, body, headers)
+        try:
+            j = json.loads(raw)
+        except ValueError:
+            j = None
+        self.check(is_v2_error(st, j, 400), "%s: 400 {\"error\"}: %d %r" % (what, st, raw[:200]))
+
+    def test_refusals(self):
+        vals = [0.5] * 8
+        blob = f32_bytes(vals)
+        good = {"name": "INPUT", "shape": [1, 2, 4], "datatype": "FP32",
+                "parameters": {"binary_data_size": len(blob)}}
+
+        def req(tensor, blobs, outputs=None):
+            h = {"inputs": [tensor]}
+            if outputs is not None:
+                h["outputs"] = outputs
+            return binary_request(h, blobs)
+
+        body, hdrs = req(good, [blob])
+        for value in ("abc", "-5", "", "12x", "99999999999999999999999"):
+            self.refused("%s: %r" % (HL, value), body, dict(hdrs, **{HL: value}))
+        self.refused("%s past the body" % HL, body, dict(hdrs, **{HL: str(len(body) + 1)}))
+        self.refused("%s of 0" % HL, body, dict(hdrs, **{HL: "0"}))
+        self.refused("%s cutting the JSON short" % HL, body,
+                     dict(hdrs, **{HL: str(int(hdrs[HL]) - 2)}))
+        self.refused("binary_data_size above the bytes sent", *req(good, [blob[:-4]]))
+        self.refused("binary_data_size below the bytes sent", *req(good, [blob + blob[:4]]))
+        self.refused("shape and binary_data_size disagree",
+                     *req(dict(good, shape=[1, 3, 4]), [blob]))
+        self.refused("INT64 size for an FP32 shape",
+                     *req(dict(good, parameters={"binary_data_size": 64}), [blob + blob]))
+        self.refused("binary_data_size not an integer",
+                     *req(dict(good, parameters={"binary_data_size": "32"}), [blob]))
+        self.refused("both data and binary_data_size", *req(dict(good, data=vals), [blob]))
+        h = json.dumps({"inputs": [good]}).encode()
+        self.refused("binary_data_size without the header", h + blob,
+                     {"Content-Type": "application/json"})
+        plain = {"name": "INPUT", "shape": [1, 2, 4], "datatype": "FP32", "data": vals}
+        self.refused("bytes after the JSON but no binary_data_size", *req(plain, [blob]))
+        self.refused("a NaN in binary floats",
+                     *req(good, [f32_bytes([0.5] * 7) + struct.pack("<f", math.nan)]))
+        self.refused("binary_data not a boolean",
+                     *req(good, [blob], [{"name": "OUTPUT", "parameters": {"binary_data": 1}}]))
+        tok = {"name": "INPUT", "shape": [1, 2], "datatype": "INT32",
+               "parameters": {"binary_data_size": 8}}
+        self.refused("a token id out of range", *req(tok, [struct.pack("<2i", 3, 30)]),
+                     model="gru2_tokens_head")
+        self.refused("a negative token id", *req(tok, [struct.pack("<2i", -1, 3)]),
+                     model="gru2_tokens_head")
+        # the daemon is unharmed
+        self.json_infer("lstm_vectors", plain)
 
 
 if __name__ == "__main__":
