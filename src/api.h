@@ -73,7 +73,7 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_
 /* What GET /v2 lists in "extensions" (JSON strings). */
 #define RNND_V2_EXTENSIONS \
     "\"sequence\",\"sequence(string_id)\",\"generate\",\"model_configuration\"," \
-    "\"statistics\",\"model_repository\""
+    "\"statistics\",\"model_repository\",\"binary_tensor_data\""
 /* The tensors' names: every model has INPUT and OUTPUT; a model with a tokenizer also takes
  * its text as the BYTES input TEXT (or as BYTES under INPUT). */
 #define RNND_V2_INPUT "INPUT"

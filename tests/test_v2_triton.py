@@ -158,7 +158,8 @@ class Triton(Case):
 
     def test_server_extensions(self):
         st, _, meta = self.get("/v2")
-        for ext in ("statistics", "model_repository", "model_configuration"):
+        for ext in ("statistics", "model_repository", "model_configuration",
+                    "binary_tensor_data"):
             self.check(ext in meta.get("extensions", []), "GET /v2 lists %s" % ext)
 
     # ---- V4: statistics ---------------------------------------------------------------------
