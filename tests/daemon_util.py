@@ -12,7 +12,9 @@ Module-level helpers check through RUNNING, which hands each check to the test r
 Run outside `make check`, the environment make sets is filled in for an in-tree build.
 """
 import atexit
+import contextlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -59,6 +61,16 @@ def convert(onnx_path, out_path):
         subprocess.run([PYTHON3, "-m", "rnnd_convert", onnx_path, "-o", out_path],
                        check=True, capture_output=True, timeout=120)
     return out_path
+
+
+def main_inproc(*args):
+    """(rc, stderr) of rnnd-convert ARGS run in this process (cli.main): quicker than a child
+    that imports torch again."""
+    from rnnd_convert import cli  # here: most users of this module never convert
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue()
 
 
 def golden_cases():
