@@ -433,7 +433,14 @@ static int run_scans(rnnd_batcher *b, struct scratch *s, size_t ks, size_t k, ch
         }
         steps += s->lens[i];
     }
-    int rc = rnnd_net_forward(b->net, n, s->lens, s->tp, s->vp, s->init, s->op, s->fp, err, errlen);
+    rnnd_seq_batch seqs = {.B = n,
+                           .lens = s->lens,
+                           .tokens = s->tp,
+                           .vectors = s->vp,
+                           .init = s->init,
+                           .outputs = s->op,
+                           .final = s->fp};
+    int rc = rnnd_net_forward(b->net, &seqs, err, errlen);
     if (!rc) {
         atomic_fetch_add(&b->scan_rounds, 1);
         atomic_fetch_add(&b->scan_steps, steps);

@@ -352,6 +352,7 @@ int rnnd_cmd_bench(int argc, char **argv)
         xp[b] = x + b * T * I;
         op[b] = out + b * T * on;
     }
+    rnnd_seq_batch seqs = {.B = B, .lens = lens, .vectors = xp, .outputs = op};
 
     double t0 = 0, elapsed = 0, best = 0; /* best: the fastest measured call */
     size_t calls = 0;
@@ -362,8 +363,7 @@ int rnnd_cmd_bench(int argc, char **argv)
         do {
             double c0 = rnnd_mono_s();
             if (seq)
-                rc = rnnd_net_forward_par(net, B, lens, NULL, xp, NULL, op, NULL, tm ? &par : NULL,
-                                          err, sizeof err);
+                rc = rnnd_net_forward_par(net, &seqs, tm ? &par : NULL, err, sizeof err);
             else
                 rc = rnnd_net_step_par(net, w, B, NULL, x, sp, out, tm ? &par : NULL, err,
                                        sizeof err);

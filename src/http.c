@@ -75,11 +75,13 @@ void rnnd_reply_empty(rnnd_req *r, unsigned status)
         r->status = 503;
 }
 
-/* Every error reply: Retry-After where the client should come back, then the body in the
- * v1 shape or Triton's {"error": MESSAGE}. */
-static void reply_error_msg(rnnd_req *r, enum rnnd_errcode code, unsigned status, int v2,
-                            const char *msg)
+/* Every error reply: Retry-After where the client should come back, then the message FMT/AP
+ * in the v1 shape or (V2) Triton's {"error": MESSAGE}. One formatting for both front ends. */
+static void reply_error_v(rnnd_req *r, enum rnnd_errcode code, unsigned status, int v2,
+                          const char *fmt, va_list ap)
 {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     if (status == 429 || status == 503) {
         char ra[32];
         snprintf(ra, sizeof ra, "%lld", (long long)r->http->app->cfg->retry_after_s);
@@ -99,26 +101,22 @@ static void reply_error_msg(rnnd_req *r, enum rnnd_errcode code, unsigned status
 
 void rnnd_reply_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
     /* A path that matched no route is judged by its prefix: a v2 client still gets v2's shape
      * (with the v1 status: these refusals come before any v2 handler runs) */
     int v2 = r->route ? (r->route->flags & RT_V2) != 0
                       : !strncmp(r->path, "/v2", 3) && (!r->path[3] || r->path[3] == '/');
-    reply_error_msg(r, code, rnnd_errcode_http(code), v2, msg);
+    va_list ap;
+    va_start(ap, fmt);
+    reply_error_v(r, code, rnnd_errcode_http(code), v2, fmt, ap);
+    va_end(ap);
 }
 
 void rnnd_v2_error(rnnd_req *r, enum rnnd_errcode code, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    reply_error_v(r, code, rnnd_errcode_v2(code), 1, fmt, ap);
     va_end(ap);
-    reply_error_msg(r, code, rnnd_errcode_v2(code), 1, msg);
 }
 
 /* ---- handler API ------------------------------------------------------------------------- */

@@ -691,9 +691,16 @@ int rnnd_infer_run_many_par(const rnnd_net *net, rnnd_infer_req *const *reqs, si
             finals[k] = q->return_state ? q->finals[b] : NULL;
         }
     }
-    if (!rc)
-        rc = rnnd_net_forward_par(net, total, lens, tokens, vectors, init, outputs, finals, par,
-                                  msg, sizeof msg);
+    if (!rc) {
+        rnnd_seq_batch seqs = {.B = total,
+                               .lens = lens,
+                               .tokens = tokens,
+                               .vectors = vectors,
+                               .init = init,
+                               .outputs = outputs,
+                               .final = finals};
+        rc = rnnd_net_forward_par(net, &seqs, par, msg, sizeof msg);
+    }
     free(lens);
     free(tokens);
     free(vectors);

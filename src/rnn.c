@@ -1517,20 +1517,22 @@ static int run_direction(const rnnd_net *n, int l, int d, const seq_plan *sp, co
     return RNND_OK;
 }
 
-int rnnd_net_forward(const rnnd_net *n, size_t B, const size_t *lens, const int32_t *const *tokens,
-                     const float *const *vectors, const float *const *init, float *const *outputs,
-                     float *const *final, char *err, size_t errlen)
+int rnnd_net_forward(const rnnd_net *n, const rnnd_seq_batch *seqs, char *err, size_t errlen)
 {
-    return rnnd_net_forward_par(n, B, lens, tokens, vectors, init, outputs, final, NULL, err,
-                                errlen);
+    return rnnd_net_forward_par(n, seqs, NULL, err, errlen);
 }
 
-int rnnd_net_forward_par(const rnnd_net *n, size_t B, const size_t *lens,
-                         const int32_t *const *tokens, const float *const *vectors,
-                         const float *const *init, float *const *outputs, float *const *final,
-                         const rnnd_parallel *par, char *err, size_t errlen)
+int rnnd_net_forward_par(const rnnd_net *n, const rnnd_seq_batch *seqs, const rnnd_parallel *par,
+                         char *err, size_t errlen)
 {
     const rnnd_model_spec *s = n->spec;
+    size_t B = seqs->B;
+    const size_t *lens = seqs->lens;
+    const int32_t *const *tokens = seqs->tokens;
+    const float *const *vectors = seqs->vectors;
+    const float *const *init = seqs->init;
+    float *const *outputs = seqs->outputs;
+    float *const *final = seqs->final;
     seq_plan sp = {.B = B, .lens = lens};
     int rc;
 

@@ -205,26 +205,25 @@ struct write_cmd {
     size_t lens[MAX_ARGS];
 };
 
-/* Fill W and CMD for a write of ID (see rnnd_store_write); the caller holds s->mu. */
-static int write_cmd_locked(rnnd_store *s, struct write_cmd *w, rnnd_store_cmd *cmd, const char *id,
-                            uint64_t epoch, int64_t ttl_ms, int64_t idle_ms, int release,
-                            const rnnd_store_fields *fields, char *err, size_t errlen)
+/* Fill W and CMD for the write Q (see rnnd_store_write); the caller holds s->mu. */
+static int write_cmd_locked(rnnd_store *s, struct write_cmd *w, rnnd_store_cmd *cmd,
+                            const rnnd_store_wreq *q, char *err, size_t errlen)
 {
-    int rc = keys_of(id, w->rec, w->gone, err, errlen);
+    int rc = keys_of(q->id, w->rec, w->gone, err, errlen);
     if (rc)
         return rc;
-    snprintf(w->ep, sizeof w->ep, "%" PRIu64, epoch);
-    snprintf(w->ttl, sizeof w->ttl, "%" PRId64, ttl_ms);
-    snprintf(w->idle, sizeof w->idle, "%" PRId64, idle_ms);
+    snprintf(w->ep, sizeof w->ep, "%" PRIu64, q->epoch);
+    snprintf(w->ttl, sizeof w->ttl, "%" PRId64, q->ttl_ms);
+    snprintf(w->idle, sizeof w->idle, "%" PRId64, q->idle_ms);
     rnnd_store_holder_locked(s, w->me);
     w->keys[0] = w->rec;
-    const char *a[] = {w->me, w->ep, w->ttl, release ? "1" : "0", w->idle};
+    const char *a[] = {w->me, w->ep, w->ttl, q->release ? "1" : "0", w->idle};
     int n = 5;
     for (int k = 0; k < n; k++) {
         w->args[k] = a[k];
         w->lens[k] = strlen(a[k]);
     }
-    if ((rc = push_fields(fields, w->args, w->lens, &n, err, errlen)))
+    if ((rc = push_fields(q->fields, w->args, w->lens, &n, err, errlen)))
         return rc;
     *cmd = (rnnd_store_cmd){1, n, w->keys, w->args, w->lens};
     return RNND_OK;
@@ -248,8 +247,7 @@ int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err
     pthread_mutex_lock(&s->mu);
     size_t m = 0;
     for (size_t k = 0; k < n; k++) {
-        w[k].rc = write_cmd_locked(s, &wc[m], &cmd[m], w[k].id, w[k].epoch, w[k].ttl_ms,
-                                   w[k].idle_ms, w[k].release, w[k].fields, err, errlen);
+        w[k].rc = write_cmd_locked(s, &wc[m], &cmd[m], &w[k], err, errlen);
         if (!w[k].rc)
             at[m++] = k;
     }
@@ -267,31 +265,31 @@ int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err
     return rc;
 }
 
-int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
-                     int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
-                     char *err, size_t errlen)
+int rnnd_store_write(rnnd_store *s, rnnd_store_wreq *q, char *err, size_t errlen)
 {
     struct write_cmd *w = malloc(sizeof *w);
     if (!w)
-        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
+        return q->rc = rnnd_fail(RNND_ERR_NOMEM, err, errlen, "store: out of memory");
     rnnd_store_cmd cmd;
     pthread_mutex_lock(&s->mu);
-    int rc = write_cmd_locked(s, w, &cmd, id, epoch, ttl_ms, idle_ms, release, fields, err, errlen);
+    int rc = write_cmd_locked(s, w, &cmd, q, err, errlen);
     redisReply *r = NULL;
     if (!rc)
         rc = rnnd_store_eval_locked(s, S_WRITE, cmd.nkeys, cmd.keys, cmd.nargs, cmd.args,
                                     cmd.arg_lens, &r, err, errlen);
     if (!rc)
-        rc = write_reply_locked(s, r, seq, holder, err, errlen);
+        rc = write_reply_locked(s, r, &q->seq, q->holder, err, errlen);
     pthread_mutex_unlock(&s->mu);
     free(w);
-    return rc;
+    return q->rc = rc;
 }
 
 int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
                        int64_t idle_ms, char *err, size_t errlen)
 {
-    return rnnd_store_write(s, id, epoch, ttl_ms, idle_ms, 1, NULL, NULL, NULL, err, errlen);
+    rnnd_store_wreq w = {
+        .id = id, .epoch = epoch, .ttl_ms = ttl_ms, .idle_ms = idle_ms, .release = 1};
+    return rnnd_store_write(s, &w, err, errlen);
 }
 
 int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, size_t errlen)

@@ -201,10 +201,14 @@ void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
 static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uint64_t epoch,
                         int release, const rnnd_store_fields *f, char *err, size_t errlen)
 {
-    uint64_t seq = 0;
+    rnnd_store_wreq w = {.id = rnnd_session_id(s),
+                         .epoch = epoch,
+                         .ttl_ms = ttl_ms(c, s),
+                         .release = release,
+                         .fields = f};
     double t0 = rnnd_mono_s();
-    int rc = rnnd_store_write(store, rnnd_session_id(s), epoch, ttl_ms(c, s), 0, release, f, &seq,
-                              NULL, err, errlen);
+    int rc = rnnd_store_write(store, &w, err, errlen);
+    uint64_t seq = w.seq;
     rnnd_cluster_count_round(c, t0);
     rnnd_cluster_count_write(c, release ? RNND_CW_RELEASE : RNND_CW_NOW, rc);
     rnnd_sync_note(c, rc, err);

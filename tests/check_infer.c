@@ -936,8 +936,10 @@ START_TEST(run_matches_forward)
     }
     char err[256];
     int tokens = s->input_kind == RNND_INPUT_TOKENS;
-    int rc = rnnd_net_forward(net, bt.B, bt.lens, tokens ? toks : NULL, tokens ? NULL : vecs, NULL,
-                              outs, finals, err, sizeof err);
+    int rc = rnnd_net_forward(net,
+                              &(rnnd_seq_batch){bt.B, bt.lens, tokens ? toks : NULL,
+                                                tokens ? NULL : vecs, NULL, outs, finals},
+                              err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
 
     json_t *resp = infer_json(net, body, "my \"model\"");

@@ -412,7 +412,8 @@ START_TEST(test_clock_counters)
             op[s] = o2 + s * T * fx.out_n;
             fp[s] = s2 + s * fx.state_n;
         }
-        int rc = rnnd_net_forward(fx.net, S, lens, tp, vp, ip, op, fp, err, sizeof err);
+        int rc = rnnd_net_forward(fx.net, &(rnnd_seq_batch){S, lens, tp, vp, ip, op, fp}, err,
+                                  sizeof err);
         ck_assert_msg(rc == 0, "%s", err);
         ck_assert_msg(!memcmp(o1, o2, S * T * fx.out_n * sizeof(float)),
                       "%s arch %d: forward outputs differ from steps", path_for(p)->name, _i);
@@ -478,7 +479,8 @@ START_TEST(test_step_vs_forward)
         }
         for (int blas = 0; blas < 2; blas++) {
             rnnd_net_use_openblas(fx.net, blas);
-            int rc = rnnd_net_forward(fx.net, S, lens, tp, vp, NULL, op, fp, err, sizeof err);
+            int rc = rnnd_net_forward(fx.net, &(rnnd_seq_batch){S, lens, tp, vp, NULL, op, fp}, err,
+                                      sizeof err);
             ck_assert_msg(rc == 0, "%s", err);
             /* own kernels: bitwise the step path; OpenBLAS: within float tolerance */
             float tol = blas ? 1e-4f : 0.0f;
@@ -574,8 +576,9 @@ START_TEST(test_slstm_paths_bitwise)
                     op[b] = o + b * T * fx.out_n;
                     fp[b] = st + b * fx.state_n;
                 }
-                ck_assert_msg(rnnd_net_forward(fx.net, S, lens, NULL, vp, NULL, op, fp, err,
-                                               sizeof err) == 0,
+                ck_assert_msg(rnnd_net_forward(fx.net,
+                                               &(rnnd_seq_batch){S, lens, NULL, vp, NULL, op, fp},
+                                               err, sizeof err) == 0,
                               "%s", err);
             }
             if (p)
@@ -618,7 +621,9 @@ START_TEST(test_bad_token_changes_nothing)
     const int32_t *tp = tok;
     float out[3 * 50];
     float *op = out;
-    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, &tp, NULL, NULL, &op, NULL, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(fx.net,
+                                      &(rnnd_seq_batch){1, &len, &tp, NULL, NULL, &op, NULL}, err,
+                                      sizeof err),
                      RNND_ERR_INVALID);
     free(st);
     rnnd_work_free(w);
@@ -640,7 +645,9 @@ START_TEST(test_bidirectional_refuses_step)
     size_t len = 4;
     const float *vp = fx.vec;
     float out[4 * 18], *op = out;
-    ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &len, NULL, &vp, NULL, &op, NULL, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(fx.net,
+                                      &(rnnd_seq_batch){1, &len, NULL, &vp, NULL, &op, NULL}, err,
+                                      sizeof err),
                      0);
     ck_assert_int_eq(rnnd_net_output_dim(fx.net), 18);
     free(st);
@@ -663,7 +670,8 @@ START_TEST(test_long_sequence)
         run_solo(&fx, o1, s1);
         const int32_t *tp = fx.tok;
         float *op = o2;
-        ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &T, &tp, NULL, NULL, &op, NULL, err,
+        ck_assert_int_eq(rnnd_net_forward(fx.net,
+                                          &(rnnd_seq_batch){1, &T, &tp, NULL, NULL, &op, NULL}, err,
                                           sizeof err),
                          0);
         for (size_t i = 0; i < T * fx.out_n; i++)
@@ -700,8 +708,9 @@ START_TEST(test_forward_chunks)
             const int32_t *tp = fx.tok + t;
             const float *vp = fx.vec + t * D, *ip = st[c % 2];
             float *op = o2 + t * fx.out_n, *fp = st[(c + 1) % 2];
-            ck_assert_int_eq(rnnd_net_forward(fx.net, 1, &n, &tp, &vp, &ip, &op, &fp, err,
-                                              sizeof err),
+            ck_assert_int_eq(rnnd_net_forward(fx.net,
+                                              &(rnnd_seq_batch){1, &n, &tp, &vp, &ip, &op, &fp},
+                                              err, sizeof err),
                              0);
             t += n;
             if (t == T)
@@ -810,7 +819,8 @@ static void run_whole(const fixture *fx, const rnnd_parallel *par, float *outs, 
         fp[s] = finals + s * fx->state_n;
     }
     memset(outs, 0, S * T * fx->out_n * sizeof(float));
-    int rc = rnnd_net_forward_par(fx->net, S, lens, tp, vp, NULL, op, fp, par, err, sizeof err);
+    int rc = rnnd_net_forward_par(fx->net, &(rnnd_seq_batch){S, lens, tp, vp, NULL, op, fp}, par,
+                                  err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
     free(lens);
     free(tp);
@@ -1064,7 +1074,8 @@ START_TEST(test_forward_bytes_depth_gate)
     size_t lens[3] = {40, 20, 10};
     const float *xp[3] = {x, x + 40 * 5, x + 60 * 5};
     float *yp[3] = {y, y + 40 * H, y + 60 * H};
-    ck_assert_int_eq(rnnd_net_forward(net[1], B, lens, NULL, xp, NULL, yp, NULL, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(net[1], &(rnnd_seq_batch){B, lens, NULL, xp, NULL, yp, NULL},
+                                      err, sizeof err),
                      0);
     free(x);
     free(y);
@@ -1111,11 +1122,14 @@ START_TEST(test_pooling)
         fins[b] = fin[b];
         houts[b] = head[b];
     }
-    ck_assert_int_eq(rnnd_net_forward(n0, B, lens, NULL, vec, NULL, outs, fins, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(n0, &(rnnd_seq_batch){B, lens, NULL, vec, NULL, outs, fins},
+                                      err, sizeof err),
                      0);
-    ck_assert_int_eq(rnnd_net_forward(np, B, lens, NULL, vec, NULL, pouts, NULL, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(np, &(rnnd_seq_batch){B, lens, NULL, vec, NULL, pouts, NULL},
+                                      err, sizeof err),
                      0);
-    ck_assert_int_eq(rnnd_net_forward(nh, B, lens, NULL, vec, NULL, houts, NULL, err, sizeof err),
+    ck_assert_int_eq(rnnd_net_forward(nh, &(rnnd_seq_batch){B, lens, NULL, vec, NULL, houts, NULL},
+                                      err, sizeof err),
                      0);
     for (int b = 0; b < B; b++) {
         size_t n = lens[b];
@@ -1136,8 +1150,9 @@ START_TEST(test_pooling)
         /* alone */
         const float *v1[1] = {in[b]};
         float *o1[1] = {alone};
-        ck_assert_int_eq(rnnd_net_forward(np, 1, &lens[b], NULL, v1, NULL, o1, NULL, err,
-                                          sizeof err),
+        ck_assert_int_eq(rnnd_net_forward(np,
+                                          &(rnnd_seq_batch){1, &lens[b], NULL, v1, NULL, o1, NULL},
+                                          err, sizeof err),
                          0);
         ck_assert_msg(!memcmp(alone, pooled[b], sizeof alone), "pool %d seq %d alone", _i, b);
         /* the head of the pooled row */

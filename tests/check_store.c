@@ -512,7 +512,8 @@ static int write_step(rnnd_store *s, uint64_t epoch, uint64_t steps, const float
     memset(r.digest, 'a', 64);
     rnnd_store_fields f;
     ck_assert_int_eq(rnnd_store_rec_encode(&r, NULL, RNND_STORE_ENC_STEP, &f, err, errlen), 0);
-    int rc = rnnd_store_write(s, ID1, epoch, 60000, 0, 0, &f, NULL, NULL, err, errlen);
+    rnnd_store_wreq w = {.id = ID1, .epoch = epoch, .ttl_ms = 60000, .fields = &f};
+    int rc = rnnd_store_write(s, &w, err, errlen);
     rnnd_store_fields_free(&f);
     return rc;
 }
@@ -614,11 +615,11 @@ START_TEST(test_fence)
     old[4] = -1.0f;
     ck_assert_int_eq(write_step(a, 1, 12, old, err, sizeof err), RNND_ERR_CONFLICT);
     ck_assert_ptr_nonnull(strstr(err, "fenced"));
-    char bh[RNND_STORE_HOLDER_MAX + 1], got[RNND_STORE_HOLDER_MAX + 1] = "";
+    char bh[RNND_STORE_HOLDER_MAX + 1];
     rnnd_store_holder(b, bh);
-    ck_assert_int_eq(rnnd_store_write(a, ID1, 1, 60000, 0, 1, NULL, NULL, got, err, sizeof err),
-                     RNND_ERR_CONFLICT);
-    ck_assert_str_eq(got, bh);
+    rnnd_store_wreq w = {.id = ID1, .epoch = 1, .ttl_ms = 60000, .release = 1};
+    ck_assert_int_eq(rnnd_store_write(a, &w, err, sizeof err), RNND_ERR_CONFLICT);
+    ck_assert_str_eq(w.holder, bh);
     /* b's epoch with a's name is refused too: the holder is checked, not only the epoch */
     ck_assert_int_eq(write_step(a, 2, 12, old, err, sizeof err), RNND_ERR_CONFLICT);
     rnnd_store_acq l;
@@ -649,18 +650,17 @@ START_TEST(test_fence)
     /* the fence's own fields cannot be written by a caller */
     rnnd_store_fields forged = {.n = 1};
     forged.kv[0] = (rnnd_store_kv){"epoch", "99", 2};
-    ck_assert_int_eq(rnnd_store_write(b, ID1, 4, 60000, 0, 0, &forged, NULL, NULL, err, sizeof err),
-                     RNND_ERR_INVALID);
+    w = (rnnd_store_wreq){.id = ID1, .epoch = 4, .ttl_ms = 60000, .fields = &forged};
+    ck_assert_int_eq(rnnd_store_write(b, &w, err, sizeof err), RNND_ERR_INVALID);
     forged.kv[0] = (rnnd_store_kv){"holder", "", 0};
     ck_assert_int_eq(rnnd_store_create(b, ID1, &forged, 60000, 0, err, sizeof err),
                      RNND_ERR_INVALID);
 
     /* the script cache flushed: NOSCRIPT, reloaded, the write goes through */
     freeReplyObject(raw("SCRIPT FLUSH", NULL));
-    uint64_t seq = 0;
-    ck_assert_msg(rnnd_store_write(b, ID1, 4, 60000, 0, 0, NULL, &seq, NULL, err, sizeof err) == 0,
-                  "%s", err);
-    ck_assert_uint_eq(seq, d.seq + 4);
+    w = (rnnd_store_wreq){.id = ID1, .epoch = 4, .ttl_ms = 60000};
+    ck_assert_msg(rnnd_store_write(b, &w, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(w.seq, d.seq + 4);
     /* a deleted record: the write says gone (1) */
     freeReplyObject(raw("DEL %s", "rnnd:{" ID1 "}:rec"));
     ck_assert_int_eq(write_step(b, 4, 12, st2, err, sizeof err), 1);
@@ -893,11 +893,9 @@ START_TEST(test_threads)
         pthread_join(t[i], NULL);
         ck_assert_int_eq(w[i].failed, 0);
     }
-    uint64_t seq = 0;
-    ck_assert_int_eq(rnnd_store_write(s, ID1, epoch, 60000, 0, 0, NULL, &seq, NULL, err,
-                                      sizeof err),
-                     0);
-    ck_assert_uint_eq(seq, 1 + THREADS * WRITES + 1); /* created at 1, every write counted */
+    rnnd_store_wreq last = {.id = ID1, .epoch = epoch, .ttl_ms = 60000};
+    ck_assert_int_eq(rnnd_store_write(s, &last, err, sizeof err), 0);
+    ck_assert_uint_eq(last.seq, 1 + THREADS * WRITES + 1); /* created at 1, every write counted */
     rnnd_store_free(s);
     rnnd_model_unref(m);
 }

@@ -12,7 +12,9 @@ Module-level helpers check through RUNNING, which hands each check to the test r
 Run outside `make check`, the environment make sets is filled in for an in-tree build.
 """
 import atexit
+import contextlib
 import http.client
+import io
 import json
 import os
 import platform
@@ -61,6 +63,16 @@ def convert(onnx_path, out_path):
     return out_path
 
 
+def main_inproc(*args):
+    """(rc, stderr) of rnnd-convert ARGS run in this process (cli.main): quicker than a child
+    that imports torch again."""
+    from rnnd_convert import cli  # here: most users of this module never convert
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue()
+
+
 def golden_cases():
     """[(name, case dict, onnx path)] of every golden case, sorted by name."""
     out = []
@@ -79,11 +91,17 @@ def golden_model(name, workdir):
 
 
 class Daemon:
-    """`rnnd serve` on an ephemeral port. Use as a context manager: always stopped."""
+    """`rnnd serve` on an ephemeral port. Use as a context manager: always stopped, with
+    SIGTERM, and its exit status checked, so that a crash or a race at shutdown (a sanitizer's
+    report makes the status nonzero) fails the test that ran it."""
 
-    def __init__(self, models, *args, ready_timeout=30, env=None, preexec_fn=None):
+    def __init__(self, models, *args, ready_timeout=30, env=None, preexec_fn=None,
+                 exit_status=0):
         """ENV: the daemon's whole environment (default: this process's). PREEXEC_FN runs in
-        the child before rnnd starts (e.g. to lower its resource limits)."""
+        the child before rnnd starts (e.g. to lower its resource limits). EXIT_STATUS: the
+        status the context's exit requires (a test that expects a failing exit says which);
+        a test that kills the daemon on purpose calls kill(), which waives the check."""
+        self.exit_status = exit_status
         cmd = WRAPPER + [RNND_BIN, "serve", "--listen", "127.0.0.1:0"]
         for name, path in models.items():
             cmd += ["--model", "%s=%s" % (name, path)]
@@ -120,7 +138,7 @@ class Daemon:
                     line, buf = buf.split(b"\n", 1)
                     self._line(line.decode(errors="replace"))
         except BaseException:
-            self.kill()
+            self._sigkill()
             raise
         # keep draining stderr so the daemon never blocks on a full pipe
         self._reader = threading.Thread(target=self._drain, args=(buf,), daemon=True)
@@ -146,9 +164,14 @@ class Daemon:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.kill()
+    def __exit__(self, exc_type, *exc):
+        rc = self.proc.poll()
+        if rc is None:
+            rc, _ = self.stop()
+        # after a failure inside the block, its own exception is the one to see
+        if exc_type is None and self.exit_status is not None:
+            require(rc == self.exit_status, "daemon exit status %r, want %r (Daemon's context "
+                    "exit: stopped with SIGTERM unless already gone)" % (rc, self.exit_status))
         return False
 
     def alive(self):
@@ -166,6 +189,11 @@ class Daemon:
             time.sleep(0.05)
 
     def kill(self):
+        """SIGKILL, on purpose: the context's exit then checks no exit status."""
+        self.exit_status = None
+        self._sigkill()
+
+    def _sigkill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
@@ -179,7 +207,7 @@ class Daemon:
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            self._sigkill()
             rc = None
         if getattr(self, "_reader", None):
             self._reader.join(5)

@@ -23,8 +23,6 @@ outside trials found it got wrong (docs/convert.md "ONNX").
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
 import os
 import subprocess
 import time
@@ -38,8 +36,8 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon_util import PYTHON3, Case, tmpdir
-from rnnd_convert import cli, onnx_import, onnx_run, reference
+from daemon_util import PYTHON3, Case, main_inproc, tmpdir
+from rnnd_convert import onnx_import, onnx_run, reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -49,14 +47,6 @@ I, H = 4, 5
 
 def path(name):
     return os.path.join(WORK, name)
-
-
-def main_inproc(*args):
-    """(rc, stderr) of cli.main(ARGS) in this process."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue()
 
 
 def child(*args):

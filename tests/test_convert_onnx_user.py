@@ -18,8 +18,6 @@ opsets 9, 14 and 17:
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
 import os
 import unittest
 import warnings
@@ -30,9 +28,9 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon_util import Case, tmpdir
+from daemon_util import Case, main_inproc, tmpdir
 import rnnd_convert
-from rnnd_convert import cli, reference
+from rnnd_convert import reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -42,14 +40,6 @@ OPSETS = (9, 14, 17)
 
 def path(name):
     return os.path.join(WORK, name)
-
-
-def main_inproc(*args):
-    """(rc, stderr) of cli.main(ARGS) in this process."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue()
 
 
 def export(net, name, opset, x=None):

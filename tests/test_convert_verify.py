@@ -19,8 +19,6 @@ Loader share the first conversions (converted(), made once per run).
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 """
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -36,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from daemon_util import RUNNING, Case  # first: it finds tools/ for rnnd_convert
+from daemon_util import RUNNING, Case, main_inproc  # first: it finds tools/ for rnnd_convert
 import rnnd_convert
-from rnnd_convert import cli, onnx_import, torch_import, verify
+from rnnd_convert import onnx_import, torch_import, verify
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -53,14 +51,6 @@ check = RUNNING.check
 
 def tmp(name):
     return os.path.join(TMP, name)
-
-
-def main_inproc(*args):
-    """(rc, stderr) of cli.main(ARGS) in this process."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue()
 
 
 def metadata(path):
@@ -590,6 +580,20 @@ class Loader(Case):
         check(r == 0 and "verified:    yes" in o, "an unknown key in the record is ignored: %s" % e)
 
 
+def fails_where(model, path, run, cases):
+    """For each (what, bad, needle) of CASES: a source that is RUN but off by 0.5 where bad(x)
+    holds fails verification of MODEL (written to PATH) with NEEDLE in the message."""
+    for what, bad, needle in cases:
+        def source(x, bad=bad):
+            y = run(x)
+            return y + 0.5 if bad(x) else y
+        try:
+            verify.compare(model, path, source, "torch")
+            check(False, "a source that differs only %s fails verification" % what)
+        except ConvertError as e:
+            check("verification failed" in str(e) and needle in str(e), "%s: %s" % (what, e))
+
+
 class LengthsAndBatch(Case):
     def test_lengths_and_batch(self):
         """Adversary finding 2 (issue 14): behaviour past 32 steps or for one sequence alone
@@ -599,16 +603,9 @@ class LengthsAndBatch(Case):
         net = nn.LSTM(3, 4, batch_first=True).eval()
         model = rnnd_convert.from_module(net, tmp("lb.rnnd"), verify=False)
         run = torch_import.source_runner(net)
-        for what, bad in (("above 32 steps", lambda x: x.shape[1] > 32),
-                          ("at batch 1", lambda x: x.shape[0] == 1)):
-            def source(x, bad=bad):
-                y = run(x)
-                return y + 0.5 if bad(x) else y
-            try:
-                verify.compare(model, tmp("lb.rnnd"), source, "torch")
-                check(False, "a source that differs only %s fails verification" % what)
-            except ConvertError as e:
-                check("verification failed" in str(e), "%s: %s" % (what, e))
+        fails_where(model, tmp("lb.rnnd"), run,
+                    (("above 32 steps", lambda x: x.shape[1] > 32, ""),
+                     ("at batch 1", lambda x: x.shape[0] == 1, "")))
         figures = verify.compare(model, tmp("lb.rnnd"), run, "torch")
         check(figures["lengths"] == [1, 7, 19, 64] and figures["max_rel_error"] <= 1e-5,
               "the faithful source passes at lengths 1, 7, 19, 64: %r" % figures)
@@ -624,18 +621,9 @@ class LongAndScaled(Case):
         net = nn.GRU(3, 4, batch_first=True).eval()
         model = rnnd_convert.from_module(net, tmp("ls.rnnd"), verify=False)
         run = torch_import.source_runner(net)
-        for what, bad, needle in (
-                ("after 100 steps", lambda x: x.shape[1] > 100, "(the long sequences, length"),
-                ("on large inputs", lambda x: np.abs(x).max() > 8, "(the inputs scaled by 10)")):
-            def source(x, bad=bad):
-                y = run(x)
-                return y + 0.5 if bad(x) else y
-            try:
-                verify.compare(model, tmp("ls.rnnd"), source, "torch")
-                check(False, "a source that differs only %s fails verification" % what)
-            except ConvertError as e:
-                check("verification failed" in str(e) and needle in str(e),
-                      "%s: %s" % (what, e))
+        fails_where(model, tmp("ls.rnnd"), run, (
+            ("after 100 steps", lambda x: x.shape[1] > 100, "(the long sequences, length"),
+            ("on large inputs", lambda x: np.abs(x).max() > 8, "(the inputs scaled by 10)")))
         figures = verify.compare(model, tmp("ls.rnnd"), run, "torch")
         check(figures.get("long_checked") == [verify.LONG_LENGTH, verify.LONG_BATCH] and
               150 <= verify.LONG_LENGTH <= 300 and verify.LONG_BATCH == 5 and

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import threading
 import time
 import unittest
@@ -67,8 +66,7 @@ class Crash(Case):
                 t.start()
             time.sleep(4.5)
             t_kill = time.monotonic()
-            d.proc.send_signal(signal.SIGKILL)
-            d.proc.wait(10)
+            d.kill()
             stop.set()
             for t in threads:
                 t.join(20)

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import stat
 import struct
 import subprocess
@@ -282,8 +281,7 @@ class Persist(Case):
             self.check(any(line.startswith("rnnd_snapshots_total ") and float(line.split()[1]) >= 1
                            for line in metrics.splitlines()),
                        "rnnd_snapshots_total counts snapshots")
-            d.proc.send_signal(signal.SIGKILL)
-            d.proc.wait(10)
+            d.kill()
         with Daemon(models, "--state-dir", STATE) as d:
             got = d.request("GET", "/v1/sessions/%s/state" % sid)
             self.eq(got[0], 200, "after SIGKILL the session is back from the periodic snapshot")
@@ -567,7 +565,7 @@ class Persist(Case):
         gone = os.path.join(WORK, "vanishing")
         shutil.rmtree(gone, ignore_errors=True)
         os.makedirs(gone)
-        with Daemon(models, "--state-dir", gone) as d:
+        with Daemon(models, "--state-dir", gone, exit_status=1) as d:
             self.eq(d.request("POST", "/v1/sessions", {"model": "charlm"})[0], 201, "a session")
             shutil.rmtree(gone)
             rc, _ = d.stop()
@@ -575,6 +573,14 @@ class Persist(Case):
                        log_has(d, "event=stopped", "clean=0") and not log_has(d, "clean=1"),
                        "a failed final snapshot: exit 1 and clean=0 (got %s %r)" % (rc,
                                                                                     d.log[-3:]))
+        # the same failure left to the context's exit is not missed: it stops the daemon and
+        # requires status 0 (tests/daemon_util.py), so a bad shutdown fails the test
+        os.makedirs(gone)
+        with self.assertRaisesRegex(AssertionError, "daemon exit status 1, want 0"):
+            with Daemon(models, "--state-dir", gone) as d:
+                self.eq(d.request("POST", "/v1/sessions", {"model": "charlm"})[0], 201,
+                        "a session")
+                shutil.rmtree(gone)
 
     def test_hostile_names(self):
         """Adversary findings on 13.7: names planted in state_dir are never followed and never
@@ -713,7 +719,8 @@ class Persist(Case):
             self.check(rc == 0 and log_has(d, "event=snapshot ", "sessions=1") and
                        not log_has(d, "event=snapshot_failed"),
                        "a folder at sessions.snap.tmp: the shutdown snapshot is written")
-        with Daemon(models, "--state-dir", STATE) as d:
+        # its shutdown snapshot fails on purpose (a folder swapped in): exit 1
+        with Daemon(models, "--state-dir", STATE, exit_status=1) as d:
             _, _, listed = d.request("GET", "/v1/sessions")
             self.eq([x["id"] for x in listed.get("sessions", [])], [sids[1]],
                     "a folder at sessions.snap.tmp: the deleted session stays deleted")

@@ -86,23 +86,29 @@ int rnnd_net_step_par(const rnnd_net *net, rnnd_work *work, size_t B, const int3
                       const float *vectors, float *const *states, float *out,
                       const rnnd_parallel *par, char *err, size_t errlen);
 
-/* Whole sequences. For b < B: sequence b has LENS[b] >= 1 steps given as TOKENS[b] (ids) or
- * VECTORS[b] (LENS[b] rows of input_dim). INIT[b] is its initial state or NULL (zeros); INIT
- * itself may be NULL. OUTPUTS[b] receives LENS[b] rows of output_dim floats, or one row when the
- * model pools (spec.pool: the pooled last-layer output through the head). FINAL, if not
- * NULL, FINAL[b] (if not NULL) receives the final state (a reverse direction's final state is
- * its state after reading the first step). */
-int rnnd_net_forward(const rnnd_net *net, size_t B, const size_t *lens,
-                     const int32_t *const *tokens, const float *const *vectors,
-                     const float *const *init, float *const *outputs, float *const *final,
-                     char *err, size_t errlen);
+/* Whole sequences, the arguments of rnnd_net_forward(). For b < B: sequence b has LENS[b] >= 1
+ * steps given as TOKENS[b] (ids) or VECTORS[b] (LENS[b] rows of input_dim). INIT[b] is its
+ * initial state or NULL (zeros); INIT itself may be NULL. OUTPUTS[b] receives LENS[b] rows of
+ * output_dim floats, or one row when the model pools (spec.pool: the pooled last-layer output
+ * through the head). FINAL, if not NULL, FINAL[b] (if not NULL) receives the final state (a
+ * reverse direction's final state is its state after reading the first step). */
+typedef struct rnnd_seq_batch {
+    size_t B;
+    const size_t *lens;
+    const int32_t *const *tokens;
+    const float *const *vectors;
+    const float *const *init;
+    float *const *outputs;
+    float *const *final;
+} rnnd_seq_batch;
+
+/* Run the sequences of SEQS (see rnnd_seq_batch). */
+int rnnd_net_forward(const rnnd_net *net, const rnnd_seq_batch *seqs, char *err, size_t errlen);
 
 /* rnnd_net_forward() with its work split across PAR's threads (NULL: one thread); when
  * PAR->stop becomes nonzero it returns RNND_ERR_STOPPED at the next step, outputs unfinished. */
-int rnnd_net_forward_par(const rnnd_net *net, size_t B, const size_t *lens,
-                         const int32_t *const *tokens, const float *const *vectors,
-                         const float *const *init, float *const *outputs, float *const *final,
-                         const rnnd_parallel *par, char *err, size_t errlen);
+int rnnd_net_forward_par(const rnnd_net *net, const rnnd_seq_batch *seqs, const rnnd_parallel *par,
+                         char *err, size_t errlen);
 
 /* The bytes of scratch rnnd_net_forward() allocates for B sequences of N steps in all, the
  * longest T: known before the call, so a server can refuse work that does not fit its

@@ -230,15 +230,7 @@ int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_
                        char *err, size_t errlen);
 void rnnd_store_acq_free(rnnd_store_acq *a); /* frees the reply; the struct is the caller's */
 
-/* A fenced write (write.lua) of FIELDS (NULL or none: only used_ms, seq and the TTL) to ID,
- * which this node must hold at EPOCH; RELEASE empties holder after writing (drain, hand-over).
- * *SEQ (may be NULL) gets the record's new seq. Returns 0; RNND_ERR_CONFLICT when fenced (another
- * holder or a newer epoch: the session moved; HOLDER, may be NULL, gets the holder); 1 when the
- * record is gone (deleted or expired in Redis); RNND_ERR_IO. */
-int rnnd_store_write(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms, int64_t idle_ms,
-                     int release, const rnnd_store_fields *fields, uint64_t *seq, char *holder,
-                     char *err, size_t errlen);
-/* One write of a pipeline: the arguments of rnnd_store_write, and its outcome. */
+/* One fenced write: its arguments, and its outcome. */
 typedef struct rnnd_store_wreq {
     const char *id;
     uint64_t epoch;
@@ -249,6 +241,13 @@ typedef struct rnnd_store_wreq {
     uint64_t seq;                           /* out: the record's new seq when rc is 0 */
     char holder[RNND_STORE_HOLDER_MAX + 1]; /* out: the holder when fenced */
 } rnnd_store_wreq;
+
+/* A fenced write (write.lua) of W->fields (NULL or none: only used_ms, seq and the TTL) to
+ * W->id, which this node must hold at W->epoch; W->release empties holder after writing (drain,
+ * hand-over). W->seq gets the record's new seq. Returns (and puts in W->rc) 0; RNND_ERR_CONFLICT
+ * when fenced (another holder or a newer epoch: the session moved; W->holder gets the holder);
+ * 1 when the record is gone (deleted or expired in Redis); RNND_ERR_IO. */
+int rnnd_store_write(rnnd_store *s, rnnd_store_wreq *w, char *err, size_t errlen);
 
 /* The N writes of W in one pipeline (one round trip for all: the write-behind's round), each
  * as rnnd_store_write would do it; W[k].rc says how each went. Returns 0, or RNND_ERR_IO /

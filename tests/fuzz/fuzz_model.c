@@ -50,8 +50,10 @@ static void run_model(rnnd_model *m)
         const float *vecs[1] = {vec};
         float *outs[1] = {out};
         float *finals[1] = {final};
-        rc = rnnd_net_forward(net, 1, &len, is_tok ? toks : NULL, is_tok ? NULL : vecs, NULL, outs,
-                              finals, err, sizeof err);
+        rc = rnnd_net_forward(net,
+                              &(rnnd_seq_batch){1, &len, is_tok ? toks : NULL, is_tok ? NULL : vecs,
+                                                NULL, outs, finals},
+                              err, sizeof err);
         FZ_CHECK(rc == 0 || rc == RNND_ERR_NOMEM || rc == RNND_ERR_NUMERIC,
                  "rnnd_net_forward failed on a valid model");
     }
