@@ -95,14 +95,15 @@ class Isolation(Case):
                                      headers=bearer(KEY_A))
                 self.check(st in (400, 404), "%s %s: refused (%d)"
                            % (method, path.replace(sid, "{id}"), st))
-            self.check(any('path="/v1/Sessions/{id}"' in l for l in d.log) and
-                       any('path="/v1/sessionsX/{id}"' in l for l in d.log) and
-                       any('path="/v1/sessions/{id}/../{id}"' in l for l in d.log) and
-                       any('path="/' + "z" * 140 + '/{id}"' in l for l in d.log),
+            # the log is read by a thread: a request's line may come in after its reply
+            self.check(all(d.wait_log(lambda l, p=p: p in l)
+                           for p in ('path="/v1/Sessions/{id}"', 'path="/v1/sessionsX/{id}"',
+                                     'path="/v1/sessions/{id}/../{id}"',
+                                     'path="/' + "z" * 140 + '/{id}"')),
                        "the debug log names those paths with {id} (got %r)"
                        % [l for l in d.log if "event=request " in l and "Sessions" in l][:2])
-            self.check(any("event=access" in l and 'model="{id}"' in l for l in d.log) and
-                       any("event=access" in l and 'model="x{id}y"' in l for l in d.log),
+            self.check(d.wait_log(lambda l: "event=access" in l and 'model="{id}"' in l) and
+                       d.wait_log(lambda l: "event=access" in l and 'model="x{id}y"' in l),
                        "the access log names a model that looks like an id as {id} (got %r)"
                        % [l for l in d.log if "event=access" in l and "models/*" in l][:2])
             v2 = {"inputs": [{"name": "INPUT", "shape": [1], "datatype": "BYTES", "data": ["a"]}],
@@ -110,7 +111,8 @@ class Isolation(Case):
             self.eq(d.request("POST", "/v2/models/charlm/infer", v2,
                               headers=bearer(KEY_A))[0], 200,
                     "v2 infer in a string sequence")
-            self.check(any("event=request" in l and "/v1/sessions/{id}/step" in l for l in d.log),
+            self.check(d.wait_log(lambda l: "event=request" in l and
+                                  "/v1/sessions/{id}/step" in l),
                        "debug logging names the step route with {id} (got %r)"
                        % [l for l in d.log if "event=request" in l][:3])
             self.no_ids_logged(d, "debug log")
