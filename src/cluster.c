@@ -85,6 +85,7 @@ static void cluster_free(rnnd_cluster *c)
     rnnd_store_free(c->req);
     rnnd_store_free(c->lease);
     rnnd_store_free(c->sync);
+    rnnd_store_free(c->sub);
     for (size_t i = 0; i < c->n_dirty; i++)
         rnnd_session_unref(c->dirty[i]);
     free(c->dirty);
@@ -94,7 +95,7 @@ static void cluster_free(rnnd_cluster *c)
     free(c);
 }
 
-/* Ask both threads to stop and wait for them (again: nothing). */
+/* Ask the threads to stop and wait for them (again: nothing). */
 static void threads_stop(rnnd_cluster *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -105,7 +106,9 @@ static void threads_stop(rnnd_cluster *c)
         pthread_join(c->lease_thread, NULL);
     if (c->sync_started)
         rnnd_sync_thread_stop(c);
-    c->lease_started = c->sync_started = 0;
+    if (c->handover_started)
+        rnnd_handover_thread_stop(c);
+    c->lease_started = c->sync_started = c->handover_started = 0;
 }
 
 int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
@@ -135,6 +138,8 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
         rc = rnnd_store_open(&conf, &c->lease, NULL, err, errlen);
     if (!rc)
         rc = rnnd_store_open(&conf, &c->sync, NULL, err, errlen);
+    if (!rc)
+        rc = rnnd_store_open(&conf, &c->sub, NULL, err, errlen);
     if (rc) {
         cluster_free(c);
         return rc;
@@ -164,6 +169,12 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the write-behind thread");
     }
     c->sync_started = 1;
+    if (rnnd_handover_thread_start(c)) {
+        threads_stop(c);
+        cluster_free(c);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the hand-over thread");
+    }
+    c->handover_started = 1;
     app->cluster = c;
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster", "node=%s lease_ms=%lld store_sync_ms=%lld",
              c->node, (long long)c->lease_ms, (long long)c->sync_ms);

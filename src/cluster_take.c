@@ -1,11 +1,12 @@
 /* A request for a session this node does not hold, in cluster mode (cluster.h; docs/cluster.md,
  * "Takeover, hand-over, redirect"): acquire its record in Redis and continue from the stored
- * state and step count. A session held by a live node answers 503 naming the holder (the
- * hand-over the design chose is not built yet); the client's retry, or the node's lease
- * lapsing, moves it. */
+ * state and step count. A session held by a live node is asked for (cluster_handover.c) and
+ * acquired again once its holder released it, or its lease lapsed: the request waits at most
+ * lease_ms + 1 s, then answers 503 naming the holder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api.h"
 #include "cluster.h"
@@ -99,8 +100,9 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
 }
 
 /* Acquire the id of R for this node (CACHED: the local copy S, not held, or NULL) and return
- * the session to serve, one reference, or NULL (replied). Holds take_mu. */
-static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cached)
+ * the session to serve, one reference, or NULL: replied, or, held by a live node, HOLDER
+ * (RNND_STORE_HOLDER_MAX + 1 bytes) names it, not replied. Holds take_mu. */
+static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cached, char *holder)
 {
     const char *id = rnnd_req_param(r, 0);
     rnnd_sync_slot *slot = cached ? rnnd_session_sync(cached) : NULL;
@@ -123,7 +125,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     if (rc) {
         reply_unavailable(r, rc, err, NULL);
     } else if (a.kind == RNND_STORE_ACQ_HELD) {
-        reply_unavailable(r, 0, err, a.holder);
+        snprintf(holder, RNND_STORE_HOLDER_MAX + 1, "%s", a.holder);
     } else if (a.kind == RNND_STORE_ACQ_MISSING) {
         if (cached)
             rnnd_session_remove(c->app->sessions, id);
@@ -163,6 +165,71 @@ static int held_here(rnnd_cluster *c, rnnd_session *s)
     return held;
 }
 
+/* One acquisition of R's id (under take_mu): a rnnd_lookup value with *S, -1 (replied), or
+ * -2 when a live node holds it (HOLDER). */
+static int take_once(rnnd_req *r, rnnd_cluster *c, rnnd_session **s, char *holder)
+{
+    rnnd_app *app = c->app;
+    const char *id = rnnd_req_param(r, 0);
+    holder[0] = '\0';
+    /* one take at a time: looked up again under take_mu, another request may have taken it
+     * meanwhile */
+    pthread_mutex_lock(&c->take_mu);
+    int why = rnnd_session_get(app->sessions, id, s);
+    if (why == RNND_SESSION_FOUND && !held_here(c, *s)) {
+        rnnd_session *t = take_locked(r, c, *s, holder);
+        rnnd_session_unref(*s);
+        *s = t;
+        why = t ? RNND_SESSION_FOUND : -1;
+    } else if (why == RNND_SESSION_MISSING) {
+        *s = take_locked(r, c, NULL, holder);
+        why = *s ? RNND_SESSION_FOUND : -1;
+    }
+    pthread_mutex_unlock(&c->take_mu);
+    return why == -1 && holder[0] ? -2 : why;
+}
+
+/* R's id is not held here: take it, asking its live holder to hand it over and acquiring
+ * again until it is released, or its holder's lease lapses, at most lease_ms + 1 s (the
+ * request's thread waits, holding no lock). Returns a rnnd_lookup value with *S, or -1
+ * (replied). */
+static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
+{
+    const char *id = rnnd_req_param(r, 0);
+    char holder[RNND_STORE_HOLDER_MAX + 1];
+    double t0 = rnnd_mono_s(), asked = -1.0;
+    double until = t0 + (double)(c->lease_ms + 1000) / 1000.0;
+    long pause_us = 200;
+    for (;;) {
+        int why = take_once(r, c, s, holder);
+        if (why != -2) {
+            if (why == RNND_SESSION_FOUND && asked >= 0.0)
+                atomic_fetch_add(&c->stats.handovers[1], 1);
+            return why;
+        }
+        double now = rnnd_mono_s();
+        if (now >= until) {
+            reply_unavailable(r, 0, "", holder);
+            return -1;
+        }
+        /* asked again every 250 ms: a request published while the holder's listener
+         * reconnected is lost */
+        if (asked < 0.0 || now - asked >= 0.25) {
+            char err[512] = "";
+            int rc = rnnd_handover_ask(c, holder, id, err, sizeof err);
+            if (rc) { /* nobody listens (dead: only its lease lapsing frees it), or Redis down */
+                reply_unavailable(r, rc == RNND_ERR_BUSY ? 0 : rc, err,
+                                  rc == RNND_ERR_BUSY ? holder : NULL);
+                return -1;
+            }
+            asked = now;
+        }
+        struct timespec ts = {0, pause_us * 1000L};
+        nanosleep(&ts, NULL);
+        pause_us = pause_us < 20000 ? 2 * pause_us : 20000;
+    }
+}
+
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -188,22 +255,8 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
                          "will)");
         return NULL;
     }
-    if (why == RNND_SESSION_MISSING) {
-        /* one take at a time: looked up again under take_mu, another request may have
-         * taken it meanwhile */
-        pthread_mutex_lock(&c->take_mu);
-        why = rnnd_session_get(app->sessions, id, &s);
-        if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
-            rnnd_session *t = take_locked(r, c, s);
-            rnnd_session_unref(s);
-            s = t;
-            why = s ? RNND_SESSION_FOUND : -1;
-        } else if (why == RNND_SESSION_MISSING) {
-            s = take_locked(r, c, NULL);
-            why = s ? RNND_SESSION_FOUND : -1;
-        }
-        pthread_mutex_unlock(&c->take_mu);
-    }
+    if (why == RNND_SESSION_MISSING)
+        why = take_or_ask(r, c, &s);
     if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
         rnnd_session_unref(s);
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
