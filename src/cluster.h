@@ -47,6 +47,10 @@ typedef struct rnnd_sync_slot {
     /* once not held (handed over, or dropped after a refused write): the step count the node
      * let it go at; a step that ends past it ran on a copy nobody keeps */
     uint64_t gone_steps;
+    unsigned confirmed; /* rnnd_cluster.lapses when the hold was last taken or confirmed */
+    /* a hand-over's write is under way: once Redis has it the asker may take the session
+     * before this node dropped its copy, so a request here waits for the drop */
+    int giving;
 } rnnd_sync_slot;
 
 /* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
@@ -85,6 +89,12 @@ typedef struct rnnd_cluster {
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
     atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* confirmation (cluster_take.c): every lapse of the node lease seen raises LAPSES, and a
+     * held session whose slot has not confirmed since, or any held session past
+     * LEASE_UNTIL_US (monotonic µs, the lease store's lease_until), is checked against its
+     * record before a request is served from it */
+    atomic_uint lapses;
+    atomic_llong lease_until_us;
     /* drain (cluster_drain.c), under mu: the POST /v1/admin/drain waiting for its counts */
     struct rnnd_req *drain_req;
     int drained; /* every session written and released, the lease dropped */
@@ -103,6 +113,9 @@ int rnnd_cluster_start(struct rnnd_app *app, char *err, size_t errlen);
  * written exactly and released, the node lease dropped, everything freed. Returns how many
  * sessions could not be written (Redis down): 0 is a clean stop. NULL cluster: 0. */
 size_t rnnd_cluster_stop(struct rnnd_app *app);
+/* The node lease lapsed (a renewal or an acquisition found it gone): every held session is
+ * confirmed before it is served again. */
+void rnnd_cluster_lapsed(rnnd_cluster *c);
 /* Readiness: 0 until the node lease was first taken (a node without a lease can neither
  * create nor take sessions), else 1; *UP whether Redis answered the last call. */
 int rnnd_cluster_ready(rnnd_cluster *c, int *up);

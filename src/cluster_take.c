@@ -31,7 +31,7 @@ static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *
 
 /* Make the session of the record A (just acquired at A->epoch) on this node. Returns it (one
  * reference) or NULL, replied. */
-static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a)
+static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a, unsigned lapses)
 {
     rnnd_app *app = c->app;
     const char *id = rnnd_req_param(r, 0);
@@ -89,6 +89,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
         slot->epoch = a->epoch;
         slot->seq = rec.seq;
         slot->held = 1;
+        slot->confirmed = lapses;
         rnnd_session_set_sync(s, slot);
         atomic_fetch_add(&c->stats.takeovers[a->from_dead ? 1 : 0], 1);
         RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
@@ -114,8 +115,11 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     }
     rnnd_store_acq a;
     char err[512] = "";
+    unsigned lapses = atomic_load(&c->lapses);
     int rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
     if (rc == RNND_ERR_CONFLICT) { /* our lease lapsed: take it again, then retry once */
+        rnnd_cluster_lapsed(c);
+        lapses = atomic_load(&c->lapses);
         rc = rnnd_store_reregister(c->lease, err, sizeof err);
         if (!rc)
             rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
@@ -138,6 +142,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         pthread_mutex_lock(&c->mu);
         slot->epoch = a.epoch;
         slot->held = 1;
+        slot->confirmed = lapses;
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_add(&c->stats.takeovers[a.from_dead ? 1 : 0], 1);
         s = rnnd_session_ref(cached);
@@ -145,7 +150,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         if (cached) /* changed elsewhere since: the record wins */
             rnnd_session_remove(c->app->sessions, id);
         if (a.kind == RNND_STORE_ACQ_TAKEN)
-            s = from_record(r, c, &a);
+            s = from_record(r, c, &a, lapses);
         else
             rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session's record changed; retry");
     }
@@ -153,20 +158,84 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     return s;
 }
 
-/* Whether S (found in the table) is held here: a session without a slot is this node's own. */
+/* Whether S (found in the table) is held here, and not being handed over: a session
+ * without a slot is this node's own. */
 static int held_here(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!slot)
         return 1;
     pthread_mutex_lock(&c->mu);
-    int held = slot->held;
+    int held = slot->held && !slot->giving;
     pthread_mutex_unlock(&c->mu);
     return held;
 }
 
-/* One acquisition of R's id (under take_mu): a rnnd_lookup value with *S, -1 (replied), or
- * -2 when a live node holds it (HOLDER). */
+/* Whether S's hand-over to another node is under way (its copy about to be dropped). */
+static int giving(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int g = slot->giving;
+    pthread_mutex_unlock(&c->mu);
+    return g;
+}
+
+/* Whether S, held here, must be confirmed before it is served: the node lease lapsed since
+ * its hold was last confirmed, or it is past the time the lease is surely ours (a pause).
+ * While Redis is down nobody can take it (taking needs Redis): served from memory. */
+static int needs_confirm(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot || !atomic_load(&c->up))
+        return 0;
+    unsigned lapses = atomic_load(&c->lapses);
+    pthread_mutex_lock(&c->mu);
+    int stale = slot->held && slot->confirmed != lapses;
+    pthread_mutex_unlock(&c->mu);
+    return stale || rnnd_mono_s() * 1e6 > (double)atomic_load(&c->lease_until_us);
+}
+
+/* Check that the record still names this node at S's epoch. Returns 1 when it does (or
+ * Redis could not say: served from memory, as while Redis is down), 0 when the session was
+ * taken or deleted elsewhere: S is then dropped from this node. */
+static int confirm(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    unsigned lapses = atomic_load(&c->lapses);
+    rnnd_store_acq a;
+    char err[512] = "", me[RNND_STORE_HOLDER_MAX + 1];
+    int rc = rnnd_store_load(c->req, rnnd_session_id(s), &a, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc)
+        return 1;
+    rnnd_store_holder(c->req, me);
+    char holder[RNND_STORE_HOLDER_MAX + 1] = "", epoch[24] = "";
+    for (size_t i = 0; a.kind == RNND_STORE_ACQ_TAKEN && i < a.n; i++) {
+        if (!strcmp(a.kv[i].name, "holder"))
+            snprintf(holder, sizeof holder, "%.*s", (int)a.kv[i].len, a.kv[i].val);
+        else if (!strcmp(a.kv[i].name, "epoch"))
+            snprintf(epoch, sizeof epoch, "%.*s", (int)a.kv[i].len, a.kv[i].val);
+    }
+    rnnd_store_acq_free(&a);
+    char mine[24];
+    pthread_mutex_lock(&c->mu);
+    snprintf(mine, sizeof mine, "%llu", (unsigned long long)slot->epoch);
+    int ours = slot->held && !strcmp(holder, me) && !strcmp(epoch, mine);
+    if (ours)
+        slot->confirmed = lapses;
+    pthread_mutex_unlock(&c->mu);
+    if (!ours)
+        rnnd_sync_drop(c, s);
+    return ours;
+}
+
+/* One acquisition of R's id (under take_mu): a rnnd_lookup value with *S, -1 (replied),
+ * -2 when a live node holds it (HOLDER), or -3 while this node hands it over (wait: the
+ * record may already name the asker, and acquiring now would fence the hand-over's
+ * write). */
 static int take_once(rnnd_req *r, rnnd_cluster *c, rnnd_session **s, char *holder)
 {
     rnnd_app *app = c->app;
@@ -176,7 +245,11 @@ static int take_once(rnnd_req *r, rnnd_cluster *c, rnnd_session **s, char *holde
      * meanwhile */
     pthread_mutex_lock(&c->take_mu);
     int why = rnnd_session_get(app->sessions, id, s);
-    if (why == RNND_SESSION_FOUND && !held_here(c, *s)) {
+    if (why == RNND_SESSION_FOUND && giving(c, *s)) {
+        rnnd_session_unref(*s);
+        *s = NULL;
+        why = -3;
+    } else if (why == RNND_SESSION_FOUND && !held_here(c, *s)) {
         rnnd_session *t = take_locked(r, c, *s, holder);
         rnnd_session_unref(*s);
         *s = t;
@@ -202,19 +275,23 @@ static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
     long pause_us = 200;
     for (;;) {
         int why = take_once(r, c, s, holder);
-        if (why != -2) {
+        if (why != -2 && why != -3) {
             if (why == RNND_SESSION_FOUND && asked >= 0.0)
                 atomic_fetch_add(&c->stats.handovers[1], 1);
             return why;
         }
         double now = rnnd_mono_s();
         if (now >= until) {
-            reply_unavailable(r, 0, "", holder);
+            if (why == -3)
+                rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                                 "the session is being handed to another node; retry");
+            else
+                reply_unavailable(r, 0, "", holder);
             return -1;
         }
         /* asked again every 250 ms: a request published while the holder's listener
          * reconnected is lost */
-        if (asked < 0.0 || now - asked >= 0.25) {
+        if (why == -2 && (asked < 0.0 || now - asked >= 0.25)) {
             char err[512] = "";
             int rc = rnnd_handover_ask(c, holder, id, err, sizeof err);
             if (rc) { /* nobody listens (dead: only its lease lapsing frees it), or Redis down */
@@ -244,7 +321,9 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
     rnnd_session *s = NULL;
     int why = rnnd_session_get(app->sessions, id, &s);
     /* the common case, a session held here, takes no lock of the cluster's but mu */
-    if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
+    if (why == RNND_SESSION_FOUND &&
+        (!held_here(c, s) || (needs_confirm(c, s) && !confirm(c, s)))) {
+        /* not ours, or no longer: taken while this node was paused or cut off */
         rnnd_session_unref(s);
         s = NULL;
         why = RNND_SESSION_MISSING;

@@ -294,8 +294,12 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
 int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
 {
     uint64_t epoch;
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!held_epoch(c, s, &epoch))
         return 1;
+    pthread_mutex_lock(&c->mu);
+    slot->giving = 1;
+    pthread_mutex_unlock(&c->mu);
     rnnd_store_fields f;
     memset(&f, 0, sizeof f);
     int rc = encode(c, s, rnnd_session_state(s), rnnd_session_steps(s), &f, err, errlen);
@@ -306,6 +310,9 @@ int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
         rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
     else if (rc == RNND_ERR_CONFLICT)
         rnnd_sync_drop(c, s);
+    pthread_mutex_lock(&c->mu);
+    slot->giving = 0; /* gone from the table, or still held (Redis down) */
+    pthread_mutex_unlock(&c->mu);
     return rc;
 }
 

@@ -64,7 +64,7 @@ class ClusterHandover(TwoNodes):
     def test_alternating_nodes_stay_bitwise(self):
         sid = create(self.n1)
         fed, outs = [], []
-        for i in range(16):
+        for i in range(40):
             url = (self.n1, self.n2)[i % 2]
             t = self.tokens(self.rng.randint(1, 4))
             st, b = step(url, sid, t)

@@ -6,9 +6,11 @@ on loopback (tools/cluster), requests sent to the nodes directly.
   single-node replay of the inputs up to that count; right after the kill (lease not lapsed)
   n2 answers 503 naming n1 at once: a dead holder has no hand-over listener. Sessions killed
   right after a step resume no later than they were, never ahead.
-- Fencing: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and stepped
-  again: its write is refused and it drops the session, and the stored record keeps n2's
-  steps (never back in time); n1's next request has n2 hand it over, at n2's step count.
+- Confirmation: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and
+  asked for a step: it checks the session against the record first (its lease lapsed),
+  drops its stale copy and has n2 hand the session over, at n2's step count, bitwise; the
+  record never goes back. (The fence refusing a stale write: acceptance 5,
+  tests/test_cluster_accept.py.)
 - Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
   "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
   the record.
@@ -80,28 +82,24 @@ class ClusterStore(TwoNodes):
             wait_for("n2's write", lambda: self.c.record_steps(sid) == 9, 2)
         finally:
             self.c.tool("resume", "n1")
-        # n1 still believes it holds the session: its reply comes from memory, its write is
-        # refused by the fence and it lets the session go
-        st, b = step(self.n1, sid, self.tokens(2))
+        # n1 still holds a copy at 5 steps, but its lease lapsed while paused: it confirms
+        # the session against the record before serving it, finds n2 there, drops its copy
+        # and has n2 hand the session back; never served from the stale copy
+        more2 = self.tokens(2)
+        st, b = step(self.n1, sid, more2)
         self.assertEqual(st, 200, b)
-        self.assertEqual(b["steps"], 7)
-        wait_for("n1 to drop the session", lambda: "event=session_moved" in self.c.log("n1"), 3)
-        time.sleep(4 * SYNC_MS / 1000)
-        self.assertEqual(self.c.record_steps(sid), 9, "the record never goes back in time")
-        self.assertIn("n2 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
-        # n2 continues from its own state, bitwise
-        more2 = self.tokens(3)
-        st, b = step(self.n2, sid, more2)
-        self.assertEqual(st, 200, b)
-        self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2)[9:])
-        wait_for("n2's second write", lambda: self.c.record_steps(sid) == 12, 2)
-        # n1's next request has n2 hand it over: n2's state, not n1's stale copy
-        more3 = self.tokens(2)
-        st, b = step(self.n1, sid, more3)
+        self.assertEqual(b["steps"], 11)
+        self.assertEqual(b["outputs"], replay(self.n1, toks + more + more2)[9:])
+        self.assertIn("event=session_moved", self.c.log("n1"))
+        self.assertIn("n1 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
+        wait_for("n1's write", lambda: self.c.record_steps(sid) == 11, 2)
+        # and n2 has it back, bitwise
+        more3 = self.tokens(3)
+        st, b = step(self.n2, sid, more3)
         self.assertEqual(st, 200, b)
         self.assertEqual(b["steps"], 14)
-        self.assertEqual(b["outputs"], replay(self.n1, toks + more + more2 + more3)[12:])
-        self.assertIn("n1 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
+        self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2 + more3)[11:])
+        wait_for("n2's write", lambda: self.c.record_steps(sid) == 14, 2)
 
     def test_redis_down_keeps_owned_sessions(self):
         sid = create(self.n1)
