@@ -387,8 +387,17 @@ static void step_finish(rnnd_job *job)
     rnnd_step_job *j = &q->sj;
     rnnd_req *r = q->r;
     const rnnd_entry *e = entry_of(q->s);
+    rnnd_cluster *cl = rnnd_req_app(r)->cluster;
     if (j->done)
-        rnnd_sync_dirty(rnnd_req_app(r)->cluster, q->s);
+        rnnd_sync_dirty(cl, q->s);
+    if (j->done && j->outcome != RNND_STEP_FAILED && rnnd_sync_left(cl, q->s, j->steps)) {
+        /* queued behind a hand-over: it ran on the copy this node let go of */
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                         "the session moved to another node while this request waited; its "
+                         "steps were not kept; retry");
+        rnnd_req_complete(r);
+        return;
+    }
     switch (j->outcome) {
     case RNND_STEP_CONFLICT: {
         char msg[160];

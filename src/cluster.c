@@ -25,9 +25,18 @@ static struct timespec after_ms(int64_t ms)
     return ts;
 }
 
+/* The lease is surely ours until the lease store says (cluster.h: confirmation). */
+static void note_lease(rnnd_cluster *c)
+{
+    atomic_store(&c->lease_until_us, (long long)(rnnd_store_lease_until(c->lease) * 1e6));
+}
+
+void rnnd_cluster_lapsed(rnnd_cluster *c) { atomic_fetch_add(&c->lapses, 1); }
+
 /* The lease is ours: every store of this node names the same holder. */
 static void adopt(rnnd_cluster *c)
 {
+    note_lease(c);
     uint64_t inc = rnnd_store_incarnation(c->lease);
     rnnd_store_set_incarnation(c->req, inc);
     rnnd_store_set_incarnation(c->sync, inc);
@@ -47,6 +56,10 @@ static void lease_tick(rnnd_cluster *c)
         if (!rc)
             adopt(c);
     } else if ((rc = rnnd_store_renew(c->lease, err, sizeof err)) == RNND_ERR_CONFLICT) {
+        /* before the new lease's time is noted: a request never sees a fresh lease without
+         * the lapse that makes it confirm (paused past the lease: its sessions may be
+         * taken) */
+        rnnd_cluster_lapsed(c);
         atomic_fetch_add(&c->stats.renewal_failures, 1);
         char q[600];
         RNND_LOG(&c->app->log, RNND_LOG_WARN, "lease_lapsed", "node=%s msg=%s", c->node,
@@ -55,8 +68,12 @@ static void lease_tick(rnnd_cluster *c)
         if (rc == RNND_ERR_CONFLICT)
             RNND_LOG(&c->app->log, RNND_LOG_ERROR, "lease_lost", "node=%s msg=%s", c->node,
                      rnnd_log_quote(q, sizeof q, err));
+        else if (!rc)
+            note_lease(c);
     } else {
         atomic_fetch_add(rc ? &c->stats.renewal_failures : &c->stats.renewals, 1);
+        if (!rc)
+            note_lease(c);
     }
     rnnd_sync_note(c, rc, err);
 }
@@ -85,6 +102,7 @@ static void cluster_free(rnnd_cluster *c)
     rnnd_store_free(c->req);
     rnnd_store_free(c->lease);
     rnnd_store_free(c->sync);
+    rnnd_store_free(c->sub);
     for (size_t i = 0; i < c->n_dirty; i++)
         rnnd_session_unref(c->dirty[i]);
     free(c->dirty);
@@ -94,7 +112,7 @@ static void cluster_free(rnnd_cluster *c)
     free(c);
 }
 
-/* Ask both threads to stop and wait for them (again: nothing). */
+/* Ask the threads to stop and wait for them (again: nothing). */
 static void threads_stop(rnnd_cluster *c)
 {
     pthread_mutex_lock(&c->mu);
@@ -105,7 +123,9 @@ static void threads_stop(rnnd_cluster *c)
         pthread_join(c->lease_thread, NULL);
     if (c->sync_started)
         rnnd_sync_thread_stop(c);
-    c->lease_started = c->sync_started = 0;
+    if (c->handover_started)
+        rnnd_handover_thread_stop(c);
+    c->lease_started = c->sync_started = c->handover_started = 0;
 }
 
 int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
@@ -125,6 +145,8 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     pthread_cond_init(&c->cond, NULL);
     atomic_init(&c->registered, 0);
     atomic_init(&c->up, 0);
+    atomic_init(&c->lapses, 0);
+    atomic_init(&c->lease_until_us, 0);
     int rc = rnnd_store_node_name(cfg->node_name, c->node, err, errlen);
     rnnd_store_conf conf = {cfg->session_store, cfg->session_store_password_file, c->node,
                             cfg->lease_ms, 0};
@@ -135,6 +157,8 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
         rc = rnnd_store_open(&conf, &c->lease, NULL, err, errlen);
     if (!rc)
         rc = rnnd_store_open(&conf, &c->sync, NULL, err, errlen);
+    if (!rc)
+        rc = rnnd_store_open(&conf, &c->sub, NULL, err, errlen);
     if (rc) {
         cluster_free(c);
         return rc;
@@ -164,6 +188,12 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
         return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the write-behind thread");
     }
     c->sync_started = 1;
+    if (rnnd_handover_thread_start(c)) {
+        threads_stop(c);
+        cluster_free(c);
+        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "cannot start the hand-over thread");
+    }
+    c->handover_started = 1;
     app->cluster = c;
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster", "node=%s lease_ms=%lld store_sync_ms=%lld",
              c->node, (long long)c->lease_ms, (long long)c->sync_ms);

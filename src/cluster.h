@@ -5,17 +5,24 @@
  * The jobs, one file each: cluster.c starts and stops it (the stores, the node lease and its
  * renewal thread, readiness); store_sync.c writes sessions to Redis (at once on create, reset,
  * import, delete; behind, from its own thread, after steps); cluster_take.c answers a request
- * for a session this node does not hold (takeover from Redis).
+ * for a session this node does not hold (takeover from Redis, or hand-over from its live
+ * holder); cluster_handover.c gives this node's sessions to the nodes that ask for them.
  *
- * Threads and stores: a store (rnnd/store.h) is one connection under one mutex. Three are
- * opened: REQ for request handlers and session jobs, LEASE for the lease thread, SYNC for the
- * write-behind thread, so that neither background thread waits behind a request's round trip
- * nor a request behind theirs. All three name the same holder "NAME INCARNATION".
+ * Threads and stores: a store (rnnd/store.h) is one connection under one mutex. Four are
+ * opened: REQ for request handlers and session jobs (hand-over writes included), LEASE for the
+ * lease thread, SYNC for the write-behind thread, so that neither background thread waits
+ * behind a request's round trip nor a request behind theirs, and SUB, subscribed to this
+ * node's hand-over channel, used by the hand-over thread alone. All name the same holder
+ * "NAME INCARNATION".
  *
  * Lock order: take_mu (one takeover at a time on this node), then the session table's locks
  * (stripe, session, accounting: session.h), then mu; every store's mutex is a leaf below all
  * of them. mu is never held across a store call or a session table call; take_mu is (a
- * takeover's acquisition and the session's creation happen as one step). */
+ * takeover's acquisition and the session's creation happen as one step), but never while a
+ * request waits for a hand-over (between its acquisitions it holds no lock). The hand-over
+ * thread holds no lock of the cluster's while it listens (only SUB's mutex), and its job on a
+ * session runs as every job does, with no lock held, taking REQ's mutex for its write and mu
+ * for the slot, one after the other. */
 #ifndef RNND_CLUSTER_H
 #define RNND_CLUSTER_H
 
@@ -37,6 +44,13 @@ typedef struct rnnd_sync_slot {
     uint64_t seq;   /* the record's seq after our last write (a take's cached copy) */
     int held;       /* 0: created here and left free for the node its id hashes to */
     int dirty;      /* in the dirty list, waiting for the write-behind thread */
+    /* once not held (handed over, or dropped after a refused write): the step count the node
+     * let it go at; a step that ends past it ran on a copy nobody keeps */
+    uint64_t gone_steps;
+    unsigned confirmed; /* rnnd_cluster.lapses when the hold was last taken or confirmed */
+    /* a hand-over's write is under way: once Redis has it the asker may take the session
+     * before this node dropped its copy, so a request here waits for the drop */
+    int giving;
 } rnnd_sync_slot;
 
 /* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
@@ -51,11 +65,12 @@ typedef struct rnnd_cluster_stats {
     atomic_uint_least64_t write_failures[3]; /* unreachable, refused (fenced), error */
     atomic_uint_least64_t rounds[RNND_CW_BUCKETS], round_us;
     atomic_uint_least64_t renewals, renewal_failures;
+    atomic_uint_least64_t handovers[2]; /* given to another node, taken from one */
 } rnnd_cluster_stats;
 
 typedef struct rnnd_cluster {
     struct rnnd_app *app;
-    rnnd_store *req, *lease, *sync; /* see the top */
+    rnnd_store *req, *lease, *sync, *sub; /* see the top */
     char node[RNND_STORE_NAME_MAX + 1];
     int64_t lease_ms, sync_ms, tombstone_ms;
     pthread_mutex_t take_mu;
@@ -68,11 +83,18 @@ typedef struct rnnd_cluster {
     /* write-through (sync_ms 0): step requests whose reply waits for the next round's end */
     struct rnnd_sync_waiter *waiters;
     size_t outstanding; /* write-behind jobs submitted, not yet written */
-    pthread_t lease_thread, sync_thread;
-    int lease_started, sync_started;
+    pthread_t lease_thread, sync_thread, handover_thread;
+    int lease_started, sync_started, handover_started;
+    size_t giving;         /* hand-over jobs queued on sessions, not yet finished */
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
     atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* confirmation (cluster_take.c): every lapse of the node lease seen raises LAPSES, and a
+     * held session whose slot has not confirmed since, or any held session past
+     * LEASE_UNTIL_US (monotonic µs, the lease store's lease_until), is checked against its
+     * record before a request is served from it */
+    atomic_uint lapses;
+    atomic_llong lease_until_us;
     /* drain (cluster_drain.c), under mu: the POST /v1/admin/drain waiting for its counts */
     struct rnnd_req *drain_req;
     int drained; /* every session written and released, the lease dropped */
@@ -91,6 +113,9 @@ int rnnd_cluster_start(struct rnnd_app *app, char *err, size_t errlen);
  * written exactly and released, the node lease dropped, everything freed. Returns how many
  * sessions could not be written (Redis down): 0 is a clean stop. NULL cluster: 0. */
 size_t rnnd_cluster_stop(struct rnnd_app *app);
+/* The node lease lapsed (a renewal or an acquisition found it gone): every held session is
+ * confirmed before it is served again. */
+void rnnd_cluster_lapsed(rnnd_cluster *c);
 /* Readiness: 0 until the node lease was first taken (a node without a lease can neither
  * create nor take sessions), else 1; *UP whether Redis answered the last call. */
 int rnnd_cluster_ready(rnnd_cluster *c, int *up);
@@ -129,6 +154,28 @@ void rnnd_sync_thread_stop(rnnd_cluster *c);
 /* Write every held session exactly and release it (nothing else may run). Returns how many
  * failed; *WRITTEN (may be NULL) how many were written and released. */
 size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written);
+
+/* From S's head job: write S's exact state and step count with release = 1 and drop S from
+ * this node (a hand-over: the asking node takes it next). Returns 0 (given), 1 (not held
+ * here: nothing done), RNND_ERR_CONFLICT (it had moved: dropped), RNND_ERR_IO. */
+int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
+/* Whether a step that brought S to STEPS ran after S left this node (handed over or
+ * dropped): its reply must not claim steps that no record holds. NULL cluster: 0. */
+int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps);
+
+/* ---- cluster_handover.c ---- */
+
+/* The hand-over thread: listens on this node's channel and queues, on each session asked
+ * for that this node holds, a job (after the requests already queued) that gives it
+ * (rnnd_sync_give). Stopped by c->stop with the other threads (rnnd_handover_thread_stop
+ * waits for the jobs it queued). */
+int rnnd_handover_thread_start(rnnd_cluster *c);
+void rnnd_handover_thread_stop(rnnd_cluster *c);
+/* Ask the live HOLDER of ID to hand it over (its channel). Returns 0 when someone listens
+ * there, RNND_ERR_BUSY when nobody does (the holder died or lost Redis: only its lease
+ * lapsing frees the session), RNND_ERR_IO (Redis) with ERR. */
+int rnnd_handover_ask(rnnd_cluster *c, const char *holder, const char *id, char *err,
+                      size_t errlen);
 
 /* ---- cluster_drain.c ---- */
 

@@ -123,6 +123,16 @@ void rnnd_cluster_metrics(rnnd_cluster *c, rnnd_buf *out)
                     "rnnd_session_takeovers_total{from=\"dead\"} %llu\n",
                     (unsigned long long)atomic_load(&st->takeovers[0]),
                     (unsigned long long)atomic_load(&st->takeovers[1]));
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_session_handovers_total Sessions handed over between live "
+                  "nodes: given (this node wrote and released one another node asked for) or "
+                  "taken (this node asked its holder and took it).\n"
+                  "# TYPE rnnd_session_handovers_total counter\n");
+    rnnd_buf_printf(out,
+                    "rnnd_session_handovers_total{direction=\"given\"} %llu\n"
+                    "rnnd_session_handovers_total{direction=\"taken\"} %llu\n",
+                    (unsigned long long)atomic_load(&st->handovers[0]),
+                    (unsigned long long)atomic_load(&st->handovers[1]));
     counter(out, "rnnd_lease_renewals_total", "Renewals of this node's lease.",
             atomic_load(&st->renewals));
     counter(out, "rnnd_lease_renewal_failures_total",

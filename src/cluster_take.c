@@ -1,11 +1,12 @@
 /* A request for a session this node does not hold, in cluster mode (cluster.h; docs/cluster.md,
  * "Takeover, hand-over, redirect"): acquire its record in Redis and continue from the stored
- * state and step count. A session held by a live node answers 503 naming the holder (the
- * hand-over the design chose is not built yet); the client's retry, or the node's lease
- * lapsing, moves it. */
+ * state and step count. A session held by a live node is asked for (cluster_handover.c) and
+ * acquired again once its holder released it, or its lease lapsed: the request waits at most
+ * lease_ms + 1 s, then answers 503 naming the holder. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api.h"
 #include "cluster.h"
@@ -30,7 +31,7 @@ static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *
 
 /* Make the session of the record A (just acquired at A->epoch) on this node. Returns it (one
  * reference) or NULL, replied. */
-static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a)
+static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a, unsigned lapses)
 {
     rnnd_app *app = c->app;
     const char *id = rnnd_req_param(r, 0);
@@ -88,6 +89,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
         slot->epoch = a->epoch;
         slot->seq = rec.seq;
         slot->held = 1;
+        slot->confirmed = lapses;
         rnnd_session_set_sync(s, slot);
         atomic_fetch_add(&c->stats.takeovers[a->from_dead ? 1 : 0], 1);
         RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
@@ -99,8 +101,9 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
 }
 
 /* Acquire the id of R for this node (CACHED: the local copy S, not held, or NULL) and return
- * the session to serve, one reference, or NULL (replied). Holds take_mu. */
-static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cached)
+ * the session to serve, one reference, or NULL: replied, or, held by a live node, HOLDER
+ * (RNND_STORE_HOLDER_MAX + 1 bytes) names it, not replied. Holds take_mu. */
+static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cached, char *holder)
 {
     const char *id = rnnd_req_param(r, 0);
     rnnd_sync_slot *slot = cached ? rnnd_session_sync(cached) : NULL;
@@ -112,8 +115,11 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     }
     rnnd_store_acq a;
     char err[512] = "";
+    unsigned lapses = atomic_load(&c->lapses);
     int rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
     if (rc == RNND_ERR_CONFLICT) { /* our lease lapsed: take it again, then retry once */
+        rnnd_cluster_lapsed(c);
+        lapses = atomic_load(&c->lapses);
         rc = rnnd_store_reregister(c->lease, err, sizeof err);
         if (!rc)
             rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
@@ -123,7 +129,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     if (rc) {
         reply_unavailable(r, rc, err, NULL);
     } else if (a.kind == RNND_STORE_ACQ_HELD) {
-        reply_unavailable(r, 0, err, a.holder);
+        snprintf(holder, RNND_STORE_HOLDER_MAX + 1, "%s", a.holder);
     } else if (a.kind == RNND_STORE_ACQ_MISSING) {
         if (cached)
             rnnd_session_remove(c->app->sessions, id);
@@ -136,6 +142,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         pthread_mutex_lock(&c->mu);
         slot->epoch = a.epoch;
         slot->held = 1;
+        slot->confirmed = lapses;
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_add(&c->stats.takeovers[a.from_dead ? 1 : 0], 1);
         s = rnnd_session_ref(cached);
@@ -143,7 +150,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         if (cached) /* changed elsewhere since: the record wins */
             rnnd_session_remove(c->app->sessions, id);
         if (a.kind == RNND_STORE_ACQ_TAKEN)
-            s = from_record(r, c, &a);
+            s = from_record(r, c, &a, lapses);
         else
             rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session's record changed; retry");
     }
@@ -151,16 +158,153 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
     return s;
 }
 
-/* Whether S (found in the table) is held here: a session without a slot is this node's own. */
+/* Whether S (found in the table) is held here, and not being handed over: a session
+ * without a slot is this node's own. */
 static int held_here(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!slot)
         return 1;
     pthread_mutex_lock(&c->mu);
-    int held = slot->held;
+    int held = slot->held && !slot->giving;
     pthread_mutex_unlock(&c->mu);
     return held;
+}
+
+/* Whether S's hand-over to another node is under way (its copy about to be dropped). */
+static int giving(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int g = slot->giving;
+    pthread_mutex_unlock(&c->mu);
+    return g;
+}
+
+/* Whether S, held here, must be confirmed before it is served: the node lease lapsed since
+ * its hold was last confirmed, or it is past the time the lease is surely ours (a pause).
+ * While Redis is down nobody can take it (taking needs Redis): served from memory. */
+static int needs_confirm(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!slot || !atomic_load(&c->up))
+        return 0;
+    unsigned lapses = atomic_load(&c->lapses);
+    pthread_mutex_lock(&c->mu);
+    int stale = slot->held && slot->confirmed != lapses;
+    pthread_mutex_unlock(&c->mu);
+    return stale || rnnd_mono_s() * 1e6 > (double)atomic_load(&c->lease_until_us);
+}
+
+/* Check that the record still names this node at S's epoch. Returns 1 when it does (or
+ * Redis could not say: served from memory, as while Redis is down), 0 when the session was
+ * taken or deleted elsewhere: S is then dropped from this node. */
+static int confirm(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    unsigned lapses = atomic_load(&c->lapses);
+    rnnd_store_acq a;
+    char err[512] = "", me[RNND_STORE_HOLDER_MAX + 1];
+    int rc = rnnd_store_load(c->req, rnnd_session_id(s), &a, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc)
+        return 1;
+    rnnd_store_holder(c->req, me);
+    char holder[RNND_STORE_HOLDER_MAX + 1] = "", epoch[24] = "";
+    for (size_t i = 0; a.kind == RNND_STORE_ACQ_TAKEN && i < a.n; i++) {
+        if (!strcmp(a.kv[i].name, "holder"))
+            snprintf(holder, sizeof holder, "%.*s", (int)a.kv[i].len, a.kv[i].val);
+        else if (!strcmp(a.kv[i].name, "epoch"))
+            snprintf(epoch, sizeof epoch, "%.*s", (int)a.kv[i].len, a.kv[i].val);
+    }
+    rnnd_store_acq_free(&a);
+    char mine[24];
+    pthread_mutex_lock(&c->mu);
+    snprintf(mine, sizeof mine, "%llu", (unsigned long long)slot->epoch);
+    int ours = slot->held && !strcmp(holder, me) && !strcmp(epoch, mine);
+    if (ours)
+        slot->confirmed = lapses;
+    pthread_mutex_unlock(&c->mu);
+    if (!ours)
+        rnnd_sync_drop(c, s);
+    return ours;
+}
+
+/* One acquisition of R's id (under take_mu): a rnnd_lookup value with *S, -1 (replied),
+ * -2 when a live node holds it (HOLDER), or -3 while this node hands it over (wait: the
+ * record may already name the asker, and acquiring now would fence the hand-over's
+ * write). */
+static int take_once(rnnd_req *r, rnnd_cluster *c, rnnd_session **s, char *holder)
+{
+    rnnd_app *app = c->app;
+    const char *id = rnnd_req_param(r, 0);
+    holder[0] = '\0';
+    /* one take at a time: looked up again under take_mu, another request may have taken it
+     * meanwhile */
+    pthread_mutex_lock(&c->take_mu);
+    int why = rnnd_session_get(app->sessions, id, s);
+    if (why == RNND_SESSION_FOUND && giving(c, *s)) {
+        rnnd_session_unref(*s);
+        *s = NULL;
+        why = -3;
+    } else if (why == RNND_SESSION_FOUND && !held_here(c, *s)) {
+        rnnd_session *t = take_locked(r, c, *s, holder);
+        rnnd_session_unref(*s);
+        *s = t;
+        why = t ? RNND_SESSION_FOUND : -1;
+    } else if (why == RNND_SESSION_MISSING) {
+        *s = take_locked(r, c, NULL, holder);
+        why = *s ? RNND_SESSION_FOUND : -1;
+    }
+    pthread_mutex_unlock(&c->take_mu);
+    return why == -1 && holder[0] ? -2 : why;
+}
+
+/* R's id is not held here: take it, asking its live holder to hand it over and acquiring
+ * again until it is released, or its holder's lease lapses, at most lease_ms + 1 s (the
+ * request's thread waits, holding no lock). Returns a rnnd_lookup value with *S, or -1
+ * (replied). */
+static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
+{
+    const char *id = rnnd_req_param(r, 0);
+    char holder[RNND_STORE_HOLDER_MAX + 1];
+    double t0 = rnnd_mono_s(), asked = -1.0;
+    double until = t0 + (double)(c->lease_ms + 1000) / 1000.0;
+    long pause_us = 200;
+    for (;;) {
+        int why = take_once(r, c, s, holder);
+        if (why != -2 && why != -3) {
+            if (why == RNND_SESSION_FOUND && asked >= 0.0)
+                atomic_fetch_add(&c->stats.handovers[1], 1);
+            return why;
+        }
+        double now = rnnd_mono_s();
+        if (now >= until) {
+            if (why == -3)
+                rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                                 "the session is being handed to another node; retry");
+            else
+                reply_unavailable(r, 0, "", holder);
+            return -1;
+        }
+        /* asked again every 250 ms: a request published while the holder's listener
+         * reconnected is lost */
+        if (why == -2 && (asked < 0.0 || now - asked >= 0.25)) {
+            char err[512] = "";
+            int rc = rnnd_handover_ask(c, holder, id, err, sizeof err);
+            if (rc) { /* nobody listens (dead: only its lease lapsing frees it), or Redis down */
+                reply_unavailable(r, rc == RNND_ERR_BUSY ? 0 : rc, err,
+                                  rc == RNND_ERR_BUSY ? holder : NULL);
+                return -1;
+            }
+            asked = now;
+        }
+        struct timespec ts = {0, pause_us * 1000L};
+        nanosleep(&ts, NULL);
+        pause_us = pause_us < 20000 ? 2 * pause_us : 20000;
+    }
 }
 
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
@@ -177,7 +321,9 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
     rnnd_session *s = NULL;
     int why = rnnd_session_get(app->sessions, id, &s);
     /* the common case, a session held here, takes no lock of the cluster's but mu */
-    if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
+    if (why == RNND_SESSION_FOUND &&
+        (!held_here(c, s) || (needs_confirm(c, s) && !confirm(c, s)))) {
+        /* not ours, or no longer: taken while this node was paused or cut off */
         rnnd_session_unref(s);
         s = NULL;
         why = RNND_SESSION_MISSING;
@@ -188,22 +334,8 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
                          "will)");
         return NULL;
     }
-    if (why == RNND_SESSION_MISSING) {
-        /* one take at a time: looked up again under take_mu, another request may have
-         * taken it meanwhile */
-        pthread_mutex_lock(&c->take_mu);
-        why = rnnd_session_get(app->sessions, id, &s);
-        if (why == RNND_SESSION_FOUND && !held_here(c, s)) {
-            rnnd_session *t = take_locked(r, c, s);
-            rnnd_session_unref(s);
-            s = t;
-            why = s ? RNND_SESSION_FOUND : -1;
-        } else if (why == RNND_SESSION_MISSING) {
-            s = take_locked(r, c, NULL);
-            why = s ? RNND_SESSION_FOUND : -1;
-        }
-        pthread_mutex_unlock(&c->take_mu);
-    }
+    if (why == RNND_SESSION_MISSING)
+        why = take_or_ask(r, c, &s);
     if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
         rnnd_session_unref(s);
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);

@@ -27,6 +27,7 @@ struct rnnd_store {
     uint64_t inc;       /* incarnation, 0 before register */
     double lease_until; /* monotonic seconds */
     char sha[S_COUNT][41];
+    int subscribed; /* store_pubsub.c: C listens on the node's hand-over channel */
 };
 
 /* EVALSHA script I with NKEYS KEYS and NARGS ARGS (ARG_LENS: their lengths, NULL: strings),

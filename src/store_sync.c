@@ -184,14 +184,22 @@ static void complete_waiters(struct rnnd_sync_waiter *w)
     }
 }
 
-void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
+/* S is no longer held here, at its step count now (the head job's, or the last one's). */
+static void let_go(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
-    if (slot) {
-        pthread_mutex_lock(&c->mu);
-        slot->held = 0;
-        pthread_mutex_unlock(&c->mu);
-    }
+    if (!slot)
+        return;
+    uint64_t steps = rnnd_session_steps(s); /* the session's lock: not under mu */
+    pthread_mutex_lock(&c->mu);
+    slot->held = 0;
+    slot->gone_steps = steps;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s)
+{
+    let_go(c, s);
     rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
     RNND_LOG(&c->app->log, RNND_LOG_INFO, "session_moved", "node=%s", c->node);
 }
@@ -216,9 +224,9 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
     if (!rc) {
         pthread_mutex_lock(&c->mu);
         slot->seq = seq;
-        if (release)
-            slot->held = 0;
         pthread_mutex_unlock(&c->mu);
+        if (release)
+            let_go(c, s);
     } else if (rc == 1) {
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "the session's record is gone from the store (deleted elsewhere)");
@@ -229,6 +237,7 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
 /* Whether S is held here, and at which epoch. */
 static int held_epoch(rnnd_cluster *c, rnnd_session *s, uint64_t *epoch)
 {
+    *epoch = 0;
     rnnd_sync_slot *slot = rnnd_session_sync(s);
     if (!slot)
         return 0;
@@ -239,12 +248,23 @@ static int held_epoch(rnnd_cluster *c, rnnd_session *s, uint64_t *epoch)
     return held;
 }
 
+/* A request queued on S before S left this node (handed over, or dropped) must not change
+ * the copy left here: 503, so that its retry reaches S where it is. */
+static int moved(char *err, size_t errlen)
+{
+    return rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
+                     "the session moved to another node while this request waited; nothing "
+                     "was changed; retry");
+}
+
 int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
                         char *err, size_t errlen)
 {
     uint64_t epoch;
-    if (!c || !held_epoch(c, s, &epoch))
+    if (!c || !rnnd_session_sync(s))
         return 0;
+    if (!held_epoch(c, s, &epoch))
+        return moved(err, errlen);
     rnnd_store_fields f;
     memset(&f, 0, sizeof f);
     int rc = encode(c, s, state, steps, &f, err, errlen);
@@ -259,8 +279,10 @@ int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, ui
 int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
 {
     uint64_t epoch;
-    if (!c || !held_epoch(c, s, &epoch))
+    if (!c || !rnnd_session_sync(s))
         return 0;
+    if (!held_epoch(c, s, &epoch))
+        return moved(err, errlen);
     double t0 = rnnd_mono_s();
     int rc = rnnd_store_delete(c->req, rnnd_session_id(s), epoch, err, errlen);
     rnnd_cluster_count_round(c, t0);
@@ -271,6 +293,42 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
     if (rc == RNND_ERR_CONFLICT)
         rnnd_sync_drop(c, s);
     return rc;
+}
+
+int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
+{
+    uint64_t epoch;
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    if (!held_epoch(c, s, &epoch))
+        return 1;
+    pthread_mutex_lock(&c->mu);
+    slot->giving = 1;
+    pthread_mutex_unlock(&c->mu);
+    rnnd_store_fields f;
+    memset(&f, 0, sizeof f);
+    int rc = encode(c, s, rnnd_session_state(s), rnnd_session_steps(s), &f, err, errlen);
+    if (!rc)
+        rc = fenced_write(c, c->req, s, epoch, 1, &f, err, errlen);
+    rnnd_store_fields_free(&f);
+    if (!rc)
+        rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
+    else if (rc == RNND_ERR_CONFLICT)
+        rnnd_sync_drop(c, s);
+    pthread_mutex_lock(&c->mu);
+    slot->giving = 0; /* gone from the table, or still held (Redis down) */
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps)
+{
+    rnnd_sync_slot *slot = c ? rnnd_session_sync(s) : NULL;
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int left = !slot->held && steps > slot->gone_steps;
+    pthread_mutex_unlock(&c->mu);
+    return left;
 }
 
 /* ---- the write-behind thread --------------------------------------------------------------- */

@@ -488,6 +488,7 @@ END_TEST
 /* ---- against Redis ------------------------------------------------------------------------ */
 
 #define ID1 "0123456789abcdef0123456789abcdef"
+#define ID2 "fedcba9876543210fedcba9876543210"
 
 /* Create ID1 with a record of M (state ST) through S. */
 static void create(rnnd_store *s, const rnnd_model *m, const float *st)
@@ -1072,6 +1073,57 @@ START_TEST(test_down)
 }
 END_TEST
 
+/* ---- the hand-over channel ----------------------------------------------------------------- */
+
+START_TEST(test_handover_channel)
+{
+    redis_start(redis_port, NULL);
+    rnnd_store *b = open_node("b", 5000, NULL);
+    rnnd_store_conf conf = {url, NULL, "a", 5000, 1000};
+    rnnd_store *sub;
+    int up = 0;
+    char err[256] = "", id[RNND_STORE_ID_LEN + 1], from[RNND_STORE_NAME_MAX + 1];
+    ck_assert_int_eq(rnnd_store_open(&conf, &sub, &up, err, sizeof err), 0);
+    long long n = -1;
+    /* nobody listens yet: the asker learns it */
+    ck_assert_int_eq(rnnd_store_handover_ask(b, "a 1", ID1, &n, err, sizeof err), 0);
+    ck_assert_int_eq(n, 0);
+    /* the first read subscribes; nothing has come */
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 50, id, from, err, sizeof err), 1);
+    ck_assert_int_eq(rnnd_store_handover_ask(b, "a 1", ID1, &n, err, sizeof err), 0);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), 0);
+    ck_assert_str_eq(id, ID1);
+    ck_assert_str_eq(from, "b");
+    /* two requests, both delivered, in order */
+    ck_assert_int_eq(rnnd_store_handover_ask(b, "a", ID2, &n, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_handover_ask(b, "a 7", ID1, &n, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), 0);
+    ck_assert_str_eq(id, ID2);
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), 0);
+    ck_assert_str_eq(id, ID1);
+    /* a malformed message is skipped; a bad id or holder is refused before it is sent */
+    freeReplyObject(raw("PUBLISH rnnd:handover:a %s", "not-an-id b"));
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), 1);
+    ck_assert_int_eq(rnnd_store_handover_ask(b, "a 1", "0123", &n, err, sizeof err),
+                     RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_store_handover_ask(b, " 1", ID1, &n, err, sizeof err), RNND_ERR_INVALID);
+    /* Redis restarts: the listener reports it, then subscribes again */
+    redis_kill();
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), RNND_ERR_IO);
+    redis_start(redis_port, NULL);
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 50, id, from, err, sizeof err), 1);
+    /* the asker's old connection fails once (dropped), the next call connects */
+    if (rnnd_store_handover_ask(b, "a 1", ID2, &n, err, sizeof err) == RNND_ERR_IO)
+        ck_assert_msg(rnnd_store_handover_ask(b, "a 1", ID2, &n, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(rnnd_store_handover_next(sub, 2000, id, from, err, sizeof err), 0);
+    ck_assert_str_eq(id, ID2);
+    rnnd_store_free(sub);
+    rnnd_store_free(b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("store");
@@ -1091,6 +1143,7 @@ int main(void)
     tcase_add_test(redis, test_auth);
     tcase_add_test(redis, test_select);
     tcase_add_test(redis, test_down);
+    tcase_add_test(redis, test_handover_channel);
     suite_add_tcase(s, redis);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -3,11 +3,14 @@ on loopback (tools/cluster), requests sent to the nodes directly.
 
 - Takeover: sessions created and stepped on n1, then n1 SIGKILLed: after its lease lapses n2
   serves them from the stored state and step count, and its outputs are bitwise equal to a
-  single-node replay of the inputs up to that count; while n1 lived, n2 answered 503 naming
-  it. Sessions killed right after a step resume no later than they were, never ahead.
-- Fencing: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and stepped
-  again: its write is refused, it drops the session and answers 503 naming n2, and the
-  stored record keeps n2's steps (never back in time); n1 cannot delete it either.
+  single-node replay of the inputs up to that count; right after the kill (lease not lapsed)
+  n2 answers 503 naming n1 at once: a dead holder has no hand-over listener. Sessions killed
+  right after a step resume no later than they were, never ahead.
+- Confirmation: n1 paused past its lease, n2 takes a session and steps it; n1 resumed and
+  asked for a step: it checks the session against the record first (its lease lapsed),
+  drops its stale copy and has n2 hand the session over, at n2's step count, bitwise; the
+  record never goes back. (The fence refusing a stale write: acceptance 5,
+  tests/test_cluster_accept.py.)
 - Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
   "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
   the record.
@@ -34,20 +37,21 @@ class ClusterStore(TwoNodes):
         time.sleep(4 * SYNC_MS / 1000)
         for sid in quiet:
             self.assertEqual(self.c.record_steps(sid), len(fed[sid]))
-        # n1 holds them and lives: n2 names it
-        st, b = step(self.n2, quiet[0], [1])
-        self.assertEqual(st, 503, b)
-        self.assertIn("n1", b["error"]["message"])
+        for sid in fed:  # n1 holds them
+            self.assertTrue(self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder")
+                            .startswith("n1 "))
         for sid in list(fed)[4:]:
             t = self.tokens(7)
             self.assertEqual(step(self.n1, sid, t)[0], 200)
             fed[sid] += t
         self.c.tool("kill", "n1")
         killed = time.monotonic()
-        # until the lease lapses n2 still sees a live holder; then it takes each session
+        # until the lease lapses n2 still sees a live holder, which cannot hand it over;
+        # then it takes each session
         st, b = step(self.n2, quiet[1], [1])
         if time.monotonic() - killed < LEASE_MS / 1000 * 0.8:
             self.assertEqual(st, 503, b)
+            self.assertIn("n1", b["error"]["message"])
         time.sleep(LEASE_MS / 1000 + 0.2)
         for sid, toks in fed.items():
             st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
@@ -78,30 +82,24 @@ class ClusterStore(TwoNodes):
             wait_for("n2's write", lambda: self.c.record_steps(sid) == 9, 2)
         finally:
             self.c.tool("resume", "n1")
-        # n1 still believes it holds the session: its reply comes from memory, its write is
-        # refused by the fence and it lets the session go
-        st, b = step(self.n1, sid, self.tokens(2))
+        # n1 still holds a copy at 5 steps, but its lease lapsed while paused: it confirms
+        # the session against the record before serving it, finds n2 there, drops its copy
+        # and has n2 hand the session back; never served from the stale copy
+        more2 = self.tokens(2)
+        st, b = step(self.n1, sid, more2)
         self.assertEqual(st, 200, b)
-        self.assertEqual(b["steps"], 7)
-
-        def moved():
-            st, b = request(self.n1, "GET", "/v1/sessions/" + sid)
-            return st == 503 and "n2" in b["error"]["message"]
-        wait_for("n1 to drop the session", moved, 3)
-        time.sleep(4 * SYNC_MS / 1000)
-        self.assertEqual(self.c.record_steps(sid), 9, "the record never goes back in time")
-        self.assertIn("n2 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
-        # n2 continues from its own state, bitwise
-        more2 = self.tokens(3)
-        st, b = step(self.n2, sid, more2)
+        self.assertEqual(b["steps"], 11)
+        self.assertEqual(b["outputs"], replay(self.n1, toks + more + more2)[9:])
+        self.assertIn("event=session_moved", self.c.log("n1"))
+        self.assertIn("n1 ", self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"))
+        wait_for("n1's write", lambda: self.c.record_steps(sid) == 11, 2)
+        # and n2 has it back, bitwise
+        more3 = self.tokens(3)
+        st, b = step(self.n2, sid, more3)
         self.assertEqual(st, 200, b)
-        self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2)[9:])
-        wait_for("n2's second write", lambda: self.c.record_steps(sid) == 12, 2)
-        # the stale node cannot delete it either: it answers 503 naming n2, the record stays
-        st, b = request(self.n1, "DELETE", "/v1/sessions/" + sid)
-        self.assertEqual(st, 503, b)
-        self.assertIn("n2", b["error"]["message"])
-        self.assertEqual(self.c.record_steps(sid), 12)
+        self.assertEqual(b["steps"], 14)
+        self.assertEqual(b["outputs"], replay(self.n2, toks + more + more2 + more3)[11:])
+        wait_for("n2's write", lambda: self.c.record_steps(sid) == 14, 2)
 
     def test_redis_down_keeps_owned_sessions(self):
         sid = create(self.n1)

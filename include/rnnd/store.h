@@ -266,4 +266,23 @@ int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, 
  * nothing: for listings and tests. Returns 0 or RNND_ERR_IO. */
 int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *err, size_t errlen);
 
+/* ---- hand-over requests between nodes (store_pubsub.c) -------------------------------------- */
+
+#define RNND_STORE_ID_LEN 32 /* a session id's hex digits */
+
+/* Ask the node HOLDER ("NAME INCARNATION" or "NAME") to hand ID over to this node: PUBLISH on
+ * rnnd:handover:NAME of "ID ME". *RECEIVERS gets how many listen there: 0 means the holder
+ * has no listener (dead: Redis closed its connection; or cut off from Redis), so that no
+ * hand-over will come. Returns 0, RNND_ERR_INVALID (a malformed id or name) or RNND_ERR_IO. */
+int rnnd_store_handover_ask(rnnd_store *s, const char *holder, const char *id, long long *receivers,
+                            char *err, size_t errlen);
+/* Listen on this node's channel (connecting and subscribing first, again after a failure),
+ * on a store used for nothing else: a subscribed connection takes no other command. Waits
+ * at most WAIT_MS for the next request. Returns 0 with ID (RNND_STORE_ID_LEN + 1 bytes) and
+ * FROM (the asking node's name, RNND_STORE_NAME_MAX + 1 bytes) filled; 1 when none came (or
+ * a malformed one, skipped); RNND_ERR_IO (the connection is dropped: requests published
+ * until the next call subscribes again are lost, so askers repeat theirs). */
+int rnnd_store_handover_next(rnnd_store *s, int wait_ms, char *id, char *from, char *err,
+                             size_t errlen);
+
 #endif
