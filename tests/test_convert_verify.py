@@ -677,10 +677,10 @@ class StateRecord(Case):
         rnnd_convert.from_module(one, tmp("state_one.rnnd"))
         rec = json.loads(metadata(tmp("state_one.rnnd"))["verification"])
         check(rec.get("initial_state_checked") is True, "one nn.GRU: checked: %r" % rec)
-        for verify in (True, False):
+        for checked in (True, False):
             try:
-                rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"), verify=verify)
-                check(False, "two modules, the first given h: refused (verify=%s)" % verify)
+                rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"), verify=checked)
+                check(False, "two modules, the first given h: refused (verify=%s)" % checked)
             except ConvertError as e:
                 check("starts module 'b' (GRU) from zeros" in str(e),
                       "two modules, the first given h: refused naming 'b': %s" % e)
