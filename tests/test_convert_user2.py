@@ -111,8 +111,10 @@ class UserCase(Case):
                 def fn():
                     return rnnd_convert.from_module(net, p)
             else:
-                mod = torch.jit.script(net) if door == "script" else \
-                    torch.jit.trace(net, example)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")     # torch's own TracerWarnings
+                    mod = torch.jit.script(net) if door == "script" else \
+                        torch.jit.trace(net, example)
                 mod.save(path("door.pt"))
 
                 def fn():
