@@ -657,16 +657,21 @@ class StateRecord(Case):
     def test_state_record(self):
         """V2: the pass from random initial states runs where the source's state maps to
         rnnd's (one nn.GRU's forward(x, h)); a torch module of several recurrent modules
-        gets none, and its record must not say initial_state_checked."""
+        whose forward(x, h=None) gives the first alone its state is refused, verified or
+        not (rnnd's state would start the second from a state the source never takes; user
+        finding U3: tests/test_convert_user2.py TestSeveralStates)."""
         torch.manual_seed(10)
         one = nn.GRU(3, 4, batch_first=True)
         rnnd_convert.from_module(one, tmp("state_one.rnnd"))
         rec = json.loads(metadata(tmp("state_one.rnnd"))["verification"])
         check(rec.get("initial_state_checked") is True, "one nn.GRU: checked: %r" % rec)
-        rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"))
-        rec = json.loads(metadata(tmp("state_two.rnnd"))["verification"])
-        check("initial_state_checked" not in rec,
-              "two modules: no initial_state_checked in the record: %r" % rec)
+        for checked in (True, False):
+            try:
+                rnnd_convert.from_module(TwoOptional(), tmp("state_two.rnnd"), verify=checked)
+                check(False, "two modules, the first given h: refused (verify=%s)" % checked)
+            except ConvertError as e:
+                check("starts module 'b' (GRU) from zeros" in str(e),
+                      "two modules, the first given h: refused naming 'b': %s" % e)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     head: None (the head forward() applies: one nn.Linear or an MLP of Linear, ReLU, Tanh,
     Sigmoid, GELU and LayerNorm; the one nn.Linear when forward() cannot be analysed), the
     nn.Linear (or its name) to use, or False.
-    norm: None (the softmax / log_softmax forward() applies; a softmax submodule's when
-    forward() cannot be scripted or traced), "none", "softmax", "log_softmax". name, vocab (a list of strings or a file), tokenizer ("char" | "byte"),
-    weights ("f32" | "bf16" | "f16": the weight matrices' stored type).
+    norm: None (the softmax / log_softmax forward() applies; for a module whose forward()
+    is not analysed, a bare recurrent module or a reference module, its nn.Softmax /
+    nn.LogSoftmax submodule's), "none", "softmax", "log_softmax". name, vocab (a list of
+    strings or a file), tokenizer ("char" | "byte"), weights ("f32" | "bf16" | "f16": the
+    weight matrices' stored type).
+    MODULE is converted as in eval mode (dropout off); one in train mode is converted so too,
+    with a warning on stderr.
     verify: run MODULE (eval mode, no gradients) and the converted model on the same random
     inputs and refuse when they differ (docs/convert.md "Verification"); the figures go into
     the file. verify=False skips it, for a module whose forward() cannot be called on one
@@ -39,7 +43,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .torch_reference import model_from_reference, reference_runner
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
-    from .torch_import import refuse_hooks
+    from .torch_import import refuse_hooks, warn_train_mode
     refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
     # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own layers
     model = model_from_reference(module, input=input, head=head, norm=norm)
@@ -49,12 +53,14 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
         runner = slstm_runner(module) if model is not None else None
     if model is None:
         model = model_from_module(module, input=input, head=head, norm=norm)
+    warn_train_mode(module)
     from .verify import metadata_value
     figures = None
     if verify:
         from .verify import verify as check
         figures = check(model, runner or source_runner(module, model.pool != "none",
-                                                       model.source_features),
+                                                       model.source_features,
+                                                       getattr(model, "source_states", None)),
                         "module", path)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]

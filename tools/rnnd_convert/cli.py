@@ -87,8 +87,9 @@ def load_model(path, fmt, weights=None, head=None):
     if fmt == "torchscript":
         from . import torch_import
         model, module = torch_import.load_torchscript(path, head=head)
-        return model, torch_import.source_runner(module, model.pool != "none",
-                                                 model.source_features), "torchscript"
+        run = torch_import.source_runner(module, model.pool != "none", model.source_features,
+                                         getattr(model, "source_states", None))
+        return model, run, "torchscript"
     from . import native
     return native.load(path, weights), None, "native"
 

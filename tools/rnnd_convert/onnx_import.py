@@ -771,6 +771,11 @@ class Importer:
             # h_n[-1] sliced at opset 9, or h.squeeze(0) of a one-direction layer's Y_h
             # (the torch door takes it too: user finding U2)
             one = ins[0].rows[0]
+        if op == "Reshape" and len(ins[0].rows) == 1 and self.rec_nd == 1 and \
+                self.one_row_reshape(ins[1]):
+            # h.view(-1, H), h.view(x.size(0), -1) of a one-layer, one-direction Y_h
+            # [1, B, H]: its one row, as the torch door reads it (user finding U4)
+            one = ins[0].rows[0]
         if one is not None:
             row = one
             if row not in last:
@@ -783,6 +788,25 @@ class Importer:
                 and [v.rows[0] for v in ins] == last:
             return self.final_data()
         return None
+
+    def one_row_reshape(self, target):
+        """Whether TARGET, a Reshape's shape, makes [batch, hidden] of one row of Y_h
+        ([1, batch, hidden]): [-1, H], or [batch, -1] / [batch, H] with the batch taken from
+        the data's shape. [0, -1] copies the row axis, 1, and is not it."""
+        if target is None:
+            return False
+        ent, _ = self.entries(target)
+        H = getattr(self.rec_atoms[1], "size", None)
+        if ent is None or len(ent) != 2 or H is None:
+            return False
+        first, second = ent
+
+        def is_int(e, v):
+            return isinstance(e, (int, np.integer)) and int(e) == v
+        if is_int(first, -1):
+            return is_int(second, H)
+        batch = first is self.batch or (isinstance(first, tuple) and first == (self.batch,))
+        return batch and (is_int(second, -1) or is_int(second, H))
 
     def final_data(self):
         dat, hat = self.rec_atoms
@@ -873,6 +897,8 @@ class Importer:
             if other is None or other.kind != CONST:
                 self.fail("the second operand is not a constant (only affine maps with "
                           "constant weights fold into rnnd's layers and head)")
+            if op in ("Gemm", "MatMul"):
+                x = self.layernorm_affine(x)
             if op == "Gemm":
                 return [self.gemm(node, x, ins)]
             return [self.affine_op(node, x, other, op.lower())]
@@ -1209,6 +1235,21 @@ class Importer:
         head.append(layer)
         st = self.new_stage(x)
         return x.but(stage=st, affine=None, head=head)
+
+    def layernorm_affine(self, x):
+        """X with a pending diagonal affine map (the Mul and Add torch exports after a
+        LayerNorm before opset 17, its weight and bias) moved into the layernorm it follows,
+        before a MatMul / Gemm composes with it: the model is then the one opset 17's
+        LayerNormalization gives, the same weights and parameter count (user finding U6)."""
+        head = list(x.head or [])
+        last = head[-1] if head else None
+        if x.affine is None or last is None or last["op"] != "layernorm" or last["affine"]:
+            return x
+        A, b = x.affine
+        if A.shape[0] != A.shape[1] or np.any(A - np.diag(np.diag(A))):
+            return x
+        head[-1] = dict(last, affine=True, W=f32(np.diag(A)), b=f32(b))
+        return x.but(affine=None, head=head)
 
     def _flush_affine(self, head, affine):
         """Append the affine map (A, b) to HEAD: into a layernorm just before it when A is

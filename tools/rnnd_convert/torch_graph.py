@@ -338,8 +338,8 @@ class Analysis:
         self.hn_width = None    # the width of its h_n rows, where the module says
         self.keepdim = {}       # a pooling with keepdim=True -> its time dim, to squeeze
 
-    def refuse(self, node, what=None):
-        advice = _advice(node.kind())
+    def refuse(self, node, what=None, advice=None):
+        advice = advice or _advice(node.kind())
         if self.cells and node.kind() not in ("prim::Loop",) + CELL_OPS:
             advice += "; " + CELL_LOOP      # the cell loop's own shape, as docs/convert.md
         raise ConvertError("forward() computes %s%s, which rnnd cannot serve: %s"
@@ -625,6 +625,17 @@ class Analysis:
             ok1, d1 = self.const(ins[2])
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
+            self.transposed = not self.transposed
+            if self.y_time is not None:
+                self.y_time = 1 - self.y_time
+            self.mark(out, r)
+        elif k == "aten::permute":
+            if not _swaps_batch_time(ins[1], r):
+                self.refuse(n, "aten::permute(%s)" % (_permute_dims(ins[1]),),
+                            advice="rnnd's layout changes are the swap of the batch and "
+                            "time axes alone, x.permute(1, 0, 2) or x.transpose(0, 1) (a "
+                            "time-major RNN's input and output): write that, or return the "
+                            "per-step output as [batch, time, features]")
             self.transposed = not self.transposed
             if self.y_time is not None:
                 self.y_time = 1 - self.y_time
@@ -1463,6 +1474,34 @@ def _cells_in(loop):
     return any(walk(b.nodes()) for b in loop.blocks())
 
 
+def _permute_dims(v):
+    """The constant dims of a permute (a list of constants, or one constant list), or
+    None."""
+    n = v.node()
+    if n.kind() == "prim::ListConstruct":
+        vals = [_const(d) for d in n.inputs()]
+        p = [d for ok, d in vals] if all(ok for ok, _ in vals) else None
+    else:
+        ok, p = _const(v)
+    if not isinstance(p, (list, tuple)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in p):
+        return None
+    return list(p)
+
+
+def _swaps_batch_time(dims, rank):
+    """Whether DIMS, a permute's dims for a tensor of RANK (None: unknown, then the list's
+    length), swaps axes 0 and 1 and keeps the rest: x.permute(1, 0, 2), the transpose(0, 1)
+    a time-major RNN needs (user finding U2)."""
+    p = _permute_dims(dims)
+    if p is None:
+        return False
+    r = len(p) if rank is None else rank
+    if len(p) != r or r < 2 or any(not -r <= d < r for d in p):
+        return False
+    return [d % r for d in p] == [1, 0] + list(range(2, r))
+
+
 def transposed_before(rec):
     """Whether the input of REC (a recurrent operator) is forward()'s input with its batch
     and time axes swapped: an odd number of transpose(0, 1) on the way from the graph input
@@ -1479,6 +1518,8 @@ def transposed_before(rec):
             dims = {_const(ins[1])[1], _const(ins[2])[1]}
             if dims == {0, 1} or dims == {-3, 1} or dims == {0, -2}:
                 swapped = not swapped
+        if k == "aten::permute" and _swaps_batch_time(ins[1], None):
+            swapped = not swapped
         v = ins[1] if k == "aten::embedding" else ins[0]
     return swapped
 

@@ -417,6 +417,8 @@ def model_from_module(module, input=None, head=None, norm=None):
                            % (analysis.counts["recurrent"], len(recs),
                               ", ".join(n or "<top>" for n, _, _ in recs)))
 
+    if gm is not None and analysis is not None:
+        model.source_states = _state_plan(gm, recs, label)
     if analysis is not None and analysis.pre is not None:
         _fold_pre(model, *analysis.pre)
     if analysis is not None and analysis.features_added:
@@ -597,6 +599,24 @@ def refuse_hooks(module):
                                % (name or "<top>", _type_name(m), found))
 
 
+def warn_train_mode(module):
+    """Say on stderr, in one line, that MODULE (or a submodule) is in train mode: it is
+    converted (and verified) as in eval mode, dropout off, which is what rnnd serves, where
+    calling it as it stands would apply dropout (user finding U5)."""
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        return
+    name = next((n for n, m in module.named_modules() if m.training), None)
+    if name is None:
+        return
+    import sys
+    sub = dict(module.named_modules())[name]
+    sys.stderr.write("rnnd-convert: warning: module '%s' (%s) is in train mode; it is "
+                     "converted as in eval mode (dropout off), which is what rnnd serves "
+                     "and what verification runs: call model.eval() before converting\n"
+                     % (name or "<top>", _type_name(sub)))
+
+
 _MAX_NORM = ("an nn.Embedding with max_norm (or F.embedding(..., max_norm=...)) renormalises "
              "the rows it looks up, changing its weight as it runs; rnnd looks rows up as "
              "they are: renormalise the weight once (with torch.no_grad(): "
@@ -764,12 +784,17 @@ def _check_cell_loop(gm, cells, label):
 def _zero_state(module, batch):
     """Zeros in the layout of the initial state its single recurrent module takes, for a
     forward(input, hidden) without a default: (h0, c0) for an LSTM, else h0."""
-    torch = _torch()
     recs = [m for _, m in module.named_modules()
             if _KINDS.get(_type_name(m)) in ("lstm", "gru", "rnn")]
     if len(recs) != 1:
         return None
-    m = recs[0]
+    return _module_zero_state(recs[0], batch)
+
+
+def _module_zero_state(m, batch):
+    """Zeros in the layout of the initial state the recurrent module M takes: (h0, c0) for
+    an LSTM, else h0."""
+    torch = _torch()
     # from the parameters: a traced module keeps them but not num_layers, hidden_size, ...
     p = dict(m.named_parameters(recurse=False))
     nd = 2 if "weight_ih_l0_reverse" in p else 1
@@ -802,8 +827,20 @@ def _state_from_flat(module, states):
     direction, h then an LSTM's c) as the state MODULE's single recurrent module takes:
     h [layers * directions, batch, out] and, for an LSTM, c [layers * directions, batch,
     hidden]; a tuple (h, c) for an LSTM, else h."""
+    return _flat_to_module(_zero_state(module, len(states)), states)
+
+
+def _state_floats(z):
+    """Floats per sequence of the zero state Z (h, or (h, c)) in rnnd's flat layout."""
+    h = z[0] if isinstance(z, tuple) else z
+    c = z[1] if isinstance(z, tuple) else None
+    return h.shape[0] * (h.shape[2] + (c.shape[2] if c is not None else 0))
+
+
+def _flat_to_module(z, states):
+    """STATES (one flat state per sequence, rnnd's layout) in the layout of Z, a recurrent
+    module's zero state (h, or (h, c) for an LSTM)."""
     torch = _torch()
-    z = _zero_state(module, len(states))
     h = z[0] if isinstance(z, tuple) else z
     c = z[1] if isinstance(z, tuple) else None
     n, P = h.shape[0], h.shape[2]
@@ -819,6 +856,117 @@ def _state_from_flat(module, states):
         return h
     c = torch.from_numpy(np.ascontiguousarray(per[:, :, P:].transpose(1, 0, 2))).to(c.dtype)
     return (h, c)
+
+
+def _state_plan(gm, recs, label):
+    """How forward()'s arguments after the input feed the recurrent modules' initial states:
+    [(module, h origin, c origin)] for RECS ((name, module, kind), in call order), an origin
+    being (argument position, tuple indices) as torch_graph's _state_origin gives it; None
+    when no module takes its state from an argument. Refused when some modules do and
+    others start from zeros, or an argument cannot be given from rnnd's state: rnnd's
+    initial state (infer's initial_state, a session's state) gives every layer's, so such a
+    model would start a layer from a state its source never takes (user finding U3)."""
+    from .torch_graph import RECURRENT_OPS, _module_path, _state_origin
+    try:
+        graph = gm.inlined_graph
+        nodes = _all_nodes(graph.nodes())
+    except Exception:
+        return None
+    inputs = list(graph.inputs())
+    found = {}
+    for n in nodes:
+        if n.kind() not in RECURRENT_OPS or n.inputsSize() < 3:
+            continue
+        hx = list(n.inputs())[1]
+        parts = list(hx.node().inputs()) if hx.node().kind() == "prim::ListConstruct" \
+            else [hx]
+        origins = tuple(_state_origin(p, inputs) for p in parts) + (None,)
+        found.setdefault(_module_path(list(n.inputs())[2]), set()).add(origins[:2])
+    plan, fed, zeros = [], False, []
+    for name, m, kind in recs:
+        seen = found.get(name, {(None, None)})
+        # `if h is None: rnn(x) else: rnn(x, h)`: the zeros side is the state rnnd starts
+        # from without one
+        given = {o for o in seen if o != (None, None)}
+        if len(given) > 1:
+            raise ConvertError("%s: forward() gives it its initial state from different "
+                               "arguments on different paths; rnnd maps one state to it"
+                               % label(name, m))
+        h, c = given.pop() if given else (None, None)
+        lstm = _type_name(m) == "LSTM"
+        if h is None or (lstm and c is None):
+            zeros.append(label(name, m))
+        else:
+            fed = True
+        plan.append((m, h, c if lstm else None))
+    if not fed:
+        return None
+    if zeros:
+        raise ConvertError(
+            "forward() passes its state argument to some recurrent modules but starts %s "
+            "from zeros: rnnd's initial state (infer's initial_state, a session's state) "
+            "gives every layer's state, so the converted model would start it from a state "
+            "the source never takes; give forward() every module's state (forward(x, h1=None, "
+            "h2=None), each passed to its module, h then c for an LSTM) or drop the argument"
+            % ", ".join(zeros))
+    used = [o for _, h, c in plan for o in (h, c) if o is not None]
+    if len(set(used)) != len(used):
+        raise ConvertError("forward() passes one state argument to two recurrent modules (or "
+                           "as both h and c); rnnd gives each layer its own state")
+    if _state_args(plan, [None] * len(plan)) is None:
+        raise ConvertError("forward()'s state arguments hold more than the recurrent "
+                           "modules' states; rnnd gives only those: pass each module its "
+                           "state (h, or (h, c) for an LSTM) and nothing else")
+    return plan
+
+
+def _state_args(plan, states):
+    """forward()'s arguments after the input, built from STATES (per module of PLAN, its
+    state h or (h, c) as it takes it; None: a placeholder), or None where the arguments
+    hold anything else (an element no module reads)."""
+    parts = {}
+    for (m, h, c), st in zip(plan, states):
+        hs, cs = (st if isinstance(st, tuple) else (st, None))
+        for origin, t in ((h, hs), (c, cs)):
+            if origin is not None:
+                parts.setdefault(origin[0], {})[origin[1]] = t
+    if not parts or sorted(parts) != list(range(2, 2 + len(parts))):
+        return None
+
+    def nest(items):
+        if () in items:
+            return items[()] if len(items) == 1 else _MISSING
+        n = max(p[0] for p in items) + 1
+        out = []
+        for i in range(n):
+            sub = {p[1:]: t for p, t in items.items() if p[0] == i}
+            out.append(nest(sub) if sub else _MISSING)
+        return _MISSING if any(o is _MISSING for o in out) else tuple(out)
+    args = tuple(nest(parts[k]) for k in sorted(parts))
+    return None if any(a is _MISSING for a in args) else args
+
+
+_MISSING = object()
+
+
+def _plan_args(plan, states):
+    """forward()'s state arguments for PLAN from STATES, one flat rnnd state per sequence:
+    each module's slice of it, in call order, in the layout that module takes."""
+    flat = np.asarray(states, dtype=np.float64)
+    o, per = 0, []
+    for m, _, _ in plan:
+        z = _module_zero_state(m, len(states))
+        n = _state_floats(z)
+        per.append(_flat_to_module(z, flat[:, o:o + n]))
+        o += n
+    if flat.shape[1] != o:
+        raise ConvertError("verification: the converted model's state has %d floats per "
+                           "sequence, the source's recurrent modules %d" % (flat.shape[1], o))
+    return _state_args(plan, per)
+
+
+def _plan_floats(plan):
+    return sum(_state_floats(_module_zero_state(m, 1)) for m, _, _ in plan)
 
 
 def _required_args(module):
@@ -978,16 +1126,19 @@ def _batch_first(module):
     return False
 
 
-def source_runner(module, pooled=False, features=True):
+def source_runner(module, pooled=False, features=True, states=None):
     """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output as a [B, T, out]
     float64 array, computed by torch in eval mode without gradients. The forward may return
     a tuple (its first element is the output), time- or batch-major per the recurrent
     module's batch_first, or the steps flattened to rows ([T*B, out] or [B*T, out]). POOLED
     (the model pools over the steps): the output is [B, out], one row per sequence, as is.
     FEATURES False (model.source_features): forward() takes [B, T] and adds the feature axis
-    of one itself (x.unsqueeze(-1)), so it is given x[..., 0]."""
+    of one itself (x.unsqueeze(-1)), so it is given x[..., 0]. STATES (model.source_states,
+    _state_plan): how forward()'s arguments after the input feed the recurrent modules'
+    initial states, or None."""
     torch = _torch()
     bf = _batch_first(module)
+    plan = states
     calls = [module]
     if isinstance(module, torch.jit.ScriptModule) and not hasattr(module, "forward"):
         # a scripted nn.LSTM / GRU / RNN keeps only its overloads (tensor, PackedSequence)
@@ -1003,7 +1154,11 @@ def source_runner(module, pooled=False, features=True):
     def call(t, state=None):
         args = (t,)
         if state is not None:
-            args = (t, state)
+            args = (t,) + state
+        elif plan is not None and _required_args(module) not in (None, 1):
+            # required state arguments: zeros, the state rnnd starts from
+            args = (t,) + _plan_args(plan, np.zeros((t.shape[0 if bf else 1],
+                                                     _plan_floats(plan))))
         elif needs_state:
             # forward(input, hidden): the initial state rnnd starts from, zeros
             h = _zero_state(module, t.shape[0 if bf else 1])
@@ -1028,7 +1183,8 @@ def source_runner(module, pooled=False, features=True):
         module.eval()
         try:
             with torch.no_grad():
-                y = call(t, None if states is None else _state_from_flat(module, states))
+                y = call(t, None if states is None else _plan_args(plan, states)
+                         if plan is not None else (_state_from_flat(module, states),))
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ConvertError("verification: running the source's forward() failed (%s: "
@@ -1044,6 +1200,10 @@ def source_runner(module, pooled=False, features=True):
                                % type(y).__name__)
         y = y.detach().to("cpu").double().numpy()
         if pooled:
+            if y.ndim < 2 and y.size == B:
+                # fc(y[:, -1]).squeeze(-1), .view(-1) of a head of one output: [B], the
+                # pooled [B, 1] squeezed, as the ONNX door reads it (user finding U1)
+                y = y.reshape(B, 1)
             return y            # [B, out]; with T == 1 it would pass for [B*T, out] below
         if y.ndim == 2 and y.shape[0] == B * T:
             y = y.reshape((B, T, -1) if bf else (T, B, -1))
@@ -1057,7 +1217,7 @@ def source_runner(module, pooled=False, features=True):
 
     def source(x):
         return limited(x)
-    if _takes_state(module) and _zero_state(module, 1) is not None:
+    if plan is not None or (_takes_state(module) and _zero_state(module, 1) is not None):
         # forward(input, hidden): verify.py feeds random initial states too, in PyTorch's
         # layout, so that a state rearranged on its way in shows (issue 14, adversary 3)
         source.with_state = lambda x, states: limited(x, states)
