@@ -936,7 +936,10 @@ int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rn
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->cmu, NULL);
     rnnd_log_limit_init(&h->loglimit);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+    /* poll(), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon() on an epoll thread pool
+     * races with the pool's threads over removing the listening socket and aborts the
+     * process when it loses (tests/test_shutdown_race.py); on poll() quiescing is a wake-up */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
         MHD_USE_ITC | MHD_USE_ERROR_LOG;
     int tls = *cfg->tls_cert != '\0';
     if (tls) {

@@ -1,4 +1,4 @@
-/* The HTTP layer on libmicrohttpd: its own thread pool on epoll, a route table, per-request
+/* The HTTP layer on libmicrohttpd: its own thread pool on poll(), a route table, per-request
  * state, the body size limit (413 as soon as it is exceeded, the rest of the body dropped
  * within the bounds of linger.h), JSON decoding with a nesting limit, and suspend/resume so
  * request threads never wait on computation.

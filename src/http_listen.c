@@ -15,7 +15,7 @@
 #include "rnnd/status.h"
 
 /* Descriptors the daemon keeps for itself besides those open when it starts serving: per
- * request thread, libmicrohttpd's epoll and wake-up descriptors (3, one to spare); and the
+ * request thread, libmicrohttpd's wake-up descriptors (at most 3, one to spare); and the
  * listening socket, the lingering thread's pipe, model files during a reload, a snapshot
  * being written, with room to spare. */
 #define FDS_PER_THREAD 4
@@ -85,7 +85,7 @@ static size_t open_descriptors(void)
 
 /* Fit max_connections and the lingering sockets under RLIMIT_NOFILE (linger.h). The soft
  * limit is raised towards the hard one first: systemd leaves the soft one at 1024 for
- * programs that use select(), and rnnd does not (libmicrohttpd runs on epoll). What still
+ * programs that use select(), and rnnd does not (libmicrohttpd runs on poll()). What still
  * does not fit lowers the number of connections, with a warning. */
 int http_plan_descriptors(rnnd_http *h, unsigned threads, char *err, size_t errlen)
 {

@@ -85,7 +85,7 @@ static const struct setting settings[] = {
      "comma-separated origins (https://app.example.com) browsers may call from, or *; empty "
      "= no CORS headers (browsers refuse cross-origin calls)"},
     {"http_threads", CT_INT, OFF(http_threads), "0", 0, 256, NULL, "N",
-     "request threads (libmicrohttpd's thread pool on epoll); they parse and validate, "
+     "request threads (libmicrohttpd's thread pool on poll()); they parse and validate, "
      "never compute; 0 = one per online core, at most 4"},
     {"workers", CT_INT, OFF(workers), "0", 0, 1024, NULL, "N",
      "compute threads; 0 = the number of online cores"},
