@@ -12,9 +12,17 @@ computing something else than its source, on sizes or steps verification does no
 - Watchdog (A7): the decision to run the source in-process (CUDA) keeps the time limit.
 - UserForms (U4-U6): emb(x.long()) and mean(1, keepdim=True).squeeze(1) convert; a
   LayerNorm on the input is refused saying plainly what is supported.
+- ModeAliases (third round, F1): torch.jit.is_tracing / is_scripting /
+  torch._C._get_tracing_state reached through an alias, getattr, a stored callable or a
+  lambda is refused, not only the names the source text shows.
+- GradMode (F2): a forward() that reads the autograd, inference or autocast mode is refused.
+- ZerosSide, StateWrites (F3): a run-time branch one side of which returns fresh zeros, and
+  a forward() that writes module attributes or buffers (a call counter), are refused.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
+import contextlib
+import io
 import os
 import time
 import unittest
@@ -25,10 +33,16 @@ import torch.nn as nn
 
 import rnnd_convert
 from daemon_util import Case, tmpdir
-from rnnd_convert import watchdog
+from rnnd_convert import cli, watchdog
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
+# aliases a module can hold, made when it is imported (before any converter runs)
+TRACING = torch.jit.is_tracing
+SCRIPTING = torch.jit.is_scripting
+STATE = torch._C._get_tracing_state
+MODE = (lambda: torch.jit.is_tracing())
+from torch.jit import is_tracing as tracing_now  # noqa: E402
 WORK = tmpdir("convert_torch_silent")
 
 
@@ -224,6 +238,172 @@ class InputNorm(nn.Module):
         return self.fc(y)
 
 
+class Vec(nn.Module):
+    """Vectors in: the clamp below reads x itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+
+def clamp(y, x):
+    """What the mode checks below guard: zero the steps whose input is out of range, which
+    verification's inputs (all below 1000) never are."""
+    return y * (x.abs().amax(-1, keepdim=True) < 1000).float()
+
+
+class AliasTracing(Vec):
+    """F1: **kw makes it unscriptable, so traced; the alias hides the mode check."""
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not TRACING():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class ImportedTracing(Vec):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not tracing_now():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class GetattrTracing(Vec):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not getattr(torch.jit, "is_" + "tracing")():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class StoredState(Vec):
+    """F1: torch._C._get_tracing_state kept as an attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.probe = STATE
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if self.probe() is None:
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class LambdaHelper(Vec):
+    def check(self):
+        return MODE()
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not getattr(self, "check")():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class AliasScripting(Vec):
+    """F1: scriptable, so scripted: the graph holds the scripted side (no clamp)."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if not SCRIPTING():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class GradEnabled(Vec):
+    """F2: verification runs without gradients; a user's plain call gets zeros."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_grad_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class AutocastEnabled(Vec):
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_autocast_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class InferenceMode(Vec):
+    """F2: not scriptable (TorchScript lacks the operator), so traced."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_inference_mode_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class ZerosSide(Vec):
+    """F3 (a): one side returns fresh zeros, the other the computed output."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gate", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if bool(self.gate > 0):
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class CallCounter(Vec):
+    """F3 (b): a Python counter; verification's calls run in forked children."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        self.calls += 1
+        if self.calls > 1000:
+            y = y * 0.0
+        return self.fc(y)
+
+
+class CallCounterTraced(CallCounter):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        self.calls += 1
+        if self.calls > 1000:
+            y = y * 0.0
+        return self.fc(y)
+
+
+class BufferCounter(Vec):
+    """F3 (b): a buffer counter updated in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("n", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        self.n.add_(1)
+        if bool(self.n > 1000):
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class BufferCounterTraced(BufferCounter):
+    """Traced: the count itself, which a later call (or another method) may read."""
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        self.n.add_(1)
+        return self.fc(y)
+
+
 class Refusals(Case):
     def refused(self, cls, name, *words):
         torch.manual_seed(3)
@@ -240,6 +420,74 @@ class Refusals(Case):
             self.check(w in msg, "%s: the refusal names %r: %s" % (name, w, msg))
         self.check(not os.path.exists(out), "%s: no file written" % name)
         return msg
+
+
+def cli_run(*args):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue().strip()
+
+
+class FileRefusals(Refusals):
+    def file_refused(self, cls, name, how, *words):
+        """CLS saved scripted or traced (HOW) and given to rnnd-convert: refused."""
+        torch.manual_seed(3)
+        m = cls().eval()
+        src = path(name + "_" + how + ".pt")
+        if how == "script":
+            torch.jit.script(m).save(src)
+        else:
+            with torch.no_grad():
+                torch.jit.trace(m, torch.randn(2, 5, 4), check_trace=False).save(src)
+        out = path(name + "_" + how + ".rnnd")
+        rc, err = cli_run(src, "-o", out)
+        self.check(rc != 0, "%s (%s file): rnnd-convert exits %d" % (name, how, rc))
+        self.check(len(err.splitlines()) == 1, "%s: one line: %s" % (name, err))
+        for w in words:
+            self.check(w in err, "%s: the refusal names %r: %s" % (name, w, err))
+        self.check(not os.path.exists(out), "%s: no file written" % name)
+
+
+class ModeAliases(Refusals):
+    def test_tracing_through_aliases_refused(self):
+        for cls in (AliasTracing, ImportedTracing, GetattrTracing, LambdaHelper):
+            self.refused(cls, cls.__name__, "is_tracing", "test_convert_torch_silent.py:")
+        self.refused(StoredState, "stored", "_get_tracing_state", "self.probe() is None")
+
+    def test_scripting_alias_refused(self):
+        self.refused(AliasScripting, "alias_scripting", "is_scripting", "not SCRIPTING()")
+
+
+class GradMode(FileRefusals):
+    def test_grad_mode_refused(self):
+        self.refused(GradEnabled, "grad", "is_grad_enabled", "gradients")
+        self.file_refused(GradEnabled, "grad", "script", "is_grad_enabled")
+
+    def test_autocast_and_inference_mode_refused(self):
+        self.refused(AutocastEnabled, "autocast", "is_autocast_enabled")
+        self.file_refused(AutocastEnabled, "autocast", "script", "is_autocast_enabled")
+        self.refused(InferenceMode, "inference", "is_inference_mode_enabled",
+                     "torch.is_inference_mode_enabled()")
+
+
+class ZerosBranch(FileRefusals):
+    def test_zeros_side_refused(self):
+        self.refused(ZerosSide, "zeros_side", "two sides", "bool(self.gate > 0)")
+        self.file_refused(ZerosSide, "zeros_side", "script", "two sides")
+
+
+class StateWrites(FileRefusals):
+    def test_counters_refused(self):
+        self.refused(CallCounter, "counter", "calls", "self.calls += 1")
+        self.refused(CallCounterTraced, "counter_traced", "calls")
+        self.refused(BufferCounter, "buffer", "'n'", "self.n.add_(1)")
+        self.refused(BufferCounterTraced, "buffer_traced", "'n'")
+
+    def test_counter_files_refused(self):
+        self.file_refused(CallCounter, "counter", "script", "calls")
+        self.file_refused(BufferCounter, "buffer", "script", "'n'")
+        self.file_refused(BufferCounterTraced, "buffer", "trace", "'n'")
 
 
 class SizeTensor(Refusals):
