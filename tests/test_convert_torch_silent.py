@@ -16,6 +16,9 @@ computing something else than its source, on sizes or steps verification does no
   torch._C._get_tracing_state reached through an alias, getattr, a stored callable or a
   lambda is refused, not only the names the source text shows.
 - GradMode (F2): a forward() that reads the autograd, inference or autocast mode is refused.
+- SizeRaise (F4): a raise for lengths beyond verification's is refused; a check of the
+  feature size converts.
+- CellStateOrder (F5): (c, h) passed crosswise to an LSTMCell in a cell loop is refused.
 - ZerosSide, StateWrites (F3): a run-time branch one side of which returns fresh zeros, and
   a forward() that writes module attributes or buffers (a call counter), are refused.
 
@@ -404,11 +407,64 @@ class BufferCounterTraced(BufferCounter):
         return self.fc(y)
 
 
+class RaiseLong(Vec):
+    """F4: rnnd would answer for lengths the module refuses (verification's stay short)."""
+
+    def forward(self, x):
+        if x.size(1) > 5000:
+            raise ValueError("too long")
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class RaiseFeatures(Vec):
+    """F4: a check of the feature size, fixed for the model, is not a size branch."""
+
+    def forward(self, x):
+        if x.size(-1) != 4:
+            raise ValueError("4 features per step")
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class CellSwapped(nn.Module):
+    """F5: the carried c is passed as h and h as c."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (c, h))
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+class CellNamesSwapped(CellSwapped):
+    """F5: the cell's outputs unpacked as (c, h): its c is carried as h."""
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            c, h = self.cell(x[:, t], (h, c))
+            ys.append(c)
+        return self.fc(torch.stack(ys, 1))
+
+
 class Refusals(Case):
     def refused(self, cls, name, *words):
         torch.manual_seed(3)
         m = cls().eval()
         out = path(name + ".rnnd")
+        if os.path.exists(out):
+            os.remove(out)      # an earlier run's
         try:
             rnnd_convert.from_module(m, out)
             self.check(False, "%s: from_module converts it" % name)
@@ -441,6 +497,8 @@ class FileRefusals(Refusals):
             with torch.no_grad():
                 torch.jit.trace(m, torch.randn(2, 5, 4), check_trace=False).save(src)
         out = path(name + "_" + how + ".rnnd")
+        if os.path.exists(out):
+            os.remove(out)
         rc, err = cli_run(src, "-o", out)
         self.check(rc != 0, "%s (%s file): rnnd-convert exits %d" % (name, how, rc))
         self.check(len(err.splitlines()) == 1, "%s: one line: %s" % (name, err))
@@ -488,6 +546,34 @@ class StateWrites(FileRefusals):
         self.file_refused(CallCounter, "counter", "script", "calls")
         self.file_refused(BufferCounter, "buffer", "script", "'n'")
         self.file_refused(BufferCounterTraced, "buffer", "trace", "'n'")
+
+
+class SizeRaise(Refusals):
+    def test_raise_on_length_refused(self):
+        torch.manual_seed(3)
+        m = RaiseLong().eval()
+        out = path("raise_long.rnnd")
+        if os.path.exists(out):
+            os.remove(out)
+        try:
+            rnnd_convert.from_module(m, out, verify=False)
+            self.check(False, "raise_long: converts (unverified)")
+        except ConvertError as e:
+            self.check("x.size(1) > 5000" in str(e) and "raises" in str(e),
+                       "the refusal names the check: %s" % e)
+        self.refused(RaiseLong, "raise_long", "raises", "x.size(1) > 5000")
+
+    def test_feature_check_converts(self):
+        out = path("raise_feat.rnnd")
+        rnnd_convert.from_module(RaiseFeatures().eval(), out)
+        self.check(os.path.exists(out), "a check of the feature size converts")
+
+
+class CellStateOrder(Refusals):
+    def test_crosswise_cell_state_refused(self):
+        for cls in (CellSwapped, CellNamesSwapped):
+            msg = self.refused(cls, cls.__name__, "(h, c)")
+            self.check("verification" not in msg, "the analysis refuses it: %s" % msg)
 
 
 class SizeTensor(Refusals):
