@@ -888,19 +888,24 @@ def _probe_forward(module, model):
     before = _module_state(module)
     was = module.training
     watch = _ModeWatch()
-    try:
-        for ex in examples:
-            module.eval()
-            try:
-                with watch, torch.no_grad():
-                    module(*ex)
-                break
-            except Exception:
-                continue        # verification reports a forward() that cannot run
-            finally:
-                module.train(was)
-    finally:
-        module.train(was)
+
+    def once(ex):
+        # in a thread of this process (the state to compare is here), under verification's
+        # time limit: a forward() that never returns is refused, not waited for
+        module.eval()
+        try:
+            with watch, torch.no_grad():
+                module(*ex)
+            return 1.0
+        except Exception:
+            return 0.0          # verification reports a forward() that cannot run
+        finally:
+            module.train(was)
+    from .watchdog import bounded
+    limited = bounded(once, in_process=True)
+    for ex in examples:
+        if limited(ex):
+            break
     watch.refuse()
     after = _module_state(module)
     for key in sorted(set(before) | set(after), key=str):
