@@ -359,6 +359,23 @@ class ZerosSide(Vec):
         return self.fc(y)
 
 
+class InputSide(nn.Module):
+    """F3 (a): one side returns the input itself (of the hidden size), the other the
+    recurrent output: both data, made at different points of the chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+        self.register_buffer("gate", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if bool(self.gate > 0):
+            y = x
+        return self.fc(y)
+
+
 class CallCounter(Vec):
     """F3 (b): a Python counter; verification's calls run in forked children."""
 
@@ -533,6 +550,7 @@ class ZerosBranch(FileRefusals):
     def test_zeros_side_refused(self):
         self.refused(ZerosSide, "zeros_side", "two sides", "bool(self.gate > 0)")
         self.file_refused(ZerosSide, "zeros_side", "script", "two sides")
+        self.refused(InputSide, "input_side", "two sides", "different points")
 
 
 class StateWrites(FileRefusals):

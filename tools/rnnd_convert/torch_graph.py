@@ -735,6 +735,11 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+        if out is not None and x in self.made and k in LAYOUT_OPS + DROPOUT_OPS + (
+                "aten::to", "aten::transpose", "aten::slice"):
+            # the same values in another shape: made where its input was (nn.LSTM's own
+            # unsqueeze of an unbatched input, in a branch after an encoder, included)
+            self.made[out] = self.made[x]
 
     def token_ids(self, ins):
         """Whether K(INS) converts the token ids, before the lookup, to int64 or int32 (which
