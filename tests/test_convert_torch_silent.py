@@ -12,9 +12,20 @@ computing something else than its source, on sizes or steps verification does no
 - Watchdog (A7): the decision to run the source in-process (CUDA) keeps the time limit.
 - UserForms (U4-U6): emb(x.long()) and mean(1, keepdim=True).squeeze(1) convert; a
   LayerNorm on the input is refused saying plainly what is supported.
+- ModeAliases (third round, F1): torch.jit.is_tracing / is_scripting /
+  torch._C._get_tracing_state reached through an alias, getattr, a stored callable or a
+  lambda is refused, not only the names the source text shows.
+- GradMode (F2): a forward() that reads the autograd, inference or autocast mode is refused.
+- SizeRaise (F4): a raise for lengths beyond verification's is refused; a check of the
+  feature size converts.
+- CellStateOrder (F5): (c, h) passed crosswise to an LSTMCell in a cell loop is refused.
+- ZerosSide, StateWrites (F3): a run-time branch one side of which returns fresh zeros, and
+  a forward() that writes module attributes or buffers (a call counter), are refused.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
+import contextlib
+import io
 import os
 import time
 import unittest
@@ -25,10 +36,16 @@ import torch.nn as nn
 
 import rnnd_convert
 from daemon_util import Case, tmpdir
-from rnnd_convert import watchdog
+from rnnd_convert import cli, watchdog
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
+# aliases a module can hold, made when it is imported (before any converter runs)
+TRACING = torch.jit.is_tracing
+SCRIPTING = torch.jit.is_scripting
+STATE = torch._C._get_tracing_state
+MODE = (lambda: torch.jit.is_tracing())
+from torch.jit import is_tracing as tracing_now  # noqa: E402
 WORK = tmpdir("convert_torch_silent")
 
 
@@ -224,11 +241,247 @@ class InputNorm(nn.Module):
         return self.fc(y)
 
 
+class Vec(nn.Module):
+    """Vectors in: the clamp below reads x itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+
+
+def clamp(y, x):
+    """What the mode checks below guard: zero the steps whose input is out of range, which
+    verification's inputs (all below 1000) never are."""
+    return y * (x.abs().amax(-1, keepdim=True) < 1000).float()
+
+
+class AliasTracing(Vec):
+    """F1: **kw makes it unscriptable, so traced; the alias hides the mode check."""
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not TRACING():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class ImportedTracing(Vec):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not tracing_now():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class GetattrTracing(Vec):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not getattr(torch.jit, "is_" + "tracing")():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class StoredState(Vec):
+    """F1: torch._C._get_tracing_state kept as an attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.probe = STATE
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if self.probe() is None:
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class LambdaHelper(Vec):
+    def check(self):
+        return MODE()
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        if not getattr(self, "check")():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class AliasScripting(Vec):
+    """F1: scriptable, so scripted: the graph holds the scripted side (no clamp)."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if not SCRIPTING():
+            y = clamp(y, x)
+        return self.fc(y)
+
+
+class GradEnabled(Vec):
+    """F2: verification runs without gradients; a user's plain call gets zeros."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_grad_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class AutocastEnabled(Vec):
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_autocast_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class InferenceMode(Vec):
+    """F2: not scriptable (TorchScript lacks the operator), so traced."""
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if torch.is_inference_mode_enabled():
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class ZerosSide(Vec):
+    """F3 (a): one side returns fresh zeros, the other the computed output."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gate", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if bool(self.gate > 0):
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class InputSide(nn.Module):
+    """F3 (a): one side returns the input itself (of the hidden size), the other the
+    recurrent output: both data, made at different points of the chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.fc = nn.Linear(8, 3)
+        self.register_buffer("gate", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        if bool(self.gate > 0):
+            y = x
+        return self.fc(y)
+
+
+class CallCounter(Vec):
+    """F3 (b): a Python counter; verification's calls run in forked children."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        self.calls += 1
+        if self.calls > 1000:
+            y = y * 0.0
+        return self.fc(y)
+
+
+class CallCounterTraced(CallCounter):
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        self.calls += 1
+        if self.calls > 1000:
+            y = y * 0.0
+        return self.fc(y)
+
+
+class BufferCounter(Vec):
+    """F3 (b): a buffer counter updated in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("n", torch.zeros(1))
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        self.n.add_(1)
+        if bool(self.n > 1000):
+            y = torch.zeros_like(y)
+        return self.fc(y)
+
+
+class BufferCounterTraced(BufferCounter):
+    """Traced: the count itself, which a later call (or another method) may read."""
+
+    def forward(self, x, **kw):
+        y, _ = self.lstm(x)
+        self.n.add_(1)
+        return self.fc(y)
+
+
+class RaiseLong(Vec):
+    """F4: rnnd would answer for lengths the module refuses (verification's stay short)."""
+
+    def forward(self, x):
+        if x.size(1) > 5000:
+            raise ValueError("too long")
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class RaiseFeatures(Vec):
+    """F4: a check of the feature size, fixed for the model, is not a size branch."""
+
+    def forward(self, x):
+        if x.size(-1) != 4:
+            raise ValueError("4 features per step")
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class CellSwapped(nn.Module):
+    """F5: the carried c is passed as h and h as c."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            h, c = self.cell(x[:, t], (c, h))
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
+class CellNamesSwapped(CellSwapped):
+    """F5: the cell's outputs unpacked as (c, h): its c is carried as h."""
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 8)
+        c = torch.zeros(x.size(0), 8)
+        ys = []
+        for t in range(x.size(1)):
+            c, h = self.cell(x[:, t], (h, c))
+            ys.append(c)
+        return self.fc(torch.stack(ys, 1))
+
+
 class Refusals(Case):
     def refused(self, cls, name, *words):
         torch.manual_seed(3)
         m = cls().eval()
         out = path(name + ".rnnd")
+        if os.path.exists(out):
+            os.remove(out)      # an earlier run's
         try:
             rnnd_convert.from_module(m, out)
             self.check(False, "%s: from_module converts it" % name)
@@ -240,6 +493,105 @@ class Refusals(Case):
             self.check(w in msg, "%s: the refusal names %r: %s" % (name, w, msg))
         self.check(not os.path.exists(out), "%s: no file written" % name)
         return msg
+
+
+def cli_run(*args):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue().strip()
+
+
+class FileRefusals(Refusals):
+    def file_refused(self, cls, name, how, *words):
+        """CLS saved scripted or traced (HOW) and given to rnnd-convert: refused."""
+        torch.manual_seed(3)
+        m = cls().eval()
+        src = path(name + "_" + how + ".pt")
+        if how == "script":
+            torch.jit.script(m).save(src)
+        else:
+            with torch.no_grad():
+                torch.jit.trace(m, torch.randn(2, 5, 4), check_trace=False).save(src)
+        out = path(name + "_" + how + ".rnnd")
+        if os.path.exists(out):
+            os.remove(out)
+        rc, err = cli_run(src, "-o", out)
+        self.check(rc != 0, "%s (%s file): rnnd-convert exits %d" % (name, how, rc))
+        self.check(len(err.splitlines()) == 1, "%s: one line: %s" % (name, err))
+        for w in words:
+            self.check(w in err, "%s: the refusal names %r: %s" % (name, w, err))
+        self.check(not os.path.exists(out), "%s: no file written" % name)
+
+
+class ModeAliases(Refusals):
+    def test_tracing_through_aliases_refused(self):
+        for cls in (AliasTracing, ImportedTracing, GetattrTracing, LambdaHelper):
+            self.refused(cls, cls.__name__, "is_tracing", "test_convert_torch_silent.py:")
+        self.refused(StoredState, "stored", "_get_tracing_state", "self.probe() is None")
+
+    def test_scripting_alias_refused(self):
+        self.refused(AliasScripting, "alias_scripting", "is_scripting", "not SCRIPTING()")
+
+
+class GradMode(FileRefusals):
+    def test_grad_mode_refused(self):
+        self.refused(GradEnabled, "grad", "is_grad_enabled", "gradients")
+        self.file_refused(GradEnabled, "grad", "script", "is_grad_enabled")
+
+    def test_autocast_and_inference_mode_refused(self):
+        self.refused(AutocastEnabled, "autocast", "is_autocast_enabled")
+        self.file_refused(AutocastEnabled, "autocast", "script", "is_autocast_enabled")
+        self.refused(InferenceMode, "inference", "is_inference_mode_enabled",
+                     "torch.is_inference_mode_enabled()")
+
+
+class ZerosBranch(FileRefusals):
+    def test_zeros_side_refused(self):
+        self.refused(ZerosSide, "zeros_side", "two sides", "bool(self.gate > 0)")
+        self.file_refused(ZerosSide, "zeros_side", "script", "two sides")
+        self.refused(InputSide, "input_side", "two sides", "different points")
+
+
+class StateWrites(FileRefusals):
+    def test_counters_refused(self):
+        self.refused(CallCounter, "counter", "calls", "self.calls += 1")
+        self.refused(CallCounterTraced, "counter_traced", "calls")
+        self.refused(BufferCounter, "buffer", "'n'", "self.n.add_(1)")
+        self.refused(BufferCounterTraced, "buffer_traced", "'n'")
+
+    def test_counter_files_refused(self):
+        self.file_refused(CallCounter, "counter", "script", "calls")
+        self.file_refused(BufferCounter, "buffer", "script", "'n'")
+        self.file_refused(BufferCounterTraced, "buffer", "trace", "'n'")
+
+
+class SizeRaise(Refusals):
+    def test_raise_on_length_refused(self):
+        torch.manual_seed(3)
+        m = RaiseLong().eval()
+        out = path("raise_long.rnnd")
+        if os.path.exists(out):
+            os.remove(out)
+        try:
+            rnnd_convert.from_module(m, out, verify=False)
+            self.check(False, "raise_long: converts (unverified)")
+        except ConvertError as e:
+            self.check("x.size(1) > 5000" in str(e) and "raises" in str(e),
+                       "the refusal names the check: %s" % e)
+        self.refused(RaiseLong, "raise_long", "raises", "x.size(1) > 5000")
+
+    def test_feature_check_converts(self):
+        out = path("raise_feat.rnnd")
+        rnnd_convert.from_module(RaiseFeatures().eval(), out)
+        self.check(os.path.exists(out), "a check of the feature size converts")
+
+
+class CellStateOrder(Refusals):
+    def test_crosswise_cell_state_refused(self):
+        for cls in (CellSwapped, CellNamesSwapped):
+            msg = self.refused(cls, cls.__name__, "(h, c)")
+            self.check("verification" not in msg, "the analysis refuses it: %s" % msg)
 
 
 class SizeTensor(Refusals):

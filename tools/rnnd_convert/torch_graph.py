@@ -43,6 +43,14 @@ SIZE_TENSORS = ("aten::tensor", "aten::as_tensor", "aten::scalar_tensor", "prim:
 HEAD_ACTS = {"aten::relu": "relu", "aten::relu_": "relu", "aten::tanh": "tanh",
              "aten::tanh_": "tanh", "aten::sigmoid": "sigmoid", "aten::sigmoid_": "sigmoid",
              "aten::gelu": "gelu"}
+# operators that read how torch runs: verification (and the trace) run without gradients,
+# outside inference and autocast, while a user's plain call runs with gradients on
+MODE_OPS = {"aten::is_grad_enabled": "torch.is_grad_enabled()",
+            "prim::is_grad_enabled": "torch.is_grad_enabled()",
+            "aten::is_autocast_enabled": "torch.is_autocast_enabled()",
+            "aten::is_autocast_cpu_enabled": "torch.is_autocast_cpu_enabled()",
+            "aten::is_inference_mode_enabled": "torch.is_inference_mode_enabled()",
+            "aten::_is_tracing": "torch.jit.is_tracing()"}
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
          "cat(h_n[-2], h_n[-1]), mean or max) -> a head of Linear, ReLU, Tanh, Sigmoid, GELU, "
          "LayerNorm -> softmax / log_softmax")
@@ -337,6 +345,7 @@ class Analysis:
         self.features_added = False     # forward() takes [B, T] and unsqueezes the features
         self.hn_width = None    # the width of its h_n rows, where the module says
         self.keepdim = {}       # a pooling with keepdim=True -> its time dim, to squeeze
+        self.made = {}          # data Value -> the walk's progress when it was computed
 
     def refuse(self, node, what=None, advice=None):
         advice = advice or _advice(node.kind())
@@ -350,6 +359,7 @@ class Analysis:
         if not ins:
             raise ConvertError("forward() takes no input")
         self.taint[ins[0]] = "data"
+        self.made[ins[0]] = self.progress()
         self.rank[ins[0]] = self.input_rank
         packed = [n for n in _walk(self.graph.nodes())
                   if n.kind() == "aten::_pack_padded_sequence"]
@@ -474,19 +484,55 @@ class Analysis:
         return tuple(keys)
 
     def size_branch(self, n, blocks):
-        """Refuse an If on the data's sizes, unless one side only raises (the argument checks
-        inlined from nn.LSTM: `if input.size(-1) != self.input_size: raise ...`)."""
+        """Refuse an If on the data's sizes, unless one side only raises and the check is
+        PyTorch's own (the argument checks inlined from nn.LSTM) or reads only the feature
+        size, fixed for the model (`if x.size(-1) != 4: raise ...`). A raise of the user's
+        on the length or batch is refused: rnnd would answer where the module raises, at
+        sizes verification need not reach (issue 14 F4)."""
         if list(n.inputs())[0] not in self.sized:
             return
         if any(m.kind() == "prim::RaiseException" for b in blocks for m in b.nodes()):
+            w = where_first(n)
+            if not (w.startswith(" at ") and _in_torch(w[4:].split(":")[0])) and \
+                    not self.feature_sizes(list(n.inputs())[0]):
+                raise ConvertError("forward() raises for some input sizes%s: rnnd serves "
+                                   "every length and batch, and would answer where the "
+                                   "module raises; remove the check (or make it before "
+                                   "calling the model)" % w)
             return
         raise ConvertError("forward() branches on the input's size%s: rnnd computes one graph "
                            "for every length and batch; remove the branch" % where_first(n))
+
+    def feature_sizes(self, v):
+        """Whether the condition V reads the data's sizes only as its last dim (the features,
+        fixed for the model): every aten::size it is computed from takes dim -1 (or the last
+        dim of a tensor of known rank), and no other size operator."""
+        seen, todo, sizes = set(), [v], 0
+        while todo:
+            u = todo.pop()
+            if u in seen or len(seen) > 200:
+                continue
+            seen.add(u)
+            m = u.node()
+            k = m.kind()
+            ins = list(m.inputs())
+            if k == "aten::size" and ins and self.taint.get(ins[0]) == "data":
+                ok, d = self.const(ins[1]) if len(ins) > 1 else (False, None)
+                r = self.rank.get(ins[0])
+                if not ok or not isinstance(d, int) or not (d == -1 or (r and d == r - 1)):
+                    return False
+                sizes += 1
+                continue
+            if k in SIZE_OPS and any(self.taint.get(x) == "data" for x in ins):
+                return False
+            todo.extend(ins)
+        return sizes > 0
 
     def node(self, n):
         k = n.kind()
         ins = list(n.inputs())
         kinds = {self.taint[v] for v in ins if v in self.taint}
+        self.writes_state(n, k, ins)
         if k != "prim::If" and k != "prim::Loop":
             self.track_sizes(n, k, ins)
         if k == "prim::If":
@@ -512,6 +558,7 @@ class Analysis:
                         "two sides compute different things; rnnd computes %s: make the "
                         "condition a constant (a torch.jit.Final attribute) or remove the "
                         "branch" % (where_first(n), CHAIN))
+                self.side_outputs(n, blocks)
             for i, out in enumerate(n.outputs()):
                 for b in taken:
                     self.copy(out, list(b.outputs())[i])
@@ -699,6 +746,11 @@ class Analysis:
             self.mark(out, r)
         else:
             self.refuse(n)
+        if out is not None and x in self.made and k in LAYOUT_OPS + DROPOUT_OPS + (
+                "aten::to", "aten::transpose", "aten::slice"):
+            # the same values in another shape: made where its input was (nn.LSTM's own
+            # unsqueeze of an unbatched input, in a branch after an encoder, included)
+            self.made[out] = self.made[x]
 
     def token_ids(self, ins):
         """Whether K(INS) converts the token ids, before the lookup, to int64 or int32 (which
@@ -1105,6 +1157,7 @@ class Analysis:
                     b_out not in inner and b_out not in carried:
                 self.refuse(n, "a loop over cells that sets a state it carries to %s%s, not "
                             "a cell's output" % (b_out.node().kind(), where(b_out.node())))
+        self.cell_state_order(body, carried, cells)
         self.steps[appended[0]] = d
         self.time_dim = d
         self.counts["recurrent"] += len(cells)
@@ -1112,6 +1165,29 @@ class Analysis:
             self.taint[o] = "state" if inner.get(b) else None
             if self.taint[o] is None:
                 del self.taint[o]
+
+    def cell_state_order(self, body, carried, cells):
+        """Refuse an LSTM cell in the loop whose state (h, c) is fed crosswise: the h it is
+        given carried from its c output or the other way round (`h, c = cell(x_t, (c, h))`,
+        `c, h = cell(x_t, (h, c))`); rnnd's LSTM layer carries (h, c) as PyTorch's cell
+        returns them (issue 14 F5)."""
+        carried_set = set(carried)
+        outs_of = list(body.outputs())[1:]
+        for m in cells:
+            if m.kind() != "aten::lstm_cell":
+                continue
+            hx, outs = list(m.inputs())[1], list(m.outputs())
+            for pos, name in ((0, "h"), (1, "c")):
+                p = _element_source(hx, pos, lambda v: v in carried_set)
+                if p is None:
+                    continue
+                nxt = _source(outs_of[carried.index(p)], lambda v: v in outs)
+                if nxt is not None and outs.index(nxt) != pos:
+                    raise ConvertError(
+                        "forward() passes the cell's %s output as its %s in the loop over "
+                        "cells%s: an LSTM cell takes and returns its state as (h, c), and "
+                        "rnnd carries it so; write h, c = cell(x[:, t], (h, c))"
+                        % ("c" if pos == 0 else "h", name, where(m, self.module)))
 
     def loop_walk(self, nodes, inner, counter, d, cells):
         """Taint the loop body: INNER maps Values to "step" (the step x[:, t], and what
@@ -1122,6 +1198,7 @@ class Analysis:
         for m in nodes:
             k = m.kind()
             mins = list(m.inputs())
+            self.writes_state(m, k, mins)
             data_in = [v for v in mins if self.taint.get(v) == "data"]
             tin = [v for v in mins if v in inner]
             if k == "prim::If":
@@ -1270,6 +1347,8 @@ class Analysis:
             self.elems[dst] = self.elems[src]
         if src in self.keepdim:
             self.keepdim[dst] = self.keepdim[src]
+        if src in self.made:
+            self.made[dst] = self.made[src]
 
     def plumbing(self, n, k, ins, kinds):
         """Tuples and lists: elements keep their own meaning where the graph says which is
@@ -1303,6 +1382,65 @@ class Analysis:
         self.taint[v] = "data"
         if rank is not None:
             self.rank[v] = rank
+        self.made[v] = self.progress()
+
+    def progress(self):
+        """How far the walk is along the chain, in comparable form: two data Values made
+        at different points (the input and the recurrent output) differ here."""
+        return (self.stage, tuple(sorted(self.counts.items())), self.pool, self.transposed,
+                self.norm, len(self.head_ops), self.pre is not None)
+
+    def side_outputs(self, n, blocks):
+        """Refuse a run-time branch whose sides return different data for one output: the
+        computed output on one side and fresh zeros (torch.zeros_like(y), a constant) on
+        the other, or two tensors made at different points of the chain (issue 14 F3)."""
+        for i in range(n.outputsSize()):
+            sides = [list(b.outputs())[i] for b in blocks]
+            data = [self.taint.get(v) == "data" for v in sides]
+            if not any(data):
+                continue
+            made = {self.made.get(v) for v in sides}
+            if all(data) and (len(made) == 1 or None in made):
+                continue
+            what = ("the data on one side and a tensor made from no data (zeros, a "
+                    "constant) on the other" if not all(data) else
+                    "tensors computed at different points of the chain")
+            raise ConvertError(
+                "forward() branches on a value known only when it runs%s, and its two sides "
+                "compute different things (they return %s); rnnd computes %s: make the "
+                "condition a constant (a torch.jit.Final attribute) or remove the branch"
+                % (where_first(n), what, CHAIN))
+
+    def writes_state(self, n, k, ins):
+        """Refuse a node that reads torch's run mode, or writes an attribute, parameter or
+        buffer of the module (issue 14 F2, F3): verification runs each call in a forked
+        child without gradients, so a later call, or a user's call with gradients on, can
+        compute what was never checked."""
+        if k in MODE_OPS:
+            raise ConvertError("forward() reads %s%s: rnnd verifies and serves the module "
+                               "without gradients, outside inference and autocast mode, and a "
+                               "module that computes otherwise in another mode cannot be "
+                               "checked; remove the check"
+                               % (MODE_OPS[k], where(n, self.module).rstrip(":")))
+        if k == "prim::SetAttr":
+            raise ConvertError("forward() sets the module's attribute '%s'%s: state kept "
+                               "between calls (a counter, a cache) that rnnd's model does not "
+                               "hold and verification does not see change; keep forward() "
+                               "free of writes to the module"
+                               % (n.s("name"), where(n, self.module) or
+                                  where(ins[-1].node(), self.module)))
+        name = k.split("::")[-1]
+        if k.startswith("aten::") and name.endswith("_") and not name.endswith("__") and ins:
+            path, v = [], ins[0]
+            while v.node().kind() == "prim::GetAttr":
+                path.append(v.node().s("name"))
+                v = v.node().input()
+            if path and v is list(self.graph.inputs())[0]:
+                raise ConvertError("forward() changes the module's tensor '%s' in place (%s)"
+                                   "%s: state kept between calls that rnnd's model does not "
+                                   "hold and verification does not see change; keep forward() "
+                                   "free of writes to the module"
+                                   % (".".join(reversed(path)), k, where(n, self.module)))
 
     def recurrent(self, n, ins):
         if self.taint.get(ins[0]) == "hidden":
@@ -1441,6 +1579,50 @@ def _merge_origins(found):
     found = set(found)
     found.discard(None)
     return found.pop() if len(found) == 1 else None
+
+
+def _source(v, stop, depth=0):
+    """The Value V comes from through casts, squeezes, tuple plumbing and branches (the
+    sides that agree; a side that makes its own, zeros, does not count) where STOP(Value)
+    holds, or None."""
+    if depth > 60:
+        return None
+    if stop(v):
+        return v
+    n = v.node()
+    k = n.kind()
+    ins = list(n.inputs())
+    if k in ("prim::unchecked_cast", "aten::squeeze", "aten::unsqueeze") and ins:
+        return _source(ins[0], stop, depth + 1)
+    if k in ("prim::TupleUnpack", "prim::ListUnpack"):
+        return _element_source(ins[0], list(n.outputs()).index(v), stop, depth + 1)
+    if k == "prim::TupleIndex":
+        ok, i = _const(ins[1])
+        return _element_source(ins[0], i, stop, depth + 1) if ok and isinstance(i, int) \
+            else None
+    if k == "prim::If":
+        i = list(n.outputs()).index(v)
+        return _merge_origins(_source(list(b.outputs())[i], stop, depth + 1)
+                              for b in n.blocks())
+    return None
+
+
+def _element_source(t, i, stop, depth=0):
+    """_source of element I of the tuple or list T."""
+    if depth > 60:
+        return None
+    n = t.node()
+    k = n.kind()
+    if k in ("prim::TupleConstruct", "prim::ListConstruct"):
+        parts = list(n.inputs())
+        return _source(parts[i], stop, depth + 1) if -len(parts) <= i < len(parts) else None
+    if k == "prim::unchecked_cast":
+        return _element_source(n.input(), i, stop, depth + 1)
+    if k == "prim::If":
+        j = list(n.outputs()).index(t)
+        return _merge_origins(_element_source(list(b.outputs())[j], i, stop, depth + 1)
+                              for b in n.blocks())
+    return None
 
 
 def _module_path(params):

@@ -6,7 +6,9 @@ at most one nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax. PyT
 rearranged to the format's: LSTM i,f,g,o -> i,o,f,c and GRU r,z,n -> z,r,h (PyTorch's GRU is
 linear_before_reset=1). torch is imported only here, only when needed.
 """
+import os
 import re
+import sys
 
 import numpy as np
 
@@ -376,6 +378,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
     analysis = analyse(gm, model.input_kind) if gm is not None else None
+    _probe_forward(module, model)   # after the graph's refusals, which name the line
     if cells and analysis is None:
         n, m = cells[0]
         t = _type_name(m)
@@ -762,6 +765,181 @@ def _refuse_mode_checks(module):
                    line.strip().rstrip(":")))
 
 
+# torch's functions that tell code how it runs (traced, scripted, with gradients, ...),
+# by their path from torch; those missing from this torch are left out
+_MODE_READERS = ("jit.is_tracing", "jit.is_scripting", "_jit_internal.is_scripting",
+                 "jit._trace.is_tracing", "_C._get_tracing_state", "_C._is_tracing",
+                 "onnx.is_in_onnx_export", "compiler.is_compiling", "is_grad_enabled",
+                 "is_inference_mode_enabled", "is_autocast_enabled",
+                 "is_autocast_cpu_enabled")
+
+
+class _ModeWatch:
+    """A profiler (sys.setprofile) that records the first call of a _MODE_READERS function
+    from outside torch while it is set: a mode check the source text does not show (an
+    alias made at import, getattr, a stored callable, a lambda) is still a call of the same
+    function object (issue 14 F1)."""
+
+    def __init__(self):
+        torch = _torch()
+        self.codes, self.builtins, self.found = {}, {}, None
+        for path in _MODE_READERS:
+            obj = torch
+            try:
+                for part in path.split("."):
+                    obj = getattr(obj, part)
+            except AttributeError:
+                continue
+            code = getattr(obj, "__code__", None)
+            # the first path of an object names it (torch.jit.is_tracing, not the private
+            # module it is defined in)
+            if code is not None:
+                self.codes.setdefault(code, "torch." + path)
+            else:
+                self.builtins.setdefault(id(obj), (obj, "torch." + path))
+        self.own = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+    def hook(self, frame, event, arg):
+        if self.found is not None:
+            return
+        if event == "call":
+            what, caller = self.codes.get(frame.f_code), frame.f_back
+        elif event == "c_call":
+            found = self.builtins.get(id(arg))
+            what, caller = (found[1] if found and found[0] is arg else None), frame
+        else:
+            return
+        if what is None or caller is None:
+            return
+        from .torch_graph import _in_torch
+        path = caller.f_code.co_filename
+        if not _in_torch(path) and not os.path.abspath(path).startswith(self.own):
+            self.found = (what, path, caller.f_lineno, caller.f_code.co_name)
+
+    def __enter__(self):
+        self.was = sys.getprofile()
+        sys.setprofile(self.hook)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self.was)
+        return False
+
+    def refuse(self):
+        """Refuse what was found, naming the function, the line and why."""
+        if self.found is None:
+            return
+        import linecache
+        what, path, line, fn = self.found
+        code = linecache.getline(path, line).strip().rstrip(":")
+        if what.startswith("torch.is_"):
+            why = ("rnnd verifies and serves the module without gradients, outside inference "
+                   "and autocast mode, and a module that computes otherwise in another mode "
+                   "cannot be checked")
+        else:
+            why = ("the graph rnnd analyses (scripted or traced) differs from what the module "
+                   "computes when you run it")
+        raise ConvertError("forward() calls %s at %s:%d (in %s)%s: %s; remove the check"
+                           % (what, path, line, fn, ": " + code if code else "", why))
+
+
+def _module_state(module):
+    """{(submodule, attribute): a copy} of MODULE's attributes, parameters and buffers, to
+    compare after a call of forward()."""
+    import copy
+    torch = _torch()
+    out = {}
+    for name, m in module.named_modules():
+        items = [(k, v) for k, v in vars(m).items()
+                 if k not in ("_parameters", "_buffers", "_modules") and "hook" not in k]
+        items += list(m._parameters.items()) + list(m._buffers.items())
+        items += [(k, ("module", id(v))) for k, v in m._modules.items()]
+        for k, v in items:
+            if isinstance(v, torch.Tensor):
+                out[(name, k)] = ("tensor", v.detach().clone())
+                continue
+            try:
+                out[(name, k)] = ("value", copy.deepcopy(v))
+            except Exception:
+                out[(name, k)] = ("id", id(v))
+    return out
+
+
+def _same(a, b):
+    """Whether two _module_state entries hold the same: tensors element by element (NaN
+    equal to NaN), containers item by item; a value == cannot compare counts as the same."""
+    if a[0] != b[0]:
+        return False
+    return _same_value(a[1], b[1]) if a[0] != "id" else a[1] == b[1]
+
+
+def _same_value(x, y, depth=0):
+    torch = _torch()
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+            return False
+        x, y = x.detach(), y.detach()
+        return x.shape == y.shape and x.dtype == y.dtype and bool(
+            torch.equal(x, y) or (x.is_floating_point() and
+                                  torch.isclose(x, y, 0, 0, equal_nan=True).all()))
+    if depth < 8 and isinstance(x, (list, tuple)) and type(x) is type(y):
+        return len(x) == len(y) and all(_same_value(a, b, depth + 1) for a, b in zip(x, y))
+    if depth < 8 and isinstance(x, dict) and type(x) is type(y):
+        return x.keys() == y.keys() and all(_same_value(x[k], y[k], depth + 1) for k in x)
+    try:
+        return bool(x == y)
+    except Exception:
+        return True
+
+
+def _probe_forward(module, model):
+    """Call MODULE's forward() once in this process, as verification does (eval mode, no
+    gradients), and refuse a call of a torch mode reader from outside torch (_ModeWatch) or
+    a forward() that changes the module's attributes, parameters or buffers: verification
+    runs each call in a forked child, so state kept between calls (a counter, a cache)
+    never shows there, while the user's later calls compute with it (issue 14 F3). A
+    ScriptModule's graph holds both (torch_graph.py)."""
+    torch = _torch()
+    if isinstance(module, torch.jit.ScriptModule):
+        return
+    examples = [_example(module, model)]
+    if model.input_kind == "vectors" and model.input_dim == 1:
+        examples.append((examples[0][0][..., 0],) + tuple(examples[0][1:]))
+    before = _module_state(module)
+    was = module.training
+    watch = _ModeWatch()
+
+    def once(ex):
+        # in a thread of this process (the state to compare is here), under verification's
+        # time limit: a forward() that never returns is refused, not waited for
+        module.eval()
+        try:
+            with watch, torch.no_grad():
+                module(*ex)
+            return 1.0
+        except Exception:
+            return 0.0          # verification reports a forward() that cannot run
+        finally:
+            module.train(was)
+    from .watchdog import bounded
+    limited = bounded(once, in_process=True)
+    for ex in examples:
+        if limited(ex):
+            break
+    watch.refuse()
+    after = _module_state(module)
+    for key in sorted(set(before) | set(after), key=str):
+        if key in before and key in after and _same(before[key], after[key]):
+            continue
+        name, attr = key
+        raise ConvertError("forward() of module '%s' (%s) %s its attribute '%s' when it runs: "
+                           "state kept between calls (a counter, a cache) that rnnd's model "
+                           "does not hold and verification, which runs each call afresh, "
+                           "does not see change; keep forward() free of writes to the module"
+                           % (name or "<top>", _type_name(module.get_submodule(name)),
+                              "sets" if key in after else "deletes", attr))
+
+
 def _check_cell_loop(gm, cells, label):
     """Refuse cells that GM's graph does not call in a loop: a traced loop over the steps
     is unrolled into one call per step of the example (a fixed length), and torch.jit.trace
@@ -1026,10 +1204,11 @@ def _graph_module(module, model):
     else:
         example = [example]
     traced, why_trace = None, "no example input"
+    watch = _ModeWatch()
     try:
         for ex in example:
             try:
-                with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                with torch.no_grad(), warnings.catch_warnings(record=True) as caught, watch:
                     warnings.simplefilter("always")
                     traced = torch.jit.trace(module, ex, check_trace=False)
                 break
@@ -1044,6 +1223,7 @@ def _graph_module(module, model):
                            "after checking forward()'s graph: make forward() scriptable, or "
                            "traceable (tensors in, a tensor or a tuple of tensors out)"
                            % (why_script, why_trace))
+    watch.refuse()
     _refuse_tracer_warnings(caught)
     return traced
 
