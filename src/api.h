@@ -1,5 +1,7 @@
 /* The API handlers, one file per resource (api_models.c, api_infer.c, api_sessions.c,
- * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c), routed by http.c. Each
+ * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c: api_v2.c, api_v2_config.c,
+ * api_v2_binary.c, api_v2_generate.c), with the helpers they share in api_util.c, routed by
+ * http.c. Each
  * runs on a request thread with the body decoded and either replies at once or defers (see
  * http.h). */
 #ifndef RNND_API_H
@@ -69,7 +71,7 @@ int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const cha
 #include "generate.h"
 int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_params **out);
 
-/* ---- the KServe v2 / Triton protocol (api_v2.c, api_v2_generate.c; docs/v2.md) ---- */
+/* ---- the KServe v2 / Triton protocol (api_v2*.c; docs/v2.md) ---- */
 /* What GET /v2 lists in "extensions" (JSON strings). */
 #define RNND_V2_EXTENSIONS \
     "\"sequence\",\"sequence(string_id)\",\"generate\",\"model_configuration\"," \

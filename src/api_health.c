@@ -51,10 +51,6 @@ void rnnd_api_readyz(rnnd_req *r)
 
 void rnnd_api_metrics(rnnd_req *r)
 {
-    if (!rnnd_req_admin(r)) {
-        rnnd_reply_error(r, RNND_E_FORBIDDEN, "/metrics needs a key of scope admin");
-        return;
-    }
     rnnd_buf b;
     rnnd_buf_init(&b);
     rnnd_app *app = rnnd_req_app(r);

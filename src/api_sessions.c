@@ -380,6 +380,23 @@ static int top_k_json(rnnd_buf *b, const struct step_req *q, const rnnd_entry *e
     return 0;
 }
 
+/* 409 conflict for an if_steps that is not the session's STEPS, with the count beside the
+ * error so that the client can resend from there (docs/api.md, 4.4); into B (empty). */
+static void reply_steps_conflict(rnnd_req *r, rnnd_buf *b, int64_t if_steps, uint64_t steps,
+                                 const char *what)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "if_steps is %" PRId64 " but the session has %" PRIu64 " steps; nothing was %s",
+             if_steps, steps, what);
+    rnnd_buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":",
+                    rnnd_errcode_name(RNND_E_CONFLICT));
+    rnnd_buf_json_string(b, msg);
+    rnnd_buf_printf(b, ",\"steps\":%" PRIu64 "}}", steps);
+    rnnd_reply(r, rnnd_errcode_http(RNND_E_CONFLICT), b);
+}
+
+
 /* The step job left its session's queue: encode the reply and send it. Any thread. */
 static void step_finish(rnnd_job *job)
 {
@@ -400,16 +417,9 @@ static void step_finish(rnnd_job *job)
     }
     switch (j->outcome) {
     case RNND_STEP_CONFLICT: {
-        char msg[160];
-        snprintf(msg, sizeof msg,
-                 "if_steps is %" PRId64 " but the session has %" PRIu64 " steps; nothing was run",
-                 j->if_steps, j->steps);
         rnnd_buf b;
         rnnd_buf_init(&b);
-        rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
-        rnnd_buf_json_string(&b, msg);
-        rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}}", j->steps);
-        rnnd_reply(r, 409, &b);
+        reply_steps_conflict(r, &b, j->if_steps, j->steps, "run");
         break;
     }
     case RNND_STEP_STOPPED:
@@ -780,15 +790,7 @@ static int ctl_start(rnnd_job *job)
     case CTL_IMPORT: {
         uint64_t now = rnnd_session_steps(s);
         if (c->if_steps >= 0 && (uint64_t)c->if_steps != now) {
-            char msg[160];
-            snprintf(msg, sizeof msg,
-                     "if_steps is %" PRId64 " but the session has %" PRIu64
-                     " steps; nothing was changed",
-                     c->if_steps, now);
-            rnnd_buf_puts(&b, "{\"error\":{\"code\":\"conflict\",\"message\":");
-            rnnd_buf_json_string(&b, msg);
-            rnnd_buf_printf(&b, ",\"steps\":%" PRIu64 "}}", now);
-            rnnd_reply(c->r, 409, &b);
+            reply_steps_conflict(c->r, &b, c->if_steps, now, "changed");
             break;
         }
         uint64_t steps = c->kind == CTL_IMPORT ? c->steps : 0;

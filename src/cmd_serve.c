@@ -3,8 +3,9 @@
  * Start: settings, log, kernels, models, session table, compute workers, batchers, HTTP.
  * Signals: SIGTERM/SIGINT/SIGHUP are blocked in every thread and taken by this thread with
  * sigtimedwait(), which also times the sweep of expired sessions and the periodic snapshots,
- * so no handler and no global state exist. SIGHUP reloads the models (registry.h). Stop: refuse new requests (503) and new connections, let in-flight requests
- * finish for up to shutdown_timeout_s, fail what is left with 503, then tear down in reverse. */
+ * so no handler and no global state exist. SIGHUP reloads the models (registry.h). Stop:
+ * refuse new requests (503) and new connections, let in-flight requests finish for up to
+ * shutdown_timeout_s, fail what is left with 503, then tear down in reverse. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>

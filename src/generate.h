@@ -102,10 +102,10 @@ size_t rnnd_gen_max_piece(const rnnd_entry *e);
  * event's keys, or an id in a JSON list). Saturates at SIZE_MAX. */
 size_t rnnd_gen_bytes(const rnnd_entry *e, size_t n_prompt, int64_t max_tokens, size_t token_reply);
 
-/* Queue a generation on session S (a session of ENTRY's model; the engine takes its own
- * reference), counted in METRICS (generations, tokens) with PROMPT (N_PROMPT >= 1 ids, copied). Returns RNND_SESSION_FOUND (0) when
- * queued: the sink gets done() later; or the rnnd_session_submit() reason S left the table,
- * or -1 when out of memory (ERR says so): then no callback is made. */
+/* Queue a generation on session S (a session of ENTRY's model; the engine takes its own reference),
+ * counted in METRICS (generations, tokens) with PROMPT (N_PROMPT >= 1 ids, copied). Returns
+ * RNND_SESSION_FOUND (0) when queued: the sink gets done() later; or the rnnd_session_submit()
+ * reason S left the table, or -1 when out of memory (ERR says so): then no callback is made. */
 int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt, size_t n_prompt,
                   const rnnd_gen_params *p, const rnnd_gen_sink *sink, char *err, size_t errlen);
 

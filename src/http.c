@@ -660,6 +660,10 @@ static void dispatch(rnnd_req *r)
      * (rnnd/step_scan.h) and decodes it itself only when that fails */
     if (r->len && !(r->route->flags & RT_RAW_BODY) && decode_body(r))
         return;
+    if ((r->route->flags & RT_ADMIN) && !rnnd_req_admin(r)) {
+        rnnd_reply_error(r, RNND_E_FORBIDDEN, "%s needs a key of scope admin", r->route->pattern);
+        return;
+    }
     r->handler(r);
     if (!r->deferred && !r->replied && !r->stream)
         rnnd_reply_error(r, RNND_E_INTERNAL, "the handler gave no reply");

@@ -7,9 +7,9 @@
  * over each row (add, clip, activation per gate, the c update, h), each a call or a loop of
  * baseline x86-64 code; here every vector of hidden units goes through all of it in
  * registers. The operations and their order are those of the scalar reference
- * (kern_lstm_row_scalar and kern_gru_* in kernels_scalar.c), one rounding each, so a hidden unit's result
- * does not depend on where it sits, on the row range, or on the path (the activations
- * aside, which differ from libm's by a few ulp as documented in rnnd/kernels.h). */
+ * (kern_lstm_row_scalar and kern_gru_* in kernels_scalar.c), one rounding each, so a hidden
+ * unit's result does not depend on where it sits, on the row range, or on the path (the
+ * activations aside, which differ from libm's by a few ulp as documented in rnnd/kernels.h). */
 #ifndef RNND_KERNELS_CELLS_H
 #define RNND_KERNELS_CELLS_H
 

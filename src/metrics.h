@@ -14,7 +14,7 @@
 /* the route count + 1 (route_list.h): the last row counts requests that matched no route */
 #define RNND_METRICS_ROUTES (RNND_ROUTE_COUNT + 1)
 #define RNND_METRICS_METHODS 6  /* GET HEAD POST PUT DELETE other */
-#define RNND_METRICS_CODES 16   /* the statuses the daemon sends, and "other" */
+#define RNND_METRICS_CODES 16   /* metrics.c's codes[]; others count as "other" */
 #define RNND_METRICS_LATENCY 15 /* latency histogram buckets, +Inf included */
 
 typedef struct rnnd_metrics {

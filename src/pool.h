@@ -1,6 +1,9 @@
 /* The compute workers: N threads taking tasks from one FIFO. Each worker owns a context made
  * once at start (its scratch: one rnnd_work per model), so computing never allocates.
- * Start-up waits on a barrier until every worker has built its context. */
+ * Start-up waits on a barrier until every worker has built its context.
+ *
+ * Lock order: the pool's mutex is a leaf: a task's run() and cancel() are called without it,
+ * so callers may post while holding their own locks (the batcher does). */
 #ifndef RNND_POOL_H
 #define RNND_POOL_H
 

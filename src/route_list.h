@@ -8,14 +8,17 @@
  * "/v2/models/{m}".
  *
  * Adding a route takes: one X(...) line here, and its handler, written in an src/api_*.c file
- * and declared in src/api.h (or its module's header, as cluster.h for the drain) (docs/code.md, "Adding a route"). Nothing else counts routes. */
+ * and declared in src/api.h (or in its module's header, as cluster.h for the drain: then
+ * routes.c includes that header) (docs/code.md, "Adding a route"), and a row in the endpoint
+ * table of docs/api.md or docs/v2.md (tests/test_docs.py: test_route_tables). Nothing else
+ * counts routes. */
 #ifndef RNND_ROUTE_LIST_H
 #define RNND_ROUTE_LIST_H
 
 #define RNND_ROUTE_LIST(X) \
     X("/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN) \
     X("/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN) \
-    X("/metrics", rnnd_api_metrics, NULL, NULL, NULL, 0) \
+    X("/metrics", rnnd_api_metrics, NULL, NULL, NULL, RT_ADMIN) \
     X("/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0) \
     X("/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL) \
     X("/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL) \
@@ -27,7 +30,7 @@
     X("/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0) \
     X("/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0) \
     X("/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0) \
-    X("/v1/admin/drain", NULL, rnnd_api_admin_drain, NULL, NULL, 0) \
+    X("/v1/admin/drain", NULL, rnnd_api_admin_drain, NULL, NULL, RT_ADMIN) \
     X("/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2) \
     X("/v2/health/live", rnnd_api_v2_live, NULL, NULL, NULL, RT_V2 | RT_OPEN | RT_DRAIN) \
     X("/v2/health/ready", rnnd_api_v2_ready, NULL, NULL, NULL, RT_V2 | RT_OPEN) \

@@ -144,10 +144,10 @@ double rnnd_session_ttl(const rnnd_session *s);
  * the caller's reference, and its contents must not change. */
 void rnnd_session_set_ext(rnnd_session *s, void *ext, void (*ext_free)(void *));
 const void *rnnd_session_ext(rnnd_session *s);
-/* Cluster mode's attachment (store_sync.h: the session's epoch in Redis and its dirty mark),
- * malloc'd, freed with free() when the session is freed; NULL: a session of this node only
- * (the embedded default, a generation's temporary session). Set once, right after creation,
- * before the id is handed out; its fields are guarded by the cluster's own mutex. */
+/* Cluster mode's attachment (cluster.h, store_sync.c: the session's epoch in Redis and its dirty
+ * mark), malloc'd, freed with free() when the session is freed; NULL: a session of this node only
+ * (the embedded default, a generation's temporary session). Set once, right after creation, before
+ * the id is handed out; its fields are guarded by the cluster's own mutex. */
 void rnnd_session_set_sync(rnnd_session *s, void *sync);
 void *rnnd_session_sync(rnnd_session *s);
 

@@ -45,13 +45,14 @@ int rnnd_snapkey_check_outside(const char *path, const char *state_dir, char *er
 int rnnd_snapkey_load(const char *path, unsigned char key[RNND_SNAPKEY_BYTES], int *created,
                       char *err, size_t errlen);
 
-/* The rollback guard (docs/state.md, "Authentication"): the serial of the last snapshot
- * begun (recorded before the file is written), a decimal number in KEY_PATH + ".serial", beside the key and as far from
- * state_dir's writers. A signed snapshot whose serial is below it is an older one put back.
+/* The rollback guard (docs/state.md, "Authentication"): the serial of the last snapshot begun
+ * (recorded before the file is written), a decimal number in KEY_PATH + ".serial", beside the key
+ * and as far from state_dir's writers. A signed snapshot whose serial is below it is an older one
+ * put back.
  *
- * Read it into *SERIAL (0 when there is no file). The file must be a regular file (not a
- * link), owned by the effective uid, that group and others may not write. Returns 0 or
- * RNND_ERR_INVALID / RNND_ERR_IO / RNND_ERR_NOMEM with ERR as "PATH: reason". */
+ * Read it into *SERIAL (0 when there is no file). The file must be a regular file (not a link),
+ * owned by the effective uid, that group and others may not write. Returns 0 or RNND_ERR_INVALID /
+ * RNND_ERR_IO / RNND_ERR_NOMEM with ERR as "PATH: reason". */
 int rnnd_snapserial_read(const char *key_path, int64_t *serial, char *err, size_t errlen);
 /* Replace it with SERIAL: KEY_PATH.serial.tmp (whatever is there removed first, then
  * O_EXCL|O_NOFOLLOW, 0600), fsync, rename, fsync of the folder. Returns 0 or a negative

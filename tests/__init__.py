@@ -4,5 +4,8 @@ import os
 import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:
-    sys.path.insert(0, _HERE)
+# tests/ for the helpers; tools/ for the converter (rnnd_convert), which some tests import
+# before daemon_util, whose own path set-up would come too late for them
+for _p in (os.path.join(os.path.dirname(_HERE), "tools"), _HERE):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)

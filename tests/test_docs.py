@@ -136,6 +136,32 @@ class Docs(Case):
         self.eq(sorted(named), sorted(core),
                 "docs/code.md lists the tests that link the core alone")
 
+    def test_route_tables(self):
+        """Every route of src/route_list.h is a row of the endpoint table of docs/api.md (/v1
+        and the probes) or docs/v2.md (/v2), with its methods, and every row is a route; a
+        /v2/models/{m}/... route exists in its /versions/{v}/ form too, as docs/v2.md says."""
+        text = read("src", "route_list.h")
+        body = text[text.index("#define RNND_ROUTE_LIST(X)"):]
+        routes = set()
+        for m in re.finditer(r'X\("([^"]+)",\s*(\w+),\s*(\w+),\s*(\w+),\s*(\w+),', body):
+            path = m.group(1)
+            for method, handler in zip(("GET", "POST", "PUT", "DELETE"), m.groups()[1:]):
+                if handler != "NULL":
+                    routes.add((method, path))
+        self.check(len(routes) >= 30, "routes read from src/route_list.h (%d)" % len(routes))
+        row = re.compile(r"^\| (GET|POST|PUT|DELETE) \| `([^`]+)` \|", re.M)
+        rows = set()
+        for doc in (("docs", "api.md"), ("docs", "v2.md")):
+            for method, path in row.findall(read(*doc)):
+                rows.add((method, re.sub(r"\{\w+\}", "*", path)))
+        plain = {(m, p) for m, p in routes if "/versions/" not in p}
+        self.eq(sorted(rows - plain), [], "rows of the docs' endpoint tables that are no route")
+        self.eq(sorted(plain - rows), [], "routes missing from the docs' endpoint tables")
+        versioned = {(m, p.replace("/versions/*", "")) for m, p in routes if "/versions/" in p}
+        models = {(m, p) for m, p in plain if p.startswith("/v2/models/*")}
+        self.eq(sorted(versioned ^ models), [],
+                "/v2/models/{m}/... routes without their /versions/{v}/ form, or the reverse")
+
     def test_examples(self):
         p = subprocess.run([PYTHON3, os.path.join(SRCDIR, "tools", "doc-examples"), "--rnnd",
                             RNND_BIN], capture_output=True, text=True, timeout=300)

@@ -5,8 +5,8 @@
 
 #include <stddef.h>
 
-/* RNND_OK (0) when no [ or { outside strings in LEN bytes of TEXT nests deeper than MAX, RNND_ERR_LIMIT
- * otherwise. Unbalanced text is the parser's to reject. */
+/* RNND_OK (0) when no [ or { outside strings in LEN bytes of TEXT nests deeper than MAX,
+ * RNND_ERR_LIMIT otherwise. Unbalanced text is the parser's to reject. */
 int rnnd_json_depth_check(const char *text, size_t len, long max);
 
 #endif

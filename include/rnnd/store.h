@@ -1,26 +1,27 @@
-/* The Redis session store of cluster mode (docs/cluster.md): where a session's record lives
- * when `session_store` is set, who may write it (the node lease and the epoch fence), and how a
- * record is checked before anything of it is believed.
+/* The Redis session store of cluster mode (docs/cluster.md): where a session's record lives when
+ * `session_store` is set, who may write it (the node lease and the epoch fence), and how a record
+ * is checked before anything of it is believed.
  *
- * The jobs, one file each: store_url.c checks the settings' text (the URL, the node name); store_record.c turns a
- * session into Redis hash fields and a hash read back into a checked record (no Redis needed:
- * the codec is tested alone); store_redis.c holds the connection (AUTH from a file, SELECT)
- * and the node lease; store_session.c runs the fenced Lua scripts on one session's record.
+ * The jobs, one file each: store_url.c checks the settings' text (the URL, the node name);
+ * store_record.c turns a session into Redis hash fields and a hash read back into a checked record
+ * (no Redis needed: the codec is tested alone); store_redis.c holds the connection (AUTH from a
+ * file, SELECT) and the node lease; store_session.c runs the fenced Lua scripts on one session's
+ * record.
  *
- * Threads: the URL and record functions touch only their arguments and may run on any thread.
- * An rnnd_store (one hiredis context, which is not thread-safe) has one mutex held for the whole
- * of every call on it, round trips included, so calls on one store from several threads run
- * one at a time, in the order they take the mutex. A thread that must not wait behind another
- * thread's round trip (the write-behind thread, next to request handlers) opens its own store.
- * Lock order: the store's mutex is a leaf: nothing else is locked while it is held, and no
- * caller may call into a store while holding a session table lock (a round trip of up to the
- * store's timeout would stall every session of the stripe).
+ * Threads: the URL and record functions touch only their arguments and may run on any thread. An
+ * rnnd_store (one hiredis context, which is not thread-safe) has one mutex held for the whole of
+ * every call on it, round trips included, so calls on one store from several threads run one at a
+ * time, in the order they take the mutex. A thread that must not wait behind another thread's round
+ * trip (the write-behind thread, next to request handlers) opens its own store. Lock order: the
+ * store's mutex is a leaf: nothing else is locked while it is held, and no caller may call into a
+ * store while holding a session table lock (a round trip of up to the store's timeout would stall
+ * every session of the stripe).
  *
- * The host name is resolved by hiredis's connect (getaddrinfo), which the timeout does not
- * bound: give an address, or a name the resolver answers at once (a Kubernetes Service).
+ * The host name is resolved by hiredis's connect (getaddrinfo), which the timeout does not bound:
+ * give an address, or a name the resolver answers at once (a Kubernetes Service).
  *
- * Nothing here logs; error messages name the key's kind, the server and a reason, never a
- * session id, a record's content, a state or the password (docs/cluster.md, "Security"). */
+ * Nothing here logs; error messages name the key's kind, the server and a reason, never a session
+ * id, a record's content, a state or the password (docs/cluster.md, "Security"). */
 #ifndef RNND_STORE_H
 #define RNND_STORE_H
 
