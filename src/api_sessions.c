@@ -389,13 +389,12 @@ static void reply_steps_conflict(rnnd_req *r, rnnd_buf *b, int64_t if_steps, uin
     snprintf(msg, sizeof msg,
              "if_steps is %" PRId64 " but the session has %" PRIu64 " steps; nothing was %s",
              if_steps, steps, what);
-    rnnd_buf_printf(b, "{\"error\":{\"code\":\"%s\",\"message\":",
-                    rnnd_errcode_name(RNND_E_CONFLICT));
+    rnnd_buf_printf(b,
+                    "{\"error\":{\"code\":\"%s\",\"message\":", rnnd_errcode_name(RNND_E_CONFLICT));
     rnnd_buf_json_string(b, msg);
     rnnd_buf_printf(b, ",\"steps\":%" PRIu64 "}}", steps);
     rnnd_reply(r, rnnd_errcode_http(RNND_E_CONFLICT), b);
 }
-
 
 /* The step job left its session's queue: encode the reply and send it. Any thread. */
 static void step_finish(rnnd_job *job)
