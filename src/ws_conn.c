@@ -226,9 +226,10 @@ static void run(struct conn *c)
             (w->close_code ||
              (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight &&
               wslay_event_get_queued_msg_length(c->ctx) <= (size_t)cfg->ws_max_message_bytes));
-        if (w->close_code && !want_write &&
-            (!wslay_event_want_read(c->ctx) || now - c->close_t0 >= CLOSE_WAIT_S))
-            return; /* our close is sent; the client's came, or too late */
+        if (w->close_code &&
+            (now - c->close_t0 >= CLOSE_WAIT_S || (!want_write && !wslay_event_want_read(c->ctx))))
+            return; /* our close is sent and the client's came; or a client too slow to read
+                     * what was left to send, or to answer the close */
         if (!w->close_code && !wslay_event_want_read(c->ctx) && !want_write && !busy)
             return; /* the client closed, and its close was answered */
         if (want_read && w->extra_off < w->extra_len) {
@@ -243,6 +244,8 @@ static void run(struct conn *c)
         double left = w->close_code ? CLOSE_WAIT_S - (now - c->close_t0)
                                     : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
         int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1000) + 1;
+        if (!w->close_code && (busy || c->parked))
+            ms = 1000; /* not idle: a reply's wake-up comes through the pipe */
         if (poll(p, 2, ms) < 0 && errno != EINTR)
             return;
         if (p[1].revents)
