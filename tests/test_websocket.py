@@ -24,7 +24,9 @@ import json
 import os
 import random
 import socket
+import ssl
 import struct
+import subprocess
 import time
 import unittest
 
@@ -52,8 +54,10 @@ class Closed(Exception):
 class RawWS:
     """A WebSocket client on a plain socket."""
 
-    def __init__(self, port, path, headers=None, timeout=20):
+    def __init__(self, port, path, headers=None, timeout=20, ctx=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ctx:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16)).decode()
         lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
                  "Connection: Upgrade", "Sec-WebSocket-Key: " + key,
@@ -565,6 +569,60 @@ class Limits(Case):
                 self.check(seq == i and bits(outs) == bits(want["outputs"]),
                            "in-flight 1: request %d answered in order, bitwise" % i)
             w.close()
+
+    def test_backpressure(self):
+        """A client that sends and never reads: the daemon stops reading its socket once a
+        message's worth of replies waits, so the client's sends block rather than the daemon
+        buffering without bound."""
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-message-bytes", "64K") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            frame = bin_step(0, [[0.5] * DIM] * 1000)     # 1,000 steps: a 32 KB reply
+            w.sock.settimeout(3)
+            sent, blocked = 0, False
+            try:
+                while sent < 2000:                        # 2,000 frames: 2,000,000 steps
+                    w.frame(2, frame)
+                    sent += 1
+            except socket.timeout:
+                blocked = True
+            self.check(blocked, "sends block once the daemon stops reading (%d frames sent)"
+                       % sent)
+            steps = d.request("GET", "/v1/sessions/" + s)[2]["steps"]
+            self.check(steps < sent * 1000, "the daemon ran %d of the %d steps sent: it "
+                       "stopped reading" % (steps, sent * 1000))
+            w.sock.close()
+            st, _, b = d.request("POST", "/v1/sessions", {"model": "vec"})
+            self.eq(st, 201, "the daemon serves on after the client left")
+
+    def test_tls(self):
+        cert, key = os.path.join(WORK, "cert.pem"), os.path.join(WORK, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        ctx = ssl.create_default_context(cafile=cert)
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--tls-cert", cert, "--tls-key",
+                    key) as d:
+            sids = []
+            import http.client
+            for _ in range(2):
+                h = http.client.HTTPSConnection("127.0.0.1", d.port, timeout=30, context=ctx)
+                h.request("POST", "/v1/sessions", body=b'{"model": "vec"}',
+                          headers={"Content-Type": "application/json"})
+                sids.append(json.loads(h.getresponse().read())["id"])
+                h.close()
+            rows = [[f32(rng.uniform(-1, 1)) for _ in range(DIM)] for _ in range(5)]
+            a = RawWS(d.port, "/v1/sessions/%s/ws" % sids[0], ctx=ctx)
+            b = RawWS(d.port, "/v1/sessions/%s/ws" % sids[1], ctx=ctx)
+            self.eq((a.status, b.status), (101, 101), "wss: upgrades over TLS")
+            ja = a.request({"op": "step", "inputs": rows})
+            b.frame(2, bin_step(1, rows))
+            jb = bin_reply(b.recv())
+            self.check(bits(ja["outputs"]) == bits(jb[4]), "wss: JSON and binary steps agree")
+            a.close()
+            b.close()
 
     def test_auth(self):
         ka, kb = "alice-0123456789abcdef", "bob-fedcba9876543210xyz"
