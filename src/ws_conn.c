@@ -80,11 +80,12 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
 static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                        void *user)
 {
-    (void)flags;
     struct conn *c = user;
+    /* a frame's header and payload come as two calls: MSG_MORE keeps them in one segment */
+    int more = flags & WSLAY_MSG_MORE ? MSG_MORE : 0;
     ssize_t n;
     do
-        n = send(c->w->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        n = send(c->w->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT | more);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
         wslay_event_set_error(ctx,

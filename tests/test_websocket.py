@@ -511,6 +511,23 @@ class WS(Case):
                 "a step on the deleted session: HTTP's 404")
         w.expect_close(self, 1008, "a deleted session's socket")
 
+    def test_round_trip_latency(self):
+        """A reply is not held back by Nagle's algorithm waiting for the client's delayed ACK
+        (40 ms a round trip before TCP_NODELAY and MSG_MORE)."""
+        s = self.new()
+        w = self.open(s)
+        fr = bin_step(0, [[0.5] * DIM])
+        times = []
+        for _ in range(60):
+            t = time.monotonic()
+            w.frame(2, fr)
+            w.recv()
+            times.append(time.monotonic() - t)
+            w.request({"op": "step", "inputs": [[0.5] * DIM]})
+        times.sort()
+        self.check(times[len(times) // 2] < 0.02, "median binary round trip %.1f ms < 20 ms"
+                   % (times[len(times) // 2] * 1e3))
+
     def test_ping(self):
         s = self.new()
         w = self.open(s)
