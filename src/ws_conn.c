@@ -82,7 +82,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 {
     struct conn *c = user;
     /* a frame's header and payload come as two calls: MSG_MORE keeps them in one segment */
-    int more = flags & WSLAY_MSG_MORE ? MSG_MORE : 0;
+    int more = (flags & WSLAY_MSG_MORE) ? MSG_MORE : 0;
     ssize_t n;
     do
         n = send(c->w->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT | more);
