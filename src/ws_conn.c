@@ -1,5 +1,5 @@
 /* A WebSocket's own thread: framing by wslay on the upgraded socket, poll() over the socket
- * and a wake-up pipe, and the socket's limits (docs/websocket.md):
+ * and a wake-up eventfd, and the socket's limits (docs/websocket.md):
  *
  * - ws_max_message_bytes: a longer message closes the socket with 1009 (wslay);
  * - ws_max_in_flight: with that many requests unanswered the thread stops reading the socket
@@ -12,11 +12,11 @@
  *   whose session is gone with 1008 (ws_bridge.c), an internal failure with 1011, and a
  *   draining server with 1001 once the requests in flight are answered. */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
@@ -191,11 +191,12 @@ static void send_reply(rnnd_ws *w, int binary, const char *data, size_t len)
     w->last_io = rnnd_mono_s();
 }
 
-static void drain_pipe(int fd)
+static void drain_wake(int fd)
 {
-    char buf[64];
-    while (read(fd, buf, sizeof buf) > 0)
-        ;
+    uint64_t n;
+    if (read(fd, &n, sizeof n) < 0) {
+        /* nothing pending: woken by the timeout or the socket */
+    }
 }
 
 /* The loop: read while under the limits, send what is queued, until both sides closed. */
@@ -241,16 +242,16 @@ static void run(struct conn *c)
         struct pollfd p[2] = {{.fd = w->fd,
                                .events =
                                    (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
-                              {.fd = w->wake[0], .events = POLLIN}};
+                              {.fd = w->wake, .events = POLLIN}};
         double left = w->close_code ? CLOSE_WAIT_S - (now - c->close_t0)
                                     : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
         int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1000) + 1;
         if (!w->close_code && (busy || c->parked))
-            ms = 1000; /* not idle: a reply's wake-up comes through the pipe */
+            ms = 1000; /* not idle: a reply's wake-up comes through the eventfd */
         if (poll(p, 2, ms) < 0 && errno != EINTR)
             return;
         if (p[1].revents)
-            drain_pipe(w->wake[0]);
+            drain_wake(w->wake);
         if ((p[0].revents & (POLLERR | POLLHUP)) && !(p[0].revents & POLLIN))
             return;
         if ((p[0].revents & POLLIN) && wslay_event_recv(c->ctx))
@@ -265,9 +266,9 @@ static void wait_requests(struct conn *c)
 {
     rnnd_ws *w = c->w;
     while (!ws_bridge_idle(w)) {
-        struct pollfd p = {.fd = w->wake[0], .events = POLLIN};
+        struct pollfd p = {.fd = w->wake, .events = POLLIN};
         poll(&p, 1, 100);
-        drain_pipe(w->wake[0]);
+        drain_wake(w->wake);
         ws_bridge_flush(w, send_reply);
     }
 }
@@ -324,10 +325,6 @@ static void *ws_main(void *arg)
 
 int ws_conn_start(rnnd_ws *w)
 {
-    if (pipe2(w->wake, O_NONBLOCK | O_CLOEXEC)) {
-        w->wake[0] = w->wake[1] = -1;
-        return -1;
-    }
     rnnd_http *h = w->h;
     pthread_mutex_lock(&h->wsmu);
     w->stop = atomic_load(&w->app->draining);
@@ -345,9 +342,9 @@ int ws_conn_start(rnnd_ws *w)
 
 void ws_conn_wake(rnnd_ws *w)
 {
-    char b = 1;
-    if (w->wake[1] >= 0 && write(w->wake[1], &b, 1) < 0) {
-        /* full: a wake-up is pending already */
+    uint64_t one = 1;
+    if (write(w->wake, &one, sizeof one) < 0) {
+        /* the counter is full: a wake-up is pending already */
     }
 }
 
@@ -359,10 +356,8 @@ void ws_unref(rnnd_ws *w)
     w->h->n_ws--;
     pthread_mutex_unlock(&w->h->wsmu);
     rnnd_session_unref(w->s);
-    if (w->wake[0] >= 0)
-        close(w->wake[0]);
-    if (w->wake[1] >= 0)
-        close(w->wake[1]);
+    if (w->wake >= 0)
+        close(w->wake);
     pthread_mutex_destroy(&w->mu);
     free(w->extra);
     free(w);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -199,14 +200,25 @@ void rnnd_api_session_ws(rnnd_req *r)
     h->ws_stop_all = rnnd_ws_stop_all;
     int full = h->n_ws >= (size_t)cfg->max_websockets;
     if (!full)
-        h->n_ws++; /* the slot is this socket's until ws_free() */
+        h->n_ws++; /* the slot is this socket's until ws_unref() frees it */
     pthread_mutex_unlock(&h->wsmu);
-    if (full) {
+    /* out of descriptors (the fd budget plans none for sockets): refused before the 101 */
+    w->wake = full ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (w->wake < 0) {
+        if (!full) {
+            pthread_mutex_lock(&h->wsmu);
+            h->n_ws--;
+            pthread_mutex_unlock(&h->wsmu);
+        }
         free(w);
         rnnd_session_unref(s);
-        rnnd_reply_error(r, RNND_E_UNAVAILABLE,
-                         "%lld WebSockets are open (max_websockets); retry later",
-                         (long long)cfg->max_websockets);
+        if (full)
+            rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                             "%lld WebSockets are open (max_websockets); retry later",
+                             (long long)cfg->max_websockets);
+        else
+            rnnd_reply_error(r, RNND_E_UNAVAILABLE, "no descriptor for a WebSocket: %s",
+                             strerror(errno));
         return;
     }
     w->h = h;
@@ -214,7 +226,6 @@ void rnnd_api_session_ws(rnnd_req *r)
     w->s = s;
     w->key = r->key;
     w->fd = -1;
-    w->wake[0] = w->wake[1] = -1;
     snprintf(w->id, sizeof w->id, "%s", rnnd_req_param(r, 0));
     pthread_mutex_init(&w->mu, NULL);
     atomic_init(&w->refs, 1);

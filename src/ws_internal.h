@@ -60,7 +60,7 @@ struct rnnd_ws {
     void *ctx; /* wslay_event_context_ptr */
     pthread_t thread;
     int thread_on;
-    int wake[2]; /* a pipe: a reply is ready, or the socket must close */
+    int wake; /* an eventfd: a reply is ready, or the socket must close */
 
     pthread_mutex_t mu; /* the pending list's done flags, STOP */
     struct ws_pending *head, *tail;
