@@ -612,6 +612,45 @@ class Limits(Case):
             st, _, b = d.request("POST", "/v1/sessions", {"model": "vec"})
             self.eq(st, 201, "the daemon serves on after the client left")
 
+    def test_abrupt_and_garbage(self):
+        """Clients that vanish with requests in flight, or send random bytes as frames: the
+        daemon serves on and stops cleanly (exit 0, checked by the context)."""
+        with Daemon({"vec": golden_model(VEC, WORK)}) as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            for i in range(16):
+                w.frame(2, bin_step(i, [[0.5] * DIM] * 2000))
+            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.sock.close()  # a reset, sixteen requests of 2,000 steps in flight
+            g = random.Random(5)
+            for i in range(30):
+                w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+                try:
+                    if i % 3 == 0:
+                        w.sock.sendall(bytes(g.randrange(256) for _ in range(g.randrange(1, 300))))
+                    else:  # well-formed frames of random opcodes, flags and contents
+                        for _ in range(5):
+                            w.frame(g.randrange(16), bytes(g.randrange(256)
+                                                           for _ in range(g.randrange(0, 200))),
+                                    fin=g.random() < 0.8, rsv=g.choice([0, 0, 0, 1]))
+                    w.sock.settimeout(2)
+                    while True:
+                        w.recv_frame()
+                except (OSError, EOFError, AssertionError):
+                    pass
+                w.sock.close()
+            deadline = time.monotonic() + 30
+            while d.request("GET", "/v1/sessions/" + s)[2]["busy"] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            steps = d.request("GET", "/v1/sessions/" + s)[2]["steps"]
+            self.check(steps % 2000 == 0 and steps <= 32000,
+                       "the vanished client's requests ran whole or not at all (%d)" % steps)
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            got = w.request({"op": "step", "inputs": [[0.0] * DIM]})
+            self.eq((got["status"], got["steps"]), (200, steps + 1), "the daemon serves on")
+            w.close()
+
     def test_tls(self):
         cert, key = os.path.join(WORK, "cert.pem"), os.path.join(WORK, "key.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
