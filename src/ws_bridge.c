@@ -279,6 +279,7 @@ int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len)
         w->head = p;
     w->tail = p;
     w->in_flight++;
+    w->requests++;
     pthread_mutex_unlock(&w->mu);
     if (!binary) {
         text_request(w, p, data, len);

@@ -286,6 +286,12 @@ static void *ws_main(void *arg)
                                                    (uint64_t)w->app->cfg->ws_max_message_bytes);
         run(&c);
         wait_requests(&c);
+        /* who closed, and how: ours, else the client's (1006: the connection just ended) */
+        int code = w->close_code ? w->close_code : wslay_event_get_status_code_received(c.ctx);
+        RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
+                 "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",
+                 (unsigned long long)w->requests, code, w->close_code ? "server" : "client",
+                 rnnd_mono_s() - w->t0);
         wslay_event_context_free(c.ctx);
         w->ctx = NULL;
     } else {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "rnnd/status.h"
 #include "ws_internal.h"
 
 /* ---- SHA-1 (FIPS 180-4), for Sec-WebSocket-Accept only: no secret rides on it ---------- */
@@ -137,6 +138,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
     atomic_fetch_add(&w->refs, 1); /* the thread's, beside the request's */
     w->fd = sock;
     w->urh = urh;
+    w->t0 = rnnd_mono_s();
     int fl = fcntl(sock, F_GETFL);
     if (fl >= 0)
         fcntl(sock, F_SETFL, fl | O_NONBLOCK);

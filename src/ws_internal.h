@@ -65,8 +65,10 @@ struct rnnd_ws {
     pthread_mutex_t mu; /* the pending list's done flags, STOP */
     struct ws_pending *head, *tail;
     size_t in_flight;
-    int stop; /* close: the server drains (1001) */
+    uint64_t requests; /* started, for the close's log line */
+    int stop;          /* close: the server drains (1001) */
 
+    double t0;            /* monotonic seconds at the upgrade */
     double last_io;       /* monotonic seconds of the last frame either way */
     int close_code;       /* the close we queued (0: none yet) */
     int session_gone;     /* a request found the session deleted or expired: close (1008) */

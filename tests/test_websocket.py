@@ -554,6 +554,10 @@ class Limits(Case):
             self.check(1.5 <= took < 5, "closed after ~1 s idle (took %.1f s)" % took)
             self.check("idle" in c.reason, "reason names the idle timeout: %r" % c.reason)
             w.sock.close()
+            self.check(d.wait_log(lambda l: "event=ws_closed" in l and "code=1001" in l
+                                  and "by=server" in l and "requests=0" in l),
+                       "the close is logged (event=ws_closed code=1001 by=server)")
+            self.check(not [l for l in d.log if s in l], "no log line holds the session id")
             w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
             self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200, "step")
             rc, took = d.stop()
