@@ -94,6 +94,10 @@ struct rnnd_stream {
     double last_write;        /* monotonic seconds */
     rnnd_http *http;          /* set when attached */
     rnnd_stream *prev, *next; /* http->streams */
+    /* a WebSocket's request reads the stream instead of a connection (ws_bridge.c): WAKE is
+     * called, with mu held, whenever there is something to read */
+    void (*wake)(void *arg);
+    void *wake_arg;
 };
 
 enum { F_DONE = 1, F_SUSPENDED = 2 };

@@ -85,14 +85,29 @@ static rnnd_req *new_req(rnnd_ws *w, struct ws_pending *p, const char *pattern, 
     return r;
 }
 
-/* Run R's handler, as http.c's dispatch does; a reply set at once is done at once. */
+static void stream_wake(void *arg) { ws_conn_wake(arg); }
+
+/* Run R's handler, as http.c's dispatch does; a reply set at once is done at once, and a
+ * stream the handler attached is read as it fills (ws_bridge_flush). */
 static void run_handler(rnnd_req *r)
 {
+    struct ws_pending *p = r->varg;
     if (!r->handler)
         rnnd_reply_error(r, RNND_E_INTERNAL, "no handler for this operation");
     else
         r->handler(r);
-    if (!r->deferred && !r->replied && !r->stream)
+    if (r->stream && !r->replied) {
+        pthread_mutex_lock(&r->stream->mu);
+        r->stream->wake = stream_wake;
+        r->stream->wake_arg = p->w;
+        pthread_mutex_unlock(&r->stream->mu);
+        pthread_mutex_lock(&p->w->mu);
+        p->streaming = 1;
+        ws_conn_wake(p->w); /* what was written before the hook */
+        pthread_mutex_unlock(&p->w->mu);
+        return;
+    }
+    if (!r->deferred && !r->replied)
         rnnd_reply_error(r, RNND_E_INTERNAL, "the handler gave no reply");
     if (!r->deferred)
         req_done(r);
@@ -148,11 +163,6 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
     if (o->method == RNND_GET && json_object_size(body)) {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s takes no fields besides op and seq",
                          o->name);
-        goto done;
-    }
-    if (json_is_true(json_object_get(body, "stream"))) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                         "stream: not over a WebSocket; a generate op gets one reply");
         goto done;
     }
     r->route = route_of(w->h, o->pattern);
@@ -341,6 +351,97 @@ static int make_message(struct ws_pending *p, rnnd_req *r)
     return p->msg ? 0 : -1;
 }
 
+/* One server-sent event of P's stream (its lines, without the blank line) as a message:
+ * {"status":200,"op":"generate","seq":N, "event":NAME (when named), "data":JSON} or, for
+ * "data: [DONE]", "done":true. Comment lines (": ping") make none. */
+static void stream_event(rnnd_ws *w, struct ws_pending *p, const char *ev, size_t len,
+                         void (*send)(rnnd_ws *w, int binary, const char *data, size_t len))
+{
+    const char *name = NULL, *data = NULL;
+    size_t name_len = 0, data_len = 0;
+    for (const char *line = ev; line < ev + len;) {
+        const char *end = memchr(line, '\n', (size_t)(ev + len - line));
+        size_t n = end ? (size_t)(end - line) : (size_t)(ev + len - line);
+        if (n > 7 && !memcmp(line, "event: ", 7)) {
+            name = line + 7;
+            name_len = n - 7;
+        } else if (n > 6 && !memcmp(line, "data: ", 6)) {
+            data = line + 6;
+            data_len = n - 6;
+        }
+        line += n + 1;
+    }
+    if (!data)
+        return;
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_buf_puts(&b, "{\"status\":200,\"op\":\"generate\"");
+    if (p->has_seq)
+        rnnd_buf_printf(&b, ",\"seq\":%" PRId64, p->seq);
+    if (data_len == 6 && !memcmp(data, "[DONE]", 6)) {
+        rnnd_buf_puts(&b, ",\"done\":true}");
+    } else {
+        if (name) {
+            rnnd_buf_puts(&b, ",\"event\":");
+            rnnd_buf_json_stringn(&b, name, name_len);
+        }
+        rnnd_buf_puts(&b, ",\"data\":");
+        rnnd_buf_append(&b, data, data_len);
+        rnnd_buf_puts(&b, "}");
+    }
+    if (!rnnd_buf_failed(&b))
+        send(w, 0, b.data, b.len);
+    rnnd_buf_free(&b);
+}
+
+/* Read what P's stream holds and send its whole events. Returns 1 once the stream has ended
+ * and everything in it was sent, 0 while more may come, -1 out of memory. */
+static int stream_flush(rnnd_ws *w, struct ws_pending *p,
+                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len))
+{
+    rnnd_stream *st = p->r->stream;
+    pthread_mutex_lock(&st->mu);
+    size_t n = st->len - st->off;
+    char *g = n ? realloc(p->sbuf, p->slen + n) : p->sbuf;
+    if (n && g) {
+        memcpy(g + p->slen, st->buf + st->off, n);
+        p->sbuf = g;
+        p->slen += n;
+        st->off = st->len;
+    }
+    int closed = st->closed; /* read with the bytes: nothing is written after the close */
+    pthread_mutex_unlock(&st->mu);
+    if (n && !g)
+        return -1;
+    size_t used = 0;
+    for (;;) {
+        const char *end =
+            p->slen - used >= 2 ? memmem(p->sbuf + used, p->slen - used, "\n\n", 2) : NULL;
+        if (!end)
+            break;
+        stream_event(w, p, p->sbuf + used, (size_t)(end - (p->sbuf + used)), send);
+        used = (size_t)(end - p->sbuf) + 2;
+    }
+    if (used) {
+        memmove(p->sbuf, p->sbuf + used, p->slen - used);
+        p->slen -= used;
+    }
+    return closed;
+}
+
+void ws_bridge_cancel(rnnd_ws *w)
+{
+    pthread_mutex_lock(&w->mu);
+    for (struct ws_pending *p = w->head; p; p = p->next) {
+        if (p->streaming) {
+            pthread_mutex_lock(&p->r->stream->mu);
+            p->r->stream->gone = 1;
+            pthread_mutex_unlock(&p->r->stream->mu);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
 size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len))
 {
@@ -348,7 +449,17 @@ size_t ws_bridge_flush(rnnd_ws *w,
     for (;;) {
         pthread_mutex_lock(&w->mu);
         struct ws_pending *p = w->head;
-        if (!p || !p->done) {
+        int streaming = p && p->streaming;
+        pthread_mutex_unlock(&w->mu);
+        if (streaming) {
+            int end = stream_flush(w, p, send);
+            if (end < 0)
+                w->failed = 1;
+            if (end <= 0)
+                return sent;
+        }
+        pthread_mutex_lock(&w->mu);
+        if (!p || !(p->done || p->streaming)) {
             pthread_mutex_unlock(&w->mu);
             return sent;
         }
@@ -358,7 +469,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
         w->in_flight--;
         pthread_mutex_unlock(&w->mu);
         rnnd_req *r = p->r;
-        if (!p->silent && !make_message(p, r)) {
+        if (!p->silent && !p->streaming && !make_message(p, r)) {
             send(w, p->msg_binary, p->msg, p->msg_len);
             sent++;
         }
@@ -366,6 +477,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
             w->session_gone = 1;
         http_req_free(w->h, r);
         free(p->msg);
+        free(p->sbuf);
         free(p);
     }
 }

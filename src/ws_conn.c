@@ -210,7 +210,7 @@ static void run(struct conn *c)
         if (w->session_gone)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);
-        if (c->failed)
+        if (c->failed || w->failed)
             queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
         pthread_mutex_lock(&w->mu);
         int stop = w->stop;
@@ -265,6 +265,7 @@ static void run(struct conn *c)
 static void wait_requests(struct conn *c)
 {
     rnnd_ws *w = c->w;
+    ws_bridge_cancel(w);
     while (!ws_bridge_idle(w)) {
         struct pollfd p = {.fd = w->wake, .events = POLLIN};
         poll(&p, 1, 100);

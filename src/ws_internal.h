@@ -33,8 +33,11 @@ typedef struct rnnd_ws rnnd_ws;
 /* One request of a socket, from its frame to its reply (ws_bridge.c). */
 struct ws_pending {
     rnnd_ws *w;
-    rnnd_req *r; /* the request; its reply is the message's body */
-    int silent;  /* no reply: the frame closed the socket */
+    rnnd_req *r;   /* the request; its reply is the message's body */
+    int silent;    /* no reply: the frame closed the socket */
+    int streaming; /* the reply is r->stream's events (a generate op with "stream": true) */
+    char *sbuf;    /* bytes of the stream read and not yet a whole event */
+    size_t slen;
     int done;    /* its reply is set (guarded by the socket's mutex) */
     int binary;  /* came as a binary frame */
     int has_seq; /* the client gave "seq" */
@@ -71,6 +74,7 @@ struct rnnd_ws {
     double t0;            /* monotonic seconds at the upgrade */
     double last_io;       /* monotonic seconds of the last frame either way */
     int close_code;       /* the close we queued (0: none yet) */
+    int failed;           /* out of memory for a stream's events: close (1011) */
     int session_gone;     /* a request found the session deleted or expired: close (1008) */
     rnnd_ws *prev, *next; /* h->ws_list */
 };
@@ -100,5 +104,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
 /* Whether W's requests have all been answered. */
 int ws_bridge_idle(rnnd_ws *w);
+/* The socket is closing: streamed generations stop at their next token. */
+void ws_bridge_cancel(rnnd_ws *w);
 
 #endif

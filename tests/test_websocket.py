@@ -223,7 +223,7 @@ class WS(Case):
     def setUpClass(cls):
         cls.d = cls.serve({"vec": golden_model(VEC, WORK), "tok": golden_model(TOK, WORK),
                            "charlm": CHARLM}, "--ws-max-message-bytes", "64K",
-                          "--max-websockets", "8")
+                          "--max-websockets", "8", "--max-generate-tokens", "100000")
 
     def new(self, model="vec"):
         st, _, b = self.d.request("POST", "/v1/sessions", {"model": model})
@@ -360,9 +360,48 @@ class WS(Case):
         got.pop("op"), got.pop("seq")
         self.eq(got.pop("status"), 200, "generate op: status")
         self.eq(got, want, "generate op = POST .../generate")
-        g = w.request(dict(body, op="generate", stream=True))
-        self.eq((g["status"], g["error"]["code"]), (400, "invalid_request"),
-                "stream: true refused")
+        # streamed: one message per server-sent event of the HTTP stream, then "done"
+        u, v = self.new("charlm"), self.new("charlm")
+        st, hdrs, text = self.d.request("POST", "/v1/sessions/%s/generate" % u,
+                                        dict(body, stream=True))
+        self.eq(st, 200, "HTTP streamed generate")
+        events = []
+        for ev in text.split("\n\n"):
+            name = [ln[7:] for ln in ev.split("\n") if ln.startswith("event: ")]
+            data = [ln[6:] for ln in ev.split("\n") if ln.startswith("data: ")]
+            if data:
+                events.append((name[0] if name else None, data[0]))
+        wv = self.open(v)
+        wv.send_json(dict(body, op="generate", seq=9, stream=True))
+        msgs = []
+        while not msgs or not msgs[-1].get("done"):
+            msgs.append(wv.recv())
+        self.eq({(m["status"], m["op"], m["seq"]) for m in msgs}, {(200, "generate", 9)},
+                "streamed generate: every message's envelope")
+        got = [(m.get("event"), json.dumps(m["data"], sort_keys=True)) for m in msgs[:-1]]
+        want = [(n, json.dumps(json.loads(d), sort_keys=True)) for n, d in events
+                if d != "[DONE]"]
+        for m in (got, want):  # the sessions' ids differ; everything else must not
+            for i, (n, d) in enumerate(m):
+                m[i] = (n, d.replace(u, "ID").replace(v, "ID"))
+        self.eq(got, want, "streamed generate: the HTTP stream's events, in order")
+        self.check(len(want) >= 3, "the stream had tokens (%d events)" % len(want))
+        self.eq(wv.request({"op": "step", "text": "a"})["status"], 200,
+                "the socket serves on after a stream")
+        # a socket that closes mid-stream stops its generation at the next token
+        x = self.new("charlm")
+        wx = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        wx.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000, "stream": True})
+        wx.recv()
+        wx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wx.sock.close()
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "a closed socket's stream stopped early (%d of 100,000 "
+                   "steps)" % steps)
 
     def test_websockets_library(self):
         import websockets
