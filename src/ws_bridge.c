@@ -101,6 +101,9 @@ static void run_handler(rnnd_req *r)
         r->stream->wake = stream_wake;
         r->stream->wake_arg = p->w;
         pthread_mutex_unlock(&r->stream->mu);
+        /* rnnd_req_stream() took a reference for the MHD response that sends a stream over
+         * HTTP; here the socket's thread reads it, under the request's own reference */
+        rnnd_stream_unref(r->stream);
         pthread_mutex_lock(&p->w->mu);
         p->streaming = 1;
         ws_conn_wake(p->w); /* what was written before the hook */
