@@ -13,7 +13,7 @@ library interoperates.
    handshakes, an unknown session, max_websockets (503).
 4. Bad frames, each with its documented error or close code, changing nothing: invalid JSON,
    an unknown op, a binary frame of another layout (1003), a wrong width, an unmasked frame
-   (1002), an oversize message (1009), frames after the client's close, a deleted session
+   (1002), text that is not UTF-8 (1007), an oversize message (1009), frames after the client's close, a deleted session
    (1008); the idle timeout (1001), ping/pong, ws_max_in_flight, a draining server (1001).
 
 Expected values come from the same steps over HTTP, never from constants.
@@ -521,6 +521,8 @@ class WS(Case):
         self.close_case(lambda w: w.frame(1, b'{"op": "step", "pad": "' + b"x" * 70000 + b'"}'),
                         1009, "a message over ws_max_message_bytes")
         self.close_case(lambda w: w.frame(1, b"{}", rsv=2), 1002, "a reserved bit")
+        self.close_case(lambda w: w.frame(1, b'{"op": "step", "x": "\xff\xfe"}'), 1007,
+                        "a text frame that is not UTF-8")
 
     def test_frames_after_close(self):
         s = self.new()
