@@ -1,6 +1,6 @@
-/* The WebSocket module's own header. WebSocket sessions (docs/websocket.md): GET /v1/sessions/{id}/ws upgrades, and the socket
- * then carries the session's step, generate, state and reset requests as text frames (JSON)
- * and its steps as binary frames (ws_codec.h).
+/* The WebSocket module's own header. WebSocket sessions (docs/websocket.md): GET
+ * /v1/sessions/{id}/ws upgrades, and the socket then carries the session's step, generate,
+ * state and reset requests as text frames (JSON) and its steps as binary frames (ws_codec.h).
  *
  * It builds on the HTTP module's internals (http_internal.h); the HTTP module calls it back
  * only through the pointers the first socket sets (rnnd_http's ws_close_all, ws_stop_all).
@@ -35,7 +35,7 @@ struct ws_pending {
     rnnd_ws *w;
     rnnd_req *r;   /* the request; its reply is the message's body */
     int silent;    /* no reply: the frame closed the socket */
-    int streaming; /* the reply is r->stream's events (a generate op with "stream": true) */
+    int streaming; /* the reply is r->stream's events ("stream": true; the mutex guards it) */
     char *sbuf;    /* bytes of the stream read and not yet a whole event */
     size_t slen;
     int done;    /* its reply is set (guarded by the socket's mutex) */
@@ -62,10 +62,9 @@ struct rnnd_ws {
     size_t extra_len, extra_off;
     void *ctx; /* wslay_event_context_ptr */
     pthread_t thread;
-    int thread_on;
     int wake; /* an eventfd: a reply is ready, or the socket must close */
 
-    pthread_mutex_t mu; /* the pending list's done flags, STOP */
+    pthread_mutex_t mu; /* the pending list, its flags, IN_FLIGHT, REQUESTS, STOP */
     struct ws_pending *head, *tail;
     size_t in_flight;
     uint64_t requests; /* started, for the close's log line */
@@ -81,7 +80,7 @@ struct rnnd_ws {
 
 /* ---- ws_conn.c ---- */
 /* Start W's thread on its socket (the upgrade handler). Returns 0, or -1 when no thread
- * could start (the caller closes the socket and frees W). */
+ * could start (the caller closes the socket and drops the thread's reference). */
 int ws_conn_start(rnnd_ws *w);
 /* Wake W's thread: a reply is ready. Any thread. */
 void ws_conn_wake(rnnd_ws *w);
