@@ -30,7 +30,8 @@ import subprocess
 import time
 import unittest
 
-from daemon_util import Case, Daemon, bearer, golden_cases, golden_model, tmpdir, write_secret
+from daemon_util import (Case, Daemon, batch_histogram, bearer, golden_cases, golden_model,
+                         tmpdir, write_secret)
 
 WORK = tmpdir("websocket")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -656,6 +657,57 @@ class Limits(Case):
             w.sock.close()
             st, _, b = d.request("POST", "/v1/sessions", {"model": "vec"})
             self.eq(st, 201, "the daemon serves on after the client left")
+
+    def test_sockets_batch_together(self):
+        """16 sockets stepping at once: their steps share batch rounds with each other's and
+        with HTTP steps, and every output equals a replay of the same session over HTTP."""
+        import threading
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-batch-wait-us", "2000") as d:
+            n, length = 16, 40
+            sids = [d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                    for _ in range(n + 1)]
+            data = [[[f32(rng.uniform(-1, 1)) for _ in range(DIM)] for _ in range(length)]
+                    for _ in range(n + 1)]
+            outs, errors = [None] * (n + 1), []
+
+            def client(k):
+                try:
+                    if k == n:  # one HTTP client among the sockets
+                        c = d.conn()
+                        outs[k] = [d.request("POST", "/v1/sessions/%s/step" % sids[k],
+                                             {"inputs": [row]}, conn=c)[2]["outputs"][0]
+                                   for row in data[k]]
+                        return
+                    w = RawWS(d.port, "/v1/sessions/%s/ws" % sids[k])
+                    got = []
+                    for i, row in enumerate(data[k]):
+                        if i % 2:
+                            w.frame(2, bin_step(i, [row]))
+                            got.append(bin_reply(w.recv())[4][0])
+                        else:
+                            got.append(w.request({"op": "step", "inputs": [row]})["outputs"][0])
+                    outs[k] = got
+                    w.close()
+                except Exception as e:  # reported below, in the main thread
+                    errors.append("client %d: %r" % (k, e))
+            before = batch_histogram(d.metrics(), "vec")
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(n + 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.check(not errors, "17 concurrent clients: %s" % (errors[:3] or "ok"))
+            after = batch_histogram(d.metrics(), "vec")
+            batches = after["count"] - before["count"]
+            multi = batches - (after["1"] - before["1"])
+            self.eq(after["sum"] - before["sum"], (n + 1) * length, "every step batched once")
+            self.check(multi > 0, "rounds of more than one session: %d of %d" % (multi, batches))
+            for k in range(n + 1):
+                ref = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                want = d.request("POST", "/v1/sessions/%s/step" % ref,
+                                 {"inputs": data[k]})[2]["outputs"]
+                self.check(outs[k] is not None and bits(outs[k]) == bits(want),
+                           "client %d: bitwise equal to a replay over HTTP" % k)
 
     def test_abrupt_and_garbage(self):
         """Clients that vanish with requests in flight, or send random bytes as frames: the
