@@ -43,16 +43,20 @@ static const rnnd_route *route_of(const rnnd_http *h, const char *pattern)
 }
 
 /* The request is answered: its reply may go (by the socket's thread, in order). Any thread.
- * The wake-up is written under the lock: once it is released the socket's thread may free
- * the request, and with its last request gone, W itself. */
+ * Once the lock is released the socket's thread may free the request and, its last request
+ * gone, end: a reference keeps W for the wake-up, written after the unlock so that the
+ * woken thread does not find the lock still held (measured: a contended lock on every
+ * reply). */
 static void req_done(rnnd_req *r)
 {
     struct ws_pending *p = r->varg;
     rnnd_ws *w = p->w;
+    atomic_fetch_add(&w->refs, 1);
     pthread_mutex_lock(&w->mu);
     p->done = 1;
-    ws_conn_wake(w);
     pthread_mutex_unlock(&w->mu);
+    ws_conn_wake(w);
+    ws_unref(w);
 }
 
 /* A request of W on its session's route PATTERN, as if it came over HTTP with W's key. */

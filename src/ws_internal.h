@@ -50,7 +50,7 @@ struct ws_pending {
 };
 
 struct rnnd_ws {
-    atomic_int refs; /* the upgrade request's, and the socket thread's */
+    atomic_int refs; /* the upgrade request's, the socket thread's, a completion's */
     rnnd_http *h;
     rnnd_app *app;
     rnnd_session *s; /* one reference: the socket's session */
