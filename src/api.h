@@ -19,12 +19,17 @@ void rnnd_api_sessions_list(rnnd_req *r);   /* GET    /v1/sessions */
 void rnnd_api_session_get(rnnd_req *r);     /* GET    /v1/sessions/{id} */
 void rnnd_api_session_delete(rnnd_req *r);  /* DELETE /v1/sessions/{id} */
 void rnnd_api_session_step(rnnd_req *r);    /* POST   /v1/sessions/{id}/step */
-void rnnd_api_session_reset(rnnd_req *r);   /* POST   /v1/sessions/{id}/reset */
-void rnnd_api_session_fork(rnnd_req *r);    /* POST   /v1/sessions/{id}/fork */
-void rnnd_api_state_get(rnnd_req *r);       /* GET    /v1/sessions/{id}/state */
-void rnnd_api_state_put(rnnd_req *r);       /* PUT    /v1/sessions/{id}/state */
+/* The same for steps already decoded (a WebSocket's binary frame, checked against the
+ * session's model: width and token range): SC's arrays are taken or freed. */
+struct rnnd_step_scan;
+void rnnd_api_session_step_scanned(rnnd_req *r, struct rnnd_step_scan *sc);
+void rnnd_api_session_reset(rnnd_req *r); /* POST   /v1/sessions/{id}/reset */
+void rnnd_api_session_fork(rnnd_req *r);  /* POST   /v1/sessions/{id}/fork */
+void rnnd_api_state_get(rnnd_req *r);     /* GET    /v1/sessions/{id}/state */
+void rnnd_api_state_put(rnnd_req *r);     /* PUT    /v1/sessions/{id}/state */
 
 void rnnd_api_session_generate(rnnd_req *r); /* POST /v1/sessions/{id}/generate */
+void rnnd_api_session_ws(rnnd_req *r);       /* GET  /v1/sessions/{id}/ws (ws_handshake.c) */
 void rnnd_api_model_generate(rnnd_req *r);   /* POST /v1/models/{model}/generate */
 
 void rnnd_api_healthz(rnnd_req *r); /* GET /healthz */

@@ -16,6 +16,7 @@
 #include "rnnd/step_scan.h"
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
+#include "ws_codec.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
@@ -434,6 +435,14 @@ static void step_finish(rnnd_job *job)
                              "inputs[%ld]: the output is NaN or infinite; "
                              "the session advanced to %" PRIu64 " steps",
                              j->first_nonfinite, j->steps);
+        } else if (rnnd_req_binary(r)) {
+            /* a WebSocket's binary frame: the same floats, raw (ws_codec.h) */
+            rnnd_buf b;
+            rnnd_buf_init(&b);
+            rnnd_ws_reply_put(&b, j->steps, j->last_only ? 1 : j->n_steps, (size_t)e->output_dim,
+                              j->out);
+            rnnd_reply_header(r, "Content-Type", "application/octet-stream");
+            rnnd_reply(r, 200, &b);
         } else {
             size_t O = (size_t)e->output_dim;
             rnnd_buf b;
@@ -750,6 +759,17 @@ void rnnd_api_session_step(rnnd_req *r)
     if (step_fields(r, rnnd_req_body(r), &a))
         return;
     step_submit(r, &a);
+}
+
+void rnnd_api_session_step_scanned(rnnd_req *r, rnnd_step_scan *sc)
+{
+    struct step_args a = {.sc = sc,
+                          .logits = 1,
+                          .last_only = sc->last_only,
+                          .if_steps = sc->if_steps};
+    if (rnnd_api_admit(r) == 0)
+        step_submit(r, &a);
+    rnnd_step_scan_clear(sc);
 }
 
 /* ---- reset, fork, state: jobs that run inline when they reach the head ------------------- */

@@ -135,8 +135,10 @@ rnnd_app *rnnd_req_app(const rnnd_req *r) { return r->http->app; }
 
 const char *rnnd_req_query(rnnd_req *r, const char *key)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key);
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, key) : NULL;
 }
+
+int rnnd_req_binary(const rnnd_req *r) { return r->binary; }
 
 void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg)
 {
@@ -146,6 +148,8 @@ void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg)
 
 int rnnd_req_gone(rnnd_req *r)
 {
+    if (!r->conn)
+        return 0; /* a WebSocket's: its socket stays until the reply is sent */
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
@@ -170,6 +174,10 @@ void rnnd_req_defer(rnnd_req *r) { r->deferred = 1; }
 
 void rnnd_req_complete(rnnd_req *r)
 {
+    if (r->vdone) {
+        r->vdone(r);
+        return;
+    }
     struct MHD_Connection *conn = r->conn;
     /* Whoever comes second of (this, the request thread parking the connection) resumes it;
      * after the exchange R may be freed at any moment. */
@@ -644,7 +652,7 @@ int rnnd_req_decode_head(rnnd_req *r, size_t n, const char **tail, size_t *tail_
 
 const char *rnnd_req_header(rnnd_req *r, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
 const char *rnnd_req_raw_body(const rnnd_req *r, size_t *len)
@@ -672,7 +680,10 @@ static void dispatch(rnnd_req *r)
 static enum MHD_Result send_reply(rnnd_req *r)
 {
     struct MHD_Response *resp;
-    if (r->data) {
+    if (r->upgrade && r->status == 101) {
+        resp = MHD_create_response_for_upgrade(r->upgrade, r->upgrade_arg);
+        r->upgrade = NULL; /* the handler now runs when MHD hands over the socket */
+    } else if (r->data) {
         resp = MHD_create_response_from_buffer(r->dlen, r->data, MHD_RESPMEM_MUST_FREE);
         if (resp)
             r->data = NULL;
@@ -688,7 +699,7 @@ static enum MHD_Result send_reply(rnnd_req *r)
         typed |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONTENT_TYPE);
         closes |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONNECTION);
     }
-    if (r->status != 204 && !typed)
+    if (r->status != 204 && r->status != 101 && !typed)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if ((r->early || r->closing) && !closes) /* the body is not read to its end */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -813,6 +824,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->early && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         linger(h, conn);
     account(h, r, toe);
+    http_req_free(h, r);
+}
+
+void http_req_free(rnnd_http *h, rnnd_req *r)
+{
     if (r->stream) {
         http_stream_detach(r->stream);
         rnnd_stream_unref(r->stream);
@@ -893,6 +909,8 @@ static void free_http(rnnd_http *h)
     pthread_mutex_destroy(&h->smu);
     pthread_cond_destroy(&h->cwake);
     pthread_mutex_destroy(&h->cmu);
+    pthread_mutex_destroy(&h->wsmu);
+    pthread_cond_destroy(&h->ws_cond);
     rnnd_log_limit_destroy(&h->loglimit);
     free(h);
 }
@@ -939,12 +957,14 @@ int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rn
     pthread_cond_init(&h->cwake, &ca);
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&h->cmu, NULL);
+    pthread_mutex_init(&h->wsmu, NULL);
+    pthread_cond_init(&h->ws_cond, NULL);
     rnnd_log_limit_init(&h->loglimit);
     /* poll(), not epoll: libmicrohttpd 0.9.75's MHD_quiesce_daemon() on an epoll thread pool
      * races with the pool's threads over removing the listening socket and aborts the
      * process when it loses (tests/test_shutdown_race.py); on poll() quiescing is a wake-up */
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_ALLOW_SUSPEND_RESUME |
-        MHD_USE_ITC | MHD_USE_ERROR_LOG;
+        MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     int tls = *cfg->tls_cert != '\0';
     if (tls) {
         int bad = RNND_OK;
@@ -1032,12 +1052,24 @@ int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rn
 
 uint16_t rnnd_http_port(const rnnd_http *h) { return h->port; }
 
+/* The WebSockets' close (0) or stop (1), set by the first socket (ws_internal.h); none
+ * without a socket ever opened. */
+static void ws_hook(rnnd_http *h, int stop)
+{
+    pthread_mutex_lock(&h->wsmu);
+    void (*fn)(rnnd_http *) = stop ? h->ws_stop_all : h->ws_close_all;
+    pthread_mutex_unlock(&h->wsmu);
+    if (fn)
+        fn(h);
+}
+
 void rnnd_http_quiesce(rnnd_http *h)
 {
     /* with MHD_USE_ITC this stops accepting in every pool thread; the socket becomes ours
      * to close, after MHD_stop_daemon() */
     if (h->quiesced == MHD_INVALID_SOCKET)
         h->quiesced = MHD_quiesce_daemon(h->d);
+    ws_hook(h, 0); /* their requests finish, then they close (1001) */
 }
 
 size_t rnnd_http_active(rnnd_http *h) { return atomic_load(&h->active); }
@@ -1048,6 +1080,7 @@ void rnnd_http_stop(rnnd_http *h)
         return;
     http_pinger_stop(h);
     http_watch_stop(h); /* before MHD closes the connections it shuts down */
+    ws_hook(h, 1);      /* MHD must not stop with an upgraded socket still open */
     MHD_stop_daemon(h->d);
     if (h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);

@@ -88,6 +88,10 @@ rnnd_app *rnnd_req_app(const rnnd_req *r);
  * allocates; it is given back when the request is freed. */
 struct rnnd_memhold *rnnd_req_mem(rnnd_req *r);
 
+/* Nonzero when R came over a WebSocket in a binary frame and its reply is to be binary too
+ * (ws_codec.h's layout); such a reply sets Content-Type application/octet-stream. */
+int rnnd_req_binary(const rnnd_req *r);
+
 /* Reply STATUS with BODY (JSON; its data is taken over, BODY is left empty). A failed buffer
  * becomes a 503 out_of_memory error. */
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body);

@@ -1,7 +1,9 @@
 /* The HTTP module's own header, shared by its parts and by no other module: http.c (routing,
  * requests, replies, start and stop), http_sse.c (streamed replies and the pinger),
  * http_watch.c (connection records, deadlines, the address reserve), http_cors.c,
- * http_listen.c (listen address, threads, descriptor plan) and http_tls.c (PEM files). */
+ * http_listen.c (listen address, threads, descriptor plan), http_tls.c (PEM files) and the
+ * WebSocket module (ws_internal.h), which makes requests of its own and is called back
+ * through the two pointers it sets below, not by name. */
 #ifndef RNND_HTTP_INTERNAL_H
 #define RNND_HTTP_INTERNAL_H
 
@@ -49,6 +51,18 @@ struct rnnd_http {
     size_t nconns;
     int watch_on, http_watch_stop;
     pthread_t watch;
+
+    /* open WebSockets (ws_internal.h), for max_websockets and for closing them at shutdown; lock
+     * order: wsmu, then a socket's own mutex */
+    pthread_mutex_t wsmu;
+    pthread_cond_t ws_cond; /* a socket's thread ended */
+    struct rnnd_ws *ws_list;
+    size_t n_ws;       /* sockets, counted from the 101 until freed: max_websockets */
+    size_t ws_threads; /* socket threads not yet ended */
+    pthread_t ws_dead; /* the last thread that ended, to be joined */
+    int ws_dead_set;
+    void (*ws_close_all)(rnnd_http *h); /* set with the first socket: close them all (1001) */
+    void (*ws_stop_all)(rnnd_http *h);  /* ... and wait for their threads */
 };
 
 /* One connection, from accept to close (libmicrohttpd's socket context). */
@@ -80,6 +94,10 @@ struct rnnd_stream {
     double last_write;        /* monotonic seconds */
     rnnd_http *http;          /* set when attached */
     rnnd_stream *prev, *next; /* http->streams */
+    /* a WebSocket's request reads the stream instead of a connection (ws_bridge.c): WAKE is
+     * called, with mu held, whenever there is something to read */
+    void (*wake)(void *arg);
+    void *wake_arg;
 };
 
 enum { F_DONE = 1, F_SUSPENDED = 2 };
@@ -126,6 +144,15 @@ struct rnnd_req {
     void (*release[2])(void *); /* rnnd_req_hold() */
     void *held[2];
     char stream_type[64];
+
+    /* the reply is 101 Switching Protocols, then UPGRADE gets the socket (ws_handshake.c) */
+    MHD_UpgradeHandler upgrade;
+    void *upgrade_arg;
+    /* a request a WebSocket made (ws_bridge.c): no connection; rnnd_req_complete() calls
+     * VDONE instead of resuming one. BINARY: the socket wants a binary reply (ws_codec.h) */
+    void (*vdone)(rnnd_req *r);
+    void *varg;
+    int binary;
 };
 
 /* ---- http.c, for the parts ---- */
@@ -133,6 +160,8 @@ struct rnnd_req {
 const char *http_log_path(const rnnd_req *r, char *out, size_t n);
 /* Milliseconds since T0 (monotonic seconds). */
 double http_elapsed_ms(double t0);
+/* Free R and everything it holds (its on_free function and held objects first). */
+void http_req_free(rnnd_http *h, rnnd_req *r);
 
 /* ---- http_sse.c ---- */
 /* Queue R's attached stream as its reply (200, chunked) and link it for the pinger. */

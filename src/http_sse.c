@@ -42,6 +42,8 @@ static void stream_wake_locked(rnnd_stream *st)
     if (st->parked && st->conn) {
         st->parked = 0;
         MHD_resume_connection(st->conn);
+    } else if (st->wake) {
+        st->wake(st->wake_arg);
     }
 }
 

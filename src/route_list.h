@@ -29,6 +29,7 @@
     X("/v1/sessions/*/reset", NULL, rnnd_api_session_reset, NULL, NULL, 0) \
     X("/v1/sessions/*/fork", NULL, rnnd_api_session_fork, NULL, NULL, 0) \
     X("/v1/sessions/*/generate", NULL, rnnd_api_session_generate, NULL, NULL, 0) \
+    X("/v1/sessions/*/ws", rnnd_api_session_ws, NULL, NULL, NULL, 0) \
     X("/v1/sessions/*/state", rnnd_api_state_get, NULL, rnnd_api_state_put, NULL, 0) \
     X("/v1/admin/drain", NULL, rnnd_api_admin_drain, NULL, NULL, RT_ADMIN) \
     X("/v2", rnnd_api_v2_server_meta, NULL, NULL, NULL, RT_V2) \

@@ -103,6 +103,17 @@ static const struct setting settings[] = {
      "largest max_tokens of one generate request"},
     {"sse_ping_s", CT_INT, OFF(sse_ping_s), "15", 0, 3600, NULL, "S",
      "an event stream idle this long gets a comment line, so proxies keep it open; 0 = never"},
+    {"max_websockets", CT_INT, OFF(max_websockets), "64", 0, 65536, NULL, "N",
+     "most WebSocket sessions open at once (each has a thread); more get 503; 0 = none"},
+    {"ws_max_message_bytes", CT_SIZE, OFF(ws_max_message_bytes), "1M", 1024, 1024 * KI *KI, NULL,
+     "BYTES",
+     "largest WebSocket message (suffix K, M or G); a larger one closes the socket (1009)"},
+    {"ws_max_in_flight", CT_INT, OFF(ws_max_in_flight), "16", 1, 4096, NULL, "N",
+     "most unanswered requests of one WebSocket; then the socket is not read until one is "
+     "answered"},
+    {"ws_idle_timeout_s", CT_INT, OFF(ws_idle_timeout_s), "300", 1, 86400, NULL, "S",
+     "a WebSocket with no frame either way and no request in flight for this long is closed "
+     "(1001)"},
     {"max_sequences", CT_INT, OFF(max_sequences), "256", 1, 1000000, NULL, "N",
      "most sequences in one infer request"},
     {"max_infer_steps", CT_INT, OFF(max_infer_steps), "65536", 1, 100000000, NULL, "N",

@@ -39,6 +39,10 @@ typedef struct rnnd_config {
     int64_t max_steps_per_request;
     int64_t max_generate_tokens;
     int64_t sse_ping_s;
+    int64_t max_websockets;
+    int64_t ws_max_message_bytes;
+    int64_t ws_max_in_flight;
+    int64_t ws_idle_timeout_s;
     int64_t max_sequences;
     int64_t max_infer_steps;
     int64_t max_json_depth;

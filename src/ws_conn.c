@@ -1,0 +1,397 @@
+/* A WebSocket's own thread: framing by wslay on the upgraded socket, poll() over the socket
+ * and a wake-up eventfd, and the socket's limits (docs/websocket.md):
+ *
+ * - ws_max_message_bytes: a longer message closes the socket with 1009 (wslay);
+ * - ws_max_in_flight: with that many requests unanswered the thread stops reading the socket
+ *   (and with ws_max_message_bytes of replies unsent), so a client that sends faster than
+ *   the session computes, or reads slower, fills its own TCP window, not our memory; the
+ *   messages already read when the limit is reached (at most one read's worth) wait parked;
+ * - ws_idle_timeout_s: no frame either way and nothing in flight for that long closes with
+ *   1001; a client's ping counts (wslay answers it with a pong);
+ * - protocol errors close with 1002 (wslay), an unknown binary layout with 1003, a socket
+ *   whose session is gone with 1008 (ws_bridge.c), an internal failure with 1011, and a
+ *   draining server with 1001 once the requests in flight are answered. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#include "rnnd/status.h"
+#include "ws_internal.h"
+
+/* How long a socket that sent its close waits for the client's (RFC 6455 7.1.1). */
+#define CLOSE_WAIT_S 2.0
+
+/* A message read while ws_max_in_flight requests were unanswered. */
+struct parked {
+    int binary;
+    size_t len;
+    struct parked *next;
+    uint8_t data[];
+};
+
+/* The thread's own state (W's fields shared with other threads are under W->mu). */
+struct conn {
+    rnnd_ws *w;
+    wslay_event_context_ptr ctx;
+    struct parked *parked, *parked_tail;
+    double close_t0;    /* when our close was queued */
+    const char *reason; /* our close's, while it waits for the replies before it */
+    int close_queued;   /* handed to wslay */
+    int failed;         /* out of memory for a parked message */
+};
+
+static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
+{
+    (void)flags;
+    struct conn *c = user;
+    rnnd_ws *w = c->w;
+    if (c->parked) {
+        /* backpressure: nothing more is read until the parked messages have started */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (w->extra_off < w->extra_len) {
+        size_t n = w->extra_len - w->extra_off < len ? w->extra_len - w->extra_off : len;
+        memcpy(buf, w->extra + w->extra_off, n);
+        w->extra_off += n;
+        return (ssize_t)n;
+    }
+    ssize_t n;
+    do
+        n = recv(w->fd, buf, len, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    if (n <= 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return n;
+}
+
+static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *user)
+{
+    struct conn *c = user;
+    /* a frame's header and payload come as two calls: MSG_MORE keeps them in one segment */
+    int more = (flags & WSLAY_MSG_MORE) ? MSG_MORE : 0;
+    ssize_t n;
+    do
+        n = send(c->w->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT | more);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        wslay_event_set_error(ctx,
+                              errno == EAGAIN || errno == EWOULDBLOCK ? WSLAY_ERR_WOULDBLOCK
+                                                                      : WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return n;
+}
+
+/* Close with CODE: nothing more starts from now on, and the close frame goes once the
+ * replies queued before it are sent (wslay sends control frames ahead of data). */
+static void queue_close(struct conn *c, int code, const char *reason)
+{
+    rnnd_ws *w = c->w;
+    if (w->close_code)
+        return;
+    w->close_code = code;
+    c->reason = reason;
+    c->close_t0 = rnnd_mono_s();
+}
+
+static void send_close(struct conn *c)
+{
+    if (c->close_queued || !c->w->close_code || wslay_event_get_queued_msg_count(c->ctx))
+        return;
+    c->close_queued = 1;
+    c->close_t0 = rnnd_mono_s();
+    wslay_event_queue_close(c->ctx, (uint16_t)c->w->close_code, (const uint8_t *)c->reason,
+                            strlen(c->reason));
+}
+
+static size_t in_flight(rnnd_ws *w)
+{
+    pthread_mutex_lock(&w->mu);
+    size_t n = w->in_flight;
+    pthread_mutex_unlock(&w->mu);
+    return n;
+}
+
+/* Start MSG's request, or close the socket as the bridge says. */
+static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
+{
+    int code = ws_bridge_message(c->w, binary, data, len);
+    if (code)
+        queue_close(c, code,
+                    code == WSLAY_CODE_UNSUPPORTED_DATA
+                        ? "a binary frame must follow docs/websocket.md's layout"
+                        : "internal error");
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *user)
+{
+    (void)ctx;
+    struct conn *c = user;
+    rnnd_ws *w = c->w;
+    w->last_io = rnnd_mono_s();
+    int binary = arg->opcode == WSLAY_BINARY_FRAME;
+    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || w->close_code)
+        return; /* control frames are wslay's; after our close nothing more starts */
+    size_t max = (size_t)w->app->cfg->ws_max_in_flight;
+    if (!c->parked && in_flight(w) < max) {
+        start(c, binary, arg->msg, arg->msg_length);
+        return;
+    }
+    struct parked *p = malloc(sizeof *p + arg->msg_length);
+    if (!p) {
+        c->failed = 1;
+        return;
+    }
+    p->binary = binary;
+    p->len = arg->msg_length;
+    p->next = NULL;
+    memcpy(p->data, arg->msg, arg->msg_length);
+    if (c->parked_tail)
+        c->parked_tail->next = p;
+    else
+        c->parked = p;
+    c->parked_tail = p;
+}
+
+/* Start the parked messages that fit under ws_max_in_flight now. */
+static void unpark(struct conn *c)
+{
+    size_t max = (size_t)c->w->app->cfg->ws_max_in_flight;
+    while (c->parked && !c->w->close_code && in_flight(c->w) < max) {
+        struct parked *p = c->parked;
+        c->parked = p->next;
+        if (!c->parked)
+            c->parked_tail = NULL;
+        start(c, p->binary, p->data, p->len);
+        free(p);
+    }
+}
+
+/* A finished request's reply, queued as one message (ws_bridge_flush's SEND). */
+static void send_reply(rnnd_ws *w, int binary, const char *data, size_t len)
+{
+    struct wslay_event_msg m = {binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+                                (const uint8_t *)data, len};
+    wslay_event_queue_msg(w->ctx, &m);
+    w->last_io = rnnd_mono_s();
+}
+
+static void drain_wake(int fd)
+{
+    uint64_t n;
+    if (read(fd, &n, sizeof n) < 0) {
+        /* nothing pending: woken by the timeout or the socket */
+    }
+}
+
+/* The loop: read while under the limits, send what is queued, until both sides closed. */
+static void run(struct conn *c)
+{
+    rnnd_ws *w = c->w;
+    const rnnd_config *cfg = w->app->cfg;
+    w->last_io = rnnd_mono_s();
+    for (;;) {
+        ws_bridge_flush(w, send_reply);
+        if (w->session_gone)
+            queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
+        unpark(c);
+        if (c->failed || w->failed)
+            queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
+        pthread_mutex_lock(&w->mu);
+        int stop = w->stop;
+        size_t busy = w->in_flight;
+        pthread_mutex_unlock(&w->mu);
+        double now = rnnd_mono_s();
+        if (stop && !busy && !c->parked)
+            queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
+        if (!busy && !c->parked && now - w->last_io >= (double)cfg->ws_idle_timeout_s)
+            queue_close(c, WSLAY_CODE_GOING_AWAY, "idle timeout (ws_idle_timeout_s)");
+        send_close(c);
+        int want_write = wslay_event_want_write(c->ctx);
+        /* once our close is queued, reading only waits for the client's close */
+        int want_read = wslay_event_want_read(c->ctx) &&
+            (w->close_code ||
+             (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight &&
+              wslay_event_get_queued_msg_length(c->ctx) <= (size_t)cfg->ws_max_message_bytes));
+        if (w->close_code &&
+            (now - c->close_t0 >= CLOSE_WAIT_S || (!want_write && !wslay_event_want_read(c->ctx))))
+            return; /* our close is sent and the client's came; or a client too slow to read
+                     * what was left to send, or to answer the close */
+        if (!w->close_code && !wslay_event_want_read(c->ctx) && !want_write && !busy)
+            return; /* the client closed, and its close was answered */
+        if (want_read && w->extra_off < w->extra_len) {
+            if (wslay_event_recv(c->ctx))
+                return;
+            continue;
+        }
+        struct pollfd p[2] = {{.fd = w->fd,
+                               .events =
+                                   (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
+                              {.fd = w->wake, .events = POLLIN}};
+        double left = w->close_code ? CLOSE_WAIT_S - (now - c->close_t0)
+                                    : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
+        int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1000) + 1;
+        if (!w->close_code && (busy || c->parked))
+            ms = 1000; /* not idle: a reply's wake-up comes through the eventfd */
+        if (poll(p, 2, ms) < 0 && errno != EINTR)
+            return;
+        if (p[1].revents)
+            drain_wake(w->wake);
+        if ((p[0].revents & (POLLERR | POLLHUP)) && !(p[0].revents & POLLIN))
+            return;
+        if ((p[0].revents & POLLIN) && wslay_event_recv(c->ctx))
+            return;
+        if ((p[0].revents & POLLOUT) && wslay_event_send(c->ctx))
+            return;
+    }
+}
+
+/* Wait until every request of W has been answered: their completions touch W. */
+static void wait_requests(struct conn *c)
+{
+    rnnd_ws *w = c->w;
+    ws_bridge_cancel(w);
+    while (!ws_bridge_idle(w)) {
+        struct pollfd p = {.fd = w->wake, .events = POLLIN};
+        poll(&p, 1, 100);
+        drain_wake(w->wake);
+        ws_bridge_flush(w, send_reply);
+    }
+}
+
+static void *ws_main(void *arg)
+{
+    rnnd_ws *w = arg;
+    struct conn c = {.w = w};
+    struct wslay_event_callbacks cb = {.recv_callback = on_recv,
+                                       .send_callback = on_send,
+                                       .on_msg_recv_callback = on_msg};
+    if (wslay_event_context_server_init(&c.ctx, &cb, &c) == 0) {
+        w->ctx = c.ctx;
+        wslay_event_config_set_max_recv_msg_length(c.ctx,
+                                                   (uint64_t)w->app->cfg->ws_max_message_bytes);
+        run(&c);
+        wait_requests(&c);
+        /* who closed, and how: ours, else the client's (1006: the connection just ended) */
+        int code = w->close_code ? w->close_code : wslay_event_get_status_code_received(c.ctx);
+        RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
+                 "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",
+                 (unsigned long long)w->requests, code, w->close_code ? "server" : "client",
+                 rnnd_mono_s() - w->t0);
+        wslay_event_context_free(c.ctx);
+        w->ctx = NULL;
+    } else {
+        wait_requests(&c);
+    }
+    while (c.parked) {
+        struct parked *p = c.parked;
+        c.parked = p->next;
+        free(p);
+    }
+    MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
+
+    rnnd_http *h = w->h;
+    pthread_mutex_lock(&h->wsmu);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        h->ws_list = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&h->wsmu);
+    ws_unref(w);
+    /* join the thread that finished before this one: each is joined by the next, the last
+     * by rnnd_ws_stop_all, which waits for the count to reach 0 */
+    pthread_mutex_lock(&h->wsmu);
+    pthread_t prev = h->ws_dead;
+    int had = h->ws_dead_set;
+    h->ws_dead = pthread_self();
+    h->ws_dead_set = 1;
+    h->ws_threads--;
+    pthread_cond_broadcast(&h->ws_cond);
+    pthread_mutex_unlock(&h->wsmu);
+    if (had)
+        pthread_join(prev, NULL);
+    return NULL;
+}
+
+int ws_conn_start(rnnd_ws *w)
+{
+    rnnd_http *h = w->h;
+    pthread_mutex_lock(&h->wsmu);
+    w->stop = atomic_load(&w->app->draining);
+    int rc = pthread_create(&w->thread, NULL, ws_main, w);
+    if (!rc) {
+        h->ws_threads++;
+        w->next = h->ws_list;
+        if (h->ws_list)
+            h->ws_list->prev = w;
+        h->ws_list = w;
+    }
+    pthread_mutex_unlock(&h->wsmu);
+    return rc ? -1 : 0;
+}
+
+void ws_conn_wake(rnnd_ws *w)
+{
+    uint64_t one = 1;
+    if (write(w->wake, &one, sizeof one) < 0) {
+        /* the counter is full: a wake-up is pending already */
+    }
+}
+
+void ws_unref(rnnd_ws *w)
+{
+    if (!w || atomic_fetch_sub(&w->refs, 1) != 1)
+        return;
+    pthread_mutex_lock(&w->h->wsmu);
+    w->h->n_ws--;
+    pthread_mutex_unlock(&w->h->wsmu);
+    rnnd_session_unref(w->s);
+    if (w->wake >= 0)
+        close(w->wake);
+    pthread_mutex_destroy(&w->mu);
+    free(w->extra);
+    free(w);
+}
+
+void rnnd_ws_close_all(rnnd_http *h)
+{
+    pthread_mutex_lock(&h->wsmu);
+    for (rnnd_ws *w = h->ws_list; w; w = w->next) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_mutex_unlock(&w->mu);
+        ws_conn_wake(w);
+    }
+    pthread_mutex_unlock(&h->wsmu);
+}
+
+void rnnd_ws_stop_all(rnnd_http *h)
+{
+    rnnd_ws_close_all(h);
+    pthread_mutex_lock(&h->wsmu);
+    while (h->ws_threads)
+        pthread_cond_wait(&h->ws_cond, &h->wsmu);
+    int had = h->ws_dead_set;
+    pthread_t last = h->ws_dead;
+    h->ws_dead_set = 0;
+    pthread_mutex_unlock(&h->wsmu);
+    if (had)
+        pthread_join(last, NULL);
+}

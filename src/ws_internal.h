@@ -1,0 +1,109 @@
+/* The WebSocket module's own header. WebSocket sessions (docs/websocket.md): GET
+ * /v1/sessions/{id}/ws upgrades, and the socket then carries the session's step, generate,
+ * state and reset requests as text frames (JSON) and its steps as binary frames (ws_codec.h).
+ *
+ * It builds on the HTTP module's internals (http_internal.h); the HTTP module calls it back
+ * only through the pointers the first socket sets (rnnd_http's ws_close_all, ws_stop_all).
+ * The parts, one job each:
+ *   ws_handshake.c  the route's handler: the upgrade request's checks (headers, the session,
+ *                   max_websockets) and the 101 reply with Sec-WebSocket-Accept;
+ *   ws_conn.c       the socket's own thread: framing by wslay, poll(), backpressure
+ *                   (ws_max_in_flight), ping/pong, close codes, the idle timeout;
+ *   ws_bridge.c     a message into a request of its own (an rnnd_req with no connection)
+ *                   run by the HTTP route's handler, and its reply into a message;
+ *   ws_codec.c      the binary frames' layout (ws_codec.h).
+ *
+ * Threads: one per socket, bounded by max_websockets; the computation is the batcher's, as for
+ * HTTP steps (a socket's steps batch with other sessions'), and every request is a job on the
+ * session's queue, so requests over HTTP and over the socket run in one order. A socket's
+ * replies leave in the order of its requests. */
+#ifndef RNND_WS_INTERNAL_H
+#define RNND_WS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http_internal.h"
+#include "session.h"
+
+typedef struct rnnd_ws rnnd_ws;
+
+/* One request of a socket, from its frame to its reply (ws_bridge.c). */
+struct ws_pending {
+    rnnd_ws *w;
+    rnnd_req *r;   /* the request; its reply is the message's body */
+    int silent;    /* no reply: the frame closed the socket */
+    int streaming; /* the reply is r->stream's events ("stream": true; the mutex guards it) */
+    char *sbuf;    /* bytes of the stream read and not yet a whole event */
+    size_t slen;
+    int done;    /* its reply is set (guarded by the socket's mutex) */
+    int binary;  /* came as a binary frame */
+    int has_seq; /* the client gave "seq" */
+    int64_t seq; /* echoed in the reply */
+    char op[16]; /* the text frame's "op" */
+    char *msg;   /* the reply, once made by the socket's thread */
+    size_t msg_len;
+    int msg_binary;
+    struct ws_pending *next;
+};
+
+struct rnnd_ws {
+    atomic_int refs; /* the upgrade request's, the socket thread's, a completion's */
+    rnnd_http *h;
+    rnnd_app *app;
+    rnnd_session *s; /* one reference: the socket's session */
+    char id[MAX_SEGMENT + 1];
+    const rnnd_key *key; /* the upgrade request's API key (NULL: keys off) */
+    int fd;              /* the socket (MHD's, or its end of a pair under TLS) */
+    struct MHD_UpgradeResponseHandle *urh;
+    char *extra; /* bytes MHD read past the upgrade request: the first frames */
+    size_t extra_len, extra_off;
+    void *ctx; /* wslay_event_context_ptr */
+    pthread_t thread;
+    int wake; /* an eventfd: a reply is ready, or the socket must close */
+
+    pthread_mutex_t mu; /* the pending list, its flags, IN_FLIGHT, REQUESTS, STOP */
+    struct ws_pending *head, *tail;
+    size_t in_flight;
+    uint64_t requests; /* started, for the close's log line */
+    int stop;          /* close: the server drains (1001) */
+
+    double t0;            /* monotonic seconds at the upgrade */
+    double last_io;       /* monotonic seconds of the last frame either way */
+    int close_code;       /* the close we queued (0: none yet) */
+    int failed;           /* out of memory for a stream's events: close (1011) */
+    int session_gone;     /* a request found the session deleted or expired: close (1008) */
+    rnnd_ws *prev, *next; /* h->ws_list */
+};
+
+/* ---- ws_conn.c ---- */
+/* Start W's thread on its socket (the upgrade handler). Returns 0, or -1 when no thread
+ * could start (the caller closes the socket and drops the thread's reference). */
+int ws_conn_start(rnnd_ws *w);
+/* Wake W's thread: a reply is ready. Any thread. */
+void ws_conn_wake(rnnd_ws *w);
+/* Drop a reference to W; the last frees it, its session reference and its max_websockets
+ * slot. Its socket is closed already (MHD_upgrade_action) or was never handed over. */
+void ws_unref(rnnd_ws *w);
+/* Every open socket finishes its requests and closes with 1001 (draining); then wait for
+ * their threads (before MHD stops). Take wsmu. */
+void rnnd_ws_close_all(rnnd_http *h);
+void rnnd_ws_stop_all(rnnd_http *h);
+
+/* ---- ws_bridge.c ---- */
+/* A whole message of W (text: JSON; binary: ws_codec.h) arrived: start its request, or
+ * answer it at once. Returns 0, or a close code (RFC 6455) when the socket must close. Socket
+ * thread. */
+int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len);
+/* Make the replies of the finished requests at the head of W's list, in order, and pass each
+ * to SEND(W, binary, data, len). Socket thread. Returns the number sent. */
+size_t ws_bridge_flush(rnnd_ws *w,
+                       void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
+/* Whether W's requests have all been answered. */
+int ws_bridge_idle(rnnd_ws *w);
+/* The socket is closing: streamed generations stop at their next token. */
+void ws_bridge_cancel(rnnd_ws *w);
+
+#endif

@@ -1,0 +1,802 @@
+"""WebSocket sessions (docs/websocket.md) through `rnnd serve`, over real sockets.
+
+A small client of our own (RawWS: the handshake, masked frames, the close handshake) drives
+the socket, so that it can also send what a well-behaved library refuses to (unmasked or
+oversize frames, frames after a close); python3-websockets' asyncio client checks that a real
+library interoperates.
+
+1. Steps over the socket (JSON text frames and binary frames, vector and token models) give
+   outputs bitwise equal to the same steps over HTTP, also interleaved with HTTP requests to
+   the same session; if_steps, seq and the order of replies.
+2. The other operations (state, put_state, reset, generate) answer as their HTTP routes do.
+3. Refusals: an unauthenticated upgrade (401 before upgrading), another key's session, bad
+   handshakes, an unknown session, max_websockets (503).
+4. Bad frames, each with its documented error or close code, changing nothing: invalid JSON,
+   an unknown op, a binary frame of another layout (1003), a wrong width, an unmasked frame
+   (1002), text that is not UTF-8 (1007), an oversize message (1009), frames after the client's close, a deleted session
+   (1008); the idle timeout (1001), ping/pong, ws_max_in_flight, a draining server (1001).
+
+Expected values come from the same steps over HTTP, never from constants.
+"""
+import asyncio
+import base64
+import json
+import os
+import random
+import socket
+import ssl
+import struct
+import subprocess
+import time
+import unittest
+
+from daemon_util import (Case, Daemon, batch_histogram, bearer, golden_cases, golden_model,
+                         tmpdir, write_secret)
+
+WORK = tmpdir("websocket")
+CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
+CASES = {name: case for name, case, _ in golden_cases()}
+VEC = next(n for n, c in sorted(CASES.items()) if c["input"]["kind"] == "vectors"
+           and c.get("stateful", True) and "bidir" not in n and "reverse" not in n)
+TOK = next(n for n, c in sorted(CASES.items()) if c["input"]["kind"] == "tokens")
+DIM = CASES[VEC]["input"]["dim"]
+VOCAB = CASES[TOK]["input"]["vocab"]
+rng = random.Random(1806)
+
+
+class Closed(Exception):
+    """The server's close frame: CODE and REASON."""
+
+    def __init__(self, code, reason):
+        super().__init__("closed %s %r" % (code, reason))
+        self.code, self.reason = code, reason
+
+
+class RawWS:
+    """A WebSocket client on a plain socket."""
+
+    def __init__(self, port, path, headers=None, timeout=20, ctx=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ctx:
+            self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port, "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Key: " + key,
+                 "Sec-WebSocket-Version: 13"]
+        for k, v in (headers or {}).items():
+            lines = [x for x in lines if not x.lower().startswith(k.lower() + ":")]
+            if v is not None:
+                lines.append("%s: %s" % (k, v))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        first, *rest = head.decode().split("\r\n")
+        self.status = int(first.split()[1])
+        self.headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in rest)}
+        self.body = None
+        if self.status != 101:
+            n = int(self.headers.get("content-length", "0"))
+            while len(self.buf) < n:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self.buf += chunk
+            self.body = json.loads(self.buf[:n]) if n else None
+        self.key = key
+
+    def frame(self, opcode, payload, fin=True, mask=True, rsv=0):
+        """Send one frame."""
+        b0 = (0x80 if fin else 0) | rsv << 4 | opcode
+        n = len(payload)
+        m = 0x80 if mask else 0
+        if n < 126:
+            head = struct.pack("!BB", b0, m | n)
+        elif n < 65536:
+            head = struct.pack("!BBH", b0, m | 126, n)
+        else:
+            head = struct.pack("!BBQ", b0, m | 127, n)
+        if mask:
+            k = os.urandom(4)
+            payload = bytes(c ^ k[i % 4] for i, c in enumerate(payload)) if n < 65536 else \
+                _mask_big(payload, k)
+            head += k
+        self.sock.sendall(head + payload)
+
+    def send_json(self, obj):
+        self.frame(1, json.dumps(obj).encode())
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("the server closed the TCP connection")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv_frame(self):
+        """(opcode, payload) of the next frame (the server's are never masked)."""
+        b0, b1 = self._read(2)
+        if b1 & 0x80:
+            raise AssertionError("the server masked a frame")
+        n = b1 & 0x7f
+        if n == 126:
+            n = struct.unpack("!H", self._read(2))[0]
+        elif n == 127:
+            n = struct.unpack("!Q", self._read(8))[0]
+        return b0 & 0x0f, self._read(n)
+
+    def recv(self):
+        """The next data message (text: parsed JSON; binary: bytes); a close raises Closed."""
+        while True:
+            op, data = self.recv_frame()
+            if op == 1:
+                return json.loads(data)
+            if op == 2:
+                return data
+            if op == 8:
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                raise Closed(code, data[2:].decode(errors="replace"))
+            # pongs and anything else: skip
+
+    def request(self, obj):
+        self.send_json(obj)
+        return self.recv()
+
+    def expect_close(self, test, code, what):
+        """The next frames end with the server's close CODE (replies before it are read)."""
+        try:
+            while True:
+                self.recv()
+        except Closed as c:
+            test.eq(c.code, code, what + ": close code")
+            try:
+                self.frame(8, struct.pack("!H", 1000))
+            except OSError:
+                pass
+            return c
+        except (EOFError, OSError) as e:
+            test.fail_check("%s: want close %d, got %r" % (what, code, e))
+
+    def close(self):
+        try:
+            self.frame(8, struct.pack("!H", 1000))
+            while True:
+                self.recv()
+        except (Closed, EOFError, OSError):
+            pass
+        self.sock.close()
+
+
+def _frame(opcode, payload):
+    """A small masked frame's bytes."""
+    k = os.urandom(4)
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + k + \
+        bytes(c ^ k[i % 4] for i, c in enumerate(payload))
+
+
+def _mask_big(payload, k):
+    import numpy as np
+    a = np.frombuffer(payload, dtype=np.uint8)
+    kk = np.resize(np.frombuffer(k, dtype=np.uint8), len(a))
+    return (a ^ kk).tobytes()
+
+
+def bin_step(seq, rows, kind=1, last=False, if_steps=None):
+    """A binary step frame (ws_codec.h): float32 rows (kind 1) or int32 ids (kind 2)."""
+    flags = (1 if last else 0) | (2 if if_steps is not None else 0)
+    head = b"RW" + bytes([1, kind]) + struct.pack("<IIIq", seq, len(rows), flags,
+                                                    if_steps or 0)
+    if kind == 1:
+        body = b"".join(struct.pack("<%df" % len(r), *r) for r in rows)
+    else:
+        body = struct.pack("<%di" % len(rows), *rows)
+    return head + body
+
+
+def bin_reply(data):
+    """(seq, rows, width, steps, floats as a list of rows) of a binary reply."""
+    magic, ver, kind = data[:2], data[2], data[3]
+    assert magic == b"RW" and ver == 1 and kind == 3, data[:4]
+    seq, rows, width, steps = struct.unpack("<IIIQ", data[4:24])
+    vals = struct.unpack("<%df" % (rows * width), data[24:])
+    return seq, rows, width, steps, [list(vals[i * width:(i + 1) * width]) for i in range(rows)]
+
+
+def f32(x):
+    """X rounded to float32, as the daemon reads it."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def bits(rows):
+    return [struct.pack("<%df" % len(r), *r) for r in rows]
+
+
+class WS(Case):
+    """One daemon serving a vector model, a token model and charlm."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({"vec": golden_model(VEC, WORK), "tok": golden_model(TOK, WORK),
+                           "charlm": CHARLM}, "--ws-max-message-bytes", "64K",
+                          "--max-websockets", "8", "--max-generate-tokens", "100000")
+
+    def new(self, model="vec"):
+        st, _, b = self.d.request("POST", "/v1/sessions", {"model": model})
+        self.eq(st, 201, "create a %s session" % model)
+        return b["id"]
+
+    def http_step(self, sid, inputs, **kw):
+        st, _, b = self.d.request("POST", "/v1/sessions/%s/step" % sid,
+                                  dict({"inputs": inputs}, **kw))
+        return st, b
+
+    def open(self, sid, **kw):
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % sid, **kw)
+        self.eq(w.status, 101, "upgrade")
+        self.addCleanup(w.close)
+        return w
+
+    def steps(self, sid):
+        return self.d.request("GET", "/v1/sessions/" + sid)[2]["steps"]
+
+    def state(self, sid):
+        return self.d.request("GET", "/v1/sessions/%s/state" % sid)[2]["state"]
+
+    # ---- 1. steps ----------------------------------------------------------------------
+
+    def test_json_and_binary_steps_equal_http(self):
+        chunks = [[[f32(rng.uniform(-2, 2)) for _ in range(DIM)] for _ in range(rng.randint(1, 5))]
+                  for _ in range(12)]
+        ref, a, b = self.new(), self.new(), self.new()
+        wa, wb = self.open(a), self.open(b)
+        for i, ch in enumerate(chunks):
+            st, want = self.http_step(ref, ch)
+            self.eq(st, 200, "HTTP step %d" % i)
+            got = wa.request({"op": "step", "seq": i, "inputs": ch})
+            self.eq((got["status"], got["op"], got["seq"], got["steps"]),
+                    (200, "step", i, want["steps"]), "JSON step %d: envelope" % i)
+            self.check(bits(got["outputs"]) == bits(want["outputs"]),
+                       "JSON step %d: outputs bitwise equal to HTTP's" % i)
+            wb.frame(2, bin_step(1000 + i, ch))
+            seq, rows, width, steps, outs = bin_reply(wb.recv())
+            self.eq((seq, rows, steps), (1000 + i, len(ch), want["steps"]),
+                    "binary step %d: header" % i)
+            self.check(bits(outs) == bits(want["outputs"]),
+                       "binary step %d: outputs bitwise equal to HTTP's" % i)
+        self.eq(self.state(a), self.state(ref), "JSON socket's state = HTTP's")
+        self.eq(self.state(b), self.state(ref), "binary socket's state = HTTP's")
+
+    def test_tokens_binary_and_last(self):
+        ref, s = self.new("tok"), self.new("tok")
+        w = self.open(s)
+        for i in range(6):
+            ids = [rng.randrange(VOCAB) for _ in range(rng.randint(1, 6))]
+            last = i % 2 == 1
+            st, want = self.http_step(ref, ids, outputs="last" if last else "all")
+            self.eq(st, 200, "HTTP token step %d" % i)
+            w.frame(2, bin_step(i, ids, kind=2, last=last))
+            seq, rows, width, steps, outs = bin_reply(w.recv())
+            wrows = [want["outputs"]] if last else want["outputs"]
+            self.eq((seq, rows, steps), (i, len(wrows), want["steps"]), "token step %d" % i)
+            self.check(bits(outs) == bits(wrows), "token step %d: bitwise equal" % i)
+
+    def test_interleaved_with_http(self):
+        ref, s = self.new(), self.new()
+        w = self.open(s)
+        for i in range(10):
+            ch = [[f32(rng.uniform(-1, 1)) for _ in range(DIM)] for _ in range(2)]
+            st, want = self.http_step(ref, ch)
+            if i % 3 == 0:
+                st, got = self.http_step(s, ch, if_steps=2 * i)
+                self.eq(st, 200, "HTTP step %d on the socket's session" % i)
+            elif i % 3 == 1:
+                got = w.request({"op": "step", "inputs": ch, "if_steps": 2 * i})
+            else:
+                w.frame(2, bin_step(i, ch, if_steps=2 * i))
+                _, _, _, steps, outs = bin_reply(w.recv())
+                got = {"outputs": outs, "steps": steps}
+            self.eq(got["steps"], want["steps"], "interleaved %d: steps" % i)
+            self.check(bits(got["outputs"]) == bits(want["outputs"]),
+                       "interleaved %d: bitwise equal to HTTP only" % i)
+        self.eq(self.state(s), self.state(ref), "interleaved: final state")
+
+    def test_pipelined_order_and_if_steps(self):
+        s = self.new()
+        w = self.open(s)
+        row = [[0.25] * DIM]
+        for i in range(20):  # sent before any reply is read
+            w.send_json({"op": "step", "seq": i, "inputs": row, "if_steps": i})
+        got = [w.recv() for _ in range(20)]
+        self.eq([g["seq"] for g in got], list(range(20)), "replies in request order")
+        self.eq([g["steps"] for g in got], list(range(1, 21)), "each ran once, in order")
+        c = w.request({"op": "step", "seq": 99, "inputs": row, "if_steps": 3})
+        self.eq((c["status"], c["error"]["code"], c["error"]["steps"], c["seq"]),
+                (409, "conflict", 20, 99), "if_steps conflict: HTTP's 409 body")
+        w.frame(2, bin_step(5, row, if_steps=4))
+        c = w.recv()
+        self.eq((c["status"], c["error"]["code"], c["seq"]), (409, "conflict", 5),
+                "binary if_steps conflict: a text error with the frame's seq")
+        self.eq(self.steps(s), 20, "conflicts ran nothing")
+
+    # ---- 2. the other operations -------------------------------------------------------
+
+    def test_state_reset_put_state(self):
+        s = self.new()
+        w = self.open(s)
+        w.request({"op": "step", "inputs": [[0.5] * DIM] * 3})
+        got = w.request({"op": "state", "seq": 1})
+        http = self.d.request("GET", "/v1/sessions/%s/state" % s)[2]
+        self.eq((got["status"], got["seq"], got["state"], got["steps"]),
+                (200, 1, http["state"], http["steps"]), "state op = GET state")
+        other = self.new()
+        st, _, want = self.d.request("POST", "/v1/sessions/%s/reset" % other)
+        r = w.request({"op": "reset", "seq": 2})
+        self.eq(r.pop("seq"), 2, "reset op: seq")
+        self.eq(r.pop("op"), "reset", "reset op: op")
+        want["id"] = s
+        self.eq((r.pop("status"), r), (st, want), "reset op = POST .../reset")
+        self.eq(self.steps(s), 0, "reset op reset the session")
+        p = w.request({"op": "put_state", "state": http["state"], "steps": http["steps"],
+                       "digest": http["digest"]})
+        self.eq(p["status"] // 100, 2, "put_state op: %r" % p)
+        self.eq(self.state(s), http["state"], "put_state op restored the state")
+        bad = w.request({"op": "state", "extra": 1})
+        self.eq((bad["status"], bad["error"]["code"]), (400, "invalid_request"),
+                "state op with fields")
+
+    def test_generate(self):
+        s = self.new("charlm")
+        t = self.new("charlm")
+        w = self.open(s)
+        body = {"prompt": "Hello", "max_tokens": 8, "seed": 3, "temperature": 0.7}
+        got = w.request(dict(body, op="generate", seq=4))
+        st, _, want = self.d.request("POST", "/v1/sessions/%s/generate" % t, body)
+        self.eq(st, 200, "HTTP generate")
+        got.pop("op"), got.pop("seq")
+        self.eq(got.pop("status"), 200, "generate op: status")
+        self.eq(got, want, "generate op = POST .../generate")
+        # streamed: one message per server-sent event of the HTTP stream, then "done"
+        u, v = self.new("charlm"), self.new("charlm")
+        st, hdrs, text = self.d.request("POST", "/v1/sessions/%s/generate" % u,
+                                        dict(body, stream=True))
+        self.eq(st, 200, "HTTP streamed generate")
+        events = []
+        for ev in text.split("\n\n"):
+            name = [ln[7:] for ln in ev.split("\n") if ln.startswith("event: ")]
+            data = [ln[6:] for ln in ev.split("\n") if ln.startswith("data: ")]
+            if data:
+                events.append((name[0] if name else None, data[0]))
+        wv = self.open(v)
+        wv.send_json(dict(body, op="generate", seq=9, stream=True))
+        msgs = []
+        while not msgs or not msgs[-1].get("done"):
+            msgs.append(wv.recv())
+        self.eq({(m["status"], m["op"], m["seq"]) for m in msgs}, {(200, "generate", 9)},
+                "streamed generate: every message's envelope")
+        got = [(m.get("event"), json.dumps(m["data"], sort_keys=True)) for m in msgs[:-1]]
+        want = [(n, json.dumps(json.loads(d), sort_keys=True)) for n, d in events
+                if d != "[DONE]"]
+        for m in (got, want):  # the sessions' ids differ; everything else must not
+            for i, (n, d) in enumerate(m):
+                m[i] = (n, d.replace(u, "ID").replace(v, "ID"))
+        self.eq(got, want, "streamed generate: the HTTP stream's events, in order")
+        self.check(len(want) >= 3, "the stream had tokens (%d events)" % len(want))
+        self.eq(wv.request({"op": "step", "text": "a"})["status"], 200,
+                "the socket serves on after a stream")
+        # a socket that closes mid-stream stops its generation at the next token
+        x = self.new("charlm")
+        wx = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        wx.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000, "stream": True})
+        wx.recv()
+        wx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        wx.sock.close()
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "a closed socket's stream stopped early (%d of 100,000 "
+                   "steps)" % steps)
+
+    def test_websockets_library(self):
+        import websockets
+        s, ref = self.new(), self.new()
+        ch = [[0.1 * k for k in range(DIM)]]
+        want = self.http_step(ref, ch)[1]
+
+        async def go():
+            url = "ws://127.0.0.1:%d/v1/sessions/%s/ws" % (self.d.port, s)
+            async with websockets.connect(url) as ws:
+                await ws.ping()
+                await ws.send(json.dumps({"op": "step", "inputs": ch}))
+                a = json.loads(await ws.recv())
+                await ws.send(bin_step(1, ch))
+                b = await ws.recv()
+            return a, b, ws.close_code
+        a, b, code = asyncio.run(asyncio.wait_for(go(), 30))
+        self.check(bits(a["outputs"]) == bits(want["outputs"]), "websockets: JSON step")
+        self.eq(bin_reply(b)[3], 2, "websockets: binary step")
+        self.eq(code, 1000, "websockets: a normal close")
+
+    # ---- 3. refusals before the upgrade ------------------------------------------------
+
+    def test_handshake_refusals(self):
+        s = self.new()
+        path = "/v1/sessions/%s/ws" % s
+        for what, hdrs, status in (
+                ("no Upgrade", {"Upgrade": None}, 400),
+                ("version 8", {"Sec-WebSocket-Version": "8"}, 400),
+                ("a short key", {"Sec-WebSocket-Key": "abc"}, 400)):
+            w = RawWS(self.d.port, path, headers=hdrs)
+            self.eq((w.status, (w.body or {}).get("error", {}).get("code")),
+                    (status, "invalid_request"), what)
+            w.sock.close()
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % ("0" * 32))
+        self.eq((w.status, w.body["error"]["code"]), (404, "not_found"), "unknown session")
+        w.sock.close()
+        w = RawWS(self.d.port, path)
+        self.eq(w.status, 101, "a good handshake")
+        import hashlib
+        want = base64.b64encode(hashlib.sha1(
+            (w.key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+        self.eq(w.headers.get("sec-websocket-accept"), want, "Sec-WebSocket-Accept")
+        w.close()
+
+    def test_max_websockets(self):
+        s = self.new()
+        socks = []
+        for i in range(8):
+            w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s)
+            socks.append(w)
+        self.eq([w.status for w in socks], [101] * 8, "8 sockets under max_websockets 8")
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s)
+        self.eq((w.status, w.body["error"]["code"]), (503, "unavailable"), "the 9th: 503")
+        w.sock.close()
+        for w in socks:
+            w.close()
+        deadline = time.monotonic() + 5
+        while True:  # the slots come back once the sockets' threads end
+            w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s)
+            if w.status == 101 or time.monotonic() > deadline:
+                break
+            w.sock.close()
+            time.sleep(0.05)
+        self.eq(w.status, 101, "a slot is free again after a close")
+        w.close()
+
+    # ---- 4. bad frames -----------------------------------------------------------------
+
+    def test_bad_text_frames(self):
+        s = self.new()
+        w = self.open(s)
+        for what, payload, code in (("not JSON", b"{nope", "invalid_json"),
+                                    ("an array", b"[1]", "invalid_request"),
+                                    ("no op", b'{"inputs": [[0]]}', "invalid_request"),
+                                    ("bad seq", b'{"op": "step", "seq": "x"}', "invalid_request"),
+                                    ("wrong width", json.dumps(
+                                        {"op": "step", "inputs": [[0.0] * (DIM + 1)]}).encode(),
+                                     "invalid_request"),
+                                    ("unknown field", b'{"op": "step", "inputs": [[0]], "x": 1}',
+                                     "invalid_request")):
+            w.frame(1, payload)
+            got = w.recv()
+            self.eq((got["status"], got["error"]["code"]), (400, code), what)
+        w.frame(2, bin_step(3, [[0.0] * (DIM + 1)]))
+        got = w.recv()
+        self.eq((got["status"], got["error"]["code"], got["seq"]), (400, "invalid_request", 3),
+                "binary: wrong width")
+        w.frame(2, bin_step(4, [VOCAB + 5], kind=2))
+        got = w.recv()
+        self.eq((got["status"], got["error"]["code"]), (400, "invalid_request"),
+                "binary: token ids for a vector model")
+        w.frame(2, bin_step(4, [[float("nan")] * DIM]))
+        got = w.recv()
+        self.eq((got["status"], got["error"]["code"]), (400, "invalid_request"), "binary: NaN")
+        self.eq(self.steps(s), 0, "bad frames ran nothing")
+        ok = w.request({"op": "step", "inputs": [[0.0] * DIM]})
+        self.eq(ok["status"], 200, "the socket still serves after errors")
+
+    def close_case(self, send, code, what):
+        """A fresh session's socket; SEND(w) must make the server close with CODE, the session
+        unchanged."""
+        s = self.new()
+        w = self.open(s)
+        send(w)
+        w.expect_close(self, code, what)
+        self.eq(self.steps(s), 0, what + ": the session did not step")
+
+    def test_close_codes(self):
+        self.close_case(lambda w: w.frame(2, b"XX" + bytes(40)), 1003, "a binary frame of "
+                        "another layout")
+        self.close_case(lambda w: w.frame(2, b"RW\x02\x01" + bytes(20)), 1003,
+                        "binary version 2")
+        self.close_case(lambda w: w.frame(1, json.dumps(
+            {"op": "step", "inputs": [[0.0] * DIM]}).encode(), mask=False), 1002,
+            "an unmasked frame")
+        self.close_case(lambda w: w.frame(1, b'{"op": "step", "pad": "' + b"x" * 70000 + b'"}'),
+                        1009, "a message over ws_max_message_bytes")
+        self.close_case(lambda w: w.frame(1, b"{}", rsv=2), 1002, "a reserved bit")
+        self.close_case(lambda w: w.frame(1, b'{"op": "step", "x": "\xff\xfe"}'), 1007,
+                        "a text frame that is not UTF-8")
+
+    def test_frames_after_close(self):
+        s = self.new()
+        w = self.open(s)
+        # all in one write: the server reads the step frames after the close
+        w.sock.sendall(b"".join(_frame(op, p) for op, p in (
+            (8, struct.pack("!H", 1000)),
+            (1, json.dumps({"op": "step", "inputs": [[0.0] * DIM]}).encode()),
+            (2, bin_step(1, [[0.0] * DIM])))))
+        try:
+            while True:
+                w.recv()
+        except Closed as c:
+            self.eq(c.code, 1000, "the server answers the close with 1000")
+        except (EOFError, OSError):
+            pass
+        time.sleep(0.2)
+        self.eq(self.steps(s), 0, "frames after the close ran nothing")
+
+    def test_session_deleted(self):
+        s = self.new()
+        w = self.open(s)
+        self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200, "a step")
+        self.eq(self.d.request("DELETE", "/v1/sessions/" + s)[0], 204, "DELETE the session")
+        got = w.request({"op": "step", "inputs": [[0.0] * DIM]})
+        self.eq((got["status"], got["error"]["code"]), (404, "not_found"),
+                "a step on the deleted session: HTTP's 404")
+        w.expect_close(self, 1008, "a deleted session's socket")
+
+    def test_round_trip_latency(self):
+        """A reply is not held back by Nagle's algorithm waiting for the client's delayed ACK
+        (40 ms a round trip before TCP_NODELAY and MSG_MORE)."""
+        s = self.new()
+        w = self.open(s)
+        fr = bin_step(0, [[0.5] * DIM])
+        times = []
+        for _ in range(60):
+            t = time.monotonic()
+            w.frame(2, fr)
+            w.recv()
+            times.append(time.monotonic() - t)
+            w.request({"op": "step", "inputs": [[0.5] * DIM]})
+        times.sort()
+        self.check(times[len(times) // 2] < 0.02, "median binary round trip %.1f ms < 20 ms"
+                   % (times[len(times) // 2] * 1e3))
+
+    def test_ping(self):
+        s = self.new()
+        w = self.open(s)
+        w.frame(9, b"hi")
+        op, data = w.recv_frame()
+        self.eq((op, data), (10, b"hi"), "a ping gets its pong")
+
+
+class Limits(Case):
+    """A daemon with small limits: the idle timeout, ws_max_in_flight, auth."""
+
+    def test_idle_timeout_and_drain(self):
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-idle-timeout-s", "1",
+                    "--request-timeout-s", "1") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            t0 = time.monotonic()
+            for _ in range(4):  # pings keep it open past the timeout
+                time.sleep(0.4)
+                w.frame(9, b"")
+                self.eq(w.recv_frame()[0], 10, "pong")
+            c = w.expect_close(self, 1001, "idle socket")
+            took = time.monotonic() - t0
+            self.check(1.5 <= took < 5, "closed after ~1 s idle (took %.1f s)" % took)
+            self.check("idle" in c.reason, "reason names the idle timeout: %r" % c.reason)
+            w.sock.close()
+            self.check(d.wait_log(lambda l: "event=ws_closed" in l and "code=1001" in l
+                                  and "by=server" in l and "requests=0" in l),
+                       "the close is logged (event=ws_closed code=1001 by=server)")
+            self.check(not [l for l in d.log if s in l], "no log line holds the session id")
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200, "step")
+            rc, took = d.stop()
+            self.eq(rc, 0, "stops cleanly with a socket open")
+            try:
+                while True:
+                    w.recv()
+            except Closed as c:
+                self.eq(c.code, 1001, "a draining server closes with 1001")
+            except (EOFError, OSError) as e:
+                self.fail_check("want close 1001 on drain, got %r" % e)
+
+    def test_in_flight_limit(self):
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-in-flight", "1") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            ref = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            rows = [[[f32(rng.uniform(-1, 1)) for _ in range(DIM)]] for _ in range(40)]
+            for i, r in enumerate(rows):  # all sent at once: the server reads one at a time
+                if i % 2:
+                    w.frame(2, bin_step(i, r))
+                else:
+                    w.send_json({"op": "step", "seq": i, "inputs": r})
+            got = [w.recv() for _ in rows]
+            for i, r in enumerate(rows):
+                want = d.request("POST", "/v1/sessions/%s/step" % ref, {"inputs": r})[2]
+                g = got[i]
+                outs = bin_reply(g)[4] if i % 2 else g["outputs"]
+                seq = bin_reply(g)[0] if i % 2 else g["seq"]
+                self.check(seq == i and bits(outs) == bits(want["outputs"]),
+                           "in-flight 1: request %d answered in order, bitwise" % i)
+            w.close()
+
+    def test_backpressure(self):
+        """A client that sends and never reads: the daemon stops reading its socket once a
+        message's worth of replies waits, so the client's sends block rather than the daemon
+        buffering without bound."""
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-message-bytes", "64K") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            frame = bin_step(0, [[0.5] * DIM] * 1000)     # 1,000 steps: a 32 KB reply
+            w.sock.settimeout(3)
+            sent, blocked = 0, False
+            try:
+                while sent < 2000:                        # 2,000 frames: 2,000,000 steps
+                    w.frame(2, frame)
+                    sent += 1
+            except socket.timeout:
+                blocked = True
+            self.check(blocked, "sends block once the daemon stops reading (%d frames sent)"
+                       % sent)
+            steps = d.request("GET", "/v1/sessions/" + s)[2]["steps"]
+            self.check(steps < sent * 1000, "the daemon ran %d of the %d steps sent: it "
+                       "stopped reading" % (steps, sent * 1000))
+            w.sock.close()
+            st, _, b = d.request("POST", "/v1/sessions", {"model": "vec"})
+            self.eq(st, 201, "the daemon serves on after the client left")
+
+    def test_sockets_batch_together(self):
+        """16 sockets stepping at once: their steps share batch rounds with each other's and
+        with HTTP steps, and every output equals a replay of the same session over HTTP."""
+        import threading
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-batch-wait-us", "2000") as d:
+            n, length = 16, 40
+            sids = [d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                    for _ in range(n + 1)]
+            data = [[[f32(rng.uniform(-1, 1)) for _ in range(DIM)] for _ in range(length)]
+                    for _ in range(n + 1)]
+            outs, errors = [None] * (n + 1), []
+
+            def client(k):
+                try:
+                    if k == n:  # one HTTP client among the sockets
+                        c = d.conn()
+                        outs[k] = [d.request("POST", "/v1/sessions/%s/step" % sids[k],
+                                             {"inputs": [row]}, conn=c)[2]["outputs"][0]
+                                   for row in data[k]]
+                        return
+                    w = RawWS(d.port, "/v1/sessions/%s/ws" % sids[k])
+                    got = []
+                    for i, row in enumerate(data[k]):
+                        if i % 2:
+                            w.frame(2, bin_step(i, [row]))
+                            got.append(bin_reply(w.recv())[4][0])
+                        else:
+                            got.append(w.request({"op": "step", "inputs": [row]})["outputs"][0])
+                    outs[k] = got
+                    w.close()
+                except Exception as e:  # reported below, in the main thread
+                    errors.append("client %d: %r" % (k, e))
+            before = batch_histogram(d.metrics(), "vec")
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(n + 1)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.check(not errors, "17 concurrent clients: %s" % (errors[:3] or "ok"))
+            after = batch_histogram(d.metrics(), "vec")
+            batches = after["count"] - before["count"]
+            multi = batches - (after["1"] - before["1"])
+            self.eq(after["sum"] - before["sum"], (n + 1) * length, "every step batched once")
+            self.check(multi > 0, "rounds of more than one session: %d of %d" % (multi, batches))
+            for k in range(n + 1):
+                ref = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+                want = d.request("POST", "/v1/sessions/%s/step" % ref,
+                                 {"inputs": data[k]})[2]["outputs"]
+                self.check(outs[k] is not None and bits(outs[k]) == bits(want),
+                           "client %d: bitwise equal to a replay over HTTP" % k)
+
+    def test_abrupt_and_garbage(self):
+        """Clients that vanish with requests in flight, or send random bytes as frames: the
+        daemon serves on and stops cleanly (exit 0, checked by the context)."""
+        with Daemon({"vec": golden_model(VEC, WORK)}) as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            for i in range(16):
+                w.frame(2, bin_step(i, [[0.5] * DIM] * 2000))
+            w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            w.sock.close()  # a reset, sixteen requests of 2,000 steps in flight
+            g = random.Random(5)
+            for i in range(30):
+                w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+                try:
+                    if i % 3 == 0:
+                        w.sock.sendall(bytes(g.randrange(256) for _ in range(g.randrange(1, 300))))
+                    else:  # well-formed frames of random opcodes, flags and contents
+                        for _ in range(5):
+                            w.frame(g.randrange(16), bytes(g.randrange(256)
+                                                           for _ in range(g.randrange(0, 200))),
+                                    fin=g.random() < 0.8, rsv=g.choice([0, 0, 0, 1]))
+                    w.sock.settimeout(2)
+                    while True:
+                        w.recv_frame()
+                except (OSError, EOFError, AssertionError):
+                    pass
+                w.sock.close()
+            deadline = time.monotonic() + 30
+            while d.request("GET", "/v1/sessions/" + s)[2]["busy"] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            steps = d.request("GET", "/v1/sessions/" + s)[2]["steps"]
+            self.check(steps % 2000 == 0 and steps <= 32000,
+                       "the vanished client's requests ran whole or not at all (%d)" % steps)
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            got = w.request({"op": "step", "inputs": [[0.0] * DIM]})
+            self.eq((got["status"], got["steps"]), (200, steps + 1), "the daemon serves on")
+            w.close()
+
+    def test_tls(self):
+        cert, key = os.path.join(WORK, "cert.pem"), os.path.join(WORK, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True, timeout=60)
+        ctx = ssl.create_default_context(cafile=cert)
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--tls-cert", cert, "--tls-key",
+                    key) as d:
+            sids = []
+            import http.client
+            for _ in range(2):
+                h = http.client.HTTPSConnection("127.0.0.1", d.port, timeout=30, context=ctx)
+                h.request("POST", "/v1/sessions", body=b'{"model": "vec"}',
+                          headers={"Content-Type": "application/json"})
+                sids.append(json.loads(h.getresponse().read())["id"])
+                h.close()
+            rows = [[f32(rng.uniform(-1, 1)) for _ in range(DIM)] for _ in range(5)]
+            a = RawWS(d.port, "/v1/sessions/%s/ws" % sids[0], ctx=ctx)
+            b = RawWS(d.port, "/v1/sessions/%s/ws" % sids[1], ctx=ctx)
+            self.eq((a.status, b.status), (101, 101), "wss: upgrades over TLS")
+            ja = a.request({"op": "step", "inputs": rows})
+            b.frame(2, bin_step(1, rows))
+            jb = bin_reply(b.recv())
+            self.check(bits(ja["outputs"]) == bits(jb[4]), "wss: JSON and binary steps agree")
+            a.close()
+            b.close()
+
+    def test_auth(self):
+        ka, kb = "alice-0123456789abcdef", "bob-fedcba9876543210xyz"
+        keys = write_secret(os.path.join(WORK, "keys"), "%s alice\n%s bob\n" % (ka, kb))
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--api-keys-file", keys) as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"}, headers=bearer(ka))[2]["id"]
+            path = "/v1/sessions/%s/ws" % s
+            w = RawWS(d.port, path)
+            self.eq((w.status, w.body["error"]["code"]), (401, "unauthorized"),
+                    "no key: 401 before upgrading")
+            w.sock.close()
+            w = RawWS(d.port, path, headers=bearer(kb))
+            self.eq((w.status, w.body["error"]["code"]), (404, "not_found"),
+                    "another key's session: 404")
+            w.sock.close()
+            w = RawWS(d.port, path, headers=bearer(ka))
+            self.eq(w.status, 101, "the owner's key upgrades")
+            got = w.request({"op": "step", "inputs": [[0.0] * DIM]})
+            self.eq((got["status"], got["steps"]), (200, 1), "steps with the upgrade's key")
+            w.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
