@@ -31,7 +31,8 @@ import threading
 import time
 import unittest
 
-from daemon_util import PYTHON3, Case, Daemon, golden_model, stop_ok, tmpdir, write_secret
+from daemon_util import (PYTHON3, Case, Daemon, contract_check, golden_model, stop_ok, tmpdir,
+                         write_secret)
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 CLIENT_DIR = os.path.join(SRCDIR, "clients", "python")
@@ -39,6 +40,25 @@ sys.dont_write_bytecode = True      # the source tree may be read-only (make dis
 sys.path.insert(0, CLIENT_DIR)
 import rnnd_client  # noqa: E402
 from rnnd_client import errors as client_errors  # noqa: E402
+from rnnd_client import transport as client_transport  # noqa: E402
+
+_once = client_transport.Transport._once
+
+
+def _checked_once(self, method, path, data, headers, stream):
+    """The client's every request, its reply checked against docs/openapi.yaml as
+    Daemon.request's are (a stream's status and headers; its events the client reads)."""
+    reply = _once(self, method, path, data, headers, stream)
+    body = reply.data
+    if reply.response is not None:
+        body = None
+    elif not isinstance(body, bytes):
+        body = b"" if body is None else json.dumps(body).encode()
+    contract_check(method, self.prefix + path, reply.status, reply.headers, body)
+    return reply
+
+
+client_transport.Transport._once = _checked_once
 
 WORK = tmpdir("client")
 CHARLM = os.path.join(SRCDIR, "models", "charlm.rnnd")
