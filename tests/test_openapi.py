@@ -8,6 +8,8 @@ and against the daemon's sources.
 - Routes: the routes of src/route_list.h outside /v2 are the document's paths, and nothing
   else is (a route's `*` is a template's {param}), each with the methods whose handler is
   not NULL.
+- docs/api.md: its table of endpoints (section 4) has the same operations, with the same
+  success status.
 - Errors: the ErrorCode enum is RNND_ERRCODES's names (include/rnnd/errcode.h), no more, no
   fewer; each per-status error schema (Error400, ...) allows exactly the codes of its
   status in that list.
@@ -172,6 +174,23 @@ class Document(Case):
         for p in sorted(set(table) & set(doc)):
             self.eq(sorted(doc[p]), sorted(table[p]), "%s: methods" % p)
         print("%d routes, the same in both" % len(set(table) & set(doc)))
+
+    def test_api_md_table(self):
+        """docs/api.md section 4's table of endpoints lists the document's operations, with
+        the same success status."""
+        rows = re.findall(r"^\| (GET|POST|PUT|DELETE) \| `([^`]+)` \| [^\n]*\| ([0-9][^|]*) \|$",
+                          read("docs/api.md"), re.M)
+        self.check(len(rows) >= 15, "docs/api.md's table parsed: %d rows" % len(rows))
+        table = {(m.lower(), p): int(st.split()[0]) for m, p, st in rows}
+        ops = {(meth, path): min(int(s) for s in op["responses"] if s.startswith("2"))
+               for path, meth, op in self.operations()}
+        for k in sorted(set(ops) - set(table)):
+            self.fail_check("%s %s is not in docs/api.md's table" % (k[0].upper(), k[1]))
+        for k in sorted(set(table) - set(ops)):
+            self.fail_check("docs/api.md's table has %s %s, docs/openapi.yaml does not"
+                            % (k[0].upper(), k[1]))
+        for k in sorted(set(table) & set(ops)):
+            self.eq(ops[k], table[k], "%s %s: the success status" % (k[0].upper(), k[1]))
 
     def test_error_codes(self):
         codes = error_codes()
