@@ -97,24 +97,16 @@ class Contract:
         if path == "/v2" or path.startswith("/v2/"):
             return []
         where = "%s %s -> %s" % (method, path, status)
+        out = self.header_errors(where, self.doc.get("x-rnnd-response-headers", {}), headers)
         if method == "OPTIONS" and status == 204:     # CORS preflight, or the Allow answer
-            return [where + ": a body on a 204"] if body else []
+            return out + ([where + ": a body on a 204"] if body else [])
         what, responses = self.responses(method, path)
         resp = responses.get(str(status))
         if resp is None:
-            return ["%s: status %s is not in the contract of %s (it has %s)"
-                    % (where, status, what, ", ".join(sorted(responses)))]
+            return out + ["%s: status %s is not in the contract of %s (it has %s)"
+                          % (where, status, what, ", ".join(sorted(responses)))]
         resp = self.deref(resp)
-        out = []
-        for name, h in resp.get("headers", {}).items():
-            h = self.deref(h)
-            val = headers.get(name.lower())
-            if val is None:
-                if h.get("required"):
-                    out.append("%s: no %s header" % (where, name))
-            else:
-                out += ["%s: header %s: %s" % (where, name, e)
-                        for e in self.schema_errors(h["schema"], val)]
+        out += self.header_errors(where, resp.get("headers", {}), headers)
         if method == "HEAD":
             return out
         content = resp.get("content")
@@ -146,6 +138,21 @@ class Contract:
             except UnicodeDecodeError:
                 return out + [where + ": the body is not UTF-8 text"]
             out += ["%s: %s" % (where, e) for e in self.schema_errors(mt["schema"], text)]
+        return out
+
+    def header_errors(self, where, spec, headers):
+        """How HEADERS break SPEC ({name: header object}): a required one missing, a value
+        its schema refuses."""
+        out = []
+        for name, h in spec.items():
+            h = self.deref(h)
+            val = headers.get(name.lower())
+            if val is None:
+                if h.get("required"):
+                    out.append("%s: no %s header" % (where, name))
+            else:
+                out += ["%s: header %s: %s" % (where, name, e)
+                        for e in self.schema_errors(h["schema"], val)]
         return out
 
     def event_schemas(self, path):

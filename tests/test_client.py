@@ -154,9 +154,11 @@ def read_request(sock, buf):
 
 
 def http_reply(status, body, headers=()):
+    """A reply the proxy sends in the daemon's place, with the headers the daemon's carry."""
     data = json.dumps(body).encode()
     head = ["HTTP/1.1 %d X" % status, "Content-Type: application/json",
-            "Content-Length: %d" % len(data)] + ["%s: %s" % h for h in headers]
+            "Cache-Control: no-store", "Content-Length: %d" % len(data)] + [
+                "%s: %s" % h for h in headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 

@@ -14,7 +14,8 @@ and against the daemon's sources.
   fewer; each per-status error schema (Error400, ...) allows exactly the codes of its
   status in that list.
 - The check can fail: responses with a wrong field, a wrong type, an unknown code, a status
-  the operation lacks, a wrong Content-Type or a bad stream event are violations, and the
+  the operation lacks, a wrong Content-Type, a missing header (Cache-Control on any reply,
+  Location, Retry-After) or a bad stream event are violations, and the
   response hook of tests/daemon_util.py turns one into a failure of the test that got it.
 
 Needs no daemon.
@@ -31,7 +32,7 @@ from openapi_util import Contract
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-JSON = {"content-type": "application/json"}
+JSON = {"content-type": "application/json", "cache-control": "no-store"}
 
 
 def read(rel):
@@ -250,16 +251,21 @@ class CanFail(Case):
                  "an error without message")
         self.bad("POST", step, 418, JSON, b'{"error":{"code":"internal","message":"m"}}',
                  "a status the operation lacks")
-        self.bad("POST", step, 200, {"content-type": "text/plain"},
+        self.bad("POST", step, 200, dict(JSON, **{"content-type": "text/plain"}),
                  json.dumps(ok).encode(), "a wrong Content-Type")
+        self.bad("POST", step, 200, {"content-type": "application/json"},
+                 json.dumps(ok).encode(), "no Cache-Control")
+        self.bad("POST", step, 200, dict(JSON, **{"cache-control": "max-age=60"}),
+                 json.dumps(ok).encode(), "a Cache-Control other than no-store")
         self.bad("POST", "/v1/sessions", 201, JSON, json.dumps(
             {"id": sid, "model": "m", "expires_in": 1, "ttl_s": 1, "steps": 0}).encode(),
             "a 201 without Location")
-        self.bad("DELETE", "/v1/sessions/" + sid, 204, {}, b"{}", "a body on a 204")
+        self.bad("DELETE", "/v1/sessions/" + sid, 204, {"cache-control": "no-store"}, b"{}",
+                 "a body on a 204")
         self.bad("GET", "/v1/models", 503, JSON,
                  b'{"error":{"code":"unavailable","message":"m"}}', "a 503 without Retry-After")
         gen = "/v1/sessions/%s/generate" % sid
-        sse = {"content-type": "text/event-stream"}
+        sse = dict(JSON, **{"content-type": "text/event-stream"})
         self.good("POST", gen, 200, sse, b'data: {"token":1,"text":"a","index":0,"step":3}\n\n'
                   b'data: [DONE]\n\n', "a stream")
         self.bad("POST", gen, 200, sse, b'data: {"token":1,"text":"a","index":0}\n\n'
