@@ -243,6 +243,7 @@ class Daemon:
         finally:
             if own:
                 c.close()
+        contract_check(method, path, resp.status, rh, payload)
         parsed = None
         if payload:
             if rh.get("content-type", "").startswith("application/json"):
@@ -255,6 +256,49 @@ class Daemon:
         status, _, text = self.request("GET", "/metrics")
         assert status == 200, status
         return text
+
+
+# ---- the API contract: every response a test receives is checked against docs/openapi.yaml
+_CONTRACT_PENDING = []      # violations seen on other threads, for the test's end
+_CONTRACT_LOCK = threading.Lock()
+
+
+def contract_check(method, path, status, headers, body):
+    """The response hook: the reply to METHOD PATH (STATUS, HEADERS with lowercase names,
+    BODY bytes, or None for a stream read elsewhere) against docs/openapi.yaml
+    (tests/openapi_util.py). Each violation fails the test that received it: at once on the
+    main thread (a failed check, or an AssertionError outside a test); from another thread
+    when the running test ends (contract_flush), or at exit."""
+    import openapi_util     # here: yaml and jsonschema only for tests that talk to a daemon
+    found = openapi_util.violations(method, path, status, headers, body)
+    contract_report(found)
+
+
+def contract_report(found):
+    """Violations FOUND (one-line strings), reported as contract_check says."""
+    if threading.current_thread() is not threading.main_thread():
+        with _CONTRACT_LOCK:
+            _CONTRACT_PENDING.extend(found)
+        return
+    contract_flush()
+    for v in found:
+        RUNNING.check(False, "contract (docs/openapi.yaml): " + v)
+
+
+def contract_flush():
+    with _CONTRACT_LOCK:
+        found = _CONTRACT_PENDING[:]
+        del _CONTRACT_PENDING[:]
+    for v in found:
+        RUNNING.check(False, "contract (docs/openapi.yaml): " + v)
+
+
+@atexit.register
+def _contract_left():
+    if _CONTRACT_PENDING:
+        for v in _CONTRACT_PENDING:
+            print("FAIL contract (docs/openapi.yaml): " + v, flush=True)
+        os._exit(1)
 
 
 def batch_histogram(metrics_text, model):
@@ -332,6 +376,7 @@ class Case(unittest.TestCase):
     def setUp(self):
         RUNNING.test = self
         self.addCleanup(setattr, RUNNING, "test", None)
+        self.addCleanup(contract_flush)
 
     @classmethod
     def serve(cls, models, *args, **kw):
@@ -703,6 +748,9 @@ def url_request(url, method="GET", path="/v1/models", body=None, timeout=5):
         conn.request(method, path, None if body is None else json.dumps(body), hdrs)
         r = conn.getresponse()
         data = r.read()
+        rh = {k.lower(): v for k, v in r.getheaders()}
+        if "x-rnnd-node" in rh or rh.get("cache-control") == "no-store":  # rnnd's, not the LB's
+            contract_check(method, path, r.status, rh, data)
         try:
             parsed = json.loads(data) if data else None
         except ValueError:

@@ -18,7 +18,7 @@ import unittest
 
 import requests
 
-from daemon_util import Case, status_kib
+from daemon_util import Case, contract_check, status_kib
 
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 INFER = "/v1/models/charlm/infer"
@@ -101,6 +101,8 @@ class DefaultLimit(Case):
         cls.d = cls.serve({"charlm": CHARLM})
 
     def is_413(self, status, headers, body, what):
+        if isinstance(status, int) and status:      # a reply came: it keeps the contract
+            contract_check("POST", INFER, status, headers, body)
         ok = (status == 413 and body.startswith(b"{") and b'"code":"limit_exceeded"' in body
               and b'"message":"' in body)
         self.check(ok, "%s: want 413 limit_exceeded, got %s %r" % (what, status, body[:100]))

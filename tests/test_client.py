@@ -31,7 +31,9 @@ import threading
 import time
 import unittest
 
-from daemon_util import PYTHON3, Case, Daemon, golden_model, stop_ok, tmpdir, write_secret
+from daemon_util import (PYTHON3, Case, Daemon, contract_check, contract_report, golden_model,
+                         stop_ok, tmpdir, write_secret)
+from openapi_util import event_violations
 
 SRCDIR = os.environ["RNND_SRCDIR"]
 CLIENT_DIR = os.path.join(SRCDIR, "clients", "python")
@@ -39,6 +41,50 @@ sys.dont_write_bytecode = True      # the source tree may be read-only (make dis
 sys.path.insert(0, CLIENT_DIR)
 import rnnd_client  # noqa: E402
 from rnnd_client import errors as client_errors  # noqa: E402
+from rnnd_client import transport as client_transport  # noqa: E402
+
+_once = client_transport.Transport._once
+
+
+class _CheckedStream:
+    """A streamed reply's response whose events are checked against docs/openapi.yaml as the
+    client reads them, line by line."""
+
+    def __init__(self, response, path):
+        self._response, self._path = response, path
+        self._name = self._data = None
+
+    def readline(self, *args):
+        line = self._response.readline(*args)
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text.startswith("event: "):
+            self._name = text[7:]
+        elif text.startswith("data: "):
+            self._data = text[6:]
+        elif not text and self._data is not None:
+            contract_report(event_violations(self._path, self._name, self._data))
+            self._name = self._data = None
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self._response, name)
+
+
+def _checked_once(self, method, path, data, headers, stream):
+    """The client's every request, its reply checked against docs/openapi.yaml as
+    Daemon.request's are (a stream's status and headers now, its events as they are read)."""
+    reply = _once(self, method, path, data, headers, stream)
+    body = reply.data
+    if reply.response is not None:
+        body = None
+        reply.response = _CheckedStream(reply.response, self.prefix + path)
+    elif not isinstance(body, bytes):
+        body = b"" if body is None else json.dumps(body).encode()
+    contract_check(method, self.prefix + path, reply.status, reply.headers, body)
+    return reply
+
+
+client_transport.Transport._once = _checked_once
 
 WORK = tmpdir("client")
 CHARLM = os.path.join(SRCDIR, "models", "charlm.rnnd")
@@ -108,9 +154,11 @@ def read_request(sock, buf):
 
 
 def http_reply(status, body, headers=()):
+    """A reply the proxy sends in the daemon's place, with the headers the daemon's carry."""
     data = json.dumps(body).encode()
     head = ["HTTP/1.1 %d X" % status, "Content-Type: application/json",
-            "Content-Length: %d" % len(data)] + ["%s: %s" % h for h in headers]
+            "Cache-Control: no-store", "Content-Length: %d" % len(data)] + [
+                "%s: %s" % h for h in headers]
     return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 
 

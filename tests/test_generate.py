@@ -30,7 +30,8 @@ import threading
 import time
 import unittest
 
-from daemon_util import Case, Daemon, batch_histogram, tmpdir
+from daemon_util import Case, Daemon, batch_histogram, contract_check, contract_report, tmpdir
+from openapi_util import event_violations
 
 WORK = tmpdir("generate")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -161,6 +162,10 @@ def open_stream(d, path, body):
             break
         k, v = line.split(":", 1)
         headers[k.strip().lower()] = v.strip()
+    parts = status.split(" ")
+    if len(parts) > 1 and parts[1].isdigit():   # the body, events, is checked by sse_events
+        contract_check("POST", path, int(parts[1]), headers, None)
+    f.rnnd_path = path
     return sock, f, status, headers
 
 
@@ -198,6 +203,7 @@ def sse_events(f):
         elif line == "":
             if data is not None:
                 events.append((t, name, data))
+                contract_report(event_violations(f.rnnd_path, name, data))
             name, data = None, None
     return events, comments
 

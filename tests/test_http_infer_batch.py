@@ -11,7 +11,7 @@ import random
 import threading
 import unittest
 
-from daemon_util import Case, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, contract_check, golden_cases, golden_model, tmpdir
 
 WORK = tmpdir("http_infer_batch")
 CASES = {name: case for name, case, _ in golden_cases()}
@@ -45,7 +45,10 @@ def post_raw(d, model, data):
         c.request("POST", "/v1/models/%s/infer" % model, body=data,
                   headers={"Content-Type": "application/json"})
         resp = c.getresponse()
-        return resp.status, resp.read()
+        payload = resp.read()
+        contract_check("POST", "/v1/models/%s/infer" % model, resp.status,
+                       {k.lower(): v for k, v in resp.getheaders()}, payload)
+        return resp.status, payload
     finally:
         c.close()
 

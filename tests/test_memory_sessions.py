@@ -19,7 +19,7 @@ import time
 import unittest
 
 import daemon_util
-from daemon_util import FACTOR, MIB, SLACK, Case, Daemon, code_of, tmpdir
+from daemon_util import FACTOR, MIB, SLACK, Case, Daemon, code_of, contract_check, tmpdir
 from daemon_util import RUNNING as C
 from daemon_util import asan_env as env
 
@@ -69,6 +69,7 @@ def request(d, method, path, body=None, timeout=20, raw=None):
         return 0, {}, "no answer in %d s (%s)" % (timeout, type(exc).__name__)
     finally:
         conn.close()
+    contract_check(method, path, resp.status, hdrs, payload)
     if hdrs.get("content-type", "").startswith("application/json") and payload:
         return resp.status, hdrs, json.loads(payload)
     return resp.status, hdrs, payload.decode(errors="replace")

@@ -13,7 +13,7 @@ case; a failing case fails the run.
 import random
 import unittest
 
-from daemon_util import Case, Daemon, golden_cases, golden_model, tmpdir
+from daemon_util import Case, Daemon, contract_check, golden_cases, golden_model, tmpdir
 
 WORK = tmpdir("step_scan_http")
 rng = random.Random(77)
@@ -56,7 +56,10 @@ def post(d, sid, text):
         c.request("POST", "/v1/sessions/%s/step" % sid, body=text.encode(),
                   headers={"Content-Type": "application/json"})
         r = c.getresponse()
-        return r.status, r.read()
+        payload = r.read()
+        contract_check("POST", "/v1/sessions/%s/step" % sid, r.status,
+                       {k.lower(): v for k, v in r.getheaders()}, payload)
+        return r.status, payload
     finally:
         c.close()
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import rnnd_convert
-from daemon_util import Case, RNND_BIN, close, golden_model, tmpdir
+from daemon_util import Case, RNND_BIN, close, contract_check, golden_model, tmpdir
 
 WORK = tmpdir("text")
 SRCDIR = os.environ.get("RNND_SRCDIR", ".")
@@ -78,7 +78,10 @@ def post(d, model, body):
         c.request("POST", "/v1/models/%s/infer" % model, body=json.dumps(body).encode(),
                   headers={"Content-Type": "application/json"})
         r = c.getresponse()
-        return r.status, r.read()
+        payload = r.read()
+        contract_check("POST", "/v1/models/%s/infer" % model, r.status,
+                       {k.lower(): v for k, v in r.getheaders()}, payload)
+        return r.status, payload
     finally:
         c.close()
 

@@ -24,7 +24,8 @@ import unittest
 
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon_util import Case, Daemon, RNND_BIN, head_bytes, head_shapes, read_http_response, tmpdir
+from daemon_util import (Case, Daemon, RNND_BIN, contract_check, head_bytes, head_shapes,
+                         read_http_response, tmpdir)
 
 WORK = tmpdir("tls")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -53,7 +54,9 @@ def https(port, method, path, body=None, headers=None, ctx=None):
         c.request(method, path, body=data, headers=hdrs)
         r = c.getresponse()
         payload = r.read()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+        rh = {k.lower(): v for k, v in r.getheaders()}
+        contract_check(method, path, r.status, rh, payload)
+        return r.status, rh, payload
     finally:
         c.close()
 
@@ -73,7 +76,9 @@ def https_raw(port, data, headers, chunked):
         c.request("POST", "/v1/models/charlm/infer", body=body, headers=hdrs,
                   encode_chunked=chunked)
         r = c.getresponse()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        got = r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        contract_check("POST", "/v1/models/charlm/infer", *got)
+        return got
     except OSError as e:
         return repr(e), {}, b""
     finally:
