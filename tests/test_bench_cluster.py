@@ -107,6 +107,8 @@ class BenchCluster(unittest.TestCase):
         self.assertAlmostEqual(t["cost"], 1 - st["steps_per_s"] / e["steps_per_s"], delta=1e-3)
         self.assertEqual(t["pass"], t["cost"] <= t["target"])
         self.assertEqual(t["target"], 0.10)
+        self.assertAlmostEqual(t["cpu_cost"], st["server_cpu_us_per_step"]
+                               / e["server_cpu_us_per_step"] - 1, delta=1e-3)
         self.assertAlmostEqual(s["targets"]["scaling"]["ratio"],
                                s["median"]["lb3"]["steps_per_s"]
                                / s["median"]["lb1"]["steps_per_s"], delta=1e-3)
