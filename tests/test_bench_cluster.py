@@ -83,6 +83,8 @@ class BenchCluster(unittest.TestCase):
                                        sum(r["cpu_us_per_step"].values()), delta=0.5)
                 self.assertEqual(s["median"][name]["steps_per_s"], r["steps_per_s"])
                 self.assertEqual(s["median"][name]["p99_ms"], r["p99_ms"])
+                # the batcher ran: a mean of at least one session and at most max_batch
+                self.assertTrue(1 <= r["mean_batch"] <= 64, r["mean_batch"])
 
     def test_cluster_counters(self):
         runs, c = self.s["runs"], self.s["settings"]["connections"]
