@@ -1725,5 +1725,21 @@ def analyse(module, input_kind):
     try:
         graph = module.inlined_graph
     except Exception:
-        return None
+        graph = None
+    if graph is None:
+        # only torch's own recurrent modules may go unanalysed: any other module without a
+        # forward() would be verified through a method of its own, never analysed (issue 14,
+        # fifth round, H8: a forward__0 that branches on the length)
+        try:
+            qual = module._c._type().qualified_name()
+            names = sorted(module._c._method_names())
+        except Exception:
+            qual, names = "", []
+        if qual.split(".")[-1] in ("LSTM", "GRU", "RNN") and \
+                ".torch.nn.modules.rnn." in qual:
+            return None
+        raise ConvertError("the TorchScript module (%s) has no forward(), only the methods "
+                           "%s: rnnd-convert converts what forward() computes; script a "
+                           "module whose forward() runs the model"
+                           % (qual or "?", ", ".join(names) or "(none)"))
     return Analysis(graph, 2 if input_kind == "tokens" else 3, module).run()
