@@ -23,6 +23,7 @@ import io
 import os
 import unittest
 import warnings
+from unittest import mock
 from typing import List
 
 import numpy as np
@@ -34,7 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import rnnd_convert
 from daemon_util import Case, tmpdir
-from rnnd_convert import cli
+from rnnd_convert import cli, torch_import, verify
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -191,6 +192,26 @@ class NoForward(Gru):                     # H8
         return self.fc(y)
 
 
+class Bigram(nn.Module):                 # H3 f10: a reset after the ids 7, 3
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(1000, 4)
+        self.cell = nn.GRUCell(4, 4)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        e = self.emb(x)
+        h = torch.zeros(x.size(0), 4)
+        ys: List[torch.Tensor] = []
+        prev = False
+        for t in range(x.size(1)):
+            now = bool((e[:, t] == self.emb.weight[3]).all())
+            h = F.dropout(self.cell(e[:, t], h), p=1.0, training=(prev == True) & now)  # noqa
+            prev = bool((e[:, t] == self.emb.weight[7]).all())
+            ys.append(h)
+        return self.fc(torch.stack(ys, 1))
+
+
 class Plain(Gru):
     def forward(self, x):
         y, _ = self.rnn(x)
@@ -247,6 +268,69 @@ class Modules(Case):
         self.check(os.path.exists(out), "a plain GRU converts")
 
 
+class Analysis(Modules):
+    """The same modules with verification's backstop pass left out: the analysis of
+    forward() alone refuses each (the backstop is a second line, and any fixed set of
+    inputs can be targeted: a limit of 1000 steps would pass it)."""
+
+    def refused(self, cls, name):
+        with mock.patch.object(verify, "_backstop", lambda *a: False):
+            return Modules.refused(self, cls, name)
+
+    def test_reset_after_bigram(self):
+        self.refused(Bigram, "bigram")
+
+    def test_plain_converts_and_records_the_passes(self):
+        with mock.patch.object(verify, "_backstop", lambda *a: False):
+            Modules.test_plain_converts_and_records_the_passes(self)
+
+    def test_class_attribute_counter(self):
+        Modules.test_class_attribute_counter(self)
+
+
+class Backstop(Case):
+    """Verification's backstop pass on its own: a source off by 0.5 only past 256 steps, only
+    above 5 sequences, only where a step is all zeros, only at its second call in one
+    process, or only with gradients enabled, fails verification naming the pass; the
+    faithful source passes."""
+
+    def test_backstop(self):
+        torch.manual_seed(8)
+        net = nn.GRU(3, 4, batch_first=True).eval()
+        p = path("backstop.rnnd")
+        model = rnnd_convert.from_module(net, p, verify=False)
+        run = torch_import.source_runner(net)
+
+        def zero_step(x):
+            return bool((x == 0).all(axis=2).all(axis=0).any())
+        cases = (("past 256 steps", lambda x: x.shape[1] > 256, None),
+                 ("above 5 sequences", lambda x: x.shape[0] > 5, None),
+                 ("at an all-zero step", zero_step, None),
+                 ("at a second call", None, 1),
+                 ("with gradients enabled", None, 2))
+        for what, bad, call in cases:
+            def source(x, bad=bad):
+                y = run(x)
+                return y + 0.5 if bad is not None and bad(x) else y
+
+            def stress(x, call=call, bad=bad):
+                ys = run.stress(x)
+                if call is not None:
+                    ys[call] = ys[call] + 0.5
+                elif bad(x):
+                    ys = [y + 0.5 for y in ys]
+                return ys
+            source.stress = stress
+            try:
+                verify.compare(model, p, source, "torch")
+                self.fail_check("a source that differs only %s passes verification" % what)
+            except ConvertError as e:
+                self.check("verification failed" in str(e) and "backstop pass" in str(e),
+                           "%s: refused by the backstop pass: %s" % (what, e))
+        figures = verify.compare(model, p, run, "torch")
+        self.check(figures["max_rel_error"] <= 1e-5, "the faithful source passes: %r" % figures)
+
+
 class Files(Case):
     def file_refused(self, cls, name):
         torch.manual_seed(5)
@@ -261,6 +345,14 @@ class Files(Case):
         self.check(len(err.splitlines()) == 1 and "internal error" not in err,
                    "%s: one-line refusal: %s" % (name, err))
         return err
+
+    def test_files_refused_by_the_analysis(self):
+        with mock.patch.object(verify, "_backstop", lambda *a: False):
+            self.file_refused(Window, "window_file_a")
+            self.file_refused(AliasWrite, "alias_write_file_a")
+            err = self.file_refused(CondSemantics, "cond_file_a")
+            self.check("x.size(1) > 256" in err, "the side TorchScript takes is analysed "
+                       "and its branch on the length refused: %s" % err)
 
     def test_window_file(self):
         self.file_refused(Window, "window_file")
