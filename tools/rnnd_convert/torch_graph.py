@@ -875,11 +875,19 @@ class Analysis:
         self.pre = (a, b)
         self.mark(n.output(), self.rank.get(ins[i]))
 
+    def train_flag(self, v):
+        """(True, value) for a dropout's train flag known when converting: a constant, or a
+        module's `training`, False since the module is converted and verified in eval mode
+        (docs/convert.md); else (False, None)."""
+        if v.node().kind() == "prim::GetAttr" and v.node().s("name") == "training":
+            return True, False
+        return self.const(v)
+
     def active_dropout(self, n, ins):
         """Refuse a dropout whose train flag is the constant True: a module traced in train
         mode keeps it, and the file then drops random elements at every call."""
         okp, p = self.const(ins[1]) if len(ins) > 2 else (False, None)
-        okt, train = self.const(ins[2]) if len(ins) > 2 else (False, None)
+        okt, train = self.train_flag(ins[2]) if len(ins) > 2 else (False, None)
         if (okp and p == 0) or (okt and train is False) or len(ins) <= 2:
             return
         if not okt:
@@ -1537,7 +1545,7 @@ class Analysis:
                         "or from forward()'s state argument" % (n.kind(), made))
         if len(ins) == 9:
             okp, p = self.const(ins[5])
-            okt, train = self.const(ins[6])
+            okt, train = self.train_flag(ins[6])
             if not ((okp and p == 0) or (okt and train is False)):
                 self.refuse(n, "%s whose dropout between layers may be active (its train flag "
                             "%s): convert the module in eval mode"
@@ -1594,6 +1602,10 @@ class Analysis:
                 if why:
                     return why
             return None
+        if k in ("prim::TupleUnpack", "prim::TupleIndex", "prim::ListUnpack",
+                 "aten::__getitem__", "aten::select", "aten::index_select"):
+            # an element of a tuple or list, a row: checked as the whole
+            return self.computed_state(list(node.inputs())[0], depth + 1)
         if k in LAYOUT_OPS + ("prim::unchecked_cast", "aten::to", "aten::detach",
                               "aten::expand", "aten::repeat", "aten::type_as",
                               "aten::clone", "aten::cuda", "aten::cpu", "aten::float"):
