@@ -1903,7 +1903,9 @@ def spec_error(proto):
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx") and imp.version > known:
             return ("not a valid ONNX model: opset %d is newer than any the installed onnx "
-                    "package knows (%d)" % (imp.version, known))
+                    "package knows (%d), so the graph cannot be checked against the "
+                    "specification: install a newer onnx, or export at opset %d or below"
+                    % (imp.version, known, known))
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True,
                                                      strict_mode=True)
