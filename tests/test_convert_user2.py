@@ -438,5 +438,29 @@ class TestLayerNormOpsets(UserCase):
                    "every opset gives one parameter count and digest: %r" % seen)
 
 
+
+# ---- fifth user trial: the sentiment tutorial's hidden[-2, :, :] -------------------------
+class BiFullSlices(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        _, (hidden, _) = self.lstm(x)
+        return self.fc(torch.cat((hidden[-2, :, :], hidden[-1, :, :]), dim=1))
+
+
+class TestFullSlicesOfHn(UserCase):
+    def test_converts(self):
+        """cat((hidden[-2, :, :], hidden[-1, :, :]), 1), the widely copied form of
+        cat((h_n[-2], h_n[-1]), 1): full slices keep the final state; the torch doors used
+        to refuse it, asking for what the user wrote."""
+        torch.manual_seed(5)
+        x = torch.randn(3, 7, 4)
+        for m in self.doors("hidden[-2, :, :]", BiFullSlices().eval(), x, list(x), x):
+            if m is not None:
+                self.eq(m.pool, "final_state", "hidden[-2, :, :]: pool")
+
 if __name__ == "__main__":
     unittest.main()

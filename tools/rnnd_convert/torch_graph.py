@@ -626,6 +626,11 @@ class Analysis:
                                "rearranging its layers or directions on the way in; rnnd's "
                                "state follows PyTorch's layout: pass the state to the "
                                "recurrent module as it comes" % where(n))
+        if "data" not in kinds and k == "aten::slice" and self.full_slice(ins) and \
+                isinstance(self.taint.get(ins[0]), tuple):
+            # h_n[-2, :, :]: a full slice keeps every element, the same final state
+            self.taint[n.output()] = self.taint[ins[0]]
+            return
         if "data" not in kinds and k in LAYOUT_OPS + ("aten::index_select",):
             # nn.LSTM's own handling of its states (unbatched input, sorted batches)
             t = "state" if "state" in kinds else "hidden"
