@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from daemon_util import Case, RNND_BIN, tmpdir
@@ -461,6 +462,37 @@ class TestFullSlicesOfHn(UserCase):
         for m in self.doors("hidden[-2, :, :]", BiFullSlices().eval(), x, list(x), x):
             if m is not None:
                 self.eq(m.pool, "final_state", "hidden[-2, :, :]: pool")
+
+
+# ---- fifth user trial: F.dropout without training= at opset 9 ----------------------------
+class AlwaysOnDropout(nn.Module):
+    def __init__(self, functional):
+        super().__init__()
+        self.functional = functional
+        self.rnn = nn.GRU(4, 6, batch_first=True)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        y = F.dropout(y, 0.3) if self.functional else self.drop(y)
+        return self.fc(y)
+
+
+class TestOpset9Dropout(UserCase):
+    def test_always_on_refused(self):
+        """F.dropout(y, 0.3) stays on after eval(); at opset 9 and 11 its Dropout has no
+        training flag, and the ONNX door used to convert it without the dropout (0.17-0.25
+        off PyTorch). nn.Dropout in eval() is left out by the exporter and converts."""
+        x = torch.randn(2, 5, 4)
+        for opset in (9, 11):
+            f = export(AlwaysOnDropout(True).eval(), "drop_on%d" % opset, opset, x)
+            self.refused("F.dropout without training=, opset %d" % opset,
+                         lambda: rnnd_convert.convert(f, path("drop_on.rnnd")),
+                         ["training=self.training"])
+            f = export(AlwaysOnDropout(False).eval(), "drop_off%d" % opset, opset, x)
+            self.converts("nn.Dropout in eval(), opset %d" % opset,
+                          lambda: rnnd_convert.convert(f, path("drop_off.rnnd")))
 
 if __name__ == "__main__":
     unittest.main()

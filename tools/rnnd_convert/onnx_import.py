@@ -843,6 +843,14 @@ class Importer:
         if op == "Cast":
             self.data_cast(node, x)
         if op in ("Identity", "Dropout", "Cast"):
+            if op == "Dropout" and self.opset < 12 and self.proto.producer_name == "pytorch":
+                # before opset 12 a Dropout has no training flag, but torch.onnx.export
+                # leaves out every dropout that is off: this one PyTorch applies in eval()
+                self.fail("dropout that PyTorch applies even after model.eval() (torch's "
+                          "exporter leaves out dropout that is off, so this one is on: "
+                          "F.dropout(y, p) without training=self.training); write "
+                          "F.dropout(y, p, training=self.training) or nn.Dropout(p), and "
+                          "export again")
             if op == "Dropout" and len(ins) > 2 and ins[2] is not None and (
                     ins[2].kind != CONST or bool(np.asarray(ins[2].value))):
                 self.fail("dropout in training mode")
