@@ -494,5 +494,36 @@ class TestOpset9Dropout(UserCase):
             self.converts("nn.Dropout in eval(), opset %d" % opset,
                           lambda: rnnd_convert.convert(f, path("drop_off.rnnd")))
 
+
+# ---- fifth user trial: the source's float overflow is not a warning on stderr ------------
+class Overflowing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(4, 6, nonlinearity="relu", batch_first=True)
+        self.fc = nn.Linear(6, 1)
+        with torch.no_grad():
+            self.fc.weight.fill_(-400.0)    # sigmoid(-large): exp overflows in float32
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return torch.sigmoid(self.fc(y))
+
+
+class TestOverflowQuiet(UserCase):
+    def test_one_line(self):
+        """The ONNX interpreter ran the source's Sigmoid with numpy's overflow warning on
+        (two lines of RuntimeWarning on stderr); a conversion prints its one summary line."""
+        torch.manual_seed(1)
+        f = export(Overflowing().eval(), "overflow", 14, torch.randn(2, 5, 4))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda m, c, fn, ln, file=None, line=None: err.write(
+                warnings.formatwarning(m, c, fn, ln, line))     # restored on exit
+            self.converts("overflowing sigmoid", lambda: rnnd_convert.convert(
+                f, path("overflow.rnnd")))
+        self.check("RuntimeWarning" not in err.getvalue(),
+                   "no numpy warning on stderr: %r" % err.getvalue())
+
 if __name__ == "__main__":
     unittest.main()
