@@ -67,9 +67,11 @@ def cli_run(*args):
 def unsampled_id(vocab):
     """A token id that the random inputs of verification never hold."""
     seen = set()
-    for T in verify.LENGTHS + (verify.ALONE,):
+    for T, B in [(T, verify.BATCH) for T in verify.LENGTHS + (verify.ALONE,)] + [
+            (verify.LONG_LENGTH, verify.LONG_BATCH),
+            (verify.BACKSTOP_LENGTH, verify.BACKSTOP_BATCH)]:
         seen.update(np.random.default_rng(verify.SEED + T).integers(
-            0, vocab, size=(verify.BATCH, T)).ravel().tolist())
+            0, vocab, size=(B, T)).ravel().tolist())
     return min(set(range(vocab)) - seen)
 
 

@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from daemon_util import Case, RNND_BIN, tmpdir
@@ -437,6 +438,92 @@ class TestLayerNormOpsets(UserCase):
         self.check(len(set(seen.values())) == 1 and len(seen) == len(OPSETS),
                    "every opset gives one parameter count and digest: %r" % seen)
 
+
+
+# ---- fifth user trial: the sentiment tutorial's hidden[-2, :, :] -------------------------
+class BiFullSlices(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        _, (hidden, _) = self.lstm(x)
+        return self.fc(torch.cat((hidden[-2, :, :], hidden[-1, :, :]), dim=1))
+
+
+class TestFullSlicesOfHn(UserCase):
+    def test_converts(self):
+        """cat((hidden[-2, :, :], hidden[-1, :, :]), 1), the widely copied form of
+        cat((h_n[-2], h_n[-1]), 1): full slices keep the final state; the torch doors used
+        to refuse it, asking for what the user wrote."""
+        torch.manual_seed(5)
+        x = torch.randn(3, 7, 4)
+        for m in self.doors("hidden[-2, :, :]", BiFullSlices().eval(), x, list(x), x):
+            if m is not None:
+                self.eq(m.pool, "final_state", "hidden[-2, :, :]: pool")
+
+
+# ---- fifth user trial: F.dropout without training= at opset 9 ----------------------------
+class AlwaysOnDropout(nn.Module):
+    def __init__(self, functional):
+        super().__init__()
+        self.functional = functional
+        self.rnn = nn.GRU(4, 6, batch_first=True)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        y = F.dropout(y, 0.3) if self.functional else self.drop(y)
+        return self.fc(y)
+
+
+class TestOpset9Dropout(UserCase):
+    def test_always_on_refused(self):
+        """F.dropout(y, 0.3) stays on after eval(); at opset 9 and 11 its Dropout has no
+        training flag, and the ONNX door used to convert it without the dropout (0.17-0.25
+        off PyTorch). nn.Dropout in eval() is left out by the exporter and converts."""
+        x = torch.randn(2, 5, 4)
+        for opset in (9, 11):
+            f = export(AlwaysOnDropout(True).eval(), "drop_on%d" % opset, opset, x)
+            self.refused("F.dropout without training=, opset %d" % opset,
+                         lambda: rnnd_convert.convert(f, path("drop_on.rnnd")),
+                         ["training=self.training"])
+            f = export(AlwaysOnDropout(False).eval(), "drop_off%d" % opset, opset, x)
+            self.converts("nn.Dropout in eval(), opset %d" % opset,
+                          lambda: rnnd_convert.convert(f, path("drop_off.rnnd")))
+
+
+# ---- fifth user trial: the source's float overflow is not a warning on stderr ------------
+class Overflowing(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.RNN(4, 6, nonlinearity="relu", batch_first=True)
+        self.fc = nn.Linear(6, 1)
+        with torch.no_grad():
+            self.fc.weight.fill_(-400.0)    # sigmoid(-large): exp overflows in float32
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return torch.sigmoid(self.fc(y))
+
+
+class TestOverflowQuiet(UserCase):
+    def test_one_line(self):
+        """The ONNX interpreter ran the source's Sigmoid with numpy's overflow warning on
+        (two lines of RuntimeWarning on stderr); a conversion prints its one summary line."""
+        torch.manual_seed(1)
+        f = export(Overflowing().eval(), "overflow", 14, torch.randn(2, 5, 4))
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = lambda m, c, fn, ln, file=None, line=None: err.write(
+                warnings.formatwarning(m, c, fn, ln, line))     # restored on exit
+            self.converts("overflowing sigmoid", lambda: rnnd_convert.convert(
+                f, path("overflow.rnnd")))
+        self.check("RuntimeWarning" not in err.getvalue(),
+                   "no numpy warning on stderr: %r" % err.getvalue())
 
 if __name__ == "__main__":
     unittest.main()

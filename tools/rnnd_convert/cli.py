@@ -79,8 +79,12 @@ def load_model(path, fmt, weights=None, head=None):
     if fmt == "onnx":
         from . import onnx_import, onnx_run, onnx_state
         proto = onnx_import.read(path)
+        why = onnx_import.spec_error(proto)     # on the graph as read, before the importer
         imp = onnx_import.Importer(proto)
         model = imp.run()
+        if why is not None:
+            # after the importer, whose refusals name the node and say what rnnd supports
+            raise ConvertError(why)
         # state inputs read otherwise than in PyTorch's layout: refused, verified or not
         wires = onnx_state.wiring(proto, imp)
         return model, onnx_run.source_runner(proto, imp, wires), "onnx"

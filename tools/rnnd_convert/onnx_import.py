@@ -843,6 +843,14 @@ class Importer:
         if op == "Cast":
             self.data_cast(node, x)
         if op in ("Identity", "Dropout", "Cast"):
+            if op == "Dropout" and self.opset < 12 and self.proto.producer_name == "pytorch":
+                # before opset 12 a Dropout has no training flag, but torch.onnx.export
+                # leaves out every dropout that is off: this one PyTorch applies in eval()
+                self.fail("dropout that PyTorch applies even after model.eval() (torch's "
+                          "exporter leaves out dropout that is off, so this one is on: "
+                          "F.dropout(y, p) without training=self.training); write "
+                          "F.dropout(y, p, training=self.training) or nn.Dropout(p), and "
+                          "export again")
             if op == "Dropout" and len(ins) > 2 and ins[2] is not None and (
                     ins[2].kind != CONST or bool(np.asarray(ins[2].value))):
                 self.fail("dropout in training mode")
@@ -1865,7 +1873,13 @@ def _clamp(v):
 
 
 def load(path):
-    return Importer(read(path)).run()
+    proto = read(path)
+    why = spec_error(proto)
+    model = Importer(proto).run()
+    if why is not None:
+        # after the importer, whose refusals name the node and say what rnnd supports
+        raise ConvertError(why)
+    return model
 
 
 def read(path):
@@ -1883,6 +1897,35 @@ def read(path):
         raise ConvertError("not a readable ONNX model: %s" % (str(e).splitlines() or [e])[0])
     _load_external_data(proto, path)
     return proto
+
+
+def spec_error(proto):
+    """Why the ONNX specification rejects PROTO, or None (issue 14, fifth round, L1 / L2: an
+    axis out of range, a float Gather index, weights of another type than X, an unknown
+    opset): a conformant runtime does not run such a graph, so it has no computation to
+    convert. Shapes are inferred strictly, with type checks, then the checker runs on the
+    inferred model, where a graph output whose shape nothing tells (exporters leave some
+    out; the checker wants one) is given an empty one: its shape is not what it checks."""
+    import onnx
+    known = onnx.defs.onnx_opset_version()
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > known:
+            return ("not a valid ONNX model: opset %d is newer than any the installed onnx "
+                    "package knows (%d), so the graph cannot be checked against the "
+                    "specification: install a newer onnx, or export at opset %d or below"
+                    % (imp.version, known, known))
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True,
+                                                     strict_mode=True)
+        for v in list(inferred.graph.input) + list(inferred.graph.output):
+            t = v.type.tensor_type
+            if v.type.HasField("tensor_type") and not t.HasField("shape"):
+                t.shape.SetInParent()
+        onnx.checker.check_model(inferred)
+    except Exception as e:
+        text = " ".join(str(e).split())
+        return "not a valid ONNX model (onnx.checker): %s" % (text[:300] or type(e).__name__)
+    return None
 
 
 def _external_file(base, location):

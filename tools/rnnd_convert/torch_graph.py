@@ -50,7 +50,22 @@ MODE_OPS = {"aten::is_grad_enabled": "torch.is_grad_enabled()",
             "aten::is_autocast_enabled": "torch.is_autocast_enabled()",
             "aten::is_autocast_cpu_enabled": "torch.is_autocast_cpu_enabled()",
             "aten::is_inference_mode_enabled": "torch.is_inference_mode_enabled()",
-            "aten::_is_tracing": "torch.jit.is_tracing()"}
+            "aten::_is_tracing": "torch.jit.is_tracing()",
+            # whether a tensor requires grad tells grad mode too (issue 14, fifth round, H6)
+            "prim::requires_grad": "a tensor's requires_grad",
+            "aten::is_inference": "a tensor's is_inference()",
+            "prim::is_inference": "a tensor's is_inference()"}
+# ops whose output shares its input's memory: an in-place write to it writes the base
+VIEW_OPS = ("aten::slice", "aten::select", "aten::view", "aten::reshape", "aten::expand",
+            "aten::narrow", "aten::as_strided", "aten::t", "aten::transpose", "aten::permute",
+            "aten::unsqueeze", "aten::squeeze", "aten::detach", "aten::__getitem__",
+            "aten::alias", "aten::view_as", "aten::expand_as", "aten::diagonal",
+            "aten::unfold", "aten::flatten", "aten::numpy_T", "aten::unbind",
+            "prim::unchecked_cast")
+# what a loop over cells may do to the list its outputs are appended to, after the loop
+LIST_MUTATIONS = ("aten::pop", "aten::insert", "aten::remove", "aten::clear",
+                  "aten::_set_item", "aten::__setitem__", "aten::extend", "aten::reverse",
+                  "aten::sort", "aten::__delitem__", "aten::delete")
 CHAIN = ("Embedding -> LSTM/GRU/RNN layers -> (a pooling over the steps: y[:, -1], h_n[-1], "
          "cat(h_n[-2], h_n[-1]), mean or max) -> a head of Linear, ReLU, Tanh, Sigmoid, GELU, "
          "LayerNorm -> softmax / log_softmax")
@@ -306,6 +321,14 @@ def _static_cond(v, const=_const):
         scalar = (bool, int, float, str)
         if oka and okb and isinstance(va, scalar) and isinstance(vb, scalar) and \
                 isinstance(va, str) == isinstance(vb, str):
+            if isinstance(va, float) != isinstance(vb, float):
+                # TorchScript compares an int with a float as two doubles, where Python's
+                # == is exact (2**53 + 1 == 2.0**53: Python False, TorchScript True; issue
+                # 14, fifth round, H7)
+                try:
+                    va, vb = float(va), float(vb)
+                except OverflowError:
+                    return None
             return bool(_COMPARE[n.kind()](va, vb))
     return None
 
@@ -565,6 +588,11 @@ class Analysis:
             return
         if k == "aten::stack" and ins[0] in self.steps:
             return self.stack_steps(n, ins)
+        if any(v in self.steps for v in ins):
+            # the list of the loop's outputs trimmed, read or changed before its stack (a
+            # context window, `while len(ys) > 250: ys.pop(0)`; issue 14, fifth round, H1)
+            self.refuse(n, "%s of the list of the loop's outputs; rnnd reads that list only "
+                        "through torch.stack(ys, dim)" % k)
         if not kinds:
             if k == "prim::Loop":
                 if _cells_in(n):
@@ -598,6 +626,11 @@ class Analysis:
                                "rearranging its layers or directions on the way in; rnnd's "
                                "state follows PyTorch's layout: pass the state to the "
                                "recurrent module as it comes" % where(n))
+        if "data" not in kinds and k == "aten::slice" and self.full_slice(ins) and \
+                isinstance(self.taint.get(ins[0]), tuple):
+            # h_n[-2, :, :]: a full slice keeps every element, the same final state
+            self.taint[n.output()] = self.taint[ins[0]]
+            return
         if "data" not in kinds and k in LAYOUT_OPS + ("aten::index_select",):
             # nn.LSTM's own handling of its states (unbatched input, sorted batches)
             t = "state" if "state" in kinds else "hidden"
@@ -847,11 +880,30 @@ class Analysis:
         self.pre = (a, b)
         self.mark(n.output(), self.rank.get(ins[i]))
 
+    def train_flag(self, v):
+        """(True, value) for a dropout's train flag known when converting: a constant, or a
+        module's `training`, False since the module is converted and verified in eval mode
+        (docs/convert.md); else (False, None)."""
+        if v.node().kind() == "prim::GetAttr" and v.node().s("name") == "training":
+            return True, False
+        return self.const(v)
+
     def active_dropout(self, n, ins):
         """Refuse a dropout whose train flag is the constant True: a module traced in train
         mode keeps it, and the file then drops random elements at every call."""
-        okp, p = _const(ins[1]) if len(ins) > 2 else (False, None)
-        okt, train = _const(ins[2]) if len(ins) > 2 else (False, None)
+        okp, p = self.const(ins[1]) if len(ins) > 2 else (False, None)
+        okt, train = self.train_flag(ins[2]) if len(ins) > 2 else (False, None)
+        if (okp and p == 0) or (okt and train is False) or len(ins) <= 2:
+            return
+        if not okt:
+            # a flag computed when it runs, from a length, a step counter, the data or the
+            # grad mode, drops at inputs verification need not meet (issue 14, fifth
+            # round, H2, H3, H6)
+            raise ConvertError("forward() computes %s%s with a training flag computed when it "
+                               "runs (%s), not a constant: the dropout may be active for some "
+                               "inputs only, which rnnd does not compute; pass "
+                               "training=self.training and convert in eval mode"
+                               % (n.kind(), where(n, self.module), ins[2].node().kind()))
         if okt and train is True and not (okp and p == 0):
             raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
                                "module was traced or exported in train mode); call "
@@ -1229,12 +1281,25 @@ class Analysis:
                         if src in inner:
                             inner[o] = inner[src]
                 continue
+            name = k.split("::")[-1]
+            if k.startswith("aten::") and name.endswith("_") and not name.endswith("__"):
+                # whatever it writes (a state reached through the list of outputs, ys[-1]):
+                # rnnd's cells change no value in place (issue 14, fifth round, H4)
+                self.refuse(m, "%s, an in-place write, inside a loop over cells" % k)
+            if k in LIST_MUTATIONS:
+                self.refuse(m, "%s inside a loop over cells" % k)
             if not data_in and not tin:
                 if k in CELL_OPS:
                     self.refuse(m, "%s on something other than the step" % k)
                 continue
-            if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn",
-                                       "aten::__contains__", "aten::eq", "aten::__not__"):
+            if k in SHAPE_OPS or k in ("prim::RaiseException", "aten::format", "aten::warn"):
+                continue
+            if k in ("aten::__contains__", "aten::eq", "aten::__not__", "aten::ne"):
+                # a comparison of the step's values (an all-zero separator, a token id): what
+                # reads it decides something from the data, refused below (issue 14, fifth
+                # round, H3)
+                for o in m.outputs():
+                    inner[o] = "value"
                 continue
             if k == "aten::slice" and data_in and mins[0] in data_in:
                 okd, dim = self.const(mins[1])
@@ -1277,6 +1342,8 @@ class Analysis:
                     continue
                 self.refuse(m, "aten::append of something other than a cell's output to an "
                             "empty list")
+            if k in DROPOUT_OPS:
+                self.active_dropout(m, mins)
             if k in PLUMBING or k in DROPOUT_OPS or k in ("aten::unsqueeze", "aten::squeeze"):
                 if k in ("prim::TupleIndex", "prim::TupleUnpack", "prim::ListUnpack") and \
                         isinstance(inner.get(mins[0]), tuple):
@@ -1432,6 +1499,12 @@ class Analysis:
         name = k.split("::")[-1]
         if k.startswith("aten::") and name.endswith("_") and not name.endswith("__") and ins:
             path, v = [], ins[0]
+            for _ in range(64):
+                # through views of it (self.fc.bias[:] += d): the write reaches the base
+                # (issue 14, fifth round, H4)
+                if v.node().kind() not in VIEW_OPS or not list(v.node().inputs()):
+                    break
+                v = list(v.node().inputs())[0]
             while v.node().kind() == "prim::GetAttr":
                 path.append(v.node().s("name"))
                 v = v.node().input()
@@ -1468,6 +1541,20 @@ class Analysis:
                         "initial state): rnnd starts every sequence from zeros or from a "
                         "state given per request: call the module without it, and pass the "
                         "state as infer's initial_state or a session's state" % (n.kind(), held))
+        made = self.computed_state(ins[1]) if len(ins) > 1 else None
+        if made:
+            self.refuse(n, "%s starting from a state computed by %s: rnnd starts every "
+                        "sequence from zeros or from a state given per request, and a state "
+                        "computed from the length, the batch or a loop (issue 14, fifth round, "
+                        "H2) differs for inputs verification need not meet; start from zeros "
+                        "or from forward()'s state argument" % (n.kind(), made))
+        if len(ins) == 9:
+            okp, p = self.const(ins[5])
+            okt, train = self.train_flag(ins[6])
+            if not ((okp and p == 0) or (okt and train is False)):
+                self.refuse(n, "%s whose dropout between layers may be active (its train flag "
+                            "%s): convert the module in eval mode"
+                            % (n.kind(), "is True" if okt else "is computed when it runs"))
         if self.pool is not None:
             self.refuse(n, "%s after a pooling over the steps" % n.kind())
         if len(ins) > 1:
@@ -1495,6 +1582,47 @@ class Analysis:
             self.taint[o] = "state"
         self.taint[outs[1]] = ("hn",)       # h_n (c_n of an lstm stays a plain state)
 
+
+    def computed_state(self, v, depth=0):
+        """The op that computes the untainted initial state V otherwise than as zeros (a
+        torch.full of a value from the length, a side of a branch), or None: None, zeros,
+        forward()'s state argument and what the taint follows pass."""
+        if depth > 12 or v in self.taint:
+            return None
+        node = v.node()
+        k = node.kind()
+        if k in ZERO_OPS + ("aten::zero_", "prim::GetAttr", "prim::Uninitialized"):
+            # a parameter or buffer: held_state names it; Uninitialized: a side that raises
+            return None
+        if k == "prim::Constant":
+            ok, val = self.const(v)
+            return None if not ok or val is None or not hasattr(val, "any") or \
+                not bool(val.any()) else "a constant tensor other than zeros"
+        if k in ("aten::full", "aten::full_like", "aten::new_full"):
+            ok, val = self.const(list(node.inputs())[2 if k == "aten::new_full" else 1])
+            return None if ok and val == 0 else k
+        if k in ("prim::TupleConstruct", "prim::ListConstruct"):
+            for u in node.inputs():
+                why = self.computed_state(u, depth + 1)
+                if why:
+                    return why
+            return None
+        if k in ("prim::TupleUnpack", "prim::TupleIndex", "prim::ListUnpack",
+                 "aten::__getitem__", "aten::select", "aten::index_select"):
+            # an element of a tuple or list, a row: checked as the whole
+            return self.computed_state(list(node.inputs())[0], depth + 1)
+        if k in LAYOUT_OPS + ("prim::unchecked_cast", "aten::to", "aten::detach",
+                              "aten::expand", "aten::repeat", "aten::type_as",
+                              "aten::clone", "aten::cuda", "aten::cpu", "aten::float"):
+            return self.computed_state(list(node.inputs())[0], depth + 1)
+        if k == "prim::If":
+            i = list(node.outputs()).index(v)
+            for b in node.blocks():
+                why = self.computed_state(list(b.outputs())[i], depth + 1)
+                if why:
+                    return why if why.endswith(" in a branch") else "%s in a branch" % why
+            return None
+        return k
 
     def held_state(self, v, depth=0):
         """The name of the parameter or buffer of the module that the initial state V (not
@@ -1725,5 +1853,21 @@ def analyse(module, input_kind):
     try:
         graph = module.inlined_graph
     except Exception:
-        return None
+        graph = None
+    if graph is None:
+        # only torch's own recurrent modules may go unanalysed: any other module without a
+        # forward() would be verified through a method of its own, never analysed (issue 14,
+        # fifth round, H8: a forward__0 that branches on the length)
+        try:
+            qual = module._c._type().qualified_name()
+            names = sorted(module._c._method_names())
+        except Exception:
+            qual, names = "", []
+        if not names or (qual.split(".")[-1] in ("LSTM", "GRU", "RNN") and
+                         ".torch.nn.modules.rnn." in qual):
+            return None     # no method at all runs: nothing for verification to run
+        raise ConvertError("the TorchScript module (%s) has no forward(), only the methods "
+                           "%s: rnnd-convert converts what forward() computes; script a "
+                           "module whose forward() runs the model"
+                           % (qual or "?", ", ".join(names) or "(none)"))
     return Analysis(graph, 2 if input_kind == "tokens" else 3, module).run()

@@ -854,6 +854,7 @@ def _module_state(module):
                  if k not in ("_parameters", "_buffers", "_modules") and "hook" not in k]
         items += list(m._parameters.items()) + list(m._buffers.items())
         items += [(k, ("module", id(v))) for k, v in m._modules.items()]
+        items += _outside_state(m)
         for k, v in items:
             if isinstance(v, torch.Tensor):
                 out[(name, k)] = ("tensor", v.detach().clone())
@@ -863,6 +864,31 @@ def _module_state(module):
             except Exception:
                 out[(name, k)] = ("id", id(v))
     return out
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict, set)
+
+
+def _outside_state(m):
+    """[(name, value)] of the plain values (numbers, strings, containers) M's forward() can
+    keep between calls outside the module: the attributes of its classes other than torch's
+    ("Class.name", issue 14 H5: a class counter) and the module globals its forward() names
+    ("global name"). Methods, descriptors, modules and classes are left out."""
+    found = []
+    for cls in type(m).__mro__:
+        if cls is object or (getattr(cls, "__module__", "") or "").startswith("torch"):
+            continue
+        for k, v in list(vars(cls).items()):
+            if not k.startswith("__") and isinstance(v, _PLAIN):
+                found.append(("%s.%s" % (cls.__name__, k), v))
+    fwd = getattr(type(m), "forward", None)
+    code = getattr(fwd, "__code__", None)
+    glob = getattr(fwd, "__globals__", None)
+    if code is not None and isinstance(glob, dict):
+        for k in code.co_names:
+            if k in glob and isinstance(glob[k], _PLAIN):
+                found.append(("global %s" % k, glob[k]))
+    return found
 
 
 def _same(a, b):
@@ -932,6 +958,16 @@ def _probe_forward(module, model):
         if key in before and key in after and _same(before[key], after[key]):
             continue
         name, attr = key
+        if attr.startswith("global ") or "." in attr:
+            what = ("the global '%s'" % attr[7:] if attr.startswith("global ")
+                    else "the class attribute '%s'" % attr)
+            raise ConvertError("forward() of module '%s' (%s) changes %s when it runs: "
+                               "state kept between calls outside the module, which rnnd's "
+                               "model does not hold and verification, which runs each call "
+                               "afresh, does not see change; keep forward() free of writes "
+                               "to globals and class attributes"
+                               % (name or "<top>", _type_name(module.get_submodule(name)),
+                                  what))
         raise ConvertError("forward() of module '%s' (%s) %s its attribute '%s' when it runs: "
                            "state kept between calls (a counter, a cache) that rnnd's model "
                            "does not hold and verification, which runs each call afresh, "
@@ -1352,7 +1388,9 @@ def source_runner(module, pooled=False, features=True, states=None):
                 first = first or e
         raise first
 
-    def run(x, states=None):
+    def run(x, states=None, stress=False):
+        """STRESS: a [3, ...] array of three calls in this process, the last with gradients
+        enabled (verify.py's backstop)."""
         B, T = x.shape[0], x.shape[1]
         if not features and x.ndim == 3 and x.shape[2] == 1:
             x = x[:, :, 0]
@@ -1361,10 +1399,18 @@ def source_runner(module, pooled=False, features=True, states=None):
             t = t.to(dtype)         # a float64 (or half) module takes its own type
         was = module.training
         module.eval()
+        st = None if states is None else _plan_args(plan, states) if plan is not None \
+            else (_state_from_flat(module, states),)
         try:
-            with torch.no_grad():
-                y = call(t, None if states is None else _plan_args(plan, states)
-                         if plan is not None else (_state_from_flat(module, states),))
+            if not stress:
+                with torch.no_grad():
+                    return shaped(call(t, st), B, T)
+            ys = []
+            for grad in (False, False, True):
+                with torch.set_grad_enabled(grad):
+                    ys.append(shaped(call(t, st), B, T))
+        except ConvertError:
+            raise
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ConvertError("verification: running the source's forward() failed (%s: "
@@ -1373,6 +1419,13 @@ def source_runner(module, pooled=False, features=True, states=None):
                                % (type(e).__name__, first))
         finally:
             module.train(was)
+        if any(y.shape != ys[0].shape for y in ys):
+            raise ConvertError("verification failed: the source's outputs change shape from "
+                               "one call to the next (%s): forward() keeps state between "
+                               "calls or reads the grad mode" % [list(y.shape) for y in ys])
+        return np.stack(ys)
+
+    def shaped(y, B, T):
         if isinstance(y, (tuple, list)) and y:
             y = y[0]
         if not isinstance(y, torch.Tensor):
@@ -1397,6 +1450,7 @@ def source_runner(module, pooled=False, features=True, states=None):
 
     def source(x):
         return limited(x)
+    source.stress = lambda x: list(limited(x, None, True))
     if plan is not None or (_takes_state(module) and _zero_state(module, 1) is not None):
         # forward(input, hidden): verify.py feeds random initial states too, in PyTorch's
         # layout, so that a state rearranged on its way in shows (issue 14, adversary 3)
