@@ -12,6 +12,7 @@
 
 #include "rnnd/kernels.h"
 #include "half.h"
+#include "kernels_int8.h"
 #include "kernels_internal.h"
 
 /* Element idx of packed data as a float: half types widen exactly. TYPE is a constant
@@ -48,6 +49,9 @@ static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const 
                                  int row_end)
 {
     switch (W->type) {
+    case RNND_WEIGHTS_I8:
+        rnnd_gemv_i8_scalar(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
+        break;
     case RNND_WEIGHTS_BF16:
         gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_BF16);
         break;
