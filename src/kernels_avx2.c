@@ -15,7 +15,6 @@
 #include <stdint.h>
 
 #include "rnnd/kernels.h"
-#include "kernels_int8.h"
 #include "kernels_internal.h"
 
 /* ---- gemv --------------------------------------------------------------------------------- */

@@ -1,8 +1,12 @@
 /* The int8 gemv on AVX2: kernels_int8_madd.h, one input row at a time. */
 #include "config.h"
 
+#include <immintrin.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "rnnd/kernels.h"
+#include "kernels_internal.h"
 #include "kernels_int8_madd.h"
 
 void rnnd_gemv_i8_avx2(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "rnnd/kernels.h"
-#include "kernels_int8.h"
+#include "kernels_internal.h"
 #include "kernels_int8_madd.h"
 #include "quant8.h"
 

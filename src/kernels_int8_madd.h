@@ -8,17 +8,15 @@
  * weight row, added together at the end. Every product and sum is exact (|q| <= 127, and
  * 65536 columns of 127 * 127 stay below 2^31), so the int32 total is the scalar reference's
  * whatever the order; the rescale is the same one fma. vpmaddubsw would be one instruction
- * fewer but saturates its int16 pair sums. */
+ * fewer but saturates its int16 pair sums.
+ *
+ * Include it after <immintrin.h>, rnnd/kernels.h and kernels_internal.h (like
+ * kernels_cells.h, it is part of the kernel layer's text, not a module of its own). */
 #ifndef RNND_KERNELS_INT8_MADD_H
 #define RNND_KERNELS_INT8_MADD_H
 
-#include <immintrin.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <string.h>
 
-#include "rnnd/kernels.h"
-#include "kernels_int8.h"
 #include "quant8.h"
 
 /* X[k0, k0 + n) quantized with SX into XQ as int16, zero-padded to a multiple of 4. */

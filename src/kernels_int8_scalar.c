@@ -7,7 +7,7 @@
 #include <stdint.h>
 
 #include "rnnd/kernels.h"
-#include "kernels_int8.h"
+#include "kernels_internal.h"
 #include "quant8.h"
 
 static void quantize(const float *x, size_t n, float sx, int8_t *xq)

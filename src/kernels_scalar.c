@@ -12,7 +12,6 @@
 
 #include "rnnd/kernels.h"
 #include "half.h"
-#include "kernels_int8.h"
 #include "kernels_internal.h"
 
 /* Element idx of packed data as a float: half types widen exactly. TYPE is a constant

@@ -168,6 +168,23 @@ static void shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
         snprintf(buf + n, len - n, "]");
 }
 
+/* Room for every matrix NEED marks (plus, with PER_ROW, one float per row) as floats the
+ * model owns (m->halved, 64-byte aligned), or NULL when memory runs out. */
+static float *own_matrix_floats(rnnd_model *m, const rnnd_req_tensor *need, tentry *const *bound,
+                                size_t nneed, int per_row)
+{
+    size_t total = 0;
+    for (size_t r = 0; r < nneed; r++)
+        if (need[r].matrix) /* each fits the file: no overflow */
+            total += (size_t)bound[r]->count + (per_row ? (size_t)need[r].shape[0] : 0);
+    void *mem = NULL;
+    if (total > SIZE_MAX / sizeof(float) - 64 ||
+        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+        return NULL;
+    m->halved = mem;
+    return mem;
+}
+
 /* Half-size weights: every matrix NEED marks, stored as F32 (rounded here, to nearest even)
  * or in the architecture's half type (widened, exactly), into one float buffer the model
  * owns; the spec points there. A finite value the type cannot hold is refused, never
@@ -176,16 +193,9 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
                  size_t nneed, const unsigned char *data)
 {
     const int wt = m->spec.weights;
-    size_t total = 0;
-    for (size_t r = 0; r < nneed; r++)
-        if (need[r].matrix)
-            total += (size_t)bound[r]->count; /* each fits the file: no overflow */
-    void *mem = NULL;
-    if (total > SIZE_MAX / sizeof(float) - 64 ||
-        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+    float *dst = own_matrix_floats(m, need, bound, nneed, 0);
+    if (!dst)
         return NOMEM(c);
-    m->halved = mem;
-    float *dst = m->halved;
     for (size_t r = 0; r < nneed; r++) {
         if (!need[r].matrix)
             continue;
@@ -250,20 +260,13 @@ static int bind_scale(lctx *c, tentry **idx, size_t n, const rnnd_req_tensor *ne
 static int quantize(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *const *bound,
                     tentry *const *scales, size_t nneed, const unsigned char *data)
 {
-    size_t total = 0;
-    for (size_t r = 0; r < nneed; r++)
-        if (need[r].matrix) /* each fits the file: no overflow */
-            total += (size_t)bound[r]->count + (size_t)need[r].shape[0];
-    void *mem = NULL;
-    if (total > SIZE_MAX / sizeof(float) - 64 ||
-        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+    float *dst = own_matrix_floats(m, need, bound, nneed, 1); /* q, then the row's scales */
+    if (dst == NULL)
         return NOMEM(c);
-    m->halved = mem;
-    float *dst = m->halved;
     for (size_t r = 0; r < nneed; r++) {
+        const tentry *e = bound[r];
         if (!need[r].matrix)
             continue;
-        const tentry *e = bound[r];
         const size_t rows = (size_t)need[r].shape[0], cols = (size_t)need[r].shape[1];
         const unsigned char *src = data + e->begin;
         float *q = dst, *s = dst + e->count;
