@@ -81,12 +81,12 @@ static inline void madd_gemv_row(const rnnd_packed *W, const float *bias, const 
         madd_quantize(x, cols, sxs, xq);
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     for (size_t p = (size_t)row_begin / RNND_PANEL; p < p_end; p += 2) {
-        const size_t np = p_end - p < 2 ? p_end - p : 2;
+        const size_t np = rnnd_q8_min(p_end - p, 2);
         __m256i acc[8];
         for (int i = 0; i < 8; i++)
             acc[i] = _mm256_setzero_si256();
         for (size_t k0 = 0; k0 < cols; k0 += RNND_Q8_BLOCK) {
-            size_t n = cols - k0 < RNND_Q8_BLOCK ? cols - k0 : RNND_Q8_BLOCK;
+            size_t n = rnnd_q8_min(cols - k0, RNND_Q8_BLOCK);
             if (!one_block)
                 madd_quantize(x + k0, n, sxs, xq);
             madd_panels(w, kq, p, np, k0 / 4, (k0 + n + 3) / 4, xq, acc);

@@ -34,7 +34,7 @@ void rnnd_gemv_i8_scalar(const rnnd_packed *W, const float *bias, const float *X
                 q + (size_t)(j / RNND_PANEL) * kq * 64 + (size_t)(j % RNND_PANEL) * 4;
             int32_t a = 0;
             for (size_t k0 = 0; k0 < cols; k0 += RNND_Q8_BLOCK) {
-                size_t n = cols - k0 < RNND_Q8_BLOCK ? cols - k0 : RNND_Q8_BLOCK;
+                size_t n = rnnd_q8_min(cols - k0, RNND_Q8_BLOCK);
                 if (!one_block)
                     quantize(x + k0, n, sx, xq);
                 for (size_t k = 0; k < n; k++)

@@ -13,6 +13,10 @@
 
 #include "half.h"
 
+/* The smaller of A and B (a plain function: cppcheck misreads the conditional expression
+ * on size_t as "always less than 1"). */
+static inline size_t rnnd_q8_min(size_t a, size_t b) { return a < b ? a : b; }
+
 /* |v| <= 127 rounded to an integer, ties to even: 1.5 * 2^23 leaves no fraction bits. */
 static inline float rnnd_q8_rne(float v) { return (v + 12582912.0f) - 12582912.0f; }
 

@@ -237,29 +237,32 @@ START_TEST(gemv_nonfinite_row)
 END_TEST
 
 /* The rounding rule where it matters: inputs that land exactly on .5 after scaling go to the
- * even integer, and the largest magnitude goes to +-127 exactly. Row max 127 makes s_x = 1. */
+ * even integer, and the largest magnitude goes to +-127 exactly. Row max 127 makes s_x = 1.
+ * 34 columns, so the 16-wide quantization of the SIMD paths sees them as well as the tail. */
 START_TEST(gemv_ties_to_even)
 {
-    const size_t cols = 8;
-    float X[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -126.5f, 3.4999998f};
-    const int qx[8] = {127, 0, 2, 2, 0, -2, -126, 3};
-    float Q[16 * 8], sw[16];
-    for (size_t j = 0; j < 16; j++) {
+    enum { COLS = 34, ROWS = 34 };
+    static const float pat[8] = {127.0f, 0.5f, 1.5f, 2.5f, -0.5f, -1.5f, -126.5f, 3.4999998f};
+    static const int qpat[8] = {127, 0, 2, 2, 0, -2, -126, 3};
+    float X[COLS], Q[ROWS * COLS], sw[ROWS];
+    for (size_t k = 0; k < COLS; k++)
+        X[k] = pat[k % 8];
+    for (size_t j = 0; j < ROWS; j++) {
         sw[j] = 1.0f;
-        for (size_t k = 0; k < cols; k++)
-            Q[j * cols + k] = k == j % cols ? 1.0f : 0.0f; /* row j reads q_x[j % 8] */
+        for (size_t k = 0; k < COLS; k++)
+            Q[j * COLS + k] = k == j ? 1.0f : 0.0f; /* row j reads q_x[j] */
     }
     rnnd_packed W;
-    ck_assert_int_eq(rnnd_pack_q8(Q, sw, 16, (int)cols, &W), RNND_OK);
+    ck_assert_int_eq(rnnd_pack_q8(Q, sw, ROWS, COLS, &W), RNND_OK);
     for (size_t p = 0; p < sizeof paths / sizeof paths[0]; p++) {
         const rnnd_kernels *k = path(paths[p]);
         if (!k)
             continue;
-        float y[16];
-        k->gemv(&W, NULL, X, cols, 1, y, 16, 0, 16);
-        for (size_t j = 0; j < 16; j++)
-            expect(y[j] == (float)qx[j % cols], "%s: q_x[%zu] = %g, want %d", paths[p], j % cols,
-                   y[j], qx[j % cols]);
+        float y[ROWS];
+        k->gemv(&W, NULL, X, COLS, 1, y, ROWS, 0, ROWS);
+        for (size_t j = 0; j < ROWS; j++)
+            expect(y[j] == (float)qpat[j % 8], "%s: q_x[%zu] = %g, want %d", paths[p], j, y[j],
+                   qpat[j % 8]);
     }
     rnnd_pack_release(&W);
 }
