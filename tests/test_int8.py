@@ -13,6 +13,9 @@
    quantizes the F32 matrices at load) gives bitwise the outputs, and the same digest, as
    the converter's I8 file: the converter (NumPy) and the loader (C) quantize alike.
 4. Refusals: the converter refuses a matrix that is not finite, naming the tensor.
+5. Served: the daemon reports the weight type in /v1/models, and a session of an int8 model
+   fed step by step gives bitwise the outputs of `rnnd infer` on the same file, on the path
+   it runs.
 
 Each case is a test (Int8.test_CASE); only failures are counted, as checks that failed.
 """
@@ -25,7 +28,7 @@ import unittest
 
 import numpy as np
 
-from daemon_util import Case
+from daemon_util import Case, Daemon
 from daemon_util import RUNNING as C
 
 PYTHON3 = os.environ.get("PYTHON3", sys.executable)
@@ -192,6 +195,34 @@ def check_refusals():
         print("converter refuses a matrix that is not finite: " + p.stderr.strip())
 
 
+def check_served():
+    name = "lstm_vectors"
+    case_dir = os.path.join(GOLDEN_DIR, name)
+    with open(os.path.join(case_dir, "case.json")) as f:
+        case = json.load(f)
+    seq = case["sequences"][0]
+    models = {}
+    for w in ("f32", "int8"):
+        models[w] = os.path.join(TMP, "served.%s.rnnd" % w)
+        p = convert(os.path.join(case_dir, case.get("model", "model.onnx")), models[w], w)
+        if p.returncode != 0:
+            C.fail_check("served %s: conversion: %s" % (w, p.stderr.strip()))
+            return
+    want, err = infer(models["int8"], [seq], "auto")
+    with Daemon(models) as d:
+        listed = {m["name"]: m["weights"] for m in d.request("GET", "/v1/models")[2]["models"]}
+        if listed != {"f32": "f32", "int8": "int8"}:
+            C.fail_check("served: /v1/models weights %r" % listed)
+        sid = d.request("POST", "/v1/sessions", {"model": "int8"})[2]["id"]
+        got = [d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": [x]})[2]
+               ["outputs"][0] for x in seq]
+        if want is None or got != want[0]:
+            C.fail_check("served %s int8: session steps differ from rnnd infer (%s)"
+                         % (name, err))
+        d.stop()
+    print("served: %s in f32/int8, weights reported, session steps == rnnd infer" % name)
+
+
 def listed(folder):
     return sorted(d for d in os.listdir(folder)
                   if os.path.isfile(os.path.join(folder, d, "case.json")))
@@ -226,6 +257,9 @@ class Int8(Case):
 
     def test_refusals(self):
         check_refusals()
+
+    def test_served(self):
+        check_served()
 
 
 for _name, _dir, _tol in ALL:
