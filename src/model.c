@@ -269,6 +269,10 @@ static int quantize(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry 
             continue;
         const size_t rows = (size_t)need[r].shape[0], cols = (size_t)need[r].shape[1];
         const unsigned char *src = data + e->begin;
+        /* only a layer after a bidirectional one of H > 32768 (or its head) is that wide;
+         * beyond it the int32 sums of the kernels (docs/kernels.md) could overflow */
+        if (cols > 65536)
+            return BAD(c, e->name, "%zu columns: an int8 matrix has at most 65536", cols);
         float *q = dst, *s = dst + e->count;
         if (e->dtype == RNND_WEIGHTS_I8) {
             for (size_t i = 0; i < (size_t)e->count; i++) {
