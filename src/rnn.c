@@ -319,7 +319,10 @@ void rnnd_net_free(rnnd_net *n)
     free(n);
 }
 
-void rnnd_net_use_openblas(rnnd_net *n, int on) { n->use_openblas = on; }
+void rnnd_net_use_openblas(rnnd_net *n, int on)
+{
+    n->use_openblas = on && n->spec->weights != RNND_WEIGHTS_I8;
+}
 
 rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
