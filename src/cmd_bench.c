@@ -75,9 +75,11 @@ static void bench_usage(FILE *f)
             "  --steps T             sequence length for seq mode (default 100)\n"
             "  --threads N           threads that split each step (default 1, at most 64)\n"
             "  --seconds S           measuring time after a warm-up (default 2)\n"
-            "  --weights f32|bf16|f16  weight matrices' element type (default f32); half\n"
+            "  --weights f32|bf16|f16|int8  weight matrices' element type (default f32); half\n"
             "                        types are rounded from the random floats, compute stays\n"
-            "                        float (docs/model-format.md, \"Half-size weights\")\n"
+            "                        float (docs/model-format.md, \"Half-size weights\");\n"
+            "                        int8 quantizes them per row and the products are integer\n"
+            "                        (docs/model-format.md, \"int8 weights\")\n"
             "  --sgemm N             also time OpenBLAS's sgemm of two N x N matrices on one\n"
             "                        thread (best call of --seconds): adds sgemm_n,\n"
             "                        sgemm_gflops, of_sgemm (gflops / sgemm_gflops) and\n"
@@ -267,8 +269,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         bad = "--steps must be 1..100000";
     else if (o->threads < 1 || o->threads > 64)
         bad = "--threads must be 1..64";
-    else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") && strcmp(o->weights, "f16"))
-        bad = "--weights must be f32, bf16 or f16";
+    else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") && strcmp(o->weights, "f16") &&
+             strcmp(o->weights, "int8"))
+        bad = "--weights must be f32, bf16, f16 or int8";
     else if (o->sgemm < 0 || o->sgemm > 8192)
         bad = "--sgemm must be 1..8192 (0: not measured)";
     else if (!(o->seconds > 0 && o->seconds < 3600))

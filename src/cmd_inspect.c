@@ -16,11 +16,11 @@ static void usage(FILE *f)
             "\n"
             "Validate a model file and print its architecture (input, every layer with its\n"
             "type, direction, sizes, options and activations, the head, the vocabulary),\n"
-            "parameter count, weight type (f32, bf16, f16), state size per session, output\n"
-            "size, whether it can be fed step by step (stateful), its digest (what a session\n"
-            "state of it means: architecture and weights, docs/state.md) and the SHA-256 of\n"
-            "the file, and whether rnnd-convert verified it against its source (the errors\n"
-            "it measured, docs/convert.md).\n"
+            "parameter count, weight type (f32, bf16, f16, int8), state size per session,\n"
+            "output size, whether it can be fed step by step (stateful), its digest (what a\n"
+            "session state of it means: architecture and weights, docs/state.md) and the\n"
+            "SHA-256 of the file, and whether rnnd-convert verified it against its source\n"
+            "(the errors it measured, docs/convert.md).\n"
             "\n"
             "options:\n"
             "  --json       print one JSON object instead of text\n"
@@ -178,7 +178,11 @@ static void print_text(const char *path, const rnnd_model *m)
         printf("vocab:       none (token ids only)\n");
     printf("parameters:  %zu\n", rnnd_model_param_count(m));
     printf("weights:     %s%s\n", rnnd_weights_name(s->weights),
-           s->weights == RNND_WEIGHTS_F32 ? "" : " (matrices half-size; compute in float)");
+           s->weights == RNND_WEIGHTS_F32 ? ""
+               : s->weights == RNND_WEIGHTS_I8
+               ? " (matrices 8-bit with a scale per row; integer products on inputs quantized "
+                 "per step)"
+               : " (matrices half-size; compute in float)");
     printf("output dim:  %d\n", rnnd_model_output_dim(m));
     printf("state:       %zu floats (%zu bytes) per session\n", state, state * sizeof(float));
     printf("stateful:    %s\n", rnnd_model_is_stateful(m) ? "yes" : "no");
@@ -201,8 +205,9 @@ static void print_text(const char *path, const rnnd_model *m)
     printf(", batch %d\n", v->batch);
     /* what the check did not see: options applied after it */
     if (v->weights_checked[0])
-        printf("             weights checked as %s, before rounding to the file's %s\n",
-               v->weights_checked, rnnd_weights_name(s->weights));
+        printf("             weights checked as %s, before %s to the file's %s\n",
+               v->weights_checked, s->weights == RNND_WEIGHTS_I8 ? "quantizing" : "rounding",
+               rnnd_weights_name(s->weights));
     if (v->norm_checked[0])
         printf("             checked with head norm %s; --norm changed it after the check\n",
                v->norm_checked);

@@ -78,6 +78,68 @@ int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out)
     return RNND_OK;
 }
 
+int rnnd_pack_q8(const float *Q, const float *scale, int rows, int cols, rnnd_packed *out)
+{
+    memset(out, 0, sizeof(*out));
+    /* 65536 * 255 * 127 < 2^31: the offset sums of vpdpbusd cannot overflow either */
+    if (rows < 0 || cols < 0 || cols > 65536 || (rows > 0 && scale == NULL) ||
+        (Q == NULL && rows > 0 && cols > 0))
+        return RNND_ERR_INVALID;
+    const size_t panels = ((size_t)rows + RNND_PANEL - 1) / RNND_PANEL;
+    const size_t kq = ((size_t)cols + 3) / 4;
+    if (panels != 0 && kq > SIZE_MAX / 64 / panels)
+        return RNND_ERR_NOMEM;
+    const size_t qbytes = panels * kq * 64, nrow = panels * RNND_PANEL;
+    if (qbytes > PTRDIFF_MAX / 2)
+        return RNND_ERR_NOMEM;
+    /* q, then the scales, then the row sums: one block, freed as one */
+    size_t alloc = ((qbytes + 63) & ~(size_t)63) + nrow * (sizeof(float) + sizeof(int32_t));
+    alloc = ((alloc ? alloc : 64) + 63) & ~(size_t)63;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, alloc) != 0)
+        return RNND_ERR_NOMEM;
+    memset(mem, 0, alloc);
+    int8_t *q = mem;
+    float *sc = (float *)(void *)((unsigned char *)mem + ((qbytes + 63) & ~(size_t)63));
+    int32_t *qs = (int32_t *)(void *)(sc + nrow);
+    for (size_t j = 0; j < (size_t)rows; j++) {
+        float s = scale[j];
+        if (!(s >= 0.0f) || s > 3.40282347e38f)
+            goto invalid;
+        sc[j] = s;
+        const float *src = Q + j * (size_t)cols;
+        size_t p = j / RNND_PANEL, r = j % RNND_PANEL;
+        int32_t sum = 0;
+        for (size_t k = 0; k < (size_t)cols; k++) {
+            float v = src[k];
+            if (!(v >= -127.0f && v <= 127.0f) || v != (float)(int)v)
+                goto invalid;
+            q[(p * kq + k / 4) * 64 + r * 4 + k % 4] = (int8_t)(int)v;
+            sum += (int)v;
+        }
+        qs[j] = sum;
+    }
+    out->rows = rows;
+    out->cols = cols;
+    out->panels = (int)panels;
+    out->type = RNND_WEIGHTS_I8;
+    out->data = mem;
+    out->scale = sc;
+    out->qsum = qs;
+    return RNND_OK;
+invalid:
+    free(mem);
+    return RNND_ERR_INVALID;
+}
+
+int rnnd_pack_typed(const float *W, const float *scale, int rows, int cols, int type,
+                    rnnd_packed *out)
+{
+    if (type == RNND_WEIGHTS_I8)
+        return rnnd_pack_q8(W, scale, rows, cols, out);
+    return rnnd_pack_as(W, rows, cols, type, out);
+}
+
 void rnnd_pack_release(rnnd_packed *p)
 {
     if (p == NULL)

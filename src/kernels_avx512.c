@@ -205,6 +205,10 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
                                  size_t ldx, size_t B, float *Y, size_t ldy, int row_begin,
                                  int row_end)
 {
+    if (W->type == RNND_WEIGHTS_I8) {
+        rnnd_gemv_i8_avx512(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
+        return;
+    }
     if (B == 0 || row_end <= row_begin)
         return;
     const gemv_args g = {

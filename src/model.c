@@ -16,6 +16,7 @@
 #include "rnnd/status.h"
 #include "half.h"
 #include "model_sniff.h"
+#include "quant8.h"
 #include "sha256.h"
 
 /* Tensors are used in place as float arrays: the file's byte order must be the host's. */
@@ -48,7 +49,7 @@ typedef struct tentry {
     int ndim;
     int64_t shape[RNND_MAX_TENSOR_DIMS];
     uint64_t count;      /* elements */
-    int dtype;           /* enum rnnd_weights: F32, BF16 or F16 */
+    int dtype;           /* enum rnnd_weights: F32, BF16, F16 or I8 */
     uint64_t begin, end; /* relative to the data buffer */
     int used;
 } tentry;
@@ -66,8 +67,8 @@ typedef struct lctx {
 
 static const char *const entry_keys[] = {"dtype", "shape", "data_offsets"};
 /* safetensors' names, indexed by enum rnnd_weights */
-static const char *const dtype_names[] = {"F32", "BF16", "F16"};
-static const char *const half_names[] = {"float32", "bfloat16", "float16"};
+static const char *const dtype_names[] = {"F32", "BF16", "F16", "I8"};
+static const char *const half_names[] = {"float32", "bfloat16", "float16", "int8"};
 
 static int check_entry(lctx *c, const char *name, json_t *v, uint64_t data_len, tentry *t)
 {
@@ -88,13 +89,13 @@ static int check_entry(lctx *c, const char *name, json_t *v, uint64_t data_len, 
     if (!json_is_string(dtype))
         return BAD(c, name, "dtype is not a string");
     t->dtype = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (strcmp(json_string_value(dtype), dtype_names[i]) == 0)
             t->dtype = i;
     if (t->dtype < 0)
-        return BAD(c, name, "dtype %.20s is not supported (F32, BF16 or F16)",
+        return BAD(c, name, "dtype %.20s is not supported (F32, BF16, F16 or I8)",
                    json_string_value(dtype));
-    const uint64_t esize = t->dtype == RNND_WEIGHTS_F32 ? 4 : 2;
+    const uint64_t esize = t->dtype == RNND_WEIGHTS_F32 ? 4 : t->dtype == RNND_WEIGHTS_I8 ? 1 : 2;
 
     const json_t *shape = json_object_get(v, "shape");
     if (!json_is_array(shape))
@@ -167,6 +168,23 @@ static void shape_str(char *buf, size_t len, const int64_t *shape, int ndim)
         snprintf(buf + n, len - n, "]");
 }
 
+/* Room for every matrix NEED marks (plus, with PER_ROW, one float per row) as floats the
+ * model owns (m->halved, 64-byte aligned), or NULL when memory runs out. */
+static float *own_matrix_floats(rnnd_model *m, const rnnd_req_tensor *need, tentry *const *bound,
+                                size_t nneed, int per_row)
+{
+    size_t total = 0;
+    for (size_t r = 0; r < nneed; r++)
+        if (need[r].matrix) /* each fits the file: no overflow */
+            total += (size_t)bound[r]->count + (per_row ? (size_t)need[r].shape[0] : 0);
+    void *mem = NULL;
+    if (total > SIZE_MAX / sizeof(float) - 64 ||
+        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+        return NULL;
+    m->halved = mem;
+    return mem;
+}
+
 /* Half-size weights: every matrix NEED marks, stored as F32 (rounded here, to nearest even)
  * or in the architecture's half type (widened, exactly), into one float buffer the model
  * owns; the spec points there. A finite value the type cannot hold is refused, never
@@ -175,16 +193,9 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
                  size_t nneed, const unsigned char *data)
 {
     const int wt = m->spec.weights;
-    size_t total = 0;
-    for (size_t r = 0; r < nneed; r++)
-        if (need[r].matrix)
-            total += (size_t)bound[r]->count; /* each fits the file: no overflow */
-    void *mem = NULL;
-    if (total > SIZE_MAX / sizeof(float) - 64 ||
-        posix_memalign(&mem, 64, total ? total * sizeof(float) : 64) != 0)
+    float *dst = own_matrix_floats(m, need, bound, nneed, 0);
+    if (!dst)
         return NOMEM(c);
-    m->halved = mem;
-    float *dst = m->halved;
     for (size_t r = 0; r < nneed; r++) {
         if (!need[r].matrix)
             continue;
@@ -211,6 +222,92 @@ static int halve(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *co
         }
         *need[r].dst = dst;
         dst += e->count;
+    }
+    return 0;
+}
+
+/* NAME ends in ".scale": the row scales an I8 matrix needs beside it. */
+static int is_scale_tensor(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 6 && strcmp(name + n - 6, ".scale") == 0;
+}
+
+/* An I8 matrix's row scales: NAME.scale, F32 [rows], among the N tensors of IDX (sorted by
+ * name); marked used and kept in *OUT. Their values are checked when they are copied. */
+static int bind_scale(lctx *c, tentry **idx, size_t n, const rnnd_req_tensor *need, tentry **out)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s.scale", need->name);
+    tentry key = {.name = name}, *kp = &key;
+    tentry **hit = bsearch(&kp, idx, n, sizeof *idx, by_name);
+    if (!hit)
+        return BAD(c, name, "missing: the I8 matrix %s needs its row scales, F32 [%lld]",
+                   need->name, (long long)need->shape[0]);
+    tentry *e = *hit;
+    if (e->dtype != RNND_WEIGHTS_F32 || e->ndim != 1 || e->shape[0] != need->shape[0])
+        return BAD(c, name, "row scales must be F32 [%lld] (one per row of %s)",
+                   (long long)need->shape[0], need->name);
+    e->used = 1;
+    *out = e;
+    return 0;
+}
+
+/* int8 weights (docs/model-format.md, "int8 weights"): every matrix NEED marks becomes its
+ * integers q as floats, and its row scales, in one buffer the model owns; the spec points
+ * there. An I8 matrix is copied (-128 refused) with its NAME.scale (finite, >= 0); an F32
+ * one is quantized here by the same rule as the converter's, its values finite. */
+static int quantize(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry *const *bound,
+                    tentry *const *scales, size_t nneed, const unsigned char *data)
+{
+    float *dst = own_matrix_floats(m, need, bound, nneed, 1); /* q, then the row's scales */
+    if (dst == NULL)
+        return NOMEM(c);
+    for (size_t r = 0; r < nneed; r++) {
+        const tentry *e = bound[r];
+        if (!need[r].matrix)
+            continue;
+        const size_t rows = (size_t)need[r].shape[0], cols = (size_t)need[r].shape[1];
+        const unsigned char *src = data + e->begin;
+        /* only a layer after a bidirectional one of H > 32768 (or its head) is that wide;
+         * beyond it the int32 sums of the kernels (docs/kernels.md) could overflow */
+        if (cols > 65536)
+            return BAD(c, e->name, "%zu columns: an int8 matrix has at most 65536", cols);
+        float *q = dst, *s = dst + e->count;
+        if (e->dtype == RNND_WEIGHTS_I8) {
+            for (size_t i = 0; i < (size_t)e->count; i++) {
+                int8_t v = (int8_t)src[i];
+                if (v == -128)
+                    return BAD(c, e->name,
+                               "element %zu: -128 (int8 weights are symmetric: -127 to 127)", i);
+                q[i] = (float)v;
+            }
+            const unsigned char *ss = data + scales[r]->begin;
+            for (size_t j = 0; j < rows; j++) {
+                memcpy(&s[j], ss + 4 * j, sizeof(float));
+                if (!(s[j] >= 0.0f) || isinf(s[j]))
+                    return BAD(c, scales[r]->name,
+                               "element %zu: %.9g is not a scale (finite and >= 0)", j,
+                               (double)s[j]);
+            }
+        } else {
+            for (size_t j = 0; j < rows; j++) {
+                float *row = q + j * cols;
+                memcpy(row, src + 4 * j * cols, cols * sizeof(float));
+                for (size_t k = 0; k < cols; k++)
+                    if (!isfinite(row[k]))
+                        return BAD(c, e->name,
+                                   "element %zu: %.9g (an int8 matrix must be finite to be "
+                                   "quantized)",
+                                   j * cols + k, (double)row[k]);
+                s[j] = rnnd_q8_scale(rnnd_q8_absmax_bits(row, cols));
+                for (size_t k = 0; k < cols; k++)
+                    row[k] = (float)rnnd_q8_one(row[k], s[j]);
+            }
+        }
+        *need[r].dst = q;
+        *need[r].scale = s;
+        dst += e->count + rows;
     }
     return 0;
 }
@@ -264,7 +361,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
     tentry **idx = malloc((n ? n : 1) * sizeof *idx);
     rnnd_req_tensor *need = malloc(RNND_ARCH_MAX_TENSORS * sizeof *need);
     tentry **bound = malloc(RNND_ARCH_MAX_TENSORS * sizeof *bound);
-    if (!idx || !need || !bound) {
+    tentry **scales = calloc(RNND_ARCH_MAX_TENSORS, sizeof *scales); /* int8: NAME.scale */
+    if (!idx || !need || !bound || !scales) {
         rc = NOMEM(c);
         goto out;
     }
@@ -311,7 +409,7 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
         if (e->dtype != RNND_WEIGHTS_F32 && !need[r].matrix) {
             rc = BAD(c, e->name,
                      "dtype %s: only the weight matrices (W, R, proj, V, D, "
-                     "a head linear's weight) may be half-size; this tensor must be F32",
+                     "a head linear's weight) may be half-size or int8; this tensor must be F32",
                      dtype_names[e->dtype]);
             goto out;
         }
@@ -324,6 +422,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
         bound[r] = e;
         *need[r].dst = (const float *)(const void *)(data + e->begin);
         m->param_count += (size_t)e->count;
+        if (e->dtype == RNND_WEIGHTS_I8 && (rc = bind_scale(c, idx, n, &need[r], &scales[r])))
+            goto out;
     }
     for (size_t i = 0; i < n; i++) { /* header order, so the report is predictable */
         if (!t[i].used) {
@@ -336,6 +436,10 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
                          "unknown tensor: a %s layer has no recurrent weights "
                          "(its gates read only the input: W and Wb)",
                          rnnd_cell_name(m->spec.layers[l].cell));
+            else if (is_scale_tensor(t[i].name))
+                rc = BAD(c, t[i].name,
+                         "unknown tensor: only an I8 weight matrix of an int8 model has row "
+                         "scales (NAME.scale)");
             else if (is_depth_gate_tensor(t[i].name))
                 rc = BAD(c, t[i].name,
                          "unknown tensor: D, Dc, Dl and Db belong to an lstm "
@@ -345,7 +449,9 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
             goto out;
         }
     }
-    if (m->spec.weights != RNND_WEIGHTS_F32)
+    if (m->spec.weights == RNND_WEIGHTS_I8)
+        rc = quantize(c, m, need, bound, scales, nneed, data);
+    else if (m->spec.weights != RNND_WEIGHTS_F32)
         rc = halve(c, m, need, bound, nneed, data);
     if (rc == 0)
         rc = check_clock_blocks(c, &m->spec);
@@ -353,6 +459,7 @@ out:
     free(idx);
     free(need);
     free(bound);
+    free(scales);
     return rc;
 }
 

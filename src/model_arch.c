@@ -37,7 +37,7 @@ static const char *const cell_names[] = {"rnn",    "lstm",    "gru",   "jordan",
 _Static_assert(sizeof cell_names / sizeof *cell_names == RNND_CELL_COUNT, "one name a cell");
 static const char *const dir_names[] = {"forward", "reverse", "bidirectional"};
 static const char *const norm_names[] = {"none", "softmax", "log_softmax"};
-static const char *const weights_names[] = {"f32", "bf16", "f16"};
+static const char *const weights_names[] = {"f32", "bf16", "f16", "int8"};
 static const char *const pool_names[RNND_POOL_COUNT] = {"none", "last", "final_state", "mean",
                                                         "max"};
 
@@ -99,7 +99,7 @@ const char *rnnd_pool_name(int pool)
 
 const char *rnnd_weights_name(int weights)
 {
-    return weights >= 0 && weights < 3 ? weights_names[weights] : "unknown";
+    return weights >= 0 && weights < 4 ? weights_names[weights] : "unknown";
 }
 
 static const char *type_name(const json_t *v)
@@ -793,13 +793,13 @@ static int parse_top(actx *c, json_t *a, rnnd_model_spec *s)
         if (!json_is_string(wt))
             return BAD(c, "architecture.weights", "expected a string, got %s", type_name(wt));
         s->weights = -1;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 4; i++)
             if (strcmp(json_string_value(wt), weights_names[i]) == 0)
                 s->weights = i;
         if (s->weights < 0)
             return BAD(c, "architecture.weights",
-                       "unknown value \"%.40s\" (expected f32, bf16 "
-                       "or f16)",
+                       "unknown value \"%.40s\" (expected f32, bf16, "
+                       "f16 or int8)",
                        json_string_value(wt));
     }
 
@@ -895,17 +895,21 @@ static void req(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, int 
 {
     snprintf(t->name, sizeof t->name, "%s", name);
     t->matrix = 0; /* matrices: set by mat() */
+    t->scale = NULL;
     t->ndim = ndim;
     t->shape[0] = a;
     t->shape[1] = b;
     t->dst = dst;
 }
 
-/* A matrix the gemv kernels read: it may be stored half-size. */
-static void mat(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, const float **dst)
+/* A matrix the gemv kernels read: it may be stored half-size or int8 (SCALE: where its
+ * row scales go then). */
+static void mat(rnnd_req_tensor *t, const char *name, int64_t a, int64_t b, const float **dst,
+                const float **scale)
 {
     req(t, name, a, b, 2, dst);
     t->matrix = 1;
+    t->scale = scale;
 }
 
 size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
@@ -923,22 +927,22 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             int recurrent = !rnnd_cell_is_min(L->cell);
             /* slstm: block-diagonal R, each unit's row the d = H / K weights of its head */
             int r_cols = L->cell == RNND_CELL_SLSTM ? L->hidden / L->heads : L->out_dim;
-            mat(&out[n++], NM("W"), gh, L->in_dim, &w->W);
+            mat(&out[n++], NM("W"), gh, L->in_dim, &w->W, &w->W_s);
             if (recurrent)
-                mat(&out[n++], NM("R"), gh, r_cols, &w->R);
+                mat(&out[n++], NM("R"), gh, r_cols, &w->R, &w->R_s);
             req(&out[n++], NM("Wb"), gh, 0, 1, &w->Wb);
             if (recurrent)
                 req(&out[n++], NM("Rb"), gh, 0, 1, &w->Rb);
             if (L->cell == RNND_CELL_LSTM && L->peepholes)
                 req(&out[n++], NM("P"), 3 * (int64_t)L->hidden, 0, 1, &w->P);
             if (L->cell == RNND_CELL_LSTM && L->proj_size > 0)
-                mat(&out[n++], NM("proj"), L->proj_size, L->hidden, &w->proj);
+                mat(&out[n++], NM("proj"), L->proj_size, L->hidden, &w->proj, &w->proj_s);
             if (L->cell == RNND_CELL_JORDAN) {
-                mat(&out[n++], NM("V"), L->output_size, L->hidden, &w->V);
+                mat(&out[n++], NM("V"), L->output_size, L->hidden, &w->V, &w->V_s);
                 req(&out[n++], NM("Vb"), L->output_size, 0, 1, &w->Vb);
             }
             if (L->depth_gate) {
-                mat(&out[n++], NM("D"), L->hidden, L->in_dim, &w->D);
+                mat(&out[n++], NM("D"), L->hidden, L->in_dim, &w->D, &w->D_s);
                 req(&out[n++], NM("Dc"), L->hidden, 0, 1, &w->Dc);
                 req(&out[n++], NM("Dl"), L->hidden, 0, 1, &w->Dl);
                 req(&out[n++], NM("Db"), L->hidden, 0, 1, &w->Db);
@@ -948,7 +952,7 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
     }
     if (s->has_head && s->head_short) {
         rnnd_head_layer *h = &s->head_layers[0];
-        mat(&out[n++], "head.weight", h->out_dim, h->in_dim, &h->W);
+        mat(&out[n++], "head.weight", h->out_dim, h->in_dim, &h->W, &h->W_s);
         req(&out[n++], "head.bias", h->out_dim, 0, 1, &h->b);
     } else if (s->has_head) {
         for (int k = 0; k < s->head_n; k++) {
@@ -957,7 +961,7 @@ size_t rnnd_arch_required(rnnd_model_spec *s, rnnd_req_tensor *out)
             snprintf(nm, sizeof nm, "head.%d.weight", k);
             snprintf(nb, sizeof nb, "head.%d.bias", k);
             if (h->op == RNND_HEAD_LINEAR) {
-                mat(&out[n++], nm, h->out_dim, h->in_dim, &h->W);
+                mat(&out[n++], nm, h->out_dim, h->in_dim, &h->W, &h->W_s);
                 req(&out[n++], nb, h->out_dim, 0, 1, &h->b);
             } else if (h->op == RNND_HEAD_LAYERNORM && h->affine) {
                 req(&out[n++], nm, h->in_dim, 0, 1, &h->W);

@@ -128,6 +128,14 @@ int rnnd_model_state_digest_compute(rnnd_model_spec *s, char out[65])
         size_t count = (size_t)t[i].shape[0] * (t[i].ndim == 2 ? (size_t)t[i].shape[1] : 1);
         rnnd_sha256_update(&h, *t[i].dst, count * sizeof(float));
     }
+    /* int8 came later: its matrices above are their integers q; the row scales follow, for
+     * int8 models alone, so every other digest stays what it was */
+    if (s->weights == RNND_WEIGHTS_I8) {
+        rnnd_sha256_update(&h, "int8", 4);
+        for (size_t i = 0; i < n; i++)
+            if (t[i].matrix)
+                rnnd_sha256_update(&h, *t[i].scale, (size_t)t[i].shape[0] * sizeof(float));
+    }
     free(t);
     rnnd_sha256_final_hex(&h, out);
     return RNND_OK;

@@ -49,8 +49,9 @@ typedef struct rnnd_req_tensor {
     char name[48];
     int ndim;
     int64_t shape[2];
-    int matrix; /* read by the gemv kernels: may be stored half-size */
+    int matrix; /* read by the gemv kernels: may be stored half-size or int8 */
     const float **dst;
+    const float **scale; /* matrices: where an int8 model's row scales go; else NULL */
 } rnnd_req_tensor;
 
 /* Upper bound of rnnd_arch_required()'s count: embedding, 12 per layer direction (more than

@@ -149,7 +149,7 @@ static void release_pack(dir_pack *p)
 }
 
 /* Clockwork: each module's rows of R from its own diagonal block on, packed apart. */
-static int pack_clock(const rnnd_layer_spec *L, const float *R, int T, dir_pack *p)
+static int pack_clock(const rnnd_layer_spec *L, const float *R, const float *Rs, int T, dir_pack *p)
 {
     size_t H = (size_t)L->hidden, m = (size_t)L->n_periods, hm = H / m;
     float *tmp = malloc(hm * H * sizeof *tmp);
@@ -161,14 +161,16 @@ static int pack_clock(const rnnd_layer_spec *L, const float *R, int T, dir_pack 
         size_t c0 = k * hm, cols = H - c0;
         for (size_t r = 0; r < hm; r++)
             memcpy(tmp + r * cols, R + (c0 + r) * H + c0, cols * sizeof *tmp);
-        rc = rnnd_pack_as(tmp, (int)hm, (int)cols, T, &p->Rmod[k]);
+        /* int8: a module's rows keep their whole row's scale (the skipped blocks are 0) */
+        rc = rnnd_pack_typed(tmp, Rs ? Rs + c0 : NULL, (int)hm, (int)cols, T, &p->Rmod[k]);
     }
     free(tmp);
     return rc;
 }
 
 /* slstm: one packed matrix per gate and head (dir_pack.Rblk). */
-static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack *p)
+static int pack_blocks(const rnnd_layer_spec *L, const float *R, const float *Rs, int T,
+                       dir_pack *p)
 {
     int K = L->heads, d = L->hidden / L->heads;
     p->Rblk = calloc((size_t)4 * (size_t)K, sizeof *p->Rblk);
@@ -178,7 +180,8 @@ static int pack_blocks(const rnnd_layer_spec *L, const float *R, int T, dir_pack
     for (int g = 0; g < 4; g++)
         for (int k = 0; k < K; k++) {
             size_t row = (size_t)g * L->hidden + (size_t)k * d;
-            int rc = rnnd_pack_as(R + row * (size_t)d, d, d, T, &p->Rblk[g * K + k]);
+            int rc = rnnd_pack_typed(R + row * (size_t)d, Rs ? Rs + row : NULL, d, d, T,
+                                     &p->Rblk[g * K + k]);
             if (rc)
                 return rc;
         }
@@ -190,44 +193,52 @@ static int pack_depth_gate(const rnnd_layer_spec *L, const rnnd_dir_weights *w, 
 {
     size_t H = (size_t)L->hidden, GH = (size_t)L->gates * H, in = (size_t)L->in_dim;
     float *m = malloc((GH + H) * in * sizeof(float));
+    float *ms = w->W_s ? malloc((GH + H) * sizeof(float)) : NULL; /* int8: the row scales */
     p->wb = malloc((GH + H) * sizeof(float));
-    if (!m || !p->wb) {
+    if (!m || !p->wb || (w->W_s && !ms)) {
         free(m);
+        free(ms);
         return RNND_ERR_NOMEM;
     }
     memcpy(m, w->W, GH * in * sizeof(float));
     memcpy(m + GH * in, w->D, H * in * sizeof(float));
     memcpy(p->wb, w->Wb, GH * sizeof(float));
     memcpy(p->wb + GH, w->Db, H * sizeof(float));
-    int rc = rnnd_pack_as(m, (int)(GH + H), (int)in, T, &p->W);
+    if (ms) {
+        memcpy(ms, w->W_s, GH * sizeof(float));
+        memcpy(ms + GH, w->D_s, H * sizeof(float));
+    }
+    int rc = rnnd_pack_typed(m, ms, (int)(GH + H), (int)in, T, &p->W);
     free(m);
+    free(ms);
     return rc;
 }
 
 /* Every matrix in the model's weight type T (the loader already rounded the values to it,
- * so packing them is exact). */
+ * or for int8 quantized them, so packing them is exact). */
 static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, dir_pack *p)
 {
     int H = L->hidden, GH = L->gates * L->hidden;
-    int rc =
-        L->depth_gate ? pack_depth_gate(L, w, T, p) : rnnd_pack_as(w->W, GH, L->in_dim, T, &p->W);
+    int rc = L->depth_gate ? pack_depth_gate(L, w, T, p)
+                           : rnnd_pack_typed(w->W, w->W_s, GH, L->in_dim, T, &p->W);
     if (rnnd_cell_is_min(L->cell))
         return rc; /* no R */
     if (L->cell == RNND_CELL_CLOCKWORK)
-        return rc ? rc : pack_clock(L, w->R, T, p);
+        return rc ? rc : pack_clock(L, w->R, w->R_s, T, p);
     if (L->cell == RNND_CELL_SLSTM)
-        return rc ? rc : pack_blocks(L, w->R, T, p);
+        return rc ? rc : pack_blocks(L, w->R, w->R_s, T, p);
     if (rc == 0 && L->cell == RNND_CELL_GRU) {
-        rc = rnnd_pack_as(w->R, 2 * H, L->out_dim, T, &p->R);
+        rc = rnnd_pack_typed(w->R, w->R_s, 2 * H, L->out_dim, T, &p->R);
         if (rc == 0)
-            rc = rnnd_pack_as(w->R + (size_t)2 * H * L->out_dim, H, L->out_dim, T, &p->Rh);
+            rc = rnnd_pack_typed(w->R + (size_t)2 * H * L->out_dim, w->R_s ? w->R_s + 2 * H : NULL,
+                                 H, L->out_dim, T, &p->Rh);
     } else if (rc == 0) {
-        rc = rnnd_pack_as(w->R, GH, L->out_dim, T, &p->R);
+        rc = rnnd_pack_typed(w->R, w->R_s, GH, L->out_dim, T, &p->R);
     }
     if (rc == 0 && L->cell == RNND_CELL_LSTM && L->proj_size > 0)
-        rc = rnnd_pack_as(w->proj, L->proj_size, H, T, &p->proj);
+        rc = rnnd_pack_typed(w->proj, w->proj_s, L->proj_size, H, T, &p->proj);
     if (rc == 0 && L->cell == RNND_CELL_JORDAN)
-        rc = rnnd_pack_as(w->V, L->output_size, H, T, &p->V);
+        rc = rnnd_pack_typed(w->V, w->V_s, L->output_size, H, T, &p->V);
     return rc;
 }
 
@@ -272,7 +283,7 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
     for (int k = 0; s->has_head && k < s->head_n; k++) {
         const rnnd_head_layer *h = &s->head_layers[k];
         if (h->op == RNND_HEAD_LINEAR &&
-            rnnd_pack_as(h->W, h->out_dim, h->in_dim, s->weights, &n->head[k]) != 0)
+            rnnd_pack_typed(h->W, h->W_s, h->out_dim, h->in_dim, s->weights, &n->head[k]) != 0)
             goto oom;
         n->max_out = imax(n->max_out, h->out_dim); /* the buffers hold every head width */
     }
@@ -308,7 +319,10 @@ void rnnd_net_free(rnnd_net *n)
     free(n);
 }
 
-void rnnd_net_use_openblas(rnnd_net *n, int on) { n->use_openblas = on; }
+void rnnd_net_use_openblas(rnnd_net *n, int on)
+{
+    n->use_openblas = on && n->spec->weights != RNND_WEIGHTS_I8;
+}
 
 rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }
 const rnnd_kernels *rnnd_net_kernels(const rnnd_net *n) { return n->k; }
@@ -749,7 +763,10 @@ static void run_cell_stages(const rnnd_parallel *par, cell_job *c)
 
 static size_t packed_bytes(const rnnd_packed *p)
 {
-    return (size_t)p->rows * (size_t)p->cols * (p->type == RNND_WEIGHTS_F32 ? 4 : 2);
+    return (size_t)p->rows * (size_t)p->cols *
+        (p->type == RNND_WEIGHTS_F32      ? 4
+             : p->type == RNND_WEIGHTS_I8 ? 1
+                                          : 2);
 }
 
 static int split_by_rows(const cell_job *c)

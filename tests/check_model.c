@@ -1156,7 +1156,8 @@ START_TEST(names)
     ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_F32), "f32");
     ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_BF16), "bf16");
     ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_F16), "f16");
-    ck_assert_str_eq(rnnd_weights_name(3), "unknown");
+    ck_assert_str_eq(rnnd_weights_name(RNND_WEIGHTS_I8), "int8");
+    ck_assert_str_eq(rnnd_weights_name(4), "unknown");
 }
 END_TEST
 
@@ -1552,7 +1553,7 @@ START_TEST(bad_half)
         unsigned char *img = half_image(bf, t, 4, &len);
         expect_fail_img("bias_half", img, len, RNND_ERR_FORMAT, "layers.0.0.Wb",
                         "dtype BF16: only the weight matrices (W, R, proj, V, D, a head linear's "
-                        "weight) may be half-size; this tensor must be F32");
+                        "weight) may be half-size or int8; this tensor must be F32");
         free(img);
     }
     /* 2-byte elements: sizes and alignment counted in 2 bytes */
@@ -1563,7 +1564,7 @@ START_TEST(bad_half)
                       "layers.0.0.W", "begin 1 is not a multiple of 2");
     /* the architecture's field */
     expect_fail_arch("weights_f8", HALF_ARCH("\"weights\": \"f8\", "), "architecture.weights",
-                     "unknown value \"f8\" (expected f32, bf16 or f16)");
+                     "unknown value \"f8\" (expected f32, bf16, f16 or int8)");
     expect_fail_arch("weights_num", HALF_ARCH("\"weights\": 16, "), "architecture.weights",
                      "expected a string, got");
     expect_fail_arch("weights_case", HALF_ARCH("\"weights\": \"BF16\", "), "architecture.weights",
@@ -1740,7 +1741,7 @@ START_TEST(bad_dtype)
                       "\"f32\"");
     expect_fail_entry("f64", "layers.0.0.W",
                       "{\"dtype\": \"F64\", \"shape\": [2, 3], \"data_offsets\": [0, 24]}",
-                      "layers.0.0.W", "dtype F64 is not supported (F32, BF16 or F16)");
+                      "layers.0.0.W", "dtype F64 is not supported (F32, BF16, F16 or I8)");
     expect_fail_entry("i32", "layers.0.0.R",
                       "{\"dtype\": \"I32\", \"shape\": [2, 2], \"data_offsets\": [24, 40]}",
                       "layers.0.0.R", "dtype I32 is not supported");

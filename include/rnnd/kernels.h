@@ -12,6 +12,7 @@
 #define RNND_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "rnnd/model.h"
 
 /* Rows are packed in panels of this many so that one panel is one AVX-512 register. */
@@ -20,12 +21,19 @@
 /* A matrix W [rows, cols] repacked for the table's gemv:
  * data[(p * cols + k) * RNND_PANEL + r] = W[p * RNND_PANEL + r][k], zero past `rows`.
  * Elements are float, or for half-size weights uint16_t bfloat16 / float16 bit patterns in
- * the same layout (a panel's k-th line is then 32 bytes instead of 64). */
+ * the same layout (a panel's k-th line is then 32 bytes instead of 64).
+ * int8 (RNND_WEIGHTS_I8) groups 4 columns per row, as VNNI's vpdpbusd reads them, with the
+ * columns padded with zeros to a multiple of 4 (kq = ceil(cols / 4) groups):
+ * data[(p * kq + k / 4) * 64 + r * 4 + k % 4] = q[p * RNND_PANEL + r][k]; scale[row] and
+ * qsum[row] (the sum of the row's q, for the unsigned-input offset of vpdpbusd) follow,
+ * panels * RNND_PANEL of each, 0 past `rows`. */
 typedef struct rnnd_packed {
     int rows, cols;
-    int panels; /* ceil(rows / RNND_PANEL) */
-    int type;   /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16 or _F16 */
-    void *data; /* 64-byte aligned, panels * cols * RNND_PANEL elements */
+    int panels;          /* ceil(rows / RNND_PANEL) */
+    int type;            /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16, _F16 or _I8 */
+    void *data;          /* 64-byte aligned, panels * cols * RNND_PANEL elements (I8: see above) */
+    const float *scale;  /* I8: the row scales; else NULL */
+    const int32_t *qsum; /* I8: the row sums of q; else NULL */
 } rnnd_packed;
 
 /* Pack W (row-major [rows, cols]) as floats. Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID
@@ -37,6 +45,16 @@ int rnnd_pack(const float *W, int rows, int cols, rnnd_packed *out);
  * the type's range (no saturation). */
 int rnnd_pack_as(const float *W, int rows, int cols, int type, rnnd_packed *out);
 void rnnd_pack_release(rnnd_packed *p); /* frees data; a zeroed struct is a no-op */
+
+/* Pack an int8 matrix: Q row-major [rows, cols] holds the integers -127..127 as floats,
+ * SCALE [rows] the row scales (docs/model-format.md, "int8 weights"). RNND_ERR_INVALID for
+ * a Q element that is not such an integer, a scale that is negative or not finite, or cols
+ * over 65536 (the int32 sums could overflow); RNND_ERR_NOMEM. On failure *out is zeroed. */
+int rnnd_pack_q8(const float *Q, const float *scale, int rows, int cols, rnnd_packed *out);
+
+/* rnnd_pack_as for TYPE F32 / BF16 / F16, rnnd_pack_q8 (with SCALE) for I8. */
+int rnnd_pack_typed(const float *W, const float *scale, int rows, int cols, int type,
+                    rnnd_packed *out);
 
 /* What the LSTM gate math of one layer direction needs besides the data (ONNX LSTM). */
 typedef struct rnnd_lstm_math {
@@ -82,6 +100,10 @@ typedef struct rnnd_kernels {
      *                  starting from bias[j] (or +0.0f when bias is NULL).
      * Half-size W elements are widened to float exactly before their fma, so the chain and
      * its bits are the same on every path for every W->type.
+     * I8 W: each X row is quantized on its own (quant8.h), then
+     *   Y[b*ldy + j] = fma((float) a, scale[j] * s_x, bias[j] or +0.0f),
+     *   a = the exact int32 sum over k of q[j][k] * q_x[k]
+     * (docs/model-format.md, "int8 weights"): bitwise the same on every path.
      * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. Y must not overlap X or
      * bias. Nothing else of Y is written; no allocation. */
     void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B,

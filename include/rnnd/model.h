@@ -65,11 +65,13 @@ typedef struct rnnd_head_layer {
     float eps;           /* layernorm: > 0 */
     const float *W;      /* linear [out_dim, in_dim]; layernorm with affine: [in_dim] */
     const float *b;      /* linear [out_dim]; layernorm with affine: [in_dim] */
+    const float *W_s;    /* int8 model, linear: W's row scales [out_dim] (W holds q) */
 } rnnd_head_layer;
 
 /* The element type of the weight matrices the kernels read (docs/model-format.md,
- * "Half-size weights"): compute is float either way, a half weight widened exactly. */
-enum rnnd_weights { RNND_WEIGHTS_F32 = 0, RNND_WEIGHTS_BF16, RNND_WEIGHTS_F16 };
+ * "Half-size weights"): compute is float either way, a half weight widened exactly. I8:
+ * "int8 weights", integers with a float scale per row and integer products. */
+enum rnnd_weights { RNND_WEIGHTS_F32 = 0, RNND_WEIGHTS_BF16, RNND_WEIGHTS_F16, RNND_WEIGHTS_I8 };
 
 /* The ONNX recurrent activations. */
 enum rnnd_act {
@@ -106,6 +108,9 @@ typedef struct rnnd_dir_weights {
     const float *Dc;   /* [H]; depth_gate only */
     const float *Dl;   /* [H]; depth_gate only */
     const float *Db;   /* [H]; depth_gate only */
+    /* int8 models only (else NULL): the row scales of W, R, proj, V and D, [rows] each; the
+     * matrices themselves then hold the integers q (-127..127) as floats */
+    const float *W_s, *R_s, *proj_s, *V_s, *D_s;
 } rnnd_dir_weights;
 
 typedef struct rnnd_layer_spec {
@@ -142,7 +147,9 @@ typedef struct rnnd_model_spec {
     /* enum rnnd_weights. When not F32, every matrix the kernels read (layer W, R, proj, V and
      * head_W) holds values exactly representable in that type (rounded to nearest even at
      * load, or widened from a half tensor), in memory the model owns; everything else (the
-     * embedding, biases, peepholes) is float as stored. */
+     * embedding, biases, peepholes) is float as stored. I8: each matrix holds its integers
+     * q as floats and the *_s pointers its row scales (docs/model-format.md, "int8
+     * weights"), also in memory the model owns. */
     int weights;
     int input_kind;         /* enum rnnd_input_kind */
     int vocab_size;         /* tokens: number of ids */
@@ -255,7 +262,7 @@ size_t rnnd_layer_extra_state(const rnnd_layer_spec *L);
 uint64_t rnnd_clock_get(const float *st);
 void rnnd_clock_put(float *st, uint64_t t);
 const char *rnnd_direction_name(int dir);
-const char *rnnd_weights_name(int weights); /* "f32", "bf16", "f16" */
+const char *rnnd_weights_name(int weights); /* "f32", "bf16", "f16", "int8" */
 const char *rnnd_pool_name(int pool);
 /* "linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm" */
 const char *rnnd_head_op_name(int op); /* "none", "last", "final_state", "mean", "max" */

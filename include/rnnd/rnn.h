@@ -54,7 +54,8 @@ void rnnd_net_free(rnnd_net *net); /* NULL is a no-op */
 
 /* Route rnnd_net_forward()'s big products (input projections, head) through OpenBLAS: a
  * little faster on large batches, but then results equal the step path only within float
- * tolerance. Off by default. Call before the net is shared between threads. */
+ * tolerance. Off by default. Call before the net is shared between threads. Ignored for an
+ * int8 model: sgemm would multiply float inputs by the integers, not the model's products. */
 void rnnd_net_use_openblas(rnnd_net *net, int on);
 
 rnnd_model *rnnd_net_model(const rnnd_net *net);

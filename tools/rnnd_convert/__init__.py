@@ -27,8 +27,8 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     norm: None (the softmax / log_softmax forward() applies; for a module whose forward()
     is not analysed, a bare recurrent module or a reference module, its nn.Softmax /
     nn.LogSoftmax submodule's), "none", "softmax", "log_softmax". name, vocab (a list of
-    strings or a file), tokenizer ("char" | "byte"), weights ("f32" | "bf16" | "f16": the
-    weight matrices' stored type).
+    strings or a file), tokenizer ("char" | "byte"), weights ("f32" | "bf16" | "f16" |
+    "int8": the weight matrices' stored type).
     MODULE is converted as in eval mode (dropout off); one in train mode is converted so too,
     with a warning on stderr.
     verify: run MODULE (eval mode, no gradients) and the converted model on the same random

@@ -13,7 +13,7 @@ FORMAT_VERSION = 1
 MAX_DIM = 65536
 MAX_LAYERS = 64
 # the architecture's "weights": the element type of the weight matrices (docs/model-format.md)
-WEIGHT_TYPES = ("f32", "bf16", "f16")
+WEIGHT_TYPES = ("f32", "bf16", "f16", "int8")   # int8: writer.quantize_rows
 HALF_DTYPES = {"bf16": "BF16", "f16": "F16"}
 
 

@@ -26,10 +26,12 @@ def _parser():
                    help="vocabulary: one token per line, or a JSON list of strings")
     p.add_argument("--tokenizer", choices=("char", "byte"), help="how rnnd splits text")
     p.add_argument("--weights", metavar="FILE", help="native input: the .npz of tensors")
-    p.add_argument("--weight-type", choices=("f32", "bf16", "f16"),
+    p.add_argument("--weight-type", choices=("f32", "bf16", "f16", "int8"),
                    help="store the weight matrices as bfloat16 or float16 (rounded to "
                    "nearest even; about half the file and half the bytes read per step; "
-                   "compute stays float). Default f32")
+                   "compute stays float), or int8 with a float scale per row (a quarter of "
+                   "the bytes; integer products on inputs quantized per step: "
+                   "docs/model-format.md, \"int8 weights\"). Default f32")
     p.add_argument("--format", choices=FORMATS, help="input format (default: by extension)")
     p.add_argument("--norm", choices=("none", "softmax", "log_softmax"),
                    help="override the head's normalisation")

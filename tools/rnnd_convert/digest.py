@@ -92,7 +92,7 @@ HEAD_OPS = ["linear", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "layernorm
 
 def file_digest(path):
     """The lowercase hex model digest of the .rnnd file at PATH."""
-    arch, tensors = reference.read(path)    # the values the model computes with
+    arch, tensors = reference.read(path, q8=True)   # the values the model computes with
     inp = arch["input"]
     out = [b"rnnd-state-1"]
     names = []
@@ -134,4 +134,9 @@ def file_digest(path):
                 names += ["head.%d.weight" % k, "head.%d.bias" % k]
     for n in names:
         out.append(np.ascontiguousarray(tensors[n], dtype="<f4").tobytes())
+    if arch.get("weights") == "int8":   # only then: every other digest stays as it was
+        out.append(b"int8")
+        for n in names:
+            if n + ".scale" in tensors:
+                out.append(np.ascontiguousarray(tensors[n + ".scale"], dtype="<f4").tobytes())
     return hashlib.sha256(b"".join(out)).hexdigest()

@@ -61,8 +61,11 @@ def activation(op, x, alpha=None, beta=None):
     raise ValueError("unknown activation %r" % op)
 
 
-def read(path):
-    """(architecture dict, {tensor name: float64 array}) of an .rnnd file."""
+def read(path, q8=False):
+    """(architecture dict, {tensor name: float64 array}) of an .rnnd file. An int8 model's
+    matrices are q * scale (what its products approximate: the reference does not quantize
+    the inputs), or with Q8 the integers q, and NAME.scale its row scales (I8 or F32 stored
+    alike: an F32 matrix quantized as rnnd does at load)."""
     with open(path, "rb") as f:
         data = f.read()
     (n,) = struct.unpack("<Q", data[:8])
@@ -83,8 +86,20 @@ def read(path):
                 raise ValueError("%s: %s: begin offset not aligned" % (path, name))
             a = np.frombuffer(data, dtype="<f4", count=(e - b) // 4, offset=base + b)
             a = a.astype(np.float64)
-            if weights != "f32" and _is_matrix(name, t["shape"]):
+            if weights == "int8" and _is_matrix(name, t["shape"]):
+                from .writer import quantize_rows
+                q, s = quantize_rows(a.astype(np.float32).reshape(t["shape"]), name)
+                tensors[name + ".scale"] = s.astype(np.float64)
+                a = q.astype(np.float64) if q8 else \
+                    (q.astype(np.float64) * s.astype(np.float64)[:, None]).ravel()
+            elif weights != "f32" and _is_matrix(name, t["shape"]):
                 a = _round_half(a, weights, name)
+        elif t["dtype"] == "I8" and weights == "int8":
+            a = np.frombuffer(data, dtype="i1", count=e - b, offset=base + b).astype(np.float64)
+            if not q8:      # the scale is read below: multiply once every tensor is in
+                a = a.reshape(t["shape"])
+                tensors[name] = a
+                continue
         elif t["dtype"] in ("BF16", "F16") and t["dtype"].lower() == weights:
             u = np.frombuffer(data, dtype="<u2", count=(e - b) // 2, offset=base + b)
             if weights == "bf16":
@@ -93,7 +108,13 @@ def read(path):
                 a = u.view("<f2").astype(np.float64)
         else:
             raise ValueError("%s: %s: dtype %s" % (path, name, t["dtype"]))
+        if name.endswith(".scale") and weights == "int8" and name in tensors:
+            continue    # an F32 matrix's own scale, computed above, wins over nothing
         tensors[name] = a.reshape(t["shape"])
+    if weights == "int8" and not q8:
+        for name, t in header.items():
+            if t["dtype"] == "I8":
+                tensors[name] = tensors[name] * tensors[name + ".scale"][:, None]
     return arch, tensors
 
 
