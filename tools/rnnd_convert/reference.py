@@ -217,7 +217,7 @@ class Model:
         pos = 0
         cells = None        # the layer below's c of every step (a depth gate reads it)
         for l, L in enumerate(self.layers):
-            H, O = L["hidden_size"], self.out_dim(L)
+            O = self.out_dim(L)
             outs = []
             for d in range(self.ndir(L)):
                 h0 = state[pos:pos + O]
