@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Silent wrong conversions an outside adversary found in its fifth round (issue 14,
-/work/trial18-adv: H1-H8, L1, L2): each module here converted with `verified: yes` while it
+the adversary's H1-H8, L1, L2): each module here converted with `verified: yes` while it
 computes something else than its source on inputs verification did not run, or (L1, L2) an
 invalid ONNX graph converted or crashed.
 
