@@ -136,6 +136,35 @@ class Docs(Case):
         self.eq(sorted(named), sorted(core),
                 "docs/code.md lists the tests that link the core alone")
 
+    def test_sanitizer_suite(self):
+        """docs/security.md and README.md: the sanitizer build runs the whole suite less the
+        converter's Python-only tests and the package build. Makefile.am adds CONVERTER_TESTS
+        and DEB_TESTS only outside SANITIZERS, each such file starts no daemon and runs no C
+        of its own, and no file is in both lists (step 1 runs each once)."""
+        mk = read("Makefile.am")
+
+        def listed(name):
+            m = re.search(r"^%s = ((?:.*\\\n)*.*)$" % name, mk, re.M)
+            self.check(m is not None, "Makefile.am defines %s" % name)
+            return m.group(1).replace("\\", " ").split() if m else []
+
+        conv, py = listed("CONVERTER_TESTS"), listed("PY_TESTS")
+        self.check(len(conv) >= 8, "converter tests read from Makefile.am (%d)" % len(conv))
+        self.eq(sorted(set(conv) & set(py)), [], "no test both in PY_TESTS and CONVERTER_TESTS")
+        block = re.search(r"^if !SANITIZERS\n(.*?)^endif", mk, re.M | re.S)
+        self.check(block is not None and "PY_TESTS += $(CONVERTER_TESTS)" in block.group(1),
+                   "CONVERTER_TESTS join PY_TESTS only outside the sanitizer build")
+        deb = [b for b in re.findall(r"^if !SANITIZERS\n(.*?)^endif", mk, re.M | re.S)
+               if "$(DEB_TESTS)" in b]
+        self.check(len(deb) == 1, "DEB_TESTS join SH_TESTS only outside the sanitizer build")
+        starts = re.compile(r"Daemon\(|Cluster\(|\"serve\"|RNND_BIN\b.*serve")
+        for path in conv:
+            text = read(*path.split("/"))
+            self.check(not starts.search(text), "%s starts no daemon" % path)
+        for name in ("docs/security.md", "README.md"):
+            self.check("CONVERTER_TESTS" in read(*name.split("/")),
+                       "%s names CONVERTER_TESTS" % name)
+
     def test_route_tables(self):
         """Every route of src/route_list.h is a row of the endpoint table of docs/api.md (/v1
         and the probes) or docs/v2.md (/v2), with its methods, and every row is a route; a
