@@ -2,23 +2,57 @@
 #include "config.h"
 #include "metrics.h"
 
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "batcher.h"
 #include "pool.h"
 #include "registry.h"
 #include "session.h"
 
-static const unsigned codes[RNND_METRICS_CODES] = {0,   200, 201, 204, 400, 401, 403, 404,
-                                                   405, 409, 410, 413, 415, 429, 500, 503};
+/* The statuses the daemon answers besides its error codes' (the switch to a WebSocket, the
+ * successes, and 431 for a head too large) */
+static const unsigned more_codes[] = {101, 200, 201, 204, 431};
+_Static_assert(sizeof more_codes / sizeof more_codes[0] == RNND_METRICS_MORE_CODES,
+               "RNND_METRICS_MORE_CODES counts more_codes[]");
+_Static_assert(RNND_METRICS_CODES <= UCHAR_MAX + 1, "code_slot[] holds an index of codes[]");
 static const double latency_le[RNND_METRICS_LATENCY - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                             0.025,  0.05,  0.1,    0.25,  0.5,
                                                             1,      2.5,   5,      10};
 static const char *const method_names[RNND_METRICS_METHODS] = {"GET", "HEAD",   "POST",
                                                                "PUT", "DELETE", "other"};
 
+/* Put STATUS among M's code labels, in ascending order, unless it is there already. */
+static void add_code(rnnd_metrics *m, unsigned status)
+{
+    size_t i = 1;
+    while (i < m->ncodes && m->codes[i] < status)
+        i++;
+    if (i < m->ncodes && m->codes[i] == status)
+        return;
+    for (size_t j = m->ncodes; j > i; j--)
+        m->codes[j] = m->codes[j - 1];
+    m->codes[i] = status;
+    m->ncodes++;
+}
+
 void rnnd_metrics_init(rnnd_metrics *m, const char *const *routes, size_t nroutes)
 {
+    /* the code labels: every status an error code answers with, so that a code added to
+     * RNND_ERRCODES is counted under its status, not under "other" */
+    m->codes[0] = 0;
+    m->ncodes = 1;
+    for (int e = 0; e < RNND_E_COUNT; e++) {
+        add_code(m, rnnd_errcode_http((enum rnnd_errcode)e));
+        add_code(m, rnnd_errcode_v2((enum rnnd_errcode)e));
+    }
+    for (size_t i = 0; i < RNND_METRICS_MORE_CODES; i++)
+        add_code(m, more_codes[i]);
+    memset(m->code_slot, 0, sizeof m->code_slot);
+    for (size_t c = 1; c < m->ncodes; c++)
+        if (m->codes[c] < RNND_METRICS_STATUS_MAX)
+            m->code_slot[m->codes[c]] = (unsigned char)c;
     for (size_t r = 0; r < RNND_METRICS_ROUTES; r++)
         m->route_names[r] = r < nroutes && r + 1 < RNND_METRICS_ROUTES ? routes[r] : NULL;
     m->route_names[RNND_METRICS_ROUTES - 1] = "other";
@@ -48,10 +82,8 @@ void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned st
 {
     if (route >= RNND_METRICS_ROUTES)
         route = RNND_METRICS_ROUTES - 1;
-    size_t c = 0; /* "other", and "closed" for status 0: told apart when rendered */
-    for (size_t i = 1; i < RNND_METRICS_CODES; i++)
-        if (codes[i] == status)
-            c = i;
+    /* 0: "other", a status outside the list or the client left first (status 0) */
+    size_t c = status < RNND_METRICS_STATUS_MAX ? m->code_slot[status] : 0;
     atomic_fetch_add_explicit(&m->requests[route][method_index(method)][c], 1,
                               memory_order_relaxed);
     size_t b = 0;
@@ -74,13 +106,13 @@ static void http_metrics(const rnnd_metrics *m, rnnd_buf *out)
         if (!name)
             continue;
         for (size_t k = 0; k < RNND_METRICS_METHODS; k++)
-            for (size_t c = 0; c < RNND_METRICS_CODES; c++) {
+            for (size_t c = 0; c < m->ncodes; c++) {
                 uint64_t n = atomic_load(&m->requests[r][k][c]);
                 if (!n)
                     continue;
                 char code[16];
-                if (codes[c])
-                    snprintf(code, sizeof code, "%u", codes[c]);
+                if (m->codes[c])
+                    snprintf(code, sizeof code, "%u", m->codes[c]);
                 else
                     snprintf(code, sizeof code, "other");
                 rnnd_buf_printf(out,

@@ -8,17 +8,26 @@
 #include <stdint.h>
 
 #include "rnnd/buf.h"
+#include "rnnd/errcode.h"
 #include "route_list.h"
 
 #define RNND_METRICS_STATUS_MAX 600
 /* the route count + 1 (route_list.h): the last row counts requests that matched no route */
 #define RNND_METRICS_ROUTES (RNND_ROUTE_COUNT + 1)
-#define RNND_METRICS_METHODS 6  /* GET HEAD POST PUT DELETE other */
-#define RNND_METRICS_CODES 16   /* metrics.c's codes[]; others count as "other" */
+#define RNND_METRICS_METHODS 6 /* GET HEAD POST PUT DELETE other */
+/* The statuses rnnd_http_requests_total labels by their own code, built by rnnd_metrics_init:
+ * both statuses of every error code (rnnd/errcode.h) and the RNND_METRICS_MORE_CODES others
+ * of metrics.c's more_codes[] (101, the successes, 431), duplicates dropped; slot 0 counts
+ * "other". */
+#define RNND_METRICS_MORE_CODES 5
+#define RNND_METRICS_CODES (1 + 2 * RNND_E_COUNT + RNND_METRICS_MORE_CODES)
 #define RNND_METRICS_LATENCY 15 /* latency histogram buckets, +Inf included */
 
 typedef struct rnnd_metrics {
     const char *route_names[RNND_METRICS_ROUTES]; /* the endpoint labels; NULL: unused */
+    unsigned codes[RNND_METRICS_CODES]; /* the code labels, ascending after codes[0] = 0 */
+    size_t ncodes;                      /* of codes[] in use */
+    unsigned char code_slot[RNND_METRICS_STATUS_MAX]; /* status -> index of codes; 0: other */
     atomic_uint_least64_t responses[RNND_METRICS_STATUS_MAX]; /* by HTTP status */
     /* by route (routes.c's table order), method and status; latency by route */
     atomic_uint_least64_t requests[RNND_METRICS_ROUTES][RNND_METRICS_METHODS][RNND_METRICS_CODES];

@@ -20,6 +20,11 @@
 - docs/code.md (issue 15): its table of route flags is the enum rnnd_route_flags of src/http.h,
   and its list of the tests and fuzzers that link the core alone is the set Makefile.am links
   with CORE_LIBS / CORE_TEST_LIBS.
+- The error tables (issue 15): docs/api.md's (section 3: code, HTTP status, meaning) and
+  docs/client.md's (exception class, codes, HTTP status) each name every code of the list
+  RNND_ERRCODES of include/rnnd/errcode.h once, with the HTTP status the list gives it, and
+  no code the list lacks. In docs/client.md's codes column, notes in parentheses and after a
+  ';' (subclasses, attributes) are not codes.
 
 Each check is a unittest case; a failing case fails the run.
 """
@@ -116,7 +121,66 @@ def table_rows(section):
     return [[c.strip() for c in l.strip().strip("|").split("|")] for l in rows[2:]]
 
 
+def errcodes():
+    """{code: its HTTP status} of RNND_ERRCODES in include/rnnd/errcode.h (the v1 column)."""
+    text = read("include", "rnnd", "errcode.h")
+    body = text[text.index("#define RNND_ERRCODES(X)"):text.index("enum rnnd_errcode {")]
+    return {name: int(v1) for name, v1 in
+            re.findall(r'X\(\w+,\s*"(\w+)",\s*(\d+),\s*\d+\)', body)}
+
+
+def doc_table(path, start, end, header):
+    """The rows of the table with the cells HEADER between the headings START and END of
+    docs/PATH; None when there is no such table."""
+    doc = read("docs", path)
+    if start not in doc or end not in doc:
+        return None
+    section = doc[doc.index(start):doc.index(end)]
+    lines = [l for l in section.splitlines() if l.startswith("|")]
+    if not lines or [c.strip() for c in lines[0].strip().strip("|").split("|")] != header:
+        return None
+    return table_rows(section)
+
+
 class Docs(Case):
+    def error_table(self, what, rows, codes):
+        """Hold WHAT's [(code, status text)] ROWS against CODES ({code: status})."""
+        seen = {}
+        for code, status in rows:
+            self.check(code in codes, "%s names %s, which is no code of "
+                       "include/rnnd/errcode.h" % (what, code))
+            self.check(code not in seen, "%s names %s once" % (what, code))
+            seen[code] = status
+            if code in codes:
+                self.eq(status, str(codes[code]), "%s: the HTTP status of %s" % (what, code))
+        self.eq(sorted(set(codes) - set(seen)), [],
+                "codes of include/rnnd/errcode.h missing from %s" % what)
+
+    def test_error_tables(self):
+        codes = errcodes()
+        self.check(len(codes) >= 18, "codes read from include/rnnd/errcode.h (%d)" % len(codes))
+        api = doc_table("api.md", "## 3. Errors", "## 4. HTTP endpoints",
+                        ["code", "HTTP", "meaning"])
+        self.check(api is not None, "docs/api.md section 3 has a table of code, HTTP, meaning")
+        rows = []
+        for row in api or []:
+            m = re.fullmatch(r"`(\w+)`", row[0])
+            self.check(m is not None, "docs/api.md's error table: %r is one code" % row[0])
+            if m:
+                rows.append((m.group(1), row[1]))
+        self.error_table("docs/api.md's error table", rows, codes)
+        client = doc_table("client.md", "## Errors", "## Retries", ["class", "codes", "HTTP"])
+        self.check(client is not None, "docs/client.md's Errors has a table of class, codes, "
+                   "HTTP")
+        rows = []
+        for cls, cell, status in client or []:
+            named = re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cell).split(";")[0])
+            self.check(bool(named) == (status != "none"),
+                       "docs/client.md: %s names codes exactly when it has an HTTP status"
+                       % cls)
+            rows += [(code, status) for code in named]
+        self.error_table("docs/client.md's table of exception classes", rows, codes)
+
     def test_code_doc(self):
         doc = read("docs", "code.md")
         http = read("src", "http.h")

@@ -10,14 +10,25 @@
   worker busy time; the gauges of models, build and queue depth are there.
 - The access log has one line per request with the route pattern and never a session id;
   access_log = off silences it.
+- test_status_labels (issue 15): every status the daemon answers has its own code label in
+  rnnd_http_requests_total, none is counted as "other": a WebSocket upgrade (101), 200, 201,
+  204, the 431 of an oversize head, and one request per error status a daemon with API keys
+  and small limits answers easily (400, 401, 403, 404, 405, 409, 410, 413, 415, 429). The
+  counts by code, the test's own scrapes of /metrics left out, are the statuses it saw.
 Each check is a unittest case; a failing case fails the run.
 """
+import asyncio
+import collections
+import json
 import math
 import os
 import re
+import socket
+import time
 import unittest
 
-from daemon_util import Case, Daemon
+from daemon_util import (Case, Daemon, bearer, head_bytes, read_http_response, tmpdir,
+                         write_secret)
 
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 
@@ -204,6 +215,94 @@ class Metrics(Case):
         self.check(any("event=access" in l and "endpoint=/v1/sessions/*/step" in l and
                     "status=200" in l for l in d.log), "the access log names the endpoint")
         self.check(not any(sid in l for l in d.log), "no log line holds a session id")
+
+
+class StatusLabels(Case):
+    """A daemon with API keys, one session per key, one session in all (the least recently
+    used is evicted) and a 2K body limit."""
+
+    USER, OTHER, ADMIN = "metrics-user-0123456789", "metrics-other-0123456789", \
+        "metrics-admin-0123456789"
+
+    def test_status_labels(self):
+        keys = write_secret(os.path.join(tmpdir("metrics"), "keys"), "%s user\n%s other\n"
+                            "%s ops admin\n" % (self.USER, self.OTHER, self.ADMIN))
+        with Daemon({"charlm": CHARLM}, "--api-keys-file", keys, "--max-sessions", "1",
+                    "--session-evict", "lru", "--max-sessions-per-key", "1",
+                    "--max-body-bytes", "2K") as d:
+            seen = collections.Counter()
+            user, other = bearer(self.USER), bearer(self.OTHER)
+
+            def req(want, method, path, body=None, headers=user, raw=None):
+                st = d.request(method, path, body, headers=dict(headers), raw=raw)
+                self.eq(st[0], want, "%s %s" % (method, path))
+                seen[str(st[0])] += 1
+                return st[2]
+
+            req(200, "GET", "/v1/models")
+            sid = req(201, "POST", "/v1/sessions", {"model": "charlm"})["id"]
+            seen["101"] += self.websocket(d.port, sid)
+            req(429, "POST", "/v1/sessions", {"model": "charlm"})      # one per key
+            other_sid = req(201, "POST", "/v1/sessions", {"model": "charlm"}, other)["id"]
+            req(410, "GET", "/v1/sessions/" + sid)                      # evicted by the other
+            req(409, "POST", "/v1/sessions/%s/step" % other_sid,
+                {"text": "a", "if_steps": 7}, other)
+            req(204, "DELETE", "/v1/sessions/" + other_sid, headers=other)
+            req(400, "POST", "/v1/sessions", raw=b'{"model": ')
+            req(401, "GET", "/v1/models", headers={})
+            req(403, "GET", "/metrics")
+            req(404, "POST", "/v1/models/nosuch/infer", {"inputs": [[1]]})
+            req(405, "PUT", "/v1/models")
+            req(413, "POST", "/v1/sessions", raw=b" " * 4096)
+            req(415, "POST", "/v1/sessions", raw=b'{"model": "charlm"}',
+                headers=dict(user, **{"Content-Type": "text/plain"}))
+            s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+            try:
+                s.sendall(head_bytes(0, 1, 40, 740))
+                st = read_http_response(s, 5.0)[0]
+            finally:
+                s.close()
+            self.eq(st, 431, "a head of 40 fields of 740 bytes")
+            seen[str(st)] += 1
+            # a request is counted when libmicrohttpd reports it finished: wait for the last
+            counted = {}
+            deadline = time.monotonic() + 10
+            while counted != seen and time.monotonic() < deadline:
+                counted = self.by_code(d)
+                if counted != seen:
+                    time.sleep(0.1)
+            self.eq(counted.get("101"), 1, 'the WebSocket upgrade counts under code="101"')
+            self.check("other" not in counted,
+                       'no request counts under code="other" (%r)' % counted)
+            self.eq(dict(sorted(counted.items())), dict(sorted(seen.items())),
+                    "rnnd_http_requests_total by code is the statuses answered")
+            self.check(len(seen) >= 15, "%d statuses driven" % len(seen))
+
+    def websocket(self, port, sid):
+        """Open SID's WebSocket with the user's key, take one step over it and close;
+        returns 1 when it was upgraded (101)."""
+        import websockets
+
+        async def go():
+            url = "ws://127.0.0.1:%d/v1/sessions/%s/ws" % (port, sid)
+            async with websockets.connect(url, extra_headers=bearer(self.USER)) as ws:
+                await ws.send(json.dumps({"op": "step", "text": "ab"}))
+                return json.loads(await ws.recv())
+        reply = asyncio.run(asyncio.wait_for(go(), 30))
+        self.check("outputs" in reply or "steps" in reply, "a step over the WebSocket: %r"
+                   % str(reply)[:200])
+        return 1
+
+    def by_code(self, d):
+        """{code label: requests} of rnnd_http_requests_total, the admin's scrapes (200s of
+        /metrics) left out."""
+        st, _, text = d.request("GET", "/metrics", headers=bearer(self.ADMIN))
+        self.eq(st, 200, "GET /metrics with the admin key")
+        out = collections.Counter()
+        for name, labels, v in parse_exposition(text)["rnnd_http_requests_total"]["samples"]:
+            if (labels["endpoint"], labels["code"]) != ("/metrics", "200"):
+                out[labels["code"]] += int(v)
+        return out
 
 
 class AccessLogOff(Case):
