@@ -70,7 +70,7 @@ class ClusterMetrics(unittest.TestCase):
         rounds = m["rnnd_store_write_duration_seconds_count"]
         wait_for("the step written behind", lambda: metrics(self.n1)[0][
             'rnnd_store_writes_total{kind="step"}'] == m['rnnd_store_writes_total{kind="step"}']
-            + 1, 3)
+            + 1, 15)     # a bound, not a latency claim: 3 s timed out on a loaded 2-core machine
         m, _ = metrics(self.n1)
         self.assertGreater(m["rnnd_store_write_duration_seconds_count"], rounds)
         self.assertGreater(m["rnnd_store_write_duration_seconds_sum"], 0)
