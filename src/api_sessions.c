@@ -511,8 +511,8 @@ static int parse_inputs(rnnd_req *r, const json_t *inputs, const rnnd_entry *e, 
         for (size_t i = 0; i < n; i++) {
             char path[48], err[256];
             snprintf(path, sizeof path, "inputs[%zu]", i);
-            if (rnnd_json_floats(json_array_get(inputs, i), q->vectors + i * D, D, path, err,
-                                 sizeof err)) {
+            if (rnnd_json_step(json_array_get(inputs, i), q->vectors + i * D, D, path, err,
+                               sizeof err)) {
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", err);
                 return -1;
             }

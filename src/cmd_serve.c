@@ -18,6 +18,7 @@
 #include "cmd.h"
 #include "http.h"
 #include "listenfd.h"
+#include "models_other.h"
 #include "notify.h"
 #include "persist.h"
 #include "rnnd/kernels.h"
@@ -131,6 +132,7 @@ static void reload(rnnd_app *app, int argc, char **argv)
         if (!rnnd_registry_find(&next, old.entries[i]->name))
             log_model(app, "model_removed", old.entries[i]);
     warn_no_models(app, fresh.models, &next);
+    rnnd_models_other_log(&app->log, fresh.models);
     size_t n = next.n;
     rnnd_catalog_swap(&app->models, &next); /* NEXT now holds the set swapped out */
     rnnd_registry_free(&next);
@@ -265,6 +267,7 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     for (size_t i = 0; i < reg.n; i++)
         log_model(app, "model_loaded", reg.entries[i]);
     warn_no_models(app, cfg->models, &reg);
+    rnnd_models_other_log(&app->log, cfg->models);
     rnnd_catalog_init(&app->models, &reg);
 
     rnnd_session_limits lim = {

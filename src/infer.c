@@ -299,8 +299,8 @@ static int parse_vectors(const json_t *inputs, const rnnd_model_spec *spec, rnnd
         for (size_t t = 0; t < n; t++) {
             char path[64];
             snprintf(path, sizeof path, "inputs[%zu][%zu]", b, t);
-            int rc = rnnd_json_floats(json_array_get(seq, t), req->vec_flat + (off + t) * dim, dim,
-                                      path, err, errlen);
+            int rc = rnnd_json_step(json_array_get(seq, t), req->vec_flat + (off + t) * dim, dim,
+                                    path, err, errlen);
             if (rc)
                 return rc;
         }

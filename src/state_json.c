@@ -55,10 +55,18 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
 
 int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen)
 {
-    if (json_is_real(v))
+    if (json_is_real(v)) {
+        double d = json_real_value(v);
+        /* 2.0 or 2e0: a whole number written as a float (numpy's tolist() of a float array
+         * gives them); say how to write it rather than "got 2", which reads as valid */
+        if (d == floor(d) && fabs(d) < 0x1p53)
+            return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                             "expected an integer token id in [0, %d), got %.1f: write token ids "
+                             "as plain integers (%lld), without a fraction or exponent",
+                             vocab, d, (long long)d);
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "expected an integer token id in [0, %d), got %.17g", vocab,
-                         json_real_value(v));
+                         "expected an integer token id in [0, %d), got %.17g", vocab, d);
+    }
     if (!json_is_integer(v))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                          "expected an integer token id in [0, %d), got %s", vocab,
@@ -74,14 +82,15 @@ int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t 
 int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path, char *err,
                      size_t errlen)
 {
+    const char *s = n == 1 ? "" : "s";
     if (!json_is_array(v))
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: expected a list of %zu numbers, got %s", path, n,
+                         "%s: expected a list of %zu number%s, got %s", path, n, s,
                          rnnd_json_type_desc(v));
     size_t got = json_array_size(v);
     if (got != n)
         return rnnd_fail(RNND_ERR_INVALID, err, errlen,
-                         "%s: expected a list of %zu numbers, got %zu", path, n, got);
+                         "%s: expected a list of %zu number%s, got %zu", path, n, s, got);
     for (size_t i = 0; i < n; i++) {
         const json_t *x = json_array_get(v, i);
         /* Fast path first; the path string is only built for an error. */
@@ -99,6 +108,21 @@ int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path, ch
             return rc;
     }
     return 0;
+}
+
+int rnnd_json_step(const json_t *v, float *dst, size_t n, const char *path, char *err,
+                   size_t errlen)
+{
+    int rc = rnnd_json_floats(v, dst, n, path, err, errlen);
+    /* A flat list [x1, x2, ...] sent to a model of one input: each step is a number where a
+     * list of one is expected; say how the steps are written. */
+    if (rc && n == 1 && json_is_number(v) && err && errlen) {
+        size_t len = strlen(err);
+        snprintf(err + len, errlen - len,
+                 ": a model with input size 1 takes each step as [x], a sequence as "
+                 "[[x1], [x2], ...]");
+    }
+    return rc;
 }
 
 /* The "h" or "c" member of one layer: a list of NDIR lists of N numbers each. DST advances

@@ -507,6 +507,11 @@ static const char *const tok_arch =
     "{\"type\":\"rnn\",\"hidden_size\":7,\"direction\":\"forward\"}],"
     "\"head\":{\"out_dim\":30,\"in_dim\":7,\"norm\":\"none\"}}";
 
+/* Vectors of size 1 -> rnn 3. */
+static const char *const one_arch =
+    "{\"format_version\":1,\"input\":{\"kind\":\"vectors\",\"dim\":1},\"layers\":["
+    "{\"type\":\"rnn\",\"hidden_size\":3,\"direction\":\"forward\"}]}";
+
 #define STEP "[1,2,3,4]"
 #define VST "{\"h\":[[1,2,3,4,5,6,7,8]]}"
 #define LST6 "[1,2,3,4,5,6]"
@@ -517,9 +522,11 @@ START_TEST(parse_errors)
 {
     rnnd_net *vec = open_net(vec_arch, 21, "pv");
     rnnd_net *tok = open_net(tok_arch, 22, "pt");
+    rnnd_net *one = open_net(one_arch, 23, "p1");
+    rnnd_net *nets[] = {vec, tok, one};
     rnnd_infer_limits lim = {.max_sequences = 3, .max_steps = 4, .max_total_steps = 6};
     static const struct {
-        int tok;     /* which model */
+        int tok;     /* which model: 0 vec, 1 tok, 2 one */
         int limited; /* with lim */
         const char *req;
         int status;
@@ -562,7 +569,24 @@ START_TEST(parse_errors)
         {1, 0, "{\"inputs\":[[1,1.5]]}", RNND_ERR_INVALID,
          "inputs[0][1]: expected an integer token id in [0, 30), got 1.5"},
         {1, 0, "{\"inputs\":[[2.0]]}", RNND_ERR_INVALID,
-         "inputs[0][0]: expected an integer token id in [0, 30), got 2"},
+         "inputs[0][0]: expected an integer token id in [0, 30), got 2.0: write token ids as "
+         "plain integers (2), without a fraction or exponent"},
+        {1, 0, "{\"inputs\":[[3,4e0]]}", RNND_ERR_INVALID,
+         "inputs[0][1]: expected an integer token id in [0, 30), got 4.0: write token ids as "
+         "plain integers (4), without a fraction or exponent"},
+        {1, 0, "{\"inputs\":[[1e300]]}", RNND_ERR_INVALID,
+         "inputs[0][0]: expected an integer token id in [0, 30), got 1.0000000000000001e+300"},
+        /* a flat list sent to a model of input size 1 */
+        {2, 0, "{\"inputs\":[[0.5,1.5]]}", RNND_ERR_INVALID,
+         "inputs[0][0]: expected a list of 1 number, got a number: a model with input size 1 "
+         "takes each step as [x], a sequence as [[x1], [x2], ...]"},
+        {2, 0, "{\"inputs\":[[[0.5],2]]}", RNND_ERR_INVALID,
+         "inputs[0][1]: expected a list of 1 number, got an integer: a model with input size 1 "
+         "takes each step as [x], a sequence as [[x1], [x2], ...]"},
+        {2, 0, "{\"inputs\":[[[0.5,1.5]]]}", RNND_ERR_INVALID,
+         "inputs[0][0]: expected a list of 1 number, got 2"},
+        {2, 0, "{\"inputs\":[[\"x\"]]}", RNND_ERR_INVALID,
+         "inputs[0][0]: expected a list of 1 number, got a string"},
         {1, 0, "{\"inputs\":[[false]]}", RNND_ERR_INVALID,
          "inputs[0][0]: expected an integer token id in [0, 30), got false"},
         {1, 0, "{\"inputs\":[[[1]]]}", RNND_ERR_INVALID,
@@ -624,8 +648,8 @@ START_TEST(parse_errors)
     char err[512];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         rnnd_infer_req *req = (rnnd_infer_req *)&err; /* must be reset to NULL */
-        int rc = parse_text(cases[i].tok ? tok : vec, cases[i].req, cases[i].limited ? &lim : NULL,
-                            &req, err, sizeof err);
+        int rc = parse_text(nets[cases[i].tok], cases[i].req, cases[i].limited ? &lim : NULL, &req,
+                            err, sizeof err);
         ck_assert_msg(rc == cases[i].status, "case %zu (%s): status %d, want %d (%s)", i,
                       cases[i].req, rc, cases[i].status, err);
         ck_assert_ptr_null(req);
@@ -652,9 +676,17 @@ START_TEST(parse_errors)
     ck_assert_uint_eq(rnnd_infer_req_steps(req), 6);
     rnnd_infer_req_free(req);
     rnnd_infer_req_free(NULL);
+    /* steps of one number, each a list of one */
+    req = NULL;
+    ck_assert_int_eq(parse_text(one, "{\"inputs\":[[[0.5],[1.5],[2]]]}", NULL, &req, err,
+                                sizeof err),
+                     0);
+    ck_assert_uint_eq(rnnd_infer_req_steps(req), 3);
+    rnnd_infer_req_free(req);
 
     rnnd_net_free(vec);
     rnnd_net_free(tok);
+    rnnd_net_free(one);
 }
 END_TEST
 

@@ -11,12 +11,14 @@ import socket
 import time
 import unittest
 
-from daemon_util import Case, Daemon, golden_model, require, tmpdir
+from daemon_util import Case, Daemon, golden_model, require, tmpdir, write_model
 
 WORK = tmpdir("http_errors")
 VEC = golden_model("lstm_vectors", WORK)        # vectors of dim 4
 TOK = golden_model("gru2_tokens_head", WORK)    # tokens, vocab 30
 BIDIR = golden_model("lstm_bidir_vectors", WORK)
+ONE = write_model(WORK, "one", {"input": {"kind": "vectors", "dim": 1}, "layers": [
+    {"type": "rnn", "hidden_size": 3, "direction": "forward"}]})      # vectors of size 1
 J = {"Content-Type": "application/json"}
 
 
@@ -151,7 +153,8 @@ class Refusals(Case):
 
     @classmethod
     def setUpClass(cls):
-        cls.d = d = Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR}, "--max-body-bytes", "64K",
+        cls.d = d = Daemon({"vec": VEC, "tok": TOK, "bidir": BIDIR, "one": ONE},
+                           "--max-body-bytes", "64K",
                            "--max-json-depth", 16, "--max-steps-per-request", 100,
                            "--max-sequences", 8, "--max-infer-steps", 200)
         cls.addClassCleanup(cls.stop_quickly)
@@ -275,6 +278,26 @@ class Refusals(Case):
         self.check(not fivexx, "no 5xx was ever sent: %s" % fivexx)
 
 
+    def test_input_size_one(self):
+        """A flat list [x1, x2, ...] sent to a model of input size 1 (issue 14, user trial
+        6): the message says how steps are written, for infer and a session step alike; the
+        steps written [[x1], [x2], ...] are served."""
+        d = self.d
+        sid = d.request("POST", "/v1/sessions", {"model": "one"})[2]["id"]
+        why = ("expected a list of 1 number, got a number: a model with input size 1 takes "
+               "each step as [x], a sequence as [[x1], [x2], ...]")
+        for name, path, body, at in (
+                ("infer", "/v1/models/one/infer", {"inputs": [[0.5, 1.5]]}, "inputs[0][0]"),
+                ("step", "/v1/sessions/%s/step" % sid, {"inputs": [0.5, 1.5]}, "inputs[0]")):
+            st, _, got = d.request("POST", path, body)
+            msg = got.get("error", {}).get("message") if isinstance(got, dict) else got
+            self.eq((st, msg), (400, "%s: %s" % (at, why)), "%s of a flat list: message" % name)
+        st, _, got = d.request("POST", "/v1/models/one/infer", {"inputs": [[[0.5], [1.5]]]})
+        self.eq((st, len(got.get("outputs", [[]])[0])), (200, 2), "infer of [[x1], [x2]]")
+        st, _, got = d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": [[0.5], [1.5]]})
+        self.eq((st, got.get("steps")), (200, 2), "step of [[x1], [x2]]")
+        d.request("DELETE", "/v1/sessions/%s" % sid)
+
     def test_token_id_wording(self):
         d, tstep = self.d, self.tstep
         # one wording for a bad token id wherever ids come in (issue 12): infer, step, a
@@ -287,6 +310,8 @@ class Refusals(Case):
         for bad, why in ((30, "token id 30 out of range [0, 30)"),
                          (-1, "token id -1 out of range [0, 30)"),
                          (1.5, "expected an integer token id in [0, 30), got 1.5"),
+                         (2.0, "expected an integer token id in [0, 30), got 2.0: write token "
+                               "ids as plain integers (2), without a fraction or exponent"),
                          ("a", "expected an integer token id in [0, 30), got a string")):
             for name, path, body, at in where:
                 st, _, got = d.request("POST", path, body([3, bad]))

@@ -8,6 +8,9 @@ are the operator's own choice and are not restricted.
 An empty models folder (issue 12): the daemon starts, logs a warning naming the folder and the
 pattern it looked for, and /readyz answers 503 no_models until a reload finds a model; a
 reload that empties the folder again warns again and makes /readyz 503 again.
+A file of another format there (issue 14, user trial 6: *.onnx, *.pt, *.pth, *.ptl,
+*.safetensors, *.npz, *.ckpt) is named in a warning, event=models_not_rnnd, at start and on
+each reload, by its name only.
 Each check is a unittest case; a failing case fails the run.
 """
 import os
@@ -139,6 +142,54 @@ class ModelsDir(Case):
         # the operator may name any file explicitly
         with Daemon({"x": os.path.join(OUTSIDE, "secret.rnnd")}) as d:
             self.eq(served(d), ["x"], "--model NAME=FILE outside any folder is served")
+            d.stop()
+
+    def test_other_formats(self):
+        """Files of other formats in the models folder (issue 14, user trial 6: a .onnx
+        copied there was skipped without a word): one warning line per file, naming it, at
+        start and again on each reload; names only, so a FIFO named *.onnx does not block;
+        .rnnd files, hidden files and other names get no line."""
+        reset()
+        others = ["Net.ONNX", "a.pt", "b.pth", "c.ptl", "d.safetensors", "e.npz", "f.ckpt",
+                  "model.onnx"]
+        for n in others[:-1] + [".hidden.onnx", "notes.txt", "onnx", "x.onnx.txt"]:
+            with open(os.path.join(MODELS, n), "wb") as f:
+                f.write(b"\x08\x07\x12\x04not a model")
+        os.mkfifo(os.path.join(MODELS, "model.onnx"))
+
+        def lines(d):
+            return [l for l in d.log if "event=models_not_rnnd" in l]
+
+        def named(ls):
+            return sorted(l.split(" file=")[1].split(" ")[0].strip('"') for l in ls
+                          if " file=" in l)
+
+        with Daemon({}, "--models", MODELS) as d:
+            first = lines(d)
+            self.eq(named(first), sorted(others), "start: one line per file of another format")
+            self.check(all("level=warn" in l and 'dir="%s"' % MODELS in l
+                           and "rnnd-convert" in l for l in first),
+                       "warnings naming the folder and rnnd-convert: %r" % first)
+            self.check(any("Net.ONNX" in l and "an ONNX model" in l for l in first),
+                       "the line says what the file is: %r" % first)
+            self.eq(served(d), ["a"], "the .rnnd file is served")
+            with open(os.path.join(MODELS, "g.pt"), "wb") as f:
+                f.write(b"PK")
+            self.check(reload_and_wait(d), "the reload finished")
+            again = lines(d)[len(first):]
+            self.eq(named(again), sorted(others + ["g.pt"]), "reload: one line per file again")
+            rc, _ = d.stop()
+            self.eq(rc, 0, "exit status")
+
+        # many: the first 32 by name, then one line counting the rest
+        reset()
+        for i in range(40):
+            open(os.path.join(MODELS, "w%02d.npz" % i), "wb").close()
+        with Daemon({}, "--models", MODELS) as d:
+            ls = lines(d)
+            self.eq(named(ls), ["w%02d.npz" % i for i in range(32)], "40 files: the first 32")
+            self.check(len(ls) == 33 and "more=8" in ls[-1], "then one line of 8 more: %r"
+                       % ls[-1:])
             d.stop()
 
 

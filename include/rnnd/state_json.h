@@ -60,8 +60,15 @@ int rnnd_json_float(const json_t *v, float *out, const char *path, char *err, si
 int rnnd_json_token(const json_t *v, int vocab, int32_t *out, char *err, size_t errlen);
 
 /* V must be a list of exactly N numbers; they go to DST. Errors as above, naming
- * "PATH: expected a list of N numbers, got M" or "PATH[i]: ...". */
+ * "PATH: expected a list of N numbers, got M" ("1 number" for one) or "PATH[i]: ...". */
 int rnnd_json_floats(const json_t *v, float *dst, size_t n, const char *path, char *err,
                      size_t errlen);
+
+/* One step of a vector model's inputs: rnnd_json_floats(), and where N is 1 and V a number
+ * (a flat list [x1, x2, ...] sent as a sequence), the message says how steps are written:
+ * "PATH: expected a list of 1 number, got a number: a model with input size 1 takes each
+ * step as [x], a sequence as [[x1], [x2], ...]". */
+int rnnd_json_step(const json_t *v, float *dst, size_t n, const char *path, char *err,
+                   size_t errlen);
 
 #endif

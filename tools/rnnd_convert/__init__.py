@@ -26,9 +26,10 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     nn.Linear (or its name) to use, or False.
     norm: None (the softmax / log_softmax forward() applies; for a module whose forward()
     is not analysed, a bare recurrent module or a reference module, its nn.Softmax /
-    nn.LogSoftmax submodule's), "none", "softmax", "log_softmax". name, vocab (a list of
-    strings or a file), tokenizer ("char" | "byte"), weights ("f32" | "bf16" | "f16" |
-    "int8": the weight matrices' stored type).
+    nn.LogSoftmax submodule's), "none", "softmax", "log_softmax"; a norm forward() does not
+    apply is added (or dropped) as --norm does: checked without it, recorded as norm_checked.
+    name, vocab (a list of strings or a file), tokenizer ("char" | "byte"), weights ("f32" |
+    "bf16" | "f16" | "int8": the weight matrices' stored type).
     MODULE is converted as in eval mode (dropout off); one in train mode is converted so too,
     with a warning on stderr.
     verify: run MODULE (eval mode, no gradients) and the converted model on the same random
@@ -44,30 +45,50 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
     from .torch_import import refuse_hooks, warn_train_mode
-    refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
-    # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own layers
-    model = model_from_reference(module, input=input, head=head, norm=norm)
-    runner = reference_runner(module) if model is not None else None
-    if model is None:
-        model = model_from_slstm(module, input=input, head=head, norm=norm)
-        runner = slstm_runner(module) if model is not None else None
-    if model is None:
-        model = model_from_module(module, input=input, head=head, norm=norm)
-    warn_train_mode(module)
     from .verify import metadata_value
-    figures = None
+
+    def read(norm):
+        # tools/rnnd_modules (MinGRU, MinLSTM, SLSTM, DGLSTM, ...) first: not PyTorch's own
+        model = model_from_reference(module, input=input, head=head, norm=norm)
+        runner = reference_runner(module) if model is not None else None
+        if model is None:
+            model = model_from_slstm(module, input=input, head=head, norm=norm)
+            runner = slstm_runner(module) if model is not None else None
+        if model is None:
+            model = model_from_module(module, input=input, head=head, norm=norm)
+        return model, runner or source_runner(module, model.pool != "none",
+                                              model.source_features,
+                                              getattr(model, "source_states", None))
+
+    refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
+    model, runner = read(norm)
+    warn_train_mode(module)
+    figures, norm_checked = None, None
     if verify:
         from .verify import verify as check
-        figures = check(model, runner or source_runner(module, model.pool != "none",
-                                                       model.source_features,
-                                                       getattr(model, "source_states", None)),
-                        "module", path)
+        try:
+            figures = check(model, runner, "module", path)
+        except ConvertError as e:
+            # norm= may name the norm forward() applies (a softmax in a forward() that is
+            # not analysed) or one to add or drop, as --norm does (docs/convert.md, Python
+            # API): the module read without it, checked, and the norm applied after
+            if norm is None or not str(e).startswith("verification failed"):
+                raise
+            try:
+                model, runner = read(None)
+                if (model.head_norm if model.head_W is not None else "none") == norm:
+                    raise e
+                figures = check(model, runner, "module", path)
+            except ConvertError:
+                raise e from None   # the check the caller asked for says what differs
+            norm_checked = model.head_norm if model.head_W is not None else "none"
+            apply_options(model, norm=norm)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):
         vocab = read_vocab(vocab)
     apply_options(model, name=name, vocab=vocab, tokenizer=tokenizer, weights=weights)
-    write(model, path, verification=metadata_value(figures, model))
+    write(model, path, verification=metadata_value(figures, model, norm_checked))
     return model
 
 
