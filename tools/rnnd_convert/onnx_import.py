@@ -1650,6 +1650,19 @@ def fuse_head_ops(g):
         return v is not None and np.asarray(v).size == 1 and \
             abs(float(np.asarray(v).ravel()[0]) - want) <= 1e-6 * max(1.0, abs(want))
 
+    def rounded(name, want):
+        # a one-element float constant that is WANT rounded to its type (float32 or finer:
+        # within one float32 spacing; float16 / bfloat16: within that type's)
+        v = consts.get(name)
+        if v is None or np.asarray(v).size != 1 or \
+                not np.issubdtype(np.asarray(v).dtype, np.floating):
+            return False
+        v = np.asarray(v)
+        tol = float(np.spacing(np.float32(want)))
+        if v.dtype.itemsize < 4:
+            tol = max(tol, float(np.spacing(np.asarray(want, v.dtype))))
+        return abs(float(v.ravel()[0]) - want) <= tol
+
     def only(name, op):
         r = readers.get(name, [])
         return r[0] if len(r) == 1 and r[0] is not None and r[0].op_type == op else None
@@ -1698,26 +1711,42 @@ def fuse_head_ops(g):
         chain = None
         for x in add0.input:
             m2 = producer.get(other(add0, x) or "")
-            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0:
+            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0 or \
+                    len(m2.input) != 2:
                 continue
-            m1 = producer.get(next((i for i in m2.input if not const(i, 0.044715)), ""))
-            if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 or \
-                    len(m2.input) != 2 or x not in m1.input:
-                continue
-            sq = producer.get(other(m1, x) or "")
-            if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
-                    only(sq.output[0], "Mul") is not m1:
-                continue
-            chain = (x, sq, m1, m2)
+            for j in (0, 1):
+                # the cube on one side, the 0.044715 on the other (checked below)
+                m1 = producer.get(m2.input[j])
+                if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 \
+                        or x not in m1.input:
+                    continue
+                sq = producer.get(other(m1, x) or "")
+                if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
+                        only(sq.output[0], "Mul") is not m1:
+                    continue
+                chain = (x, sq, m1, m2, m2.input[1 - j])
         if chain is None:
             continue
-        x, sq, m1, m2 = chain
+        x, sq, m1, m2, cube_k = chain
         a1 = only(t.output[0], "Add")
         m4 = a1 and only(a1.output[0], "Mul")
         m5 = m4 and only(m4.output[0], "Mul")
         if not (a1 and m4 and m5) or not const(other(a1, t.output[0]), 1.0) or \
                 other(m4, a1.output[0]) != x or not const(other(m5, m4.output[0]), 0.5):
             continue
+        if not rounded(cube_k, 0.044715):
+            # every other operation of the tanh GELU is there: one that multiplies the cube
+            # by another number is a function rnnd has no layer for, not a GELU to fuse
+            # (issue 14, sixth round, H4)
+            v = consts.get(cube_k)
+            raise ConvertError(
+                "node '%s' (Mul): multiplies x*x*x by %s in what is otherwise the tanh form "
+                "of GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); rnnd's gelu_tanh "
+                "computes with 0.044715 alone, so it cannot serve this function"
+                % (m2.name or "#%d" % nodes.index(m2),
+                   "%.9g" % float(np.asarray(v).ravel()[0])
+                   if v is not None and np.asarray(v).size == 1
+                   else "'%s', not a constant" % cube_k))
         drop.update(id(k) for k in (sq, m1, m2, add0, m3, t, a1, m4, m5))
         put[id(m5)] = helper.make_node("Gelu", [x], [m5.output[0]], name=t.name or "Gelu",
                                        approximate="tanh")
