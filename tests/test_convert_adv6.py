@@ -4,6 +4,10 @@
 - H4: the ONNX importer fused the tanh form of GELU without reading the number the cube is
   multiplied by (0.044715): a graph with another number there converted as GELU. Now it must
   be 0.044715 (within its type's rounding), else the graph is refused at that Mul.
+- L1: a Flatten with a negative axis was read as [B*H, 1] and refused, blaming the graph;
+  ONNX counts it from the end (axis + rank), in the importer, its constant folding and
+  verification's interpreter (onnx_run), axis == rank included. A Slice with a negative step
+  and a start below -dim took nothing in onnx_run and in folding; ONNX clamps it to 0.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
@@ -18,7 +22,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from daemon_util import Case, tmpdir
-from rnnd_convert import cli
+from rnnd_convert import cli, onnx_run
+from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
 WORK = tmpdir("convert_adv6")
@@ -114,6 +119,89 @@ class TanhGelu(Base):
             out = self.converts(tanh_gelu_graph("gelu_ok_%d" % first, 0.044715, first))
             with open(out, "rb") as f:
                 self.check(b"gelu_tanh" in f.read(), "the tanh GELU is fused into gelu_tanh")
+
+
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def i64(v, name):
+    return numpy_helper.from_array(np.array(v, np.int64), name)
+
+
+def run_one(node, x, inits=()):
+    """NODE run by onnx_run on X (its first input, 'x'); its output 'out'."""
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, list(x.shape))], [helper.make_tensor_value_info(
+            "out", TensorProto.FLOAT, None)], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    return onnx_run._Graph(m).run({"x": x})["out"]
+
+
+class NegativeAxes(Base):
+    """L1."""
+
+    def test_flatten_negative_axis_converts(self):
+        # the final state h_n[0] [B, 4] flattened at axis -1 (= 1), [B, 4] as it is, and the
+        # per-step output [T, B, 4] at axis -1 (= 2), [T*B, 4], each before a Gemm that
+        # reads its 4 features
+        w = f32(np.random.default_rng(3).standard_normal((2, 4)), "w")
+        for name, first, axis in (("flatten_h-1", "h", -1), ("flatten_h1", "h", 1),
+                                  ("flatten_y-1", "Y2", -1), ("flatten_y2", "Y2", 2)):
+            self.converts(lstm_graph(name, [
+                helper.make_node("Squeeze", ["Yh", "ax0"], ["h"], name="h_n0"),
+                helper.make_node("Flatten", [first], ["F"], name="flat", axis=axis),
+                helper.make_node("Gemm", ["F", "w"], ["O"], name="fc", transB=1)], out="O",
+                inits=[i64([0], "ax0"), w]))
+
+    def test_flatten_axis_out_of_range_refused(self):
+        for axis in (-4, 4):
+            self.refused(lstm_graph("flatten_bad%d" % axis, [helper.make_node(
+                "Flatten", ["Y2"], ["F"], name="flat", axis=axis)], out="F"),
+                "node 'flat' (Flatten)", "axis %d is out of range" % axis)
+
+    def test_flatten_folded(self):
+        # a constant flattened before the MatMul that reads it: [4] at axis 1 (= its rank)
+        # is [4, 1]; [4, 1, 2] at axis -2 is [4, 2]
+        rng = np.random.default_rng(1)
+        for name, w, axis in (("fold_rank", rng.standard_normal(4), 1),
+                              ("fold_neg", rng.standard_normal((4, 1, 2)), -2)):
+            self.converts(lstm_graph(name, [
+                helper.make_node("Flatten", ["w"], ["wf"], name="flat", axis=axis),
+                helper.make_node("MatMul", ["Y2", "wf"], ["O"], name="mm")], out="O",
+                inits=[f32(w, "w")]))
+
+    def test_slice_negative_step_folded(self):
+        # column 0 of a [4, 5] constant, taken backwards from a start below -5
+        w = np.random.default_rng(2).standard_normal((4, 5))
+        self.converts(lstm_graph("slice_fold", [
+            helper.make_node("Slice", ["w", "s", "e", "ax", "st"], ["ws"], name="cut"),
+            helper.make_node("MatMul", ["Y2", "ws"], ["O"], name="mm")], out="O", inits=[
+                f32(w, "w"), i64([-10], "s"), i64([INT64_MIN], "e"), i64([1], "ax"),
+                i64([-1], "st")]))
+
+    def test_onnx_run_flatten(self):
+        x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        for axis, shape in ((-1, (6, 4)), (-3, (1, 24)), (0, (1, 24)), (3, (24, 1)),
+                            (1, (2, 12))):
+            y = run_one(helper.make_node("Flatten", ["x"], ["out"], axis=axis), x)
+            self.eq(y.shape, shape, "onnx_run Flatten axis %d of [2, 3, 4]" % axis)
+        try:
+            run_one(helper.make_node("Flatten", ["x"], ["out"], name="flat", axis=-4), x)
+            self.fail_check("onnx_run Flatten axis -4 of a rank-3 input runs")
+        except ConvertError as e:
+            self.check("out of range" in str(e), "onnx_run refuses axis -4: %s" % e)
+
+    def test_onnx_run_slice_negative_step(self):
+        x = np.arange(5, dtype=np.float32)
+        # (start, end, step) -> ONNX's result on [0, 1, 2, 3, 4]
+        for s, e, st, want in ((-10, INT64_MIN, -1, [0]), (INT64_MAX, INT64_MIN, -1,
+                                                           [4, 3, 2, 1, 0]),
+                               (-1, -10, -1, [4, 3, 2, 1, 0]), (-10, -7, -1, [0]),
+                               (-6, 3, 1, [0, 1, 2]), (2, INT64_MAX, 1, [2, 3, 4]),
+                               (10, 0, -2, [4, 2]), (-10, 10, 2, [0, 2, 4])):
+            y = run_one(helper.make_node("Slice", ["x", "s", "e", "ax", "st"], ["out"]), x,
+                        [i64([s], "s"), i64([e], "e"), i64([0], "ax"), i64([st], "st")])
+            self.eq(y.tolist(), want, "onnx_run Slice %d:%d:%d of range(5)" % (s, e, st))
 
 
 if __name__ == "__main__":

@@ -443,8 +443,8 @@ class Importer:
             if op == "Transpose":
                 return [np.transpose(x, a.get("perm"))]
             if op == "Flatten":
-                k = a.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
-                return [x.reshape(int(np.prod(x.shape[:k])), -1)]
+                k = self.flatten_axis(a, x.ndim) if x.ndim else 0
+                return [x.reshape(int(np.prod(x.shape[:k])), int(np.prod(x.shape[k:])))]
             if op == "Slice":
                 return [self.fold_slice(a, vals)]
             if op == "Gather":
@@ -522,7 +522,7 @@ class Importer:
         steps = steps if steps is not None else [1] * len(starts)
         sl = [slice(None)] * x.ndim
         for s, e, ax, st in zip(starts, ends, axes, steps):
-            sl[ax % x.ndim] = slice(_clamp(s), _clamp(e), st)
+            sl[ax % x.ndim] = _spec_slice(s, e, st, x.shape[ax % x.ndim])
         return x[tuple(sl)]
 
     # ---- shapes (values computed from the data's shape) ---------------------------------
@@ -713,7 +713,7 @@ class Importer:
                 for s0, e0, ax, st in zip(starts, ends, axes, steps):
                     k = int(ax) % r
                     if isinstance(e[k], int):
-                        out[k] = len(range(*slice(int(s0), int(e0), int(st)).indices(e[k])))
+                        out[k] = len(range(*_spec_slice(s0, e0, st, e[k]).indices(e[k])))
                     elif not (int(s0) == 0 and int(e0) >= 2 ** 31 - 1 and int(st) == 1):
                         return None
                 return out
@@ -892,7 +892,7 @@ class Importer:
                 out.insert(k, _unit())
             return [x.but(axes=out)]
         if op == "Flatten":
-            k = a.get("axis", 1) % (len(x.axes) + 1)
+            k = self.flatten_axis(a, len(x.axes))
             return [x.but(axes=[_merge(x.axes[:k]), _merge(x.axes[k:])])]
         if op == "Reshape":
             tgt = ins[1]
@@ -976,6 +976,16 @@ class Importer:
         out = [ax for k, ax in enumerate(x.axes) if k != time[0]] if not keep else \
             [(_unit() if k == time[0] else ax) for k, ax in enumerate(x.axes)]
         return x.but(axes=out, pooled=pooled)
+
+    def flatten_axis(self, a, rank):
+        """The axis of a Flatten (attributes A) of a rank-RANK input, 0..RANK: ONNX takes
+        -RANK..RANK, a negative one counted from the end (axis + rank; issue 14, sixth
+        round, L1)."""
+        axis = int(a.get("axis", 1))
+        if not -rank <= axis <= rank:
+            self.fail("axis %d is out of range for a rank-%d input (ONNX: -%d..%d)"
+                      % (axis, rank, rank, rank))
+        return axis + rank if axis < 0 else axis
 
     def data_axes(self, node, a, ins, pos):
         if "axes" in a:
@@ -1896,9 +1906,24 @@ def _merge(axes):
     return out if out else _unit()
 
 
-def _clamp(v):
-    # ONNX writes INT64_MAX/MIN for open slice ends; Python slices take any int
-    return int(v)
+def _spec_slice(start, end, step, dim):
+    """The Python slice of one axis of size DIM that ONNX's Slice takes from START, END and
+    STEP: negative bounds counted from the end, then clamped to [0, dim] (a positive step)
+    or to [0, dim - 1] and [-1, dim - 1] (a negative one; end -1: through index 0). Python
+    alone differs for a negative step whose start is below -dim: it takes nothing, ONNX
+    starts at index 0 (issue 14, sixth round, L1). onnx_run.py has its own, as it follows
+    the spec apart from this module."""
+    start, end, step = int(start), int(end), int(step)
+    if step == 0:
+        raise ConvertError("Slice with a step of 0")
+    if start < 0:
+        start += dim
+    if end < 0:
+        end += dim
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    end = min(max(end, -1), dim - 1)
+    return slice(min(max(start, 0), dim - 1), None if end < 0 else end, step)
 
 
 def load(path):
