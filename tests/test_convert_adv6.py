@@ -8,6 +8,10 @@
   ONNX counts it from the end (axis + rank), in the importer, its constant folding and
   verification's interpreter (onnx_run), axis == rank included. A Slice with a negative step
   and a start below -dim took nothing in onnx_run and in folding; ONNX clamps it to 0.
+- H2: a traced forward() that branches on a tensor's is_inference() converted: no check ran
+  under torch.inference_mode(). The backstop pass now calls the source a fourth time under
+  it, and the probe of forward() refuses a call of is_inference() as of the other mode
+  readers.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
@@ -19,10 +23,13 @@ import warnings
 
 import numpy as np
 import onnx
+import torch
+import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
+import rnnd_convert
 from daemon_util import Case, tmpdir
-from rnnd_convert import cli, onnx_run
+from rnnd_convert import cli, onnx_run, torch_import, verify
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -202,6 +209,72 @@ class NegativeAxes(Base):
             y = run_one(helper.make_node("Slice", ["x", "s", "e", "ax", "st"], ["out"]), x,
                         [i64([s], "s"), i64([e], "e"), i64([0], "ax"), i64([st], "st")])
             self.eq(y.tolist(), want, "onnx_run Slice %d:%d:%d of range(5)" % (s, e, st))
+
+
+class Gru(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+class InferenceBranch(Gru):
+    """**kw: TorchScript cannot compile it, so it is traced, and the trace keeps the side
+    the example took."""
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if y.is_inference():
+            y = y * 2
+        return self.fc(y)
+
+
+class InferenceFunction(Gru):
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if torch.is_inference(y):
+            y = y * 2
+        return self.fc(y)
+
+
+class InferenceMode(Case):
+    """H2."""
+
+    def test_refused(self):
+        for cls in (InferenceBranch, InferenceFunction):
+            torch.manual_seed(5)
+            try:
+                rnnd_convert.from_module(cls().eval(), path(cls.__name__ + ".rnnd"))
+                self.fail_check("%s: converted, though it computes otherwise under "
+                                "torch.inference_mode()" % cls.__name__)
+            except ConvertError as e:
+                self.check("is_inference" in str(e) and "forward()" in str(e),
+                           "%s: the refusal names the call: %s" % (cls.__name__, e))
+
+    def test_backstop_under_inference_mode(self):
+        # the source against the model of its other side: the backstop's fourth call alone
+        # tells them apart
+        torch.manual_seed(5)
+        src = InferenceBranch().eval()
+        plain = Gru().eval()
+        plain.load_state_dict(src.state_dict())
+        p = path("inference_plain.rnnd")
+        model = rnnd_convert.from_module(plain, p, verify=False)
+        run = torch_import.source_runner(src)
+        try:
+            verify.compare(model, p, run, "torch")
+            self.fail_check("a source that differs under torch.inference_mode() passes "
+                            "verification")
+        except ConvertError as e:
+            self.check("backstop pass" in str(e) and "inference_mode" in str(e),
+                       "refused by the backstop's call under inference mode: %s" % e)
+        figures = verify.compare(model, p, torch_import.source_runner(plain), "torch")
+        self.check(figures["max_rel_error"] <= 1e-5, "the faithful source passes: %r"
+                   % figures)
 
 
 if __name__ == "__main__":
