@@ -12,12 +12,17 @@
   under torch.inference_mode(). The backstop pass now calls the source a fourth time under
   it, and the probe of forward() refuses a call of is_inference() as of the other mode
   readers.
+- M1: the doors of the reference modules (tools/rnnd_modules: MinGRU, ..., SLSTM) ran the
+  user's forward() without the time limit verification's other doors keep: one that never
+  returned hung from_module. Now it is refused when RNND_CONVERT_VERIFY_SECONDS is spent.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
 import contextlib
 import io
 import os
+import threading
+import time
 import unittest
 import warnings
 
@@ -31,6 +36,8 @@ import rnnd_convert
 from daemon_util import Case, tmpdir
 from rnnd_convert import cli, onnx_run, torch_import, verify
 from rnnd_convert.errors import ConvertError
+from rnnd_modules.mingru import MinGRU
+from rnnd_modules.slstm import SLSTM
 
 warnings.filterwarnings("ignore")
 WORK = tmpdir("convert_adv6")
@@ -275,6 +282,62 @@ class InferenceMode(Case):
         figures = verify.compare(model, p, torch_import.source_runner(plain), "torch")
         self.check(figures["max_rel_error"] <= 1e-5, "the faithful source passes: %r"
                    % figures)
+
+
+class Hangs(nn.Module):
+    """A reference module, then a Linear, whose forward() never returns."""
+
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        while True:
+            time.sleep(1)
+
+
+class Returns(Hangs):
+    def forward(self, x):
+        y = self.rec(x)
+        return self.fc(y[0] if isinstance(y, tuple) else y)
+
+
+class ReferenceWatchdog(Case):
+    """M1."""
+
+    def test_hanging_forward_refused_in_time(self):
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "2"
+        try:
+            for name, rec in (("mingru", lambda: MinGRU(3, 4)),
+                              ("slstm", lambda: SLSTM(3, 4, heads=2))):
+                torch.manual_seed(5)
+                t0 = time.monotonic()
+                box = {}
+
+                def convert(m=Hangs(rec()).eval(), out=path(name + "_hang.rnnd")):
+                    try:
+                        rnnd_convert.from_module(m, out)
+                        box["done"] = "converted"
+                    except ConvertError as e:
+                        box["done"] = str(e)
+                # in a thread, so that a conversion that hangs fails this test, not hangs it
+                t = threading.Thread(target=convert, daemon=True)
+                t.start()
+                t.join(60)
+                took = time.monotonic() - t0
+                self.check(not t.is_alive(), "%s: from_module returns (still running after "
+                           "%.0f s with a 2 s limit)" % (name, took))
+                self.check("did not finish in 2 s" in box.get("done", ""),
+                           "%s: refused at the limit: %s" % (name, box.get("done")))
+                self.check(took < 30, "%s: refused after %.1f s, near the 2 s limit"
+                           % (name, took))
+                torch.manual_seed(5)
+                rnnd_convert.from_module(Returns(rec()).eval(), path(name + "_ok.rnnd"))
+                self.check(os.path.exists(path(name + "_ok.rnnd")),
+                           "%s: one that returns still converts under the limit" % name)
+        finally:
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
 
 
 if __name__ == "__main__":
