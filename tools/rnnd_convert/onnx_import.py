@@ -443,8 +443,8 @@ class Importer:
             if op == "Transpose":
                 return [np.transpose(x, a.get("perm"))]
             if op == "Flatten":
-                k = a.get("axis", 1) % max(x.ndim, 1) if x.ndim else 0
-                return [x.reshape(int(np.prod(x.shape[:k])), -1)]
+                k = self.flatten_axis(a, x.ndim) if x.ndim else 0
+                return [x.reshape(int(np.prod(x.shape[:k])), int(np.prod(x.shape[k:])))]
             if op == "Slice":
                 return [self.fold_slice(a, vals)]
             if op == "Gather":
@@ -522,7 +522,7 @@ class Importer:
         steps = steps if steps is not None else [1] * len(starts)
         sl = [slice(None)] * x.ndim
         for s, e, ax, st in zip(starts, ends, axes, steps):
-            sl[ax % x.ndim] = slice(_clamp(s), _clamp(e), st)
+            sl[ax % x.ndim] = _spec_slice(s, e, st, x.shape[ax % x.ndim])
         return x[tuple(sl)]
 
     # ---- shapes (values computed from the data's shape) ---------------------------------
@@ -713,7 +713,7 @@ class Importer:
                 for s0, e0, ax, st in zip(starts, ends, axes, steps):
                     k = int(ax) % r
                     if isinstance(e[k], int):
-                        out[k] = len(range(*slice(int(s0), int(e0), int(st)).indices(e[k])))
+                        out[k] = len(range(*_spec_slice(s0, e0, st, e[k]).indices(e[k])))
                     elif not (int(s0) == 0 and int(e0) >= 2 ** 31 - 1 and int(st) == 1):
                         return None
                 return out
@@ -892,7 +892,7 @@ class Importer:
                 out.insert(k, _unit())
             return [x.but(axes=out)]
         if op == "Flatten":
-            k = a.get("axis", 1) % (len(x.axes) + 1)
+            k = self.flatten_axis(a, len(x.axes))
             return [x.but(axes=[_merge(x.axes[:k]), _merge(x.axes[k:])])]
         if op == "Reshape":
             tgt = ins[1]
@@ -976,6 +976,16 @@ class Importer:
         out = [ax for k, ax in enumerate(x.axes) if k != time[0]] if not keep else \
             [(_unit() if k == time[0] else ax) for k, ax in enumerate(x.axes)]
         return x.but(axes=out, pooled=pooled)
+
+    def flatten_axis(self, a, rank):
+        """The axis of a Flatten (attributes A) of a rank-RANK input, 0..RANK: ONNX takes
+        -RANK..RANK, a negative one counted from the end (axis + rank; issue 14, sixth
+        round, L1)."""
+        axis = int(a.get("axis", 1))
+        if not -rank <= axis <= rank:
+            self.fail("axis %d is out of range for a rank-%d input (ONNX: -%d..%d)"
+                      % (axis, rank, rank, rank))
+        return axis + rank if axis < 0 else axis
 
     def data_axes(self, node, a, ins, pos):
         if "axes" in a:
@@ -1650,6 +1660,19 @@ def fuse_head_ops(g):
         return v is not None and np.asarray(v).size == 1 and \
             abs(float(np.asarray(v).ravel()[0]) - want) <= 1e-6 * max(1.0, abs(want))
 
+    def rounded(name, want):
+        # a one-element float constant that is WANT rounded to its type (float32 or finer:
+        # within one float32 spacing; float16 / bfloat16: within that type's)
+        v = consts.get(name)
+        if v is None or np.asarray(v).size != 1 or \
+                not np.issubdtype(np.asarray(v).dtype, np.floating):
+            return False
+        v = np.asarray(v)
+        tol = float(np.spacing(np.float32(want)))
+        if v.dtype.itemsize < 4:
+            tol = max(tol, float(np.spacing(np.asarray(want, v.dtype))))
+        return abs(float(v.ravel()[0]) - want) <= tol
+
     def only(name, op):
         r = readers.get(name, [])
         return r[0] if len(r) == 1 and r[0] is not None and r[0].op_type == op else None
@@ -1698,26 +1721,42 @@ def fuse_head_ops(g):
         chain = None
         for x in add0.input:
             m2 = producer.get(other(add0, x) or "")
-            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0:
+            if m2 is None or m2.op_type != "Mul" or only(m2.output[0], "Add") is not add0 or \
+                    len(m2.input) != 2:
                 continue
-            m1 = producer.get(next((i for i in m2.input if not const(i, 0.044715)), ""))
-            if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 or \
-                    len(m2.input) != 2 or x not in m1.input:
-                continue
-            sq = producer.get(other(m1, x) or "")
-            if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
-                    only(sq.output[0], "Mul") is not m1:
-                continue
-            chain = (x, sq, m1, m2)
+            for j in (0, 1):
+                # the cube on one side, the 0.044715 on the other (checked below)
+                m1 = producer.get(m2.input[j])
+                if m1 is None or m1.op_type != "Mul" or only(m1.output[0], "Mul") is not m2 \
+                        or x not in m1.input:
+                    continue
+                sq = producer.get(other(m1, x) or "")
+                if sq is None or sq.op_type != "Mul" or list(sq.input) != [x, x] or \
+                        only(sq.output[0], "Mul") is not m1:
+                    continue
+                chain = (x, sq, m1, m2, m2.input[1 - j])
         if chain is None:
             continue
-        x, sq, m1, m2 = chain
+        x, sq, m1, m2, cube_k = chain
         a1 = only(t.output[0], "Add")
         m4 = a1 and only(a1.output[0], "Mul")
         m5 = m4 and only(m4.output[0], "Mul")
         if not (a1 and m4 and m5) or not const(other(a1, t.output[0]), 1.0) or \
                 other(m4, a1.output[0]) != x or not const(other(m5, m4.output[0]), 0.5):
             continue
+        if not rounded(cube_k, 0.044715):
+            # every other operation of the tanh GELU is there: one that multiplies the cube
+            # by another number is a function rnnd has no layer for, not a GELU to fuse
+            # (issue 14, sixth round, H4)
+            v = consts.get(cube_k)
+            raise ConvertError(
+                "node '%s' (Mul): multiplies x*x*x by %s in what is otherwise the tanh form "
+                "of GELU, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))); rnnd's gelu_tanh "
+                "computes with 0.044715 alone, so it cannot serve this function"
+                % (m2.name or "#%d" % nodes.index(m2),
+                   "%.9g" % float(np.asarray(v).ravel()[0])
+                   if v is not None and np.asarray(v).size == 1
+                   else "'%s', not a constant" % cube_k))
         drop.update(id(k) for k in (sq, m1, m2, add0, m3, t, a1, m4, m5))
         put[id(m5)] = helper.make_node("Gelu", [x], [m5.output[0]], name=t.name or "Gelu",
                                        approximate="tanh")
@@ -1867,9 +1906,24 @@ def _merge(axes):
     return out if out else _unit()
 
 
-def _clamp(v):
-    # ONNX writes INT64_MAX/MIN for open slice ends; Python slices take any int
-    return int(v)
+def _spec_slice(start, end, step, dim):
+    """The Python slice of one axis of size DIM that ONNX's Slice takes from START, END and
+    STEP: negative bounds counted from the end, then clamped to [0, dim] (a positive step)
+    or to [0, dim - 1] and [-1, dim - 1] (a negative one; end -1: through index 0). Python
+    alone differs for a negative step whose start is below -dim: it takes nothing, ONNX
+    starts at index 0 (issue 14, sixth round, L1). onnx_run.py has its own, as it follows
+    the spec apart from this module."""
+    start, end, step = int(start), int(end), int(step)
+    if step == 0:
+        raise ConvertError("Slice with a step of 0")
+    if start < 0:
+        start += dim
+    if end < 0:
+        end += dim
+    if step > 0:
+        return slice(min(max(start, 0), dim), min(max(end, 0), dim), step)
+    end = min(max(end, -1), dim - 1)
+    return slice(min(max(start, 0), dim - 1), None if end < 0 else end, step)
 
 
 def load(path):

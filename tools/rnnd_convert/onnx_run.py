@@ -122,9 +122,15 @@ class _Graph:
         return np.transpose(ins[0], a.get("perm"))
 
     def op_Flatten(self, ins, a, n):
+        # the spec: axis in [-r, r], a negative one counted from the end (axis + r)
         x = ins[0]
-        ax = a.get("axis", 1) % (x.ndim + 1) if x.ndim else 0
-        return x.reshape(int(np.prod(x.shape[:ax])), -1)
+        ax = int(a.get("axis", 1)) if x.ndim else 0
+        if not -x.ndim <= ax <= x.ndim:
+            raise ConvertError("verification: node '%s' (Flatten): axis %d is out of range "
+                               "for a rank-%d input" % (self.node.name, ax, x.ndim))
+        if ax < 0:
+            ax += x.ndim
+        return x.reshape(int(np.prod(x.shape[:ax])), int(np.prod(x.shape[ax:])))
 
     def op_Slice(self, ins, a, n):
         x = ins[0]
@@ -140,14 +146,22 @@ class _Graph:
                 [1] * len(starts)
         sl = [slice(None)] * x.ndim
         for s, e, ax, st in zip(starts, ends, axes, steps):
-            dim = x.shape[int(ax)]
+            ax = int(ax) % x.ndim
+            dim = x.shape[ax]
             s, e, st = int(s), int(e), int(st)
-            # clamp as the spec does (INT64_MAX / MIN mean "to the end")
-            s = max(-dim - 1, min(dim, s))
-            e = max(-dim - 1, min(dim, e))
-            if st < 0 and e == -dim - 1:
-                e = None
-            sl[int(ax) % x.ndim] = slice(s, e, st)
+            if st == 0:
+                raise ConvertError("verification: node '%s' (Slice): a step of 0"
+                                   % self.node.name)
+            # the spec: a negative bound counts from the end, then both are clamped, to
+            # [0, dim] for a positive step, to [0, dim - 1] (start) and [-1, dim - 1] (end)
+            # for a negative one (INT64_MAX / MIN mean "to the end"); end -1 is "through
+            # index 0", which a Python slice says with None
+            s, e = (s + dim if s < 0 else s), (e + dim if e < 0 else e)
+            if st > 0:
+                s, e = min(max(s, 0), dim), min(max(e, 0), dim)
+            else:
+                s, e = min(max(s, 0), dim - 1), min(max(e, -1), dim - 1)
+            sl[ax] = slice(s, None if e < 0 else e, st)
         return x[tuple(sl)]
 
     def _reduce(self, ins, a, f):

@@ -771,7 +771,11 @@ _MODE_READERS = ("jit.is_tracing", "jit.is_scripting", "_jit_internal.is_scripti
                  "jit._trace.is_tracing", "_C._get_tracing_state", "_C._is_tracing",
                  "onnx.is_in_onnx_export", "compiler.is_compiling", "is_grad_enabled",
                  "is_inference_mode_enabled", "is_autocast_enabled",
-                 "is_autocast_cpu_enabled")
+                 "is_autocast_cpu_enabled", "is_inference", "Tensor.is_inference")
+# a tensor's methods that tell the mode: y.is_inference() is a call of a method bound to y,
+# another object than torch.Tensor.is_inference, so it is known by its name and its tensor
+# (issue 14, sixth round, H2)
+_TENSOR_MODE_METHODS = {"is_inference": "torch.Tensor.is_inference"}
 
 
 class _ModeWatch:
@@ -783,6 +787,7 @@ class _ModeWatch:
     def __init__(self):
         torch = _torch()
         self.codes, self.builtins, self.found = {}, {}, None
+        self.tensor = torch.Tensor
         for path in _MODE_READERS:
             obj = torch
             try:
@@ -807,6 +812,8 @@ class _ModeWatch:
         elif event == "c_call":
             found = self.builtins.get(id(arg))
             what, caller = (found[1] if found and found[0] is arg else None), frame
+            if what is None and isinstance(getattr(arg, "__self__", None), self.tensor):
+                what = _TENSOR_MODE_METHODS.get(getattr(arg, "__name__", None))
         else:
             return
         if what is None or caller is None:
@@ -832,7 +839,7 @@ class _ModeWatch:
         import linecache
         what, path, line, fn = self.found
         code = linecache.getline(path, line).strip().rstrip(":")
-        if what.startswith("torch.is_"):
+        if what.startswith("torch.is_") or what.startswith("torch.Tensor.is_"):
             why = ("rnnd verifies and serves the module without gradients, outside inference "
                    "and autocast mode, and a module that computes otherwise in another mode "
                    "cannot be checked")
@@ -1389,8 +1396,8 @@ def source_runner(module, pooled=False, features=True, states=None):
         raise first
 
     def run(x, states=None, stress=False):
-        """STRESS: a [3, ...] array of three calls in this process, the last with gradients
-        enabled (verify.py's backstop)."""
+        """STRESS: a [4, ...] array of four calls in this process, the third with gradients
+        enabled, the fourth under torch.inference_mode() (verify.py's backstop)."""
         B, T = x.shape[0], x.shape[1]
         if not features and x.ndim == 3 and x.shape[2] == 1:
             x = x[:, :, 0]
@@ -1406,8 +1413,9 @@ def source_runner(module, pooled=False, features=True, states=None):
                 with torch.no_grad():
                     return shaped(call(t, st), B, T)
             ys = []
-            for grad in (False, False, True):
-                with torch.set_grad_enabled(grad):
+            for mode in (torch.no_grad, torch.no_grad, torch.enable_grad,
+                         torch.inference_mode):
+                with mode():
                     ys.append(shaped(call(t, st), B, T))
         except ConvertError:
             raise
@@ -1422,7 +1430,8 @@ def source_runner(module, pooled=False, features=True, states=None):
         if any(y.shape != ys[0].shape for y in ys):
             raise ConvertError("verification failed: the source's outputs change shape from "
                                "one call to the next (%s): forward() keeps state between "
-                               "calls or reads the grad mode" % [list(y.shape) for y in ys])
+                               "calls or reads the grad or inference mode"
+                               % [list(y.shape) for y in ys])
         return np.stack(ys)
 
     def shaped(y, B, T):

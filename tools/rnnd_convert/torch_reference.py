@@ -191,7 +191,8 @@ def model_from_reference(module, input=None, head=None, norm=None):
 def reference_runner(module):
     """x ([B, T] token ids or [B, T, dim] vectors, NumPy) -> MODULE's output [B, T, out] as
     float64, computed by torch in eval mode without gradients; the reference modules are
-    batch first, and a tuple's first element is the output."""
+    batch first, and a tuple's first element is the output. Each call runs under
+    watchdog.bounded (a forked child, within RNND_CONVERT_VERIFY_SECONDS)."""
     import torch
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
@@ -218,4 +219,7 @@ def reference_runner(module):
             raise ConvertError("verification: the source's forward() returns %s, not a tensor"
                                % type(y).__name__)
         return y.detach().to("cpu").double().numpy()
-    return run
+    # forward() is the user's code: under verification's time limit, as in the other torch
+    # doors, so that one that never returns is refused (issue 14, sixth round, M1)
+    from .watchdog import bounded
+    return bounded(run)

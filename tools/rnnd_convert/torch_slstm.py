@@ -137,7 +137,8 @@ def model_from_slstm(module, input=None, head=None, norm=None):
 
 def slstm_runner(module):
     """x ([B, T] ids or [B, T, dim], NumPy) -> MODULE's output [B, T, out] as float64, by
-    torch in eval mode without gradients (batch first; a tuple's first element)."""
+    torch in eval mode without gradients (batch first; a tuple's first element), each call
+    under watchdog.bounded (a forked child, within RNND_CONVERT_VERIFY_SECONDS)."""
     import torch
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
@@ -164,4 +165,7 @@ def slstm_runner(module):
             raise ConvertError("verification: the source's forward() returns %s, not a tensor"
                                % type(y).__name__)
         return y.detach().to("cpu").double().numpy()
-    return run
+    # forward() is the user's code: under verification's time limit, as in the other torch
+    # doors, so that one that never returns is refused (issue 14, sixth round, M1)
+    from .watchdog import bounded
+    return bounded(run)

@@ -29,8 +29,9 @@ SCALE = 10.0
 # the backstop (issue 14, fifth round): one sequence past 256 steps (a context window, a flag
 # or a state computed from a length above LONG_LENGTH), a batch above 5, steps that are
 # exact zeros (a reset at a separator), and, where the source allows it, a second call in the
-# same process (a forward() that changes its module) and a call with gradients enabled (a
-# forward() that reads grad mode); a fixed set of inputs can still be targeted, so the
+# same process (a forward() that changes its module), a call with gradients enabled (a
+# forward() that reads grad mode) and one under torch.inference_mode() (one that reads a
+# tensor's is_inference(); sixth round, H2); a fixed set of inputs can still be targeted, so the
 # analysis is the fix and this is what catches the forms it misses
 BACKSTOP_LENGTH = 300
 BACKSTOP_BATCH = 6
@@ -177,9 +178,9 @@ def backstop_inputs(model):
 
 def _backstop(model, worst, ref, run_source):
     """Fold the backstop pass into WORST: the source's calls on backstop_inputs() (through
-    RUN_SOURCE.stress where it has one: three calls in one process, the last with gradients
-    enabled) each against the .rnnd; skipped, as the long pass, where the source's first
-    outputs are not all finite."""
+    RUN_SOURCE.stress where it has one: four calls in one process, the third with gradients
+    enabled, the fourth under torch.inference_mode()) each against the .rnnd; skipped, as
+    the long pass, where the source's first outputs are not all finite."""
     x = backstop_inputs(model)
     stress = getattr(run_source, "stress", None)
     srcs = stress(x) if stress is not None else [run_source(x)]
@@ -192,7 +193,8 @@ def _backstop(model, worst, ref, run_source):
         str(t) for t in ZERO_STEPS)
     whats = ("", ", the second call of the source in one process (forward() changes what "
              "it computes from call to call)", ", the third call, with gradients enabled "
-             "(forward() reads the grad mode)")
+             "(forward() reads the grad mode)", ", the fourth call, under "
+             "torch.inference_mode() (forward() reads the inference mode)")
     for src, what in zip(srcs, whats):
         _measure(model, worst, src, outs, x.shape[1], x.shape[0],
                  " (the backstop pass: length %d, batch %d%s%s)"

@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""What an outside adversary found against the converter in its sixth round (issue 14):
+
+- H4: the ONNX importer fused the tanh form of GELU without reading the number the cube is
+  multiplied by (0.044715): a graph with another number there converted as GELU. Now it must
+  be 0.044715 (within its type's rounding), else the graph is refused at that Mul.
+- L1: a Flatten with a negative axis was read as [B*H, 1] and refused, blaming the graph;
+  ONNX counts it from the end (axis + rank), in the importer, its constant folding and
+  verification's interpreter (onnx_run), axis == rank included. A Slice with a negative step
+  and a start below -dim took nothing in onnx_run and in folding; ONNX clamps it to 0.
+- H2: a traced forward() that branches on a tensor's is_inference() converted: no check ran
+  under torch.inference_mode(). The backstop pass now calls the source a fourth time under
+  it, and the probe of forward() refuses a call of is_inference() as of the other mode
+  readers.
+- M1: the doors of the reference modules (tools/rnnd_modules: MinGRU, ..., SLSTM) ran the
+  user's forward() without the time limit verification's other doors keep: one that never
+  returned hung from_module. Now it is refused when RNND_CONVERT_VERIFY_SECONDS is spent.
+
+Env: PYTHONPATH (= tools), RNND_TEST_TMP.
+"""
+import contextlib
+import io
+import os
+import threading
+import time
+import unittest
+import warnings
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from onnx import TensorProto, helper, numpy_helper
+
+import rnnd_convert
+from daemon_util import Case, tmpdir
+from rnnd_convert import cli, onnx_run, torch_import, verify
+from rnnd_convert.errors import ConvertError
+from rnnd_modules.mingru import MinGRU
+from rnnd_modules.slstm import SLSTM
+
+warnings.filterwarnings("ignore")
+WORK = tmpdir("convert_adv6")
+I, H = 3, 4
+
+
+def path(name):
+    return os.path.join(WORK, name)
+
+
+def cli_run(*args):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(list(args))
+    return rc, err.getvalue().strip()
+
+
+def lstm_graph(name, extra=(), out="Y2", opset=14, inits=()):
+    """An LSTM over x [T, B, 3], its output squeezed to Y2 [T, B, 4], then the nodes EXTRA
+    (their initializers INITS), the graph's output OUT."""
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((1, 4 * H, I)).astype(np.float32)
+    R = rng.standard_normal((1, 4 * H, H)).astype(np.float32)
+    B = rng.standard_normal((1, 8 * H)).astype(np.float32)
+    tensors = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R"),
+               numpy_helper.from_array(B, "B"),
+               numpy_helper.from_array(np.array([1], np.int64), "ax1")] + list(inits)
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh", "Yc"], hidden_size=H),
+             helper.make_node("Squeeze", ["Y", "ax1"], ["Y2"])] + list(extra)
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
+            out, TensorProto.FLOAT, None)], tensors)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    p = path(name + ".onnx")
+    onnx.save(m, p)
+    return p
+
+
+def f32(v, name):
+    return numpy_helper.from_array(np.array(v, np.float32), name)
+
+
+def tanh_gelu_graph(name, k, cube_first=True):
+    """The LSTM's output through torch's export of F.gelu(y, approximate='tanh'), with K
+    where the cube is multiplied by 0.044715."""
+    cube = ["cube", "k"] if cube_first else ["k", "cube"]
+    return lstm_graph(name, [
+        helper.make_node("Mul", ["Y2", "Y2"], ["sq"], name="square"),
+        helper.make_node("Mul", ["sq", "Y2"], ["cube"], name="cube"),
+        helper.make_node("Mul", cube, ["kc"], name="times_k"),
+        helper.make_node("Add", ["Y2", "kc"], ["a0"], name="plus_x"),
+        helper.make_node("Mul", ["a0", "s"], ["m3"], name="times_s"),
+        helper.make_node("Tanh", ["m3"], ["t"], name="tanh"),
+        helper.make_node("Add", ["t", "one"], ["a1"], name="plus_1"),
+        helper.make_node("Mul", ["a1", "Y2"], ["m4"], name="times_x"),
+        helper.make_node("Mul", ["m4", "half"], ["G"], name="half")], out="G", inits=[
+            f32(k, "k"), f32((2 / np.pi) ** 0.5, "s"), f32(1.0, "one"), f32(0.5, "half")])
+
+
+class Base(Case):
+    def refused(self, p, *words):
+        out = p[:-5] + ".rnnd"
+        if os.path.exists(out):
+            os.remove(out)
+        rc, err = cli_run(p, "-o", out)
+        self.check(rc != 0 and not os.path.exists(out), "%s: rnnd-convert exits %d"
+                   % (os.path.basename(p), rc))
+        self.check(len(err.splitlines()) == 1 and "internal error" not in err,
+                   "%s: one-line refusal: %s" % (os.path.basename(p), err))
+        for w in words:
+            self.check(w in err, "%s: the refusal says %r: %s" % (os.path.basename(p), w, err))
+        return err
+
+    def converts(self, p):
+        out = p[:-5] + ".rnnd"
+        rc, err = cli_run(p, "-o", out)
+        self.check(rc == 0 and os.path.exists(out), "%s converts: %s"
+                   % (os.path.basename(p), err))
+        return out
+
+
+class TanhGelu(Base):
+    """H4."""
+
+    def test_other_constant_refused(self):
+        # 0.0447: within verification's tolerance on its inputs, a GELU it is not
+        for k, first in ((0.0447, True), (0.0447, False), (0.5, True)):
+            self.refused(tanh_gelu_graph("gelu_k%g_%d" % (k, first), k, first),
+                         "node 'times_k' (Mul)", "%g" % k, "0.044715")
+
+    def test_gelu_converts(self):
+        for first in (True, False):
+            out = self.converts(tanh_gelu_graph("gelu_ok_%d" % first, 0.044715, first))
+            with open(out, "rb") as f:
+                self.check(b"gelu_tanh" in f.read(), "the tanh GELU is fused into gelu_tanh")
+
+
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+
+
+def i64(v, name):
+    return numpy_helper.from_array(np.array(v, np.int64), name)
+
+
+def run_one(node, x, inits=()):
+    """NODE run by onnx_run on X (its first input, 'x'); its output 'out'."""
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, list(x.shape))], [helper.make_tensor_value_info(
+            "out", TensorProto.FLOAT, None)], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    return onnx_run._Graph(m).run({"x": x})["out"]
+
+
+class NegativeAxes(Base):
+    """L1."""
+
+    def test_flatten_negative_axis_converts(self):
+        # the final state h_n[0] [B, 4] flattened at axis -1 (= 1), [B, 4] as it is, and the
+        # per-step output [T, B, 4] at axis -1 (= 2), [T*B, 4], each before a Gemm that
+        # reads its 4 features
+        w = f32(np.random.default_rng(3).standard_normal((2, 4)), "w")
+        for name, first, axis in (("flatten_h-1", "h", -1), ("flatten_h1", "h", 1),
+                                  ("flatten_y-1", "Y2", -1), ("flatten_y2", "Y2", 2)):
+            self.converts(lstm_graph(name, [
+                helper.make_node("Squeeze", ["Yh", "ax0"], ["h"], name="h_n0"),
+                helper.make_node("Flatten", [first], ["F"], name="flat", axis=axis),
+                helper.make_node("Gemm", ["F", "w"], ["O"], name="fc", transB=1)], out="O",
+                inits=[i64([0], "ax0"), w]))
+
+    def test_flatten_axis_out_of_range_refused(self):
+        for axis in (-4, 4):
+            self.refused(lstm_graph("flatten_bad%d" % axis, [helper.make_node(
+                "Flatten", ["Y2"], ["F"], name="flat", axis=axis)], out="F"),
+                "node 'flat' (Flatten)", "axis %d is out of range" % axis)
+
+    def test_flatten_folded(self):
+        # a constant flattened before the MatMul that reads it: [4] at axis 1 (= its rank)
+        # is [4, 1]; [4, 1, 2] at axis -2 is [4, 2]
+        rng = np.random.default_rng(1)
+        for name, w, axis in (("fold_rank", rng.standard_normal(4), 1),
+                              ("fold_neg", rng.standard_normal((4, 1, 2)), -2)):
+            self.converts(lstm_graph(name, [
+                helper.make_node("Flatten", ["w"], ["wf"], name="flat", axis=axis),
+                helper.make_node("MatMul", ["Y2", "wf"], ["O"], name="mm")], out="O",
+                inits=[f32(w, "w")]))
+
+    def test_slice_negative_step_folded(self):
+        # column 0 of a [4, 5] constant, taken backwards from a start below -5
+        w = np.random.default_rng(2).standard_normal((4, 5))
+        self.converts(lstm_graph("slice_fold", [
+            helper.make_node("Slice", ["w", "s", "e", "ax", "st"], ["ws"], name="cut"),
+            helper.make_node("MatMul", ["Y2", "ws"], ["O"], name="mm")], out="O", inits=[
+                f32(w, "w"), i64([-10], "s"), i64([INT64_MIN], "e"), i64([1], "ax"),
+                i64([-1], "st")]))
+
+    def test_onnx_run_flatten(self):
+        x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+        for axis, shape in ((-1, (6, 4)), (-3, (1, 24)), (0, (1, 24)), (3, (24, 1)),
+                            (1, (2, 12))):
+            y = run_one(helper.make_node("Flatten", ["x"], ["out"], axis=axis), x)
+            self.eq(y.shape, shape, "onnx_run Flatten axis %d of [2, 3, 4]" % axis)
+        try:
+            run_one(helper.make_node("Flatten", ["x"], ["out"], name="flat", axis=-4), x)
+            self.fail_check("onnx_run Flatten axis -4 of a rank-3 input runs")
+        except ConvertError as e:
+            self.check("out of range" in str(e), "onnx_run refuses axis -4: %s" % e)
+
+    def test_onnx_run_slice_negative_step(self):
+        x = np.arange(5, dtype=np.float32)
+        # (start, end, step) -> ONNX's result on [0, 1, 2, 3, 4]
+        for s, e, st, want in ((-10, INT64_MIN, -1, [0]), (INT64_MAX, INT64_MIN, -1,
+                                                           [4, 3, 2, 1, 0]),
+                               (-1, -10, -1, [4, 3, 2, 1, 0]), (-10, -7, -1, [0]),
+                               (-6, 3, 1, [0, 1, 2]), (2, INT64_MAX, 1, [2, 3, 4]),
+                               (10, 0, -2, [4, 2]), (-10, 10, 2, [0, 2, 4])):
+            y = run_one(helper.make_node("Slice", ["x", "s", "e", "ax", "st"], ["out"]), x,
+                        [i64([s], "s"), i64([e], "e"), i64([0], "ax"), i64([st], "st")])
+            self.eq(y.tolist(), want, "onnx_run Slice %d:%d:%d of range(5)" % (s, e, st))
+
+
+class Gru(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(3, 4, batch_first=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+class InferenceBranch(Gru):
+    """**kw: TorchScript cannot compile it, so it is traced, and the trace keeps the side
+    the example took."""
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if y.is_inference():
+            y = y * 2
+        return self.fc(y)
+
+
+class InferenceFunction(Gru):
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if torch.is_inference(y):
+            y = y * 2
+        return self.fc(y)
+
+
+class InferenceMode(Case):
+    """H2."""
+
+    def test_refused(self):
+        for cls in (InferenceBranch, InferenceFunction):
+            torch.manual_seed(5)
+            try:
+                rnnd_convert.from_module(cls().eval(), path(cls.__name__ + ".rnnd"))
+                self.fail_check("%s: converted, though it computes otherwise under "
+                                "torch.inference_mode()" % cls.__name__)
+            except ConvertError as e:
+                self.check("is_inference" in str(e) and "forward()" in str(e),
+                           "%s: the refusal names the call: %s" % (cls.__name__, e))
+
+    def test_backstop_under_inference_mode(self):
+        # the source against the model of its other side: the backstop's fourth call alone
+        # tells them apart
+        torch.manual_seed(5)
+        src = InferenceBranch().eval()
+        plain = Gru().eval()
+        plain.load_state_dict(src.state_dict())
+        p = path("inference_plain.rnnd")
+        model = rnnd_convert.from_module(plain, p, verify=False)
+        run = torch_import.source_runner(src)
+        try:
+            verify.compare(model, p, run, "torch")
+            self.fail_check("a source that differs under torch.inference_mode() passes "
+                            "verification")
+        except ConvertError as e:
+            self.check("backstop pass" in str(e) and "inference_mode" in str(e),
+                       "refused by the backstop's call under inference mode: %s" % e)
+        figures = verify.compare(model, p, torch_import.source_runner(plain), "torch")
+        self.check(figures["max_rel_error"] <= 1e-5, "the faithful source passes: %r"
+                   % figures)
+
+
+class Hangs(nn.Module):
+    """A reference module, then a Linear, whose forward() never returns."""
+
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        while True:
+            time.sleep(1)
+
+
+class Returns(Hangs):
+    def forward(self, x):
+        y = self.rec(x)
+        return self.fc(y[0] if isinstance(y, tuple) else y)
+
+
+class ReferenceWatchdog(Case):
+    """M1."""
+
+    def test_hanging_forward_refused_in_time(self):
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "2"
+        try:
+            for name, rec in (("mingru", lambda: MinGRU(3, 4)),
+                              ("slstm", lambda: SLSTM(3, 4, heads=2))):
+                torch.manual_seed(5)
+                t0 = time.monotonic()
+                box = {}
+
+                def convert(m=Hangs(rec()).eval(), out=path(name + "_hang.rnnd")):
+                    try:
+                        rnnd_convert.from_module(m, out)
+                        box["done"] = "converted"
+                    except ConvertError as e:
+                        box["done"] = str(e)
+                # in a thread, so that a conversion that hangs fails this test, not hangs it
+                t = threading.Thread(target=convert, daemon=True)
+                t.start()
+                t.join(60)
+                took = time.monotonic() - t0
+                self.check(not t.is_alive(), "%s: from_module returns (still running after "
+                           "%.0f s with a 2 s limit)" % (name, took))
+                self.check("did not finish in 2 s" in box.get("done", ""),
+                           "%s: refused at the limit: %s" % (name, box.get("done")))
+                self.check(took < 30, "%s: refused after %.1f s, near the 2 s limit"
+                           % (name, took))
+                torch.manual_seed(5)
+                rnnd_convert.from_module(Returns(rec()).eval(), path(name + "_ok.rnnd"))
+                self.check(os.path.exists(path(name + "_ok.rnnd")),
+                           "%s: one that returns still converts under the limit" % name)
+        finally:
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
+
+
+if __name__ == "__main__":
+    unittest.main()
