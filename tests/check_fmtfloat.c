@@ -16,24 +16,11 @@
 
 #include "rnnd/buf.h"
 #include "rnnd/fmtfloat.h"
-
-/* ck_assert records a checkpoint on every call (a write to Check's pipe); millions of them
- * cost minutes of system time, so the hot loops test first and only then fail. */
-#define CHECK(cond, ...) \
-    do { \
-        if (!(cond)) \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
+#include "testcheck.h"
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-static uint32_t rng_u32(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64star(&rng_state); }
 
 static float from_bits(uint32_t b)
 {
@@ -114,18 +101,18 @@ static void check_one(float v, int shortest)
     char buf[RNND_FMT_FLOAT_MAX + 8];
     memset(buf, 'x', sizeof buf);
     size_t n = rnnd_fmt_float(v, buf);
-    CHECK(n > 0 && n < RNND_FMT_FLOAT_MAX && buf[n] == '\0' && strlen(buf) == n,
-          "0x%08x: length %zu", bits_of(v), n);
-    CHECK(json_number(buf), "0x%08x: \"%s\" is not a JSON number", bits_of(v), buf);
+    expect(n > 0 && n < RNND_FMT_FLOAT_MAX && buf[n] == '\0' && strlen(buf) == n,
+           "0x%08x: length %zu", bits_of(v), n);
+    expect(json_number(buf), "0x%08x: \"%s\" is not a JSON number", bits_of(v), buf);
     float back = strtof(buf, NULL);
-    CHECK(bits_of(back) == bits_of(v), "0x%08x (%.9g): \"%s\" reads back as %.9g", bits_of(v),
-          (double)v, buf, (double)back);
+    expect(bits_of(back) == bits_of(v), "0x%08x (%.9g): \"%s\" reads back as %.9g", bits_of(v),
+           (double)v, buf, (double)back);
     /* what the daemon's readers do: a double, then a float */
-    CHECK(bits_of((float)strtod(buf, NULL)) == bits_of(v), "0x%08x: \"%s\" via strtod", bits_of(v),
-          buf);
+    expect(bits_of((float)strtod(buf, NULL)) == bits_of(v), "0x%08x: \"%s\" via strtod", bits_of(v),
+           buf);
     if (shortest && v != 0) {
         int p = printf_shortest(v);
-        CHECK(sig_digits(buf) <= p, "0x%08x: \"%s\" has more than %d digits", bits_of(v), buf, p);
+        expect(sig_digits(buf) <= p, "0x%08x: \"%s\" has more than %d digits", bits_of(v), buf, p);
     }
 }
 
@@ -232,7 +219,7 @@ START_TEST(test_random_patterns)
         float v = from_bits(rng_u32());
         if (!isfinite(v)) {
             char buf[RNND_FMT_FLOAT_MAX];
-            CHECK(rnnd_fmt_float(v, buf) == 0, "0x%08x: text for a non-finite", bits_of(v));
+            expect(rnnd_fmt_float(v, buf) == 0, "0x%08x: text for a non-finite", bits_of(v));
             continue;
         }
         check_one(v, (i & 63) == 0);
@@ -268,9 +255,9 @@ START_TEST(test_jansson_reads_back)
     ck_assert_uint_eq(json_array_size(a), N);
     for (size_t i = 0; i < N; i++) {
         const json_t *x = json_array_get(a, i);
-        CHECK(json_is_number(x), "element %zu is not a number", i);
+        expect(json_is_number(x), "element %zu is not a number", i);
         float back = (float)json_number_value(x);
-        CHECK(bits_of(back) == bits_of(v[i]), "element %zu", i);
+        expect(bits_of(back) == bits_of(v[i]), "element %zu", i);
     }
     ck_assert_msg(json_is_real(json_array_get(a, 0)) &&
                       signbit(json_real_value(json_array_get(a, 0))),

@@ -21,19 +21,13 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 #include "testutil.h"
+#include "testcheck.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 
-static uint32_t rng_u32(void)
-{
-    /* xorshift64*: the test's own generator, independent of the code under test. */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64star(&rng_state); }
 
 static float rng_uniform(float lo, float hi)
 {

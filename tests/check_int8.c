@@ -15,23 +15,11 @@
 #include "rnnd/kernels.h"
 #include "rnnd/model.h"
 #include "rnnd/status.h"
-
-/* Inner loops test first and fail after: Check logs every passing assertion. */
-#define expect(cond, ...) \
-    do { \
-        if (!(cond)) \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
+#include "testcheck.h"
 
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
 
-static uint32_t rng_u32(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64(&rng_state); }
 
 static float rng_f(void) { return (float)((double)rng_u32() / 2147483648.0 - 1.0); }
 

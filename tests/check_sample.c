@@ -13,19 +13,13 @@
 #include "rnnd/model.h"
 #include "rnnd/sample.h"
 #include "rnnd/status.h"
+#include "testcheck.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 static uint64_t rng_state = 0x13198a2e03707344ull;
 
-static uint32_t rng_u32(void)
-{
-    /* xorshift64*: the test's own generator for rows and parameters */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64star(&rng_state); }
 
 static float rng_float(float lo, float hi)
 {

@@ -15,24 +15,11 @@
 #include "rnnd/fmtfloat.h"
 #include "rnnd/step_scan.h"
 #include "step_scan_ref.h"
-
-/* ck_assert records a checkpoint on every call (a write to Check's pipe); millions of them
- * cost minutes of system time, so the hot loops test first and only then fail. */
-#define CHECK(cond, ...) \
-    do { \
-        if (!(cond)) \
-            ck_abort_msg(__VA_ARGS__); \
-    } while (0)
+#include "testcheck.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 
-static uint32_t rng_u32(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64star(&rng_state); }
 
 static uint32_t rnd(uint32_t n) { return rng_u32() % n; }
 
@@ -52,11 +39,11 @@ static void put(struct text *t, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
-    CHECK(n >= 0 && (size_t)n < sizeof tmp, "text too long");
+    expect(n >= 0 && (size_t)n < sizeof tmp, "text too long");
     if (t->len + (size_t)n + 1 > t->cap) {
         t->cap = (t->len + (size_t)n + 1) * 2;
         t->s = realloc(t->s, t->cap);
-        CHECK(t->s != NULL, "out of memory");
+        expect(t->s != NULL, "out of memory");
     }
     memcpy(t->s + t->len, tmp, (size_t)n + 1);
     t->len += (size_t)n;
@@ -290,21 +277,22 @@ static void body(struct text *t, int *clean, int allow_odd)
 
 static long compared, same, declined;
 
-static void expect(const char *data, size_t len, long depth, size_t max_steps, int must_take)
+static void check_body(const char *data, size_t len, long depth, size_t max_steps, int must_take)
 {
     char why[512] = "";
     int rc = ssr_compare(data, len, depth, max_steps, why, sizeof why);
     compared++;
     same += rc == SSR_SAME;
     declined += rc == SSR_DECLINED;
-    CHECK(rc != SSR_DIFFERENT, "%s\nbody: %.*s", why, (int)(len < 2000 ? len : 2000), data);
+    expect(rc != SSR_DIFFERENT, "%s\nbody: %.*s", why, (int)(len < 2000 ? len : 2000), data);
     if (must_take)
-        CHECK(rc == SSR_SAME, "declined a common body: %.*s", (int)(len < 2000 ? len : 2000), data);
+        expect(rc == SSR_SAME, "declined a common body: %.*s", (int)(len < 2000 ? len : 2000),
+               data);
 }
 
 static void expect_str(const char *body_text, int must_take)
 {
-    expect(body_text, strlen(body_text), 32, 4096, must_take);
+    check_body(body_text, strlen(body_text), 32, 4096, must_take);
 }
 
 START_TEST(test_hand_written)
@@ -410,10 +398,10 @@ START_TEST(test_generated)
         struct text t = {0};
         int clean;
         body(&t, &clean, 1);
-        expect(t.s, t.len, 32, 4096, clean);
+        check_body(t.s, t.len, 32, 4096, clean);
         clean_seen += clean;
         /* the same body under tight limits */
-        expect(t.s, t.len, 2 + (long)rnd(2), 1 + rnd(6), 0);
+        check_body(t.s, t.len, 2 + (long)rnd(2), 1 + rnd(6), 0);
         free(t.s);
     }
     ck_assert_int_gt(clean_seen, 5000);
@@ -449,7 +437,7 @@ START_TEST(test_mutations)
             }
         }
         long before = same;
-        expect(t.s, t.len, 32, 4096, 0);
+        check_body(t.s, t.len, 32, 4096, 0);
         taken_after += same > before;
         free(t.s);
     }

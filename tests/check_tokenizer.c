@@ -15,19 +15,13 @@
 #include "rnnd/status.h"
 #include "rnnd/tokenizer.h"
 #include "testutil.h"
+#include "testcheck.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
-static uint32_t rng_u32(void)
-{
-    /* xorshift64*: the test's own generator */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (uint32_t)((rng_state * 0x2545f4914f6cdd1dull) >> 32);
-}
+static uint32_t rng_u32(void) { return tu_xorshift64star(&rng_state); }
 
 /* A token model with VOCAB (N strings, or NULL for "vocab": null) of VOCAB_SIZE ids and
  * TOKENIZER ("char", "byte" or NULL for null), loaded through the real loader. */
