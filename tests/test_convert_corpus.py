@@ -17,6 +17,11 @@ Each module is a test, Corpus.test_NAME, runnable alone (README.md, "Developers"
 its place in CASES; Corpus.test_doc_table compares the table alone, in a second
 (`RNND_UPDATE_DOCS=1 python3 tests/test_convert_corpus.py Corpus.test_doc_table`).
 CORPUS_ONLY=name,name runs those modules' tests only; CORPUS_VERBOSE=1 prints every outcome.
+Run whole (no test named), the modules are split over CORPUS_JOBS processes (default 2; each
+torch runs one thread): this process runs every CORPUS_JOBS-th module and the doc table, a
+child per other share runs the rest (CORPUS_SHARD=K/N selects share K), and the run fails when
+any share does. The whole corpus takes minutes, most of it torch's exports; CI's make check is
+serial, so a second process halves the wall time on its two cores.
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 """
@@ -46,7 +51,9 @@ from rnnd_convert.arch import ConvertError
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)
 RNND = os.environ.get("RNND_BIN", "rnnd")
-TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp", "convert_corpus")
+SHARD = os.environ.get("CORPUS_SHARD", "")
+TMP = os.path.join(os.environ.get("RNND_TEST_TMP") or "/tmp/rnnd-test-tmp",
+                   "convert_corpus" + SHARD.replace("/", "of"))
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "convert.md")
 shutil.rmtree(TMP, ignore_errors=True)
 os.makedirs(TMP)
@@ -1231,11 +1238,41 @@ def _module_test(i):
     return test
 
 
+def in_shard(i):
+    """Whether CASES[I] belongs to this process's share (all of them without CORPUS_SHARD)."""
+    if not SHARD:
+        return True
+    k, n = (int(v) for v in SHARD.split("/"))
+    return i % n == k
+
+
 for _i, _case in enumerate(CASES):
-    setattr(Corpus, "test_" + _case[0], _module_test(_i))
+    if in_shard(_i):
+        setattr(Corpus, "test_" + _case[0], _module_test(_i))
+if SHARD and not SHARD.startswith("0/"):
+    del Corpus.test_doc_table     # share 0 checks the table once
+
+
+def start_shares():
+    """Children running shares 1..N-1 of a whole run; [] when the run is not split."""
+    jobs = int(os.environ.get("CORPUS_JOBS", "2"))
+    if SHARD or jobs < 2 or len(sys.argv) > 1 or os.environ.get("CORPUS_ONLY"):
+        return []
+    children = []
+    for k in range(1, jobs):
+        env = dict(os.environ, CORPUS_SHARD="%d/%d" % (k, jobs))
+        children.append(subprocess.Popen([sys.executable] + sys.argv, env=env))
+    os.environ["CORPUS_SHARD"] = "0/%d" % jobs
+    return children
 
 
 if __name__ == "__main__":
     if os.environ.get("CORPUS_ONLY"):
         sys.argv += ["Corpus.test_" + n for n in os.environ["CORPUS_ONLY"].split(",")]
+    kids = start_shares()
+    if kids:
+        # this process is share 0: run it again as such (the module's tests were set up
+        # before the split), then collect the children
+        rcs = [subprocess.call([sys.executable] + sys.argv)] + [kid.wait() for kid in kids]
+        sys.exit(next((rc for rc in rcs if rc), 0))
     unittest.main()
