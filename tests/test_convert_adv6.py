@@ -340,5 +340,145 @@ class ReferenceWatchdog(Case):
             del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
 
 
+# H1: state kept between calls that the probe's snapshot of the module did not see
+_SERVED = [0]
+_CALLS = 0
+
+
+def _bump():
+    global _CALLS
+    _CALLS += 1
+    return _CALLS
+
+
+class _Box:
+    """A value deepcopy cannot copy (it holds a lock) that keeps a counter."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.n = 0
+
+
+class ArrayCounter(Gru):
+    def __init__(self):
+        super().__init__()
+        self.calls = np.zeros(2)
+
+    def forward(self, x, **kw):
+        self.calls += 1
+        y, _ = self.rnn(x)
+        if self.calls[0] > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class HookNamed(Gru):
+    def __init__(self):
+        super().__init__()
+        self.hook_calls = 0
+
+    def forward(self, x, **kw):
+        self.hook_calls += 1
+        y, _ = self.rnn(x)
+        if self.hook_calls > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class HelperGlobal(Gru):
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if _bump() > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class MethodGlobal(Gru):
+    def count(self):
+        _SERVED[0] += 1
+        return _SERVED[0]
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if self.count() > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class LockedCounter(Gru):
+    def __init__(self):
+        super().__init__()
+        self.box = _Box()
+
+    def forward(self, x, **kw):
+        with self.box.lock:
+            self.box.n += 1
+        y, _ = self.rnn(x)
+        if self.box.n > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class Settings:
+    """A plain object (no __eq__ of its own) that forward() only reads."""
+
+    def __init__(self):
+        self.scale = 1.0
+
+
+class ReadsSettings(Gru):
+    def __init__(self):
+        super().__init__()
+        self.settings = Settings()
+        self.table = np.arange(4.0)
+        self.lock = threading.Lock()
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        with self.lock:
+            if self.settings.scale > 2 or self.table[1] > 5:
+                y = y * 2
+        return self.fc(y)
+
+
+class TestH1State(Case):
+    """H1: state kept between calls in a numpy array, an attribute whose name holds "hook",
+    a global changed by a helper function or method, and a value deepcopy cannot copy; each
+    converted silently (call 25 differed by 0.081). The probe now sees each."""
+
+    def refused(self, cls, *words):
+        torch.manual_seed(5)
+        try:
+            rnnd_convert.from_module(cls().eval(), path(cls.__name__ + ".rnnd"))
+        except ConvertError as e:
+            for w in words:
+                self.check(w in str(e), "%s: the refusal names %r: %s" % (cls.__name__, w, e))
+            return
+        self.fail_check("%s: converted, though forward() keeps state between calls"
+                        % cls.__name__)
+
+    def test_numpy_array_attribute(self):
+        self.refused(ArrayCounter, "'calls'", "between calls")
+
+    def test_attribute_named_hook(self):
+        self.refused(HookNamed, "'hook_calls'")
+
+    def test_global_changed_by_helper(self):
+        self.refused(HelperGlobal, "global '_CALLS'")
+
+    def test_global_changed_by_method(self):
+        self.refused(MethodGlobal, "global '_SERVED'")
+
+    def test_value_deepcopy_cannot_copy(self):
+        self.refused(LockedCounter, "'box")
+
+    def test_read_only_state_converts(self):
+        torch.manual_seed(5)
+        out = path("reads_settings.rnnd")
+        rnnd_convert.from_module(ReadsSettings().eval(), out)
+        self.check(os.path.exists(out), "a forward() that only reads an object, an array "
+                   "and a lock converts")
+
+
 if __name__ == "__main__":
     unittest.main()
