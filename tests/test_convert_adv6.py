@@ -480,5 +480,81 @@ class TestH1State(Case):
                    "and a lock converts")
 
 
+def made_graph(name, hidden):
+    """An LSTM of HIDDEN units over x [T, B, 3] whose weights the file does not hold: W, R
+    and B are ConstantOfShape of 0.01, folded on conversion (a file of a few hundred
+    bytes)."""
+    shapes = {"W": [1, 4 * hidden, I], "R": [1, 4 * hidden, hidden], "B": [1, 8 * hidden]}
+    nodes, tensors = [], [numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    for k, shape in shapes.items():
+        tensors.append(numpy_helper.from_array(np.array(shape, np.int64), k + "_shape"))
+        nodes.append(helper.make_node(
+            "ConstantOfShape", [k + "_shape"], [k], name="make_" + k,
+            value=numpy_helper.from_array(np.array([0.01], np.float32))))
+    nodes += [helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh", "Yc"],
+                               hidden_size=hidden),
+              helper.make_node("Squeeze", ["Y", "ax1"], ["Y2"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
+            "Y2", TensorProto.FLOAT, None)], tensors)
+    p = path(name + ".onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), p)
+    return p
+
+
+class TestM2Resources(Base):
+    """M2: a 484-byte file folded ConstantOfShape into 67 MB of weights (no cap on what
+    folding makes in all), and running the graph in verification had no time limit."""
+
+    def test_folded_weights_capped(self):
+        p = made_graph("made_big", 2048)        # R alone: 2048 x 8192 floats, 64 MiB
+        self.check(os.path.getsize(p) < 1000, "the file is small: %d bytes"
+                   % os.path.getsize(p))
+        out = p[:-5] + ".rnnd"
+        if os.path.exists(out):
+            os.remove(out)
+        t0 = time.monotonic()
+        rc, err = cli_run(p, "-o", out, "--no-verify")
+        self.check(rc != 0 and not os.path.exists(out), "refused: rc %d, %s" % (rc, err))
+        self.check(len(err.splitlines()) == 1 and "make_R" in err and "MiB" in err,
+                   "one line naming the node and the cap: %s" % err)
+        self.check(time.monotonic() - t0 < 20, "refused before the weights are written")
+
+    def test_small_folded_weights_convert(self):
+        # a few made weights (torch writes its zero biases so) stay under the 16 MiB slack
+        out = self.converts(made_graph("made_small", 8))
+        self.check(os.path.getsize(out) > 0, "written")
+
+    def test_verification_time_bounded(self):
+        p = made_graph("made_slow", 8)
+        was = onnx_run._Graph.run
+
+        def hangs(self, feeds):
+            while True:
+                time.sleep(0.5)
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "2"
+        onnx_run._Graph.run = hangs
+        box = {}
+
+        def convert():
+            box["r"] = cli_run(p, "-o", p[:-5] + ".rnnd")
+        try:
+            t0 = time.monotonic()
+            t = threading.Thread(target=convert, daemon=True)
+            t.start()
+            t.join(60)
+            took = time.monotonic() - t0
+        finally:
+            onnx_run._Graph.run = was
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
+        self.check(not t.is_alive(), "the conversion returns (still running after %.0f s "
+                   "with a 2 s limit)" % took)
+        rc, err = box.get("r", (None, ""))
+        self.check(rc not in (0, None) and "did not finish in 2 s" in err and
+                   len(err.splitlines()) == 1, "refused at the limit in one line: %s" % err)
+        self.check(took < 30, "refused after %.1f s, near the 2 s limit" % took)
+        self.converts(p)        # the real interpreter, under the default limit
+
+
 if __name__ == "__main__":
     unittest.main()
