@@ -44,6 +44,9 @@ MAX_HELD_BYTES = 1 << 30
 # refused at that node (issue 14, sixth round, M2).
 FOLD_FACTOR = 2
 FOLD_SLACK = 16 << 20
+# what folding computes as a view of its operand (counted as made only where it is not)
+_VIEW_OPS = ("Identity", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+             "Transpose", "Slice", "Split")
 # rows of an embedding table at one norm, the largest, that look renormalised by max_norm
 MAX_NORM_ROWS = 3
 # why attention over the recurrent outputs cannot be converted, and the way out
@@ -429,7 +432,8 @@ class Importer:
 
     def count_made(self, outs, ins):
         """Add the bytes of the folded values OUTS that are new (not a view of one of INS,
-        a Reshape or Slice of a weight) to self.made; refuse the node past self.made_cap."""
+        a Reshape or Slice of a weight) to self.made (FOLD_SLACK; fold_budget refuses
+        before computing, this counts what was made)."""
         srcs = [np.asarray(v.value) for v in ins]
         for v in outs:
             x = np.asarray(v.value)
@@ -437,11 +441,14 @@ class Importer:
                 continue
             self.made += int(x.nbytes)
             if self.made_cap is not None and self.made > self.made_cap:
-                self.fail("folding it on constants makes %.1f MiB of values the file does "
-                          "not hold (%.1f MiB so far); rnnd-convert makes at most %d MiB more "
-                          "than %d times the file's own constants (%d bytes)"
-                          % (x.nbytes / 2.0 ** 20, self.made / 2.0 ** 20, FOLD_SLACK >> 20,
-                             FOLD_FACTOR, self.own))
+                self.refuse_made(int(x.nbytes), self.made)
+
+    def refuse_made(self, size, total):
+        self.fail("folding it on constants makes %.1f MiB of values the file does not hold "
+                  "(%.1f MiB in all); rnnd-convert makes at most %d MiB more than %d times "
+                  "the file's own constants (%d bytes)" % (size / 2.0 ** 20, total / 2.0 ** 20,
+                                                           FOLD_SLACK >> 20, FOLD_FACTOR,
+                                                           self.own))
 
     def constant_value(self, node):
         a = _attrs(node)
@@ -549,6 +556,9 @@ class Importer:
             self.fail("folding it on constants would make a tensor of %d elements; rnnd-convert "
                       "folds at most %d" % (elems, MAX_FOLD_ELEMENTS))
         size = elems * _fold_itemsize(op, a, vals)
+        if op not in _VIEW_OPS and self.made_cap is not None and \
+                self.made + size > self.made_cap:
+            self.refuse_made(size, self.made + size)
         if self.held + size > MAX_HELD_BYTES:
             self.fail("folding it on constants would make %d bytes while %d bytes of folded "
                       "values are held; rnnd-convert holds at most %d MiB of them at once"
