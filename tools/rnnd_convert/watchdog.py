@@ -13,6 +13,7 @@ import io
 import os
 import select
 import signal
+import sys
 import threading
 import time
 
@@ -70,9 +71,8 @@ def _die_with(parent):
 def must_run_in_process():
     """Whether the source must run in this process: CUDA is initialised here, and does not
     survive fork()."""
-    try:
-        import torch
-    except ImportError:
+    torch = sys.modules.get("torch")     # not imported: nothing initialised CUDA
+    if torch is None:
         return False
     return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
 
@@ -116,10 +116,9 @@ def bounded(run, in_process=None, what="the source's forward()"):
     state = {}
 
     def call(*args):
-        try:
-            import torch
-        except ImportError:
-            torch = None        # an ONNX graph: onnx_run is NumPy alone
+        # an ONNX graph's run (onnx_run) is NumPy alone: torch is not imported for it
+        # (seconds), and a child of a process without torch has no torch threads to limit
+        torch = sys.modules.get("torch")
         limit = limit_seconds()
         deadline = state.setdefault("deadline", time.monotonic() + limit)
         if in_process or (in_process is None and must_run_in_process()):
