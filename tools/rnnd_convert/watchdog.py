@@ -1,7 +1,8 @@
 """A time limit on running the source during verification (docs/convert.md
 "Verification"): a torch forward() is the file's code, and one that never returns would hang
-the converter; an ONNX graph run by onnx_run can be made to compute for hours. TorchScript runs in C++, where no Python signal reaches it, so each run happens
-in a forked child that the parent kills when the limit is spent. Once CUDA is initialised
+the converter; an ONNX graph run by onnx_run can be made to compute for hours. TorchScript
+runs in C++, where no Python signal reaches it, so each run happens in a forked child that
+the parent kills when the limit is spent. Once CUDA is initialised
 in the process a fork cannot use it: the source then runs in a thread of this process, and
 the converter refuses when the limit is spent (the thread is abandoned, and dies with the
 process).
