@@ -340,5 +340,221 @@ class ReferenceWatchdog(Case):
             del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
 
 
+# H1: state kept between calls that the probe's snapshot of the module did not see
+_SERVED = [0]
+_CALLS = 0
+
+
+def _bump():
+    global _CALLS
+    _CALLS += 1
+    return _CALLS
+
+
+class _Box:
+    """A value deepcopy cannot copy (it holds a lock) that keeps a counter."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.n = 0
+
+
+class ArrayCounter(Gru):
+    def __init__(self):
+        super().__init__()
+        self.calls = np.zeros(2)
+
+    def forward(self, x, **kw):
+        self.calls += 1
+        y, _ = self.rnn(x)
+        if self.calls[0] > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class HookNamed(Gru):
+    def __init__(self):
+        super().__init__()
+        self.hook_calls = 0
+
+    def forward(self, x, **kw):
+        self.hook_calls += 1
+        y, _ = self.rnn(x)
+        if self.hook_calls > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class HelperGlobal(Gru):
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if _bump() > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class MethodGlobal(Gru):
+    def count(self):
+        _SERVED[0] += 1
+        return _SERVED[0]
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        if self.count() > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class LockedCounter(Gru):
+    def __init__(self):
+        super().__init__()
+        self.box = _Box()
+
+    def forward(self, x, **kw):
+        with self.box.lock:
+            self.box.n += 1
+        y, _ = self.rnn(x)
+        if self.box.n > 24:
+            y = y * 1.1
+        return self.fc(y)
+
+
+class Settings:
+    """A plain object (no __eq__ of its own) that forward() only reads."""
+
+    def __init__(self):
+        self.scale = 1.0
+
+
+class ReadsSettings(Gru):
+    def __init__(self):
+        super().__init__()
+        self.settings = Settings()
+        self.table = np.arange(4.0)
+        self.lock = threading.Lock()
+
+    def forward(self, x, **kw):
+        y, _ = self.rnn(x)
+        with self.lock:
+            if self.settings.scale > 2 or self.table[1] > 5:
+                y = y * 2
+        return self.fc(y)
+
+
+class TestH1State(Case):
+    """H1: state kept between calls in a numpy array, an attribute whose name holds "hook",
+    a global changed by a helper function or method, and a value deepcopy cannot copy; each
+    converted silently (call 25 differed by 0.081). The probe now sees each."""
+
+    def refused(self, cls, *words):
+        torch.manual_seed(5)
+        try:
+            rnnd_convert.from_module(cls().eval(), path(cls.__name__ + ".rnnd"))
+        except ConvertError as e:
+            for w in words:
+                self.check(w in str(e), "%s: the refusal names %r: %s" % (cls.__name__, w, e))
+            return
+        self.fail_check("%s: converted, though forward() keeps state between calls"
+                        % cls.__name__)
+
+    def test_numpy_array_attribute(self):
+        self.refused(ArrayCounter, "'calls'", "between calls")
+
+    def test_attribute_named_hook(self):
+        self.refused(HookNamed, "'hook_calls'")
+
+    def test_global_changed_by_helper(self):
+        self.refused(HelperGlobal, "global '_CALLS'")
+
+    def test_global_changed_by_method(self):
+        self.refused(MethodGlobal, "global '_SERVED'")
+
+    def test_value_deepcopy_cannot_copy(self):
+        self.refused(LockedCounter, "'box")
+
+    def test_read_only_state_converts(self):
+        torch.manual_seed(5)
+        out = path("reads_settings.rnnd")
+        rnnd_convert.from_module(ReadsSettings().eval(), out)
+        self.check(os.path.exists(out), "a forward() that only reads an object, an array "
+                   "and a lock converts")
+
+
+def made_graph(name, hidden):
+    """An LSTM of HIDDEN units over x [T, B, 3] whose weights the file does not hold: W, R
+    and B are ConstantOfShape of 0.01, folded on conversion (a file of a few hundred
+    bytes)."""
+    shapes = {"W": [1, 4 * hidden, I], "R": [1, 4 * hidden, hidden], "B": [1, 8 * hidden]}
+    nodes, tensors = [], [numpy_helper.from_array(np.array([1], np.int64), "ax1")]
+    for k, shape in shapes.items():
+        tensors.append(numpy_helper.from_array(np.array(shape, np.int64), k + "_shape"))
+        nodes.append(helper.make_node(
+            "ConstantOfShape", [k + "_shape"], [k], name="make_" + k,
+            value=numpy_helper.from_array(np.array([0.01], np.float32))))
+    nodes += [helper.make_node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh", "Yc"],
+                               hidden_size=hidden),
+              helper.make_node("Squeeze", ["Y", "ax1"], ["Y2"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
+            "Y2", TensorProto.FLOAT, None)], tensors)
+    p = path(name + ".onnx")
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), p)
+    return p
+
+
+class TestM2Resources(Base):
+    """M2: a 484-byte file folded ConstantOfShape into 67 MB of weights (no cap on what
+    folding makes in all), and running the graph in verification had no time limit."""
+
+    def test_folded_weights_capped(self):
+        p = made_graph("made_big", 2048)        # R alone: 2048 x 8192 floats, 64 MiB
+        self.check(os.path.getsize(p) < 1000, "the file is small: %d bytes"
+                   % os.path.getsize(p))
+        out = p[:-5] + ".rnnd"
+        if os.path.exists(out):
+            os.remove(out)
+        t0 = time.monotonic()
+        rc, err = cli_run(p, "-o", out, "--no-verify")
+        self.check(rc != 0 and not os.path.exists(out), "refused: rc %d, %s" % (rc, err))
+        self.check(len(err.splitlines()) == 1 and "make_R" in err and "MiB" in err,
+                   "one line naming the node and the cap: %s" % err)
+        self.check(time.monotonic() - t0 < 20, "refused before the weights are written")
+
+    def test_small_folded_weights_convert(self):
+        # a few made weights (torch writes its zero biases so) stay under the 16 MiB slack
+        out = self.converts(made_graph("made_small", 8))
+        self.check(os.path.getsize(out) > 0, "written")
+
+    def test_verification_time_bounded(self):
+        p = made_graph("made_slow", 8)
+        was = onnx_run._Graph.run
+
+        def hangs(self, feeds):
+            while True:
+                time.sleep(0.5)
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "2"
+        onnx_run._Graph.run = hangs
+        box = {}
+
+        def convert():
+            box["r"] = cli_run(p, "-o", p[:-5] + ".rnnd")
+        try:
+            t0 = time.monotonic()
+            t = threading.Thread(target=convert, daemon=True)
+            t.start()
+            t.join(60)
+            took = time.monotonic() - t0
+        finally:
+            onnx_run._Graph.run = was
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
+        self.check(not t.is_alive(), "the conversion returns (still running after %.0f s "
+                   "with a 2 s limit)" % took)
+        rc, err = box.get("r", (None, ""))
+        self.check(rc not in (0, None) and "did not finish in 2 s" in err and
+                   len(err.splitlines()) == 1, "refused at the limit in one line: %s" % err)
+        self.check(took < 30, "refused after %.1f s, near the 2 s limit" % took)
+        self.converts(p)        # the real interpreter, under the default limit
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -357,22 +357,26 @@ class FoldBytes(Case):
         p = fold_graph("fold_bytes.onnx", nodes, {"shp": np.array([n])})
         rc, err, secs, rss = child(p, "-o", path("fold_bytes.rnnd"))
         budget = onnx_import.MAX_HELD_BYTES
-        self.check(rc == 1 and err.count("\n") == 1 and "bytes" in err and
-                   "%d MiB" % (budget >> 20) in err and "internal error" not in err,
+        # since the sixth outside round (M2) what folding makes in all is bounded by the
+        # file's own constants: this small file is refused at its first 512 MiB value,
+        # before computing it (the bound on bytes held at once remains for large files)
+        self.check(rc == 1 and err.count("\n") == 1 and "node 'cos'" in err and
+                   "at most %d MiB more" % (onnx_import.FOLD_SLACK >> 20) in err and
+                   "internal error" not in err,
                    "five tensors of 512 MiB held at once: refused on bytes: rc %d %r"
                    % (rc, err))
         self.check(rss < budget + (700 << 20),
                    "peak memory %d MiB stays near the budget of %d MiB"
                    % (rss >> 20, budget >> 20))
-        # a chain that frees what no later node reads stays within the budget: refused
-        # only where the data path meets it, as before
+        # a chain that frees what no later node reads, within what folding may make:
+        # refused only where the data path meets it, as before
         nodes = [cos] + [helper.make_node("Add", ["c%d" % k, "c%d" % k], ["c%d" % (k + 1)],
                                           name="add%d" % k) for k in range(1, 5)]
         nodes.append(helper.make_node("Add", ["x", "c5"], ["out"], name="use"))
-        p = fold_graph("fold_chain.onnx", nodes, {"shp": np.array([n])})
+        p = fold_graph("fold_chain.onnx", nodes, {"shp": np.array([1 << 18])})
         rc, err, secs, rss = child(p, "-o", path("fold_chain.rnnd"))
         self.check(rc == 1 and "node 'use' (Add)" in err and "does not act on the features"
-                   in err, "a chain of 512 MiB tensors, each freed after its reader: %r"
+                   in err, "a chain of 2 MiB tensors, each freed after its reader: %r"
                    % err)
 
     def test_complex(self):

@@ -37,6 +37,16 @@ MAX_FOLD_WORK = 1 << 31
 # hold them all (issue 14, outside trial A5). Verification's interpreter (onnx_run) holds
 # the tensors it makes from shapes to the same bound.
 MAX_HELD_BYTES = 1 << 30
+# Bytes folding may make in all (each new value it computes, a view of another left out):
+# FOLD_SLACK more than FOLD_FACTOR times the file's own constants (initializers and Constant
+# nodes). Torch's exports fold little besides a weight's reordering and casting, and zero
+# biases; a file of a few hundred bytes whose ConstantOfShape makes 67 MB of weights is
+# refused at that node (issue 14, sixth round, M2).
+FOLD_FACTOR = 2
+FOLD_SLACK = 16 << 20
+# what folding computes as a view of its operand (counted as made only where it is not)
+_VIEW_OPS = ("Identity", "Dropout", "Reshape", "Squeeze", "Unsqueeze", "Flatten",
+             "Transpose", "Slice", "Split")
 # rows of an embedding table at one norm, the largest, that look renormalised by max_norm
 MAX_NORM_ROWS = 3
 # why attention over the recurrent outputs cannot be converted, and the way out
@@ -136,6 +146,25 @@ def _tensor(t):
                                      (str(e).splitlines() or [type(e).__name__])[0]))
 
 
+def _constant_bytes(g):
+    """Bytes of the values G's Constant nodes hold, from their dims (nothing is made)."""
+    from onnx import helper
+    n = 0
+    for node in g.node:
+        if node.op_type != "Constant":
+            continue
+        for a in node.attribute:
+            if a.HasField("t"):
+                try:
+                    size = np.dtype(helper.tensor_dtype_to_np_dtype(a.t.data_type)).itemsize
+                except Exception:
+                    size = 8
+                n += int(np.prod(a.t.dims, dtype=np.float64)) * size
+            n += 8 * (len(a.floats) + len(a.ints))
+            n += 8 * (a.HasField("f") or a.HasField("i"))
+    return n
+
+
 # onnx.TensorProto.COMPLEX64, COMPLEX128
 _COMPLEX = (14, 15)
 
@@ -181,6 +210,8 @@ class Importer:
         self.fold_work = 0          # element operations folding has cost (MAX_FOLD_WORK)
         self.held = 0               # bytes of folded values held now (MAX_HELD_BYTES)
         self.held_by = {}           # a folded value's name: its bytes
+        self.made = 0               # bytes folding has made in all (FOLD_SLACK)
+        self.made_cap = None        # set in run(), from the file's own constants
 
     # ---- errors -------------------------------------------------------------------------
     def label(self, node=None):
@@ -198,6 +229,8 @@ class Importer:
             self.vals[t.name] = Val(CONST, value=_tensor(t))
         for t in getattr(g, "sparse_initializer", []):
             raise ConvertError("sparse initializer '%s': not supported" % t.values.name)
+        self.own = sum(int(v.value.nbytes) for v in self.vals.values()) + _constant_bytes(g)
+        self.made_cap = FOLD_SLACK + FOLD_FACTOR * self.own
         inputs = [i for i in g.input if i.name not in self.vals]
         if not inputs:
             raise ConvertError("the graph has no input")
@@ -379,6 +412,7 @@ class Importer:
         elif all(v.kind == CONST for v in present) and op not in RECURRENT:
             outs = [Val(CONST, value=x) for x in self.fold(node, [None if v is None else v.value
                                                                   for v in ins])]
+            self.count_made(outs, present)
             for name, v in zip(node.output, outs):
                 if name:
                     n = int(np.asarray(v.value).nbytes)
@@ -395,6 +429,26 @@ class Importer:
         for name, v in zip(node.output, outs):
             if name:
                 self.vals[name] = v
+
+    def count_made(self, outs, ins):
+        """Add the bytes of the folded values OUTS that are new (not a view of one of INS,
+        a Reshape or Slice of a weight) to self.made (FOLD_SLACK; fold_budget refuses
+        before computing, this counts what was made)."""
+        srcs = [np.asarray(v.value) for v in ins]
+        for v in outs:
+            x = np.asarray(v.value)
+            if any(x.nbytes <= y.nbytes and np.may_share_memory(x, y) for y in srcs):
+                continue
+            self.made += int(x.nbytes)
+            if self.made_cap is not None and self.made > self.made_cap:
+                self.refuse_made(int(x.nbytes), self.made)
+
+    def refuse_made(self, size, total):
+        self.fail("folding it on constants makes %.1f MiB of values the file does not hold "
+                  "(%.1f MiB in all); rnnd-convert makes at most %d MiB more than %d times "
+                  "the file's own constants (%d bytes)" % (size / 2.0 ** 20, total / 2.0 ** 20,
+                                                           FOLD_SLACK >> 20, FOLD_FACTOR,
+                                                           self.own))
 
     def constant_value(self, node):
         a = _attrs(node)
@@ -502,6 +556,9 @@ class Importer:
             self.fail("folding it on constants would make a tensor of %d elements; rnnd-convert "
                       "folds at most %d" % (elems, MAX_FOLD_ELEMENTS))
         size = elems * _fold_itemsize(op, a, vals)
+        if op not in _VIEW_OPS and self.made_cap is not None and \
+                self.made + size > self.made_cap:
+            self.refuse_made(size, self.made + size)
         if self.held + size > MAX_HELD_BYTES:
             self.fail("folding it on constants would make %d bytes while %d bytes of folded "
                       "values are held; rnnd-convert holds at most %d MiB of them at once"

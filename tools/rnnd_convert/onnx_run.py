@@ -529,11 +529,15 @@ def source_runner(proto, importer, wires=None):
         rest = [k for k in range(len(roles)) if k != b]
         return np.transpose(y, [b] + rest).reshape(B, T, -1)
 
+    from .watchdog import bounded
+    # the graph is the file's: under verification's time limit, in a forked child (M2)
+    limited = bounded(run, what="the ONNX graph (run by onnx_run)")
+
     def source(x, states=None):
-        return run(x, states)
+        return limited(x, states)
     if wires and onnx_state.feeds(wires, importer.model, [np.zeros(_state_size(importer.model))]) \
             is not None:
-        source.with_state = run
+        source.with_state = limited
         source.state_mask = onnx_state.mask(wires, importer.model)
     return source
 

@@ -851,59 +851,116 @@ class _ModeWatch:
 
 
 def _module_state(module):
-    """{(submodule, attribute): a copy} of MODULE's attributes, parameters and buffers, to
-    compare after a call of forward()."""
-    import copy
-    torch = _torch()
+    """{(submodule, attribute): a snapshot (_snap)} of MODULE's attributes, parameters and
+    buffers and of the state its forward() can keep outside it (_outside_state), to compare
+    after a call of forward(). Only torch's own hook tables are left out (issue 14, sixth
+    round, H1: an attribute `hook_calls` is the user's)."""
     out = {}
     for name, m in module.named_modules():
         items = [(k, v) for k, v in vars(m).items()
-                 if k not in ("_parameters", "_buffers", "_modules") and "hook" not in k]
+                 if k not in ("_parameters", "_buffers", "_modules") and k not in _hook_tables()]
         items += list(m._parameters.items()) + list(m._buffers.items())
         items += [(k, ("module", id(v))) for k, v in m._modules.items()]
         items += _outside_state(m)
         for k, v in items:
-            if isinstance(v, torch.Tensor):
-                out[(name, k)] = ("tensor", v.detach().clone())
-                continue
-            try:
-                out[(name, k)] = ("value", copy.deepcopy(v))
-            except Exception:
-                out[(name, k)] = ("id", id(v))
+            out[(name, k)] = _snap(v)
     return out
 
 
-_PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict, set)
+def _hook_tables():
+    """The names of the hook tables torch keeps in every nn.Module (_forward_hooks, ...)."""
+    global _HOOKS
+    if _HOOKS is None:
+        _HOOKS = frozenset(k for k in vars(_torch().nn.Module()) if "hook" in k)
+    return _HOOKS
+
+
+_HOOKS = None
+
+
+def _snap(v, depth=0):
+    """A copy of V to compare later (_same): ("tensor", a clone), ("value", a deepcopy), or,
+    for a value deepcopy cannot copy (one holding a lock, a file), ("attrs", its type, a
+    snapshot of each attribute), down to a depth; ("id", id) past that."""
+    import copy
+    torch = _torch()
+    if isinstance(v, torch.Tensor):
+        return ("tensor", v.detach().clone())
+    try:
+        return ("value", copy.deepcopy(v))
+    except Exception:
+        pass
+    d = getattr(v, "__dict__", None)
+    if depth < 4 and isinstance(d, dict):
+        return ("attrs", type(v), {k: _snap(x, depth + 1) for k, x in list(d.items())})
+    return ("id", id(v))
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, list, tuple, dict, set, np.ndarray)
+_FOLLOW = 200   # functions and methods followed from one forward() for the globals they name
 
 
 def _outside_state(m):
-    """[(name, value)] of the plain values (numbers, strings, containers) M's forward() can
-    keep between calls outside the module: the attributes of its classes other than torch's
-    ("Class.name", issue 14 H5: a class counter) and the module globals its forward() names
-    ("global name"). Methods, descriptors, modules and classes are left out."""
+    """[(name, value)] of the plain values (numbers, strings, containers, arrays) M's
+    forward() can keep between calls outside the module: the attributes of its classes other
+    than torch's ("Class.name", issue 14 H5: a class counter) and the module globals that
+    forward() names, or any function or method of the user's that it calls names (sixth
+    round, H1: a helper that counts calls in a global), as "global name". Methods,
+    descriptors, modules and classes are left out."""
+    import types
     found = []
     for cls in type(m).__mro__:
-        if cls is object or (getattr(cls, "__module__", "") or "").startswith("torch"):
+        if cls is object or _from_torch(cls):
             continue
         for k, v in list(vars(cls).items()):
             if not k.startswith("__") and isinstance(v, _PLAIN):
                 found.append(("%s.%s" % (cls.__name__, k), v))
     fwd = getattr(type(m), "forward", None)
-    code = getattr(fwd, "__code__", None)
-    glob = getattr(fwd, "__globals__", None)
-    if code is not None and isinstance(glob, dict):
+    if not isinstance(fwd, types.FunctionType):
+        return found
+    seen, todo, names = set(), [(fwd.__code__, fwd.__globals__)], set()
+    while todo and len(seen) < _FOLLOW:
+        code, glob = todo.pop()
+        if id(code) in seen:
+            continue
+        seen.add(id(code))
+        todo.extend((c, glob) for c in code.co_consts if isinstance(c, types.CodeType))
         for k in code.co_names:
-            if k in glob and isinstance(glob[k], _PLAIN):
-                found.append(("global %s" % k, glob[k]))
+            # a global, or a method of M's class: self.count() names `count`
+            for v in (glob.get(k), getattr(type(m), k, None)):
+                if isinstance(v, (staticmethod, classmethod)):
+                    v = v.__func__
+                if isinstance(v, types.MethodType):
+                    v = v.__func__
+                if isinstance(v, types.FunctionType) and not _from_torch(v):
+                    todo.append((v.__code__, v.__globals__))
+            v = glob.get(k)
+            key = "global %s" % k if glob is fwd.__globals__ else "global %s.%s" % (
+                glob.get("__name__", "?"), k)
+            if isinstance(v, _PLAIN) and key not in names:
+                names.add(key)
+                found.append((key, v))
     return found
 
 
+def _from_torch(obj):
+    """Whether OBJ (a class or function) is torch's (or NumPy's) own."""
+    mod = getattr(obj, "__module__", "") or ""
+    return mod.split(".")[0] in ("torch", "numpy")
+
+
 def _same(a, b):
-    """Whether two _module_state entries hold the same: tensors element by element (NaN
-    equal to NaN), containers item by item; a value == cannot compare counts as the same."""
+    """Whether two _snap snapshots hold the same: tensors and arrays element by element (NaN
+    equal to NaN), containers item by item, an object deepcopy cannot copy attribute by
+    attribute; a value whose == raises counts as changed."""
     if a[0] != b[0]:
         return False
-    return _same_value(a[1], b[1]) if a[0] != "id" else a[1] == b[1]
+    if a[0] == "id":
+        return a[1] == b[1]
+    if a[0] == "attrs":
+        return a[1] is b[1] and a[2].keys() == b[2].keys() and all(
+            _same(a[2][k], b[2][k]) for k in a[2])
+    return _same_value(a[1], b[1])
 
 
 def _same_value(x, y, depth=0):
@@ -915,14 +972,27 @@ def _same_value(x, y, depth=0):
         return x.shape == y.shape and x.dtype == y.dtype and bool(
             torch.equal(x, y) or (x.is_floating_point() and
                                   torch.isclose(x, y, 0, 0, equal_nan=True).all()))
+    if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)) or \
+                x.shape != y.shape or x.dtype != y.dtype:
+            return False
+        try:
+            return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+        except Exception:
+            return False
     if depth < 8 and isinstance(x, (list, tuple)) and type(x) is type(y):
         return len(x) == len(y) and all(_same_value(a, b, depth + 1) for a, b in zip(x, y))
     if depth < 8 and isinstance(x, dict) and type(x) is type(y):
         return x.keys() == y.keys() and all(_same_value(x[k], y[k], depth + 1) for k in x)
+    if depth < 8 and type(x) is type(y) and type(x).__eq__ is object.__eq__ and \
+            isinstance(getattr(x, "__dict__", None), dict):
+        # two copies of an object without an == of its own: attribute by attribute (by
+        # identity, two copies always differ)
+        return _same_value(vars(x), vars(y), depth + 1)
     try:
         return bool(x == y)
     except Exception:
-        return True
+        return False
 
 
 def _probe_forward(module, model):

@@ -1,7 +1,8 @@
-"""A time limit on running a torch source during verification (docs/convert.md
-"Verification"): forward() is the file's code, and one that never returns would hang the
-converter. TorchScript runs in C++, where no Python signal reaches it, so each run happens
-in a forked child that the parent kills when the limit is spent. Once CUDA is initialised
+"""A time limit on running the source during verification (docs/convert.md
+"Verification"): a torch forward() is the file's code, and one that never returns would hang
+the converter; an ONNX graph run by onnx_run can be made to compute for hours. TorchScript
+runs in C++, where no Python signal reaches it, so each run happens in a forked child that
+the parent kills when the limit is spent. Once CUDA is initialised
 in the process a fork cannot use it: the source then runs in a thread of this process, and
 the converter refuses when the limit is spent (the thread is abandoned, and dies with the
 process).
@@ -13,6 +14,7 @@ import io
 import os
 import select
 import signal
+import sys
 import threading
 import time
 
@@ -70,21 +72,19 @@ def _die_with(parent):
 def must_run_in_process():
     """Whether the source must run in this process: CUDA is initialised here, and does not
     survive fork()."""
-    try:
-        import torch
-    except ImportError:
+    torch = sys.modules.get("torch")     # not imported: nothing initialised CUDA
+    if torch is None:
         return False
     return bool(torch.cuda.is_available() and torch.cuda.is_initialized())
 
 
-def _too_long(limit):
-    return ConvertError("verification did not finish in %g s: the source's forward() runs "
-                        "too long or never returns (RNND_CONVERT_VERIFY_SECONDS sets the "
-                        "limit; --no-verify, verify=False in from_module, skips the check)"
-                        % limit)
+def _too_long(limit, what):
+    return ConvertError("verification did not finish in %g s: %s runs too long or never "
+                        "returns (RNND_CONVERT_VERIFY_SECONDS sets the limit; --no-verify, "
+                        "verify=False in from_module, skips the check)" % (limit, what))
 
 
-def _in_thread(run, args, deadline, limit):
+def _in_thread(run, args, deadline, limit, what):
     """RUN(*ARGS) in a daemon thread, waited for until DEADLINE (issue 14 A7: the limit
     holds where no child can be forked)."""
     box = {}
@@ -101,25 +101,29 @@ def _in_thread(run, args, deadline, limit):
     t.start()
     t.join(max(0.0, deadline - time.monotonic()))
     if t.is_alive():
-        raise _too_long(limit)
+        raise _too_long(limit, what)
     if "e" in box:
         raise box["e"]
     return box["y"]
 
 
-def bounded(run, in_process=None):
+def bounded(run, in_process=None, what="the source's forward()"):
     """RUN (x, ... -> array) run in a forked child per call, all calls within limit_seconds()
-    from the first; raises ConvertError "verification did not finish in N s" when the limit
-    is spent (the child is killed). IN_PROCESS (None: must_run_in_process() at each call)
-    runs it in a thread of this process instead, under the same limit."""
+    from the first; raises ConvertError "verification did not finish in N s: WHAT runs too
+    long" when the limit is spent (the child is killed). IN_PROCESS (None:
+    must_run_in_process() at each call) runs it in a thread of this process instead, under
+    the same limit. Used for torch sources and, without torch, for an ONNX graph run by
+    onnx_run (issue 14, sixth round, M2)."""
     state = {}
 
     def call(*args):
-        import torch
+        # an ONNX graph's run (onnx_run) is NumPy alone: torch is not imported for it
+        # (seconds), and a child of a process without torch has no torch threads to limit
+        torch = sys.modules.get("torch")
         limit = limit_seconds()
         deadline = state.setdefault("deadline", time.monotonic() + limit)
         if in_process or (in_process is None and must_run_in_process()):
-            return _in_thread(run, args, deadline, limit)
+            return _in_thread(run, args, deadline, limit, what)
         r, w = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -128,7 +132,8 @@ def bounded(run, in_process=None):
             try:
                 os.close(r)
                 _die_with(parent)
-                torch.set_num_threads(1)
+                if torch is not None:
+                    torch.set_num_threads(1)
                 _child(run, args, w)
             except BaseException:   # noqa: B902
                 code = 1
@@ -140,7 +145,7 @@ def bounded(run, in_process=None):
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or not select.select([r], [], [], left)[0]:
-                    raise _too_long(limit)
+                    raise _too_long(limit, what)
                 b = os.read(r, 1 << 20)
                 if not b:
                     break
