@@ -1766,26 +1766,6 @@ def _state_origin(v, inputs, depth=0):
     return None
 
 
-def _element_origin(t, i, inputs, depth):
-    """_state_origin of element I of the tuple or list T."""
-    if depth > 50:
-        return None
-    n = t.node()
-    k = n.kind()
-    if k in ("prim::TupleConstruct", "prim::ListConstruct"):
-        parts = list(n.inputs())
-        return _state_origin(parts[i], inputs, depth + 1) if -len(parts) <= i < len(parts) \
-            else None
-    if k == "prim::unchecked_cast":
-        return _element_origin(n.input(), i, inputs, depth + 1)
-    if k == "prim::If":
-        j = list(n.outputs()).index(t)
-        return _merge_origins(_element_origin(list(b.outputs())[j], i, inputs, depth + 1)
-                              for b in n.blocks())
-    o = _state_origin(t, inputs, depth + 1)
-    return None if o is None else (o[0], o[1] + (i,))
-
-
 def _merge_origins(found):
     """The one origin the sides of a branch agree on (a side that makes its own state, the
     zeros of `hx is None`, does not count), else None."""
@@ -1820,22 +1800,39 @@ def _source(v, stop, depth=0):
     return None
 
 
-def _element_source(t, i, stop, depth=0):
-    """_source of element I of the tuple or list T."""
-    if depth > 60:
+def _element(t, i, part, depth, limit, whole=None):
+    """Element I of the tuple or list T followed through TupleConstruct / ListConstruct,
+    unchecked_cast and branches (the sides that agree, _merge_origins): PART(element,
+    depth) of the element found; where T is none of those, WHOLE(T, depth) (None: None).
+    DEPTH beyond LIMIT gives None."""
+    if depth > limit:
         return None
     n = t.node()
     k = n.kind()
     if k in ("prim::TupleConstruct", "prim::ListConstruct"):
         parts = list(n.inputs())
-        return _source(parts[i], stop, depth + 1) if -len(parts) <= i < len(parts) else None
+        return part(parts[i], depth + 1) if -len(parts) <= i < len(parts) else None
     if k == "prim::unchecked_cast":
-        return _element_source(n.input(), i, stop, depth + 1)
+        return _element(n.input(), i, part, depth + 1, limit, whole)
     if k == "prim::If":
         j = list(n.outputs()).index(t)
-        return _merge_origins(_element_source(list(b.outputs())[j], i, stop, depth + 1)
+        return _merge_origins(_element(list(b.outputs())[j], i, part, depth + 1, limit, whole)
                               for b in n.blocks())
-    return None
+    return whole(t, depth) if whole is not None else None
+
+
+def _element_origin(t, i, inputs, depth):
+    """_state_origin of element I of the tuple or list T: of the element, or of T itself
+    with I added to its path."""
+    def whole(t, depth):
+        o = _state_origin(t, inputs, depth + 1)
+        return None if o is None else (o[0], o[1] + (i,))
+    return _element(t, i, lambda v, d: _state_origin(v, inputs, d), depth, 50, whole)
+
+
+def _element_source(t, i, stop, depth=0):
+    """_source of element I of the tuple or list T."""
+    return _element(t, i, lambda v, d: _source(v, stop, d), depth, 60)
 
 
 def _module_path(params):
