@@ -156,6 +156,27 @@ def _traced_frame(text):
     return None
 
 
+def _dropout_cause(node):
+    """Of a dropout whose training flag is the constant True, what its trace's Python stack
+    shows: "module" where it ran inside an nn.Dropout (traced in train mode), "functional"
+    where F.dropout was called outside one; None where NODE has no such stack (a scripted
+    graph, whose source is code)."""
+    try:
+        lines = [ln.strip() for ln in node.sourceRange().splitlines()]
+    except Exception:
+        return None
+    stack = re.compile(r"^(.+)\((\d+)\): \S+$")
+    if not lines or not stack.match(lines[0]):
+        return None
+    for ln in lines:
+        m = stack.match(ln)
+        if not m:
+            break
+        if re.search(r"nn[/\\]modules[/\\]dropout\.py$", m.group(1)):
+            return "module"
+    return "functional"
+
+
 def _call_site(node, root):
     """where() of the user's own call that NODE, inlined from PyTorch's code (nn.Linear's
     forward, F.softmax), came from: the deepest call of a submodule's forward() or of a
@@ -960,17 +981,20 @@ class Analysis:
                                "training=self.training and convert in eval mode"
                                % (n.kind(), where(n, self.module), ins[2].node().kind()))
         if okt and train is True and not (okp and p == 0):
-            # F.dropout(y, p) without training=: its default, True, is a constant the
-            # module's eval() does not reach (user trial 6)
+            # the constant True: an nn.Dropout traced in train mode, or F.dropout(y, p)
+            # without training=, whose default True the module's eval() does not reach
+            # (user trial 6)
             default = ("F.dropout(y, p) defaults to training=True, so it drops even after "
                        "model.eval(): pass training=self.training, or use nn.Dropout(p)")
-            if self.eval_made:
-                raise ConvertError("forward() computes %s%s with its training flag the constant "
-                                   "True (dropout active in eval mode too): %s"
-                                   % (n.kind(), where(n, self.module), default))
+            cause = _dropout_cause(n)
+            if cause == "module" or (cause is None and not self.eval_made):
+                raise ConvertError("forward() computes %s%s in training mode (dropout active: "
+                                   "the module was traced or exported in train mode); call "
+                                   "model.eval() before tracing%s"
+                                   % (n.kind(), where(n, self.module), "" if cause else
+                                      " (or, for F.dropout: %s)" % default))
             raise ConvertError("forward() computes %s%s with its training flag the constant "
-                               "True (dropout active at every call): %s; or the module was "
-                               "traced in train mode: call model.eval() before tracing"
+                               "True (dropout active in eval mode too): %s"
                                % (n.kind(), where(n, self.module), default))
 
     def head_op(self, n, op, extra):
