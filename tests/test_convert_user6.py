@@ -7,6 +7,19 @@
   line's --norm does: checked without the norm, the norm added after the check and recorded
   as "norm_checked", and the file gives the norm of the module's outputs. norm="none" of a
   module that applies a softmax drops it the same way.
+- TestDropoutDefault: F.dropout(y, p) without training= in a module in eval mode is refused
+  for what it is (F.dropout defaults training=True), not as "traced in train mode".
+- TestImplicitSoftmax: nn.Softmax() without dim converts where PyTorch's implicit dim is the
+  features (a pooled [B, C] output); on [B, T, C] (implicit dim 0) it is refused, "pass dim=-1".
+- TestFloatNoop: x.float() of the float input converts (a no-op).
+- TestFlatten: an nn.Flatten that changes no shape converts; one that merges dims is refused
+  with advice.
+- TestClassGiven: from_module(SomeClass) says "pass an instance: from_module(SomeClass(...))".
+- TestOnnxAdvice: an ONNX If, a ReduceSum and a LayerNormalization on the input are refused
+  with what to change in the model or its export.
+- TestOnnxUnivariate: a univariate [B, T] input scaled and shifted by numbers before its
+  unsqueeze(-1) converts (folded into the input size 1) and computes what torch does; one
+  normalised by its own mean is refused with a clear message.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
@@ -18,8 +31,9 @@ import warnings
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from daemon_util import Case, tmpdir
+from daemon_util import Case, main_inproc, tmpdir
 
 import rnnd_convert
 from rnnd_convert import reference
@@ -146,6 +160,230 @@ class TestNormAdded(Case):
         else:
             self.check(False, "a doubled head is refused")
         self.check(not os.path.exists(p), "nothing written")
+
+
+def refusal(net, name, **kw):
+    """from_module(NET)'s refusal message, or None when it converts."""
+    try:
+        rnnd_convert.from_module(net, path(name), **kw)
+    except ConvertError as e:
+        return str(e)
+    return None
+
+
+class DropoutDefault(Logits):
+    """F.dropout without training=: on in eval mode too."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(F.dropout(y, 0.2))
+
+
+class TestDropoutDefault(Case):
+    def test_message(self):
+        """The refusal names F.dropout's default and the way out, not a train-mode trace
+        (from_module scripts the module in eval mode)."""
+        e = refusal(DropoutDefault().eval(), "dropout_default.rnnd")
+        self.check(e is not None and "training=self.training" in e and "defaults" in e
+                   and "nn.Dropout" in e and "traced or exported in train mode" not in e,
+                   "F.dropout without training= refused for what it is: %s" % e)
+
+
+class ImplicitSoftmax(Logits):
+    """nn.Softmax() without dim, on the last step (POOLED) or on every step."""
+
+    def __init__(self, pooled):
+        super().__init__()
+        self.sm = nn.Softmax()
+        self.pooled = pooled
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        if self.pooled:
+            y = y[:, -1]
+        return self.sm(self.fc(y))
+
+
+class TestImplicitSoftmax(Case):
+    def test_pooled(self):
+        """[B, C]: PyTorch's implicit dim is 1, the features: converts, softmax norm, the
+        file gives the module's outputs."""
+        torch.manual_seed(21)
+        net = ImplicitSoftmax(True).eval()
+        try:
+            m = rnnd_convert.from_module(net, path("implicit_pooled.rnnd"))
+        except ConvertError as e:
+            self.check(False, "nn.Softmax() of [B, C] converts: %s" % e)
+            return
+        self.eq(m.head_norm, "softmax", "the norm")
+        x = torch.randn(1, 5, 3)
+        with torch.no_grad():
+            want = net(x).double().numpy()
+        got = np.asarray(reference.run(path("implicit_pooled.rnnd"), [x[0].numpy()])[0][0])
+        self.check(np.allclose(got.reshape(-1), want.reshape(-1), atol=1e-5),
+                   "rnnd equals torch: %s %s" % (got, want))
+
+    def test_per_step(self):
+        """[B, T, C]: the implicit dim is 0, the batch: refused, saying to pass dim=-1."""
+        e = refusal(ImplicitSoftmax(False).eval(), "implicit_steps.rnnd")
+        self.check(e is not None and "dim=-1" in e and "implicit" in e,
+                   "nn.Softmax() of [B, T, C] refused with dim=-1: %s" % e)
+
+
+class FloatInput(Logits):
+    def forward(self, x):
+        y, _ = self.rnn(x.float())
+        return self.fc(y)
+
+
+class TestFloatNoop(Case):
+    def test_converts(self):
+        """x.float() of the float input is a no-op: converts."""
+        e = refusal(FloatInput().eval(), "float_input.rnnd")
+        self.check(e is None, "x.float() converts: %s" % e)
+
+
+class Flattened(Logits):
+    """nn.Flatten() on the last step ([B, H]: no change) or on every step ([B, T, H] ->
+    [B, T * H], MERGE)."""
+
+    def __init__(self, merge):
+        super().__init__()
+        self.flat = nn.Flatten()
+        self.merge = merge
+        if merge:
+            self.fc = nn.Linear(16 * 6, 5)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(self.flat(y if self.merge else y[:, -1]))
+
+
+class TestFlatten(Case):
+    def test_noop(self):
+        """nn.Flatten() of [B, H] changes no shape: converts."""
+        e = refusal(Flattened(False).eval(), "flatten_noop.rnnd")
+        self.check(e is None, "a Flatten that changes nothing converts: %s" % e)
+
+    def test_merge(self):
+        """nn.Flatten() of [B, T, H] merges the steps into the features: refused with
+        advice."""
+        e = refusal(Flattened(True).eval(), "flatten_merge.rnnd")
+        self.check(e is not None and "flatten" in e.lower() and "merges" in e
+                   and "y[:, -1]" in e, "a merging Flatten refused with advice: %s" % e)
+
+
+class TestClassGiven(Case):
+    def test_message(self):
+        """from_module(Logits): the class, not an instance."""
+        e = refusal(Logits, "class.rnnd")
+        self.check(e is not None and "pass an instance: from_module(Logits(...))" in e,
+                   "a class given is named so: %s" % e)
+
+
+def onnx_export(net, name, x):
+    p = path(name + ".onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (x,), p, input_names=["x"], opset_version=17,
+                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+    return p
+
+
+def onnx_convert(p):
+    """(rc, stderr) of rnnd-convert P."""
+    return main_inproc(p, "-o", p[:-5] + ".rnnd")
+
+
+class InputLayerNorm(Logits):
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(3)
+
+    def forward(self, x):
+        y, _ = self.rnn(self.ln(x))
+        return self.fc(y)
+
+
+class InputSum(Logits):
+    def forward(self, x):
+        y, _ = self.rnn(x - x.sum(-1, keepdim=True))
+        return self.fc(y)
+
+
+class Branch(Logits):
+    def forward(self, x):
+        if bool(x.max() > 10.0):
+            x = x / 10.0
+        y, _ = self.rnn(x)
+        return self.fc(y)
+
+
+class TestOnnxAdvice(Case):
+    def test_layernorm(self):
+        """A LayerNormalization on the input: says where a LayerNorm may go."""
+        rc, err = onnx_convert(onnx_export(InputLayerNorm(), "input_ln", torch.randn(2, 6, 3)))
+        self.check(rc == 1 and "LayerNormalization" in err and "after the recurrent layers"
+                   in err and "export again" in err, "LayerNorm on the input: %s" % err)
+
+    def test_reduce_sum(self):
+        """A ReduceSum on the input: says what rnnd folds there and what to do."""
+        rc, err = onnx_convert(onnx_export(InputSum(), "input_sum", torch.randn(2, 6, 3)))
+        self.check(rc == 1 and "ReduceSum" in err and "before the recurrent layers" in err
+                   and "export again" in err, "ReduceSum on the input: %s" % err)
+
+    def test_if(self):
+        """A branch on the data's values (a scripted module's If): leads with the branch."""
+        net = torch.jit.script(Branch().eval())
+        rc, err = onnx_convert(onnx_export(net, "branch", torch.randn(2, 6, 3)))
+        self.check(rc == 1 and "(If)" in err and "branch" in err and "export again" in err,
+                   "an If: %s" % err)
+
+
+class Univariate(nn.Module):
+    """forward(x: [B, T]): normalised, then unsqueeze(-1), an LSTM, a Linear per step.
+    HOW: "numbers" ((x - 0.5) / 2.0), "mean" (x - x.mean(1))."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.rnn = nn.LSTM(1, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+        self.how = how
+
+    def forward(self, x):
+        if self.how == "numbers":
+            x = (x - 0.5) / 2.0
+        else:
+            x = x - x.mean(1, keepdim=True)
+        y, _ = self.rnn(x.unsqueeze(-1))
+        return self.fc(y)
+
+
+class TestOnnxUnivariate(Case):
+    def test_numbers(self):
+        """(x - 0.5) / 2.0 before unsqueeze(-1): folded into the input of size 1; rnnd
+        computes what torch does."""
+        torch.manual_seed(22)
+        net = Univariate("numbers").eval()
+        p = onnx_export(net, "uni_numbers", torch.randn(2, 6))
+        rc, err = onnx_convert(p)
+        if not self.check(rc == 0, "converts: %s" % err):
+            return
+        m = reference.load(p[:-5] + ".rnnd")
+        self.eq((m.arch["input"]["kind"], m.arch["input"]["dim"]), ("vectors", 1), "input")
+        x = np.random.default_rng(5).standard_normal(9).astype(np.float32)
+        got = np.asarray(reference.run(m, [x[:, None]])[0][0])
+        with torch.no_grad():
+            want = net(torch.from_numpy(x)[None])[0].numpy()
+        self.check(np.allclose(got.reshape(-1), want.reshape(-1), atol=1e-5),
+                   "rnnd equals torch: max error %.3g"
+                   % float(np.max(np.abs(got.reshape(-1) - want.reshape(-1)))))
+
+    def test_mean(self):
+        """x - x.mean(1) before unsqueeze(-1): refused, saying what folds."""
+        rc, err = onnx_convert(onnx_export(Univariate("mean"), "uni_mean", torch.randn(2, 6)))
+        self.check(rc == 1 and "[batch, time]" in err and "numbers" in err,
+                   "the mean of the series: %s" % err)
 
 
 if __name__ == "__main__":

@@ -259,7 +259,8 @@ class Importer:
         except ConvertError as e:
             # a construct rnnd has no layer for leads, with its way out, as the torch doors
             # say it (user findings U7, U8); the node that failed follows
-            lead = self.loop_node(nodes, live) or self.packed(nodes, live, e)
+            lead = self.loop_node(nodes, live) or self.branch_node(nodes, live) or \
+                self.packed(nodes, live, e)
             if lead is not None:
                 raise ConvertError("%s (the first node rnnd-convert cannot read: %s)"
                                    % (lead, e))
@@ -284,6 +285,19 @@ class Importer:
                 "weights), or convert the PyTorch module with rnnd_convert.from_module (or "
                 "torch.jit.script and rnnd-convert), which reads a loop over a cell as one "
                 "layer" % (loop.name or loop.output[0], loop.op_type))
+
+    def branch_node(self, nodes, live):
+        """The message for a graph that runs an If (a branch in forward() the export kept:
+        a scripted module, or a condition on the data's values), else None (user trial 6)."""
+        n = next((n for k, n in enumerate(nodes) if k in live and n.op_type == "If"), None)
+        if n is None:
+            return None
+        return ("the graph branches (node '%s' (If)): an if in forward() that the export kept "
+                "as a branch (a scripted module, or a condition on the data's values); rnnd "
+                "runs one fixed chain of layers: take the branch out of forward() (decide it "
+                "in the client, or by a module attribute set before exporting), or export the "
+                "module unscripted so that the export traces the branch taken, and export "
+                "again" % (n.name or n.output[0]))
 
     def packed(self, nodes, live, err):
         """The message for a graph exported with pack_padded_sequence (a recurrent node
@@ -971,9 +985,37 @@ class Importer:
             return [self.softmax(node, x, a)]
         if op in HEAD_OPS:
             return [self.head_layer(node, x, ins, a)]
+        if op.startswith("Reduce") and not self.model.layers and not x.tokens:
+            self.fail("%s of the input, before the recurrent layers (a normalisation by the "
+                      "data's own sum, mean or norm); %s" % (op, self.input_norm_advice(x)))
         if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
             return [self.pool(node, op, x, ins, a)]
+        if op.startswith("Reduce"):
+            self.fail("%s of the outputs; rnnd pools the last recurrent layer's output once, "
+                      "over the time axis, with mean or max (ReduceMean / ReduceMax: y.mean(1), "
+                      "y.max(1).values) or takes the last step (y[:, -1]): use one of those, "
+                      "and export again" % op)
         self.fail("operator not supported by rnnd on the data path")
+
+    def series(self, x):
+        """Whether X is the univariate [batch, time] graph input (floats, one feature per
+        step once an Unsqueeze adds it), with at most numbers folded into it so far."""
+        inp = self.vals[self.input_name].axes
+        return not x.tokens and x.stage == 0 and x.feat is None and self.in_feat is None and \
+            not self.model.layers and len(inp) == 2 and len(x.axes) == 2 and \
+            [id(a) for ax in x.axes for a in ax] == [id(a) for ax in inp for a in ax]
+
+    def input_norm_advice(self, x):
+        """What rnnd folds before the first recurrent layer, and what to do instead."""
+        if self.series(x):
+            return ("the input is a univariate series [batch, time], and rnnd folds only "
+                    "numbers into it before its unsqueeze(-1): (x - c) / s with c and s "
+                    "numbers (the training data's mean and std); normalise that way, or in "
+                    "the client before the series reaches the model, and export again")
+        return ("rnnd folds only a constant scale or offset into the first layer there (x * c, "
+                "x / c, x + c, x - c with c a number or a per-feature constant: (x - mean) / "
+                "std with the training data's mean and std); normalise that way, or in the "
+                "client before the data reaches the model, and export again")
 
     def data_cast(self, node, x):
         """A Cast on the data path is the identity only when it changes no value: float data
@@ -1225,28 +1267,41 @@ class Importer:
         return np.broadcast_to(c.reshape(-1) if c.ndim else c, (n,)).astype(np.float64)
 
     def affine_op(self, node, x, other, op):
-        A, b, n = self._affine_start(x)
         c = np.asarray(other.value, dtype=np.float64)
+        if self.series(x):
+            # (x - mu) / sd of a [batch, time] series before its unsqueeze(-1): numbers on
+            # its one feature, folded into the first layer as any input map (user trial 6)
+            if op == "matmul" or c.size != 1:
+                self.fail("%s of the input by a constant of shape %s; %s"
+                          % (node.op_type, list(c.shape), self.input_norm_advice(x)))
+            A, b = x.affine if x.affine is not None else (np.eye(1), np.zeros(1))
+            A, b = self._affine_apply(A, b, c.reshape(1), op)
+            return x.but(affine=(A, b))
+        A, b, n = self._affine_start(x)
         if op == "matmul":
             if c.ndim != 2 or c.shape[0] != n:
                 self.fail("MatMul weight of shape %s does not take %d features"
                           % (list(c.shape), n))
             A, b = c.T @ A, c.T @ b
         else:
-            v = self._feature_vector(c, n, len(x.axes))
-            if op == "add":
-                b = b + v
-            elif op == "sub":
-                b = b - v
-            elif op == "rsub":
-                A, b = -A, v - b
-            elif op == "mul":
-                A, b = v[:, None] * A, v * b
-            elif op == "div":
-                if np.any(v == 0):
-                    self.fail("division by zero")
-                A, b = A / v[:, None], b / v
+            A, b = self._affine_apply(A, b, self._feature_vector(c, n, len(x.axes)), op)
         return self._affine_out(x, A, b)
+
+    def _affine_apply(self, A, b, v, op):
+        """(A, b) followed by OP ("add", "sub", "rsub", "mul", "div") with the vector V."""
+        if op == "add":
+            b = b + v
+        elif op == "sub":
+            b = b - v
+        elif op == "rsub":
+            A, b = -A, v - b
+        elif op == "mul":
+            A, b = v[:, None] * A, v * b
+        elif op == "div":
+            if np.any(v == 0):
+                self.fail("division by zero")
+            A, b = A / v[:, None], b / v
+        return A, b
 
     def gemm(self, node, x, ins):
         a = _attrs(node)
@@ -1276,7 +1331,14 @@ class Importer:
         after the last recurrent layer; a pending affine map before it becomes a linear."""
         op = node.op_type
         if x.tokens or not self.model.layers:
-            self.fail("%s before the recurrent layers; rnnd's head comes after them" % op)
+            if op == "LayerNormalization":
+                self.fail("LayerNormalization on the input, before the recurrent layers: the "
+                          "rnnd format has a LayerNorm only after the recurrent layers (after "
+                          "any pooling, between head layers); remove it from forward() "
+                          "(normalise the data in the client instead) or move it after the "
+                          "recurrent layers, and export again")
+            self.fail("%s before the recurrent layers; rnnd's head comes after them: move it "
+                      "there or remove it, and export again" % op)
         if x.norm:
             self.fail("%s after %s; rnnd's head normalises last" % (op, x.norm))
         n = self.feature_atoms(x, len(x.axes) - 1)

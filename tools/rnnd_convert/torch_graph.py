@@ -156,6 +156,27 @@ def _traced_frame(text):
     return None
 
 
+def _dropout_cause(node):
+    """Of a dropout whose training flag is the constant True, what its trace's Python stack
+    shows: "module" where it ran inside an nn.Dropout (traced in train mode), "functional"
+    where F.dropout was called outside one; None where NODE has no such stack (a scripted
+    graph, whose source is code)."""
+    try:
+        lines = [ln.strip() for ln in node.sourceRange().splitlines()]
+    except Exception:
+        return None
+    stack = re.compile(r"^(.+)\((\d+)\): \S+$")
+    if not lines or not stack.match(lines[0]):
+        return None
+    for ln in lines:
+        m = stack.match(ln)
+        if not m:
+            break
+        if re.search(r"nn[/\\]modules[/\\]dropout\.py$", m.group(1)):
+            return "module"
+    return "functional"
+
+
 def _call_site(node, root):
     """where() of the user's own call that NODE, inlined from PyTorch's code (nn.Linear's
     forward, F.softmax), came from: the deepest call of a submodule's forward() or of a
@@ -342,9 +363,11 @@ class Analysis:
     """Walk GRAPH (forward()'s inlined graph). INPUT_RANK: 2 for token ids, 3 for vectors.
     After run(): norm ("softmax" / "log_softmax" / None), heads, embeddings, recurrent."""
 
-    def __init__(self, graph, input_rank, module=None):
+    def __init__(self, graph, input_rank, module=None, eval_made=False):
         self.graph = graph
         self.module = module    # resolves self.flag attributes in conditions
+        # the graph was scripted or traced here, in eval mode (from_module), not loaded
+        self.eval_made = eval_made
         self.taint = {}         # Value -> "data" | "state" | "hidden"
         self.rank = {}          # data Value -> its rank where known
         self.elems = {}         # tuple / list Value -> the Values it holds
@@ -681,6 +704,11 @@ class Analysis:
             self.mark(out, r)
         elif k == "aten::to" and self.token_ids(ins):
             self.mark(out, r)       # x.long(), x.to(torch.int32): the same ids
+        elif k == "aten::to" and self.float32(ins):
+            self.mark(out, r)       # x.float() of float32 data: the same values
+        elif k == "aten::flatten":
+            self.flatten(n, ins, r)
+            self.mark(out, r)
         elif k in LAYOUT_OPS:
             nr = r
             if k in ("aten::view", "aten::reshape"):
@@ -769,6 +797,18 @@ class Analysis:
             if self.stage < 2 or self.norm is not None:
                 self.refuse(n, "%s %s" % (k[6:], "before the recurrent layers"
                                           if self.stage < 2 else "twice"))
+            if not ok:
+                # nn.Softmax() / F.softmax(y) without dim: PyTorch picks it from the rank
+                # (_get_softmax_dim: 0 for rank 0, 1 or 3, else 1) (user trial 6)
+                ok, d = self.ranked_const(ins[1], x, r)
+                if ok and isinstance(d, int) and r is not None and d != r - 1:
+                    raise ConvertError(
+                        "forward() computes %s without dim%s: PyTorch's implicit dim (its "
+                        "choice for a %s without dim=, deprecated) is %d for a rank-%d tensor, "
+                        "not the features, the last dim, which rnnd normalises: pass dim=-1 "
+                        "(nn.%s(dim=-1))" % (k[6:], where(n, self.module), k[6:], d, r,
+                                             "Softmax" if k == "aten::softmax"
+                                             else "LogSoftmax"))
             if not ok or not (d == -1 or (r is not None and d == r - 1)):
                 self.refuse(n, "%s over dim %s of a rank-%s tensor (rnnd normalises the "
                             "features, the last dim)" % (k[6:], d, r))
@@ -780,7 +820,7 @@ class Analysis:
         else:
             self.refuse(n)
         if out is not None and x in self.made and k in LAYOUT_OPS + DROPOUT_OPS + (
-                "aten::to", "aten::transpose", "aten::slice"):
+                "aten::to", "aten::transpose", "aten::slice", "aten::flatten"):
             # the same values in another shape: made where its input was (nn.LSTM's own
             # unsqueeze of an unbatched input, in a branch after an encoder, included)
             self.made[out] = self.made[x]
@@ -798,6 +838,42 @@ class Analysis:
             return dt in (torch.int64, torch.int32, 4, 3)
         except ImportError:
             return dt in (4, 3)
+
+    def float32(self, ins):
+        """Whether aten::to(INS) makes float32 of float data (x.float(), x.to(torch.float32)
+        on vectors or on what a layer computed), which is what it was: rnnd computes in
+        float32 (user trial 6)."""
+        if self.stage == 0 and self.input_rank == 2:
+            return False        # token ids made floats: not ids any more
+        ok, dt = self.const(ins[1]) if len(ins) > 1 else (False, None)
+        if not ok:
+            return False
+        try:
+            import torch
+            return dt in (torch.float32, 6)
+        except ImportError:
+            return dt == 6
+
+    def flatten(self, n, ins, r):
+        """aten::flatten(x, start, end) (nn.Flatten, torch.flatten): taken where it changes no
+        shape (start and end the same dim: nn.Flatten() of a pooled [batch, features]);
+        one that merges dims is refused (user trial 6)."""
+        oks, a = self.const(ins[1]) if len(ins) > 1 else (True, 0)
+        oke, b = self.const(ins[2]) if len(ins) > 2 else (True, -1)
+        if r is not None and oks and oke and isinstance(a, int) and isinstance(b, int) and \
+                -r <= a < r and -r <= b < r and a % r >= b % r:
+            return
+        if r is not None and oks and oke and isinstance(a, int) and isinstance(b, int):
+            what = "aten::flatten(start_dim=%d, end_dim=%d), which merges dims %d..%d of a " \
+                   "rank-%d tensor" % (a, b, a % r if -r <= a < r else a,
+                                       b % r if -r <= b < r else b, r)
+        else:
+            what = "aten::flatten over dims rnnd cannot tell"
+        self.refuse(n, what, advice="rnnd's head reads the features of each step, or of the "
+                    "one pooled step: an nn.Flatten that changes no shape (of [batch, "
+                    "features], after y[:, -1] or h_n[-1]) converts; to feed the head one "
+                    "vector per sequence, pool the steps first (y[:, -1], y.mean(1)) instead "
+                    "of flattening them")
 
     def embedding_table(self, n, v):
         """Record the attribute path of the table aten::embedding reads (the importer checks
@@ -905,9 +981,21 @@ class Analysis:
                                "training=self.training and convert in eval mode"
                                % (n.kind(), where(n, self.module), ins[2].node().kind()))
         if okt and train is True and not (okp and p == 0):
-            raise ConvertError("forward() computes %s%s in training mode (dropout active: the "
-                               "module was traced or exported in train mode); call "
-                               "model.eval() before tracing" % (n.kind(), where(n, self.module)))
+            # the constant True: an nn.Dropout traced in train mode, or F.dropout(y, p)
+            # without training=, whose default True the module's eval() does not reach
+            # (user trial 6)
+            default = ("F.dropout(y, p) defaults to training=True, so it drops even after "
+                       "model.eval(): pass training=self.training, or use nn.Dropout(p)")
+            cause = _dropout_cause(n)
+            if cause == "module" or (cause is None and not self.eval_made):
+                raise ConvertError("forward() computes %s%s in training mode (dropout active: "
+                                   "the module was traced or exported in train mode); call "
+                                   "model.eval() before tracing%s"
+                                   % (n.kind(), where(n, self.module), "" if cause else
+                                      " (or, for F.dropout: %s)" % default))
+            raise ConvertError("forward() computes %s%s with its training flag the constant "
+                               "True (dropout active in eval mode too): %s"
+                               % (n.kind(), where(n, self.module), default))
 
     def head_op(self, n, op, extra):
         """A head layer (docs/model-format.md, "The head"): after the recurrent layers and
@@ -1404,6 +1492,27 @@ class Analysis:
             return True, obj
         return True, obj        # a submodule: not None
 
+    def ranked_const(self, v, x, r):
+        """self.const(V), where V may also be computed from aten::dim(X), R when known
+        (F.softmax's implicit dim: prim::If on comparisons of the rank)."""
+        def const(u):
+            n = u.node()
+            if n.kind() == "aten::dim" and n.input() is x and r is not None:
+                return True, r
+            if n.kind() == "prim::If":
+                cond = _static_cond(list(n.inputs())[0], const)
+                if cond is not None:
+                    i = list(n.outputs()).index(u)
+                    return const(list(list(n.blocks())[0 if cond else 1].outputs())[i])
+                return False, None
+            if n.kind() in _COMPARE and len(list(n.inputs())) == 2:
+                (oka, a), (okb, b) = (const(w) for w in n.inputs())
+                if oka and okb and isinstance(a, int) and isinstance(b, int):
+                    return True, bool(_COMPARE[n.kind()](a, b))
+                return False, None
+            return self.const(u)
+        return const(v)
+
     def copy(self, dst, src):
         """DST carries what SRC carries (taint, rank, tuple elements)."""
         if src in self.taint:
@@ -1681,26 +1790,6 @@ def _state_origin(v, inputs, depth=0):
     return None
 
 
-def _element_origin(t, i, inputs, depth):
-    """_state_origin of element I of the tuple or list T."""
-    if depth > 50:
-        return None
-    n = t.node()
-    k = n.kind()
-    if k in ("prim::TupleConstruct", "prim::ListConstruct"):
-        parts = list(n.inputs())
-        return _state_origin(parts[i], inputs, depth + 1) if -len(parts) <= i < len(parts) \
-            else None
-    if k == "prim::unchecked_cast":
-        return _element_origin(n.input(), i, inputs, depth + 1)
-    if k == "prim::If":
-        j = list(n.outputs()).index(t)
-        return _merge_origins(_element_origin(list(b.outputs())[j], i, inputs, depth + 1)
-                              for b in n.blocks())
-    o = _state_origin(t, inputs, depth + 1)
-    return None if o is None else (o[0], o[1] + (i,))
-
-
 def _merge_origins(found):
     """The one origin the sides of a branch agree on (a side that makes its own state, the
     zeros of `hx is None`, does not count), else None."""
@@ -1735,22 +1824,39 @@ def _source(v, stop, depth=0):
     return None
 
 
-def _element_source(t, i, stop, depth=0):
-    """_source of element I of the tuple or list T."""
-    if depth > 60:
+def _element(t, i, part, depth, limit, whole=None):
+    """Element I of the tuple or list T followed through TupleConstruct / ListConstruct,
+    unchecked_cast and branches (the sides that agree, _merge_origins): PART(element,
+    depth) of the element found; where T is none of those, WHOLE(T, depth) (None: None).
+    DEPTH beyond LIMIT gives None."""
+    if depth > limit:
         return None
     n = t.node()
     k = n.kind()
     if k in ("prim::TupleConstruct", "prim::ListConstruct"):
         parts = list(n.inputs())
-        return _source(parts[i], stop, depth + 1) if -len(parts) <= i < len(parts) else None
+        return part(parts[i], depth + 1) if -len(parts) <= i < len(parts) else None
     if k == "prim::unchecked_cast":
-        return _element_source(n.input(), i, stop, depth + 1)
+        return _element(n.input(), i, part, depth + 1, limit, whole)
     if k == "prim::If":
         j = list(n.outputs()).index(t)
-        return _merge_origins(_element_source(list(b.outputs())[j], i, stop, depth + 1)
+        return _merge_origins(_element(list(b.outputs())[j], i, part, depth + 1, limit, whole)
                               for b in n.blocks())
-    return None
+    return whole(t, depth) if whole is not None else None
+
+
+def _element_origin(t, i, inputs, depth):
+    """_state_origin of element I of the tuple or list T: of the element, or of T itself
+    with I added to its path."""
+    def whole(t, depth):
+        o = _state_origin(t, inputs, depth + 1)
+        return None if o is None else (o[0], o[1] + (i,))
+    return _element(t, i, lambda v, d: _state_origin(v, inputs, d), depth, 50, whole)
+
+
+def _element_source(t, i, stop, depth=0):
+    """_source of element I of the tuple or list T."""
+    return _element(t, i, lambda v, d: _source(v, stop, d), depth, 60)
 
 
 def _module_path(params):
@@ -1847,9 +1953,10 @@ def loop_time_dim(graph):
     return None
 
 
-def analyse(module, input_kind):
+def analyse(module, input_kind, eval_made=False):
     """The Analysis of MODULE's forward() (a ScriptModule), or None for a scripted bare
-    recurrent module, which has no forward() of its own (its overloads are PyTorch's)."""
+    recurrent module, which has no forward() of its own (its overloads are PyTorch's).
+    EVAL_MADE: MODULE was scripted or traced by the converter, in eval mode."""
     try:
         graph = module.inlined_graph
     except Exception:
@@ -1870,4 +1977,4 @@ def analyse(module, input_kind):
                            "%s: rnnd-convert converts what forward() computes; script a "
                            "module whose forward() runs the model"
                            % (qual or "?", ", ".join(names) or "(none)"))
-    return Analysis(graph, 2 if input_kind == "tokens" else 3, module).run()
+    return Analysis(graph, 2 if input_kind == "tokens" else 3, module, eval_made).run()

@@ -21,12 +21,14 @@ _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
           "Dropout": "dropout", "Identity": "identity",
           # head layers: placed by forward()'s graph (torch_graph.py), not by the module tree
           "ReLU": "head_op", "Tanh": "head_op", "Sigmoid": "head_op", "GELU": "head_op",
-          "LayerNorm": "head_op", "Sequential": "identity"}
+          "LayerNorm": "head_op", "Sequential": "identity",
+          # a reshape: forward()'s graph takes one that changes no shape, or refuses it
+          "Flatten": "head_op"}
 # Parameterless modules that compute something rnnd cannot place in its chain.
 _REFUSED = {"ReLU6", "ELU", "SELU", "CELU", "LeakyReLU",
             "SiLU", "Mish", "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Hardswish",
             "Tanhshrink", "Threshold", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d",
-            "AdaptiveMaxPool1d", "Flatten", "Unflatten", "Softmin", "Softmax2d", "GLU",
+            "AdaptiveMaxPool1d", "Unflatten", "Softmin", "Softmax2d", "GLU",
             "MultiheadAttention", "Transformer"}
 # Of _REFUSED, the activations (the head has others); the reference modules of
 # tools/rnnd_modules by class name, as a TorchScript file names them
@@ -253,6 +255,11 @@ def model_from_module(module, input=None, head=None, norm=None):
     Linear submodules are left out). norm: None (from an nn.Softmax/nn.LogSoftmax submodule or
     a softmax in a TorchScript graph), "none", "softmax" or "log_softmax"."""
     torch = _torch()
+    if isinstance(module, type) and issubclass(module, torch.nn.Module):
+        # from_module(Net, ...): the class itself (user trial 6)
+        raise ConvertError("expected a torch.nn.Module instance, got the class %s: pass an "
+                           "instance: from_module(%s(...))"
+                           % (module.__name__, module.__name__))
     if not isinstance(module, torch.nn.Module):
         raise ConvertError("expected a torch.nn.Module, got %s" % type(module).__name__)
     refuse_hooks(module)
@@ -377,7 +384,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     _refuse_renorm(gm)
     if cells and gm is not None and gm is not module:
         _check_cell_loop(gm, cells, label)
-    analysis = analyse(gm, model.input_kind) if gm is not None else None
+    analysis = analyse(gm, model.input_kind, gm is not module) if gm is not None else None
     _probe_forward(module, model)   # after the graph's refusals, which name the line
     if cells and analysis is None:
         n, m = cells[0]
@@ -508,7 +515,7 @@ def _analysis_error(module, input_kind):
     except Exception:
         return None
     try:
-        analyse(sm, input_kind)
+        analyse(sm, input_kind, sm is not module)
     except ConvertError as e:
         return e
     except Exception:
