@@ -48,15 +48,11 @@ static void set_reply(rnnd_req *r, unsigned status, char *data, size_t len)
     r->replied = 1;
 }
 
-/* The one reply that needs no allocation. Not const: MHD takes a persistent buffer as void *
- * (it never writes to it). */
-static char oom_body[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
-
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body)
 {
     if (rnnd_buf_failed(body)) {
         rnnd_buf_free(body);
-        set_reply(r, 503, NULL, 0); /* data NULL: oom_body is sent */
+        set_reply(r, 503, NULL, 0); /* data NULL: h->oom_body is sent */
         return;
     }
     size_t len;
@@ -650,8 +646,8 @@ static enum MHD_Result send_reply(rnnd_req *r)
             r->data = NULL;
     } else {
         r->status = 503;
-        resp =
-            MHD_create_response_from_buffer(sizeof oom_body - 1, oom_body, MHD_RESPMEM_PERSISTENT);
+        resp = MHD_create_response_from_buffer(r->http->oom_len, r->http->oom_body,
+                                               MHD_RESPMEM_PERSISTENT);
     }
     if (!resp)
         return MHD_NO;
@@ -908,6 +904,7 @@ int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rn
     h->app = app;
     h->routes = routes;
     h->n_routes = n_routes;
+    h->oom_len = rnnd_errcode_oom_json(h->oom_body, sizeof h->oom_body);
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->active, 0);
     pthread_mutex_init(&h->smu, NULL);

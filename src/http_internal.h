@@ -64,6 +64,10 @@ struct rnnd_http {
     int ws_dead_set;
     void (*ws_close_all)(rnnd_http *h); /* set with the first socket: close them all (1001) */
     void (*ws_stop_all)(rnnd_http *h);  /* ... and wait for their threads */
+
+    /* the one reply that needs no allocation (rnnd_errcode_oom_json): MHD's persistent buffer */
+    char oom_body[RNND_ERRCODE_OOM_CAP];
+    size_t oom_len;
 };
 
 /* One connection, from accept to close (libmicrohttpd's socket context). */

@@ -4,7 +4,9 @@ Issue 15's acceptance, checked on every `make check`:
 - Include cycles: the graph of `#include "..."` between the files of src/ and include/rnnd/.
   A module is one node: x.c, x.h, include/rnnd/x.h and x_internal.h, and every .c file that
   includes x_internal.h (the module's private header: model_arch.c, model_digest.c, ... are
-  parts of the model module, kernels_avx2.c of the kernels module).
+  parts of the model module, kernels_avx2.c of the kernels module). And file by file: every
+  file its own node (model_internal.h and include/rnnd/model.h are two), so that the headers
+  of one module do not include each other either.
 - Call cycles: from the object files of the build (nm), per file: every .c file of src/ is its
   own node, the parts of one module included. File A calls (or takes the address of) a
   function or object that file B defines, and B, directly or through others, calls A.
@@ -131,6 +133,24 @@ class Structure(unittest.TestCase):
                 b = owner.get(base(inc))
                 if b and b != a:
                     graph[a].add(b)
+        self.assertGreater(len(graph), 20, "the include graph of src/ looks empty")
+        comps = cycles(graph)
+        self.assertEqual(comps, [], "include cycles between src/ files:\n" +
+                         describe(comps, graph))
+
+    def test_no_include_cycle_between_files(self):
+        paths = set(sources())
+        graph = collections.defaultdict(set)
+        for path in sorted(paths):
+            a = os.path.relpath(path, SRCDIR)
+            for inc in INCLUDE.findall(read(path)):
+                # where the compiler looks: the file's folder, then -I src and -I include
+                for d in (os.path.dirname(path), os.path.join(SRCDIR, "src"),
+                          os.path.join(SRCDIR, "include")):
+                    target = os.path.normpath(os.path.join(d, inc))
+                    if target in paths:
+                        graph[a].add(os.path.relpath(target, SRCDIR))
+                        break
         self.assertGreater(len(graph), 20, "the include graph of src/ looks empty")
         comps = cycles(graph)
         self.assertEqual(comps, [], "include cycles between src/ files:\n" +
