@@ -11,20 +11,6 @@
 #include "http.h"
 #include "rnnd/status.h"
 
-/* CLOCK_REALTIME deadline MS from now, for pthread_cond_timedwait. */
-static struct timespec after_ms(int64_t ms)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(ms / 1000);
-    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
-
 /* The lease is surely ours until the lease store says (cluster.h: confirmation). */
 static void note_lease(rnnd_cluster *c)
 {
@@ -84,7 +70,8 @@ static void *lease_main(void *arg)
     int64_t period = c->lease_ms / 4;
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
-        struct timespec until = after_ms(period);
+        struct timespec until;
+        rnnd_mono_deadline(&until, (long)period * 1000);
         while (!c->stop && pthread_cond_timedwait(&c->cond, &c->mu, &until) != ETIMEDOUT)
             ;
         if (c->stop)
@@ -142,7 +129,13 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     c->tombstone_ms = cfg->tombstone_s * 1000;
     pthread_mutex_init(&c->take_mu, NULL);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_cond_init(&c->cond, NULL);
+    /* the lease's renewal and the sync thread wait on it: on the monotonic clock, so that a
+     * step of the wall clock neither delays a renewal nor hurries one */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_init(&c->registered, 0);
     atomic_init(&c->up, 0);
     atomic_init(&c->lapses, 0);

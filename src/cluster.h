@@ -74,8 +74,8 @@ typedef struct rnnd_cluster {
     char node[RNND_STORE_NAME_MAX + 1];
     int64_t lease_ms, sync_ms, tombstone_ms;
     pthread_mutex_t take_mu;
-    pthread_mutex_t mu; /* everything below, and every rnnd_sync_slot */
-    pthread_cond_t cond;
+    pthread_mutex_t mu;   /* everything below, and every rnnd_sync_slot */
+    pthread_cond_t cond;  /* on CLOCK_MONOTONIC (rnnd_mono_deadline) */
     int stop;             /* the threads' stop request */
     rnnd_session **dirty; /* one reference each */
     size_t n_dirty, cap_dirty;

@@ -2,6 +2,8 @@
 #include "config.h"
 #include "rnnd/errcode.h"
 
+#include <stdio.h>
+
 #include "rnnd/status.h"
 
 static const struct {
@@ -31,6 +33,16 @@ void rnnd_errcode_json(rnnd_buf *out, enum rnnd_errcode code, const char *messag
     rnnd_buf_puts(out, ",\"message\":");
     rnnd_buf_json_string(out, message ? message : "");
     rnnd_buf_puts(out, "}}");
+}
+
+size_t rnnd_errcode_oom_json(char *out, size_t cap)
+{
+    /* the name is one of the list's literals: nothing in it to escape */
+    int n = snprintf(out, cap, "{\"error\":{\"code\":\"%s\",\"message\":\"out of memory\"}}",
+                     table[RNND_E_OUT_OF_MEMORY].name);
+    if (n < 0)
+        return 0;
+    return (size_t)n < cap ? (size_t)n : cap ? cap - 1 : 0;
 }
 
 enum rnnd_errcode rnnd_errcode_of(int status)

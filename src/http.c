@@ -48,15 +48,11 @@ static void set_reply(rnnd_req *r, unsigned status, char *data, size_t len)
     r->replied = 1;
 }
 
-/* The one reply that needs no allocation. Not const: MHD takes a persistent buffer as void *
- * (it never writes to it). */
-static char oom_body[] = "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
-
 void rnnd_reply(rnnd_req *r, unsigned status, rnnd_buf *body)
 {
     if (rnnd_buf_failed(body)) {
         rnnd_buf_free(body);
-        set_reply(r, 503, NULL, 0); /* data NULL: oom_body is sent */
+        set_reply(r, 503, NULL, 0); /* data NULL: h->oom_body is sent */
         return;
     }
     size_t len;
@@ -184,52 +180,6 @@ void rnnd_req_complete(rnnd_req *r)
     if (atomic_fetch_or(&r->flags, F_DONE) & F_SUSPENDED)
         MHD_resume_connection(conn);
 }
-
-/* ---- streams ----------------------------------------------------------------------------- */
-
-/* The path for a debug log line. A session id is a capability and stays out of logs: the
- * segment after any "sessions" segment (in any case) becomes {id}, whether or not the path
- * is a route, and so does anything shaped like an id anywhere else (rnnd_log_quote_ids():
- * "/v1/sessionsX/ID", "/ID", "/v1/sessions/x/../ID" were logged whole). A path cut to fit
- * r->path may end inside an id: a hex run at its end is dropped too. Quoted, as the rest is
- * the client's. */
-const char *http_log_path(const rnnd_req *r, char *out, size_t n)
-{
-    char tmp[sizeof r->path + 8];
-    size_t j = 0;
-    int after_sessions = 0;
-    for (const char *p = r->path; *p && j + 5 < sizeof tmp;) {
-        if (*p == '/') {
-            tmp[j++] = *p++;
-            continue;
-        }
-        size_t len = strcspn(p, "/");
-        if (after_sessions) {
-            memcpy(tmp + j, "{id}", 4);
-            j += 4;
-        } else {
-            size_t room = sizeof tmp - 1 - j;
-            memcpy(tmp + j, p, len < room ? len : room);
-            j += len < room ? len : room;
-        }
-        after_sessions = len == 8 && !strncasecmp(p, "sessions", 8);
-        p += len;
-    }
-    if (strlen(r->path) + 1 >= sizeof r->path) {
-        size_t k = j;
-        while (k && strchr("0123456789abcdefABCDEF", tmp[k - 1]))
-            k--;
-        if (k < j && j - k < RNND_ID_LEN) {
-            k = k < sizeof tmp - 5 ? k : sizeof tmp - 5;
-            memcpy(tmp + k, "{id}", 4);
-            j = k + 4;
-        }
-    }
-    tmp[j] = '\0';
-    return rnnd_log_quote_ids(out, n, tmp);
-}
-
-double http_elapsed_ms(double t0) { return (rnnd_mono_s() - t0) * 1e3; }
 
 /* ---- request processing ------------------------------------------------------------------ */
 
@@ -386,7 +336,14 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
             break;
         }
     }
-    int cors = http_cors_headers(r);
+    /* CORS: a browser's request from an allowed origin may read the reply */
+    const char *origin = http_cors_origin(r);
+    int cors = origin != NULL;
+    if (cors) {
+        rnnd_reply_header(r, "Access-Control-Allow-Origin", origin);
+        rnnd_reply_header(r, "Vary", "Origin");
+        rnnd_reply_header(r, "Access-Control-Expose-Headers", "Location, Retry-After");
+    }
     int options = !strcmp(method, "OPTIONS");
     if (options && cors &&
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
@@ -689,8 +646,8 @@ static enum MHD_Result send_reply(rnnd_req *r)
             r->data = NULL;
     } else {
         r->status = 503;
-        resp =
-            MHD_create_response_from_buffer(sizeof oom_body - 1, oom_body, MHD_RESPMEM_PERSISTENT);
+        resp = MHD_create_response_from_buffer(r->http->oom_len, r->http->oom_body,
+                                               MHD_RESPMEM_PERSISTENT);
     }
     if (!resp)
         return MHD_NO;
@@ -947,6 +904,7 @@ int rnnd_http_start(rnnd_app *app, const rnnd_route *routes, size_t n_routes, rn
     h->app = app;
     h->routes = routes;
     h->n_routes = n_routes;
+    h->oom_len = rnnd_errcode_oom_json(h->oom_body, sizeof h->oom_body);
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->active, 0);
     pthread_mutex_init(&h->smu, NULL);

@@ -1,4 +1,5 @@
-/* CORS: which browser origins may read a reply (cors_origins), and the headers that say so. */
+/* CORS: which browser origins may read a reply (cors_origins); http.c sets the headers that
+ * say so. */
 #include "config.h"
 #include "http_internal.h"
 
@@ -24,15 +25,9 @@ static int origin_allowed(const char *list, const char *origin)
     return 0;
 }
 
-/* CORS: a browser's request from an allowed origin may read the reply. Returns 1 when the
- * origin is allowed (and the headers are set). */
-int http_cors_headers(rnnd_req *r)
+/* R's Origin when it is allowed, else NULL. */
+const char *http_cors_origin(const rnnd_req *r)
 {
     const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
-    if (!origin_allowed(r->http->app->cfg->cors_origins, origin))
-        return 0;
-    rnnd_reply_header(r, "Access-Control-Allow-Origin", origin);
-    rnnd_reply_header(r, "Vary", "Origin");
-    rnnd_reply_header(r, "Access-Control-Expose-Headers", "Location, Retry-After");
-    return 1;
+    return origin_allowed(r->http->app->cfg->cors_origins, origin) ? origin : NULL;
 }

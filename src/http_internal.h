@@ -1,9 +1,10 @@
 /* The HTTP module's own header, shared by its parts and by no other module: http.c (routing,
  * requests, replies, start and stop), http_sse.c (streamed replies and the pinger),
- * http_watch.c (connection records, deadlines, the address reserve), http_cors.c,
- * http_listen.c (listen address, threads, descriptor plan), http_tls.c (PEM files) and the
- * WebSocket module (ws_internal.h), which makes requests of its own and is called back
- * through the two pointers it sets below, not by name. */
+ * http_log.c (the access log's path and time), http_watch.c (connection records, deadlines,
+ * the address reserve), http_cors.c, http_listen.c (listen address, threads, descriptor
+ * plan), http_tls.c (PEM files) and the WebSocket module (ws_internal.h), which makes
+ * requests of its own and is called back through the two pointers it sets below, not by
+ * name. */
 #ifndef RNND_HTTP_INTERNAL_H
 #define RNND_HTTP_INTERNAL_H
 
@@ -63,6 +64,10 @@ struct rnnd_http {
     int ws_dead_set;
     void (*ws_close_all)(rnnd_http *h); /* set with the first socket: close them all (1001) */
     void (*ws_stop_all)(rnnd_http *h);  /* ... and wait for their threads */
+
+    /* the one reply that needs no allocation (rnnd_errcode_oom_json): MHD's persistent buffer */
+    char oom_body[RNND_ERRCODE_OOM_CAP];
+    size_t oom_len;
 };
 
 /* One connection, from accept to close (libmicrohttpd's socket context). */
@@ -155,11 +160,13 @@ struct rnnd_req {
     int binary;
 };
 
-/* ---- http.c, for the parts ---- */
+/* ---- http_log.c ---- */
 /* R's path for a log line, session ids and id-shaped segments replaced (quoted). */
 const char *http_log_path(const rnnd_req *r, char *out, size_t n);
 /* Milliseconds since T0 (monotonic seconds). */
 double http_elapsed_ms(double t0);
+
+/* ---- http.c, for the parts ---- */
 /* Free R and everything it holds (its on_free function and held objects first). */
 void http_req_free(rnnd_http *h, rnnd_req *r);
 
@@ -186,8 +193,8 @@ int http_watch_start(rnnd_http *h);
 void http_watch_stop(rnnd_http *h);
 
 /* ---- http_cors.c ---- */
-/* Set R's CORS headers when its Origin is allowed (cors_origins): 1, else 0. */
-int http_cors_headers(rnnd_req *r);
+/* R's Origin when cors_origins allows it (http.c sets the headers that say so), else NULL. */
+const char *http_cors_origin(const rnnd_req *r);
 
 /* ---- http_listen.c ---- */
 /* "HOST:PORT" or "[V6]:PORT" into ADDR, the host part into HOST. */

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,25 +22,6 @@
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "rnnd maps little-endian float tensors in place: big-endian hosts are not supported"
 #endif
-
-int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key, int status,
-                    const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return status;
-    int n = snprintf(err, errlen, "%s: %s: ", label ? label : "(model)", key);
-    if (n >= 0 && (size_t)n < errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
-        va_end(ap);
-    }
-    /* keys and values come from the file: keep the message on one line */
-    for (char *p = err; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = '?';
-    return status;
-}
 
 /* One entry of the header's tensor table, after its own checks. */
 typedef struct tentry {

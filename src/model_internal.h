@@ -28,7 +28,7 @@ struct rnnd_model {
 };
 
 /* Fill ERR with "LABEL: KEY: reason" (control characters replaced so it stays one line) and
- * return STATUS. */
+ * return STATUS (model_fail.c). */
 int rnnd_model_fail(char *err, size_t errlen, const char *label, const char *key, int status,
                     const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 

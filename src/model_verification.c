@@ -181,7 +181,7 @@ out:
 
 int rnnd_model_verified(const rnnd_model *m, char *why, size_t whylen)
 {
-    const rnnd_verification *v = rnnd_model_verification(m);
+    const rnnd_verification *v = m->verified ? &m->verification : NULL;
     if (!v) {
         snprintf(why, whylen, "no record of a check against its source");
         return 0;
@@ -192,7 +192,7 @@ int rnnd_model_verified(const rnnd_model *m, char *why, size_t whylen)
                  "weights (written by hand or by an older rnnd-convert)");
         return 0;
     }
-    const char *d = rnnd_model_digest(m);
+    const char *d = m->digest;
     if (strcmp(v->digest, d) != 0) {
         snprintf(why, whylen,
                  "the record is for the model with digest %.12s..., this file's "

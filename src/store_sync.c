@@ -496,13 +496,7 @@ static void *sync_main(void *arg)
     pthread_mutex_lock(&c->mu);
     while (!c->stop) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t)(period_ms / 1000);
-        ts.tv_nsec += (long)(period_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        rnnd_mono_deadline(&ts, (long)period_ms * 1000);
         /* wakes for the period or stop; a ready job's broadcast is for a running round */
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
         if (c->stop || (!c->n_dirty && !c->waiters))

@@ -338,11 +338,10 @@ static int make_message(struct ws_pending *p, rnnd_req *r)
         rnnd_buf_printf(&b, ",\"seq\":%" PRId64, p->seq);
     const char *body = r->data;
     size_t blen = r->dlen;
+    char oom[RNND_ERRCODE_OOM_CAP];
     if (!body) {
-        static const char oom[] =
-            "{\"error\":{\"code\":\"out_of_memory\",\"message\":\"out of memory\"}}";
         body = oom;
-        blen = sizeof oom - 1;
+        blen = rnnd_errcode_oom_json(oom, sizeof oom);
     }
     if (blen > 2 && body[0] == '{') {
         rnnd_buf_puts(&b, ",");

@@ -347,29 +347,6 @@ int ws_conn_start(rnnd_ws *w)
     return rc ? -1 : 0;
 }
 
-void ws_conn_wake(rnnd_ws *w)
-{
-    uint64_t one = 1;
-    if (write(w->wake, &one, sizeof one) < 0) {
-        /* the counter is full: a wake-up is pending already */
-    }
-}
-
-void ws_unref(rnnd_ws *w)
-{
-    if (!w || atomic_fetch_sub(&w->refs, 1) != 1)
-        return;
-    pthread_mutex_lock(&w->h->wsmu);
-    w->h->n_ws--;
-    pthread_mutex_unlock(&w->h->wsmu);
-    rnnd_session_unref(w->s);
-    if (w->wake >= 0)
-        close(w->wake);
-    pthread_mutex_destroy(&w->mu);
-    free(w->extra);
-    free(w);
-}
-
 void rnnd_ws_close_all(rnnd_http *h)
 {
     pthread_mutex_lock(&h->wsmu);

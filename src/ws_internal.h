@@ -11,6 +11,7 @@
  *                   (ws_max_in_flight), ping/pong, close codes, the idle timeout;
  *   ws_bridge.c     a message into a request of its own (an rnnd_req with no connection)
  *                   run by the HTTP route's handler, and its reply into a message;
+ *   ws_socket.c     the socket's record: wake its thread, drop a reference (all three);
  *   ws_codec.c      the binary frames' layout (ws_codec.h).
  *
  * Threads: one per socket, bounded by max_websockets; the computation is the batcher's, as for
@@ -82,15 +83,17 @@ struct rnnd_ws {
 /* Start W's thread on its socket (the upgrade handler). Returns 0, or -1 when no thread
  * could start (the caller closes the socket and drops the thread's reference). */
 int ws_conn_start(rnnd_ws *w);
+/* Every open socket finishes its requests and closes with 1001 (draining); then wait for
+ * their threads (before MHD stops). Take wsmu. */
+void rnnd_ws_close_all(rnnd_http *h);
+void rnnd_ws_stop_all(rnnd_http *h);
+
+/* ---- ws_socket.c ---- */
 /* Wake W's thread: a reply is ready. Any thread. */
 void ws_conn_wake(rnnd_ws *w);
 /* Drop a reference to W; the last frees it, its session reference and its max_websockets
  * slot. Its socket is closed already (MHD_upgrade_action) or was never handed over. */
 void ws_unref(rnnd_ws *w);
-/* Every open socket finishes its requests and closes with 1001 (draining); then wait for
- * their threads (before MHD stops). Take wsmu. */
-void rnnd_ws_close_all(rnnd_http *h);
-void rnnd_ws_stop_all(rnnd_http *h);
 
 /* ---- ws_bridge.c ---- */
 /* A whole message of W (text: JSON; binary: ws_codec.h) arrived: start its request, or

@@ -7,7 +7,9 @@
  * overloaded, out_of_memory and no_models, 500 for internal and model_error, 400 otherwise.
  * names_unique: no two codes share a name (the X-macro list is the only place they are
  * written).
- * error_json: the v1 error body is {"error":{"code","message"}} with the message escaped. */
+ * error_json: the v1 error body is {"error":{"code","message"}} with the message escaped.
+ * oom_json: the body sent when memory ran out, made without allocating, is byte for byte the
+ * one rnnd_errcode_json() makes for out_of_memory, and a short buffer gets a cut string. */
 #include "config.h"
 
 #include <check.h>
@@ -108,6 +110,23 @@ START_TEST(error_json)
 }
 END_TEST
 
+START_TEST(oom_json)
+{
+    rnnd_buf b;
+    rnnd_buf_init(&b);
+    rnnd_errcode_json(&b, RNND_E_OUT_OF_MEMORY, "out of memory");
+    ck_assert(!rnnd_buf_failed(&b));
+    char out[RNND_ERRCODE_OOM_CAP];
+    size_t n = rnnd_errcode_oom_json(out, sizeof out);
+    ck_assert_uint_eq(n, b.len);
+    ck_assert_str_eq(out, b.data);
+    char cut[8];
+    ck_assert_uint_eq(rnnd_errcode_oom_json(cut, sizeof cut), sizeof cut - 1);
+    ck_assert_str_eq(cut, "{\"error");
+    rnnd_buf_free(&b);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("errcode");
@@ -116,6 +135,7 @@ int main(void)
     tcase_add_test(tc, v2_statuses);
     tcase_add_test(tc, names_unique);
     tcase_add_test(tc, error_json);
+    tcase_add_test(tc, oom_json);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

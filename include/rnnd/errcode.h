@@ -41,6 +41,12 @@ enum rnnd_errcode {
 
 /* Append the v1 error body {"error":{"code":CODE's name,"message":MESSAGE}} to OUT. */
 void rnnd_errcode_json(rnnd_buf *out, enum rnnd_errcode code, const char *message);
+/* Room for rnnd_errcode_oom_json()'s body and its NUL. */
+#define RNND_ERRCODE_OOM_CAP 96
+/* The v1 body of out_of_memory, {"error":{"code":"out_of_memory","message":"out of memory"}},
+ * into OUT (CAP bytes, RNND_ERRCODE_OOM_CAP suffice) without allocating: for the replies made
+ * when memory ran out. Returns its length. */
+size_t rnnd_errcode_oom_json(char *out, size_t cap);
 /* The code's name ("invalid_request"); "internal" for a value outside the list. */
 const char *rnnd_errcode_name(enum rnnd_errcode e);
 /* The status rnnd_reply_error() answers E with; 500 outside the list. */
