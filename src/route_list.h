@@ -11,8 +11,8 @@
  * and declared in src/api.h (or in its module's header, as cluster.h for the drain: then
  * routes.c includes that header) (docs/code.md, "Adding a route"), and a row in the endpoint
  * table of docs/api.md or docs/v2.md (tests/test_docs.py: test_route_tables); a route
- * outside /v2 also goes into docs/openapi.yaml (tests/test_openapi.py), and a /v2/models/*
- * route has its /versions/* twin here (test_docs). No other code counts routes. */
+ * outside /v2 also goes into docs/openapi.yaml (tests/test_openapi.py), and a /v2/models/{m}
+ * route has its /versions/{v} twin here (test_docs). No other code counts routes. */
 #ifndef RNND_ROUTE_LIST_H
 #define RNND_ROUTE_LIST_H
 
