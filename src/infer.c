@@ -745,19 +745,22 @@ int rnnd_infer_encode(const rnnd_net *net, const rnnd_infer_req *req, const char
     rnnd_buf_puts(out, "{\"model\":");
     rnnd_buf_json_string(out, model_name ? model_name : "");
     rnnd_buf_puts(out, ",\"outputs\":[");
+    /* the rows through the accessor the v2 front end reads them with, so both agree on
+     * what a pooled or "last" request returns */
     for (size_t b = 0; b < req->n_seq; b++) {
-        size_t n = req->lens[b];
+        size_t rows;
+        const float *y = rnnd_infer_req_outputs(net, req, b, &rows);
         if (b)
             rnnd_buf_append(out, ",", 1);
         if (req->last || net_pools(net)) {
-            rnnd_buf_floats(out, req->outputs[b] + (net_pools(net) ? 0 : n - 1) * od, od);
+            rnnd_buf_floats(out, y, od);
             continue;
         }
         rnnd_buf_append(out, "[", 1);
-        for (size_t t = 0; t < n; t++) {
+        for (size_t t = 0; t < rows; t++) {
             if (t)
                 rnnd_buf_append(out, ",", 1);
-            rnnd_buf_floats(out, req->outputs[b] + t * od, od);
+            rnnd_buf_floats(out, y + t * od, od);
         }
         rnnd_buf_append(out, "]", 1);
     }
