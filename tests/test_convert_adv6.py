@@ -16,6 +16,17 @@
   user's forward() without the time limit verification's other doors keep: one that never
   returned hung from_module. Now it is refused when RNND_CONVERT_VERIFY_SECONDS is spent.
 
+Found in the seventh round (redone after a lost branch):
+
+- H3: a head weight or bias computed in forward() (self.fc.weight * float(x.size(0) <= 8),
+  a bias times a count made by torch.zeros_like) converted: verification's batches took
+  one side. Now a head op's weight and bias must be parameters read from the module, the
+  head is read from the graph with one nn.Linear too, and *_like / new_* of the data are
+  sizes (a branch on a count of them is a branch on the size).
+- H5: around a reference module (MinGRU, SLSTM) the user's forward() was not analysed: a
+  branch on the length (T=301), the values or a call count converted. Now it must be a plain
+  chain of submodule calls (torch_reference.check_chain).
+
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
 import contextlib
@@ -30,11 +41,12 @@ import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnd_convert
 from daemon_util import Case, tmpdir
-from rnnd_convert import cli, onnx_run, torch_import, verify
+from rnnd_convert import cli, onnx_run, reference, torch_import, verify
 from rnnd_convert.errors import ConvertError
 from rnnd_modules.mingru import MinGRU
 from rnnd_modules.slstm import SLSTM
@@ -558,6 +570,170 @@ class TestM2Resources(Base):
                    len(err.splitlines()) == 1, "refused at the limit in one line: %s" % err)
         self.check(took < 30, "refused after %.1f s, near the 2 s limit" % took)
         self.converts(p)        # the real interpreter, under the default limit
+
+
+class WeightBySize(Gru):
+    """A head whose weight forward() computes from the batch size: 1 up to batch 8, else 0."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return F.linear(y, self.fc.weight * float(x.size(0) <= 8), self.fc.bias)
+
+
+class BiasByCount(Gru):
+    """The head's bias times a count of the input's elements, made by torch.zeros_like (not
+    x.size()): 1 up to 6000 elements (every input verification makes), else 0."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        n = (torch.zeros_like(x) + 1).sum()
+        return F.linear(y, self.fc.weight, self.fc.bias * (n <= 6000).float())
+
+
+class RaiseByCount(Gru):
+    """A raise on a count of the input's elements, made by torch.zeros_like."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        if (torch.zeros_like(x) + 1).sum() > 6000:
+            raise ValueError("too long")
+        return self.fc(y)
+
+
+class FunctionalHead(Gru):
+    """The head's parameters read straight from the module: converts."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return F.linear(y, self.fc.weight, self.fc.bias)
+
+
+class TestH3ComputedHead(Base):
+    """H3: a head weight or bias computed in forward() (from the batch size, from a count
+    made by zeros_like) passed verification (batch 3) and differed at batch 12."""
+
+    def test_computed_weight_refused(self):
+        for cls, op, code in ((WeightBySize, "aten::mul", "self.fc.weight * float"),
+                              (BiasByCount, "aten::mul", "self.fc.bias * (n <= 6000)")):
+            torch.manual_seed(5)
+            try:
+                rnnd_convert.from_module(cls().eval(), path(cls.__name__ + ".rnnd"))
+                self.fail_check("%s: converted, though its head differs at batch 12"
+                                % cls.__name__)
+            except ConvertError as e:
+                for w in (op, code, "aten::linear", "parameter"):
+                    self.check(w in str(e), "%s: the refusal says %r: %s"
+                               % (cls.__name__, w, e))
+
+    def test_torchscript_cli_refused(self):
+        for cls in (WeightBySize, BiasByCount):
+            torch.manual_seed(5)
+            p = path(cls.__name__ + "_ts.pt")
+            torch.jit.script(cls().eval()).save(p)
+            out = p[:-3] + ".rnnd"
+            if os.path.exists(out):
+                os.remove(out)
+            rc, err = cli_run(p, "-o", out)
+            self.check(rc != 0 and not os.path.exists(out), "%s (TorchScript): refused, rc %d"
+                       % (cls.__name__, rc))
+            self.check("aten::mul" in err and "aten::linear" in err,
+                       "%s (TorchScript): names the op: %s" % (cls.__name__, err))
+
+    def test_like_count_is_a_size(self):
+        torch.manual_seed(5)
+        try:
+            rnnd_convert.from_module(RaiseByCount().eval(), path("raise_count.rnnd"))
+            self.fail_check("RaiseByCount: converted, though it raises above 6000 elements")
+        except ConvertError as e:
+            self.check("raises for some input sizes" in str(e) and "zeros_like" in str(e),
+                       "RaiseByCount: refused as a check of the size: %s" % e)
+
+    def test_parameters_read_straight_convert(self):
+        torch.manual_seed(5)
+        src = FunctionalHead().eval()
+        p = path("functional_head.rnnd")
+        rnnd_convert.from_module(src, p)
+        x = torch.randn(12, 5, 3)
+        with torch.no_grad():
+            want = src(x).numpy()
+        got = np.stack(reference.run(p, [s.numpy() for s in x])[0])
+        self.check(np.abs(got - want).max() < 1e-5, "batch 12 matches the module")
+
+
+class RefTop(nn.Module):
+    """A reference module, then a Linear; forward() as the subclasses write it."""
+
+    def __init__(self, rec):
+        super().__init__()
+        self.rec = rec
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y, _ = self.rec(x)
+        return self.fc(y)
+
+
+class RefByLength(RefTop):
+    def forward(self, x):
+        y = self.rec(x)[0]
+        if x.size(1) > 300:
+            y = y * 0.5
+        return self.fc(y)
+
+
+class RefByValue(RefTop):
+    def forward(self, x):
+        y = self.rec(x)[0]
+        return self.fc(y * 0.5 if float(x.abs().max()) > 100 else y)
+
+
+class RefByCalls(RefTop):
+    def forward(self, x):
+        self.calls = getattr(self, "calls", 0) + 1
+        y = self.rec(x)[0]
+        return self.fc(y) * (1.0 if self.calls < 100 else 0.5)
+
+
+class RefPlain(RefTop):
+    """A plain chain: h passed through, [0], a constant subscript, a softmax."""
+
+    def forward(self, x, h=None):
+        out = self.rec(x, h)
+        y = out[0]
+        return F.log_softmax(self.fc(y[:, :, :]), dim=-1), out[1]
+
+
+class TestH5ReferenceChain(Base):
+    """H5: around a reference module, forward() was not analysed: a branch on the length
+    (T=301 differed 0.41), the values or the call count converted."""
+
+    def recs(self):
+        return (("mingru", lambda: MinGRU(3, 4)), ("slstm", lambda: SLSTM(3, 4, heads=2)))
+
+    def test_branches_refused(self):
+        for name, rec in self.recs():
+            for cls, what in ((RefByLength, "if x.size(1) > 300"),
+                              (RefByValue, "float(x.abs().max()) > 100"),
+                              (RefByCalls, "self.calls = getattr")):
+                torch.manual_seed(5)
+                try:
+                    # the check runs without verification too; the length's branch with it,
+                    # which it passes (T=301 is past every length it runs)
+                    rnnd_convert.from_module(cls(rec()).eval(),
+                                             path("%s_%s.rnnd" % (name, cls.__name__)),
+                                             verify=cls is RefByLength)
+                    self.fail_check("%s around %s: converted" % (cls.__name__, name))
+                except ConvertError as e:
+                    self.check(what in str(e) and "plain chain" in str(e),
+                               "%s around %s: refused naming %r: %s"
+                               % (cls.__name__, name, what, e))
+
+    def test_plain_chain_converts(self):
+        for name, rec in self.recs():
+            torch.manual_seed(5)
+            p = path("%s_plain.rnnd" % name)
+            rnnd_convert.from_module(RefPlain(rec()).eval(), p, norm="log_softmax")
+            self.check(os.path.exists(p), "%s: a plain chain converts" % name)
 
 
 if __name__ == "__main__":

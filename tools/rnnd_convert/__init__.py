@@ -41,7 +41,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     import os
     from .arch import apply_options, read_vocab
     from .torch_import import model_from_module, source_runner
-    from .torch_reference import model_from_reference, reference_runner
+    from .torch_reference import check_chain, model_from_reference, reference_runner
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
     from .torch_import import refuse_hooks, warn_train_mode
@@ -54,12 +54,14 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
         if model is None:
             model = model_from_slstm(module, input=input, head=head, norm=norm)
             runner = slstm_runner(module) if model is not None else None
+        door[0] = "reference" if model is not None else "torch"
         if model is None:
             model = model_from_module(module, input=input, head=head, norm=norm)
         return model, runner or source_runner(module, model.pool != "none",
                                               model.source_features,
                                               getattr(model, "source_states", None))
 
+    door = [None]           # which door read the module: "reference" or "torch"
     refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
     model, runner = read(norm)
     warn_train_mode(module)
@@ -83,6 +85,11 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
                 raise e from None   # the check the caller asked for says what differs
             norm_checked = model.head_norm if model.head_W is not None else "none"
             apply_options(model, norm=norm)
+    if door[0] == "reference":
+        # forward() around a reference module is no graph torch_graph.py walks: it must be
+        # a plain chain (issue 14, adversary 7, H5); after verification, whose refusal says
+        # more where the two differ on its inputs
+        check_chain(module)
     if name is None:
         name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(vocab, str):

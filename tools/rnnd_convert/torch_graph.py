@@ -303,6 +303,12 @@ def where_first(node):
     return where(node)
 
 
+def _made_like(k):
+    """Whether operator K makes a tensor of its first input's shape or type, not its values:
+    zeros_like, ones_like, full_like, empty_like, rand*_like, new_zeros, new_ones, ..."""
+    return k.startswith("aten::") and (k.endswith("_like") or k.startswith("aten::new_"))
+
+
 def _const(v):
     """(True, value) for a constant Value (prim::Constant, None included), else (False, None)."""
     n = v.node()
@@ -381,7 +387,7 @@ class Analysis:
         self.pool = None        # "last" / "final_state" / "mean" / "max" once pooled
         self.y_time = None      # the time axis of the recurrent output where known
         self.bidir = False      # the last recurrent op is bidirectional
-        self.sized = set()      # non-tensor Values computed from the data's sizes
+        self.sized = set()      # Values computed from the data's sizes (tensors made of them)
         self.calls = []         # the submodule of each recurrent operator, in call order
         self.pre = None         # (a, b): x -> a * x + b before the first layer
         self.cells = any(m.kind() in CELL_OPS for m in _walk(graph.nodes()))
@@ -471,6 +477,11 @@ class Analysis:
         batches. A tensor that also reads the data (y / x.size(1)) is the data, not a size."""
         if k in ("aten::__is__", "aten::__isnot__"):
             return      # `h is None` says nothing of a size, whatever h is made from
+        if _made_like(k) and any(self.taint.get(v) == "data" for v in ins[:1]):
+            # zeros_like(x), x.new_ones(...): a tensor of the data's shape, not its values, so
+            # a count of it (zeros_like(x).sum()) is a size (issue 14, adversary 7, H3)
+            self.sized.update(n.outputs())
+            return
         if k in SIZE_OPS and any(v in self.taint for v in ins) or \
                 any(v in self.sized for v in ins):
             tensors = [v for v in ins if str(v.type()).startswith("Tensor")]
@@ -999,10 +1010,45 @@ class Analysis:
 
     def head_op(self, n, op, extra):
         """A head layer (docs/model-format.md, "The head"): after the recurrent layers and
-        any pooling, before the softmax."""
+        any pooling, before the softmax. Its weight and bias must be parameters read from the
+        module as they are: the file holds those, and a weight forward() computes (from the
+        batch size, a count, the mode) may differ at inputs verification never meets
+        (issue 14, adversary 7, H3)."""
+        operands = {"linear": ((1, "weight"), (2, "bias")),
+                    "layernorm": ((2, "weight"), (3, "bias"))}.get(op, ())
+        ins = list(n.inputs())
+        for i, what in operands:
+            if i < len(ins):
+                self.read_param(n, ins[i], what)
         self.counts["head"] += 1
         self.stage = 3
         self.head_ops.append((op, n, extra))
+
+    def read_param(self, n, v, what):
+        """Refuse V, the WHAT operand of head node N, unless it is None, a parameter read
+        through prim::GetAttr from the module, or a traced weight_norm of such parameters."""
+        if self.const(v) == (True, None):
+            return
+        src = v.node()
+        if src.kind() == "aten::_weight_norm":
+            for u in list(src.inputs())[:2]:
+                self.read_param(n, u, what)
+            return
+        u = v
+        while u.node().kind() == "prim::GetAttr":
+            u = u.node().input()
+        if v.node().kind() == "prim::GetAttr" and u is list(self.graph.inputs())[0]:
+            return
+        at = where(src, self.module) or where(n, self.module)
+        raise ConvertError("forward() computes the %s of %s (%s) with %s%s, not a parameter "
+                           "read from the module: rnnd writes the module's parameters as they "
+                           "are, and a weight computed when forward() runs (from a size, a "
+                           "count, a flag) may differ at inputs verification does not meet; "
+                           "pass the module's parameter as it is (self.fc(y), "
+                           "F.linear(y, self.fc.weight, self.fc.bias)), storing the weight "
+                           "you want in it before converting"
+                           % (what, n.kind(), "Linear" if n.kind() == "aten::linear"
+                              else "LayerNorm", src.kind(), at))
 
     def shape_list(self, v):
         """(ok, list) of a normalized_shape: a list of constants, or a module attribute."""

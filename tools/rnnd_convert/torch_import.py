@@ -401,8 +401,9 @@ def model_from_module(module, input=None, head=None, norm=None):
         recs = _call_order(analysis, recs)
         model.layers = []
         _chain(model, recs, label, module)
-    if head is None and analysis is not None and analysis.head_ops and (
-            len(analysis.head_ops) > 1 or len(lins) > 1):
+    if head is None and analysis is not None and analysis.head_ops:
+        # the head forward() applies, read from the parameters its graph reads (the one
+        # Linear module included: F.linear may read another's weight; issue 14, adversary 7)
         layers = analysis.head_layers()
         if len(layers) == 1 and layers[0]["op"] == "linear":
             # one Linear of several modules: the plain head, the same computation

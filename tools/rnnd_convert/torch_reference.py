@@ -6,9 +6,13 @@ parameter, since their parameters are already in the format's layout.
 A module converts here when it holds at least one of them: then, in registration order, at
 most one nn.Embedding, the reference modules (each contributing its num_layers layers), at
 most one nn.Linear (the head) and at most one nn.Softmax / nn.LogSoftmax; nothing else with
-parameters. forward() is not analysed (the modules' loops are Python): verification at
-conversion (verify.py) runs it and refuses a module that computes anything else.
+parameters. The modules' own forward() (Python loops) is not analysed: verification at
+conversion (verify.py) runs it and refuses a module that computes anything else; the
+forward() around them must be a plain chain of submodule calls (check_chain, which
+from_module runs after verification, for this door and torch_slstm.py's).
 """
+import ast
+
 import numpy as np
 
 from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
@@ -223,3 +227,182 @@ def reference_runner(module):
     # doors, so that one that never returns is refused (issue 14, sixth round, M1)
     from .watchdog import bounded
     return bounded(run)
+
+
+# softmax / log_softmax as functions of torch, torch.nn.functional (F) or a tensor's method
+_NORMS = ("softmax", "log_softmax")
+_CHAIN = ("around a reference module of tools/rnnd_modules (whose loops are Python, not "
+          "analysed) forward() must be a plain chain of submodule calls (y = self.rnn(x, h), "
+          "y[0], a constant subscript, softmax / log_softmax, return); rnnd computes that "
+          "chain for every length, batch and call, and verification cannot try them all: "
+          "compute anything else before or after calling the model")
+
+
+def check_chain(module):
+    """Refuse MODULE (the top of a reference-module conversion) unless its forward() is a
+    plain chain, as _CHAIN says, and so is that of every submodule it calls whose class is
+    neither torch's nor a reference module: a branch on the length, the values or a call
+    count, a computed scale, converted where verification did not meet it (issue 14,
+    adversary 7, H5). The source is read with inspect and walked with ast, as
+    torch_import's checks of the source lines; TorchScript cannot compile these modules."""
+    import torch
+    if is_reference(module) or _is_slstm(module) or \
+            (type(module).__module__ or "").split(".")[0] == "torch":
+        return      # the reference module itself, or torch's own (nn.Sequential): known code
+    _check_forward(module, "", torch.nn.Module, 0)
+
+
+def _check_forward(m, name, Module, depth):
+    import inspect
+    import textwrap
+    fn = getattr(type(m).forward, "__func__", type(m).forward)
+    label = "forward() of module '%s' (%s)" % (name or "<top>", type(m).__name__)
+    try:
+        lines, first = inspect.getsourcelines(fn)
+        path = inspect.getsourcefile(fn) or "?"
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        raise ConvertError("%s: its source cannot be read, so it cannot be checked; %s"
+                           % (label, _CHAIN))
+    func = tree.body[0]
+    if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) or func.decorator_list:
+        raise ConvertError("%s: not a plain function; %s" % (label, _CHAIN))
+    a = func.args
+    names = {p.arg for p in a.posonlyargs + a.args + a.kwonlyargs}
+    names |= {p.arg for p in (a.vararg, a.kwarg) if p is not None}
+    this = a.args[0].arg if a.args else "self"
+    names.discard(this)
+
+    def refuse(node, what):
+        line = first + node.lineno - 1
+        code = lines[node.lineno - 1].strip().rstrip(":")
+        raise ConvertError("%s at %s:%d: %s: %s; %s" % (label, path, line, code, what,
+                                                        _CHAIN))
+
+    def const(e):
+        if isinstance(e, ast.Constant):
+            return True
+        if isinstance(e, ast.UnaryOp) and isinstance(e.op, (ast.USub, ast.UAdd)):
+            return const(e.operand)
+        if isinstance(e, ast.Slice):
+            return all(p is None or const(p) for p in (e.lower, e.upper, e.step))
+        if isinstance(e, ast.Tuple):
+            return all(const(p) for p in e.elts)
+        return False
+
+    def submodule(e):
+        """The submodule self.a.b names, or None."""
+        parts = []
+        while isinstance(e, ast.Attribute):
+            parts.append(e.attr)
+            e = e.value
+        if not (isinstance(e, ast.Name) and e.id == this and parts):
+            return None
+        obj = m
+        for p in reversed(parts):
+            obj = getattr(obj, p, None)
+        return (".".join(reversed(parts)), obj) if isinstance(obj, Module) else None
+
+    def is_norm(f):
+        """F.softmax, torch.log_softmax, nn.functional.softmax, ... (not a tensor's)."""
+        if not (isinstance(f, ast.Attribute) and f.attr in _NORMS):
+            return False
+        base = []
+        e = f.value
+        while isinstance(e, ast.Attribute):
+            base.append(e.attr)
+            e = e.value
+        return isinstance(e, ast.Name) and (e.id, tuple(reversed(base))) in (
+            ("F", ()), ("torch", ()), ("nn", ("functional",)), ("torch", ("nn", "functional")),
+            ("functional", ()))
+
+    def expr(e):
+        if isinstance(e, ast.Name):
+            if e.id not in names:
+                refuse(e, "it reads %r, neither an argument of forward() nor a value the "
+                       "chain computed" % e.id)
+            return
+        if const(e):
+            return
+        if isinstance(e, ast.Subscript):
+            expr(e.value)
+            if not const(e.slice):
+                refuse(e, "a subscript that is not constant")
+            return
+        if isinstance(e, ast.Tuple):
+            for p in e.elts:
+                expr(p)
+            return
+        if isinstance(e, ast.IfExp) and _isinstance_test(e.test, names):
+            # y[0] if isinstance(y, tuple) else y: the type of a submodule's output, fixed
+            expr(e.body)
+            expr(e.orelse)
+            return
+        if isinstance(e, ast.Call):
+            f = e.func
+            sub = submodule(f)
+            if sub is not None:
+                for p in e.args + [k.value for k in e.keywords]:
+                    expr(p)
+                child, obj = sub
+                if not is_reference(obj) and not _is_slstm(obj) and \
+                        (type(obj).__module__ or "").split(".")[0] != "torch":
+                    if depth > 8:
+                        refuse(e, "submodules nested too deep")
+                    _check_forward(obj, (name + "." if name else "") + child, Module,
+                                   depth + 1)
+                return
+            if is_norm(f) or (isinstance(f, ast.Attribute) and f.attr in _NORMS):
+                args = list(e.args)
+                if not is_norm(f):
+                    args = [f.value] + args        # y.softmax(-1)
+                if not args:
+                    refuse(e, "a softmax of nothing")
+                expr(args[0])
+                for p in args[1:] + [k.value for k in e.keywords]:
+                    if not const(p):
+                        refuse(e, "a softmax with an argument that is not constant")
+                return
+            refuse(e, "it calls %s, not a submodule" % ast.unparse(f))
+        text = ast.unparse(e)
+        refuse(e, "it computes %s" % (text if len(text) <= 60 else text[:57] + "..."))
+
+    def target(t, node):
+        if isinstance(t, ast.Name):
+            names.add(t.id)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for p in t.elts:
+                target(p, node)
+        else:
+            refuse(node, "it assigns to %s" % ast.unparse(t))
+
+    body = func.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]     # the docstring
+    for st in body:
+        if isinstance(st, ast.Assign):
+            expr(st.value)
+            for t in st.targets:
+                target(t, st)
+        elif isinstance(st, ast.AnnAssign) and st.value is not None:
+            expr(st.value)
+            target(st.target, st)
+        elif isinstance(st, ast.Return):
+            if st.value is not None:
+                expr(st.value)
+        elif isinstance(st, ast.Pass):
+            pass
+        else:
+            refuse(st, "a statement of its own (%s)" % type(st).__name__)
+
+
+def _isinstance_test(e, names):
+    """isinstance(y, tuple) (or list, or a tuple of those) of a value of the chain."""
+    return isinstance(e, ast.Call) and getattr(e.func, "id", None) == "isinstance" \
+        and len(e.args) == 2 and getattr(e.args[0], "id", None) in names and \
+        all(getattr(t, "id", None) in ("tuple", "list") for t in (
+            e.args[1].elts if isinstance(e.args[1], ast.Tuple) else [e.args[1]]))
+
+
+def _is_slstm(m):
+    return getattr(type(m), "rnnd_type", None) == "slstm"

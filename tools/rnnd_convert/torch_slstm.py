@@ -5,9 +5,10 @@ since its parameters are already the format's tensors (W, R [4H, H/heads], Wb, R
 slstm_layers() is the reader of one such module; model_from_slstm() builds a whole Model when
 MODULE holds at least one: in registration order at most one nn.Embedding, the SLSTM modules
 (each contributing its num_layers layers), at most one nn.Linear (the head) and at most one
-nn.Softmax / nn.LogSoftmax; nothing else with parameters. forward() is not analysed (its loop
-is Python): verification at conversion runs it (slstm_runner) and refuses a module that
-computes anything else.
+nn.Softmax / nn.LogSoftmax; nothing else with parameters. The SLSTM's forward() is not
+analysed (its loop is Python): verification at conversion runs it (slstm_runner) and refuses
+a module that computes anything else; the forward() around it must be a plain chain of
+submodule calls (torch_reference.check_chain, run by from_module after verification).
 """
 import numpy as np
 
