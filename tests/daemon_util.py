@@ -55,6 +55,21 @@ def tmpdir(name):
     return d
 
 
+def scratch(name):
+    """path(FILE) for files in the test's scratch folder NAME (created): `path = scratch(...)`."""
+    d = tmpdir(name)
+    return lambda file: os.path.join(d, file)
+
+
+def verification_record(p):
+    """The verification record rnnd-convert wrote into the metadata of the .rnnd at P (a
+    dict; docs/convert.md, "Verified at conversion")."""
+    with open(p, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
+
+
 def convert(onnx_path, out_path):
     """Convert an ONNX file with the project's converter (once per output path)."""
     if not os.path.exists(out_path):

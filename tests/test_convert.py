@@ -35,9 +35,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon_util import RUNNING, Case  # first: it finds tools/ for rnnd_convert
+from daemon_util import RUNNING, Case, main_inproc  # first: it finds tools/ for rnnd_convert
 import rnnd_convert
-from rnnd_convert import cli, reference
+from rnnd_convert import reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -64,14 +64,6 @@ def run_cli(*args):
     p = subprocess.run([PY, "-m", "rnnd_convert"] + list(args), capture_output=True, text=True,
                        env=env)
     return p.returncode, p.stdout, p.stderr
-
-
-def main_inproc(*args):
-    """(rc, stderr) of cli.main(ARGS) in this process (fast: no re-import of torch)."""
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue()
 
 
 def parse_file(path):

@@ -18,8 +18,6 @@ invalid ONNX graph converted or crashed.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
 import os
 import unittest
 import warnings
@@ -34,23 +32,12 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnd_convert
-from daemon_util import Case, tmpdir
-from rnnd_convert import cli, torch_import, verify
+from daemon_util import Case, main_inproc, scratch
+from rnnd_convert import torch_import, verify
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_adv5")
-
-
-def path(name):
-    return os.path.join(WORK, name)
-
-
-def cli_run(*args):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue().strip()
+path = scratch("convert_adv5")
 
 
 class Gru(nn.Module):
@@ -339,7 +326,7 @@ class Files(Case):
         out = path(name + ".rnnd")
         if os.path.exists(out):
             os.remove(out)
-        rc, err = cli_run(src, "-o", out)
+        rc, err = main_inproc(src, "-o", out)
         self.check(rc != 0 and not os.path.exists(out),
                    "%s (TorchScript file): rnnd-convert exits %d" % (name, rc))
         self.check(len(err.splitlines()) == 1 and "internal error" not in err,
@@ -395,7 +382,7 @@ class Onnx(Case):
         out = p[:-5] + ".rnnd"
         if os.path.exists(out):
             os.remove(out)
-        rc, err = cli_run(p, "-o", out)
+        rc, err = main_inproc(p, "-o", out)
         self.check(rc != 0 and not os.path.exists(out), "%s: rnnd-convert exits %d"
                    % (os.path.basename(p), rc))
         self.check(len(err.splitlines()) == 1 and "internal error" not in err,
@@ -424,7 +411,7 @@ class Onnx(Case):
 
     def test_valid_graph_converts(self):
         p = lstm_graph("valid")
-        rc, err = cli_run(p, "-o", path("valid.rnnd"))
+        rc, err = main_inproc(p, "-o", path("valid.rnnd"))
         self.check(rc == 0, "a valid LSTM graph converts: %s" % err)
 
 

@@ -29,8 +29,6 @@ Found in the seventh round (redone after a lost branch):
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
 import os
 import threading
 import time
@@ -45,26 +43,15 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnd_convert
-from daemon_util import Case, tmpdir
-from rnnd_convert import cli, onnx_run, reference, torch_import, verify
+from daemon_util import Case, main_inproc, scratch
+from rnnd_convert import onnx_run, reference, torch_import, verify
 from rnnd_convert.errors import ConvertError
 from rnnd_modules.mingru import MinGRU
 from rnnd_modules.slstm import SLSTM
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_adv6")
+path = scratch("convert_adv6")
 I, H = 3, 4
-
-
-def path(name):
-    return os.path.join(WORK, name)
-
-
-def cli_run(*args):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue().strip()
 
 
 def lstm_graph(name, extra=(), out="Y2", opset=14, inits=()):
@@ -114,7 +101,7 @@ class Base(Case):
         out = p[:-5] + ".rnnd"
         if os.path.exists(out):
             os.remove(out)
-        rc, err = cli_run(p, "-o", out)
+        rc, err = main_inproc(p, "-o", out)
         self.check(rc != 0 and not os.path.exists(out), "%s: rnnd-convert exits %d"
                    % (os.path.basename(p), rc))
         self.check(len(err.splitlines()) == 1 and "internal error" not in err,
@@ -125,7 +112,7 @@ class Base(Case):
 
     def converts(self, p):
         out = p[:-5] + ".rnnd"
-        rc, err = cli_run(p, "-o", out)
+        rc, err = main_inproc(p, "-o", out)
         self.check(rc == 0 and os.path.exists(out), "%s converts: %s"
                    % (os.path.basename(p), err))
         return out
@@ -530,7 +517,7 @@ class TestM2Resources(Base):
         if os.path.exists(out):
             os.remove(out)
         t0 = time.monotonic()
-        rc, err = cli_run(p, "-o", out, "--no-verify")
+        rc, err = main_inproc(p, "-o", out, "--no-verify")
         self.check(rc != 0 and not os.path.exists(out), "refused: rc %d, %s" % (rc, err))
         self.check(len(err.splitlines()) == 1 and "make_R" in err and "MiB" in err,
                    "one line naming the node and the cap: %s" % err)
@@ -553,7 +540,7 @@ class TestM2Resources(Base):
         box = {}
 
         def convert():
-            box["r"] = cli_run(p, "-o", p[:-5] + ".rnnd")
+            box["r"] = main_inproc(p, "-o", p[:-5] + ".rnnd")
         try:
             t0 = time.monotonic()
             t = threading.Thread(target=convert, daemon=True)
@@ -633,7 +620,7 @@ class TestH3ComputedHead(Base):
             out = p[:-3] + ".rnnd"
             if os.path.exists(out):
                 os.remove(out)
-            rc, err = cli_run(p, "-o", out)
+            rc, err = main_inproc(p, "-o", out)
             self.check(rc != 0 and not os.path.exists(out), "%s (TorchScript): refused, rc %d"
                        % (cls.__name__, rc))
             self.check("aten::mul" in err and "aten::linear" in err,

@@ -19,11 +19,7 @@ findings 1-3) and the torch side of user finding 1: each model here converted wi
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
-import json
 import os
-import struct
 import unittest
 import warnings
 from typing import Tuple
@@ -36,32 +32,13 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 
 import rnnd_convert
-from daemon_util import Case, tmpdir
-from rnnd_convert import cli, reference, torch_import, verify
+from daemon_util import Case, main_inproc, scratch, verification_record
+from rnnd_convert import reference, torch_import, verify
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_adversary")
+path = scratch("convert_adversary")
 V = 5000            # large enough that the random ids of verification miss some rows
-
-
-def path(name):
-    return os.path.join(WORK, name)
-
-
-def record(p):
-    """The verification record of the .rnnd at P (a dict)."""
-    with open(p, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
-
-
-def cli_run(*args):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue()
 
 
 def unsampled_id(vocab):
@@ -126,7 +103,7 @@ class EmbeddingTable(Case):
                        "from_module refuses it, naming the line: %s" % e)
         self.check(not os.path.exists(out), "no file written")
         torch.jit.script(m).save(path("copy.pt"))
-        rc, err = cli_run(path("copy.pt"), "-o", out)
+        rc, err = main_inproc(path("copy.pt"), "-o", out)
         self.check(rc == 1 and "table it computes" in err,
                    "a TorchScript file of it is refused: %s" % err.strip())
         self.check(not os.path.exists(out), "no file written from the TorchScript file")
@@ -166,7 +143,7 @@ class EmbeddingTable(Case):
         figures = verify.compare(model, out, run, "module")
         self.eq(figures.get("vocab_checked"), V, "the faithful source: every id checked")
         rnnd_convert.from_module(m, out)
-        self.eq(record(out).get("vocab_checked"), V, "the record holds vocab_checked")
+        self.eq(verification_record(out).get("vocab_checked"), V, "the record holds vocab_checked")
 
 
 def scaling_hook(mod, inp: Tuple[torch.Tensor], out: torch.Tensor):
@@ -194,7 +171,7 @@ class Hooks(Case):
         m.register_forward_hook(scaling_hook)
         self.refused(m, "module '<top>' (Plain) has a forward hook", "a hook on the top module")
         torch.jit.script(m).save(path("hook.pt"))
-        rc, err = cli_run(path("hook.pt"), "-o", path("hook_ts.rnnd"))
+        rc, err = main_inproc(path("hook.pt"), "-o", path("hook_ts.rnnd"))
         self.check(rc == 1 and "module '<top>'" in err and "forward hook" in err,
                    "a scripted file keeps the hook and is refused: %s" % err.strip())
         self.check(not os.path.exists(path("hook_ts.rnnd")), "no file from the scripted file")
@@ -306,7 +283,7 @@ class InitialState(Case):
         m = Faithful().eval()
         out = path("faithful.rnnd")
         model = rnnd_convert.from_module(m, out)
-        self.eq(record(out).get("initial_state_checked"), True,
+        self.eq(verification_record(out).get("initial_state_checked"), True,
                 "the record says the initial state was checked")
         run = torch_import.source_runner(m)
 
@@ -342,13 +319,13 @@ class InitialState(Case):
             args.update(kw)
             lstm_onnx(p, **args)
             out = path("state_onnx.rnnd")
-            rc, err = cli_run(p, "-o", out)
+            rc, err = main_inproc(p, "-o", out)
             # onnx_import's row check (the ONNX door's own) or onnx_state's wiring check,
             # whichever sees it first
             self.check(rc == 1 and any(n in err for n in needle),
                        "%s: refused: %s" % (what, err.strip()))
             self.check(not os.path.exists(out), "%s: no file written" % what)
-            rc, err = cli_run(p, "-o", out, "--no-verify")
+            rc, err = main_inproc(p, "-o", out, "--no-verify")
             self.check(rc == 1 and any(n in err for n in needle),
                        "%s: refused with --no-verify too" % what)
 
@@ -375,7 +352,7 @@ class InitialState(Case):
                  numpy_helper.from_array(np.array(idx, np.int64), "idx"),
                  numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")])
             onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)]), p)
-            rc, err = cli_run(p, "-o", path("gather.rnnd"))
+            rc, err = main_inproc(p, "-o", path("gather.rnnd"))
             if ok:
                 self.check(rc == 0, "Gather of rows [0, 1] converts: %s" % err.strip())
             else:
@@ -386,10 +363,10 @@ class InitialState(Case):
         p = path("state_ok.onnx")
         lstm_onnx(p, [0, 1], [0, 1])
         out = path("state_ok.rnnd")
-        rc, err = cli_run(p, "-o", out)
+        rc, err = main_inproc(p, "-o", out)
         self.check(rc == 0, "the faithful wiring converts: %s" % err)
         if rc == 0:
-            self.eq(record(out).get("initial_state_checked"), True,
+            self.eq(verification_record(out).get("initial_state_checked"), True,
                     "ONNX: the record says the initial state was checked")
 
 
@@ -429,7 +406,7 @@ class MaxNorm(Case):
             self.check("max_norm" in str(e) and "renormalise the weight once" in str(e),
                        "from_module refuses max_norm: %s" % e)
         for f in ("mn_script.pt", "mn_trace.pt"):
-            rc, err = cli_run(path(f), "-o", path("mn.rnnd"))
+            rc, err = main_inproc(path(f), "-o", path("mn.rnnd"))
             self.check(rc == 1 and "max_norm" in err, "%s refused: %s" % (f, err.strip()))
         try:
             rnnd_convert.from_module(FunctionalMaxNorm().eval(), path("mn.rnnd"))

@@ -36,17 +36,13 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon_util import PYTHON3, Case, main_inproc, tmpdir
+from daemon_util import PYTHON3, Case, main_inproc, scratch
 from rnnd_convert import onnx_import, onnx_run, reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_onnx_hostile")
+path = scratch("convert_onnx_hostile")
 I, H = 4, 5
-
-
-def path(name):
-    return os.path.join(WORK, name)
 
 
 def child(*args):

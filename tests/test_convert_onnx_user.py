@@ -18,7 +18,6 @@ opsets 9, 14 and 17:
 
 Env: PYTHON3, PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import os
 import unittest
 import warnings
 
@@ -28,18 +27,14 @@ import torch
 import torch.nn as nn
 from onnx import TensorProto, helper, numpy_helper
 
-from daemon_util import Case, main_inproc, tmpdir
+from daemon_util import Case, main_inproc, scratch
 import rnnd_convert
 from rnnd_convert import reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_onnx_user")
+path = scratch("convert_onnx_user")
 OPSETS = (9, 14, 17)
-
-
-def path(name):
-    return os.path.join(WORK, name)
 
 
 def export(net, name, opset, x=None):

@@ -24,8 +24,6 @@ computing something else than its source, on sizes or steps verification does no
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import contextlib
-import io
 import os
 import time
 import unittest
@@ -35,8 +33,8 @@ import torch
 import torch.nn as nn
 
 import rnnd_convert
-from daemon_util import Case, tmpdir
-from rnnd_convert import cli, watchdog
+from daemon_util import Case, main_inproc, scratch
+from rnnd_convert import watchdog
 from rnnd_convert.errors import ConvertError
 
 warnings.filterwarnings("ignore")
@@ -46,11 +44,7 @@ SCRIPTING = torch.jit.is_scripting
 STATE = torch._C._get_tracing_state
 MODE = (lambda: torch.jit.is_tracing())
 from torch.jit import is_tracing as tracing_now  # noqa: E402
-WORK = tmpdir("convert_torch_silent")
-
-
-def path(name):
-    return os.path.join(WORK, name)
+path = scratch("convert_torch_silent")
 
 
 class Base(nn.Module):
@@ -495,13 +489,6 @@ class Refusals(Case):
         return msg
 
 
-def cli_run(*args):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        rc = cli.main(list(args))
-    return rc, err.getvalue().strip()
-
-
 class FileRefusals(Refusals):
     def file_refused(self, cls, name, how, *words):
         """CLS saved scripted or traced (HOW) and given to rnnd-convert: refused."""
@@ -516,7 +503,7 @@ class FileRefusals(Refusals):
         out = path(name + "_" + how + ".rnnd")
         if os.path.exists(out):
             os.remove(out)
-        rc, err = cli_run(src, "-o", out)
+        rc, err = main_inproc(src, "-o", out)
         self.check(rc != 0, "%s (%s file): rnnd-convert exits %d" % (name, how, rc))
         self.check(len(err.splitlines()) == 1, "%s: one line: %s" % (name, err))
         for w in words:

@@ -25,7 +25,6 @@ Env: PYTHONPATH (= tools), RNND_BIN, RNND_TEST_TMP.
 import contextlib
 import io
 import json
-import os
 import subprocess
 import unittest
 import warnings
@@ -37,27 +36,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from daemon_util import Case, RNND_BIN, tmpdir
+from daemon_util import RNND_BIN, Case, scratch, verification_record
 
 import rnnd_convert
 from rnnd_convert import reference
 from rnnd_convert.arch import ConvertError
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_user2")
+path = scratch("convert_user2")
 OPSETS = (9, 14, 17)
-
-
-def path(name):
-    return os.path.join(WORK, name)
-
-
-def record(p):
-    """The verification record of the .rnnd at P."""
-    with open(p, "rb") as f:
-        data = f.read()
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
 
 
 def export(net, name, opset, x):
@@ -122,7 +109,7 @@ class UserCase(Case):
                     return rnnd_convert.convert(path("door.pt"), p)
             m = self.converts("%s (%s)" % (what, door), fn)
             if m is not None:
-                self.check("max_rel_error" in record(p), "%s (%s): verified" % (what, door))
+                self.check("max_rel_error" in verification_record(p), "%s (%s): verified" % (what, door))
                 self.matches("%s (%s)" % (what, door), p, want, seqs)
             out.append(m)
         return out
@@ -299,9 +286,9 @@ class TestSeveralStates(UserCase):
                     rnnd_convert.convert(path("states.pt"), p)))
                 if m is None:
                     continue
-                self.check(record(p).get("initial_state_checked") is True,
+                self.check(verification_record(p).get("initial_state_checked") is True,
                            "%s (%s): initial_state_checked: %r"
-                           % (cls.__name__, door, record(p)))
+                           % (cls.__name__, door, verification_record(p)))
                 self.matches("%s (%s) from random states" % (cls.__name__, door), p, want,
                              list(x.numpy()), list(flat))
 

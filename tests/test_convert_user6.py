@@ -23,7 +23,6 @@
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
-import json
 import os
 import unittest
 import warnings
@@ -33,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from daemon_util import Case, main_inproc, tmpdir
+from daemon_util import Case, main_inproc, scratch, verification_record
 
 import rnnd_convert
 from rnnd_convert import reference
@@ -41,19 +40,7 @@ from rnnd_convert.arch import ConvertError
 from rnnd_modules.mingru import MinGRU
 
 warnings.filterwarnings("ignore")
-WORK = tmpdir("convert_user6")
-
-
-def path(name):
-    return os.path.join(WORK, name)
-
-
-def record(p):
-    """The verification record of the .rnnd at P."""
-    with open(p, "rb") as f:
-        data = f.read()
-    n = int.from_bytes(data[:8], "little")
-    return json.loads(json.loads(data[8:8 + n])["__metadata__"]["verification"])
+path = scratch("convert_user6")
 
 
 class Logits(nn.Module):
@@ -125,7 +112,7 @@ class TestNormAdded(Case):
             if p is None:
                 continue
             self.same(p, NORMS[norm](y).double().numpy(), x, "norm=%r" % norm)
-            self.eq(record(p).get("norm_checked"), "none", "norm=%r: norm_checked" % norm)
+            self.eq(verification_record(p).get("norm_checked"), "none", "norm=%r: norm_checked" % norm)
 
     def test_applied(self):
         """A module that applies the softmax itself, given norm="softmax": checked with the
@@ -139,12 +126,12 @@ class TestNormAdded(Case):
         p = self.converted(net, "softmax", "applied_softmax.rnnd")
         if p is not None:
             self.same(p, NORMS["softmax"](logits).double().numpy(), x, "norm='softmax'")
-            self.check("norm_checked" not in record(p), "checked with the norm: %r"
-                       % record(p))
+            self.check("norm_checked" not in verification_record(p), "checked with the norm: %r"
+                       % verification_record(p))
         p = self.converted(net, "none", "applied_none.rnnd")
         if p is not None:
             self.same(p, logits.double().numpy(), x, "norm='none'")
-            self.eq(record(p).get("norm_checked"), "softmax", "norm='none': norm_checked")
+            self.eq(verification_record(p).get("norm_checked"), "softmax", "norm='none': norm_checked")
 
     def test_still_refused(self):
         """A module that differs from the file for another reason (a reference module's
