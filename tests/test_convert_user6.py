@@ -373,5 +373,112 @@ class TestOnnxUnivariate(Case):
                    "the mean of the series: %s" % err)
 
 
+def script_convert(net, name):
+    """(rc, stderr) of rnnd-convert of torch.jit.script(NET) saved as NAME.pt."""
+    p = path(name + ".pt")
+    torch.jit.script(net.eval()).save(p)
+    return main_inproc(p, "-o", p[:-3] + ".rnnd")
+
+
+class TutorialLSTM(nn.Module):
+    """The PyTorch tutorial classifier (user trial 20): zero h0 / c0 sized from module
+    attributes, .requires_grad_(), passed .detach()ed."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden_dim = 10
+        self.layer_dim = 2
+        self.lstm = nn.LSTM(4, 10, 2, batch_first=True)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x):
+        h0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).requires_grad_()
+        c0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).requires_grad_()
+        out, (hn, cn) = self.lstm(x, (h0.detach(), c0.detach()))
+        return self.fc(out[:, -1, :])
+
+
+class TypeAsLSTM(TutorialLSTM):
+    """The zero state made with torch.zeros(...).type_as(x)."""
+
+    def forward(self, x):
+        h0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).type_as(x)
+        c0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).type_as(x)
+        out, (hn, cn) = self.lstm(x, (h0, c0))
+        return self.fc(out[:, -1, :])
+
+
+class GradStateLSTM(TutorialLSTM):
+    """A state whose values depend on requires_grad (so on grad mode): not a zero state."""
+
+    def forward(self, x):
+        h0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).requires_grad_()
+        c0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim)
+        if h0.requires_grad:
+            h0 = h0 + 1.0
+        out, (hn, cn) = self.lstm(x, (h0.detach(), c0))
+        return self.fc(out[:, -1, :])
+
+
+class TestTutorialZeroState(Case):
+    def converts(self, cls, how):
+        torch.manual_seed(20)
+        net = cls().eval()
+        e = refusal(net, "tut_%s.rnnd" % how)
+        self.check(e is None, "from_module converts %s: %s" % (how, e))
+        if e is None:
+            m = reference.load(path("tut_%s.rnnd" % how))
+            x = np.random.default_rng(3).standard_normal((7, 4)).astype(np.float32)
+            got = np.asarray(reference.run(m, [x])[0]).reshape(-1)
+            with torch.no_grad():
+                want = net(torch.from_numpy(x)[None])[0].numpy().reshape(-1)
+            self.check(np.allclose(got, want, atol=1e-5), "rnnd equals torch (%s)" % how)
+        rc, err = script_convert(net, "tut_script_%s" % how)
+        self.check(rc == 0, "script converts %s: %s" % (how, err))
+
+    def test_tutorial(self):
+        """Zeros sized from attributes, requires_grad_(), detach(): a zero state, converts."""
+        self.converts(TutorialLSTM, "tutorial")
+
+    def test_type_as(self):
+        """torch.zeros(...).type_as(x): zeros of the data's type, converts."""
+        self.converts(TypeAsLSTM, "type_as")
+
+    def test_grad_values(self):
+        """A state whose values depend on requires_grad is still refused."""
+        e = refusal(GradStateLSTM().eval(), "tut_grad.rnnd")
+        self.check(e is not None and "requires_grad" in e, "refused: %s" % e)
+        rc, err = script_convert(GradStateLSTM(), "tut_script_grad")
+        self.check(rc == 1 and "requires_grad" in err, "script refuses: %s" % err)
+
+
+class TestNoTrackerWords(Case):
+    def test_strings(self):
+        """No string in tools/rnnd_convert (a message) names an issue, a round or a finding
+        id: they mean nothing to a user."""
+        import ast
+        import re
+        top = os.path.dirname(rnnd_convert.__file__)
+        pat = re.compile(r"[Ii]ssue \d+|\b[Rr]ound\b|\b[A-Z]\d\b|[Aa]dversary|user trial|"
+                         r"[Ff]inding")
+        bad = []
+        for f in sorted(os.listdir(top)):
+            if not f.endswith(".py"):
+                continue
+            tree = ast.parse(open(os.path.join(top, f)).read())
+            docs = set()
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and \
+                        node.body and isinstance(node.body[0], ast.Expr):
+                    docs.add(id(node.body[0].value))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
+                        id(node) not in docs and len(node.value) > 3 and pat.search(node.value):
+                    bad.append("%s:%d" % (f, node.lineno))
+        self.eq(bad, [], "strings naming a tracker")
+        e = refusal(TutorialLSTM().eval(), "tut_words.rnnd")
+        self.check(e is None or "issue" not in e, "message: %s" % e)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -647,6 +647,10 @@ class Analysis:
         if k in ("aten::new_zeros", "aten::zeros_like") and not any(
                 self.taint.get(v) in ("state", "hidden") for v in ins):
             return      # x.new_zeros(B, H): zeros of the data's type, not the data
+        if k == "aten::type_as" and ins and ins[0] not in self.taint:
+            # torch.zeros(...).type_as(x): the values of the first in the data's type, not
+            # the data (an initial state so made is checked by computed_state)
+            return
         if k in PLUMBING:
             return self.plumbing(n, k, ins, kinds)
         if k in ("aten::select", "aten::cat") and ins and (
@@ -1698,11 +1702,11 @@ class Analysis:
                         "state as infer's initial_state or a session's state" % (n.kind(), held))
         made = self.computed_state(ins[1]) if len(ins) > 1 else None
         if made:
-            self.refuse(n, "%s starting from a state computed by %s: rnnd starts every "
-                        "sequence from zeros or from a state given per request, and a state "
-                        "computed from the length, the batch or a loop (issue 14, fifth round, "
-                        "H2) differs for inputs verification need not meet; start from zeros "
-                        "or from forward()'s state argument" % (n.kind(), made))
+            self.refuse(n, "%s starting from a state computed by %s" % (n.kind(), made),
+                        advice="rnnd starts every sequence from zeros or from a state given "
+                        "per request, and a state computed from the length, the batch or a "
+                        "loop differs for inputs verification need not meet; start from "
+                        "zeros (torch.zeros(...)) or from forward()'s state argument")
         if len(ins) == 9:
             okp, p = self.const(ins[5])
             okt, train = self.train_flag(ins[6])
@@ -1768,14 +1772,24 @@ class Analysis:
             return self.computed_state(list(node.inputs())[0], depth + 1)
         if k in LAYOUT_OPS + ("prim::unchecked_cast", "aten::to", "aten::detach",
                               "aten::expand", "aten::repeat", "aten::type_as",
-                              "aten::clone", "aten::cuda", "aten::cpu", "aten::float"):
+                              "aten::clone", "aten::cuda", "aten::cpu", "aten::float",
+                              "aten::requires_grad_"):
+            # the same values: zeros(...).requires_grad_() then detach() are zeros (a
+            # branch on requires_grad is refused as reading grad mode)
             return self.computed_state(list(node.inputs())[0], depth + 1)
         if k == "prim::If":
             i = list(node.outputs()).index(v)
-            for b in node.blocks():
+            cond = _static_cond(list(node.inputs())[0], self.const)
+            blocks = list(node.blocks())
+            if cond is not None:
+                blocks = [blocks[0] if cond else blocks[1]]     # known at conversion
+            mine = not _in_torch(where(node).split(":")[0][4:])
+            for b in blocks:
                 why = self.computed_state(list(b.outputs())[i], depth + 1)
+                if why and (why.endswith(" in a branch") or len(blocks) == 1 or not mine):
+                    return why      # nn.LSTM's own `if hx is None`: no branch of the user's
                 if why:
-                    return why if why.endswith(" in a branch") else "%s in a branch" % why
+                    return "%s in a branch" % why
             return None
         return k
 
