@@ -480,5 +480,50 @@ class TestNoTrackerWords(Case):
         self.check(e is None or "issue" not in e, "message: %s" % e)
 
 
+class TimeMajorT(nn.Module):
+    """Batch-first token ids made time-major with x.t() (the sentiment tutorial's
+    self.embedding(text.t()))."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(25, 8)
+        self.rnn = nn.LSTM(8, 6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(self.rnn(self.emb(x.t()))[0][-1])
+
+
+class SqueezedT(TimeMajorT):
+    """x.squeeze().t(): of a rank not known at conversion."""
+
+    def forward(self, x):
+        return self.fc(self.rnn(self.emb(x.squeeze().t()))[0][-1])
+
+
+class TestTransposeT(Case):
+    def test_t(self):
+        """x.t() of the [batch, time] ids is x.transpose(0, 1): converts in from_module and
+        script, and rnnd computes what torch does."""
+        torch.manual_seed(21)
+        net = TimeMajorT().eval()
+        e = refusal(net, "t.rnnd")
+        if not self.check(e is None, "from_module converts: %s" % e):
+            return
+        m = reference.load(path("t.rnnd"))
+        ids = np.array([3, 1, 4, 1, 5, 9, 2], dtype=np.int64)
+        got = np.asarray(reference.run(m, [ids])[0]).reshape(-1)
+        with torch.no_grad():
+            want = net(torch.from_numpy(ids)[None])[0].numpy().reshape(-1)
+        self.check(np.allclose(got, want, atol=1e-5), "rnnd equals torch: %s %s" % (got, want))
+        rc, err = script_convert(net, "t_script")
+        self.check(rc == 0, "script converts: %s" % err)
+
+    def test_unknown_rank(self):
+        """x.squeeze().t(), a rank not known at conversion: refused, naming aten::t."""
+        e = refusal(SqueezedT().eval(), "t_sq.rnnd")
+        self.check(e is not None and "aten::t " in e, "refused: %s" % e)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -743,9 +743,11 @@ class Analysis:
             if k in ("aten::view", "aten::reshape"):
                 self.y_time = None  # a reshape: which axis is time is no longer known
             self.mark(out, nr)
-        elif k == "aten::transpose":
-            ok0, d0 = self.const(ins[1])
-            ok1, d1 = self.const(ins[2])
+        elif k in ("aten::transpose", "aten::t"):
+            if k == "aten::t" and r != 2:
+                self.refuse(n)      # x.t() is transpose(0, 1) of a rank-2 tensor alone
+            ok0, d0 = self.const(ins[1]) if k == "aten::transpose" else (True, 0)
+            ok1, d1 = self.const(ins[2]) if k == "aten::transpose" else (True, 1)
             if not (ok0 and ok1) or {d0, d1} != {0, 1}:
                 self.refuse(n, "aten::transpose(%s, %s)" % (d0, d1))
             self.transposed = not self.transposed
@@ -835,7 +837,7 @@ class Analysis:
         else:
             self.refuse(n)
         if out is not None and x in self.made and k in LAYOUT_OPS + DROPOUT_OPS + (
-                "aten::to", "aten::transpose", "aten::slice", "aten::flatten"):
+                "aten::to", "aten::transpose", "aten::t", "aten::slice", "aten::flatten"):
             # the same values in another shape: made where its input was (nn.LSTM's own
             # unsqueeze of an unbatched input, in a branch after an encoder, included)
             self.made[out] = self.made[x]
@@ -1996,6 +1998,8 @@ def transposed_before(rec):
                 swapped = not swapped
         if k == "aten::permute" and _swaps_batch_time(ins[1], None):
             swapped = not swapped
+        if k == "aten::t":
+            swapped = not swapped       # the analysis took it on a rank-2 tensor alone
         v = ins[1] if k == "aten::embedding" else ins[0]
     return swapped
 
