@@ -525,5 +525,57 @@ class TestTransposeT(Case):
         self.check(e is not None and "aten::t " in e, "refused: %s" % e)
 
 
+class UnusedModules(Logits):
+    """Submodules forward() never calls (leftovers): an activation rnnd's head has not, a
+    pooling module, a module holding parameters of its own, and an unused Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.SiLU()
+        self.leaky = nn.LeakyReLU()
+        self.pool = nn.AdaptiveAvgPool1d(1)
+        self.prelu = nn.PReLU()
+        self.unused_fc = nn.Linear(16, 7)
+
+
+class UsedSiLU(Logits):
+    """The same activation called in the head: refused."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(self.act(y))
+
+
+class TestUnusedModules(Case):
+    def test_ignored(self):
+        """Unused submodules of any kind are left out in every torch door (from_module,
+        script and trace files), as an unused Linear is; the model computes torch's."""
+        torch.manual_seed(23)
+        net = UnusedModules().eval()
+        e = refusal(net, "unused.rnnd")
+        if self.check(e is None, "from_module converts: %s" % e):
+            m = reference.load(path("unused.rnnd"))
+            x = np.random.default_rng(4).standard_normal((6, 3)).astype(np.float32)
+            got = np.asarray(reference.run(m, [x])[0]).reshape(-1)
+            with torch.no_grad():
+                want = net(torch.from_numpy(x)[None])[0].numpy().reshape(-1)
+            self.check(np.allclose(got, want, atol=1e-5), "rnnd equals torch")
+        rc, err = script_convert(net, "unused_script")
+        self.check(rc == 0, "script converts: %s" % err)
+        p = path("unused_trace.pt")
+        torch.jit.trace(net, (torch.randn(2, 5, 3),)).save(p)
+        rc, err = main_inproc(p, "-o", path("unused_trace.rnnd"))
+        self.check(rc == 0, "trace converts: %s" % err)
+
+    def test_used(self):
+        """An nn.SiLU forward() calls is still refused, naming the head's activations."""
+        e = refusal(UsedSiLU().eval(), "used_silu.rnnd")
+        self.check(e is not None and "SiLU" in e and "ReLU, Tanh" in e, "refused: %s" % e)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -96,6 +96,39 @@ def _all_nodes(graph_nodes):
     return out
 
 
+def _referenced_paths(module):
+    """The attribute paths ("enc.fc", "act") forward()'s scripted graph reads from the
+    module, or None where it cannot be scripted (then every submodule counts as used)."""
+    torch = _torch()
+    try:
+        sm = module if isinstance(module, torch.jit.ScriptModule) else torch.jit.script(module)
+        graph = sm.inlined_graph
+        me = list(graph.inputs())[0]
+        nodes = _all_nodes(graph.nodes())
+    except Exception:
+        return None
+    paths = set()
+    for n in nodes:
+        if n.kind() != "prim::GetAttr":
+            continue
+        path, v = [n.s("name")], n.input()
+        while v.node().kind() == "prim::GetAttr":
+            path.append(v.node().s("name"))
+            v = v.node().input()
+        if v is me:
+            paths.add(".".join(reversed(path)))
+    return paths
+
+
+def _unused(name, paths):
+    """Whether submodule NAME is one forward() never reads (PATHS: _referenced_paths): no
+    path reaches it, its parts or a module holding it."""
+    if paths is None or not name:
+        return False
+    return not any(p == name or p.startswith(name + ".") or name.startswith(p + ".")
+                   for p in paths)
+
+
 def _rnn_nonlinearity(mod, label, root=None):
     v = getattr(mod, "nonlinearity", None)
     if v in ("tanh", "relu"):
@@ -268,10 +301,19 @@ def model_from_module(module, input=None, head=None, norm=None):
         return "module '%s' (%s)" % (n or "<top>", _type_name(m) if m is not None else "?")
 
     embs, recs, lins, norms = [], [], [], []
+    paths = []      # forward()'s references, read only where a submodule would be refused
     for n, m in module.named_modules():
         t = _type_name(m)
         kind = _KINDS.get(t)
         own = [k for k, _ in m.named_parameters(recurse=False)]
+        if n and kind not in ("lstm", "gru", "rnn", "embedding", "linear", "softmax",
+                              "log_softmax", "head_op") and (
+                t in _ACTIVATIONS or t in _REFUSED or t in _REFERENCE or own or
+                t == "ParametrizationList" or t.startswith("Parametrized")):
+            if paths == []:
+                paths = _referenced_paths(module)
+            if _unused(n, paths):
+                continue    # a leftover forward() never reads, as an unused Linear
         if kind in ("lstm", "gru", "rnn"):
             recs.append((n, m, kind))
         elif kind == "embedding":
