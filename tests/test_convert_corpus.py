@@ -478,7 +478,7 @@ class Scaled(Rec):
         return self.fc(y) * 2.0
 
 
-@case("custom_activation", {"onnx": "refused: combines the data with itself",
+@case("custom_activation", {"onnx": "refused: a SiLU (swish) activation",
                              "torch": "refused: aten::mul"})
 class Swish(Rec):
     """a custom activation (x * sigmoid(x)) between the layer and the head"""

@@ -21,6 +21,20 @@
   unsqueeze(-1) converts (folded into the input size 1) and computes what torch does; one
   normalised by its own mean is refused with a clear message.
 
+From the twentieth outside user trial:
+
+- TestTutorialZeroState: the PyTorch tutorial LSTM's zero h0 / c0 (sized from attributes,
+  .requires_grad_(), .detach()ed; or .type_as(x)) converts in from_module and script; a
+  state whose values depend on requires_grad is still refused.
+- TestNoTrackerWords: no message string names an issue, a round or a finding id.
+- TestTransposeT: x.t() of the 2-D ids converts as transpose(0, 1); of an unknown rank it
+  is refused.
+- TestUnusedModules: submodules forward() never reads (an nn.SiLU, a pooling module, one
+  with parameters) are left out in every torch door; a used SiLU is refused.
+- TestMessagesTrial20: 1 - torch.sigmoid(z) located at the user's line; ONNX
+  GlobalAveragePool and SiLU named with advice; y[:, x.size(1) - 1] named an index from
+  the input's size, y[:, -1] suggested.
+
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
 import os
@@ -575,6 +589,68 @@ class TestUnusedModules(Case):
         """An nn.SiLU forward() calls is still refused, naming the head's activations."""
         e = refusal(UsedSiLU().eval(), "used_silu.rnnd")
         self.check(e is not None and "SiLU" in e and "ReLU, Tanh" in e, "refused: %s" % e)
+
+
+class OneMinusSigmoid(Logits):
+    """1 - torch.sigmoid(...): TorchScript computes it in its own builtin ("<string>")."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return 1 - torch.sigmoid(self.fc(y))
+
+
+class AvgPoolOverTime(Logits):
+    """A mean over time by F.adaptive_avg_pool1d (GlobalAveragePool in ONNX)."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(F.adaptive_avg_pool1d(y.transpose(1, 2), 1).squeeze(-1))
+
+
+class SiLUHead(Logits):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.SiLU()
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(self.act(y))
+
+
+class SizeIndexLast(Logits):
+    """y[:, x.size(1) - 1]: the last step through an index computed from the input size."""
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.fc(y[:, x.size(1) - 1])
+
+
+class TestMessagesTrial20(Case):
+    def test_rsub_location(self):
+        """1 - torch.sigmoid(z): the refusal points at the user's line, not TorchScript's
+        internal <string>."""
+        e = refusal(OneMinusSigmoid().eval(), "rsub.rnnd")
+        self.check(e is not None and "<string>" not in e and
+                   "test_convert_user6.py" in e and "1 - torch.sigmoid" in e, "message: %s" % e)
+
+    def test_onnx_global_pool(self):
+        """ONNX GlobalAveragePool over the steps: says it is a pooling and what converts."""
+        rc, err = onnx_convert(onnx_export(AvgPoolOverTime(), "gap", torch.randn(2, 6, 3)))
+        self.check(rc == 1 and "GlobalAveragePool" in err and "y.mean(1)" in err and
+                   "export again" in err, "GlobalAveragePool: %s" % err)
+
+    def test_onnx_silu(self):
+        """ONNX SiLU (x * sigmoid(x)) in the head: named an activation, not a branch."""
+        rc, err = onnx_convert(onnx_export(SiLUHead(), "silu", torch.randn(2, 6, 3)))
+        self.check(rc == 1 and "SiLU" in err and "ReLU, Tanh, Sigmoid" in err and
+                   "branch" not in err, "SiLU: %s" % err)
+
+    def test_size_index(self):
+        """y[:, x.size(1) - 1]: named an index computed from the input's size, y[:, -1]
+        suggested (not 'index None')."""
+        e = refusal(SizeIndexLast().eval(), "size_index.rnnd")
+        self.check(e is not None and "index None" not in e and "input's size" in e and
+                   "y[:, -1]" in e, "message: %s" % e)
 
 
 if __name__ == "__main__":

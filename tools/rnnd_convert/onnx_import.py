@@ -222,6 +222,15 @@ class Importer:
     def fail(self, msg):
         raise ConvertError("%s: %s" % (self.label(), msg))
 
+    def silu(self, node):
+        """Whether NODE (a Mul of the data by the data) is x * Sigmoid(x), a SiLU."""
+        made = {o: n for n in self.graph.node for o in n.output}
+        for a, b in ((0, 1), (1, 0)):
+            m = made.get(node.input[a])
+            if m is not None and m.op_type == "Sigmoid" and list(m.input) == [node.input[b]]:
+                return True
+        return False
+
     # ---- set-up -------------------------------------------------------------------------
     def run(self):
         g = self.graph
@@ -907,6 +916,11 @@ class Importer:
             self.fail("multiplies the data by the data (torch.bmm / matmul of the outputs "
                       "over the time axis, as y @ y.transpose(1, 2) or weights @ y); %s"
                       % ATTENTION)
+        if len(d) > 1 and op == "Mul" and self.silu(node):
+            self.fail("x * sigmoid(x), a SiLU (swish) activation (nn.SiLU, F.silu): not "
+                      "supported: rnnd's head activations are ReLU, Tanh, Sigmoid and GELU, "
+                      "between the head's Linear and LayerNorm layers after the recurrent "
+                      "layers; use one of those, and export again")
         if len(d) > 1:
             self.fail("combines the data with itself (a branch or residual connection); "
                       "rnnd runs one chain of layers")
@@ -990,6 +1004,13 @@ class Importer:
                       "data's own sum, mean or norm); %s" % (op, self.input_norm_advice(x)))
         if op in ("ReduceMean", "ReduceMax", "Gather", "Slice"):
             return [self.pool(node, op, x, ins, a)]
+        if op in ("GlobalAveragePool", "GlobalMaxPool", "AveragePool", "MaxPool",
+                  "GlobalLpPool", "LpPool"):
+            self.fail("%s, a pooling over the last axis (F.adaptive_avg_pool1d, avg_pool1d or "
+                      "max_pool1d of y.transpose(1, 2): over the steps); rnnd pools the last "
+                      "recurrent layer's output once, over the time axis, with mean or max "
+                      "(y.mean(1), y.max(1).values) or takes the last step (y[:, -1]): "
+                      "write one of those, and export again" % op)
         if op.startswith("Reduce"):
             self.fail("%s of the outputs; rnnd pools the last recurrent layer's output once, "
                       "over the time axis, with mean or max (ReduceMean / ReduceMax: y.mean(1), "

@@ -264,7 +264,53 @@ def where(node, root=None):
     out = _where_text(text)
     if root is not None and out.startswith(" at ") and _in_torch(out[4:].split(":")[0]):
         return _call_site(node, root) or out
+    if out.startswith(" at <"):
+        # TorchScript's own builtins ("<string>": `1 - t` is `torch.neg(t) + 1` there): the
+        # nearest node of the user's file, an input or a use of this one
+        return _near_user(node) or out
     return out
+
+
+def _from_size(v):
+    """Whether the int V is computed from a tensor's size (x.size(1) - 1, len(x))."""
+    seen, todo = set(), [v]
+    while todo and len(seen) < 50:
+        u = todo.pop()
+        if u in seen:
+            continue
+        seen.add(u)
+        k = u.node().kind()
+        if k in ("aten::size", "aten::len", "aten::numel", "aten::dim"):
+            return True
+        if k.startswith(("aten::", "prim::NumToTensor", "prim::ImplicitTensorToNum")) or \
+                k in ("prim::Int", "prim::TupleIndex", "prim::ListUnpack"):
+            todo.extend(u.node().inputs())
+    return False
+
+
+def _near_user(node):
+    """where() of the nearest node to NODE (through the values it reads and the nodes that
+    read its outputs, a few steps) whose source is a file of the user's, or None."""
+    seen, todo = {node}, [node]
+    for _ in range(4):
+        nxt = []
+        for m in todo:
+            near = [u.node() for u in m.inputs()] + [
+                use.user for o in m.outputs() for use in o.uses()]
+            for k in near:
+                if k in seen:
+                    continue
+                seen.add(k)
+                nxt.append(k)
+                try:
+                    w = _where_text(k.sourceRange())
+                except Exception:
+                    continue
+                if w.startswith(" at ") and not w.startswith(" at <") and \
+                        not _in_torch(w[4:].split(":")[0]):
+                    return w
+        todo = nxt
+    return None
 
 
 def _where_text(text):
@@ -1229,6 +1275,13 @@ class Analysis:
         if k == "aten::select":
             ok_d, d = self.const(ins[1])
             ok_i, i = self.const(ins[2])
+            if ok_d and not ok_i and _from_size(ins[2]):
+                # y[:, x.size(1) - 1]: the last step, if the index is what it looks like
+                self.refuse(n, "aten::select(dim %s) at an index computed from the input's "
+                            "size (rnnd takes the last step, index -1 of the time axis, and "
+                            "does not compute indices from sizes)" % d,
+                            advice="write the last step as y[:, -1] (y[-1] time-major), or "
+                            "pool with y.mean(1) or y.max(1).values")
             if not (ok_d and ok_i) or not self.is_time_axis(n, d, r) or i != -1:
                 self.refuse(n, "aten::select(dim %s, index %s) of the output (rnnd takes the "
                             "last step, index -1 of the time axis)" % (d, i))
