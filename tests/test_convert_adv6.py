@@ -34,6 +34,7 @@ import threading
 import time
 import unittest
 import warnings
+import zipfile
 
 import numpy as np
 import onnx
@@ -721,6 +722,136 @@ class TestH5ReferenceChain(Base):
             p = path("%s_plain.rnnd" % name)
             rnnd_convert.from_module(RefPlain(rec()).eval(), p, norm="log_softmax")
             self.check(os.path.exists(p), "%s: a plain chain converts" % name)
+
+
+# Found in the eighth round (trial20, adversary: C1, C2, M1).
+
+class DeepLstm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return y
+
+
+def repacked(name, code=None, extra=None, compression=zipfile.ZIP_DEFLATED, module=None):
+    """A scripted model (MODULE, else DeepLstm) saved, then every entry written again with
+    COMPRESSION; CODE(text) rewrites the top code/__torch__.py, EXTRA is (name, bytes) added."""
+    torch.manual_seed(0)
+    src = path(name + "_orig.pt")
+    torch.jit.script((module or DeepLstm()).eval()).save(src)
+    dst = path(name + ".pt")
+    with zipfile.ZipFile(src) as zi, zipfile.ZipFile(dst, "w", compression) as zo:
+        for info in zi.infolist():
+            data = zi.read(info.filename)
+            if code and info.filename.endswith("code/__torch__.py"):
+                data = code(data.decode()).encode()
+            if code and info.filename.endswith(".debug_pkl"):
+                continue
+            zo.writestr(info.filename, data)
+        if extra:
+            zo.writestr(os.path.dirname(zi.namelist()[0]) + "/" + extra[0], extra[1])
+    os.remove(src)
+    return dst
+
+
+class TsBase(Base):
+    def run_cli(self, p, *args):
+        out = p[:-3] + ".rnnd"
+        if os.path.exists(out):
+            os.remove(out)
+        rc, err = main_inproc(p, "-o", out, *args)
+        return rc, err, out
+
+    def refused_ts(self, p, *words):
+        rc, err, out = self.run_cli(p)
+        name = os.path.basename(p)
+        self.check(rc != 0 and not os.path.exists(out), "%s: rnnd-convert exits %d" % (name, rc))
+        self.check(len(err.splitlines()) == 1 and "internal error" not in err,
+                   "%s: one-line refusal: %s" % (name, err))
+        for w in words:
+            self.check(w in err, "%s: the refusal says %r: %s" % (name, w, err))
+        return err
+
+
+class TestC1DeepCode(TsBase):
+    """C1: code/ nesting brackets 20 000 deep made torch's TorchScript parser recurse until
+    the converter died of SIGSEGV, printing nothing."""
+
+    def test_deep_brackets_refused(self):
+        p = repacked("deep_brackets", code=lambda s: s.replace(
+            "return y", "return " + "(" * 20000 + "y" + ")" * 20000, 1))
+        self.refused_ts(p, "nests brackets", "deeper than 200", "__torch__.py")
+
+    def test_loader_crash_is_one_line(self):
+        # unary minus 50 000 deep: no bracket, and the parser recurses all the same
+        p = repacked("deep_unary", code=lambda s: s.replace("return y", "return " +
+                                                            "-" * 50000 + "y", 1))
+        self.refused_ts(p, "torch's loader crashed (signal 11")
+
+    def test_moderate_nesting_converts(self):
+        p = repacked("nest_150", code=lambda s: s.replace(
+            "return y", "return " + "(" * 150 + "y" + ")" * 150, 1))
+        rc, err, out = self.run_cli(p, "--no-verify")
+        self.check(rc == 0 and os.path.exists(out), "150 deep converts: %s" % err)
+
+
+class TestC2CompressedStorage(TsBase):
+    """C2: TorchScript storages compressed with deflate had no cap: a 1 MB file made torch
+    allocate 1.3 GB, and converted."""
+
+    def test_deflated_storage_refused(self):
+        class Padded(DeepLstm):
+            def __init__(self):
+                super().__init__()
+                self.register_buffer("pad", torch.zeros(17 << 20))     # 68 MiB of zeros
+        p = repacked("deflated_pad", module=Padded())
+        self.check(os.path.getsize(p) < (1 << 20), "the archive is small")
+        self.refused_ts(p, "inflate", "64 MiB")
+
+    def test_declared_size_capped(self):
+        p = repacked("declared_big", extra=("extra", b"x" * 100))
+        with open(p, "rb") as f:
+            data = bytearray(f.read())
+        # the central directory entry of "extra": its uncompressed size says 2 GiB
+        at = data.rfind(b"PK\x01\x02")
+        self.eq(data[at + 46:at + 46 + int.from_bytes(data[at + 28:at + 30], "little")]
+                .decode().rsplit("/", 1)[-1], "extra", "the last entry")
+        data[at + 24:at + 28] = (2 << 30).to_bytes(4, "little")
+        with open(p, "wb") as f:
+            f.write(data)
+        self.refused_ts(p, "extra", "1024 MiB")
+
+    def test_repacked_model_converts(self):
+        p = repacked("repacked_plain")
+        rc, err, out = self.run_cli(p, "--no-verify")
+        self.check(rc == 0 and os.path.exists(out), "a model packed again with deflate "
+                   "converts: %s" % err)
+
+
+class TestM1MessageLines(Base):
+    """M1: names from the file were printed raw (a newline and a terminal escape made a
+    second line), and numpy's RuntimeWarnings reached stderr beside the one-line refusal."""
+
+    def test_control_characters_escaped(self):
+        name = "evil\nrnnd-convert: m.onnx: converted OK\x1b[2K"
+        p = lstm_graph("ctl_name", [helper.make_node("Erf", ["Y2"], ["O"], name=name)],
+                       out="O")
+        err = self.refused(p)
+        self.check("\x1b" not in err and "\\x1b" in err and "evil\\n" in err,
+                   "the name is escaped: %r" % err)
+
+    def test_numpy_warnings_silent(self):
+        p = lstm_graph("cast_inf", [
+            helper.make_node("Cast", ["big"], ["ch"], to=TensorProto.FLOAT16),
+            helper.make_node("Cast", ["ch"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", ["Y2", "c"], ["O"])], out="O",
+            inits=[f32(1e10, "big")])
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            self.refused(p, "NaN or Inf")
 
 
 if __name__ == "__main__":

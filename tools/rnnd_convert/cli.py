@@ -3,7 +3,7 @@ import argparse
 import os
 import sys
 
-from .errors import ConvertError, missing_module
+from .errors import ConvertError, missing_module, printable
 
 PROG = "rnnd-convert"
 FORMATS = ("onnx", "torchscript", "native")
@@ -100,7 +100,19 @@ def load_model(path, fmt, weights=None, head=None):
     return native.load(path, weights), None, "native"
 
 
-def convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
+def convert(input_path, output_path, *args, **kw):
+    """Convert INPUT_PATH to OUTPUT_PATH (_convert's arguments); returns the written Model.
+    Raises ConvertError. NumPy's RuntimeWarnings and Python warnings (torch's) are silenced
+    for the whole conversion: the command line promises one line on stderr, and a value
+    that overflows is refused where it matters (trial20 M1)."""
+    import warnings
+    import numpy as np
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        return _convert(input_path, output_path, *args, **kw)
+
+
+def _convert(input_path, output_path, fmt=None, name=None, vocab=None, tokenizer=None,
             weights=None, norm=None, weight_type=None, trust_code=False, verify=True,
             head=None):
     """Convert INPUT_PATH to OUTPUT_PATH; returns the written Model. Raises ConvertError.
@@ -143,12 +155,12 @@ def main(argv=None):
                     weight_type=args.weight_type, trust_code=args.trust_code,
                     verify=not args.no_verify, head=args.head)
     except ConvertError as e:
-        sys.stderr.write("%s: %s: %s\n" % (PROG, e.path or args.input, e))
+        sys.stderr.write("%s: %s: %s\n" % (PROG, printable(e.path or args.input), e))
         if e.hint:
             sys.stderr.write(e.hint + "\n")
         return 1
     except ImportError as e:
-        sys.stderr.write("%s: %s: %s\n" % (PROG, args.input, missing_module(e)))
+        sys.stderr.write("%s: %s: %s\n" % (PROG, printable(args.input), missing_module(e)))
         return 1
     except KeyboardInterrupt:
         return 130
@@ -157,7 +169,7 @@ def main(argv=None):
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
         sys.stderr.write("%s: %s: internal error: %s: %s\n"
-                         % (PROG, args.input, type(e).__name__, msg))
+                         % (PROG, printable(args.input), type(e).__name__, printable(msg)))
         return 1
     if not args.quiet:
         kinds = ", ".join("%s%s(H=%d%s%s)" % (L.type, "" if L.direction == "forward"

@@ -13,6 +13,7 @@ import numpy as np
 
 from .arch import (ConvertError, DEFAULT_ACTS, Layer, Model, N_ACT, canonical_activation,
                    f32, fill_biases, make_act)
+from .errors import printable
 
 # Kinds of abstract values.
 CONST, SHAPE, ZERO, FILL, DATA, STATE, EXTRA = ("const", "shape", "zero", "fill", "data",
@@ -1264,7 +1265,7 @@ class Importer:
             "renormalises every row it looks up that is longer than max_norm; if the module "
             "has max_norm, "
             "renormalise its weight once and set max_norm = None before exporting\n"
-            % (self.label(node), n, node.input[0], top, top))
+            % (printable(self.label(node)), n, printable(node.input[0]), top, top))
 
     def _affine_start(self, x):
         if x.tokens:

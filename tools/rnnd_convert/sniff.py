@@ -25,6 +25,15 @@ MAX_HEADER = 64 << 20       # rnnd's limit for a safetensors header (docs/model-
 # any length. The root object and the calls that build a checkpoint come first.
 PREFIX = 64 << 10
 MAX_CODE = 16 << 20         # TorchScript source read to look for code that runs at load
+# A TorchScript archive before torch.jit.load reads it (check_archive, trial20 C1 / C2).
+# torch.jit.save stores tensor storages uncompressed and deflates only code/ text: entries
+# stored compressed may inflate to MAX_INFLATED together (code, its debug_pkl); each entry
+# and all of them are capped as a native spec's .npz is (native.MAX_NPZ_MEMBER / _TOTAL).
+MAX_INFLATED = 64 << 20
+# Brackets ( [ { open in TorchScript source at once: torch's parser recurses on each, in
+# this process; 20 000 exhaust its stack (SIGSEGV). Generated code nests a few deep.
+MAX_NESTING = 200
+_BRACKETS = bytes(range(256)).translate(None, b"()[]{}")      # everything else, deleted
 _STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8")    # STACK_GLOBAL's operands
 _PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 _GETS = ("GET", "BINGET", "LONG_BINGET")
@@ -208,6 +217,73 @@ def _code_risk(z, names):
             if re.search(br"\b" + needle.encode() + br"\b", text):
                 return why
     return None
+
+
+def _nesting(f):
+    """The deepest bracket nesting in the text read from F, counted over ( [ { and their
+    closers alike, string literals and comments included (a refusal there errs safe)."""
+    depth = top = 0
+    while True:
+        b = f.read(1 << 20)
+        if not b:
+            return top
+        for c in b.translate(None, _BRACKETS):
+            if c in b"([{":
+                depth += 1
+                if depth > top:
+                    top = depth
+            elif depth:
+                depth -= 1
+
+
+def check_archive(path):
+    """Refuse a TorchScript archive that torch.jit.load would inflate past the caps, or
+    whose code nests brackets deeper than MAX_NESTING (ConvertError); None for anything else,
+    a file that is no zip included (the loader reports it). Only the zip's directory and
+    the code entries are read."""
+    from .native import MAX_NPZ_MEMBER, MAX_NPZ_TOTAL
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            total = inflated = 0
+            for i in infos:
+                total += i.file_size
+                if i.file_size > MAX_NPZ_MEMBER or total > MAX_NPZ_TOTAL:
+                    raise ConvertError(
+                        "entry %r of the archive declares %d MiB (%d MiB with those before "
+                        "it): more than rnnd-convert lets torch.jit.load read, %d MiB an entry "
+                        "and %d MiB in all (as for an .npz or ONNX external data)"
+                        % (i.filename, i.file_size >> 20, total >> 20, MAX_NPZ_MEMBER >> 20,
+                           MAX_NPZ_TOTAL >> 20))
+                if i.compress_type == zipfile.ZIP_STORED:
+                    if i.file_size != i.compress_size:
+                        raise ConvertError("entry %r of the archive is stored uncompressed "
+                                           "with two sizes, %d and %d bytes: a damaged or "
+                                           "forged zip, refused" % (i.filename, i.file_size,
+                                                                    i.compress_size))
+                    continue
+                inflated += i.file_size
+                if inflated > MAX_INFLATED:
+                    raise ConvertError(
+                        "the archive's compressed entries inflate to more than %d MiB (entry "
+                        "%r: %d KiB from %d KiB): torch.jit.save stores tensors uncompressed, "
+                        "so this archive was packed again, or is a zip bomb; save the module "
+                        "again with torch.jit.save" % (MAX_INFLATED >> 20, i.filename,
+                                                         i.file_size >> 10,
+                                                         i.compress_size >> 10))
+            for i in infos:
+                if not _is_code(i.filename) or i.filename.lower().endswith(".debug_pkl"):
+                    continue
+                with z.open(i) as f:
+                    depth = _nesting(f)
+                if depth > MAX_NESTING:
+                    raise ConvertError(
+                        "its code %r nests brackets %d deep, deeper than %d: torch's "
+                        "TorchScript parser would recurse until it crashed; rnnd-convert "
+                        "refuses it" % (i.filename, depth, MAX_NESTING))
+    except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
+            EOFError):
+        return None             # not a zip, or one torch's loader reports
 
 
 def _torch_root(path, head, trust_code):

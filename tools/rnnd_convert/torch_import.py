@@ -13,7 +13,7 @@ import sys
 import numpy as np
 
 from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
-from .errors import missing_module
+from .errors import missing_module, printable
 
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
           "LSTMCell": "lstm", "GRUCell": "gru", "RNNCell": "rnn",
@@ -667,7 +667,7 @@ def warn_train_mode(module):
     sys.stderr.write("rnnd-convert: warning: module '%s' (%s) is in train mode; it is "
                      "converted as in eval mode (dropout off), which is what rnnd serves "
                      "and what verification runs: call model.eval() before converting\n"
-                     % (name or "<top>", _type_name(sub)))
+                     % (printable(name or "<top>"), printable(_type_name(sub))))
 
 
 _MAX_NORM = ("an nn.Embedding with max_norm (or F.embedding(..., max_norm=...)) renormalises "
@@ -1418,7 +1418,15 @@ def _refuse_tracer_warnings(caught):
 
 
 def load_torchscript(path, head=None):
+    """(Model, module) of the TorchScript file PATH. Before torch.jit.load: the archive's
+    sizes and its code's nesting are checked (sniff.check_archive), and the load is tried in
+    a forked child first, so that a crash in torch's loader is a one-line refusal (trial20
+    C1)."""
+    from .sniff import check_archive
+    from .watchdog import survives
     torch = _torch()
+    check_archive(path)
+    survives(lambda: torch.jit.load(path, map_location="cpu"), "torch's loader")
     try:
         mod = torch.jit.load(path, map_location="cpu")
     except Exception as e:

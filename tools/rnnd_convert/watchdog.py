@@ -164,3 +164,49 @@ def bounded(run, in_process=None, what="the source's forward()"):
         raise ConvertError("verification: running the source's forward() ended its process "
                            "without a result")
     return call
+
+
+def survives(run, what):
+    """Run RUN() once in a forked child, and raise ConvertError "WHAT crashed (signal N,
+    NAME) ..." if the child dies of a signal: for torch's loader, which parses the file's
+    code in C++, where a crash would end the converter without a word (trial20 C1). Whatever
+    RUN returns or raises is dropped: the caller runs it again in this process, where its
+    errors are reported. Skipped where CUDA is initialised (must_run_in_process)."""
+    if must_run_in_process():
+        return
+    torch = sys.modules.get("torch")
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _die_with(parent)
+            try:
+                import resource
+                resource.setrlimit(resource.RLIMIT_CORE, (0, 0))    # no core file
+            except (ImportError, OSError, ValueError):
+                pass
+            if torch is not None:
+                torch.set_num_threads(1)
+            run()
+        except BaseException:   # noqa: B902 -- reported by the run in the parent
+            code = 1
+        finally:
+            os._exit(code)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:       # noqa: B902 -- interrupted: leave no child behind
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "unknown"
+        raise ConvertError("%s crashed (signal %d, %s) reading it: a damaged file, or one made "
+                           "to crash it; rnnd-convert refuses it" % (what, sig, name))
