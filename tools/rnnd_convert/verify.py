@@ -255,7 +255,8 @@ def _data_scale_pass(model, worst, rnnd_path, run_source):
                          "layer, loses float32 precision at the data's own scale: normalise "
                          "the input in the client and take the standardisation out of the "
                          "model, or subtract the offset in the client and keep only the "
-                         "scale in the model")
+                         "scale in the model; --no-verify (verify=False in "
+                         "from_module) writes it anyway")
     worst["abs"] = max(worst["abs"], here["abs"])
     if worst["where"] is None or here["rel"] > worst["rel"]:
         worst["rel"], worst["where"] = here["rel"], here["where"]
