@@ -20,6 +20,12 @@
 - TestOnnxUnivariate: a univariate [B, T] input scaled and shifted by numbers before its
   unsqueeze(-1) converts (folded into the input size 1) and computes what torch does; one
   normalised by its own mean is refused with a clear message.
+- TestFoldPrecision (outside trial 20, S2): a standardisation (x - mu) / sd before the first
+  layer, folded into W and Wb, cancels in float32 (rnnd computes W' x + (Wb - W mu / sd)
+  where the source subtracts first) when |mu| / sd is large: from_module and the ONNX door
+  refuse it, naming the feature and the way out; a modest one (mu ~ 3, sd ~ 2) converts and
+  matches torch on data around mu; verification also runs inputs at the data's own scale
+  (mu + sd * N(0, 1)), which a source that differs only there fails.
 
 From the twentieth outside user trial:
 
@@ -651,6 +657,118 @@ class TestMessagesTrial20(Case):
         e = refusal(SizeIndexLast().eval(), "size_index.rnnd")
         self.check(e is not None and "index None" not in e and "input's size" in e and
                    "y[:, -1]" in e, "message: %s" % e)
+
+
+class Standardised(nn.Module):
+    """(x - mu) / sd with buffers, an LSTM, a Linear per step (outside trial 20, p1)."""
+
+    def __init__(self, mu, sd):
+        super().__init__()
+        self.register_buffer("mu", torch.tensor(mu))
+        self.register_buffer("sd", torch.tensor(sd))
+        self.lstm = nn.LSTM(3, 8, batch_first=True)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        y, _ = self.lstm((x - self.mu) / self.sd)
+        return self.fc(y)
+
+
+FAR_MU, FAR_SD = [1.0e6, 2.0e6, 5.0e5], [0.125, 0.25, 0.125]
+FOLD_MSG = "cannot be folded into the first layer without losing float32 precision"
+
+
+def onnx_standardised(name, mu, sd):
+    """An ONNX Sub(x, mu) -> Div(sd) -> LSTM -> Squeeze graph (outside trial 20, p29)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(29)
+    I, H = 3, 4
+    arrays = [("W", 0.5 * rng.standard_normal((1, 4 * H, I))),
+              ("R", 0.5 * rng.standard_normal((1, 4 * H, H))),
+              ("B", 0.5 * rng.standard_normal((1, 8 * H))),
+              ("mu", np.asarray(mu)), ("sd", np.asarray(sd))]
+    inits = [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    nodes = [helper.make_node("Sub", ["x", "mu"], ["xc"]),
+             helper.make_node("Div", ["xc", "sd"], ["xn"]),
+             helper.make_node("LSTM", ["xn", "W", "R", "B"], ["Y"], hidden_size=H),
+             helper.make_node("Squeeze", ["Y", "one"], ["O"])]
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
+            "O", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    p = path(name + ".onnx")
+    onnx.save(m, p)
+    return p
+
+
+class TestFoldPrecision(Case):
+    def test_module_refused(self):
+        """from_module of p1 (|mu| / sd up to 8e6): refused, naming the feature and the way
+        out, nothing written (served, it differed from torch by 0.048)."""
+        torch.manual_seed(0)
+        if os.path.exists(path("fold_far.rnnd")):
+            os.unlink(path("fold_far.rnnd"))
+        e = refusal(Standardised(FAR_MU, FAR_SD).eval(), "fold_far.rnnd")
+        self.check(e is not None and FOLD_MSG in e and "(x - mu) / sd" in e and "feature "
+                   in e and "normalise the input in the client" in e and "\n" not in e,
+                   "a far standardisation refused: %s" % e)
+        self.check(not os.path.exists(path("fold_far.rnnd")), "nothing written")
+
+    def test_onnx_refused(self):
+        """The ONNX door, p29 (served, it differed by 0.215 with a record of error 0)."""
+        p = onnx_standardised("fold_far_onnx", FAR_MU, FAR_SD)
+        if os.path.exists(p[:-5] + ".rnnd"):
+            os.unlink(p[:-5] + ".rnnd")
+        rc, err = onnx_convert(p)
+        self.check(rc == 1 and FOLD_MSG in err and "feature " in err and
+                   "normalise the input in the client" in err and err.count("\n") <= 1,
+                   "a far standardisation refused: %s" % err)
+        self.check(not os.path.exists(p[:-5] + ".rnnd"), "nothing written")
+
+    def test_modest_converts(self):
+        """mu ~ 3, sd ~ 2: converts; computed in float32 as rnnd does, on data around mu,
+        it matches torch; the record says the data's scale was checked."""
+        torch.manual_seed(3)
+        mu, sd = [3.0, -2.5, 4.0], [2.0, 1.5, 2.5]
+        net = Standardised(mu, sd).eval()
+        p = path("fold_modest.rnnd")
+        rnnd_convert.from_module(net, p)
+        x = (torch.tensor(mu) + torch.tensor(sd) * torch.randn(2, 30, 3)).float()
+        with torch.no_grad():
+            want = net(x).numpy()
+        m = reference.Model(p, np.float32)
+        got = np.stack(reference.run(m, list(x.numpy()))[0])
+        err = float(np.max(np.abs(got - want)))
+        self.check(err < 1e-5, "rnnd (float32) equals torch on data around mu: %.3g" % err)
+        rec = verification_record(p)
+        self.check(rec.get("data_scale_checked") is True, "the record: %r" % rec)
+        q = onnx_standardised("fold_modest_onnx", mu, sd)
+        rc, err = onnx_convert(q)
+        self.check(rc == 0, "the ONNX door converts it: %s" % err)
+
+    def test_data_scale_pass(self):
+        """Verification runs inputs at the data's scale (mu + sd * N(0, 1)): a source that
+        equals the converted model near 0 but not around mu = 100 is refused there, and the
+        message names the standardisation."""
+        from rnnd_convert import verify
+        torch.manual_seed(4)
+        p = path("fold_scale.rnnd")
+        model = rnnd_convert.from_module(Standardised([100.0] * 3, [1.0] * 3).eval(), p)
+        ref = reference.load(p)
+
+        def run_source(x):
+            y = np.stack(reference.run(ref, list(x))[0])
+            return y + (1.0 if np.abs(x).max() > 50 else 0.0)
+        try:
+            verify.compare(model, p, run_source, "module")
+        except ConvertError as e:
+            self.check("data's own scale" in str(e) and "(x - mu) / sd" in str(e),
+                       "refused at the data's scale: %s" % e)
+        else:
+            self.check(False, "a source that differs around mu is refused")
 
 
 if __name__ == "__main__":

@@ -624,6 +624,43 @@ def half_to_f32(bits, weights):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
+# A per-feature map x -> a * x + b before the first layer folds into W' = W * a and
+# Wb' = Wb + W b, exact in float64; rnnd computes W' x + Wb' in float32, where, on data
+# around the centre -b / a, the two terms are W b large and cancel (the source subtracts
+# first, which is exact). Refused when float32's rounding of that cancelling term,
+# eps32 * sum_j |W_ij b_j| for some row, can reach FOLD_LIMIT (ten times verification's
+# tolerance; below that verification's pass at the data's own scale measures it: outside
+# trial 20, S2)
+FOLD_LIMIT = 1e-4
+
+
+def check_input_fold(weights, a, b, where="first layer"):
+    """Refuse folding x -> A * x + B (per feature, float64) into WEIGHTS (the layer's [{"W":
+    ...}], before the fold) when the folded layer loses float32 precision on data around
+    -B / A (FOLD_LIMIT), naming the feature whose |mu| / sd (= |B|) contributes most."""
+    a = np.asarray(a, np.float64)
+    b = np.where(a != 0, np.asarray(b, np.float64), 0.0)   # an unused feature cancels nothing
+    eps = float(np.finfo(np.float32).eps)
+    worst, feature = 0.0, 0
+    for w in weights:
+        terms = np.abs(np.asarray(w["W"], np.float64)) * np.abs(b)[None, :]
+        rows = terms.sum(axis=1)
+        i = int(np.argmax(rows))
+        if rows[i] > worst:
+            worst, feature = float(rows[i]), int(np.argmax(terms[i]))
+    if eps * worst <= FOLD_LIMIT:
+        return
+    raise ConvertError(
+        "the input's standardisation (x - mu) / sd, with |mu| / sd up to %.3g (feature %d: "
+        "%.3g), cannot be folded into the %s without losing float32 "
+        "precision: rnnd would compute W x / sd + (Wb - W mu / sd), two terms of about %.3g "
+        "that cancel, where the source subtracts mu first (float32 error up to %.2g, limit "
+        "%g): normalise the input in the client and take the standardisation out of the "
+        "model, or subtract the offset in the client and keep only the scale in the model"
+        % (float(np.max(np.abs(b))), feature, abs(float(b[feature])), where, worst,
+           eps * worst, FOLD_LIMIT))
+
+
 def f32(a):
     """A C-contiguous float32 copy of A."""
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))

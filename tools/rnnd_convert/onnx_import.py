@@ -12,7 +12,7 @@ the node's name and op_type, never dropped.
 import numpy as np
 
 from .arch import (ConvertError, DEFAULT_ACTS, Layer, Model, N_ACT, canonical_activation,
-                   f32, fill_biases, make_act)
+                   check_input_fold, f32, fill_biases, make_act)
 from .errors import printable
 
 # Kinds of abstract values.
@@ -1614,6 +1614,15 @@ class Importer:
             L.linear_before_reset = int(a.get("linear_before_reset", 0))
             if L.linear_before_reset not in (0, 1):
                 self.fail("linear_before_reset must be 0 or 1")
+        if A is not None and first and self.model.input_kind == "vectors" and \
+                A.shape[0] == A.shape[1] and not np.any(A - np.diag(np.diag(A))):
+            # a per-feature (x - mu) / sd: refused where the fold loses float32 precision,
+            # and verification also runs inputs around mu (outside trial 20, S2)
+            try:
+                check_input_fold([{"W": W[d]} for d in range(nd)], np.diag(A), b)
+            except ConvertError as e:
+                self.fail(str(e))
+            self.model.input_map = (np.diag(A).copy(), np.asarray(b, np.float64))
         for d in range(nd):
             w = {"W": W[d], "R": R[d]}
             if B is not None:

@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from .arch import ConvertError, Layer, Model, f32, fill_biases, make_act
+from .arch import (ConvertError, Layer, Model, check_input_fold, f32, fill_biases,
+                   make_act)
 from .errors import missing_module, printable
 
 _KINDS = {"LSTM": "lstm", "GRU": "gru", "RNN": "rnn", "Embedding": "embedding",
@@ -543,6 +544,8 @@ def _fold_pre(model, a, b):
     if model.embedding is not None:
         model.embedding = f32(model.embedding.astype(np.float64) * a + b)
         return
+    check_input_fold(model.layers[0].weights, a, b)
+    model.input_map = (a, b)    # verification also runs inputs around -b / a
     for w in model.layers[0].weights:
         W = w["W"].astype(np.float64)
         w["Wb"] = f32(w["Wb"].astype(np.float64) + W @ b)

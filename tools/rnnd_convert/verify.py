@@ -122,6 +122,7 @@ def compare(model, rnnd_path, run_source, source_kind):
         x = (SCALE * sample_inputs(model, SCALE_LENGTH)).astype(np.float32)
         if _extra_pass(model, worst, ref, run_source, x, " (the inputs scaled by %g)" % SCALE):
             scaled = SCALE
+    data_scale = _data_scale_pass(model, worst, rnnd_path, run_source)
     ids = vocab_inputs(model)
     if ids is not None:
         # every row of the embedding table, once; in chunks that keep the outputs (float64,
@@ -152,6 +153,8 @@ def compare(model, rnnd_path, run_source, source_kind):
         figures["long_checked"] = [LONG_LENGTH, LONG_BATCH]
     if scaled is not None:
         figures["scaled_checked"] = scaled
+    if data_scale:
+        figures["data_scale_checked"] = True
     if ids is not None:
         figures["vocab_checked"] = int(len(np.unique(ids)))
     if states is not None:
@@ -212,6 +215,51 @@ def _extra_pass(model, worst, ref, run_source, x, how):
     with np.errstate(over="ignore", invalid="ignore"):
         outs = reference.run(ref, _seqs(model, x))[0]
     _measure(model, worst, src, outs, x.shape[1], x.shape[0], how)
+    return True
+
+
+def data_scale_inputs(model):
+    """[BATCH, SCALE_LENGTH, dim] float32 inputs at the data's own scale for a model whose
+    importer folded a per-feature map x -> a * x + b ((x - mu) / sd) into its first layer
+    (model.input_map): -b / a + N(0, 1) / |a| per feature, where the source's normalised
+    input is standard normal; None for any other model."""
+    amap = getattr(model, "input_map", None)
+    if amap is None or model.input_kind == "tokens":
+        return None
+    a, b = (np.asarray(v, np.float64) for v in amap)
+    live = a != 0
+    centre = np.where(live, -b / np.where(live, a, 1.0), 0.0)
+    scale = np.where(live, 1.0 / np.abs(np.where(live, a, 1.0)), 1.0)
+    z = sample_inputs(model, SCALE_LENGTH).astype(np.float64)
+    return (centre + scale * z).astype(np.float32)
+
+
+def _data_scale_pass(model, worst, rnnd_path, run_source):
+    """Fold the difference on data_scale_inputs() into WORST, the .rnnd computed in float32
+    as rnnd computes it (a folded (x - mu) / sd cancels there: outside trial 20, S2);
+    whether it ran. A difference beyond TOLERANCE is explained by the fold."""
+    x = data_scale_inputs(model)
+    if x is None:
+        return False
+    src = run_source(x)
+    with np.errstate(all="ignore"):
+        if not np.all(np.isfinite(np.asarray(src, dtype=np.float64))):
+            return False
+        outs = reference.run(reference.Model(rnnd_path, np.float32), _seqs(model, x))[0]
+    here = {"abs": 0.0, "rel": 0.0, "where": None, "hint": None}
+    _measure(model, here, src, [np.asarray(o, np.float64) for o in outs], x.shape[1],
+             x.shape[0], " (inputs at the data's own scale, mu + sd * N(0, 1) of the folded "
+             "(x - mu) / sd)")
+    if here["rel"] > TOLERANCE and worst["rel"] <= TOLERANCE:
+        worst["hint"] = ("the input's standardisation (x - mu) / sd, folded into the first "
+                         "layer, loses float32 precision at the data's own scale: normalise "
+                         "the input in the client and take the standardisation out of the "
+                         "model, or subtract the offset in the client and keep only the "
+                         "scale in the model; --no-verify (verify=False in "
+                         "from_module) writes it anyway")
+    worst["abs"] = max(worst["abs"], here["abs"])
+    if worst["where"] is None or here["rel"] > worst["rel"]:
+        worst["rel"], worst["where"] = here["rel"], here["where"]
     return True
 
 
