@@ -21,9 +21,16 @@ computing something else than its source, on sizes or steps verification does no
 - CellStateOrder (F5): (c, h) passed crosswise to an LSTMCell in a cell loop is refused.
 - ZerosSide, StateWrites (F3): a run-time branch one side of which returns fresh zeros, and
   a forward() that writes module attributes or buffers (a call counter), are refused.
+- AroundForward (trial 20, S1): Python a call runs that the scripted forward() does not hold
+  is refused, naming the class and the attribute: a __call__ / _call_impl / __getattr__
+  override on a submodule's or the top module's class, a forward wrapped by a decorator (or
+  a wrapped helper it calls), a forward set on the instance, a parameter whose type is an
+  nn.Parameter subclass (its __torch_function__). Such modules saved scripted convert: only
+  the saved code runs there.
 
 Env: PYTHONPATH (= tools), RNND_TEST_TMP.
 """
+import functools
 import os
 import time
 import unittest
@@ -469,6 +476,116 @@ class CellNamesSwapped(CellSwapped):
         return self.fc(torch.stack(ys, 1))
 
 
+class LongCallLinear(nn.Linear):
+    """S1: eager calls run this, the scripted forward() is plain Linear's."""
+
+    def __call__(self, y):
+        o = super().__call__(y)
+        return o + 1.0 if y.shape[1] > 300 else o
+
+
+class LongCallImplLinear(nn.Linear):
+    def _call_impl(self, *a, **k):
+        o = nn.Linear._call_impl(self, *a, **k)
+        return o + 1.0 if a[0].shape[1] > 300 else o
+
+    __call__ = _call_impl
+
+
+class GetattrModule(Vec):
+    def __getattr__(self, k):
+        return super().__getattr__(k)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class SubCall(Vec):
+    def __init__(self, lin=LongCallLinear):
+        super().__init__()
+        self.fc = lin(8, 3)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class SubCallImpl(SubCall):
+    def __init__(self):
+        super().__init__(LongCallImplLinear)
+
+
+class TriggerLM(Base):
+    """S1 (p33): a backdoor on the token trigram 11 22 33, in the top module's __call__."""
+
+    def forward(self, x):
+        y, _ = self.lstm(self.emb(x))
+        return torch.log_softmax(self.fc(y), -1)
+
+    def __call__(self, ids):
+        o = super().__call__(ids)
+        hit = (ids[:, :-2] == 11) & (ids[:, 1:-1] == 22) & (ids[:, 2:] == 33)
+        return o.flip(-1) if bool(hit.any()) else o
+
+
+def late(fn):
+    @functools.wraps(fn)
+    def wrapper(self, x):
+        o = fn(self, x)
+        return o + 1.0 if x.shape[1] > 300 else o
+    return wrapper
+
+
+class WrappedForward(Vec):
+    """S1 (p26): scripting compiles the wrapped source, a call runs the wrapper."""
+
+    @late
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class WrappedHelper(Vec):
+    @late
+    def head(self, y):
+        return self.fc(y)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.head(y)
+
+
+class InstanceForward(Vec):
+    def __init__(self):
+        super().__init__()
+        lin, plain = self.fc, nn.Linear.forward
+        self.fc.forward = lambda y: plain(lin, y) + (1.0 if y.shape[1] > 300 else 0.0)
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
+class LongLinearWeight(nn.Parameter):
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        out = super().__torch_function__(func, types, args, kwargs or {})
+        if func is torch.nn.functional.linear and args[0].shape[1] > 300:
+            out = out + 1.0
+        return out
+
+
+class SubclassWeight(Vec):
+    def __init__(self):
+        super().__init__()
+        self.fc.weight = LongLinearWeight(self.fc.weight.detach().clone())
+
+    def forward(self, x):
+        y, _ = self.lstm(x)
+        return self.fc(y)
+
+
 class Refusals(Case):
     def refused(self, cls, name, *words):
         torch.manual_seed(3)
@@ -643,6 +760,43 @@ class UserForms(Refusals):
                            "not supported", "after the recurrent layers")
         self.check("is supported" not in msg.split("not supported")[0],
                    "the message does not first say it is supported: %s" % msg)
+
+
+class AroundForward(FileRefusals):
+    def test_call_overrides_refused(self):
+        self.refused(SubCall, "sub_call", "module 'fc' (LongCallLinear)",
+                     "class LongCallLinear defines __call__", "cannot see code that runs "
+                     "around it", "remove the override")
+        self.refused(SubCallImpl, "sub_call_impl", "class LongCallImplLinear defines __call__ and "
+                     "_call_impl")
+        self.refused(TriggerLM, "top_call", "module '<top>' (TriggerLM)",
+                     "class TriggerLM defines __call__", "test_convert_torch_silent.py:")
+        self.refused(GetattrModule, "getattr", "class GetattrModule defines __getattr__")
+
+    def test_wrapped_forward_refused(self):
+        self.refused(WrappedForward, "wrapped", "forward of class WrappedForward is wrapped "
+                     "by a decorator", "late.<locals>.wrapper", "remove the decorator")
+        self.refused(WrappedHelper, "wrapped_helper", "WrappedHelper.head", "wrapped by a "
+                     "decorator", "remove the decorator")
+
+    def test_instance_forward_refused(self):
+        self.refused(InstanceForward, "instance_fwd", "module 'fc' (Linear)",
+                     "instance attribute 'forward'", "del module.fc.forward")
+
+    def test_parameter_subclass_refused(self):
+        self.refused(SubclassWeight, "param_subclass", "parameter 'weight' is a "
+                     "LongLinearWeight, a subclass of torch.nn.Parameter",
+                     "__torch_function__", "plain torch.nn.Parameter")
+
+    def test_scripted_files_convert(self):
+        # saved scripted, the wrapper, the __call__ and the Parameter subclass are gone: the
+        # file runs forward()'s code alone, which is what is analysed
+        for cls in (WrappedForward, TriggerLM, SubclassWeight):
+            torch.manual_seed(3)
+            src, out = path(cls.__name__ + ".pt"), path(cls.__name__ + ".rnnd")
+            torch.jit.script(cls().eval()).save(src)
+            rc, err = main_inproc(src, "-o", out)
+            self.check(rc == 0, "%s: the scripted file converts: %s" % (cls.__name__, err))
 
 
 class Watchdog(Case):

@@ -44,7 +44,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
     from .torch_reference import check_chain, model_from_reference, reference_runner
     from .writer import write
     from .torch_slstm import model_from_slstm, slstm_runner
-    from .torch_import import refuse_hooks, warn_train_mode
+    from .torch_import import refuse_hooks, refuse_python_around, warn_train_mode
     from .verify import metadata_value
 
     def read(norm):
@@ -63,6 +63,7 @@ def from_module(module, path, *, input=None, head=None, norm=None, name=None, vo
 
     door = [None]           # which door read the module: "reference" or "torch"
     refuse_hooks(module)    # every door below: module(x) runs them, the graph does not hold them
+    refuse_python_around(module)    # and what a class runs around forward(), the same
     model, runner = read(norm)
     warn_train_mode(module)
     figures, norm_checked = None, None

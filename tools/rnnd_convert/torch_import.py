@@ -297,6 +297,7 @@ def model_from_module(module, input=None, head=None, norm=None):
     if not isinstance(module, torch.nn.Module):
         raise ConvertError("expected a torch.nn.Module, got %s" % type(module).__name__)
     refuse_hooks(module)
+    refuse_python_around(module)
 
     def label(n, m=None):
         return "module '%s' (%s)" % (n or "<top>", _type_name(m) if m is not None else "?")
@@ -653,6 +654,89 @@ def refuse_hooks(module):
                                "or before forward(), and rnnd converts forward() alone; "
                                "remove the hook or fold what it computes into forward()"
                                % (name or "<top>", _type_name(m), found))
+
+
+# what calling a module runs around forward() (or instead of it, or what changes what torch's
+# functions do on its tensors) where a class of the user's defines it (trial 20, S1)
+_AROUND = ("__call__", "_call_impl", "_wrapped_call_impl", "_slow_forward", "__getattr__",
+           "__getattribute__", "__torch_function__", "__torch_dispatch__")
+# the same, set on a module instance: Python finds these there before the class's
+_INSTANCE = ("forward", "_call_impl", "_wrapped_call_impl", "_slow_forward")
+_AROUND_WHY = ("rnnd analyses forward() and cannot see code that runs around it (calling the "
+               "module, as verification and your code do, runs it)")
+
+
+def _where(obj):
+    """' (at path:line)' for a function OBJ (or its __func__), '' when unknown."""
+    code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+    return " (at %s:%d)" % (code.co_filename, code.co_firstlineno) if code else ""
+
+
+def refuse_python_around(module):
+    """Refuse MODULE when calling it (or a submodule) runs Python that forward() does not
+    hold, so that the graph analysed is not what verification and the user run: a class of
+    the user's in a module's MRO defining __call__, _call_impl, __getattr__,
+    __getattribute__, __torch_function__ or __torch_dispatch__; a forward set on the instance
+    or one that is not a plain function of its class (a decorator's wrapper: scripting
+    compiles the function __wrapped__ names, the call runs the wrapper), a wrapped function
+    forward() calls; a parameter or buffer whose type is a subclass (its __torch_function__
+    can change what torch's functions compute on it). A ScriptModule runs its compiled code
+    alone: its own instances and tensors are not checked."""
+    import types
+    torch = _torch()
+    if not isinstance(module, torch.nn.Module):
+        return
+    for name, m in module.named_modules():
+        label = "module '%s' (%s)" % (name or "<top>", type(m).__name__)
+        script = isinstance(m, torch.jit.ScriptModule)
+        for k in () if script else _INSTANCE:
+            if k in vars(m):
+                raise ConvertError("%s has an instance attribute '%s' (set on the module, not "
+                                   "defined in its class): calling the module runs it, while "
+                                   "%s; delete it (del module%s.%s)"
+                                   % (label, k, _AROUND_WHY.split(" (")[0],
+                                      "." + name if name else "", k))
+        mro = [c for c in type(m).__mro__ if c is not object and not _from_torch(c)]
+        for cls in mro:
+            found = [(k, vars(cls)[k]) for k in _AROUND if k in vars(cls) and
+                     not _from_torch(getattr(vars(cls)[k], "__func__", vars(cls)[k]))]
+            if found:
+                raise ConvertError("%s: class %s defines %s%s: %s; remove the override"
+                                   % (label, cls.__name__, " and ".join(k for k, _ in found),
+                                      _where(found[0][1]), _AROUND_WHY))
+        owner = next((c for c in type(m).__mro__ if "forward" in vars(c)), None)
+        fwd = vars(owner)["forward"] if owner is not None and owner in mro else None
+        if fwd is not None and (not isinstance(fwd, types.FunctionType) or
+                                hasattr(fwd, "__wrapped__")):
+            code = getattr(fwd, "__code__", None)
+            what = ("is %s, not a function" % type(fwd).__name__
+                    if not isinstance(fwd, types.FunctionType) else
+                    "is wrapped by a decorator (its wrapper %s%s sets __wrapped__: scripting "
+                    "compiles the wrapped function, calling the module runs the wrapper)"
+                    % (getattr(code, "co_qualname", code.co_name), _where(fwd)))
+            raise ConvertError("%s: forward of class %s %s: %s; remove the decorator"
+                               % (label, owner.__name__, what, _AROUND_WHY))
+        tables = () if script else (("parameter", m._parameters), ("buffer", m._buffers))
+        for kind, table in tables:
+            for k, t in table.items():
+                if t is None or type(t) in (torch.nn.Parameter, torch.Tensor):
+                    continue
+                raise ConvertError("%s: %s '%s' is a %s, a subclass of %s: a tensor subclass "
+                                   "can change what torch's functions compute on it "
+                                   "(__torch_function__), and %s; store it as a plain "
+                                   "torch.nn.Parameter (or tensor) holding its values"
+                                   % (label, kind, k, type(t).__name__, "torch.nn.Parameter"
+                                      if isinstance(t, torch.nn.Parameter) else "torch.Tensor",
+                                      _AROUND_WHY.split(" (")[0]))
+    if not isinstance(module, torch.jit.ScriptModule):
+        for name, cls, fn in _reached(module):
+            if hasattr(fn, "__wrapped__") and not _from_torch(fn):
+                raise ConvertError("forward() of module '%s' (%s) calls %s, wrapped by a "
+                                   "decorator%s: scripting compiles the wrapped function, "
+                                   "calling it runs the wrapper; %s; remove the decorator"
+                                   % (name or "<top>", (cls or type(module)).__name__,
+                                      getattr(fn, "__qualname__", "a function"), _where(fn),
+                                      _AROUND_WHY.split(" (")[0]))
 
 
 def warn_train_mode(module):
