@@ -26,6 +26,10 @@
   refuse it, naming the feature and the way out; a modest one (mu ~ 3, sd ~ 2) converts and
   matches torch on data around mu; verification also runs inputs at the data's own scale
   (mu + sd * N(0, 1)), which a source that differs only there fails.
+- TestFoldDense (outside trial 21, s2b): the same standardisation followed by a dense map
+  (an ONNX MatMul / Add, a learned Linear(3, 3)) is checked at the data's centre (mu, or
+  the least-squares zero of a dense map with a bias alone): a far one is refused, a modest
+  one converts, matches the graph around mu and is verified at the data's scale.
 
 From the twentieth outside user trial:
 
@@ -759,6 +763,100 @@ class TestFoldPrecision(Case):
                        "refused at the data's scale: %s" % e)
         else:
             self.check(False, "a source that differs around mu is refused")
+
+
+def onnx_dense(name, mu=None, sd=None, P=None, c=None):
+    """An ONNX [Sub(x, mu) -> Div(sd) ->] MatMul(P^T) [-> Add(c)] -> LSTM -> Squeeze graph:
+    a standardisation followed by a learned Linear(3, 3) (outside trial 21, s2b); without
+    mu, a dense map with a bias alone."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(21)
+    I, H = 3, 4
+    arrays = [("W", 0.5 * rng.standard_normal((1, 4 * H, I))),
+              ("R", 0.5 * rng.standard_normal((1, 4 * H, H))),
+              ("B", 0.5 * rng.standard_normal((1, 8 * H))), ("Pt", np.asarray(P).T)]
+    nodes, x = [], "x"
+    if mu is not None:
+        arrays += [("mu", np.asarray(mu)), ("sd", np.asarray(sd))]
+        nodes += [helper.make_node("Sub", ["x", "mu"], ["xc"]),
+                  helper.make_node("Div", ["xc", "sd"], ["xn"])]
+        x = "xn"
+    nodes.append(helper.make_node("MatMul", [x, "Pt"], ["xp"]))
+    x = "xp"
+    if c is not None:
+        arrays.append(("c", np.asarray(c)))
+        nodes.append(helper.make_node("Add", [x, "c"], ["xb"]))
+        x = "xb"
+    inits = [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays]
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+    nodes += [helper.make_node("LSTM", [x, "W", "R", "B"], ["Y"], hidden_size=H),
+              helper.make_node("Squeeze", ["Y", "one"], ["O"])]
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
+            "O", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    p = path(name + ".onnx")
+    onnx.save(m, p)
+    if os.path.exists(p[:-5] + ".rnnd"):
+        os.unlink(p[:-5] + ".rnnd")
+    return p
+
+
+PROJ = np.array([[0.5, -0.3, 0.2], [0.1, 0.4, -0.5], [-0.2, 0.3, 0.6]])
+PROJ_B = np.array([0.1, -0.2, 0.3])
+
+
+class TestFoldDense(Case):
+    """(x - mu) / sd then a dense map (MatMul / Add of a Linear(3, 3)) before the first
+    layer (outside trial 21, s2b): it converted with a record of error 0 and no pass at the
+    data's scale, and served outputs differed from the source by 0.05 on data around mu."""
+
+    def refused(self, p, what):
+        rc, err = onnx_convert(p)
+        self.check(rc == 1 and "cannot be folded into the first layer without losing "
+                   "float32 precision" in err and "normalise the input in the client" in err
+                   and err.count("\n") <= 1, "%s refused: %s" % (what, err))
+        self.check(not os.path.exists(p[:-5] + ".rnnd"), "%s: nothing written" % what)
+
+    def test_far_refused(self):
+        """The s2b graph (mu about 1e6, sd 0.2), with and without the Linear's bias."""
+        mu, sd = [1.0e6, 2.0e6, 5.0e5], [0.2] * 3
+        self.refused(onnx_dense("dense_far", mu, sd, PROJ, PROJ_B), "with bias")
+        self.refused(onnx_dense("dense_far_nob", mu, sd, PROJ), "without bias")
+
+    def test_bias_only_refused(self):
+        """A dense map with a bias alone, whose zero (A x0 + c = 0, found by least squares)
+        lies at about 1e6: refused; with a singular map and a large bias, refused too."""
+        x0 = np.array([1.0e6, 2.0e6, 5.0e5])
+        self.refused(onnx_dense("dense_bias_far", P=PROJ / 0.2, c=-(PROJ / 0.2) @ x0),
+                     "a dense map with a far zero")
+        sing = PROJ.copy()
+        sing[2] = sing[0] + sing[1]
+        self.refused(onnx_dense("dense_bias_sing", P=sing, c=[3.0e5, -2.0e5, 1.0e5]),
+                     "a singular map with a large bias")
+
+    def test_modest_converts(self):
+        """mu ~ 3, sd ~ 2, the same Linear: converts; computed in float32 as rnnd does, on
+        data around mu, it matches the graph (onnx_run, float64); the record says the data's
+        scale was checked."""
+        import onnx
+        from rnnd_convert.onnx_run import _Graph
+        mu, sd = [3.0, -2.5, 4.0], [2.0, 1.5, 2.5]
+        p = onnx_dense("dense_modest", mu, sd, PROJ, PROJ_B)
+        rc, err = onnx_convert(p)
+        self.check(rc == 0, "converts: %s" % err)
+        x = (np.array(mu) + np.array(sd) * np.random.default_rng(5).standard_normal(
+            (2, 30, 3))).astype(np.float32)
+        want = _Graph(onnx.load(p)).run({"x": x.transpose(1, 0, 2)})["O"]
+        want = np.asarray(want, np.float64).transpose(1, 0, 2)
+        m = reference.Model(p[:-5] + ".rnnd", np.float32)
+        got = np.stack(reference.run(m, list(x))[0])
+        e = float(np.max(np.abs(got - want)))
+        self.check(e < 1e-5, "rnnd (float32) equals the graph on data around mu: %.3g" % e)
+        rec = verification_record(p[:-5] + ".rnnd")
+        self.check(rec.get("data_scale_checked") is True, "the record: %r" % rec)
 
 
 if __name__ == "__main__":

@@ -661,6 +661,78 @@ def check_input_fold(weights, a, b, where="first layer"):
            eps * worst, FOLD_LIMIT))
 
 
+# a dense input map A x + c whose singular values span more than this ratio has no
+# well-defined centre (the x0 with A x0 + c = 0) to check its fold at
+FOLD_COND_LIMIT = 1e6
+
+
+def check_dense_input_fold(weights, A, c, prefix=None, where="first layer"):
+    """Refuse folding a dense input map x -> A x + c (float64; A is [out, in]) into WEIGHTS
+    (the layer's [{"W": ...}], before the fold) when the folded layer loses float32 precision
+    on data around the map's centre x0: eps32 * sum_j |(W A)_ij| |x0_j| against FOLD_LIMIT,
+    as check_input_fold does for a per-feature map (outside trial 21, s2b). The centre is
+    -b / a of PREFIX, the per-feature (a, b) that starts the chain ((x - mu) / sd before a
+    MatMul), when it has an offset; else the least-squares zero of A x0 + c where A is well
+    conditioned; a map with no offset at all is not checked. Returns (x0, scale): the data's
+    centre and per-feature spread for verification's pass at the data's scale, or None."""
+    A = np.asarray(A, np.float64)
+    c = np.asarray(c, np.float64)
+    eps = float(np.finfo(np.float32).eps)
+    how, first, what = "a dense map A x + c", "A x and c cancel in it too", "map"
+    x0 = scale = None
+    if prefix is not None:
+        a, b = (np.asarray(v, np.float64) for v in prefix)
+        live = a != 0
+        if np.any(b[live] != 0):
+            safe = np.where(live, a, 1.0)
+            x0 = np.where(live, -b / safe, 0.0)
+            scale = np.where(live, 1.0 / np.abs(safe), 1.0)
+            how = "a per-feature (x - mu) / sd followed by a dense map"
+            first, what = "the source subtracts mu first", "standardisation"
+    if x0 is None:
+        if not np.any(c):
+            return None
+        s = np.linalg.svd(A, compute_uv=False)
+        if s.size and s[-1] > 0 and s[0] / s[-1] <= FOLD_COND_LIMIT:
+            x0 = np.linalg.lstsq(A, -c, rcond=None)[0]
+            scale = np.ones(A.shape[1])
+        else:
+            # no centre to find: a large offset cancels against A x wherever the data
+            # reach it, so the fold is refused where that could lose precision
+            worst = max(float((np.abs(np.asarray(w["W"], np.float64)) @ np.abs(c)).max())
+                        for w in weights)
+            if eps * worst <= FOLD_LIMIT:
+                return None
+            raise ConvertError(
+                "the input map before the %s, a dense map A x + c whose singular values span "
+                "%.3g to %.3g, has an offset c up to %.3g: rnnd-convert cannot find the "
+                "data's centre (the x with A x + c = 0), and it cannot be folded into the %s "
+                "without losing float32 precision: rnnd would compute (W A) x + (Wb + W c), "
+                "terms of about %.3g that cancel where A x is near -c (float32 error up to "
+                "%.2g, limit %g): normalise the input in the client and take the map out of "
+                "the model, or subtract the offset in the client"
+                % (where, float(s[0]) if s.size else 0.0, float(s[-1]) if s.size else 0.0,
+                   float(np.max(np.abs(c))), where, worst, eps * worst, FOLD_LIMIT))
+    worst, feature = 0.0, 0
+    for w in weights:
+        terms = np.abs(np.asarray(w["W"], np.float64) @ A) * np.abs(x0)[None, :]
+        rows = terms.sum(axis=1)
+        i = int(np.argmax(rows))
+        if rows[i] > worst:
+            worst, feature = float(rows[i]), int(np.argmax(terms[i]))
+    if eps * worst > FOLD_LIMIT:
+        raise ConvertError(
+            "the input map before the %s, %s, is centred at data with |x| up to %.3g "
+            "(feature %d: %.3g), and cannot be folded into the %s without losing float32 "
+            "precision: rnnd would compute (W A) x + (Wb + W c), two terms of about %.3g "
+            "that cancel, where %s (float32 error up to %.2g, limit %g): normalise the input "
+            "in the client and take the %s out of the model, or subtract the offset in the "
+            "client"
+            % (where, how, float(np.max(np.abs(x0))), feature, abs(float(x0[feature])), where,
+               worst, first, eps * worst, FOLD_LIMIT, what))
+    return x0, scale
+
+
 def f32(a):
     """A C-contiguous float32 copy of A."""
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))

@@ -12,7 +12,7 @@ the node's name and op_type, never dropped.
 import numpy as np
 
 from .arch import (ConvertError, DEFAULT_ACTS, Layer, Model, N_ACT, canonical_activation,
-                   check_input_fold, f32, fill_biases, make_act)
+                   check_dense_input_fold, check_input_fold, f32, fill_biases, make_act)
 from .errors import printable
 
 # Kinds of abstract values.
@@ -104,6 +104,8 @@ class Val:
         self.stage = 0
         self.feat = None        # DATA: the non-unit atoms of the feature axis
         self.affine = None      # DATA: pending (A, a) over the stage's features
+        self.prefix = None      # DATA: the per-feature (a, b) that started a pending affine
+        #                         map before it turned dense (MatMul / Gemm): its centre
         self.norm = None        # DATA: "softmax" / "log_softmax" applied
         self.pooled = None      # DATA: "last" / "mean" / "max": the steps pooled
         self.head = None        # DATA: head layers done (arch.Model.head_layers entries)
@@ -1304,10 +1306,21 @@ class Importer:
             if c.ndim != 2 or c.shape[0] != n:
                 self.fail("MatMul weight of shape %s does not take %d features"
                           % (list(c.shape), n))
+            x = self._dense_prefix(x)
             A, b = c.T @ A, c.T @ b
         else:
             A, b = self._affine_apply(A, b, self._feature_vector(c, n, len(x.axes)), op)
         return self._affine_out(x, A, b)
+
+    def _dense_prefix(self, x):
+        """X, recording its pending per-feature map as the prefix of the dense map that
+        follows: the data's centre -b / a for the first layer's fold check (s2b)."""
+        if x.prefix is not None or x.affine is None:
+            return x
+        A, b = x.affine
+        if A.shape[0] != A.shape[1] or np.any(A - np.diag(np.diag(A))):
+            return x
+        return x.but(prefix=(np.diag(A).copy(), np.asarray(b, np.float64).copy()))
 
     def _affine_apply(self, A, b, v, op):
         """(A, b) followed by OP ("add", "sub", "rsub", "mul", "div") with the vector V."""
@@ -1330,6 +1343,7 @@ class Importer:
         if len(x.axes) != 2 or a.get("transA", 0):
             self.fail("Gemm on the data needs a 2-D [rows, features] input without transA")
         A, b, n = self._affine_start(x)
+        x = self._dense_prefix(x)
         B = np.asarray(ins[1].value, dtype=np.float64)
         if a.get("transB", 0):
             B = B.T
@@ -1393,7 +1407,7 @@ class Importer:
             layer = {"op": HEAD_OPS[op]}
         head.append(layer)
         st = self.new_stage(x)
-        return x.but(stage=st, affine=None, head=head)
+        return x.but(stage=st, affine=None, prefix=None, head=head)
 
     def layernorm_affine(self, x):
         """X with a pending diagonal affine map (the Mul and Add torch exports after a
@@ -1408,7 +1422,7 @@ class Importer:
         if A.shape[0] != A.shape[1] or np.any(A - np.diag(np.diag(A))):
             return x
         head[-1] = dict(last, affine=True, W=f32(np.diag(A)), b=f32(b))
-        return x.but(affine=None, head=head)
+        return x.but(affine=None, prefix=None, head=head)
 
     def _flush_affine(self, head, affine):
         """Append the affine map (A, b) to HEAD: into a layernorm just before it when A is
@@ -1623,6 +1637,16 @@ class Importer:
             except ConvertError as e:
                 self.fail(str(e))
             self.model.input_map = (np.diag(A).copy(), np.asarray(b, np.float64))
+        elif A is not None and first and self.model.input_kind == "vectors":
+            # a dense map: checked at the data's centre, mu of a (x - mu) / sd that starts
+            # it, else the least-squares zero of A x + b (outside trial 21, s2b)
+            try:
+                centre = check_dense_input_fold([{"W": W[d]} for d in range(nd)], A, b,
+                                                x.prefix)
+            except ConvertError as e:
+                self.fail(str(e))
+            if centre is not None:
+                self.model.input_centre = centre
         for d in range(nd):
             w = {"W": W[d], "R": R[d]}
             if B is not None:

@@ -222,14 +222,20 @@ def data_scale_inputs(model):
     """[BATCH, SCALE_LENGTH, dim] float32 inputs at the data's own scale for a model whose
     importer folded a per-feature map x -> a * x + b ((x - mu) / sd) into its first layer
     (model.input_map): -b / a + N(0, 1) / |a| per feature, where the source's normalised
-    input is standard normal; None for any other model."""
-    amap = getattr(model, "input_map", None)
-    if amap is None or model.input_kind == "tokens":
+    input is standard normal; for a dense map (model.input_centre, outside trial 21, s2b)
+    its centre x0 + scale * N(0, 1); None for any other model."""
+    if model.input_kind == "tokens":
         return None
-    a, b = (np.asarray(v, np.float64) for v in amap)
-    live = a != 0
-    centre = np.where(live, -b / np.where(live, a, 1.0), 0.0)
-    scale = np.where(live, 1.0 / np.abs(np.where(live, a, 1.0)), 1.0)
+    amap = getattr(model, "input_map", None)
+    if amap is not None:
+        a, b = (np.asarray(v, np.float64) for v in amap)
+        live = a != 0
+        centre = np.where(live, -b / np.where(live, a, 1.0), 0.0)
+        scale = np.where(live, 1.0 / np.abs(np.where(live, a, 1.0)), 1.0)
+    elif getattr(model, "input_centre", None) is not None:
+        centre, scale = (np.asarray(v, np.float64) for v in model.input_centre)
+    else:
+        return None
     z = sample_inputs(model, SCALE_LENGTH).astype(np.float64)
     return (centre + scale * z).astype(np.float32)
 
