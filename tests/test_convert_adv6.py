@@ -854,5 +854,54 @@ class TestM1MessageLines(Base):
             self.refused(p, "NaN or Inf")
 
 
+class TestC4LoadBounded(TsBase):
+    """C4 (trial21): code/ of 400 000 lines of `y = torch.contiguous(y)` (11 MB, under the
+    16 MiB cap; a 31 KB file) took torch.jit.load 225 s and 2.6 GB: the load had no time or
+    memory limit. Now code/ is capped at 1 MiB, and the load in the child runs within
+    RNND_CONVERT_VERIFY_SECONDS and under RNND_CONVERT_LOAD_GIB more address space."""
+
+    @staticmethod
+    def chain(n):
+        return lambda s: s.replace("return y", "y = torch.contiguous(y)\n    " * n +
+                                   "return y", 1)
+
+    def test_long_code_refused(self):
+        p = repacked("c4_long", code=self.chain(40000))
+        self.check(os.path.getsize(p) < (64 << 10), "the archive is small")
+        t = time.monotonic()
+        self.refused_ts(p, "1 MiB", "code")
+        self.check(time.monotonic() - t < 5, "refused before torch reads it")
+
+    def test_slow_load_refused(self):
+        p = repacked("c4_slow", code=self.chain(30000))
+        os.environ["RNND_CONVERT_VERIFY_SECONDS"] = "0.3"
+        try:
+            t = time.monotonic()
+            self.refused_ts(p, "torch's loader did not finish in 0.3 s")
+            self.check(time.monotonic() - t < 10, "the load is stopped at the limit")
+        finally:
+            del os.environ["RNND_CONVERT_VERIFY_SECONDS"]
+
+    def test_load_memory_capped(self):
+        p = repacked("c4_big", code=self.chain(30000))
+        os.environ["RNND_CONVERT_LOAD_GIB"] = "0.05"
+        try:
+            self.refused_ts(p, "torch's loader needed more than 0.05 GiB")
+        finally:
+            del os.environ["RNND_CONVERT_LOAD_GIB"]
+
+    def test_setting_checked(self):
+        os.environ["RNND_CONVERT_LOAD_GIB"] = "lots"
+        try:
+            self.refused_ts(repacked("c4_setting"), "RNND_CONVERT_LOAD_GIB")
+        finally:
+            del os.environ["RNND_CONVERT_LOAD_GIB"]
+
+    def test_plain_model_converts(self):
+        p = repacked("c4_plain", code=self.chain(100))
+        rc, err, out = self.run_cli(p)
+        self.check(rc == 0 and os.path.exists(out), "100 no-op lines convert: %s" % err)
+
+
 if __name__ == "__main__":
     unittest.main()

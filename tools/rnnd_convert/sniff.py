@@ -33,6 +33,12 @@ MAX_INFLATED = 64 << 20
 # Brackets ( [ { open in TorchScript source at once: torch's parser recurses on each, in
 # this process; 20 000 exhaust its stack (SIGSEGV). Generated code nests a few deep.
 MAX_NESTING = 200
+# TorchScript source torch.jit.load parses, debug_pkl aside (trial21 C4): parsing takes
+# about 190 bytes of memory per byte and more than linear time (40 000 one-line statements,
+# 1.1 MB: 4 s; 400 000: minutes and 2.6 GB). A scripted LSTM language model has 11 KB of
+# code, a GRU with LayerNorm 9 KB, a whole nn.TransformerEncoderLayer 51 KB (PyTorch 2):
+# 1 MiB is 20 times the largest.
+MAX_LOADED_CODE = 1 << 20
 _BRACKETS = bytes(range(256)).translate(None, b"()[]{}")      # everything else, deleted
 _STRINGS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8")    # STACK_GLOBAL's operands
 _PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
@@ -222,11 +228,12 @@ def _code_risk(z, names):
 def _nesting(f):
     """The deepest bracket nesting in the text read from F, counted over ( [ { and their
     closers alike, string literals and comments included (a refusal there errs safe)."""
-    depth = top = 0
+    depth = top = size = 0
     while True:
         b = f.read(1 << 20)
         if not b:
-            return top
+            return top, size
+        size += len(b)
         for c in b.translate(None, _BRACKETS):
             if c in b"([{":
                 depth += 1
@@ -238,9 +245,10 @@ def _nesting(f):
 
 def check_archive(path):
     """Refuse a TorchScript archive that torch.jit.load would inflate past the caps, or
-    whose code nests brackets deeper than MAX_NESTING (ConvertError); None for anything else,
-    a file that is no zip included (the loader reports it). Only the zip's directory and
-    the code entries are read."""
+    whose code nests brackets deeper than MAX_NESTING or holds more than MAX_LOADED_CODE
+    bytes (ConvertError). Returns the bytes its entries declare uncompressed (0 for a file
+    that is no zip: the loader reports it). Only the zip's directory and the code entries
+    are read."""
     from .native import MAX_NPZ_MEMBER, MAX_NPZ_TOTAL
     try:
         with zipfile.ZipFile(path) as z:
@@ -271,19 +279,28 @@ def check_archive(path):
                         "again with torch.jit.save" % (MAX_INFLATED >> 20, i.filename,
                                                          i.file_size >> 10,
                                                          i.compress_size >> 10))
+            code = 0
             for i in infos:
                 if not _is_code(i.filename) or i.filename.lower().endswith(".debug_pkl"):
                     continue
                 with z.open(i) as f:
-                    depth = _nesting(f)
+                    depth, size = _nesting(f)
+                code += size
+                if code > MAX_LOADED_CODE:
+                    raise ConvertError(
+                        "its code holds more than %d MiB of TorchScript source (%d KiB up to "
+                        "%r): torch's loader would take minutes and gigabytes to parse it, "
+                        "and a model's code is kilobytes; rnnd-convert refuses it"
+                        % (MAX_LOADED_CODE >> 20, code >> 10, i.filename))
                 if depth > MAX_NESTING:
                     raise ConvertError(
                         "its code %r nests brackets %d deep, deeper than %d: torch's "
                         "TorchScript parser would recurse until it crashed; rnnd-convert "
                         "refuses it" % (i.filename, depth, MAX_NESTING))
+            return total
     except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, ValueError,
             EOFError):
-        return None             # not a zip, or one torch's loader reports
+        return 0                # not a zip, or one torch's loader reports
 
 
 def _torch_root(path, head, trust_code):

@@ -1506,14 +1506,14 @@ def _refuse_tracer_warnings(caught):
 
 def load_torchscript(path, head=None):
     """(Model, module) of the TorchScript file PATH. Before torch.jit.load: the archive's
-    sizes and its code's nesting are checked (sniff.check_archive), and the load is tried in
-    a forked child first, so that a crash in torch's loader is a one-line refusal (trial20
-    C1)."""
+    sizes, its code's size and nesting are checked (sniff.check_archive), and the load is
+    tried in a forked child first, so that a crash in torch's loader is a one-line refusal
+    (trial20 C1), as is a load past the time or memory limit (trial21 C4)."""
     from .sniff import check_archive
     from .watchdog import survives
     torch = _torch()
-    check_archive(path)
-    survives(lambda: torch.jit.load(path, map_location="cpu"), "torch's loader")
+    size = check_archive(path)
+    survives(lambda: torch.jit.load(path, map_location="cpu"), "torch's loader", size)
     try:
         mod = torch.jit.load(path, map_location="cpu")
     except Exception as e:

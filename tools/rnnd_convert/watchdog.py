@@ -166,20 +166,59 @@ def bounded(run, in_process=None, what="the source's forward()"):
     return call
 
 
-def survives(run, what):
+# GiB of address space torch's loader may take beyond what the converter maps already and the
+# archive's declared size (trial21 C4: code made to parse for minutes took 2.6 GB; a scripted
+# LSTM's load takes tens of MiB); RNND_CONVERT_LOAD_GIB overrides it.
+LOAD_GIB = 4.0
+_NO_MEMORY = 3          # the child's exit status when the load ran out of address space
+
+
+def load_gib():
+    v = os.environ.get("RNND_CONVERT_LOAD_GIB")
+    if v:
+        try:
+            g = float(v)
+            if g > 0:
+                return g
+        except ValueError:
+            pass
+        raise ConvertError("RNND_CONVERT_LOAD_GIB=%r: not a positive number of GiB" % v)
+    return LOAD_GIB
+
+
+def _cap_memory(limit):
+    """Cap this process's address space at what it maps now plus LIMIT bytes."""
+    import resource
+    with open("/proc/self/statm") as f:
+        mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + limit, mapped + limit))
+
+
+def _out_of_memory(e):
+    return isinstance(e, MemoryError) or "alloc" in str(e).split("\n")[0].lower()
+
+
+def survives(run, what, size=0):
     """Run RUN() once in a forked child, and raise ConvertError "WHAT crashed (signal N,
     NAME) ..." if the child dies of a signal: for torch's loader, which parses the file's
-    code in C++, where a crash would end the converter without a word (trial20 C1). Whatever
-    RUN returns or raises is dropped: the caller runs it again in this process, where its
+    code in C++, where a crash would end the converter without a word (trial20 C1). The
+    child runs within limit_seconds() ("WHAT did not finish in N s") and with at most
+    load_gib() GiB plus SIZE bytes (the archive's declared size) more address space than
+    this process maps ("WHAT needed more than N GiB"; trial21 C4). Whatever else RUN
+    returns or raises is dropped: the caller runs it again in this process, where its
     errors are reported. Skipped where CUDA is initialised (must_run_in_process)."""
     if must_run_in_process():
         return
+    limit = limit_seconds()
+    gib = load_gib()
     torch = sys.modules.get("torch")
     parent = os.getpid()
+    r, w = os.pipe()            # closed by the child's exit: the parent waits on it
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
+            os.close(r)
             _die_with(parent)
             try:
                 import resource
@@ -188,20 +227,41 @@ def survives(run, what):
                 pass
             if torch is not None:
                 torch.set_num_threads(1)
-            run()
-        except BaseException:   # noqa: B902 -- reported by the run in the parent
+            _cap_memory(int(gib * (1 << 30)) + size)
+            try:
+                run()
+            except BaseException as e:     # noqa: B902 -- reported by the run in the parent
+                code = _NO_MEMORY if _out_of_memory(e) else 1
+        except BaseException:   # noqa: B902
             code = 1
         finally:
             os._exit(code)
+    os.close(w)
     try:
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([r], [], [], left)[0]:
+                raise ConvertError("%s did not finish in %g s reading it: code made to take "
+                                   "that long; rnnd-convert refuses it "
+                                   "(RNND_CONVERT_VERIFY_SECONDS sets the limit)"
+                                   % (what, limit))
+            if not os.read(r, 1 << 10):
+                break
         _, status = os.waitpid(pid, 0)
-    except BaseException:       # noqa: B902 -- interrupted: leave no child behind
+    except BaseException:       # noqa: B902 -- interrupted or refused: leave no child behind
         try:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         except OSError:
             pass
         raise
+    finally:
+        os.close(r)
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _NO_MEMORY:
+        raise ConvertError("%s needed more than %g GiB reading it (beyond the archive's %d MiB): "
+                           "code made to exhaust memory; rnnd-convert refuses it "
+                           "(RNND_CONVERT_LOAD_GIB sets the limit)" % (what, gib, size >> 20))
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
