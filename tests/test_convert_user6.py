@@ -672,22 +672,20 @@ FAR_MU, FAR_SD = [1.0e6, 2.0e6, 5.0e5], [0.125, 0.25, 0.125]
 FOLD_MSG = "cannot be folded into the first layer without losing float32 precision"
 
 
-def onnx_standardised(name, mu, sd):
-    """An ONNX Sub(x, mu) -> Div(sd) -> LSTM -> Squeeze graph (outside trial 20, p29)."""
+def onnx_lstm(name, seed, arrays, nodes, x):
+    """Save an ONNX graph: NODES on the input x [T, B, 3] (constants ARRAYS, [(name, array)])
+    whose output X feeds an LSTM of 4 (weights from SEED), squeezed to O; returns its path."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(29)
+    rng = np.random.default_rng(seed)
     I, H = 3, 4
     arrays = [("W", 0.5 * rng.standard_normal((1, 4 * H, I))),
               ("R", 0.5 * rng.standard_normal((1, 4 * H, H))),
-              ("B", 0.5 * rng.standard_normal((1, 8 * H))),
-              ("mu", np.asarray(mu)), ("sd", np.asarray(sd))]
+              ("B", 0.5 * rng.standard_normal((1, 8 * H)))] + list(arrays)
     inits = [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays]
     inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
-    nodes = [helper.make_node("Sub", ["x", "mu"], ["xc"]),
-             helper.make_node("Div", ["xc", "sd"], ["xn"]),
-             helper.make_node("LSTM", ["xn", "W", "R", "B"], ["Y"], hidden_size=H),
-             helper.make_node("Squeeze", ["Y", "one"], ["O"])]
+    nodes = list(nodes) + [helper.make_node("LSTM", [x, "W", "R", "B"], ["Y"], hidden_size=H),
+                           helper.make_node("Squeeze", ["Y", "one"], ["O"])]
     g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
         "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
             "O", TensorProto.FLOAT, None)], inits)
@@ -696,6 +694,14 @@ def onnx_standardised(name, mu, sd):
     p = path(name + ".onnx")
     onnx.save(m, p)
     return p
+
+
+def onnx_standardised(name, mu, sd):
+    """An ONNX Sub(x, mu) -> Div(sd) -> LSTM -> Squeeze graph (outside trial 20, p29)."""
+    from onnx import helper
+    return onnx_lstm(name, 29, [("mu", np.asarray(mu)), ("sd", np.asarray(sd))],
+                     [helper.make_node("Sub", ["x", "mu"], ["xc"]),
+                      helper.make_node("Div", ["xc", "sd"], ["xn"])], "xn")
 
 
 class TestFoldPrecision(Case):
@@ -769,14 +775,8 @@ def onnx_dense(name, mu=None, sd=None, P=None, c=None):
     """An ONNX [Sub(x, mu) -> Div(sd) ->] MatMul(P^T) [-> Add(c)] -> LSTM -> Squeeze graph:
     a standardisation followed by a learned Linear(3, 3) (outside trial 21, s2b); without
     mu, a dense map with a bias alone."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(21)
-    I, H = 3, 4
-    arrays = [("W", 0.5 * rng.standard_normal((1, 4 * H, I))),
-              ("R", 0.5 * rng.standard_normal((1, 4 * H, H))),
-              ("B", 0.5 * rng.standard_normal((1, 8 * H))), ("Pt", np.asarray(P).T)]
-    nodes, x = [], "x"
+    from onnx import helper
+    arrays, nodes, x = [("Pt", np.asarray(P).T)], [], "x"
     if mu is not None:
         arrays += [("mu", np.asarray(mu)), ("sd", np.asarray(sd))]
         nodes += [helper.make_node("Sub", ["x", "mu"], ["xc"]),
@@ -788,17 +788,7 @@ def onnx_dense(name, mu=None, sd=None, P=None, c=None):
         arrays.append(("c", np.asarray(c)))
         nodes.append(helper.make_node("Add", [x, "c"], ["xb"]))
         x = "xb"
-    inits = [numpy_helper.from_array(np.asarray(a, np.float32), n) for n, a in arrays]
-    inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
-    nodes += [helper.make_node("LSTM", [x, "W", "R", "B"], ["Y"], hidden_size=H),
-              helper.make_node("Squeeze", ["Y", "one"], ["O"])]
-    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, ["T", "B", I])], [helper.make_tensor_value_info(
-            "O", TensorProto.FLOAT, None)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    m.ir_version = 7
-    p = path(name + ".onnx")
-    onnx.save(m, p)
+    p = onnx_lstm(name, 21, arrays, nodes, x)
     if os.path.exists(p[:-5] + ".rnnd"):
         os.unlink(p[:-5] + ".rnnd")
     return p

@@ -27,18 +27,22 @@ from .errors import ConvertError
 VERIFY_SECONDS = 120.0
 
 
+def _positive_setting(name, default, unit):
+    """The environment setting NAME as a positive number, DEFAULT when unset."""
+    v = os.environ.get(name)
+    if not v:
+        return default
+    try:
+        x = float(v)
+        if x > 0:
+            return x
+    except ValueError:
+        pass
+    raise ConvertError("%s=%r: not a positive number of %s" % (name, v, unit))
+
+
 def limit_seconds():
-    v = os.environ.get("RNND_CONVERT_VERIFY_SECONDS")
-    if v:
-        try:
-            s = float(v)
-            if s > 0:
-                return s
-        except ValueError:
-            pass
-        raise ConvertError("RNND_CONVERT_VERIFY_SECONDS=%r: not a positive number of seconds"
-                           % v)
-    return VERIFY_SECONDS
+    return _positive_setting("RNND_CONVERT_VERIFY_SECONDS", VERIFY_SECONDS, "seconds")
 
 
 def _child(run, args, w):
@@ -174,16 +178,7 @@ _NO_MEMORY = 3          # the child's exit status when the load ran out of addre
 
 
 def load_gib():
-    v = os.environ.get("RNND_CONVERT_LOAD_GIB")
-    if v:
-        try:
-            g = float(v)
-            if g > 0:
-                return g
-        except ValueError:
-            pass
-        raise ConvertError("RNND_CONVERT_LOAD_GIB=%r: not a positive number of GiB" % v)
-    return LOAD_GIB
+    return _positive_setting("RNND_CONVERT_LOAD_GIB", LOAD_GIB, "GiB")
 
 
 def _cap_memory(limit):
