@@ -96,7 +96,9 @@ def check_haproxy(defaults):
     # node's max_connections_per_ip, or a burst closes the checks too and every node goes
     # DOWN (outside trial 22, S2-a: 3 x 100 against 128)
     per_ip = int(defaults.get("max_connections_per_ip", "0"))
-    caps = {}
+    base = re.search(r"^defaults\b(?:\n(?!\S).*)*?\n\s*default-server .*\bmaxconn (\d+)", cfg,
+                     re.M)
+    caps = {name: int(base.group(1)) for name in be} if base else {}
     for name, lines in be.items():
         for l in lines:
             m = re.match(r"(default-server|server) .*\bmaxconn (\d+)", l)
