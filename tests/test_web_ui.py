@@ -10,7 +10,8 @@ with python3-websockets. It checks the rendered page:
   (its temporary session is gone and the step counter stops);
 - the charts are drawn from /metrics: the steps/s chart shows the generations' steps;
 - no console error or exception, and every request the page made went to the daemon itself;
-- with API keys on, the files need no key, the page asks for one (401) and then works;
+- with API keys on, the files need no key, the page asks for one (401) and then works, and
+  with a key of scope infer it lists the models and says the charts need admin (403);
 - the files' headers (Content-Security-Policy, Cache-Control no-cache, ETag and 304), and
   web_ui = off: / and /ui/ answer 404 while the API still answers.
 """
@@ -31,6 +32,7 @@ WORK = tmpdir("web_ui")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = "web-ui-test-key-0123456789abcdef"
+INFER_KEY = "web-ui-infer-key-0123456789abcdef"
 
 
 class Browser:
@@ -218,7 +220,9 @@ class Page(Case):
 
     def test_2_generate_streams_api_text(self):
         b = self.b
-        params = {"prompt": "The cat ", "max_tokens": 120, "temperature": 0.8, "seed": 1234}
+        # a seed above 2^53, which a JavaScript Number cannot hold: the page keeps its digits
+        params = {"prompt": "The cat ", "max_tokens": 120, "temperature": 0.8,
+                  "seed": 2 ** 53 + 1}
         b.js("""(() => { const s = (id, v) => { document.getElementById(id).value = v; };
             s('p-model', 'charlm'); s('p-prompt', %s); s('p-max', '%d'); s('p-temp', '%s');
             s('p-seed', '%d'); })()""" % (json.dumps(params["prompt"]), params["max_tokens"],
@@ -233,11 +237,12 @@ class Page(Case):
         text = b.js("document.getElementById('p-text').textContent")
         st, _, ref = self.d.request("POST", "/v1/models/charlm/generate", params)
         self.eq(st, 200, "the API's own generation")
-        self.eq(text, ref["text"], "the page's streamed text is the API's text for seed 1234")
+        self.eq(text, ref["text"], "the page's streamed text is the API's text for its seed")
         self.check(b.js("window.updates") >= params["max_tokens"],
                    "the text arrived token by token (%s updates)" % b.js("window.updates"))
         info = b.js("document.getElementById('p-info').textContent")
-        self.check("120 tokens" in info and "seed 1234" in info, "the summary: %r" % info)
+        self.check("120 tokens" in info and "seed %d)" % params["seed"] in info,
+                   "the summary names the seed: %r" % info)
 
     def test_3_stop_cancels(self):
         b = self.b
@@ -307,9 +312,30 @@ class Keys(Case):
     @classmethod
     def setUpClass(cls):
         keys = os.path.join(WORK, "keys")
-        write_secret(keys, "%s page admin\n" % KEY)
+        write_secret(keys, "%s page admin\n%s user infer\n" % (KEY, INFER_KEY))
         cls.d = cls.serve({"charlm": CHARLM}, "--api-keys-file", keys)
         cls.b = browser()
+
+    def use_key(self, key):
+        self.b.js("""(() => { document.getElementById('key').value = %s;
+            document.getElementById('keyform').requestSubmit(); })()""" % json.dumps(key))
+
+    def test_infer_key_no_charts(self):
+        """A key of scope infer lists the models; the page says the charts need admin."""
+        b = self.b
+        b.goto("http://127.0.0.1:%d/" % self.d.port)
+        b.js("sessionStorage.clear()")
+        b.goto("http://127.0.0.1:%d/" % self.d.port)
+        self.check(b.wait("!document.getElementById('keyform').hidden"),
+                   "the page asks for a key")
+        self.use_key(INFER_KEY)
+        self.eq(b.wait("document.querySelectorAll('#models tbody tr').length"), 1,
+                "the models listed with an infer key")
+        note = b.wait("document.getElementById('notice').textContent.includes('403') && "
+                      "document.getElementById('notice').textContent")
+        self.check("403" in note and "/metrics" in note and "admin" in note,
+                   "the page says /metrics needs an admin key: %r" % note)
+        b.js("clearInterval(metricsTimer)")
 
     def test_key_asked_then_used(self):
         d, b = self.d, self.b
@@ -317,12 +343,13 @@ class Keys(Case):
             self.eq(d.request("GET", path)[0], 200, "GET %s without a key" % path)
         self.eq(d.request("GET", "/v1/models")[0], 401, "GET /v1/models without a key")
         b.goto("http://127.0.0.1:%d/" % d.port)
+        b.js("sessionStorage.clear()")
+        b.goto("http://127.0.0.1:%d/" % d.port)
         self.check(b.wait("!document.getElementById('keyform').hidden"),
                    "the page asks for a key")
         self.check("API key" in b.js("document.getElementById('notice').textContent"),
                    "the page says a key is needed")
-        b.js("""(() => { document.getElementById('key').value = %s;
-            document.getElementById('keyform').requestSubmit(); })()""" % json.dumps(KEY))
+        self.use_key(KEY)
         self.eq(b.wait("document.querySelectorAll('#models tbody tr').length"), 1,
                 "the models listed with the key")
         self.check(b.js("document.getElementById('notice').hidden"), "the notice is gone")

@@ -220,7 +220,10 @@ async function generate(ev) {
   const body = { prompt: prompt, stream: true,
     max_tokens: Number($("p-max").value) || 1,
     temperature: Number($("p-temp").value) };
-  if ($("p-seed").value !== "") body.seed = Number($("p-seed").value);
+  // seeds are 64-bit: written and read as digits, never through a Number (53 bits)
+  const seed = $("p-seed").value.trim();
+  let json = JSON.stringify(body);
+  if (/^[0-9]+$/.test(seed)) json = json.slice(0, -1) + ',"seed":' + seed + "}";
   out.textContent = "";
   const p = document.createElement("span");
   p.className = "prompt";
@@ -237,7 +240,7 @@ async function generate(ev) {
   try {
     const resp = await api("/v1/models/" + encodeURIComponent($("p-model").value) + "/generate",
       { method: "POST", headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(body), signal: ctrl.signal });
+        body: json, signal: ctrl.signal });
     if (!resp.ok) throw new Error(await errorText(resp));
     await readEvents(resp, (event, data) => {
       if (data === "[DONE]") return;
@@ -247,7 +250,8 @@ async function generate(ev) {
         gen.textContent += j.text;
         tokens++;
       } else if (j.finish_reason) {
-        finish = j.finish_reason + ", seed " + j.seed;
+        const s = /"seed":\s*([0-9]+)/.exec(data);
+        finish = j.finish_reason + (s ? ", seed " + s[1] : "");
       }
     });
     const s = (performance.now() - t0) / 1000;
