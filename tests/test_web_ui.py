@@ -52,12 +52,20 @@ class Browser:
             cmd.insert(1, "--no-sandbox")   # Chromium refuses root without it
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
+        self.loop = None
+        try:
+            self._attach(profile)
+        except BaseException:
+            self.close()        # no browser left behind
+            raise
+
+    def _attach(self, profile):
+        """Connect to the DevTools server of the browser just started on PROFILE."""
         port_file = os.path.join(profile, "DevToolsActivePort")
         deadline = time.monotonic() + 20
         port = None
         while port is None:
             if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
                 raise RuntimeError("chromium did not start its DevTools server")
             try:
                 with open(port_file) as f:
@@ -141,11 +149,11 @@ class Browser:
         raise RuntimeError("no %s within %s s" % (method, timeout))
 
     def close(self):
-        if getattr(self, "loop", None):
+        if self.loop:
             try:
                 self.reader.cancel()
                 self.run(self.ws.close(), 5)
-            except Exception:       # the browser may be gone already
+            except Exception:       # the browser may be gone already, or never attached
                 pass
             self.loop.close()
             self.loop = None
