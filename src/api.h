@@ -1,5 +1,5 @@
 /* The API handlers, one file per resource (api_models.c, api_infer.c, api_sessions.c,
- * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c: api_v2.c, api_v2_config.c,
+ * api_generate.c, api_health.c, api_web.c; the KServe v2 ones in api_v2*.c: api_v2.c, api_v2_config.c,
  * api_v2_binary.c, api_v2_generate.c), with the helpers they share in api_util.c, routed by
  * http.c. Each
  * runs on a request thread with the body decoded and either replies at once or defers (see
@@ -9,6 +9,11 @@
 
 #include "app.h"
 #include "http.h"
+
+/* The built-in web page (api_web.c; its files are web_assets.h's): 404 when web_ui is off. */
+void rnnd_api_web_index(rnnd_req *r); /* GET /            */
+void rnnd_api_web_js(rnnd_req *r);    /* GET /ui/app.js   */
+void rnnd_api_web_css(rnnd_req *r);   /* GET /ui/app.css  */
 
 void rnnd_api_models_list(rnnd_req *r); /* GET  /v1/models */
 void rnnd_api_model_get(rnnd_req *r);   /* GET  /v1/models/{model} */
