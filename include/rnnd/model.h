@@ -247,6 +247,14 @@ int rnnd_model_output_dim(const rnnd_model *m);      /* per step: head out or la
 size_t rnnd_model_state_floats(const rnnd_model *m); /* per session, see rnn.h for the layout */
 int rnnd_model_is_stateful(const rnnd_model *m);     /* every layer forward-only */
 
+/* The packed weights every net of M shares: built by BUILD (from M's spec) on the first call,
+ * then returned as they are; released with RELEASE when M goes. Takes M's packing lock.
+ * A bfloat16, float16 or int8 model keeps its matrices only packed from then on: its float
+ * copy is freed and the spec's matrix pointers (W, R, proj, V, D, a head linear's weight,
+ * their row scales) become NULL. Returns 0 with *OUT set, or BUILD's status. */
+int rnnd_model_shared_packs(rnnd_model *m, int (*build)(const rnnd_model_spec *s, void **out),
+                            void (*release)(void *), void **out);
+
 const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);
 /* mingru or minlstm: gates that read only the input (no R, Rb; the state is h alone). */
