@@ -22,7 +22,8 @@ struct rnnd_model {
     size_t param_count;
     char digest[65];      /* the state digest (model_digest.c) */
     char file_digest[65]; /* SHA-256 of the file's bytes */
-    float *halved;        /* half-size weights: the matrices as floats (spec points here) */
+    float *halved; /* half-size, int8 weights: the matrices as floats (spec points here) until
+                    * packed (rnnd_model_shared_packs) */
     float *rest;          /* half-size and int8 weights: the F32 tensors, once base is gone */
     /* The packed matrices every net of the model shares (rnnd_model_shared_packs): built
      * once; for a half-size or int8 model the float copy (halved) is then released. */

@@ -1,8 +1,10 @@
 /* A validated rnnd model file, read into memory (docs/model-format.md).
  *
  * The spec is public because the compute core, `rnnd inspect` and the API all read it; it is
- * immutable after rnnd_model_open() returns. Weight pointers point into the file's bytes as read
- * and stay valid until the last rnnd_model_unref(). */
+ * immutable after rnnd_model_open() returns, but for one change: once its matrices are packed
+ * (rnnd_model_shared_packs: the first rnnd_net_new), a bf16, f16 or int8 model's matrix
+ * pointers become NULL. Weight pointers point into the file's bytes as read (or the model's
+ * copies of them) and stay valid until the last rnnd_model_unref(). */
 #ifndef RNND_MODEL_H
 #define RNND_MODEL_H
 
