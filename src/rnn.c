@@ -65,8 +65,8 @@ struct rnnd_net {
     rnnd_model *model;
     const rnnd_model_spec *spec;
     const rnnd_kernels *k;
-    const dir_pack (*packs)[2];                   /* [n_layers][2], the model's */
-    const rnnd_packed *head;                      /* [RNND_MAX_HEAD_LAYERS], the model's */
+    const dir_pack (*packs)[2]; /* [n_layers][2], the model's */
+    const rnnd_packed *head;    /* [RNND_MAX_HEAD_LAYERS], the model's */
     size_t state_floats;
     size_t *state_off; /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
