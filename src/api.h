@@ -28,6 +28,10 @@ void rnnd_api_session_step(rnnd_req *r);    /* POST   /v1/sessions/{id}/step */
  * session's model: width and token range): SC's arrays are taken or freed. */
 struct rnnd_step_scan;
 void rnnd_api_session_step_scanned(rnnd_req *r, struct rnnd_step_scan *sc);
+/* The step body of LEN bytes at BODY through the scanner (rnnd/step_scan.h) alone: returns 0
+ * once the step is queued or answered, 1 (nothing done) when the scanner declines it and the
+ * caller must take the JSON path, which gives the same result and reports any error. */
+int rnnd_api_session_step_text(rnnd_req *r, const char *body, size_t len);
 void rnnd_api_session_reset(rnnd_req *r); /* POST   /v1/sessions/{id}/reset */
 void rnnd_api_session_fork(rnnd_req *r);  /* POST   /v1/sessions/{id}/fork */
 void rnnd_api_state_get(rnnd_req *r);     /* GET    /v1/sessions/{id}/state */
