@@ -351,12 +351,13 @@ class Stream:
     def close(self) -> None:
         """Read the replies still due (so the session's count is known), then close the
         socket with 1000. The session stays open."""
-        if self.closed:
+        if self._loop.is_closed():
             return
-        try:
-            self._drain()
-        except RnndError:
-            pass
+        if not self.closed:
+            try:
+                self._drain()
+            except RnndError:
+                pass
         self.closed = True
         try:
             self._run(self._ws.close(), self.timeout)
