@@ -13,6 +13,13 @@
   client's table of codes is the list of include/rnnd/errcode.h.
 - Numbers: outputs are the daemon's text decoded by json, each exactly a float32.
 - TLS: https:// with an ssl_context that trusts the daemon's certificate; none: refused.
+- WebSocket streams (Session.stream): JSON and binary steps (vector and token models) give
+  HTTP's outputs, bit for bit; pipelined steps matched by seq, read in any order, guarded by
+  if_steps over the steps in flight (a refused one stops those behind it); error frames, a
+  refused upgrade (no key, unknown session, max_websockets, retried) and close codes (1008,
+  1001) raise the typed exceptions; the stream keeps the session's count and closes (1000) at
+  the end of its with block; without python3-websockets, MissingDependency; the installed
+  package declares websockets as an optional extra only.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -865,6 +872,12 @@ class Install(Case):
         self.eq(p.returncode, 0, "pip install clients/python: %s" % p.stderr[-2000:])
         self.check(os.path.exists(os.path.join(target, "rnnd_client", "py.typed")),
                    "the package and its py.typed are installed")
+        with open(os.path.join(target, "rnnd_client-0.1.0.dist-info", "METADATA")) as f:
+            meta = f.read().splitlines()
+        self.check("Provides-Extra: websocket" in meta and
+                   'Requires-Dist: websockets>=10.4; extra == "websocket"' in meta and
+                   not [l for l in meta if l.startswith("Requires-Dist") and "extra" not in l],
+                   "websockets is an optional extra, nothing is required: %r" % meta)
         with daemon_ctx() as d:
             code = ("import sys; sys.path.insert(0, %r); import rnnd_client as r; "
                     "print(r.__file__); c = r.Client(%r); "
