@@ -695,7 +695,7 @@ class StreamLimits(Case):
                 self.eq((e.status, e.code, e.retry_after is not None),
                         (503, "unavailable", True),
                         "max_websockets: Unavailable with Retry-After")
-            patient = rnnd_client.Client(self.url, retries=3, backoff=0.05, max_backoff=2.0)
+            patient = rnnd_client.Client(self.url, retries=5, backoff=0.05, max_backoff=0.4)
             threading.Timer(0.3, sock.close).start()
             t0 = time.monotonic()
             ws = rnnd_client.Session(patient, {"id": s.id, "model": "charlm"}).stream()
@@ -812,6 +812,9 @@ class Tls(Case):
                                     ) as c:
                 with c.session("charlm") as s:
                     self.eq(s.step([5, 12]).steps, 2, "a step over HTTPS")
+                    with s.stream() as ws:
+                        self.eq(ws.step([1], binary=True).steps, 3,
+                                "a step over the session's WebSocket on TLS (wss://)")
                 gen = c.model("charlm").generate("The ", max_tokens=5, seed=1, stream=True)
                 self.eq(gen.result().text, "somet", "a streamed generation over HTTPS")
             try:

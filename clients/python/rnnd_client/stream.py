@@ -376,6 +376,7 @@ class Stream:
     def __del__(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is not None and not loop.is_closed() and not loop.is_running():
+            self.closed = True          # no replies to wait for: nobody holds a Pending
             try:
                 self.close()
             except Exception:
