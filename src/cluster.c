@@ -140,6 +140,7 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     atomic_init(&c->up, 0);
     atomic_init(&c->lapses, 0);
     atomic_init(&c->lease_until_us, 0);
+    atomic_init(&c->up_since_us, (long long)(rnnd_mono_s() * 1e6));
     int rc = rnnd_store_node_name(cfg->node_name, c->node, err, errlen);
     rnnd_store_conf conf = {cfg->session_store, cfg->session_store_password_file, c->node,
                             cfg->lease_ms, 0};

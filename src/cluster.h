@@ -88,7 +88,10 @@ typedef struct rnnd_cluster {
     size_t giving;         /* hand-over jobs queued on sessions, not yet finished */
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
-    atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* monotonic µs since which Redis has answered every call (up): a holder whose lease key
+     * is missing is taken for dead only once this is lease_ms + 1 s old (cluster_take.c) */
+    atomic_llong up_since_us;
+    atomic_int draining; /* the drain's grace began: no new sessions, /readyz 503 */
     /* confirmation (cluster_take.c): every lapse of the node lease seen raises LAPSES, and a
      * held session whose slot has not confirmed since, or any held session past
      * LEASE_UNTIL_US (monotonic µs, the lease store's lease_until), is checked against its

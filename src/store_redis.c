@@ -20,27 +20,39 @@
 #define REGISTER_POLL_MS 50
 
 static const char *const scripts[S_COUNT] = {
-    /* write.lua: KEYS[1] rec; ARGV holder, epoch, ttl ms, release, idle ms, fields... */
+    /* write.lua: KEYS[1] rec; ARGV holder, epoch, ttl ms (<= 0: kept), release, idle ms (< 0:
+     * used_ms kept), fields... */
     [S_WRITE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch')\n"
                 "if not cur[2] then return {-1} end\n"
                 "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {-2, cur[1]} end\n"
                 "if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end\n"
-                "local t = redis.call('TIME')\n"
-                "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-                "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[5]))\n"
+                "if tonumber(ARGV[5]) >= 0 then\n"
+                "  local t = redis.call('TIME')\n"
+                "  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                "  redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[5]))\n"
+                "end\n"
                 "if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'holder', '') end\n"
                 "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
-                "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+                "if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end\n"
                 "return {1, seq}\n",
     /* acquire.lua: KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:node:ME; ARGV "ME INC", INC, the
-     * seq of the caller's copy ("" none) */
+     * seq of the caller's copy ("" none), "1" when a missing lease means a dead holder, the
+     * caller's models "\nNAME DIGEST\n..." ("" any) */
     [S_ACQUIRE] = "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-3} end\n"
                   "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'seq')\n"
                   "if not cur[2] then return {0, redis.call('GET', KEYS[2]) or ''} end\n"
+                  "if ARGV[5] ~= '' then\n"
+                  "  local m = redis.call('HMGET', KEYS[1], 'model', 'digest')\n"
+                  "  if m[1] and m[2] and not string.find(ARGV[5], '\\n' .. m[1] .. ' ' .. m[2]"
+                  " .. '\\n', 1, true) then\n"
+                  "    return {-5, m[1], m[2]}\n"
+                  "  end\n"
+                  "end\n"
                   "local from = 'free'\n"
                   "if cur[1] ~= '' and cur[1] ~= ARGV[1] then\n"
                   "  local name, inc = string.match(cur[1], '^(%S+) (%d+)$')\n"
-                  "  if name and redis.call('GET', 'rnnd:node:' .. name) == inc then\n"
+                  "  local lease = name and redis.call('GET', 'rnnd:node:' .. name)\n"
+                  "  if name and (lease == inc or (not lease and ARGV[4] ~= '1')) then\n"
                   "    return {-1, cur[1]}\n"
                   "  end\n"
                   "  from = 'dead'\n"
@@ -75,6 +87,16 @@ static const char *const scripts[S_COUNT] = {
                  "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return -2 end\n"
                  "redis.call('DEL', KEYS[1])\n"
                  "redis.call('ZREM', KEYS[2], ARGV[3])\n"
+                 "return 1\n",
+    /* forget.lua: KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:idx; ARGV "ME INC", the tombstone's
+     * reason ("" none), its ms, id */
+    [S_FORGET] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'owner')\n"
+                 "if cur[1] ~= ARGV[1] then return 0 end\n"
+                 "if ARGV[2] ~= '' and tonumber(ARGV[3]) > 0 then\n"
+                 "  redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. (cur[2] or ''), 'PX', ARGV[3])\n"
+                 "end\n"
+                 "redis.call('DEL', KEYS[1])\n"
+                 "redis.call('ZREM', KEYS[3], ARGV[4])\n"
                  "return 1\n",
 };
 

@@ -43,6 +43,7 @@ void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
                      rnnd_log_quote(q, sizeof q, err));
         }
     } else if (!atomic_exchange(&c->up, 1)) {
+        atomic_store(&c->up_since_us, (long long)(rnnd_mono_s() * 1e6));
         RNND_LOG(log, RNND_LOG_INFO, "store_up", "node=%s", c->node);
     }
 }
