@@ -91,6 +91,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
         slot->seq = rec.seq;
         slot->held = 1;
         slot->confirmed = lapses;
+        slot->lost_seen = atomic_load(&c->lost);
         rnnd_session_set_sync(s, slot);
         atomic_fetch_add(&c->stats.takeovers[a->from_dead ? 1 : 0], 1);
         RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
@@ -231,6 +232,7 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         slot->epoch = a.epoch;
         slot->held = 1;
         slot->confirmed = lapses;
+        slot->lost_seen = atomic_load(&c->lost);
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_add(&c->stats.takeovers[a.from_dead ? 1 : 0], 1);
         s = rnnd_session_ref(cached);
@@ -287,8 +289,9 @@ static int needs_confirm(rnnd_cluster *c, rnnd_session *s)
 }
 
 /* Check that the record still names this node at S's epoch. Returns 1 when it does (or
- * Redis could not say: served from memory, as while Redis is down), 0 when the session was
- * taken or deleted elsewhere: S is then dropped from this node. */
+ * Redis could not say: served from memory, as while Redis is down; or Redis lost its data:
+ * written anew), 0 when the session was taken or deleted elsewhere: S is then dropped from
+ * this node. */
 static int confirm(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
@@ -299,6 +302,13 @@ static int confirm(rnnd_cluster *c, rnnd_session *s)
     rnnd_sync_note(c, rc, err);
     if (rc)
         return 1;
+    if (a.kind == RNND_STORE_ACQ_MISSING && rnnd_sync_lost(c, c->req, s)) {
+        /* Redis lost its data, not another node's delete: kept, and written anew */
+        pthread_mutex_lock(&c->mu);
+        slot->confirmed = lapses;
+        pthread_mutex_unlock(&c->mu);
+        return 1;
+    }
     rnnd_store_holder(c->req, me);
     char holder[RNND_STORE_HOLDER_MAX + 1] = "", epoch[24] = "";
     for (size_t i = 0; a.kind == RNND_STORE_ACQ_TAKEN && i < a.n; i++) {

@@ -22,6 +22,8 @@ enum rnnd_store_script {
     S_DROP_NODE,
     S_DELETE,
     S_FORGET,
+    S_MARK,
+    S_RESTORE,
     S_COUNT
 };
 

@@ -98,6 +98,26 @@ static const char *const scripts[S_COUNT] = {
                  "redis.call('DEL', KEYS[1])\n"
                  "redis.call('ZREM', KEYS[3], ARGV[4])\n"
                  "return 1\n",
+    /* mark.lua: KEYS[1] rnnd:data, KEYS[2] rnnd:incarnation; ARGV token ("" read only), INC */
+    [S_MARK] = "local d = redis.call('GET', KEYS[1])\n"
+               "if ARGV[1] ~= '' then\n"
+               "  if not d then redis.call('SET', KEYS[1], ARGV[1]); d = ARGV[1] end\n"
+               "  if (tonumber(redis.call('GET', KEYS[2])) or 0) < tonumber(ARGV[2]) then\n"
+               "    redis.call('SET', KEYS[2], ARGV[2])\n"
+               "  end\n"
+               "end\n"
+               "return d or ''\n",
+    /* restore.lua: KEYS[1] rec, KEYS[2] rnnd:idx; ARGV id, ttl ms, idle ms, "ME INC", epoch,
+     * fields... */
+    [S_RESTORE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+                  "redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+                  "local t = redis.call('TIME')\n"
+                  "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                  "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[3]),\n"
+                  "           'holder', ARGV[4], 'epoch', ARGV[5], 'seq', 1)\n"
+                  "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                  "redis.call('ZADD', KEYS[2], 0, ARGV[1])\n"
+                  "return 1\n",
 };
 
 /* ---- the password file --------------------------------------------------------------------- */
@@ -562,6 +582,25 @@ int rnnd_store_renew(rnnd_store *s, char *err, size_t errlen)
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "store: the node lease of %s lapsed (paused or cut off past lease_ms)",
                        s->node);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_mark(rnnd_store *s, const char *token, char *out, char *err, size_t errlen)
+{
+    char inc[24];
+    out[0] = '\0';
+    pthread_mutex_lock(&s->mu);
+    snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
+    const char *keys[] = {"rnnd:data", "rnnd:incarnation"}, *args[] = {token, inc};
+    redisReply *r = NULL;
+    int rc = rnnd_store_eval_locked(s, S_MARK, 2, keys, 2, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_STRING) {
+        rc = rnnd_store_unexpected_locked(s, r, "mark: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        snprintf(out, RNND_STORE_TOKEN_MAX + 1, "%.*s", (int)r->len, r->str);
+        freeReplyObject(r);
+    }
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -331,6 +331,34 @@ int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, 
     return rc;
 }
 
+int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd_store_fields *f,
+                       int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], ttl[24], idle[24], me[RNND_STORE_HOLDER_MAX + 1], ep[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
+    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, "rnnd:idx"}, *args[MAX_ARGS] = {id, ttl, idle, me, ep};
+    size_t lens[MAX_ARGS] = {32, strlen(ttl), strlen(idle), strlen(me), strlen(ep)};
+    int n = 5;
+    redisReply *r = NULL;
+    if (!(rc = push_fields(f, args, lens, &n, err, errlen)))
+        rc = rnnd_store_eval_locked(s, S_RESTORE, 2, keys, n, args, lens, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "restore: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        rc = r->integer == 1 ? RNND_OK : 1;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 int rnnd_store_forget(rnnd_store *s, const char *id, const char *gone_why, int64_t tombstone_ms,
                       char *err, size_t errlen)
 {

@@ -717,6 +717,46 @@ START_TEST(test_fence)
     freeReplyObject(z);
     ck_assert_int_eq(rnnd_store_forget(a, ID1, "expired", 60000, err, sizeof err), 1);
     freeReplyObject(raw("DEL %s", "rnnd:{" ID1 "}:gone"));
+
+    /* the data marker: set once, by the first; lost with Redis's data, and the incarnation
+     * counter raised back to the node's own */
+    char tok[RNND_STORE_TOKEN_MAX + 1];
+    ck_assert_int_eq(rnnd_store_mark(a, "", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "");
+    ck_assert_int_eq(rnnd_store_mark(a, "t1", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t1");
+    ck_assert_int_eq(rnnd_store_mark(b, "t2", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t1");
+    freeReplyObject(raw("FLUSHALL", NULL));
+    ck_assert_int_eq(rnnd_store_mark(b, "", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "");
+    ck_assert_int_eq(rnnd_store_mark(b, "t2", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t2");
+    z = raw("GET rnnd:incarnation", NULL);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    ck_assert_uint_eq(strtoull(z->str, NULL, 10), rnnd_store_incarnation(b));
+    freeReplyObject(z);
+    /* restore: a lost record written anew, held at the given epoch, indexed; never over one */
+    rnnd_store_rec full;
+    fill_rec(&full, m, st2);
+    full.has_gen = 0;
+    rnnd_store_fields ff;
+    ck_assert_int_eq(rnnd_store_rec_encode(&full, NULL, RNND_STORE_ENC_ALL, &ff, err, sizeof err),
+                     0);
+    ck_assert_msg(rnnd_store_restore(a, ID1, 7, &ff, 60000, 0, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rnnd_store_restore(a, ID1, 7, &ff, 60000, 0, err, sizeof err), 1);
+    rnnd_store_fields_free(&ff);
+    ck_assert_int_eq(rnnd_store_load(b, ID1, &l, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_rec_decode(l.kv, l.n, m, &lim, &d, back, &g, err, sizeof err), 0);
+    ck_assert_int_eq(memcmp(back, st2, sizeof st2), 0);
+    ck_assert_str_eq(d.holder, ah);
+    ck_assert_uint_eq(d.epoch, 7);
+    ck_assert_uint_eq(d.seq, 1);
+    rnnd_store_acq_free(&l);
+    ck_assert_msg(write_step(a, 7, 20, st, err, sizeof err) == 0, "%s", err);
+    z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    freeReplyObject(z);
     rnnd_store_free(a2);
     rnnd_store_free(a);
     rnnd_store_free(b);

@@ -18,6 +18,9 @@ on loopback (tools/cluster), requests sent to the nodes directly.
   it the moment Redis is back, never takes it from its stale record (n1's lease key is gone,
   but n2 cannot know n1 is dead until Redis has answered it for lease_ms + 1 s): it has n1
   hand it over, with every step n1 answered during the outage.
+- Redis loses its data (FLUSHALL): n1 keeps serving the sessions it holds and writes them
+  anew, whole (the one stepped since and the one left alone), at their exact step counts;
+  n2 then has them handed over, bitwise. Before: n1 dropped them and answered 404.
 - Reset, import, delete and fork are written at once; a deleted session is gone on every
   node; a session created or forked on one node is taken by another at its first request.
 Bounded: about 25 s.
@@ -133,6 +136,34 @@ class ClusterStore(TwoNodes):
         st, b = step(self.n1, sid, [5])
         self.assertEqual(st, 200, b)
         self.assertEqual(b["outputs"], replay(self.n1, toks + [5])[len(toks):])
+
+    def test_flushall_keeps_held_sessions(self):
+        sids = [create(self.n1) for _ in range(2)]
+        fed = {}
+        for sid in sids:
+            fed[sid] = self.tokens(3)
+            self.assertEqual(step(self.n1, sid, fed[sid])[0], 200)
+        wait_for("the write-behind", lambda: all(self.c.record_steps(s) == 3 for s in sids), 2)
+        self.c.redis("FLUSHALL")
+        stepped, idle = sids
+        for _ in range(4):  # past the lease: the renewal finds Redis emptied
+            t = self.tokens(2)
+            st, b = step(self.n1, stepped, t)
+            self.assertEqual(st, 200, b)
+            fed[stepped] += t
+            self.assertEqual(b["steps"], len(fed[stepped]))
+            time.sleep(0.2)
+        wait_for("both written anew", lambda: (self.c.record_steps(stepped),
+                                               self.c.record_steps(idle))
+                 == (len(fed[stepped]), 3), 3)
+        self.assertIn("event=store_data_lost", self.c.log("n1"))
+        for sid in sids:
+            self.assertTrue(self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder")
+                            .startswith("n1 "))
+            more = self.tokens(2)
+            st, b = step(self.n2, sid, more)
+            self.assertEqual((st, b.get("steps")), (200, len(fed[sid]) + 2), b)
+            self.assertEqual(b["outputs"], replay(self.n2, fed[sid] + more)[len(fed[sid]):])
 
     def test_reset_import_delete_written_at_once(self):
         sid = create(self.n1)

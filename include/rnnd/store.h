@@ -194,6 +194,14 @@ double rnnd_store_lease_until(rnnd_store *s);
 /* Drop the lease key if it is still ours (drain, shutdown). Returns 0 or RNND_ERR_IO. */
 int rnnd_store_release_node(rnnd_store *s, char *err, size_t errlen);
 
+/* The data marker, rnnd:data: a token that lives as long as Redis keeps its data (FLUSHALL, or
+ * a restart without the append-only file, loses it). With TOKEN (not ""): set to TOKEN when
+ * missing, and rnnd:incarnation raised to this node's incarnation when below it (a counter
+ * that restarted). OUT (RNND_STORE_TOKEN_MAX + 1 bytes) gets the marker ("" when missing and
+ * TOKEN is ""). Returns 0 or RNND_ERR_IO. */
+#define RNND_STORE_TOKEN_MAX (RNND_STORE_HOLDER_MAX + 24)
+int rnnd_store_mark(rnnd_store *s, const char *token, char *out, char *err, size_t errlen);
+
 /* Session ids are 32 lowercase hex digits (the session table's); any other is refused
  * (RNND_ERR_INVALID) before it reaches a key name. So are FIELDS that hold a field the scripts
  * keep (holder, epoch, seq, used_ms): no caller can move the fence by mistake. */
@@ -273,6 +281,12 @@ int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err
  * the record gives it back untouched). */
 int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
                        int64_t idle_ms, char *err, size_t errlen);
+
+/* Write ID's record anew, held by this node at EPOCH, when Redis has none (it lost its data):
+ * FIELDS (RNND_STORE_ENC_ALL), seq 1, used_ms now - IDLE_MS, expiring after TTL_MS, indexed.
+ * Returns 0; 1 when a record exists (nothing done); RNND_ERR_IO. */
+int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd_store_fields *f,
+                       int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen);
 
 /* ID is not in this node's memory, yet its record may name this node (incarnation included):
  * a session that expired or was evicted here (GONE "expired" / "evicted": the tombstone
