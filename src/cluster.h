@@ -51,6 +51,10 @@ typedef struct rnnd_sync_slot {
     /* a hand-over's write is under way: once Redis has it the asker may take the session
      * before this node dropped its copy, so a request here waits for the drop */
     int giving;
+    /* Redis lost its data (rnnd_cluster.lost): the record is written anew, whole, by the next
+     * write-behind round; LOST_SEEN is rnnd_cluster.lost when the hold was taken or restored */
+    int restore;
+    unsigned lost_seen;
 } rnnd_sync_slot;
 
 /* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
@@ -88,7 +92,14 @@ typedef struct rnnd_cluster {
     size_t giving;         /* hand-over jobs queued on sessions, not yet finished */
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
-    atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* monotonic µs since which Redis has answered every call (up): a holder whose lease key
+     * is missing is taken for dead only once this is lease_ms + 1 s old (cluster_take.c) */
+    atomic_llong up_since_us;
+    /* Redis's data marker as this node last saw it (rnnd:data; "" before the first), under
+     * mu; LOST counts the losses of Redis's data seen (FLUSHALL, a restart without its AOF) */
+    char token[RNND_STORE_TOKEN_MAX + 1];
+    atomic_uint lost;
+    atomic_int draining; /* the drain's grace began: no new sessions, /readyz 503 */
     /* confirmation (cluster_take.c): every lapse of the node lease seen raises LAPSES, and a
      * held session whose slot has not confirmed since, or any held session past
      * LEASE_UNTIL_US (monotonic µs, the lease store's lease_until), is checked against its
@@ -148,6 +159,13 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
 /* Drop S from this node after a refused write: its slot is no longer held, its id leaves the
  * table (the next request takes it from Redis, or hears who holds it). */
 void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s);
+/* Redis lost its data: every held session is written anew, whole, by the next round. */
+void rnnd_sync_restore_all(rnnd_cluster *c);
+/* S's record is missing: whether Redis lost its data since S was taken (its marker is not the
+ * one this node knows, or a loss was seen since), asked on STORE. Then S is marked to be
+ * written anew and dirty, and 1 returned: S is kept. 0: deleted elsewhere (or Redis could not
+ * say). */
+int rnnd_sync_lost(rnnd_cluster *c, rnnd_store *store, rnnd_session *s);
 int rnnd_sync_thread_start(rnnd_cluster *c);
 /* Stop the thread after its current round and one last round. */
 void rnnd_sync_thread_stop(rnnd_cluster *c);

@@ -14,7 +14,18 @@
 #define KEY_MAX (sizeof "rnnd:node:" + RNND_STORE_NAME_MAX + 40)
 
 /* The scripts (docs/cluster.md gives write.lua and acquire.lua with their arguments). */
-enum rnnd_store_script { S_WRITE, S_ACQUIRE, S_CREATE, S_RENEW, S_DROP_NODE, S_DELETE, S_COUNT };
+enum rnnd_store_script {
+    S_WRITE,
+    S_ACQUIRE,
+    S_CREATE,
+    S_RENEW,
+    S_DROP_NODE,
+    S_DELETE,
+    S_FORGET,
+    S_MARK,
+    S_RESTORE,
+    S_COUNT
+};
 
 struct rnnd_store {
     pthread_mutex_t mu; /* everything below; held for every whole call */

@@ -29,7 +29,8 @@ struct rnnd_sync_job {
     rnnd_cluster *c;
     rnnd_session *s; /* one reference */
     rnnd_store_fields f;
-    int enc_rc, held;
+    rnnd_store_rec rec; /* a restore's: F's model and digest point into it */
+    int enc_rc, held, restore;
     uint64_t epoch;
 };
 
@@ -43,6 +44,7 @@ void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
                      rnnd_log_quote(q, sizeof q, err));
         }
     } else if (!atomic_exchange(&c->up, 1)) {
+        atomic_store(&c->up_since_us, (long long)(rnnd_mono_s() * 1e6));
         RNND_LOG(log, RNND_LOG_INFO, "store_up", "node=%s", c->node);
     }
 }
@@ -227,6 +229,9 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
         pthread_mutex_unlock(&c->mu);
         if (release)
             let_go(c, s);
+    } else if (rc == 1 && rnnd_sync_lost(c, store, s)) {
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen,
+                       "store: Redis lost its data; the session is being written anew; retry");
     } else if (rc == 1) {
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "the session's record is gone from the store (deleted elsewhere)");
@@ -331,6 +336,44 @@ int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps)
     return left;
 }
 
+void rnnd_sync_restore_all(rnnd_cluster *c)
+{
+    rnnd_session **all = NULL;
+    size_t n = 0;
+    if (rnnd_session_collect(c->app->sessions, &all, &n))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        rnnd_sync_slot *slot = rnnd_session_sync(all[i]);
+        if (slot) {
+            pthread_mutex_lock(&c->mu);
+            slot->restore = slot->held;
+            pthread_mutex_unlock(&c->mu);
+            rnnd_sync_dirty(c, all[i]);
+        }
+        rnnd_session_unref(all[i]);
+    }
+    free(all);
+}
+
+int rnnd_sync_lost(rnnd_cluster *c, rnnd_store *store, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    char now[RNND_STORE_TOKEN_MAX + 1], err[512] = "";
+    int rc = rnnd_store_mark(store, "", now, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc || !slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int lost = slot->held && c->token[0] &&
+        (strcmp(now, c->token) || slot->lost_seen != atomic_load(&c->lost));
+    if (lost)
+        slot->restore = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (lost)
+        rnnd_sync_dirty(c, s);
+    return lost;
+}
+
 /* ---- the write-behind thread --------------------------------------------------------------- */
 
 /* At the head of its session's queue: copy the state and hand the job to the thread, which
@@ -340,8 +383,16 @@ static int job_start(rnnd_job *job)
     struct rnnd_sync_job *j = (struct rnnd_sync_job *)job;
     rnnd_cluster *c = j->c;
     j->held = held_epoch(c, j->s, &j->epoch);
+    rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+    pthread_mutex_lock(&c->mu);
+    j->restore = slot->restore;
+    pthread_mutex_unlock(&c->mu);
     char err[256];
-    if (j->held)
+    if (j->held && j->restore)
+        j->enc_rc =
+            encode_rec(c, j->s, rnnd_session_state(j->s), rnnd_session_steps(j->s),
+                       rnnd_session_ext(j->s), RNND_STORE_ENC_ALL, &j->rec, &j->f, err, sizeof err);
+    else if (j->held)
         j->enc_rc = encode(c, j->s, rnnd_session_state(j->s), rnnd_session_steps(j->s), &j->f, err,
                            sizeof err);
     pthread_mutex_lock(&c->mu);
@@ -368,12 +419,34 @@ static void job_end(rnnd_cluster *c, struct rnnd_sync_job *j, int rc, uint64_t s
     rnnd_session_job_done(&j->job);
     if (rc == RNND_ERR_IO)
         rnnd_sync_dirty(c, j->s); /* retried with the next round */
-    else if (rc == RNND_ERR_CONFLICT || rc == 1)
+    else if (rc == RNND_ERR_CONFLICT || (rc == 1 && !rnnd_sync_lost(c, c->sync, j->s)))
         rnnd_sync_drop(c, j->s);
     else if (rc)
         RNND_LOG(&c->app->log, RNND_LOG_ERROR, "store_write_failed", "node=%s rc=%d", c->node, rc);
     rnnd_session_unref(j->s);
     free(j);
+}
+
+/* J's session anew, whole (Redis lost its data): the outcome as a write's, a record found
+ * there meanwhile counting as fenced (nobody can have taken a session without a record). */
+static int restore(rnnd_cluster *c, struct rnnd_sync_job *j)
+{
+    char err[512] = "";
+    double t0 = rnnd_mono_s();
+    int rc = rnnd_store_restore(c->sync, rnnd_session_id(j->s), j->epoch, &j->f, ttl_ms(c, j->s), 0,
+                                err, sizeof err);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, RNND_CW_CREATE, rc == 1 ? RNND_ERR_CONFLICT : rc);
+    rnnd_sync_note(c, rc, err);
+    if (!rc) {
+        rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+        pthread_mutex_lock(&c->mu);
+        slot->restore = 0;
+        slot->lost_seen = atomic_load(&c->lost);
+        pthread_mutex_unlock(&c->mu);
+        RNND_LOG(&c->app->log, RNND_LOG_INFO, "session_restored", "node=%s", c->node);
+    }
+    return rc == 1 ? RNND_ERR_CONFLICT : rc;
 }
 
 /* Write the N jobs of the list J in one pipeline, then end them. */
@@ -386,7 +459,7 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
     int rc = job && w ? 0 : RNND_ERR_NOMEM;
     for (size_t k = 0; job && k < n; k++, j = j->next) {
         job[k] = j;
-        if (!w || !j->held || j->enc_rc)
+        if (!w || !j->held || j->enc_rc || j->restore)
             continue;
         w[m] = (rnnd_store_wreq){.id = rnnd_session_id(j->s),
                                  .epoch = j->epoch,
@@ -415,6 +488,8 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
         struct rnnd_sync_job *x = job[k];
         if (!x->held)
             job_end(c, x, 0, 0);
+        else if (x->restore && !x->enc_rc && w)
+            job_end(c, x, restore(c, x), 1);
         else if (x->enc_rc || rc == RNND_ERR_NOMEM)
             job_end(c, x, x->enc_rc ? x->enc_rc : RNND_ERR_IO, 0);
         else {

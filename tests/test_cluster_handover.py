@@ -11,7 +11,15 @@ sent to the nodes directly.
   its record ends at the step count its client fed.
 - A paused holder (SIGSTOP) answers no hand-over: the request waits until its lease lapses
   and then takes the session, at most lease_ms + 1 s after it began.
-Bounded: about 25 s (three clusters of two nodes).
+- A session that expired on n1 (410 there) answers 410 on n2 at once, not 503 after a wait
+  for a hand-over that cannot come: asked for it, n1 deletes the record that still names it
+  and leaves the tombstone.
+- A node that cannot load a session leaves it where it is: a full n1 (max_sessions,
+  session_evict = reject) answers 429 before asking n2 for it; a record of a model n1 has not
+  loaded answers 409 before any hand-over; and a record taken and then refused (it does not
+  decode) is given back free. Before: each of them left the record held by n1, and n2
+  answered 503 "held by node n1" after lease_ms + 1 s.
+Bounded: about 45 s on the 2-core build machine (six clusters of two nodes).
 """
 import time
 import unittest
@@ -95,6 +103,65 @@ class ClusterHandover(TwoNodes):
         self.assertEqual(b["steps"], 7)
         self.assertEqual(b["outputs"], replay(self.n2, toks + more)[4:])
         self.assertEqual(self.holder(sid), "n2")
+
+    def test_expired_elsewhere_answers_gone_at_once(self):
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        self.assertEqual(st, 201, b)
+        sid = b["id"]
+        self.assertEqual(step(self.n1, sid, self.tokens(3))[0], 200)
+        self.assertEqual(self.holder(sid), "n1")
+        time.sleep(1.3)
+        self.assertEqual(request(self.n1, "GET", "/v1/sessions/" + sid)[0], 410)
+        for _ in range(2):
+            t0 = time.monotonic()
+            st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st, 410, b)
+            self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertEqual(self.c.redis("EXISTS", "rnnd:{%s}:rec" % sid), "0")
+
+
+class ClusterCannotLoad(TwoNodes):
+    GROUP = "cluster_handover"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--max-sessions", "3")
+
+    def holder(self, sid):
+        return self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder").split(" ")[0]
+
+    def test_full_node_leaves_session(self):
+        sid = create(self.n2)
+        self.assertEqual(step(self.n2, sid, [1, 2])[0], 200)
+        for _ in range(3):
+            create(self.n1)
+        self.assertEqual(request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})[0], 429)
+        st, b = step(self.n1, sid, [3])
+        self.assertEqual(st, 429, b)
+        self.assertEqual(self.holder(sid), "n2")
+        t0 = time.monotonic()
+        st, b = step(self.n2, sid, [4])
+        self.assertEqual((st, b.get("steps")), (200, 3), b)
+        self.assertLess(time.monotonic() - t0, 0.5)
+
+    def test_unloadable_record_left_or_given_back(self):
+        sid = create(self.n1)
+        self.assertEqual(step(self.n1, sid, [1, 2])[0], 200)
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "model", "elsewhere")
+        st, b = step(self.n2, sid, [3])
+        self.assertEqual(st, 409, b)
+        self.assertIn("has not loaded", b["error"]["message"])
+        self.assertEqual(self.holder(sid), "n1")
+        self.assertEqual(step(self.n1, sid, [3])[0], 200, "n1 still serves it")
+        # taken, then refused (it does not decode): given back free, not kept
+        sid = create(self.n1)  # free: nobody took it yet
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "v", "9")
+        st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+        self.assertEqual(st, 503, b)
+        self.assertEqual(self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"), "")
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "v", "1")
+        t0 = time.monotonic()
+        st, b = step(self.n2, sid, [1])
+        self.assertEqual((st, b.get("steps")), (200, 1), b)
+        self.assertLess(time.monotonic() - t0, 0.5)
 
 
 if __name__ == "__main__":
