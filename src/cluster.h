@@ -162,6 +162,11 @@ int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
 /* Whether a step that brought S to STEPS ran after S left this node (handed over or
  * dropped): its reply must not claim steps that no record holds. NULL cluster: 0. */
 int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps);
+/* Whether S is no longer held here (handed over, or dropped): a job that starts on it now
+ * runs on a copy nobody keeps (a generate's check, before its first step and before each
+ * token). A session the request found is held (rnnd_cluster_lookup), so this is the
+ * queue's order only. NULL cluster, or a session without a slot: 0. */
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s);
 
 /* ---- cluster_handover.c ---- */
 

@@ -331,6 +331,17 @@ int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps)
     return left;
 }
 
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = c ? rnnd_session_sync(s) : NULL;
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int gone = !slot->held;
+    pthread_mutex_unlock(&c->mu);
+    return gone;
+}
+
 /* ---- the write-behind thread --------------------------------------------------------------- */
 
 /* At the head of its session's queue: copy the state and hand the job to the thread, which

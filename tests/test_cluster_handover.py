@@ -11,8 +11,16 @@ sent to the nodes directly.
   its record ends at the step count its client fed.
 - A paused holder (SIGSTOP) answers no hand-over: the request waits until its lease lapses
   and then takes the session, at most lease_ms + 1 s after it began.
-Bounded: about 25 s (three clusters of two nodes).
+- A generate queued on the holder behind a hand-over (a long step runs there, a step on n2
+  asks for the session, then the generate arrives on n1) does not run on the copy n1 gave
+  away: 503 `unavailable` ("the session moved ..."), streamed or not (a stream: 200, then an
+  error event and no token), and every 200 reply's step count adds up to the session's
+  count (before: 200 with tokens and a step count the session never had, a fork).
+Bounded: about 35 s (four clusters of two nodes).
 """
+import http.client
+import json
+import threading
 import time
 import unittest
 
@@ -95,6 +103,79 @@ class ClusterHandover(TwoNodes):
         self.assertEqual(b["steps"], 7)
         self.assertEqual(b["outputs"], replay(self.n2, toks + more)[4:])
         self.assertEqual(self.holder(sid), "n2")
+
+    LONG = 2048  # the long step's tokens: long enough that the ask and the generate queue behind it
+
+    def sse(self, url, path, body):
+        """(status, [(event, data)]) of a streamed request."""
+        host, port = url.split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            text = r.read().decode()
+        finally:
+            conn.close()
+        events = []
+        for block in text.split("\n\n"):
+            ev, data = None, None
+            for line in block.splitlines():
+                if line.startswith("event: "):
+                    ev = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+            if data is not None and data != "[DONE]":
+                events.append((ev, json.loads(data)))
+        return r.status, events
+
+    def generate_behind_handover(self, stream):
+        sid = create(self.n1)
+        self.assertEqual(step(self.n1, sid, [1])[0], 200)
+        path = "/v1/sessions/%s/" % sid
+        gen = {"prompt": "ab", "max_tokens": 5, "seed": 1, "stream": stream}
+        res = {}
+
+        def long_step():
+            res["long"] = request(self.n1, "POST", path + "step",
+                                  {"inputs": [5] * self.LONG, "outputs": "last"}, timeout=20)
+
+        def ask():
+            res["ask"] = step(self.n2, sid, [7])
+
+        def generate():
+            if stream:
+                res["gen"] = self.sse(self.n1, path + "generate", gen)
+            else:
+                res["gen"] = request(self.n1, "POST", path + "generate", gen, timeout=20)
+
+        threads = [threading.Thread(target=f) for f in (long_step, ask, generate)]
+        for i, t in enumerate(threads):
+            t.start()
+            time.sleep(0.05 if i < 2 else 0)
+        for t in threads:
+            t.join(30)
+        self.assertEqual(res["long"][0], 200, res["long"])
+        self.assertEqual(res["long"][1]["steps"], 1 + self.LONG)
+        self.assertEqual(res["ask"][0], 200, res["ask"])
+        self.assertEqual(res["ask"][1]["steps"], 2 + self.LONG, "the ask ran after the long step")
+        st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+        self.assertEqual((st, b["steps"]), (200, 2 + self.LONG), "nothing else was kept")
+        if stream:
+            st, events = res["gen"]
+            self.assertEqual(st, 200)
+            self.assertEqual([e for e, _ in events], ["error"], events)
+            err = events[0][1]
+        else:
+            st, err = res["gen"]
+            self.assertEqual(st, 503, err)
+        self.assertEqual(err["error"]["code"], "unavailable", err)
+        self.assertIn("moved to another node", err["error"]["message"])
+        self.assertNotIn("steps", err, "this copy's count is no session's")
+        self.assertEqual(self.holder(sid), "n2")
+
+    def test_generate_behind_handover(self):
+        self.generate_behind_handover(False)
+        self.generate_behind_handover(True)
 
 
 if __name__ == "__main__":
