@@ -16,7 +16,14 @@ sent to the nodes directly.
   away: 503 `unavailable` ("the session moved ..."), streamed or not (a stream: 200, then an
   error event and no token), and every 200 reply's step count adds up to the session's
   count (before: 200 with tokens and a step count the session never had, a fork).
-Bounded: about 35 s (four clusters of two nodes).
+- The creating node keeps no copy of a session it created (issue 17 trial S1-b, S4): with
+  `max_sessions` 2 and LRU eviction, sessions created on n1 and used on n2 are not listed
+  on n1, do not count in its `rnnd_sessions`, are not evicted there by later creations, and
+  do not expire there while n2 uses them; a request that later reaches n1 (a drain, a death,
+  a ring change) has the session handed over from n2, at its true step count. Before: n1
+  listed a stale copy at 0 steps, and answered 410 "was evicted" / "expired; its state is
+  lost" for sessions alive on n2.
+Bounded: about 45 s (five clusters of two nodes).
 """
 import http.client
 import json
@@ -176,6 +183,45 @@ class ClusterHandover(TwoNodes):
     def test_generate_behind_handover(self):
         self.generate_behind_handover(False)
         self.generate_behind_handover(True)
+
+
+
+class CreatorKeepsNoCopy(TwoNodes):
+    GROUP = "cluster_nocopy"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--max-sessions", "2", "--session-evict", "lru")
+
+    def create_ttl(self, url, ttl_s):
+        st, b = request(url, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": ttl_s})
+        self.assertEqual(st, 201, b)
+        return b["id"]
+
+    def test_creator_keeps_no_copy(self):
+        self.maxDiff = None
+        got, want = {}, {}
+        # created on n1, used on n2 only
+        s1 = create(self.n1)
+        self.assertEqual(step(self.n2, s1, [1, 2, 3])[0], 200)
+        st, b = request(self.n1, "GET", "/v1/sessions")
+        got["listed on n1"], want["listed on n1"] = [x["id"] for x in b["sessions"]], []
+        m, _ = metrics(self.n1)
+        got["n1 rnnd_sessions"] = (m["rnnd_sessions"], m["rnnd_sessions_owned"])
+        want["n1 rnnd_sessions"] = (0, 0)
+        # two more creations on n1 (max_sessions 2, lru): nothing of s1 is evicted there
+        create(self.n1)
+        create(self.n1)
+        st, b = step(self.n1, s1, [4])
+        got["s1 on n1 after 2 creations"] = (st, b.get("steps"), b.get("error"))
+        want["s1 on n1 after 2 creations"] = (200, 4, None)
+        # created on n1 with ttl_s 1, kept alive on n2 past it: not expired on n1
+        s2 = self.create_ttl(self.n1, 1)
+        for i in range(4):
+            self.assertEqual(step(self.n2, s2, [i])[0], 200)
+            time.sleep(0.35)
+        st, b = step(self.n1, s2, [9])
+        got["s2 on n1 past its ttl"] = (st, b.get("steps"), b.get("error"))
+        want["s2 on n1 past its ttl"] = (200, 5, None)
+        self.assertEqual(got, want)
 
 
 if __name__ == "__main__":
