@@ -98,10 +98,9 @@ typedef struct rnnd_gen_sink {
     int (*gone)(void *arg);
 } rnnd_gen_sink;
 
-#define RNND_GEN_MOVED_MSG                                                                        \
-    "the session moved to another node while this request waited; its steps were not kept; "     \
+#define RNND_GEN_MOVED_MSG \
+    "the session moved to another node while this request waited; its steps were not kept; " \
     "retry"
-
 
 /* The longest piece of E's tokenizer in bytes (1 without one). Walks the vocabulary. */
 size_t rnnd_gen_max_piece(const rnnd_entry *e);

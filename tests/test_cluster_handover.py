@@ -23,7 +23,7 @@ sent to the nodes directly.
   a ring change) has the session handed over from n2, at its true step count. Before: n1
   listed a stale copy at 0 steps, and answered 410 "was evicted" / "expired; its state is
   lost" for sessions alive on n2.
-Bounded: about 45 s (five clusters of two nodes).
+Bounded: about 50 s (five clusters of two nodes).
 """
 import http.client
 import json
