@@ -111,12 +111,23 @@ class ClusterHandover(TwoNodes):
         self.assertEqual(b["outputs"], replay(self.n2, toks + more)[4:])
         self.assertEqual(self.holder(sid), "n2")
 
-    LONG = 2048  # the long step's tokens: long enough that the ask and the generate queue behind it
+    CAL = 64  # the calibration step's tokens
+
+    def long_tokens(self, sid):
+        """How many tokens make a step on n1 last about 0.6 s (16 to 4096): long enough that
+        the ask and the generate queue behind it, short enough that the ask's wait for the
+        hand-over (lease_ms + 1 s) outlasts it, on a fast machine and under a sanitizer."""
+        t0 = time.monotonic()
+        st, b = request(self.n1, "POST", "/v1/sessions/%s/step" % sid,
+                        {"inputs": [5] * self.CAL, "outputs": "last"}, timeout=30)
+        self.assertEqual(st, 200, b)
+        per_step = (time.monotonic() - t0) / self.CAL
+        return max(16, min(4096, int(0.6 / per_step)))
 
     def sse(self, url, path, body):
         """(status, [(event, data)]) of a streamed request."""
         host, port = url.split("//")[1].split(":")
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
         try:
             conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
             r = conn.getresponse()
@@ -138,13 +149,15 @@ class ClusterHandover(TwoNodes):
     def generate_behind_handover(self, stream):
         sid = create(self.n1)
         self.assertEqual(step(self.n1, sid, [1])[0], 200)
+        n = self.long_tokens(sid)
+        base = 1 + self.CAL
         path = "/v1/sessions/%s/" % sid
         gen = {"prompt": "ab", "max_tokens": 5, "seed": 1, "stream": stream}
         res = {}
 
         def long_step():
             res["long"] = request(self.n1, "POST", path + "step",
-                                  {"inputs": [5] * self.LONG, "outputs": "last"}, timeout=20)
+                                  {"inputs": [5] * n, "outputs": "last"}, timeout=30)
 
         def ask():
             res["ask"] = step(self.n2, sid, [7])
@@ -153,20 +166,20 @@ class ClusterHandover(TwoNodes):
             if stream:
                 res["gen"] = self.sse(self.n1, path + "generate", gen)
             else:
-                res["gen"] = request(self.n1, "POST", path + "generate", gen, timeout=20)
+                res["gen"] = request(self.n1, "POST", path + "generate", gen, timeout=30)
 
         threads = [threading.Thread(target=f) for f in (long_step, ask, generate)]
         for i, t in enumerate(threads):
             t.start()
-            time.sleep(0.05 if i < 2 else 0)
+            time.sleep(0.03 if i < 2 else 0)
         for t in threads:
-            t.join(30)
+            t.join(60)
         self.assertEqual(res["long"][0], 200, res["long"])
-        self.assertEqual(res["long"][1]["steps"], 1 + self.LONG)
+        self.assertEqual(res["long"][1]["steps"], base + n)
         self.assertEqual(res["ask"][0], 200, res["ask"])
-        self.assertEqual(res["ask"][1]["steps"], 2 + self.LONG, "the ask ran after the long step")
+        self.assertEqual(res["ask"][1]["steps"], base + n + 1, "the ask ran after the long step")
         st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
-        self.assertEqual((st, b["steps"]), (200, 2 + self.LONG), "nothing else was kept")
+        self.assertEqual((st, b["steps"]), (200, base + n + 1), "nothing else was kept")
         if stream:
             st, events = res["gen"]
             self.assertEqual(st, 200)
