@@ -42,7 +42,7 @@ struct rnnd_gen_params;
 typedef struct rnnd_sync_slot {
     uint64_t epoch; /* the fencing token of our hold */
     uint64_t seq;   /* the record's seq after our last write (a take's cached copy) */
-    int held;       /* 0: created here and left free for the node its id hashes to */
+    int held;       /* 0: let go (handed over, or dropped); a copy only until it leaves the table */
     int dirty;      /* in the dirty list, waiting for the write-behind thread */
     /* once not held (handed over, or dropped after a refused write): the step count the node
      * let it go at; a step that ends past it ran on a copy nobody keeps */
@@ -137,8 +137,10 @@ int rnnd_cluster_ready(rnnd_cluster *c, int *up);
 void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err);
 
 /* S was just created on this node (create, fork) with generation defaults GEN (NULL: none):
- * write its record at once, free, and attach its slot. Returns 0, or RNND_ERR_IO (Redis down)
- * / RNND_ERR_CONFLICT with ERR; the caller then removes S. */
+ * write its record at once, free, and remove S from the session table: this node keeps no
+ * copy (S stays valid for the caller's reply; the id's first request takes it from Redis).
+ * Returns 0, or RNND_ERR_IO (Redis down) / RNND_ERR_CONFLICT with ERR; the caller then
+ * removes S. */
 int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const struct rnnd_gen_params *gen,
                       char *err, size_t errlen);
 /* A request changed S's state (a step, a generate): write it within sync_ms. Any thread, no
@@ -180,6 +182,11 @@ int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
 /* Whether a step that brought S to STEPS ran after S left this node (handed over or
  * dropped): its reply must not claim steps that no record holds. NULL cluster: 0. */
 int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps);
+/* Whether S is no longer held here (handed over, or dropped): a job that starts on it now
+ * runs on a copy nobody keeps (a generate's check, before its first step and before each
+ * token). A session the request found is held (rnnd_cluster_lookup), so this is the
+ * queue's order only. NULL cluster, or a session without a slot: 0. */
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s);
 
 /* ---- cluster_handover.c ---- */
 

@@ -99,9 +99,6 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
         return rnnd_fail(RNND_ERR_IO, err, errlen,
                          "this node is draining: it takes no new session; retry (another node "
                          "will)");
-    rnnd_sync_slot *slot = calloc(1, sizeof *slot);
-    if (!slot)
-        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     rnnd_store_fields f;
     memset(&f, 0, sizeof f);
     rnnd_store_rec rec;
@@ -115,13 +112,12 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
         rnnd_sync_note(c, rc, err);
     }
     rnnd_store_fields_free(&f);
-    if (rc) {
-        free(slot);
-        return rc;
-    }
-    slot->seq = 1; /* create.lua's */
-    rnnd_session_set_sync(s, slot);
-    return 0;
+    /* the record is the session now: this node keeps no copy (no slot in max_sessions, the
+     * list or the LRU, and nothing to expire here while another node uses it); the node the
+     * id hashes to takes it from Redis at its first request, this one included */
+    if (!rc)
+        rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
+    return rc;
 }
 
 void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s)
@@ -372,6 +368,17 @@ int rnnd_sync_lost(rnnd_cluster *c, rnnd_store *store, rnnd_session *s)
     if (lost)
         rnnd_sync_dirty(c, s);
     return lost;
+}
+
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = c ? rnnd_session_sync(s) : NULL;
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int gone = !slot->held;
+    pthread_mutex_unlock(&c->mu);
+    return gone;
 }
 
 /* ---- the write-behind thread --------------------------------------------------------------- */
