@@ -233,7 +233,8 @@ class ClusterCannotLoad(TwoNodes):
         sid = create(self.n2)
         self.assertEqual(step(self.n2, sid, [1, 2])[0], 200)
         for _ in range(3):
-            create(self.n1)
+            # n1 keeps no copy of what it creates: a step there makes it hold each one
+            self.assertEqual(step(self.n1, create(self.n1), [0])[0], 200)
         self.assertEqual(request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})[0], 429)
         st, b = step(self.n1, sid, [3])
         self.assertEqual(st, 429, b)
