@@ -20,6 +20,10 @@
   1001) raise the typed exceptions; the stream keeps the session's count and closes (1000) at
   the end of its with block; without python3-websockets, MissingDependency; the installed
   package declares websockets as an optional extra only.
+- Outside trial 23: ReplyLost has maybe_applied; with another writer, pipelined steps run
+  only at the count each was sent for (Pending.if_steps), as docs/client.md says; a reply
+  over the stream's timeout leaves the stream open (maybe_applied, result() again waits);
+  result() is idempotent; an unclosed stream, at exit or collected, prints nothing.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -664,6 +668,100 @@ class Live(Case):
                            and isinstance(e, ImportError), "the error names the package")
             finally:
                 sys.modules["websockets"] = real
+
+    # -- issue 18, outside trial 23 ----------------------------------------------------------
+
+    def test_reply_lost_maybe_applied(self):
+        p = self.proxy(only("POST", "/step", "lose_reply"))
+        c = self.client(p.url)
+        with c.session("charlm") as s:
+            try:
+                s.step([1, 2])
+                self.check(False, "a step whose reply was lost raises ReplyLost")
+            except rnnd_client.ReplyLost as e:
+                self.eq((e.steps, e.maybe_applied), (2, True),
+                        "ReplyLost after the request was written: maybe_applied is True")
+
+    def test_stream_pipeline_other_writer(self):
+        c = self.client()
+        with c.session("charlm") as s, s.stream() as ws:
+            ws.step([10])
+            c.request("POST", s.path + "/step", {"inputs": [50, 51]})   # another writer
+            sent = [ws.send([11 + i]) for i in range(4)]
+            self.eq([p.if_steps for p in sent], [1, 2, 3, 4],
+                    "each pipelined step names the count it was sent for (Pending.if_steps)")
+            got = []
+            for p in sent:
+                try:
+                    r = p.result()
+                    got.append(("ran", r.steps - 1 == p.if_steps))
+                except rnnd_client.Conflict as e:
+                    got.append(("conflict", e.steps))
+            self.eq(got, [("conflict", 3), ("conflict", 3), ("ran", True), ("ran", True)],
+                    "another writer's 2 steps: the 2 steps at counts 1 and 2 are refused, "
+                    "those sent for counts 3 and 4 run there, each once (as docs/client.md "
+                    "says)")
+            self.eq(self.export(s.id), self.reference_state([10, 50, 51, 13, 14]),
+                    "the session holds [10, 50, 51, 13, 14]")
+            self.eq(s.steps, 5, "the stream kept the daemon's count")
+
+    def test_stream_timeout_stays_open(self):
+        c = self.client()
+        with c.session("charlm") as s, s.stream() as ws:
+            ws.timeout = 0.001
+            p = ws.send([1] * 4000)
+            try:
+                p.result()
+                self.check(False, "a reply over timeout raises ConnectionFailed")
+            except rnnd_client.ConnectionFailed as e:
+                self.eq((e.close_code, e.maybe_applied, ws.closed), (None, True, False),
+                        "a reply over timeout: no close code, maybe_applied, the stream "
+                        "stays open")
+            ws.timeout = 60.0
+            r = p.result()
+            self.eq((r.steps, p.done()), (4000, True),
+                    "result() again waits for the late reply: the step ran")
+            self.check(p.result() is r, "result() is idempotent: the same StepResult")
+            self.eq(ws.step([1]).steps, 4001, "the stream goes on")
+            bad = ws.send([1], if_steps=0)
+            errs = []
+            for _ in range(2):
+                try:
+                    bad.result()
+                except rnnd_client.Conflict as e:
+                    errs.append(e)
+            self.check(len(errs) == 2 and errs[0] is errs[1],
+                       "a refused step's result() raises the same Conflict each time")
+
+    def test_stream_no_noise_at_exit(self):
+        head = ("import gc, sys, time; sys.path.insert(0, %r); import rnnd_client as r\n"
+                "c = r.Client(%r); s = c.session('charlm')\n" % (CLIENT_DIR, self.url))
+        scripts = {
+            "a stream left open at exit": "ws = s.stream(); ws.step([1])\n",
+            "a stream left open at exit with a step in flight":
+                "ws = s.stream(); ws.step([1]); ws.send([1] * 4000)\n",
+            "a stream left open at exit after a timeout":
+                "ws = s.stream(); ws.timeout = 0.001\n"
+                "try:\n"
+                "    ws.step([1] * 4000)\n"
+                "except r.ConnectionFailed:\n"
+                "    pass\n",
+            "a stream dropped unclosed (garbage collected)":
+                "ws = s.stream(); ws.step([1]); del ws; gc.collect(); s.step([2])\n",
+            "a with block left after a timeout":
+                "with s.stream(timeout=5) as ws:\n"
+                "    ws.timeout = 0.001\n"
+                "    try:\n"
+                "        ws.step([1] * 4000)\n"
+                "    except r.ConnectionFailed:\n"
+                "        pass\n"
+                "print(ws.closed)\n",
+        }
+        for what, body in scripts.items():
+            q = subprocess.run([PYTHON3, "-c", head + body + "s.close()\n"],
+                               capture_output=True, text=True, timeout=60, cwd=WORK)
+            self.eq((q.returncode, q.stderr), (0, ""), "%s: exits 0, prints nothing on "
+                    "stderr" % what)
 
 
 class StreamLimits(Case):

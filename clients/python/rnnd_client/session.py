@@ -63,11 +63,13 @@ class Session:
             if isinstance(e.steps, int):
                 self.steps = e.steps
             if e.maybe_applied:
-                raise ReplyLost(
+                lost = ReplyLost(
                     "the reply to a request at step %d was lost and its resend was refused: "
                     "the session is at step %s now, so the request ran once (or another "
                     "client advanced the session)" % (body["if_steps"], e.steps),
-                    e.code, e.status, e.body, e.retry_after) from e
+                    e.code, e.status, e.body, e.retry_after)
+                lost.maybe_applied = True       # the first attempt was written in full
+                raise lost from e
             raise
 
     def step(self, inputs: Any = None, *, text: str | None = None,

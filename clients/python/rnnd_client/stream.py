@@ -11,8 +11,10 @@ of its own (the daemon closes a socket idle for ws_idle_timeout_s with 1001).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import struct
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .errors import (BY_CODE, BY_STATUS, BadRequest, ConnectionFailed, Gone, LimitExceeded,
@@ -75,28 +77,49 @@ def closed_error(code: int | None, reason: str, by_us: bool) -> RnndError:
     return err
 
 
+_NOT_YET = object()
+
+# the streams not closed yet, closed at interpreter exit (before asyncio's objects are torn
+# down, which would print "Task was destroyed but it is pending" and the like)
+_OPEN: "weakref.WeakSet[Stream]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for s in list(_OPEN):
+        s._abandon()
+
+
 class Pending:
     """A step sent over a stream; `result()` waits for its reply (the replies of the steps
-    sent before it are read on the way, and kept for theirs)."""
+    sent before it are read on the way, and kept for theirs). `if_steps` is the count the
+    step was sent for: it runs only if the session is at that count when the daemon reads
+    it."""
 
-    def __init__(self, stream: "Stream", seq: int, last: bool) -> None:
+    def __init__(self, stream: "Stream", seq: int, last: bool, if_steps: int) -> None:
         self.stream = stream
         self.seq = seq
         self.last = last
+        self.if_steps = if_steps
+        self._outcome: Any = _NOT_YET
 
     def __repr__(self) -> str:
-        return "Pending(seq=%d, done=%s)" % (self.seq, self.done())
+        return "Pending(seq=%d, if_steps=%d, done=%s)" % (self.seq, self.if_steps,
+                                                           self.done())
 
     def done(self) -> bool:
         """Whether the reply has been read (result() then returns without waiting)."""
-        return self.seq in self.stream._outcomes
+        return self._outcome is not _NOT_YET
 
     def result(self) -> "StepResult":
-        """The step's StepResult, or the exception of its error (raised)."""
-        outcome = self.stream._wait(self.seq)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        """The step's StepResult, or the exception of its error (raised). May be called
+        again: it answers the same (a reply over the stream's timeout raises
+        ConnectionFailed, and a later call waits for the reply again)."""
+        while self._outcome is _NOT_YET:
+            self.stream._read_one()
+        if isinstance(self._outcome, BaseException):
+            raise self._outcome
+        return self._outcome
 
 
 class Stream:
@@ -117,14 +140,14 @@ class Stream:
         self._client, self._exceptions = _websockets()
         self._seq = 0
         self._waiting: dict[int, Pending] = {}      # sent, in order, reply not read yet
-        self._outcomes: dict[int, Any] = {}        # read, result() not called yet
         self._next_steps = session.steps           # the count after the steps in flight
         self._loop = asyncio.new_event_loop()
         try:
             self._ws = self._open()
         except BaseException:
-            self._loop.close()
+            self._shutdown_loop()
             raise
+        _OPEN.add(self)
 
     def __repr__(self) -> str:
         return "Stream(%s, in_flight=%d%s)" % (self.session.id, len(self._waiting),
@@ -178,8 +201,8 @@ class Stream:
     def _fail(self, err: RnndError) -> RnndError:
         """Mark the stream closed with ERR; every step still waiting gets it."""
         self.closed = True
-        for seq in self._waiting:
-            self._outcomes[seq] = err
+        for pend in self._waiting.values():
+            pend._outcome = err
         self._waiting.clear()
         return err
 
@@ -196,7 +219,12 @@ class Stream:
         except self._exceptions.ConnectionClosed as e:
             raise self._fail(self._closed_error(e)) from e
         except asyncio.TimeoutError as e:
-            raise ConnectionFailed("sending a frame took over %gs" % self.timeout) from e
+            # part of the frame may have gone out: the socket cannot carry another one
+            err = ConnectionFailed("sending a frame took over %gs (the stream is closed)"
+                                   % self.timeout)
+            err.maybe_applied = True
+            self._abandon()
+            raise err from e
 
     def _read_one(self) -> None:
         """Read one reply and file its outcome under its seq; keeps the session's count."""
@@ -205,7 +233,11 @@ class Stream:
         except self._exceptions.ConnectionClosed as e:
             raise self._fail(self._closed_error(e)) from e
         except asyncio.TimeoutError as e:
-            raise ConnectionFailed("no reply within %gs" % self.timeout) from e
+            # the stream stays open: the step may still run, and its reply can be read later
+            err = ConnectionFailed("no reply within %gs (the step may still run; the stream "
+                                   "is open and result() waits for it again)" % self.timeout)
+            err.maybe_applied = True
+            raise err from e
         if isinstance(msg, bytes):
             seq, outcome = self._binary_reply(msg)
         else:
@@ -217,7 +249,7 @@ class Stream:
                 isinstance(outcome.outputs, list) and len(outcome.outputs) == 1 and \
                 outcome.raw.get("binary"):
             outcome.outputs = outcome.outputs[0]       # one list, as the JSON reply has it
-        self._outcomes[seq] = outcome
+        pend._outcome = outcome
         if isinstance(outcome, BaseException):
             steps = getattr(outcome, "body", {}).get("steps")
             if isinstance(steps, int):
@@ -259,13 +291,6 @@ class Stream:
             return seq, error_from_object(obj, status if isinstance(status, int) else None)
         return seq, StepResult(obj.get("outputs"), obj["steps"], obj.get("top_k"), obj)
 
-    def _wait(self, seq: int) -> Any:
-        while seq not in self._outcomes:
-            if seq not in self._waiting:
-                raise RnndError("seq %d: its result was already taken" % seq)
-            self._read_one()
-        return self._outcomes.pop(seq)
-
     def _drain(self) -> None:
         """Read every reply still due (kept for their Pending)."""
         while self._waiting:
@@ -279,9 +304,11 @@ class Stream:
              binary: bool | None = None) -> Pending:
         """Send a step without waiting for its reply; `.result()` of the answer waits. The
         arguments are `step()`'s. Its if_steps (unless given) is the count the session will
-        have after the steps already in flight, so pipelined steps apply in order or not at
-        all. Waits for earlier replies when `max_in_flight` steps are unanswered, and after
-        a text step or an error, until the count is known again."""
+        have after the steps already in flight: it runs at most once, and only at that
+        count (while this stream is the session's only writer, a pipeline applies in order
+        or not at all; docs/client.md, Pipelining). Waits for earlier replies when
+        `max_in_flight` steps are unanswered, and after a text step or an error, until the
+        count is known again."""
         if (inputs is None) == (text is None):
             raise ValueError("step: give inputs or text (exactly one)")
         if outputs not in (None, "all", "last"):
@@ -306,9 +333,9 @@ class Stream:
                                       ("top_k", top_k), ("logits", logits),
                                       ("if_steps", if_steps)) if v is not None}).decode()
         self._send(frame)
-        pend = Pending(self, seq, outputs == "last")
-        self._waiting[seq] = pend
         assert if_steps is not None
+        pend = Pending(self, seq, outputs == "last", if_steps)
+        self._waiting[seq] = pend
         self._next_steps = None if text is not None else if_steps + len(inputs)
         return pend
 
@@ -358,14 +385,43 @@ class Stream:
                 self._drain()
             except RnndError:
                 pass
+        self._close_socket(self.timeout)
+
+    def _abandon(self) -> None:
+        """Close without reading the replies still due (garbage collection, interpreter
+        exit, a broken send): they fail with ConnectionFailed."""
+        if not self._loop.is_closed() and not self._loop.is_running():
+            self._close_socket(min(self.timeout, 2.0))
+
+    def _close_socket(self, timeout: float) -> None:
         self.closed = True
+        _OPEN.discard(self)
         try:
-            self._run(self._ws.close(), self.timeout)
+            self._run(self._ws.close(), timeout)
         except (OSError, asyncio.TimeoutError, self._exceptions.WebSocketException):
             pass
         finally:
             self._fail(closed_error(None, "", True))
-            self._loop.close()
+            transport = getattr(self._ws, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()       # the close handshake did not finish in time
+            self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
+        """Finish the loop's tasks (websockets' own) and close it, as asyncio.run() does, so
+        that nothing is left to complain when it is collected."""
+        loop = self._loop
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except Exception:
+            pass
+        finally:
+            loop.close()
 
     def __enter__(self) -> "Stream":
         return self
@@ -374,10 +430,8 @@ class Stream:
         self.close()
 
     def __del__(self) -> None:
-        loop = getattr(self, "_loop", None)
-        if loop is not None and not loop.is_closed() and not loop.is_running():
-            self.closed = True          # no replies to wait for: nobody holds a Pending
+        if getattr(self, "_ws", None) is not None:
             try:
-                self.close()
+                self._abandon()
             except Exception:
                 pass
