@@ -29,6 +29,16 @@ static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
 }
 
+/* The idle time of REC by its used_ms, in Redis's clock (the last peek's), at most its ttl:
+ * a move keeps a session's idle clock. */
+static double record_idle_s(rnnd_cluster *c, const rnnd_store_rec *rec)
+{
+    long long off = atomic_load(&c->redis_offset_ms);
+    double now_ms = rnnd_mono_s() * 1000.0 + (double)off;
+    double idle = off && rec->used_ms > 0 ? (now_ms - (double)rec->used_ms) / 1000.0 : 0.0;
+    return idle < 0 ? 0 : idle > (double)rec->ttl_s ? (double)rec->ttl_s : idle;
+}
+
 /* Make the session of the record A (just acquired at A->epoch) on this node. Returns it (one
  * reference) or NULL, replied. */
 static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a, unsigned lapses)
@@ -67,7 +77,8 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
                                 .steps = rec.steps,
                                 .ttl_s = (double)rec.ttl_s,
                                 .id = id,
-                                .created = rec.created};
+                                .created = rec.created,
+                                .idle_s = record_idle_s(c, &rec)};
         rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     }
     if (rc) {
@@ -307,6 +318,34 @@ static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
     }
 }
 
+/* Before R's id is taken here: RNND_SESSION_MISSING to go on and take it; RNND_SESSION_EXPIRED
+ * or _EVICTED when it expired or was evicted here and its record is not deleted yet (the
+ * answer the table gives below); -1, replied: Redis down, or the record is another API key's
+ * (AS: the caller's owner, NULL for admin), which must not move, nor be refreshed, by a
+ * request it refuses. Notes Redis's clock, to which a taken session's idle time is measured
+ * (its record's used_ms). */
+static int before_take(rnnd_req *r, rnnd_cluster *c, const uint64_t *as)
+{
+    const char *id = rnnd_req_param(r, 0);
+    int gone = rnnd_sync_gone_pending(c, id);
+    if (gone)
+        return gone;
+    char owner[17] = "", err[512] = "";
+    int64_t now_ms = 0;
+    int rc = rnnd_store_peek(c->req, id, owner, &now_ms, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc) {
+        reply_unavailable(r, rc, err, NULL);
+        return -1;
+    }
+    atomic_store(&c->redis_offset_ms, (long long)(now_ms - (int64_t)(rnnd_mono_s() * 1000.0)));
+    if (as && owner[0] && strtoull(owner, NULL, 16) != *as) {
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        return -1;
+    }
+    return RNND_SESSION_MISSING;
+}
+
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -334,8 +373,15 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
                          "will)");
         return NULL;
     }
-    if (why == RNND_SESSION_MISSING)
+    if (why == RNND_SESSION_MISSING && (why = before_take(r, c, as)) == RNND_SESSION_MISSING)
         why = take_or_ask(r, c, &s);
+    if (why == RNND_SESSION_FOUND && rnnd_session_idle_s(s) >= rnnd_session_ttl(s)) {
+        /* idle past its ttl by the record's used_ms (Redis's clock): expired, as the table
+         * says below (its gone hook deletes the record) */
+        rnnd_session_unref(s);
+        s = NULL;
+        why = RNND_SESSION_EXPIRED;
+    }
     if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
         rnnd_session_unref(s);
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);

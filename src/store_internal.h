@@ -14,7 +14,18 @@
 #define KEY_MAX (sizeof "rnnd:node:" + RNND_STORE_NAME_MAX + 40)
 
 /* The scripts (docs/cluster.md gives write.lua and acquire.lua with their arguments). */
-enum rnnd_store_script { S_WRITE, S_ACQUIRE, S_CREATE, S_RENEW, S_DROP_NODE, S_DELETE, S_COUNT };
+enum rnnd_store_script {
+    S_WRITE,
+    S_ACQUIRE,
+    S_CREATE,
+    S_RENEW,
+    S_DROP_NODE,
+    S_DELETE,
+    S_GONE,  /* expiry and eviction: the record deleted, the tombstone written */
+    S_PEEK,  /* a record's owner and Redis's clock, before an acquisition */
+    S_SWEEP, /* rnnd:idx entries whose record expired in Redis */
+    S_COUNT
+};
 
 struct rnnd_store {
     pthread_mutex_t mu; /* everything below; held for every whole call */

@@ -162,5 +162,106 @@ class ClusterStore(TwoNodes):
         self.assertEqual(b["outputs"], replay(self.n1, [3, 4, 5])[2:])
 
 
+class ClusterEnds(TwoNodes):
+    """How a session ends in cluster mode (issue 17's trial 22): expiry and eviction delete
+    the record and write the tombstone, rnnd:idx loses what Redis loses, the step count
+    stays in its range, Redis's errors and restarts."""
+    GROUP = "cluster_store"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--max-sessions", "4", "--session-evict", "lru", "--tombstone-s", "30",
+                 "--drain-grace-ms", "0")
+
+    def rec(self, sid):
+        return "rnnd:{%s}:rec" % sid
+
+    def in_idx(self, sid):
+        return self.c.redis("ZSCORE", "rnnd:idx", sid) != ""
+
+    def test_expired_and_evicted_stay_gone(self):
+        # evicted: held by n1 (stepped there), pushed out by creations on the full node
+        evicted = create(self.n1)
+        self.assertEqual(step(self.n1, evicted, self.tokens(3))[0], 200)
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        self.assertEqual(st, 201, b)
+        expired = b["id"]
+        self.assertEqual(step(self.n1, expired, [1])[0], 200)
+        # never taken: its only copy is n1's, free in Redis
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        free_expired = b["id"]
+        for _ in range(2):
+            create(self.n1)  # the 5th session on a node of 4 evicts the oldest idle one
+        st, b = request(self.n1, "GET", "/v1/sessions/" + evicted)
+        self.assertEqual(st, 410, b)
+        self.assertIn("evicted", b["error"]["message"])
+        time.sleep(1.1)
+        for sid in (expired, free_expired):
+            st, b = request(self.n1, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st, 410, b)
+            self.assertIn("expired", b["error"]["message"])
+        # the records are deleted, the tombstones written, the index entries dropped
+        for sid, why in ((evicted, "evicted"), (expired, "expired"), (free_expired, "expired")):
+            wait_for("the record's deletion", lambda: self.c.redis("EXISTS", self.rec(sid))
+                     == "0", 2)
+            self.assertTrue(self.c.redis("GET", "rnnd:{%s}:gone" % sid).startswith(why))
+            self.assertFalse(self.in_idx(sid))
+        # so every node answers 410 at once (not a wait for n1's hand-over), also once n1
+        # has drained and released its node lease: nothing comes back to life
+        for phase in ("n1 up", "n1 drained"):
+            for sid in (evicted, expired, free_expired):
+                t0 = time.monotonic()
+                st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+                self.assertEqual(st, 410, (phase, b))
+                self.assertLess(time.monotonic() - t0, 0.5)
+                self.assertEqual(step(self.n2, sid, [1])[0], 410, phase)
+            if phase == "n1 up":
+                self.c.tool("stop", "n1")
+
+    def test_index_follows_the_records(self):
+        # a record that expires in Redis itself (a dead node's session nobody asked for
+        # again) leaves rnnd:idx within a second or two: the write-behind thread's sweep
+        sid = create(self.n1)
+        self.assertTrue(self.in_idx(sid))
+        self.c.redis("DEL", self.rec(sid))  # what the record's TTL does
+        wait_for("the sweep", lambda: not self.in_idx(sid), 3)
+        # 12 sessions of ttl_s 1 on a node of 4: evicted or expired, all leave Redis
+        ids = []
+        for _ in range(12):
+            st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+            self.assertEqual(st, 201, b)
+            ids.append(b["id"])
+        wait_for("every record and index entry gone",
+                 lambda: self.c.redis("ZCARD", "rnnd:idx") == "0" and
+                 self.c.redis("KEYS", "rnnd:{*}:rec") == "", 4)
+
+    def test_steps_bound_errors_and_redis_restart(self):
+        # the step count stays in 0..2^63-1: an import at the top, then a step is refused
+        sid = create(self.n1)
+        top = 2 ** 63 - 1
+        st, exp = request(self.n1, "GET", "/v1/sessions/%s/state" % sid)
+        exp["steps"] = top
+        self.assertEqual(request(self.n1, "PUT", "/v1/sessions/%s/state" % sid, exp)[0], 200)
+        st, b = step(self.n1, sid, [1])
+        self.assertEqual(st, 409, b)
+        self.assertIn("9223372036854775807", b["error"]["message"])
+        self.assertEqual(self.c.record_steps(sid), top)
+        # so the record stays readable: n2 takes it over at that count
+        st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+        self.assertEqual((st, b.get("steps")), (200, top), b)
+        # a forged record (a script fails on it) is no Redis outage, and the reply names
+        # no server
+        forged = create(self.n1)
+        self.assertEqual(step(self.n1, forged, [2])[0], 200)
+        self.c.redis("HSET", self.rec(forged), "epoch", "x")
+        st, b = request(self.n2, "GET", "/v1/sessions/" + forged)
+        self.assertEqual(st, 503, b)
+        self.assertNotIn("127.0.0.1", b["error"]["message"])
+        self.assertNotIn("event=store_down", self.c.log("n2"))
+        # the first request after a Redis restart reconnects instead of failing
+        self.c.tool("redis-stop")
+        self.c.tool("redis-start")
+        st, b = request(self.n2, "POST", "/v1/sessions", {"model": "charlm"})
+        self.assertEqual(st, 201, b)
+
+
 if __name__ == "__main__":
     unittest.main()
