@@ -13,17 +13,21 @@
 #include "generate.h"
 #include "rnnd/status.h"
 
-/* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). */
+/* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). The reply names no node
+ * (clients are not told the topology: docs/cluster.md); the log line names the holder. */
 static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *holder)
 {
     const char *inc = holder ? strchr(holder, ' ') : NULL;
-    if (holder)
+    if (holder) {
+        rnnd_app *app = rnnd_req_app(r);
+        RNND_LOG(&app->log, RNND_LOG_INFO, "session_held", "node=%s holder=%.*s incarnation=%s",
+                 app->cluster->node, inc ? (int)(inc - holder) : (int)strlen(holder), holder,
+                 inc ? inc + 1 : "?");
         rnnd_reply_error(r, RNND_E_UNAVAILABLE,
-                         "session %s is held by node %.*s (incarnation %s), which is alive; "
-                         "retry (it moves when that node releases it or its lease lapses)",
-                         rnnd_req_param(r, 0), inc ? (int)(inc - holder) : (int)strlen(holder),
-                         holder, inc ? inc + 1 : "?");
-    else if (rc == RNND_ERR_CONFLICT)
+                         "session %s is held by another node, which is alive; retry (it moves "
+                         "when that node releases it or its lease lapses)",
+                         rnnd_req_param(r, 0));
+    } else if (rc == RNND_ERR_CONFLICT)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "this node's lease lapsed; retry");
     else
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
