@@ -261,13 +261,16 @@ static int connect_locked(rnnd_store *s, char *err, size_t errlen)
     return rc;
 }
 
-/* A script's error reply X: Redis answered, so this is no outage (the connection stays, the
- * store is up); a script fails on a record whose fields are not what the scripts write (a
- * forged record: a non-integer epoch). RNND_ERR_INVALID, with a message that names neither
- * the server nor the record. */
-static int script_failed(const redisReply *x, char *err, size_t errlen)
+/* A script's error reply X on S. ERR and WRONGTYPE: the script failed on a record whose
+ * fields are not what the scripts write (a forged record: a non-integer epoch, a key of
+ * another type): Redis answered, so this is no outage (the store stays up):
+ * RNND_ERR_INVALID, with a message that names neither the server nor the record. Any other
+ * (LOADING, BUSY, OOM, READONLY, NOAUTH...) is the server's state: RNND_ERR_IO, retried. */
+static int script_failed(const rnnd_store *s, const redisReply *x, char *err, size_t errlen)
 {
-    (void)x;
+    if (strncmp(x->str, "ERR ", 4) && strncmp(x->str, "WRONGTYPE ", 10))
+        return rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
+                         s->url.port, x->str);
     return rnnd_fail(RNND_ERR_INVALID, err, errlen,
                      "store: a script failed on the session's record: it is malformed");
 }
@@ -312,7 +315,7 @@ int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, c
             break;
         int noscript = strncmp((*out)->str, "NOSCRIPT", 8) == 0;
         if (!noscript || attempt)
-            rc = script_failed(*out, err, errlen);
+            rc = script_failed(s, *out, err, errlen);
         freeReplyObject(*out);
         *out = NULL;
         if (rc || (rc = load_script_locked(s, i, err, errlen)))
@@ -380,7 +383,7 @@ int rnnd_store_eval_many_locked(rnnd_store *s, enum rnnd_store_script i, const r
             continue;
         }
         if (strncmp(x->str, "NOSCRIPT", 8))
-            rc[k] = script_failed(x, err, errlen);
+            rc[k] = script_failed(s, x, err, errlen);
         else
             rc[k] = 1; /* sent again below, once every reply of the pipeline is read */
         freeReplyObject(x);
