@@ -191,18 +191,21 @@ class ClusterEnds(TwoNodes):
         # evicted: held by n1 (stepped there), pushed out by creations on the full node
         evicted = create(self.n1)
         self.assertEqual(step(self.n1, evicted, self.tokens(3))[0], 200)
-        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
-        self.assertEqual(st, 201, b)
-        expired = b["id"]
-        self.assertEqual(step(self.n1, expired, [1])[0], 200)
-        # never taken: its only copy is n1's, free in Redis
-        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
-        free_expired = b["id"]
-        for _ in range(2):
+        # written behind first: a session whose write is in flight is busy, not evictable
+        wait_for("the write-behind", lambda: self.c.record_steps(evicted) == 3, 2)
+        time.sleep(0.1)
+        for _ in range(4):
             create(self.n1)  # the 5th session on a node of 4 evicts the oldest idle one
         st, b = request(self.n1, "GET", "/v1/sessions/" + evicted)
         self.assertEqual(st, 410, b)
         self.assertIn("evicted", b["error"]["message"])
+        # expired: held by n1; and one never taken, whose only copy is n1's, free in Redis
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        self.assertEqual(st, 201, b)
+        expired = b["id"]
+        self.assertEqual(step(self.n1, expired, [1])[0], 200)
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        free_expired = b["id"]
         time.sleep(1.1)
         for sid in (expired, free_expired):
             st, b = request(self.n1, "GET", "/v1/sessions/" + sid)
