@@ -1,5 +1,5 @@
 /* The API handlers, one file per resource (api_models.c, api_infer.c, api_sessions.c,
- * api_generate.c, api_health.c; the KServe v2 ones in api_v2*.c: api_v2.c, api_v2_config.c,
+ * api_generate.c, api_health.c, api_web.c; the KServe v2 ones in api_v2*.c: api_v2.c, api_v2_config.c,
  * api_v2_binary.c, api_v2_generate.c), with the helpers they share in api_util.c, routed by
  * http.c. Each
  * runs on a request thread with the body decoded and either replies at once or defers (see
@@ -9,6 +9,11 @@
 
 #include "app.h"
 #include "http.h"
+
+/* The built-in web page (api_web.c; its files are web_assets.h's): 404 when web_ui is off. */
+void rnnd_api_web_index(rnnd_req *r); /* GET /            */
+void rnnd_api_web_js(rnnd_req *r);    /* GET /ui/app.js   */
+void rnnd_api_web_css(rnnd_req *r);   /* GET /ui/app.css  */
 
 void rnnd_api_models_list(rnnd_req *r); /* GET  /v1/models */
 void rnnd_api_model_get(rnnd_req *r);   /* GET  /v1/models/{model} */
@@ -23,6 +28,10 @@ void rnnd_api_session_step(rnnd_req *r);    /* POST   /v1/sessions/{id}/step */
  * session's model: width and token range): SC's arrays are taken or freed. */
 struct rnnd_step_scan;
 void rnnd_api_session_step_scanned(rnnd_req *r, struct rnnd_step_scan *sc);
+/* The step body of LEN bytes at BODY through the scanner (rnnd/step_scan.h) alone: returns 0
+ * once the step is queued or answered, 1 (nothing done) when the scanner declines it and the
+ * caller must take the JSON path, which gives the same result and reports any error. */
+int rnnd_api_session_step_text(rnnd_req *r, const char *body, size_t len);
 void rnnd_api_session_reset(rnnd_req *r); /* POST   /v1/sessions/{id}/reset */
 void rnnd_api_session_fork(rnnd_req *r);  /* POST   /v1/sessions/{id}/fork */
 void rnnd_api_state_get(rnnd_req *r);     /* GET    /v1/sessions/{id}/state */

@@ -212,7 +212,7 @@ static void token_event(const rnnd_gen_http *q, rnnd_buf *b, int32_t id, const c
 static void reply_done(const rnnd_gen_http *q, rnnd_req *r, const rnnd_gen_result *res)
 {
     if (res->finish == RNND_GEN_ERROR) {
-        if (q->tmp)
+        if (q->tmp || q->moved) /* moved: this copy's count is no session's */
             rnnd_reply_error(r, res->code, "%s", res->message);
         else
             rnnd_reply_error(r, res->code, "%s (the session has %" PRIu64 " steps)", res->message,
@@ -244,7 +244,7 @@ static void stream_done(const rnnd_gen_http *q, rnnd_stream *st, const rnnd_gen_
         rnnd_buf_puts(&b, ",\"message\":");
         rnnd_buf_json_string(&b, res->message);
         rnnd_buf_puts(&b, "}");
-        if (!q->tmp)
+        if (!q->tmp && !q->moved)
             rnnd_buf_printf(&b, ",\"steps\":%" PRIu64, res->steps);
         rnnd_buf_puts(&b, "}");
         rnnd_sse_event(st, "error", &b);

@@ -725,36 +725,34 @@ static size_t scan_cost(size_t len, size_t max_steps)
     return rnnd_sat_add(floats > idb ? floats : idb, 1024 * sizeof(int64_t));
 }
 
+int rnnd_api_session_step_text(rnnd_req *r, const char *body, size_t len)
+{
+    rnnd_app *app = rnnd_req_app(r);
+    rnnd_step_scan sc;
+    /* the scanner's arrays are charged before it runs, from the body's length since the
+     * model (its input width) is not known yet; a body whose bound does not fit takes the
+     * JSON path, whose decoding is metered as it goes */
+    size_t cost = scan_cost(len, (size_t)app->cfg->max_steps_per_request);
+    if (!len || rnnd_mem_charge(rnnd_req_mem(r), cost, NULL, 0))
+        return 1;
+    if (rnnd_step_scan_parse(body, len, (long)app->cfg->max_json_depth,
+                             (size_t)app->cfg->max_steps_per_request, &sc)) {
+        rnnd_mem_uncharge(rnnd_req_mem(r), cost);
+        return 1;
+    }
+    rnnd_api_session_step_scanned(r, &sc);
+    return 0;
+}
+
 void rnnd_api_session_step(rnnd_req *r)
 {
     /* The common body goes through the scanner; anything it declines, and every error, takes
      * the JSON path, so both give the same result (tests/check_step_scan.c). */
-    rnnd_app *app = rnnd_req_app(r);
     struct step_args a = {.logits = 1, .if_steps = -1};
-    rnnd_step_scan sc;
     size_t len;
     const char *raw = rnnd_req_raw_body(r, &len);
-    /* the scanner's arrays are charged before it runs, from the body's length since the
-     * model (its input width) is not known yet; a body whose bound does not fit takes the
-     * JSON path, whose decoding is metered as it goes */
-    size_t cost = raw ? scan_cost(len, (size_t)app->cfg->max_steps_per_request) : 0;
-    int scanned = raw && !rnnd_mem_charge(rnnd_req_mem(r), cost, NULL, 0);
-    if (scanned &&
-        rnnd_step_scan_parse(raw, len, (long)app->cfg->max_json_depth,
-                             (size_t)app->cfg->max_steps_per_request, &sc)) {
-        rnnd_mem_uncharge(rnnd_req_mem(r), cost);
-        scanned = 0;
-    }
-    if (scanned) {
-        if (rnnd_api_admit(r) == 0) {
-            a.sc = &sc;
-            a.last_only = sc.last_only;
-            a.if_steps = sc.if_steps;
-            step_submit(r, &a);
-        }
-        rnnd_step_scan_clear(&sc);
+    if (raw && !rnnd_api_session_step_text(r, raw, len))
         return;
-    }
     if (rnnd_req_decode(r) || rnnd_api_admit(r))
         return;
     if (step_fields(r, rnnd_req_body(r), &a))

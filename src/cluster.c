@@ -19,6 +19,28 @@ static void note_lease(rnnd_cluster *c)
 
 void rnnd_cluster_lapsed(rnnd_cluster *c) { atomic_fetch_add(&c->lapses, 1); }
 
+/* Read Redis's data marker (setting it when missing, to a token of this incarnation): a marker
+ * other than the one this node knew means Redis lost its data since (FLUSHALL, a restart
+ * without its append-only file), and every session this node holds is written anew. */
+static void check_data(rnnd_cluster *c)
+{
+    char tok[RNND_STORE_TOKEN_MAX + 1], now[RNND_STORE_TOKEN_MAX + 1], err[512] = "";
+    rnnd_store_holder(c->lease, tok);
+    size_t n = strlen(tok);
+    snprintf(tok + n, sizeof tok - n, " %lld", (long long)(rnnd_mono_s() * 1e6));
+    if (rnnd_store_mark(c->lease, tok, now, err, sizeof err))
+        return;
+    pthread_mutex_lock(&c->mu);
+    int lost = c->token[0] && strcmp(now, c->token);
+    snprintf(c->token, sizeof c->token, "%s", now);
+    pthread_mutex_unlock(&c->mu);
+    if (lost) {
+        atomic_fetch_add(&c->lost, 1);
+        RNND_LOG(&c->app->log, RNND_LOG_WARN, "store_data_lost", "node=%s", c->node);
+        rnnd_sync_restore_all(c);
+    }
+}
+
 /* The lease is ours: every store of this node names the same holder. */
 static void adopt(rnnd_cluster *c)
 {
@@ -26,6 +48,7 @@ static void adopt(rnnd_cluster *c)
     uint64_t inc = rnnd_store_incarnation(c->lease);
     rnnd_store_set_incarnation(c->req, inc);
     rnnd_store_set_incarnation(c->sync, inc);
+    check_data(c);
     if (!atomic_exchange(&c->registered, 1))
         RNND_LOG(&c->app->log, RNND_LOG_INFO, "lease_taken", "node=%s incarnation=%llu", c->node,
                  (unsigned long long)inc);
@@ -44,7 +67,8 @@ static void lease_tick(rnnd_cluster *c)
     } else if ((rc = rnnd_store_renew(c->lease, err, sizeof err)) == RNND_ERR_CONFLICT) {
         /* before the new lease's time is noted: a request never sees a fresh lease without
          * the lapse that makes it confirm (paused past the lease: its sessions may be
-         * taken) */
+         * taken); and before the lapse, whether Redis lost its data (the lease key with it) */
+        check_data(c);
         rnnd_cluster_lapsed(c);
         atomic_fetch_add(&c->stats.renewal_failures, 1);
         char q[600];
@@ -93,7 +117,7 @@ static void cluster_free(rnnd_cluster *c)
     for (size_t i = 0; i < c->n_dirty; i++)
         rnnd_session_unref(c->dirty[i]);
     free(c->dirty);
-    rnnd_sync_gone_free(c);
+    rnnd_sync_ended_free(c);
     pthread_mutex_destroy(&c->take_mu);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cond);
@@ -141,6 +165,8 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     atomic_init(&c->up, 0);
     atomic_init(&c->lapses, 0);
     atomic_init(&c->lease_until_us, 0);
+    atomic_init(&c->up_since_us, (long long)(rnnd_mono_s() * 1e6));
+    atomic_init(&c->lost, 0);
     int rc = rnnd_store_node_name(cfg->node_name, c->node, err, errlen);
     rnnd_store_conf conf = {cfg->session_store, cfg->session_store_password_file, c->node,
                             cfg->lease_ms, 0};
@@ -189,7 +215,7 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     }
     c->handover_started = 1;
     app->cluster = c;
-    rnnd_session_table_set_gone(app->sessions, rnnd_sync_gone, c);
+    rnnd_session_table_set_gone(app->sessions, rnnd_sync_ended, c);
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster", "node=%s lease_ms=%lld store_sync_ms=%lld",
              c->node, (long long)c->lease_ms, (long long)c->sync_ms);
     return 0;

@@ -42,7 +42,7 @@ struct rnnd_gen_params;
 typedef struct rnnd_sync_slot {
     uint64_t epoch; /* the fencing token of our hold */
     uint64_t seq;   /* the record's seq after our last write (a take's cached copy) */
-    int held;       /* 0: created here and left free for the node its id hashes to */
+    int held;       /* 0: let go (handed over, or dropped); a copy only until it leaves the table */
     int dirty;      /* in the dirty list, waiting for the write-behind thread */
     /* once not held (handed over, or dropped after a refused write): the step count the node
      * let it go at; a step that ends past it ran on a copy nobody keeps */
@@ -51,6 +51,10 @@ typedef struct rnnd_sync_slot {
     /* a hand-over's write is under way: once Redis has it the asker may take the session
      * before this node dropped its copy, so a request here waits for the drop */
     int giving;
+    /* Redis lost its data (rnnd_cluster.lost): the record is written anew, whole, by the next
+     * write-behind round; LOST_SEEN is rnnd_cluster.lost when the hold was taken or restored */
+    int restore;
+    unsigned lost_seen;
 } rnnd_sync_slot;
 
 /* The kinds of fenced write counted in rnnd_store_writes_total (cluster_metrics.c). */
@@ -84,8 +88,8 @@ typedef struct rnnd_cluster {
     struct rnnd_sync_waiter *waiters;
     size_t outstanding; /* write-behind jobs submitted, not yet written */
     /* sessions expired or evicted here whose record the write-behind thread deletes next
-     * (rnnd_sync_gone), and its sweep of rnnd:idx: the next page's cursor, when */
-    struct rnnd_sync_gone *gone;
+     * (rnnd_sync_ended), and its sweep of rnnd:idx: the next page's cursor, when */
+    struct rnnd_sync_end *ended;
     char sweep_cursor[32];
     double next_sweep;
     /* Redis's clock minus this node's monotonic clock, in ms, at the last peek (0: none yet):
@@ -96,7 +100,14 @@ typedef struct rnnd_cluster {
     size_t giving;         /* hand-over jobs queued on sessions, not yet finished */
     atomic_int registered; /* the node lease was taken once: ready */
     atomic_int up;         /* the last Redis call succeeded */
-    atomic_int draining;   /* the drain's grace began: no new sessions, /readyz 503 */
+    /* monotonic µs since which Redis has answered every call (up): a holder whose lease key
+     * is missing is taken for dead only once this is lease_ms + 1 s old (cluster_take.c) */
+    atomic_llong up_since_us;
+    /* Redis's data marker as this node last saw it (rnnd:data; "" before the first), under
+     * mu; LOST counts the losses of Redis's data seen (FLUSHALL, a restart without its AOF) */
+    char token[RNND_STORE_TOKEN_MAX + 1];
+    atomic_uint lost;
+    atomic_int draining; /* the drain's grace began: no new sessions, /readyz 503 */
     /* confirmation (cluster_take.c): every lapse of the node lease seen raises LAPSES, and a
      * held session whose slot has not confirmed since, or any held session past
      * LEASE_UNTIL_US (monotonic µs, the lease store's lease_until), is checked against its
@@ -134,8 +145,10 @@ int rnnd_cluster_ready(rnnd_cluster *c, int *up);
 void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err);
 
 /* S was just created on this node (create, fork) with generation defaults GEN (NULL: none):
- * write its record at once, free, and attach its slot. Returns 0, or RNND_ERR_IO (Redis down)
- * / RNND_ERR_CONFLICT with ERR; the caller then removes S. */
+ * write its record at once, free, and remove S from the session table: this node keeps no
+ * copy (S stays valid for the caller's reply; the id's first request takes it from Redis).
+ * Returns 0, or RNND_ERR_IO (Redis down) / RNND_ERR_CONFLICT with ERR; the caller then
+ * removes S. */
 int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const struct rnnd_gen_params *gen,
                       char *err, size_t errlen);
 /* A request changed S's state (a step, a generate): write it within sync_ms. Any thread, no
@@ -158,15 +171,22 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, int *deleted, char *err, 
 /* The session table's gone hook (rnnd_session_table_set_gone, ARG the cluster): S expired or
  * was evicted here (WHY): the write-behind thread deletes its record and writes the tombstone
  * (gone.lua), so that no node takes it back. */
-void rnnd_sync_gone(void *arg, rnnd_session *s, int why);
+void rnnd_sync_ended(void *arg, rnnd_session *s, int why);
 /* Whether ID expired or was evicted here and its record is not deleted yet: the
  * rnnd_lookup reason (RNND_SESSION_EXPIRED / _EVICTED), else 0. */
-int rnnd_sync_gone_pending(rnnd_cluster *c, const char *id);
+int rnnd_sync_ended_pending(rnnd_cluster *c, const char *id);
 /* Free the records still to delete (shutdown: Redis did not answer). */
-void rnnd_sync_gone_free(rnnd_cluster *c);
+void rnnd_sync_ended_free(rnnd_cluster *c);
 /* Drop S from this node after a refused write: its slot is no longer held, its id leaves the
  * table (the next request takes it from Redis, or hears who holds it). */
 void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s);
+/* Redis lost its data: every held session is written anew, whole, by the next round. */
+void rnnd_sync_restore_all(rnnd_cluster *c);
+/* S's record is missing: whether Redis lost its data since S was taken (its marker is not the
+ * one this node knows, or a loss was seen since), asked on STORE. Then S is marked to be
+ * written anew and dirty, and 1 returned: S is kept. 0: deleted elsewhere (or Redis could not
+ * say). */
+int rnnd_sync_lost(rnnd_cluster *c, rnnd_store *store, rnnd_session *s);
 int rnnd_sync_thread_start(rnnd_cluster *c);
 /* Stop the thread after its current round and one last round. */
 void rnnd_sync_thread_stop(rnnd_cluster *c);
@@ -181,6 +201,11 @@ int rnnd_sync_give(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
 /* Whether a step that brought S to STEPS ran after S left this node (handed over or
  * dropped): its reply must not claim steps that no record holds. NULL cluster: 0. */
 int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps);
+/* Whether S is no longer held here (handed over, or dropped): a job that starts on it now
+ * runs on a copy nobody keeps (a generate's check, before its first step and before each
+ * token). A session the request found is held (rnnd_cluster_lookup), so this is the
+ * queue's order only. NULL cluster, or a session without a slot: 0. */
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s);
 
 /* ---- cluster_handover.c ---- */
 

@@ -54,13 +54,42 @@ static void give_finish(rnnd_job *job)
     pthread_mutex_unlock(&c->mu);
 }
 
+/* ID was asked for and this node does not have it: it expired or was evicted here, or this
+ * node no longer knows it, yet its record may still name this node (nothing wrote the end of
+ * the session to Redis). Then the record goes, with the tombstone this node's table holds, so
+ * that the asker answers 410 (or 404) as this node does instead of waiting for a hand-over
+ * that cannot come. Under take_mu: a take of ID here (the record already names this node,
+ * the session not yet in the table) is never mistaken for a forgotten one. */
+static void forget(rnnd_cluster *c, const char *id)
+{
+    pthread_mutex_lock(&c->take_mu);
+    rnnd_session *s = NULL;
+    int why = rnnd_session_get(c->app->sessions, id, &s);
+    if (why != RNND_SESSION_FOUND) {
+        char err[512] = "";
+        int rc = rnnd_store_forget(c->req, id,
+                                   why == RNND_SESSION_EXPIRED       ? "expired"
+                                       : why == RNND_SESSION_EVICTED ? "evicted"
+                                                                     : "",
+                                   c->tombstone_ms, err, sizeof err);
+        rnnd_sync_note(c, rc, err);
+        if (!rc)
+            RNND_LOG(&c->app->log, RNND_LOG_INFO, "session_forgotten", "node=%s reason=%s", c->node,
+                     why == RNND_SESSION_MISSING ? "unknown" : "gone");
+    }
+    rnnd_session_unref(s);
+    pthread_mutex_unlock(&c->take_mu);
+}
+
 /* ID was asked for: queue its hand-over when this node holds it (else the asker's next
- * acquisition sees who does). */
+ * acquisition sees who does, once forget() dropped a record naming this node). */
 static void give(rnnd_cluster *c, const char *id)
 {
     rnnd_session *s = NULL;
-    if (rnnd_session_get(c->app->sessions, id, &s) != RNND_SESSION_FOUND)
+    if (rnnd_session_get(c->app->sessions, id, &s) != RNND_SESSION_FOUND) {
+        forget(c, id);
         return;
+    }
     struct give_job *g = rnnd_session_sync(s) ? calloc(1, sizeof *g) : NULL;
     if (!g) {
         rnnd_session_unref(s);

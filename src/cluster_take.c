@@ -11,6 +11,7 @@
 #include "api.h"
 #include "cluster.h"
 #include "generate.h"
+#include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
 /* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). The reply names no node
@@ -73,6 +74,22 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
     rnnd_sync_slot *slot = rc ? NULL : calloc(1, sizeof *slot);
     if (!rc && !slot)
         rc = rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+    if (!rc && record_idle_s(c, &rec) >= (double)rec.ttl_s) {
+        /* idle past its ttl by the record's used_ms (Redis's clock): it expired; its record
+         * goes now (held here at A->epoch), with the tombstone, never loaded */
+        char why[48];
+        snprintf(why, sizeof why, "expired %016llx", (unsigned long long)rec.owner);
+        int grc = rnnd_store_gone(c->req, id, a->epoch, 0, why, c->tombstone_ms, err, sizeof err);
+        rnnd_sync_note(c, grc, err);
+        if (c->tombstone_ms > 0)
+            rnnd_reply_error(r, RNND_E_GONE, "session %s expired; its state is lost", id);
+        else
+            rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        free(defaults);
+        free(state);
+        rnnd_entry_unref(e);
+        return NULL;
+    }
     if (!rc) {
         rnnd_session_init si = {.model = e,
                                 .state_floats = e->state_floats,
@@ -105,6 +122,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
         slot->seq = rec.seq;
         slot->held = 1;
         slot->confirmed = lapses;
+        slot->lost_seen = atomic_load(&c->lost);
         rnnd_session_set_sync(s, slot);
         atomic_fetch_add(&c->stats.takeovers[a->from_dead ? 1 : 0], 1);
         RNND_LOG(&app->log, RNND_LOG_INFO, "session_taken", "node=%s from=%s", c->node,
@@ -113,6 +131,82 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
     free(state);
     rnnd_entry_unref(e);
     return s;
+}
+
+/* "\nNAME DIGEST\n..." of the models this node has loaded (malloc'd), for the acquisition to
+ * leave a record of any other model where it is; NULL (out of memory): no such check. */
+static char *models_list(rnnd_app *app)
+{
+    rnnd_registry reg;
+    if (rnnd_catalog_copy(&app->models, &reg))
+        return NULL;
+    size_t len = 2;
+    for (size_t i = 0; i < reg.n; i++)
+        len += strlen(reg.entries[i]->name) + strlen(reg.entries[i]->digest) + 2;
+    char *list = malloc(len), *p = list;
+    if (list) {
+        *p++ = '\n';
+        for (size_t i = 0; i < reg.n; i++)
+            p += sprintf(p, "%s %s\n", reg.entries[i]->name, reg.entries[i]->digest);
+        *p = '\0';
+    }
+    rnnd_registry_free(&reg);
+    return list;
+}
+
+/* Whether this node has no room for one more session and would refuse it (session_evict =
+ * reject): checked before a take, so that a full node leaves the session where it is. */
+static int full(rnnd_cluster *c)
+{
+    const rnnd_config *cfg = c->app->cfg;
+    if (cfg->session_evict == RNND_EVICT_LRU)
+        return 0;
+    rnnd_session_stats st;
+    rnnd_session_table_stats(c->app->sessions, &st);
+    return st.sessions >= (size_t)cfg->max_sessions;
+}
+
+/* Whether a holder whose lease key is missing may be taken for dead: only once Redis has
+ * answered this node for lease_ms + 1 s on end. Right after an outage (a Redis restart drops
+ * every lease key) the holder may be alive with steps Redis has not seen, about to take its
+ * lease again and write them; until then it counts as live and is asked for a hand-over. */
+static int dead_known(rnnd_cluster *c)
+{
+    long long since = atomic_load(&c->up_since_us);
+    return atomic_load(&c->up) &&
+        rnnd_mono_s() * 1e6 - (double)since >= (double)(c->lease_ms + 1000) * 1000.0;
+}
+
+/* The record of ID this node acquired at EPOCH could not be made a session here: give it
+ * back untouched (its holder emptied; TTL and idle time kept), so that the next node takes
+ * it, rather than holding a session nobody can reach. */
+static void give_back(rnnd_cluster *c, const char *id, uint64_t epoch)
+{
+    char err[512] = "";
+    int rc = rnnd_store_release(c->req, id, epoch, -1, -1, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc && rc != 1) { /* 1: the record is gone (an expired one, deleted) */
+        char q[600];
+        RNND_LOG(&c->app->log, RNND_LOG_WARN, "session_give_back_failed", "node=%s msg=%s", c->node,
+                 rnnd_log_quote(q, sizeof q, err));
+    }
+}
+
+/* Reply 409 to a record of model NAME, DIGEST that this node cannot load (ACQ_MODEL). */
+static void reply_model(rnnd_req *r, rnnd_cluster *c, const rnnd_store_acq *a)
+{
+    const char *id = rnnd_req_param(r, 0);
+    char err[512] = "";
+    rnnd_entry *e = rnnd_catalog_get(&c->app->models, a->model);
+    if (!e)
+        rnnd_reply_error(r, RNND_E_CONFLICT,
+                         "session %s is of model \"%.64s\", which this node has not loaded", id,
+                         a->model);
+    else if (rnnd_state_digest_match(e->model, a->digest, err, sizeof err))
+        rnnd_reply_error(r, RNND_E_CONFLICT, "%s", err);
+    else /* loaded meanwhile (a reload) */
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session's record changed; retry");
+    rnnd_entry_unref(e);
 }
 
 /* Acquire the id of R for this node (CACHED: the local copy S, not held, or NULL) and return
@@ -128,21 +222,32 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         seq = slot->seq;
         pthread_mutex_unlock(&c->mu);
     }
+    if (!cached && full(c)) { /* before asking anyone: the session stays where it is */
+        rnnd_reply_error(r, RNND_E_OVERLOADED, "too many sessions (max_sessions = %lld)",
+                         (long long)c->app->cfg->max_sessions);
+        return NULL;
+    }
     rnnd_store_acq a;
     char err[512] = "";
     unsigned lapses = atomic_load(&c->lapses);
-    int rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
+    char *models = models_list(c->app);
+    rnnd_store_take how = {dead_known(c), models};
+    int rc = rnnd_store_acquire(c->req, id, seq, &how, &a, err, sizeof err);
     if (rc == RNND_ERR_CONFLICT) { /* our lease lapsed: take it again, then retry once */
         rnnd_cluster_lapsed(c);
         lapses = atomic_load(&c->lapses);
         rc = rnnd_store_reregister(c->lease, err, sizeof err);
+        how.dead_ok = dead_known(c);
         if (!rc)
-            rc = rnnd_store_acquire(c->req, id, seq, &a, err, sizeof err);
+            rc = rnnd_store_acquire(c->req, id, seq, &how, &a, err, sizeof err);
     }
+    free(models);
     rnnd_sync_note(c, rc, err);
     rnnd_session *s = NULL;
     if (rc) {
         reply_unavailable(r, rc, err, NULL);
+    } else if (a.kind == RNND_STORE_ACQ_MODEL) {
+        reply_model(r, c, &a);
     } else if (a.kind == RNND_STORE_ACQ_HELD) {
         snprintf(holder, RNND_STORE_HOLDER_MAX + 1, "%s", a.holder);
     } else if (a.kind == RNND_STORE_ACQ_MISSING) {
@@ -158,15 +263,16 @@ static rnnd_session *take_locked(rnnd_req *r, rnnd_cluster *c, rnnd_session *cac
         slot->epoch = a.epoch;
         slot->held = 1;
         slot->confirmed = lapses;
+        slot->lost_seen = atomic_load(&c->lost);
         pthread_mutex_unlock(&c->mu);
         atomic_fetch_add(&c->stats.takeovers[a.from_dead ? 1 : 0], 1);
         s = rnnd_session_ref(cached);
     } else {
         if (cached) /* changed elsewhere since: the record wins */
             rnnd_session_remove(c->app->sessions, id);
-        if (a.kind == RNND_STORE_ACQ_TAKEN)
-            s = from_record(r, c, &a, lapses);
-        else
+        if (a.kind == RNND_STORE_ACQ_TAKEN && !(s = from_record(r, c, &a, lapses)))
+            give_back(c, id, a.epoch);
+        else if (a.kind != RNND_STORE_ACQ_TAKEN)
             rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session's record changed; retry");
     }
     rnnd_store_acq_free(&a);
@@ -214,8 +320,9 @@ static int needs_confirm(rnnd_cluster *c, rnnd_session *s)
 }
 
 /* Check that the record still names this node at S's epoch. Returns 1 when it does (or
- * Redis could not say: served from memory, as while Redis is down), 0 when the session was
- * taken or deleted elsewhere: S is then dropped from this node. */
+ * Redis could not say: served from memory, as while Redis is down; or Redis lost its data:
+ * written anew), 0 when the session was taken or deleted elsewhere: S is then dropped from
+ * this node. */
 static int confirm(rnnd_cluster *c, rnnd_session *s)
 {
     rnnd_sync_slot *slot = rnnd_session_sync(s);
@@ -226,6 +333,13 @@ static int confirm(rnnd_cluster *c, rnnd_session *s)
     rnnd_sync_note(c, rc, err);
     if (rc)
         return 1;
+    if (a.kind == RNND_STORE_ACQ_MISSING && rnnd_sync_lost(c, c->req, s)) {
+        /* Redis lost its data, not another node's delete: kept, and written anew */
+        pthread_mutex_lock(&c->mu);
+        slot->confirmed = lapses;
+        pthread_mutex_unlock(&c->mu);
+        return 1;
+    }
     rnnd_store_holder(c->req, me);
     char holder[RNND_STORE_HOLDER_MAX + 1] = "", epoch[24] = "";
     for (size_t i = 0; a.kind == RNND_STORE_ACQ_TAKEN && i < a.n; i++) {
@@ -331,7 +445,7 @@ static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
 static int before_take(rnnd_req *r, rnnd_cluster *c, const uint64_t *as)
 {
     const char *id = rnnd_req_param(r, 0);
-    int gone = rnnd_sync_gone_pending(c, id);
+    int gone = rnnd_sync_ended_pending(c, id);
     if (gone)
         return gone;
     char owner[17] = "", err[512] = "";

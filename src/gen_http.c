@@ -48,10 +48,19 @@ static int on_cancelled(void *arg)
     return q->st ? rnnd_stream_gone(q->st) : rnnd_req_gone(q->r);
 }
 
+/* A session's generation in cluster mode: whether the session left this node. */
+static int on_gone(void *arg)
+{
+    rnnd_gen_http *q = arg;
+    if (q->own && rnnd_sync_gone(q->app->cluster, q->own))
+        q->moved = 1;
+    return q->moved;
+}
+
 static void on_done(void *arg, const rnnd_gen_result *res)
 {
     rnnd_gen_http *q = arg;
-    if (q->own) /* its steps go to the store within store_sync_ms */
+    if (q->own && !q->moved) /* its steps go to the store within store_sync_ms */
         rnnd_sync_dirty(q->app->cluster, q->own);
     if (q->tmp) /* gone before the client hears the end */
         rnnd_session_remove(q->app->sessions, rnnd_session_id(q->tmp));
@@ -84,7 +93,7 @@ int rnnd_gen_http_start(rnnd_gen_http *q, rnnd_req *r, rnnd_session *s, int tmp,
         q->r = r;
         rnnd_req_defer(r);
     }
-    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q};
+    rnnd_gen_sink sink = {on_token, on_cancelled, on_done, q, on_gone};
     char err[256] = "";
     int why = rnnd_generate(&q->app->metrics, s, prompt, n, &q->p, &sink, err, sizeof err);
     if (why == RNND_SESSION_FOUND) {

@@ -42,6 +42,7 @@ struct rnnd_gen_http {
     rnnd_stream *st;   /* an event stream: the producer's reference */
     rnnd_session *tmp; /* a model's generation: its temporary session (a reference) */
     rnnd_session *own; /* a session's generation in cluster mode: written behind when done */
+    int moved;         /* OWN left this node before or while it ran: no step count is told */
 };
 
 /* A new generation of E's model, answered in PROTO's words; NULL when out of memory. */

@@ -41,6 +41,7 @@ struct gen {
     enum rnnd_errcode code;
     char message[256];
     rnnd_gen_sink sink;
+    int (*step_start)(rnnd_job *job); /* the batcher's start, after the gone() check */
 };
 
 void rnnd_gen_params_default(rnnd_gen_params *p)
@@ -235,6 +236,27 @@ static void end_with_error(struct gen *g, enum rnnd_errcode code, const char *fm
     va_end(ap);
 }
 
+/* Whether the session left this node (the sink's gone()): the generation ends with 503. */
+static int moved_away(struct gen *g)
+{
+    if (!g->sink.gone || !g->sink.gone(g->sink.arg))
+        return 0;
+    end_with_error(g, RNND_E_UNAVAILABLE, "%s", RNND_GEN_MOVED_MSG);
+    return 1;
+}
+
+/* The job reached the head of its session's queue: nothing runs on a copy that left this
+ * node (a hand-over queued before this job gave the session away). */
+static int gen_start(rnnd_job *job)
+{
+    struct gen *g = (struct gen *)job;
+    if (moved_away(g)) {
+        g->sj.steps = rnnd_session_steps(job->session);
+        return RNND_JOB_DONE;
+    }
+    return g->step_start(job);
+}
+
 /* After each step of the job: on the worker, the session's state block ours. */
 static void gen_after_step(rnnd_step_job *j, const float *row)
 {
@@ -246,6 +268,8 @@ static void gen_after_step(rnnd_step_job *j, const float *row)
         g->finish = RNND_GEN_CANCELLED;
         return;
     }
+    if (moved_away(g))
+        return;
     if (j->done < g->n_prompt) {
         j->n_steps = g->n_prompt;
         return;
@@ -408,6 +432,8 @@ int rnnd_generate(rnnd_metrics *metrics, rnnd_session *s, const int32_t *prompt,
     rnnd_prng_seed(&g->prng, g->seed);
 
     rnnd_step_job_init(&g->sj, e->batcher);
+    g->step_start = g->sj.job.start;
+    g->sj.job.start = gen_start;
     g->sj.job.finish = gen_finish;
     g->sj.n_steps = n_prompt;
     g->sj.tokens = g->tokens;

@@ -85,13 +85,22 @@ typedef struct rnnd_gen_result {
  * empty when a character is still incomplete), its index (0-based) in the completion, and
  * STEP, the session's step count once it has been fed.
  * cancelled() is polled before every step; nonzero stops the generation. done() comes
- * exactly once, last; the result and its pointers are valid only during the call. */
+ * exactly once, last; the result and its pointers are valid only during the call.
+ * gone() (may be NULL) is asked before the first step and before each token is chosen:
+ * nonzero means the session left this node (cluster mode: handed over, or dropped, while
+ * the generation waited in its queue), so this copy's steps belong to no session; the
+ * generation then ends at once with RNND_E_UNAVAILABLE (RNND_GEN_MOVED_MSG). */
 typedef struct rnnd_gen_sink {
     void (*token)(void *arg, int32_t id, const char *text, size_t len, size_t index, uint64_t step);
     int (*cancelled)(void *arg);
     void (*done)(void *arg, const rnnd_gen_result *res);
     void *arg;
+    int (*gone)(void *arg);
 } rnnd_gen_sink;
+
+#define RNND_GEN_MOVED_MSG \
+    "the session moved to another node while this request waited; its steps were not kept; " \
+    "retry"
 
 /* The longest piece of E's tokenizer in bytes (1 without one). Walks the vocabulary. */
 size_t rnnd_gen_max_piece(const rnnd_entry *e);

@@ -651,16 +651,19 @@ static enum MHD_Result send_reply(rnnd_req *r)
     }
     if (!resp)
         return MHD_NO;
-    int typed = 0, closes = 0;
+    int typed = 0, closes = 0, cached = 0;
     for (int i = 0; i < r->nheaders; i++) {
         typed |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONTENT_TYPE);
         closes |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CONNECTION);
+        cached |= !strcasecmp(r->hname[i], MHD_HTTP_HEADER_CACHE_CONTROL);
     }
-    if (r->status != 204 && r->status != 101 && !typed)
+    if (r->status != 204 && r->status != 304 && r->status != 101 && !typed)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if ((r->early || r->closing) && !closes) /* the body is not read to its end */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* API answers are never cached; the web page's files say how they are (api_web.c) */
+    if (!cached)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     for (int i = 0; i < r->nheaders; i++)
         MHD_add_response_header(resp, r->hname[i], r->hvalue[i]);
     enum MHD_Result ok = MHD_queue_response(r->conn, r->status, resp);

@@ -32,7 +32,7 @@ typedef void (*rnnd_handler)(rnnd_req *r);
  * (an src/api_*.c file, declared in src/api.h); routes.c's table and the metrics' route count
  * are expanded from that list. */
 enum rnnd_route_flags {
-    RT_OPEN = 1 << 0,     /* answered without an API key (health probes) */
+    RT_OPEN = 1 << 0,     /* answered without an API key (health probes, the web page's files) */
     RT_DRAIN = 1 << 1,    /* still answered while the server drains (liveness) */
     RT_RAW_BODY = 1 << 2, /* the handler reads the body (rnnd_req_raw_body, rnnd_req_decode) */
     RT_V2 = 1 << 3,       /* KServe v2: its error shape, and any Content-Type */

@@ -487,6 +487,45 @@ static int check_metadata(lctx *c, rnnd_model *m, const json_t *hdr, const char 
     return 0;
 }
 
+/* A half-size or int8 model computes from its own copy of the matrices (and, once packed,
+ * from the packs alone): of the file image it still needs only the F32 tensors. Copy those
+ * into M->rest, each 64-byte aligned, and free the image. */
+static int keep_only_f32_tensors(lctx *c, rnnd_model *m)
+{
+    rnnd_req_tensor *need = malloc(RNND_ARCH_MAX_TENSORS * sizeof *need);
+    if (!need)
+        return NOMEM(c);
+    size_t nneed = rnnd_arch_required(&m->spec, need), total = 0;
+    for (size_t r = 0; r < nneed; r++) {
+        size_t count = 1;
+        for (int d = 0; d < need[r].ndim; d++)
+            count *= (size_t)need[r].shape[d];
+        if (!need[r].matrix) /* 16 floats: each tensor starts on a cache line */
+            total += (count + 15) & ~(size_t)15;
+    }
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, (total ? total : 16) * sizeof(float)) != 0) {
+        free(need);
+        return NOMEM(c);
+    }
+    float *dst = mem;
+    for (size_t r = 0; r < nneed; r++) {
+        size_t count = 1;
+        for (int d = 0; d < need[r].ndim; d++)
+            count *= (size_t)need[r].shape[d];
+        if (need[r].matrix || *need[r].dst == NULL)
+            continue;
+        memcpy(dst, *need[r].dst, count * sizeof(float));
+        *need[r].dst = dst;
+        dst += (count + 15) & ~(size_t)15;
+    }
+    free(need);
+    m->rest = mem;
+    free(m->base);
+    m->base = NULL;
+    return 0;
+}
+
 /* Validate M->base[0..M->len) and fill the rest of M. On failure the caller frees M. */
 static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
 {
@@ -559,6 +598,8 @@ static int load_rnnd(rnnd_model *m, const char *label, char *err, size_t errlen)
         goto out;
     }
     rnnd_sha256_hex(m->base, m->len, m->file_digest);
+    if (m->spec.weights != RNND_WEIGHTS_F32)
+        rc = keep_only_f32_tensors(&c, m);
 out:
     free(t);
     json_decref(hdr);
@@ -580,8 +621,12 @@ static void model_destroy(rnnd_model *m)
 {
     if (!m)
         return;
+    if (m->packs)
+        m->packs_release(m->packs);
+    pthread_mutex_destroy(&m->packs_mu);
     free(m->base);
     free(m->halved);
+    free(m->rest);
     rnnd_arch_release(&m->spec);
     free(m->arch_json);
     free(m);
@@ -590,8 +635,10 @@ static void model_destroy(rnnd_model *m)
 static rnnd_model *model_alloc(void)
 {
     rnnd_model *m = calloc(1, sizeof *m);
-    if (m)
+    if (m) {
         atomic_init(&m->refs, 1);
+        pthread_mutex_init(&m->packs_mu, NULL);
+    }
     return m;
 }
 
@@ -701,6 +748,41 @@ void rnnd_model_unref(rnnd_model *m)
 }
 
 const rnnd_model_spec *rnnd_model_get_spec(const rnnd_model *m) { return &m->spec; }
+
+/* Only the packs are read from here on: the float copy of a half-size or int8 model's
+ * matrices goes (the spec's pointers to it with it; the digest was taken at load). */
+static void drop_float_matrices(rnnd_model *m)
+{
+    rnnd_req_tensor *need = malloc(RNND_ARCH_MAX_TENSORS * sizeof *need);
+    if (!need)
+        return; /* kept: more memory, same results */
+    size_t nneed = rnnd_arch_required(&m->spec, need);
+    for (size_t r = 0; r < nneed; r++) {
+        if (!need[r].matrix)
+            continue;
+        *need[r].dst = NULL;
+        if (need[r].scale)
+            *need[r].scale = NULL;
+    }
+    free(need);
+    free(m->halved);
+    m->halved = NULL;
+}
+
+int rnnd_model_shared_packs(rnnd_model *m, int (*build)(const rnnd_model_spec *s, void **out),
+                            void (*release)(void *), void **out)
+{
+    int rc = 0;
+    pthread_mutex_lock(&m->packs_mu);
+    if (!m->packs && (rc = build(&m->spec, &m->packs)) == 0) {
+        m->packs_release = release;
+        if (m->spec.weights != RNND_WEIGHTS_F32)
+            drop_float_matrices(m);
+    }
+    *out = m->packs;
+    pthread_mutex_unlock(&m->packs_mu);
+    return rc;
+}
 
 const char *rnnd_model_digest(const rnnd_model *m) { return m->digest; }
 

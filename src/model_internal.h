@@ -3,6 +3,7 @@
 #ifndef RNND_MODEL_INTERNAL_H
 #define RNND_MODEL_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -15,14 +16,23 @@
 
 struct rnnd_model {
     atomic_int refs;
-    unsigned char *base; /* the whole file image, read into memory */
+    unsigned char *base; /* the whole file image, read into memory; freed at load for half-size
+                          * and int8 models (keep_only_f32_tensors) */
     size_t len;
     char *arch_json; /* copy of __metadata__.architecture */
     size_t param_count;
     char digest[65];      /* the state digest (model_digest.c) */
     char file_digest[65]; /* SHA-256 of the file's bytes */
-    float *halved;        /* half-size weights: the matrices as floats (spec points here) */
-    int verified;         /* the file has __metadata__.verification, parsed below */
+    /* half-size and int8 weights: the matrices as floats, which the spec points at until
+     * they are packed (rnnd_model_shared_packs) */
+    float *halved;
+    float *rest; /* half-size and int8 weights: the F32 tensors, once base is gone */
+    /* The packed matrices every net of the model shares (rnnd_model_shared_packs): built
+     * once; for a half-size or int8 model the float copy (halved) is then released. */
+    pthread_mutex_t packs_mu;
+    void *packs;
+    void (*packs_release)(void *);
+    int verified; /* the file has __metadata__.verification, parsed below */
     rnnd_verification verification;
     rnnd_model_spec spec; /* spec.vocab is owned (one allocation) */
 };

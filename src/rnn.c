@@ -40,6 +40,14 @@ typedef struct dir_pack {
     int n_rblk;
 } dir_pack;
 
+/* Every packed matrix of a model: built once, owned by the model (rnnd_model_shared_packs),
+ * read by all its nets. */
+typedef struct model_packs {
+    int n_layers;
+    dir_pack (*dirs)[2];                    /* [n_layers][2] */
+    rnnd_packed head[RNND_MAX_HEAD_LAYERS]; /* the head's linear layers */
+} model_packs;
+
 /* Whole-sequence workspaces kept between calls, so a call allocates nothing once the sizes
  * it needs have been seen (fresh big blocks from malloc are fresh mappings: page faults on
  * every call). At most WS_CACHE_N are kept, none over WS_KEEP_BYTES. */
@@ -57,8 +65,8 @@ struct rnnd_net {
     rnnd_model *model;
     const rnnd_model_spec *spec;
     const rnnd_kernels *k;
-    dir_pack (*packs)[2];                   /* [n_layers][2] */
-    rnnd_packed head[RNND_MAX_HEAD_LAYERS]; /* the head's linear layers */
+    const dir_pack (*packs)[2]; /* [n_layers][2], the model's */
+    const rnnd_packed *head;    /* [RNND_MAX_HEAD_LAYERS], the model's */
     size_t state_floats;
     size_t *state_off; /* [n_layers * 2]: offset of h for (layer, dir) */
     int out_dim;
@@ -244,6 +252,49 @@ static int pack_dir(const rnnd_layer_spec *L, const rnnd_dir_weights *w, int T, 
 
 /* ---- net ------------------------------------------------------------------------------- */
 
+static void model_packs_free(void *arg)
+{
+    model_packs *mp = arg;
+    if (!mp)
+        return;
+    for (int l = 0; mp->dirs && l < mp->n_layers; l++)
+        for (int d = 0; d < 2; d++)
+            release_pack(&mp->dirs[l][d]);
+    for (int k = 0; k < RNND_MAX_HEAD_LAYERS; k++)
+        rnnd_pack_release(&mp->head[k]);
+    free(mp->dirs);
+    free(mp);
+}
+
+/* Every matrix of S in its weight type (the loader already rounded the values to it, or for
+ * int8 quantized them, so packing them is exact). */
+static int model_packs_build(const rnnd_model_spec *s, void **out)
+{
+    *out = NULL;
+    model_packs *mp = calloc(1, sizeof *mp);
+    if (!mp)
+        return RNND_ERR_NOMEM;
+    mp->n_layers = s->n_layers;
+    mp->dirs = calloc((size_t)s->n_layers, sizeof *mp->dirs);
+    int rc = mp->dirs ? 0 : RNND_ERR_NOMEM;
+    for (int l = 0; rc == 0 && l < s->n_layers; l++) {
+        const rnnd_layer_spec *L = &s->layers[l];
+        for (int d = 0; rc == 0 && d < L->num_directions; d++)
+            rc = pack_dir(L, &L->w[d], s->weights, &mp->dirs[l][d]);
+    }
+    for (int k = 0; rc == 0 && s->has_head && k < s->head_n; k++) {
+        const rnnd_head_layer *h = &s->head_layers[k];
+        if (h->op == RNND_HEAD_LINEAR)
+            rc = rnnd_pack_typed(h->W, h->W_s, h->out_dim, h->in_dim, s->weights, &mp->head[k]);
+    }
+    if (rc) {
+        model_packs_free(mp);
+        return RNND_ERR_NOMEM;
+    }
+    *out = mp;
+    return 0;
+}
+
 int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out, char *err,
                  size_t errlen)
 {
@@ -257,18 +308,21 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
     n->model = rnnd_model_ref(model);
     n->spec = s;
     n->k = kernels;
-    n->packs = calloc((size_t)s->n_layers, sizeof *n->packs);
     n->state_off = calloc((size_t)s->n_layers * 2, sizeof *n->state_off);
     n->cache = calloc(1, sizeof *n->cache);
-    if (!n->packs || !n->state_off || !n->cache)
+    if (!n->state_off || !n->cache)
         goto oom;
     pthread_mutex_init(&n->cache->mu, NULL);
+    void *shared;
+    if (rnnd_model_shared_packs(model, model_packs_build, model_packs_free, &shared) != 0)
+        goto oom;
+    const model_packs *mp = shared;
+    n->packs = (const dir_pack(*)[2])mp->dirs;
+    n->head = mp->head;
     n->max_in = s->input_dim;
     for (int l = 0; l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
         for (int d = 0; d < L->num_directions; d++) {
-            if (pack_dir(L, &L->w[d], s->weights, &n->packs[l][d]) != 0)
-                goto oom;
             n->state_off[l * 2 + d] = n->state_floats;
             n->state_floats += layer_state_floats(L);
         }
@@ -280,13 +334,8 @@ int rnnd_net_new(rnnd_model *model, const rnnd_kernels *kernels, rnnd_net **out,
         n->max_hidden = imax(n->max_hidden, (int)rnnd_layer_cell_floats(L));
         n->max_out = imax(n->max_out, L->out_dim * L->num_directions);
     }
-    for (int k = 0; s->has_head && k < s->head_n; k++) {
-        const rnnd_head_layer *h = &s->head_layers[k];
-        if (h->op == RNND_HEAD_LINEAR &&
-            rnnd_pack_typed(h->W, h->W_s, h->out_dim, h->in_dim, s->weights, &n->head[k]) != 0)
-            goto oom;
-        n->max_out = imax(n->max_out, h->out_dim); /* the buffers hold every head width */
-    }
+    for (int k = 0; s->has_head && k < s->head_n; k++)
+        n->max_out = imax(n->max_out, s->head_layers[k].out_dim); /* buffers hold every width */
     n->out_dim = rnnd_model_output_dim(model);
     n->stateful = rnnd_model_is_stateful(model);
     *out = n;
@@ -301,19 +350,12 @@ void rnnd_net_free(rnnd_net *n)
 {
     if (!n)
         return;
-    if (n->packs)
-        for (int l = 0; l < n->spec->n_layers; l++)
-            for (int d = 0; d < 2; d++)
-                release_pack(&n->packs[l][d]);
-    for (int k = 0; k < RNND_MAX_HEAD_LAYERS; k++)
-        rnnd_pack_release(&n->head[k]);
     if (n->cache) {
         for (size_t i = 0; i < n->cache->n_free; i++)
             seq_ws_free(n->cache->free[i]);
         pthread_mutex_destroy(&n->cache->mu);
         free(n->cache);
     }
-    free(n->packs);
     free(n->state_off);
     rnnd_model_unref(n->model);
     free(n);
@@ -321,7 +363,8 @@ void rnnd_net_free(rnnd_net *n)
 
 void rnnd_net_use_openblas(rnnd_net *n, int on)
 {
-    n->use_openblas = on && n->spec->weights != RNND_WEIGHTS_I8;
+    /* OpenBLAS reads float matrices: only an F32 model keeps them (rnnd_model_shared_packs) */
+    n->use_openblas = on && n->spec->weights == RNND_WEIGHTS_F32;
 }
 
 rnnd_model *rnnd_net_model(const rnnd_net *n) { return n->model; }

@@ -84,6 +84,9 @@ static const struct setting settings[] = {
     {"cors_origins", CT_STRING, OFF(cors_origins), "", 0, 0, NULL, "LIST",
      "comma-separated origins (https://app.example.com) browsers may call from, or *; empty "
      "= no CORS headers (browsers refuse cross-origin calls)"},
+    {"web_ui", CT_ENUM, OFF(web_ui), "on", 0, 1, onoff_names, "on|off",
+     "the built-in web page at / (models, live charts of /metrics, a generation playground); "
+     "off = / and /ui/ answer 404"},
     {"http_threads", CT_INT, OFF(http_threads), "0", 0, 256, NULL, "N",
      "request threads (libmicrohttpd's thread pool on poll()); they parse and validate, "
      "never compute; 0 = one per online core, at most 4"},

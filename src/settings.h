@@ -22,6 +22,7 @@ typedef struct rnnd_config {
     char *tls_cert, *tls_key; /* "" = plain HTTP */
     char *tls_priorities;
     char *cors_origins; /* "" = no CORS */
+    int64_t web_ui;     /* the page at / (api_web.c): 0 off, 1 on */
     /* cluster mode (docs/cluster.md): validated at start, sessions not yet stored */
     char *session_store;               /* "" = the embedded default */
     char *session_store_password_file; /* "" = no AUTH */

@@ -21,27 +21,39 @@
 #define REGISTER_POLL_MS 50
 
 static const char *const scripts[S_COUNT] = {
-    /* write.lua: KEYS[1] rec; ARGV holder, epoch, ttl ms, release, idle ms, fields... */
+    /* write.lua: KEYS[1] rec; ARGV holder, epoch, ttl ms (<= 0: kept), release, idle ms (< 0:
+     * used_ms kept), fields... */
     [S_WRITE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch')\n"
                 "if not cur[2] then return {-1} end\n"
                 "if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then return {-2, cur[1]} end\n"
                 "if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end\n"
-                "local t = redis.call('TIME')\n"
-                "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-                "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[5]))\n"
+                "if tonumber(ARGV[5]) >= 0 then\n"
+                "  local t = redis.call('TIME')\n"
+                "  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                "  redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[5]))\n"
+                "end\n"
                 "if ARGV[4] == '1' then redis.call('HSET', KEYS[1], 'holder', '') end\n"
                 "local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)\n"
-                "redis.call('PEXPIRE', KEYS[1], ARGV[3])\n"
+                "if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end\n"
                 "return {1, seq}\n",
     /* acquire.lua: KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:node:ME; ARGV "ME INC", INC, the
-     * seq of the caller's copy ("" none) */
+     * seq of the caller's copy ("" none), "1" when a missing lease means a dead holder, the
+     * caller's models "\nNAME DIGEST\n..." ("" any) */
     [S_ACQUIRE] = "if redis.call('GET', KEYS[3]) ~= ARGV[2] then return {-3} end\n"
                   "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'seq')\n"
                   "if not cur[2] then return {0, redis.call('GET', KEYS[2]) or ''} end\n"
+                  "if ARGV[5] ~= '' then\n"
+                  "  local m = redis.call('HMGET', KEYS[1], 'model', 'digest')\n"
+                  "  if m[1] and m[2] and not string.find(ARGV[5], '\\n' .. m[1] .. ' ' .. m[2]"
+                  " .. '\\n', 1, true) then\n"
+                  "    return {-5, m[1], m[2]}\n"
+                  "  end\n"
+                  "end\n"
                   "local from = 'free'\n"
                   "if cur[1] ~= '' and cur[1] ~= ARGV[1] then\n"
                   "  local name, inc = string.match(cur[1], '^(%S+) (%d+)$')\n"
-                  "  if name and redis.call('GET', 'rnnd:node:' .. name) == inc then\n"
+                  "  local lease = name and redis.call('GET', 'rnnd:node:' .. name)\n"
+                  "  if name and (lease == inc or (not lease and ARGV[4] ~= '1')) then\n"
                   "    return {-1, cur[1]}\n"
                   "  end\n"
                   "  from = 'dead'\n"
@@ -77,6 +89,36 @@ static const char *const scripts[S_COUNT] = {
                  "redis.call('DEL', KEYS[1])\n"
                  "redis.call('ZREM', KEYS[2], ARGV[3])\n"
                  "return 1\n",
+    /* forget.lua: KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:idx; ARGV "ME INC", the tombstone's
+     * reason ("" none), its ms, id */
+    [S_FORGET] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'owner')\n"
+                 "if cur[1] ~= ARGV[1] then return 0 end\n"
+                 "if ARGV[2] ~= '' and tonumber(ARGV[3]) > 0 then\n"
+                 "  redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. (cur[2] or ''), 'PX', ARGV[3])\n"
+                 "end\n"
+                 "redis.call('DEL', KEYS[1])\n"
+                 "redis.call('ZREM', KEYS[3], ARGV[4])\n"
+                 "return 1\n",
+    /* mark.lua: KEYS[1] rnnd:data, KEYS[2] rnnd:incarnation; ARGV token ("" read only), INC */
+    [S_MARK] = "local d = redis.call('GET', KEYS[1])\n"
+               "if ARGV[1] ~= '' then\n"
+               "  if not d then redis.call('SET', KEYS[1], ARGV[1]); d = ARGV[1] end\n"
+               "  if (tonumber(redis.call('GET', KEYS[2])) or 0) < tonumber(ARGV[2]) then\n"
+               "    redis.call('SET', KEYS[2], ARGV[2])\n"
+               "  end\n"
+               "end\n"
+               "return d or ''\n",
+    /* restore.lua: KEYS[1] rec, KEYS[2] rnnd:idx; ARGV id, ttl ms, idle ms, "ME INC", epoch,
+     * fields... */
+    [S_RESTORE] = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+                  "redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+                  "local t = redis.call('TIME')\n"
+                  "local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+                  "redis.call('HSET', KEYS[1], 'used_ms', now_ms - tonumber(ARGV[3]),\n"
+                  "           'holder', ARGV[4], 'epoch', ARGV[5], 'seq', 1)\n"
+                  "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+                  "redis.call('ZADD', KEYS[2], 0, ARGV[1])\n"
+                  "return 1\n",
     /* gone.lua: the session expired or was evicted on this node: delete its record if this
      * node holds it at EPOCH, or if it is free and unchanged since this node's copy (SEQ),
      * write the tombstone, and drop the index entry (also of a record already gone).
@@ -592,6 +634,25 @@ int rnnd_store_renew(rnnd_store *s, char *err, size_t errlen)
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "store: the node lease of %s lapsed (paused or cut off past lease_ms)",
                        s->node);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_mark(rnnd_store *s, const char *token, char *out, char *err, size_t errlen)
+{
+    char inc[24];
+    out[0] = '\0';
+    pthread_mutex_lock(&s->mu);
+    snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
+    const char *keys[] = {"rnnd:data", "rnnd:incarnation"}, *args[] = {token, inc};
+    redisReply *r = NULL;
+    int rc = rnnd_store_eval_locked(s, S_MARK, 2, keys, 2, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_STRING) {
+        rc = rnnd_store_unexpected_locked(s, r, "mark: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        snprintf(out, RNND_STORE_TOKEN_MAX + 1, "%.*s", (int)r->len, r->str);
+        freeReplyObject(r);
+    }
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

@@ -119,9 +119,20 @@ static int acquire_reply(rnnd_store *s, redisReply *r, rnnd_store_acq *a, char *
             r->element[0]->type == REDIS_REPLY_INTEGER
         ? r->element[0]->integer
         : -99;
-    size_t want = code == -3 ? 1 : code == 0 || code == -1 ? 2 : code == 1 ? 3 : code == 2 ? 4 : 0;
+    size_t want = code == -3      ? 1
+        : code == 0 || code == -1 ? 2
+        : code == 1 || code == -5 ? 3
+        : code == 2               ? 4
+                                  : 0;
     if (!want || r->elements != want)
         return rnnd_store_unexpected_locked(s, r, "acquire: an unexpected reply", err, errlen);
+    if (code == -5) {
+        a->kind = RNND_STORE_ACQ_MODEL;
+        copy_str(a->model, sizeof a->model, r->element[1]);
+        copy_str(a->digest, sizeof a->digest, r->element[2]);
+        freeReplyObject(r);
+        return RNND_OK;
+    }
     if (code == -3) {
         freeReplyObject(r);
         return rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
@@ -148,8 +159,8 @@ static int acquire_reply(rnnd_store *s, redisReply *r, rnnd_store_acq *a, char *
     return rc;
 }
 
-int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_store_acq *out,
-                       char *err, size_t errlen)
+int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq,
+                       const rnnd_store_take *how, rnnd_store_acq *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     char rec[KEY_MAX], gone[KEY_MAX], node[KEY_MAX], holder[RNND_STORE_HOLDER_MAX + 1], inc[24],
@@ -163,9 +174,11 @@ int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_
     snprintf(node, sizeof node, "rnnd:node:%s", s->node);
     rnnd_store_holder_locked(s, holder);
     snprintf(inc, sizeof inc, "%" PRIu64, s->inc);
-    const char *keys[] = {rec, gone, node}, *args[] = {holder, inc, seq};
+    const char *keys[] = {rec, gone, node},
+               *args[] = {holder, inc, seq, !how || how->dead_ok ? "1" : "0",
+                          how && how->models ? how->models : ""};
     redisReply *r = NULL;
-    rc = rnnd_store_eval_locked(s, S_ACQUIRE, 3, keys, 3, args, NULL, &r, err, errlen);
+    rc = rnnd_store_eval_locked(s, S_ACQUIRE, 3, keys, 5, args, NULL, &r, err, errlen);
     if (!rc)
         rc = acquire_reply(s, r, out, err, errlen);
     pthread_mutex_unlock(&s->mu);
@@ -312,6 +325,57 @@ int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, 
         else if (r->integer == -2)
             rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                            "store: the delete was fenced: the session moved to another holder");
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd_store_fields *f,
+                       int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], ttl[24], idle[24], me[RNND_STORE_HOLDER_MAX + 1], ep[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ttl, sizeof ttl, "%" PRId64, ttl_ms);
+    snprintf(idle, sizeof idle, "%" PRId64, idle_ms);
+    snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, "rnnd:idx"}, *args[MAX_ARGS] = {id, ttl, idle, me, ep};
+    size_t lens[MAX_ARGS] = {32, strlen(ttl), strlen(idle), strlen(me), strlen(ep)};
+    int n = 5;
+    redisReply *r = NULL;
+    if (!(rc = push_fields(f, args, lens, &n, err, errlen)))
+        rc = rnnd_store_eval_locked(s, S_RESTORE, 2, keys, n, args, lens, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "restore: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        rc = r->integer == 1 ? RNND_OK : 1;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_forget(rnnd_store *s, const char *id, const char *gone_why, int64_t tombstone_ms,
+                      char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ms[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    snprintf(ms, sizeof ms, "%" PRId64, tombstone_ms);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, gone, "rnnd:idx"}, *args[] = {me, gone_why, ms, id};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_FORGET, 3, keys, 4, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "forget: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        rc = r->integer == 1 ? RNND_OK : 1;
         freeReplyObject(r);
     }
     pthread_mutex_unlock(&s->mu);

@@ -24,8 +24,8 @@ struct rnnd_sync_waiter {
 };
 
 /* A session expired or evicted here, its record still to delete (rnnd_store_gone). */
-struct rnnd_sync_gone {
-    struct rnnd_sync_gone *next;
+struct rnnd_sync_end {
+    struct rnnd_sync_end *next;
     char id[RNND_ID_LEN + 1];
     char why[48]; /* the tombstone: "expired OWNER" / "evicted OWNER" */
     int reason;   /* RNND_SESSION_EXPIRED / _EVICTED */
@@ -41,7 +41,8 @@ struct rnnd_sync_job {
     rnnd_cluster *c;
     rnnd_session *s; /* one reference */
     rnnd_store_fields f;
-    int enc_rc, held;
+    rnnd_store_rec rec; /* a restore's: F's model and digest point into it */
+    int enc_rc, held, restore;
     uint64_t epoch;
     int64_t idle_ms; /* the session's idle time at the copy */
 };
@@ -56,6 +57,7 @@ void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
                      rnnd_log_quote(q, sizeof q, err));
         }
     } else if (!atomic_exchange(&c->up, 1)) {
+        atomic_store(&c->up_since_us, (long long)(rnnd_mono_s() * 1e6));
         RNND_LOG(log, RNND_LOG_INFO, "store_up", "node=%s", c->node);
     }
 }
@@ -113,9 +115,6 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
         return rnnd_fail(RNND_ERR_IO, err, errlen,
                          "this node is draining: it takes no new session; retry (another node "
                          "will)");
-    rnnd_sync_slot *slot = calloc(1, sizeof *slot);
-    if (!slot)
-        return rnnd_fail(RNND_ERR_NOMEM, err, errlen, "out of memory");
     rnnd_store_fields f;
     memset(&f, 0, sizeof f);
     rnnd_store_rec rec;
@@ -129,13 +128,12 @@ int rnnd_sync_created(rnnd_cluster *c, rnnd_session *s, const rnnd_gen_params *g
         rnnd_sync_note(c, rc, err);
     }
     rnnd_store_fields_free(&f);
-    if (rc) {
-        free(slot);
-        return rc;
-    }
-    slot->seq = 1; /* create.lua's */
-    rnnd_session_set_sync(s, slot);
-    return 0;
+    /* the record is the session now: this node keeps no copy (no slot in max_sessions, the
+     * list or the LRU, and nothing to expire here while another node uses it); the node the
+     * id hashes to takes it from Redis at its first request, this one included */
+    if (!rc)
+        rnnd_session_remove(c->app->sessions, rnnd_session_id(s));
+    return rc;
 }
 
 void rnnd_sync_dirty(rnnd_cluster *c, rnnd_session *s)
@@ -244,6 +242,9 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
         pthread_mutex_unlock(&c->mu);
         if (release)
             let_go(c, s);
+    } else if (rc == 1 && rnnd_sync_lost(c, store, s)) {
+        rc = rnnd_fail(RNND_ERR_IO, err, errlen,
+                       "store: Redis lost its data; the session is being written anew; retry");
     } else if (rc == 1) {
         rc = rnnd_fail(RNND_ERR_CONFLICT, err, errlen,
                        "the session's record is gone from the store (deleted elsewhere)");
@@ -352,11 +353,11 @@ int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps)
 
 /* ---- expiry and eviction: the record deleted --------------------------------------------- */
 
-void rnnd_sync_gone(void *arg, rnnd_session *s, int why)
+void rnnd_sync_ended(void *arg, rnnd_session *s, int why)
 {
     rnnd_cluster *c = arg;
     rnnd_sync_slot *slot = rnnd_session_sync(s);
-    struct rnnd_sync_gone *g = slot ? calloc(1, sizeof *g) : NULL;
+    struct rnnd_sync_end *g = slot ? calloc(1, sizeof *g) : NULL;
     if (!g)
         return; /* not stored (or out of memory: the record lives out its TTL) */
     snprintf(g->id, sizeof g->id, "%s", rnnd_session_id(s));
@@ -368,28 +369,28 @@ void rnnd_sync_gone(void *arg, rnnd_session *s, int why)
     g->epoch = slot->held ? slot->epoch : 0;
     g->seq = slot->seq;
     slot->held = 0;
-    g->next = c->gone;
-    c->gone = g;
+    g->next = c->ended;
+    c->ended = g;
     pthread_cond_broadcast(&c->cond);
     pthread_mutex_unlock(&c->mu);
 }
 
-int rnnd_sync_gone_pending(rnnd_cluster *c, const char *id)
+int rnnd_sync_ended_pending(rnnd_cluster *c, const char *id)
 {
     int why = 0;
     pthread_mutex_lock(&c->mu);
-    for (const struct rnnd_sync_gone *g = c->gone; g && !why; g = g->next)
+    for (const struct rnnd_sync_end *g = c->ended; g && !why; g = g->next)
         if (!strcmp(g->id, id))
             why = g->reason;
     pthread_mutex_unlock(&c->mu);
     return why;
 }
 
-void rnnd_sync_gone_free(rnnd_cluster *c)
+void rnnd_sync_ended_free(rnnd_cluster *c)
 {
-    while (c->gone) {
-        struct rnnd_sync_gone *g = c->gone;
-        c->gone = g->next;
+    while (c->ended) {
+        struct rnnd_sync_end *g = c->ended;
+        c->ended = g->next;
         free(g);
     }
 }
@@ -399,12 +400,12 @@ void rnnd_sync_gone_free(rnnd_cluster *c)
 static void flush_gone(rnnd_cluster *c, rnnd_store *store)
 {
     pthread_mutex_lock(&c->mu);
-    struct rnnd_sync_gone *g = c->gone, *keep = NULL;
-    c->gone = NULL;
+    struct rnnd_sync_end *g = c->ended, *keep = NULL;
+    c->ended = NULL;
     pthread_mutex_unlock(&c->mu);
     int rc = 0;
     while (g) {
-        struct rnnd_sync_gone *next = g->next;
+        struct rnnd_sync_end *next = g->next;
         char err[512] = "";
         if (rc != RNND_ERR_IO) {
             rc = rnnd_store_gone(store, g->id, g->epoch, g->seq, g->why, c->tombstone_ms, err,
@@ -421,11 +422,11 @@ static void flush_gone(rnnd_cluster *c, rnnd_store *store)
     }
     if (keep) {
         pthread_mutex_lock(&c->mu);
-        struct rnnd_sync_gone **tail = &keep;
+        struct rnnd_sync_end **tail = &keep;
         while (*tail)
             tail = &(*tail)->next;
-        *tail = c->gone;
-        c->gone = keep;
+        *tail = c->ended;
+        c->ended = keep;
         pthread_mutex_unlock(&c->mu);
     }
 }
@@ -445,6 +446,55 @@ static void sweep_idx(rnnd_cluster *c)
     rnnd_sync_note(c, rc, err);
 }
 
+void rnnd_sync_restore_all(rnnd_cluster *c)
+{
+    rnnd_session **all = NULL;
+    size_t n = 0;
+    if (rnnd_session_collect(c->app->sessions, &all, &n))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        rnnd_sync_slot *slot = rnnd_session_sync(all[i]);
+        if (slot) {
+            pthread_mutex_lock(&c->mu);
+            slot->restore = slot->held;
+            pthread_mutex_unlock(&c->mu);
+            rnnd_sync_dirty(c, all[i]);
+        }
+        rnnd_session_unref(all[i]);
+    }
+    free(all);
+}
+
+int rnnd_sync_lost(rnnd_cluster *c, rnnd_store *store, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    char now[RNND_STORE_TOKEN_MAX + 1], err[512] = "";
+    int rc = rnnd_store_mark(store, "", now, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc || !slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int lost = slot->held && c->token[0] &&
+        (strcmp(now, c->token) || slot->lost_seen != atomic_load(&c->lost));
+    if (lost)
+        slot->restore = 1;
+    pthread_mutex_unlock(&c->mu);
+    if (lost)
+        rnnd_sync_dirty(c, s);
+    return lost;
+}
+
+int rnnd_sync_gone(rnnd_cluster *c, rnnd_session *s)
+{
+    rnnd_sync_slot *slot = c ? rnnd_session_sync(s) : NULL;
+    if (!slot)
+        return 0;
+    pthread_mutex_lock(&c->mu);
+    int gone = !slot->held;
+    pthread_mutex_unlock(&c->mu);
+    return gone;
+}
+
 /* ---- the write-behind thread --------------------------------------------------------------- */
 
 /* At the head of its session's queue: copy the state and hand the job to the thread, which
@@ -455,8 +505,16 @@ static int job_start(rnnd_job *job)
     rnnd_cluster *c = j->c;
     j->held = held_epoch(c, j->s, &j->epoch);
     j->idle_ms = idle_ms(j->s);
+    rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+    pthread_mutex_lock(&c->mu);
+    j->restore = slot->restore;
+    pthread_mutex_unlock(&c->mu);
     char err[256];
-    if (j->held)
+    if (j->held && j->restore)
+        j->enc_rc =
+            encode_rec(c, j->s, rnnd_session_state(j->s), rnnd_session_steps(j->s),
+                       rnnd_session_ext(j->s), RNND_STORE_ENC_ALL, &j->rec, &j->f, err, sizeof err);
+    else if (j->held)
         j->enc_rc = encode(c, j->s, rnnd_session_state(j->s), rnnd_session_steps(j->s), &j->f, err,
                            sizeof err);
     pthread_mutex_lock(&c->mu);
@@ -483,12 +541,34 @@ static void job_end(rnnd_cluster *c, struct rnnd_sync_job *j, int rc, uint64_t s
     rnnd_session_job_done(&j->job);
     if (rc == RNND_ERR_IO)
         rnnd_sync_dirty(c, j->s); /* retried with the next round */
-    else if (rc == RNND_ERR_CONFLICT || rc == 1)
+    else if (rc == RNND_ERR_CONFLICT || (rc == 1 && !rnnd_sync_lost(c, c->sync, j->s)))
         rnnd_sync_drop(c, j->s);
     else if (rc)
         RNND_LOG(&c->app->log, RNND_LOG_ERROR, "store_write_failed", "node=%s rc=%d", c->node, rc);
     rnnd_session_unref(j->s);
     free(j);
+}
+
+/* J's session anew, whole (Redis lost its data): the outcome as a write's, a record found
+ * there meanwhile counting as fenced (nobody can have taken a session without a record). */
+static int restore(rnnd_cluster *c, struct rnnd_sync_job *j)
+{
+    char err[512] = "";
+    double t0 = rnnd_mono_s();
+    int rc = rnnd_store_restore(c->sync, rnnd_session_id(j->s), j->epoch, &j->f, ttl_ms(c, j->s), 0,
+                                err, sizeof err);
+    rnnd_cluster_count_round(c, t0);
+    rnnd_cluster_count_write(c, RNND_CW_CREATE, rc == 1 ? RNND_ERR_CONFLICT : rc);
+    rnnd_sync_note(c, rc, err);
+    if (!rc) {
+        rnnd_sync_slot *slot = rnnd_session_sync(j->s);
+        pthread_mutex_lock(&c->mu);
+        slot->restore = 0;
+        slot->lost_seen = atomic_load(&c->lost);
+        pthread_mutex_unlock(&c->mu);
+        RNND_LOG(&c->app->log, RNND_LOG_INFO, "session_restored", "node=%s", c->node);
+    }
+    return rc == 1 ? RNND_ERR_CONFLICT : rc;
 }
 
 /* Write the N jobs of the list J in one pipeline, then end them. */
@@ -501,7 +581,7 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
     int rc = job && w ? 0 : RNND_ERR_NOMEM;
     for (size_t k = 0; job && k < n; k++, j = j->next) {
         job[k] = j;
-        if (!w || !j->held || j->enc_rc)
+        if (!w || !j->held || j->enc_rc || j->restore)
             continue;
         w[m] = (rnnd_store_wreq){.id = rnnd_session_id(j->s),
                                  .epoch = j->epoch,
@@ -531,6 +611,8 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
         struct rnnd_sync_job *x = job[k];
         if (!x->held)
             job_end(c, x, 0, 0);
+        else if (x->restore && !x->enc_rc && w)
+            job_end(c, x, restore(c, x), 1);
         else if (x->enc_rc || rc == RNND_ERR_NOMEM)
             job_end(c, x, x->enc_rc ? x->enc_rc : RNND_ERR_IO, 0);
         else {
@@ -618,7 +700,7 @@ static void *sync_main(void *arg)
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
         if (c->stop)
             continue;
-        int gone = c->gone != NULL, round = c->n_dirty || c->waiters;
+        int gone = c->ended != NULL, round = c->n_dirty || c->waiters;
         pthread_mutex_unlock(&c->mu);
         if (round)
             sync_round(c);

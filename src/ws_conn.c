@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
@@ -44,6 +45,8 @@ struct conn {
     const char *reason; /* our close's, while it waits for the replies before it */
     int close_queued;   /* handed to wslay */
     int failed;         /* out of memory for a parked message */
+    uint8_t head[16];   /* a frame's header taken from wslay, not sent yet (on_send) */
+    size_t head_len;
 };
 
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
@@ -81,17 +84,35 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *user)
 {
     struct conn *c = user;
-    /* a frame's header and payload come as two calls: MSG_MORE keeps them in one segment */
+    /* a frame's header and payload come as two calls (the header's with WSLAY_MSG_MORE): the
+     * header is kept and goes with the payload in one sendmsg, one system call a reply */
+    if ((flags & WSLAY_MSG_MORE) && !c->head_len && len <= sizeof c->head) {
+        memcpy(c->head, data, len);
+        c->head_len = len;
+        return (ssize_t)len;
+    }
+    struct iovec iov[2] = {{c->head, c->head_len}, {(void *)(uintptr_t)data, len}};
+    struct msghdr mh = {.msg_iov = c->head_len ? iov : iov + 1, .msg_iovlen = c->head_len ? 2 : 1};
     int more = (flags & WSLAY_MSG_MORE) ? MSG_MORE : 0;
     ssize_t n;
     do
-        n = send(c->w->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT | more);
+        n = sendmsg(c->w->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT | more);
     while (n < 0 && errno == EINTR);
     if (n < 0) {
         wslay_event_set_error(ctx,
                               errno == EAGAIN || errno == EWOULDBLOCK ? WSLAY_ERR_WOULDBLOCK
                                                                       : WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
+    }
+    if (c->head_len) {
+        size_t h = (size_t)n < c->head_len ? (size_t)n : c->head_len;
+        memmove(c->head, c->head + h, c->head_len - h);
+        c->head_len -= h;
+        n -= (ssize_t)h;
+        if (!n) { /* none of DATA went: wslay offers it again once the socket is writable */
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
     }
     return n;
 }
@@ -206,7 +227,10 @@ static void run(struct conn *c)
     const rnnd_config *cfg = w->app->cfg;
     w->last_io = rnnd_mono_s();
     for (;;) {
-        ws_bridge_flush(w, send_reply);
+        /* the replies go at once: no poll() for POLLOUT first on a socket that is writable */
+        if (ws_bridge_flush(w, send_reply) && wslay_event_want_write(c->ctx) &&
+            wslay_event_send(c->ctx))
+            return;
         if (w->session_gone)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);

@@ -538,7 +538,7 @@ START_TEST(test_acquire)
     ck_assert_uint_eq(d.seq, 1);
     rnnd_store_acq_free(&a);
 
-    ck_assert_msg(rnnd_store_acquire(s, ID1, 0, &a, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(rnnd_store_acquire(s, ID1, 0, NULL, &a, err, sizeof err) == 0, "%s", err);
     ck_assert_int_eq(a.kind, RNND_STORE_ACQ_TAKEN);
     ck_assert_uint_eq(a.epoch, 1);
     ck_assert_int_eq(a.from_dead, 0);
@@ -554,20 +554,20 @@ START_TEST(test_acquire)
     rnnd_store_acq_free(&a);
 
     /* taken again with a current copy: no state sent, the epoch still raised */
-    ck_assert_int_eq(rnnd_store_acquire(s, ID1, seq, &a, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(s, ID1, seq, NULL, &a, err, sizeof err), 0);
     ck_assert_int_eq(a.kind, RNND_STORE_ACQ_CURRENT);
     ck_assert_uint_eq(a.epoch, 2);
     ck_assert_uint_eq(a.n, 0);
     rnnd_store_acq_free(&a);
 
-    ck_assert_int_eq(rnnd_store_acquire(s, "ffffffffffffffffffffffffffffffff", 0, &a, err,
+    ck_assert_int_eq(rnnd_store_acquire(s, "ffffffffffffffffffffffffffffffff", 0, NULL, &a, err,
                                         sizeof err),
                      0);
     ck_assert_int_eq(a.kind, RNND_STORE_ACQ_MISSING);
     ck_assert_str_eq(a.gone, "");
-    ck_assert_int_eq(rnnd_store_acquire(s, "rnnd:node:a", 0, &a, err, sizeof err),
+    ck_assert_int_eq(rnnd_store_acquire(s, "rnnd:node:a", 0, NULL, &a, err, sizeof err),
                      RNND_ERR_INVALID);
-    ck_assert_int_eq(rnnd_store_acquire(s, "0123456789ABCDEF0123456789ABCDEF", 0, &a, err,
+    ck_assert_int_eq(rnnd_store_acquire(s, "0123456789ABCDEF0123456789ABCDEF", 0, NULL, &a, err,
                                         sizeof err),
                      RNND_ERR_INVALID);
     rnnd_store_free(s);
@@ -585,23 +585,35 @@ START_TEST(test_fence)
     create(a, m, st);
     char err[256];
     rnnd_store_acq q;
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_uint_eq(q.epoch, 1);
     rnnd_store_acq_free(&q);
     ck_assert_msg(write_step(a, 1, 10, st, err, sizeof err) == 0, "%s", err);
 
     /* a holds it and lives: b is told who */
-    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_HELD);
     char ah[RNND_STORE_HOLDER_MAX + 1];
     rnnd_store_holder(a, ah);
     ck_assert_str_eq(q.holder, ah);
     /* and b cannot write it */
     ck_assert_int_eq(write_step(b, 1, 99, st, err, sizeof err), RNND_ERR_CONFLICT);
+    /* b lacks the record's model (or has it with another digest): left as it is, no hand-over
+     * asked for; with the model's name and digest in its list, told who holds it */
+    char models[200];
+    snprintf(models, sizeof models, "\nm-\xc3\xa9 %064d\nx 1\n", 0);
+    rnnd_store_take lacks = {1, models};
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &lacks, &q, err, sizeof err), 0);
+    ck_assert_int_eq(q.kind, RNND_STORE_ACQ_MODEL);
+    ck_assert_str_eq(q.model, "m-\xc3\xa9");
+    ck_assert_str_eq(q.digest, rnnd_model_digest(m));
+    snprintf(models, sizeof models, "\nx 1\nm-\xc3\xa9 %s\n", rnnd_model_digest(m));
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &lacks, &q, err, sizeof err), 0);
+    ck_assert_int_eq(q.kind, RNND_STORE_ACQ_HELD);
 
     /* hand-over: a releases, b takes it at epoch 2 */
     ck_assert_int_eq(rnnd_store_release(a, ID1, 1, 60000, 0, err, sizeof err), 0);
-    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_TAKEN);
     ck_assert_uint_eq(q.epoch, 2);
     rnnd_store_acq_free(&q);
@@ -637,14 +649,14 @@ START_TEST(test_fence)
     /* the same holder with a stale epoch: b releases, a takes it back at epoch 3; a write
      * that a queued at epoch 1 (before the moves) is refused, one at epoch 3 goes through */
     ck_assert_int_eq(rnnd_store_release(b, ID1, 2, 60000, 0, err, sizeof err), 0);
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_TAKEN);
     ck_assert_uint_eq(q.epoch, 3);
     rnnd_store_acq_free(&q);
     ck_assert_int_eq(write_step(a, 1, 12, old, err, sizeof err), RNND_ERR_CONFLICT);
     ck_assert_int_eq(write_step(a, 3, 12, st2, err, sizeof err), 0);
     ck_assert_int_eq(rnnd_store_release(a, ID1, 3, 60000, 0, err, sizeof err), 0);
-    ck_assert_int_eq(rnnd_store_acquire(b, ID1, d.seq + 3, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, d.seq + 3, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_CURRENT);
     ck_assert_uint_eq(q.epoch, 4);
 
@@ -670,7 +682,7 @@ START_TEST(test_fence)
     /* a fenced delete: a stale epoch and another holder are refused, the holder's goes through,
      * index entry included; a second store given a's incarnation writes as a */
     create(a, m, st);
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_uint_eq(q.epoch, 1);
     rnnd_store_acq_free(&q);
     ck_assert_int_eq(rnnd_store_delete(b, ID1, 1, err, sizeof err), RNND_ERR_CONFLICT);
@@ -689,6 +701,61 @@ START_TEST(test_fence)
     ck_assert_int_eq(l.kind, RNND_STORE_ACQ_MISSING);
     z = raw("ZSCORE rnnd:idx %s", ID1);
     ck_assert_int_eq(z->type, REDIS_REPLY_NIL);
+    freeReplyObject(z);
+
+    /* forget: only the record that names this node goes, with its tombstone and index entry */
+    create(a, m, st);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
+    rnnd_store_acq_free(&q);
+    ck_assert_int_eq(rnnd_store_forget(b, ID1, "expired", 60000, err, sizeof err), 1);
+    ck_assert_msg(rnnd_store_forget(a, ID1, "expired", 60000, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, NULL, &q, err, sizeof err), 0);
+    ck_assert_int_eq(q.kind, RNND_STORE_ACQ_MISSING);
+    ck_assert_str_eq(q.gone, "expired 8000000000000001");
+    z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_NIL);
+    freeReplyObject(z);
+    ck_assert_int_eq(rnnd_store_forget(a, ID1, "expired", 60000, err, sizeof err), 1);
+    freeReplyObject(raw("DEL %s", "rnnd:{" ID1 "}:gone"));
+
+    /* the data marker: set once, by the first; lost with Redis's data, and the incarnation
+     * counter raised back to the node's own */
+    char tok[RNND_STORE_TOKEN_MAX + 1];
+    ck_assert_int_eq(rnnd_store_mark(a, "", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "");
+    ck_assert_int_eq(rnnd_store_mark(a, "t1", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t1");
+    ck_assert_int_eq(rnnd_store_mark(b, "t2", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t1");
+    freeReplyObject(raw("FLUSHALL", NULL));
+    ck_assert_int_eq(rnnd_store_mark(b, "", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "");
+    ck_assert_int_eq(rnnd_store_mark(b, "t2", tok, err, sizeof err), 0);
+    ck_assert_str_eq(tok, "t2");
+    z = raw("GET rnnd:incarnation", NULL);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
+    ck_assert_uint_eq(strtoull(z->str, NULL, 10), rnnd_store_incarnation(b));
+    freeReplyObject(z);
+    /* restore: a lost record written anew, held at the given epoch, indexed; never over one */
+    rnnd_store_rec full;
+    fill_rec(&full, m, st2);
+    full.has_gen = 0;
+    rnnd_store_fields ff;
+    ck_assert_int_eq(rnnd_store_rec_encode(&full, NULL, RNND_STORE_ENC_ALL, &ff, err, sizeof err),
+                     0);
+    ck_assert_msg(rnnd_store_restore(a, ID1, 7, &ff, 60000, 0, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(rnnd_store_restore(a, ID1, 7, &ff, 60000, 0, err, sizeof err), 1);
+    rnnd_store_fields_free(&ff);
+    ck_assert_int_eq(rnnd_store_load(b, ID1, &l, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_rec_decode(l.kv, l.n, m, &lim, &d, back, &g, err, sizeof err), 0);
+    ck_assert_int_eq(memcmp(back, st2, sizeof st2), 0);
+    ck_assert_str_eq(d.holder, ah);
+    ck_assert_uint_eq(d.epoch, 7);
+    ck_assert_uint_eq(d.seq, 1);
+    rnnd_store_acq_free(&l);
+    ck_assert_msg(write_step(a, 7, 20, st, err, sizeof err) == 0, "%s", err);
+    z = raw("ZSCORE rnnd:idx %s", ID1);
+    ck_assert_int_eq(z->type, REDIS_REPLY_STRING);
     freeReplyObject(z);
     rnnd_store_free(a2);
     rnnd_store_free(a);
@@ -726,7 +793,8 @@ START_TEST(test_pipeline)
     rnnd_store_acq q;
     for (int k = 0; k < 3; k++) {
         ck_assert_int_eq(rnnd_store_create(a, ids[k], &all, 60000, 0, err, sizeof err), 0);
-        ck_assert_int_eq(rnnd_store_acquire(k < 2 ? a : b, ids[k], 0, &q, err, sizeof err), 0);
+        ck_assert_int_eq(rnnd_store_acquire(k < 2 ? a : b, ids[k], 0, NULL, &q, err, sizeof err),
+                         0);
         ck_assert_uint_eq(q.epoch, 1);
         rnnd_store_acq_free(&q);
     }
@@ -793,7 +861,7 @@ START_TEST(test_lease)
     create(a, m, st);
     char err[256];
     rnnd_store_acq q;
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
     rnnd_store_acq_free(&q);
     ck_assert_double_gt(rnnd_store_lease_until(a), rnnd_mono_s());
 
@@ -803,7 +871,7 @@ START_TEST(test_lease)
         ck_assert_msg(rnnd_store_renew(a, err, sizeof err) == 0, "%s", err);
         ck_assert_msg(rnnd_store_renew(b, err, sizeof err) == 0, "%s", err);
     }
-    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_HELD);
 
     /* a stops renewing (paused, dead): after its lease b takes the session from a dead node */
@@ -811,7 +879,11 @@ START_TEST(test_lease)
         sleep_ms(lease / 4);
         ck_assert_msg(rnnd_store_renew(b, err, sizeof err) == 0, "%s", err);
     }
-    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &q, err, sizeof err), 0);
+    /* unless b cannot tell (Redis just came back): a missing lease then counts as live */
+    rnnd_store_take unsure = {0, NULL};
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, &unsure, &q, err, sizeof err), 0);
+    ck_assert_int_eq(q.kind, RNND_STORE_ACQ_HELD);
+    ck_assert_int_eq(rnnd_store_acquire(b, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_TAKEN);
     ck_assert_int_eq(q.from_dead, 1);
     ck_assert_uint_eq(q.epoch, 2);
@@ -821,11 +893,11 @@ START_TEST(test_lease)
     ck_assert_int_eq(write_step(a, 1, 50, st, err, sizeof err), RNND_ERR_CONFLICT);
     ck_assert_int_eq(rnnd_store_renew(a, err, sizeof err), RNND_ERR_CONFLICT);
     ck_assert_ptr_nonnull(strstr(err, "lapsed"));
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), RNND_ERR_CONFLICT);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), RNND_ERR_CONFLICT);
     uint64_t inc = rnnd_store_incarnation(a);
     ck_assert_int_eq(rnnd_store_reregister(a, err, sizeof err), 0);
     ck_assert_uint_eq(rnnd_store_incarnation(a), inc);
-    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(a, ID1, 0, NULL, &q, err, sizeof err), 0);
     ck_assert_int_eq(q.kind, RNND_STORE_ACQ_HELD); /* b is live */
 
     /* a second incarnation of a live name waits, then gives up */
@@ -881,7 +953,7 @@ START_TEST(test_threads)
     create(s, m, st);
     char err[256];
     rnnd_store_acq q;
-    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, NULL, &q, err, sizeof err), 0);
     uint64_t epoch = q.epoch;
     rnnd_store_acq_free(&q);
     pthread_t t[THREADS];
@@ -1049,7 +1121,7 @@ START_TEST(test_down)
     ck_assert_int_eq(rnnd_store_register(s, 0, err, sizeof err), RNND_ERR_IO);
     ck_assert_msg(strstr(err, where), "%s", err);
     rnnd_store_acq q;
-    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, &q, err, sizeof err), RNND_ERR_IO);
+    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, NULL, &q, err, sizeof err), RNND_ERR_IO);
     ck_assert_int_eq(rnnd_store_renew(s, err, sizeof err), RNND_ERR_IO);
 
     /* Redis comes: the next call connects */
@@ -1059,7 +1131,7 @@ START_TEST(test_down)
     float st[N_FLOATS];
     fill_state(st);
     create(s, m, st);
-    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, &q, err, sizeof err), 0);
+    ck_assert_int_eq(rnnd_store_acquire(s, ID1, 0, NULL, &q, err, sizeof err), 0);
     rnnd_store_acq_free(&q);
 
     /* Redis dies mid-use: clean errors, then back again */

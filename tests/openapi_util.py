@@ -97,15 +97,22 @@ class Contract:
         if path == "/v2" or path.startswith("/v2/"):
             return []
         where = "%s %s -> %s" % (method, path, status)
-        out = self.header_errors(where, self.doc.get("x-rnnd-response-headers", {}), headers)
+        common = self.doc.get("x-rnnd-response-headers", {})
         if method == "OPTIONS" and status == 204:     # CORS preflight, or the Allow answer
+            out = self.header_errors(where, common, headers)
             return out + ([where + ": a body on a 204"] if body else [])
         what, responses = self.responses(method, path)
         resp = responses.get(str(status))
         if resp is None:
-            return out + ["%s: status %s is not in the contract of %s (it has %s)"
-                          % (where, status, what, ", ".join(sorted(responses)))]
+            return (self.header_errors(where, common, headers)
+                    + ["%s: status %s is not in the contract of %s (it has %s)"
+                       % (where, status, what, ", ".join(sorted(responses)))])
         resp = self.deref(resp)
+        # a response's own header replaces the common one of that name (the web page's files
+        # carry Cache-Control no-cache, not no-store)
+        own = {n.lower() for n in resp.get("headers", {})}
+        out = self.header_errors(where, {n: h for n, h in common.items() if n.lower() not in own},
+                                 headers)
         out += self.header_errors(where, resp.get("headers", {}), headers)
         if method == "HEAD":
             return out

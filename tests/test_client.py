@@ -13,6 +13,13 @@
   client's table of codes is the list of include/rnnd/errcode.h.
 - Numbers: outputs are the daemon's text decoded by json, each exactly a float32.
 - TLS: https:// with an ssl_context that trusts the daemon's certificate; none: refused.
+- WebSocket streams (Session.stream): JSON and binary steps (vector and token models) give
+  HTTP's outputs, bit for bit; pipelined steps matched by seq, read in any order, guarded by
+  if_steps over the steps in flight (a refused one stops those behind it); error frames, a
+  refused upgrade (no key, unknown session, max_websockets, retried) and close codes (1008,
+  1001) raise the typed exceptions; the stream keeps the session's count and closes (1000) at
+  the end of its with block; without python3-websockets, MissingDependency; the installed
+  package declares websockets as an optional extra only.
 
 Prints what it checked; exits 1 on any failure.
 """
@@ -20,6 +27,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import re
 import secrets
 import socket
@@ -396,7 +404,7 @@ class Live(Case):
             fn()
         except rnnd_client.RnndError as e:
             self.check(type(e) is cls and e.status == status and e.code == code and e.message,
-                       "%s: want %s %d %s, got %s %r" % (what, cls.__name__, status, code,
+                       "%s: want %s %s %s, got %s %r" % (what, cls.__name__, status, code,
                                                           type(e).__name__, e))
             return e
         self.check(False, "%s: no exception" % what)
@@ -520,6 +528,191 @@ class Live(Case):
             self.eq(done.steps, n + 4, "the session goes on after a cancelled generation")
             self.eq(s.steps, n + 4, "the session object took the count")
 
+    # -- WebSocket streams (Session.stream) ------------------------------------------------
+
+    def over_http(self, model, chunks, **kw):
+        """The StepResults of CHUNKS fed one step request each to a fresh session over HTTP
+        (KW: each step's other arguments)."""
+        with self.client().session(model) as s:
+            return [s.step(x, **kw) for x in chunks]
+
+    def test_stream_json(self):
+        chunks = [[5, 12], [0], [7, 7, 3]]
+        want = self.over_http("charlm", chunks)
+        c = self.client()
+        with c.session("charlm") as s:
+            with s.stream() as ws:
+                got = [ws.step(x) for x in chunks]
+                self.eq([r.outputs for r in got], [r.outputs for r in want],
+                        "JSON steps over the socket: outputs equal to HTTP's")
+                self.eq([r.steps for r in got], [2, 3, 6], "each reply's step count")
+                self.eq(s.steps, 6, "the session object keeps the count")
+                r = ws.step(text="The", outputs="last", top_k=3, logits=False)
+            with c.session("charlm") as ref:
+                for x in chunks:
+                    ref.step(x)
+                plain = ref.step(text="The", outputs="last", top_k=3, logits=False)
+            self.eq((r.outputs, r.steps, r.top_k), (None, 9, plain.top_k),
+                    "text, top_k and logits=False as over HTTP")
+            self.eq(s.step([1]).steps, 10,
+                    "an HTTP step after the stream: its if_steps is the stream's count")
+
+    def test_stream_binary(self):
+        c = self.client()
+        dim = c.model("lstm_vectors").info()["input_dim"]
+        rnd = random.Random(18)
+        vecs = [[rnd.randrange(-64, 64) / 32 for _ in range(dim)] for _ in range(5)]
+        chunks = [vecs[:2], vecs[2:3], vecs[3:]]
+        f32 = lambda rows: struct.pack("<%df" % (len(rows) * len(rows[0])),  # noqa: E731
+                                       *(x for r in rows for x in r))
+        for model, data in (("lstm_vectors", chunks), ("charlm", [[5, 12], [0], [7, 7, 3]])):
+            want = self.over_http(model, data)
+            with c.session(model) as s, s.stream(binary=True) as ws:
+                got = [ws.step(x) for x in data]
+                self.eq([f32(r.outputs) for r in got], [f32(r.outputs) for r in want],
+                        "%s: binary steps give HTTP's floats, bit for bit" % model)
+                self.eq([r.steps for r in got], [r.steps for r in want],
+                        "%s: binary replies carry the step count" % model)
+                self.eq(s.steps, want[-1].steps, "%s: the session keeps the count" % model)
+            last = self.over_http(model, data, outputs="last")
+            with c.session(model) as s, s.stream(binary=True) as ws:
+                got = [ws.step(x, outputs="last") for x in data]
+                self.eq([f32([r.outputs]) for r in got], [f32([r.outputs]) for r in last],
+                        "%s: outputs='last' in binary: one list, HTTP's floats" % model)
+        with c.session("charlm") as s, s.stream() as ws:
+            for bad in (lambda: ws.step(text="x", binary=True),
+                        lambda: ws.step([1], top_k=2, binary=True)):
+                try:
+                    bad()
+                    self.check(False, "a binary step with text or top_k: ValueError")
+                except ValueError as e:
+                    self.check("binary" in str(e), "refused before sending: %s" % e)
+
+    def test_stream_pipelined(self):
+        chunks = [[i % 96, (7 * i) % 96] for i in range(10)]
+        want = self.over_http("charlm", chunks)
+        c = self.client()
+        with c.session("charlm") as s, s.stream(max_in_flight=4) as ws:
+            sent = [ws.send(x, binary=i % 2 == 1) for i, x in enumerate(chunks)]
+            self.eq(ws.in_flight, 4, "at most max_in_flight steps unanswered")
+            self.eq([p.seq for p in sent], list(range(10)), "each step has its seq")
+            got = [p.result() for p in reversed(sent)][::-1]
+            f32 = lambda row: struct.pack("<%df" % len(row), *row)  # noqa: E731
+            self.eq([[f32(o) for o in r.outputs] for r in got],
+                    [[f32(o) for o in r.outputs] for r in want],
+                    "10 pipelined steps, JSON and binary, read in reverse order: each "
+                    "reply is its own step's (matched by seq), outputs equal to HTTP's")
+            self.eq([r.steps for r in got], list(range(2, 22, 2)),
+                    "they ran in order, each once (if_steps counted over the steps in "
+                    "flight)")
+            self.eq((s.steps, ws.in_flight), (20, 0), "the session's count after them")
+            self.eq(self.export(s.id), self.reference_state([x for ch in chunks for x in ch]),
+                    "the state is that of the same steps over HTTP")
+
+    def test_stream_errors(self):
+        c = self.client(retries=0)
+        E = rnnd_client
+        nosuch = E.Session(c, {"id": secrets.token_hex(16), "model": "charlm"})
+        self.expect(nosuch.stream, E.NotFound, 404, "not_found",
+                    "the upgrade for an unknown session")
+        with c.session("charlm") as s, s.stream() as ws:
+            ws.step([1, 2])
+            c.attach(s.id).step([3])            # another client advances the session
+            e = self.expect(lambda: ws.step([4]), E.Conflict, 409, "conflict",
+                            "a step over the socket at a stale count")
+            self.eq((e and e.steps, s.steps), (3, 3), "the conflict's count, taken")
+            self.eq(ws.step([4]).steps, 4, "the stream goes on at the daemon's count")
+            self.expect(lambda: ws.step([99], binary=True), E.BadRequest, 400,
+                        "invalid_request", "a binary step with an id out of range")
+            first = ws.send([5], if_steps=0)
+            after = [ws.send([6]), ws.send([7], binary=True)]
+            self.expect(first.result, E.Conflict, 409, "conflict", "a pipelined conflict")
+            for p in after:
+                self.expect(p.result, E.Conflict, 409, "conflict",
+                            "a step sent behind a refused one does not run")
+            self.eq((self.steps_of(s.id), s.steps), (4, 4), "nothing ran after the refusal")
+            self.eq(ws.step([8]).steps, 5, "the next step resynchronises")
+            c.request("DELETE", s.path)
+            self.expect(lambda: ws.step([9]), E.NotFound, 404, "not_found",
+                        "a step on a deleted session")
+            e = self.expect(lambda: ws.step([9]), E.Gone, None, "gone",
+                            "then the socket is closed")
+            self.eq(e and e.close_code, 1008, "with close code 1008")
+            self.check(ws.closed, "the stream knows it is closed")
+
+    def test_stream_close(self):
+        c = self.client()
+        with c.session("charlm") as s:
+            with s.stream() as ws:
+                ws.step([1])
+                pend = ws.send([2, 3])
+            self.check(ws.closed, "leaving the with block closes the stream")
+            self.eq((pend.result().steps, s.steps), (3, 3),
+                    "a step still in flight at the close got its reply")
+            self.check(self.d.wait_log(lambda l: "event=ws_closed" in l and "code=1000" in l
+                                       and "by=client" in l and "requests=2" in l),
+                       "the daemon logs the client's close (1000)")
+            self.expect(lambda: ws.step([4]), rnnd_client.ConnectionFailed, None, None,
+                        "a step on a closed stream")
+            self.eq(s.info()["steps"], 3, "the session outlives its stream")
+            real = sys.modules.get("websockets")
+            sys.modules["websockets"] = None        # python3-websockets not installed
+            try:
+                e = self.expect(s.stream, rnnd_client.MissingDependency, None, None,
+                                "a stream without python3-websockets")
+                self.check(e is not None and "python3-websockets" in str(e)
+                           and isinstance(e, ImportError), "the error names the package")
+            finally:
+                sys.modules["websockets"] = real
+
+
+class StreamLimits(Case):
+    """A stream against a daemon with one WebSocket at most and a 1 s idle timeout."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = cls.serve({"charlm": CHARLM}, "--max-websockets", "1",
+                          "--ws-idle-timeout-s", "1")
+        cls.url = "http://127.0.0.1:%d" % cls.d.port
+
+    def hold(self, sid):
+        """A raw upgraded socket holding the one WebSocket slot."""
+        sock = socket.create_connection(("127.0.0.1", self.d.port), timeout=10)
+        sock.sendall(("GET /v1/sessions/%s/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" % sid).encode())
+        self.check(sock.recv(4096).startswith(b"HTTP/1.1 101"), "a raw socket upgraded")
+        return sock
+
+    def test_stream_refused_and_idle(self):
+        c = rnnd_client.Client(self.url, retries=0)
+        with c.session("charlm") as s:
+            sock = self.hold(s.id)
+            try:
+                s.stream()
+                self.check(False, "a second socket is refused")
+            except rnnd_client.Unavailable as e:
+                self.eq((e.status, e.code, e.retry_after is not None),
+                        (503, "unavailable", True),
+                        "max_websockets: Unavailable with Retry-After")
+            patient = rnnd_client.Client(self.url, retries=5, backoff=0.05, max_backoff=0.4)
+            threading.Timer(0.3, sock.close).start()
+            t0 = time.monotonic()
+            ws = rnnd_client.Session(patient, {"id": s.id, "model": "charlm"}).stream()
+            self.check(time.monotonic() - t0 >= 0.3,
+                       "the upgrade was tried again until the slot was free")
+            self.eq(ws.step([1, 2]).steps, 2, "the retried stream steps")
+            time.sleep(1.6)
+            try:
+                ws.step([3])
+                self.check(False, "an idle socket is closed")
+            except rnnd_client.Unavailable as err:
+                self.eq((err.code, err.close_code, ws.closed), ("unavailable", 1001, True),
+                        "idle past ws_idle_timeout_s: Unavailable, close code 1001")
+            ws.close()
+            patient.close()
+        c.close()
+
 
 class FakeResponse(io.BytesIO):
     """An event stream read from bytes, for what a live daemon sends rarely."""
@@ -585,6 +778,23 @@ class Keys(Case):
         for c in (user, admin):
             c.close()
 
+    def test_stream_keys(self):
+        user = rnnd_client.Client(self.url, api_key=KEY_INFER)
+        with user.session("charlm") as s:
+            for what, key in (("no key", None), ("wrong key", "x" * 24)):
+                other = rnnd_client.Session(rnnd_client.Client(self.url, api_key=key,
+                                                               retries=0),
+                                            {"id": s.id, "model": "charlm"})
+                try:
+                    other.stream()
+                    self.check(False, "%s: the upgrade is refused" % what)
+                except rnnd_client.Unauthorized as e:
+                    self.eq((e.status, e.code), (401, "unauthorized"),
+                            "%s: the upgrade answers Unauthorized" % what)
+            with s.stream() as ws:
+                self.eq(ws.step([5, 12]).steps, 2, "the key's stream steps")
+        user.close()
+
 
 class Tls(Case):
     """https:// with an ssl_context that trusts a certificate made here (openssl)."""
@@ -602,6 +812,9 @@ class Tls(Case):
                                     ) as c:
                 with c.session("charlm") as s:
                     self.eq(s.step([5, 12]).steps, 2, "a step over HTTPS")
+                    with s.stream() as ws:
+                        self.eq(ws.step([1], binary=True).steps, 3,
+                                "a step over the session's WebSocket on TLS (wss://)")
                 gen = c.model("charlm").generate("The ", max_tokens=5, seed=1, stream=True)
                 self.eq(gen.result().text, "somet", "a streamed generation over HTTPS")
             try:
@@ -662,6 +875,12 @@ class Install(Case):
         self.eq(p.returncode, 0, "pip install clients/python: %s" % p.stderr[-2000:])
         self.check(os.path.exists(os.path.join(target, "rnnd_client", "py.typed")),
                    "the package and its py.typed are installed")
+        with open(os.path.join(target, "rnnd_client-0.1.0.dist-info", "METADATA")) as f:
+            meta = f.read().splitlines()
+        self.check("Provides-Extra: websocket" in meta and
+                   'Requires-Dist: websockets>=10.4; extra == "websocket"' in meta and
+                   not [l for l in meta if l.startswith("Requires-Dist") and "extra" not in l],
+                   "websockets is an optional extra, nothing is required: %r" % meta)
         with daemon_ctx() as d:
             code = ("import sys; sys.path.insert(0, %r); import rnnd_client as r; "
                     "print(r.__file__); c = r.Client(%r); "

@@ -15,11 +15,32 @@ sent to the nodes directly.
   neither moves the session nor refreshes it; its owner's request through that node moves
   it with its idle time (the record's used_ms, in Redis's clock): a lookup refreshes nothing,
   and the session expires on the new node when its ttl has passed since its last use.
-Bounded: about 35 s (four clusters of two nodes).
+- A session that expired on n1 (410 there) answers 410 on n2 at once, not 503 after a wait
+  for a hand-over that cannot come: asked for it, n1 deletes the record that still names it
+  and leaves the tombstone.
+- A node that cannot load a session leaves it where it is: a full n1 (max_sessions,
+  session_evict = reject) answers 429 before asking n2 for it; a record of a model n1 has not
+  loaded answers 409 before any hand-over; and a record taken and then refused (it does not
+  decode) is given back free. Before: each of them left the record held by n1, and n2
+  answered 503 "held by node n1" after lease_ms + 1 s.
+- A generate queued on the holder behind a hand-over (a long step runs there, a step on n2
+  asks for the session, then the generate arrives on n1) does not run on the copy n1 gave
+  away: 503 `unavailable` ("the session moved ..."), streamed or not (a stream: 200, then an
+  error event and no token), and every 200 reply's step count adds up to the session's
+  count (before: 200 with tokens and a step count the session never had, a fork).
+- The creating node keeps no copy of a session it created (issue 17 trial S1-b, S4): with
+  `max_sessions` 2 and LRU eviction, sessions created on n1 and used on n2 are not listed
+  on n1, do not count in its `rnnd_sessions`, are not evicted there by later creations, and
+  do not expire there while n2 uses them; a request that later reaches n1 (a drain, a death,
+  a ring change) has the session handed over from n2, at its true step count. Before: n1
+  listed a stale copy at 0 steps, and answered 410 "was evicted" / "expired; its state is
+  lost" for sessions alive on n2.
+Bounded: about 110 s on the 2-core build machine (twelve clusters of two nodes).
 """
 import http.client
 import json
 import os
+import threading
 import time
 import unittest
 
@@ -103,6 +124,190 @@ class ClusterHandover(TwoNodes):
         self.assertEqual(b["steps"], 7)
         self.assertEqual(b["outputs"], replay(self.n2, toks + more)[4:])
         self.assertEqual(self.holder(sid), "n2")
+
+    def test_expired_elsewhere_answers_gone_at_once(self):
+        st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
+        self.assertEqual(st, 201, b)
+        sid = b["id"]
+        self.assertEqual(step(self.n1, sid, self.tokens(3))[0], 200)
+        self.assertEqual(self.holder(sid), "n1")
+        time.sleep(1.3)
+        self.assertEqual(request(self.n1, "GET", "/v1/sessions/" + sid)[0], 410)
+        for _ in range(2):
+            t0 = time.monotonic()
+            st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st, 410, b)
+            self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertEqual(self.c.redis("EXISTS", "rnnd:{%s}:rec" % sid), "0")
+
+    CAL = 64  # the calibration step's tokens
+
+    def long_tokens(self, sid):
+        """How many tokens make a step on n1 last about 0.6 s (16 to 4096): long enough that
+        the ask and the generate queue behind it, short enough that the ask's wait for the
+        hand-over (lease_ms + 1 s) outlasts it, on a fast machine and under a sanitizer."""
+        t0 = time.monotonic()
+        st, b = request(self.n1, "POST", "/v1/sessions/%s/step" % sid,
+                        {"inputs": [5] * self.CAL, "outputs": "last"}, timeout=30)
+        self.assertEqual(st, 200, b)
+        per_step = (time.monotonic() - t0) / self.CAL
+        return max(16, min(4096, int(0.6 / per_step)))
+
+    def sse(self, url, path, body):
+        """(status, [(event, data)]) of a streamed request."""
+        host, port = url.split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        try:
+            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            text = r.read().decode()
+        finally:
+            conn.close()
+        events = []
+        for block in text.split("\n\n"):
+            ev, data = None, None
+            for line in block.splitlines():
+                if line.startswith("event: "):
+                    ev = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+            if data is not None and data != "[DONE]":
+                events.append((ev, json.loads(data)))
+        return r.status, events
+
+    def generate_behind_handover(self, stream):
+        sid = create(self.n1)
+        self.assertEqual(step(self.n1, sid, [1])[0], 200)
+        n = self.long_tokens(sid)
+        base = 1 + self.CAL
+        path = "/v1/sessions/%s/" % sid
+        gen = {"prompt": "ab", "max_tokens": 5, "seed": 1, "stream": stream}
+        res = {}
+
+        def long_step():
+            res["long"] = request(self.n1, "POST", path + "step",
+                                  {"inputs": [5] * n, "outputs": "last"}, timeout=30)
+
+        def ask():
+            res["ask"] = step(self.n2, sid, [7])
+
+        def generate():
+            if stream:
+                res["gen"] = self.sse(self.n1, path + "generate", gen)
+            else:
+                res["gen"] = request(self.n1, "POST", path + "generate", gen, timeout=30)
+
+        threads = [threading.Thread(target=f) for f in (long_step, ask, generate)]
+        for i, t in enumerate(threads):
+            t.start()
+            time.sleep(0.03 if i < 2 else 0)
+        for t in threads:
+            t.join(60)
+        self.assertEqual(res["long"][0], 200, res["long"])
+        self.assertEqual(res["long"][1]["steps"], base + n)
+        self.assertEqual(res["ask"][0], 200, res["ask"])
+        self.assertEqual(res["ask"][1]["steps"], base + n + 1, "the ask ran after the long step")
+        st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+        self.assertEqual((st, b["steps"]), (200, base + n + 1), "nothing else was kept")
+        if stream:
+            st, events = res["gen"]
+            self.assertEqual(st, 200)
+            self.assertEqual([e for e, _ in events], ["error"], events)
+            err = events[0][1]
+        else:
+            st, err = res["gen"]
+            self.assertEqual(st, 503, err)
+        self.assertEqual(err["error"]["code"], "unavailable", err)
+        self.assertIn("moved to another node", err["error"]["message"])
+        self.assertNotIn("steps", err, "this copy's count is no session's")
+        self.assertEqual(self.holder(sid), "n2")
+
+    def test_generate_behind_handover(self):
+        self.generate_behind_handover(False)
+        self.generate_behind_handover(True)
+
+
+class ClusterCannotLoad(TwoNodes):
+    GROUP = "cluster_handover"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--max-sessions", "3")
+
+    def holder(self, sid):
+        return self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder").split(" ")[0]
+
+    def test_full_node_leaves_session(self):
+        sid = create(self.n2)
+        self.assertEqual(step(self.n2, sid, [1, 2])[0], 200)
+        for _ in range(3):
+            # n1 keeps no copy of what it creates: a step there makes it hold each one
+            self.assertEqual(step(self.n1, create(self.n1), [0])[0], 200)
+        self.assertEqual(request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})[0], 429)
+        st, b = step(self.n1, sid, [3])
+        self.assertEqual(st, 429, b)
+        self.assertEqual(self.holder(sid), "n2")
+        t0 = time.monotonic()
+        st, b = step(self.n2, sid, [4])
+        self.assertEqual((st, b.get("steps")), (200, 3), b)
+        self.assertLess(time.monotonic() - t0, 0.5)
+
+    def test_unloadable_record_left_or_given_back(self):
+        sid = create(self.n1)
+        self.assertEqual(step(self.n1, sid, [1, 2])[0], 200)
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "model", "elsewhere")
+        st, b = step(self.n2, sid, [3])
+        self.assertEqual(st, 409, b)
+        self.assertIn("has not loaded", b["error"]["message"])
+        self.assertEqual(self.holder(sid), "n1")
+        self.assertEqual(step(self.n1, sid, [3])[0], 200, "n1 still serves it")
+        # taken, then refused (it does not decode): given back free, not kept
+        sid = create(self.n1)  # free: nobody took it yet
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "v", "9")
+        st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
+        self.assertEqual(st, 503, b)
+        self.assertEqual(self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder"), "")
+        self.c.redis("HSET", "rnnd:{%s}:rec" % sid, "v", "1")
+        t0 = time.monotonic()
+        st, b = step(self.n2, sid, [1])
+        self.assertEqual((st, b.get("steps")), (200, 1), b)
+        self.assertLess(time.monotonic() - t0, 0.5)
+
+
+class CreatorKeepsNoCopy(TwoNodes):
+    GROUP = "cluster_nocopy"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--max-sessions", "2", "--session-evict", "lru")
+
+    def create_ttl(self, url, ttl_s):
+        st, b = request(url, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": ttl_s})
+        self.assertEqual(st, 201, b)
+        return b["id"]
+
+    def test_creator_keeps_no_copy(self):
+        self.maxDiff = None
+        got, want = {}, {}
+        # created on n1, used on n2 only
+        s1 = create(self.n1)
+        self.assertEqual(step(self.n2, s1, [1, 2, 3])[0], 200)
+        st, b = request(self.n1, "GET", "/v1/sessions")
+        got["listed on n1"], want["listed on n1"] = [x["id"] for x in b["sessions"]], []
+        m, _ = metrics(self.n1)
+        got["n1 rnnd_sessions"] = (m["rnnd_sessions"], m["rnnd_sessions_owned"])
+        want["n1 rnnd_sessions"] = (0, 0)
+        # two more creations on n1 (max_sessions 2, lru): nothing of s1 is evicted there
+        create(self.n1)
+        create(self.n1)
+        st, b = step(self.n1, s1, [4])
+        got["s1 on n1 after 2 creations"] = (st, b.get("steps"), b.get("error"))
+        want["s1 on n1 after 2 creations"] = (200, 4, None)
+        # created on n1 with ttl_s 1, kept alive on n2 past it: not expired on n1
+        s2 = self.create_ttl(self.n1, 1)
+        for i in range(4):
+            self.assertEqual(step(self.n2, s2, [i])[0], 200)
+            time.sleep(0.35)
+        st, b = step(self.n1, s2, [9])
+        got["s2 on n1 past its ttl"] = (st, b.get("steps"), b.get("error"))
+        want["s2 on n1 past its ttl"] = (200, 5, None)
+        self.assertEqual(got, want)
 
 
 KEYS = write_secret(os.path.join(tmpdir("cluster_handover"), "keys"),

@@ -15,16 +15,24 @@ on loopback (tools/cluster), requests sent to the nodes directly.
 - Redis down: the nodes keep serving the sessions they hold, /readyz stays 200 with
   "store": "down", creations answer 503; once Redis is back the steps taken meanwhile reach
   the record.
+- Redis restarted while n1 serves a session from memory, past every node lease: n2, asked for
+  it the moment Redis is back, never takes it from its stale record (n1's lease key is gone,
+  but n2 cannot know n1 is dead until Redis has answered it for lease_ms + 1 s): it has n1
+  hand it over, with every step n1 answered during the outage.
+- Redis loses its data (FLUSHALL): n1 keeps serving the sessions it holds and writes them
+  anew, whole (the one stepped since and the one left alone), at their exact step counts;
+  n2 then has them handed over, bitwise. Before: n1 dropped them and answered 404.
 - Reset, import, delete and fork are written at once; a deleted session is gone on every
   node; a session created or forked on one node is taken by another at its first request.
-- Ends (trial 22): a session expired or evicted on its node (held there, or free and never
-  taken) has its record deleted, its tombstone written and its rnnd:idx entry dropped, so the
+- Ends (trial 22): a session expired or evicted on its node (held there; or free and never
+  taken, past its ttl by the record's used_ms when a node takes it) has its record deleted, its tombstone written and its rnnd:idx entry dropped, so the
   other node answers 410 at once, also after the first one drained; an id whose record
   expired in Redis leaves rnnd:idx (the sweep); a step past 2^63-1 steps is refused and the
   record stays readable; a forged record is no Redis outage and the reply names no server;
   the first request after a Redis restart succeeds.
 Bounded: about 40 s.
 """
+import threading
 import time
 import unittest
 
@@ -139,6 +147,34 @@ class ClusterStore(TwoNodes):
         self.assertEqual(st, 200, b)
         self.assertEqual(b["outputs"], replay(self.n1, toks + [5])[len(toks):])
 
+    def test_flushall_keeps_held_sessions(self):
+        sids = [create(self.n1) for _ in range(2)]
+        fed = {}
+        for sid in sids:
+            fed[sid] = self.tokens(3)
+            self.assertEqual(step(self.n1, sid, fed[sid])[0], 200)
+        wait_for("the write-behind", lambda: all(self.c.record_steps(s) == 3 for s in sids), 2)
+        self.c.redis("FLUSHALL")
+        stepped, idle = sids
+        for _ in range(4):  # past the lease: the renewal finds Redis emptied
+            t = self.tokens(2)
+            st, b = step(self.n1, stepped, t)
+            self.assertEqual(st, 200, b)
+            fed[stepped] += t
+            self.assertEqual(b["steps"], len(fed[stepped]))
+            time.sleep(0.2)
+        wait_for("both written anew", lambda: (self.c.record_steps(stepped),
+                                               self.c.record_steps(idle))
+                 == (len(fed[stepped]), 3), 3)
+        self.assertIn("event=store_data_lost", self.c.log("n1"))
+        for sid in sids:
+            self.assertTrue(self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder")
+                            .startswith("n1 "))
+            more = self.tokens(2)
+            st, b = step(self.n2, sid, more)
+            self.assertEqual((st, b.get("steps")), (200, len(fed[sid]) + 2), b)
+            self.assertEqual(b["outputs"], replay(self.n2, fed[sid] + more)[len(fed[sid]):])
+
     def test_reset_import_delete_written_at_once(self):
         sid = create(self.n1)
         self.assertEqual(step(self.n1, sid, self.tokens(4))[0], 200)
@@ -194,12 +230,14 @@ class ClusterEnds(TwoNodes):
         # written behind first: a session whose write is in flight is busy, not evictable
         wait_for("the write-behind", lambda: self.c.record_steps(evicted) == 3, 2)
         time.sleep(0.1)
-        for _ in range(4):
-            create(self.n1)  # the 5th session on a node of 4 evicts the oldest idle one
+        for _ in range(4):  # taken by n1 (the creator keeps no copy): the 5th it holds
+            filler = create(self.n1)  # evicts the oldest idle one
+            self.assertEqual(request(self.n1, "GET", "/v1/sessions/" + filler)[0], 200)
         st, b = request(self.n1, "GET", "/v1/sessions/" + evicted)
         self.assertEqual(st, 410, b)
         self.assertIn("evicted", b["error"]["message"])
-        # expired: held by n1; and one never taken, whose only copy is n1's, free in Redis
+        # expired: held by n1; and one never taken, free in Redis (expired by the record's
+        # used_ms when n1 takes it)
         st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
         self.assertEqual(st, 201, b)
         expired = b["id"]
@@ -236,12 +274,11 @@ class ClusterEnds(TwoNodes):
         self.assertTrue(self.in_idx(sid))
         self.c.redis("DEL", self.rec(sid))  # what the record's TTL does
         wait_for("the sweep", lambda: not self.in_idx(sid), 3)
-        # 12 sessions of ttl_s 1 on a node of 4: evicted or expired, all leave Redis
-        ids = []
-        for _ in range(12):
+        # 8 sessions of ttl_s 1 held by a node of 4: evicted or expired, all leave Redis
+        for _ in range(8):
             st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm", "ttl_s": 1})
             self.assertEqual(st, 201, b)
-            ids.append(b["id"])
+            self.assertEqual(request(self.n1, "GET", "/v1/sessions/" + b["id"])[0], 200)
         wait_for("every record and index entry gone",
                  lambda: self.c.redis("ZCARD", "rnnd:idx") == "0" and
                  self.c.redis("KEYS", "rnnd:{*}:rec") == "", 4)
@@ -274,6 +311,48 @@ class ClusterEnds(TwoNodes):
         self.c.tool("redis-start")
         st, b = request(self.n2, "POST", "/v1/sessions", {"model": "charlm"})
         self.assertEqual(st, 201, b)
+class ClusterRedisReturn(TwoNodes):
+    """The write-behind round is long (1 s) so that n1's own write comes well after n2's
+    first request once Redis is back: the race the adversary trial lost (issue 17, finding
+    1)."""
+    GROUP = "cluster_store"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", "1000")
+
+    def test_redis_return_keeps_outage_steps(self):
+        sid = create(self.n1)
+        toks = self.tokens(3)
+        self.assertEqual(step(self.n1, sid, toks)[0], 200)
+        wait_for("the write-behind", lambda: self.c.record_steps(sid) == 3, 3)
+        self.c.tool("redis-stop")
+        answers, stop = [], threading.Event()
+
+        def ask_n2():  # from before Redis returns, as fast as n2 answers
+            while not stop.is_set():
+                st, b = request(self.n2, "GET", "/v1/sessions/" + sid, timeout=5)
+                answers.append((st, b.get("steps") if isinstance(b, dict) else None))
+                if st == 200:
+                    return
+                time.sleep(0.01)
+
+        asker = threading.Thread(target=ask_n2)
+        try:
+            for _ in range(5):
+                t = self.tokens(2)
+                st, b = step(self.n1, sid, t)
+                self.assertEqual(st, 200, b)
+                toks += t
+            time.sleep(LEASE_MS / 1000 + 0.3)  # every node lease lapses in Redis
+            asker.start()
+        finally:
+            self.c.tool("redis-start")
+        asker.join(6)
+        stop.set()
+        asker.join()
+        self.assertEqual(answers[-1], (200, len(toks)), "n2 has the outage's steps")
+        self.assertEqual({st for st, _ in answers[:-1]} - {503}, set())
+        st, b = step(self.n2, sid, [5])
+        self.assertEqual((st, b["steps"]), (200, len(toks) + 1), b)
+        self.assertEqual(b["outputs"], replay(self.n2, toks + [5])[len(toks):])
 
 
 if __name__ == "__main__":

@@ -5,22 +5,35 @@
 - deploy/k8s/*.yaml parse (python3-yaml) into the expected objects: the rnnd StatefulSet with
   its conf, headless Service and Service; HAProxy's ConfigMap, Deployment and Service; Redis's
   StatefulSet and Service.
-- They agree with rnnd: the conf in the ConfigMap is accepted by `rnnd serve --print-config`,
-  its listen port is the container port, the probes' port and the Services' targets; the
-  readiness and liveness probes are /readyz and /healthz, and a real daemon with API keys on
-  answers both with 200 without a key; HAProxy checks /readyz, keeps each server's maxconn
-  below rnnd's max_connections_per_ip, and names exactly the StatefulSet's pods on that port.
+- They agree with rnnd: the conf in the ConfigMap, with the pod's arguments as Kubernetes
+  expands them ($(POD_NAME): rnnd-0), is accepted by `rnnd serve --print-config` (a
+  temporary password file of the Secret's mode in place of the Secret's) and runs cluster
+  mode: session_store names the Redis Service, the password file is the Secret's key that
+  Redis reads, node_name is the pod's name, and terminationGracePeriodSeconds exceeds the
+  drain's grace plus shutdown_timeout_s. Its listen port is the container port, the probes'
+  port and the Services' targets; the readiness and liveness probes are /readyz and
+  /healthz, and a real daemon with API keys on answers both with 200 without a key.
+- HAProxy (deploy/haproxy.cfg and the ConfigMap's copy alike) checks /readyz, keeps its
+  backends' maxconn together below rnnd's max_connections_per_ip (docs/cluster.md gives
+  each and their sum), gives the servers of its consistent-hash backends weight 100, and
+  the ConfigMap names exactly the StatefulSet's pods on rnnd's port.
 - The ConfigMap's haproxy.cfg is deploy/haproxy.cfg but for its servers and a resolvers
   section (it passes `haproxy -c` too); Redis keeps an append-only file; the password comes
   from one Secret that no manifest ships.
+- nginx: each upstream has a shared zone and max_conns on every server, and max_conns plus
+  keepalive times the worker processes the file is sized for stay below
+  max_connections_per_ip; nginx run with the file in front of nodes that are down answers
+  a session's requests 502 and none of its logs (error logs included) holds the id.
 
 Env: RNND_BIN, RNND_SRCDIR. Prints what it checked; each part is a test (Deploy.test_*).
 """
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import unittest
 import urllib.request
@@ -76,13 +89,24 @@ def any_servers(be):
     return [l.split()[1:3] for l in be.get("rnnd_any", []) if l.startswith("server ")]
 
 
-def check_haproxy(defaults):
-    path = os.path.join(DEPLOY, "haproxy.cfg")
-    haproxy_check(path, "deploy/haproxy.cfg")
-    cfg = read("haproxy.cfg")
+def haproxy_caps(cfg):
+    """{backend: the maxconn of its servers} of a HAProxy configuration."""
     be = backends(cfg)
-    C.eq(sorted(be), ["rnnd_any", "rnnd_sequences", "rnnd_sessions"],
-         "deploy/haproxy.cfg's backends")
+    base = re.search(r"^defaults\b(?:\n(?!\S).*)*?\n\s*default-server .*\bmaxconn (\d+)", cfg,
+                     re.M)
+    caps = {name: int(base.group(1)) for name in be} if base else {}
+    for name, lines in be.items():
+        for l in lines:
+            m = re.match(r"(default-server|server) .*\bmaxconn (\d+)", l)
+            if m:
+                caps[name] = max(caps.get(name, 0), int(m.group(2)))
+    return caps
+
+
+def check_haproxy(cfg, what, defaults):
+    """CFG (the text of WHAT): the routing, the caps, the log and the ring's weights."""
+    be = backends(cfg)
+    C.eq(sorted(be), ["rnnd_any", "rnnd_sequences", "rnnd_sessions"], "%s's backends" % what)
     C.check("balance leastconn" in be.get("rnnd_any", []), "creation and the rest: leastconn")
     C.check("balance hash path,field(4,/)" in be.get("rnnd_sessions", []) and
             "hash-type consistent" in be.get("rnnd_sessions", []),
@@ -91,11 +115,16 @@ def check_haproxy(defaults):
             "HAProxy checks /readyz")
     C.check(re.search(r"path_reg \^/v1/sessions/\[0-9a-f\]\{32\}\(/\|\$\)", cfg) is not None,
             "the session path is matched as rnnd's ids are written (32 lowercase hex)")
-    m = re.search(r"^\s*default-server .*\bmaxconn (\d+)", cfg, re.M)
+    # every node is a server of each backend, and HAProxy's connections all come from one
+    # address: their maxconn together (plus the health check's connection) stay below the
+    # node's max_connections_per_ip, or a burst closes the checks too and every node goes
+    # DOWN (outside trial 22, S2-a: 3 x 100 against 128)
     per_ip = int(defaults.get("max_connections_per_ip", "0"))
-    C.check(m is not None and 0 < int(m.group(1)) < per_ip,
-            "each server's maxconn (%s) is below rnnd's max_connections_per_ip (%d)"
-            % (m and m.group(1), per_ip))
+    caps = haproxy_caps(cfg)
+    C.eq(sorted(caps), sorted(be), "every backend caps its servers' connections (maxconn)")
+    C.check(0 < sum(caps.values()) + 1 <= per_ip,
+            "the backends' maxconn together (%s) + the check stay within rnnd's "
+            "max_connections_per_ip (%d)" % (caps, per_ip))
     C.check(not re.search(r"^\s*(option httplog|log-format .*%(HU|r|HP|HPO|HQ)\b)", cfg, re.M),
             "HAProxy's log leaves out the path (session ids)")
     servers = any_servers(be)
@@ -105,21 +134,140 @@ def check_haproxy(defaults):
         C.check(all(("track rnnd_any/%s" % s[0]) in l for s, l in zip(
             tracked, [l for l in be.get(name, []) if l.startswith("server ")])),
             "%s's servers track rnnd_any's checks" % name)
+    # a consistent-hash ring with weight 1 has 16 points per server: uneven shares, and a
+    # 4th node took a third of the sessions (docs/cluster.md, acceptance 4; outside trial 22)
+    for name, lines in be.items():
+        if "hash-type consistent" not in lines:
+            continue
+        srv = [l for l in lines if l.startswith("server ")]
+        C.check(srv and all(re.search(r"\sweight 100\b", l) for l in srv),
+                "%s: %s's servers have weight 100 on the ring" % (what, name))
 
 
-def check_nginx(haproxy_servers):
+def check_cluster_doc_caps(cfg):
+    """docs/cluster.md names deploy/haproxy.cfg's maxconn per backend, and their sum."""
+    with open(os.path.join(SRCDIR, "docs", "cluster.md"), encoding="utf-8") as f:
+        doc = f.read()
+    routing = re.search(r"^## Routing.*?(?=^## )", doc, re.M | re.S)
+    C.check(routing is not None, "docs/cluster.md has a Routing section")
+    text = re.sub(r"\s+", " ", routing.group(0)) if routing else ""
+    caps = haproxy_caps(cfg)
+    said = [int(n) for n in re.findall(r"`maxconn (\d+)`", text)]
+    C.eq(sorted(said), sorted(caps.values()),
+         "docs/cluster.md gives each backend's maxconn (%s)" % caps)
+    C.check(("%d connections" % sum(caps.values())) in text,
+            "docs/cluster.md gives their sum (%d connections)" % sum(caps.values()))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_main(tmp, conf):
+    """Write CONF as TMP/rnnd.conf inside a minimal main configuration whose paths are all
+    in TMP (its own error log at nginx's default level, error); return the main's path."""
+    with open(os.path.join(tmp, "rnnd.conf"), "w") as f:
+        f.write(conf)
+    paths = " ".join("%s_temp_path %s/%s;" % (k, tmp, k)
+                     for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    main = os.path.join(tmp, "main.conf")
+    with open(main, "w") as f:
+        f.write("pid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\n"
+                "http {\n  %s\n  include %s/rnnd.conf;\n}\n" % (tmp, tmp, paths, tmp))
+    return main
+
+
+def check_nginx_logs(src):
+    """nginx with deploy/nginx.conf in front of nodes that are down: a session's request gets
+    502, and no log file, the error logs included, holds its id (outside trial 22: nginx's
+    error log named the request line at every upstream failure)."""
+    tmp = tempfile.mkdtemp(prefix="rnnd-nginx-run-", dir=tmpdir("deploy"))
+    proc = None
+    try:
+        port = free_port()
+        conf = src.replace("/var/log/nginx/", tmp + "/")
+        conf = re.sub(r"^(\s*listen )8080;", r"\g<1>127.0.0.1:%d;" % port, conf, flags=re.M)
+        # the nodes' ports, closed: every connection to a node fails
+        for old in sorted(set(re.findall(r"\bserver (\S+:\d+)", conf))):
+            conf = conf.replace(old, "127.0.0.1:%d" % free_port())
+        main = nginx_main(tmp, conf)
+        proc = subprocess.Popen(["nginx", "-p", tmp, "-c", main, "-g", "daemon off;"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        sid = "5e55" + "0123456789abcdef" * 1 + "fedcba9876ab"
+        C.eq(len(sid), 32, "a session id of 32 hex digits")
+        for method, path in (("POST", "/v1/sessions/%s/step" % sid),
+                             ("GET", "/v1/sessions/%s" % sid)):
+            req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
+                                         data=b"{}" if method == "POST" else None)
+            try:
+                urllib.request.urlopen(req, timeout=10)
+                status = 200
+            except urllib.error.HTTPError as e:
+                status = e.code
+            C.eq(status, 502, "nginx, nodes down: %s %s answers 502" % (method, path[:12]))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    try:
+        logs = {}
+        for name in sorted(os.listdir(tmp)):
+            if name.endswith(".log"):
+                with open(os.path.join(tmp, name), encoding="utf-8", errors="replace") as f:
+                    logs[name] = f.read()
+        C.check("rnnd.log" in logs and logs["rnnd.log"].count(" 502 ") == 2,
+                "nginx's access log has both requests: %r" % logs.get("rnnd.log", "")[-300:])
+        for name, text in logs.items():
+            C.check(sid not in text, "nginx's %s holds no session id: %r"
+                    % (name, [l for l in text.splitlines() if sid in l][:1]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_nginx_caps(src, per_ip):
+    """Both upstreams' connections to one node, idle ones included, stay below rnnd's
+    max_connections_per_ip: max_conns (active, counted across workers in a shared zone) plus
+    keepalive (idle, per worker process) times the workers the file is sized for."""
+    ups = re.findall(r"upstream (\w+) \{(.*?)\}", src, re.S)
+    active = idle = 0
+    for name, body in ups:
+        C.check(re.search(r"^\s*zone %s \d+k;" % name, body, re.M) is not None,
+                "nginx's %s has a shared zone (max_conns counts over the workers)" % name)
+        caps = [int(n) for n in re.findall(r"^\s*server \S+ .*\bmax_conns=(\d+)", body, re.M)]
+        servers = re.findall(r"^\s*server ", body, re.M)
+        C.check(caps and len(caps) == len(servers) and len(set(caps)) == 1,
+                "nginx's %s caps each server alike (max_conns): %s" % (name, caps))
+        keep = re.search(r"^\s*keepalive (\d+);", body, re.M)
+        C.check(keep is not None, "nginx's %s keeps idle connections (keepalive)" % name)
+        active += caps[0] if caps else 0
+        idle += int(keep.group(1)) if keep else 0
+    workers = re.search(r"up to (\d+) worker processes", src)
+    C.check(workers is not None, "nginx.conf says how many worker processes it is sized for")
+    n = int(workers.group(1)) if workers else 0
+    total = active + n * idle
+    C.check(0 < total < per_ip, "nginx: max_conns %d + %d workers x keepalive %d = %d, below "
+            "rnnd's max_connections_per_ip (%d)" % (active, n, idle, total, per_ip))
+    C.check(("%d + %d x (" % (active, n)) in re.sub(r"\s+", " ", src) and
+            ("= %d." % total) in re.sub(r"\s+", " ", src),
+            "nginx.conf's comment gives the sum (%d + %d x ... = %d)" % (active, n, total))
+
+
+def check_nginx(haproxy_servers, defaults):
     tmp = tempfile.mkdtemp(prefix="rnnd-nginx-", dir=tmpdir("deploy"))
     try:
         conf = read("nginx.conf").replace("/var/log/nginx/", tmp + "/")
         C.check(conf != read("nginx.conf"), "nginx.conf logs to a file (moved for the test)")
-        with open(os.path.join(tmp, "rnnd.conf"), "w") as f:
-            f.write(conf)
-        paths = " ".join("%s_temp_path %s/%s;" % (k, tmp, k)
-                         for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-        with open(os.path.join(tmp, "main.conf"), "w") as f:
-            f.write("pid %s/nginx.pid;\nerror_log %s/error.log;\nevents {}\n"
-                    "http {\n  %s\n  include %s/rnnd.conf;\n}\n" % (tmp, tmp, paths, tmp))
-        p = run(["nginx", "-t", "-p", tmp, "-c", os.path.join(tmp, "main.conf")])
+        main = nginx_main(tmp, conf)
+        p = run(["nginx", "-t", "-p", tmp, "-c", main])
         C.check(p.returncode == 0, "deploy/nginx.conf passes nginx -t: %s"
                 % (p.stdout + p.stderr)[-500:])
         src = read("nginx.conf")
@@ -135,6 +283,8 @@ def check_nginx(haproxy_servers):
             addrs = re.findall(r"^\s*server (\S+)", body, re.M)
             C.eq(addrs, [s[1] for s in haproxy_servers],
                  "nginx's %s has deploy/haproxy.cfg's servers" % name)
+        check_nginx_caps(src, int(defaults.get("max_connections_per_ip", "0")))
+        check_nginx_logs(src)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -182,18 +332,51 @@ def check_k8s(haproxy_cfg, defaults):
     # rnnd: its conf is accepted, and ports and probes agree with it
     conf = objs[("ConfigMap", "rnnd-conf")]["data"]["rnnd.conf"]
     tmp = tmpdir("deploy")
+    # the password file is the Secret's, mounted in the pod: here a file of the Secret's mode
+    # (0440) in its place, as the daemon's start would check it (tests/test_store_settings.py)
+    m = re.search(r"^session_store_password_file = (\S+)$", conf, re.M)
+    pw = m.group(1) if m else ""
+    secret = os.path.join(tmp, "k8s-password")
+    with open(secret, "w") as f:
+        f.write("k8s-secret-password\n")
+    os.chmod(secret, 0o440)
     conf_path = os.path.join(tmp, "k8s-rnnd.conf")
     with open(conf_path, "w") as f:
-        f.write(conf)
-    rc, eff, err = print_config("--config", conf_path)
-    C.check(rc == 0, "the k8s rnnd.conf is accepted by rnnd serve --print-config: %s" % err)
-    port = int(eff.get("listen", ":0").rsplit(":", 1)[1])
-    C.check(eff.get("listen", "").startswith("0.0.0.0:"), "the pod listens on every address")
+        f.write(conf.replace(" = " + pw + "\n", " = " + secret + "\n") if pw else conf)
     sts = objs[("StatefulSet", "rnnd")]
     c = container(sts)
-    C.eq(c["args"], ["serve", "--config", "/etc/rnnd/rnnd.conf"], "rnnd's command line")
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    # the pod's command line as Kubernetes runs it: $(VAR) expanded from the container's env
+    # (metadata.name: the pod's name, rnnd-0 for the first)
+    env = {e["name"]: "rnnd-0" for e in c.get("env", [])
+           if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), a)
+            for a in c["args"]]
+    C.eq(args[:3], ["serve", "--config", "/etc/rnnd/rnnd.conf"], "rnnd's command line")
     C.eq(mounts.get("conf"), "/etc/rnnd", "the conf is mounted where --config reads it")
+    rc, eff, err = print_config("--config", conf_path, *args[3:])
+    C.check(rc == 0, "the k8s rnnd.conf and arguments are accepted by rnnd serve "
+            "--print-config: %s" % err)
+    port = int(eff.get("listen", ":0").rsplit(":", 1)[1])
+    C.check(eff.get("listen", "").startswith("0.0.0.0:"), "the pod listens on every address")
+    # cluster mode (outside trial 22: the settings were commented out, "refused until the
+    # session store is built", long after it was)
+    C.eq(eff.get("node_name"), "rnnd-0", "each pod's node name is its own name (POD_NAME)")
+    redis_svc = objs[("Service", "redis")]["spec"]
+    C.eq(eff.get("session_store"), "redis://redis.rnnd.svc.cluster.local:%d/0"
+         % redis_svc["ports"][0]["port"], "session_store is on and names the Redis Service")
+    C.eq(eff.get("session_store_password_file"), secret if pw else "",
+         "the conf names a session_store_password_file")
+    C.check(os.path.dirname(pw) == mounts.get("redis-password"),
+            "the password file (%s) is in the Secret's mount" % pw)
+    rs_cmd = " ".join(container(objs[("StatefulSet", "redis")]).get("args", []))
+    C.check(("/%s)" % os.path.basename(pw)) in rs_cmd,
+            "rnnd reads the Secret's key that Redis reads (%s)" % os.path.basename(pw))
+    grace = sts["spec"]["template"]["spec"].get("terminationGracePeriodSeconds", 30)
+    C.check(grace * 1000 > int(eff.get("drain_grace_ms", "0")) +
+            1000 * int(eff.get("shutdown_timeout_s", "0")),
+            "terminationGracePeriodSeconds (%d s) leaves room for the drain's grace and "
+            "shutdown_timeout_s" % grace)
     C.eq(named_port(c, "http"), port, "rnnd's containerPort is its listen port")
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         get = c.get(probe, {}).get("httpGet", {})
@@ -207,16 +390,6 @@ def check_k8s(haproxy_cfg, defaults):
     C.eq(objs[("Service", "rnnd-headless")]["spec"].get("clusterIP"), "None",
          "rnnd-headless is headless")
     C.eq(sts["spec"]["serviceName"], "rnnd-headless", "the StatefulSet's DNS names")
-    # the planned settings, commented out, name the Redis Service and the Secret's mount
-    m = re.search(r"^# session_store = redis://([\w.-]+):(\d+)/\d+$", conf, re.M)
-    C.check(m is not None, "the conf carries session_store commented out (planned)")
-    redis_svc = objs[("Service", "redis")]["spec"]
-    if m:
-        C.eq(m.group(1), "redis.rnnd.svc.cluster.local", "session_store names the Redis Service")
-        C.eq(int(m.group(2)), redis_svc["ports"][0]["port"], "session_store's port")
-    m = re.search(r"^# session_store_password_file = (\S+)/(\w+)$", conf, re.M)
-    C.check(m is not None and mounts.get("redis-password") == m.group(1),
-            "the password file is in the Secret's mount")
 
     # HAProxy: the ConfigMap is deploy/haproxy.cfg with the pods as servers
     cm = objs[("ConfigMap", "haproxy-cfg")]["data"]["haproxy.cfg"]
@@ -224,6 +397,7 @@ def check_k8s(haproxy_cfg, defaults):
     with open(cm_path, "w") as f:
         f.write(cm)
     haproxy_check(cm_path, "the k8s haproxy.cfg")
+    check_haproxy(cm, "the k8s haproxy.cfg", defaults)
 
     def skeleton(cfg):
         out, skip = [], False
@@ -309,10 +483,12 @@ class Deploy(Case):
         cls.servers = any_servers(backends(cls.cfg))
 
     def test_haproxy(self):
-        check_haproxy(self.defaults)
+        haproxy_check(os.path.join(DEPLOY, "haproxy.cfg"), "deploy/haproxy.cfg")
+        check_haproxy(self.cfg, "deploy/haproxy.cfg", self.defaults)
+        check_cluster_doc_caps(self.cfg)
 
     def test_nginx(self):
-        check_nginx(self.servers)
+        check_nginx(self.servers, self.defaults)
 
     def test_k8s(self):
         check_k8s(self.cfg, self.defaults)

@@ -272,6 +272,62 @@ class WS(Case):
         self.eq(self.state(a), self.state(ref), "JSON socket's state = HTTP's")
         self.eq(self.state(b), self.state(ref), "binary socket's state = HTTP's")
 
+    def test_scanned_frames_reply_as_decoded(self):
+        """Step frames of the common shape ("op" and "seq" first) take the step scanner
+        (src/ws_bridge.c): their replies are byte for byte those of the same requests in
+        another key order (decoded by jansson), and frames the scanner declines get the
+        decoded path's errors."""
+        ref, a, b = self.new(), self.new(), self.new()
+        wa, wb = self.open(a), self.open(b)
+
+        def raw(w, text):
+            w.frame(1, text.encode())
+            op, data = w.recv_frame()
+            self.eq(op, 1, "a text reply")
+            return data
+
+        n = 0
+        for i, (fast, slow, kw) in enumerate((
+                ('{"op":"step","seq":7,"inputs":%s}', '{"inputs":%s,"seq":7,"op":"step"}', {}),
+                (' { "seq" : 0 ,\n "op" : "step" , "inputs" : %s , "outputs" : "last" } ',
+                 '{"outputs":"last","inputs":%s,"op":"step","seq":0}', {"outputs": "last"}),
+                ('{"op":"step","inputs":%%s,"if_steps":%d}', '{"if_steps":%d,"inputs":%%s,"op":"step"}',
+                 {}))):
+            rows = [[f32(rng.uniform(-2, 2)) for _ in range(DIM)] for _ in range(i + 1)]
+            if "if_steps" in fast:
+                fast, slow = fast % n, slow % n
+            text = json.dumps(rows)
+            st, want = self.http_step(ref, rows, **kw)
+            self.eq(st, 200, "HTTP step %d" % i)
+            n += len(rows)
+            ga, gb = raw(wa, fast % text), raw(wb, slow % text)
+            self.eq(ga, gb, "step %d: the scanned frame's reply, byte for byte" % i)
+            got = json.loads(ga)
+            self.eq((got["status"], got["steps"]), (200, want["steps"]), "step %d: status" % i)
+            last = kw.get("outputs") == "last"  # then one row, not a list of rows
+            self.check(bits([got["outputs"]] if last else got["outputs"])
+                       == bits([want["outputs"]] if last else want["outputs"]),
+                       "step %d: outputs bitwise equal to HTTP's" % i)
+        row = json.dumps([[0.5] * DIM])
+        for what, text, want in (
+                ("seq with a leading zero", '{"op":"step","seq":01,"inputs":%s}' % row,
+                 {"status": 400, "code": "invalid_json"}),
+                ("seq past int64", '{"op":"step","seq":99999999999999999999,"inputs":%s}' % row,
+                 {"status": 400, "code": "invalid_json"}),
+                ("seq not an integer", '{"op":"step","seq":2.0,"inputs":%s}' % row,
+                 {"status": 400, "code": "invalid_request"}),
+                ("an unknown field", '{"op":"step","seq":3,"inputs":%s,"x":1}' % row,
+                 {"status": 400, "code": "invalid_request", "op": "step", "seq": 3}),
+                ("wrong width", '{"op":"step","seq":4,"inputs":[[0.5]]}',
+                 {"status": 400, "code": "invalid_request", "op": "step", "seq": 4}),
+                ("no inputs", '{"op":"step","seq":5}',
+                 {"status": 400, "code": "invalid_request", "op": "step", "seq": 5})):
+            got = json.loads(raw(wa, text))
+            self.eq({k: got["error"]["code"] if k == "code" else got.get(k) for k in want},
+                    want, what)
+            self.eq(set(got) - {"status", "op", "seq", "error"}, set(), what + ": no more")
+        self.eq(self.steps(a), n, "the declined frames ran nothing")
+
     def test_tokens_binary_and_last(self):
         ref, s = self.new("tok"), self.new("tok")
         w = self.open(s)

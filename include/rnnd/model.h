@@ -1,8 +1,10 @@
 /* A validated rnnd model file, read into memory (docs/model-format.md).
  *
  * The spec is public because the compute core, `rnnd inspect` and the API all read it; it is
- * immutable after rnnd_model_open() returns. Weight pointers point into the file's bytes as read
- * and stay valid until the last rnnd_model_unref(). */
+ * immutable after rnnd_model_open() returns, but for one change: once its matrices are packed
+ * (rnnd_model_shared_packs: the first rnnd_net_new), a bf16, f16 or int8 model's matrix
+ * pointers become NULL. Weight pointers point into the file's bytes as read (or the model's
+ * copies of them) and stay valid until the last rnnd_model_unref(). */
 #ifndef RNND_MODEL_H
 #define RNND_MODEL_H
 
@@ -246,6 +248,14 @@ size_t rnnd_model_param_count(const rnnd_model *m);
 int rnnd_model_output_dim(const rnnd_model *m);      /* per step: head out or last layer out */
 size_t rnnd_model_state_floats(const rnnd_model *m); /* per session, see rnn.h for the layout */
 int rnnd_model_is_stateful(const rnnd_model *m);     /* every layer forward-only */
+
+/* The packed weights every net of M shares: built by BUILD (from M's spec) on the first call,
+ * then returned as they are; released with RELEASE when M goes. Takes M's packing lock.
+ * A bfloat16, float16 or int8 model keeps its matrices only packed from then on: its float
+ * copy is freed and the spec's matrix pointers (W, R, proj, V, D, a head linear's weight,
+ * their row scales) become NULL. Returns 0 with *OUT set, or BUILD's status. */
+int rnnd_model_shared_packs(rnnd_model *m, int (*build)(const rnnd_model_spec *s, void **out),
+                            void (*release)(void *), void **out);
 
 const char *rnnd_act_name(int kind);
 const char *rnnd_cell_name(int cell);

@@ -194,6 +194,14 @@ double rnnd_store_lease_until(rnnd_store *s);
 /* Drop the lease key if it is still ours (drain, shutdown). Returns 0 or RNND_ERR_IO. */
 int rnnd_store_release_node(rnnd_store *s, char *err, size_t errlen);
 
+/* The data marker, rnnd:data: a token that lives as long as Redis keeps its data (FLUSHALL, or
+ * a restart without the append-only file, loses it). With TOKEN (not ""): set to TOKEN when
+ * missing, and rnnd:incarnation raised to this node's incarnation when below it (a counter
+ * that restarted). OUT (RNND_STORE_TOKEN_MAX + 1 bytes) gets the marker ("" when missing and
+ * TOKEN is ""). Returns 0 or RNND_ERR_IO. */
+#define RNND_STORE_TOKEN_MAX (RNND_STORE_HOLDER_MAX + 24)
+int rnnd_store_mark(rnnd_store *s, const char *token, char *out, char *err, size_t errlen);
+
 /* Session ids are 32 lowercase hex digits (the session table's); any other is refused
  * (RNND_ERR_INVALID) before it reaches a key name. So are FIELDS that hold a field the scripts
  * keep (holder, epoch, seq, used_ms): no caller can move the fence by mistake. */
@@ -210,7 +218,19 @@ enum rnnd_store_acq_kind {
     RNND_STORE_ACQ_TAKEN,       /* ours now, at EPOCH, with the record in FIELDS */
     RNND_STORE_ACQ_CURRENT,     /* ours now, at EPOCH; the caller's copy (its seq) is current */
     RNND_STORE_ACQ_HELD,        /* a live node holds it: HOLDER names it (hand-over) */
+    RNND_STORE_ACQ_MODEL,       /* of a model not in the caller's list: MODEL, DIGEST name it */
 };
+
+/* What an acquisition may take (NULL: anything free or held by a dead node). */
+typedef struct rnnd_store_take {
+    /* 0: a holder whose lease key is missing counts as live (HELD), not dead: right after
+     * Redis came back (a restart drops every lease) the holder may be alive and about to
+     * re-register and write; the caller asks it instead */
+    int dead_ok;
+    /* "\nNAME DIGEST\n..." of the models the caller can load, NULL: any. A record of another
+     * model (or digest) is left as it is (MODEL), before any hand-over is asked for */
+    const char *models;
+} rnnd_store_take;
 
 typedef struct rnnd_store_acq {
     int kind; /* enum rnnd_store_acq_kind */
@@ -218,17 +238,18 @@ typedef struct rnnd_store_acq {
     int from_dead; /* taken from a node whose lease lapsed, else a free record */
     char holder[RNND_STORE_HOLDER_MAX + 1];
     char gone[80];
+    char model[256], digest[65];             /* MODEL */
     rnnd_store_kv kv[RNND_STORE_MAX_FIELDS]; /* TAKEN: the record's fields, into REPLY */
     size_t n;
     void *reply; /* owned: free with rnnd_store_acq_free */
 } rnnd_store_acq;
 
-/* Take ID for this node: free or held by a dead node (its lease gone or another incarnation):
- * epoch + 1, holder us; CACHED_SEQ (0: no copy) equal to the record's seq returns CURRENT
- * without the state. Returns 0 with OUT filled; RNND_ERR_CONFLICT when our own lease lapsed
- * (re-register first); RNND_ERR_IO. */
-int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq, rnnd_store_acq *out,
-                       char *err, size_t errlen);
+/* Take ID for this node: free or held by a dead node (its lease gone or another incarnation;
+ * see HOW): epoch + 1, holder us; CACHED_SEQ (0: no copy) equal to the record's seq returns
+ * CURRENT without the state. Returns 0 with OUT filled; RNND_ERR_CONFLICT when our own lease
+ * lapsed (re-register first); RNND_ERR_IO. */
+int rnnd_store_acquire(rnnd_store *s, const char *id, uint64_t cached_seq,
+                       const rnnd_store_take *how, rnnd_store_acq *out, char *err, size_t errlen);
 void rnnd_store_acq_free(rnnd_store_acq *a); /* frees the reply; the struct is the caller's */
 
 /* One fenced write: its arguments, and its outcome. */
@@ -255,9 +276,26 @@ int rnnd_store_write(rnnd_store *s, rnnd_store_wreq *w, char *err, size_t errlen
  * RNND_ERR_NOMEM when the pipeline failed (the writes not acknowledged then say so too). */
 int rnnd_store_write_many(rnnd_store *s, rnnd_store_wreq *w, size_t n, char *err, size_t errlen);
 
-/* The same without fields, releasing: the session is free for the next node. */
+/* The same without fields, releasing: the session is free for the next node. TTL_MS and
+ * IDLE_MS below 0 leave the record's TTL and used_ms as they are (a take that could not load
+ * the record gives it back untouched). */
 int rnnd_store_release(rnnd_store *s, const char *id, uint64_t epoch, int64_t ttl_ms,
                        int64_t idle_ms, char *err, size_t errlen);
+
+/* Write ID's record anew, held by this node at EPOCH, when Redis has none (it lost its data):
+ * FIELDS (RNND_STORE_ENC_ALL), seq 1, used_ms now - IDLE_MS, expiring after TTL_MS, indexed.
+ * Returns 0; 1 when a record exists (nothing done); RNND_ERR_IO. */
+int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd_store_fields *f,
+                       int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen);
+
+/* ID is not in this node's memory, yet its record may name this node (incarnation included):
+ * a session that expired or was evicted here (GONE "expired" / "evicted": the tombstone
+ * "GONE OWNER" is written for TOMBSTONE_MS, when above 0) or that this node no longer knows
+ * (GONE ""). Such a record is deleted with its index entry, so that other nodes answer 410 /
+ * 404 as this one does. Returns 0 (deleted), 1 (not this node's record: nothing done) or
+ * RNND_ERR_IO. */
+int rnnd_store_forget(rnnd_store *s, const char *id, const char *gone, int64_t tombstone_ms,
+                      char *err, size_t errlen);
 
 /* Delete ID's record, fenced as a write (this node holds it at EPOCH), and its index entry.
  * Returns 0; 1 when the record is already gone; RNND_ERR_CONFLICT when fenced; RNND_ERR_IO. */

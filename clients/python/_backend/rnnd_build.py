@@ -48,6 +48,11 @@ def _metadata(proj):
         lines.append("Requires-Python: " + proj["requires-python"])
     for dep in proj.get("dependencies", []):
         lines.append("Requires-Dist: " + dep)
+    # extras (PEP 508 markers): `pip install 'clients/python[websocket]'`
+    for extra, deps in sorted(proj.get("optional-dependencies", {}).items()):
+        lines.append("Provides-Extra: " + extra)
+        for dep in deps:
+            lines.append('Requires-Dist: %s; extra == "%s"' % (dep, extra))
     return "\n".join(lines) + "\n"
 
 

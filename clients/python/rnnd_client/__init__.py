@@ -1,4 +1,5 @@
-"""rnnd_client: a Python client for rnnd, standard library only (docs/client.md).
+"""rnnd_client: a Python client for rnnd, standard library only (docs/client.md); the
+WebSocket stream (Session.stream()) needs python3-websockets.
 
     from rnnd_client import Client
     client = Client("http://127.0.0.1:8080")
@@ -7,15 +8,17 @@
 """
 from .client import Client, Model
 from .errors import (BadRequest, Conflict, ConnectionFailed, Forbidden, Gone, InternalError,
-                     LimitExceeded, MethodNotAllowed, NotFound, NumericError, Overloaded,
-                     ReplyLost, RnndError, Unauthorized, Unavailable, Unsupported,
-                     UnsupportedMediaType)
+                     LimitExceeded, MethodNotAllowed, MissingDependency, NotFound,
+                     NumericError, Overloaded, ReplyLost, RnndError, Unauthorized, Unavailable,
+                     Unsupported, UnsupportedMediaType)
 from .generation import Completion, Generation, Token
 from .session import Session, StepResult
+from .stream import Pending, Stream
 
 __version__ = "0.1.0"
-__all__ = ["Client", "Model", "Session", "StepResult", "Completion", "Generation", "Token",
+__all__ = ["Client", "Model", "Session", "StepResult", "Stream", "Pending", "Completion",
+           "Generation", "Token",
            "RnndError", "ConnectionFailed", "BadRequest", "NumericError", "Unauthorized",
            "Forbidden", "NotFound", "MethodNotAllowed", "Unsupported", "Conflict",
            "ReplyLost", "Gone", "LimitExceeded", "UnsupportedMediaType", "Overloaded",
-           "InternalError", "Unavailable"]
+           "InternalError", "Unavailable", "MissingDependency"]

@@ -33,6 +33,8 @@ class RnndError(Exception):
         # set by the transport: an earlier attempt of this request lost its reply after it
         # was written, so it may have run
         self.maybe_applied = False
+        # set for a WebSocket stream's socket that closed: the close code (docs/websocket.md)
+        self.close_code: int | None = None
 
     def __str__(self) -> str:
         if self.status is None:
@@ -43,6 +45,11 @@ class RnndError(Exception):
 class ConnectionFailed(RnndError, ConnectionError):
     """No reply: the connection could not be made, broke, or timed out (after the retries
     the request allowed)."""
+
+
+class MissingDependency(RnndError, ImportError):
+    """An optional part of the client needs a package that is not installed (the WebSocket
+    stream needs python3-websockets: the extra `websocket`)."""
 
 
 class BadRequest(RnndError):

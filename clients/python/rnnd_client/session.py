@@ -15,6 +15,7 @@ from .transport import Policy
 
 if TYPE_CHECKING:
     from .client import Client
+    from .stream import Stream
 
 
 @dataclass
@@ -83,6 +84,16 @@ class Session:
         reply = self._guarded(self.path + "/step", body)
         self.steps = reply["steps"]
         return StepResult(reply.get("outputs"), reply["steps"], reply.get("top_k"), reply)
+
+    def stream(self, *, binary: bool = False, max_in_flight: int = 16,
+               timeout: float | None = None) -> "Stream":
+        """A WebSocket over this session (docs/websocket.md): `step()` and pipelined
+        `send()`, as JSON or, with BINARY, raw numbers; closed at the end of a `with` block.
+        It keeps this object's step count. Needs python3-websockets (MissingDependency
+        without). MAX_IN_FLIGHT: steps sent before waiting for a reply; TIMEOUT: seconds
+        for a reply (default: the client's)."""
+        from .stream import Stream
+        return Stream(self, binary, max_in_flight, timeout)
 
     def generate(self, prompt: str | list[int], *, max_tokens: int | None = None,
                  temperature: float | None = None, top_k: int | None = None,
