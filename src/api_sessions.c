@@ -286,14 +286,15 @@ void rnnd_api_session_delete(rnnd_req *r)
     if (!s)
         return;
     char err[512];
-    int rc = rnnd_sync_delete(app->cluster, s, err, sizeof err);
+    int deleted = 0;
+    int rc = rnnd_sync_delete(app->cluster, s, &deleted, err, sizeof err);
     rnnd_session_unref(s);
     if (rc) {
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
         return;
     }
     int why = rnnd_session_remove(app->sessions, rnnd_req_param(r, 0));
-    if (why == RNND_SESSION_FOUND)
+    if (why == RNND_SESSION_FOUND || deleted)
         rnnd_reply_empty(r, 204);
     else
         rnnd_api_reply_left(r, why);

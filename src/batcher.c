@@ -1,6 +1,7 @@
 /* Cross-session batching (see batcher.h). */
 #include "batcher.h"
 
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -310,6 +311,16 @@ static int step_start(rnnd_job *job)
         j->steps = steps;
         return RNND_JOB_DONE;
     }
+    if (steps > (uint64_t)INT64_MAX - j->n_steps) { /* a count past 2^63-1 fits no API */
+        j->outcome = RNND_STEP_FAILED;
+        j->status = RNND_ERR_CONFLICT;
+        snprintf(j->err, sizeof j->err,
+                 "the session has %" PRIu64 " steps; %zu more would pass %" PRId64
+                 ", the most a session counts; nothing was run",
+                 steps, j->n_steps, INT64_MAX);
+        j->steps = steps;
+        return RNND_JOB_DONE;
+    }
     pthread_mutex_lock(&b->mu);
     if (b->stopped) {
         pthread_mutex_unlock(&b->mu);
@@ -333,6 +344,7 @@ void rnnd_step_job_init(rnnd_step_job *job, rnnd_batcher *b)
 {
     job->batcher = b;
     job->job.start = step_start;
+    job->job.not_a_use = 0;
     job->outcome = RNND_STEP_OK;
     job->status = RNND_OK;
     job->err[0] = '\0';
@@ -571,8 +583,11 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
                 j->first_nonfinite = (long)j->done;
             j->done++;
             rnnd_session_add_steps(j->job.session, 1);
-            if (j->after_step)
+            /* a generation stops at the most a session counts (step_start's bound) */
+            if (j->after_step && rnnd_session_steps(j->job.session) < (uint64_t)INT64_MAX)
                 j->after_step(j, row);
+            else if (j->after_step)
+                j->n_steps = j->done;
         }
         if ((i < ks ? rc : scan_rc) || j->done == j->n_steps) {
             j->rnext = finished;

@@ -117,6 +117,7 @@ static void cluster_free(rnnd_cluster *c)
     for (size_t i = 0; i < c->n_dirty; i++)
         rnnd_session_unref(c->dirty[i]);
     free(c->dirty);
+    rnnd_sync_ended_free(c);
     pthread_mutex_destroy(&c->take_mu);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cond);
@@ -214,6 +215,7 @@ int rnnd_cluster_start(rnnd_app *app, char *err, size_t errlen)
     }
     c->handover_started = 1;
     app->cluster = c;
+    rnnd_session_table_set_gone(app->sessions, rnnd_sync_ended, c);
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster", "node=%s lease_ms=%lld store_sync_ms=%lld",
              c->node, (long long)c->lease_ms, (long long)c->sync_ms);
     return 0;
@@ -267,6 +269,8 @@ size_t rnnd_cluster_stop(rnnd_app *app)
     size_t failed = c->drain_failed;
     RNND_LOG(&app->log, RNND_LOG_INFO, "cluster_stopped", "node=%s unwritten=%zu", c->node, failed);
     app->cluster = NULL;
+    if (app->sessions)
+        rnnd_session_table_set_gone(app->sessions, NULL, NULL);
     cluster_free(c);
     return failed;
 }

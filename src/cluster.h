@@ -87,6 +87,14 @@ typedef struct rnnd_cluster {
     /* write-through (sync_ms 0): step requests whose reply waits for the next round's end */
     struct rnnd_sync_waiter *waiters;
     size_t outstanding; /* write-behind jobs submitted, not yet written */
+    /* sessions expired or evicted here whose record the write-behind thread deletes next
+     * (rnnd_sync_ended), and its sweep of rnnd:idx: the next page's cursor, when */
+    struct rnnd_sync_end *ended;
+    char sweep_cursor[32];
+    double next_sweep;
+    /* Redis's clock minus this node's monotonic clock, in ms, at the last peek (0: none yet):
+     * a taken session's idle time is measured from the record's used_ms */
+    atomic_llong redis_offset_ms;
     pthread_t lease_thread, sync_thread, handover_thread;
     int lease_started, sync_started, handover_started;
     size_t giving;         /* hand-over jobs queued on sessions, not yet finished */
@@ -156,8 +164,19 @@ void rnnd_sync_complete(rnnd_cluster *c, rnnd_session *s, struct rnnd_req *r);
 int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, uint64_t steps,
                         char *err, size_t errlen);
 /* Delete S's record, fenced (DELETE). Returns 0 (also when already gone), RNND_ERR_CONFLICT
- * (moved; S dropped here) or RNND_ERR_IO. */
-int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen);
+ * (moved; S dropped here) or RNND_ERR_IO; *DELETED says whether this call deleted the record
+ * (the request then answers 204 even if S left the table meanwhile: a hand-over's write that
+ * found the record gone). */
+int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, int *deleted, char *err, size_t errlen);
+/* The session table's gone hook (rnnd_session_table_set_gone, ARG the cluster): S expired or
+ * was evicted here (WHY): the write-behind thread deletes its record and writes the tombstone
+ * (gone.lua), so that no node takes it back. */
+void rnnd_sync_ended(void *arg, rnnd_session *s, int why);
+/* Whether ID expired or was evicted here and its record is not deleted yet: the
+ * rnnd_lookup reason (RNND_SESSION_EXPIRED / _EVICTED), else 0. */
+int rnnd_sync_ended_pending(rnnd_cluster *c, const char *id);
+/* Free the records still to delete (shutdown: Redis did not answer). */
+void rnnd_sync_ended_free(rnnd_cluster *c);
 /* Drop S from this node after a refused write: its slot is no longer held, its id leaves the
  * table (the next request takes it from Redis, or hears who holds it). */
 void rnnd_sync_drop(rnnd_cluster *c, rnnd_session *s);

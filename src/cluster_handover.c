@@ -97,6 +97,7 @@ static void give(rnnd_cluster *c, const char *id)
     }
     g->job.start = give_start;
     g->job.finish = give_finish;
+    g->job.not_a_use = 1; /* the session's idle clock moves with it (the write's used_ms) */
     g->c = c;
     g->s = s;
     pthread_mutex_lock(&c->mu);

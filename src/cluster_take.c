@@ -14,20 +14,34 @@
 #include "rnnd/state_json.h"
 #include "rnnd/status.h"
 
-/* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). */
+/* Reply to a failed acquisition RC (ERR) or a held record (HOLDER). The reply names no node
+ * (clients are not told the topology: docs/cluster.md); the log line names the holder. */
 static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *holder)
 {
     const char *inc = holder ? strchr(holder, ' ') : NULL;
-    if (holder)
+    if (holder) {
+        rnnd_app *app = rnnd_req_app(r);
+        RNND_LOG(&app->log, RNND_LOG_INFO, "session_held", "node=%s holder=%.*s incarnation=%s",
+                 app->cluster->node, inc ? (int)(inc - holder) : (int)strlen(holder), holder,
+                 inc ? inc + 1 : "?");
         rnnd_reply_error(r, RNND_E_UNAVAILABLE,
-                         "session %s is held by node %.*s (incarnation %s), which is alive; "
-                         "retry (it moves when that node releases it or its lease lapses)",
-                         rnnd_req_param(r, 0), inc ? (int)(inc - holder) : (int)strlen(holder),
-                         holder, inc ? inc + 1 : "?");
-    else if (rc == RNND_ERR_CONFLICT)
+                         "session %s is held by another node, which is alive; retry (it moves "
+                         "when that node releases it or its lease lapses)",
+                         rnnd_req_param(r, 0));
+    } else if (rc == RNND_ERR_CONFLICT)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "this node's lease lapsed; retry");
     else
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+}
+
+/* The idle time of REC by its used_ms, in Redis's clock (the last peek's), at most its ttl:
+ * a move keeps a session's idle clock. */
+static double record_idle_s(rnnd_cluster *c, const rnnd_store_rec *rec)
+{
+    long long off = atomic_load(&c->redis_offset_ms);
+    double now_ms = rnnd_mono_s() * 1000.0 + (double)off;
+    double idle = off && rec->used_ms > 0 ? (now_ms - (double)rec->used_ms) / 1000.0 : 0.0;
+    return idle < 0 ? 0 : idle > (double)rec->ttl_s ? (double)rec->ttl_s : idle;
 }
 
 /* Make the session of the record A (just acquired at A->epoch) on this node. Returns it (one
@@ -60,6 +74,22 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
     rnnd_sync_slot *slot = rc ? NULL : calloc(1, sizeof *slot);
     if (!rc && !slot)
         rc = rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
+    if (!rc && record_idle_s(c, &rec) >= (double)rec.ttl_s) {
+        /* idle past its ttl by the record's used_ms (Redis's clock): it expired; its record
+         * goes now (held here at A->epoch), with the tombstone, never loaded */
+        char why[48];
+        snprintf(why, sizeof why, "expired %016llx", (unsigned long long)rec.owner);
+        int grc = rnnd_store_gone(c->req, id, a->epoch, 0, why, c->tombstone_ms, err, sizeof err);
+        rnnd_sync_note(c, grc, err);
+        if (c->tombstone_ms > 0)
+            rnnd_reply_error(r, RNND_E_GONE, "session %s expired; its state is lost", id);
+        else
+            rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        free(defaults);
+        free(state);
+        rnnd_entry_unref(e);
+        return NULL;
+    }
     if (!rc) {
         rnnd_session_init si = {.model = e,
                                 .state_floats = e->state_floats,
@@ -68,7 +98,8 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
                                 .steps = rec.steps,
                                 .ttl_s = (double)rec.ttl_s,
                                 .id = id,
-                                .created = rec.created};
+                                .created = rec.created,
+                                .idle_s = record_idle_s(c, &rec)};
         rc = rnnd_session_create(app->sessions, &si, &s, err, sizeof err);
     }
     if (rc) {
@@ -154,7 +185,7 @@ static void give_back(rnnd_cluster *c, const char *id, uint64_t epoch)
     char err[512] = "";
     int rc = rnnd_store_release(c->req, id, epoch, -1, -1, err, sizeof err);
     rnnd_sync_note(c, rc, err);
-    if (rc) {
+    if (rc && rc != 1) { /* 1: the record is gone (an expired one, deleted) */
         char q[600];
         RNND_LOG(&c->app->log, RNND_LOG_WARN, "session_give_back_failed", "node=%s msg=%s", c->node,
                  rnnd_log_quote(q, sizeof q, err));
@@ -405,6 +436,34 @@ static int take_or_ask(rnnd_req *r, rnnd_cluster *c, rnnd_session **s)
     }
 }
 
+/* Before R's id is taken here: RNND_SESSION_MISSING to go on and take it; RNND_SESSION_EXPIRED
+ * or _EVICTED when it expired or was evicted here and its record is not deleted yet (the
+ * answer the table gives below); -1, replied: Redis down, or the record is another API key's
+ * (AS: the caller's owner, NULL for admin), which must not move, nor be refreshed, by a
+ * request it refuses. Notes Redis's clock, to which a taken session's idle time is measured
+ * (its record's used_ms). */
+static int before_take(rnnd_req *r, rnnd_cluster *c, const uint64_t *as)
+{
+    const char *id = rnnd_req_param(r, 0);
+    int gone = rnnd_sync_ended_pending(c, id);
+    if (gone)
+        return gone;
+    char owner[17] = "", err[512] = "";
+    int64_t now_ms = 0;
+    int rc = rnnd_store_peek(c->req, id, owner, &now_ms, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
+    if (rc) {
+        reply_unavailable(r, rc, err, NULL);
+        return -1;
+    }
+    atomic_store(&c->redis_offset_ms, (long long)(now_ms - (int64_t)(rnnd_mono_s() * 1000.0)));
+    if (as && owner[0] && strtoull(owner, NULL, 16) != *as) {
+        rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        return -1;
+    }
+    return RNND_SESSION_MISSING;
+}
+
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);
@@ -432,8 +491,15 @@ rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
                          "will)");
         return NULL;
     }
-    if (why == RNND_SESSION_MISSING)
+    if (why == RNND_SESSION_MISSING && (why = before_take(r, c, as)) == RNND_SESSION_MISSING)
         why = take_or_ask(r, c, &s);
+    if (why == RNND_SESSION_FOUND && rnnd_session_idle_s(s) >= rnnd_session_ttl(s)) {
+        /* idle past its ttl by the record's used_ms (Redis's clock): expired, as the table
+         * says below (its gone hook deletes the record) */
+        rnnd_session_unref(s);
+        s = NULL;
+        why = RNND_SESSION_EXPIRED;
+    }
     if (why == RNND_SESSION_FOUND && as && rnnd_session_owner(s) != *as) {
         rnnd_session_unref(s);
         rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);

@@ -65,6 +65,8 @@ struct owner_slot {
 struct rnnd_session_table {
     rnnd_session_limits lim;
     void (*model_ref)(void *), (*model_unref)(void *);
+    void (*gone)(void *arg, rnnd_session *s, int why);
+    void *gone_arg;
     rnnd_clock_fn clock;
     void *clock_arg;
     size_t tombs_per_stripe;
@@ -317,6 +319,27 @@ static void tomb_purge_locked(struct stripe *st, double now)
 
 static void owner_dec_locked(rnnd_session_table *t, uint64_t owner);
 
+void rnnd_session_table_set_gone(rnnd_session_table *t,
+                                 void (*gone)(void *arg, rnnd_session *s, int why), void *arg)
+{
+    t->gone = gone;
+    t->gone_arg = arg;
+}
+
+/* Drop the table's reference to S, unlinked (no lock held), telling the gone hook first
+ * when S expired or was evicted. */
+static void release_unlinked(rnnd_session_table *t, rnnd_session *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    int why = s->gone;
+    pthread_mutex_unlock(&s->mu);
+    if (t->gone && (why == RNND_SESSION_EXPIRED || why == RNND_SESSION_EVICTED))
+        t->gone(t->gone_arg, s, why);
+    rnnd_session_unref(s);
+}
+
 /* Unlink *PP (a session of stripe ST) for REASON; the caller holds the stripe lock and the
  * session's lock. The table's reference is handed to the caller through *DROP. */
 static void unlink_locked(rnnd_session_table *t, struct stripe *st, rnnd_session **pp, int reason,
@@ -427,7 +450,7 @@ static int evict_lru(rnnd_session_table *t, uint64_t creator)
         }
         pthread_mutex_unlock(&st->mu);
         if (drop) {
-            rnnd_session_unref(drop);
+            release_unlinked(t, drop);
             evicted = 1;
         }
     }
@@ -691,7 +714,7 @@ int rnnd_session_get_as(rnnd_session_table *t, const char *id, const uint64_t *o
         tomb_purge_locked(st, now);
     }
     pthread_mutex_unlock(&st->mu);
-    rnnd_session_unref(drop);
+    release_unlinked(t, drop);
     return result;
 }
 
@@ -749,7 +772,8 @@ size_t rnnd_session_expire(rnnd_session_table *t)
         pthread_mutex_unlock(&st->mu);
         while (dropped) {
             rnnd_session *next = dropped->hnext;
-            rnnd_session_unref(dropped);
+            dropped->hnext = NULL;
+            release_unlinked(t, dropped);
             dropped = next;
         }
     }
@@ -793,7 +817,8 @@ static rnnd_job *pop_head(rnnd_session *s, rnnd_job *job)
             s->tail = NULL;
         next = s->head;
     }
-    s->last_used = s->table->clock(s->table->clock_arg);
+    if (!job->not_a_use)
+        s->last_used = s->table->clock(s->table->clock_arg);
     pthread_mutex_unlock(&s->mu);
     job->next = NULL;
     return next;
@@ -827,7 +852,8 @@ int rnnd_session_submit(rnnd_session *s, rnnd_job *job)
     else
         s->head = job;
     s->tail = job;
-    s->last_used = s->table->clock(s->table->clock_arg);
+    if (!job->not_a_use)
+        s->last_used = s->table->clock(s->table->clock_arg);
     pthread_mutex_unlock(&s->mu);
     if (was_empty)
         run_from(job);
@@ -862,6 +888,15 @@ void rnnd_session_set_steps(rnnd_session *s, uint64_t steps)
     pthread_mutex_lock(&s->mu);
     s->steps = steps;
     pthread_mutex_unlock(&s->mu);
+}
+
+double rnnd_session_idle_s(rnnd_session *s)
+{
+    double now = s->table->clock(s->table->clock_arg);
+    pthread_mutex_lock(&s->mu);
+    double idle = now > s->last_used ? now - s->last_used : 0;
+    pthread_mutex_unlock(&s->mu);
+    return idle;
 }
 
 void rnnd_session_add_steps(rnnd_session *s, uint64_t n)

@@ -35,6 +35,9 @@ struct rnnd_job {
     /* Called once after the job left the queue: deliver the result. It may free the job
      * and drop the submitter's session reference. */
     void (*finish)(rnnd_job *job);
+    /* Set by the submitter: the job is not a use of the session (cluster mode's copy for a
+     * write, a hand-over): it leaves the session's last use, its idle clock, alone. */
+    int not_a_use;
 };
 
 /* Why an id has no live session. */
@@ -71,6 +74,13 @@ double rnnd_session_table_now(const rnnd_session_table *t);
  * it is freed (NULL: models are not counted). Set before the first session. */
 void rnnd_session_table_set_model_refs(rnnd_session_table *t, void (*ref)(void *),
                                        void (*unref)(void *));
+
+/* GONE (NULL: none) is called with ARG and a session the moment the table lets it go because
+ * it expired or was evicted (WHY: RNND_SESSION_EXPIRED or _EVICTED), with no table lock
+ * held and S still referenced (cluster mode deletes its record: store_sync.c). Set before
+ * the first session. */
+void rnnd_session_table_set_gone(rnnd_session_table *t,
+                                 void (*gone)(void *arg, rnnd_session *s, int why), void *arg);
 
 /* The check of a session's ttl, shared by the API (create, fork) and the snapshot restore:
  * 0 for a whole number of seconds in 1..MAX; RNND_ERR_LIMIT above MAX; RNND_ERR_INVALID for
@@ -137,6 +147,8 @@ uint64_t rnnd_session_steps(rnnd_session *s);
 void rnnd_session_set_steps(rnnd_session *s, uint64_t steps); /* head job only */
 void rnnd_session_add_steps(rnnd_session *s, uint64_t n);     /* head job only */
 double rnnd_session_ttl(const rnnd_session *s);
+/* Seconds since S's last use (its last job's end or submission), busy or not. */
+double rnnd_session_idle_s(rnnd_session *s);
 
 /* One attachment per session for its users (the generation defaults given at creation),
  * freed with EXT_FREE when the session is freed. Set it once, right after creation, before

@@ -24,6 +24,9 @@ enum rnnd_store_script {
     S_FORGET,
     S_MARK,
     S_RESTORE,
+    S_GONE,  /* expiry and eviction: the record deleted, the tombstone written */
+    S_PEEK,  /* a record's owner and Redis's clock, before an acquisition */
+    S_SWEEP, /* rnnd:idx entries whose record expired in Redis */
     S_COUNT
 };
 

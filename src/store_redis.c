@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,37 @@ static const char *const scripts[S_COUNT] = {
                   "redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
                   "redis.call('ZADD', KEYS[2], 0, ARGV[1])\n"
                   "return 1\n",
+    /* gone.lua: the session expired or was evicted on this node: delete its record if this
+     * node holds it at EPOCH, or if it is free and unchanged since this node's copy (SEQ),
+     * write the tombstone, and drop the index entry (also of a record already gone).
+     * KEYS[1] rec, KEYS[2] gone, KEYS[3] rnnd:idx; ARGV holder, epoch ("" not held), seq,
+     * tombstone text, tombstone ms, id */
+    [S_GONE] = "local cur = redis.call('HMGET', KEYS[1], 'holder', 'epoch', 'seq')\n"
+               "if not cur[2] then redis.call('ZREM', KEYS[3], ARGV[6]) return 0 end\n"
+               "local held = ARGV[2] ~= '' and cur[1] == ARGV[1] and cur[2] == ARGV[2]\n"
+               "if not held and not (cur[1] == '' and cur[3] == ARGV[3]) then return -2 end\n"
+               "redis.call('DEL', KEYS[1])\n"
+               "redis.call('ZREM', KEYS[3], ARGV[6])\n"
+               "if tonumber(ARGV[5]) > 0 then\n"
+               "  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])\n"
+               "end\n"
+               "return 1\n",
+    /* peek: KEYS[1] rec; the record's owner ("" none) and Redis's clock in ms */
+    [S_PEEK] = "local t = redis.call('TIME')\n"
+               "return {redis.call('HGET', KEYS[1], 'owner') or '',\n"
+               "        tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n",
+    /* sweep: KEYS[1] rnnd:idx; ARGV cursor, count: ZSCAN's next page, its ids without a
+     * record dropped; returns the next cursor and how many were dropped */
+    [S_SWEEP] = "local r = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])\n"
+                "local n = 0\n"
+                "for i = 1, #r[2], 2 do\n"
+                "  local id = r[2][i]\n"
+                "  if redis.call('EXISTS', 'rnnd:{' .. id .. '}:rec') == 0 then\n"
+                "    redis.call('ZREM', KEYS[1], id)\n"
+                "    n = n + 1\n"
+                "  end\n"
+                "end\n"
+                "return {r[1], n}\n",
 };
 
 /* ---- the password file --------------------------------------------------------------------- */
@@ -224,6 +256,14 @@ static int load_script_locked(rnnd_store *s, enum rnnd_store_script i, char *err
 /* Connect when not connected: AUTH, SELECT, the scripts. */
 static int connect_locked(rnnd_store *s, char *err, size_t errlen)
 {
+    if (s->c && !s->subscribed) {
+        /* nothing is due on an idle connection: readable means the server closed it (a
+         * restart) or sent what no command asked for; connect again before sending, so the
+         * first command after a Redis restart does not fail */
+        struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
+        if (poll(&p, 1, 0) > 0)
+            drop_locked(s);
+    }
     if (s->c)
         return RNND_OK;
     struct timeval tv = {(time_t)(s->timeout_ms / 1000),
@@ -261,6 +301,20 @@ static int connect_locked(rnnd_store *s, char *err, size_t errlen)
     if (rc)
         drop_locked(s); /* refused AUTH or SELECT: a half-set-up context is never used */
     return rc;
+}
+
+/* A script's error reply X on S. ERR and WRONGTYPE: the script failed on a record whose
+ * fields are not what the scripts write (a forged record: a non-integer epoch, a key of
+ * another type): Redis answered, so this is no outage (the store stays up):
+ * RNND_ERR_INVALID, with a message that names neither the server nor the record. Any other
+ * (LOADING, BUSY, OOM, READONLY, NOAUTH...) is the server's state: RNND_ERR_IO, retried. */
+static int script_failed(const rnnd_store *s, const redisReply *x, char *err, size_t errlen)
+{
+    if (strncmp(x->str, "ERR ", 4) && strncmp(x->str, "WRONGTYPE ", 10))
+        return rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
+                         s->url.port, x->str);
+    return rnnd_fail(RNND_ERR_INVALID, err, errlen,
+                     "store: a script failed on the session's record: it is malformed");
 }
 
 /* EVALSHA script I with NKEYS KEYS and NARGS ARGS (binary: ARG_LENS); a server that lost its
@@ -303,8 +357,7 @@ int rnnd_store_eval_locked(rnnd_store *s, enum rnnd_store_script i, int nkeys, c
             break;
         int noscript = strncmp((*out)->str, "NOSCRIPT", 8) == 0;
         if (!noscript || attempt)
-            rc = rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
-                           s->url.port, (*out)->str);
+            rc = script_failed(s, *out, err, errlen);
         freeReplyObject(*out);
         *out = NULL;
         if (rc || (rc = load_script_locked(s, i, err, errlen)))
@@ -372,8 +425,7 @@ int rnnd_store_eval_many_locked(rnnd_store *s, enum rnnd_store_script i, const r
             continue;
         }
         if (strncmp(x->str, "NOSCRIPT", 8))
-            rc[k] = rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: script: %.200s", s->url.host,
-                              s->url.port, x->str);
+            rc[k] = script_failed(s, x, err, errlen);
         else
             rc[k] = 1; /* sent again below, once every reply of the pipeline is read */
         freeReplyObject(x);

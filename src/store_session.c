@@ -405,3 +405,77 @@ int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *er
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
+
+int rnnd_store_gone(rnnd_store *s, const char *id, uint64_t epoch, uint64_t seq, const char *why,
+                    int64_t tombstone_ms, char *err, size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX], me[RNND_STORE_HOLDER_MAX + 1], ep[24] = "", sq[24] = "",
+                                                                     tomb[24];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    if (epoch)
+        snprintf(ep, sizeof ep, "%" PRIu64, epoch);
+    if (seq)
+        snprintf(sq, sizeof sq, "%" PRIu64, seq);
+    snprintf(tomb, sizeof tomb, "%" PRId64, tombstone_ms);
+    pthread_mutex_lock(&s->mu);
+    rnnd_store_holder_locked(s, me);
+    const char *keys[] = {rec, gone, "rnnd:idx"}, *args[] = {me, ep, sq, why, tomb, id};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_GONE, 3, keys, 6, args, NULL, &r, err, errlen);
+    if (!rc && r->type != REDIS_REPLY_INTEGER) {
+        rc = rnnd_store_unexpected_locked(s, r, "gone: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        rc = r->integer == 1 ? 0 : r->integer == 0 ? 1 : 2;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_peek(rnnd_store *s, const char *id, char *owner, int64_t *now_ms, char *err,
+                    size_t errlen)
+{
+    char rec[KEY_MAX], gone[KEY_MAX];
+    int rc = keys_of(id, rec, gone, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&s->mu);
+    const char *keys[] = {rec};
+    redisReply *r = NULL;
+    rc = rnnd_store_eval_locked(s, S_PEEK, 1, keys, 0, NULL, NULL, &r, err, errlen);
+    if (!rc &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER)) {
+        rc = rnnd_store_unexpected_locked(s, r, "peek: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        snprintf(owner, 17, "%.16s", r->element[0]->str);
+        *now_ms = (int64_t)r->element[1]->integer;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int rnnd_store_sweep_idx(rnnd_store *s, char *cursor, size_t cursor_len, int count, long *dropped,
+                         char *err, size_t errlen)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%d", count);
+    const char *keys[] = {"rnnd:idx"}, *args[] = {cursor[0] ? cursor : "0", n};
+    pthread_mutex_lock(&s->mu);
+    redisReply *r = NULL;
+    int rc = rnnd_store_eval_locked(s, S_SWEEP, 1, keys, 2, args, NULL, &r, err, errlen);
+    if (!rc &&
+        (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+         r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER)) {
+        rc = rnnd_store_unexpected_locked(s, r, "sweep: an unexpected reply", err, errlen);
+    } else if (!rc) {
+        snprintf(cursor, cursor_len, "%s", r->element[0]->str);
+        *dropped = (long)r->element[1]->integer;
+        freeReplyObject(r);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}

@@ -23,6 +23,18 @@ struct rnnd_sync_waiter {
     rnnd_req *r;
 };
 
+/* A session expired or evicted here, its record still to delete (rnnd_store_gone). */
+struct rnnd_sync_end {
+    struct rnnd_sync_end *next;
+    char id[RNND_ID_LEN + 1];
+    char why[48]; /* the tombstone: "expired OWNER" / "evicted OWNER" */
+    int reason;   /* RNND_SESSION_EXPIRED / _EVICTED */
+    uint64_t epoch, seq;
+};
+
+#define SWEEP_EVERY_S 1.0 /* one page of rnnd:idx checked per second */
+#define SWEEP_COUNT 200
+
 struct rnnd_sync_job {
     rnnd_job job; /* first member */
     struct rnnd_sync_job *next;
@@ -32,6 +44,7 @@ struct rnnd_sync_job {
     rnnd_store_rec rec; /* a restore's: F's model and digest point into it */
     int enc_rc, held, restore;
     uint64_t epoch;
+    int64_t idle_ms; /* the session's idle time at the copy */
 };
 
 void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
@@ -48,6 +61,9 @@ void rnnd_sync_note(rnnd_cluster *c, int rc, const char *err)
         RNND_LOG(log, RNND_LOG_INFO, "store_up", "node=%s", c->node);
     }
 }
+
+/* S's idle time now, in ms: a write stores its last use in Redis's clock (used_ms). */
+static int64_t idle_ms(rnnd_session *s) { return (int64_t)(rnnd_session_idle_s(s) * 1000.0); }
 
 /* The record's TTL: the session's idle ttl, and its tombstone's time after it. */
 static int64_t ttl_ms(const rnnd_cluster *c, const rnnd_session *s)
@@ -210,6 +226,7 @@ static int fenced_write(rnnd_cluster *c, rnnd_store *store, rnnd_session *s, uin
     rnnd_store_wreq w = {.id = rnnd_session_id(s),
                          .epoch = epoch,
                          .ttl_ms = ttl_ms(c, s),
+                         .idle_ms = idle_ms(s),
                          .release = release,
                          .fields = f};
     double t0 = rnnd_mono_s();
@@ -277,9 +294,10 @@ int rnnd_sync_write_now(rnnd_cluster *c, rnnd_session *s, const float *state, ui
     return rc;
 }
 
-int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
+int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, int *deleted, char *err, size_t errlen)
 {
     uint64_t epoch;
+    *deleted = 0;
     if (!c || !rnnd_session_sync(s))
         return 0;
     if (!held_epoch(c, s, &epoch))
@@ -289,6 +307,7 @@ int rnnd_sync_delete(rnnd_cluster *c, rnnd_session *s, char *err, size_t errlen)
     rnnd_cluster_count_round(c, t0);
     rnnd_cluster_count_write(c, RNND_CW_DELETE, rc == 1 ? 0 : rc);
     rnnd_sync_note(c, rc, err);
+    *deleted = rc == 0;
     if (rc == 1)
         rc = 0;
     if (rc == RNND_ERR_CONFLICT)
@@ -330,6 +349,101 @@ int rnnd_sync_left(rnnd_cluster *c, rnnd_session *s, uint64_t steps)
     int left = !slot->held && steps > slot->gone_steps;
     pthread_mutex_unlock(&c->mu);
     return left;
+}
+
+/* ---- expiry and eviction: the record deleted --------------------------------------------- */
+
+void rnnd_sync_ended(void *arg, rnnd_session *s, int why)
+{
+    rnnd_cluster *c = arg;
+    rnnd_sync_slot *slot = rnnd_session_sync(s);
+    struct rnnd_sync_end *g = slot ? calloc(1, sizeof *g) : NULL;
+    if (!g)
+        return; /* not stored (or out of memory: the record lives out its TTL) */
+    snprintf(g->id, sizeof g->id, "%s", rnnd_session_id(s));
+    snprintf(g->why, sizeof g->why, "%s %016llx",
+             why == RNND_SESSION_EVICTED ? "evicted" : "expired",
+             (unsigned long long)rnnd_session_owner(s));
+    g->reason = why;
+    pthread_mutex_lock(&c->mu);
+    g->epoch = slot->held ? slot->epoch : 0;
+    g->seq = slot->seq;
+    slot->held = 0;
+    g->next = c->ended;
+    c->ended = g;
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+int rnnd_sync_ended_pending(rnnd_cluster *c, const char *id)
+{
+    int why = 0;
+    pthread_mutex_lock(&c->mu);
+    for (const struct rnnd_sync_end *g = c->ended; g && !why; g = g->next)
+        if (!strcmp(g->id, id))
+            why = g->reason;
+    pthread_mutex_unlock(&c->mu);
+    return why;
+}
+
+void rnnd_sync_ended_free(rnnd_cluster *c)
+{
+    while (c->ended) {
+        struct rnnd_sync_end *g = c->ended;
+        c->ended = g->next;
+        free(g);
+    }
+}
+
+/* Delete the records of the sessions expired or evicted here, on STORE; those Redis did not
+ * answer for are kept for the next round. */
+static void flush_gone(rnnd_cluster *c, rnnd_store *store)
+{
+    pthread_mutex_lock(&c->mu);
+    struct rnnd_sync_end *g = c->ended, *keep = NULL;
+    c->ended = NULL;
+    pthread_mutex_unlock(&c->mu);
+    int rc = 0;
+    while (g) {
+        struct rnnd_sync_end *next = g->next;
+        char err[512] = "";
+        if (rc != RNND_ERR_IO) {
+            rc = rnnd_store_gone(store, g->id, g->epoch, g->seq, g->why, c->tombstone_ms, err,
+                                 sizeof err);
+            rnnd_sync_note(c, rc, err);
+        }
+        if (rc == RNND_ERR_IO) {
+            g->next = keep;
+            keep = g;
+        } else {
+            free(g);
+        }
+        g = next;
+    }
+    if (keep) {
+        pthread_mutex_lock(&c->mu);
+        struct rnnd_sync_end **tail = &keep;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = c->ended;
+        c->ended = keep;
+        pthread_mutex_unlock(&c->mu);
+    }
+}
+
+/* One page of rnnd:idx swept of the ids whose record expired in Redis (a dead node's or a
+ * drained one's session nobody asked for again), once a second. */
+static void sweep_idx(rnnd_cluster *c)
+{
+    double now = rnnd_mono_s();
+    if (now < c->next_sweep)
+        return;
+    c->next_sweep = now + SWEEP_EVERY_S;
+    char err[512] = "";
+    long dropped = 0;
+    int rc = rnnd_store_sweep_idx(c->sync, c->sweep_cursor, sizeof c->sweep_cursor, SWEEP_COUNT,
+                                  &dropped, err, sizeof err);
+    rnnd_sync_note(c, rc, err);
 }
 
 void rnnd_sync_restore_all(rnnd_cluster *c)
@@ -390,6 +504,7 @@ static int job_start(rnnd_job *job)
     struct rnnd_sync_job *j = (struct rnnd_sync_job *)job;
     rnnd_cluster *c = j->c;
     j->held = held_epoch(c, j->s, &j->epoch);
+    j->idle_ms = idle_ms(j->s);
     rnnd_sync_slot *slot = rnnd_session_sync(j->s);
     pthread_mutex_lock(&c->mu);
     j->restore = slot->restore;
@@ -471,6 +586,7 @@ static void write_batch(rnnd_cluster *c, struct rnnd_sync_job *j, size_t n)
         w[m] = (rnnd_store_wreq){.id = rnnd_session_id(j->s),
                                  .epoch = j->epoch,
                                  .ttl_ms = ttl_ms(c, j->s),
+                                 .idle_ms = j->idle_ms,
                                  .fields = &j->f};
         m++;
     }
@@ -537,6 +653,7 @@ static void sync_round(rnnd_cluster *c)
         }
         j->job.start = job_start;
         j->job.finish = job_finish;
+        j->job.not_a_use = 1; /* a copy for the write: the session's idle clock runs on */
         j->c = c;
         j->s = d[i];
         pthread_mutex_lock(&c->mu);
@@ -581,10 +698,15 @@ static void *sync_main(void *arg)
         rnnd_mono_deadline(&ts, (long)period_ms * 1000);
         /* wakes for the period or stop; a ready job's broadcast is for a running round */
         pthread_cond_timedwait(&c->cond, &c->mu, &ts);
-        if (c->stop || (!c->n_dirty && !c->waiters))
+        if (c->stop)
             continue;
+        int gone = c->ended != NULL, round = c->n_dirty || c->waiters;
         pthread_mutex_unlock(&c->mu);
-        sync_round(c);
+        if (round)
+            sync_round(c);
+        if (gone)
+            flush_gone(c, c->sync);
+        sweep_idx(c);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -617,6 +739,7 @@ size_t rnnd_sync_release_all(rnnd_cluster *c, size_t *written)
     size_t n = 0, failed = 0, ok = 0;
     if (written)
         *written = 0;
+    flush_gone(c, c->sync); /* a session expired here must not come back once we are gone */
     if (rnnd_session_collect(c->app->sessions, &all, &n))
         return 0;
     for (size_t i = 0; i < n; i++) {

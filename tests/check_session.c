@@ -561,6 +561,82 @@ START_TEST(test_stress)
 }
 END_TEST
 
+/* The gone hook's calls: how many, and the last reason. */
+typedef struct gone_log {
+    int n, why;
+    char id[RNND_ID_LEN + 1];
+} gone_log;
+
+static void on_gone(void *arg, rnnd_session *s, int why)
+{
+    gone_log *g = arg;
+    g->n++;
+    g->why = why;
+    strcpy(g->id, rnnd_session_id(s));
+}
+
+/* Cluster mode's hooks (store_sync.c): the gone hook hears of every expiry (at lookup and at
+ * the sweep) and eviction, never of a removal; a job that is not a use leaves the idle clock
+ * alone, and rnnd_session_idle_s reads it busy or not. */
+START_TEST(test_gone_hook_and_idle)
+{
+    fake_clock c = {100};
+    rnnd_session_limits l = limits();
+    l.max_sessions = 2;
+    l.evict_lru = 1;
+    rnnd_session_table *t = rnnd_session_table_new(&l, fake_now, &c);
+    gone_log g = {0, 0, ""};
+    rnnd_session_table_set_gone(t, on_gone, &g);
+    rnnd_session *a = mk(t, 1, 5), *b = mk(t, 1, 5), *x;
+    char ida[RNND_ID_LEN + 1], idb[RNND_ID_LEN + 1];
+    strcpy(ida, rnnd_session_id(a));
+    strcpy(idb, rnnd_session_id(b));
+    /* a job that is not a use: B's idle clock runs on through it */
+    c.t += 2;
+    int log[8], nlog = 0;
+    test_job q = {.job = {.start = tj_start, .finish = tj_finish, .not_a_use = 1},
+                  .tag = 1,
+                  .log = log,
+                  .nlog = &nlog};
+    ck_assert_int_eq(rnnd_session_submit(b, &q.job), RNND_SESSION_FOUND);
+    ck_assert_int_eq(nlog, 2);
+    ck_assert(rnnd_session_idle_s(b) == 2);
+    /* a use (a job without the flag) restarts it */
+    test_job u = {.job = {.start = tj_start, .finish = tj_finish},
+                  .tag = 2,
+                  .log = log,
+                  .nlog = &nlog};
+    c.t += 1;
+    rnnd_session_submit(a, &u.job);
+    ck_assert(rnnd_session_idle_s(a) == 0);
+    /* a third session evicts B, the least recently used */
+    rnnd_session *d = mk(t, 1, 5);
+    ck_assert_int_eq(g.n, 1);
+    ck_assert_int_eq(g.why, RNND_SESSION_EVICTED);
+    ck_assert_str_eq(g.id, idb);
+    /* a removal is not an end the hook hears of */
+    ck_assert_int_eq(rnnd_session_remove(t, rnnd_session_id(d)), RNND_SESSION_FOUND);
+    ck_assert_int_eq(g.n, 1);
+    /* A expires at its lookup */
+    c.t += 6;
+    ck_assert_int_eq(rnnd_session_get(t, ida, &x), RNND_SESSION_EXPIRED);
+    ck_assert_int_eq(g.n, 2);
+    ck_assert_int_eq(g.why, RNND_SESSION_EXPIRED);
+    ck_assert_str_eq(g.id, ida);
+    /* and one more at the sweep */
+    rnnd_session *e = mk(t, 1, 1);
+    c.t += 2;
+    ck_assert_uint_eq(rnnd_session_expire(t), 1);
+    ck_assert_int_eq(g.n, 3);
+    ck_assert_str_eq(g.id, rnnd_session_id(e));
+    rnnd_session_unref(a);
+    rnnd_session_unref(b);
+    rnnd_session_unref(d);
+    rnnd_session_unref(e);
+    rnnd_session_table_free(t);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("session");
@@ -573,6 +649,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_limits_reject);
     tcase_add_test(tc, test_limits_lru);
     tcase_add_test(tc, test_list_paging);
+    tcase_add_test(tc, test_gone_hook_and_idle);
     tcase_add_test(tc, test_stress);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);

@@ -11,6 +11,10 @@ sent to the nodes directly.
   its record ends at the step count its client fed.
 - A paused holder (SIGSTOP) answers no hand-over: the request waits until its lease lapses
   and then takes the session, at most lease_ms + 1 s after it began.
+- With API keys: another key's request for a session through another node answers 404 and
+  neither moves the session nor refreshes it; its owner's request through that node moves
+  it with its idle time (the record's used_ms, in Redis's clock): a lookup refreshes nothing,
+  and the session expires on the new node when its ttl has passed since its last use.
 - A session that expired on n1 (410 there) answers 410 on n2 at once, not 503 after a wait
   for a hand-over that cannot come: asked for it, n1 deletes the record that still names it
   and leaves the tombstone.
@@ -31,15 +35,17 @@ sent to the nodes directly.
   a ring change) has the session handed over from n2, at its true step count. Before: n1
   listed a stale copy at 0 steps, and answered 410 "was evicted" / "expired; its state is
   lost" for sessions alive on n2.
-Bounded: about 95 s on the 2-core build machine (eleven clusters of two nodes).
+Bounded: about 110 s on the 2-core build machine (twelve clusters of two nodes).
 """
 import http.client
 import json
+import os
 import threading
 import time
 import unittest
 
 from cluster_util import TwoNodes, create, replay, request, step, wait_for
+from daemon_util import bearer, tmpdir, write_secret
 from test_cluster_metrics import metrics
 
 LEASE_MS = 800
@@ -302,6 +308,57 @@ class CreatorKeepsNoCopy(TwoNodes):
         got["s2 on n1 past its ttl"] = (st, b.get("steps"), b.get("error"))
         want["s2 on n1 past its ttl"] = (200, 5, None)
         self.assertEqual(got, want)
+
+
+KEYS = write_secret(os.path.join(tmpdir("cluster_handover"), "keys"),
+                    "alice-key-0123456789 alice infer\nbob-key-0123456789 bob infer\n")
+ALICE, BOB = bearer("alice-key-0123456789"), bearer("bob-key-0123456789")
+
+
+def keyed(url, method, path, key, body=None):
+    """(status, parsed body) of one request with API key header KEY."""
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request(method, path, None if body is None else json.dumps(body),
+                     dict(key, **({"Content-Type": "application/json"} if body else {})))
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+class ClusterHandoverKeys(TwoNodes):
+    GROUP = "cluster_handover"
+    NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--store-sync-ms", str(SYNC_MS),
+                 "--api-keys-file", KEYS)
+
+    def holder(self, sid):
+        return self.c.redis("HGET", "rnnd:{%s}:rec" % sid, "holder").split(" ")[0]
+
+    def test_other_key_moves_nothing_and_idle_moves_along(self):
+        st, b = keyed(self.n1, "POST", "/v1/sessions", ALICE, {"model": "charlm", "ttl_s": 3})
+        self.assertEqual(st, 201, b)
+        sid = b["id"]
+        self.assertEqual(keyed(self.n1, "POST", "/v1/sessions/%s/step" % sid, ALICE,
+                               {"inputs": [1, 2]})[0], 200)
+        wait_for("the write-behind", lambda: self.c.record_steps(sid) == 2, 2)
+        time.sleep(1.5)
+        # bob's refused request through n2 leaves the session where it is
+        st, b = keyed(self.n2, "GET", "/v1/sessions/" + sid, BOB)
+        self.assertEqual(st, 404, b)
+        self.assertEqual(self.holder(sid), "n1", "another key's request moved it")
+        # alice's lookup through n2 moves it, with the idle time it had on n1
+        st, b = keyed(self.n2, "GET", "/v1/sessions/" + sid, ALICE)
+        self.assertEqual(st, 200, b)
+        self.assertEqual(self.holder(sid), "n2")
+        self.assertGreater(b["idle_s"], 1.2, b)
+        self.assertLess(b["expires_in"], 1.8, b)
+        # and it expires on n2 three seconds after its last use on n1
+        time.sleep(1.8)
+        st, b = keyed(self.n2, "GET", "/v1/sessions/" + sid, ALICE)
+        self.assertEqual(st, 410, b)
 
 
 if __name__ == "__main__":

@@ -243,6 +243,24 @@ class Api(ApiCase):
         self.error(d.request("DELETE", "/v1/sessions/" + sid3), 404, "not_found", "delete twice")
         self.error(step(d, sid3, seq[:1]), 404, "not_found", "step a deleted session")
 
+    def test_steps_bound(self):
+        # a session counts at most 2^63-1 steps (the range import, if_steps and every reply
+        # use): a step that would pass it is refused and changes nothing (trial 22, 5)
+        d = self.d
+        seq = CASES["lstm_vectors"][0]["sequences"][2]
+        sid = self.new_session(d, "lstm_vectors")
+        st, _, exp = d.request("GET", "/v1/sessions/%s/state" % sid)
+        self.eq(st, 200, "export")
+        exp["steps"] = 2 ** 63 - 2
+        self.eq(d.request("PUT", "/v1/sessions/%s/state" % sid, exp)[0], 200, "import")
+        self.error(step(d, sid, seq[:2]), 409, "conflict", "two steps past the top")
+        st, _, r = step(d, sid, seq[:1])
+        self.eq((st, r["steps"]), (200, 2 ** 63 - 1), "the last step that fits")
+        st, _, b = step(d, sid, seq[:1])
+        self.error((st, _, b), 409, "conflict", "one step past the top")
+        self.check("9223372036854775807" in b["error"]["message"], "the message names the top")
+        self.eq(d.request("GET", "/v1/sessions/" + sid)[2]["steps"], 2 ** 63 - 1, "unchanged")
+
     def test_http_errors(self):
         d = self.d
         st, hdrs, body = d.request("PATCH", "/v1/sessions")

@@ -305,6 +305,27 @@ int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, 
  * nothing: for listings and tests. Returns 0 or RNND_ERR_IO. */
 int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *err, size_t errlen);
 
+/* The session ID expired or was evicted on this node: delete its record when this node holds
+ * it at EPOCH (0: not held here), or when it is free and its seq is still SEQ (this node's
+ * copy is the last state: no one changed it since; 0: no copy), write the tombstone WHY
+ * ("expired OWNER" / "evicted OWNER") for TOMBSTONE_MS (0: none), and drop the id from
+ * rnnd:idx (also when the record is already gone). Returns 0 (deleted), 1 (already gone),
+ * 2 (another node holds or changed it: nothing done), RNND_ERR_IO. */
+int rnnd_store_gone(rnnd_store *s, const char *id, uint64_t epoch, uint64_t seq, const char *why,
+                    int64_t tombstone_ms, char *err, size_t errlen);
+
+/* Before an acquisition: ID's record's owner into OWNER (17 bytes; "" when there is no
+ * record) and Redis's clock (TIME, ms) into *NOW_MS, taking nothing. Returns 0 or
+ * RNND_ERR_IO. */
+int rnnd_store_peek(rnnd_store *s, const char *id, char *owner, int64_t *now_ms, char *err,
+                    size_t errlen);
+
+/* One page (about COUNT ids) of rnnd:idx from CURSOR ("" or "0": the start; CURSOR gets the
+ * next, "0" after the last page): the ids whose record is gone (expired in Redis) are dropped
+ * from it, *DROPPED says how many. Returns 0 or RNND_ERR_IO. */
+int rnnd_store_sweep_idx(rnnd_store *s, char *cursor, size_t cursor_len, int count, long *dropped,
+                         char *err, size_t errlen);
+
 /* ---- hand-over requests between nodes (store_pubsub.c) -------------------------------------- */
 
 #define RNND_STORE_ID_LEN 32 /* a session id's hex digits */
