@@ -194,8 +194,14 @@ static int text_step_fast(rnnd_ws *w, struct ws_pending *p, const char *s, size_
     p->has_seq = has_seq;
     p->seq = seq;
     snprintf(p->op, sizeof p->op, "step");
+    /* the request's body while the handler runs, as over HTTP: when the scanned inputs do not
+     * fit the model, the handler decodes it to word the error as HTTP does (api_sessions.c) */
+    r->body = body;
+    r->len = blen;
     int rc = rnnd_api_session_step_text(r, body, blen);
-    free(body);
+    free(r->body); /* decoded or not, not needed past the handler's first part */
+    r->body = NULL;
+    r->len = 0;
     if (rc) { /* as it was: the generic path sets them */
         p->has_seq = 0;
         p->seq = 0;

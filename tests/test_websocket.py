@@ -328,6 +328,31 @@ class WS(Case):
             self.eq(set(got) - {"status", "op", "seq", "error"}, set(), what + ": no more")
         self.eq(self.steps(a), n, "the declined frames ran nothing")
 
+    def test_bad_inputs_worded_as_http_in_any_key_order(self):
+        """A step frame the scanner reads whose inputs do not fit the model (a token id out of
+        range, a vector of the wrong width, vectors for a token model) gets the HTTP route's
+        error message, whichever order its keys come in (they said "inputs: expected a list
+        of steps, got nothing" when "seq" came first)."""
+        for model, bad in (("tok", [[VOCAB]]), ("tok", [[1, VOCAB]]), ("tok", [[[0.5]]]),
+                           ("vec", [[[0.5] * (DIM - 1)]]), ("vec", [[[0.5] * DIM, [0.5]]]),
+                           ("vec", [[1]])):
+            s = self.new(model)
+            w = self.open(s)
+            inputs = bad[0]
+            st, want = self.http_step(s, inputs)
+            self.eq(st, 400, "%s %s over HTTP" % (model, inputs))
+            for k, text in enumerate((
+                    '{"op":"step","seq":%d,"inputs":%s}', '{"seq":%d,"op":"step","inputs":%s}',
+                    '{"op":"step","inputs":%s,"seq":%d}', '{"inputs":%s,"op":"step","seq":%d}',
+                    '{"op":"step","seq":%d,"inputs":%s,"outputs":"last"}')):
+                args = (k, json.dumps(inputs)) if text.index("seq") < text.index("inputs") \
+                    else (json.dumps(inputs), k)
+                w.frame(1, (text % args).encode())
+                got = w.recv()
+                self.eq((got["status"], got.get("seq"), got["error"]),
+                        (400, k, want["error"]), "%s %s, frame %s" % (model, inputs, text))
+            self.eq(self.steps(s), 0, "%s: the bad frames ran nothing" % model)
+
     def test_tokens_binary_and_last(self):
         ref, s = self.new("tok"), self.new("tok")
         w = self.open(s)
