@@ -45,6 +45,7 @@ struct conn {
     const char *reason; /* our close's, while it waits for the replies before it */
     int close_queued;   /* handed to wslay */
     int failed;         /* out of memory for a parked message */
+    int cancelled;      /* the client's close came: its streams were told to stop */
     uint8_t head[16];   /* a frame's header taken from wslay, not sent yet (on_send) */
     size_t head_len;
 };
@@ -234,6 +235,12 @@ static void run(struct conn *c)
         if (w->session_gone)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);
+        if (!c->cancelled && wslay_event_get_close_received(c->ctx)) {
+            /* the client's close ends the socket as a closed HTTP stream ends: its streamed
+             * generations stop at their next token (other requests finish) */
+            c->cancelled = 1;
+            ws_bridge_cancel(w);
+        }
         if (c->failed || w->failed)
             queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
         pthread_mutex_lock(&w->mu);

@@ -485,6 +485,36 @@ class WS(Case):
         self.check(steps < 50000, "a closed socket's stream stopped early (%d of 100,000 "
                    "steps)" % steps)
 
+    def cancelled_generations(self):
+        text = self.d.request("GET", "/metrics")[2]
+        text = text.decode() if isinstance(text, bytes) else text
+        return sum(int(float(ln.rsplit(" ", 1)[1])) for ln in text.splitlines()
+                   if ln.startswith('rnnd_generations_total{finish_reason="cancelled"}'))
+
+    def test_close_frame_cancels_stream(self):
+        """A client's close frame (the normal end of a socket) stops a streamed generation at
+        its next token, as a closed HTTP stream does: finish_reason "cancelled", and the close
+        handshake does not wait for max_tokens (it ran them all before)."""
+        before = self.cancelled_generations()
+        x = self.new("charlm")
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        self.eq(w.status, 101, "upgrade")
+        w.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000, "stream": True})
+        w.recv()
+        t = time.monotonic()
+        w.close()
+        took = time.monotonic() - t
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "the closed socket's stream stopped early (%d of 100,000 "
+                   "steps)" % steps)
+        self.check(took < 5, "the close handshake took %.2f s" % took)
+        self.eq(self.cancelled_generations() - before, 1,
+                'rnnd_generations_total{finish_reason="cancelled"} went up by one')
+
     def test_websockets_library(self):
         import websockets
         s, ref = self.new(), self.new()
