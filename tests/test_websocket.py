@@ -618,9 +618,14 @@ class WS(Case):
         unchanged."""
         s = self.new()
         w = self.open(s)
+        n = len(self.d.log)
         send(w)
         w.expect_close(self, code, what)
         self.eq(self.steps(s), 0, what + ": the session did not step")
+        want = "code=%d by=server" % code
+        self.check(self.d.wait_log(lambda ln: "event=ws_closed" in ln and want in ln
+                                   and ln in self.d.log[n:]),
+                   "%s: the close is logged with %s" % (what, want))
 
     def test_close_codes(self):
         self.close_case(lambda w: w.frame(2, b"XX" + bytes(40)), 1003, "a binary frame of "
@@ -635,6 +640,15 @@ class WS(Case):
         self.close_case(lambda w: w.frame(1, b"{}", rsv=2), 1002, "a reserved bit")
         self.close_case(lambda w: w.frame(1, b'{"op": "step", "x": "\xff\xfe"}'), 1007,
                         "a text frame that is not UTF-8")
+        self.close_case(lambda w: w.frame(9, b"x", fin=False), 1002, "a fragmented ping")
+        self.close_case(lambda w: w.frame(9, b"x" * 200), 1002, "a ping over 125 bytes")
+        self.close_case(lambda w: w.frame(10, b"x" * 126), 1002, "a pong over 125 bytes")
+        self.close_case(lambda w: w.sock.sendall(b"\x81\xfe\x00\x05" + bytes(4) + b"{  }\n"),
+                        1002, "a length in 16 bits that fits 7")
+        # a bad frame after a good one: the reply to the good one comes first
+        self.close_case(lambda w: w.sock.sendall(
+            _frame(1, json.dumps({"op": "state"}).encode()) + b"\x09\x81\x00\x00\x00\x00x"),
+            1002, "a fragmented ping after a request")
 
     def test_frames_after_close(self):
         s = self.new()
