@@ -313,9 +313,10 @@ static int binary_steps(rnnd_ws *w, rnnd_req *r, const rnnd_ws_head *hd, rnnd_st
         rnnd_ws_get_i32(hd->payload, n, sc->ids);
         for (size_t i = 0; i < n; i++) {
             if (sc->ids[i] < 0 || sc->ids[i] >= spec->vocab_size) {
+                /* HTTP's words (state_json.c), as docs/api.md promises */
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                                 "inputs[%zu]: token id %" PRId64 " is not in 0..%d", i, sc->ids[i],
-                                 spec->vocab_size - 1);
+                                 "inputs[%zu]: token id %" PRId64 " out of range [0, %d)", i,
+                                 sc->ids[i], spec->vocab_size);
                 return -1;
             }
         }

@@ -367,6 +367,20 @@ class WS(Case):
             self.eq((seq, rows, steps), (i, len(wrows), want["steps"]), "token step %d" % i)
             self.check(bits(outs) == bits(wrows), "token step %d: bitwise equal" % i)
 
+    def test_binary_token_errors_worded_as_http(self):
+        """A binary frame's token id out of range gets the words of the HTTP route's error
+        (docs/api.md: the same words wherever token ids come in)."""
+        s = self.new("tok")
+        w = self.open(s)
+        for ids in ([VOCAB], [1, -1], [2, 3, VOCAB + 7]):
+            st, want = self.http_step(s, ids)
+            self.eq(st, 400, "HTTP %s" % ids)
+            w.frame(2, bin_step(5, ids, kind=2))
+            got = w.recv()
+            self.eq((got["status"], got["seq"], got["error"]), (400, 5, want["error"]),
+                    "binary %s: HTTP's error" % ids)
+        self.eq(self.steps(s), 0, "the bad frames ran nothing")
+
     def test_interleaved_with_http(self):
         ref, s = self.new(), self.new()
         w = self.open(s)
