@@ -46,13 +46,13 @@ struct conn {
     int close_queued;   /* handed to wslay */
     int failed;         /* out of memory for a parked message */
     int cancelled;      /* the client's close came: its streams were told to stop */
-    /* the frames read so far, followed header by header (frame_check) */
-    uint8_t fhead[10];  /* the current frame's header bytes so far, up to its length */
-    size_t fhead_len;   /* how many */
-    uint64_t fleft;     /* payload bytes of the current frame still to come */
-    int bad_frame;      /* a frame wslay would drop the connection for: we close with 1002 */
     uint8_t head[16];   /* a frame's header taken from wslay, not sent yet (on_send) */
     size_t head_len;
+    /* the frames read so far, followed header by header (frame_check) */
+    uint8_t fhead[10]; /* the current frame's header bytes so far, up to its length */
+    size_t fhead_len;  /* how many */
+    uint64_t fleft;    /* payload bytes of the current frame still to come */
+    int bad_frame;     /* a frame wslay would drop the connection for: we close with 1002 */
 };
 
 /* How many of the N bytes read at BUF wslay may have: all of them, or those before a frame
