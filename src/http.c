@@ -258,6 +258,19 @@ static int is_json_type(const char *ct)
     return !*ct || *ct == ';';
 }
 
+/* Whether a Content-Encoding header's value is only "identity" (or empty, with spaces). */
+static int is_identity(const char *ce)
+{
+    static const char id[] = "identity";
+    while (*ce == ' ' || *ce == '\t')
+        ce++;
+    if (!strncasecmp(ce, id, sizeof id - 1))
+        ce += sizeof id - 1;
+    while (*ce == ' ' || *ce == '\t')
+        ce++;
+    return !*ce;
+}
+
 /* The request line and Host beyond rnnd_frontdoor_head(): a NUL in the line, a Host that is
  * not host[:port]. Returns 0, or RNND_ERR_INVALID with WHY filled. */
 static int check_line(rnnd_req *r, const struct conn_rec *c, const char *method,
@@ -406,6 +419,17 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         const char *ct =
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
         int has_body = (cl && clen > 0) || chunked;
+        /* compressed bodies (tritonclient's request_compression_algorithm) are not decoded:
+         * say so, rather than let the JSON decoder stumble on their first byte */
+        const char *ce =
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
+        if (ce && !is_identity(ce)) {
+            rnnd_reply_error(r, RNND_E_UNSUPPORTED_MEDIA_TYPE,
+                             "Content-Encoding %.40s is not supported: send the request body "
+                             "uncompressed",
+                             ce);
+            return chunked;
+        }
         /* Triton's HTTP clients send JSON without a Content-Type (or as octet-stream):
          * the v2 routes take any type and let the JSON decoder judge the body */
         if (!(rt->flags & RT_V2) && ((ct && !is_json_type(ct)) || (!ct && has_body))) {

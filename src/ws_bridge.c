@@ -194,8 +194,14 @@ static int text_step_fast(rnnd_ws *w, struct ws_pending *p, const char *s, size_
     p->has_seq = has_seq;
     p->seq = seq;
     snprintf(p->op, sizeof p->op, "step");
+    /* the request's body while the handler runs, as over HTTP: when the scanned inputs do not
+     * fit the model, the handler decodes it to word the error as HTTP does (api_sessions.c) */
+    r->body = body;
+    r->len = blen;
     int rc = rnnd_api_session_step_text(r, body, blen);
-    free(body);
+    free(r->body); /* decoded or not, not needed past the handler's first part */
+    r->body = NULL;
+    r->len = 0;
     if (rc) { /* as it was: the generic path sets them */
         p->has_seq = 0;
         p->seq = 0;
@@ -307,9 +313,10 @@ static int binary_steps(rnnd_ws *w, rnnd_req *r, const rnnd_ws_head *hd, rnnd_st
         rnnd_ws_get_i32(hd->payload, n, sc->ids);
         for (size_t i = 0; i < n; i++) {
             if (sc->ids[i] < 0 || sc->ids[i] >= spec->vocab_size) {
+                /* HTTP's words (state_json.c), as docs/api.md promises */
                 rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                                 "inputs[%zu]: token id %" PRId64 " is not in 0..%d", i, sc->ids[i],
-                                 spec->vocab_size - 1);
+                                 "inputs[%zu]: token id %" PRId64 " out of range [0, %d)", i,
+                                 sc->ids[i], spec->vocab_size);
                 return -1;
             }
         }

@@ -45,16 +45,64 @@ struct conn {
     const char *reason; /* our close's, while it waits for the replies before it */
     int close_queued;   /* handed to wslay */
     int failed;         /* out of memory for a parked message */
+    int cancelled;      /* the client's close came: its streams were told to stop */
     uint8_t head[16];   /* a frame's header taken from wslay, not sent yet (on_send) */
     size_t head_len;
+    /* the frames read so far, followed header by header (frame_check) */
+    uint8_t fhead[10]; /* the current frame's header bytes so far, up to its length */
+    size_t fhead_len;  /* how many */
+    uint64_t fleft;    /* payload bytes of the current frame still to come */
+    int bad_frame;     /* a frame wslay would drop the connection for: we close with 1002 */
 };
+
+/* How many of the N bytes read at BUF wslay may have: all of them, or those before a frame
+ * header that wslay's framing refuses (a fragmented control frame, one over 125 bytes, a
+ * length not in its shortest form). wslay answers those by dropping the connection without a
+ * close frame (wslay_frame_recv's WSLAY_ERR_PROTO), so such a frame is kept from it and the
+ * loop closes with 1002 itself (RFC 6455 7.4.1). Everything else is left to wslay. */
+static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (c->fleft) {
+            size_t k = c->fleft < n - i ? (size_t)c->fleft : n - i;
+            c->fleft -= k;
+            i += k;
+            continue;
+        }
+        c->fhead[c->fhead_len++] = buf[i++];
+        if (c->fhead_len < 2)
+            continue;
+        uint8_t b0 = c->fhead[0], len7 = c->fhead[1] & 0x7f;
+        if ((b0 & 0x08) && (!(b0 & 0x80) || len7 > 125)) {
+            c->bad_frame = 1;
+            return i - 1; /* wslay sees at most the first byte: it waits for the second */
+        }
+        size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+        if (c->fhead_len < 2 + ext)
+            continue;
+        uint64_t plen = len7;
+        if (ext) {
+            plen = 0;
+            for (size_t k = 0; k < ext; k++)
+                plen = plen << 8 | c->fhead[2 + k];
+            if (plen < (ext == 2 ? 126u : 65536u) || plen >> 63) {
+                c->bad_frame = 1;
+                return i - 1;
+            }
+        }
+        c->fleft = plen + ((c->fhead[1] & 0x80) ? 4 : 0); /* the mask key, then the payload */
+        c->fhead_len = 0;
+    }
+    return n;
+}
 
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
     struct conn *c = user;
     rnnd_ws *w = c->w;
-    if (c->parked) {
+    if (c->parked || c->bad_frame) {
         /* backpressure: nothing more is read until the parked messages have started */
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -63,6 +111,11 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
         size_t n = w->extra_len - w->extra_off < len ? w->extra_len - w->extra_off : len;
         memcpy(buf, w->extra + w->extra_off, n);
         w->extra_off += n;
+        n = frame_check(c, buf, n);
+        if (!n) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
         return (ssize_t)n;
     }
     ssize_t n;
@@ -75,6 +128,11 @@ static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     }
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    n = (ssize_t)frame_check(c, buf, (size_t)n);
+    if (!n) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
     return n;
@@ -234,6 +292,18 @@ static void run(struct conn *c)
         if (w->session_gone)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);
+        if (!c->cancelled && wslay_event_get_close_received(c->ctx)) {
+            /* the client's close ends the socket as a closed HTTP stream ends: its streamed
+             * generations stop at their next token (other requests finish) */
+            c->cancelled = 1;
+            ws_bridge_cancel(w);
+        }
+        if (c->bad_frame && !w->close_code) {
+            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR,
+                        "a control frame must be whole and at most 125 bytes, a length in "
+                        "its shortest form");
+            wslay_event_shutdown_read(c->ctx); /* nothing after it can be read as frames */
+        }
         if (c->failed || w->failed)
             queue_close(c, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
         pthread_mutex_lock(&w->mu);
@@ -311,11 +381,16 @@ static void *ws_main(void *arg)
                                                    (uint64_t)w->app->cfg->ws_max_message_bytes);
         run(&c);
         wait_requests(&c);
-        /* who closed, and how: ours, else the client's (1006: the connection just ended) */
-        int code = w->close_code ? w->close_code : wslay_event_get_status_code_received(c.ctx);
+        /* who closed, and how: ours (wslay's own for 1002, 1007 and 1009: a close sent, none
+         * received before it), else the client's (1006: the connection just ended) */
+        int ours = w->close_code ||
+            (wslay_event_get_close_sent(c.ctx) && !wslay_event_get_close_received(c.ctx));
+        int code = w->close_code ? w->close_code
+            : ours               ? wslay_event_get_status_code_sent(c.ctx)
+                                 : wslay_event_get_status_code_received(c.ctx);
         RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
                  "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",
-                 (unsigned long long)w->requests, code, w->close_code ? "server" : "client",
+                 (unsigned long long)w->requests, code, ours ? "server" : "client",
                  rnnd_mono_s() - w->t0);
         wslay_event_context_free(c.ctx);
         w->ctx = NULL;

@@ -98,6 +98,74 @@ class Triton(Case):
             self.check(is_v2_error(st, body, 400), "GET %s: 400 {\"error\"}: %d %r"
                        % (path, st, body))
 
+    # ---- compressed bodies: refused with a message naming Content-Encoding --------------------
+
+    def test_content_encoding_refused(self):
+        """tritonclient can compress a request (gzip or deflate); rnnd does not decode them
+        (docs/v2.md, Not supported): such a body gets 415 with a message naming its
+        Content-Encoding, not a JSON parser's error about its first byte; identity is served."""
+        import gzip
+        import zlib
+        body = {"inputs": [{"name": "INPUT", "shape": [1, 2], "datatype": "INT32",
+                            "data": [3, 4]}]}
+        raw = json.dumps(body).encode()
+        st, _, want = self.post("/v2/models/charlm/infer", body)
+        self.eq(st, 200, "the plain request")
+        for enc, data in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw)),
+                          ("GZIP", gzip.compress(raw)), ("br", raw)):
+            for path in ("/v2/models/charlm/infer", "/v2/models/charlm/generate"):
+                st, _, reply = self.d.request("POST", path, raw=data,
+                                              headers={"Content-Encoding": enc})
+                self.check(is_v2_error(st, reply, 415) and isinstance(reply, dict) and
+                           "Content-Encoding %s is not supported" % enc in reply["error"],
+                           "%s with Content-Encoding %s: 415 naming it: %d %r"
+                           % (path, enc, st, reply))
+        st, _, reply = self.d.request("POST", "/v1/models/charlm/infer",
+                                      raw=gzip.compress(b'{"inputs": [[3, 4]]}'),
+                                      headers={"Content-Encoding": "gzip"})
+        self.check(st == 415 and reply["error"]["code"] == "unsupported_media_type" and
+                   "Content-Encoding gzip" in reply["error"]["message"],
+                   "v1 with Content-Encoding gzip: 415 naming it: %d %r" % (st, reply))
+        st, _, got = self.d.request("POST", "/v2/models/charlm/infer", raw=raw,
+                                    headers={"Content-Encoding": "identity"})
+        self.eq((st, got), (200, want), "Content-Encoding identity: served")
+
+    # ---- V2: a refused request leaves its sequence as it was ----------------------------------
+
+    def test_refused_request_keeps_sequence(self):
+        """A request refused before its steps run (here a token id out of range) changes
+        nothing, its sequence flags included (docs/v2.md): sequence_end does not end the
+        sequence and sequence_start does not restart it; the next request continues it, its
+        outputs those of a sequence that never saw the refused requests."""
+        name = "charlm"  # not gru2_tokens_head: test_stats wants it untouched
+        vocab = self.v1[name]["vocab_size"]
+        path = "/v2/models/%s/infer" % name
+
+        def req(sid, ids, **flags):
+            body = {"inputs": [{"name": "INPUT", "shape": [1, len(ids)], "datatype": "INT32",
+                                "data": ids}],
+                    "parameters": dict({"sequence_id": sid}, **flags)}
+            return self.post(path, body)
+
+        for sid in ("kept", "ref"):
+            st, _, reply = req(sid, [1, 2], sequence_start=True)
+            self.eq(st, 200, "%s: start: %r" % (sid, reply))
+        for flags in ({"sequence_end": True}, {"sequence_start": True},
+                      {"sequence_start": True, "sequence_end": True}):
+            st, _, reply = req("kept", [1, vocab], **flags)
+            self.eq(st, 400, "a token id out of range with %s: %r" % (flags, reply))
+            self.check("token id %d out of range" % vocab in (reply or {}).get("error", ""),
+                       "the refusal names the token id: %r" % (reply,))
+        st, _, got = req("kept", [3], sequence_end=True)
+        self.eq(st, 200, "the sequence goes on after the refusals: %r" % (got,))
+        st, _, want = req("ref", [3], sequence_end=True)
+        self.eq(st, 200, "the reference sequence: %r" % (want,))
+        self.eq(got["outputs"][0]["data"], want["outputs"][0]["data"],
+                "the refused requests changed nothing: outputs equal the reference's")
+        st, _, reply = req("kept", [3])
+        self.check(st == 400 and "START" in (reply or {}).get("error", ""),
+                   "the sequence_end of a request that ran ended it: %d %r" % (st, reply))
+
     # ---- V2: sequence fields outside parameters ----------------------------------------------
 
     def test_sequence_fields_outside_parameters(self):

@@ -328,6 +328,31 @@ class WS(Case):
             self.eq(set(got) - {"status", "op", "seq", "error"}, set(), what + ": no more")
         self.eq(self.steps(a), n, "the declined frames ran nothing")
 
+    def test_bad_inputs_worded_as_http_in_any_key_order(self):
+        """A step frame the scanner reads whose inputs do not fit the model (a token id out of
+        range, a vector of the wrong width, vectors for a token model) gets the HTTP route's
+        error message, whichever order its keys come in (they said "inputs: expected a list
+        of steps, got nothing" when "seq" came first)."""
+        for model, bad in (("tok", [[VOCAB]]), ("tok", [[1, VOCAB]]), ("tok", [[[0.5]]]),
+                           ("vec", [[[0.5] * (DIM - 1)]]), ("vec", [[[0.5] * DIM, [0.5]]]),
+                           ("vec", [[1]])):
+            s = self.new(model)
+            w = self.open(s)
+            inputs = bad[0]
+            st, want = self.http_step(s, inputs)
+            self.eq(st, 400, "%s %s over HTTP" % (model, inputs))
+            for k, text in enumerate((
+                    '{"op":"step","seq":%d,"inputs":%s}', '{"seq":%d,"op":"step","inputs":%s}',
+                    '{"op":"step","inputs":%s,"seq":%d}', '{"inputs":%s,"op":"step","seq":%d}',
+                    '{"op":"step","seq":%d,"inputs":%s,"outputs":"last"}')):
+                args = (k, json.dumps(inputs)) if text.index("seq") < text.index("inputs") \
+                    else (json.dumps(inputs), k)
+                w.frame(1, (text % args).encode())
+                got = w.recv()
+                self.eq((got["status"], got.get("seq"), got["error"]),
+                        (400, k, want["error"]), "%s %s, frame %s" % (model, inputs, text))
+            self.eq(self.steps(s), 0, "%s: the bad frames ran nothing" % model)
+
     def test_tokens_binary_and_last(self):
         ref, s = self.new("tok"), self.new("tok")
         w = self.open(s)
@@ -341,6 +366,20 @@ class WS(Case):
             wrows = [want["outputs"]] if last else want["outputs"]
             self.eq((seq, rows, steps), (i, len(wrows), want["steps"]), "token step %d" % i)
             self.check(bits(outs) == bits(wrows), "token step %d: bitwise equal" % i)
+
+    def test_binary_token_errors_worded_as_http(self):
+        """A binary frame's token id out of range gets the words of the HTTP route's error
+        (docs/api.md: the same words wherever token ids come in)."""
+        s = self.new("tok")
+        w = self.open(s)
+        for ids in ([VOCAB], [1, -1], [2, 3, VOCAB + 7]):
+            st, want = self.http_step(s, ids)
+            self.eq(st, 400, "HTTP %s" % ids)
+            w.frame(2, bin_step(5, ids, kind=2))
+            got = w.recv()
+            self.eq((got["status"], got["seq"], got["error"]), (400, 5, want["error"]),
+                    "binary %s: HTTP's error" % ids)
+        self.eq(self.steps(s), 0, "the bad frames ran nothing")
 
     def test_interleaved_with_http(self):
         ref, s = self.new(), self.new()
@@ -460,6 +499,36 @@ class WS(Case):
         self.check(steps < 50000, "a closed socket's stream stopped early (%d of 100,000 "
                    "steps)" % steps)
 
+    def cancelled_generations(self):
+        text = self.d.request("GET", "/metrics")[2]
+        text = text.decode() if isinstance(text, bytes) else text
+        return sum(int(float(ln.rsplit(" ", 1)[1])) for ln in text.splitlines()
+                   if ln.startswith('rnnd_generations_total{finish_reason="cancelled"}'))
+
+    def test_close_frame_cancels_stream(self):
+        """A client's close frame (the normal end of a socket) stops a streamed generation at
+        its next token, as a closed HTTP stream does: finish_reason "cancelled", and the close
+        handshake does not wait for max_tokens (it ran them all before)."""
+        before = self.cancelled_generations()
+        x = self.new("charlm")
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        self.eq(w.status, 101, "upgrade")
+        w.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000, "stream": True})
+        w.recv()
+        t = time.monotonic()
+        w.close()
+        took = time.monotonic() - t
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "the closed socket's stream stopped early (%d of 100,000 "
+                   "steps)" % steps)
+        self.check(took < 5, "the close handshake took %.2f s" % took)
+        self.eq(self.cancelled_generations() - before, 1,
+                'rnnd_generations_total{finish_reason="cancelled"} went up by one')
+
     def test_websockets_library(self):
         import websockets
         s, ref = self.new(), self.new()
@@ -563,9 +632,14 @@ class WS(Case):
         unchanged."""
         s = self.new()
         w = self.open(s)
+        n = len(self.d.log)
         send(w)
         w.expect_close(self, code, what)
         self.eq(self.steps(s), 0, what + ": the session did not step")
+        want = "code=%d by=server" % code
+        self.check(self.d.wait_log(lambda ln: "event=ws_closed" in ln and want in ln
+                                   and ln in self.d.log[n:]),
+                   "%s: the close is logged with %s" % (what, want))
 
     def test_close_codes(self):
         self.close_case(lambda w: w.frame(2, b"XX" + bytes(40)), 1003, "a binary frame of "
@@ -580,6 +654,15 @@ class WS(Case):
         self.close_case(lambda w: w.frame(1, b"{}", rsv=2), 1002, "a reserved bit")
         self.close_case(lambda w: w.frame(1, b'{"op": "step", "x": "\xff\xfe"}'), 1007,
                         "a text frame that is not UTF-8")
+        self.close_case(lambda w: w.frame(9, b"x", fin=False), 1002, "a fragmented ping")
+        self.close_case(lambda w: w.frame(9, b"x" * 200), 1002, "a ping over 125 bytes")
+        self.close_case(lambda w: w.frame(10, b"x" * 126), 1002, "a pong over 125 bytes")
+        self.close_case(lambda w: w.sock.sendall(b"\x81\xfe\x00\x05" + bytes(4) + b"{  }\n"),
+                        1002, "a length in 16 bits that fits 7")
+        # a bad frame after a good one: the reply to the good one comes first
+        self.close_case(lambda w: w.sock.sendall(
+            _frame(1, json.dumps({"op": "state"}).encode()) + b"\x09\x81\x00\x00\x00\x00x"),
+            1002, "a fragmented ping after a request")
 
     def test_frames_after_close(self):
         s = self.new()
