@@ -1,9 +1,11 @@
 /* A WebSocket's own thread: framing by wslay on the upgraded socket, poll() over the socket
  * and a wake-up eventfd, and the socket's limits (docs/websocket.md):
  *
- * - ws_max_message_bytes: a longer message closes the socket with 1009 (wslay);
+ * - ws_max_message_bytes: a longer message closes the socket with 1009, at the header of the
+ *   frame that declares it so (frame_check);
  * - ws_max_in_flight: with that many requests unanswered the thread stops reading the socket
- *   (and with ws_max_message_bytes of replies unsent), so a client that sends faster than
+ *   (and with ws_max_message_bytes of replies unsent, pongs included, or MAX_QUEUED_REPLIES
+ *   of them), so a client that sends faster than
  *   the session computes, or reads slower, fills its own TCP window, not our memory; the
  *   messages already read when the limit is reached (at most one read's worth) wait parked;
  * - ws_idle_timeout_s: no frame either way and nothing in flight for that long closes with
@@ -52,14 +54,24 @@ struct conn {
     uint8_t fhead[10]; /* the current frame's header bytes so far, up to its length */
     size_t fhead_len;  /* how many */
     uint64_t fleft;    /* payload bytes of the current frame still to come */
-    int bad_frame;     /* a frame wslay would drop the connection for: we close with 1002 */
+    uint64_t fmsg;     /* payload bytes declared so far by the current message's frames */
+    int fin_open;      /* a fragmented message was begun and not finished */
+    int bad_frame;     /* a frame refused at its header: we close with this code (1002, 1009) */
 };
+
+/* At most this many replies (pongs included) wait unsent before the socket is no longer read:
+ * an empty pong costs memory (wslay's message, about 100 bytes) but no byte of
+ * ws_max_message_bytes. */
+#define MAX_QUEUED_REPLIES 1024
 
 /* How many of the N bytes read at BUF wslay may have: all of them, or those before a frame
  * header that wslay's framing refuses (a fragmented control frame, one over 125 bytes, a
- * length not in its shortest form). wslay answers those by dropping the connection without a
- * close frame (wslay_frame_recv's WSLAY_ERR_PROTO), so such a frame is kept from it and the
- * loop closes with 1002 itself (RFC 6455 7.4.1). Everything else is left to wslay. */
+ * length not in its shortest form or with its top bit set). wslay answers those by dropping
+ * the connection without a close frame (wslay_frame_recv's WSLAY_ERR_PROTO), so such a frame
+ * is kept from it and the loop closes with 1002 itself (RFC 6455 7.4.1). A data frame whose
+ * declared length takes its message over ws_max_message_bytes is kept from wslay too, and
+ * the loop closes with 1009 at its header (wslay would only once the payload came). Everything
+ * else is left to wslay. */
 static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
 {
     size_t i = 0;
@@ -75,7 +87,7 @@ static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
             continue;
         uint8_t b0 = c->fhead[0], len7 = c->fhead[1] & 0x7f;
         if ((b0 & 0x08) && (!(b0 & 0x80) || len7 > 125)) {
-            c->bad_frame = 1;
+            c->bad_frame = WSLAY_CODE_PROTOCOL_ERROR;
             return i - 1; /* wslay sees at most the first byte: it waits for the second */
         }
         size_t ext = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
@@ -87,9 +99,20 @@ static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
             for (size_t k = 0; k < ext; k++)
                 plen = plen << 8 | c->fhead[2 + k];
             if (plen < (ext == 2 ? 126u : 65536u) || plen >> 63) {
-                c->bad_frame = 1;
+                c->bad_frame = WSLAY_CODE_PROTOCOL_ERROR;
                 return i - 1;
             }
+        }
+        /* a data frame that begins a message (text, binary) or goes on with one (continuation);
+         * one out of order is left to wslay, whose close is 1002 */
+        unsigned op = b0 & 0x0f;
+        if ((op == 1 || op == 2) ? !c->fin_open : op == 0 && c->fin_open) {
+            c->fmsg = op ? plen : c->fmsg + plen; /* fmsg is under the limit: no overflow */
+            if (c->fmsg > (uint64_t)c->w->app->cfg->ws_max_message_bytes) {
+                c->bad_frame = WSLAY_CODE_MESSAGE_TOO_BIG;
+                return i - 1;
+            }
+            c->fin_open = !(b0 & 0x80);
         }
         c->fleft = plen + ((c->fhead[1] & 0x80) ? 4 : 0); /* the mask key, then the payload */
         c->fhead_len = 0;
@@ -97,13 +120,25 @@ static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
     return n;
 }
 
+/* Whether the replies waiting to be sent (pongs included) are a message's worth, or
+ * MAX_QUEUED_REPLIES of them: the socket is not read until they have gone. */
+static int replies_full(const struct conn *c)
+{
+    return wslay_event_get_queued_msg_length(c->ctx) >
+        (size_t)c->w->app->cfg->ws_max_message_bytes ||
+        wslay_event_get_queued_msg_count(c->ctx) > MAX_QUEUED_REPLIES;
+}
+
 static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
 {
     (void)flags;
     struct conn *c = user;
     rnnd_ws *w = c->w;
-    if (c->parked || c->bad_frame) {
-        /* backpressure: nothing more is read until the parked messages have started */
+    if (c->parked || c->bad_frame || replies_full(c)) {
+        /* backpressure: nothing more is read until the parked messages have started, nor
+         * while a message's worth of replies waits: wslay_event_recv reads on until a read
+         * would block, queuing a pong for each ping, so a client that pings and never reads
+         * would otherwise grow the queue without bound */
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -299,9 +334,11 @@ static void run(struct conn *c)
             ws_bridge_cancel(w);
         }
         if (c->bad_frame && !w->close_code) {
-            queue_close(c, WSLAY_CODE_PROTOCOL_ERROR,
-                        "a control frame must be whole and at most 125 bytes, a length in "
-                        "its shortest form");
+            queue_close(c, c->bad_frame,
+                        c->bad_frame == WSLAY_CODE_MESSAGE_TOO_BIG
+                            ? "a message over ws_max_message_bytes"
+                            : "a control frame must be whole and at most 125 bytes, a length "
+                              "in its shortest form under 2^63");
             wslay_event_shutdown_read(c->ctx); /* nothing after it can be read as frames */
         }
         if (c->failed || w->failed)
@@ -318,10 +355,8 @@ static void run(struct conn *c)
         send_close(c);
         int want_write = wslay_event_want_write(c->ctx);
         /* once our close is queued, reading only waits for the client's close */
-        int want_read = wslay_event_want_read(c->ctx) &&
-            (w->close_code ||
-             (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight &&
-              wslay_event_get_queued_msg_length(c->ctx) <= (size_t)cfg->ws_max_message_bytes));
+        int want_read = wslay_event_want_read(c->ctx) && !replies_full(c) &&
+            (w->close_code || (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight));
         if (w->close_code &&
             (now - c->close_t0 >= CLOSE_WAIT_S || (!want_write && !wslay_event_want_read(c->ctx))))
             return; /* our close is sent and the client's came; or a client too slow to read

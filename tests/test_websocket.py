@@ -13,8 +13,10 @@ library interoperates.
    handshakes, an unknown session, max_websockets (503).
 4. Bad frames, each with its documented error or close code, changing nothing: invalid JSON,
    an unknown op, a binary frame of another layout (1003), a wrong width, an unmasked frame
-   (1002), text that is not UTF-8 (1007), an oversize message (1009), frames after the client's close, a deleted session
-   (1008); the idle timeout (1001), ping/pong, ws_max_in_flight, a draining server (1001).
+   (1002), text that is not UTF-8 (1007), an oversize message (1009, also at the header of a
+   frame that declares one), frames after the client's close, a deleted session (1008); the
+   idle timeout (1001), ping/pong, ws_max_in_flight, a draining server (1001), a ping flood
+   that never reads its pongs (memory stays bounded).
 
 Expected values come from the same steps over HTTP, never from constants.
 """
@@ -30,8 +32,8 @@ import subprocess
 import time
 import unittest
 
-from daemon_util import (Case, Daemon, batch_histogram, bearer, golden_cases, golden_model,
-                         tmpdir, write_secret)
+from daemon_util import (ASAN, Case, Daemon, asan_env, batch_histogram, bearer, golden_cases,
+                         golden_model, status_kib, tmpdir, write_secret)
 
 WORK = tmpdir("websocket")
 CHARLM = os.path.join(os.environ["RNND_SRCDIR"], "models", "charlm.rnnd")
@@ -664,6 +666,27 @@ class WS(Case):
             _frame(1, json.dumps({"op": "state"}).encode()) + b"\x09\x81\x00\x00\x00\x00x"),
             1002, "a fragmented ping after a request")
 
+    def test_declared_length(self):
+        """A frame header that declares more than ws_max_message_bytes (64K here) closes with
+        1009 at once, with no payload sent (not at the idle timeout); so does a continuation
+        that takes its message over; a 64-bit length with its top bit set closes with 1002."""
+        def header(b0, n):
+            def send(w):
+                w.sock.settimeout(3)  # the idle timeout is 300 s: a close must come at once
+                w.sock.sendall(struct.pack("!BBQ", b0, 0xff, n) + os.urandom(4))
+            return send
+        for n in (64 * 1024 + 1, 1 << 40, (1 << 63) - 1):
+            self.close_case(header(0x82, n), 1009, "a binary frame declaring %d bytes" % n)
+        self.close_case(header(0x81, 1 << 40), 1009, "a text frame declaring 2^40 bytes")
+
+        def fragments(w):
+            w.sock.settimeout(3)
+            w.frame(1, b" " * 40000, fin=False)
+            w.sock.sendall(struct.pack("!BBH", 0x80, 0xfe, 30000) + os.urandom(4))
+        self.close_case(fragments, 1009, "a continuation taking its message to 70,000 bytes")
+        self.close_case(header(0x82, (1 << 63) | 5), 1002, "a 64-bit length with its top bit "
+                        "set")
+
     def test_frames_after_close(self):
         s = self.new()
         w = self.open(s)
@@ -796,6 +819,65 @@ class Limits(Case):
             w.sock.close()
             st, _, b = d.request("POST", "/v1/sessions", {"model": "vec"})
             self.eq(st, 201, "the daemon serves on after the client left")
+
+    def test_ping_flood(self):
+        """A client that pings as fast as it can and never reads its pongs: the daemon stops
+        reading once a message's worth of pongs waits (as for other replies), so its memory
+        stays flat; when the client reads again, every ping has its pong and the socket
+        serves."""
+        import threading
+        with Daemon({"vec": golden_model(VEC, WORK)}, env=asan_env()) as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s)
+            self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200, "a step")
+            ping = _frame(9, b"p" * 125)
+            batch = ping * 1000
+            before = status_kib(d.proc.pid, "VmRSS")
+            w.sock.settimeout(0.2)
+            sent, pending, blocked = 0, b"", 0
+            t_end = time.monotonic() + 2
+            while time.monotonic() < t_end:
+                if not pending:
+                    pending = batch
+                try:
+                    n = w.sock.send(pending)
+                except socket.timeout:
+                    blocked += 1
+                    continue
+                sent += n
+                pending = pending[n:]
+            grown = status_kib(d.proc.pid, "VmRSS") - before
+            pings = (sent + len(pending)) // len(ping)
+            print("ping flood: %d pings in 2 s, sends blocked %d times, daemon RSS grew by "
+                  "%d KiB" % (pings, blocked, grown))
+            self.check(blocked > 0, "the client's sends block: the daemon stopped reading")
+            bound = (48 if ASAN else 6) * 1024
+            self.check(grown < bound, "daemon RSS grew by %d KiB < %d KiB while flooded"
+                       % (grown, bound))
+            # the client reads again: every ping's pong, then a request's reply
+            got = {"pongs": 0, "reply": None}
+
+            def reader():
+                try:
+                    while True:
+                        op, data = w.recv_frame()
+                        if op == 10:
+                            got["pongs"] += 1
+                        elif op == 1:
+                            got["reply"] = json.loads(data)
+                            return
+                except Exception as e:  # reported below, in the main thread
+                    got["reply"] = repr(e)
+            w.sock.settimeout(30)
+            t = threading.Thread(target=reader)
+            t.start()
+            w.sock.sendall(pending)
+            w.send_json({"op": "step", "inputs": [[0.0] * DIM]})
+            t.join(60)
+            self.eq(got["pongs"], pings, "every ping got its pong once the client read")
+            self.check(isinstance(got["reply"], dict) and got["reply"]["status"] == 200,
+                       "the socket serves after the flood: %r" % (got["reply"],))
+            w.close()
 
     def test_sockets_batch_together(self):
         """16 sockets stepping at once: their steps share batch rounds with each other's and
