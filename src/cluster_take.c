@@ -85,6 +85,7 @@ static rnnd_session *from_record(rnnd_req *r, rnnd_cluster *c, rnnd_store_acq *a
             rnnd_reply_error(r, RNND_E_GONE, "session %s expired; its state is lost", id);
         else
             rnnd_reply_error(r, RNND_E_NOT_FOUND, "no session %.64s", id);
+        free(slot);
         free(defaults);
         free(state);
         rnnd_entry_unref(e);
