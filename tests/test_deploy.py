@@ -13,9 +13,10 @@
   drain's grace plus shutdown_timeout_s. Its listen port is the container port, the probes'
   port and the Services' targets; the readiness and liveness probes are /readyz and
   /healthz, and a real daemon with API keys on answers both with 200 without a key.
-- HAProxy (deploy/haproxy.cfg and the ConfigMap's copy alike) checks /readyz, keeps its
-  backends' maxconn together below rnnd's max_connections_per_ip (docs/cluster.md gives
-  each and their sum), gives the servers of its consistent-hash backends weight 100, and
+- HAProxy (deploy/haproxy.cfg and the ConfigMap's copy alike) checks /readyz, caps the idle
+  connections of every backend (pool-max-conn) and keeps its backends' maxconn and
+  pool-max-conn together below rnnd's max_connections_per_ip (docs/cluster.md gives each
+  and their sum), gives the servers of its consistent-hash backends weight 100, and
   the ConfigMap names exactly the StatefulSet's pods on rnnd's port.
 - The ConfigMap's haproxy.cfg is deploy/haproxy.cfg but for its servers and a resolvers
   section (it passes `haproxy -c` too); Redis keeps an append-only file; the password comes
@@ -89,15 +90,16 @@ def any_servers(be):
     return [l.split()[1:3] for l in be.get("rnnd_any", []) if l.startswith("server ")]
 
 
-def haproxy_caps(cfg):
-    """{backend: the maxconn of its servers} of a HAProxy configuration."""
+def haproxy_caps(cfg, key="maxconn"):
+    """{backend: its servers' KEY (maxconn, pool-max-conn)} of a HAProxy configuration."""
     be = backends(cfg)
-    base = re.search(r"^defaults\b(?:\n(?!\S).*)*?\n\s*default-server .*\bmaxconn (\d+)", cfg,
-                     re.M)
+    k = re.escape(key)
+    base = re.search(r"^defaults\b(?:\n(?!\S).*)*?\n\s*default-server .*\b%s (-?\d+)" % k,
+                     cfg, re.M)
     caps = {name: int(base.group(1)) for name in be} if base else {}
     for name, lines in be.items():
         for l in lines:
-            m = re.match(r"(default-server|server) .*\bmaxconn (\d+)", l)
+            m = re.match(r"(default-server|server) .*\b%s (-?\d+)" % k, l)
             if m:
                 caps[name] = max(caps.get(name, 0), int(m.group(2)))
     return caps
@@ -122,9 +124,18 @@ def check_haproxy(cfg, what, defaults):
     per_ip = int(defaults.get("max_connections_per_ip", "0"))
     caps = haproxy_caps(cfg)
     C.eq(sorted(caps), sorted(be), "every backend caps its servers' connections (maxconn)")
-    C.check(0 < sum(caps.values()) + 1 <= per_ip,
-            "the backends' maxconn together (%s) + the check stay within rnnd's "
-            "max_connections_per_ip (%d)" % (caps, per_ip))
+    # maxconn counts only the connections serving a request: HAProxy keeps idle ones
+    # besides, unbounded unless pool-max-conn caps them (and opens a new one for the first
+    # request of each client connection, so clients sending "Connection: close" filled the
+    # pools: 114 connections to one node and 485 x 502 with 60 + 60 clients, trial 24 N1)
+    pools = haproxy_caps(cfg, "pool-max-conn")
+    C.eq(sorted(pools), sorted(be),
+         "every backend caps its servers' idle connections (pool-max-conn)")
+    C.check(all(v >= 0 for v in pools.values()), "no pool-max-conn is -1 (unlimited)")
+    total = sum(caps.values()) + sum(max(v, 0) for v in pools.values())
+    C.check(0 < total + 1 <= per_ip,
+            "the backends' maxconn (%s) and pool-max-conn (%s) together (%d) + the check "
+            "stay within rnnd's max_connections_per_ip (%d)" % (caps, pools, total, per_ip))
     C.check(not re.search(r"^\s*(option httplog|log-format .*%(HU|r|HP|HPO|HQ)\b)", cfg, re.M),
             "HAProxy's log leaves out the path (session ids)")
     servers = any_servers(be)
@@ -155,8 +166,13 @@ def check_cluster_doc_caps(cfg):
     said = [int(n) for n in re.findall(r"`maxconn (\d+)`", text)]
     C.eq(sorted(said), sorted(caps.values()),
          "docs/cluster.md gives each backend's maxconn (%s)" % caps)
-    C.check(("%d connections" % sum(caps.values())) in text,
-            "docs/cluster.md gives their sum (%d connections)" % sum(caps.values()))
+    pools = haproxy_caps(cfg, "pool-max-conn")
+    said = [int(n) for n in re.findall(r"`pool-max-conn (\d+)`", text)]
+    C.eq(sorted(said), sorted(pools.values()),
+         "docs/cluster.md gives each backend's pool-max-conn (%s)" % pools)
+    total = sum(caps.values()) + sum(pools.values())
+    C.check(("%d connections" % total) in text,
+            "docs/cluster.md gives their sum, idle ones included (%d connections)" % total)
 
 
 def free_port():
