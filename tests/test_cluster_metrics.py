@@ -84,8 +84,8 @@ class ClusterMetrics(unittest.TestCase):
         # a second session, taken by n1, then taken by n2 once n1 is killed
         st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})
         other = b["id"]
-        self.assertEqual(request(self.n1, "POST", "/v1/sessions/%s/step" % other,
-                                 {"inputs": [4]})[0], 200)
+        st, b = request(self.n1, "POST", "/v1/sessions/%s/step" % other, {"inputs": [4]})
+        self.assertEqual(st, 200, b)
         st, b = request(self.n1, "DELETE", "/v1/sessions/" + sid)
         self.assertEqual(st, 204, b)
         m = self.moved(self.n1, m, 'rnnd_store_writes_total{kind="delete"}', 1)
@@ -94,8 +94,8 @@ class ClusterMetrics(unittest.TestCase):
         self.c.tool("kill", "n1")
         time.sleep(LEASE_MS / 1000 + 0.2)
         m2, _ = metrics(self.n2)
-        self.assertEqual(request(self.n2, "POST", "/v1/sessions/%s/step" % other,
-                                 {"inputs": [5]})[0], 200)
+        st, b = request(self.n2, "POST", "/v1/sessions/%s/step" % other, {"inputs": [5]})
+        self.assertEqual(st, 200, b)
         m2 = self.moved(self.n2, m2, 'rnnd_session_takeovers_total{from="dead"}', 1)
         self.assertEqual(m2["rnnd_sessions_owned"], 1)
         wait_for("the step written behind", lambda: metrics(self.n2)[0][

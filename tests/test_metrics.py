@@ -182,7 +182,17 @@ class Metrics(Case):
         d.request("POST", "/v1/sessions/%s/generate" % sid, {"prompt": "x", "max_tokens": 7})
         d.request("DELETE", "/v1/sessions/%s" % sid)
         d.request("GET", "/nowhere")
-        b = self.scrape(d)
+        # A request is counted when libmicrohttpd reports it finished, which may come a moment
+        # after its reply reached us (CI once scraped before the 404 was counted): wait for it.
+        deadline = time.monotonic() + 5
+        while True:
+            b = self.scrape(d)
+            if (value(b, "rnnd_http_requests_total", endpoint="other", method="GET",
+                      code="404") > value(a, "rnnd_http_requests_total", endpoint="other",
+                                          method="GET", code="404")
+                    or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
         self.families_ok(b)
         step = "/v1/sessions/*/step"
 
