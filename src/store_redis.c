@@ -134,10 +134,15 @@ static const char *const scripts[S_COUNT] = {
                "  redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])\n"
                "end\n"
                "return 1\n",
-    /* peek: KEYS[1] rec; the record's owner ("" none) and Redis's clock in ms */
+    /* peek: KEYS[1] rec, KEYS[2] gone; the owner of the record, or of its tombstone
+     * ("expired OWNER"), "" for none, and Redis's clock in ms */
     [S_PEEK] = "local t = redis.call('TIME')\n"
-               "return {redis.call('HGET', KEYS[1], 'owner') or '',\n"
-               "        tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n",
+               "local o = redis.call('HGET', KEYS[1], 'owner')\n"
+               "if not o then\n"
+               "  local g = redis.call('GET', KEYS[2])\n"
+               "  o = g and string.match(g, ' (%x+)$')\n"
+               "end\n"
+               "return {o or '', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}\n",
     /* sweep: KEYS[1] rnnd:idx; ARGV cursor, count: ZSCAN's next page, its ids without a
      * record dropped; returns the next cursor and how many were dropped */
     [S_SWEEP] = "local r = redis.call('ZSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])\n"

@@ -442,9 +442,9 @@ int rnnd_store_peek(rnnd_store *s, const char *id, char *owner, int64_t *now_ms,
     if (rc)
         return rc;
     pthread_mutex_lock(&s->mu);
-    const char *keys[] = {rec};
+    const char *keys[] = {rec, gone};
     redisReply *r = NULL;
-    rc = rnnd_store_eval_locked(s, S_PEEK, 1, keys, 0, NULL, NULL, &r, err, errlen);
+    rc = rnnd_store_eval_locked(s, S_PEEK, 2, keys, 0, NULL, NULL, &r, err, errlen);
     if (!rc &&
         (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
          r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER)) {

@@ -70,6 +70,18 @@ class Cluster:
         self.url = {n["name"]: n["url"] for n in info["nodes"]}
         self.pid = {n["name"]: n["pid"] for n in info["nodes"]}
         self.redis_port = int(info["redis"].split(":")[2].split("/")[0])
+        self.up_at = time.monotonic()
+
+    def kill_dead_known(self, name, lease_ms):
+        """SIGKILL node NAME once the others may take its sessions: a node takes a session
+        from a holder whose lease key is missing only after Redis has answered it for
+        lease_ms + 1 s, its own start included (docs/cluster.md, "Redis trouble"); a test
+        that killed a node within that time of `up` got 503 "held by another node, which is
+        alive" on a quiet machine (CI, stop 31)."""
+        wait = self.up_at + lease_ms / 1000 + 1.2 - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.tool("kill", name)
 
     def tool(self, *args):
         p = subprocess.run([PYTHON3, TOOL] + list(args), capture_output=True, text=True,

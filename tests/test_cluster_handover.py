@@ -359,6 +359,17 @@ class ClusterHandoverKeys(TwoNodes):
         time.sleep(1.8)
         st, b = keyed(self.n2, "GET", "/v1/sessions/" + sid, ALICE)
         self.assertEqual(st, 410, b)
+        # its tombstone is alice's: bob gets 404 on every node, as for an id that never
+        # existed (trial 24 N2: 410 on the node that did not hold it)
+        wait_for("the record's deletion", lambda: self.c.redis(
+            "EXISTS", "rnnd:{%s}:rec" % sid) == "0", 2)
+        for url in (self.n1, self.n2):
+            st, b = keyed(url, "GET", "/v1/sessions/" + sid, BOB)
+            self.assertEqual(st, 404, (url, b))
+            st, b = keyed(url, "POST", "/v1/sessions/%s/step" % sid, BOB, {"inputs": [1]})
+            self.assertEqual(st, 404, (url, b))
+            st, b = keyed(url, "GET", "/v1/sessions/" + sid, ALICE)
+            self.assertEqual(st, 410, (url, b))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class ClusterMetrics(unittest.TestCase):
         m = self.moved(self.n1, m, 'rnnd_store_writes_total{kind="delete"}', 1)
         self.assertEqual(m["rnnd_sessions_owned"], 1)
         time.sleep(4 * SYNC_MS / 1000)
-        self.c.tool("kill", "n1")
+        self.c.kill_dead_known("n1", LEASE_MS)
         time.sleep(LEASE_MS / 1000 + 0.2)
         m2, _ = metrics(self.n2)
         st, b = request(self.n2, "POST", "/v1/sessions/%s/step" % other, {"inputs": [5]})

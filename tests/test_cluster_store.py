@@ -59,7 +59,7 @@ class ClusterStore(TwoNodes):
             t = self.tokens(7)
             self.assertEqual(step(self.n1, sid, t)[0], 200)
             fed[sid] += t
-        self.c.tool("kill", "n1")
+        self.c.kill_dead_known("n1", LEASE_MS)
         killed = time.monotonic()
         # until the lease lapses n2 still sees a live holder, which cannot hand it over;
         # then it takes each session

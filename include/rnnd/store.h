@@ -314,8 +314,8 @@ int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *er
 int rnnd_store_gone(rnnd_store *s, const char *id, uint64_t epoch, uint64_t seq, const char *why,
                     int64_t tombstone_ms, char *err, size_t errlen);
 
-/* Before an acquisition: ID's record's owner into OWNER (17 bytes; "" when there is no
- * record) and Redis's clock (TIME, ms) into *NOW_MS, taking nothing. Returns 0 or
+/* Before an acquisition: ID's record's owner, or its tombstone's, into OWNER (17 bytes; ""
+ * when there is neither) and Redis's clock (TIME, ms) into *NOW_MS, taking nothing. Returns 0 or
  * RNND_ERR_IO. */
 int rnnd_store_peek(rnnd_store *s, const char *id, char *owner, int64_t *now_ms, char *err,
                     size_t errlen);
