@@ -128,7 +128,7 @@ static void create_and_reply(rnnd_req *r, rnnd_entry *e, const float *init, uint
     if (!rc && (rc = rnnd_sync_created(app->cluster, s, defaults, err, sizeof err))) {
         rnnd_session_remove(app->sessions, rnnd_session_id(s));
         rnnd_session_unref(s);
-        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+        rnnd_cluster_reply_store(r, err);
         return;
     }
     if (rc == RNND_ERR_LIMIT) {
@@ -290,7 +290,7 @@ void rnnd_api_session_delete(rnnd_req *r)
     int rc = rnnd_sync_delete(app->cluster, s, &deleted, err, sizeof err);
     rnnd_session_unref(s);
     if (rc) {
-        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+        rnnd_cluster_reply_store(r, err);
         return;
     }
     int why = rnnd_session_remove(app->sessions, rnnd_req_param(r, 0));
@@ -822,7 +822,7 @@ static int ctl_start(rnnd_job *job)
                 : rnnd_fail(RNND_ERR_NOMEM, err, sizeof err, "out of memory");
             free(zeros);
             if (rc) {
-                rnnd_reply_error(c->r, RNND_E_UNAVAILABLE, "%s", err);
+                rnnd_cluster_reply_store(c->r, err);
                 break;
             }
         }

@@ -253,7 +253,11 @@ void rnnd_cluster_metrics(rnnd_cluster *c, rnnd_buf *out);
 /* The session the request's path names, as rnnd_api_session_lookup gives it, in cluster
  * mode: a session this node holds, else one taken from Redis (free, or its holder's lease
  * lapsed), else a reply: 404 / 410, 409 (another model digest), 503 (Redis down, or held by
- * a live node, named). Returns one reference or NULL (replied). */
+ * a live node). Returns one reference or NULL (replied). */
 rnnd_session *rnnd_cluster_lookup(struct rnnd_req *r);
+
+/* Reply 503 to R for ERR, a failed store call's message: an outage's without the server's
+ * address (rnnd_store_reason), which the log has (event=store_down). */
+void rnnd_cluster_reply_store(struct rnnd_req *r, const char *err);
 
 #endif

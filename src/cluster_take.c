@@ -31,7 +31,17 @@ static void reply_unavailable(rnnd_req *r, int rc, const char *err, const char *
     } else if (rc == RNND_ERR_CONFLICT)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "this node's lease lapsed; retry");
     else
+        rnnd_cluster_reply_store(r, err);
+}
+
+void rnnd_cluster_reply_store(rnnd_req *r, const char *err)
+{
+    const char *why = rnnd_store_reason(err);
+    if (why == err)
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "%s", err);
+    else
+        rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the session store cannot be reached (%s); retry",
+                         why);
 }
 
 /* The idle time of REC by its used_ms, in Redis's clock (the last peek's), at most its ttl:

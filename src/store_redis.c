@@ -217,6 +217,12 @@ static void drop_locked(rnnd_store *s)
     s->c = NULL;
 }
 
+const char *rnnd_store_reason(const char *err)
+{
+    const char *p = strncmp(err, "store ", 6) ? NULL : strstr(err + 6, ": ");
+    return p ? p + 2 : err;
+}
+
 static int io_fail_locked(rnnd_store *s, const char *why, char *err, size_t errlen)
 {
     rnnd_fail(RNND_ERR_IO, err, errlen, "store %s:%d: %s", s->url.host, s->url.port, why);

@@ -1118,6 +1118,11 @@ START_TEST(test_down)
     ck_assert_int_eq(rnnd_store_open(&conf, &s, &up, err, sizeof err), 0);
     ck_assert_int_eq(up, 0);
     ck_assert_msg(strstr(err, where) && strstr(err, "refused"), "%s", err);
+    /* what a client is told: the reason without the address; other messages whole */
+    ck_assert_msg(!strncmp(err, where, strlen(where)), "%s", err);
+    ck_assert_str_eq(rnnd_store_reason(err), err + strlen(where));
+    ck_assert_str_eq(rnnd_store_reason("store: the session id exists"),
+                     "store: the session id exists");
     ck_assert_int_eq(rnnd_store_register(s, 0, err, sizeof err), RNND_ERR_IO);
     ck_assert_msg(strstr(err, where), "%s", err);
     rnnd_store_acq q;

@@ -137,8 +137,17 @@ class ClusterStore(TwoNodes):
             self.assertEqual(b.get("store"), "down")
             st, b = request(self.n1, "POST", "/v1/sessions", {"model": "charlm"})
             self.assertEqual(st, 503, b)
-            st, b = request(self.n2, "GET", "/v1/sessions/" + sid)
-            self.assertEqual(st, 503, b)
+            st2, b2 = request(self.n2, "GET", "/v1/sessions/" + sid)
+            self.assertEqual(st2, 503, b2)
+            # the replies say what is wrong, and name no server (trial 24 N3: "store
+            # 127.0.0.1:PORT: ..."): the address is in the log (event=store_down)
+            for b in (b, b2):
+                msg = b["error"]["message"]
+                self.assertIn("session store", msg)
+                self.assertNotIn("127.0.0.1", msg)
+                self.assertNotIn(str(self.c.redis_port), msg)
+            self.assertIn("event=store_down node=n1 msg=\"store 127.0.0.1:%d: "
+                          % self.c.redis_port, self.c.log("n1"))
         finally:
             self.c.tool("redis-start")
         wait_for("the retried write", lambda: self.c.record_steps(sid) == len(toks), 5)

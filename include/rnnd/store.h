@@ -314,6 +314,11 @@ int rnnd_store_load(rnnd_store *s, const char *id, rnnd_store_acq *out, char *er
 int rnnd_store_gone(rnnd_store *s, const char *id, uint64_t epoch, uint64_t seq, const char *why,
                     int64_t tombstone_ms, char *err, size_t errlen);
 
+/* ERR, a message of this module, without the server's address that an outage's message
+ * begins with ("store HOST:PORT: WHY" gives WHY; others are returned whole): what a client
+ * is told, while the log keeps the address. */
+const char *rnnd_store_reason(const char *err);
+
 /* Before an acquisition: ID's record's owner, or its tombstone's, into OWNER (17 bytes; ""
  * when there is neither) and Redis's clock (TIME, ms) into *NOW_MS, taking nothing. Returns 0 or
  * RNND_ERR_IO. */
