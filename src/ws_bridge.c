@@ -224,6 +224,10 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
     json_t *body = NULL;
     if (!text_step_fast(w, p, (const char *)data, len))
         return;
+    if (skip_ws((const char *)data, 0, len) == len) { /* jansson's words: "wrong arguments" */
+        rnnd_reply_error(r, RNND_E_INVALID_JSON, "an empty text frame: a request is a JSON object");
+        goto done;
+    }
     if (rnnd_json_depth_check((const char *)data, len, cfg->max_json_depth)) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)cfg->max_json_depth);

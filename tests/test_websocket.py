@@ -614,6 +614,12 @@ class WS(Case):
             w.frame(1, payload)
             got = w.recv()
             self.eq((got["status"], got["error"]["code"]), (400, code), what)
+        for what, payload in (("an empty text frame", b""), ("only spaces", b" \r\n ")):
+            w.frame(1, payload)
+            got = w.recv()
+            self.eq((got["status"], got["error"]["code"]), (400, "invalid_json"), what)
+            self.check("empty text frame: a request is a JSON object" in got["error"]["message"],
+                       "%s: the message says what is wrong: %r" % (what, got["error"]["message"]))
         w.frame(2, bin_step(3, [[0.0] * (DIM + 1)]))
         got = w.recv()
         self.eq((got["status"], got["error"]["code"], got["seq"]), (400, "invalid_request", 3),
