@@ -1088,6 +1088,19 @@ void rnnd_api_v2_infer(rnnd_req *r)
                       RNND_V2_HEADER_LENGTH ": expected a byte count, got '%.32s'", hl);
         return;
     }
+    /* binary data sent without the header: the decoder would only say that the JSON has bytes
+     * after it, so say what they need (looked for only when the body names binary_data_size) */
+    size_t raw_len, end;
+    const char *raw = hl ? NULL : rnnd_req_raw_body(r, &raw_len);
+    if (raw && memmem(raw, raw_len, "\"binary_data_size\"", 18) &&
+        (end = rnnd_v2_json_end(raw, raw_len)) && end < raw_len) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "the body has %zu bytes after its JSON and uses binary_data_size, but no "
+                      RNND_V2_HEADER_LENGTH " header: binary tensor data (Triton's binary tensor "
+                      "extension) needs that header to say where the JSON ends",
+                      raw_len - end);
+        return;
+    }
     if (hl ? rnnd_req_decode_head(r, head, &bin, &bin_len) : rnnd_req_decode(r))
         return;
     if (rnnd_api_admit(r))
