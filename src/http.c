@@ -308,6 +308,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     rnnd_app *app = r->http->app;
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
+    r->http10 = !strcmp(version, MHD_HTTP_VERSION_1_0);
     snprintf(r->method_name, sizeof r->method_name, "%s", r->method ? method : "other");
     struct conn_rec *c = http_conn_rec_of(r->conn);
     char why[320];

@@ -114,6 +114,7 @@ struct rnnd_req {
     rnnd_handler handler;
     int method;
     char method_name[8];
+    int http10; /* the request line says HTTP/1.0 (a WebSocket upgrade needs 1.1) */
     char params[MAX_PARAMS][MAX_SEGMENT + 1];
     char path[160]; /* for the access log */
 

@@ -176,6 +176,12 @@ void rnnd_api_session_ws(rnnd_req *r)
                          "Connection: Upgrade (docs/websocket.md)");
         return;
     }
+    if (r->http10) { /* libmicrohttpd would drop the connection rather than send the 101 */
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1); this request is "
+                         "HTTP/1.0");
+        return;
+    }
     if (!ver || strcmp(ver, "13")) {
         rnnd_reply_header(r, "Sec-WebSocket-Version", "13");
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
