@@ -381,6 +381,11 @@ class Files(Case):
             st, h2, body2 = d.request("GET", path, headers={"If-None-Match": h["etag"]})
             self.eq((st, body2), (304, None), path + " with its ETag: 304, no body")
             self.eq(d.request("HEAD", path)[0], 200, "HEAD " + path)
+            # a body on a GET of a file has no meaning (RFC 9110 9.3.1): it is ignored
+            for ct in (None, "application/json"):
+                st, _, got = d.request("GET", path, raw=b"hello", headers={"Content-Type": ct})
+                self.check(st == 200 and got == body, "GET %s with a body (Content-Type %s): "
+                           "the file, got %d %.200r" % (path, ct, st, got))
 
     def test_off(self):
         d = Daemon({"charlm": CHARLM}, "--web-ui", "off")
