@@ -266,6 +266,13 @@ static int parse_outputs(rnnd_req *r, const json_t *body, struct v2_infer *in)
                           json_string_value(name), e->name);
             return -1;
         }
+        if (i) { /* the only output is OUTPUT: a second entry names it again (Triton: 400) */
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "outputs[%zu]: output '" V2_OUTPUT "' is requested twice (outputs[0] "
+                          "and outputs[%zu]): name each output once",
+                          i, i);
+            return -1;
+        }
         const json_t *op = json_object_get(o, "parameters");
         const json_t *bd = json_is_object(op) ? json_object_get(op, "binary_data") : NULL;
         if (bd && !json_is_boolean(bd)) {
