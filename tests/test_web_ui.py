@@ -328,6 +328,17 @@ class Keys(Case):
         self.b.js("""(() => { document.getElementById('key').value = %s;
             document.getElementById('keyform').requestSubmit(); })()""" % json.dumps(key))
 
+    def test_options_without_key(self):
+        """OPTIONS follows its route's GET (docs/security.md, "Browsers"): the page's files,
+        open to all, answer it without a key (204, Allow: GET, HEAD); an API route needs one."""
+        for path in ("/", "/ui/app.js", "/ui/app.css"):
+            st, h, _ = self.d.request("OPTIONS", path)
+            self.check(st == 204 and "GET" in h.get("allow", "") and "www-authenticate" not in h,
+                       "OPTIONS %s without a key: 204 with Allow (got %s %r)" % (path, st, h))
+        st, h, _ = self.d.request("OPTIONS", "/v1/models")
+        self.check(st == 401 and "allow" not in h,
+                   "OPTIONS /v1/models without a key: 401, no Allow (got %s %r)" % (st, h))
+
     def test_infer_key_no_charts(self):
         """A key of scope infer lists the models; the page says the charts need admin."""
         b = self.b
