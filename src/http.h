@@ -114,7 +114,8 @@ void rnnd_req_defer(rnnd_req *r);
 /* The deferred reply is set: send it. Any thread; R must not be used afterwards. */
 void rnnd_req_complete(rnnd_req *r);
 /* Nonzero when the client of a deferred request has closed its connection (its socket reads
- * end-of-file). Only between rnnd_req_defer() and rnnd_req_complete(). */
+ * end-of-file), or its WebSocket closed. Only between rnnd_req_defer() and
+ * rnnd_req_complete(). */
 int rnnd_req_gone(rnnd_req *r);
 /* Run FN(ARG) when the request is freed (after its reply was sent or the client left). */
 void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg);

@@ -105,7 +105,8 @@ struct rnnd_stream {
     void *wake_arg;
 };
 
-enum { F_DONE = 1, F_SUSPENDED = 2 };
+/* rnnd_req's flags. F_GONE: a WebSocket's request whose socket closed (rnnd_req_gone). */
+enum { F_DONE = 1, F_SUSPENDED = 2, F_GONE = 4 };
 
 struct rnnd_req {
     rnnd_http *http;

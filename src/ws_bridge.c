@@ -541,6 +541,8 @@ void ws_bridge_cancel(rnnd_ws *w)
 {
     pthread_mutex_lock(&w->mu);
     for (struct ws_pending *p = w->head; p; p = p->next) {
+        /* a plain generate asks rnnd_req_gone() before each token, as over HTTP */
+        atomic_fetch_or(&p->r->flags, F_GONE);
         if (p->streaming) {
             pthread_mutex_lock(&p->r->stream->mu);
             p->r->stream->gone = 1;

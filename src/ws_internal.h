@@ -106,7 +106,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
 /* Whether W's requests have all been answered. */
 int ws_bridge_idle(rnnd_ws *w);
-/* The socket is closing: streamed generations stop at their next token. */
+/* The socket is closing: its generations, streamed or not, stop at their next token. */
 void ws_bridge_cancel(rnnd_ws *w);
 
 #endif

@@ -531,6 +531,30 @@ class WS(Case):
         self.eq(self.cancelled_generations() - before, 1,
                 'rnnd_generations_total{finish_reason="cancelled"} went up by one')
 
+    def test_close_frame_cancels_plain_generate(self):
+        """A non-streamed generate stops at a close as a streamed one does (docs/api.md 4.4 and
+        4.10: a generation stops when its client leaves, streamed or plain): it does not run
+        its max_tokens to the end for a reply nobody reads."""
+        before = self.cancelled_generations()
+        x = self.new("charlm")
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        self.eq(w.status, 101, "upgrade")
+        w.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000})
+        deadline = time.monotonic() + 10
+        while not self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        w.close()
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "the closed socket's plain generate stopped early (%d of "
+                   "100,000 steps)" % steps)
+        self.eq(self.cancelled_generations() - before, 1,
+                'rnnd_generations_total{finish_reason="cancelled"} went up by one')
+
     def test_websockets_library(self):
         import websockets
         s, ref = self.new(), self.new()
