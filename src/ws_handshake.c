@@ -126,6 +126,17 @@ static int has_token(const char *v, const char *token)
     return 0;
 }
 
+/* How many Sec-WebSocket-Key fields the request has (MHD's lookup gives only the first). */
+static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *name,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (!strcasecmp(name, "Sec-WebSocket-Key"))
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
 /* ---- the upgrade ------------------------------------------------------------------------- */
 
 /* libmicrohttpd sent the 101 and hands over the socket (on one of its threads). */
@@ -187,6 +198,13 @@ void rnnd_api_session_ws(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "Sec-WebSocket-Version must be 13 (RFC 6455), got %.20s",
                          ver ? ver : "none");
+        return;
+    }
+    int keys = 0;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_key, &keys);
+    if (keys > 1) { /* RFC 6455 4.2.1: exactly one; an Accept answers only one of them */
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%d Sec-WebSocket-Key headers: send exactly one (RFC 6455 4.2.1)", keys);
         return;
     }
     if (!key_ok(key)) {

@@ -588,24 +588,44 @@ class WS(Case):
             self.eq((w.status, (w.body or {}).get("error", {}).get("code")),
                     (status, "invalid_request"), what)
             w.sock.close()
+        def raw_upgrade(version, keys):
+            """The status line and error of an upgrade with KEYS Sec-WebSocket-Key lines."""
+            with socket.create_connection(("127.0.0.1", self.d.port), timeout=10) as c:
+                c.sendall(("GET %s %s\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                           "Connection: %sUpgrade\r\n%sSec-WebSocket-Version: 13\r\n\r\n"
+                           % (path, version, "close, " if version.endswith("1") else "",
+                              "".join("Sec-WebSocket-Key: %s\r\n"
+                                      % base64.b64encode(os.urandom(16)).decode()
+                                      for _ in range(keys)))).encode())
+                got = b""
+                while True:  # the head, then Content-Length bytes (none after a 101)
+                    head, sep, body = got.partition(b"\r\n\r\n")
+                    n = [int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                         if h.lower().startswith(b"content-length:")]
+                    if sep and len(body) >= sum(n):
+                        break
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            try:
+                err = json.loads(body).get("error", {})
+            except ValueError:
+                err = {}
+            return head.split(b"\r\n")[0], err
+
         # RFC 6455 4.1: the upgrade needs HTTP/1.1; an HTTP/1.0 one got no reply at all
-        with socket.create_connection(("127.0.0.1", self.d.port), timeout=10) as c:
-            c.sendall(("GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                       "Sec-WebSocket-Version: 13\r\n\r\n"
-                       % (path, base64.b64encode(os.urandom(16)).decode())).encode())
-            got = b""
-            while True:
-                chunk = c.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-        head, _, body = got.partition(b"\r\n\r\n")
-        self.check(head.startswith(b"HTTP/1.") and head.split(b" ")[1] == b"400",
-                   "an HTTP/1.0 upgrade: 400, got %r" % got[:100])
-        err = json.loads(body or b"{}").get("error", {})
+        line, err = raw_upgrade("HTTP/1.0", 1)
+        self.check(line.startswith(b"HTTP/1.") and line.split(b" ")[1] == b"400",
+                   "an HTTP/1.0 upgrade: 400, got %r" % line)
         self.check(err.get("code") == "invalid_request" and "HTTP/1.1" in err.get("message", ""),
                    "an HTTP/1.0 upgrade: invalid_request naming HTTP/1.1: %r" % err)
+        # RFC 6455 4.2.1: exactly one Sec-WebSocket-Key
+        line, err = raw_upgrade("HTTP/1.1", 2)
+        self.check(line.split(b" ")[1:2] == [b"400"], "two Sec-WebSocket-Key: 400, got %r" % line)
+        self.check(err.get("code") == "invalid_request" and "Sec-WebSocket-Key" in
+                   err.get("message", ""), "two Sec-WebSocket-Key: invalid_request naming it: %r"
+                   % err)
         w = RawWS(self.d.port, "/v1/sessions/%s/ws" % ("0" * 32))
         self.eq((w.status, w.body["error"]["code"]), (404, "not_found"), "unknown session")
         w.sock.close()
