@@ -1103,9 +1103,9 @@ void rnnd_api_v2_infer(rnnd_req *r)
         (end = rnnd_v2_json_end(raw, raw_len)) && end < raw_len) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       "the body has %zu bytes after its JSON and uses binary_data_size, but no "
-                      RNND_V2_HEADER_LENGTH " header: binary tensor data (Triton's binary tensor "
-                      "extension) needs that header to say where the JSON ends",
-                      raw_len - end);
+                      "%s header: binary tensor data (Triton's binary tensor extension) needs "
+                      "that header to say where the JSON ends",
+                      raw_len - end, RNND_V2_HEADER_LENGTH);
         return;
     }
     if (hl ? rnnd_req_decode_head(r, head, &bin, &bin_len) : rnnd_req_decode(r))
