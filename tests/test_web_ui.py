@@ -391,6 +391,11 @@ class Files(Case):
             self.eq(h.get("x-content-type-options"), "nosniff", path + " nosniff")
             st, h2, body2 = d.request("GET", path, headers={"If-None-Match": h["etag"]})
             self.eq((st, body2), (304, None), path + " with its ETag: 304, no body")
+            # RFC 9110 13.1.2: "*" matches any current representation
+            st, _, body2 = d.request("GET", path, headers={"If-None-Match": "*"})
+            self.eq((st, body2 is None), (304, True), path + " with If-None-Match: *: 304, no body")
+            st, _, body2 = d.request("GET", path, headers={"If-None-Match": '"other"'})
+            self.eq(st, 200, path + " with another tag: 200")
             self.eq(d.request("HEAD", path)[0], 200, "HEAD " + path)
             # a body on a GET of a file has no meaning (RFC 9110 9.3.1): it is ignored
             for ct in (None, "application/json"):
