@@ -58,6 +58,8 @@ struct rnnd_http {
     pthread_mutex_t wsmu;
     pthread_cond_t ws_cond; /* a socket's thread ended */
     struct rnnd_ws *ws_list;
+    /* every socket counted in N_WS, for max_websockets_per_ip */
+    struct rnnd_ws *ws_counted;
     size_t n_ws;       /* sockets, counted from the 101 until freed: max_websockets */
     size_t ws_threads; /* socket threads not yet ended */
     pthread_t ws_dead; /* the last thread that ended, to be joined */

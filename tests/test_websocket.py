@@ -57,8 +57,9 @@ class Closed(Exception):
 class RawWS:
     """A WebSocket client on a plain socket."""
 
-    def __init__(self, port, path, headers=None, timeout=20, ctx=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, path, headers=None, timeout=20, ctx=None, source=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         if ctx:
             self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16)).decode()
@@ -841,6 +842,36 @@ class Limits(Case):
                 self.eq(c.code, 1001, "a draining server closes with 1001")
             except (EOFError, OSError) as e:
                 self.fail_check("want close 1001 on drain, got %r" % e)
+
+    def test_per_address_limit(self):
+        """max_websockets_per_ip: one address cannot hold every slot (pinging keeps a socket
+        open for good); another address still gets one, and a closed socket frees its slot."""
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-websockets", "8",
+                    "--max-websockets-per-ip", "3") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            path = "/v1/sessions/%s/ws" % s
+            mine = [RawWS(d.port, path) for _ in range(3)]
+            self.eq([w.status for w in mine], [101] * 3, "3 sockets under the per-address cap")
+            w = RawWS(d.port, path)
+            self.eq((w.status, (w.body or {}).get("error", {}).get("code")),
+                    (503, "unavailable"), "the 4th from one address: 503")
+            self.check("max_websockets_per_ip" in (w.body or {}).get("error", {}).get(
+                "message", ""), "the message names max_websockets_per_ip: %r" % w.body)
+            w.sock.close()
+            other = RawWS(d.port, path, source="127.0.0.2")
+            self.eq(other.status, 101, "another address gets a socket")
+            other.close()
+            mine.pop().close()
+            deadline = time.monotonic() + 5
+            while True:  # the slot comes back once the socket's thread ends
+                w = RawWS(d.port, path)
+                if w.status == 101 or time.monotonic() > deadline:
+                    break
+                w.sock.close()
+                time.sleep(0.05)
+            self.eq(w.status, 101, "a slot of the address is free again after a close")
+            for x in mine + [w]:
+                x.close()
 
     def test_in_flight_limit(self):
         with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-in-flight", "1") as d:
