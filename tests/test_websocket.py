@@ -687,6 +687,18 @@ class WS(Case):
         got = w.recv()
         self.eq((got["status"], got["error"]["code"], got["seq"]), (400, "invalid_request", 3),
                 "binary: wrong width")
+        # the message names the bytes expected and received, for any width of payload
+        for what, frame, want, have in (
+                ("a step too wide", bin_step(5, [[0.0] * (DIM + 1)] * 2), 8 * DIM, 8 * DIM + 8),
+                ("2 bytes too many", bin_step(6, [[0.0] * DIM]) + b"\0\0", 4 * DIM, 4 * DIM + 2),
+                ("3 bytes", bin_step(7, [[0.0]])[:-1], 4 * DIM, 3)):
+            w.frame(2, frame)
+            got = w.recv()
+            msg = got["error"]["message"]
+            self.check(got["status"] == 400 and "%d payload bytes" % want in msg
+                       and "has %d" % have in msg,
+                       "binary, %s: the message names %d bytes expected, %d received: %r"
+                       % (what, want, have, msg))
         w.frame(2, bin_step(4, [VOCAB + 5], kind=2))
         got = w.recv()
         self.eq((got["status"], got["error"]["code"]), (400, "invalid_request"),
