@@ -114,6 +114,10 @@ void rnnd_api_v2_repository_index(rnnd_req *r); /* POST /v2/repository/index */
  * count (decimal digits only): 0 or -1. */
 #define RNND_V2_HEADER_LENGTH "Inference-Header-Content-Length"
 int rnnd_v2_header_length(const char *v, size_t *out);
+/* Where the JSON object that LEN bytes at S begin with ends (past its '}' and the blanks after
+ * it): the bytes of binary tensor data sent without the header begin there. 0 when S does not
+ * begin with a whole object (by its braces and strings alone: the decoder judges the rest). */
+size_t rnnd_v2_json_end(const char *s, size_t len);
 /* N float32 from SRC (4*N bytes) into OUT; -1 with *BAD the index of a NaN or Inf. */
 int rnnd_v2_binary_floats(const char *src, size_t n, float *out, size_t *bad);
 /* N token ids, int32 or (WIDE) int64, from SRC into OUT; -1 with *BAD and *BADVAL for an id

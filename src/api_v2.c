@@ -266,6 +266,13 @@ static int parse_outputs(rnnd_req *r, const json_t *body, struct v2_infer *in)
                           json_string_value(name), e->name);
             return -1;
         }
+        if (i) { /* the only output is OUTPUT: a second entry names it again (Triton: 400) */
+            rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                          "outputs[%zu]: output '" V2_OUTPUT "' is requested twice (outputs[0] "
+                          "and outputs[%zu]): name each output once",
+                          i, i);
+            return -1;
+        }
         const json_t *op = json_object_get(o, "parameters");
         const json_t *bd = json_is_object(op) ? json_object_get(op, "binary_data") : NULL;
         if (bd && !json_is_boolean(bd)) {
@@ -1086,6 +1093,19 @@ void rnnd_api_v2_infer(rnnd_req *r)
     if (hl && rnnd_v2_header_length(hl, &head)) {
         rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
                       RNND_V2_HEADER_LENGTH ": expected a byte count, got '%.32s'", hl);
+        return;
+    }
+    /* binary data sent without the header: the decoder would only say that the JSON has bytes
+     * after it, so say what they need (looked for only when the body names binary_data_size) */
+    size_t raw_len, end;
+    const char *raw = hl ? NULL : rnnd_req_raw_body(r, &raw_len);
+    if (raw && memmem(raw, raw_len, "\"binary_data_size\"", 18) &&
+        (end = rnnd_v2_json_end(raw, raw_len)) && end < raw_len) {
+        rnnd_v2_error(r, RNND_E_INVALID_REQUEST,
+                      "the body has %zu bytes after its JSON and uses binary_data_size, but no "
+                      "%s header: binary tensor data (Triton's binary tensor extension) needs "
+                      "that header to say where the JSON ends",
+                      raw_len - end, RNND_V2_HEADER_LENGTH);
         return;
     }
     if (hl ? rnnd_req_decode_head(r, head, &bin, &bin_len) : rnnd_req_decode(r))

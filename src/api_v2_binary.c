@@ -23,6 +23,35 @@ int rnnd_v2_header_length(const char *v, size_t *out)
     return 0;
 }
 
+static int blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+size_t rnnd_v2_json_end(const char *s, size_t len)
+{
+    size_t i = 0, depth = 0;
+    while (i < len && blank(s[i]))
+        i++;
+    if (i == len || s[i] != '{')
+        return 0;
+    for (int str = 0; i < len; i++) {
+        char c = s[i];
+        if (str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                str = 0;
+        } else if (c == '"') {
+            str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            for (i++; i < len && blank(s[i]);)
+                i++;
+            return i;
+        }
+    }
+    return 0;
+}
+
 static uint64_t le(const unsigned char *p, size_t bytes)
 {
     uint64_t v = 0;

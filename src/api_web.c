@@ -11,6 +11,20 @@
     "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; " \
     "form-action 'none'"
 
+/* Whether an If-None-Match value INM matches the file's ETAG: it lists the tag, or is "*",
+ * which matches any current representation (RFC 9110 13.1.2). */
+static int none_match(const char *inm, const char *etag)
+{
+    if (!inm)
+        return 0;
+    inm += strspn(inm, " \t");
+    if (*inm == '*') {
+        inm++;
+        return !inm[strspn(inm, " \t")];
+    }
+    return strstr(inm, etag) != NULL;
+}
+
 static void web_file(rnnd_req *r, const char *name, const char *type)
 {
     const rnnd_app *app = rnnd_req_app(r);
@@ -26,8 +40,7 @@ static void web_file(rnnd_req *r, const char *name, const char *type)
      * whether they changed (If-None-Match), so an upgrade shows at the next load */
     rnnd_reply_header(r, "Cache-Control", "no-cache");
     rnnd_reply_header(r, "ETag", a->etag);
-    const char *inm = rnnd_req_header(r, "If-None-Match");
-    if (inm && strstr(inm, a->etag)) {
+    if (none_match(rnnd_req_header(r, "If-None-Match"), a->etag)) {
         rnnd_reply_empty(r, 304);
         return;
     }

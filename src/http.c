@@ -144,8 +144,8 @@ void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg)
 
 int rnnd_req_gone(rnnd_req *r)
 {
-    if (!r->conn)
-        return 0; /* a WebSocket's: its socket stays until the reply is sent */
+    if (!r->conn) /* a WebSocket's: gone once its socket closed (ws_bridge_cancel) */
+        return (atomic_load(&r->flags) & F_GONE) != 0;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci)
@@ -308,6 +308,7 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
     rnnd_app *app = r->http->app;
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
+    r->http10 = !strcmp(version, MHD_HTTP_VERSION_1_0);
     snprintf(r->method_name, sizeof r->method_name, "%s", r->method ? method : "other");
     struct conn_rec *c = http_conn_rec_of(r->conn);
     char why[320];

@@ -34,7 +34,8 @@ typedef void (*rnnd_handler)(rnnd_req *r);
 enum rnnd_route_flags {
     RT_OPEN = 1 << 0,     /* answered without an API key (health probes, the web page's files) */
     RT_DRAIN = 1 << 1,    /* still answered while the server drains (liveness) */
-    RT_RAW_BODY = 1 << 2, /* the handler reads the body (rnnd_req_raw_body, rnnd_req_decode) */
+    RT_RAW_BODY = 1 << 2, /* the handler reads the body (rnnd_req_raw_body, rnnd_req_decode),
+                           * if it wants one: the web page's files ignore it */
     RT_V2 = 1 << 3,       /* KServe v2: its error shape, and any Content-Type */
     RT_MODEL = 1 << 4,    /* the first path parameter is a model name (the access log) */
     RT_ADMIN = 1 << 5,    /* a key of scope admin only, when keys are on (403 otherwise) */
@@ -113,7 +114,8 @@ void rnnd_req_defer(rnnd_req *r);
 /* The deferred reply is set: send it. Any thread; R must not be used afterwards. */
 void rnnd_req_complete(rnnd_req *r);
 /* Nonzero when the client of a deferred request has closed its connection (its socket reads
- * end-of-file). Only between rnnd_req_defer() and rnnd_req_complete(). */
+ * end-of-file), or its WebSocket closed. Only between rnnd_req_defer() and
+ * rnnd_req_complete(). */
 int rnnd_req_gone(rnnd_req *r);
 /* Run FN(ARG) when the request is freed (after its reply was sent or the client left). */
 void rnnd_req_on_free(rnnd_req *r, void (*fn)(void *), void *arg);

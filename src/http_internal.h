@@ -58,6 +58,8 @@ struct rnnd_http {
     pthread_mutex_t wsmu;
     pthread_cond_t ws_cond; /* a socket's thread ended */
     struct rnnd_ws *ws_list;
+    /* every socket counted in N_WS, for max_websockets_per_ip */
+    struct rnnd_ws *ws_counted;
     size_t n_ws;       /* sockets, counted from the 101 until freed: max_websockets */
     size_t ws_threads; /* socket threads not yet ended */
     pthread_t ws_dead; /* the last thread that ended, to be joined */
@@ -105,7 +107,8 @@ struct rnnd_stream {
     void *wake_arg;
 };
 
-enum { F_DONE = 1, F_SUSPENDED = 2 };
+/* rnnd_req's flags. F_GONE: a WebSocket's request whose socket closed (rnnd_req_gone). */
+enum { F_DONE = 1, F_SUSPENDED = 2, F_GONE = 4 };
 
 struct rnnd_req {
     rnnd_http *http;
@@ -114,6 +117,7 @@ struct rnnd_req {
     rnnd_handler handler;
     int method;
     char method_name[8];
+    int http10; /* the request line says HTTP/1.0 (a WebSocket upgrade needs 1.1) */
     char params[MAX_PARAMS][MAX_SEGMENT + 1];
     char path[160]; /* for the access log */
 

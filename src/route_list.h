@@ -20,9 +20,9 @@
     X("/healthz", rnnd_api_healthz, NULL, NULL, NULL, RT_OPEN | RT_DRAIN) \
     X("/readyz", rnnd_api_readyz, NULL, NULL, NULL, RT_OPEN) \
     X("/metrics", rnnd_api_metrics, NULL, NULL, NULL, RT_ADMIN) \
-    X("/", rnnd_api_web_index, NULL, NULL, NULL, RT_OPEN) \
-    X("/ui/app.js", rnnd_api_web_js, NULL, NULL, NULL, RT_OPEN) \
-    X("/ui/app.css", rnnd_api_web_css, NULL, NULL, NULL, RT_OPEN) \
+    X("/", rnnd_api_web_index, NULL, NULL, NULL, RT_OPEN | RT_RAW_BODY) \
+    X("/ui/app.js", rnnd_api_web_js, NULL, NULL, NULL, RT_OPEN | RT_RAW_BODY) \
+    X("/ui/app.css", rnnd_api_web_css, NULL, NULL, NULL, RT_OPEN | RT_RAW_BODY) \
     X("/v1/models", rnnd_api_models_list, NULL, NULL, NULL, 0) \
     X("/v1/models/*", rnnd_api_model_get, NULL, NULL, NULL, RT_MODEL) \
     X("/v1/models/*/infer", NULL, rnnd_api_infer, NULL, NULL, RT_MODEL) \

@@ -108,6 +108,9 @@ static const struct setting settings[] = {
      "an event stream idle this long gets a comment line, so proxies keep it open; 0 = never"},
     {"max_websockets", CT_INT, OFF(max_websockets), "64", 0, 65536, NULL, "N",
      "most WebSocket sessions open at once (each has a thread); more get 503; 0 = none"},
+    {"max_websockets_per_ip", CT_INT, OFF(max_websockets_per_ip), "16", 1, 65536, NULL, "N",
+     "most WebSocket sessions open at once from one client address (an IPv6 /64 is one); more "
+     "get 503"},
     {"ws_max_message_bytes", CT_SIZE, OFF(ws_max_message_bytes), "1M", 1024, 1024 * KI *KI, NULL,
      "BYTES",
      "largest WebSocket message (suffix K, M or G); a larger one closes the socket (1009)"},

@@ -41,6 +41,7 @@ typedef struct rnnd_config {
     int64_t max_generate_tokens;
     int64_t sse_ping_s;
     int64_t max_websockets;
+    int64_t max_websockets_per_ip;
     int64_t ws_max_message_bytes;
     int64_t ws_max_in_flight;
     int64_t ws_idle_timeout_s;

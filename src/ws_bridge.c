@@ -224,6 +224,10 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
     json_t *body = NULL;
     if (!text_step_fast(w, p, (const char *)data, len))
         return;
+    if (skip_ws((const char *)data, 0, len) == len) { /* jansson's words: "wrong arguments" */
+        rnnd_reply_error(r, RNND_E_INVALID_JSON, "an empty text frame: a request is a JSON object");
+        goto done;
+    }
     if (rnnd_json_depth_check((const char *)data, len, cfg->max_json_depth)) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)cfg->max_json_depth);
@@ -291,7 +295,7 @@ static int binary_steps(rnnd_ws *w, rnnd_req *r, const rnnd_ws_head *hd, rnnd_st
 {
     const rnnd_entry *e = rnnd_session_model(w->s);
     const rnnd_model_spec *spec = rnnd_model_get_spec(e->model);
-    size_t n = hd->n_steps, width = hd->payload_len / 4 / n;
+    size_t n = hd->n_steps;
     int64_t max = w->app->cfg->max_steps_per_request;
     memset(sc, 0, sizeof *sc);
     sc->n_steps = n;
@@ -302,12 +306,18 @@ static int binary_steps(rnnd_ws *w, rnnd_req *r, const rnnd_ws_head *hd, rnnd_st
                          "%zu steps, more than max_steps_per_request (%lld)", n, (long long)max);
         return -1;
     }
-    if (spec->input_kind == RNND_INPUT_TOKENS) {
-        if (hd->kind != RNND_WS_I32 || width != 1) {
-            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                             "model %s takes token ids: kind 2, one int32 per step", e->name);
-            return -1;
-        }
+    /* the payload's size against the model's, in bytes: what the client can count */
+    int tokens = spec->input_kind == RNND_INPUT_TOKENS;
+    size_t width = tokens ? 1 : (size_t)spec->input_dim, want = n * width * 4;
+    if (hd->kind != (tokens ? RNND_WS_I32 : RNND_WS_F32) || hd->payload_len != want) {
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "model %s takes %zu %s per step (kind %d): %zu steps need %zu payload "
+                         "bytes; the frame is kind %u and has %zu",
+                         e->name, width, tokens ? "int32 token id" : "float32 values",
+                         tokens ? RNND_WS_I32 : RNND_WS_F32, n, want, hd->kind, hd->payload_len);
+        return -1;
+    }
+    if (tokens) {
         if (!(sc->ids = malloc(n * sizeof *sc->ids)))
             goto oom;
         rnnd_ws_get_i32(hd->payload, n, sc->ids);
@@ -321,13 +331,6 @@ static int binary_steps(rnnd_ws *w, rnnd_req *r, const rnnd_ws_head *hd, rnnd_st
             }
         }
         return 0;
-    }
-    if (hd->kind != RNND_WS_F32 || width != (size_t)spec->input_dim) {
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                         "model %s takes %d float32 values per step (kind 1); got kind %u with "
-                         "%zu",
-                         e->name, spec->input_dim, hd->kind, width);
-        return -1;
     }
     if (!(sc->vectors = malloc(n * width * sizeof *sc->vectors)))
         goto oom;
@@ -360,7 +363,11 @@ static int binary_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data,
     p->has_seq = 1;
     p->seq = hd.seq;
     rnnd_step_scan sc = {0};
-    if (rc) {
+    /* a payload that is not whole 4-byte values of its steps: worded against the model's
+     * width in binary_steps, which needs the session's model (the codec does not know it) */
+    int size_only =
+        rc == RNND_ERR_INVALID && hd.n_steps && hd.payload_len % ((size_t)hd.n_steps * 4);
+    if (rc && !size_only) {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST, "%s", err);
     } else if (!binary_steps(w, r, &hd, &sc)) {
         r->binary = 1;
@@ -537,6 +544,8 @@ void ws_bridge_cancel(rnnd_ws *w)
 {
     pthread_mutex_lock(&w->mu);
     for (struct ws_pending *p = w->head; p; p = p->next) {
+        /* a plain generate asks rnnd_req_gone() before each token, as over HTTP */
+        atomic_fetch_or(&p->r->flags, F_GONE);
         if (p->streaming) {
             pthread_mutex_lock(&p->r->stream->mu);
             p->r->stream->gone = 1;

@@ -328,8 +328,8 @@ static void run(struct conn *c)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);
         if (!c->cancelled && wslay_event_get_close_received(c->ctx)) {
-            /* the client's close ends the socket as a closed HTTP stream ends: its streamed
-             * generations stop at their next token (other requests finish) */
+            /* the client's close ends the socket as a closed HTTP connection ends: its
+             * generations, streamed or not, stop at their next token (other requests finish) */
             c->cancelled = 1;
             ws_bridge_cancel(w);
         }

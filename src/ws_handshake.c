@@ -1,8 +1,9 @@
 /* GET /v1/sessions/{id}/ws: the opening handshake of a WebSocket session (RFC 6455 section
  * 4.2). Everything that can refuse the upgrade is decided here, as an ordinary HTTP reply,
  * before anything is upgraded: the API key (http.c, as for every route), the headers, the
- * session (404/410 as its other routes say) and max_websockets (503). Then the reply is 101
- * with Sec-WebSocket-Accept, and libmicrohttpd hands the socket to on_upgrade (ws_conn.c). */
+ * session (404/410 as its other routes say), max_websockets and max_websockets_per_ip (503).
+ * Then the reply is 101 with Sec-WebSocket-Accept, and libmicrohttpd hands the socket to
+ * on_upgrade (ws_conn.c). */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "linger.h"
 #include "rnnd/status.h"
 #include "ws_internal.h"
 
@@ -126,6 +128,17 @@ static int has_token(const char *v, const char *token)
     return 0;
 }
 
+/* How many Sec-WebSocket-Key fields the request has (MHD's lookup gives only the first). */
+static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *name,
+                                 const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (!strcasecmp(name, "Sec-WebSocket-Key"))
+        (*(int *)cls)++;
+    return MHD_YES;
+}
+
 /* ---- the upgrade ------------------------------------------------------------------------- */
 
 /* libmicrohttpd sent the 101 and hands over the socket (on one of its threads). */
@@ -176,11 +189,24 @@ void rnnd_api_session_ws(rnnd_req *r)
                          "Connection: Upgrade (docs/websocket.md)");
         return;
     }
+    if (r->http10) { /* libmicrohttpd would drop the connection rather than send the 101 */
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.1); this request is "
+                         "HTTP/1.0");
+        return;
+    }
     if (!ver || strcmp(ver, "13")) {
         rnnd_reply_header(r, "Sec-WebSocket-Version", "13");
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "Sec-WebSocket-Version must be 13 (RFC 6455), got %.20s",
                          ver ? ver : "none");
+        return;
+    }
+    int keys = 0;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_key, &keys);
+    if (keys > 1) { /* RFC 6455 4.2.1: exactly one; an Accept answers only one of them */
+        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                         "%d Sec-WebSocket-Key headers: send exactly one (RFC 6455 4.2.1)", keys);
         return;
     }
     if (!key_ok(key)) {
@@ -197,33 +223,54 @@ void rnnd_api_session_ws(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_OUT_OF_MEMORY, "out of memory");
         return;
     }
+    w->h = h;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *ca = ci ? ci->client_addr : NULL;
+    if (ca && (ca->sa_family == AF_INET || ca->sa_family == AF_INET6)) {
+        size_t alen =
+            ca->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+        memcpy(&w->addr, ca, alen);
+    }
     pthread_mutex_lock(&h->wsmu);
     h->ws_close_all = rnnd_ws_close_all;
     h->ws_stop_all = rnnd_ws_stop_all;
-    int full = h->n_ws >= (size_t)cfg->max_websockets;
-    if (!full)
-        h->n_ws++; /* the slot is this socket's until ws_unref() frees it */
+    /* one address may not hold every slot (pings keep a socket open for good) */
+    size_t mine = 0;
+    for (const rnnd_ws *x = h->ws_counted; x; x = x->cnext)
+        mine += rnnd_same_host(&x->addr, (const struct sockaddr *)&w->addr);
+    int full = h->n_ws >= (size_t)cfg->max_websockets ? 1
+        : mine >= (size_t)cfg->max_websockets_per_ip  ? 2
+                                                      : 0;
+    if (!full) { /* the slot is this socket's until ws_unref() frees it */
+        h->n_ws++;
+        w->cnext = h->ws_counted;
+        if (h->ws_counted)
+            h->ws_counted->cprev = w;
+        h->ws_counted = w;
+    }
     pthread_mutex_unlock(&h->wsmu);
     /* out of descriptors (the fd budget plans none for sockets): refused before the 101 */
     w->wake = full ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (w->wake < 0) {
-        if (!full) {
-            pthread_mutex_lock(&h->wsmu);
-            h->n_ws--;
-            pthread_mutex_unlock(&h->wsmu);
-        }
+        if (!full)
+            ws_uncount(w);
         free(w);
         rnnd_session_unref(s);
-        if (full)
+        if (full == 1)
             rnnd_reply_error(r, RNND_E_UNAVAILABLE,
                              "%lld WebSockets are open (max_websockets); retry later",
                              (long long)cfg->max_websockets);
+        else if (full)
+            rnnd_reply_error(r, RNND_E_UNAVAILABLE,
+                             "%lld WebSockets are open from your address "
+                             "(max_websockets_per_ip); close one or retry later",
+                             (long long)cfg->max_websockets_per_ip);
         else
             rnnd_reply_error(r, RNND_E_UNAVAILABLE, "no descriptor for a WebSocket: %s",
                              strerror(errno));
         return;
     }
-    w->h = h;
     w->app = h->app;
     w->s = s;
     w->key = r->key;

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "http_internal.h"
 #include "session.h"
@@ -77,6 +78,10 @@ struct rnnd_ws {
     int failed;           /* out of memory for a stream's events: close (1011) */
     int session_gone;     /* a request found the session deleted or expired: close (1008) */
     rnnd_ws *prev, *next; /* h->ws_list */
+
+    /* the client's address (AF_UNSPEC: unknown), for max_websockets_per_ip */
+    struct sockaddr_storage addr;
+    rnnd_ws *cprev, *cnext; /* h->ws_counted, under h->wsmu */
 };
 
 /* ---- ws_conn.c ---- */
@@ -94,6 +99,8 @@ void ws_conn_wake(rnnd_ws *w);
 /* Drop a reference to W; the last frees it, its session reference and its max_websockets
  * slot. Its socket is closed already (MHD_upgrade_action) or was never handed over. */
 void ws_unref(rnnd_ws *w);
+/* Give back W's max_websockets slot (ws_handshake.c took it). Takes h->wsmu. */
+void ws_uncount(rnnd_ws *w);
 
 /* ---- ws_bridge.c ---- */
 /* A whole message of W (text: JSON; binary: ws_codec.h) arrived: start its request, or
@@ -106,7 +113,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
 /* Whether W's requests have all been answered. */
 int ws_bridge_idle(rnnd_ws *w);
-/* The socket is closing: streamed generations stop at their next token. */
+/* The socket is closing: its generations, streamed or not, stop at their next token. */
 void ws_bridge_cancel(rnnd_ws *w);
 
 #endif

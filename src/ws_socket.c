@@ -14,13 +14,25 @@ void ws_conn_wake(rnnd_ws *w)
     }
 }
 
+void ws_uncount(rnnd_ws *w)
+{
+    rnnd_http *h = w->h;
+    pthread_mutex_lock(&h->wsmu);
+    h->n_ws--;
+    if (w->cprev)
+        w->cprev->cnext = w->cnext;
+    else
+        h->ws_counted = w->cnext;
+    if (w->cnext)
+        w->cnext->cprev = w->cprev;
+    pthread_mutex_unlock(&h->wsmu);
+}
+
 void ws_unref(rnnd_ws *w)
 {
     if (!w || atomic_fetch_sub(&w->refs, 1) != 1)
         return;
-    pthread_mutex_lock(&w->h->wsmu);
-    w->h->n_ws--;
-    pthread_mutex_unlock(&w->h->wsmu);
+    ws_uncount(w);
     rnnd_session_unref(w->s);
     if (w->wake >= 0)
         close(w->wake);

@@ -464,6 +464,12 @@ class Protocol(Case):
             r = cl.infer(model, body)
             self.check(is_v2_error(r, 400), "%s: 400 {\"error\"}: %d %s" % (what, r.status_code,
                                                                           r.text[:200]))
+        # Triton refuses an output asked for twice; the message names it
+        r = cl.infer(vname, cl.infer_body("INPUT", [1, 1, dim], "FP32", good,
+                                          outputs=["OUTPUT", "OUTPUT"]))
+        self.check(is_v2_error(r, 400) and "'OUTPUT'" in r.json()["error"]
+                   and "twice" in r.json()["error"],
+                   "OUTPUT named twice: 400 naming it: %d %s" % (r.status_code, r.text[:200]))
         r = cl.infer(vname, cl.infer_body("INPUT", [1, 1, dim], "FP32", good), version="3")
         self.check(is_v2_error(r, 400), "infer on version 3: 400 {\"error\"}")
         r = cl.infer(vname, cl.infer_body("INPUT", [1, 1, dim], "FP32", good))

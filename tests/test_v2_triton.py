@@ -432,6 +432,7 @@ class Binary(Case):
         except ValueError:
             j = None
         self.check(is_v2_error(st, j, 400), "%s: 400 {\"error\"}: %d %r" % (what, st, raw[:200]))
+        return (j or {}).get("error", "")
 
     def test_refusals(self):
         vals = [0.5] * 8
@@ -462,8 +463,14 @@ class Binary(Case):
                      *req(dict(good, parameters={"binary_data_size": "32"}), [blob]))
         self.refused("both data and binary_data_size", *req(dict(good, data=vals), [blob]))
         h = json.dumps({"inputs": [good]}).encode()
-        self.refused("binary_data_size without the header", h + blob,
-                     {"Content-Type": "application/json"})
+        msg = self.refused("binary_data_size without the header", h + blob,
+                           {"Content-Type": "application/json"})
+        self.check(HL in msg and "binary" in msg,
+                   "binary data without %s: the message names the header: %r" % (HL, msg))
+        msg = self.refused("binary_data_size without the header nor the bytes", h,
+                           {"Content-Type": "application/json"})
+        self.check(HL in msg, "binary_data_size without %s nor bytes: the message names the "
+                   "header: %r" % (HL, msg))
         plain = {"name": "INPUT", "shape": [1, 2, 4], "datatype": "FP32", "data": vals}
         self.refused("bytes after the JSON but no binary_data_size", *req(plain, [blob]))
         self.refused("a NaN in binary floats",

@@ -328,6 +328,17 @@ class Keys(Case):
         self.b.js("""(() => { document.getElementById('key').value = %s;
             document.getElementById('keyform').requestSubmit(); })()""" % json.dumps(key))
 
+    def test_options_without_key(self):
+        """OPTIONS follows its route's GET (docs/security.md, "Browsers"): the page's files,
+        open to all, answer it without a key (204, Allow: GET, HEAD); an API route needs one."""
+        for path in ("/", "/ui/app.js", "/ui/app.css"):
+            st, h, _ = self.d.request("OPTIONS", path)
+            self.check(st == 204 and "GET" in h.get("allow", "") and "www-authenticate" not in h,
+                       "OPTIONS %s without a key: 204 with Allow (got %s %r)" % (path, st, h))
+        st, h, _ = self.d.request("OPTIONS", "/v1/models")
+        self.check(st == 401 and "allow" not in h,
+                   "OPTIONS /v1/models without a key: 401, no Allow (got %s %r)" % (st, h))
+
     def test_infer_key_no_charts(self):
         """A key of scope infer lists the models; the page says the charts need admin."""
         b = self.b
@@ -380,7 +391,17 @@ class Files(Case):
             self.eq(h.get("x-content-type-options"), "nosniff", path + " nosniff")
             st, h2, body2 = d.request("GET", path, headers={"If-None-Match": h["etag"]})
             self.eq((st, body2), (304, None), path + " with its ETag: 304, no body")
+            # RFC 9110 13.1.2: "*" matches any current representation
+            st, _, body2 = d.request("GET", path, headers={"If-None-Match": "*"})
+            self.eq((st, body2 is None), (304, True), path + " with If-None-Match: *: 304, no body")
+            st, _, body2 = d.request("GET", path, headers={"If-None-Match": '"other"'})
+            self.eq(st, 200, path + " with another tag: 200")
             self.eq(d.request("HEAD", path)[0], 200, "HEAD " + path)
+            # a body on a GET of a file has no meaning (RFC 9110 9.3.1): it is ignored
+            for ct in (None, "application/json"):
+                st, _, got = d.request("GET", path, raw=b"hello", headers={"Content-Type": ct})
+                self.check(st == 200 and got == body, "GET %s with a body (Content-Type %s): "
+                           "the file, got %d %.200r" % (path, ct, st, got))
 
     def test_off(self):
         d = Daemon({"charlm": CHARLM}, "--web-ui", "off")

@@ -57,8 +57,9 @@ class Closed(Exception):
 class RawWS:
     """A WebSocket client on a plain socket."""
 
-    def __init__(self, port, path, headers=None, timeout=20, ctx=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, path, headers=None, timeout=20, ctx=None, source=None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         if ctx:
             self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16)).decode()
@@ -531,6 +532,30 @@ class WS(Case):
         self.eq(self.cancelled_generations() - before, 1,
                 'rnnd_generations_total{finish_reason="cancelled"} went up by one')
 
+    def test_close_frame_cancels_plain_generate(self):
+        """A non-streamed generate stops at a close as a streamed one does (docs/api.md 4.4 and
+        4.10: a generation stops when its client leaves, streamed or plain): it does not run
+        its max_tokens to the end for a reply nobody reads."""
+        before = self.cancelled_generations()
+        x = self.new("charlm")
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % x)
+        self.eq(w.status, 101, "upgrade")
+        w.send_json({"op": "generate", "prompt": "a", "max_tokens": 100000})
+        deadline = time.monotonic() + 10
+        while not self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        w.close()
+        deadline = time.monotonic() + 20
+        while self.d.request("GET", "/v1/sessions/" + x)[2]["busy"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        steps = self.steps(x)
+        self.check(steps < 50000, "the closed socket's plain generate stopped early (%d of "
+                   "100,000 steps)" % steps)
+        self.eq(self.cancelled_generations() - before, 1,
+                'rnnd_generations_total{finish_reason="cancelled"} went up by one')
+
     def test_websockets_library(self):
         import websockets
         s, ref = self.new(), self.new()
@@ -564,6 +589,44 @@ class WS(Case):
             self.eq((w.status, (w.body or {}).get("error", {}).get("code")),
                     (status, "invalid_request"), what)
             w.sock.close()
+        def raw_upgrade(version, keys):
+            """The status line and error of an upgrade with KEYS Sec-WebSocket-Key lines."""
+            with socket.create_connection(("127.0.0.1", self.d.port), timeout=10) as c:
+                c.sendall(("GET %s %s\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                           "Connection: %sUpgrade\r\n%sSec-WebSocket-Version: 13\r\n\r\n"
+                           % (path, version, "close, " if version.endswith("1") else "",
+                              "".join("Sec-WebSocket-Key: %s\r\n"
+                                      % base64.b64encode(os.urandom(16)).decode()
+                                      for _ in range(keys)))).encode())
+                got = b""
+                while True:  # the head, then Content-Length bytes (none after a 101)
+                    head, sep, body = got.partition(b"\r\n\r\n")
+                    n = [int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                         if h.lower().startswith(b"content-length:")]
+                    if sep and len(body) >= sum(n):
+                        break
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    got += chunk
+            try:
+                err = json.loads(body).get("error", {})
+            except ValueError:
+                err = {}
+            return head.split(b"\r\n")[0], err
+
+        # RFC 6455 4.1: the upgrade needs HTTP/1.1; an HTTP/1.0 one got no reply at all
+        line, err = raw_upgrade("HTTP/1.0", 1)
+        self.check(line.startswith(b"HTTP/1.") and line.split(b" ")[1] == b"400",
+                   "an HTTP/1.0 upgrade: 400, got %r" % line)
+        self.check(err.get("code") == "invalid_request" and "HTTP/1.1" in err.get("message", ""),
+                   "an HTTP/1.0 upgrade: invalid_request naming HTTP/1.1: %r" % err)
+        # RFC 6455 4.2.1: exactly one Sec-WebSocket-Key
+        line, err = raw_upgrade("HTTP/1.1", 2)
+        self.check(line.split(b" ")[1:2] == [b"400"], "two Sec-WebSocket-Key: 400, got %r" % line)
+        self.check(err.get("code") == "invalid_request" and "Sec-WebSocket-Key" in
+                   err.get("message", ""), "two Sec-WebSocket-Key: invalid_request naming it: %r"
+                   % err)
         w = RawWS(self.d.port, "/v1/sessions/%s/ws" % ("0" * 32))
         self.eq((w.status, w.body["error"]["code"]), (404, "not_found"), "unknown session")
         w.sock.close()
@@ -614,10 +677,28 @@ class WS(Case):
             w.frame(1, payload)
             got = w.recv()
             self.eq((got["status"], got["error"]["code"]), (400, code), what)
+        for what, payload in (("an empty text frame", b""), ("only spaces", b" \r\n ")):
+            w.frame(1, payload)
+            got = w.recv()
+            self.eq((got["status"], got["error"]["code"]), (400, "invalid_json"), what)
+            self.check("empty text frame: a request is a JSON object" in got["error"]["message"],
+                       "%s: the message says what is wrong: %r" % (what, got["error"]["message"]))
         w.frame(2, bin_step(3, [[0.0] * (DIM + 1)]))
         got = w.recv()
         self.eq((got["status"], got["error"]["code"], got["seq"]), (400, "invalid_request", 3),
                 "binary: wrong width")
+        # the message names the bytes expected and received, for any width of payload
+        for what, frame, want, have in (
+                ("a step too wide", bin_step(5, [[0.0] * (DIM + 1)] * 2), 8 * DIM, 8 * DIM + 8),
+                ("2 bytes too many", bin_step(6, [[0.0] * DIM]) + b"\0\0", 4 * DIM, 4 * DIM + 2),
+                ("3 bytes", bin_step(7, [[0.0]])[:-1], 4 * DIM, 3)):
+            w.frame(2, frame)
+            got = w.recv()
+            msg = got["error"]["message"]
+            self.check(got["status"] == 400 and "%d payload bytes" % want in msg
+                       and "has %d" % have in msg,
+                       "binary, %s: the message names %d bytes expected, %d received: %r"
+                       % (what, want, have, msg))
         w.frame(2, bin_step(4, [VOCAB + 5], kind=2))
         got = w.recv()
         self.eq((got["status"], got["error"]["code"]), (400, "invalid_request"),
@@ -773,6 +854,36 @@ class Limits(Case):
                 self.eq(c.code, 1001, "a draining server closes with 1001")
             except (EOFError, OSError) as e:
                 self.fail_check("want close 1001 on drain, got %r" % e)
+
+    def test_per_address_limit(self):
+        """max_websockets_per_ip: one address cannot hold every slot (pinging keeps a socket
+        open for good); another address still gets one, and a closed socket frees its slot."""
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-websockets", "8",
+                    "--max-websockets-per-ip", "3") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            path = "/v1/sessions/%s/ws" % s
+            mine = [RawWS(d.port, path) for _ in range(3)]
+            self.eq([w.status for w in mine], [101] * 3, "3 sockets under the per-address cap")
+            w = RawWS(d.port, path)
+            self.eq((w.status, (w.body or {}).get("error", {}).get("code")),
+                    (503, "unavailable"), "the 4th from one address: 503")
+            self.check("max_websockets_per_ip" in (w.body or {}).get("error", {}).get(
+                "message", ""), "the message names max_websockets_per_ip: %r" % w.body)
+            w.sock.close()
+            other = RawWS(d.port, path, source="127.0.0.2")
+            self.eq(other.status, 101, "another address gets a socket")
+            other.close()
+            mine.pop().close()
+            deadline = time.monotonic() + 5
+            while True:  # the slot comes back once the socket's thread ends
+                w = RawWS(d.port, path)
+                if w.status == 101 or time.monotonic() > deadline:
+                    break
+                w.sock.close()
+                time.sleep(0.05)
+            self.eq(w.status, 101, "a slot of the address is free again after a close")
+            for x in mine + [w]:
+                x.close()
 
     def test_in_flight_limit(self):
         with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-in-flight", "1") as d:
