@@ -331,6 +331,20 @@ int rnnd_store_delete(rnnd_store *s, const char *id, uint64_t epoch, char *err, 
     return rc;
 }
 
+/* The outcome of a script (RC, its reply R, freed here) that answers 1 when it did its work
+ * and 0 when it found nothing to do: 0, 1, or the error of a reply of another type (WHAT). */
+static int done_or_not_locked(rnnd_store *s, int rc, redisReply *r, const char *what, char *err,
+                              size_t errlen)
+{
+    if (rc)
+        return rc;
+    if (r->type != REDIS_REPLY_INTEGER)
+        return rnnd_store_unexpected_locked(s, r, what, err, errlen);
+    rc = r->integer == 1 ? RNND_OK : 1;
+    freeReplyObject(r);
+    return rc;
+}
+
 int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd_store_fields *f,
                        int64_t ttl_ms, int64_t idle_ms, char *err, size_t errlen)
 {
@@ -349,12 +363,7 @@ int rnnd_store_restore(rnnd_store *s, const char *id, uint64_t epoch, const rnnd
     redisReply *r = NULL;
     if (!(rc = push_fields(f, args, lens, &n, err, errlen)))
         rc = rnnd_store_eval_locked(s, S_RESTORE, 2, keys, n, args, lens, &r, err, errlen);
-    if (!rc && r->type != REDIS_REPLY_INTEGER) {
-        rc = rnnd_store_unexpected_locked(s, r, "restore: an unexpected reply", err, errlen);
-    } else if (!rc) {
-        rc = r->integer == 1 ? RNND_OK : 1;
-        freeReplyObject(r);
-    }
+    rc = done_or_not_locked(s, rc, r, "restore: an unexpected reply", err, errlen);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
@@ -372,12 +381,7 @@ int rnnd_store_forget(rnnd_store *s, const char *id, const char *gone_why, int64
     const char *keys[] = {rec, gone, "rnnd:idx"}, *args[] = {me, gone_why, ms, id};
     redisReply *r = NULL;
     rc = rnnd_store_eval_locked(s, S_FORGET, 3, keys, 4, args, NULL, &r, err, errlen);
-    if (!rc && r->type != REDIS_REPLY_INTEGER) {
-        rc = rnnd_store_unexpected_locked(s, r, "forget: an unexpected reply", err, errlen);
-    } else if (!rc) {
-        rc = r->integer == 1 ? RNND_OK : 1;
-        freeReplyObject(r);
-    }
+    rc = done_or_not_locked(s, rc, r, "forget: an unexpected reply", err, errlen);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
