@@ -1,18 +1,8 @@
-/* A socket's record (rnnd_ws), what every part of the module does with it: wake its thread,
- * drop a reference. Here, not in ws_conn.c, so that ws_bridge.c (a request answered) and
- * ws_handshake.c reach them without calling the thread's file, which calls ws_bridge.c. */
+/* A socket's record (rnnd_ws), what every part of the module does with it: drop a reference,
+ * give back its max_websockets slot. */
 #include <stdlib.h>
-#include <unistd.h>
 
 #include "ws_internal.h"
-
-void ws_conn_wake(rnnd_ws *w)
-{
-    uint64_t one = 1;
-    if (write(w->wake, &one, sizeof one) < 0) {
-        /* the counter is full: a wake-up is pending already */
-    }
-}
 
 void ws_uncount(rnnd_ws *w)
 {
@@ -34,8 +24,6 @@ void ws_unref(rnnd_ws *w)
         return;
     ws_uncount(w);
     rnnd_session_unref(w->s);
-    if (w->wake >= 0)
-        close(w->wake);
     pthread_mutex_destroy(&w->mu);
     free(w->extra);
     free(w);
