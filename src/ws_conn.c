@@ -6,8 +6,9 @@
  *   frame that declares it so (frame_check);
  * - ws_max_in_flight: with that many requests unanswered the loop stops reading the socket
  *   (EPOLLIN off; and with ws_max_message_bytes of replies unsent, pongs included, or
- *   MAX_QUEUED_REPLIES of them), so a client that sends faster than the session computes, or reads slower, fills its own TCP window, not our memory; the
- *   messages already read when the limit is reached (at most one read's worth) wait parked;
+ *   MAX_QUEUED_REPLIES of them), so a client that sends faster than the session computes,
+ *   or reads slower, fills its own TCP window, not our memory; the messages
+ *   already read when the limit is reached (at most one read's worth) wait parked;
  * - ws_idle_timeout_s: no frame either way and nothing in flight for that long closes with
  *   1001; a client's ping counts (wslay answers it with a pong);
  * - protocol errors close with 1002 (wslay), an unknown binary layout with 1003, a socket

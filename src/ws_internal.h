@@ -13,7 +13,7 @@
  *                   (ws_max_in_flight), ping/pong, close codes, the idle timeout;
  *   ws_bridge.c     a message into a request of its own (an rnnd_req with no connection)
  *                   run by the HTTP route's handler, and its reply into a message;
- *   ws_socket.c     the socket's record: drop a reference, give back its slot;
+ *   ws_socket.c     the socket's record: wake it, drop a reference, give back its slot;
  *   ws_codec.c      the binary frames' layout (ws_codec.h).
  *
  * Threads: the event loops' (ws_loop.c; not one a socket), each serving many sockets; a socket's
@@ -38,6 +38,24 @@
 #include "session.h"
 
 typedef struct rnnd_ws rnnd_ws;
+
+/* An event loop (ws_loop.c): its thread, its epoll and eventfd, and the ready list that
+ * ws_conn_wake() (ws_socket.c) fills from any thread. */
+struct ws_loop {
+    rnnd_http *h;
+    pthread_t thread;
+    int ep;  /* epoll: the sockets and EFD */
+    int efd; /* an eventfd: the ready list has grown while the loop slept, or quit */
+
+    pthread_mutex_t mu; /* READY, each socket's QUEUED, SLEEPING, QUIT (innermost lock) */
+    rnnd_ws *ready, *ready_tail;
+    int sleeping; /* in epoll_wait with an empty ready list: a wake-up writes EFD */
+    int quit;
+
+    /* the loop thread's own */
+    rnnd_ws *socks; /* every socket of the loop, for their deadlines */
+    double next_due; /* the earliest deadline of SOCKS */
+};
 
 /* One request of a socket, from its frame to its reply (ws_bridge.c). */
 struct ws_pending {
@@ -75,7 +93,10 @@ struct rnnd_ws {
     int queued;          /* on the loop's ready list (under the loop's mu) */
     rnnd_ws *rnext;      /* ... its next */
     /* the loop thread's own */
-    int begun, ending, ended, conn_finishing; /* taken up; its socket done, requests finishing; handed back */
+    int begun;  /* taken up by the loop */
+    int ending; /* its socket is done; its requests finish */
+    int conn_finishing; /* ... and were told to stop (ws_conn_finish) */
+    int ended;  /* handed back to MHD */
     uint32_t events;          /* its epoll interest */
     double deadline;          /* when it must act though nothing happens (monotonic s) */
     rnnd_ws *lprev, *lnext;   /* the loop's sockets */
@@ -107,10 +128,6 @@ int ws_conn_start(rnnd_ws *w);
  * waits for them to end and ends the loops (before MHD stops). Take wsmu. */
 void rnnd_ws_close_all(rnnd_http *h);
 void rnnd_ws_stop_all(rnnd_http *h);
-/* Wake W's loop: a reply is ready, or W must close. Any thread, holding a reference to W;
- * takes the loop's mu. */
-void ws_conn_wake(rnnd_ws *w);
-
 /* ---- ws_conn.c (the loop thread) ---- */
 /* W's state and wslay context. Returns -1 out of memory. */
 int ws_conn_begin(rnnd_ws *w);
@@ -123,6 +140,9 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline);
 int ws_conn_finish(rnnd_ws *w);
 
 /* ---- ws_socket.c ---- */
+/* Wake W's loop: a reply is ready, or W must close. Any thread, holding a reference to W;
+ * takes the loop's mu. */
+void ws_conn_wake(rnnd_ws *w);
 /* Drop a reference to W; the last frees it, its session reference and its max_websockets
  * slot. Its socket is closed already (MHD_upgrade_action) or was never handed over. */
 void ws_unref(rnnd_ws *w);

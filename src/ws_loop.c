@@ -4,7 +4,7 @@
  *
  * A loop waits in epoll_wait() for its sockets' readiness and for its one eventfd. Another
  * thread (a worker that finished a request, a stream's writer, shutdown) wakes a socket with
- * ws_conn_wake(): the socket joins its loop's ready list and, only when the loop is asleep, the
+ * ws_conn_wake() (ws_socket.c): the socket joins its loop's ready list and, only when the loop is asleep, the
  * eventfd is written; so the replies of a batch of 64 sessions cost one wake-up, and the loop
  * then sends every ready socket's replies. What a socket does when it is ready is ws_conn.c's
  * (ws_conn_run); this file only says when. A socket's interest (EPOLLIN off under
@@ -24,48 +24,6 @@
 /* How often a socket that is finishing (its requests still running) is looked at, beside its
  * wake-ups */
 #define FINISH_POLL_S 0.1
-
-struct ws_loop {
-    rnnd_http *h;
-    pthread_t thread;
-    int ep;  /* epoll: the sockets and EFD */
-    int efd; /* an eventfd: the ready list has grown while the loop slept, or quit */
-
-    pthread_mutex_t mu; /* READY, each socket's QUEUED, SLEEPING, QUIT (innermost lock) */
-    rnnd_ws *ready, *ready_tail;
-    int sleeping; /* in epoll_wait with an empty ready list: a wake-up writes EFD */
-    int quit;
-
-    /* the loop thread's own */
-    rnnd_ws *socks; /* every socket of the loop, for their deadlines */
-    double next_due; /* the earliest deadline of SOCKS */
-};
-
-void ws_conn_wake(rnnd_ws *w)
-{
-    struct ws_loop *l = w->loop;
-    int write_efd = 0;
-    pthread_mutex_lock(&l->mu);
-    if (!w->queued) {
-        w->queued = 1;
-        atomic_fetch_add(&w->refs, 1); /* the ready list's, dropped by the loop */
-        w->rnext = NULL;
-        if (l->ready_tail)
-            l->ready_tail->rnext = w;
-        else
-            l->ready = w;
-        l->ready_tail = w;
-        write_efd = l->sleeping;
-        l->sleeping = 0;
-    }
-    pthread_mutex_unlock(&l->mu);
-    if (write_efd) {
-        uint64_t one = 1;
-        if (write(l->efd, &one, sizeof one) < 0) {
-            /* the counter is full: a wake-up is pending already */
-        }
-    }
-}
 
 /* W's socket has ended and its requests are answered: hand the socket back to MHD, which
  * closes it, and drop the loop's reference. */

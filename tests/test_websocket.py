@@ -895,7 +895,7 @@ class Limits(Case):
             other.close()
             mine.pop().close()
             deadline = time.monotonic() + 5
-            while True:  # the slot comes back once the socket's thread ends
+            while True:  # the slot comes back once the socket has ended
                 w = RawWS(d.port, path)
                 if w.status == 101 or time.monotonic() > deadline:
                     break
