@@ -4,9 +4,9 @@
  *
  * A loop waits in epoll_wait() for its sockets' readiness and for its one eventfd. Another
  * thread (a worker that finished a request, a stream's writer, shutdown) wakes a socket with
- * ws_conn_wake() (ws_socket.c): the socket joins its loop's ready list and, only when the loop is asleep, the
- * eventfd is written; so the replies of a batch of 64 sessions cost one wake-up, and the loop
- * then sends every ready socket's replies. What a socket does when it is ready is ws_conn.c's
+ * ws_conn_wake() (ws_socket.c): the socket joins its loop's ready list and, only when the
+ * loop is asleep, the eventfd is written; so the replies of a batch of 64 sessions cost one
+ * wake-up, and the loop then sends every ready socket's replies. What a socket does when it is ready is ws_conn.c's
  * (ws_conn_run); this file only says when. A socket's interest (EPOLLIN off under
  * backpressure, EPOLLOUT while replies wait) and its next deadline (idle timeout, close wait)
  * come back from ws_conn_run. */
@@ -19,7 +19,8 @@
 #include "ws_internal.h"
 
 /* One loop serves every socket: measured (docs/performance.md), a loop spends a few us a step
- * of its own, far from a core's worth at 64 sockets; more loops would only add wake-ups. */
+ * of its own, far from a core's worth at 64 sockets; two (http_threads on 2 cores) measured
+ * no better. */
 #define WS_LOOPS 1
 /* How often a socket that is finishing (its requests still running) is looked at, beside its
  * wake-ups */
