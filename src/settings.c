@@ -107,7 +107,8 @@ static const struct setting settings[] = {
     {"sse_ping_s", CT_INT, OFF(sse_ping_s), "15", 0, 3600, NULL, "S",
      "an event stream idle this long gets a comment line, so proxies keep it open; 0 = never"},
     {"max_websockets", CT_INT, OFF(max_websockets), "64", 0, 65536, NULL, "N",
-     "most WebSocket sessions open at once (each has a thread); more get 503; 0 = none"},
+     "most WebSocket sessions open at once (one event-loop thread serves them); more get 503; "
+     "0 = none"},
     {"max_websockets_per_ip", CT_INT, OFF(max_websockets_per_ip), "16", 1, 65536, NULL, "N",
      "most WebSocket sessions open at once from one client address (an IPv6 /64 is one); more "
      "get 503"},

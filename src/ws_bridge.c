@@ -42,8 +42,8 @@ static const rnnd_route *route_of(const rnnd_http *h, const char *pattern)
     return NULL;
 }
 
-/* The request is answered: its reply may go (by the socket's thread, in order). Any thread.
- * Once the lock is released the socket's thread may free the request and, its last request
+/* The request is answered: its reply may go (by the socket's loop, in order). Any thread.
+ * Once the lock is released the socket's loop may free the request and, its last request
  * gone, end: a reference keeps W for the wake-up, written after the unlock so that the
  * woken thread does not find the lock still held (measured: a contended lock on every
  * reply). */
@@ -106,7 +106,7 @@ static void run_handler(rnnd_req *r)
         r->stream->wake_arg = p->w;
         pthread_mutex_unlock(&r->stream->mu);
         /* rnnd_req_stream() took a reference for the MHD response that sends a stream over
-         * HTTP; here the socket's thread reads it, under the request's own reference */
+         * HTTP; here the socket's loop reads it, under the request's own reference */
         rnnd_stream_unref(r->stream);
         pthread_mutex_lock(&p->w->mu);
         p->streaming = 1;

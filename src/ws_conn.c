@@ -1,24 +1,24 @@
-/* A WebSocket's own thread: framing by wslay on the upgraded socket, poll() over the socket
- * and a wake-up eventfd, and the socket's limits (docs/websocket.md):
+/* What a WebSocket does when its event loop (ws_loop.c) finds it readable, writable, woken or
+ * at its deadline: framing by wslay on the upgraded socket, and the socket's limits
+ * (docs/websocket.md):
  *
  * - ws_max_message_bytes: a longer message closes the socket with 1009, at the header of the
  *   frame that declares it so (frame_check);
- * - ws_max_in_flight: with that many requests unanswered the thread stops reading the socket
- *   (and with ws_max_message_bytes of replies unsent, pongs included, or MAX_QUEUED_REPLIES
- *   of them), so a client that sends faster than
- *   the session computes, or reads slower, fills its own TCP window, not our memory; the
- *   messages already read when the limit is reached (at most one read's worth) wait parked;
+ * - ws_max_in_flight: with that many requests unanswered the loop stops reading the socket
+ *   (EPOLLIN off; and with ws_max_message_bytes of replies unsent, pongs included, or
+ *   MAX_QUEUED_REPLIES of them), so a client that sends faster than the session computes,
+ *   or reads slower, fills its own TCP window, not our memory; the messages
+ *   already read when the limit is reached (at most one read's worth) wait parked;
  * - ws_idle_timeout_s: no frame either way and nothing in flight for that long closes with
  *   1001; a client's ping counts (wslay answers it with a pong);
  * - protocol errors close with 1002 (wslay), an unknown binary layout with 1003, a socket
  *   whose session is gone with 1008 (ws_bridge.c), an internal failure with 1011, and a
  *   draining server with 1001 once the requests in flight are answered. */
 #include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -38,7 +38,8 @@ struct parked {
     uint8_t data[];
 };
 
-/* The thread's own state (W's fields shared with other threads are under W->mu). */
+/* The socket's state, its loop thread's alone (W's fields shared with other threads are
+ * under W->mu). */
 struct conn {
     rnnd_ws *w;
     wslay_event_context_ptr ctx;
@@ -299,31 +300,30 @@ static void unpark(struct conn *c)
 /* A finished request's reply, queued as one message (ws_bridge_flush's SEND). */
 static void send_reply(rnnd_ws *w, int binary, const char *data, size_t len)
 {
+    if (!w->ctx)
+        return; /* none was made: no request either */
     struct wslay_event_msg m = {binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
                                 (const uint8_t *)data, len};
     wslay_event_queue_msg(w->ctx, &m);
     w->last_io = rnnd_mono_s();
 }
 
-static void drain_wake(int fd)
+/* The step: read while under the limits, send what is queued, until both sides closed. */
+int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
 {
-    uint64_t n;
-    if (read(fd, &n, sizeof n) < 0) {
-        /* nothing pending: woken by the timeout or the socket */
-    }
-}
-
-/* The loop: read while under the limits, send what is queued, until both sides closed. */
-static void run(struct conn *c)
-{
-    rnnd_ws *w = c->w;
+    struct conn *c = w->conn;
     const rnnd_config *cfg = w->app->cfg;
-    w->last_io = rnnd_mono_s();
+    if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
+        return 1;
+    if ((events & EPOLLIN) && wslay_event_recv(c->ctx))
+        return 1;
+    if ((events & EPOLLOUT) && wslay_event_send(c->ctx))
+        return 1;
     for (;;) {
-        /* the replies go at once: no poll() for POLLOUT first on a socket that is writable */
+        /* the replies go at once: no wait for EPOLLOUT first on a socket that is writable */
         if (ws_bridge_flush(w, send_reply) && wslay_event_want_write(c->ctx) &&
             wslay_event_send(c->ctx))
-            return;
+            return 1;
         if (w->session_gone)
             queue_close(c, WSLAY_CODE_POLICY_VIOLATION, "the session is gone");
         unpark(c);
@@ -359,150 +359,75 @@ static void run(struct conn *c)
             (w->close_code || (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight));
         if (w->close_code &&
             (now - c->close_t0 >= CLOSE_WAIT_S || (!want_write && !wslay_event_want_read(c->ctx))))
-            return; /* our close is sent and the client's came; or a client too slow to read
-                     * what was left to send, or to answer the close */
+            return 1; /* our close is sent and the client's came; or a client too slow to read
+                       * what was left to send, or to answer the close */
         if (!w->close_code && !wslay_event_want_read(c->ctx) && !want_write && !busy)
-            return; /* the client closed, and its close was answered */
+            return 1; /* the client closed, and its close was answered */
         if (want_read && w->extra_off < w->extra_len) {
             if (wslay_event_recv(c->ctx))
-                return;
+                return 1;
             continue;
         }
-        struct pollfd p[2] = {{.fd = w->fd,
-                               .events =
-                                   (short)((want_read ? POLLIN : 0) | (want_write ? POLLOUT : 0))},
-                              {.fd = w->wake, .events = POLLIN}};
+        *want = (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0);
         double left = w->close_code ? CLOSE_WAIT_S - (now - c->close_t0)
                                     : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
-        int ms = left <= 0 ? 0 : left > 1.0 ? 1000 : (int)(left * 1000) + 1;
         if (!w->close_code && (busy || c->parked))
-            ms = 1000; /* not idle: a reply's wake-up comes through the eventfd */
-        if (poll(p, 2, ms) < 0 && errno != EINTR)
-            return;
-        if (p[1].revents)
-            drain_wake(w->wake);
-        if ((p[0].revents & (POLLERR | POLLHUP)) && !(p[0].revents & POLLIN))
-            return;
-        if ((p[0].revents & POLLIN) && wslay_event_recv(c->ctx))
-            return;
-        if ((p[0].revents & POLLOUT) && wslay_event_send(c->ctx))
-            return;
+            left = 1.0; /* not idle: a reply's wake-up comes through the loop */
+        *deadline = now + (left < 0 ? 0 : left > 1.0 ? 1.0 : left);
+        return 0;
     }
 }
 
-/* Wait until every request of W has been answered: their completions touch W. */
-static void wait_requests(struct conn *c)
+int ws_conn_begin(rnnd_ws *w)
 {
-    rnnd_ws *w = c->w;
-    ws_bridge_cancel(w);
-    while (!ws_bridge_idle(w)) {
-        struct pollfd p = {.fd = w->wake, .events = POLLIN};
-        poll(&p, 1, 100);
-        drain_wake(w->wake);
-        ws_bridge_flush(w, send_reply);
-    }
-}
-
-static void *ws_main(void *arg)
-{
-    rnnd_ws *w = arg;
-    struct conn c = {.w = w};
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return -1;
+    c->w = w;
+    w->conn = c;
     struct wslay_event_callbacks cb = {.recv_callback = on_recv,
                                        .send_callback = on_send,
                                        .on_msg_recv_callback = on_msg};
-    if (wslay_event_context_server_init(&c.ctx, &cb, &c) == 0) {
-        w->ctx = c.ctx;
-        wslay_event_config_set_max_recv_msg_length(c.ctx,
-                                                   (uint64_t)w->app->cfg->ws_max_message_bytes);
-        run(&c);
-        wait_requests(&c);
+    if (wslay_event_context_server_init(&c->ctx, &cb, c))
+        return -1;
+    w->ctx = c->ctx;
+    wslay_event_config_set_max_recv_msg_length(c->ctx,
+                                               (uint64_t)w->app->cfg->ws_max_message_bytes);
+    w->last_io = rnnd_mono_s();
+    return 0;
+}
+
+int ws_conn_finish(rnnd_ws *w)
+{
+    struct conn *c = w->conn;
+    if (!w->conn_finishing) { /* the requests' completions touch W: wait for every one */
+        w->conn_finishing = 1;
+        ws_bridge_cancel(w);
+    }
+    ws_bridge_flush(w, send_reply);
+    if (!ws_bridge_idle(w))
+        return 0;
+    if (c && c->ctx) {
         /* who closed, and how: ours (wslay's own for 1002, 1007 and 1009: a close sent, none
          * received before it), else the client's (1006: the connection just ended) */
         int ours = w->close_code ||
-            (wslay_event_get_close_sent(c.ctx) && !wslay_event_get_close_received(c.ctx));
+            (wslay_event_get_close_sent(c->ctx) && !wslay_event_get_close_received(c->ctx));
         int code = w->close_code ? w->close_code
-            : ours               ? wslay_event_get_status_code_sent(c.ctx)
-                                 : wslay_event_get_status_code_received(c.ctx);
+            : ours               ? wslay_event_get_status_code_sent(c->ctx)
+                                 : wslay_event_get_status_code_received(c->ctx);
         RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
                  "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",
                  (unsigned long long)w->requests, code, ours ? "server" : "client",
                  rnnd_mono_s() - w->t0);
-        wslay_event_context_free(c.ctx);
-        w->ctx = NULL;
-    } else {
-        wait_requests(&c);
+        wslay_event_context_free(c->ctx);
     }
-    while (c.parked) {
-        struct parked *p = c.parked;
-        c.parked = p->next;
+    w->ctx = NULL;
+    while (c && c->parked) {
+        struct parked *p = c->parked;
+        c->parked = p->next;
         free(p);
     }
-    MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
-
-    rnnd_http *h = w->h;
-    pthread_mutex_lock(&h->wsmu);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        h->ws_list = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    pthread_mutex_unlock(&h->wsmu);
-    ws_unref(w);
-    /* join the thread that finished before this one: each is joined by the next, the last
-     * by rnnd_ws_stop_all, which waits for the count to reach 0 */
-    pthread_mutex_lock(&h->wsmu);
-    pthread_t prev = h->ws_dead;
-    int had = h->ws_dead_set;
-    h->ws_dead = pthread_self();
-    h->ws_dead_set = 1;
-    h->ws_threads--;
-    pthread_cond_broadcast(&h->ws_cond);
-    pthread_mutex_unlock(&h->wsmu);
-    if (had)
-        pthread_join(prev, NULL);
-    return NULL;
-}
-
-int ws_conn_start(rnnd_ws *w)
-{
-    rnnd_http *h = w->h;
-    pthread_mutex_lock(&h->wsmu);
-    w->stop = atomic_load(&w->app->draining);
-    int rc = pthread_create(&w->thread, NULL, ws_main, w);
-    if (!rc) {
-        h->ws_threads++;
-        w->next = h->ws_list;
-        if (h->ws_list)
-            h->ws_list->prev = w;
-        h->ws_list = w;
-    }
-    pthread_mutex_unlock(&h->wsmu);
-    return rc ? -1 : 0;
-}
-
-void rnnd_ws_close_all(rnnd_http *h)
-{
-    pthread_mutex_lock(&h->wsmu);
-    for (rnnd_ws *w = h->ws_list; w; w = w->next) {
-        pthread_mutex_lock(&w->mu);
-        w->stop = 1;
-        pthread_mutex_unlock(&w->mu);
-        ws_conn_wake(w);
-    }
-    pthread_mutex_unlock(&h->wsmu);
-}
-
-void rnnd_ws_stop_all(rnnd_http *h)
-{
-    rnnd_ws_close_all(h);
-    pthread_mutex_lock(&h->wsmu);
-    while (h->ws_threads)
-        pthread_cond_wait(&h->ws_cond, &h->wsmu);
-    int had = h->ws_dead_set;
-    pthread_t last = h->ws_dead;
-    h->ws_dead_set = 0;
-    pthread_mutex_unlock(&h->wsmu);
-    if (had)
-        pthread_join(last, NULL);
+    free(c);
+    w->conn = NULL;
+    return 1;
 }

@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -148,7 +147,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
     (void)conn;
     (void)con_cls;
     rnnd_ws *w = cls;
-    atomic_fetch_add(&w->refs, 1); /* the thread's, beside the request's */
+    atomic_fetch_add(&w->refs, 1); /* the loop's, beside the request's */
     w->fd = sock;
     w->urh = urh;
     w->t0 = rnnd_mono_s();
@@ -165,7 +164,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
     }
     if ((extra_in_size && !w->extra) || ws_conn_start(w)) {
         RNND_LOG(&w->app->log, RNND_LOG_WARN, "ws_refused", "msg=%s",
-                 "no thread or memory for a WebSocket: closed at once");
+                 "no event loop or memory for a WebSocket: closed at once");
         MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
         ws_unref(w);
     }
@@ -250,25 +249,18 @@ void rnnd_api_session_ws(rnnd_req *r)
         h->ws_counted = w;
     }
     pthread_mutex_unlock(&h->wsmu);
-    /* out of descriptors (the fd budget plans none for sockets): refused before the 101 */
-    w->wake = full ? -1 : eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (w->wake < 0) {
-        if (!full)
-            ws_uncount(w);
+    if (full) {
         free(w);
         rnnd_session_unref(s);
         if (full == 1)
             rnnd_reply_error(r, RNND_E_UNAVAILABLE,
                              "%lld WebSockets are open (max_websockets); retry later",
                              (long long)cfg->max_websockets);
-        else if (full)
+        else
             rnnd_reply_error(r, RNND_E_UNAVAILABLE,
                              "%lld WebSockets are open from your address "
                              "(max_websockets_per_ip); close one or retry later",
                              (long long)cfg->max_websockets_per_ip);
-        else
-            rnnd_reply_error(r, RNND_E_UNAVAILABLE, "no descriptor for a WebSocket: %s",
-                             strerror(errno));
         return;
     }
     w->app = h->app;

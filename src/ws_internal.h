@@ -7,17 +7,24 @@
  * The parts, one job each:
  *   ws_handshake.c  the route's handler: the upgrade request's checks (headers, the session,
  *                   max_websockets) and the 101 reply with Sec-WebSocket-Accept;
- *   ws_conn.c       the socket's own thread: framing by wslay, poll(), backpressure
+ *   ws_loop.c       the event loops (one thread each, epoll over many sockets): when a
+ *                   socket acts (readable, writable, woken, a deadline), and its wake-up;
+ *   ws_conn.c       what a socket does then: framing by wslay, backpressure
  *                   (ws_max_in_flight), ping/pong, close codes, the idle timeout;
  *   ws_bridge.c     a message into a request of its own (an rnnd_req with no connection)
  *                   run by the HTTP route's handler, and its reply into a message;
- *   ws_socket.c     the socket's record: wake its thread, drop a reference (all three);
+ *   ws_socket.c     the socket's record: wake it, drop a reference, give back its slot;
  *   ws_codec.c      the binary frames' layout (ws_codec.h).
  *
- * Threads: one per socket, bounded by max_websockets; the computation is the batcher's, as for
- * HTTP steps (a socket's steps batch with other sessions'), and every request is a job on the
+ * Threads: the event loops' (ws_loop.c; not one a socket), each serving many sockets; a socket's
+ * framing and replies are its loop's alone. The computation is the batcher's, as for HTTP
+ * steps (a socket's steps batch with other sessions'), and every request is a job on the
  * session's queue, so requests over HTTP and over the socket run in one order. A socket's
- * replies leave in the order of its requests. */
+ * replies leave in the order of its requests.
+ *
+ * Lock order: h->wsmu, then a socket's mu (W->mu), then a stream's mu, then its loop's mu
+ * (innermost: nothing is taken under it). A loop's own lists (its sockets, their deadlines
+ * and interest, struct conn) are its thread's alone, unlocked. */
 #ifndef RNND_WS_INTERNAL_H
 #define RNND_WS_INTERNAL_H
 
@@ -32,6 +39,24 @@
 
 typedef struct rnnd_ws rnnd_ws;
 
+/* An event loop (ws_loop.c): its thread, its epoll and eventfd, and the ready list that
+ * ws_conn_wake() (ws_socket.c) fills from any thread. */
+struct ws_loop {
+    rnnd_http *h;
+    pthread_t thread;
+    int ep;  /* epoll: the sockets and EFD */
+    int efd; /* an eventfd: the ready list has grown while the loop slept, or quit */
+
+    pthread_mutex_t mu; /* READY, each socket's QUEUED, SLEEPING, QUIT (innermost lock) */
+    rnnd_ws *ready, *ready_tail;
+    int sleeping; /* in epoll_wait with an empty ready list: a wake-up writes EFD */
+    int quit;
+
+    /* the loop thread's own */
+    rnnd_ws *socks; /* every socket of the loop, for their deadlines */
+    double next_due; /* the earliest deadline of SOCKS */
+};
+
 /* One request of a socket, from its frame to its reply (ws_bridge.c). */
 struct ws_pending {
     rnnd_ws *w;
@@ -45,14 +70,14 @@ struct ws_pending {
     int has_seq; /* the client gave "seq" */
     int64_t seq; /* echoed in the reply */
     char op[16]; /* the text frame's "op" */
-    char *msg;   /* the reply, once made by the socket's thread */
+    char *msg;   /* the reply, once made by the loop thread */
     size_t msg_len;
     int msg_binary;
     struct ws_pending *next;
 };
 
 struct rnnd_ws {
-    atomic_int refs; /* the upgrade request's, the socket thread's, a completion's */
+    atomic_int refs; /* the upgrade request's, the loop's, a completion's, the ready list's */
     rnnd_http *h;
     rnnd_app *app;
     rnnd_session *s; /* one reference: the socket's session */
@@ -62,9 +87,19 @@ struct rnnd_ws {
     struct MHD_UpgradeResponseHandle *urh;
     char *extra; /* bytes MHD read past the upgrade request: the first frames */
     size_t extra_len, extra_off;
-    void *ctx; /* wslay_event_context_ptr */
-    pthread_t thread;
-    int wake; /* an eventfd: a reply is ready, or the socket must close */
+    void *ctx;           /* wslay_event_context_ptr */
+    struct conn *conn;   /* the loop's state of the socket (ws_conn.c) */
+    struct ws_loop *loop; /* the loop that serves it (ws_loop.c) */
+    int queued;          /* on the loop's ready list (under the loop's mu) */
+    rnnd_ws *rnext;      /* ... its next */
+    /* the loop thread's own */
+    int begun;  /* taken up by the loop */
+    int ending; /* its socket is done; its requests finish */
+    int conn_finishing; /* ... and were told to stop (ws_conn_finish) */
+    int ended;  /* handed back to MHD */
+    uint32_t events;          /* its epoll interest */
+    double deadline;          /* when it must act though nothing happens (monotonic s) */
+    rnnd_ws *lprev, *lnext;   /* the loop's sockets */
 
     pthread_mutex_t mu; /* the pending list, its flags, IN_FLIGHT, REQUESTS, STOP */
     struct ws_pending *head, *tail;
@@ -84,17 +119,29 @@ struct rnnd_ws {
     rnnd_ws *cprev, *cnext; /* h->ws_counted, under h->wsmu */
 };
 
-/* ---- ws_conn.c ---- */
-/* Start W's thread on its socket (the upgrade handler). Returns 0, or -1 when no thread
- * could start (the caller closes the socket and drops the thread's reference). */
+/* ---- ws_loop.c ---- */
+/* Hand W to an event loop (the upgrade handler); the first socket starts the loops. Returns 0,
+ * or -1 when no loop could start (the caller closes the socket and drops the loop's
+ * reference). Takes h->wsmu. */
 int ws_conn_start(rnnd_ws *w);
-/* Every open socket finishes its requests and closes with 1001 (draining); then wait for
- * their threads (before MHD stops). Take wsmu. */
+/* Every open socket finishes its requests and closes with 1001 (draining); stop_all then
+ * waits for them to end and ends the loops (before MHD stops). Take wsmu. */
 void rnnd_ws_close_all(rnnd_http *h);
 void rnnd_ws_stop_all(rnnd_http *h);
+/* ---- ws_conn.c (the loop thread) ---- */
+/* W's state and wslay context. Returns -1 out of memory. */
+int ws_conn_begin(rnnd_ws *w);
+/* Let W act on EVENTS (epoll's; 0 for a wake-up or a deadline): read, make and send replies,
+ * close. Returns 1 once the socket is done, else 0 with *WANT (EPOLLIN, EPOLLOUT) and
+ * *DEADLINE (monotonic s) set. */
+int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline);
+/* The socket is done: its requests are cancelled and, once all are answered, its state
+ * freed. Returns 1 then, 0 while some still run (call again when woken). */
+int ws_conn_finish(rnnd_ws *w);
 
 /* ---- ws_socket.c ---- */
-/* Wake W's thread: a reply is ready. Any thread. */
+/* Wake W's loop: a reply is ready, or W must close. Any thread, holding a reference to W;
+ * takes the loop's mu. */
 void ws_conn_wake(rnnd_ws *w);
 /* Drop a reference to W; the last frees it, its session reference and its max_websockets
  * slot. Its socket is closed already (MHD_upgrade_action) or was never handed over. */
@@ -104,11 +151,11 @@ void ws_uncount(rnnd_ws *w);
 
 /* ---- ws_bridge.c ---- */
 /* A whole message of W (text: JSON; binary: ws_codec.h) arrived: start its request, or
- * answer it at once. Returns 0, or a close code (RFC 6455) when the socket must close. Socket
- * thread. */
+ * answer it at once. Returns 0, or a close code (RFC 6455) when the socket must close. The
+ * loop thread. */
 int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len);
 /* Make the replies of the finished requests at the head of W's list, in order, and pass each
- * to SEND(W, binary, data, len). Socket thread. Returns the number sent. */
+ * to SEND(W, binary, data, len). The loop thread. Returns the number sent. */
 size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
 /* Whether W's requests have all been answered. */

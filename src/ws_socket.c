@@ -1,6 +1,7 @@
-/* A socket's record (rnnd_ws), what every part of the module does with it: wake its thread,
- * drop a reference. Here, not in ws_conn.c, so that ws_bridge.c (a request answered) and
- * ws_handshake.c reach them without calling the thread's file, which calls ws_bridge.c. */
+/* A socket's record (rnnd_ws), what every part of the module does with it: wake it (its
+ * loop's ready list), drop a reference, give back its max_websockets slot. Here, not in
+ * ws_loop.c, so that ws_bridge.c (a request answered) reaches the wake-up without calling
+ * the loop's file, which calls ws_conn.c, which calls ws_bridge.c. */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -8,9 +9,27 @@
 
 void ws_conn_wake(rnnd_ws *w)
 {
-    uint64_t one = 1;
-    if (write(w->wake, &one, sizeof one) < 0) {
-        /* the counter is full: a wake-up is pending already */
+    struct ws_loop *l = w->loop;
+    int write_efd = 0;
+    pthread_mutex_lock(&l->mu);
+    if (!w->queued) {
+        w->queued = 1;
+        atomic_fetch_add(&w->refs, 1); /* the ready list's, dropped by the loop */
+        w->rnext = NULL;
+        if (l->ready_tail)
+            l->ready_tail->rnext = w;
+        else
+            l->ready = w;
+        l->ready_tail = w;
+        write_efd = l->sleeping;
+        l->sleeping = 0;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (write_efd) {
+        uint64_t one = 1;
+        if (write(l->efd, &one, sizeof one) < 0) {
+            /* the counter is full: a wake-up is pending already */
+        }
     }
 }
 
@@ -34,8 +53,6 @@ void ws_unref(rnnd_ws *w)
         return;
     ws_uncount(w);
     rnnd_session_unref(w->s);
-    if (w->wake >= 0)
-        close(w->wake);
     pthread_mutex_destroy(&w->mu);
     free(w->extra);
     free(w);

@@ -855,6 +855,26 @@ class Limits(Case):
             except (EOFError, OSError) as e:
                 self.fail_check("want close 1001 on drain, got %r" % e)
 
+    def test_sockets_share_an_event_loop(self):
+        """64 open sockets, each with a step answered, cost the daemon at most two threads
+        (an event loop's), not one a socket (/proc/PID/task)."""
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-websockets", "64",
+                    "--max-websockets-per-ip", "64") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            tasks = "/proc/%d/task" % d.proc.pid
+            before = len(os.listdir(tasks))
+            socks = [RawWS(d.port, "/v1/sessions/%s/ws" % s) for _ in range(64)]
+            self.eq([w.status for w in socks], [101] * 64, "64 sockets open")
+            for i, w in enumerate(socks):  # every socket taken up by its loop and answered
+                w.frame(2, bin_step(i, [[0.0] * DIM]))
+            self.eq([bin_reply(w.recv())[0] for w in socks], list(range(64)),
+                    "each socket's step answered on it")
+            during = len(os.listdir(tasks))
+            self.check(during - before <= 2, "threads with 64 sockets open: %d, before %d"
+                       % (during, before))
+            for w in socks:
+                w.close()
+
     def test_per_address_limit(self):
         """max_websockets_per_ip: one address cannot hold every slot (pinging keeps a socket
         open for good); another address still gets one, and a closed socket frees its slot."""
@@ -875,7 +895,7 @@ class Limits(Case):
             other.close()
             mine.pop().close()
             deadline = time.monotonic() + 5
-            while True:  # the slot comes back once the socket's thread ends
+            while True:  # the slot comes back once the socket has ended
                 w = RawWS(d.port, path)
                 if w.status == 101 or time.monotonic() > deadline:
                     break
