@@ -888,7 +888,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void free_http(rnnd_http *h)
 {
     if (h->ws_free)
-        h->ws_free(h); /* the WebSockets' loops, whose threads have ended */
+        h->ws_free(h);           /* the WebSockets' loops, whose threads have ended */
     rnnd_linger_free(h->linger); /* after the daemon: closing connections hand it sockets */
     free(h->tls_cert);
     http_free_secret(h->tls_key);

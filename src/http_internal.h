@@ -60,12 +60,12 @@ struct rnnd_http {
     struct rnnd_ws *ws_list;
     /* every socket counted in N_WS, for max_websockets_per_ip */
     struct rnnd_ws *ws_counted;
-    size_t n_ws;       /* sockets, counted from the 101 until freed: max_websockets */
-    size_t ws_open; /* sockets not yet ended (handed back to MHD) */
+    size_t n_ws;              /* sockets, counted from the 101 until freed: max_websockets */
+    size_t ws_open;           /* sockets not yet ended (handed back to MHD) */
     struct ws_loop *ws_loops; /* the event loops that serve them (ws_loop.c) */
     size_t n_ws_loops, ws_next_loop;
-    int ws_loops_ended;            /* rnnd_ws_stop_all ended their threads */
-    void (*ws_free)(rnnd_http *h); /* set with the loops: free them (free_http) */
+    int ws_loops_ended;                 /* rnnd_ws_stop_all ended their threads */
+    void (*ws_free)(rnnd_http *h);      /* set with the loops: free them (free_http) */
     void (*ws_close_all)(rnnd_http *h); /* set with the first socket: close them all (1001) */
     void (*ws_stop_all)(rnnd_http *h);  /* ... and wait for their threads */
 

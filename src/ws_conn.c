@@ -391,8 +391,7 @@ int ws_conn_begin(rnnd_ws *w)
     if (wslay_event_context_server_init(&c->ctx, &cb, c))
         return -1;
     w->ctx = c->ctx;
-    wslay_event_config_set_max_recv_msg_length(c->ctx,
-                                               (uint64_t)w->app->cfg->ws_max_message_bytes);
+    wslay_event_config_set_max_recv_msg_length(c->ctx, (uint64_t)w->app->cfg->ws_max_message_bytes);
     w->last_io = rnnd_mono_s();
     return 0;
 }

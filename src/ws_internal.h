@@ -53,7 +53,7 @@ struct ws_loop {
     int quit;
 
     /* the loop thread's own */
-    rnnd_ws *socks; /* every socket of the loop, for their deadlines */
+    rnnd_ws *socks;  /* every socket of the loop, for their deadlines */
     double next_due; /* the earliest deadline of SOCKS */
 };
 
@@ -87,19 +87,19 @@ struct rnnd_ws {
     struct MHD_UpgradeResponseHandle *urh;
     char *extra; /* bytes MHD read past the upgrade request: the first frames */
     size_t extra_len, extra_off;
-    void *ctx;           /* wslay_event_context_ptr */
-    struct conn *conn;   /* the loop's state of the socket (ws_conn.c) */
+    void *ctx;            /* wslay_event_context_ptr */
+    struct conn *conn;    /* the loop's state of the socket (ws_conn.c) */
     struct ws_loop *loop; /* the loop that serves it (ws_loop.c) */
-    int queued;          /* on the loop's ready list (under the loop's mu) */
-    rnnd_ws *rnext;      /* ... its next */
+    int queued;           /* on the loop's ready list (under the loop's mu) */
+    rnnd_ws *rnext;       /* ... its next */
     /* the loop thread's own */
-    int begun;  /* taken up by the loop */
-    int ending; /* its socket is done; its requests finish */
-    int conn_finishing; /* ... and were told to stop (ws_conn_finish) */
-    int ended;  /* handed back to MHD */
-    uint32_t events;          /* its epoll interest */
-    double deadline;          /* when it must act though nothing happens (monotonic s) */
-    rnnd_ws *lprev, *lnext;   /* the loop's sockets */
+    int begun;              /* taken up by the loop */
+    int ending;             /* its socket is done; its requests finish */
+    int conn_finishing;     /* ... and were told to stop (ws_conn_finish) */
+    int ended;              /* handed back to MHD */
+    uint32_t events;        /* its epoll interest */
+    double deadline;        /* when it must act though nothing happens (monotonic s) */
+    rnnd_ws *lprev, *lnext; /* the loop's sockets */
 
     pthread_mutex_t mu; /* the pending list, its flags, IN_FLIGHT, REQUESTS, STOP */
     struct ws_pending *head, *tail;
