@@ -875,6 +875,50 @@ class Limits(Case):
             for w in socks:
                 w.close()
 
+    def test_flood_does_not_starve_others(self):
+        """One socket flooding frames that need no reply (empty unsolicited pongs) for 3 s:
+        another socket's steps are still answered within a second each, as the event loop
+        reads at most READ_PER_TURN bytes of a socket before it serves the others (trial 25
+        F1: the old loop read the flood for as long as it came, a step 4,011 ms late)."""
+        import threading
+        with Daemon({"vec": golden_model(VEC, WORK)}, env=asan_env()) as d:
+            s1 = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            s2 = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            victim = RawWS(d.port, "/v1/sessions/%s/ws" % s1)
+            flooder = RawWS(d.port, "/v1/sessions/%s/ws" % s2)
+            self.eq(victim.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200,
+                    "the victim's first step")
+            batch = _frame(10, b"") * 10000
+            stop = time.monotonic() + 3
+            sent = [0]
+
+            def flood():
+                while time.monotonic() < stop:
+                    flooder.sock.sendall(batch)
+                    sent[0] += 10000
+
+            t = threading.Thread(target=flood)
+            t.start()
+            worst, n = 0.0, 0
+            time.sleep(0.2)
+            while time.monotonic() < stop - 0.3:
+                t0 = time.monotonic()
+                rep = victim.request({"op": "step", "inputs": [[0.0] * DIM]})
+                worst = max(worst, time.monotonic() - t0)
+                n += 1
+                self.eq(rep["status"], 200, "a victim's step during the flood")
+                time.sleep(0.05)
+            t.join()
+            print("flood: %d empty pongs in 3 s; the victim's %d steps meanwhile, the slowest "
+                  "%.0f ms" % (sent[0], n, worst * 1000))
+            self.check(sent[0] >= 100000, "the flood was one (%d frames)" % sent[0])
+            self.check(worst < 1.0, "the slowest of the victim's steps took %.0f ms, under "
+                       "1 s while another socket floods" % (worst * 1000))
+            self.eq(flooder.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200,
+                    "the flooder's socket serves after its flood")
+            victim.close()
+            flooder.close()
+
     def test_per_address_limit(self):
         """max_websockets_per_ip: one address cannot hold every slot (pinging keeps a socket
         open for good); another address still gets one, and a closed socket frees its slot."""
