@@ -256,6 +256,13 @@ void rnnd_cluster_metrics(rnnd_cluster *c, rnnd_buf *out);
  * a live node). Returns one reference or NULL (replied). */
 rnnd_session *rnnd_cluster_lookup(struct rnnd_req *r);
 
+/* Whether rnnd_cluster_lookup() of session ID would answer from this node's table alone, with
+ * no call to the store (Redis): not in cluster mode, a session held here whose hold needs no
+ * confirming, or one the table says expired or was evicted. 0: it may take the session from
+ * Redis or confirm its hold there, and wait up to lease_ms + 1 s (the WebSocket loop hands
+ * such a request to its slow path, ws_slow.c). Any thread; takes the cluster's mu. */
+int rnnd_cluster_lookup_quick(struct rnnd_app *app, const char *id);
+
 /* Reply 503 to R for ERR, a failed store call's message: an outage's without the server's
  * address (rnnd_store_reason), which the log has (event=store_down). */
 void rnnd_cluster_reply_store(struct rnnd_req *r, const char *err);

@@ -475,6 +475,20 @@ static int before_take(rnnd_req *r, rnnd_cluster *c, const uint64_t *as)
     return RNND_SESSION_MISSING;
 }
 
+int rnnd_cluster_lookup_quick(struct rnnd_app *app, const char *id)
+{
+    rnnd_cluster *c = app->cluster;
+    if (!c || !rnnd_id_valid(id))
+        return 1;
+    rnnd_session *s = NULL;
+    int why = rnnd_session_get(app->sessions, id, &s);
+    if (why != RNND_SESSION_FOUND)
+        return why != RNND_SESSION_MISSING; /* expired or evicted here: the table answers */
+    int quick = held_here(c, s) && !needs_confirm(c, s);
+    rnnd_session_unref(s);
+    return quick;
+}
+
 rnnd_session *rnnd_cluster_lookup(rnnd_req *r)
 {
     rnnd_app *app = rnnd_req_app(r);

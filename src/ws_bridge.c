@@ -110,8 +110,16 @@ static void run_handler(rnnd_req *r)
         rnnd_stream_unref(r->stream);
         pthread_mutex_lock(&p->w->mu);
         p->streaming = 1;
+        /* the socket closed before a worker of the slow path started it (ws_bridge_cancel
+         * found it not streaming yet): it stops at its first token */
+        int gone = atomic_load(&r->flags) & F_GONE;
         ws_conn_wake(p->w); /* what was written before the hook */
         pthread_mutex_unlock(&p->w->mu);
+        if (gone) {
+            pthread_mutex_lock(&r->stream->mu);
+            r->stream->gone = 1;
+            pthread_mutex_unlock(&r->stream->mu);
+        }
         return;
     }
     if (!r->deferred && !r->replied)
@@ -349,8 +357,16 @@ oom:
     return -1;
 }
 
-/* A binary frame: a step. Returns a close code for a frame that is not our layout. */
-static int binary_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, size_t len)
+/* Whether a binary frame is not our layout (magic, version, kind): the socket closes (1003). */
+static int binary_unsupported(const uint8_t *data, size_t len)
+{
+    rnnd_ws_head hd;
+    char err[160];
+    return rnnd_ws_head_parse(data, len, &hd, err, sizeof err) == RNND_ERR_UNSUPPORTED;
+}
+
+/* A binary frame of our layout: a step (binary_unsupported refused the others). */
+static void binary_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, size_t len)
 {
     rnnd_req *r = p->r;
     rnnd_ws_head hd;
@@ -358,8 +374,6 @@ static int binary_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data,
     p->binary = 1;
     snprintf(p->op, sizeof p->op, "step");
     int rc = rnnd_ws_head_parse(data, len, &hd, err, sizeof err);
-    if (rc == RNND_ERR_UNSUPPORTED)
-        return WSLAY_CODE_UNSUPPORTED_DATA;
     p->has_seq = 1;
     p->seq = hd.seq;
     rnnd_step_scan sc = {0};
@@ -375,24 +389,25 @@ static int binary_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data,
         if (!r->deferred && !r->replied)
             rnnd_reply_error(r, RNND_E_INTERNAL, "the handler gave no reply");
         if (r->deferred)
-            return 0;
+            return;
     }
     rnnd_step_scan_clear(&sc);
     req_done(r);
-    return 0;
 }
 
-int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len)
+struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, size_t len,
+                                   int *code)
 {
+    *code = WSLAY_CODE_INTERNAL_SERVER_ERROR;
     struct ws_pending *p = calloc(1, sizeof *p);
     if (!p)
-        return WSLAY_CODE_INTERNAL_SERVER_ERROR;
+        return NULL;
     p->w = w;
     snprintf(p->op, sizeof p->op, "%s", binary ? "step" : "");
     p->r = new_req(w, p, "/v1/sessions/*/step", RNND_POST);
     if (!p->r) {
         free(p);
-        return WSLAY_CODE_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
     pthread_mutex_lock(&w->mu);
     if (w->tail)
@@ -403,16 +418,24 @@ int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len)
     w->in_flight++;
     w->requests++;
     pthread_mutex_unlock(&w->mu);
-    if (!binary) {
-        text_request(w, p, data, len);
-        return 0;
-    }
-    int code = binary_request(w, p, data, len);
-    if (code) { /* nothing ran: the request goes without a reply, the socket closes */
+    if (binary && binary_unsupported(data, len)) {
+        /* nothing runs: the request goes without a reply, the socket closes */
         p->silent = 1;
         req_done(p->r);
+        *code = WSLAY_CODE_UNSUPPORTED_DATA;
+        return NULL;
     }
-    return code;
+    *code = 0;
+    return p;
+}
+
+void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data,
+                     size_t len)
+{
+    if (binary)
+        binary_request(w, p, data, len);
+    else
+        text_request(w, p, data, len);
 }
 
 /* The reply of P's finished request R as a message: a binary step's result as a binary

@@ -251,15 +251,24 @@ static size_t in_flight(rnnd_ws *w)
     return n;
 }
 
-/* Start MSG's request, or close the socket as the bridge says. */
+/* Start MSG's request, or close the socket as the bridge says. A request whose session lookup
+ * may wait on the store (or one behind such a request of the socket) starts on the slow path
+ * (ws_slow.c): the loop serves every socket and must not wait. */
 static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
 {
-    int code = ws_bridge_message(c->w, binary, data, len);
-    if (code)
+    rnnd_ws *w = c->w;
+    int code;
+    struct ws_pending *p = ws_bridge_begin(w, binary, data, len, &code);
+    if (!p) {
         queue_close(c, code,
                     code == WSLAY_CODE_UNSUPPORTED_DATA
                         ? "a binary frame must follow docs/websocket.md's layout"
                         : "internal error");
+        return;
+    }
+    if (ws_slow_wanted(w) && !ws_slow_post(w, p, binary, data, len))
+        return;
+    ws_bridge_start(w, p, binary, data, len);
 }
 
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,

@@ -13,17 +13,22 @@
  *                   (ws_max_in_flight), ping/pong, close codes, the idle timeout;
  *   ws_bridge.c     a message into a request of its own (an rnnd_req with no connection)
  *                   run by the HTTP route's handler, and its reply into a message;
+ *   ws_slow.c       the slow path: a message whose session lookup may need the store
+ *                   (cluster mode, a session not held here) starts on a worker of its own,
+ *                   not the loop, and the socket's later messages start behind it;
  *   ws_socket.c     the socket's record: wake it, drop a reference, give back its slot;
  *   ws_codec.c      the binary frames' layout (ws_codec.h).
  *
  * Threads: the event loops' (ws_loop.c; not one a socket), each serving many sockets; a socket's
- * framing and replies are its loop's alone. The computation is the batcher's, as for HTTP
+ * framing and replies are its loop's alone; a loop's slow-path workers (ws_slow.c, started by
+ * the first message that needs one) start the requests the loop must not wait for. The computation is the batcher's, as for HTTP
  * steps (a socket's steps batch with other sessions'), and every request is a job on the
  * session's queue, so requests over HTTP and over the socket run in one order. A socket's
  * replies leave in the order of its requests.
  *
  * Lock order: h->wsmu, then a socket's mu (W->mu), then a stream's mu, then its loop's mu
- * (innermost: nothing is taken under it). A loop's own lists (its sockets, their deadlines
+ * (innermost: nothing is taken under it). A loop's slow_mu (ws_slow.c) is taken with none of
+ * these held, and none is taken under it. A loop's own lists (its sockets, their deadlines
  * and interest, struct conn) are its thread's alone, unlocked. */
 #ifndef RNND_WS_INTERNAL_H
 #define RNND_WS_INTERNAL_H
@@ -38,6 +43,10 @@
 #include "session.h"
 
 typedef struct rnnd_ws rnnd_ws;
+
+/* The workers of a loop's slow path (ws_slow.c): as many sockets' moved sessions are taken
+ * back at once; a fifth waits for one of them. */
+#define WS_SLOW_THREADS 4
 
 /* An event loop (ws_loop.c): its thread, its epoll and eventfd, and the ready list that
  * ws_conn_wake() (ws_socket.c) fills from any thread. */
@@ -55,6 +64,14 @@ struct ws_loop {
     /* the loop thread's own */
     rnnd_ws *socks;  /* every socket of the loop, for their deadlines */
     double next_due; /* the earliest deadline of SOCKS */
+
+    /* the slow path (ws_slow.c): sockets with messages to start on a worker, in turn */
+    pthread_mutex_t slow_mu; /* SLOW_*, each socket's SLOW_* (taken alone) */
+    pthread_cond_t slow_cond;
+    rnnd_ws *slow, *slow_tail;
+    pthread_t slow_threads[WS_SLOW_THREADS];
+    size_t n_slow_threads; /* started (by the first message of the slow path) */
+    int slow_quit;
 };
 
 /* One request of a socket, from its frame to its reply (ws_bridge.c). */
@@ -107,6 +124,12 @@ struct rnnd_ws {
     uint64_t requests; /* started, for the close's log line */
     int stop;          /* close: the server drains (1001) */
 
+    /* the slow path (ws_slow.c), under the loop's slow_mu */
+    struct ws_slow_msg *slow_head, *slow_tail; /* messages to start, in order */
+    int slow_queued;                           /* on the loop's slow list */
+    int slow_busy;                             /* a worker is starting one of them */
+    rnnd_ws *slow_next;                        /* the loop's slow list */
+
     double t0;            /* monotonic seconds at the upgrade */
     double last_io;       /* monotonic seconds of the last frame either way */
     int close_code;       /* the close we queued (0: none yet) */
@@ -150,10 +173,16 @@ void ws_unref(rnnd_ws *w);
 void ws_uncount(rnnd_ws *w);
 
 /* ---- ws_bridge.c ---- */
-/* A whole message of W (text: JSON; binary: ws_codec.h) arrived: start its request, or
- * answer it at once. Returns 0, or a close code (RFC 6455) when the socket must close. The
- * loop thread. */
-int ws_bridge_message(rnnd_ws *w, int binary, const uint8_t *data, size_t len);
+/* A whole message of W (text: JSON; binary: ws_codec.h) arrived: its request joins W's list
+ * (its reply's place). Returns it, to start with ws_bridge_start; or NULL with *CODE, a close
+ * code (RFC 6455): the socket must close (out of memory, a binary frame of another layout).
+ * The loop thread. */
+struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, size_t len,
+                                   int *code);
+/* Start the request of message DATA (W's pending P, from ws_bridge_begin): run its handler,
+ * or answer it at once. On the loop thread, or on a worker of the slow path (ws_slow.c). */
+void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data,
+                     size_t len);
 /* Make the replies of the finished requests at the head of W's list, in order, and pass each
  * to SEND(W, binary, data, len). The loop thread. Returns the number sent. */
 size_t ws_bridge_flush(rnnd_ws *w,
@@ -162,5 +191,20 @@ size_t ws_bridge_flush(rnnd_ws *w,
 int ws_bridge_idle(rnnd_ws *w);
 /* The socket is closing: its generations, streamed or not, stop at their next token. */
 void ws_bridge_cancel(rnnd_ws *w);
+
+/* ---- ws_slow.c ---- */
+/* Whether W's message must start on the slow path: an earlier one of W's waits there or
+ * runs (order), or the lookup of W's session may call the store (rnnd_cluster_lookup_quick).
+ * The loop thread; takes the loop's slow_mu. */
+int ws_slow_wanted(rnnd_ws *w);
+/* Queue message DATA of W's pending P to start on a worker (ws_bridge_start), after W's
+ * earlier ones; the first call starts the loop's workers. Returns 0, or -1 (out of memory, no
+ * worker could start): the caller starts it itself. Takes a reference to W while queued. */
+int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len);
+/* Init L's slow path (ws_loop.c's loop_start); end its workers once no socket is left (their
+ * messages are all started then), and free it. */
+void ws_slow_init(struct ws_loop *l);
+void ws_slow_stop(struct ws_loop *l);
+void ws_slow_free(struct ws_loop *l);
 
 #endif

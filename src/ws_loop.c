@@ -153,6 +153,8 @@ static void *loop_main(void *arg)
 
 static void loop_free(struct ws_loop *l)
 {
+    ws_slow_stop(l); /* ended already, unless the loops were never stopped */
+    ws_slow_free(l);
     if (l->ep >= 0)
         close(l->ep);
     if (l->efd >= 0)
@@ -164,6 +166,7 @@ static int loop_start(struct ws_loop *l, rnnd_http *h)
 {
     l->h = h;
     pthread_mutex_init(&l->mu, NULL);
+    ws_slow_init(l);
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     l->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
@@ -260,5 +263,6 @@ void rnnd_ws_stop_all(rnnd_http *h)
             /* a wake-up is pending already */
         }
         pthread_join(l->thread, NULL);
+        ws_slow_stop(l); /* no socket is left: every message of the slow path has started */
     }
 }
