@@ -429,8 +429,7 @@ struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, 
     return p;
 }
 
-void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data,
-                     size_t len)
+void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len)
 {
     if (binary)
         binary_request(w, p, data, len);

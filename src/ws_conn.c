@@ -9,6 +9,8 @@
  *   MAX_QUEUED_REPLIES of them), so a client that sends faster than the session computes,
  *   or reads slower, fills its own TCP window, not our memory; the messages
  *   already read when the limit is reached (at most one read's worth) wait parked;
+ * - fairness: the loop reads at most READ_PER_TURN and writes at most WRITE_PER_TURN of a
+ *   socket in one turn before it serves the others;
  * - ws_idle_timeout_s: no frame either way and nothing in flight for that long closes with
  *   1001; a client's ping counts (wslay answers it with a pong);
  * - protocol errors close with 1002 (wslay), an unknown binary layout with 1003, a socket
@@ -59,6 +61,7 @@ struct conn {
     int fin_open;      /* a fragmented message was begun and not finished */
     int bad_frame;     /* a frame refused at its header: we close with this code (1002, 1009) */
     size_t turn_read;  /* bytes read in this turn of the loop (READ_PER_TURN) */
+    size_t turn_sent;  /* bytes written in this turn, SEND_COST more a write (WRITE_PER_TURN) */
 };
 
 /* At most this many bytes are read from one socket in one turn of the event loop, which then
@@ -67,6 +70,18 @@ struct conn {
  * loop, and every other socket, for as long as it sent (trial 25 F1: 4 s of flood, a victim's
  * step 4,011 ms late). 16 KiB: four JSON steps of H = 512, or ~2,700 empty frames. */
 #define READ_PER_TURN (16 * 1024)
+
+/* At most this many bytes are written to one socket in one turn of the event loop, each write
+ * (a system call: one a frame, the header going with its payload) counted SEND_COST bytes more;
+ * the loop then serves the other sockets and writes on at its next turn (epoll reports the
+ * socket writable again). A write begun goes whole: the share is checked between writes. A
+ * client flooding empty pings and reading its pongs had the loop write thousands of them in a
+ * turn, one sendmsg each, while every other socket waited (trial 25 F3: a victim's step p50
+ * 5.3-6.6 ms, p99 34-35 ms, against 0.4-0.7 ms). 16 KiB and 1 KiB a write: 16 small frames
+ * (pongs, steps' replies), or four 4 KiB replies, a turn; measured (tests/test_websocket.py,
+ * Limits): 256 a write (64 frames) left the victim's p50 at 6-7 ms, 1 KiB at 2 ms. */
+#define WRITE_PER_TURN (16 * 1024)
+#define SEND_COST 1024
 
 /* At most this many replies (pongs included) wait unsent before the socket is no longer read:
  * an empty pong costs memory (wslay's message, about 100 bytes) but no byte of
@@ -188,6 +203,12 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                        void *user)
 {
     struct conn *c = user;
+    if (!c->head_len && c->turn_sent >= WRITE_PER_TURN) {
+        /* this turn's share is written: the rest at the next (a frame's header kept here
+         * goes with its payload first) */
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
     /* a frame's header and payload come as two calls (the header's with WSLAY_MSG_MORE): the
      * header is kept and goes with the payload in one sendmsg, one system call a reply */
     if ((flags & WSLAY_MSG_MORE) && !c->head_len && len <= sizeof c->head) {
@@ -208,6 +229,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
                                                                       : WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
+    c->turn_sent += (size_t)n + SEND_COST;
     if (c->head_len) {
         size_t h = (size_t)n < c->head_len ? (size_t)n : c->head_len;
         memmove(c->head, c->head + h, c->head_len - h);
@@ -334,7 +356,7 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
     const rnnd_config *cfg = w->app->cfg;
     if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN))
         return 1;
-    c->turn_read = 0;
+    c->turn_read = c->turn_sent = 0;
     if ((events & EPOLLIN) && wslay_event_recv(c->ctx))
         return 1;
     if ((events & EPOLLOUT) && wslay_event_send(c->ctx))

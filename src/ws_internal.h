@@ -181,8 +181,7 @@ struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, 
                                    int *code);
 /* Start the request of message DATA (W's pending P, from ws_bridge_begin): run its handler,
  * or answer it at once. On the loop thread, or on a worker of the slow path (ws_slow.c). */
-void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data,
-                     size_t len);
+void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len);
 /* Make the replies of the finished requests at the head of W's list, in order, and pass each
  * to SEND(W, binary, data, len). The loop thread. Returns the number sent. */
 size_t ws_bridge_flush(rnnd_ws *w,
