@@ -584,7 +584,7 @@ size_t ws_bridge_flush(rnnd_ws *w,
     for (;;) {
         pthread_mutex_lock(&w->mu);
         struct ws_pending *p = w->head;
-        int streaming = p && p->streaming;
+        int streaming = p && p->streaming && !p->starting;
         pthread_mutex_unlock(&w->mu);
         if (streaming) {
             int end = stream_flush(w, p, send);
@@ -594,7 +594,9 @@ size_t ws_bridge_flush(rnnd_ws *w,
                 return sent;
         }
         pthread_mutex_lock(&w->mu);
-        if (!p || !(p->done || p->streaming)) {
+        if (!p || !(p->done || p->streaming) || p->starting) {
+            /* not answered yet; or answered while a worker of the slow path still runs its
+             * start, which reads the request after its job may have completed it */
             pthread_mutex_unlock(&w->mu);
             return sent;
         }

@@ -82,12 +82,13 @@ struct ws_pending {
     int streaming; /* the reply is r->stream's events ("stream": true; the mutex guards it) */
     char *sbuf;    /* bytes of the stream read and not yet a whole event */
     size_t slen;
-    int done;    /* its reply is set (guarded by the socket's mutex) */
-    int binary;  /* came as a binary frame */
-    int has_seq; /* the client gave "seq" */
-    int64_t seq; /* echoed in the reply */
-    char op[16]; /* the text frame's "op" */
-    char *msg;   /* the reply, once made by the loop thread */
+    int done;     /* its reply is set (guarded by the socket's mutex) */
+    int starting; /* a slow-path worker still runs its start: the loop leaves it (the mutex) */
+    int binary;   /* came as a binary frame */
+    int has_seq;  /* the client gave "seq" */
+    int64_t seq;  /* echoed in the reply */
+    char op[16];  /* the text frame's "op" */
+    char *msg;    /* the reply, once made by the loop thread */
     size_t msg_len;
     int msg_binary;
     struct ws_pending *next;

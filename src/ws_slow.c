@@ -17,7 +17,9 @@
  * The workers are WS_SLOW_THREADS threads of the loop, started by the first message that
  * needs them (so a node out of cluster mode has none), ended by ws_slow_stop once the loop's
  * sockets have all ended. A worker only starts a request (the lookup, the checks, the job on
- * the session's queue): the computation stays the batcher's, the reply the loop's. */
+ * the session's queue): the computation stays the batcher's, the reply the loop's, which
+ * leaves the request alone until the worker is done with it (ws_pending's STARTING: a handler
+ * reads its request after queuing its job, which may complete it meanwhile). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,6 +69,10 @@ static void *slow_main(void *arg)
         w->slow_busy = 1;
         pthread_mutex_unlock(&l->slow_mu);
         ws_bridge_start(w, m->p, m->binary, m->data, m->len);
+        pthread_mutex_lock(&w->mu);
+        m->p->starting = 0; /* the loop may now send its reply and free it */
+        pthread_mutex_unlock(&w->mu);
+        ws_conn_wake(w);
         free(m);
         pthread_mutex_lock(&l->slow_mu);
         w->slow_busy = 0;
@@ -100,12 +106,20 @@ int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *da
     m->binary = binary;
     m->len = len;
     memcpy(m->data, data, len);
+    /* the loop must not free P while a worker starts it: its handler returns after its job
+     * may have completed it (ws_bridge_flush waits) */
+    pthread_mutex_lock(&w->mu);
+    p->starting = 1;
+    pthread_mutex_unlock(&w->mu);
     pthread_mutex_lock(&l->slow_mu);
     while (l->n_slow_threads < WS_SLOW_THREADS && !l->slow_quit &&
            !pthread_create(&l->slow_threads[l->n_slow_threads], NULL, slow_main, l))
         l->n_slow_threads++;
     if (!l->n_slow_threads || l->slow_quit) {
         pthread_mutex_unlock(&l->slow_mu);
+        pthread_mutex_lock(&w->mu);
+        p->starting = 0;
+        pthread_mutex_unlock(&w->mu);
         free(m);
         return -1;
     }

@@ -37,10 +37,11 @@ sent to the nodes directly.
   lost" for sessions alive on n2.
 - A WebSocket frame for a session that moved away does not hold the node's event loop: n1
   holds socket S1 on session X and S2 on Y; a step for X on n2 takes X there, and n2 is
-  paused, so that n1 must wait for n2's lease to lapse to take X back. A step sent on S1 then
-  waits on a worker of the slow path (docs/websocket.md), while S2's steps, sent every 20 ms,
-  are answered within 200 ms each; S1's replies come once X is back, right and in order.
-  Before: every socket of n1 waited for the take-back (S2's slowest step ~ lease_ms + 1 s).
+  paused, so that n1 must wait for n2's lease to lapse to take X back. A step sent on S1 (a
+  binary step behind it) then waits on a worker of the slow path (docs/websocket.md), while S2's steps, sent every 20 ms,
+  are answered within 300 ms each (8-17 ms measured); S1's replies come once X is back,
+  right and in order. Before: every socket of n1 waited for the take-back (S2's slowest
+  step 925 ms).
 Bounded: about 115 s on the 2-core build machine (twelve clusters of two nodes).
 """
 import http.client
@@ -53,7 +54,7 @@ import unittest
 from cluster_util import TwoNodes, create, replay, request, step, wait_for
 from daemon_util import bearer, tmpdir, write_secret
 from test_cluster_metrics import metrics
-from test_websocket import RawWS
+from test_websocket import RawWS, bin_reply, bin_step, bits
 
 LEASE_MS = 800
 SYNC_MS = 50
@@ -416,7 +417,7 @@ class ClusterWebSocket(TwoNodes):
             t3, t4 = self.tokens(2), self.tokens(1)
             t0 = time.monotonic()
             s1.send_json({"op": "step", "seq": 1, "inputs": t3, "outputs": "all"})
-            s1.send_json({"op": "step", "seq": 2, "inputs": t4, "outputs": "all"})
+            s1.frame(2, bin_step(2, t4, kind=2))  # a binary step behind it
             worst, n = 0.0, 0
             while time.monotonic() - t0 < LEASE_MS / 1000 + 0.6:
                 t = time.monotonic()
@@ -431,12 +432,14 @@ class ClusterWebSocket(TwoNodes):
             self.c.tool("resume", "n2")
         print("moved session over a socket: %d steps on S2 meanwhile, the slowest %.0f ms; "
               "S1's replies after %.0f ms" % (n, worst * 1000, took * 1000))
-        self.assertLess(worst, 0.2, "S2's slowest step while S1's session is taken back")
+        # before: ~925 ms (the take-back's wait); after: 8-17 ms, bounded for a busy machine
+        self.assertLess(worst, 0.3, "S2's slowest step while S1's session is taken back")
         self.assertGreaterEqual(n, 10)
-        self.assertEqual([(r["status"], r["seq"], r["steps"]) for r in (r1, r2)],
-                         [(200, 1, 7), (200, 2, 8)], "S1's replies, in order")
-        self.assertEqual(r1["outputs"] + r2["outputs"],
-                         replay(self.n1, tx + t2 + t3 + t4)[5:], "bitwise")
+        seq2, _, _, steps2, out2 = bin_reply(r2)
+        self.assertEqual([(r1["status"], r1["seq"], r1["steps"]), (seq2, steps2)],
+                         [(200, 1, 7), (2, 8)], "S1's replies, in order")
+        self.assertEqual(bits(r1["outputs"] + out2),
+                         bits(replay(self.n1, tx + t2 + t3 + t4)[5:]), "bitwise")
         self.assertEqual(self.holder(x), "n1")
 
     holder = ClusterHandover.holder
