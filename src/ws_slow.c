@@ -88,6 +88,8 @@ static void *slow_main(void *arg)
 
 int ws_slow_wanted(rnnd_ws *w)
 {
+    if (!w->app->cluster)
+        return 0; /* no store: no lookup waits, and no message is on the slow path */
     struct ws_loop *l = w->loop;
     pthread_mutex_lock(&l->slow_mu);
     int behind = w->slow_head || w->slow_busy;
