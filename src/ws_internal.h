@@ -21,10 +21,10 @@
  *
  * Threads: the event loops' (ws_loop.c; not one a socket), each serving many sockets; a socket's
  * framing and replies are its loop's alone; a loop's slow-path workers (ws_slow.c, started by
- * the first message that needs one) start the requests the loop must not wait for. The computation is the batcher's, as for HTTP
- * steps (a socket's steps batch with other sessions'), and every request is a job on the
- * session's queue, so requests over HTTP and over the socket run in one order. A socket's
- * replies leave in the order of its requests.
+ * the first message that needs one) start the requests the loop must not wait for. The
+ * computation is the batcher's, as for HTTP steps (a socket's steps batch with other
+ * sessions'), and every request is a job on the session's queue, so requests over HTTP and
+ * over the socket run in one order. A socket's replies leave in the order of its requests.
  *
  * Lock order: h->wsmu, then a socket's mu (W->mu), then a stream's mu, then its loop's mu
  * (innermost: nothing is taken under it). A loop's slow_mu (ws_slow.c) is taken with none of
@@ -44,8 +44,8 @@
 
 typedef struct rnnd_ws rnnd_ws;
 
-/* The workers of a loop's slow path (ws_slow.c): as many sockets' moved sessions are taken
- * back at once; a fifth waits for one of them. */
+/* The workers of a loop's slow path (ws_slow.c): four sockets' moved sessions are taken back
+ * at once; a fifth socket's waits for one of them (the loop serves on meanwhile). */
 #define WS_SLOW_THREADS 4
 
 /* An event loop (ws_loop.c): its thread, its epoll and eventfd, and the ready list that
