@@ -186,14 +186,49 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
     *exp = e10 + removed;
 }
 
+/* "00" to "99": the digits go out two at a time. */
+static const char two_digits[200] = {
+    '0', '0', '0', '1', '0', '2', '0', '3', '0', '4', '0', '5', '0', '6', '0', '7', '0', '8',
+    '0', '9', '1', '0', '1', '1', '1', '2', '1', '3', '1', '4', '1', '5', '1', '6', '1', '7',
+    '1', '8', '1', '9', '2', '0', '2', '1', '2', '2', '2', '3', '2', '4', '2', '5', '2', '6',
+    '2', '7', '2', '8', '2', '9', '3', '0', '3', '1', '3', '2', '3', '3', '3', '4', '3', '5',
+    '3', '6', '3', '7', '3', '8', '3', '9', '4', '0', '4', '1', '4', '2', '4', '3', '4', '4',
+    '4', '5', '4', '6', '4', '7', '4', '8', '4', '9', '5', '0', '5', '1', '5', '2', '5', '3',
+    '5', '4', '5', '5', '5', '6', '5', '7', '5', '8', '5', '9', '6', '0', '6', '1', '6', '2',
+    '6', '3', '6', '4', '6', '5', '6', '6', '6', '7', '6', '8', '6', '9', '7', '0', '7', '1',
+    '7', '2', '7', '3', '7', '4', '7', '5', '7', '6', '7', '7', '7', '8', '7', '9', '8', '0',
+    '8', '1', '8', '2', '8', '3', '8', '4', '8', '5', '8', '6', '8', '7', '8', '8', '8', '9',
+    '9', '0', '9', '1', '9', '2', '9', '3', '9', '4', '9', '5', '9', '6', '9', '7', '9', '8',
+    '9', '9',
+};
+
+/* The digits of a float32's shortest form: at most 9 (a 24-bit significand needs no more). */
 static int decimal_len(uint32_t v)
 {
-    int n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
+    if (v >= 10000) {
+        if (v >= 10000000)
+            return v >= 100000000 ? 9 : 8;
+        return v >= 1000000 ? 7 : v >= 100000 ? 6 : 5;
     }
-    return n;
+    return v >= 1000 ? 4 : v >= 100 ? 3 : v >= 10 ? 2 : 1;
+}
+
+/* The ND digits of V into D[0..ND), two at a time from the right. */
+static void write_digits(uint32_t v, int nd, char *d)
+{
+    char *p = d + nd;
+    while (v >= 100) {
+        uint32_t r = v % 100;
+        v /= 100;
+        p -= 2;
+        memcpy(p, two_digits + 2 * r, 2);
+    }
+    if (v >= 10) {
+        p -= 2;
+        memcpy(p, two_digits + 2 * v, 2);
+    } else {
+        *--p = (char)('0' + v);
+    }
 }
 
 size_t rnnd_fmt_float(float v, char *out)
@@ -219,12 +254,13 @@ size_t rnnd_fmt_float(float v, char *out)
     int32_t exp;
     shortest(ieee_mant, ieee_exp, &digits, &exp);
 
-    char d[10]; /* the digits, most significant first */
+    /* the digits, most significant first, then NULs: every copy below takes 8 or 16 bytes
+     * at once (a fixed-size copy is a single move), however many of them are digits, and
+     * ends within RNND_FMT_FLOAT_MAX (24) bytes of OUT: the 16-byte ones start at most 6
+     * bytes in, the 8-byte ones at most 10 */
+    char d[32] = {0};
     int nd = decimal_len(digits);
-    for (int i = nd - 1; i >= 0; i--) {
-        d[i] = (char)('0' + digits % 10);
-        digits /= 10;
-    }
+    write_digits(digits, nd, d);
     int32_t e = exp + nd - 1; /* the value is d[0].d[1]... x 10^e */
     if (neg)
         *p++ = '-';
@@ -232,34 +268,33 @@ size_t rnnd_fmt_float(float v, char *out)
         *p++ = d[0];
         if (nd > 1) {
             *p++ = '.';
-            memcpy(p, d + 1, (size_t)nd - 1);
+            memcpy(p, d + 1, 8); /* nd - 1 <= 8 */
             p += nd - 1;
         }
         *p++ = 'e';
         *p++ = e < 0 ? '-' : '+';
         uint32_t ae = (uint32_t)(e < 0 ? -e : e); /* at most 45 */
-        *p++ = (char)('0' + ae / 10);
-        *p++ = (char)('0' + ae % 10);
+        memcpy(p, two_digits + 2 * ae, 2);
+        p += 2;
     } else if (e >= 0) {
         int whole = e + 1; /* digits before the point */
         if (nd <= whole) {
-            memcpy(p, d, (size_t)nd);
+            memcpy(p, d, 16); /* nd <= whole <= 9: the zeros below overwrite the NULs */
             p += nd;
             for (int i = nd; i < whole; i++)
                 *p++ = '0';
         } else {
-            memcpy(p, d, (size_t)whole);
+            memcpy(p, d, 16);
             p += whole;
             *p++ = '.';
-            memcpy(p, d + whole, (size_t)(nd - whole));
+            memcpy(p, d + whole, 8); /* nd - whole <= 8, and p at most 10 bytes in */
             p += nd - whole;
         }
     } else {
-        *p++ = '0';
-        *p++ = '.';
-        for (int i = -1; i > e; i--)
-            *p++ = '0';
-        memcpy(p, d, (size_t)nd);
+        /* e = -1 .. -4: "0." and -e - 1 zeros */
+        memcpy(p, "0.000000", 8);
+        p += 1 - e;
+        memcpy(p, d, 16);
         p += nd;
     }
     *p = '\0';
