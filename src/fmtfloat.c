@@ -186,48 +186,44 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
     *exp = e10 + removed;
 }
 
-/* "00" to "99": the digits go out two at a time. */
-static const char two_digits[200] = {
-    '0', '0', '0', '1', '0', '2', '0', '3', '0', '4', '0', '5', '0', '6', '0', '7', '0', '8',
-    '0', '9', '1', '0', '1', '1', '1', '2', '1', '3', '1', '4', '1', '5', '1', '6', '1', '7',
-    '1', '8', '1', '9', '2', '0', '2', '1', '2', '2', '2', '3', '2', '4', '2', '5', '2', '6',
-    '2', '7', '2', '8', '2', '9', '3', '0', '3', '1', '3', '2', '3', '3', '3', '4', '3', '5',
-    '3', '6', '3', '7', '3', '8', '3', '9', '4', '0', '4', '1', '4', '2', '4', '3', '4', '4',
-    '4', '5', '4', '6', '4', '7', '4', '8', '4', '9', '5', '0', '5', '1', '5', '2', '5', '3',
-    '5', '4', '5', '5', '5', '6', '5', '7', '5', '8', '5', '9', '6', '0', '6', '1', '6', '2',
-    '6', '3', '6', '4', '6', '5', '6', '6', '6', '7', '6', '8', '6', '9', '7', '0', '7', '1',
-    '7', '2', '7', '3', '7', '4', '7', '5', '7', '6', '7', '7', '7', '8', '7', '9', '8', '0',
-    '8', '1', '8', '2', '8', '3', '8', '4', '8', '5', '8', '6', '8', '7', '8', '8', '8', '9',
-    '9', '0', '9', '1', '9', '2', '9', '3', '9', '4', '9', '5', '9', '6', '9', '7', '9', '8',
-    '9', '9',
-};
-
-/* The digits of a float32's shortest form: at most 9 (a 24-bit significand needs no more). */
+/* The digits of a float32's shortest form: at most 9 (a 24-bit significand needs no more).
+ * Counted without branches: the lengths of a reply's numbers vary from one to the next. */
 static int decimal_len(uint32_t v)
 {
-    if (v >= 10000) {
-        if (v >= 10000000)
-            return v >= 100000000 ? 9 : 8;
-        return v >= 1000000 ? 7 : v >= 100000 ? 6 : 5;
-    }
-    return v >= 1000 ? 4 : v >= 100 ? 3 : v >= 10 ? 2 : 1;
+    return 1 + (v >= 10) + (v >= 100) + (v >= 1000) + (v >= 10000) + (v >= 100000) +
+        (v >= 1000000) + (v >= 10000000) + (v >= 100000000);
 }
 
-/* The ND digits of V into D[0..ND), two at a time from the right. */
-static void write_digits(uint32_t v, int nd, char *d)
+/* Eight bytes of text at P, the lowest byte of W first. */
+static void put8(char *p, uint64_t w)
 {
-    char *p = d + nd;
-    while (v >= 100) {
-        uint32_t r = v % 100;
-        v /= 100;
-        p -= 2;
-        memcpy(p, two_digits + 2 * r, 2);
-    }
-    if (v >= 10) {
-        p -= 2;
-        memcpy(p, two_digits + 2 * v, 2);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    memcpy(p, &w, 8);
+}
+
+/* The text of V's ND (1 to 9) digits in two words, built in registers (digits written to
+ * memory one or two at a time and read back wider cost a failed store forwarding each):
+ * the first digit is the lowest byte of *W0, the ninth the lowest of *W1, NULs after the
+ * last. The eight digits below 10^8 are split into lanes, 4 + 4, then 2 + 2 per lane, then
+ * 1 + 1, each division by 100 or 10 a multiply and shift exact for the lanes' ranges
+ * ((n * 10486) >> 20 = n / 100 for n < 10^4, (n * 103) >> 10 = n / 10 for n < 100). */
+static void digit_words(uint32_t v, int nd, uint64_t *w0, uint64_t *w1)
+{
+    uint32_t top = v / 100000000, low = v % 100000000;
+    uint64_t x = (uint64_t)(low / 10000) | (uint64_t)(low % 10000) << 32;
+    uint64_t q = ((x * 10486) >> 20) & 0x0000007f0000007fu;
+    x = q | (x - 100 * q) << 16;
+    q = ((x * 103) >> 10) & 0x000f000f000f000fu;
+    x = q | (x - 10 * q) << 8;
+    x |= 0x3030303030303030u; /* eight digits, leading zeros included */
+    if (nd == 9) {
+        *w0 = (uint64_t)('0' + top) | x << 8;
+        *w1 = x >> 56;
     } else {
-        *--p = (char)('0' + v);
+        *w0 = x >> (8 * (8 - nd));
+        *w1 = 0;
     }
 }
 
@@ -254,47 +250,47 @@ size_t rnnd_fmt_float(float v, char *out)
     int32_t exp;
     shortest(ieee_mant, ieee_exp, &digits, &exp);
 
-    /* the digits, most significant first, then NULs: every copy below takes 8 or 16 bytes
-     * at once (a fixed-size copy is a single move), however many of them are digits, and
-     * ends within RNND_FMT_FLOAT_MAX (24) bytes of OUT: the 16-byte ones start at most 6
-     * bytes in, the 8-byte ones at most 10 */
-    char d[32] = {0};
+    /* every store below is 8 bytes, however many of them are digits (the next ones
+     * overwrite the rest), and ends within RNND_FMT_FLOAT_MAX (24) bytes of OUT: none
+     * starts more than 14 bytes in */
     int nd = decimal_len(digits);
-    write_digits(digits, nd, d);
+    uint64_t w0, w1;
+    digit_words(digits, nd, &w0, &w1);
     int32_t e = exp + nd - 1; /* the value is d[0].d[1]... x 10^e */
-    if (neg)
-        *p++ = '-';
+    *p = '-';                 /* kept when negative: the signs of a reply's numbers vary too */
+    p += neg;
     if (e < -4 || e >= 9) {
-        *p++ = d[0];
+        *p++ = (char)w0;
         if (nd > 1) {
             *p++ = '.';
-            memcpy(p, d + 1, 8); /* nd - 1 <= 8 */
+            put8(p, w0 >> 8 | w1 << 56); /* nd - 1 <= 8 digits */
             p += nd - 1;
         }
         *p++ = 'e';
         *p++ = e < 0 ? '-' : '+';
         uint32_t ae = (uint32_t)(e < 0 ? -e : e); /* at most 45 */
-        memcpy(p, two_digits + 2 * ae, 2);
-        p += 2;
+        *p++ = (char)('0' + ae / 10);
+        *p++ = (char)('0' + ae % 10);
     } else if (e >= 0) {
-        int whole = e + 1; /* digits before the point */
+        int whole = e + 1; /* digits before the point, 1 to 9 */
+        put8(p, w0);
+        put8(p + 8, w1);
         if (nd <= whole) {
-            memcpy(p, d, 16); /* nd <= whole <= 9: the zeros below overwrite the NULs */
             p += nd;
             for (int i = nd; i < whole; i++)
                 *p++ = '0';
-        } else {
-            memcpy(p, d, 16);
+        } else { /* whole <= 8 */
             p += whole;
             *p++ = '.';
-            memcpy(p, d + whole, 8); /* nd - whole <= 8, and p at most 10 bytes in */
+            put8(p, whole == 8 ? w1 : w0 >> (8 * whole) | w1 << (64 - 8 * whole));
             p += nd - whole;
         }
     } else {
         /* e = -1 .. -4: "0." and -e - 1 zeros */
         memcpy(p, "0.000000", 8);
         p += 1 - e;
-        memcpy(p, d, 16);
+        put8(p, w0);
+        put8(p + 8, w1);
         p += nd;
     }
     *p = '\0';
