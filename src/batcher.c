@@ -613,7 +613,9 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         pthread_mutex_unlock(&b->mu);
         fail_list(refused, RNND_STEP_STOPPED);
     }
-    /* last: finishing a job may start the session's next one, which may enqueue here */
+    /* last: finishing a job may start the session's next one, which may enqueue here. The
+     * request threads are woken once the round's replies are all written (rnnd_defer). */
+    rnnd_defer_begin();
     while (finished) {
         rnnd_step_job *next = finished->rnext;
         finished->rnext = NULL;
@@ -621,6 +623,7 @@ static void round_body(rnnd_batcher *b, struct scratch *s)
         rnnd_session_job_done(&finished->job);
         finished = next;
     }
+    rnnd_defer_end();
 }
 
 /* The whole infer queue, emptied. Called with b->mu held. */

@@ -145,6 +145,14 @@ void rnnd_buf_floats(rnnd_buf *b, const float *v, size_t n)
         return;
     rnnd_buf_append(b, "[", 1);
     for (size_t i = 0; i < n; i++) {
+        /* the common case inline: a finite float and room for a comma and its longest text
+         * (rnnd_fmt_float writes the NUL); anything else goes the checked way */
+        if (!b->failed && b->cap - b->len > RNND_FMT_FLOAT_MAX + 1 && isfinite(v[i])) {
+            if (i)
+                b->data[b->len++] = ',';
+            b->len += rnnd_fmt_float(v[i], b->data + b->len);
+            continue;
+        }
         if (i)
             rnnd_buf_append(b, ",", 1);
         rnnd_buf_float(b, v[i]);

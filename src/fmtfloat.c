@@ -186,14 +186,45 @@ static void shortest(uint32_t ieee_mant, uint32_t ieee_exp, uint32_t *digits, in
     *exp = e10 + removed;
 }
 
+/* The digits of a float32's shortest form: at most 9 (a 24-bit significand needs no more).
+ * Counted without branches: the lengths of a reply's numbers vary from one to the next. */
 static int decimal_len(uint32_t v)
 {
-    int n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
+    return 1 + (v >= 10) + (v >= 100) + (v >= 1000) + (v >= 10000) + (v >= 100000) +
+        (v >= 1000000) + (v >= 10000000) + (v >= 100000000);
+}
+
+/* Eight bytes of text at P, the lowest byte of W first. */
+static void put8(char *p, uint64_t w)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    memcpy(p, &w, 8);
+}
+
+/* The text of V's ND (1 to 9) digits in two words, built in registers (digits written to
+ * memory one or two at a time and read back wider cost a failed store forwarding each):
+ * the first digit is the lowest byte of *W0, the ninth the lowest of *W1, NULs after the
+ * last. The eight digits below 10^8 are split into lanes, 4 + 4, then 2 + 2 per lane, then
+ * 1 + 1, each division by 100 or 10 a multiply and shift exact for the lanes' ranges
+ * ((n * 10486) >> 20 = n / 100 for n < 10^4, (n * 103) >> 10 = n / 10 for n < 100). */
+static void digit_words(uint32_t v, int nd, uint64_t *w0, uint64_t *w1)
+{
+    uint32_t top = v / 100000000, low = v % 100000000;
+    uint64_t x = (uint64_t)(low / 10000) | (uint64_t)(low % 10000) << 32;
+    uint64_t q = ((x * 10486) >> 20) & 0x0000007f0000007fu;
+    x = q | (x - 100 * q) << 16;
+    q = ((x * 103) >> 10) & 0x000f000f000f000fu;
+    x = q | (x - 10 * q) << 8;
+    x |= 0x3030303030303030u; /* eight digits, leading zeros included */
+    if (nd == 9) {
+        *w0 = (uint64_t)('0' + top) | x << 8;
+        *w1 = x >> 56;
+    } else {
+        *w0 = x >> (8 * (8 - nd));
+        *w1 = 0;
     }
-    return n;
 }
 
 size_t rnnd_fmt_float(float v, char *out)
@@ -219,20 +250,20 @@ size_t rnnd_fmt_float(float v, char *out)
     int32_t exp;
     shortest(ieee_mant, ieee_exp, &digits, &exp);
 
-    char d[10]; /* the digits, most significant first */
+    /* every store below is 8 bytes, however many of them are digits (the next ones
+     * overwrite the rest), and ends within RNND_FMT_FLOAT_MAX (24) bytes of OUT: none
+     * starts more than 14 bytes in */
     int nd = decimal_len(digits);
-    for (int i = nd - 1; i >= 0; i--) {
-        d[i] = (char)('0' + digits % 10);
-        digits /= 10;
-    }
+    uint64_t w0, w1;
+    digit_words(digits, nd, &w0, &w1);
     int32_t e = exp + nd - 1; /* the value is d[0].d[1]... x 10^e */
-    if (neg)
-        *p++ = '-';
+    *p = '-';                 /* kept when negative: the signs of a reply's numbers vary too */
+    p += neg;
     if (e < -4 || e >= 9) {
-        *p++ = d[0];
+        *p++ = (char)w0;
         if (nd > 1) {
             *p++ = '.';
-            memcpy(p, d + 1, (size_t)nd - 1);
+            put8(p, w0 >> 8 | w1 << 56); /* nd - 1 <= 8 digits */
             p += nd - 1;
         }
         *p++ = 'e';
@@ -241,25 +272,25 @@ size_t rnnd_fmt_float(float v, char *out)
         *p++ = (char)('0' + ae / 10);
         *p++ = (char)('0' + ae % 10);
     } else if (e >= 0) {
-        int whole = e + 1; /* digits before the point */
+        int whole = e + 1; /* digits before the point, 1 to 9 */
+        put8(p, w0);
+        put8(p + 8, w1);
         if (nd <= whole) {
-            memcpy(p, d, (size_t)nd);
             p += nd;
             for (int i = nd; i < whole; i++)
                 *p++ = '0';
-        } else {
-            memcpy(p, d, (size_t)whole);
+        } else { /* whole <= 8 */
             p += whole;
             *p++ = '.';
-            memcpy(p, d + whole, (size_t)(nd - whole));
+            put8(p, whole == 8 ? w1 : w0 >> (8 * whole) | w1 << (64 - 8 * whole));
             p += nd - whole;
         }
     } else {
-        *p++ = '0';
-        *p++ = '.';
-        for (int i = -1; i > e; i--)
-            *p++ = '0';
-        memcpy(p, d, (size_t)nd);
+        /* e = -1 .. -4: "0." and -e - 1 zeros */
+        memcpy(p, "0.000000", 8);
+        p += 1 - e;
+        put8(p, w0);
+        put8(p + 8, w1);
         p += nd;
     }
     *p = '\0';

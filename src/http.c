@@ -22,6 +22,7 @@
 
 #include "frontdoor.h"
 #include "linger.h"
+#include "pool.h"
 #include "rng.h"
 #include "rnnd/infer.h"
 #include "rnnd/json_depth.h"
@@ -168,6 +169,8 @@ void rnnd_req_hold(rnnd_req *r, void (*release)(void *), void *obj)
 
 void rnnd_req_defer(rnnd_req *r) { r->deferred = 1; }
 
+static void resume_conn(void *conn) { MHD_resume_connection(conn); }
+
 void rnnd_req_complete(rnnd_req *r)
 {
     if (r->vdone) {
@@ -176,9 +179,13 @@ void rnnd_req_complete(rnnd_req *r)
     }
     struct MHD_Connection *conn = r->conn;
     /* Whoever comes second of (this, the request thread parking the connection) resumes it;
-     * after the exchange R may be freed at any moment. */
-    if (atomic_fetch_or(&r->flags, F_DONE) & F_SUSPENDED)
-        MHD_resume_connection(conn);
+     * after the exchange R may be freed at any moment. A worker finishing a batcher round
+     * resumes its connections together at the round's end (rnnd_defer): a parked connection
+     * stays until resumed, so CONN is still valid then. */
+    if (atomic_fetch_or(&r->flags, F_DONE) & F_SUSPENDED) {
+        if (rnnd_defer(resume_conn, conn))
+            MHD_resume_connection(conn);
+    }
 }
 
 /* ---- request processing ------------------------------------------------------------------ */

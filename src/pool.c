@@ -309,3 +309,36 @@ void rnnd_pool_free(rnnd_pool *p)
     free(p->workers);
     free(p);
 }
+
+/* ---- held calls (rnnd_defer) ------------------------------------------------------------- */
+
+struct held_call {
+    void (*fn)(void *);
+    void *arg;
+};
+
+static _Thread_local struct {
+    int depth;
+    size_t n;
+    struct held_call calls[RNND_DEFER_MAX];
+} held;
+
+void rnnd_defer_begin(void) { held.depth++; }
+
+int rnnd_defer(void (*fn)(void *), void *arg)
+{
+    if (held.depth <= 0 || held.n >= RNND_DEFER_MAX)
+        return -1;
+    held.calls[held.n++] = (struct held_call){fn, arg};
+    return 0;
+}
+
+void rnnd_defer_end(void)
+{
+    if (--held.depth > 0)
+        return;
+    held.depth = 0; /* a call that would hold more now makes it itself */
+    for (size_t i = 0; i < held.n; i++)
+        held.calls[i].fn(held.calls[i].arg);
+    held.n = 0;
+}

@@ -42,6 +42,19 @@ double rnnd_pool_busy_seconds(rnnd_pool *p); /* time all workers spent running t
 size_t rnnd_pool_parallel(rnnd_pool *p, size_t helpers, void (*fn)(void *arg, size_t i), void *arg,
                           size_t n);
 
+/* Calls held back on this thread until the end of a stretch of work that finishes many
+ * requests at once (a batcher round): each call wakes a request thread (rnnd_req_complete's
+ * resume), and made together at the end they wake it once for the lot, not once per request,
+ * its sleep between them cut short. rnnd_defer_begin() opens a stretch (they nest);
+ * rnnd_defer_end() makes the held calls, in order, when the outermost closes. rnnd_defer()
+ * holds FN(ARG) and returns 0, or returns -1 when no stretch is open on this thread or
+ * RNND_DEFER_MAX calls are held already: the caller then calls FN itself. A stretch must be
+ * short: nothing it holds happens before it ends. */
+#define RNND_DEFER_MAX 256
+void rnnd_defer_begin(void);
+int rnnd_defer(void (*fn)(void *), void *arg);
+void rnnd_defer_end(void);
+
 /* Stop taking tasks: cancel every queued task (their cancel() runs on this thread), let
  * running tasks finish, and join the workers. Idempotent. */
 void rnnd_pool_stop(rnnd_pool *p);

@@ -5,6 +5,7 @@
 #include <check.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,6 +612,104 @@ START_TEST(test_gather_ends_when_full)
 }
 END_TEST
 
+/* rnnd_defer: no stretch open, nothing is held; in one, calls wait for the outermost end and
+ * run in order; past RNND_DEFER_MAX the caller is told to call itself. */
+static int defer_log[RNND_DEFER_MAX + 8], defer_n;
+
+static void defer_record(void *arg) { defer_log[defer_n++] = (int)(intptr_t)arg; }
+
+START_TEST(test_defer_stretch)
+{
+    defer_n = 0;
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)1), -1); /* no stretch */
+    rnnd_defer_begin();
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)1), 0);
+    rnnd_defer_begin(); /* nested */
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)2), 0);
+    rnnd_defer_end();
+    ck_assert_int_eq(defer_n, 0); /* the outer stretch is still open */
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)3), 0);
+    rnnd_defer_end();
+    ck_assert_int_eq(defer_n, 3);
+    ck_assert_int_eq(defer_log[0], 1);
+    ck_assert_int_eq(defer_log[1], 2);
+    ck_assert_int_eq(defer_log[2], 3);
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)4), -1); /* closed again */
+    defer_n = 0;
+    rnnd_defer_begin();
+    for (int i = 0; i < RNND_DEFER_MAX; i++)
+        ck_assert_int_eq(rnnd_defer(defer_record, (void *)(intptr_t)i), 0);
+    ck_assert_int_eq(rnnd_defer(defer_record, (void *)-1), -1); /* full */
+    rnnd_defer_end();
+    ck_assert_int_eq(defer_n, RNND_DEFER_MAX);
+    ck_assert_int_eq(defer_log[RNND_DEFER_MAX - 1], RNND_DEFER_MAX - 1);
+}
+END_TEST
+
+/* A round's finish callbacks run inside a stretch: what they hold (rnnd_req_complete's
+ * resume of a parked connection) runs once every job of the round has finished. */
+static atomic_int held_finished, held_ok, held_seen_all;
+
+static void held_wake(void *arg)
+{
+    int round = (int)(intptr_t)arg;
+    if (atomic_load(&held_finished) == round)
+        atomic_fetch_add(&held_seen_all, 1);
+}
+
+static void held_finish(rnnd_job *job)
+{
+    tjob *j = (tjob *)job;
+    if (rnnd_defer(held_wake, (void *)(intptr_t)4) == 0)
+        atomic_fetch_add(&held_ok, 1);
+    atomic_fetch_add(&held_finished, 1);
+    atomic_fetch_add(j->done, 1);
+}
+
+START_TEST(test_round_holds_wakeups)
+{
+    enum { FULL = 4 };
+    fixture f;
+    setup(&f, tok_arch, FULL, 10L * 1000 * 1000, 2);
+    blocker bl;
+    memset(&bl, 0, sizeof bl);
+    bl.task.run = blocker_run;
+    ck_assert_int_eq(rnnd_pool_post(f.pool, &bl.task), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&bl.started); i++)
+        usleep(1000);
+    ck_assert(atomic_load(&bl.started)); /* one worker busy: the other's round gathers all */
+    atomic_store(&held_finished, 0);
+    atomic_store(&held_ok, 0);
+    atomic_store(&held_seen_all, 0);
+    atomic_int done = 0;
+    char err[256];
+    rnnd_session *s[FULL];
+    tjob *j[FULL];
+    int32_t tok = 2;
+    for (int i = 0; i < FULL; i++) {
+        ck_assert_int_eq(rnnd_session_create(f.t,
+                                             &(rnnd_session_init){.state_floats = f.state_floats},
+                                             &s[i], err, sizeof err),
+                         0);
+        j[i] = tjob_new(&f, &tok, NULL, 1, -1, &done);
+        j[i]->sj.job.finish = held_finish;
+        ck_assert_int_eq(rnnd_session_submit(s[i], &j[i]->sj.job), RNND_SESSION_FOUND);
+    }
+    wait_done(&done, FULL);
+    for (int i = 0; i < 2000 && atomic_load(&held_seen_all) < FULL; i++)
+        usleep(500);
+    ck_assert_uint_eq(rnnd_batcher_hist(f.b, FULL), 1);  /* one round took all four */
+    ck_assert_int_eq(atomic_load(&held_ok), FULL);       /* every finish was in a stretch */
+    ck_assert_int_eq(atomic_load(&held_seen_all), FULL); /* every wake after all finished */
+    atomic_store(&bl.release, 1);
+    for (int i = 0; i < FULL; i++) {
+        tjob_free(j[i]);
+        rnnd_session_unref(s[i]);
+    }
+    teardown(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("batcher");
@@ -624,6 +723,8 @@ int main(void)
     tcase_add_test(tc, test_if_steps_and_stop);
     tcase_add_test(tc, test_split_round_bitwise);
     tcase_add_test(tc, test_gather_ends_when_full);
+    tcase_add_test(tc, test_defer_stretch);
+    tcase_add_test(tc, test_round_holds_wakeups);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

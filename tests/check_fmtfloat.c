@@ -103,6 +103,11 @@ static void check_one(float v, int shortest)
     size_t n = rnnd_fmt_float(v, buf);
     expect(n > 0 && n < RNND_FMT_FLOAT_MAX && buf[n] == '\0' && strlen(buf) == n,
            "0x%08x: length %zu", bits_of(v), n);
+    /* nothing written past the RNND_FMT_FLOAT_MAX bytes a caller gives it */
+    int past = 0;
+    for (size_t i = RNND_FMT_FLOAT_MAX; i < sizeof buf; i++)
+        past |= buf[i] != 'x';
+    expect(!past, "0x%08x: written past RNND_FMT_FLOAT_MAX bytes", bits_of(v));
     expect(json_number(buf), "0x%08x: \"%s\" is not a JSON number", bits_of(v), buf);
     float back = strtof(buf, NULL);
     expect(bits_of(back) == bits_of(v), "0x%08x (%.9g): \"%s\" reads back as %.9g", bits_of(v),
