@@ -61,6 +61,7 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
     uint32_t xb[BD_MAX_NB][BD_KBLK / 2] __attribute__((aligned(64)));
     __m512 acc[BD_MAX_NB][BD_MAX_NP];
     __mmask16 mk[BD_MAX_NP];
+    #pragma GCC unroll 8
     for (int i = 0; i < NP; i++) {
         const size_t j0 = (p + (size_t)i) * RNND_PANEL;
         const size_t n =
@@ -68,12 +69,14 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
         mk[i] = (__mmask16)((1u << n) - 1u);
         const __m512 bv =
             g->bias ? _mm512_maskz_loadu_ps(mk[i], g->bias + j0) : _mm512_setzero_ps();
+        #pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             acc[b][i] = bv;
     }
     const size_t kp = g->kp;
     for (size_t k0 = 0; k0 < g->cols; k0 += BD_KBLK) {
         const size_t n = g->cols - k0 < BD_KBLK ? g->cols - k0 : BD_KBLK;
+        #pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             bd_round(g->X + (b0 + (size_t)b) * g->ldx + k0, n, xb[b]);
         const size_t q0 = k0 / 2, q1 = (k0 + n + 1) / 2;
@@ -81,19 +84,24 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
         for (size_t q = q0; q < q1; q++) {
             const uint16_t *l = base + q * 32;
             __m512bh wv[BD_MAX_NP];
+            #pragma GCC unroll 8
             for (int i = 0; i < NP; i++) {
                 _mm_prefetch((const char *)(l + (size_t)i * kp * 32 + 512), _MM_HINT_T0);
                 wv[i] = (__m512bh)_mm512_load_si512((const void *)(l + (size_t)i * kp * 32));
             }
+            #pragma GCC unroll 8
             for (int b = 0; b < NB; b++) {
                 const __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[b][q - q0]);
+                #pragma GCC unroll 8
                 for (int i = 0; i < NP; i++)
                     acc[b][i] = _mm512_dpbf16_ps(acc[b][i], wv[i], xv);
             }
         }
     }
+    #pragma GCC unroll 8
     for (int i = 0; i < NP; i++) {
         const size_t j0 = (p + (size_t)i) * RNND_PANEL;
+        #pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             _mm512_mask_storeu_ps(g->Y + (b0 + (size_t)b) * g->ldy + j0, mk[i], acc[b][i]);
     }
