@@ -24,14 +24,12 @@
 #define BD_X_BLOCK 262144 /* bytes of input rows kept in L2 while every panel passes */
 
 typedef struct bd_args {
-    const uint16_t *w;
-    size_t cols, kp;
-    const float *bias;
-    const float *X;
-    size_t ldx;
-    float *Y;
-    size_t ldy;
+    const uint16_t *w; /* RNND_PACKED_BF16DP data */
+    size_t cols, kp;   /* columns, pairs */
     int row_end;
+    const float *bias, *X;
+    float *Y;
+    size_t ldx, ldy;
 } bd_args;
 
 /* x[0, n) rounded to bf16 into XB as n / 2 pairs (n rounded up to a multiple of 32 with
@@ -61,7 +59,7 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
     uint32_t xb[BD_MAX_NB][BD_KBLK / 2] __attribute__((aligned(64)));
     __m512 acc[BD_MAX_NB][BD_MAX_NP];
     __mmask16 mk[BD_MAX_NP];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < NP; i++) {
         const size_t j0 = (p + (size_t)i) * RNND_PANEL;
         const size_t n =
@@ -69,14 +67,14 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
         mk[i] = (__mmask16)((1u << n) - 1u);
         const __m512 bv =
             g->bias ? _mm512_maskz_loadu_ps(mk[i], g->bias + j0) : _mm512_setzero_ps();
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             acc[b][i] = bv;
     }
     const size_t kp = g->kp;
     for (size_t k0 = 0; k0 < g->cols; k0 += BD_KBLK) {
         const size_t n = g->cols - k0 < BD_KBLK ? g->cols - k0 : BD_KBLK;
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             bd_round(g->X + (b0 + (size_t)b) * g->ldx + k0, n, xb[b]);
         const size_t q0 = k0 / 2, q1 = (k0 + n + 1) / 2;
@@ -84,24 +82,24 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
         for (size_t q = q0; q < q1; q++) {
             const uint16_t *l = base + q * 32;
             __m512bh wv[BD_MAX_NP];
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int i = 0; i < NP; i++) {
                 _mm_prefetch((const char *)(l + (size_t)i * kp * 32 + 512), _MM_HINT_T0);
                 wv[i] = (__m512bh)_mm512_load_si512((const void *)(l + (size_t)i * kp * 32));
             }
-            #pragma GCC unroll 8
+#pragma GCC unroll 8
             for (int b = 0; b < NB; b++) {
                 const __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[b][q - q0]);
-                #pragma GCC unroll 8
+#pragma GCC unroll 8
                 for (int i = 0; i < NP; i++)
                     acc[b][i] = _mm512_dpbf16_ps(acc[b][i], wv[i], xv);
             }
         }
     }
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < NP; i++) {
         const size_t j0 = (p + (size_t)i) * RNND_PANEL;
-        #pragma GCC unroll 8
+#pragma GCC unroll 8
         for (int b = 0; b < NB; b++)
             _mm512_mask_storeu_ps(g->Y + (b0 + (size_t)b) * g->ldy + j0, mk[i], acc[b][i]);
     }
@@ -170,12 +168,12 @@ void rnnd_gemv_bf16dp_avx512(const rnnd_packed *W, const float *bias, const floa
         .w = W->data,
         .cols = (size_t)W->cols,
         .kp = ((size_t)W->cols + 1) / 2,
+        .row_end = row_end,
         .bias = bias,
         .X = X,
-        .ldx = ldx,
         .Y = Y,
+        .ldx = ldx,
         .ldy = ldy,
-        .row_end = row_end,
     };
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     const size_t blk_rows = BD_X_BLOCK / (g.cols * sizeof(float) + 1) / BD_MAX_NB * BD_MAX_NB;
