@@ -520,6 +520,25 @@ class Bf16Compute(Case):
     def test_served(self):
         check_compute_served()
 
+    def test_bench(self):
+        """`rnnd bench --weights bf16 --compute bf16` runs the mode and says so; the mode with
+        other weights, or an unknown mode, is a usage error naming the option."""
+        for cell, B in (("lstm", 9), ("gru", 1)):
+            p = run([RNND_BIN, "bench", "--cell", cell, "--hidden", "24", "--batch", str(B),
+                     "--weights", "bf16", "--compute", "bf16", "--seconds", "0.05"])
+            ok = p.returncode == 0 and json.loads(p.stdout).get("compute") == "bf16" and \
+                json.loads(p.stdout)["steps_per_s"] > 0
+            C.check(ok, "bench %s --compute bf16: %s %s" % (cell, p.stdout, p.stderr))
+        p = run([RNND_BIN, "bench", "--hidden", "16", "--seconds", "0.05"])
+        C.check(p.returncode == 0 and json.loads(p.stdout).get("compute") == "f32",
+                "bench: compute f32 by default: %s" % p.stdout)
+        for args, want in ((["--compute", "bf16"], "--compute bf16 needs --weights bf16"),
+                           (["--weights", "int8", "--compute", "bf16"], "needs --weights bf16"),
+                           (["--weights", "bf16", "--compute", "f16"], "--compute must be")):
+            p = run([RNND_BIN, "bench"] + args)
+            C.check(p.returncode == 2 and want in p.stderr,
+                    "bench %s: %d %s" % (" ".join(args), p.returncode, p.stderr))
+
 
 for _name, _dir, _tol in ALL:
     setattr(Bf16Compute, "test_" + _name, lambda self, n=_name, d=_dir: check_compute_case(
