@@ -18,10 +18,11 @@
 #include "rnnd/kernels.h"
 #include "kernels_internal.h"
 
-#define BD_MAX_NB 8       /* batch rows per tile */
-#define BD_MAX_NP 8       /* panels per tile */
-#define BD_KBLK 1024      /* input columns rounded at a time (a multiple of 32) */
-#define BD_X_BLOCK 262144 /* bytes of input rows kept in L2 while every panel passes */
+#define BD_MAX_NB 8        /* batch rows per tile */
+#define BD_MAX_NP 8        /* panels per tile */
+#define BD_KBLK 1024       /* input columns rounded at a time (a multiple of 32) */
+#define BD_X_BLOCK 262144  /* bytes of input rows kept in L2 while every panel passes */
+#define BD_XR_BYTES 147456 /* the rounded rows of such a block (half its bytes) and pads */
 
 typedef struct bd_args {
     const uint16_t *w; /* RNND_PACKED_BF16DP data */
@@ -30,6 +31,10 @@ typedef struct bd_args {
     const float *bias, *X;
     float *Y;
     size_t ldx, ldy;
+    /* the row block's inputs rounded once for every tile (rows from XB0, XS pairs apart),
+     * or NULL: each tile rounds its own rows */
+    const uint32_t *xr;
+    size_t xs, xb0;
 } bd_args;
 
 /* x[0, n) rounded to bf16 into XB as n / 2 pairs (n rounded up to a multiple of 32 with
@@ -71,12 +76,19 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
         for (int b = 0; b < NB; b++)
             acc[b][i] = bv;
     }
-    const size_t kp = g->kp;
-    for (size_t k0 = 0; k0 < g->cols; k0 += BD_KBLK) {
-        const size_t n = g->cols - k0 < BD_KBLK ? g->cols - k0 : BD_KBLK;
+    const size_t kp = g->kp, kblk = g->xr ? g->cols : BD_KBLK;
+    const uint32_t *xp[BD_MAX_NB];
+    for (size_t k0 = 0; k0 < g->cols; k0 += kblk) {
+        const size_t n = g->cols - k0 < kblk ? g->cols - k0 : kblk;
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++)
-            bd_round(g->X + (b0 + (size_t)b) * g->ldx + k0, n, xb[b]);
+        for (int b = 0; b < NB; b++) {
+            if (g->xr) {
+                xp[b] = g->xr + (b0 + (size_t)b - g->xb0) * g->xs;
+            } else {
+                bd_round(g->X + (b0 + (size_t)b) * g->ldx + k0, n, xb[b]);
+                xp[b] = xb[b];
+            }
+        }
         const size_t q0 = k0 / 2, q1 = (k0 + n + 1) / 2;
         const uint16_t *base = g->w + p * kp * 32;
         for (size_t q = q0; q < q1; q++) {
@@ -89,7 +101,7 @@ static inline __attribute__((always_inline)) void bd_tile(const bd_args *g, size
             }
 #pragma GCC unroll 8
             for (int b = 0; b < NB; b++) {
-                const __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xb[b][q - q0]);
+                const __m512bh xv = (__m512bh)_mm512_set1_epi32((int)xp[b][q - q0]);
 #pragma GCC unroll 8
                 for (int i = 0; i < NP; i++)
                     acc[b][i] = _mm512_dpbf16_ps(acc[b][i], wv[i], xv);
@@ -164,7 +176,7 @@ void rnnd_gemv_bf16dp_avx512(const rnnd_packed *W, const float *bias, const floa
         rnnd_gemv_bf16dp_scalar(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
         return;
     }
-    const bd_args g = {
+    bd_args g = {
         .w = W->data,
         .cols = (size_t)W->cols,
         .kp = ((size_t)W->cols + 1) / 2,
@@ -175,9 +187,22 @@ void rnnd_gemv_bf16dp_avx512(const rnnd_packed *W, const float *bias, const floa
         .ldx = ldx,
         .ldy = ldy,
     };
+    /* Each row block's inputs are rounded once here when they fit, not once per panel group
+     * (the same bits: the rounding of an element does not depend on who does it). */
+    uint32_t xr[BD_XR_BYTES / 4] __attribute__((aligned(64)));
+    g.xs = (g.kp + 15) / 16 * 16; /* bd_round writes whole 32-column lines */
     const size_t p_end = ((size_t)row_end + RNND_PANEL - 1) / RNND_PANEL;
     const size_t blk_rows = BD_X_BLOCK / (g.cols * sizeof(float) + 1) / BD_MAX_NB * BD_MAX_NB;
     const size_t blk = blk_rows > BD_MAX_NB ? blk_rows : BD_MAX_NB;
-    for (size_t bb = 0; bb < B; bb += blk)
-        bd_rows(&g, row_begin, p_end, bb, B - bb < blk ? B : bb + blk);
+    for (size_t bb = 0; bb < B; bb += blk) {
+        const size_t be = B - bb < blk ? B : bb + blk;
+        g.xr = NULL;
+        if ((be - bb) * g.xs <= sizeof xr / sizeof xr[0]) {
+            for (size_t b = bb; b < be; b++)
+                bd_round(X + b * ldx, g.cols, xr + (b - bb) * g.xs);
+            g.xr = xr;
+            g.xb0 = bb;
+        }
+        bd_rows(&g, row_begin, p_end, bb, be);
+    }
 }

@@ -300,13 +300,14 @@ START_TEST(gemv_shapes)
 END_TEST
 
 /* One row, one column, both parities, a panel and a bit, 8-panel tiles and remainders,
- * rows around the 1024-column rounding block, a batch past the L2 row block. */
+ * rows around the 1024-column rounding block, a batch past the L2 row block (inputs rounded
+ * once per block), rows too long for that (rounded per tile, 1024 columns at a time). */
 START_TEST(gemv_edges)
 {
     static const size_t shapes[][3] = {
-        {1, 1, 1},     {16, 2, 2},    {17, 5, 3},     {15, 6, 1},    {16, 7, 9},
-        {129, 33, 1},  {128, 64, 2},  {200, 100, 17}, {33, 1023, 1}, {40, 1024, 8},
-        {17, 1025, 7}, {20, 2049, 3}, {40, 700, 100}, {0, 5, 2},     {5, 0, 3},
+        {1, 1, 1},      {16, 2, 2},     {17, 5, 3},    {15, 6, 1},    {16, 7, 9},    {129, 33, 1},
+        {128, 64, 2},   {200, 100, 17}, {33, 1023, 1}, {40, 1024, 8}, {17, 1025, 7}, {20, 2049, 3},
+        {40, 700, 100}, {17, 9300, 9},  {0, 5, 2},     {5, 0, 3},
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         check_shape(shapes[i][0], shapes[i][1], shapes[i][2], (int)(i % 2));
