@@ -8,8 +8,9 @@
  *   acc = acc + W[j][2i+1] * x[2i+1]; then acc = acc + W[j][2i] * x[2i]
  * each a fused multiply-add (the product of two bf16 values is exact in float) rounded to
  * nearest even, with its inputs' subnormals read as zeros of their sign (DAZ: the weights
- * and the accumulator; a rounded input is never subnormal) and a subnormal result written
- * as a zero of its sign (FTZ). Plain C: fmaf and integer tests, no FPU mode. */
+ * and the accumulator; a rounded input is never subnormal) and a result below FLT_MIN after
+ * rounding to 24 bits with an unbounded exponent written as a zero of its sign (FTZ, as x86
+ * decides tininess). Plain C: fmaf and integer tests, no FPU mode. */
 #ifndef RNND_BF16DP_H
 #define RNND_BF16DP_H
 
@@ -28,11 +29,25 @@ static inline float rnnd_bf16dp_flush(float f)
 /* An input element as the mode rounds it (what vcvtne2ps2bf16 does). */
 static inline uint16_t rnnd_bf16dp_round(float x) { return rnnd_f32_to_bf16(rnnd_bf16dp_flush(x)); }
 
-/* One step of the chain: acc + w * x, DAZ on every input, FTZ on the result. */
+/* One step of the chain: acc + w * x, DAZ on every input, FTZ on the result. FTZ decides
+ * tininess as x86 does, after rounding to 24 bits with an unbounded exponent: a result whose
+ * exact value lies in [FLT_MIN - 2^-151, FLT_MIN) in magnitude rounds to FLT_MIN and is
+ * kept, one below that rounds to FLT_MIN - 2^-150 and is flushed. fmaf rounds below FLT_MIN
+ * to the subnormal grid, which gives FLT_MIN for both: when it does, the step is redone
+ * 2^24 higher (exact: the inputs are normal or zero and, for a result that small, far from
+ * overflow), where nothing is subnormal. */
 static inline float rnnd_bf16dp_fma(float w, float x, float acc)
 {
-    return rnnd_bf16dp_flush(
-        fmaf(rnnd_bf16dp_flush(w), rnnd_bf16dp_flush(x), rnnd_bf16dp_flush(acc)));
+    w = rnnd_bf16dp_flush(w);
+    x = rnnd_bf16dp_flush(x);
+    acc = rnnd_bf16dp_flush(acc);
+    float r = fmaf(w, x, acc);
+    if ((rnnd_f32_bits(r) & 0x7fffffffu) == 0x00800000u) { /* |r| == FLT_MIN */
+        float r24 = fmaf(w, x * 0x1p24f, acc * 0x1p24f);
+        if ((rnnd_f32_bits(r24) & 0x7fffffffu) < 0x0c800000u) /* |r24| < 2^-102 */
+            return rnnd_bits_f32(rnnd_f32_bits(r24) & 0x80000000u);
+    }
+    return rnnd_bf16dp_flush(r);
 }
 
 /* One pair (one VDPBF16PS lane): the odd column first, then the even one. */

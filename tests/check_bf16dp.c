@@ -65,27 +65,46 @@ static float ref_round(float x)
     return (float)ldexp(r, e - 8);     /* exact, or beyond FLT_MAX: inf */
 }
 
+/* One step as the docs state it, through double: fma in double is exact here (a 24-bit
+ * float plus a 16-bit product cannot need more than 53 bits to reach a 24-bit tie), then
+ * rounded to 24 significant bits with nearbyint on frexp's fraction (no exponent limit), and
+ * a magnitude below FLT_MIN after that rounding is a zero of its sign. */
+static float ref_step(float w, float x, float acc)
+{
+    double e = fma((double)ref_flush(w), (double)ref_flush(x), (double)ref_flush(acc));
+    if (e == 0.0 || isnan(e) || isinf(e))
+        return (float)e;
+    int ex;
+    double m = frexp(e, &ex);
+    double r = ldexp(nearbyint(ldexp(m, 24)), ex - 24);
+    if (fabs(r) < (double)FLT_MIN)
+        return copysignf(0.0f, (float)r);
+    return (float)r; /* exact, or beyond FLT_MAX: inf */
+}
+
 /* y[j] for one input row: W [rows, cols] holds bf16 values as floats */
 static float ref_dot(const float *w, const float *x, size_t cols, float bias)
 {
     float acc = bias;
     for (size_t k = 0; k < cols; k += 2) {
         float w1 = k + 1 < cols ? w[k + 1] : 0.0f, x1 = k + 1 < cols ? ref_round(x[k + 1]) : 0.0f;
-        acc = ref_flush(fmaf(ref_flush(w1), ref_flush(x1), ref_flush(acc)));
-        acc = ref_flush(fmaf(ref_flush(w[k]), ref_flush(ref_round(x[k])), ref_flush(acc)));
+        acc = ref_step(w1, x1, acc);
+        acc = ref_step(w[k], ref_round(x[k]), acc);
     }
     return acc;
 }
 
 /* a random bf16 value as a float: MODE 0 around 1, 1 any exponent (inf and NaN too),
- * 2 the subnormal and smallest normal range, 3 exponents whose products straddle FLT_MIN */
+ * 2 the subnormal and smallest normal range, 3 exponents whose products straddle FLT_MIN,
+ * 4 exponents whose products are 2^-160 to 2^-140 (added to an accumulator near FLT_MIN) */
 static uint16_t rng_bf16(int mode)
 {
     uint16_t h = (uint16_t)rng_u32();
     unsigned e = mode == 0 ? 120 + rng_u32() % 16
         : mode == 1        ? rng_u32() % 256
         : mode == 2        ? rng_u32() % 4
-                           : 58 + rng_u32() % 14;
+        : mode == 3        ? 58 + rng_u32() % 14
+                           : 47 + rng_u32() % 11;
     return (uint16_t)((h & 0x807fu) | e << 7);
 }
 
@@ -112,25 +131,29 @@ static int have_bf16(void) { return __builtin_cpu_supports("avx512bf16"); }
 static int have_bf16(void) { return 0; }
 #endif
 
-/* 400,000 lanes in five kinds: the instruction's result is the statement's, bit for bit
+/* 480,000 lanes in six kinds (the last: accumulators at +-FLT_MIN and just above, plus
+ * products of 2^-160 to 2^-140, where x86's tininess after rounding decides the FTZ): the
+ * instruction's result is the statement's, bit for bit
  * (one NaN for another). Where the CPU has no AVX512-BF16, the statement is held to the
  * test's own copy instead (done below in any case). */
 START_TEST(hw_dot_matches_statement)
 {
     rng_state = 0x9e3779b97f4a7c15ull;
     long lanes = 0;
-    for (int it = 0; it < 25000; it++) {
-        const int kind = it % 5;
+    for (int it = 0; it < 30000; it++) {
+        const int kind = it % 6;
         uint16_t w[32], x[32];
         float acc[16], out[16];
         for (int i = 0; i < 32; i++) {
-            w[i] = rng_bf16(kind == 4 ? 0 : kind);
-            x[i] = rng_bf16(kind == 4 ? 0 : kind);
+            w[i] = rng_bf16(kind == 4 ? 0 : kind == 5 ? 4 : kind);
+            x[i] = rng_bf16(kind == 4 ? 0 : kind == 5 ? 4 : kind);
         }
         for (int i = 0; i < 16; i++) {
             if (kind == 4) { /* cancellation: acc near -(w1 x1), exact 0 among them */
                 float p = rnnd_bf16_to_f32(w[2 * i + 1]) * rnnd_bf16_to_f32(x[2 * i + 1]);
                 acc[i] = -p * (1.0f + (float)((int)(rng_u32() % 5) - 2) * 0x1p-20f);
+            } else if (kind == 5) { /* +-FLT_MIN and its next few floats: the FTZ boundary */
+                acc[i] = bits_f(((rng_u32() & 1u) << 31) | (0x00800000u + rng_u32() % 4));
             } else if (kind == 2 || kind == 3) { /* tiny, often subnormal, accumulators */
                 acc[i] = rng_u32() % 2 ? bits_f(rng_u32() & 0x80ffffffu) : 0.0f;
             } else {
@@ -141,11 +164,9 @@ START_TEST(hw_dot_matches_statement)
         }
         for (int i = 0; i < 16; i++) {
             float want = rnnd_bf16dp_pair(acc[i], w[2 * i], w[2 * i + 1], x[2 * i], x[2 * i + 1]);
-            float mine = acc[i];
-            mine = ref_flush(fmaf(ref_flush(rnnd_bf16_to_f32(w[2 * i + 1])),
-                                  ref_flush(rnnd_bf16_to_f32(x[2 * i + 1])), ref_flush(mine)));
-            mine = ref_flush(fmaf(ref_flush(rnnd_bf16_to_f32(w[2 * i])),
-                                  ref_flush(rnnd_bf16_to_f32(x[2 * i])), ref_flush(mine)));
+            float mine =
+                ref_step(rnnd_bf16_to_f32(w[2 * i + 1]), rnnd_bf16_to_f32(x[2 * i + 1]), acc[i]);
+            mine = ref_step(rnnd_bf16_to_f32(w[2 * i]), rnnd_bf16_to_f32(x[2 * i]), mine);
             expect(same(want, mine), "statement %a, test's copy %a", want, mine);
         }
         if (!have_bf16())
@@ -166,7 +187,7 @@ START_TEST(hw_dot_matches_statement)
                 "check_bf16dp: this CPU has no AVX512-BF16; the instruction itself was "
                 "not compared\n");
     else
-        ck_assert_int_eq(lanes, 400000);
+        ck_assert_int_eq(lanes, 480000);
 }
 END_TEST
 
