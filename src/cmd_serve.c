@@ -267,6 +267,11 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     }
     for (size_t i = 0; i < reg.n; i++)
         log_model(app, "model_loaded", reg.entries[i]);
+    if (cfg->compute == RNND_COMPUTE_BF16 && !rnnd_kernels_bf16dp_native(k))
+        RNND_LOG(&app->log, RNND_LOG_WARN, "compute_emulated",
+                 "msg=\"compute = bf16 without AVX512-BF16 on the %s path: bf16 models run the "
+                 "mode's scalar statement, many times slower than compute = f32\"",
+                 k->name);
     warn_no_models(app, cfg->models, &reg);
     rnnd_models_other_log(&app->log, cfg->models);
     rnnd_catalog_init(&app->models, &reg);

@@ -236,6 +236,16 @@ const rnnd_kernels *rnnd_kernels_by_name(const char *name)
     return NULL;
 }
 
+int rnnd_kernels_bf16dp_native(const rnnd_kernels *k)
+{
+#ifdef RNND_HAVE_X86
+    return k == &rnnd_kern_table_avx512 && cpu_runs(k) && __builtin_cpu_supports("avx512bf16");
+#else
+    (void)k;
+    return 0;
+#endif
+}
+
 const char *const *rnnd_kernels_available(void)
 {
     /* Each path needs everything the one before it needs, so the runnable set is always a

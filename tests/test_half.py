@@ -520,6 +520,27 @@ class Bf16Compute(Case):
     def test_served(self):
         check_compute_served()
 
+    def test_emulated_warning(self):
+        """`rnnd serve --compute bf16` warns (event=compute_emulated) where the kernels take
+        the mode's products with the scalar statement (RNND_ISA=avx2), and not where they use
+        vdpbf16ps (avx512 on a CPU with avx512_bf16)."""
+        with open("/proc/cpuinfo") as f:
+            native = "avx512_bf16" in f.read()
+        for isa, want in (("avx2", True), ("auto", not native)):
+            p = subprocess.Popen([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--compute",
+                                  "bf16"], stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, RNND_ISA=isa))
+            lines = []
+            for line in p.stderr:
+                lines.append(line)
+                if "event=ready" in line or len(lines) > 50:
+                    break
+            p.terminate()
+            p.communicate(timeout=30)
+            got = any("event=compute_emulated" in x for x in lines)
+            C.check(got == want, "RNND_ISA=%s: compute_emulated logged %s, want %s: %s"
+                    % (isa, got, want, "".join(lines)))
+
     def test_bench(self):
         """`rnnd bench --weights bf16 --compute bf16` runs the mode and says so; the mode with
         other weights, or an unknown mode, is a usage error naming the option."""

@@ -198,6 +198,10 @@ const rnnd_kernels *rnnd_kernels_by_name(const char *name);
  * Returns NULL and fills ERR when RNND_ISA names an unknown or unsupported path. */
 const rnnd_kernels *rnnd_kernels_select(char *err, size_t errlen);
 
+/* Nonzero when K takes RNND_PACKED_BF16DP products with VDPBF16PS (the avx512 path on a
+ * CPU with AVX512-BF16); 0 when it runs the mode's scalar statement, many times slower. */
+int rnnd_kernels_bf16dp_native(const rnnd_kernels *k);
+
 /* Names of the paths this machine can run, best last; NULL-terminated, static. */
 const char *const *rnnd_kernels_available(void);
 
