@@ -514,7 +514,7 @@ class Bf16Compute(Case):
         print("|---|---:|---:|")
         for name, _, _ in ALL:
             if name in cls.worst:
-                print("| %s | %.2e | %.0e |" % (name, cls.worst[name],
+                print("| %s | %.2e | %.2g |" % (name, cls.worst[name],
                                                 TOL_C.get(name, TOL_C_DEFAULT)))
 
     def test_served(self):
