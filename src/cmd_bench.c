@@ -26,6 +26,7 @@ typedef struct bench_opts {
     const char *periods; /* clockwork: --periods, or NULL for the default */
     int n_periods;
     long period[RNND_MAX_PERIODS];
+    const char *compute; /* --compute f32|bf16 */
 } bench_opts;
 
 /* A clockwork layer's default modules: four, each half as fast as the one before. */
@@ -80,6 +81,10 @@ static void bench_usage(FILE *f)
             "                        float (docs/model-format.md, \"Half-size weights\");\n"
             "                        int8 quantizes them per row and the products are integer\n"
             "                        (docs/model-format.md, \"int8 weights\")\n"
+            "  --compute f32|bf16    how bf16 weights' products are taken (default f32: each\n"
+            "                        weight widened to float); bf16 (with --weights bf16\n"
+            "                        only): inputs rounded to bf16 too, pairs summed as\n"
+            "                        VDPBF16PS does (docs/kernels.md, \"bf16 compute\")\n"
             "  --sgemm N             also time OpenBLAS's sgemm of two N x N matrices on one\n"
             "                        thread (best call of --seconds): adds sgemm_n,\n"
             "                        sgemm_gflops, of_sgemm (gflops / sgemm_gflops) and\n"
@@ -192,23 +197,17 @@ static team *team_new(size_t n)
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
     static const struct option longopts[] = {
-        {"cell", required_argument, NULL, 'c'},
-        {"hidden", required_argument, NULL, 'H'},
-        {"input", required_argument, NULL, 'I'},
-        {"batch", required_argument, NULL, 'B'},
-        {"mode", required_argument, NULL, 'm'},
-        {"steps", required_argument, NULL, 'T'},
-        {"threads", required_argument, NULL, 'n'},
-        {"seconds", required_argument, NULL, 's'},
-        {"weights", required_argument, NULL, 'w'},
-        {"help", no_argument, NULL, 'h'},
-        {"periods", required_argument, NULL, 'p'},
-        {"heads", required_argument, NULL, 'K'},
-        {"forget", required_argument, NULL, 'f'},
-        {"sgemm", required_argument, NULL, 'g'},
-        {NULL, 0, NULL, 0},
+        {"cell", required_argument, NULL, 'c'},    {"hidden", required_argument, NULL, 'H'},
+        {"input", required_argument, NULL, 'I'},   {"batch", required_argument, NULL, 'B'},
+        {"mode", required_argument, NULL, 'm'},    {"steps", required_argument, NULL, 'T'},
+        {"threads", required_argument, NULL, 'n'}, {"seconds", required_argument, NULL, 's'},
+        {"weights", required_argument, NULL, 'w'}, {"help", no_argument, NULL, 'h'},
+        {"periods", required_argument, NULL, 'p'}, {"heads", required_argument, NULL, 'K'},
+        {"forget", required_argument, NULL, 'f'},  {"sgemm", required_argument, NULL, 'g'},
+        {"compute", required_argument, NULL, 'C'}, {NULL, 0, NULL, 0},
     };
-    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512, 0, 1, 0, 1, 100, 0, 2.0, NULL, 0, {0}};
+    *o = (bench_opts){"lstm", "stream", "f32", NULL, 512,  0, 1,   0,
+                      1,      100,      0,     2.0,  NULL, 0, {0}, "f32"};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -230,6 +229,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             break;
         case 'f': o->forget = optarg; break;
         case 'g': o->sgemm = atoi(optarg); break;
+        case 'C': o->compute = optarg; break;
         case 'h': bench_usage(stdout); return 1;
         default: bench_usage(stderr); return 2;
         }
@@ -272,6 +272,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
     else if (strcmp(o->weights, "f32") && strcmp(o->weights, "bf16") && strcmp(o->weights, "f16") &&
              strcmp(o->weights, "int8"))
         bad = "--weights must be f32, bf16, f16 or int8";
+    else if (strcmp(o->compute, "f32") && strcmp(o->compute, "bf16"))
+        bad = "--compute must be f32 or bf16";
+    else if (!strcmp(o->compute, "bf16") && strcmp(o->weights, "bf16"))
+        bad = "--compute bf16 needs --weights bf16 (it takes the products of bf16 weights)";
     else if (o->sgemm < 0 || o->sgemm > 8192)
         bad = "--sgemm must be 1..8192 (0: not measured)";
     else if (!(o->seconds > 0 && o->seconds < 3600))
@@ -322,6 +326,8 @@ int rnnd_cmd_bench(int argc, char **argv)
     /* small weights keep the activations out of saturation, like a trained model */
     float scale = 1.0f / (float)o.hidden;
     if (rnnd_model_random(arch, 1, scale, &m, err, sizeof err) ||
+        (!strcmp(o.compute, "bf16") && rnnd_model_set_compute(m, RNND_COMPUTE_BF16) &&
+         snprintf(err, sizeof err, "cannot set the bf16 compute mode") > 0) ||
         rnnd_net_new(m, k, &net, err, sizeof err)) {
         fprintf(stderr, "rnnd bench: %s\n", err);
         rnnd_model_unref(m);
@@ -405,10 +411,10 @@ int rnnd_cmd_bench(int argc, char **argv)
         flops += 2.0 * (5.0 * o.hidden * o.hidden + 4.0 * o.hidden * o.hidden) * steps;
     double gflops = flops / elapsed * 1e-9;
     printf("{\"cell\":\"%s\",\"mode\":\"%s\",\"H\":%d,\"I\":%d,\"B\":%zu,\"T\":%zu,"
-           "\"threads\":%d,\"weights\":\"%s\",\"isa\":\"%s\",\"steps_per_s\":%.1f,"
-           "\"us_per_step\":%.3f,\"gflops\":%.2f%s",
-           o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, k->name, steps / elapsed,
-           elapsed / (double)calls * 1e6, gflops, extra);
+           "\"threads\":%d,\"weights\":\"%s\",\"compute\":\"%s\",\"isa\":\"%s\","
+           "\"steps_per_s\":%.1f,\"us_per_step\":%.3f,\"gflops\":%.2f%s",
+           o.cell, o.mode, o.hidden, o.input, B, T, o.threads, o.weights, o.compute, k->name,
+           steps / elapsed, elapsed / (double)calls * 1e6, gflops, extra);
     if (o.sgemm) {
         double peak = rnnd_sgemm_peak(o.sgemm, o.seconds);
         if (peak <= 0) {

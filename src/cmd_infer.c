@@ -18,7 +18,7 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: rnnd infer --model FILE [--input FILE]\n"
+            "usage: rnnd infer --model FILE [--input FILE] [--compute f32|bf16]\n"
             "\n"
             "Run a model on one infer request and print the response JSON on stdout.\n"
             "The request and response are those of the HTTP API (docs/api.md):\n"
@@ -30,6 +30,10 @@ static void usage(FILE *f)
             "  -m, --model FILE   the model file (.rnnd); the response names the model by the\n"
             "                     file's name without the .rnnd suffix\n"
             "  -i, --input FILE   read the request from FILE (default, or \"-\": stdin)\n"
+            "  --compute f32|bf16 how a bf16 model takes its products (default f32: each weight\n"
+            "                     widened to float); bf16: the inputs rounded to bf16 too,\n"
+            "                     pairs summed as VDPBF16PS does (docs/kernels.md, \"bf16\n"
+            "                     compute\"); bf16 with other weights is an error\n"
             "  -h, --help         show this help\n"
             "\n"
             "environment:\n"
@@ -81,7 +85,7 @@ static char *model_name(const char *path)
 }
 
 /* Everything after argument parsing; returns the exit status. */
-static int run(const char *model_path, const char *input_path)
+static int run(const char *model_path, const char *input_path, int bf16)
 {
     char err[512] = "";
     rnnd_model *model = NULL;
@@ -105,6 +109,12 @@ static int run(const char *model_path, const char *input_path)
     rc = rnnd_model_open(model_path, &model, err, sizeof err);
     if (rc) {
         report(rnnd_errcode_of(rc), err);
+        goto done;
+    }
+    if (bf16 && rnnd_model_set_compute(model, RNND_COMPUTE_BF16)) {
+        snprintf(err, sizeof err, "--compute bf16: the model's weights are %s, not bf16",
+                 rnnd_weights_name(rnnd_model_get_spec(model)->weights));
+        report(RNND_E_UNSUPPORTED, err);
         goto done;
     }
     rc = rnnd_net_new(model, k, &net, err, sizeof err);
@@ -182,9 +192,10 @@ int rnnd_cmd_infer(int argc, char **argv)
         {"model", required_argument, NULL, 'm'},
         {"input", required_argument, NULL, 'i'},
         {"help", no_argument, NULL, 'h'},
+        {"compute", required_argument, NULL, 'C'},
         {NULL, 0, NULL, 0},
     };
-    const char *model_path = NULL, *input_path = NULL;
+    const char *model_path = NULL, *input_path = NULL, *compute = "f32";
     int c;
 
     optind = 1;
@@ -192,6 +203,7 @@ int rnnd_cmd_infer(int argc, char **argv)
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'i': input_path = optarg; break;
+        case 'C': compute = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -206,5 +218,10 @@ int rnnd_cmd_infer(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    return run(model_path, input_path);
+    if (strcmp(compute, "f32") && strcmp(compute, "bf16")) {
+        fprintf(stderr, "rnnd infer: --compute must be f32 or bf16\n\n");
+        usage(stderr);
+        return 2;
+    }
+    return run(model_path, input_path, !strcmp(compute, "bf16"));
 }

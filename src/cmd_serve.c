@@ -115,7 +115,7 @@ static void reload(rnnd_app *app, int argc, char **argv)
     rnnd_registry old, next;
     if (rnnd_catalog_copy(&app->models, &old) ||
         rnnd_registry_reload(&old, &next, fresh.models, fresh.model, fresh.n_model, app->kernels,
-                             report_reload, app, err, sizeof err) ||
+                             (int)app->cfg->compute, report_reload, app, err, sizeof err) ||
         attach_batchers(app, &next)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "reload_failed", "msg=%s",
@@ -256,7 +256,8 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     if (load_snap_key(app))
         return 1;
     rnnd_registry reg;
-    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
+    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, (int)cfg->compute, err,
+                           sizeof err)) {
         char q[1100];
         RNND_LOG(&app->log, RNND_LOG_ERROR, "startup", "msg=%s", rnnd_log_quote(q, sizeof q, err));
         rnnd_auth_free(&app->auth);
@@ -266,6 +267,11 @@ static int serve(rnnd_app *app, const sigset_t *sigs, int argc, char **argv)
     }
     for (size_t i = 0; i < reg.n; i++)
         log_model(app, "model_loaded", reg.entries[i]);
+    if (cfg->compute == RNND_COMPUTE_BF16 && !rnnd_kernels_bf16dp_native(k))
+        RNND_LOG(&app->log, RNND_LOG_WARN, "compute_emulated",
+                 "msg=\"compute = bf16 without AVX512-BF16 on the %s path: bf16 models run the "
+                 "mode's scalar statement, many times slower than compute = f32\"",
+                 k->name);
     warn_no_models(app, cfg->models, &reg);
     rnnd_models_other_log(&app->log, cfg->models);
     rnnd_catalog_init(&app->models, &reg);

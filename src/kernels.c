@@ -132,9 +132,50 @@ invalid:
     return RNND_ERR_INVALID;
 }
 
+int rnnd_pack_bf16dp(const float *W, int rows, int cols, rnnd_packed *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (rows < 0 || cols < 0 || (W == NULL && rows > 0 && cols > 0))
+        return RNND_ERR_INVALID;
+    const size_t panels = ((size_t)rows + RNND_PANEL - 1) / RNND_PANEL;
+    const size_t kp = ((size_t)cols + 1) / 2;
+    if (panels != 0 && kp > SIZE_MAX / 64 / panels)
+        return RNND_ERR_NOMEM;
+    const size_t bytes = panels * kp * 64;
+    if (bytes > PTRDIFF_MAX - 64)
+        return RNND_ERR_NOMEM;
+    size_t alloc = ((bytes ? bytes : 64) + 63) & ~(size_t)63;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, alloc) != 0)
+        return RNND_ERR_NOMEM;
+    memset(mem, 0, alloc);
+    uint16_t *d = mem;
+    for (size_t j = 0; j < (size_t)rows; j++) {
+        const float *src = W + j * (size_t)cols;
+        const size_t p = j / RNND_PANEL, r = j % RNND_PANEL;
+        for (size_t k = 0; k < (size_t)cols; k++) {
+            uint16_t h = rnnd_f32_to_bf16(src[k]);
+            /* finite in, inf out: beyond bf16's range */
+            if ((h & 0x7fffu) == 0x7f80u && (rnnd_f32_bits(src[k]) & 0x7fffffffu) != 0x7f800000u) {
+                free(mem);
+                return RNND_ERR_INVALID;
+            }
+            d[(p * kp + k / 2) * 32 + r * 2 + k % 2] = h;
+        }
+    }
+    out->rows = rows;
+    out->cols = cols;
+    out->panels = (int)panels;
+    out->type = RNND_PACKED_BF16DP;
+    out->data = mem;
+    return RNND_OK;
+}
+
 int rnnd_pack_typed(const float *W, const float *scale, int rows, int cols, int type,
                     rnnd_packed *out)
 {
+    if (type == RNND_PACKED_BF16DP)
+        return rnnd_pack_bf16dp(W, rows, cols, out);
     if (type == RNND_WEIGHTS_I8)
         return rnnd_pack_q8(W, scale, rows, cols, out);
     return rnnd_pack_as(W, rows, cols, type, out);
@@ -193,6 +234,16 @@ const rnnd_kernels *rnnd_kernels_by_name(const char *name)
         if (strcmp(all_paths[i]->name, name) == 0)
             return cpu_runs(all_paths[i]) ? all_paths[i] : NULL;
     return NULL;
+}
+
+int rnnd_kernels_bf16dp_native(const rnnd_kernels *k)
+{
+#ifdef RNND_HAVE_X86
+    return k == &rnnd_kern_table_avx512 && cpu_runs(k) && __builtin_cpu_supports("avx512bf16");
+#else
+    (void)k;
+    return 0;
+#endif
 }
 
 const char *const *rnnd_kernels_available(void)

@@ -159,6 +159,10 @@ static void kern_gemv_f32_avx2(const rnnd_packed *W, const float *bias, const fl
         rnnd_gemv_i8_avx2(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
         return;
     }
+    if (W->type == RNND_PACKED_BF16DP) { /* no VDPBF16PS in 256 bits here: the reference */
+        rnnd_gemv_bf16dp_scalar(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
+        return;
+    }
     if (B == 0 || row_end <= row_begin)
         return;
     const gemv_args g = {

@@ -209,6 +209,10 @@ static void kern_gemv_f32_avx512(const rnnd_packed *W, const float *bias, const 
         rnnd_gemv_i8_avx512(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
         return;
     }
+    if (W->type == RNND_PACKED_BF16DP) {
+        rnnd_gemv_bf16dp_avx512(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
+        return;
+    }
     if (B == 0 || row_end <= row_begin)
         return;
     const gemv_args g = {

@@ -38,4 +38,14 @@ void rnnd_gemv_i8_avx512(const rnnd_packed *W, const float *bias, const float *X
                          size_t B, float *Y, size_t ldy, int row_begin, int row_end);
 #endif
 
+/* The bf16 compute mode's gemv (RNND_PACKED_BF16DP, src/bf16dp.h): the scalar reference,
+ * which every path without AVX512-BF16 runs, and VDPBF16PS, which gives its bits. */
+void rnnd_gemv_bf16dp_scalar(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
+                             size_t B, float *Y, size_t ldy, int row_begin, int row_end);
+#ifdef RNND_HAVE_X86
+/* Where CPUID has avx512_bf16 (checked per call), else rnnd_gemv_bf16dp_scalar. */
+void rnnd_gemv_bf16dp_avx512(const rnnd_packed *W, const float *bias, const float *X, size_t ldx,
+                             size_t B, float *Y, size_t ldy, int row_begin, int row_end);
+#endif
+
 #endif

@@ -51,6 +51,9 @@ static void kern_gemv_f32_scalar(const rnnd_packed *W, const float *bias, const 
     case RNND_WEIGHTS_I8:
         rnnd_gemv_i8_scalar(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
         break;
+    case RNND_PACKED_BF16DP:
+        rnnd_gemv_bf16dp_scalar(W, bias, X, ldx, B, Y, ldy, row_begin, row_end);
+        break;
     case RNND_WEIGHTS_BF16:
         gemv_typed(W, bias, X, ldx, B, Y, ldy, row_begin, row_end, RNND_WEIGHTS_BF16);
         break;

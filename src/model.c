@@ -769,6 +769,21 @@ static void drop_float_matrices(rnnd_model *m)
     m->halved = NULL;
 }
 
+int rnnd_model_set_compute(rnnd_model *m, int compute)
+{
+    if ((compute != RNND_COMPUTE_F32 && compute != RNND_COMPUTE_BF16) ||
+        (compute == RNND_COMPUTE_BF16 && m->spec.weights != RNND_WEIGHTS_BF16))
+        return RNND_ERR_INVALID;
+    int rc = 0;
+    pthread_mutex_lock(&m->packs_mu);
+    if (m->packs && m->spec.compute != compute)
+        rc = RNND_ERR_INVALID; /* its nets already run the other mode */
+    else
+        m->spec.compute = compute;
+    pthread_mutex_unlock(&m->packs_mu);
+    return rc;
+}
+
 int rnnd_model_shared_packs(rnnd_model *m, int (*build)(const rnnd_model_spec *s, void **out),
                             void (*release)(void *), void **out)
 {

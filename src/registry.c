@@ -54,7 +54,8 @@ void rnnd_entry_unref_v(void *e) { rnnd_entry_unref(e); }
 
 /* Load the file open at FD, PATH, as NAME into a new entry (one reference). */
 static int entry_load(const char *name, size_t namelen, int fd, const char *path,
-                      const rnnd_kernels *kernels, rnnd_entry **out, char *err, size_t errlen)
+                      const rnnd_kernels *kernels, int compute, rnnd_entry **out, char *err,
+                      size_t errlen)
 {
     *out = NULL;
     if (!rnnd_model_name_valid(name, namelen)) {
@@ -74,6 +75,9 @@ static int entry_load(const char *name, size_t namelen, int fd, const char *path
     e->version = 1;
     atomic_init(&e->refs, 1);
     int rc = rnnd_model_read_fd(fd, path, &e->model, err, errlen);
+    /* the compute setting reaches bf16 models only (docs/kernels.md, "bf16 compute") */
+    if (!rc && rnnd_model_get_spec(e->model)->weights == RNND_WEIGHTS_BF16)
+        rc = rnnd_model_set_compute(e->model, compute);
     if (!rc)
         rc = rnnd_net_new(e->model, kernels, &e->net, err, errlen);
     if (!rc && rnnd_model_get_spec(e->model)->tokenizer[0]) {
@@ -301,8 +305,8 @@ static int open_in_dir(int dfd, const char *file, const char *path, int *fd, cha
 }
 
 /* Load source S (of the folder open at DFD when it is one of its files) as a new entry. */
-static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels, rnnd_entry **out,
-                    char *err, size_t errlen)
+static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels, int compute,
+                    rnnd_entry **out, char *err, size_t errlen)
 {
     *out = NULL;
     int fd, rc;
@@ -314,7 +318,7 @@ static int src_load(int dfd, const struct src *s, const rnnd_kernels *kernels, r
         snprintf(err, errlen, "%s: file: cannot open: %s", s->path, strerror(errno));
         return errno == ENOMEM ? RNND_ERR_NOMEM : RNND_ERR_IO;
     }
-    rc = entry_load(s->name, strlen(s->name), fd, s->path, kernels, out, err, errlen);
+    rc = entry_load(s->name, strlen(s->name), fd, s->path, kernels, compute, out, err, errlen);
     close(fd);
     return rc;
 }
@@ -329,7 +333,7 @@ static int duplicate(const rnnd_registry *reg, const struct src *s, char *err, s
 }
 
 int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, size_t nspecs,
-                       const rnnd_kernels *kernels, char *err, size_t errlen)
+                       const rnnd_kernels *kernels, int compute, char *err, size_t errlen)
 {
     memset(reg, 0, sizeof *reg);
     struct src *srcs = NULL;
@@ -341,7 +345,7 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
         rnnd_entry *e;
         if (duplicate(reg, &srcs[i], err, errlen))
             rc = RNND_ERR_INVALID;
-        else if (!(rc = src_load(dfd, &srcs[i], kernels, &e, err, errlen)))
+        else if (!(rc = src_load(dfd, &srcs[i], kernels, compute, &e, err, errlen)))
             rc = push(reg, e, err, errlen);
     }
     free_sources(srcs, n);
@@ -356,8 +360,8 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
 
 int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const char *dir,
                          char *const *specs, size_t nspecs, const rnnd_kernels *kernels,
-                         void (*report)(void *arg, const char *msg), void *arg, char *err,
-                         size_t errlen)
+                         int compute, void (*report)(void *arg, const char *msg), void *arg,
+                         char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     struct src *srcs = NULL;
@@ -372,7 +376,7 @@ int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const cha
             continue;
         }
         rnnd_entry *prev = rnnd_registry_find(old, srcs[i].name), *e = NULL;
-        if (src_load(dfd, &srcs[i], kernels, &e, why, sizeof why)) {
+        if (src_load(dfd, &srcs[i], kernels, compute, &e, why, sizeof why)) {
             report(arg, why);
             e = prev ? rnnd_entry_ref(prev) : NULL; /* the old version stays */
         } else if (prev && !strcmp(prev->file_digest, e->file_digest)) {

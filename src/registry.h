@@ -55,11 +55,12 @@ typedef struct rnnd_registry {
 } rnnd_registry;
 
 /* Load every *.rnnd of DIR (NULL or "": none; name = file stem) and every "NAME=FILE" of
- * SPECS, packing each for KERNELS. Names must be 1-64 of [A-Za-z0-9_.-] and unique. Any
+ * SPECS, packing each for KERNELS, a bf16 model in the compute mode COMPUTE (enum
+ * rnnd_compute; other models ignore it). Names must be 1-64 of [A-Za-z0-9_.-] and unique. Any
  * failure stops with ERR naming the file and the reason. An empty folder is no failure:
  * REG->dir_files says how many model files it held. */
 int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, size_t nspecs,
-                       const rnnd_kernels *kernels, char *err, size_t errlen);
+                       const rnnd_kernels *kernels, int compute, char *err, size_t errlen);
 
 /* The same for a reload: build *OUT from DIR and SPECS, where an unchanged file (same name
  * and file digest) keeps OLD's entry, a changed one gets a new entry of the next version, and a
@@ -68,8 +69,8 @@ int rnnd_registry_load(rnnd_registry *reg, const char *dir, char *const *specs, 
  * memory runs out (*OUT is then empty and OLD stays as it is). */
 int rnnd_registry_reload(const rnnd_registry *old, rnnd_registry *out, const char *dir,
                          char *const *specs, size_t nspecs, const rnnd_kernels *kernels,
-                         void (*report)(void *arg, const char *msg), void *arg, char *err,
-                         size_t errlen);
+                         int compute, void (*report)(void *arg, const char *msg), void *arg,
+                         char *err, size_t errlen);
 
 /* Drop the set's references. */
 void rnnd_registry_free(rnnd_registry *reg);

@@ -277,15 +277,19 @@ static int model_packs_build(const rnnd_model_spec *s, void **out)
     mp->n_layers = s->n_layers;
     mp->dirs = calloc((size_t)s->n_layers, sizeof *mp->dirs);
     int rc = mp->dirs ? 0 : RNND_ERR_NOMEM;
+    /* the bf16 compute mode: the same bf16 values, packed in pairs for VDPBF16PS */
+    const int T = s->weights == RNND_WEIGHTS_BF16 && s->compute == RNND_COMPUTE_BF16
+        ? RNND_PACKED_BF16DP
+        : s->weights;
     for (int l = 0; rc == 0 && l < s->n_layers; l++) {
         const rnnd_layer_spec *L = &s->layers[l];
         for (int d = 0; rc == 0 && d < L->num_directions; d++)
-            rc = pack_dir(L, &L->w[d], s->weights, &mp->dirs[l][d]);
+            rc = pack_dir(L, &L->w[d], T, &mp->dirs[l][d]);
     }
     for (int k = 0; rc == 0 && s->has_head && k < s->head_n; k++) {
         const rnnd_head_layer *h = &s->head_layers[k];
         if (h->op == RNND_HEAD_LINEAR)
-            rc = rnnd_pack_typed(h->W, h->W_s, h->out_dim, h->in_dim, s->weights, &mp->head[k]);
+            rc = rnnd_pack_typed(h->W, h->W_s, h->out_dim, h->in_dim, T, &mp->head[k]);
     }
     if (rc) {
         model_packs_free(mp);

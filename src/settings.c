@@ -27,6 +27,7 @@ struct setting {
 static const char *const evict_names[] = {"reject", "lru", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 static const char *const onoff_names[] = {"off", "on", NULL};
+static const char *const compute_names[] = {"f32", "bf16", NULL}; /* enum rnnd_compute */
 
 #define OFF(f) offsetof(rnnd_config, f)
 #define KI ((int64_t)1024)
@@ -92,6 +93,10 @@ static const struct setting settings[] = {
      "never compute; 0 = one per online core, at most 4"},
     {"workers", CT_INT, OFF(workers), "0", 0, 1024, NULL, "N",
      "compute threads; 0 = the number of online cores"},
+    {"compute", CT_ENUM, OFF(compute), "f32", 0, 1, compute_names, "f32|bf16",
+     "how models with bf16 weights take their products: f32 widens each weight to float; "
+     "bf16 rounds the inputs to bf16 too and sums pairs as VDPBF16PS does (faster on CPUs with "
+     "AVX512-BF16, other results); other models are not affected; read at start"},
     {"max_batch", CT_INT, OFF(max_batch), "64", 1, 4096, NULL, "N",
      "most sessions advanced together in one batched step"},
     {"max_batch_wait_us", CT_INT, OFF(max_batch_wait_us), "200", 0, 1000000, NULL, "US",

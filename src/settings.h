@@ -33,6 +33,7 @@ typedef struct rnnd_config {
     int64_t snapshot_interval_s;
     int64_t http_threads;
     int64_t workers; /* 0 = online cores */
+    int64_t compute; /* enum rnnd_compute, for bf16 models (docs/kernels.md, "bf16 compute") */
     int64_t max_batch;
     int64_t max_batch_wait_us;
     int64_t max_infer_batch_steps;

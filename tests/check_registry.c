@@ -112,8 +112,8 @@ START_TEST(test_swap_race)
         if (t > 20 || (t > 2 && inside > 0 && atomic_load(&reports) > 0))
             break;
         rnnd_registry out;
-        ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported,
-                                              &reports, err, sizeof err),
+        ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, RNND_COMPUTE_F32,
+                                              reported, &reports, err, sizeof err),
                          0);
         const rnnd_entry *e = rnnd_registry_find(&out, "a");
         if (e && !strcmp(e->file_digest, outside_digest))
@@ -148,20 +148,23 @@ START_TEST(test_fifo)
     /* at start: refused with the file's name and the reason (the test's timeout catches a
      * load that blocks on the FIFO) */
     rnnd_registry reg;
-    ck_assert_int_ne(rnnd_registry_load(&reg, d.models, NULL, 0, k, err, sizeof err), 0);
+    ck_assert_int_ne(rnnd_registry_load(&reg, d.models, NULL, 0, k, RNND_COMPUTE_F32, err,
+                                        sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "f.rnnd") && strstr(err, "not a regular file"), "%s", err);
     /* the same file named by a setting */
     char spec[800];
     snprintf(spec, sizeof spec, "x=%s", path);
     char *specs[] = {spec};
-    ck_assert_int_ne(rnnd_registry_load(&reg, NULL, specs, 1, k, err, sizeof err), 0);
+    ck_assert_int_ne(rnnd_registry_load(&reg, NULL, specs, 1, k, RNND_COMPUTE_F32, err, sizeof err),
+                     0);
     ck_assert_msg(strstr(err, "not a regular file"), "%s", err);
     /* on reload: reported, the other model loads */
     rnnd_registry empty = {0}, out;
     atomic_int reports;
     atomic_init(&reports, 0);
-    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, reported, &reports,
-                                          err, sizeof err),
+    ck_assert_int_eq(rnnd_registry_reload(&empty, &out, d.models, NULL, 0, k, RNND_COMPUTE_F32,
+                                          reported, &reports, err, sizeof err),
                      0);
     ck_assert_int_eq(atomic_load(&reports), 1);
     ck_assert_uint_eq(out.n, 1);

@@ -190,6 +190,10 @@ typedef struct fixture {
     const float *init; /* [S*state_n] the sessions' first states, or NULL for zeros */
 } fixture;
 
+/* The compute mode the next fixtures' bf16 models run (enum rnnd_compute): the bf16 compute
+ * tests set it around their runs, everything else leaves it F32. */
+static int fixture_compute = RNND_COMPUTE_F32;
+
 /* A fixture around MODEL (whose reference it takes over). */
 static void fixture_from(fixture *fx, rnnd_model *model, unsigned seed, const rnnd_kernels *k,
                          size_t S, size_t T)
@@ -197,6 +201,8 @@ static void fixture_from(fixture *fx, rnnd_model *model, unsigned seed, const rn
     char err[512];
     memset(fx, 0, sizeof *fx);
     fx->model = model;
+    if (fixture_compute != RNND_COMPUTE_F32)
+        ck_assert_int_eq(rnnd_model_set_compute(model, fixture_compute), RNND_OK);
     int rc = rnnd_net_new(fx->model, k, &fx->net, err, sizeof err);
     ck_assert_msg(rc == 0, "%s", err);
     fx->spec = rnnd_model_get_spec(fx->model);
@@ -1069,15 +1075,14 @@ END_TEST
 /* One session stepped alone, the same steps as whole sequences in random chunks (each
  * chunk's input projection one gemv over all its steps), and as whole sequences of
  * different lengths batched: bitwise the same outputs and states, on every path. */
-START_TEST(test_int8_chunks)
+static void check_chunks(const char *arch, unsigned seed, int _i)
 {
     int np = n_paths();
     char err[256];
     for (int p = 0; p < np; p++) {
         fixture fx;
         size_t T = 90, S = 4, D;
-        unsigned seed = 1300 + (unsigned)_i;
-        fixture_open(&fx, Q8_ARCH_OF(_i), seed, path_for(p), S, T);
+        fixture_open(&fx, arch, seed, path_for(p), S, T);
         D = (size_t)fx.spec->input_dim;
         size_t no = S * T * fx.out_n, ns = S * fx.state_n;
         float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
@@ -1102,8 +1107,8 @@ START_TEST(test_int8_chunks)
         }
         ck_assert_msg(!memcmp(o1, o2, T * fx.out_n * sizeof(float)),
                       "arch %d %s: chunked outputs differ from stepping", _i, path_for(p)->name);
-        /* and with OpenBLAS asked for, which an int8 net ignores (sgemm would multiply by
-         * the integers q) */
+        /* and with OpenBLAS asked for, which an int8 or bf16 net ignores (sgemm would
+         * multiply by the integers q, or take other products) */
         for (int blas = 0; blas < 2; blas++) {
             rnnd_net_use_openblas(fx.net, blas);
             run_whole(&fx, NULL, o2, s2); /* sequence s runs T - 5s steps */
@@ -1126,6 +1131,8 @@ START_TEST(test_int8_chunks)
         fixture_close(&fx);
     }
 }
+
+START_TEST(test_int8_chunks) { check_chunks(Q8_ARCH_OF(_i), 1300 + (unsigned)_i, _i); }
 END_TEST
 
 /* avx2 (vpmaddwd) and avx512 (vpdpbusd) give the same bits end to end; and an int8 model
@@ -1168,6 +1175,91 @@ START_TEST(test_int8_paths_and_accuracy)
         fixture_close(&fq);
         fixture_close(&ff);
     }
+    free(o1);
+    free(o2);
+    free(s1);
+    free(s2);
+}
+END_TEST
+
+/* ---- the bf16 compute mode (docs/kernels.md, "bf16 compute") ------------------------------ */
+
+/* ARCH I as a bf16 model, run with rnnd_model_set_compute(RNND_COMPUTE_BF16). */
+#define BF16C_ARCH_OF(i) half_arch(archs[i], "bf16")
+
+/* Sessions batched in random groups give the bits of each alone, on every path. */
+START_TEST(test_bf16c_batch_invariance)
+{
+    int np = n_paths();
+    fixture_compute = RNND_COMPUTE_BF16;
+    for (int p = 0; p < np; p++)
+        check_batch_invariance(path_for(p), BF16C_ARCH_OF(_i), 1500 + (unsigned)_i, 24, 6);
+    fixture_compute = RNND_COMPUTE_F32;
+}
+END_TEST
+
+START_TEST(test_bf16c_threads_bitwise)
+{
+    fixture_compute = RNND_COMPUTE_BF16;
+    check_threads(BF16C_ARCH_OF(_i), 1600 + (unsigned)_i, 1);
+    fixture_compute = RNND_COMPUTE_F32;
+}
+END_TEST
+
+/* Stepped alone = whole sequences in random chunks = whole sequences batched. */
+START_TEST(test_bf16c_chunks)
+{
+    fixture_compute = RNND_COMPUTE_BF16;
+    check_chunks(BF16C_ARCH_OF(_i), 1700 + (unsigned)_i, _i);
+    fixture_compute = RNND_COMPUTE_F32;
+}
+END_TEST
+
+/* avx2 (the scalar statement) and avx512 (VDPBF16PS where the CPU has AVX512-BF16) give the
+ * same bits end to end; the mode computes something else than the same bf16 model in the
+ * default mode, but close to it; the mode is refused for other weights and once packed. */
+START_TEST(test_bf16c_paths_and_accuracy)
+{
+    const rnnd_kernels *a = rnnd_kernels_by_name("avx2"), *b = rnnd_kernels_by_name("avx512");
+    unsigned seed = 1800 + (unsigned)_i;
+    size_t S = 6, T = 9;
+    fixture fc, ff;
+    fixture_compute = RNND_COMPUTE_BF16;
+    fixture_open(&fc, BF16C_ARCH_OF(_i), seed, rnnd_kernels_by_name("scalar"), S, T);
+    fixture_compute = RNND_COMPUTE_F32;
+    fixture_open(&ff, BF16C_ARCH_OF(_i), seed, rnnd_kernels_by_name("scalar"), S, T);
+    ck_assert_int_eq(rnnd_model_set_compute(ff.model, RNND_COMPUTE_BF16), RNND_ERR_INVALID);
+    ck_assert_int_eq(rnnd_model_set_compute(ff.model, RNND_COMPUTE_F32), RNND_OK);
+    ck_assert_int_eq(rnnd_model_set_compute(fc.model, RNND_COMPUTE_BF16), RNND_OK);
+    size_t n = S * T * fc.out_n, ns = S * fc.state_n;
+    float *o1 = malloc(n * sizeof(float)), *o2 = malloc(n * sizeof(float));
+    float *s1 = malloc(ns * sizeof(float)), *s2 = malloc(ns * sizeof(float));
+    run_solo(&fc, o1, s1);
+    run_solo(&ff, o2, s2);
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++)
+        worst = fmax(worst, fabs((double)o1[i] - o2[i]) / (1.0 + fabs((double)o2[i])));
+    ck_assert_msg(memcmp(o1, o2, n * sizeof(float)) != 0, "arch %d: bf16 compute = f32", _i);
+    /* |bf16 compute - f32 compute| / (1 + |f32|) of the same bf16 weights, inputs in [-2, 2) */
+    ck_assert_msg(worst < 0.125, "arch %d: bf16 compute off by %g from f32 compute", _i, worst);
+    fixture_close(&fc);
+    fixture_close(&ff);
+    if (a && b) {
+        fixture_compute = RNND_COMPUTE_BF16;
+        fixture_open(&fc, BF16C_ARCH_OF(_i), seed, a, S, T);
+        fixture_open(&ff, BF16C_ARCH_OF(_i), seed, b, S, T);
+        fixture_compute = RNND_COMPUTE_F32;
+        run_solo(&fc, o1, s1);
+        run_solo(&ff, o2, s2);
+        ck_assert_msg(!memcmp(o1, o2, n * sizeof(float)) && !memcmp(s1, s2, ns * sizeof(float)),
+                      "arch %d: bf16 compute avx2 and avx512 differ", _i);
+        fixture_close(&fc);
+        fixture_close(&ff);
+    }
+    /* other weights refuse the mode */
+    fixture_open(&ff, archs[_i], seed, rnnd_kernels_by_name("scalar"), 1, 1);
+    ck_assert_int_eq(rnnd_model_set_compute(ff.model, RNND_COMPUTE_BF16), RNND_ERR_INVALID);
+    fixture_close(&ff);
     free(o1);
     free(o2);
     free(s1);
@@ -1496,6 +1588,10 @@ static Suite *rnn_suite(void)
     tcase_add_loop_test(tc, test_int8_threads_bitwise, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_int8_chunks, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_int8_paths_and_accuracy, 0, (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_bf16c_batch_invariance, 0, (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_bf16c_threads_bitwise, 0, (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_bf16c_chunks, 0, (int)N_ARCHS);
+    tcase_add_loop_test(tc, test_bf16c_paths_and_accuracy, 0, (int)N_ARCHS);
     tcase_add_loop_test(tc, test_half_int8_memory, 0, 2);
     suite_add_tcase(s, tc);
     return s;

@@ -21,8 +21,18 @@
 5. Refusals: the converter refuses a weight beyond float16's range naming the tensor, and
    rnnd refuses a file whose architecture names an unknown weight type.
 
-Prints what it checked. Each case is a test (Half.test_CASE), and so is each of 5 and the
-served model; only failures are counted, as checks that failed.
+6. The bf16 compute mode (docs/kernels.md, "bf16 compute"; class Bf16Compute): every case's
+   bf16 file run with `rnnd infer --compute bf16` on every path stays within TOL_C[case] of
+   the fp32 golden outputs (|got - exp| <= TOL_C * (1 + |exp|); docs/performance.md, "bf16
+   compute", has the measured table), avx2 (the scalar statement of VDPBF16PS) and avx512
+   (the instruction, where the CPU has AVX512-BF16) give the same bits, and the mode's
+   outputs are not the default mode's. `--compute bf16` on an f32 file is refused. Served
+   with `--compute bf16`: a session of the bf16 model stepped one input at a time gives
+   bitwise `rnnd infer --compute bf16`, while the f32 model in the same daemon keeps the
+   bits of `rnnd infer`.
+
+Prints what it checked. Each case is a test (Half.test_CASE, Bf16Compute.test_CASE), and so
+is each of 5 and the served model; only failures are counted, as checks that failed.
 """
 import json
 import os
@@ -77,9 +87,9 @@ def is_matrix(name):
                                      and name.split(".")[-1] in MATRICES)
 
 
-def infer(model, seqs, isa):
-    p = run([RNND_BIN, "infer", "--model", model], input=json.dumps({"inputs": seqs}),
-            env=dict(os.environ, RNND_ISA=isa))
+def infer(model, seqs, isa, compute="f32"):
+    p = run([RNND_BIN, "infer", "--model", model, "--compute", compute],
+            input=json.dumps({"inputs": seqs}), env=dict(os.environ, RNND_ISA=isa))
     if p.returncode != 0:
         return None, p.stderr.strip()
     return json.loads(p.stdout)["outputs"], None
@@ -405,6 +415,155 @@ for _name, _dir, _tol in ALL:
     assert not hasattr(Half, "test_" + _name), "two cases named " + _name
     setattr(Half, "test_" + _name, lambda self, n=_name, d=_dir, t=_tol: check_case(
         n, d, self.paths, self.worst, t))
+
+
+# The bf16 compute mode against the fp32 golden outputs, |got - exp| / (1 + |exp|): about twice
+# the worst measured per case on this CPU family (docs/performance.md, "bf16 compute"), at
+# least 5e-3 (the default mode's bound). Rounding every input of every product to bf16 costs
+# more than rounding the weights alone: the recurrent state is rounded each step.
+TOL_C_DEFAULT = 5e-3
+TOL_C = {"rnn_relu_vectors": 6e-3, "clock3_vectors": 1e-2, "dglstm3_vectors": 1e-2,
+         "dglstm_mixed_vectors": 1.5e-2}
+
+
+def bf16_file(name, case_dir):
+    """The bf16 file of case NAME as check_case converts it (converted here if missing)."""
+    path = os.path.join(TMP, "%s.bf16.rnnd" % name)
+    with open(os.path.join(case_dir, "case.json")) as f:
+        case = json.load(f)
+    if not os.path.exists(path):
+        p = convert(os.path.join(case_dir, case.get("model", "model.onnx")), path, "bf16")
+        if p.returncode != 0:
+            C.fail_check("%s bf16: conversion: %s" % (name, p.stderr.strip()))
+            return None, case
+    return path, case
+
+
+def check_compute_case(name, case_dir, paths, worst):
+    path, case = bf16_file(name, case_dir)
+    if path is None:
+        return
+    seqs = case["sequences"]
+    tol = TOL_C.get(name, TOL_C_DEFAULT)
+    outs = {}
+    for isa in paths:
+        got, err = infer(path, seqs, isa, "bf16")
+        if got is None:
+            C.fail_check("%s bf16 compute [%s]: rnnd infer: %s" % (name, isa, err))
+            continue
+        outs[isa] = got
+        e = max(rel_err(g, x) for g, x in zip(got, case["expected"]))
+        worst[name] = max(worst.get(name, 0.0), e)
+        if not e <= tol:
+            C.fail_check("%s bf16 compute [%s]: error %.3g against the fp32 golden outputs > "
+                         "%.3g" % (name, isa, e, tol))
+    if "avx2" in outs and "avx512" in outs and outs["avx2"] != outs["avx512"]:
+        C.fail_check("%s bf16 compute: avx2 and avx512 differ" % name)
+    isa = paths[-1]
+    default, err = infer(path, seqs, isa)
+    if default is None or default == outs.get(isa):
+        C.fail_check("%s bf16 compute [%s]: the same outputs as the default mode (%s)"
+                     % (name, isa, err))
+    print("case %-28s bf16 compute max |err|/(1+|exp|) vs fp32 golden %.3g on %s"
+          % (name, worst.get(name, float("nan")), ", ".join(paths)))
+
+
+def check_compute_served():
+    """`rnnd serve --compute bf16`: the bf16 model's session steps are `rnnd infer --compute
+    bf16`'s bits, the f32 model's are `rnnd infer`'s; and infer refuses the mode for f32."""
+    def load(n):
+        with open(os.path.join(GOLDEN_DIR, n, "case.json")) as f:
+            return json.load(f)
+    name = next(n for n in GOLDEN if load(n)["stateful"])
+    seq = load(name)["sequences"][0]
+    models = {w: ensure_converted(name, w) for w in ("f32", "bf16")}
+    p = run([RNND_BIN, "infer", "--model", models["f32"], "--compute", "bf16"],
+            input=json.dumps({"inputs": [seq]}))
+    if p.returncode != 1 or "weights are f32, not bf16" not in p.stderr:
+        C.fail_check("infer --compute bf16 of an f32 model: exit %d: %s"
+                     % (p.returncode, p.stderr.strip()))
+    want = {"bf16": infer(models["bf16"], [seq], "auto", "bf16")[0],
+            "f32": infer(models["f32"], [seq], "auto")[0]}
+    with Daemon(models, "--compute", "bf16") as d:
+        for w in ("bf16", "f32"):
+            sid = d.request("POST", "/v1/sessions", {"model": w})[2]["id"]
+            got = [d.request("POST", "/v1/sessions/%s/step" % sid, {"inputs": [x]})[2]
+                   ["outputs"][0] for x in seq]
+            if want[w] is None or got != want[w][0]:
+                C.fail_check("served --compute bf16 %s %s: session steps differ from rnnd infer"
+                             % (name, w))
+        d.stop()
+    print("served --compute bf16: %s bf16 session == rnnd infer --compute bf16, f32 model "
+          "unaffected; infer refuses the mode for f32" % name)
+
+
+class Bf16Compute(Case):
+    """A test per case (test_NAME) and one for the daemon; the table of worst errors is
+    printed for the cases that ran."""
+
+    worst = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.paths = isas()
+        cls.addClassCleanup(cls.print_table)
+
+    @classmethod
+    def print_table(cls):
+        print("| case | bf16 compute | bound |")
+        print("|---|---:|---:|")
+        for name, _, _ in ALL:
+            if name in cls.worst:
+                print("| %s | %.2e | %.2g |" % (name, cls.worst[name],
+                                                TOL_C.get(name, TOL_C_DEFAULT)))
+
+    def test_served(self):
+        check_compute_served()
+
+    def test_emulated_warning(self):
+        """`rnnd serve --compute bf16` warns (event=compute_emulated) where the kernels take
+        the mode's products with the scalar statement (RNND_ISA=avx2), and not where they use
+        vdpbf16ps (avx512 on a CPU with avx512_bf16)."""
+        with open("/proc/cpuinfo") as f:
+            native = "avx512_bf16" in f.read()
+        for isa, want in (("avx2", True), ("auto", not native)):
+            p = subprocess.Popen([RNND_BIN, "serve", "--listen", "127.0.0.1:0", "--compute",
+                                  "bf16"], stderr=subprocess.PIPE, text=True,
+                                 env=dict(os.environ, RNND_ISA=isa))
+            lines = []
+            for line in p.stderr:
+                lines.append(line)
+                if "event=ready" in line or len(lines) > 50:
+                    break
+            p.terminate()
+            p.communicate(timeout=30)
+            got = any("event=compute_emulated" in x for x in lines)
+            C.check(got == want, "RNND_ISA=%s: compute_emulated logged %s, want %s: %s"
+                    % (isa, got, want, "".join(lines)))
+
+    def test_bench(self):
+        """`rnnd bench --weights bf16 --compute bf16` runs the mode and says so; the mode with
+        other weights, or an unknown mode, is a usage error naming the option."""
+        for cell, B in (("lstm", 9), ("gru", 1)):
+            p = run([RNND_BIN, "bench", "--cell", cell, "--hidden", "24", "--batch", str(B),
+                     "--weights", "bf16", "--compute", "bf16", "--seconds", "0.05"])
+            ok = p.returncode == 0 and json.loads(p.stdout).get("compute") == "bf16" and \
+                json.loads(p.stdout)["steps_per_s"] > 0
+            C.check(ok, "bench %s --compute bf16: %s %s" % (cell, p.stdout, p.stderr))
+        p = run([RNND_BIN, "bench", "--hidden", "16", "--seconds", "0.05"])
+        C.check(p.returncode == 0 and json.loads(p.stdout).get("compute") == "f32",
+                "bench: compute f32 by default: %s" % p.stdout)
+        for args, want in ((["--compute", "bf16"], "--compute bf16 needs --weights bf16"),
+                           (["--weights", "int8", "--compute", "bf16"], "needs --weights bf16"),
+                           (["--weights", "bf16", "--compute", "f16"], "--compute must be")):
+            p = run([RNND_BIN, "bench"] + args)
+            C.check(p.returncode == 2 and want in p.stderr,
+                    "bench %s: %d %s" % (" ".join(args), p.returncode, p.stderr))
+
+
+for _name, _dir, _tol in ALL:
+    setattr(Bf16Compute, "test_" + _name, lambda self, n=_name, d=_dir: check_compute_case(
+        n, d, self.paths, self.worst))
 
 
 if __name__ == "__main__":

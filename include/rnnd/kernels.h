@@ -26,15 +26,24 @@
  * columns padded with zeros to a multiple of 4 (kq = ceil(cols / 4) groups):
  * data[(p * kq + k / 4) * 64 + r * 4 + k % 4] = q[p * RNND_PANEL + r][k]; scale[row] and
  * qsum[row] (the sum of the row's q, for the unsigned-input offset of vpdpbusd) follow,
- * panels * RNND_PANEL of each, 0 past `rows`. */
+ * panels * RNND_PANEL of each, 0 past `rows`.
+ * The bf16 compute mode (RNND_PACKED_BF16DP, docs/kernels.md "bf16 compute") groups 2
+ * columns per row, as VDPBF16PS reads them, the columns padded with a zero to an even count
+ * (kp = ceil(cols / 2) pairs): data[(p * kp + k / 2) * 32 + r * 2 + k % 2] = the bf16 bits
+ * of W[p * RNND_PANEL + r][k], so one 64-byte line is 16 rows x 2 columns. */
 typedef struct rnnd_packed {
     int rows, cols;
     int panels;          /* ceil(rows / RNND_PANEL) */
-    int type;            /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16, _F16 or _I8 */
+    int type;            /* enum rnnd_weights: RNND_WEIGHTS_F32, _BF16, _F16 or _I8;
+                          * or RNND_PACKED_BF16DP */
     void *data;          /* 64-byte aligned, panels * cols * RNND_PANEL elements (I8: see above) */
     const float *scale;  /* I8: the row scales; else NULL */
     const int32_t *qsum; /* I8: the row sums of q; else NULL */
 } rnnd_packed;
+
+/* The packed type of the bf16 compute mode: bf16 weights whose products are taken as
+ * VDPBF16PS takes them (src/bf16dp.h). Not a weight type of the file format. */
+#define RNND_PACKED_BF16DP 16
 
 /* Pack W (row-major [rows, cols]) as floats. Returns 0, RNND_ERR_NOMEM, or RNND_ERR_INVALID
  * for negative sizes. On failure *out is zeroed. */
@@ -52,7 +61,14 @@ void rnnd_pack_release(rnnd_packed *p); /* frees data; a zeroed struct is a no-o
  * over 65536 (the int32 sums could overflow); RNND_ERR_NOMEM. On failure *out is zeroed. */
 int rnnd_pack_q8(const float *Q, const float *scale, int rows, int cols, rnnd_packed *out);
 
-/* rnnd_pack_as for TYPE F32 / BF16 / F16, rnnd_pack_q8 (with SCALE) for I8. */
+/* Pack W for the bf16 compute mode: each float rounded to bf16 (nearest even; exact for
+ * the values of a bf16 model), 2 columns per row side by side (see rnnd_packed).
+ * RNND_ERR_INVALID for negative sizes or a finite value beyond bf16's range;
+ * RNND_ERR_NOMEM. On failure *out is zeroed. */
+int rnnd_pack_bf16dp(const float *W, int rows, int cols, rnnd_packed *out);
+
+/* rnnd_pack_as for TYPE F32 / BF16 / F16, rnnd_pack_q8 (with SCALE) for I8, rnnd_pack_bf16dp
+ * for RNND_PACKED_BF16DP. */
 int rnnd_pack_typed(const float *W, const float *scale, int rows, int cols, int type,
                     rnnd_packed *out);
 
@@ -104,6 +120,8 @@ typedef struct rnnd_kernels {
      *   Y[b*ldy + j] = fma((float) a, scale[j] * s_x, bias[j] or +0.0f),
      *   a = the exact int32 sum over k of q[j][k] * q_x[k]
      * (docs/model-format.md, "int8 weights"): bitwise the same on every path.
+     * RNND_PACKED_BF16DP W: the pairs of src/bf16dp.h (X rounded to bf16, VDPBF16PS's
+     * order, DAZ / FTZ), from bias[j] or +0.0f: bitwise the same on every path.
      * row_begin is a multiple of RNND_PANEL; row_end <= W->rows. Y must not overlap X or
      * bias. Nothing else of Y is written; no allocation. */
     void (*gemv)(const rnnd_packed *W, const float *bias, const float *X, size_t ldx, size_t B,
@@ -179,6 +197,10 @@ const rnnd_kernels *rnnd_kernels_by_name(const char *name);
 /* The best path this CPU supports, unless the environment variable RNND_ISA names one.
  * Returns NULL and fills ERR when RNND_ISA names an unknown or unsupported path. */
 const rnnd_kernels *rnnd_kernels_select(char *err, size_t errlen);
+
+/* Nonzero when K takes RNND_PACKED_BF16DP products with VDPBF16PS (the avx512 path on a
+ * CPU with AVX512-BF16); 0 when it runs the mode's scalar statement, many times slower. */
+int rnnd_kernels_bf16dp_native(const rnnd_kernels *k);
 
 /* Names of the paths this machine can run, best last; NULL-terminated, static. */
 const char *const *rnnd_kernels_available(void);

@@ -75,6 +75,12 @@ typedef struct rnnd_head_layer {
  * "int8 weights", integers with a float scale per row and integer products. */
 enum rnnd_weights { RNND_WEIGHTS_F32 = 0, RNND_WEIGHTS_BF16, RNND_WEIGHTS_F16, RNND_WEIGHTS_I8 };
 
+/* How the products of a bf16 model are taken (docs/kernels.md, "bf16 compute"): F32 widens
+ * each weight to float for the fma chain (the default); BF16 rounds the inputs to bf16 too
+ * and takes pairs as VDPBF16PS does. Not part of the file: set by the program that runs the
+ * model (rnnd_model_set_compute), for bf16 models only. */
+enum rnnd_compute { RNND_COMPUTE_F32 = 0, RNND_COMPUTE_BF16 };
+
 /* The ONNX recurrent activations. */
 enum rnnd_act {
     RNND_ACT_SIGMOID = 0,
@@ -153,9 +159,10 @@ typedef struct rnnd_model_spec {
      * q as floats and the *_s pointers its row scales (docs/model-format.md, "int8
      * weights"), also in memory the model owns. */
     int weights;
-    int input_kind;         /* enum rnnd_input_kind */
-    int vocab_size;         /* tokens: number of ids */
-    int input_dim;          /* tokens: embedding_dim; vectors: dim */
+    int compute;    /* enum rnnd_compute; RNND_COMPUTE_F32 unless rnnd_model_set_compute said */
+    int input_kind; /* enum rnnd_input_kind */
+    int vocab_size; /* tokens: number of ids */
+    int input_dim;  /* tokens: embedding_dim; vectors: dim */
     const float *embedding; /* [vocab_size, input_dim] for tokens */
     int n_layers;
     rnnd_layer_spec layers[RNND_MAX_LAYERS];
@@ -254,6 +261,12 @@ int rnnd_model_is_stateful(const rnnd_model *m);     /* every layer forward-only
  * A bfloat16, float16 or int8 model keeps its matrices only packed from then on: its float
  * copy is freed and the spec's matrix pointers (W, R, proj, V, D, a head linear's weight,
  * their row scales) become NULL. Returns 0 with *OUT set, or BUILD's status. */
+/* Choose how M's products are taken (enum rnnd_compute) before its first net packs them.
+ * RNND_ERR_INVALID for an unknown COMPUTE, for RNND_COMPUTE_BF16 on a model whose weights
+ * are not bf16, or for a change after the matrices were packed (setting the same mode again
+ * is fine). */
+int rnnd_model_set_compute(rnnd_model *m, int compute);
+
 int rnnd_model_shared_packs(rnnd_model *m, int (*build)(const rnnd_model_spec *s, void **out),
                             void (*release)(void *), void **out);
 

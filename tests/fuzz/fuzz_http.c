@@ -174,7 +174,8 @@ static fz_daemon *daemon_start(void)
         abort();
     }
     rnnd_registry reg;
-    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, err, sizeof err)) {
+    if (rnnd_registry_load(&reg, cfg->models, cfg->model, cfg->n_model, k, (int)cfg->compute, err,
+                           sizeof err)) {
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
