@@ -317,11 +317,14 @@ struct held_call {
     void *arg;
 };
 
-static _Thread_local struct {
-    int depth;
-    size_t n;
-    struct held_call calls[RNND_DEFER_MAX];
-} held;
+/* cppcheck 2.10 does not see the members used through a _Thread_local variable. */
+struct held_calls {
+    int depth;                              /* cppcheck-suppress unusedStructMember */
+    size_t n;                               /* cppcheck-suppress unusedStructMember */
+    struct held_call calls[RNND_DEFER_MAX]; /* cppcheck-suppress unusedStructMember */
+};
+
+static _Thread_local struct held_calls held;
 
 void rnnd_defer_begin(void) { held.depth++; }
 
