@@ -778,7 +778,7 @@ static void account(rnnd_http *h, rnnd_req *r, enum MHD_RequestTerminationCode t
     size_t route = r->route ? (size_t)(r->route - h->routes) : h->n_routes;
     unsigned status =
         (r->queued && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) || r->on_socket ? r->status : 0;
-    double secs = http_elapsed_ms(r->t0) / 1e3;
+    double secs = r->t_upgraded > 0 ? r->t_upgraded - r->t0 : http_elapsed_ms(r->t0) / 1e3;
     rnnd_metrics_request(&app->metrics, route, r->method, status, secs);
     if (!app->cfg->access_log || RNND_LOG_INFO < app->log.level)
         return;

@@ -149,6 +149,9 @@ struct rnnd_req {
     void (*on_free)(void *);
     void *on_free_arg;
     double t0; /* monotonic seconds at its first byte */
+    /* when libmicrohttpd handed over an upgraded socket (its 101 sent), or 0: the request's
+     * duration ends there, not when the socket closes */
+    double t_upgraded;
 
     const rnnd_key *key;        /* the caller's API key; NULL when keys are off */
     rnnd_stream *stream;        /* attached: the reply is this stream (one reference) */

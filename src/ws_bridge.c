@@ -252,6 +252,14 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
                          rnnd_json_type_desc(body));
         goto done;
     }
+    /* the op first: a bad seq's error still names the op it was for (docs/websocket.md) */
+    const char *op = json_string_value(json_object_get(body, "op"));
+    const struct op *o = NULL;
+    for (size_t i = 0; op && i < sizeof ops / sizeof ops[0]; i++)
+        if (!strcmp(ops[i].name, op))
+            o = &ops[i];
+    if (op)
+        snprintf(p->op, sizeof p->op, "%s", o ? o->name : "");
     json_t *seq = json_object_get(body, "seq");
     if (seq) {
         if (!json_is_integer(seq) || json_integer_value(seq) < 0) {
@@ -261,13 +269,6 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
         p->has_seq = 1;
         p->seq = json_integer_value(seq);
     }
-    const char *op = json_string_value(json_object_get(body, "op"));
-    const struct op *o = NULL;
-    for (size_t i = 0; op && i < sizeof ops / sizeof ops[0]; i++)
-        if (!strcmp(ops[i].name, op))
-            o = &ops[i];
-    if (op)
-        snprintf(p->op, sizeof p->op, "%s", o ? o->name : "");
     if (!o) {
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "op: expected \"step\", \"generate\", \"state\", \"put_state\" or "

@@ -138,6 +138,15 @@ static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char 
     return MHD_YES;
 }
 
+/* Is ORIGIN (scheme://host[:port]) the daemon's own, as the request's Host names it? */
+static int same_origin(const char *origin, const char *host)
+{
+    const char *p = strstr(origin, "://");
+    if (!p || !host)
+        return 0;
+    return !strcasecmp(p + 3, host);
+}
+
 /* ---- the upgrade ------------------------------------------------------------------------- */
 
 /* libmicrohttpd sent the 101 and hands over the socket (on one of its threads). */
@@ -145,8 +154,9 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
     (void)conn;
-    (void)con_cls;
     rnnd_ws *w = cls;
+    if (con_cls) /* the upgrade request (http.c's *con_cls): its duration ends here */
+        ((rnnd_req *)con_cls)->t_upgraded = rnnd_mono_s();
     atomic_fetch_add(&w->refs, 1); /* the loop's, beside the request's */
     w->fd = sock;
     w->urh = urh;
@@ -186,6 +196,15 @@ void rnnd_api_session_ws(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "this route opens a WebSocket: send GET with Upgrade: websocket and "
                          "Connection: Upgrade (docs/websocket.md)");
+        return;
+    }
+    const char *origin = rnnd_req_header(r, "Origin");
+    if (origin && !same_origin(origin, rnnd_req_header(r, "Host")) && !http_cors_origin(r)) {
+        /* browsers apply no CORS to sockets: a page of another origin would read the replies */
+        rnnd_reply_error(r, RNND_E_FORBIDDEN,
+                         "Origin %.100s may not open a WebSocket: only the daemon's own origin "
+                         "and those of cors_origins may (docs/security.md)",
+                         origin);
         return;
     }
     if (r->http10) { /* libmicrohttpd would drop the connection rather than send the 101 */

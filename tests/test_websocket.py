@@ -545,6 +545,50 @@ class WS(Case):
         self.check(steps < 50000, "a closed socket's stream stopped early (%d of 100,000 "
                    "steps)" % steps)
 
+    def test_origin_of_another_site_refused(self):
+        """Browsers apply no CORS to WebSockets, so the upgrade itself checks Origin: the
+        daemon's own origin and those of cors_origins (none here) may open a socket, another
+        gets 403 (trial 26: a page of any origin could read a session's replies)."""
+        s = self.new()
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s,
+                  headers={"Origin": "https://evil.example"})
+        self.eq(w.status, 403, "an upgrade from another origin")
+        w.sock.close()
+        self.eq(self.steps(s), 0, "nothing ran")
+        w = self.open(s, headers={"Origin": "http://127.0.0.1:%d" % self.d.port})
+        self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200,
+                "the daemon's own origin opens a socket")
+
+    def ws_duration(self):
+        """(count, sum) of the /ws route's request duration histogram."""
+        text = self.d.request("GET", "/metrics")[2]
+        text = text.decode() if isinstance(text, bytes) else text
+        got = {}
+        for ln in text.splitlines():
+            for part in ("count", "sum"):
+                if ln.startswith('rnnd_http_request_duration_seconds_%s{endpoint='
+                                 '"/v1/sessions/*/ws"}' % part):
+                    got[part] = float(ln.rsplit(" ", 1)[1])
+        return got.get("count", 0.0), got.get("sum", 0.0)
+
+    def test_upgrade_duration_ends_at_the_handshake(self):
+        """The request duration histogram (docs/api.md, metrics) times an upgrade until its
+        101 went out, not for as long as the socket stayed open (trial 26: a socket open 12 s
+        was recorded as a 12 s request)."""
+        n0, s0 = self.ws_duration()
+        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % self.new())
+        self.eq(w.status, 101, "upgrade")
+        time.sleep(1.5)
+        w.close()
+        deadline = time.monotonic() + 10
+        n1, s1 = self.ws_duration()
+        while n1 <= n0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            n1, s1 = self.ws_duration()
+        self.check(n1 > n0, "the upgrade was counted once its socket closed")
+        self.check(s1 - s0 < 1.0, "the upgrade's duration is its handshake: %.3f s recorded "
+                   "for a socket open 1.5 s" % (s1 - s0))
+
     def cancelled_generations(self):
         text = self.d.request("GET", "/metrics")[2]
         text = text.decode() if isinstance(text, bytes) else text
@@ -720,6 +764,11 @@ class WS(Case):
             w.frame(1, payload)
             got = w.recv()
             self.eq((got["status"], got["error"]["code"]), (400, code), what)
+        # a bad seq's error still names the op it was for (trial 26: no "op" in it)
+        for seq in (-1, "x", 1.5):
+            got = w.request({"op": "step", "seq": seq})
+            self.eq((got["status"], got.get("op")), (400, "step"),
+                    "seq %r: the error names the op" % (seq,))
         for what, payload in (("an empty text frame", b""), ("only spaces", b" \r\n ")):
             w.frame(1, payload)
             got = w.recv()
