@@ -20,6 +20,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "frontdoor.h"
 #include "linger.h"
 #include "pool.h"
@@ -377,6 +378,10 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         return too_big || chunked;
     }
     if (atomic_load(&app->draining) && !(r->route && (r->route->flags & RT_DRAIN))) {
+        if (r->route && r->route->get == rnnd_api_session_ws &&
+            MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade"))
+            atomic_fetch_add_explicit(&app->metrics.ws_refused[RNND_WS_REFUSED_DRAINING], 1,
+                                      memory_order_relaxed);
         rnnd_reply_header(r, "Connection", "close");
         rnnd_reply_error(r, RNND_E_UNAVAILABLE, "the server is shutting down");
         return too_big || chunked;

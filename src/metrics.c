@@ -17,6 +17,12 @@ static const unsigned more_codes[] = {101, 200, 201, 204, 431};
 _Static_assert(sizeof more_codes / sizeof more_codes[0] == RNND_METRICS_MORE_CODES,
                "RNND_METRICS_MORE_CODES counts more_codes[]");
 _Static_assert(RNND_METRICS_CODES <= UCHAR_MAX + 1, "code_slot[] holds an index of codes[]");
+/* The close codes counted by their own label: the daemon's (docs/websocket.md) and a
+ * client's normal one; any other (1006: the connection ended with no close) is "other" */
+static const int ws_close_codes[RNND_METRICS_WS_CODES - 1] = {1000, 1001, 1002, 1003,
+                                                              1007, 1008, 1009, 1011};
+static const char *const ws_refusals[RNND_WS_REFUSED_COUNT] = {"max_websockets",
+                                                               "max_websockets_per_ip", "draining"};
 static const double latency_le[RNND_METRICS_LATENCY - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
                                                             0.025,  0.05,  0.1,    0.25,  0.5,
                                                             1,      2.5,   5,      10};
@@ -67,6 +73,14 @@ void rnnd_metrics_response(rnnd_metrics *m, unsigned status)
 {
     if (status < RNND_METRICS_STATUS_MAX)
         atomic_fetch_add_explicit(&m->responses[status], 1, memory_order_relaxed);
+}
+
+void rnnd_metrics_ws_close(rnnd_metrics *m, int code)
+{
+    size_t i = 0;
+    while (i < RNND_METRICS_WS_CODES - 1 && ws_close_codes[i] != code)
+        i++;
+    atomic_fetch_add_explicit(&m->ws_closes[i], 1, memory_order_relaxed);
 }
 
 static size_t method_index(int method)
@@ -152,6 +166,47 @@ static void http_metrics(const rnnd_metrics *m, rnnd_buf *out)
     }
 }
 
+static void ws_metrics(const rnnd_metrics *m, rnnd_buf *out)
+{
+    rnnd_buf_printf(out,
+                    "# HELP rnnd_websockets_open WebSockets open (each holds a "
+                    "max_websockets slot).\n"
+                    "# TYPE rnnd_websockets_open gauge\n"
+                    "rnnd_websockets_open %lld\n"
+                    "# HELP rnnd_websocket_upgrades_refused_total WebSocket upgrades "
+                    "answered 503, by reason.\n"
+                    "# TYPE rnnd_websocket_upgrades_refused_total counter\n",
+                    (long long)atomic_load(&m->ws_open));
+    for (size_t i = 0; i < RNND_WS_REFUSED_COUNT; i++)
+        rnnd_buf_printf(out, "rnnd_websocket_upgrades_refused_total{reason=\"%s\"} %llu\n",
+                        ws_refusals[i], (unsigned long long)atomic_load(&m->ws_refused[i]));
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_websocket_closes_total WebSockets closed, by the code of the "
+                  "first close frame, either side's (other: any other code, or none).\n"
+                  "# TYPE rnnd_websocket_closes_total counter\n");
+    for (size_t i = 0; i < RNND_METRICS_WS_CODES; i++) {
+        char code[16];
+        if (i + 1 < RNND_METRICS_WS_CODES)
+            snprintf(code, sizeof code, "%d", ws_close_codes[i]);
+        else
+            snprintf(code, sizeof code, "other");
+        rnnd_buf_printf(out, "rnnd_websocket_closes_total{code=\"%s\"} %llu\n", code,
+                        (unsigned long long)atomic_load(&m->ws_closes[i]));
+    }
+    rnnd_buf_puts(out,
+                  "# HELP rnnd_websocket_messages_total WebSocket data messages, by "
+                  "direction (in: the clients') and kind.\n"
+                  "# TYPE rnnd_websocket_messages_total counter\n");
+    static const char *const way[2] = {"in", "out"}, *const kind[2] = {"text", "binary"};
+    for (size_t d = 0; d < 2; d++)
+        for (size_t k = 0; k < 2; k++)
+            rnnd_buf_printf(out,
+                            "rnnd_websocket_messages_total{direction=\"%s\",kind=\"%s\"} "
+                            "%llu\n",
+                            way[d], kind[k],
+                            (unsigned long long)atomic_load(&m->ws_messages[d][k]));
+}
+
 static void batch_histogram(rnnd_buf *out, const char *model, const rnnd_batcher *b)
 {
     size_t max = rnnd_batcher_max_batch(b);
@@ -208,6 +263,7 @@ void rnnd_metrics_render(const rnnd_metrics *m, const rnnd_metrics_sources *src,
                             (unsigned long long)n);
     }
     http_metrics(m, out);
+    ws_metrics(m, out);
     rnnd_buf_printf(out,
                     "# HELP rnnd_build_info The running build.\n"
                     "# TYPE rnnd_build_info gauge\n"

@@ -1,6 +1,6 @@
-/* Counters for GET /metrics (Prometheus text format): HTTP responses by status, and per model
- * the batch-size histogram and step counts kept by each batcher. Counters are atomics bumped
- * on the hot path and summed only when scraped. */
+/* Counters for GET /metrics (Prometheus text format): HTTP responses by status, WebSockets,
+ * and per model the batch-size histogram and step counts kept by each batcher. Counters are
+ * atomics bumped on the hot path and summed only when scraped. */
 #ifndef RNND_METRICS_H
 #define RNND_METRICS_H
 
@@ -23,6 +23,18 @@
 #define RNND_METRICS_CODES (1 + 2 * RNND_E_COUNT + RNND_METRICS_MORE_CODES)
 #define RNND_METRICS_LATENCY 15 /* latency histogram buckets, +Inf included */
 
+/* Why a WebSocket upgrade got 503 (docs/websocket.md), rnnd_websocket_upgrades_refused_total's
+ * reason label */
+enum rnnd_ws_refusal {
+    RNND_WS_REFUSED_MAX,      /* max_websockets */
+    RNND_WS_REFUSED_PER_IP,   /* max_websockets_per_ip */
+    RNND_WS_REFUSED_DRAINING, /* the server is shutting down */
+    RNND_WS_REFUSED_COUNT
+};
+/* The close codes rnnd_websocket_closes_total labels by their own code (metrics.c's
+ * ws_close_codes[]), the last slot "other" */
+#define RNND_METRICS_WS_CODES 9
+
 typedef struct rnnd_metrics {
     const char *route_names[RNND_METRICS_ROUTES]; /* the endpoint labels; NULL: unused */
     unsigned codes[RNND_METRICS_CODES]; /* the code labels, ascending after codes[0] = 0 */
@@ -39,6 +51,13 @@ typedef struct rnnd_metrics {
     atomic_int_least64_t generations_active;
     atomic_uint_least64_t snapshots, snapshot_failures;                     /* written, failed */
     atomic_uint_least64_t snapshot_bytes, snapshot_sessions, snapshot_usec; /* the last */
+    /* WebSockets: open now (each holds a max_websockets slot), upgrades refused, sockets
+     * closed by their close code (rnnd_metrics_ws_close), data messages [in, out][text,
+     * binary] */
+    atomic_int_least64_t ws_open;
+    atomic_uint_least64_t ws_refused[RNND_WS_REFUSED_COUNT];
+    atomic_uint_least64_t ws_closes[RNND_METRICS_WS_CODES];
+    atomic_uint_least64_t ws_messages[2][2];
 } rnnd_metrics;
 
 /* ROUTES: the NROUTES route patterns (static strings) that label the request metrics, in
@@ -49,6 +68,14 @@ void rnnd_metrics_response(rnnd_metrics *m, unsigned status);
  * its STATUS (0: the client left before a reply) and its time from arrival to the end. */
 void rnnd_metrics_request(rnnd_metrics *m, size_t route, int method, unsigned status,
                           double seconds);
+
+/* A WebSocket closed with CODE (RFC 6455: the first close sent, by either side; 1006: none). */
+void rnnd_metrics_ws_close(rnnd_metrics *m, int code);
+/* A whole data message of a WebSocket: OUT (0: the client's, 1: ours), BINARY (0: text). */
+static inline void rnnd_metrics_ws_message(rnnd_metrics *m, int out, int binary)
+{
+    atomic_fetch_add_explicit(&m->ws_messages[!!out][!!binary], 1, memory_order_relaxed);
+}
 
 /* What /metrics reads besides the counters: the daemon's parts, not the daemon (app.h holds
  * an rnnd_metrics, so metrics.c does not read app.h back). */

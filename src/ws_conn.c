@@ -301,8 +301,11 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     rnnd_ws *w = c->w;
     w->last_io = rnnd_mono_s();
     int binary = arg->opcode == WSLAY_BINARY_FRAME;
-    if ((arg->opcode != WSLAY_TEXT_FRAME && !binary) || w->close_code)
-        return; /* control frames are wslay's; after our close nothing more starts */
+    if (arg->opcode != WSLAY_TEXT_FRAME && !binary)
+        return; /* control frames are wslay's */
+    rnnd_metrics_ws_message(&w->app->metrics, 0, binary);
+    if (w->close_code)
+        return; /* after our close nothing more starts */
     size_t max = (size_t)w->app->cfg->ws_max_in_flight;
     if (!c->parked && in_flight(w) < max) {
         start(c, binary, arg->msg, arg->msg_length);
@@ -345,7 +348,8 @@ static void send_reply(rnnd_ws *w, int binary, const char *data, size_t len)
         return; /* none was made: no request either */
     struct wslay_event_msg m = {binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
                                 (const uint8_t *)data, len};
-    wslay_event_queue_msg(w->ctx, &m);
+    if (!wslay_event_queue_msg(w->ctx, &m))
+        rnnd_metrics_ws_message(&w->app->metrics, 1, binary);
     w->last_io = rnnd_mono_s();
 }
 
@@ -459,6 +463,7 @@ int ws_conn_finish(rnnd_ws *w)
         int code = w->close_code ? w->close_code
             : ours               ? wslay_event_get_status_code_sent(c->ctx)
                                  : wslay_event_get_status_code_received(c->ctx);
+        rnnd_metrics_ws_close(&w->app->metrics, code);
         RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
                  "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",
                  (unsigned long long)w->requests, code, ours ? "server" : "client",

@@ -262,6 +262,7 @@ void rnnd_api_session_ws(rnnd_req *r)
                                                       : 0;
     if (!full) { /* the slot is this socket's until ws_unref() frees it */
         h->n_ws++;
+        atomic_fetch_add_explicit(&h->app->metrics.ws_open, 1, memory_order_relaxed);
         w->cnext = h->ws_counted;
         if (h->ws_counted)
             h->ws_counted->cprev = w;
@@ -271,6 +272,8 @@ void rnnd_api_session_ws(rnnd_req *r)
     if (full) {
         free(w);
         rnnd_session_unref(s);
+        int why = full == 1 ? RNND_WS_REFUSED_MAX : RNND_WS_REFUSED_PER_IP;
+        atomic_fetch_add_explicit(&h->app->metrics.ws_refused[why], 1, memory_order_relaxed);
         if (full == 1)
             rnnd_reply_error(r, RNND_E_UNAVAILABLE,
                              "%lld WebSockets are open (max_websockets); retry later",

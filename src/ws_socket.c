@@ -38,6 +38,7 @@ void ws_uncount(rnnd_ws *w)
     rnnd_http *h = w->h;
     pthread_mutex_lock(&h->wsmu);
     h->n_ws--;
+    atomic_fetch_sub_explicit(&h->app->metrics.ws_open, 1, memory_order_relaxed);
     if (w->cprev)
         w->cprev->cnext = w->cnext;
     else

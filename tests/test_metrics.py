@@ -226,6 +226,19 @@ class Metrics(Case):
                     "status=200" in l for l in d.log), "the access log names the endpoint")
         self.check(not any(sid in l for l in d.log), "no log line holds a session id")
 
+    def test_families_documented(self):
+        """Each metric family /metrics renders is a row of docs/api.md's GET /metrics table,
+        and each metric of that table is rendered (trial 26: the WebSocket ones)."""
+        fams = self.scrape(self.d)
+        with open(os.path.join(os.environ["RNND_SRCDIR"], "docs", "api.md")) as f:
+            text = f.read()
+        table = text[text.index("- `GET /metrics`"):]
+        table = table[:table.index("\n\n", table.index("| metric |"))]
+        documented = set(re.findall(r"`(rnnd_[a-z0-9_]+)", table))
+        self.check(len(documented) > 20, "the table found: %d metrics" % len(documented))
+        self.eq(sorted(set(fams) - documented), [], "families rendered but not documented")
+        self.eq(sorted(documented - set(fams)), [], "metrics documented but not rendered")
+
 
 class StatusLabels(Case):
     """A daemon with API keys, one session per key, one session in all (the least recently

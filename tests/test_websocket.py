@@ -1081,6 +1081,72 @@ class Limits(Case):
             for x in mine + [w]:
                 x.close()
 
+    def test_metrics(self):
+        """/metrics tells the sockets apart (trial 26): rnnd_websockets_open counts the open
+        ones, rnnd_websocket_upgrades_refused_total the 503s by the limit that refused them,
+        rnnd_websocket_closes_total a socket's close by its code (the client's 1000 here),
+        rnnd_websocket_messages_total the data messages each way, text and binary."""
+        def scrape():
+            st, _, text = d.request("GET", "/metrics")
+            self.eq(st, 200, "GET /metrics")
+            return {k: float(v) for k, _, v in (l.rpartition(" ") for l in text.split("\n")
+                                                 if l and not l.startswith("#"))}
+
+        def delta(b, a, series):
+            return b.get(series, 0) - a.get(series, 0)
+
+        opened = "rnnd_websockets_open"
+        refused = 'rnnd_websocket_upgrades_refused_total{reason="%s"}'
+        closes = 'rnnd_websocket_closes_total{code="%s"}'
+        msgs = 'rnnd_websocket_messages_total{direction="%s",kind="%s"}'
+        with Daemon({"vec": golden_model(VEC, WORK)}, "--max-websockets", "3",
+                    "--max-websockets-per-ip", "2") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
+            path = "/v1/sessions/%s/ws" % s
+            a = scrape()
+            self.eq(a.get(opened), 0, "no socket open at first")
+            mine = [RawWS(d.port, path) for _ in range(2)]
+            self.eq([w.status for w in mine], [101] * 2, "2 sockets")
+            b = scrape()
+            self.eq(b.get(opened), 2, "2 sockets open")
+            w = RawWS(d.port, path)
+            self.eq(w.status, 503, "the 3rd from one address: 503")
+            w.sock.close()
+            other = RawWS(d.port, path, source="127.0.0.2")
+            self.eq(other.status, 101, "another address takes the last slot")
+            w = RawWS(d.port, path, source="127.0.0.2")
+            self.eq(w.status, 503, "a 4th socket: 503 (max_websockets)")
+            w.sock.close()
+            c = scrape()
+            self.eq(c.get(opened), 3, "3 sockets open")
+            self.eq(delta(c, a, refused % "max_websockets_per_ip"), 1,
+                    "the 503 of max_websockets_per_ip counted under its reason")
+            self.eq(delta(c, a, refused % "max_websockets"), 1,
+                    "the 503 of max_websockets counted under its reason")
+            self.eq(delta(c, a, refused % "draining"), 0, "none refused for draining")
+            x = mine[0]
+            self.eq(x.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200,
+                    "a text step")
+            x.frame(2, bin_step(1, [[0.0] * DIM]))
+            self.eq(bin_reply(x.recv())[0], 1, "a binary step")
+            x.close()  # the client's 1000
+            deadline = time.monotonic() + 5
+            while True:  # the socket is counted closed once its connection is gone
+                e = scrape()
+                if e.get(opened) == 2 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.eq(e.get(opened), 2, "2 sockets open after a close")
+            self.eq(delta(e, a, closes % "1000"), 1, "the client's close counted as 1000")
+            self.eq(sum(delta(e, a, closes % k) for k in
+                        ("1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011",
+                         "other")), 1, "one close in all")
+            self.eq([delta(e, a, msgs % (way, kind)) for way in ("in", "out")
+                     for kind in ("text", "binary")], [1, 1, 1, 1],
+                    "messages in and out, text and binary")
+            for y in mine[1:] + [other]:
+                y.close()
+
     def test_in_flight_limit(self):
         with Daemon({"vec": golden_model(VEC, WORK)}, "--ws-max-in-flight", "1") as d:
             s = d.request("POST", "/v1/sessions", {"model": "vec"})[2]["id"]
