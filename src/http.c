@@ -20,7 +20,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "frontdoor.h"
 #include "linger.h"
 #include "pool.h"
@@ -378,7 +377,8 @@ static int begin(rnnd_req *r, const char *url, const char *method, const char *v
         return too_big || chunked;
     }
     if (atomic_load(&app->draining) && !(r->route && (r->route->flags & RT_DRAIN))) {
-        if (r->route && r->route->get == rnnd_api_session_ws &&
+        /* by its pattern: http.c knows no handler (api.h includes http.h) */
+        if (r->route && !strcmp(r->route->pattern, "/v1/sessions/*/ws") &&
             MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade"))
             atomic_fetch_add_explicit(&app->metrics.ws_refused[RNND_WS_REFUSED_DRAINING], 1,
                                       memory_order_relaxed);
