@@ -153,7 +153,6 @@ static int same_origin(const char *origin, const char *host)
 static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
-    (void)conn;
     rnnd_ws *w = cls;
     if (con_cls) /* the upgrade request (http.c's *con_cls): its duration ends here */
         ((rnnd_req *)con_cls)->t_upgraded = rnnd_mono_s();
@@ -165,9 +164,15 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, co
     if (fl >= 0)
         fcntl(sock, F_SETFL, fl | O_NONBLOCK);
     /* a reply is one small write: Nagle would hold it for the client's delayed ACK (40 ms
-     * a round trip, measured); under TLS this is a socket pair and the call fails harmlessly */
+     * a round trip, measured). Under TLS SOCK is one end of a socket pair (the call fails
+     * harmlessly) and libmicrohttpd forwards to the client's socket, which it has just set
+     * back to Nagle before the upgrade: turn it off there too (44 ms a wss round trip). */
     int one = 1;
     setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && ci->connect_fd != sock)
+        setsockopt(ci->connect_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (extra_in_size && (w->extra = malloc(extra_in_size))) {
         memcpy(w->extra, extra_in, extra_in_size);
         w->extra_len = extra_in_size;

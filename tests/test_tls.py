@@ -228,6 +228,51 @@ class Tls(Case):
             d.stop()
 
 
+class WssLatency(Case):
+    """Issue 18 (trial 26): over wss:// a step round trip took ~44 ms (ws:// 0.1-0.4 ms) and a
+    ~100 KB reply over a second, forwarded in 4-byte TLS records. 20 round trips: median under
+    10 ms; a reply of ~100 KB arrives within 1 s."""
+
+    @classmethod
+    def setUpClass(cls):
+        make_cert()
+
+    def test_wss_round_trips(self):
+        import asyncio
+        import websockets
+        ctx = ssl.create_default_context(cafile=CERT)
+        with Daemon({"charlm": CHARLM}, "--tls-cert", CERT, "--tls-key", KEY) as d:
+            st, _, b = https(d.port, "POST", "/v1/sessions", {"model": "charlm"})
+            sid = json.loads(b)["id"]
+            url = "wss://127.0.0.1:%d/v1/sessions/%s/ws" % (d.port, sid)
+
+            async def go():
+                async with websockets.connect(url, ssl=ctx, max_size=None,
+                                              ping_interval=None) as ws:
+                    lat = []
+                    for q in range(20):
+                        t = time.perf_counter()
+                        await ws.send(json.dumps({"op": "step", "seq": q, "text": "a",
+                                                  "outputs": "last"}))
+                        r = json.loads(await ws.recv())
+                        lat.append(time.perf_counter() - t)
+                        if r["status"] != 200:
+                            return r, lat, 0, 0.0
+                    t = time.perf_counter()
+                    await ws.send(json.dumps({"op": "step", "seq": 99, "text": "b" * 100,
+                                              "outputs": "all"}))
+                    big = await ws.recv()
+                    return r, lat, len(big), time.perf_counter() - t
+            r, lat, n, dt = asyncio.run(asyncio.wait_for(go(), 60))
+            self.eq(r["status"], 200, "steps over wss")
+            med = sorted(lat)[len(lat) // 2]
+            self.check(med < 0.010, "20 wss step round trips: median %.2f ms (< 10 ms; was ~44 ms)"
+                       % (med * 1e3))
+            self.check(n > 90000 and dt < 1.0,
+                       "a %d-byte wss reply took %.3f s (> 90 KB within 1 s; was over 1 s)" % (n, dt))
+            d.stop()
+
+
 class Cors(Case):
     def test_cors(self):
         with Daemon({"charlm": CHARLM}) as d:
