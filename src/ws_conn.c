@@ -274,8 +274,8 @@ static size_t in_flight(rnnd_ws *w)
 }
 
 /* Start MSG's request, or close the socket as the bridge says. A request whose session lookup
- * may wait on the store (or one behind such a request of the socket) starts on the slow path
- * (ws_slow.c): the loop serves every socket and must not wait. */
+ * may wait on the store, a long text message (or one behind such a request of the socket)
+ * starts on the slow path (ws_slow.c): the loop serves every socket and must not wait. */
 static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
 {
     rnnd_ws *w = c->w;
@@ -288,7 +288,7 @@ static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
                         : "internal error");
         return;
     }
-    if (ws_slow_wanted(w) && !ws_slow_post(w, p, binary, data, len))
+    if (ws_slow_wanted(w, binary, len) && !ws_slow_post(w, p, binary, data, len))
         return;
     ws_bridge_start(w, p, binary, data, len);
 }

@@ -129,7 +129,8 @@ struct rnnd_ws {
     struct ws_slow_msg *slow_head, *slow_tail; /* messages to start, in order */
     int slow_queued;                           /* on the loop's slow list */
     int slow_busy;                             /* a worker is starting one of them */
-    rnnd_ws *slow_next;                        /* the loop's slow list */
+    int slow_ever;      /* the loop thread's alone: a message of W went to the slow path */
+    rnnd_ws *slow_next; /* the loop's slow list */
 
     double t0;            /* monotonic seconds at the upgrade */
     double last_io;       /* monotonic seconds of the last frame either way */
@@ -193,10 +194,16 @@ int ws_bridge_idle(rnnd_ws *w);
 void ws_bridge_cancel(rnnd_ws *w);
 
 /* ---- ws_slow.c ---- */
-/* Whether W's message must start on the slow path: an earlier one of W's waits there or
- * runs (order), or the lookup of W's session may call the store (rnnd_cluster_lookup_quick).
- * The loop thread; takes the loop's slow_mu. */
-int ws_slow_wanted(rnnd_ws *w);
+/* Text messages longer than this are decoded on the slow path: decoding JSON up to
+ * ws_max_message_bytes on the loop held every socket for 50-250 ms a message. */
+#define WS_SLOW_TEXT_BYTES (64 * 1024)
+/* The slow path's workers run this much nicer than the loop (a thread's own nice value). */
+#define WS_SLOW_NICE 10
+/* Whether W's message (BINARY or text, LEN bytes) must start on the slow path: a text message
+ * over WS_SLOW_TEXT_BYTES, an earlier one of W's waits there or runs (order), or the lookup
+ * of W's session may call the store (rnnd_cluster_lookup_quick). The loop thread; takes the
+ * loop's slow_mu once W has used the slow path or in cluster mode. */
+int ws_slow_wanted(rnnd_ws *w, int binary, size_t len);
 /* Queue message DATA of W's pending P to start on a worker (ws_bridge_start), after W's
  * earlier ones; the first call starts the loop's workers. Returns 0, or -1 (out of memory, no
  * worker could start): the caller starts it itself. Takes a reference to W while queued. */

@@ -1,5 +1,6 @@
-/* The WebSockets' slow path: a message whose request may wait on the session store starts on
- * a worker, not on the event loop, which serves every socket of the node.
+/* The WebSockets' slow path: a message whose request may wait on the session store, or a
+ * long text message (its JSON decoding), starts on a worker, not on the event loop, which
+ * serves every socket of the node.
  *
  * In cluster mode (docs/cluster.md) a request's session lookup takes a session this node does
  * not hold from Redis, asking its holder for it and waiting at most lease_ms + 1 s
@@ -15,13 +16,16 @@
  * message of a socket, then puts the socket back at the end of the list.
  *
  * The workers are WS_SLOW_THREADS threads of the loop, started by the first message that
- * needs them (so a node out of cluster mode has none), ended by ws_slow_stop once the loop's
- * sockets have all ended. A worker only starts a request (the lookup, the checks, the job on
+ * needs them, ended by ws_slow_stop once the loop's sockets have all ended. A worker only starts a request (the lookup, the checks, the job on
  * the session's queue): the computation stays the batcher's, the reply the loop's, which
  * leaves the request alone until the worker is done with it (ws_pending's STARTING: a handler
  * reads its request after queuing its job, which may complete it meanwhile). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "cluster.h"
 #include "ws_internal.h"
@@ -51,6 +55,13 @@ static void list_push_locked(struct ws_loop *l, rnnd_ws *w)
 static void *slow_main(void *arg)
 {
     struct ws_loop *l = arg;
+    /* below the loop: what a worker does is waiting on the store or decoding a client's long
+     * JSON, and the loop's turn for every other socket must not queue behind that on a busy
+     * machine (Linux: a thread's own nice value; a failure leaves it as it was) */
+    errno = 0;
+    int prio = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+    if (errno == 0)
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + WS_SLOW_NICE);
     pthread_mutex_lock(&l->slow_mu);
     for (;;) {
         while (!l->slow && !l->slow_quit)
@@ -86,20 +97,23 @@ static void *slow_main(void *arg)
     return NULL;
 }
 
-int ws_slow_wanted(rnnd_ws *w)
+int ws_slow_wanted(rnnd_ws *w, int binary, size_t len)
 {
-    if (!w->app->cluster)
-        return 0; /* no store: no lookup waits, and no message is on the slow path */
+    if (!binary && len > WS_SLOW_TEXT_BYTES)
+        return 1;
+    if (!w->app->cluster && !w->slow_ever)
+        return 0; /* no lookup waits, and no message of W is on the slow path */
     struct ws_loop *l = w->loop;
     pthread_mutex_lock(&l->slow_mu);
     int behind = w->slow_head || w->slow_busy;
     pthread_mutex_unlock(&l->slow_mu);
-    return behind || !rnnd_cluster_lookup_quick(w->app, w->id);
+    return behind || (w->app->cluster && !rnnd_cluster_lookup_quick(w->app, w->id));
 }
 
 int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len)
 {
     struct ws_loop *l = w->loop;
+    w->slow_ever = 1;
     struct ws_slow_msg *m = malloc(sizeof *m + len);
     if (!m)
         return -1;
