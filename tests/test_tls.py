@@ -312,6 +312,21 @@ class Cors(Case):
                                  headers={"Origin": "https://evil.example",
                                           "Authorization": "Bearer " + API_KEY})
             self.check("access-control-allow-origin" not in h, "another origin: no CORS headers")
+            # a WebSocket upgrade checks Origin itself (browsers apply no CORS to sockets)
+            sid = d.request("POST", "/v1/sessions", {"model": "charlm"},
+                            headers={"Authorization": "Bearer " + API_KEY})[2]["id"]
+
+            def upgrade(origin):
+                with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
+                    c.sendall(("GET /v1/sessions/%s/ws HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               "Sec-WebSocket-Version: 13\r\nOrigin: %s\r\n"
+                               "Authorization: Bearer %s\r\n\r\n"
+                               % (sid, origin, API_KEY)).encode())
+                    return int(c.recv(4096).split()[1])
+            self.eq(upgrade("https://a.example"), 101, "a socket for an allowed origin")
+            self.eq(upgrade("https://evil.example"), 403, "no socket for another origin")
             d.stop()
 
 

@@ -583,18 +583,25 @@ class WS(Case):
                    "steps)" % steps)
 
     def test_origin_of_another_site_refused(self):
-        """Browsers apply no CORS to WebSockets, so the upgrade itself checks Origin: the
-        daemon's own origin and those of cors_origins (none here) may open a socket, another
-        gets 403 (trial 26: a page of any origin could read a session's replies)."""
+        """Browsers apply no CORS to WebSockets, so the upgrade itself checks Origin: only the
+        origins of cors_origins (none here) may open a socket; any other gets 403 (trial 26:
+        a page of any origin could read a session's replies), the daemon's "own" origin by
+        its Host too (trial 27: a rebound DNS name sends a matching Host and Origin)."""
         s = self.new()
-        w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s,
-                  headers={"Origin": "https://evil.example"})
-        self.eq(w.status, 403, "an upgrade from another origin")
-        w.sock.close()
+        for origin, host in (("https://evil.example", None),
+                             ("http://evil.example:%d" % self.d.port,
+                              "evil.example:%d" % self.d.port),
+                             ("http://127.0.0.1:%d" % self.d.port, None)):
+            hdrs = {"Origin": origin}
+            if host:
+                hdrs["Host"] = host
+            w = RawWS(self.d.port, "/v1/sessions/%s/ws" % s, headers=hdrs)
+            self.eq(w.status, 403, "an upgrade from %s (Host %s)" % (origin, host))
+            w.sock.close()
         self.eq(self.steps(s), 0, "nothing ran")
-        w = self.open(s, headers={"Origin": "http://127.0.0.1:%d" % self.d.port})
+        w = self.open(s)
         self.eq(w.request({"op": "step", "inputs": [[0.0] * DIM]})["status"], 200,
-                "the daemon's own origin opens a socket")
+                "without an Origin (not a browser) the upgrade is served")
 
     def ws_duration(self):
         """(count, sum) of the /ws route's request duration histogram."""
