@@ -430,6 +430,18 @@ struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, 
     return p;
 }
 
+void ws_bridge_refuse(rnnd_ws *w, struct ws_pending *p)
+{
+    (void)w;
+    if (atomic_load(&p->r->flags) & F_GONE)
+        rnnd_reply_error(p->r, RNND_E_UNAVAILABLE,
+                         "the socket closed before this request started: nothing ran");
+    else
+        rnnd_reply_error(p->r, RNND_E_UNAVAILABLE,
+                         "the server is shutting down: this request did not start");
+    req_done(p->r);
+}
+
 void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len)
 {
     if (binary)

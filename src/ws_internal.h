@@ -188,6 +188,9 @@ void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t
  * to SEND(W, binary, data, len). The loop thread. Returns the number sent. */
 size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
+/* Answer P 503 without starting it (ws_slow.c: its socket closed, or the server drains,
+ * while it waited for a worker). */
+void ws_bridge_refuse(rnnd_ws *w, struct ws_pending *p);
 /* Whether W's requests have all been answered. */
 int ws_bridge_idle(rnnd_ws *w);
 /* The socket is closing: its generations, streamed or not, stop at their next token. */

@@ -79,7 +79,12 @@ static void *slow_main(void *arg)
             w->slow_tail = NULL;
         w->slow_busy = 1;
         pthread_mutex_unlock(&l->slow_mu);
-        ws_bridge_start(w, m->p, m->binary, m->data, m->len);
+        /* not started once its socket closed or the server drains: a queue of long messages
+         * (or of lookups that wait on the store) must not hold the close or the shutdown */
+        if ((atomic_load(&m->p->r->flags) & F_GONE) || atomic_load(&w->app->draining))
+            ws_bridge_refuse(w, m->p);
+        else
+            ws_bridge_start(w, m->p, m->binary, m->data, m->len);
         pthread_mutex_lock(&w->mu);
         m->p->starting = 0; /* the loop may now send its reply and free it */
         pthread_mutex_unlock(&w->mu);
