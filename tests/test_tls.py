@@ -24,7 +24,7 @@ import unittest
 
 from concurrent.futures import ThreadPoolExecutor
 
-from daemon_util import (Case, Daemon, RNND_BIN, contract_check, head_bytes, head_shapes,
+from daemon_util import (ASAN, Case, Daemon, RNND_BIN, contract_check, head_bytes, head_shapes,
                          read_http_response, tmpdir)
 
 WORK = tmpdir("tls")
@@ -266,10 +266,16 @@ class WssLatency(Case):
             r, lat, n, dt = asyncio.run(asyncio.wait_for(go(), 60))
             self.eq(r["status"], 200, "steps over wss")
             med = sorted(lat)[len(lat) // 2]
-            self.check(med < 0.010, "20 wss step round trips: median %.2f ms (< 10 ms; was ~44 ms)"
-                       % (med * 1e3))
-            self.check(n > 90000 and dt < 1.0,
-                       "a %d-byte wss reply took %.3f s (> 90 KB within 1 s; was over 1 s)" % (n, dt))
+            # Under ASan the sanitizer's interceptors make libmicrohttpd's forwarding of
+            # 4-byte records ~10x slower (48-51 ms a round trip with TCP_NODELAY set, strace
+            # shows): there the bounds only catch a hang; the plain build (CI step 1) holds
+            # the Nagle regression to 10 ms.
+            rt, big_s = (0.200, 10.0) if ASAN else (0.010, 1.0)
+            self.check(med < rt, "20 wss step round trips: median %.2f ms (< %d ms; was ~44 ms)"
+                       % (med * 1e3, rt * 1e3))
+            self.check(n > 90000 and dt < big_s,
+                       "a %d-byte wss reply took %.3f s (> 90 KB within %d s; was over 1 s)"
+                       % (n, dt, big_s))
             d.stop()
 
 
