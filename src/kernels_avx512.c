@@ -170,7 +170,7 @@ static const tile_row tiles_by_type[3][MAX_NB] = {
 #define TILE_NB MAX_NB
 #endif
 #ifndef X_BLOCK_BYTES
-#define X_BLOCK_BYTES (256u << 10) /* inputs of one batch block: a quarter of L2 */
+#define X_BLOCK_BYTES (512u << 10) /* inputs of one batch block: half of L2 (docs/kernels.md) */
 #endif
 
 /* Batch rows [b_begin, b_end) of a gemv: as few batch tiles as fit, of balanced sizes (B =
