@@ -127,6 +127,12 @@ const char *rnnd_req_param(const rnnd_req *r, int i)
     return i >= 0 && i < MAX_PARAMS ? r->params[i] : "";
 }
 json_t *rnnd_req_body(const rnnd_req *r) { return r->json; }
+
+void rnnd_req_drop_body(rnnd_req *r)
+{
+    json_decref(r->json);
+    r->json = NULL;
+}
 rnnd_memhold *rnnd_req_mem(rnnd_req *r) { return &r->mem; }
 rnnd_app *rnnd_req_app(const rnnd_req *r) { return r->http->app; }
 

@@ -72,6 +72,10 @@ const char *rnnd_req_param(const rnnd_req *r, int i);
 const char *rnnd_req_query(rnnd_req *r, const char *key);
 /* The decoded body (an object), or NULL when the body was empty. Owned by the request. */
 json_t *rnnd_req_body(const rnnd_req *r);
+/* Free R's decoded body once its handler has run (handlers read it before they queue their
+ * work): the thread that decoded a long body frees its tree, not the one that sends the
+ * reply. rnnd_req_body is NULL afterwards. */
+void rnnd_req_drop_body(rnnd_req *r);
 /* Routes whose handler decodes the body itself (RT_RAW_BODY in routes.c's table) get it
  * undecoded: rnnd_req_raw_body gives its bytes (not NUL-terminated; NULL and *LEN 0 when
  * empty or once decoded), rnnd_req_decode decodes it exactly as for every other route

@@ -70,6 +70,11 @@ struct conn {
  * loop, and every other socket, for as long as it sent (trial 25 F1: 4 s of flood, a victim's
  * step 4,011 ms late). 16 KiB: four JSON steps of H = 512, or ~2,700 empty frames. */
 #define READ_PER_TURN (16 * 1024)
+/* Each frame read counts this many bytes more against READ_PER_TURN: a frame costs wslay
+ * and the loop far more than its bytes, and a flood of 1-byte continuation frames (7 bytes
+ * each on the wire, 2,300 a turn) held the loop as the empty pongs had (trial 32: a
+ * victim's p99 160-327 ms). */
+#define FRAME_READ_COST 64
 
 /* At most this many bytes are written to one socket in one turn of the event loop, each write
  * (a system call: one a frame, the header going with its payload) counted SEND_COST bytes more;
@@ -140,6 +145,7 @@ static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
         }
         c->fleft = plen + ((c->fhead[1] & 0x80) ? 4 : 0); /* the mask key, then the payload */
         c->fhead_len = 0;
+        c->turn_read += FRAME_READ_COST;
     }
     return n;
 }
@@ -288,7 +294,7 @@ static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
                         : "internal error");
         return;
     }
-    if (ws_slow_wanted(w, binary, len) && !ws_slow_post(w, p, binary, data, len))
+    if (ws_slow_wanted(w, binary, data, len) && !ws_slow_post(w, p, binary, data, len))
         return;
     ws_bridge_start(w, p, binary, data, len);
 }

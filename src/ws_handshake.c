@@ -127,14 +127,20 @@ static int has_token(const char *v, const char *token)
     return 0;
 }
 
-/* How many Sec-WebSocket-Key fields the request has (MHD's lookup gives only the first). */
-static enum MHD_Result count_key(void *cls, enum MHD_ValueKind kind, const char *name,
-                                 const char *value)
+/* The fields an upgrade must have at most once, which MHD's lookup gives only the first of:
+ * a second Origin went unchecked (trial 32), a second key or version is ambiguous. */
+static const char *const once_fields[] = {"Sec-WebSocket-Key", "Origin", "Sec-WebSocket-Version"};
+#define N_ONCE (sizeof once_fields / sizeof once_fields[0])
+
+static enum MHD_Result count_once(void *cls, enum MHD_ValueKind kind, const char *name,
+                                  const char *value)
 {
     (void)kind;
     (void)value;
-    if (!strcasecmp(name, "Sec-WebSocket-Key"))
-        (*(int *)cls)++;
+    int *n = cls;
+    for (size_t i = 0; i < N_ONCE; i++)
+        if (!strcasecmp(name, once_fields[i]))
+            n[i]++;
     return MHD_YES;
 }
 
@@ -194,6 +200,15 @@ void rnnd_api_session_ws(rnnd_req *r)
                          "Connection: Upgrade (docs/websocket.md)");
         return;
     }
+    int once[N_ONCE] = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_once, once);
+    for (size_t i = 0; i < N_ONCE; i++)
+        if (once[i] > 1) { /* RFC 6455 4.2.1 and RFC 6454 7.3: exactly one */
+            rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
+                             "%d %s headers: an upgrade sends exactly one (RFC 6455 4.2.1)",
+                             once[i], once_fields[i]);
+            return;
+        }
     const char *origin = rnnd_req_header(r, "Origin");
     if (origin && !http_cors_origin(r)) {
         /* browsers apply no CORS to sockets: a page of another origin would read the replies.
@@ -216,13 +231,6 @@ void rnnd_api_session_ws(rnnd_req *r)
         rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
                          "Sec-WebSocket-Version must be 13 (RFC 6455), got %.20s",
                          ver ? ver : "none");
-        return;
-    }
-    int keys = 0;
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_key, &keys);
-    if (keys > 1) { /* RFC 6455 4.2.1: exactly one; an Accept answers only one of them */
-        rnnd_reply_error(r, RNND_E_INVALID_REQUEST,
-                         "%d Sec-WebSocket-Key headers: send exactly one (RFC 6455 4.2.1)", keys);
         return;
     }
     if (!key_ok(key)) {

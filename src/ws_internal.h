@@ -200,13 +200,20 @@ void ws_bridge_cancel(rnnd_ws *w);
 /* Text messages longer than this are decoded on the slow path: decoding JSON up to
  * ws_max_message_bytes on the loop held every socket for 50-250 ms a message. */
 #define WS_SLOW_TEXT_BYTES (64 * 1024)
+/* Shorter text messages with more containers ('{', '[') or values (commas) than these are
+ * decoded there too: 65,435 bytes of empty objects took the loop ~10 ms each (trial 32: a
+ * victim's step p50 146 ms with 16 such sockets). A step of 512 floats is 2 containers and
+ * 511 commas; a message of 100 steps, 102 containers, goes to the slow path. */
+#define WS_SLOW_TEXT_CONTAINERS 64
+#define WS_SLOW_TEXT_VALUES 8192
 /* The slow path's workers run this much nicer than the loop (a thread's own nice value). */
 #define WS_SLOW_NICE 10
-/* Whether W's message (BINARY or text, LEN bytes) must start on the slow path: a text message
- * over WS_SLOW_TEXT_BYTES, an earlier one of W's waits there or runs (order), or the lookup
+/* Whether W's message (BINARY or text, DATA of LEN bytes) must start on the slow path: a text
+ * message over WS_SLOW_TEXT_BYTES or costly to decode (WS_SLOW_TEXT_CONTAINERS,
+ * WS_SLOW_TEXT_VALUES), an earlier one of W's waits there or runs (order), or the lookup
  * of W's session may call the store (rnnd_cluster_lookup_quick). The loop thread; takes the
  * loop's slow_mu once W has used the slow path or in cluster mode. */
-int ws_slow_wanted(rnnd_ws *w, int binary, size_t len);
+int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len);
 /* Queue message DATA of W's pending P to start on a worker (ws_bridge_start), after W's
  * earlier ones; the first call starts the loop's workers. Returns 0, or -1 (out of memory, no
  * worker could start): the caller starts it itself. Takes a reference to W while queued. */
