@@ -59,8 +59,8 @@ static void bench_usage(FILE *f)
     fprintf(f,
             "usage: rnnd bench [OPTIONS]\n"
             "Runs a one-layer model with random weights through the serving code path and\n"
-            "prints one JSON line: cell, mode, H, I, B, T, threads, weights, isa, steps_per_s,\n"
-            "us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
+            "prints one JSON line: cell, mode, H, I, B, T, threads, weights, compute, isa,\n"
+            "steps_per_s, us_per_step (per call), gflops (slstm: also heads, forget).\n\n"
             "  --cell NAME           lstm, gru, rnn, dglstm, mingru, minlstm, slstm or\n"
             "                        clockwork (default lstm); dglstm: two lstm layers of H,\n"
             "                        the second depth-gated\n"

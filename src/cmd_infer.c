@@ -112,8 +112,8 @@ static int run(const char *model_path, const char *input_path, int bf16)
         goto done;
     }
     if (bf16 && rnnd_model_set_compute(model, RNND_COMPUTE_BF16)) {
-        snprintf(err, sizeof err, "--compute bf16: the model's weights are %s, not bf16",
-                 rnnd_weights_name(rnnd_model_get_spec(model)->weights));
+        snprintf(err, sizeof err, "%s: --compute bf16: the model's weights are %s, not bf16",
+                 model_path, rnnd_weights_name(rnnd_model_get_spec(model)->weights));
         report(RNND_E_UNSUPPORTED, err);
         goto done;
     }

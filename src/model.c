@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,10 +266,13 @@ static int quantize(lctx *c, rnnd_model *m, const rnnd_req_tensor *need, tentry 
             const unsigned char *ss = data + scales[r]->begin;
             for (size_t j = 0; j < rows; j++) {
                 memcpy(&s[j], ss + 4 * j, sizeof(float));
-                if (!(s[j] >= 0.0f) || isinf(s[j]))
+                /* past FLT_MAX / 127 a weight of 127 would be infinite; quantizing a
+                 * finite matrix never gives more */
+                if (!(s[j] >= 0.0f) || !(s[j] <= FLT_MAX / 127.0f))
                     return BAD(c, scales[r]->name,
-                               "element %zu: %.9g is not a scale (finite and >= 0)", j,
-                               (double)s[j]);
+                               "element %zu: %.9g is not a scale (finite, >= 0 and at most "
+                               "FLT_MAX / 127 = %.9g, so that 127 times it is finite)",
+                               j, (double)s[j], (double)(FLT_MAX / 127.0f));
             }
         } else {
             for (size_t j = 0; j < rows; j++) {
@@ -331,6 +335,29 @@ static int check_clock_blocks(lctx *c, const rnnd_model_spec *s)
                 }
             }
         }
+    }
+    return 0;
+}
+
+/* Every element of E finite: a NaN or infinity in a weight makes every output that reads
+ * it non-finite, so each request would fail numeric_error, blaming its inputs (trial 31).
+ * The converter refuses such weights too. */
+static int check_finite(lctx *c, const tentry *e, const unsigned char *src)
+{
+    for (size_t i = 0; i < (size_t)e->count; i++) {
+        float v;
+        if (e->dtype == RNND_WEIGHTS_F32) {
+            memcpy(&v, src + 4 * i, sizeof v);
+        } else if (e->dtype == RNND_WEIGHTS_BF16 || e->dtype == RNND_WEIGHTS_F16) {
+            uint16_t u;
+            memcpy(&u, src + 2 * i, sizeof u);
+            v = e->dtype == RNND_WEIGHTS_BF16 ? rnnd_bf16_to_f32(u) : rnnd_f16_to_f32(u);
+        } else {
+            return 0; /* I8: integers */
+        }
+        if (!isfinite(v))
+            return BAD(c, e->name, "element %zu: %.9g (a model's numbers must be finite)", i,
+                       (double)v);
     }
     return 0;
 }
@@ -398,6 +425,8 @@ static int bind_tensors(lctx *c, rnnd_model *m, tentry *t, size_t n, const unsig
                      dtype_names[e->dtype], rnnd_weights_name(m->spec.weights));
             goto out;
         }
+        if ((rc = check_finite(c, e, data + e->begin)))
+            goto out;
         e->used = 1;
         bound[r] = e;
         *need[r].dst = (const float *)(const void *)(data + e->begin);

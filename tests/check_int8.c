@@ -468,16 +468,42 @@ START_TEST(load_refusals)
     const float sneg[2] = {0.5f, -0.5f}, sinf[2] = {INFINITY, 0.5f};
     img = small(q8, "I8", qW, sizeof qW, sneg, sizeof sneg, NULL, 0, &len);
     expect_refused("scale_neg", img, len, "layers.0.0.W.scale",
-                   "element 1: -0.5 is not a scale (finite and >= 0)");
+                   "element 1: -0.5 is not a scale (finite, >= 0 and at most");
     free(img);
     img = small(q8, "I8", qW, sizeof qW, sinf, sizeof sinf, NULL, 0, &len);
     expect_refused("scale_inf", img, len, "layers.0.0.W.scale", "element 0: inf is not a scale");
+    free(img);
+    /* a scale past FLT_MAX / 127 makes a weight of 127 infinite (trial 31, F2) */
+    const float shuge[2] = {0.5f, 3.4e38f};
+    img = small(q8, "I8", qW, sizeof qW, shuge, sizeof shuge, NULL, 0, &len);
+    expect_refused("scale_huge", img, len, "layers.0.0.W.scale",
+                   "element 1: 3.39999995e+38 is not a scale (finite, >= 0 and at most "
+                   "FLT_MAX / 127 = 2.67938871e+36, so that 127 times it is finite)");
+    free(img);
+    /* a number that is not finite, in a model of any weight type (trial 31, F1: f32, bf16
+     * and f16 models loaded, and every request failed numeric_error) */
+    const float finf[6] = {1, 2, 3, 4, 5, -INFINITY};
+    img = small(Q8_ARCH(""), "F32", finf, sizeof finf, NULL, 0, NULL, 0, &len);
+    expect_refused("f32_inf", img, len, "layers.0.0.W",
+                   "element 5: -inf (a model's numbers must be finite)");
+    free(img);
+    const uint16_t hnan[6] = {0x3f80, 0x3f80, 0x7fc0, 0, 0, 0};
+    img = small(Q8_ARCH("\"weights\": \"bf16\", "), "BF16", hnan, sizeof hnan, NULL, 0, NULL,
+                0, &len);
+    expect_refused("bf16_nan", img, len, "layers.0.0.W",
+                   "element 2: nan (a model's numbers must be finite)");
+    free(img);
+    const uint16_t finf16[6] = {0x3c00, 0x7c00, 0, 0, 0, 0};
+    img = small(Q8_ARCH("\"weights\": \"f16\", "), "F16", finf16, sizeof finf16, NULL, 0,
+                NULL, 0, &len);
+    expect_refused("f16_inf", img, len, "layers.0.0.W",
+                   "element 1: inf (a model's numbers must be finite)");
     free(img);
     /* an F32 matrix that is not finite cannot be quantized */
     const float fnan[6] = {1, 2, 3, 4, NAN, 6};
     img = small(q8, "F32", fnan, sizeof fnan, NULL, 0, NULL, 0, &len);
     expect_refused("f32_nan", img, len, "layers.0.0.W",
-                   "element 4: nan (an int8 matrix must be finite to be quantized)");
+                   "element 4: nan (a model's numbers must be finite)");
     free(img);
     /* a scale beside an F32 matrix */
     const float fW[6] = {1, 2, 3, 4, 5, 6};

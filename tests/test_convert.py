@@ -1262,6 +1262,16 @@ class Refusals(Case):
         p = write_native("nat", dict(arch, weights="gone.npz"), t, weights_key=False)
         refuse("a missing weights file", [p], tmp("gone.npz"), "weights file not found",
                child=True)
+        # "weights" names the .npz, not the weight type (trials 30 and 31): the message says so
+        p = write_native("nat", dict(arch, weights="int8"), t, weights_key=False)
+        refuse("a weight type as the weights file", [p], tmp("int8"),
+               "weights file not found: \"weights\" names the .npz of the weights, not their "
+               "type (rnnd-convert --weight-type int8)", child=True)
+        # a weight that is not finite is named (trial 30)
+        p = write_native("nat", arch, dict(t, **{"layers.0.0.R": np.where(
+            np.arange(16).reshape(4, 4) == 7, np.inf, rng.normal(size=(4, 4)))}))
+        refuse("an infinite weight", [p], p, "layers.0.0.R: element 7 is inf (NaN or Inf: "
+               "the weights must be finite)")
         p = write_native("nat", arch, dict(t, **{"layers.0.0.R": rng.normal(size=(4, 5))}))
         refuse("a bad tensor shape", [p], p, "layers.0.0.R: shape [4, 5], expected [4, 4]")
         p = write_native("nat", arch, dict(t, extra=np.zeros(2)))

@@ -479,7 +479,9 @@ def check_compute_served():
     models = {w: ensure_converted(name, w) for w in ("f32", "bf16")}
     p = run([RNND_BIN, "infer", "--model", models["f32"], "--compute", "bf16"],
             input=json.dumps({"inputs": [seq]}))
-    if p.returncode != 1 or "weights are f32, not bf16" not in p.stderr:
+    # the message names the file (trial 31, F3)
+    if p.returncode != 1 or "%s: --compute bf16: the model's weights are f32, not bf16" % (
+            models["f32"]) not in p.stderr:
         C.fail_check("infer --compute bf16 of an f32 model: exit %d: %s"
                      % (p.returncode, p.stderr.strip()))
     want = {"bf16": infer(models["bf16"], [seq], "auto", "bf16")[0],

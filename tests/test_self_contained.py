@@ -26,7 +26,10 @@ SRCDIR = os.environ.get("RNND_SRCDIR") or os.path.dirname(os.path.dirname(os.pat
 TREES = ["tests", "bench", "tools", "docs", "man", "conf", "systemd", "debian", "deploy",
          "clients", ".ci"]
 FILES = ["Makefile.am", "configure.ac", "README.md"]
-SKIP_DIRS = {".deps", ".libs", "tmp", "__pycache__", "corpus", "autom4te.cache", ".git"}
+# node_modules: what `npm ci --prefix bench/ort` installs for bench/compare, third parties'
+# files (their READMEs name /home/...), not the project's
+SKIP_DIRS = {".deps", ".libs", "tmp", "__pycache__", "corpus", "autom4te.cache", ".git",
+             "node_modules"}
 # built from pieces so that this file does not match itself
 FORBIDDEN = ["../" + "shared", "shared" + "/golden", "/" + "work/", "/" + "home/"]
 # (file, text on the line): relative paths that are data, never opened

@@ -566,7 +566,9 @@ def _validate_tensors(model):
         if a.dtype != np.float32:
             raise ConvertError("%s: dtype %s, expected float32" % (name, a.dtype))
         if not np.all(np.isfinite(a)):
-            raise ConvertError("%s: contains NaN or Inf" % name)
+            bad = int(np.flatnonzero(~np.isfinite(a))[0])
+            raise ConvertError("%s: element %d is %s (NaN or Inf: the weights must be finite)"
+                               % (name, bad, a.flat[bad]))
     extra = sorted(set(have) - {n for n, _ in want})
     if extra:
         raise ConvertError("%s: not used by the architecture" % extra[0])

@@ -332,6 +332,10 @@ def load(path, weights=None):
         if not isinstance(w, str) or not w:
             raise ConvertError("no weights: give a \"weights\" key (an .npz path) or --weights")
         weights = os.path.join(os.path.dirname(os.path.abspath(path)), w)
+        if w in ("f32", "bf16", "f16", "int8") and not os.path.exists(weights):
+            raise ConvertError("weights file not found: \"weights\" names the .npz of the "
+                               "weights, not their type (rnnd-convert --weight-type %s)" % w,
+                               path=weights)
     tensors = load_npz(weights)
     attach_weights(m, tensors, os.path.basename(weights))
     return m
