@@ -316,9 +316,22 @@ static void check_trailers(rnnd_req *r)
  * rest of the body): done for ambiguous framing, when the body is declared over the limit,
  * and for any refusal of a chunked body, whose size nobody knows; other refusals read and
  * drop their declared body first so the connection survives. */
+/* URL in origin form: an absolute-form target ("http://host:port/path", RFC 9112 3.2.2,
+ * which a server must accept) is routed on its path; the authority is not checked, as Host
+ * is not. */
+static const char *origin_form(const char *url)
+{
+    size_t skip = !strncasecmp(url, "http://", 7) ? 7 : !strncasecmp(url, "https://", 8) ? 8 : 0;
+    if (!skip)
+        return url;
+    const char *path = strchr(url + skip, '/');
+    return path ? path : "/";
+}
+
 static int begin(rnnd_req *r, const char *url, const char *method, const char *version)
 {
     rnnd_app *app = r->http->app;
+    url = origin_form(url);
     snprintf(r->path, sizeof r->path, "%s", url);
     r->method = parse_method(method);
     r->http10 = !strcmp(version, MHD_HTTP_VERSION_1_0);

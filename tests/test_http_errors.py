@@ -269,6 +269,14 @@ class Refusals(Case):
                            + b"\r\n" + b"10\r\n" + b"0" * 16 + b"\r\n0\r\n\r\n", timeout=5)
         self.check(out.startswith(b"HTTP/1.1 413") and b'"limit_exceeded"' in out,
                    "chunked body over the limit: 413 (%r)" % out[:30])
+        # an absolute-form target (RFC 9112 3.2.2: a server must accept it) is routed on its
+        # path; it got 404 before
+        for target, want in ((b"http://127.0.0.1:%d/v1/models" % d.port, b"HTTP/1.1 200"),
+                             (b"HTTPS://rnnd.example/v1/models", b"HTTP/1.1 200"),
+                             (b"http://rnnd.example/v1/nowhere", b"HTTP/1.1 404")):
+            out = raw_exchange(d.port, b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                               b"\r\n" % target)
+            self.check(out.startswith(want), "GET %s: %r, want %r" % (target, out[:20], want))
         self.check(d.alive() and d.request("GET", "/healthz")[0] == 200,
                    "daemon serves after raw-socket abuse")
         st, _, _ = d.request("GET", "/metrics")
