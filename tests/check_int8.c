@@ -488,14 +488,14 @@ START_TEST(load_refusals)
                    "element 5: -inf (a model's numbers must be finite)");
     free(img);
     const uint16_t hnan[6] = {0x3f80, 0x3f80, 0x7fc0, 0, 0, 0};
-    img = small(Q8_ARCH("\"weights\": \"bf16\", "), "BF16", hnan, sizeof hnan, NULL, 0, NULL,
-                0, &len);
+    img = small(Q8_ARCH("\"weights\": \"bf16\", "), "BF16", hnan, sizeof hnan, NULL, 0, NULL, 0,
+                &len);
     expect_refused("bf16_nan", img, len, "layers.0.0.W",
                    "element 2: nan (a model's numbers must be finite)");
     free(img);
     const uint16_t finf16[6] = {0x3c00, 0x7c00, 0, 0, 0, 0};
-    img = small(Q8_ARCH("\"weights\": \"f16\", "), "F16", finf16, sizeof finf16, NULL, 0,
-                NULL, 0, &len);
+    img = small(Q8_ARCH("\"weights\": \"f16\", "), "F16", finf16, sizeof finf16, NULL, 0, NULL, 0,
+                &len);
     expect_refused("f16_inf", img, len, "layers.0.0.W",
                    "element 1: inf (a model's numbers must be finite)");
     free(img);
