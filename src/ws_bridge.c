@@ -625,6 +625,10 @@ size_t ws_bridge_flush(rnnd_ws *w,
         }
         if (r->status == 404 || r->status == 410)
             w->session_gone = 1;
+        if (p->slow) {
+            ws_slow_discard(w->loop, p);
+            continue;
+        }
         http_req_free(w->h, r);
         free(p->msg);
         free(p->sbuf);

@@ -294,8 +294,10 @@ static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
                         : "internal error");
         return;
     }
-    if (ws_slow_wanted(w, binary, data, len) && !ws_slow_post(w, p, binary, data, len))
+    size_t cost;
+    if (ws_slow_wanted(w, binary, data, len, &cost) && !ws_slow_post(w, p, binary, data, len))
         return;
+    c->turn_read += cost * WS_COST_READ_BYTES; /* its decoding is this turn's work */
     ws_bridge_start(w, p, binary, data, len);
 }
 

@@ -72,6 +72,7 @@ struct ws_loop {
     pthread_t slow_threads[WS_SLOW_THREADS];
     size_t n_slow_threads; /* started (by the first message of the slow path) */
     int slow_quit;
+    struct ws_pending *garbage; /* answered requests of the slow path, for a worker to free */
 };
 
 /* One request of a socket, from its frame to its reply (ws_bridge.c). */
@@ -84,6 +85,7 @@ struct ws_pending {
     size_t slen;
     int done;     /* its reply is set (guarded by the socket's mutex) */
     int starting; /* a slow-path worker still runs its start: the loop leaves it (the mutex) */
+    int slow;     /* started on the slow path: freed there too (ws_slow_discard) */
     int binary;   /* came as a binary frame */
     int has_seq;  /* the client gave "seq" */
     int64_t seq;  /* echoed in the reply */
@@ -200,20 +202,27 @@ void ws_bridge_cancel(rnnd_ws *w);
 /* Text messages longer than this are decoded on the slow path: decoding JSON up to
  * ws_max_message_bytes on the loop held every socket for 50-250 ms a message. */
 #define WS_SLOW_TEXT_BYTES (64 * 1024)
-/* Shorter text messages with more containers ('{', '[') or values (commas) than these are
- * decoded there too: 65,435 bytes of empty objects took the loop ~10 ms each (trial 32: a
- * victim's step p50 146 ms with 16 such sockets). A step of 512 floats is 2 containers and
- * 511 commas; a message of 100 steps, 102 containers, goes to the slow path. */
-#define WS_SLOW_TEXT_CONTAINERS 64
-#define WS_SLOW_TEXT_VALUES 8192
+/* Shorter text messages whose decoding would cost more than WS_SLOW_TEXT_COST go there too.
+ * The cost, counted outside strings: a comma 1, an opening bracket ('{', '[')
+ * WS_BRACKET_COST; inside strings a byte 1/16. 65,435 bytes of empty objects took the loop
+ * ~10 ms each (trial 32: a victim's p50 146 ms with 16 sockets), 16 KB of 8,150 zeros ~1 ms
+ * (trial 33: p50 205 ms with 64 sockets); a bracket inside a string costs nothing (trial
+ * 33: a prompt of 65 '{' went to the slow path and queued behind attackers). A step of 512
+ * floats costs 543; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
+#define WS_SLOW_TEXT_COST 2048
+#define WS_BRACKET_COST 16
+/* A message started on the loop counts this many bytes a unit of cost against the socket's
+ * read share of the turn (ws_conn.c, READ_PER_TURN): one message of WS_SLOW_TEXT_COST takes
+ * the socket's turn, so many sockets of dense messages get one each a turn. */
+#define WS_COST_READ_BYTES 8
 /* The slow path's workers run this much nicer than the loop (a thread's own nice value). */
 #define WS_SLOW_NICE 10
 /* Whether W's message (BINARY or text, DATA of LEN bytes) must start on the slow path: a text
- * message over WS_SLOW_TEXT_BYTES or costly to decode (WS_SLOW_TEXT_CONTAINERS,
- * WS_SLOW_TEXT_VALUES), an earlier one of W's waits there or runs (order), or the lookup
+ * message over WS_SLOW_TEXT_BYTES or costing more than WS_SLOW_TEXT_COST to decode (*COST:
+ * that cost, 0 for a binary one), an earlier one of W's waits there or runs (order), or the lookup
  * of W's session may call the store (rnnd_cluster_lookup_quick). The loop thread; takes the
  * loop's slow_mu once W has used the slow path or in cluster mode. */
-int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len);
+int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len, size_t *cost);
 /* Queue message DATA of W's pending P to start on a worker (ws_bridge_start), after W's
  * earlier ones; the first call starts the loop's workers. Returns 0, or -1 (out of memory, no
  * worker could start): the caller starts it itself. Takes a reference to W while queued. */
@@ -222,6 +231,12 @@ int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *da
  * messages are all started then), and free it. */
 void ws_slow_init(struct ws_loop *l);
 void ws_slow_stop(struct ws_loop *l);
+/* Free P, an answered request of the slow path, and its reply on a worker, not on the loop:
+ * they were allocated by a worker, and free() on the loop would wait for that worker's malloc
+ * arena, whose lock the worker, at its lower priority, may hold while it is not running
+ * (trial 33: the loop blocked in 23-29% of samples, a victim's p99 76-228 ms). Frees them at
+ * once when no worker runs. The loop thread. */
+void ws_slow_discard(struct ws_loop *l, struct ws_pending *p);
 void ws_slow_free(struct ws_loop *l);
 
 #endif

@@ -52,6 +52,35 @@ static void list_push_locked(struct ws_loop *l, rnnd_ws *w)
     pthread_cond_signal(&l->slow_cond);
 }
 
+/* Free the requests of list G (ws_slow_discard). */
+static void free_garbage(struct ws_pending *g)
+{
+    while (g) {
+        struct ws_pending *p = g;
+        g = g->next;
+        http_req_free(p->r->http, p->r);
+        free(p->msg);
+        free(p->sbuf);
+        free(p);
+    }
+}
+
+void ws_slow_discard(struct ws_loop *l, struct ws_pending *p)
+{
+    pthread_mutex_lock(&l->slow_mu);
+    int workers = l->n_slow_threads > 0 && !l->slow_quit;
+    if (workers) {
+        p->next = l->garbage;
+        l->garbage = p;
+        pthread_cond_signal(&l->slow_cond);
+    }
+    pthread_mutex_unlock(&l->slow_mu);
+    if (!workers) {
+        p->next = NULL;
+        free_garbage(p);
+    }
+}
+
 static void *slow_main(void *arg)
 {
     struct ws_loop *l = arg;
@@ -64,8 +93,16 @@ static void *slow_main(void *arg)
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), prio + WS_SLOW_NICE);
     pthread_mutex_lock(&l->slow_mu);
     for (;;) {
-        while (!l->slow && !l->slow_quit)
+        while (!l->slow && !l->garbage && !l->slow_quit)
             pthread_cond_wait(&l->slow_cond, &l->slow_mu);
+        if (l->garbage) {
+            struct ws_pending *g = l->garbage;
+            l->garbage = NULL;
+            pthread_mutex_unlock(&l->slow_mu);
+            free_garbage(g);
+            pthread_mutex_lock(&l->slow_mu);
+            continue;
+        }
         if (!l->slow)
             break;
         rnnd_ws *w = l->slow;
@@ -106,21 +143,36 @@ static void *slow_main(void *arg)
     return NULL;
 }
 
-/* Whether text DATA, LEN bytes, is costly to decode: its containers and values counted by
- * their opening brackets and commas (inside strings too: a count over, never under). */
-static int text_costly(const uint8_t *data, size_t len)
+/* What decoding text DATA, LEN bytes, costs (ws_internal.h, WS_SLOW_TEXT_COST): its values
+ * and containers by their commas and opening brackets outside strings, and its strings by
+ * their bytes. Text that is not JSON costs what it scans as: its decoding fails early. */
+static size_t text_cost(const uint8_t *data, size_t len)
 {
-    size_t open = 0, commas = 0;
+    size_t cost = 0, in_strings = 0;
+    int in_str = 0;
     for (size_t i = 0; i < len; i++) {
-        open += data[i] == '{' || data[i] == '[';
-        commas += data[i] == ',';
+        uint8_t ch = data[i];
+        if (in_str) {
+            in_strings++;
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = 0;
+        } else if (ch == '"') {
+            in_str = 1;
+        } else if (ch == ',') {
+            cost++;
+        } else if (ch == '{' || ch == '[') {
+            cost += WS_BRACKET_COST;
+        }
     }
-    return open > WS_SLOW_TEXT_CONTAINERS || commas > WS_SLOW_TEXT_VALUES;
+    return cost + in_strings / 16;
 }
 
-int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len)
+int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len, size_t *cost)
 {
-    if (!binary && (len > WS_SLOW_TEXT_BYTES || text_costly(data, len)))
+    *cost = binary || len > WS_SLOW_TEXT_BYTES ? 0 : text_cost(data, len);
+    if (!binary && (len > WS_SLOW_TEXT_BYTES || *cost > WS_SLOW_TEXT_COST))
         return 1;
     if (!w->app->cluster && !w->slow_ever)
         return 0; /* no lookup waits, and no message of W is on the slow path */
@@ -138,6 +190,7 @@ int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *da
     struct ws_slow_msg *m = malloc(sizeof *m + len);
     if (!m)
         return -1;
+    p->slow = 1;
     m->next = NULL;
     m->p = p;
     m->binary = binary;
@@ -188,6 +241,11 @@ void ws_slow_stop(struct ws_loop *l)
     for (size_t i = 0; i < n; i++)
         pthread_join(l->slow_threads[i], NULL);
     l->n_slow_threads = 0;
+    pthread_mutex_lock(&l->slow_mu); /* what came after the workers' last look */
+    struct ws_pending *g = l->garbage;
+    l->garbage = NULL;
+    pthread_mutex_unlock(&l->slow_mu);
+    free_garbage(g);
 }
 
 void ws_slow_free(struct ws_loop *l)
