@@ -208,7 +208,7 @@ void ws_bridge_cancel(rnnd_ws *w);
  * ~10 ms each (trial 32: a victim's p50 146 ms with 16 sockets), 16 KB of 8,150 zeros ~1 ms
  * (trial 33: p50 205 ms with 64 sockets); a bracket inside a string costs nothing (trial
  * 33: a prompt of 65 '{' went to the slow path and queued behind attackers). A step of 512
- * floats costs 543; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
+ * floats costs 560; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
 #define WS_SLOW_TEXT_COST 2048
 #define WS_BRACKET_COST 16
 /* A message started on the loop counts this many bytes a unit of cost against the socket's
