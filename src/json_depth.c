@@ -1,16 +1,22 @@
-/* JSON nesting bound (rnnd/json_depth.h). */
+/* JSON nesting bound and decoding cost (rnnd/json_depth.h). */
 #include "config.h"
 #include "rnnd/json_depth.h"
 
+#include <limits.h>
+
 #include "rnnd/status.h"
 
-int rnnd_json_depth_check(const char *text, size_t len, long max)
+/* One pass over TEXT, strings skipped as JSON has them: whether a [ or { outside strings
+ * nests deeper than MAX (then it stops at once), and the decoding cost of what it read. */
+static int scan(const char *text, size_t len, long max, size_t *cost)
 {
     long depth = 0;
     int in_str = 0;
+    size_t units = 0, in_strings = 0;
     for (size_t i = 0; i < len; i++) {
         char ch = text[i];
         if (in_str) {
+            in_strings++;
             if (ch == '\\')
                 i++; /* skip the escaped character, which may be a quote */
             else if (ch == '"')
@@ -20,9 +26,26 @@ int rnnd_json_depth_check(const char *text, size_t len, long max)
         } else if (ch == '[' || ch == '{') {
             if (++depth > max)
                 return RNND_ERR_LIMIT;
+            units += RNND_JSON_BRACKET_COST;
         } else if (ch == ']' || ch == '}') {
             depth--; /* unbalanced text is the parser's to reject */
+        } else if (ch == ',') {
+            units++;
         }
     }
+    *cost = units + in_strings / 16;
     return 0;
+}
+
+int rnnd_json_depth_check(const char *text, size_t len, long max)
+{
+    size_t cost;
+    return scan(text, len, max, &cost);
+}
+
+size_t rnnd_json_decode_cost(const char *text, size_t len)
+{
+    size_t cost = 0;
+    scan(text, len, LONG_MAX, &cost);
+    return cost;
 }

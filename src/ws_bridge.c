@@ -590,8 +590,17 @@ void ws_bridge_cancel(rnnd_ws *w)
     pthread_mutex_unlock(&w->mu);
 }
 
+void ws_bridge_free_pending(struct ws_pending *p)
+{
+    http_req_free(p->r->http, p->r);
+    free(p->msg);
+    free(p->sbuf);
+    free(p);
+}
+
 size_t ws_bridge_flush(rnnd_ws *w,
-                       void (*send)(rnnd_ws *w, int binary, const char *data, size_t len))
+                       void (*send)(rnnd_ws *w, int binary, const char *data, size_t len),
+                       void (*discard)(rnnd_ws *w, struct ws_pending *p))
 {
     size_t sent = 0;
     for (;;) {
@@ -625,14 +634,10 @@ size_t ws_bridge_flush(rnnd_ws *w,
         }
         if (r->status == 404 || r->status == 410)
             w->session_gone = 1;
-        if (p->slow) {
-            ws_slow_discard(w->loop, p);
-            continue;
-        }
-        http_req_free(w->h, r);
-        free(p->msg);
-        free(p->sbuf);
-        free(p);
+        if (p->slow)
+            discard(w, p);
+        else
+            ws_bridge_free_pending(p);
     }
 }
 

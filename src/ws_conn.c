@@ -375,7 +375,7 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         return 1;
     for (;;) {
         /* the replies go at once: no wait for EPOLLOUT first on a socket that is writable */
-        if (ws_bridge_flush(w, send_reply) && wslay_event_want_write(c->ctx) &&
+        if (ws_bridge_flush(w, send_reply, ws_slow_discard) && wslay_event_want_write(c->ctx) &&
             wslay_event_send(c->ctx))
             return 1;
         if (w->session_gone)
@@ -460,7 +460,7 @@ int ws_conn_finish(rnnd_ws *w)
         w->conn_finishing = 1;
         ws_bridge_cancel(w);
     }
-    ws_bridge_flush(w, send_reply);
+    ws_bridge_flush(w, send_reply, ws_slow_discard);
     if (!ws_bridge_idle(w))
         return 0;
     if (c && c->ctx) {

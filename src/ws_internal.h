@@ -187,9 +187,13 @@ struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, 
  * or answer it at once. On the loop thread, or on a worker of the slow path (ws_slow.c). */
 void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len);
 /* Make the replies of the finished requests at the head of W's list, in order, and pass each
- * to SEND(W, binary, data, len). The loop thread. Returns the number sent. */
+ * to SEND(W, binary, data, len); then free each, or pass one started on the slow path to
+ * DISCARD(W, p) (ws_slow_discard). The loop thread. Returns the number sent. */
 size_t ws_bridge_flush(rnnd_ws *w,
-                       void (*send)(rnnd_ws *w, int binary, const char *data, size_t len));
+                       void (*send)(rnnd_ws *w, int binary, const char *data, size_t len),
+                       void (*discard)(rnnd_ws *w, struct ws_pending *p));
+/* Free answered request P and its reply (any thread; P is off its socket's list). */
+void ws_bridge_free_pending(struct ws_pending *p);
 /* Answer P 503 without starting it (ws_slow.c: its socket closed, or the server drains,
  * while it waited for a worker). */
 void ws_bridge_refuse(rnnd_ws *w, struct ws_pending *p);
@@ -202,15 +206,14 @@ void ws_bridge_cancel(rnnd_ws *w);
 /* Text messages longer than this are decoded on the slow path: decoding JSON up to
  * ws_max_message_bytes on the loop held every socket for 50-250 ms a message. */
 #define WS_SLOW_TEXT_BYTES (64 * 1024)
-/* Shorter text messages whose decoding would cost more than WS_SLOW_TEXT_COST go there too.
- * The cost, counted outside strings: a comma 1, an opening bracket ('{', '[')
- * WS_BRACKET_COST; inside strings a byte 1/16. 65,435 bytes of empty objects took the loop
+/* Shorter text messages whose decoding would cost more than WS_SLOW_TEXT_COST go there too
+ * (rnnd_json_decode_cost: outside strings a comma 1, an opening bracket 16; inside strings
+ * 16 bytes 1). 65,435 bytes of empty objects took the loop
  * ~10 ms each (trial 32: a victim's p50 146 ms with 16 sockets), 16 KB of 8,150 zeros ~1 ms
  * (trial 33: p50 205 ms with 64 sockets); a bracket inside a string costs nothing (trial
  * 33: a prompt of 65 '{' went to the slow path and queued behind attackers). A step of 512
  * floats costs 560; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
 #define WS_SLOW_TEXT_COST 2048
-#define WS_BRACKET_COST 16
 /* A message started on the loop counts this many bytes a unit of cost against the socket's
  * read share of the turn (ws_conn.c, READ_PER_TURN): one message of WS_SLOW_TEXT_COST takes
  * the socket's turn, so many sockets of dense messages get one each a turn. */
@@ -236,7 +239,7 @@ void ws_slow_stop(struct ws_loop *l);
  * arena, whose lock the worker, at its lower priority, may hold while it is not running
  * (trial 33: the loop blocked in 23-29% of samples, a victim's p99 76-228 ms). Frees them at
  * once when no worker runs. The loop thread. */
-void ws_slow_discard(struct ws_loop *l, struct ws_pending *p);
+void ws_slow_discard(rnnd_ws *w, struct ws_pending *p);
 void ws_slow_free(struct ws_loop *l);
 
 #endif

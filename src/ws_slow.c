@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "cluster.h"
+#include "rnnd/json_depth.h"
 #include "ws_internal.h"
 
 /* A message waiting to start (a copy: wslay's buffer is gone by then). */
@@ -58,15 +59,13 @@ static void free_garbage(struct ws_pending *g)
     while (g) {
         struct ws_pending *p = g;
         g = g->next;
-        http_req_free(p->r->http, p->r);
-        free(p->msg);
-        free(p->sbuf);
-        free(p);
+        ws_bridge_free_pending(p);
     }
 }
 
-void ws_slow_discard(struct ws_loop *l, struct ws_pending *p)
+void ws_slow_discard(rnnd_ws *w, struct ws_pending *p)
 {
+    struct ws_loop *l = w->loop;
     pthread_mutex_lock(&l->slow_mu);
     int workers = l->n_slow_threads > 0 && !l->slow_quit;
     if (workers) {
@@ -143,35 +142,9 @@ static void *slow_main(void *arg)
     return NULL;
 }
 
-/* What decoding text DATA, LEN bytes, costs (ws_internal.h, WS_SLOW_TEXT_COST): its values
- * and containers by their commas and opening brackets outside strings, and its strings by
- * their bytes. Text that is not JSON costs what it scans as: its decoding fails early. */
-static size_t text_cost(const uint8_t *data, size_t len)
-{
-    size_t cost = 0, in_strings = 0;
-    int in_str = 0;
-    for (size_t i = 0; i < len; i++) {
-        uint8_t ch = data[i];
-        if (in_str) {
-            in_strings++;
-            if (ch == '\\')
-                i++;
-            else if (ch == '"')
-                in_str = 0;
-        } else if (ch == '"') {
-            in_str = 1;
-        } else if (ch == ',') {
-            cost++;
-        } else if (ch == '{' || ch == '[') {
-            cost += WS_BRACKET_COST;
-        }
-    }
-    return cost + in_strings / 16;
-}
-
 int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len, size_t *cost)
 {
-    *cost = binary || len > WS_SLOW_TEXT_BYTES ? 0 : text_cost(data, len);
+    *cost = binary || len > WS_SLOW_TEXT_BYTES ? 0 : rnnd_json_decode_cost((const char *)data, len);
     if (!binary && (len > WS_SLOW_TEXT_BYTES || *cost > WS_SLOW_TEXT_COST))
         return 1;
     if (!w->app->cluster && !w->slow_ever)

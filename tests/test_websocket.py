@@ -1240,9 +1240,11 @@ class Limits(Case):
                   "ms, max %.1f ms" % (out.strip(), len(lat), p50, p90, lat[-1] * 1000))
             self.check(int(out) >= 8, "the flood was one (%s messages)" % out.strip())
             self.check(len(lat) >= 20, "the victim stepped through the flood (%d)" % len(lat))
-            bound = 150 if ASAN else 50
-            self.check(p90 < bound, "the victim's p90 step took %.1f ms, under %d ms while four "
-                       "sockets send 800 KB JSON messages" % (p90, bound))
+            # the median: p90 616 ms before the slow path; the p90 moves with the machine's
+            # load (57 ms once in a whole suite beside other tests)
+            bound = 45 if ASAN else 15
+            self.check(p50 < bound, "the victim's median step took %.1f ms, under %d ms while "
+                       "four sockets send 800 KB JSON messages" % (p50, bound))
 
     def test_shutdown_during_big_json(self):
         """SIGTERM while four sockets send 800 KB JSON messages: the messages still waiting

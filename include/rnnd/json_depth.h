@@ -9,4 +9,12 @@
  * RNND_ERR_LIMIT otherwise. Unbalanced text is the parser's to reject. */
 int rnnd_json_depth_check(const char *text, size_t len, long max);
 
+/* What decoding LEN bytes of TEXT would cost, in units of about one value: outside strings a
+ * comma 1 and an opening bracket RNND_JSON_BRACKET_COST (a container costs a parser far more
+ * than a number), inside strings every 16 bytes 1. Text that is not JSON costs what it scans
+ * as (its decoding fails early). The WebSocket loop decodes only cheap text itself
+ * (docs/websocket.md). */
+#define RNND_JSON_BRACKET_COST 16
+size_t rnnd_json_decode_cost(const char *text, size_t len);
+
 #endif
