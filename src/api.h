@@ -80,6 +80,12 @@ void rnnd_api_reply_left(rnnd_req *r, int why);
  * field name for messages. Replies 400/413 and returns -1 on error. */
 int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const char *name,
                     int32_t **ids, size_t *n);
+/* The fewest ids that V, given to rnnd_api_tokens, can give when it gives any: a charge for
+ * that many goes before the text is encoded, so a request the memory budget refuses is not
+ * tokenized first (trial 34: 4,000 characters a step, refused 429 some 4,000 times a second,
+ * were tokenized on the WebSocket event loop first). 0 when V is not a string of E's
+ * tokenizer, or its fewest ids are over max_steps_per_request (rnnd_api_tokens refuses it). */
+size_t rnnd_api_least_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v);
 /* The "generate" field of POST /v1/sessions (NULL V: none): sampling defaults for the
  * session's generations, in a new block (*OUT, NULL when V is NULL). Replies on error. */
 #include "generate.h"

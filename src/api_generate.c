@@ -91,6 +91,14 @@ int rnnd_api_gen_defaults(rnnd_req *r, const rnnd_entry *e, json_t *v, rnnd_gen_
     return 0;
 }
 
+size_t rnnd_api_least_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v)
+{
+    if (!json_is_string(v) || !e->tokenizer)
+        return 0;
+    size_t least = rnnd_tokenizer_min_ids(e->tokenizer, json_string_length(v));
+    return least <= (size_t)rnnd_req_app(r)->cfg->max_steps_per_request ? least : 0;
+}
+
 int rnnd_api_tokens(rnnd_req *r, const rnnd_entry *e, const json_t *v, const char *name,
                     int32_t **ids, size_t *n)
 {
@@ -296,8 +304,8 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         q->p = *defaults;
     else
         rnnd_gen_params_default(&q->p);
-    if (rnnd_api_check_fields(r, body, fields) || parse_params(r, e, body, &q->p) ||
-        rnnd_api_tokens(r, e, json_object_get(body, "prompt"), "prompt", &ids, &n))
+    const json_t *prompt = json_object_get(body, "prompt");
+    if (rnnd_api_check_fields(r, body, fields) || parse_params(r, e, body, &q->p))
         goto fail;
     const json_t *sv = json_object_get(body, "stream");
     if (sv && !json_is_boolean(sv)) {
@@ -305,11 +313,16 @@ static void generate(rnnd_req *r, rnnd_session *s, int tmp)
         goto fail;
     }
     /* the engine's buffers and the reply (a stream buffers the events a client has not read)
-     * are charged before the engine makes them; the charge goes with the request, after the
-     * last byte is sent */
-    if (rnnd_api_charge(r,
-                        rnnd_gen_bytes(e, n, q->p.max_tokens,
-                                       json_is_true(sv) ? SSE_TOKEN_FRAME : JSON_TOKEN_FRAME)))
+     * are charged before the engine makes them, those of the fewest tokens the prompt can
+     * make before it is encoded; the charge goes with the request, after the last byte is
+     * sent */
+    size_t frame = json_is_true(sv) ? SSE_TOKEN_FRAME : JSON_TOKEN_FRAME;
+    size_t least = rnnd_api_least_tokens(r, e, prompt);
+    size_t pre = least ? rnnd_gen_bytes(e, least, q->p.max_tokens, frame) : 0;
+    if ((pre && rnnd_api_charge(r, pre)) || rnnd_api_tokens(r, e, prompt, "prompt", &ids, &n))
+        goto fail;
+    size_t full = rnnd_gen_bytes(e, n, q->p.max_tokens, frame);
+    if (full > pre && rnnd_api_charge(r, full - pre))
         goto fail;
     rnnd_gen_http_start(q, r, s, tmp, json_is_true(sv), ids, n);
     free(ids);

@@ -621,14 +621,18 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
         q->top_k =
             (size_t)a->top_k < (size_t)e->output_dim ? (size_t)a->top_k : (size_t)e->output_dim;
     }
-    size_t n = 0;
+    size_t n = 0, pre = 0;
     int taken = a->sc ? take_scanned(r, a->sc, e, q) : 0;
     if (taken < 0)
         return;
     if (taken) {
         n = a->sc->n_steps;
     } else if (a->text) {
-        if (rnnd_api_tokens(r, e, a->text, "text", &q->tokens, &n))
+        /* the fewest steps the text can make are charged before it is encoded */
+        size_t least = rnnd_api_least_tokens(r, e, a->text);
+        pre = least ? step_bytes(e, least, a->last_only, q->logits, q->top_k) : 0;
+        if ((pre && rnnd_api_charge(r, pre)) ||
+            rnnd_api_tokens(r, e, a->text, "text", &q->tokens, &n))
             return;
     } else {
         const json_t *inputs = a->inputs;
@@ -643,7 +647,8 @@ static void step_submit(rnnd_req *r, const struct step_args *a)
     }
     /* the inputs are bounded by the body; the output rows and the reply are not (a 28 KB
      * body of 4,096 steps asked for a 212 MB reply), so they are charged before they exist */
-    if (rnnd_api_charge(r, step_bytes(e, n, a->last_only, q->logits, q->top_k)))
+    size_t bytes = step_bytes(e, n, a->last_only, q->logits, q->top_k);
+    if (bytes > pre && rnnd_api_charge(r, bytes - pre))
         return;
     size_t rows = a->last_only ? 1 : n;
     q->out = malloc((e->output_dim ? (size_t)e->output_dim : 1) * rows * sizeof *q->out);

@@ -460,10 +460,15 @@ static int make_message(struct ws_pending *p, rnnd_req *r)
             !strcmp(r->hvalue[i], "application/octet-stream");
     if (p->binary && octets && r->status == 200 && r->data) {
         rnnd_ws_reply_seq(r->data, r->dlen, (uint32_t)p->seq);
-        p->msg = r->data;
-        p->msg_len = r->dlen;
         p->msg_binary = 1;
-        r->data = NULL;
+        if (r->dlen > WS_REPLY_INPLACE_BYTES) {
+            p->body = r->data;
+            p->body_len = r->dlen;
+        } else {
+            p->msg = r->data;
+            p->msg_len = r->dlen;
+            r->data = NULL;
+        }
         return 0;
     }
     rnnd_buf b;
@@ -485,7 +490,12 @@ static int make_message(struct ws_pending *p, rnnd_req *r)
     }
     if (blen > 2 && body[0] == '{') {
         rnnd_buf_puts(&b, ",");
-        rnnd_buf_append(&b, body + 1, blen - 1);
+        if (blen - 1 > WS_REPLY_INPLACE_BYTES && body == r->data) {
+            p->body = body + 1;
+            p->body_len = blen - 1;
+        } else {
+            rnnd_buf_append(&b, body + 1, blen - 1);
+        }
     } else {
         rnnd_buf_puts(&b, "}");
     }
@@ -600,7 +610,7 @@ void ws_bridge_free_pending(struct ws_pending *p)
 
 size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len),
-                       void (*discard)(rnnd_ws *w, struct ws_pending *p))
+                       void (*done)(rnnd_ws *w, struct ws_pending *p))
 {
     size_t sent = 0;
     for (;;) {
@@ -628,16 +638,14 @@ size_t ws_bridge_flush(rnnd_ws *w,
         w->in_flight--;
         pthread_mutex_unlock(&w->mu);
         rnnd_req *r = p->r;
+        p->next = NULL;
         if (!p->silent && !p->streaming && !make_message(p, r)) {
-            send(w, p->msg_binary, p->msg, p->msg_len);
+            p->has_msg = 1;
             sent++;
         }
         if (r->status == 404 || r->status == 410)
             w->session_gone = 1;
-        if (p->slow)
-            discard(w, p);
-        else
-            ws_bridge_free_pending(p);
+        done(w, p);
     }
 }
 

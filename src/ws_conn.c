@@ -60,8 +60,12 @@ struct conn {
     uint64_t fmsg;     /* payload bytes declared so far by the current message's frames */
     int fin_open;      /* a fragmented message was begun and not finished */
     int bad_frame;     /* a frame refused at its header: we close with this code (1002, 1009) */
-    size_t turn_read;  /* bytes read in this turn of the loop (READ_PER_TURN) */
-    size_t turn_sent;  /* bytes written in this turn, SEND_COST more a write (WRITE_PER_TURN) */
+    /* long replies queued to wslay as fragmented messages, read from in place (read_reply),
+     * in their order; and their bytes not yet handed to wslay */
+    struct ws_pending *sending, *sending_tail;
+    size_t sending_bytes;
+    size_t turn_read; /* bytes read in this turn of the loop (READ_PER_TURN) */
+    size_t turn_sent; /* bytes written in this turn, SEND_COST more a write (WRITE_PER_TURN) */
 };
 
 /* At most this many bytes are read from one socket in one turn of the event loop, which then
@@ -154,7 +158,7 @@ static size_t frame_check(struct conn *c, const uint8_t *buf, size_t n)
  * MAX_QUEUED_REPLIES of them: the socket is not read until they have gone. */
 static int replies_full(const struct conn *c)
 {
-    return wslay_event_get_queued_msg_length(c->ctx) >
+    return wslay_event_get_queued_msg_length(c->ctx) + c->sending_bytes >
         (size_t)c->w->app->cfg->ws_max_message_bytes ||
         wslay_event_get_queued_msg_count(c->ctx) > MAX_QUEUED_REPLIES;
 }
@@ -349,8 +353,85 @@ static void unpark(struct conn *c)
     }
 }
 
-/* A finished request's reply, queued as one message (ws_bridge_flush's SEND). */
-static void send_reply(rnnd_ws *w, int binary, const char *data, size_t len)
+/* Free P, answered, its reply sent or not to be: one started on the slow path is freed there
+ * (ws_slow_discard). */
+static void dispose(rnnd_ws *w, struct ws_pending *p)
+{
+    if (p->slow)
+        ws_slow_discard(w, p);
+    else
+        ws_bridge_free_pending(p);
+}
+
+/* The next bytes of long reply P (SOURCE) for wslay's frame of at most LEN (4 KiB): its
+ * envelope, then its body in place. P goes once the last is read. */
+static ssize_t read_reply(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
+                          const union wslay_event_msg_source *source, int *eof, void *user)
+{
+    (void)ctx;
+    struct conn *c = user;
+    struct ws_pending *p = source->data;
+    size_t n = 0;
+    if (p->sent < p->msg_len) {
+        n = p->msg_len - p->sent < len ? p->msg_len - p->sent : len;
+        memcpy(buf, p->msg + p->sent, n);
+        p->sent += n;
+    }
+    if (n < len) { /* the envelope is all read */
+        size_t off = p->sent - p->msg_len;
+        size_t k = p->body_len - off < len - n ? p->body_len - off : len - n;
+        memcpy(buf + n, p->body + off, k);
+        p->sent += k;
+        n += k;
+    }
+    c->sending_bytes -= n;
+    if (p->sent == p->msg_len + p->body_len) {
+        *eof = 1;
+        c->sending = p->next; /* P is the first: wslay sends its messages in order */
+        if (!c->sending)
+            c->sending_tail = NULL;
+        dispose(c->w, p);
+    }
+    return (ssize_t)n;
+}
+
+/* A finished request P (ws_bridge_flush's DONE): its reply, if made, queued as one message,
+ * or a long one as fragments read from in place (read_reply); P freed at once, or once
+ * its reply is read. */
+static void reply_done(rnnd_ws *w, struct ws_pending *p)
+{
+    struct conn *c = w->conn;
+    int op = p->msg_binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME;
+    if (!w->ctx || !p->has_msg) {
+        dispose(w, p); /* no reply; or no context: none was made, no request either */
+        return;
+    }
+    w->last_io = rnnd_mono_s();
+    if (!p->body_len) {
+        struct wslay_event_msg m = {(uint8_t)op, (const uint8_t *)p->msg, p->msg_len};
+        if (!wslay_event_queue_msg(w->ctx, &m))
+            rnnd_metrics_ws_message(&w->app->metrics, 1, p->msg_binary);
+        dispose(w, p);
+        return;
+    }
+    struct wslay_event_fragmented_msg m = {.opcode = (uint8_t)op,
+                                           .source.data = p,
+                                           .read_callback = read_reply};
+    if (wslay_event_queue_fragmented_msg(w->ctx, &m)) {
+        dispose(w, p); /* our close went before it: nothing more is sent */
+        return;
+    }
+    rnnd_metrics_ws_message(&w->app->metrics, 1, p->msg_binary);
+    if (c->sending_tail)
+        c->sending_tail->next = p;
+    else
+        c->sending = p;
+    c->sending_tail = p;
+    c->sending_bytes += p->msg_len + p->body_len;
+}
+
+/* A stream's event, queued as one message (ws_bridge_flush's SEND). */
+static void send_event(rnnd_ws *w, int binary, const char *data, size_t len)
 {
     if (!w->ctx)
         return; /* none was made: no request either */
@@ -375,7 +456,7 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         return 1;
     for (;;) {
         /* the replies go at once: no wait for EPOLLOUT first on a socket that is writable */
-        if (ws_bridge_flush(w, send_reply, ws_slow_discard) && wslay_event_want_write(c->ctx) &&
+        if (ws_bridge_flush(w, send_event, reply_done) && wslay_event_want_write(c->ctx) &&
             wslay_event_send(c->ctx))
             return 1;
         if (w->session_gone)
@@ -404,7 +485,8 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         double now = rnnd_mono_s();
         if (stop && !busy && !c->parked)
             queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
-        if (!busy && !c->parked && now - w->last_io >= (double)cfg->ws_idle_timeout_s)
+        if (!busy && !c->parked && !c->sending &&
+            now - w->last_io >= (double)cfg->ws_idle_timeout_s)
             queue_close(c, WSLAY_CODE_GOING_AWAY, "idle timeout (ws_idle_timeout_s)");
         send_close(c);
         int want_write = wslay_event_want_write(c->ctx);
@@ -460,7 +542,7 @@ int ws_conn_finish(rnnd_ws *w)
         w->conn_finishing = 1;
         ws_bridge_cancel(w);
     }
-    ws_bridge_flush(w, send_reply, ws_slow_discard);
+    ws_bridge_flush(w, send_event, reply_done);
     if (!ws_bridge_idle(w))
         return 0;
     if (c && c->ctx) {
@@ -479,6 +561,11 @@ int ws_conn_finish(rnnd_ws *w)
         wslay_event_context_free(c->ctx);
     }
     w->ctx = NULL;
+    while (c && c->sending) { /* replies not wholly sent: wslay frees only its own part */
+        struct ws_pending *p = c->sending;
+        c->sending = p->next;
+        dispose(w, p);
+    }
     while (c && c->parked) {
         struct parked *p = c->parked;
         c->parked = p->next;

@@ -90,9 +90,17 @@ struct ws_pending {
     int has_seq;  /* the client gave "seq" */
     int64_t seq;  /* echoed in the reply */
     char op[16];  /* the text frame's "op" */
-    char *msg;    /* the reply, once made by the loop thread */
+    /* the reply, once made by the loop thread: MSG (owned), then BODY (in the request's own
+     * reply, not copied: a long reply, WS_REPLY_INPLACE_BYTES) */
+    int has_msg;
+    char *msg;
     size_t msg_len;
+    const char *body;
+    size_t body_len;
+    size_t sent; /* bytes of MSG and BODY handed to wslay (ws_conn.c) */
     int msg_binary;
+    /* W's list; once answered, the loop's list of replies being sent (struct conn), or the
+     * slow path's garbage (ws_slow_discard) */
     struct ws_pending *next;
 };
 
@@ -186,12 +194,20 @@ struct ws_pending *ws_bridge_begin(rnnd_ws *w, int binary, const uint8_t *data, 
 /* Start the request of message DATA (W's pending P, from ws_bridge_begin): run its handler,
  * or answer it at once. On the loop thread, or on a worker of the slow path (ws_slow.c). */
 void ws_bridge_start(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len);
-/* Make the replies of the finished requests at the head of W's list, in order, and pass each
- * to SEND(W, binary, data, len); then free each, or pass one started on the slow path to
- * DISCARD(W, p) (ws_slow_discard). The loop thread. Returns the number sent. */
+/* Replies longer than this go from the request's own reply in place, as frames of 4 KiB
+ * (wslay's fragmented messages), not copied into one message: a 4 MB reply (a step of 4,000
+ * characters with "outputs": "all") was copied twice on the loop, ~2,000 page faults each,
+ * and 32 such sockets held every other socket's replies (trial 34: a victim's p50 / p99
+ * 27-32 / 294-311 ms). 16 KiB, a turn's write share: the replies of single steps stay one
+ * frame, one system call. */
+#define WS_REPLY_INPLACE_BYTES (16 * 1024)
+/* Make the replies of the finished requests at the head of W's list, in order: stream events
+ * go to SEND(W, binary, data, len), a copy; every request answered, its reply made (p->has_msg)
+ * or not, goes off the list to DONE(W, p), which owns it from then on. The loop thread.
+ * Returns the number of replies made. */
 size_t ws_bridge_flush(rnnd_ws *w,
                        void (*send)(rnnd_ws *w, int binary, const char *data, size_t len),
-                       void (*discard)(rnnd_ws *w, struct ws_pending *p));
+                       void (*done)(rnnd_ws *w, struct ws_pending *p));
 /* Free answered request P and its reply (any thread; P is off its socket's list). */
 void ws_bridge_free_pending(struct ws_pending *p);
 /* Answer P 503 without starting it (ws_slow.c: its socket closed, or the server drains,

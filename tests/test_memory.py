@@ -208,6 +208,27 @@ class Memory(Case):
                     "two at once: 413 or 429 (%s)" % got)
             attack(d, "4 MB of {} (two at once)", two, FACTOR * 2 * PER_REQUEST + SLACK)
 
+    def test_refused_before_tokenizing(self):
+        """A text step whose reply the memory limits refuse is refused before its text is
+        encoded: the fewest tokens the text can make are charged first (trial 34: 4,000
+        characters a step, refused 429 thousands of times a second, were each tokenized on
+        the WebSocket event loop first). Seen here as which error comes first: a text over
+        the limit with a character not in the vocabulary at its end gets the memory's 413,
+        not the vocabulary's 400; under the limit, the 400."""
+        with Daemon({"charlm": CHARLM}, "--max-request-memory", "1M", env=env()) as d:
+            sid = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+            step = "/v1/sessions/%s/step" % sid
+            s, _, j = d.request("POST", step, {"text": "a" * 4000 + "\u20ac", "outputs": "all"})
+            self.eq((s, code_of(j)), (413, "limit_exceeded"), "4,001 characters: 413")
+            self.check("max_request_memory" in str(j), "it names max_request_memory: %s" % j)
+            s, _, j = d.request("POST", step, {"text": "a" * 40 + "\u20ac", "outputs": "all"})
+            self.eq((s, code_of(j)), (400, "invalid_request"), "41 characters: 400")
+            self.check("U+20AC" in str(j), "it names the character: %s" % j)
+            s, _, j = d.request("POST", step, {"text": "a" * 40, "outputs": "all"})
+            self.eq((s, len(j["outputs"])), (200, 40), "40 characters: 200")
+            self.eq(d.request("GET", "/v1/sessions/" + sid)[2]["steps"], 40,
+                    "only the last stepped")
+
     def test_work_space(self):
         wide = write_model("wide", {"input": vec(1),
                                     "layers": [layer("lstm", 16384, proj_size=1)]})

@@ -33,6 +33,10 @@ void rnnd_tokenizer_free(rnnd_tokenizer *t); /* NULL is a no-op */
 int rnnd_tokenizer_encode(const rnnd_tokenizer *t, const char *text, size_t len, int32_t *ids,
                           size_t cap, size_t *n, char *err, size_t errlen);
 
+/* The fewest ids any LEN bytes of text can encode into: LEN over the longest vocabulary
+ * string's length, rounded up. */
+size_t rnnd_tokenizer_min_ids(const rnnd_tokenizer *t, size_t len);
+
 /* The bytes token ID decodes to (*LEN of them, not NUL-terminated for byte tokens); an id
  * out of range or without a string gives an empty piece. */
 const char *rnnd_tokenizer_piece(const rnnd_tokenizer *t, int32_t id, size_t *len);
