@@ -24,8 +24,10 @@ static int scan(const char *text, size_t len, long max, size_t *cost)
         } else if (ch == '"') {
             in_str = 1;
         } else if (ch == '[' || ch == '{') {
-            if (++depth > max)
+            if (++depth > max) {
+                *cost = units + in_strings / 16;
                 return RNND_ERR_LIMIT;
+            }
             units += RNND_JSON_BRACKET_COST;
         } else if (ch == ']' || ch == '}') {
             depth--; /* unbalanced text is the parser's to reject */
@@ -43,9 +45,9 @@ int rnnd_json_depth_check(const char *text, size_t len, long max)
     return scan(text, len, max, &cost);
 }
 
-size_t rnnd_json_decode_cost(const char *text, size_t len)
+size_t rnnd_json_decode_cost(const char *text, size_t len, long max, int *deep)
 {
     size_t cost = 0;
-    scan(text, len, LONG_MAX, &cost);
+    *deep = scan(text, len, max, &cost) != 0;
     return cost;
 }

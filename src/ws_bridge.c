@@ -236,7 +236,9 @@ static void text_request(rnnd_ws *w, struct ws_pending *p, const uint8_t *data, 
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "an empty text frame: a request is a JSON object");
         goto done;
     }
-    if (rnnd_json_depth_check((const char *)data, len, cfg->max_json_depth)) {
+    /* checked with the decoding cost on the loop (ws_slow_wanted), else here */
+    if (p->depth < 0 ||
+        (!p->depth && rnnd_json_depth_check((const char *)data, len, cfg->max_json_depth))) {
         rnnd_reply_error(r, RNND_E_INVALID_JSON, "JSON nested deeper than max_json_depth (%lld)",
                          (long long)cfg->max_json_depth);
         goto done;

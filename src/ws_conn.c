@@ -299,7 +299,7 @@ static void start(struct conn *c, int binary, const uint8_t *data, size_t len)
         return;
     }
     size_t cost;
-    if (ws_slow_wanted(w, binary, data, len, &cost) && !ws_slow_post(w, p, binary, data, len))
+    if (ws_slow_wanted(w, p, binary, data, len, &cost) && !ws_slow_post(w, p, binary, data, len))
         return;
     c->turn_read += cost * WS_COST_READ_BYTES; /* its decoding is this turn's work */
     ws_bridge_start(w, p, binary, data, len);

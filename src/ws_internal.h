@@ -90,6 +90,8 @@ struct ws_pending {
     int has_seq;  /* the client gave "seq" */
     int64_t seq;  /* echoed in the reply */
     char op[16];  /* the text frame's "op" */
+    int depth;    /* text: its nesting, once checked on the loop: 1 within max_json_depth, -1
+                   * deeper (0: not checked; ws_slow_wanted) */
     /* the reply, once made by the loop thread: MSG (owned), then BODY (in the request's own
      * reply, not copied: a long reply, WS_REPLY_INPLACE_BYTES) */
     int has_msg;
@@ -236,12 +238,14 @@ void ws_bridge_cancel(rnnd_ws *w);
 #define WS_COST_READ_BYTES 8
 /* The slow path's workers run this much nicer than the loop (a thread's own nice value). */
 #define WS_SLOW_NICE 10
-/* Whether W's message (BINARY or text, DATA of LEN bytes) must start on the slow path: a text
- * message over WS_SLOW_TEXT_BYTES or costing more than WS_SLOW_TEXT_COST to decode (*COST:
- * that cost, 0 for a binary one), an earlier one of W's waits there or runs (order), or the lookup
- * of W's session may call the store (rnnd_cluster_lookup_quick). The loop thread; takes the
- * loop's slow_mu once W has used the slow path or in cluster mode. */
-int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len, size_t *cost);
+/* Whether W's message P (BINARY or text, DATA of LEN bytes) must start on the slow path: a
+ * text message over WS_SLOW_TEXT_BYTES or costing more than WS_SLOW_TEXT_COST to decode (*COST:
+ * that cost, 0 for a binary one; the same pass sets P->depth), an earlier one of W's waits
+ * there or runs (order), or the lookup of W's session may call the store
+ * (rnnd_cluster_lookup_quick). The loop thread; takes the loop's slow_mu once W has used the
+ * slow path or in cluster mode. */
+int ws_slow_wanted(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len,
+                   size_t *cost);
 /* Queue message DATA of W's pending P to start on a worker (ws_bridge_start), after W's
  * earlier ones; the first call starts the loop's workers. Returns 0, or -1 (out of memory, no
  * worker could start): the caller starts it itself. Takes a reference to W while queued. */

@@ -142,9 +142,16 @@ static void *slow_main(void *arg)
     return NULL;
 }
 
-int ws_slow_wanted(rnnd_ws *w, int binary, const uint8_t *data, size_t len, size_t *cost)
+int ws_slow_wanted(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *data, size_t len,
+                   size_t *cost)
 {
-    *cost = binary || len > WS_SLOW_TEXT_BYTES ? 0 : rnnd_json_decode_cost((const char *)data, len);
+    *cost = 0;
+    if (!binary && len <= WS_SLOW_TEXT_BYTES) {
+        int deep;
+        *cost = rnnd_json_decode_cost((const char *)data, len, (long)w->app->cfg->max_json_depth,
+                                      &deep);
+        p->depth = deep ? -1 : 1;
+    }
     if (!binary && (len > WS_SLOW_TEXT_BYTES || *cost > WS_SLOW_TEXT_COST))
         return 1;
     if (!w->app->cluster && !w->slow_ever)

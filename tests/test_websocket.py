@@ -909,6 +909,21 @@ class WS(Case):
             got = w.request({"op": "step", "seq": seq})
             self.eq((got["status"], got.get("op")), (400, "step"),
                     "seq %r: the error names the op" % (seq,))
+        # nesting over max_json_depth (32), checked in one pass with the decoding cost: on the
+        # loop, and behind a cost that sends the message to the slow path
+        for what, payload, code in (
+                ("33 levels", b'{"op":"step","x":' + b"[" * 32 + b"]" * 32 + b"}", "invalid_json"),
+                ("32 levels", b'{"op":"step","x":' + b"[" * 31 + b"]" * 31 + b"}",
+                 "invalid_request"),
+                ("3,000 commas, then 33 levels", b'{"op":"step","y":[' + b"0," * 3000 +
+                 b'0],"x":' + b"[" * 32 + b"]" * 32 + b"}", "invalid_json"),
+                ("33 levels in a string", b'{"op":"step","x":"' + b"[" * 40 + b'"}',
+                 "invalid_request")):
+            w.frame(1, payload)
+            got = w.recv()
+            self.eq((got["status"], got["error"]["code"]), (400, code), what)
+            self.check((code == "invalid_json") == ("max_json_depth" in got["error"]["message"]),
+                       "%s: %r" % (what, got["error"]["message"]))
         for what, payload in (("an empty text frame", b""), ("only spaces", b" \r\n ")):
             w.frame(1, payload)
             got = w.recv()

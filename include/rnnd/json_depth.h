@@ -13,8 +13,9 @@ int rnnd_json_depth_check(const char *text, size_t len, long max);
  * comma 1 and an opening bracket RNND_JSON_BRACKET_COST (a container costs a parser far more
  * than a number), inside strings every 16 bytes 1. Text that is not JSON costs what it scans
  * as (its decoding fails early). The WebSocket loop decodes only cheap text itself
- * (docs/websocket.md). */
+ * (docs/websocket.md). The same pass checks the nesting as rnnd_json_depth_check does: *DEEP
+ * is set when it goes deeper than MAX (the pass stops there: the cost is of what was read). */
 #define RNND_JSON_BRACKET_COST 16
-size_t rnnd_json_decode_cost(const char *text, size_t len);
+size_t rnnd_json_decode_cost(const char *text, size_t len, long max, int *deep);
 
 #endif
