@@ -481,30 +481,32 @@ START_TEST(load_refusals)
                    "FLT_MAX / 127 = 2.67938871e+36, so that 127 times it is finite)");
     free(img);
     /* a number that is not finite, in a model of any weight type (trial 31, F1: f32, bf16
-     * and f16 models loaded, and every request failed numeric_error) */
-    const float finf[6] = {1, 2, 3, 4, 5, -INFINITY};
-    img = small(Q8_ARCH(""), "F32", finf, sizeof finf, NULL, 0, NULL, 0, &len);
-    expect_refused("f32_inf", img, len, "layers.0.0.W",
-                   "element 5: -inf (a model's numbers must be finite)");
-    free(img);
-    const uint16_t hnan[6] = {0x3f80, 0x3f80, 0x7fc0, 0, 0, 0};
-    img = small(Q8_ARCH("\"weights\": \"bf16\", "), "BF16", hnan, sizeof hnan, NULL, 0, NULL, 0,
-                &len);
-    expect_refused("bf16_nan", img, len, "layers.0.0.W",
-                   "element 2: nan (a model's numbers must be finite)");
-    free(img);
-    const uint16_t finf16[6] = {0x3c00, 0x7c00, 0, 0, 0, 0};
-    img = small(Q8_ARCH("\"weights\": \"f16\", "), "F16", finf16, sizeof finf16, NULL, 0, NULL, 0,
-                &len);
-    expect_refused("f16_inf", img, len, "layers.0.0.W",
-                   "element 1: inf (a model's numbers must be finite)");
-    free(img);
-    /* an F32 matrix that is not finite cannot be quantized */
-    const float fnan[6] = {1, 2, 3, 4, NAN, 6};
-    img = small(q8, "F32", fnan, sizeof fnan, NULL, 0, NULL, 0, &len);
-    expect_refused("f32_nan", img, len, "layers.0.0.W",
-                   "element 4: nan (a model's numbers must be finite)");
-    free(img);
+     * and f16 models loaded, and every request failed numeric_error); and an F32 matrix that
+     * is not finite cannot be quantized */
+    static const float finf[6] = {1, 2, 3, 4, 5, -INFINITY}, fnan[6] = {1, 2, 3, 4, NAN, 6};
+    static const uint16_t hnan[6] = {0x3f80, 0x3f80, 0x7fc0, 0, 0, 0};
+    static const uint16_t finf16[6] = {0x3c00, 0x7c00, 0, 0, 0, 0};
+    const struct {
+        const char *what, *arch, *dtype;
+        const void *data;
+        size_t size;
+        const char *msg;
+    } nonfinite[] = {
+        {"f32_inf", Q8_ARCH(""), "F32", finf, sizeof finf, "element 5: -inf"},
+        {"bf16_nan", Q8_ARCH("\"weights\": \"bf16\", "), "BF16", hnan, sizeof hnan,
+         "element 2: nan"},
+        {"f16_inf", Q8_ARCH("\"weights\": \"f16\", "), "F16", finf16, sizeof finf16,
+         "element 1: inf"},
+        {"f32_nan", q8, "F32", fnan, sizeof fnan, "element 4: nan"},
+    };
+    for (size_t i = 0; i < sizeof nonfinite / sizeof nonfinite[0]; i++) {
+        char want[96];
+        snprintf(want, sizeof want, "%s (a model's numbers must be finite)", nonfinite[i].msg);
+        img = small(nonfinite[i].arch, nonfinite[i].dtype, nonfinite[i].data, nonfinite[i].size,
+                    NULL, 0, NULL, 0, &len);
+        expect_refused(nonfinite[i].what, img, len, "layers.0.0.W", want);
+        free(img);
+    }
     /* a scale beside an F32 matrix */
     const float fW[6] = {1, 2, 3, 4, 5, 6};
     img = small(q8, "F32", fW, sizeof fW, sW, sizeof sW, NULL, 0, &len);
