@@ -492,7 +492,7 @@ static int make_message(struct ws_pending *p, rnnd_req *r)
     }
     if (blen > 2 && body[0] == '{') {
         rnnd_buf_puts(&b, ",");
-        if (blen - 1 > WS_REPLY_INPLACE_BYTES && body == r->data) {
+        if (b.len + blen - 1 > WS_REPLY_INPLACE_BYTES && body == r->data) { /* the whole */
             p->body = body + 1;
             p->body_len = blen - 1;
         } else {

@@ -240,6 +240,7 @@ static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
         return -1;
     }
     c->turn_sent += (size_t)n + SEND_COST;
+    c->w->last_io = rnnd_mono_s(); /* a client reading a long reply is not idle */
     if (c->head_len) {
         size_t h = (size_t)n < c->head_len ? (size_t)n : c->head_len;
         memmove(c->head, c->head + h, c->head_len - h);
@@ -485,8 +486,7 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         double now = rnnd_mono_s();
         if (stop && !busy && !c->parked)
             queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
-        if (!busy && !c->parked && !c->sending &&
-            now - w->last_io >= (double)cfg->ws_idle_timeout_s)
+        if (!busy && !c->parked && now - w->last_io >= (double)cfg->ws_idle_timeout_s)
             queue_close(c, WSLAY_CODE_GOING_AWAY, "idle timeout (ws_idle_timeout_s)");
         send_close(c);
         int want_write = wslay_event_want_write(c->ctx);

@@ -157,9 +157,15 @@ class Closed(Exception):
 class RawWS:
     """A WebSocket client on a plain socket."""
 
-    def __init__(self, port, path, headers=None, timeout=20, ctx=None, source=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+    def __init__(self, port, path, headers=None, timeout=20, ctx=None, source=None, rcvbuf=None):
+        if rcvbuf:  # before the connection, so that the window stays small
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect(("127.0.0.1", port))
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                                 source_address=(source, 0) if source else None)
         if ctx:
             self.sock = ctx.wrap_socket(self.sock, server_hostname="127.0.0.1")
         key = base64.b64encode(os.urandom(16)).decode()
@@ -523,6 +529,12 @@ class WS(Case):
         w.send_json({"op": "step", "seq": 3, "text": "a"})
         op, data, frames = w.recv_message()
         self.eq((op, frames, json.loads(data)["status"]), (1, 1, 200), "a short reply, one frame")
+        # the 16 KiB are the whole message's, its envelope included (trial 36: the body's)
+        for n in range(10, 17):
+            w.send_json({"op": "step", "seq": 100 + n, "text": "e" * n, "outputs": "all"})
+            op, data, frames = w.recv_message()
+            self.check((len(data) <= 16384) == (frames == 1) and frames <= len(data) // 4096 + 1,
+                       "a %d-byte reply: %d frames" % (len(data), frames))
 
     def test_binary_token_errors_worded_as_http(self):
         """A binary frame's token id out of range gets the words of the HTTP route's error
@@ -1101,6 +1113,25 @@ class Limits(Case):
                 self.eq(c.code, 1001, "a draining server closes with 1001")
             except (EOFError, OSError) as e:
                 self.fail_check("want close 1001 on drain, got %r" % e)
+
+    def test_unread_long_reply(self):
+        """A client that stops reading a long reply (4.9 MB, sent in 4 KiB frames) is closed
+        once nothing has been written to it for ws_idle_timeout_s, as an idle one; while it
+        reads, each write counts as activity. The step was applied."""
+        with Daemon({"charlm": CHARLM}, "--ws-idle-timeout-s", "1") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s, rcvbuf=4096)
+            self.eq(w.status, 101, "upgrade")
+            w.send_json({"op": "step", "seq": 1, "text": "ab" * 2048, "outputs": "all"})
+            op, _ = w.recv_frame()
+            self.eq((op, w.fin), (1, False), "the 4.9 MB reply's first frame")
+            t0 = time.monotonic()
+            ok = d.wait_log(lambda ln: "event=ws_closed" in ln, timeout=10)
+            took = time.monotonic() - t0
+            self.check(ok and took < 6, "the socket ended %.1f s after the client stopped "
+                       "reading" % took)
+            self.eq(d.request("GET", "/v1/sessions/" + s)[2]["steps"], 4096, "the step ran")
+            w.sock.close()
 
     def test_sockets_share_an_event_loop(self):
         """64 open sockets, each with a step answered, cost the daemon at most two threads
