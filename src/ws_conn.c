@@ -47,6 +47,7 @@ struct conn {
     wslay_event_context_ptr ctx;
     struct parked *parked, *parked_tail;
     double close_t0;    /* when our close was queued */
+    double stop_t0;     /* when the loop saw the server drain (W->stop) */
     const char *reason; /* our close's, while it waits for the replies before it */
     int close_queued;   /* handed to wslay */
     int failed;         /* out of memory for a parked message */
@@ -484,6 +485,8 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         size_t busy = w->in_flight;
         pthread_mutex_unlock(&w->mu);
         double now = rnnd_mono_s();
+        if (stop && !c->stop_t0)
+            c->stop_t0 = now;
         if (stop && !busy && !c->parked)
             queue_close(c, WSLAY_CODE_GOING_AWAY, "the server is shutting down");
         if (!busy && !c->parked && now - w->last_io >= (double)cfg->ws_idle_timeout_s)
@@ -493,8 +496,13 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
         /* once our close is queued, reading only waits for the client's close */
         int want_read = wslay_event_want_read(c->ctx) && !replies_full(c) &&
             (w->close_code || (!stop && !c->parked && busy < (size_t)cfg->ws_max_in_flight));
-        if (w->close_code &&
-            (now - c->close_t0 >= CLOSE_WAIT_S || (!want_write && !wslay_event_want_read(c->ctx))))
+        /* our close waits for the replies before it, and then for the client's close, 2 s;
+         * while the server drains, the replies of a client reading them slowly get as long as
+         * HTTP replies do, shutdown_timeout_s (trial 35: long replies were cut after 2 s) */
+        double close_end = c->close_t0 + CLOSE_WAIT_S;
+        if (stop && !c->close_queued && c->stop_t0 + (double)cfg->shutdown_timeout_s > close_end)
+            close_end = c->stop_t0 + (double)cfg->shutdown_timeout_s;
+        if (w->close_code && (now >= close_end || (!want_write && !wslay_event_want_read(c->ctx))))
             return 1; /* our close is sent and the client's came; or a client too slow to read
                        * what was left to send, or to answer the close */
         if (!w->close_code && !wslay_event_want_read(c->ctx) && !want_write && !busy)
@@ -506,8 +514,8 @@ int ws_conn_run(rnnd_ws *w, uint32_t events, uint32_t *want, double *deadline)
             continue;
         }
         *want = (want_read ? EPOLLIN : 0) | (want_write ? EPOLLOUT : 0);
-        double left = w->close_code ? CLOSE_WAIT_S - (now - c->close_t0)
-                                    : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
+        double left =
+            w->close_code ? close_end - now : (double)cfg->ws_idle_timeout_s - (now - w->last_io);
         if (!w->close_code && (busy || c->parked))
             left = 1.0; /* not idle: a reply's wake-up comes through the loop */
         if (want_read && w->extra_off < w->extra_len)
@@ -547,12 +555,18 @@ int ws_conn_finish(rnnd_ws *w)
         return 0;
     if (c && c->ctx) {
         /* who closed, and how: ours (wslay's own for 1002, 1007 and 1009: a close sent, none
-         * received before it), else the client's (1006: the connection just ended) */
-        int ours = w->close_code ||
-            (wslay_event_get_close_sent(c->ctx) && !wslay_event_get_close_received(c->ctx));
-        int code = w->close_code ? w->close_code
-            : ours               ? wslay_event_get_status_code_sent(c->ctx)
-                                 : wslay_event_get_status_code_received(c->ctx);
+         * received before it; 1006 when ours never went, the replies before it unread), else
+         * the client's (1006: the connection just ended) */
+        int sent = wslay_event_get_close_sent(c->ctx);
+        int received = wslay_event_get_close_received(c->ctx);
+        int ours = (w->close_code && (sent || !received)) || (sent && !received);
+        int code = WSLAY_CODE_ABNORMAL_CLOSURE;
+        if (w->close_code && sent)
+            code = w->close_code;
+        else if (sent && !received)
+            code = wslay_event_get_status_code_sent(c->ctx);
+        else if (received)
+            code = wslay_event_get_status_code_received(c->ctx);
         rnnd_metrics_ws_close(&w->app->metrics, code);
         RNND_LOG(&w->app->log, RNND_LOG_INFO, "ws_closed",
                  "key=%s requests=%llu code=%d by=%s secs=%.3f", w->key ? w->key->name : "-",

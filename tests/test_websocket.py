@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import threading
 import time
 import unittest
 
@@ -1396,6 +1397,42 @@ class Limits(Case):
             self.eq(rc, 0, "the daemon exits cleanly")
             bound = 15 if ASAN else 5
             self.check(took < bound, "exited %.1f s after SIGTERM, under %d s" % (took, bound))
+
+    def test_shutdown_lets_slow_readers_finish(self):
+        """SIGTERM while a client reads a 4.9 MB reply slowly (a 4 KiB frame every 4 ms): the
+        reply arrives whole and then the 1001 close, as HTTP replies get shutdown_timeout_s
+        (trial 35: the socket was dropped 2 s after the drain began, mid-message, with no
+        close frame, and the log said 1001)."""
+        with Daemon({"charlm": CHARLM}, "--shutdown-timeout-s", "30") as d:
+            s = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+            w = RawWS(d.port, "/v1/sessions/%s/ws" % s, rcvbuf=4096)
+            self.eq(w.status, 101, "upgrade")
+            w.send_json({"op": "step", "seq": 1, "text": "ab" * 2048, "outputs": "all"})
+            op, first = w.recv_frame()
+            self.eq((op, w.fin), (1, False), "the reply's first frame")
+            got = {"data": first, "end": None}
+
+            def reader():
+                try:
+                    while True:
+                        op, data = w.recv_frame()
+                        if op == 8:
+                            got["end"] = struct.unpack("!H", data[:2])[0]
+                            return
+                        got["data"] += data
+                        time.sleep(0.004)
+                except (OSError, EOFError) as e:
+                    got["end"] = repr(e)
+            t = threading.Thread(target=reader)
+            t.start()
+            time.sleep(0.3)
+            rc, took = d.stop()
+            t.join(30)
+            w.sock.close()
+            self.eq((rc, got["end"]), (0, 1001), "the daemon exits 0; the socket's end")
+            reply = json.loads(got["data"]) if got["end"] == 1001 else {}
+            self.eq((reply.get("status"), len(reply.get("outputs", []))), (200, 4096),
+                    "the whole reply, %d bytes, read in %.1f s" % (len(got["data"]), took))
 
     def test_per_address_limit(self):
         """max_websockets_per_ip: one address cannot hold every slot (pinging keeps a socket
