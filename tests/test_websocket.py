@@ -1115,17 +1115,23 @@ class Limits(Case):
             except (EOFError, OSError) as e:
                 self.fail_check("want close 1001 on drain, got %r" % e)
 
+    def long_reply_begun(self, d):
+        """A charlm session of D, a socket to it with a 4 KiB receive buffer, and the first
+        frame of a 4.9 MB reply on it (4,096 steps, "outputs": "all"): (id, socket, frame)."""
+        s = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
+        w = RawWS(d.port, "/v1/sessions/%s/ws" % s, rcvbuf=4096)
+        self.eq(w.status, 101, "upgrade")
+        w.send_json({"op": "step", "seq": 1, "text": "ab" * 2048, "outputs": "all"})
+        op, first = w.recv_frame()
+        self.eq((op, w.fin), (1, False), "the 4.9 MB reply's first frame")
+        return s, w, first
+
     def test_unread_long_reply(self):
         """A client that stops reading a long reply (4.9 MB, sent in 4 KiB frames) is closed
         once nothing has been written to it for ws_idle_timeout_s, as an idle one; while it
         reads, each write counts as activity. The step was applied."""
         with Daemon({"charlm": CHARLM}, "--ws-idle-timeout-s", "1") as d:
-            s = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
-            w = RawWS(d.port, "/v1/sessions/%s/ws" % s, rcvbuf=4096)
-            self.eq(w.status, 101, "upgrade")
-            w.send_json({"op": "step", "seq": 1, "text": "ab" * 2048, "outputs": "all"})
-            op, _ = w.recv_frame()
-            self.eq((op, w.fin), (1, False), "the 4.9 MB reply's first frame")
+            s, w, _ = self.long_reply_begun(d)
             t0 = time.monotonic()
             ok = d.wait_log(lambda ln: "event=ws_closed" in ln, timeout=10)
             took = time.monotonic() - t0
@@ -1404,12 +1410,7 @@ class Limits(Case):
         (trial 35: the socket was dropped 2 s after the drain began, mid-message, with no
         close frame, and the log said 1001)."""
         with Daemon({"charlm": CHARLM}, "--shutdown-timeout-s", "30") as d:
-            s = d.request("POST", "/v1/sessions", {"model": "charlm"})[2]["id"]
-            w = RawWS(d.port, "/v1/sessions/%s/ws" % s, rcvbuf=4096)
-            self.eq(w.status, 101, "upgrade")
-            w.send_json({"op": "step", "seq": 1, "text": "ab" * 2048, "outputs": "all"})
-            op, first = w.recv_frame()
-            self.eq((op, w.fin), (1, False), "the reply's first frame")
+            _, w, first = self.long_reply_begun(d)
             got = {"data": first, "end": None}
 
             def reader():
