@@ -154,6 +154,10 @@ class ClusterStore(TwoNodes):
         self.assertEqual(request(self.n1, "GET", "/readyz")[1].get("store"), "up")
         st, b = step(self.n1, sid, [5])
         self.assertEqual(st, 200, b)
+        # n1's lease lapsed while Redis was down; it registers again at its next renewal
+        # (lease_ms / 3), and until then a new session's step gets 503 "this node's lease
+        # lapsed; retry" (a CI run under ASan): the reference waits for that
+        wait_for("n1's lease again", lambda: step(self.n1, create(self.n1), [1])[0] == 200, 5)
         self.assertEqual(b["outputs"], replay(self.n1, toks + [5])[len(toks):])
 
     def test_flushall_keeps_held_sessions(self):
