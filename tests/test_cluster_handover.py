@@ -186,7 +186,7 @@ class ClusterHandover(TwoNodes):
     def generate_behind_handover(self, stream, scale=1):
         """The scenario once; False when the generate reached n1 only after the hand-over
         (a loaded machine delayed its thread past the long step): it then took the session
-        back, rightly, and ran, which tests nothing here."""
+        back, rightly, and ran, which tests nothing here; False too when the ask came first."""
         sid = create(self.n1)
         self.assertEqual(step(self.n1, sid, [1])[0], 200)
         n = min(4096, self.long_tokens(sid) * scale)
@@ -215,6 +215,10 @@ class ClusterHandover(TwoNodes):
         for t in threads:
             t.join(60)
         self.assertEqual(res["long"][0], 200, res["long"])
+        if (res["ask"][0] == 200 and res["ask"][1]["steps"] == base + 1 and
+                res["long"][1]["steps"] == base + n + 1):
+            return False  # the ask reached n2 before the long step reached n1 (a CI run under
+            # TSan): the session went to n2 and back, each step once, and nothing was behind
         self.assertEqual(res["long"][1]["steps"], base + n)
         st, got = res["gen"]
         if (st == 200 and not stream) or (stream and got and got[0][0] != "error"):
