@@ -49,7 +49,62 @@ static int keyed_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-static void narrow(const rnnd_tokenizer *t, size_t *lo, size_t *hi, size_t d, unsigned char c);
+/* The byte at depth D of the string of id ID (0 past its end, which sorts first). */
+static unsigned char at(const rnnd_tokenizer *t, int32_t id, size_t d)
+{
+    return d < t->lens[id] ? (unsigned char)t->vocab[id][d] : 0;
+}
+
+/* Narrow [*LO, *HI), entries of the index sharing their first D bytes, to those whose byte
+ * at D is C. Entries ending at D (byte 0 there) come first. */
+static void narrow(const rnnd_tokenizer *t, size_t *lo, size_t *hi, size_t d, unsigned char c)
+{
+    size_t a = *lo, b = *hi;
+    while (a < b) { /* first entry whose byte at d is >= c */
+        size_t mid = a + (b - a) / 2;
+        if (at(t, t->sorted[mid], d) < c)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    size_t first = a;
+    b = *hi;
+    while (a < b) { /* first entry whose byte at d is > c */
+        size_t mid = a + (b - a) / 2;
+        if (at(t, t->sorted[mid], d) <= c)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    *lo = first;
+    *hi = a;
+}
+
+/* The char tokenizer's index: the ids sorted by their strings, and the range of them each
+ * first byte selects. -1 when out of memory. */
+static int index_vocab(rnnd_tokenizer *t)
+{
+    size_t n = (size_t)t->n;
+    keyed *k = malloc(n * sizeof *k);
+    t->sorted = malloc(n * sizeof *t->sorted);
+    if (!k || !t->sorted) {
+        free(k);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        k[i] = (keyed){t->vocab[i], (int32_t)i};
+    qsort(k, n, sizeof *k, keyed_cmp);
+    for (size_t i = 0; i < n; i++)
+        t->sorted[i] = k[i].id;
+    free(k);
+    for (unsigned c = 0; c < 256; c++) {
+        size_t lo = 0, hi = n;
+        narrow(t, &lo, &hi, 0, (unsigned char)c);
+        t->first[c][0] = (uint32_t)lo;
+        t->first[c][1] = (uint32_t)hi;
+    }
+    return 0;
+}
 
 int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, size_t errlen)
 {
@@ -94,27 +149,8 @@ int rnnd_tokenizer_new(const rnnd_model *m, rnnd_tokenizer **out, char *err, siz
                 t->max_len = t->lens[i];
         }
     }
-    if (kind == TOK_CHAR) {
-        size_t n = (size_t)t->n;
-        keyed *k = malloc(n * sizeof *k);
-        t->sorted = malloc(n * sizeof *t->sorted);
-        if (!k || !t->sorted) {
-            free(k);
-            goto nomem;
-        }
-        for (size_t i = 0; i < n; i++)
-            k[i] = (keyed){t->vocab[i], (int32_t)i};
-        qsort(k, n, sizeof *k, keyed_cmp);
-        for (size_t i = 0; i < n; i++)
-            t->sorted[i] = k[i].id;
-        free(k);
-        for (unsigned c = 0; c < 256; c++) {
-            size_t lo = 0, hi = n;
-            narrow(t, &lo, &hi, 0, (unsigned char)c);
-            t->first[c][0] = (uint32_t)lo;
-            t->first[c][1] = (uint32_t)hi;
-        }
-    }
+    if (kind == TOK_CHAR && index_vocab(t))
+        goto nomem;
     *out = t;
     return 0;
 
@@ -204,37 +240,6 @@ static int no_token(const unsigned char *p, size_t len, size_t off, char *err, s
                          off, (char)cp, (unsigned)cp);
     return rnnd_fail(RNND_ERR_INVALID, err, errlen, "byte %zu: no token for \"%.*s\" (U+%04X)", off,
                      (int)k, (const char *)p, (unsigned)cp);
-}
-
-/* The byte at depth D of the string of id ID (0 past its end, which sorts first). */
-static unsigned char at(const rnnd_tokenizer *t, int32_t id, size_t d)
-{
-    return d < t->lens[id] ? (unsigned char)t->vocab[id][d] : 0;
-}
-
-/* Narrow [*LO, *HI), entries of the index sharing their first D bytes, to those whose byte
- * at D is C. Entries ending at D (byte 0 there) come first. */
-static void narrow(const rnnd_tokenizer *t, size_t *lo, size_t *hi, size_t d, unsigned char c)
-{
-    size_t a = *lo, b = *hi;
-    while (a < b) { /* first entry whose byte at d is >= c */
-        size_t mid = a + (b - a) / 2;
-        if (at(t, t->sorted[mid], d) < c)
-            a = mid + 1;
-        else
-            b = mid;
-    }
-    size_t first = a;
-    b = *hi;
-    while (a < b) { /* first entry whose byte at d is > c */
-        size_t mid = a + (b - a) / 2;
-        if (at(t, t->sorted[mid], d) <= c)
-            a = mid + 1;
-        else
-            b = mid;
-    }
-    *lo = first;
-    *hi = a;
 }
 
 /* The longest vocabulary string that TEXT (LEN > 0 bytes) starts with: its id, with its
