@@ -333,7 +333,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     p->binary = binary;
     p->len = arg->msg_length;
     p->next = NULL;
-    memcpy(p->data, arg->msg, arg->msg_length);
+    if (arg->msg_length) /* an empty message's msg is NULL, which memcpy may not get */
+        memcpy(p->data, arg->msg, arg->msg_length);
     if (c->parked_tail)
         c->parked_tail->next = p;
     else

@@ -175,7 +175,8 @@ int ws_slow_post(rnnd_ws *w, struct ws_pending *p, int binary, const uint8_t *da
     m->p = p;
     m->binary = binary;
     m->len = len;
-    memcpy(m->data, data, len);
+    if (len) /* an empty message's DATA is wslay's NULL, which memcpy may not get */
+        memcpy(m->data, data, len);
     /* the loop must not free P while a worker starts it: its handler returns after its job
      * may have completed it (ws_bridge_flush waits) */
     pthread_mutex_lock(&w->mu);

@@ -183,6 +183,8 @@ class Daemon:
         rc = self.proc.poll()
         if rc is None:
             rc, _ = self.stop()
+        elif rc != 0:  # gone by itself (a sanitizer's abort): its report is in the log
+            self.print_tail(rc)
         # after a failure inside the block, its own exception is the one to see
         if exc_type is None and self.exit_status is not None:
             require(rc == self.exit_status, "daemon exit status %r, want %r (Daemon's context "
@@ -229,10 +231,15 @@ class Daemon:
             if not self._reader.is_alive():
                 self.proc.stderr.close()
         if rc != 0:
-            print("daemon exit status %s; its last log lines:" % rc)
-            for line in self.log[-30:]:
-                print("  " + line)
+            self.print_tail(rc)
         return rc, time.monotonic() - t0
+
+    def print_tail(self, rc):
+        if getattr(self, "_reader", None):
+            self._reader.join(5)  # the last lines, a sanitizer's report among them
+        print("daemon exit status %s; its last log lines:" % rc)
+        for line in self.log[-30:]:
+            print("  " + line)
 
     def conn(self, timeout=60):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)

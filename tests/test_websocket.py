@@ -201,6 +201,11 @@ class RawWS:
 
     def frame(self, opcode, payload, fin=True, mask=True, rsv=0):
         """Send one frame."""
+        self.sock.sendall(self.encode(opcode, payload, fin, mask, rsv))
+
+    @staticmethod
+    def encode(opcode, payload, fin=True, mask=True, rsv=0):
+        """One frame's bytes, as a client sends it."""
         b0 = (0x80 if fin else 0) | rsv << 4 | opcode
         n = len(payload)
         m = 0x80 if mask else 0
@@ -215,7 +220,7 @@ class RawWS:
             payload = bytes(c ^ k[i % 4] for i, c in enumerate(payload)) if n < 65536 else \
                 _mask_big(payload, k)
             head += k
-        self.sock.sendall(head + payload)
+        return head + payload
 
     def send_json(self, obj):
         self.frame(1, json.dumps(obj).encode())
@@ -970,6 +975,23 @@ class WS(Case):
         ok = w.request({"op": "step", "inputs": [[0.0] * DIM]})
         self.eq(ok["status"], 200, "the socket still serves after errors")
 
+    def test_empty_message_behind_the_slow_path(self):
+        """Empty text messages sent behind one that goes to the slow path (200 steps: costly to
+        decode) follow it there, in order, and get their 400 (UBSan: the slow path copied the
+        empty message from wslay's null pointer, which aborted the sanitizer build's daemon;
+        found when test_bad_text_frames' empty frame met its socket's last slow message)."""
+        s = self.new()
+        w = self.open(s)
+        big = json.dumps({"op": "step", "seq": 1, "inputs": [[0.0] * DIM] * 200}).encode()
+        w.sock.sendall(w.encode(1, big) + w.encode(1, b"") + w.encode(1, b"") +
+                       w.encode(1, json.dumps({"op": "step", "seq": 2,
+                                               "inputs": [[0.0] * DIM]}).encode()))
+        got = [w.recv() for _ in range(4)]
+        self.eq([(g["status"], g.get("seq")) for g in got],
+                [(200, 1), (400, None), (400, None), (200, 2)], "in order")
+        self.eq([g["error"]["code"] for g in got[1:3]], ["invalid_json"] * 2, "the empty ones")
+        self.eq(self.steps(s), 201, "both steps ran")
+
     def close_case(self, send, code, what):
         """A fresh session's socket; SEND(w) must make the server close with CODE, the session
         unchanged."""
@@ -1550,6 +1572,17 @@ class Limits(Case):
                 seq = bin_reply(g)[0] if i % 2 else g["seq"]
                 self.check(seq == i and bits(outs) == bits(want["outputs"]),
                            "in-flight 1: request %d answered in order, bitwise" % i)
+            # empty text messages read while one is in flight wait their turn (UBSan: the
+            # parked copy was made from wslay's null pointer, which aborted the daemon)
+            w.sock.sendall(RawWS.encode(2, bin_step(100, [[0.5] * DIM] * 500)) +
+                           RawWS.encode(1, b"") + RawWS.encode(1, b"") +
+                           RawWS.encode(1, json.dumps({"op": "step", "seq": 101,
+                                                       "inputs": [[0.5] * DIM]}).encode()))
+            got = [w.recv() for _ in range(4)]
+            self.eq(bin_reply(got[0])[0], 100, "the binary step first")
+            self.eq([(g["status"], g.get("seq"), g.get("error", {}).get("code"))
+                     for g in got[1:]], [(400, None, "invalid_json")] * 2 + [(200, 101, None)],
+                    "then the empty ones, then the last step")
             w.close()
 
     def test_backpressure(self):
