@@ -9,9 +9,14 @@ redis-start and add behave, add reloading HAProxy under a stream of requests wit
 failing; after down nothing the cluster started is running, and the test brings the cluster
 down in a finally, so a failing check leaves nothing behind either. Bounded: well under 60 s.
 
-Env: RNND_BIN, RNND_SRCDIR, RNND_TEST_TMP. One test: each command acts on the cluster the
-ones before it left, so the steps are not tests of their own.
+test_taken_ports: a port taken between its pick and its bind is picked again.
+
+Env: RNND_BIN, RNND_SRCDIR, RNND_TEST_TMP. test_cluster is one test: each command acts on the
+cluster the ones before it left, so the steps are not tests of their own.
 """
+import contextlib
+import importlib.machinery
+import io
 import json
 import os
 import random
@@ -21,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+import types
 import unittest
 
 from daemon_util import PYTHON3, RNND_BIN, Case, tmpdir, url_request
@@ -240,6 +246,43 @@ class ClusterTool(Case):
                     except OSError:
                         pass
             shutil.rmtree(DIR, ignore_errors=True)
+
+    def test_taken_ports(self):
+        """A port picked free and taken before its part bound it (CI: a node's "cannot listen
+        on 127.0.0.1:56695 (address in use)", an outgoing connection beside the tests had it):
+        up picks another, for Redis, HAProxy and a node alike. Here every first pick is a
+        port this test holds listening."""
+        loader = importlib.machinery.SourceFileLoader("cluster_tool", TOOL)
+        tool = types.ModuleType(loader.name)
+        tool.__file__ = TOOL
+        loader.exec_module(tool)
+        held = []
+        for _ in range(3):  # redis, haproxy, n1: the order up picks them in
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            held.append(s)
+        taken = [s.getsockname()[1] for s in held]
+        real, picks = tool.free_port, list(taken)
+        tool.free_port = lambda: picks.pop(0) if picks else real()
+        d = os.path.join(tmpdir("cluster_tool"), "taken%d" % os.getpid())
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                tool.main(["up", "--nodes", "1", "--dir", d, "--rnnd", RNND_BIN, "--",
+                           "--workers", "1", "--http-threads", "1"])
+            info = json.loads(out.getvalue().strip().splitlines()[-1])
+            ports = [int(u.rsplit(":", 1)[1].split("/")[0])
+                     for u in [info["url"], info["redis"], info["nodes"][0]["url"]]]
+            self.check(not set(ports) & set(taken), "other ports than the taken %s: %s"
+                       % (taken, ports))
+            self.eq(request(info["url"], path="/readyz")[0], 200, "the cluster serves")
+        finally:
+            if os.path.exists(os.path.join(d, "cluster.json")):
+                tool.main(["down", "--dir", d])
+            for s in held:
+                s.close()
+            shutil.rmtree(d, ignore_errors=True)
 
 
 if __name__ == "__main__":
