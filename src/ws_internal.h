@@ -225,12 +225,13 @@ void ws_bridge_cancel(rnnd_ws *w);
  * ws_max_message_bytes on the loop held every socket for 50-250 ms a message. */
 #define WS_SLOW_TEXT_BYTES (64 * 1024)
 /* Shorter text messages whose decoding would cost more than WS_SLOW_TEXT_COST go there too
- * (rnnd_json_decode_cost: outside strings a comma 1, an opening bracket 16; inside strings
- * 16 bytes 1). 65,435 bytes of empty objects took the loop
+ * (rnnd_json_decode_cost: every 16 bytes 1; outside strings a comma 1 more, an opening
+ * bracket 16 more). 65,435 bytes of empty objects took the loop
  * ~10 ms each (trial 32: a victim's p50 146 ms with 16 sockets), 16 KB of 8,150 zeros ~1 ms
  * (trial 33: p50 205 ms with 64 sockets); a bracket inside a string costs nothing (trial
- * 33: a prompt of 65 '{' went to the slow path and queued behind attackers). A step of 512
- * floats costs 560; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
+ * 33: a prompt of 65 '{' went to the slow path and queued behind attackers), 60 KB of one
+ * number ~0.55 ms as 60 KB of a string (trial 34: its digits cost nothing). A step of 512
+ * floats costs 690-945; one of 4 such steps, or of 100 steps of 13 floats, goes there. */
 #define WS_SLOW_TEXT_COST 2048
 /* A message started on the loop counts this many bytes a unit of cost against the socket's
  * read share of the turn (ws_conn.c, READ_PER_TURN): one message of WS_SLOW_TEXT_COST takes

@@ -9,9 +9,9 @@
  * RNND_ERR_LIMIT otherwise. Unbalanced text is the parser's to reject. */
 int rnnd_json_depth_check(const char *text, size_t len, long max);
 
-/* What decoding LEN bytes of TEXT would cost, in units of about one value: outside strings a
- * comma 1 and an opening bracket RNND_JSON_BRACKET_COST (a container costs a parser far more
- * than a number), inside strings every 16 bytes 1. Text that is not JSON costs what it scans
+/* What decoding LEN bytes of TEXT would cost, in units of about one value: every 16 bytes 1,
+ * and outside strings a comma 1 more and an opening bracket RNND_JSON_BRACKET_COST more (a
+ * container costs a parser far more than a number). Text that is not JSON costs what it scans
  * as (its decoding fails early). The WebSocket loop decodes only cheap text itself
  * (docs/websocket.md). The same pass checks the nesting as rnnd_json_depth_check does: *DEEP
  * is set when it goes deeper than MAX (the pass stops there: the cost is of what was read). */
